@@ -1,0 +1,39 @@
+//! Finds the lab check modules in `src/labs/` (every `.rs` file but `mod.rs`) and lists them
+//! for `labs::all()`, so that adding a lab adds a file and touches no list.
+
+use std::fmt::Write;
+use std::path::Path;
+
+fn main() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("src")
+        .join("labs");
+    println!("cargo::rerun-if-changed={}", dir.display());
+    let mut modules: Vec<String> = std::fs::read_dir(&dir)
+        .expect("src/labs exists")
+        .flatten()
+        .filter_map(|e| e.file_name().to_str().map(str::to_string))
+        .filter_map(|n| n.strip_suffix(".rs").map(str::to_string))
+        .filter(|n| n != "mod")
+        .collect();
+    modules.sort();
+    let mut code = String::new();
+    for module in &modules {
+        let path = dir.join(format!("{module}.rs"));
+        writeln!(
+            code,
+            "#[path = {:?}]\npub mod {module};",
+            path.display().to_string()
+        )
+        .unwrap();
+    }
+    let list: Vec<String> = modules.iter().map(|m| format!("&{m}::LAB")).collect();
+    writeln!(
+        code,
+        "/// Every lab module's `LAB`, in file-name order.\nstatic MODULES: &[&crate::engine::Lab] = &[{}];",
+        list.join(", ")
+    )
+    .unwrap();
+    let out = Path::new(&std::env::var("OUT_DIR").expect("cargo sets OUT_DIR")).join("labs.rs");
+    std::fs::write(out, code).expect("writing labs.rs");
+}

@@ -1,0 +1,237 @@
+//! `cargo grade`: what students and instructors type.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, ValueEnum};
+
+use crate::engine::{self, CLEANUP_CHECK, Lab, Options, Plan, Progress, Variant};
+use crate::report;
+
+/// Grades the IPC labs: runs your code as real processes and checks it from the outside.
+///
+/// Examples: `cargo grade` grades every lab in labs/; `cargo grade pipe-echo` one lab;
+/// `cargo grade pipe-echo/echo-16-mib` one check; `cargo grade --list` lists them;
+/// `cargo grade clean` removes IPC objects left by grader runs that crashed.
+#[derive(Parser, Debug)]
+#[command(name = "cargo grade", version)]
+pub struct Args {
+    /// Labs (`pipe-echo`) or checks (`pipe-echo/echo-16-mib`) to grade; all if none. The word
+    /// `clean` alone removes what crashed grader runs left behind.
+    pub selection: Vec<String>,
+    /// Grade the reference solutions in solutions/ instead of labs/.
+    #[arg(long)]
+    pub solutions: bool,
+    /// List the labs and their checks with points, and exit.
+    #[arg(long)]
+    pub list: bool,
+    /// Seed for the random inputs (printed with every failure); random if not given.
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Format::Human)]
+    pub format: Format,
+    /// How many checks run at once (checks that measure time always run alone).
+    #[arg(long, default_value_t = 1)]
+    pub jobs: usize,
+    /// Where each check's full log is written [default: target/grade/logs].
+    #[arg(long)]
+    pub log_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    /// A line per check, a subtotal per lab, the total.
+    Human,
+    /// One JSON document on stdout (see docs/report-format.md).
+    Json,
+}
+
+/// A selection that names no known lab or check.
+#[derive(Debug, thiserror::Error)]
+pub enum SelectionError {
+    #[error("unknown lab `{0}`; the labs are: {1}")]
+    UnknownLab(String, String),
+    #[error("lab `{0}` has no check `{1}`; its checks are: {2}")]
+    UnknownCheck(String, String, String),
+}
+
+/// Turns `slug` and `slug/check` words into plans, in course order.
+pub fn plan(selection: &[String]) -> Result<Vec<Plan>, SelectionError> {
+    let labs = crate::labs::all();
+    if selection.is_empty() {
+        return Ok(labs.into_iter().map(whole_lab).collect());
+    }
+    let mut plans: Vec<Plan> = Vec::new();
+    for word in selection {
+        let (slug, check) = match word.split_once('/') {
+            Some((slug, check)) => (slug, Some(check)),
+            None => (word.as_str(), None),
+        };
+        let lab = crate::labs::find(slug).ok_or_else(|| {
+            let known: Vec<&str> = labs.iter().map(|l| l.slug).collect();
+            SelectionError::UnknownLab(slug.into(), known.join(", "))
+        })?;
+        let wanted = match check {
+            None => whole_lab(lab),
+            // The cleanup check judges what the lab's other checks left behind.
+            Some(CLEANUP_CHECK) if lab.cleanup_points > 0 => whole_lab(lab),
+            Some(name) => {
+                let found = lab.checks.iter().find(|c| c.name == name).ok_or_else(|| {
+                    SelectionError::UnknownCheck(slug.into(), name.into(), check_names(lab))
+                })?;
+                Plan {
+                    lab,
+                    checks: vec![found],
+                    cleanup: false,
+                }
+            }
+        };
+        match plans.iter_mut().find(|p| std::ptr::eq(p.lab, lab)) {
+            Some(existing) => {
+                for check in wanted.checks {
+                    if !existing.checks.iter().any(|c| std::ptr::eq(*c, check)) {
+                        existing.checks.push(check);
+                    }
+                }
+                existing.cleanup |= wanted.cleanup;
+            }
+            None => plans.push(wanted),
+        }
+    }
+    for plan in &mut plans {
+        let order =
+            |check: &&engine::Check| plan.lab.checks.iter().position(|c| std::ptr::eq(c, *check));
+        plan.checks.sort_by_key(order);
+    }
+    plans.sort_by_key(|p| p.lab.number);
+    Ok(plans)
+}
+
+fn whole_lab(lab: &'static Lab) -> Plan {
+    Plan {
+        lab,
+        checks: lab.checks.iter().collect(),
+        cleanup: lab.cleanup_points > 0,
+    }
+}
+
+fn check_names(lab: &Lab) -> String {
+    let mut names: Vec<&str> = lab.checks.iter().map(|c| c.name).collect();
+    if lab.cleanup_points > 0 {
+        names.push(CLEANUP_CHECK);
+    }
+    names.join(", ")
+}
+
+/// A seed from the clock and the pid, for runs without `--seed`.
+fn fresh_seed() -> u64 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0);
+    (nanos ^ (u64::from(std::process::id()) << 32)) % 1_000_000_000
+}
+
+pub fn main() -> ExitCode {
+    let args = Args::parse();
+    if args.selection.len() == 1 && args.selection[0] == "clean" {
+        let removed = engine::ledger::clean();
+        for object in &removed {
+            println!("removed {object}");
+        }
+        println!("{} leftover object(s) removed", removed.len());
+        return ExitCode::SUCCESS;
+    }
+    if args.list {
+        print!("{}", report::list(&crate::labs::all()));
+        return ExitCode::SUCCESS;
+    }
+    let plans = match plan(&args.selection) {
+        Ok(plans) => plans,
+        Err(error) => {
+            eprintln!("cargo grade: {error}");
+            return ExitCode::from(2);
+        }
+    };
+    let workspace = crate::workspace_root();
+    let variant = if args.solutions {
+        Variant::Solutions
+    } else {
+        Variant::Labs
+    };
+    let options = Options {
+        variant,
+        seed: args.seed.unwrap_or_else(fresh_seed),
+        jobs: args.jobs,
+        log_dir: args
+            .log_dir
+            .unwrap_or_else(|| workspace.join("target").join("grade").join("logs")),
+    };
+    let human = args.format == Format::Human;
+    let style = report::Style::detect();
+    let live = human && std::io::stderr().is_terminal();
+    let progress = |event: Progress| match event {
+        Progress::Building if human => {
+            eprintln!("building {} with cargo ...", variant.dir());
+        }
+        Progress::Started { lab, check } if live => {
+            eprint!("\r\x1b[2K  running {lab}/{check} ...");
+        }
+        Progress::Finished { lab, result } if human => {
+            if live {
+                eprint!("\r\x1b[2K");
+            }
+            print!("{}", report::check_line(lab, result, options.seed, &style));
+        }
+        _ => {}
+    };
+    let report = engine::grade(&workspace, &plans, &options, &progress);
+    match args.format {
+        Format::Human => print!("{}", report::summary(&report, options.seed, &style)),
+        Format::Json => println!(
+            "{}",
+            serde_json::to_string_pretty(&report).expect("a report serializes")
+        ),
+    }
+    if report.all_passed() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn words(list: &[&str]) -> Vec<String> {
+        list.iter().map(|w| w.to_string()).collect()
+    }
+
+    #[test]
+    fn no_selection_plans_every_lab_whole() {
+        let plans = plan(&[]).unwrap();
+        assert_eq!(plans.len(), crate::labs::all().len());
+        assert!(plans.iter().all(|p| p.checks.len() == p.lab.checks.len()));
+    }
+
+    #[test]
+    fn checks_of_one_lab_merge_into_one_plan_in_declaration_order() {
+        let plans = plan(&words(&["pipe-echo/real-pipes", "pipe-echo/echo-0-bytes"])).unwrap();
+        assert_eq!(plans.len(), 1);
+        let names: Vec<&str> = plans[0].checks.iter().map(|c| c.name).collect();
+        assert_eq!(names, ["echo-0-bytes", "real-pipes"]);
+        let again = plan(&words(&["pipe-echo/real-pipes", "pipe-echo"])).unwrap();
+        assert_eq!(again[0].checks.len(), again[0].lab.checks.len());
+    }
+
+    #[test]
+    fn unknown_names_are_typed_errors() {
+        let lab = plan(&words(&["nope"])).err().unwrap();
+        assert!(matches!(lab, SelectionError::UnknownLab(ref name, _) if name == "nope"));
+        let check = plan(&words(&["pipe-echo/nope"])).err().unwrap();
+        assert!(matches!(check, SelectionError::UnknownCheck(_, ref name, _) if name == "nope"));
+    }
+}

@@ -1,0 +1,243 @@
+//! The machine's IPC objects, before and after a check, and their removal.
+//!
+//! SysV objects come from `/proc/sysvipc`, POSIX shared memory and named semaphores from
+//! `/dev/shm`, POSIX message queues from the mqueue file system when it is mounted (and, when it
+//! is not, by opening the names the grader handed out).
+
+use std::collections::BTreeSet;
+use std::ffi::CString;
+
+/// An IPC object, as the machine lists it.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub enum IpcObject {
+    SysvShm {
+        key: i32,
+        id: i32,
+        creator: i32,
+    },
+    SysvMsg {
+        key: i32,
+        id: i32,
+    },
+    SysvSem {
+        key: i32,
+        id: i32,
+    },
+    /// A file in `/dev/shm`: POSIX shared memory, or a named semaphore (`sem.NAME`).
+    DevShm {
+        name: String,
+    },
+    /// A POSIX message queue, by its name without the leading slash.
+    MessageQueue {
+        name: String,
+    },
+    /// A Unix domain socket's file, left in the check's directory.
+    SocketFile {
+        path: std::path::PathBuf,
+    },
+}
+
+impl std::fmt::Display for IpcObject {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            IpcObject::SysvShm { key, id, .. } => {
+                write!(f, "SysV shared memory segment id {id} (key {key:#010x})")
+            }
+            IpcObject::SysvMsg { key, id } => {
+                write!(f, "SysV message queue id {id} (key {key:#010x})")
+            }
+            IpcObject::SysvSem { key, id } => {
+                write!(f, "SysV semaphore set id {id} (key {key:#010x})")
+            }
+            IpcObject::DevShm { name } if name.starts_with("sem.") => {
+                write!(f, "named semaphore /{}", &name[4..])
+            }
+            IpcObject::DevShm { name } => write!(f, "POSIX shared memory /{name}"),
+            IpcObject::MessageQueue { name } => write!(f, "POSIX message queue /{name}"),
+            IpcObject::SocketFile { path } => write!(f, "socket file {}", path.display()),
+        }
+    }
+}
+
+impl IpcObject {
+    /// The name or key by which the grader can tell it handed the object out.
+    pub fn key(&self) -> Option<i32> {
+        match self {
+            IpcObject::SysvShm { key, .. }
+            | IpcObject::SysvMsg { key, .. }
+            | IpcObject::SysvSem { key, .. } => Some(*key),
+            _ => None,
+        }
+    }
+
+    pub fn name(&self) -> Option<&str> {
+        match self {
+            IpcObject::DevShm { name } => Some(name.strip_prefix("sem.").unwrap_or(name)),
+            IpcObject::MessageQueue { name } => Some(name),
+            _ => None,
+        }
+    }
+
+    /// Removes the object from the machine.
+    pub fn remove(&self) -> std::io::Result<()> {
+        let errno = |r: nix::Result<()>| r.map_err(std::io::Error::from);
+        match self {
+            IpcObject::SysvShm { id, .. } => {
+                // SAFETY: IPC_RMID takes no buffer.
+                let r = unsafe { libc::shmctl(*id, libc::IPC_RMID, std::ptr::null_mut()) };
+                errno(nix::errno::Errno::result(r).map(drop))
+            }
+            IpcObject::SysvMsg { id, .. } => {
+                // SAFETY: IPC_RMID takes no buffer.
+                let r = unsafe { libc::msgctl(*id, libc::IPC_RMID, std::ptr::null_mut()) };
+                errno(nix::errno::Errno::result(r).map(drop))
+            }
+            IpcObject::SysvSem { id, .. } => {
+                // SAFETY: IPC_RMID ignores the semaphore number and takes no argument.
+                let r = unsafe { libc::semctl(*id, 0, libc::IPC_RMID) };
+                errno(nix::errno::Errno::result(r).map(drop))
+            }
+            IpcObject::DevShm { name } => std::fs::remove_file(format!("/dev/shm/{name}")),
+            IpcObject::MessageQueue { name } => {
+                errno(nix::mqueue::mq_unlink(format!("/{name}").as_str()))
+            }
+            IpcObject::SocketFile { path } => std::fs::remove_file(path),
+        }
+    }
+}
+
+/// Where the mqueue file system is mounted, if it is.
+fn mqueue_mount() -> Option<String> {
+    let mounts = std::fs::read_to_string("/proc/self/mounts").ok()?;
+    mounts
+        .lines()
+        .map(|l| l.split_whitespace().collect::<Vec<_>>())
+        .find(|f| f.len() > 2 && f[2] == "mqueue")
+        .map(|f| f[1].to_string())
+}
+
+fn sysv_rows(file: &str) -> Vec<Vec<i64>> {
+    let Ok(text) = std::fs::read_to_string(format!("/proc/sysvipc/{file}")) else {
+        return Vec::new();
+    };
+    text.lines()
+        .skip(1)
+        .map(|l| {
+            l.split_whitespace()
+                .filter_map(|w| w.parse().ok())
+                .collect()
+        })
+        .filter(|row: &Vec<i64>| row.len() >= 2)
+        .collect()
+}
+
+/// One line of `/proc/sysvipc/shm`: key, id, mode, size, creator pid, attach count, owner uid.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ShmSegment {
+    pub key: i32,
+    pub id: i32,
+    pub mode: u32,
+    pub size: u64,
+    pub creator: i32,
+    pub attached: u64,
+    pub uid: u32,
+}
+
+/// The SysV shared memory segments, as `/proc/sysvipc/shm` lists them.
+pub fn shm_segments() -> Vec<ShmSegment> {
+    // Columns: key shmid perms size cpid lpid nattch uid gid cuid cgid ...
+    sysv_rows("shm")
+        .into_iter()
+        .filter(|r| r.len() >= 8)
+        .map(|r| ShmSegment {
+            key: r[0] as i32,
+            id: r[1] as i32,
+            mode: r[2] as u32,
+            size: r[3] as u64,
+            creator: r[4] as i32,
+            attached: r[6] as u64,
+            uid: r[7] as u32,
+        })
+        .collect()
+}
+
+/// Every IPC object the machine lists now.
+pub fn snapshot() -> BTreeSet<IpcObject> {
+    let mut objects = BTreeSet::new();
+    for segment in shm_segments() {
+        objects.insert(IpcObject::SysvShm {
+            key: segment.key,
+            id: segment.id,
+            creator: segment.creator,
+        });
+    }
+    for row in sysv_rows("msg") {
+        objects.insert(IpcObject::SysvMsg {
+            key: row[0] as i32,
+            id: row[1] as i32,
+        });
+    }
+    for row in sysv_rows("sem") {
+        objects.insert(IpcObject::SysvSem {
+            key: row[0] as i32,
+            id: row[1] as i32,
+        });
+    }
+    if let Ok(entries) = std::fs::read_dir("/dev/shm") {
+        for entry in entries.flatten() {
+            if let Some(name) = entry.file_name().to_str() {
+                objects.insert(IpcObject::DevShm { name: name.into() });
+            }
+        }
+    }
+    if let Some(mount) = mqueue_mount()
+        && let Ok(entries) = std::fs::read_dir(mount)
+    {
+        for entry in entries.flatten() {
+            if let Some(name) = entry.file_name().to_str() {
+                objects.insert(IpcObject::MessageQueue { name: name.into() });
+            }
+        }
+    }
+    objects
+}
+
+/// Whether a message queue with this name (leading slash included) exists: found by opening it,
+/// for machines where the mqueue file system is not mounted.
+pub fn message_queue_exists(name: &str) -> bool {
+    let Ok(c_name) = CString::new(name) else {
+        return false;
+    };
+    // SAFETY: a plain mq_open of an existing queue for reading; the descriptor is closed at once.
+    let mqd = unsafe { libc::mq_open(c_name.as_ptr(), libc::O_RDONLY | libc::O_NONBLOCK) };
+    if mqd < 0 {
+        // EACCES means it exists but is not ours to read; still there.
+        return nix::errno::Errno::last() == nix::errno::Errno::EACCES;
+    }
+    // SAFETY: mqd was just opened.
+    unsafe { libc::mq_close(mqd) };
+    true
+}
+
+/// The socket files under `dir` (a check's private directory).
+pub fn socket_files(dir: &std::path::Path) -> Vec<IpcObject> {
+    use std::os::unix::fs::FileTypeExt;
+    let mut found = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(current) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&current) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let Ok(kind) = entry.file_type() else {
+                continue;
+            };
+            if kind.is_dir() {
+                stack.push(entry.path());
+            } else if kind.is_socket() {
+                found.push(IpcObject::SocketFile { path: entry.path() });
+            }
+        }
+    }
+    found
+}

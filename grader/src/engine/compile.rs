@@ -1,0 +1,202 @@
+//! Building the lab programs that are graded: `labs/` (the student's) or `solutions/`.
+//!
+//! Each variant has a target directory of its own under `target/grade/`, because a lab and its
+//! solution are packages of the same name. A lab that does not compile costs that lab only.
+
+use std::collections::BTreeMap;
+use std::io::BufRead;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+/// Which sources are graded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Variant {
+    /// `labs/`: the student's work.
+    Labs,
+    /// `solutions/`: the reference solutions.
+    Solutions,
+}
+
+impl Variant {
+    pub fn dir(self) -> &'static str {
+        match self {
+            Variant::Labs => "labs",
+            Variant::Solutions => "solutions",
+        }
+    }
+}
+
+/// The cargo profile lab programs are built with (see the workspace's `Cargo.toml`).
+pub const PROFILE: &str = "grade";
+
+/// Set to use the programs already built under `target/grade/` without running cargo (for
+/// running the grader where cargo is not available, such as as another user).
+pub const PREBUILT_ENV: &str = "IPC_LABS_PREBUILT";
+
+/// The program of each lab, or why it could not be built.
+pub type Programs = BTreeMap<&'static str, Result<PathBuf, String>>;
+
+/// The directory of `slug`'s crate under `labs/` or `solutions/`: `NN-slug` or `slug`.
+pub fn crate_dir(workspace: &Path, variant: Variant, slug: &str) -> Option<PathBuf> {
+    let entries = std::fs::read_dir(workspace.join(variant.dir())).ok()?;
+    entries.flatten().map(|e| e.path()).find(|path| {
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+        let stripped = name.trim_start_matches(|c: char| c.is_ascii_digit() || c == '-');
+        (name == slug || stripped == slug) && path.join("Cargo.toml").is_file()
+    })
+}
+
+fn target_dir(workspace: &Path, variant: Variant) -> PathBuf {
+    workspace.join("target").join("grade").join(variant.dir())
+}
+
+/// Builds the programs of `slugs`, in the variant's directory under `target/grade/`.
+pub fn build(workspace: &Path, variant: Variant, slugs: &[&'static str]) -> Programs {
+    build_in(workspace, variant, slugs, &target_dir(workspace, variant))
+}
+
+/// Builds the programs of `slugs` in the target directory `target`.
+pub fn build_in(
+    workspace: &Path,
+    variant: Variant,
+    slugs: &[&'static str],
+    target: &Path,
+) -> Programs {
+    let target = target.to_path_buf();
+    if std::env::var_os(PREBUILT_ENV).is_some() {
+        return slugs
+            .iter()
+            .map(|&slug| {
+                let path = target.join(PROFILE).join(slug);
+                let found = if path.is_file() {
+                    Ok(path)
+                } else {
+                    Err(format!(
+                        "{PREBUILT_ENV} is set but {} is missing",
+                        path.display()
+                    ))
+                };
+                (slug, found)
+            })
+            .collect();
+    }
+    let mut programs = Programs::new();
+    let present: Vec<&'static str> = slugs
+        .iter()
+        .copied()
+        .filter(|slug| {
+            let found = crate_dir(workspace, variant, slug).is_some();
+            if !found {
+                let missing = format!("there is no {}/NN-{slug} crate to build", variant.dir());
+                programs.insert(slug, Err(missing));
+            }
+            found
+        })
+        .collect();
+    if present.is_empty() {
+        return programs;
+    }
+    // One cargo run for all: fast when everything compiles.
+    match cargo_build(workspace, variant, &present, &target) {
+        Ok(built) => {
+            for slug in &present {
+                let result = built
+                    .get(*slug)
+                    .cloned()
+                    .ok_or_else(|| format!("cargo built no program named {slug}"));
+                programs.insert(slug, result);
+            }
+        }
+        // Something does not compile: build each alone to tell which.
+        Err(_) if present.len() > 1 => {
+            for slug in present {
+                let result = cargo_build(workspace, variant, &[slug], &target).and_then(|built| {
+                    built
+                        .get(slug)
+                        .cloned()
+                        .ok_or_else(|| format!("cargo built no program named {slug}"))
+                });
+                programs.insert(slug, result);
+            }
+        }
+        Err(error) => {
+            programs.insert(present[0], Err(error));
+        }
+    }
+    programs
+}
+
+/// Runs cargo; on success, the executable of each package built.
+fn cargo_build(
+    workspace: &Path,
+    variant: Variant,
+    slugs: &[&str],
+    target: &Path,
+) -> Result<BTreeMap<String, PathBuf>, String> {
+    let manifest = match variant {
+        Variant::Labs => workspace.join("Cargo.toml"),
+        Variant::Solutions => workspace.join("solutions").join("Cargo.toml"),
+    };
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut command = Command::new(cargo);
+    command
+        .arg("build")
+        .arg("--manifest-path")
+        .arg(&manifest)
+        .args([
+            "--profile",
+            PROFILE,
+            "--message-format",
+            "json-render-diagnostics",
+        ])
+        .arg("--target-dir")
+        .arg(target)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    for slug in slugs {
+        command.args(["--package", slug, "--bin", slug]);
+    }
+    // One cargo at a time: two would only wait for each other's locks.
+    static CARGO: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _one_at_a_time = CARGO.lock().unwrap_or_else(|e| e.into_inner());
+    let child =
+        super::process::spawn_helper(&mut command).map_err(|e| format!("cannot run cargo: {e}"))?;
+    let pid = child.id();
+    let output = child.wait_with_output();
+    super::process::forget(pid);
+    let output = output.map_err(|e| format!("cargo: {e}"))?;
+    let mut built = BTreeMap::new();
+    for line in output.stdout.lines().map_while(Result::ok) {
+        let Ok(message) = serde_json::from_str::<serde_json::Value>(&line) else {
+            continue;
+        };
+        if message["reason"] != "compiler-artifact" {
+            continue;
+        }
+        if let (Some(name), Some(executable)) = (
+            message["target"]["name"].as_str(),
+            message["executable"].as_str(),
+        ) {
+            built.insert(name.to_string(), PathBuf::from(executable));
+        }
+    }
+    if output.status.success() {
+        Ok(built)
+    } else {
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        let errors: Vec<&str> = stderr
+            .lines()
+            .filter(|l| {
+                let l = l.trim_start();
+                !l.starts_with("Compiling") && !l.starts_with("Blocking")
+            })
+            .take(60)
+            .collect();
+        Err(format!(
+            "the lab does not compile (cargo exited with {}):\n{}",
+            output.status,
+            errors.join("\n")
+        ))
+    }
+}

@@ -1,0 +1,153 @@
+//! What `/proc` shows of the processes a check started.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use nix::unistd::Pid;
+
+/// One process, as read from `/proc/PID` at one moment.
+#[derive(Debug, Clone)]
+pub struct ProcessView {
+    pub pid: i32,
+    pub ppid: i32,
+    pub pgrp: i32,
+    pub comm: String,
+    /// `R` running, `S` sleeping, `D` disk sleep, `Z` zombie, `T` stopped, ...
+    pub state: char,
+    /// User plus system CPU time, in clock ticks.
+    pub cpu_ticks: u64,
+    pub uid: u32,
+    /// For each thread: the system call it is blocked in, if any.
+    pub threads: Vec<ThreadView>,
+    /// Open descriptors: number to what `readlink /proc/PID/fd/N` says (`pipe:[123]`, ...).
+    pub fds: BTreeMap<i32, String>,
+}
+
+/// One thread of a process.
+#[derive(Debug, Clone)]
+pub struct ThreadView {
+    pub tid: i32,
+    pub state: char,
+    /// The system call number and its first argument, from `/proc/PID/task/TID/syscall`;
+    /// `None` when running in user space or unreadable.
+    pub syscall: Option<(i64, u64)>,
+    pub wchan: String,
+}
+
+/// Every process on the machine: pid, parent, process group. Cheap: only `stat` is read.
+pub fn process_table() -> Vec<(i32, i32, i32)> {
+    let Ok(all) = procfs::process::all_processes() else {
+        return Vec::new();
+    };
+    all.filter_map(|p| p.ok())
+        .filter_map(|p| p.stat().ok())
+        .map(|s| (s.pid, s.ppid, s.pgrp))
+        .collect()
+}
+
+/// The processes that belong to a check: those in `groups` (process groups the check created)
+/// and every descendant of `roots`.
+pub fn tree(roots: &[i32], groups: &[i32]) -> Vec<i32> {
+    let table = process_table();
+    let mut members: Vec<i32> = table
+        .iter()
+        .filter(|(pid, _, pgrp)| roots.contains(pid) || groups.contains(pgrp))
+        .map(|(pid, _, _)| *pid)
+        .collect();
+    let mut grew = true;
+    while grew {
+        grew = false;
+        for (pid, ppid, _) in &table {
+            if members.contains(ppid) && !members.contains(pid) {
+                members.push(*pid);
+                grew = true;
+            }
+        }
+    }
+    members.sort_unstable();
+    members
+}
+
+/// Reads one process; `None` if it is gone.
+pub fn view(pid: i32) -> Option<ProcessView> {
+    let process = procfs::process::Process::new(pid).ok()?;
+    let stat = process.stat().ok()?;
+    let uid = process.uid().unwrap_or(u32::MAX);
+    let mut threads = Vec::new();
+    if let Ok(tasks) = process.tasks() {
+        for task in tasks.flatten() {
+            let Ok(task_stat) = task.stat() else { continue };
+            let base = format!("/proc/{pid}/task/{}", task.tid);
+            threads.push(ThreadView {
+                tid: task.tid,
+                state: task_stat.state,
+                syscall: read_syscall(&Path::new(&base).join("syscall")),
+                wchan: std::fs::read_to_string(Path::new(&base).join("wchan")).unwrap_or_default(),
+            });
+        }
+    }
+    let mut fds = BTreeMap::new();
+    if let Ok(entries) = std::fs::read_dir(format!("/proc/{pid}/fd")) {
+        for entry in entries.flatten() {
+            let Some(fd) = entry.file_name().to_str().and_then(|n| n.parse().ok()) else {
+                continue;
+            };
+            if let Ok(target) = std::fs::read_link(entry.path()) {
+                fds.insert(fd, target.display().to_string());
+            }
+        }
+    }
+    Some(ProcessView {
+        pid,
+        ppid: stat.ppid,
+        pgrp: stat.pgrp,
+        comm: stat.comm,
+        state: stat.state,
+        cpu_ticks: stat.utime + stat.stime,
+        uid,
+        threads,
+        fds,
+    })
+}
+
+/// Parses `/proc/.../syscall`: "NR ARG0 ARG1 ..." when blocked in a call, "running" or "-1 ..."
+/// otherwise.
+fn read_syscall(path: &Path) -> Option<(i64, u64)> {
+    let text = std::fs::read_to_string(path).ok()?;
+    let mut words = text.split_whitespace();
+    let number: i64 = words.next()?.parse().ok()?;
+    if number < 0 {
+        return None;
+    }
+    let arg0 = words
+        .next()
+        .and_then(|a| u64::from_str_radix(a.trim_start_matches("0x"), 16).ok())
+        .unwrap_or(0);
+    Some((number, arg0))
+}
+
+/// The pipe inode in a descriptor target like `pipe:[1234]`.
+pub fn pipe_inode(target: &str) -> Option<u64> {
+    target
+        .strip_prefix("pipe:[")?
+        .strip_suffix(']')?
+        .parse()
+        .ok()
+}
+
+/// Whether descriptor `fd` of `pid` is open for writing (from `/proc/PID/fdinfo/FD`).
+pub fn fd_writable(pid: i32, fd: i32) -> Option<bool> {
+    let info = std::fs::read_to_string(format!("/proc/{pid}/fdinfo/{fd}")).ok()?;
+    let flags = info.lines().find_map(|l| l.strip_prefix("flags:"))?.trim();
+    let flags = u32::from_str_radix(flags, 8).ok()?;
+    Some(flags & 0o3 != 0)
+}
+
+/// The children of `pid` (alive or zombie).
+pub fn children(pid: Pid) -> Vec<i32> {
+    process_table()
+        .into_iter()
+        .filter(|(_, ppid, _)| *ppid == pid.as_raw())
+        .map(|(p, _, _)| p)
+        .collect()
+}

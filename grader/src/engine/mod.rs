@@ -1,0 +1,16 @@
+//! The grading engine: runs each check's processes isolated and timed, diagnoses hangs, audits
+//! IPC objects, and scores.
+
+pub mod audit;
+pub mod compile;
+pub mod diagnose;
+pub mod inspect;
+pub mod ledger;
+pub mod model;
+pub mod process;
+pub mod run;
+
+pub use compile::Variant;
+pub use model::{CLEANUP_CHECK, Check, CheckResult, Fail, Lab, LabResult, Report, Status};
+pub use process::Proc;
+pub use run::{Options, Plan, Progress, Run, grade, grade_built};

@@ -1,0 +1,549 @@
+//! Starting a lab program as a process the grader can watch, talk to, time out and kill.
+//!
+//! Each program starts in a process group of its own, with resource limits, its stdout and
+//! stderr captured (up to a cap), and the control socket of `ipc-labs-driver` as descriptor 3.
+//! Two threads per process turn what happens into [`Event`]s: one reads the control socket, one
+//! waits for the exit. The grader is a child subreaper, so the program's orphaned children are
+//! reparented to it; [`reap_orphans`] collects them.
+
+use std::collections::HashSet;
+use std::ffi::OsStr;
+use std::io::Read;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::path::Path;
+use std::process::{Command, ExitStatus, Stdio};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, channel};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use ipc_labs_driver::{CONTROL_FD_ENV, Message, NOT_IMPLEMENTED, PANICKED};
+use nix::sys::resource::{Resource, setrlimit};
+use nix::sys::signal::{Signal, kill, killpg};
+use nix::sys::socket::{AddressFamily, MsgFlags, SockFlag, SockType, recv, send, socketpair};
+use nix::sys::wait::{WaitPidFlag, waitpid};
+use nix::unistd::Pid;
+
+use super::diagnose::{self, Hang};
+use super::inspect::{self, ProcessView};
+use super::model::{Fail, Lab};
+
+/// How much of each stdout and stderr is kept.
+pub const OUTPUT_CAP: usize = 64 * 1024;
+/// The descriptor number of the control socket in the program.
+const CONTROL_FD: i32 = 3;
+/// How long after an exit the grader still waits for control messages the program sent just
+/// before it (they travel on another thread).
+const LATE_MESSAGE_GRACE: Duration = Duration::from_millis(200);
+
+/// The pids of processes the grader started and has not yet waited for: [`reap_orphans`] must
+/// leave them to their own waiter. Spawning holds this lock, so a sweep cannot reap a process
+/// that exited before it was registered.
+static STARTED: Mutex<Option<HashSet<i32>>> = Mutex::new(None);
+
+/// Resource limits for the processes of a check.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Address space per process.
+    pub address_space: u64,
+    /// Largest file a process may write.
+    pub file_size: u64,
+    /// Processes the user may have in all (only enforced for unprivileged users).
+    pub processes: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            address_space: 4 << 30,
+            file_size: 4 << 30,
+            processes: user_process_count() + 512,
+        }
+    }
+}
+
+fn user_process_count() -> u64 {
+    let uid = nix::unistd::getuid().as_raw();
+    procfs::process::all_processes()
+        .map(|all| all.flatten().filter(|p| p.uid().ok() == Some(uid)).count() as u64)
+        .unwrap_or(0)
+}
+
+/// What happened to a started program.
+#[derive(Debug)]
+pub enum Event {
+    Message(Message),
+    Exited(ExitStatus),
+}
+
+/// Captured output of one stream: the first [`OUTPUT_CAP`] bytes and how many were dropped.
+#[derive(Debug, Default)]
+pub struct Captured {
+    pub bytes: Vec<u8>,
+    pub dropped: u64,
+}
+
+impl Captured {
+    pub fn text(&self) -> String {
+        let mut text = String::from_utf8_lossy(&self.bytes).into_owned();
+        if self.dropped > 0 {
+            text.push_str(&format!("\n[... {} more bytes not kept]", self.dropped));
+        }
+        text
+    }
+
+    /// The last `lines` lines, for a message.
+    pub fn tail(&self, lines: usize) -> String {
+        let text = String::from_utf8_lossy(&self.bytes);
+        let all: Vec<&str> = text.lines().collect();
+        all[all.len().saturating_sub(lines)..].join("\n")
+    }
+}
+
+/// A program the check started.
+pub struct Proc {
+    pub pid: Pid,
+    pub command: String,
+    events: Receiver<Event>,
+    control: Arc<OwnedFd>,
+    pub stdout: Arc<Mutex<Captured>>,
+    pub stderr: Arc<Mutex<Captured>>,
+    /// The inodes of the pipes the grader made for the program's stdout and stderr: not the
+    /// program's own.
+    pub grader_pipes: Vec<u64>,
+    exit: Option<ExitStatus>,
+    /// Every control message, for the log.
+    pub transcript: Arc<Mutex<Vec<String>>>,
+    deadline: Instant,
+    lab: &'static Lab,
+    roles: Arc<dyn Fn(&ProcessView) -> String + Send + Sync>,
+}
+
+/// Starts `program` with `args` in `dir`.
+pub fn spawn(
+    program: &Path,
+    args: &[&OsStr],
+    dir: &Path,
+    limits: Limits,
+    deadline: Instant,
+    lab: &'static Lab,
+) -> Result<Proc, Fail> {
+    let (grader_end, program_end) = socketpair(
+        AddressFamily::Unix,
+        SockType::SeqPacket,
+        None,
+        SockFlag::SOCK_CLOEXEC,
+    )
+    .map_err(|e| Fail::Grader(format!("socketpair: {e}")))?;
+    let program_raw = program_end.as_raw_fd();
+    let mut command = Command::new(program);
+    command
+        .args(args)
+        .current_dir(dir)
+        .env(CONTROL_FD_ENV, CONTROL_FD.to_string())
+        .env("RUST_BACKTRACE", "0")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    // SAFETY: between fork and exec the closure only makes async-signal-safe system calls.
+    unsafe {
+        command.pre_exec(move || {
+            nix::unistd::setpgid(Pid::from_raw(0), Pid::from_raw(0))?;
+            // If the grader dies, so does the program.
+            nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)?;
+            setrlimit(
+                Resource::RLIMIT_AS,
+                limits.address_space,
+                limits.address_space,
+            )?;
+            setrlimit(Resource::RLIMIT_FSIZE, limits.file_size, limits.file_size)?;
+            setrlimit(Resource::RLIMIT_CORE, 0, 0)?;
+            setrlimit(Resource::RLIMIT_NPROC, limits.processes, limits.processes)?;
+            // dup2 clears close-on-exec on the copy.
+            if libc::dup2(program_raw, CONTROL_FD) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            // Nothing else of the grader's (a jobserver pipe it inherited, say) reaches the
+            // program: the descriptors it finds open are the ones it opened.
+            if libc::syscall(libc::SYS_close_range, CONTROL_FD + 1, u32::MAX, 0) != 0 {
+                // Kernels before 5.9 have no close_range.
+                for fd in CONTROL_FD + 1..4096 {
+                    libc::close(fd);
+                }
+            }
+            Ok(())
+        });
+    }
+    let mut child = {
+        let mut started = STARTED.lock().expect("registry lock");
+        let child = command
+            .spawn()
+            .map_err(|e| Fail::Grader(format!("cannot start {}: {e}", program.display())))?;
+        started
+            .get_or_insert_with(HashSet::new)
+            .insert(child.id() as i32);
+        child
+    };
+    drop(program_end);
+    let pid = Pid::from_raw(child.id() as i32);
+    let (sender, events) = channel();
+    let control = Arc::new(grader_end);
+    let stdout_pipe = child.stdout.take().expect("piped");
+    let stderr_pipe = child.stderr.take().expect("piped");
+    let grader_pipes = [stdout_pipe.as_fd(), stderr_pipe.as_fd()]
+        .into_iter()
+        .filter_map(|fd| nix::sys::stat::fstat(fd).ok())
+        .map(|stat| stat.st_ino)
+        .collect();
+    let stdout = capture(stdout_pipe);
+    let stderr = capture(stderr_pipe);
+    watch_control(control.clone(), sender.clone());
+    std::thread::spawn(move || {
+        let status = child.wait();
+        STARTED
+            .lock()
+            .expect("registry lock")
+            .get_or_insert_with(HashSet::new)
+            .remove(&pid.as_raw());
+        if let Ok(status) = status {
+            let _ = sender.send(Event::Exited(status));
+        }
+    });
+    let command = std::iter::once(program.as_os_str())
+        .chain(args.iter().copied())
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect::<Vec<_>>()
+        .join(" ");
+    Ok(Proc {
+        pid,
+        command,
+        events,
+        control,
+        stdout,
+        stderr,
+        grader_pipes,
+        exit: None,
+        transcript: Arc::new(Mutex::new(Vec::new())),
+        deadline,
+        lab,
+        roles: Arc::new(|_| "a process of the check".to_string()),
+    })
+}
+
+fn capture(mut stream: impl Read + Send + 'static) -> Arc<Mutex<Captured>> {
+    let captured = Arc::new(Mutex::new(Captured::default()));
+    let sink = captured.clone();
+    std::thread::spawn(move || {
+        let mut buffer = [0u8; 8192];
+        while let Ok(n) = stream.read(&mut buffer) {
+            if n == 0 {
+                break;
+            }
+            let mut out = sink.lock().expect("capture lock");
+            let room = OUTPUT_CAP.saturating_sub(out.bytes.len()).min(n);
+            out.bytes.extend_from_slice(&buffer[..room]);
+            out.dropped += (n - room) as u64;
+        }
+    });
+    captured
+}
+
+fn watch_control(control: Arc<OwnedFd>, sender: Sender<Event>) {
+    std::thread::spawn(move || {
+        let mut buffer = vec![0u8; 8192];
+        loop {
+            match recv(control.as_raw_fd(), &mut buffer, MsgFlags::empty()) {
+                Ok(0) => return,
+                Ok(n) => {
+                    let message = Message::decode(&buffer[..n]);
+                    if sender.send(Event::Message(message)).is_err() {
+                        return;
+                    }
+                }
+                Err(nix::errno::Errno::EINTR) => continue,
+                Err(_) => return,
+            }
+        }
+    });
+}
+
+impl Proc {
+    fn log(&self, line: String) {
+        self.transcript.lock().expect("transcript lock").push(line);
+    }
+
+    /// Names the processes of this program's tree in diagnoses.
+    pub fn set_roles(&mut self, roles: impl Fn(&ProcessView) -> String + Send + Sync + 'static) {
+        self.roles = Arc::new(roles);
+    }
+
+    /// Sends `kind` with `fields` to the program.
+    pub fn send(&mut self, kind: &str, fields: &[(&str, String)]) -> Result<(), Fail> {
+        self.log(format!("grader -> {kind} {fields:?}"));
+        let bytes = Message::encode(kind, fields);
+        match send(self.control.as_raw_fd(), &bytes, MsgFlags::MSG_NOSIGNAL) {
+            Ok(_) => Ok(()),
+            // The program is gone; the next recv or wait will say how.
+            Err(_) => Ok(()),
+        }
+    }
+
+    /// Waits for the program's next message of kind `kind`.
+    pub fn recv(&mut self, kind: &str) -> Result<Message, Fail> {
+        let message = self.recv_any()?;
+        if message.kind == kind {
+            Ok(message)
+        } else {
+            Err(Fail::failed(format!(
+                "the program said `{}` ({}) where the grader expected `{kind}`",
+                message.kind,
+                describe_fields(&message)
+            )))
+        }
+    }
+
+    /// Waits for the program's next message, whatever its kind.
+    pub fn recv_any(&mut self) -> Result<Message, Fail> {
+        loop {
+            if let Some(status) = self.exit {
+                return Err(self.exited_early(status));
+            }
+            match self.next_event(self.deadline)? {
+                Event::Message(message) => return Ok(message),
+                Event::Exited(status) => {
+                    self.exit = Some(status);
+                    // A message sent just before the exit may still be in flight.
+                    if let Ok(Event::Message(message)) =
+                        self.events.recv_timeout(LATE_MESSAGE_GRACE)
+                    {
+                        self.note_message(&message)?;
+                        return Ok(message);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Waits for the program to exit.
+    pub fn wait(&mut self) -> Result<ExitStatus, Fail> {
+        while self.exit.is_none() {
+            match self.next_event(self.deadline)? {
+                Event::Message(_) => {}
+                Event::Exited(status) => self.exit = Some(status),
+            }
+        }
+        Ok(self.exit.expect("set above"))
+    }
+
+    /// Waits until `deadline` for the program to exit: `None` if it is still running then.
+    pub fn wait_until(&mut self, deadline: Instant) -> Result<Option<ExitStatus>, Fail> {
+        while self.exit.is_none() {
+            let now = Instant::now();
+            if now >= deadline {
+                return Ok(None);
+            }
+            match self.events.recv_timeout(deadline - now) {
+                Ok(Event::Message(message)) => self.note_message(&message)?,
+                Ok(Event::Exited(status)) => self.exit = Some(status),
+                Err(_) => return Ok(None),
+            }
+        }
+        Ok(self.exit)
+    }
+
+    /// The next event before `deadline`; a `todo!()` or panic reported by the program, or the
+    /// deadline passing, is an error.
+    fn next_event(&mut self, deadline: Instant) -> Result<Event, Fail> {
+        let now = Instant::now();
+        let wait = deadline.saturating_duration_since(now);
+        match self.events.recv_timeout(wait) {
+            Ok(Event::Message(message)) => {
+                self.note_message(&message)?;
+                Ok(Event::Message(message))
+            }
+            Ok(event) => Ok(event),
+            Err(RecvTimeoutError::Timeout) => Err(Fail::TimedOut(self.diagnose())),
+            Err(RecvTimeoutError::Disconnected) => {
+                Err(Fail::Grader("lost track of the program".into()))
+            }
+        }
+    }
+
+    /// Records a message; turns the panic hook's reports into failures.
+    fn note_message(&mut self, message: &Message) -> Result<(), Fail> {
+        self.log(format!(
+            "program -> {} {}",
+            message.kind,
+            describe_fields(message)
+        ));
+        let location = message.get("location").unwrap_or("?");
+        let text = message.get("message").unwrap_or("");
+        match message.kind.as_str() {
+            NOT_IMPLEMENTED => Err(Fail::NotImplemented(format!("{text} ({location})"))),
+            PANICKED => Err(Fail::Crashed(format!(
+                "pid {} panicked at {location}: {text}",
+                message.get("pid").unwrap_or("?")
+            ))),
+            _ => Ok(()),
+        }
+    }
+
+    fn exited_early(&self, status: ExitStatus) -> Fail {
+        let tail = self.stderr.lock().expect("capture lock").tail(5);
+        let tail = if tail.is_empty() {
+            String::new()
+        } else {
+            format!("; its stderr ends with:\n{tail}")
+        };
+        match status.signal() {
+            Some(signal) => Fail::Crashed(format!(
+                "the program was killed by signal {}{tail}",
+                signal_name(signal)
+            )),
+            None => Fail::Failed(format!(
+                "the program exited with status {} before reporting back{tail}",
+                status.code().unwrap_or(-1)
+            )),
+        }
+    }
+
+    /// The processes of this program's tree.
+    pub fn tree(&self) -> Vec<i32> {
+        inspect::tree(&[self.pid.as_raw()], &[self.pid.as_raw()])
+    }
+
+    /// What the program's processes are doing, and the sentence that explains it.
+    pub fn diagnose(&self) -> String {
+        let roles = self.roles.clone();
+        let hang = diagnose::observe(&self.tree(), &*roles);
+        hang_message(self.lab, &hang)
+    }
+
+    /// The exit status, if the program has exited and the grader has seen it.
+    pub fn exit_status(&self) -> Option<ExitStatus> {
+        self.exit
+    }
+
+    /// Kills the program's whole tree.
+    pub fn kill_tree(&self) {
+        kill_tree(&[self.pid.as_raw()]);
+    }
+}
+
+/// The diagnosis line for a timeout: what each process did, then the lab's or the generic
+/// explanation.
+pub fn hang_message(lab: &Lab, hang: &Hang) -> String {
+    let sentence = (lab.explain_hang)(hang).unwrap_or_else(|| diagnose::explain(hang));
+    format!("timed out: {sentence}.{}", hang.describe())
+}
+
+fn describe_fields(message: &Message) -> String {
+    message
+        .fields
+        .iter()
+        .filter(|(k, _)| k != "pid")
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// A signal's name, or its number.
+pub fn signal_name(signal: i32) -> String {
+    Signal::try_from(signal)
+        .map(|s| s.as_str().to_string())
+        .unwrap_or_else(|_| signal.to_string())
+}
+
+/// Kills every process in the trees and groups of `roots`, until none is left (at most ~1 s),
+/// and reaps those reparented to the grader.
+pub fn kill_tree(roots: &[i32]) -> Vec<i32> {
+    let mut killed = Vec::new();
+    for _ in 0..50 {
+        let members = inspect::tree(roots, roots);
+        let alive: Vec<i32> = members
+            .into_iter()
+            .filter(|&pid| inspect::view(pid).is_some_and(|v| v.state != 'Z'))
+            .collect();
+        for &root in roots {
+            let _ = killpg(Pid::from_raw(root), Signal::SIGKILL);
+        }
+        if alive.is_empty() {
+            break;
+        }
+        for &pid in &alive {
+            let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+            if !killed.contains(&pid) {
+                killed.push(pid);
+            }
+        }
+        reap_orphans();
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    reap_orphans();
+    killed
+}
+
+/// Reaps the exited processes that were reparented to the grader (it is a subreaper) and that
+/// nobody else waits for.
+pub fn reap_orphans() {
+    let me = nix::unistd::getpid();
+    let started = STARTED.lock().expect("registry lock");
+    let skip = started.clone().unwrap_or_default();
+    for pid in inspect::children(me) {
+        if skip.contains(&pid) {
+            continue;
+        }
+        let _ = waitpid(Pid::from_raw(pid), Some(WaitPidFlag::WNOHANG));
+    }
+}
+
+/// Makes the grader a child subreaper: orphans of the processes it starts become its children,
+/// so it can see, kill and reap them.
+pub fn become_subreaper() -> Result<(), Fail> {
+    nix::sys::prctl::set_child_subreaper(true)
+        .map_err(|e| Fail::Grader(format!("PR_SET_CHILD_SUBREAPER: {e}")))
+}
+
+/// Starts a helper command (cargo) that the grader waits for itself: registered, so that the
+/// orphan sweeps leave it alone. Call [`forget`] once it has been waited for.
+pub fn spawn_helper(command: &mut Command) -> std::io::Result<std::process::Child> {
+    let mut started = STARTED.lock().expect("registry lock");
+    let child = command.spawn()?;
+    started
+        .get_or_insert_with(HashSet::new)
+        .insert(child.id() as i32);
+    Ok(child)
+}
+
+/// The grader has waited for `pid`.
+pub fn forget(pid: u32) {
+    if let Some(started) = STARTED.lock().expect("registry lock").as_mut() {
+        started.remove(&(pid as i32));
+    }
+}
+
+/// Kills and reaps the grader's children that belong to no running check (orphans that left
+/// their check's process group): nothing the grader started outlives it.
+pub fn kill_stray_children() {
+    let me = nix::unistd::getpid();
+    let strays: Vec<i32> = {
+        // Under the lock, so that a program another check is starting right now is either
+        // registered already or not yet a child.
+        let started = STARTED.lock().expect("registry lock");
+        let started = started.clone().unwrap_or_default();
+        let strays: Vec<i32> = inspect::process_table()
+            .iter()
+            .filter(|(pid, ppid, pgrp)| {
+                *ppid == me.as_raw() && !started.contains(pid) && !started.contains(pgrp)
+            })
+            .map(|(pid, _, _)| *pid)
+            .collect();
+        for &pid in &strays {
+            let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+        }
+        strays
+    };
+    if !strays.is_empty() {
+        kill_tree(&strays);
+    }
+}

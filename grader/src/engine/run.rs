@@ -1,0 +1,514 @@
+//! Running checks: the per-check context a check is written against, and the loop that grades
+//! a selection of checks and turns their outcomes into a report.
+
+use std::collections::BTreeSet;
+use std::ffi::OsStr;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::channel;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use rand::{RngExt, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+use super::audit::{self, IpcObject};
+use super::compile::{self, Programs, Variant};
+use super::ledger::Ledger;
+use super::model::{CLEANUP_CHECK, Check, CheckResult, Fail, Lab, LabResult, Report, Status};
+use super::process::{self, Limits, Proc};
+
+/// Extra time a check's own code gets past its timeout before the grader gives up on it.
+const WATCHDOG_GRACE: Duration = Duration::from_secs(15);
+
+/// Taken for writing by exclusive checks, for reading by the others.
+static EXCLUSIVE: RwLock<()> = RwLock::new(());
+
+/// What a check is written against: its seed and random inputs, its private directory and IPC
+/// names, and the programs it starts.
+pub struct Run {
+    /// The seed of this check's random inputs.
+    pub seed: u64,
+    rng: ChaCha8Rng,
+    program: PathBuf,
+    dir: tempfile::TempDir,
+    tag: String,
+    deadline: Instant,
+    lab: &'static Lab,
+    limits: Limits,
+    roots: Arc<Mutex<Vec<i32>>>,
+    procs: Vec<ProcLog>,
+    notes: Vec<String>,
+    ledger: Arc<Ledger>,
+    names: Vec<String>,
+    keys: Vec<i32>,
+}
+
+struct ProcLog {
+    command: String,
+    stdout: Arc<Mutex<process::Captured>>,
+    stderr: Arc<Mutex<process::Captured>>,
+    transcript: Arc<Mutex<Vec<String>>>,
+}
+
+impl Run {
+    /// Random generator of this check, seeded from [`Run::seed`].
+    pub fn rng(&mut self) -> &mut ChaCha8Rng {
+        &mut self.rng
+    }
+
+    /// `len` random bytes.
+    pub fn random_bytes(&mut self, len: usize) -> Vec<u8> {
+        let mut bytes = vec![0u8; len];
+        self.rng.fill(&mut bytes[..]);
+        bytes
+    }
+
+    /// A path in this check's private directory (removed after the check).
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// A POSIX IPC name (`/ipclabs-...-what`) that no other check uses; whatever carries it is
+    /// audited and removed after the check.
+    pub fn ipc_name(&mut self, what: &str) -> String {
+        let name = format!("/{}-{what}", self.tag);
+        self.ledger.record(&name);
+        self.names.push(name.clone());
+        name
+    }
+
+    /// Declares a SysV IPC key the check's programs will use (from `ftok()` of a path in
+    /// [`Run::path`], say): objects with this key are audited and removed after the check.
+    pub fn ipc_key(&mut self, key: i32) {
+        self.ledger.record(&format!("key {key:#x}"));
+        self.keys.push(key);
+    }
+
+    /// When the check's time is up.
+    pub fn deadline(&self) -> Instant {
+        self.deadline
+    }
+
+    /// A line for the check's log.
+    pub fn note(&mut self, line: impl Into<String>) {
+        self.notes.push(line.into());
+    }
+
+    /// Starts the lab's program with `args` in the check's directory.
+    pub fn spawn<S: AsRef<OsStr>>(&mut self, args: &[S]) -> Result<Proc, Fail> {
+        let args: Vec<&OsStr> = args.iter().map(AsRef::as_ref).collect();
+        let proc = process::spawn(
+            &self.program,
+            &args,
+            self.dir.path(),
+            self.limits,
+            self.deadline,
+            self.lab,
+        )?;
+        self.roots
+            .lock()
+            .expect("roots lock")
+            .push(proc.pid.as_raw());
+        self.procs.push(ProcLog {
+            command: proc.command.clone(),
+            stdout: proc.stdout.clone(),
+            stderr: proc.stderr.clone(),
+            transcript: proc.transcript.clone(),
+        });
+        Ok(proc)
+    }
+}
+
+/// Which checks of a lab to run.
+pub struct Plan {
+    pub lab: &'static Lab,
+    pub checks: Vec<&'static Check>,
+    /// Whether the lab's `cleanup` check is reported.
+    pub cleanup: bool,
+}
+
+/// How to grade.
+pub struct Options {
+    pub variant: Variant,
+    /// The run's seed; each check's seed derives from it and the check's name.
+    pub seed: u64,
+    /// How many checks run at once (exclusive checks always run alone).
+    pub jobs: usize,
+    /// Where each check's full log is written.
+    pub log_dir: PathBuf,
+}
+
+/// What the grader is doing, for a progress display.
+pub enum Progress<'a> {
+    Building,
+    Started {
+        lab: &'a str,
+        check: &'a str,
+    },
+    Finished {
+        lab: &'a str,
+        result: &'a CheckResult,
+    },
+}
+
+/// The seed of one check: the run's seed mixed with the check's full name (FNV-1a), so that
+/// `--seed` reproduces a check's inputs whether it runs alone or with others.
+pub fn check_seed(seed: u64, lab: &str, check: &str) -> u64 {
+    let mut hash = 0xcbf2_9ce4_8422_2325u64 ^ seed;
+    for byte in lab.bytes().chain([b'/']).chain(check.bytes()) {
+        hash ^= u64::from(byte);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    hash
+}
+
+/// Builds the programs and runs every planned check.
+pub fn grade(
+    workspace: &Path,
+    plans: &[Plan],
+    options: &Options,
+    progress: &(dyn Fn(Progress) + Sync),
+) -> Report {
+    progress(Progress::Building);
+    let slugs: Vec<&'static str> = plans.iter().map(|p| p.lab.slug).collect();
+    let programs = compile::build(workspace, options.variant, &slugs);
+    grade_built(plans, options, &programs, progress)
+}
+
+/// Runs every planned check with programs already built.
+pub fn grade_built(
+    plans: &[Plan],
+    options: &Options,
+    programs: &Programs,
+    progress: &(dyn Fn(Progress) + Sync),
+) -> Report {
+    let setup = process::become_subreaper();
+    let ledger = Arc::new(Ledger::open());
+
+    let jobs: Vec<(&Plan, &'static Check)> = plans
+        .iter()
+        .flat_map(|plan| plan.checks.iter().map(move |check| (plan, *check)))
+        .collect();
+    let queue = Mutex::new(jobs.iter().enumerate());
+    let results: Mutex<Vec<(usize, CheckResult, Vec<IpcObject>)>> = Mutex::new(Vec::new());
+    std::thread::scope(|scope| {
+        for _ in 0..options.jobs.max(1) {
+            scope.spawn(|| {
+                loop {
+                    let next = queue.lock().expect("queue lock").next();
+                    let Some((index, (plan, check))) = next else {
+                        return;
+                    };
+                    progress(Progress::Started {
+                        lab: plan.lab.slug,
+                        check: check.name,
+                    });
+                    let (result, leaked) = match &setup {
+                        Err(fail) => (refused(check, options.seed, fail.clone()), Vec::new()),
+                        Ok(()) => run_check(plan.lab, check, programs, options, &ledger),
+                    };
+                    progress(Progress::Finished {
+                        lab: plan.lab.slug,
+                        result: &result,
+                    });
+                    results
+                        .lock()
+                        .expect("results lock")
+                        .push((index, result, leaked));
+                }
+            });
+        }
+    });
+    let mut results = results.into_inner().expect("results lock");
+    results.sort_by_key(|(index, _, _)| *index);
+
+    let mut labs = Vec::new();
+    for plan in plans {
+        let mine: Vec<&(usize, CheckResult, Vec<IpcObject>)> = results
+            .iter()
+            .filter(|(index, _, _)| std::ptr::eq(jobs[*index].0, plan))
+            .collect();
+        let mut checks: Vec<CheckResult> = mine.iter().map(|(_, r, _)| r.clone()).collect();
+        if plan.cleanup {
+            checks.push(cleanup_result(plan.lab, &mine, options.seed));
+        }
+        labs.push(LabResult {
+            name: plan.lab.slug.to_string(),
+            score: checks.iter().map(|c| c.score).sum(),
+            max_score: checks.iter().map(|c| c.max_score).sum(),
+            checks,
+        });
+    }
+    process::kill_stray_children();
+    ledger.close();
+    Report::from_labs(labs, options.seed)
+}
+
+/// The lab's `cleanup` check: passes when the lab's checks ran and none left an IPC object.
+fn cleanup_result(
+    lab: &Lab,
+    results: &[&(usize, CheckResult, Vec<IpcObject>)],
+    seed: u64,
+) -> CheckResult {
+    let leaked: Vec<String> = results
+        .iter()
+        .flat_map(|(_, result, leaked)| {
+            leaked.iter().map(move |o| format!("{o} ({})", result.name))
+        })
+        .collect();
+    let ran = results
+        .iter()
+        .any(|(_, r, _)| matches!(r.status, Status::Passed | Status::Failed));
+    let (status, message) = if !leaked.is_empty() {
+        (
+            Status::Failed,
+            format!(
+                "left behind (the grader removed them): {}; remove what you create when you are done, also on the error paths",
+                leaked.join(", ")
+            ),
+        )
+    } else if !ran {
+        (
+            Status::NotImplemented,
+            "no check of the lab ran to its end, so there is nothing to judge yet".into(),
+        )
+    } else {
+        (Status::Passed, "nothing was left behind".into())
+    };
+    CheckResult {
+        name: CLEANUP_CHECK.into(),
+        status,
+        score: if status == Status::Passed {
+            lab.cleanup_points
+        } else {
+            0
+        },
+        max_score: lab.cleanup_points,
+        message,
+        duration_ms: 0,
+        seed: check_seed(seed, lab.slug, CLEANUP_CHECK),
+        log: None,
+    }
+}
+
+fn refused(check: &Check, seed: u64, fail: Fail) -> CheckResult {
+    CheckResult {
+        name: check.name.into(),
+        status: fail.status(),
+        score: 0,
+        max_score: check.points,
+        message: fail.message(),
+        duration_ms: 0,
+        seed,
+        log: None,
+    }
+}
+
+/// Runs one check: its processes, then the audit of what it left.
+fn run_check(
+    lab: &'static Lab,
+    check: &'static Check,
+    programs: &Programs,
+    options: &Options,
+    ledger: &Arc<Ledger>,
+) -> (CheckResult, Vec<IpcObject>) {
+    let seed = check_seed(options.seed, lab.slug, check.name);
+    let program = match programs.get(lab.slug) {
+        Some(Ok(path)) => path.clone(),
+        Some(Err(error)) => {
+            let fail = Fail::Crashed(error.clone());
+            return (refused(check, seed, fail), Vec::new());
+        }
+        None => {
+            return (
+                refused(check, seed, Fail::Grader("not built".into())),
+                Vec::new(),
+            );
+        }
+    };
+    let _shared;
+    let _alone;
+    if check.exclusive {
+        _alone = EXCLUSIVE.write().unwrap_or_else(|e| e.into_inner());
+    } else {
+        _shared = EXCLUSIVE.read().unwrap_or_else(|e| e.into_inner());
+    }
+    let dir = match tempfile::Builder::new().prefix("ipc-labs-").tempdir() {
+        Ok(dir) => dir,
+        Err(e) => {
+            return (
+                refused(check, seed, Fail::Grader(format!("temp dir: {e}"))),
+                Vec::new(),
+            );
+        }
+    };
+    let before = audit::snapshot();
+    let started = Instant::now();
+    let mut run = Run {
+        seed,
+        rng: ChaCha8Rng::seed_from_u64(seed),
+        program,
+        dir,
+        tag: ledger.new_tag(),
+        deadline: started + check.timeout,
+        lab,
+        limits: Limits::default(),
+        roots: Arc::new(Mutex::new(Vec::new())),
+        procs: Vec::new(),
+        notes: Vec::new(),
+        ledger: ledger.clone(),
+        names: Vec::new(),
+        keys: Vec::new(),
+    };
+
+    // The check runs on a thread of its own, so that a check whose own code hangs costs that
+    // check only.
+    let roots = run.roots.clone();
+    let (sender, receiver) = channel();
+    let runner = check.run;
+    let handle = std::thread::spawn(move || {
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| runner(&mut run)))
+            .unwrap_or_else(|_| Err(Fail::Grader("the check's code panicked".into())));
+        let _ = sender.send(());
+        (outcome, run)
+    });
+    let finished = receiver
+        .recv_timeout(check.timeout + WATCHDOG_GRACE)
+        .is_ok();
+    let (mut outcome, run) = if finished {
+        handle.join().expect("the check thread caught its panic")
+    } else {
+        process::kill_tree(&roots.lock().expect("roots lock"));
+        let fail = Fail::Grader("the check did not return; its processes were killed".into());
+        return (refused(check, seed, fail), Vec::new());
+    };
+    let duration = started.elapsed();
+
+    let leftovers = process::kill_tree(&run.roots.lock().expect("roots lock"));
+    if outcome.is_ok() && !leftovers.is_empty() {
+        outcome = Err(Fail::failed(format!(
+            "processes were still running after the program exited (the grader killed them): pids {leftovers:?}; wait for every child you start"
+        )));
+    }
+    let after = audit::snapshot();
+    let mut leaked = leaked_objects(&before, &after, &run);
+    leaked.extend(audit::socket_files(run.dir.path()));
+    for object in &leaked {
+        let _ = object.remove();
+    }
+    for name in &run.names {
+        if audit::message_queue_exists(name) {
+            let _ = nix::mqueue::mq_unlink(name.as_str());
+        }
+    }
+    if outcome.is_ok() && !leaked.is_empty() && lab.cleanup_points == 0 {
+        let list: Vec<String> = leaked.iter().map(ToString::to_string).collect();
+        outcome = Err(Fail::failed(format!("left behind: {}", list.join(", "))));
+    }
+
+    let (status, message) = match &outcome {
+        Ok(message) => (Status::Passed, message.clone()),
+        Err(fail) => (fail.status(), fail.message()),
+    };
+    let log = write_log(
+        &options.log_dir,
+        options.seed,
+        lab,
+        check,
+        &run,
+        status,
+        &message,
+        &leaked,
+    );
+    let result = CheckResult {
+        name: check.name.into(),
+        status,
+        score: if status == Status::Passed {
+            check.points
+        } else {
+            0
+        },
+        max_score: check.points,
+        message,
+        duration_ms: duration.as_millis() as u64,
+        seed,
+        log,
+    };
+    (result, leaked)
+}
+
+/// The objects that appeared during the check and are the check's: they carry one of its names
+/// or keys.
+fn leaked_objects(
+    before: &BTreeSet<IpcObject>,
+    after: &BTreeSet<IpcObject>,
+    run: &Run,
+) -> Vec<IpcObject> {
+    after
+        .difference(before)
+        .filter(|object| {
+            let named = object.name().is_some_and(|name| {
+                run.names
+                    .iter()
+                    .any(|given| given.trim_start_matches('/') == name)
+            });
+            named || object.key().is_some_and(|key| run.keys.contains(&key))
+        })
+        .cloned()
+        .collect()
+}
+
+#[allow(clippy::too_many_arguments)]
+fn write_log(
+    dir: &Path,
+    run_seed: u64,
+    lab: &Lab,
+    check: &Check,
+    run: &Run,
+    status: Status,
+    message: &str,
+    leaked: &[IpcObject],
+) -> Option<PathBuf> {
+    let path = dir.join(lab.slug).join(format!("{}.log", check.name));
+    std::fs::create_dir_all(path.parent()?).ok()?;
+    let mut text = format!(
+        "check {}/{}: {}\nreproduce: cargo grade {}/{} --seed {run_seed} (the check's own seed: {})\n\n{}\n",
+        lab.slug,
+        check.name,
+        status.as_str(),
+        lab.slug,
+        check.name,
+        run.seed,
+        message
+    );
+    for note in &run.notes {
+        text.push_str(&format!("note: {note}\n"));
+    }
+    for object in leaked {
+        text.push_str(&format!("left behind: {object}\n"));
+    }
+    for proc in &run.procs {
+        text.push_str(&format!("\n$ {}\n", proc.command));
+        for line in proc.transcript.lock().expect("transcript lock").iter() {
+            text.push_str(&format!("  {line}\n"));
+        }
+        let stdout = proc.stdout.lock().expect("capture lock").text();
+        let stderr = proc.stderr.lock().expect("capture lock").text();
+        text.push_str(&format!("--- stdout\n{stdout}\n--- stderr\n{stderr}\n"));
+    }
+    std::fs::write(&path, text).ok()?;
+    Some(path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn check_seed_is_stable_and_differs_per_check() {
+        let a = check_seed(42, "pipe-echo", "echo-0-bytes");
+        assert_eq!(a, check_seed(42, "pipe-echo", "echo-0-bytes"));
+        assert_ne!(a, check_seed(43, "pipe-echo", "echo-0-bytes"));
+        assert_ne!(a, check_seed(42, "pipe-echo", "echo-1-byte"));
+    }
+}

@@ -1,0 +1,488 @@
+//! Checks of lab 1, pipe echo: the program forks an echo child, streams a file through it over
+//! two pipes and writes the echo to another file.
+//!
+//! The program says `ready` (with the child's pid) once the child is forked, waits for `go`,
+//! exchanges, reaps the child, says `done` (with the outcome of `exchange` and `wait`) and waits
+//! for `exit`. Between those messages the grader looks at both processes in `/proc`.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{Signal, kill, killpg};
+use nix::unistd::Pid;
+
+use crate::engine::diagnose::{Activity, Hang, Stuck};
+use crate::engine::inspect::{self, fd_writable, pipe_inode};
+use crate::engine::{Check, Fail, Lab, Proc, Run};
+
+pub static LAB: Lab = Lab {
+    number: 1,
+    slug: "pipe-echo",
+    title: "Pipe echo: a parent and an echo child over two pipes",
+    cleanup_points: 0,
+    explain_hang,
+    checks: &[
+        Check {
+            name: "echo-0-bytes",
+            points: 1,
+            timeout: Duration::from_secs(5),
+            description: "an empty input comes back empty, and the child still exits",
+            exclusive: false,
+            run: |run| echo(run, 0),
+        },
+        Check {
+            name: "echo-1-byte",
+            points: 1,
+            timeout: Duration::from_secs(5),
+            description: "one random byte comes back",
+            exclusive: false,
+            run: |run| echo(run, 1),
+        },
+        Check {
+            name: "echo-4-kib",
+            points: 2,
+            timeout: Duration::from_secs(5),
+            description: "4 KiB of random bytes come back byte for byte",
+            exclusive: false,
+            run: |run| echo(run, 4 << 10),
+        },
+        Check {
+            name: "echo-16-mib",
+            points: 4,
+            timeout: Duration::from_secs(15),
+            description: "16 MiB, far beyond the pipe's capacity, come back without deadlock",
+            exclusive: false,
+            run: |run| echo(run, 16 << 20),
+        },
+        Check {
+            name: "real-pipes",
+            points: 3,
+            timeout: Duration::from_secs(5),
+            description: "the child is a separate process, joined to the parent by two pipes \
+                          whose unused ends are closed (read from /proc)",
+            exclusive: false,
+            run: real_pipes,
+        },
+        Check {
+            name: "child-exits-at-eof",
+            points: 2,
+            timeout: Duration::from_secs(5),
+            description: "closing the write end lets the child see end-of-file and exit(0)",
+            exclusive: false,
+            run: child_exits_at_eof,
+        },
+        Check {
+            name: "reaped-no-fd-leak",
+            points: 2,
+            timeout: Duration::from_secs(5),
+            description: "after wait() the child is reaped and the parent holds no pipe end",
+            exclusive: false,
+            run: reaped_no_fd_leak,
+        },
+        Check {
+            name: "child-dies-early",
+            points: 2,
+            timeout: Duration::from_secs(10),
+            description: "a child killed before the transfer is an error for the parent, not a \
+                          hang or a crash",
+            exclusive: false,
+            run: child_dies_early,
+        },
+        Check {
+            name: "signals-during-transfer",
+            points: 3,
+            timeout: Duration::from_secs(30),
+            description: "32 MiB come back intact while SIGUSR1 interrupts both processes every \
+                          millisecond (short writes and EINTR handled)",
+            exclusive: false,
+            run: signals_during_transfer,
+        },
+    ],
+};
+
+const PARENT: &str = "the parent";
+const CHILD: &str = "the echo child";
+
+/// One run of the program, between `ready` and `done`.
+struct Session {
+    proc: Proc,
+    parent: i32,
+    child: i32,
+    input: Vec<u8>,
+    output: std::path::PathBuf,
+}
+
+/// What the program reported at `done`.
+struct Done {
+    exchange: String,
+    wait: String,
+}
+
+/// Starts the program on `input` and waits until it has forked the child.
+fn start(run: &mut Run, input: Vec<u8>, interruptible: bool) -> Result<Session, Fail> {
+    let input_path = run.path("input.bin");
+    let output = run.path("output.bin");
+    std::fs::write(&input_path, &input)?;
+    let mut args = vec![
+        "--input".into(),
+        input_path.into_os_string(),
+        "--output".into(),
+        output.clone().into_os_string(),
+    ];
+    if interruptible {
+        args.push("--interruptible".into());
+    }
+    let mut proc = run.spawn(&args)?;
+    let parent = proc.pid.as_raw();
+    proc.set_roles(move |view| {
+        if view.pid == parent {
+            PARENT.into()
+        } else if view.ppid == parent {
+            CHILD.into()
+        } else {
+            "another process".into()
+        }
+    });
+    let ready = proc.recv_any()?;
+    from_parent(&ready, parent)?;
+    if ready.kind == "failed" {
+        let error = ready.get("error").unwrap_or("?");
+        return Err(Fail::failed(format!("spawn() failed: {error}")));
+    }
+    if ready.kind != "ready" {
+        return Err(Fail::failed(format!("expected `ready`, got `{}`", ready.kind)));
+    }
+    let child = ready
+        .get("child")
+        .and_then(|c| c.parse::<i32>().ok())
+        .ok_or_else(|| Fail::failed("spawn() returned no child pid"))?;
+    if child <= 0 || child == parent {
+        return Err(Fail::failed(format!(
+            "spawn() says the child is pid {child}, but the parent is pid {parent}: fork() \
+             returns the child's pid in the parent"
+        )));
+    }
+    Ok(Session {
+        proc,
+        parent,
+        child,
+        input,
+        output,
+    })
+}
+
+/// A message from a process other than the one the grader started means the forked child went
+/// on running the parent's code.
+fn from_parent(message: &ipc_labs_driver::Message, parent: i32) -> Result<(), Fail> {
+    let sender: i32 = message.get("pid").and_then(|p| p.parse().ok()).unwrap_or(0);
+    if sender == parent {
+        Ok(())
+    } else {
+        Err(Fail::failed(format!(
+            "pid {sender}, not the parent {parent}, said `{}`: the forked child returned from \
+             spawn() and ran the parent's code; end the child with _exit()",
+            message.kind
+        )))
+    }
+}
+
+impl Session {
+    /// Lets the program exchange and reap, and reads its report.
+    fn exchange(&mut self) -> Result<Done, Fail> {
+        self.proc.send("go", &[])?;
+        let done = self.proc.recv_any()?;
+        from_parent(&done, self.parent)?;
+        if done.kind != "done" {
+            return Err(Fail::failed(format!("expected `done`, got `{}`", done.kind)));
+        }
+        Ok(Done {
+            exchange: done.get("exchange").unwrap_or("?").to_string(),
+            wait: done.get("wait").unwrap_or("?").to_string(),
+        })
+    }
+
+    /// Lets the program exit, and checks that it did so cleanly.
+    fn finish(mut self) -> Result<(), Fail> {
+        self.proc.send("exit", &[])?;
+        let status = self.proc.wait()?;
+        match status.code() {
+            Some(_) => Ok(()),
+            None => Err(Fail::Crashed(format!("the parent died: {status}"))),
+        }
+    }
+
+    /// Whether the echo written to the output file is the input, byte for byte.
+    fn verify_echo(&self, done: &Done) -> Result<(), Fail> {
+        if !done.exchange.starts_with("ok") {
+            return Err(Fail::failed(format!("exchange() failed: {}", done.exchange)));
+        }
+        let echoed = std::fs::read(&self.output)?;
+        if echoed == self.input {
+            return Ok(());
+        }
+        let first = echoed
+            .iter()
+            .zip(&self.input)
+            .position(|(a, b)| a != b)
+            .unwrap_or(echoed.len().min(self.input.len()));
+        Err(Fail::failed(format!(
+            "the echo is not the input: {} bytes came back for {} sent, first difference at byte \
+             {first}; a write() that writes less than asked must be continued with the rest",
+            echoed.len(),
+            self.input.len()
+        )))
+    }
+}
+
+fn echo(run: &mut Run, len: usize) -> Result<String, Fail> {
+    let input = run.random_bytes(len);
+    let mut session = start(run, input, false)?;
+    let done = session.exchange()?;
+    session.verify_echo(&done)?;
+    session.finish()?;
+    Ok(format!("{len} bytes echoed byte for byte"))
+}
+
+/// The pipes a process holds, but for the grader's stdout and stderr pipes: inode to (read
+/// ends, write ends) as descriptor numbers.
+fn pipes_of(session: &Session, pid: i32) -> BTreeMap<u64, (Vec<i32>, Vec<i32>)> {
+    let mut pipes: BTreeMap<u64, (Vec<i32>, Vec<i32>)> = BTreeMap::new();
+    let Some(view) = inspect::view(pid) else {
+        return pipes;
+    };
+    for (fd, target) in &view.fds {
+        if let Some(inode) = pipe_inode(target).filter(|i| !session.proc.grader_pipes.contains(i)) {
+            let entry = pipes.entry(inode).or_default();
+            if fd_writable(pid, *fd) == Some(true) {
+                entry.1.push(*fd);
+            } else {
+                entry.0.push(*fd);
+            }
+        }
+    }
+    pipes
+}
+
+fn real_pipes(run: &mut Run) -> Result<String, Fail> {
+    let input = run.random_bytes(64 << 10);
+    let mut session = start(run, input, false)?;
+    let (parent, child) = (session.parent, session.child);
+    settle_in_read(child);
+    let child_view = inspect::view(child).ok_or_else(|| {
+        Fail::failed(format!("the child pid {child} that spawn() returned does not exist"))
+    })?;
+    if child_view.ppid != parent {
+        return Err(Fail::failed(format!(
+            "pid {child} is not a child of the parent (its parent is {}): fork() the echo child \
+             from the parent",
+            child_view.ppid
+        )));
+    }
+    let parent_pipes = pipes_of(&session, parent);
+    let child_pipes = pipes_of(&session, child);
+    // Pipe A: the parent writes, the child reads. Pipe B: the child writes, the parent reads.
+    let shared: Vec<u64> = parent_pipes
+        .keys()
+        .filter(|inode| child_pipes.contains_key(inode))
+        .copied()
+        .collect();
+    let pipe_a = shared
+        .iter()
+        .find(|i| !parent_pipes[i].1.is_empty() && !child_pipes[i].0.is_empty());
+    let pipe_b = shared
+        .iter()
+        .find(|i| !child_pipes[i].1.is_empty() && !parent_pipes[i].0.is_empty());
+    let (Some(a), Some(b)) = (pipe_a, pipe_b) else {
+        return Err(Fail::failed(format!(
+            "the parent and the echo child are not joined by two pipes, one each way (parent's \
+             pipes: {parent_pipes:?}, child's: {child_pipes:?}, as inode: (read fds, write fds)): \
+             create both with pipe() before fork()"
+        )));
+    };
+    let mut problems = Vec::new();
+    for (who, pipes, pipe, end, fds) in [
+        (PARENT, &parent_pipes, a, "read", &parent_pipes[a].0),
+        (PARENT, &parent_pipes, b, "write", &parent_pipes[b].1),
+        (CHILD, &child_pipes, a, "write", &child_pipes[a].1),
+        (CHILD, &child_pipes, b, "read", &child_pipes[b].0),
+    ] {
+        let _ = pipes;
+        if !fds.is_empty() {
+            let name = if pipe == a { "parent-to-child" } else { "child-to-parent" };
+            problems.push(format!(
+                "{who} still holds the {end} end of the {name} pipe (fd {fds:?})"
+            ));
+        }
+    }
+    if !problems.is_empty() {
+        return Err(Fail::failed(format!(
+            "{}: after fork() each process must close the pipe ends it does not use, or \
+             end-of-file and EPIPE never come",
+            problems.join("; ")
+        )));
+    }
+    let done = session.exchange()?;
+    session.verify_echo(&done)?;
+    session.finish()?;
+    Ok(format!(
+        "parent {parent} and child {child} are joined by pipe:[{a}] and pipe:[{b}], unused ends \
+         closed"
+    ))
+}
+
+/// Waits (up to a second) until the child is blocked in a system call, as it is once it waits
+/// for input: by then a correct child has closed the ends it does not use, and `/proc` shows
+/// its descriptors as they will stay.
+fn settle_in_read(child: i32) {
+    let until = Instant::now() + Duration::from_secs(1);
+    while Instant::now() < until {
+        let blocked = inspect::view(child).is_some_and(|view| {
+            view.threads
+                .iter()
+                .any(|t| t.state == 'S' && t.syscall.is_some())
+        });
+        if blocked {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+fn child_exits_at_eof(run: &mut Run) -> Result<String, Fail> {
+    let input = run.random_bytes(1000);
+    let mut session = start(run, input, false)?;
+    let done = session.exchange()?;
+    session.verify_echo(&done)?;
+    if done.wait != "ok" {
+        return Err(Fail::failed(format!(
+            "the echo child did not exit with status 0 after end-of-file: wait() said {}",
+            done.wait
+        )));
+    }
+    session.finish()?;
+    Ok("the child saw end-of-file and exited with status 0".into())
+}
+
+fn reaped_no_fd_leak(run: &mut Run) -> Result<String, Fail> {
+    let input = run.random_bytes(100 << 10);
+    let mut session = start(run, input, false)?;
+    let done = session.exchange()?;
+    session.verify_echo(&done)?;
+    let parent = session.parent;
+    let children = inspect::children(Pid::from_raw(parent));
+    if !children.is_empty() {
+        let states: Vec<String> = children
+            .iter()
+            .filter_map(|&pid| inspect::view(pid))
+            .map(|v| format!("pid {} in state {}", v.pid, v.state))
+            .collect();
+        return Err(Fail::failed(format!(
+            "after wait() the parent still has children ({}): reap the echo child with waitpid(); \
+             a child that exited stays a zombie (state Z) until then",
+            states.join(", ")
+        )));
+    }
+    let leaked: Vec<String> = pipes_of(&session, parent)
+        .iter()
+        .map(|(inode, (r, w))| format!("pipe:[{inode}] (read fds {r:?}, write fds {w:?})"))
+        .collect();
+    if !leaked.is_empty() {
+        return Err(Fail::failed(format!(
+            "after wait() the parent still holds {}: close both pipe ends when you are done",
+            leaked.join(", ")
+        )));
+    }
+    session.finish()?;
+    Ok("the child was reaped and the parent holds no pipe".into())
+}
+
+fn child_dies_early(run: &mut Run) -> Result<String, Fail> {
+    let input = run.random_bytes(4 << 20);
+    let mut session = start(run, input, false)?;
+    let child = Pid::from_raw(session.child);
+    kill(child, Signal::SIGKILL).map_err(|e| Fail::Grader(format!("kill: {e}")))?;
+    // Let the kill land before the transfer starts.
+    let settle = Instant::now() + Duration::from_secs(1);
+    while Instant::now() < settle && inspect::view(session.child).is_some_and(|v| v.state != 'Z') {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let done = session.exchange()?;
+    if done.exchange.starts_with("ok") {
+        return Err(Fail::failed(
+            "the echo child was killed before the transfer, yet exchange() reported success: \
+             check the result of every write() and read(), and compare the echo's length",
+        ));
+    }
+    if done.wait == "ok" {
+        return Err(Fail::failed(
+            "the echo child was killed by SIGKILL, yet wait() reported a clean exit: only \
+             Exited(_, 0) is success",
+        ));
+    }
+    session.finish()?;
+    Ok(format!(
+        "the parent reported the dead child: exchange: {}; wait: {}",
+        done.exchange, done.wait
+    ))
+}
+
+fn signals_during_transfer(run: &mut Run) -> Result<String, Fail> {
+    let input = run.random_bytes(32 << 20);
+    let mut session = start(run, input, true)?;
+    let group = Pid::from_raw(session.parent);
+    let stop = Arc::new(AtomicBool::new(false));
+    let sent = Arc::new(AtomicU64::new(0));
+    let signaller = {
+        let (stop, sent) = (stop.clone(), sent.clone());
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::SeqCst) {
+                if killpg(group, Signal::SIGUSR1).is_err() {
+                    return;
+                }
+                sent.fetch_add(1, Ordering::SeqCst);
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        })
+    };
+    let done = session.exchange();
+    stop.store(true, Ordering::SeqCst);
+    let _ = signaller.join();
+    let done = done?;
+    session.verify_echo(&done)?;
+    session.finish()?;
+    Ok(format!(
+        "32 MiB echoed intact through {} SIGUSR1 signals",
+        sent.load(Ordering::SeqCst)
+    ))
+}
+
+fn writes_pipe(process: &Stuck) -> bool {
+    process
+        .activities
+        .iter()
+        .any(|a| matches!(a, Activity::PipeWrite { .. }))
+}
+
+fn reads_pipe(process: &Stuck) -> bool {
+    process
+        .activities
+        .iter()
+        .any(|a| matches!(a, Activity::PipeRead { .. }))
+}
+
+/// The classic deadlock: both sides blocked writing, nobody reading.
+fn explain_hang(hang: &Hang) -> Option<String> {
+    let parent = hang.by_role(PARENT)?;
+    let child = hang.by_role(CHILD)?;
+    if writes_pipe(parent) && writes_pipe(child) && !reads_pipe(parent) {
+        return Some(
+            "the echo child is blocked writing a full pipe while the parent is blocked writing \
+             too: nobody reads. Read the echo while you write (write from a second thread, or \
+             use poll())"
+                .into(),
+        );
+    }
+    None
+}

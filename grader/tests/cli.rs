@@ -1,0 +1,92 @@
+//! `cargo grade` as a user meets it: exit codes, the listing, usage errors, the JSON report.
+
+use assert_cmd::Command;
+use predicates::prelude::*;
+
+fn grade() -> Command {
+    Command::cargo_bin("cargo-grade").expect("the cargo-grade binary is built")
+}
+
+#[test]
+fn list_shows_every_check_with_points() {
+    let mut expected = Vec::new();
+    for lab in ipc_grader::labs::all() {
+        for check in lab.checks {
+            expected.push(format!("{}/{}", lab.slug, check.name));
+        }
+    }
+    let output = grade()
+        .arg("--list")
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
+    let listing = String::from_utf8(output).expect("utf-8");
+    for name in expected {
+        assert!(listing.contains(&name), "--list misses {name}:\n{listing}");
+    }
+}
+
+#[test]
+fn unknown_lab_is_a_usage_error_listing_the_labs() {
+    grade()
+        .arg("no-such-lab")
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("unknown lab `no-such-lab`"))
+        .stderr(predicate::str::contains("pipe-echo"));
+}
+
+#[test]
+fn unknown_check_is_a_usage_error_listing_the_checks() {
+    grade()
+        .arg("pipe-echo/no-such-check")
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("no check `no-such-check`"))
+        .stderr(predicate::str::contains("echo-16-mib"));
+}
+
+#[test]
+fn bad_option_value_is_a_usage_error() {
+    grade().args(["--format", "xml"]).assert().code(2);
+    grade().args(["--seed", "minus-one"]).assert().code(2);
+}
+
+#[test]
+fn json_report_of_the_skeleton_is_all_not_implemented() {
+    let assert = grade()
+        .args([
+            "--format",
+            "json",
+            "pipe-echo/echo-0-bytes",
+            "pipe-echo/real-pipes",
+        ])
+        .assert()
+        .code(1);
+    let report: serde_json::Value =
+        serde_json::from_slice(&assert.get_output().stdout).expect("stdout is one JSON document");
+    assert_eq!(report["score"], 0);
+    assert_eq!(report["max_score"], 4);
+    let checks = report["labs"][0]["checks"].as_array().expect("checks");
+    assert_eq!(checks.len(), 2);
+    for check in checks {
+        assert_eq!(check["status"], "not_implemented", "{check}");
+        for field in ["name", "score", "max_score", "message", "duration_ms"] {
+            assert!(!check[field].is_null(), "{field} missing in {check}");
+        }
+    }
+}
+
+#[test]
+fn json_report_of_the_solution_is_full_marks() {
+    let assert = grade()
+        .args(["--solutions", "--format", "json", "pipe-echo/echo-4-kib"])
+        .assert()
+        .success();
+    let report: serde_json::Value =
+        serde_json::from_slice(&assert.get_output().stdout).expect("stdout is one JSON document");
+    assert_eq!(report["labs"][0]["checks"][0]["status"], "passed");
+    assert_eq!(report["score"], report["max_score"]);
+}

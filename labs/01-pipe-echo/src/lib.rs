@@ -1,0 +1,144 @@
+//! # Lab 1: pipe echo
+//!
+//! A parent process forks an *echo child* and talks to it through two pipes: one carries bytes
+//! from the parent to the child, the other carries them back. The child copies everything it
+//! reads to its output until it sees end-of-file, then exits.
+//!
+//! ```text
+//!   parent ──to_child──▶ [pipe A] ──▶ echo child
+//!   parent ◀─from_child─ [pipe B] ◀── echo child
+//! ```
+//!
+//! What this lab is about:
+//! - `pipe()` gives two file descriptors, a read end and a write end; `fork()` copies every
+//!   descriptor into the child, so each process must close the ends it does not use.
+//! - A pipe is a byte stream: a `read()` returns whatever is there, not "a message".
+//! - End-of-file reaches a reader only when *every* write end of the pipe is closed, in every
+//!   process. One forgotten copy and the reader waits forever.
+//! - A pipe holds a limited number of bytes (64 KiB by default on Linux). Writing more blocks
+//!   until the other side reads, so a parent that writes everything before reading anything
+//!   deadlocks with a child that is itself blocked writing the echo back.
+//! - `write()` may write less than it was asked, and a signal may interrupt it (`EINTR`).
+//! - Writing to a pipe nobody reads fails with `EPIPE` (Rust programs ignore `SIGPIPE`, so you get
+//!   the error instead of dying).
+//! - A child that exited stays a zombie until its parent reaps it with `waitpid()`.
+//!
+//! The program in `main.rs` calls [`EchoChild::spawn`], then [`EchoChild::exchange`], then
+//! [`EchoChild::wait`]. Keep `main.rs` as it is: the grader talks to it.
+
+use std::os::fd::{BorrowedFd, OwnedFd};
+
+use nix::errno::Errno;
+use nix::unistd::Pid;
+
+/// Everything that can go wrong between the parent and its echo child.
+#[derive(Debug, thiserror::Error)]
+pub enum PipeEchoError {
+    /// `pipe()` failed, for example because the process has too many open files.
+    #[error("pipe() failed: {0}")]
+    Pipe(Errno),
+    /// `fork()` failed, for example because of a process limit.
+    #[error("fork() failed: {0}")]
+    Fork(Errno),
+    /// Writing to a pipe failed. `EPIPE` means nobody holds the read end any more: the reader
+    /// exited or closed it.
+    #[error("writing to a pipe failed: {0}")]
+    Write(Errno),
+    /// Reading from a pipe failed.
+    #[error("reading from a pipe failed: {0}")]
+    Read(Errno),
+    /// The echo child sent back fewer (or more) bytes than it was sent.
+    #[error("the echo child sent back {echoed} bytes, but it was sent {sent}")]
+    ShortEcho {
+        /// Bytes the parent sent.
+        sent: usize,
+        /// Bytes that came back before end-of-file.
+        echoed: usize,
+    },
+    /// `exchange()` was called twice: the first call closed the write end.
+    #[error("exchange() was already called: the pipe to the child is closed")]
+    AlreadyExchanged,
+    /// `waitpid()` failed.
+    #[error("waitpid() failed: {0}")]
+    Wait(Errno),
+    /// The child ended some other way than `exit(0)`: a non-zero status or a signal.
+    #[error("the echo child did not exit with status 0: {0}")]
+    ChildFailed(String),
+}
+
+/// The parent's handle on a running echo child: its pid and the parent's ends of both pipes.
+#[derive(Debug)]
+pub struct EchoChild {
+    /// The child's process id, from `fork()`.
+    pub pid: Pid,
+    /// The parent's write end of pipe A (parent to child). `None` once it is closed: closing it
+    /// is how the child learns that no more bytes will come.
+    pub to_child: Option<OwnedFd>,
+    /// The parent's read end of pipe B (child to parent).
+    pub from_child: OwnedFd,
+}
+
+impl EchoChild {
+    /// Creates both pipes and forks the echo child.
+    ///
+    /// In the child: close the parent's ends of both pipes, run [`echo_loop`] on the child's
+    /// ends, and leave with `_exit()`: status 0 if the loop succeeded, 1 if not. The child must
+    /// never return from this function, or it would go on running the parent's code.
+    ///
+    /// In the parent: close the child's ends and return the handle.
+    ///
+    /// ```no_run
+    /// let child = pipe_echo::EchoChild::spawn()?;
+    /// println!("echo child is pid {}", child.pid);
+    /// # Ok::<(), pipe_echo::PipeEchoError>(())
+    /// ```
+    pub fn spawn() -> Result<EchoChild, PipeEchoError> {
+        todo!(
+            "create pipe A and pipe B with pipe(), then fork(); each side closes the ends it does not use; the child runs echo_loop() and _exit()s"
+        )
+    }
+
+    /// Sends all of `input` to the child and returns everything it echoed back.
+    ///
+    /// The parent must read while it writes: once pipe B is full the child blocks writing the
+    /// echo, stops reading pipe A, and a parent that only writes blocks too, for ever. Write from
+    /// a second thread (`std::thread::scope`) or interleave with `poll()`.
+    ///
+    /// After the last byte, close the write end (take it out of `to_child`), so the child sees
+    /// end-of-file; then read until end-of-file. Returns [`PipeEchoError::ShortEcho`] if the
+    /// echo is not as long as the input, and the write error if the child went away.
+    pub fn exchange(&mut self, input: &[u8]) -> Result<Vec<u8>, PipeEchoError> {
+        let _ = (&input,);
+        todo!(
+            "take to_child, write input from a scoped thread with write_all() and drop the fd when done, read from_child until read() returns 0 (retry EINTR), then compare lengths"
+        )
+    }
+
+    /// Reaps the child with `waitpid()`; an error unless it exited with status 0.
+    ///
+    /// Call it whatever `exchange()` returned, so that no zombie is left.
+    pub fn wait(self) -> Result<(), PipeEchoError> {
+        todo!(
+            "close the parent's pipe ends (drop them), then waitpid(self.pid) and turn anything but Exited(_, 0) into ChildFailed"
+        )
+    }
+}
+
+/// The child's work: copies everything from `input` to `output` until end-of-file on `input`,
+/// and returns the number of bytes copied. Both descriptors are closed when it returns.
+pub fn echo_loop(input: OwnedFd, output: OwnedFd) -> Result<u64, PipeEchoError> {
+    let _ = (&input, &output);
+    todo!(
+        "read() into a buffer until it returns 0 (retry EINTR), and write_all() what each read returned"
+    )
+}
+
+/// Writes all of `buf` to `fd`, however many `write()` calls it takes.
+///
+/// `write()` may write fewer bytes than asked, for example when a signal arrives during a large
+/// write to a pipe, and fails with `EINTR` when a signal handler ran before anything was
+/// written. Neither is an error: go on with what is left.
+pub fn write_all(fd: BorrowedFd<'_>, buf: &[u8]) -> Result<(), Errno> {
+    let _ = (&fd, &buf);
+    todo!("call write() until nothing is left, advancing past short writes and retrying EINTR")
+}
