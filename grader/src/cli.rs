@@ -188,6 +188,17 @@ pub fn main() -> ExitCode {
         _ => {}
     };
     let report = engine::grade(&workspace, &plans, &options, &progress);
+    if human {
+        // The cleanup checks are judged after the lab's other checks, so they come last.
+        for lab in &report.labs {
+            for result in lab.checks.iter().filter(|c| c.name == CLEANUP_CHECK) {
+                print!(
+                    "{}",
+                    report::check_line(&lab.name, result, options.seed, &style)
+                );
+            }
+        }
+    }
     match args.format {
         Format::Human => print!("{}", report::summary(&report, options.seed, &style)),
         Format::Json => println!(

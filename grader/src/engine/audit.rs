@@ -152,7 +152,8 @@ pub fn shm_segments() -> Vec<ShmSegment> {
         .map(|r| ShmSegment {
             key: r[0] as i32,
             id: r[1] as i32,
-            mode: r[2] as u32,
+            // The kernel prints the permissions in octal ("%4o"): read the digits back as such.
+            mode: u32::from_str_radix(&r[2].to_string(), 8).unwrap_or(0),
             size: r[3] as u64,
             creator: r[4] as i32,
             attached: r[6] as u64,

@@ -2,7 +2,7 @@
 //! remove what a crashed run left behind.
 //!
 //! Every name is `ipclabs-<grader pid in hex>-<n>-<what>`; a run keeps its list in
-//! `$TMPDIR/ipc-labs-ledgers/<pid>` and deletes it when it finishes normally.
+//! `$TMPDIR/ipc-labs-ledgers/<pid>-<n>` and deletes it when it finishes normally.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -17,8 +17,11 @@ pub const PREFIX: &str = "ipclabs-";
 pub struct Ledger {
     path: PathBuf,
     file: Mutex<Option<std::fs::File>>,
-    counter: AtomicU64,
 }
+
+/// Tags and ledgers are numbered process-wide: several runs in one process (the test harness)
+/// must not hand out the same name.
+static COUNTER: AtomicU64 = AtomicU64::new(0);
 
 fn ledger_dir() -> PathBuf {
     std::env::temp_dir().join("ipc-labs-ledgers")
@@ -30,7 +33,8 @@ impl Ledger {
     pub fn open() -> Ledger {
         let dir = ledger_dir();
         let _ = std::fs::create_dir_all(&dir);
-        let path = dir.join(std::process::id().to_string());
+        let instance = COUNTER.fetch_add(1, Ordering::SeqCst);
+        let path = dir.join(format!("{}-{instance}", std::process::id()));
         let file = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -39,13 +43,12 @@ impl Ledger {
         Ledger {
             path,
             file: Mutex::new(file),
-            counter: AtomicU64::new(0),
         }
     }
 
     /// A tag no other check of any run on this machine uses.
     pub fn new_tag(&self) -> String {
-        let n = self.counter.fetch_add(1, Ordering::SeqCst);
+        let n = COUNTER.fetch_add(1, Ordering::SeqCst);
         format!("{PREFIX}{:x}-{n}", std::process::id())
     }
 

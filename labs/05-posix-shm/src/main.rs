@@ -1,0 +1,128 @@
+//! The posix-shm program. The grader runs it; you can too:
+//!
+//! ```text
+//! cargo run -p posix-shm -- open --name /demo --create --size 10000
+//! ls -l /dev/shm/demo
+//! ```
+//!
+//! Run by hand it creates or opens the table, maps it, says how big it is, and closes it (it
+//! does not unlink it: `rm /dev/shm/demo`). Run by the grader it says `mapped` and then does
+//! what the grader's `cmd` messages say, one at a time:
+//!
+//! - `op=write offset=O file=F`: writes F's bytes into the table at O;
+//! - `op=read offset=O len=L file=F`: writes L bytes of the table from O to F;
+//! - `op=unlink`: unlinks the table's name (the mapping stays);
+//! - `op=close`: unmaps the table and exits.
+//!
+//! and answers each with `done`, or `failed` with `kind=` from [`TableError::kind`]. Keep this
+//! file as it is.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use ipc_labs_driver::{Control, Message};
+use posix_shm::{SharedTable, TableError, unlink};
+
+/// Creates or opens a POSIX shared memory table and works on it.
+#[derive(Parser)]
+struct Args {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Maps the table `name`, creating it first with `--create`.
+    Open {
+        /// The object's name: `/` and up to 254 more characters, no other `/`.
+        #[arg(long)]
+        name: String,
+        /// Create the object (it must not exist).
+        #[arg(long, requires = "size")]
+        create: bool,
+        /// The size of the object to create, in bytes.
+        #[arg(long)]
+        size: Option<usize>,
+    },
+}
+
+/// Reports `error` to the grader and on stderr.
+fn report(control: &Control, error: &TableError) {
+    eprintln!("posix-shm: {error}");
+    control.send(
+        "failed",
+        &[
+            ("kind", error.kind().to_string()),
+            ("error", error.to_string()),
+        ],
+    );
+}
+
+/// A numeric field of a command; a missing or bad one is the grader's mistake.
+fn number(message: &Message, key: &str) -> usize {
+    message
+        .get(key)
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("the grader's command has no number `{key}`"))
+}
+
+fn main() -> ExitCode {
+    let control = Control::start("posix-shm");
+    let Command::Open { name, create, size } = Args::parse().command;
+    let opened = match (create, size) {
+        (true, Some(size)) => SharedTable::create(&name, size),
+        _ => SharedTable::open(&name),
+    };
+    let mut table = match opened {
+        Ok(table) => table,
+        Err(error) => {
+            report(&control, &error);
+            return ExitCode::FAILURE;
+        }
+    };
+    control.send("mapped", &[("len", table.len().to_string())]);
+    if !control.is_graded() {
+        println!("{name}: {} bytes mapped", table.len());
+        return match table.close() {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(error) => {
+                report(&control, &error);
+                ExitCode::FAILURE
+            }
+        };
+    }
+    loop {
+        let command = control.wait_for("cmd");
+        let file = command.get("file").unwrap_or_default().to_string();
+        let outcome = match command.get("op").unwrap_or_default() {
+            "write" => {
+                let data = std::fs::read(&file).expect("the grader's data file");
+                table.write(number(&command, "offset"), &data)
+            }
+            "read" => {
+                let mut buf = vec![0u8; number(&command, "len")];
+                table
+                    .read(number(&command, "offset"), &mut buf)
+                    .map(|()| std::fs::write(&file, &buf).expect("writing the grader's file"))
+            }
+            "unlink" => unlink(&name),
+            "close" => {
+                return match table.close() {
+                    Ok(()) => {
+                        control.send("done", &[]);
+                        ExitCode::SUCCESS
+                    }
+                    Err(error) => {
+                        report(&control, &error);
+                        ExitCode::FAILURE
+                    }
+                };
+            }
+            other => panic!("the grader sent an unknown command {other:?}"),
+        };
+        match outcome {
+            Ok(()) => control.send("done", &[]),
+            Err(error) => report(&control, &error),
+        }
+    }
+}

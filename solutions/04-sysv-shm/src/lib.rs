@@ -1,0 +1,425 @@
+//! # Lab 4: SysV shared memory
+//!
+//! A *publisher* creates a System V shared memory segment, writes one record into it and
+//! detaches. Later, a *reader* that is not related to the publisher (it is not its child; it may
+//! start after the publisher has exited) finds the same segment, checks that the record in it is
+//! whole and well-formed, copies it out, and removes the segment when asked.
+//!
+//! ```text
+//!   publisher: ftok(path, id) -> key -> shmget(key, size, IPC_CREAT|IPC_EXCL|0600) -> shmat
+//!              write the record, shmdt, exit            (the segment stays)
+//!   reader:    ftok(path, id) -> key -> shmget(key, 0, 0) -> shmat(SHM_RDONLY)
+//!              validate and copy the record, shmdt, shmctl(IPC_RMID) if asked
+//! ```
+//!
+//! The record is a [`Header`] followed by the payload:
+//!
+//! ```text
+//!   offset 0   magic     u32  MAGIC, written last: the record is complete
+//!   offset 4   sequence  u32  which publication this is
+//!   offset 8   length    u64  payload bytes that follow
+//!   offset 16  payload
+//! ```
+//!
+//! What this lab is about:
+//! - Two unrelated processes agree on a segment through a *key*. `ftok(path, id)` turns an
+//!   existing file and a non-zero 8-bit id into the same key in every process.
+//! - `shmget()` with `IPC_CREAT | IPC_EXCL` creates a new segment or fails with `EEXIST`; the low
+//!   9 bits of its flags are the permissions, as for a file.
+//! - `shmat()` maps the segment into the caller's address space; `shmdt()` unmaps it. The
+//!   kernel counts attachments (`nattch` in `/proc/sysvipc/shm`).
+//! - A segment is not a file descriptor: it outlives every process that used it until someone
+//!   calls `shmctl(IPC_RMID)`. A segment left by a crashed run is still there next time, with
+//!   whatever it held; never take what you find for fresh data.
+//! - The kernel limits segment sizes: `/proc/sys/kernel/shmmax` is the largest.
+//!
+//! The program in `main.rs` calls [`publish`] (then [`Segment::detach`]) in the publisher, and
+//! [`key_for`], [`Segment::open`], [`Segment::read_record`], [`Segment::detach`] and [`remove`]
+//! in the reader. Keep `main.rs` as it is: the grader talks to it.
+
+use std::path::Path;
+use std::ptr::NonNull;
+// SOLUTION
+use std::os::unix::ffi::OsStrExt;
+use std::sync::atomic::{Ordering, fence};
+// END SOLUTION
+
+use nix::errno::Errno;
+
+/// The first field of every complete record: the bytes `IPCR`.
+pub const MAGIC: u32 = u32::from_le_bytes(*b"IPCR");
+
+/// The header at the start of the segment.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Header {
+    /// [`MAGIC`] once the record is complete; anything else means "no valid record here".
+    pub magic: u32,
+    /// Which publication this is, as the publisher was told.
+    pub sequence: u32,
+    /// How many payload bytes follow the header.
+    pub length: u64,
+}
+
+/// The size of [`Header`]: the payload starts at this offset.
+pub const HEADER_LEN: usize = std::mem::size_of::<Header>();
+
+/// Where the system-wide largest segment size is published.
+pub const SHMMAX_PATH: &str = "/proc/sys/kernel/shmmax";
+
+/// A SysV IPC key, as `ftok()` returns it.
+pub type Key = libc::key_t;
+
+/// Everything that can go wrong between the publisher, the segment and the reader.
+#[derive(Debug, thiserror::Error)]
+pub enum ShmError {
+    /// `ftok()` failed: the path does not exist or cannot be reached.
+    #[error("ftok({path}) failed: {errno}")]
+    Ftok {
+        /// The path that was given.
+        path: String,
+        /// Why.
+        errno: Errno,
+    },
+    /// The id is not in `1..=255`: `ftok()` uses only its low 8 bits, and 0 is reserved.
+    #[error("the ftok id must be in 1..=255, not {0}")]
+    BadId(u32),
+    /// A segment of 0 bytes was asked for.
+    #[error("a segment cannot be 0 bytes long")]
+    ZeroSize,
+    /// More than the system allows (`/proc/sys/kernel/shmmax`) was asked for.
+    #[error("{size} bytes is more than the system's limit of {max} (shmmax)")]
+    TooLarge {
+        /// Bytes asked for.
+        size: u64,
+        /// The limit.
+        max: u64,
+    },
+    /// The limit could not be read.
+    #[error("cannot read {SHMMAX_PATH}: {0}")]
+    Limit(std::io::Error),
+    /// The header and the payload do not fit in the segment.
+    #[error("a {payload}-byte payload and its {HEADER_LEN}-byte header do not fit in {size} bytes")]
+    NoRoom {
+        /// Payload bytes.
+        payload: usize,
+        /// Segment bytes.
+        size: usize,
+    },
+    /// A segment with this key already exists: a crashed earlier run may have left it.
+    #[error("a segment with key {key:#x} already exists (remove it with `ipcrm -M {key:#x}`)")]
+    Exists {
+        /// The key.
+        key: Key,
+    },
+    /// No segment has this key: nothing was published, or it was removed.
+    #[error("no segment has key {key:#x}")]
+    NotFound {
+        /// The key.
+        key: Key,
+    },
+    /// `shmget()` failed for another reason.
+    #[error("shmget() failed: {0}")]
+    Get(Errno),
+    /// `shmat()` failed.
+    #[error("shmat() failed: {0}")]
+    Attach(Errno),
+    /// `shmdt()` failed.
+    #[error("shmdt() failed: {0}")]
+    Detach(Errno),
+    /// `shmctl()` failed.
+    #[error("shmctl() failed: {0}")]
+    Control(Errno),
+    /// The segment does not start with [`MAGIC`]: no complete record, or not ours.
+    #[error("no valid record: the magic is {found:#010x}, not {MAGIC:#010x}")]
+    BadMagic {
+        /// What the segment holds instead.
+        found: u32,
+    },
+    /// The header claims more payload than the segment can hold.
+    #[error("the header claims {length} payload bytes, but the segment holds at most {capacity}")]
+    BadLength {
+        /// What the header says.
+        length: u64,
+        /// What fits after the header.
+        capacity: usize,
+    },
+}
+
+impl ShmError {
+    /// A stable one-word name for the variant, which the program reports as `kind=` (the
+    /// grader checks it). Given; do not change.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ShmError::Ftok { .. } => "ftok",
+            ShmError::BadId(_) => "bad-id",
+            ShmError::ZeroSize => "zero-size",
+            ShmError::TooLarge { .. } => "too-large",
+            ShmError::Limit(_) => "limit",
+            ShmError::NoRoom { .. } => "no-room",
+            ShmError::Exists { .. } => "exists",
+            ShmError::NotFound { .. } => "not-found",
+            ShmError::Get(_) => "shmget",
+            ShmError::Attach(_) => "shmat",
+            ShmError::Detach(_) => "shmdt",
+            ShmError::Control(_) => "shmctl",
+            ShmError::BadMagic { .. } => "bad-magic",
+            ShmError::BadLength { .. } => "bad-length",
+        }
+    }
+}
+
+/// A record read out of a segment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Record {
+    /// The publication's sequence number.
+    pub sequence: u32,
+    /// The payload, copied out of the segment.
+    pub payload: Vec<u8>,
+}
+
+/// A segment attached to this process.
+#[derive(Debug)]
+pub struct Segment {
+    /// The segment's id, from `shmget()`: what `shmctl()` takes.
+    pub id: i32,
+    /// Where `shmat()` attached it.
+    pub addr: NonNull<u8>,
+    /// Its size in bytes, as the kernel knows it.
+    pub size: usize,
+}
+
+/// The key that every process derives from `path` and `id` with `ftok()`.
+///
+/// Reject an `id` outside `1..=255` with [`ShmError::BadId`] first: `ftok()` keeps only 8 bits
+/// of it, so 256 would silently mean 0. The path must exist.
+pub fn key_for(path: &Path, id: u32) -> Result<Key, ShmError> {
+    // SOLUTION todo(path, id): reject id 0 or > 255 (BadId), then libc::ftok(); -1 is Ftok
+    if id == 0 || id > 255 {
+        return Err(ShmError::BadId(id));
+    }
+    let ftok_error = |errno| ShmError::Ftok {
+        path: path.display().to_string(),
+        errno,
+    };
+    let c_path = std::ffi::CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| ftok_error(Errno::EINVAL))?;
+    // SAFETY: c_path is a valid NUL-terminated string that lives across the call.
+    let key = unsafe { libc::ftok(c_path.as_ptr(), id as libc::c_int) };
+    if key == -1 {
+        return Err(ftok_error(Errno::last()));
+    }
+    Ok(key)
+    // END SOLUTION
+}
+
+/// The largest segment the system allows, read from [`SHMMAX_PATH`].
+pub fn max_segment_size() -> Result<u64, ShmError> {
+    // SOLUTION todo: read and parse SHMMAX_PATH (errors are Limit)
+    let text = std::fs::read_to_string(SHMMAX_PATH).map_err(ShmError::Limit)?;
+    text.trim()
+        .parse()
+        .map_err(|e| ShmError::Limit(std::io::Error::new(std::io::ErrorKind::InvalidData, e)))
+    // END SOLUTION
+}
+
+impl Segment {
+    /// Creates a new segment of `size` bytes with key `key`, readable and writable by its owner
+    /// only (mode `0600`), and attaches it for reading and writing.
+    ///
+    /// Check `size` first: 0 is [`ShmError::ZeroSize`], more than [`max_segment_size`] is
+    /// [`ShmError::TooLarge`]. Create with `IPC_CREAT | IPC_EXCL`, so that a segment that
+    /// already has this key (left by a crashed run, say) is [`ShmError::Exists`] and is never
+    /// written over.
+    pub fn create(key: Key, size: u64) -> Result<Segment, ShmError> {
+        // SOLUTION todo(key, size): check size, shmget(IPC_CREAT | IPC_EXCL | 0o600), shmat()
+        if size == 0 {
+            return Err(ShmError::ZeroSize);
+        }
+        let max = max_segment_size()?;
+        if size > max {
+            return Err(ShmError::TooLarge { size, max });
+        }
+        // size <= shmmax <= usize::MAX on the platforms this runs on.
+        let size = usize::try_from(size).map_err(|_| ShmError::TooLarge { size, max })?;
+        // SAFETY: shmget takes no pointers.
+        let id = unsafe { libc::shmget(key, size, libc::IPC_CREAT | libc::IPC_EXCL | 0o600) };
+        if id == -1 {
+            return Err(match Errno::last() {
+                Errno::EEXIST => ShmError::Exists { key },
+                errno => ShmError::Get(errno),
+            });
+        }
+        match attach(id, 0) {
+            Ok(addr) => Ok(Segment { id, addr, size }),
+            Err(error) => {
+                let _ = remove(id);
+                Err(error)
+            }
+        }
+        // END SOLUTION
+    }
+
+    /// Finds the existing segment with key `key` and attaches it read-only (`SHM_RDONLY`).
+    ///
+    /// `shmget(key, 0, 0)` finds without creating (`ENOENT` is [`ShmError::NotFound`]); the
+    /// segment's size comes from `shmctl(IPC_STAT)`, not from the caller.
+    pub fn open(key: Key) -> Result<Segment, ShmError> {
+        // SOLUTION todo(key): shmget(key, 0, 0), shmctl(IPC_STAT) for the size, shmat(SHM_RDONLY)
+        // SAFETY: shmget takes no pointers.
+        let id = unsafe { libc::shmget(key, 0, 0) };
+        if id == -1 {
+            return Err(match Errno::last() {
+                Errno::ENOENT => ShmError::NotFound { key },
+                errno => ShmError::Get(errno),
+            });
+        }
+        let mut stat = std::mem::MaybeUninit::<libc::shmid_ds>::uninit();
+        // SAFETY: IPC_STAT fills the shmid_ds that stat points to.
+        if unsafe { libc::shmctl(id, libc::IPC_STAT, stat.as_mut_ptr()) } == -1 {
+            return Err(ShmError::Control(Errno::last()));
+        }
+        // SAFETY: shmctl succeeded, so it wrote the whole structure.
+        let size = unsafe { stat.assume_init() }.shm_segsz;
+        let addr = attach(id, libc::SHM_RDONLY)?;
+        Ok(Segment { id, addr, size })
+        // END SOLUTION
+    }
+
+    /// Writes a record: `payload` after the header, then the header's `sequence` and `length`,
+    /// and the magic last, after a release fence, so that a reader that sees the magic sees the
+    /// whole record.
+    ///
+    /// [`ShmError::NoRoom`] if the header and the payload do not fit in the segment.
+    pub fn write_record(&mut self, sequence: u32, payload: &[u8]) -> Result<(), ShmError> {
+        // SOLUTION todo(sequence, payload): check room, copy payload, length, sequence, fence, MAGIC
+        if HEADER_LEN + payload.len() > self.size {
+            return Err(ShmError::NoRoom {
+                payload: payload.len(),
+                size: self.size,
+            });
+        }
+        let header = self.addr.as_ptr().cast::<Header>();
+        // SAFETY: the segment is attached read-write and at least HEADER_LEN + payload.len()
+        // bytes long; shmat returns page-aligned addresses, aligned enough for Header. Other
+        // processes only read it once the publisher said it is done.
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                payload.as_ptr(),
+                self.addr.as_ptr().add(HEADER_LEN),
+                payload.len(),
+            );
+            std::ptr::write_volatile(&raw mut (*header).length, payload.len() as u64);
+            std::ptr::write_volatile(&raw mut (*header).sequence, sequence);
+            fence(Ordering::Release);
+            std::ptr::write_volatile(&raw mut (*header).magic, MAGIC);
+        }
+        Ok(())
+        // END SOLUTION
+    }
+
+    /// Reads the record, trusting nothing: the magic must be [`MAGIC`]
+    /// ([`ShmError::BadMagic`]) and the length must fit in the segment after the header
+    /// ([`ShmError::BadLength`]). Then copies the payload out.
+    pub fn read_record(&self) -> Result<Record, ShmError> {
+        // SOLUTION todo: check MAGIC, fence(Acquire), check length, copy the payload out
+        let capacity = self.size.saturating_sub(HEADER_LEN);
+        if self.size < HEADER_LEN {
+            return Err(ShmError::BadLength {
+                length: 0,
+                capacity,
+            });
+        }
+        let header = self.addr.as_ptr().cast::<Header>();
+        // SAFETY: the segment is attached and at least HEADER_LEN bytes long; see write_record
+        // for the alignment.
+        let magic = unsafe { std::ptr::read_volatile(&raw const (*header).magic) };
+        if magic != MAGIC {
+            return Err(ShmError::BadMagic { found: magic });
+        }
+        fence(Ordering::Acquire);
+        // SAFETY: as above.
+        let (length, sequence) = unsafe {
+            (
+                std::ptr::read_volatile(&raw const (*header).length),
+                std::ptr::read_volatile(&raw const (*header).sequence),
+            )
+        };
+        if length > capacity as u64 {
+            return Err(ShmError::BadLength { length, capacity });
+        }
+        let mut payload = vec![0u8; length as usize];
+        // SAFETY: HEADER_LEN + length <= self.size, checked above.
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                self.addr.as_ptr().add(HEADER_LEN),
+                payload.as_mut_ptr(),
+                payload.len(),
+            );
+        }
+        Ok(Record { sequence, payload })
+        // END SOLUTION
+    }
+
+    /// Detaches the segment with `shmdt()`. The segment itself stays until it is removed.
+    pub fn detach(self) -> Result<(), ShmError> {
+        // SOLUTION todo: shmdt(self.addr); -1 is Detach(Errno::last())
+        // SAFETY: addr is where shmat attached this segment, and `self` is consumed, so nothing
+        // can use the address afterwards.
+        if unsafe { libc::shmdt(self.addr.as_ptr().cast()) } == -1 {
+            return Err(ShmError::Detach(Errno::last()));
+        }
+        Ok(())
+        // END SOLUTION
+    }
+}
+
+/// Marks the segment `id` for removal with `shmctl(id, IPC_RMID)`: it disappears once the last
+/// process has detached (at once if none is attached).
+pub fn remove(id: i32) -> Result<(), ShmError> {
+    // SOLUTION todo(id): shmctl(id, IPC_RMID, null); -1 is Control(Errno::last())
+    // SAFETY: IPC_RMID takes no buffer.
+    if unsafe { libc::shmctl(id, libc::IPC_RMID, std::ptr::null_mut()) } == -1 {
+        return Err(ShmError::Control(Errno::last()));
+    }
+    Ok(())
+    // END SOLUTION
+}
+
+/// The publisher's whole job: derives the key from `path` and `id`, creates a segment of `size`
+/// bytes, and writes `payload` into it as publication `sequence`. Returns the segment still
+/// attached.
+///
+/// If writing fails after the segment was created, detach and remove it before returning the
+/// error: a failed publisher leaves nothing behind.
+pub fn publish(
+    path: &Path,
+    id: u32,
+    size: u64,
+    sequence: u32,
+    payload: &[u8],
+) -> Result<Segment, ShmError> {
+    // SOLUTION todo(path, id, size, sequence, payload): key_for, create, write_record; on error remove
+    let key = key_for(path, id)?;
+    let mut segment = Segment::create(key, size)?;
+    if let Err(error) = segment.write_record(sequence, payload) {
+        let id = segment.id;
+        let _ = segment.detach();
+        let _ = remove(id);
+        return Err(error);
+    }
+    Ok(segment)
+    // END SOLUTION
+}
+// SOLUTION
+
+/// `shmat(id, NULL, flags)`.
+fn attach(id: i32, flags: libc::c_int) -> Result<NonNull<u8>, ShmError> {
+    // SAFETY: a null address lets the kernel choose where to attach; nothing is read or written.
+    let addr = unsafe { libc::shmat(id, std::ptr::null(), flags) };
+    if addr as isize == -1 {
+        return Err(ShmError::Attach(Errno::last()));
+    }
+    NonNull::new(addr.cast::<u8>()).ok_or(ShmError::Attach(Errno::EINVAL))
+}
+// END SOLUTION
