@@ -1,39 +1,95 @@
 //! Known-wrong variants of the reference solutions, each a bug a student plausibly writes: the
 //! check named must catch it, with a message that names the bug.
 //!
-//! A mutant is the solution with one piece of text replaced. The test copies the solution's
-//! crate (and the driver crate it needs) into a scratch workspace under `target/grade/mutants/`,
+//! A mutant is the solution with one piece of text replaced, stored as a file under
+//! `tests/mutants/<lab>/` (adding one touches no list). The test copies the solution's crate
+//! (and the driver crate it needs) into a scratch workspace under `target/grade/mutants/`,
 //! applies the replacement, builds it, grades the one check, and wants the expected status and
-//! words in the message.
+//! words in the message. `IPC_LABS_MUTANTS=<lab>` or `<lab>/<mutant>` runs a subset.
 
 use std::path::{Path, PathBuf};
 
 use ipc_grader::engine::compile::{self, Variant};
-use ipc_grader::engine::{self, Options, Plan, Status};
+use ipc_grader::engine::{self, Options, Plan};
 
+/// One mutant, read from `tests/mutants/<lab>/<name>.mutant`:
+///
+/// ```text
+/// bug: what the student got wrong
+/// check: the check that must catch it
+/// status: failed | timed_out | crashed | not_implemented
+/// diagnosis: words the check's message must contain
+/// file: src/lib.rs
+/// --- find
+/// text of the solution (exactly once)
+/// --- replace
+/// the wrong text
+/// ```
 struct Mutant {
-    lab: &'static str,
-    name: &'static str,
-    /// What the bug is, in a student's terms.
-    bug: &'static str,
-    find: &'static str,
-    replace: &'static str,
-    caught_by: &'static str,
-    status: Status,
-    /// Words the check's message must contain.
-    diagnosis: &'static str,
+    lab: String,
+    name: String,
+    bug: String,
+    check: String,
+    status: String,
+    diagnosis: String,
+    file: String,
+    find: String,
+    replace: String,
 }
 
-const MUTANTS: &[Mutant] = &[Mutant {
-    lab: "pipe-echo",
-    name: "write-all-then-read",
-    bug: "the parent writes the whole input before it reads any of the echo",
-    find: "            let echoed = read_to_end(from_child);\n            let written = writer.join().expect(\"the writer thread panicked\");",
-    replace: "            let written = writer.join().expect(\"the writer thread panicked\");\n            let echoed = read_to_end(from_child);",
-    caught_by: "echo-16-mib",
-    status: Status::TimedOut,
-    diagnosis: "the echo child is blocked writing a full pipe while the parent is blocked writing too",
-}];
+fn parse(lab: &str, name: &str, text: &str) -> Result<Mutant, String> {
+    let (header, rest) = text.split_once("--- find\n").ok_or("no `--- find` line")?;
+    let (find, replace) = rest
+        .split_once("--- replace\n")
+        .ok_or("no `--- replace` line")?;
+    let field = |key: &str| {
+        header
+            .lines()
+            .find_map(|l| l.strip_prefix(key)?.strip_prefix(':'))
+            .map(|v| v.trim().to_string())
+            .ok_or(format!("no `{key}:` line"))
+    };
+    Ok(Mutant {
+        lab: lab.into(),
+        name: name.into(),
+        bug: field("bug")?,
+        check: field("check")?,
+        status: field("status")?,
+        diagnosis: field("diagnosis")?,
+        file: field("file")?,
+        find: find.trim_end_matches('\n').into(),
+        replace: replace.trim_end_matches('\n').into(),
+    })
+}
+
+/// Every mutant under `tests/mutants/`, by lab and name.
+fn mutants() -> Vec<Mutant> {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests")
+        .join("mutants");
+    let mut found = Vec::new();
+    for lab in std::fs::read_dir(&root)
+        .expect("tests/mutants exists")
+        .flatten()
+    {
+        let lab_name = lab.file_name().to_string_lossy().into_owned();
+        for file in std::fs::read_dir(lab.path())
+            .expect("a lab's mutants")
+            .flatten()
+        {
+            let path = file.path();
+            let Some(name) = path.file_stem().map(|s| s.to_string_lossy().into_owned()) else {
+                continue;
+            };
+            let text = std::fs::read_to_string(&path).expect("reading a mutant");
+            let mutant = parse(&lab_name, &name, &text)
+                .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            found.push(mutant);
+        }
+    }
+    found.sort_by(|a, b| (&a.lab, &a.name).cmp(&(&b.lab, &b.name)));
+    found
+}
 
 fn copy_dir(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).expect("creating a scratch directory");
@@ -63,7 +119,7 @@ fn scratch_workspace(workspace: &Path, mutant: &Mutant) -> PathBuf {
         .join(format!("{}-{}", mutant.lab, mutant.name));
     let _ = std::fs::remove_dir_all(&scratch);
     let solutions = workspace.join("solutions");
-    let lab_dir = compile::crate_dir(workspace, Variant::Solutions, mutant.lab)
+    let lab_dir = compile::crate_dir(workspace, Variant::Solutions, &mutant.lab)
         .expect("the mutant's lab has a solution");
     let lab_name = lab_dir.file_name().expect("a crate directory has a name");
     copy_dir(&lab_dir, &scratch.join("solutions").join(lab_name));
@@ -75,20 +131,17 @@ fn scratch_workspace(workspace: &Path, mutant: &Mutant) -> PathBuf {
         &workspace.join("grader").join("driver"),
         &scratch.join("grader").join("driver"),
     );
-    let source = scratch
-        .join("solutions")
-        .join(lab_name)
-        .join("src")
-        .join("lib.rs");
+    let source = scratch.join("solutions").join(lab_name).join(&mutant.file);
     let text = std::fs::read_to_string(&source).expect("reading the solution");
     assert_eq!(
-        text.matches(mutant.find).count(),
+        text.matches(&mutant.find).count(),
         1,
         "mutant {}/{}: the text to replace must occur exactly once in the solution",
         mutant.lab,
         mutant.name
     );
-    std::fs::write(&source, text.replace(mutant.find, mutant.replace)).expect("writing the mutant");
+    std::fs::write(&source, text.replace(&mutant.find, &mutant.replace))
+        .expect("writing the mutant");
     scratch
 }
 
@@ -104,12 +157,21 @@ fn every_mutant_is_caught_by_its_check() {
         .join("mutants")
         .join("target");
     let mut escaped = Vec::new();
-    for mutant in MUTANTS {
-        let lab = ipc_grader::labs::find(mutant.lab).expect("the mutant's lab exists");
+    let only = std::env::var("IPC_LABS_MUTANTS").ok();
+    for mutant in mutants() {
+        // IPC_LABS_MUTANTS=pipe-echo (or pipe-echo/write-all-then-read) runs a subset.
+        if let Some(only) = &only
+            && *only != mutant.lab
+            && *only != format!("{}/{}", mutant.lab, mutant.name)
+        {
+            continue;
+        }
+        let mutant = &mutant;
+        let lab = ipc_grader::labs::find(&mutant.lab).expect("the mutant's lab exists");
         let check = lab
             .checks
             .iter()
-            .find(|c| c.name == mutant.caught_by)
+            .find(|c| c.name == mutant.check)
             .expect("the mutant names a check of its lab");
         let scratch = scratch_workspace(&workspace, mutant);
         let programs = compile::build_in(&scratch, Variant::Solutions, &[lab.slug], &target);
@@ -126,14 +188,26 @@ fn every_mutant_is_caught_by_its_check() {
         };
         let report = engine::grade_built(&[plan], &options, &programs, &|_| {});
         let result = &report.labs[0].checks[0];
-        let named = result.message.contains(mutant.diagnosis);
-        if result.status != mutant.status || !named {
+        let named = result.message.contains(&mutant.diagnosis);
+        println!(
+            "{}/{}: {} -> {} {}",
+            mutant.lab,
+            mutant.name,
+            mutant.check,
+            result.status.as_str(),
+            if named {
+                "(diagnosis named)"
+            } else {
+                "(diagnosis missing)"
+            }
+        );
+        if result.status.as_str() != mutant.status || !named {
             escaped.push(format!(
                 "{}/{} ({}): {} gave {} `{}`; expected {} mentioning `{}`",
                 mutant.lab,
                 mutant.name,
                 mutant.bug,
-                mutant.caught_by,
+                mutant.check,
                 result.status.as_str(),
                 result.message,
                 mutant.status.as_str(),

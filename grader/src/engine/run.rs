@@ -405,6 +405,13 @@ fn run_check(
         let list: Vec<String> = leaked.iter().map(ToString::to_string).collect();
         outcome = Err(Fail::failed(format!("left behind: {}", list.join(", "))));
     }
+    // A check that did not pass already cost its points; what it left (removed above, and
+    // listed in its log) is not charged to the lab's cleanup check as well.
+    let charged = if outcome.is_ok() {
+        leaked.clone()
+    } else {
+        Vec::new()
+    };
 
     let (status, message) = match &outcome {
         Ok(message) => (Status::Passed, message.clone()),
@@ -434,7 +441,7 @@ fn run_check(
         seed,
         log,
     };
-    (result, leaked)
+    (result, charged)
 }
 
 /// The objects that appeared during the check and are the check's: they carry one of its names

@@ -28,7 +28,7 @@ pub static LAB: Lab = Lab {
             timeout: Duration::from_secs(10),
             description: "/dev/shm/<name> exists with mode 0600 while the table is in use",
             exclusive: false,
-            run: |run| tidy(run, owner_only_mode),
+            run: owner_only_mode,
         },
         Check {
             name: "odd-sizes",
@@ -37,7 +37,7 @@ pub static LAB: Lab = Lab {
             description: "tables of 1, 4097 and 10000 bytes have exactly that size in /dev/shm \
                           and every byte goes from one process to another",
             exclusive: false,
-            run: |run| tidy(run, odd_sizes),
+            run: odd_sizes,
         },
         Check {
             name: "mapped-by-each",
@@ -46,7 +46,7 @@ pub static LAB: Lab = Lab {
             description: "the creator and an independent opener both map /dev/shm/<name> \
                           shared (read from /proc/PID/maps)",
             exclusive: false,
-            run: |run| tidy(run, mapped_by_each),
+            run: mapped_by_each,
         },
         Check {
             name: "shared-updates",
@@ -54,7 +54,7 @@ pub static LAB: Lab = Lab {
             timeout: Duration::from_secs(10),
             description: "what one process writes in place, the other reads, both ways",
             exclusive: false,
-            run: |run| tidy(run, shared_updates),
+            run: shared_updates,
         },
         Check {
             name: "unlinked-but-mapped",
@@ -63,7 +63,7 @@ pub static LAB: Lab = Lab {
             description: "after shm_unlink the name is gone and cannot be opened, but the two \
                           processes that map it still share the memory",
             exclusive: false,
-            run: |run| tidy(run, unlinked_but_mapped),
+            run: unlinked_but_mapped,
         },
         Check {
             name: "invalid-names",
@@ -72,7 +72,7 @@ pub static LAB: Lab = Lab {
             description: "a name without a leading slash, with another slash, empty or longer \
                           than 255 bytes is refused with kind=bad-name",
             exclusive: false,
-            run: |run| tidy(run, invalid_names),
+            run: invalid_names,
         },
         Check {
             name: "typed-errors",
@@ -81,40 +81,10 @@ pub static LAB: Lab = Lab {
             description: "size 0, an existing name, and accesses past the end are typed errors \
                           (zero-size, exists, out-of-range)",
             exclusive: false,
-            run: |run| tidy(run, typed_errors),
+            run: typed_errors,
         },
     ],
 };
-
-/// The names of a check's objects. When the check fails, it unlinks them itself: the failure
-/// costs that check only, and `cleanup` judges only the unlinking the lab asks for.
-#[derive(Default)]
-struct Tidy {
-    names: Vec<String>,
-}
-
-impl Tidy {
-    /// A name from [`Run::ipc_name`], remembered.
-    fn name(&mut self, run: &mut Run, what: &str) -> String {
-        let name = run.ipc_name(what);
-        self.names.push(name.clone());
-        name
-    }
-}
-
-fn tidy(
-    run: &mut Run,
-    check: fn(&mut Run, &mut Tidy) -> Result<String, Fail>,
-) -> Result<String, Fail> {
-    let mut tidy = Tidy::default();
-    let outcome = check(run, &mut tidy);
-    if outcome.is_err() {
-        for name in &tidy.names {
-            let _ = std::fs::remove_file(dev_shm(name));
-        }
-    }
-    outcome
-}
 
 /// Where the object named `name` (`/...`) lives.
 fn dev_shm(name: &str) -> PathBuf {
@@ -274,8 +244,8 @@ fn stat(name: &str) -> Result<std::fs::Metadata, Fail> {
 
 /// A creator and an opener of a fresh table of `size` bytes, named after `what`. Before anyone
 /// opens it the object must have been sized (its exact size is `odd-sizes`'s business).
-fn pair(run: &mut Run, tidy: &mut Tidy, what: &str, size: usize) -> Result<(Table, Table), Fail> {
-    let name = tidy.name(run, what);
+fn pair(run: &mut Run, what: &str, size: usize) -> Result<(Table, Table), Fail> {
+    let name = run.ipc_name(what);
     let creator = table(run, &name, Some(size), "the creator")?;
     if stat(&name)?.len() == 0 {
         return Err(Fail::failed(format!(
@@ -304,8 +274,8 @@ fn same(got: &[u8], want: &[u8], what: &str) -> Result<(), Fail> {
     )))
 }
 
-fn owner_only_mode(run: &mut Run, tidy: &mut Tidy) -> Result<String, Fail> {
-    let name = tidy.name(run, "table");
+fn owner_only_mode(run: &mut Run) -> Result<String, Fail> {
+    let name = run.ipc_name("table");
     let mut creator = table(run, &name, Some(10_000), "the creator")?;
     let mode = stat(&name)?.permissions().mode() & 0o777;
     if mode != 0o600 {
@@ -321,9 +291,9 @@ fn owner_only_mode(run: &mut Run, tidy: &mut Tidy) -> Result<String, Fail> {
     Ok(format!("{} has mode 600", dev_shm(&name).display()))
 }
 
-fn odd_sizes(run: &mut Run, tidy: &mut Tidy) -> Result<String, Fail> {
+fn odd_sizes(run: &mut Run) -> Result<String, Fail> {
     for size in [1, 4097, 10_000] {
-        let (mut creator, mut opener) = pair(run, tidy, &format!("table-{size}"), size)?;
+        let (mut creator, mut opener) = pair(run, &format!("table-{size}"), size)?;
         let on_disk = stat(&creator.name)?.len();
         if on_disk != size as u64 {
             return Err(Fail::failed(format!(
@@ -352,8 +322,8 @@ fn odd_sizes(run: &mut Run, tidy: &mut Tidy) -> Result<String, Fail> {
     Ok("1, 4097 and 10000-byte tables have their exact sizes and carry every byte".into())
 }
 
-fn mapped_by_each(run: &mut Run, tidy: &mut Tidy) -> Result<String, Fail> {
-    let (mut creator, opener) = pair(run, tidy, "table", 10_000)?;
+fn mapped_by_each(run: &mut Run) -> Result<String, Fail> {
+    let (mut creator, opener) = pair(run, "table", 10_000)?;
     for table in [&creator, &opener] {
         let perms = table.mapping()?;
         if !perms.ends_with('s') {
@@ -376,8 +346,8 @@ fn mapped_by_each(run: &mut Run, tidy: &mut Tidy) -> Result<String, Fail> {
     Ok("both processes map the object shared, read-write".into())
 }
 
-fn shared_updates(run: &mut Run, tidy: &mut Tidy) -> Result<String, Fail> {
-    let (mut creator, mut opener) = pair(run, tidy, "table", 10_000)?;
+fn shared_updates(run: &mut Run) -> Result<String, Fail> {
+    let (mut creator, mut opener) = pair(run, "table", 10_000)?;
     let first = run.random_bytes(1000);
     let at = run.rng().random_range(0..4000);
     creator.write(run, at, &first)?;
@@ -400,8 +370,8 @@ fn shared_updates(run: &mut Run, tidy: &mut Tidy) -> Result<String, Fail> {
     Ok("writes went both ways in place".into())
 }
 
-fn unlinked_but_mapped(run: &mut Run, tidy: &mut Tidy) -> Result<String, Fail> {
-    let (mut creator, mut opener) = pair(run, tidy, "table", 10_000)?;
+fn unlinked_but_mapped(run: &mut Run) -> Result<String, Fail> {
+    let (mut creator, mut opener) = pair(run, "table", 10_000)?;
     creator.unlink()?;
     if dev_shm(&creator.name).exists() {
         return Err(Fail::failed(format!(
@@ -442,11 +412,11 @@ fn unlinked_but_mapped(run: &mut Run, tidy: &mut Tidy) -> Result<String, Fail> {
     Ok("the name went, the shared memory stayed while mapped".into())
 }
 
-fn invalid_names(run: &mut Run, tidy: &mut Tidy) -> Result<String, Fail> {
+fn invalid_names(run: &mut Run) -> Result<String, Fail> {
     // Built from handed-out names, so that whatever a lax program creates is audited.
-    let plain = tidy.name(run, "noslash");
-    let nested = tidy.name(run, "dir");
-    let long = tidy.name(run, "long");
+    let plain = run.ipc_name("noslash");
+    let nested = run.ipc_name("dir");
+    let long = run.ipc_name("long");
     let cases = [
         (
             plain.trim_start_matches('/').to_string(),
@@ -497,8 +467,8 @@ fn refused(
     }
 }
 
-fn typed_errors(run: &mut Run, tidy: &mut Tidy) -> Result<String, Fail> {
-    let empty = tidy.name(run, "empty");
+fn typed_errors(run: &mut Run) -> Result<String, Fail> {
+    let empty = run.ipc_name("empty");
     let (mut proc, answer) = spawn_open(run, &empty, Some(0), "the creator")?;
     refused(
         &answer,
@@ -508,7 +478,7 @@ fn typed_errors(run: &mut Run, tidy: &mut Tidy) -> Result<String, Fail> {
     )?;
     proc.wait()?;
 
-    let name = tidy.name(run, "table");
+    let name = run.ipc_name("table");
     let mut creator = table(run, &name, Some(4097), "the creator")?;
     let (_second, answer) = spawn_open(run, &name, Some(4097), "a second creator")?;
     refused(

@@ -34,7 +34,7 @@ pub static LAB: Lab = Lab {
             description: "the publisher's segment has key ftok(path, id) and the requested size \
                           (read from /proc/sysvipc/shm)",
             exclusive: false,
-            run: |run| tidy(run, segment_key_and_size),
+            run: segment_key_and_size,
         },
         Check {
             name: "owner-only-permissions",
@@ -42,7 +42,7 @@ pub static LAB: Lab = Lab {
             timeout: Duration::from_secs(10),
             description: "the segment is created with mode 0600",
             exclusive: false,
-            run: |run| tidy(run, owner_only_permissions),
+            run: owner_only_permissions,
         },
         Check {
             name: "attached-together",
@@ -51,7 +51,7 @@ pub static LAB: Lab = Lab {
             description: "publisher and reader are attached at the same time (nattch 2), and \
                           the reader reads the record",
             exclusive: false,
-            run: |run| tidy(run, attached_together),
+            run: attached_together,
         },
         Check {
             name: "outlives-publisher",
@@ -60,7 +60,7 @@ pub static LAB: Lab = Lab {
             description: "after the publisher exited, two readers in turn find the record, byte \
                           for byte",
             exclusive: false,
-            run: |run| tidy(run, outlives_publisher),
+            run: outlives_publisher,
         },
         Check {
             name: "removal",
@@ -68,7 +68,7 @@ pub static LAB: Lab = Lab {
             timeout: Duration::from_secs(10),
             description: "after `read --remove` the segment is gone",
             exclusive: false,
-            run: |run| tidy(run, removal),
+            run: removal,
         },
         Check {
             name: "stale-segment-refused",
@@ -77,7 +77,7 @@ pub static LAB: Lab = Lab {
             description: "a segment with the same key left by a crashed run is reported \
                           (kind=exists) and left untouched, never written over",
             exclusive: false,
-            run: |run| tidy(run, stale_segment_refused),
+            run: stale_segment_refused,
         },
         Check {
             name: "reader-validates",
@@ -86,7 +86,7 @@ pub static LAB: Lab = Lab {
             description: "the reader rejects random bytes (bad-magic), a length past the end \
                           (bad-length) and a missing segment (not-found)",
             exclusive: false,
-            run: |run| tidy(run, reader_validates),
+            run: reader_validates,
         },
         Check {
             name: "bad-input",
@@ -95,7 +95,7 @@ pub static LAB: Lab = Lab {
             description: "a missing path, id 0 or 256, size 0, a size over shmmax and a payload \
                           that does not fit are typed errors, and leave no segment",
             exclusive: false,
-            run: |run| tidy(run, bad_input),
+            run: bad_input,
         },
     ],
 };
@@ -105,29 +105,6 @@ const MAGIC: u32 = u32::from_le_bytes(*b"IPCR");
 const HEADER_LEN: usize = 16;
 /// `SHM_DEST` in the mode column: the segment was marked for removal while still attached.
 const SHM_DEST: u32 = 0o1000;
-
-/// The keys of a check's segments. When the check fails, it removes them itself: the failure
-/// costs that check only, and `cleanup` judges only the removals the lab asks for.
-#[derive(Default)]
-struct Tidy {
-    keys: Vec<i32>,
-}
-
-fn tidy(
-    run: &mut Run,
-    check: fn(&mut Run, &mut Tidy) -> Result<String, Fail>,
-) -> Result<String, Fail> {
-    let mut tidy = Tidy::default();
-    let outcome = check(run, &mut tidy);
-    if outcome.is_err() {
-        for segment in shm_segments() {
-            if tidy.keys.contains(&segment.key) {
-                rmid(segment.id);
-            }
-        }
-    }
-    outcome
-}
 
 /// The file and id the programs derive the key from.
 struct Name {
@@ -152,7 +129,7 @@ fn ftok(path: &Path, id: u32) -> Result<i32, Fail> {
 
 /// A fresh file and an id whose key no segment on the machine has yet (ftok keys can collide:
 /// they keep only some bits of the inode), declared for the audit.
-fn fresh_name(run: &mut Run, tidy: &mut Tidy) -> Result<Name, Fail> {
+fn fresh_name(run: &mut Run) -> Result<Name, Fail> {
     let path = run.path("anchor");
     std::fs::write(&path, b"ftok anchor\n")?;
     for _ in 0..64 {
@@ -160,7 +137,6 @@ fn fresh_name(run: &mut Run, tidy: &mut Tidy) -> Result<Name, Fail> {
         let key = ftok(&path, id)?;
         if segment(key).is_none() {
             run.ipc_key(key);
-            tidy.keys.push(key);
             return Ok(Name { path, id, key });
         }
     }
@@ -271,8 +247,8 @@ struct Published {
 }
 
 /// Starts a publisher of a random record and waits until it holds the segment.
-fn publish(run: &mut Run, tidy: &mut Tidy, discard: bool) -> Result<Published, Fail> {
-    let name = fresh_name(run, tidy)?;
+fn publish(run: &mut Run, discard: bool) -> Result<Published, Fail> {
+    let name = fresh_name(run)?;
     // Not a multiple of the page size: the kernel must report exactly what was asked for.
     let size = run.rng().random_range(5000..20000u64);
     let sequence = run.rng().random_range(2..1_000_000u32);
@@ -370,8 +346,8 @@ impl Drop for Published {
     }
 }
 
-fn segment_key_and_size(run: &mut Run, tidy: &mut Tidy) -> Result<String, Fail> {
-    let mut published = publish(run, tidy, true)?;
+fn segment_key_and_size(run: &mut Run) -> Result<String, Fail> {
+    let mut published = publish(run, true)?;
     let found = published.segment()?;
     if found.size != published.size {
         return Err(Fail::failed(format!(
@@ -387,8 +363,8 @@ fn segment_key_and_size(run: &mut Run, tidy: &mut Tidy) -> Result<String, Fail> 
     ))
 }
 
-fn owner_only_permissions(run: &mut Run, tidy: &mut Tidy) -> Result<String, Fail> {
-    let mut published = publish(run, tidy, true)?;
+fn owner_only_permissions(run: &mut Run) -> Result<String, Fail> {
+    let mut published = publish(run, true)?;
     let found = published.segment()?;
     let mode = found.mode & 0o777;
     if mode != 0o600 {
@@ -406,8 +382,8 @@ fn owner_only_permissions(run: &mut Run, tidy: &mut Tidy) -> Result<String, Fail
     Ok("the segment's mode is 600".into())
 }
 
-fn attached_together(run: &mut Run, tidy: &mut Tidy) -> Result<String, Fail> {
-    let mut published = publish(run, tidy, true)?;
+fn attached_together(run: &mut Run) -> Result<String, Fail> {
+    let mut published = publish(run, true)?;
     let alone = published.segment()?;
     if alone.attached != 1 {
         return Err(Fail::failed(format!(
@@ -447,8 +423,8 @@ fn attached_together(run: &mut Run, tidy: &mut Tidy) -> Result<String, Fail> {
     Ok("nattch went 1, 2, 0, and the reader read the record".into())
 }
 
-fn outlives_publisher(run: &mut Run, tidy: &mut Tidy) -> Result<String, Fail> {
-    let mut published = publish(run, tidy, false)?;
+fn outlives_publisher(run: &mut Run) -> Result<String, Fail> {
+    let mut published = publish(run, false)?;
     published.finish()?;
     let Some(left) = segment(published.name.key) else {
         return Err(Fail::failed(
@@ -476,8 +452,8 @@ fn outlives_publisher(run: &mut Run, tidy: &mut Tidy) -> Result<String, Fail> {
     ))
 }
 
-fn removal(run: &mut Run, tidy: &mut Tidy) -> Result<String, Fail> {
-    let mut published = publish(run, tidy, false)?;
+fn removal(run: &mut Run) -> Result<String, Fail> {
+    let mut published = publish(run, false)?;
     let id = published.segment()?.id;
     published.finish()?;
     published.read_back(run, true, 1)?;
@@ -553,8 +529,8 @@ fn record(magic: u32, sequence: u32, length: u64, payload: &[u8]) -> Vec<u8> {
     bytes
 }
 
-fn stale_segment_refused(run: &mut Run, tidy: &mut Tidy) -> Result<String, Fail> {
-    let name = fresh_name(run, tidy)?;
+fn stale_segment_refused(run: &mut Run) -> Result<String, Fail> {
+    let name = fresh_name(run)?;
     let size = 8192;
     // What a crashed run of an older publication left: a complete record, sequence 1.
     let old_payload = run.random_bytes(3000);
@@ -642,8 +618,8 @@ fn reader_refuses(run: &mut Run, name: &Name, kind: &str, n: u32, what: &str) ->
     }
 }
 
-fn reader_validates(run: &mut Run, tidy: &mut Tidy) -> Result<String, Fail> {
-    let name = fresh_name(run, tidy)?;
+fn reader_validates(run: &mut Run) -> Result<String, Fail> {
+    let name = fresh_name(run)?;
     let size = 4096;
     // Random bytes, but for a plausible length: only the magic tells them from a record.
     let mut garbage = run.random_bytes(size);
@@ -711,12 +687,11 @@ fn publisher_refuses(
     Ok(())
 }
 
-fn bad_input(run: &mut Run, tidy: &mut Tidy) -> Result<String, Fail> {
-    let name = fresh_name(run, tidy)?;
+fn bad_input(run: &mut Run) -> Result<String, Fail> {
+    let name = fresh_name(run)?;
     // A publisher that does not validate the id might create these: audit them too.
     let zero = ftok(&name.path, 0)?;
     run.ipc_key(zero);
-    tidy.keys.push(zero);
     let payload = run.random_bytes(64);
     let ok = (name.path.as_path(), name.id, 4096u64);
     let missing = run.path("does-not-exist");
