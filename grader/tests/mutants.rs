@@ -49,13 +49,17 @@ fn parse(lab: &str, name: &str, text: &str) -> Result<Mutant, String> {
             .map(|v| v.trim().to_string())
             .ok_or(format!("no `{key}:` line"))
     };
+    let diagnosis = field("diagnosis")?;
+    if diagnosis.is_empty() {
+        return Err("an empty `diagnosis:` would accept any message".into());
+    }
     Ok(Mutant {
         lab: lab.into(),
         name: name.into(),
         bug: field("bug")?,
         check: field("check")?,
         status: field("status")?,
-        diagnosis: field("diagnosis")?,
+        diagnosis,
         file: field("file")?,
         find: find.trim_end_matches('\n').into(),
         replace: replace.trim_end_matches('\n').into(),
@@ -201,6 +205,7 @@ fn every_mutant_is_caught_by_its_check() {
                 "(diagnosis missing)"
             }
         );
+        println!("    {}", result.message.lines().next().unwrap_or(""));
         if result.status.as_str() != mutant.status || !named {
             escaped.push(format!(
                 "{}/{} ({}): {} gave {} `{}`; expected {} mentioning `{}`",
