@@ -324,6 +324,31 @@ impl Proc {
         }
     }
 
+    /// The program's next message if one comes before `until`; `None` if none does. Unlike
+    /// [`Proc::recv_any`], running out of time here is not a failure: the check is watching for
+    /// something that should not happen.
+    pub fn recv_before(&mut self, until: Instant) -> Result<Option<Message>, Fail> {
+        if let Some(status) = self.exit {
+            return Err(self.exited_early(status));
+        }
+        let wait = until.saturating_duration_since(Instant::now());
+        match self.events.recv_timeout(wait) {
+            Ok(Event::Message(message)) => {
+                self.note_message(&message)?;
+                Ok(Some(message))
+            }
+            Ok(Event::Exited(status)) => {
+                self.exit = Some(status);
+                if let Ok(Event::Message(message)) = self.events.recv_timeout(LATE_MESSAGE_GRACE) {
+                    self.note_message(&message)?;
+                    return Ok(Some(message));
+                }
+                Err(self.exited_early(status))
+            }
+            Err(_) => Ok(None),
+        }
+    }
+
     /// Waits for the program to exit.
     pub fn wait(&mut self) -> Result<ExitStatus, Fail> {
         while self.exit.is_none() {

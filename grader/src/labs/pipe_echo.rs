@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use nix::sys::signal::{Signal, kill, killpg};
+use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
 use crate::engine::diagnose::{Activity, Hang, Stuck};
@@ -91,11 +91,20 @@ pub static LAB: Lab = Lab {
             run: child_dies_early,
         },
         Check {
+            name: "through-the-child",
+            points: 3,
+            timeout: Duration::from_secs(10),
+            description: "the echo really goes through the child: with the child stopped \
+                          (SIGSTOP), the parent waits instead of finishing",
+            exclusive: false,
+            run: through_the_child,
+        },
+        Check {
             name: "signals-during-transfer",
             points: 3,
             timeout: Duration::from_secs(30),
-            description: "32 MiB come back intact while SIGUSR1 interrupts both processes every \
-                          millisecond (short writes and EINTR handled)",
+            description: "32 MiB come back intact while SIGUSR1 interrupts every thread of both \
+                          processes every half millisecond (short writes and EINTR handled)",
             exclusive: false,
             run: signals_during_transfer,
         },
@@ -193,6 +202,11 @@ impl Session {
     fn exchange(&mut self) -> Result<Done, Fail> {
         self.proc.send("go", &[])?;
         let done = self.proc.recv_any()?;
+        self.done(done)
+    }
+
+    /// Checks that `done` is the parent's report, and reads it.
+    fn done(&self, done: ipc_labs_driver::Message) -> Result<Done, Fail> {
         from_parent(&done, self.parent)?;
         if done.kind != "done" {
             return Err(Fail::failed(format!("expected `done`, got `{}`", done.kind)));
@@ -428,21 +442,107 @@ fn child_dies_early(run: &mut Run) -> Result<String, Fail> {
     ))
 }
 
+/// Whether every thread of `pid` is asleep and one of them waits on its own pipes: in a read
+/// or write on one of them (not the grader's stdout and stderr pipes), or in poll/select.
+fn waits_on_own_pipes(session: &Session, pid: i32) -> bool {
+    let Some(view) = inspect::view(pid) else {
+        return false;
+    };
+    let own_pipe = |fd: u64| {
+        view.fds
+            .get(&(fd as i32))
+            .and_then(|target| pipe_inode(target))
+            .is_some_and(|inode| !session.proc.grader_pipes.contains(&inode))
+    };
+    let io = [libc::SYS_read, libc::SYS_write, libc::SYS_readv, libc::SYS_writev];
+    let polls = [
+        libc::SYS_poll,
+        libc::SYS_ppoll,
+        libc::SYS_select,
+        libc::SYS_pselect6,
+        libc::SYS_epoll_wait,
+        libc::SYS_epoll_pwait,
+    ];
+    view.threads.iter().all(|t| t.state == 'S')
+        && view.threads.iter().any(|t| {
+            t.syscall.is_some_and(|(number, fd)| {
+                (io.contains(&number) && own_pipe(fd)) || polls.contains(&number)
+            })
+        })
+}
+
+fn through_the_child(run: &mut Run) -> Result<String, Fail> {
+    // More than both pipes hold: a parent whose bytes go through the child must wait for it.
+    let input = run.random_bytes(1 << 20);
+    let mut session = start(run, input, false)?;
+    let child = Pid::from_raw(session.child);
+    kill(child, Signal::SIGSTOP).map_err(|e| Fail::Grader(format!("SIGSTOP: {e}")))?;
+    session.proc.send("go", &[])?;
+    let settle = Instant::now() + Duration::from_secs(3);
+    let mut early = None;
+    let mut waiting = false;
+    while Instant::now() < settle && early.is_none() && !waiting {
+        early = session
+            .proc
+            .recv_before(Instant::now() + Duration::from_millis(5))?;
+        waiting = waits_on_own_pipes(&session, session.parent);
+    }
+    let doing = inspect::view(session.parent)
+        .map(|view| format!("{:?}", view.threads.iter().map(|t| t.syscall).collect::<Vec<_>>()))
+        .unwrap_or_default();
+    kill(child, Signal::SIGCONT).map_err(|e| Fail::Grader(format!("SIGCONT: {e}")))?;
+    if let Some(message) = &early {
+        from_parent(message, session.parent)?;
+    }
+    if !waiting {
+        let seen = match &early {
+            Some(message) => format!("said `{}`", message.kind),
+            None => format!("was not waiting on its pipes (system calls: {doing})"),
+        };
+        return Err(Fail::failed(format!(
+            "with the echo child stopped (SIGSTOP) the parent {seen}: the bytes did not go \
+             through the child; send them through pipe A, let the child copy them to pipe B, and \
+             read them back from there"
+        )));
+    }
+    let done = session.proc.recv_any()?;
+    let done = session.done(done)?;
+    session.verify_echo(&done)?;
+    session.finish()?;
+    Ok("with the child stopped, the parent waited on its pipes; resumed, 1 MiB came back".into())
+}
+
 fn signals_during_transfer(run: &mut Run) -> Result<String, Fail> {
     let input = run.random_bytes(32 << 20);
     let mut session = start(run, input, true)?;
     let group = Pid::from_raw(session.parent);
     let stop = Arc::new(AtomicBool::new(false));
     let sent = Arc::new(AtomicU64::new(0));
+    // Every thread of every process gets the signal: a process-directed signal would mostly
+    // interrupt one thread (the one reading), never the one writing.
     let signaller = {
         let (stop, sent) = (stop.clone(), sent.clone());
         std::thread::spawn(move || {
             while !stop.load(Ordering::SeqCst) {
-                if killpg(group, Signal::SIGUSR1).is_err() {
-                    return;
+                for pid in inspect::tree(&[group.as_raw()], &[group.as_raw()]) {
+                    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+                        continue;
+                    };
+                    for task in tasks.flatten() {
+                        let Some(tid) = task.file_name().to_str().and_then(|t| t.parse::<i32>().ok())
+                        else {
+                            continue;
+                        };
+                        // SAFETY: tgkill takes no pointers; a thread that is gone gives ESRCH.
+                        let sent_ok = unsafe {
+                            libc::syscall(libc::SYS_tgkill, pid, tid, libc::SIGUSR1)
+                        } == 0;
+                        if sent_ok {
+                            sent.fetch_add(1, Ordering::SeqCst);
+                        }
+                    }
                 }
-                sent.fetch_add(1, Ordering::SeqCst);
-                std::thread::sleep(Duration::from_millis(1));
+                std::thread::sleep(Duration::from_micros(500));
             }
         })
     };
@@ -450,7 +550,9 @@ fn signals_during_transfer(run: &mut Run) -> Result<String, Fail> {
     stop.store(true, Ordering::SeqCst);
     let _ = signaller.join();
     let done = done?;
-    session.verify_echo(&done)?;
+    if let Err(fail) = session.verify_echo(&done) {
+        return Err(name_signal_bug(&session, &done, fail));
+    }
     session.finish()?;
     Ok(format!(
         "32 MiB echoed intact through {} SIGUSR1 signals",
@@ -470,6 +572,30 @@ fn reads_pipe(process: &Stuck) -> bool {
         .activities
         .iter()
         .any(|a| matches!(a, Activity::PipeRead { .. }))
+}
+
+/// Says which of the two signal bugs broke the transfer, from the parent's report and what the
+/// processes wrote to stderr.
+fn name_signal_bug(session: &Session, done: &Done, fail: Fail) -> Fail {
+    let stderr = session.proc.stderr.lock().expect("capture lock").text();
+    let seen = format!("{} {stderr}", done.exchange);
+    let mut bugs = Vec::new();
+    if seen.contains("EINTR") {
+        bugs.push(
+            "a signal interrupted a read() or write() (EINTR) and the program gave up: retry the \
+             call",
+        );
+    }
+    if seen.contains("sent back") || fail.message().contains("the echo is not the input") {
+        bugs.push(
+            "bytes were lost: a write() interrupted by a signal writes less than asked (a short \
+             write), and the rest must be written by the next call",
+        );
+    }
+    if bugs.is_empty() {
+        return fail;
+    }
+    Fail::failed(format!("{}; {}", fail.message(), bugs.join("; ")))
 }
 
 /// The classic deadlock: both sides blocked writing, nobody reading.
