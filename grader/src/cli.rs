@@ -38,6 +38,10 @@ pub struct Args {
     /// Where each check's full log is written [default: target/grade/logs].
     #[arg(long)]
     pub log_dir: Option<PathBuf>,
+    /// Run the selected checks N times (seeds N, N+1, ...) and report each check's pass count:
+    /// for hunting flaky checks.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+    pub repeat: u32,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -169,6 +173,9 @@ pub fn main() -> ExitCode {
             .log_dir
             .unwrap_or_else(|| workspace.join("target").join("grade").join("logs")),
     };
+    if args.repeat > 1 {
+        return repeat(&workspace, &plans, options, args.repeat, args.format);
+    }
     let human = args.format == Format::Human;
     let style = report::Style::detect();
     let live = human && std::io::stderr().is_terminal();
@@ -207,6 +214,83 @@ pub fn main() -> ExitCode {
         ),
     }
     if report.all_passed() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+/// `--repeat N`: builds once, grades N times with seeds `seed`, `seed + 1`, ..., and reports
+/// each check's pass count; exit status 0 only if every check passed every time.
+fn repeat(
+    workspace: &std::path::Path,
+    plans: &[Plan],
+    options: Options,
+    times: u32,
+    format: Format,
+) -> ExitCode {
+    let human = format == Format::Human;
+    if human {
+        eprintln!("building {} with cargo ...", options.variant.dir());
+    }
+    let slugs: Vec<&'static str> = plans.iter().map(|p| p.lab.slug).collect();
+    let programs = engine::compile::build(workspace, options.variant, &slugs);
+    let mut tallies: Vec<report::Tally> = Vec::new();
+    let base = options.seed;
+    let mut options = options;
+    for round in 0..times {
+        options.seed = base + u64::from(round);
+        let report = engine::grade_built(plans, &options, &programs, &|_| {});
+        for lab in &report.labs {
+            for check in &lab.checks {
+                let index = match tallies
+                    .iter()
+                    .position(|t| t.lab == lab.name && t.name == check.name)
+                {
+                    Some(index) => index,
+                    None => {
+                        tallies.push(report::Tally {
+                            lab: lab.name.clone(),
+                            name: check.name.clone(),
+                            passed: 0,
+                            runs: 0,
+                            failures: Vec::new(),
+                        });
+                        tallies.len() - 1
+                    }
+                };
+                let tally = &mut tallies[index];
+                tally.runs += 1;
+                if check.status == engine::Status::Passed {
+                    tally.passed += 1;
+                } else {
+                    tally.failures.push(report::Failure {
+                        seed: options.seed,
+                        status: check.status.as_str(),
+                        message: check.message.lines().next().unwrap_or("").to_string(),
+                    });
+                }
+            }
+        }
+        if human {
+            eprintln!(
+                "run {}/{times} (seed {}): {}/{}",
+                round + 1,
+                options.seed,
+                report.score,
+                report.max_score
+            );
+        }
+    }
+    let clean = tallies.iter().all(|t| t.passed == t.runs);
+    match format {
+        Format::Human => print!("{}", report::repeat_table(&tallies)),
+        Format::Json => println!(
+            "{}",
+            serde_json::json!({ "repeat": times, "seed": base, "checks": tallies })
+        ),
+    }
+    if clean {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE

@@ -132,3 +132,49 @@ pub fn list(labs: &[&Lab]) -> String {
     }
     text
 }
+
+/// One check's record over `--repeat` runs (also the JSON of `--repeat --format json`).
+#[derive(Debug, serde::Serialize)]
+pub struct Tally {
+    pub lab: String,
+    pub name: String,
+    pub passed: u32,
+    pub runs: u32,
+    pub failures: Vec<Failure>,
+}
+
+/// One failed run of a check.
+#[derive(Debug, serde::Serialize)]
+pub struct Failure {
+    pub seed: u64,
+    pub status: &'static str,
+    /// The first line of the check's message.
+    pub message: String,
+}
+
+/// `--repeat`: each check's pass count, and how to reproduce each failure.
+pub fn repeat_table(tallies: &[Tally]) -> String {
+    let mut text = String::new();
+    for tally in tallies {
+        let check = format!("{}/{}", tally.lab, tally.name);
+        let _ = writeln!(
+            text,
+            "{check:<46}{:>4}/{:<4} passed",
+            tally.passed, tally.runs
+        );
+        for failure in &tally.failures {
+            let _ = writeln!(
+                text,
+                "      {} with --seed {}: {}",
+                failure.status, failure.seed, failure.message
+            );
+        }
+    }
+    let flaky = tallies.iter().filter(|t| t.passed != t.runs).count();
+    let _ = writeln!(
+        text,
+        "\n{flaky} of {} checks did not pass every run",
+        tallies.len()
+    );
+    text
+}

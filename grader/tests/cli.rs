@@ -90,3 +90,25 @@ fn json_report_of_the_solution_is_full_marks() {
     assert_eq!(report["labs"][0]["checks"][0]["status"], "passed");
     assert_eq!(report["score"], report["max_score"]);
 }
+
+#[test]
+fn repeat_counts_passes_per_check() {
+    let assert = grade()
+        .args([
+            "--solutions",
+            "--repeat",
+            "3",
+            "--format",
+            "json",
+            "pipe-echo/echo-1-byte",
+        ])
+        .assert()
+        .success();
+    let tally: serde_json::Value =
+        serde_json::from_slice(&assert.get_output().stdout).expect("stdout is one JSON document");
+    assert_eq!(tally["repeat"], 3);
+    assert_eq!(tally["checks"][0]["name"], "echo-1-byte");
+    assert_eq!(tally["checks"][0]["passed"], 3);
+    assert_eq!(tally["checks"][0]["runs"], 3);
+    grade().args(["--repeat", "0"]).assert().code(2);
+}
