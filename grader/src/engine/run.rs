@@ -13,6 +13,7 @@ use rand_chacha::ChaCha8Rng;
 
 use super::audit::{self, IpcObject};
 use super::compile::{self, Programs, Variant};
+use super::inspect;
 use super::ledger::Ledger;
 use super::model::{CLEANUP_CHECK, Check, CheckResult, Fail, Lab, LabResult, Report, Status};
 use super::process::{self, Limits, Proc};
@@ -375,7 +376,7 @@ fn run_check(
     let finished = receiver
         .recv_timeout(check.timeout + WATCHDOG_GRACE)
         .is_ok();
-    let (mut outcome, run) = if finished {
+    let (mut outcome, mut run) = if finished {
         handle.join().expect("the check thread caught its panic")
     } else {
         process::kill_tree(&roots.lock().expect("roots lock"));
@@ -384,10 +385,20 @@ fn run_check(
     };
     let duration = started.elapsed();
 
-    let leftovers = process::kill_tree(&run.roots.lock().expect("roots lock"));
+    let roots = run.roots.lock().expect("roots lock").clone();
+    let leftovers = students_leftovers(&roots);
+    let killed = process::kill_tree(&roots);
+    let killed_programs: Vec<i32> = killed.into_iter().filter(|p| roots.contains(p)).collect();
+    if !killed_programs.is_empty() {
+        run.notes.push(format!(
+            "programs still running at the end, killed: {killed_programs:?}"
+        ));
+    }
     if outcome.is_ok() && !leftovers.is_empty() {
         outcome = Err(Fail::failed(format!(
-            "processes were still running after the program exited (the grader killed them): pids {leftovers:?}; wait for every child you start"
+            "processes were still running after the program exited (the grader killed them): \
+             {}; wait for every child you start",
+            leftovers.join(", ")
         )));
     }
     let after = audit::snapshot();
@@ -442,6 +453,27 @@ fn run_check(
         log,
     };
     (result, charged)
+}
+
+/// How long the programs a check started get to exit on their own once the check is over (one
+/// may still be on its way out after reporting its last message).
+const EXIT_GRACE: Duration = Duration::from_secs(2);
+
+/// The processes the student's code left running: once the programs the check started have
+/// exited (or [`EXIT_GRACE`] is over), every other live process of their trees.
+fn students_leftovers(roots: &[i32]) -> Vec<String> {
+    let alive = |pid: i32| inspect::view(pid).is_some_and(|v| v.state != 'Z');
+    let until = Instant::now() + EXIT_GRACE;
+    while Instant::now() < until && roots.iter().any(|&root| alive(root)) {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    inspect::tree(roots, roots)
+        .into_iter()
+        .filter(|pid| !roots.contains(pid))
+        .filter_map(inspect::view)
+        .filter(|view| view.state != 'Z')
+        .map(|view| format!("pid {} ({})", view.pid, view.comm))
+        .collect()
 }
 
 /// The objects that appeared during the check and are the check's: they carry one of its names
