@@ -42,6 +42,10 @@ pub struct Args {
     /// for hunting flaky checks.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
     pub repeat: u32,
+    /// Run the graded programs as this unprivileged user (the grader must be root): how to
+    /// grade untrusted code; permission, queue and process limits then apply to it.
+    #[arg(long, value_name = "USER")]
+    pub run_as: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -159,6 +163,22 @@ pub fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    let run_as = match args
+        .run_as
+        .as_deref()
+        .map(engine::RunAs::lookup)
+        .transpose()
+    {
+        Ok(user) if user.is_some() && !nix::unistd::geteuid().is_root() => {
+            eprintln!("cargo grade: --run-as needs root (an unprivileged grader runs as itself)");
+            return ExitCode::from(2);
+        }
+        Ok(user) => user,
+        Err(error) => {
+            eprintln!("cargo grade: --run-as: {error}");
+            return ExitCode::from(2);
+        }
+    };
     let workspace = crate::workspace_root();
     let variant = if args.solutions {
         Variant::Solutions
@@ -172,6 +192,7 @@ pub fn main() -> ExitCode {
         log_dir: args
             .log_dir
             .unwrap_or_else(|| workspace.join("target").join("grade").join("logs")),
+        run_as,
     };
     if args.repeat > 1 {
         return repeat(&workspace, &plans, options, args.repeat, args.format);

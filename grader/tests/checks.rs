@@ -57,6 +57,7 @@ fn expect(
         seed: seed(),
         jobs: 1,
         log_dir,
+        run_as: None,
     };
     let plan = Plan {
         lab,

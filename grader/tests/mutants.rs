@@ -20,6 +20,7 @@ use ipc_grader::engine::{self, Options, Plan};
 /// status: failed | timed_out | crashed | not_implemented
 /// diagnosis: words the check's message must contain
 /// file: src/lib.rs
+/// user: nobody              (optional: run as `nobody`; needs root, skipped otherwise)
 /// --- find
 /// text of the solution (exactly once)
 /// --- replace
@@ -35,6 +36,23 @@ struct Mutant {
     file: String,
     find: String,
     replace: String,
+    /// `user: nobody`: the mutant's programs must run as a user of their own (`nobody`): a fork
+    /// bomb is held by RLIMIT_NPROC, which root escapes, and what a user of its own leaves
+    /// behind is known to be the mutant's. Such mutants need the test to run as root.
+    as_nobody: bool,
+}
+
+/// The user a mutant's programs run as: `Err` if the mutant needs root and the test is not.
+fn run_as(mutant: &Mutant) -> Result<Option<ipc_grader::engine::RunAs>, &'static str> {
+    if !mutant.as_nobody {
+        return Ok(None);
+    }
+    if !nix::unistd::geteuid().is_root() {
+        return Err("skipped: it runs as nobody, which needs the test to run as root");
+    }
+    Ok(Some(
+        ipc_grader::engine::RunAs::lookup("nobody").expect("the user nobody exists"),
+    ))
 }
 
 fn parse(lab: &str, name: &str, text: &str) -> Result<Mutant, String> {
@@ -60,6 +78,7 @@ fn parse(lab: &str, name: &str, text: &str) -> Result<Mutant, String> {
         check: field("check")?,
         status: field("status")?,
         diagnosis,
+        as_nobody: field("user").is_ok_and(|user| user == "nobody"),
         file: field("file")?,
         find: find.trim_end_matches('\n').into(),
         replace: replace.trim_end_matches('\n').into(),
@@ -172,11 +191,21 @@ fn every_mutant_is_caught_by_its_check() {
         }
         let mutant = &mutant;
         let lab = ipc_grader::labs::find(&mutant.lab).expect("the mutant's lab exists");
-        let check = lab
-            .checks
-            .iter()
-            .find(|c| c.name == mutant.check)
-            .expect("the mutant names a check of its lab");
+        let run_as = match run_as(mutant) {
+            Ok(user) => user,
+            Err(skipped) => {
+                println!("{}/{}: {skipped}", mutant.lab, mutant.name);
+                continue;
+            }
+        };
+        // The cleanup check judges what all of the lab's checks left behind.
+        let cleanup = mutant.check == engine::CLEANUP_CHECK;
+        let checks: Vec<&'static engine::Check> = if cleanup {
+            lab.checks.iter().collect()
+        } else {
+            let check = lab.checks.iter().find(|c| c.name == mutant.check);
+            vec![check.expect("the mutant names a check of its lab")]
+        };
         let scratch = scratch_workspace(&workspace, mutant);
         let programs = compile::build_in(&scratch, Variant::Solutions, &[lab.slug], &target);
         let options = Options {
@@ -184,14 +213,19 @@ fn every_mutant_is_caught_by_its_check() {
             seed: 1,
             jobs: 1,
             log_dir: std::env::temp_dir().join("ipc-labs-mutant-logs"),
+            run_as,
         };
         let plan = Plan {
             lab,
-            checks: vec![check],
-            cleanup: false,
+            checks,
+            cleanup,
         };
         let report = engine::grade_built(&[plan], &options, &programs, &|_| {});
-        let result = &report.labs[0].checks[0];
+        let result = report.labs[0]
+            .checks
+            .iter()
+            .find(|c| c.name == mutant.check)
+            .expect("the graded check is in the report");
         let named = result.message.contains(&mutant.diagnosis);
         println!(
             "{}/{}: {} -> {} {}",

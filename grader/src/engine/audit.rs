@@ -106,6 +106,33 @@ impl IpcObject {
     }
 }
 
+impl IpcObject {
+    /// The uid that owns the object now, if it still exists.
+    pub fn owner(&self) -> Option<u32> {
+        use std::os::unix::fs::MetadataExt;
+        let sysv = |file: &str, id: i32, uid_column: usize| {
+            sysv_rows(file)
+                .into_iter()
+                .find(|row| row[1] == i64::from(id))
+                .and_then(|row| row.get(uid_column).map(|&uid| uid as u32))
+        };
+        match self {
+            // Columns: shm "key shmid perms size cpid lpid nattch uid", msg "key msqid perms
+            // cbytes qnum lspid lrpid uid", sem "key semid perms nsems uid".
+            IpcObject::SysvShm { id, .. } => sysv("shm", *id, 7),
+            IpcObject::SysvMsg { id, .. } => sysv("msg", *id, 7),
+            IpcObject::SysvSem { id, .. } => sysv("sem", *id, 4),
+            IpcObject::DevShm { name } => std::fs::metadata(format!("/dev/shm/{name}"))
+                .ok()
+                .map(|m| m.uid()),
+            IpcObject::MessageQueue { name } => mqueue_mount()
+                .and_then(|mount| std::fs::metadata(format!("{mount}/{name}")).ok())
+                .map(|m| m.uid()),
+            IpcObject::SocketFile { path } => std::fs::metadata(path).ok().map(|m| m.uid()),
+        }
+    }
+}
+
 /// Where the mqueue file system is mounted, if it is.
 fn mqueue_mount() -> Option<String> {
     let mounts = std::fs::read_to_string("/proc/self/mounts").ok()?;

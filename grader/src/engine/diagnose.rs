@@ -115,7 +115,7 @@ impl Hang {
     /// One line per process: who it is and what it was doing.
     pub fn describe(&self) -> String {
         let mut text = String::new();
-        for process in &self.processes {
+        for process in self.processes.iter().take(MAX_DESCRIBED) {
             let mut doing: Vec<String> = process.activities.iter().map(|a| a.describe()).collect();
             doing.dedup();
             let _ = write!(
@@ -128,12 +128,23 @@ impl Hang {
                 process.cpu_share * 100.0
             );
         }
+        if self.processes.len() > MAX_DESCRIBED {
+            let more = self.processes.len() - MAX_DESCRIBED;
+            let _ = write!(text, "\n  ... and {more} more processes");
+        }
         text
     }
 }
 
-/// Samples the processes `pids`, labelled by `role_of`, and returns what they were doing.
+/// How many processes a diagnosis looks at: a fork bomb must not make it take minutes.
+const MAX_OBSERVED: usize = 32;
+/// How many processes a diagnosis lists.
+const MAX_DESCRIBED: usize = 8;
+
+/// Samples the processes `pids` (the first [`MAX_OBSERVED`]), labelled by `role_of`, and returns
+/// what they were doing.
 pub fn observe(pids: &[i32], role_of: &dyn Fn(&ProcessView) -> String) -> Hang {
+    let pids = &pids[..pids.len().min(MAX_OBSERVED)];
     let ticks_per_second = procfs::ticks_per_second() as f64;
     let first: BTreeMap<i32, u64> = pids
         .iter()

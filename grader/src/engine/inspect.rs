@@ -34,38 +34,51 @@ pub struct ThreadView {
     pub wchan: String,
 }
 
-/// Every process on the machine: pid, parent, process group. Cheap: only `stat` is read.
-pub fn process_table() -> Vec<(i32, i32, i32)> {
+/// One line of the process table.
+#[derive(Debug, Clone, Copy)]
+pub struct Row {
+    pub pid: i32,
+    pub ppid: i32,
+    pub pgrp: i32,
+    pub state: char,
+}
+
+/// Every process on the machine. Cheap: only `stat` is read.
+pub fn process_table() -> Vec<Row> {
     let Ok(all) = procfs::process::all_processes() else {
         return Vec::new();
     };
     all.filter_map(|p| p.ok())
         .filter_map(|p| p.stat().ok())
-        .map(|s| (s.pid, s.ppid, s.pgrp))
+        .map(|s| Row {
+            pid: s.pid,
+            ppid: s.ppid,
+            pgrp: s.pgrp,
+            state: s.state,
+        })
         .collect()
 }
 
 /// The processes that belong to a check: those in `groups` (process groups the check created)
-/// and every descendant of `roots`.
-pub fn tree(roots: &[i32], groups: &[i32]) -> Vec<i32> {
+/// and every descendant of `roots`, zombies included.
+pub fn tree(roots: &[i32], groups: &[i32]) -> Vec<Row> {
     let table = process_table();
-    let mut members: Vec<i32> = table
+    let mut members: std::collections::BTreeMap<i32, Row> = table
         .iter()
-        .filter(|(pid, _, pgrp)| roots.contains(pid) || groups.contains(pgrp))
-        .map(|(pid, _, _)| *pid)
+        .filter(|row| roots.contains(&row.pid) || groups.contains(&row.pgrp))
+        .map(|row| (row.pid, *row))
         .collect();
     let mut grew = true;
     while grew {
         grew = false;
-        for (pid, ppid, _) in &table {
-            if members.contains(ppid) && !members.contains(pid) {
-                members.push(*pid);
+        for row in &table {
+            if members.contains_key(&row.ppid) && !members.contains_key(&row.pid) {
+                members.insert(row.pid, *row);
                 grew = true;
             }
         }
     }
-    members.sort_unstable();
-    members
+    members.into_values().collect()
 }
 
 /// Reads one process; `None` if it is gone.
@@ -147,7 +160,7 @@ pub fn fd_writable(pid: i32, fd: i32) -> Option<bool> {
 pub fn children(pid: Pid) -> Vec<i32> {
     process_table()
         .into_iter()
-        .filter(|(_, ppid, _)| *ppid == pid.as_raw())
-        .map(|(p, _, _)| p)
+        .filter(|row| row.ppid == pid.as_raw())
+        .map(|row| row.pid)
         .collect()
 }

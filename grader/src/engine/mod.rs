@@ -13,4 +13,4 @@ pub mod run;
 pub use compile::Variant;
 pub use model::{CLEANUP_CHECK, Check, CheckResult, Fail, Lab, LabResult, Report, Status};
 pub use process::Proc;
-pub use run::{Options, Plan, Progress, Run, grade, grade_built};
+pub use run::{Options, Plan, Progress, Run, RunAs, grade, grade_built};

@@ -48,22 +48,26 @@ pub struct Limits {
     pub address_space: u64,
     /// Largest file a process may write.
     pub file_size: u64,
-    /// Processes the user may have in all (only enforced for unprivileged users).
+    /// Processes the user may have in all (the kernel does not enforce it for root).
     pub processes: u64,
+    /// The user (uid, gid) the programs run as, if not the grader's own.
+    pub user: Option<(u32, u32)>,
 }
 
-impl Default for Limits {
-    fn default() -> Limits {
+impl Limits {
+    /// The default limits for programs that run as `user` (the grader's own user if `None`).
+    pub fn for_user(user: Option<(u32, u32)>) -> Limits {
+        let uid = user.map_or_else(|| nix::unistd::getuid().as_raw(), |(uid, _)| uid);
         Limits {
             address_space: 4 << 30,
             file_size: 4 << 30,
-            processes: user_process_count() + 512,
+            processes: user_process_count(uid) + 2 * super::run::MAX_PROCESSES as u64,
+            user,
         }
     }
 }
 
-fn user_process_count() -> u64 {
-    let uid = nix::unistd::getuid().as_raw();
+fn user_process_count(uid: u32) -> u64 {
     procfs::process::all_processes()
         .map(|all| all.flatten().filter(|p| p.uid().ok() == Some(uid)).count() as u64)
         .unwrap_or(0)
@@ -149,7 +153,12 @@ pub fn spawn(
     unsafe {
         command.pre_exec(move || {
             nix::unistd::setpgid(Pid::from_raw(0), Pid::from_raw(0))?;
-            // If the grader dies, so does the program.
+            if let Some((uid, gid)) = limits.user {
+                nix::unistd::setgroups(&[])?;
+                nix::unistd::setgid(nix::unistd::Gid::from_raw(gid))?;
+                nix::unistd::setuid(nix::unistd::Uid::from_raw(uid))?;
+            }
+            // If the grader dies, so does the program (set after setuid, which clears it).
             nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)?;
             setrlimit(
                 Resource::RLIMIT_AS,
@@ -434,7 +443,11 @@ impl Proc {
 
     /// The processes of this program's tree.
     pub fn tree(&self) -> Vec<i32> {
-        inspect::tree(&[self.pid.as_raw()], &[self.pid.as_raw()])
+        let root = [self.pid.as_raw()];
+        inspect::tree(&root, &root)
+            .into_iter()
+            .map(|row| row.pid)
+            .collect()
     }
 
     /// What the program's processes are doing, and the sentence that explains it.
@@ -483,15 +496,16 @@ pub fn signal_name(signal: i32) -> String {
 /// and reaps those reparented to the grader.
 pub fn kill_tree(roots: &[i32]) -> Vec<i32> {
     let mut killed = Vec::new();
-    for _ in 0..50 {
-        let members = inspect::tree(roots, roots);
-        let alive: Vec<i32> = members
-            .into_iter()
-            .filter(|&pid| inspect::view(pid).is_some_and(|v| v.state != 'Z'))
-            .collect();
+    for round in 0..50 {
+        // The groups first: one call each, and a fork bomb in a group cannot outrun it.
         for &root in roots {
             let _ = killpg(Pid::from_raw(root), Signal::SIGKILL);
         }
+        let alive: Vec<i32> = inspect::tree(roots, roots)
+            .into_iter()
+            .filter(|row| row.state != 'Z')
+            .map(|row| row.pid)
+            .collect();
         if alive.is_empty() {
             break;
         }
@@ -502,7 +516,7 @@ pub fn kill_tree(roots: &[i32]) -> Vec<i32> {
             }
         }
         reap_orphans();
-        std::thread::sleep(Duration::from_millis(20));
+        std::thread::sleep(Duration::from_millis(if round < 5 { 2 } else { 20 }));
     }
     reap_orphans();
     killed
@@ -558,10 +572,12 @@ pub fn kill_stray_children() {
         let started = started.clone().unwrap_or_default();
         let strays: Vec<i32> = inspect::process_table()
             .iter()
-            .filter(|(pid, ppid, pgrp)| {
-                *ppid == me.as_raw() && !started.contains(pid) && !started.contains(pgrp)
+            .filter(|row| {
+                row.ppid == me.as_raw()
+                    && !started.contains(&row.pid)
+                    && !started.contains(&row.pgrp)
             })
-            .map(|(pid, _, _)| *pid)
+            .map(|row| row.pid)
             .collect();
         for &pid in &strays {
             let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);

@@ -85,6 +85,12 @@ impl Run {
         self.keys.push(key);
     }
 
+    /// The user (uid, gid) the lab's programs run as, when not the grader's own: what the
+    /// check itself creates for them to use must belong to that user.
+    pub fn program_user(&self) -> Option<(u32, u32)> {
+        self.limits.user
+    }
+
     /// When the check's time is up.
     pub fn deadline(&self) -> Instant {
         self.deadline
@@ -137,6 +143,33 @@ pub struct Options {
     pub jobs: usize,
     /// Where each check's full log is written.
     pub log_dir: PathBuf,
+    /// The user the graded programs run as, when the grader runs as root.
+    pub run_as: Option<RunAs>,
+}
+
+/// An unprivileged user to run graded programs as: root skips permission and queue limits and
+/// is not held by `RLIMIT_NPROC`, so untrusted code should not run as root.
+#[derive(Debug, Clone)]
+pub struct RunAs {
+    pub name: String,
+    pub uid: u32,
+    pub gid: u32,
+}
+
+impl RunAs {
+    /// The user called `name`, from the password database.
+    pub fn lookup(name: &str) -> Result<RunAs, String> {
+        match nix::unistd::User::from_name(name) {
+            Ok(Some(user)) if user.uid.is_root() => Err(format!("{name} is root")),
+            Ok(Some(user)) => Ok(RunAs {
+                name: name.to_string(),
+                uid: user.uid.as_raw(),
+                gid: user.gid.as_raw(),
+            }),
+            Ok(None) => Err(format!("there is no user {name}")),
+            Err(e) => Err(format!("looking up user {name}: {e}")),
+        }
+    }
 }
 
 /// What the grader is doing, for a progress display.
@@ -343,6 +376,16 @@ fn run_check(
             );
         }
     };
+    if let Some(user) = &options.run_as {
+        let owner = (Some(user.uid.into()), Some(user.gid.into()));
+        if let Err(e) = nix::unistd::chown(dir.path(), owner.0, owner.1) {
+            let fail = Fail::Grader(format!(
+                "cannot give the check's directory to {}: {e}",
+                user.name
+            ));
+            return (refused(check, seed, fail), Vec::new());
+        }
+    }
     let before = audit::snapshot();
     let started = Instant::now();
     let mut run = Run {
@@ -353,7 +396,7 @@ fn run_check(
         tag: ledger.new_tag(),
         deadline: started + check.timeout,
         lab,
-        limits: Limits::default(),
+        limits: Limits::for_user(options.run_as.as_ref().map(|u| (u.uid, u.gid))),
         roots: Arc::new(Mutex::new(Vec::new())),
         procs: Vec::new(),
         notes: Vec::new(),
@@ -373,11 +416,19 @@ fn run_check(
         let _ = sender.send(());
         (outcome, run)
     });
-    let finished = receiver
-        .recv_timeout(check.timeout + WATCHDOG_GRACE)
-        .is_ok();
-    let (mut outcome, mut run) = if finished {
-        handle.join().expect("the check thread caught its panic")
+    let finished = watch_for_fork_bombs(&roots, &receiver, check.timeout + WATCHDOG_GRACE);
+    let (mut outcome, mut run) = if let Some(bomb) = finished {
+        let (outcome, run) = handle.join().expect("the check thread caught its panic");
+        match bomb {
+            Some(count) => (
+                Err(Fail::Crashed(format!(
+                    "the check's processes grew to {count} (more than {MAX_PROCESSES}): a fork \
+                     that never stops; the grader killed them all"
+                ))),
+                run,
+            ),
+            None => (outcome, run),
+        }
     } else {
         process::kill_tree(&roots.lock().expect("roots lock"));
         let fail = Fail::Grader("the check did not return; its processes were killed".into());
@@ -455,6 +506,50 @@ fn run_check(
     (result, charged)
 }
 
+/// How many processes a check's tree may have before the grader calls it a fork bomb and kills
+/// it: far more than any lab needs, far fewer than would starve the machine.
+pub const MAX_PROCESSES: usize = 128;
+
+/// Waits for the check's thread to finish (until `limit`) while watching for a fork bomb.
+/// `None`: the check did not finish in time. `Some(Some(count))`: its tree grew to `count`
+/// processes and was killed (the check then finishes quickly: its programs are gone).
+fn watch_for_fork_bombs(
+    roots: &Arc<Mutex<Vec<i32>>>,
+    finished: &std::sync::mpsc::Receiver<()>,
+    limit: Duration,
+) -> Option<Option<usize>> {
+    // The machine's task count (in /proc/loadavg) is cheap to read; the tree is counted only
+    // when that count jumps.
+    let tasks = || -> usize {
+        std::fs::read_to_string("/proc/loadavg")
+            .ok()
+            .and_then(|l| l.split_whitespace().nth(3)?.split_once('/')?.1.parse().ok())
+            .unwrap_or(0)
+    };
+    let baseline = tasks();
+    let until = Instant::now() + limit;
+    let mut bomb = None;
+    loop {
+        let now = Instant::now();
+        if now >= until {
+            return None;
+        }
+        match finished.recv_timeout((until - now).min(Duration::from_millis(20))) {
+            Ok(()) => return Some(bomb),
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => return Some(bomb),
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+        }
+        if bomb.is_none() && tasks() > baseline + MAX_PROCESSES {
+            let roots = roots.lock().expect("roots lock").clone();
+            let count = inspect::tree(&roots, &roots).len();
+            if count > MAX_PROCESSES {
+                process::kill_tree(&roots);
+                bomb = Some(count);
+            }
+        }
+    }
+}
+
 /// How long the programs a check started get to exit on their own once the check is over (one
 /// may still be on its way out after reporting its last message).
 const EXIT_GRACE: Duration = Duration::from_secs(2);
@@ -467,17 +562,25 @@ fn students_leftovers(roots: &[i32]) -> Vec<String> {
     while Instant::now() < until && roots.iter().any(|&root| alive(root)) {
         std::thread::sleep(Duration::from_millis(5));
     }
-    inspect::tree(roots, roots)
+    let left: Vec<i32> = inspect::tree(roots, roots)
         .into_iter()
-        .filter(|pid| !roots.contains(pid))
-        .filter_map(inspect::view)
-        .filter(|view| view.state != 'Z')
+        .filter(|row| !roots.contains(&row.pid) && row.state != 'Z')
+        .map(|row| row.pid)
+        .collect();
+    let mut named: Vec<String> = left
+        .iter()
+        .take(5)
+        .filter_map(|&pid| inspect::view(pid))
         .map(|view| format!("pid {} ({})", view.pid, view.comm))
-        .collect()
+        .collect();
+    if left.len() > named.len() {
+        named.push(format!("and {} more", left.len() - named.len()));
+    }
+    named
 }
 
 /// The objects that appeared during the check and are the check's: they carry one of its names
-/// or keys.
+/// or keys, or belong to the user the programs run as.
 fn leaked_objects(
     before: &BTreeSet<IpcObject>,
     after: &BTreeSet<IpcObject>,
@@ -491,7 +594,13 @@ fn leaked_objects(
                     .iter()
                     .any(|given| given.trim_start_matches('/') == name)
             });
-            named || object.key().is_some_and(|key| run.keys.contains(&key))
+            let keyed = object.key().is_some_and(|key| run.keys.contains(&key));
+            // Programs that run as a user of their own: whatever that user created is theirs.
+            let owned = run
+                .limits
+                .user
+                .is_some_and(|(uid, _)| object.owner() == Some(uid));
+            named || keyed || owned
         })
         .cloned()
         .collect()

@@ -524,7 +524,7 @@ fn signals_during_transfer(run: &mut Run) -> Result<String, Fail> {
         let (stop, sent) = (stop.clone(), sent.clone());
         std::thread::spawn(move || {
             while !stop.load(Ordering::SeqCst) {
-                for pid in inspect::tree(&[group.as_raw()], &[group.as_raw()]) {
+                for pid in inspect::tree(&[group.as_raw()], &[group.as_raw()]).iter().map(|r| r.pid) {
                     let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
                         continue;
                     };

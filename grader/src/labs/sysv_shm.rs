@@ -473,8 +473,9 @@ struct Planted {
 }
 
 impl Planted {
-    /// Creates a segment of `size` bytes with key `key` and mode 0600 holding `bytes`.
-    fn new(key: i32, size: usize, bytes: &[u8]) -> Result<Planted, Fail> {
+    /// Creates a segment of `size` bytes with key `key` and mode 0600 holding `bytes`, owned by
+    /// the user the lab's programs run as.
+    fn new(run: &Run, key: i32, size: usize, bytes: &[u8]) -> Result<Planted, Fail> {
         let os = |what: &str| Fail::Grader(format!("{what}: {}", std::io::Error::last_os_error()));
         // SAFETY: shmget takes no pointers.
         let id = unsafe { libc::shmget(key, size, libc::IPC_CREAT | libc::IPC_EXCL | 0o600) };
@@ -482,6 +483,20 @@ impl Planted {
             return Err(os("shmget"));
         }
         let planted = Planted { id };
+        if let Some((uid, gid)) = run.program_user() {
+            // SAFETY: IPC_STAT fills the zeroed shmid_ds; IPC_SET reads it back.
+            unsafe {
+                let mut info: libc::shmid_ds = std::mem::zeroed();
+                if libc::shmctl(id, libc::IPC_STAT, &mut info) == -1 {
+                    return Err(os("shmctl(IPC_STAT)"));
+                }
+                info.shm_perm.uid = uid;
+                info.shm_perm.gid = gid;
+                if libc::shmctl(id, libc::IPC_SET, &mut info) == -1 {
+                    return Err(os("shmctl(IPC_SET)"));
+                }
+            }
+        }
         // SAFETY: a null address lets the kernel choose; the segment is `size` bytes long.
         let addr = unsafe { libc::shmat(id, std::ptr::null(), 0) };
         if addr as isize == -1 {
@@ -535,7 +550,7 @@ fn stale_segment_refused(run: &mut Run) -> Result<String, Fail> {
     // What a crashed run of an older publication left: a complete record, sequence 1.
     let old_payload = run.random_bytes(3000);
     let stale = record(MAGIC, 1, old_payload.len() as u64, &old_payload);
-    let planted = Planted::new(name.key, size, &stale)?;
+    let planted = Planted::new(run, name.key, size, &stale)?;
     let before = planted.contents(size)?;
     let payload = run.random_bytes(1000);
     let mut proc = spawn_publisher(run, &name.path, name.id, size as u64, 2, &payload)?;
@@ -628,13 +643,13 @@ fn reader_validates(run: &mut Run) -> Result<String, Fail> {
     }
     garbage[8..16].copy_from_slice(&100u64.to_ne_bytes());
     {
-        let _planted = Planted::new(name.key, size, &garbage)?;
+        let _planted = Planted::new(run, name.key, size, &garbage)?;
         reader_refuses(run, &name, "bad-magic", 1, "a segment of random bytes")?;
     }
     {
         let payload = run.random_bytes(100);
         let lying = record(MAGIC, 9, 1 << 30, &payload);
-        let _planted = Planted::new(name.key, size, &lying)?;
+        let _planted = Planted::new(run, name.key, size, &lying)?;
         reader_refuses(
             run,
             &name,
