@@ -19,6 +19,7 @@ use nix::sys::signal::{Signal, kill};
 use rand::RngExt;
 
 use crate::engine::diagnose::{Activity, Hang};
+use crate::engine::process;
 use crate::engine::{Check, Fail, Lab, Proc, Run};
 
 pub static LAB: Lab = Lab {
@@ -249,8 +250,8 @@ impl Server {
         };
         let conn = conn.map_err(|e| {
             Fail::failed(format!(
-                "the grader cannot connect to the server ({e}) although it said it listens{}",
-                self.alive_note()
+                "the grader cannot connect to the server ({e}) although it said it listens: \
+                 the server died or closed its listening socket"
             ))
         })?;
         conn.timeouts(Duration::from_secs(5));
@@ -261,7 +262,7 @@ impl Server {
     fn alive_note(&self) -> &'static str {
         match crate::engine::inspect::view(self.pid()) {
             Some(view) if view.state != 'Z' => "",
-            _ => " (the server process has died)",
+            _ => " (the server died)",
         }
     }
 
@@ -757,15 +758,20 @@ fn sigterm_cleanup(run: &mut Run) -> Result<String, Fail> {
 /// Runs `program` with `args` (stdin from `input`), at most `limit`; its stdout, or `None` if
 /// it is not installed.
 fn external(program: &str, args: &[&str], input: &[u8], limit: Duration) -> Result<Option<Vec<u8>>, Fail> {
-    let child = Command::new(program)
+    let mut command = Command::new(program);
+    command
         .args(args)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn();
+        .stderr(Stdio::null());
+    // Registered, so that the grader's sweeps for orphans do not reap it under our feet.
+    let child = process::spawn_helper(&mut command);
     let mut child = match child {
         Ok(child) => child,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        // Not installed, or not runnable by this user (a PATH entry it may not search).
+        Err(e) if matches!(e.kind(), ErrorKind::NotFound | ErrorKind::PermissionDenied) => {
+            return Ok(None);
+        }
         Err(e) => return Err(Fail::Grader(format!("{program}: {e}"))),
     };
     let mut stdin = child.stdin.take().expect("piped");
@@ -780,15 +786,22 @@ fn external(program: &str, args: &[&str], input: &[u8], limit: Duration) -> Resu
         out
     });
     let deadline = Instant::now() + limit;
-    while child.try_wait()?.is_none() {
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            return Err(Fail::failed(format!(
-                "{program}'s client got no complete answer within {limit:?}"
-            )));
+    let finished = loop {
+        match child.try_wait() {
+            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(5)),
+            Ok(None) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                break false;
+            }
+            _ => break true,
         }
-        std::thread::sleep(Duration::from_millis(5));
+    };
+    process::forget(child.id());
+    if !finished {
+        return Err(Fail::failed(format!(
+            "{program}'s client got no complete answer within {limit:?}"
+        )));
     }
     let _ = feeder.join();
     Ok(Some(reader.join().unwrap_or_default()))
