@@ -1,0 +1,213 @@
+//! The mqueue-priority program. The grader runs it; you can too, in two terminals:
+//!
+//! ```text
+//! cargo run -p mqueue-priority -- consumer --name /jobs --output served.bin
+//! cargo run -p mqueue-priority -- producer --name /jobs --jobs jobs.bin --shutdown
+//! ```
+//!
+//! A job file (the producer's input, the consumer's output) is a sequence of records: the
+//! priority as 4 bytes little-endian, the payload's length as 4 bytes little-endian, the
+//! payload. `producer --jobs /dev/null --shutdown` only sends the shutdown.
+//!
+//! Run by the grader, each program says `ready` once its queue is open (the consumer with the
+//! queue's attributes), waits for `go`, does its work, and says `done` (the consumer with how
+//! many jobs it served, the producer with how many it submitted and, with `--nonblocking`, how
+//! many found the queue full), or `failed` with `kind=` from [`QueueError::kind`]. Keep this
+//! file as it is.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use ipc_labs_driver::Control;
+use mqueue_priority::{Job, JobQueue, QueueConfig, QueueError};
+
+/// A job dispatcher over a POSIX message queue.
+#[derive(Parser)]
+struct Args {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Creates the queue, serves its jobs until a shutdown message, then removes it.
+    Consumer {
+        /// The queue's name: `/` and up to 255 more characters, no other `/`.
+        #[arg(long)]
+        name: String,
+        /// Where the served jobs are written, in the job file format.
+        #[arg(long)]
+        output: PathBuf,
+        /// How many messages the queue holds.
+        #[arg(long)]
+        capacity: Option<u64>,
+        /// The largest message in bytes, the tag byte included.
+        #[arg(long)]
+        msg_size: Option<u64>,
+        /// Fail while serving the job after the first N (to see that the queue goes anyway).
+        #[arg(long)]
+        fail_after: Option<usize>,
+    },
+    /// Opens the queue and submits the jobs of a file, in order.
+    Producer {
+        /// The queue's name.
+        #[arg(long)]
+        name: String,
+        /// The jobs to submit, in the job file format.
+        #[arg(long)]
+        jobs: PathBuf,
+        /// Send the shutdown message after the jobs.
+        #[arg(long)]
+        shutdown: bool,
+        /// Do not wait on a full queue: count the jobs that did not fit and go on.
+        #[arg(long)]
+        nonblocking: bool,
+    },
+}
+
+/// Reports `error` to the grader and on stderr.
+fn report(control: &Control, error: &QueueError, fields: &[(&str, String)]) -> ExitCode {
+    eprintln!("mqueue-priority: {error}");
+    let mut all = vec![
+        ("kind", error.kind().to_string()),
+        ("error", error.to_string()),
+    ];
+    all.extend(fields.iter().cloned());
+    control.send("failed", &all);
+    ExitCode::FAILURE
+}
+
+/// Reads a job file.
+fn read_jobs(path: &Path) -> Vec<Job> {
+    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let mut jobs = Vec::new();
+    let mut rest = &bytes[..];
+    while rest.len() >= 8 {
+        let priority = u32::from_le_bytes(rest[..4].try_into().expect("4 bytes"));
+        let len = u32::from_le_bytes(rest[4..8].try_into().expect("4 bytes")) as usize;
+        let payload = rest[8..].get(..len).expect("a truncated job file").to_vec();
+        rest = &rest[8 + len..];
+        jobs.push(Job { priority, payload });
+    }
+    jobs
+}
+
+fn consumer(
+    control: &Control,
+    name: &str,
+    output: &Path,
+    config: QueueConfig,
+    fail_after: Option<usize>,
+) -> ExitCode {
+    let queue = match JobQueue::create(name, &config) {
+        Ok(queue) => queue,
+        Err(error) => return report(control, &error, &[]),
+    };
+    let attributes = match queue.attributes() {
+        Ok(attributes) => attributes,
+        Err(error) => return report(control, &error, &[]),
+    };
+    control.send(
+        "ready",
+        &[
+            ("capacity", attributes.capacity.to_string()),
+            ("msg_size", attributes.msg_size.to_string()),
+            ("max_payload", queue.max_payload().to_string()),
+        ],
+    );
+    control.wait_for("go");
+    let file = std::fs::File::create(output).expect("creating the output file");
+    let mut out = std::io::BufWriter::new(file);
+    let mut count = 0;
+    let served = queue.serve(|job| {
+        if fail_after == Some(count) {
+            return Err(format!("job {} failed (--fail-after {count})", count + 1));
+        }
+        count += 1;
+        out.write_all(&job.priority.to_le_bytes())
+            .and_then(|()| out.write_all(&(job.payload.len() as u32).to_le_bytes()))
+            .and_then(|()| out.write_all(&job.payload))
+            .map_err(|e| format!("writing {}: {e}", output.display()))
+    });
+    out.flush().expect("writing the output file");
+    match served {
+        Ok(served) => {
+            control.send("done", &[("served", served.to_string())]);
+            if !control.is_graded() {
+                println!("served {served} jobs");
+            }
+            ExitCode::SUCCESS
+        }
+        Err(error) => report(control, &error, &[("served", count.to_string())]),
+    }
+}
+
+fn producer(control: &Control, name: &str, jobs: &Path, shutdown: bool, nb: bool) -> ExitCode {
+    let jobs = read_jobs(jobs);
+    let queue = match JobQueue::open(name) {
+        Ok(queue) => queue,
+        Err(error) => return report(control, &error, &[]),
+    };
+    if let Err(error) = queue.set_nonblocking(nb) {
+        return report(control, &error, &[]);
+    }
+    control.send("ready", &[("max_payload", queue.max_payload().to_string())]);
+    control.wait_for("go");
+    let (mut submitted, mut full) = (0, 0);
+    for (index, job) in jobs.iter().enumerate() {
+        match queue.submit(job) {
+            Ok(()) => submitted += 1,
+            Err(QueueError::Full) if nb => full += 1,
+            Err(error) => return report(control, &error, &[("index", index.to_string())]),
+        }
+    }
+    if nb && shutdown {
+        // The shutdown must get through: wait for room.
+        if let Err(error) = queue.set_nonblocking(false) {
+            return report(control, &error, &[]);
+        }
+    }
+    if shutdown && let Err(error) = queue.shutdown() {
+        return report(control, &error, &[]);
+    }
+    if let Err(error) = queue.close() {
+        return report(control, &error, &[]);
+    }
+    control.send(
+        "done",
+        &[
+            ("submitted", submitted.to_string()),
+            ("full", full.to_string()),
+        ],
+    );
+    if !control.is_graded() {
+        println!("submitted {submitted} jobs, {full} found the queue full");
+    }
+    ExitCode::SUCCESS
+}
+
+fn main() -> ExitCode {
+    let control = Control::start("mqueue-priority");
+    match Args::parse().command {
+        Command::Consumer {
+            name,
+            output,
+            capacity,
+            msg_size,
+            fail_after,
+        } => {
+            let mut config = QueueConfig::default();
+            config.capacity = capacity.unwrap_or(config.capacity);
+            config.msg_size = msg_size.unwrap_or(config.msg_size);
+            consumer(&control, &name, &output, config, fail_after)
+        }
+        Command::Producer {
+            name,
+            jobs,
+            shutdown,
+            nonblocking,
+        } => producer(&control, &name, &jobs, shutdown, nonblocking),
+    }
+}

@@ -1,0 +1,349 @@
+//! # Lab 3: request-response over sockets
+//!
+//! A tiny RPC. A client connects to the server, sends requests and reads one response per
+//! request; the server serves many clients at once. The same code runs over a Unix domain
+//! socket (a path in the file system) and over TCP on the loopback address.
+//!
+//! ```text
+//!   server: bind(endpoint) -> listen -> loop { accept() -> serve the client concurrently }
+//!           SIGTERM: stop accepting, close every client, remove the socket file
+//!   client: connect(endpoint) -> { write request frame, read response frame }* -> close
+//!   frame:  u32 big-endian length of the body, then the body
+//!   request body:  op (1 byte) + payload       response body: status (1 byte) + payload
+//! ```
+//!
+//! What this lab is about:
+//! - A stream socket carries bytes, not messages: one `write()` of 100 bytes may arrive as
+//!   several `read()`s, and two writes may arrive in one read. A request therefore needs
+//!   framing (here a length prefix), and a reader loops until it has the whole frame.
+//! - One request-response costs at least four crossings between user and kernel (the client's
+//!   write and read, the server's read and write) and four copies of the data.
+//! - `UnixStream` and `TcpStream` are both `Read + Write`: the protocol code does not care
+//!   which one it has.
+//! - A server must never trust a length it reads: it refuses a frame longer than it accepts
+//!   before allocating anything, and a client that sends garbage or vanishes mid-request costs
+//!   that client its connection, never the server.
+//! - A Unix socket's file stays after the server exits unless the server removes it.
+//!
+//! The program in `main.rs` calls [`Listener::bind`] and [`run_server`] (server), or
+//! [`Client::connect`] and [`Client::call`] (client). Keep `main.rs` as it is: the grader talks to
+//! it.
+
+use std::io::{self, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::PathBuf;
+
+use nix::errno::Errno;
+
+/// Operation: the response's payload is the request's.
+pub const OP_ECHO: u8 = b'E';
+/// Operation: the response's payload is the request's, reversed.
+pub const OP_REVERSE: u8 = b'R';
+/// Operation: the response's payload is [`fnv1a`] of the request's, 8 bytes big-endian.
+pub const OP_HASH: u8 = b'H';
+/// Status: the operation was done.
+pub const STATUS_OK: u8 = 0;
+/// Status: the operation is unknown; the payload is empty.
+pub const STATUS_UNKNOWN_OP: u8 = 1;
+/// The largest payload of a request or a response: 16 MiB.
+pub const MAX_PAYLOAD: usize = 16 << 20;
+/// The largest frame body: the op or status byte and the largest payload.
+pub const MAX_BODY: usize = MAX_PAYLOAD + 1;
+
+/// Everything that can go wrong.
+#[derive(Debug, thiserror::Error)]
+pub enum RpcError {
+    /// The server could not bind its address.
+    #[error("cannot bind {endpoint}: {source}")]
+    Bind {
+        /// The address.
+        endpoint: String,
+        /// Why.
+        source: io::Error,
+    },
+    /// The client could not connect.
+    #[error("cannot connect to {endpoint}: {source}")]
+    Connect {
+        /// The address.
+        endpoint: String,
+        /// Why.
+        source: io::Error,
+    },
+    /// Reading or writing the connection failed.
+    #[error("i/o on the connection failed: {0}")]
+    Io(io::Error),
+    /// The peer closed the connection inside a frame.
+    #[error("the peer closed the connection {got} bytes into a {want}-byte frame part")]
+    Truncated {
+        /// Bytes received of that part (the 4-byte length, or the body).
+        got: usize,
+        /// Bytes the part has.
+        want: usize,
+    },
+    /// A length prefix larger than [`MAX_BODY`].
+    #[error("a frame of {len} bytes was announced; at most {max} are accepted")]
+    TooLong {
+        /// The length read.
+        len: u64,
+        /// The most accepted.
+        max: usize,
+    },
+    /// A length prefix of 0: a frame needs at least its op or status byte.
+    #[error("an empty frame (length 0)")]
+    EmptyFrame,
+    /// The server closed the connection before it answered.
+    #[error("the server closed the connection instead of answering")]
+    Closed,
+    /// Blocking or waiting for the shutdown signal failed.
+    #[error("signal handling failed: {0}")]
+    Signal(Errno),
+    /// The socket file could not be removed.
+    #[error("cannot remove the socket file: {0}")]
+    Remove(io::Error),
+}
+
+impl RpcError {
+    /// A stable one-word name for the variant, which the program reports as `kind=` and the
+    /// server writes in its log (the grader checks it). Given; do not change.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            RpcError::Bind { .. } => "bind",
+            RpcError::Connect { .. } => "connect",
+            RpcError::Io(_) => "io",
+            RpcError::Truncated { .. } => "truncated",
+            RpcError::TooLong { .. } => "too-long",
+            RpcError::EmptyFrame => "empty-frame",
+            RpcError::Closed => "closed",
+            RpcError::Signal(_) => "signal",
+            RpcError::Remove(_) => "remove",
+        }
+    }
+}
+
+/// The server's log line for a client it dropped. Given; call it for every client whose
+/// connection ends with an error.
+pub fn log_dropped(client: u64, error: &RpcError) {
+    eprintln!(
+        "socket-reqrep: dropped client {client}: {error} (kind={})",
+        error.kind()
+    );
+}
+
+/// The 64-bit FNV-1a hash of `bytes`, for [`OP_HASH`]. Given.
+pub fn fnv1a(bytes: &[u8]) -> u64 {
+    let mut hash = 0xcbf2_9ce4_8422_2325u64;
+    for &byte in bytes {
+        hash ^= u64::from(byte);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    hash
+}
+
+/// Where a server listens: a Unix socket's path, or a TCP address (always on loopback here).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Endpoint {
+    /// A Unix domain socket's path (at most 107 bytes).
+    Unix(PathBuf),
+    /// A TCP address; port 0 when binding means "any free port".
+    Tcp(SocketAddr),
+}
+
+impl std::fmt::Display for Endpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Endpoint::Unix(path) => write!(f, "unix:{}", path.display()),
+            Endpoint::Tcp(addr) => write!(f, "tcp:{addr}"),
+        }
+    }
+}
+
+/// One connected stream socket, Unix or TCP. Reads and writes go to the socket as they are.
+#[derive(Debug)]
+pub enum Connection {
+    /// A Unix domain stream socket.
+    Unix(UnixStream),
+    /// A TCP connection.
+    Tcp(TcpStream),
+}
+
+impl Read for Connection {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Connection::Unix(s) => s.read(buf),
+            Connection::Tcp(s) => s.read(buf),
+        }
+    }
+}
+
+impl Write for Connection {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Connection::Unix(s) => s.write(buf),
+            Connection::Tcp(s) => s.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Connection {
+    /// Another handle on the same socket (`dup()`), for shutting it down from another thread.
+    pub fn try_clone(&self) -> io::Result<Connection> {
+        Ok(match self {
+            Connection::Unix(s) => Connection::Unix(s.try_clone()?),
+            Connection::Tcp(s) => Connection::Tcp(s.try_clone()?),
+        })
+    }
+
+    /// `shutdown()`: ends reading, writing or both for every handle on the socket.
+    pub fn shutdown(&self, how: Shutdown) -> io::Result<()> {
+        match self {
+            Connection::Unix(s) => s.shutdown(how),
+            Connection::Tcp(s) => s.shutdown(how),
+        }
+    }
+
+    /// Connects to `endpoint`: `UnixStream::connect(path)` or `TcpStream::connect(addr)`.
+    /// Failures are [`RpcError::Connect`].
+    pub fn connect(endpoint: &Endpoint) -> Result<Connection, RpcError> {
+        let _ = (&endpoint,);
+        todo!("UnixStream::connect or TcpStream::connect; errors are Connect")
+    }
+}
+
+/// A listening socket.
+#[derive(Debug)]
+pub enum Listener {
+    /// Listening on a Unix socket file, which [`Listener::remove`] deletes.
+    Unix {
+        /// The listening socket.
+        listener: UnixListener,
+        /// Its file.
+        path: PathBuf,
+    },
+    /// Listening on a TCP address.
+    Tcp(TcpListener),
+}
+
+impl Listener {
+    /// Binds and listens: `UnixListener::bind(path)` (which creates the socket file; an
+    /// existing file is `EADDRINUSE`) or `TcpListener::bind(addr)`. Failures are
+    /// [`RpcError::Bind`].
+    pub fn bind(endpoint: &Endpoint) -> Result<Listener, RpcError> {
+        let _ = (&endpoint,);
+        todo!("UnixListener::bind or TcpListener::bind; errors are Bind")
+    }
+
+    /// Where clients reach this listener (for TCP, with the port the system chose).
+    pub fn endpoint(&self) -> io::Result<Endpoint> {
+        Ok(match self {
+            Listener::Unix { path, .. } => Endpoint::Unix(path.clone()),
+            Listener::Tcp(listener) => Endpoint::Tcp(listener.local_addr()?),
+        })
+    }
+
+    /// Waits for the next client and returns its connection. Failures are [`RpcError::Io`].
+    pub fn accept(&self) -> Result<Connection, RpcError> {
+        todo!("accept() on the Unix or TCP listener; errors are Io")
+    }
+
+    /// Closes the listening socket and, for a Unix socket, removes its file (errors are
+    /// [`RpcError::Remove`]): the file outlives the socket otherwise.
+    pub fn remove(self) -> Result<(), RpcError> {
+        todo!("drop the listener; for Unix, std::fs::remove_file(path); errors are Remove")
+    }
+}
+
+/// Reads one frame and returns its body. `Ok(None)` when the peer closed the connection
+/// between frames (no byte of a new one). Reads loop until the 4-byte length and then the whole
+/// body are in, whatever pieces the stream delivers them in. A length of 0 is
+/// [`RpcError::EmptyFrame`]; a length above `max` is [`RpcError::TooLong`], found *before*
+/// anything is allocated; end of stream inside the frame is [`RpcError::Truncated`].
+pub fn read_frame(stream: &mut impl Read, max: usize) -> Result<Option<Vec<u8>>, RpcError> {
+    let _ = (&stream, &max);
+    todo!(
+        "read the 4-byte big-endian length in a loop (EOF at 0 bytes is Ok(None)), check it, then read exactly that many bytes"
+    )
+}
+
+/// Writes one frame: the 4-byte big-endian length of `head` and `payload` together, then
+/// both (so an 8 MiB payload is not copied just to put a byte in front of it). Every byte is
+/// written (`write_all`).
+pub fn write_frame(stream: &mut impl Write, head: u8, payload: &[u8]) -> Result<(), RpcError> {
+    let _ = (&stream, &head, &payload);
+    todo!("write_all the length (payload + 1, u32 big-endian), the head byte and the payload")
+}
+
+/// Does the operation of one request body (op byte and payload): returns the response's status
+/// and payload. An unknown op is [`STATUS_UNKNOWN_OP`] with an empty payload.
+pub fn respond(op: u8, payload: &[u8]) -> (u8, Vec<u8>) {
+    let _ = (&op, &payload);
+    todo!("echo, reverse or hash the payload by op; unknown ops are STATUS_UNKNOWN_OP")
+}
+
+/// Serves one client: reads request frames (at most [`MAX_BODY`]) and writes one response
+/// frame for each, in order, until the client closes the connection between frames. Returns how
+/// many requests it answered; any error ends the client's connection.
+pub fn serve_client(conn: &mut Connection) -> Result<u64, RpcError> {
+    let _ = (&conn,);
+    todo!("loop read_frame, respond, write_frame until read_frame says the client is done")
+}
+
+/// What a server did, reported when it stops.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct ServerStats {
+    /// Clients accepted.
+    pub clients: u64,
+    /// Requests answered.
+    pub requests: u64,
+    /// Clients dropped because of an error (each one logged with [`log_dropped`]).
+    pub dropped: u64,
+}
+
+/// Runs the server until `SIGTERM` (or `SIGINT`): accepts clients and serves each with
+/// [`serve_client`], many at once, so that a slow or stalled client holds up nobody else. Each
+/// client that ends with an error is logged with [`log_dropped`] and the server goes on.
+///
+/// On the signal it stops accepting, shuts down the connections still open, waits for their
+/// handlers, and removes the listener ([`Listener::remove`]) before it returns. Handle the signal
+/// without a handler function: block it in every thread (`SigSet::thread_block` before the first
+/// thread starts: threads inherit the mask) and wait for it with `SigSet::wait`.
+pub fn run_server(listener: Listener) -> Result<ServerStats, RpcError> {
+    let _ = (&listener,);
+    todo!(
+        "block SIGTERM/SIGINT, accept on a thread and serve each client on its own, sigwait, then stop and clean up"
+    )
+}
+
+/// A response: its status and payload.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Response {
+    /// [`STATUS_OK`] or [`STATUS_UNKNOWN_OP`].
+    pub status: u8,
+    /// The result.
+    pub payload: Vec<u8>,
+}
+
+/// A client's connection to the server.
+#[derive(Debug)]
+pub struct Client {
+    /// The connection.
+    pub conn: Connection,
+}
+
+impl Client {
+    /// Connects to the server at `endpoint`.
+    pub fn connect(endpoint: &Endpoint) -> Result<Client, RpcError> {
+        Connection::connect(endpoint).map(|conn| Client { conn })
+    }
+
+    /// Sends one request and reads its response. A server that closes the connection instead
+    /// of answering is [`RpcError::Closed`].
+    pub fn call(&mut self, op: u8, payload: &[u8]) -> Result<Response, RpcError> {
+        let _ = (&op, &payload);
+        todo!("write_frame the request, read_frame the response (None is Closed)")
+    }
+}

@@ -1,0 +1,170 @@
+//! The socket-reqrep program. The grader runs it; you can too, in two terminals:
+//!
+//! ```text
+//! cargo run -p socket-reqrep -- server --unix /tmp/rpc.sock
+//! cargo run -p socket-reqrep -- client --unix /tmp/rpc.sock --requests reqs.bin --output out.bin
+//! ```
+//!
+//! (`--tcp 0` for the server picks a free port on 127.0.0.1 and prints it; `--tcp PORT` for the
+//! client.) A requests file holds records of op (1 byte), payload length (4 bytes
+//! little-endian) and payload; the client writes each response as status (1 byte), length (4
+//! bytes little-endian) and payload to the output file.
+//!
+//! Run by the grader, the server says `ready` (with `port` for TCP) once it listens, serves until
+//! SIGTERM, then says `done` with its counts; the client says `ready` once connected, waits for
+//! `go`, makes its calls and says `done`. Failures are `failed` with `kind=` from
+//! [`RpcError::kind`]. Keep this file as it is.
+
+use std::io::Write;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Args as ClapArgs, Parser, Subcommand};
+use ipc_labs_driver::Control;
+use socket_reqrep::{Client, Endpoint, Listener, RpcError, run_server};
+
+/// A tiny request-response RPC over a Unix domain socket or TCP on loopback.
+#[derive(Parser)]
+struct Args {
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// Unix socket path or TCP port on 127.0.0.1.
+#[derive(ClapArgs)]
+#[group(required = true, multiple = false)]
+struct Where {
+    /// The Unix domain socket's path.
+    #[arg(long)]
+    unix: Option<PathBuf>,
+    /// The TCP port on 127.0.0.1 (0 for the server: any free port).
+    #[arg(long)]
+    tcp: Option<u16>,
+}
+
+impl Where {
+    fn endpoint(&self) -> Endpoint {
+        match (&self.unix, self.tcp) {
+            (Some(path), _) => Endpoint::Unix(path.clone()),
+            (None, Some(port)) => Endpoint::Tcp(SocketAddr::from((Ipv4Addr::LOCALHOST, port))),
+            (None, None) => unreachable!("clap requires one"),
+        }
+    }
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serves clients until SIGTERM.
+    Server {
+        #[command(flatten)]
+        at: Where,
+    },
+    /// Sends the requests of a file, one call at a time, and writes the responses.
+    Client {
+        #[command(flatten)]
+        at: Where,
+        /// The requests: op (1 byte), length (u32 LE), payload, repeated.
+        #[arg(long)]
+        requests: PathBuf,
+        /// Where the responses go: status (1 byte), length (u32 LE), payload, repeated.
+        #[arg(long)]
+        output: PathBuf,
+    },
+}
+
+/// Reports `error` to the grader and on stderr.
+fn report(control: &Control, error: &RpcError) -> ExitCode {
+    eprintln!("socket-reqrep: {error}");
+    control.send(
+        "failed",
+        &[
+            ("kind", error.kind().to_string()),
+            ("error", error.to_string()),
+        ],
+    );
+    ExitCode::FAILURE
+}
+
+/// Reads a requests file.
+fn read_requests(path: &Path) -> Vec<(u8, Vec<u8>)> {
+    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let mut requests = Vec::new();
+    let mut rest = &bytes[..];
+    while rest.len() >= 5 {
+        let len = u32::from_le_bytes(rest[1..5].try_into().expect("4 bytes")) as usize;
+        let payload = rest[5..].get(..len).expect("a truncated requests file");
+        requests.push((rest[0], payload.to_vec()));
+        rest = &rest[5 + len..];
+    }
+    requests
+}
+
+fn server(control: &Control, endpoint: &Endpoint) -> ExitCode {
+    let listener = match Listener::bind(endpoint) {
+        Ok(listener) => listener,
+        Err(error) => return report(control, &error),
+    };
+    let port = match listener.endpoint() {
+        Ok(Endpoint::Tcp(addr)) => addr.port().to_string(),
+        _ => String::new(),
+    };
+    control.send("ready", &[("port", port.clone())]);
+    if !control.is_graded() {
+        println!("listening on {endpoint} (port {port}); SIGTERM or Ctrl-C stops");
+    }
+    match run_server(listener) {
+        Ok(stats) => {
+            control.send(
+                "done",
+                &[
+                    ("clients", stats.clients.to_string()),
+                    ("requests", stats.requests.to_string()),
+                    ("dropped", stats.dropped.to_string()),
+                ],
+            );
+            if !control.is_graded() {
+                println!("{stats:?}");
+            }
+            ExitCode::SUCCESS
+        }
+        Err(error) => report(control, &error),
+    }
+}
+
+fn client(control: &Control, endpoint: &Endpoint, requests: &Path, output: &Path) -> ExitCode {
+    let requests = read_requests(requests);
+    let mut client = match Client::connect(endpoint) {
+        Ok(client) => client,
+        Err(error) => return report(control, &error),
+    };
+    control.send("ready", &[]);
+    control.wait_for("go");
+    let file = std::fs::File::create(output).expect("creating the output file");
+    let mut out = std::io::BufWriter::new(file);
+    for (op, payload) in &requests {
+        let response = match client.call(*op, payload) {
+            Ok(response) => response,
+            Err(error) => return report(control, &error),
+        };
+        out.write_all(&[response.status])
+            .and_then(|()| out.write_all(&(response.payload.len() as u32).to_le_bytes()))
+            .and_then(|()| out.write_all(&response.payload))
+            .expect("writing the output file");
+    }
+    out.flush().expect("writing the output file");
+    control.send("done", &[("calls", requests.len().to_string())]);
+    ExitCode::SUCCESS
+}
+
+fn main() -> ExitCode {
+    let control = Control::start("socket-reqrep");
+    match Args::parse().command {
+        Command::Server { at } => server(&control, &at.endpoint()),
+        Command::Client {
+            at,
+            requests,
+            output,
+        } => client(&control, &at.endpoint(), &requests, &output),
+    }
+}

@@ -1,0 +1,527 @@
+//! # Lab 3: request-response over sockets
+//!
+//! A tiny RPC. A client connects to the server, sends requests and reads one response per
+//! request; the server serves many clients at once. The same code runs over a Unix domain
+//! socket (a path in the file system) and over TCP on the loopback address.
+//!
+//! ```text
+//!   server: bind(endpoint) -> listen -> loop { accept() -> serve the client concurrently }
+//!           SIGTERM: stop accepting, close every client, remove the socket file
+//!   client: connect(endpoint) -> { write request frame, read response frame }* -> close
+//!   frame:  u32 big-endian length of the body, then the body
+//!   request body:  op (1 byte) + payload       response body: status (1 byte) + payload
+//! ```
+//!
+//! What this lab is about:
+//! - A stream socket carries bytes, not messages: one `write()` of 100 bytes may arrive as
+//!   several `read()`s, and two writes may arrive in one read. A request therefore needs
+//!   framing (here a length prefix), and a reader loops until it has the whole frame.
+//! - One request-response costs at least four crossings between user and kernel (the client's
+//!   write and read, the server's read and write) and four copies of the data.
+//! - `UnixStream` and `TcpStream` are both `Read + Write`: the protocol code does not care
+//!   which one it has.
+//! - A server must never trust a length it reads: it refuses a frame longer than it accepts
+//!   before allocating anything, and a client that sends garbage or vanishes mid-request costs
+//!   that client its connection, never the server.
+//! - A Unix socket's file stays after the server exits unless the server removes it.
+//!
+//! The program in `main.rs` calls [`Listener::bind`] and [`run_server`] (server), or
+//! [`Client::connect`] and [`Client::call`] (client). Keep `main.rs` as it is: the grader talks to
+//! it.
+
+use std::io::{self, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::PathBuf;
+// SOLUTION
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use nix::sys::signal::{SigSet, Signal};
+// END SOLUTION
+
+use nix::errno::Errno;
+
+/// Operation: the response's payload is the request's.
+pub const OP_ECHO: u8 = b'E';
+/// Operation: the response's payload is the request's, reversed.
+pub const OP_REVERSE: u8 = b'R';
+/// Operation: the response's payload is [`fnv1a`] of the request's, 8 bytes big-endian.
+pub const OP_HASH: u8 = b'H';
+/// Status: the operation was done.
+pub const STATUS_OK: u8 = 0;
+/// Status: the operation is unknown; the payload is empty.
+pub const STATUS_UNKNOWN_OP: u8 = 1;
+/// The largest payload of a request or a response: 16 MiB.
+pub const MAX_PAYLOAD: usize = 16 << 20;
+/// The largest frame body: the op or status byte and the largest payload.
+pub const MAX_BODY: usize = MAX_PAYLOAD + 1;
+
+/// Everything that can go wrong.
+#[derive(Debug, thiserror::Error)]
+pub enum RpcError {
+    /// The server could not bind its address.
+    #[error("cannot bind {endpoint}: {source}")]
+    Bind {
+        /// The address.
+        endpoint: String,
+        /// Why.
+        source: io::Error,
+    },
+    /// The client could not connect.
+    #[error("cannot connect to {endpoint}: {source}")]
+    Connect {
+        /// The address.
+        endpoint: String,
+        /// Why.
+        source: io::Error,
+    },
+    /// Reading or writing the connection failed.
+    #[error("i/o on the connection failed: {0}")]
+    Io(io::Error),
+    /// The peer closed the connection inside a frame.
+    #[error("the peer closed the connection {got} bytes into a {want}-byte frame part")]
+    Truncated {
+        /// Bytes received of that part (the 4-byte length, or the body).
+        got: usize,
+        /// Bytes the part has.
+        want: usize,
+    },
+    /// A length prefix larger than [`MAX_BODY`].
+    #[error("a frame of {len} bytes was announced; at most {max} are accepted")]
+    TooLong {
+        /// The length read.
+        len: u64,
+        /// The most accepted.
+        max: usize,
+    },
+    /// A length prefix of 0: a frame needs at least its op or status byte.
+    #[error("an empty frame (length 0)")]
+    EmptyFrame,
+    /// The server closed the connection before it answered.
+    #[error("the server closed the connection instead of answering")]
+    Closed,
+    /// Blocking or waiting for the shutdown signal failed.
+    #[error("signal handling failed: {0}")]
+    Signal(Errno),
+    /// The socket file could not be removed.
+    #[error("cannot remove the socket file: {0}")]
+    Remove(io::Error),
+}
+
+impl RpcError {
+    /// A stable one-word name for the variant, which the program reports as `kind=` and the
+    /// server writes in its log (the grader checks it). Given; do not change.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            RpcError::Bind { .. } => "bind",
+            RpcError::Connect { .. } => "connect",
+            RpcError::Io(_) => "io",
+            RpcError::Truncated { .. } => "truncated",
+            RpcError::TooLong { .. } => "too-long",
+            RpcError::EmptyFrame => "empty-frame",
+            RpcError::Closed => "closed",
+            RpcError::Signal(_) => "signal",
+            RpcError::Remove(_) => "remove",
+        }
+    }
+}
+
+/// The server's log line for a client it dropped. Given; call it for every client whose
+/// connection ends with an error.
+pub fn log_dropped(client: u64, error: &RpcError) {
+    eprintln!(
+        "socket-reqrep: dropped client {client}: {error} (kind={})",
+        error.kind()
+    );
+}
+
+/// The 64-bit FNV-1a hash of `bytes`, for [`OP_HASH`]. Given.
+pub fn fnv1a(bytes: &[u8]) -> u64 {
+    let mut hash = 0xcbf2_9ce4_8422_2325u64;
+    for &byte in bytes {
+        hash ^= u64::from(byte);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    hash
+}
+
+/// Where a server listens: a Unix socket's path, or a TCP address (always on loopback here).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Endpoint {
+    /// A Unix domain socket's path (at most 107 bytes).
+    Unix(PathBuf),
+    /// A TCP address; port 0 when binding means "any free port".
+    Tcp(SocketAddr),
+}
+
+impl std::fmt::Display for Endpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Endpoint::Unix(path) => write!(f, "unix:{}", path.display()),
+            Endpoint::Tcp(addr) => write!(f, "tcp:{addr}"),
+        }
+    }
+}
+
+/// One connected stream socket, Unix or TCP. Reads and writes go to the socket as they are.
+#[derive(Debug)]
+pub enum Connection {
+    /// A Unix domain stream socket.
+    Unix(UnixStream),
+    /// A TCP connection.
+    Tcp(TcpStream),
+}
+
+impl Read for Connection {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Connection::Unix(s) => s.read(buf),
+            Connection::Tcp(s) => s.read(buf),
+        }
+    }
+}
+
+impl Write for Connection {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Connection::Unix(s) => s.write(buf),
+            Connection::Tcp(s) => s.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Connection {
+    /// Another handle on the same socket (`dup()`), for shutting it down from another thread.
+    pub fn try_clone(&self) -> io::Result<Connection> {
+        Ok(match self {
+            Connection::Unix(s) => Connection::Unix(s.try_clone()?),
+            Connection::Tcp(s) => Connection::Tcp(s.try_clone()?),
+        })
+    }
+
+    /// `shutdown()`: ends reading, writing or both for every handle on the socket.
+    pub fn shutdown(&self, how: Shutdown) -> io::Result<()> {
+        match self {
+            Connection::Unix(s) => s.shutdown(how),
+            Connection::Tcp(s) => s.shutdown(how),
+        }
+    }
+
+    /// Connects to `endpoint`: `UnixStream::connect(path)` or `TcpStream::connect(addr)`.
+    /// Failures are [`RpcError::Connect`].
+    pub fn connect(endpoint: &Endpoint) -> Result<Connection, RpcError> {
+        // SOLUTION todo(endpoint): UnixStream::connect or TcpStream::connect; errors are Connect
+        let connected = match endpoint {
+            Endpoint::Unix(path) => UnixStream::connect(path).map(Connection::Unix),
+            // No Nagle delay: a small request must leave at once, not wait for an ACK.
+            Endpoint::Tcp(addr) => TcpStream::connect(addr)
+                .and_then(|s| s.set_nodelay(true).map(|()| Connection::Tcp(s))),
+        };
+        connected.map_err(|source| RpcError::Connect {
+            endpoint: endpoint.to_string(),
+            source,
+        })
+        // END SOLUTION
+    }
+}
+
+/// A listening socket.
+#[derive(Debug)]
+pub enum Listener {
+    /// Listening on a Unix socket file, which [`Listener::remove`] deletes.
+    Unix {
+        /// The listening socket.
+        listener: UnixListener,
+        /// Its file.
+        path: PathBuf,
+    },
+    /// Listening on a TCP address.
+    Tcp(TcpListener),
+}
+
+impl Listener {
+    /// Binds and listens: `UnixListener::bind(path)` (which creates the socket file; an
+    /// existing file is `EADDRINUSE`) or `TcpListener::bind(addr)`. Failures are
+    /// [`RpcError::Bind`].
+    pub fn bind(endpoint: &Endpoint) -> Result<Listener, RpcError> {
+        // SOLUTION todo(endpoint): UnixListener::bind or TcpListener::bind; errors are Bind
+        let bound = match endpoint {
+            Endpoint::Unix(path) => UnixListener::bind(path).map(|listener| Listener::Unix {
+                listener,
+                path: path.clone(),
+            }),
+            Endpoint::Tcp(addr) => TcpListener::bind(addr).map(Listener::Tcp),
+        };
+        bound.map_err(|source| RpcError::Bind {
+            endpoint: endpoint.to_string(),
+            source,
+        })
+        // END SOLUTION
+    }
+
+    /// Where clients reach this listener (for TCP, with the port the system chose).
+    pub fn endpoint(&self) -> io::Result<Endpoint> {
+        Ok(match self {
+            Listener::Unix { path, .. } => Endpoint::Unix(path.clone()),
+            Listener::Tcp(listener) => Endpoint::Tcp(listener.local_addr()?),
+        })
+    }
+
+    /// Waits for the next client and returns its connection. Failures are [`RpcError::Io`].
+    pub fn accept(&self) -> Result<Connection, RpcError> {
+        // SOLUTION todo: accept() on the Unix or TCP listener; errors are Io
+        let accepted = match self {
+            Listener::Unix { listener, .. } => listener.accept().map(|(s, _)| Connection::Unix(s)),
+            Listener::Tcp(listener) => listener
+                .accept()
+                .and_then(|(s, _)| s.set_nodelay(true).map(|()| Connection::Tcp(s))),
+        };
+        accepted.map_err(RpcError::Io)
+        // END SOLUTION
+    }
+
+    /// Closes the listening socket and, for a Unix socket, removes its file (errors are
+    /// [`RpcError::Remove`]): the file outlives the socket otherwise.
+    pub fn remove(self) -> Result<(), RpcError> {
+        // SOLUTION todo: drop the listener; for Unix, std::fs::remove_file(path); errors are Remove
+        match self {
+            Listener::Unix { listener, path } => {
+                drop(listener);
+                std::fs::remove_file(path).map_err(RpcError::Remove)
+            }
+            Listener::Tcp(listener) => {
+                drop(listener);
+                Ok(())
+            }
+        }
+        // END SOLUTION
+    }
+}
+
+/// Reads one frame and returns its body. `Ok(None)` when the peer closed the connection
+/// between frames (no byte of a new one). Reads loop until the 4-byte length and then the whole
+/// body are in, whatever pieces the stream delivers them in. A length of 0 is
+/// [`RpcError::EmptyFrame`]; a length above `max` is [`RpcError::TooLong`], found *before*
+/// anything is allocated; end of stream inside the frame is [`RpcError::Truncated`].
+pub fn read_frame(stream: &mut impl Read, max: usize) -> Result<Option<Vec<u8>>, RpcError> {
+    // SOLUTION todo(stream, max): read the 4-byte big-endian length in a loop (EOF at 0 bytes is Ok(None)), check it, then read exactly that many bytes
+    let mut header = [0u8; 4];
+    let mut got = 0;
+    while got < header.len() {
+        match stream.read(&mut header[got..]) {
+            Ok(0) if got == 0 => return Ok(None),
+            Ok(0) => return Err(RpcError::Truncated { got, want: 4 }),
+            Ok(n) => got += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(RpcError::Io(e)),
+        }
+    }
+    let len = u32::from_be_bytes(header) as usize;
+    if len == 0 {
+        return Err(RpcError::EmptyFrame);
+    }
+    if len > max {
+        return Err(RpcError::TooLong {
+            len: len as u64,
+            max,
+        });
+    }
+    // Grows with what arrives: a client that announces 16 MiB and sends 10 bytes costs 10.
+    let mut body = Vec::new();
+    stream
+        .take(len as u64)
+        .read_to_end(&mut body)
+        .map_err(RpcError::Io)?;
+    if body.len() < len {
+        return Err(RpcError::Truncated {
+            got: body.len(),
+            want: len,
+        });
+    }
+    Ok(Some(body))
+    // END SOLUTION
+}
+
+/// Writes one frame: the 4-byte big-endian length of `head` and `payload` together, then
+/// both (so an 8 MiB payload is not copied just to put a byte in front of it). Every byte is
+/// written (`write_all`).
+pub fn write_frame(stream: &mut impl Write, head: u8, payload: &[u8]) -> Result<(), RpcError> {
+    // SOLUTION todo(stream, head, payload): write_all the length (payload + 1, u32 big-endian), the head byte and the payload
+    let len = u32::try_from(payload.len() + 1).map_err(|_| RpcError::TooLong {
+        len: payload.len() as u64 + 1,
+        max: MAX_BODY,
+    })?;
+    let mut prefix = [0u8; 5];
+    prefix[..4].copy_from_slice(&len.to_be_bytes());
+    prefix[4] = head;
+    stream
+        .write_all(&prefix)
+        .and_then(|()| stream.write_all(payload))
+        .map_err(RpcError::Io)
+    // END SOLUTION
+}
+
+/// Does the operation of one request body (op byte and payload): returns the response's status
+/// and payload. An unknown op is [`STATUS_UNKNOWN_OP`] with an empty payload.
+pub fn respond(op: u8, payload: &[u8]) -> (u8, Vec<u8>) {
+    // SOLUTION todo(op, payload): echo, reverse or hash the payload by op; unknown ops are STATUS_UNKNOWN_OP
+    match op {
+        OP_ECHO => (STATUS_OK, payload.to_vec()),
+        OP_REVERSE => (STATUS_OK, payload.iter().rev().copied().collect()),
+        OP_HASH => (STATUS_OK, fnv1a(payload).to_be_bytes().to_vec()),
+        _ => (STATUS_UNKNOWN_OP, Vec::new()),
+    }
+    // END SOLUTION
+}
+
+/// Serves one client: reads request frames (at most [`MAX_BODY`]) and writes one response
+/// frame for each, in order, until the client closes the connection between frames. Returns how
+/// many requests it answered; any error ends the client's connection.
+pub fn serve_client(conn: &mut Connection) -> Result<u64, RpcError> {
+    // SOLUTION todo(conn): loop read_frame, respond, write_frame until read_frame says the client is done
+    let mut answered = 0;
+    while let Some(body) = read_frame(conn, MAX_BODY)? {
+        let (status, payload) = respond(body[0], &body[1..]);
+        drop(body);
+        write_frame(conn, status, &payload)?;
+        answered += 1;
+    }
+    Ok(answered)
+    // END SOLUTION
+}
+
+/// What a server did, reported when it stops.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct ServerStats {
+    /// Clients accepted.
+    pub clients: u64,
+    /// Requests answered.
+    pub requests: u64,
+    /// Clients dropped because of an error (each one logged with [`log_dropped`]).
+    pub dropped: u64,
+}
+
+/// Runs the server until `SIGTERM` (or `SIGINT`): accepts clients and serves each with
+/// [`serve_client`], many at once, so that a slow or stalled client holds up nobody else. Each
+/// client that ends with an error is logged with [`log_dropped`] and the server goes on.
+///
+/// On the signal it stops accepting, shuts down the connections still open, waits for their
+/// handlers, and removes the listener ([`Listener::remove`]) before it returns. Handle the signal
+/// without a handler function: block it in every thread (`SigSet::thread_block` before the first
+/// thread starts: threads inherit the mask) and wait for it with `SigSet::wait`.
+pub fn run_server(listener: Listener) -> Result<ServerStats, RpcError> {
+    // SOLUTION todo(listener): block SIGTERM/SIGINT, accept on a thread and serve each client on its own, sigwait, then stop and clean up
+    let mut signals = SigSet::empty();
+    signals.add(Signal::SIGTERM);
+    signals.add(Signal::SIGINT);
+    signals.thread_block().map_err(RpcError::Signal)?;
+
+    let endpoint = listener.endpoint().map_err(RpcError::Io)?;
+    let listener = Arc::new(listener);
+    let stopping = Arc::new(AtomicBool::new(false));
+    let stats = Arc::new(Mutex::new(ServerStats::default()));
+    // A second handle on each open connection, to shut it down at the end.
+    let open: Arc<Mutex<BTreeMap<u64, Connection>>> = Arc::default();
+
+    let acceptor = {
+        let (listener, stopping) = (listener.clone(), stopping.clone());
+        let (stats, open) = (stats.clone(), open.clone());
+        std::thread::spawn(move || {
+            let mut handlers: Vec<std::thread::JoinHandle<()>> = Vec::new();
+            let mut next = 0;
+            loop {
+                let accepted = listener.accept();
+                if stopping.load(Ordering::SeqCst) {
+                    break; // The connection that woke us, or the end.
+                }
+                let mut conn = match accepted {
+                    Ok(conn) => conn,
+                    Err(error) => {
+                        eprintln!("socket-reqrep: accept failed: {error}");
+                        continue;
+                    }
+                };
+                next += 1;
+                let id = next;
+                stats.lock().expect("stats lock").clients += 1;
+                if let Ok(second) = conn.try_clone() {
+                    open.lock().expect("open lock").insert(id, second);
+                }
+                let (stats, open) = (stats.clone(), open.clone());
+                handlers.push(std::thread::spawn(move || {
+                    let outcome = serve_client(&mut conn);
+                    open.lock().expect("open lock").remove(&id);
+                    let mut stats = stats.lock().expect("stats lock");
+                    match outcome {
+                        Ok(answered) => stats.requests += answered,
+                        Err(error) => {
+                            log_dropped(id, &error);
+                            stats.dropped += 1;
+                        }
+                    }
+                }));
+                handlers.retain(|h| !h.is_finished());
+            }
+            handlers
+        })
+    };
+
+    signals.wait().map_err(RpcError::Signal)?;
+    stopping.store(true, Ordering::SeqCst);
+    // Wake the acceptor from accept() with a connection of our own.
+    let _ = Connection::connect(&endpoint);
+    let handlers = acceptor.join().unwrap_or_default();
+    for conn in open.lock().expect("open lock").values() {
+        let _ = conn.shutdown(Shutdown::Both);
+    }
+    for handler in handlers {
+        let _ = handler.join();
+    }
+    let listener = Arc::try_unwrap(listener).expect("the acceptor is gone");
+    listener.remove()?;
+    let stats = *stats.lock().expect("stats lock");
+    Ok(stats)
+    // END SOLUTION
+}
+
+/// A response: its status and payload.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Response {
+    /// [`STATUS_OK`] or [`STATUS_UNKNOWN_OP`].
+    pub status: u8,
+    /// The result.
+    pub payload: Vec<u8>,
+}
+
+/// A client's connection to the server.
+#[derive(Debug)]
+pub struct Client {
+    /// The connection.
+    pub conn: Connection,
+}
+
+impl Client {
+    /// Connects to the server at `endpoint`.
+    pub fn connect(endpoint: &Endpoint) -> Result<Client, RpcError> {
+        Connection::connect(endpoint).map(|conn| Client { conn })
+    }
+
+    /// Sends one request and reads its response. A server that closes the connection instead
+    /// of answering is [`RpcError::Closed`].
+    pub fn call(&mut self, op: u8, payload: &[u8]) -> Result<Response, RpcError> {
+        // SOLUTION todo(op, payload): write_frame the request, read_frame the response (None is Closed)
+        write_frame(&mut self.conn, op, payload)?;
+        let body = read_frame(&mut self.conn, MAX_BODY)?.ok_or(RpcError::Closed)?;
+        Ok(Response {
+            status: body[0],
+            payload: body[1..].to_vec(),
+        })
+        // END SOLUTION
+    }
+}
