@@ -73,7 +73,12 @@ pub fn skeleton_source(file: &str, solution: &str) -> Result<String, SkeletonErr
                     let kept = borrowed.join(", ");
                     out.push_str(&format!("{indent}let _ = ({kept}{comma});\n"));
                 }
-                let what = what.replace('\\', "\\\\").replace('"', "\\\"");
+                // A string literal that todo! reads as a format string.
+                let what = what
+                    .replace('\\', "\\\\")
+                    .replace('"', "\\\"")
+                    .replace('{', "{{")
+                    .replace('}', "}}");
                 let call = format!("{indent}todo!(\"{what}\")\n");
                 // Laid out as rustfmt lays it out, so that the skeleton is formatted too.
                 if call.trim_end().chars().count() <= MAX_WIDTH {
@@ -217,6 +222,13 @@ mod tests {
         let solution =
             "a\n\n// SOLUTION\nb\n// END SOLUTION\n\nc\n\n// SOLUTION\nd\n// END SOLUTION\n";
         assert_eq!(skeleton_source("f.rs", solution).unwrap(), "a\n\nc\n");
+    }
+
+    #[test]
+    fn braces_in_a_todo_are_not_format_arguments() {
+        let solution = "// SOLUTION todo: fill {a, b}\n// END SOLUTION\n";
+        let skeleton = skeleton_source("f.rs", solution).unwrap();
+        assert_eq!(skeleton, "todo!(\"fill {{a, b}}\")\n");
     }
 
     #[test]
