@@ -80,7 +80,7 @@ def main():
         print(f"{lab}: {len(mutants)} mutants of src/lib.rs", flush=True)
         for mutant in mutants:
             name = mutant.get("name") or f"{mutant['file']}: {mutant.get('replacement', '?')}"
-            patch = ["patch", "-s", "-p1", "-d", str(workspace / "solutions")]
+            patch = ["patch", "-s", "-p0", "-d", str(workspace / "solutions")]
             applied = run(patch, input=mutant["diff"])
             if applied.returncode != 0:
                 print(f"  could not apply: {name}", flush=True)
