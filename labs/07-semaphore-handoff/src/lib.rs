@@ -1,0 +1,278 @@
+//! # Lab 7: semaphores
+//!
+//! A producer hands records to a consumer, one at a time, through a one-slot buffer in shared
+//! memory. Two signals keep them in step: the producer writes the record and signals *ready*;
+//! the consumer waits for *ready*, copies the record out and signals *ok*; the producer waits
+//! for *ok* before it overwrites the slot with the next record.
+//!
+//! ```text
+//!   producer:  write slot -> post(ready) -> wait(ok)      (repeat)
+//!   consumer:  wait(ready) -> read slot -> post(ok)       (repeat)
+//! ```
+//!
+//! The signals are either two named POSIX semaphores (`sem_open`, both starting at 0) or two
+//! POSIX message queues carrying `"ready"` and `"ok"` messages: the same protocol, two ways to
+//! block until the other side has done its part.
+//!
+//! What this lab is about:
+//! - Order: the data is written *before* the signal that says it is there. A consumer woken
+//!   by a `post` made before the write reads the previous record, or half of the new one.
+//! - A wait blocks in the kernel (`sem_wait` sleeps on a futex, `mq_receive` on the queue); it
+//!   never spins on the CPU.
+//! - `EINTR`: a signal whose handler runs while a process waits makes the wait fail with
+//!   `EINTR` (handlers installed without `SA_RESTART`; `sem_wait` is never restarted anyway).
+//!   That is not an error: wait again.
+//! - A peer that dies never posts again. Waiting for ever is a hang; wait in slices
+//!   (`sem_timedwait`, `mq_timedreceive`) and, when a slice runs out, check that the peer is
+//!   still there.
+//! - Named semaphores and queues live in the kernel until unlinked (`sem_unlink`, `mq_unlink`),
+//!   like files. Processes that have them open keep using them after the unlink, so the
+//!   program unlinks the names as soon as both sides hold the objects: no crash can leave them
+//!   behind.
+//!
+//! The program in `main.rs` creates the [`Handoff`], forks the producer and the consumer,
+//! unlinks the names, and checks every record the consumer receives. Keep `main.rs` as it is:
+//! the grader talks to it.
+
+use std::ptr::NonNull;
+use std::time::Duration;
+
+use nix::errno::Errno;
+use nix::mqueue::MqdT;
+use nix::sys::signal::kill;
+use nix::unistd::Pid;
+
+/// Payload bytes in a record.
+pub const PAYLOAD: usize = 4080;
+
+/// How long one timed wait lasts before the waiter checks that its peer is still there.
+pub const WAIT_SLICE: Duration = Duration::from_millis(100);
+
+/// The largest message a signal queue carries (`"ready"`, `"ok"`).
+pub const SIGNAL_SIZE: usize = 8;
+
+/// One record, as it lies in the slot: 4 KiB. Given.
+#[repr(C)]
+#[derive(Clone)]
+pub struct Record {
+    /// Which record this is: 0, 1, 2, ...
+    pub seq: u64,
+    /// The data.
+    pub payload: [u8; PAYLOAD],
+    /// [`Record::checksum_of`] of the above, written last.
+    pub checksum: u64,
+}
+
+impl Record {
+    /// An all-zero record.
+    pub fn zeroed() -> Record {
+        Record {
+            seq: 0,
+            payload: [0; PAYLOAD],
+            checksum: 0,
+        }
+    }
+
+    /// Record number `seq` of the stream drawn from `seed`: its payload is a function of both,
+    /// so that the consumer can tell this record from any other.
+    pub fn generate(seq: u64, seed: u64) -> Record {
+        let mut state = (seed ^ seq.wrapping_mul(0x9e37_79b9_7f4a_7c15)) | 1;
+        let mut record = Record {
+            seq,
+            payload: [0; PAYLOAD],
+            checksum: 0,
+        };
+        for chunk in record.payload.chunks_mut(8) {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            chunk.copy_from_slice(&state.to_le_bytes()[..chunk.len()]);
+        }
+        record.checksum = record.checksum_of();
+        record
+    }
+
+    /// FNV-1a over the sequence number and the payload.
+    pub fn checksum_of(&self) -> u64 {
+        let mut hash = 0xcbf2_9ce4_8422_2325u64;
+        for byte in self.seq.to_le_bytes().iter().chain(&self.payload) {
+            hash ^= u64::from(*byte);
+            hash = hash.wrapping_mul(0x0100_0000_01b3);
+        }
+        hash
+    }
+
+    /// Whether the checksum matches: a record copied while it was being written does not.
+    pub fn is_intact(&self) -> bool {
+        self.checksum == self.checksum_of()
+    }
+}
+
+/// Which kernel object carries the signals.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mechanism {
+    /// Two named POSIX semaphores.
+    Semaphores,
+    /// Two POSIX message queues.
+    Queues,
+}
+
+/// One direction of signalling: *ready* (producer to consumer) or *ok* (back).
+#[derive(Debug)]
+pub enum Signal {
+    /// A named semaphore, as `sem_open()` returned it; starts at 0.
+    Semaphore(NonNull<libc::sem_t>),
+    /// A message queue: one message per signal.
+    Queue(MqdT),
+}
+
+/// The other side of the handoff, to tell whether it is still there. Given.
+#[derive(Debug, Clone, Copy)]
+pub struct Peer {
+    /// Its process id.
+    pub pid: Pid,
+}
+
+impl Peer {
+    /// Whether the peer process no longer exists (it exited and was reaped).
+    pub fn gone(&self) -> bool {
+        kill(self.pid, None) == Err(Errno::ESRCH)
+    }
+}
+
+/// Everything that can go wrong in the handoff.
+#[derive(Debug, thiserror::Error)]
+pub enum HandoffError {
+    /// `mmap()` of the slot failed.
+    #[error("mmap() failed: {0}")]
+    Map(Errno),
+    /// A semaphore or queue with this name already exists.
+    #[error("{0} already exists")]
+    Exists(String),
+    /// `sem_open()` or `mq_open()` failed for another reason.
+    #[error("opening {name} failed: {errno}")]
+    Open {
+        /// The name.
+        name: String,
+        /// Why.
+        errno: Errno,
+    },
+    /// `sem_post()` or `mq_send()` failed.
+    #[error("signalling failed: {0}")]
+    Post(Errno),
+    /// `sem_timedwait()` or `mq_timedreceive()` failed with something other than `EINTR` or
+    /// `ETIMEDOUT`.
+    #[error("waiting failed: {0}")]
+    Wait(Errno),
+    /// The peer process is gone: it will never signal again.
+    #[error("the other side is gone")]
+    PeerGone,
+    /// `sem_unlink()` or `mq_unlink()` failed.
+    #[error("unlinking {name} failed: {errno}")]
+    Unlink {
+        /// The name.
+        name: String,
+        /// Why.
+        errno: Errno,
+    },
+    /// `sem_close()` or `mq_close()` failed.
+    #[error("closing failed: {0}")]
+    Close(Errno),
+    /// `munmap()` failed.
+    #[error("munmap() failed: {0}")]
+    Unmap(Errno),
+}
+
+impl HandoffError {
+    /// A stable one-word name for the variant, which the program reports as `kind=` (the
+    /// grader checks it). Given; do not change.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            HandoffError::Map(_) => "mmap",
+            HandoffError::Exists(_) => "exists",
+            HandoffError::Open { .. } => "open",
+            HandoffError::Post(_) => "post",
+            HandoffError::Wait(_) => "wait",
+            HandoffError::PeerGone => "peer-gone",
+            HandoffError::Unlink { .. } => "unlink",
+            HandoffError::Close(_) => "close",
+            HandoffError::Unmap(_) => "munmap",
+        }
+    }
+}
+
+/// The slot and the two signals, created before `fork()` so that both sides inherit them.
+#[derive(Debug)]
+pub struct Handoff {
+    /// The one-record buffer: a shared anonymous mapping, inherited across `fork()`.
+    pub slot: NonNull<Record>,
+    /// Producer to consumer: "a record is in the slot".
+    pub ready: Signal,
+    /// Consumer to producer: "the slot is free again".
+    pub ok: Signal,
+    /// The names of `ready` and `ok`, for [`Handoff::unlink`].
+    pub names: [String; 2],
+}
+
+/// Sends one signal: `sem_post()`, or `mq_send()` of a short message (`"ready"` or `"ok"`,
+/// priority 0). Errors are [`HandoffError::Post`].
+pub fn post(signal: &Signal, message: &str) -> Result<(), HandoffError> {
+    let _ = (&signal, &message);
+    todo!("sem_post, or mq_send of the message")
+}
+
+/// Waits for one signal from `peer`, blocking (never spinning), in slices of [`WAIT_SLICE`]:
+/// `sem_timedwait()` or `mq_timedreceive()` with an absolute `CLOCK_REALTIME` deadline.
+/// `EINTR` (a signal handler ran): wait again. `ETIMEDOUT`: if `peer` is [`Peer::gone`],
+/// [`HandoffError::PeerGone`], else wait again. Other errors are [`HandoffError::Wait`].
+pub fn wait(signal: &Signal, peer: &Peer) -> Result<(), HandoffError> {
+    let _ = (&signal, &peer);
+    todo!(
+        "loop: timed wait with deadline now + WAIT_SLICE; EINTR again; ETIMEDOUT: PeerGone if peer.gone(), else again"
+    )
+}
+
+impl Handoff {
+    /// Creates the slot (a `MAP_SHARED | MAP_ANONYMOUS` mapping of one [`Record`], which
+    /// `fork()` shares) and the two signals named `ready_name` and `ok_name`: with
+    /// [`Mechanism::Semaphores`], `sem_open(O_CREAT | O_EXCL, 0600, 0)`; with
+    /// [`Mechanism::Queues`], `mq_open(O_CREAT | O_EXCL | O_RDWR, 0600)` with room for one
+    /// message of [`SIGNAL_SIZE`] bytes. `EEXIST` is [`HandoffError::Exists`]. If a step fails,
+    /// remove what was already created.
+    pub fn create(
+        mechanism: Mechanism,
+        ready_name: &str,
+        ok_name: &str,
+    ) -> Result<Handoff, HandoffError> {
+        let _ = (&mechanism, &ready_name, &ok_name);
+        todo!(
+            "mmap a shared anonymous slot; sem_open or mq_open both names with O_CREAT | O_EXCL, 0600"
+        )
+    }
+
+    /// Removes both names (`sem_unlink()` or `mq_unlink()`); the processes that have the
+    /// objects open go on using them. Try both, return the first error.
+    pub fn unlink(&self) -> Result<(), HandoffError> {
+        todo!("sem_unlink or mq_unlink both names; first error wins")
+    }
+
+    /// The producer's half of a round: copy `record` into the slot, [`post`] *ready*, then
+    /// [`wait`] for *ok* from `consumer`.
+    pub fn put(&self, record: &Record, consumer: &Peer) -> Result<(), HandoffError> {
+        let _ = (&record, &consumer);
+        todo!("copy the record into the slot; post(ready); wait(ok)")
+    }
+
+    /// The consumer's half of a round: [`wait`] for *ready* from `producer`, copy the slot
+    /// into `record`, then [`post`] *ok*.
+    pub fn take(&self, record: &mut Record, producer: &Peer) -> Result<(), HandoffError> {
+        let _ = (&record, &producer);
+        todo!("wait(ready); copy the slot into record; post(ok)")
+    }
+
+    /// Closes both signals (`sem_close()` or `mq_close()`) and unmaps the slot. Try every
+    /// step, return the first error.
+    pub fn close(self) -> Result<(), HandoffError> {
+        todo!("sem_close or mq_close both signals; munmap the slot; first error wins")
+    }
+}

@@ -1,0 +1,272 @@
+//! The semaphore-handoff program. The grader runs it; you can too:
+//!
+//! ```text
+//! cargo run -p semaphore-handoff -- --mechanism semaphores --ready /ready --ok /ok --rounds 10000
+//! ```
+//!
+//! It creates the [`Handoff`], forks a producer and a consumer, unlinks the names once both
+//! hold the objects, and waits for both. The producer hands `--rounds` records over; the
+//! consumer checks each one (its number and checksum) and counts what was wrong.
+//!
+//! Run by the grader: the parent says `ready` (with both pids) once the names are unlinked;
+//! the producer starts at the grader's `go`; with `--pause-producer-at K` the producer says
+//! `paused` before record K and waits for `go` (the consumer is then waiting for *ready*), and
+//! with `--pause-consumer-at K` the consumer does so before taking record K (the producer is
+//! then waiting for *ok*). Each side says `done` (the producer with the time its put() calls took,
+//! the consumer with its counts) or `failed` with `kind=` from [`HandoffError::kind`]; the parent says `ended`
+//! with how each side ended, and waits for `exit`. Keep this file as it is.
+
+use std::io::{Read, Write};
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use clap::{Parser, ValueEnum};
+use ipc_labs_driver::{Control, install_noop_handler};
+use nix::sched::{CpuSet, sched_setaffinity};
+use nix::sys::wait::{WaitStatus, waitpid};
+use nix::unistd::{ForkResult, Pid, fork};
+use semaphore_handoff::{Handoff, HandoffError, Mechanism, Peer, Record};
+
+/// Which kernel object carries the signals.
+#[derive(Clone, Copy, ValueEnum)]
+enum Via {
+    /// Named POSIX semaphores.
+    Semaphores,
+    /// POSIX message queues.
+    Queues,
+}
+
+/// Hands records from a producer process to a consumer process through one shared slot.
+#[derive(Parser)]
+struct Args {
+    /// What carries the signals.
+    #[arg(long, value_enum)]
+    mechanism: Via,
+    /// The name of the *ready* semaphore or queue (`/...`).
+    #[arg(long)]
+    ready: String,
+    /// The name of the *ok* semaphore or queue (`/...`).
+    #[arg(long)]
+    ok: String,
+    /// How many records to hand over.
+    #[arg(long)]
+    rounds: u64,
+    /// Seed of the records' payloads.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Run every process on this CPU only.
+    #[arg(long)]
+    cpu: Option<usize>,
+    /// Install a do-nothing SIGUSR1 handler (without SA_RESTART) in both sides, so that SIGUSR1
+    /// interrupts their waits instead of killing them.
+    #[arg(long)]
+    interruptible: bool,
+    /// The producer stops before record K and waits for the grader's `go`.
+    #[arg(long)]
+    pause_producer_at: Option<u64>,
+    /// The consumer stops before record K and waits for the grader's `go`.
+    #[arg(long)]
+    pause_consumer_at: Option<u64>,
+}
+
+/// Reports `error` to the grader and on stderr.
+fn report(control: &Control, role: &str, error: &HandoffError) {
+    eprintln!("semaphore-handoff {role}[{}]: {error}", std::process::id());
+    control.send(
+        "failed",
+        &[
+            ("role", role.to_string()),
+            ("kind", error.kind().to_string()),
+            ("error", error.to_string()),
+        ],
+    );
+}
+
+/// Stops until the grader says `go`, if `at` is `round`.
+fn pause(control: &Control, role: &str, at: Option<u64>, round: u64) {
+    if at == Some(round) {
+        control.send("paused", &[("role", role.to_string())]);
+        control.wait_for("go");
+    }
+}
+
+fn producer(control: &Control, handoff: &Handoff, args: &Args, consumer: Peer) -> i32 {
+    control.wait_for("go");
+    // Time spent in put(): writing the slot, signalling, and waiting for the consumer's ok.
+    let mut elapsed = Duration::ZERO;
+    for seq in 0..args.rounds {
+        pause(control, "producer", args.pause_producer_at, seq);
+        let record = Record::generate(seq, args.seed);
+        let started = Instant::now();
+        if let Err(error) = handoff.put(&record, &consumer) {
+            report(control, "producer", &error);
+            return 1;
+        }
+        elapsed += started.elapsed();
+    }
+    control.send(
+        "done",
+        &[
+            ("role", "producer".into()),
+            ("rounds", args.rounds.to_string()),
+            ("elapsed_ns", elapsed.as_nanos().to_string()),
+        ],
+    );
+    if !control.is_graded() {
+        let micros = elapsed.as_secs_f64() * 1e6 / args.rounds.max(1) as f64;
+        println!("{} rounds, {micros:.1} us per round trip", args.rounds);
+    }
+    0
+}
+
+fn consumer(control: &Control, handoff: &Handoff, args: &Args, producer: Peer) -> i32 {
+    let mut record = Record::zeroed();
+    let (mut good, mut torn, mut stale, mut skipped) = (0u64, 0u64, 0u64, 0u64);
+    let mut first_problem = String::new();
+    for seq in 0..args.rounds {
+        pause(control, "consumer", args.pause_consumer_at, seq);
+        if let Err(error) = handoff.take(&mut record, &producer) {
+            report(control, "consumer", &error);
+            return 1;
+        }
+        let problem = if !record.is_intact() {
+            torn += 1;
+            "a torn record (bad checksum)".to_string()
+        } else if record.seq < seq {
+            stale += 1;
+            format!("record {} again", record.seq)
+        } else if record.seq > seq {
+            skipped += 1;
+            format!("record {}", record.seq)
+        } else if record.payload != Record::generate(seq, args.seed).payload {
+            torn += 1;
+            "a record with another payload".to_string()
+        } else {
+            good += 1;
+            continue;
+        };
+        if first_problem.is_empty() {
+            first_problem = format!("round {seq}: got {problem}");
+        }
+    }
+    control.send(
+        "done",
+        &[
+            ("role", "consumer".into()),
+            ("good", good.to_string()),
+            ("torn", torn.to_string()),
+            ("stale", stale.to_string()),
+            ("skipped", skipped.to_string()),
+            ("first", first_problem.clone()),
+        ],
+    );
+    if !control.is_graded() {
+        println!(
+            "{good} good records, {torn} torn, {stale} stale, {skipped} skipped {first_problem}"
+        );
+    }
+    0
+}
+
+/// Reaps both sides in the order they end (so that a dead side is gone at once for
+/// [`Peer::gone`]), and says how each ended: producer's first.
+fn reap(producer: Pid, consumer: Pid) -> [String; 2] {
+    let mut ends = [String::new(), String::new()];
+    while ends.iter().any(String::is_empty) {
+        let (pid, end) = match waitpid(None, None) {
+            Ok(WaitStatus::Exited(pid, code)) => (pid, format!("exit-{code}")),
+            Ok(WaitStatus::Signaled(pid, signal, _)) => {
+                (pid, format!("killed-{}", signal.as_str()))
+            }
+            Ok(_) | Err(nix::errno::Errno::EINTR) => continue,
+            Err(errno) => {
+                let end = format!("waitpid-{errno}");
+                return ends.map(|e| if e.is_empty() { end.clone() } else { e });
+            }
+        };
+        if pid == producer {
+            ends[0] = end;
+        } else if pid == consumer {
+            ends[1] = end;
+        }
+    }
+    ends
+}
+
+fn main() -> ExitCode {
+    let control = Control::start("semaphore-handoff");
+    let args = Args::parse();
+    if let Some(cpu) = args.cpu {
+        let mut set = CpuSet::new();
+        set.set(cpu).expect("a CPU number");
+        sched_setaffinity(Pid::from_raw(0), &set).expect("sched_setaffinity() failed");
+    }
+    if args.interruptible {
+        install_noop_handler(nix::sys::signal::Signal::SIGUSR1).expect("installing the handler");
+    }
+    let mechanism = match args.mechanism {
+        Via::Semaphores => Mechanism::Semaphores,
+        Via::Queues => Mechanism::Queues,
+    };
+    let handoff = match Handoff::create(mechanism, &args.ready, &args.ok) {
+        Ok(handoff) => handoff,
+        Err(error) => {
+            report(&control, "parent", &error);
+            return ExitCode::FAILURE;
+        }
+    };
+    // The consumer learns the producer's pid, forked after it, through a pipe.
+    let (mut pid_reader, mut pid_writer) = std::io::pipe().expect("pipe() failed");
+    // SAFETY: the program is single-threaded, so the children may run on after fork().
+    let consumer_pid = match unsafe { fork() }.expect("fork() failed") {
+        ForkResult::Child => {
+            let mut bytes = [0u8; 4];
+            pid_reader
+                .read_exact(&mut bytes)
+                .expect("the producer's pid");
+            let producer = Peer {
+                pid: Pid::from_raw(i32::from_ne_bytes(bytes)),
+            };
+            std::process::exit(consumer(&control, &handoff, &args, producer));
+        }
+        ForkResult::Parent { child } => child,
+    };
+    // SAFETY: as above.
+    let producer_pid = match unsafe { fork() }.expect("fork() failed") {
+        ForkResult::Child => {
+            let consumer = Peer { pid: consumer_pid };
+            std::process::exit(producer(&control, &handoff, &args, consumer));
+        }
+        ForkResult::Parent { child } => child,
+    };
+    pid_writer
+        .write_all(&producer_pid.as_raw().to_ne_bytes())
+        .expect("writing the producer's pid");
+    let mut ok = true;
+    if let Err(error) = handoff.unlink() {
+        report(&control, "parent", &error);
+        ok = false;
+    }
+    control.send(
+        "ready",
+        &[
+            ("producer", producer_pid.to_string()),
+            ("consumer", consumer_pid.to_string()),
+        ],
+    );
+    let [producer_end, consumer_end] = reap(producer_pid, consumer_pid);
+    if let Err(error) = handoff.close() {
+        report(&control, "parent", &error);
+        ok = false;
+    }
+    control.send(
+        "ended",
+        &[("producer", producer_end), ("consumer", consumer_end)],
+    );
+    control.wait_for("exit");
+    if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}

@@ -1,0 +1,279 @@
+//! The shared-mutex program. The grader runs it; you can too:
+//!
+//! ```text
+//! cargo run -p shared-mutex -- --name /bank --work 100000,100000,100000,100000
+//! ```
+//!
+//! It creates the bank in the segment `--name`, forks one worker per number in `--work` (each
+//! does that many random transfers), waits as the coordinator until every worker is done, prints
+//! the balances, reaps the workers and tears the bank down.
+//!
+//! Run by the grader, every process reports over the control channel: each worker says `ready`
+//! and waits for `go`, then `finished` (with the changes it made to each account); the
+//! coordinator says `ready` (with the workers' pids and where the mutex and condition variable
+//! lie in the segment), `done` (what it saw when its wait ended) and `closed` (after the
+//! teardown), and waits for `exit`. Errors are `failed` with `kind=` from [`BankError::kind`]. With `--crash-worker W
+//! --crash-after N`, worker W says `holding` in the middle of its transfer number N and waits,
+//! lock held, to be killed; the other workers start their transfers only then. Keep this file as it is.
+
+use std::io::{Read, Write};
+use std::process::ExitCode;
+
+use clap::Parser;
+use ipc_labs_driver::Control;
+use nix::sys::wait::{WaitStatus, waitpid};
+use nix::unistd::{ForkResult, Pid, fork};
+use shared_mutex::{ACCOUNTS, Bank, BankError, SharedBank};
+
+/// What every account holds at the start.
+const OPENING_BALANCE: i64 = 1_000_000_000;
+
+/// Runs a bank in shared memory: workers transfer money, a coordinator waits for them.
+#[derive(Parser)]
+struct Args {
+    /// The segment's name: `/` and more characters, no other `/`.
+    #[arg(long)]
+    name: String,
+    /// Transfers per worker, comma-separated: one worker per number.
+    #[arg(long, value_delimiter = ',', required = true)]
+    work: Vec<u64>,
+    /// Seed of the workers' random transfers.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Iterations of busy work in the middle of each transfer.
+    #[arg(long, default_value_t = 200)]
+    stretch: u32,
+    /// The worker (from 0) that stops in the middle of a transfer, holding the lock.
+    #[arg(long, requires = "crash_after")]
+    crash_worker: Option<usize>,
+    /// How many transfers that worker completes before the one it stops in (the other workers
+    /// start once it stops).
+    #[arg(long)]
+    crash_after: Option<u64>,
+}
+
+/// Reports `error` to the grader and on stderr.
+fn report(control: &Control, error: &BankError) {
+    eprintln!("shared-mutex[{}]: {error}", std::process::id());
+    control.send(
+        "failed",
+        &[
+            ("kind", error.kind().to_string()),
+            ("error", error.to_string()),
+        ],
+    );
+}
+
+/// A list of numbers as `a,b,c`.
+fn list<T: ToString>(items: &[T]) -> String {
+    items
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// xorshift64*: the workers' transfers, reproducible from the seed.
+struct Random(u64);
+
+impl Random {
+    fn next(&mut self, below: u64) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        (self.0.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 11) % below
+    }
+}
+
+/// The work a transfer does between debit and credit: without it, a transfer takes a few
+/// nanoseconds and two unprotected ones rarely overlap.
+fn stretch(iterations: u32) {
+    for i in 0..iterations {
+        std::hint::black_box(i);
+    }
+}
+
+/// In crash mode, the pipe on which the crashing worker lets the others start once it holds
+/// the lock: so that someone is left to find it dead.
+struct Held {
+    reader: std::io::PipeReader,
+    writer: std::io::PipeWriter,
+    crasher: usize,
+    after: u64,
+}
+
+/// One worker: waits for the grader's go, does `work` transfers, finishes. Returns the exit
+/// status.
+fn worker(
+    control: &Control,
+    bank: &SharedBank,
+    args: &Args,
+    held: Option<&Held>,
+    index: usize,
+    work: u64,
+) -> i32 {
+    control.send(
+        "ready",
+        &[("role", "worker".into()), ("index", index.to_string())],
+    );
+    control.wait_for("go");
+    if let Some(held) = held
+        && held.crasher != index
+    {
+        // Start once the crashing worker holds the lock.
+        let _ = (&held.reader).read_exact(&mut [0u8]);
+    }
+    let mut random = Random((args.seed ^ 0x9e37_79b9_7f4a_7c15).wrapping_mul(index as u64 + 1) | 1);
+    let mut delta = [0i64; ACCOUNTS];
+    let mut recovered = 0u32;
+    let crash_at = held.filter(|h| h.crasher == index).map(|h| h.after);
+    for done in 0..work {
+        let from = random.next(ACCOUNTS as u64) as usize;
+        let to = (from + 1 + random.next(ACCOUNTS as u64 - 1) as usize) % ACCOUNTS;
+        let amount = 1 + random.next(1000) as i64;
+        let result = if crash_at == Some(done) {
+            bank.transfer(from, to, amount, || {
+                if let Some(held) = held {
+                    let _ = (&held.writer).write_all(&vec![0u8; args.work.len() - 1]);
+                }
+                control.send(
+                    "holding",
+                    &[
+                        ("index", index.to_string()),
+                        ("transfers", done.to_string()),
+                        ("delta", list(&delta)),
+                    ],
+                );
+                if control.is_graded() {
+                    // Wait, lock held, for the grader's SIGKILL.
+                    loop {
+                        nix::unistd::pause();
+                    }
+                }
+            })
+        } else {
+            bank.transfer(from, to, amount, || stretch(args.stretch))
+        };
+        match result {
+            Ok(recovery) => {
+                recovered += u32::from(recovery);
+                delta[from] -= amount;
+                delta[to] += amount;
+            }
+            Err(error) => {
+                report(control, &error);
+                return 1;
+            }
+        }
+    }
+    if let Err(error) = bank.finish() {
+        report(control, &error);
+        return 1;
+    }
+    control.send(
+        "finished",
+        &[
+            ("index", index.to_string()),
+            ("transfers", work.to_string()),
+            ("delta", list(&delta)),
+            ("recovered", recovered.to_string()),
+        ],
+    );
+    0
+}
+
+/// How a worker ended, in words.
+fn describe(status: nix::Result<WaitStatus>) -> String {
+    match status {
+        Ok(WaitStatus::Exited(_, code)) => format!("exit-{code}"),
+        Ok(WaitStatus::Signaled(_, signal, _)) => format!("killed-{}", signal.as_str()),
+        Ok(other) => format!("{other:?}"),
+        Err(errno) => format!("waitpid-{errno}"),
+    }
+}
+
+fn main() -> ExitCode {
+    let control = Control::start("shared-mutex");
+    let args = Args::parse();
+    let bank = match SharedBank::create(&args.name, args.work.len() as u32, OPENING_BALANCE) {
+        Ok(bank) => bank,
+        Err(error) => {
+            report(&control, &error);
+            return ExitCode::FAILURE;
+        }
+    };
+    let held = match (args.crash_worker, args.crash_after) {
+        (Some(crasher), Some(after)) => {
+            let (reader, writer) = std::io::pipe().expect("pipe() failed");
+            Some(Held {
+                reader,
+                writer,
+                crasher,
+                after,
+            })
+        }
+        _ => None,
+    };
+    let mut workers: Vec<Pid> = Vec::new();
+    for (index, &work) in args.work.iter().enumerate() {
+        // SAFETY: the program is single-threaded, so the child may run on after fork().
+        match unsafe { fork() }.expect("fork() failed") {
+            ForkResult::Child => {
+                let status = worker(&control, &bank, &args, held.as_ref(), index, work);
+                std::process::exit(status)
+            }
+            ForkResult::Parent { child } => workers.push(child),
+        }
+    }
+    control.send(
+        "ready",
+        &[
+            ("role", "coordinator".into()),
+            ("workers", list(&workers)),
+            ("mutex_at", std::mem::offset_of!(Bank, lock).to_string()),
+            ("cond_at", std::mem::offset_of!(Bank, all_done).to_string()),
+            ("size", std::mem::size_of::<Bank>().to_string()),
+            ("opening", OPENING_BALANCE.to_string()),
+        ],
+    );
+    let mut ok = true;
+    match bank.wait_all_done() {
+        Ok(seen) => {
+            control.send(
+                "done",
+                &[
+                    ("workers", seen.workers.to_string()),
+                    ("finished", seen.finished.to_string()),
+                    ("dead", seen.dead.to_string()),
+                    ("transfers", seen.transfers.to_string()),
+                    ("balances", list(&seen.accounts)),
+                ],
+            );
+            if !control.is_graded() {
+                println!("balances: {}", list(&seen.accounts));
+                println!("{} transfers", seen.transfers);
+            }
+        }
+        Err(error) => {
+            report(&control, &error);
+            ok = false;
+        }
+    }
+    let ends: Vec<String> = workers
+        .iter()
+        .map(|&pid| describe(waitpid(pid, None)))
+        .collect();
+    match bank.destroy() {
+        Ok(()) => control.send("closed", &[("workers", ends.join(","))]),
+        Err(error) => {
+            report(&control, &error);
+            ok = false;
+        }
+    }
+    control.wait_for("exit");
+    if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
