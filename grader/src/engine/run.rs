@@ -584,7 +584,7 @@ fn students_leftovers(roots: &[i32]) -> Vec<String> {
     named
 }
 
-/// The objects that appeared during the check and are the check's: they carry one of its names
+/// The objects that appeared during the check and are the check's: their names start with one of its names
 /// or keys, or belong to the user the programs run as.
 fn leaked_objects(
     before: &BTreeSet<IpcObject>,
@@ -597,7 +597,7 @@ fn leaked_objects(
             let named = object.name().is_some_and(|name| {
                 run.names
                     .iter()
-                    .any(|given| given.trim_start_matches('/') == name)
+                    .any(|given| name.starts_with(given.trim_start_matches('/')))
             });
             let keyed = object.key().is_some_and(|key| run.keys.contains(&key));
             // Programs that run as a user of their own: whatever that user created is theirs.

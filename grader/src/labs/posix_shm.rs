@@ -448,7 +448,15 @@ fn invalid_names(run: &mut Run) -> Result<String, Fail> {
             }
         }
     }
-    Ok("names without a leading slash, with a second slash, empty or too long were refused".into())
+    // The longest name the lab allows (255 bytes, the slash included) must still work.
+    let edge = run.ipc_name("edge");
+    let longest = format!("{edge}{}", "x".repeat(255 - edge.len()));
+    let mut table = table(run, &longest, Some(64), "the creator")?;
+    table.unlink()?;
+    table.close()?;
+    Ok("names without a leading slash, with a second slash, empty or too long were refused; a \
+        255-byte name worked"
+        .into())
 }
 
 /// The answer to a command or start that must be `failed` with `kind`.
