@@ -352,7 +352,7 @@ fn receive_failed(message: &Message, index: usize, lens: &[u64], capacity: u64) 
     );
     let kind = message.get("kind").unwrap_or("");
     if received == Some(len) && matches!(kind, "timeout" | "protocol") {
-        let boundary = if len > 0 && len % capacity == 0 {
+        let boundary = if len > 0 && len.is_multiple_of(capacity) {
             " When the message fills its last chunk exactly, that chunk must still carry \
              end = 1: an off-by-one at the chunk boundary."
         } else {
@@ -451,7 +451,7 @@ fn compare(
             ": the sender refilled the slot while the receiver was still writing it out. Post \
              `empty` only after the chunk's data has gone to the writer",
         );
-    } else if first % capacity == 0 && first > 0 {
+    } else if first.is_multiple_of(capacity) && first > 0 {
         text.push_str(": the chunks do not join up at the boundary");
     }
     Err(Fail::failed(text))
@@ -496,7 +496,7 @@ fn chunk_boundaries(run: &mut Run) -> Result<String, Fail> {
 /// 64-byte header (two `sem_t`), two slots of `(size - 64) / 2` bytes rounded down to 8, each a
 /// 32-byte chunk header and the data.
 fn expected_capacity(size: usize) -> usize {
-    ((size - 64) / 2 & !7) - 32
+    (((size - 64) / 2) & !7) - 32
 }
 
 fn random_sizes(run: &mut Run) -> Result<String, Fail> {
@@ -785,7 +785,6 @@ fn pool_pairs(run: &mut Run) -> Result<String, Fail> {
     for pair in &mut pairs {
         pair.send("go", &[])?;
     }
-    let mut finished = 0;
     let mut ids = Vec::new();
     for (index, pair) in pairs.iter_mut().enumerate() {
         let root = pair.pid.as_raw().to_string();
@@ -812,7 +811,7 @@ fn pool_pairs(run: &mut Run) -> Result<String, Fail> {
                 "failed" if message.get("kind") == Some("pool-empty") => {
                     return Err(Fail::failed(format!(
                         "pair {index} found no free segment for {PEER_TIMEOUT_MS} ms, after \
-                         {finished} pair(s) had finished with the pool's {SEGMENTS} segments: \
+                         {index} pair(s) had finished with the pool's {SEGMENTS} segments: \
                          a segment was never given back. The receiver gives its segment back \
                          once it has read the end of the message"
                     )));
@@ -840,7 +839,6 @@ fn pool_pairs(run: &mut Run) -> Result<String, Fail> {
             )));
         }
         pair.wait()?;
-        finished += 1;
     }
 
     pool.send("finish", &[])?;
@@ -955,7 +953,7 @@ fn beats_pipe(run: &mut Run) -> Result<String, Fail> {
 fn explain_hang(hang: &Hang) -> Option<String> {
     let blocked = |role: &str| {
         hang.by_role(role)
-            .is_some_and(|p| p.activities.iter().any(|a| *a == Activity::Futex))
+            .is_some_and(|p| p.activities.contains(&Activity::Futex))
     };
     if blocked(ORPHANED_RECEIVER) {
         return Some(

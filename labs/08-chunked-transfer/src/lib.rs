@@ -390,7 +390,7 @@ impl Pool {
 
     /// Removes the pool: unlinks every segment and the free queue, and closes the queue. Tries
     /// them all, and returns the first error.
-    pub fn destroy(mut self) -> Result<(), TransferError> {
+    pub fn destroy(self) -> Result<(), TransferError> {
         todo!("unlink each segment_name(0..count), mq_unlink(queue_name), mq_close")
     }
 }

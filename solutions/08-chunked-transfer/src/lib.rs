@@ -606,10 +606,11 @@ impl Pool {
 
     /// Removes the pool: unlinks every segment and the free queue, and closes the queue. Tries
     /// them all, and returns the first error.
-    pub fn destroy(mut self) -> Result<(), TransferError> {
+    pub fn destroy(self) -> Result<(), TransferError> {
         // SOLUTION todo: unlink each segment_name(0..count), mq_unlink(queue_name), mq_close
-        let removed = self.destroy_first(self.count);
-        if let Some(queue) = self.queue.take() {
+        let mut pool = self;
+        let removed = pool.destroy_first(pool.count);
+        if let Some(queue) = pool.queue.take() {
             mq_close(queue).map_err(TransferError::Queue)?;
         }
         removed
