@@ -243,7 +243,7 @@ impl Fnv64 {
             self.filled = 0;
         }
         // Whole groups of four words, one per lane, while the lanes are in step.
-        while self.words % 4 != 0 && data.len() >= 8 {
+        while !self.words.is_multiple_of(4) && data.len() >= 8 {
             self.fold(u64::from_le_bytes(data[..8].try_into().expect("8 bytes")));
             data = &data[8..];
         }
