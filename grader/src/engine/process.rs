@@ -315,20 +315,18 @@ impl Proc {
     pub fn recv_any(&mut self) -> Result<Message, Fail> {
         loop {
             if let Some(status) = self.exit {
+                // Messages sent just before the exit may still be in flight, or queued behind
+                // the exit: the control socket and the exit are watched by different threads.
+                // Every one of them is delivered, not only the first.
+                if let Ok(Event::Message(message)) = self.events.recv_timeout(LATE_MESSAGE_GRACE) {
+                    self.note_message(&message)?;
+                    return Ok(message);
+                }
                 return Err(self.exited_early(status));
             }
             match self.next_event(self.deadline)? {
                 Event::Message(message) => return Ok(message),
-                Event::Exited(status) => {
-                    self.exit = Some(status);
-                    // A message sent just before the exit may still be in flight.
-                    if let Ok(Event::Message(message)) =
-                        self.events.recv_timeout(LATE_MESSAGE_GRACE)
-                    {
-                        self.note_message(&message)?;
-                        return Ok(message);
-                    }
-                }
+                Event::Exited(status) => self.exit = Some(status),
             }
         }
     }

@@ -1,0 +1,1041 @@
+//! Checks of lab 8, chunked transfer: messages of any length streamed through one shared
+//! memory segment of a fixed size, chunk by chunk, and a pool of segments shared by concurrent
+//! sender/receiver pairs.
+//!
+//! `chunked-transfer send` creates the segment and says `ready` (with `capacity`, the data bytes
+//! per chunk); `recv` opens it, unlinks the name and says `ready`; both start at `go`. The
+//! receiver says `message` (`index`, `len`, `hash`) after each message, or `failed` with `kind=`
+//! and `received=` (bytes its writer got). Message `i` of seed `s` is a block of 8192
+//! splitmix64 words (started at `s + i * 2^32`) repeated, each copy XORed with its number, and
+//! `hash` is FNV-1a over 64-bit words in four lanes; the grader computes both itself, and with
+//! `--save` compares the saved files byte for byte. It never hands the receiver the expected
+//! data.
+
+use std::os::unix::fs::MetadataExt;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use ipc_labs_driver::Message;
+use rand::RngExt;
+
+use crate::engine::audit::message_queue_exists;
+use crate::engine::diagnose::{Activity, Hang};
+use crate::engine::{Check, Fail, Lab, Proc, Run};
+
+pub static LAB: Lab = Lab {
+    number: 8,
+    slug: "chunked-transfer",
+    title: "Chunked transfer: messages of any size through a fixed-size segment, and a pool",
+    cleanup_points: 2,
+    explain_hang,
+    checks: &[
+        Check {
+            name: "empty-and-tiny",
+            points: 2,
+            timeout: Duration::from_secs(10),
+            description: "messages of 0, 1, 0, 7 and 0 bytes follow each other through one \
+                          4 KiB segment, each delivered exactly",
+            exclusive: false,
+            run: empty_and_tiny,
+        },
+        Check {
+            name: "chunk-boundaries",
+            points: 4,
+            timeout: Duration::from_secs(15),
+            description: "for three segment sizes S, messages of C-1, C, C+1, 2C, S-1, S, S+1 \
+                          and 10*S+7 bytes (C the chunk capacity) arrive byte for byte",
+            exclusive: false,
+            run: chunk_boundaries,
+        },
+        Check {
+            name: "random-sizes",
+            points: 3,
+            timeout: Duration::from_secs(20),
+            description: "eight messages of random sizes up to 4 MiB through a segment of a \
+                          random size between 4 KiB and 1 MiB arrive byte for byte",
+            exclusive: false,
+            run: random_sizes,
+        },
+        Check {
+            name: "slow-receiver",
+            points: 3,
+            timeout: Duration::from_secs(15),
+            description: "a receiver whose writer takes 1 ms per chunk still gets every byte: \
+                          the sender never refills a slot before the receiver is done with it",
+            exclusive: false,
+            run: slow_receiver,
+        },
+        Check {
+            name: "one-gib-streamed",
+            points: 4,
+            timeout: Duration::from_secs(45),
+            description: "a 1 GiB message streams through a 256 KiB segment, hash exact, with \
+                          the receiver's peak memory (VmHWM) a few segments, not the message",
+            exclusive: true,
+            run: one_gib_streamed,
+        },
+        Check {
+            name: "peer-killed",
+            points: 3,
+            timeout: Duration::from_secs(12),
+            description: "a sender killed mid-message gives its receiver an error within its \
+                          1 s timeout, and a killed receiver gives its sender one, not a hang",
+            exclusive: false,
+            run: peer_killed,
+        },
+        Check {
+            name: "pool-pairs",
+            points: 5,
+            timeout: Duration::from_secs(20),
+            description: "8 concurrent pairs share a pool of 4 segments: each receiver gets its \
+                          own sender's message, and all 4 ids are back on the free queue",
+            exclusive: false,
+            run: pool_pairs,
+        },
+        Check {
+            name: "beats-pipe",
+            points: 3,
+            timeout: Duration::from_secs(60),
+            description: "256 MiB through a 1 MiB segment is faster than the same bytes through \
+                          a pipe, measured in the same run on one CPU (best of 5 each)",
+            exclusive: true,
+            run: beats_pipe,
+        },
+    ],
+};
+
+/// The timeout the programs are given for each wait, unless a check says otherwise: long
+/// enough for a loaded machine, short enough that a lost chunk is an error within the check.
+const PEER_TIMEOUT_MS: u64 = 3000;
+
+// ---- The data and the hash, exactly as main.rs makes them ----
+
+/// The data of message `index` of `seed`: a block of 8192 splitmix64 words started at
+/// `seed + index * 2^32`; word `i` is `block[i % 8192] ^ (i / 8192)`.
+struct Pattern {
+    block: Vec<u64>,
+    next: u64,
+}
+
+const BLOCK_WORDS: u64 = 8192;
+
+impl Pattern {
+    fn new(seed: u64, index: u64) -> Pattern {
+        let mut state = seed.wrapping_add(index << 32);
+        let block = (0..BLOCK_WORDS)
+            .map(|_| {
+                state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+                let mut z = state;
+                z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+                z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+                z ^ (z >> 31)
+            })
+            .collect();
+        Pattern { block, next: 0 }
+    }
+
+    fn next_word(&mut self) -> u64 {
+        let word = self.block[(self.next % BLOCK_WORDS) as usize] ^ (self.next / BLOCK_WORDS);
+        self.next += 1;
+        word
+    }
+}
+
+/// The bytes of message `index` of `seed`.
+fn pattern_bytes(seed: u64, index: u64, len: usize) -> Vec<u8> {
+    let mut pattern = Pattern::new(seed, index);
+    let mut bytes = Vec::with_capacity(len + 8);
+    while bytes.len() < len {
+        bytes.extend_from_slice(&pattern.next_word().to_le_bytes());
+    }
+    bytes.truncate(len);
+    bytes
+}
+
+fn fold(hash: u64, word: u64) -> u64 {
+    (hash ^ word).wrapping_mul(0x0100_0000_01b3)
+}
+
+const FNV_BASIS: u64 = 0xcbf2_9ce4_8422_2325;
+
+/// The hash main.rs reports for message `index` of `seed`, `len` bytes long (FNV-1a over
+/// 64-bit words in four lanes, word i in lane i % 4, then the lanes and the length folded into
+/// one), computed without making the bytes: the pattern's words are the hash's words.
+fn pattern_hash(seed: u64, index: u64, len: u64) -> String {
+    let mut pattern = Pattern::new(seed, index);
+    let mut lanes = [FNV_BASIS; 4];
+    let words = len.div_ceil(8);
+    for i in 0..words {
+        let mut word = pattern.next_word();
+        let tail = len - i * 8;
+        if tail < 8 {
+            word &= (1u64 << (8 * tail)) - 1;
+        }
+        let lane = &mut lanes[(i % 4) as usize];
+        *lane = fold(*lane, word);
+    }
+    let hash = lanes.into_iter().chain([len]).fold(FNV_BASIS, fold);
+    format!("{hash:016x}")
+}
+
+// ---- One sender and one receiver on one segment ----
+
+/// How a transfer is run.
+struct Setup {
+    /// The segment's size, bytes.
+    size: usize,
+    lens: Vec<u64>,
+    /// Compare saved files (else only lengths and hashes).
+    save: bool,
+    slow_ms: u64,
+    timeout_ms: u64,
+    progress_after: Option<u64>,
+}
+
+impl Setup {
+    fn new(size: usize, lens: Vec<u64>) -> Setup {
+        Setup {
+            size,
+            lens,
+            save: true,
+            slow_ms: 0,
+            timeout_ms: PEER_TIMEOUT_MS,
+            progress_after: None,
+        }
+    }
+}
+
+/// A sender and a receiver, both `ready`, not yet started.
+struct Transfer {
+    sender: Proc,
+    receiver: Proc,
+    /// Data bytes per chunk, as the sender reported.
+    capacity: u64,
+    seed: u64,
+}
+
+/// Starts the sender, checks the segment it made, starts the receiver.
+fn start(run: &mut Run, setup: &Setup) -> Result<Transfer, Fail> {
+    let name = run.ipc_name(&format!("seg-{}", setup.size));
+    let seed: u64 = run.rng().random();
+    let lens: Vec<String> = setup.lens.iter().map(u64::to_string).collect();
+    let mut args = vec![
+        "send".to_string(),
+        "--name".into(),
+        name.clone(),
+        "--size".into(),
+        setup.size.to_string(),
+        "--seed".into(),
+        seed.to_string(),
+        "--lens".into(),
+        lens.join(","),
+        "--timeout-ms".into(),
+        setup.timeout_ms.to_string(),
+    ];
+    if let Some(after) = setup.progress_after {
+        args.extend(["--progress-after".into(), after.to_string()]);
+    }
+    let mut sender = run.spawn(&args)?;
+    sender.set_roles(|_| "the sender".into());
+    let ready = sender.recv_any()?;
+    if ready.kind != "ready" {
+        return Err(Fail::failed(format!(
+            "the sender could not create a {}-byte segment: it said `{}` ({})",
+            setup.size,
+            ready.kind,
+            failure(&ready)
+        )));
+    }
+    let capacity: u64 = ready
+        .get("capacity")
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(|| Fail::Grader("the sender's `ready` has no capacity".into()))?;
+    let path = PathBuf::from("/dev/shm").join(name.trim_start_matches('/'));
+    let object = std::fs::metadata(&path).map_err(|_| {
+        Fail::failed(format!(
+            "the sender says it created the segment, but {} does not exist: create it with \
+             shm_open(name, O_CREAT | O_EXCL | O_RDWR, 0600)",
+            path.display()
+        ))
+    })?;
+    if object.len() != setup.size as u64 {
+        return Err(Fail::failed(format!(
+            "the {}-byte segment is {} bytes in /dev/shm: ftruncate() it to exactly the size \
+             asked for; the header and the slots live inside it",
+            setup.size,
+            object.len()
+        )));
+    }
+    if object.mode() & 0o077 != 0 {
+        return Err(Fail::failed(format!(
+            "{} has mode {:03o}: create it with mode 0600",
+            path.display(),
+            object.mode() & 0o777
+        )));
+    }
+    let mut args = vec![
+        "recv".to_string(),
+        "--name".into(),
+        name,
+        "--count".into(),
+        setup.lens.len().to_string(),
+        "--timeout-ms".into(),
+        setup.timeout_ms.to_string(),
+        "--slow-ms".into(),
+        setup.slow_ms.to_string(),
+    ];
+    if setup.save {
+        args.push("--save".into());
+    }
+    let mut receiver = run.spawn(&args)?;
+    receiver.set_roles(|_| "the receiver".into());
+    let ready = receiver.recv_any()?;
+    if ready.kind != "ready" {
+        return Err(Fail::failed(format!(
+            "the receiver could not open the sender's segment: it said `{}` ({})",
+            ready.kind,
+            failure(&ready)
+        )));
+    }
+    Ok(Transfer {
+        sender,
+        receiver,
+        capacity,
+        seed,
+    })
+}
+
+impl Transfer {
+    /// Starts both: the receiver first, so that it already waits when the first chunk comes.
+    fn go(&mut self) -> Result<(), Fail> {
+        self.receiver.send("go", &[])?;
+        self.sender.send("go", &[])
+    }
+
+    /// Lets both finish: the receiver said `done`, the sender says `done`; both exit cleanly.
+    fn finish(mut self) -> Result<(), Fail> {
+        self.receiver.recv("done")?;
+        self.receiver.send("exit", &[])?;
+        let done = self.sender.recv_any()?;
+        if done.kind != "done" {
+            return Err(Fail::failed(format!(
+                "every message arrived, but the sender said `{}` ({})",
+                done.kind,
+                failure(&done)
+            )));
+        }
+        for (proc, who) in [(&mut self.sender, "sender"), (&mut self.receiver, "receiver")] {
+            let status = proc.wait()?;
+            if !status.success() {
+                return Err(Fail::failed(format!("the {who} exited with {status}")));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `kind=...: error` of a `failed` message, for a diagnosis.
+fn failure(message: &Message) -> String {
+    format!(
+        "kind={}: {}",
+        message.get("kind").unwrap_or("none"),
+        message.get("error").unwrap_or("")
+    )
+}
+
+/// `len` in chunks of `capacity`, for a diagnosis: "exactly 2 full chunks", "3 chunks, the
+/// last of 17 bytes".
+fn in_chunks(len: u64, capacity: u64) -> String {
+    match (len / capacity, len % capacity) {
+        (0, 0) => "an empty message: one chunk of 0 bytes".into(),
+        (full, 0) => format!("exactly {full} full chunk(s) of {capacity}"),
+        (0, rest) => format!("one chunk of {rest}"),
+        (full, rest) => format!("{} chunks, the last of {rest}", full + 1),
+    }
+}
+
+/// What went wrong with message `index`, which the receiver reported as `failed`.
+fn receive_failed(message: &Message, index: usize, lens: &[u64], capacity: u64) -> Fail {
+    let len = lens[index];
+    let received: Option<u64> = message.get("received").and_then(|r| r.parse().ok());
+    let what = format!(
+        "message {} of {} ({len} bytes, {}): the receiver said `failed` ({}) after {} bytes",
+        index + 1,
+        lens.len(),
+        in_chunks(len, capacity),
+        failure(message),
+        received.map_or("?".into(), |r| r.to_string())
+    );
+    let kind = message.get("kind").unwrap_or("");
+    if received == Some(len) && matches!(kind, "timeout" | "protocol") {
+        let boundary = if len > 0 && len.is_multiple_of(capacity) {
+            " When the message fills its last chunk exactly, that chunk must still carry \
+             end = 1: an off-by-one at the chunk boundary."
+        } else {
+            ""
+        };
+        return Fail::failed(format!(
+            "{what}: all its bytes arrived but the message never ended, so the receiver waited \
+             for more (or took the next message's first chunk for more of this one). Mark the \
+             last chunk of every message end = 1.{boundary}"
+        ));
+    }
+    Fail::failed(what)
+}
+
+/// Receives every message of `setup` and checks each against what the sender sent.
+fn deliver(run: &mut Run, setup: &Setup) -> Result<Transfer, Fail> {
+    let mut transfer = start(run, setup)?;
+    transfer.go()?;
+    let capacity = transfer.capacity;
+    for (index, &len) in setup.lens.iter().enumerate() {
+        let message = transfer.receiver.recv_any()?;
+        if message.kind == "failed" {
+            return Err(receive_failed(&message, index, &setup.lens, capacity));
+        }
+        if message.kind != "message" {
+            return Err(Fail::failed(format!(
+                "the receiver said `{}` where it should have reported message {}",
+                message.kind,
+                index + 1
+            )));
+        }
+        let got: u64 = message.get("len").and_then(|l| l.parse().ok()).unwrap_or(u64::MAX);
+        if got != len {
+            let next = setup.lens.get(index + 1).filter(|&&n| n == got && n != len);
+            let hint = match (len, next) {
+                (0, Some(_)) => " It got the next message instead: a message of 0 bytes must \
+                                 still be sent, as one chunk of 0 bytes with end = 1."
+                    .to_string(),
+                (_, Some(_)) => " It got the next message instead: this one was never sent \
+                                 or never ended."
+                    .into(),
+                _ => String::new(),
+            };
+            return Err(Fail::failed(format!(
+                "message {} of {} should be {len} bytes ({}); the receiver got {got}.{hint}",
+                index + 1,
+                setup.lens.len(),
+                in_chunks(len, capacity)
+            )));
+        }
+        if setup.save {
+            let saved = std::fs::read(run.path(&format!("message-{index}.bin")))?;
+            let want = pattern_bytes(transfer.seed, index as u64, len as usize);
+            compare(&saved, &want, index, setup, capacity)?;
+        }
+        if message.get("hash") != Some(pattern_hash(transfer.seed, index as u64, len).as_str()) {
+            return Err(Fail::failed(format!(
+                "message {} ({len} bytes): the receiver's bytes differ from what the sender \
+                 sent (the hash does not match)",
+                index + 1
+            )));
+        }
+    }
+    Ok(transfer)
+}
+
+/// Byte-for-byte comparison of a saved message, naming the first wrong byte's chunk.
+fn compare(
+    got: &[u8],
+    want: &[u8],
+    index: usize,
+    setup: &Setup,
+    capacity: u64,
+) -> Result<(), Fail> {
+    if got == want {
+        return Ok(());
+    }
+    let first = got
+        .iter()
+        .zip(want)
+        .position(|(a, b)| a != b)
+        .unwrap_or(got.len().min(want.len())) as u64;
+    let wrong = got.iter().zip(want).filter(|(a, b)| a != b).count();
+    let mut text = format!(
+        "message {} ({} bytes through a {}-byte segment, chunks of {capacity}): {wrong} \
+         byte(s) differ from what the sender sent, the first at byte {first} (chunk {}, byte {} \
+         of it)",
+        index + 1,
+        want.len(),
+        setup.size,
+        first / capacity,
+        first % capacity
+    );
+    if setup.slow_ms > 0 {
+        text.push_str(
+            ": the sender refilled the slot while the receiver was still writing it out. Post \
+             `empty` only after the chunk's data has gone to the writer",
+        );
+    } else if first.is_multiple_of(capacity) && first > 0 {
+        text.push_str(": the chunks do not join up at the boundary");
+    }
+    Err(Fail::failed(text))
+}
+
+// ---- The checks ----
+
+fn empty_and_tiny(run: &mut Run) -> Result<String, Fail> {
+    let setup = Setup::new(4096, vec![0, 1, 0, 7, 0]);
+    deliver(run, &setup)?.finish()?;
+    Ok("messages of 0, 1, 0, 7 and 0 bytes arrived in order, exactly".into())
+}
+
+fn chunk_boundaries(run: &mut Run) -> Result<String, Fail> {
+    let odd = run.rng().random_range(5000..20_000);
+    let mut capacities = Vec::new();
+    for size in [4096, odd, 65_536] {
+        // The layout (given code) fixes the capacity; the sender's report confirms it.
+        let capacity = expected_capacity(size) as u64;
+        let s = size as u64;
+        let c = capacity;
+        let lens = vec![c - 1, c, c + 1, 2 * c - 1, 2 * c, 2 * c + 1, s - 1, s, s + 1, 10 * s + 7];
+        let setup = Setup::new(size, lens);
+        let transfer = deliver(run, &setup)?;
+        if transfer.capacity != capacity {
+            return Err(Fail::failed(format!(
+                "the sender reports chunks of {} bytes in a {size}-byte segment; the layout \
+                 gives {capacity}: keep the given capacity()",
+                transfer.capacity
+            )));
+        }
+        transfer.finish()?;
+        capacities.push(format!("S={size} C={capacity}"));
+    }
+    Ok(format!(
+        "C-1, C, C+1, 2C-1, 2C, 2C+1, S-1, S, S+1 and 10S+7 bytes arrived exactly ({})",
+        capacities.join(", ")
+    ))
+}
+
+/// The chunk capacity of a segment of `size` bytes, as the handout defines the layout: a
+/// 64-byte header (two `sem_t`), two slots of `(size - 64) / 2` bytes rounded down to 8, each a
+/// 32-byte chunk header and the data.
+fn expected_capacity(size: usize) -> usize {
+    (((size - 64) / 2) & !7) - 32
+}
+
+fn random_sizes(run: &mut Run) -> Result<String, Fail> {
+    let size = run.rng().random_range(4096..=1 << 20);
+    let lens: Vec<u64> = (0..8)
+        .map(|_| run.rng().random_range(0..=4u64 << 20))
+        .collect();
+    deliver(run, &Setup::new(size, lens.clone()))?.finish()?;
+    Ok(format!(
+        "messages of {lens:?} bytes through a {size}-byte segment arrived exactly"
+    ))
+}
+
+fn slow_receiver(run: &mut Run) -> Result<String, Fail> {
+    let size = 16_384;
+    let capacity = expected_capacity(size) as u64;
+    let mut setup = Setup::new(size, vec![30 * capacity + 5]);
+    setup.slow_ms = 1;
+    deliver(run, &setup)?.finish()?;
+    Ok("31 chunks reached a slow writer intact".into())
+}
+
+/// `VmHWM` (peak resident memory) of `pid`, in bytes.
+fn peak_memory(pid: i32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
+const MIB: u64 = 1 << 20;
+
+fn one_gib_streamed(run: &mut Run) -> Result<String, Fail> {
+    let size = 256 * 1024;
+    let len = 1u64 << 30;
+    let mut setup = Setup::new(size, vec![len]);
+    setup.save = false;
+    let mut transfer = start(run, &setup)?;
+    let pid = transfer.receiver.pid.as_raw();
+    let base = peak_memory(pid).ok_or_else(|| Fail::Grader("no VmHWM for the receiver".into()))?;
+    // A few segments' worth, plus room for the allocator and stdio: a receiver that keeps the
+    // message (or any large part of it) is far beyond this.
+    let limit = 4 * size as u64 + 16 * MIB;
+    // A receiver that gathers the message would grow to 1 GiB: stop it at 256 MiB.
+    let stop = Arc::new(AtomicBool::new(false));
+    let killed_at = Arc::new(AtomicU64::new(0));
+    let guard = {
+        let (stop, killed_at) = (stop.clone(), killed_at.clone());
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::SeqCst) {
+                if let Some(peak) = peak_memory(pid)
+                    && peak > base + 256 * MIB
+                {
+                    killed_at.store(peak, Ordering::SeqCst);
+                    let _ = nix::sys::signal::kill(
+                        nix::unistd::Pid::from_raw(pid),
+                        nix::sys::signal::Signal::SIGKILL,
+                    );
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        })
+    };
+    let seed = transfer.seed;
+    let expected = std::thread::spawn(move || pattern_hash(seed, 0, len));
+    let started = Instant::now();
+    transfer.go()?;
+    let message = transfer.receiver.recv_any();
+    let elapsed = started.elapsed();
+    let peak = peak_memory(pid);
+    stop.store(true, Ordering::SeqCst);
+    let _ = guard.join();
+    let grown = |peak: u64| {
+        Fail::failed(format!(
+            "the receiver's peak memory (VmHWM) grew by {} MiB during a 1 GiB message through \
+             a {} KiB segment: it keeps the message (or a large part of it) in memory. Write \
+             each chunk to the writer as it comes, straight from the segment",
+            peak.saturating_sub(base) / MIB,
+            size / 1024
+        ))
+    };
+    let killed = killed_at.load(Ordering::SeqCst);
+    if killed > 0 {
+        return Err(grown(killed));
+    }
+    let message = message?;
+    if message.kind != "message" {
+        return Err(receive_failed(&message, 0, &setup.lens, transfer.capacity));
+    }
+    if message.get("len") != Some(len.to_string().as_str()) {
+        return Err(Fail::failed(format!(
+            "the 1 GiB message arrived as {} bytes",
+            message.get("len").unwrap_or("?")
+        )));
+    }
+    let expected = expected
+        .join()
+        .map_err(|_| Fail::Grader("computing the expected hash".into()))?;
+    if message.get("hash") != Some(expected.as_str()) {
+        return Err(Fail::failed(
+            "the 1 GiB message arrived with the right length but other bytes (the hash does \
+             not match)",
+        ));
+    }
+    let peak = peak.unwrap_or(base);
+    if peak > base + limit {
+        return Err(grown(peak));
+    }
+    transfer.finish()?;
+    Ok(format!(
+        "1 GiB streamed in {:.1} s ({:.0} MB/s), hash exact; the receiver's peak memory grew by \
+         {} KiB (limit {} KiB)",
+        elapsed.as_secs_f64(),
+        len as f64 / elapsed.as_secs_f64() / 1e6,
+        peak.saturating_sub(base) / 1024,
+        limit / 1024
+    ))
+}
+
+/// The role of a receiver whose sender the check killed (for the hang explanation).
+const ORPHANED_RECEIVER: &str = "the receiver, whose sender was killed";
+/// The role of a sender whose receiver the check killed.
+const ORPHANED_SENDER: &str = "the sender, whose receiver was killed";
+
+fn peer_killed(run: &mut Run) -> Result<String, Fail> {
+    let size = 65_536;
+    let capacity = expected_capacity(size) as u64;
+    let timeout_ms = 1000;
+
+    // The sender dies after a few chunks; the receiver must give up. The receiver's writer is
+    // slow (256 chunks at 20 ms each), so that the sender is still mid-message, blocked on a
+    // full ring, when the kill comes, however loaded the machine.
+    let mut setup = Setup::new(size, vec![256 * capacity]);
+    setup.save = false;
+    setup.timeout_ms = timeout_ms;
+    setup.slow_ms = 20;
+    setup.progress_after = Some(4 * capacity);
+    let mut transfer = start(run, &setup)?;
+    transfer.go()?;
+    transfer.sender.recv("progress")?;
+    transfer.sender.kill_tree();
+    let killed = Instant::now();
+    transfer.receiver.set_roles(|_| ORPHANED_RECEIVER.into());
+    let answer = transfer.receiver.recv_any()?;
+    let waited = killed.elapsed();
+    if answer.kind != "failed" {
+        return Err(Fail::failed(format!(
+            "the sender was killed after a few chunks of a {} KiB message, yet the receiver \
+             said `{}`: it must not report a message it did not get whole",
+            256 * capacity / 1024,
+            answer.kind
+        )));
+    }
+    let status = transfer.receiver.wait()?;
+    if status.success() {
+        return Err(Fail::Grader("the receiver failed but exited 0".into()));
+    }
+    let receiver_kind = answer.get("kind").unwrap_or("none").to_string();
+
+    // The receiver dies after the first message; the sender, blocked on a full ring, must give
+    // up. The receiver's writer is slow, so that it is still in the second message when it is
+    // killed (256 chunks at 20 ms each).
+    let mut setup = Setup::new(size, vec![capacity, 256 * capacity]);
+    setup.save = false;
+    setup.timeout_ms = timeout_ms;
+    setup.slow_ms = 20;
+    let mut transfer = start(run, &setup)?;
+    transfer.go()?;
+    transfer.receiver.recv("message")?;
+    transfer.receiver.kill_tree();
+    transfer.sender.set_roles(|_| ORPHANED_SENDER.into());
+    let answer = transfer.sender.recv_any()?;
+    if answer.kind != "failed" {
+        return Err(Fail::failed(format!(
+            "the receiver was killed early in a {} KiB message, yet the sender said `{}`: a \
+             sender whose ring stays full must give up after its timeout",
+            256 * capacity / 1024,
+            answer.kind
+        )));
+    }
+    transfer.sender.wait()?;
+    Ok(format!(
+        "the orphaned receiver failed {} ms after its sender was killed (kind={receiver_kind}); \
+         the orphaned sender failed too (kind={})",
+        waited.as_millis(),
+        answer.get("kind").unwrap_or("none")
+    ))
+}
+
+fn pool_pairs(run: &mut Run) -> Result<String, Fail> {
+    const SEGMENTS: usize = 4;
+    const PAIRS: u64 = 8;
+    let size = 65_536;
+    let prefix = run.ipc_name("pool");
+    // Register every name the pool makes, so that the audit finds what is left.
+    let queue = run.ipc_name("pool-free");
+    let segments: Vec<String> = (0..SEGMENTS)
+        .map(|i| run.ipc_name(&format!("pool-seg-{i}")))
+        .collect();
+    if queue != format!("{prefix}-free") || segments[0] != format!("{prefix}-seg-0") {
+        return Err(Fail::Grader("the pool's names do not derive from its prefix".into()));
+    }
+    let mut pool = run.spawn(&[
+        "pool",
+        "--prefix",
+        &prefix,
+        "--count",
+        &SEGMENTS.to_string(),
+        "--size",
+        &size.to_string(),
+    ])?;
+    pool.set_roles(|_| "the pool's creator".into());
+    let ready = pool.recv_any()?;
+    if ready.kind != "ready" {
+        return Err(Fail::failed(format!(
+            "the pool of {SEGMENTS} segments could not be created: `{}` ({})",
+            ready.kind,
+            failure(&ready)
+        )));
+    }
+    for name in &segments {
+        let path = PathBuf::from("/dev/shm").join(name.trim_start_matches('/'));
+        match std::fs::metadata(&path) {
+            Ok(meta) if meta.len() == size as u64 => {}
+            Ok(meta) => {
+                return Err(Fail::failed(format!(
+                    "the pool's segment {} is {} bytes, not {size}",
+                    path.display(),
+                    meta.len()
+                )));
+            }
+            Err(_) => {
+                return Err(Fail::failed(format!(
+                    "the pool says it is ready, but its segment {} does not exist: create all \
+                     {SEGMENTS} segments up front",
+                    path.display()
+                )));
+            }
+        }
+    }
+    if !message_queue_exists(&queue) {
+        return Err(Fail::failed(format!(
+            "the pool says it is ready, but its free queue {queue} does not exist"
+        )));
+    }
+
+    let seed: u64 = run.rng().random();
+    let mut pairs = Vec::new();
+    let mut lens = Vec::new();
+    for index in 0..PAIRS {
+        let len = run.rng().random_range(256 * 1024..2 * MIB);
+        let mut pair = run.spawn(&[
+            "pair".to_string(),
+            "--prefix".into(),
+            prefix.clone(),
+            "--index".into(),
+            index.to_string(),
+            "--seed".into(),
+            seed.to_string(),
+            "--len".into(),
+            len.to_string(),
+            "--timeout-ms".into(),
+            PEER_TIMEOUT_MS.to_string(),
+        ])?;
+        let root = pair.pid.as_raw();
+        pair.set_roles(move |view| {
+            if view.pid == root {
+                format!("pair {index}'s sender")
+            } else {
+                format!("pair {index}'s receiver")
+            }
+        });
+        pairs.push(pair);
+        lens.push(len);
+    }
+    // A start barrier: every pair has opened the pool before any takes a segment, so that they
+    // compete for the 4 segments.
+    for (index, pair) in pairs.iter_mut().enumerate() {
+        let ready = pair.recv_any()?;
+        if ready.kind != "ready" {
+            return Err(Fail::failed(format!(
+                "pair {index} could not open the pool: `{}` ({})",
+                ready.kind,
+                failure(&ready)
+            )));
+        }
+    }
+    for pair in &mut pairs {
+        pair.send("go", &[])?;
+    }
+    let mut ids = Vec::new();
+    for (index, pair) in pairs.iter_mut().enumerate() {
+        let root = pair.pid.as_raw().to_string();
+        let mut delivered = false;
+        loop {
+            let message = pair.recv_any()?;
+            let from_sender = message.get("pid") == Some(root.as_str());
+            match message.kind.as_str() {
+                "took" => ids.push(message.get("id").unwrap_or("?").to_string()),
+                "message" => {
+                    let want = pattern_hash(seed, index as u64, lens[index]);
+                    if message.get("hash") != Some(want.as_str()) {
+                        return Err(Fail::failed(format!(
+                            "pair {index}'s receiver got {} bytes that are not its sender's \
+                             message (segment {}): two pairs used one segment at once. Take \
+                             a segment from the free queue for each pair, and give it back \
+                             only after its receiver has read the end of the message",
+                            message.get("len").unwrap_or("?"),
+                            message.get("id").unwrap_or("?")
+                        )));
+                    }
+                    delivered = true;
+                }
+                "failed" if message.get("kind") == Some("pool-empty") => {
+                    return Err(Fail::failed(format!(
+                        "pair {index} found no free segment for {PEER_TIMEOUT_MS} ms, after \
+                         {index} pair(s) had finished with the pool's {SEGMENTS} segments: \
+                         a segment was never given back. The receiver gives its segment back \
+                         once it has read the end of the message"
+                    )));
+                }
+                "failed" => {
+                    let who = if from_sender { "sender" } else { "receiver" };
+                    return Err(Fail::failed(format!(
+                        "pair {index}'s {who} said `failed` ({}): if another pair's chunks \
+                         reached it, its segment was given back too early (only the receiver, \
+                         after the end of the message, may give it back)",
+                        failure(&message)
+                    )));
+                }
+                "done" if from_sender => break,
+                other => {
+                    return Err(Fail::failed(format!(
+                        "pair {index} said `{other}` unexpectedly"
+                    )));
+                }
+            }
+        }
+        if !delivered {
+            return Err(Fail::failed(format!(
+                "pair {index}'s sender finished but its receiver reported no message"
+            )));
+        }
+        pair.wait()?;
+    }
+
+    pool.send("finish", &[])?;
+    let state = pool.recv_any()?;
+    if state.kind != "state" {
+        return Err(Fail::failed(format!(
+            "asked for the free count, the pool said `{}` ({})",
+            state.kind,
+            failure(&state)
+        )));
+    }
+    let free = state.get("free").unwrap_or("?");
+    if free != SEGMENTS.to_string() {
+        return Err(Fail::failed(format!(
+            "after all {PAIRS} pairs finished, the free queue holds {free} of the pool's \
+             {SEGMENTS} segment ids: every segment taken must be given back, once"
+        )));
+    }
+    let done = pool.recv_any()?;
+    if done.kind != "done" {
+        return Err(Fail::failed(format!(
+            "destroying the pool failed: `{}` ({})",
+            done.kind,
+            failure(&done)
+        )));
+    }
+    pool.wait()?;
+    let left: Vec<&String> = segments
+        .iter()
+        .filter(|name| {
+            PathBuf::from("/dev/shm")
+                .join(name.trim_start_matches('/'))
+                .exists()
+        })
+        .chain(std::iter::once(&queue).filter(|q| message_queue_exists(q)))
+        .collect();
+    if !left.is_empty() {
+        return Err(Fail::failed(format!(
+            "after destroy() these are still there: {left:?}; unlink every segment and the \
+             free queue"
+        )));
+    }
+    ids.sort();
+    Ok(format!(
+        "{PAIRS} pairs each got their own message through {SEGMENTS} segments (ids taken: {}); \
+         all {SEGMENTS} were free at the end, and destroy() removed them",
+        ids.join(",")
+    ))
+}
+
+fn beats_pipe(run: &mut Run) -> Result<String, Fail> {
+    let len = 256 * MIB;
+    let size = 1 << 20;
+    // Best of 5 each, alternating, both pinned to one CPU: on a loaded machine a single run of
+    // either can be slowed down several times over, and across two busy CPUs the wake-ups, not
+    // the copies, would be measured.
+    let rounds = 5;
+    let cpu = last_cpu()?;
+    let mut best_shm = Duration::MAX;
+    let mut best_pipe = Duration::MAX;
+    for _ in 0..rounds {
+        // Shared memory first: a skeleton stops here at once.
+        let mut setup = Setup::new(size, vec![len]);
+        setup.save = false;
+        let mut transfer = start(run, &setup)?;
+        pin(&transfer.sender, cpu)?;
+        pin(&transfer.receiver, cpu)?;
+        let started = Instant::now();
+        transfer.go()?;
+        let message = transfer.receiver.recv_any()?;
+        let elapsed = started.elapsed();
+        if message.kind != "message" {
+            return Err(receive_failed(&message, 0, &setup.lens, transfer.capacity));
+        }
+        if message.get("hash") != Some(pattern_hash(transfer.seed, 0, len).as_str()) {
+            return Err(Fail::failed(
+                "256 MiB through shared memory arrived with other bytes than were sent",
+            ));
+        }
+        transfer.finish()?;
+        run.note(format!("shared memory: {elapsed:?}"));
+        best_shm = best_shm.min(elapsed);
+
+        let seed: u64 = run.rng().random();
+        let mut pipe = run.spawn(&[
+            "pipe".to_string(),
+            "--seed".into(),
+            seed.to_string(),
+            "--len".into(),
+            len.to_string(),
+        ])?;
+        pipe.recv("ready")?;
+        pin(&pipe, cpu)?;
+        let started = Instant::now();
+        pipe.send("go", &[])?;
+        let message = pipe.recv("message")?;
+        let elapsed = started.elapsed();
+        if message.get("hash") != Some(pattern_hash(seed, 0, len).as_str()) {
+            return Err(Fail::Grader("the pipe transfer lost bytes".into()));
+        }
+        pipe.recv("done")?;
+        pipe.wait()?;
+        run.note(format!("pipe: {elapsed:?}"));
+        best_pipe = best_pipe.min(elapsed);
+    }
+    let rate = |d: Duration| len as f64 / d.as_secs_f64() / 1e6;
+    let figures = format!(
+        "shared memory {:.0} MB/s, pipe {:.0} MB/s (256 MiB, best of 5 each, one CPU)",
+        rate(best_shm),
+        rate(best_pipe)
+    );
+    if best_shm >= best_pipe {
+        return Err(Fail::failed(format!(
+            "{figures}: the shared-memory transfer should beat the pipe, which copies every \
+             byte into the kernel and out again. Fill each slot up to its capacity, hand the \
+             chunk over with one post, and write it out straight from the segment"
+        )));
+    }
+    Ok(figures)
+}
+
+/// The highest-numbered CPU the grader may run on.
+fn last_cpu() -> Result<usize, Fail> {
+    // SAFETY: a zeroed cpu_set_t is an empty set; sched_getaffinity fills it.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    // SAFETY: the pointer and size are those of `set`.
+    if unsafe { libc::sched_getaffinity(0, size_of::<libc::cpu_set_t>(), &mut set) } != 0 {
+        return Err(Fail::Grader(format!(
+            "sched_getaffinity: {}",
+            std::io::Error::last_os_error()
+        )));
+    }
+    (0..libc::CPU_SETSIZE as usize)
+        .rev()
+        // SAFETY: cpu < CPU_SETSIZE.
+        .find(|&cpu| unsafe { libc::CPU_ISSET(cpu, &set) })
+        .ok_or_else(|| Fail::Grader("no CPU in the grader's affinity mask".into()))
+}
+
+/// Pins every process of `proc`'s tree (single-threaded programs) to `cpu`, so that a transfer
+/// is measured by the work it does per byte, not by how fast the scheduler wakes a process on
+/// another, busy CPU.
+fn pin(proc: &Proc, cpu: usize) -> Result<(), Fail> {
+    // SAFETY: as in last_cpu(); cpu < CPU_SETSIZE.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    unsafe { libc::CPU_SET(cpu, &mut set) };
+    for pid in proc.tree() {
+        // SAFETY: the pointer and size are those of `set`.
+        if unsafe { libc::sched_setaffinity(pid, size_of::<libc::cpu_set_t>(), &set) } != 0 {
+            return Err(Fail::Grader(format!(
+                "sched_setaffinity({pid}): {}",
+                std::io::Error::last_os_error()
+            )));
+        }
+    }
+    Ok(())
+}
+
+fn explain_hang(hang: &Hang) -> Option<String> {
+    let blocked = |role: &str| {
+        hang.by_role(role)
+            .is_some_and(|p| p.activities.contains(&Activity::Futex))
+    };
+    if blocked(ORPHANED_RECEIVER) {
+        return Some(
+            "the receiver still waits for a chunk from a sender that was killed: wait with a \
+             timeout (sem_timedwait) and report the dead peer as an error"
+                .into(),
+        );
+    }
+    if blocked(ORPHANED_SENDER) {
+        return Some(
+            "the sender still waits for a free slot from a receiver that was killed: wait with \
+             a timeout (sem_timedwait) and report the dead peer as an error"
+                .into(),
+        );
+    }
+    None
+}

@@ -1,0 +1,619 @@
+//! The chunked-transfer program. The grader runs it; you can too, in two terminals:
+//!
+//! ```text
+//! cargo run -p chunked-transfer -- send --name /demo --size 4096 --seed 7 --lens 0,10000,5
+//! cargo run -p chunked-transfer -- recv --name /demo --count 3 --save
+//! ```
+//!
+//! (start the sender first: it creates the segment; the receiver unlinks its name once it has
+//! mapped it). Subcommands:
+//!
+//! - `send`: creates the segment, says `ready` (with `capacity`), waits for `go`, sends one
+//!   message per length in `--lens`, says `done`. With `--progress-after B` it says `progress`
+//!   once B bytes of data have gone into the segment.
+//! - `recv`: opens the segment, unlinks its name, says `ready`, waits for `go`, receives
+//!   `--count` messages, saying `message` (`index`, `len`, `hash`) after each, then `done`, and
+//!   waits for `exit`. `--save` also writes message i to `message-<i>.bin`; `--slow-ms` makes
+//!   its writer take that long before each write (a slow disk).
+//! - `pool`: creates a pool, says `ready`, and at `finish` says `state` (`free`), destroys the
+//!   pool and says `done`.
+//! - `pair`: opens a pool, says `ready`, at `go` takes a segment (`took`, `id`), forks a
+//!   receiver child, and sends one message through the segment; the child says `message` and
+//!   gives the segment back; the parent says `done`.
+//! - `pipe`: the same data through a pipe, for comparison: a child reads and hashes, the parent
+//!   writes at `go`; the child says `message`.
+//!
+//! Errors are `failed` with `kind=` from [`TransferError::kind`] (and `received=`, the bytes
+//! the writer got). The data of message `index` is [`Pattern`]; `hash` is [`Fnv64`]. Keep this
+//! file as it is.
+
+use std::fs::File;
+use std::io::{Read, Write};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use chunked_transfer::{Pool, Segment, TransferError, unlink};
+use clap::{Parser, Subcommand};
+use ipc_labs_driver::Control;
+use nix::sys::wait::{WaitStatus, waitpid};
+use nix::unistd::{ForkResult, fork, pipe};
+
+/// Streams messages of any size through a fixed-size shared memory segment.
+#[derive(Parser)]
+struct Args {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Creates the segment and sends messages through it.
+    Send {
+        /// The segment's name: `/` and more characters, no other `/`.
+        #[arg(long)]
+        name: String,
+        /// The segment's size in bytes.
+        #[arg(long)]
+        size: usize,
+        /// The seed of the messages' data.
+        #[arg(long)]
+        seed: u64,
+        /// The messages' lengths, comma-separated.
+        #[arg(long, value_delimiter = ',')]
+        lens: Vec<u64>,
+        /// How long to wait for the receiver at most, in milliseconds.
+        #[arg(long, default_value_t = 5000)]
+        timeout_ms: u64,
+        /// Say `progress` once this many bytes have been sent.
+        #[arg(long)]
+        progress_after: Option<u64>,
+    },
+    /// Opens the segment and receives messages from it.
+    Recv {
+        /// The segment's name.
+        #[arg(long)]
+        name: String,
+        /// How many messages to receive.
+        #[arg(long)]
+        count: usize,
+        /// How long to wait for the sender at most, in milliseconds.
+        #[arg(long, default_value_t = 5000)]
+        timeout_ms: u64,
+        /// Also write message i to `message-<i>.bin`.
+        #[arg(long)]
+        save: bool,
+        /// Sleep this long before each write (a slow writer).
+        #[arg(long, default_value_t = 0)]
+        slow_ms: u64,
+    },
+    /// Creates a pool of segments and removes it at `finish`.
+    Pool {
+        /// The names' prefix.
+        #[arg(long)]
+        prefix: String,
+        /// How many segments.
+        #[arg(long)]
+        count: usize,
+        /// Each segment's size in bytes.
+        #[arg(long)]
+        size: usize,
+    },
+    /// One sender/receiver pair through a segment of the pool.
+    Pair {
+        /// The pool's prefix.
+        #[arg(long)]
+        prefix: String,
+        /// This pair's number: its data is message `index` of the seed.
+        #[arg(long)]
+        index: u64,
+        /// The seed of the data.
+        #[arg(long)]
+        seed: u64,
+        /// The message's length.
+        #[arg(long)]
+        len: u64,
+        /// How long to wait for a segment or the peer at most, in milliseconds.
+        #[arg(long, default_value_t = 5000)]
+        timeout_ms: u64,
+    },
+    /// The same data through a pipe, for comparison.
+    Pipe {
+        /// The seed of the data.
+        #[arg(long)]
+        seed: u64,
+        /// How many bytes.
+        #[arg(long)]
+        len: u64,
+    },
+}
+
+/// The data of message `index` for `seed`: a block of 8192 words made by splitmix64 started at
+/// `seed + index * 2^32`; word `i` of the message is `block[i % 8192] ^ (i / 8192)`, as 8
+/// little-endian bytes, the whole cut to `left` bytes. (A block, so that making the data costs
+/// little next to moving it.)
+struct Pattern {
+    block: Vec<u64>,
+    next: u64,
+    word: [u8; 8],
+    used: usize,
+    left: u64,
+}
+
+/// Words in a [`Pattern`]'s block.
+const BLOCK_WORDS: u64 = 8192;
+
+impl Pattern {
+    fn new(seed: u64, index: u64, len: u64) -> Pattern {
+        let mut state = seed.wrapping_add(index << 32);
+        let block = (0..BLOCK_WORDS)
+            .map(|_| {
+                state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+                let mut z = state;
+                z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+                z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+                z ^ (z >> 31)
+            })
+            .collect();
+        Pattern {
+            block,
+            next: 0,
+            word: [0; 8],
+            used: 8,
+            left: len,
+        }
+    }
+
+    fn next_word(&mut self) -> [u8; 8] {
+        let word = self.block[(self.next % BLOCK_WORDS) as usize] ^ (self.next / BLOCK_WORDS);
+        self.next += 1;
+        word.to_le_bytes()
+    }
+}
+
+impl Read for Pattern {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = buf
+            .len()
+            .min(usize::try_from(self.left).unwrap_or(usize::MAX));
+        let mut filled = 0;
+        while filled < n && self.used < 8 {
+            buf[filled] = self.word[self.used];
+            self.used += 1;
+            filled += 1;
+        }
+        let mut words = buf[filled..n].chunks_exact_mut(8);
+        for word in &mut words {
+            word.copy_from_slice(&self.next_word());
+        }
+        let rest = words.into_remainder();
+        if !rest.is_empty() {
+            self.word = self.next_word();
+            rest.copy_from_slice(&self.word[..rest.len()]);
+            self.used = rest.len();
+        }
+        self.left -= n as u64;
+        Ok(n)
+    }
+}
+
+/// FNV-1a over 64-bit words, in four lanes: the stream is cut into 8-byte little-endian words
+/// (the last one padded with zeros); word `i` is folded into lane `i % 4` as
+/// `lane = (lane ^ word) * 0x100000001b3`, every lane starting from the FNV offset basis; at
+/// the end the four lanes, then the length in bytes, are folded the same way into one hash
+/// that starts from the basis. (Four lanes, so that hashing is not what limits the speed.)
+struct Fnv64 {
+    lanes: [u64; 4],
+    words: u64,
+    pending: [u8; 8],
+    filled: usize,
+    len: u64,
+}
+
+const FNV_BASIS: u64 = 0xcbf2_9ce4_8422_2325;
+const FNV_PRIME: u64 = 0x0100_0000_01b3;
+
+impl Fnv64 {
+    fn new() -> Fnv64 {
+        Fnv64 {
+            lanes: [FNV_BASIS; 4],
+            words: 0,
+            pending: [0; 8],
+            filled: 0,
+            len: 0,
+        }
+    }
+
+    fn fold(&mut self, word: u64) {
+        let lane = &mut self.lanes[(self.words % 4) as usize];
+        *lane = (*lane ^ word).wrapping_mul(FNV_PRIME);
+        self.words += 1;
+    }
+
+    fn update(&mut self, mut data: &[u8]) {
+        self.len += data.len() as u64;
+        if self.filled > 0 {
+            let take = (8 - self.filled).min(data.len());
+            self.pending[self.filled..self.filled + take].copy_from_slice(&data[..take]);
+            self.filled += take;
+            data = &data[take..];
+            if self.filled < 8 {
+                return;
+            }
+            self.fold(u64::from_le_bytes(self.pending));
+            self.filled = 0;
+        }
+        // Whole groups of four words, one per lane, while the lanes are in step.
+        while !self.words.is_multiple_of(4) && data.len() >= 8 {
+            self.fold(u64::from_le_bytes(data[..8].try_into().expect("8 bytes")));
+            data = &data[8..];
+        }
+        let mut groups = data.chunks_exact(32);
+        for group in &mut groups {
+            for (lane, word) in self.lanes.iter_mut().zip(group.chunks_exact(8)) {
+                let word = u64::from_le_bytes(word.try_into().expect("8 bytes"));
+                *lane = (*lane ^ word).wrapping_mul(FNV_PRIME);
+            }
+            self.words += 4;
+        }
+        let mut words = groups.remainder().chunks_exact(8);
+        for word in &mut words {
+            self.fold(u64::from_le_bytes(word.try_into().expect("8 bytes")));
+        }
+        let rest = words.remainder();
+        self.pending[..rest.len()].copy_from_slice(rest);
+        self.filled = rest.len();
+    }
+
+    fn finish(mut self) -> u64 {
+        if self.filled > 0 {
+            self.pending[self.filled..].fill(0);
+            self.fold(u64::from_le_bytes(self.pending));
+        }
+        let mut hash = FNV_BASIS;
+        for word in self.lanes.into_iter().chain([self.len]) {
+            hash = (hash ^ word).wrapping_mul(FNV_PRIME);
+        }
+        hash
+    }
+}
+
+/// Where the receiver writes: hashed, optionally saved to a file, optionally slow.
+struct Sink {
+    hash: Fnv64,
+    file: Option<File>,
+    slow: Duration,
+}
+
+impl Sink {
+    fn new(file: Option<File>, slow: Duration) -> Sink {
+        Sink {
+            hash: Fnv64::new(),
+            file,
+            slow,
+        }
+    }
+}
+
+impl Write for Sink {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if !self.slow.is_zero() {
+            std::thread::sleep(self.slow);
+        }
+        if let Some(file) = &mut self.file {
+            file.write_all(buf)?;
+        }
+        self.hash.update(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// The sender's data, which says `progress` once `after` bytes have been read from it.
+struct Progress<'a> {
+    data: Pattern,
+    control: &'a Control,
+    read: u64,
+    after: Option<u64>,
+}
+
+impl Read for Progress<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.data.read(buf)?;
+        self.read += n as u64;
+        if let Some(after) = self.after
+            && self.read >= after
+        {
+            self.control
+                .send("progress", &[("sent", self.read.to_string())]);
+            self.after = None;
+        }
+        Ok(n)
+    }
+}
+
+/// Reports `error` to the grader and on stderr, with the bytes received so far.
+fn report(control: &Control, error: &TransferError, received: u64) {
+    eprintln!("chunked-transfer: {error}");
+    control.send(
+        "failed",
+        &[
+            ("kind", error.kind().to_string()),
+            ("error", error.to_string()),
+            ("received", received.to_string()),
+        ],
+    );
+}
+
+fn send(
+    control: &Control,
+    name: &str,
+    size: usize,
+    seed: u64,
+    lens: &[u64],
+    timeout: Duration,
+    progress: Option<u64>,
+) -> ExitCode {
+    let mut segment = match Segment::create(name, size) {
+        Ok(segment) => segment,
+        Err(error) => {
+            report(control, &error, 0);
+            return ExitCode::FAILURE;
+        }
+    };
+    control.send("ready", &[("capacity", segment.capacity().to_string())]);
+    control.wait_for("go");
+    let mut after = progress;
+    for (index, &len) in lens.iter().enumerate() {
+        let mut data = Progress {
+            data: Pattern::new(seed, index as u64, len),
+            control,
+            read: 0,
+            after: after.take(),
+        };
+        if let Err(error) = segment.send(len, &mut data, timeout) {
+            report(control, &error, 0);
+            // If the receiver never came, the name is still there.
+            let _ = unlink(name);
+            return ExitCode::FAILURE;
+        }
+        after = data.after;
+    }
+    control.send("done", &[]);
+    ExitCode::SUCCESS
+}
+
+fn recv(
+    control: &Control,
+    name: &str,
+    count: usize,
+    timeout: Duration,
+    save: bool,
+    slow: Duration,
+) -> ExitCode {
+    let mut segment = match Segment::open(name) {
+        Ok(segment) => segment,
+        Err(error) => {
+            report(control, &error, 0);
+            return ExitCode::FAILURE;
+        }
+    };
+    // Both sides have it mapped now: the name is no longer needed, and without it nothing is
+    // left behind whatever happens next.
+    if let Err(error) = unlink(name) {
+        report(control, &error, 0);
+        return ExitCode::FAILURE;
+    }
+    control.send("ready", &[]);
+    control.wait_for("go");
+    for index in 0..count {
+        let file = save.then(|| {
+            File::create(format!("message-{index}.bin")).expect("creating the message file")
+        });
+        let mut sink = Sink::new(file, slow);
+        match segment.receive(&mut sink, timeout) {
+            Ok(len) => control.send(
+                "message",
+                &[
+                    ("index", index.to_string()),
+                    ("len", len.to_string()),
+                    ("hash", format!("{:016x}", sink.hash.finish())),
+                ],
+            ),
+            Err(error) => {
+                report(control, &error, sink.hash.len);
+                return ExitCode::FAILURE;
+            }
+        }
+    }
+    control.send("done", &[]);
+    control.wait_for("exit");
+    ExitCode::SUCCESS
+}
+
+fn pool(control: &Control, prefix: &str, count: usize, size: usize) -> ExitCode {
+    let pool = match Pool::create(prefix, count, size) {
+        Ok(pool) => pool,
+        Err(error) => {
+            report(control, &error, 0);
+            return ExitCode::FAILURE;
+        }
+    };
+    control.send("ready", &[]);
+    control.wait_for("finish");
+    match pool.free_count() {
+        Ok(free) => control.send("state", &[("free", free.to_string())]),
+        Err(error) => report(control, &error, 0),
+    }
+    match pool.destroy() {
+        Ok(()) => {
+            control.send("done", &[]);
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            report(control, &error, 0);
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn pair(
+    control: &Control,
+    prefix: &str,
+    index: u64,
+    seed: u64,
+    len: u64,
+    timeout: Duration,
+) -> ExitCode {
+    let pool = match Pool::open(prefix) {
+        Ok(pool) => pool,
+        Err(error) => {
+            report(control, &error, 0);
+            return ExitCode::FAILURE;
+        }
+    };
+    control.send("ready", &[]);
+    control.wait_for("go");
+    let id = match pool.take(timeout) {
+        Ok(id) => id,
+        Err(error) => {
+            report(control, &error, 0);
+            return ExitCode::FAILURE;
+        }
+    };
+    control.send("took", &[("id", id.to_string())]);
+    // SAFETY: the program is single-threaded here.
+    match unsafe { fork() }.expect("fork") {
+        ForkResult::Child => {
+            let mut sink = Sink::new(None, Duration::ZERO);
+            let code = match pool.receive(id, &mut sink, timeout) {
+                Ok(len) => {
+                    control.send(
+                        "message",
+                        &[
+                            ("index", index.to_string()),
+                            ("len", len.to_string()),
+                            ("hash", format!("{:016x}", sink.hash.finish())),
+                            ("id", id.to_string()),
+                        ],
+                    );
+                    0
+                }
+                Err(error) => {
+                    report(control, &error, sink.hash.len);
+                    1
+                }
+            };
+            std::process::exit(code);
+        }
+        ForkResult::Parent { child } => {
+            let sent = pool.send(id, len, &mut Pattern::new(seed, index, len), timeout);
+            let status = waitpid(child, None).expect("waitpid");
+            if let Err(error) = sent {
+                report(control, &error, 0);
+                return ExitCode::FAILURE;
+            }
+            if status != WaitStatus::Exited(child, 0) {
+                return ExitCode::FAILURE;
+            }
+            control.send("done", &[]);
+            ExitCode::SUCCESS
+        }
+    }
+}
+
+fn pipe_transfer(control: &Control, seed: u64, len: u64) -> ExitCode {
+    const BUFFER: usize = 64 * 1024;
+    let (reader, writer) = pipe().expect("pipe");
+    // SAFETY: the program is single-threaded here.
+    match unsafe { fork() }.expect("fork") {
+        ForkResult::Child => {
+            drop(writer);
+            let mut reader = File::from(reader);
+            let mut hash = Fnv64::new();
+            let mut buffer = vec![0u8; BUFFER];
+            loop {
+                match reader.read(&mut buffer) {
+                    Ok(0) => break,
+                    Ok(n) => hash.update(&buffer[..n]),
+                    Err(error) if error.kind() == std::io::ErrorKind::Interrupted => continue,
+                    Err(error) => panic!("reading the pipe: {error}"),
+                }
+            }
+            let len = hash.len;
+            control.send(
+                "message",
+                &[
+                    ("index", "0".into()),
+                    ("len", len.to_string()),
+                    ("hash", format!("{:016x}", hash.finish())),
+                ],
+            );
+            std::process::exit(0);
+        }
+        ForkResult::Parent { child } => {
+            drop(reader);
+            let mut writer = File::from(writer);
+            control.send("ready", &[]);
+            control.wait_for("go");
+            let mut data = Pattern::new(seed, 0, len);
+            let mut buffer = vec![0u8; BUFFER];
+            loop {
+                let n = data.read(&mut buffer).expect("the pattern never fails");
+                if n == 0 {
+                    break;
+                }
+                writer.write_all(&buffer[..n]).expect("writing the pipe");
+            }
+            drop(writer);
+            waitpid(child, None).expect("waitpid");
+            control.send("done", &[]);
+            ExitCode::SUCCESS
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let control = Control::start("chunked-transfer");
+    let ms = Duration::from_millis;
+    match Args::parse().command {
+        Command::Send {
+            name,
+            size,
+            seed,
+            lens,
+            timeout_ms,
+            progress_after,
+        } => send(
+            &control,
+            &name,
+            size,
+            seed,
+            &lens,
+            ms(timeout_ms),
+            progress_after,
+        ),
+        Command::Recv {
+            name,
+            count,
+            timeout_ms,
+            save,
+            slow_ms,
+        } => recv(&control, &name, count, ms(timeout_ms), save, ms(slow_ms)),
+        Command::Pool {
+            prefix,
+            count,
+            size,
+        } => pool(&control, &prefix, count, size),
+        Command::Pair {
+            prefix,
+            index,
+            seed,
+            len,
+            timeout_ms,
+        } => pair(&control, &prefix, index, seed, len, ms(timeout_ms)),
+        Command::Pipe { seed, len } => pipe_transfer(&control, seed, len),
+    }
+}
