@@ -152,11 +152,13 @@ fn trials() -> Vec<Trial> {
     trials
 }
 
-/// The grader's own IPC objects (by name prefix) and the processes it started: none may be left.
+/// This harness's IPC objects (named after its pid, whatever other grader runs the machine
+/// has) and the processes it started: none may be left.
 fn leftovers() -> Vec<String> {
+    let ours = format!("{}{:x}-", ledger::PREFIX, std::process::id());
     let mut left: Vec<String> = audit::snapshot()
         .into_iter()
-        .filter(|o| o.name().is_some_and(|n| n.starts_with(ledger::PREFIX)))
+        .filter(|o| o.name().is_some_and(|n| n.starts_with(&ours)))
         .map(|o| o.to_string())
         .collect();
     let me = nix::unistd::getpid();
