@@ -584,8 +584,9 @@ fn students_leftovers(roots: &[i32]) -> Vec<String> {
     named
 }
 
-/// The objects that appeared during the check and are the check's: their names start with one of its names
-/// or keys, or belong to the user the programs run as.
+/// The objects that appeared during the check and are the check's: their names start with one
+/// of its names, they have one of its keys, they belong to the user the programs run as, or (a
+/// SysV segment) a program the check started created them.
 fn leaked_objects(
     before: &BTreeSet<IpcObject>,
     after: &BTreeSet<IpcObject>,
@@ -605,7 +606,10 @@ fn leaked_objects(
                 .limits
                 .user
                 .is_some_and(|(uid, _)| object.owner() == Some(uid));
-            named || keyed || owned
+            // A segment a program the check started created itself (an IPC_PRIVATE one, say).
+            let created = matches!(object, IpcObject::SysvShm { creator, .. }
+                if run.roots.lock().expect("roots lock").contains(creator));
+            named || keyed || owned || created
         })
         .cloned()
         .collect()
