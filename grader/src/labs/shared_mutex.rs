@@ -175,7 +175,8 @@ fn failure(message: &Message) -> Fail {
     let error = message.get("error").unwrap_or("");
     let who = message.get("pid").unwrap_or("?");
     let hint = match kind {
-        "not-recoverable" => {
+        // Whichever call meets it first (a lock, a condition wait) reports the same cause.
+        _ if kind == "not-recoverable" || error.contains("ENOTRECOVERABLE") => {
             "a holder died and the one who got EOWNERDEAD unlocked without \
              pthread_mutex_consistent(): the mutex is now unusable for good"
         }
