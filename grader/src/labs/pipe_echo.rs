@@ -104,7 +104,7 @@ pub static LAB: Lab = Lab {
             points: 3,
             timeout: Duration::from_secs(30),
             description: "32 MiB come back intact while SIGUSR1 interrupts every thread of both \
-                          processes every half millisecond (short writes and EINTR handled)",
+                          processes every 0.2 ms (short writes and EINTR handled)",
             exclusive: false,
             run: signals_during_transfer,
         },
@@ -544,7 +544,7 @@ fn signals_during_transfer(run: &mut Run) -> Result<String, Fail> {
                         }
                     }
                 }
-                std::thread::sleep(Duration::from_micros(500));
+                std::thread::sleep(Duration::from_micros(200));
             }
         })
     };
