@@ -108,6 +108,16 @@ pub static LAB: Lab = Lab {
             exclusive: false,
             run: signals_during_transfer,
         },
+        Check {
+            name: "interrupted-while-blocked",
+            points: 2,
+            timeout: Duration::from_secs(15),
+            description: "SIGUSR1 lands on each process while it is blocked reading or writing \
+                          its pipes (the child waiting for input, the parent with the child \
+                          stopped): every interrupted call is retried (EINTR)",
+            exclusive: false,
+            run: interrupted_while_blocked,
+        },
     ],
 };
 
@@ -442,35 +452,6 @@ fn child_dies_early(run: &mut Run) -> Result<String, Fail> {
     ))
 }
 
-/// Whether every thread of `pid` is asleep and one of them waits on its own pipes: in a read
-/// or write on one of them (not the grader's stdout and stderr pipes), or in poll/select.
-fn waits_on_own_pipes(session: &Session, pid: i32) -> bool {
-    let Some(view) = inspect::view(pid) else {
-        return false;
-    };
-    let own_pipe = |fd: u64| {
-        view.fds
-            .get(&(fd as i32))
-            .and_then(|target| pipe_inode(target))
-            .is_some_and(|inode| !session.proc.grader_pipes.contains(&inode))
-    };
-    let io = [libc::SYS_read, libc::SYS_write, libc::SYS_readv, libc::SYS_writev];
-    let polls = [
-        libc::SYS_poll,
-        libc::SYS_ppoll,
-        libc::SYS_select,
-        libc::SYS_pselect6,
-        libc::SYS_epoll_wait,
-        libc::SYS_epoll_pwait,
-    ];
-    view.threads.iter().all(|t| t.state == 'S')
-        && view.threads.iter().any(|t| {
-            t.syscall.is_some_and(|(number, fd)| {
-                (io.contains(&number) && own_pipe(fd)) || polls.contains(&number)
-            })
-        })
-}
-
 fn through_the_child(run: &mut Run) -> Result<String, Fail> {
     // More than both pipes hold: a parent whose bytes go through the child must wait for it.
     let input = run.random_bytes(1 << 20);
@@ -527,22 +508,7 @@ fn signals_during_transfer(run: &mut Run) -> Result<String, Fail> {
                 // The two processes are known: reading the whole process table each round
                 // would leave far fewer signals per second than intended.
                 for pid in pids {
-                    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
-                        continue;
-                    };
-                    for task in tasks.flatten() {
-                        let Some(tid) = task.file_name().to_str().and_then(|t| t.parse::<i32>().ok())
-                        else {
-                            continue;
-                        };
-                        // SAFETY: tgkill takes no pointers; a thread that is gone gives ESRCH.
-                        let sent_ok = unsafe {
-                            libc::syscall(libc::SYS_tgkill, pid, tid, libc::SIGUSR1)
-                        } == 0;
-                        if sent_ok {
-                            sent.fetch_add(1, Ordering::SeqCst);
-                        }
-                    }
+                    sent.fetch_add(signal_every_thread(pid), Ordering::SeqCst);
                 }
                 std::thread::sleep(Duration::from_micros(200));
             }
@@ -560,6 +526,165 @@ fn signals_during_transfer(run: &mut Run) -> Result<String, Fail> {
         "32 MiB echoed intact through {} SIGUSR1 signals",
         sent.load(Ordering::SeqCst)
     ))
+}
+
+/// Sends SIGUSR1 to every thread of `pid`; returns how many got it.
+fn signal_every_thread(pid: i32) -> u64 {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return 0;
+    };
+    let mut sent = 0;
+    for task in tasks.flatten() {
+        let Some(tid) = task.file_name().to_str().and_then(|t| t.parse::<i32>().ok()) else {
+            continue;
+        };
+        // SAFETY: tgkill takes no pointers; a thread that is gone gives ESRCH.
+        if unsafe { libc::syscall(libc::SYS_tgkill, pid, tid, libc::SIGUSR1) } == 0 {
+            sent += 1;
+        }
+    }
+    sent
+}
+
+/// How many times each thread of `pid` has been switched out; a thread that slept, was woken
+/// by a signal and went back to sleep has a higher count.
+fn context_switches(pid: i32) -> BTreeMap<i32, u64> {
+    let Ok(process) = procfs::process::Process::new(pid) else {
+        return BTreeMap::new();
+    };
+    let Ok(tasks) = process.tasks() else {
+        return BTreeMap::new();
+    };
+    tasks
+        .flatten()
+        .filter_map(|task| {
+            let status = task.status().ok()?;
+            let switches = status.voluntary_ctxt_switches? + status.nonvoluntary_ctxt_switches?;
+            Some((task.tid, switches))
+        })
+        .collect()
+}
+
+/// The threads of `pid` asleep in a read or write on one of its own pipes (not the grader's
+/// stdout and stderr pipes), or in poll/select, with the call they are in.
+fn threads_on_own_pipes(session: &Session, pid: i32) -> BTreeMap<i32, &'static str> {
+    let Some(view) = inspect::view(pid) else {
+        return BTreeMap::new();
+    };
+    let own_pipe = |fd: u64| {
+        view.fds
+            .get(&(fd as i32))
+            .and_then(|target| pipe_inode(target))
+            .is_some_and(|inode| !session.proc.grader_pipes.contains(&inode))
+    };
+    let call = |number: i64, fd: u64| match number {
+        libc::SYS_read | libc::SYS_readv if own_pipe(fd) => Some("read()"),
+        libc::SYS_write | libc::SYS_writev if own_pipe(fd) => Some("write()"),
+        libc::SYS_poll
+        | libc::SYS_ppoll
+        | libc::SYS_select
+        | libc::SYS_pselect6
+        | libc::SYS_epoll_wait
+        | libc::SYS_epoll_pwait => Some("poll()"),
+        _ => None,
+    };
+    view.threads
+        .iter()
+        .filter(|t| t.state == 'S')
+        .filter_map(|t| Some((t.tid, t.syscall.and_then(|(n, fd)| call(n, fd))?)))
+        .collect()
+}
+
+/// Whether every thread of `pid` is asleep and one of them waits on its own pipes.
+fn waits_on_own_pipes(session: &Session, pid: i32) -> bool {
+    let all_asleep = inspect::view(pid).is_some_and(|v| v.threads.iter().all(|t| t.state == 'S'));
+    all_asleep && !threads_on_own_pipes(session, pid).is_empty()
+}
+
+/// Waits until `pid` waits on its own pipes, then interrupts it with SIGUSR1 `rounds` times,
+/// each time while it is blocked again: every thread blocked on a pipe before a signal must be
+/// blocked on a pipe after it. Fails, naming the call, if one gave up or went away instead.
+fn interrupt_while_blocked(
+    session: &Session,
+    pid: i32,
+    who: &str,
+    rounds: u32,
+) -> Result<(), Fail> {
+    let settle = Instant::now() + Duration::from_secs(3);
+    while !waits_on_own_pipes(session, pid) {
+        if Instant::now() > settle {
+            return Err(Fail::failed(format!(
+                "{who} (pid {pid}) never waited on its pipes, so the grader could not interrupt \
+                 it there"
+            )));
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    for _ in 0..rounds {
+        let blocked = threads_on_own_pipes(session, pid);
+        let before = context_switches(pid);
+        signal_every_thread(pid);
+        // A thread that retries goes back to sleep on its pipe within microseconds; the margin
+        // is for a loaded machine.
+        let until = Instant::now() + Duration::from_secs(2);
+        loop {
+            let after = context_switches(pid);
+            let now = threads_on_own_pipes(session, pid);
+            let back = |tid: &i32| now.contains_key(tid) && after.get(tid) > before.get(tid);
+            if blocked.keys().all(back) {
+                break;
+            }
+            let exited = inspect::view(pid).is_none_or(|view| view.state == 'Z');
+            let ended = blocked.keys().any(|tid| !after.contains_key(tid));
+            if exited || ended || Instant::now() > until {
+                let gave_up: Vec<String> = blocked
+                    .iter()
+                    .filter(|(tid, _)| !back(tid))
+                    .map(|(tid, call)| {
+                        let fate = match (exited, after.contains_key(tid)) {
+                            (true, _) => "and the process exited",
+                            (false, true) => "stopped waiting on its pipes",
+                            (false, false) => "ended",
+                        };
+                        format!("thread {tid}, blocked in {call}, {fate}")
+                    })
+                    .collect();
+                return Err(Fail::failed(format!(
+                    "SIGUSR1 interrupted {who} (pid {pid}) while it was blocked on its pipes, and \
+                     it gave up ({}): a read() or write() interrupted by a signal fails with \
+                     EINTR (or, for a write, writes less than asked); that is no error, retry the \
+                     call",
+                    gave_up.join("; ")
+                )));
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+    Ok(())
+}
+
+fn interrupted_while_blocked(run: &mut Run) -> Result<String, Fail> {
+    // Far more than both pipes hold, even enlarged to pipe-max-size: with the child stopped,
+    // a correct parent cannot finish its read or its write.
+    let input = run.random_bytes(4 << 20);
+    let mut session = start(run, input, true)?;
+    // Before `go` the child waits for input in read() on an empty pipe: a signal there can only
+    // mean EINTR.
+    interrupt_while_blocked(&session, session.child, CHILD, 3)?;
+    let child = Pid::from_raw(session.child);
+    kill(child, Signal::SIGSTOP).map_err(|e| Fail::Grader(format!("SIGSTOP: {e}")))?;
+    session.proc.send("go", &[])?;
+    // The first signal may cut a write short; the next ones find it blocked with nothing
+    // written, which is EINTR.
+    let parent = interrupt_while_blocked(&session, session.parent, PARENT, 3);
+    kill(child, Signal::SIGCONT).map_err(|e| Fail::Grader(format!("SIGCONT: {e}")))?;
+    parent?;
+    let done = session.proc.recv_any()?;
+    let done = session.done(done)?;
+    session.verify_echo(&done)?;
+    session.finish()?;
+    Ok("interrupted 3 times while blocked on its pipes, each process retried; 4 MiB came back"
+        .into())
 }
 
 fn writes_pipe(process: &Stuck) -> bool {
