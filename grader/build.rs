@@ -5,9 +5,10 @@ use std::fmt::Write;
 use std::path::Path;
 
 fn main() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("src")
-        .join("labs");
+    // Read when the script runs, not when it is compiled: a checkout moved with its `target/`
+    // reuses the compiled script, which must still list the files where they are now.
+    let manifest_dir = std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR");
+    let dir = Path::new(&manifest_dir).join("src").join("labs");
     println!("cargo::rerun-if-changed={}", dir.display());
     let mut modules: Vec<String> = std::fs::read_dir(&dir)
         .expect("src/labs exists")
