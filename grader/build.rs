@@ -9,7 +9,8 @@ fn main() {
     // reuses the compiled script, which must still list the files where they are now.
     let manifest_dir = std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR");
     let dir = Path::new(&manifest_dir).join("src").join("labs");
-    println!("cargo::rerun-if-changed={}", dir.display());
+    // Relative, so that cargo watches the files of the checkout it builds.
+    println!("cargo::rerun-if-changed=src/labs");
     let mut modules: Vec<String> = std::fs::read_dir(&dir)
         .expect("src/labs exists")
         .flatten()
