@@ -18,7 +18,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use ipc_labs_driver::{CONTROL_FD_ENV, Message, NOT_IMPLEMENTED, PANICKED};
-use nix::sys::resource::{Resource, setrlimit};
+use nix::sys::resource::{Resource, getrlimit, setrlimit};
 use nix::sys::signal::{Signal, kill, killpg};
 use nix::sys::socket::{AddressFamily, MsgFlags, SockFlag, SockType, recv, send, socketpair};
 use nix::sys::wait::{WaitPidFlag, waitpid};
@@ -52,6 +52,8 @@ pub struct Limits {
     pub processes: u64,
     /// The user (uid, gid) the programs run as, if not the grader's own.
     pub user: Option<(u32, u32)>,
+    /// A lower soft `RLIMIT_MSGQUEUE` (bytes of message queues), when a check sets one.
+    pub message_queue_bytes: Option<u64>,
 }
 
 impl Limits {
@@ -63,6 +65,7 @@ impl Limits {
             file_size: 4 << 30,
             processes: user_process_count(uid) + 2 * super::run::MAX_PROCESSES as u64,
             user,
+            message_queue_bytes: None,
         }
     }
 }
@@ -168,6 +171,10 @@ pub fn spawn(
             setrlimit(Resource::RLIMIT_FSIZE, limits.file_size, limits.file_size)?;
             setrlimit(Resource::RLIMIT_CORE, 0, 0)?;
             setrlimit(Resource::RLIMIT_NPROC, limits.processes, limits.processes)?;
+            if let Some(bytes) = limits.message_queue_bytes {
+                let (_, hard) = getrlimit(Resource::RLIMIT_MSGQUEUE)?;
+                setrlimit(Resource::RLIMIT_MSGQUEUE, bytes.min(hard), hard)?;
+            }
             // dup2 clears close-on-exec on the copy.
             if libc::dup2(program_raw, CONTROL_FD) < 0 {
                 return Err(std::io::Error::last_os_error());

@@ -103,12 +103,31 @@ impl Run {
 
     /// Starts the lab's program with `args` in the check's directory.
     pub fn spawn<S: AsRef<OsStr>>(&mut self, args: &[S]) -> Result<Proc, Fail> {
+        self.spawn_limited(args, self.limits)
+    }
+
+    /// Starts the lab's program like [`Run::spawn`], with its soft `RLIMIT_MSGQUEUE` lowered to
+    /// `bytes`: the default limit is out of reach of the queues a user may create, so a check
+    /// of how a program counts against it has to lower it.
+    pub fn spawn_with_message_queue_bytes<S: AsRef<OsStr>>(
+        &mut self,
+        args: &[S],
+        bytes: u64,
+    ) -> Result<Proc, Fail> {
+        let limits = Limits {
+            message_queue_bytes: Some(bytes),
+            ..self.limits
+        };
+        self.spawn_limited(args, limits)
+    }
+
+    fn spawn_limited<S: AsRef<OsStr>>(&mut self, args: &[S], limits: Limits) -> Result<Proc, Fail> {
         let args: Vec<&OsStr> = args.iter().map(AsRef::as_ref).collect();
         let proc = process::spawn(
             &self.program,
             &args,
             self.dir.path(),
-            self.limits,
+            limits,
             self.deadline,
             self.lab,
         )?;

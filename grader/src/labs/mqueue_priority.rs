@@ -9,14 +9,18 @@
 //!
 //! Job files are records of priority (u32 LE), length (u32 LE) and payload. On the queue a job is
 //! the byte `J` and its payload, the shutdown the byte `Q` alone at priority 0: the grader's own
-//! sender and receiver use this format with plain POSIX calls.
+//! sender and receiver use this format with plain POSIX calls. Once a producer has said `ready`
+//! (it has read its jobs), its job file is overwritten with decoys: a consumer that serves one
+//! read the file instead of the queue.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
 use nix::mqueue::{MQ_OFlag, MqAttr, MqdT, mq_close, mq_getattr, mq_open, mq_receive, mq_send};
+use nix::sys::resource::{Resource, getrlimit};
 use nix::sys::stat::Mode;
+use nix::unistd::{Gid, Uid, fchown};
 use rand::RngExt;
 
 use crate::engine::audit::message_queue_exists;
@@ -35,8 +39,8 @@ pub static LAB: Lab = Lab {
             name: "priority-order",
             points: 4,
             timeout: Duration::from_secs(10),
-            description: "jobs already queued are served highest priority first, FIFO within a \
-                          priority (3 rounds)",
+            description: "jobs already queued (the grader sees them all in the queue) are served \
+                          highest priority first, FIFO within a priority (3 rounds)",
             exclusive: false,
             run: priority_order,
         },
@@ -80,8 +84,8 @@ pub static LAB: Lab = Lab {
             name: "name-errors",
             points: 2,
             timeout: Duration::from_secs(10),
-            description: "invalid names are kind=bad-name, a missing queue not-found, an \
-                          existing one exists",
+            description: "invalid names (256 bytes after the slash too) are kind=bad-name, a \
+                          255-byte one works, a missing queue is not-found, an existing one exists",
             exclusive: false,
             run: name_errors,
         },
@@ -89,8 +93,9 @@ pub static LAB: Lab = Lab {
             name: "attributes-and-limits",
             points: 3,
             timeout: Duration::from_secs(10),
-            description: "the queue has the capacity and message size asked for, and asking more \
-                          than msg_max or msgsize_max is kind=over-limit",
+            description: "the queue has the capacity and message size asked for; exactly msg_max, \
+                          msgsize_max and RLIMIT_MSGQUEUE bytes are allowed, one more is \
+                          kind=over-limit",
             exclusive: false,
             run: attributes_and_limits,
         },
@@ -117,6 +122,13 @@ pub static LAB: Lab = Lab {
 
 const JOB_TAG: u8 = b'J';
 const SHUTDOWN_TAG: u8 = b'Q';
+/// What the lab's API charges per message against `RLIMIT_MSGQUEUE` besides the message.
+const MESSAGE_OVERHEAD: u64 = 96;
+/// The longest queue name after its slash (`NAME_MAX`).
+const MAX_NAME_LEN: usize = 255;
+/// How the payloads the grader writes into a producer's job file after the producer read it
+/// begin: nobody submits them, so a consumer that serves one read the file, not the queue.
+const DECOY: &[u8] = b"never-submitted-";
 
 /// A job as the grader writes it for a producer and reads it from a consumer's output.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -152,6 +164,20 @@ fn decode_jobs(bytes: &[u8]) -> Result<Vec<Job>, Fail> {
         rest = &rest[8 + len..];
     }
     Ok(jobs)
+}
+
+/// The jobs a consumer wrote to its output file, which must all have come through the queue.
+fn served_jobs(output: &std::path::Path) -> Result<Vec<Job>, Fail> {
+    let served = decode_jobs(&std::fs::read(output).unwrap_or_default())?;
+    if let Some(decoy) = served.iter().find(|job| job.payload.starts_with(DECOY)) {
+        return Err(Fail::failed(format!(
+            "the consumer served a job that nobody submitted ({}): the grader wrote it into a \
+             producer's job file after the producer had read its jobs. The consumer must serve \
+             the messages it receives from the queue, not read the producers' files",
+            show(&decoy.payload)
+        )));
+    }
+    Ok(served)
 }
 
 /// The order a correct consumer serves jobs that were all queued before it started: highest
@@ -196,13 +222,16 @@ struct Consumer {
     max_payload: usize,
 }
 
-/// Starts a consumer with `extra` arguments and returns it with its first answer.
+/// Starts a consumer with `extra` arguments, and its soft `RLIMIT_MSGQUEUE` lowered to
+/// `queue_bytes` if given, and returns it with its first answer.
 fn spawn_consumer(
     run: &mut Run,
     name: &str,
     extra: &[String],
+    queue_bytes: Option<u64>,
 ) -> Result<(Proc, ipc_labs_driver::Message, std::path::PathBuf), Fail> {
-    let output = run.path(&format!("served-{}.bin", name.rsplit('-').next().unwrap_or("q")));
+    let tag: u32 = run.rng().random();
+    let output = run.path(&format!("served-{tag}.bin"));
     let mut args = vec![
         "consumer".to_string(),
         "--name".into(),
@@ -211,7 +240,10 @@ fn spawn_consumer(
         output.display().to_string(),
     ];
     args.extend(extra.iter().cloned());
-    let mut proc = run.spawn(&args)?;
+    let mut proc = match queue_bytes {
+        Some(bytes) => run.spawn_with_message_queue_bytes(&args, bytes)?,
+        None => run.spawn(&args)?,
+    };
     proc.set_roles(|_| "the consumer".into());
     let first = proc.recv_any()?;
     Ok((proc, first, output))
@@ -219,22 +251,27 @@ fn spawn_consumer(
 
 /// A consumer that must come up.
 fn consumer(run: &mut Run, name: &str, extra: &[String]) -> Result<Consumer, Fail> {
-    let (proc, ready, output) = spawn_consumer(run, name, extra)?;
+    let (proc, ready, output) = spawn_consumer(run, name, extra, None)?;
     if ready.kind != "ready" {
         return Err(Fail::failed(format!(
             "the consumer said {} where it should have created {name}",
             said(&ready)
         )));
     }
-    Ok(Consumer {
-        proc,
-        output,
-        capacity: field(&ready, "capacity"),
-        max_payload: field(&ready, "max_payload") as usize,
-    })
+    Ok(Consumer::ready(proc, &ready, output))
 }
 
 impl Consumer {
+    /// The consumer that said `ready`.
+    fn ready(proc: Proc, ready: &ipc_labs_driver::Message, output: std::path::PathBuf) -> Consumer {
+        Consumer {
+            proc,
+            output,
+            capacity: field(ready, "capacity"),
+            max_payload: field(ready, "max_payload") as usize,
+        }
+    }
+
     /// Lets it serve; returns what it served, in order, once it said `done`.
     fn serve(mut self) -> Result<Vec<Job>, Fail> {
         self.proc.send("go", &[])?;
@@ -251,7 +288,7 @@ impl Consumer {
             )));
         }
         self.proc.wait()?;
-        let served = decode_jobs(&std::fs::read(&self.output).unwrap_or_default())?;
+        let served = served_jobs(&self.output)?;
         if served.len() as u64 != field(&done, "served") {
             return Err(Fail::failed(format!(
                 "the consumer says it served {} jobs but handed {} to its handler",
@@ -297,6 +334,19 @@ fn producer(
             said(&ready)
         )));
     }
+    // The producer has read its jobs: what the file holds from now on never reaches the queue.
+    let decoys: Vec<Job> = jobs
+        .iter()
+        .map(|job| {
+            let mut payload = DECOY.to_vec();
+            payload.extend(run.random_bytes(8));
+            Job {
+                priority: job.priority,
+                payload,
+            }
+        })
+        .collect();
+    std::fs::write(&file, encode_jobs(&decoys))?;
     Ok(proc)
 }
 
@@ -397,6 +447,25 @@ fn priority_order(run: &mut Run) -> Result<String, Fail> {
         let jobs = random_jobs(run, count, &format!("r{round}"));
         let proc = producer(run, &name, &jobs, true, false, "the producer")?;
         produce(proc, "the producer")?;
+        // Nobody has received yet: every job and the shutdown must be in the queue.
+        let queued = queue_attributes(&name)?.curmsgs();
+        let sent = jobs.len() as i64 + 1;
+        if queued < sent {
+            return Err(Fail::failed(format!(
+                "round {round}: the producer said `done` after submitting {} jobs and the \
+                 shutdown, but the queue, which nobody had read yet, holds {queued} message(s), \
+                 not {sent}: the jobs did not go through the message queue (a file or another \
+                 channel instead?); submit() must mq_send each job",
+                jobs.len()
+            )));
+        }
+        if queued > sent {
+            return Err(Fail::failed(format!(
+                "round {round}: after {} jobs and the shutdown the queue holds {queued} \
+                 messages, not {sent}: one mq_send per job, and one for the shutdown",
+                jobs.len()
+            )));
+        }
         let served = consumer.serve()?;
         same_order(&served, &jobs, &format!("round {round}"))?;
     }
@@ -418,6 +487,14 @@ fn blocked_in_send(pid: i32) -> Option<bool> {
 fn grader_open(name: &str, flags: MQ_OFlag) -> Result<MqdT, Fail> {
     mq_open(name, flags | MQ_OFlag::O_NONBLOCK, Mode::empty(), None)
         .map_err(|e| Fail::failed(format!("the grader cannot open {name} ({e}) while the consumer says it exists")))
+}
+
+/// The attributes of a queue as the grader's own `mq_getattr` sees them.
+fn queue_attributes(name: &str) -> Result<MqAttr, Fail> {
+    let queue = grader_open(name, MQ_OFlag::O_RDONLY)?;
+    let attr = mq_getattr(&queue).map_err(|e| Fail::Grader(format!("mq_getattr: {e}")));
+    let _ = mq_close(queue);
+    attr
 }
 
 fn full_queue_blocks(run: &mut Run) -> Result<String, Fail> {
@@ -484,9 +561,7 @@ fn full_queue_blocks(run: &mut Run) -> Result<String, Fail> {
             )));
         }
     }
-    let queue = grader_open(&name, MQ_OFlag::O_RDONLY)?;
-    let queued = mq_getattr(&queue).map(|a| a.curmsgs()).unwrap_or(-1);
-    let _ = mq_close(queue);
+    let queued = queue_attributes(&name)?.curmsgs();
     if queued != 4 {
         return Err(Fail::failed(format!(
             "the producers are blocked but the 4-message queue holds {queued}: block only when \
@@ -627,7 +702,7 @@ fn message_boundaries(run: &mut Run) -> Result<String, Fail> {
             )));
         }
         consumer.proc.wait()?;
-        let served = decode_jobs(&std::fs::read(&consumer.output)?)?;
+        let served = served_jobs(&consumer.output)?;
         let lengths: Vec<usize> = served.iter().map(|j| j.payload.len()).collect();
         if lengths != sizes {
             return Err(Fail::failed(format!(
@@ -674,9 +749,7 @@ fn oversized_refused(run: &mut Run) -> Result<String, Fail> {
         proc.wait()?;
     }
     // Nothing may have reached the queue, not even a truncated job.
-    let queue = grader_open(&name, MQ_OFlag::O_RDONLY)?;
-    let queued = mq_getattr(&queue).map(|a| a.curmsgs()).unwrap_or(-1);
-    let _ = mq_close(queue);
+    let queued = queue_attributes(&name)?.curmsgs();
     if queued != 0 {
         return Err(Fail::failed(format!(
             "after two refused payloads the queue holds {queued} message(s): a job that does \
@@ -694,19 +767,30 @@ fn oversized_refused(run: &mut Run) -> Result<String, Fail> {
     Ok("256-byte and 100000-byte payloads were kind=too-big and nothing was queued".into())
 }
 
+/// A handed-out name (audited like any other) with exactly `len` bytes after its slash.
+fn name_of_length(run: &mut Run, len: usize) -> String {
+    // Handed-out names are "/", the check's prefix, "-" and what was asked for.
+    let prefix = run.ipc_name("x").len() - "/-x".len();
+    let name = run.ipc_name(&"x".repeat(len - prefix - 1));
+    debug_assert_eq!(name.len(), len + 1);
+    name
+}
+
 fn name_errors(run: &mut Run) -> Result<String, Fail> {
     // Built from handed-out names, so that whatever a lax program creates is audited.
     let plain = run.ipc_name("noslash");
     let nested = run.ipc_name("dir");
-    let long = run.ipc_name("long");
     let cases = [
         (plain.trim_start_matches('/').to_string(), "no leading slash"),
         (format!("{nested}/jobs"), "a second slash"),
         ("/".to_string(), "nothing after the slash"),
-        (format!("{long}{}", "x".repeat(300)), "more than 255 bytes"),
+        (
+            name_of_length(run, MAX_NAME_LEN + 1),
+            "256 bytes after the slash, one more than NAME_MAX",
+        ),
     ];
     for (name, what) in &cases {
-        let (mut proc, answer, _) = spawn_consumer(run, name, &[])?;
+        let (mut proc, answer, _) = spawn_consumer(run, name, &[], None)?;
         match (answer.kind.as_str(), answer.get("kind")) {
             ("failed", Some("bad-name")) => {
                 proc.wait()?;
@@ -734,9 +818,21 @@ fn name_errors(run: &mut Run) -> Result<String, Fail> {
         )));
     }
     proc.wait()?;
+    // The longest valid name works.
+    let longest = name_of_length(run, MAX_NAME_LEN);
+    let (proc, answer, output) = spawn_consumer(run, &longest, &[], None)?;
+    if answer.kind != "ready" {
+        return Err(Fail::failed(format!(
+            "creating a queue whose name has 255 bytes after the slash (NAME_MAX, the longest \
+             allowed), the consumer said {}: that name is valid, refuse only a longer one",
+            said(&answer)
+        )));
+    }
+    shut_down(run, &longest)?;
+    Consumer::ready(proc, &answer, output).serve()?;
     let name = run.ipc_name("jobs");
     let first = consumer(run, &name, &[])?;
-    let (mut second, answer, _) = spawn_consumer(run, &name, &[])?;
+    let (mut second, answer, _) = spawn_consumer(run, &name, &[], None)?;
     if (answer.kind.as_str(), answer.get("kind")) != ("failed", Some("exists")) {
         return Err(Fail::failed(format!(
             "creating a queue whose name exists, the consumer said {}, not `failed` with \
@@ -747,7 +843,9 @@ fn name_errors(run: &mut Run) -> Result<String, Fail> {
     second.wait()?;
     shut_down(run, &name)?;
     first.serve()?;
-    Ok("bad names were bad-name, a missing queue not-found, an existing one exists".into())
+    Ok("bad names were bad-name (256 bytes after the slash too), a 255-byte name worked, a \
+        missing queue was not-found, an existing one exists"
+        .into())
 }
 
 /// A value of `/proc/sys/fs/mqueue/`.
@@ -761,14 +859,14 @@ fn mqueue_limit(file: &str) -> Result<u64, Fail> {
 
 fn attributes_and_limits(run: &mut Run) -> Result<String, Fail> {
     let (msg_max, msgsize_max) = (mqueue_limit("msg_max")?, mqueue_limit("msgsize_max")?);
+    let sized = |capacity: u64, msg_size: u64| {
+        vec!["--capacity".to_string(), capacity.to_string(), "--msg-size".into(), msg_size.to_string()]
+    };
     let capacity = run.rng().random_range(2..=msg_max.min(9));
     let msg_size = run.rng().random_range(100..1000);
     let name = run.ipc_name("jobs");
-    let asked = ["--capacity".into(), capacity.to_string(), "--msg-size".into(), msg_size.to_string()];
-    let consumer = consumer(run, &name, &asked)?;
-    let queue = grader_open(&name, MQ_OFlag::O_RDONLY)?;
-    let attr = mq_getattr(&queue).map_err(|e| Fail::Grader(format!("mq_getattr: {e}")))?;
-    let _ = mq_close(queue);
+    let consumer = consumer(run, &name, &sized(capacity, msg_size))?;
+    let attr = queue_attributes(&name)?;
     if (attr.maxmsg() as u64, attr.msgsize() as u64) != (capacity, msg_size) {
         return Err(Fail::failed(format!(
             "asked for {capacity} messages of {msg_size} bytes, the queue has {} of {}: pass \
@@ -782,9 +880,7 @@ fn attributes_and_limits(run: &mut Run) -> Result<String, Fail> {
 
     let default = run.ipc_name("default");
     let consumer = self::consumer(run, &default, &[])?;
-    let queue = grader_open(&default, MQ_OFlag::O_RDONLY)?;
-    let attr = mq_getattr(&queue).map_err(|e| Fail::Grader(format!("mq_getattr: {e}")))?;
-    let _ = mq_close(queue);
+    let attr = queue_attributes(&default)?;
     if attr.maxmsg() as u64 > msg_max || attr.msgsize() as u64 > msgsize_max {
         return Err(Fail::failed(format!(
             "the default queue has {} messages of {} bytes, more than an unprivileged user may \
@@ -796,28 +892,102 @@ fn attributes_and_limits(run: &mut Run) -> Result<String, Fail> {
     shut_down(run, &default)?;
     consumer.serve()?;
 
-    for (what, args) in [
-        ("msg_max", ["--capacity".to_string(), (msg_max + 1).to_string()]),
-        ("msgsize_max", ["--msg-size".to_string(), (msgsize_max + 1).to_string()]),
-    ] {
-        let over = run.ipc_name("over");
-        let (mut proc, answer, _) = spawn_consumer(run, &over, &args)?;
+    // Exactly at a limit is allowed, one past it is not. The bytes limit is out of reach of the
+    // default RLIMIT_MSGQUEUE, so the consumer gets a lower one.
+    let (rlimit, _) = getrlimit(Resource::RLIMIT_MSGQUEUE)
+        .map_err(|e| Fail::Grader(format!("getrlimit(RLIMIT_MSGQUEUE): {e}")))?;
+    let rlimit_capacity = run.rng().random_range(2..=msg_max.min(8));
+    let rlimit_msg_size = run.rng().random_range(100..1000);
+    let bytes = rlimit_capacity * (rlimit_msg_size + MESSAGE_OVERHEAD);
+    let in_bytes = format!(
+        "{rlimit_capacity} messages of {rlimit_msg_size} bytes, which take {bytes} bytes \
+         ({rlimit_capacity} x ({rlimit_msg_size} + {MESSAGE_OVERHEAD})),"
+    );
+    let mut exact = Vec::new();
+    if msg_max.saturating_mul(msgsize_max + MESSAGE_OVERHEAD) <= rlimit {
+        exact.push((
+            format!("exactly msg_max ({msg_max}) messages of exactly msgsize_max ({msgsize_max}) bytes"),
+            sized(msg_max, msgsize_max),
+            None,
+            (msg_max, msgsize_max),
+            "a capacity up to msg_max and a message size up to msgsize_max are allowed",
+        ));
+    } else {
+        run.note("msg_max messages of msgsize_max bytes exceed RLIMIT_MSGQUEUE here: not tried");
+    }
+    exact.push((
+        format!("{in_bytes} with RLIMIT_MSGQUEUE at exactly {bytes}"),
+        sized(rlimit_capacity, rlimit_msg_size),
+        Some(bytes),
+        (rlimit_capacity, rlimit_msg_size),
+        "a queue of at most RLIMIT_MSGQUEUE bytes is allowed",
+    ));
+    for (asked, args, queue_bytes, (capacity, msg_size), allowed) in exact {
+        let name = run.ipc_name("limits");
+        let (mut proc, answer, output) = spawn_consumer(run, &name, &args, queue_bytes)?;
+        if answer.kind == "ready" {
+            let attr = queue_attributes(&name)?;
+            if (attr.maxmsg() as u64, attr.msgsize() as u64) != (capacity, msg_size) {
+                return Err(Fail::failed(format!(
+                    "asked for {asked}, the queue has {} messages of {} bytes: create it with \
+                     the attributes asked for",
+                    attr.maxmsg(),
+                    attr.msgsize()
+                )));
+            }
+            shut_down(run, &name)?;
+            Consumer::ready(proc, &answer, output).serve()?;
+        } else if answer.get("kind") == Some("mq-open")
+            && answer.get("error").is_some_and(|e| e.contains("EMFILE"))
+        {
+            // The program's own check passed; the kernel counts this user's other queues too.
+            run.note(format!("{asked}: mq_open said EMFILE (other queues of this user)"));
+            proc.wait()?;
+        } else {
+            return Err(Fail::failed(format!(
+                "asking for {asked}, the consumer said {}: the limits are inclusive, {allowed}; \
+                 refuse only what is more than a limit (>, not >=)",
+                said(&answer)
+            )));
+        }
+    }
+    let over = [
+        (
+            format!("{} messages (msg_max + 1)", msg_max + 1),
+            vec!["--capacity".to_string(), (msg_max + 1).to_string()],
+            None,
+            "root may exceed msg_max, a student may not",
+        ),
+        (
+            format!("messages of {} bytes (msgsize_max + 1)", msgsize_max + 1),
+            vec!["--msg-size".to_string(), (msgsize_max + 1).to_string()],
+            None,
+            "root may exceed msgsize_max, a student may not",
+        ),
+        (
+            format!("{in_bytes} with RLIMIT_MSGQUEUE at {}, one byte less", bytes - 1),
+            sized(rlimit_capacity, rlimit_msg_size),
+            Some(bytes - 1),
+            "count capacity x (msg_size + MESSAGE_OVERHEAD) against the soft RLIMIT_MSGQUEUE, which \
+             holds root too",
+        ),
+    ];
+    for (asked, args, queue_bytes, why) in over {
+        let name = run.ipc_name("over");
+        let (mut proc, answer, _) = spawn_consumer(run, &name, &args, queue_bytes)?;
         if (answer.kind.as_str(), answer.get("kind")) != ("failed", Some("over-limit")) {
             return Err(Fail::failed(format!(
-                "asking for {} {} (above {what} = {}), the consumer said {}, not `failed` with \
-                 kind=over-limit: check the config against system_limits() before mq_open \
-                 (root may exceed {what}, a student may not)",
-                args[0],
-                args[1],
-                if what == "msg_max" { msg_max } else { msgsize_max },
+                "asking for {asked}, the consumer said {}, not `failed` with kind=over-limit: \
+                 check the config against system_limits() before mq_open ({why})",
                 said(&answer)
             )));
         }
         proc.wait()?;
     }
     Ok(format!(
-        "the queue had the {capacity} x {msg_size} bytes asked for; the defaults fit; above \
-         msg_max ({msg_max}) or msgsize_max ({msgsize_max}) was over-limit"
+        "the queue had the {capacity} x {msg_size} bytes asked for; the defaults fit; exactly \
+         msg_max ({msg_max}), msgsize_max ({msgsize_max}) and RLIMIT_MSGQUEUE ({bytes} bytes) \
+         were allowed, one more was over-limit"
     ))
 }
 
@@ -893,7 +1063,13 @@ fn interop_plain_posix(run: &mut Run) -> Result<String, Fail> {
         Some(&attr),
     )
     .map_err(|e| Fail::Grader(format!("creating the grader's queue: {e}")))?;
-    let outcome = receive_from_producer(run, &name, &queue);
+    // The producer runs as the program user: the queue must be that user's to open.
+    let given = match run.program_user() {
+        Some((uid, gid)) => fchown(&queue, Some(Uid::from_raw(uid)), Some(Gid::from_raw(gid)))
+            .map_err(|e| Fail::Grader(format!("giving the grader's queue to the program user: {e}"))),
+        None => Ok(()),
+    };
+    let outcome = given.and_then(|()| receive_from_producer(run, &name, &queue));
     let _ = mq_close(queue);
     let _ = nix::mqueue::mq_unlink(name.as_str());
     outcome?;
