@@ -231,11 +231,12 @@ impl Segment {
         todo!("check room, copy payload, length, sequence, fence, MAGIC")
     }
 
-    /// Reads the record, trusting nothing: the magic must be [`MAGIC`]
-    /// ([`ShmError::BadMagic`]) and the length must fit in the segment after the header
-    /// ([`ShmError::BadLength`]). Then copies the payload out.
+    /// Reads the record, trusting nothing: the segment must be large enough for a header
+    /// ([`ShmError::BadLength`]), the magic must be [`MAGIC`] ([`ShmError::BadMagic`]) and the
+    /// length must fit in the segment after the header ([`ShmError::BadLength`]). Then copies
+    /// the payload out.
     pub fn read_record(&self) -> Result<Record, ShmError> {
-        todo!("check MAGIC, fence(Acquire), check length, copy the payload out")
+        todo!("a header must fit (BadLength), check MAGIC, fence(Acquire), length, copy out")
     }
 
     /// Detaches the segment with `shmdt()`. The segment itself stays until it is removed.

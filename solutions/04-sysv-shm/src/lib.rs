@@ -318,11 +318,12 @@ impl Segment {
         // END SOLUTION
     }
 
-    /// Reads the record, trusting nothing: the magic must be [`MAGIC`]
-    /// ([`ShmError::BadMagic`]) and the length must fit in the segment after the header
-    /// ([`ShmError::BadLength`]). Then copies the payload out.
+    /// Reads the record, trusting nothing: the segment must be large enough for a header
+    /// ([`ShmError::BadLength`]), the magic must be [`MAGIC`] ([`ShmError::BadMagic`]) and the
+    /// length must fit in the segment after the header ([`ShmError::BadLength`]). Then copies
+    /// the payload out.
     pub fn read_record(&self) -> Result<Record, ShmError> {
-        // SOLUTION todo: check MAGIC, fence(Acquire), check length, copy the payload out
+        // SOLUTION todo: a header must fit (BadLength), check MAGIC, fence(Acquire), length, copy out
         let capacity = self.size.saturating_sub(HEADER_LEN);
         if self.size < HEADER_LEN {
             return Err(ShmError::BadLength {
