@@ -5,15 +5,23 @@
 //! `semaphore-handoff --mechanism semaphores|queues --ready N --ok M --rounds R [--cpu C]
 //! [--interruptible] [--pause-producer-at K] [--pause-consumer-at K]`: the parent creates the
 //! handoff, forks the consumer and the producer, unlinks the names and says `ready` (both
-//! pids). The producer starts at `go`. A side told to pause says `paused` before record K and
-//! waits for `go`, the other side then waiting for it. Each side says `done` (the producer with
-//! the time its `put()` calls took, the consumer with how many records were good, torn, stale or
-//! skipped) or `failed` with `kind=`; the parent says `ended` and waits for `exit`.
+//! pids). The producer starts at `go`, which carries the seed of the records: only the producer
+//! is told, so a consumer cannot make up what it should receive. A side told to pause says
+//! `paused` before record K and waits for `go`, the other side then waiting for it. Each side
+//! says `done` (the producer with the time its `put()` calls took, the consumer with how many
+//! records were good, torn, stale or skipped, and the digest of all it took) or `failed` with
+//! `kind=`; the parent says `ended` and waits for `exit`.
+//!
+//! The grader does not take the consumer's word for the records: it recomputes the digest of
+//! the records the producer was to send, from the seed, with its own copy of the lab's given
+//! `Record::generate`; and it reads the slot itself, from the producer's memory, while the
+//! consumer is held.
 //!
 //! Sizes from measurements on a 2-CPU machine: a write-after-post bug shows within 100 rounds
 //! when both sides share one CPU; a correct round trip takes 2-100 us (up to ~90 us when the
 //! sides sit on different CPUs), so 10,000 free rounds take at most a few seconds.
 
+use std::os::unix::fs::FileExt;
 use std::os::unix::process::ExitStatusExt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -63,6 +71,16 @@ pub static LAB: Lab = Lab {
             run: mq_rounds,
         },
         Check {
+            name: "record-in-slot",
+            points: 2,
+            timeout: Duration::from_secs(15),
+            description: "while the consumer is held before record K, the producer's shared \
+                          slot (read by the grader from its memory) holds record K, and the \
+                          consumer maps the same slot",
+            exclusive: false,
+            run: record_in_slot,
+        },
+        Check {
             name: "waits-block",
             points: 3,
             timeout: Duration::from_secs(15),
@@ -104,6 +122,14 @@ pub static LAB: Lab = Lab {
 const PARENT: &str = "the parent";
 const PRODUCER: &str = "the producer";
 const CONSUMER: &str = "the consumer";
+/// Payload bytes in a record (`PAYLOAD` in the lab).
+const PAYLOAD: usize = 4080;
+/// FNV-1a's offset basis and prime: the consumer's digest folds 64-bit words with them.
+const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+const FNV_PRIME: u64 = 0x0100_0000_01b3;
+/// How long the producer may take to write a record into the slot once the consumer has
+/// freed it.
+const SLOT_PATIENCE: Duration = Duration::from_secs(5);
 
 /// One run of the program, from `ready` to `ended`.
 struct Handover {
@@ -112,6 +138,8 @@ struct Handover {
     producer: i32,
     consumer: i32,
     rounds: u64,
+    /// The seed of the records, which only the producer is told (in its `go`).
+    seed: u64,
 }
 
 /// What the two sides reported.
@@ -124,6 +152,8 @@ struct Reports {
     stale: u64,
     skipped: u64,
     first: String,
+    /// The digest of every record the consumer took.
+    digest: u64,
 }
 
 fn field<T: std::str::FromStr>(message: &Message, key: &str) -> Result<T, Fail> {
@@ -157,7 +187,7 @@ impl Handover {
     /// Starts the program and waits for its `ready`.
     fn start(run: &mut Run, mechanism: &str, rounds: u64, extra: &[&str]) -> Result<Self, Fail> {
         let names = [run.ipc_name("ready"), run.ipc_name("ok")];
-        let seed: u32 = run.rng().random();
+        let seed: u64 = run.rng().random();
         let mut args = vec![
             "--mechanism".to_string(),
             mechanism.into(),
@@ -167,8 +197,6 @@ impl Handover {
             names[1].clone(),
             "--rounds".into(),
             rounds.to_string(),
-            "--seed".into(),
-            seed.to_string(),
         ];
         args.extend(extra.iter().map(|s| s.to_string()));
         let mut proc = run.spawn(&args)?;
@@ -200,7 +228,13 @@ impl Handover {
             producer,
             consumer,
             rounds,
+            seed,
         })
+    }
+
+    /// Lets the producer start, telling it (alone) the seed of the records.
+    fn go(&mut self) -> Result<(), Fail> {
+        self.proc.send("go", &[("seed", self.seed.to_string())])
     }
 
     /// Lets the producer start and collects the reports up to `ended`. `on_paused` is called
@@ -209,7 +243,7 @@ impl Handover {
         &mut self,
         mut on_paused: impl FnMut(&mut Proc, i32) -> Result<(), Fail>,
     ) -> Result<Reports, Fail> {
-        self.proc.send("go", &[])?;
+        self.go()?;
         let mut reports = Reports::default();
         loop {
             let message = self.proc.recv_any()?;
@@ -224,6 +258,7 @@ impl Handover {
                     reports.stale = field(&message, "stale")?;
                     reports.skipped = field(&message, "skipped")?;
                     reports.first = message.get("first").unwrap_or("").to_string();
+                    reports.digest = field(&message, "digest")?;
                 }
                 ("paused", Some(role)) => {
                     let pid = if role == "producer" {
@@ -254,9 +289,10 @@ impl Handover {
         Ok(())
     }
 
-    /// Every record must have arrived intact and in order.
+    /// Every record must have arrived intact and in order: the consumer's digest is that of the
+    /// records the producer was to send. The consumer's own counts only explain a mismatch.
     fn verify(&self, reports: &Reports, what: &str) -> Result<(), Fail> {
-        if reports.good == self.rounds {
+        if reports.digest == expected_digest(self.seed, self.rounds) {
             return Ok(());
         }
         let Reports {
@@ -266,6 +302,14 @@ impl Handover {
             skipped,
             ..
         } = reports;
+        if *good == self.rounds {
+            return Err(Fail::failed(format!(
+                "{what}: the consumer found all {good} records intact and in order, but they \
+                 are not the records the producer sent (the grader recomputes them from a seed \
+                 only the producer is told): take() must copy each record out of the slot the \
+                 producer wrote it into"
+            )));
+        }
         let cause = if *stale > 0 {
             "the consumer was woken before the record was in the slot: write the record \
              first, then post ready"
@@ -320,6 +364,139 @@ fn mq_rounds(run: &mut Run) -> Result<String, Fail> {
         "1000 records on one CPU ({pinned:.1} us per round trip) and 10000 on any ({free:.1} us) \
          intact and in order"
     ))
+}
+
+fn fnv_word(digest: u64, word: u64) -> u64 {
+    (digest ^ word).wrapping_mul(FNV_PRIME)
+}
+
+/// The payload of record `seq` of the stream drawn from `seed`, as 64-bit words: the grader's
+/// copy of the lab's given `Record::generate`, so that it checks the records itself.
+fn payload_words(seed: u64, seq: u64) -> impl Iterator<Item = u64> {
+    let mut state = (seed ^ seq.wrapping_mul(0x9e37_79b9_7f4a_7c15)) | 1;
+    (0..PAYLOAD / 8).map(move |_| {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    })
+}
+
+/// The digest the consumer reports when it took records `0..rounds` of the stream `seed`, in
+/// order: FNV-1a over each one's sequence number and payload words.
+fn expected_digest(seed: u64, rounds: u64) -> u64 {
+    (0..rounds).fold(FNV_OFFSET, |digest, seq| {
+        std::iter::once(seq)
+            .chain(payload_words(seed, seq))
+            .fold(digest, fnv_word)
+    })
+}
+
+/// Record `seq` as it lies in the slot, up to its checksum: the sequence number, the payload.
+fn expected_record(seed: u64, seq: u64) -> Vec<u8> {
+    let mut bytes = seq.to_ne_bytes().to_vec();
+    bytes.extend(payload_words(seed, seq).flat_map(u64::to_le_bytes));
+    bytes
+}
+
+/// A shared anonymous mapping of a process (`/dev/zero (deleted)`, `rw-s` in its maps): what
+/// `mmap(MAP_SHARED | MAP_ANONYMOUS)` makes, and so where the slot can be.
+struct SharedMapping {
+    start: u64,
+    inode: u64,
+}
+
+fn shared_anonymous(pid: i32) -> Vec<SharedMapping> {
+    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap_or_default();
+    maps.lines()
+        .filter_map(|line| {
+            let mut fields = line.split_whitespace();
+            let (range, perms) = (fields.next()?, fields.next()?);
+            let inode = fields.nth(2)?.parse().ok()?;
+            let path: Vec<&str> = fields.collect();
+            let (start, end) = range.split_once('-')?;
+            let start = u64::from_str_radix(start, 16).ok()?;
+            let end = u64::from_str_radix(end, 16).ok()?;
+            let fits = end - start >= (PAYLOAD + 16) as u64;
+            (perms == "rw-s" && path.join(" ") == "/dev/zero (deleted)" && fits)
+                .then_some(SharedMapping { start, inode })
+        })
+        .collect()
+}
+
+/// What a slot's bytes hold, in words.
+fn describe_slot(bytes: &[u8], seed: u64) -> String {
+    let seq = u64::from_ne_bytes(bytes[..8].try_into().expect("8 bytes"));
+    if bytes.iter().all(|&b| b == 0) {
+        "only zeros".into()
+    } else if bytes == expected_record(seed, seq) {
+        format!("record {seq}")
+    } else {
+        format!("a record numbered {seq} whose payload is not the producer's")
+    }
+}
+
+/// With the consumer held before taking record `seq` (so the producer has written it and waits
+/// for ok), checks from outside that the record is in a shared anonymous mapping of the
+/// producer that the consumer maps too.
+fn slot_holds(producer: i32, consumer: i32, seed: u64, seq: u64) -> Result<String, Fail> {
+    let slots = shared_anonymous(producer);
+    if slots.is_empty() {
+        return Err(Fail::failed(
+            "the producer has no shared anonymous mapping to hold the slot: make it with \
+             mmap_anonymous(MAP_SHARED) in Handoff::create(), before fork()",
+        ));
+    }
+    let want = expected_record(seed, seq);
+    let memory = std::fs::File::open(format!("/proc/{producer}/mem"))
+        .map_err(|e| Fail::Grader(format!("reading the producer's memory: {e}")))?;
+    let mut bytes = vec![0u8; want.len()];
+    let until = Instant::now() + SLOT_PATIENCE;
+    let slot = loop {
+        // The producer may still be writing it: look again until it is there.
+        let found = slots.iter().find(|slot| {
+            memory.read_exact_at(&mut bytes, slot.start).is_ok() && bytes == want
+        });
+        if let Some(slot) = found {
+            break slot;
+        }
+        if Instant::now() > until {
+            return Err(Fail::failed(format!(
+                "while the consumer waited to take record {seq}, the producer's slot (its \
+                 shared anonymous mapping) held {}, not record {seq}: put() must copy each \
+                 record into the slot (Handoff::slot) before posting ready; records that \
+                 travel any other way (a file, a pipe) are not the handoff",
+                describe_slot(&bytes, seed)
+            )));
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    };
+    if !shared_anonymous(consumer)
+        .iter()
+        .any(|mapping| mapping.inode == slot.inode)
+    {
+        return Err(Fail::failed(
+            "the consumer does not map the producer's slot: create the slot in \
+             Handoff::create(), before fork(), so that both sides inherit the same mapping",
+        ));
+    }
+    Ok(format!(
+        "record {seq} was in the producer's slot, which the consumer maps too"
+    ))
+}
+
+fn record_in_slot(run: &mut Run) -> Result<String, Fail> {
+    let seq = run.rng().random_range(10..90u64);
+    let at = seq.to_string();
+    let mut handover = Handover::start(run, "semaphores", 100, &["--pause-consumer-at", &at])?;
+    let (producer, consumer, seed) = (handover.producer, handover.consumer, handover.seed);
+    let mut seen = String::new();
+    let reports = handover.finish(|proc, _| {
+        seen = slot_holds(producer, consumer, seed, seq)?;
+        proc.send("go", &[])
+    })?;
+    handover.verify(&reports, "100 rounds")?;
+    Ok(seen)
 }
 
 /// Waits (up to 2 s) until `pid` sleeps in a system call; returns the call's number.
@@ -459,7 +636,7 @@ fn survives(run: &mut Run, mechanism: &str, kill_producer: bool) -> Result<Strin
         "--pause-consumer-at"
     };
     let mut handover = Handover::start(run, mechanism, 1000, &[pause, &at])?;
-    handover.proc.send("go", &[])?;
+    handover.go()?;
     let (victim, victim_role, survivor) = if kill_producer {
         (handover.producer, "producer", "consumer")
     } else {

@@ -10,11 +10,14 @@
 //!
 //! Run by the grader, every process reports over the control channel: each worker says `ready`
 //! and waits for `go`, then `finished` (with the changes it made to each account); the
-//! coordinator says `ready` (with the workers' pids and where the mutex and condition variable
-//! lie in the segment), `done` (what it saw when its wait ended) and `closed` (after the
-//! teardown), and waits for `exit`. Errors are `failed` with `kind=` from [`BankError::kind`]. With `--crash-worker W
-//! --crash-after N`, worker W says `holding` in the middle of its transfer number N and waits,
-//! lock held, to be killed; the other workers start their transfers only then. Keep this file as it is.
+//! coordinator says `ready` (with the workers' pids and where the mutex, the condition variable,
+//! the count and the accounts lie in the segment), `done` (what it saw when its wait ended) and
+//! `closed` (after the teardown), and waits for `exit`. Errors are `failed` with `kind=` from
+//! [`BankError::kind`]. With `--crash-worker W --crash-after N`, worker W says `holding` in the
+//! middle of its transfer number N and waits, lock held, to be killed; the other workers start
+//! their transfers only then. With `--try-transfers F,T,...`, the coordinator first tries those
+//! transfers (which the bank must refuse) and reports how each ended in its `ready`. Keep this
+//! file as it is.
 
 use std::io::{Read, Write};
 use std::process::ExitCode;
@@ -50,6 +53,10 @@ struct Args {
     /// start once it stops).
     #[arg(long)]
     crash_after: Option<u64>,
+    /// Transfers to try before the workers start, as pairs of accounts `from,to,from,to,...`
+    /// (of 1 each); the coordinator reports `ok` or the error's kind for each.
+    #[arg(long, value_delimiter = ',')]
+    try_transfers: Vec<usize>,
 }
 
 /// Reports `error` to the grader and on stderr.
@@ -202,6 +209,14 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let tried: Vec<&str> = args
+        .try_transfers
+        .chunks_exact(2)
+        .map(|pair| match bank.transfer(pair[0], pair[1], 1, || {}) {
+            Ok(_) => "ok",
+            Err(error) => error.kind(),
+        })
+        .collect();
     let held = match (args.crash_worker, args.crash_after) {
         (Some(crasher), Some(after)) => {
             let (reader, writer) = std::io::pipe().expect("pipe() failed");
@@ -232,8 +247,17 @@ fn main() -> ExitCode {
             ("workers", list(&workers)),
             ("mutex_at", std::mem::offset_of!(Bank, lock).to_string()),
             ("cond_at", std::mem::offset_of!(Bank, all_done).to_string()),
+            (
+                "transfers_at",
+                std::mem::offset_of!(Bank, transfers).to_string(),
+            ),
+            (
+                "accounts_at",
+                std::mem::offset_of!(Bank, accounts).to_string(),
+            ),
             ("size", std::mem::size_of::<Bank>().to_string()),
             ("opening", OPENING_BALANCE.to_string()),
+            ("tried", tried.join(",")),
         ],
     );
     let mut ok = true;
