@@ -9,9 +9,12 @@
 //! splitmix64 words (started at `s + i * 2^32`) repeated, each copy XORed with its number, and
 //! `hash` is FNV-1a over 64-bit words in four lanes; the grader computes both itself, and with
 //! `--save` compares the saved files byte for byte. It never hands the receiver the expected
-//! data.
+//! data. A check can make one side stand still mid-message (`send --hold-at`, `pair --hold`:
+//! it says `holding` and waits for `release`) to look at the segment or the free queue from
+//! outside while nothing moves.
 
-use std::os::unix::fs::MetadataExt;
+use std::fs::File;
+use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -68,6 +71,16 @@ pub static LAB: Lab = Lab {
             run: slow_receiver,
         },
         Check {
+            name: "through-the-segment",
+            points: 2,
+            timeout: Duration::from_secs(15),
+            description: "the chunks travel in the segment: with the sender held mid-message, \
+                          the slot of its last chunk holds that chunk's header and bytes, and \
+                          both processes map the segment",
+            exclusive: false,
+            run: through_the_segment,
+        },
+        Check {
             name: "one-gib-streamed",
             points: 4,
             timeout: Duration::from_secs(45),
@@ -89,8 +102,10 @@ pub static LAB: Lab = Lab {
             name: "pool-pairs",
             points: 5,
             timeout: Duration::from_secs(20),
-            description: "8 concurrent pairs share a pool of 4 segments: each receiver gets its \
-                          own sender's message, and all 4 ids are back on the free queue",
+            description: "a pair whose receiver is held before its last write keeps its \
+                          segment off the free queue; 8 concurrent pairs share a pool of 4 \
+                          segments: each receiver gets its own sender's message, and all 4 ids \
+                          are back on the free queue",
             exclusive: false,
             run: pool_pairs,
         },
@@ -192,6 +207,8 @@ struct Setup {
     slow_ms: u64,
     timeout_ms: u64,
     progress_after: Option<u64>,
+    /// The sender stops before reading this byte of the first message (`--hold-at`).
+    hold_at: Option<u64>,
 }
 
 impl Setup {
@@ -203,6 +220,7 @@ impl Setup {
             slow_ms: 0,
             timeout_ms: PEER_TIMEOUT_MS,
             progress_after: None,
+            hold_at: None,
         }
     }
 }
@@ -214,6 +232,9 @@ struct Transfer {
     /// Data bytes per chunk, as the sender reported.
     capacity: u64,
     seed: u64,
+    /// The segment, opened by the grader before the receiver unlinks its name, so that the
+    /// check can read what the slots hold.
+    segment: File,
 }
 
 /// Starts the sender, checks the segment it made, starts the receiver.
@@ -237,6 +258,9 @@ fn start(run: &mut Run, setup: &Setup) -> Result<Transfer, Fail> {
     if let Some(after) = setup.progress_after {
         args.extend(["--progress-after".into(), after.to_string()]);
     }
+    if let Some(byte) = setup.hold_at {
+        args.extend(["--hold-at".into(), byte.to_string()]);
+    }
     let mut sender = run.spawn(&args)?;
     sender.set_roles(|_| "the sender".into());
     let ready = sender.recv_any()?;
@@ -252,6 +276,13 @@ fn start(run: &mut Run, setup: &Setup) -> Result<Transfer, Fail> {
         .get("capacity")
         .and_then(|c| c.parse().ok())
         .ok_or_else(|| Fail::Grader("the sender's `ready` has no capacity".into()))?;
+    if capacity == 0 {
+        return Err(Fail::failed(format!(
+            "the sender reports chunks of 0 bytes in a {}-byte segment: no data fits in its \
+             slots. Keep the given slot_size() and capacity()",
+            setup.size
+        )));
+    }
     let path = PathBuf::from("/dev/shm").join(name.trim_start_matches('/'));
     let object = std::fs::metadata(&path).map_err(|_| {
         Fail::failed(format!(
@@ -275,6 +306,13 @@ fn start(run: &mut Run, setup: &Setup) -> Result<Transfer, Fail> {
             object.mode() & 0o777
         )));
     }
+    let segment = File::open(&path).map_err(|error| {
+        Fail::failed(format!(
+            "{} (mode {:03o}) cannot be opened for reading ({error}): create it with mode 0600",
+            path.display(),
+            object.mode() & 0o777
+        ))
+    })?;
     let mut args = vec![
         "recv".to_string(),
         "--name".into(),
@@ -304,6 +342,7 @@ fn start(run: &mut Run, setup: &Setup) -> Result<Transfer, Fail> {
         receiver,
         capacity,
         seed,
+        segment,
     })
 }
 
@@ -389,6 +428,12 @@ fn receive_failed(message: &Message, index: usize, lens: &[u64], capacity: u64) 
 fn deliver(run: &mut Run, setup: &Setup) -> Result<Transfer, Fail> {
     let mut transfer = start(run, setup)?;
     transfer.go()?;
+    check_messages(run, &mut transfer, setup)?;
+    Ok(transfer)
+}
+
+/// Checks every message of `setup` the receiver reports against what the sender sent.
+fn check_messages(run: &mut Run, transfer: &mut Transfer, setup: &Setup) -> Result<(), Fail> {
     let capacity = transfer.capacity;
     for (index, &len) in setup.lens.iter().enumerate() {
         let message = transfer.receiver.recv_any()?;
@@ -434,7 +479,7 @@ fn deliver(run: &mut Run, setup: &Setup) -> Result<Transfer, Fail> {
             )));
         }
     }
-    Ok(transfer)
+    Ok(())
 }
 
 /// Byte-for-byte comparison of a saved message, naming the first wrong byte's chunk.
@@ -514,7 +559,12 @@ fn chunk_boundaries(run: &mut Run) -> Result<String, Fail> {
 /// 64-byte header (two `sem_t`), two slots of `(size - 64) / 2` bytes rounded down to 8, each a
 /// 32-byte chunk header and the data.
 fn expected_capacity(size: usize) -> usize {
-    (((size - 64) / 2) & !7) - 32
+    expected_slot_size(size) - CHUNK_HEADER as usize
+}
+
+/// The bytes of one slot of a segment of `size` bytes: `(size - 64) / 2`, rounded down to 8.
+fn expected_slot_size(size: usize) -> usize {
+    ((size - SEGMENT_HEADER as usize) / SLOTS as usize) & !7
 }
 
 fn random_sizes(run: &mut Run) -> Result<String, Fail> {
@@ -535,6 +585,127 @@ fn slow_receiver(run: &mut Run) -> Result<String, Fail> {
     setup.slow_ms = 1;
     deliver(run, &setup)?.finish()?;
     Ok("31 chunks reached a slow writer intact".into())
+}
+
+fn through_the_segment(run: &mut Run) -> Result<String, Fail> {
+    let size = run.rng().random_range(8192..=65_536);
+    let capacity = expected_capacity(size) as u64;
+    let full_chunks = run.rng().random_range(4..=8u64);
+    let len = full_chunks * capacity + run.rng().random_range(1..capacity);
+    // The sender stops before it reads the data of chunk `held + 1`: the chunk before is then
+    // in its slot, and nothing writes the slots until the grader lets the sender go on, however
+    // the receiver handles its side.
+    let held = run.rng().random_range(1..full_chunks);
+    let mut setup = Setup::new(size, vec![len]);
+    setup.save = false;
+    setup.hold_at = Some((held + 1) * capacity);
+    // The receiver waits for a sender the grader holds: more than enough time for that.
+    setup.timeout_ms = 10_000;
+    let mut transfer = start(run, &setup)?;
+    let inode = transfer.segment.metadata()?.ino();
+    for (proc, who) in [(&transfer.sender, "sender"), (&transfer.receiver, "receiver")] {
+        maps_segment(proc.pid.as_raw(), inode, who)?;
+    }
+    transfer.go()?;
+    let holding = transfer.sender.recv_any()?;
+    if holding.kind != "holding" {
+        return Err(Fail::failed(format!(
+            "the sender said `{}` ({}) before it came to byte {} of a {len}-byte message",
+            holding.kind,
+            failure(&holding),
+            (held + 1) * capacity
+        )));
+    }
+    let at: u64 = holding
+        .get("at")
+        .and_then(|at| at.parse::<u64>().ok())
+        .ok_or_else(|| Fail::Grader("the sender's `holding` has no byte offset".into()))?
+        .min(len);
+    let place = format!(
+        "while the sender stood at byte {at} of a {len}-byte message (S={size}, C={capacity}), \
+         with every byte before it handed over"
+    );
+    let expected = pattern_bytes(transfer.seed, 0, at as usize);
+    let slot_size = expected_slot_size(size) as u64;
+    let mut headers = Vec::new();
+    let mut found = None;
+    for slot in 0..SLOTS {
+        let offset = SEGMENT_HEADER + slot * slot_size;
+        let mut header = [0u8; CHUNK_HEADER as usize];
+        transfer.segment.read_exact_at(&mut header, offset)?;
+        let [seq, total, chunk, end] = [0, 1, 2, 3].map(|i| {
+            u64::from_ne_bytes(header[i * 8..i * 8 + 8].try_into().expect("8 bytes"))
+        });
+        headers.push(format!("slot {slot}: seq={seq} total={total} len={chunk} end={end}"));
+        // The chunk that ends at `at`: the last one the sender handed over.
+        if total != len || end != 0 || chunk == 0 || chunk > capacity.min(at) {
+            continue;
+        }
+        let mut data = vec![0u8; chunk as usize];
+        transfer
+            .segment
+            .read_exact_at(&mut data, offset + CHUNK_HEADER)?;
+        let wrong = data
+            .iter()
+            .zip(&expected[(at - chunk) as usize..])
+            .filter(|(a, b)| a != b)
+            .count();
+        found = Some((slot, seq, chunk, wrong));
+        if wrong == 0 {
+            break;
+        }
+    }
+    let (slot, seq, chunk) = match found {
+        Some((slot, seq, chunk, 0)) => (slot, seq, chunk),
+        Some((slot, seq, chunk, wrong)) => {
+            return Err(Fail::failed(format!(
+                "{place}, slot {slot} of the segment held the header of its last chunk (seq \
+                 {seq}, {chunk} bytes), but {wrong} of those bytes are not the message's: the \
+                 data must travel in the segment's slots, not through a file, a pipe or a \
+                 buffer of its own"
+            )));
+        }
+        None => {
+            return Err(Fail::failed(format!(
+                "{place}, no slot of the segment held the header of the chunk that ends there \
+                 ({}): chunk k goes in slot k % 2, its ChunkHeader (seq, total, len, end) at \
+                 the start of the slot and its data right after it",
+                headers.join("; ")
+            )));
+        }
+    };
+    transfer.sender.send("release", &[])?;
+    check_messages(run, &mut transfer, &setup)?;
+    transfer.finish()?;
+    Ok(format!(
+        "with the sender held at byte {at} of a {len}-byte message (S={size}, C={capacity}), \
+         chunk {seq} ({chunk} bytes) was in slot {slot}, header and data; both processes map \
+         the segment; the message arrived exactly"
+    ))
+}
+
+/// The bytes of the segment's header (two `sem_t`) and of a chunk's header (four `u64`).
+const SEGMENT_HEADER: u64 = 64;
+const CHUNK_HEADER: u64 = 32;
+const SLOTS: u64 = 2;
+
+/// Whether `pid` maps the segment (inode `inode` in /dev/shm) shared, from /proc/PID/maps.
+fn maps_segment(pid: i32, inode: u64, who: &str) -> Result<(), Fail> {
+    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps"))?;
+    let mapped = maps.lines().any(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        fields.len() >= 6
+            && fields[1].ends_with('s')
+            && fields[4].parse() == Ok(inode)
+            && fields[5].starts_with("/dev/shm/")
+    });
+    if !mapped {
+        return Err(Fail::failed(format!(
+            "the {who} (pid {pid}) says it is ready, but /proc/{pid}/maps has no shared mapping \
+             of the segment: map it with mmap(MAP_SHARED) and pass every chunk through it"
+        )));
+    }
+    Ok(())
 }
 
 /// `VmHWM` (peak resident memory) of `pid`, in bytes.
@@ -706,7 +877,6 @@ fn peer_killed(run: &mut Run) -> Result<String, Fail> {
 }
 
 fn pool_pairs(run: &mut Run) -> Result<String, Fail> {
-    const SEGMENTS: usize = 4;
     const PAIRS: u64 = 8;
     let size = 65_536;
     let prefix = run.ipc_name("pool");
@@ -763,102 +933,31 @@ fn pool_pairs(run: &mut Run) -> Result<String, Fail> {
     }
 
     let seed: u64 = run.rng().random();
+    let held = held_pair(run, &prefix, &queue, seed, PAIRS)?;
+
     let mut pairs = Vec::new();
     let mut lens = Vec::new();
     for index in 0..PAIRS {
         let len = run.rng().random_range(256 * 1024..2 * MIB);
-        let mut pair = run.spawn(&[
-            "pair".to_string(),
-            "--prefix".into(),
-            prefix.clone(),
-            "--index".into(),
-            index.to_string(),
-            "--seed".into(),
-            seed.to_string(),
-            "--len".into(),
-            len.to_string(),
-            "--timeout-ms".into(),
-            PEER_TIMEOUT_MS.to_string(),
-        ])?;
-        let root = pair.pid.as_raw();
-        pair.set_roles(move |view| {
-            if view.pid == root {
-                format!("pair {index}'s sender")
-            } else {
-                format!("pair {index}'s receiver")
-            }
-        });
-        pairs.push(pair);
+        pairs.push(spawn_pair(run, &prefix, index, seed, len, false)?);
         lens.push(len);
     }
     // A start barrier: every pair has opened the pool before any takes a segment, so that they
     // compete for the 4 segments.
     for (index, pair) in pairs.iter_mut().enumerate() {
-        let ready = pair.recv_any()?;
-        if ready.kind != "ready" {
-            return Err(Fail::failed(format!(
-                "pair {index} could not open the pool: `{}` ({})",
-                ready.kind,
-                failure(&ready)
-            )));
-        }
+        pair_ready(pair, index as u64)?;
     }
     for pair in &mut pairs {
         pair.send("go", &[])?;
     }
     let mut ids = Vec::new();
     for (index, pair) in pairs.iter_mut().enumerate() {
-        let root = pair.pid.as_raw().to_string();
-        let mut delivered = false;
-        loop {
-            let message = pair.recv_any()?;
-            let from_sender = message.get("pid") == Some(root.as_str());
-            match message.kind.as_str() {
-                "took" => ids.push(message.get("id").unwrap_or("?").to_string()),
-                "message" => {
-                    let want = pattern_hash(seed, index as u64, lens[index]);
-                    if message.get("hash") != Some(want.as_str()) {
-                        return Err(Fail::failed(format!(
-                            "pair {index}'s receiver got {} bytes that are not its sender's \
-                             message (segment {}): two pairs used one segment at once. Take \
-                             a segment from the free queue for each pair, and give it back \
-                             only after its receiver has read the end of the message",
-                            message.get("len").unwrap_or("?"),
-                            message.get("id").unwrap_or("?")
-                        )));
-                    }
-                    delivered = true;
-                }
-                "failed" if message.get("kind") == Some("pool-empty") => {
-                    return Err(Fail::failed(format!(
-                        "pair {index} found no free segment for {PEER_TIMEOUT_MS} ms, after \
-                         {index} pair(s) had finished with the pool's {SEGMENTS} segments: \
-                         a segment was never given back. The receiver gives its segment back \
-                         once it has read the end of the message"
-                    )));
-                }
-                "failed" => {
-                    let who = if from_sender { "sender" } else { "receiver" };
-                    return Err(Fail::failed(format!(
-                        "pair {index}'s {who} said `failed` ({}): if another pair's chunks \
-                         reached it, its segment was given back too early (only the receiver, \
-                         after the end of the message, may give it back)",
-                        failure(&message)
-                    )));
-                }
-                "done" if from_sender => break,
-                other => {
-                    return Err(Fail::failed(format!(
-                        "pair {index} said `{other}` unexpectedly"
-                    )));
-                }
-            }
-        }
-        if !delivered {
-            return Err(Fail::failed(format!(
-                "pair {index}'s sender finished but its receiver reported no message"
-            )));
-        }
+        let index = index as u64;
+        let mut seen = PairSeen::default();
+        let want = pattern_hash(seed, index, lens[index as usize]);
+        // While this pair holds its segment, at most the other 3 can be free.
+        follow_pair(pair, index, &want, 0..=SEGMENTS - 1, &mut seen, |seen| seen.done)?;
+        ids.extend(seen.took);
         pair.wait()?;
     }
 
@@ -904,10 +1003,241 @@ fn pool_pairs(run: &mut Run) -> Result<String, Fail> {
     }
     ids.sort();
     Ok(format!(
-        "{PAIRS} pairs each got their own message through {SEGMENTS} segments (ids taken: {}); \
-         all {SEGMENTS} were free at the end, and destroy() removed them",
+        "{held}; then {PAIRS} pairs each got their own message through {SEGMENTS} segments (ids \
+         taken: {}); all {SEGMENTS} were free at the end, and destroy() removed them",
         ids.join(",")
     ))
+}
+
+/// The segments of the pool in `pool_pairs`.
+const SEGMENTS: usize = 4;
+
+/// Starts a `pair` process: pair `index` of `seed`, a message of `len` bytes.
+fn spawn_pair(
+    run: &mut Run,
+    prefix: &str,
+    index: u64,
+    seed: u64,
+    len: u64,
+    hold: bool,
+) -> Result<Proc, Fail> {
+    let mut args = vec![
+        "pair".to_string(),
+        "--prefix".into(),
+        prefix.into(),
+        "--index".into(),
+        index.to_string(),
+        "--seed".into(),
+        seed.to_string(),
+        "--len".into(),
+        len.to_string(),
+        "--timeout-ms".into(),
+        PEER_TIMEOUT_MS.to_string(),
+    ];
+    if hold {
+        args.push("--hold".into());
+    }
+    let mut pair = run.spawn(&args)?;
+    let root = pair.pid.as_raw();
+    pair.set_roles(move |view| {
+        if view.pid == root {
+            format!("pair {index}'s sender")
+        } else {
+            format!("pair {index}'s receiver")
+        }
+    });
+    Ok(pair)
+}
+
+/// Waits for a pair's `ready`: it has opened the pool.
+fn pair_ready(pair: &mut Proc, index: u64) -> Result<(), Fail> {
+    let ready = pair.recv_any()?;
+    if ready.kind != "ready" {
+        return Err(Fail::failed(format!(
+            "pair {index} could not open the pool: `{}` ({})",
+            ready.kind,
+            failure(&ready)
+        )));
+    }
+    Ok(())
+}
+
+/// What a pair has said so far.
+#[derive(Default)]
+struct PairSeen {
+    /// The id of the segment it took.
+    took: Option<String>,
+    /// The sender's send has returned.
+    sent: bool,
+    /// The receiver waits for `release` before its last write.
+    holding: bool,
+    /// The receiver reported its sender's message.
+    delivered: bool,
+    /// The sender said `done`.
+    done: bool,
+}
+
+/// Follows what pair `index` says until `until(seen)`: its `took` (with a free count in
+/// `free_after_take`), its receiver's message (whose hash must be `want`), its sender's `done`.
+fn follow_pair(
+    pair: &mut Proc,
+    index: u64,
+    want: &str,
+    free_after_take: std::ops::RangeInclusive<usize>,
+    seen: &mut PairSeen,
+    until: fn(&PairSeen) -> bool,
+) -> Result<(), Fail> {
+    let root = pair.pid.as_raw().to_string();
+    while !until(seen) {
+        let message = pair.recv_any()?;
+        let from_sender = message.get("pid") == Some(root.as_str());
+        match message.kind.as_str() {
+            "took" => {
+                let id = message.get("id").unwrap_or("?").to_string();
+                let free: Option<usize> = message.get("free").and_then(|f| f.parse().ok());
+                if !free.is_some_and(|free| free_after_take.contains(&free)) {
+                    return Err(Fail::failed(format!(
+                        "right after pair {index} took segment {id}, free_count() said {} of \
+                         the pool's {SEGMENTS} segments are free, where {} can be: count the \
+                         ids on the free queue (mq_getattr's mq_curmsgs), not a number of your \
+                         own",
+                        message.get("free").unwrap_or("nothing"),
+                        if free_after_take.start() == free_after_take.end() {
+                            format!("exactly {}", free_after_take.start())
+                        } else {
+                            format!("at most {}", free_after_take.end())
+                        }
+                    )));
+                }
+                seen.took = Some(id);
+            }
+            "sent" if from_sender => seen.sent = true,
+            "holding" if !from_sender => seen.holding = true,
+            "message" => {
+                if message.get("hash") != Some(want) {
+                    return Err(Fail::failed(format!(
+                        "pair {index}'s receiver got {} bytes that are not its sender's \
+                         message (segment {}): two pairs used one segment at once. Take \
+                         a segment from the free queue for each pair, and give it back \
+                         only after its receiver has read the end of the message",
+                        message.get("len").unwrap_or("?"),
+                        message.get("id").unwrap_or("?")
+                    )));
+                }
+                seen.delivered = true;
+            }
+            "failed" if message.get("kind") == Some("pool-empty") => {
+                return Err(Fail::failed(format!(
+                    "pair {index} found no free segment for {PEER_TIMEOUT_MS} ms, after \
+                     {index} pair(s) had finished with the pool's {SEGMENTS} segments: \
+                     a segment was never given back. The receiver gives its segment back \
+                     once it has read the end of the message"
+                )));
+            }
+            "failed" => {
+                let who = if from_sender { "sender" } else { "receiver" };
+                return Err(Fail::failed(format!(
+                    "pair {index}'s {who} said `failed` ({}): if another pair's chunks \
+                     reached it, its segment was given back too early (only the receiver, \
+                     after the end of the message, may give it back)",
+                    failure(&message)
+                )));
+            }
+            "done" if from_sender => {
+                if !seen.delivered {
+                    return Err(Fail::failed(format!(
+                        "pair {index}'s sender finished but its receiver reported no message"
+                    )));
+                }
+                seen.done = true;
+            }
+            other => {
+                return Err(Fail::failed(format!(
+                    "pair {index} said `{other}` unexpectedly"
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// One pair alone on the fresh pool, its receiver held by the grader just before it writes out
+/// the end of the message: its sender is done, so whatever the pair gives back early is back
+/// on the free queue by then, and the receiver has not given anything back yet. The queue must
+/// hold the 3 other ids, then, after the release, all 4. Returns what it saw.
+fn held_pair(
+    run: &mut Run,
+    prefix: &str,
+    queue: &str,
+    seed: u64,
+    index: u64,
+) -> Result<String, Fail> {
+    let len = run.rng().random_range(256 * 1024..2 * MIB);
+    let mut pair = spawn_pair(run, prefix, index, seed, len, true)?;
+    pair_ready(&mut pair, index)?;
+    pair.send("go", &[])?;
+    let want = pattern_hash(seed, index, len);
+    let mut seen = PairSeen::default();
+    let others = SEGMENTS - 1;
+    follow_pair(&mut pair, index, &want, others..=others, &mut seen, |seen| {
+        seen.holding && seen.sent
+    })?;
+    let id = seen.took.clone().unwrap_or_else(|| "?".into());
+    let free = queue_length(queue)?;
+    if free != others {
+        let why = if free > others {
+            format!(
+                "segment {id} was given back too early: only the receiver may give it back, \
+                 once it has written out the end of the message (the sender being done does \
+                 not free the segment)"
+            )
+        } else {
+            format!("only segment {id} is taken, so {others} ids should be on the queue")
+        };
+        return Err(Fail::failed(format!(
+            "pair {index} alone on the pool: its sender had sent all {len} bytes and its \
+             receiver was about to write out the end of the message, yet the free queue held \
+             {free} of the pool's {SEGMENTS} ids: {why}"
+        )));
+    }
+    pair.send("release", &[])?;
+    follow_pair(&mut pair, index, &want, others..=others, &mut seen, |seen| {
+        seen.done
+    })?;
+    pair.wait()?;
+    let free = queue_length(queue)?;
+    if free != SEGMENTS {
+        return Err(Fail::failed(format!(
+            "pair {index} alone on the pool has finished, but the free queue holds {free} of the \
+             pool's {SEGMENTS} ids: a segment was never given back. The receiver gives its \
+             segment back once it has read the end of the message"
+        )));
+    }
+    Ok(format!(
+        "a pair alone kept segment {id} off the free queue ({others} of {SEGMENTS} free) until \
+         its receiver had written out the end of the message"
+    ))
+}
+
+/// How many ids are on the free queue `name`, read by the grader itself.
+fn queue_length(name: &str) -> Result<usize, Fail> {
+    use nix::mqueue::{MQ_OFlag, mq_close, mq_getattr, mq_open};
+    let queue = mq_open(
+        name,
+        MQ_OFlag::O_RDONLY | MQ_OFlag::O_NONBLOCK,
+        nix::sys::stat::Mode::empty(),
+        None,
+    )
+    .map_err(|errno| {
+        Fail::failed(format!(
+            "the pool's free queue {name} cannot be opened ({errno}): it must exist, mode 0600, \
+             until destroy()"
+        ))
+    })?;
+    let attr = mq_getattr(&queue);
+    let _ = mq_close(queue);
+    let attr = attr.map_err(|errno| Fail::Grader(format!("mq_getattr({name}): {errno}")))?;
+    Ok(attr.curmsgs() as usize)
 }
 
 fn beats_pipe(run: &mut Run) -> Result<String, Fail> {

@@ -10,16 +10,19 @@
 //!
 //! - `send`: creates the segment, says `ready` (with `capacity`), waits for `go`, sends one
 //!   message per length in `--lens`, says `done`. With `--progress-after B` it says `progress`
-//!   once B bytes of data have gone into the segment.
+//!   once B bytes of data have gone into the segment; with `--hold-at B` it says `holding` and
+//!   waits for `release` before it reads byte B of the first message from its data source.
 //! - `recv`: opens the segment, unlinks its name, says `ready`, waits for `go`, receives
 //!   `--count` messages, saying `message` (`index`, `len`, `hash`) after each, then `done`, and
 //!   waits for `exit`. `--save` also writes message i to `message-<i>.bin`; `--slow-ms` makes
 //!   its writer take that long before each write (a slow disk).
 //! - `pool`: creates a pool, says `ready`, and at `finish` says `state` (`free`), destroys the
 //!   pool and says `done`.
-//! - `pair`: opens a pool, says `ready`, at `go` takes a segment (`took`, `id`), forks a
-//!   receiver child, and sends one message through the segment; the child says `message` and
-//!   gives the segment back; the parent says `done`.
+//! - `pair`: opens a pool, says `ready`, at `go` takes a segment (`took`, `id`, and `free`, the
+//!   pool's free count after the take), forks a receiver child, and sends one message through
+//!   the segment, saying `sent` when its send has returned; the child says `message` and gives
+//!   the segment back; the parent says `done`. With `--hold`, the child says `holding` and
+//!   waits for `release` before it writes out the message's last bytes.
 //! - `pipe`: the same data through a pipe, for comparison: a child reads and hashes, the parent
 //!   writes at `go`; the child says `message`.
 //!
@@ -67,6 +70,9 @@ enum Command {
         /// Say `progress` once this many bytes have been sent.
         #[arg(long)]
         progress_after: Option<u64>,
+        /// Say `holding` and wait for `release` before reading this byte of message 0.
+        #[arg(long)]
+        hold_at: Option<u64>,
     },
     /// Opens the segment and receives messages from it.
     Recv {
@@ -115,6 +121,9 @@ enum Command {
         /// How long to wait for a segment or the peer at most, in milliseconds.
         #[arg(long, default_value_t = 5000)]
         timeout_ms: u64,
+        /// The receiver says `holding` and waits for `release` before its last write.
+        #[arg(long)]
+        hold: bool,
     },
     /// The same data through a pipe, for comparison.
     Pipe {
@@ -277,25 +286,42 @@ impl Fnv64 {
     }
 }
 
-/// Where the receiver writes: hashed, optionally saved to a file, optionally slow.
-struct Sink {
+/// Where the receiver writes: hashed, optionally saved to a file, optionally slow, optionally
+/// held by the grader.
+struct Sink<'a> {
     hash: Fnv64,
     file: Option<File>,
     slow: Duration,
+    /// Before the write that reaches this byte, say `holding` and wait for `release`, so that
+    /// the grader can look at the pool while the message is still being written out.
+    hold: Option<(u64, &'a Control)>,
 }
 
-impl Sink {
-    fn new(file: Option<File>, slow: Duration) -> Sink {
+impl<'a> Sink<'a> {
+    fn new(file: Option<File>, slow: Duration) -> Sink<'a> {
         Sink {
             hash: Fnv64::new(),
             file,
             slow,
+            hold: None,
         }
+    }
+
+    fn held_at(mut self, byte: Option<u64>, control: &'a Control) -> Sink<'a> {
+        self.hold = byte.map(|byte| (byte, control));
+        self
     }
 }
 
-impl Write for Sink {
+impl Write for Sink<'_> {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if let Some((byte, control)) = self.hold
+            && self.hash.len + buf.len() as u64 > byte
+        {
+            control.send("holding", &[("at", self.hash.len.to_string())]);
+            control.wait_for("release");
+            self.hold = None;
+        }
         if !self.slow.is_zero() {
             std::thread::sleep(self.slow);
         }
@@ -311,16 +337,35 @@ impl Write for Sink {
     }
 }
 
-/// The sender's data, which says `progress` once `after` bytes have been read from it.
+/// What the sender tells the grader on the way.
+struct Marks {
+    /// Say `progress` once this many bytes have been read from the data source.
+    progress_after: Option<u64>,
+    /// Say `holding` and wait for `release` before reading this byte of the first message.
+    hold_at: Option<u64>,
+}
+
+/// The sender's data, which says `progress` once `after` bytes have been read from it, and
+/// holds before it reads byte `hold`, so that the grader can look at the segment while the
+/// sender stands still.
 struct Progress<'a> {
     data: Pattern,
     control: &'a Control,
     read: u64,
     after: Option<u64>,
+    hold: Option<u64>,
 }
 
 impl Read for Progress<'_> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if let Some(hold) = self.hold
+            && self.read + buf.len() as u64 > hold
+        {
+            self.control
+                .send("holding", &[("at", self.read.to_string())]);
+            self.control.wait_for("release");
+            self.hold = None;
+        }
         let n = self.data.read(buf)?;
         self.read += n as u64;
         if let Some(after) = self.after
@@ -354,7 +399,7 @@ fn send(
     seed: u64,
     lens: &[u64],
     timeout: Duration,
-    progress: Option<u64>,
+    marks: Marks,
 ) -> ExitCode {
     let mut segment = match Segment::create(name, size) {
         Ok(segment) => segment,
@@ -365,13 +410,14 @@ fn send(
     };
     control.send("ready", &[("capacity", segment.capacity().to_string())]);
     control.wait_for("go");
-    let mut after = progress;
+    let mut after = marks.progress_after;
     for (index, &len) in lens.iter().enumerate() {
         let mut data = Progress {
             data: Pattern::new(seed, index as u64, len),
             control,
             read: 0,
             after: after.take(),
+            hold: marks.hold_at.filter(|_| index == 0),
         };
         if let Err(error) = segment.send(len, &mut data, timeout) {
             report(control, &error, 0);
@@ -466,6 +512,7 @@ fn pair(
     seed: u64,
     len: u64,
     timeout: Duration,
+    hold: bool,
 ) -> ExitCode {
     let pool = match Pool::open(prefix) {
         Ok(pool) => pool,
@@ -483,11 +530,22 @@ fn pair(
             return ExitCode::FAILURE;
         }
     };
-    control.send("took", &[("id", id.to_string())]);
+    let free = match pool.free_count() {
+        Ok(free) => free,
+        Err(error) => {
+            report(control, &error, 0);
+            return ExitCode::FAILURE;
+        }
+    };
+    control.send(
+        "took",
+        &[("id", id.to_string()), ("free", free.to_string())],
+    );
     // SAFETY: the program is single-threaded here.
     match unsafe { fork() }.expect("fork") {
         ForkResult::Child => {
-            let mut sink = Sink::new(None, Duration::ZERO);
+            let last_byte = hold.then(|| len.saturating_sub(1));
+            let mut sink = Sink::new(None, Duration::ZERO).held_at(last_byte, control);
             let code = match pool.receive(id, &mut sink, timeout) {
                 Ok(len) => {
                     control.send(
@@ -510,6 +568,9 @@ fn pair(
         }
         ForkResult::Parent { child } => {
             let sent = pool.send(id, len, &mut Pattern::new(seed, index, len), timeout);
+            if sent.is_ok() {
+                control.send("sent", &[]);
+            }
             let status = waitpid(child, None).expect("waitpid");
             if let Err(error) = sent {
                 report(control, &error, 0);
@@ -586,6 +647,7 @@ fn main() -> ExitCode {
             lens,
             timeout_ms,
             progress_after,
+            hold_at,
         } => send(
             &control,
             &name,
@@ -593,7 +655,10 @@ fn main() -> ExitCode {
             seed,
             &lens,
             ms(timeout_ms),
-            progress_after,
+            Marks {
+                progress_after,
+                hold_at,
+            },
         ),
         Command::Recv {
             name,
@@ -613,7 +678,8 @@ fn main() -> ExitCode {
             seed,
             len,
             timeout_ms,
-        } => pair(&control, &prefix, index, seed, len, ms(timeout_ms)),
+            hold,
+        } => pair(&control, &prefix, index, seed, len, ms(timeout_ms), hold),
         Command::Pipe { seed, len } => pipe_transfer(&control, seed, len),
     }
 }
