@@ -9,7 +9,7 @@
 //! mapped it). Subcommands:
 //!
 //! - `send`: creates the segment, says `ready` (with `capacity`), waits for `go`, sends one
-//!   message per length in `--lens`, says `done`. With `--progress-after B` it says `progress`
+//!   message per length in `--lens`, says `done`, and waits for `exit`. With `--progress-after B` it says `progress`
 //!   once B bytes of data have gone into the segment; with `--hold-at B` it says `holding` and
 //!   waits for `release` before it reads byte B of the first message from its data source.
 //! - `recv`: opens the segment, unlinks its name, says `ready`, waits for `go`, receives
@@ -24,7 +24,7 @@
 //!   the segment back; the parent says `done`. With `--hold`, the child says `holding` and
 //!   waits for `release` before it writes out the message's last bytes.
 //! - `pipe`: the same data through a pipe, for comparison: a child reads and hashes, the parent
-//!   writes at `go`; the child says `message`.
+//!   writes at `go`; the child says `message` and waits for `exit`; the parent says `done`.
 //!
 //! Errors are `failed` with `kind=` from [`TransferError::kind`] (and `received=`, the bytes
 //! the writer got). The data of message `index` is [`Pattern`]; `hash` is [`Fnv64`]. Keep this
@@ -428,6 +428,7 @@ fn send(
         after = data.after;
     }
     control.send("done", &[]);
+    control.wait_for("exit");
     ExitCode::SUCCESS
 }
 
@@ -612,6 +613,7 @@ fn pipe_transfer(control: &Control, seed: u64, len: u64) -> ExitCode {
                     ("hash", format!("{:016x}", hash.finish())),
                 ],
             );
+            control.wait_for("exit");
             std::process::exit(0);
         }
         ForkResult::Parent { child } => {
