@@ -5,16 +5,20 @@
 //! listens, serves until SIGTERM, then says `done` with its counts. `socket-reqrep client
 //! (--unix PATH | --tcp PORT) --requests F --output O` says `ready` once connected, waits for
 //! `go`, makes one call per request and says `done`. The grader also talks to the server itself
-//! (its own client, below, and Python or socat when the machine has them), and reads the
-//! server's memory use from `/proc/PID/status`.
+//! (its own client, below, and Python or socat when the machine has them), points the client at
+//! a server of its own to see the requests really come over the socket, and reads the server's
+//! memory use from `/proc/PID/status`.
 
 use std::io::{ErrorKind, Read, Write};
-use std::net::{Shutdown, TcpStream};
-use std::os::unix::net::UnixStream;
+use std::net::{Shutdown, TcpListener, TcpStream};
+use std::os::fd::{AsFd, BorrowedFd};
+use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use ipc_labs_driver::Message;
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::signal::{Signal, kill};
 use rand::RngExt;
 
@@ -73,6 +77,15 @@ pub static LAB: Lab = Lab {
             run: large_payloads,
         },
         Check {
+            name: "size-limit",
+            points: 2,
+            timeout: Duration::from_secs(15),
+            description: "a payload of exactly MAX_PAYLOAD (16 MiB) goes both ways; a frame one \
+                          byte longer is refused",
+            exclusive: false,
+            run: size_limit,
+        },
+        Check {
             name: "many-clients",
             points: 5,
             timeout: Duration::from_secs(40),
@@ -85,11 +98,21 @@ pub static LAB: Lab = Lab {
             name: "bad-input",
             points: 5,
             timeout: Duration::from_secs(20),
-            description: "a truncated frame, an empty frame, an absurd length and a client gone \
-                          mid-request each get that client dropped with a log line; the server \
-                          allocates nothing absurd and serves on",
+            description: "a truncated frame (in its body or its length prefix), an empty frame, \
+                          an absurd length, a client gone mid-request and a reset connection \
+                          each get that client dropped with a log line; the server allocates \
+                          nothing absurd and serves on",
             exclusive: false,
             run: bad_input,
+        },
+        Check {
+            name: "server-counts",
+            points: 2,
+            timeout: Duration::from_secs(10),
+            description: "the server's `done` counts the clients it accepted, the requests it \
+                          answered and the clients it dropped",
+            exclusive: false,
+            run: server_counts,
         },
         Check {
             name: "sigterm-cleanup",
@@ -109,6 +132,15 @@ pub static LAB: Lab = Lab {
             exclusive: false,
             run: foreign_clients,
         },
+        Check {
+            name: "client-over-socket",
+            points: 3,
+            timeout: Duration::from_secs(15),
+            description: "the client, pointed at the grader's own server over both transports, \
+                          sends every request over the socket and writes the answers it gets",
+            exclusive: false,
+            run: client_over_socket,
+        },
     ],
 };
 
@@ -117,6 +149,10 @@ const OP_REVERSE: u8 = b'R';
 const OP_HASH: u8 = b'H';
 const STATUS_OK: u8 = 0;
 const STATUS_UNKNOWN_OP: u8 = 1;
+/// The largest payload the protocol allows, and the largest frame body (its head byte and that
+/// payload).
+const MAX_PAYLOAD: usize = 16 << 20;
+const MAX_BODY: usize = MAX_PAYLOAD + 1;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Transport {
@@ -141,10 +177,11 @@ fn expected(op: u8, payload: &[u8]) -> (u8, Vec<u8>) {
     }
 }
 
-/// A request frame: u32 big-endian length of op and payload, the op, the payload.
-fn frame(op: u8, payload: &[u8]) -> Vec<u8> {
+/// A frame: u32 big-endian length of head and payload, the head (a request's op or a
+/// response's status), the payload.
+fn frame(head: u8, payload: &[u8]) -> Vec<u8> {
     let mut bytes = ((payload.len() + 1) as u32).to_be_bytes().to_vec();
-    bytes.push(op);
+    bytes.push(head);
     bytes.extend_from_slice(payload);
     bytes
 }
@@ -203,6 +240,20 @@ impl Conn {
             Conn::Unix(s) => s,
             Conn::Tcp(s) => s,
         }
+    }
+
+    fn fd(&self) -> BorrowedFd<'_> {
+        match self {
+            Conn::Unix(s) => s.as_fd(),
+            Conn::Tcp(s) => s.as_fd(),
+        }
+    }
+
+    /// Whether bytes arrive to be read within `limit`.
+    fn readable_within(&self, limit: Duration) -> bool {
+        let mut fds = [PollFd::new(self.fd(), PollFlags::POLLIN)];
+        let ms = u16::try_from(limit.as_millis()).unwrap_or(u16::MAX);
+        matches!(poll(&mut fds, PollTimeout::from(ms)), Ok(1..))
     }
 
     fn shutdown(&self, how: Shutdown) {
@@ -267,7 +318,8 @@ impl Server {
     }
 
     /// Stops the server with SIGTERM: it must say `done`, exit 0 and leave no socket file.
-    fn stop(mut self) -> Result<(), Fail> {
+    /// Returns the `done` message, with the server's counts.
+    fn stop(mut self) -> Result<Message, Fail> {
         // The server says `ready` before run_server() blocks SIGTERM: one answered request
         // shows that it is serving, so that the signal meets the server's own handling.
         if let Ok(mut conn) = self.connect() {
@@ -304,7 +356,7 @@ impl Server {
                 self.path.display()
             )));
         }
-        Ok(())
+        Ok(done)
     }
 
     /// The server's stderr, for its log lines.
@@ -313,20 +365,35 @@ impl Server {
     }
 }
 
-/// Reads one response frame: (status, payload).
-fn read_response(conn: &mut Conn) -> std::io::Result<(u8, Vec<u8>)> {
+/// Reads one frame: (head, payload), or `None` at end of stream before the frame starts.
+fn read_frame(conn: &mut Conn) -> std::io::Result<Option<(u8, Vec<u8>)>> {
     let stream = conn.stream();
     let mut header = [0u8; 4];
-    stream.read_exact(&mut header)?;
+    let mut got = 0;
+    while got < header.len() {
+        match stream.read(&mut header[got..]) {
+            Ok(0) if got == 0 => return Ok(None),
+            Ok(0) => return Err(ErrorKind::UnexpectedEof.into()),
+            Ok(n) => got += n,
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
     let len = u32::from_be_bytes(header) as usize;
-    if len == 0 || len > (16 << 20) + 1 {
+    if len == 0 || len > MAX_BODY {
         return Err(std::io::Error::other(format!(
-            "a response length prefix of {len}, read as u32 big-endian"
+            "a length prefix of {len}, read as u32 big-endian"
         )));
     }
     let mut body = vec![0u8; len];
     stream.read_exact(&mut body)?;
-    Ok((body[0], body[1..].to_vec()))
+    let payload = body.split_off(1);
+    Ok(Some((body[0], payload)))
+}
+
+/// Reads one response frame: (status, payload).
+fn read_response(conn: &mut Conn) -> std::io::Result<(u8, Vec<u8>)> {
+    read_frame(conn)?.ok_or_else(|| ErrorKind::UnexpectedEof.into())
 }
 
 /// Checks one response against the request, naming the request.
@@ -384,7 +451,7 @@ struct ClientProc {
 
 fn spawn_client(
     run: &mut Run,
-    server: &Server,
+    at: &[String],
     requests: Vec<(u8, Vec<u8>)>,
     role: &str,
 ) -> Result<ClientProc, Fail> {
@@ -399,7 +466,7 @@ fn spawn_client(
     }
     std::fs::write(&input, bytes)?;
     let mut args = vec!["client".to_string()];
-    args.extend(server.where_args());
+    args.extend_from_slice(at);
     args.extend([
         "--requests".into(),
         input.display().to_string(),
@@ -469,7 +536,7 @@ impl ClientProc {
 fn random_requests(run: &mut Run, transport: Transport) -> Result<String, Fail> {
     let server = server(run, transport)?;
     let requests = random_requests_for(run, 40, "c");
-    let client = spawn_client(run, &server, requests, "the client")?.finish()?;
+    let client = spawn_client(run, &server.where_args(), requests, "the client")?.finish()?;
     client.verify()?;
     server.stop()?;
     Ok(format!(
@@ -550,11 +617,39 @@ fn large_payloads(run: &mut Run) -> Result<String, Fail> {
             (OP_REVERSE, run.random_bytes(9 << 20)),
             (OP_HASH, run.random_bytes(8 << 20)),
         ];
-        let client = spawn_client(run, &server, requests, "the client")?.finish()?;
+        let client = spawn_client(run, &server.where_args(), requests, "the client")?.finish()?;
         client.verify()?;
         server.stop()?;
     }
     Ok("8 MiB and 9 MiB payloads went both ways over Unix and TCP sockets".into())
+}
+
+fn size_limit(run: &mut Run) -> Result<String, Fail> {
+    let server = server(run, Transport::Unix)?;
+    // The largest payload allowed, from the student's client: the request's and the response's
+    // bodies are exactly MAX_BODY bytes.
+    let requests = vec![(OP_REVERSE, run.random_bytes(MAX_PAYLOAD))];
+    let client = spawn_client(run, &server.where_args(), requests, "the client")?;
+    let client = client.finish().map_err(|fail| match fail {
+        Fail::Failed(m) => Fail::failed(format!(
+            "{m}, with a payload of exactly MAX_PAYLOAD (16 MiB), the largest allowed{}: a frame \
+             body is the op or status byte and the payload, so MAX_BODY = MAX_PAYLOAD + 1 bytes \
+             must be accepted, by the server and by the client",
+            server.alive_note()
+        )),
+        other => other,
+    })?;
+    client.verify()?;
+
+    // One byte more: refused as soon as the length prefix is in.
+    let what = "a length prefix of MAX_BODY + 1 (a payload one byte over MAX_PAYLOAD)";
+    let mut conn = server.connect()?;
+    let mut header = ((MAX_BODY + 1) as u32).to_be_bytes().to_vec();
+    header.push(OP_ECHO);
+    conn.stream().write_all(&header)?;
+    dropped(&mut conn, what, &server)?;
+    server.stop()?;
+    Ok("a payload of exactly MAX_PAYLOAD went both ways; a frame one byte longer was refused".into())
 }
 
 fn many_clients(run: &mut Run) -> Result<String, Fail> {
@@ -568,7 +663,7 @@ fn many_clients(run: &mut Run) -> Result<String, Fail> {
     let mut clients = Vec::new();
     for c in 0..CLIENTS {
         let requests = random_requests_for(run, 40, &format!("client{c}"));
-        clients.push(spawn_client(run, &server, requests, &format!("client {}", c + 1))?);
+        clients.push(spawn_client(run, &server.where_args(), requests, &format!("client {}", c + 1))?);
     }
     for client in &mut clients {
         client.proc.send("go", &[])?;
@@ -661,6 +756,14 @@ fn bad_input(run: &mut Run) -> Result<String, Fail> {
     dropped(&mut conn, what, &server)?;
     good(&server, what)?;
 
+    // End of stream inside the length prefix is a frame cut short too, not a clean end.
+    let what = "a frame cut inside its length prefix (2 of its 4 bytes, then end of stream)";
+    let mut conn = server.connect()?;
+    conn.stream().write_all(&[0, 0])?;
+    conn.shutdown(Shutdown::Write);
+    dropped(&mut conn, what, &server)?;
+    good(&server, what)?;
+
     let what = "an empty frame (length 0)";
     let mut conn = server.connect()?;
     conn.stream().write_all(&[0, 0, 0, 0])?;
@@ -697,33 +800,131 @@ fn bad_input(run: &mut Run) -> Result<String, Fail> {
     drop(conn);
     good(&server, what)?;
 
-    // The last drop is logged after the server noticed the closed connection: give the line
-    // a moment to arrive.
-    let count = |log: &str| log.lines().filter(|l| l.contains("dropped client")).count();
+    // Closing with a response unread resets the connection: the server's next read fails with
+    // ECONNRESET, an error like any other.
+    let what = "a client that closed its connection with a response unread (a reset)";
+    let mut conn = server.connect()?;
+    conn.stream().write_all(&frame(OP_ECHO, b"never read"))?;
+    if !conn.readable_within(Duration::from_secs(5)) {
+        return Err(Fail::failed(format!(
+            "no response within 5 s to a good request{}",
+            server.alive_note()
+        )));
+    }
+    drop(conn);
+    good(&server, what)?;
+
+    // Each drop is logged after the server noticed it: give the lines a moment to arrive.
+    let wanted = [
+        (
+            "truncated",
+            3,
+            "the truncated frame, the frame cut inside its length prefix and the client gone \
+             mid-request: end of stream inside a frame, its length prefix included, is \
+             RpcError::Truncated",
+        ),
+        ("empty-frame", 1, "the empty frame"),
+        ("too-long", 1, "the absurd length prefix"),
+        (
+            "io",
+            1,
+            "the reset connection: a read error other than EINTR ends the client, it is not \
+             retried",
+        ),
+    ];
+    let count = |log: &str, kind: &str| {
+        let tag = format!("(kind={kind})");
+        log.lines()
+            .filter(|l| l.contains("dropped client") && l.contains(&tag))
+            .count()
+    };
+    let complete = |log: &str| wanted.iter().all(|&(kind, n, _)| count(log, kind) >= n);
     let patience = Instant::now() + Duration::from_secs(3);
-    while count(&server.log()) < 4 && Instant::now() < patience {
+    while !complete(&server.log()) && Instant::now() < patience {
         std::thread::sleep(Duration::from_millis(10));
     }
     let log = server.log();
-    let lines = count(&log);
-    for kind in ["kind=truncated", "kind=empty-frame", "kind=too-long"] {
-        if !log.lines().any(|l| l.contains("dropped client") && l.contains(kind)) {
+    for (kind, n, which) in wanted {
+        let lines = count(&log, kind);
+        if lines < n {
             return Err(Fail::failed(format!(
-                "the server's log has no `dropped client ... ({kind})` line (it has {lines} \
-                 dropped-client lines): log every dropped client with log_dropped()"
+                "the server's log has {lines} `dropped client ... (kind={kind})` line(s), \
+                 expected {n}, for {which}: log every client whose connection ends with an \
+                 error, with log_dropped()"
             )));
         }
     }
-    if lines < 4 {
-        return Err(Fail::failed(format!(
-            "4 bad clients, but the server logged {lines} `dropped client` line(s): log every \
-             client whose connection ends with an error, with log_dropped()"
-        )));
-    }
     server.stop()?;
     Ok(format!(
-        "4 bad clients were dropped and logged, the server kept serving, its peak memory grew \
+        "6 bad clients were dropped and logged, the server kept serving, its peak memory grew \
          {grown} KiB"
+    ))
+}
+
+/// The server's `done` counts after a known history: connections that asked a few questions
+/// and closed between frames, one bad client, and the grader's ping.
+fn server_counts(run: &mut Run) -> Result<String, Fail> {
+    let server = server(run, Transport::Unix)?;
+    let sessions: Vec<usize> = (0..3).map(|_| run.rng().random_range(1..=6)).collect();
+    for &calls in &sessions {
+        let mut conn = server.connect()?;
+        for _ in 0..calls {
+            let len = run.rng().random_range(1..500);
+            let payload = run.random_bytes(len);
+            conn.stream().write_all(&frame(OP_ECHO, &payload))?;
+            let got = read_response(&mut conn)
+                .map_err(|e| Fail::failed(format!("no response to a request ({e})")))?;
+            verify(got, OP_ECHO, &payload, "a request")?;
+        }
+    }
+    let mut bad = server.connect()?;
+    bad.stream().write_all(&[0, 0, 0, 0])?;
+    dropped(&mut bad, "an empty frame (length 0)", &server)?;
+    // stop() pings first: one more client, one more request.
+    let done = server.stop()?;
+    let connections = sessions.len() as u64 + 2;
+    let requests = sessions.iter().sum::<usize>() as u64 + 1;
+    let reported = |field: &str| done.get(field).and_then(|v| v.parse::<u64>().ok());
+    let history = format!(
+        "{} clients that made {sessions:?} calls and closed between frames, one that sent an \
+         empty frame, and one last call",
+        sessions.len()
+    );
+    match reported("dropped") {
+        Some(1) => {}
+        Some(0) | None => {
+            return Err(Fail::failed(format!(
+                "the server's `done` says dropped={}, after {history}: count each client whose \
+                 connection ends with an error in ServerStats::dropped",
+                done.get("dropped").unwrap_or("nothing")
+            )));
+        }
+        Some(n) => {
+            return Err(Fail::failed(format!(
+                "the server's `done` says dropped={n}, after {history}: a client that closes \
+                 the connection between frames has ended normally (read_frame returns \
+                 Ok(None) when the stream ends before the first byte of a frame); only the \
+                 empty frame was an error"
+            )));
+        }
+    }
+    if reported("requests") != Some(requests) {
+        return Err(Fail::failed(format!(
+            "the server's `done` says requests={}, after {history}: {requests} were answered; \
+             count every answered request in ServerStats::requests",
+            done.get("requests").unwrap_or("nothing")
+        )));
+    }
+    // The connection that wakes the accepting thread at the end may count as a client.
+    if !matches!(reported("clients"), Some(n) if n == connections || n == connections + 1) {
+        return Err(Fail::failed(format!(
+            "the server's `done` says clients={}, after {history}: {connections} clients \
+             connected; count every accepted client in ServerStats::clients",
+            done.get("clients").unwrap_or("nothing")
+        )));
+    }
+    Ok(format!(
+        "the server counted {connections} clients, {requests} requests and 1 dropped client"
     ))
 }
 
@@ -915,6 +1116,138 @@ fn foreign_clients(run: &mut Run) -> Result<String, Fail> {
         message.push_str(&format!(" ({} not installed here: skipped)", missing.join(", ")));
     }
     Ok(message)
+}
+
+/// A listening socket of the grader's own, for the student's client.
+enum GraderListener {
+    /// Its file is removed when the listener goes.
+    Unix(UnixListener, PathBuf),
+    Tcp(TcpListener),
+}
+
+impl GraderListener {
+    /// Listens, and returns the client's arguments that lead to it.
+    fn bind(run: &Run, transport: Transport) -> Result<(GraderListener, Vec<String>), Fail> {
+        Ok(match transport {
+            Transport::Unix => {
+                let path = run.path("grader.sock");
+                let listener = UnixListener::bind(&path)?;
+                // connect() needs write permission on the file.
+                if let Some((uid, gid)) = run.program_user() {
+                    nix::unistd::chown(&path, Some(uid.into()), Some(gid.into()))
+                        .map_err(|e| Fail::Grader(format!("chown {}: {e}", path.display())))?;
+                }
+                let at = vec!["--unix".into(), path.display().to_string()];
+                (GraderListener::Unix(listener, path), at)
+            }
+            Transport::Tcp => {
+                let listener = TcpListener::bind(("127.0.0.1", 0))?;
+                let at = vec!["--tcp".into(), listener.local_addr()?.port().to_string()];
+                (GraderListener::Tcp(listener), at)
+            }
+        })
+    }
+
+    /// The first connection that comes within `limit`, with 5-second read and write timeouts.
+    fn accept_within(&self, limit: Duration) -> Result<Option<Conn>, Fail> {
+        let until = Instant::now() + limit;
+        loop {
+            let accepted = match self {
+                GraderListener::Unix(l, _) => l
+                    .set_nonblocking(true)
+                    .and_then(|()| l.accept())
+                    .and_then(|(s, _)| s.set_nonblocking(false).map(|()| Conn::Unix(s))),
+                GraderListener::Tcp(l) => l
+                    .set_nonblocking(true)
+                    .and_then(|()| l.accept())
+                    .and_then(|(s, _)| s.set_nonblocking(false).map(|()| Conn::Tcp(s))),
+            };
+            match accepted {
+                Ok(conn) => {
+                    conn.timeouts(Duration::from_secs(5));
+                    return Ok(Some(conn));
+                }
+                Err(e) if e.kind() == ErrorKind::WouldBlock && Instant::now() < until => {
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                Err(e) if e.kind() == ErrorKind::WouldBlock => return Ok(None),
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+}
+
+impl Drop for GraderListener {
+    fn drop(&mut self) {
+        if let GraderListener::Unix(_, path) = self {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+}
+
+/// Answers each request of `conn` as the protocol says until the client closes it; returns the
+/// requests that came.
+fn answer_all(mut conn: Conn) -> Vec<(u8, Vec<u8>)> {
+    let mut received = Vec::new();
+    while let Ok(Some((op, payload))) = read_frame(&mut conn) {
+        let (status, answer) = expected(op, &payload);
+        received.push((op, payload));
+        if conn.stream().write_all(&frame(status, &answer)).is_err() {
+            break;
+        }
+    }
+    received
+}
+
+/// The student's client against a server of the grader's: what the client writes must be what
+/// came back over the socket, for requests that went over it.
+fn client_over_socket(run: &mut Run) -> Result<String, Fail> {
+    const REQUESTS: usize = 20;
+    for transport in [Transport::Unix, Transport::Tcp] {
+        let kind = if transport == Transport::Unix { "a Unix socket" } else { "TCP" };
+        let (listener, at) = GraderListener::bind(run, transport)?;
+        let requests = random_requests_for(run, REQUESTS, "g");
+        let client = spawn_client(run, &at, requests, "the client")?;
+        // The client says `ready` once connected, so its connection is already queued.
+        let conn = listener.accept_within(Duration::from_secs(2))?.ok_or_else(|| {
+            Fail::failed(format!(
+                "the client said `ready` but never connected to the grader's server over \
+                 {kind} ({}): Client::connect must connect to the endpoint it is given, and \
+                 every call must go over that connection",
+                at.join(" ")
+            ))
+        })?;
+        let closer = match &conn {
+            Conn::Unix(s) => s.try_clone().map(Conn::Unix),
+            Conn::Tcp(s) => s.try_clone().map(Conn::Tcp),
+        }?;
+        let answering = std::thread::spawn(move || answer_all(conn));
+        let finished = client.finish();
+        // Ends the answering thread if the client is stuck.
+        closer.shutdown(Shutdown::Both);
+        let received = answering.join().unwrap_or_default();
+        let client = finished?;
+        if received.len() != client.requests.len() {
+            return Err(Fail::failed(format!(
+                "over {kind}, the grader's server received {} of the client's {} requests, yet \
+                 the client wrote its answers: Client::call must send each request over the \
+                 socket and return the response the server sent, never compute it itself",
+                received.len(),
+                client.requests.len()
+            )));
+        }
+        if let Some(i) = received.iter().zip(&client.requests).position(|(r, q)| r != q) {
+            return Err(Fail::failed(format!(
+                "over {kind}, request {i} as the grader's server received it is not the one in \
+                 the requests file: send the op and the payload as they are"
+            )));
+        }
+        client.verify()?;
+    }
+    Ok(format!(
+        "the client sent its {REQUESTS} requests to the grader's server over a Unix socket and \
+         over TCP, and wrote the answers it got back"
+    ))
 }
 
 fn explain_hang(hang: &Hang) -> Option<String> {
