@@ -11,14 +11,15 @@
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
-use std::os::fd::{AsFd, BorrowedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use ipc_labs_driver::Message;
-use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+use nix::errno::Errno;
+use nix::sys::socket::{MsgFlags, recv};
 use nix::sys::signal::{Signal, kill};
 use rand::RngExt;
 
@@ -249,11 +250,22 @@ impl Conn {
         }
     }
 
-    /// Whether bytes arrive to be read within `limit`.
-    fn readable_within(&self, limit: Duration) -> bool {
-        let mut fds = [PollFd::new(self.fd(), PollFlags::POLLIN)];
-        let ms = u16::try_from(limit.as_millis()).unwrap_or(u16::MAX);
-        matches!(poll(&mut fds, PollTimeout::from(ms)), Ok(1..))
+    /// Whether `len` bytes are waiting to be read within `limit` (peeked, not read).
+    fn queued_within(&self, len: usize, limit: Duration) -> bool {
+        let until = Instant::now() + limit;
+        let mut buffer = vec![0u8; len];
+        let flags = MsgFlags::MSG_PEEK | MsgFlags::MSG_DONTWAIT;
+        while Instant::now() < until {
+            match recv(self.fd().as_raw_fd(), &mut buffer, flags) {
+                Ok(n) if n >= len => return true,
+                Ok(0) => return false,
+                Ok(_) | Err(Errno::EAGAIN) | Err(Errno::EINTR) => {
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                Err(_) => return false,
+            }
+        }
+        false
     }
 
     fn shutdown(&self, how: Shutdown) {
@@ -801,13 +813,15 @@ fn bad_input(run: &mut Run) -> Result<String, Fail> {
     good(&server, what)?;
 
     // Closing with a response unread resets the connection: the server's next read fails with
-    // ECONNRESET, an error like any other.
+    // ECONNRESET, an error like any other. The whole response must be in first, so that the
+    // server's next call is that read, not the end of its write.
     let what = "a client that closed its connection with a response unread (a reset)";
     let mut conn = server.connect()?;
-    conn.stream().write_all(&frame(OP_ECHO, b"never read"))?;
-    if !conn.readable_within(Duration::from_secs(5)) {
+    let request = frame(OP_ECHO, b"never read");
+    conn.stream().write_all(&request)?;
+    if !conn.queued_within(request.len(), Duration::from_secs(5)) {
         return Err(Fail::failed(format!(
-            "no response within 5 s to a good request{}",
+            "no complete response within 5 s to a good request{}",
             server.alive_note()
         )));
     }
