@@ -506,11 +506,13 @@ fn spawn_client(
 }
 
 impl ClientProc {
-    /// Checks the responses the client wrote, after it exited.
-    fn verify(&self) -> Result<(), Fail> {
+    /// The responses the client wrote (status, payload), after it exited: one per request, or
+    /// an error saying how many there were.
+    fn responses(&self) -> Result<Vec<(u8, Vec<u8>)>, Fail> {
         let bytes = std::fs::read(&self.output).unwrap_or_default();
         let mut rest = &bytes[..];
-        for (i, (op, payload)) in self.requests.iter().enumerate() {
+        let mut responses = Vec::new();
+        for i in 0..self.requests.len() {
             if rest.len() < 5 {
                 return Err(Fail::failed(format!(
                     "{} got {i} responses to {} requests",
@@ -519,10 +521,17 @@ impl ClientProc {
                 )));
             }
             let len = u32::from_le_bytes(rest[1..5].try_into().expect("4 bytes")) as usize;
-            let body = rest[5..].get(..len).unwrap_or(&[]).to_vec();
-            let what = format!("{}, request {i}", self.role);
-            verify((rest[0], body), *op, payload, &what)?;
+            responses.push((rest[0], rest[5..].get(..len).unwrap_or(&[]).to_vec()));
             rest = &rest[(5 + len).min(rest.len())..];
+        }
+        Ok(responses)
+    }
+
+    /// Checks the responses the client wrote, after it exited.
+    fn verify(&self) -> Result<(), Fail> {
+        for (i, (got, (op, payload))) in self.responses()?.into_iter().zip(&self.requests).enumerate()
+        {
+            verify(got, *op, payload, &format!("{}, request {i}", self.role))?;
         }
         Ok(())
     }
@@ -1199,13 +1208,16 @@ impl Drop for GraderListener {
     }
 }
 
-/// Answers each request of `conn` as the protocol says until the client closes it; returns the
-/// requests that came.
-fn answer_all(mut conn: Conn) -> Vec<(u8, Vec<u8>)> {
+/// Answers each request of `conn`, until the client closes it, with the next of `answers`
+/// (random bytes no client can compute); returns the requests that came.
+fn answer_all(mut conn: Conn, answers: Vec<(u8, Vec<u8>)>) -> Vec<(u8, Vec<u8>)> {
     let mut received = Vec::new();
-    while let Ok(Some((op, payload))) = read_frame(&mut conn) {
-        let (status, answer) = expected(op, &payload);
-        received.push((op, payload));
+    let mut answers = answers.into_iter();
+    while let Ok(Some(request)) = read_frame(&mut conn) {
+        received.push(request);
+        let Some((status, answer)) = answers.next() else {
+            break;
+        };
         if conn.stream().write_all(&frame(status, &answer)).is_err() {
             break;
         }
@@ -1221,6 +1233,12 @@ fn client_over_socket(run: &mut Run) -> Result<String, Fail> {
         let kind = if transport == Transport::Unix { "a Unix socket" } else { "TCP" };
         let (listener, at) = GraderListener::bind(run, transport)?;
         let requests = random_requests_for(run, REQUESTS, "g");
+        let answers: Vec<(u8, Vec<u8>)> = (0..REQUESTS)
+            .map(|_| {
+                let len = run.rng().random_range(1..64);
+                (STATUS_OK, run.random_bytes(len))
+            })
+            .collect();
         let client = spawn_client(run, &at, requests, "the client")?;
         // The client says `ready` once connected, so its connection is already queued.
         let conn = listener.accept_within(Duration::from_secs(2))?.ok_or_else(|| {
@@ -1235,7 +1253,10 @@ fn client_over_socket(run: &mut Run) -> Result<String, Fail> {
             Conn::Unix(s) => s.try_clone().map(Conn::Unix),
             Conn::Tcp(s) => s.try_clone().map(Conn::Tcp),
         }?;
-        let answering = std::thread::spawn(move || answer_all(conn));
+        let answering = {
+            let answers = answers.clone();
+            std::thread::spawn(move || answer_all(conn, answers))
+        };
         let finished = client.finish();
         // Ends the answering thread if the client is stuck.
         closer.shutdown(Shutdown::Both);
@@ -1256,11 +1277,18 @@ fn client_over_socket(run: &mut Run) -> Result<String, Fail> {
                  the requests file: send the op and the payload as they are"
             )));
         }
-        client.verify()?;
+        if let Some(i) = client.responses()?.iter().zip(&answers).position(|(w, a)| w != a) {
+            return Err(Fail::failed(format!(
+                "over {kind}, the client wrote a response to request {i} that is not the one the \
+                 grader's server sent (the server answered every request with random bytes of its \
+                 own): Client::call must return the response read from the socket, never one \
+                 computed by the client"
+            )));
+        }
     }
     Ok(format!(
         "the client sent its {REQUESTS} requests to the grader's server over a Unix socket and \
-         over TCP, and wrote the answers it got back"
+         over TCP, and wrote the random answers it got back"
     ))
 }
 
