@@ -329,8 +329,15 @@ fn producer(
     proc.set_roles(move |_| role.into());
     let ready = proc.recv_any()?;
     if ready.kind != "ready" {
+        let denied = ready.get("error").is_some_and(|e| e.contains("EACCES"));
+        let hint = if denied {
+            ": the consumer created the queue without read and write permission for its owner; \
+             create it with mode S_IRUSR | S_IWUSR (0600)"
+        } else {
+            ""
+        };
         return Err(Fail::failed(format!(
-            "{role} said {} where it should have opened {name}",
+            "{role} said {} where it should have opened {name}{hint}",
             said(&ready)
         )));
     }
