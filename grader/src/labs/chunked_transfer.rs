@@ -778,16 +778,7 @@ fn broken_chunks(run: &mut Run) -> Result<String, Fail> {
             let data = run.random_bytes(header[2].min(capacity) as usize);
             planted.put(seq % 2, *header, &data);
         }
-        let mut receiver = run.spawn(&[
-            "recv",
-            "--name",
-            &name,
-            "--count",
-            "1",
-            "--timeout-ms",
-            "1000",
-        ])?;
-        receiver.set_roles(|_| "the receiver".into());
+        let mut receiver = spawn_one_message_receiver(run, &name)?;
         let ready = receiver.recv_any()?;
         if ready.kind != "ready" {
             return Err(Fail::failed(format!(
@@ -983,16 +974,7 @@ fn typed_errors(run: &mut Run) -> Result<String, Fail> {
 
     // A name that does not exist.
     let missing = run.ipc_name("missing");
-    let mut receiver = run.spawn(&[
-        "recv",
-        "--name",
-        &missing,
-        "--count",
-        "1",
-        "--timeout-ms",
-        "1000",
-    ])?;
-    receiver.set_roles(|_| "the receiver".into());
+    let mut receiver = spawn_one_message_receiver(run, &missing)?;
     refused(
         &mut receiver,
         "asked to open a segment that does not exist",
@@ -1333,6 +1315,21 @@ impl PoolNames {
         }
         Ok(())
     }
+}
+
+/// A receiver of one message from the segment `name`, which gives up after a second of silence.
+fn spawn_one_message_receiver(run: &mut Run, name: &str) -> Result<Proc, Fail> {
+    let mut receiver = run.spawn(&[
+        "recv",
+        "--name",
+        name,
+        "--count",
+        "1",
+        "--timeout-ms",
+        "1000",
+    ])?;
+    receiver.set_roles(|_| "the receiver".into());
+    Ok(receiver)
 }
 
 /// Starts a `pool` process that creates the pool `names` of segments of `size` bytes.
