@@ -130,14 +130,14 @@ pub static LAB: Lab = Lab {
             run: pool_pairs,
         },
         Check {
-            name: "beats-pipe",
+            name: "as-fast-as-pipe",
             points: 3,
             timeout: Duration::from_secs(60),
-            description: "256 MiB through a 1 MiB segment takes less CPU time than the same \
-                          bytes through a pipe, measured in the same run on one CPU (best of 5 \
-                          each)",
+            description: "256 MiB through a 1 MiB segment take no more CPU time than the same \
+                          bytes through a pipe (a margin of 25% for noise), measured in the same \
+                          run on one CPU (best of 5 each)",
             exclusive: true,
-            run: beats_pipe,
+            run: as_fast_as_pipe,
         },
     ],
 };
@@ -1653,7 +1653,11 @@ fn queue_length(name: &str) -> Result<usize, Fail> {
     Ok(attr.curmsgs() as usize)
 }
 
-fn beats_pipe(run: &mut Run) -> Result<String, Fail> {
+/// How much more CPU time than the pipe the shared-memory transfer may use: the noise of
+/// two measurements on a busy machine, far below what a design that loses to the pipe costs.
+const PIPE_MARGIN: f64 = 1.25;
+
+fn as_fast_as_pipe(run: &mut Run) -> Result<String, Fail> {
     let len = 256 * MIB;
     let size = 1 << 20;
     // The CPU time both processes of a transfer use, not the wall-clock time: on a loaded
@@ -1730,11 +1734,14 @@ fn beats_pipe(run: &mut Run) -> Result<String, Fail> {
         rate(walls.0),
         rate(walls.1)
     );
-    if best_shm >= best_pipe {
+    // A correct solution uses about 0.7 of the pipe's CPU time, and up to 1.02 was seen with
+    // both CPUs busy; tiny chunks use over 3 times the pipe's.
+    if best_shm.as_secs_f64() > best_pipe.as_secs_f64() * PIPE_MARGIN {
         return Err(Fail::failed(format!(
-            "{figures}: the shared-memory transfer should beat the pipe, which copies every \
-             byte into the kernel and out again. Fill each slot up to its capacity, hand the \
-             chunk over with one post, and write it out straight from the segment"
+            "{figures}: the shared-memory transfer should be at least as fast as the pipe, \
+             which copies every byte into the kernel and out again. Fill each slot up to its \
+             capacity, hand the chunk over with one post, and write it out straight from the \
+             segment"
         )));
     }
     Ok(figures)
