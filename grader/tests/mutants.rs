@@ -3,9 +3,10 @@
 //!
 //! A mutant is the solution with one piece of text replaced, stored as a file under
 //! `tests/mutants/<lab>/` (adding one touches no list). The test copies the solution's crate
-//! (and the driver crate it needs) into a scratch workspace under `target/grade/mutants/`,
-//! applies the replacement, builds it, grades the one check, and wants the expected status and
-//! words in the message. `IPC_LABS_MUTANTS=<lab>` or `<lab>/<mutant>` runs a subset.
+//! (and the driver crate it needs) into the lab's scratch workspace under
+//! `target/grade/mutants/`, applies the replacement, builds it, grades the one check, and wants
+//! the expected status and words in the message. `IPC_LABS_MUTANTS=<lab>` or `<lab>/<mutant>`
+//! runs a subset.
 
 use std::path::{Path, PathBuf};
 
@@ -114,7 +115,9 @@ fn mutants() -> Vec<Mutant> {
     found
 }
 
-fn copy_dir(from: &Path, to: &Path) {
+/// Copies `from` into `to`, writing only the files whose content differs, so that what did not
+/// change keeps its modification time and cargo does not rebuild it.
+fn sync_dir(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).expect("creating a scratch directory");
     for entry in std::fs::read_dir(from)
         .expect("reading a source directory")
@@ -126,36 +129,43 @@ fn copy_dir(from: &Path, to: &Path) {
             continue;
         }
         if path.is_dir() {
-            copy_dir(&path, &to.join(&name));
+            sync_dir(&path, &to.join(&name));
         } else {
-            std::fs::copy(&path, to.join(&name)).expect("copying a source file");
+            let text = std::fs::read(&path).expect("reading a source file");
+            write_if_changed(&to.join(&name), &text);
         }
     }
 }
 
-/// A workspace holding the mutated solution of `mutant.lab` and the driver crate.
+fn write_if_changed(path: &Path, content: &[u8]) {
+    if std::fs::read(path).ok().as_deref() != Some(content) {
+        std::fs::write(path, content).expect("writing a scratch file");
+    }
+}
+
+/// A workspace holding the mutated solution of `mutant.lab` and the driver crate: one per lab,
+/// reused from mutant to mutant, so that only the mutated crate is rebuilt, incrementally.
 fn scratch_workspace(workspace: &Path, mutant: &Mutant) -> PathBuf {
     let scratch = workspace
         .join("target")
         .join("grade")
         .join("mutants")
-        .join(format!("{}-{}", mutant.lab, mutant.name));
-    let _ = std::fs::remove_dir_all(&scratch);
+        .join(&mutant.lab);
     let solutions = workspace.join("solutions");
     let lab_dir = compile::crate_dir(workspace, Variant::Solutions, &mutant.lab)
         .expect("the mutant's lab has a solution");
     let lab_name = lab_dir.file_name().expect("a crate directory has a name");
-    copy_dir(&lab_dir, &scratch.join("solutions").join(lab_name));
+    sync_dir(&lab_dir, &scratch.join("solutions").join(lab_name));
     for file in ["Cargo.toml", "Cargo.lock"] {
-        std::fs::copy(solutions.join(file), scratch.join("solutions").join(file))
-            .expect("copying the solutions' manifest");
+        let text = std::fs::read(solutions.join(file)).expect("reading the solutions' manifest");
+        write_if_changed(&scratch.join("solutions").join(file), &text);
     }
-    copy_dir(
+    sync_dir(
         &workspace.join("grader").join("driver"),
         &scratch.join("grader").join("driver"),
     );
-    let source = scratch.join("solutions").join(lab_name).join(&mutant.file);
-    let text = std::fs::read_to_string(&source).expect("reading the solution");
+    let original = lab_dir.join(&mutant.file);
+    let text = std::fs::read_to_string(&original).expect("reading the solution");
     assert_eq!(
         text.matches(&mutant.find).count(),
         1,
@@ -163,8 +173,11 @@ fn scratch_workspace(workspace: &Path, mutant: &Mutant) -> PathBuf {
         mutant.lab,
         mutant.name
     );
-    std::fs::write(&source, text.replace(&mutant.find, &mutant.replace))
-        .expect("writing the mutant");
+    let source = scratch.join("solutions").join(lab_name).join(&mutant.file);
+    write_if_changed(
+        &source,
+        text.replace(&mutant.find, &mutant.replace).as_bytes(),
+    );
     scratch
 }
 
@@ -206,8 +219,10 @@ fn every_mutant_is_caught_by_its_check() {
             let check = lab.checks.iter().find(|c| c.name == mutant.check);
             vec![check.expect("the mutant names a check of its lab")]
         };
+        let started = std::time::Instant::now();
         let scratch = scratch_workspace(&workspace, mutant);
         let programs = compile::build_in(&scratch, Variant::Solutions, &[lab.slug], &target);
+        let built = started.elapsed();
         let options = Options {
             variant: Variant::Solutions,
             seed: 1,
@@ -228,7 +243,7 @@ fn every_mutant_is_caught_by_its_check() {
             .expect("the graded check is in the report");
         let named = result.message.contains(&mutant.diagnosis);
         println!(
-            "{}/{}: {} -> {} {}",
+            "{}/{}: {} -> {} {} (built in {:.1} s, graded in {:.1} s)",
             mutant.lab,
             mutant.name,
             mutant.check,
@@ -237,7 +252,9 @@ fn every_mutant_is_caught_by_its_check() {
                 "(diagnosis named)"
             } else {
                 "(diagnosis missing)"
-            }
+            },
+            built.as_secs_f64(),
+            (started.elapsed() - built).as_secs_f64()
         );
         println!("    {}", result.message.lines().next().unwrap_or(""));
         if result.status.as_str() != mutant.status || !named {
@@ -253,7 +270,6 @@ fn every_mutant_is_caught_by_its_check() {
                 mutant.diagnosis
             ));
         }
-        let _ = std::fs::remove_dir_all(&scratch);
     }
     assert!(
         escaped.is_empty(),
