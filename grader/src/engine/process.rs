@@ -9,7 +9,7 @@
 use std::collections::HashSet;
 use std::ffi::OsStr;
 use std::io::Read;
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::Path;
 use std::process::{Command, ExitStatus, Stdio};
@@ -18,6 +18,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use ipc_labs_driver::{CONTROL_FD_ENV, Message, NOT_IMPLEMENTED, PANICKED};
+use nix::fcntl::{FcntlArg, fcntl};
 use nix::sys::resource::{Resource, getrlimit, setrlimit};
 use nix::sys::signal::{Signal, kill, killpg};
 use nix::sys::socket::{AddressFamily, MsgFlags, SockFlag, SockType, recv, send, socketpair};
@@ -135,13 +136,21 @@ pub fn spawn(
     deadline: Instant,
     lab: &'static Lab,
 ) -> Result<Proc, Fail> {
-    let (grader_end, program_end) = socketpair(
+    let (grader_end, paired_end) = socketpair(
         AddressFamily::Unix,
         SockType::SeqPacket,
         None,
         SockFlag::SOCK_CLOEXEC,
     )
     .map_err(|e| Fail::Grader(format!("socketpair: {e}")))?;
+    // Above CONTROL_FD, so that the dup2 below always makes a copy: dup2 onto itself would keep
+    // close-on-exec (if another thread freed descriptor 3 while the pair was made), and a
+    // descriptor below 3 would be overwritten by the child's stdio.
+    let program_end = fcntl(&paired_end, FcntlArg::F_DUPFD_CLOEXEC(CONTROL_FD + 1))
+        // SAFETY: fcntl has just made this descriptor, and nothing else owns it.
+        .map(|raw| unsafe { OwnedFd::from_raw_fd(raw) })
+        .map_err(|e| Fail::Grader(format!("fcntl(F_DUPFD_CLOEXEC): {e}")))?;
+    drop(paired_end);
     let program_raw = program_end.as_raw_fd();
     let mut command = Command::new(program);
     command
