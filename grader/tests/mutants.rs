@@ -1,17 +1,23 @@
 //! Known-wrong variants of the reference solutions, each a bug a student plausibly writes: the
-//! check named must catch it, with a message that names the bug.
+//! check named must catch it, with a message that names the bug. Each mutant is a test of its
+//! own (`mutants::<lab>::<name>`), so that progress and failures show one by one.
 //!
-//! A mutant is the solution with one piece of text replaced, stored as a file under
+//! A mutant is the solution with pieces of text replaced, stored as a file under
 //! `tests/mutants/<lab>/` (adding one touches no list). The test copies the solution's crate
 //! (and the driver crate it needs) into the lab's scratch workspace under
-//! `target/grade/mutants/`, applies the replacement, builds it, grades the one check, and wants
-//! the expected status and words in the message. `IPC_LABS_MUTANTS=<lab>` or `<lab>/<mutant>`
-//! runs a subset.
+//! `target/grade/mutants/`, applies the replacements, builds it, grades the one check, and wants
+//! the expected status and words in the message. Mutants of one lab share that workspace, so
+//! they run one at a time; different labs run side by side. Pass a filter to run a subset:
+//! `cargo test -p ipc-grader --test mutants -- pipe-echo`.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::{Arc, Mutex};
 
 use ipc_grader::engine::compile::{self, Variant};
 use ipc_grader::engine::{self, Options, Plan};
+use libtest_mimic::{Arguments, Failed, Trial};
 
 /// One mutant, read from `tests/mutants/<lab>/<name>.mutant`:
 ///
@@ -21,12 +27,15 @@ use ipc_grader::engine::{self, Options, Plan};
 /// status: failed | timed_out | crashed | not_implemented
 /// diagnosis: words the check's message must contain
 /// file: src/lib.rs
-/// user: nobody              (optional: run as `nobody`; needs root, skipped otherwise)
+/// user: nobody              (optional: run as `nobody`; needs root, ignored otherwise)
 /// --- find
 /// text of the solution (exactly once)
 /// --- replace
 /// the wrong text
 /// ```
+///
+/// Several `--- find` / `--- replace` pairs may follow one another; they are applied in order.
+/// Other header lines (`kind:`, `origin:`, ...) are kept for readers and ignored here.
 struct Mutant {
     lab: String,
     name: String,
@@ -35,32 +44,26 @@ struct Mutant {
     status: String,
     diagnosis: String,
     file: String,
-    find: String,
-    replace: String,
+    edits: Vec<(String, String)>,
     /// `user: nobody`: the mutant's programs must run as a user of their own (`nobody`): a fork
     /// bomb is held by RLIMIT_NPROC, which root escapes, and what a user of its own leaves
     /// behind is known to be the mutant's. Such mutants need the test to run as root.
     as_nobody: bool,
 }
 
-/// The user a mutant's programs run as: `Err` if the mutant needs root and the test is not.
-fn run_as(mutant: &Mutant) -> Result<Option<ipc_grader::engine::RunAs>, &'static str> {
-    if !mutant.as_nobody {
-        return Ok(None);
-    }
-    if !nix::unistd::geteuid().is_root() {
-        return Err("skipped: it runs as nobody, which needs the test to run as root");
-    }
-    Ok(Some(
-        ipc_grader::engine::RunAs::lookup("nobody").expect("the user nobody exists"),
-    ))
-}
-
 fn parse(lab: &str, name: &str, text: &str) -> Result<Mutant, String> {
     let (header, rest) = text.split_once("--- find\n").ok_or("no `--- find` line")?;
-    let (find, replace) = rest
-        .split_once("--- replace\n")
-        .ok_or("no `--- replace` line")?;
+    let mut edits = Vec::new();
+    for block in rest.split("\n--- find\n") {
+        let (find, replace) = block
+            .split_once("--- replace\n")
+            .ok_or("a `--- find` without its `--- replace`")?;
+        let find = find.trim_end_matches('\n');
+        if find.is_empty() {
+            return Err("an empty `--- find` text".into());
+        }
+        edits.push((find.into(), replace.trim_end_matches('\n').into()));
+    }
     let field = |key: &str| {
         header
             .lines()
@@ -81,14 +84,13 @@ fn parse(lab: &str, name: &str, text: &str) -> Result<Mutant, String> {
         diagnosis,
         as_nobody: field("user").is_ok_and(|user| user == "nobody"),
         file: field("file")?,
-        find: find.trim_end_matches('\n').into(),
-        replace: replace.trim_end_matches('\n').into(),
+        edits,
     })
 }
 
 /// Every mutant under `tests/mutants/`, by lab and name.
 fn mutants() -> Vec<Mutant> {
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests")
         .join("mutants");
     let mut found = Vec::new();
@@ -102,6 +104,9 @@ fn mutants() -> Vec<Mutant> {
             .flatten()
         {
             let path = file.path();
+            if path.extension().is_none_or(|e| e != "mutant") {
+                continue;
+            }
             let Some(name) = path.file_stem().map(|s| s.to_string_lossy().into_owned()) else {
                 continue;
             };
@@ -143,9 +148,28 @@ fn write_if_changed(path: &Path, content: &[u8]) {
     }
 }
 
+/// The solution's text with the mutant's edits applied, or why they do not apply.
+fn mutated(mutant: &Mutant, text: &str) -> Result<String, String> {
+    let mut text = text.to_string();
+    for (index, (find, replace)) in mutant.edits.iter().enumerate() {
+        let count = text.matches(find.as_str()).count();
+        if count != 1 {
+            return Err(format!(
+                "edit {} of {}/{}: the text to replace occurs {count} times in the solution; it \
+                 must occur exactly once",
+                index + 1,
+                mutant.lab,
+                mutant.name
+            ));
+        }
+        text = text.replacen(find.as_str(), replace, 1);
+    }
+    Ok(text)
+}
+
 /// A workspace holding the mutated solution of `mutant.lab` and the driver crate: one per lab,
 /// reused from mutant to mutant, so that only the mutated crate is rebuilt, incrementally.
-fn scratch_workspace(workspace: &Path, mutant: &Mutant) -> PathBuf {
+fn scratch_workspace(workspace: &Path, mutant: &Mutant) -> Result<PathBuf, String> {
     let scratch = workspace
         .join("target")
         .join("grade")
@@ -153,7 +177,7 @@ fn scratch_workspace(workspace: &Path, mutant: &Mutant) -> PathBuf {
         .join(&mutant.lab);
     let solutions = workspace.join("solutions");
     let lab_dir = compile::crate_dir(workspace, Variant::Solutions, &mutant.lab)
-        .expect("the mutant's lab has a solution");
+        .ok_or("the mutant's lab has no solution")?;
     let lab_name = lab_dir.file_name().expect("a crate directory has a name");
     sync_dir(&lab_dir, &scratch.join("solutions").join(lab_name));
     for file in ["Cargo.toml", "Cargo.lock"] {
@@ -164,116 +188,102 @@ fn scratch_workspace(workspace: &Path, mutant: &Mutant) -> PathBuf {
         &workspace.join("grader").join("driver"),
         &scratch.join("grader").join("driver"),
     );
-    let original = lab_dir.join(&mutant.file);
-    let text = std::fs::read_to_string(&original).expect("reading the solution");
-    assert_eq!(
-        text.matches(&mutant.find).count(),
-        1,
-        "mutant {}/{}: the text to replace must occur exactly once in the solution",
-        mutant.lab,
-        mutant.name
-    );
+    let text = std::fs::read_to_string(lab_dir.join(&mutant.file))
+        .map_err(|e| format!("reading {}: {e}", mutant.file))?;
     let source = scratch.join("solutions").join(lab_name).join(&mutant.file);
-    write_if_changed(
-        &source,
-        text.replace(&mutant.find, &mutant.replace).as_bytes(),
-    );
-    scratch
+    write_if_changed(&source, mutated(mutant, &text)?.as_bytes());
+    Ok(scratch)
 }
 
-#[test]
-fn every_mutant_is_caught_by_its_check() {
-    let workspace = ipc_grader::workspace_root();
-    if !workspace.join("solutions").is_dir() {
-        return; // A student's copy has no solutions to mutate.
-    }
+/// Builds and grades one mutant; `Err` unless its check caught it as expected.
+fn grade(workspace: &Path, mutant: &Mutant) -> Result<(), Failed> {
+    let lab = ipc_grader::labs::find(&mutant.lab).ok_or("the mutant's lab does not exist")?;
+    let run_as = if mutant.as_nobody {
+        Some(ipc_grader::engine::RunAs::lookup("nobody").map_err(Failed::from)?)
+    } else {
+        None
+    };
+    // The cleanup check judges what all of the lab's checks left behind.
+    let cleanup = mutant.check == engine::CLEANUP_CHECK;
+    let checks: Vec<&'static engine::Check> = if cleanup {
+        lab.checks.iter().collect()
+    } else {
+        let check = lab.checks.iter().find(|c| c.name == mutant.check);
+        vec![check.ok_or_else(|| format!("lab {} has no check {}", lab.slug, mutant.check))?]
+    };
+    let started = std::time::Instant::now();
+    let scratch = scratch_workspace(workspace, mutant)?;
     let target = workspace
         .join("target")
         .join("grade")
         .join("mutants")
         .join("target");
-    let mut escaped = Vec::new();
-    let only = std::env::var("IPC_LABS_MUTANTS").ok();
+    let programs = compile::build_in(&scratch, Variant::Solutions, &[lab.slug], &target);
+    let built = started.elapsed();
+    let options = Options {
+        variant: Variant::Solutions,
+        seed: 1,
+        jobs: 1,
+        log_dir: std::env::temp_dir().join("ipc-labs-mutant-logs"),
+        run_as,
+    };
+    let plan = Plan {
+        lab,
+        checks,
+        cleanup,
+    };
+    let report = engine::grade_built(&[plan], &options, &programs, &|_| {});
+    let result = report.labs[0]
+        .checks
+        .iter()
+        .find(|c| c.name == mutant.check)
+        .ok_or("the graded check is not in the report")?;
+    let named = result.message.contains(&mutant.diagnosis);
+    let summary = format!(
+        "{} -> {} (built in {:.1} s, graded in {:.1} s): {}",
+        mutant.check,
+        result.status.as_str(),
+        built.as_secs_f64(),
+        (started.elapsed() - built).as_secs_f64(),
+        result.message.lines().next().unwrap_or("")
+    );
+    if result.status.as_str() == mutant.status && named {
+        return Ok(());
+    }
+    Err(format!(
+        "not caught as expected ({}): expected {} mentioning `{}`\n{summary}\nwhole message: {}",
+        mutant.bug, mutant.status, mutant.diagnosis, result.message
+    )
+    .into())
+}
+
+fn trials() -> Vec<Trial> {
+    let workspace = ipc_grader::workspace_root();
+    if !workspace.join("solutions").is_dir() {
+        return Vec::new(); // A student's copy has no solutions to mutate.
+    }
+    let root = nix::unistd::geteuid().is_root();
+    // One lock per lab: its mutants share a scratch workspace and a target directory.
+    let mut locks: BTreeMap<String, Arc<Mutex<()>>> = BTreeMap::new();
+    let mut trials = Vec::new();
     for mutant in mutants() {
-        // IPC_LABS_MUTANTS=pipe-echo (or pipe-echo/write-all-then-read) runs a subset.
-        if let Some(only) = &only
-            && *only != mutant.lab
-            && *only != format!("{}/{}", mutant.lab, mutant.name)
-        {
+        let name = format!("{}::{}", mutant.lab, mutant.name);
+        if mutant.as_nobody && !root {
+            eprintln!("{name}: ignored: it runs as nobody, which needs the test to run as root");
+            trials.push(Trial::test(name, || Ok(())).with_ignored_flag(true));
             continue;
         }
-        let mutant = &mutant;
-        let lab = ipc_grader::labs::find(&mutant.lab).expect("the mutant's lab exists");
-        let run_as = match run_as(mutant) {
-            Ok(user) => user,
-            Err(skipped) => {
-                println!("{}/{}: {skipped}", mutant.lab, mutant.name);
-                continue;
-            }
-        };
-        // The cleanup check judges what all of the lab's checks left behind.
-        let cleanup = mutant.check == engine::CLEANUP_CHECK;
-        let checks: Vec<&'static engine::Check> = if cleanup {
-            lab.checks.iter().collect()
-        } else {
-            let check = lab.checks.iter().find(|c| c.name == mutant.check);
-            vec![check.expect("the mutant names a check of its lab")]
-        };
-        let started = std::time::Instant::now();
-        let scratch = scratch_workspace(&workspace, mutant);
-        let programs = compile::build_in(&scratch, Variant::Solutions, &[lab.slug], &target);
-        let built = started.elapsed();
-        let options = Options {
-            variant: Variant::Solutions,
-            seed: 1,
-            jobs: 1,
-            log_dir: std::env::temp_dir().join("ipc-labs-mutant-logs"),
-            run_as,
-        };
-        let plan = Plan {
-            lab,
-            checks,
-            cleanup,
-        };
-        let report = engine::grade_built(&[plan], &options, &programs, &|_| {});
-        let result = report.labs[0]
-            .checks
-            .iter()
-            .find(|c| c.name == mutant.check)
-            .expect("the graded check is in the report");
-        let named = result.message.contains(&mutant.diagnosis);
-        println!(
-            "{}/{}: {} -> {} {} (built in {:.1} s, graded in {:.1} s)",
-            mutant.lab,
-            mutant.name,
-            mutant.check,
-            result.status.as_str(),
-            if named {
-                "(diagnosis named)"
-            } else {
-                "(diagnosis missing)"
-            },
-            built.as_secs_f64(),
-            (started.elapsed() - built).as_secs_f64()
-        );
-        println!("    {}", result.message.lines().next().unwrap_or(""));
-        if result.status.as_str() != mutant.status || !named {
-            escaped.push(format!(
-                "{}/{} ({}): {} gave {} `{}`; expected {} mentioning `{}`",
-                mutant.lab,
-                mutant.name,
-                mutant.bug,
-                mutant.check,
-                result.status.as_str(),
-                result.message,
-                mutant.status.as_str(),
-                mutant.diagnosis
-            ));
-        }
+        let lock = locks.entry(mutant.lab.clone()).or_default().clone();
+        let workspace = workspace.clone();
+        trials.push(Trial::test(name, move || {
+            let _one_at_a_time = lock.lock().unwrap_or_else(|e| e.into_inner());
+            grade(&workspace, &mutant)
+        }));
     }
-    assert!(
-        escaped.is_empty(),
-        "mutants not caught as expected:\n{}",
-        escaped.join("\n")
-    );
+    trials
+}
+
+fn main() -> ExitCode {
+    let arguments = Arguments::from_args();
+    libtest_mimic::run(&arguments, trials()).exit_code()
 }

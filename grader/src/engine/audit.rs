@@ -4,8 +4,10 @@
 //! `/dev/shm`, POSIX message queues from the mqueue file system when it is mounted (and, when it
 //! is not, by opening the names the grader handed out).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::CString;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 /// An IPC object, as the machine lists it.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
@@ -130,6 +132,132 @@ impl IpcObject {
                 .map(|m| m.uid()),
             IpcObject::SocketFile { path } => std::fs::metadata(path).ok().map(|m| m.uid()),
         }
+    }
+}
+
+impl IpcObject {
+    /// Its permission bits now, if it still exists and the machine shows them (message queues
+    /// only where the mqueue file system is mounted).
+    pub fn mode(&self) -> Option<u32> {
+        use std::os::unix::fs::PermissionsExt;
+        let sysv = |file: &str, id: i32| {
+            sysv_rows(file)
+                .into_iter()
+                .find(|row| row[1] == i64::from(id))
+                // The kernel prints the permissions in octal ("%4o"): read the digits as such.
+                .and_then(|row| u32::from_str_radix(&row.get(2)?.to_string(), 8).ok())
+        };
+        let file = |path: &str| {
+            std::fs::symlink_metadata(path)
+                .ok()
+                .map(|m| m.permissions().mode() & 0o7777)
+        };
+        match self {
+            IpcObject::SysvShm { id, .. } => sysv("shm", *id),
+            IpcObject::SysvMsg { id, .. } => sysv("msg", *id),
+            IpcObject::SysvSem { id, .. } => sysv("sem", *id),
+            IpcObject::DevShm { name } => file(&format!("/dev/shm/{name}")),
+            IpcObject::MessageQueue { name } => file(&format!("{}/{name}", mqueue_mount()?)),
+            IpcObject::SocketFile { path } => file(&path.to_string_lossy()),
+        }
+    }
+}
+
+/// What a check was given and started, by which the grader tells the check's IPC objects from
+/// everything else on the machine; and the check's objects it has seen, with their modes.
+pub struct CheckObjects {
+    /// POSIX names handed out to the check.
+    pub names: Mutex<Vec<String>>,
+    /// SysV keys the check declared.
+    pub keys: Mutex<Vec<i32>>,
+    /// The programs the check started.
+    pub roots: Arc<Mutex<Vec<i32>>>,
+    /// The user the programs run as, when not the grader's.
+    pub user: Option<u32>,
+    before: BTreeSet<IpcObject>,
+    seen: Mutex<BTreeMap<IpcObject, Option<u32>>>,
+    last_look: Mutex<Option<Instant>>,
+}
+
+/// Looks closer together than this are skipped: a check may exchange thousands of messages.
+const LOOK_INTERVAL: Duration = Duration::from_millis(2);
+
+impl CheckObjects {
+    /// Starts with the machine's objects now: the check's are those that appear after.
+    pub fn new(roots: Arc<Mutex<Vec<i32>>>, user: Option<u32>) -> CheckObjects {
+        CheckObjects {
+            names: Mutex::new(Vec::new()),
+            keys: Mutex::new(Vec::new()),
+            roots,
+            user,
+            before: snapshot(),
+            seen: Mutex::new(BTreeMap::new()),
+            last_look: Mutex::new(None),
+        }
+    }
+
+    /// Whether `object` is the check's: its name starts with one of the check's names, it has
+    /// one of its keys, it belongs to the user the programs run as, or (a SysV segment) a
+    /// program the check started created it.
+    pub fn is_ours(&self, object: &IpcObject) -> bool {
+        let named = object.name().is_some_and(|name| {
+            self.names
+                .lock()
+                .expect("names lock")
+                .iter()
+                .any(|given| name.starts_with(given.trim_start_matches('/')))
+        });
+        let keyed = object
+            .key()
+            .is_some_and(|key| self.keys.lock().expect("keys lock").contains(&key));
+        let owned = self.user.is_some() && object.owner() == self.user;
+        let created = matches!(object, IpcObject::SysvShm { creator, .. }
+            if self.roots.lock().expect("roots lock").contains(creator));
+        named || keyed || owned || created
+    }
+
+    /// The check's objects on the machine now, that were not there before it started.
+    pub fn current(&self) -> Vec<IpcObject> {
+        snapshot()
+            .into_iter()
+            .filter(|o| !self.before.contains(o) && self.is_ours(o))
+            .collect()
+    }
+
+    /// Notes the check's objects that exist now, with their modes (at most every
+    /// [`LOOK_INTERVAL`]).
+    pub fn look(&self) {
+        {
+            let mut last = self.last_look.lock().expect("look lock");
+            if last.is_some_and(|at| at.elapsed() < LOOK_INTERVAL) {
+                return;
+            }
+            *last = Some(Instant::now());
+        }
+        for object in self.current() {
+            let mode = object.mode();
+            let mut seen = self.seen.lock().expect("seen lock");
+            let entry = seen.entry(object).or_insert(mode);
+            if entry.is_none() {
+                *entry = mode;
+            }
+        }
+    }
+
+    /// Every object of the check seen so far, with its mode when it was first seen.
+    pub fn seen(&self) -> Vec<(IpcObject, Option<u32>)> {
+        self.look_now();
+        self.seen
+            .lock()
+            .expect("seen lock")
+            .iter()
+            .map(|(o, m)| (o.clone(), *m))
+            .collect()
+    }
+
+    fn look_now(&self) {
+        *self.last_look.lock().expect("look lock") = None;
+        self.look();
     }
 }
 

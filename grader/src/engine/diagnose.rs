@@ -53,7 +53,8 @@ pub enum Activity {
 }
 
 impl Activity {
-    fn describe(&self) -> String {
+    /// What the thread was doing, in words.
+    pub fn describe(&self) -> String {
         match self {
             Activity::Busy => "busy on the CPU, not blocked".into(),
             Activity::PipeRead { fd, .. } => format!("blocked reading a pipe (fd {fd})"),
@@ -195,7 +196,8 @@ pub fn observe(pids: &[i32], role_of: &dyn Fn(&ProcessView) -> String) -> Hang {
     Hang { processes }
 }
 
-fn classify(view: &ProcessView, syscall: Option<(i64, u64)>) -> Activity {
+/// What a thread blocked in `syscall` (number, first argument) is waiting on.
+pub fn classify(view: &ProcessView, syscall: Option<(i64, u64)>) -> Activity {
     let Some((number, arg0)) = syscall else {
         return Activity::Blocked;
     };

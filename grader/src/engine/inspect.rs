@@ -156,6 +156,107 @@ pub fn fd_writable(pid: i32, fd: i32) -> Option<bool> {
     Some(flags & 0o3 != 0)
 }
 
+/// What one thread has done so far: how often it went to sleep and how long it ran.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ThreadTimes {
+    /// Context switches, voluntary (it slept) and involuntary (it was preempted).
+    pub switches: u64,
+    /// Time on a CPU, in nanoseconds (`/proc/PID/task/TID/schedstat`).
+    pub run_ns: u64,
+}
+
+/// Each thread of `pid`, by thread id: its [`ThreadTimes`]. Empty if the process is gone.
+pub fn thread_times(pid: i32) -> BTreeMap<i32, ThreadTimes> {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return BTreeMap::new();
+    };
+    let mut times = BTreeMap::new();
+    for task in tasks.flatten() {
+        let Some(tid) = task
+            .file_name()
+            .to_str()
+            .and_then(|t| t.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        let status = std::fs::read_to_string(task.path().join("status")).unwrap_or_default();
+        let count = |key: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(key))
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .unwrap_or(0)
+        };
+        let run_ns = std::fs::read_to_string(task.path().join("schedstat"))
+            .ok()
+            .and_then(|s| s.split_whitespace().next()?.parse().ok())
+            .unwrap_or(0);
+        times.insert(
+            tid,
+            ThreadTimes {
+                switches: count("voluntary_ctxt_switches:") + count("nonvoluntary_ctxt_switches:"),
+                run_ns,
+            },
+        );
+    }
+    times
+}
+
+/// A process's I/O through system calls, from `/proc/PID/io`: what its read-like and
+/// write-like calls moved (files, pipes, sockets alike; not memory mappings, not message
+/// queues), including the children it has reaped.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct IoCounters {
+    /// Bytes returned by read(), recv() and the like.
+    pub read_bytes: u64,
+    /// Bytes given to write(), send() and the like.
+    pub written_bytes: u64,
+    /// How many read-like calls it made.
+    pub read_calls: u64,
+    /// How many write-like calls it made.
+    pub write_calls: u64,
+}
+
+impl std::ops::Add for IoCounters {
+    type Output = IoCounters;
+    fn add(self, other: IoCounters) -> IoCounters {
+        IoCounters {
+            read_bytes: self.read_bytes + other.read_bytes,
+            written_bytes: self.written_bytes + other.written_bytes,
+            read_calls: self.read_calls + other.read_calls,
+            write_calls: self.write_calls + other.write_calls,
+        }
+    }
+}
+
+impl IoCounters {
+    /// What happened between `earlier` and `self`.
+    pub fn since(self, earlier: IoCounters) -> IoCounters {
+        IoCounters {
+            read_bytes: self.read_bytes.saturating_sub(earlier.read_bytes),
+            written_bytes: self.written_bytes.saturating_sub(earlier.written_bytes),
+            read_calls: self.read_calls.saturating_sub(earlier.read_calls),
+            write_calls: self.write_calls.saturating_sub(earlier.write_calls),
+        }
+    }
+}
+
+/// The I/O counters of `pid`; `None` if it is gone or not readable.
+pub fn io(pid: i32) -> Option<IoCounters> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/io")).ok()?;
+    let field = |key: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(key))
+            .and_then(|v| v.trim().parse::<u64>().ok())
+    };
+    Some(IoCounters {
+        read_bytes: field("rchar:")?,
+        written_bytes: field("wchar:")?,
+        read_calls: field("syscr:")?,
+        write_calls: field("syscw:")?,
+    })
+}
+
 /// The children of `pid` (alive or zombie).
 pub fn children(pid: Pid) -> Vec<i32> {
     process_table()

@@ -4,11 +4,14 @@
 pub mod audit;
 pub mod compile;
 pub mod diagnose;
+pub mod files;
+pub mod force;
 pub mod inspect;
 pub mod ledger;
 pub mod model;
 pub mod process;
 pub mod run;
+pub mod waiting;
 
 pub use compile::Variant;
 pub use model::{CLEANUP_CHECK, Check, CheckResult, Fail, Lab, LabResult, Report, Status};

@@ -125,6 +125,9 @@ pub struct Proc {
     deadline: Instant,
     lab: &'static Lab,
     roles: Arc<dyn Fn(&ProcessView) -> String + Send + Sync>,
+    /// Called on every message from the program: the moments the grader looks at the check's
+    /// objects.
+    on_message: Option<Box<dyn Fn() + Send>>,
 }
 
 /// Starts `program` with `args` in `dir`.
@@ -157,6 +160,8 @@ pub fn spawn(
         .args(args)
         .current_dir(dir)
         .env(CONTROL_FD_ENV, CONTROL_FD.to_string())
+        // Temporary files land in the check's directory, where the grader sees them.
+        .env("TMPDIR", dir)
         .env("RUST_BACKTRACE", "0")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -252,6 +257,7 @@ pub fn spawn(
         deadline,
         lab,
         roles: Arc::new(|_| "a process of the check".to_string()),
+        on_message: None,
     })
 }
 
@@ -300,6 +306,11 @@ impl Proc {
     /// Names the processes of this program's tree in diagnoses.
     pub fn set_roles(&mut self, roles: impl Fn(&ProcessView) -> String + Send + Sync + 'static) {
         self.roles = Arc::new(roles);
+    }
+
+    /// Calls `observe` whenever a message comes from the program.
+    pub fn on_message(&mut self, observe: impl Fn() + Send + 'static) {
+        self.on_message = Some(Box::new(observe));
     }
 
     /// Sends `kind` with `fields` to the program.
@@ -419,6 +430,9 @@ impl Proc {
 
     /// Records a message; turns the panic hook's reports into failures.
     fn note_message(&mut self, message: &Message) -> Result<(), Fail> {
+        if let Some(observe) = &self.on_message {
+            observe();
+        }
         self.log(format!(
             "program -> {} {}",
             message.kind,

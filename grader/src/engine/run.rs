@@ -1,7 +1,6 @@
 //! Running checks: the per-check context a check is written against, and the loop that grades
 //! a selection of checks and turns their outcomes into a report.
 
-use std::collections::BTreeSet;
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::channel;
@@ -11,8 +10,9 @@ use std::time::{Duration, Instant};
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-use super::audit::{self, IpcObject};
+use super::audit::{self, CheckObjects, IpcObject};
 use super::compile::{self, Programs, Variant};
+use super::files::{self, Created, FileWatch};
 use super::inspect;
 use super::ledger::Ledger;
 use super::model::{CLEANUP_CHECK, Check, CheckResult, Fail, Lab, LabResult, Report, Status};
@@ -40,8 +40,10 @@ pub struct Run {
     procs: Vec<ProcLog>,
     notes: Vec<String>,
     ledger: Arc<Ledger>,
-    names: Vec<String>,
-    keys: Vec<i32>,
+    objects: Arc<CheckObjects>,
+    /// The paths of the check's directory handed out by [`Run::path`]: the only files the
+    /// programs may create there.
+    given: std::cell::RefCell<Vec<PathBuf>>,
 }
 
 struct ProcLog {
@@ -64,9 +66,12 @@ impl Run {
         bytes
     }
 
-    /// A path in this check's private directory (removed after the check).
+    /// A path in this check's private directory (removed after the check). The programs may
+    /// create files at the paths handed out here, and nowhere else.
     pub fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
+        let path = self.dir.path().join(name);
+        self.given.borrow_mut().push(path.clone());
+        path
     }
 
     /// A POSIX IPC name (`/ipclabs-...-what`) that no other check uses; whatever carries it is
@@ -74,7 +79,11 @@ impl Run {
     pub fn ipc_name(&mut self, what: &str) -> String {
         let name = format!("/{}-{what}", self.tag);
         self.ledger.record(&name);
-        self.names.push(name.clone());
+        self.objects
+            .names
+            .lock()
+            .expect("names lock")
+            .push(name.clone());
         name
     }
 
@@ -82,7 +91,35 @@ impl Run {
     /// [`Run::path`], say): objects with this key are audited and removed after the check.
     pub fn ipc_key(&mut self, key: i32) {
         self.ledger.record(&format!("key {key:#x}"));
-        self.keys.push(key);
+        self.objects.keys.lock().expect("keys lock").push(key);
+    }
+
+    /// The check's IPC objects seen so far (whenever a program sent a message, and now), each
+    /// with its permission bits when first seen.
+    pub fn objects_seen(&self) -> Vec<(IpcObject, Option<u32>)> {
+        self.objects.seen()
+    }
+
+    /// Fails unless every IPC object of the check seen so far was created for its owner only
+    /// (mode 600), as every lab's handout requires: others must not read or change it.
+    pub fn expect_owner_only(&self) -> Result<(), Fail> {
+        let wrong: Vec<String> = self
+            .objects_seen()
+            .into_iter()
+            .filter(|(object, _)| !matches!(object, IpcObject::SocketFile { .. }))
+            .filter_map(|(object, mode)| {
+                let mode = mode?;
+                (mode & 0o777 != 0o600).then(|| format!("{object} has mode {:o}", mode & 0o777))
+            })
+            .collect();
+        if wrong.is_empty() {
+            return Ok(());
+        }
+        Err(Fail::failed(format!(
+            "{}: create every IPC object with mode 0600 (S_IRUSR | S_IWUSR), read and write for \
+             its owner only; wider bits let any user read or change it, none lock out its owner",
+            wrong.join("; ")
+        )))
     }
 
     /// The user (uid, gid) the lab's programs run as, when not the grader's own: what the
@@ -123,7 +160,7 @@ impl Run {
 
     fn spawn_limited<S: AsRef<OsStr>>(&mut self, args: &[S], limits: Limits) -> Result<Proc, Fail> {
         let args: Vec<&OsStr> = args.iter().map(AsRef::as_ref).collect();
-        let proc = process::spawn(
+        let mut proc = process::spawn(
             &self.program,
             &args,
             self.dir.path(),
@@ -131,6 +168,8 @@ impl Run {
             self.deadline,
             self.lab,
         )?;
+        let objects = self.objects.clone();
+        proc.on_message(move || objects.look());
         self.roots
             .lock()
             .expect("roots lock")
@@ -405,7 +444,10 @@ fn run_check(
             return (refused(check, seed, fail), Vec::new());
         }
     }
-    let before = audit::snapshot();
+    let roots = Arc::new(Mutex::new(Vec::new()));
+    let user = options.run_as.as_ref().map(|u| u.uid);
+    let objects = Arc::new(CheckObjects::new(roots.clone(), user));
+    let file_watch = FileWatch::start(dir.path(), roots.clone(), user);
     let started = Instant::now();
     let mut run = Run {
         seed,
@@ -416,12 +458,12 @@ fn run_check(
         deadline: started + check.timeout,
         lab,
         limits: Limits::for_user(options.run_as.as_ref().map(|u| (u.uid, u.gid))),
-        roots: Arc::new(Mutex::new(Vec::new())),
+        roots,
         procs: Vec::new(),
         notes: Vec::new(),
         ledger: ledger.clone(),
-        names: Vec::new(),
-        keys: Vec::new(),
+        objects,
+        given: Default::default(),
     };
 
     // The check runs on a thread of its own, so that a check whose own code hangs costs that
@@ -471,12 +513,29 @@ fn run_check(
             leftovers.join(", ")
         )));
     }
-    let after = audit::snapshot();
-    let mut leaked = leaked_objects(&before, &after, &run);
+    let created = files_not_given(file_watch.finish(), &run);
+    if !created.is_empty() {
+        let list: Vec<String> = created.iter().map(ToString::to_string).collect();
+        if outcome.is_ok() {
+            outcome = Err(Fail::failed(format!(
+                "the program created files the grader did not give it: {}; in this lab the data \
+                 travels through the IPC objects the handout names, never through files of your \
+                 own (write only the files whose paths the program is given)",
+                list.join(", ")
+            )));
+        } else {
+            run.notes.push(format!(
+                "files created outside the given paths: {}",
+                list.join(", ")
+            ));
+        }
+    }
+    let mut leaked = run.objects.current();
     leaked.extend(audit::socket_files(run.dir.path()));
     // Without the mqueue file system mounted the snapshots list no message queue: the names
     // handed out are probed instead, and a queue found is a leak like any other.
-    for name in &run.names {
+    let names = run.objects.names.lock().expect("names lock").clone();
+    for name in &names {
         let queue = IpcObject::MessageQueue {
             name: name.trim_start_matches('/').to_string(),
         };
@@ -603,34 +662,32 @@ fn students_leftovers(roots: &[i32]) -> Vec<String> {
     named
 }
 
-/// The objects that appeared during the check and are the check's: their names start with one
-/// of its names, they have one of its keys, they belong to the user the programs run as, or (a
-/// SysV segment) a program the check started created them.
-fn leaked_objects(
-    before: &BTreeSet<IpcObject>,
-    after: &BTreeSet<IpcObject>,
-    run: &Run,
-) -> Vec<IpcObject> {
-    after
-        .difference(before)
-        .filter(|object| {
-            let named = object.name().is_some_and(|name| {
-                run.names
-                    .iter()
-                    .any(|given| name.starts_with(given.trim_start_matches('/')))
-            });
-            let keyed = object.key().is_some_and(|key| run.keys.contains(&key));
-            // Programs that run as a user of their own: whatever that user created is theirs.
-            let owned = run
-                .limits
-                .user
-                .is_some_and(|(uid, _)| object.owner() == Some(uid));
-            // A segment a program the check started created itself (an IPC_PRIVATE one, say).
-            let created = matches!(object, IpcObject::SysvShm { creator, .. }
-                if run.roots.lock().expect("roots lock").contains(creator));
-            named || keyed || owned || created
+/// The files the check's programs created that the check did not give them: anything new in
+/// the check's directory but the given paths (and the directories leading to them), and what
+/// they made in the shared places, but glibc's own temporary files and the check's IPC names.
+fn files_not_given(created: Vec<Created>, run: &Run) -> Vec<Created> {
+    let given = run.given.borrow();
+    let names = run.objects.names.lock().expect("names lock").clone();
+    created
+        .into_iter()
+        .filter(|file| {
+            let handed_out = given
+                .iter()
+                .any(|g| file.path == *g || g.starts_with(&file.path) || file.path.starts_with(g));
+            let ipc_name = file.path.parent() == Some(Path::new("/dev/shm"))
+                && file
+                    .path
+                    .file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| {
+                        let n = n.strip_prefix("sem.").unwrap_or(n);
+                        names
+                            .iter()
+                            .any(|given| n.starts_with(given.trim_start_matches('/')))
+                    });
+            let own_dir = file.path == run.dir.path();
+            !handed_out && !ipc_name && !own_dir && !files::glibc_temporary(&file.path)
         })
-        .cloned()
         .collect()
 }
 

@@ -14,6 +14,7 @@ use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
 use crate::engine::diagnose::{Activity, Hang, Stuck};
+use crate::engine::force;
 use crate::engine::inspect::{self, fd_writable, pipe_inode};
 use crate::engine::{Check, Fail, Lab, Proc, Run};
 
@@ -508,7 +509,7 @@ fn signals_during_transfer(run: &mut Run) -> Result<String, Fail> {
                 // The two processes are known: reading the whole process table each round
                 // would leave far fewer signals per second than intended.
                 for pid in pids {
-                    sent.fetch_add(signal_every_thread(pid), Ordering::SeqCst);
+                    sent.fetch_add(force::signal_every_thread(pid, Signal::SIGUSR1), Ordering::SeqCst);
                 }
                 std::thread::sleep(Duration::from_micros(200));
             }
@@ -528,40 +529,12 @@ fn signals_during_transfer(run: &mut Run) -> Result<String, Fail> {
     ))
 }
 
-/// Sends SIGUSR1 to every thread of `pid`; returns how many got it.
-fn signal_every_thread(pid: i32) -> u64 {
-    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
-        return 0;
-    };
-    let mut sent = 0;
-    for task in tasks.flatten() {
-        let Some(tid) = task.file_name().to_str().and_then(|t| t.parse::<i32>().ok()) else {
-            continue;
-        };
-        // SAFETY: tgkill takes no pointers; a thread that is gone gives ESRCH.
-        if unsafe { libc::syscall(libc::SYS_tgkill, pid, tid, libc::SIGUSR1) } == 0 {
-            sent += 1;
-        }
-    }
-    sent
-}
-
 /// How many times each thread of `pid` has been switched out; a thread that slept, was woken
 /// by a signal and went back to sleep has a higher count.
 fn context_switches(pid: i32) -> BTreeMap<i32, u64> {
-    let Ok(process) = procfs::process::Process::new(pid) else {
-        return BTreeMap::new();
-    };
-    let Ok(tasks) = process.tasks() else {
-        return BTreeMap::new();
-    };
-    tasks
-        .flatten()
-        .filter_map(|task| {
-            let status = task.status().ok()?;
-            let switches = status.voluntary_ctxt_switches? + status.nonvoluntary_ctxt_switches?;
-            Some((task.tid, switches))
-        })
+    inspect::thread_times(pid)
+        .into_iter()
+        .map(|(tid, times)| (tid, times.switches))
         .collect()
 }
 
@@ -623,7 +596,7 @@ fn interrupt_while_blocked(
     for _ in 0..rounds {
         let blocked = threads_on_own_pipes(session, pid);
         let before = context_switches(pid);
-        signal_every_thread(pid);
+        force::signal_every_thread(pid, Signal::SIGUSR1);
         // A thread that retries goes back to sleep on its pipe within microseconds; the margin
         // is for a loaded machine.
         let until = Instant::now() + Duration::from_secs(2);

@@ -1,0 +1,244 @@
+//! Files the programs of a check create where the check gave them no path: in every lab the
+//! data must travel through the lab's IPC mechanism, so a file of the program's own (a copy of
+//! the data, an id written for the other side) is a way around it.
+//!
+//! The check's directory is the programs' working directory and their `TMPDIR`; only the check
+//! and its programs write there, so whatever appears in it under a name the check did not give
+//! is the programs'. The shared places a program could use instead (the temporary directories,
+//! `/dev/shm`, the home directory) are watched too, and what appears there is the check's when
+//! one of its processes holds it open or mapped when the grader looks, or when it belongs to
+//! the user the programs run as.
+
+use std::collections::BTreeSet;
+use std::os::fd::AsFd;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify, WatchDescriptor};
+
+use super::inspect;
+
+/// A file that appeared while the check ran.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Created {
+    pub path: PathBuf,
+    /// The process of the check that held it open or mapped, when one was found.
+    pub by: Option<i32>,
+}
+
+impl std::fmt::Display for Created {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.by {
+            Some(pid) => write!(f, "{} (by pid {pid})", self.path.display()),
+            None => write!(f, "{}", self.path.display()),
+        }
+    }
+}
+
+/// Watches for files created while a check runs.
+pub struct FileWatch {
+    dir: PathBuf,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<BTreeSet<Created>>>,
+}
+
+/// The shared places a program could leave a file in, besides its own directory.
+fn shared_places() -> Vec<PathBuf> {
+    let mut places: Vec<PathBuf> = vec![
+        std::env::temp_dir(),
+        "/tmp".into(),
+        "/var/tmp".into(),
+        "/dev/shm".into(),
+    ];
+    if let Some(home) = std::env::var_os("HOME").map(PathBuf::from)
+        && home != Path::new("/")
+    {
+        places.push(home);
+    }
+    let mut seen = BTreeSet::new();
+    places.retain(|p| p.is_dir() && seen.insert(p.canonicalize().unwrap_or(p.clone())));
+    places
+}
+
+/// How often the watcher looks at its stop flag, in milliseconds.
+const POLL_MS: u8 = 20;
+
+const EVENTS: AddWatchFlags = AddWatchFlags::IN_CREATE.union(AddWatchFlags::IN_MOVED_TO);
+
+impl FileWatch {
+    /// Starts watching the check's directory `dir` and the shared places. `roots` are the
+    /// programs the check starts (filled as it starts them); `owner` is the user they run as,
+    /// when it is not the grader's.
+    pub fn start(dir: &Path, roots: Arc<Mutex<Vec<i32>>>, owner: Option<u32>) -> FileWatch {
+        let stop = Arc::new(AtomicBool::new(false));
+        let inotify = Inotify::init(InitFlags::IN_NONBLOCK | InitFlags::IN_CLOEXEC).ok();
+        let mut watches: Vec<(WatchDescriptor, PathBuf, bool)> = Vec::new();
+        if let Some(inotify) = &inotify {
+            if let Ok(wd) = inotify.add_watch(dir, EVENTS) {
+                watches.push((wd, dir.to_path_buf(), true));
+            }
+            for place in shared_places() {
+                if place.starts_with(dir) {
+                    continue;
+                }
+                if let Ok(wd) = inotify.add_watch(&place, EVENTS) {
+                    watches.push((wd, place, false));
+                }
+            }
+        }
+        let thread = inotify.map(|inotify| {
+            let stop = stop.clone();
+            std::thread::spawn(move || watch(inotify, watches, &stop, &roots, owner))
+        });
+        FileWatch {
+            dir: dir.to_path_buf(),
+            stop,
+            thread,
+        }
+    }
+
+    /// Stops watching; returns what appeared, with whatever is in the check's directory now.
+    pub fn finish(mut self) -> Vec<Created> {
+        self.stop.store(true, Ordering::SeqCst);
+        let mut created = self
+            .thread
+            .take()
+            .and_then(|t| t.join().ok())
+            .unwrap_or_default();
+        for path in files_under(&self.dir) {
+            if !created.iter().any(|c| c.path == path) {
+                created.insert(Created { path, by: None });
+            }
+        }
+        created.into_iter().collect()
+    }
+}
+
+fn watch(
+    inotify: Inotify,
+    mut watches: Vec<(WatchDescriptor, PathBuf, bool)>,
+    stop: &AtomicBool,
+    roots: &Mutex<Vec<i32>>,
+    owner: Option<u32>,
+) -> BTreeSet<Created> {
+    let mut created = BTreeSet::new();
+    while !stop.load(Ordering::SeqCst) {
+        let mut fds = [PollFd::new(inotify.as_fd(), PollFlags::POLLIN)];
+        if !matches!(poll(&mut fds, PollTimeout::from(POLL_MS)), Ok(n) if n > 0) {
+            continue;
+        }
+        let Ok(events) = inotify.read_events() else {
+            continue;
+        };
+        for event in events {
+            let Some((_, dir, private)) = watches.iter().find(|(wd, _, _)| *wd == event.wd) else {
+                continue;
+            };
+            let Some(name) = event.name else { continue };
+            let (path, private) = (dir.join(name), *private);
+            if private {
+                if event.mask.contains(AddWatchFlags::IN_ISDIR)
+                    && let Ok(wd) = inotify.add_watch(&path, EVENTS)
+                {
+                    watches.push((wd, path.clone(), true));
+                }
+                created.insert(Created { path, by: None });
+                continue;
+            }
+            let roots = roots.lock().expect("roots lock").clone();
+            if let Some(by) = holder(&roots, &path) {
+                created.insert(Created { path, by: Some(by) });
+            } else if owner.is_some() && owner == owner_of(&path) {
+                created.insert(Created { path, by: None });
+            }
+        }
+    }
+    created
+}
+
+/// The process of the check's tree that holds `path` open or mapped.
+fn holder(roots: &[i32], path: &Path) -> Option<i32> {
+    let wanted = path.to_string_lossy();
+    inspect::tree(roots, roots).into_iter().find_map(|row| {
+        let open = std::fs::read_dir(format!("/proc/{}/fd", row.pid))
+            .ok()?
+            .flatten()
+            .filter_map(|e| std::fs::read_link(e.path()).ok())
+            .any(|target| target == path);
+        let mapped = std::fs::read_to_string(format!("/proc/{}/maps", row.pid))
+            .is_ok_and(|maps| maps.lines().any(|l| l.ends_with(wanted.as_ref())));
+        (open || mapped).then_some(row.pid)
+    })
+}
+
+fn owner_of(path: &Path) -> Option<u32> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::symlink_metadata(path).ok().map(|m| m.uid())
+}
+
+/// Every file and directory under `dir`.
+fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(current) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&current) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                stack.push(path.clone());
+            }
+            found.push(path);
+        }
+    }
+    found
+}
+
+/// Whether glibc made `path` for a moment: `sem_open()` builds a new semaphore in a file
+/// `/dev/shm/sem.XXXXXX` and then links it to its name.
+pub fn glibc_temporary(path: &Path) -> bool {
+    path.parent() == Some(Path::new("/dev/shm"))
+        && path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .and_then(|n| n.strip_prefix("sem."))
+            .is_some_and(|rest| rest.len() == 6)
+        && !path.exists()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn files_of_the_check_are_seen_with_who_made_them() {
+        let dir = tempfile::tempdir().expect("a temp dir");
+        let shared =
+            std::env::temp_dir().join(format!("ipc-labs-files-test-{}", std::process::id()));
+        let roots = Arc::new(Mutex::new(Vec::new()));
+        let watch = FileWatch::start(dir.path(), roots.clone(), None);
+        let mut child = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(format!(
+                "touch own.txt; sleep 0.5 > {}; :",
+                shared.display()
+            ))
+            .current_dir(dir.path())
+            .spawn()
+            .expect("sh starts");
+        roots.lock().unwrap().push(child.id() as i32);
+        child.wait().expect("sh ends");
+        let created = watch.finish();
+        let _ = std::fs::remove_file(&shared);
+        assert!(
+            created.iter().any(|c| c.path == dir.path().join("own.txt")),
+            "{created:?}"
+        );
+        let made = created.iter().find(|c| c.path == shared);
+        assert!(made.is_some_and(|c| c.by.is_some()), "{created:?}");
+    }
+}

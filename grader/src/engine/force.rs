@@ -1,0 +1,54 @@
+//! Making the timing a bug needs happen, instead of hoping for it: a signal on every thread of a
+//! process, a pipe shrunk from outside so that reads and writes come back short, a process held
+//! still at a step of its protocol.
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+
+use super::model::Fail;
+
+/// Sends `signal` to every thread of `pid` (a signal to the process lands on one thread only,
+/// usually the same one); returns how many threads got it.
+pub fn signal_every_thread(pid: i32, signal: Signal) -> u64 {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return 0;
+    };
+    let mut sent = 0;
+    for task in tasks.flatten() {
+        let Some(tid) = task
+            .file_name()
+            .to_str()
+            .and_then(|t| t.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        // SAFETY: tgkill takes no pointers; a thread that is gone gives ESRCH.
+        if unsafe { libc::syscall(libc::SYS_tgkill, pid, tid, signal as i32) } == 0 {
+            sent += 1;
+        }
+    }
+    sent
+}
+
+/// Sets the capacity of the pipe behind descriptor `fd` of `pid` to `bytes` (rounded up by the
+/// kernel to a page at least): with a one-page pipe, reads and writes of more than a page come
+/// back short however the program was written. Returns the capacity set.
+pub fn shrink_pipe(pid: i32, fd: i32, bytes: i32) -> Result<i32, Fail> {
+    let path = format!("/proc/{pid}/fd/{fd}");
+    let pipe = std::fs::OpenOptions::new()
+        .read(true)
+        .open(&path)
+        .map_err(|e| Fail::Grader(format!("opening {path}: {e}")))?;
+    nix::fcntl::fcntl(&pipe, nix::fcntl::FcntlArg::F_SETPIPE_SZ(bytes))
+        .map_err(|e| Fail::Grader(format!("F_SETPIPE_SZ on {path}: {e}")))
+}
+
+/// Stops `pid` (SIGSTOP): it stays where it is until [`resume`].
+pub fn hold(pid: i32) -> Result<(), Fail> {
+    kill(Pid::from_raw(pid), Signal::SIGSTOP).map_err(|e| Fail::Grader(format!("SIGSTOP: {e}")))
+}
+
+/// Lets a process stopped by [`hold`] go on (SIGCONT).
+pub fn resume(pid: i32) -> Result<(), Fail> {
+    kill(Pid::from_raw(pid), Signal::SIGCONT).map_err(|e| Fail::Grader(format!("SIGCONT: {e}")))
+}

@@ -1,0 +1,197 @@
+//! How a check's processes wait when they have nothing to do: blocked in a system call until
+//! the other side acts, as every lab requires, or spinning on the CPU, or polling (sleeping and
+//! checking again). Told apart from what `/proc` counts for each thread over a short window: its
+//! time on a CPU, how often it woke up, and the calls it was seen in.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use super::diagnose::{Activity, classify};
+use super::inspect::{self, ProcessView, ThreadTimes};
+use super::model::Fail;
+
+/// How long the threads are watched once they have settled.
+const WINDOW: Duration = Duration::from_millis(400);
+/// How often their calls are sampled in the window.
+const SAMPLE_EVERY: Duration = Duration::from_millis(10);
+/// A thread on a CPU for more than this share of the window is spinning.
+const SPIN_SHARE: f64 = 0.25;
+
+/// One thread found waiting as it should: blocked, in this call.
+#[derive(Debug, Clone)]
+pub struct Waiter {
+    pub pid: i32,
+    pub tid: i32,
+    pub role: String,
+    pub activity: Activity,
+}
+
+/// What a lab allows a waiting thread.
+#[derive(Debug, Clone, Copy)]
+pub struct WaitRules {
+    /// Wake-ups per second a blocked wait may have (a timed wait that re-checks a condition
+    /// every 100 ms wakes 10 times a second).
+    pub wakeups_per_second: f64,
+}
+
+impl Default for WaitRules {
+    fn default() -> WaitRules {
+        WaitRules {
+            wakeups_per_second: 10.0,
+        }
+    }
+}
+
+/// Watches every thread of `pids` while none of them has anything to do (the check has made
+/// sure of that: the other side is held, or has nothing to send), and fails, naming the thread,
+/// if one spins on the CPU or polls instead of blocking. `advice` ends the message: what the
+/// lab's code should block in. On success, returns where each thread was blocked.
+pub fn expect_blocked(
+    pids: &[i32],
+    role_of: &dyn Fn(&ProcessView) -> String,
+    rules: WaitRules,
+    advice: &str,
+) -> Result<Vec<Waiter>, Fail> {
+    settle(pids, Instant::now() + Duration::from_secs(1));
+    let before: BTreeMap<i32, BTreeMap<i32, ThreadTimes>> = pids
+        .iter()
+        .map(|&p| (p, inspect::thread_times(p)))
+        .collect();
+    let started = Instant::now();
+    let mut seen: BTreeMap<(i32, i32), Vec<Activity>> = BTreeMap::new();
+    let mut views: BTreeMap<i32, ProcessView> = BTreeMap::new();
+    while started.elapsed() < WINDOW {
+        for &pid in pids {
+            let Some(view) = inspect::view(pid) else {
+                continue;
+            };
+            for thread in &view.threads {
+                if thread.state == 'S' || thread.state == 'D' {
+                    let activity = classify(&view, thread.syscall);
+                    let calls = seen.entry((pid, thread.tid)).or_default();
+                    if !calls.contains(&activity) {
+                        calls.push(activity);
+                    }
+                }
+            }
+            views.insert(pid, view);
+        }
+        std::thread::sleep(SAMPLE_EVERY);
+    }
+    let window = started.elapsed();
+    let mut waiters = Vec::new();
+    for &pid in pids {
+        let (Some(view), Some(first)) = (views.get(&pid), before.get(&pid)) else {
+            continue;
+        };
+        if view.state == 'Z' {
+            continue;
+        }
+        let role = role_of(view);
+        for (tid, now) in inspect::thread_times(pid) {
+            let Some(then) = first.get(&tid) else {
+                continue;
+            };
+            let share = now.run_ns.saturating_sub(then.run_ns) as f64 / window.as_nanos() as f64;
+            let wakeups = now.switches.saturating_sub(then.switches);
+            let calls = seen.get(&(pid, tid)).cloned().unwrap_or_default();
+            let who = if view.threads.len() > 1 {
+                format!("{role} (pid {pid}, thread {tid})")
+            } else {
+                format!("{role} (pid {pid})")
+            };
+            let ms = window.as_millis();
+            if share > SPIN_SHARE {
+                return Err(Fail::failed(format!(
+                    "{who} was on the CPU {:.0}% of the time for {ms} ms while it had nothing to \
+                     do: it spins (checks again and again) instead of blocking; {advice}",
+                    share * 100.0
+                )));
+            }
+            let slept = calls.contains(&Activity::Sleep);
+            let allowed = rules.wakeups_per_second * window.as_secs_f64();
+            if (slept && wakeups >= 2) || wakeups as f64 > allowed.max(2.0) {
+                let how = if slept {
+                    "sleeping (nanosleep) between looks".to_string()
+                } else {
+                    let calls: Vec<String> = calls.iter().map(Activity::describe).collect();
+                    format!("seen {}", calls.join(", "))
+                };
+                return Err(Fail::failed(format!(
+                    "{who} woke up {wakeups} times in {ms} ms while it had nothing to do \
+                     ({how}): it polls, checking again and again, instead of blocking until there \
+                     is something to do; {advice}"
+                )));
+            }
+            let activity = calls
+                .into_iter()
+                .find(|a| *a != Activity::Blocked)
+                .unwrap_or(Activity::Blocked);
+            waiters.push(Waiter {
+                pid,
+                tid,
+                role: role.clone(),
+                activity,
+            });
+        }
+    }
+    Ok(waiters)
+}
+
+/// Waits until every thread of `pids` sleeps, or `until`: a process may still be finishing what
+/// it did before it had nothing left to do.
+fn settle(pids: &[i32], until: Instant) {
+    while Instant::now() < until {
+        let asleep = pids.iter().all(|&pid| {
+            inspect::view(pid).is_none_or(|view| {
+                view.state == 'Z'
+                    || view
+                        .threads
+                        .iter()
+                        .all(|t| matches!(t.state, 'S' | 'D' | 'T' | 't'))
+            })
+        });
+        if asleep {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn judge(script: &str) -> Result<Vec<Waiter>, Fail> {
+        let mut child = std::process::Command::new("sh")
+            .args(["-c", script])
+            .stdin(std::process::Stdio::piped())
+            .spawn()
+            .expect("sh starts");
+        let pid = child.id() as i32;
+        std::thread::sleep(Duration::from_millis(50));
+        let verdict = expect_blocked(&[pid], &|_| "the shell".into(), WaitRules::default(), "x");
+        let _ = child.kill();
+        let _ = child.wait();
+        verdict
+    }
+
+    #[test]
+    fn a_blocked_process_passes_and_says_where_it_waits() {
+        let waiters = judge("exec cat").unwrap_or_else(|f| panic!("{f:?}"));
+        assert!(matches!(
+            waiters[0].activity,
+            Activity::Syscall(_) | Activity::PipeRead { .. }
+        ));
+        let blocked = judge("exec sleep 10").expect("a sleep without wake-ups is blocked");
+        assert_eq!(blocked[0].activity, Activity::Sleep);
+    }
+
+    #[test]
+    fn spinning_and_polling_are_told_apart() {
+        let spin = judge("while :; do :; done").expect_err("a spinning shell");
+        assert!(spin.message().contains("spins"), "{}", spin.message());
+        let poll = judge("while :; do sleep 0.01; done").expect_err("a polling shell");
+        assert!(poll.message().contains("polls"), "{}", poll.message());
+    }
+}
