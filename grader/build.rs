@@ -1,4 +1,5 @@
-//! Finds the lab check modules in `src/labs/` (every `.rs` file but `mod.rs`) and lists them
+//! Finds the lab check modules in `src/labs/` (every `.rs` file but `mod.rs`, and every folder
+//! with a `mod.rs`) and lists them
 //! for `labs::all()`, so that adding a lab adds a file and touches no list.
 
 use std::fmt::Write;
@@ -11,17 +12,25 @@ fn main() {
     let dir = Path::new(&manifest_dir).join("src").join("labs");
     // Relative, so that cargo watches the files of the checkout it builds.
     println!("cargo::rerun-if-changed=src/labs");
-    let mut modules: Vec<String> = std::fs::read_dir(&dir)
+    // A lab's checks are one file, `slug.rs`, or, once they outgrow it, a folder `slug/` with
+    // its table of checks in `slug/mod.rs`.
+    let mut modules: Vec<(String, std::path::PathBuf)> = std::fs::read_dir(&dir)
         .expect("src/labs exists")
         .flatten()
-        .filter_map(|e| e.file_name().to_str().map(str::to_string))
-        .filter_map(|n| n.strip_suffix(".rs").map(str::to_string))
-        .filter(|n| n != "mod")
+        .filter_map(|e| {
+            let name = e.file_name().to_str()?.to_string();
+            let path = e.path();
+            if path.is_dir() && path.join("mod.rs").is_file() {
+                Some((name, path.join("mod.rs")))
+            } else {
+                let module = name.strip_suffix(".rs")?.to_string();
+                (module != "mod").then_some((module, path))
+            }
+        })
         .collect();
     modules.sort();
     let mut code = String::new();
-    for module in &modules {
-        let path = dir.join(format!("{module}.rs"));
+    for (module, path) in &modules {
         writeln!(
             code,
             "#[path = {:?}]\npub mod {module};",
@@ -29,7 +38,7 @@ fn main() {
         )
         .unwrap();
     }
-    let list: Vec<String> = modules.iter().map(|m| format!("&{m}::LAB")).collect();
+    let list: Vec<String> = modules.iter().map(|(m, _)| format!("&{m}::LAB")).collect();
     writeln!(
         code,
         "/// Every lab module's `LAB`, in file-name order.\nstatic MODULES: &[&crate::engine::Lab] = &[{}];",
