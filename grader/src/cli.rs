@@ -33,13 +33,13 @@ pub struct Args {
     #[arg(long, value_enum, default_value_t = Format::Human)]
     pub format: Format,
     /// How many checks run at once (checks that measure time always run alone).
-    #[arg(long, default_value_t = 1)]
-    pub jobs: usize,
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+    pub jobs: u32,
     /// Where each check's full log is written [default: target/grade/logs].
     #[arg(long)]
     pub log_dir: Option<PathBuf>,
-    /// Run the selected checks N times (seeds N, N+1, ...) and report each check's pass count:
-    /// for hunting flaky checks.
+    /// Grade the selected checks N times, with seeds S, S+1, ... (S from --seed, or drawn and
+    /// printed), and report each check's pass count: for hunting flaky checks.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
     pub repeat: u32,
     /// Run the graded programs as this unprivileged user (the grader must be root): how to
@@ -145,11 +145,14 @@ fn fresh_seed() -> u64 {
 pub fn main() -> ExitCode {
     let args = Args::parse();
     if args.selection.len() == 1 && args.selection[0] == "clean" {
-        let removed = engine::ledger::clean();
-        for object in &removed {
-            println!("removed {object}");
+        let done = engine::ledger::clean();
+        for line in &done {
+            println!("{line}");
         }
-        println!("{} leftover object(s) removed", removed.len());
+        println!(
+            "{} leftover(s) of grader runs that died were cleaned up",
+            done.len()
+        );
         return ExitCode::SUCCESS;
     }
     if args.list {
@@ -158,10 +161,7 @@ pub fn main() -> ExitCode {
     }
     let plans = match plan(&args.selection) {
         Ok(plans) => plans,
-        Err(error) => {
-            eprintln!("cargo grade: {error}");
-            return ExitCode::from(2);
-        }
+        Err(error) => return usage_error(&error.to_string()),
     };
     let run_as = match args
         .run_as
@@ -170,39 +170,72 @@ pub fn main() -> ExitCode {
         .transpose()
     {
         Ok(user) if user.is_some() && !nix::unistd::geteuid().is_root() => {
-            eprintln!("cargo grade: --run-as needs root (an unprivileged grader runs as itself)");
-            return ExitCode::from(2);
+            return usage_error("--run-as needs root (an unprivileged grader runs as itself)");
         }
         Ok(user) => user,
-        Err(error) => {
-            eprintln!("cargo grade: --run-as: {error}");
-            return ExitCode::from(2);
-        }
+        Err(error) => return usage_error(&format!("--run-as: {error}")),
     };
-    let workspace = crate::workspace_root();
+    let workspace = match crate::workspace_root() {
+        Ok(workspace) => workspace,
+        Err(error) => return usage_error(&error.to_string()),
+    };
+    if args.solutions && !workspace.join("solutions").join("Cargo.toml").is_file() {
+        return usage_error(&format!(
+            "--solutions: there is no solutions/ in {} (a student's copy has none); `cargo grade` \
+             grades your work in labs/",
+            workspace.display()
+        ));
+    }
     let variant = if args.solutions {
         Variant::Solutions
     } else {
         Variant::Labs
     };
+    let seed = args.seed.unwrap_or_else(fresh_seed);
+    let mut flags = String::new();
+    if args.solutions {
+        flags.push_str(" --solutions");
+    }
+    if let Some(user) = &run_as {
+        flags.push_str(&format!(" --run-as {}", user.name));
+    }
     let options = Options {
         variant,
-        seed: args.seed.unwrap_or_else(fresh_seed),
-        jobs: args.jobs,
+        seed,
+        jobs: args.jobs as usize,
         log_dir: args
             .log_dir
             .unwrap_or_else(|| workspace.join("target").join("grade").join("logs")),
         run_as,
     };
+    handle_interruptions();
     if args.repeat > 1 {
         return repeat(&workspace, &plans, options, args.repeat, args.format);
     }
     let human = args.format == Format::Human;
-    let style = report::Style::detect();
     let live = human && std::io::stderr().is_terminal();
+    let printer = report::Printer::new(report::Style::detect(), seed, flags);
     let progress = |event: Progress| match event {
         Progress::Building if human => {
-            eprintln!("building {} with cargo ...", variant.dir());
+            if engine::compile::prebuilt() {
+                eprintln!(
+                    "using the programs already built under target/grade/{} ({} is set)",
+                    variant.dir(),
+                    engine::compile::PREBUILT_ENV
+                );
+            } else {
+                eprintln!(
+                    "building {}/ with cargo (the first build takes a few minutes) ...",
+                    variant.dir()
+                );
+            }
+        }
+        Progress::Compiling(line) if human => {
+            if live {
+                eprint!("\r\x1b[2K  {line}");
+            } else {
+                eprintln!("  {line}");
+            }
         }
         Progress::Started { lab, check } if live => {
             eprint!("\r\x1b[2K  running {lab}/{check} ...");
@@ -211,34 +244,60 @@ pub fn main() -> ExitCode {
             if live {
                 eprint!("\r\x1b[2K");
             }
-            print!("{}", report::check_line(lab, result, options.seed, &style));
+            print!("{}", printer.check(lab, result));
         }
         _ => {}
     };
     let report = engine::grade(&workspace, &plans, &options, &progress);
-    if human {
-        // The cleanup checks are judged after the lab's other checks, so they come last.
-        for lab in &report.labs {
-            for result in lab.checks.iter().filter(|c| c.name == CLEANUP_CHECK) {
-                print!(
-                    "{}",
-                    report::check_line(&lab.name, result, options.seed, &style)
-                );
-            }
-        }
+    if live {
+        eprint!("\r\x1b[2K");
     }
     match args.format {
-        Format::Human => print!("{}", report::summary(&report, options.seed, &style)),
+        Format::Human => print!(
+            "{}",
+            report::summary(&report, options.seed, &report::Style::detect())
+        ),
         Format::Json => println!(
             "{}",
             serde_json::to_string_pretty(&report).expect("a report serializes")
         ),
+    }
+    if let Some(signal) = engine::run::interrupted() {
+        return ExitCode::from(128 + signal as u8);
     }
     if report.all_passed() {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
     }
+}
+
+fn usage_error(message: &str) -> ExitCode {
+    eprintln!("cargo grade: {message}");
+    ExitCode::from(2)
+}
+
+/// SIGINT (Ctrl-C) and SIGTERM stop grading: the running checks' processes are killed and
+/// their checks clean up after themselves, then what was graded is reported and the grader exits
+/// with 128 + the signal's number. A second signal exits at once.
+fn handle_interruptions() {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    let Ok(mut signals) = signal_hook::iterator::Signals::new([SIGINT, SIGTERM]) else {
+        return;
+    };
+    std::thread::spawn(move || {
+        for signal in signals.forever() {
+            if engine::run::interrupted().is_some() {
+                engine::run::interrupt(signal);
+                std::process::exit(128 + signal);
+            }
+            eprintln!(
+                "\ncargo grade: {}: stopping the running checks and cleaning up ...",
+                engine::process::signal_name(signal)
+            );
+            engine::run::interrupt(signal);
+        }
+    });
 }
 
 /// `--repeat N`: builds once, grades N times with seeds `seed`, `seed + 1`, ..., and reports
@@ -252,16 +311,22 @@ fn repeat(
 ) -> ExitCode {
     let human = format == Format::Human;
     if human {
-        eprintln!("building {} with cargo ...", options.variant.dir());
+        eprintln!("building {}/ with cargo ...", options.variant.dir());
     }
     let slugs: Vec<&'static str> = plans.iter().map(|p| p.lab.slug).collect();
     let programs = engine::compile::build(workspace, options.variant, &slugs);
+    if human {
+        eprintln!("grading {}", workspace.display());
+    }
     let mut tallies: Vec<report::Tally> = Vec::new();
     let base = options.seed;
     let mut options = options;
     for round in 0..times {
         options.seed = base + u64::from(round);
         let report = engine::grade_built(plans, &options, &programs, &|_| {});
+        if engine::run::interrupted().is_some() {
+            break;
+        }
         for lab in &report.labs {
             for check in &lab.checks {
                 let index = match tallies
@@ -304,12 +369,21 @@ fn repeat(
         }
     }
     let clean = tallies.iter().all(|t| t.passed == t.runs);
+    if let Some(signal) = engine::run::interrupted() {
+        eprintln!(
+            "interrupted by {}: the runs that finished are counted",
+            engine::process::signal_name(signal)
+        );
+    }
     match format {
         Format::Human => print!("{}", report::repeat_table(&tallies)),
         Format::Json => println!(
             "{}",
             serde_json::json!({ "repeat": times, "seed": base, "checks": tallies })
         ),
+    }
+    if let Some(signal) = engine::run::interrupted() {
+        return ExitCode::from(128 + signal as u8);
     }
     if clean {
         ExitCode::SUCCESS

@@ -40,33 +40,70 @@ fn label(status: Status) -> (&'static str, &'static str) {
     }
 }
 
-/// One check's line; for a failure, its message, how to reproduce it and where its log is.
-pub fn check_line(lab: &str, result: &CheckResult, seed: u64, style: &Style) -> String {
-    let (word, colour) = label(result.status);
-    let mut text = format!(
-        "{:<6}{:<40}{:>3}/{:<3}{:>9}\n",
-        style.paint(colour, word),
-        format!("{lab}/{}", result.name),
-        result.score,
-        result.max_score,
-        format_duration(result.duration_ms)
-    );
-    if result.status != Status::Passed {
+/// The start of the message of every check of a lab that does not compile.
+pub use crate::engine::compile::DOES_NOT_COMPILE;
+
+/// Prints check lines as they come: a failure with its message, how to reproduce it and where
+/// its log is; a lab's compiler errors only once.
+pub struct Printer {
+    style: Style,
+    seed: u64,
+    /// What `reproduce:` lines add after `--seed N` (`--solutions`, `--run-as USER`).
+    flags: String,
+    compile_errors_shown: std::sync::Mutex<std::collections::BTreeSet<String>>,
+}
+
+impl Printer {
+    pub fn new(style: Style, seed: u64, flags: String) -> Printer {
+        Printer {
+            style,
+            seed,
+            flags,
+            compile_errors_shown: Default::default(),
+        }
+    }
+
+    /// One check's line, and for a failure what follows it.
+    pub fn check(&self, lab: &str, result: &CheckResult) -> String {
+        let (word, colour) = label(result.status);
+        // Padded before it is painted: the escape codes must not count as width.
+        let mut text = format!(
+            "{}{:<40}{:>3}/{:<3}{:>9}\n",
+            self.style.paint(colour, &format!("{word:<6}")),
+            format!("{lab}/{}", result.name),
+            result.score,
+            result.max_score,
+            format_duration(result.duration_ms)
+        );
+        if result.status == Status::Passed {
+            return text;
+        }
+        if result.message.starts_with(DOES_NOT_COMPILE) {
+            let mut shown = self.compile_errors_shown.lock().expect("shown lock");
+            if !shown.insert(lab.to_string()) {
+                let _ = writeln!(text, "      the lab does not compile: its errors are above");
+                return text;
+            }
+            for line in result.message.lines() {
+                let _ = writeln!(text, "      {line}");
+            }
+            return text;
+        }
         for line in result.message.lines() {
             let _ = writeln!(text, "      {line}");
         }
         if result.status != Status::NotImplemented {
             let _ = writeln!(
                 text,
-                "      reproduce: cargo grade {lab}/{} --seed {seed}",
-                result.name
+                "      reproduce: cargo grade {lab}/{} --seed {}{}",
+                result.name, self.seed, self.flags
             );
             if let Some(log) = &result.log {
                 let _ = writeln!(text, "      full log: {}", log.display());
             }
         }
+        text
     }
-    text
 }
 
 fn format_duration(ms: u64) -> String {
@@ -80,6 +117,14 @@ fn format_duration(ms: u64) -> String {
 /// Subtotals per lab and the total.
 pub fn summary(report: &Report, seed: u64, style: &Style) -> String {
     let mut text = String::from("\n");
+    if let Some(signal) = &report.interrupted {
+        let graded: usize = report.labs.iter().map(|l| l.checks.len()).sum();
+        let _ = writeln!(
+            text,
+            "interrupted by {signal}: {graded} check(s) were graded before it; the checks that \
+             were running were stopped and cleaned up after\n"
+        );
+    }
     for lab in &report.labs {
         let passed = lab
             .checks
@@ -103,19 +148,33 @@ pub fn summary(report: &Report, seed: u64, style: &Style) -> String {
         "total",
         style.paint(colour, &total)
     );
+    if let Some(workspace) = &report.workspace {
+        let _ = writeln!(text, "graded: {}", workspace.display());
+    }
     text
 }
 
 /// `--list`: every lab and its checks with points.
 pub fn list(labs: &[&Lab]) -> String {
     let mut text = String::new();
+    let width = labs
+        .iter()
+        .flat_map(|lab| {
+            lab.checks
+                .iter()
+                .map(move |c| lab.slug.len() + 1 + c.name.len())
+                .chain([lab.slug.len() + 1 + crate::engine::CLEANUP_CHECK.len()])
+        })
+        .max()
+        .unwrap_or(0)
+        + 2;
     for lab in labs {
         let points: u32 = lab.checks.iter().map(|c| c.points).sum::<u32>() + lab.cleanup_points;
         let _ = writeln!(text, "{} ({points} points): {}", lab.slug, lab.title);
         for check in lab.checks {
             let _ = writeln!(
                 text,
-                "  {:<36}{:>3}  {}",
+                "  {:<width$}{:>3}  {}",
                 format!("{}/{}", lab.slug, check.name),
                 check.points,
                 check.description
@@ -124,7 +183,7 @@ pub fn list(labs: &[&Lab]) -> String {
         if lab.cleanup_points > 0 {
             let _ = writeln!(
                 text,
-                "  {:<36}{:>3}  leaves no IPC object behind",
+                "  {:<width$}{:>3}  leaves no IPC object behind",
                 format!("{}/cleanup", lab.slug),
                 lab.cleanup_points
             );

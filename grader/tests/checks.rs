@@ -22,7 +22,11 @@ fn programs(variant: Variant) -> &'static Programs {
     };
     cell.get_or_init(|| {
         let slugs: Vec<&'static str> = ipc_grader::labs::all().iter().map(|l| l.slug).collect();
-        compile::build(&ipc_grader::workspace_root(), variant, &slugs)
+        compile::build(
+            &ipc_grader::workspace_root().expect("the tests run in an ipc-labs workspace"),
+            variant,
+            &slugs,
+        )
     })
 }
 
@@ -51,7 +55,7 @@ fn expect(
     expected: Status,
     cleanup: Status,
 ) -> Result<(), Failed> {
-    let log_dir = std::env::temp_dir().join("ipc-labs-test-logs");
+    let log_dir = log_dir();
     let options = Options {
         variant,
         seed: seed(),
@@ -104,7 +108,7 @@ fn expect(
 }
 
 fn trials() -> Vec<Trial> {
-    let workspace = ipc_grader::workspace_root();
+    let workspace = ipc_grader::workspace_root().expect("the tests run in an ipc-labs workspace");
     let repository = workspace.join("solutions").join("Cargo.toml").is_file();
     let mut trials = Vec::new();
     if repository {
@@ -117,9 +121,10 @@ fn trials() -> Vec<Trial> {
                     Ok(())
                 } else {
                     Err(format!(
-                    "stale skeletons {stale:?}: run `cargo run -p ipc-grader --bin make-skeletons`"
-                )
-                .into())
+                        "stale skeletons {stale:?}: run `cargo run -p ipc-grader --bin \
+                         make-skeletons`, which overwrites them with what solutions/ determines"
+                    )
+                    .into())
                 }
             },
         ));
@@ -184,4 +189,13 @@ fn main() -> ExitCode {
         );
     }
     conclusion.exit_code()
+}
+
+/// This user's own directory for the logs of the checks graded here (mode 700: another user's
+/// logs must not be in the way, nor readable).
+fn log_dir() -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("ipc-labs-test-logs-{}", nix::unistd::getuid()));
+    ipc_grader::engine::ledger::private_dir(&dir)
+        .unwrap_or_else(|e| panic!("cannot make the log directory {}: {e}", dir.display()));
+    dir
 }

@@ -218,13 +218,13 @@ fn grade(workspace: &Path, mutant: &Mutant) -> Result<(), Failed> {
         .join("grade")
         .join("mutants")
         .join("target");
-    let programs = compile::build_in(&scratch, Variant::Solutions, &[lab.slug], &target);
+    let programs = compile::build_in(&scratch, Variant::Solutions, &[lab.slug], &target, &|_| {});
     let built = started.elapsed();
     let options = Options {
         variant: Variant::Solutions,
         seed: 1,
         jobs: 1,
-        log_dir: std::env::temp_dir().join("ipc-labs-mutant-logs"),
+        log_dir: log_dir(),
         run_as,
     };
     let plan = Plan {
@@ -258,7 +258,7 @@ fn grade(workspace: &Path, mutant: &Mutant) -> Result<(), Failed> {
 }
 
 fn trials() -> Vec<Trial> {
-    let workspace = ipc_grader::workspace_root();
+    let workspace = ipc_grader::workspace_root().expect("the tests run in an ipc-labs workspace");
     if !workspace.join("solutions").is_dir() {
         return Vec::new(); // A student's copy has no solutions to mutate.
     }
@@ -286,4 +286,13 @@ fn trials() -> Vec<Trial> {
 fn main() -> ExitCode {
     let arguments = Arguments::from_args();
     libtest_mimic::run(&arguments, trials()).exit_code()
+}
+
+/// This user's own directory for the logs of the checks graded here (mode 700: another user's
+/// logs must not be in the way, nor readable).
+fn log_dir() -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("ipc-labs-test-logs-{}", nix::unistd::getuid()));
+    ipc_grader::engine::ledger::private_dir(&dir)
+        .unwrap_or_else(|e| panic!("cannot make the log directory {}: {e}", dir.display()));
+    dir
 }

@@ -6,8 +6,27 @@
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
-    let check_only = std::env::args().skip(1).any(|arg| arg == "--check");
-    let workspace = ipc_grader::workspace_root();
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let check_only = match args.as_slice() {
+        [] => false,
+        [flag] if flag == "--check" => true,
+        _ => {
+            eprintln!(
+                "usage: make-skeletons [--check]\n\n\
+                 Without --check it OVERWRITES labs/*/Cargo.toml and every file under labs/*/src/ \
+                 that differs from what solutions/ determines (a student's work in labs/ is lost);\n\
+                 with --check it only lists those files and exits 1 if there are any."
+            );
+            return ExitCode::from(2);
+        }
+    };
+    let workspace = match ipc_grader::workspace_root() {
+        Ok(workspace) => workspace,
+        Err(error) => {
+            eprintln!("make-skeletons: {error}");
+            return ExitCode::from(2);
+        }
+    };
     let result = if check_only {
         ipc_grader::skeleton::stale_skeletons(&workspace)
     } else {
@@ -24,7 +43,10 @@ fn main() -> ExitCode {
                 println!("{verb}: {}", path.display());
             }
             if check_only {
-                println!("run `cargo run -p ipc-grader --bin make-skeletons` to regenerate them");
+                println!(
+                    "run `cargo run -p ipc-grader --bin make-skeletons` to regenerate them (it \
+                     overwrites these files in labs/ with what solutions/ determines)"
+                );
                 ExitCode::FAILURE
             } else {
                 ExitCode::SUCCESS

@@ -33,6 +33,9 @@ pub const PROFILE: &str = "grade";
 /// running the grader where cargo is not available, such as as another user).
 pub const PREBUILT_ENV: &str = "IPC_LABS_PREBUILT";
 
+/// How the message of every check of a lab that does not compile begins.
+pub const DOES_NOT_COMPILE: &str = "the lab does not compile";
+
 /// The program of each lab, or why it could not be built.
 pub type Programs = BTreeMap<&'static str, Result<PathBuf, String>>;
 
@@ -50,9 +53,34 @@ fn target_dir(workspace: &Path, variant: Variant) -> PathBuf {
     workspace.join("target").join("grade").join(variant.dir())
 }
 
+/// What cargo says it is building (`Compiling nix v0.32.0`), line by line, for a progress
+/// display.
+pub type OnProgress<'a> = &'a (dyn Fn(&str) + Sync);
+
 /// Builds the programs of `slugs`, in the variant's directory under `target/grade/`.
 pub fn build(workspace: &Path, variant: Variant, slugs: &[&'static str]) -> Programs {
-    build_in(workspace, variant, slugs, &target_dir(workspace, variant))
+    build_reporting(workspace, variant, slugs, &|_| {})
+}
+
+/// [`build`], telling `progress` what cargo is compiling.
+pub fn build_reporting(
+    workspace: &Path,
+    variant: Variant,
+    slugs: &[&'static str],
+    progress: OnProgress,
+) -> Programs {
+    build_in(
+        workspace,
+        variant,
+        slugs,
+        &target_dir(workspace, variant),
+        progress,
+    )
+}
+
+/// Whether the programs are taken as already built (`IPC_LABS_PREBUILT`), not built by cargo.
+pub fn prebuilt() -> bool {
+    std::env::var_os(PREBUILT_ENV).is_some()
 }
 
 /// Builds the programs of `slugs` in the target directory `target`.
@@ -61,9 +89,10 @@ pub fn build_in(
     variant: Variant,
     slugs: &[&'static str],
     target: &Path,
+    progress: OnProgress,
 ) -> Programs {
     let target = target.to_path_buf();
-    if std::env::var_os(PREBUILT_ENV).is_some() {
+    if prebuilt() {
         return slugs
             .iter()
             .map(|&slug| {
@@ -97,7 +126,7 @@ pub fn build_in(
         return programs;
     }
     // One cargo run for all: fast when everything compiles.
-    match cargo_build(workspace, variant, &present, &target) {
+    match cargo_build(workspace, variant, &present, &target, progress) {
         Ok(built) => {
             for slug in &present {
                 let result = built
@@ -110,12 +139,13 @@ pub fn build_in(
         // Something does not compile: build each alone to tell which.
         Err(_) if present.len() > 1 => {
             for slug in present {
-                let result = cargo_build(workspace, variant, &[slug], &target).and_then(|built| {
-                    built
-                        .get(slug)
-                        .cloned()
-                        .ok_or_else(|| format!("cargo built no program named {slug}"))
-                });
+                let result =
+                    cargo_build(workspace, variant, &[slug], &target, progress).and_then(|built| {
+                        built
+                            .get(slug)
+                            .cloned()
+                            .ok_or_else(|| format!("cargo built no program named {slug}"))
+                    });
                 programs.insert(slug, result);
             }
         }
@@ -132,6 +162,7 @@ fn cargo_build(
     variant: Variant,
     slugs: &[&str],
     target: &Path,
+    progress: OnProgress,
 ) -> Result<BTreeMap<String, PathBuf>, String> {
     let manifest = match variant {
         Variant::Labs => workspace.join("Cargo.toml"),
@@ -160,42 +191,58 @@ fn cargo_build(
     // One cargo at a time: two would only wait for each other's locks.
     static CARGO: std::sync::Mutex<()> = std::sync::Mutex::new(());
     let _one_at_a_time = CARGO.lock().unwrap_or_else(|e| e.into_inner());
-    let child =
+    let mut child =
         super::process::spawn_helper(&mut command).map_err(|e| format!("cannot run cargo: {e}"))?;
     let pid = child.id();
-    let output = child.wait_with_output();
+    let stderr = child.stderr.take().expect("piped");
+    let built = std::thread::scope(|scope| {
+        // cargo's stderr: its progress, passed on as it comes, and its errors, kept.
+        let errors = scope.spawn(|| {
+            let mut kept = Vec::new();
+            for line in std::io::BufReader::new(stderr)
+                .lines()
+                .map_while(Result::ok)
+            {
+                let status = line.trim_start();
+                if status.starts_with("Compiling") || status.starts_with("Blocking") {
+                    progress(status);
+                } else {
+                    kept.push(line);
+                }
+            }
+            kept
+        });
+        let mut built = BTreeMap::new();
+        let stdout = child.stdout.take().expect("piped");
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let Ok(message) = serde_json::from_str::<serde_json::Value>(&line) else {
+                continue;
+            };
+            if message["reason"] != "compiler-artifact" {
+                continue;
+            }
+            if let (Some(name), Some(executable)) = (
+                message["target"]["name"].as_str(),
+                message["executable"].as_str(),
+            ) {
+                built.insert(name.to_string(), PathBuf::from(executable));
+            }
+        }
+        (built, errors.join().unwrap_or_default())
+    });
+    let status = child.wait();
     super::process::forget(pid);
-    let output = output.map_err(|e| format!("cargo: {e}"))?;
-    let mut built = BTreeMap::new();
-    for line in output.stdout.lines().map_while(Result::ok) {
-        let Ok(message) = serde_json::from_str::<serde_json::Value>(&line) else {
-            continue;
-        };
-        if message["reason"] != "compiler-artifact" {
-            continue;
-        }
-        if let (Some(name), Some(executable)) = (
-            message["target"]["name"].as_str(),
-            message["executable"].as_str(),
-        ) {
-            built.insert(name.to_string(), PathBuf::from(executable));
-        }
-    }
-    if output.status.success() {
+    let status = status.map_err(|e| format!("cargo: {e}"))?;
+    let (built, errors) = built;
+    if status.success() {
         Ok(built)
     } else {
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        let errors: Vec<&str> = stderr
-            .lines()
-            .filter(|l| {
-                let l = l.trim_start();
-                !l.starts_with("Compiling") && !l.starts_with("Blocking")
-            })
-            .take(60)
-            .collect();
+        let errors: Vec<&str> = errors.iter().map(String::as_str).take(60).collect();
         Err(format!(
-            "the lab does not compile (cargo exited with {}):\n{}",
-            output.status,
+            "{DOES_NOT_COMPILE} (cargo exited with {status}):\n{}",
             errors.join("\n")
         ))
     }

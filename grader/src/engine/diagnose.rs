@@ -233,6 +233,106 @@ pub fn classify(view: &ProcessView, syscall: Option<(i64, u64)>) -> Activity {
     }
 }
 
+/// How long every process of a check must sit, unchanged, in waits nothing but itself can end
+/// before the grader calls it a deadlock instead of waiting out the check's timeout.
+pub const DEADLOCK_AFTER: std::time::Duration = std::time::Duration::from_millis(1500);
+
+/// A system call's number and first argument, as `/proc/PID/task/TID/syscall` shows them.
+type Syscall = Option<(i64, u64)>;
+
+/// What a deadlock looks like at one moment: the call each thread is blocked in, the bytes each
+/// process has read and written, and the CPU time they used in all.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stillness {
+    /// Per thread: pid, tid, and the call (number, first argument) it is blocked in.
+    calls: Vec<(i32, i32, Syscall)>,
+    io: Vec<(i32, u64, u64)>,
+    run_ns: u64,
+}
+
+impl Stillness {
+    /// Whether nothing moved between `earlier` and `self`, `elapsed` apart: the same calls, no
+    /// byte read or written, hardly any CPU (a signal the grader sends wakes a thread for
+    /// microseconds, then it blocks again in the same call).
+    pub fn unchanged_since(&self, earlier: &Stillness, elapsed: std::time::Duration) -> bool {
+        let cpu = self.run_ns.saturating_sub(earlier.run_ns) as f64;
+        self.calls == earlier.calls
+            && self.io == earlier.io
+            && cpu < 0.05 * elapsed.as_nanos() as f64
+    }
+}
+
+/// What the processes `pids` are doing, when every thread of every one of them is blocked in a
+/// wait that only the processes themselves can end: reading a pipe whose write ends are all held
+/// by them, writing a pipe whose read ends are all held by them, or waiting for a child. Two
+/// snapshots [`DEADLOCK_AFTER`] apart with nothing moved between them mean a deadlock; `None`
+/// means something may still move (a process runs, sleeps with a timeout, or waits on the
+/// grader or on an object the grader could act on).
+pub fn deadlock_snapshot(pids: &[i32], grader_pipes: &[u64]) -> Option<Stillness> {
+    let views: Vec<ProcessView> = pids.iter().filter_map(|&p| inspect::view(p)).collect();
+    let alive: Vec<&ProcessView> = views.iter().filter(|v| v.state != 'Z').collect();
+    if alive.is_empty() {
+        return None;
+    }
+    // Which processes hold each pipe's ends, by inode: (readers, writers).
+    let mut ends: BTreeMap<u64, (Vec<i32>, Vec<i32>)> = BTreeMap::new();
+    for view in &alive {
+        for (fd, target) in &view.fds {
+            if let Some(inode) = pipe_inode(target) {
+                let entry = ends.entry(inode).or_default();
+                match fd_writable(view.pid, *fd) {
+                    Some(true) => entry.1.push(view.pid),
+                    _ => entry.0.push(view.pid),
+                }
+            }
+        }
+    }
+    // The grader's own descriptors: a pipe it holds is one it could write or read.
+    let grader_holds: Vec<u64> = std::fs::read_dir("/proc/self/fd")
+        .map(|entries| {
+            entries
+                .flatten()
+                .filter_map(|e| std::fs::read_link(e.path()).ok())
+                .filter_map(|t| pipe_inode(&t.to_string_lossy()))
+                .collect()
+        })
+        .unwrap_or_default();
+    let mut still = Stillness {
+        calls: Vec::new(),
+        io: Vec::new(),
+        run_ns: 0,
+    };
+    for view in &alive {
+        for thread in &view.threads {
+            if thread.state != 'S' {
+                return None;
+            }
+            let own_pipe =
+                |inode: u64| !grader_pipes.contains(&inode) && !grader_holds.contains(&inode);
+            let ends_of = |inode: u64| ends.get(&inode).cloned().unwrap_or_default();
+            let closed = match classify(view, thread.syscall) {
+                Activity::PipeRead { inode, .. } => own_pipe(inode) && !ends_of(inode).1.is_empty(),
+                Activity::PipeWrite { inode, .. } => {
+                    own_pipe(inode) && !ends_of(inode).0.is_empty()
+                }
+                Activity::WaitChild => true,
+                _ => false,
+            };
+            if !closed {
+                return None;
+            }
+            still.calls.push((view.pid, thread.tid, thread.syscall));
+        }
+        let io = inspect::io(view.pid).unwrap_or_default();
+        still.io.push((view.pid, io.read_bytes, io.written_bytes));
+        still.run_ns += inspect::thread_times(view.pid)
+            .values()
+            .map(|t| t.run_ns)
+            .sum::<u64>();
+    }
+    Some(still)
+}
+
 /// The generic sentence, for when the lab has no better one.
 pub fn explain(hang: &Hang) -> String {
     if hang.processes.is_empty() {
@@ -250,6 +350,38 @@ pub fn explain(hang: &Hang) -> String {
              wait that should block (on a read, a semaphore or a condition variable) instead",
             busy.role, busy.view.pid
         );
+    }
+    // A reader that holds the write end of the very pipe it reads waits for itself: the root of
+    // the chain, whoever else waits on it.
+    for process in &hang.processes {
+        for activity in &process.activities {
+            if let Activity::PipeRead { fd, inode } = activity {
+                let own: Vec<i32> = process
+                    .view
+                    .fds
+                    .iter()
+                    .filter(|(other, target)| {
+                        pipe_inode(target) == Some(*inode)
+                            && fd_writable(process.view.pid, **other) == Some(true)
+                    })
+                    .map(|(other, _)| *other)
+                    .collect();
+                if !own.is_empty() {
+                    return format!(
+                        "{} (pid {}) waits for end-of-file on the pipe it reads (fd {fd}) while it \
+                         holds that pipe's write end itself (fd {}): end-of-file never comes. \
+                         Right after fork(), every process must close the pipe ends it does not \
+                         use",
+                        process.role,
+                        process.view.pid,
+                        own.iter()
+                            .map(i32::to_string)
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    );
+                }
+            }
+        }
     }
     for process in &hang.processes {
         for activity in &process.activities {
@@ -303,6 +435,57 @@ mod tests {
             cpu_share: 0.0,
             activities,
         }
+    }
+
+    fn settled(command: &mut std::process::Command) -> std::process::Child {
+        let child = command.spawn().expect("the command starts");
+        let pid = child.id() as i32;
+        let until = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while std::time::Instant::now() < until
+            && !inspect::view(pid).is_some_and(|v| {
+                v.threads
+                    .iter()
+                    .all(|t| t.state == 'S' && t.syscall.is_some())
+            })
+        {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        child
+    }
+
+    #[test]
+    fn a_reader_holding_its_own_pipe_is_a_deadlock_and_a_sleeper_is_not() {
+        let mut stuck = settled(
+            std::process::Command::new("python3")
+                .args(["-c", "import os; r, w = os.pipe(); os.read(r, 1)"]),
+        );
+        let mut sleeper = settled(std::process::Command::new("sleep").arg("10"));
+        let mut reader =
+            settled(std::process::Command::new("cat").stdin(std::process::Stdio::piped()));
+        // Python takes a while to start on a busy machine: wait until it reads its pipe.
+        let until = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let mut stuck_now = None;
+        while stuck_now.is_none() && std::time::Instant::now() < until {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+            stuck_now = deadlock_snapshot(&[stuck.id() as i32], &[]);
+        }
+        let sleeper_now = deadlock_snapshot(&[sleeper.id() as i32], &[]);
+        // cat's pipe is held open for writing by this test, outside the checked processes.
+        let reader_now = deadlock_snapshot(&[reader.id() as i32], &[]);
+        let hang = observe(&[stuck.id() as i32], &|_| "the reader".into());
+        // The explanation reads /proc too: the processes must still be there.
+        let sentence = explain(&hang);
+        for child in [&mut stuck, &mut sleeper, &mut reader] {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        assert!(stuck_now.is_some());
+        assert!(sleeper_now.is_none());
+        assert!(reader_now.is_none());
+        assert!(
+            sentence.contains("holds that pipe's write end itself"),
+            "{sentence}"
+        );
     }
 
     #[test]

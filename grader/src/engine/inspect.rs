@@ -161,6 +161,8 @@ pub fn fd_writable(pid: i32, fd: i32) -> Option<bool> {
 pub struct ThreadTimes {
     /// Context switches, voluntary (it slept) and involuntary (it was preempted).
     pub switches: u64,
+    /// The voluntary ones only: how often it went to sleep.
+    pub sleeps: u64,
     /// Time on a CPU, in nanoseconds (`/proc/PID/task/TID/schedstat`).
     pub run_ns: u64,
 }
@@ -195,6 +197,7 @@ pub fn thread_times(pid: i32) -> BTreeMap<i32, ThreadTimes> {
             tid,
             ThreadTimes {
                 switches: count("voluntary_ctxt_switches:") + count("nonvoluntary_ctxt_switches:"),
+                sleeps: count("voluntary_ctxt_switches:"),
                 run_ns,
             },
         );

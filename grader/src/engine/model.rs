@@ -142,6 +142,12 @@ pub struct Report {
     pub seed: u64,
     pub score: u32,
     pub max_score: u32,
+    /// The workspace whose programs were graded.
+    pub workspace: Option<std::path::PathBuf>,
+    /// The signal that stopped grading early (`SIGINT`, `SIGTERM`): the report then holds only
+    /// the checks that finished before it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub interrupted: Option<String>,
     pub labs: Vec<LabResult>,
 }
 
@@ -151,6 +157,8 @@ impl Report {
             seed,
             score: labs.iter().map(|l| l.score).sum(),
             max_score: labs.iter().map(|l| l.max_score).sum(),
+            workspace: None,
+            interrupted: None,
             labs,
         }
     }

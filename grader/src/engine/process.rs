@@ -33,6 +33,8 @@ use super::model::{Fail, Lab};
 pub const OUTPUT_CAP: usize = 64 * 1024;
 /// The descriptor number of the control socket in the program.
 const CONTROL_FD: i32 = 3;
+/// How often a wait for the program looks for a deadlock.
+const DEADLOCK_PROBE: Duration = Duration::from_millis(200);
 /// How long after an exit the grader still waits for control messages the program sent just
 /// before it (they travel on another thread).
 const LATE_MESSAGE_GRACE: Duration = Duration::from_millis(200);
@@ -412,18 +414,40 @@ impl Proc {
 
     /// The next event before `deadline`; a `todo!()` or panic reported by the program, or the
     /// deadline passing, is an error.
+    ///
+    /// While it waits, it watches for a deadlock: every process blocked, unchanged, in waits only
+    /// the processes themselves could end ([`diagnose::deadlock_snapshot`]) for
+    /// [`diagnose::DEADLOCK_AFTER`] is reported then, instead of at the deadline.
     fn next_event(&mut self, deadline: Instant) -> Result<Event, Fail> {
-        let now = Instant::now();
-        let wait = deadline.saturating_duration_since(now);
-        match self.events.recv_timeout(wait) {
-            Ok(Event::Message(message)) => {
-                self.note_message(&message)?;
-                Ok(Event::Message(message))
+        let mut still: Option<(Instant, diagnose::Stillness)> = None;
+        loop {
+            let wait = deadline
+                .saturating_duration_since(Instant::now())
+                .min(DEADLOCK_PROBE);
+            match self.events.recv_timeout(wait) {
+                Ok(Event::Message(message)) => {
+                    self.note_message(&message)?;
+                    return Ok(Event::Message(message));
+                }
+                Ok(event) => return Ok(event),
+                Err(RecvTimeoutError::Timeout) if Instant::now() >= deadline => {
+                    return Err(Fail::TimedOut(self.diagnose()));
+                }
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => {
+                    return Err(Fail::Grader("lost track of the program".into()));
+                }
             }
-            Ok(event) => Ok(event),
-            Err(RecvTimeoutError::Timeout) => Err(Fail::TimedOut(self.diagnose())),
-            Err(RecvTimeoutError::Disconnected) => {
-                Err(Fail::Grader("lost track of the program".into()))
+            match diagnose::deadlock_snapshot(&self.tree(), &self.grader_pipes) {
+                Some(now) => match &still {
+                    Some((since, before)) if now.unchanged_since(before, since.elapsed()) => {
+                        if since.elapsed() >= diagnose::DEADLOCK_AFTER {
+                            return Err(Fail::TimedOut(self.diagnose_deadlock(since.elapsed())));
+                        }
+                    }
+                    _ => still = Some((Instant::now(), now)),
+                },
+                None => still = None,
             }
         }
     }
@@ -442,10 +466,19 @@ impl Proc {
         let text = message.get("message").unwrap_or("");
         match message.kind.as_str() {
             NOT_IMPLEMENTED => Err(Fail::NotImplemented(format!("{text} ({location})"))),
-            PANICKED => Err(Fail::Crashed(format!(
-                "pid {} panicked at {location}: {text}",
-                message.get("pid").unwrap_or("?")
-            ))),
+            PANICKED => {
+                let pid = message.get("pid").unwrap_or("?");
+                // The process is usually still there: its hook reports before it unwinds.
+                let who = pid
+                    .parse()
+                    .ok()
+                    .and_then(inspect::view)
+                    .map(|view| format!("{} (pid {pid})", (self.roles)(&view)))
+                    .unwrap_or_else(|| format!("pid {pid}"));
+                Err(Fail::Crashed(format!(
+                    "{who} panicked at {location}: {text}"
+                )))
+            }
             _ => Ok(()),
         }
     }
@@ -483,6 +516,20 @@ impl Proc {
         let roles = self.roles.clone();
         let hang = diagnose::observe(&self.tree(), &*roles);
         hang_message(self.lab, &hang)
+    }
+
+    /// The diagnosis of a deadlock seen before the deadline: how long nothing moved, then what
+    /// each process waits for.
+    fn diagnose_deadlock(&self, still: Duration) -> String {
+        let roles = self.roles.clone();
+        let hang = diagnose::observe(&self.tree(), &*roles);
+        let sentence = (self.lab.explain_hang)(&hang).unwrap_or_else(|| diagnose::explain(&hang));
+        format!(
+            "deadlock (every process blocked, nothing moved for {:.1} s; the grader stopped \
+             waiting before the check's time limit): {sentence}.{}",
+            still.as_secs_f64(),
+            hang.describe()
+        )
     }
 
     /// The exit status, if the program has exited and the grader has seen it.

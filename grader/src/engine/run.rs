@@ -3,6 +3,7 @@
 
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::mpsc::channel;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
@@ -159,6 +160,12 @@ impl Run {
     }
 
     fn spawn_limited<S: AsRef<OsStr>>(&mut self, args: &[S], limits: Limits) -> Result<Proc, Fail> {
+        if let Some(signal) = interrupted() {
+            return Err(Fail::Grader(format!(
+                "grading was interrupted ({})",
+                process::signal_name(signal)
+            )));
+        }
         let args: Vec<&OsStr> = args.iter().map(AsRef::as_ref).collect();
         let mut proc = process::spawn(
             &self.program,
@@ -174,6 +181,7 @@ impl Run {
             .lock()
             .expect("roots lock")
             .push(proc.pid.as_raw());
+        self.ledger.record_group(proc.pid.as_raw());
         self.procs.push(ProcLog {
             command: proc.command.clone(),
             stdout: proc.stdout.clone(),
@@ -228,11 +236,86 @@ impl RunAs {
             Err(e) => Err(format!("looking up user {name}: {e}")),
         }
     }
+
+    /// Why this user cannot reach `path` (a directory on the way it may not enter), if it
+    /// cannot: then the programs it should run die before they start.
+    pub fn cannot_reach(&self, path: &Path) -> Option<String> {
+        use std::os::unix::fs::MetadataExt;
+        let mut dirs: Vec<&Path> = path.ancestors().collect();
+        dirs.reverse();
+        for dir in dirs {
+            let meta = std::fs::metadata(dir).ok()?;
+            if !meta.is_dir() {
+                continue;
+            }
+            let bit = if meta.uid() == self.uid {
+                0o100
+            } else if meta.gid() == self.gid {
+                0o010
+            } else {
+                0o001
+            };
+            if meta.mode() & bit == 0 {
+                return Some(format!(
+                    "the user {} cannot enter {} (mode {:o}, owner uid {}), on the way to {}: \
+                     give it search permission (chmod o+x {}), or set TMPDIR to a directory \
+                     every user can enter, such as /tmp",
+                    self.name,
+                    dir.display(),
+                    meta.mode() & 0o7777,
+                    meta.uid(),
+                    path.display(),
+                    dir.display()
+                ));
+            }
+        }
+        None
+    }
+}
+
+/// The programs, copied where the user they run as can reach them (a checkout may sit in a
+/// directory only its owner can enter), in a directory removed when the run is over.
+struct Staged {
+    dir: tempfile::TempDir,
+    programs: Programs,
+}
+
+fn stage_programs(programs: &Programs, user: &RunAs) -> Result<Staged, Fail> {
+    use std::os::unix::fs::PermissionsExt;
+    let grader = |e: std::io::Error| Fail::Grader(format!("staging the programs: {e}"));
+    let dir = tempfile::Builder::new()
+        .prefix("ipc-labs-programs-")
+        .tempdir()
+        .map_err(grader)?;
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).map_err(grader)?;
+    if let Some(why) = user.cannot_reach(dir.path()) {
+        return Err(Fail::Grader(why));
+    }
+    let mut staged = Programs::new();
+    for (slug, program) in programs {
+        let copy = match program {
+            Ok(path) => {
+                let copy = dir.path().join(slug);
+                std::fs::copy(path, &copy).map_err(grader)?;
+                std::fs::set_permissions(&copy, std::fs::Permissions::from_mode(0o755))
+                    .map_err(grader)?;
+                Ok(copy)
+            }
+            Err(error) => Err(error.clone()),
+        };
+        staged.insert(slug, copy);
+    }
+    Ok(Staged {
+        dir,
+        programs: staged,
+    })
 }
 
 /// What the grader is doing, for a progress display.
 pub enum Progress<'a> {
     Building,
+    /// A line of cargo's progress (`Compiling nix v0.32.0`).
+    Compiling(&'a str),
     Started {
         lab: &'a str,
         check: &'a str,
@@ -263,32 +346,107 @@ pub fn grade(
 ) -> Report {
     progress(Progress::Building);
     let slugs: Vec<&'static str> = plans.iter().map(|p| p.lab.slug).collect();
-    let programs = compile::build(workspace, options.variant, &slugs);
-    grade_built(plans, options, &programs, progress)
+    let programs = compile::build_reporting(workspace, options.variant, &slugs, &|line| {
+        progress(Progress::Compiling(line))
+    });
+    let mut report = grade_built(plans, options, &programs, progress);
+    report.workspace = Some(workspace.to_path_buf());
+    report
 }
 
-/// Runs every planned check with programs already built.
+/// The signal that interrupted grading (SIGINT, SIGTERM), or 0.
+static INTERRUPTED: AtomicI32 = AtomicI32::new(0);
+
+/// The programs of every check running now, so that an interruption can end them all.
+static RUNNING: Mutex<Vec<Arc<Mutex<Vec<i32>>>>> = Mutex::new(Vec::new());
+
+/// A running check's programs, in [`RUNNING`] until it is dropped.
+struct Running(Arc<Mutex<Vec<i32>>>);
+
+impl Running {
+    fn register(roots: &Arc<Mutex<Vec<i32>>>) -> Running {
+        RUNNING.lock().expect("running lock").push(roots.clone());
+        Running(roots.clone())
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        RUNNING
+            .lock()
+            .expect("running lock")
+            .retain(|roots| !Arc::ptr_eq(roots, &self.0));
+    }
+}
+
+/// Stops grading: no check starts any more, and the processes of the running ones are killed,
+/// so that their checks end at once and clean up after themselves (objects removed, directories
+/// deleted). What was graded before is reported.
+pub fn interrupt(signal: i32) {
+    INTERRUPTED.store(signal, Ordering::SeqCst);
+    let running: Vec<Vec<i32>> = RUNNING
+        .lock()
+        .expect("running lock")
+        .iter()
+        .map(|roots| roots.lock().expect("roots lock").clone())
+        .collect();
+    for roots in running {
+        process::kill_tree(&roots);
+    }
+}
+
+/// The signal that interrupted grading, if one did.
+pub fn interrupted() -> Option<i32> {
+    match INTERRUPTED.load(Ordering::SeqCst) {
+        0 => None,
+        signal => Some(signal),
+    }
+}
+
+/// Runs every planned check with programs already built. Each check's result, and each lab's
+/// `cleanup` result once the lab's last check is done, goes to `progress` as it comes.
 pub fn grade_built(
     plans: &[Plan],
     options: &Options,
     programs: &Programs,
     progress: &(dyn Fn(Progress) + Sync),
 ) -> Report {
-    let setup = process::become_subreaper();
-    let ledger = Arc::new(Ledger::open());
+    let setup = process::become_subreaper()
+        .and_then(|()| Ledger::open().map(Arc::new).map_err(Fail::Grader));
+    let staged = match (&setup, &options.run_as) {
+        (Ok(_), Some(user)) => Some(stage_programs(programs, user)),
+        _ => None,
+    };
+    let (setup, programs) = match staged.as_ref() {
+        Some(Err(fail)) => (Err(fail.clone()), programs),
+        Some(Ok(staged)) => (setup, &staged.programs),
+        None => (setup, programs),
+    };
 
-    let jobs: Vec<(&Plan, &'static Check)> = plans
+    let jobs: Vec<(usize, &Plan, &'static Check)> = plans
         .iter()
-        .flat_map(|plan| plan.checks.iter().map(move |check| (plan, *check)))
+        .enumerate()
+        .flat_map(|(p, plan)| plan.checks.iter().map(move |check| (p, plan, *check)))
         .collect();
     let queue = Mutex::new(jobs.iter().enumerate());
-    let results: Mutex<Vec<(usize, CheckResult, Vec<IpcObject>)>> = Mutex::new(Vec::new());
+    // Per plan: its checks' results by job index, and how many are still to come.
+    type Graded = (usize, CheckResult, Vec<IpcObject>);
+    let labs: Mutex<Vec<(Vec<Graded>, usize)>> = Mutex::new(
+        plans
+            .iter()
+            .map(|plan| (Vec::new(), plan.checks.len()))
+            .collect(),
+    );
+    let cleanups: Mutex<Vec<Option<CheckResult>>> = Mutex::new(vec![None; plans.len()]);
     std::thread::scope(|scope| {
         for _ in 0..options.jobs.max(1) {
             scope.spawn(|| {
                 loop {
+                    if interrupted().is_some() {
+                        return;
+                    }
                     let next = queue.lock().expect("queue lock").next();
-                    let Some((index, (plan, check))) = next else {
+                    let Some((index, &(p, plan, check))) = next else {
                         return;
                     };
                     progress(Progress::Started {
@@ -297,34 +455,49 @@ pub fn grade_built(
                     });
                     let (result, leaked) = match &setup {
                         Err(fail) => (refused(check, options.seed, fail.clone()), Vec::new()),
-                        Ok(()) => run_check(plan.lab, check, programs, options, &ledger),
+                        Ok(ledger) => run_check(plan.lab, check, programs, options, ledger),
                     };
+                    // A check cut short by an interruption says nothing about the code.
+                    if interrupted().is_some() {
+                        return;
+                    }
                     progress(Progress::Finished {
                         lab: plan.lab.slug,
                         result: &result,
                     });
-                    results
-                        .lock()
-                        .expect("results lock")
-                        .push((index, result, leaked));
+                    let mut labs = labs.lock().expect("labs lock");
+                    let (graded, left) = &mut labs[p];
+                    graded.push((index, result, leaked));
+                    *left -= 1;
+                    if *left == 0 && plan.cleanup {
+                        graded.sort_by_key(|(index, _, _)| *index);
+                        let mine: Vec<&Graded> = graded.iter().collect();
+                        let cleanup = cleanup_result(plan.lab, &mine, options.seed);
+                        progress(Progress::Finished {
+                            lab: plan.lab.slug,
+                            result: &cleanup,
+                        });
+                        cleanups.lock().expect("cleanups lock")[p] = Some(cleanup);
+                    }
                 }
             });
         }
     });
-    let mut results = results.into_inner().expect("results lock");
-    results.sort_by_key(|(index, _, _)| *index);
-
-    let mut labs = Vec::new();
-    for plan in plans {
-        let mine: Vec<&(usize, CheckResult, Vec<IpcObject>)> = results
-            .iter()
-            .filter(|(index, _, _)| std::ptr::eq(jobs[*index].0, plan))
-            .collect();
-        let mut checks: Vec<CheckResult> = mine.iter().map(|(_, r, _)| r.clone()).collect();
-        if plan.cleanup {
-            checks.push(cleanup_result(plan.lab, &mine, options.seed));
+    let cleanups = cleanups.into_inner().expect("cleanups lock");
+    let mut results = Vec::new();
+    for ((mut graded, _), (plan, cleanup)) in labs
+        .into_inner()
+        .expect("labs lock")
+        .into_iter()
+        .zip(plans.iter().zip(cleanups))
+    {
+        if graded.is_empty() && cleanup.is_none() && interrupted().is_some() {
+            continue;
         }
-        labs.push(LabResult {
+        graded.sort_by_key(|(index, _, _)| *index);
+        let mut checks: Vec<CheckResult> = graded.into_iter().map(|(_, r, _)| r).collect();
+        checks.extend(cleanup);
+        results.push(LabResult {
             name: plan.lab.slug.to_string(),
             score: checks.iter().map(|c| c.score).sum(),
             max_score: checks.iter().map(|c| c.max_score).sum(),
@@ -332,8 +505,15 @@ pub fn grade_built(
         });
     }
     process::kill_stray_children();
-    ledger.close();
-    Report::from_labs(labs, options.seed)
+    if let Ok(ledger) = &setup {
+        ledger.close();
+    }
+    if let Some(Ok(staged)) = staged {
+        drop(staged.dir);
+    }
+    let mut report = Report::from_labs(results, options.seed);
+    report.interrupted = interrupted().map(process::signal_name);
+    report
 }
 
 /// The lab's `cleanup` check: passes when the lab's checks ran and none left an IPC object.
@@ -445,6 +625,7 @@ fn run_check(
         }
     }
     let roots = Arc::new(Mutex::new(Vec::new()));
+    let _running = Running::register(&roots);
     let user = options.run_as.as_ref().map(|u| u.uid);
     let objects = Arc::new(CheckObjects::new(roots.clone(), user));
     let file_watch = FileWatch::start(dir.path(), roots.clone(), user);
@@ -562,7 +743,7 @@ fn run_check(
         Ok(message) => (Status::Passed, message.clone()),
         Err(fail) => (fail.status(), fail.message()),
     };
-    let log = write_log(
+    let (log, message) = match write_log(
         &options.log_dir,
         options.seed,
         lab,
@@ -571,7 +752,13 @@ fn run_check(
         status,
         &message,
         &leaked,
-    );
+    ) {
+        Ok(path) => (Some(path), message),
+        Err(error) => (
+            None,
+            format!("{message}\n(the grader could not write this check's log: {error})"),
+        ),
+    };
     let result = CheckResult {
         name: check.name.into(),
         status,
@@ -701,9 +888,10 @@ fn write_log(
     status: Status,
     message: &str,
     leaked: &[IpcObject],
-) -> Option<PathBuf> {
+) -> Result<PathBuf, String> {
     let path = dir.join(lab.slug).join(format!("{}.log", check.name));
-    std::fs::create_dir_all(path.parent()?).ok()?;
+    let folder = dir.join(lab.slug);
+    std::fs::create_dir_all(&folder).map_err(|e| format!("{}: {e}", folder.display()))?;
     let mut text = format!(
         "check {}/{}: {}\nreproduce: cargo grade {}/{} --seed {run_seed} (the check's own seed: {})\n\n{}\n",
         lab.slug,
@@ -729,8 +917,8 @@ fn write_log(
         let stderr = proc.stderr.lock().expect("capture lock").text();
         text.push_str(&format!("--- stdout\n{stdout}\n--- stderr\n{stderr}\n"));
     }
-    std::fs::write(&path, text).ok()?;
-    Some(path)
+    std::fs::write(&path, text).map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok(path)
 }
 
 #[cfg(test)]

@@ -59,6 +59,8 @@ pub fn expect_blocked(
         .collect();
     let started = Instant::now();
     let mut seen: BTreeMap<(i32, i32), Vec<Activity>> = BTreeMap::new();
+    // Per thread: in how many samples it was runnable, out of how many.
+    let mut runnable: BTreeMap<(i32, i32), (u32, u32)> = BTreeMap::new();
     let mut views: BTreeMap<i32, ProcessView> = BTreeMap::new();
     while started.elapsed() < WINDOW {
         for &pid in pids {
@@ -66,6 +68,11 @@ pub fn expect_blocked(
                 continue;
             };
             for thread in &view.threads {
+                let counts = runnable.entry((pid, thread.tid)).or_default();
+                counts.1 += 1;
+                if thread.state == 'R' {
+                    counts.0 += 1;
+                }
                 if thread.state == 'S' || thread.state == 'D' {
                     let activity = classify(&view, thread.syscall);
                     let calls = seen.entry((pid, thread.tid)).or_default();
@@ -93,7 +100,10 @@ pub fn expect_blocked(
                 continue;
             };
             let share = now.run_ns.saturating_sub(then.run_ns) as f64 / window.as_nanos() as f64;
-            let wakeups = now.switches.saturating_sub(then.switches);
+            let wakeups = now.sleeps.saturating_sub(then.sleeps);
+            // On a busy machine a spinning thread gets little CPU, but it is always runnable.
+            let (ready, samples) = runnable.get(&(pid, tid)).copied().unwrap_or_default();
+            let mostly_runnable = samples > 0 && f64::from(ready) / f64::from(samples) > 0.5;
             let calls = seen.get(&(pid, tid)).cloned().unwrap_or_default();
             let who = if view.threads.len() > 1 {
                 format!("{role} (pid {pid}, thread {tid})")
@@ -101,10 +111,11 @@ pub fn expect_blocked(
                 format!("{role} (pid {pid})")
             };
             let ms = window.as_millis();
-            if share > SPIN_SHARE {
+            if share > SPIN_SHARE || mostly_runnable {
                 return Err(Fail::failed(format!(
-                    "{who} was on the CPU {:.0}% of the time for {ms} ms while it had nothing to \
-                     do: it spins (checks again and again) instead of blocking; {advice}",
+                    "{who} was running or ready to run in {ready} of {samples} looks over {ms} ms \
+                     ({:.0}% of a CPU) while it had nothing to do: it spins (checks again and \
+                     again) instead of blocking; {advice}",
                     share * 100.0
                 )));
             }
@@ -113,6 +124,8 @@ pub fn expect_blocked(
             if (slept && wakeups >= 2) || wakeups as f64 > allowed.max(2.0) {
                 let how = if slept {
                     "sleeping (nanosleep) between looks".to_string()
+                } else if calls.is_empty() {
+                    "never seen blocked".to_string()
                 } else {
                     let calls: Vec<String> = calls.iter().map(Activity::describe).collect();
                     format!("seen {}", calls.join(", "))
