@@ -237,3 +237,48 @@ pub fn repeat_table(tallies: &[Tally]) -> String {
     );
     text
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn result(status: Status, message: &str) -> CheckResult {
+        CheckResult {
+            name: "echo-1-byte".into(),
+            status,
+            score: 0,
+            max_score: 1,
+            message: message.into(),
+            duration_ms: 3,
+            seed: 7,
+            log: None,
+        }
+    }
+
+    #[test]
+    fn a_lab_that_does_not_compile_shows_its_errors_once() {
+        let printer = Printer::new(Style::plain(), 1, String::new());
+        let broken = result(
+            Status::Crashed,
+            &format!("{DOES_NOT_COMPILE} (cargo exited with 101):\nerror[E0425]: nope"),
+        );
+        let first = printer.check("pipe-echo", &broken);
+        let second = printer.check("pipe-echo", &broken);
+        assert!(first.contains("E0425"));
+        assert!(!second.contains("E0425"));
+        assert!(second.contains("its errors are above"));
+        assert!(!first.contains("reproduce:"));
+    }
+
+    #[test]
+    fn reproduce_lines_keep_the_options_that_change_what_is_graded() {
+        let printer = Printer::new(Style::plain(), 42, " --solutions --run-as nobody".into());
+        let line = printer.check("pipe-echo", &result(Status::Failed, "the echo differs"));
+        assert!(
+            line.contains(
+                "reproduce: cargo grade pipe-echo/echo-1-byte --seed 42 --solutions --run-as nobody"
+            ),
+            "{line}"
+        );
+    }
+}

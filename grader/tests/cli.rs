@@ -112,3 +112,68 @@ fn repeat_counts_passes_per_check() {
     assert_eq!(tally["checks"][0]["runs"], 3);
     grade().args(["--repeat", "0"]).assert().code(2);
 }
+
+#[test]
+fn zero_jobs_is_a_usage_error() {
+    grade().args(["--jobs", "0", "pipe-echo"]).assert().code(2);
+}
+
+#[test]
+fn solutions_where_there_are_none_is_a_usage_error() {
+    let student_copy = tempfile::tempdir().expect("a temp dir");
+    std::fs::create_dir(student_copy.path().join("labs")).expect("labs/");
+    grade()
+        .args(["--solutions", "pipe-echo"])
+        .env("IPC_LABS_WORKSPACE", student_copy.path())
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("there is no solutions/"));
+}
+
+#[test]
+fn make_skeletons_refuses_what_it_does_not_know_and_writes_nothing() {
+    let copy = tempfile::tempdir().expect("a temp dir");
+    for dir in ["labs", "grader"] {
+        std::fs::create_dir(copy.path().join(dir)).expect("a directory");
+    }
+    std::fs::write(copy.path().join("grader/Cargo.toml"), "").expect("a file");
+    std::fs::write(copy.path().join("Cargo.toml"), "[workspace]\n").expect("a file");
+    for arg in ["--help", "--force", "labs"] {
+        Command::cargo_bin("make-skeletons")
+            .expect("the make-skeletons binary is built")
+            .arg(arg)
+            .env("IPC_LABS_WORKSPACE", copy.path())
+            .assert()
+            .code(2)
+            .stderr(predicate::str::contains("OVERWRITES"));
+    }
+    let written = std::fs::read_dir(copy.path().join("labs"))
+        .expect("labs/")
+        .count();
+    assert_eq!(written, 0, "make-skeletons wrote into labs/");
+}
+
+#[test]
+fn list_columns_line_up() {
+    let output = grade()
+        .arg("--list")
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
+    let listing = String::from_utf8(output).expect("utf-8");
+    // Where each check's points start: the same column on every line.
+    let columns: std::collections::BTreeSet<usize> = listing
+        .lines()
+        .filter(|l| l.starts_with("  "))
+        .map(|l| {
+            let name_end = 2 + l[2..].find(' ').expect("a name then spaces");
+            name_end + l[name_end..].find(|c: char| c != ' ').expect("points")
+        })
+        .collect();
+    assert!(
+        columns.len() <= 2,
+        "points start at columns {columns:?}:\n{listing}"
+    );
+}
