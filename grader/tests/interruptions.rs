@@ -229,7 +229,7 @@ fn ctrl_c_stops_the_checks_cleans_up_and_reports_what_was_graded() {
 #[test]
 fn sigterm_stops_grading_with_status_143() {
     let scratch = Scratch::new(&[("pipe-echo", WAITS)]);
-    let mut grader = scratch
+    let grader = scratch
         .grade(&["pipe-echo", "--format", "json"])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -297,7 +297,7 @@ fn clean_ends_what_a_killed_grader_left_and_removes_its_objects_and_ledger() {
         None,
     )
     .expect("mq_open");
-    drop(queue);
+    nix::mqueue::mq_close(queue).expect("mq_close");
     grader.kill().expect("SIGKILL to the grader");
     grader.wait().expect("the grader is gone");
 
