@@ -179,6 +179,12 @@ pub fn main() -> ExitCode {
         Ok(workspace) => workspace,
         Err(error) => return usage_error(&error.to_string()),
     };
+    if let Some(why) = run_as
+        .as_ref()
+        .and_then(|user| engine::compile::cannot_build_as(user, &workspace))
+    {
+        return usage_error(&why);
+    }
     if args.solutions && !workspace.join("solutions").join("Cargo.toml").is_file() {
         return usage_error(&format!(
             "--solutions: there is no solutions/ in {} (a student's copy has none); `cargo grade` \

@@ -177,3 +177,55 @@ fn list_columns_line_up() {
         "points start at columns {columns:?}:\n{listing}"
     );
 }
+
+/// Copies the sources of this workspace (not its `target/`, nor `solutions/`) into `to`.
+fn copy_sources(to: &std::path::Path) {
+    let here = ipc_grader::workspace_root().expect("the tests run in a workspace");
+    for item in ["Cargo.toml", "Cargo.lock", ".cargo", "labs", "grader"] {
+        let status = std::process::Command::new("cp")
+            .arg("-r")
+            .arg(here.join(item))
+            .arg(to)
+            .status()
+            .expect("cp runs");
+        assert!(status.success(), "copying {item}");
+    }
+    let _ = std::fs::remove_dir_all(to.join("grader").join("target"));
+}
+
+#[test]
+fn run_as_never_builds_the_students_code_as_root() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("skipped: --run-as needs the test to run as root");
+        return;
+    }
+    let copy = tempfile::tempdir().expect("a temp dir");
+    copy_sources(copy.path());
+    let escaped = copy.path().join("escaped-from-build-rs");
+    std::fs::write(
+        copy.path().join("labs/01-pipe-echo/build.rs"),
+        format!(
+            "fn main() {{ std::fs::write({:?}, \"written by build.rs\").expect(\"writing outside the crate\"); }}\n",
+            escaped.display().to_string()
+        ),
+    )
+    .expect("a build script");
+    let output = grade()
+        .args(["--run-as", "nobody", "pipe-echo/echo-0-bytes"])
+        .env("IPC_LABS_WORKSPACE", copy.path())
+        .env_remove("IPC_LABS_PREBUILT")
+        .output()
+        .expect("the grader runs");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        !escaped.exists(),
+        "the build script wrote outside its crate: {stdout}{stderr}"
+    );
+    match output.status.code() {
+        // nobody cannot reach the toolchain or the checkout: refused before anything is built.
+        Some(2) => assert!(stderr.contains("never run as root"), "{stderr}"),
+        // It could: built as nobody, whose build script may not write there.
+        _ => assert!(stdout.contains("does not compile"), "{stdout}{stderr}"),
+    }
+}

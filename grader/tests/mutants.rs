@@ -218,7 +218,14 @@ fn grade(workspace: &Path, mutant: &Mutant) -> Result<(), Failed> {
         .join("grade")
         .join("mutants")
         .join("target");
-    let programs = compile::build_in(&scratch, Variant::Solutions, &[lab.slug], &target, &|_| {});
+    let programs = compile::build_in(
+        &scratch,
+        Variant::Solutions,
+        &[lab.slug],
+        &target,
+        None,
+        &|_| {},
+    );
     let built = started.elapsed();
     let options = Options {
         variant: Variant::Solutions,

@@ -8,6 +8,8 @@ use std::io::BufRead;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
+use super::run::RunAs;
+
 /// Which sources are graded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Variant {
@@ -59,23 +61,135 @@ pub type OnProgress<'a> = &'a (dyn Fn(&str) + Sync);
 
 /// Builds the programs of `slugs`, in the variant's directory under `target/grade/`.
 pub fn build(workspace: &Path, variant: Variant, slugs: &[&'static str]) -> Programs {
-    build_reporting(workspace, variant, slugs, &|_| {})
+    build_reporting(workspace, variant, slugs, None, &|_| {})
 }
 
-/// [`build`], telling `progress` what cargo is compiling.
+/// [`build`], as the user `builder` when one is given (the student's build scripts and
+/// procedural macros then run as that user, never as the grader's), telling `progress` what
+/// cargo is compiling.
 pub fn build_reporting(
     workspace: &Path,
     variant: Variant,
     slugs: &[&'static str],
+    builder: Option<&RunAs>,
     progress: OnProgress,
 ) -> Programs {
-    build_in(
-        workspace,
-        variant,
-        slugs,
-        &target_dir(workspace, variant),
-        progress,
-    )
+    let Some(user) = builder else {
+        let target = target_dir(workspace, variant);
+        return build_in(workspace, variant, slugs, &target, None, progress);
+    };
+    // A target directory of the user's own: it writes there, and nowhere else of the checkout.
+    let target =
+        workspace
+            .join("target")
+            .join("grade")
+            .join(format!("{}-as-{}", variant.dir(), user.name));
+    if let Err(error) = give_to(&target, user) {
+        let why = format!("cannot give {} to {}: {error}", target.display(), user.name);
+        return slugs.iter().map(|&slug| (slug, Err(why.clone()))).collect();
+    }
+    build_in(workspace, variant, slugs, &target, Some(user), progress)
+}
+
+/// Creates `dir` (and what leads to it) and makes it, and all it holds, `user`'s.
+fn give_to(dir: &Path, user: &RunAs) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(path) = stack.pop() {
+        std::os::unix::fs::lchown(&path, Some(user.uid), Some(user.gid))?;
+        if path.is_dir() && !path.is_symlink() {
+            for entry in std::fs::read_dir(&path)?.flatten() {
+                stack.push(entry.path());
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The cargo the grader runs: the one that ran it (`CARGO`), or the first on `PATH`.
+fn cargo_program() -> PathBuf {
+    if let Some(cargo) = std::env::var_os("CARGO") {
+        return cargo.into();
+    }
+    std::env::var_os("PATH")
+        .and_then(|path| {
+            std::env::split_paths(&path)
+                .map(|dir| dir.join("cargo"))
+                .find(|candidate| candidate.is_file())
+        })
+        .unwrap_or_else(|| "cargo".into())
+}
+
+/// `CARGO_HOME` and `RUSTUP_HOME`, as cargo and rustup find them (under `$HOME` when unset).
+fn toolchain_homes() -> [(&'static str, PathBuf); 2] {
+    let home = std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_default();
+    let dir = |var: &str, default: &str| {
+        std::env::var_os(var)
+            .map(PathBuf::from)
+            .unwrap_or_else(|| home.join(default))
+    };
+    [
+        ("CARGO_HOME", dir("CARGO_HOME", ".cargo")),
+        ("RUSTUP_HOME", dir("RUSTUP_HOME", ".rustup")),
+    ]
+}
+
+/// Why `user` could not build the workspace's programs: a directory of the toolchain or of the
+/// workspace it cannot enter. `None` when it can, or when nothing is built.
+pub fn cannot_build_as(user: &RunAs, workspace: &Path) -> Option<String> {
+    if prebuilt() {
+        return None;
+    }
+    let mut places: Vec<PathBuf> = toolchain_homes()
+        .into_iter()
+        .map(|(_, dir)| dir)
+        .filter(|dir| dir.is_dir())
+        .collect();
+    if let Some(dir) = cargo_program()
+        .canonicalize()
+        .ok()
+        .and_then(|c| c.parent().map(Path::to_path_buf))
+    {
+        places.push(dir);
+    }
+    places.push(workspace.to_path_buf());
+    places.iter().find_map(|place| {
+        user.cannot_reach(place).map(|why| {
+            format!(
+                "--run-as {name}: the student's code is built as {name} too, so that its build \
+                 scripts and procedural macros never run as root, but {why}. Install a Rust \
+                 toolchain {name} can run (for example with RUSTUP_HOME and CARGO_HOME under \
+                 /opt, readable by all) and keep the checkout where {name} can read it; or build \
+                 first as an unprivileged user and grade those programs with {PREBUILT_ENV}=1",
+                name = user.name
+            )
+        })
+    })
+}
+
+/// Makes `command` (cargo) run as `user`, offline, with the grader's toolchain and a home of
+/// its own inside `target`.
+fn run_as_builder(command: &mut Command, user: &RunAs, target: &Path) {
+    use std::os::unix::process::CommandExt;
+    let home = target.join("home");
+    let _ = std::fs::create_dir_all(&home);
+    let _ = std::os::unix::fs::chown(&home, Some(user.uid), Some(user.gid));
+    command.arg("--offline").env("HOME", &home);
+    for (var, dir) in toolchain_homes() {
+        command.env(var, dir);
+    }
+    let (uid, gid) = (user.uid, user.gid);
+    // SAFETY: between fork and exec only async-signal-safe calls are made.
+    unsafe {
+        command.pre_exec(move || {
+            nix::unistd::setgroups(&[])?;
+            nix::unistd::setgid(nix::unistd::Gid::from_raw(gid))?;
+            nix::unistd::setuid(nix::unistd::Uid::from_raw(uid))?;
+            Ok(())
+        });
+    }
 }
 
 /// Whether the programs are taken as already built (`IPC_LABS_PREBUILT`), not built by cargo.
@@ -83,12 +197,13 @@ pub fn prebuilt() -> bool {
     std::env::var_os(PREBUILT_ENV).is_some()
 }
 
-/// Builds the programs of `slugs` in the target directory `target`.
+/// Builds the programs of `slugs` in the target directory `target`, as `builder` if given.
 pub fn build_in(
     workspace: &Path,
     variant: Variant,
     slugs: &[&'static str],
     target: &Path,
+    builder: Option<&RunAs>,
     progress: OnProgress,
 ) -> Programs {
     let target = target.to_path_buf();
@@ -126,7 +241,7 @@ pub fn build_in(
         return programs;
     }
     // One cargo run for all: fast when everything compiles.
-    match cargo_build(workspace, variant, &present, &target, progress) {
+    match cargo_build(workspace, variant, &present, &target, builder, progress) {
         Ok(built) => {
             for slug in &present {
                 let result = built
@@ -139,8 +254,8 @@ pub fn build_in(
         // Something does not compile: build each alone to tell which.
         Err(_) if present.len() > 1 => {
             for slug in present {
-                let result =
-                    cargo_build(workspace, variant, &[slug], &target, progress).and_then(|built| {
+                let result = cargo_build(workspace, variant, &[slug], &target, builder, progress)
+                    .and_then(|built| {
                         built
                             .get(slug)
                             .cloned()
@@ -162,14 +277,14 @@ fn cargo_build(
     variant: Variant,
     slugs: &[&str],
     target: &Path,
+    builder: Option<&RunAs>,
     progress: OnProgress,
 ) -> Result<BTreeMap<String, PathBuf>, String> {
     let manifest = match variant {
         Variant::Labs => workspace.join("Cargo.toml"),
         Variant::Solutions => workspace.join("solutions").join("Cargo.toml"),
     };
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let mut command = Command::new(cargo);
+    let mut command = Command::new(cargo_program());
     command
         .arg("build")
         .arg("--manifest-path")
@@ -187,6 +302,9 @@ fn cargo_build(
         .stderr(Stdio::piped());
     for slug in slugs {
         command.args(["--package", slug, "--bin", slug]);
+    }
+    if let Some(user) = builder {
+        run_as_builder(&mut command, user, target);
     }
     // One cargo at a time: two would only wait for each other's locks.
     static CARGO: std::sync::Mutex<()> = std::sync::Mutex::new(());

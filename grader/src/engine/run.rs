@@ -346,7 +346,8 @@ pub fn grade(
 ) -> Report {
     progress(Progress::Building);
     let slugs: Vec<&'static str> = plans.iter().map(|p| p.lab.slug).collect();
-    let programs = compile::build_reporting(workspace, options.variant, &slugs, &|line| {
+    let builder = options.run_as.as_ref();
+    let programs = compile::build_reporting(workspace, options.variant, &slugs, builder, &|line| {
         progress(Progress::Compiling(line))
     });
     let mut report = grade_built(plans, options, &programs, progress);
