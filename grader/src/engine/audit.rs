@@ -179,6 +179,9 @@ pub struct CheckObjects {
     last_look: Mutex<Option<Instant>>,
 }
 
+/// The checks running now (see [`CheckObjects::register`]).
+static RUNNING_CHECKS: Mutex<Vec<std::sync::Weak<CheckObjects>>> = Mutex::new(Vec::new());
+
 /// Looks closer together than this are skipped: a check may exchange thousands of messages.
 const LOOK_INTERVAL: Duration = Duration::from_millis(2);
 
@@ -200,6 +203,24 @@ impl CheckObjects {
     /// one of its keys, it belongs to the user the programs run as, or (a SysV segment) a
     /// program the check started created it.
     pub fn is_ours(&self, object: &IpcObject) -> bool {
+        if self.claims(object) {
+            return true;
+        }
+        // Owned by the programs' user, and claimed by no other check running alongside (with
+        // `--jobs`, another check's programs run as the same user).
+        let owned = self.user.is_some() && object.owner() == self.user;
+        owned
+            && !RUNNING_CHECKS
+                .lock()
+                .expect("running checks lock")
+                .iter()
+                .filter_map(std::sync::Weak::upgrade)
+                .any(|other| !std::ptr::eq(&*other, self) && other.claims(object))
+    }
+
+    /// Whether `object` carries one of this check's names or keys, or was created by one of its
+    /// programs.
+    fn claims(&self, object: &IpcObject) -> bool {
         let named = object.name().is_some_and(|name| {
             self.names
                 .lock()
@@ -210,10 +231,17 @@ impl CheckObjects {
         let keyed = object
             .key()
             .is_some_and(|key| self.keys.lock().expect("keys lock").contains(&key));
-        let owned = self.user.is_some() && object.owner() == self.user;
         let created = matches!(object, IpcObject::SysvShm { creator, .. }
             if self.roots.lock().expect("roots lock").contains(creator));
-        named || keyed || owned || created
+        named || keyed || created
+    }
+
+    /// Registers a check that starts, so that checks running alongside can tell its objects
+    /// from theirs.
+    pub fn register(objects: &Arc<CheckObjects>) {
+        let mut running = RUNNING_CHECKS.lock().expect("running checks lock");
+        running.retain(|weak| weak.strong_count() > 0);
+        running.push(Arc::downgrade(objects));
     }
 
     /// The check's objects on the machine now, that were not there before it started.

@@ -117,6 +117,13 @@ impl FileWatch {
     }
 }
 
+impl Drop for FileWatch {
+    /// A check abandoned on the way (its own code hung) stops its watcher too.
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+    }
+}
+
 fn watch(
     inotify: Inotify,
     mut watches: Vec<(WatchDescriptor, PathBuf, bool)>,
@@ -151,12 +158,21 @@ fn watch(
             let roots = roots.lock().expect("roots lock").clone();
             if let Some(by) = holder(&roots, &path) {
                 created.insert(Created { path, by: Some(by) });
-            } else if owner.is_some() && owner == owner_of(&path) {
+            } else if owner.is_some() && owner == owner_of(&path) && !made_by_the_grader(&path) {
                 created.insert(Created { path, by: None });
             }
         }
     }
     created
+}
+
+/// Whether the grader made `path` for a check (its directory, given to the programs' user, or
+/// the programs staged for that user): with `--jobs`, other checks make them while this one
+/// runs.
+fn made_by_the_grader(path: &Path) -> bool {
+    path.file_name()
+        .and_then(|n| n.to_str())
+        .is_some_and(|n| n.starts_with("ipc-labs-"))
 }
 
 /// The process of the check's tree that holds `path` open or mapped.

@@ -629,6 +629,7 @@ fn run_check(
     let _running = Running::register(&roots);
     let user = options.run_as.as_ref().map(|u| u.uid);
     let objects = Arc::new(CheckObjects::new(roots.clone(), user));
+    CheckObjects::register(&objects);
     let file_watch = FileWatch::start(dir.path(), roots.clone(), user);
     let started = Instant::now();
     let mut run = Run {
