@@ -8,11 +8,11 @@
 //! cmp Cargo.toml /tmp/record
 //! ```
 //!
-//! Each run tells the grader what it did: `loaded` (the publisher has its payload and has not
-//! called the library yet), `ready` (the publisher holds the segment attached), `attached` (the
-//! reader does), `done`, or `failed` with `kind=` from [`ShmError::kind`]. It waits for `go` at
-//! `loaded`, `ready` and `attached`, and the publisher, detached, for `exit` after its `done`.
-//! Keep this file as it is.
+//! Each run tells the grader what it did: `started` (it has its arguments, the publisher its
+//! payload, and has not called the library yet), `ready` (the publisher holds the segment
+//! attached), `attached` (the reader does), `done`, or `failed` with `kind=` from
+//! [`ShmError::kind`]. It waits for `go` at `started`, `ready` and `attached`, and the
+//! publisher, detached, for `exit` after its `done`. Keep this file as it is.
 
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
@@ -131,7 +131,7 @@ fn main() -> ExitCode {
                 }
             };
             // Nothing of the library has run yet: the grader may set the stage before `go`.
-            control.send("loaded", &[("bytes", payload.len().to_string())]);
+            control.send("started", &[("bytes", payload.len().to_string())]);
             control.wait_for("go");
             let segment = match publish(&path, id, size, sequence, payload) {
                 Ok(segment) => segment,
@@ -153,6 +153,8 @@ fn main() -> ExitCode {
             output,
             remove: remove_after,
         } => {
+            control.send("started", &[]);
+            control.wait_for("go");
             let segment = match key_for(&path, id).and_then(Segment::open) {
                 Ok(segment) => segment,
                 Err(error) => return fail(&control, &error),

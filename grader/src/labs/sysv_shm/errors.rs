@@ -16,7 +16,7 @@ use super::protocol::{
     start_publisher, with_context,
 };
 use super::segments::{Planted, full_record, rmid, segment, segment_by_id};
-use super::syscall_stop::{Reached, SyscallStop};
+use super::tracer::{Action, Call, Reached, Tracer};
 
 /// A stale segment: a complete record an earlier publication left.
 fn stale_record(run: &mut Run) -> Vec<u8> {
@@ -92,7 +92,8 @@ pub fn stale_segment_refused(run: &mut Run) -> Result<String, Fail> {
     let name = fresh_name_with_id(run, name.id)?;
     let rival = stale_record(run);
     let mut proc = spawn_publisher(run, &name.path, name.id, size as u64, 3, &payload)?;
-    let Some(mut stop) = SyscallStop::attach(proc.pid.as_raw(), libc::SYS_shmget)? else {
+    let shmget = Call::any(libc::SYS_shmget);
+    let Some(mut stop) = Tracer::attach(proc.pid.as_raw(), shmget, Action::Hold)? else {
         proc.kill_tree();
         run.note(
             "the grader may not trace the publisher here (ptrace): a segment appearing at its \

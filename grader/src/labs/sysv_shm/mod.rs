@@ -6,13 +6,16 @@
 //! how a process maps it from `/proc/PID/maps`, and what it holds by attaching it itself, never
 //! from the program. The protocol is in [`protocol`]; the checks are grouped by what they judge:
 //! the publisher ([`publisher`]), publisher and readers together ([`sharing`]), the reader
-//! ([`reader`]), and the error paths ([`errors`]).
+//! ([`reader`]), the error paths ([`errors`]), and failing system calls ([`call_failures`]).
+//! Two tools make timings and failures happen: a tracer ([`tracer`]) and an IPC namespace of
+//! the check's own ([`private_ipc`]).
 
 use std::time::Duration;
 
 use crate::engine::diagnose::Hang;
 use crate::engine::{Check, Lab};
 
+mod call_failures;
 mod errors;
 mod private_ipc;
 mod protocol;
@@ -20,7 +23,7 @@ mod publisher;
 mod reader;
 mod segments;
 mod sharing;
-mod syscall_stop;
+mod tracer;
 
 /// The record layout the lab prescribes: magic, sequence, length, payload.
 const MAGIC: u32 = u32::from_le_bytes(*b"IPCR");
@@ -123,8 +126,7 @@ pub static LAB: Lab = Lab {
             timeout: Duration::from_secs(10),
             description: "the reader rejects random bytes (bad-magic, whatever their length \
                           field), a length one byte past the end or wrapping around, a segment \
-                          smaller than a header (bad-length), a missing segment (not-found), \
-                          and reports a segment it may not read by the call that failed",
+                          smaller than a header (bad-length), and a missing segment (not-found)",
             exclusive: false,
             run: reader::reader_validates,
         },
@@ -148,6 +150,15 @@ pub static LAB: Lab = Lab {
                           namespace when the grader runs as root)",
             exclusive: false,
             run: errors::size_limit,
+        },
+        Check {
+            name: "system-call-failures",
+            points: 3,
+            timeout: Duration::from_secs(10),
+            description: "a failing system call (shmget, shmctl, shmat, shmdt, the open of \
+                          shmmax) is reported with its own kind, never as not-found or exists",
+            exclusive: false,
+            run: call_failures::system_call_failures,
         },
     ],
 };

@@ -1,7 +1,8 @@
 //! Driving the program: the names (a file and an id) it derives keys from, publishers and readers
 //! started and led through their messages, and what a reader read checked against a record.
 //!
-//! `sysv-shm publish ...` says `loaded` before it calls the library and waits for `go`; then
+//! Both programs say `started` before they call the library and wait for `go`, so that the
+//! check can set the stage (trace them, cut the payload short). Then `sysv-shm publish ...` says
 //! `ready` (with `shmid`) while it holds the segment attached, waits for `go`, detaches, says
 //! `done` and waits for `exit`. `sysv-shm read ...` says `attached` while attached and waits for
 //! `go`, then reads, detaches, removes (with `--remove`), writes the payload and says `done`
@@ -113,8 +114,8 @@ pub fn payload_file(run: &Run, sequence: u32) -> PathBuf {
     run.path(&format!("payload-{sequence}.bin"))
 }
 
-/// Starts `sysv-shm publish` with a payload file and waits for its `loaded`: it has the payload
-/// and waits for `go` before it calls the library.
+/// Starts `sysv-shm publish` with a payload file and waits for its `started`: it has the
+/// payload and waits for `go` before it calls the library.
 pub fn spawn_publisher(
     run: &mut Run,
     path: &Path,
@@ -140,7 +141,7 @@ pub fn spawn_publisher(
     ];
     let mut proc = run.spawn(&args)?;
     proc.set_roles(|_| "the publisher".into());
-    expect(&mut proc, "publisher", "loaded")?;
+    expect(&mut proc, "publisher", "started")?;
     Ok(proc)
 }
 
@@ -156,8 +157,21 @@ pub fn start_publisher(
     Ok(proc)
 }
 
-/// Starts `sysv-shm read`; returns it and its output file.
+/// Starts `sysv-shm read` and lets it go on; returns it and its output file.
 pub fn spawn_reader(
+    run: &mut Run,
+    name: &Name,
+    remove: bool,
+    n: u32,
+) -> Result<(Proc, PathBuf), Fail> {
+    let (mut proc, output) = spawn_held_reader(run, name, remove, n)?;
+    proc.send("go", &[])?;
+    Ok((proc, output))
+}
+
+/// Starts `sysv-shm read` and waits for its `started`: it waits for `go` before it calls the
+/// library.
+pub fn spawn_held_reader(
     run: &mut Run,
     name: &Name,
     remove: bool,
@@ -178,6 +192,7 @@ pub fn spawn_reader(
     }
     let mut proc = run.spawn(&args)?;
     proc.set_roles(|_| "the reader".into());
+    expect(&mut proc, "reader", "started")?;
     Ok((proc, output))
 }
 
