@@ -303,8 +303,8 @@ fn unreadable_segment(run: &mut Run) -> Result<(), Fail> {
             Ok(())
         }
         ("failed", Some("not-found")) => Err(Fail::failed(format!(
-            "{context}, the reader said kind=not-found, but the segment is there (shmget() \
-             found it): {NOT_FOUND_IS_ENOENT}; report a failing shmctl() as ShmError::Control \
+            "{context}, the reader said kind=not-found, but shmget() had found the segment: \
+             {NOT_FOUND_IS_ENOENT}; report a failing shmctl() as ShmError::Control \
              (kind=shmctl) and a failing shmat() as ShmError::Attach (kind=shmat)"
         ))),
         (said, got) => Err(Fail::failed(format!(

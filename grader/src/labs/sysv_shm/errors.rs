@@ -408,9 +408,10 @@ pub fn size_limit(run: &mut Run) -> Result<String, Fail> {
         ("failed", Some("shmget")) => {
             return Err(Fail::failed(format!(
                 "{past} got kind=shmget (the kernel refused it: {}), not too-large: the \
-                 publisher compared the size with a limit above the current shmmax (a constant, \
-                 or another file); read /proc/sys/kernel/shmmax in max_segment_size() each \
-                 time, and refuse only a size above it",
+                 publisher let the size through to shmget(), comparing it with no limit or with \
+                 one above the current shmmax (a constant, another file); read \
+                 /proc/sys/kernel/shmmax in max_segment_size() each time, and refuse a size \
+                 above it",
                 message.get("error").unwrap_or("?")
             )));
         }
@@ -473,13 +474,22 @@ fn machine_limit(run: &mut Run, payload: &[u8]) -> Result<String, Fail> {
     let what = format!("size {over} (shmmax + 1)");
     let mut proc = start_publisher(run, (&name.path, name.id, over), 2, payload)?;
     let message = proc.recv_any()?;
-    if (message.kind.as_str(), message.get("kind")) != ("failed", Some("too-large")) {
-        return Err(Fail::failed(format!(
-            "with {what} the publisher said `{}` (kind={}), the lab wants `failed` with \
-             kind=too-large",
-            message.kind,
-            message.get("kind").unwrap_or("none")
-        )));
+    match (message.kind.as_str(), message.get("kind")) {
+        ("failed", Some("too-large")) => {}
+        ("failed", Some("shmget")) => {
+            return Err(Fail::failed(format!(
+                "with {what} the publisher got kind=shmget (the kernel refused it: {}), not \
+                 too-large: compare the size with /proc/sys/kernel/shmmax before shmget()",
+                message.get("error").unwrap_or("?")
+            )));
+        }
+        (said, kind) => {
+            return Err(Fail::failed(format!(
+                "with {what} the publisher said `{said}` (kind={}), the lab wants `failed` with \
+                 kind=too-large",
+                kind.unwrap_or("none")
+            )));
+        }
     }
     proc.wait()?;
     Ok(format!(

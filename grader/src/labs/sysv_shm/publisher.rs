@@ -183,12 +183,15 @@ pub fn killed_mid_write(run: &mut Run) -> Result<String, Fail> {
     };
     let bytes = segment_bytes(left.id, (left.size as usize).min(size as usize))?;
     if bytes.get(..4) == Some(&MAGIC.to_ne_bytes()[..]) {
-        let copied = first_difference(&bytes[HEADER_LEN.min(bytes.len())..], &payload);
+        let copied = match first_difference(&bytes[HEADER_LEN.min(bytes.len())..], &payload) {
+            0 => "none".to_string(),
+            n => format!("only {n}"),
+        };
         return Err(Fail::failed(format!(
-            "the publisher was killed {cut}, with only {copied} of the {len} payload bytes in \
-             its segment, and the segment already holds the magic: a reader would take this \
-             torn record for a complete one; write the payload, the length and the sequence \
-             first, and the magic last, after a release fence"
+            "the publisher was killed {cut}, with {copied} of the {len} payload bytes in its \
+             segment, and the segment already holds the magic: a reader would take this torn \
+             record for a complete one; write the payload, the length and the sequence first, \
+             and the magic last, after a release fence"
         )));
     }
     Ok(format!(

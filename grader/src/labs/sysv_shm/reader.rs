@@ -23,6 +23,10 @@ fn reader_outcome(
     if message.kind == "attached" {
         reader.send("go", &[])?;
         message = reader.recv_any().map_err(|fail| match fail {
+            Fail::Crashed(m) if m.contains("overflow") => Fail::Crashed(format!(
+                "on {what}, the reader crashed: {m}; an arithmetic overflow: compare the length \
+                 with the room after the header (size - 16) instead of adding to it"
+            )),
             Fail::Crashed(m) => Fail::Crashed(format!(
                 "on {what}, the reader crashed: {m}; check the header before you trust it"
             )),
