@@ -16,7 +16,7 @@ use super::protocol::{
     start_publisher, with_context,
 };
 use super::segments::{Planted, full_record, rmid, segment, segment_by_id};
-use super::tracer::{Action, Call, Reached, Tracer};
+use super::tracer::{Action, Call, Match, Reached, Tracer};
 
 /// A stale segment: a complete record an earlier publication left.
 fn stale_record(run: &mut Run) -> Vec<u8> {
@@ -92,7 +92,15 @@ pub fn stale_segment_refused(run: &mut Run) -> Result<String, Fail> {
     let name = fresh_name_with_id(run, name.id)?;
     let rival = stale_record(run);
     let mut proc = spawn_publisher(run, &name.path, name.id, size as u64, 3, &payload)?;
-    let shmget = Call::any(libc::SYS_shmget);
+    // The shmget() that creates: a look with shmget(key, 0, 0) before it must see nothing.
+    let shmget = Call {
+        number: libc::SYS_shmget,
+        matching: Match::Bits {
+            arg: 2,
+            mask: libc::IPC_CREAT as u64,
+            value: libc::IPC_CREAT as u64,
+        },
+    };
     let Some(mut stop) = Tracer::attach(proc.pid.as_raw(), shmget, Action::Hold)? else {
         proc.kill_tree();
         run.note(
@@ -122,9 +130,9 @@ pub fn stale_segment_refused(run: &mut Run) -> Result<String, Fail> {
                     m.get("error").unwrap_or("?")
                 )),
                 _ => Fail::failed(
-                    "the publisher made its segment without calling shmget() on its main \
-                     thread, where the grader watches for it: create the segment from the \
-                     thread that calls publish()",
+                    "the publisher made its segment without calling shmget() with IPC_CREAT on \
+                     its main thread, where the grader watches for it: create the segment from \
+                     the thread that calls publish()",
                 ),
             });
         }

@@ -116,12 +116,20 @@ pub fn record_in_segment(run: &mut Run) -> Result<String, Fail> {
     // The payload reaches the segment by a copy into the mapping: no write() at all. Writes to
     // stdout and stderr (captured by the grader) are not counted against it.
     let pid = published.proc.pid.as_raw();
-    let io = inspect::io(pid).ok_or_else(|| Fail::Grader(format!("reading /proc/{pid}/io")))?;
     let output = |captured: &std::sync::Arc<std::sync::Mutex<crate::engine::process::Captured>>| {
         let captured = captured.lock().expect("capture lock");
         captured.bytes.len() as u64 + captured.dropped
     };
     let printed = output(&published.proc.stdout) + output(&published.proc.stderr);
+    let Some(io) = inspect::io(pid) else {
+        run.note(format!("/proc/{pid}/io could not be read: the publisher's writes not counted"));
+        published.finish()?;
+        return Ok(format!(
+            "the grader found the record (sequence {}, {len} bytes) in the {size}-byte segment \
+             itself",
+            published.sequence
+        ));
+    };
     let elsewhere = io.written_bytes.saturating_sub(printed);
     if elsewhere >= len as u64 {
         return Err(Fail::failed(format!(

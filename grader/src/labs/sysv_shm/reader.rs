@@ -50,6 +50,18 @@ fn reader_refuses(run: &mut Run, name: &Name, kind: &str, n: u32, what: &str) ->
             message.get("sequence").unwrap_or("?"),
             message.get("length").unwrap_or("?")
         ))),
+        ("failed", Some("shmget"))
+            if kind == "not-found" && message.get("error").is_some_and(|e| e.contains("EINVAL")) =>
+        {
+            // shmget() of a missing key fails with ENOENT unless it may create: then a size of
+            // 0 is what it refuses.
+            Err(Fail::failed(format!(
+                "on {what}, the reader said kind=shmget ({}), not not-found: its shmget() tried \
+                 to create the missing segment (IPC_CREAT, with size 0); a reader finds without \
+                 creating: shmget(key, 0, 0)",
+                message.get("error").unwrap_or("?")
+            )))
+        }
         (said, got) => Err(Fail::failed(format!(
             "on {what}, the reader said `{said}` (kind={}), the lab wants `failed` with \
              kind={kind}",
