@@ -329,10 +329,11 @@ fn machine_allows_segment(size: u64) -> bool {
 }
 
 pub fn size_limit(run: &mut Run) -> Result<String, Fail> {
-    // A limit of its own: not a page multiple, between 3 and 16 pages; shmall (the total, in
-    // pages) read as bytes would be another, smaller number.
+    // A limit of its own: not a page multiple, between 3 and 16 pages. shmall (the total, in
+    // pages) is set to a number of its own too, smaller than shmmax when read as bytes and
+    // unlike the other limits' defaults (shmmni is 4096), so that a limit taken from it shows.
     let shmmax = run.rng().random_range(3 * 4096 + 1..16 * 4096u64);
-    let shmall = 4096u64;
+    let shmall = run.rng().random_range(5000..12000u64);
     let payload = run.random_bytes(64);
     let Some(namespace) = PrivateIpc::enter(&[("shmmax", shmmax), ("shmall", shmall)])? else {
         run.note(
