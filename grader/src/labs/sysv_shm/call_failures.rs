@@ -274,7 +274,7 @@ fn judge(
         ),
         ("failed", got) => format!(
             "{context}, the program said kind={}, the lab wants kind={}: each failing call has \
-             its own kind ({NOT_FOUND_IS_ENOENT})",
+             its own kind",
             got.unwrap_or("none"),
             case.kind
         ),

@@ -122,8 +122,13 @@ pub fn stale_segment_refused(run: &mut Run) -> Result<String, Fail> {
         }
         Reached::Passed(message) => {
             drop(stop);
+            // The tracer lost the program: what the program says (or how it ended) tells why.
+            let message = match message {
+                Some(message) => message,
+                None => proc.recv_any()?,
+            };
             return Err(match message {
-                Some(m) if m.kind == "failed" => Fail::failed(format!(
+                m if m.kind == "failed" => Fail::failed(format!(
                     "with no segment of its key yet, the publisher failed (kind={}) before it \
                      called shmget(): {}",
                     m.get("kind").unwrap_or("?"),
@@ -139,9 +144,8 @@ pub fn stale_segment_refused(run: &mut Run) -> Result<String, Fail> {
     };
     let before = planted.contents(size)?;
     let message = proc.recv_any()?;
-    let how = "with no segment of its key when it looked, a segment with the key appeared just \
-               as the publisher called shmget() (the grader made it then, as another process \
-               may)";
+    let how = "a segment with the key appeared only once the publisher had started, just as it \
+               called shmget() with IPC_CREAT (the grader made it then, as another process may)";
     refused_existing(&mut proc, message, (&planted, &before, size), name.key, how).map_err(
         |fail| match fail {
             Fail::Failed(m) if m.contains("wrote over it") => Fail::Failed(format!(
