@@ -187,14 +187,17 @@ pub struct Segment {
 
 /// The key that every process derives from `path` and `id` with `ftok()`.
 ///
-/// Reject an `id` outside `1..=255` with [`ShmError::BadId`] first: `ftok()` keeps only 8 bits
-/// of it, so 256 would silently mean 0. The path must exist.
+/// Reject an `id` outside `1..=255` with [`ShmError::BadId`] first, before `ftok()` looks at the
+/// path: `ftok()` keeps only 8 bits of it, so 256 would silently mean 0. The path must exist.
+/// Call `ftok()` every time: the key comes from the file's inode, so a file replaced at the same
+/// path gives another key.
 pub fn key_for(path: &Path, id: u32) -> Result<Key, ShmError> {
     let _ = (&path, &id);
     todo!("reject id 0 or > 255 (BadId), then libc::ftok(); -1 is Ftok")
 }
 
-/// The largest segment the system allows, read from [`SHMMAX_PATH`].
+/// The largest segment the system allows, read from [`SHMMAX_PATH`] each time (an administrator
+/// may change it; `shmall`, next to it, is another limit: the total of all segments, in pages).
 pub fn max_segment_size() -> Result<u64, ShmError> {
     todo!("read and parse SHMMAX_PATH (errors are Limit)")
 }
@@ -204,9 +207,11 @@ impl Segment {
     /// only (mode `0600`), and attaches it for reading and writing.
     ///
     /// Check `size` first: 0 is [`ShmError::ZeroSize`], more than [`max_segment_size`] is
-    /// [`ShmError::TooLarge`]. Create with `IPC_CREAT | IPC_EXCL`, so that a segment that
-    /// already has this key (left by a crashed run, say) is [`ShmError::Exists`] and is never
-    /// written over.
+    /// [`ShmError::TooLarge`] (exactly the limit is allowed). Create with `IPC_CREAT |
+    /// IPC_EXCL`, so that a segment that already has this key (left by a crashed run, say, or
+    /// made by another process a moment ago) is [`ShmError::Exists`] and is never written over:
+    /// looking for it first cannot tell, since it may appear between the look and `shmget()`.
+    /// If `shmat()` fails, remove the segment just created before returning the error.
     pub fn create(key: Key, size: u64) -> Result<Segment, ShmError> {
         let _ = (&key, &size);
         todo!("check size, shmget(IPC_CREAT | IPC_EXCL | 0o600), shmat()")
@@ -214,8 +219,9 @@ impl Segment {
 
     /// Finds the existing segment with key `key` and attaches it read-only (`SHM_RDONLY`).
     ///
-    /// `shmget(key, 0, 0)` finds without creating (`ENOENT` is [`ShmError::NotFound`]); the
-    /// segment's size comes from `shmctl(IPC_STAT)`, not from the caller.
+    /// `shmget(key, 0, 0)` finds without creating (`ENOENT` is [`ShmError::NotFound`], and
+    /// nothing else is); the segment's size comes from `shmctl(IPC_STAT)`, not from the caller
+    /// (its failure is [`ShmError::Control`]).
     pub fn open(key: Key) -> Result<Segment, ShmError> {
         let _ = (&key,);
         todo!("shmget(key, 0, 0), shmctl(IPC_STAT) for the size, shmat(SHM_RDONLY)")
@@ -225,7 +231,8 @@ impl Segment {
     /// and the magic last, after a release fence, so that a reader that sees the magic sees the
     /// whole record.
     ///
-    /// [`ShmError::NoRoom`] if the header and the payload do not fit in the segment.
+    /// [`ShmError::NoRoom`] if the header and the payload do not fit in the segment (in a
+    /// segment smaller than the header, not even an empty payload does).
     pub fn write_record(&mut self, sequence: u32, payload: &[u8]) -> Result<(), ShmError> {
         let _ = (&sequence, &payload);
         todo!("check room, copy payload, length, sequence, fence, MAGIC")

@@ -8,12 +8,14 @@
 //! cmp Cargo.toml /tmp/record
 //! ```
 //!
-//! Each run tells the grader what it did: `ready` (the publisher holds the segment attached),
-//! `attached` (the reader does), `done`, or `failed` with `kind=` from [`ShmError::kind`]. It
-//! waits for `go` at `ready` and `attached`, and the publisher, detached, for `exit` after its
-//! `done`. Keep this file as it is.
+//! Each run tells the grader what it did: `started` (it has its arguments, the publisher its
+//! payload, and has not called the library yet), `ready` (the publisher holds the segment
+//! attached), `attached` (the reader does), `done`, or `failed` with `kind=` from
+//! [`ShmError::kind`]. It waits for `go` at `started`, `ready` and `attached`, and the
+//! publisher, detached, for `exit` after its `done`. Keep this file as it is.
 
-use std::path::PathBuf;
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -64,6 +66,40 @@ enum Command {
     },
 }
 
+/// The bytes of the payload file, mapped rather than read (other files are read): were the file
+/// cut short while the publisher copies it, the copy would stop with SIGBUS, as a publisher
+/// that crashes mid-write does. The grader does this to see what such a crash leaves behind.
+fn map_payload(path: &Path) -> std::io::Result<&'static [u8]> {
+    let file = std::fs::File::open(path)?;
+    let metadata = file.metadata()?;
+    if !metadata.is_file() {
+        return Ok(std::fs::read(path)?.leak());
+    }
+    let Ok(len) = usize::try_from(metadata.len()) else {
+        return Err(std::io::Error::from(std::io::ErrorKind::FileTooLarge));
+    };
+    if len == 0 {
+        return Ok(&[]);
+    }
+    // SAFETY: a private, read-only mapping of the whole file, never unmapped, so the slice is
+    // valid for the rest of the process.
+    let addr = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ,
+            libc::MAP_PRIVATE,
+            file.as_raw_fd(),
+            0,
+        )
+    };
+    if addr == libc::MAP_FAILED {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: the mapping is `len` bytes long and lives as long as the process.
+    Ok(unsafe { std::slice::from_raw_parts(addr.cast::<u8>(), len) })
+}
+
 /// Reports `error` to the grader and on stderr.
 fn fail(control: &Control, error: &ShmError) -> ExitCode {
     eprintln!("sysv-shm: {error}");
@@ -87,14 +123,17 @@ fn main() -> ExitCode {
             payload_file,
             sequence,
         } => {
-            let payload = match std::fs::read(&payload_file) {
+            let payload = match map_payload(&payload_file) {
                 Ok(bytes) => bytes,
                 Err(error) => {
                     eprintln!("sysv-shm: cannot read {}: {error}", payload_file.display());
                     return ExitCode::from(2);
                 }
             };
-            let segment = match publish(&path, id, size, sequence, &payload) {
+            // Nothing of the library has run yet: the grader may set the stage before `go`.
+            control.send("started", &[("bytes", payload.len().to_string())]);
+            control.wait_for("go");
+            let segment = match publish(&path, id, size, sequence, payload) {
                 Ok(segment) => segment,
                 Err(error) => return fail(&control, &error),
             };
@@ -114,6 +153,8 @@ fn main() -> ExitCode {
             output,
             remove: remove_after,
         } => {
+            control.send("started", &[]);
+            control.wait_for("go");
             let segment = match key_for(&path, id).and_then(Segment::open) {
                 Ok(segment) => segment,
                 Err(error) => return fail(&control, &error),

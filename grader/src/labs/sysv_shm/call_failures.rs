@@ -1,0 +1,328 @@
+//! The check that every failing system call is reported with its own kind: `ShmError` names
+//! which call failed, and a reader that says `not-found` for a segment it found, or a publisher
+//! that says `exists` when shmget() failed for another reason, sends whoever runs it the wrong
+//! way.
+//!
+//! Most of these failures cannot be brought about from outside (root may do anything, and the
+//! machine has room): the grader makes the call fail itself, by tracing the program and giving
+//! the call the error the kernel would give. Where it may not trace (an unprivileged grader), it
+//! brings about the one failure it can: a segment the reader may not read.
+
+use rand::RngExt;
+
+use crate::engine::{Fail, Proc, Run};
+
+use super::protocol::{
+    Name, expect, fresh_name, spawn_held_reader, spawn_publisher, spawn_reader, with_context,
+};
+use super::segments::{Planted, full_record, rmid, segment};
+use super::tracer::{Action, Call, Match, Tracer};
+
+/// Which program meets the failure, and when.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Who {
+    /// The publisher, before it says `ready`.
+    Publisher,
+    /// The publisher, after `ready`, when it detaches.
+    DetachingPublisher,
+    /// A reader, before it says `attached`.
+    Reader,
+    /// A reader with `--remove`, after it read.
+    RemovingReader,
+}
+
+/// One call made to fail, and what the program must report.
+struct Injected {
+    who: Who,
+    call: Call,
+    errno: i32,
+    /// The call, as the messages name it.
+    what: &'static str,
+    /// The same, in a word or two.
+    short: &'static str,
+    kind: &'static str,
+    /// A wrong kind the check knows the cause of, and that cause.
+    known: Option<(&'static str, &'static str)>,
+    /// Why the program never made the call, if it did not.
+    not_made: &'static str,
+}
+
+const NOT_FOUND_IS_ENOENT: &str = "only shmget()'s ENOENT (no segment has the key) is NotFound";
+
+fn injected() -> [Injected; 7] {
+    let shmctl = |command: i32| Match::Bits {
+        arg: 1,
+        mask: 0xff,
+        value: command as u64,
+    };
+    let shmget_creating = |creating: bool| Match::Bits {
+        arg: 2,
+        mask: libc::IPC_CREAT as u64,
+        value: if creating { libc::IPC_CREAT as u64 } else { 0 },
+    };
+    [
+        Injected {
+            who: Who::Publisher,
+            call: Call {
+                number: libc::SYS_openat,
+                matching: Match::Path("/proc/sys/kernel/shmmax"),
+            },
+            errno: libc::EACCES,
+            what: "the publisher's open of /proc/sys/kernel/shmmax",
+            short: "open of shmmax",
+            kind: "limit",
+            known: None,
+            not_made: "the publisher never opened /proc/sys/kernel/shmmax: read the limit from \
+                       it (max_segment_size()) each time a segment is created",
+        },
+        Injected {
+            who: Who::Publisher,
+            call: Call {
+                number: libc::SYS_shmget,
+                matching: shmget_creating(true),
+            },
+            errno: libc::ENOSPC,
+            what: "the publisher's shmget(key, size, IPC_CREAT | ...) (no segment has the key)",
+            short: "shmget (create)",
+            kind: "shmget",
+            known: Some((
+                "exists",
+                "only EEXIST means that a segment has the key; any other shmget() error is \
+                 ShmError::Get (kind=shmget)",
+            )),
+            not_made: "the publisher never called shmget() with IPC_CREAT on its main thread",
+        },
+        Injected {
+            who: Who::DetachingPublisher,
+            call: Call::any(libc::SYS_shmdt),
+            errno: libc::EINVAL,
+            what: "the publisher's shmdt()",
+            short: "shmdt",
+            kind: "shmdt",
+            known: None,
+            not_made: "the publisher never called shmdt() when told to detach: detach() must \
+                       call it",
+        },
+        Injected {
+            who: Who::Reader,
+            call: Call {
+                number: libc::SYS_shmget,
+                matching: shmget_creating(false),
+            },
+            errno: libc::EACCES,
+            what: "the reader's shmget(key, 0, 0) (the segment is there)",
+            short: "shmget (find)",
+            kind: "shmget",
+            known: Some((
+                "not-found",
+                "shmget() failed with EACCES, not ENOENT; only ENOENT (no segment has the key) \
+                 is NotFound, any other error is ShmError::Get (kind=shmget)",
+            )),
+            not_made: "the reader never called shmget(key, 0, 0) on its main thread",
+        },
+        Injected {
+            who: Who::Reader,
+            call: Call {
+                number: libc::SYS_shmctl,
+                matching: shmctl(libc::IPC_STAT),
+            },
+            errno: libc::EACCES,
+            what: "the reader's shmctl(IPC_STAT) (as for a reader the segment's mode does not \
+                   allow)",
+            short: "shmctl(IPC_STAT)",
+            kind: "shmctl",
+            known: Some((
+                "not-found",
+                "shmget() had found the segment; a failing shmctl() is ShmError::Control \
+                 (kind=shmctl)",
+            )),
+            not_made: "the reader never called shmctl(IPC_STAT): take the segment's size from \
+                       it",
+        },
+        Injected {
+            who: Who::Reader,
+            call: Call::any(libc::SYS_shmat),
+            errno: libc::EACCES,
+            what: "the reader's shmat() (as for a reader the segment's mode does not allow)",
+            short: "shmat",
+            kind: "shmat",
+            known: Some((
+                "not-found",
+                "shmget() had found the segment; a failing shmat() is ShmError::Attach \
+                 (kind=shmat)",
+            )),
+            not_made: "the reader never called shmat() on its main thread",
+        },
+        Injected {
+            who: Who::RemovingReader,
+            call: Call {
+                number: libc::SYS_shmctl,
+                matching: shmctl(libc::IPC_RMID),
+            },
+            errno: libc::EPERM,
+            what: "the reader's shmctl(IPC_RMID) (as for a reader that neither owns nor created \
+                   the segment)",
+            short: "shmctl(IPC_RMID)",
+            kind: "shmctl",
+            known: None,
+            not_made: "the reader with --remove never called shmctl(IPC_RMID): remove() must \
+                       call it",
+        },
+    ]
+}
+
+pub fn system_call_failures(run: &mut Run) -> Result<String, Fail> {
+    let mut tried = Vec::new();
+    // Root reads any segment whatever its mode: only a reader of another user can be refused.
+    if run.program_user().is_some() || !nix::unistd::geteuid().is_root() {
+        unreadable_segment(run)?;
+        tried.push("a reader on a segment it may not read (mode 000)".to_string());
+    }
+    let reader_name = fresh_name(run)?;
+    let payload = run.random_bytes(200);
+    let _planted = Planted::new(run, reader_name.key, 4096, &full_record(7, &payload))?;
+    for (n, case) in (1..).zip(injected()) {
+        if !fail_one_call(run, &case, &reader_name, n)? {
+            run.note(
+                "the grader may not trace the programs here (ptrace), or not make a call fail \
+                 on this architecture: no call was made to fail",
+            );
+            break;
+        }
+        let who = if matches!(case.who, Who::Publisher | Who::DetachingPublisher) {
+            "the publisher's"
+        } else {
+            "the reader's"
+        };
+        tried.push(format!("{who} {}", case.short));
+    }
+    if tried.is_empty() {
+        return Ok("no call could be made to fail here (see the log)".into());
+    }
+    Ok(format!(
+        "each failing call was reported with its kind: {}",
+        tried.join(", ")
+    ))
+}
+
+/// Runs the program of `case` with its call made to fail; `false` if the grader may not.
+fn fail_one_call(run: &mut Run, case: &Injected, reader: &Name, n: u32) -> Result<bool, Fail> {
+    let error = nix::errno::Errno::from_raw(case.errno);
+    let context = format!("with {} made to fail ({error})", case.what);
+    let (mut proc, publisher_key) = match case.who {
+        Who::Publisher | Who::DetachingPublisher => {
+            let name = fresh_name(run)?;
+            let payload = run.random_bytes(100);
+            let proc = spawn_publisher(run, &name.path, name.id, 4096, n, &payload)?;
+            (proc, Some(name.key))
+        }
+        Who::Reader | Who::RemovingReader => {
+            let remove = case.who == Who::RemovingReader;
+            (spawn_held_reader(run, reader, remove, n)?.0, None)
+        }
+    };
+    let _removed = RemoveKeyOnDrop(publisher_key);
+    let Some(mut tracer) = Tracer::attach(proc.pid.as_raw(), case.call, Action::Fail(case.errno))?
+    else {
+        proc.kill_tree();
+        return Ok(false);
+    };
+    proc.send("go", &[])?;
+    let before = match case.who {
+        Who::DetachingPublisher => Some("ready"),
+        Who::RemovingReader => Some("attached"),
+        _ => None,
+    };
+    if let Some(step) = before {
+        let who = if step == "ready" { "publisher" } else { "reader" };
+        expect(&mut proc, who, step).map_err(with_context(&context))?;
+        proc.send("go", &[])?;
+    }
+    let message = proc.recv_any().map_err(with_context(&context))?;
+    let failed = tracer.failed_the_call()?;
+    drop(tracer);
+    judge(&mut proc, case, &context, &message, failed)
+}
+
+/// What the program said after its call failed, against what the case wants.
+fn judge(
+    proc: &mut Proc,
+    case: &Injected,
+    context: &str,
+    message: &ipc_labs_driver::Message,
+    failed: bool,
+) -> Result<bool, Fail> {
+    let kind = message.get("kind");
+    if message.kind == "failed" && kind == Some(case.kind) && failed {
+        proc.wait()?;
+        return Ok(true);
+    }
+    if !failed {
+        return Err(Fail::failed(format!(
+            "the grader waited for {} to make it fail, but {} (it said `{}`{})",
+            case.what,
+            case.not_made,
+            message.kind,
+            kind.map(|k| format!(", kind={k}")).unwrap_or_default()
+        )));
+    }
+    Err(Fail::failed(match (message.kind.as_str(), kind) {
+        ("failed", Some(k)) if case.known.is_some_and(|(wrong, _)| wrong == k) => format!(
+            "{context}, the program said kind={k}, the lab wants kind={}: {}",
+            case.kind,
+            case.known.map(|(_, cause)| cause).unwrap_or_default()
+        ),
+        ("failed", got) => format!(
+            "{context}, the program said kind={}, the lab wants kind={}: each failing call has \
+             its own kind",
+            got.unwrap_or("none"),
+            case.kind
+        ),
+        (said, _) => format!(
+            "{context}, the program said `{said}` as if the call had succeeded: return its \
+             error (kind={}) instead of ignoring it",
+            case.kind
+        ),
+    }))
+}
+
+/// A reader on a segment it may not read: the kernel itself refuses IPC_STAT and shmat().
+fn unreadable_segment(run: &mut Run) -> Result<(), Fail> {
+    let name = fresh_name(run)?;
+    let payload = run.random_bytes(100);
+    let size = 4096 + run.rng().random_range(0..4096usize);
+    let _planted = Planted::with_mode(run, name.key, size, &full_record(9, &payload), 0)?;
+    let what = "a segment that exists but that the reader may not read (mode 000: \
+                shmctl(IPC_STAT) and shmat() fail with EACCES)";
+    let (mut reader, _) = spawn_reader(run, &name, false, 100)?;
+    let context = format!("on {what}");
+    let message = reader.recv_any().map_err(with_context(&context))?;
+    match (message.kind.as_str(), message.get("kind")) {
+        ("failed", Some("shmctl" | "shmat")) => {
+            reader.wait()?;
+            Ok(())
+        }
+        ("failed", Some("not-found")) => Err(Fail::failed(format!(
+            "{context}, the reader said kind=not-found, but shmget() had found the segment: \
+             {NOT_FOUND_IS_ENOENT}; report a failing shmctl() as ShmError::Control \
+             (kind=shmctl) and a failing shmat() as ShmError::Attach (kind=shmat)"
+        ))),
+        (said, got) => Err(Fail::failed(format!(
+            "{context}, the reader said `{said}` (kind={}), the lab wants `failed` with the kind \
+             of the call that failed (shmctl, or shmat)",
+            got.unwrap_or("none")
+        ))),
+    }
+}
+
+/// Removes the segment with this key, if any, when the case is over (a publisher whose detach
+/// failed leaves its segment).
+struct RemoveKeyOnDrop(Option<i32>);
+
+impl Drop for RemoveKeyOnDrop {
+    fn drop(&mut self) {
+        if let Some(found) = self.0.and_then(segment) {
+            rmid(found.id);
+        }
+    }
+}

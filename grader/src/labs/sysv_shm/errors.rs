@@ -1,0 +1,511 @@
+//! Checks of the publisher's error paths: a segment that is already there (or appears just as it
+//! calls shmget()), input the lab names an error for, the size limit, and what a failed
+//! publisher leaves behind (nothing).
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use rand::RngExt;
+
+use crate::engine::process::Limits;
+use crate::engine::{Fail, Run};
+
+use super::private_ipc::PrivateIpc;
+use super::protocol::{
+    Name, expect, fresh_name, fresh_name_with_id, ftok, publish_record, spawn_publisher,
+    start_publisher, with_context,
+};
+use super::segments::{Planted, full_record, rmid, segment, segment_by_id};
+use super::tracer::{Action, Call, Match, Reached, Tracer};
+
+/// A stale segment: a complete record an earlier publication left.
+fn stale_record(run: &mut Run) -> Vec<u8> {
+    let payload = run.random_bytes(3000);
+    full_record(1, &payload)
+}
+
+/// Judges a publisher that met a segment with its key (`planted`, holding `before`): it must
+/// fail with kind=exists and leave the segment as it was. `how` says how the segment came.
+fn refused_existing(
+    proc: &mut crate::engine::Proc,
+    message: ipc_labs_driver::Message,
+    (planted, before, size): (&Planted, &[u8], usize),
+    key: i32,
+    how: &str,
+) -> Result<(), Fail> {
+    match (message.kind.as_str(), message.get("kind")) {
+        ("failed", Some("exists")) => {}
+        ("ready", _) => {
+            let took_over = segment_by_id(planted.id).is_some_and(|s| s.attached > 0);
+            return Err(Fail::failed(if took_over {
+                format!(
+                    "{how}, and the publisher attached it (segment {}) and wrote over it: \
+                     create with IPC_CREAT | IPC_EXCL and report EEXIST as ShmError::Exists",
+                    planted.id
+                )
+            } else {
+                format!(
+                    "{how}, yet the publisher said `ready`: create with IPC_CREAT | IPC_EXCL \
+                     and report EEXIST as ShmError::Exists"
+                )
+            }));
+        }
+        (kind, error) => {
+            return Err(Fail::failed(format!(
+                "{how}; the publisher said `{kind}` (kind={}), not `failed` with kind=exists: \
+                 map EEXIST to ShmError::Exists",
+                error.unwrap_or("none")
+            )));
+        }
+    }
+    proc.wait()?;
+    if segment(key).map(|s| s.id) != Some(planted.id) {
+        return Err(Fail::failed(format!(
+            "{how}; the publisher reported kind=exists but removed or replaced it: leave a \
+             segment you did not create alone"
+        )));
+    }
+    if planted.contents(size)? != before {
+        return Err(Fail::failed(format!(
+            "{how}; the publisher reported kind=exists but changed its bytes"
+        )));
+    }
+    Ok(())
+}
+
+pub fn stale_segment_refused(run: &mut Run) -> Result<String, Fail> {
+    let size = 8192;
+    let payload = run.random_bytes(1000);
+    // What a crashed run of an older publication left, before the publisher starts.
+    let name = fresh_name(run)?;
+    let stale = stale_record(run);
+    let planted = Planted::new(run, name.key, size, &stale)?;
+    let before = planted.contents(size)?;
+    let mut proc = start_publisher(run, (&name.path, name.id, size as u64), 2, &payload)?;
+    let message = proc.recv_any()?;
+    let how = "a segment with the key was already there, as a crashed run leaves it";
+    refused_existing(&mut proc, message, (&planted, &before, size), name.key, how)?;
+    let stale_id = planted.id;
+    drop(planted);
+    // The same, but the segment appears only once the publisher has started, just as it calls
+    // shmget(): what it may have looked up before saw nothing.
+    let name = fresh_name_with_id(run, name.id)?;
+    let rival = stale_record(run);
+    let mut proc = spawn_publisher(run, &name.path, name.id, size as u64, 3, &payload)?;
+    // The shmget() that creates: a look with shmget(key, 0, 0) before it must see nothing.
+    let shmget = Call {
+        number: libc::SYS_shmget,
+        matching: Match::Bits {
+            arg: 2,
+            mask: libc::IPC_CREAT as u64,
+            value: libc::IPC_CREAT as u64,
+        },
+    };
+    let Some(mut stop) = Tracer::attach(proc.pid.as_raw(), shmget, Action::Hold)? else {
+        proc.kill_tree();
+        run.note(
+            "the grader may not trace the publisher here (ptrace): a segment appearing at its \
+             shmget() was not tried",
+        );
+        return Ok(format!(
+            "the publisher refused the stale segment {stale_id} (kind=exists) and left it as it \
+             was"
+        ));
+    };
+    proc.send("go", &[])?;
+    let until = Instant::now() + Duration::from_secs(5);
+    let planted = match stop.wait(&mut proc, until)? {
+        Reached::Call => {
+            let planted = Planted::new(run, name.key, size, &rival)?;
+            stop.release();
+            planted
+        }
+        Reached::Passed(message) => {
+            drop(stop);
+            // The tracer lost the program: what the program says (or how it ended) tells why.
+            let message = match message {
+                Some(message) => message,
+                None => proc.recv_any()?,
+            };
+            return Err(match message {
+                m if m.kind == "failed" => Fail::failed(format!(
+                    "with no segment of its key yet, the publisher failed (kind={}) before it \
+                     called shmget(): {}",
+                    m.get("kind").unwrap_or("?"),
+                    m.get("error").unwrap_or("?")
+                )),
+                _ => Fail::failed(
+                    "the publisher made its segment without calling shmget() with IPC_CREAT on \
+                     its main thread, where the grader watches for it: create the segment from \
+                     the thread that calls publish()",
+                ),
+            });
+        }
+    };
+    let before = planted.contents(size)?;
+    let message = proc.recv_any()?;
+    let how = "a segment with the key appeared only once the publisher had started, just as it \
+               called shmget() with IPC_CREAT (the grader made it then, as another process may)";
+    refused_existing(&mut proc, message, (&planted, &before, size), name.key, how).map_err(
+        |fail| match fail {
+            Fail::Failed(m) if m.contains("wrote over it") => Fail::Failed(format!(
+                "{m}. With the segment there from the start it said kind=exists: it decides \
+                 from a look before shmget() (the look and the creation are two steps, and \
+                 another process can come between them); only IPC_EXCL makes shmget() create \
+                 or fail in one step"
+            )),
+            other => other,
+        },
+    )?;
+    Ok(
+        "the publisher refused a stale segment and one that appeared at its shmget() \
+        (kind=exists), and left both as they were"
+            .into(),
+    )
+}
+
+/// What a publisher's input is, and what it must answer.
+struct Refusal<'a> {
+    /// `with ...`: the input, for the messages.
+    what: &'a str,
+    kind: &'a str,
+    /// The key a segment it made would have: none may be left.
+    key: Option<i32>,
+    /// Another kind the check knows the cause of, with that cause.
+    known: Option<(&'a str, &'a str)>,
+}
+
+/// Runs a publisher with bad input and requires `failed` with the refusal's kind, and no
+/// segment with its key afterwards.
+fn publisher_refuses(
+    run: &mut Run,
+    (path, id, size): (&Path, u32, u64),
+    payload: &[u8],
+    refusal: Refusal,
+) -> Result<(), Fail> {
+    let Refusal {
+        what,
+        kind,
+        key,
+        known,
+    } = refusal;
+    let context = format!("with {what}");
+    let mut proc = start_publisher(run, (path, id, size), 1, payload)?;
+    let message = proc.recv_any().map_err(|fail| match fail {
+        Fail::Crashed(m) if m.contains("overflow") => Fail::Crashed(format!(
+            "{context}, the publisher crashed: {m}; an arithmetic overflow: compute the room so \
+             that nothing can overflow or underflow (a segment may be smaller than the header)"
+        )),
+        other => with_context(&context)(other),
+    })?;
+    match (message.kind.as_str(), message.get("kind")) {
+        ("failed", Some(k)) if k == kind => {}
+        ("ready", _) => {
+            return Err(Fail::failed(format!(
+                "{context}, the publisher created a segment and said `ready`: reject it with \
+                 kind={kind}"
+            )));
+        }
+        ("failed", Some(k)) if known.is_some_and(|(wrong, _)| wrong == k) => {
+            let cause = known.map(|(_, cause)| cause).unwrap_or_default();
+            return Err(Fail::failed(format!(
+                "{context}, the publisher said kind={k}, the lab wants kind={kind}: {cause}"
+            )));
+        }
+        (said, got) => {
+            return Err(Fail::failed(format!(
+                "{context}, the publisher said `{said}` (kind={}: {}), the lab wants `failed` \
+                 with kind={kind}",
+                got.unwrap_or("none"),
+                message.get("error").unwrap_or("")
+            )));
+        }
+    }
+    proc.wait()?;
+    if let Some(left) = key.and_then(segment) {
+        rmid(left.id);
+        let advice = if kind == "shmat" {
+            "when shmat() fails, remove the segment shmget() just made"
+        } else {
+            "remove what you created on the error path"
+        };
+        return Err(Fail::failed(format!(
+            "{context}, the publisher failed (kind={kind}) but left segment {} behind: {advice}",
+            left.id
+        )));
+    }
+    Ok(())
+}
+
+/// A refusal the check knows no other cause for.
+fn refusal<'a>(what: &'a str, kind: &'a str, key: Option<i32>) -> Refusal<'a> {
+    Refusal {
+        what,
+        kind,
+        key,
+        known: None,
+    }
+}
+
+pub fn bad_input(run: &mut Run) -> Result<String, Fail> {
+    let name = fresh_name(run)?;
+    // A publisher that does not validate the id might create these: audit them too.
+    let zero = ftok(&name.path, 0)?;
+    run.ipc_key(zero);
+    let payload = run.random_bytes(64);
+    let ok = (name.path.as_path(), name.id, 4096u64);
+    let missing = run.path("does-not-exist");
+    let key = Some(name.key);
+    publisher_refuses(
+        run,
+        (&missing, ok.1, ok.2),
+        &payload,
+        refusal("a path that does not exist", "ftok", None),
+    )?;
+    publisher_refuses(run, (ok.0, 0, ok.2), &payload, refusal("id 0", "bad-id", None))?;
+    let what = "id 256 (ftok keeps 8 bits: it would mean 0)";
+    publisher_refuses(run, (ok.0, 256, ok.2), &payload, refusal(what, "bad-id", None))?;
+    // With an existing path id 0 was bad-id: a kind=ftok now means ftok() ran first.
+    let first = Refusal {
+        known: Some((
+            "ftok",
+            "it calls ftok() before it checks the id; reject a bad id first, whatever the path",
+        )),
+        ..refusal("id 0 and a path that does not exist", "bad-id", None)
+    };
+    publisher_refuses(run, (&missing, 0, ok.2), &payload, first)?;
+    publisher_refuses(run, (ok.0, ok.1, 0), &payload, refusal("size 0", "zero-size", key))?;
+    // One byte more than fits: the header counts.
+    let size = run.rng().random_range(100..4000u64);
+    let too_big = run.random_bytes(size as usize - super::HEADER_LEN + 1);
+    let what = format!(
+        "a {}-byte payload for a {size}-byte segment (one byte more than fits after the 16-byte \
+         header)",
+        too_big.len()
+    );
+    publisher_refuses(run, (ok.0, ok.1, size), &too_big, refusal(&what, "no-room", key))?;
+    let what = "an empty payload for a 15-byte segment (smaller than the 16-byte header)";
+    publisher_refuses(run, (ok.0, ok.1, 15), &[], refusal(what, "no-room", key))?;
+    let mut tried = "a missing path, ids 0 and 256 (also with a missing path), size 0, a payload \
+                     one byte too big, a segment smaller than a header"
+        .to_string();
+    // More than the publisher may map (its address space is limited): shmget() succeeds, the
+    // segment's memory is not used yet, and shmat() fails.
+    let address_space = Limits::for_user(run.program_user()).address_space;
+    let huge = address_space + 1;
+    if machine_allows_segment(huge) {
+        let what = format!(
+            "size {huge}, more than the publisher's address space ({} GiB), so that shmat() \
+             fails (ENOMEM) after shmget() made the segment",
+            address_space >> 30
+        );
+        publisher_refuses(run, (ok.0, ok.1, huge), &payload, refusal(&what, "shmat", key))?;
+        tried.push_str(", a segment too big to attach");
+    } else {
+        run.note(format!(
+            "the machine's memory does not allow a {huge}-byte segment: a failing shmat() was not \
+             tried"
+        ));
+    }
+    // The largest id is valid: ftok() keeps all of its 8 bits.
+    let largest = fresh_name_with_id(run, 255)?;
+    let mut published = publish_record(run, true, largest, 4096, 64)
+        .map_err(with_context("with id 255, the largest valid one"))?;
+    published.finish()?;
+    Ok(format!(
+        "{tried} were refused with their kinds, with nothing left behind; id 255 was accepted"
+    ))
+}
+
+/// Whether the kernel lets a segment of `size` bytes be made (it counts its memory against
+/// what the machine has, though nothing is used until it is touched).
+fn machine_allows_segment(size: u64) -> bool {
+    let Ok(size) = usize::try_from(size) else {
+        return false;
+    };
+    // SAFETY: shmget takes no pointers; the private segment is removed at once.
+    let id = unsafe { libc::shmget(libc::IPC_PRIVATE, size, libc::IPC_CREAT | 0o600) };
+    if id == -1 {
+        return false;
+    }
+    rmid(id);
+    true
+}
+
+pub fn size_limit(run: &mut Run) -> Result<String, Fail> {
+    // A limit of its own: not a page multiple, between 3 and 16 pages. shmall (the total, in
+    // pages) is set to a number of its own too, smaller than shmmax when read as bytes and
+    // unlike the other limits' defaults (shmmni is 4096), so that a limit taken from it shows.
+    let shmmax = run.rng().random_range(3 * 4096 + 1..16 * 4096u64);
+    let shmall = run.rng().random_range(5000..12000u64);
+    let payload = run.random_bytes(64);
+    let Some(namespace) = PrivateIpc::enter(&[("shmmax", shmmax), ("shmall", shmall)])? else {
+        run.note(
+            "the grader may not make an IPC namespace here (it needs root): the limit was tried \
+             as the machine has it",
+        );
+        return machine_limit(run, &payload);
+    };
+    let path = run.path("anchor-private");
+    std::fs::write(&path, b"ftok anchor\n")?;
+    // Id 1, the smallest valid one, at the limit itself.
+    let name = Name {
+        key: ftok(&path, 1)?,
+        path,
+        id: 1,
+        replaced: None,
+    };
+    let at_limit = format!(
+        "with shmmax set to {shmmax} (in a private IPC namespace) and a size of exactly {shmmax}"
+    );
+    let mut proc = start_publisher(run, (&name.path, 1, shmmax), 1, &payload)?;
+    let message = proc.recv_any().map_err(with_context(&at_limit))?;
+    match (message.kind.as_str(), message.get("kind")) {
+        ("ready", _) => {
+            let found = segment(name.key);
+            if found.is_none_or(|s| s.size != shmmax) {
+                return Err(Fail::failed(format!(
+                    "{at_limit}, the publisher said `ready` but no {shmmax}-byte segment has \
+                     key ftok(path, 1)"
+                )));
+            }
+            proc.send("go", &[])?;
+            expect(&mut proc, "publisher", "done")?;
+            proc.send("exit", &[])?;
+            proc.wait()?;
+            // Its key must be free again for the next size.
+            found.into_iter().for_each(|s| rmid(s.id));
+        }
+        ("failed", Some("too-large")) => {
+            let error = message.get("error").unwrap_or("");
+            let limit = error
+                .split("limit of ")
+                .nth(1)
+                .and_then(|rest| rest.split_whitespace().next())
+                .and_then(|n| n.parse::<u64>().ok());
+            let why = match limit {
+                Some(l) if l == shmall => format!(
+                    "it compared the size with {l}, which is /proc/sys/kernel/shmall (the total \
+                     of all segments, in pages), not shmmax; read /proc/sys/kernel/shmmax"
+                ),
+                Some(l) if l == shmmax => "a size equal to the limit is allowed: only more \
+                     than shmmax is too large (size > max, not >=)"
+                    .to_string(),
+                Some(l) => format!(
+                    "it compared the size with {l}, not with the current shmmax; read \
+                     /proc/sys/kernel/shmmax each time"
+                ),
+                None => "either its limit is not /proc/sys/kernel/shmmax as it is now, or it \
+                     refuses a size equal to the limit (only more than shmmax is too large)"
+                    .to_string(),
+            };
+            return Err(Fail::failed(format!(
+                "{at_limit}, the publisher said kind=too-large ({error}): {why}"
+            )));
+        }
+        (said, kind) => {
+            return Err(Fail::failed(format!(
+                "{at_limit}, the publisher said `{said}` (kind={}: {}), the lab wants a segment \
+                 of that size",
+                kind.unwrap_or("none"),
+                message.get("error").unwrap_or("")
+            )));
+        }
+    }
+    let over = shmmax + 1;
+    let mut proc = start_publisher(run, (&name.path, 1, over), 2, &payload)?;
+    let message = proc.recv_any()?;
+    let past = format!("with shmmax set to {shmmax} (in a private IPC namespace), size {over}");
+    match (message.kind.as_str(), message.get("kind")) {
+        ("failed", Some("too-large")) => {}
+        ("failed", Some("shmget")) => {
+            return Err(Fail::failed(format!(
+                "{past} got kind=shmget (the kernel refused it: {}), not too-large: the \
+                 publisher let the size through to shmget(), comparing it with no limit or with \
+                 one above the current shmmax (a constant, another file); read \
+                 /proc/sys/kernel/shmmax in max_segment_size() each time, and refuse a size \
+                 above it",
+                message.get("error").unwrap_or("?")
+            )));
+        }
+        (said, kind) => {
+            return Err(Fail::failed(format!(
+                "{past}, the publisher said `{said}` (kind={}), the lab wants `failed` with \
+                 kind=too-large",
+                kind.unwrap_or("none")
+            )));
+        }
+    }
+    proc.wait()?;
+    drop(namespace);
+    Ok(format!(
+        "with shmmax {shmmax}, a size of {shmmax} (id 1) was published and {over} was too-large"
+    ))
+}
+
+/// The limit as the machine has it: shmmax itself is allowed (the kernel may still refuse a
+/// segment that large: kind=shmget), shmmax + 1 is too-large.
+fn machine_limit(run: &mut Run, payload: &[u8]) -> Result<String, Fail> {
+    let name = fresh_name(run)?;
+    let shmmax: u64 = std::fs::read_to_string("/proc/sys/kernel/shmmax")?
+        .trim()
+        .parse()
+        .map_err(|e| Fail::Grader(format!("shmmax: {e}")))?;
+    let mut proc = start_publisher(run, (&name.path, name.id, shmmax), 1, payload)?;
+    let message = proc.recv_any()?;
+    let at_limit = format!("with a size of exactly shmmax ({shmmax})");
+    match (message.kind.as_str(), message.get("kind")) {
+        ("ready", _) => {
+            proc.send("go", &[])?;
+            expect(&mut proc, "publisher", "done")?;
+            proc.send("exit", &[])?;
+            proc.wait()?;
+            if let Some(made) = segment(name.key) {
+                rmid(made.id);
+            }
+        }
+        ("failed", Some("shmget")) => {
+            proc.wait()?;
+        }
+        ("failed", Some("too-large")) => {
+            return Err(Fail::failed(format!(
+                "{at_limit}, the publisher said kind=too-large: only more than shmmax is too \
+                 large (size > max, not >=)"
+            )));
+        }
+        (said, kind) => {
+            return Err(Fail::failed(format!(
+                "{at_limit}, the publisher said `{said}` (kind={}), the lab wants it tried \
+                 (`ready`, or kind=shmget if the kernel refuses it)",
+                kind.unwrap_or("none")
+            )));
+        }
+    }
+    let Some(over) = shmmax.checked_add(1) else {
+        return Ok("a size of exactly shmmax was allowed".into());
+    };
+    let what = format!("size {over} (shmmax + 1)");
+    let mut proc = start_publisher(run, (&name.path, name.id, over), 2, payload)?;
+    let message = proc.recv_any()?;
+    match (message.kind.as_str(), message.get("kind")) {
+        ("failed", Some("too-large")) => {}
+        ("failed", Some("shmget")) => {
+            return Err(Fail::failed(format!(
+                "with {what} the publisher got kind=shmget (the kernel refused it: {}), not \
+                 too-large: compare the size with /proc/sys/kernel/shmmax before shmget()",
+                message.get("error").unwrap_or("?")
+            )));
+        }
+        (said, kind) => {
+            return Err(Fail::failed(format!(
+                "with {what} the publisher said `{said}` (kind={}), the lab wants `failed` with \
+                 kind=too-large",
+                kind.unwrap_or("none")
+            )));
+        }
+    }
+    proc.wait()?;
+    Ok(format!(
+        "a size of exactly shmmax ({shmmax}) was allowed and shmmax + 1 was too-large"
+    ))
+}

@@ -1,0 +1,168 @@
+//! Checks of lab 4, SysV shared memory: a publisher leaves a record in a segment named by
+//! `ftok(path, id)`; a reader, started as a separate run of the program, finds it, validates it,
+//! copies it out and removes it when asked.
+//!
+//! What a segment is (key, size, mode, attachments) the grader reads from `/proc/sysvipc/shm`,
+//! how a process maps it from `/proc/PID/maps`, and what it holds by attaching it itself, never
+//! from the program. The protocol is in [`protocol`]; the checks are grouped by what they judge:
+//! the publisher ([`publisher`]), publisher and readers together ([`sharing`]), the reader
+//! ([`reader`]), the error paths ([`errors`]), and failing system calls ([`call_failures`]).
+//! Two tools make timings and failures happen: a tracer ([`tracer`]) and an IPC namespace of
+//! the check's own ([`private_ipc`]).
+
+use std::time::Duration;
+
+use crate::engine::diagnose::Hang;
+use crate::engine::{Check, Lab};
+
+mod call_failures;
+mod errors;
+mod private_ipc;
+mod protocol;
+mod publisher;
+mod reader;
+mod segments;
+mod sharing;
+mod tracer;
+
+/// The record layout the lab prescribes: magic, sequence, length, payload.
+const MAGIC: u32 = u32::from_le_bytes(*b"IPCR");
+const HEADER_LEN: usize = 16;
+/// `SHM_DEST` in the mode column: the segment was marked for removal while still attached.
+const SHM_DEST: u32 = 0o1000;
+
+pub static LAB: Lab = Lab {
+    number: 4,
+    slug: "sysv-shm",
+    title: "SysV shared memory: a record left in a segment found by ftok()",
+    cleanup_points: 2,
+    explain_hang,
+    checks: &[
+        Check {
+            name: "segment-key-and-size",
+            points: 3,
+            timeout: Duration::from_secs(10),
+            description: "the publisher's segment has key ftok(path, id), of the file at the path \
+                          now, and the requested size (read from /proc/sysvipc/shm)",
+            exclusive: false,
+            run: publisher::segment_key_and_size,
+        },
+        Check {
+            name: "owner-only-permissions",
+            points: 2,
+            timeout: Duration::from_secs(10),
+            description: "the segment is created with mode 0600",
+            exclusive: false,
+            run: publisher::owner_only_permissions,
+        },
+        Check {
+            name: "attached-together",
+            points: 2,
+            timeout: Duration::from_secs(10),
+            description: "publisher and reader are attached at the same time (nattch 2, the \
+                          reader read-only), the reader reads the record, and the publisher's \
+                          detach drops nattch to 0",
+            exclusive: false,
+            run: sharing::attached_together,
+        },
+        Check {
+            name: "record-in-segment",
+            points: 3,
+            timeout: Duration::from_secs(10),
+            description: "the grader attaches the publisher's segment itself and finds the \
+                          record in it, with a payload that fills it to the last byte, written \
+                          there and nowhere else",
+            exclusive: false,
+            run: publisher::record_in_segment,
+        },
+        Check {
+            name: "killed-mid-write",
+            points: 3,
+            timeout: Duration::from_secs(10),
+            description: "a publisher killed while it copies the payload leaves no magic in its \
+                          segment: the magic is written last",
+            exclusive: false,
+            run: publisher::killed_mid_write,
+        },
+        Check {
+            name: "reader-reads-segment",
+            points: 3,
+            timeout: Duration::from_secs(10),
+            description: "the reader copies out records the grader planted itself: one that \
+                          fills its segment, and an empty one in a 16-byte segment",
+            exclusive: false,
+            run: reader::reader_reads_segment,
+        },
+        Check {
+            name: "outlives-publisher",
+            points: 3,
+            timeout: Duration::from_secs(10),
+            description: "after the publisher exited, two readers in turn read the record byte \
+                          for byte, the second after the grader rewrote it in the segment",
+            exclusive: false,
+            run: sharing::outlives_publisher,
+        },
+        Check {
+            name: "removal",
+            points: 2,
+            timeout: Duration::from_secs(10),
+            description: "after `read --remove` the segment is gone",
+            exclusive: false,
+            run: sharing::removal,
+        },
+        Check {
+            name: "stale-segment-refused",
+            points: 3,
+            timeout: Duration::from_secs(10),
+            description: "a segment with the same key, left by a crashed run or appearing just \
+                          as the publisher calls shmget(), is reported (kind=exists) and left \
+                          untouched, never written over",
+            exclusive: false,
+            run: errors::stale_segment_refused,
+        },
+        Check {
+            name: "reader-validates",
+            points: 3,
+            timeout: Duration::from_secs(10),
+            description: "the reader rejects random bytes (bad-magic, whatever their length \
+                          field), a length one byte past the end or wrapping around, a segment \
+                          smaller than a header (bad-length), and a missing segment (not-found)",
+            exclusive: false,
+            run: reader::reader_validates,
+        },
+        Check {
+            name: "bad-input",
+            points: 3,
+            timeout: Duration::from_secs(10),
+            description: "a missing path, id 0 or 256 (even with a missing path), size 0, a \
+                          payload one byte too big, a segment smaller than a header, and a \
+                          segment too big to attach are typed errors that leave no segment; id \
+                          255 works",
+            exclusive: false,
+            run: errors::bad_input,
+        },
+        Check {
+            name: "size-limit",
+            points: 2,
+            timeout: Duration::from_secs(10),
+            description: "a size of exactly shmmax is allowed and shmmax + 1 is too-large, with \
+                          shmmax as /proc/sys/kernel/shmmax says now (lowered in a private IPC \
+                          namespace when the grader runs as root)",
+            exclusive: false,
+            run: errors::size_limit,
+        },
+        Check {
+            name: "system-call-failures",
+            points: 3,
+            timeout: Duration::from_secs(10),
+            description: "a failing system call (shmget, shmctl, shmat, shmdt, the open of \
+                          shmmax) is reported with its own kind, never as not-found or exists",
+            exclusive: false,
+            run: call_failures::system_call_failures,
+        },
+    ],
+};
+
+fn explain_hang(_: &Hang) -> Option<String> {
+    None
+}

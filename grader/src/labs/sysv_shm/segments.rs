@@ -1,0 +1,158 @@
+//! Segments as the grader itself sees and makes them: found in `/proc/sysvipc/shm`, read and
+//! written by attaching them, planted for a reader, and looked for in a process's
+//! `/proc/PID/maps`.
+
+use crate::engine::Fail;
+use crate::engine::Run;
+use crate::engine::audit::{ShmSegment, shm_segments};
+
+use super::{HEADER_LEN, MAGIC};
+
+/// The segment with `key`, in the calling thread's IPC namespace.
+pub fn segment(key: i32) -> Option<ShmSegment> {
+    shm_segments().into_iter().find(|s| s.key == key)
+}
+
+pub fn segment_by_id(id: i32) -> Option<ShmSegment> {
+    shm_segments().into_iter().find(|s| s.id == id)
+}
+
+pub fn rmid(id: i32) {
+    // SAFETY: IPC_RMID takes no buffer.
+    unsafe { libc::shmctl(id, libc::IPC_RMID, std::ptr::null_mut()) };
+}
+
+fn os_error(what: &str) -> Fail {
+    Fail::Grader(format!("{what}: {}", std::io::Error::last_os_error()))
+}
+
+/// The first `size` bytes (no more than its size) of segment `id`, as the grader itself sees
+/// them.
+pub fn segment_bytes(id: i32, size: usize) -> Result<Vec<u8>, Fail> {
+    // SAFETY: attached read-only, read `size` bytes (no more than its size), detached.
+    unsafe {
+        let addr = libc::shmat(id, std::ptr::null(), libc::SHM_RDONLY);
+        if addr as isize == -1 {
+            return Err(os_error("shmat"));
+        }
+        let bytes = std::slice::from_raw_parts(addr.cast::<u8>(), size).to_vec();
+        libc::shmdt(addr);
+        Ok(bytes)
+    }
+}
+
+/// Writes `bytes` at `offset` of segment `id` (which must hold them), as another process
+/// attached to it could.
+pub fn overwrite(id: i32, offset: usize, bytes: &[u8]) -> Result<(), Fail> {
+    // SAFETY: attached read-write; the caller keeps offset + bytes.len() within the segment.
+    unsafe {
+        let addr = libc::shmat(id, std::ptr::null(), 0);
+        if addr as isize == -1 {
+            return Err(os_error("shmat"));
+        }
+        std::ptr::copy_nonoverlapping(
+            bytes.as_ptr(),
+            addr.cast::<u8>().add(offset),
+            bytes.len(),
+        );
+        libc::shmdt(addr);
+    }
+    Ok(())
+}
+
+/// A record as the lab lays it out.
+pub fn record(magic: u32, sequence: u32, length: u64, payload: &[u8]) -> Vec<u8> {
+    let mut bytes = Vec::with_capacity(HEADER_LEN + payload.len());
+    bytes.extend_from_slice(&magic.to_ne_bytes());
+    bytes.extend_from_slice(&sequence.to_ne_bytes());
+    bytes.extend_from_slice(&length.to_ne_bytes());
+    bytes.extend_from_slice(payload);
+    bytes
+}
+
+/// A complete record of `payload` with sequence `sequence`.
+pub fn full_record(sequence: u32, payload: &[u8]) -> Vec<u8> {
+    record(MAGIC, sequence, payload.len() as u64, payload)
+}
+
+/// A segment the check made itself; removed when the check ends, whatever happens.
+pub struct Planted {
+    pub id: i32,
+}
+
+impl Planted {
+    /// Creates a segment of `size` bytes with key `key` and mode 0600 holding `bytes`, owned by
+    /// the user the lab's programs run as.
+    pub fn new(run: &Run, key: i32, size: usize, bytes: &[u8]) -> Result<Planted, Fail> {
+        Planted::with_mode(run, key, size, bytes, 0o600)
+    }
+
+    /// The same, with permission bits `mode`.
+    pub fn with_mode(
+        run: &Run,
+        key: i32,
+        size: usize,
+        bytes: &[u8],
+        mode: u16,
+    ) -> Result<Planted, Fail> {
+        // SAFETY: shmget takes no pointers.
+        let id = unsafe { libc::shmget(key, size, libc::IPC_CREAT | libc::IPC_EXCL | 0o600) };
+        if id == -1 {
+            return Err(os_error("shmget"));
+        }
+        let planted = Planted { id };
+        // SAFETY: a null address lets the kernel choose; the segment is `size` bytes long.
+        let addr = unsafe { libc::shmat(id, std::ptr::null(), 0) };
+        if addr as isize == -1 {
+            return Err(os_error("shmat"));
+        }
+        // SAFETY: the segment is attached read-write and at least bytes.len() long.
+        unsafe {
+            std::ptr::copy_nonoverlapping(bytes.as_ptr(), addr.cast::<u8>(), bytes.len().min(size));
+            libc::shmdt(addr);
+        }
+        let owner = run.program_user();
+        if owner.is_some() || mode != 0o600 {
+            // SAFETY: IPC_STAT fills the zeroed shmid_ds; IPC_SET reads it back.
+            unsafe {
+                let mut info: libc::shmid_ds = std::mem::zeroed();
+                if libc::shmctl(id, libc::IPC_STAT, &mut info) == -1 {
+                    return Err(os_error("shmctl(IPC_STAT)"));
+                }
+                if let Some((uid, gid)) = owner {
+                    info.shm_perm.uid = uid;
+                    info.shm_perm.gid = gid;
+                }
+                info.shm_perm.mode = mode;
+                if libc::shmctl(id, libc::IPC_SET, &mut info) == -1 {
+                    return Err(os_error("shmctl(IPC_SET)"));
+                }
+            }
+        }
+        Ok(planted)
+    }
+
+    /// Its bytes now.
+    pub fn contents(&self, size: usize) -> Result<Vec<u8>, Fail> {
+        segment_bytes(self.id, size)
+    }
+}
+
+impl Drop for Planted {
+    fn drop(&mut self) {
+        rmid(self.id);
+    }
+}
+
+/// How process `pid` has segment `shmid` mapped: the permissions column of its line in
+/// `/proc/PID/maps` (`rw-s`, `r--s`), or `None` if it has no mapping of it. A SysV segment is
+/// mapped from a file named `/SYSV<key>` whose inode number is the segment's id.
+pub fn mapping_of(pid: i32, shmid: i32) -> Option<String> {
+    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).ok()?;
+    maps.lines().find_map(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let (perms, inode, path) = (fields.get(1)?, fields.get(4)?, fields.get(5)?);
+        (path.starts_with("/SYSV") && inode.parse::<i64>().ok()? == i64::from(shmid))
+            .then(|| perms.to_string())
+    })
+}

@@ -1,0 +1,168 @@
+//! Checks of publisher and readers together: attached at the same time, the segment outliving
+//! its publisher, and its removal.
+
+use rand::RngExt;
+
+use crate::engine::{Fail, Run};
+
+use super::HEADER_LEN;
+use super::protocol::{
+    exits_cleanly, expect, first_difference, publish, read_to_end, spawn_reader, verify_read,
+};
+use super::segments::{mapping_of, overwrite, segment, segment_by_id};
+
+pub fn attached_together(run: &mut Run) -> Result<String, Fail> {
+    let mut published = publish(run, true)?;
+    let alone = published.segment()?;
+    let publisher = published.proc.pid.as_raw();
+    if alone.attached != 1 {
+        return Err(Fail::failed(if alone.attached == 0 {
+            "while the publisher says `ready` (holding the segment), nattch is 0: it detached \
+             already; stay attached from shmat() until detach() is called"
+                .to_string()
+        } else {
+            format!(
+                "while the publisher says `ready` (holding the segment), nattch is {}, not 1: \
+                 every shmat() counts; attach the segment once",
+                alone.attached
+            )
+        }));
+    }
+    let (mut reader, output) = spawn_reader(run, &published.name, false, 1)?;
+    expect(&mut reader, "reader", "attached")?;
+    let both = published.segment()?;
+    let reading = reader.pid.as_raw();
+    let reader_map = mapping_of(reading, both.id);
+    if both.attached != 2 {
+        let missing = match (mapping_of(publisher, both.id), &reader_map) {
+            (_, None) => format!(
+                "the reader (pid {reading}) has no mapping of segment {} in its /proc/PID/maps: \
+                 Segment::open must shmat() the segment it found and stay attached",
+                both.id
+            ),
+            (None, _) => format!(
+                "the publisher (pid {publisher}) no longer has segment {} mapped: it must stay \
+                 attached until it is told to detach",
+                both.id
+            ),
+            _ => "each must attach the segment once (every shmat() counts)".to_string(),
+        };
+        return Err(Fail::failed(format!(
+            "with the publisher and the reader both saying they are attached, nattch is {}, not \
+             2: {missing}",
+            both.attached
+        )));
+    }
+    match reader_map {
+        Some(perms) if perms.contains('w') => {
+            return Err(Fail::failed(format!(
+                "the reader attached segment {} for writing too (its /proc/{reading}/maps shows \
+                 {perms}): attach it with SHM_RDONLY; a reader only reads, and a read-only \
+                 attach is all a reader gets on a segment it may not write",
+                both.id
+            )));
+        }
+        Some(_) => {}
+        None => {
+            return Err(Fail::failed(format!(
+                "nattch is 2, but the reader (pid {reading}) has no mapping of segment {} in its \
+                 /proc/PID/maps: the reader must be attached when it says `attached`",
+                both.id
+            )));
+        }
+    }
+    reader.send("go", &[])?;
+    let done = expect(&mut reader, "reader", "done")?;
+    exits_cleanly(&mut reader, "reader")?;
+    published.verify(&done, &output)?;
+    if segment(published.name.key).is_none() {
+        return Err(Fail::failed(
+            "the segment lost its key when the reader (without --remove) detached: remove it \
+             only when asked, and detach with shmdt() alone",
+        ));
+    }
+    published.detach()?;
+    // The publisher still runs: only its shmdt() can have dropped the count.
+    let detached = published.segment()?;
+    if detached.attached != 0 {
+        return Err(Fail::failed(format!(
+            "the reader exited and the publisher said `done` after detach(), yet nattch is {} \
+             while the publisher still runs: detach() must call shmdt()",
+            detached.attached
+        )));
+    }
+    published.exit()?;
+    Ok(
+        "nattch went 1, 2 (the reader read-only), and 0 at the publisher's detach, and the \
+        reader read the record"
+            .into(),
+    )
+}
+
+pub fn outlives_publisher(run: &mut Run) -> Result<String, Fail> {
+    let mut published = publish(run, false)?;
+    published.finish()?;
+    let Some(left) = segment(published.name.key) else {
+        return Err(Fail::failed(
+            "the segment is gone once the publisher exited: a SysV segment lives until \
+             IPC_RMID, so do not remove it in the publisher",
+        ));
+    };
+    if left.attached != 0 {
+        return Err(Fail::failed(format!(
+            "the publisher exited, yet nattch is {}",
+            left.attached
+        )));
+    }
+    published.read_back(run, false, 1)?;
+    if segment(published.name.key).is_none() {
+        return Err(Fail::failed(
+            "the segment is gone after a `read` without --remove: remove it only when asked",
+        ));
+    }
+    // Another writer's record, of the same length, in the same segment: a reader that got the
+    // first record from anywhere but the segment reads the old one again.
+    let sequence = published.sequence.wrapping_add(run.rng().random_range(1..1000u32));
+    let payload = run.random_bytes(published.payload.len());
+    overwrite(left.id, 4, &sequence.to_ne_bytes())?;
+    overwrite(left.id, HEADER_LEN, &payload)?;
+    let (done, output) = read_to_end(run, &published.name, true, 2)?;
+    let read = std::fs::read(&output)?;
+    if read == published.payload {
+        return Err(Fail::failed(format!(
+            "the grader rewrote the record in the segment (sequence {sequence}, {} new payload \
+             bytes, the same length), and the next reader output the publisher's old payload \
+             (first difference from the segment at byte {}): the payload was taken from a copy \
+             kept outside the segment; copy it out of the segment every time",
+            payload.len(),
+            first_difference(&read, &payload)
+        )));
+    }
+    verify_read(&done, &output, sequence, &payload, "rewritten").map_err(|fail| match fail {
+        Fail::Failed(m) => Fail::Failed(format!(
+            "after the grader rewrote the record in the segment: {m}"
+        )),
+        other => other,
+    })?;
+    Ok(format!(
+        "the record ({} bytes, sequence {}) outlived its publisher and was read twice, the \
+         second time as the grader had rewritten it",
+        published.payload.len(),
+        published.sequence
+    ))
+}
+
+pub fn removal(run: &mut Run) -> Result<String, Fail> {
+    let mut published = publish(run, false)?;
+    let id = published.segment()?.id;
+    published.finish()?;
+    published.read_back(run, true, 1)?;
+    if let Some(left) = segment(published.name.key).or_else(|| segment_by_id(id)) {
+        return Err(Fail::failed(format!(
+            "segment {} (key {:#x}, nattch {}) still exists after `read --remove` exited: \
+             call shmctl(id, IPC_RMID) to remove it",
+            left.id, left.key, left.attached
+        )));
+    }
+    Ok(format!("segment {id} is gone after `read --remove`"))
+}

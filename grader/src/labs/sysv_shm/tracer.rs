@@ -1,0 +1,343 @@
+//! Acting on a program at one of its system calls, from outside: holding it at the call's entry
+//! so that the check can change the world exactly then (make the object the call is about
+//! appear) before the call goes on, or making the call fail with a chosen error, as the kernel
+//! would for a reason the check cannot otherwise bring about (root may read any segment). A race
+//! a program loses only now and then, or an error path it rarely meets, happens every time.
+//!
+//! A tracer process (forked from the grader, so that the grader's own wait for the program is
+//! not disturbed) seizes the program's main thread with ptrace, stops it at every system call
+//! until the one wanted, acts, and detaches. Where ptrace is not allowed (an unprivileged grader
+//! under Yama's `ptrace_scope` 1), or a call cannot be made to fail (only x86-64 is supported),
+//! [`Tracer::attach`] says so and the check does without.
+
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::time::{Duration, Instant};
+
+use nix::fcntl::OFlag;
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+use nix::unistd::pipe2;
+
+use crate::engine::{Fail, Proc};
+
+/// What the tracer tells the check, one byte each.
+const ATTACHED: u8 = b'A';
+const HELD: u8 = b'S';
+const FAILED: u8 = b'F';
+const GONE: u8 = b'X';
+const REFUSED: u8 = b'E';
+
+/// Which call: its number, and what its arguments must be.
+#[derive(Debug, Clone, Copy)]
+pub struct Call {
+    pub number: i64,
+    pub matching: Match,
+}
+
+/// A condition on the arguments of a call.
+#[derive(Debug, Clone, Copy)]
+pub enum Match {
+    Any,
+    /// Argument `arg` (from 0) masked with `mask` is `value`: `shmctl`'s command (glibc may add
+    /// flags above its low 8 bits), `shmget`'s `IPC_CREAT`.
+    Bits { arg: usize, mask: u64, value: u64 },
+    /// The second argument points to this path (`openat`'s).
+    Path(&'static str),
+}
+
+impl Call {
+    pub fn any(number: i64) -> Call {
+        Call {
+            number,
+            matching: Match::Any,
+        }
+    }
+}
+
+/// What to do at the call.
+#[derive(Debug, Clone, Copy)]
+pub enum Action {
+    /// Hold the program at the call's entry until [`Tracer::release`].
+    Hold,
+    /// Skip the call and make it return this errno.
+    Fail(i32),
+}
+
+/// A program traced until it makes a given system call.
+pub struct Tracer {
+    tracer: i32,
+    from_tracer: OwnedFd,
+    to_tracer: OwnedFd,
+    released: bool,
+}
+
+/// Where the program was when [`Tracer::wait`] returned.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Reached {
+    /// Held at the entry of the call.
+    Call,
+    /// It talked to the grader first (the message is returned), or the tracer lost it (it
+    /// exited, or made the call on another thread).
+    Passed(Option<ipc_labs_driver::Message>),
+}
+
+impl Tracer {
+    /// Starts tracing `pid` (its main thread) until its next `call`, where the tracer does
+    /// `action`. Returns once every call the program makes passes by the tracer; `None` if the
+    /// machine does not allow it.
+    pub fn attach(pid: i32, call: Call, action: Action) -> Result<Option<Tracer>, Fail> {
+        if matches!(action, Action::Fail(_)) && !cfg!(target_arch = "x86_64") {
+            return Ok(None);
+        }
+        let grader = |e: nix::Error| Fail::Grader(format!("pipe: {e}"));
+        let (from_tracer, tracer_writes) = pipe2(OFlag::O_CLOEXEC).map_err(grader)?;
+        let (tracer_reads, to_tracer) = pipe2(OFlag::O_CLOEXEC).map_err(grader)?;
+        let pipes = Pipes {
+            report: tracer_writes.as_raw_fd(),
+            resume: tracer_reads.as_raw_fd(),
+            grader_ends: [from_tracer.as_raw_fd(), to_tracer.as_raw_fd()],
+        };
+        // SAFETY: the child runs only `trace`, which makes async-signal-safe system calls and
+        // never returns.
+        let tracer = unsafe { libc::fork() };
+        if tracer == -1 {
+            return Err(Fail::Grader(format!(
+                "fork: {}",
+                std::io::Error::last_os_error()
+            )));
+        }
+        if tracer == 0 {
+            // SAFETY: in the forked child, see above.
+            unsafe { trace(pid, call, action, pipes) }
+        }
+        drop((tracer_writes, tracer_reads));
+        let mut traced = Tracer {
+            tracer,
+            from_tracer,
+            to_tracer,
+            released: false,
+        };
+        match traced.next_byte(Instant::now() + Duration::from_secs(2))? {
+            Some(ATTACHED) => Ok(Some(traced)),
+            Some(REFUSED) => Ok(None),
+            other => Err(Fail::Grader(format!(
+                "the tracer did not attach (it said {other:?})"
+            ))),
+        }
+    }
+
+    /// Waits until the program is held at the call, or says something to the grader first, or
+    /// `until`.
+    pub fn wait(&mut self, program: &mut Proc, until: Instant) -> Result<Reached, Fail> {
+        loop {
+            if let Some(message) = program.recv_before(Instant::now())? {
+                return Ok(Reached::Passed(Some(message)));
+            }
+            match self.next_byte(Instant::now() + Duration::from_millis(2))? {
+                Some(HELD) => return Ok(Reached::Call),
+                Some(_) => return Ok(Reached::Passed(None)),
+                None if Instant::now() >= until => {
+                    return Err(Fail::TimedOut(format!(
+                        "timed out: the program did not reach the system call the grader waits \
+                         for.{}",
+                        program.diagnose()
+                    )));
+                }
+                None => {}
+            }
+        }
+    }
+
+    /// Whether the call was made to fail, once the program has reported what followed it (the
+    /// tracer says so before the program goes on).
+    pub fn failed_the_call(&mut self) -> Result<bool, Fail> {
+        Ok(self.next_byte(Instant::now() + Duration::from_millis(10))? == Some(FAILED))
+    }
+
+    /// Lets the held call go on, untraced from now on.
+    pub fn release(mut self) {
+        // SAFETY: one byte from a live buffer to our own pipe.
+        unsafe { libc::write(self.to_tracer.as_raw_fd(), [0u8].as_ptr().cast(), 1) };
+        // Drop waits for the tracer, which detaches before it exits.
+        self.released = true;
+    }
+
+    /// The tracer's next byte, if one comes before `until`.
+    fn next_byte(&mut self, until: Instant) -> Result<Option<u8>, Fail> {
+        let wait = until.saturating_duration_since(Instant::now());
+        let mut fds = [PollFd::new(self.from_tracer.as_fd(), PollFlags::POLLIN)];
+        let ms = u16::try_from(wait.as_millis()).unwrap_or(u16::MAX);
+        match poll(&mut fds, PollTimeout::from(ms)) {
+            Ok(0) | Err(nix::errno::Errno::EINTR) => return Ok(None),
+            Ok(_) => {}
+            Err(e) => return Err(Fail::Grader(format!("poll: {e}"))),
+        }
+        let mut byte = [0u8];
+        // SAFETY: reads one byte into a live buffer.
+        let n = unsafe { libc::read(self.from_tracer.as_raw_fd(), byte.as_mut_ptr().cast(), 1) };
+        // End of file: the tracer is gone without a word.
+        Ok(Some(if n == 1 { byte[0] } else { GONE }))
+    }
+}
+
+impl Drop for Tracer {
+    fn drop(&mut self) {
+        // A tracer still at work (not told to release a held call, or still waiting for its
+        // call) is killed: the kernel then detaches the program, which goes on. Killed only
+        // while not yet reaped, so that its pid is still its own.
+        let deadline = Instant::now() + Duration::from_millis(500);
+        let mut killed = false;
+        let mut status = 0;
+        loop {
+            // SAFETY: waits for our own child without blocking.
+            let r = unsafe { libc::waitpid(self.tracer, &mut status, libc::WNOHANG) };
+            if r != 0 {
+                return; // Reaped, or already reaped by the grader's orphan sweep.
+            }
+            if !killed && (!self.released || Instant::now() >= deadline) {
+                // SAFETY: signals our own child, not yet reaped.
+                unsafe { libc::kill(self.tracer, libc::SIGKILL) };
+                killed = true;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+}
+
+/// The tracer's descriptors: it writes to `report`, reads `resume`; `grader_ends` are the
+/// grader's ends of those pipes, which it closes.
+#[derive(Clone, Copy)]
+struct Pipes {
+    report: i32,
+    resume: i32,
+    grader_ends: [i32; 2],
+}
+
+/// Offsets in `struct user` (x86-64) of the registers that hold a call's number on entry and
+/// its result on exit.
+const ORIG_RAX: usize = 15 * 8;
+const RAX: usize = 10 * 8;
+
+/// The tracer, in the forked child: only system calls, no allocation, never returns.
+unsafe fn trace(pid: i32, call: Call, action: Action, pipes: Pipes) -> ! {
+    // SAFETY: plain system calls on our own descriptors and memory, and on the traced process.
+    unsafe {
+        for fd in pipes.grader_ends {
+            libc::close(fd);
+        }
+        let say = |byte: u8| libc::write(pipes.report, [byte].as_ptr().cast(), 1);
+        let gone = || -> ! {
+            say(GONE);
+            libc::_exit(0)
+        };
+        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+        let options = libc::PTRACE_O_TRACESYSGOOD as usize;
+        if libc::ptrace(libc::PTRACE_SEIZE, pid, 0usize, options) != 0 {
+            say(REFUSED);
+            libc::_exit(1);
+        }
+        let mut status = 0;
+        if libc::ptrace(libc::PTRACE_INTERRUPT, pid, 0usize, 0usize) != 0
+            || libc::waitpid(pid, &mut status, libc::__WALL) != pid
+        {
+            gone();
+        }
+        say(ATTACHED);
+        let mut signal = 0usize;
+        loop {
+            if libc::ptrace(libc::PTRACE_SYSCALL, pid, 0usize, signal) != 0
+                || libc::waitpid(pid, &mut status, libc::__WALL) != pid
+                || !libc::WIFSTOPPED(status)
+            {
+                gone();
+            }
+            signal = 0;
+            let stopped_by = libc::WSTOPSIG(status);
+            if stopped_by == libc::SIGTRAP | 0x80 {
+                if !at_entry_of(pid, call) {
+                    continue;
+                }
+                match action {
+                    Action::Hold => {
+                        say(HELD);
+                        let mut byte = [0u8];
+                        libc::read(pipes.resume, byte.as_mut_ptr().cast(), 1);
+                    }
+                    Action::Fail(errno) => {
+                        // No call at all (number -1), and on its way out, the error.
+                        libc::ptrace(libc::PTRACE_POKEUSER, pid, ORIG_RAX, -1isize);
+                        loop {
+                            if libc::ptrace(libc::PTRACE_SYSCALL, pid, 0usize, 0usize) != 0
+                                || libc::waitpid(pid, &mut status, libc::__WALL) != pid
+                                || !libc::WIFSTOPPED(status)
+                            {
+                                gone();
+                            }
+                            if libc::WSTOPSIG(status) == libc::SIGTRAP | 0x80 {
+                                break;
+                            }
+                        }
+                        libc::ptrace(libc::PTRACE_POKEUSER, pid, RAX, -(errno as isize));
+                        // Said while the program is still stopped: the check hears it before
+                        // anything the program says next.
+                        say(FAILED);
+                        libc::ptrace(libc::PTRACE_DETACH, pid, 0usize, 0usize);
+                        libc::_exit(0);
+                    }
+                }
+                libc::ptrace(libc::PTRACE_DETACH, pid, 0usize, 0usize);
+                libc::_exit(0);
+            } else if status >> 16 == 0 && stopped_by != libc::SIGTRAP {
+                // A signal on its way to the program: deliver it.
+                signal = stopped_by as usize;
+            }
+        }
+    }
+}
+
+/// Whether `pid`, stopped at a system call, is entering `call`.
+unsafe fn at_entry_of(pid: i32, call: Call) -> bool {
+    // struct ptrace_syscall_info: op (u8) at 0; for an entry, the number at 24 and the
+    // arguments (u64 each) from 32.
+    let mut info = [0u8; 96];
+    // SAFETY: the kernel writes at most info.len() bytes into it.
+    let got = unsafe {
+        libc::ptrace(
+            libc::PTRACE_GET_SYSCALL_INFO,
+            pid,
+            info.len(),
+            info.as_mut_ptr(),
+        )
+    };
+    let word = |at: usize| {
+        let mut bytes = [0u8; 8];
+        bytes.copy_from_slice(&info[at..at + 8]);
+        u64::from_ne_bytes(bytes)
+    };
+    if got <= 0 || info[0] != libc::PTRACE_SYSCALL_INFO_ENTRY || word(24) != call.number as u64 {
+        return false;
+    }
+    let second = word(40);
+    match call.matching {
+        Match::Any => true,
+        Match::Bits { arg, mask, value } => arg < 6 && word(32 + 8 * arg) & mask == value,
+        Match::Path(path) => {
+            // The path and its NUL, read from the program's memory.
+            let mut read = [0u8; 256];
+            let want = path.len() + 1;
+            if want > read.len() {
+                return false;
+            }
+            let local = libc::iovec {
+                iov_base: read.as_mut_ptr().cast(),
+                iov_len: want,
+            };
+            let remote = libc::iovec {
+                iov_base: second as usize as *mut libc::c_void,
+                iov_len: want,
+            };
+            // SAFETY: reads `want` bytes of the traced process into our own buffer.
+            let n = unsafe { libc::process_vm_readv(pid, &local, 1, &remote, 1, 0) };
+            n == want as isize && &read[..path.len()] == path.as_bytes() && read[path.len()] == 0
+        }
+    }
+}
