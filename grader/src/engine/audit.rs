@@ -389,6 +389,11 @@ pub fn snapshot() -> BTreeSet<IpcObject> {
 /// Whether a message queue with this name (leading slash included) exists: found by opening it,
 /// for machines where the mqueue file system is not mounted.
 pub fn message_queue_exists(name: &str) -> bool {
+    // A name with a slash past the first cannot name a queue (mq_open refuses it, with EACCES,
+    // which below would mean "exists").
+    if name.trim_start_matches('/').contains('/') {
+        return false;
+    }
     let Ok(c_name) = CString::new(name) else {
         return false;
     };
