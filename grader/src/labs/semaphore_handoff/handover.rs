@@ -9,7 +9,7 @@ use ipc_labs_driver::Message;
 use rand::RngExt;
 
 use super::probe;
-use super::{CONSUMER, PARENT, PAYLOAD, PRODUCER};
+use super::{CONSUMER, PARENT, PAYLOAD, PRODUCER, RECORD_SIZE};
 use crate::engine::{Fail, Proc, Run};
 
 /// FNV-1a's offset basis and prime: the consumer's digest folds 64-bit words with them, and a
@@ -84,6 +84,9 @@ impl Launch {
         }
         let producer: i32 = field(&ready, "producer")?;
         let consumer: i32 = field(&ready, "consumer")?;
+        if probe::alive(producer) && probe::alive(consumer) {
+            shares_slot(producer, consumer)?;
+        }
         let parent = self.proc.pid.as_raw();
         self.proc.set_roles(move |view| {
             match view.pid {
@@ -106,6 +109,28 @@ impl Launch {
             hold: None,
         })
     }
+}
+
+/// Both sides must share the slot: a shared anonymous mapping inherited across `fork()`.
+fn shares_slot(producer: i32, consumer: i32) -> Result<(), Fail> {
+    let large = |m: &probe::Mapping| m.shared() && !m.named_semaphore() && m.len() >= RECORD_SIZE;
+    let theirs = probe::mappings(consumer);
+    let shared: Vec<probe::Mapping> = probe::mappings(producer)
+        .into_iter()
+        .filter(|m| large(m) && theirs.iter().any(|t| large(t) && t.inode == m.inode))
+        .collect();
+    if shared.iter().any(probe::Mapping::shared_anonymous) {
+        return Ok(());
+    }
+    let instead = match shared.first() {
+        Some(mapping) => format!(" (they share a mapping of {} instead)", mapping.path),
+        None => String::new(),
+    };
+    Err(Fail::failed(format!(
+        "the producer and the consumer share no anonymous mapping large enough for a \
+         record{instead}: the slot must be mmap_anonymous(MAP_SHARED), made in Handoff::create() \
+         before fork() so that both sides inherit it"
+    )))
 }
 
 /// One run of the program, from `ready` to `ended`.
@@ -315,7 +340,8 @@ impl Handover {
         } else if *skipped > 0 {
             "the producer wrote the next record into the slot before the consumer had copied \
              the last one: take() must post ok only after copying the slot, and put() must wait \
-             for ok before it returns"
+             for ok before it returns (wait() returning only when a signal came, not when a \
+             slice timed out)"
         } else {
             "a record was copied while it was being written: post ready only after writing the \
              slot, post ok only after copying it, and create the semaphores at 0"
@@ -343,6 +369,16 @@ pub fn report_failure(message: &Message, mechanism: &str, taken: Option<&str>) -
         "exists" if taken.is_none() => {
             "the names the grader gave did not exist: open each of the two names once, and give \
              Exists only for EEXIST"
+                .to_string()
+        }
+        "post" | "wait" if error.contains("EBADF") && mechanism == "queues" => {
+            "the queue descriptor does not allow this: open both queues with O_RDWR (each side \
+             sends on one and receives from the other)"
+                .to_string()
+        }
+        "wait" if error.contains("EMSGSIZE") => {
+            "mq_timedreceive() said EMSGSIZE: the queue's messages are larger than the receive \
+             buffer; make them SIGNAL_SIZE bytes (mq_msgsize) and receive into SIGNAL_SIZE bytes"
                 .to_string()
         }
         "open" if error.contains("EINVAL") && mechanism == "queues" => {

@@ -39,8 +39,9 @@ pub enum Deadline {
     Never,
     /// This far ahead.
     Ahead(Duration),
-    /// Already this far in the past when the call was made: it returns at once.
-    Past(Duration),
+    /// Already `by` in the past when the call was seen: it returns at once (or it has just
+    /// timed out). `at` is the deadline itself, on its clock.
+    Past { by: Duration, at: Duration },
     /// Not readable, or not a time.
     Unknown,
 }
@@ -86,7 +87,10 @@ fn absolute(pid: i32, addr: u64, clock: ClockId, before: Duration) -> Deadline {
         return Deadline::Unknown;
     };
     if at + PAST_SLACK < before {
-        return Deadline::Past(before - at);
+        return Deadline::Past {
+            by: before - at,
+            at,
+        };
     }
     Deadline::Ahead(at.saturating_sub(now(clock)))
 }
@@ -141,25 +145,45 @@ pub fn alive(pid: i32) -> bool {
 }
 
 /// Stops `pid` for a moment to see which call it makes: a process that never blocks is never
-/// seen in a call otherwise. `None` if it did not stop in a call.
-pub fn sample_stopped(pid: i32) -> Option<Seen> {
+/// seen in a call otherwise. `None` if it did not stop; `Some(None)` if it stopped in its own
+/// code, in no system call.
+fn sample_stopped(pid: i32) -> Option<Option<Seen>> {
     force::hold(pid).ok()?;
     let until = Instant::now() + Duration::from_millis(200);
     while state(pid) != Some('T') && Instant::now() < until {
         std::thread::sleep(Duration::from_micros(200));
     }
+    let stopped = state(pid) == Some('T');
     let seen = sample(pid);
     let _ = force::resume(pid);
-    seen
+    stopped.then_some(seen)
 }
 
 /// Every sample taken of a waiting side, summed up.
 #[derive(Debug, Default, Clone)]
 pub struct Samples {
     pub seen: Vec<Seen>,
+    /// How many times it was stopped in its own code, in no system call.
+    pub outside: usize,
+    /// How many times its state was looked at, and how many of them it was runnable (on a CPU
+    /// or waiting for one) rather than asleep.
+    pub looked: usize,
+    pub runnable: usize,
 }
 
+/// A timed wait whose deadline is this far behind the clock was never "now + a slice": it is a
+/// duration, or a time on another clock.
+pub const FAR_PAST: Duration = Duration::from_secs(3600);
+
 impl Samples {
+    /// Adds `other`'s samples to these.
+    pub fn merge(&mut self, other: Samples) {
+        self.seen.extend(other.seen);
+        self.outside += other.outside;
+        self.looked += other.looked;
+        self.runnable += other.runnable;
+    }
+
     /// The waits (futex or receive) seen, with their deadlines.
     pub fn waits(&self) -> impl Iterator<Item = (Seen, Deadline)> + '_ {
         self.seen.iter().filter_map(|seen| match *seen {
@@ -168,7 +192,7 @@ impl Samples {
         })
     }
 
-    /// How far the deadlines seen were ahead, the farthest first, when at least two were.
+    /// How far the deadlines seen were ahead, the farthest first.
     pub fn leads(&self) -> Vec<Duration> {
         let mut leads: Vec<Duration> = self
             .waits()
@@ -181,16 +205,32 @@ impl Samples {
         leads
     }
 
-    /// The deadlines seen that were already past, when at least two were.
-    pub fn past(&self) -> Option<Duration> {
-        let past: Vec<Duration> = self
+    /// How far behind the clock the deadlines of its waits were, when they were no slices: the
+    /// same deadline seen past by more than `slack` at least twice (computed once and used
+    /// again), or deadlines far in the past at least twice. A wait that has just timed out and
+    /// waits for a CPU shows its deadline past once, by the time it waits.
+    pub fn past(&self, slack: Duration) -> Option<Duration> {
+        let past: Vec<(Duration, Duration)> = self
             .waits()
             .filter_map(|(_, d)| match d {
-                Deadline::Past(by) => Some(by),
+                Deadline::Past { by, at } => Some((by, at)),
                 _ => None,
             })
             .collect();
-        (past.len() >= 2).then(|| past[past.len() / 2])
+        let far: Vec<Duration> = past
+            .iter()
+            .filter(|(by, _)| *by > FAR_PAST)
+            .map(|(by, _)| *by)
+            .collect();
+        if far.len() >= 2 {
+            return far.iter().max().copied();
+        }
+        past.iter()
+            .filter(|(by, at)| {
+                *by > slack && past.iter().filter(|(_, other)| other == at).count() >= 2
+            })
+            .map(|(by, _)| *by)
+            .max()
     }
 
     /// Whether waits without any deadline were seen (at least two samples).
@@ -202,31 +242,53 @@ impl Samples {
     pub fn slept(&self) -> bool {
         self.seen.contains(&Seen::Sleep)
     }
+
+    /// The share of looks at which it was runnable.
+    pub fn runnable_share(&self) -> f64 {
+        self.runnable as f64 / self.looked.max(1) as f64
+    }
+
+    /// Looks at `pid` once: the call it sits in when it is asleep, its state anyway; when it is
+    /// runnable and `stop`, stops it to see which call it is making, if any.
+    fn look(&mut self, pid: i32, stop: bool) {
+        let Some(now) = state(pid) else {
+            return;
+        };
+        self.looked += 1;
+        if now == 'R' {
+            self.runnable += 1;
+            match stop.then(|| sample_stopped(pid)).flatten() {
+                Some(Some(seen)) => self.seen.push(seen),
+                Some(None) => self.outside += 1,
+                None => {}
+            }
+        } else if let Some(seen) = sample(pid) {
+            self.seen.push(seen);
+        }
+    }
 }
 
-/// Samples the main thread of `pid` every few milliseconds until `until`.
+/// Samples the main thread of `pid` every few milliseconds until `until`, without disturbing
+/// it.
 pub fn watch(pid: i32, until: Instant) -> Samples {
     let mut samples = Samples::default();
     while Instant::now() < until && alive(pid) {
-        if let Some(seen) = sample(pid) {
-            samples.seen.push(seen);
-        }
+        samples.look(pid, false);
         std::thread::sleep(Duration::from_millis(5));
     }
     samples
 }
 
-/// Stops `pid` up to `times` times to see what it calls while it does not block.
+/// Looks at `pid` `times` times, stopping it whenever it is not asleep to see what it calls
+/// (a side that never blocks is seen in no call otherwise; one asleep is not disturbed).
 pub fn watch_stopped(pid: i32, times: usize) -> Samples {
     let mut samples = Samples::default();
     for _ in 0..times {
         if !alive(pid) {
             break;
         }
-        if let Some(seen) = sample_stopped(pid) {
-            samples.seen.push(seen);
-        }
-        std::thread::sleep(Duration::from_millis(2));
+        samples.look(pid, true);
+        std::thread::sleep(Duration::from_millis(5));
     }
     samples
 }

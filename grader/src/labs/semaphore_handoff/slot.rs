@@ -29,6 +29,22 @@ fn describe_slot(bytes: &[u8], seed: u64) -> String {
     }
 }
 
+/// The address of the shared anonymous mapping of `pid` that starts with `want`, looking again
+/// for up to `patience` (the producer may still be writing it).
+pub fn slot_holding(pid: i32, want: &[u8], patience: Duration) -> Option<u64> {
+    let until = Instant::now() + patience;
+    loop {
+        let found = probe::mappings(pid).into_iter().find(|m| {
+            m.shared_anonymous()
+                && probe::peek(pid, m.start, want.len()).is_some_and(|bytes| bytes == want)
+        });
+        if found.is_some() || Instant::now() > until {
+            return found.map(|m| m.start);
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
 /// Where record `seq` lies in the shared mappings of `producer` other than shared anonymous
 /// ones, if anywhere: to say what the slot was made of instead.
 fn found_elsewhere(producer: i32, want: &[u8]) -> Option<Mapping> {

@@ -16,9 +16,10 @@ use nix::unistd::Pid;
 use rand::RngExt;
 
 use super::handover::{Handover, expected_record, report_failure, whole_record};
+use super::slot::slot_holding;
 use super::probe::{self, Deadline, Samples, Seen};
 use super::{CONSUMER, PRODUCER, WAIT_SLICE};
-use crate::engine::inspect::ProcessView;
+use crate::engine::inspect::{self, ProcessView};
 use crate::engine::waiting::{self, WaitRules};
 use crate::engine::{Fail, Run};
 
@@ -33,6 +34,17 @@ const SLICE_LIMIT: Duration = Duration::from_millis(250);
 const RULES: WaitRules = WaitRules {
     wakeups_per_second: 25.0,
 };
+/// CPU time a side waiting for 0.4 s may use: a blocked wait wakes ten times a second for a few
+/// microseconds; a spinning one, even with a twentieth of a CPU, uses 20 ms.
+const BUSY_CPU: Duration = Duration::from_millis(20);
+/// How many more times the grader looks at a waiting side, stopping it if it is not asleep.
+const STOPS: usize = 8;
+/// A blocked side is asleep but for a few microseconds a slice; one that is runnable at more
+/// than half the looks does not block, however little of a CPU a loaded machine gives it.
+const RUNNABLE_SHARE: f64 = 0.5;
+/// A deadline seen past by more than this, twice the same, was used again after it had passed:
+/// a wait that has just timed out shows its deadline past only by the time it waits for a CPU.
+const PAST_SLACK: Duration = Duration::from_millis(200);
 /// How long a survivor may take to notice that the other side was killed: it needs a slice
 /// (100 ms) and its parent's waitpid(); thirty slices leave room for a loaded machine.
 const NOTICE_LIMIT: Duration = Duration::from_secs(3);
@@ -41,6 +53,11 @@ const ADVICE: &str = "block in sem_timedwait() or mq_timedreceive() until the ot
                       with a deadline of now + WAIT_SLICE computed before each slice; a loop \
                       around sem_trywait() or a non-blocking receive, or a deadline already \
                       past, returns at once instead of blocking";
+
+/// The CPU time all threads of `pid` have used so far.
+fn cpu_time(pid: i32) -> Duration {
+    Duration::from_nanos(inspect::thread_times(pid).values().map(|t| t.run_ns).sum())
+}
 
 /// The call a side waits in, in words.
 fn describe(seen: Seen) -> String {
@@ -63,19 +80,51 @@ fn signal(mechanism: &str, name: &str) -> String {
 }
 
 /// Why a side that should have been blocked was not, when the samples tell: a timed wait whose
-/// deadline is already past returns at once.
+/// deadline is already past, or only a moment ahead, returns at once or almost.
 fn explain_busy(waiter: i32, role: &str, fail: Fail, passive: &Samples) -> Fail {
-    let past = passive
-        .past()
-        .or_else(|| probe::watch_stopped(waiter, 12).past());
-    match past {
-        Some(by) => Fail::failed(format!(
-            "{role} did not block while it waited for the other side (held by the grader): its \
-             timed wait was called again and again with a deadline already {} ms in the past, \
-             which returns ETIMEDOUT at once. Compute the deadline for each slice, just before \
-             the timed wait: now + WAIT_SLICE",
-            by.as_millis()
-        )),
+    let judge = |samples: &Samples| {
+        let leads = samples.leads();
+        if let Some(by) = samples.past(PAST_SLACK) {
+            Some(if by > probe::FAR_PAST {
+                format!(
+                    "{role} did not block while it waited for the other side (held by the \
+                     grader): its timed wait was called again and again with a deadline {} hours \
+                     in the past, which returns ETIMEDOUT at once. The deadline is an absolute \
+                     time on CLOCK_REALTIME: clock_gettime(CLOCK_REALTIME) + WAIT_SLICE, not a \
+                     duration or a time on another clock",
+                    by.as_secs() / 3600
+                )
+            } else {
+                format!(
+                    "{role} did not block while it waited for the other side (held by the \
+                     grader): its timed wait was called again and again with a deadline already \
+                     {} ms in the past, which returns ETIMEDOUT at once. Compute the deadline \
+                     for each slice, just before the timed wait: now + WAIT_SLICE",
+                    by.as_millis()
+                )
+            })
+        } else if leads.len() >= 2 && leads[0] < WAIT_SLICE / 5 {
+            Some(format!(
+                "{role} woke up again and again while it waited for the other side (held by the \
+                 grader): its timed waits were at most {} ms long (the deadline at most that far \
+                 ahead). Wait in slices of WAIT_SLICE ({} ms): now + WAIT_SLICE",
+                leads[0].as_millis(),
+                WAIT_SLICE.as_millis()
+            ))
+        } else if samples.seen.is_empty() && samples.outside >= 10 {
+            Some(format!(
+                "{role} did not block while it waited for the other side (held by the grader): \
+                 each of the {} times the grader stopped it, it was running its own code, in no \
+                 system call: it spins (a loop around sem_trywait() or a non-blocking \
+                 receive?); {ADVICE}",
+                samples.outside
+            ))
+        } else {
+            None
+        }
+    };
+    match judge(passive).or_else(|| judge(&probe::watch_stopped(waiter, 12))) {
+        Some(message) => Fail::failed(message),
         None => fail,
     }
 }
@@ -83,17 +132,41 @@ fn explain_busy(waiter: i32, role: &str, fail: Fail, passive: &Samples) -> Fail 
 /// Watches `waiter` (`role`), which has nothing to do but wait on `name`, and judges how it
 /// waits; returns what it saw. A waiter that ends meanwhile is left to the reports.
 fn judge_wait(waiter: i32, role: &'static str, mechanism: &str, name: &str) -> Result<String, Fail> {
-    let until = Instant::now() + WATCH;
-    let watcher = std::thread::spawn(move || probe::watch(waiter, until));
+    let started = Instant::now();
+    let before = cpu_time(waiter);
+    // Read first: a side that gives up while it is watched leaves no mappings to read.
+    let maps = probe::mappings(waiter);
+    let watcher = std::thread::spawn(move || probe::watch(waiter, started + WATCH));
     let roles = move |_: &ProcessView| role.to_string();
     let blocked = waiting::expect_blocked(&[waiter], &roles, RULES, ADVICE);
-    let samples = watcher
+    let mut samples = watcher
         .join()
         .map_err(|_| Fail::Grader("the sampling thread panicked".into()))?;
+    let used = cpu_time(waiter).saturating_sub(before);
+    let watched = started.elapsed();
     if !probe::alive(waiter) {
         return Ok(format!("{role} ended while it waited"));
     }
     if let Err(fail) = blocked {
+        return Err(explain_busy(waiter, role, fail, &samples));
+    }
+    // On a loaded machine a spinning side may get too little of a CPU to show: stopped now and
+    // then, a blocked side is always found in its wait, and a deadline already past shows.
+    samples.merge(probe::watch_stopped(waiter, STOPS));
+    let runnable = samples.runnable_share();
+    if used > BUSY_CPU
+        || runnable > RUNNABLE_SHARE
+        || samples.outside >= 3
+        || samples.past(PAST_SLACK).is_some()
+    {
+        let fail = Fail::failed(format!(
+            "{role} used {} ms of CPU in {} ms while it had nothing to do, and was runnable \
+             (on a CPU or waiting for one) at {:.0}% of the grader's looks: it does not block; \
+             {ADVICE}",
+            used.as_millis(),
+            watched.as_millis(),
+            runnable * 100.0
+        ));
         return Err(explain_busy(waiter, role, fail, &samples));
     }
     let signal = signal(mechanism, name);
@@ -128,7 +201,6 @@ fn judge_wait(waiter: i32, role: &'static str, mechanism: &str, name: &str) -> R
             WAIT_SLICE.as_millis()
         )));
     }
-    let maps = probe::mappings(waiter);
     for (seen, _) in &waits {
         match *seen {
             Seen::Futex { addr, .. } if mechanism == "semaphores" => {
@@ -178,11 +250,27 @@ pub fn waits_block(run: &mut Run) -> Result<String, Fail> {
     // Semaphores: the consumer is held for over ten slices; the producer waits for ok.
     let at = run.rng().random_range(20..80u64).to_string();
     let mut handover = Handover::start(run, "semaphores", 100, &["--pause-consumer-at", &at])?;
-    let (producer, ok) = (handover.producer, handover.names[1].clone());
+    let (producer, ok, seed) = (handover.producer, handover.names[1].clone(), handover.seed);
+    let seq: u64 = at.parse().expect("a number");
     let reports = handover.finish(|proc, _| {
         let held = Instant::now();
+        let record = expected_record(seed, seq);
+        let slot = slot_holding(producer, &record, Duration::from_secs(1));
         notes.push(judge_wait(producer, PRODUCER, "semaphores", &ok)?);
         std::thread::sleep(LONG_HOLD.saturating_sub(held.elapsed()));
+        // The consumer posted no ok: the producer must still be waiting, record K in the slot.
+        if let Some(slot) = slot
+            && let Some(now) = probe::peek(producer, slot, record.len())
+            && now != record
+        {
+            let moved = u64::from_ne_bytes(now[..8].try_into().expect("8 bytes"));
+            return Err(Fail::failed(format!(
+                "while the consumer was held before record {seq} (it posted no ok), the \
+                 producer went on and wrote record {moved} into the slot: its wait(ok) returned \
+                 without an ok. Return from wait() only when the signal came; a slice that times \
+                 out means wait again, or PeerGone if the peer is gone"
+            )));
+        }
         proc.send("go", &[])
     })?;
     handover.verify(&reports, "100 rounds with semaphores, the consumer held")?;
