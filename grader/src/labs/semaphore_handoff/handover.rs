@@ -333,10 +333,15 @@ impl Handover {
                  producer wrote it into"
             )));
         }
-        let cause = if *stale > 0 {
+        let cause = if *torn == self.rounds {
+            "every record was torn, in every round: not a race, the copy itself. put() and \
+             take() must copy the whole Record (all size_of::<Record>() bytes) into and out of \
+             the slot"
+        } else if *stale > 0 {
             "the consumer copied the slot before the producer had written the record in it: \
-             put() must write the record before it posts ready (and wait() must return only \
-             when a signal came, not when a slice timed out)"
+             put() must write the record before it posts ready, take() must copy the slot only \
+             once wait(ready) has returned, and wait() must return only when a signal came, not \
+             when a slice timed out"
         } else if *skipped > 0 {
             "the producer wrote the next record into the slot before the consumer had copied \
              the last one: take() must post ok only after copying the slot, and put() must wait \
