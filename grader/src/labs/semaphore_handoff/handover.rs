@@ -75,7 +75,7 @@ impl Launch {
         let ready = self.proc.recv_any()?;
         match ready.kind.as_str() {
             "ready" => {}
-            "failed" => return Err(report_failure(&ready, self.mechanism, None)),
+            "failed" => return Err(report_failure(&ready, self.mechanism)),
             kind => {
                 return Err(Fail::failed(format!(
                     "the program said `{kind}` where it should have been ready"
@@ -255,7 +255,7 @@ impl Handover {
     pub fn failure(&self, message: &Message) -> Fail {
         let role = message.get("role").unwrap_or("?");
         if message.get("kind") != Some("peer-gone") || !matches!(role, "producer" | "consumer") {
-            return report_failure(message, self.mechanism, None);
+            return report_failure(message, self.mechanism);
         }
         let other = if role == "producer" {
             "consumer"
@@ -359,9 +359,8 @@ impl Handover {
     }
 }
 
-/// A `failed` report, in the student's terms. `taken` is the name the grader had made exist
-/// before the program ran, if any.
-pub fn report_failure(message: &Message, mechanism: &str, taken: Option<&str>) -> Fail {
+/// A `failed` report, in the student's terms (the names the grader gives do not exist yet).
+pub fn report_failure(message: &Message, mechanism: &str) -> Fail {
     let role = message.get("role").unwrap_or("?");
     let kind = message.get("kind").unwrap_or("none");
     let error = message.get("error").unwrap_or("");
@@ -371,7 +370,7 @@ pub fn report_failure(message: &Message, mechanism: &str, taken: Option<&str>) -
              an error, wait again"
                 .to_string()
         }
-        "exists" if taken.is_none() => {
+        "exists" => {
             "the names the grader gave did not exist: open each of the two names once, and give \
              Exists only for EEXIST"
                 .to_string()

@@ -20,15 +20,17 @@
 //! the futex or queue that call waits on, the deadline of its timed wait.
 //!
 //! Files: `handover.rs` drives the protocol and judges the reports, `probe.rs` reads the
-//! processes from `/proc`, and the checks are grouped in `rounds.rs` (many records), `slot.rs`
-//! (the records go through the slot), `waits.rs` (blocking, signals, a dead peer) and
-//! `names.rs` (the objects' creation, names, release and error paths).
+//! processes from `/proc`, and the checks are grouped in `rounds.rs` (many records), `order.rs`
+//! (the order of writes, copies and posts, forced), `slot.rs` (the records go through the
+//! slot), `waits.rs` (blocking, signals, a dead peer) and `names.rs` (the objects' creation,
+//! names, release and error paths).
 //!
 //! Sizes from measurements on a 2-CPU machine: a correct round trip takes 2-100 us (up to ~90 us
 //! when the sides sit on different CPUs), so 10,000 free rounds take at most a few seconds.
 
 mod handover;
 mod names;
+mod order;
 mod probe;
 mod rounds;
 mod slot;
@@ -73,6 +75,16 @@ pub static LAB: Lab = Lab {
                           reported",
             exclusive: false,
             run: rounds::mq_rounds,
+        },
+        Check {
+            name: "posts-in-order",
+            points: 2,
+            timeout: Duration::from_secs(10),
+            description: "the grader holds a post in the middle (its queue full): the producer \
+                          has written the record before it posts ready, the consumer has \
+                          copied it before it posts ok",
+            exclusive: false,
+            run: order::posts_in_order,
         },
         Check {
             name: "record-in-slot",

@@ -97,7 +97,7 @@ pub fn objects_created(run: &mut Run) -> Result<String, Fail> {
         let created = launch.proc.recv_any()?;
         match created.kind.as_str() {
             "created" => {}
-            "failed" => return Err(report_failure(&created, mechanism, None)),
+            "failed" => return Err(report_failure(&created, mechanism)),
             kind => {
                 return Err(Fail::failed(format!(
                     "the program said `{kind}` where it should have said `created`"
@@ -342,7 +342,7 @@ fn unlink_fails(run: &mut Run) -> Result<String, Fail> {
     let created = launch.proc.recv_any()?;
     if created.kind != "created" {
         return Err(match created.kind.as_str() {
-            "failed" => report_failure(&created, "semaphores", None),
+            "failed" => report_failure(&created, "semaphores"),
             kind => Fail::failed(format!("the program said `{kind}` where it should have said `created`")),
         });
     }
@@ -353,7 +353,7 @@ fn unlink_fails(run: &mut Run) -> Result<String, Fail> {
     let message = launch.proc.recv_any()?;
     let reported = message.kind == "failed" && message.get("kind") == Some("unlink");
     if message.kind == "failed" && !reported {
-        return Err(report_failure(&message, "semaphores", None));
+        return Err(report_failure(&message, "semaphores"));
     }
     if probe::name_exists(&ok) && reported {
         return Err(Fail::failed(format!(

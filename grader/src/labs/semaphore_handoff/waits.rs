@@ -438,7 +438,7 @@ fn survives(run: &mut Run, mechanism: &'static str, kill_producer: bool) -> Resu
             ("failed", Some("peer-gone")) if message.get("role") == Some(survivor) => {
                 noticed = Some(killed.elapsed());
             }
-            ("failed", _) => return Err(report_failure(&message, mechanism, None)),
+            ("failed", _) => return Err(report_failure(&message, mechanism)),
             ("done", _) => {
                 return Err(Fail::failed(format!(
                     "the {survivor} said it was done although the {victim_role} was killed \
