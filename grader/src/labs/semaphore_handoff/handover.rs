@@ -340,13 +340,13 @@ impl Handover {
         } else if *stale > 0 {
             "the consumer copied the slot before the producer had written the record in it: \
              put() must write the record before it posts ready, take() must copy the slot only \
-             once wait(ready) has returned, and wait() must return only when a signal came, not \
-             when a slice timed out"
+             once wait(ready) has returned, and wait() must return only when the signal came, \
+             not when a slice timed out or a signal handler interrupted it"
         } else if *skipped > 0 {
             "the producer wrote the next record into the slot before the consumer had copied \
              the last one: take() must post ok only after copying the slot, and put() must wait \
-             for ok before it returns (wait() returning only when a signal came, not when a \
-             slice timed out)"
+             for ok before it returns (wait() returning only when the signal came, not when a \
+             slice timed out or a signal handler interrupted it)"
         } else {
             "a record was copied while it was being written: post ready only after writing the \
              slot, post ok only after copying it, and create the semaphores at 0"
@@ -378,6 +378,16 @@ pub fn report_failure(message: &Message, mechanism: &str) -> Fail {
         "post" | "wait" if error.contains("EBADF") && mechanism == "queues" => {
             "the queue descriptor does not allow this: open both queues with O_RDWR (each side \
              sends on one and receives from the other)"
+                .to_string()
+        }
+        "wait" if error.contains("ETIMEDOUT") => {
+            "a slice that times out is no error: ask Peer::gone(), give up with PeerGone if the \
+             peer is gone, and wait again if it is there"
+                .to_string()
+        }
+        "unlink" if error.contains("ENOENT") => {
+            "the name was already gone when Handoff::unlink() came to it: remove the names there \
+             only, once, not in create() nor in the sides"
                 .to_string()
         }
         "wait" if error.contains("EMSGSIZE") => {

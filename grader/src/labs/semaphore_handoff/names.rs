@@ -42,9 +42,18 @@ fn inspect_created(run: &Run, proc: &Proc, mechanism: &str, names: &[String; 2])
              enough for a record: make the slot with mmap_anonymous(MAP_SHARED), one Record long",
         ));
     }
+    let removed = |name: &str| {
+        Fail::failed(format!(
+            "once Handoff::create() returned, the parent held {name}, but its name was already \
+             gone: remove the names only in Handoff::unlink(), once both sides hold the objects"
+        ))
+    };
     for name in names {
         if mechanism == "semaphores" {
             let Some(value) = probe::semaphore_value(name) else {
+                if maps.iter().filter(|m| m.named_semaphore()).count() >= 2 {
+                    return Err(removed(name));
+                }
                 return Err(Fail::failed(format!(
                     "once Handoff::create() returned, there was no named semaphore {name} (no \
                      file {}): create the signals with sem_open(name, O_CREAT | O_EXCL, 0600, 0)",
@@ -59,6 +68,9 @@ fn inspect_created(run: &Run, proc: &Proc, mechanism: &str, names: &[String; 2])
             }
         } else {
             let Some(attributes) = probe::queue_attributes(name) else {
+                if !probe::queue_descriptors(parent, name).is_empty() {
+                    return Err(removed(name));
+                }
                 return Err(Fail::failed(format!(
                     "once Handoff::create() returned, there was no message queue {name}: create \
                      the signals with mq_open(name, O_CREAT | O_EXCL | O_RDWR, 0600, attributes)"
