@@ -114,8 +114,12 @@ impl Launch {
 /// Both sides must share the slot: a shared anonymous mapping inherited across `fork()`.
 fn shares_slot(producer: i32, consumer: i32) -> Result<(), Fail> {
     let large = |m: &probe::Mapping| m.shared() && !m.named_semaphore() && m.len() >= RECORD_SIZE;
-    let theirs = probe::mappings(consumer);
-    let shared: Vec<probe::Mapping> = probe::mappings(producer)
+    let (ours, theirs) = (probe::mappings(producer), probe::mappings(consumer));
+    if ours.is_empty() || theirs.is_empty() {
+        // Gone, or not readable: nothing to judge.
+        return Ok(());
+    }
+    let shared: Vec<probe::Mapping> = ours
         .into_iter()
         .filter(|m| large(m) && theirs.iter().any(|t| large(t) && t.inode == m.inode))
         .collect();
