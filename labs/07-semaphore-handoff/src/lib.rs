@@ -222,9 +222,11 @@ pub fn post(signal: &Signal, message: &str) -> Result<(), HandoffError> {
 }
 
 /// Waits for one signal from `peer`, blocking (never spinning), in slices of [`WAIT_SLICE`]:
-/// `sem_timedwait()` or `mq_timedreceive()` with an absolute `CLOCK_REALTIME` deadline.
-/// `EINTR` (a signal handler ran): wait again. `ETIMEDOUT`: if `peer` is [`Peer::gone`],
-/// [`HandoffError::PeerGone`], else wait again. Other errors are [`HandoffError::Wait`].
+/// `sem_timedwait()` or `mq_timedreceive()` with an absolute `CLOCK_REALTIME` deadline, now +
+/// `WAIT_SLICE`, computed anew for each slice. `EINTR` (a signal handler ran): wait again.
+/// `ETIMEDOUT`: if `peer` is [`Peer::gone`], [`HandoffError::PeerGone`], else wait again. A
+/// signal already there is taken, even from a peer that is gone since: `PeerGone` only after a
+/// slice has timed out. Other errors are [`HandoffError::Wait`].
 pub fn wait(signal: &Signal, peer: &Peer) -> Result<(), HandoffError> {
     let _ = (&signal, &peer);
     todo!(
@@ -238,7 +240,8 @@ impl Handoff {
     /// [`Mechanism::Semaphores`], `sem_open(O_CREAT | O_EXCL, 0600, 0)`; with
     /// [`Mechanism::Queues`], `mq_open(O_CREAT | O_EXCL | O_RDWR, 0600)` with room for one
     /// message of [`SIGNAL_SIZE`] bytes. `EEXIST` is [`HandoffError::Exists`]. If a step fails,
-    /// remove what was already created.
+    /// remove what was already created (unlink and close it, unmap the slot), and only that: a
+    /// name that existed before is not this handoff's.
     pub fn create(
         mechanism: Mechanism,
         ready_name: &str,

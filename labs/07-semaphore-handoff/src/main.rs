@@ -15,10 +15,13 @@
 //! grader recomputes the digest of what it should have received. With `--pause-producer-at K`
 //! the producer says `paused` before record K and waits for `go` (the consumer is then waiting
 //! for *ready*), and with `--pause-consumer-at K` the consumer does so before taking record K
-//! (the producer is then waiting for *ok*). Each side says `done` (the producer with the time
-//! its put() calls took, the consumer with its counts and digest) or `failed` with `kind=` from
-//! [`HandoffError::kind`]; the parent says `ended` with how each side ended, and waits for
-//! `exit`. Keep this file as it is.
+//! (the producer is then waiting for *ok*). With `--pause-after-create` the parent says
+//! `created` once the handoff exists, before it forks, and waits for `go`. Each side says `done`
+//! (the producer with the time its put() calls took, the consumer with its counts and digest)
+//! or `failed` with `kind=` from [`HandoffError::kind`]; the parent says `ended` with how each
+//! side ended, and waits for `exit`. If `Handoff::create` fails, the parent reports it and waits
+//! for `exit` too, so that the grader can see what the failed call left open. Keep this file as
+//! it is.
 
 use std::io::{Read, Write};
 use std::process::ExitCode;
@@ -68,6 +71,9 @@ struct Args {
     /// The consumer stops before record K and waits for the grader's `go`.
     #[arg(long)]
     pause_consumer_at: Option<u64>,
+    /// The parent stops once the handoff is created, before it forks, and waits for `go`.
+    #[arg(long)]
+    pause_after_create: bool,
 }
 
 /// Reports `error` to the grader and on stderr.
@@ -234,9 +240,14 @@ fn main() -> ExitCode {
         Ok(handoff) => handoff,
         Err(error) => {
             report(&control, "parent", &error);
+            control.wait_for("exit");
             return ExitCode::FAILURE;
         }
     };
+    if args.pause_after_create {
+        control.send("created", &[]);
+        control.wait_for("go");
+    }
     // The consumer learns the producer's pid, forked after it, through a pipe.
     let (mut pid_reader, mut pid_writer) = std::io::pipe().expect("pipe() failed");
     // SAFETY: the program is single-threaded, so the children may run on after fork().

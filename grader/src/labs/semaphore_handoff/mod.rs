@@ -1,0 +1,205 @@
+//! Checks of lab 7, semaphores: a producer hands 4 KiB records to a consumer through a one-slot
+//! buffer in shared memory, in lock step, signalling *ready* and *ok* with named POSIX
+//! semaphores or with POSIX message queues.
+//!
+//! `semaphore-handoff --mechanism semaphores|queues --ready N --ok M --rounds R [--cpu C]
+//! [--interruptible] [--pause-producer-at K] [--pause-consumer-at K] [--pause-after-create]`:
+//! the parent creates the handoff (with `--pause-after-create` it says `created` and waits for
+//! `go`; if creating fails it reports it and waits for `exit`), forks the consumer and the
+//! producer, unlinks the names and says `ready` (both pids). The producer starts at `go`, which
+//! carries the seed of the records: only the producer is told, so a consumer cannot make up what
+//! it should receive. A side told to pause says `paused` before record K and waits for `go`, the
+//! other side then waiting for it. Each side says `done` (the producer with the time its `put()`
+//! calls took, the consumer with how many records were good, torn, stale or skipped, and the
+//! digest of all it took) or `failed` with `kind=`; the parent says `ended` and waits for `exit`.
+//!
+//! The grader does not take the consumer's word for the records: it recomputes the digest of
+//! the records the producer was to send, from the seed, with its own copy of the lab's given
+//! `Record::generate`; and it reads and rewrites the slot itself, in the producer's memory,
+//! while the consumer is held. It looks at how a side waits from outside: the call it sits in,
+//! the futex or queue that call waits on, the deadline of its timed wait.
+//!
+//! Files: `handover.rs` drives the protocol and judges the reports, `probe.rs` reads the
+//! processes from `/proc`, and the checks are grouped in `rounds.rs` (many records), `order.rs`
+//! (the order of writes, copies and posts, forced), `slot.rs` (the records go through the
+//! slot), `waits.rs` (blocking, signals, a dead peer) and `names.rs` (the objects' creation,
+//! names, release and error paths).
+//!
+//! Sizes from measurements on a 2-CPU machine: a correct round trip takes 2-100 us (up to ~90 us
+//! when the sides sit on different CPUs), so 10,000 free rounds take at most a few seconds.
+
+mod handover;
+mod names;
+mod order;
+mod probe;
+mod rounds;
+mod slot;
+mod waits;
+
+use std::time::Duration;
+
+use crate::engine::diagnose::{Activity, Hang, Stuck};
+use crate::engine::{Check, Lab};
+
+pub static LAB: Lab = Lab {
+    number: 7,
+    slug: "semaphore-handoff",
+    title: "Semaphores: a one-slot handoff between two processes, with semaphores and queues",
+    cleanup_points: 2,
+    explain_hang,
+    checks: &[
+        Check {
+            name: "sem-free-rounds",
+            points: 4,
+            timeout: Duration::from_secs(20),
+            description: "10,000 records handed over with semaphores, sides on any CPU: none \
+                          lost, repeated, stale or torn; the round-trip time is reported",
+            exclusive: false,
+            run: rounds::sem_free_rounds,
+        },
+        Check {
+            name: "sem-pinned-rounds",
+            points: 4,
+            timeout: Duration::from_secs(10),
+            description: "1,000 records with semaphores, both sides on one CPU (where a post \
+                          before the write shows): all intact and in order",
+            exclusive: false,
+            run: rounds::sem_pinned_rounds,
+        },
+        Check {
+            name: "mq-rounds",
+            points: 4,
+            timeout: Duration::from_secs(25),
+            description: "the same handoff with message queues: 1,000 records on one CPU and \
+                          10,000 on any, all intact and in order; the round-trip time is \
+                          reported",
+            exclusive: false,
+            run: rounds::mq_rounds,
+        },
+        Check {
+            name: "posts-in-order",
+            points: 2,
+            timeout: Duration::from_secs(10),
+            description: "the grader holds a post in the middle (its queue full): the producer \
+                          has written the record before it posts ready, the consumer has \
+                          copied it before it posts ok",
+            exclusive: false,
+            run: order::posts_in_order,
+        },
+        Check {
+            name: "record-in-slot",
+            points: 2,
+            timeout: Duration::from_secs(15),
+            description: "while the consumer is held before record K, the producer's shared \
+                          slot holds record K, the consumer maps it, and the consumer takes the \
+                          record the grader writes there in its place",
+            exclusive: false,
+            run: slot::record_in_slot,
+        },
+        Check {
+            name: "waits-block",
+            points: 3,
+            timeout: Duration::from_secs(15),
+            description: "a side waiting for the other (held by the grader) blocks on the named \
+                          semaphore or the queue, in timed slices of WAIT_SLICE, and does not \
+                          give up on a live peer held for over a second",
+            exclusive: true,
+            run: waits::waits_block,
+        },
+        Check {
+            name: "signals-during-waits",
+            points: 3,
+            timeout: Duration::from_secs(30),
+            description: "SIGUSR1 (with a handler) delivered to a waiting side, and every \
+                          millisecond to both, does not break the protocol: EINTR is retried",
+            exclusive: false,
+            run: waits::signals_during_waits,
+        },
+        Check {
+            name: "peer-exits-early",
+            points: 3,
+            timeout: Duration::from_secs(20),
+            description: "when one side is killed, the other reports kind=peer-gone within \
+                          seconds instead of waiting for ever (semaphores both ways, queues); \
+                          a side that posted its last signal and exited is not given up on",
+            exclusive: false,
+            run: waits::peer_exits_early,
+        },
+        Check {
+            name: "objects-created",
+            points: 2,
+            timeout: Duration::from_secs(10),
+            description: "right after create(): a shared anonymous slot, semaphores at 0, \
+                          queues of one SIGNAL_SIZE message, every object with mode 0600",
+            exclusive: false,
+            run: names::objects_created,
+        },
+        Check {
+            name: "names-unlinked",
+            points: 2,
+            timeout: Duration::from_secs(15),
+            description: "the semaphores are named (mapped from /dev/shm) and, like the \
+                          queues, unlinked once both sides hold them; close() releases both \
+                          signals and the slot",
+            exclusive: false,
+            run: names::names_unlinked,
+        },
+        Check {
+            name: "error-paths",
+            points: 2,
+            timeout: Duration::from_secs(15),
+            description: "a name already taken gives kind=exists, a name refused kind=open, a \
+                          failed unlink kind=unlink; create() removes what it made and leaves \
+                          the existing object alone",
+            exclusive: false,
+            run: names::error_paths,
+        },
+    ],
+};
+
+const PARENT: &str = "the parent";
+const PRODUCER: &str = "the producer";
+const CONSUMER: &str = "the consumer";
+/// Payload bytes in a record (`PAYLOAD` in the lab).
+const PAYLOAD: usize = 4080;
+/// Bytes of a whole record in the slot: its number, the payload, the checksum.
+const RECORD_SIZE: u64 = (PAYLOAD + 16) as u64;
+/// The size of a signal queue's one message (`SIGNAL_SIZE` in the lab).
+const SIGNAL_SIZE: usize = 8;
+/// How long one timed wait lasts (`WAIT_SLICE` in the lab).
+const WAIT_SLICE: Duration = Duration::from_millis(100);
+
+fn waits(process: &Stuck) -> bool {
+    process.activities.iter().any(|a| {
+        matches!(
+            a,
+            Activity::Futex | Activity::MqReceive | Activity::Sleep | Activity::Poll
+        )
+    })
+}
+
+fn explain_hang(hang: &Hang) -> Option<String> {
+    let producer = hang.by_role(PRODUCER);
+    let consumer = hang.by_role(CONSUMER);
+    match (producer, consumer) {
+        (Some(alone), None) | (None, Some(alone)) if waits(alone) => {
+            let other = if alone.role == PRODUCER {
+                CONSUMER
+            } else {
+                PRODUCER
+            };
+            Some(format!(
+                "{} still waits for {other}, which is gone: wait in slices (sem_timedwait, \
+                 mq_timedreceive) and give up with PeerGone when Peer::gone() says so",
+                alone.role
+            ))
+        }
+        (Some(p), Some(c)) if waits(p) && waits(c) => Some(
+            "the producer and the consumer both wait for each other: a signal was lost or never \
+             sent (each round: the producer writes, posts ready, waits for ok; the consumer \
+             waits for ready, reads, posts ok)"
+                .into(),
+        ),
+        _ => None,
+    }
+}

@@ -1,0 +1,408 @@
+//! The life of the objects: created as the API says (mode 0600, semaphores at 0, queues of one
+//! `SIGNAL_SIZE` message, a shared anonymous slot), unlinked once both sides hold them, released
+//! by `close()`; and the error paths of `create()` and `unlink()`: a name already taken, a name
+//! the system refuses, a name removed behind the program's back.
+
+use std::ffi::CString;
+
+use super::handover::{Handover, Launch, report_failure};
+use super::probe;
+use super::{RECORD_SIZE, SIGNAL_SIZE};
+use crate::engine::{Fail, Proc, Run};
+
+/// What the parent still holds of the handoff: the slot, a named semaphore's mapping, a queue
+/// descriptor of `names`.
+fn held_by(pid: i32, names: &[String; 2]) -> Vec<String> {
+    let mut held = Vec::new();
+    for mapping in probe::mappings(pid) {
+        if mapping.shared_anonymous() && mapping.len() >= RECORD_SIZE {
+            held.push("the slot (a shared anonymous mapping)".to_string());
+        } else if mapping.named_semaphore() {
+            held.push(format!("a named semaphore ({})", mapping.path));
+        }
+    }
+    for name in names {
+        for fd in probe::queue_descriptors(pid, name) {
+            held.push(format!("the queue {name} (descriptor {fd})"));
+        }
+    }
+    held
+}
+
+/// Checks, at the parent's `created`, that the objects are what the API says.
+fn inspect_created(run: &Run, proc: &Proc, mechanism: &str, names: &[String; 2]) -> Result<(), Fail> {
+    let parent = proc.pid.as_raw();
+    let maps = probe::mappings(parent);
+    if !maps
+        .iter()
+        .any(|m| m.shared_anonymous() && m.len() >= RECORD_SIZE)
+    {
+        return Err(Fail::failed(
+            "once Handoff::create() returned, the parent had no shared anonymous mapping large \
+             enough for a record: make the slot with mmap_anonymous(MAP_SHARED), one Record long",
+        ));
+    }
+    let removed = |name: &str| {
+        Fail::failed(format!(
+            "once Handoff::create() returned, the parent held {name}, but its name was already \
+             gone: remove the names only in Handoff::unlink(), once both sides hold the objects"
+        ))
+    };
+    for name in names {
+        if mechanism == "semaphores" {
+            let Some(value) = probe::semaphore_value(name) else {
+                if maps.iter().filter(|m| m.named_semaphore()).count() >= 2 {
+                    return Err(removed(name));
+                }
+                return Err(Fail::failed(format!(
+                    "once Handoff::create() returned, there was no named semaphore {name} (no \
+                     file {}): create the signals with sem_open(name, O_CREAT | O_EXCL, 0600, 0)",
+                    probe::semaphore_file(name)
+                )));
+            };
+            if value != 0 {
+                return Err(Fail::failed(format!(
+                    "the semaphore {name} started at {value}: create it at 0 (the last argument \
+                     of sem_open), so that a wait blocks until the other side posts"
+                )));
+            }
+        } else {
+            let Some(attributes) = probe::queue_attributes(name) else {
+                if !probe::queue_descriptors(parent, name).is_empty() {
+                    return Err(removed(name));
+                }
+                return Err(Fail::failed(format!(
+                    "once Handoff::create() returned, there was no message queue {name}: create \
+                     the signals with mq_open(name, O_CREAT | O_EXCL | O_RDWR, 0600, attributes)"
+                )));
+            };
+            if attributes.max_messages != 1 || attributes.message_size != SIGNAL_SIZE as i64 {
+                return Err(Fail::failed(format!(
+                    "the queue {name} has room for {} messages of {} bytes: a signal queue holds \
+                     one message (mq_maxmsg 1) of SIGNAL_SIZE ({SIGNAL_SIZE}) bytes (mq_msgsize)",
+                    attributes.max_messages, attributes.message_size
+                )));
+            }
+            if attributes.messages != 0 {
+                return Err(Fail::failed(format!(
+                    "the queue {name} held {} messages before anything was posted: create it \
+                     empty",
+                    attributes.messages
+                )));
+            }
+            if probe::queue_descriptors(parent, name).is_empty() {
+                return Err(Fail::failed(format!(
+                    "once Handoff::create() returned, the parent did not hold the queue {name} \
+                     open: keep the descriptors mq_open() returns in the Handoff"
+                )));
+            }
+        }
+    }
+    // The rubric's check of permissions: every object the check saw, as it was created.
+    run.expect_owner_only()
+}
+
+pub fn objects_created(run: &mut Run) -> Result<String, Fail> {
+    for mechanism in ["semaphores", "queues"] {
+        let names = [run.ipc_name("ready"), run.ipc_name("ok")];
+        let mut launch = Launch::new(run, mechanism, names, 10, &["--pause-after-create"])?;
+        let created = launch.proc.recv_any()?;
+        match created.kind.as_str() {
+            "created" => {}
+            "failed" => return Err(report_failure(&created, mechanism)),
+            kind => {
+                return Err(Fail::failed(format!(
+                    "the program said `{kind}` where it should have said `created`"
+                )));
+            }
+        }
+        inspect_created(run, &launch.proc, mechanism, &launch.names)?;
+        launch.proc.send("go", &[])?;
+        let mut handover = launch.ready()?;
+        let reports = handover.finish(|_, _| Ok(()))?;
+        handover.verify(&reports, &format!("10 rounds with {mechanism}"))?;
+    }
+    Ok("the slot was a shared anonymous mapping; the semaphores started at 0, the queues held \
+        one message of SIGNAL_SIZE bytes; every object had mode 0600"
+        .into())
+}
+
+pub fn names_unlinked(run: &mut Run) -> Result<String, Fail> {
+    for mechanism in ["semaphores", "queues"] {
+        let mut handover = Handover::start(run, mechanism, 100, &[])?;
+        for name in &handover.names {
+            if probe::name_exists(name) {
+                return Err(Fail::failed(format!(
+                    "{name} still exists once both sides hold it: unlink the names \
+                     (sem_unlink / mq_unlink) in Handoff::unlink(); the processes that have \
+                     them open go on using them, and no crash can leave them behind"
+                )));
+            }
+        }
+        if mechanism == "semaphores"
+            && !probe::mappings(handover.producer)
+                .iter()
+                .any(probe::Mapping::named_semaphore)
+        {
+            // glibc maps a named semaphore from a file /dev/shm/sem.* (created under a
+            // temporary name, then linked to the real one).
+            return Err(Fail::failed(
+                "the producer maps no /dev/shm/sem.* file: use named semaphores, \
+                 sem_open(name, O_CREAT | O_EXCL, 0600, 0)",
+            ));
+        }
+        let reports = handover.collect(|_, _| Ok(()))?;
+        // The parent has reaped both sides and closed the handoff: it waits for `exit`.
+        let held = held_by(handover.proc.pid.as_raw(), &handover.names);
+        if !held.is_empty() {
+            return Err(Fail::failed(format!(
+                "after Handoff::close() the parent still held {} ({mechanism}): close() must \
+                 sem_close() or mq_close() both signals and munmap() the slot",
+                held.join(", ")
+            )));
+        }
+        handover.exit()?;
+        handover.verify(&reports, &format!("100 rounds with {mechanism}"))?;
+    }
+    Ok("named semaphores and queues were unlinked once both sides held them, and released by \
+        close()"
+        .into())
+}
+
+/// An object the grader made under one of the check's names before the program ran, removed
+/// when dropped.
+struct Planted {
+    mechanism: &'static str,
+    name: String,
+}
+
+/// The value a planted semaphore has, and the message a planted queue holds: an object the
+/// program must leave as it found it.
+const PLANTED_VALUE: u32 = 3;
+const PLANTED_MESSAGE: &[u8] = b"grader";
+
+impl Planted {
+    fn new(mechanism: &'static str, name: &str) -> Result<Planted, Fail> {
+        let c_name = CString::new(name).map_err(|e| Fail::Grader(e.to_string()))?;
+        let failed = |what: &str| Fail::Grader(format!("{what} {name}: {}", nix::errno::Errno::last()));
+        if mechanism == "semaphores" {
+            // SAFETY: a valid C string; mode and value are the variadic arguments O_CREAT reads.
+            let sem = unsafe {
+                libc::sem_open(
+                    c_name.as_ptr(),
+                    libc::O_CREAT | libc::O_EXCL,
+                    0o600 as libc::c_uint,
+                    PLANTED_VALUE as libc::c_uint,
+                )
+            };
+            if sem == libc::SEM_FAILED {
+                return Err(failed("sem_open"));
+            }
+            // SAFETY: opened just above.
+            unsafe { libc::sem_close(sem) };
+        } else {
+            // SAFETY: a zeroed mq_attr, then filled in.
+            let mut attr: libc::mq_attr = unsafe { std::mem::zeroed() };
+            attr.mq_maxmsg = 1;
+            attr.mq_msgsize = SIGNAL_SIZE as i64;
+            // SAFETY: a valid C string and attributes; mode and attributes are what O_CREAT
+            // reads.
+            let mqd = unsafe {
+                libc::mq_open(
+                    c_name.as_ptr(),
+                    libc::O_CREAT | libc::O_EXCL | libc::O_WRONLY,
+                    0o600 as libc::mode_t,
+                    &attr as *const libc::mq_attr,
+                )
+            };
+            if mqd < 0 {
+                return Err(failed("mq_open"));
+            }
+            // SAFETY: mqd is open; the message is a valid buffer.
+            let sent = unsafe {
+                libc::mq_send(mqd, PLANTED_MESSAGE.as_ptr().cast(), PLANTED_MESSAGE.len(), 0)
+            };
+            // SAFETY: opened above.
+            unsafe { libc::mq_close(mqd) };
+            if sent != 0 {
+                return Err(failed("mq_send"));
+            }
+        }
+        Ok(Planted {
+            mechanism,
+            name: name.to_string(),
+        })
+    }
+
+    /// Whether it is still there as the grader made it; what became of it otherwise.
+    fn changed(&self) -> Option<String> {
+        if self.mechanism == "semaphores" {
+            match probe::semaphore_value(&self.name) {
+                None => Some("was removed".into()),
+                Some(PLANTED_VALUE) => None,
+                Some(value) => Some(format!("went from {PLANTED_VALUE} to {value}")),
+            }
+        } else {
+            match probe::queue_attributes(&self.name) {
+                None => Some("was removed".into()),
+                Some(a) if a.messages == 1 => None,
+                Some(a) => Some(format!("held {} messages instead of 1", a.messages)),
+            }
+        }
+    }
+}
+
+impl Drop for Planted {
+    fn drop(&mut self) {
+        if self.mechanism == "semaphores" {
+            let _ = std::fs::remove_file(probe::semaphore_file(&self.name));
+        } else {
+            let _ = nix::mqueue::mq_unlink(self.name.as_str());
+        }
+    }
+}
+
+/// `create()` with the name at `taken` (0 ready, 1 ok) already in use, or refused by the system
+/// (`planted` false: the check gave a name longer than NAME_MAX): the parent must report `kind`,
+/// remove what it made, leave the other object alone and release what it holds.
+fn create_fails(
+    run: &mut Run,
+    mechanism: &'static str,
+    taken: usize,
+    planted: bool,
+) -> Result<String, Fail> {
+    let roles = ["ready", "ok"];
+    let mut names = [run.ipc_name("ready"), run.ipc_name("ok")];
+    if !planted {
+        // Longer than NAME_MAX (255): sem_open() and mq_open() say ENAMETOOLONG.
+        names[taken] = run.ipc_name(&format!("{}-{}", roles[taken], "x".repeat(256)));
+    }
+    let plant = if planted {
+        Some(Planted::new(mechanism, &names[taken])?)
+    } else {
+        None
+    };
+    let (name, other) = (names[taken].clone(), names[1 - taken].clone());
+    let (want, situation) = if planted {
+        ("exists", format!("with {name} already there"))
+    } else {
+        ("open", format!("with a name longer than NAME_MAX ({}...)", &name[..24]))
+    };
+    let mut launch = Launch::new(run, mechanism, names.clone(), 10, &[])?;
+    let message = launch.proc.recv_any()?;
+    if message.kind != "failed" {
+        let what = if planted {
+            "open each name with O_CREAT | O_EXCL, so that a name in use is an error, not shared"
+        } else {
+            "report the error of sem_open() or mq_open() as HandoffError::Open"
+        };
+        return Err(Fail::failed(format!(
+            "{situation} ({mechanism}), Handoff::create() did not fail (the program said `{}`): \
+             {what}",
+            message.kind
+        )));
+    }
+    let kind = message.get("kind").unwrap_or("none");
+    if kind != want || message.get("role") != Some("parent") {
+        let rule = if planted {
+            "EEXIST is HandoffError::Exists (kind=exists)"
+        } else {
+            "an error other than EEXIST is HandoffError::Open (kind=open)"
+        };
+        return Err(Fail::failed(format!(
+            "{situation} ({mechanism}), the {} failed with kind={kind} ({}) instead of \
+             kind={want}: {rule}",
+            message.get("role").unwrap_or("?"),
+            message.get("error").unwrap_or("")
+        )));
+    }
+    // The parent waits for `exit`: what it made must be gone, what it holds released.
+    if probe::name_exists(&other) {
+        return Err(Fail::failed(format!(
+            "{situation} ({mechanism}), Handoff::create() failed as it should, but left behind \
+             {other}, which it had created: when a step fails, remove what was already created \
+             (sem_unlink or mq_unlink, then close)"
+        )));
+    }
+    if let Some(plant) = &plant
+        && let Some(change) = plant.changed()
+    {
+        return Err(Fail::failed(format!(
+            "{situation} ({mechanism}), the existing {name}, which was not the program's, {change}: \
+             when create() fails, remove only what it created itself"
+        )));
+    }
+    let held = held_by(launch.proc.pid.as_raw(), &names);
+    if !held.is_empty() {
+        return Err(Fail::failed(format!(
+            "{situation} ({mechanism}), Handoff::create() failed as it should, but the parent \
+             still held {}: when a step fails, close and unmap what was already made",
+            held.join(", ")
+        )));
+    }
+    launch.proc.send("exit", &[])?;
+    launch.proc.wait()?;
+    drop(plant);
+    Ok(format!("{mechanism}, {} {}: kind={want}", roles[taken], if planted { "taken" } else { "refused" }))
+}
+
+/// `unlink()` when the ready name is already gone (the grader removes it while the parent is
+/// paused after `create()`): the ok name must still be unlinked, and the error reported.
+fn unlink_fails(run: &mut Run) -> Result<String, Fail> {
+    let names = [run.ipc_name("ready"), run.ipc_name("ok")];
+    let mut launch = Launch::new(run, "semaphores", names, 10, &["--pause-after-create"])?;
+    let created = launch.proc.recv_any()?;
+    if created.kind != "created" {
+        return Err(match created.kind.as_str() {
+            "failed" => report_failure(&created, "semaphores"),
+            kind => Fail::failed(format!("the program said `{kind}` where it should have said `created`")),
+        });
+    }
+    let (ready, ok) = (launch.names[0].clone(), launch.names[1].clone());
+    std::fs::remove_file(probe::semaphore_file(&ready))
+        .map_err(|e| Fail::Grader(format!("removing {ready}: {e}")))?;
+    launch.proc.send("go", &[])?;
+    let message = launch.proc.recv_any()?;
+    let reported = message.kind == "failed" && message.get("kind") == Some("unlink");
+    if message.kind == "failed" && !reported {
+        return Err(report_failure(&message, "semaphores"));
+    }
+    if probe::name_exists(&ok) && reported {
+        return Err(Fail::failed(format!(
+            "when unlinking {ready} failed (the grader had removed it), Handoff::unlink() left \
+             {ok} in place: try both names, then return the first error"
+        )));
+    }
+    if probe::name_exists(&ok) {
+        return Err(Fail::failed(format!(
+            "Handoff::unlink() returned without an error and left {ok} in place (the grader had \
+             removed {ready} itself): unlink both names there, with sem_unlink(), and return \
+             the first error"
+        )));
+    }
+    if !reported {
+        return Err(Fail::failed(format!(
+            "Handoff::unlink() reported no error although {ready} was already gone (sem_unlink \
+             said ENOENT): return the first error, as HandoffError::Unlink (kind=unlink)"
+        )));
+    }
+    let mut handover = launch.ready()?;
+    let reports = handover.finish(|_, _| Ok(()))?;
+    handover.verify(&reports, "10 rounds with semaphores after a failed unlink")?;
+    Ok("unlink: kind=unlink, the other name unlinked".into())
+}
+
+pub fn error_paths(run: &mut Run) -> Result<String, Fail> {
+    let mut notes = Vec::new();
+    for mechanism in ["semaphores", "queues"] {
+        notes.push(create_fails(run, mechanism, 1, true)?);
+        notes.push(create_fails(run, mechanism, 0, true)?);
+        notes.push(create_fails(run, mechanism, 1, false)?);
+    }
+    notes.push(unlink_fails(run)?);
+    Ok(format!(
+        "every failure was reported by kind, removed what create() had made and left the \
+         existing object alone: {}",
+        notes.join("; ")
+    ))
+}

@@ -1,0 +1,196 @@
+//! The order of a round, forced: the producer writes the record before it posts ready, the
+//! consumer copies it out before it posts ok. The grader makes one post wait in the middle: it
+//! fills the queue the post goes to (a queue of one message is full with one), so that the
+//! poster blocks inside its post, then looks at the slot (the producer's record must be there
+//! already) or changes it (the consumer must have copied it already). The order is `put()`'s
+//! and `take()`'s, the same with either mechanism; only a queue can be made to hold a post.
+
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::OpenOptionsExt;
+use std::time::{Duration, Instant};
+
+use rand::RngExt;
+
+use super::handover::{Handover, expected_digest, expected_record, whole_record};
+use super::probe::{self, Seen};
+use super::slot::slot_holding;
+use crate::engine::{Fail, Run, force};
+
+/// Rounds of each run; the forced round is drawn among the middle ones.
+const ROUNDS: u64 = 60;
+
+/// Opens the queue behind descriptor `fd` of `pid`, through `/proc/PID/fd`.
+fn open_queue(pid: i32, fd: i32, write: bool) -> Result<std::fs::File, Fail> {
+    let path = format!("/proc/{pid}/fd/{fd}");
+    std::fs::OpenOptions::new()
+        .read(!write)
+        .write(write)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(&path)
+        .map_err(|e| Fail::Grader(format!("opening {path}: {e}")))
+}
+
+/// Fills the queue behind descriptor `fd` of `pid` with one-byte messages; returns how many.
+fn fill(pid: i32, fd: i32) -> Result<usize, Fail> {
+    let queue = open_queue(pid, fd, true)?;
+    let mut sent = 0;
+    // SAFETY: an open queue descriptor and a one-byte buffer.
+    while unsafe { libc::mq_send(queue.as_raw_fd(), c"-".as_ptr(), 1, 0) } == 0 {
+        sent += 1;
+    }
+    Ok(sent)
+}
+
+/// Takes `count` messages out of the queue behind descriptor `fd` of `pid`.
+fn drain(pid: i32, fd: i32, count: usize) -> Result<(), Fail> {
+    let queue = open_queue(pid, fd, false)?;
+    let mut buffer = vec![0u8; 1 << 16];
+    for _ in 0..count {
+        // SAFETY: an open queue descriptor and a buffer of its length (larger than any
+        // message a user may make).
+        let got = unsafe {
+            libc::mq_receive(
+                queue.as_raw_fd(),
+                buffer.as_mut_ptr().cast(),
+                buffer.len(),
+                std::ptr::null_mut(),
+            )
+        };
+        if got < 0 {
+            return Err(Fail::Grader(format!(
+                "taking the grader's messages back: {}",
+                nix::errno::Errno::last()
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Stops `pid` and waits until it is stopped.
+fn stop(pid: i32) -> Result<(), Fail> {
+    force::hold(pid)?;
+    let until = Instant::now() + Duration::from_secs(2);
+    while probe::state(pid) != Some('T') && Instant::now() < until {
+        std::thread::sleep(Duration::from_micros(200));
+    }
+    Ok(())
+}
+
+/// Whether `pid` comes to block in a call `is` within 2 s.
+fn comes_to(pid: i32, is: impl Fn(Seen) -> bool) -> bool {
+    let until = Instant::now() + Duration::from_secs(2);
+    while Instant::now() < until {
+        if probe::state(pid) == Some('S') && probe::sample(pid).is_some_and(&is) {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    false
+}
+
+/// A post into a full queue.
+fn sending(seen: Seen) -> bool {
+    seen == Seen::Other(libc::SYS_mq_timedsend)
+}
+
+/// A wait for a message.
+fn receiving(seen: Seen) -> bool {
+    matches!(seen, Seen::Receive { .. })
+}
+
+/// The producer's post(ready) for record K is held (the ready queue full, the consumer stopped
+/// so that it takes nothing): the slot must already hold record K.
+fn write_before_ready(run: &mut Run) -> Result<String, Fail> {
+    let seq = run.rng().random_range(10..50u64);
+    let at = seq.to_string();
+    let mut handover = Handover::start(run, "queues", ROUNDS, &["--pause-producer-at", &at])?;
+    let (producer, consumer, seed) = (handover.producer, handover.consumer, handover.seed);
+    let ready = handover.names[0].clone();
+    let mut note = String::from("the post was not held");
+    let reports = handover.finish(|proc, _| {
+        let previous = expected_record(seed, seq - 1);
+        let slot = slot_holding(producer, &previous, Duration::from_secs(1));
+        // Stopped in its wait for ready, the consumer takes none of the grader's messages.
+        let fd = probe::queue_descriptors(consumer, &ready).first().copied();
+        let Some(fd) = fd.filter(|_| comes_to(consumer, receiving)) else {
+            return proc.send("go", &[]);
+        };
+        stop(consumer)?;
+        let filled = fill(consumer, fd)?;
+        proc.send("go", &[])?;
+        if filled > 0
+            && comes_to(producer, sending)
+            && let Some(slot) = slot
+            && let Some(now) = probe::peek(producer, slot, previous.len())
+        {
+            if now == previous {
+                return Err(Fail::failed(format!(
+                    "the grader held the producer's post(ready) for record {seq} (the ready \
+                     queue was full): the slot still held record {}: put() posted ready before \
+                     it wrote the record. Write the record into the slot first, then post ready",
+                    seq - 1
+                )));
+            }
+            note = format!("record {seq} was in the slot while its post(ready) was held");
+        }
+        drain(consumer, fd, filled)?;
+        force::resume(consumer)
+    })?;
+    handover.verify(&reports, &format!("{ROUNDS} rounds with queues"))?;
+    Ok(note)
+}
+
+/// The consumer's post(ok) for record K is held (the ok queue full, the producer stopped): the
+/// grader replaces record K in the slot meanwhile, which the consumer must have copied already.
+fn copy_before_ok(run: &mut Run) -> Result<String, Fail> {
+    let seq = run.rng().random_range(10..50u64);
+    let mut other: u64 = run.rng().random();
+    let at = seq.to_string();
+    let mut handover = Handover::start(run, "queues", ROUNDS, &["--pause-consumer-at", &at])?;
+    let (producer, consumer, seed) = (handover.producer, handover.consumer, handover.seed);
+    if other == seed {
+        other ^= 1;
+    }
+    let ok = handover.names[1].clone();
+    let mut swapped = false;
+    let reports = handover.finish(|proc, _| {
+        let slot = slot_holding(producer, &expected_record(seed, seq), Duration::from_secs(1));
+        // Stopped in its wait for ok, the producer takes none of the grader's messages.
+        let fd = probe::queue_descriptors(producer, &ok).first().copied();
+        let Some(fd) = fd.filter(|_| comes_to(producer, receiving)) else {
+            return proc.send("go", &[]);
+        };
+        stop(producer)?;
+        let filled = fill(producer, fd)?;
+        proc.send("go", &[])?;
+        if filled > 0
+            && comes_to(consumer, sending)
+            && let Some(slot) = slot
+        {
+            probe::poke(producer, slot, &whole_record(other, seq))?;
+            swapped = true;
+        }
+        drain(producer, fd, filled)?;
+        force::resume(producer)
+    })?;
+    if swapped && reports.digest == expected_digest(seed, ROUNDS, Some((seq, other))) {
+        return Err(Fail::failed(format!(
+            "the grader held the consumer's post(ok) for record {seq} (the ok queue was full) \
+             and meanwhile wrote another record {seq} into the slot: the consumer took that \
+             one, so it copied the slot after posting ok. take() must post ok only after \
+             copying the slot"
+        )));
+    }
+    handover.verify(&reports, &format!("{ROUNDS} rounds with queues"))?;
+    Ok(if swapped {
+        format!("record {seq} was copied before its post(ok), which the grader held")
+    } else {
+        "the post was not held".into()
+    })
+}
+
+pub fn posts_in_order(run: &mut Run) -> Result<String, Fail> {
+    let write = write_before_ready(run)?;
+    let copy = copy_before_ok(run)?;
+    Ok(format!("{write}; {copy}"))
+}

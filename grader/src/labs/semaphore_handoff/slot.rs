@@ -1,0 +1,150 @@
+//! The records travel through the slot, and only through it: while the consumer is held before
+//! record K, the grader finds record K in the producer's shared anonymous mapping (read from
+//! `/proc/PID/mem`), checks that the consumer maps the same one, and replaces the record there
+//! with another intact record K. A consumer that copies the slot takes the replacement; one
+//! that gets the records another way (a pipe, a file, computing them) takes the original.
+
+use std::time::{Duration, Instant};
+
+use rand::RngExt;
+
+use super::handover::{Handover, expected_record, whole_record};
+use super::probe::{self, Mapping};
+use super::{PAYLOAD, RECORD_SIZE};
+use crate::engine::{Fail, Run};
+
+/// How long the producer may take to write a record into the slot once the consumer has freed
+/// it.
+const SLOT_PATIENCE: Duration = Duration::from_secs(5);
+
+/// What a slot's bytes hold, in words.
+fn describe_slot(bytes: &[u8], seed: u64) -> String {
+    let seq = u64::from_ne_bytes(bytes[..8].try_into().expect("8 bytes"));
+    if bytes.iter().all(|&b| b == 0) {
+        "only zeros".into()
+    } else if bytes == expected_record(seed, seq) {
+        format!("record {seq}")
+    } else {
+        format!("a record numbered {seq} whose payload is not the producer's")
+    }
+}
+
+/// The address of the shared anonymous mapping of `pid` that starts with `want`, looking again
+/// for up to `patience` (the producer may still be writing it).
+pub fn slot_holding(pid: i32, want: &[u8], patience: Duration) -> Option<u64> {
+    let until = Instant::now() + patience;
+    loop {
+        let found = probe::mappings(pid).into_iter().find(|m| {
+            m.shared_anonymous()
+                && probe::peek(pid, m.start, want.len()).is_some_and(|bytes| bytes == want)
+        });
+        if found.is_some() || Instant::now() > until {
+            return found.map(|m| m.start);
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+/// Where record `seq` lies in the shared mappings of `producer` other than shared anonymous
+/// ones, if anywhere: to say what the slot was made of instead.
+fn found_elsewhere(producer: i32, want: &[u8]) -> Option<Mapping> {
+    probe::mappings(producer).into_iter().find(|m| {
+        m.shared()
+            && !m.shared_anonymous()
+            && m.len() >= want.len() as u64
+            && probe::peek(producer, m.start, want.len()).is_some_and(|bytes| bytes == want)
+    })
+}
+
+/// With the consumer held before taking record `seq` (so the producer has written it and waits
+/// for ok), finds the record at the start of a shared anonymous mapping of the producer that
+/// the consumer maps too; returns its address.
+fn find_slot(producer: i32, consumer: i32, seed: u64, seq: u64) -> Result<u64, Fail> {
+    let want = expected_record(seed, seq);
+    let slots: Vec<Mapping> = probe::mappings(producer)
+        .into_iter()
+        .filter(|m| m.shared_anonymous() && m.len() >= RECORD_SIZE)
+        .collect();
+    let until = Instant::now() + SLOT_PATIENCE;
+    let mut bytes = vec![0u8; want.len()];
+    let slot = loop {
+        // The producer may still be writing it: look again until it is there.
+        let found = slots.iter().find(|slot| {
+            probe::peek(producer, slot.start, want.len()).is_some_and(|b| {
+                bytes = b;
+                bytes == want
+            })
+        });
+        if let Some(slot) = found {
+            break slot;
+        }
+        if Instant::now() > until {
+            if let Some(other) = found_elsewhere(producer, &want) {
+                return Err(Fail::failed(format!(
+                    "while the consumer waited to take record {seq}, record {seq} was in the \
+                     producer's shared mapping of {}, not in a shared anonymous mapping: make \
+                     the slot with mmap_anonymous(MAP_SHARED) in Handoff::create(), not from a \
+                     file",
+                    other.path
+                )));
+            }
+            if slots.is_empty() {
+                return Err(Fail::failed(format!(
+                    "while the consumer waited to take record {seq}, the producer had no shared \
+                     anonymous mapping to hold the slot, and record {seq} was in none of its \
+                     shared mappings: make the slot with mmap_anonymous(MAP_SHARED) in \
+                     Handoff::create(), before fork(), and copy each record into it"
+                )));
+            }
+            return Err(Fail::failed(format!(
+                "while the consumer waited to take record {seq}, the producer's slot (its \
+                 shared anonymous mapping) held {}, not record {seq}: put() must copy each \
+                 record into the slot (Handoff::slot) before posting ready; records that travel \
+                 any other way (a file, a pipe) are not the handoff",
+                describe_slot(&bytes, seed)
+            )));
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    };
+    if !probe::mappings(consumer)
+        .iter()
+        .any(|mapping| mapping.shared_anonymous() && mapping.inode == slot.inode)
+    {
+        return Err(Fail::failed(
+            "the consumer does not map the producer's slot: create the slot in \
+             Handoff::create(), before fork(), so that both sides inherit the same mapping",
+        ));
+    }
+    Ok(slot.start)
+}
+
+pub fn record_in_slot(run: &mut Run) -> Result<String, Fail> {
+    let mut notes = Vec::new();
+    for mechanism in ["semaphores", "queues"] {
+        let seq = run.rng().random_range(10..90u64);
+        let mut other: u64 = run.rng().random();
+        let at = seq.to_string();
+        let mut handover = Handover::start(run, mechanism, 100, &["--pause-consumer-at", &at])?;
+        let (producer, consumer, seed) = (handover.producer, handover.consumer, handover.seed);
+        if other == seed {
+            other ^= 1;
+        }
+        let reports = handover.finish(|proc, _| {
+            let slot = find_slot(producer, consumer, seed, seq)?;
+            probe::poke(producer, slot, &whole_record(other, seq))?;
+            proc.send("go", &[])
+        })?;
+        handover.verify_with(
+            &reports,
+            &format!("100 rounds with {mechanism}"),
+            Some((seq, other)),
+        )?;
+        notes.push(format!("{mechanism}: record {seq}"));
+    }
+    Ok(format!(
+        "each record K was in the producer's shared anonymous slot, which the consumer maps too, \
+         and the consumer took the record the grader put in its place ({}; {PAYLOAD}-byte \
+         payloads)",
+        notes.join(", ")
+    ))
+}

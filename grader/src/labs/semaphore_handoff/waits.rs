@@ -1,0 +1,530 @@
+//! How a side waits for the other: blocked in the kernel on the signal (the named semaphore's
+//! futex, the queue), in timed slices of `WAIT_SLICE`, for as long as the other side lives; not
+//! broken by signal handlers; given up, within about a slice, once the other side is gone.
+//!
+//! The grader holds one side (it pauses at a record and waits for `go`), so that the other has
+//! nothing to do, and looks at the waiting one from outside: its CPU use and wake-ups
+//! (`engine::waiting`), the call it sits in and that call's arguments
+//! (`/proc/PID/task/TID/syscall`), and the deadline of the timed wait, read from its memory.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{Signal, kill, killpg};
+use nix::unistd::Pid;
+use rand::RngExt;
+
+use super::handover::{Handover, expected_record, report_failure, whole_record};
+use super::slot::slot_holding;
+use super::probe::{self, Deadline, Samples, Seen};
+use super::{CONSUMER, PRODUCER, WAIT_SLICE};
+use crate::engine::inspect::{self, ProcessView};
+use crate::engine::waiting::{self, WaitRules};
+use crate::engine::{Fail, Run};
+
+/// How long the grader holds the consumer in the semaphore run: more than ten slices, so that a
+/// wait() that gives up on a live peer after a few slices does it while the grader holds it.
+const LONG_HOLD: Duration = Duration::from_millis(1250);
+/// How long the grader samples the call a waiting side sits in.
+const WATCH: Duration = Duration::from_millis(450);
+/// A deadline further ahead than this is not a slice of `WAIT_SLICE` (100 ms).
+const SLICE_LIMIT: Duration = Duration::from_millis(250);
+/// A correct timed wait wakes once a slice (10 times a second); polling wakes far more often.
+const RULES: WaitRules = WaitRules {
+    wakeups_per_second: 25.0,
+};
+/// CPU time a side waiting for 0.4 s may use: a blocked wait wakes ten times a second for a few
+/// microseconds; a spinning one, even with a twentieth of a CPU, uses 20 ms.
+const BUSY_CPU: Duration = Duration::from_millis(20);
+/// How many more times the grader looks at a waiting side, stopping it if it is not asleep.
+const STOPS: usize = 8;
+/// A blocked side is asleep but for a few microseconds a slice; one that is runnable at more
+/// than half the looks does not block, however little of a CPU a loaded machine gives it.
+const RUNNABLE_SHARE: f64 = 0.5;
+/// A deadline seen past by more than this, twice the same, was used again after it had passed:
+/// a wait that has just timed out shows its deadline past only by the time it waits for a CPU.
+const PAST_SLACK: Duration = Duration::from_millis(200);
+/// How long a survivor may take to notice that the other side was killed: it needs a slice
+/// (100 ms) and its parent's waitpid(); thirty slices leave room for a loaded machine.
+const NOTICE_LIMIT: Duration = Duration::from_secs(3);
+
+const ADVICE: &str = "block in sem_timedwait() or mq_timedreceive() until the other side posts, \
+                      with a deadline of now + WAIT_SLICE computed before each slice; a loop \
+                      around sem_trywait() or a non-blocking receive, or a deadline already \
+                      past, returns at once instead of blocking";
+
+/// The CPU time all threads of `pid` have used so far.
+fn cpu_time(pid: i32) -> Duration {
+    Duration::from_nanos(inspect::thread_times(pid).values().map(|t| t.run_ns).sum())
+}
+
+/// The call a side waits in, in words.
+fn describe(seen: Seen) -> String {
+    match seen {
+        Seen::Futex { .. } => "a futex wait (sem_timedwait)".into(),
+        Seen::Receive { .. } => "mq_timedreceive()".into(),
+        Seen::Sleep => "nanosleep()".into(),
+        Seen::Other(nr) => format!("system call {nr}"),
+    }
+}
+
+/// What the signal the waiter should wait on is: the ok semaphore, the ready queue, ...
+fn signal(mechanism: &str, name: &str) -> String {
+    let what = if mechanism == "semaphores" {
+        "semaphore"
+    } else {
+        "queue"
+    };
+    format!("the {what} {name}")
+}
+
+/// Why a side that should have been blocked was not, when the samples tell: a timed wait whose
+/// deadline is already past, or only a moment ahead, returns at once or almost.
+fn explain_busy(waiter: i32, role: &str, fail: Fail, passive: &Samples) -> Fail {
+    let judge = |samples: &Samples| {
+        let leads = samples.leads();
+        if let Some(by) = samples.past(PAST_SLACK) {
+            Some(if by > probe::FAR_PAST {
+                format!(
+                    "{role} did not block while it waited for the other side (held by the \
+                     grader): its timed wait was called again and again with a deadline {} hours \
+                     in the past, which returns ETIMEDOUT at once. The deadline is an absolute \
+                     time on CLOCK_REALTIME: clock_gettime(CLOCK_REALTIME) + WAIT_SLICE, not a \
+                     duration or a time on another clock",
+                    by.as_secs() / 3600
+                )
+            } else {
+                format!(
+                    "{role} did not block while it waited for the other side (held by the \
+                     grader): its timed wait was called again and again with a deadline already \
+                     {} ms in the past, which returns ETIMEDOUT at once. Compute the deadline \
+                     for each slice, just before the timed wait: now + WAIT_SLICE",
+                    by.as_millis()
+                )
+            })
+        } else if leads.len() >= 2 && leads[0] < WAIT_SLICE / 5 {
+            Some(format!(
+                "{role} woke up again and again while it waited for the other side (held by the \
+                 grader): its timed waits were at most {} ms long (the deadline at most that far \
+                 ahead). Wait in slices of WAIT_SLICE ({} ms): now + WAIT_SLICE",
+                leads[0].as_millis(),
+                WAIT_SLICE.as_millis()
+            ))
+        } else if samples.waits().next().is_none() && samples.outside >= 6 {
+            Some(format!(
+                "{role} did not block while it waited for the other side (held by the grader): \
+                 each of the {} times the grader stopped it, it was running its own code, in no \
+                 system call: it spins (a loop around sem_trywait() or a non-blocking \
+                 receive?); {ADVICE}",
+                samples.outside
+            ))
+        } else {
+            None
+        }
+    };
+    match judge(passive).or_else(|| judge(&probe::watch_stopped(waiter, 12))) {
+        Some(message) => Fail::failed(message),
+        None => fail,
+    }
+}
+
+/// Watches `waiter` (`role`), which has nothing to do but wait on `name`, and judges how it
+/// waits; returns what it saw. A waiter that ends meanwhile is left to the reports.
+fn judge_wait(waiter: i32, role: &'static str, mechanism: &str, name: &str) -> Result<String, Fail> {
+    let started = Instant::now();
+    let before = cpu_time(waiter);
+    // Read first: a side that gives up while it is watched leaves no mappings to read.
+    let maps = probe::mappings(waiter);
+    let watcher = std::thread::spawn(move || probe::watch(waiter, started + WATCH));
+    let roles = move |_: &ProcessView| role.to_string();
+    let blocked = waiting::expect_blocked(&[waiter], &roles, RULES, ADVICE);
+    let mut samples = watcher
+        .join()
+        .map_err(|_| Fail::Grader("the sampling thread panicked".into()))?;
+    let used = cpu_time(waiter).saturating_sub(before);
+    let watched = started.elapsed();
+    if !probe::alive(waiter) {
+        return Ok(format!("{role} ended while it waited"));
+    }
+    if let Err(fail) = blocked {
+        return Err(explain_busy(waiter, role, fail, &samples));
+    }
+    // On a loaded machine a spinning side may get too little of a CPU to show: stopped now and
+    // then, a blocked side is always found in its wait, and a deadline already past shows.
+    samples.merge(probe::watch_stopped(waiter, STOPS));
+    let runnable = samples.runnable_share();
+    if used > BUSY_CPU
+        || runnable > RUNNABLE_SHARE
+        || samples.outside >= 3
+        || samples.past(PAST_SLACK).is_some()
+    {
+        let fail = Fail::failed(format!(
+            "{role} used {} ms of CPU in {} ms while it had nothing to do, and was runnable \
+             (on a CPU or waiting for one) at {:.0}% of the grader's looks: it does not block; \
+             {ADVICE}",
+            used.as_millis(),
+            watched.as_millis(),
+            runnable * 100.0
+        ));
+        return Err(explain_busy(waiter, role, fail, &samples));
+    }
+    let signal = signal(mechanism, name);
+    let waits: Vec<(Seen, Deadline)> = samples.waits().collect();
+    if waits.is_empty() {
+        return match samples.seen.first() {
+            Some(&seen) => Err(Fail::failed(format!(
+                "{role} waited for the other side (held by the grader) in {}, not in a timed \
+                 wait on {signal}: wait for the signal itself (sem_timedwait, mq_timedreceive)",
+                describe(seen)
+            ))),
+            None => Ok(format!("{role} blocked")),
+        };
+    }
+    if samples.untimed() {
+        return Err(Fail::failed(format!(
+            "{role} waited for the other side with no deadline (a plain sem_wait() or \
+             mq_receive()): were the other side to die, it would wait for ever. Wait in slices: \
+             sem_timedwait() or mq_timedreceive() with a deadline of now + WAIT_SLICE, and when \
+             a slice times out, give up if Peer::gone() says so"
+        )));
+    }
+    let leads = samples.leads();
+    if let Some(lead) = leads.get(1)
+        && *lead > SLICE_LIMIT
+    {
+        return Err(Fail::failed(format!(
+            "{role} waited in slices of {} ms or more (its deadline was that far ahead), not of \
+             WAIT_SLICE ({} ms): a dead peer is then noticed only that late. Use now + \
+             WAIT_SLICE as the deadline of each slice",
+            leads[0].as_millis(),
+            WAIT_SLICE.as_millis()
+        )));
+    }
+    for (seen, _) in &waits {
+        match *seen {
+            Seen::Futex { addr, .. } if mechanism == "semaphores" => {
+                if !maps.iter().any(|m| m.named_semaphore() && m.contains(addr)) {
+                    let place = maps
+                        .iter()
+                        .find(|m| m.contains(addr))
+                        .map(|m| match m.path.as_str() {
+                            "/dev/zero (deleted)" => "a shared anonymous mapping".to_string(),
+                            "" => "anonymous memory of its own".to_string(),
+                            path => path.to_string(),
+                        })
+                        .unwrap_or_else(|| "no mapping".into());
+                    return Err(Fail::failed(format!(
+                        "{role} waited on a futex at {addr:#x}, in {place}, not in one of the \
+                         named semaphores sem_open() mapped from /dev/shm: the signals must be \
+                         the named semaphores (post and wait on what sem_open() returned)"
+                    )));
+                }
+            }
+            Seen::Receive { fd, .. } if mechanism == "queues" => {
+                let target = probe::descriptor(waiter, fd);
+                if target != format!("{name} (deleted)") && target != name {
+                    return Err(Fail::failed(format!(
+                        "{role} waited in mq_timedreceive() on descriptor {fd} ({target}), not \
+                         on {signal}"
+                    )));
+                }
+            }
+            other => {
+                return Err(Fail::failed(format!(
+                    "{role} waited for the other side in {}, not in a timed wait on {signal}",
+                    describe(other)
+                )));
+            }
+        }
+    }
+    let lead = leads.first().copied().unwrap_or_default();
+    Ok(format!(
+        "{role} blocked on {signal}, in slices (deadline at most {} ms ahead)",
+        lead.as_millis()
+    ))
+}
+
+pub fn waits_block(run: &mut Run) -> Result<String, Fail> {
+    let mut notes = Vec::new();
+    // Semaphores: the consumer is held for over ten slices; the producer waits for ok.
+    let at = run.rng().random_range(20..80u64).to_string();
+    let mut handover = Handover::start(run, "semaphores", 100, &["--pause-consumer-at", &at])?;
+    let (producer, ok, seed) = (handover.producer, handover.names[1].clone(), handover.seed);
+    let seq: u64 = at.parse().expect("a number");
+    let reports = handover.finish(|proc, _| {
+        let held = Instant::now();
+        let record = expected_record(seed, seq);
+        let slot = slot_holding(producer, &record, Duration::from_secs(1));
+        notes.push(judge_wait(producer, PRODUCER, "semaphores", &ok)?);
+        std::thread::sleep(LONG_HOLD.saturating_sub(held.elapsed()));
+        // The consumer posted no ok: the producer must still be waiting, record K in the slot.
+        if let Some(slot) = slot
+            && let Some(now) = probe::peek(producer, slot, record.len())
+            && now != record
+        {
+            let moved = u64::from_ne_bytes(now[..8].try_into().expect("8 bytes"));
+            return Err(Fail::failed(format!(
+                "while the consumer was held before record {seq} (it posted no ok), the \
+                 producer went on and wrote record {moved} into the slot: its wait(ok) returned \
+                 without an ok. Return from wait() only when the signal came; a slice that times \
+                 out means wait again, or PeerGone if the peer is gone"
+            )));
+        }
+        proc.send("go", &[])
+    })?;
+    handover.verify(&reports, "100 rounds with semaphores, the consumer held")?;
+    // Queues: the producer is held; the consumer waits for ready.
+    let at = run.rng().random_range(20..80u64).to_string();
+    let mut handover = Handover::start(run, "queues", 100, &["--pause-producer-at", &at])?;
+    let (consumer, ready) = (handover.consumer, handover.names[0].clone());
+    let reports = handover.finish(|proc, _| {
+        notes.push(judge_wait(consumer, CONSUMER, "queues", &ready)?);
+        proc.send("go", &[])
+    })?;
+    handover.verify(&reports, "100 rounds with queues, the producer held")?;
+    Ok(format!(
+        "{}; the producer waited {} ms for the held consumer without giving up",
+        notes.join("; "),
+        LONG_HOLD.as_millis()
+    ))
+}
+
+/// Sends SIGUSR1 to the group `group` every millisecond until stopped; counts what it sent.
+struct Storm {
+    stop: Arc<AtomicBool>,
+    sent: Arc<AtomicU64>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Storm {
+    fn start(group: i32) -> Storm {
+        let stop = Arc::new(AtomicBool::new(false));
+        let sent = Arc::new(AtomicU64::new(0));
+        let thread = {
+            let (stop, sent) = (stop.clone(), sent.clone());
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::SeqCst) {
+                    if killpg(Pid::from_raw(group), Signal::SIGUSR1).is_err() {
+                        return;
+                    }
+                    sent.fetch_add(1, Ordering::SeqCst);
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+            })
+        };
+        Storm {
+            stop,
+            sent,
+            thread: Some(thread),
+        }
+    }
+
+    fn stop(mut self) -> u64 {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+        self.sent.load(Ordering::SeqCst)
+    }
+}
+
+/// Waits (up to 2 s) until `pid` sleeps in a system call.
+fn wait_asleep(pid: i32) {
+    let until = Instant::now() + Duration::from_secs(2);
+    while Instant::now() < until {
+        if probe::state(pid) == Some('S') && probe::sample(pid).is_some() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+pub fn signals_during_waits(run: &mut Run) -> Result<String, Fail> {
+    let mut notes = Vec::new();
+    for mechanism in ["semaphores", "queues"] {
+        let args = [
+            "--interruptible",
+            "--pause-producer-at",
+            "1000",
+            "--pause-consumer-at",
+            "2000",
+        ];
+        let mut handover = Handover::start(run, mechanism, 3000, &args)?;
+        let (producer, consumer) = (handover.producer, handover.consumer);
+        let storm = Storm::start(handover.proc.pid.as_raw());
+        let mut direct = 0;
+        let reports = handover.finish(|proc, paused| {
+            // Signal the side that waits for the paused one, each time while it sleeps.
+            let waiter = if paused == producer { consumer } else { producer };
+            for _ in 0..5 {
+                wait_asleep(waiter);
+                kill(Pid::from_raw(waiter), Signal::SIGUSR1)
+                    .map_err(|e| Fail::Grader(format!("kill: {e}")))?;
+                direct += 1;
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            proc.send("go", &[])
+        });
+        let sent = storm.stop();
+        let reports = reports?;
+        handover.verify(&reports, &format!("3000 rounds with {mechanism} under signals"))?;
+        notes.push(format!("{mechanism}: {direct} signals to a waiting side, {sent} to all"));
+    }
+    Ok(format!("3000 records intact each way: {}", notes.join("; ")))
+}
+
+/// What a side that should have noticed its peer's death is doing instead, from samples.
+fn still_waiting(survivor: i32, who: &str, victim: &str) -> Fail {
+    let mut samples = probe::watch(survivor, Instant::now() + Duration::from_millis(100));
+    if samples.seen.is_empty() {
+        samples = probe::watch_stopped(survivor, 5);
+    }
+    let since = NOTICE_LIMIT.as_secs();
+    let waits: Vec<Deadline> = samples.waits().map(|(_, d)| d).collect();
+    let doing = if waits.contains(&Deadline::Never) {
+        "with no deadline (a plain sem_wait() or mq_receive()): a dead peer never posts. Wait \
+         in slices (sem_timedwait or mq_timedreceive, now + WAIT_SLICE) and give up with \
+         PeerGone when Peer::gone() says so"
+    } else if !waits.is_empty() {
+        "in timed slices that it never ends: when a slice times out (ETIMEDOUT), ask \
+         Peer::gone() and give up with PeerGone when the peer is gone"
+    } else if samples.slept() {
+        "sleeping between looks: give up with PeerGone when Peer::gone() says so"
+    } else {
+        "without reporting anything: when a slice of the wait times out, ask Peer::gone() and \
+         give up with PeerGone when the peer is gone"
+    };
+    Fail::failed(format!(
+        "{since} s after the grader killed the {victim}, the {who} still waits for it, {doing}"
+    ))
+}
+
+/// Kills the side that pauses; the other must report `peer-gone`.
+fn survives(run: &mut Run, mechanism: &'static str, kill_producer: bool) -> Result<String, Fail> {
+    let at = run.rng().random_range(10..100u64).to_string();
+    let pause = if kill_producer {
+        "--pause-producer-at"
+    } else {
+        "--pause-consumer-at"
+    };
+    let mut handover = Handover::start(run, mechanism, 1000, &[pause, &at])?;
+    handover.go()?;
+    let (victim_role, survivor) = if kill_producer {
+        ("producer", "consumer")
+    } else {
+        ("consumer", "producer")
+    };
+    let (victim, survivor_pid) = (handover.pid_of(victim_role), handover.pid_of(survivor));
+    let paused = handover.proc.recv("paused")?;
+    if paused.get("role") != Some(victim_role) {
+        return Err(Fail::Grader("the wrong side paused".into()));
+    }
+    kill(Pid::from_raw(victim), Signal::SIGKILL).map_err(|e| Fail::Grader(format!("kill: {e}")))?;
+    let killed = Instant::now();
+    let mut noticed = None;
+    loop {
+        let message = if noticed.is_none() {
+            match handover.proc.recv_before(killed + NOTICE_LIMIT)? {
+                Some(message) => message,
+                None => {
+                    return Err(still_waiting(survivor_pid, survivor, victim_role));
+                }
+            }
+        } else {
+            handover.proc.recv_any()?
+        };
+        match (message.kind.as_str(), message.get("kind")) {
+            ("failed", Some("peer-gone")) if message.get("role") == Some(survivor) => {
+                noticed = Some(killed.elapsed());
+            }
+            ("failed", _) => return Err(report_failure(&message, mechanism)),
+            ("done", _) => {
+                return Err(Fail::failed(format!(
+                    "the {survivor} said it was done although the {victim_role} was killed \
+                     before record {at}"
+                )));
+            }
+            ("ended", _) => break,
+            (kind, _) => {
+                return Err(Fail::failed(format!("the program said an unexpected `{kind}`")));
+            }
+        }
+    }
+    handover.exit()?;
+    let Some(noticed) = noticed else {
+        return Err(Fail::failed(format!(
+            "the {survivor} ended without reporting kind=peer-gone after the {victim_role} was \
+             killed"
+        )));
+    };
+    Ok(format!(
+        "{mechanism}: the {survivor} noticed the killed {victim_role} in {} ms",
+        noticed.as_millis()
+    ))
+}
+
+/// Rounds of the run in which the consumer exits right after its last ok.
+const LAST_ROUNDS: u64 = 20;
+
+/// The consumer takes the last record and exits, and is reaped, before the producer goes on to
+/// wait for its ok: the grader holds the producer before the last record, writes that record
+/// into the slot and posts ready in its stead, waits until the consumer is gone, then lets the
+/// producer put the record (again) and wait. The ok is there: the producer must take it.
+fn last_signal(run: &mut Run, mechanism: &'static str) -> Result<String, Fail> {
+    let last = LAST_ROUNDS - 1;
+    let at = last.to_string();
+    let mut handover = Handover::start(run, mechanism, LAST_ROUNDS, &["--pause-producer-at", &at])?;
+    let (consumer, seed) = (handover.consumer, handover.seed);
+    let mut note = String::new();
+    let reports = handover.finish(|proc, _| {
+        note = post_last(consumer, seed, last)?;
+        proc.send("go", &[])
+    })?;
+    handover.verify(&reports, &format!("{LAST_ROUNDS} rounds with {mechanism}"))?;
+    Ok(format!("{mechanism}: {note}"))
+}
+
+/// With the producer held before record `last`, plays its part for that record: writes it
+/// into the consumer's slot and posts ready; returns once the consumer is gone.
+fn post_last(consumer: i32, seed: u64, last: u64) -> Result<String, Fail> {
+    let until = Instant::now() + Duration::from_secs(2);
+    let seen = loop {
+        match probe::sample(consumer) {
+            Some(seen @ (Seen::Futex { .. } | Seen::Receive { .. })) => break seen,
+            _ if Instant::now() > until => {
+                return Ok("the consumer was not seen in a wait the grader could post".into());
+            }
+            _ => std::thread::sleep(Duration::from_millis(1)),
+        }
+    };
+    let previous = expected_record(seed, last - 1);
+    let Some(slot) = probe::mappings(consumer).into_iter().find(|m| {
+        m.shared_anonymous()
+            && probe::peek(consumer, m.start, previous.len()).is_some_and(|b| b == previous)
+    }) else {
+        return Ok("the consumer's slot was not found".into());
+    };
+    probe::poke(consumer, slot.start, &whole_record(seed, last))?;
+    probe::post_for(consumer, seen)?;
+    let until = Instant::now() + NOTICE_LIMIT;
+    while probe::state(consumer).is_some() && Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    Ok(if probe::state(consumer).is_some() {
+        "the consumer did not end after the grader posted its last ready".into()
+    } else {
+        "the producer took the ok of a consumer already gone".into()
+    })
+}
+
+pub fn peer_exits_early(run: &mut Run) -> Result<String, Fail> {
+    let notes = [
+        survives(run, "semaphores", false)?,
+        survives(run, "semaphores", true)?,
+        survives(run, "queues", false)?,
+        last_signal(run, "semaphores")?,
+        last_signal(run, "queues")?,
+    ];
+    Ok(notes.join("; "))
+}
