@@ -28,7 +28,7 @@ pub fn unlinked_at_end(run: &mut Run) -> Result<String, Fail> {
     }
     producer.end()?;
     consumer.go()?;
-    let done = consumer.answer()?;
+    let done = consumer.answer_after_shutdown()?;
     if done.kind != "done" {
         return Err(Fail::failed(format!(
             "the consumer said {} instead of `done` after the shutdown message",
@@ -44,7 +44,7 @@ pub fn unlinked_at_end(run: &mut Run) -> Result<String, Fail> {
     let producer = self::producer(run, &name, &jobs, true, false, "the producer")?;
     super::protocol::produce(producer)?;
     consumer.go()?;
-    let answer = consumer.answer()?;
+    let answer = consumer.answer_after_shutdown()?;
     if !failed_with(&answer, "handler") {
         return Err(Fail::failed(format!(
             "when the handler fails on the second job the consumer must report kind=handler; \

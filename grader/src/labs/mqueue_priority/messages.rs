@@ -47,11 +47,22 @@ pub fn message_boundaries(run: &mut Run) -> Result<String, Fail> {
         producer.expect_io_through_queue(total_payload(&jobs))?;
         producer.end()?;
         consumer.go()?;
-        let answer = consumer.answer()?;
+        let answer = consumer.answer_after_shutdown()?;
         if answer.kind != "done" {
-            let hint = if failed_with(&answer, "garbled") {
-                "a message is exactly the bytes mq_receive returned (its return value), not the \
-                 whole buffer: the shutdown is one byte"
+            // The jobs, of one priority, come out in the order sent, then the shutdown.
+            let at = field(&answer, "served") as usize;
+            let garbled_job = sizes.get(at).map(|len| {
+                format!(
+                    "the job with a {len}-byte payload ('J' and {len} bytes) was taken for \
+                     garbled: a job is 'J' followed by any bytes, none at all included"
+                )
+            });
+            let hint = if failed_with(&answer, "garbled") && garbled_job.is_some() {
+                garbled_job.as_deref().unwrap_or_default()
+            } else if failed_with(&answer, "garbled") {
+                "the shutdown came out garbled after every job: a message is exactly the bytes \
+                 mq_receive returned (its return value), not the whole buffer: the shutdown is \
+                 one byte"
             } else if failed_errno(&answer, "EMSGSIZE") {
                 "mq_receive refused the buffer (EMSGSIZE): the receive buffer must hold \
                  mq_msgsize bytes, whatever the length of the message waiting"
@@ -92,7 +103,7 @@ pub fn message_boundaries(run: &mut Run) -> Result<String, Fail> {
 pub fn oversized_refused(run: &mut Run) -> Result<String, Fail> {
     const MSG_SIZE: usize = 256;
     let name = run.ipc_name("jobs");
-    let consumer = consumer(run, &name, &["--msg-size".into(), MSG_SIZE.to_string()])?;
+    let mut consumer = consumer(run, &name, &["--msg-size".into(), MSG_SIZE.to_string()])?;
     // The longest payload that fits goes in; the next one is refused, and the producer stops
     // there (it submits its jobs in order and stops at the first error).
     let fits = Job {
@@ -124,7 +135,7 @@ pub fn oversized_refused(run: &mut Run) -> Result<String, Fail> {
              not 1: a job that does not fit is not sent at all"
         )));
     }
-    grader_send(&name, &[shutdown_message()])?;
+    consumer.send_shutdown()?;
     let served = consumer.serve()?;
     if served != [fits] {
         let got: Vec<String> = served.iter().map(|j| show(&j.payload)).collect();
@@ -182,7 +193,7 @@ fn too_big_answer(len: usize, answer: &Message, index: usize, queued: i64) -> St
 
 pub fn bad_priority(run: &mut Run) -> Result<String, Fail> {
     let name = run.ipc_name("jobs");
-    let consumer = consumer(run, &name, &[])?;
+    let mut consumer = consumer(run, &name, &[])?;
     let top = Job {
         priority: MQ_PRIO_MAX - 1,
         payload: b"highest-priority".to_vec(),
@@ -237,7 +248,7 @@ pub fn bad_priority(run: &mut Run) -> Result<String, Fail> {
         };
         return Err(Fail::failed(message));
     }
-    grader_send(&name, &[shutdown_message()])?;
+    consumer.send_shutdown()?;
     let served = consumer.serve()?;
     if served != [top] {
         let got: Vec<u32> = served.iter().map(|j| j.priority).collect();
@@ -293,8 +304,9 @@ pub fn garbled_refused(run: &mut Run) -> Result<String, Fail> {
         )?;
         // The grader keeps a descriptor, to see what is left in the queue afterwards.
         let queue = grader_open(&name, MQ_OFlag::O_WRONLY)?;
+        consumer.shutdown_from_grader = true;
         consumer.go()?;
-        let answer = consumer.answer();
+        let answer = consumer.answer_after_shutdown();
         let left = mq_getattr(&queue).map(|a| a.curmsgs()).unwrap_or(-1);
         let _ = mq_close(queue);
         let answer = answer?;

@@ -8,7 +8,7 @@ use rand::RngExt;
 
 use super::protocol::{
     Consumer, MAX_NAME_LEN, MESSAGE_OVERHEAD, consumer, failed_errno, failed_with, field,
-    grader_send, queue_attributes, release, said, shutdown_message, sized, spawn_consumer,
+    queue_attributes, release, said, sized, spawn_consumer,
     spawn_producer,
 };
 use crate::engine::audit::message_queue_exists;
@@ -83,19 +83,27 @@ pub fn name_errors(run: &mut Run) -> Result<String, Fail> {
     }
     release(&mut proc)?;
     // The longest valid name works, in multi-byte characters too.
-    let longest = name_of_length(run, MAX_NAME_LEN, true);
-    let (proc, answer, output) = spawn_consumer(run, &longest, &[], None)?;
-    if answer.kind != "ready" {
-        return Err(Fail::failed(format!(
-            "creating a queue whose name has 255 bytes after the slash (NAME_MAX, the longest \
-             allowed; {} characters), the consumer said {}: that name is valid, refuse only a \
-             longer one",
-            longest.chars().count() - 1,
-            said(&answer)
-        )));
+    for wide in [false, true] {
+        let longest = name_of_length(run, MAX_NAME_LEN, wide);
+        let (proc, answer, output) = spawn_consumer(run, &longest, &[], None)?;
+        if answer.kind != "ready" {
+            let hint = if wide {
+                "a name may hold any byte but '/', in any character ('é' here): refuse only a \
+                 longer name or one with a second '/'"
+            } else {
+                "that name is valid, refuse only a longer one"
+            };
+            return Err(Fail::failed(format!(
+                "creating a queue whose name has 255 bytes after the slash (NAME_MAX, the \
+                 longest allowed; {} characters), the consumer said {}: {hint}",
+                longest.chars().count() - 1,
+                said(&answer)
+            )));
+        }
+        let mut consumer = Consumer::ready(proc, &longest, &answer, output);
+        consumer.send_shutdown()?;
+        consumer.serve()?;
     }
-    grader_send(&longest, &[shutdown_message()])?;
-    Consumer::ready(proc, &longest, &answer, output).serve()?;
     existing_name(run)?;
     Ok("bad names were bad-name (256 bytes after the slash too, in multi-byte characters too), \
         a 255-byte name worked, a missing queue was not-found, an existing one exists and was \
@@ -176,7 +184,7 @@ pub fn attributes_and_limits(run: &mut Run) -> Result<String, Fail> {
     let capacity = run.rng().random_range(2..=msg_max.min(9));
     let msg_size = run.rng().random_range(100..1000);
     let name = run.ipc_name("jobs");
-    let consumer = consumer(run, &name, &sized(capacity, msg_size))?;
+    let mut consumer = consumer(run, &name, &sized(capacity, msg_size))?;
     let attr = queue_attributes(&name)?;
     let seen = (attr.maxmsg() as u64, attr.msgsize() as u64);
     if seen != (capacity, msg_size) {
@@ -193,11 +201,11 @@ pub fn attributes_and_limits(run: &mut Run) -> Result<String, Fail> {
             seen.0, seen.1, consumer.capacity, consumer.msg_size
         )));
     }
-    grader_send(&name, &[shutdown_message()])?;
+    consumer.send_shutdown()?;
     consumer.serve()?;
 
     let default = run.ipc_name("default");
-    let consumer = self::consumer(run, &default, &[])?;
+    let mut consumer = self::consumer(run, &default, &[])?;
     let attr = queue_attributes(&default)?;
     if attr.maxmsg() as u64 > msg_max || attr.msgsize() as u64 > msgsize_max {
         return Err(Fail::failed(format!(
@@ -207,7 +215,7 @@ pub fn attributes_and_limits(run: &mut Run) -> Result<String, Fail> {
             attr.msgsize()
         )));
     }
-    grader_send(&default, &[shutdown_message()])?;
+    consumer.send_shutdown()?;
     consumer.serve()?;
 
     // Exactly at a limit is allowed, one past it is not. The bytes limit is out of reach of the
@@ -256,8 +264,9 @@ pub fn attributes_and_limits(run: &mut Run) -> Result<String, Fail> {
                     attr.msgsize()
                 )));
             }
-            grader_send(&name, &[shutdown_message()])?;
-            Consumer::ready(proc, &name, &answer, output).serve()?;
+            let mut consumer = Consumer::ready(proc, &name, &answer, output);
+            consumer.send_shutdown()?;
+            consumer.serve()?;
         } else if failed_with(&answer, "mq-open") && failed_errno(&answer, "EMFILE") {
             // The program's own check passed; the kernel counts this user's other queues too.
             run.note(format!("{asked}: mq_open said EMFILE (other queues of this user)"));

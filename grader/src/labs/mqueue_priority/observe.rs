@@ -124,13 +124,15 @@ pub fn queue_mode(name: &str) -> Option<u32> {
     mode
 }
 
-/// The system call the (single-threaded) process `pid` sleeps in, if it sleeps in one.
-pub fn sleeping_in(pid: i32) -> Option<i64> {
-    let view = inspect::view(pid)?;
-    let thread = view.threads.first()?;
-    (view.threads.len() == 1 && thread.state == 'S')
-        .then_some(thread.syscall.map(|(nr, _)| nr))
-        .flatten()
+/// Whether every thread of `pid` sleeps, one of them in `syscall`.
+pub fn sleeps_in(pid: i32, syscall: i64) -> bool {
+    inspect::view(pid).is_some_and(|view| {
+        view.threads.iter().all(|t| matches!(t.state, 'S' | 'D'))
+            && view
+                .threads
+                .iter()
+                .any(|t| t.syscall.map(|(nr, _)| nr) == Some(syscall))
+    })
 }
 
 /// What a process did while the grader waited for it to sleep in one call.
@@ -147,7 +149,7 @@ pub enum Reached {
 pub fn wait_in_call(proc: &mut Proc, syscall: i64, patience: Duration) -> Result<Reached, Fail> {
     let until = Instant::now() + patience;
     loop {
-        if sleeping_in(proc.pid.as_raw()) == Some(syscall) {
+        if sleeps_in(proc.pid.as_raw(), syscall) {
             return Ok(Reached::InCall);
         }
         if let Some(message) = proc.recv_before(Instant::now() + Duration::from_millis(3))? {

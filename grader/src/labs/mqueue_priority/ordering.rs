@@ -11,7 +11,7 @@ use rand::RngExt;
 
 use super::observe::{one_queue_fd, queue_mode};
 use super::protocol::{
-    Job, JOB_TAG, MQ_PRIO_MAX, SHUTDOWN_TAG, consumer, grader_send, job_message, jobs_at,
+    Job, JOB_TAG, MQ_PRIO_MAX, SHUTDOWN_TAG, consumer, failure_hint, grader_send, job_message, jobs_at,
     producer, queue_attributes, random_jobs, said, same_order, show, shutdown_message,
     total_payload,
 };
@@ -74,11 +74,13 @@ pub fn priority_order(run: &mut Run) -> Result<String, Fail> {
             )));
         }
         consumer.go()?;
-        let done = consumer.answer()?;
+        let done = consumer.answer_after_shutdown()?;
         if done.kind != "done" {
             return Err(Fail::failed(format!(
-                "round {round}: the consumer said {} instead of `done` after the shutdown message",
-                said(&done)
+                "round {round}: the consumer said {} instead of `done` after the shutdown \
+                 message{}",
+                said(&done),
+                failure_hint(&done)
             )));
         }
         consumer.expect_io_through_queue(total_payload(&jobs))?;
@@ -149,6 +151,7 @@ fn served_as_received(run: &mut Run) -> Result<(), Fail> {
         }
     }
     grader_send(&name, &[job_message(&high), shutdown_message()])?;
+    consumer.shutdown_from_grader = true;
     let served = consumer.finish()?;
     let priorities: Vec<u32> = served.iter().map(|j| j.priority).collect();
     if served == [low.clone(), high.clone()] {
@@ -173,7 +176,7 @@ fn served_as_received(run: &mut Run) -> Result<(), Fail> {
 pub fn interop_plain_posix(run: &mut Run) -> Result<String, Fail> {
     // The grader sends, the student's consumer serves.
     let name = run.ipc_name("jobs");
-    let consumer = consumer(run, &name, &[])?;
+    let mut consumer = consumer(run, &name, &[])?;
     let count = consumer.capacity.clamp(3, 8) as usize - 1;
     let levels = [0, run.rng().random_range(1..100), MQ_PRIO_MAX - 1];
     let mut jobs = jobs_at(run, count, "g", &levels);
@@ -182,6 +185,7 @@ pub fn interop_plain_posix(run: &mut Run) -> Result<String, Fail> {
     let mut messages: Vec<(Vec<u8>, u32)> = jobs.iter().map(job_message).collect();
     messages.push(shutdown_message());
     grader_send(&name, &messages)?;
+    consumer.shutdown_from_grader = true;
     let served = consumer.serve()?;
     same_order(&served, &jobs, "jobs the grader sent with plain mq_send")?;
 

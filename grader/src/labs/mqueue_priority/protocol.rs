@@ -2,13 +2,16 @@
 //! their control messages, and the grader's own plain POSIX sender and receiver.
 
 use std::path::PathBuf;
+use std::time::{Duration, Instant};
 
 use ipc_labs_driver::Message;
 use nix::mqueue::{MQ_OFlag, MqAttr, MqdT, mq_close, mq_getattr, mq_open, mq_send};
 use nix::sys::stat::Mode;
 use rand::RngExt;
+use rand::seq::SliceRandom;
 
 use super::observe::{self, Io};
+use crate::engine::audit::message_queue_exists;
 use crate::engine::{Fail, Proc, Run};
 
 pub const JOB_TAG: u8 = b'J';
@@ -126,6 +129,8 @@ pub struct Consumer {
     pub max_payload: usize,
     /// Its I/O counters when it was told `go`.
     io_at_go: Option<Io>,
+    /// Whether the grader itself sent the shutdown (so it is known to be well-formed).
+    pub shutdown_from_grader: bool,
 }
 
 /// Starts a consumer with `extra` arguments, and its soft `RLIMIT_MSGQUEUE` lowered to
@@ -158,10 +163,32 @@ pub fn spawn_consumer(
 /// A consumer that must come up.
 pub fn consumer(run: &mut Run, name: &str, extra: &[String]) -> Result<Consumer, Fail> {
     let (proc, ready, output) = spawn_consumer(run, name, extra, None)?;
+    if failed_with(&ready, "over-limit") {
+        // Every queue asked for here is within the limits of any user.
+        return Err(Fail::failed(format!(
+            "the consumer said {} where it should have created {name} ({}), which is within \
+             this user's limits: system_limits() reads msg_max and msgsize_max from \
+             /proc/sys/fs/mqueue and the soft RLIMIT_MSGQUEUE with getrlimit, and check() \
+             compares each attribute with its own limit",
+            said(&ready),
+            if extra.is_empty() {
+                "the default 8 messages of 1024 bytes".to_string()
+            } else {
+                extra.join(" ")
+            }
+        )));
+    }
     if ready.kind != "ready" {
         return Err(Fail::failed(format!(
             "the consumer said {} where it should have created {name}",
             said(&ready)
+        )));
+    }
+    if !message_queue_exists(name) {
+        return Err(Fail::failed(format!(
+            "the consumer said `ready`, but no queue {name} exists: create it with mq_open \
+             (O_CREAT), and mq_unlink it only when serve() ends, for the producers open it by \
+             its name"
         )));
     }
     Ok(Consumer::ready(proc, name, &ready, output))
@@ -188,6 +215,7 @@ impl Consumer {
             msg_size: field(ready, "msg_size"),
             max_payload: field(ready, "max_payload") as usize,
             io_at_go: None,
+            shutdown_from_grader: false,
         }
     }
 
@@ -212,13 +240,74 @@ impl Consumer {
         self.proc.recv_any()
     }
 
-    /// Waits for `done` (after `go`), lets it exit, and returns what it served.
+    /// Sends the shutdown into its queue with the grader's own `mq_send`.
+    pub fn send_shutdown(&mut self) -> Result<(), Fail> {
+        self.shutdown_from_grader = true;
+        grader_send(&self.name, &[shutdown_message()])
+    }
+
+    /// Waits for its answer once the shutdown is in its queue (after `go`). A consumer that has
+    /// taken every message, the shutdown included, and waits in mq_receive for more did not
+    /// see the shutdown: said at once, rather than when the check's time is up.
+    pub fn answer_after_shutdown(&mut self) -> Result<Message, Fail> {
+        let until = Instant::now() + Duration::from_secs(8);
+        let mut stuck_since = None;
+        while Instant::now() < until {
+            let step = Instant::now() + Duration::from_millis(10);
+            if let Some(answer) = self.proc.recv_before(step)? {
+                return Ok(answer);
+            }
+            if !self.waits_on_empty_queue() {
+                stuck_since = None;
+                continue;
+            }
+            let since = *stuck_since.get_or_insert_with(Instant::now);
+            if since.elapsed() >= Duration::from_millis(50) {
+                let who = if self.shutdown_from_grader {
+                    "the grader's shutdown ('Q' alone, priority 0) included, and waits in \
+                     mq_receive for more: receive() must decode a 1-byte message 'Q' as the \
+                     shutdown, and serve() stop there"
+                } else {
+                    "the producer's shutdown included, and waits in mq_receive for more: the \
+                     shutdown ('Q' alone, at priority 0) was not sent as one by shutdown(), or \
+                     not taken for one by receive()"
+                };
+                return Err(Fail::failed(format!(
+                    "the consumer took every message from {}, {who}",
+                    self.name
+                )));
+            }
+        }
+        self.proc.recv_any()
+    }
+
+    /// Whether it sleeps in mq_receive while its queue is empty.
+    fn waits_on_empty_queue(&self) -> bool {
+        if !observe::sleeps_in(self.pid(), libc::SYS_mq_timedreceive) {
+            return false;
+        }
+        let Ok(queue) = mq_open(
+            self.name.as_str(),
+            MQ_OFlag::O_RDONLY | MQ_OFlag::O_NONBLOCK,
+            Mode::empty(),
+            None,
+        ) else {
+            return false;
+        };
+        let empty = mq_getattr(&queue).is_ok_and(|a| a.curmsgs() == 0);
+        let _ = mq_close(queue);
+        empty
+    }
+
+    /// Waits for `done` (after `go`, the shutdown sent), lets it exit, and returns what it
+    /// served.
     pub fn finish(mut self) -> Result<Vec<Job>, Fail> {
-        let done = self.answer()?;
+        let done = self.answer_after_shutdown()?;
         if done.kind != "done" {
             return Err(Fail::failed(format!(
-                "the consumer said {} instead of `done` after the shutdown message",
-                said(&done)
+                "the consumer said {} instead of `done` after the shutdown message{}",
+                said(&done),
+                failure_hint(&done)
             )));
         }
         self.end(&done)
@@ -266,12 +355,31 @@ impl Consumer {
     }
 }
 
+/// What a consumer's `failed` says about its receiving, when every message sent was a job or
+/// the shutdown.
+pub fn failure_hint(answer: &Message) -> &'static str {
+    if failed_with(answer, "garbled") {
+        ": every message in its queue was a job ('J' and its payload) or the shutdown ('Q' \
+         alone); decode exactly the bytes mq_receive returned (its return value), not the whole \
+         buffer"
+    } else if failed_errno(answer, "EMSGSIZE") {
+        ": mq_receive refused the buffer (EMSGSIZE); the receive buffer must hold mq_msgsize \
+         bytes, whatever the length of the message waiting"
+    } else {
+        ""
+    }
+}
+
 /// A producer that said `ready`.
 pub struct Producer {
     pub proc: Proc,
     pub role: &'static str,
     /// Its I/O counters when it said `ready` (it has read its job file by then).
     io_at_ready: Option<Io>,
+    /// Each job's priority and payload length, in the order submitted.
+    jobs: Vec<(u32, usize)>,
+    /// The longest payload its queue takes, as it said at `ready`.
+    max_payload: usize,
 }
 
 /// Starts a producer of `jobs` and waits for its `ready`.
@@ -289,6 +397,9 @@ pub fn producer(
         let hint = if denied {
             ": the consumer created the queue without read and write permission for its owner; \
              create it with mode S_IRUSR | S_IWUSR (0600)"
+        } else if failed_with(&ready, "not-found") {
+            ": the queue is gone, though the consumer that created it has not ended; it may \
+             mq_unlink the queue only when serve() ends"
         } else {
             ""
         };
@@ -316,6 +427,8 @@ pub fn producer(
         proc,
         role,
         io_at_ready,
+        jobs: jobs.iter().map(|j| (j.priority, j.payload.len())).collect(),
+        max_payload: field(&ready, "max_payload") as usize,
     })
 }
 
@@ -363,14 +476,28 @@ impl Producer {
 
     /// Its answer must be `done`.
     pub fn expect_done(&self, answer: &Message) -> Result<(), Fail> {
-        if answer.kind != "done" {
-            return Err(Fail::failed(format!(
-                "{} said {} instead of `done` after submitting",
-                self.role,
-                said(answer)
-            )));
+        if answer.kind == "done" {
+            return Ok(());
         }
-        Ok(())
+        let job = self.jobs.get(field(answer, "index") as usize);
+        let hint = match job {
+            Some(&(priority, _)) if failed_with(answer, "bad-priority") => format!(
+                ": it refused priority {priority}, which is valid; priorities go from 0 to \
+                 MQ_PRIO_MAX - 1 ({}), refuse only MQ_PRIO_MAX and more",
+                MQ_PRIO_MAX - 1
+            ),
+            Some(&(_, len)) if failed_with(answer, "too-big") => format!(
+                ": it refused a {len}-byte payload, which fits (the queue takes payloads of up \
+                 to {} bytes, its message size minus the tag byte)",
+                self.max_payload
+            ),
+            _ => String::new(),
+        };
+        Err(Fail::failed(format!(
+            "{} said {} instead of `done` after submitting{hint}",
+            self.role,
+            said(answer)
+        )))
     }
 
     /// Lets it exit.
@@ -424,11 +551,19 @@ pub fn random_jobs(run: &mut Run, n: usize, tag: &str) -> Vec<Job> {
     jobs_at(run, n, tag, &levels)
 }
 
-/// `n` jobs with priorities drawn from `levels`.
+/// `n` jobs with priorities drawn from `levels`, each level at least once when `n` allows.
 pub fn jobs_at(run: &mut Run, n: usize, tag: &str, levels: &[u32]) -> Vec<Job> {
-    (0..n)
-        .map(|i| {
-            let priority = levels[run.rng().random_range(0..levels.len())];
+    let mut priorities: Vec<u32> = (0..n)
+        .map(|i| match levels.get(i) {
+            Some(&level) => level,
+            None => levels[run.rng().random_range(0..levels.len())],
+        })
+        .collect();
+    priorities.shuffle(run.rng());
+    priorities
+        .into_iter()
+        .enumerate()
+        .map(|(i, priority)| {
             let mut payload = format!("{tag}-{i:03}-").into_bytes();
             let extra = run.rng().random_range(0..24);
             payload.extend(run.random_bytes(extra));
@@ -461,17 +596,30 @@ pub fn same_order(served: &[Job], submitted: &[Job], who: &str) -> Result<(), Fa
         payloads
     };
     if sorted(served) != sorted(submitted) {
+        let unknown = |job: &Job| !submitted.iter().any(|s| s.payload == job.payload);
+        let changed = served
+            .iter()
+            .zip(&expected)
+            .find(|(got, sent)| unknown(got) && got.priority == sent.priority);
         if served.len() == expected.len()
-            && let Some((got, sent)) = served
-                .iter()
-                .zip(&expected)
-                .find(|(got, sent)| !submitted.iter().any(|s| s.payload == got.payload) && got.priority == sent.priority)
+            && let Some((got, sent)) = changed
         {
             return Err(Fail::failed(format!(
                 "{who}: a job of {} came out as {}: a job travels whole in its message, the \
                  tag 'J' and then exactly its payload (no file name, no other encoding)",
                 show(&sent.payload),
                 show(&got.payload)
+            )));
+        }
+        if served.len() < expected.len() && served == &expected[..served.len()] {
+            let left: Vec<u32> = expected[served.len()..].iter().map(|j| j.priority).collect();
+            return Err(Fail::failed(format!(
+                "{who}: the consumer ended after serving {} of the {} jobs, in the right order; \
+                 the rest, of priorities {left:?}, were not served: the shutdown came out of the \
+                 queue before them, so it went in with a higher priority than theirs (send it at \
+                 priority 0, the lowest), or serve() stopped before the shutdown",
+                served.len(),
+                expected.len()
             )));
         }
         return Err(Fail::failed(format!(
@@ -517,7 +665,9 @@ pub fn same_order(served: &[Job], submitted: &[Job], who: &str) -> Result<(), Fa
 pub fn grader_open(name: &str, flags: MQ_OFlag) -> Result<MqdT, Fail> {
     mq_open(name, flags | MQ_OFlag::O_NONBLOCK, Mode::empty(), None).map_err(|e| {
         Fail::failed(format!(
-            "the grader cannot open {name} ({e}) while the consumer says it exists"
+            "the grader cannot open {name} ({e}) though the consumer that created it has not \
+             ended: the queue exists from create() until serve() ends, and only then is it \
+             unlinked"
         ))
     })
 }
