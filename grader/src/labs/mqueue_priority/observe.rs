@@ -3,6 +3,7 @@
 //! permission bits (`fstat` of the grader's own descriptor, which needs no mqueue mount), the
 //! system call a process waits in, and how many bytes it moved with read() and write().
 
+use std::os::fd::AsFd;
 use std::time::{Duration, Instant};
 
 use ipc_labs_driver::Message;
@@ -117,9 +118,7 @@ pub fn queue_mode(name: &str) -> Option<u32> {
         None,
     )
     .ok()?;
-    // SAFETY: the descriptor stays open until mq_close below.
-    let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(std::os::fd::AsRawFd::as_raw_fd(&queue)) };
-    let mode = fstat(fd).ok().map(|s| s.st_mode & 0o777);
+    let mode = fstat(queue.as_fd()).ok().map(|s| s.st_mode & 0o777);
     let _ = mq_close(queue);
     mode
 }
