@@ -1,0 +1,414 @@
+//! How the programs wait: on a full queue inside mq_send, on an empty one inside mq_receive,
+//! without CPU and through signals; and with O_NONBLOCK, not at all.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use ipc_labs_driver::Message;
+use nix::sys::signal::Signal;
+
+use super::observe::{Reached, one_queue_fd, queue_fds, wait_in_call};
+use super::protocol::{
+    Job, Producer, consumer, failed_with, field, producer, queue_attributes,
+    random_jobs, said, same_order, shut_down, sized,
+};
+use crate::engine::diagnose::{self, Activity, classify};
+use crate::engine::waiting::{self, WaitRules};
+use crate::engine::{Fail, Run, force, inspect};
+
+/// What `mq_send` and `mq_receive` call.
+const SEND: i64 = libc::SYS_mq_timedsend;
+const RECEIVE: i64 = libc::SYS_mq_timedreceive;
+/// How long the processes of a step get to reach the call they must wait in: a loaded machine
+/// may take a while to run them; only a wrong program makes the check wait this long.
+const PATIENCE: Duration = Duration::from_secs(3);
+const IDLE: &str = "the consumer of an empty queue";
+
+/// What is left until `until`.
+fn left(until: Instant) -> Duration {
+    until.saturating_duration_since(Instant::now())
+}
+
+/// What the programs should wait in, for the end of a failure message.
+const WAIT_ADVICE: &str = "a producer waits for room inside mq_send on a blocking descriptor, a \
+                           consumer for a message inside mq_receive: the kernel wakes them, so \
+                           do not retry in a loop or sleep and try again";
+
+pub fn full_queue_blocks(run: &mut Run) -> Result<String, Fail> {
+    const PRODUCERS: usize = 4;
+    const JOBS: usize = 50;
+    const ROLES: [&str; PRODUCERS] = ["producer 1", "producer 2", "producer 3", "producer 4"];
+    let name = run.ipc_name("jobs");
+    let consumer = consumer(run, &name, &sized(4, 64))?;
+    // A second consumer, on a queue nobody sends to, shows how receiving on an empty queue waits.
+    let idle_name = run.ipc_name("idle");
+    let mut idle = self::consumer(run, &idle_name, &[])?;
+    idle.go()?;
+    let mut producers = Vec::new();
+    let mut submitted = Vec::new();
+    for (p, role) in ROLES.iter().enumerate() {
+        let mut jobs = random_jobs(run, JOBS, &format!("p{p}"));
+        for job in &mut jobs {
+            job.payload.truncate(20);
+        }
+        let proc = producer(run, &name, &jobs, false, false, role)?;
+        submitted.push(jobs);
+        producers.push(proc);
+    }
+    for producer in &mut producers {
+        producer.proc.send("go", &[])?;
+    }
+    // Nobody receives from the 4-message queue: every producer ends up waiting in mq_send, and
+    // the idle consumer in mq_receive.
+    let until = Instant::now() + PATIENCE;
+    let mut late = Vec::new();
+    for producer in &mut producers {
+        match wait_in_call(&mut producer.proc, SEND, left(until))? {
+            Reached::InCall => {}
+            Reached::Said(answer) => return Err(finished_while_full(producer.role, &answer)),
+            Reached::NotYet => late.push(producer.pid()),
+        }
+    }
+    match wait_in_call(&mut idle.proc, RECEIVE, left(until))? {
+        Reached::InCall => {}
+        Reached::Said(answer) => return Err(idle_said(&answer, false)),
+        Reached::NotYet => late.push(idle.pid()),
+    }
+    let mut roles: BTreeMap<i32, String> = producers
+        .iter()
+        .map(|p| (p.pid(), p.role.to_string()))
+        .collect();
+    roles.insert(idle.pid(), IDLE.into());
+    let role_of = |view: &inspect::ProcessView| roles.get(&view.pid).cloned().unwrap_or_default();
+    let pids: Vec<i32> = roles.keys().copied().collect();
+    // Nothing wakes a process blocked in mq_send or mq_receive here: a timed wait that wakes
+    // to look again is polling.
+    let rules = WaitRules {
+        wakeups_per_second: 0.0,
+    };
+    let waiters = waiting::expect_blocked(&pids, &role_of, rules, WAIT_ADVICE)?;
+    for &pid in &late {
+        let (call, what, right) = if pid == idle.pid() {
+            ("mq_receive", "for a message", Activity::MqReceive)
+        } else {
+            ("mq_send", "for room", Activity::MqSend)
+        };
+        let mine: Vec<&Activity> = waiters
+            .iter()
+            .filter(|w| w.pid == pid)
+            .map(|w| &w.activity)
+            .collect();
+        // Slow to get there, but there (in one of its threads).
+        if mine.contains(&&right) {
+            continue;
+        }
+        let activity = mine.first().map_or(Activity::Blocked, |a| (*a).clone());
+        return Err(Fail::failed(format!(
+            "{} waits {what} {} instead of inside {call}: {WAIT_ADVICE}",
+            roles[&pid],
+            waiting_in(&activity)
+        )));
+    }
+    // A signal interrupts each wait (main.rs gives SIGUSR1 a handler without SA_RESTART): the
+    // call fails with EINTR and must be made again.
+    for &pid in &pids {
+        force::signal_every_thread(pid, Signal::SIGUSR1);
+    }
+    let until = Instant::now() + PATIENCE;
+    for producer in &mut producers {
+        let reached = wait_in_call(&mut producer.proc, SEND, left(until))?;
+        interrupted(reached, producer.pid(), producer.role, "mq_send")?;
+    }
+    let reached = wait_in_call(&mut idle.proc, RECEIVE, left(until))?;
+    interrupted(reached, idle.pid(), IDLE, "mq_receive")?;
+    for producer in &producers {
+        let fd = one_queue_fd(producer.pid(), &name, producer.role, "while it waits for room")?;
+        if fd.nonblocking() {
+            return Err(Fail::failed(format!(
+                "{}'s descriptor of the queue is O_NONBLOCK while it waits for room ({}): \
+                 without --nonblocking, submit() sends on a blocking descriptor, and mq_send \
+                 itself waits",
+                producer.role,
+                fd.describe(producer.pid())
+            )));
+        }
+    }
+    let fd = one_queue_fd(idle.pid(), &idle_name, IDLE, "while it waits for a job")?;
+    if fd.nonblocking() {
+        return Err(Fail::failed(format!(
+            "the consumer's descriptor of its queue is O_NONBLOCK ({}): create it blocking, so \
+             that mq_receive itself waits for a message",
+            fd.describe(idle.pid())
+        )));
+    }
+    let queued = queue_attributes(&name)?.curmsgs();
+    if queued != 4 {
+        return Err(Fail::failed(format!(
+            "the producers wait but the 4-message queue holds {queued}: wait only when the \
+             queue is full"
+        )));
+    }
+    idle.send_shutdown()?;
+    idle.finish()?;
+
+    let mut consumer = consumer;
+    consumer.go()?;
+    for mut producer in producers {
+        let done = producer.proc.recv_any()?;
+        if done.kind != "done" || field(&done, "submitted") != JOBS as u64 {
+            return Err(Fail::failed(format!(
+                "{} said {} ({} submitted) once the consumer ran, expected `done` with {JOBS}",
+                producer.role,
+                said(&done),
+                field(&done, "submitted")
+            )));
+        }
+        producer.end()?;
+    }
+    shut_down(run, &name)?;
+    let served = consumer.finish()?;
+    exactly_once(&served, &submitted, &ROLES)?;
+    Ok(format!(
+        "{PRODUCERS} producers waited in mq_send on the full queue and a consumer in mq_receive \
+         on an empty one, without CPU and through SIGUSR1; all {} jobs were served once",
+        PRODUCERS * JOBS
+    ))
+}
+
+/// A producer answered while the queue was full and nobody received.
+fn finished_while_full(role: &str, answer: &Message) -> Fail {
+    if failed_with(answer, "full") {
+        return Fail::failed(format!(
+            "{role} said {} on the full queue though it ran without --nonblocking: a blocking \
+             submit() waits in mq_send until there is room; only a descriptor with O_NONBLOCK \
+             gets EAGAIN (QueueError::Full)",
+            said(answer)
+        ));
+    }
+    if answer.kind == "done" {
+        return Fail::failed(format!(
+            "{role} finished while the queue was full and nobody received: it cannot have \
+             submitted its jobs, so jobs were dropped; mq_send on a full queue must block \
+             until there is room (no O_NONBLOCK, no ignored EAGAIN)"
+        ));
+    }
+    Fail::failed(format!(
+        "{role} said {} while the queue was full and nobody received: submit() waits in mq_send \
+         until there is room",
+        said(answer)
+    ))
+}
+
+/// The idle consumer answered though nothing was sent to its queue.
+fn idle_said(answer: &Message, signalled: bool) -> Fail {
+    let after = if signalled {
+        "after SIGUSR1 interrupted its mq_receive (EINTR)"
+    } else {
+        "with nothing sent to its queue"
+    };
+    let hint = if signalled {
+        "an interrupted mq_receive is called again (retry EINTR)"
+    } else {
+        "receive() waits in mq_receive until a message arrives"
+    };
+    Fail::failed(format!(
+        "the consumer of an empty queue said {} {after}: {hint}",
+        said(answer)
+    ))
+}
+
+/// Where a process went after the grader's SIGUSR1 interrupted its wait in `call`.
+fn interrupted(reached: Reached, pid: i32, role: &str, call: &str) -> Result<(), Fail> {
+    let answer = match reached {
+        Reached::InCall => return Ok(()),
+        Reached::Said(answer) => answer,
+        Reached::NotYet => {
+            let doing = inspect::view(pid)
+                .map(|view| {
+                    let syscall = view.threads.first().and_then(|t| t.syscall);
+                    waiting_in(&classify(&view, syscall))
+                })
+                .unwrap_or_else(|| "nowhere: it is gone".into());
+            return Err(Fail::failed(format!(
+                "after SIGUSR1 interrupted its {call} (EINTR), {role} no longer waits in it but \
+                 {doing}: call {call} again when it fails with EINTR"
+            )));
+        }
+    };
+    if call == "mq_receive" {
+        return Err(idle_said(&answer, true));
+    }
+    let hint = if failed_with(&answer, "full") {
+        "EINTR is not a full queue: "
+    } else {
+        ""
+    };
+    Err(Fail::failed(format!(
+        "after SIGUSR1 interrupted its mq_send on the full queue (EINTR), {role} said {}: \
+         {hint}call mq_send again when it fails with EINTR",
+        said(&answer)
+    )))
+}
+
+/// Where a thread was seen waiting, in words.
+fn waiting_in(activity: &Activity) -> String {
+    match activity {
+        Activity::Poll => "in poll()/select() on the queue descriptor".into(),
+        Activity::Busy => "nowhere: it runs on the CPU".into(),
+        Activity::Sleep => "in nanosleep (sleeping between tries)".into(),
+        Activity::Futex => "on a futex".into(),
+        Activity::MqSend => "in mq_send".into(),
+        Activity::MqReceive => "in mq_receive".into(),
+        other => other.describe().replace("blocked ", ""),
+    }
+}
+
+/// Every job of every producer served once, in order within a producer and a priority.
+fn exactly_once(served: &[Job], submitted: &[Vec<Job>], roles: &[&str]) -> Result<(), Fail> {
+    let mut seen: BTreeMap<Vec<u8>, usize> = BTreeMap::new();
+    for job in served {
+        *seen.entry(job.payload.clone()).or_default() += 1;
+    }
+    let all: Vec<&Job> = submitted.iter().flatten().collect();
+    let missing = all.iter().filter(|j| !seen.contains_key(&j.payload)).count();
+    let twice = seen.values().filter(|&&n| n > 1).count();
+    if missing > 0 || twice > 0 || served.len() != all.len() {
+        return Err(Fail::failed(format!(
+            "of {} jobs, {missing} were never served and {twice} were served more than once \
+             ({} served in all): a full queue must make mq_send wait, never drop or repeat a job",
+            all.len(),
+            served.len()
+        )));
+    }
+    let position: BTreeMap<&[u8], usize> = served
+        .iter()
+        .enumerate()
+        .map(|(i, j)| (j.payload.as_slice(), i))
+        .collect();
+    for (jobs, role) in submitted.iter().zip(roles) {
+        let mut last: BTreeMap<u32, usize> = BTreeMap::new();
+        for job in jobs {
+            let at = position[job.payload.as_slice()];
+            if last.insert(job.priority, at).is_some_and(|before| before > at) {
+                return Err(Fail::failed(format!(
+                    "jobs of {role} with priority {} were served out of the order submitted: \
+                     within a priority the queue is FIFO",
+                    job.priority
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+pub fn nonblocking_full(run: &mut Run) -> Result<String, Fail> {
+    let name = run.ipc_name("jobs");
+    let consumer = consumer(run, &name, &["--capacity".into(), "4".into()])?;
+    let jobs = random_jobs(run, 7, "nb");
+    let role = "the non-blocking producer";
+    let mut producer = producer(run, &name, &jobs, true, true, role)?;
+    let fd = one_queue_fd(producer.pid(), &name, role, "after it said ready")?;
+    if !fd.nonblocking() {
+        return Err(Fail::failed(format!(
+            "with --nonblocking the producer called set_nonblocking(true), yet its descriptor of \
+             the queue has no O_NONBLOCK ({}): set it on the descriptor with mq_setattr \
+             (mq_set_nonblock), so that mq_send itself fails with EAGAIN on a full queue \
+             instead of waiting",
+            fd.describe(producer.pid())
+        )));
+    }
+    producer.proc.send("go", &[])?;
+    // 4 jobs fit, 3 find the queue full; then the producer turns blocking again and its
+    // shutdown waits for room, which only the consumer can make.
+    match wait_in_call(&mut producer.proc, SEND, PATIENCE + PATIENCE)? {
+        Reached::InCall => {}
+        Reached::Said(answer) => return Err(shutdown_did_not_wait(&producer, &name, &answer)),
+        Reached::NotYet => {
+            let hang = diagnose::observe(&[producer.pid()], &|_| role.to_string());
+            let doing: Vec<String> = hang
+                .processes
+                .iter()
+                .flat_map(|p| p.activities.iter().map(waiting_in))
+                .collect();
+            return Err(Fail::failed(format!(
+                "7 jobs into a 4-message queue nobody reads, non-blocking, then the shutdown: \
+                 after 6 s the producer has not answered, and it does not wait in mq_send for \
+                 room for the shutdown; it waits {}. With O_NONBLOCK each job that finds the \
+                 queue full fails at once with EAGAIN (QueueError::Full, counted, not retried), \
+                 and after set_nonblocking(false) the shutdown waits inside mq_send",
+                doing.join(", ")
+            )));
+        }
+    }
+    let queued = queue_attributes(&name)?.curmsgs();
+    if queued != 4 {
+        return Err(Fail::failed(format!(
+            "the non-blocking producer waits to send the shutdown, but the 4-message queue \
+             holds {queued}: each job either went in or was counted full"
+        )));
+    }
+    let mut consumer = consumer;
+    consumer.go()?;
+    let done = producer.proc.recv_any()?;
+    producer.expect_done(&done)?;
+    let (submitted, full) = (field(&done, "submitted"), field(&done, "full"));
+    if (submitted, full) != (4, 3) {
+        return Err(Fail::failed(format!(
+            "7 jobs into a 4-message queue nobody reads, non-blocking: the producer says \
+             {submitted} submitted and {full} found it full, expected 4 and 3: with O_NONBLOCK \
+             mq_send fails with EAGAIN on a full queue, which submit() reports as QueueError::Full"
+        )));
+    }
+    producer.end()?;
+    let served = consumer.finish()?;
+    same_order(&served, &jobs[..4], "the jobs that fitted")?;
+    Ok("a full non-blocking queue refused 3 of 7 jobs with kind=full, the shutdown then waited \
+        for room, and the 4 jobs that fitted were served"
+        .into())
+}
+
+/// The non-blocking producer answered where its shutdown should have waited for room.
+fn shutdown_did_not_wait(producer: &Producer, name: &str, answer: &Message) -> Fail {
+    let pid = producer.pid();
+    if failed_with(answer, "full") {
+        let still = queue_fds(pid, name)
+            .unwrap_or_default()
+            .into_iter()
+            .find(|fd| fd.nonblocking());
+        return match still {
+            Some(fd) => Fail::failed(format!(
+                "after its jobs the producer called set_nonblocking(false) to send the \
+                 shutdown, but its descriptor still has O_NONBLOCK ({}) and the shutdown failed \
+                 on the full queue with kind=full: set_nonblocking(false) must clear O_NONBLOCK \
+                 (mq_setattr, mq_remove_nonblock)",
+                fd.describe(pid)
+            )),
+            None => Fail::failed(format!(
+                "the shutdown, sent after set_nonblocking(false), failed on the full queue with \
+                 {}: on a blocking descriptor the shutdown waits for room like a job",
+                said(answer)
+            )),
+        };
+    }
+    if answer.kind == "done" {
+        let (submitted, full) = (field(answer, "submitted"), field(answer, "full"));
+        if (submitted, full) != (4, 3) {
+            return Fail::failed(format!(
+                "7 jobs into a 4-message queue nobody reads, non-blocking: the producer says \
+                 {submitted} submitted and {full} found it full, expected 4 and 3: with \
+                 O_NONBLOCK mq_send fails with EAGAIN on a full queue, which submit() reports \
+                 as QueueError::Full"
+            ));
+        }
+        return Fail::failed(
+            "the non-blocking producer said `done` though its shutdown cannot have fitted in the \
+             full queue that nobody reads: after set_nonblocking(false) the shutdown waits in \
+             mq_send for room",
+        );
+    }
+    Fail::failed(format!(
+        "7 jobs into a 4-message queue nobody reads, non-blocking, then the shutdown: the \
+         producer said {}, where 4 jobs go in, 3 are kind=full and the shutdown waits for room",
+        said(answer)
+    ))
+}

@@ -1,0 +1,111 @@
+//! How the programs end: a producer closes its descriptor, the consumer closes and unlinks its
+//! queue however serving ends. Each program is held after its last answer, so that the grader
+//! sees the descriptors it still holds before the process exit closes them.
+
+use rand::RngExt;
+
+use super::observe::queue_fds;
+use super::protocol::{
+    Consumer, Job, consumer, failed_with, grader_send, job_message, producer, random_jobs, said,
+};
+use crate::engine::audit::message_queue_exists;
+use crate::engine::{Fail, Run};
+
+pub fn unlinked_at_end(run: &mut Run) -> Result<String, Fail> {
+    // A normal end: the producer's jobs, then its shutdown.
+    let name = run.ipc_name("jobs");
+    let mut consumer = consumer(run, &name, &[])?;
+    let jobs = random_jobs(run, 3, "u");
+    let mut producer = producer(run, &name, &jobs, true, false, "the producer")?;
+    let done = producer.submit()?;
+    producer.expect_done(&done)?;
+    if let Some(fd) = queue_fds(producer.pid(), &name).and_then(|fds| fds.first().copied()) {
+        return Err(Fail::failed(format!(
+            "the producer still holds descriptor {} of {name} after it said `done` (close() \
+             was called): close() must mq_close the descriptor",
+            fd.fd
+        )));
+    }
+    producer.end()?;
+    consumer.go()?;
+    let done = consumer.answer_after_shutdown()?;
+    if done.kind != "done" {
+        return Err(Fail::failed(format!(
+            "the consumer said {} instead of `done` after the shutdown message",
+            said(&done)
+        )));
+    }
+    expect_closed_and_unlinked(&consumer, "after the consumer said `done`", "when serving ends")?;
+    consumer.end(&done)?;
+
+    // The handler fails on the second job.
+    let name = run.ipc_name("failing");
+    let mut consumer = self::consumer(run, &name, &["--fail-after".into(), "1".into()])?;
+    let producer = self::producer(run, &name, &jobs, true, false, "the producer")?;
+    super::protocol::produce(producer)?;
+    consumer.go()?;
+    let answer = consumer.answer_after_shutdown()?;
+    if !failed_with(&answer, "handler") {
+        return Err(Fail::failed(format!(
+            "when the handler fails on the second job the consumer must report kind=handler; \
+             it said {}",
+            said(&answer)
+        )));
+    }
+    expect_closed_and_unlinked(
+        &consumer,
+        "after the consumer failed serving a job (kind=handler)",
+        "on its error paths too (do not return early with `?` before the unlink)",
+    )?;
+    super::protocol::release(&mut consumer.proc)?;
+
+    // A message that is neither a job nor the shutdown: receive() fails inside serve().
+    let name = run.ipc_name("garbled");
+    let mut consumer = self::consumer(run, &name, &[])?;
+    let mut garbled = vec![b'X'];
+    let extra = run.rng().random_range(0..8);
+    garbled.extend(run.random_bytes(extra));
+    let job = Job {
+        priority: 3,
+        payload: b"first".to_vec(),
+    };
+    grader_send(&name, &[job_message(&job), (garbled, 1)])?;
+    consumer.go()?;
+    let answer = consumer.answer()?;
+    if !failed_with(&answer, "garbled") {
+        return Err(Fail::failed(format!(
+            "after a job the grader sent a message that is neither a job nor the shutdown \
+             ('X' and more): the consumer must fail with kind=garbled; it said {}",
+            said(&answer)
+        )));
+    }
+    expect_closed_and_unlinked(
+        &consumer,
+        "after the consumer failed on a garbled message (kind=garbled)",
+        "on every way it ends, a failed receive too: break out of the loop with the error \
+         instead of returning from inside it",
+    )?;
+    super::protocol::release(&mut consumer.proc)?;
+    Ok("the producer closed its descriptor; the consumer closed and unlinked its queue after a \
+        normal end, a failed job and a garbled message"
+        .into())
+}
+
+/// The consumer, held after its answer, holds no descriptor of its queue and the queue is gone.
+fn expect_closed_and_unlinked(consumer: &Consumer, when: &str, paths: &str) -> Result<(), Fail> {
+    let name = &consumer.name;
+    if message_queue_exists(name) {
+        return Err(Fail::failed(format!(
+            "{name} still exists {when}: serve() must close and mq_unlink the queue {paths}; a \
+             queue nobody unlinks stays in the kernel until reboot"
+        )));
+    }
+    if let Some(fd) = queue_fds(consumer.pid(), name).and_then(|fds| fds.first().copied()) {
+        return Err(Fail::failed(format!(
+            "{name} was unlinked, but the consumer still holds its descriptor {} {when}: serve() \
+             must mq_close the descriptor as well",
+            fd.fd
+        )));
+    }
+    Ok(())
+}

@@ -1,0 +1,173 @@
+//! Checks of lab 2, POSIX message queues: a job dispatcher in which producer processes submit
+//! prioritized jobs to a consumer process over a named queue.
+//!
+//! `mqueue-priority consumer --name N --output F [--capacity C --msg-size S --fail-after K]`
+//! creates the queue and says `ready` (with its attributes), waits for `go`, serves until the
+//! shutdown message, writes every served job to F and says `done served=K` (or `failed kind=`).
+//! `mqueue-priority producer --name N --jobs F [--shutdown --nonblocking]` opens the queue, says
+//! `ready`, waits for `go`, submits F's jobs and says `done submitted=K full=F`. After `done` or
+//! `failed` each waits for `exit`, so that the grader sees the descriptors it still holds.
+//!
+//! Job files are records of priority (u32 LE), length (u32 LE) and payload. On the queue a job is
+//! the byte `J` and its payload, the shutdown the byte `Q` alone at priority 0: the grader's own
+//! sender and receiver use this format with plain POSIX calls. Once a producer has said `ready`
+//! (it has read its jobs), its job file is overwritten with decoys: a consumer that serves one
+//! read the file instead of the queue.
+//!
+//! The checks are grouped by what they judge: `ordering` (priorities, and the format other
+//! programs rely on), `blocking` (how a full or empty queue waits), `messages` (what a message
+//! may hold), `names_limits` (names, attributes and limits), `ending` (closing and unlinking).
+//! `protocol` drives the programs; `observe` reads what `/proc` shows of them.
+
+mod blocking;
+mod ending;
+mod messages;
+mod names_limits;
+mod observe;
+mod ordering;
+mod protocol;
+
+use std::time::Duration;
+
+use crate::engine::diagnose::{Activity, Hang};
+use crate::engine::{Check, Lab};
+
+pub static LAB: Lab = Lab {
+    number: 2,
+    slug: "mqueue-priority",
+    title: "POSIX message queues: a job dispatcher with priorities",
+    cleanup_points: 2,
+    explain_hang,
+    checks: &[
+        Check {
+            name: "priority-order",
+            points: 4,
+            timeout: Duration::from_secs(10),
+            description: "queued jobs (the grader sees them all in the queue) are served highest \
+                          priority first, FIFO within one, a job taken earlier is served earlier; \
+                          the queue is mode 0600, its descriptors O_RDONLY and O_WRONLY",
+            exclusive: false,
+            run: ordering::priority_order,
+        },
+        Check {
+            name: "full-queue-blocks",
+            points: 5,
+            timeout: Duration::from_secs(20),
+            description: "producers on a full queue wait in mq_send, a consumer on an empty one \
+                          in mq_receive, at no CPU cost and through signals; every job is then \
+                          served exactly once",
+            exclusive: true,
+            run: blocking::full_queue_blocks,
+        },
+        Check {
+            name: "nonblocking-full",
+            points: 2,
+            timeout: Duration::from_secs(10),
+            description: "with O_NONBLOCK on the descriptor a full queue is kind=full (EAGAIN), \
+                          and set_nonblocking(false) makes the shutdown wait for room",
+            exclusive: false,
+            run: blocking::nonblocking_full,
+        },
+        Check {
+            name: "message-boundaries",
+            points: 3,
+            timeout: Duration::from_secs(10),
+            description: "payloads from 0 bytes to the largest a 8192-byte message holds arrive \
+                          whole, each as one job, through the queue only",
+            exclusive: false,
+            run: messages::message_boundaries,
+        },
+        Check {
+            name: "oversized-refused",
+            points: 3,
+            timeout: Duration::from_secs(10),
+            description: "a payload of msg_size - 1 bytes goes; one byte more, or far more, is \
+                          kind=too-big and nothing of it (not a truncated job) reaches the queue",
+            exclusive: false,
+            run: messages::oversized_refused,
+        },
+        Check {
+            name: "bad-priority",
+            points: 2,
+            timeout: Duration::from_secs(10),
+            description: "priority MQ_PRIO_MAX - 1 goes; MQ_PRIO_MAX and more are \
+                          kind=bad-priority and nothing of them reaches the queue",
+            exclusive: false,
+            run: messages::bad_priority,
+        },
+        Check {
+            name: "garbled-refused",
+            points: 2,
+            timeout: Duration::from_secs(10),
+            description: "a message that is neither 'J'+payload nor 'Q' alone ('Q' and more, \
+                          empty, another tag) ends the consumer with kind=garbled",
+            exclusive: false,
+            run: messages::garbled_refused,
+        },
+        Check {
+            name: "name-errors",
+            points: 2,
+            timeout: Duration::from_secs(10),
+            description: "invalid names (256 bytes after the slash too, in multi-byte characters \
+                          too) are kind=bad-name, 255 bytes work, a missing queue is not-found, \
+                          an existing one exists and stays",
+            exclusive: false,
+            run: names_limits::name_errors,
+        },
+        Check {
+            name: "attributes-and-limits",
+            points: 3,
+            timeout: Duration::from_secs(10),
+            description: "the queue has the capacity and message size asked for; exactly msg_max, \
+                          msgsize_max and RLIMIT_MSGQUEUE bytes are allowed, one more (or 0) is \
+                          kind=over-limit and creates nothing",
+            exclusive: false,
+            run: names_limits::attributes_and_limits,
+        },
+        Check {
+            name: "unlinked-at-end",
+            points: 3,
+            timeout: Duration::from_secs(10),
+            description: "the consumer closes and removes its queue when it ends, also when a job \
+                          fails or a message is garbled; a producer closes its descriptor",
+            exclusive: false,
+            run: ending::unlinked_at_end,
+        },
+        Check {
+            name: "interop-plain-posix",
+            points: 3,
+            timeout: Duration::from_secs(10),
+            description: "the consumer serves jobs the grader sends with plain mq_send, and the \
+                          grader's plain mq_receive gets the producer's jobs (up to 8191 bytes) \
+                          whole and in order",
+            exclusive: false,
+            run: ordering::interop_plain_posix,
+        },
+    ],
+};
+
+fn explain_hang(hang: &Hang) -> Option<String> {
+    let doing = |activity: Activity| {
+        hang.processes
+            .iter()
+            .filter(|p| p.activities.contains(&activity))
+            .map(|p| p.role.clone())
+            .collect::<Vec<_>>()
+    };
+    let senders = doing(Activity::MqSend);
+    let receivers = doing(Activity::MqReceive);
+    if !receivers.is_empty() {
+        return Some(format!(
+            "{} waits on an empty queue: the shutdown message never arrived, or it was not \
+             recognized (the byte 'Q' alone ends serve())",
+            receivers.join(" and ")
+        ));
+    }
+    if !senders.is_empty() {
+        return Some(format!(
+            "{} is blocked on a full queue that nobody empties",
+            senders.join(" and ")
+        ));
+    }
+    None
+}

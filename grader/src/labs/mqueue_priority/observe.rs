@@ -1,0 +1,161 @@
+//! What the grader sees of the programs from outside, besides their messages: the queue
+//! descriptors they hold and their flags (`/proc/PID/fd`, `/proc/PID/fdinfo`), a queue's
+//! permission bits (`fstat` of the grader's own descriptor, which needs no mqueue mount), the
+//! system call a process waits in, and how many bytes it moved with read() and write().
+
+use std::os::fd::AsFd;
+use std::time::{Duration, Instant};
+
+use ipc_labs_driver::Message;
+use nix::mqueue::{MQ_OFlag, mq_close, mq_open};
+use nix::sys::stat::{Mode, fstat};
+
+use crate::engine::{Fail, Proc, inspect};
+
+pub use crate::engine::inspect::IoCounters as Io;
+
+/// Bytes a program may move with read() and write() between two protocol steps without them
+/// being the jobs: a stray line of debugging output, a limit file read again.
+pub const IO_SLACK: u64 = 512;
+
+/// The I/O counters of a program, if it is still there.
+pub fn io(proc: &Proc) -> Option<Io> {
+    inspect::io(proc.pid.as_raw())
+}
+
+/// What a program has printed on stdout and stderr so far, as far as the grader has read it.
+pub fn printed(proc: &Proc) -> u64 {
+    // The grader's reader threads may still be behind the program: give them a moment.
+    std::thread::sleep(Duration::from_millis(20));
+    [&proc.stdout, &proc.stderr]
+        .iter()
+        .map(|c| {
+            let c = c.lock().expect("capture lock");
+            c.bytes.len() as u64 + c.dropped
+        })
+        .sum()
+}
+
+const O_ACCMODE: u32 = 0o3;
+const O_NONBLOCK: u32 = 0o4000;
+
+/// One descriptor a process holds on a message queue.
+#[derive(Debug, Clone, Copy)]
+pub struct QueueFd {
+    pub fd: i32,
+    /// The open flags, from `/proc/PID/fdinfo/FD`.
+    pub flags: u32,
+}
+
+impl QueueFd {
+    pub fn nonblocking(&self) -> bool {
+        self.flags & O_NONBLOCK != 0
+    }
+
+    /// `O_RDONLY`, `O_WRONLY` or `O_RDWR`.
+    pub fn access(&self) -> &'static str {
+        match self.flags & O_ACCMODE {
+            0 => "O_RDONLY",
+            1 => "O_WRONLY",
+            _ => "O_RDWR",
+        }
+    }
+
+    /// The flags as `/proc/PID/fdinfo` shows them, for messages.
+    pub fn describe(&self, pid: i32) -> String {
+        format!("flags {:o} in /proc/{pid}/fdinfo/{}", self.flags, self.fd)
+    }
+}
+
+/// The descriptors `pid` holds on the queue `name` (a queue descriptor's link in
+/// `/proc/PID/fd` is its name, followed by ` (deleted)` once it is unlinked); `None` if the
+/// process is gone.
+pub fn queue_fds(pid: i32, name: &str) -> Option<Vec<QueueFd>> {
+    let view = inspect::view(pid)?;
+    if view.state == 'Z' {
+        return None;
+    }
+    let deleted = format!("{name} (deleted)");
+    Some(
+        view.fds
+            .iter()
+            .filter(|(_, target)| **target == name || **target == deleted)
+            .filter_map(|(&fd, _)| {
+                let info = std::fs::read_to_string(format!("/proc/{pid}/fdinfo/{fd}")).ok()?;
+                let flags = info.lines().find_map(|l| l.strip_prefix("flags:"))?.trim();
+                Some(QueueFd {
+                    fd,
+                    flags: u32::from_str_radix(flags, 8).ok()?,
+                })
+            })
+            .collect(),
+    )
+}
+
+/// The one descriptor `pid` holds on `name`, or a failure that says what was found instead.
+pub fn one_queue_fd(pid: i32, name: &str, who: &str, when: &str) -> Result<QueueFd, Fail> {
+    match queue_fds(pid, name).as_deref() {
+        Some([one]) => Ok(*one),
+        Some([]) => Err(Fail::failed(format!(
+            "{who} holds no descriptor of {name} {when} (none in /proc/{pid}/fd): open the queue \
+             once with mq_open and keep its descriptor in the JobQueue until close()"
+        ))),
+        Some(many) => Err(Fail::failed(format!(
+            "{who} holds {} descriptors of {name} {when}: open the queue once and keep that one \
+             descriptor",
+            many.len()
+        ))),
+        None => Err(Fail::Grader(format!("{who} (pid {pid}) is gone {when}"))),
+    }
+}
+
+/// The permission bits of the queue `name`, from `fstat` of the grader's own descriptor.
+pub fn queue_mode(name: &str) -> Option<u32> {
+    let queue = mq_open(
+        name,
+        MQ_OFlag::O_RDONLY | MQ_OFlag::O_NONBLOCK,
+        Mode::empty(),
+        None,
+    )
+    .ok()?;
+    let mode = fstat(queue.as_fd()).ok().map(|s| s.st_mode & 0o777);
+    let _ = mq_close(queue);
+    mode
+}
+
+/// Whether every thread of `pid` sleeps, one of them in `syscall`.
+pub fn sleeps_in(pid: i32, syscall: i64) -> bool {
+    inspect::view(pid).is_some_and(|view| {
+        view.threads.iter().all(|t| matches!(t.state, 'S' | 'D'))
+            && view
+                .threads
+                .iter()
+                .any(|t| t.syscall.map(|(nr, _)| nr) == Some(syscall))
+    })
+}
+
+/// What a process did while the grader waited for it to sleep in one call.
+pub enum Reached {
+    /// It sleeps in the call.
+    InCall,
+    /// It said something first.
+    Said(Message),
+    /// Neither, by the time given.
+    NotYet,
+}
+
+/// Waits until `proc` sleeps in `syscall` or says something, at most `patience`.
+pub fn wait_in_call(proc: &mut Proc, syscall: i64, patience: Duration) -> Result<Reached, Fail> {
+    let until = Instant::now() + patience;
+    loop {
+        if sleeps_in(proc.pid.as_raw(), syscall) {
+            return Ok(Reached::InCall);
+        }
+        if let Some(message) = proc.recv_before(Instant::now() + Duration::from_millis(3))? {
+            return Ok(Reached::Said(message));
+        }
+        if Instant::now() > until {
+            return Ok(Reached::NotYet);
+        }
+    }
+}

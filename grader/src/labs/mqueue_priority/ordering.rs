@@ -1,0 +1,264 @@
+//! The order jobs are served in, who may touch the queue, and the format on the queue that any
+//! other program relies on.
+
+use std::time::{Duration, Instant};
+
+use nix::errno::Errno;
+use nix::mqueue::{MQ_OFlag, MqAttr, MqdT, mq_close, mq_open, mq_receive};
+use nix::sys::stat::Mode;
+use nix::unistd::{Gid, Uid, fchown};
+use rand::RngExt;
+
+use super::observe::{one_queue_fd, queue_mode};
+use super::protocol::{
+    Job, JOB_TAG, MQ_PRIO_MAX, SHUTDOWN_TAG, consumer, failure_hint, grader_send, job_message, jobs_at,
+    producer, queue_attributes, random_jobs, said, same_order, show, shutdown_message,
+    total_payload,
+};
+use crate::engine::{Fail, Run};
+
+pub fn priority_order(run: &mut Run) -> Result<String, Fail> {
+    for round in 1..=3 {
+        let name = run.ipc_name(&format!("jobs-{round}"));
+        let mut consumer = consumer(run, &name, &[])?;
+        expect_private(&name)?;
+        let fd = one_queue_fd(consumer.pid(), &name, "the consumer", "after it said ready")?;
+        if fd.access() != "O_RDONLY" {
+            return Err(Fail::failed(format!(
+                "the consumer's descriptor of {name} is open {} ({}): the consumer only \
+                 receives, so it creates the queue O_RDONLY (producers open it O_WRONLY)",
+                fd.access(),
+                fd.describe(consumer.pid())
+            )));
+        }
+        // All jobs and the shutdown fit in the queue: they are all queued before the consumer
+        // receives anything. Priority 0 (that of the shutdown) and the highest are among them.
+        let count = consumer.capacity.clamp(3, 8) as usize - 1;
+        let middle = run.rng().random_range(1..MQ_PRIO_MAX - 1);
+        let levels = match round {
+            1 => vec![0, middle, MQ_PRIO_MAX - 1],
+            _ => vec![0, run.rng().random_range(1..50), run.rng().random_range(50..100)],
+        };
+        let jobs = jobs_at(run, count, &format!("r{round}"), &levels);
+        let mut producer = producer(run, &name, &jobs, true, false, "the producer")?;
+        let fd = one_queue_fd(producer.pid(), &name, "the producer", "after it said ready")?;
+        if fd.access() != "O_WRONLY" {
+            return Err(Fail::failed(format!(
+                "the producer's descriptor of {name} is open {} ({}): a producer only sends, so \
+                 it opens the queue O_WRONLY",
+                fd.access(),
+                fd.describe(producer.pid())
+            )));
+        }
+        let done = producer.submit()?;
+        producer.expect_done(&done)?;
+        producer.expect_io_through_queue(total_payload(&jobs))?;
+        producer.end()?;
+        // Nobody has received yet: every job and the shutdown must be in the queue.
+        let queued = queue_attributes(&name)?.curmsgs();
+        let sent = jobs.len() as i64 + 1;
+        if queued < sent {
+            return Err(Fail::failed(format!(
+                "round {round}: the producer said `done` after submitting {} jobs and the \
+                 shutdown, but the queue, which nobody had read yet, holds {queued} message(s), \
+                 not {sent}: the jobs did not go through the message queue (a file or another \
+                 channel instead?); submit() must mq_send each job",
+                jobs.len()
+            )));
+        }
+        if queued > sent {
+            return Err(Fail::failed(format!(
+                "round {round}: after {} jobs and the shutdown the queue holds {queued} \
+                 messages, not {sent}: one mq_send per job, and one for the shutdown",
+                jobs.len()
+            )));
+        }
+        consumer.go()?;
+        let done = consumer.answer_after_shutdown()?;
+        if done.kind != "done" {
+            return Err(Fail::failed(format!(
+                "round {round}: the consumer said {} instead of `done` after the shutdown \
+                 message{}",
+                said(&done),
+                failure_hint(&done)
+            )));
+        }
+        consumer.expect_io_through_queue(total_payload(&jobs))?;
+        let served = consumer.end(&done)?;
+        same_order(&served, &jobs, &format!("round {round}"))?;
+    }
+    served_as_received(run)?;
+    run.expect_owner_only()?;
+    Ok("3 rounds of queued jobs were served highest priority first, FIFO within one; a job \
+        taken before a higher one arrived was served first; the queue was mode 0600, the \
+        descriptors O_RDONLY and O_WRONLY"
+        .into())
+}
+
+/// The queue's permission bits, read with `fstat` (the engine sees them too where the mqueue
+/// file system is mounted), must be read and write for the owner only.
+fn expect_private(name: &str) -> Result<(), Fail> {
+    match queue_mode(name) {
+        Some(mode) if mode != 0o600 => {
+            let why = if mode & 0o600 != 0o600 {
+                "its owner's other processes (the producers) cannot open it"
+            } else {
+                "other users can open it, to take jobs or to send them"
+            };
+            Err(Fail::failed(format!(
+                "the consumer created {name} with mode {mode:o}: {why}; create it with mode \
+                 S_IRUSR | S_IWUSR (0600), read and write for its owner only"
+            )))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// A consumer serves each job when mq_receive returns it: a job it has already taken is served
+/// before one sent afterwards, whatever their priorities.
+fn served_as_received(run: &mut Run) -> Result<(), Fail> {
+    let name = run.ipc_name("live");
+    let mut consumer = consumer(run, &name, &[])?;
+    let low_priority = run.rng().random_range(1..50);
+    let low = Job {
+        priority: low_priority,
+        payload: b"taken-first".to_vec(),
+    };
+    let high = Job {
+        priority: run.rng().random_range(low_priority + 1..MQ_PRIO_MAX),
+        payload: b"sent-later".to_vec(),
+    };
+    consumer.go()?;
+    grader_send(&name, &[job_message(&low)])?;
+    // The job leaves the queue when the consumer's mq_receive returns it.
+    let until = Instant::now() + Duration::from_secs(3);
+    while queue_attributes(&name)?.curmsgs() > 0 {
+        if let Some(answer) = consumer
+            .proc
+            .recv_before(Instant::now() + Duration::from_millis(1))?
+        {
+            return Err(Fail::failed(format!(
+                "the consumer said {} after receiving one job, with no shutdown sent: serve() \
+                 goes on until the shutdown message",
+                said(&answer)
+            )));
+        }
+        if Instant::now() > until {
+            return Err(Fail::failed(
+                "the consumer, told to go, did not take the job the grader sent to its empty \
+                 queue within 3 s: serve() receives as soon as it starts",
+            ));
+        }
+    }
+    grader_send(&name, &[job_message(&high), shutdown_message()])?;
+    consumer.shutdown_from_grader = true;
+    let served = consumer.finish()?;
+    let priorities: Vec<u32> = served.iter().map(|j| j.priority).collect();
+    if served == [low.clone(), high.clone()] {
+        return Ok(());
+    }
+    if served == [high.clone(), low.clone()] {
+        return Err(Fail::failed(format!(
+            "the consumer took the priority-{} job from the queue (the grader saw the queue \
+             empty) before the grader sent the priority-{} job, yet served the priority-{} job \
+             first: serve each job when mq_receive returns it; do not collect jobs and sort \
+             them yourself, the queue already orders them",
+            low.priority, high.priority, high.priority
+        )));
+    }
+    Err(Fail::failed(format!(
+        "a job taken from the queue, then a higher one sent after it and the shutdown: the \
+         consumer served priorities {priorities:?}, expected [{}, {}]",
+        low.priority, high.priority
+    )))
+}
+
+pub fn interop_plain_posix(run: &mut Run) -> Result<String, Fail> {
+    // The grader sends, the student's consumer serves.
+    let name = run.ipc_name("jobs");
+    let mut consumer = consumer(run, &name, &[])?;
+    let count = consumer.capacity.clamp(3, 8) as usize - 1;
+    let levels = [0, run.rng().random_range(1..100), MQ_PRIO_MAX - 1];
+    let mut jobs = jobs_at(run, count, "g", &levels);
+    // One job as long as the queue takes.
+    jobs[0].payload = run.random_bytes(consumer.max_payload);
+    let mut messages: Vec<(Vec<u8>, u32)> = jobs.iter().map(job_message).collect();
+    messages.push(shutdown_message());
+    grader_send(&name, &messages)?;
+    consumer.shutdown_from_grader = true;
+    let served = consumer.serve()?;
+    same_order(&served, &jobs, "jobs the grader sent with plain mq_send")?;
+
+    // The student's producer sends, the grader receives from a queue it created itself.
+    let name = run.ipc_name("grader");
+    let attr = MqAttr::new(0, 8, GRADER_MSG_SIZE as i64, 0);
+    let queue = mq_open(
+        name.as_str(),
+        MQ_OFlag::O_CREAT | MQ_OFlag::O_EXCL | MQ_OFlag::O_RDONLY | MQ_OFlag::O_NONBLOCK,
+        Mode::S_IRUSR | Mode::S_IWUSR,
+        Some(&attr),
+    )
+    .map_err(|e| Fail::Grader(format!("creating the grader's queue: {e}")))?;
+    // The producer runs as the program user: the queue must be that user's to open.
+    let given = match run.program_user() {
+        Some((uid, gid)) => fchown(&queue, Some(Uid::from_raw(uid)), Some(Gid::from_raw(gid)))
+            .map_err(|e| {
+                Fail::Grader(format!("giving the grader's queue to the program user: {e}"))
+            }),
+        None => Ok(()),
+    };
+    let outcome = given.and_then(|()| receive_from_producer(run, &name, &queue));
+    let _ = mq_close(queue);
+    let _ = nix::mqueue::mq_unlink(name.as_str());
+    outcome?;
+    Ok("the consumer served the grader's plain POSIX jobs in order, and the producer's jobs, up \
+        to 8191 bytes, reached the grader's queue whole in the agreed format"
+        .into())
+}
+
+/// The message size of the grader's own queue: its largest payload is 8191 bytes.
+const GRADER_MSG_SIZE: usize = 8192;
+
+/// Lets a producer submit jobs and a shutdown into the grader's queue, and reads them back.
+fn receive_from_producer(run: &mut Run, name: &str, queue: &MqdT) -> Result<(), Fail> {
+    let mut jobs = random_jobs(run, 6, "s");
+    // Long payloads too, the longest the queue takes among them.
+    jobs[1].payload = run.random_bytes(GRADER_MSG_SIZE - 1);
+    let long = run.rng().random_range(1025..GRADER_MSG_SIZE - 1);
+    jobs[3].payload = run.random_bytes(long);
+    let producer = producer(run, name, &jobs, true, false, "the producer")?;
+    super::protocol::produce(producer)?;
+    let mut got = Vec::new();
+    let mut buffer = vec![0u8; GRADER_MSG_SIZE];
+    let mut shutdown = false;
+    loop {
+        let mut priority = 0;
+        match mq_receive(queue, &mut buffer, &mut priority) {
+            Ok(len) => match &buffer[..len] {
+                [JOB_TAG, payload @ ..] if !shutdown => got.push(Job {
+                    priority,
+                    payload: payload.to_vec(),
+                }),
+                [SHUTDOWN_TAG] if priority == 0 && !shutdown => shutdown = true,
+                other => {
+                    return Err(Fail::failed(format!(
+                        "the grader received a message of {} at priority {priority}{}: a job is \
+                         the byte 'J' and its payload, the shutdown 'Q' alone at priority 0, \
+                         sent last",
+                        show(other),
+                        if shutdown { " after the shutdown" } else { "" }
+                    )));
+                }
+            },
+            Err(Errno::EAGAIN) => break,
+            Err(e) => return Err(Fail::Grader(format!("mq_receive: {e}"))),
+        }
+    }
+    if !shutdown {
+        return Err(Fail::failed(
+            "the producer ran with --shutdown but the grader's queue got no shutdown message \
+             ('Q' alone, priority 0)",
+        ));
+    }
+    same_order(&got, &jobs, "jobs the grader received with plain mq_receive")
+}

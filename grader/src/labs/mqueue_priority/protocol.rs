@@ -1,0 +1,707 @@
+//! The grader's side of the lab's protocol: job files, the consumer and producer programs and
+//! their control messages, and the grader's own plain POSIX sender and receiver.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use ipc_labs_driver::Message;
+use nix::mqueue::{MQ_OFlag, MqAttr, MqdT, mq_close, mq_getattr, mq_open, mq_send};
+use nix::sys::stat::Mode;
+use rand::RngExt;
+use rand::seq::SliceRandom;
+
+use super::observe::{self, Io};
+use crate::engine::audit::message_queue_exists;
+use crate::engine::{Fail, Proc, Run};
+
+pub const JOB_TAG: u8 = b'J';
+pub const SHUTDOWN_TAG: u8 = b'Q';
+/// Priorities go from 0 to `MQ_PRIO_MAX - 1`.
+pub const MQ_PRIO_MAX: u32 = 32768;
+/// What the lab's API charges per message against `RLIMIT_MSGQUEUE` besides the message.
+pub const MESSAGE_OVERHEAD: u64 = 96;
+/// The longest queue name after its slash (`NAME_MAX`).
+pub const MAX_NAME_LEN: usize = 255;
+/// How the payloads the grader writes into a producer's job file after the producer read it
+/// begin: nobody submits them, so a consumer that serves one read the file, not the queue.
+const DECOY: &[u8] = b"never-submitted-";
+
+/// A job as the grader writes it for a producer and reads it from a consumer's output.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Job {
+    pub priority: u32,
+    pub payload: Vec<u8>,
+}
+
+pub fn encode_jobs(jobs: &[Job]) -> Vec<u8> {
+    let mut bytes = Vec::new();
+    for job in jobs {
+        bytes.extend_from_slice(&job.priority.to_le_bytes());
+        bytes.extend_from_slice(&(job.payload.len() as u32).to_le_bytes());
+        bytes.extend_from_slice(&job.payload);
+    }
+    bytes
+}
+
+fn decode_jobs(bytes: &[u8]) -> Result<Vec<Job>, Fail> {
+    let mut jobs = Vec::new();
+    let mut rest = bytes;
+    while !rest.is_empty() {
+        let header = rest.get(..8).ok_or_else(|| Fail::Grader("a cut output file".into()))?;
+        let priority = u32::from_le_bytes(header[..4].try_into().expect("4 bytes"));
+        let len = u32::from_le_bytes(header[4..].try_into().expect("4 bytes")) as usize;
+        let payload = rest[8..]
+            .get(..len)
+            .ok_or_else(|| Fail::Grader("a cut output file".into()))?;
+        jobs.push(Job {
+            priority,
+            payload: payload.to_vec(),
+        });
+        rest = &rest[8 + len..];
+    }
+    Ok(jobs)
+}
+
+/// The jobs a consumer wrote to its output file, which must all have come through the queue.
+fn served_jobs(output: &std::path::Path) -> Result<Vec<Job>, Fail> {
+    let served = decode_jobs(&std::fs::read(output).unwrap_or_default())?;
+    if let Some(decoy) = served.iter().find(|job| job.payload.starts_with(DECOY)) {
+        return Err(Fail::failed(format!(
+            "the consumer served a job that nobody submitted ({}): the grader wrote it into a \
+             producer's job file after the producer had read its jobs. The consumer must serve \
+             the messages it receives from the queue, not read the producers' files",
+            show(&decoy.payload)
+        )));
+    }
+    Ok(served)
+}
+
+/// A short, printable picture of a payload.
+pub fn show(payload: &[u8]) -> String {
+    let text: String = payload
+        .iter()
+        .take(24)
+        .map(|&b| if b.is_ascii_graphic() { b as char } else { '.' })
+        .collect();
+    format!("{} bytes {text:?}", payload.len())
+}
+
+/// The `kind=` of a `failed` answer, with its error text, for messages.
+pub fn said(message: &Message) -> String {
+    match message.kind.as_str() {
+        "failed" => format!(
+            "`failed` (kind={}: {})",
+            message.get("kind").unwrap_or("none"),
+            message.get("error").unwrap_or("")
+        ),
+        kind => format!("`{kind}`"),
+    }
+}
+
+/// Whether `message` is `failed` with this kind.
+pub fn failed_with(message: &Message, kind: &str) -> bool {
+    message.kind == "failed" && message.get("kind") == Some(kind)
+}
+
+/// Whether `message` is `failed` with an error text that names `errno` (`EMSGSIZE`, ...).
+pub fn failed_errno(message: &Message, errno: &str) -> bool {
+    message.kind == "failed" && message.get("error").is_some_and(|e| e.contains(errno))
+}
+
+pub fn field(message: &Message, key: &str) -> u64 {
+    message.get(key).and_then(|v| v.parse().ok()).unwrap_or(0)
+}
+
+/// Lets a program that said `done` or `failed` (and now waits for `exit`) end, and waits for it.
+pub fn release(proc: &mut Proc) -> Result<(), Fail> {
+    proc.send("exit", &[])?;
+    proc.wait()?;
+    Ok(())
+}
+
+/// A running consumer, after `ready`.
+pub struct Consumer {
+    pub proc: Proc,
+    pub name: String,
+    pub output: PathBuf,
+    pub capacity: u64,
+    pub msg_size: u64,
+    pub max_payload: usize,
+    /// Its I/O counters when it was told `go`.
+    io_at_go: Option<Io>,
+    /// Whether the grader itself sent the shutdown (so it is known to be well-formed).
+    pub shutdown_from_grader: bool,
+}
+
+/// Starts a consumer with `extra` arguments, and its soft `RLIMIT_MSGQUEUE` lowered to
+/// `queue_bytes` if given; returns it with its first answer.
+pub fn spawn_consumer(
+    run: &mut Run,
+    name: &str,
+    extra: &[String],
+    queue_bytes: Option<u64>,
+) -> Result<(Proc, Message, PathBuf), Fail> {
+    let tag: u32 = run.rng().random();
+    let output = run.path(&format!("served-{tag}.bin"));
+    let mut args = vec![
+        "consumer".to_string(),
+        "--name".into(),
+        name.into(),
+        "--output".into(),
+        output.display().to_string(),
+    ];
+    args.extend(extra.iter().cloned());
+    let mut proc = match queue_bytes {
+        Some(bytes) => run.spawn_with_message_queue_bytes(&args, bytes)?,
+        None => run.spawn(&args)?,
+    };
+    proc.set_roles(|_| "the consumer".into());
+    let first = proc.recv_any()?;
+    Ok((proc, first, output))
+}
+
+/// A consumer that must come up.
+pub fn consumer(run: &mut Run, name: &str, extra: &[String]) -> Result<Consumer, Fail> {
+    let (proc, ready, output) = spawn_consumer(run, name, extra, None)?;
+    if failed_with(&ready, "over-limit") {
+        // Every queue asked for here is within the limits of any user.
+        return Err(Fail::failed(format!(
+            "the consumer said {} where it should have created {name} ({}), which is within \
+             this user's limits: system_limits() reads msg_max and msgsize_max from \
+             /proc/sys/fs/mqueue and the soft RLIMIT_MSGQUEUE with getrlimit, and check() \
+             compares each attribute with its own limit",
+            said(&ready),
+            if extra.is_empty() {
+                "the default 8 messages of 1024 bytes".to_string()
+            } else {
+                extra.join(" ")
+            }
+        )));
+    }
+    if ready.kind != "ready" {
+        return Err(Fail::failed(format!(
+            "the consumer said {} where it should have created {name}",
+            said(&ready)
+        )));
+    }
+    if !message_queue_exists(name) {
+        return Err(Fail::failed(format!(
+            "the consumer said `ready`, but no queue {name} exists: create it with mq_open \
+             (O_CREAT), and mq_unlink it only when serve() ends, for the producers open it by \
+             its name"
+        )));
+    }
+    Ok(Consumer::ready(proc, name, &ready, output))
+}
+
+/// `--capacity C --msg-size S`.
+pub fn sized(capacity: u64, msg_size: u64) -> Vec<String> {
+    vec![
+        "--capacity".into(),
+        capacity.to_string(),
+        "--msg-size".into(),
+        msg_size.to_string(),
+    ]
+}
+
+impl Consumer {
+    /// The consumer that said `ready`.
+    pub fn ready(proc: Proc, name: &str, ready: &Message, output: PathBuf) -> Consumer {
+        Consumer {
+            proc,
+            name: name.to_string(),
+            output,
+            capacity: field(ready, "capacity"),
+            msg_size: field(ready, "msg_size"),
+            max_payload: field(ready, "max_payload") as usize,
+            io_at_go: None,
+            shutdown_from_grader: false,
+        }
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.proc.pid.as_raw()
+    }
+
+    /// Lets it receive.
+    pub fn go(&mut self) -> Result<(), Fail> {
+        self.io_at_go = observe::io(&self.proc);
+        self.proc.send("go", &[])
+    }
+
+    /// Lets it serve; returns what it served, in order, once it said `done`.
+    pub fn serve(mut self) -> Result<Vec<Job>, Fail> {
+        self.go()?;
+        self.finish()
+    }
+
+    /// Waits for its answer after `go`; it is held (waiting for `exit`) until [`Consumer::end`].
+    pub fn answer(&mut self) -> Result<Message, Fail> {
+        self.proc.recv_any()
+    }
+
+    /// Sends the shutdown into its queue with the grader's own `mq_send`.
+    pub fn send_shutdown(&mut self) -> Result<(), Fail> {
+        self.shutdown_from_grader = true;
+        grader_send(&self.name, &[shutdown_message()])
+    }
+
+    /// Waits for its answer once the shutdown is in its queue (after `go`). A consumer that has
+    /// taken every message, the shutdown included, and waits in mq_receive for more did not
+    /// see the shutdown: said at once, rather than when the check's time is up.
+    pub fn answer_after_shutdown(&mut self) -> Result<Message, Fail> {
+        let until = Instant::now() + Duration::from_secs(8);
+        let mut stuck_since = None;
+        while Instant::now() < until {
+            let step = Instant::now() + Duration::from_millis(10);
+            if let Some(answer) = self.proc.recv_before(step)? {
+                return Ok(answer);
+            }
+            if !self.waits_on_empty_queue() {
+                stuck_since = None;
+                continue;
+            }
+            let since = *stuck_since.get_or_insert_with(Instant::now);
+            if since.elapsed() >= Duration::from_millis(50) {
+                let who = if self.shutdown_from_grader {
+                    "the grader's shutdown ('Q' alone, priority 0) included, and waits in \
+                     mq_receive for more: receive() must decode a 1-byte message 'Q' as the \
+                     shutdown, and serve() stop there"
+                } else {
+                    "the producer's shutdown included, and waits in mq_receive for more: the \
+                     shutdown ('Q' alone, at priority 0) was not sent as one by shutdown(), or \
+                     not taken for one by receive()"
+                };
+                return Err(Fail::failed(format!(
+                    "the consumer took every message from {}, {who}",
+                    self.name
+                )));
+            }
+        }
+        self.proc.recv_any()
+    }
+
+    /// Whether it sleeps in mq_receive while its queue is empty.
+    fn waits_on_empty_queue(&self) -> bool {
+        if !observe::sleeps_in(self.pid(), libc::SYS_mq_timedreceive) {
+            return false;
+        }
+        let Ok(queue) = mq_open(
+            self.name.as_str(),
+            MQ_OFlag::O_RDONLY | MQ_OFlag::O_NONBLOCK,
+            Mode::empty(),
+            None,
+        ) else {
+            return false;
+        };
+        let empty = mq_getattr(&queue).is_ok_and(|a| a.curmsgs() == 0);
+        let _ = mq_close(queue);
+        empty
+    }
+
+    /// Waits for `done` (after `go`, the shutdown sent), lets it exit, and returns what it
+    /// served.
+    pub fn finish(mut self) -> Result<Vec<Job>, Fail> {
+        let done = self.answer_after_shutdown()?;
+        if done.kind != "done" {
+            return Err(Fail::failed(format!(
+                "the consumer said {} instead of `done` after the shutdown message{}",
+                said(&done),
+                failure_hint(&done)
+            )));
+        }
+        self.end(&done)
+    }
+
+    /// Lets a consumer that said `done` exit; returns what it served, which must be as many
+    /// jobs as it says.
+    pub fn end(mut self, done: &Message) -> Result<Vec<Job>, Fail> {
+        release(&mut self.proc)?;
+        let served = served_jobs(&self.output)?;
+        if served.len() as u64 != field(done, "served") {
+            return Err(Fail::failed(format!(
+                "the consumer says it served {} jobs but handed {} to its handler",
+                field(done, "served"),
+                served.len()
+            )));
+        }
+        Ok(served)
+    }
+
+    /// Fails if, between `go` and now (it has said `done` and is held), it read or wrote more
+    /// through read()/write() than its output file and what it printed: the jobs come from the
+    /// queue, nowhere else.
+    pub fn expect_io_through_queue(&self, payloads: u64) -> Result<(), Fail> {
+        let (Some(before), Some(after)) = (self.io_at_go, observe::io(&self.proc)) else {
+            return Ok(());
+        };
+        let output = std::fs::metadata(&self.output).map_or(0, |m| m.len());
+        let moved = after.since(before);
+        let read = moved.read_bytes;
+        let mut written = moved.written_bytes.saturating_sub(output);
+        if written > observe::IO_SLACK {
+            written = written.saturating_sub(observe::printed(&self.proc));
+        }
+        if read > observe::IO_SLACK || written > observe::IO_SLACK {
+            return Err(Fail::failed(format!(
+                "while it served jobs whose payloads total {payloads} bytes, the consumer read \
+                 {read} bytes and wrote {written} bytes with read()/write() besides its output \
+                 file ({output} bytes) and what it printed: the jobs reached it some other way \
+                 than the message queue (a file or a pipe of the program's own?). Each job \
+                 travels whole in one message: the consumer gets it from mq_receive"
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// What a consumer's `failed` says about its receiving, when every message sent was a job or
+/// the shutdown.
+pub fn failure_hint(answer: &Message) -> &'static str {
+    if failed_with(answer, "garbled") {
+        ": every message in its queue was a job ('J' and its payload) or the shutdown ('Q' \
+         alone); decode exactly the bytes mq_receive returned (its return value), not the whole \
+         buffer"
+    } else if failed_errno(answer, "EMSGSIZE") {
+        ": mq_receive refused the buffer (EMSGSIZE); the receive buffer must hold mq_msgsize \
+         bytes, whatever the length of the message waiting"
+    } else {
+        ""
+    }
+}
+
+/// A producer that said `ready`.
+pub struct Producer {
+    pub proc: Proc,
+    pub role: &'static str,
+    /// Its I/O counters when it said `ready` (it has read its job file by then).
+    io_at_ready: Option<Io>,
+    /// Each job's priority and payload length, in the order submitted.
+    jobs: Vec<(u32, usize)>,
+    /// The longest payload its queue takes, as it said at `ready`.
+    max_payload: usize,
+}
+
+/// Starts a producer of `jobs` and waits for its `ready`.
+pub fn producer(
+    run: &mut Run,
+    name: &str,
+    jobs: &[Job],
+    shutdown: bool,
+    nonblocking: bool,
+    role: &'static str,
+) -> Result<Producer, Fail> {
+    let (mut proc, ready, file) = spawn_producer(run, name, jobs, shutdown, nonblocking, role)?;
+    if ready.kind != "ready" {
+        let denied = ready.get("error").is_some_and(|e| e.contains("EACCES"));
+        let hint = if denied {
+            ": the consumer created the queue without read and write permission for its owner; \
+             create it with mode S_IRUSR | S_IWUSR (0600)"
+        } else if failed_with(&ready, "not-found") {
+            ": the queue is gone, though the consumer that created it has not ended; it may \
+             mq_unlink the queue only when serve() ends"
+        } else {
+            ""
+        };
+        return Err(Fail::failed(format!(
+            "{role} said {} where it should have opened {name}{hint}",
+            said(&ready)
+        )));
+    }
+    let io_at_ready = observe::io(&proc);
+    // The producer has read its jobs: what the file holds from now on never reaches the queue.
+    let decoys: Vec<Job> = jobs
+        .iter()
+        .map(|job| {
+            let mut payload = DECOY.to_vec();
+            payload.extend(run.random_bytes(8));
+            Job {
+                priority: job.priority,
+                payload,
+            }
+        })
+        .collect();
+    std::fs::write(&file, encode_jobs(&decoys))?;
+    proc.set_roles(move |_| role.into());
+    Ok(Producer {
+        proc,
+        role,
+        io_at_ready,
+        jobs: jobs.iter().map(|j| (j.priority, j.payload.len())).collect(),
+        max_payload: field(&ready, "max_payload") as usize,
+    })
+}
+
+/// Starts a producer of `jobs`; returns it with its first answer and its job file.
+pub fn spawn_producer(
+    run: &mut Run,
+    name: &str,
+    jobs: &[Job],
+    shutdown: bool,
+    nonblocking: bool,
+    role: &'static str,
+) -> Result<(Proc, Message, PathBuf), Fail> {
+    let tag: u32 = run.rng().random();
+    let file = run.path(&format!("jobs-{tag}.bin"));
+    std::fs::write(&file, encode_jobs(jobs))?;
+    let mut args = vec![
+        "producer".to_string(),
+        "--name".into(),
+        name.into(),
+        "--jobs".into(),
+        file.display().to_string(),
+    ];
+    if shutdown {
+        args.push("--shutdown".into());
+    }
+    if nonblocking {
+        args.push("--nonblocking".into());
+    }
+    let mut proc = run.spawn(&args)?;
+    proc.set_roles(move |_| role.into());
+    let first = proc.recv_any()?;
+    Ok((proc, first, file))
+}
+
+impl Producer {
+    pub fn pid(&self) -> i32 {
+        self.proc.pid.as_raw()
+    }
+
+    /// Lets it submit and waits for its answer; it is held (waiting for `exit`) after it.
+    pub fn submit(&mut self) -> Result<Message, Fail> {
+        self.proc.send("go", &[])?;
+        self.proc.recv_any()
+    }
+
+    /// Its answer must be `done`.
+    pub fn expect_done(&self, answer: &Message) -> Result<(), Fail> {
+        if answer.kind == "done" {
+            return Ok(());
+        }
+        let job = self.jobs.get(field(answer, "index") as usize);
+        let hint = match job {
+            Some(&(priority, _)) if failed_with(answer, "bad-priority") => format!(
+                ": it refused priority {priority}, which is valid; priorities go from 0 to \
+                 MQ_PRIO_MAX - 1 ({}), refuse only MQ_PRIO_MAX and more",
+                MQ_PRIO_MAX - 1
+            ),
+            Some(&(_, len)) if failed_with(answer, "too-big") => format!(
+                ": it refused a {len}-byte payload, which fits (the queue takes payloads of up \
+                 to {} bytes, its message size minus the tag byte)",
+                self.max_payload
+            ),
+            _ => String::new(),
+        };
+        Err(Fail::failed(format!(
+            "{} said {} instead of `done` after submitting{hint}",
+            self.role,
+            said(answer)
+        )))
+    }
+
+    /// Lets it exit.
+    pub fn end(mut self) -> Result<(), Fail> {
+        release(&mut self.proc)
+    }
+
+    /// Fails if, between `ready` and now (it has answered and is held), it wrote or read more
+    /// through write()/read() than what it printed: its jobs must go into the queue.
+    pub fn expect_io_through_queue(&self, payloads: u64) -> Result<(), Fail> {
+        let (Some(before), Some(after)) = (self.io_at_ready, observe::io(&self.proc)) else {
+            return Ok(());
+        };
+        let moved = after.since(before);
+        let mut written = moved.written_bytes;
+        if written > observe::IO_SLACK {
+            written = written.saturating_sub(observe::printed(&self.proc));
+        }
+        if moved.read_bytes > observe::IO_SLACK || written > observe::IO_SLACK {
+            return Err(Fail::failed(format!(
+                "while it submitted jobs whose payloads total {payloads} bytes, {} wrote \
+                 {written} bytes and read {} bytes with write()/read() besides what it printed: \
+                 the jobs left it some other way than the message queue (a file or a pipe of the \
+                 program's own?). Each job travels whole in one message: submit() puts 'J' and \
+                 the payload in one mq_send",
+                self.role, moved.read_bytes
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// Lets a producer submit, wants `done`, lets it exit; returns its `done`.
+pub fn produce(mut producer: Producer) -> Result<Message, Fail> {
+    let done = producer.submit()?;
+    producer.expect_done(&done)?;
+    producer.end()?;
+    Ok(done)
+}
+
+/// A producer that only sends the shutdown message.
+pub fn shut_down(run: &mut Run, name: &str) -> Result<(), Fail> {
+    let proc = producer(run, name, &[], true, false, "the shutdown producer")?;
+    produce(proc).map(drop)
+}
+
+/// `n` jobs with priorities drawn from a few values (so that several share one) and payloads
+/// that name the job.
+pub fn random_jobs(run: &mut Run, n: usize, tag: &str) -> Vec<Job> {
+    let levels: Vec<u32> = (0..3).map(|_| run.rng().random_range(0..100)).collect();
+    jobs_at(run, n, tag, &levels)
+}
+
+/// `n` jobs with priorities drawn from `levels`, each level at least once when `n` allows.
+pub fn jobs_at(run: &mut Run, n: usize, tag: &str, levels: &[u32]) -> Vec<Job> {
+    let mut priorities: Vec<u32> = (0..n)
+        .map(|i| match levels.get(i) {
+            Some(&level) => level,
+            None => levels[run.rng().random_range(0..levels.len())],
+        })
+        .collect();
+    priorities.shuffle(run.rng());
+    priorities
+        .into_iter()
+        .enumerate()
+        .map(|(i, priority)| {
+            let mut payload = format!("{tag}-{i:03}-").into_bytes();
+            let extra = run.rng().random_range(0..24);
+            payload.extend(run.random_bytes(extra));
+            Job { priority, payload }
+        })
+        .collect()
+}
+
+pub fn total_payload(jobs: &[Job]) -> u64 {
+    jobs.iter().map(|j| j.payload.len() as u64).sum()
+}
+
+/// The order a correct consumer serves jobs that were all queued before it started: highest
+/// priority first, and the order of submission within a priority (a stable sort).
+fn served_order(jobs: &[Job]) -> Vec<Job> {
+    let mut sorted = jobs.to_vec();
+    sorted.sort_by_key(|job| std::cmp::Reverse(job.priority));
+    sorted
+}
+
+/// Compares what was served with the order a correct consumer serves `submitted` in.
+pub fn same_order(served: &[Job], submitted: &[Job], who: &str) -> Result<(), Fail> {
+    let expected = served_order(submitted);
+    if served == expected {
+        return Ok(());
+    }
+    let sorted = |jobs: &[Job]| {
+        let mut payloads: Vec<Vec<u8>> = jobs.iter().map(|j| j.payload.clone()).collect();
+        payloads.sort();
+        payloads
+    };
+    if sorted(served) != sorted(submitted) {
+        let unknown = |job: &Job| !submitted.iter().any(|s| s.payload == job.payload);
+        let changed = served
+            .iter()
+            .zip(&expected)
+            .find(|(got, sent)| unknown(got) && got.priority == sent.priority);
+        if served.len() == expected.len()
+            && let Some((got, sent)) = changed
+        {
+            return Err(Fail::failed(format!(
+                "{who}: a job of {} came out as {}: a job travels whole in its message, the \
+                 tag 'J' and then exactly its payload (no file name, no other encoding)",
+                show(&sent.payload),
+                show(&got.payload)
+            )));
+        }
+        if served.len() < expected.len() && served == &expected[..served.len()] {
+            let left: Vec<u32> = expected[served.len()..].iter().map(|j| j.priority).collect();
+            return Err(Fail::failed(format!(
+                "{who}: the consumer ended after serving {} of the {} jobs, in the right order; \
+                 the rest, of priorities {left:?}, were not served: the shutdown came out of the \
+                 queue before them, so it went in with a higher priority than theirs (send it at \
+                 priority 0, the lowest), or serve() stopped before the shutdown",
+                served.len(),
+                expected.len()
+            )));
+        }
+        return Err(Fail::failed(format!(
+            "{who}: {} jobs came out, not the {} submitted, or their payloads changed on the way",
+            served.len(),
+            submitted.len()
+        )));
+    }
+    if let Some(job) = served
+        .iter()
+        .find(|j| !submitted.iter().any(|s| s.payload == j.payload && s.priority == j.priority))
+    {
+        let sent = submitted
+            .iter()
+            .find(|s| s.payload == job.payload)
+            .map_or(0, |s| s.priority);
+        return Err(Fail::failed(format!(
+            "{who}: a job submitted with priority {sent} came out with priority {}: send each \
+             job with its own priority (mq_send's last argument) and keep the priority \
+             mq_receive reports",
+            job.priority
+        )));
+    }
+    let priorities: Vec<u32> = served.iter().map(|j| j.priority).collect();
+    let wanted: Vec<u32> = expected.iter().map(|j| j.priority).collect();
+    let hint = if served == submitted {
+        "they came out in the order submitted: the queue orders by the priority given to mq_send, \
+         so send each job with its priority"
+    } else if priorities.windows(2).all(|w| w[0] <= w[1]) {
+        "lowest first: mq_receive returns the highest priority first, do not invert or re-sort"
+    } else if priorities == wanted {
+        "the priorities are right but jobs of one priority were reordered: within a priority \
+         the queue is FIFO, keep that order"
+    } else {
+        "serve each job as mq_receive returns it: highest priority first, FIFO within one"
+    };
+    Err(Fail::failed(format!(
+        "{who}: served with priorities {priorities:?}, expected {wanted:?}: {hint}"
+    )))
+}
+
+/// The grader's own descriptor on a queue, non-blocking, for `mq_getattr` and plain sends.
+pub fn grader_open(name: &str, flags: MQ_OFlag) -> Result<MqdT, Fail> {
+    mq_open(name, flags | MQ_OFlag::O_NONBLOCK, Mode::empty(), None).map_err(|e| {
+        Fail::failed(format!(
+            "the grader cannot open {name} ({e}) though the consumer that created it has not \
+             ended: the queue exists from create() until serve() ends, and only then is it \
+             unlinked"
+        ))
+    })
+}
+
+/// The attributes of a queue as the grader's own `mq_getattr` sees them.
+pub fn queue_attributes(name: &str) -> Result<MqAttr, Fail> {
+    let queue = grader_open(name, MQ_OFlag::O_RDONLY)?;
+    let attr = mq_getattr(&queue).map_err(|e| Fail::Grader(format!("mq_getattr: {e}")));
+    let _ = mq_close(queue);
+    attr
+}
+
+/// Sends `messages` (bytes, priority) into the queue `name` with plain `mq_send`.
+pub fn grader_send(name: &str, messages: &[(Vec<u8>, u32)]) -> Result<(), Fail> {
+    let queue = grader_open(name, MQ_OFlag::O_WRONLY)?;
+    let mut outcome = Ok(());
+    for (bytes, priority) in messages {
+        if let Err(e) = mq_send(&queue, bytes, *priority) {
+            outcome = Err(Fail::Grader(format!("mq_send to {name}: {e}")));
+            break;
+        }
+    }
+    let _ = mq_close(queue);
+    outcome
+}
+
+/// A job as a message: the tag and the payload.
+pub fn job_message(job: &Job) -> (Vec<u8>, u32) {
+    let mut bytes = vec![JOB_TAG];
+    bytes.extend_from_slice(&job.payload);
+    (bytes, job.priority)
+}
+
+/// The shutdown message.
+pub fn shutdown_message() -> (Vec<u8>, u32) {
+    (vec![SHUTDOWN_TAG], 0)
+}
