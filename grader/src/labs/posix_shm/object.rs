@@ -1,0 +1,216 @@
+//! The object itself: its mode, its exact size, and a life of its own between the processes
+//! that map it (it stays, with its bytes, until someone unlinks it).
+
+use std::os::unix::fs::PermissionsExt;
+
+use rand::RngExt;
+
+use crate::engine::{Fail, Run};
+
+use super::driver::{CREATOR, OPENER, pair, table};
+use super::explain::{Writer, expect_read};
+use super::probes::{dev_shm, name_still_there, object_bytes, object_size};
+
+const PAGE: usize = 4096;
+
+pub fn owner_only_mode(run: &mut Run) -> Result<String, Fail> {
+    let name = run.ipc_name("table");
+    let mut creator = table(run, &name, Some(10_000), CREATOR)?;
+    let path = dev_shm(&name);
+    let mode = std::fs::metadata(&path)
+        .map_err(|_| {
+            Fail::failed(format!(
+                "{} does not exist while the creator says it has the table mapped: create the \
+                 object under that very name with shm_open(O_CREAT | O_EXCL | O_RDWR, 0600)",
+                path.display()
+            ))
+        })?
+        .permissions()
+        .mode()
+        & 0o777;
+    if mode != 0o600 {
+        let mut wrong = Vec::new();
+        if mode & 0o044 != 0 {
+            wrong.push("users other than its owner can read the table");
+        }
+        if mode & 0o022 != 0 {
+            wrong.push("they can change it");
+        }
+        if mode & 0o600 != 0o600 {
+            wrong.push("its owner cannot both read and write it");
+        }
+        if mode & 0o111 != 0 {
+            wrong.push("it is marked executable");
+        }
+        return Err(Fail::failed(format!(
+            "{} has mode {mode:03o}: {}; create it with mode 0600 (S_IRUSR | S_IWUSR)",
+            path.display(),
+            wrong.join(", ")
+        )));
+    }
+    run.expect_owner_only()?;
+    creator.unlink()?;
+    creator.close()?;
+    Ok(format!("{} has mode 600", path.display()))
+}
+
+pub fn odd_sizes(run: &mut Run) -> Result<String, Fail> {
+    for size in [1, 4097, 10_000] {
+        let (mut creator, mut opener) = pair(run, &format!("table-{size}"), size)?;
+        let on_disk = object_size(&creator.name, CREATOR)?;
+        if on_disk != size as u64 {
+            let how = if on_disk == size.next_multiple_of(PAGE) as u64 {
+                "rounded up to whole pages: ftruncate() to the size asked for; only the mapping \
+                 is made of whole pages"
+            } else {
+                "ftruncate(fd, size) with the size asked for"
+            };
+            return Err(Fail::failed(format!(
+                "the {size}-byte table is {on_disk} bytes in /dev/shm: {how}"
+            )));
+        }
+        if opener.len != size {
+            let how = if opener.len == size.next_multiple_of(PAGE) {
+                "rounded up to whole pages; the table is st_size bytes, exactly"
+            } else {
+                "take the size from fstat() of the object (st_size)"
+            };
+            return Err(Fail::failed(format!(
+                "the opener says the {size}-byte table is {} bytes: {how}",
+                opener.len
+            )));
+        }
+        let fresh = object_bytes(&creator.name, 0, size).unwrap_or_default();
+        if let Some(at) = fresh.iter().position(|&b| b != 0) {
+            return Err(Fail::failed(format!(
+                "a new {size}-byte table already holds a nonzero byte at offset {at} (in \
+                 /dev/shm) before anyone wrote to it: the new bytes must be zero, as ftruncate() \
+                 leaves them; do not fill the table"
+            )));
+        }
+        let data = run.random_bytes(size);
+        creator.write(run, 0, &data)?;
+        let read = opener.read(run, 0, size)?;
+        expect_read(
+            &opener,
+            Writer::Program(&creator),
+            0,
+            &read,
+            &data,
+            &format!("the opener's copy of a {size}-byte table"),
+            None,
+        )?;
+        creator.unlink()?;
+        opener.close()?;
+        creator.close()?;
+    }
+    // The size is the object's, whoever set it: here the grader grows the object after the
+    // creator sized it, before the opener opens it.
+    let name = run.ipc_name("grown");
+    let first = 4097;
+    let grown = first + run.rng().random_range(64..8000);
+    let mut creator = table(run, &name, Some(first), CREATOR)?;
+    object_size(&name, CREATOR)?;
+    let object = std::fs::OpenOptions::new()
+        .write(true)
+        .open(dev_shm(&name))?;
+    object.set_len(grown as u64)?;
+    let tail = run.random_bytes(64);
+    std::os::unix::fs::FileExt::write_all_at(&object, &tail, (grown - tail.len()) as u64)?;
+    let mut opener = table(run, &name, None, OPENER)?;
+    if opener.len != grown {
+        let how = if opener.len == first {
+            format!(
+                "the size the creator was asked for: the opener learned it some other way than \
+                 from the object; take it from fstat() of the descriptor (st_size), which says \
+                 {grown}"
+            )
+        } else {
+            format!("take the size from fstat() of the descriptor (st_size), which says {grown}")
+        };
+        return Err(Fail::failed(format!(
+            "the grader grew a {first}-byte table to {grown} bytes before the opener opened it, \
+             but the opener says it is {} bytes: {how}",
+            opener.len
+        )));
+    }
+    let at = grown - tail.len();
+    let read = opener.read(run, at, tail.len())?;
+    expect_read(
+        &opener,
+        Writer::Object("the grader"),
+        at,
+        &read,
+        &tail,
+        "the last bytes of a table the grader grew, as the opener read them",
+        None,
+    )?;
+    creator.unlink()?;
+    opener.close()?;
+    creator.close()?;
+    Ok(format!(
+        "1, 4097 and 10000-byte tables have their exact sizes and carry every byte; a table \
+         grown to {grown} bytes was opened at that size"
+    ))
+}
+
+pub fn persists_until_unlink(run: &mut Run) -> Result<String, Fail> {
+    let name = run.ipc_name("table");
+    let path = dev_shm(&name).display().to_string();
+    let size = run.rng().random_range(2000..20_000);
+    let mut creator = table(run, &name, Some(size), CREATOR)?;
+    let at = run.rng().random_range(0..size - 1000);
+    let data = run.random_bytes(1000);
+    creator.write(run, at, &data)?;
+    if object_bytes(&name, at, data.len()).as_deref() != Some(&data[..]) {
+        return Err(Fail::failed(format!(
+            "the creator said it wrote 1000 bytes at offset {at}, but {path} does not hold them: \
+             write() must store into the mapping of the object itself"
+        )));
+    }
+    creator.unmap()?;
+    name_still_there(&name, "the creator closed the table (op=close)")?;
+    let after = |step: &str| -> Result<(), Fail> {
+        if object_bytes(&name, at, data.len()).as_deref() == Some(&data[..]) {
+            return Ok(());
+        }
+        Err(Fail::failed(format!(
+            "{path} held the 1000 bytes the creator wrote at offset {at}, but no longer once {step}: \
+             the object's bytes stay as they are until unlink; close() only munmap()s"
+        )))
+    };
+    after("the creator closed the table")?;
+    creator.exit()?;
+    name_still_there(&name, "the creator exited")?;
+    after("the creator exited")?;
+    // Nobody maps the object now; it must still be there, bytes and all.
+    let mut opener = table(run, &name, None, OPENER)?;
+    if opener.len != size {
+        return Err(Fail::failed(format!(
+            "the opener says the {size}-byte table, which nobody mapped any more, is {} bytes: \
+             take the size from fstat()",
+            opener.len
+        )));
+    }
+    let read = opener.read(run, at, data.len())?;
+    expect_read(
+        &opener,
+        Writer::Object("the creator (which has exited)"),
+        at,
+        &read,
+        &data,
+        "what the creator wrote before it closed and exited, as a later opener read it",
+        None,
+    )?;
+    opener.unlink()?;
+    if super::probes::exists(&name) {
+        return Err(Fail::failed(format!(
+            "{path} still exists after the opener's unlink: remove the name with shm_unlink()"
+        )));
+    }
+    opener.close()?;
+    Ok(format!(
+        "{path} kept its name and bytes after its creator closed it and exited, until an opener \
+         unlinked it"
+    ))
+}
