@@ -62,6 +62,10 @@ pub fn spawn_open(
 /// calls it polling: a program that answers at once is never seen there.
 const ASLEEP_LOOKS: u32 = 3;
 
+/// How long the grader looks for a program asleep while it waits for its answer; after that it
+/// just waits, until the check's deadline (the lab's `explain_hang` names a sleeper then).
+const LOOKING: Duration = Duration::from_secs(2);
+
 /// The next message of `proc` (`who`), which is busy with `what` and has nothing to wait for.
 /// Fails as soon as it is seen asleep in `nanosleep()` again and again; `due` says what it
 /// should have answered, when the check knows. Otherwise waits until the check's deadline.
@@ -73,7 +77,8 @@ pub fn await_answer(
 ) -> Result<Message, Fail> {
     let pid = proc.pid.as_raw();
     let mut asleep = 0;
-    loop {
+    let until = Instant::now() + LOOKING;
+    while Instant::now() < until {
         if let Some(message) = proc.recv_before(Instant::now() + Duration::from_millis(10))? {
             return Ok(message);
         }
@@ -94,10 +99,8 @@ pub fn await_answer(
                  waits: {due}"
             )));
         }
-        if proc.exit_status().is_some() {
-            return proc.recv_any();
-        }
     }
+    proc.recv_any()
 }
 
 /// What an answer said, for a message: "`mapped`", "`failed` (kind=exists: ...)".
@@ -281,27 +284,75 @@ impl Table {
     }
 }
 
+/// Unmaps every table, then lets them all exit, and wants clean exits.
+pub fn close_all(tables: Vec<Table>) -> Result<(), Fail> {
+    let mut tables = tables;
+    for table in &mut tables {
+        table.unmap()?;
+    }
+    for table in &mut tables {
+        table.proc.send("exit", &[])?;
+    }
+    for mut table in tables {
+        let status = table.proc.wait()?;
+        if !status.success() {
+            return Err(Fail::failed(format!("{} exited with {status}", table.who)));
+        }
+    }
+    Ok(())
+}
+
+/// Creators of fresh tables, one per (name, size), started at once (they do not depend on
+/// each other); each must have mapped its table and sized the object.
+pub fn creators(run: &mut Run, tables: &[(String, usize)]) -> Result<Vec<Table>, Fail> {
+    let mut procs = Vec::new();
+    for (name, size) in tables {
+        procs.push(start(run, name, Some(*size), CREATOR)?);
+    }
+    let mut created = Vec::new();
+    for (mut proc, (name, size)) in procs.into_iter().zip(tables) {
+        let first = await_answer(&mut proc, CREATOR, &format!("creating {name}"), None)?;
+        let creator = mapped(proc, first, name, CREATOR)?;
+        if super::probes::object_size(name, CREATOR)? == 0 {
+            return Err(Fail::failed(format!(
+                "the {size}-byte table is 0 bytes in /dev/shm: a new object is empty until \
+                 ftruncate(fd, size); touching its mapping then raises SIGBUS"
+            )));
+        }
+        created.push(creator);
+    }
+    Ok(created)
+}
+
+/// Openers of existing, sized tables, started at once; each must have mapped its table and
+/// left the object as it was.
+pub fn openers(run: &mut Run, names: &[String]) -> Result<Vec<Table>, Fail> {
+    let mut procs = Vec::new();
+    for name in names {
+        procs.push(start(run, name, None, OPENER)?);
+    }
+    let mut opened = Vec::new();
+    for (mut proc, name) in procs.into_iter().zip(names) {
+        let first = await_answer(&mut proc, OPENER, &format!("opening {name}"), None)?;
+        if first.kind != "mapped" && super::probes::object_size(name, CREATOR)? == 0 {
+            return Err(Fail::failed(format!(
+                "the table is 0 bytes since the opener opened it (it said {}): open() truncated \
+                 the object; open it with O_RDWR alone (no O_TRUNC, no ftruncate)",
+                said(&first)
+            )));
+        }
+        let opener = mapped(proc, first, name, OPENER)?;
+        super::probes::name_still_there(name, "the opener opened it")?;
+        opened.push(opener);
+    }
+    Ok(opened)
+}
+
 /// A creator and an opener of a fresh table of `size` bytes, named after `what`. Before anyone
 /// opens it the object must have been sized (its exact size is `odd-sizes`'s business).
 pub fn pair(run: &mut Run, what: &str, size: usize) -> Result<(Table, Table), Fail> {
     let name = run.ipc_name(what);
-    let creator = table(run, &name, Some(size), CREATOR)?;
-    let on_disk = super::probes::object_size(&name, CREATOR)?;
-    if on_disk == 0 {
-        return Err(Fail::failed(format!(
-            "the {size}-byte table is 0 bytes in /dev/shm: a new object is empty until \
-             ftruncate(fd, size); touching its mapping then raises SIGBUS"
-        )));
-    }
-    let (proc, first) = spawn_open(run, &name, None, OPENER)?;
-    if first.kind != "mapped" && super::probes::object_size(&name, CREATOR)? == 0 {
-        return Err(Fail::failed(format!(
-            "the {size}-byte table is 0 bytes since the opener opened it (it said {}): open() \
-             truncated the object; open it with O_RDWR alone (no O_TRUNC, no ftruncate)",
-            said(&first)
-        )));
-    }
-    let opener = mapped(proc, first, &name, OPENER)?;
-    super::probes::name_still_there(&name, "the opener opened it")?;
+    let creator = creators(run, &[(name.clone(), size)])?.remove(0);
+    let opener = openers(run, &[name])?.remove(0);
     Ok((creator, opener))
 }

@@ -4,11 +4,10 @@
 
 use ipc_labs_driver::Message;
 
-use crate::engine::process::Limits;
 use crate::engine::{Fail, Proc, Run};
 
 use super::driver::{
-    CREATOR, OPENER, Table, await_answer, is_refusal, refused, said, spawn_open, start, table,
+    CREATOR, OPENER, Table, await_answer, is_refusal, refused, said, start,
 };
 use super::probes::{dev_shm, exists, object_bytes, plant_dangling_link, plant_object};
 
@@ -22,18 +21,25 @@ struct BadName {
     lands: Option<String>,
 }
 
-/// Starts one program per name at once (they do not depend on each other) and collects their
-/// first answers, in order.
-fn first_answers(
+/// Starts one program per name at once (they do not depend on each other).
+fn start_all(
     run: &mut Run,
     names: &[String],
     create: Option<usize>,
     who: &'static str,
+) -> Result<Vec<Proc>, Fail> {
+    names
+        .iter()
+        .map(|name| start(run, name, create, who))
+        .collect()
+}
+
+/// The first answer of each program, in order.
+fn first_answers(
+    procs: Vec<Proc>,
+    names: &[String],
+    who: &'static str,
 ) -> Result<Vec<(Proc, Message)>, Fail> {
-    let mut procs = Vec::new();
-    for name in names {
-        procs.push(start(run, name, create, who)?);
-    }
     let mut answers = Vec::new();
     for (mut proc, name) in procs.into_iter().zip(names) {
         let first = await_answer(&mut proc, who, &format!("given the name {name:.40}"), None)?;
@@ -48,7 +54,6 @@ pub fn invalid_names(run: &mut Run) -> Result<String, Fail> {
     let double = run.ipc_name("double");
     let nested = run.ipc_name("dir");
     let one_past = run.ipc_name("long");
-    let long = run.ipc_name("longer");
     let wide = run.ipc_name("wide");
     let edge = run.ipc_name("edge");
     // Characters of two bytes each: at most 255 characters, but more than 255 bytes.
@@ -87,12 +92,6 @@ pub fn invalid_names(run: &mut Run) -> Result<String, Fail> {
             lands: Some(format!("{one_past}{}", "x".repeat(256 - one_past.len()))),
         },
         BadName {
-            name: format!("{long}{}", "x".repeat(300 - long.len())),
-            what: "300 bytes".into(),
-            why: "names are at most MAX_NAME_LEN (255) bytes",
-            lands: None,
-        },
-        BadName {
             what: format!(
                 "{} characters but {} bytes",
                 wide_name.chars().count(),
@@ -106,7 +105,27 @@ pub fn invalid_names(run: &mut Run) -> Result<String, Fail> {
     let longest = format!("{edge}{}", "x".repeat(255 - edge.len()));
     let mut names: Vec<String> = bad.iter().map(|b| b.name.clone()).collect();
     names.push(longest.clone());
-    let mut answers = first_answers(run, &names, Some(64), CREATOR)?;
+    // open() must refuse such names too, even where glibc would find an object: the grader puts
+    // one where a lax shm_open() would look.
+    let plain_open = run.ipc_name("noslash-open");
+    let double_open = run.ipc_name("double-open");
+    let cases = [
+        (
+            plain_open.trim_start_matches('/').to_string(),
+            plain_open.clone(),
+            "no leading slash",
+        ),
+        (format!("/{double_open}"), double_open.clone(), "two leading slashes"),
+    ];
+    let mut planted = Vec::new();
+    for (_, target, _) in &cases {
+        planted.push(plant_object(run, target, &[0u8; 64])?);
+    }
+    let opened: Vec<String> = cases.iter().map(|(asked, _, _)| asked.clone()).collect();
+    // None of these depends on another: all start at once, and are judged in order.
+    let creating = start_all(run, &names, Some(64), CREATOR)?;
+    let opening = start_all(run, &opened, None, OPENER)?;
+    let mut answers = first_answers(creating, &names, CREATOR)?;
     let (edge_proc, edge_answer) = answers.pop().expect("the longest name's answer");
     for (case, (mut proc, answer)) in bad.iter().zip(answers) {
         judge_bad_name(case, &answer, "create")?;
@@ -122,29 +141,7 @@ pub fn invalid_names(run: &mut Run) -> Result<String, Fail> {
     longest_table.unlink()?;
     longest_table.close()?;
 
-    // open() must refuse the same names, even where glibc would find an object: the grader puts
-    // one where a lax shm_open() would look.
-    let opened = [
-        (run.ipc_name("noslash-open"), "no leading slash"),
-        (run.ipc_name("double-open"), "two leading slashes"),
-        (run.ipc_name("long-open"), "256 bytes, one more than MAX_NAME_LEN"),
-    ];
-    let mut planted = Vec::new();
-    let mut cases = Vec::new();
-    for (index, (given, what)) in opened.iter().enumerate() {
-        let (target, asked) = match index {
-            0 => (given.clone(), given.trim_start_matches('/').to_string()),
-            1 => (given.clone(), format!("/{given}")),
-            _ => {
-                let name = format!("{given}{}", "x".repeat(256 - given.len()));
-                (name.clone(), name)
-            }
-        };
-        planted.push(super::probes::plant_object(run, &target, &[0u8; 64])?);
-        cases.push((asked, target, *what));
-    }
-    let names: Vec<String> = cases.iter().map(|(asked, _, _)| asked.clone()).collect();
-    let answers = first_answers(run, &names, None, OPENER)?;
+    let answers = first_answers(opening, &opened, OPENER)?;
     for ((asked, target, what), (mut proc, answer)) in cases.iter().zip(answers) {
         if is_refusal(&answer, "bad-name") {
             proc.wait()?;
@@ -162,9 +159,9 @@ pub fn invalid_names(run: &mut Run) -> Result<String, Fail> {
         )));
     }
     drop(planted);
-    Ok("bad names (no leading slash, two leading slashes, a second slash, '/' alone, 256 and \
-        300 bytes, 250 characters in more than 255 bytes) were refused by create and open; a \
-        255-byte name worked"
+    Ok("bad names (no leading slash, two leading slashes, a second slash, '/' alone, 256 \
+        bytes, 250 characters in more than 255 bytes) were refused by create, the first two by \
+        open too; a 255-byte name worked"
         .into())
 }
 
@@ -316,8 +313,24 @@ fn past_the_end(run: &mut Run, table: &mut Table, op: Op, size: usize) -> Result
 }
 
 pub fn typed_errors(run: &mut Run) -> Result<String, Fail> {
+    let size = 4097;
     let empty = run.ipc_name("empty");
-    let (mut proc, answer) = spawn_open(run, &empty, Some(0), CREATOR)?;
+    let name = run.ipc_name("table");
+    let path = dev_shm(&name).display().to_string();
+    // An object another program made, and a name taken by something that cannot be opened as
+    // a table (only O_EXCL still says it exists).
+    let existing = run.ipc_name("existing");
+    let theirs = run.random_bytes(3000);
+    let object = plant_object(run, &existing, &theirs)?;
+    let taken = run.ipc_name("taken");
+    let link = plant_dangling_link(&taken)?;
+    // Four creates that do not depend on each other start at once.
+    let mut zero = start(run, &empty, Some(0), CREATOR)?;
+    let mut first = start(run, &name, Some(size), CREATOR)?;
+    let mut again = start(run, &existing, Some(8000), "a second creator")?;
+    let mut linked = start(run, &taken, Some(64), "a creator")?;
+
+    let answer = await_answer(&mut zero, CREATOR, "creating a 0-byte table", None)?;
     refused(
         &answer,
         "zero-size",
@@ -331,12 +344,62 @@ pub fn typed_errors(run: &mut Run) -> Result<String, Fail> {
             dev_shm(&empty).display()
         )));
     }
-    proc.wait()?;
+    zero.wait()?;
 
-    let size = 4097;
-    let name = run.ipc_name("table");
-    let path = dev_shm(&name).display().to_string();
-    let mut creator = table(run, &name, Some(size), CREATOR)?;
+    let answer = await_answer(
+        &mut again,
+        "a second creator",
+        &format!("creating {existing}"),
+        None,
+    )?;
+    refused(
+        &answer,
+        "exists",
+        "creating a table whose name exists",
+        "use O_CREAT | O_EXCL and map EEXIST to TableError::Exists",
+    )?;
+    let kept = std::fs::metadata(dev_shm(&existing)).map(|m| m.len()).ok();
+    if kept != Some(theirs.len() as u64)
+        || object_bytes(&existing, 0, theirs.len()).as_deref() != Some(&theirs[..])
+    {
+        let what = match kept {
+            None => "removed it".to_string(),
+            Some(len) if len != theirs.len() as u64 => format!("resized it to {len} bytes"),
+            Some(_) => "changed its bytes".to_string(),
+        };
+        return Err(Fail::failed(format!(
+            "creating {existing}, which another program had made, was refused with kind=exists, \
+             but the create {what}: a create that fails must not touch an object it did not \
+             create (no ftruncate, no write, no shm_unlink after EEXIST)"
+        )));
+    }
+    again.wait()?;
+    drop(object);
+
+    let answer = await_answer(&mut linked, "a creator", &format!("creating {taken}"), None)?;
+    if !is_refusal(&answer, "exists") {
+        let followed = exists(&format!("{taken}-nowhere"));
+        let how = if followed {
+            "it created the file the link points to: create with O_CREAT | O_EXCL, which \
+             refuses every name that exists"
+        } else {
+            "the create does not rely on O_EXCL: shm_open(O_CREAT | O_EXCL) fails with EEXIST \
+             for every name that exists, this one too; looking first (an open or a stat) and \
+             then creating without O_EXCL gives another answer here, and lets two creators \
+             racing for one name both succeed"
+        };
+        return Err(Fail::failed(format!(
+            "{} is taken (by a symbolic link the grader put there, to nothing), yet creating a \
+             table under that name, the program said {}, not `failed` with kind=exists: {how}",
+            dev_shm(&taken).display(),
+            said(&answer)
+        )));
+    }
+    linked.wait()?;
+    drop(link);
+
+    let answer = await_answer(&mut first, CREATOR, &format!("creating {name}"), None)?;
+    let mut creator = super::driver::mapped(first, answer, &name, CREATOR)?;
     let head = run.random_bytes(16);
     creator.write(run, 0, &head)?;
     // The last byte is the table's: offset + len may equal the size.
@@ -360,49 +423,6 @@ pub fn typed_errors(run: &mut Run) -> Result<String, Fail> {
             said(&answer)
         )));
     }
-
-    let (_second, answer) = spawn_open(run, &name, Some(8000), "a second creator")?;
-    refused(
-        &answer,
-        "exists",
-        "creating a table whose name exists",
-        "use O_CREAT | O_EXCL and map EEXIST to TableError::Exists",
-    )?;
-    let kept = std::fs::metadata(dev_shm(&name)).map(|m| m.len()).ok();
-    if kept != Some(size as u64) {
-        let what = match kept {
-            None => "removed it".to_string(),
-            Some(len) => format!("resized it to {len} bytes"),
-        };
-        return Err(Fail::failed(format!(
-            "a second create of {name} was refused with kind=exists, but it {what}: a create \
-             that fails must not touch an object it did not create (no ftruncate, no \
-             shm_unlink after EEXIST)"
-        )));
-    }
-    // A name taken by something that cannot be opened as a table: only O_EXCL still says so.
-    let taken = run.ipc_name("taken");
-    let link = plant_dangling_link(&taken)?;
-    let (_third, answer) = spawn_open(run, &taken, Some(64), "a creator")?;
-    if !is_refusal(&answer, "exists") {
-        let followed = exists(&format!("{taken}-nowhere"));
-        let how = if followed {
-            "it created the file the link points to: create with O_CREAT | O_EXCL, which \
-             refuses every name that exists"
-        } else {
-            "the create does not rely on O_EXCL: shm_open(O_CREAT | O_EXCL) fails with EEXIST \
-             for every name that exists, this one too; looking first (an open or a stat) and \
-             then creating without O_EXCL gives another answer here, and lets two creators \
-             racing for one name both succeed"
-        };
-        return Err(Fail::failed(format!(
-            "{} is taken (by a symbolic link the grader put there, to nothing), yet creating a \
-             table under that name, the program said {}, not `failed` with kind=exists: {how}",
-            dev_shm(&taken).display(),
-            said(&answer)
-        )));
-    }
-    drop(link);
 
     past_the_end(run, &mut creator, Op::Write, size)?;
     let now = object_bytes(&name, size - 1, 1);
@@ -429,18 +449,26 @@ pub fn typed_errors(run: &mut Run) -> Result<String, Fail> {
 
 pub fn open_errors(run: &mut Run) -> Result<String, Fail> {
     let missing = run.ipc_name("missing");
-    let path = dev_shm(&missing).display().to_string();
-    let mut proc = start(run, &missing, None, OPENER)?;
+    let missing_path = dev_shm(&missing).display().to_string();
+    // What a creator stopped between shm_open() and ftruncate() leaves: a 0-byte object.
+    let empty = run.ipc_name("empty");
+    let empty_path = dev_shm(&empty).display().to_string();
+    let planted = plant_object(run, &empty, &[])?;
+    // The two opens do not depend on each other: they start at once.
+    let mut lost = start(run, &missing, None, OPENER)?;
+    let mut hollow = start(run, &empty, None, OPENER)?;
+
     let answer = await_answer(
-        &mut proc,
+        &mut lost,
         OPENER,
         &format!("opening {missing}, which does not exist"),
         Some("not-found when shm_open() fails with ENOENT"),
     )?;
     if exists(&missing) {
         return Err(Fail::failed(format!(
-            "opening {missing}, which did not exist, the program said {} and {path} exists now: \
-             open() created it; open with O_RDWR alone, no O_CREAT (ENOENT is NotFound)",
+            "opening {missing}, which did not exist, the program said {} and {missing_path} \
+             exists now: open() created it; open with O_RDWR alone, no O_CREAT (ENOENT is \
+             NotFound)",
             said(&answer)
         )));
     }
@@ -451,41 +479,40 @@ pub fn open_errors(run: &mut Run) -> Result<String, Fail> {
         "shm_open() fails with ENOENT for a name that does not exist, which is \
          TableError::NotFound",
     )?;
-    proc.wait()?;
+    lost.wait()?;
 
-    // What a creator stopped between shm_open() and ftruncate() leaves: a 0-byte object.
-    let empty = run.ipc_name("empty");
-    let path = dev_shm(&empty).display().to_string();
-    let planted = plant_object(run, &empty, &[])?;
-    let mut proc = start(run, &empty, None, OPENER)?;
     let what = "opening a 0-byte object (as a creator leaves it before its ftruncate())";
-    let answer = await_answer(&mut proc, OPENER, what, Some("empty when fstat() says 0 bytes"))?;
+    let answer = await_answer(&mut hollow, OPENER, what, Some("empty when fstat() says 0 bytes"))?;
     refused(
         &answer,
         "empty",
         what,
         "fstat() says 0 bytes: return TableError::Empty (mmap() cannot map nothing)",
     )?;
-    match std::fs::metadata(&path).map(|m| m.len()) {
+    match std::fs::metadata(&empty_path).map(|m| m.len()) {
         Ok(0) => {}
         Ok(len) => {
             return Err(Fail::failed(format!(
-                "opening the 0-byte object {path} was refused, but it is {len} bytes now: \
+                "opening the 0-byte object {empty_path} was refused, but it is {len} bytes now: \
                  open() must not size an object; that is the creator's ftruncate()"
             )));
         }
         Err(_) => {
             return Err(Fail::failed(format!(
-                "opening the 0-byte object {path} was refused, but the object is gone: open() \
-                 must not unlink a name it did not create"
+                "opening the 0-byte object {empty_path} was refused, but the object is gone: \
+                 open() must not unlink a name it did not create"
             )));
         }
     }
-    proc.wait()?;
+    hollow.wait()?;
     drop(planted);
     Ok("a name that does not exist was not-found and stayed so; a 0-byte object was empty at once"
         .into())
 }
+
+/// The address space, and the largest file, the grader allows each program (`RLIMIT_AS` and
+/// `RLIMIT_FSIZE`, see the instructor guide): a table a page smaller can be sized, not mapped.
+const ADDRESS_SPACE: usize = 4 << 30;
 
 pub fn failed_create(run: &mut Run) -> Result<String, Fail> {
     let huge = run.ipc_name("huge");
@@ -493,8 +520,7 @@ pub fn failed_create(run: &mut Run) -> Result<String, Fail> {
     // A size ftruncate() cannot take (off_t is signed), and one it can but that the programs'
     // address space cannot hold: each create fails after its shm_open().
     let too_big = 1usize << 63;
-    let limits = Limits::for_user(run.program_user());
-    let unmappable = (limits.address_space.min(limits.file_size) - 4096) as usize;
+    let unmappable = ADDRESS_SPACE - 4096;
     let mut huge_proc = start(run, &huge, Some(too_big), CREATOR)?;
     let mut big_proc = start(run, &big, Some(unmappable), CREATOR)?;
     let cases = [
@@ -511,7 +537,7 @@ pub fn failed_create(run: &mut Run) -> Result<String, Fail> {
             format!(
                 "{unmappable} bytes, which ftruncate() gives but the program's {} GiB of \
                  address space cannot map",
-                limits.address_space >> 30
+                ADDRESS_SPACE >> 30
             ),
         ),
     ];

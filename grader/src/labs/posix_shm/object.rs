@@ -7,7 +7,7 @@ use rand::RngExt;
 
 use crate::engine::{Fail, Run};
 
-use super::driver::{CREATOR, OPENER, pair, table};
+use super::driver::{CREATOR, OPENER, close_all, creators, openers, table};
 use super::explain::{Writer, expect_read};
 use super::probes::{dev_shm, name_still_there, object_bytes, object_size};
 
@@ -55,9 +55,16 @@ pub fn owner_only_mode(run: &mut Run) -> Result<String, Fail> {
 }
 
 pub fn odd_sizes(run: &mut Run) -> Result<String, Fail> {
-    for size in [1, 4097, 10_000] {
-        let (mut creator, mut opener) = pair(run, &format!("table-{size}"), size)?;
-        let on_disk = object_size(&creator.name, CREATOR)?;
+    let sizes = [1, 4097, 10_000];
+    let tables: Vec<(String, usize)> = sizes
+        .iter()
+        .map(|size| (run.ipc_name(&format!("table-{size}")), *size))
+        .collect();
+    // The tables do not depend on each other: their programs start at once.
+    let mut creators = creators(run, &tables)?;
+    for (name, size) in &tables {
+        let size = *size;
+        let on_disk = object_size(name, CREATOR)?;
         if on_disk != size as u64 {
             let how = if on_disk == size.next_multiple_of(PAGE) as u64 {
                 "rounded up to whole pages: ftruncate() to the size asked for; only the mapping \
@@ -69,7 +76,48 @@ pub fn odd_sizes(run: &mut Run) -> Result<String, Fail> {
                 "the {size}-byte table is {on_disk} bytes in /dev/shm: {how}"
             )));
         }
-        if opener.len != size {
+        let fresh = object_bytes(name, 0, size).unwrap_or_default();
+        if let Some(at) = fresh.iter().position(|&b| b != 0) {
+            return Err(Fail::failed(format!(
+                "a new {size}-byte table already holds a nonzero byte at offset {at} (in \
+                 /dev/shm) before anyone wrote to it: the new bytes must be zero, as ftruncate() \
+                 leaves them; do not fill the table"
+            )));
+        }
+    }
+    // The size is the object's, whoever set it: the grader grows the last table after its
+    // creator sized it, before its opener opens it.
+    let (last, first) = tables[tables.len() - 1].clone();
+    let grown = first + run.rng().random_range(64..8000);
+    let object = std::fs::OpenOptions::new()
+        .write(true)
+        .open(dev_shm(&last))?;
+    object.set_len(grown as u64)?;
+    let tail = run.random_bytes(64);
+    std::os::unix::fs::FileExt::write_all_at(&object, &tail, (grown - tail.len()) as u64)?;
+    let names: Vec<String> = tables.iter().map(|(name, _)| name.clone()).collect();
+    let mut openers = openers(run, &names)?;
+    for ((creator, opener), size) in creators.iter_mut().zip(&mut openers).zip(sizes) {
+        let now = if creator.name == last { grown } else { size };
+        if opener.len != now && now == grown {
+            let how = if opener.len == first {
+                format!(
+                    "the size the creator was asked for: the opener learned it some other way \
+                     than from the object; take it from fstat() of the descriptor (st_size), \
+                     which says {grown}"
+                )
+            } else {
+                format!(
+                    "take the size from fstat() of the descriptor (st_size), which says {grown}"
+                )
+            };
+            return Err(Fail::failed(format!(
+                "the grader grew a {first}-byte table to {grown} bytes before the opener opened \
+                 it, but the opener says it is {} bytes: {how}",
+                opener.len
+            )));
+        }
+        if opener.len != now {
             let how = if opener.len == size.next_multiple_of(PAGE) {
                 "rounded up to whole pages; the table is st_size bytes, exactly"
             } else {
@@ -80,77 +128,39 @@ pub fn odd_sizes(run: &mut Run) -> Result<String, Fail> {
                 opener.len
             )));
         }
-        let fresh = object_bytes(&creator.name, 0, size).unwrap_or_default();
-        if let Some(at) = fresh.iter().position(|&b| b != 0) {
-            return Err(Fail::failed(format!(
-                "a new {size}-byte table already holds a nonzero byte at offset {at} (in \
-                 /dev/shm) before anyone wrote to it: the new bytes must be zero, as ftruncate() \
-                 leaves them; do not fill the table"
-            )));
-        }
         let data = run.random_bytes(size);
         creator.write(run, 0, &data)?;
         let read = opener.read(run, 0, size)?;
         expect_read(
-            &opener,
-            Writer::Program(&creator),
+            opener,
+            Writer::Program(creator),
             0,
             &read,
             &data,
             &format!("the opener's copy of a {size}-byte table"),
             None,
         )?;
+        if now == grown {
+            let at = grown - tail.len();
+            let read = opener.read(run, at, tail.len())?;
+            expect_read(
+                opener,
+                Writer::Object("the grader"),
+                at,
+                &read,
+                &tail,
+                "the last bytes of a table the grader grew, as the opener read them",
+                None,
+            )?;
+        }
+    }
+    for creator in &mut creators {
         creator.unlink()?;
-        opener.close()?;
-        creator.close()?;
     }
-    // The size is the object's, whoever set it: here the grader grows the object after the
-    // creator sized it, before the opener opens it.
-    let name = run.ipc_name("grown");
-    let first = 4097;
-    let grown = first + run.rng().random_range(64..8000);
-    let mut creator = table(run, &name, Some(first), CREATOR)?;
-    object_size(&name, CREATOR)?;
-    let object = std::fs::OpenOptions::new()
-        .write(true)
-        .open(dev_shm(&name))?;
-    object.set_len(grown as u64)?;
-    let tail = run.random_bytes(64);
-    std::os::unix::fs::FileExt::write_all_at(&object, &tail, (grown - tail.len()) as u64)?;
-    let mut opener = table(run, &name, None, OPENER)?;
-    if opener.len != grown {
-        let how = if opener.len == first {
-            format!(
-                "the size the creator was asked for: the opener learned it some other way than \
-                 from the object; take it from fstat() of the descriptor (st_size), which says \
-                 {grown}"
-            )
-        } else {
-            format!("take the size from fstat() of the descriptor (st_size), which says {grown}")
-        };
-        return Err(Fail::failed(format!(
-            "the grader grew a {first}-byte table to {grown} bytes before the opener opened it, \
-             but the opener says it is {} bytes: {how}",
-            opener.len
-        )));
-    }
-    let at = grown - tail.len();
-    let read = opener.read(run, at, tail.len())?;
-    expect_read(
-        &opener,
-        Writer::Object("the grader"),
-        at,
-        &read,
-        &tail,
-        "the last bytes of a table the grader grew, as the opener read them",
-        None,
-    )?;
-    creator.unlink()?;
-    opener.close()?;
-    creator.close()?;
+    close_all(openers.into_iter().chain(creators).collect())?;
     Ok(format!(
-        "1, 4097 and 10000-byte tables have their exact sizes and carry every byte; a table \
-         grown to {grown} bytes was opened at that size"
+        "1, 4097 and 10000-byte tables have their exact sizes, start zeroed and carry every \
+         byte; the last, grown to {grown} bytes, was opened at that size"
     ))
 }
 

@@ -145,12 +145,9 @@ pub fn object_fds(pid: i32, name: &str) -> Vec<i32> {
         .unwrap_or_default()
 }
 
-/// The I/O counters of a program's processes, summed.
+/// The I/O counters of a program (one process: the lab's program forks no child).
 pub fn io_of(proc: &Proc) -> IoCounters {
-    proc.tree()
-        .into_iter()
-        .filter_map(inspect::io)
-        .fold(IoCounters::default(), |sum, io| sum + io)
+    inspect::io(proc.pid.as_raw()).unwrap_or_default()
 }
 
 /// How `got` differs from `want`, if it does.
