@@ -228,20 +228,10 @@ impl Table {
         let fields = self.write_fields(run, offset, data)?;
         let file = fields[2].1.clone();
         let what = format!("write {} bytes at offset {offset}", data.len());
-        // Seen before the write: a process that dies of it no longer shows its mappings.
-        let mapping = super::probes::table_mapping(self.pid(), &self.name);
-        let written = self.must(&what, &fields).map_err(|fail| match (fail, mapping) {
-            (Fail::Crashed(message), Some(mapping)) if !mapping.perms.starts_with("rw") => {
-                Fail::Crashed(format!(
-                    "{} died writing {} bytes into its mapping of the table, which is {}: map it \
-                     PROT_READ | PROT_WRITE ({message})",
-                    self.who,
-                    data.len(),
-                    mapping.perms
-                ))
-            }
-            (fail, _) => fail,
-        });
+        let seen = self.mapping_now();
+        let written = self
+            .must(&what, &fields)
+            .map_err(|fail| self.died_in(fail, seen, "writing", offset, data.len()));
         // Read by now: no other process may find the data anywhere but in the table.
         std::fs::remove_file(&file)?;
         self.wrote.push((offset, data.to_vec()));
@@ -251,10 +241,53 @@ impl Table {
     pub fn read(&mut self, run: &mut Run, offset: usize, len: usize) -> Result<Vec<u8>, Fail> {
         let (fields, file) = self.read_fields(run, offset, len);
         let what = format!("read {len} bytes at offset {offset}");
-        self.must(&what, &fields)?;
+        let seen = self.mapping_now();
+        self.must(&what, &fields)
+            .map_err(|fail| self.died_in(fail, seen, "reading", offset, len))?;
         let bytes = std::fs::read(&file)?;
         std::fs::remove_file(&file)?;
         Ok(bytes)
+    }
+
+    /// The process's mapping of the table now: looked at before an access, since a process
+    /// that dies of it no longer shows its mappings.
+    fn mapping_now(&self) -> Option<super::probes::Mapping> {
+        super::probes::table_mapping(self.pid(), &self.name)
+    }
+
+    /// Says why the process died `doing` `len` bytes at `offset`, when its mapping (`seen`
+    /// just before) tells: no mapping, one that cannot be written, one too short.
+    fn died_in(
+        &self,
+        fail: Fail,
+        seen: Option<super::probes::Mapping>,
+        doing: &str,
+        offset: usize,
+        len: usize,
+    ) -> Fail {
+        let Fail::Crashed(message) = fail else {
+            return fail;
+        };
+        let who = self.who;
+        let why = match seen {
+            None => "it no longer mapped the table (not in /proc/PID/maps) when it was asked \
+                     for that: only close() unmaps it"
+                .to_string(),
+            Some(m) if doing == "writing" && !m.perms.starts_with("rw") => format!(
+                "its mapping of the table is {}: map it PROT_READ | PROT_WRITE",
+                m.perms
+            ),
+            Some(m) if m.end - m.start < (offset + len) as u64 => format!(
+                "its mapping of the table is {} bytes, fewer than the {} the table has: map all \
+                 of it (the size from fstat())",
+                m.end - m.start,
+                self.len
+            ),
+            Some(_) => return Fail::Crashed(message),
+        };
+        Fail::Crashed(format!(
+            "{who} died {doing} {len} bytes at offset {offset}: {why} ({message})"
+        ))
     }
 
     pub fn unlink(&mut self) -> Result<(), Fail> {

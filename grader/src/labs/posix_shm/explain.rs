@@ -104,6 +104,14 @@ fn cause(
                 reader.who
             );
         }
+        if let Some(part) = partly(got, want) {
+            return format!(
+                "{}'s own mapping holds all the bytes that were written, but its read() \
+                 returned only {part}: read() must copy all of them, from the mapping's address \
+                 plus the offset",
+                reader.who
+            );
+        }
         return format!(
             "{}'s own mapping of the object holds the bytes that were written, but its read() \
              returned others: read() must copy out of the mapping, not out of a copy or a file",
@@ -127,6 +135,12 @@ fn cause(
                     "{}'s mapping holds the bytes but {}'s does not: the two do not map the \
                      same object",
                     writer.who, reader.who
+                ),
+                Some(bytes) if partly(&bytes, want).is_some() => format!(
+                    "{} said it wrote them, but its own mapping holds only {}: write() must \
+                     copy all of them, to the mapping's address plus the offset",
+                    writer.who,
+                    partly(&bytes, want).unwrap_or_default()
                 ),
                 Some(_) => format!(
                     "{} said it wrote them, but its own mapping does not hold them: write() \
@@ -156,6 +170,23 @@ fn cause(
             }
         }
     }
+}
+
+/// "N of the L bytes, the others differ from byte F", when most of `got` is `want` but not all.
+pub fn partly(got: &[u8], want: &[u8]) -> Option<String> {
+    let same = got.iter().zip(want).filter(|(a, b)| a == b).count();
+    if same == want.len() && got.len() == want.len() || same * 2 < want.len() {
+        return None;
+    }
+    let first = got
+        .iter()
+        .zip(want)
+        .position(|(a, b)| a != b)
+        .unwrap_or(same);
+    Some(format!(
+        "{same} of the {} bytes, the others differing from byte {first}",
+        want.len()
+    ))
 }
 
 fn unknown() -> String {

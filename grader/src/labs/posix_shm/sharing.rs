@@ -243,13 +243,17 @@ pub fn bytes_in_the_object(run: &mut Run) -> Result<String, Fail> {
                     .read_exact_at(&mut whole, 0)
                     .ok()
                     .and_then(|()| find(&whole, &data));
-                match found {
-                    Some(to) => format!(
+                match (found, super::explain::partly(&seen, &data)) {
+                    (Some(to), _) => format!(
                         "they are at offset {to}: write() must copy to the mapping's address \
                          plus the offset asked for"
                     ),
-                    None => "write into the mapping of the object itself, not into a copy or a \
-                             file of your own"
+                    (None, Some(part)) => format!(
+                        "it holds only {part}: write() must copy all of them, to the mapping's \
+                         address plus the offset"
+                    ),
+                    (None, None) => "write into the mapping of the object itself, not into a \
+                                     copy or a file of your own"
                         .into(),
                 }
             }
@@ -384,6 +388,13 @@ pub fn unlinked_but_mapped(run: &mut Run) -> Result<String, Fail> {
     if exists(&name) {
         return Err(Fail::failed(format!(
             "{path} still exists after the creator's unlink: remove the name with shm_unlink()"
+        )));
+    }
+    if table_mapping(creator.pid(), &name).is_none() {
+        return Err(Fail::failed(format!(
+            "after its unlink the creator no longer maps the table (not in /proc/{}/maps): \
+             unlink() removes the name only; the mapping stays until close()",
+            creator.pid()
         )));
     }
     let mut late = start(run, &name, None, "a late opener")?;
