@@ -10,8 +10,8 @@
 //! - `driver`: starting the program, its commands and answers;
 //! - `probes`: what the grader reads from outside, and the objects it plants at a name;
 //! - `explain`: why a read did not return what was written;
-//! - `object`: mode, exact size, and the object's life between its users;
-//! - `sharing`: the mapping, shared and in place, before and after unlink;
+//! - `object`: mode and exact size;
+//! - `sharing`: the mapping, shared and in place, before and after close and unlink;
 //! - `errors`: every error kind, and the clean-up of failed creates.
 
 use std::time::Duration;
@@ -53,11 +53,12 @@ pub static LAB: Lab = Lab {
         },
         Check {
             name: "mapped-by-each",
-            points: 3,
+            points: 4,
             timeout: Duration::from_secs(10),
             description: "the creator and an independent opener both map /dev/shm/<name> \
                           shared, keep no descriptor of it, and unmap it on close, leaving its \
-                          addresses free (read from /proc/PID/maps and fd)",
+                          addresses free (read from /proc/PID/maps and fd), and the object's \
+                          name and bytes in place",
             exclusive: false,
             run: sharing::mapped_by_each,
         },
@@ -72,31 +73,14 @@ pub static LAB: Lab = Lab {
         },
         Check {
             name: "bytes-in-the-object",
-            points: 3,
+            points: 4,
             timeout: Duration::from_secs(10),
-            description: "the bytes are in the object itself: the grader sees the creator's \
-                          writes in /dev/shm/<name>, and the opener reads the grader's",
+            description: "the bytes are in the object itself and go through the mappings: the \
+                          grader sees the creator's 16 KiB write in /dev/shm/<name>, the opener \
+                          reads the grader's, and neither moves them with a read or write \
+                          system call (read from /proc/PID/io)",
             exclusive: false,
             run: sharing::bytes_in_the_object,
-        },
-        Check {
-            name: "in-place",
-            points: 3,
-            timeout: Duration::from_secs(10),
-            description: "64 KiB go into and out of the table with no read or write system \
-                          call (read from /proc/PID/io): through the mapping, not a descriptor \
-                          or a file",
-            exclusive: false,
-            run: sharing::in_place,
-        },
-        Check {
-            name: "persists-until-unlink",
-            points: 2,
-            timeout: Duration::from_secs(10),
-            description: "the object keeps its name and bytes after its creator closed it and \
-                          exited, until a later opener unlinks it",
-            exclusive: false,
-            run: object::persists_until_unlink,
         },
         Check {
             name: "unlinked-but-mapped",

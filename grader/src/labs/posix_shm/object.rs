@@ -1,5 +1,4 @@
-//! The object itself: its mode, its exact size, and a life of its own between the processes
-//! that map it (it stays, with its bytes, until someone unlinks it).
+//! The object itself: its mode and its exact size, which an opener learns from it.
 
 use std::os::unix::fs::PermissionsExt;
 
@@ -7,9 +6,9 @@ use rand::RngExt;
 
 use crate::engine::{Fail, Run};
 
-use super::driver::{CREATOR, OPENER, close_all, creators, openers, table};
+use super::driver::{CREATOR, close_all, creators, openers, table};
 use super::explain::{Writer, expect_read};
-use super::probes::{dev_shm, name_still_there, object_bytes, object_size};
+use super::probes::{dev_shm, object_bytes, object_size};
 
 const PAGE: usize = 4096;
 
@@ -161,66 +160,5 @@ pub fn odd_sizes(run: &mut Run) -> Result<String, Fail> {
     Ok(format!(
         "1, 4097 and 10000-byte tables have their exact sizes, start zeroed and carry every \
          byte; the last, grown to {grown} bytes, was opened at that size"
-    ))
-}
-
-pub fn persists_until_unlink(run: &mut Run) -> Result<String, Fail> {
-    let name = run.ipc_name("table");
-    let path = dev_shm(&name).display().to_string();
-    let size = run.rng().random_range(2000..20_000);
-    let mut creator = table(run, &name, Some(size), CREATOR)?;
-    let at = run.rng().random_range(0..size - 1000);
-    let data = run.random_bytes(1000);
-    creator.write(run, at, &data)?;
-    if object_bytes(&name, at, data.len()).as_deref() != Some(&data[..]) {
-        return Err(Fail::failed(format!(
-            "the creator said it wrote 1000 bytes at offset {at}, but {path} does not hold them: \
-             write() must store into the mapping of the object itself"
-        )));
-    }
-    creator.unmap()?;
-    name_still_there(&name, "the creator closed the table (op=close)")?;
-    let after = |step: &str| -> Result<(), Fail> {
-        if object_bytes(&name, at, data.len()).as_deref() == Some(&data[..]) {
-            return Ok(());
-        }
-        Err(Fail::failed(format!(
-            "{path} held the 1000 bytes the creator wrote at offset {at}, but no longer once {step}: \
-             the object's bytes stay as they are until unlink; close() only munmap()s"
-        )))
-    };
-    after("the creator closed the table")?;
-    creator.exit()?;
-    name_still_there(&name, "the creator exited")?;
-    after("the creator exited")?;
-    // Nobody maps the object now; it must still be there, bytes and all.
-    let mut opener = table(run, &name, None, OPENER)?;
-    if opener.len != size {
-        return Err(Fail::failed(format!(
-            "the opener says the {size}-byte table, which nobody mapped any more, is {} bytes: \
-             take the size from fstat()",
-            opener.len
-        )));
-    }
-    let read = opener.read(run, at, data.len())?;
-    expect_read(
-        &opener,
-        Writer::Object("the creator (which has exited)"),
-        at,
-        &read,
-        &data,
-        "what the creator wrote before it closed and exited, as a later opener read it",
-        None,
-    )?;
-    opener.unlink()?;
-    if super::probes::exists(&name) {
-        return Err(Fail::failed(format!(
-            "{path} still exists after the opener's unlink: remove the name with shm_unlink()"
-        )));
-    }
-    opener.close()?;
-    Ok(format!(
-        "{path} kept its name and bytes after its creator closed it and exited, until an opener \
-         unlinked it"
     ))
 }

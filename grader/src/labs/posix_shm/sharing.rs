@@ -12,17 +12,18 @@ use crate::engine::{Fail, Run, force, inspect};
 use super::driver::{Table, await_answer, pair, refused, said, start};
 use super::explain::{Writer, expect_read};
 use super::probes::{
-    dev_shm, exists, find, io_of, mappings, object_bytes, object_fds, plant_object, resident_bytes,
-    table_mapping,
+    Mapping, dev_shm, exists, find, io_of, mappings, name_still_there, object_bytes, object_fds,
+    plant_object, resident_bytes, table_mapping,
 };
 
 pub fn mapped_by_each(run: &mut Run) -> Result<String, Fail> {
-    let (mut creator, opener) = pair(run, "table", 10_000)?;
-    let path = dev_shm(&creator.name).display().to_string();
+    let (mut creator, mut opener) = pair(run, "table", 10_000)?;
+    let name = creator.name.clone();
+    let path = dev_shm(&name).display().to_string();
     let mut ranges = Vec::new();
     for table in [&creator, &opener] {
         let pid = table.pid();
-        let mapping = table_mapping(pid, &table.name).ok_or_else(|| {
+        let mapping = table_mapping(pid, &name).ok_or_else(|| {
             Fail::failed(format!(
                 "{} (pid {pid}) says it has the table mapped, but /proc/{pid}/maps has no \
                  mapping of {path}: map the object itself with mmap(MAP_SHARED) and keep it \
@@ -43,7 +44,7 @@ pub fn mapped_by_each(run: &mut Run) -> Result<String, Fail> {
                 table.who, mapping.perms
             )));
         }
-        let fds = object_fds(pid, &table.name);
+        let fds = object_fds(pid, &name);
         if !fds.is_empty() {
             return Err(Fail::failed(format!(
                 "{} (pid {pid}) still holds descriptor {fds:?} of {path} once the table is \
@@ -55,46 +56,74 @@ pub fn mapped_by_each(run: &mut Run) -> Result<String, Fail> {
         }
         ranges.push(mapping);
     }
-    creator.unlink()?;
-    for (mut table, range) in [opener, creator].into_iter().zip(ranges.into_iter().rev()) {
-        table.unmap()?;
-        let pid = table.pid();
-        // It still runs: only its munmap() can have removed the mapping.
-        if let Some(mapping) = table_mapping(pid, &table.name) {
-            return Err(Fail::failed(format!(
-                "{} said `done` to close, yet /proc/{pid}/maps still shows the table mapped \
-                 ({}) while it runs: close() must munmap() it",
-                table.who, mapping.perms
-            )));
-        }
-        let over = mappings(pid)
-            .into_iter()
-            .find(|m| m.start < range.end && m.end > range.start);
-        if let Some(over) = over {
-            return Err(Fail::failed(format!(
-                "{} said `done` to close and no longer maps the object, but the table's \
-                 addresses ({:x}-{:x}) are still mapped ({}): close() must munmap() the table, \
-                 not map something else over it",
-                table.who,
-                range.start,
-                range.end,
-                over.describe()
-            )));
-        }
-        let fds = object_fds(pid, &table.name);
-        if !fds.is_empty() {
-            return Err(Fail::failed(format!(
-                "{} closed the table but still holds descriptor {fds:?} of {path}: the \
-                 object's memory cannot be freed while a descriptor is open; close it once \
-                 mapped",
-                table.who
-            )));
-        }
-        table.exit()?;
+    let at = run.rng().random_range(0..9000);
+    let data = run.random_bytes(1000);
+    creator.write(run, at, &data)?;
+    if object_bytes(&name, at, data.len()).as_deref() != Some(&data[..]) {
+        return Err(Fail::failed(format!(
+            "the creator said it wrote 1000 bytes at offset {at}, but {path} does not hold them: \
+             write() must store into the mapping of the object itself"
+        )));
     }
+    let stays = |step: &str| -> Result<(), Fail> {
+        name_still_there(&name, step)?;
+        if object_bytes(&name, at, data.len()).as_deref() == Some(&data[..]) {
+            return Ok(());
+        }
+        Err(Fail::failed(format!(
+            "{path} held the 1000 bytes the creator wrote at offset {at}, but no longer once \
+             {step}: the object's bytes stay as they are until unlink; close() only munmap()s"
+        )))
+    };
+    // The opener closes first: its mapping goes; the object, its name and its bytes stay.
+    unmapped(&mut opener, &ranges[1], &path)?;
+    stays("the opener closed the table (op=close)")?;
+    opener.exit()?;
+    stays("the opener exited")?;
+    creator.unlink()?;
+    unmapped(&mut creator, &ranges[0], &path)?;
+    creator.exit()?;
     Ok("both processes map the object shared, read-write, without a descriptor, and unmap it \
-        on close"
+        on close, leaving the name and the bytes"
         .into())
+}
+
+/// Closes `table`, which mapped the object at `range`, and checks, while it still runs, that
+/// its munmap() freed those addresses and that it holds no descriptor of the object.
+fn unmapped(table: &mut Table, range: &Mapping, path: &str) -> Result<(), Fail> {
+    table.unmap()?;
+    let pid = table.pid();
+    // It still runs: only its munmap() can have removed the mapping.
+    if let Some(mapping) = table_mapping(pid, &table.name) {
+        return Err(Fail::failed(format!(
+            "{} said `done` to close, yet /proc/{pid}/maps still shows the table mapped ({}) \
+             while it runs: close() must munmap() it",
+            table.who, mapping.perms
+        )));
+    }
+    let over = mappings(pid)
+        .into_iter()
+        .find(|m| m.start < range.end && m.end > range.start);
+    if let Some(over) = over {
+        return Err(Fail::failed(format!(
+            "{} said `done` to close and no longer maps the object, but the table's addresses \
+             ({:x}-{:x}) are still mapped ({}): close() must munmap() the table, not map \
+             something else over it",
+            table.who,
+            range.start,
+            range.end,
+            over.describe()
+        )));
+    }
+    let fds = object_fds(pid, &table.name);
+    if !fds.is_empty() {
+        return Err(Fail::failed(format!(
+            "{} closed the table but still holds descriptor {fds:?} of {path}: the object's \
+             memory cannot be freed while a descriptor is open; close it once mapped",
+            table.who
+        )));
+    }
+    Ok(())
 }
 
 /// `reader` reads `len` bytes at `at` while `held` is stopped (SIGSTOP): the bytes are in the
@@ -211,7 +240,7 @@ pub fn shared_updates(run: &mut Run) -> Result<String, Fail> {
 }
 
 pub fn bytes_in_the_object(run: &mut Run) -> Result<String, Fail> {
-    let size = 10_000;
+    let size = 64 << 10;
     let (mut creator, mut opener) = pair(run, "table", size)?;
     let path = dev_shm(&creator.name);
     // read() and write() on the object reach the very pages the programs map, and, unlike a
@@ -220,9 +249,32 @@ pub fn bytes_in_the_object(run: &mut Run) -> Result<String, Fail> {
         .read(true)
         .write(true)
         .open(&path)?;
-    let data = run.random_bytes(1000);
-    let at = run.rng().random_range(0..4000);
+    let len = (16 << 10) + run.rng().random_range(0..1024);
+    let at = run.rng().random_range(0..size / 2 - len);
+    let data = run.random_bytes(len);
+    // /proc/PID/io counts the bytes of read-like and write-like calls, not loads and stores: a
+    // write into the mapping moves none (the program reads the grader's file, that is all).
+    let (before, printed) = (io_of(&creator.proc), output_bytes(&creator.proc));
     creator.write(run, at, &data)?;
+    let mut moved = io_of(&creator.proc).since(before);
+    // What it printed (stdout, stderr) counts too, and is not the table's business; the
+    // grader's capture of it may be a moment behind.
+    let settle = Instant::now() + Duration::from_secs(1);
+    let written = moved.written_bytes;
+    while moved.written_bytes >= len as u64 / 2 && Instant::now() < settle {
+        let printed = output_bytes(&creator.proc).saturating_sub(printed);
+        moved.written_bytes = written.saturating_sub(printed);
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    if moved.written_bytes >= len as u64 / 2 {
+        return Err(Fail::failed(format!(
+            "writing {len} bytes into the table, the creator passed {} bytes to write-like \
+             system calls (write, pwrite, ...): {}; store them into the mapped memory, with no \
+             system call",
+            moved.written_bytes,
+            through(&creator, "wrote")
+        )));
+    }
     let mut seen = vec![0u8; data.len()];
     object.read_exact_at(&mut seen, at as u64).map_err(|e| {
         Fail::failed(format!(
@@ -259,69 +311,16 @@ pub fn bytes_in_the_object(run: &mut Run) -> Result<String, Fail> {
             }
         };
         return Err(Fail::failed(format!(
-            "the creator said it wrote {} bytes at offset {at}, but {} holds other bytes there: \
-             {cause}",
-            data.len(),
+            "the creator said it wrote {len} bytes at offset {at}, but {} holds other bytes \
+             there: {cause}",
             path.display()
         )));
     }
-    let mine = run.random_bytes(1000);
-    let back = run.rng().random_range(5000..9000);
+    let mine = run.random_bytes(len);
+    let back = run.rng().random_range(size / 2..size - len);
     object.write_all_at(&mine, back as u64)?;
-    let read = opener.read(run, back, mine.len())?;
-    expect_read(
-        &opener,
-        Writer::Object("the grader"),
-        back,
-        &read,
-        &mine,
-        &format!(
-            "the grader wrote {} bytes at offset {back} of {}, as the opener read them",
-            mine.len(),
-            path.display()
-        ),
-        None,
-    )?;
-    creator.unlink()?;
-    opener.close()?;
-    creator.close()?;
-    Ok(format!(
-        "the grader saw the creator's write in {} and the opener read the grader's",
-        path.display()
-    ))
-}
-
-pub fn in_place(run: &mut Run) -> Result<String, Fail> {
-    let size = 256 << 10;
-    let (mut creator, mut opener) = pair(run, "table", size)?;
-    let len = (64 << 10) + run.rng().random_range(0..4096);
-    let at = run.rng().random_range(0..size - len);
-    let data = run.random_bytes(len);
-    // /proc/PID/io counts the bytes of read-like and write-like calls, not loads and stores: a
-    // write into the mapping moves none (the program reads the grader's file, that is all).
-    let (before, printed) = (io_of(&creator.proc), output_bytes(&creator.proc));
-    creator.write(run, at, &data)?;
-    let mut moved = io_of(&creator.proc).since(before);
-    // What it printed (stdout, stderr) counts too, and is not the table's business; the
-    // grader's capture of it may be a moment behind.
-    let settle = Instant::now() + Duration::from_secs(1);
-    let written = moved.written_bytes;
-    while moved.written_bytes >= len as u64 / 2 && Instant::now() < settle {
-        let printed = output_bytes(&creator.proc).saturating_sub(printed);
-        moved.written_bytes = written.saturating_sub(printed);
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    if moved.written_bytes >= len as u64 / 2 {
-        return Err(Fail::failed(format!(
-            "writing {len} bytes into the table, the creator passed {} bytes to write-like \
-             system calls (write, pwrite, ...): {}; store them into the mapped memory, with no \
-             system call",
-            moved.written_bytes,
-            through(&creator, "wrote")
-        )));
-    }
     let before = io_of(&opener.proc);
-    let got = opener.read(run, at, len)?;
+    let read = opener.read(run, back, len)?;
     let moved = io_of(&opener.proc).since(before);
     if moved.read_bytes >= len as u64 / 2 {
         return Err(Fail::failed(format!(
@@ -334,18 +333,23 @@ pub fn in_place(run: &mut Run) -> Result<String, Fail> {
     }
     expect_read(
         &opener,
-        Writer::Program(&creator),
-        at,
-        &got,
-        &data,
-        "what the creator wrote, as the opener read it",
+        Writer::Object("the grader"),
+        back,
+        &read,
+        &mine,
+        &format!(
+            "the grader wrote {len} bytes at offset {back} of {}, as the opener read them",
+            path.display()
+        ),
         None,
     )?;
     creator.unlink()?;
     opener.close()?;
     creator.close()?;
     Ok(format!(
-        "{len} bytes went into and out of the table with no read or write system call"
+        "the grader saw the creator's write in {} and the opener read the grader's, {len} bytes \
+         each way with no read or write system call",
+        path.display()
     ))
 }
 
