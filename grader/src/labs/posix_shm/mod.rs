@@ -45,9 +45,9 @@ pub static LAB: Lab = Lab {
             name: "odd-sizes",
             points: 3,
             timeout: Duration::from_secs(10),
-            description: "tables of 1, 4097 and 10000 bytes have exactly that size in /dev/shm, \
-                          start zeroed and carry every byte; an opener takes the size from the \
-                          object, also after the grader resized it",
+            description: "tables of 1 and 4097 bytes have exactly that size in /dev/shm, start \
+                          zeroed and carry every byte; an opener takes the size from the object, \
+                          also after the grader grew it",
             exclusive: false,
             run: object::odd_sizes,
         },
