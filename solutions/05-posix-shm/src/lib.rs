@@ -164,8 +164,10 @@ impl SharedTable {
     /// [`TableError::Exists`]) with mode `0600`, gives it `size` bytes with `ftruncate()`, and
     /// maps it shared, for reading and writing. The new bytes are zero.
     ///
-    /// Check the name ([`check_name`]) and the size (0 is [`TableError::ZeroSize`]) first. If a
-    /// step after `shm_open()` fails, unlink the name again: a failed create leaves nothing.
+    /// Check the name ([`check_name`]) and the size (0 is [`TableError::ZeroSize`]) first. A
+    /// size `ftruncate()` cannot take (more than `i64::MAX`) is [`TableError::Truncate`]. If a
+    /// step after `shm_open()` fails, unlink the name again: a failed create leaves nothing. Once
+    /// mapped, close the descriptor: the process keeps the mapping only.
     pub fn create(name: &str, size: usize) -> Result<SharedTable, TableError> {
         // SOLUTION todo(name, size): check, shm_open(O_CREAT|O_EXCL|O_RDWR, 0600), ftruncate, mmap
         check_name(name)?;
@@ -196,9 +198,11 @@ impl SharedTable {
         // END SOLUTION
     }
 
-    /// Opens the existing object `name` (`ENOENT` is [`TableError::NotFound`]) and maps all of
-    /// it shared, for reading and writing. Its size comes from `fstat()`; 0 bytes is
-    /// [`TableError::Empty`] (`mmap()` cannot map nothing).
+    /// Opens the existing object `name` (`ENOENT` is [`TableError::NotFound`]; never create it)
+    /// and maps all of it shared, for reading and writing. Check the name first
+    /// ([`check_name`]), as [`SharedTable::create`] does. Its size comes from `fstat()`; 0 bytes
+    /// is [`TableError::Empty`] at once (`mmap()` cannot map nothing; do not wait for a size).
+    /// Once mapped, close the descriptor.
     pub fn open(name: &str) -> Result<SharedTable, TableError> {
         // SOLUTION todo(name): check, shm_open(O_RDWR), fstat() for the size, mmap(MAP_SHARED)
         check_name(name)?;
@@ -229,7 +233,7 @@ impl SharedTable {
         self.len == 0
     }
 
-    /// Copies `buf.len()` bytes starting at `offset` out of the table;
+    /// Copies `buf.len()` bytes starting at `offset` out of the mapping (no system call);
     /// [`TableError::OutOfRange`] if they are not all inside it.
     pub fn read(&self, offset: usize, buf: &mut [u8]) -> Result<(), TableError> {
         // SOLUTION todo(offset, buf): check_range(), then copy addr + offset into buf
@@ -247,8 +251,9 @@ impl SharedTable {
         // END SOLUTION
     }
 
-    /// Copies `data` into the table at `offset`: every process that maps it sees the bytes.
-    /// [`TableError::OutOfRange`] if they do not all fit.
+    /// Copies `data` into the mapping at `offset` (no system call): every process that maps it
+    /// sees the bytes at once. [`TableError::OutOfRange`] if they do not all fit; then nothing
+    /// is copied.
     pub fn write(&mut self, offset: usize, data: &[u8]) -> Result<(), TableError> {
         // SOLUTION todo(offset, data): check_range(), then copy data to addr + offset
         self.check_range(offset, data.len())?;
@@ -279,7 +284,8 @@ impl SharedTable {
         // END SOLUTION
     }
 
-    /// Unmaps the table with `munmap()`. The object and its name stay until [`unlink`].
+    /// Unmaps the table with `munmap()`. The object, its name and its bytes stay until
+    /// [`unlink`].
     pub fn close(self) -> Result<(), TableError> {
         // SOLUTION todo: munmap(self.addr, self.len); errors are Unmap
         // SAFETY: addr and len are those of the mapping made by mmap(); `self` is consumed, so

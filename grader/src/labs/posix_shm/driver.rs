@@ -1,0 +1,391 @@
+//! The protocol driver: starts `posix-shm open`, sends it `cmd` messages and reads its answers.
+//! Nothing in this lab waits, so every answer is due at once: a program seen asleep between
+//! looks while the grader waits for it fails then and there, instead of at the timeout.
+
+use std::time::{Duration, Instant};
+
+use ipc_labs_driver::Message;
+
+use crate::engine::diagnose::{Activity, classify};
+use crate::engine::{Fail, Proc, Run, inspect};
+
+pub const CREATOR: &str = "the creator";
+pub const OPENER: &str = "the opener";
+
+/// One running `posix-shm open`, with the table mapped.
+pub struct Table {
+    pub proc: Proc,
+    pub name: String,
+    pub who: &'static str,
+    /// Size the program reported at `mapped`.
+    pub len: usize,
+    /// What this process was told to write, in order, as (offset, bytes): a read answered from a
+    /// copy of its own writes gives one of these back.
+    pub wrote: Vec<(usize, Vec<u8>)>,
+}
+
+/// The arguments of `posix-shm open`.
+fn args(name: &str, create: Option<usize>) -> Vec<String> {
+    let mut args = vec!["open".to_string(), "--name".into(), name.into()];
+    if let Some(size) = create {
+        args.extend(["--create".into(), "--size".into(), size.to_string()]);
+    }
+    args
+}
+
+/// Starts `posix-shm open` without waiting for its first answer (several can start at once).
+pub fn start(
+    run: &mut Run,
+    name: &str,
+    create: Option<usize>,
+    who: &'static str,
+) -> Result<Proc, Fail> {
+    let mut proc = run.spawn(&args(name, create))?;
+    proc.set_roles(move |_| who.into());
+    Ok(proc)
+}
+
+/// Starts `posix-shm open` and returns its first answer, whatever it is.
+pub fn spawn_open(
+    run: &mut Run,
+    name: &str,
+    create: Option<usize>,
+    who: &'static str,
+) -> Result<(Proc, Message), Fail> {
+    let mut proc = start(run, name, create, who)?;
+    let verb = if create.is_some() { "creating" } else { "opening" };
+    let first = await_answer(&mut proc, who, &format!("{verb} {name:.60}"), None)?;
+    Ok((proc, first))
+}
+
+/// How many looks, 10 ms apart, may find a program asleep in `nanosleep()` before the grader
+/// calls it polling: a program that answers at once is never seen there.
+const ASLEEP_LOOKS: u32 = 3;
+
+/// How long the grader looks for a program asleep while it waits for its answer; after that it
+/// just waits, until the check's deadline (the lab's `explain_hang` names a sleeper then).
+const LOOKING: Duration = Duration::from_secs(2);
+
+/// The next message of `proc` (`who`), which is busy with `what` and has nothing to wait for.
+/// Fails as soon as it is seen asleep in `nanosleep()` again and again; `due` says what it
+/// should have answered, when the check knows. Otherwise waits until the check's deadline.
+pub fn await_answer(
+    proc: &mut Proc,
+    who: &str,
+    what: &str,
+    due: Option<&str>,
+) -> Result<Message, Fail> {
+    let pid = proc.pid.as_raw();
+    let mut asleep = 0;
+    let until = Instant::now() + LOOKING;
+    while Instant::now() < until {
+        if let Some(message) = proc.recv_before(Instant::now() + Duration::from_millis(10))? {
+            return Ok(message);
+        }
+        let sleeping = inspect::view(pid).is_some_and(|view| {
+            view.threads
+                .iter()
+                .any(|t| t.state == 'S' && classify(&view, t.syscall) == Activity::Sleep)
+        });
+        asleep += u32::from(sleeping);
+        if asleep >= ASLEEP_LOOKS {
+            let due = due.map_or_else(
+                || "every call answers at once".to_string(),
+                |due| format!("it must fail at once with kind={due}"),
+            );
+            return Err(Fail::failed(format!(
+                "{what}, {who} did not answer: it was asleep in nanosleep() at {ASLEEP_LOOKS} \
+                 looks, 10 ms apart, waiting for something to change; nothing in this lab \
+                 waits: {due}"
+            )));
+        }
+    }
+    proc.recv_any()
+}
+
+/// What an answer said, for a message: "`mapped`", "`failed` (kind=exists: ...)".
+pub fn said(answer: &Message) -> String {
+    match answer.kind.as_str() {
+        "failed" => format!(
+            "`failed` (kind={}: {})",
+            answer.get("kind").unwrap_or("none"),
+            answer.get("error").unwrap_or("")
+        ),
+        kind => format!("`{kind}`"),
+    }
+}
+
+/// Whether an answer is `failed` with `kind`.
+pub fn is_refusal(answer: &Message, kind: &str) -> bool {
+    answer.kind == "failed" && answer.get("kind") == Some(kind)
+}
+
+/// The answer to a command or a start that must be `failed` with `kind`.
+pub fn refused(answer: &Message, kind: &str, what: &str, hint: &str) -> Result<(), Fail> {
+    if is_refusal(answer, kind) {
+        return Ok(());
+    }
+    Err(Fail::failed(format!(
+        "{what}: the program said {}, not `failed` with kind={kind}: {hint}",
+        said(answer)
+    )))
+}
+
+/// A table the program created (`create` with a size) or opened, mapped.
+pub fn table(
+    run: &mut Run,
+    name: &str,
+    create: Option<usize>,
+    who: &'static str,
+) -> Result<Table, Fail> {
+    let (proc, first) = spawn_open(run, name, create, who)?;
+    mapped(proc, first, name, who)
+}
+
+/// The [`Table`] of a program whose first answer was `first`, which must be `mapped`.
+pub fn mapped(proc: Proc, first: Message, name: &str, who: &'static str) -> Result<Table, Fail> {
+    if first.kind != "mapped" {
+        let what = if who == CREATOR { "create" } else { "open" };
+        return Err(Fail::failed(format!(
+            "{who} could not {what} {name}: it said {}",
+            said(&first)
+        )));
+    }
+    let len = first.get("len").and_then(|l| l.parse().ok()).unwrap_or(0);
+    Ok(Table {
+        proc,
+        name: name.to_string(),
+        who,
+        len,
+        wrote: Vec::new(),
+    })
+}
+
+impl Table {
+    pub fn pid(&self) -> i32 {
+        self.proc.pid.as_raw()
+    }
+
+    /// Sends a command and returns the answer (`done` or `failed`).
+    pub fn command(&mut self, fields: &[(&str, String)]) -> Result<Message, Fail> {
+        self.proc.send("cmd", fields)?;
+        let what: Vec<String> = fields
+            .iter()
+            .filter(|(key, _)| *key != "file")
+            .map(|(key, value)| format!("{key}={value}"))
+            .collect();
+        let what = format!("asked for {}", what.join(" "));
+        await_answer(&mut self.proc, self.who, &what, None)
+    }
+
+    /// A command that must succeed.
+    pub fn must(&mut self, what: &str, fields: &[(&str, String)]) -> Result<(), Fail> {
+        let answer = self.command(fields)?;
+        if answer.kind == "done" {
+            return Ok(());
+        }
+        Err(Fail::failed(format!(
+            "{} could not {what}: it said {}",
+            self.who,
+            said(&answer)
+        )))
+    }
+
+    /// The fields of `op=write` of `data` at `offset`, through a file the program reads.
+    pub fn write_fields(
+        &self,
+        run: &Run,
+        offset: usize,
+        data: &[u8],
+    ) -> Result<Vec<(&'static str, String)>, Fail> {
+        let file = run.path(&format!("write-{}-{offset}.bin", self.pid()));
+        std::fs::write(&file, data)?;
+        Ok(vec![
+            ("op", "write".into()),
+            ("offset", offset.to_string()),
+            ("file", file.display().to_string()),
+        ])
+    }
+
+    /// The fields of `op=read` of `len` bytes at `offset`, and the file the program writes.
+    pub fn read_fields(
+        &self,
+        run: &Run,
+        offset: usize,
+        len: usize,
+    ) -> (Vec<(&'static str, String)>, std::path::PathBuf) {
+        let file = run.path(&format!("read-{}-{offset}-{len}.bin", self.pid()));
+        let fields = vec![
+            ("op", "read".into()),
+            ("offset", offset.to_string()),
+            ("len", len.to_string()),
+            ("file", file.display().to_string()),
+        ];
+        (fields, file)
+    }
+
+    pub fn write(&mut self, run: &mut Run, offset: usize, data: &[u8]) -> Result<(), Fail> {
+        let fields = self.write_fields(run, offset, data)?;
+        let file = fields[2].1.clone();
+        let what = format!("write {} bytes at offset {offset}", data.len());
+        let seen = self.mapping_now();
+        let written = self
+            .must(&what, &fields)
+            .map_err(|fail| self.died_in(fail, seen, "writing", offset, data.len()));
+        // Read by now: no other process may find the data anywhere but in the table.
+        std::fs::remove_file(&file)?;
+        self.wrote.push((offset, data.to_vec()));
+        written
+    }
+
+    pub fn read(&mut self, run: &mut Run, offset: usize, len: usize) -> Result<Vec<u8>, Fail> {
+        let (fields, file) = self.read_fields(run, offset, len);
+        let what = format!("read {len} bytes at offset {offset}");
+        let seen = self.mapping_now();
+        self.must(&what, &fields)
+            .map_err(|fail| self.died_in(fail, seen, "reading", offset, len))?;
+        let bytes = std::fs::read(&file)?;
+        std::fs::remove_file(&file)?;
+        Ok(bytes)
+    }
+
+    /// The process's mapping of the table now: looked at before an access, since a process
+    /// that dies of it no longer shows its mappings.
+    fn mapping_now(&self) -> Option<super::probes::Mapping> {
+        super::probes::table_mapping(self.pid(), &self.name)
+    }
+
+    /// Says why the process died `doing` `len` bytes at `offset`, when its mapping (`seen`
+    /// just before) tells: no mapping, one that cannot be written, one too short.
+    fn died_in(
+        &self,
+        fail: Fail,
+        seen: Option<super::probes::Mapping>,
+        doing: &str,
+        offset: usize,
+        len: usize,
+    ) -> Fail {
+        let Fail::Crashed(message) = fail else {
+            return fail;
+        };
+        let who = self.who;
+        let why = match seen {
+            None => "it no longer mapped the table (not in /proc/PID/maps) when it was asked \
+                     for that: only close() unmaps it"
+                .to_string(),
+            Some(m) if doing == "writing" && !m.perms.starts_with("rw") => format!(
+                "its mapping of the table is {}: map it PROT_READ | PROT_WRITE",
+                m.perms
+            ),
+            Some(m) if m.end - m.start < (offset + len) as u64 => format!(
+                "its mapping of the table is {} bytes, fewer than the {} the table has: map all \
+                 of it (the size from fstat())",
+                m.end - m.start,
+                self.len
+            ),
+            Some(_) => return Fail::Crashed(message),
+        };
+        Fail::Crashed(format!(
+            "{who} died {doing} {len} bytes at offset {offset}: {why} ({message})"
+        ))
+    }
+
+    pub fn unlink(&mut self) -> Result<(), Fail> {
+        self.must("unlink the name", &[("op", "unlink".into())])
+    }
+
+    /// Unmaps; the program then waits for `exit`.
+    pub fn unmap(&mut self) -> Result<(), Fail> {
+        self.must("unmap the table", &[("op", "close".into())])
+    }
+
+    /// Lets the program, which has unmapped the table, exit, and wants a clean exit.
+    pub fn exit(mut self) -> Result<(), Fail> {
+        self.proc.send("exit", &[])?;
+        let status = self.proc.wait()?;
+        if status.success() {
+            Ok(())
+        } else {
+            Err(Fail::failed(format!("{} exited with {status}", self.who)))
+        }
+    }
+
+    /// Unmaps, and waits for a clean exit.
+    pub fn close(mut self) -> Result<(), Fail> {
+        self.unmap()?;
+        self.exit()
+    }
+}
+
+/// Unmaps every table, then lets them all exit, and wants clean exits.
+pub fn close_all(tables: Vec<Table>) -> Result<(), Fail> {
+    let mut tables = tables;
+    for table in &mut tables {
+        table.unmap()?;
+    }
+    for table in &mut tables {
+        table.proc.send("exit", &[])?;
+    }
+    for mut table in tables {
+        let status = table.proc.wait()?;
+        if !status.success() {
+            return Err(Fail::failed(format!("{} exited with {status}", table.who)));
+        }
+    }
+    Ok(())
+}
+
+/// Creators of fresh tables, one per (name, size), started at once (they do not depend on
+/// each other); each must have mapped its table and sized the object.
+pub fn creators(run: &mut Run, tables: &[(String, usize)]) -> Result<Vec<Table>, Fail> {
+    let mut procs = Vec::new();
+    for (name, size) in tables {
+        procs.push(start(run, name, Some(*size), CREATOR)?);
+    }
+    let mut created = Vec::new();
+    for (mut proc, (name, size)) in procs.into_iter().zip(tables) {
+        let first = await_answer(&mut proc, CREATOR, &format!("creating {name}"), None)?;
+        let creator = mapped(proc, first, name, CREATOR)?;
+        if super::probes::object_size(name, CREATOR)? == 0 {
+            return Err(Fail::failed(format!(
+                "the {size}-byte table is 0 bytes in /dev/shm: a new object is empty until \
+                 ftruncate(fd, size); touching its mapping then raises SIGBUS"
+            )));
+        }
+        created.push(creator);
+    }
+    Ok(created)
+}
+
+/// Openers of existing, sized tables, started at once; each must have mapped its table and
+/// left the object as it was.
+pub fn openers(run: &mut Run, names: &[String]) -> Result<Vec<Table>, Fail> {
+    let mut procs = Vec::new();
+    for name in names {
+        procs.push(start(run, name, None, OPENER)?);
+    }
+    let mut opened = Vec::new();
+    for (mut proc, name) in procs.into_iter().zip(names) {
+        let first = await_answer(&mut proc, OPENER, &format!("opening {name}"), None)?;
+        if first.kind != "mapped" && super::probes::object_size(name, CREATOR)? == 0 {
+            return Err(Fail::failed(format!(
+                "the table is 0 bytes since the opener opened it (it said {}): open() truncated \
+                 the object; open it with O_RDWR alone (no O_TRUNC, no ftruncate)",
+                said(&first)
+            )));
+        }
+        let opener = mapped(proc, first, name, OPENER)?;
+        super::probes::name_still_there(name, "the opener opened it")?;
+        opened.push(opener);
+    }
+    Ok(opened)
+}
+
+/// A creator and an opener of a fresh table of `size` bytes, named after `what`. Before anyone
+/// opens it the object must have been sized (its exact size is `odd-sizes`'s business).
+pub fn pair(run: &mut Run, what: &str, size: usize) -> Result<(Table, Table), Fail> {
+    let name = run.ipc_name(what);
+    let creator = creators(run, &[(name.clone(), size)])?.remove(0);
+    let opener = openers(run, &[name])?.remove(0);
+    Ok((creator, opener))
+}

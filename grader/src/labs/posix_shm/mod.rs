@@ -1,0 +1,148 @@
+//! Checks of lab 5, POSIX shared memory: a table in `/dev/shm` that one run of the program
+//! creates and other, independent runs open; all map it and read and write it in place.
+//!
+//! `posix-shm open --name N [--create --size S]` says `mapped` (with `len`) once the table is
+//! mapped, then does what each `cmd` message says (`op=write|read|unlink|close`) and answers
+//! `done`, or `failed` with `kind=` (the error variant); after `close` it waits for `exit`. What
+//! the object is (mode, size, bytes) the grader reads from `/dev/shm`; how each process holds it
+//! from `/proc/PID/maps`, `fd`, `mem` and `io`.
+//!
+//! - `driver`: starting the program, its commands and answers;
+//! - `probes`: what the grader reads from outside, and the objects it plants at a name;
+//! - `explain`: why a read did not return what was written;
+//! - `object`: mode and exact size;
+//! - `sharing`: the mapping, shared and in place, before and after close and unlink;
+//! - `errors`: every error kind, and the clean-up of failed creates.
+
+use std::time::Duration;
+
+use crate::engine::diagnose::{Activity, Hang};
+use crate::engine::{Check, Lab};
+
+mod driver;
+mod errors;
+mod explain;
+mod object;
+mod probes;
+mod sharing;
+
+pub static LAB: Lab = Lab {
+    number: 5,
+    slug: "posix-shm",
+    title: "POSIX shared memory: a table in /dev/shm mapped by independent processes",
+    cleanup_points: 2,
+    explain_hang,
+    checks: &[
+        Check {
+            name: "owner-only-mode",
+            points: 2,
+            timeout: Duration::from_secs(10),
+            description: "/dev/shm/<name> exists with mode 0600 while the table is in use",
+            exclusive: false,
+            run: object::owner_only_mode,
+        },
+        Check {
+            name: "odd-sizes",
+            points: 3,
+            timeout: Duration::from_secs(10),
+            description: "tables of 1 and 4097 bytes have exactly that size in /dev/shm, start \
+                          zeroed and carry every byte; an opener takes the size from the object, \
+                          also after the grader grew it",
+            exclusive: false,
+            run: object::odd_sizes,
+        },
+        Check {
+            name: "mapped-by-each",
+            points: 4,
+            timeout: Duration::from_secs(10),
+            description: "the creator and an independent opener both map /dev/shm/<name> \
+                          shared, keep no descriptor of it, and unmap it on close, leaving its \
+                          addresses free (read from /proc/PID/maps and fd), and the object's \
+                          name and bytes in place",
+            exclusive: false,
+            run: sharing::mapped_by_each,
+        },
+        Check {
+            name: "shared-updates",
+            points: 3,
+            timeout: Duration::from_secs(10),
+            description: "what one process writes in place, the other reads, both ways, also \
+                          over its own earlier bytes and with the writer stopped",
+            exclusive: false,
+            run: sharing::shared_updates,
+        },
+        Check {
+            name: "bytes-in-the-object",
+            points: 4,
+            timeout: Duration::from_secs(10),
+            description: "the bytes are in the object itself and go through the mappings: the \
+                          grader sees the creator's 16 KiB write in /dev/shm/<name>, the opener \
+                          reads the grader's, and neither moves them with a read or write \
+                          system call (read from /proc/PID/io)",
+            exclusive: false,
+            run: sharing::bytes_in_the_object,
+        },
+        Check {
+            name: "unlinked-but-mapped",
+            points: 4,
+            timeout: Duration::from_secs(10),
+            description: "after shm_unlink the name is gone, cannot be opened or unlinked again \
+                          (not-found), and the two processes that map it still share the \
+                          memory, even once a new object has the name",
+            exclusive: false,
+            run: sharing::unlinked_but_mapped,
+        },
+        Check {
+            name: "invalid-names",
+            points: 3,
+            timeout: Duration::from_secs(10),
+            description: "names without a leading slash, with two leading slashes or another \
+                          slash, empty, or longer than 255 bytes are refused with kind=bad-name \
+                          by create and by open; a 255-byte name works",
+            exclusive: false,
+            run: errors::invalid_names,
+        },
+        Check {
+            name: "typed-errors",
+            points: 3,
+            timeout: Duration::from_secs(10),
+            description: "size 0 (leaving nothing), a taken name, and accesses past the end \
+                          are typed errors (zero-size, exists, out-of-range) that change \
+                          nothing; the last byte is the table's",
+            exclusive: false,
+            run: errors::typed_errors,
+        },
+        Check {
+            name: "open-errors",
+            points: 2,
+            timeout: Duration::from_secs(10),
+            description: "opening a name that does not exist is not-found and creates nothing; \
+                          opening a 0-byte object is empty, at once",
+            exclusive: false,
+            run: errors::open_errors,
+        },
+        Check {
+            name: "failed-create",
+            points: 2,
+            timeout: Duration::from_secs(10),
+            description: "a create whose ftruncate() or mmap() fails reports that step's kind \
+                          and leaves nothing in /dev/shm",
+            exclusive: false,
+            run: errors::failed_create,
+        },
+    ],
+};
+
+/// Nothing in this lab waits: a process asleep in `nanosleep()` polls for something that will
+/// not come.
+fn explain_hang(hang: &Hang) -> Option<String> {
+    let sleeper = hang
+        .processes
+        .iter()
+        .find(|p| p.activities.contains(&Activity::Sleep))?;
+    Some(format!(
+        "{} is asleep in nanosleep(), waiting for something to change; nothing in this lab \
+         waits: create, open, read, write, close and unlink answer at once",
+        sleeper.role
+    ))
+}
