@@ -404,6 +404,20 @@ pub fn explain(hang: &Hang) -> String {
             }
         }
     }
+    // A sleep or a timed wait ends by itself: a process in one is not deadlocked, it waits for
+    // time to pass (a poll loop, or a sleep longer than the check allows).
+    if let Some(sleeper) = hang
+        .processes
+        .iter()
+        .find(|p| p.activities.contains(&Activity::Sleep))
+    {
+        return format!(
+            "{} (pid {}) was sleeping (nanosleep) when time ran out: a loop that sleeps and \
+             looks again, or a sleep, where it should block until the other side acts (on a \
+             read, a semaphore, a queue or a condition variable)",
+            sleeper.role, sleeper.view.pid
+        );
+    }
     if hang
         .processes
         .iter()
