@@ -100,8 +100,9 @@ pub fn waits_for_exit(run: &mut Run) -> Result<String, Fail> {
     if !(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0) {
         let stderr = session.proc.stderr.lock().expect("capture lock").tail(3);
         return Err(Fail::failed(format!(
-            "after end-of-file the echo child {}: when echo_loop() succeeds the child must \
-             _exit(0) (the program's stderr ends with: {stderr})",
+            "the echo child {} (the grader saw it at its exit), in an exchange the grader did \
+             not disturb: when echo_loop() succeeds the child must _exit(0) (the program's \
+             stderr ends with: {stderr})",
             describe_status(status)
         )));
     }
@@ -226,13 +227,16 @@ fn held_at_exit(session: &mut Session, hold: &mut ExitHold) -> Result<i32, Fail>
             return Err(returned_early(&session.done(message)?));
         }
         if Instant::now() > until {
-            return Err(Fail::TimedOut(session.proc.diagnose()));
+            return Err(Fail::TimedOut(
+                session.stopped_reading(session.proc.diagnose()),
+            ));
         }
     }
 }
 
 pub fn child_dies_early(run: &mut Run) -> Result<String, Fail> {
-    let input = run.random_bytes(4 << 20);
+    // More than both pipes hold, even enlarged: the writes cannot all fit before the error.
+    let input = run.random_bytes(2 << 20);
     let mut session = start(run, input, Flags::default())?;
     let child = Pid::from_raw(session.child);
     kill(child, Signal::SIGKILL).map_err(|e| Fail::Grader(format!("kill: {e}")))?;
@@ -303,6 +307,9 @@ pub fn child_fails(run: &mut Run) -> Result<String, Fail> {
     outside::set_nonblocking(&shared)?;
     drop(shared);
     let child_io = inspect::io(child).unwrap_or_default();
+    // The grader's own read end of pipe B, never read from: it shows what the child wrote there,
+    // even once the child is gone.
+    let probe_b = outside::open_pipe(child, pipes.child_writes_b, false)?;
     let mut feed = outside::open_pipe(child, pipes.child_reads_a, true)?;
     let capacity = outside::pipe_capacity(&feed).unwrap_or(64 << 10) as u64;
     let bytes = run.random_bytes(16 << 10);
@@ -325,10 +332,25 @@ pub fn child_fails(run: &mut Run) -> Result<String, Fail> {
     }
     // A panic in the child comes as a message.
     let _ = session.message_within(Duration::from_millis(5))?;
+    let in_b = outside::bytes_in_pipe(&probe_b).unwrap_or(0);
+    let room = outside::pipe_capacity(&probe_b).unwrap_or(0) as usize;
+    drop(probe_b);
+    let copied = inspect::io(child).unwrap_or_default().since(child_io);
     let failed = "the grader made the echo child's write to pipe B fail (it set O_NONBLOCK on \
                   the child's write end and let pipe B fill up: write() failed with EAGAIN)";
+    // Its write fails only once pipe B is full.
+    let filled = in_b >= room;
     match outside::zombie_status(child) {
         Some(status) if libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 1 => {}
+        Some(status) if !filled => {
+            return Err(Fail::failed(format!(
+                "the echo child {} after reading {} bytes, before end-of-file (the grader held \
+                 pipe A open) and before its write could fail (pipe B holds {in_b} of {room} \
+                 bytes): echo_loop() must read until read() returns 0",
+                describe_status(status),
+                copied.read_bytes
+            )));
+        }
         Some(status) => {
             return Err(Fail::failed(format!(
                 "{failed}, and the child {}: when echo_loop() returns an error the child must \
@@ -336,22 +358,15 @@ pub fn child_fails(run: &mut Run) -> Result<String, Fail> {
                 describe_status(status)
             )));
         }
+        None if !filled && copied.read_bytes > copied.written_bytes + capacity => {
+            return Err(Fail::failed(format!(
+                "the echo child read {} bytes from pipe A, yet pipe B holds only {in_b} (it \
+                 holds {room}): the child must write what each read() returned to pipe B \
+                 before it reads again",
+                copied.read_bytes
+            )));
+        }
         None => {
-            // Its write only fails once pipe B is full: a child that did not fill it never wrote
-            // back what it read.
-            let copied = inspect::io(child).unwrap_or_default().since(child_io);
-            let pipe_b = outside::open_pipe(child, pipes.child_writes_b, false)?;
-            let in_b = outside::bytes_in_pipe(&pipe_b).unwrap_or(0);
-            let room = outside::pipe_capacity(&pipe_b).unwrap_or(0) as usize;
-            drop(pipe_b);
-            if in_b < room && copied.read_bytes > capacity {
-                return Err(Fail::failed(format!(
-                    "the echo child read {} bytes from pipe A, yet pipe B holds only {in_b} (it \
-                     holds {room}): the child must write what each read() returned to pipe B \
-                     before it reads again",
-                    copied.read_bytes
-                )));
-            }
             return Err(Fail::failed(format!(
                 "{failed}, and the child did not end (it is {}): write_all() must return every \
                  error but EINTR, echo_loop() must return it, and the child must then _exit(1)",

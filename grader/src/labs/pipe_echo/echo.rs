@@ -108,6 +108,13 @@ fn length_compared(done: &Done, sent: usize, echoed: usize, how: &str) -> Result
             sent: s,
             echoed: e,
         } if s == sent && e == echoed => Ok(()),
+        Returned::ShortEcho {
+            sent: s,
+            echoed: e,
+        } if s == sent && e < echoed => Err(Fail::failed(format!(
+            "{setting}: ShortEcho reports {e} bytes where {echoed} came back through pipe B; \
+             read pipe B until read() returns 0, and report what came back"
+        ))),
         Returned::ShortEcho { .. } => Err(Fail::failed(format!(
             "{setting}: ShortEcho must carry the bytes sent and the bytes that came back"
         ))),
@@ -124,8 +131,8 @@ fn length_compared(done: &Done, sent: usize, echoed: usize, how: &str) -> Result
              they differ"
         ))),
         _ => Err(Fail::failed(format!(
-            "{setting}: every write succeeded and the child exited normally, so the only error \
-             is the length: ShortEcho {{ sent: {sent}, echoed: {echoed} }}"
+            "{setting}: what is wrong with this echo is its length, and that is ShortEcho {{ \
+             sent: {sent}, echoed: {echoed} }}"
         ))),
     }
 }
@@ -313,7 +320,7 @@ pub fn through_the_child(run: &mut Run) -> Result<String, Fail> {
     outside::put_bytes(&mut pipe_b, &injected)?;
     drop(pipe_b);
     force::resume(child)?;
-    all_through(&mut session, &pipes, parent_io)?;
+    all_through(&mut session, &pipes, (parent_io, child_io), swapped as u64)?;
 
     let copied = inspect::io(child).unwrap_or_default().since(child_io);
     if copied.written_bytes < copied.read_bytes {
@@ -399,18 +406,28 @@ pub fn through_the_child(run: &mut Run) -> Result<String, Fail> {
 
 /// Waits until every byte has gone through and both processes wait for end-of-file, which the
 /// grader holds back: the parent has written the input and closed its end of pipe A, no thread
-/// of it writes any more, and the child waits in read() on pipe A.
+/// of it writes any more, and the child has read all but the `taken` bytes and sleeps.
 fn all_through(
     session: &mut Session,
     pipes: &Pipes,
-    parent_io: inspect::IoCounters,
+    (parent_io, child_io): (inspect::IoCounters, inspect::IoCounters),
+    taken: u64,
 ) -> Result<(), Fail> {
     let (parent, child) = (session.parent, session.child);
     let len = session.input.len() as u64;
-    let until = Instant::now() + Duration::from_secs(5);
+    let until = Instant::now() + Duration::from_secs(4);
     loop {
         if let Some(message) = session.message_within(Duration::from_millis(2))? {
             let done = session.done(message)?;
+            if inspect::view(child).is_none_or(|v| v.state == 'Z') {
+                // The child ended although it never saw end-of-file.
+                session.verify_echo(&done)?;
+                return Err(Fail::failed(format!(
+                    "the echo child ended before end-of-file (the grader held pipe A open), and \
+                     exchange() returned `{}`: echo_loop() must read until read() returns 0",
+                    done.exchange
+                )));
+            }
             return Err(Fail::failed(format!(
                 "the program reported `done` (exchange: {}, wait: {}) while the echo child was \
                  still running (the grader held its end-of-file back): exchange() must read \
@@ -422,9 +439,11 @@ fn all_through(
         let a_closed = pipes_of(&session.proc, parent)
             .get(&pipes.a)
             .is_none_or(|(_, writes)| writes.is_empty());
-        let child_reads = threads_in(child, |a| {
-            matches!(a, Activity::PipeRead { inode, .. } if *inode == pipes.a)
-        });
+        // The child has read all there is and sleeps (how it waits is judged below).
+        let child_read = inspect::io(child).unwrap_or_default().since(child_io).read_bytes;
+        let child_waits = inspect::view(child)
+            .is_some_and(|v| v.threads.iter().all(|t| t.state == 'S'))
+            && !threads_in(child, |a| matches!(a, Activity::PipeWrite { .. }));
         let parent_writes = threads_in(parent, |a| {
             matches!(a, Activity::PipeWrite { inode, .. } if *inode == pipes.a)
         });
@@ -435,7 +454,7 @@ fn all_through(
                  pipe B until read() returns 0, however many bytes have come",
             ));
         }
-        if a_closed && child_reads && !parent_writes && written.written_bytes >= len {
+        if a_closed && !parent_writes && written.written_bytes >= len && child_waits && child_read >= len - taken {
             return Ok(());
         }
         if Instant::now() > until {
@@ -446,7 +465,9 @@ fn all_through(
                      end-of-file"
                 )));
             }
-            return Err(Fail::TimedOut(session.proc.diagnose()));
+            return Err(Fail::TimedOut(
+                session.stopped_reading(session.proc.diagnose()),
+            ));
         }
     }
 }

@@ -152,7 +152,7 @@ pub static LAB: Lab = Lab {
             name: "signals-during-transfer",
             points: 3,
             timeout: Duration::from_secs(30),
-            description: "8 MiB through pipes of one page come back intact while SIGUSR1 \
+            description: "4 MiB through pipes of one page come back intact while SIGUSR1 \
                           interrupts every thread of both processes every 0.2 ms (short writes \
                           and EINTR handled)",
             exclusive: false,

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use ipc_labs_driver::Message;
 
+use crate::engine::diagnose::{Activity, classify};
 use crate::engine::inspect::{self, ProcessView, fd_writable, pipe_inode};
 use crate::engine::{Fail, Proc, Run};
 
@@ -42,6 +43,8 @@ pub struct Session {
     pub input: Vec<u8>,
     pub output: PathBuf,
     pub fds_before: BTreeMap<i32, String>,
+    /// The parent's I/O counters when it was told to exchange.
+    io_at_go: Option<inspect::IoCounters>,
 }
 
 /// What `spawn()` returned.
@@ -147,6 +150,7 @@ impl Launched {
             input: self.input,
             output: self.output,
             fds_before: self.fds_before,
+            io_at_go: None,
         }))
     }
 
@@ -182,13 +186,47 @@ pub fn from_parent(message: &Message, parent: i32) -> Result<(), Fail> {
 impl Session {
     /// Tells the program to exchange.
     pub fn go(&mut self) -> Result<(), Fail> {
+        self.io_at_go = inspect::io(self.parent);
         self.proc.send("go", &[])
     }
 
     /// Waits for the program's report.
     pub fn recv_done(&mut self) -> Result<Done, Fail> {
-        let done = self.proc.recv_any()?;
+        let done = match self.proc.recv_any() {
+            Ok(done) => done,
+            Err(Fail::TimedOut(hang)) => return Err(Fail::TimedOut(self.stopped_reading(hang))),
+            Err(fail) => return Err(fail),
+        };
         self.done(done)
+    }
+
+    /// Adds to a hang's diagnosis when the parent read some of the echo and then stopped: no
+    /// thread of it reads the pipe it holds, while it has not finished.
+    pub fn stopped_reading(&self, hang: String) -> String {
+        let (Some(then), Some(now)) = (self.io_at_go, inspect::io(self.parent)) else {
+            return hang;
+        };
+        let read = now.since(then).read_bytes;
+        let Some(view) = inspect::view(self.parent) else {
+            return hang;
+        };
+        let reading = view.threads.iter().any(|t| {
+            matches!(
+                classify(&view, t.syscall),
+                Activity::PipeRead { .. } | Activity::Poll | Activity::Busy
+            ) || t.state == 'R'
+        });
+        let holds_pipe = !pipes_of(&self.proc, self.parent).is_empty();
+        if read == 0 || reading || !holds_pipe || read >= self.input.len() as u64 {
+            return hang;
+        }
+        // The engine's sentence would blame the parent for not reading at all.
+        let processes = hang.split_once('\n').map_or("", |(_, rest)| rest);
+        format!(
+            "timed out: the parent read {read} bytes of the echo, then stopped reading pipe B \
+             before end-of-file, and nobody reads it now: keep reading until read() returns 0, \
+             while the writing goes on.\n{processes}"
+        )
     }
 
     /// Lets the program exchange and reap, and reads its report.
@@ -237,6 +275,16 @@ impl Session {
     /// Whether `exchange()` succeeded and returned `expected`.
     pub fn verify_echo_is(&self, done: &Done, expected: &[u8]) -> Result<(), Fail> {
         if !done.exchange.starts_with("ok") {
+            let returned = Returned::parse(&done.exchange);
+            if returned == Returned::Write("EPIPE".into()) && done.wait == "ok" {
+                return Err(Fail::failed(format!(
+                    "exchange() failed: {}, and the echo child exited with status 0: it stopped \
+                     reading pipe A before end-of-file, while the parent was still writing; \
+                     echo_loop() must read until read() returns 0 (a read() that returns less \
+                     than asked is not the end)",
+                    done.exchange
+                )));
+            }
             return Err(Fail::failed(format!("exchange() failed: {}", done.exchange)));
         }
         let echoed = std::fs::read(&self.output)?;
@@ -244,11 +292,24 @@ impl Session {
             return Ok(());
         }
         let first = first_difference(&echoed, expected);
+        let (got, sent) = (echoed.len(), expected.len());
+        if got == sent {
+            return Err(Fail::failed(format!(
+                "the echo is not the input: {got} bytes came back for {sent} sent, but they \
+                 differ from byte {first} on: the child must write exactly the bytes each read() \
+                 returned, in order, and the parent keep them in the order it read them"
+            )));
+        }
+        let lost = if got < sent {
+            "; bytes were lost on the way: a write() that writes less than asked must be \
+             continued with the rest"
+        } else {
+            ""
+        };
         Err(Fail::failed(format!(
-            "the echo is not the input: {} bytes came back for {} sent, first difference at byte \
-             {first}; a write() that writes less than asked must be continued with the rest",
-            echoed.len(),
-            expected.len()
+            "the echo is not the input: {got} bytes came back for {sent} sent (first difference \
+             at byte {first}), yet exchange() returned ok: compare the echo's length with the \
+             input's (ShortEcho){lost}"
         )))
     }
 

@@ -18,7 +18,7 @@ use crate::engine::{Fail, Run, force};
 const PAGE: i32 = 4096;
 
 pub fn signals_during_transfer(run: &mut Run) -> Result<String, Fail> {
-    let len = 8 << 20;
+    let len = 4 << 20;
     let input = run.random_bytes(len);
     let flags = Flags {
         interruptible: true,
@@ -62,7 +62,9 @@ pub fn signals_during_transfer(run: &mut Run) -> Result<String, Fail> {
     let done = match done {
         Err(Fail::TimedOut(_)) => {
             std::thread::sleep(Duration::from_millis(50));
-            return Err(Fail::TimedOut(session.proc.diagnose()));
+            return Err(Fail::TimedOut(
+                session.stopped_reading(session.proc.diagnose()),
+            ));
         }
         other => other?,
     };
