@@ -320,7 +320,7 @@ pub fn through_the_child(run: &mut Run) -> Result<String, Fail> {
     outside::put_bytes(&mut pipe_b, &injected)?;
     drop(pipe_b);
     force::resume(child)?;
-    all_through(&mut session, &pipes, (parent_io, child_io), swapped as u64)?;
+    all_through(&mut session, &pipes, parent_io, &eof_held)?;
 
     let copied = inspect::io(child).unwrap_or_default().since(child_io);
     if copied.written_bytes < copied.read_bytes {
@@ -406,12 +406,13 @@ pub fn through_the_child(run: &mut Run) -> Result<String, Fail> {
 
 /// Waits until every byte has gone through and both processes wait for end-of-file, which the
 /// grader holds back: the parent has written the input and closed its end of pipe A, no thread
-/// of it writes any more, and the child has read all but the `taken` bytes and sleeps.
+/// of it writes any more, pipe A is empty (`eof_held` is the grader's end of it) and the child
+/// sleeps.
 fn all_through(
     session: &mut Session,
     pipes: &Pipes,
-    (parent_io, child_io): (inspect::IoCounters, inspect::IoCounters),
-    taken: u64,
+    parent_io: inspect::IoCounters,
+    eof_held: &std::fs::File,
 ) -> Result<(), Fail> {
     let (parent, child) = (session.parent, session.child);
     let len = session.input.len() as u64;
@@ -439,8 +440,9 @@ fn all_through(
         let a_closed = pipes_of(&session.proc, parent)
             .get(&pipes.a)
             .is_none_or(|(_, writes)| writes.is_empty());
-        // The child has read all there is and sleeps (how it waits is judged below).
-        let child_read = inspect::io(child).unwrap_or_default().since(child_io).read_bytes;
+        // Pipe A is empty and the child sleeps (how it waits is judged below). Not the child's
+        // I/O counters: splice(), which std::io::copy uses between pipes, is not counted there.
+        let a_empty = outside::bytes_in_pipe(eof_held) == Some(0);
         let child_waits = inspect::view(child)
             .is_some_and(|v| v.threads.iter().all(|t| t.state == 'S'))
             && !threads_in(child, |a| matches!(a, Activity::PipeWrite { .. }));
@@ -454,7 +456,7 @@ fn all_through(
                  pipe B until read() returns 0, however many bytes have come",
             ));
         }
-        if a_closed && !parent_writes && written.written_bytes >= len && child_waits && child_read >= len - taken {
+        if a_closed && !parent_writes && written.written_bytes >= len && a_empty && child_waits {
             return Ok(());
         }
         if Instant::now() > until {

@@ -94,6 +94,8 @@ fn threads_on_own_pipes(session: &Session, pid: i32) -> BTreeMap<i32, &'static s
     let call = |number: i64, fd: u64| match number {
         libc::SYS_read | libc::SYS_readv if own_pipe(fd) => Some("read()"),
         libc::SYS_write | libc::SYS_writev if own_pipe(fd) => Some("write()"),
+        // What std::io::copy uses between two pipes; its first argument is the pipe read.
+        libc::SYS_splice if own_pipe(fd) => Some("splice()"),
         libc::SYS_poll
         | libc::SYS_ppoll
         | libc::SYS_select
