@@ -80,7 +80,15 @@ fn main() -> ExitCode {
 
     // The grader looks at the descriptors the program holds before spawn(), and may limit them.
     control.send("started", &[]);
-    control.wait_for("spawn");
+    let go_ahead = control.wait_for("spawn");
+    if let Some(limit) = go_ahead.get("descriptor-limit").and_then(|l| l.parse().ok()) {
+        let limit = nix::libc::rlimit {
+            rlim_cur: limit,
+            rlim_max: limit,
+        };
+        // SAFETY: setrlimit reads the struct it is given.
+        unsafe { nix::libc::setrlimit(nix::libc::RLIMIT_NOFILE, &limit) };
+    }
     let mut child = match EchoChild::spawn() {
         Ok(child) => child,
         Err(error) => {

@@ -152,13 +152,13 @@ pub fn spawn_errors(run: &mut Run) -> Result<String, Fail> {
         let input = run.random_bytes(16);
         let launched = launch(run, input, Flags::default())?;
         let (parent, before) = (launched.parent, launched.fds_before.clone());
-        let limit = outside::limit_descriptors(parent, &before, free)?;
+        let limit = outside::descriptor_limit(&before, free);
         let setting = format!(
             "with the descriptor limit (RLIMIT_NOFILE) at {limit}, {free} descriptor{} free \
              where two pipes need four",
             if free == 1 { "" } else { "s" }
         );
-        let launched = match launched.spawn()? {
+        let launched = match launched.spawn_with(&[("descriptor-limit", limit.to_string())])? {
             Spawned::Ready(session) => {
                 return Err(Fail::failed(format!(
                     "{setting}, spawn() returned a child (pid {}): two pipes cannot have been \

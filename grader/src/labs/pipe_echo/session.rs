@@ -121,8 +121,15 @@ pub fn start(run: &mut Run, input: Vec<u8>, flags: Flags) -> Result<Session, Fai
 
 impl Launched {
     /// Lets the program call `spawn()`, and reads what it returned.
-    pub fn spawn(mut self) -> Result<Spawned, Fail> {
-        self.proc.send("spawn", &[])?;
+    pub fn spawn(self) -> Result<Spawned, Fail> {
+        self.spawn_with(&[])
+    }
+
+    /// Lets the program call `spawn()` with `fields` in the go-ahead (`descriptor-limit=N`:
+    /// `main.rs` first lowers its `RLIMIT_NOFILE` to N, which needs no privilege, where setting
+    /// it from outside would need `CAP_SYS_RESOURCE` for a program run as another user).
+    pub fn spawn_with(mut self, fields: &[(&str, String)]) -> Result<Spawned, Fail> {
+        self.proc.send("spawn", fields)?;
         let ready = self.proc.recv_any()?;
         from_parent(&ready, self.parent)?;
         if ready.kind == "failed" {
