@@ -10,9 +10,10 @@ use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
 use super::outside::{self, ExitHold, describe_status};
-use super::session::{Done, Flags, Returned, Session, pipes_of, settle_in_read, start};
+use super::session::{Done, Flags, Returned, Session, pipes_of, role_of, settle_in_read, start};
 use crate::engine::diagnose::classify;
 use crate::engine::inspect;
+use crate::engine::waiting::{self, WaitRules};
 use crate::engine::{Fail, Run};
 
 pub fn child_exits_at_eof(run: &mut Run) -> Result<String, Fail> {
@@ -156,12 +157,21 @@ pub fn waits_for_exit(run: &mut Run) -> Result<String, Fail> {
             break waiting;
         }
         if Instant::now() > until {
-            return Err(Fail::failed(format!(
-                "with the echo child held at its exit (it had closed its pipes and called \
-                 _exit()), the parent was not blocked in waitpid(): {}; wait() must call \
-                 waitpid() without WNOHANG, which blocks until the child has exited",
-                doing(parent)
-            )));
+            let held = "with the echo child held at its exit (it had closed its pipes and \
+                        called _exit()), the parent was not blocked in waitpid()";
+            let advice = "wait() must call waitpid() without WNOHANG, which blocks until the \
+                          child has exited";
+            // How it waits instead: the waiting verdict tells polling and spinning apart.
+            let verdict = waiting::expect_blocked(
+                &[parent],
+                &role_of(parent),
+                WaitRules::default(),
+                advice,
+            );
+            return Err(Fail::failed(match verdict {
+                Err(fail) => format!("{held}: {}", fail.message()),
+                Ok(_) => format!("{held}: it is {}; {advice}", doing(parent)),
+            }));
         }
     };
     let leaked: Vec<String> = pipes_of(&session.proc, parent)

@@ -9,8 +9,9 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::Signal;
 
 use super::outside;
-use super::session::{CHILD, Done, Flags, PARENT, Session, settle_in_read, start};
+use super::session::{CHILD, Done, Flags, PARENT, Session, role_of, settle_in_read, start};
 use crate::engine::inspect::{self, pipe_inode};
+use crate::engine::waiting::{self, WaitRules};
 use crate::engine::{Fail, Run, force};
 
 /// One page: with pipes this small, a write() of more than a page always waits for the reader
@@ -127,11 +128,21 @@ fn interrupt_while_blocked(session: &Session, pid: i32, who: &str) -> Result<(),
     let settle = Instant::now() + Duration::from_secs(3);
     while !waits_on_own_pipes(session, pid) {
         if Instant::now() > settle {
-            return Err(Fail::failed(format!(
+            let never = format!(
                 "{who} (pid {pid}) never waited on its pipes, so the grader could not interrupt \
-                 it there: it is {}",
-                super::child_end::doing(pid)
-            )));
+                 it there"
+            );
+            // It has nothing to do: the waiting verdict says how it waits instead.
+            let verdict = waiting::expect_blocked(
+                &[pid],
+                &role_of(session.parent),
+                WaitRules::default(),
+                "wait in read() or write() on the pipes, or in poll()",
+            );
+            return Err(Fail::failed(match verdict {
+                Err(fail) => format!("{never}: {}", fail.message()),
+                Ok(_) => format!("{never}: it is {}", super::child_end::doing(pid)),
+            }));
         }
         std::thread::sleep(Duration::from_millis(2));
     }
