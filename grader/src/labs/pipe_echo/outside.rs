@@ -1,6 +1,7 @@
 //! What the grader does to the lab's processes from outside, to make a step of the protocol
-//! happen when it wants: its own copies of their pipe ends, a descriptor shared with a process,
-//! a limit on its descriptors, a hold at its exit, and signals repeated while it waits.
+//! happen when it wants: a stop that has taken effect, its own copies of their pipe ends, a
+//! descriptor shared with a process, the descriptor limit that leaves a given number free, the
+//! status of a zombie, a hold at exit, and signals repeated while a process waits.
 //!
 //! None of this is specific to pipes between a parent and a child; other labs could use it.
 

@@ -207,8 +207,8 @@ impl Session {
         self.done(done)
     }
 
-    /// Adds to a hang's diagnosis when the parent read some of the echo and then stopped: no
-    /// thread of it reads the pipe it holds, while it has not finished.
+    /// Rewrites a hang's diagnosis when the parent read some of the echo and then stopped: no
+    /// thread of it reads the pipe it still holds, and not all the echo has come.
     pub fn stopped_reading(&self, hang: String) -> String {
         let (Some(then), Some(now)) = (self.io_at_go, inspect::io(self.parent)) else {
             return hang;
@@ -274,13 +274,10 @@ impl Session {
         }
     }
 
-    /// Whether the echo written to the output file is the input, byte for byte.
+    /// Whether `exchange()` succeeded and the echo written to the output file is the input,
+    /// byte for byte.
     pub fn verify_echo(&self, done: &Done) -> Result<(), Fail> {
-        self.verify_echo_is(done, &self.input)
-    }
-
-    /// Whether `exchange()` succeeded and returned `expected`.
-    pub fn verify_echo_is(&self, done: &Done, expected: &[u8]) -> Result<(), Fail> {
+        let expected = &self.input[..];
         if !done.exchange.starts_with("ok") {
             let returned = Returned::parse(&done.exchange);
             if returned == Returned::Write("EPIPE".into()) && done.wait == "ok" {
