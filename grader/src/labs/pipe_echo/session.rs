@@ -232,7 +232,8 @@ impl Session {
         format!(
             "timed out: the parent read {read} bytes of the echo, then stopped reading pipe B \
              before end-of-file, and nobody reads it now: keep reading until read() returns 0, \
-             while the writing goes on.\n{processes}"
+             while the writing goes on (a read() that returns less than asked is not the end, \
+             and one that fails with EINTR must be retried).\n{processes}"
         )
     }
 
