@@ -81,7 +81,10 @@ fn main() -> ExitCode {
     // The grader looks at the descriptors the program holds before spawn(), and may limit them.
     control.send("started", &[]);
     let go_ahead = control.wait_for("spawn");
-    if let Some(limit) = go_ahead.get("descriptor-limit").and_then(|l| l.parse().ok()) {
+    if let Some(limit) = go_ahead
+        .get("descriptor-limit")
+        .and_then(|l| l.parse().ok())
+    {
         let limit = nix::libc::rlimit {
             rlim_cur: limit,
             rlim_max: limit,
