@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use ipc_labs_driver::Message;
 
 use super::Transport;
-use super::programs::{Server, said, server, spawn_server};
+use super::programs::{Server, said, spawn_server};
 use crate::engine::{Fail, Proc, Run};
 
 /// A server that was to fail: it must say `failed` with kind=bind, then exit.
@@ -60,6 +60,22 @@ pub fn socket_paths(run: &mut Run) -> Result<String, Fail> {
             bound.display()
         )));
     }
+    // A second server on the path of this one, still running.
+    let (proc, first) = spawn_server(run, &["--unix".to_string(), longest.clone()])?;
+    expect_bind_failure(
+        proc,
+        first,
+        "started on the path of a server still running",
+        "bind() fails there with EADDRINUSE (RpcError::Bind): never remove what is at the path; \
+         removing that file would cut the running server off from every new client",
+    )?;
+    longest_server.ping().map_err(|fail| match fail {
+        Fail::Failed(m) => Fail::failed(format!(
+            "after a second server failed to bind its path, the first server no longer answers: \
+             {m}"
+        )),
+        other => other,
+    })?;
     longest_server.stop()?;
     let _ = std::fs::remove_file(&link);
 
@@ -97,23 +113,6 @@ pub fn socket_paths(run: &mut Run) -> Result<String, Fail> {
         ));
     }
 
-    let first_server = server(run, Transport::Unix)?;
-    let (proc, first) = spawn_server(run, &first_server.where_args())?;
-    expect_bind_failure(
-        proc,
-        first,
-        "started on the path of a server still running",
-        "bind() fails there with EADDRINUSE (RpcError::Bind); removing the file first would cut \
-         the running server off from every new client",
-    )?;
-    first_server.ping().map_err(|fail| match fail {
-        Fail::Failed(m) => Fail::failed(format!(
-            "after a second server failed to bind its path, the first server no longer answers: \
-             {m}"
-        )),
-        other => other,
-    })?;
-    first_server.stop()?;
     Ok("a 107-byte socket path bound and a 108-byte one failed with kind=bind; a path with a \
         file or a live server's socket on it failed with kind=bind and the file stayed"
         .into())

@@ -6,9 +6,9 @@ use std::time::{Duration, Instant};
 
 use rand::RngExt;
 
-use super::programs::{GraderListener, answer_all, said, spawn_client, spawn_client_raw};
-use super::protocol::{expected, frame, op_name, random_requests_for, read_frame};
-use super::{OP_ECHO, STATUS_OK, Transport};
+use super::programs::{GraderListener, answer_all, said, spawn_client, start_client};
+use super::protocol::{expected, frame, median, op_name, random_requests_for, read_frame};
+use super::{OP_ECHO, STATUS_OK, STATUS_UNKNOWN_OP, Transport};
 use crate::engine::{Fail, Run};
 
 /// The student's client against a server of the grader's: what the client writes must be what
@@ -16,6 +16,9 @@ use crate::engine::{Fail, Run};
 pub fn client_over_socket(run: &mut Run) -> Result<String, Fail> {
     const REQUESTS: usize = 20;
     const LARGE: usize = 12;
+    // How long the client's small requests took from their first byte to their last, over a
+    // Unix socket and over TCP.
+    let mut spread = Vec::new();
     for transport in [Transport::Unix, Transport::Tcp] {
         let kind = transport.describe();
         let (listener, at) = GraderListener::bind(run, transport)?;
@@ -30,13 +33,18 @@ pub fn client_over_socket(run: &mut Run) -> Result<String, Fail> {
         if hold_at.is_some() {
             requests[LARGE] = (OP_ECHO, run.random_bytes(1 << 20));
         }
+        // Random bytes no client can compute; now and then status 1, which the client must pass
+        // on as it came.
         let answers: Vec<(u8, Vec<u8>)> = (0..REQUESTS)
             .map(|_| {
+                if run.rng().random_range(0..4) == 0 {
+                    return (STATUS_UNKNOWN_OP, Vec::new());
+                }
                 let len = run.rng().random_range(1..64);
                 (STATUS_OK, run.random_bytes(len))
             })
             .collect();
-        let client = spawn_client(run, &at, requests, "the client")?;
+        let mut client = spawn_client(run, &at, requests, "the client")?;
         // The client says `ready` once connected, so its connection is already queued.
         let conn = listener.accept_within(Duration::from_secs(2))?.ok_or_else(|| {
             Fail::failed(format!(
@@ -52,7 +60,30 @@ pub fn client_over_socket(run: &mut Run) -> Result<String, Fail> {
             let answers = answers.clone();
             std::thread::spawn(move || answer_all(conn, answers, pid, hold_at))
         };
-        let finished = client.finish();
+        client.proc.send("go", &[])?;
+        // The client's last word, watching meanwhile for a second connection: every call goes
+        // over the one Client::connect made.
+        let mut ended: Option<Instant> = None;
+        let last = loop {
+            let soon = Instant::now() + Duration::from_millis(20);
+            if let Some(message) = client.proc.recv_before(soon)? {
+                break Some(message);
+            }
+            if !answering.is_finished() {
+                continue;
+            }
+            let since = *ended.get_or_insert_with(Instant::now);
+            if listener.accept_within(Duration::ZERO)?.is_some() {
+                return Err(Fail::failed(format!(
+                    "over {kind}, the client opened a second connection to the grader's server: \
+                     every call must go over the connection Client::connect made (the \
+                     Client's conn), not a new one"
+                )));
+            }
+            if since.elapsed() > Duration::from_secs(3) {
+                break None;
+            }
+        };
         // Ends the answering thread if the client is stuck.
         closer.shutdown(Shutdown::Both);
         let answered = answering
@@ -67,8 +98,34 @@ pub fn client_over_socket(run: &mut Run) -> Result<String, Fail> {
                  (write_all, or loop on write())"
             )));
         }
-        let client = finished?;
+        match last {
+            Some(message) if message.kind == "done" => {
+                client.proc.wait()?;
+            }
+            Some(message) => {
+                return Err(Fail::failed(format!(
+                    "over {kind}, the client said {} instead of `done`, with the grader's server \
+                     answering each request",
+                    said(&message)
+                )));
+            }
+            None => {
+                return Err(Fail::failed(format!(
+                    "over {kind}, the client neither finished nor failed within 3 s after its \
+                     connection to the grader's server ended ({} requests received)",
+                    answered.received.len()
+                )));
+            }
+        }
         let sent = &client.requests;
+        let small = answered
+            .spread
+            .iter()
+            .zip(&answered.received)
+            .filter(|(_, (_, payload))| payload.len() < 1000)
+            .map(|(time, _)| *time)
+            .collect();
+        spread.push(median(small));
         let received = answered.received;
         // The requests the server got, matched in order against those the client was given.
         let mut missing = Vec::new();
@@ -129,6 +186,21 @@ pub fn client_over_socket(run: &mut Run) -> Result<String, Fail> {
             )));
         }
     }
+    // A request written in pieces without TCP_NODELAY waits for the grader's delayed
+    // acknowledgement of the first piece, about 40 ms.
+    if let [unix, tcp] = spread[..]
+        && tcp > unix + Duration::from_millis(25)
+    {
+        return Err(Fail::failed(format!(
+            "over TCP, the client's small requests took {} ms from their first byte to their \
+             last (the median), over a Unix socket {} ms: a frame written in pieces waits for \
+             the server's acknowledgement of the first piece (Nagle's algorithm, about 40 ms): \
+             set TCP_NODELAY on the client's connection (set_nodelay(true) after connect), or \
+             write each frame with a single write()",
+            tcp.as_millis(),
+            unix.as_millis()
+        )));
+    }
     Ok(format!(
         "the client sent its {REQUESTS} requests (repeats included) to the grader's server over a \
          Unix socket and over TCP, a 1 MiB one whole through a stop and resume, and wrote the \
@@ -136,20 +208,16 @@ pub fn client_over_socket(run: &mut Run) -> Result<String, Fail> {
     ))
 }
 
-/// What the client must report: `kind` within 5 s, having said `first` (its first message).
+/// What the client must report next: `failed` with `kind`, within 5 s.
 fn expect_failure(
     client: &mut super::programs::ClientProc,
-    first: Option<ipc_labs_driver::Message>,
     kind: &str,
     situation: &str,
     rule: &str,
 ) -> Result<(), Fail> {
-    let message = match first {
-        Some(message) => Some(message),
-        None => client
-            .proc
-            .recv_before(Instant::now() + Duration::from_secs(5))?,
-    };
+    let message = client
+        .proc
+        .recv_before(Instant::now() + Duration::from_secs(5))?;
     match message {
         Some(m) if m.kind == "failed" && m.get("kind") == Some(kind) => {
             client.proc.wait()?;
@@ -172,10 +240,9 @@ pub fn client_errors(run: &mut Run) -> Result<String, Fail> {
 
     let nowhere = run.path("nobody-listens.sock");
     let at = vec!["--unix".to_string(), nowhere.display().to_string()];
-    let (mut client, first) = spawn_client_raw(run, &at, request.clone(), "the client")?;
+    let mut client = start_client(run, &at, request.clone(), "the client")?;
     expect_failure(
         &mut client,
-        Some(first),
         "connect",
         &format!("with no socket at {}", nowhere.display()),
         connect_rule,
@@ -183,10 +250,9 @@ pub fn client_errors(run: &mut Run) -> Result<String, Fail> {
 
     let port = TcpListener::bind(("127.0.0.1", 0))?.local_addr()?.port();
     let at = vec!["--tcp".to_string(), port.to_string()];
-    let (mut client, first) = spawn_client_raw(run, &at, request.clone(), "the client")?;
+    let mut client = start_client(run, &at, request.clone(), "the client")?;
     expect_failure(
         &mut client,
-        Some(first),
         "connect",
         &format!("with nothing listening on TCP port {port}"),
         connect_rule,
@@ -235,11 +301,10 @@ pub fn client_errors(run: &mut Run) -> Result<String, Fail> {
             )));
         }
         if let Some(n) = part {
-            conn.stream()
-                .write_all(&frame(STATUS_OK, b"partial")[..n])?;
+            conn.send(&frame(STATUS_OK, b"partial")[..n], 0)?;
         }
         drop(conn);
-        expect_failure(&mut client, None, kind, situation, rule)?;
+        expect_failure(&mut client, kind, situation, rule)?;
     }
     Ok("the client reported kind=connect with no server (Unix and TCP), kind=closed for a \
         server that hung up, and kind=truncated for a response cut short"

@@ -41,7 +41,7 @@ pub fn many_clients(run: &mut Run) -> Result<String, Fail> {
         let whole = frame(op, &payload);
         let cut = stall_point(k, whole.len());
         let mut conn = server.connect()?;
-        conn.stream().write_all(&whole[..cut])?;
+        conn.send(&whole[..cut], 0)?;
         stalled.push((conn, whole, cut, op, payload));
     }
     let mut clients = Vec::new();
@@ -60,7 +60,24 @@ pub fn many_clients(run: &mut Run) -> Result<String, Fail> {
     }
     let limit = started + Duration::from_secs(15);
     for client in &mut clients {
-        if client.proc.wait_until(limit)?.is_none() {
+        let status = client.proc.wait_until(limit)?;
+        if let Some(status) = status.filter(|s| !s.success()) {
+            // Its last message, as the log has it: "program -> failed kind=... error=...".
+            let said = client
+                .proc
+                .transcript
+                .lock()
+                .expect("transcript lock")
+                .last()
+                .map(|l| l.trim_start_matches("program -> ").to_string())
+                .unwrap_or_default();
+            return Err(Fail::failed(format!(
+                "{} ended with {status} ({said}), one of {CLIENTS} clients served at once{}",
+                client.role,
+                server.alive_note()
+            )));
+        }
+        if status.is_none() {
             return Err(Fail::failed(format!(
                 "{} did not finish its 40 requests within 15 s while {STALLED} other clients \
                  had sent part of a request and stalled: the server waits on one client (or a \
@@ -81,10 +98,14 @@ pub fn many_clients(run: &mut Run) -> Result<String, Fail> {
     }
 
     // Now the server has nothing to do but wait for the stalled clients.
+    // A server with nothing to do has no reason to wake up at all: more than 5 times a second is
+    // a loop that looks again (a read timeout, a poll() timeout) instead of being woken.
     waiting::expect_blocked(
         &server.proc.tree(),
         &|_| "the server".into(),
-        WaitRules::default(),
+        WaitRules {
+            wakeups_per_second: 5.0,
+        },
         "with nothing to do, every thread must block until there is something: in accept() for \
          the next client, in read() for a client's next bytes, in sigwait() for the signal",
     )?;

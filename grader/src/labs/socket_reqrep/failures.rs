@@ -6,6 +6,8 @@ use std::io::ErrorKind;
 use std::net::Shutdown;
 use std::time::{Duration, Instant};
 
+use ipc_labs_driver::Message;
+
 use super::observe;
 use super::programs::{
     GraderListener, Server, answer_all, line_kind, said, server, spawn_client,
@@ -18,39 +20,19 @@ use crate::engine::{Fail, Run};
 const LOG_PATIENCE: Duration = Duration::from_secs(2);
 
 pub fn size_limit(run: &mut Run) -> Result<String, Fail> {
-    client_at_the_limit(run)?;
     let server = server(run, Transport::Unix)?;
-    // The largest request the server must take: a body of exactly MAX_BODY bytes. Written from
-    // a thread: the server reads it while the grader waits.
+    // The largest payload allowed, from the student's client to the student's server and
+    // back: the request's and the response's bodies are exactly MAX_BODY bytes.
     let payload = run.random_bytes(MAX_PAYLOAD);
-    let mut conn = server.connect()?;
-    let mut writer = conn.try_clone()?;
-    let request = frame(OP_REVERSE, &payload);
-    let sender = std::thread::spawn(move || writer.stream().write_all(&request));
-    conn.timeouts(Duration::from_secs(10));
-    let got = read_response(&mut conn);
-    let _ = sender.join();
-    match got {
-        Ok(got) => verify(got, OP_REVERSE, &payload, "a request of exactly MAX_PAYLOAD")?,
-        Err(e) => {
-            let refused = server
-                .next_dropped_line(0, Duration::from_millis(500))
-                .filter(|l| line_kind(l) == "too-long");
-            return Err(Fail::failed(match refused {
-                Some(line) => format!(
-                    "the server refused a request with a payload of exactly MAX_PAYLOAD (16 MiB), \
-                     the largest allowed ({line}): a request body is the op byte and the \
-                     payload, so MAX_BODY = MAX_PAYLOAD + 1 bytes must be accepted"
-                ),
-                None => format!(
-                    "no response to a request with a payload of exactly MAX_PAYLOAD (16 MiB), \
-                     the largest allowed ({e}){}",
-                    server.alive_note()
-                ),
-            }));
-        }
+    let requests = vec![(OP_REVERSE, payload.clone())];
+    let mut client = spawn_client(run, &server.where_args(), requests, "the client")?;
+    client.proc.send("go", &[])?;
+    let done = client.proc.recv_any()?;
+    if done.kind != "done" {
+        return Err(at_the_limit_failed(run, &server, &done, &payload));
     }
-    drop(conn);
+    client.proc.wait()?;
+    client.verify()?;
 
     // One byte more: refused as soon as the length prefix is in.
     let what = "a length prefix of MAX_BODY + 1 (a payload one byte over MAX_PAYLOAD)";
@@ -58,7 +40,7 @@ pub fn size_limit(run: &mut Run) -> Result<String, Fail> {
     let mut conn = server.connect()?;
     let mut header = ((MAX_BODY + 1) as u32).to_be_bytes().to_vec();
     header.push(OP_ECHO);
-    conn.stream().write_all(&header)?;
+    conn.send(&header, 0)?;
     let refuse = "a length above MAX_BODY is RpcError::TooLong, refused before the body is read";
     dropped(&mut conn, what, &server, known, refuse)?;
     expect_logged(&server, known, what, "too-long", refuse)?;
@@ -70,12 +52,40 @@ pub fn size_limit(run: &mut Run) -> Result<String, Fail> {
     )
 }
 
+/// Which program refused a payload of exactly MAX_PAYLOAD, when the student's client and server
+/// did not manage it together (the client said `done`, not `failed`): the server, if its log
+/// says so; the client, if it fails with a server of the grader's too.
+fn at_the_limit_failed(run: &mut Run, server: &Server, said_instead: &Message, payload: &[u8]) -> Fail {
+    let refused = server
+        .next_dropped_line(0, Duration::from_millis(500))
+        .filter(|l| line_kind(l) == "too-long");
+    if let Some(line) = refused {
+        return Fail::failed(format!(
+            "the server refused a request with a payload of exactly MAX_PAYLOAD (16 MiB), the \
+             largest allowed ({line}): a request body is the op byte and the payload, so \
+             MAX_BODY = MAX_PAYLOAD + 1 bytes must be accepted"
+        ));
+    }
+    if let Err(fail) = client_at_the_limit(run, payload) {
+        return fail;
+    }
+    Fail::failed(format!(
+        "the client said {} instead of `done`, with a payload of exactly MAX_PAYLOAD (16 MiB), \
+         the largest allowed, although it managed one with a server of the grader's{}: a frame \
+         body is the op or status byte and the payload, so MAX_BODY = MAX_PAYLOAD + 1 bytes must \
+         be accepted, by the server and by the client",
+        said(said_instead),
+        server.alive_note()
+    ))
+}
+
 /// The student's client against the grader's server, at the limit both ways: a request and a
 /// response with a payload of exactly MAX_PAYLOAD.
-fn client_at_the_limit(run: &mut Run) -> Result<(), Fail> {
+fn client_at_the_limit(run: &mut Run, payload: &[u8]) -> Result<(), Fail> {
     let (listener, at) = GraderListener::bind(run, Transport::Unix)?;
-    let requests = vec![(OP_ECHO, run.random_bytes(MAX_PAYLOAD))];
-    let answer = (STATUS_OK, run.random_bytes(MAX_PAYLOAD));
+    let requests = vec![(OP_ECHO, payload.to_vec())];
+    // Its echo, reversed: what a server answers is not the client's to compute.
+    let answer = (STATUS_OK, payload.iter().rev().copied().collect::<Vec<u8>>());
     let mut client = spawn_client(run, &at, requests, "the client")?;
     let conn = listener
         .accept_within(Duration::from_secs(2))?
@@ -184,6 +194,11 @@ fn expect_logged(
              {rule}",
             line_kind(&line)
         ))),
+        // A server that dies closes the connection before it is seen dead.
+        None if !server.alive_note().is_empty() => Err(Fail::failed(format!(
+            "the server died after {what}: a bad client must cost only its own connection (log \
+             it and drop it), never the server"
+        ))),
         None => Err(Fail::failed(format!(
             "after {what} the server ended the client but logged no `dropped client ... \
              (kind={kind})` line: either it took that for a normal end ({rule}), or it did not \
@@ -209,7 +224,7 @@ fn peak_kib(pid: i32) -> u64 {
 fn good(server: &Server, after: &str) -> Result<(), Fail> {
     let mut conn = server.connect()?;
     let payload = b"still serving?".to_vec();
-    conn.stream().write_all(&frame(OP_REVERSE, &payload))?;
+    conn.send(&frame(OP_REVERSE, &payload), 0)?;
     let got = read_response(&mut conn).map_err(|e| {
         Fail::failed(format!(
             "after {after}, a good client got no response ({e}){}: drop the bad client and keep \
@@ -279,7 +294,7 @@ pub fn bad_input(run: &mut Run) -> Result<String, Fail> {
     for case in &cases {
         let known = server.dropped_lines().len();
         let mut conn = server.connect()?;
-        conn.stream().write_all(&case.bytes)?;
+        conn.send(&case.bytes, 0)?;
         if case.end_of_stream {
             conn.shutdown(Shutdown::Write);
         }
@@ -295,7 +310,7 @@ pub fn bad_input(run: &mut Run) -> Result<String, Fail> {
                   allocated or read";
     let known = server.dropped_lines().len();
     let mut conn = server.connect()?;
-    conn.stream().write_all(&[0xff, 0xff, 0xff, 0xf0])?;
+    conn.send(&[0xff, 0xff, 0xff, 0xf0], 0)?;
     let filler = vec![0x5au8; 1 << 20];
     conn.timeouts(Duration::from_secs(2));
     for _ in 0..48 {
@@ -319,8 +334,7 @@ pub fn bad_input(run: &mut Run) -> Result<String, Fail> {
     let what = "a client that disconnected mid-request";
     let known = server.dropped_lines().len();
     let mut conn = server.connect()?;
-    conn.stream()
-        .write_all(&frame(OP_HASH, &[1u8; 999])[..500])?;
+    conn.send(&frame(OP_HASH, &[1u8; 999])[..500], 0)?;
     drop(conn);
     expect_logged(&server, known, what, "truncated", TRUNCATED)?;
     good(&server, what)?;
@@ -332,7 +346,7 @@ pub fn bad_input(run: &mut Run) -> Result<String, Fail> {
     let known = server.dropped_lines().len();
     let mut conn = server.connect()?;
     let request = frame(OP_ECHO, b"never read");
-    conn.stream().write_all(&request)?;
+    conn.send(&request, 0)?;
     if !conn.queued_within(request.len(), Duration::from_secs(5)) {
         return Err(Fail::failed(format!(
             "no complete response within 5 s to a good request{}",

@@ -13,7 +13,7 @@ use ipc_labs_driver::Message;
 use nix::sys::signal::{Signal, kill};
 
 use super::observe;
-use super::protocol::{Conn, ShortFrame, frame, read_frame_counted, read_response, verify};
+use super::protocol::{Conn, ShortFrame, frame, read_frame_timed, read_response, verify};
 use super::{OP_ECHO, Transport};
 use crate::engine::diagnose::Activity;
 use crate::engine::process;
@@ -144,7 +144,7 @@ impl Server {
     /// this shows that the signal will meet the server's own handling.
     pub fn ping(&self) -> Result<(), Fail> {
         let mut conn = self.connect()?;
-        conn.stream().write_all(&frame(OP_ECHO, b"ping"))?;
+        conn.send(&frame(OP_ECHO, b"ping"), 0)?;
         let got = read_response(&mut conn).map_err(|e| {
             Fail::failed(format!(
                 "no response to a one-request client ({e}){}",
@@ -453,13 +453,14 @@ pub struct ClientProc {
     pub role: String,
 }
 
-/// Starts `socket-reqrep client` with `at` and `requests`; returns it with its first message.
-pub fn spawn_client_raw(
+/// Starts `socket-reqrep client` with `at` and `requests`, without waiting for its first
+/// message.
+pub fn start_client(
     run: &mut Run,
     at: &[String],
     requests: Vec<(u8, Vec<u8>)>,
     role: &str,
-) -> Result<(ClientProc, Message), Fail> {
+) -> Result<ClientProc, Fail> {
     let tag = role.replace(' ', "-");
     let input = run.path(&format!("{tag}.requests"));
     let output = run.path(&format!("{tag}.responses"));
@@ -481,16 +482,12 @@ pub fn spawn_client_raw(
     let mut proc = run.spawn(&args)?;
     let name = role.to_string();
     proc.set_roles(move |_| name.clone());
-    let first = proc.recv_any()?;
-    Ok((
-        ClientProc {
-            proc,
-            requests,
-            output,
-            role: role.to_string(),
-        },
-        first,
-    ))
+    Ok(ClientProc {
+        proc,
+        requests,
+        output,
+        role: role.to_string(),
+    })
 }
 
 /// Starts a client and waits until it is connected.
@@ -500,7 +497,8 @@ pub fn spawn_client(
     requests: Vec<(u8, Vec<u8>)>,
     role: &str,
 ) -> Result<ClientProc, Fail> {
-    let (client, ready) = spawn_client_raw(run, at, requests, role)?;
+    let mut client = start_client(run, at, requests, role)?;
+    let ready = client.proc.recv_any()?;
     if ready.kind != "ready" {
         return Err(Fail::failed(format!(
             "{role} said {} instead of connecting",
@@ -638,6 +636,8 @@ pub fn give_to_program_user(run: &Run, path: &std::path::Path) -> Result<(), Fai
 pub struct Answered {
     /// The requests that came whole, in order.
     pub received: Vec<(u8, Vec<u8>)>,
+    /// For each, how long it took from its first byte to its last.
+    pub spread: Vec<Duration>,
     /// A request that stopped short: its index and how much of it came.
     pub short: Option<(usize, ShortFrame)>,
 }
@@ -652,6 +652,7 @@ pub fn answer_all(
     hold_at: Option<usize>,
 ) -> Answered {
     let mut received = Vec::new();
+    let mut spread = Vec::new();
     let mut answers = answers.into_iter();
     loop {
         if hold_at == Some(received.len())
@@ -661,14 +662,19 @@ pub fn answer_all(
             // The rest of the frame must follow at once: the client has nothing else to do.
             conn.timeouts(Duration::from_secs(2));
         }
-        match read_frame_counted(&mut conn) {
-            Ok(Ok(Some(request))) => received.push(request),
+        let mut first_byte = None;
+        match read_frame_timed(&mut conn, &mut first_byte) {
+            Ok(Ok(Some(request))) => {
+                received.push(request);
+                spread.push(first_byte.map(|t| t.elapsed()).unwrap_or_default());
+            }
             Ok(Err(short)) => {
                 // The client waits for an answer that will not come: end its wait.
                 conn.shutdown(Shutdown::Both);
                 let index = received.len();
                 return Answered {
                     received,
+                    spread,
                     short: Some((index, short)),
                 };
             }
@@ -684,6 +690,7 @@ pub fn answer_all(
     }
     Answered {
         received,
+        spread,
         short: None,
     }
 }

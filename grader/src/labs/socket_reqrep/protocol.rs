@@ -108,6 +108,31 @@ impl Conn {
         recv(self.fd().as_raw_fd(), &mut byte, flags).ok()
     }
 
+    /// Whether the peer has closed the connection: end of stream, or a reset (a peer that
+    /// closes with data of ours unread resets the connection).
+    pub fn peer_closed(&self) -> bool {
+        let mut byte = [0u8; 1];
+        let flags = MsgFlags::MSG_PEEK | MsgFlags::MSG_DONTWAIT;
+        matches!(
+            recv(self.fd().as_raw_fd(), &mut byte, flags),
+            Ok(0) | Err(Errno::ECONNRESET | Errno::EPIPE)
+        )
+    }
+
+    /// Writes all of `bytes`, after `answered` requests were answered on this connection: a
+    /// peer that closed or reset the connection is the student's program's doing, not the
+    /// grader's.
+    pub fn send(&mut self, bytes: &[u8], answered: usize) -> Result<(), Fail> {
+        self.stream().write_all(bytes).map_err(|e| {
+            closed_after(self, answered, None).unwrap_or_else(|| {
+                Fail::failed(format!(
+                    "the peer closed or reset the connection while the grader was writing to it \
+                     ({e})"
+                ))
+            })
+        })
+    }
+
     pub fn shutdown(&self, how: Shutdown) {
         let _ = match self {
             Conn::Unix(s) => s.shutdown(how),
@@ -165,6 +190,15 @@ pub type Counted = Result<Option<(u8, Vec<u8>)>, ShortFrame>;
 /// Reads one frame like [`read_frame`], telling a body that stopped short (how much came) from
 /// other errors.
 pub fn read_frame_counted(conn: &mut Conn) -> std::io::Result<Counted> {
+    read_frame_timed(conn, &mut None)
+}
+
+/// Reads one frame like [`read_frame_counted`]; `first_byte` is set to when its first byte
+/// came.
+pub fn read_frame_timed(
+    conn: &mut Conn,
+    first_byte: &mut Option<Instant>,
+) -> std::io::Result<Counted> {
     let stream = conn.stream();
     let mut header = [0u8; 4];
     let mut got = 0;
@@ -172,7 +206,10 @@ pub fn read_frame_counted(conn: &mut Conn) -> std::io::Result<Counted> {
         match stream.read(&mut header[got..]) {
             Ok(0) if got == 0 => return Ok(Ok(None)),
             Ok(0) => return Err(ErrorKind::UnexpectedEof.into()),
-            Ok(n) => got += n,
+            Ok(n) => {
+                first_byte.get_or_insert_with(Instant::now);
+                got += n;
+            }
             Err(e) if e.kind() == ErrorKind::Interrupted => {}
             Err(e) => return Err(e),
         }
@@ -226,18 +263,60 @@ pub fn verify(got: (u8, Vec<u8>), op: u8, payload: &[u8], what: &str) -> Result<
             payload.len()
         )));
     }
-    if got.1 != answer {
-        return Err(Fail::failed(format!(
-            "{what}: the response to op {} with {} payload bytes has {} bytes that differ \
-             from the {} expected: a request is exactly the length its prefix says; read the \
-             prefix, then exactly that many bytes (looping), and keep what follows for the next",
-            op_name(op),
-            payload.len(),
-            got.1.len(),
-            answer.len()
-        )));
+    if got.1 == answer {
+        return Ok(());
     }
-    Ok(())
+    let cause = if op == OP_HASH && got.1 == fnv1a(payload).to_le_bytes() {
+        "it is fnv1a of the payload written little-endian: write the hash big-endian \
+         (to_be_bytes)"
+    } else if op == OP_REVERSE && got.1 == payload {
+        "it is the payload as it came: R answers it reversed"
+    } else if got.1.len() == answer.len() {
+        match op {
+            OP_ECHO => "the length is right, the bytes are not: E answers the payload as it is",
+            OP_REVERSE => "the length is right, the bytes are not: R answers the payload reversed",
+            _ => "the length is right, the bytes are not: H answers fnv1a of the payload, 8 bytes \
+                  big-endian",
+        }
+    } else {
+        "a request is exactly the length its prefix says; read the prefix, then exactly that \
+         many bytes (looping), and keep what follows for the next"
+    };
+    Err(Fail::failed(format!(
+        "{what}: the response to op {} with {} payload bytes has {} bytes that differ from the {} \
+         expected: {cause}",
+        op_name(op),
+        payload.len(),
+        got.1.len(),
+        answer.len()
+    )))
+}
+
+/// The failure of a server that closed the connection, between frames, after answering
+/// `answered` requests on it, the next one with op `next` when the grader knows it: it ended
+/// the connection at an unknown op, or it serves one request (or a few) per connection.
+pub fn closed_after(conn: &Conn, answered: usize, next: Option<u8>) -> Option<Fail> {
+    if answered == 0 || !conn.peer_closed() {
+        return None;
+    }
+    let many = "serve_client answers frames until the client closes the connection (read_frame's \
+                Ok(None)), however many come";
+    Some(Fail::failed(match next {
+        Some(op) if !matches!(op, OP_ECHO | OP_REVERSE | OP_HASH) => format!(
+            "the server closed the connection instead of answering request {answered}, which has \
+             the unknown op {}: every request gets an answer, an unknown op STATUS_UNKNOWN_OP with \
+             an empty payload, and the connection goes on{}",
+            op_name(op),
+            if answered == 1 {
+                format!(" (or else: {many})")
+            } else {
+                String::new()
+            }
+        ),
+        _ => format!(
+            "the server closed the connection after answering {answered} request(s) on it: {many}"
+        ),
+    }))
 }
 
 /// Random requests: mostly small, some up to 64 KiB, one of them with an unknown op.
@@ -267,9 +346,12 @@ pub fn timed_calls(conn: &mut Conn, calls: usize) -> Result<Vec<Duration>, Fail>
     for i in 0..calls {
         let payload = format!("small call {i}").into_bytes();
         let started = Instant::now();
-        conn.stream().write_all(&frame(OP_ECHO, &payload))?;
-        let got = read_response(conn)
-            .map_err(|e| Fail::failed(format!("no response to a small echo request ({e})")))?;
+        conn.send(&frame(OP_ECHO, &payload), i)?;
+        let got = read_response(conn).map_err(|e| {
+            closed_after(conn, i, Some(OP_ECHO)).unwrap_or_else(|| {
+                Fail::failed(format!("no response to a small echo request ({e})"))
+            })
+        })?;
         times.push(started.elapsed());
         verify(got, OP_ECHO, &payload, "a small echo request")?;
     }

@@ -7,18 +7,20 @@ use std::time::{Duration, Instant};
 use super::observe;
 use super::programs::{Server, external, server, spawn_client};
 use super::protocol::{
-    Conn, expected, frame, median, op_name, random_requests_for, read_frame_counted,
-    read_response, timed_calls, verify,
+    Conn, closed_after, expected, frame, median, op_name, random_requests_for,
+    read_frame_counted, read_response, timed_calls, verify,
 };
 use super::{OP_ECHO, OP_HASH, OP_REVERSE, STATUS_OK, STATUS_UNKNOWN_OP, Transport};
 use crate::engine::{Fail, Run};
 
 pub fn unix_requests(run: &mut Run) -> Result<String, Fail> {
     let server = server(run, Transport::Unix)?;
+    // The server alone first, with the grader's client: then what the student's client gets
+    // wrong is the client's.
+    op_table(&server)?;
     let requests = random_requests_for(run, 40, "c");
     let client = spawn_client(run, &server.where_args(), requests, "the client")?.finish()?;
     client.verify()?;
-    op_table(&server)?;
     server.stop()?;
     Ok("40 random requests were answered correctly over a Unix socket; every op byte but E, R \
         and H got status 1, and empty payloads were answered"
@@ -35,16 +37,28 @@ fn op_table(server: &Server) -> Result<(), Fail> {
     requests.extend([(OP_ECHO, vec![]), (OP_REVERSE, vec![]), (OP_HASH, vec![])]);
     // A few KiB in all: they fit the socket's buffers, so one write() is safe.
     let all: Vec<u8> = requests.iter().flat_map(|(op, p)| frame(*op, p)).collect();
-    conn.stream().write_all(&all)?;
+    conn.send(&all, 0)?;
     let mut answered_unknown = Vec::new();
     for (i, (op, payload)) in requests.iter().enumerate() {
         let got = read_response(&mut conn).map_err(|e| {
-            Fail::failed(format!(
-                "{} small requests (one per op byte) were written at once; the server answered \
-                 {i} of them ({e}){}",
-                requests.len(),
-                server.alive_note()
-            ))
+            if i == 0 && conn.peer_closed() && server.alive_note().is_empty() {
+                return Fail::failed(format!(
+                    "the server closed the connection instead of answering a request with op \
+                     {}: every request gets an answer, an unknown op STATUS_UNKNOWN_OP with an \
+                     empty payload, and the connection goes on",
+                    op_name(*op)
+                ));
+            }
+            // Op 0x00, unknown, came first: an unknown op is not why it closed later.
+            closed_after(&conn, i, None).unwrap_or_else(|| {
+                Fail::failed(format!(
+                    "{} small requests (one per op byte) were written at once; the server \
+                     answered {i} of them ({e}){}: one read may hold several requests, keep the \
+                     bytes after the first frame for the next",
+                    requests.len(),
+                    server.alive_note()
+                ))
+            })
         })?;
         let want = expected(*op, payload);
         if got == want {
@@ -135,7 +149,11 @@ pub fn byte_at_a_time(run: &mut Run) -> Result<String, Fail> {
         for (i, (op, payload)) in random_requests_for(run, 6, "b").into_iter().enumerate() {
             let payload: Vec<u8> = payload.into_iter().take(40).collect();
             for (n, byte) in frame(op, &payload).iter().enumerate() {
-                conn.stream().write_all(&[*byte]).map_err(|e| {
+                let sent = conn.stream().write_all(&[*byte]);
+                sent.map_err(|e| {
+                    if let Some(closed) = closed_after(&conn, i, Some(op)) {
+                        return closed;
+                    }
                     Fail::failed(format!(
                         "the server closed the connection after {n} bytes of a request sent one \
                          byte per write ({e}): a read may return fewer bytes than asked; loop \
@@ -148,10 +166,12 @@ pub fn byte_at_a_time(run: &mut Run) -> Result<String, Fail> {
                 }
             }
             let got = read_response(&mut conn).map_err(|e| {
-                Fail::failed(format!(
-                    "no response to request {i}, sent one byte per write ({e}): a read returns \
-                     what has arrived, maybe 1 byte; loop until the whole frame is in"
-                ))
+                closed_after(&conn, i, Some(op)).unwrap_or_else(|| {
+                    Fail::failed(format!(
+                        "no response to request {i}, sent one byte per write ({e}): a read \
+                         returns what has arrived, maybe 1 byte; loop until the whole frame is in"
+                    ))
+                })
             })?;
             verify(
                 got,
@@ -183,11 +203,13 @@ pub fn pipelined(run: &mut Run) -> Result<String, Fail> {
     let sender = std::thread::spawn(move || writer.write_all(&all));
     for (i, (op, payload)) in requests.iter().enumerate() {
         let got = read_response(&mut conn).map_err(|e| {
-            Fail::failed(format!(
-                "200 requests were written in one write(); the server answered only {i} ({e}): \
-                 one read may hold several requests, keep the bytes after the first frame for \
-                 the next"
-            ))
+            closed_after(&conn, i, Some(*op)).unwrap_or_else(|| {
+                Fail::failed(format!(
+                    "200 requests were written in one write(); the server answered only {i} \
+                     ({e}): one read may hold several requests, keep the bytes after the first \
+                     frame for the next"
+                ))
+            })
         })?;
         verify(got, *op, payload, &format!("pipelined request {i}"))?;
     }
@@ -224,7 +246,7 @@ fn stopped_mid_write(run: &mut Run, server: &Server) -> Result<(), Fail> {
     const LEN: usize = 3 << 20;
     let payload = run.random_bytes(LEN);
     let mut conn = server.connect()?;
-    conn.stream().write_all(&frame(OP_REVERSE, &payload))?;
+    conn.send(&frame(OP_REVERSE, &payload), 0)?;
     let blocked = observe::writing_a_socket(server.pid(), Instant::now() + Duration::from_secs(5));
     if blocked {
         observe::stop_and_resume(server.pid())?;
@@ -308,13 +330,16 @@ pub fn foreign_clients(run: &mut Run) -> Result<String, Fail> {
     for server in &servers {
         // The grader's own client: two requests in a row on one connection.
         let mut conn = server.connect()?;
-        for (op, payload) in [(OP_HASH, b"grader".to_vec()), (OP_ECHO, run.random_bytes(3000))] {
-            conn.stream().write_all(&frame(op, &payload))?;
+        let requests = [(OP_HASH, b"grader".to_vec()), (OP_ECHO, run.random_bytes(3000))];
+        for (i, (op, payload)) in requests.into_iter().enumerate() {
+            conn.send(&frame(op, &payload), i)?;
             let got = read_response(&mut conn).map_err(|e| {
-                Fail::failed(format!(
-                    "the grader's own client got no response ({e}): follow the frame format \
-                     exactly (u32 big-endian length of the status and the payload)"
-                ))
+                closed_after(&conn, i, Some(op)).unwrap_or_else(|| {
+                    Fail::failed(format!(
+                        "the grader's own client got no response ({e}): follow the frame format \
+                         exactly (u32 big-endian length of the status and the payload)"
+                    ))
+                })
             })?;
             verify(got, op, &payload, "the grader's own client")?;
         }

@@ -14,8 +14,8 @@ use rand::RngExt;
 use super::failures::dropped;
 use super::observe;
 use super::programs::{Server, give_to_program_user, killed_by, server};
-use super::protocol::{Conn, frame, read_frame, read_response, verify};
-use super::{MAX_PAYLOAD, OP_ECHO, OP_HASH, Transport};
+use super::protocol::{Conn, closed_after, frame, read_frame, read_response, verify};
+use super::{OP_ECHO, OP_HASH, Transport};
 use crate::engine::process::Captured;
 use crate::engine::{Fail, Run};
 
@@ -31,12 +31,15 @@ pub fn server_counts(run: &mut Run) -> Result<String, Fail> {
     let mut still_open = Vec::new();
     for (i, &calls) in sessions.iter().enumerate() {
         let mut conn = server.connect()?;
-        for _ in 0..calls {
+        for call in 0..calls {
             let len = run.rng().random_range(1..500);
             let payload = run.random_bytes(len);
-            conn.stream().write_all(&frame(OP_ECHO, &payload))?;
-            let got = read_response(&mut conn)
-                .map_err(|e| Fail::failed(format!("no response to a request ({e})")))?;
+            conn.send(&frame(OP_ECHO, &payload), call)?;
+            let got = read_response(&mut conn).map_err(|e| {
+                closed_after(&conn, call, Some(OP_ECHO)).unwrap_or_else(|| {
+                    Fail::failed(format!("no response to a request ({e})"))
+                })
+            })?;
             verify(got, OP_ECHO, &payload, "a request")?;
         }
         if i >= CLOSED {
@@ -45,7 +48,7 @@ pub fn server_counts(run: &mut Run) -> Result<String, Fail> {
     }
     let known = server.dropped_lines().len();
     let mut bad = server.connect()?;
-    bad.stream().write_all(&[0, 0, 0, 0])?;
+    bad.send(&[0, 0, 0, 0], 0)?;
     dropped(
         &mut bad,
         "an empty frame (length 0)",
@@ -216,11 +219,11 @@ pub fn sigterm_cleanup(run: &mut Run) -> Result<String, Fail> {
     // A client that made a call and stays connected, idle, and one that sent half a length
     // prefix: neither may hold up the stop.
     let mut idle = server.connect()?;
-    idle.stream().write_all(&frame(OP_ECHO, b"hello"))?;
+    idle.send(&frame(OP_ECHO, b"hello"), 0)?;
     read_response(&mut idle)
         .map_err(|e| Fail::failed(format!("no response to a first request: {e}")))?;
     let mut half = server.connect()?;
-    half.stream().write_all(&[0, 0])?;
+    half.send(&[0, 0], 0)?;
     if !server.path.exists() {
         return Err(Fail::failed(
             "the socket file does not exist while the server listens",
@@ -255,12 +258,14 @@ pub fn sigterm_cleanup(run: &mut Run) -> Result<String, Fail> {
         }
     }
     if connecting {
-        let mut late = Conn::Unix(UnixStream::connect(&held.moved)?);
-        late.timeouts(Duration::from_secs(1));
-        // A server that stops as it should closes this connection unserved, maybe before the
-        // request is written.
-        let written = late.stream().write_all(&frame(OP_ECHO, b"after SIGTERM"));
-        let late_answered = written.is_ok() && matches!(read_frame(&mut late), Ok(Some(_)));
+        // A server that stops as it should refuses this connection, or closes it unserved,
+        // maybe before the request is written.
+        let late_answered = UnixStream::connect(&held.moved).is_ok_and(|stream| {
+            let mut late = Conn::Unix(stream);
+            late.timeouts(Duration::from_secs(1));
+            let written = late.stream().write_all(&frame(OP_ECHO, b"after SIGTERM"));
+            written.is_ok() && matches!(read_frame(&mut late), Ok(Some(_)))
+        });
         if late_answered {
             return Err(Fail::failed(
                 "after SIGTERM, while the server was connecting to its own socket to wake its \
@@ -284,7 +289,7 @@ pub fn sigterm_cleanup(run: &mut Run) -> Result<String, Fail> {
     }
     drop(half);
 
-    // SIGINT stops a TCP server the same way, while a handler is busy hashing 16 MiB: the
+    // SIGINT stops a TCP server the same way, while a handler is busy hashing 8 MiB: the
     // server must wait for it. On one CPU, the handler makes no progress while the server's
     // other threads stop it.
     let tcp = self::server(run, Transport::Tcp)?;
@@ -294,8 +299,7 @@ pub fn sigterm_cleanup(run: &mut Run) -> Result<String, Fail> {
         run.note("the server's threads could not be bound to one CPU");
     }
     let mut busy = tcp.connect()?;
-    let payload = run.random_bytes(MAX_PAYLOAD);
-    busy.stream().write_all(&frame(OP_HASH, &payload))?;
+    busy.send(&frame(OP_HASH, &vec![0x5a; 8 << 20]), 0)?;
     let until = Instant::now() + Duration::from_secs(2);
     while Instant::now() < until
         && !observe::threads(tcp.pid())
