@@ -276,7 +276,10 @@ fn main() -> ExitCode {
                 "transfers_at",
                 std::mem::offset_of!(Bank, transfers).to_string(),
             ),
-            ("journal_at", std::mem::offset_of!(Bank, journal).to_string()),
+            (
+                "journal_at",
+                std::mem::offset_of!(Bank, journal).to_string(),
+            ),
             (
                 "accounts_at",
                 std::mem::offset_of!(Bank, accounts).to_string(),

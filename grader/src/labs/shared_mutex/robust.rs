@@ -193,8 +193,17 @@ pub(super) fn owner_dies_during_wait(run: &mut Run) -> Result<String, Fail> {
     // A thread of the grader takes the lock and broadcasts: the coordinator wakes up and waits
     // to take the lock back; then the thread ends, lock held.
     let holder = DyingHolder::start(&session.segment, true)?;
-    let until = Instant::now() + STEP;
-    while Instant::now() < until && session.coordinator_place() != Some(Place::Mutex) {
+    let until = Instant::now() + 2 * STEP;
+    while session.coordinator_place() != Some(Place::Mutex) {
+        if Instant::now() > until {
+            return Err(Fail::failed(format!(
+                "the grader held the bank's mutex and broadcast all_done, and {} s later the \
+                 coordinator {} instead of waiting to take the lock back: pthread_cond_wait() \
+                 on all_done, with the bank's mutex, wakes on a broadcast and relocks it",
+                (2 * STEP).as_secs(),
+                probe::sleeping(session.coordinator).describe()
+            )));
+        }
         std::thread::sleep(Duration::from_millis(1));
     }
     holder.die();

@@ -141,6 +141,28 @@ pub(super) fn failure(message: &Message) -> Fail {
     ))
 }
 
+/// The coordinator said `done` before the workers were even released: what its snapshot shows.
+fn early_done(message: &Message, workers: usize) -> Fail {
+    let count = |key| message.get(key).unwrap_or("?").to_string();
+    let seen = format!(
+        "the coordinator's wait ended before any worker had started (its snapshot: workers = \
+         {}, finished = {}, dead = {})",
+        count("workers"),
+        count("finished"),
+        count("dead")
+    );
+    if message.get("workers") != Some(workers.to_string().as_str()) {
+        Fail::failed(format!(
+            "{seen}: create() sets Bank::workers to the number of workers it is given \
+             ({workers} here), and wait_all_done() waits until finished + dead reaches it"
+        ))
+    } else {
+        Fail::failed(format!(
+            "{seen}: wait_all_done() sleeps on all_done while finished + dead < workers"
+        ))
+    }
+}
+
 /// The roles of a run's processes, for diagnoses.
 pub(super) fn role_of(coordinator: i32) -> impl Fn(&ProcessView) -> String + Send + Sync + 'static {
     move |view: &ProcessView| {
@@ -313,6 +335,7 @@ impl Session {
                     }
                 }
                 ("failed", _) => return Err(failure(&message)),
+                ("done", _) => return Err(early_done(&message, work.len())),
                 (kind, _) => {
                     return Err(Fail::failed(format!(
                         "the program said `{kind}` before every process was ready"
