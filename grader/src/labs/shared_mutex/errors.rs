@@ -174,7 +174,8 @@ pub(super) fn typed_errors(run: &mut Run) -> Result<String, Fail> {
     let mut account = || run.rng().random_range(0..ACCOUNTS);
     let (a, b, same) = (account(), account(), account());
     let beyond = ACCOUNTS + run.rng().random_range(1..1000usize);
-    let good_transfers = [(0, ACCOUNTS - 1), (ACCOUNTS - 1, 0)];
+    let last = ACCOUNTS - 1;
+    let good_transfers = [(0, last), (last, run.rng().random_range(1..last))];
     let bad_transfers = [(ACCOUNTS, a), (b, ACCOUNTS), (beyond, a), (same, same)];
     let tried: Vec<(usize, usize)> = good_transfers.iter().chain(&bad_transfers).copied().collect();
     let pairs: Vec<String> = tried
@@ -221,12 +222,30 @@ pub(super) fn typed_errors(run: &mut Run) -> Result<String, Fail> {
             )
         }));
     }
-    session.go()?;
-    let outcome = session.finish(0, |_| Ok(()))?;
+    // The coordinator's two transfers of 1, before any worker started: nothing overlapped.
     let done: Vec<(u64, Vec<i64>)> = good_transfers
         .iter()
         .map(|&(from, to)| (1, delta_of(from, to, 1)))
         .collect();
+    let opening = session.segment.layout.opening;
+    let mut want = vec![opening; ACCOUNTS];
+    for (_, delta) in &done {
+        for (balance, change) in want.iter_mut().zip(delta) {
+            *balance += change;
+        }
+    }
+    let (count, balances) = session.segment.bank()?;
+    if count != 2 || balances != want {
+        return Err(Fail::failed(format!(
+            "after the coordinator's transfers of 1 from account {} to account {} and from {} to \
+             {}, before any worker started, the bank in the segment holds {count} transfers and \
+             balances {balances:?}, not 2 and {want:?}: a transfer takes `amount` from `from`, \
+             gives it to `to`, and counts one",
+            good_transfers[0].0, good_transfers[0].1, good_transfers[1].0, good_transfers[1].1
+        )));
+    }
+    session.go()?;
+    let outcome = session.finish(0, |_| Ok(()))?;
     verify(&session, &outcome, &done, 0)?;
     Ok(format!(
         "names {bad_names:?} refused with kind=bad-name, {short:?} accepted; transfers \

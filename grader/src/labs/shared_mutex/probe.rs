@@ -257,6 +257,20 @@ fn lockable(segment: &Segment) -> Result<(usize, usize), Fail> {
     }
 }
 
+/// Broadcasts the bank's condition variable from the grader, as a finishing worker would;
+/// `false` if it is not one a process-shared broadcast can reach.
+pub(super) fn broadcast(segment: &Segment) -> bool {
+    let Ok((_, cond)) = lockable(segment) else {
+        return false;
+    };
+    if segment.cond_wrefs().map_or(true, |wrefs| wrefs & 1 == 0) {
+        return false;
+    }
+    // SAFETY: a process-shared condition variable the program initialized, in the grader's
+    // mapping of the segment.
+    unsafe { libc::pthread_cond_broadcast(cond as *mut libc::pthread_cond_t) == 0 }
+}
+
 /// `pthread_mutex_timedlock` for at most `within`: 0, or the error number.
 fn timed_lock(mutex: usize, within: Duration) -> i32 {
     let mut now = libc::timespec {

@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use super::probe::{self, KIND_PSHARED, KIND_ROBUST};
+use super::probe::{self, KIND_PSHARED, KIND_ROBUST, Place, Sleep};
 use super::session::{Journal, Session, dev_shm, role_of, verify};
 use super::ACCOUNTS;
 use crate::engine::{Fail, Run};
@@ -19,12 +19,14 @@ pub(super) fn process_shared_init(run: &mut Run) -> Result<String, Fail> {
     if kind & KIND_PSHARED == 0 {
         let cause = if kind == 0 {
             if segment_mutex_used(&mut session)? {
-                "the workers lock it, but it was initialized without PTHREAD_PROCESS_SHARED \
-                 (default attributes)"
+                "the workers lock it, so it was initialized without PTHREAD_PROCESS_SHARED \
+                 (default attributes), or never initialized in the segment at all (zeroed \
+                 memory acts as a mutex with default attributes)"
             } else {
-                "it was never initialized in the segment: the workers ran without ever locking \
-                 it (its lock word stayed 0), so the mutex they lock lies in each process's own \
-                 memory; initialize the mutex at &raw mut bank.lock"
+                "it was never initialized in the segment, and the workers ran without ever \
+                 locking it (its lock and owner words stayed 0, nobody slept on it): the mutex \
+                 they lock is not the one at bank.lock; initialize and lock the mutex at \
+                 &raw mut bank.lock"
             }
         } else {
             "it was initialized without PTHREAD_PROCESS_SHARED"
@@ -57,21 +59,28 @@ pub(super) fn process_shared_init(run: &mut Run) -> Result<String, Fail> {
     ))
 }
 
-/// Whether the workers lock the mutex in the segment: its lock word or owner word is seen
-/// non-zero while they run (a mutex with default attributes still lies there).
+/// Whether the workers lock the mutex in the segment, whose kind word is 0 (a mutex with
+/// default attributes, or zeroed memory, which acts as one): the grader marks it taken in its
+/// lock word, then releases the workers; one that locks it sleeps on it.
 fn segment_mutex_used(session: &mut Session) -> Result<bool, Fail> {
+    session.segment.mark_mutex_taken()?;
     session.go()?;
     let until = Instant::now() + Duration::from_millis(1500);
     while Instant::now() < until {
-        if session.segment.mutex_lock_word()? != 0 || session.segment.mutex_owner()? != 0 {
+        let asleep_on_it = session.workers.iter().any(|&w| match probe::sleeping(w) {
+            Sleep::Futex { address } => {
+                probe::place(w, &session.name, &session.segment.layout, address) == Place::Mutex
+            }
+            _ => false,
+        });
+        if asleep_on_it {
             return Ok(true);
         }
-        match session.next_before(Instant::now()) {
+        match session.next_before(Instant::now() + Duration::from_millis(1)) {
             Ok(Some(message)) if message.kind == "closed" => break,
             Ok(_) => {}
             Err(_) => break,
         }
-        std::thread::sleep(Duration::from_micros(20));
     }
     Ok(false)
 }
@@ -153,6 +162,13 @@ fn as_created(session: &Session) -> Result<(), Fail> {
     if journal != empty {
         wrong.push(format!("a journal that is not all zero ({journal:?})"));
     }
+    let size = segment.file().metadata().map(|m| m.len()).unwrap_or(0);
+    if size != segment.layout.size as u64 {
+        wrong.push(format!(
+            "a segment of {size} bytes (not size_of::<Bank>() = {})",
+            segment.layout.size
+        ));
+    }
     if accounts != vec![opening; ACCOUNTS] {
         wrong.push(format!("balances {accounts:?} (not {opening} each)"));
     }
@@ -161,8 +177,8 @@ fn as_created(session: &Session) -> Result<(), Fail> {
     }
     Err(Fail::failed(format!(
         "right after create(), while no worker had started, the bank in the segment holds {}: \
-         create() sets workers to the number of workers and every account to the opening \
-         balance, and leaves everything else zero",
+         create() sizes the segment to one Bank, sets workers to the number of workers and \
+         every account to the opening balance, and leaves everything else zero",
         wrong.join(", ")
     )))
 }
@@ -192,5 +208,17 @@ pub(super) fn destroyed_and_removed(run: &mut Run) -> Result<String, Fail> {
             "the mutex was not destroyed: call pthread_mutex_destroy() once the workers are gone",
         ));
     }
-    Ok("condition variable and mutex destroyed, segment unlinked".into())
+    let (mapped, fds) = &outcome.kept;
+    if *mapped > 0 || !fds.is_empty() {
+        return Err(Fail::failed(format!(
+            "after destroy(), the coordinator still {}: destroy() unmaps the bank (munmap()) \
+             and nothing else keeps the segment",
+            if *mapped > 0 {
+                "maps the segment".to_string()
+            } else {
+                format!("holds the segment open as descriptor {fds:?}")
+            }
+        )));
+    }
+    Ok("condition variable and mutex destroyed, segment unmapped and unlinked".into())
 }

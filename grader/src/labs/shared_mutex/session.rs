@@ -90,6 +90,9 @@ pub(super) struct Outcome {
     /// What the coordinator and its reaped workers read and wrote through system calls between
     /// `ready` and `closed`.
     pub io: Option<IoCounters>,
+    /// What the coordinator still held of the segment after its teardown: mappings and
+    /// descriptors.
+    pub kept: (usize, Vec<i32>),
 }
 
 pub(super) fn dev_shm(name: &str) -> PathBuf {
@@ -133,6 +136,15 @@ pub(super) fn failure(message: &Message) -> Fail {
         }
         "lock" | "wait" if error.contains("EINVAL") => {
             "the mutex or condition variable was not initialized, or already destroyed"
+        }
+        "bad-name" => {
+            "the grader's name is valid ('/', more characters, none of them '/'): refuse only \
+             names that break that rule"
+        }
+        "exists" => "no segment had the grader's name: shm_open(O_CREAT | O_EXCL) succeeds on it",
+        "mmap" | "ftruncate" if error.contains("EACCES") || error.contains("EINVAL") => {
+            "open the segment for reading and writing (O_RDWR) to size it and map it shared \
+             with PROT_READ | PROT_WRITE"
         }
         _ => "see the error",
     };
@@ -226,9 +238,12 @@ impl Segment {
         ))
     }
 
-    /// The mutex's lock word: 0 when free.
-    pub fn mutex_lock_word(&self) -> Result<u32, Fail> {
-        self.u32_at(self.layout.mutex_at)
+    /// Sets the mutex's lock word to 1, as a process holding it would: only for a mutex that
+    /// glibc treats as a plain one (kind 0), which then makes every locker sleep on it.
+    pub fn mark_mutex_taken(&self) -> Result<(), Fail> {
+        self.file
+            .write_all_at(&1u32.to_ne_bytes(), self.layout.mutex_at as u64)
+            .map_err(|e| Fail::Grader(format!("writing the segment: {e}")))
     }
 
     /// The condition variable's `__wrefs` word.
@@ -479,6 +494,10 @@ impl Session {
                 }
             }
         };
+        let kept = (
+            probe::mappings(self.coordinator, &self.name).len(),
+            probe::descriptors(self.coordinator, &self.name),
+        );
         let io = match (inspect::io(self.coordinator), self.io_at_ready) {
             (Some(now), Some(then)) => Some(now.since(then)),
             _ => None,
@@ -494,6 +513,7 @@ impl Session {
             closed,
             workers,
             io,
+            kept,
         })
     }
 
@@ -515,7 +535,7 @@ impl Session {
 
     /// Why the coordinator did not say `done` though `finished` workers reported (and the
     /// others were killed), from the bank and from where the coordinator sleeps.
-    fn no_done(&self, finished: u32, killed: u32) -> Fail {
+    fn no_done(&mut self, finished: u32, killed: u32) -> Fail {
         let counts = match self.segment.counts() {
             Ok(counts) => counts,
             Err(fail) => return fail,
@@ -545,6 +565,34 @@ impl Session {
             ));
         }
         let place = self.coordinator_place();
+        if place == Some(Place::Cond) && probe::broadcast(&self.segment) {
+            // Woken by the grader: does it see that the wait is over?
+            let woken = match self.next_before(Instant::now() + Duration::from_secs(1)) {
+                Ok(Some(message)) if message.kind == "failed" => return failure(&message),
+                Ok(Some(message)) => message.kind == "done",
+                _ => false,
+            };
+            return Fail::failed(if woken {
+                format!(
+                    "{seen}, yet {secs} s later the coordinator still slept on the condition \
+                     variable; when the grader broadcast all_done itself, it returned at once: \
+                     nobody woke it when the count became complete; finish() must \
+                     pthread_cond_broadcast(all_done) every time it counts a worker (and \
+                     recover() when it counts a dead one)"
+                )
+            } else {
+                format!(
+                    "{seen}, yet the coordinator sleeps on in wait_all_done(), even after the \
+                     grader broadcast all_done itself: its loop must end once finished + dead \
+                     == workers{}",
+                    if counts.dead > 0 {
+                        " (a worker found dead counts as much as a finished one)"
+                    } else {
+                        ""
+                    }
+                )
+            });
+        }
         let doing = match place {
             Some(Place::Cond) => "sleeps on the condition variable".to_string(),
             Some(other) => format!("sleeps on {}", other.describe()),
@@ -565,10 +613,34 @@ impl Session {
     }
 }
 
+/// The transfer count and the balances the workers' reports (and `extra`: a killed worker's
+/// transfers, the coordinator's tried ones) predict.
+pub(super) fn expected(
+    session: &Session,
+    outcome: &Outcome,
+    extra: &[(u64, Vec<i64>)],
+) -> (u64, Vec<i64>) {
+    let mut want = vec![session.segment.layout.opening; ACCOUNTS];
+    let mut want_transfers = 0;
+    let reported = outcome
+        .workers
+        .values()
+        .map(|w| (w.transfers, w.delta.as_slice()))
+        .chain(extra.iter().map(|(count, delta)| (*count, delta.as_slice())));
+    for (count, delta) in reported {
+        want_transfers += count;
+        for (balance, change) in want.iter_mut().zip(delta) {
+            *balance += change;
+        }
+    }
+    (want_transfers, want)
+}
+
 /// Checks the coordinator's final view against the workers' reports: `finished` and `dead`
 /// as given, the transfer count and every balance exact; then that the bank in the segment, as
-/// the grader reads it, holds the same count and balances. `extra` is work done outside the
-/// workers' reports: a killed worker's transfers, the coordinator's tried transfers.
+/// the grader reads it, holds the same count and balances, with no transfer under way. `extra`
+/// is work done outside the workers' reports: a killed worker's transfers, the coordinator's
+/// tried transfers.
 pub(super) fn verify(
     session: &Session,
     outcome: &Outcome,
@@ -595,19 +667,7 @@ pub(super) fn verify(
              {want_finished} and {dead}"
         )));
     }
-    let mut want = vec![session.segment.layout.opening; balances.len()];
-    let mut want_transfers = 0;
-    let reported = outcome
-        .workers
-        .values()
-        .map(|w| (w.transfers, w.delta.as_slice()))
-        .chain(extra.iter().map(|(count, delta)| (*count, delta.as_slice())));
-    for (count, delta) in reported {
-        want_transfers += count;
-        for (balance, change) in want.iter_mut().zip(delta) {
-            *balance += change;
-        }
-    }
+    let (want_transfers, want) = expected(session, outcome, extra);
     let wrong: Vec<String> = balances
         .iter()
         .zip(&want)
@@ -623,6 +683,15 @@ pub(super) fn verify(
              refused or that never happened in this process; every transfer that goes through \
              adds one to Bank::transfers, in the segment, once",
             transfers - want_transfers
+        )));
+    }
+    if transfers == want_transfers && total == 0 && !wrong.is_empty() {
+        return Err(Fail::failed(format!(
+            "the balances differ from the workers' records ({}), though every transfer was \
+             counted and no money was created or destroyed: transfers overlapped (a balance \
+             written back from a stale read: hold the lock from a transfer's first read to its \
+             last write), or a transfer moves money other than `amount` from `from` to `to`",
+            wrong.join(", ")
         )));
     }
     if transfers != want_transfers || !wrong.is_empty() {
@@ -648,6 +717,15 @@ pub(super) fn verify(
              segment (Bank::accounts, Bank::transfers): every transfer changes them there, and \
              wait_all_done() reports them from there",
             dev_shm(&session.name).display()
+        )));
+    }
+    let journal = session.segment.journal()?;
+    if journal.active != 0 {
+        return Err(Fail::failed(format!(
+            "every transfer is over, yet the journal in the segment is still active (a \
+             transfer from account {} to account {}): a transfer clears it (active = 0) once it \
+             is complete, and recover() once it has undone one",
+            journal.from, journal.to
         )));
     }
     Ok(transfers)
