@@ -42,22 +42,33 @@ pub(super) fn exact_totals(run: &mut Run) -> Result<String, Fail> {
 }
 
 /// The bank's data moves through the mapping: a run of many transfers makes next to no
-/// read-like or write-like system calls (the control messages are not counted).
+/// read-like system calls, and no write-like ones beyond what the program printed (the control
+/// messages are not counted).
 fn through_the_mapping(
     session: &Session,
     transfers: u64,
     io: crate::engine::inspect::IoCounters,
 ) -> Result<(), Fail> {
-    let calls = io.read_calls + io.write_calls;
-    if calls <= 64 + transfers / 1000 {
+    let allowed = 64 + transfers / 1000;
+    let printed: u64 = [&session.proc.stdout, &session.proc.stderr]
+        .iter()
+        .map(|c| {
+            let c = c.lock().expect("capture lock");
+            c.bytes.len() as u64 + c.dropped
+        })
+        .sum();
+    let unprinted = io.written_bytes.saturating_sub(printed);
+    if io.read_calls <= allowed && (io.write_calls <= allowed || unprinted <= 256 * 1024) {
         return Ok(());
     }
     Err(Fail::failed(format!(
         "the totals are right, but for {transfers} transfers the coordinator and its workers \
-         made {calls} read/write system calls ({} bytes read, {} written): the bank's data \
-         went through a descriptor (read/write, pread/pwrite) instead of the shared mapping; \
-         a transfer reads and writes the Bank through the pointer mmap(MAP_SHARED) returned \
-         for {}",
+         made {} read and {} write system calls ({} bytes read, {} written, {printed} of them \
+         printed): the bank's data went through a descriptor (read/write, pread/pwrite) \
+         instead of the shared mapping; a transfer reads and writes the Bank through the \
+         pointer mmap(MAP_SHARED) returned for {}",
+        io.read_calls,
+        io.write_calls,
         io.read_bytes,
         io.written_bytes,
         super::session::dev_shm(&session.name).display()

@@ -188,11 +188,21 @@ fn explain_hang(hang: &Hang) -> Option<String> {
                 .into(),
         );
     }
+    if coordinator.is_some_and(|c| blocked_on_futex(&c.activities))
+        && workers.iter().any(|w| w.activities.contains(&Activity::Busy))
+    {
+        return Some(
+            "time ran out while workers were still busy on the CPU and the coordinator waited: \
+             the transfers are far slower than they should be (a correct run of a check takes \
+             well under a second), or a worker loops for ever"
+                .into(),
+        );
+    }
     if !workers.is_empty() && workers.iter().all(|w| blocked_on_futex(&w.activities)) {
         return Some(
             "every worker is asleep on a futex and nobody wakes it: the mutex is not robust \
              and its holder died, or it lacks PTHREAD_PROCESS_SHARED (then an unlock wakes only \
-             waiters in the unlocking process)"
+             waiters in the unlocking process), or its holder never unlocked it"
                 .into(),
         );
     }

@@ -14,6 +14,9 @@ use super::{ACCOUNTS, COORDINATOR, WORKER};
 use crate::engine::inspect::{self, IoCounters, ProcessView};
 use crate::engine::{Fail, Proc, Run};
 
+/// How long a run may go without any change in the bank, every process asleep, before the
+/// grader says why (a correct run changes it thousands of times a second).
+const STALL: Duration = Duration::from_secs(2);
 /// How long the coordinator gets to say `done` once the bank counts every worker, before the
 /// grader looks at why it did not: it needs one wake-up and one lock.
 const DONE_GRACE: Duration = Duration::from_secs(3);
@@ -73,6 +76,8 @@ pub(super) struct Session {
     pending: VecDeque<Message>,
     /// The coordinator's I/O counters once every process was ready.
     io_at_ready: Option<IoCounters>,
+    /// When the check's time is up.
+    deadline: Instant,
 }
 
 /// What one worker reported.
@@ -387,6 +392,7 @@ impl Session {
             tried,
             pending: VecDeque::new(),
             io_at_ready: inspect::io(coordinator),
+            deadline: run.deadline(),
         })
     }
 
@@ -429,11 +435,109 @@ impl Session {
     }
 
     /// The next message, those set aside first.
-    fn next(&mut self) -> Result<Message, Fail> {
-        match self.pending.pop_front() {
-            Some(message) => Ok(message),
-            None => self.proc.recv_any(),
+    /// The next message, those set aside first. While none comes, the grader watches the
+    /// bank: a run in which nothing changes for [`STALL`] while every process sleeps is
+    /// diagnosed from the mutex then and there.
+    pub fn next(&mut self) -> Result<Message, Fail> {
+        if let Some(message) = self.pending.pop_front() {
+            return Ok(message);
         }
+        let mut still = (Instant::now(), self.segment.guarded_bytes().ok());
+        loop {
+            if Instant::now() >= self.deadline {
+                return self.proc.recv_any();
+            }
+            let look = (Instant::now() + Duration::from_millis(250)).min(self.deadline);
+            if let Some(message) = self.proc.recv_before(look)? {
+                return Ok(message);
+            }
+            let bytes = self.segment.guarded_bytes().ok();
+            if bytes != still.1 {
+                still = (Instant::now(), bytes);
+            } else if still.0.elapsed() >= STALL
+                && let Some(fail) = self.stalled()
+            {
+                return Err(fail);
+            }
+        }
+    }
+
+    /// Why nothing moves, when every process of the run sleeps: from who holds the mutex and
+    /// where each process sleeps. `None` when something still runs, or nothing can be said.
+    fn stalled(&self) -> Option<Fail> {
+        let pids: Vec<i32> = std::iter::once(self.coordinator)
+            .chain(self.workers.iter().copied())
+            .filter(|&pid| inspect::view(pid).is_some_and(|v| v.state != 'Z'))
+            .collect();
+        let sleeps: Vec<(i32, Sleep)> = pids.iter().map(|&p| (p, probe::sleeping(p))).collect();
+        if sleeps.iter().any(|(_, s)| *s == Sleep::Awake) {
+            return None;
+        }
+        let place = |pid: i32, sleep: Sleep| match sleep {
+            Sleep::Futex { address } => {
+                Some(probe::place(pid, &self.name, &self.segment.layout, address))
+            }
+            _ => None,
+        };
+        let who = |pid: i32| {
+            let role = role_of(self.coordinator);
+            inspect::view(pid).map_or(format!("thread {pid}"), |v| format!("{} (pid {pid})", role(&v)))
+        };
+        let on_mutex = sleeps
+            .iter()
+            .filter(|(p, s)| place(*p, *s) == Some(Place::Mutex))
+            .count();
+        let seen = format!(
+            "the run stalled: for {} s nothing changed in the bank and every process slept",
+            STALL.as_secs()
+        );
+        let owner = self.segment.mutex_owner().ok()?;
+        let kind = self.segment.mutex_kind().ok()?;
+        if owner != 0 {
+            let holder = who(owner);
+            let cause = if inspect::view(owner).is_none_or(|v| v.state == 'Z') {
+                if kind & probe::KIND_ROBUST == 0 {
+                    format!(
+                        "the bank's mutex is still held by thread {owner}, which is gone: the \
+                         mutex is not robust, so its holder's death leaves it locked for ever"
+                    )
+                } else {
+                    format!("the bank's mutex is still held by thread {owner}, which is gone")
+                }
+            } else {
+                match place(owner, probe::sleeping(owner)) {
+                    Some(Place::Mutex) => format!(
+                        "{holder} holds the bank's mutex and sleeps waiting for it again: a lock \
+                         that is never released; the Guard unlocks when it is dropped, and \
+                         nothing locks the bank twice"
+                    ),
+                    Some(Place::Cond) => format!(
+                        "{holder} sleeps on the condition variable holding the bank's mutex: \
+                         pthread_cond_wait() must be given the bank's mutex, which it releases \
+                         while it waits"
+                    ),
+                    _ => format!(
+                        "{holder} holds the bank's mutex while it {}: release the lock before \
+                         anything that blocks",
+                        probe::sleeping(owner).describe()
+                    ),
+                }
+            };
+            return Some(Fail::failed(format!("{seen}: {cause} ({on_mutex} sleep on the mutex)")));
+        }
+        if on_mutex > 0 {
+            let cause = if kind & probe::KIND_PSHARED == 0 {
+                "the mutex lacks PTHREAD_PROCESS_SHARED: an unlock wakes only waiters in the \
+                 unlocking process"
+            } else {
+                "its unlocks did not wake them"
+            };
+            return Some(Fail::failed(format!(
+                "{seen}: the bank's mutex is free, yet {on_mutex} processes sleep on it and \
+                 nobody wakes them: {cause}"
+            )));
+        }
+        None
     }
 
     /// The next message if one comes before `until` (set-aside ones first).
