@@ -177,8 +177,8 @@ fn as_created(session: &Session) -> Result<(), Fail> {
     }
     Err(Fail::failed(format!(
         "right after create(), while no worker had started, the bank in the segment holds {}: \
-         create() sizes the segment to one Bank, sets workers to the number of workers and \
-         every account to the opening balance, and leaves everything else zero",
+         create() sizes the segment to one Bank, sets Bank::workers to the number of workers \
+         and every account to the opening balance, and leaves everything else zero",
         wrong.join(", ")
     )))
 }
