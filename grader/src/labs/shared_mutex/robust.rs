@@ -11,7 +11,9 @@ use rand::RngExt;
 
 use super::ACCOUNTS;
 use super::probe::{self, DyingHolder, KIND_ROBUST, Place};
-use super::session::{Session, dev_shm, expected, field, index_of, list, verify};
+use super::session::{
+    Session, dev_shm, expected, field, index_of, let_coordinator_look, list, verify,
+};
 use crate::engine::{Fail, Run};
 
 /// Transfers per worker in a run where a holder dies.
@@ -48,7 +50,8 @@ pub(super) fn owner_dies(run: &mut Run) -> Result<String, Fail> {
     let mut session = Session::start(run, &[CRASH_WORK; 4], &extra)?;
     robust(&session)?;
     let victim = session.workers[crasher];
-    let segment = session.segment.reader()?;
+    let survivors: Vec<i32> = session.workers.iter().copied().filter(|&w| w != victim).collect();
+    let segment = session.segment.handle()?;
     let opening = segment.layout.opening;
     let (coordinator, name, layout) = (session.coordinator, session.name.clone(), segment.layout);
     session.go()?;
@@ -87,7 +90,8 @@ pub(super) fn owner_dies(run: &mut Run) -> Result<String, Fail> {
             probe::Sleep::Futex { address }
                 if probe::place(coordinator, &name, &layout, address) == Place::Cond);
         kill(Pid::from_raw(victim), Signal::SIGKILL)
-            .map_err(|e| Fail::Grader(format!("kill: {e}")))
+            .map_err(|e| Fail::Grader(format!("kill: {e}")))?;
+        settle_after_recovery(&segment, coordinator, &name, &survivors)
     })?;
     let Some((transfers, delta)) = held else {
         return Err(Fail::failed(format!(
@@ -130,6 +134,25 @@ pub(super) fn owner_dies(run: &mut Run) -> Result<String, Fail> {
          transfers, its journal written; a worker met EOWNERDEAD and said so, the half-done \
          transfer was undone and the totals add up"
     ))
+}
+
+/// Once a worker found the dead holder and recovered, lets the coordinator take in the
+/// recovery's wake-up before the surviving workers go on (see [`Session::let_coordinator_look`]).
+fn settle_after_recovery(
+    segment: &super::session::Segment,
+    coordinator: i32,
+    name: &str,
+    survivors: &[i32],
+) -> Result<(), Fail> {
+    let until = Instant::now() + STEP;
+    while segment.counts()?.dead == 0 {
+        if Instant::now() > until {
+            // Nobody recovered: what follows says why.
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let_coordinator_look(segment, coordinator, name, survivors)
 }
 
 /// The transfer a worker died in: its two accounts.

@@ -12,7 +12,7 @@ use rand::RngExt;
 use super::probe::{self, Place, Sleep};
 use super::{ACCOUNTS, COORDINATOR, WORKER};
 use crate::engine::inspect::{self, IoCounters, ProcessView};
-use crate::engine::{Fail, Proc, Run};
+use crate::engine::{Fail, Proc, Run, force};
 
 /// How long a run may go without any change in the bank, every process asleep, before the
 /// grader says why (a correct run changes it thousands of times a second).
@@ -78,6 +78,8 @@ pub(super) struct Session {
     io_at_ready: Option<IoCounters>,
     /// When the check's time is up.
     deadline: Instant,
+    /// Whether each finish but the last is followed by [`let_coordinator_look`].
+    pub settle_finishes: bool,
 }
 
 /// What one worker reported.
@@ -194,13 +196,20 @@ pub(super) fn role_of(coordinator: i32) -> impl Fn(&ProcessView) -> String + Sen
 }
 
 impl Segment {
-    /// Another handle on the segment, for reading only.
+    /// Another handle on the segment, not mapped: for reading.
     pub fn reader(&self) -> Result<Segment, Fail> {
         Ok(Segment {
             file: self.file.try_clone()?,
             layout: self.layout,
             map: None,
         })
+    }
+
+    /// Another handle on the segment, mapped like this one.
+    pub fn handle(&self) -> Result<Segment, Fail> {
+        let mut segment = self.reader()?;
+        segment.map = probe::Mapping::of(&segment);
+        Ok(segment)
     }
 
     /// The open segment.
@@ -393,6 +402,7 @@ impl Session {
             pending: VecDeque::new(),
             io_at_ready: inspect::io(coordinator),
             deadline: run.deadline(),
+            settle_finishes: false,
         })
     }
 
@@ -587,6 +597,17 @@ impl Session {
                     );
                     if workers.len() as u32 == finishing {
                         self.every_finish_counted(finishing)?;
+                    } else if self.settle_finishes {
+                        let others: Vec<i32> = (0..self.workers.len())
+                            .filter(|i| !workers.contains_key(i))
+                            .map(|i| self.workers[i])
+                            .collect();
+                        let_coordinator_look(
+                            &self.segment,
+                            self.coordinator,
+                            &self.name,
+                            &others,
+                        )?;
                     }
                 }
                 "holding" => on_holding(&message)?,
@@ -738,6 +759,48 @@ pub(super) fn expected(
         }
     }
     (want_transfers, want)
+}
+
+/// Makes the coordinator take in a wake-up before the `others` go on: with the bank's mutex
+/// held by the grader, the others are stopped; the grader lets go and wakes whoever waits for
+/// the mutex (glibc's own wake-up may go to a stopped worker); once the coordinator has looked
+/// (it sleeps on the condition variable again, or has left its wait), the others go on.
+/// Otherwise the coordinator, woken while workers hammer the mutex, may get it only once they
+/// have all finished, and see the end without needing their broadcasts.
+pub(super) fn let_coordinator_look(
+    segment: &Segment,
+    coordinator: i32,
+    name: &str,
+    others: &[i32],
+) -> Result<(), Fail> {
+    if !probe::can_hold(segment) {
+        // Other checks judge that mutex; here the run just goes on.
+        return Ok(());
+    }
+    let held = probe::hold(segment, Duration::from_secs(2))?;
+    for &worker in others {
+        let _ = force::hold(worker);
+    }
+    drop(held);
+    probe::wake_mutex_waiters(segment);
+    let until = Instant::now() + Duration::from_secs(2);
+    while Instant::now() < until {
+        let looking = match probe::sleeping(coordinator) {
+            Sleep::Futex { address } => {
+                probe::place(coordinator, name, &segment.layout, address) == Place::Mutex
+            }
+            Sleep::Call(_) => false,
+            Sleep::Awake => true,
+        };
+        if !looking {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    for &worker in others {
+        let _ = force::resume(worker);
+    }
+    Ok(())
 }
 
 /// Checks the coordinator's final view against the workers' reports: `finished` and `dead`
