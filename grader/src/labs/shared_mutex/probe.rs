@@ -355,6 +355,12 @@ pub(super) fn hold(segment: &Segment, within: Duration) -> Result<Held, Fail> {
                  though no process had died: a process exited with the lock held",
             ))
         }
+        libc::ENOTRECOVERABLE => Err(Fail::failed(
+            "the grader found the bank's mutex unusable (ENOTRECOVERABLE): a holder died and \
+             whoever got EOWNERDEAD unlocked without pthread_mutex_consistent(), so every lock \
+             now fails; after EOWNERDEAD, repair the bank (recover()) and call \
+             pthread_mutex_consistent() before unlocking",
+        )),
         rc => Err(Fail::failed(format!(
             "the grader could not take the bank's mutex within {} ms: {} (its owner word says \
              thread {})",
