@@ -129,18 +129,26 @@ pub(super) fn everything_under_the_lock(run: &mut Run) -> Result<String, Fail> {
         return Err(changed_under_the_lock(&before, &after));
     }
     for waiter in waiters.iter().filter(|w| w.tid == w.pid) {
-        let sleep = probe::sleeping(waiter.pid);
+        // A few looks: one that is never asleep on a futex spins, even if the machine's load
+        // kept its share of the CPU below what the watch calls spinning.
+        let mut sleep = probe::sleeping(waiter.pid);
+        for _ in 0..20 {
+            if matches!(sleep, Sleep::Futex { .. }) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+            sleep = probe::sleeping(waiter.pid);
+        }
         let Sleep::Futex { address } = sleep else {
+            let doing = match sleep {
+                Sleep::Call(nr) => format!("waited in {}", probe::call_name(nr)),
+                _ => "was on the CPU whenever the grader looked, never asleep".to_string(),
+            };
             return Err(Fail::failed(format!(
-                "while the grader held the bank's mutex, {} (pid {}) waited in {} instead of \
-                 on the mutex: take the lock with pthread_mutex_lock() on the mutex in the \
-                 segment",
-                waiter.role,
-                waiter.pid,
-                match sleep {
-                    Sleep::Call(nr) => probe::call_name(nr),
-                    _ => waiter.activity.describe(),
-                }
+                "while the grader held the bank's mutex, {} (pid {}) {doing} instead of \
+                 sleeping on the mutex: a process that waits for the lock must sleep in \
+                 pthread_mutex_lock() on the mutex in the segment until the holder unlocks",
+                waiter.role, waiter.pid,
             )));
         };
         let place = probe::place(

@@ -444,7 +444,6 @@ impl Session {
         Ok(())
     }
 
-    /// The next message, those set aside first.
     /// The next message, those set aside first. While none comes, the grader watches the
     /// bank: a run in which nothing changes for [`STALL`] while every process sleeps is
     /// diagnosed from the mutex then and there.
