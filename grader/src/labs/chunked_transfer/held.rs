@@ -17,7 +17,7 @@ use super::pool::{
 };
 use super::transfer::{Setup, Transfer, check_messages, start};
 use crate::engine::diagnose::Activity;
-use crate::engine::inspect::ProcessView;
+use crate::engine::inspect::{IoCounters, ProcessView};
 use crate::engine::waiting::{self, WaitRules};
 use crate::engine::{Fail, Run};
 
@@ -137,6 +137,8 @@ struct HeldReceiver<'a> {
     lens: &'a [u64],
     /// The chunk of the stream being written out.
     chunk: u64,
+    /// The sender's I/O counters before the transfer began.
+    sender_io: IoCounters,
 }
 
 impl HeldReceiver<'_> {
@@ -250,13 +252,28 @@ impl HeldReceiver<'_> {
                  before filling a slot",
                 got.describe()
             ))),
-            _ if got == want => Err(Fail::failed(format!(
-                "{place}, slot {slot} held the chunk's header, but {wrong} of its {} bytes were \
-                 no longer the message's ({semaphores}): the slot's data changed while the \
-                 receiver was writing it out; the slot must stay untouched until the receiver \
-                 posts `empty`",
-                want.len
-            ))),
+            _ if got == want => {
+                let pid = self.transfer.sender.pid.as_raw();
+                let moved = io_of(pid).since(self.sender_io);
+                let why = if moved.written_bytes > 0 {
+                    format!(
+                        "meanwhile the sender had written {} bytes with write()-like system \
+                         calls ({}): the data must travel in the slot, right after its header",
+                        moved.written_bytes,
+                        describe_descriptors(pid, &self.transfer.name)
+                    )
+                } else {
+                    "the chunk's data was put elsewhere, or changed while the receiver was \
+                     writing it out: it lies in the slot, right after its header, untouched until \
+                     the receiver posts `empty`"
+                        .into()
+                };
+                Err(Fail::failed(format!(
+                    "{place}, slot {slot} held the chunk's header, but {wrong} of its {} bytes \
+                     there were not the message's ({semaphores}); {why}",
+                    want.len
+                )))
+            }
             _ => Err(Fail::failed(format!(
                 "{place}, slot {slot} held {} instead of that chunk ({}; {semaphores}): chunk k \
                  of the transfer lies in slot k % 2 until the receiver has written it out",
@@ -320,6 +337,8 @@ pub fn held_mid_message(run: &mut Run) -> Result<String, Fail> {
     let mut a = start(run, &setup_a)?;
     let mut b = start(run, &setup_b)?;
     let mut c = start(run, &setup_c)?;
+    let io_a = io_of(a.sender.pid.as_raw());
+    let io_b = io_of(b.sender.pid.as_raw());
     a.go()?;
     b.go()?;
     c.go()?;
@@ -382,12 +401,14 @@ pub fn held_mid_message(run: &mut Run) -> Result<String, Fail> {
         transfer: &a,
         lens: &setup_a.lens,
         chunk: k,
+        sender_io: io_a,
     }
     .slot_kept()?;
     HeldReceiver {
         transfer: &b,
         lens: &setup_b.lens,
         chunk: n_0 - 1,
+        sender_io: io_b,
     }
     .slot_kept()?;
 

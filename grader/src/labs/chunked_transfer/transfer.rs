@@ -87,7 +87,9 @@ pub fn start(run: &mut Run, setup: &Setup) -> Result<Transfer, Fail> {
 /// Starts the sender and checks the segment it made: there, of the size asked for, mode 600,
 /// its semaphores initialized process-shared (`empty` 2, `full` 0).
 pub fn start_sender(run: &mut Run, setup: &Setup) -> Result<Sender, Fail> {
-    let name = run.ipc_name(&format!("seg-{}", setup.size));
+    // A name of its own, though a check may run several transfers of one size at once.
+    let unique: u32 = run.rng().random();
+    let name = run.ipc_name(&format!("seg-{}-{unique:08x}", setup.size));
     let seed: u64 = setup.seed.unwrap_or_else(|| run.rng().random());
     let lens: Vec<String> = setup.lens.iter().map(u64::to_string).collect();
     let mut args = vec![
