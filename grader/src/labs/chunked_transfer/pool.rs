@@ -264,8 +264,8 @@ pub fn pool_ready(pool: &mut Proc, names: &PoolNames, size: usize) -> Result<(),
     Ok(())
 }
 
-/// Asks the pool for its free count (`free` of its segments, `when`), has it destroyed, and
-/// checks that nothing of it is left.
+/// Checks that the free queue holds `free` ids (`when` something), asks the pool for its free
+/// count, which must say as much, has it destroyed, and checks that nothing of it is left.
 pub fn destroy_pool(
     pool: &mut Proc,
     names: &PoolNames,
@@ -273,6 +273,13 @@ pub fn destroy_pool(
     free: usize,
 ) -> Result<(), Fail> {
     let count = names.segments.len();
+    let on_queue = FreeQueue::open(&names.queue)?.len()?;
+    if on_queue != free {
+        return Err(Fail::failed(format!(
+            "{when}, the free queue holds {on_queue} of the pool's {count} ids, where {free} \
+             should be: every segment taken must be given back once, after a whole message"
+        )));
+    }
     pool.send("finish", &[])?;
     let state = pool.recv_any()?;
     if state.kind != "state" {
