@@ -3,7 +3,9 @@
 //! data travelled.
 
 use std::os::unix::fs::MetadataExt;
+use std::time::{Duration, Instant};
 
+use nix::sys::signal::Signal;
 use rand::RngExt;
 
 use super::data::{pattern_bytes, pattern_hash};
@@ -15,11 +17,12 @@ use super::pool::{
     Follow, FreeQueue, PairOptions, PairSeen, PoolNames, destroy_pool, follow_pair, pair_ready,
     pool_ready, spawn_pair, spawn_pool,
 };
-use super::transfer::{Setup, Transfer, check_messages, start};
+use super::transfer::{Setup, Transfer, check_messages, failure, start};
 use crate::engine::diagnose::Activity;
-use crate::engine::inspect::{IoCounters, ProcessView};
+use crate::engine::force;
+use crate::engine::inspect::{self, IoCounters, ProcessView};
 use crate::engine::waiting::{self, WaitRules};
-use crate::engine::{Fail, Run};
+use crate::engine::{Fail, Proc, Run};
 
 /// The programs' timeout in the checks that hold one side: the other side waits for as long as
 /// the grader looks, which is more than a second on a loaded machine.
@@ -284,6 +287,42 @@ impl HeldReceiver<'_> {
     }
 }
 
+/// Interrupts the waits of `procs` (each blocked, with nothing to do) with SIGUSR1 on every
+/// thread, three times: each must retry its wait (`EINTR`), not report a failure.
+fn interrupt_waits(procs: &mut [(&mut Proc, &str)]) -> Result<(), Fail> {
+    for _ in 0..3 {
+        for (proc, _) in procs.iter() {
+            force::signal_every_thread(proc.pid.as_raw(), Signal::SIGUSR1);
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    // One that retried sleeps again at once; one that gave up reports it and exits.
+    let settled = |pid: i32| {
+        inspect::view(pid).is_none_or(|view| {
+            view.threads
+                .iter()
+                .all(|t| matches!(t.state, 'S' | 'D' | 'Z'))
+        })
+    };
+    let until = Instant::now() + Duration::from_millis(300);
+    while Instant::now() < until && !procs.iter().all(|(p, _)| settled(p.pid.as_raw())) {
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    for (proc, who) in procs.iter_mut() {
+        if let Some(said) = proc.recv_before(Instant::now() + Duration::from_millis(2))? {
+            return Err(Fail::failed(format!(
+                "{who} (pid {}) was blocked in its wait when the grader sent it SIGUSR1 (whose \
+                 handler does nothing), and it said `{}` ({}): a wait that a signal interrupts \
+                 fails with EINTR and must be retried, until the deadline it had",
+                proc.pid,
+                said.kind,
+                failure(&said)
+            )));
+        }
+    }
+    Ok(())
+}
+
 pub fn held_mid_message(run: &mut Run) -> Result<String, Fail> {
     // A: the receiver held while it writes out chunk k of a message, two chunks from its end at
     // least, so that a sender let loose would have one more chunk for slot k % 2.
@@ -429,6 +468,15 @@ pub fn held_mid_message(run: &mut Run) -> Result<String, Fail> {
             )));
         }
     }
+    // A signal interrupts every one of these waits (its handler does nothing): each must wait
+    // again, until the deadline it had.
+    interrupt_waits(&mut [
+        (&mut a.sender, waiting[0].1),
+        (&mut b.sender, waiting[1].1),
+        (&mut c.receiver, waiting[2].1),
+        (&mut pair, waiting[3].1),
+    ])?;
+
     a.receiver.send("release", &[])?;
     b.receiver.send("release", &[])?;
     c.sender.send("release", &[])?;
@@ -454,6 +502,6 @@ pub fn held_mid_message(run: &mut Run) -> Result<String, Fail> {
         "with receivers held writing out chunk {k} of a message and the last chunk of another, \
          their senders blocked on `empty` and the slots kept those chunks; with a sender held, \
          its receiver blocked on `full`; a pair on an empty pool blocked in mq_timedreceive() \
-         and took the id once it was back"
+         and took the id once it was back; each waited again when SIGUSR1 interrupted it"
     ))
 }
