@@ -45,7 +45,7 @@ pub fn through_the_segment(run: &mut Run) -> Result<String, Fail> {
     let inode = transfer.segment.metadata()?.ino();
     let pids = [transfer.sender.pid.as_raw(), transfer.receiver.pid.as_raw()];
     for (pid, who) in pids.iter().zip(["sender", "receiver"]) {
-        maps_segment(*pid, inode, who)?;
+        maps_segment(*pid, inode, size as u64, who)?;
     }
     let io_before = pids.map(io_of);
     transfer.go()?;

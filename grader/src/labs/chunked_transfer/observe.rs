@@ -11,20 +11,34 @@ pub fn dev_shm(name: &str) -> PathBuf {
     PathBuf::from("/dev/shm").join(name.trim_start_matches('/'))
 }
 
-/// Fails unless `pid` maps the segment (inode `inode` in /dev/shm) shared, from /proc/PID/maps.
-pub fn maps_segment(pid: i32, inode: u64, who: &str) -> Result<(), Fail> {
+/// Fails unless `pid` maps all `size` bytes of the segment (inode `inode` in /dev/shm) shared,
+/// from /proc/PID/maps.
+pub fn maps_segment(pid: i32, inode: u64, size: u64, who: &str) -> Result<(), Fail> {
     let maps = std::fs::read_to_string(format!("/proc/{pid}/maps"))?;
-    let mapped = maps.lines().any(|line| {
+    let mut mapped = 0;
+    for line in maps.lines() {
         let fields: Vec<&str> = line.split_whitespace().collect();
-        fields.len() >= 6
+        if fields.len() >= 6
             && fields[1].ends_with('s')
             && fields[4].parse() == Ok(inode)
             && fields[5].starts_with("/dev/shm/")
-    });
-    if !mapped {
+            && let Some((start, end)) = fields[0].split_once('-')
+            && let (Ok(start), Ok(end)) =
+                (u64::from_str_radix(start, 16), u64::from_str_radix(end, 16))
+        {
+            mapped += end - start;
+        }
+    }
+    if mapped == 0 {
         return Err(Fail::failed(format!(
             "the {who} (pid {pid}) says it is ready, but /proc/{pid}/maps has no shared mapping \
              of the segment: map it with mmap(MAP_SHARED) and pass every chunk through it"
+        )));
+    }
+    if mapped < size {
+        return Err(Fail::failed(format!(
+            "the {who} (pid {pid}) maps {mapped} bytes of the {size}-byte segment \
+             (/proc/{pid}/maps): map all of it, its size from fstat()"
         )));
     }
     Ok(())

@@ -469,6 +469,15 @@ pub fn follow_pair(
                 seen.delivered = true;
             }
             "failed" if how.failures_expected => seen.failed.push((from_sender, message)),
+            "failed" if message.get("kind") == Some("bad-id") => {
+                return Err(Fail::failed(format!(
+                    "pair {index} said `failed` ({}), though every id the grader let on the free \
+                     queue is one of the pool's (0 to {}): Pool::open takes the pool's count from \
+                     the queue's mq_maxmsg, and take() refuses only an id outside 0..count",
+                    failure(&message),
+                    segments - 1
+                )));
+            }
             "failed" if message.get("kind") == Some("pool-empty") => {
                 return Err(Fail::failed(format!(
                     "pair {index} found no free segment for {PEER_TIMEOUT_MS} ms, though the \

@@ -53,13 +53,7 @@ pub fn as_fast_as_pipe(run: &mut Run) -> Result<String, Fail> {
         let message = transfer.receiver.recv_any()?;
         let wall = started.elapsed();
         if message.kind != "message" {
-            return Err(receive_failed(
-                &message,
-                0,
-                &setup.lens,
-                transfer.capacity,
-                Some(&transfer.mapped),
-            ));
+            return Err(receive_failed(&message, 0, &setup.lens, &transfer));
         }
         // Both wait for `exit` now: their CPU time is all the transfer's.
         transfer.both_done()?;

@@ -140,13 +140,7 @@ pub fn one_gib_streamed(run: &mut Run) -> Result<String, Fail> {
     }
     let message = message?;
     if message.kind != "message" {
-        return Err(receive_failed(
-            &message,
-            0,
-            &setup.lens,
-            transfer.capacity,
-            Some(&transfer.mapped),
-        ));
+        return Err(receive_failed(&message, 0, &setup.lens, &transfer));
     }
     if message.get("len") != Some(len.to_string().as_str()) {
         return Err(Fail::failed(format!(

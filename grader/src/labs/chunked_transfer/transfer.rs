@@ -2,6 +2,7 @@
 //! opens it, started, held and checked message by message.
 
 use std::fs::File;
+use std::time::{Duration, Instant};
 
 use ipc_labs_driver::Message;
 use rand::RngExt;
@@ -76,6 +77,10 @@ pub struct Transfer {
     pub segment: File,
     /// The grader's mapping of the segment, to read what the slots hold.
     pub mapped: Mapped,
+    /// Each wait's timeout, as the programs were told.
+    pub timeout_ms: u64,
+    /// When the grader said `go`.
+    pub started: Option<Instant>,
 }
 
 /// Starts the sender, checks the segment it made, starts the receiver.
@@ -262,12 +267,15 @@ pub fn start_receiver(run: &mut Run, setup: &Setup, sender: Sender) -> Result<Tr
         seed: sender.seed,
         segment: sender.segment,
         mapped: sender.mapped,
+        timeout_ms: setup.timeout_ms,
+        started: None,
     })
 }
 
 impl Transfer {
     /// Starts both: the receiver first, so that it already waits when the first chunk comes.
     pub fn go(&mut self) -> Result<(), Fail> {
+        self.started = Some(Instant::now());
         self.receiver.send("go", &[])?;
         self.sender.send("go", &[])
     }
@@ -349,13 +357,8 @@ pub fn in_chunks(len: u64, capacity: u64) -> String {
 /// What went wrong with message `index`, which the receiver reported as `failed`. When all its
 /// bytes arrived and the receiver still waited, the slot of the message's last chunk, read by
 /// the grader, tells whether the sender left `end = 0` there or the receiver did not stop.
-pub fn receive_failed(
-    message: &Message,
-    index: usize,
-    lens: &[u64],
-    capacity: u64,
-    mapped: Option<&Mapped>,
-) -> Fail {
+pub fn receive_failed(message: &Message, index: usize, lens: &[u64], transfer: &Transfer) -> Fail {
+    let capacity = transfer.capacity;
     let len = lens[index];
     let received: Option<u64> = message.get("received").and_then(|r| r.parse().ok());
     let what = format!(
@@ -367,6 +370,19 @@ pub fn receive_failed(
         received.map_or("?".into(), |r| r.to_string())
     );
     let kind = message.get("kind").unwrap_or("");
+    let timeout = Duration::from_millis(transfer.timeout_ms);
+    if let Some(started) = transfer.started
+        && kind == "timeout"
+        && started.elapsed() < timeout / 2
+    {
+        return Fail::failed(format!(
+            "{what}, {} ms after the transfer began, far sooner than its timeout of {} ms: a \
+             wait gave up before its time. sem_timedwait() takes an absolute CLOCK_REALTIME \
+             deadline: the time now plus the timeout, not the timeout itself",
+            started.elapsed().as_millis(),
+            transfer.timeout_ms
+        ));
+    }
     if received != Some(len) || !matches!(kind, "timeout" | "protocol") {
         return Fail::failed(what);
     }
@@ -380,7 +396,7 @@ pub fn receive_failed(
     let before: u64 = lens[..index].iter().map(|&l| chunks_of(l, capacity)).sum();
     let chunks = chunks_of(len, capacity);
     let last = before + chunks - 1;
-    let header = mapped.map(|m| m.header(last));
+    let header = Some(transfer.mapped.header(last));
     let is_last = |h: &Header| {
         h.seq == chunks - 1 && h.total == len && h.len == len - (chunks - 1) * capacity
     };
@@ -421,13 +437,7 @@ pub fn check_messages(run: &mut Run, transfer: &mut Transfer, setup: &Setup) -> 
     for (index, &len) in setup.lens.iter().enumerate() {
         let message = transfer.receiver.recv_any()?;
         if message.kind == "failed" {
-            return Err(receive_failed(
-                &message,
-                index,
-                &setup.lens,
-                capacity,
-                Some(&transfer.mapped),
-            ));
+            return Err(receive_failed(&message, index, &setup.lens, transfer));
         }
         if message.kind != "message" {
             return Err(Fail::failed(format!(
