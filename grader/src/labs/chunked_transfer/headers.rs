@@ -10,7 +10,7 @@ use super::PEER_TIMEOUT_MS;
 use super::data::pattern_bytes;
 use super::layout::{Header, Mapped, Sem, chunks_of, expected_capacity, expected_slot_size};
 use super::observe::{describe_descriptors, io_of};
-use super::transfer::{Sender, Setup, failure, in_chunks, start_sender};
+use super::transfer::{Sender, Setup, Transfer, failure, in_chunks, start_sender};
 use crate::engine::{Fail, Proc, Run};
 
 pub fn chunk_headers(run: &mut Run) -> Result<String, Fail> {
@@ -18,9 +18,12 @@ pub fn chunk_headers(run: &mut Run) -> Result<String, Fail> {
     let mut sizes = Vec::new();
     for size in [4096, odd] {
         let c = expected_capacity(size) as u64;
-        let lens = vec![0, 1, c - 1, c, c + 1, 2 * c, 2 * c + 1, 0, 3 * c];
+        let lens = vec![2 * c + 1, 0, 1, c - 1, c, c + 1, 2 * c, 0, 3 * c];
         let mut setup = Setup::new(size, lens.clone());
         setup.save = false;
+        // The sender stands still before it reads the data of chunk 1: it must not have posted
+        // that chunk yet.
+        setup.hold_at = Some(c);
         let mut sender = start_sender(run, &setup)?;
         let io_before = io_of(sender.proc.pid.as_raw());
         // The grader is the receiver: it unlinks the name once it has the segment, as `recv`
@@ -40,6 +43,9 @@ pub fn chunk_headers(run: &mut Run) -> Result<String, Fail> {
                     stream,
                     capacity: c,
                 };
+                if index == 0 && seq == 1 {
+                    no_chunk_before_its_data(&mut sender, &at)?;
+                }
                 next_chunk(&mut sender, &at)?;
                 let header = judge_header(&sender.mapped, &at, received, sender.proc.pid.as_raw())?;
                 let data = sender.mapped.data(stream, header.len);
@@ -98,8 +104,8 @@ pub fn chunk_headers(run: &mut Run) -> Result<String, Fail> {
         sizes.push(format!("S={size} C={c}"));
     }
     Ok(format!(
-        "with the grader as the receiver, every chunk of messages of 0, 1, C-1, C, C+1, 2C, \
-         2C+1, 0 and 3C bytes was in slot k % 2 with the right seq, total, len (full chunks but \
+        "with the grader as the receiver, every chunk of messages of 2C+1, 0, 1, C-1, C, C+1, \
+         2C, 0 and 3C bytes was in slot k % 2 with the right seq, total, len (full chunks but \
          the last) and end, and its bytes ({})",
         sizes.join(", ")
     ))
@@ -167,6 +173,28 @@ fn next_chunk(sender: &mut Sender, at: &Place) -> Result<(), Fail> {
     )))
 }
 
+/// With the sender held before it reads the data of the chunk due (`send --hold-at`), fails if
+/// it has posted `full` for that chunk already.
+fn no_chunk_before_its_data(sender: &mut Sender, at: &Place) -> Result<(), Fail> {
+    Transfer::holding(
+        &mut sender.proc,
+        "sender",
+        &format!("the data of {}", at.chunk()),
+    )?;
+    settle(sender.proc.pid.as_raw());
+    let full = sender.mapped.value(Sem::Full);
+    if full > 0 {
+        return Err(Fail::failed(format!(
+            "the sender stood still before reading the data of {} from its source (the grader \
+             held it there), with every chunk before it taken by the grader, yet `full` was \
+             already {full}: it posts `full` before the chunk's data is in the slot. Post \
+             `full` only once the chunk's data and header are in place",
+            at.chunk()
+        )));
+    }
+    sender.proc.send("release", &[])
+}
+
 /// Reads the header of the chunk due and fails unless it is exactly what the protocol says.
 fn judge_header(mapped: &Mapped, at: &Place, received: u64, sender: i32) -> Result<Header, Fail> {
     let h = mapped.header(at.stream);
@@ -211,6 +239,24 @@ fn judge_header(mapped: &Mapped, at: &Place, received: u64, sender: i32) -> Resu
              neither ({}): the sender put both in the same slot. Chunk k of the transfer goes in \
              slot k % 2, counting every chunk of every message (Segment::chunks), not starting \
              again with each message",
+            h.describe(),
+            other.describe()
+        )));
+    }
+    // Which chunk of the transfer a header is, near the one due (empty messages look alike).
+    let index_of = |header: &Header| {
+        (at.stream.saturating_sub(2)..at.stream + 4)
+            .find(|&s| chunk_at(at.lens, at.capacity, s) == Some(*header))
+    };
+    if let Some(later) = index_of(&other).filter(|&s| s > at.stream)
+        && index_of(&h).is_none_or(|s| s < at.stream)
+    {
+        return Err(Fail::failed(format!(
+            "{place}: that slot holds {}, an older chunk or none, while the other slot already \
+             holds chunk {later} of the transfer ({}), put there after the chunk due was \
+             posted: that chunk never reached its slot. Chunk k of the transfer goes in slot \
+             k % 2, counting every chunk of every message (Segment::chunks), not starting again \
+             with each message",
             h.describe(),
             other.describe()
         )));
