@@ -229,11 +229,11 @@ pub fn plant_link(name: &str, target: &str) -> Result<Planted, Fail> {
 }
 
 /// How long `proc` has been runnable so far, all its threads, in nanoseconds: on a CPU or
-/// waiting in a run queue for one, never asleep (`/proc/PID/task/TID/schedstat`, still there
-/// once it has exited, until it is waited for). A loop that does not sleep is runnable for as
+/// waiting in a run queue for one, never asleep (`/proc/PID/task/TID/schedstat`); 0 once it
+/// has been reaped. A loop that does not sleep is runnable for as
 /// long as it loops, however busy the machine is; its share of a CPU is not.
-pub fn runnable_ns(proc: &Proc) -> u64 {
-    let Ok(tasks) = std::fs::read_dir(format!("/proc/{}/task", proc.pid.as_raw())) else {
+pub fn runnable_ns(pid: i32) -> u64 {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
         return 0;
     };
     tasks
