@@ -75,13 +75,29 @@ pub fn await_answer(
     what: &str,
     due: Option<&str>,
 ) -> Result<Message, Fail> {
+    await_answer_watching(proc, who, what, due, &mut || {})
+}
+
+/// [`await_answer`], calling `look` before it waits and at every look (10 ms apart) until the
+/// answer comes: what a check must read of a process while it runs (once it has exited, the
+/// engine reaps it at any moment).
+pub fn await_answer_watching(
+    proc: &mut Proc,
+    who: &str,
+    what: &str,
+    due: Option<&str>,
+    look: &mut dyn FnMut(),
+) -> Result<Message, Fail> {
     let pid = proc.pid.as_raw();
     let mut asleep = 0;
     let until = Instant::now() + LOOKING;
+    look();
     while Instant::now() < until {
         if let Some(message) = proc.recv_before(Instant::now() + Duration::from_millis(10))? {
+            look();
             return Ok(message);
         }
+        look();
         let sleeping = inspect::view(pid).is_some_and(|view| {
             view.threads
                 .iter()

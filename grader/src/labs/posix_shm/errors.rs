@@ -7,9 +7,12 @@ use ipc_labs_driver::Message;
 use crate::engine::{Fail, Proc, Run};
 
 use super::driver::{
-    CREATOR, OPENER, Table, await_answer, is_refusal, refused, said, start,
+    CREATOR, OPENER, Table, await_answer, await_answer_watching, is_refusal, refused, said, start,
 };
-use super::probes::{dev_shm, exists, object_bytes, plant_dangling_link, plant_object};
+use super::probes::{
+    dev_shm, exists, object_bytes, plant_dangling_link, plant_link, plant_object,
+    runnable_ns,
+};
 
 /// A name the program must refuse, and what is wrong with it.
 struct BadName {
@@ -134,7 +137,8 @@ pub fn invalid_names(run: &mut Run) -> Result<String, Fail> {
     if is_refusal(&edge_answer, "bad-name") {
         return Err(Fail::failed(
             "a name of exactly 255 bytes (the slash included) was refused: names of up to \
-             MAX_NAME_LEN (255) bytes are valid",
+             MAX_NAME_LEN (255) bytes are valid; the limit counts the name's bytes, the slash \
+             included and no terminating NUL: refuse only name.len() > MAX_NAME_LEN",
         ));
     }
     let mut longest_table = super::driver::mapped(edge_proc, edge_answer, &longest, CREATOR)?;
@@ -322,10 +326,15 @@ pub fn typed_errors(run: &mut Run) -> Result<String, Fail> {
     let existing = run.ipc_name("existing");
     let theirs = run.random_bytes(3000);
     let object = plant_object(run, &existing, &theirs)?;
+    let occupied = run.ipc_name("occupied");
+    let ours = run.random_bytes(100);
+    let occupant = plant_object(run, &occupied, &ours)?;
     let taken = run.ipc_name("taken");
     let link = plant_dangling_link(&taken)?;
-    // Four creates that do not depend on each other start at once.
+    // Five creates that do not depend on each other start at once.
     let mut zero = start(run, &empty, Some(0), CREATOR)?;
+    // Size 0 under a taken name: only a size checked before shm_open() says zero-size here.
+    let mut zero_taken = start(run, &occupied, Some(0), CREATOR)?;
     let mut first = start(run, &name, Some(size), CREATOR)?;
     let mut again = start(run, &existing, Some(8000), "a second creator")?;
     let mut linked = start(run, &taken, Some(64), "a creator")?;
@@ -345,6 +354,38 @@ pub fn typed_errors(run: &mut Run) -> Result<String, Fail> {
         )));
     }
     zero.wait()?;
+    let answer = await_answer(
+        &mut zero_taken,
+        CREATOR,
+        "creating a 0-byte table under a name that exists",
+        None,
+    )?;
+    if is_refusal(&answer, "exists") {
+        return Err(Fail::failed(format!(
+            "creating a 0-byte table under {occupied}, a name another program's object has, \
+             the program said kind=exists, not kind=zero-size: only shm_open() reports EEXIST, \
+             so it called shm_open() before looking at the size; reject size 0 first (and a \
+             refused create then makes and removes nothing)"
+        )));
+    }
+    refused(
+        &answer,
+        "zero-size",
+        "creating a 0-byte table under a name that exists",
+        "reject size 0 before shm_open()",
+    )?;
+    if object_bytes(&occupied, 0, ours.len() + 1).is_some()
+        || object_bytes(&occupied, 0, ours.len()).as_deref() != Some(&ours[..])
+    {
+        return Err(Fail::failed(format!(
+            "a 0-byte create under {occupied}, which another program had made, was refused \
+             with kind=zero-size, but the object is gone or changed: the create touched it \
+             (shm_open(), ftruncate() or shm_unlink()) before it looked at the size; reject \
+             size 0 before shm_open()"
+        )));
+    }
+    zero_taken.wait()?;
+    drop(occupant);
 
     let answer = await_answer(
         &mut again,
@@ -446,15 +487,39 @@ pub fn open_errors(run: &mut Run) -> Result<String, Fail> {
     let empty = run.ipc_name("empty");
     let empty_path = dev_shm(&empty).display().to_string();
     let planted = plant_object(run, &empty, &[])?;
-    // The two opens do not depend on each other: they start at once.
+    // A link to an object: shm_open() refuses it, a program that opens the path maps the object.
+    let linked = run.ipc_name("linked");
+    let behind = format!("{linked}-behind");
+    let behind_bytes = run.random_bytes(64);
+    let behind_object = plant_object(run, &behind, &behind_bytes)?;
+    let link = plant_link(&linked, &behind)?;
+    // A name refused before any system call: how long starting and answering takes the
+    // program, in this run.
+    let baseline_name = run.ipc_name("baseline").trim_start_matches('/').to_string();
+    // The opens do not depend on each other: they start at once.
     let mut lost = start(run, &missing, None, OPENER)?;
     let mut hollow = start(run, &empty, None, OPENER)?;
+    let mut through = start(run, &linked, None, OPENER)?;
+    let mut baseline = start(run, &baseline_name, None, OPENER)?;
+    // How long each was runnable, read at every look while the grader waits for any of them
+    // (the engine reaps a process soon after it exits).
+    let pids = [baseline.pid.as_raw(), lost.pid.as_raw(), hollow.pid.as_raw()];
+    let mut runnable = [0u64; 3];
+    let mut look = || {
+        for (most, pid) in runnable.iter_mut().zip(pids) {
+            *most = (*most).max(runnable_ns(pid));
+        }
+    };
+    let what = "given a name without a slash";
+    await_answer_watching(&mut baseline, OPENER, what, None, &mut look)?;
+    baseline.wait()?;
 
-    let answer = await_answer(
+    let answer = await_answer_watching(
         &mut lost,
         OPENER,
         &format!("opening {missing}, which does not exist"),
         Some("not-found when shm_open() fails with ENOENT"),
+        &mut look,
     )?;
     if exists(&missing) {
         return Err(Fail::failed(format!(
@@ -474,13 +539,17 @@ pub fn open_errors(run: &mut Run) -> Result<String, Fail> {
     lost.wait()?;
 
     let what = "opening a 0-byte object (as a creator leaves it before its ftruncate())";
-    let answer = await_answer(&mut hollow, OPENER, what, Some("empty when fstat() says 0 bytes"))?;
+    let due = Some("empty when fstat() says 0 bytes");
+    let answer = await_answer_watching(&mut hollow, OPENER, what, due, &mut look)?;
     refused(
         &answer,
         "empty",
         what,
         "fstat() says 0 bytes: return TableError::Empty (mmap() cannot map nothing)",
     )?;
+    let [baseline_ns, lost_ns, hollow_ns] = runnable;
+    at_once(lost_ns, baseline_ns, "opening a name that does not exist", "not-found")?;
+    at_once(hollow_ns, baseline_ns, "opening a 0-byte object", "empty")?;
     match std::fs::metadata(&empty_path).map(|m| m.len()) {
         Ok(0) => {}
         Ok(len) => {
@@ -498,8 +567,52 @@ pub fn open_errors(run: &mut Run) -> Result<String, Fail> {
     }
     hollow.wait()?;
     drop(planted);
-    Ok("a name that does not exist was not-found and stayed so; a 0-byte object was empty at once"
+
+    let what = format!(
+        "opening {linked}, a symbolic link the grader put in /dev/shm to the object {behind}"
+    );
+    let answer = await_answer(&mut through, OPENER, &what, None)?;
+    if answer.kind == "mapped" {
+        return Err(Fail::failed(format!(
+            "{what}, the program mapped the object behind the link: it opened {} as a path, \
+             which follows links; shm_open() never follows one (O_NOFOLLOW: ELOOP, \
+             kind=shm-open): open the object with shm_open(name, O_RDWR), not by its path",
+            dev_shm(&linked).display()
+        )));
+    }
+    refused(
+        &answer,
+        "shm-open",
+        &what,
+        "shm_open() refuses a symbolic link (ELOOP), which is TableError::Open",
+    )?;
+    through.wait()?;
+    drop(link);
+    drop(behind_object);
+    Ok("a name that does not exist was not-found and stayed so; a 0-byte object was empty, \
+        both at once; a link in /dev/shm was not followed"
         .into())
+}
+
+/// Far longer runnable than starting and answering takes: what a loop adds that does not
+/// sleep (a 10 ms wait seen asleep is caught by the looks of `await_answer`).
+const BUSY_NS: u64 = 150_000_000;
+
+/// Fails if an opener that answered `kind` was runnable (`spent`) far longer than the program
+/// that answered a bad name at once (`baseline_ns`, started with it): it looped before
+/// answering.
+fn at_once(spent: u64, baseline_ns: u64, what: &str, kind: &str) -> Result<(), Fail> {
+    if spent <= baseline_ns + BUSY_NS || spent <= 2 * baseline_ns {
+        return Ok(());
+    }
+    Err(Fail::failed(format!(
+        "{what}, the opener answered kind={kind}, but only after {} ms runnable (on a CPU or \
+         waiting for one, never asleep), where a run started with it that refused a bad name \
+         took {} ms: it loops (busy-waits) before it answers, for a name or a size to appear; \
+         nothing in this lab waits: one shm_open() and one fstat(), then the answer",
+        spent / 1_000_000,
+        baseline_ns / 1_000_000
+    )))
 }
 
 /// The address space, and the largest file, the grader allows each program (`RLIMIT_AS` and
@@ -543,6 +656,16 @@ pub fn failed_create(run: &mut Run) -> Result<String, Fail> {
                 )),
                 other => other,
             })?;
+        if kind == "ftruncate" && is_refusal(&answer, "mmap") {
+            return Err(Fail::failed(format!(
+                "creating a table of {what}: the program said {}, not `failed` with \
+                 kind=ftruncate, which cannot give the object that size: mmap() ran before \
+                 ftruncate() (or ftruncate()'s failure was reported as Map); size the object \
+                 first (a size past i64::MAX is Truncate), then map it, and stop at the first \
+                 step that fails",
+                said(&answer)
+            )));
+        }
         refused(
             &answer,
             kind,

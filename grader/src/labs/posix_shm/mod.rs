@@ -106,9 +106,9 @@ pub static LAB: Lab = Lab {
             name: "typed-errors",
             points: 3,
             timeout: Duration::from_secs(10),
-            description: "size 0 (leaving nothing), a taken name, and accesses past the end \
-                          are typed errors (zero-size, exists, out-of-range) that change \
-                          nothing; the last byte is the table's",
+            description: "size 0 (leaving nothing, also under a taken name), a taken name, \
+                          and accesses past the end are typed errors (zero-size, exists, \
+                          out-of-range) that change nothing; the last byte is the table's",
             exclusive: false,
             run: errors::typed_errors,
         },
@@ -117,7 +117,8 @@ pub static LAB: Lab = Lab {
             points: 2,
             timeout: Duration::from_secs(10),
             description: "opening a name that does not exist is not-found and creates nothing; \
-                          opening a 0-byte object is empty, at once",
+                          opening a 0-byte object is empty; both at once, without spinning; a \
+                          symbolic link in /dev/shm is not followed (shm-open)",
             exclusive: false,
             run: errors::open_errors,
         },

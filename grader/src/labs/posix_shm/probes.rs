@@ -218,3 +218,32 @@ pub fn plant_dangling_link(name: &str) -> Result<Planted, Fail> {
         .map_err(|e| Fail::Grader(format!("creating the link {}: {e}", path.display())))?;
     Ok(Planted { path })
 }
+
+/// A symbolic link the grader puts at `name`, to the object `target` beside it: `shm_open()`
+/// never follows one (glibc opens with `O_NOFOLLOW`), a program that opens the path does.
+pub fn plant_link(name: &str, target: &str) -> Result<Planted, Fail> {
+    let path = dev_shm(name);
+    std::os::unix::fs::symlink(dev_shm(target), &path)
+        .map_err(|e| Fail::Grader(format!("creating the link {}: {e}", path.display())))?;
+    Ok(Planted { path })
+}
+
+/// How long `proc` has been runnable so far, all its threads, in nanoseconds: on a CPU or
+/// waiting in a run queue for one, never asleep (`/proc/PID/task/TID/schedstat`); 0 once it
+/// has been reaped. A loop that does not sleep is runnable for as
+/// long as it loops, however busy the machine is; its share of a CPU is not.
+pub fn runnable_ns(pid: i32) -> u64 {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return 0;
+    };
+    tasks
+        .flatten()
+        .filter_map(|task| std::fs::read_to_string(task.path().join("schedstat")).ok())
+        .map(|stat| {
+            stat.split_whitespace()
+                .take(2)
+                .filter_map(|n| n.parse::<u64>().ok())
+                .sum::<u64>()
+        })
+        .sum()
+}
