@@ -28,6 +28,8 @@ const CONSUMER_HELD_AT: u64 = 2000;
 /// Signals the grader sends, one at a time, to a side waiting for the held one: enough that a
 /// deadline pushed a slice further at each of them ends up seconds ahead.
 const DIRECT: usize = 10;
+/// The first signal goes at least this long before the end of the slice it interrupts.
+const MARGIN: Duration = Duration::from_millis(25);
 
 /// Sends SIGUSR1 to the group `group` every millisecond until stopped, but not while quiet;
 /// counts what it sent.
@@ -82,7 +84,7 @@ impl Storm {
 /// signal it got has been handled, and it is back in a call, whichever.
 fn settle(pid: i32) {
     let until = Instant::now() + Duration::from_secs(2);
-    while Instant::now() < until {
+    while Instant::now() < until && probe::alive(pid) {
         if !probe::pending(pid, Signal::SIGUSR1 as i32)
             && probe::state(pid) == Some('S')
             && probe::sample(pid).is_some()
@@ -162,6 +164,20 @@ impl Waiter<'_> {
         }
     }
 
+    /// The stance once the waiter sleeps in a call: a slice that timed out has it running for a
+    /// moment, which is no change.
+    fn settled(&self) -> Stance {
+        let mut stance = self.stance();
+        for _ in 0..20 {
+            if stance.call.is_some() {
+                break;
+            }
+            settle(self.pid);
+            stance = self.stance();
+        }
+        stance
+    }
+
     /// What changed between `before` and `after`, in words.
     fn changes(&self, before: &Stance, after: &Stance) -> Vec<String> {
         let mut changes = Vec::new();
@@ -218,7 +234,7 @@ fn wait_ends(pid: i32) -> Option<Duration> {
 fn interrupt(waiter: &Waiter) -> Result<String, Fail> {
     let (pid, role, held) = (waiter.pid, waiter.role, waiter.held);
     settle(pid);
-    let before = waiter.stance();
+    let before = waiter.settled();
     if !matches!(
         probe::sample(pid),
         Some(Seen::Futex { .. } | Seen::Receive { .. })
@@ -232,16 +248,40 @@ fn interrupt(waiter: &Waiter) -> Result<String, Fail> {
     }
     let started = Instant::now();
     for sent in 1..=DIRECT {
-        let ends = wait_ends(pid);
+        let mut ends = wait_ends(pid);
+        if sent == 1
+            && let Some(end) = ends.filter(|end| !end.is_zero())
+            && end < realtime() + MARGIN
+        {
+            // The first signal comes early in a slice, so that a wait it ends cannot have timed
+            // out instead: the moment it moved tells which.
+            std::thread::sleep(end.saturating_sub(realtime()) + Duration::from_millis(2));
+            settle(pid);
+            ends = wait_ends(pid);
+        }
         kill(Pid::from_raw(pid), Signal::SIGUSR1).map_err(|e| Fail::Grader(format!("kill: {e}")))?;
         settle(pid);
-        let after = waiter.stance();
+        let mut after = waiter.settled();
+        let moved_at = realtime();
+        // Look again for a while: what moved for good is a change, a moment caught mid-call is
+        // not, and a side that ends (a wait that failed, say) tells why in its report.
+        for _ in 0..10 {
+            if after == before || !probe::alive(pid) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+            settle(pid);
+            after = waiter.settled();
+        }
+        if !probe::alive(pid) {
+            return Ok(format!("{role} ended at signal {sent}"));
+        }
         if after == before {
             continue;
         }
         let changes = waiter.changes(&before, &after).join(", ");
-        // Its wait could not have timed out before it ended: the signal ended it.
-        let interrupted = ends.is_none_or(|ends| realtime() < ends);
+        // Its wait could not have timed out before it was seen moved: the signal ended it.
+        let interrupted = ends.is_none_or(|ends| moved_at < ends);
         let (seen, rule) = if interrupted {
             (
                 "as if the signal had come",
