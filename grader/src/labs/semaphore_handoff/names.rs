@@ -37,10 +37,17 @@ fn inspect_created(run: &Run, proc: &Proc, mechanism: &str, names: &[String; 2])
         .iter()
         .any(|m| m.shared_anonymous() && m.len() >= RECORD_SIZE)
     {
-        return Err(Fail::failed(
+        // A shared mapping of a file in its place is named: that is the slot made another way.
+        let instead = maps
+            .iter()
+            .find(|m| m.shared() && !m.named_semaphore() && m.len() >= RECORD_SIZE)
+            .map(|m| format!(" (it had a shared mapping of {} instead)", m.path))
+            .unwrap_or_default();
+        return Err(Fail::failed(format!(
             "once Handoff::create() returned, the parent had no shared anonymous mapping large \
-             enough for a record: make the slot with mmap_anonymous(MAP_SHARED), one Record long",
-        ));
+             enough for a record{instead}: make the slot with mmap_anonymous(MAP_SHARED), one \
+             Record long"
+        )));
     }
     let removed = |name: &str| {
         Fail::failed(format!(

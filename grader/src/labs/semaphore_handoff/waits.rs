@@ -57,10 +57,10 @@ fn cpu_time(pid: i32) -> Duration {
     Duration::from_nanos(inspect::thread_times(pid).values().map(|t| t.run_ns).sum())
 }
 
-/// A duration in milliseconds, with a decimal below one: "0.1 ms", "1250 ms".
+/// A duration in milliseconds, or in microseconds below one: "100 µs", "1250 ms".
 pub fn millis(duration: Duration) -> String {
     if duration < Duration::from_millis(1) {
-        format!("{:.1} ms", duration.as_secs_f64() * 1000.0)
+        format!("{} µs", duration.as_micros())
     } else {
         format!("{} ms", duration.as_millis())
     }
@@ -107,6 +107,14 @@ fn explain_busy(waiter: i32, role: &str, fail: Fail, passive: &Samples) -> Fail 
                  ahead). Wait in slices of WAIT_SLICE ({} ms): now + WAIT_SLICE",
                 millis(leads[0]),
                 WAIT_SLICE.as_millis()
+            ))
+        } else if samples.seen.iter().filter(|s| **s == Seen::Sleep).count() >= 2 {
+            // On a loaded machine a side that sleeps a moment between looks is mostly waiting
+            // for a CPU, which looks like spinning: nanosleep() tells them apart.
+            Some(format!(
+                "{role} did not block while it waited for the other side (held by the grader): \
+                 the grader found it in nanosleep() again and again (sleeping (nanosleep) between \
+                 looks): it polls, trying the signal and sleeping, instead of blocking; {ADVICE}"
             ))
         } else if samples.waits().next().is_none() && samples.outside >= 6 {
             Some(format!(
