@@ -92,8 +92,9 @@ pub static LAB: Lab = Lab {
             points: 2,
             timeout: Duration::from_secs(15),
             description: "while the consumer is held before record K, the producer's shared \
-                          slot holds record K, the consumer maps it, and the consumer takes the \
-                          record the grader writes there in its place",
+                          slot holds record K (and no other shared mapping a copy), the consumer \
+                          maps it, and the consumer takes the record the grader writes there in \
+                          its place",
             exclusive: false,
             run: slot::record_in_slot,
         },
