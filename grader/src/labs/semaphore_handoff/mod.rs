@@ -22,8 +22,8 @@
 //! Files: `handover.rs` drives the protocol and judges the reports, `probe.rs` reads the
 //! processes from `/proc`, and the checks are grouped in `rounds.rs` (many records), `order.rs`
 //! (the order of writes, copies and posts, forced), `slot.rs` (the records go through the
-//! slot), `waits.rs` (blocking, signals, a dead peer) and `names.rs` (the objects' creation,
-//! names, release and error paths).
+//! slot), `waits.rs` (blocking, a dead peer), `signals.rs` (signal handlers during waits) and
+//! `names.rs` (the objects' creation, names, release and error paths).
 //!
 //! Sizes from measurements on a 2-CPU machine: a correct round trip takes 2-100 us (up to ~90 us
 //! when the sides sit on different CPUs), so 10,000 free rounds take at most a few seconds.
@@ -33,6 +33,7 @@ mod names;
 mod order;
 mod probe;
 mod rounds;
+mod signals;
 mod slot;
 mod waits;
 
@@ -91,8 +92,9 @@ pub static LAB: Lab = Lab {
             points: 2,
             timeout: Duration::from_secs(15),
             description: "while the consumer is held before record K, the producer's shared \
-                          slot holds record K, the consumer maps it, and the consumer takes the \
-                          record the grader writes there in its place",
+                          slot holds record K (and no other shared mapping a copy), the consumer \
+                          maps it, and the consumer takes the record the grader writes there in \
+                          its place",
             exclusive: false,
             run: slot::record_in_slot,
         },
@@ -110,10 +112,11 @@ pub static LAB: Lab = Lab {
             name: "signals-during-waits",
             points: 3,
             timeout: Duration::from_secs(30),
-            description: "SIGUSR1 (with a handler) delivered to a waiting side, and every \
-                          millisecond to both, does not break the protocol: EINTR is retried",
+            description: "SIGUSR1 (with a handler) delivered to a waiting side, one at a \
+                          time, and every millisecond to both, does not break the protocol: \
+                          EINTR is waited through, with a deadline a slice ahead",
             exclusive: false,
-            run: waits::signals_during_waits,
+            run: signals::signals_during_waits,
         },
         Check {
             name: "peer-exits-early",

@@ -37,10 +37,17 @@ fn inspect_created(run: &Run, proc: &Proc, mechanism: &str, names: &[String; 2])
         .iter()
         .any(|m| m.shared_anonymous() && m.len() >= RECORD_SIZE)
     {
-        return Err(Fail::failed(
+        // A shared mapping of a file in its place is named: that is the slot made another way.
+        let instead = maps
+            .iter()
+            .find(|m| m.shared() && !m.named_semaphore() && m.len() >= RECORD_SIZE)
+            .map(|m| format!(" (it had a shared mapping of {} instead)", m.path))
+            .unwrap_or_default();
+        return Err(Fail::failed(format!(
             "once Handoff::create() returned, the parent had no shared anonymous mapping large \
-             enough for a record: make the slot with mmap_anonymous(MAP_SHARED), one Record long",
-        ));
+             enough for a record{instead}: make the slot with mmap_anonymous(MAP_SHARED), one \
+             Record long"
+        )));
     }
     let removed = |name: &str| {
         Fail::failed(format!(
@@ -77,10 +84,14 @@ fn inspect_created(run: &Run, proc: &Proc, mechanism: &str, names: &[String; 2])
                 )));
             };
             if attributes.max_messages != 1 || attributes.message_size != SIGNAL_SIZE as i64 {
+                let messages = match attributes.max_messages {
+                    1 => "one message".to_string(),
+                    n => format!("{n} messages"),
+                };
                 return Err(Fail::failed(format!(
-                    "the queue {name} has room for {} messages of {} bytes: a signal queue holds \
+                    "the queue {name} has room for {messages} of {} bytes: a signal queue holds \
                      one message (mq_maxmsg 1) of SIGNAL_SIZE ({SIGNAL_SIZE}) bytes (mq_msgsize)",
-                    attributes.max_messages, attributes.message_size
+                    attributes.message_size
                 )));
             }
             if attributes.messages != 0 {
@@ -317,16 +328,25 @@ fn create_fails(
         )));
     }
     // The parent waits for `exit`: what it made must be gone, what it holds released.
-    if probe::name_exists(&other) {
+    let left = probe::name_exists(&other);
+    let change = plant.as_ref().and_then(Planted::changed);
+    if left && let Some(change) = &change {
+        return Err(Fail::failed(format!(
+            "{situation} ({mechanism}), Handoff::create() failed as it should, but left behind \
+             {other}, which it had created, and the existing {name}, which was not the \
+             program's, {change}: the clean-up removed the name that failed instead of the one \
+             create() had made. Remove only what was already created (sem_unlink or mq_unlink \
+             of that name, then close)"
+        )));
+    }
+    if left {
         return Err(Fail::failed(format!(
             "{situation} ({mechanism}), Handoff::create() failed as it should, but left behind \
              {other}, which it had created: when a step fails, remove what was already created \
              (sem_unlink or mq_unlink, then close)"
         )));
     }
-    if let Some(plant) = &plant
-        && let Some(change) = plant.changed()
-    {
+    if let Some(change) = change {
         return Err(Fail::failed(format!(
             "{situation} ({mechanism}), the existing {name}, which was not the program's, {change}: \
              when create() fails, remove only what it created itself"

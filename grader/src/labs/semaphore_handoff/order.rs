@@ -90,7 +90,7 @@ fn comes_to(pid: i32, is: impl Fn(Seen) -> bool) -> bool {
 
 /// A post into a full queue.
 fn sending(seen: Seen) -> bool {
-    seen == Seen::Other(libc::SYS_mq_timedsend)
+    seen.is_call(libc::SYS_mq_timedsend)
 }
 
 /// A wait for a message.

@@ -56,6 +56,39 @@ fn found_elsewhere(producer: i32, want: &[u8]) -> Option<Mapping> {
     })
 }
 
+/// The largest shared mapping searched for copies of a record: a slot is a page.
+const SEARCHED: u64 = 64 << 20;
+
+/// Every place where `want` lies in the shared mappings of `pid` (named semaphores aside), as
+/// the mapping and the offset in it: the slot, and any other copy of the record.
+fn copies_of(pid: i32, want: &[u8]) -> Vec<(Mapping, u64)> {
+    let head = &want[..8.min(want.len())];
+    let mut found = Vec::new();
+    for mapping in probe::mappings(pid) {
+        if !mapping.shared() || mapping.named_semaphore() || mapping.len() > SEARCHED {
+            continue;
+        }
+        let Some(bytes) = probe::peek(pid, mapping.start, mapping.len() as usize) else {
+            continue;
+        };
+        let offsets = (0..bytes.len().saturating_sub(want.len()) + 1)
+            .filter(|&at| bytes[at..].starts_with(head) && bytes[at..].starts_with(want));
+        for at in offsets.collect::<Vec<usize>>() {
+            found.push((mapping.clone(), at as u64));
+        }
+    }
+    found
+}
+
+/// A mapping and an offset in it, in words.
+fn place(mapping: &Mapping, offset: u64) -> String {
+    let what = match mapping.path.as_str() {
+        "/dev/zero (deleted)" => "a shared anonymous mapping".to_string(),
+        path => format!("a shared mapping of {path}"),
+    };
+    format!("{what} at {:#x}", mapping.start + offset)
+}
+
 /// With the consumer held before taking record `seq` (so the producer has written it and waits
 /// for ok), finds the record at the start of a shared anonymous mapping of the producer that
 /// the consumer maps too; returns its address.
@@ -106,6 +139,19 @@ fn find_slot(producer: i32, consumer: i32, seed: u64, seq: u64) -> Result<u64, F
         }
         std::thread::sleep(Duration::from_millis(1));
     };
+    // The record goes into the slot, and nowhere else a consumer could take it from.
+    let copies = copies_of(producer, &want);
+    if copies.len() > 1 {
+        let places: Vec<String> = copies.iter().map(|(m, at)| place(m, *at)).collect();
+        return Err(Fail::failed(format!(
+            "while the consumer waited to take record {seq}, the producer held {} copies of \
+             record {seq} in memory it shares ({}): put() must copy each record into the slot \
+             (Handoff::slot) and nowhere else, and take() copy it out of there; a second copy \
+             is a way around the slot",
+            copies.len(),
+            places.join("; ")
+        )));
+    }
     if !probe::mappings(consumer)
         .iter()
         .any(|mapping| mapping.shared_anonymous() && mapping.inode == slot.inode)

@@ -1,0 +1,412 @@
+//! Signal handlers do not break the protocol. A wait that a handler interrupts (`EINTR`) has
+//! received nothing: it waits again, with a deadline read anew from the clock. The grader holds
+//! one side, so that nothing is posted, interrupts the other side's wait itself, one signal at a
+//! time, and looks at the waiter after each: it must not have moved (no post, no write into the
+//! slot, the same wait), and its deadline must still be a slice ahead. Then `SIGUSR1` goes to
+//! both sides every millisecond for the rest of the run.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{Signal, kill, killpg};
+use nix::time::{ClockId, clock_gettime};
+use nix::unistd::Pid;
+
+use super::handover::{Handover, expected_record};
+use super::probe::{self, Deadline, Seen};
+use super::slot::slot_holding;
+use super::waits::{SLICE_LIMIT, millis};
+use super::{CONSUMER, PRODUCER, WAIT_SLICE};
+use crate::engine::{Fail, Run};
+
+/// Records of each run; the producer is held before the first mark, the consumer before the
+/// second.
+const ROUNDS: u64 = 3000;
+const PRODUCER_HELD_AT: u64 = 1000;
+const CONSUMER_HELD_AT: u64 = 2000;
+/// Signals the grader sends, one at a time, to a side waiting for the held one: enough that a
+/// deadline pushed a slice further at each of them ends up seconds ahead.
+const DIRECT: usize = 10;
+/// The first signal goes at least this long before the end of the slice it interrupts.
+const MARGIN: Duration = Duration::from_millis(25);
+
+/// Sends SIGUSR1 to the group `group` every millisecond until stopped, but not while quiet;
+/// counts what it sent.
+struct Storm {
+    stop: Arc<AtomicBool>,
+    quiet: Arc<AtomicBool>,
+    sent: Arc<AtomicU64>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Storm {
+    fn start(group: i32) -> Storm {
+        let stop = Arc::new(AtomicBool::new(false));
+        let quiet = Arc::new(AtomicBool::new(false));
+        let sent = Arc::new(AtomicU64::new(0));
+        let thread = {
+            let (stop, quiet, sent) = (stop.clone(), quiet.clone(), sent.clone());
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::SeqCst) {
+                    if !quiet.load(Ordering::SeqCst) {
+                        if killpg(Pid::from_raw(group), Signal::SIGUSR1).is_err() {
+                            return;
+                        }
+                        sent.fetch_add(1, Ordering::SeqCst);
+                    }
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+            })
+        };
+        Storm {
+            stop,
+            quiet,
+            sent,
+            thread: Some(thread),
+        }
+    }
+
+    fn quiet(&self, quiet: bool) {
+        self.quiet.store(quiet, Ordering::SeqCst);
+    }
+
+    fn stop(mut self) -> u64 {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+        self.sent.load(Ordering::SeqCst)
+    }
+}
+
+/// Waits (up to 2 s) until no SIGUSR1 is pending for `pid` and it sleeps in a system call: a
+/// signal it got has been handled, and it is back in a call, whichever.
+fn settle(pid: i32) {
+    let until = Instant::now() + Duration::from_secs(2);
+    while Instant::now() < until && probe::alive(pid) {
+        if !probe::pending(pid, Signal::SIGUSR1 as i32)
+            && probe::state(pid) == Some('S')
+            && probe::sample(pid).is_some()
+        {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+/// A call, without its deadline: the wait it is, and on what.
+fn call_key(seen: Seen) -> (i64, u64) {
+    match seen {
+        Seen::Futex { addr, .. } => (libc::SYS_futex, addr),
+        Seen::Receive { fd, .. } => (libc::SYS_mq_timedreceive, fd as u64),
+        Seen::Sleep => (libc::SYS_nanosleep, 0),
+        Seen::Other { nr, args } => (nr, args[0]),
+    }
+}
+
+/// What a waiting side shows from outside: the call it sits in, how many signals each of its
+/// semaphores or queues holds, the number of the record in the slot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Stance {
+    call: Option<(i64, u64)>,
+    counts: Vec<(String, i64)>,
+    slot: Option<u64>,
+}
+
+/// The side that waits, and what it waits on and posts.
+struct Waiter<'a> {
+    pid: i32,
+    role: &'static str,
+    held: &'static str,
+    mechanism: &'static str,
+    /// The names of the signal it waits for and of the one it posts.
+    waits_on: &'a str,
+    posts: &'a str,
+    slot: Option<u64>,
+}
+
+impl Waiter<'_> {
+    fn stance(&self) -> Stance {
+        let seen = probe::sample(self.pid);
+        let mut counts = Vec::new();
+        if self.mechanism == "semaphores" {
+            let waited = match seen {
+                Some(Seen::Futex { addr, .. }) => Some(addr & !0xfff),
+                _ => None,
+            };
+            for (start, value) in probe::semaphores_of(self.pid) {
+                let name = match waited {
+                    Some(page) if page == start => self.waits_on,
+                    Some(_) => self.posts,
+                    None => "a",
+                };
+                counts.push((format!("the {name} semaphore"), i64::from(value)));
+            }
+        } else {
+            for name in [self.waits_on, self.posts] {
+                let messages = probe::queue_descriptors(self.pid, name)
+                    .first()
+                    .and_then(|&fd| probe::queue_messages(self.pid, fd));
+                if let Some(messages) = messages {
+                    counts.push((format!("the {name} queue"), messages));
+                }
+            }
+        }
+        let slot = self.slot.and_then(|addr| {
+            let bytes = probe::peek(self.pid, addr, 8)?;
+            Some(u64::from_ne_bytes(bytes.try_into().ok()?))
+        });
+        Stance {
+            call: seen.map(call_key),
+            counts,
+            slot,
+        }
+    }
+
+    /// The stance once the waiter sleeps in a call: a slice that timed out has it running for a
+    /// moment, which is no change.
+    fn settled(&self) -> Stance {
+        let mut stance = self.stance();
+        for _ in 0..20 {
+            if stance.call.is_some() {
+                break;
+            }
+            settle(self.pid);
+            stance = self.stance();
+        }
+        stance
+    }
+
+    /// What changed between `before` and `after`, in words.
+    fn changes(&self, before: &Stance, after: &Stance) -> Vec<String> {
+        let mut changes = Vec::new();
+        for ((what, was), (_, now)) in before.counts.iter().zip(&after.counts) {
+            if was != now {
+                let unit = if self.mechanism == "queues" {
+                    " messages"
+                } else {
+                    ""
+                };
+                changes.push(format!("{what} went from {was} to {now}{unit}"));
+            }
+        }
+        if let (Some(was), Some(now)) = (before.slot, after.slot)
+            && was != now
+        {
+            changes.push(format!("the slot went from record {was} to record {now}"));
+        }
+        if before.call != after.call {
+            changes.push(match probe::sample(self.pid) {
+                Some(seen) => format!(
+                    "it left its wait for {}",
+                    probe::describe_call(self.pid, seen)
+                ),
+                None => "it left its wait".into(),
+            });
+        }
+        changes
+    }
+}
+
+fn realtime() -> Duration {
+    clock_gettime(ClockId::CLOCK_REALTIME)
+        .map(Duration::from)
+        .unwrap_or_default()
+}
+
+/// When the wait `pid` sits in ends on its own, on CLOCK_REALTIME; `None` if it never does
+/// (no deadline), `Some(ZERO)` if that is not known.
+fn wait_ends(pid: i32) -> Option<Duration> {
+    match probe::sample(pid) {
+        Some(Seen::Futex { deadline, .. } | Seen::Receive { deadline, .. }) => match deadline {
+            Deadline::Never => None,
+            Deadline::Ahead(lead) => Some(realtime() + lead),
+            _ => Some(Duration::ZERO),
+        },
+        _ => Some(Duration::ZERO),
+    }
+}
+
+/// Interrupts the wait of `waiter`, whose peer is held, `DIRECT` times, one signal at a time:
+/// after each, nothing may have changed; after all, the deadline must be a slice ahead. Returns
+/// what was done, in words.
+fn interrupt(waiter: &Waiter) -> Result<String, Fail> {
+    let (pid, role, held) = (waiter.pid, waiter.role, waiter.held);
+    settle(pid);
+    let before = waiter.settled();
+    if !matches!(
+        probe::sample(pid),
+        Some(Seen::Futex { .. } | Seen::Receive { .. })
+    ) {
+        // How it waits is waits-block's to judge; here the signals only go to it.
+        for _ in 0..DIRECT {
+            let _ = kill(Pid::from_raw(pid), Signal::SIGUSR1);
+            settle(pid);
+        }
+        return Ok(format!("{role} was seen in no timed wait"));
+    }
+    let started = Instant::now();
+    for sent in 1..=DIRECT {
+        let mut ends = wait_ends(pid);
+        if sent == 1
+            && let Some(end) = ends.filter(|end| !end.is_zero())
+            && end < realtime() + MARGIN
+        {
+            // The first signal comes early in a slice, so that a wait it ends cannot have timed
+            // out instead: the moment it moved tells which.
+            std::thread::sleep(end.saturating_sub(realtime()) + Duration::from_millis(2));
+            settle(pid);
+            ends = wait_ends(pid);
+        }
+        kill(Pid::from_raw(pid), Signal::SIGUSR1).map_err(|e| Fail::Grader(format!("kill: {e}")))?;
+        settle(pid);
+        let mut after = waiter.settled();
+        let moved_at = realtime();
+        // Look again for a while: what moved for good is a change, a moment caught mid-call is
+        // not, and a side that ends (a wait that failed, say) tells why in its report.
+        for _ in 0..10 {
+            if after == before || !probe::alive(pid) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+            settle(pid);
+            after = waiter.settled();
+        }
+        if !probe::alive(pid) {
+            return Ok(format!("{role} ended at signal {sent}"));
+        }
+        if after == before {
+            continue;
+        }
+        let changes = waiter.changes(&before, &after).join(", ");
+        // Its wait could not have timed out before it was seen moved: the signal ended it.
+        let interrupted = ends.is_none_or(|ends| moved_at < ends);
+        let (seen, rule) = if interrupted {
+            (
+                "as if the signal had come",
+                "a wait that a signal handler interrupts (EINTR) has received nothing: wait \
+                 again",
+            )
+        } else {
+            (
+                "without the signal, after a signal handler interrupted its wait or a slice \
+                 timed out",
+                "wait() returns only when the signal came; on EINTR, or ETIMEDOUT with the \
+                 peer alive, it waits again",
+            )
+        };
+        return Err(Fail::failed(format!(
+            "the grader held {held}, which posted nothing, and interrupted {role}'s wait with \
+             SIGUSR1 (a handler installed, signal {sent} of {DIRECT}); {role} went on {seen}: \
+             {changes} ({}). {}",
+            waiter.mechanism,
+            upper_first(rule)
+        )));
+    }
+    // The deadline of the wait it is back in: a slice ahead, not a slice per interruption.
+    let lead = (0..3)
+        .filter_map(|_| match probe::sample(pid) {
+            Some(Seen::Futex { deadline, .. } | Seen::Receive { deadline, .. }) => Some(deadline),
+            _ => None,
+        })
+        .filter_map(|deadline| match deadline {
+            Deadline::Ahead(lead) => Some(lead),
+            _ => None,
+        })
+        .max();
+    if let Some(lead) = lead
+        && lead > SLICE_LIMIT
+    {
+        return Err(Fail::failed(format!(
+            "after the grader interrupted {role}'s wait {DIRECT} times with SIGUSR1 within {} \
+             ({held} held), the deadline of its timed wait was {} ahead ({}): compute each \
+             deadline from the clock, just before the wait, now + WAIT_SLICE ({} ms), also \
+             after EINTR, not by pushing the last deadline on; a dead peer would be noticed \
+             only that late",
+            millis(started.elapsed()),
+            millis(lead),
+            waiter.mechanism,
+            WAIT_SLICE.as_millis()
+        )));
+    }
+    Ok(format!(
+        "{role} waited on through {DIRECT} signals (deadline {} ahead)",
+        lead.map_or("not seen".into(), millis)
+    ))
+}
+
+fn upper_first(text: &str) -> String {
+    let mut chars = text.chars();
+    chars
+        .next()
+        .map(|c| c.to_uppercase().chain(chars).collect())
+        .unwrap_or_default()
+}
+
+pub fn signals_during_waits(run: &mut Run) -> Result<String, Fail> {
+    let mut notes = Vec::new();
+    for mechanism in ["semaphores", "queues"] {
+        let (first, second) = (PRODUCER_HELD_AT.to_string(), CONSUMER_HELD_AT.to_string());
+        let args = [
+            "--interruptible",
+            "--pause-producer-at",
+            &first,
+            "--pause-consumer-at",
+            &second,
+        ];
+        let mut handover = Handover::start(run, mechanism, ROUNDS, &args)?;
+        let (producer, consumer, seed) = (handover.producer, handover.consumer, handover.seed);
+        let group = handover.proc.pid.as_raw();
+        let [ready, ok] = handover.names.clone();
+        let mut storm: Option<Storm> = None;
+        let mut seen = Vec::new();
+        let reports = handover.finish(|proc, paused| {
+            if let Some(storm) = &storm {
+                storm.quiet(true);
+            }
+            // The side that waits for the held one, the record in the slot, what it waits on.
+            let waiter = if paused == producer {
+                let slot = expected_record(seed, PRODUCER_HELD_AT - 1);
+                Waiter {
+                    pid: consumer,
+                    role: CONSUMER,
+                    held: PRODUCER,
+                    mechanism,
+                    waits_on: &ready,
+                    posts: &ok,
+                    slot: slot_holding(consumer, &slot, Duration::from_secs(1)),
+                }
+            } else {
+                let slot = expected_record(seed, CONSUMER_HELD_AT);
+                Waiter {
+                    pid: producer,
+                    role: PRODUCER,
+                    held: CONSUMER,
+                    mechanism,
+                    waits_on: &ok,
+                    posts: &ready,
+                    slot: slot_holding(producer, &slot, Duration::from_secs(1)),
+                }
+            };
+            seen.push(interrupt(&waiter)?);
+            // Then signals for everyone, every millisecond, from here on.
+            match &storm {
+                Some(storm) => storm.quiet(false),
+                None => storm = Some(Storm::start(group)),
+            }
+            proc.send("go", &[])
+        });
+        let sent = storm.map_or(0, Storm::stop);
+        let reports = reports?;
+        handover.verify(
+            &reports,
+            &format!("{ROUNDS} rounds with {mechanism} under signals"),
+        )?;
+        notes.push(format!(
+            "{mechanism}: {}; {sent} signals to both sides",
+            seen.join(", ")
+        ));
+    }
+    Ok(format!("{ROUNDS} records intact each way; {}", notes.join("; ")))
+}
