@@ -198,7 +198,11 @@ pub fn spawn_held_reader(
 
 /// The next message must be `expected`; a `failed` is reported with its kind and error.
 pub fn expect(proc: &mut Proc, who: &str, expected: &str) -> Result<Message, Fail> {
-    let message = proc.recv_any()?;
+    as_expected(proc.recv_any()?, who, expected)
+}
+
+/// `message` must be `expected`; a `failed` is reported with its kind and error.
+pub fn as_expected(message: Message, who: &str, expected: &str) -> Result<Message, Fail> {
     if message.kind == "failed" {
         return Err(Fail::failed(format!(
             "the {who} failed (kind={}): {}",

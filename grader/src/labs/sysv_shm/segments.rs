@@ -156,3 +156,35 @@ pub fn mapping_of(pid: i32, shmid: i32) -> Option<String> {
             .then(|| perms.to_string())
     })
 }
+
+/// Whether process `pid`'s mapping of segment `shmid` may be made writable (the flag `mw` of
+/// its `VmFlags` in `/proc/PID/smaps`): an attach with `SHM_RDONLY` never may, one for writing
+/// made read-only afterwards (`mprotect`) still may. `None` if it is not mapped, or not readable.
+pub fn may_write(pid: i32, shmid: i32) -> Option<bool> {
+    let smaps = std::fs::read_to_string(format!("/proc/{pid}/smaps")).ok()?;
+    let mut lines = smaps.lines();
+    while let Some(line) = lines.next() {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let (Some(inode), Some(path)) = (fields.get(4), fields.get(5)) else {
+            continue;
+        };
+        if !path.starts_with("/SYSV") || inode.parse::<i64>().ok() != Some(i64::from(shmid)) {
+            continue;
+        }
+        let flags = lines.find_map(|l| l.strip_prefix("VmFlags:"))?;
+        return Some(flags.split_whitespace().any(|f| f == "mw"));
+    }
+    None
+}
+
+/// Removes the segment with this key, if any, when the check is done with it (a program that
+/// failed, or was stopped on the way, may leave one).
+pub struct RemoveKeyOnDrop(pub Option<i32>);
+
+impl Drop for RemoveKeyOnDrop {
+    fn drop(&mut self) {
+        if let Some(found) = self.0.and_then(segment) {
+            rmid(found.id);
+        }
+    }
+}
