@@ -206,7 +206,7 @@ pub fn classify(view: &ProcessView, syscall: Option<(i64, u64)>) -> Activity {
     let on_pipe = pipe_inode(target);
     let on_socket = target.starts_with("socket:");
     match number {
-        libc::SYS_read | libc::SYS_readv | libc::SYS_pread64 => match on_pipe {
+        libc::SYS_read | libc::SYS_readv | libc::SYS_pread64 | libc::SYS_splice => match on_pipe {
             Some(inode) => Activity::PipeRead { fd, inode },
             None if on_socket => Activity::SocketRead { fd },
             None => Activity::Syscall(number),
@@ -396,8 +396,9 @@ pub fn explain(hang: &Hang) -> String {
                     .collect();
                 return format!(
                     "{} waits for end-of-file on a pipe whose write end is still open in {}: \
-                     every process must close the write ends it does not use, or the reader \
-                     never sees end-of-file",
+                     either that end is one its holder does not use and should have closed \
+                     right after fork(), or its holder has not finished writing and closing \
+                     it (look at what that process was doing, below)",
                     process.role,
                     names.join(" and ")
                 );

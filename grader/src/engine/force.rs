@@ -43,9 +43,21 @@ pub fn shrink_pipe(pid: i32, fd: i32, bytes: i32) -> Result<i32, Fail> {
         .map_err(|e| Fail::Grader(format!("F_SETPIPE_SZ on {path}: {e}")))
 }
 
-/// Stops `pid` (SIGSTOP): it stays where it is until [`resume`].
+/// Stops `pid` (SIGSTOP) and waits until it has stopped (up to a second): a signal is delivered
+/// on the way back from the kernel, so a process blocked in a read may still take data that
+/// arrives after the signal was sent. It stays where it is until [`resume`].
 pub fn hold(pid: i32) -> Result<(), Fail> {
-    kill(Pid::from_raw(pid), Signal::SIGSTOP).map_err(|e| Fail::Grader(format!("SIGSTOP: {e}")))
+    kill(Pid::from_raw(pid), Signal::SIGSTOP).map_err(|e| Fail::Grader(format!("SIGSTOP: {e}")))?;
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(1);
+    while std::time::Instant::now() < until {
+        match super::inspect::view(pid) {
+            Some(view) if view.state != 'T' && view.state != 't' => {
+                std::thread::sleep(std::time::Duration::from_micros(200));
+            }
+            _ => break,
+        }
+    }
+    Ok(())
 }
 
 /// Lets a process stopped by [`hold`] go on (SIGCONT).

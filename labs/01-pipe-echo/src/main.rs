@@ -7,8 +7,10 @@
 //!
 //! Keep this file as it is: the grader talks to it over its control channel.
 
+use std::os::fd::AsRawFd;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicI32, AtomicU32, Ordering};
 
 use clap::Parser;
 use ipc_labs_driver::{Control, install_noop_handler};
@@ -28,6 +30,32 @@ struct Args {
     /// calls in both processes instead of killing them (the grader sends it during the transfer).
     #[arg(long)]
     interruptible: bool,
+    /// Call exchange() a second time after the first, and report what it returned.
+    #[arg(long)]
+    twice: bool,
+}
+
+/// The program's own pid, and its control socket, for [`exit_in_a_child`].
+static PROGRAM_PID: AtomicU32 = AtomicU32::new(0);
+static CONTROL_FD: AtomicI32 = AtomicI32::new(-1);
+
+/// Runs at exit() (not at _exit()): in a process other than the program's own, that is a forked
+/// child ending with exit(), which runs the parent's atexit handlers. It tells the grader.
+extern "C" fn exit_in_a_child() {
+    let pid = std::process::id();
+    let fd = CONTROL_FD.load(Ordering::SeqCst);
+    if pid != PROGRAM_PID.load(Ordering::SeqCst) && fd >= 0 {
+        let message = format!("exit-in-child\npid={pid}");
+        // SAFETY: a plain send() of a buffer that lives through the call.
+        unsafe {
+            nix::libc::send(
+                fd,
+                message.as_ptr().cast(),
+                message.len(),
+                nix::libc::MSG_NOSIGNAL,
+            )
+        };
+    }
 }
 
 fn main() -> ExitCode {
@@ -43,12 +71,33 @@ fn main() -> ExitCode {
     if args.interruptible {
         install_noop_handler(Signal::SIGUSR1).expect("installing the SIGUSR1 handler");
     }
+    PROGRAM_PID.store(std::process::id(), Ordering::SeqCst);
+    if let Some(fd) = control.fd() {
+        CONTROL_FD.store(fd.as_raw_fd(), Ordering::SeqCst);
+    }
+    // SAFETY: registers a function that only reads two atomics and sends one message.
+    unsafe { nix::libc::atexit(exit_in_a_child) };
 
+    // The grader looks at the descriptors the program holds before spawn(), and may limit them.
+    control.send("started", &[]);
+    let go_ahead = control.wait_for("spawn");
+    if let Some(limit) = go_ahead
+        .get("descriptor-limit")
+        .and_then(|l| l.parse().ok())
+    {
+        let limit = nix::libc::rlimit {
+            rlim_cur: limit,
+            rlim_max: limit,
+        };
+        // SAFETY: setrlimit reads the struct it is given.
+        unsafe { nix::libc::setrlimit(nix::libc::RLIMIT_NOFILE, &limit) };
+    }
     let mut child = match EchoChild::spawn() {
         Ok(child) => child,
         Err(error) => {
             eprintln!("pipe-echo: {error}");
             control.send("failed", &[("error", error.to_string())]);
+            control.wait_for("exit");
             return ExitCode::FAILURE;
         }
     };
@@ -56,6 +105,7 @@ fn main() -> ExitCode {
     control.wait_for("go");
 
     let echoed = child.exchange(&input);
+    let again = args.twice.then(|| child.exchange(&input));
     let waited = child.wait();
     let mut ok = true;
     let exchange = match &echoed {
@@ -81,7 +131,15 @@ fn main() -> ExitCode {
         }
     };
     drop(input);
-    control.send("done", &[("exchange", exchange), ("wait", wait)]);
+    let mut report = vec![("exchange", exchange), ("wait", wait)];
+    if let Some(again) = again {
+        let again = match again {
+            Ok(bytes) => format!("ok {}", bytes.len()),
+            Err(error) => format!("error {error}"),
+        };
+        report.push(("again", again));
+    }
+    control.send("done", &report);
     control.wait_for("exit");
     if ok {
         ExitCode::SUCCESS

@@ -267,10 +267,12 @@ impl Drop for Guard<'_> {
 
 impl SharedBank {
     /// Creates the segment `name` (`O_CREAT | O_EXCL`, mode `0600`; `EEXIST` is
-    /// [`BankError::Exists`]), sizes it to one [`Bank`], maps it shared, and initializes the bank
-    /// in place: [`init_mutex`] on `lock`, [`init_cond`] on `all_done`, `workers`, every
-    /// account at `opening_balance`, the rest zero. If a step after `shm_open()` fails, unlink
-    /// the name again.
+    /// [`BankError::Exists`], and the segment that has the name is left alone), sizes it to one
+    /// [`Bank`], maps it shared, and initializes the bank in place: [`init_mutex`] on `lock`,
+    /// [`init_cond`] on `all_done`, `workers`, every account at `opening_balance`, the rest
+    /// zero. The descriptor is closed once the segment is mapped: the mapping keeps it. If a
+    /// step after `shm_open()` fails, undo the steps before it (unmap, close) and unlink the
+    /// name again.
     pub fn create(name: &str, workers: u32, opening_balance: i64) -> Result<SharedBank, BankError> {
         let _ = (&name, &workers, &opening_balance);
         todo!(

@@ -9,26 +9,32 @@
 //! mapped it). Subcommands:
 //!
 //! - `send`: creates the segment, says `ready` (with `capacity`), waits for `go`, sends one
-//!   message per length in `--lens`, says `done`, and waits for `exit`. With `--progress-after B` it says `progress`
-//!   once B bytes of data have gone into the segment; with `--hold-at B` it says `holding` and
-//!   waits for `release` before it reads byte B of the first message from its data source.
+//!   message per length in `--lens`, says `done`, and waits for `exit`. With `--progress-after
+//!   B` it says `progress` once B bytes of data have gone into the segment; with `--hold-at B`
+//!   it says `holding` and waits for `release` before it reads byte B of the first message from
+//!   its data source; `--slow-ms` makes its data source take that long before each read (a slow
+//!   producer).
 //! - `recv`: opens the segment, unlinks its name, says `ready`, waits for `go`, receives
 //!   `--count` messages, saying `message` (`index`, `len`, `hash`) after each, then `done`, and
 //!   waits for `exit`. `--save` also writes message i to `message-<i>.bin`; `--slow-ms` makes
-//!   its writer take that long before each write (a slow disk).
+//!   its writer take that long before each write (a slow disk); with `--hold-at B,...` the
+//!   writer says `holding` and waits for `release` before the write that reaches each byte B of
+//!   the stream (the messages one after the other).
 //! - `pool`: creates a pool, says `ready`, and at `finish` says `state` (`free`), destroys the
 //!   pool and says `done`.
 //! - `pair`: opens a pool, says `ready`, at `go` takes a segment (`took`, `id`, and `free`, the
 //!   pool's free count after the take), forks a receiver child, and sends one message through
 //!   the segment, saying `sent` when its send has returned; the child says `message` and gives
-//!   the segment back; the parent says `done`. With `--hold`, the child says `holding` and
-//!   waits for `release` before it writes out the message's last bytes.
+//!   the segment back; the parent says `done`. With `--hold-at B,...`, the child says `holding`
+//!   and waits for `release` before the write that reaches each byte B of the message; with
+//!   `--hold-sender-at B`, the parent does so before it reads byte B from its data source.
 //! - `pipe`: the same data through a pipe, for comparison: a child reads and hashes, the parent
 //!   writes at `go`; the child says `message` and waits for `exit`; the parent says `done`.
 //!
 //! Errors are `failed` with `kind=` from [`TransferError::kind`] (and `received=`, the bytes
-//! the writer got). The data of message `index` is [`Pattern`]; `hash` is [`Fnv64`]. Keep this
-//! file as it is.
+//! the writer got). SIGUSR1 has a handler that does nothing (without `SA_RESTART`), so that the
+//! grader can interrupt a wait. The data of message `index` is [`Pattern`]; `hash` is
+//! [`Fnv64`]. Keep this file as it is.
 
 use std::fs::File;
 use std::io::{Read, Write};
@@ -37,7 +43,7 @@ use std::time::Duration;
 
 use chunked_transfer::{Pool, Segment, TransferError, unlink};
 use clap::{Parser, Subcommand};
-use ipc_labs_driver::Control;
+use ipc_labs_driver::{Control, install_noop_handler};
 use nix::sys::wait::{WaitStatus, waitpid};
 use nix::unistd::{ForkResult, fork, pipe};
 
@@ -73,6 +79,9 @@ enum Command {
         /// Say `holding` and wait for `release` before reading this byte of message 0.
         #[arg(long)]
         hold_at: Option<u64>,
+        /// Sleep this long before each read of the data source (a slow producer).
+        #[arg(long, default_value_t = 0)]
+        slow_ms: u64,
     },
     /// Opens the segment and receives messages from it.
     Recv {
@@ -91,6 +100,10 @@ enum Command {
         /// Sleep this long before each write (a slow writer).
         #[arg(long, default_value_t = 0)]
         slow_ms: u64,
+        /// Say `holding` and wait for `release` before the write that reaches each of these
+        /// bytes of the stream (the messages one after the other).
+        #[arg(long, value_delimiter = ',')]
+        hold_at: Vec<u64>,
     },
     /// Creates a pool of segments and removes it at `finish`.
     Pool {
@@ -121,9 +134,14 @@ enum Command {
         /// How long to wait for a segment or the peer at most, in milliseconds.
         #[arg(long, default_value_t = 5000)]
         timeout_ms: u64,
-        /// The receiver says `holding` and waits for `release` before its last write.
+        /// The receiver says `holding` and waits for `release` before the write that reaches
+        /// each of these bytes of the message.
+        #[arg(long, value_delimiter = ',')]
+        hold_at: Vec<u64>,
+        /// The sender says `holding` and waits for `release` before it reads this byte of the
+        /// message from its data source.
         #[arg(long)]
-        hold: bool,
+        hold_sender_at: Option<u64>,
     },
     /// The same data through a pipe, for comparison.
     Pipe {
@@ -292,35 +310,45 @@ struct Sink<'a> {
     hash: Fnv64,
     file: Option<File>,
     slow: Duration,
-    /// Before the write that reaches this byte, say `holding` and wait for `release`, so that
-    /// the grader can look at the pool while the message is still being written out.
-    hold: Option<(u64, &'a Control)>,
+    control: &'a Control,
+    /// Before the write that reaches each of these bytes of the stream, say `holding` and wait
+    /// for `release`, so that the grader can look at the segment or the pool while a chunk is
+    /// being written out. Ascending; those reached are removed.
+    holds: Vec<u64>,
+    /// The stream's bytes before this message.
+    base: u64,
 }
 
 impl<'a> Sink<'a> {
-    fn new(file: Option<File>, slow: Duration) -> Sink<'a> {
+    fn new(file: Option<File>, slow: Duration, control: &'a Control) -> Sink<'a> {
         Sink {
             hash: Fnv64::new(),
             file,
             slow,
-            hold: None,
+            control,
+            holds: Vec::new(),
+            base: 0,
         }
     }
 
-    fn held_at(mut self, byte: Option<u64>, control: &'a Control) -> Sink<'a> {
-        self.hold = byte.map(|byte| (byte, control));
+    /// Holds before the writes that reach `holds` (bytes of the stream, of which `base` came
+    /// before this message).
+    fn held_at(mut self, mut holds: Vec<u64>, base: u64) -> Sink<'a> {
+        holds.sort_unstable();
+        self.holds = holds;
+        self.base = base;
         self
     }
 }
 
 impl Write for Sink<'_> {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        if let Some((byte, control)) = self.hold
-            && self.hash.len + buf.len() as u64 > byte
-        {
-            control.send("holding", &[("at", self.hash.len.to_string())]);
-            control.wait_for("release");
-            self.hold = None;
+        let at = self.base + self.hash.len;
+        let end = at + buf.len() as u64;
+        if self.holds.first().is_some_and(|&byte| end > byte) {
+            self.holds.retain(|&byte| byte >= end);
+            self.control.send("holding", &[("at", at.to_string())]);
+            self.control.wait_for("release");
         }
         if !self.slow.is_zero() {
             std::thread::sleep(self.slow);
@@ -337,12 +365,14 @@ impl Write for Sink<'_> {
     }
 }
 
-/// What the sender tells the grader on the way.
+/// What the sender tells the grader on the way, and how fast its data comes.
 struct Marks {
     /// Say `progress` once this many bytes have been read from the data source.
     progress_after: Option<u64>,
     /// Say `holding` and wait for `release` before reading this byte of the first message.
     hold_at: Option<u64>,
+    /// Sleep this long before each read of the data source.
+    slow: Duration,
 }
 
 /// The sender's data, which says `progress` once `after` bytes have been read from it, and
@@ -354,10 +384,15 @@ struct Progress<'a> {
     read: u64,
     after: Option<u64>,
     hold: Option<u64>,
+    /// How long to sleep before each read.
+    slow: Duration,
 }
 
 impl Read for Progress<'_> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if !self.slow.is_zero() {
+            std::thread::sleep(self.slow);
+        }
         if let Some(hold) = self.hold
             && self.read + buf.len() as u64 > hold
         {
@@ -418,6 +453,7 @@ fn send(
             read: 0,
             after: after.take(),
             hold: marks.hold_at.filter(|_| index == 0),
+            slow: marks.slow,
         };
         if let Err(error) = segment.send(len, &mut data, timeout) {
             report(control, &error, 0);
@@ -432,13 +468,22 @@ fn send(
     ExitCode::SUCCESS
 }
 
+/// How the receiver's writer behaves.
+struct Writer {
+    /// Save message i to `message-<i>.bin`.
+    save: bool,
+    /// Sleep this long before each write.
+    slow: Duration,
+    /// Hold before the writes that reach these bytes of the stream.
+    holds: Vec<u64>,
+}
+
 fn recv(
     control: &Control,
     name: &str,
     count: usize,
     timeout: Duration,
-    save: bool,
-    slow: Duration,
+    writer: Writer,
 ) -> ExitCode {
     let mut segment = match Segment::open(name) {
         Ok(segment) => segment,
@@ -455,20 +500,27 @@ fn recv(
     }
     control.send("ready", &[]);
     control.wait_for("go");
+    let mut holds = writer.holds;
+    let mut base = 0;
     for index in 0..count {
-        let file = save.then(|| {
+        let file = writer.save.then(|| {
             File::create(format!("message-{index}.bin")).expect("creating the message file")
         });
-        let mut sink = Sink::new(file, slow);
-        match segment.receive(&mut sink, timeout) {
-            Ok(len) => control.send(
-                "message",
-                &[
-                    ("index", index.to_string()),
-                    ("len", len.to_string()),
-                    ("hash", format!("{:016x}", sink.hash.finish())),
-                ],
-            ),
+        let mut sink = Sink::new(file, writer.slow, control).held_at(holds, base);
+        let received = segment.receive(&mut sink, timeout);
+        holds = std::mem::take(&mut sink.holds);
+        match received {
+            Ok(len) => {
+                base += len;
+                control.send(
+                    "message",
+                    &[
+                        ("index", index.to_string()),
+                        ("len", len.to_string()),
+                        ("hash", format!("{:016x}", sink.hash.finish())),
+                    ],
+                );
+            }
             Err(error) => {
                 report(control, &error, sink.hash.len);
                 return ExitCode::FAILURE;
@@ -506,6 +558,14 @@ fn pool(control: &Control, prefix: &str, count: usize, size: usize) -> ExitCode 
     }
 }
 
+/// Where the grader holds a pair.
+struct PairHolds {
+    /// The receiver holds before the writes that reach these bytes.
+    receiver: Vec<u64>,
+    /// The sender holds before it reads this byte.
+    sender: Option<u64>,
+}
+
 fn pair(
     control: &Control,
     prefix: &str,
@@ -513,7 +573,7 @@ fn pair(
     seed: u64,
     len: u64,
     timeout: Duration,
-    hold: bool,
+    holds: PairHolds,
 ) -> ExitCode {
     let pool = match Pool::open(prefix) {
         Ok(pool) => pool,
@@ -545,8 +605,7 @@ fn pair(
     // SAFETY: the program is single-threaded here.
     match unsafe { fork() }.expect("fork") {
         ForkResult::Child => {
-            let last_byte = hold.then(|| len.saturating_sub(1));
-            let mut sink = Sink::new(None, Duration::ZERO).held_at(last_byte, control);
+            let mut sink = Sink::new(None, Duration::ZERO, control).held_at(holds.receiver, 0);
             let code = match pool.receive(id, &mut sink, timeout) {
                 Ok(len) => {
                     control.send(
@@ -568,7 +627,15 @@ fn pair(
             std::process::exit(code);
         }
         ForkResult::Parent { child } => {
-            let sent = pool.send(id, len, &mut Pattern::new(seed, index, len), timeout);
+            let mut data = Progress {
+                data: Pattern::new(seed, index, len),
+                control,
+                read: 0,
+                after: None,
+                hold: holds.sender,
+                slow: Duration::ZERO,
+            };
+            let sent = pool.send(id, len, &mut data, timeout);
             if sent.is_ok() {
                 control.send("sent", &[]);
             }
@@ -640,6 +707,10 @@ fn pipe_transfer(control: &Control, seed: u64, len: u64) -> ExitCode {
 
 fn main() -> ExitCode {
     let control = Control::start("chunked-transfer");
+    // The grader may interrupt a wait with SIGUSR1: the handler does nothing, so the wait fails
+    // with EINTR, as it can in any program that handles signals.
+    install_noop_handler(nix::sys::signal::Signal::SIGUSR1)
+        .expect("installing the SIGUSR1 handler");
     let ms = Duration::from_millis;
     match Args::parse().command {
         Command::Send {
@@ -650,6 +721,7 @@ fn main() -> ExitCode {
             timeout_ms,
             progress_after,
             hold_at,
+            slow_ms,
         } => send(
             &control,
             &name,
@@ -660,6 +732,7 @@ fn main() -> ExitCode {
             Marks {
                 progress_after,
                 hold_at,
+                slow: ms(slow_ms),
             },
         ),
         Command::Recv {
@@ -668,7 +741,18 @@ fn main() -> ExitCode {
             timeout_ms,
             save,
             slow_ms,
-        } => recv(&control, &name, count, ms(timeout_ms), save, ms(slow_ms)),
+            hold_at,
+        } => recv(
+            &control,
+            &name,
+            count,
+            ms(timeout_ms),
+            Writer {
+                save,
+                slow: ms(slow_ms),
+                holds: hold_at,
+            },
+        ),
         Command::Pool {
             prefix,
             count,
@@ -680,8 +764,20 @@ fn main() -> ExitCode {
             seed,
             len,
             timeout_ms,
-            hold,
-        } => pair(&control, &prefix, index, seed, len, ms(timeout_ms), hold),
+            hold_at,
+            hold_sender_at,
+        } => pair(
+            &control,
+            &prefix,
+            index,
+            seed,
+            len,
+            ms(timeout_ms),
+            PairHolds {
+                receiver: hold_at,
+                sender: hold_sender_at,
+            },
+        ),
         Command::Pipe { seed, len } => pipe_transfer(&control, seed, len),
     }
 }

@@ -302,8 +302,9 @@ impl Segment {
         }
     }
 
-    /// Sends one message of `total` bytes, read from `data`, in chunks of at most
-    /// [`Segment::capacity`] bytes: for each, wait for a free slot (`empty`), fill the slot
+    /// Sends one message of `total` bytes, read from `data`, in chunks of
+    /// [`Segment::capacity`] bytes, the last one shorter (or full, or empty): for each, wait for
+    /// a free slot (`empty`), fill the slot
     /// `chunks % SLOTS` (data, then its [`ChunkHeader`]), post `full`. The last chunk has
     /// `end = 1`; a message of 0 bytes is one chunk of 0 bytes with `end = 1`.
     ///

@@ -1,0 +1,298 @@
+//! The errors a program must report by kind, each provoked at its edge, and what each error
+//! path must leave behind: nothing it made, and everything that was there before.
+
+use super::MAX_POOL;
+use super::headers::spawn_one_message_receiver;
+use super::layout::{MIN_SEGMENT, Mapped};
+use super::observe::dev_shm;
+use super::pool::{PairOptions, PoolNames, destroy_pool, pool_ready, spawn_pair, spawn_pool};
+use super::transfer::{Setup, check_messages, failure, start_receiver, start_sender};
+use crate::engine::process::Limits;
+use crate::engine::{Fail, Proc, Run};
+
+pub fn typed_errors(run: &mut Run) -> Result<String, Fail> {
+    // What must be refused on its own starts at once (each program has names of its own), and
+    // is judged in turn; then the cases that need another object first.
+    let mut alone = Refusals::start(run)?;
+    alone.judge()?;
+    existing_segment(run)?;
+    pool_errors(run)?;
+    Ok(
+        "a 4095-byte segment, an existing name, a missing name, a segment whose ftruncate() or \
+         mmap() fails, a missing pool, pools of 0 and 11 segments, of 4095-byte segments, over \
+         an existing queue or segment were refused with their errors, leaving nothing of their \
+         own and everything that was there; pools of 1 and 10 segments of 4096 bytes worked, \
+         and destroy() went on past a missing segment"
+            .into(),
+    )
+}
+
+/// Starts a sender that creates `name` of `size` bytes and sends one empty message.
+fn spawn_sender(run: &mut Run, name: &str, size: u64, role: &'static str) -> Result<Proc, Fail> {
+    let size = size.to_string();
+    let mut sender = run.spawn(&[
+        "send", "--name", name, "--size", &size, "--seed", "1", "--lens", "0",
+    ])?;
+    sender.set_roles(move |_| role.into());
+    Ok(sender)
+}
+
+/// The programs that must refuse what they are asked, each on names of its own.
+struct Refusals {
+    /// A sender asked for 4095 bytes, and the name it was given.
+    small: (Proc, String),
+    /// Senders whose `ftruncate()`, then `mmap()`, fails: their names, sizes, the step, its kind.
+    half_way: Vec<(Proc, String, u64, &'static str, &'static str)>,
+    /// A receiver of a segment that does not exist.
+    missing: Proc,
+    /// A pair on a pool that does not exist.
+    no_pool: Proc,
+    /// Pools of a count or size out of range, and the error each must give.
+    bad_pools: Vec<(Proc, PoolNames, usize, usize, &'static str)>,
+}
+
+impl Refusals {
+    fn start(run: &mut Run) -> Result<Refusals, Fail> {
+        let name = run.ipc_name("small");
+        let small = (
+            spawn_sender(run, &name, MIN_SEGMENT as u64 - 1, "the sender")?,
+            name,
+        );
+        // ftruncate() of more than an off_t holds fails; mmap() of the programs' whole address
+        // space fails.
+        let address_space = Limits::for_user(run.program_user()).address_space;
+        let mut half_way = Vec::new();
+        for (size, step, kind) in [
+            (1u64 << 63, "ftruncate()", "ftruncate"),
+            (address_space, "mmap()", "mmap"),
+        ] {
+            let name = run.ipc_name(&format!("fails-{kind}"));
+            let sender = spawn_sender(run, &name, size, "the sender")?;
+            half_way.push((sender, name, size, step, kind));
+        }
+        let name = run.ipc_name("missing");
+        let missing = spawn_one_message_receiver(run, &name, 1000)?;
+        let name = run.ipc_name("nopool");
+        let no_pool = spawn_pair(run, &name, 0, 1, 100, &PairOptions::default())?;
+        let mut bad_pools = Vec::new();
+        for (count, size, error) in [
+            (0, 65_536, "BadCount"),
+            (MAX_POOL + 1, 65_536, "BadCount"),
+            (2, MIN_SEGMENT - 1, "BadSize"),
+        ] {
+            let names = PoolNames::new(run, &format!("pool{count}"), count);
+            let pool = spawn_pool(run, &names, size)?;
+            bad_pools.push((pool, names, count, size, error));
+        }
+        Ok(Refusals {
+            small,
+            half_way,
+            missing,
+            no_pool,
+            bad_pools,
+        })
+    }
+
+    fn judge(&mut self) -> Result<(), Fail> {
+        // A segment below the minimum: refused before anything is made.
+        let (small, name) = &mut self.small;
+        refused(small, "asked for a segment of 4095 bytes", "BadSize")?;
+        if dev_shm(name).exists() {
+            return Err(Fail::failed(format!(
+                "a sender refused a segment of 4095 bytes, but {} exists: check the size before \
+                 shm_open()",
+                dev_shm(name).display()
+            )));
+        }
+        // Steps after shm_open() that fail: the name must go again.
+        for (sender, name, size, step, kind) in &mut self.half_way {
+            let answer = sender.recv_any()?;
+            let asked = format!(
+                "asked for a segment of {size} bytes, whose {step} fails (after shm_open() has \
+                 made the name)"
+            );
+            if answer.kind != "failed" || answer.get("kind") != Some(*kind) {
+                let said = if answer.kind == "failed" {
+                    format!("`failed` ({})", failure(&answer))
+                } else {
+                    format!("`{}`", answer.kind)
+                };
+                return Err(Fail::failed(format!(
+                    "{asked}, the sender said {said}: that step's error is kind={kind}"
+                )));
+            }
+            sender.wait()?;
+            if dev_shm(name).exists() {
+                return Err(Fail::failed(format!(
+                    "{asked}, the sender reported `failed` (kind={kind}) but left {} behind: \
+                     when a step after shm_open() fails, create() must unlink the name again",
+                    dev_shm(name).display()
+                )));
+            }
+        }
+        refused(
+            &mut self.missing,
+            "asked to open a segment that does not exist",
+            "NotFound",
+        )?;
+        refused(
+            &mut self.no_pool,
+            "asked to open a pool that does not exist",
+            "NotFound",
+        )?;
+        // Counts and sizes out of range: refused, nothing left.
+        for (pool, names, count, size, error) in &mut self.bad_pools {
+            refused(
+                pool,
+                &format!("asked for a pool of {count} segments of {size} bytes"),
+                error,
+            )?;
+            names.none_left("a refused pool")?;
+        }
+        Ok(())
+    }
+}
+
+/// A name that exists: refused, and the segment of that name still works.
+fn existing_segment(run: &mut Run) -> Result<(), Fail> {
+    let setup = Setup::new(MIN_SEGMENT, vec![7, 0]);
+    let first = start_sender(run, &setup)?;
+    let mut second = spawn_sender(run, &first.name, MIN_SEGMENT as u64, "the second sender")?;
+    refused(
+        &mut second,
+        "asked to create a segment whose name another sender has",
+        "Exists",
+    )?;
+    if !dev_shm(&first.name).exists() {
+        return Err(Fail::failed(
+            "a second sender refused an existing name, and the name is gone: it removed the \
+             first sender's segment. Unlink only a segment this call created",
+        ));
+    }
+    let mut transfer = start_receiver(run, &setup, first)?;
+    transfer.go()?;
+    check_messages(run, &mut transfer, &setup)?;
+    transfer.finish()
+}
+
+fn pool_errors(run: &mut Run) -> Result<(), Fail> {
+    // Three pools at once, on prefixes of their own: the smallest, one with a segment's name
+    // taken by another object, the largest of the smallest segments.
+    let names = PoolNames::new(run, "pool1", 1);
+    let mut first = spawn_pool(run, &names, MIN_SEGMENT)?;
+    let names4 = PoolNames::new(run, "pool4", 4);
+    let in_the_way = Mapped::create(run, &names4.segments[2], MIN_SEGMENT, false)?;
+    let mut pool4 = spawn_pool(run, &names4, MIN_SEGMENT)?;
+    let names10 = PoolNames::new(run, "pool10", MAX_POOL);
+    let pool10 = spawn_pool(run, &names10, MIN_SEGMENT)?;
+
+    // The smallest pool works; a second one over its names is refused and leaves it whole.
+    pool_ready(&mut first, &names, MIN_SEGMENT)?;
+    let mut second = spawn_pool(run, &names, MIN_SEGMENT)?;
+    refused(
+        &mut second,
+        "asked for a pool whose free queue exists (another pool has its prefix)",
+        "Exists",
+    )?;
+    let gone: Vec<&String> = names
+        .segments
+        .iter()
+        .chain([&names.queue])
+        .filter(|name| !names.left().contains(name))
+        .collect();
+    if !gone.is_empty() {
+        return Err(Fail::failed(format!(
+            "a second pool with the prefix of an existing one was refused, and these of the \
+             first pool are gone: {gone:?}. A failed create() removes only what it made itself"
+        )));
+    }
+    destroy_pool(&mut first, &names, "with its only segment free", 1)?;
+
+    // A segment in the way half-way: what the pool made before it must go, the segment in the
+    // way must stay.
+    let names = names4;
+    refused(
+        &mut pool4,
+        &format!(
+            "asked for a pool of 4 segments while {} exists",
+            names.segments[2]
+        ),
+        "Exists",
+    )?;
+    drop(in_the_way);
+    let left = names.left();
+    if left != [&names.segments[2]] {
+        return Err(Fail::failed(format!(
+            "a pool of 4 segments failed at segment 2, whose name another object had, and left \
+             {left:?} where only that object ({}) should be: a create() that fails part-way \
+             removes everything it made (the queue, the segments before), and nothing else",
+            names.segments[2]
+        )));
+    }
+    let _ = nix::sys::mman::shm_unlink(names.segments[2].as_str());
+
+    // The largest pool of the smallest segments works; destroy() goes on past a segment that
+    // is already gone and reports it.
+    let (names, mut pool) = (names10, pool10);
+    pool_ready(&mut pool, &names, MIN_SEGMENT)?;
+    let gone = &names.segments[MAX_POOL / 2];
+    nix::sys::mman::shm_unlink(gone.as_str())
+        .map_err(|errno| Fail::Grader(format!("shm_unlink({gone}): {errno}")))?;
+    pool.send("finish", &[])?;
+    let state = pool.recv_any()?;
+    if state.kind != "state" {
+        return Err(Fail::failed(format!(
+            "asked for the free count of a pool of {MAX_POOL} segments, the pool said `{}` ({})",
+            state.kind,
+            failure(&state)
+        )));
+    }
+    let answer = pool.recv_any()?;
+    let asked = format!(
+        "destroy() of a pool of {MAX_POOL} segments whose segment {} the grader had unlinked",
+        MAX_POOL / 2
+    );
+    if answer.kind != "failed" || answer.get("kind") != Some("not-found") {
+        return Err(Fail::failed(format!(
+            "{asked} said `{}` ({}): unlinking a segment that is not there fails with ENOENT, \
+             TransferError::NotFound (kind=not-found), and destroy() returns the first error",
+            answer.kind,
+            failure(&answer)
+        )));
+    }
+    pool.wait()?;
+    let left = names.left();
+    if !left.is_empty() {
+        return Err(Fail::failed(format!(
+            "{asked} reported kind=not-found, rightly, but left {left:?}: destroy() tries every \
+             segment and the queue, then returns the first error"
+        )));
+    }
+    Ok(())
+}
+
+/// Waits for `proc` to refuse what it was asked (`asked`) with `failed` and the kind of
+/// `TransferError::<error>`, and to exit.
+pub fn refused(proc: &mut Proc, asked: &str, error: &str) -> Result<(), Fail> {
+    let kind = match error {
+        "BadSize" => "bad-size",
+        "BadCount" => "bad-count",
+        "Exists" => "exists",
+        "NotFound" => "not-found",
+        _ => return Err(Fail::Grader(format!("no kind for {error}"))),
+    };
+    let answer = proc.recv_any()?;
+    if answer.kind != "failed" || answer.get("kind") != Some(kind) {
+        let said = if answer.kind == "failed" {
+            format!("`failed` ({})", failure(&answer))
+        } else {
+            format!("`{}`", answer.kind)
+        };
+        return Err(Fail::failed(format!(
+            "{asked}, the program said {said}: this must fail with TransferError::{error} \
+             (kind={kind})"
+        )));
+    }
+    proc.wait()?;
+    Ok(())
+}

@@ -1,0 +1,214 @@
+//! Checks of lab 8, chunked transfer: messages of any length streamed through one shared
+//! memory segment of a fixed size, chunk by chunk, and a pool of segments shared by concurrent
+//! sender/receiver pairs.
+//!
+//! `chunked-transfer send` creates the segment and says `ready` (with `capacity`, the data bytes
+//! per chunk); `recv` opens it, unlinks the name and says `ready`; both start at `go`. The
+//! receiver says `message` (`index`, `len`, `hash`) after each message, or `failed` with `kind=`
+//! and `received=` (bytes its writer got). Message `i` of seed `s` is a block of 8192
+//! splitmix64 words (started at `s + i * 2^32`) repeated, each copy XORed with its number, and
+//! `hash` is FNV-1a over 64-bit words in four lanes; the grader computes both itself, and with
+//! `--save` compares the saved files byte for byte. It never hands the receiver the expected
+//! data. A check can make one side stand still mid-message (`send --hold-at`, `recv --hold-at`,
+//! `pair --hold-at`, `pair --hold-sender-at`: it says `holding` and waits for `release`) to
+//! look at the segment or the free queue from outside while nothing moves, and it can play one
+//! side itself on its own mapping of the segment.
+//!
+//! The files: `data` (the messages' bytes and hash), `layout` (the segment as the handout lays
+//! it out, and the grader's mapping of it), `observe` (what /proc shows of a transfer),
+//! `transfer` (driving a sender and a receiver), `pool` (the pool, its queue and its pairs,
+//! as the grader drives them), and the groups of checks: `streams`, `headers`, `held`,
+//! `errors`, `timeouts`, `pairs`, `speed`.
+
+use std::time::Duration;
+
+use crate::engine::diagnose::{Activity, Hang};
+use crate::engine::{Check, Lab};
+
+mod data;
+mod errors;
+mod headers;
+mod held;
+mod layout;
+mod observe;
+mod pairs;
+mod pool;
+mod speed;
+mod streams;
+mod timeouts;
+mod transfer;
+
+pub static LAB: Lab = Lab {
+    number: 8,
+    slug: "chunked-transfer",
+    title: "Chunked transfer: messages of any size through a fixed-size segment, and a pool",
+    cleanup_points: 2,
+    explain_hang,
+    checks: &[
+        Check {
+            name: "empty-and-tiny",
+            points: 2,
+            timeout: Duration::from_secs(10),
+            description: "messages of 0, 1, 0, 7 and 0 bytes follow each other through one \
+                          4 KiB segment, each delivered exactly",
+            exclusive: false,
+            run: streams::empty_and_tiny,
+        },
+        Check {
+            name: "chunk-headers",
+            points: 3,
+            timeout: Duration::from_secs(15),
+            description: "the grader plays the receiver: every chunk the sender puts in the \
+                          segment is in slot k % 2 with the right seq, total, len (full chunks \
+                          but the last) and end, and its bytes",
+            exclusive: false,
+            run: headers::chunk_headers,
+        },
+        Check {
+            name: "chunk-boundaries",
+            points: 4,
+            timeout: Duration::from_secs(15),
+            description: "for three segment sizes S, messages of C-1, C, C+1, 2C, S-1, S, S+1 \
+                          and 10*S+7 bytes (C the chunk capacity) arrive byte for byte",
+            exclusive: false,
+            run: streams::chunk_boundaries,
+        },
+        Check {
+            name: "random-sizes",
+            points: 3,
+            timeout: Duration::from_secs(20),
+            description: "eight messages of random sizes up to 4 MiB through a segment of a \
+                          random size between 4 KiB and 1 MiB arrive byte for byte",
+            exclusive: false,
+            run: streams::random_sizes,
+        },
+        Check {
+            name: "slow-receiver",
+            points: 3,
+            timeout: Duration::from_secs(15),
+            description: "a receiver whose writer takes 1 ms per chunk still gets every byte: \
+                          the sender never refills a slot before the receiver is done with it",
+            exclusive: false,
+            run: streams::slow_receiver,
+        },
+        Check {
+            name: "through-the-segment",
+            points: 2,
+            timeout: Duration::from_secs(15),
+            description: "the chunks travel in the segment: with the sender held mid-message, \
+                          the slot of its last chunk holds that chunk's header and bytes; both \
+                          processes map the segment, move no data through system calls and \
+                          keep no descriptor of it",
+            exclusive: false,
+            run: held::through_the_segment,
+        },
+        Check {
+            name: "held-mid-message",
+            points: 3,
+            timeout: Duration::from_secs(20),
+            description: "with a receiver held while it writes out a chunk, its slot stays \
+                          untouched and its sender blocks; with a sender held, its receiver \
+                          blocks; a pair on an empty pool blocks in mq_timedreceive()",
+            exclusive: false,
+            run: held::held_mid_message,
+        },
+        Check {
+            name: "broken-chunks",
+            points: 2,
+            timeout: Duration::from_secs(15),
+            description: "the grader plays a broken sender: chunks out of sequence, a changed \
+                          length, chunks longer than the capacity or than what is left, an \
+                          early end are each a protocol error, after only the good chunks",
+            exclusive: false,
+            run: headers::broken_chunks,
+        },
+        Check {
+            name: "typed-errors",
+            points: 3,
+            timeout: Duration::from_secs(20),
+            description: "bad sizes and counts, names that exist or do not, steps that fail \
+                          half-way are each refused with their error, leaving nothing of their \
+                          own; pools of 1 and 10 segments of 4096 bytes work",
+            exclusive: false,
+            run: errors::typed_errors,
+        },
+        Check {
+            name: "one-gib-streamed",
+            points: 4,
+            timeout: Duration::from_secs(45),
+            description: "a 1 GiB message streams through a 256 KiB segment, hash exact, copied \
+                          in memory, with the receiver's peak memory (VmHWM) a few segments, not \
+                          the message",
+            exclusive: true,
+            run: streams::one_gib_streamed,
+        },
+        Check {
+            name: "peer-killed",
+            points: 3,
+            timeout: Duration::from_secs(12),
+            description: "a sender killed mid-message gives its receiver a timeout error, and a \
+                          killed receiver gives its sender one, within their timeout; a live \
+                          but slow peer is no error, however long the message takes",
+            exclusive: false,
+            run: timeouts::peer_killed,
+        },
+        Check {
+            name: "pool-pairs",
+            points: 5,
+            timeout: Duration::from_secs(25),
+            description: "the free queue as created; take() on an empty pool and of a foreign \
+                          id; a held pair keeps its segment until its receiver has written the \
+                          end, a failed one for good; 8 concurrent pairs share the rest, each \
+                          receiver gets its own sender's message; free_count() counts the queue",
+            exclusive: false,
+            run: pairs::pool_pairs,
+        },
+        Check {
+            name: "as-fast-as-pipe",
+            points: 3,
+            timeout: Duration::from_secs(60),
+            description: "256 MiB through a 1 MiB segment take no more CPU time than the same \
+                          bytes through a pipe (a margin of 25% for noise), measured in the same \
+                          run on one CPU (best of 5 each)",
+            exclusive: true,
+            run: speed::as_fast_as_pipe,
+        },
+    ],
+};
+
+/// The timeout the programs are given for each wait, unless a check says otherwise: long
+/// enough for a loaded machine, short enough that a lost chunk is an error within the check.
+const PEER_TIMEOUT_MS: u64 = 3000;
+
+/// The segments of the pool in `pool-pairs`.
+const SEGMENTS: usize = 4;
+
+/// The most segments a pool may have (`MAX_POOL_SEGMENTS`).
+const MAX_POOL: usize = 10;
+
+/// The role of a receiver whose sender the check killed (for the hang explanation).
+const ORPHANED_RECEIVER: &str = "the receiver, whose sender was killed";
+/// The role of a sender whose receiver the check killed.
+const ORPHANED_SENDER: &str = "the sender, whose receiver was killed";
+
+fn explain_hang(hang: &Hang) -> Option<String> {
+    let blocked = |role: &str| {
+        hang.by_role(role)
+            .is_some_and(|p| p.activities.contains(&Activity::Futex))
+    };
+    if blocked(ORPHANED_RECEIVER) {
+        return Some(
+            "the receiver still waits for a chunk from a sender that was killed: wait with a \
+             timeout (sem_timedwait) and report the dead peer as an error"
+                .into(),
+        );
+    }
+    if blocked(ORPHANED_SENDER) {
+        return Some(
+            "the sender still waits for a free slot from a receiver that was killed: wait with \
+             a timeout (sem_timedwait) and report the dead peer as an error"
+                .into(),
+        );
+    }
+    None
+}

@@ -1,0 +1,145 @@
+//! What `/proc` shows of how a transfer works: which processes map the segment, which
+//! descriptors they hold, how many bytes their system calls moved, how much memory they used.
+
+use std::path::PathBuf;
+
+use crate::engine::Fail;
+use crate::engine::inspect::{self, IoCounters};
+
+/// `/dev/shm/<name>`.
+pub fn dev_shm(name: &str) -> PathBuf {
+    PathBuf::from("/dev/shm").join(name.trim_start_matches('/'))
+}
+
+/// Fails unless `pid` maps all `size` bytes of the segment (inode `inode` in /dev/shm) shared,
+/// from /proc/PID/maps.
+pub fn maps_segment(pid: i32, inode: u64, size: u64, who: &str) -> Result<(), Fail> {
+    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps"))?;
+    let mut mapped = 0;
+    for line in maps.lines() {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        if fields.len() >= 6
+            && fields[1].ends_with('s')
+            && fields[4].parse() == Ok(inode)
+            && fields[5].starts_with("/dev/shm/")
+            && let Some((start, end)) = fields[0].split_once('-')
+            && let (Ok(start), Ok(end)) =
+                (u64::from_str_radix(start, 16), u64::from_str_radix(end, 16))
+        {
+            mapped += end - start;
+        }
+    }
+    if mapped == 0 {
+        return Err(Fail::failed(format!(
+            "the {who} (pid {pid}) says it is ready, but /proc/{pid}/maps has no shared mapping \
+             of the segment: map it with mmap(MAP_SHARED) and pass every chunk through it"
+        )));
+    }
+    if mapped < size {
+        return Err(Fail::failed(format!(
+            "the {who} (pid {pid}) maps {mapped} bytes of the {size}-byte segment \
+             (/proc/{pid}/maps): map all of it, its size from fstat()"
+        )));
+    }
+    Ok(())
+}
+
+/// The descriptors `pid` opened itself (not stdin, stdout, stderr or the grader's control
+/// socket, 3), with what each is, from /proc/PID/fd.
+pub fn own_descriptors(pid: i32) -> Vec<(i32, String)> {
+    inspect::view(pid)
+        .map(|view| view.fds.into_iter().filter(|(fd, _)| *fd > 3).collect())
+        .unwrap_or_default()
+}
+
+/// The descriptor of `pid` open on the shared memory object `name`, if any (after the name is
+/// unlinked the link reads `/dev/shm/NAME (deleted)`).
+pub fn object_descriptor(pid: i32, name: &str) -> Option<i32> {
+    let path = dev_shm(name).display().to_string();
+    own_descriptors(pid)
+        .into_iter()
+        .find(|(_, target)| *target == path || *target == format!("{path} (deleted)"))
+        .map(|(fd, _)| fd)
+}
+
+/// The descriptors of `pid`, in words, for a diagnosis.
+pub fn describe_descriptors(pid: i32, segment: &str) -> String {
+    let segment = dev_shm(segment).display().to_string();
+    let fds: Vec<String> = own_descriptors(pid)
+        .into_iter()
+        .map(|(fd, target)| {
+            let what = if target.starts_with(&segment) {
+                "the segment's own object".to_string()
+            } else if target.starts_with("pipe:") {
+                "a pipe".into()
+            } else if target.starts_with("socket:") {
+                "a socket".into()
+            } else if target.starts_with('/') {
+                format!("the file {target}")
+            } else {
+                target
+            };
+            format!("fd {fd}: {what}")
+        })
+        .collect();
+    if fds.is_empty() {
+        "no descriptor of its own open now".into()
+    } else {
+        format!("open now: {}", fds.join(", "))
+    }
+}
+
+/// The I/O counters of `pid`; zeros if it is gone.
+pub fn io_of(pid: i32) -> IoCounters {
+    inspect::io(pid).unwrap_or_default()
+}
+
+/// Fails if `who` (`pid`) moved more than half of a `len`-byte transfer's bytes with read-like
+/// or write-like system calls between two readings of its counters (`moved`): in this lab the
+/// data is copied in memory, into the slot of the mapping and out of it, never through a
+/// descriptor.
+pub fn expect_copied_in_memory(
+    who: &str,
+    pid: i32,
+    moved: IoCounters,
+    len: u64,
+    segment: &str,
+) -> Result<(), Fail> {
+    let bytes = moved.read_bytes + moved.written_bytes;
+    if bytes <= len / 2 {
+        return Ok(());
+    }
+    Err(Fail::failed(format!(
+        "while a {len}-byte message went through the segment, the {who} moved {} bytes with \
+         write()-like and {} with read()-like system calls ({} and {} calls, from /proc/{pid}/io; \
+         {}): the data went through a descriptor (a file, a pipe, pread()/pwrite() on the \
+         object) instead of the mapping. Copy each chunk into its slot of the mapped segment \
+         and hand the writer the slot itself",
+        moved.written_bytes,
+        moved.read_bytes,
+        moved.write_calls,
+        moved.read_calls,
+        describe_descriptors(pid, segment)
+    )))
+}
+
+/// Fails if `who` (`pid`) still holds the segment `name` open as a descriptor once it has
+/// mapped it.
+pub fn expect_descriptor_closed(who: &str, pid: i32, name: &str) -> Result<(), Fail> {
+    match object_descriptor(pid, name) {
+        None => Ok(()),
+        Some(fd) => Err(Fail::failed(format!(
+            "the {who} (pid {pid}) still holds the segment's object open as descriptor {fd} \
+             after mapping it: close the descriptor once the segment is mapped (the mapping \
+             keeps the memory; a Segment holds only the mapping)"
+        ))),
+    }
+}
+
+/// `VmHWM` (peak resident memory) of `pid`, in bytes.
+pub fn peak_memory(pid: i32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}

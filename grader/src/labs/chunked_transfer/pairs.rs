@@ -1,0 +1,324 @@
+//! The check of the pool in use: its free queue as created, take() on an empty pool and of a
+//! foreign id, pairs held by the grader at each step of giving a segment back, a pair whose
+//! transfer fails, and concurrent pairs.
+
+use rand::RngExt;
+
+use super::SEGMENTS;
+use super::data::pattern_hash;
+use super::layout::expected_capacity;
+use super::pool::{
+    Follow, FreeQueue, PairOptions, PairSeen, PoolNames, destroy_pool, follow_pair, id_message,
+    pair_ready, pool_ready, spawn_pair, spawn_pool,
+};
+use super::transfer::failure;
+use crate::engine::{Fail, Proc, Run};
+
+const MIB: u64 = 1 << 20;
+
+/// A pair that must fail right after `go` with `kind` (the error `error`) because of what the
+/// grader did to the pool (`setting`).
+fn pair_refused(
+    pair: &mut Proc,
+    index: u64,
+    setting: &str,
+    kind: &str,
+    error: &str,
+) -> Result<(), Fail> {
+    pair.send("go", &[])?;
+    let answer = pair.recv_any()?;
+    if answer.kind == "failed" && answer.get("kind") == Some(kind) {
+        pair.wait()?;
+        return Ok(());
+    }
+    let said = if answer.kind == "took" {
+        format!("took segment {}", answer.get("id").unwrap_or("?"))
+    } else {
+        format!("said `{}` ({})", answer.kind, failure(&answer))
+    };
+    Err(Fail::failed(format!(
+        "{setting}, pair {index} {said}: Pool::take must fail with TransferError::{error} \
+         (kind={kind})"
+    )))
+}
+
+pub fn pool_pairs(run: &mut Run) -> Result<String, Fail> {
+    const PAIRS: u64 = 8;
+    let size = 65_536;
+    let capacity = expected_capacity(size) as u64;
+    let names = PoolNames::new(run, "pool", SEGMENTS);
+    let mut pool = spawn_pool(run, &names, size)?;
+    pool_ready(&mut pool, &names, size)?;
+    // The rubric's check of permissions: the free queue and every segment, mode 600.
+    run.expect_owner_only()?;
+    let queue = FreeQueue::open(&names.queue)?;
+    let prefix = names.prefix.clone();
+    let seed: u64 = run.rng().random();
+
+    // An empty pool: take() gives up after its timeout with PoolEmpty.
+    let ids = queue.take_all()?;
+    let mut index = 100;
+    let mut empty = spawn_pair(
+        run,
+        &prefix,
+        index,
+        seed,
+        1000,
+        &PairOptions {
+            timeout_ms: Some(100),
+            ..Default::default()
+        },
+    )?;
+    pair_ready(&mut empty, index)?;
+    pair_refused(
+        &mut empty,
+        index,
+        "with the free queue empty (the grader had taken every id)",
+        "pool-empty",
+        "PoolEmpty",
+    )?;
+    // An id that is not the pool's: the pool's count, one past the last.
+    index += 1;
+    queue.put_all(&[id_message(SEGMENTS as u32)])?;
+    let mut foreign = spawn_pair(run, &prefix, index, seed, 1000, &PairOptions::default())?;
+    pair_ready(&mut foreign, index)?;
+    pair_refused(
+        &mut foreign,
+        index,
+        &format!(
+            "with only id {SEGMENTS} on the free queue (put there by the grader; the pool's ids \
+             are 0 to {})",
+            SEGMENTS - 1
+        ),
+        "bad-id",
+        "BadId",
+    )?;
+
+    // The grader keeps one id: free_count() must count the queue, not guess.
+    queue.put_all(&ids[1..])?;
+    let held = held_pair(run, &queue, &prefix, seed, capacity)?;
+    let failed = failed_pair(run, &queue, &prefix, seed, capacity)?;
+    let (mut failed_pair, failed_id) = failed;
+    queue.put_all(&ids[..1])?;
+
+    // Concurrent pairs on the 3 segments left (the failed pair's stays out).
+    let mut pairs = Vec::new();
+    let mut lens = Vec::new();
+    for index in 0..PAIRS {
+        let len = run.rng().random_range(256 * 1024..2 * MIB);
+        pairs.push(spawn_pair(
+            run,
+            &prefix,
+            index,
+            seed,
+            len,
+            &PairOptions::default(),
+        )?);
+        lens.push(len);
+    }
+    // A start barrier: every pair has opened the pool before any takes a segment, so that they
+    // compete for the segments.
+    for (index, pair) in pairs.iter_mut().enumerate() {
+        pair_ready(pair, index as u64)?;
+    }
+    for pair in &mut pairs {
+        pair.send("go", &[])?;
+    }
+    let mut taken = Vec::new();
+    for (index, pair) in pairs.iter_mut().enumerate() {
+        let want = pattern_hash(seed, index as u64, lens[index]);
+        let how = Follow {
+            index: index as u64,
+            want: &want,
+            // While this pair holds its segment, at most the other 2 can be free.
+            free_after_take: 0..=SEGMENTS - 2,
+            segments: SEGMENTS,
+            failures_expected: false,
+        };
+        let mut seen = PairSeen::default();
+        follow_pair(pair, &how, &mut seen, |seen| seen.done)?;
+        taken.extend(seen.took);
+        pair.wait()?;
+    }
+    let _ = failed_pair.wait()?;
+    let free = queue.len()?;
+    if free != SEGMENTS - 1 {
+        return Err(Fail::failed(format!(
+            "after all {PAIRS} pairs finished, the free queue holds {free} ids, where {} \
+             should be (every segment but {failed_id}, whose transfer failed): every segment \
+             taken must be given back once, after a whole message",
+            SEGMENTS - 1
+        )));
+    }
+    // One more off the queue: the pool's free_count() must see it.
+    let last = queue.take_all()?;
+    queue.put_all(&last[1..])?;
+    destroy_pool(
+        &mut pool,
+        &names,
+        &format!(
+            "after all {PAIRS} pairs finished, with the grader holding one id and segment \
+             {failed_id} lost to a failed transfer"
+        ),
+        SEGMENTS - 2,
+    )?;
+    taken.sort();
+    Ok(format!(
+        "an empty pool gave pool-empty and id {SEGMENTS} bad-id; {held}; a pair whose receiver \
+         timed out kept segment {failed_id} off the queue; then {PAIRS} pairs each got their own \
+         message through the other segments (ids taken: {}); free_count() counted the queue, \
+         and destroy() removed every object",
+        taken.join(",")
+    ))
+}
+
+/// One pair alone on the pool (the grader keeps one id), its receiver held before it writes
+/// out its first chunk, the chunk before the last (its sender then done), and the last: the
+/// segment must stay off the free queue until the receiver has written out the whole message.
+fn held_pair(
+    run: &mut Run,
+    queue: &FreeQueue,
+    prefix: &str,
+    seed: u64,
+    capacity: u64,
+) -> Result<String, Fail> {
+    let index = 8;
+    let len = run.rng().random_range(256 * 1024..2 * MIB);
+    let chunks = len.div_ceil(capacity);
+    let holds = [0, (chunks - 2) * capacity, (chunks - 1) * capacity];
+    let options = PairOptions {
+        hold_at: holds.to_vec(),
+        ..Default::default()
+    };
+    let mut pair = spawn_pair(run, prefix, index, seed, len, &options)?;
+    pair_ready(&mut pair, index)?;
+    pair.send("go", &[])?;
+    let want = pattern_hash(seed, index, len);
+    // The grader holds one id and the pair one: exactly 2 are free.
+    let free = SEGMENTS - 2;
+    let how = Follow {
+        index,
+        want: &want,
+        free_after_take: free..=free,
+        segments: SEGMENTS,
+        failures_expected: false,
+    };
+    let mut seen = PairSeen::default();
+    let stages = [
+        (
+            "before writing out its first chunk, its sender still sending",
+            "a segment goes back to the pool only once its receiver has read the end of the \
+             message",
+        ),
+        (
+            "before writing out the chunk before the last, its sender done (send() returned)",
+            "it came back between the grader's two looks, while the sender finished its send() \
+             and the receiver wrote out ordinary chunks: the segment was given back too early, \
+             as a sender that gives it back after its last chunk does. Only the receiver gives \
+             it back, once it has read the end of the message",
+        ),
+        (
+            "before writing out the last chunk",
+            "between the grader's two looks only the receiver ran (its sender had returned \
+             from send() before): the receiver gave the segment back too early, on seeing the \
+             end-of-message chunk, before writing that chunk out. Give it back only once the \
+             whole message, last chunk included, has been written out",
+        ),
+    ];
+    for (stage, (where_, why)) in stages.iter().enumerate() {
+        follow_pair(&mut pair, &how, &mut seen, |seen| {
+            seen.holding.is_some() && (stage == 0 || seen.sent)
+        })?;
+        let id = seen.took.clone().unwrap_or_else(|| "?".into());
+        let on_queue = queue.len()?;
+        if on_queue != free {
+            return Err(Fail::failed(format!(
+                "pair {index} ({len} bytes, {chunks} chunks through segment {id}), its receiver \
+                 held by the grader {where_}: the free queue held {on_queue} ids, where {free} \
+                 should be (the grader keeps one, the pair has segment {id}): {why}"
+            )));
+        }
+        seen.holding = None;
+        pair.send("release", &[])?;
+    }
+    follow_pair(&mut pair, &how, &mut seen, |seen| seen.done)?;
+    pair.wait()?;
+    let on_queue = queue.len()?;
+    if on_queue != free + 1 {
+        return Err(Fail::failed(format!(
+            "pair {index} alone on the pool has finished, but the free queue holds {on_queue} \
+             ids, where {} should be (all but the one the grader keeps): a segment was never \
+             given back. The receiver gives its segment back once it has read the end of the \
+             message",
+            free + 1
+        )));
+    }
+    Ok(format!(
+        "a pair kept its segment off the free queue until its receiver had written out the \
+         last chunk ({free} of {SEGMENTS} ids free, the grader keeping one)"
+    ))
+}
+
+/// A pair whose sender the grader holds mid-message until its receiver times out: the
+/// receiver must not give the segment back (the sender may still write into it). Returns the
+/// pair, its sender released and failing on its own, and the id it took.
+fn failed_pair(
+    run: &mut Run,
+    queue: &FreeQueue,
+    prefix: &str,
+    seed: u64,
+    capacity: u64,
+) -> Result<(Proc, String), Fail> {
+    let index = 9;
+    let len = 6 * capacity;
+    let timeout_ms = 150;
+    let options = PairOptions {
+        hold_sender_at: Some(3 * capacity),
+        timeout_ms: Some(timeout_ms),
+        ..Default::default()
+    };
+    let mut pair = spawn_pair(run, prefix, index, seed, len, &options)?;
+    pair_ready(&mut pair, index)?;
+    pair.send("go", &[])?;
+    let want = pattern_hash(seed, index, len);
+    // The grader keeps one id, the held pair gave its own back.
+    let free = SEGMENTS - 2;
+    let how = Follow {
+        index,
+        want: &want,
+        free_after_take: free..=free,
+        segments: SEGMENTS,
+        failures_expected: true,
+    };
+    let mut seen = PairSeen::default();
+    // On a loaded machine the sender may time out too before it reaches its hold point.
+    follow_pair(&mut pair, &how, &mut seen, |seen| {
+        let failed = |side: bool| seen.failed.iter().any(|(sender, _)| *sender == side);
+        failed(false) && (seen.sender_holding.is_some() || failed(true))
+    })?;
+    let id = seen.took.clone().unwrap_or_else(|| "?".into());
+    let (_, answer) = seen
+        .failed
+        .iter()
+        .find(|(sender, _)| !sender)
+        .expect("waited for above");
+    if answer.get("kind") != Some("timeout") {
+        return Err(Fail::failed(format!(
+            "pair {index}'s sender stood still mid-message (held by the grader) and its \
+             receiver said `failed` ({}): a peer that hands over nothing within the timeout is \
+             TransferError::Timeout (kind=timeout)",
+            failure(answer)
+        )));
+    }
+    let on_queue = queue.len()?;
+    if on_queue != free {
+        return Err(Fail::failed(format!(
+            "pair {index}'s receiver timed out (its sender, held by the grader, stood still \
+             mid-message), and the free queue then held {on_queue} ids, where {free} should be: \
+             segment {id} went back to the pool after a failed receive. Give a segment back only \
+             after a whole message: after a failure its sender may still write into it"
+        )));
+    }
+    pair.send("release", &[])?;
+    Ok((pair, id))
+}

@@ -1,0 +1,181 @@
+//! Checks that messages arrive exactly: empty and tiny ones, sizes at the chunk boundaries,
+//! random sizes, a slow writer, and 1 GiB streamed with the receiver's memory bounded.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use rand::RngExt;
+
+use super::data::pattern_hash;
+use super::layout::expected_capacity;
+use super::observe::{expect_copied_in_memory, io_of, peak_memory};
+use super::transfer::{Setup, deliver, receive_failed, start};
+use crate::engine::{Fail, Run};
+
+const MIB: u64 = 1 << 20;
+
+pub fn empty_and_tiny(run: &mut Run) -> Result<String, Fail> {
+    let setup = Setup::new(4096, vec![0, 1, 0, 7, 0]);
+    deliver(run, &setup)?.finish()?;
+    Ok("messages of 0, 1, 0, 7 and 0 bytes arrived in order, exactly".into())
+}
+
+pub fn chunk_boundaries(run: &mut Run) -> Result<String, Fail> {
+    let odd = run.rng().random_range(5000..20_000);
+    let mut capacities = Vec::new();
+    for size in [4096, odd, 65_536] {
+        // The layout (given code) fixes the capacity; the sender's report confirms it.
+        let capacity = expected_capacity(size) as u64;
+        let s = size as u64;
+        let c = capacity;
+        let lens = vec![
+            c - 1,
+            c,
+            c + 1,
+            2 * c - 1,
+            2 * c,
+            2 * c + 1,
+            s - 1,
+            s,
+            s + 1,
+            10 * s + 7,
+        ];
+        let setup = Setup::new(size, lens);
+        let transfer = deliver(run, &setup)?;
+        if transfer.capacity != capacity {
+            return Err(Fail::failed(format!(
+                "the sender reports chunks of {} bytes in a {size}-byte segment; the layout \
+                 gives {capacity}: keep the given capacity()",
+                transfer.capacity
+            )));
+        }
+        transfer.finish()?;
+        capacities.push(format!("S={size} C={capacity}"));
+    }
+    // The rubric's check of permissions: every segment, mode 600.
+    run.expect_owner_only()?;
+    Ok(format!(
+        "C-1, C, C+1, 2C-1, 2C, 2C+1, S-1, S, S+1 and 10S+7 bytes arrived exactly ({}); every \
+         segment had mode 600",
+        capacities.join(", ")
+    ))
+}
+
+pub fn random_sizes(run: &mut Run) -> Result<String, Fail> {
+    let size = run.rng().random_range(4096..=1 << 20);
+    let lens: Vec<u64> = (0..8)
+        .map(|_| run.rng().random_range(0..=4u64 << 20))
+        .collect();
+    deliver(run, &Setup::new(size, lens.clone()))?.finish()?;
+    Ok(format!(
+        "messages of {lens:?} bytes through a {size}-byte segment arrived exactly"
+    ))
+}
+
+pub fn slow_receiver(run: &mut Run) -> Result<String, Fail> {
+    let size = 16_384;
+    let capacity = expected_capacity(size) as u64;
+    let mut setup = Setup::new(size, vec![30 * capacity + 5]);
+    setup.slow_ms = 1;
+    deliver(run, &setup)?.finish()?;
+    Ok("31 chunks reached a slow writer intact".into())
+}
+
+pub fn one_gib_streamed(run: &mut Run) -> Result<String, Fail> {
+    let size = 256 * 1024;
+    let len = 1u64 << 30;
+    let mut setup = Setup::new(size, vec![len]);
+    setup.save = false;
+    let mut transfer = start(run, &setup)?;
+    let pid = transfer.receiver.pid.as_raw();
+    let sender_pid = transfer.sender.pid.as_raw();
+    let base = peak_memory(pid).ok_or_else(|| Fail::Grader("no VmHWM for the receiver".into()))?;
+    // A few segments' worth, plus room for the allocator and stdio: a receiver that keeps the
+    // message (or any large part of it) is far beyond this.
+    let limit = 4 * size as u64 + 16 * MIB;
+    // A receiver that gathers the message would grow to 1 GiB: stop it at 256 MiB.
+    let stop = Arc::new(AtomicBool::new(false));
+    let killed_at = Arc::new(AtomicU64::new(0));
+    let guard = {
+        let (stop, killed_at) = (stop.clone(), killed_at.clone());
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::SeqCst) {
+                if let Some(peak) = peak_memory(pid)
+                    && peak > base + 256 * MIB
+                {
+                    killed_at.store(peak, Ordering::SeqCst);
+                    let _ = nix::sys::signal::kill(
+                        nix::unistd::Pid::from_raw(pid),
+                        nix::sys::signal::Signal::SIGKILL,
+                    );
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        })
+    };
+    let seed = transfer.seed;
+    let expected = std::thread::spawn(move || pattern_hash(seed, 0, len));
+    let io_before = (io_of(sender_pid), io_of(pid));
+    let started = Instant::now();
+    transfer.go()?;
+    let message = transfer.receiver.recv_any();
+    let elapsed = started.elapsed();
+    let peak = peak_memory(pid);
+    stop.store(true, Ordering::SeqCst);
+    let _ = guard.join();
+    let grown = |peak: u64| {
+        Fail::failed(format!(
+            "the receiver's peak memory (VmHWM) grew by {} MiB during a 1 GiB message through \
+             a {} KiB segment: it keeps the message (or a large part of it) in memory. Write \
+             each chunk to the writer as it comes, straight from the segment",
+            peak.saturating_sub(base) / MIB,
+            size / 1024
+        ))
+    };
+    let killed = killed_at.load(Ordering::SeqCst);
+    if killed > 0 {
+        return Err(grown(killed));
+    }
+    let message = message?;
+    if message.kind != "message" {
+        return Err(receive_failed(&message, 0, &setup.lens, &transfer));
+    }
+    if message.get("len") != Some(len.to_string().as_str()) {
+        return Err(Fail::failed(format!(
+            "the 1 GiB message arrived as {} bytes",
+            message.get("len").unwrap_or("?")
+        )));
+    }
+    let expected = expected
+        .join()
+        .map_err(|_| Fail::Grader("computing the expected hash".into()))?;
+    if message.get("hash") != Some(expected.as_str()) {
+        return Err(Fail::failed(
+            "the 1 GiB message arrived with the right length but other bytes (the hash does \
+             not match)",
+        ));
+    }
+    // Both wait for `exit` now: what their system calls moved is all the transfer's.
+    transfer.both_done()?;
+    for (who, pid, before) in [
+        ("sender", sender_pid, io_before.0),
+        ("receiver", pid, io_before.1),
+    ] {
+        expect_copied_in_memory(who, pid, io_of(pid).since(before), len, &transfer.name)?;
+    }
+    let peak = peak.unwrap_or(base);
+    if peak > base + limit {
+        return Err(grown(peak));
+    }
+    transfer.exit()?;
+    Ok(format!(
+        "1 GiB streamed in {:.1} s ({:.0} MB/s), hash exact, copied in memory (no data through \
+         system calls); the receiver's peak memory grew by {} KiB (limit {} KiB)",
+        elapsed.as_secs_f64(),
+        len as f64 / elapsed.as_secs_f64() / 1e6,
+        peak.saturating_sub(base) / 1024,
+        limit / 1024
+    ))
+}

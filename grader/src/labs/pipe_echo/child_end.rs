@@ -1,0 +1,414 @@
+//! Checks of how the echo child ends and how the parent learns it: exit status 0 after
+//! end-of-file and 1 when `echo_loop` fails, `wait()` blocking in `waitpid()` until the child
+//! has exited, and the error kinds when the child dies or fails.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+
+use super::outside::{self, ExitHold, describe_status};
+use super::session::{Done, Flags, Returned, Session, pipes_of, role_of, settle_in_read, start};
+use crate::engine::diagnose::classify;
+use crate::engine::inspect;
+use crate::engine::waiting::{self, WaitRules};
+use crate::engine::{Fail, Run};
+
+pub fn child_exits_at_eof(run: &mut Run) -> Result<String, Fail> {
+    let input = run.random_bytes(1000);
+    let mut session = start(run, input, Flags::default())?;
+    let done = session.exchange()?;
+    session.verify_echo(&done)?;
+    if done.wait != "ok" {
+        return Err(Fail::failed(format!(
+            "the echo child did not exit with status 0 after end-of-file: wait() said {}",
+            done.wait
+        )));
+    }
+    session.finish()?;
+    Ok("the child saw end-of-file and exited with status 0".into())
+}
+
+/// One end of a pipe: its inode, and whether it is the write end.
+type PipeEnd = (u64, bool);
+
+/// The threads of `pid` blocked in `waitpid()` (or `waitid()`).
+fn in_waitpid(pid: i32) -> BTreeMap<i32, &'static str> {
+    let Some(view) = inspect::view(pid) else {
+        return BTreeMap::new();
+    };
+    view.threads
+        .iter()
+        .filter(|t| t.state == 'S')
+        .filter(|t| {
+            t.syscall
+                .is_some_and(|(n, _)| n == libc::SYS_wait4 || n == libc::SYS_waitid)
+        })
+        .map(|t| (t.tid, "waitpid()"))
+        .collect()
+}
+
+/// What the threads of `pid` are doing, in words.
+pub(super) fn doing(pid: i32) -> String {
+    let Some(view) = inspect::view(pid) else {
+        return "gone".into();
+    };
+    let calls: Vec<String> = view
+        .threads
+        .iter()
+        .map(|t| {
+            if t.state == 'R' {
+                "running on the CPU".to_string()
+            } else {
+                classify(&view, t.syscall).describe()
+            }
+        })
+        .collect();
+    calls.join(", ")
+}
+
+/// `wait()` came back while the grader held the child at its exit.
+fn returned_early(done: &Done) -> Fail {
+    Fail::failed(format!(
+        "wait() returned `{}` while the echo child had not exited yet (the grader held it on its \
+         way out, after it had closed its pipes): wait() must call waitpid() without WNOHANG, \
+         which blocks until the child has exited, and only then judge how it ended",
+        done.wait
+    ))
+}
+
+pub fn waits_for_exit(run: &mut Run) -> Result<String, Fail> {
+    let input = run.random_bytes(64 << 10);
+    let flags = Flags {
+        interruptible: true,
+        ..Flags::default()
+    };
+    let mut session = start(run, input, flags)?;
+    let (parent, child) = (session.parent, session.child);
+    settle_in_read(child);
+    if inspect::view(child).is_none_or(|v| v.state == 'Z') {
+        return Err(Fail::failed(
+            "the echo child ended before any input was sent: it must wait in read() for input \
+             until end-of-file",
+        ));
+    }
+    let pipes = session.pipes()?;
+    let mut hold = ExitHold::seize(child)?;
+    session.go()?;
+    let status = held_at_exit(&mut session, &mut hold)?;
+    if !(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0) {
+        let stderr = session.proc.stderr.lock().expect("capture lock").tail(3);
+        return Err(Fail::failed(format!(
+            "the echo child {} (the grader saw it at its exit), in an exchange the grader did \
+             not disturb: when echo_loop() succeeds the child must _exit(0) (the program's \
+             stderr ends with: {stderr})",
+            describe_status(status)
+        )));
+    }
+    // Its own ends are echo_loop()'s to close; the others should have gone right after fork().
+    let own = [(pipes.a, false), (pipes.b, true)];
+    let (mine, others): (Vec<PipeEnd>, Vec<PipeEnd>) = pipes_of(&session.proc, child)
+        .into_iter()
+        .flat_map(|(inode, (reads, writes))| {
+            let reads = reads.into_iter().map(move |_| (inode, false));
+            reads.chain(writes.into_iter().map(move |_| (inode, true)))
+        })
+        .partition(|end| own.contains(end));
+    let named = |ends: &[PipeEnd]| -> String {
+        let names: Vec<String> = ends
+            .iter()
+            .map(|&(inode, write)| {
+                let pipe = match inode {
+                    i if i == pipes.a => "pipe A",
+                    i if i == pipes.b => "pipe B",
+                    _ => "another pipe",
+                };
+                let end = if write { "write" } else { "read" };
+                format!("the {end} end of {pipe} (pipe:[{inode}])")
+            })
+            .collect();
+        names.join(", ")
+    };
+    if !others.is_empty() {
+        return Err(Fail::failed(format!(
+            "the echo child called _exit() still holding {}, which it never uses: after fork() \
+             each process must close the pipe ends it does not use",
+            named(&others)
+        )));
+    }
+    if !mine.is_empty() {
+        return Err(Fail::failed(format!(
+            "the echo child called _exit() still holding {}: echo_loop() must close both of its \
+             descriptors when it returns (they close when the OwnedFds are dropped), so that \
+             the parent sees end-of-file while the child finishes",
+            named(&mine)
+        )));
+    }
+    // The parent has its end-of-file: it must now be blocked in waitpid().
+    let until = Instant::now() + Duration::from_secs(3);
+    let waiting = loop {
+        if let Some(message) = session.message_within(Duration::from_millis(2))? {
+            return Err(returned_early(&session.done(message)?));
+        }
+        let waiting = in_waitpid(parent);
+        if !waiting.is_empty() {
+            break waiting;
+        }
+        if Instant::now() > until {
+            let held = "with the echo child held at its exit (it had closed its pipes and \
+                        called _exit()), the parent was not blocked in waitpid()";
+            let advice = "wait() must call waitpid() without WNOHANG, which blocks until the \
+                          child has exited";
+            // How it waits instead: the waiting verdict tells polling and spinning apart.
+            let verdict = waiting::expect_blocked(
+                &[parent],
+                &role_of(parent),
+                WaitRules::default(),
+                advice,
+            );
+            return Err(Fail::failed(match verdict {
+                Err(fail) => format!("{held}: {}", fail.message()),
+                Ok(_) => format!("{held}: it is {}; {advice}", doing(parent)),
+            }));
+        }
+    };
+    let leaked: Vec<String> = pipes_of(&session.proc, parent)
+        .iter()
+        .map(|(inode, (r, w))| format!("pipe:[{inode}] (read fds {r:?}, write fds {w:?})"))
+        .collect();
+    if !leaked.is_empty() {
+        return Err(Fail::failed(format!(
+            "while wait() was blocked in waitpid(), the parent still held {}: close both pipe \
+             ends before waitpid(), or a child still writing its echo would wait for a reader \
+             for ever, and waitpid() with it",
+            leaked.join(", ")
+        )));
+    }
+    let rounds = 16;
+    if let Err((round, gave_up)) =
+        outside::interrupt_waiting(parent, &waiting, rounds, "in waitpid()", &|| {
+            in_waitpid(parent)
+        })
+    {
+        let said = match session.message_within(Duration::from_millis(500))? {
+            Some(message) => format!("; wait() returned `{}`", session.done(message)?.wait),
+            None => String::new(),
+        };
+        return Err(Fail::failed(format!(
+            "SIGUSR1 interrupted waitpid() (signal {round} of {rounds}) and wait() gave up ({}{said}): \
+             a signal makes waitpid() fail with EINTR; that is no error, call waitpid() again",
+            gave_up.join("; ")
+        )));
+    }
+    hold.release();
+    let done = session.recv_done()?;
+    session.verify_echo(&done)?;
+    if done.wait != "ok" {
+        return Err(Fail::failed(format!(
+            "the echo child exited with status 0, yet wait() returned `{}`",
+            done.wait
+        )));
+    }
+    let children = inspect::children(Pid::from_raw(parent));
+    if !children.is_empty() {
+        return Err(Fail::failed(format!(
+            "wait() returned but the parent still has children {children:?}: reap the echo child \
+             with waitpid()"
+        )));
+    }
+    session.finish()?;
+    Ok(format!(
+        "with the child held at its exit, wait() stayed blocked in waitpid() through {rounds} \
+         signals, then reaped it"
+    ))
+}
+
+/// Waits until the held child stops at its exit; returns its exit status. A `done` before that
+/// means `wait()` did not wait.
+fn held_at_exit(session: &mut Session, hold: &mut ExitHold) -> Result<i32, Fail> {
+    let until = Instant::now() + Duration::from_secs(5);
+    loop {
+        if let Some(status) = hold.at_exit()? {
+            return Ok(status);
+        }
+        if let Some(message) = session.message_within(Duration::from_millis(2))? {
+            return Err(returned_early(&session.done(message)?));
+        }
+        if Instant::now() > until {
+            return Err(Fail::TimedOut(
+                session.stopped_reading(session.proc.diagnose()),
+            ));
+        }
+    }
+}
+
+pub fn child_dies_early(run: &mut Run) -> Result<String, Fail> {
+    // More than both pipes hold, even enlarged: the writes cannot all fit before the error.
+    let input = run.random_bytes(2 << 20);
+    let mut session = start(run, input, Flags::default())?;
+    let child = Pid::from_raw(session.child);
+    kill(child, Signal::SIGKILL).map_err(|e| Fail::Grader(format!("kill: {e}")))?;
+    // Let the kill land before the transfer starts.
+    let settle = Instant::now() + Duration::from_secs(1);
+    while Instant::now() < settle && inspect::view(session.child).is_some_and(|v| v.state != 'Z') {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let done = session.exchange()?;
+    match Returned::parse(&done.exchange) {
+        Returned::Write(errno) if errno == "EPIPE" => {}
+        Returned::Ok(_) => {
+            return Err(Fail::failed(
+                "the echo child was killed before the transfer, yet exchange() reported success: \
+                 check the result of every write() and read(), and compare the echo's length",
+            ));
+        }
+        Returned::ShortEcho { .. } => {
+            return Err(Fail::failed(format!(
+                "the echo child was killed before the transfer, and exchange() returned `{}` \
+                 (ShortEcho): every write() to pipe A failed with EPIPE, and that write error is \
+                 what exchange() must return (PipeEchoError::Write(EPIPE)); the write error was \
+                 dropped, or the lengths were compared before the writer's result was looked at",
+                done.exchange
+            )));
+        }
+        _ => {
+            return Err(Fail::failed(format!(
+                "the echo child was killed before the transfer, and exchange() returned `{}`: \
+                 with nobody left to read pipe A, write() fails with EPIPE, and exchange() must \
+                 return that write error (PipeEchoError::Write(EPIPE))",
+                done.exchange
+            )));
+        }
+    }
+    match Returned::parse(&done.wait) {
+        Returned::ChildFailed => {}
+        Returned::Ok(_) => {
+            return Err(Fail::failed(
+                "the echo child was killed by SIGKILL, yet wait() reported a clean exit: only \
+                 Exited(_, 0) is success",
+            ));
+        }
+        _ => {
+            return Err(Fail::failed(format!(
+                "wait() returned `{}` for a child killed by SIGKILL: reap it with waitpid() and \
+                 return ChildFailed for any end but Exited(_, 0)",
+                done.wait
+            )));
+        }
+    }
+    session.finish()?;
+    Ok(format!(
+        "the parent reported the dead child: exchange: {}; wait: {}",
+        done.exchange, done.wait
+    ))
+}
+
+pub fn child_fails(run: &mut Run) -> Result<String, Fail> {
+    let input = run.random_bytes(64 << 10);
+    let mut session = start(run, input, Flags::default())?;
+    let child = session.child;
+    settle_in_read(child);
+    let pipes = session.pipes()?;
+    // The child's own write end of pipe B, made non-blocking: once pipe B is full (the parent
+    // reads nothing before `go`), the child's next write() fails with EAGAIN.
+    let shared = outside::share_descriptor(child, pipes.child_writes_b)?;
+    outside::set_nonblocking(&shared)?;
+    drop(shared);
+    let child_io = inspect::io(child).unwrap_or_default();
+    // The grader's own read end of pipe B, never read from: it shows what the child wrote there,
+    // even once the child is gone.
+    let probe_b = outside::open_pipe(child, pipes.child_writes_b, false)?;
+    let mut feed = outside::open_pipe(child, pipes.child_reads_a, true)?;
+    let capacity = outside::pipe_capacity(&feed).unwrap_or(64 << 10) as u64;
+    let bytes = run.random_bytes(16 << 10);
+    // Pipes A and B and one read of the child's: a correct child fails well before 1 MiB.
+    let mut fed = 0;
+    let until = Instant::now() + Duration::from_secs(3);
+    while Instant::now() < until && fed < 1 << 20 && outside::zombie_status(child).is_none() {
+        match feed.write(&bytes) {
+            Ok(n) => fed += n,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            Err(_) => break,
+        }
+    }
+    drop(feed);
+    let until = Instant::now() + Duration::from_millis(500);
+    while Instant::now() < until && outside::zombie_status(child).is_none() {
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    // A panic in the child comes as a message.
+    let _ = session.message_within(Duration::from_millis(5))?;
+    let in_b = outside::bytes_in_pipe(&probe_b).unwrap_or(0);
+    let room = outside::pipe_capacity(&probe_b).unwrap_or(0) as usize;
+    drop(probe_b);
+    let copied = inspect::io(child).unwrap_or_default().since(child_io);
+    let failed = "the grader made the echo child's write to pipe B fail (it set O_NONBLOCK on \
+                  the child's write end and let pipe B fill up: write() failed with EAGAIN)";
+    // Its write fails only once pipe B is full.
+    let filled = in_b >= room;
+    match outside::zombie_status(child) {
+        Some(status) if libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 1 => {}
+        Some(status) if !filled => {
+            return Err(Fail::failed(format!(
+                "the echo child {} after reading {} bytes, before end-of-file (the grader held \
+                 pipe A open) and before its write could fail (pipe B holds {in_b} of {room} \
+                 bytes): echo_loop() must read until read() returns 0",
+                describe_status(status),
+                copied.read_bytes
+            )));
+        }
+        Some(status) => {
+            return Err(Fail::failed(format!(
+                "{failed}, and the child {}: when echo_loop() returns an error the child must \
+                 _exit(1)",
+                describe_status(status)
+            )));
+        }
+        // Nobody reads pipe B before `go`: what the child read and is not there, it kept.
+        None if !filled && copied.read_bytes > in_b as u64 + capacity => {
+            return Err(Fail::failed(format!(
+                "the echo child read {} bytes from pipe A, yet pipe B holds only {in_b} (it \
+                 holds {room}): the child must write what each read() returned to pipe B \
+                 before it reads again",
+                copied.read_bytes
+            )));
+        }
+        None => {
+            return Err(Fail::failed(format!(
+                "{failed}, and the child did not end (it is {}): write_all() must return every \
+                 error but EINTR, echo_loop() must return it, and the child must then _exit(1)",
+                doing(child)
+            )));
+        }
+    }
+    let done = session.exchange()?;
+    if done.exchange.starts_with("ok") {
+        return Err(Fail::failed(format!(
+            "the echo child had failed and exited before the transfer, yet exchange() returned \
+             `{}`: check the result of every write() and read()",
+            done.exchange
+        )));
+    }
+    match Returned::parse(&done.wait) {
+        Returned::ChildFailed => {}
+        Returned::Ok(_) => {
+            return Err(Fail::failed(
+                "the echo child exited with status 1, yet wait() reported a clean exit: only \
+                 Exited(_, 0) is success; any other status is ChildFailed",
+            ));
+        }
+        _ => {
+            return Err(Fail::failed(format!(
+                "wait() returned `{}` for a child that exited with status 1: reap it with \
+                 waitpid() and return ChildFailed for any end but Exited(_, 0)",
+                done.wait
+            )));
+        }
+    }
+    session.finish()?;
+    Ok("when its write failed the child exited with status 1, and wait() said ChildFailed".into())
+}

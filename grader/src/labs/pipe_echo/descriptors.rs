@@ -1,0 +1,202 @@
+//! Checks of the descriptors each process holds: the two pipes and their unused ends after
+//! `spawn()`, nothing closed that the program owns, nothing left after `wait()`, and nothing
+//! left when `pipe()` fails half-way.
+
+use std::collections::BTreeMap;
+
+use nix::unistd::Pid;
+
+use super::outside;
+use super::session::{
+    CHILD, Flags, PARENT, Returned, Session, Spawned, launch, pipes_of, settle_in_read, start,
+};
+use crate::engine::inspect;
+use crate::engine::{Fail, Run};
+
+/// `fd (target)` for each descriptor of `fds` that `keep` rejects.
+fn listed(fds: &BTreeMap<i32, String>, keep: impl Fn(&i32, &String) -> bool) -> Vec<String> {
+    fds.iter()
+        .filter(|(fd, target)| keep(fd, target))
+        .map(|(fd, target)| format!("fd {fd} ({target})"))
+        .collect()
+}
+
+pub fn real_pipes(run: &mut Run) -> Result<String, Fail> {
+    let input = run.random_bytes(64 << 10);
+    let mut session = start(run, input, Flags::default())?;
+    let (parent, child) = (session.parent, session.child);
+    settle_in_read(child);
+    let child_view = inspect::view(child).ok_or_else(|| {
+        Fail::failed(format!("the child pid {child} that spawn() returned does not exist"))
+    })?;
+    if child_view.ppid != parent {
+        return Err(Fail::failed(format!(
+            "pid {child} is not a child of the parent (its parent is {}): fork() the echo child \
+             from the parent",
+            child_view.ppid
+        )));
+    }
+    let pipes = session.pipes()?;
+    let (a, b) = (pipes.a, pipes.b);
+    let mut problems = Vec::new();
+    for (who, fds, pipe, end) in [
+        (PARENT, &pipes.parent[&a].0, a, "read"),
+        (PARENT, &pipes.parent[&b].1, b, "write"),
+        (CHILD, &pipes.child[&a].1, a, "write"),
+        (CHILD, &pipes.child[&b].0, b, "read"),
+    ] {
+        if !fds.is_empty() {
+            let name = if pipe == a { "parent-to-child" } else { "child-to-parent" };
+            problems.push(format!(
+                "{who} still holds the {end} end of the {name} pipe (fd {fds:?})"
+            ));
+        }
+    }
+    if !problems.is_empty() {
+        return Err(Fail::failed(format!(
+            "{}: after fork() each process must close the pipe ends it does not use, or \
+             end-of-file and EPIPE never come",
+            problems.join("; ")
+        )));
+    }
+    // The child inherits the program's descriptors; they are not the student's to close.
+    let child_fds = inspect::view(child).map(|v| v.fds).unwrap_or_default();
+    let closed = listed(&session.fds_before, |fd, target| {
+        child_fds.get(fd) != Some(target)
+    });
+    if !closed.is_empty() {
+        return Err(Fail::failed(format!(
+            "the echo child closed descriptors it did not open: {} (the program held them \
+             before spawn(); descriptor 3 is the grader's control channel): close only the \
+             pipe ends the child does not use",
+            closed.join(", ")
+        )));
+    }
+    let parent_fds = inspect::view(parent).map(|v| v.fds).unwrap_or_default();
+    let ends = [
+        (PARENT, &parent_fds, [pipes.parent_writes_a, pipes.parent_reads_b]),
+        (CHILD, &child_fds, [pipes.child_reads_a, pipes.child_writes_b]),
+    ];
+    for (who, fds, own) in ends {
+        let extra = listed(fds, |fd, _| {
+            !session.fds_before.contains_key(fd) && !own.contains(fd)
+        });
+        if !extra.is_empty() {
+            return Err(Fail::failed(format!(
+                "{who} holds descriptors besides its two pipe ends and the program's own: {}; \
+                 spawn() needs two pipes, and each process keeps one end of each",
+                extra.join(", ")
+            )));
+        }
+    }
+    let done = session.exchange()?;
+    session.verify_echo(&done)?;
+    session.finish()?;
+    Ok(format!(
+        "parent {parent} and child {child} are joined by pipe:[{a}] and pipe:[{b}], unused ends \
+         closed, the program's descriptors left alone"
+    ))
+}
+
+pub fn reaped_no_fd_leak(run: &mut Run) -> Result<String, Fail> {
+    let input = run.random_bytes(100 << 10);
+    let mut session = start(run, input, Flags::default())?;
+    let done = session.exchange()?;
+    session.verify_echo(&done)?;
+    let parent = session.parent;
+    let children = inspect::children(Pid::from_raw(parent));
+    if !children.is_empty() {
+        let states: Vec<String> = children
+            .iter()
+            .filter_map(|&pid| inspect::view(pid))
+            .map(|v| format!("pid {} in state {}", v.pid, v.state))
+            .collect();
+        return Err(Fail::failed(format!(
+            "after wait() the parent still has children ({}): reap the echo child with waitpid(); \
+             a child that exited stays a zombie (state Z) until then",
+            states.join(", ")
+        )));
+    }
+    leaks_after(&session, "after wait()")?;
+    session.finish()?;
+    Ok("the child was reaped and the parent holds no descriptor it did not hold before".into())
+}
+
+/// Fails if the parent holds a descriptor it did not hold before `spawn()`.
+fn leaks_after(session: &Session, when: &str) -> Result<(), Fail> {
+    let leaked: Vec<String> = pipes_of(&session.proc, session.parent)
+        .iter()
+        .map(|(inode, (r, w))| format!("pipe:[{inode}] (read fds {r:?}, write fds {w:?})"))
+        .collect();
+    if !leaked.is_empty() {
+        return Err(Fail::failed(format!(
+            "{when} the parent still holds {}: close both pipe ends when you are done",
+            leaked.join(", ")
+        )));
+    }
+    let fds = inspect::view(session.parent).map(|v| v.fds).unwrap_or_default();
+    let extra = listed(&fds, |fd, _| !session.fds_before.contains_key(fd));
+    if !extra.is_empty() {
+        return Err(Fail::failed(format!(
+            "{when} the parent holds descriptors it did not hold before spawn(): {}; close \
+             every descriptor you open",
+            extra.join(", ")
+        )));
+    }
+    Ok(())
+}
+
+pub fn spawn_errors(run: &mut Run) -> Result<String, Fail> {
+    // One descriptor short each time: none of the two pipes fits, then only the first.
+    for (free, failing) in [(1, "the first pipe()"), (3, "the second pipe()")] {
+        let input = run.random_bytes(16);
+        let launched = launch(run, input, Flags::default())?;
+        let (parent, before) = (launched.parent, launched.fds_before.clone());
+        let limit = outside::descriptor_limit(&before, free);
+        let setting = format!(
+            "with the descriptor limit (RLIMIT_NOFILE) at {limit}, {free} descriptor{} free \
+             where two pipes need four",
+            if free == 1 { "" } else { "s" }
+        );
+        let launched = match launched.spawn_with(&[("descriptor-limit", limit.to_string())])? {
+            Spawned::Ready(session) => {
+                return Err(Fail::failed(format!(
+                    "{setting}, spawn() returned a child (pid {}): two pipes cannot have been \
+                     created; create both with pipe() before fork()",
+                    session.child
+                )));
+            }
+            Spawned::Failed(launched, error) => {
+                match Returned::parse(&format!("error {error}")) {
+                    Returned::Pipe(errno) if errno == "EMFILE" => {}
+                    _ => {
+                        return Err(Fail::failed(format!(
+                            "{setting}, {failing} fails with EMFILE, but spawn() returned `{error}`: \
+                             return PipeEchoError::Pipe with pipe()'s error"
+                        )));
+                    }
+                }
+                launched
+            }
+        };
+        let children = inspect::children(Pid::from_raw(parent));
+        if !children.is_empty() {
+            return Err(Fail::failed(format!(
+                "{setting}, spawn() failed but left child processes {children:?}: fork() only \
+                 once both pipes exist"
+            )));
+        }
+        let fds = inspect::view(parent).map(|v| v.fds).unwrap_or_default();
+        let leaked = listed(&fds, |fd, _| !before.contains_key(fd));
+        if !leaked.is_empty() {
+            return Err(Fail::failed(format!(
+                "{setting}, {failing} failed and spawn() returned the error but left {} open: \
+                 close what spawn() created before the failure (an OwnedFd closes itself when \
+                 dropped)",
+                leaked.join(", ")
+            )));
+        }
+        launched.finish()?;
+    }
+    Ok("pipe() failing at the first and at the second pipe gave Pipe(EMFILE), with nothing left open".into())
+}

@@ -1,0 +1,486 @@
+//! Checks of the echo itself: it comes back whole, its length is compared, the parent reads
+//! while it writes, and what `exchange()` returns is what came back through pipe B, copied by
+//! the child as it read it.
+
+use std::time::{Duration, Instant};
+
+use rand::RngExt;
+
+use super::outside;
+use super::session::{
+    Done, Flags, Pipes, Returned, Session, first_difference, pipes_of, role_of, settle_in_read, start,
+};
+use crate::engine::diagnose::{Activity, classify};
+use crate::engine::waiting::{self, WaitRules};
+use crate::engine::{Fail, Run, force, inspect};
+
+/// One page: the smallest pipe the kernel makes, and what a user short of pipe memory gets.
+const PAGE: i32 = 4096;
+
+const WAIT_ADVICE: &str = "wait in read() or write() on the pipes (a thread each), or in \
+                           poll() on both, until there is something to do";
+
+pub fn echo(run: &mut Run, len: usize) -> Result<String, Fail> {
+    let input = run.random_bytes(len);
+    let mut session = start(run, input, Flags::default())?;
+    let done = session.exchange()?;
+    session.verify_echo(&done)?;
+    session.finish()?;
+    Ok(format!("{len} bytes echoed byte for byte"))
+}
+
+/// Whether a second `exchange()` was refused as it must be.
+fn refused_again(done: &Done) -> Result<(), Fail> {
+    let again = done.again.as_deref().unwrap_or("?");
+    if Returned::parse(again) == Returned::AlreadyExchanged {
+        return Ok(());
+    }
+    Err(Fail::failed(format!(
+        "calling exchange() a second time returned `{again}`: the first call closed the write \
+         end, so a second call must fail with AlreadyExchanged (and send nothing)"
+    )))
+}
+
+pub fn exchange_errors(run: &mut Run) -> Result<String, Fail> {
+    let len = 4 << 10;
+    let flags = Flags {
+        twice: true,
+        ..Flags::default()
+    };
+    // One byte missing: the grader takes the first byte off pipe A before the child reads it.
+    let input = run.random_bytes(len);
+    let mut session = start(run, input, flags)?;
+    settle_in_read(session.child);
+    let pipes = session.pipes()?;
+    let mut pipe_a = outside::open_pipe(session.child, pipes.child_reads_a, false)?;
+    outside::hold_stopped(session.child)?;
+    session.go()?;
+    let until = Instant::now() + Duration::from_secs(3);
+    let mut taken = Vec::new();
+    while taken.is_empty() && Instant::now() < until {
+        taken = outside::take_bytes(&mut pipe_a, 1)?;
+        if taken.is_empty() {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+    drop(pipe_a);
+    force::resume(session.child)?;
+    if taken.is_empty() {
+        return Err(Fail::failed(
+            "with the echo child stopped, the parent wrote nothing into pipe A: exchange() must \
+             send the input through pipe A",
+        ));
+    }
+    let done = session.recv_done()?;
+    length_compared(&done, len, len - 1, "took one byte off pipe A")?;
+    refused_again(&done)?;
+    session.finish()?;
+
+    // One byte too many: the grader puts a byte into pipe B before the child echoes.
+    let input = run.random_bytes(len);
+    let mut session = start(run, input, flags)?;
+    settle_in_read(session.child);
+    let pipes = session.pipes()?;
+    let mut pipe_b = outside::open_pipe(session.child, pipes.child_writes_b, true)?;
+    let extra = run.random_bytes(1);
+    outside::put_bytes(&mut pipe_b, &extra)?;
+    drop(pipe_b);
+    let done = session.exchange()?;
+    length_compared(&done, len, len + 1, "put one byte into pipe B")?;
+    refused_again(&done)?;
+    session.finish()?;
+    Ok(format!(
+        "one byte short and one byte over, exchange() returned ShortEcho with the right counts; \
+         a second call returned AlreadyExchanged ({len} bytes each)"
+    ))
+}
+
+/// Whether `exchange()` returned `ShortEcho { sent, echoed }` for an echo the grader made
+/// `echoed` bytes long.
+fn length_compared(done: &Done, sent: usize, echoed: usize, how: &str) -> Result<(), Fail> {
+    let setting = format!(
+        "{sent} bytes were sent and {echoed} came back (the grader {how}), and exchange() \
+         returned `{}`",
+        done.exchange
+    );
+    match Returned::parse(&done.exchange) {
+        Returned::ShortEcho {
+            sent: s,
+            echoed: e,
+        } if s == sent && e == echoed => Ok(()),
+        Returned::ShortEcho {
+            sent: s,
+            echoed: e,
+        } if s == sent && e < echoed => Err(Fail::failed(format!(
+            "{setting}: ShortEcho reports {e} bytes where {echoed} came back through pipe B; \
+             read pipe B until read() returns 0, and report what came back"
+        ))),
+        Returned::ShortEcho { .. } => Err(Fail::failed(format!(
+            "{setting}: ShortEcho must carry the bytes sent and the bytes that came back"
+        ))),
+        Returned::Ok(n) if echoed > sent && n == sent => Err(Fail::failed(format!(
+            "{setting}: it stopped at as many bytes as were sent; read pipe B until read() \
+             returns 0 (end-of-file), and return ShortEcho whenever the lengths differ"
+        ))),
+        Returned::Ok(_) if echoed > sent => Err(Fail::failed(format!(
+            "{setting}: return ShortEcho whenever the lengths differ, also when more bytes come \
+             back than were sent"
+        ))),
+        Returned::Ok(_) => Err(Fail::failed(format!(
+            "{setting}: compare the echo's length with the input's, and return ShortEcho when \
+             they differ"
+        ))),
+        _ => Err(Fail::failed(format!(
+            "{setting}: what is wrong with this echo is its length, and that is ShortEcho {{ \
+             sent: {sent}, echoed: {echoed} }}"
+        ))),
+    }
+}
+
+/// Waits until every thread of the parent sleeps in the same calls twice in a row: with the
+/// child stopped, a parent that has filled pipe A has nothing left to do. Fails if the parent
+/// did without the child: it reported, or it is already reaping.
+fn parent_settles(session: &mut Session) -> Result<(), Fail> {
+    let until = Instant::now() + Duration::from_secs(3);
+    let mut last = None;
+    loop {
+        if let Some(message) = session.message_within(Duration::from_millis(5))? {
+            let _ = force::resume(session.child);
+            let report = message
+                .get("exchange")
+                .map(|e| format!(" (exchange: {e})"))
+                .unwrap_or_default();
+            return Err(without_child(format!("said `{}`{report}", message.kind)));
+        }
+        let calls = inspect::view(session.parent)
+            .filter(|v| v.threads.iter().all(|t| matches!(t.state, 'S' | 'D')))
+            .map(|v| {
+                v.threads
+                    .iter()
+                    .map(|t| (t.tid, t.syscall))
+                    .collect::<Vec<_>>()
+            });
+        if calls.is_some() && calls == last || Instant::now() > until {
+            break;
+        }
+        last = calls;
+    }
+    if threads_in(session.parent, |a| *a == Activity::WaitChild) {
+        let _ = force::resume(session.child);
+        return Err(without_child(
+            "returned from exchange() and waits in waitpid()".to_string(),
+        ));
+    }
+    Ok(())
+}
+
+/// The parent finished its exchange with the child stopped: it did not need the child.
+fn without_child(seen: String) -> Fail {
+    Fail::failed(format!(
+        "with the echo child stopped (SIGSTOP) the parent {seen}: the bytes did not go through \
+         the child; send them through pipe A, let the child copy them to pipe B, and read them \
+         back from there"
+    ))
+}
+
+/// What each thread of `pid` is doing (a running thread is busy).
+fn activities(pid: i32) -> Vec<Activity> {
+    let Some(view) = inspect::view(pid) else {
+        return Vec::new();
+    };
+    view.threads
+        .iter()
+        .map(|t| {
+            if t.state == 'R' {
+                Activity::Busy
+            } else {
+                classify(&view, t.syscall)
+            }
+        })
+        .collect()
+}
+
+pub fn reads_while_writing(run: &mut Run) -> Result<String, Fail> {
+    let len = 1 << 20;
+    let input = run.random_bytes(len);
+    let mut session = start(run, input, Flags::default())?;
+    let (parent, child) = (session.parent, session.child);
+    settle_in_read(child);
+    let pipes = session.pipes()?;
+    force::shrink_pipe(parent, pipes.parent_writes_a, PAGE)?;
+    force::shrink_pipe(parent, pipes.parent_reads_b, PAGE)?;
+    outside::hold_stopped(child)?;
+    session.go()?;
+    parent_settles(&mut session)?;
+    let seen = activities(parent);
+    let reads_b = seen.iter().any(|a| match a {
+        Activity::PipeRead { inode, .. } => *inode == pipes.b,
+        Activity::Poll => true,
+        _ => false,
+    });
+    if !reads_b {
+        let verdict = not_reading(&session, &pipes, &seen);
+        let _ = force::resume(child);
+        return Err(verdict);
+    }
+    force::resume(child)?;
+    let done = session.recv_done()?;
+    session.verify_echo(&done)?;
+    session.finish()?;
+    Ok(format!(
+        "with the child stopped and pipes of one page, the parent waited on pipe B while it \
+         wrote; resumed, {len} bytes came back"
+    ))
+}
+
+/// Why a parent that does not read pipe B while the child is stopped is wrong, from what its
+/// threads were seen doing.
+fn not_reading(session: &Session, pipes: &Pipes, seen: &[Activity]) -> Fail {
+    if seen
+        .iter()
+        .any(|a| matches!(a, Activity::Busy | Activity::Sleep))
+    {
+        // Spinning or sleeping between tries: the waiting verdict names it.
+        if let Err(fail) = waiting::expect_blocked(
+            &[session.parent],
+            &role_of(session.parent),
+            WaitRules::default(),
+            WAIT_ADVICE,
+        ) {
+            return Fail::failed(format!(
+                "with the echo child stopped (SIGSTOP): {}",
+                fail.message()
+            ));
+        }
+    }
+    let writes_a = seen.iter().find_map(|a| match a {
+        Activity::PipeWrite { fd, inode } if *inode == pipes.a => Some(*fd),
+        _ => None,
+    });
+    let doing = match writes_a {
+        Some(fd) => format!("is blocked writing pipe A (fd {fd})"),
+        None => {
+            let calls: Vec<String> = seen.iter().map(Activity::describe).collect();
+            format!("is {}", calls.join(", "))
+        }
+    };
+    let capacity = outside::open_pipe(session.parent, pipes.parent_reads_b, false)
+        .ok()
+        .and_then(|pipe| outside::pipe_capacity(&pipe))
+        .unwrap_or(0);
+    let grown = if capacity > PAGE {
+        format!(
+            " (it made pipe B hold {capacity} bytes: F_SETPIPE_SZ only moves the limit, and may \
+             be refused)"
+        )
+    } else {
+        String::new()
+    };
+    Fail::failed(format!(
+        "with the echo child stopped (SIGSTOP) and both pipes holding one page (4 KiB, as the \
+         kernel gives a user short of pipe memory), the parent {doing}, and none of its threads \
+         reads pipe B{grown}: the parent must read the echo while it writes (a second thread \
+         blocked in read() on pipe B, or one thread in poll() on both pipes); a parent that only \
+         writes, or writes a block before reading, blocks for ever once both pipes are full"
+    ))
+}
+
+pub fn through_the_child(run: &mut Run) -> Result<String, Fail> {
+    let len = 1 << 20;
+    let input = run.random_bytes(len);
+    let swapped = run.rng().random_range(1..=4096usize);
+    let mut session = start(run, input, Flags::default())?;
+    let (parent, child) = (session.parent, session.child);
+    settle_in_read(child);
+    let pipes = session.pipes()?;
+    // The grader's own write end of pipe A: until it lets go, the child sees no end-of-file,
+    // so the grader can look at both processes once every byte has gone through.
+    let eof_held = outside::open_pipe(child, pipes.child_reads_a, true)?;
+    outside::hold_stopped(child)?;
+    let parent_io = inspect::io(parent).unwrap_or_default();
+    let child_io = inspect::io(child).unwrap_or_default();
+    session.go()?;
+    parent_settles(&mut session)?;
+    // The first bytes on pipe A are replaced on pipe B: the echo must be what pipe B carried.
+    let mut pipe_a = outside::open_pipe(child, pipes.child_reads_a, false)?;
+    let taken = outside::take_bytes(&mut pipe_a, swapped)?;
+    drop(pipe_a);
+    if taken[..] != session.input[..taken.len()] {
+        let _ = force::resume(child);
+        return Err(Fail::failed(format!(
+            "the first {} bytes the parent wrote into pipe A are not the input's first bytes \
+             (first difference at byte {}): send the input in order",
+            taken.len(),
+            first_difference(&taken, &session.input)
+        )));
+    }
+    let swapped = taken.len();
+    let injected: Vec<u8> = taken.iter().map(|b| !b).collect();
+    let mut pipe_b = outside::open_pipe(child, pipes.child_writes_b, true)?;
+    outside::put_bytes(&mut pipe_b, &injected)?;
+    drop(pipe_b);
+    force::resume(child)?;
+    all_through(&mut session, &pipes, parent_io, &eof_held)?;
+
+    let copied = inspect::io(child).unwrap_or_default().since(child_io);
+    if copied.written_bytes < copied.read_bytes {
+        return Err(Fail::failed(format!(
+            "with every byte sent and end-of-file held back, the echo child had read {} bytes \
+             from pipe A but written only {}: the child must write what each read() returned to \
+             pipe B before it reads again; the echo goes back through pipe B as it is read",
+            copied.read_bytes, copied.written_bytes
+        )));
+    }
+    let child_fds = inspect::view(child).map(|v| v.fds).unwrap_or_default();
+    let own = [pipes.child_reads_a, pipes.child_writes_b];
+    let other: Vec<(i32, String)> = child_fds
+        .into_iter()
+        .filter(|(fd, _)| !own.contains(fd) && !session.fds_before.contains_key(fd))
+        .collect();
+    let unused: Vec<String> = other
+        .iter()
+        .filter(|(_, target)| {
+            inspect::pipe_inode(target).is_some_and(|i| i == pipes.a || i == pipes.b)
+        })
+        .map(|(fd, target)| format!("fd {fd} ({target})"))
+        .collect();
+    if !unused.is_empty() {
+        return Err(Fail::failed(format!(
+            "during the transfer the echo child still holds {}, more ends of the two pipes than \
+             the read end of pipe A and the write end of pipe B: after fork() each process \
+             must close the pipe ends it does not use",
+            unused.join(", ")
+        )));
+    }
+    if !other.is_empty() {
+        let other: Vec<String> = other
+            .iter()
+            .map(|(fd, target)| format!("fd {fd} ({target})"))
+            .collect();
+        return Err(Fail::failed(format!(
+            "during the transfer the echo child holds {} besides its two pipe ends: the echo \
+             goes back through pipe B, not through a file or another channel",
+            other.join(", ")
+        )));
+    }
+    // Nothing left to do for either process until end-of-file: both must block.
+    waiting::expect_blocked(
+        &[parent, child],
+        &role_of(parent),
+        WaitRules::default(),
+        WAIT_ADVICE,
+    )?;
+    drop(eof_held);
+    let done = session.recv_done()?;
+    if !done.exchange.starts_with("ok") {
+        return Err(Fail::failed(format!("exchange() failed: {}", done.exchange)));
+    }
+    let mut expected = injected;
+    expected.extend_from_slice(&session.input[swapped..]);
+    let echoed = session.echoed()?;
+    if echoed != expected {
+        let what = if echoed == session.input {
+            "it is the input itself: exchange() must return the bytes it read from pipe B, not \
+             a copy of its input"
+                .to_string()
+        } else {
+            format!(
+                "{} bytes for {} expected, first difference at byte {}",
+                echoed.len(),
+                expected.len(),
+                first_difference(&echoed, &expected)
+            )
+        };
+        return Err(Fail::failed(format!(
+            "the grader took the first {swapped} bytes off pipe A and put {swapped} other bytes \
+             into pipe B, but the echo exchange() returned is not what came through pipe B: \
+             {what}"
+        )));
+    }
+    session.finish()?;
+    Ok(format!(
+        "with the child stopped the parent waited; the echo of {len} bytes came back through \
+         pipe B, copied as it was read, {swapped} bytes replaced on the way"
+    ))
+}
+
+/// Waits until every byte has gone through and both processes wait for end-of-file, which the
+/// grader holds back: the parent has written the input and closed its end of pipe A, no thread
+/// of it writes any more, pipe A is empty (`eof_held` is the grader's end of it) and the child
+/// sleeps.
+fn all_through(
+    session: &mut Session,
+    pipes: &Pipes,
+    parent_io: inspect::IoCounters,
+    eof_held: &std::fs::File,
+) -> Result<(), Fail> {
+    let (parent, child) = (session.parent, session.child);
+    let len = session.input.len() as u64;
+    let until = Instant::now() + Duration::from_secs(4);
+    loop {
+        if let Some(message) = session.message_within(Duration::from_millis(2))? {
+            let done = session.done(message)?;
+            if inspect::view(child).is_none_or(|v| v.state == 'Z') {
+                // The child ended although it never saw end-of-file.
+                session.verify_echo(&done)?;
+                return Err(Fail::failed(format!(
+                    "the echo child ended before end-of-file (the grader held pipe A open), and \
+                     exchange() returned `{}`: echo_loop() must read until read() returns 0",
+                    done.exchange
+                )));
+            }
+            return Err(Fail::failed(format!(
+                "the program reported `done` (exchange: {}, wait: {}) while the echo child was \
+                 still running (the grader held its end-of-file back): exchange() must read \
+                 pipe B until read() returns 0, and wait() must wait for the child",
+                done.exchange, done.wait
+            )));
+        }
+        let written = inspect::io(parent).unwrap_or_default().since(parent_io);
+        let a_closed = pipes_of(&session.proc, parent)
+            .get(&pipes.a)
+            .is_none_or(|(_, writes)| writes.is_empty());
+        // Pipe A is empty and the child sleeps (how it waits is judged below). Not the child's
+        // I/O counters: splice(), which std::io::copy uses between pipes, is not counted there.
+        let a_empty = outside::bytes_in_pipe(eof_held) == Some(0);
+        let child_waits = inspect::view(child)
+            .is_some_and(|v| v.threads.iter().all(|t| t.state == 'S'))
+            && !threads_in(child, |a| matches!(a, Activity::PipeWrite { .. }));
+        let parent_writes = threads_in(parent, |a| {
+            matches!(a, Activity::PipeWrite { inode, .. } if *inode == pipes.a)
+        });
+        if a_closed && threads_in(parent, |a| *a == Activity::WaitChild) {
+            return Err(Fail::failed(
+                "exchange() returned before end-of-file on pipe B: the parent is in waitpid() \
+                 while the echo child still runs (the grader held its end-of-file back); read \
+                 pipe B until read() returns 0, however many bytes have come",
+            ));
+        }
+        if a_closed && !parent_writes && written.written_bytes >= len && a_empty && child_waits {
+            return Ok(());
+        }
+        if Instant::now() > until {
+            if !a_closed && written.written_bytes >= len {
+                return Err(Fail::failed(format!(
+                    "the parent wrote all {len} bytes into pipe A but still holds its write end: \
+                     close it (drop to_child) after the last byte, or the child never sees \
+                     end-of-file"
+                )));
+            }
+            return Err(Fail::TimedOut(
+                session.stopped_reading(session.proc.diagnose()),
+            ));
+        }
+    }
+}
+
+/// Whether a sleeping thread of `pid` is doing what `wanted` accepts.
+fn threads_in(pid: i32, wanted: impl Fn(&Activity) -> bool) -> bool {
+    let Some(view) = inspect::view(pid) else {
+        return false;
+    };
+    view.threads
+        .iter()
+        .filter(|t| t.state == 'S')
+        .any(|t| wanted(&classify(&view, t.syscall)))
+}

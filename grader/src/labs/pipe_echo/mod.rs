@@ -1,0 +1,219 @@
+//! Checks of lab 1, pipe echo: the program forks an echo child, streams a file through it over
+//! two pipes and writes the echo to another file.
+//!
+//! The protocol driver is in `session`; what the grader does to the processes from outside
+//! (its own pipe ends, a shared descriptor, a descriptor limit, a hold at exit, repeated
+//! signals) in `outside`; the checks, by what they look at, in the other modules.
+
+mod child_end;
+mod descriptors;
+mod echo;
+mod outside;
+mod session;
+mod signals;
+
+use std::time::Duration;
+
+use crate::engine::diagnose::{Activity, Hang, Stuck};
+use crate::engine::{Check, Lab};
+use session::{CHILD, PARENT};
+
+pub static LAB: Lab = Lab {
+    number: 1,
+    slug: "pipe-echo",
+    title: "Pipe echo: a parent and an echo child over two pipes",
+    cleanup_points: 0,
+    explain_hang,
+    checks: &[
+        Check {
+            name: "echo-0-bytes",
+            points: 1,
+            timeout: Duration::from_secs(5),
+            description: "an empty input comes back empty, and the child still exits",
+            exclusive: false,
+            run: |run| echo::echo(run, 0),
+        },
+        Check {
+            name: "echo-1-byte",
+            points: 1,
+            timeout: Duration::from_secs(5),
+            description: "one random byte comes back",
+            exclusive: false,
+            run: |run| echo::echo(run, 1),
+        },
+        Check {
+            name: "echo-4-kib",
+            points: 2,
+            timeout: Duration::from_secs(5),
+            description: "4 KiB of random bytes come back byte for byte",
+            exclusive: false,
+            run: |run| echo::echo(run, 4 << 10),
+        },
+        Check {
+            name: "echo-16-mib",
+            points: 4,
+            timeout: Duration::from_secs(15),
+            description: "16 MiB, far beyond the pipe's capacity, come back without deadlock",
+            exclusive: false,
+            run: |run| echo::echo(run, 16 << 20),
+        },
+        Check {
+            name: "real-pipes",
+            points: 3,
+            timeout: Duration::from_secs(5),
+            description: "the child is a separate process, joined to the parent by two pipes \
+                          whose unused ends are closed, and holding the program's descriptors \
+                          (read from /proc)",
+            exclusive: false,
+            run: descriptors::real_pipes,
+        },
+        Check {
+            name: "spawn-errors",
+            points: 2,
+            timeout: Duration::from_secs(10),
+            description: "with too few descriptors for the first or the second pipe, spawn() \
+                          returns Pipe(EMFILE), forks nothing and leaves nothing open",
+            exclusive: false,
+            run: descriptors::spawn_errors,
+        },
+        Check {
+            name: "child-exits-at-eof",
+            points: 2,
+            timeout: Duration::from_secs(5),
+            description: "closing the write end lets the child see end-of-file and exit(0)",
+            exclusive: false,
+            run: child_end::child_exits_at_eof,
+        },
+        Check {
+            name: "reaped-no-fd-leak",
+            points: 2,
+            timeout: Duration::from_secs(5),
+            description: "after wait() the child is reaped and the parent holds no descriptor \
+                          it did not hold before spawn()",
+            exclusive: false,
+            run: descriptors::reaped_no_fd_leak,
+        },
+        Check {
+            name: "waits-for-exit",
+            points: 2,
+            timeout: Duration::from_secs(10),
+            description: "with the child held at its exit, wait() is blocked in waitpid() with \
+                          both pipe ends closed, retries it when signals interrupt it, and \
+                          reaps the child once it exits",
+            exclusive: false,
+            run: child_end::waits_for_exit,
+        },
+        Check {
+            name: "child-dies-early",
+            points: 2,
+            timeout: Duration::from_secs(10),
+            description: "a child killed before the transfer: exchange() returns Write(EPIPE) \
+                          and wait() ChildFailed, without a hang or a crash",
+            exclusive: false,
+            run: child_end::child_dies_early,
+        },
+        Check {
+            name: "child-fails",
+            points: 2,
+            timeout: Duration::from_secs(10),
+            description: "when the child's write to pipe B fails, echo_loop() returns the error, \
+                          the child exits with status 1 and wait() returns ChildFailed",
+            exclusive: false,
+            run: child_end::child_fails,
+        },
+        Check {
+            name: "exchange-errors",
+            points: 2,
+            timeout: Duration::from_secs(10),
+            description: "an echo one byte short or one byte over is ShortEcho with both \
+                          counts; a second exchange() is AlreadyExchanged",
+            exclusive: false,
+            run: echo::exchange_errors,
+        },
+        Check {
+            name: "reads-while-writing",
+            points: 3,
+            timeout: Duration::from_secs(10),
+            description: "with the child stopped and pipes of one page, the parent waits on \
+                          pipe B while it writes pipe A; resumed, 1 MiB comes back",
+            exclusive: false,
+            run: echo::reads_while_writing,
+        },
+        Check {
+            name: "through-the-child",
+            points: 3,
+            timeout: Duration::from_secs(10),
+            description: "the echo is what came back through pipe B, copied by the child as it \
+                          read it; with nothing to do, both processes block",
+            exclusive: false,
+            run: echo::through_the_child,
+        },
+        Check {
+            name: "signals-during-transfer",
+            points: 3,
+            timeout: Duration::from_secs(30),
+            description: "4 MiB through pipes of one page come back intact while SIGUSR1 \
+                          interrupts every thread of both processes every 0.2 ms (short writes \
+                          and EINTR handled)",
+            exclusive: false,
+            run: signals::signals_during_transfer,
+        },
+        Check {
+            name: "interrupted-while-blocked",
+            points: 2,
+            timeout: Duration::from_secs(15),
+            description: "SIGUSR1 lands 40 times on each process while it is blocked reading or \
+                          writing its pipes (the child waiting for input, the parent with the \
+                          child stopped): every interrupted call is retried (EINTR)",
+            exclusive: false,
+            run: signals::interrupted_while_blocked,
+        },
+    ],
+};
+
+fn writes_pipe(process: &Stuck) -> bool {
+    process
+        .activities
+        .iter()
+        .any(|a| matches!(a, Activity::PipeWrite { .. }))
+}
+
+fn reads_pipe(process: &Stuck) -> bool {
+    process
+        .activities
+        .iter()
+        .any(|a| matches!(a, Activity::PipeRead { .. }))
+}
+
+/// The two hangs of this lab: both sides blocked writing, nobody reading; and the child waiting
+/// for input that the parent, still holding pipe A, never sends, while it waits for the echo.
+fn explain_hang(hang: &Hang) -> Option<String> {
+    let parent = hang.by_role(PARENT)?;
+    let child = hang.by_role(CHILD)?;
+    if writes_pipe(parent) && writes_pipe(child) && !reads_pipe(parent) {
+        return Some(
+            "the echo child is blocked writing a full pipe while the parent is blocked writing \
+             too: nobody reads. Read the echo while you write (write from a second thread, or \
+             use poll())"
+                .into(),
+        );
+    }
+    let child_waits_on = child.activities.iter().find_map(|a| match a {
+        Activity::PipeRead { inode, .. } => Some(*inode),
+        _ => None,
+    })?;
+    let parent_feeds = hang
+        .pipe_writers(child_waits_on)
+        .iter()
+        .any(|p| p.role == PARENT);
+    if reads_pipe(parent) && !writes_pipe(parent) && parent_feeds {
+        return Some(
+            "the echo child waits for more input on pipe A while the parent, which still holds \
+             pipe A's write end but is not writing, waits for the echo on pipe B: nobody writes. \
+             Close the write end (drop to_child) right after the last byte, and read the echo \
+             until end-of-file rather than waiting for as many bytes as you sent"
+                .into(),
+        );
+    }
+    None
+}

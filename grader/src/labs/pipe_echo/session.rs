@@ -1,0 +1,506 @@
+//! The protocol driver. The program says `started` and waits for `spawn`; it calls `spawn()`
+//! and says `ready` (with the child's pid) or `failed`; it waits for `go`, exchanges (twice with
+//! `--twice`), reaps the child, says `done` (with what `exchange` and `wait` returned) and waits
+//! for `exit`. Between those messages the grader looks at both processes in `/proc`.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use ipc_labs_driver::Message;
+
+use crate::engine::diagnose::{Activity, classify};
+use crate::engine::inspect::{self, ProcessView, fd_writable, pipe_inode};
+use crate::engine::{Fail, Proc, Run};
+
+pub const PARENT: &str = "the parent";
+pub const CHILD: &str = "the echo child";
+
+/// How the program is started.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Flags {
+    /// `--interruptible`: a SIGUSR1 handler without `SA_RESTART`, inherited by the child.
+    pub interruptible: bool,
+    /// `--twice`: `exchange()` is called a second time, and its result reported as `again`.
+    pub twice: bool,
+}
+
+/// The program before `spawn()`.
+pub struct Launched {
+    pub proc: Proc,
+    pub parent: i32,
+    /// The parent's descriptors before `spawn()`: the program's own, not the student's.
+    pub fds_before: BTreeMap<i32, String>,
+    input: Vec<u8>,
+    output: PathBuf,
+}
+
+/// The program once `spawn()` has returned the child.
+pub struct Session {
+    pub proc: Proc,
+    pub parent: i32,
+    pub child: i32,
+    pub input: Vec<u8>,
+    pub output: PathBuf,
+    pub fds_before: BTreeMap<i32, String>,
+    /// The parent's I/O counters when it was told to exchange.
+    io_at_go: Option<inspect::IoCounters>,
+}
+
+/// What `spawn()` returned.
+pub enum Spawned {
+    Ready(Session),
+    Failed(Launched, String),
+}
+
+/// What the program reported at `done`: each field as `ok N` or `error MESSAGE`.
+pub struct Done {
+    pub exchange: String,
+    pub wait: String,
+    pub again: Option<String>,
+}
+
+/// Names the processes of the program in diagnoses.
+pub fn role_of(parent: i32) -> impl Fn(&ProcessView) -> String + Send + Sync + 'static {
+    move |view: &ProcessView| {
+        if view.pid == parent {
+            PARENT.into()
+        } else if view.ppid == parent {
+            CHILD.into()
+        } else {
+            "another process".into()
+        }
+    }
+}
+
+/// Starts the program on `input` and waits until it is about to call `spawn()`.
+pub fn launch(run: &mut Run, input: Vec<u8>, flags: Flags) -> Result<Launched, Fail> {
+    let input_path = run.path("input.bin");
+    let output = run.path("output.bin");
+    std::fs::write(&input_path, &input)?;
+    let mut args = vec![
+        "--input".into(),
+        input_path.into_os_string(),
+        "--output".into(),
+        output.clone().into_os_string(),
+    ];
+    if flags.interruptible {
+        args.push("--interruptible".into());
+    }
+    if flags.twice {
+        args.push("--twice".into());
+    }
+    let mut proc = run.spawn(&args)?;
+    let parent = proc.pid.as_raw();
+    proc.set_roles(role_of(parent));
+    let started = proc.recv_any()?;
+    from_parent(&started, parent)?;
+    if started.kind != "started" {
+        return Err(Fail::failed(format!(
+            "expected `started`, got `{}`",
+            started.kind
+        )));
+    }
+    let fds_before = inspect::view(parent).map(|v| v.fds).unwrap_or_default();
+    Ok(Launched {
+        proc,
+        parent,
+        fds_before,
+        input,
+        output,
+    })
+}
+
+/// Starts the program and waits until `spawn()` has returned the child.
+pub fn start(run: &mut Run, input: Vec<u8>, flags: Flags) -> Result<Session, Fail> {
+    match launch(run, input, flags)?.spawn()? {
+        Spawned::Ready(session) => Ok(session),
+        Spawned::Failed(_, error) => Err(Fail::failed(format!("spawn() failed: {error}"))),
+    }
+}
+
+impl Launched {
+    /// Lets the program call `spawn()`, and reads what it returned.
+    pub fn spawn(self) -> Result<Spawned, Fail> {
+        self.spawn_with(&[])
+    }
+
+    /// Lets the program call `spawn()` with `fields` in the go-ahead (`descriptor-limit=N`:
+    /// `main.rs` first lowers its `RLIMIT_NOFILE` to N, which needs no privilege, where setting
+    /// it from outside would need `CAP_SYS_RESOURCE` for a program run as another user).
+    pub fn spawn_with(mut self, fields: &[(&str, String)]) -> Result<Spawned, Fail> {
+        self.proc.send("spawn", fields)?;
+        let ready = self.proc.recv_any()?;
+        from_parent(&ready, self.parent)?;
+        if ready.kind == "failed" {
+            let error = ready.get("error").unwrap_or("?").to_string();
+            return Ok(Spawned::Failed(self, error));
+        }
+        if ready.kind != "ready" {
+            return Err(Fail::failed(format!("expected `ready`, got `{}`", ready.kind)));
+        }
+        let parent = self.parent;
+        let child = ready
+            .get("child")
+            .and_then(|c| c.parse::<i32>().ok())
+            .ok_or_else(|| Fail::failed("spawn() returned no child pid"))?;
+        if child <= 0 || child == parent {
+            return Err(Fail::failed(format!(
+                "spawn() says the child is pid {child}, but the parent is pid {parent}: fork() \
+                 returns the child's pid in the parent"
+            )));
+        }
+        Ok(Spawned::Ready(Session {
+            proc: self.proc,
+            parent,
+            child,
+            input: self.input,
+            output: self.output,
+            fds_before: self.fds_before,
+            io_at_go: None,
+        }))
+    }
+
+    /// Lets a program whose `spawn()` failed exit.
+    pub fn finish(mut self) -> Result<(), Fail> {
+        self.proc.send("exit", &[])?;
+        self.proc.wait()?;
+        Ok(())
+    }
+}
+
+/// A message from a process other than the one the grader started means the forked child went
+/// on running the parent's code, or ran its exit handlers.
+pub fn from_parent(message: &Message, parent: i32) -> Result<(), Fail> {
+    let sender: i32 = message.get("pid").and_then(|p| p.parse().ok()).unwrap_or(0);
+    if sender == parent {
+        return Ok(());
+    }
+    if message.kind == "exit-in-child" {
+        return Err(Fail::failed(format!(
+            "the echo child (pid {sender}) ended with exit(), which ran the parent's exit \
+             handlers (main.rs registers one that reports it): end the child with \
+             nix::libc::_exit(), which ends the process at once"
+        )));
+    }
+    Err(Fail::failed(format!(
+        "pid {sender}, not the parent {parent}, said `{}`: the forked child returned from \
+         spawn() and ran the parent's code; end the child with _exit()",
+        message.kind
+    )))
+}
+
+impl Session {
+    /// Tells the program to exchange.
+    pub fn go(&mut self) -> Result<(), Fail> {
+        self.io_at_go = inspect::io(self.parent);
+        self.proc.send("go", &[])
+    }
+
+    /// Waits for the program's report.
+    pub fn recv_done(&mut self) -> Result<Done, Fail> {
+        let done = match self.proc.recv_any() {
+            Ok(done) => done,
+            Err(Fail::TimedOut(hang)) => return Err(Fail::TimedOut(self.stopped_reading(hang))),
+            Err(fail) => return Err(fail),
+        };
+        self.done(done)
+    }
+
+    /// Rewrites a hang's diagnosis when the parent read some of the echo and then stopped: no
+    /// thread of it reads the pipe it still holds, and not all the echo has come.
+    pub fn stopped_reading(&self, hang: String) -> String {
+        let (Some(then), Some(now)) = (self.io_at_go, inspect::io(self.parent)) else {
+            return hang;
+        };
+        let read = now.since(then).read_bytes;
+        let Some(view) = inspect::view(self.parent) else {
+            return hang;
+        };
+        let reading = view.threads.iter().any(|t| {
+            matches!(
+                classify(&view, t.syscall),
+                Activity::PipeRead { .. } | Activity::Poll | Activity::Busy
+            ) || t.state == 'R'
+        });
+        let holds_pipe = !pipes_of(&self.proc, self.parent).is_empty();
+        if read == 0 || reading || !holds_pipe || read >= self.input.len() as u64 {
+            return hang;
+        }
+        // The engine's sentence would blame the parent for not reading at all.
+        let processes = hang.split_once('\n').map_or("", |(_, rest)| rest);
+        format!(
+            "timed out: the parent read {read} bytes of the echo, then stopped reading pipe B \
+             before end-of-file, and nobody reads it now: keep reading until read() returns 0, \
+             while the writing goes on (a read() that returns less than asked is not the end, \
+             and one that fails with EINTR must be retried).\n{processes}"
+        )
+    }
+
+    /// Lets the program exchange and reap, and reads its report.
+    pub fn exchange(&mut self) -> Result<Done, Fail> {
+        self.go()?;
+        self.recv_done()
+    }
+
+    /// Checks that `done` is the parent's report, and reads it.
+    pub fn done(&self, done: Message) -> Result<Done, Fail> {
+        from_parent(&done, self.parent)?;
+        if done.kind != "done" {
+            return Err(Fail::failed(format!("expected `done`, got `{}`", done.kind)));
+        }
+        Ok(Done {
+            exchange: done.get("exchange").unwrap_or("?").to_string(),
+            wait: done.get("wait").unwrap_or("?").to_string(),
+            again: done.get("again").map(str::to_string),
+        })
+    }
+
+    /// The program's next message if one comes within `wait`.
+    pub fn message_within(&mut self, wait: Duration) -> Result<Option<Message>, Fail> {
+        let message = self.proc.recv_before(Instant::now() + wait)?;
+        if let Some(message) = &message {
+            from_parent(message, self.parent)?;
+        }
+        Ok(message)
+    }
+
+    /// Lets the program exit, and checks that it did so cleanly.
+    pub fn finish(mut self) -> Result<(), Fail> {
+        self.proc.send("exit", &[])?;
+        let status = self.proc.wait()?;
+        match status.code() {
+            Some(_) => Ok(()),
+            None => Err(Fail::Crashed(format!("the parent died: {status}"))),
+        }
+    }
+
+    /// Whether `exchange()` succeeded and the echo written to the output file is the input,
+    /// byte for byte.
+    pub fn verify_echo(&self, done: &Done) -> Result<(), Fail> {
+        let expected = &self.input[..];
+        if !done.exchange.starts_with("ok") {
+            let returned = Returned::parse(&done.exchange);
+            if returned == Returned::Write("EPIPE".into()) && done.wait == "ok" {
+                return Err(Fail::failed(format!(
+                    "exchange() failed: {}, and the echo child exited with status 0: it stopped \
+                     reading pipe A before end-of-file, while the parent was still writing; \
+                     echo_loop() must read until read() returns 0 (a read() that returns less \
+                     than asked is not the end)",
+                    done.exchange
+                )));
+            }
+            return Err(Fail::failed(format!("exchange() failed: {}", done.exchange)));
+        }
+        let echoed = std::fs::read(&self.output)?;
+        if echoed == expected {
+            return Ok(());
+        }
+        let first = first_difference(&echoed, expected);
+        let (got, sent) = (echoed.len(), expected.len());
+        if got == sent {
+            return Err(Fail::failed(format!(
+                "the echo is not the input: {got} bytes came back for {sent} sent, but they \
+                 differ from byte {first} on: the child must write exactly the bytes each read() \
+                 returned, in order, and the parent keep them in the order it read them"
+            )));
+        }
+        let lost = if got < sent {
+            "; bytes were lost on the way: a write() that writes less than asked must be \
+             continued with the rest"
+        } else {
+            ""
+        };
+        Err(Fail::failed(format!(
+            "the echo is not the input: {got} bytes came back for {sent} sent (first difference \
+             at byte {first}), yet exchange() returned ok: compare the echo's length with the \
+             input's (ShortEcho){lost}"
+        )))
+    }
+
+    /// The echo `exchange()` returned (what `main.rs` wrote to the output file).
+    pub fn echoed(&self) -> Result<Vec<u8>, Fail> {
+        Ok(std::fs::read(&self.output)?)
+    }
+
+    /// The two pipes between parent and child, read from `/proc`. Call it while the child
+    /// waits for input, once [`settle_in_read`] has let it close the ends it does not use.
+    pub fn pipes(&self) -> Result<Pipes, Fail> {
+        let parent_pipes = pipes_of(&self.proc, self.parent);
+        let child_pipes = pipes_of(&self.proc, self.child);
+        let shared: Vec<u64> = parent_pipes
+            .keys()
+            .filter(|inode| child_pipes.contains_key(inode))
+            .copied()
+            .collect();
+        // Pipe A: the parent writes, the child reads. Pipe B: the child writes, the parent reads.
+        let pipe_a = shared
+            .iter()
+            .find(|i| !parent_pipes[i].1.is_empty() && !child_pipes[i].0.is_empty());
+        let pipe_b = shared
+            .iter()
+            .find(|i| !child_pipes[i].1.is_empty() && !parent_pipes[i].0.is_empty());
+        let (Some(&a), Some(&b)) = (pipe_a, pipe_b) else {
+            return Err(Fail::failed(format!(
+                "the parent and the echo child are not joined by two pipes, one each way \
+                 (parent's pipes: {parent_pipes:?}, child's: {child_pipes:?}, as inode: (read \
+                 fds, write fds)): create both with pipe() before fork()"
+            )));
+        };
+        Ok(Pipes {
+            a,
+            b,
+            parent_writes_a: parent_pipes[&a].1[0],
+            parent_reads_b: parent_pipes[&b].0[0],
+            child_reads_a: child_pipes[&a].0[0],
+            child_writes_b: child_pipes[&b].1[0],
+            parent: parent_pipes,
+            child: child_pipes,
+        })
+    }
+}
+
+/// Where the first difference between two byte strings is.
+pub fn first_difference(a: &[u8], b: &[u8]) -> usize {
+    a.iter()
+        .zip(b)
+        .position(|(x, y)| x != y)
+        .unwrap_or(a.len().min(b.len()))
+}
+
+/// Pipe ends of one process: inode to (read fds, write fds).
+pub type PipeEnds = BTreeMap<u64, (Vec<i32>, Vec<i32>)>;
+
+/// The two pipes of the lab and the descriptors each process holds of them.
+pub struct Pipes {
+    pub a: u64,
+    pub b: u64,
+    pub parent_writes_a: i32,
+    pub parent_reads_b: i32,
+    pub child_reads_a: i32,
+    pub child_writes_b: i32,
+    /// Every pipe end of each process, when they were read.
+    pub parent: PipeEnds,
+    pub child: PipeEnds,
+}
+
+/// The pipes a process holds, but for the grader's stdout and stderr pipes.
+pub fn pipes_of(proc: &Proc, pid: i32) -> PipeEnds {
+    let mut pipes = PipeEnds::new();
+    let Some(view) = inspect::view(pid) else {
+        return pipes;
+    };
+    for (fd, target) in &view.fds {
+        if let Some(inode) = pipe_inode(target).filter(|i| !proc.grader_pipes.contains(i)) {
+            let entry = pipes.entry(inode).or_default();
+            if fd_writable(pid, *fd) == Some(true) {
+                entry.1.push(*fd);
+            } else {
+                entry.0.push(*fd);
+            }
+        }
+    }
+    pipes
+}
+
+/// Waits (up to a second) until the child is blocked in a system call, as it is once it waits
+/// for input: by then a correct child has closed the ends it does not use, and `/proc` shows
+/// its descriptors as they will stay.
+pub fn settle_in_read(child: i32) {
+    let until = Instant::now() + Duration::from_secs(1);
+    while Instant::now() < until {
+        let blocked = inspect::view(child).is_some_and(|view| {
+            view.threads
+                .iter()
+                .any(|t| t.state == 'S' && t.syscall.is_some())
+        });
+        if blocked {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+/// What a function of the API returned, as `main.rs` reports it (`ok N` or `error` and the
+/// error's text, which names its kind).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Returned {
+    Ok(usize),
+    Pipe(String),
+    Fork(String),
+    Write(String),
+    Read(String),
+    ShortEcho { sent: usize, echoed: usize },
+    AlreadyExchanged,
+    Wait(String),
+    ChildFailed,
+    /// Anything else, as reported.
+    Other(String),
+}
+
+impl Returned {
+    pub fn parse(report: &str) -> Returned {
+        if report == "ok" {
+            return Returned::Ok(0);
+        }
+        if let Some(n) = report.strip_prefix("ok ") {
+            return n.parse().map_or(Returned::Other(report.into()), Returned::Ok);
+        }
+        let Some(error) = report.strip_prefix("error ") else {
+            return Returned::Other(report.into());
+        };
+        let errno = |rest: &str| rest.split(':').next().unwrap_or("").trim().to_string();
+        if let Some(rest) = error.strip_prefix("pipe() failed: ") {
+            Returned::Pipe(errno(rest))
+        } else if let Some(rest) = error.strip_prefix("fork() failed: ") {
+            Returned::Fork(errno(rest))
+        } else if let Some(rest) = error.strip_prefix("writing to a pipe failed: ") {
+            Returned::Write(errno(rest))
+        } else if let Some(rest) = error.strip_prefix("reading from a pipe failed: ") {
+            Returned::Read(errno(rest))
+        } else if let Some(rest) = error.strip_prefix("waitpid() failed: ") {
+            Returned::Wait(errno(rest))
+        } else if error.starts_with("exchange() was already called") {
+            Returned::AlreadyExchanged
+        } else if error.starts_with("the echo child did not exit with status 0") {
+            Returned::ChildFailed
+        } else if let Some(rest) = error.strip_prefix("the echo child sent back ") {
+            let numbers: Vec<usize> = rest
+                .split(|c: char| !c.is_ascii_digit())
+                .filter_map(|w| w.parse().ok())
+                .collect();
+            match numbers[..] {
+                [echoed, sent] => Returned::ShortEcho { sent, echoed },
+                _ => Returned::Other(report.into()),
+            }
+        } else {
+            Returned::Other(report.into())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reports_are_read_by_kind() {
+        assert_eq!(Returned::parse("ok 12"), Returned::Ok(12));
+        assert_eq!(
+            Returned::parse("error writing to a pipe failed: EPIPE: Broken pipe"),
+            Returned::Write("EPIPE".into())
+        );
+        assert_eq!(
+            Returned::parse("error the echo child sent back 3 bytes, but it was sent 4"),
+            Returned::ShortEcho { sent: 4, echoed: 3 }
+        );
+        assert_eq!(
+            Returned::parse("error the echo child did not exit with status 0: Exited(1)"),
+            Returned::ChildFailed
+        );
+        assert_eq!(
+            Returned::parse("error pipe() failed: EMFILE: Too many open files"),
+            Returned::Pipe("EMFILE".into())
+        );
+    }
+}

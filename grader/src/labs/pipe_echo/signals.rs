@@ -1,0 +1,225 @@
+//! Checks of signals: a transfer under a storm of SIGUSR1 (short writes, EINTR), and each
+//! process interrupted again and again while it is blocked on its pipes.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::Signal;
+
+use super::outside;
+use super::session::{CHILD, Done, Flags, PARENT, Session, role_of, settle_in_read, start};
+use crate::engine::inspect::{self, pipe_inode};
+use crate::engine::waiting::{self, WaitRules};
+use crate::engine::{Fail, Run, force};
+
+/// One page: with pipes this small, a write() of more than a page always waits for the reader
+/// part-way, where a signal cuts it short.
+const PAGE: i32 = 4096;
+
+pub fn signals_during_transfer(run: &mut Run) -> Result<String, Fail> {
+    let len = 4 << 20;
+    let input = run.random_bytes(len);
+    let flags = Flags {
+        interruptible: true,
+        ..Flags::default()
+    };
+    let mut session = start(run, input, flags)?;
+    settle_in_read(session.child);
+    let pipes = session.pipes()?;
+    force::shrink_pipe(session.parent, pipes.parent_writes_a, PAGE)?;
+    force::shrink_pipe(session.parent, pipes.parent_reads_b, PAGE)?;
+    let pids = [session.parent, session.child];
+    let stop = Arc::new(AtomicBool::new(false));
+    let sent = Arc::new(AtomicU64::new(0));
+    // Every thread of every process gets the signal: a process-directed signal would mostly
+    // interrupt one thread (the one reading), never the one writing.
+    let signaller = {
+        let (stop, sent) = (stop.clone(), sent.clone());
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::SeqCst) {
+                // The two processes are known: reading the whole process table each round
+                // would leave far fewer signals per second than intended.
+                for pid in pids {
+                    sent.fetch_add(force::signal_every_thread(pid, Signal::SIGUSR1), Ordering::SeqCst);
+                }
+                std::thread::sleep(Duration::from_micros(200));
+            }
+        })
+    };
+    // The storm stops before a hang is diagnosed: under it every process looks busy.
+    let until = run.deadline() - Duration::from_secs(3);
+    let done = session.go().and_then(|()| {
+        while Instant::now() < until {
+            if let Some(message) = session.message_within(Duration::from_millis(20))? {
+                return session.done(message);
+            }
+        }
+        Err(Fail::TimedOut(String::new()))
+    });
+    stop.store(true, Ordering::SeqCst);
+    let _ = signaller.join();
+    let done = match done {
+        Err(Fail::TimedOut(_)) => {
+            std::thread::sleep(Duration::from_millis(50));
+            return Err(Fail::TimedOut(
+                session.stopped_reading(session.proc.diagnose()),
+            ));
+        }
+        other => other?,
+    };
+    if let Err(fail) = session.verify_echo(&done) {
+        return Err(name_signal_bug(&session, &done, fail));
+    }
+    session.finish()?;
+    Ok(format!(
+        "{} MiB echoed intact through pipes of one page and {} SIGUSR1 signals",
+        len >> 20,
+        sent.load(Ordering::SeqCst)
+    ))
+}
+
+/// The threads of `pid` asleep in a read or write on one of its own pipes (not the grader's
+/// stdout and stderr pipes), or in poll/select, with the call they are in.
+fn threads_on_own_pipes(session: &Session, pid: i32) -> BTreeMap<i32, &'static str> {
+    let Some(view) = inspect::view(pid) else {
+        return BTreeMap::new();
+    };
+    let own_pipe = |fd: u64| {
+        view.fds
+            .get(&(fd as i32))
+            .and_then(|target| pipe_inode(target))
+            .is_some_and(|inode| !session.proc.grader_pipes.contains(&inode))
+    };
+    let call = |number: i64, fd: u64| match number {
+        libc::SYS_read | libc::SYS_readv if own_pipe(fd) => Some("read()"),
+        libc::SYS_write | libc::SYS_writev if own_pipe(fd) => Some("write()"),
+        // What std::io::copy uses between two pipes; its first argument is the pipe read.
+        libc::SYS_splice if own_pipe(fd) => Some("splice()"),
+        libc::SYS_poll
+        | libc::SYS_ppoll
+        | libc::SYS_select
+        | libc::SYS_pselect6
+        | libc::SYS_epoll_wait
+        | libc::SYS_epoll_pwait => Some("poll()"),
+        _ => None,
+    };
+    view.threads
+        .iter()
+        .filter(|t| t.state == 'S')
+        .filter_map(|t| Some((t.tid, t.syscall.and_then(|(n, fd)| call(n, fd))?)))
+        .collect()
+}
+
+/// Whether every thread of `pid` is asleep and one of them waits on its own pipes.
+fn waits_on_own_pipes(session: &Session, pid: i32) -> bool {
+    let all_asleep = inspect::view(pid).is_some_and(|v| v.threads.iter().all(|t| t.state == 'S'));
+    all_asleep && !threads_on_own_pipes(session, pid).is_empty()
+}
+
+/// How many times each process is interrupted where it waits: far more than any retry limit a
+/// program might set itself, since none is allowed.
+const ROUNDS: u32 = 40;
+
+/// Waits until `pid` waits on its own pipes, then interrupts it with SIGUSR1 [`ROUNDS`] times,
+/// each time while it is blocked again. Fails, naming the call, if one gave up.
+fn interrupt_while_blocked(session: &Session, pid: i32, who: &str) -> Result<(), Fail> {
+    let settle = Instant::now() + Duration::from_secs(3);
+    while !waits_on_own_pipes(session, pid) {
+        if Instant::now() > settle {
+            let never = format!(
+                "{who} (pid {pid}) never waited on its pipes, so the grader could not interrupt \
+                 it there"
+            );
+            // It has nothing to do: the waiting verdict says how it waits instead.
+            let verdict = waiting::expect_blocked(
+                &[pid],
+                &role_of(session.parent),
+                WaitRules::default(),
+                "wait in read() or write() on the pipes, or in poll()",
+            );
+            return Err(Fail::failed(match verdict {
+                Err(fail) => format!("{never}: {}", fail.message()),
+                Ok(_) => format!("{never}: it is {}", super::child_end::doing(pid)),
+            }));
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let blocked = threads_on_own_pipes(session, pid);
+    let result = outside::interrupt_waiting(pid, &blocked, ROUNDS, "on its pipes", &|| {
+        threads_on_own_pipes(session, pid)
+    });
+    let Err((round, gave_up)) = result else {
+        return Ok(());
+    };
+    let retried = if round > 1 {
+        format!(
+            " after it had retried {} times: there must be no limit on retries",
+            round - 1
+        )
+    } else {
+        String::new()
+    };
+    Err(Fail::failed(format!(
+        "SIGUSR1 interrupted {who} (pid {pid}) while it was blocked on its pipes, and it gave up \
+         at signal {round} ({}){retried}: a read() or write() interrupted by a signal fails with \
+         EINTR (or, for a write, writes less than asked); that is no error, retry the call",
+        gave_up.join("; ")
+    )))
+}
+
+pub fn interrupted_while_blocked(run: &mut Run) -> Result<String, Fail> {
+    // Far more than both pipes hold, even enlarged to pipe-max-size: with the child stopped,
+    // a correct parent cannot finish its read or its write.
+    let input = run.random_bytes(4 << 20);
+    let flags = Flags {
+        interruptible: true,
+        ..Flags::default()
+    };
+    let mut session = start(run, input, flags)?;
+    // Before `go` the child waits for input in read() on an empty pipe: a signal there can only
+    // mean EINTR.
+    interrupt_while_blocked(&session, session.child, CHILD)?;
+    let child = session.child;
+    outside::hold_stopped(child)?;
+    session.go()?;
+    // The first signal may cut a write short; the next ones find it blocked with nothing
+    // written, which is EINTR.
+    let parent = interrupt_while_blocked(&session, session.parent, PARENT);
+    force::resume(child)?;
+    parent?;
+    let done = session.recv_done()?;
+    if let Err(fail) = session.verify_echo(&done) {
+        return Err(name_signal_bug(&session, &done, fail));
+    }
+    session.finish()?;
+    Ok(format!(
+        "interrupted {ROUNDS} times while blocked on its pipes, each process retried; 4 MiB came \
+         back"
+    ))
+}
+
+/// Says which of the two signal bugs broke the transfer, from the parent's report and what the
+/// processes wrote to stderr.
+fn name_signal_bug(session: &Session, done: &Done, fail: Fail) -> Fail {
+    let stderr = session.proc.stderr.lock().expect("capture lock").text();
+    let seen = format!("{} {stderr}", done.exchange);
+    let mut bugs = Vec::new();
+    if seen.contains("EINTR") {
+        bugs.push(
+            "a signal interrupted a read() or write() (EINTR) and the program gave up: retry the \
+             call",
+        );
+    }
+    if seen.contains("sent back") || fail.message().contains("the echo is not the input") {
+        bugs.push(
+            "bytes were lost: a write() interrupted by a signal writes less than asked (a short \
+             write), and the rest must be written by the next call",
+        );
+    }
+    if bugs.is_empty() {
+        return fail;
+    }
+    Fail::failed(format!("{}; {}", fail.message(), bugs.join("; ")))
+}

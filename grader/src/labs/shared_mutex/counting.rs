@@ -1,0 +1,225 @@
+//! Every transfer and every finish counts: exact totals under contention, data through the
+//! mapping, and nothing touching the bank while someone else holds its mutex.
+
+use std::time::{Duration, Instant};
+
+use rand::RngExt;
+
+use super::probe::{self, Place, Sleep};
+use super::session::{Counts, Journal, Segment, Session, role_of, verify};
+use crate::engine::waiting::{self, WaitRules};
+use crate::engine::{Fail, Run};
+
+/// Transfers per worker, so that a correct run takes 0.1-0.3 s and an unprotected one loses
+/// updates every time, even with all workers on one CPU (measured: 0 misses in 800 runs).
+const WORK: u64 = 150_000;
+/// Transfers of each worker that transfers while the grader holds the lock.
+const HELD_WORK: u64 = 20_000;
+
+pub(super) fn exact_totals(run: &mut Run) -> Result<String, Fail> {
+    let mut times = Vec::new();
+    let mut calls = 0;
+    for round in 1..=3 {
+        let mut session = Session::start(run, &[WORK; 4], &[])?;
+        let started = Instant::now();
+        session.go()?;
+        let outcome = session.finish(0, |_| Ok(()))?;
+        times.push(started.elapsed().as_millis());
+        let in_round = |fail| match fail {
+            Fail::Failed(m) => Fail::failed(format!("run {round} of 3: {m}")),
+            other => other,
+        };
+        let transfers = verify(&session, &outcome, &[], 0).map_err(in_round)?;
+        if let Some(io) = outcome.io {
+            calls = calls.max(io.read_calls + io.write_calls);
+            through_the_mapping(&session, transfers, io).map_err(in_round)?;
+        }
+    }
+    Ok(format!(
+        "3 runs of 4 workers x {WORK} transfers: count and every balance exact ({times:?} ms), \
+         with at most {calls} read/write calls in a run"
+    ))
+}
+
+/// The bank's data moves through the mapping: a run of many transfers makes next to no
+/// read-like system calls, and no write-like ones beyond what the program printed (the control
+/// messages are not counted).
+fn through_the_mapping(
+    session: &Session,
+    transfers: u64,
+    io: crate::engine::inspect::IoCounters,
+) -> Result<(), Fail> {
+    let allowed = 64 + transfers / 1000;
+    let printed: u64 = [&session.proc.stdout, &session.proc.stderr]
+        .iter()
+        .map(|c| {
+            let c = c.lock().expect("capture lock");
+            c.bytes.len() as u64 + c.dropped
+        })
+        .sum();
+    let unprinted = io.written_bytes.saturating_sub(printed);
+    if io.read_calls <= allowed && (io.write_calls <= allowed || unprinted <= 256 * 1024) {
+        return Ok(());
+    }
+    Err(Fail::failed(format!(
+        "the totals are right, but for {transfers} transfers the coordinator and its workers \
+         made {} read and {} write system calls ({} bytes read, {} written, {printed} of them \
+         printed): the bank's data went through a descriptor (read/write, pread/pwrite) \
+         instead of the shared mapping; a transfer reads and writes the Bank through the \
+         pointer mmap(MAP_SHARED) returned for {}",
+        io.read_calls,
+        io.write_calls,
+        io.read_bytes,
+        io.written_bytes,
+        super::session::dev_shm(&session.name).display()
+    )))
+}
+
+/// The bank's fields, to say what changed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Fields {
+    counts: Counts,
+    transfers: u64,
+    journal: Journal,
+    accounts: Vec<i64>,
+}
+
+fn fields(segment: &Segment) -> Result<Fields, Fail> {
+    let (transfers, accounts) = segment.bank()?;
+    Ok(Fields {
+        counts: segment.counts()?,
+        transfers,
+        journal: segment.journal()?,
+        accounts,
+    })
+}
+
+pub(super) fn everything_under_the_lock(run: &mut Run) -> Result<String, Fail> {
+    // Two workers only finish, two transfer first: every one of them meets the grader's lock.
+    let mut work = [0, 0, HELD_WORK, HELD_WORK];
+    let swap = run.rng().random_range(0..4usize);
+    work.swap(0, swap);
+    let mut session = Session::start(run, &work, &[])?;
+    session.coordinator_settled();
+    let held = probe::hold(&session.segment, Duration::from_secs(2))?;
+    let bytes_before = session.segment.guarded_bytes()?;
+    let before = fields(&session.segment)?;
+    session.go()?;
+    // Every worker should now wait for the grader's lock.
+    let until = Instant::now() + Duration::from_secs(1);
+    while Instant::now() < until
+        && !session
+            .workers
+            .iter()
+            .all(|&w| matches!(probe::sleeping(w), Sleep::Futex { .. }))
+    {
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let role = role_of(session.coordinator);
+    let waiters = waiting::expect_blocked(
+        &session.workers,
+        &role,
+        WaitRules::default(),
+        "a process that waits for the lock must sleep in pthread_mutex_lock() until the holder \
+         unlocks",
+    )
+    .map_err(never_seen_blocked)?;
+    let after = fields(&session.segment)?;
+    if session.segment.guarded_bytes()? != bytes_before || after != before {
+        return Err(changed_under_the_lock(&before, &after));
+    }
+    for waiter in waiters.iter().filter(|w| w.tid == w.pid) {
+        // A few looks: one that is never asleep on a futex spins, even if the machine's load
+        // kept its share of the CPU below what the watch calls spinning.
+        let mut sleep = probe::sleeping(waiter.pid);
+        for _ in 0..20 {
+            if matches!(sleep, Sleep::Futex { .. }) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+            sleep = probe::sleeping(waiter.pid);
+        }
+        let Sleep::Futex { address } = sleep else {
+            let doing = match sleep {
+                Sleep::Call(nr) => format!("waited in {}", probe::call_name(nr)),
+                _ => "was on the CPU whenever the grader looked, never asleep".to_string(),
+            };
+            return Err(Fail::failed(format!(
+                "while the grader held the bank's mutex, {} (pid {}) {doing} instead of \
+                 sleeping on the mutex: a process that waits for the lock must sleep in \
+                 pthread_mutex_lock() on the mutex in the segment until the holder unlocks",
+                waiter.role, waiter.pid,
+            )));
+        };
+        let place = probe::place(
+            waiter.pid,
+            &session.name,
+            &session.segment.layout,
+            address,
+        );
+        if place != Place::Mutex {
+            return Err(Fail::failed(format!(
+                "while the grader held the bank's mutex, {} (pid {}) slept on {}: a worker \
+                 waits for the bank's lock, the mutex in the segment",
+                waiter.role,
+                waiter.pid,
+                place.describe()
+            )));
+        }
+    }
+    drop(held);
+    let outcome = session.finish(0, |_| Ok(()))?;
+    let transfers = verify(&session, &outcome, &[], 0)?;
+    Ok(format!(
+        "while the grader held the mutex the bank stood still and all 4 workers slept on it; \
+         then {transfers} transfers and 4 finishes all counted"
+    ))
+}
+
+/// A thread that was never seen in a system call is listed with no call: say so.
+pub(super) fn never_seen_blocked(fail: Fail) -> Fail {
+    match fail {
+        Fail::Failed(m) => Fail::Failed(m.replace(
+            "(seen )",
+            "(never seen blocked in a system call: it gives up the CPU between tries)",
+        )),
+        other => other,
+    }
+}
+
+/// What changed in the bank while the grader held its mutex, and who must have done it.
+fn changed_under_the_lock(before: &Fields, after: &Fields) -> Fail {
+    let mut changes = Vec::new();
+    let mut culprits = Vec::new();
+    if after.transfers != before.transfers || after.accounts != before.accounts {
+        changes.push(format!(
+            "transfers {} -> {}, balances {:?} -> {:?}",
+            before.transfers, after.transfers, before.accounts, after.accounts
+        ));
+        culprits.push("transfers ran without holding it");
+    }
+    if after.journal != before.journal {
+        changes.push("the journal was written".to_string());
+    }
+    if after.counts != before.counts {
+        changes.push(format!(
+            "finished {} -> {}, dead {} -> {}",
+            before.counts.finished, after.counts.finished, before.counts.dead, after.counts.dead
+        ));
+        culprits.push("finish() counted without holding it");
+    }
+    if changes.is_empty() {
+        changes.push("bytes of the bank outside its fields".to_string());
+    }
+    Fail::failed(format!(
+        "while the grader held the bank's mutex, the bank in the segment changed: {}; {}: every read and write of the bank (a transfer from \
+         its first read to its last write, finish() and wait_all_done() too) happens with the \
+         mutex in the segment locked (SharedBank::lock)",
+        changes.join("; "),
+        if culprits.is_empty() {
+            "a process wrote the bank without holding it".to_string()
+        } else {
+            culprits.join(", and ")
+        }
+    ))
+}

@@ -1,0 +1,355 @@
+//! Typed errors: inputs the bank refuses (names, accounts), at their edges, and the ways
+//! `create()` fails (a name taken, a name too long, a segment that cannot be sized), each with
+//! its kind and with nothing left behind.
+
+use std::io::{Read, Write};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::path::PathBuf;
+
+use ipc_labs_driver::Message;
+use rand::RngExt;
+
+use super::ACCOUNTS;
+use super::probe;
+use super::session::{Session, delta_of, dev_shm, verify};
+use crate::engine::{Fail, Proc, Run};
+
+/// A segment the grader creates before the program runs, to take its name: removed when
+/// dropped, if it is still the grader's.
+struct Taken {
+    path: PathBuf,
+    inode: u64,
+    content: Vec<u8>,
+}
+
+impl Taken {
+    /// Creates `path` (mode 600, given to the programs' user) holding `content`; `None` if
+    /// something is there already.
+    fn create(path: PathBuf, user: Option<(u32, u32)>, content: &[u8]) -> Result<Option<Taken>, Fail> {
+        let mut file = match std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&path)
+        {
+            Ok(file) => file,
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => return Ok(None),
+            Err(e) => return Err(Fail::Grader(format!("creating {}: {e}", path.display()))),
+        };
+        file.write_all(content)?;
+        if let Some((uid, gid)) = user {
+            std::os::unix::fs::fchown(&file, Some(uid), Some(gid))?;
+        }
+        let inode = file.metadata()?.ino();
+        Ok(Some(Taken {
+            path,
+            inode,
+            content: content.to_vec(),
+        }))
+    }
+
+    /// Whether it is still there as the grader made it: `None` if so, else what happened.
+    fn disturbed(&self) -> Option<&'static str> {
+        let Ok(mut file) = std::fs::File::open(&self.path) else {
+            return Some("removed");
+        };
+        let mut now = Vec::new();
+        let same = file.metadata().is_ok_and(|m| m.ino() == self.inode)
+            && file.read_to_end(&mut now).is_ok()
+            && now == self.content;
+        (!same).then_some("replaced or changed")
+    }
+}
+
+impl Drop for Taken {
+    fn drop(&mut self) {
+        if std::fs::metadata(&self.path).is_ok_and(|m| m.ino() == self.inode) {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+}
+
+/// The first message of a program that should fail to create the bank.
+fn first_message(proc: &mut Proc) -> Result<Message, Fail> {
+    proc.recv_any()
+}
+
+/// Lets a program that reported a failed `create()` go, and waits for it.
+fn release(proc: &mut Proc) -> Result<(), Fail> {
+    proc.send("exit", &[])?;
+    proc.wait()?;
+    Ok(())
+}
+
+/// Starts the program on a bad segment name: the coordinator must refuse it with
+/// `kind=bad-name` before it creates anything.
+fn refuses_name(run: &mut Run, name: &str) -> Result<(), Fail> {
+    let mut proc = run.spawn(&["--name", name, "--work", "1"])?;
+    let message = first_message(&mut proc)?;
+    let kind = message.get("kind").unwrap_or("none");
+    match message.kind.as_str() {
+        "failed" if kind == "bad-name" => {}
+        "failed" => {
+            return Err(Fail::failed(format!(
+                "SharedBank::create({name:?}) failed with kind={kind} ({}), not bad-name: check \
+                 the name first (a '/' followed by at least one character, no other '/') and \
+                 return BankError::BadName",
+                message.get("error").unwrap_or("")
+            )));
+        }
+        _ => {
+            return Err(Fail::failed(format!(
+                "SharedBank::create accepted the name {name:?}: a segment's name is a '/' \
+                 followed by at least one character and no other '/'; return \
+                 BankError::BadName for any other"
+            )));
+        }
+    }
+    release(&mut proc)
+}
+
+/// The shortest valid name, `/` and one character: taken by the grader first, so that the
+/// program meets `EEXIST` (and creates nothing under a name the grader cannot audit).
+fn accepts_one_character(run: &mut Run) -> Result<String, Fail> {
+    const CHARACTERS: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
+    let start = run.rng().random_range(0..CHARACTERS.len());
+    let mut taken = None;
+    for i in 0..CHARACTERS.len() {
+        let c = char::from(CHARACTERS[(start + i) % CHARACTERS.len()]);
+        let path = dev_shm(&format!("/{c}"));
+        if let Some(t) = Taken::create(path, None, b"taken")? {
+            taken = Some((c, t));
+            break;
+        }
+    }
+    let Some((c, _taken)) = taken else {
+        return Err(Fail::Grader("every one-character name in /dev/shm is taken".into()));
+    };
+    let name = format!("/{c}");
+    let mut proc = run.spawn(&["--name", name.as_str(), "--work", "1"])?;
+    let message = first_message(&mut proc)?;
+    let kind = message.get("kind").unwrap_or("none");
+    match (message.kind.as_str(), kind) {
+        ("failed", "exists") => release(&mut proc)?,
+        ("failed", "bad-name") => {
+            return Err(Fail::failed(format!(
+                "SharedBank::create({name:?}) refused a valid name with kind=bad-name: a name \
+                 is a '/' followed by at least one character, none of them '/', so one \
+                 character is enough"
+            )));
+        }
+        ("failed", _) => {
+            return Err(Fail::failed(format!(
+                "with /dev/shm/{c} already there, SharedBank::create({name:?}) failed with \
+                 kind={kind} ({}), not exists: shm_open()'s EEXIST is BankError::Exists",
+                message.get("error").unwrap_or("")
+            )));
+        }
+        _ => {
+            return Err(Fail::failed(format!(
+                "SharedBank::create({name:?}) succeeded although /dev/shm/{c} already existed: \
+                 open with O_CREAT | O_EXCL, and return BankError::Exists on EEXIST"
+            )));
+        }
+    }
+    Ok(name)
+}
+
+pub(super) fn typed_errors(run: &mut Run) -> Result<String, Fail> {
+    // Built on a name the grader handed out, so that a segment created despite a bad name is
+    // audited and removed.
+    let good = run.ipc_name("bank");
+    let bad_names = [
+        good.trim_start_matches('/').to_string(),
+        "/".to_string(),
+        format!("{good}/{}", run.rng().random_range(0..1000u32)),
+        format!("{good}/"),
+    ];
+    for name in &bad_names {
+        refuses_name(run, name)?;
+    }
+    let short = accepts_one_character(run)?;
+    // The first and last accounts work; one past the last, further out, and the same account
+    // twice do not.
+    let mut account = || run.rng().random_range(0..ACCOUNTS);
+    let (a, b, same) = (account(), account(), account());
+    let beyond = ACCOUNTS + run.rng().random_range(1..1000usize);
+    let last = ACCOUNTS - 1;
+    let good_transfers = [(0, last), (last, run.rng().random_range(1..last))];
+    let bad_transfers = [(ACCOUNTS, a), (b, ACCOUNTS), (beyond, a), (same, same)];
+    let tried: Vec<(usize, usize)> = good_transfers.iter().chain(&bad_transfers).copied().collect();
+    let pairs: Vec<String> = tried
+        .iter()
+        .flat_map(|(from, to)| [from.to_string(), to.to_string()])
+        .collect();
+    let extra = ["--try-transfers".to_string(), pairs.join(",")];
+    let mut session = Session::start(run, &[1000; 2], &extra).map_err(|fail| match fail {
+        Fail::Crashed(m) => Fail::Crashed(format!(
+            "the coordinator crashed while it tried the transfers {tried:?} ({m}): an account \
+             that does not exist ({ACCOUNTS} or more) must be refused with \
+             BankError::BadAccounts before it is used as an index"
+        )),
+        other => other,
+    })?;
+    if session.tried.len() != tried.len() {
+        return Err(Fail::Grader(format!(
+            "the coordinator reported {} tried transfers for {}",
+            session.tried.len(),
+            tried.len()
+        )));
+    }
+    for (&(from, to), result) in tried.iter().zip(&session.tried) {
+        let exists = from < ACCOUNTS && to < ACCOUNTS && from != to;
+        let wanted = if exists { "ok" } else { "bad-accounts" };
+        if result == wanted {
+            continue;
+        }
+        let what = match result.as_str() {
+            "ok" => "went through".to_string(),
+            kind => format!("failed with kind={kind}"),
+        };
+        return Err(Fail::failed(if exists {
+            format!(
+                "a transfer from account {from} to account {to} {what}: accounts 0 to {} \
+                 exist, and a transfer between two different ones goes through",
+                ACCOUNTS - 1
+            )
+        } else {
+            format!(
+                "a transfer from account {from} to account {to} {what}: the accounts must \
+                 exist (below {ACCOUNTS}) and differ; return BankError::BadAccounts before \
+                 taking the lock"
+            )
+        }));
+    }
+    // The coordinator's two transfers of 1, before any worker started: nothing overlapped.
+    let done: Vec<(u64, Vec<i64>)> = good_transfers
+        .iter()
+        .map(|&(from, to)| (1, delta_of(from, to, 1)))
+        .collect();
+    let opening = session.segment.layout.opening;
+    let mut want = vec![opening; ACCOUNTS];
+    for (_, delta) in &done {
+        for (balance, change) in want.iter_mut().zip(delta) {
+            *balance += change;
+        }
+    }
+    let (count, balances) = session.segment.bank()?;
+    if count != 2 || balances != want {
+        return Err(Fail::failed(format!(
+            "after the coordinator's transfers of 1 from account {} to account {} and from {} to \
+             {}, before any worker started, the bank in the segment holds {count} transfers and \
+             balances {balances:?}, not 2 and {want:?}: a transfer takes `amount` from `from`, \
+             gives it to `to`, and counts one",
+            good_transfers[0].0, good_transfers[0].1, good_transfers[1].0, good_transfers[1].1
+        )));
+    }
+    session.go()?;
+    let outcome = session.finish(0, |_| Ok(()))?;
+    verify(&session, &outcome, &done, 0)?;
+    Ok(format!(
+        "names {bad_names:?} refused with kind=bad-name, {short:?} accepted; transfers \
+         {bad_transfers:?} refused with kind=bad-accounts, {good_transfers:?} done, the bank \
+         otherwise unchanged"
+    ))
+}
+
+pub(super) fn create_failures(run: &mut Run) -> Result<String, Fail> {
+    // A name someone else holds: kind=exists, and their segment stays as it was.
+    let name = run.ipc_name("taken");
+    let content = run.random_bytes(64);
+    let Some(taken) = Taken::create(dev_shm(&name), run.program_user(), &content)? else {
+        return Err(Fail::Grader(format!("{name} exists already")));
+    };
+    let mut proc = run.spawn(&["--name", name.as_str(), "--work", "1"])?;
+    let message = first_message(&mut proc)?;
+    expect_kind(&message, "exists", &format!(
+        "with {} already there, SharedBank::create({name:?})",
+        dev_shm(&name).display()
+    ), "shm_open(O_CREAT | O_EXCL) fails with EEXIST, which is BankError::Exists")?;
+    release(&mut proc)?;
+    if let Some(what) = taken.disturbed() {
+        return Err(Fail::failed(format!(
+            "SharedBank::create({name:?}) reported kind=exists, but the segment that was \
+             already there was {what}: a name shm_open(O_CREAT | O_EXCL) refused is someone \
+             else's; unlink the name only when a step after your own shm_open() fails"
+        )));
+    }
+    drop(taken);
+
+    // A valid name too long for the system: shm_open() fails, kind=shm-open.
+    let long = format!("{}-{}", run.ipc_name("long"), "x".repeat(300));
+    let mut proc = run.spawn(&["--name", long.as_str(), "--work", "1"])?;
+    let message = first_message(&mut proc)?;
+    expect_kind(
+        &message,
+        "shm-open",
+        "SharedBank::create() of a valid name 300 characters long",
+        "the name rule has no length limit, so the name is valid; shm_open() then fails \
+         (ENAMETOOLONG), which is BankError::Open",
+    )?;
+    release(&mut proc)?;
+
+    // The segment cannot be sized: kind=ftruncate, and create() leaves nothing behind.
+    let unsizable = run.ipc_name("unsizable");
+    let mut proc = run.spawn(&[
+        "--name",
+        unsizable.as_str(),
+        "--work",
+        "1",
+        "--file-size-limit",
+        "0",
+    ])?;
+    let message = first_message(&mut proc)?;
+    expect_kind(
+        &message,
+        "ftruncate",
+        "with files limited to 0 bytes (RLIMIT_FSIZE), SharedBank::create()",
+        "ftruncate() fails with EFBIG, which is BankError::Truncate",
+    )?;
+    let pid = proc.pid.as_raw();
+    let path = dev_shm(&unsizable);
+    let mut left = Vec::new();
+    if path.exists() {
+        left.push(format!("{} still exists (shm_unlink() it)", path.display()));
+    }
+    let fds = probe::descriptors(pid, &unsizable);
+    if !fds.is_empty() {
+        left.push(format!("descriptor {fds:?} is still open on it (close it)"));
+    }
+    if !probe::mappings(pid, &unsizable).is_empty() {
+        left.push("it is still mapped (munmap() it)".to_string());
+    }
+    release(&mut proc)?;
+    if !left.is_empty() {
+        return Err(Fail::failed(format!(
+            "SharedBank::create() failed at ftruncate(), as it should here, but {}: when a step \
+             after shm_open() fails, undo the steps before it",
+            left.join(", ")
+        )));
+    }
+    Ok(format!(
+        "{name:?} taken: kind=exists, the segment there untouched; a name of {} characters: \
+         kind=shm-open; ftruncate() failing: kind=ftruncate, with the name removed and no \
+         descriptor or mapping left",
+        long.len()
+    ))
+}
+
+/// Fails unless `message` is `failed` with `kind`; `what` is what was tried, `rule` what
+/// should happen.
+fn expect_kind(message: &Message, kind: &str, what: &str, rule: &str) -> Result<(), Fail> {
+    let got = message.get("kind").unwrap_or("none");
+    match message.kind.as_str() {
+        "failed" if got == kind => Ok(()),
+        "failed" => Err(Fail::failed(format!(
+            "{what} failed with kind={got} ({}), not {kind}: {rule}",
+            message.get("error").unwrap_or("")
+        ))),
+        _ => Err(Fail::failed(format!(
+            "{what} succeeded (the program said `{}`), where it must fail with kind={kind}: \
+             {rule}",
+            message.kind
+        ))),
+    }
+}

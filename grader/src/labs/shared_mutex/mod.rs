@@ -1,0 +1,210 @@
+//! Checks of lab 6, shared mutex: a bank in a POSIX shared memory segment, worker processes that
+//! transfer money under a process-shared robust mutex, and a coordinator that waits on a
+//! process-shared condition variable until every worker is done.
+//!
+//! `shared-mutex --name N --work T1,T2,.. [--seed S] [--crash-worker W --crash-after K]
+//! [--try-transfers F,T,..] [--file-size-limit B]`: the coordinator creates the bank, forks one
+//! worker per number, and says `ready` (the workers' pids and where the pieces of the bank lie in
+//! the segment); each worker says `ready` and waits for a `go` (one `go` per worker: the start
+//! barrier), then says `finished` with the change it made to each account. The coordinator says
+//! `done` with what it saw when its wait ended, and `closed` after reaping the workers and
+//! tearing the bank down, then waits for `exit`. A failed `create` says `failed` and waits for
+//! `exit` too.
+//!
+//! The grader predicts every balance exactly from the workers' own accounts of their transfers,
+//! so a single lost update shows, and it reads the bank from the segment itself (it keeps
+//! `/dev/shm/<name>` open to the end). It maps the segment too, so that it can act on the bank's
+//! mutex as one more process would: hold it while the workers start (nothing in the bank may
+//! change, and everyone waiting must sleep), or die holding it (the next locker must get
+//! `EOWNERDEAD`). It reads the mutex and condition variable to see how they were initialized and
+//! who holds the lock: glibc keeps `PTHREAD_PROCESS_SHARED` as bit 7 and robustness as bit 4 of
+//! the mutex's kind word (`-1` once destroyed), the holder's thread id in its owner word, and the
+//! condition variable's process-shared flag as bit 0 of its `__wrefs` word (bit 2 once
+//! destroyed). These are glibc's layouts on 64-bit Linux; the program reports the offsets.
+
+mod counting;
+mod errors;
+mod probe;
+mod robust;
+mod segment;
+mod session;
+mod sleeping;
+
+use std::time::Duration;
+
+use crate::engine::diagnose::{Activity, Hang, Stuck};
+use crate::engine::{Check, Lab};
+
+pub static LAB: Lab = Lab {
+    number: 6,
+    slug: "shared-mutex",
+    title: "Shared mutex: a bank in shared memory under a process-shared, robust pthread mutex",
+    cleanup_points: 2,
+    explain_hang,
+    checks: &[
+        Check {
+            name: "process-shared-init",
+            points: 3,
+            timeout: Duration::from_secs(15),
+            description: "the segment (mode 600) is mapped shared by every process, its descriptor \
+                          closed; the mutex and condition variable are initialized in it with \
+                          PTHREAD_PROCESS_SHARED, the rest as the API says",
+            exclusive: false,
+            run: segment::process_shared_init,
+        },
+        Check {
+            name: "exact-totals",
+            points: 6,
+            timeout: Duration::from_secs(40),
+            description: "3 runs of 4 workers x 150000 transfers started together: every balance \
+                          and the transfer count are exact (no lost update), and the data moved \
+                          through the mapping, not through read/write calls",
+            exclusive: false,
+            run: counting::exact_totals,
+        },
+        Check {
+            name: "everything-under-the-lock",
+            points: 4,
+            timeout: Duration::from_secs(20),
+            description: "while the grader holds the bank's mutex, workers that start transfers \
+                          or finish change nothing in the bank and sleep on the mutex; once it \
+                          lets go, every transfer and every finish counts",
+            exclusive: false,
+            run: counting::everything_under_the_lock,
+        },
+        Check {
+            name: "coordinator-sleeps",
+            points: 3,
+            timeout: Duration::from_secs(15),
+            description: "while the workers are held at the start, the coordinator sleeps on the \
+                          condition variable in the segment (no spinning, no polling, no other \
+                          call)",
+            exclusive: false,
+            run: sleeping::coordinator_sleeps,
+        },
+        Check {
+            name: "waits-for-last-worker",
+            points: 3,
+            timeout: Duration::from_secs(20),
+            description: "workers that finish one after another wake the coordinator, which \
+                          returns only once the last one has finished",
+            exclusive: false,
+            run: sleeping::waits_for_last_worker,
+        },
+        Check {
+            name: "owner-dies",
+            points: 5,
+            timeout: Duration::from_secs(20),
+            description: "a worker killed while it holds the lock mid-transfer, its journal \
+                          written: the next locker gets EOWNERDEAD, says so, undoes the transfer, \
+                          marks the mutex consistent, and the totals add up",
+            exclusive: false,
+            run: robust::owner_dies,
+        },
+        Check {
+            name: "owner-dies-during-wait",
+            points: 2,
+            timeout: Duration::from_secs(15),
+            description: "a holder that dies while the coordinator waits to take the lock back: \
+                          its pthread_cond_wait() returns EOWNERDEAD, it repairs, marks the mutex \
+                          consistent and goes on waiting",
+            exclusive: false,
+            run: robust::owner_dies_during_wait,
+        },
+        Check {
+            name: "not-recoverable",
+            points: 1,
+            timeout: Duration::from_secs(15),
+            description: "a mutex left unrecoverable (ENOTRECOVERABLE) makes every transfer fail \
+                          with kind=not-recoverable",
+            exclusive: false,
+            run: robust::not_recoverable,
+        },
+        Check {
+            name: "typed-errors",
+            points: 2,
+            timeout: Duration::from_secs(15),
+            description: "bad segment names are refused with kind=bad-name and a one-character \
+                          name is not; transfers from or to an account that does not exist, or \
+                          to itself, are refused with kind=bad-accounts, accounts 0 and 7 work",
+            exclusive: false,
+            run: errors::typed_errors,
+        },
+        Check {
+            name: "create-failures",
+            points: 2,
+            timeout: Duration::from_secs(15),
+            description: "a name already taken is kind=exists and the segment there is left \
+                          alone; a name too long for shm_open is kind=shm-open; a failing \
+                          ftruncate is kind=ftruncate with the name removed and nothing left open",
+            exclusive: false,
+            run: errors::create_failures,
+        },
+        Check {
+            name: "destroyed-and-removed",
+            points: 2,
+            timeout: Duration::from_secs(15),
+            description: "at the end the condition variable and mutex are destroyed and the \
+                          segment is unlinked",
+            exclusive: false,
+            run: segment::destroyed_and_removed,
+        },
+    ],
+};
+
+/// Roles of the processes, in diagnoses.
+const COORDINATOR: &str = "the coordinator";
+const WORKER: &str = "a worker";
+/// How many accounts the bank has (`ACCOUNTS` in the lab).
+const ACCOUNTS: usize = 8;
+
+fn blocked_on_futex(activities: &[Activity]) -> bool {
+    activities.contains(&Activity::Futex)
+}
+
+fn explain_hang(hang: &Hang) -> Option<String> {
+    let coordinator = hang.by_role(COORDINATOR);
+    let workers: Vec<_> = hang.processes.iter().filter(|p| p.role == WORKER).collect();
+    if let Some(coordinator) = coordinator
+        && workers.is_empty()
+        && blocked_on_futex(&coordinator.activities)
+    {
+        return Some(
+            "the coordinator still waits on the condition variable though no worker is left: \
+             after finished += 1 a worker must pthread_cond_broadcast() all_done, and whoever \
+             recovers from a dead holder must count it in `dead` and broadcast too"
+                .into(),
+        );
+    }
+    let waits_for_crasher = |w: &&Stuck| {
+        w.activities
+            .iter()
+            .any(|a| matches!(a, Activity::PipeRead { .. }))
+    };
+    if workers.iter().any(waits_for_crasher) {
+        return Some(
+            "the other workers wait for the worker that should stop in the middle of a \
+             transfer: call midway() between the debit and the credit, with the lock held"
+                .into(),
+        );
+    }
+    if coordinator.is_some_and(|c| blocked_on_futex(&c.activities))
+        && workers.iter().any(|w| w.activities.contains(&Activity::Busy))
+    {
+        return Some(
+            "time ran out while workers were still busy on the CPU and the coordinator waited: \
+             the transfers are far slower than they should be (a correct run of a check takes \
+             well under a second), or a worker loops for ever"
+                .into(),
+        );
+    }
+    if !workers.is_empty() && workers.iter().all(|w| blocked_on_futex(&w.activities)) {
+        return Some(
+            "every worker is asleep on a futex and nobody wakes it: the mutex is not robust \
+             and its holder died, or it lacks PTHREAD_PROCESS_SHARED (then an unlock wakes only \
+             waiters in the unlocking process), or its holder never unlocked it"
+                .into(),
+        );
+    }
+    None
+}

@@ -1,0 +1,414 @@
+//! Robustness: a holder that dies (a worker killed mid-transfer, a grader's thread that ends
+//! with the lock) must be met with `EOWNERDEAD`, repaired, and the mutex made consistent; a
+//! mutex left unrecoverable must make every lock fail with its own error.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use rand::RngExt;
+
+use super::ACCOUNTS;
+use super::probe::{self, DyingHolder, KIND_ROBUST, Place};
+use super::session::{
+    Session, dev_shm, expected, field, index_of, let_coordinator_look, list, verify,
+};
+use crate::engine::{Fail, Run};
+
+/// Transfers per worker in a run where a holder dies.
+const CRASH_WORK: u64 = 20_000;
+/// Transfers per worker where only the set-up around a death is judged.
+const LIGHT_WORK: u64 = 1000;
+/// How long the grader watches for a step a correct program takes at once.
+const STEP: Duration = Duration::from_secs(2);
+
+/// Fails unless the mutex in the segment is robust.
+fn robust(session: &Session) -> Result<(), Fail> {
+    let kind = session.segment.mutex_kind()?;
+    if kind & KIND_ROBUST == 0 {
+        return Err(Fail::failed(format!(
+            "the mutex is not robust (kind word {kind}): set PTHREAD_MUTEX_ROBUST with \
+             pthread_mutexattr_setrobust(), or a worker that dies holding it blocks all the \
+             others for ever"
+        )));
+    }
+    Ok(())
+}
+
+pub(super) fn owner_dies(run: &mut Run) -> Result<String, Fail> {
+    let crasher = run.rng().random_range(0..4usize);
+    let after = run.rng().random_range(100..5000u64);
+    let extra = [
+        "--crash-worker".to_string(),
+        crasher.to_string(),
+        "--crash-after".into(),
+        after.to_string(),
+    ];
+    // The other workers start only once the crasher holds the lock (the program sees to it), so
+    // someone is always left to find it dead, and until then the bank is the crasher's alone.
+    let mut session = Session::start(run, &[CRASH_WORK; 4], &extra)?;
+    robust(&session)?;
+    let victim = session.workers[crasher];
+    let survivors: Vec<i32> = session.workers.iter().copied().filter(|&w| w != victim).collect();
+    let segment = session.segment.handle()?;
+    let opening = segment.layout.opening;
+    let (coordinator, name, layout) = (session.coordinator, session.name.clone(), segment.layout);
+    session.go()?;
+    let mut held: Option<(u64, Vec<i64>)> = None;
+    // The transfer the crasher died in, as the grader saw it at the hold.
+    let mut cut: Option<Cut> = None;
+    // Whether the coordinator slept on the condition variable when the holder died: then only
+    // a worker can be the next to lock, and meet EOWNERDEAD.
+    let mut coordinator_waiting = false;
+    let outcome = session.finish(1, |message| {
+        // The crasher stopped with the lock held: look, then kill it there.
+        if index_of(message)? != crasher {
+            return Err(Fail::Grader("an unexpected worker stopped mid-transfer".into()));
+        }
+        let done: u64 = field(message, "transfers")?;
+        let delta: Vec<i64> = list(message, "delta")?;
+        held = Some((done, delta.clone()));
+        // Held according to the mutex itself, not only to the program.
+        let owner = segment.mutex_owner()?;
+        if owner != victim {
+            return Err(Fail::failed(format!(
+                "worker {crasher} (pid {victim}) is in the middle of a transfer (in midway()) \
+                 but does not hold the mutex in the segment ({}): lock the bank's mutex \
+                 (SharedBank::lock) before a transfer's first read and keep it until its last \
+                 write",
+                if owner == 0 {
+                    "nobody holds it".to_string()
+                } else {
+                    format!("its holder is thread {owner}")
+                }
+            )));
+        }
+        let before: Vec<i64> = delta.iter().map(|d| opening + d).collect();
+        cut = Some(journal_written(&segment, crasher, done, &before)?);
+        coordinator_waiting = matches!(probe::sleeping(coordinator),
+            probe::Sleep::Futex { address }
+                if probe::place(coordinator, &name, &layout, address) == Place::Cond);
+        kill(Pid::from_raw(victim), Signal::SIGKILL)
+            .map_err(|e| Fail::Grader(format!("kill: {e}")))?;
+        settle_after_recovery(&segment, coordinator, &name, &survivors)
+    })?;
+    let Some((transfers, delta)) = held else {
+        return Err(Fail::failed(format!(
+            "worker {crasher} never reached the middle of its transfer {after}: call midway() \
+             between debit and credit, with the lock held"
+        )));
+    };
+    let extra = [(transfers, delta)];
+    verify(&session, &outcome, &extra, 1).map_err(|fail| match (fail, cut) {
+        (Fail::Failed(m), Some(cut)) if not_undone(&session, &outcome, &extra, cut) => {
+            Fail::failed(format!(
+                "worker {crasher} was killed in the middle of its transfer from account {} to \
+                 account {}, its journal right, but the bank was not put back: {m}. On \
+                 EOWNERDEAD, undo the journaled transfer: put back both balances and the count \
+                 the journal saved",
+                cut.from, cut.to
+            ))
+        }
+        (other, _) => other,
+    })?;
+    let recovered: u64 = outcome.workers.values().map(|w| w.recovered).sum();
+    if !coordinator_waiting {
+        run.note("the coordinator was not asleep on the condition variable when the holder died: \
+                  it may have met EOWNERDEAD itself, so the workers' `recovered` is not judged");
+    } else if recovered != 1 {
+        return Err(Fail::failed(format!(
+            "the bank was repaired after worker {crasher} died, but {recovered} transfers said \
+             they had recovered it (the `recovered` the workers counted from transfer()'s \
+             result), where exactly one worker's lock met EOWNERDEAD (the coordinator slept on \
+             the condition variable): lock() returns a guard with \
+             recovered: true after EOWNERDEAD (false otherwise), and transfer() returns it"
+        )));
+    }
+    let ends = outcome.closed.get("workers").unwrap_or("").to_string();
+    if !ends.contains("killed-SIGKILL") {
+        run.note(format!("the workers ended: {ends}"));
+    }
+    Ok(format!(
+        "worker {crasher} (pid {victim}) was killed holding the lock after {transfers} \
+         transfers, its journal written; a worker met EOWNERDEAD and said so, the half-done \
+         transfer was undone and the totals add up"
+    ))
+}
+
+/// Once a worker found the dead holder and recovered, lets the coordinator take in the
+/// recovery's wake-up before the surviving workers go on (see [`Session::let_coordinator_look`]).
+fn settle_after_recovery(
+    segment: &super::session::Segment,
+    coordinator: i32,
+    name: &str,
+    survivors: &[i32],
+) -> Result<(), Fail> {
+    let until = Instant::now() + STEP;
+    while segment.counts()?.dead == 0 {
+        if Instant::now() > until {
+            // Nobody recovered: what follows says why.
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let_coordinator_look(segment, coordinator, name, survivors)
+}
+
+/// The transfer a worker died in: its two accounts.
+#[derive(Clone, Copy)]
+struct Cut {
+    from: usize,
+    to: usize,
+}
+
+/// Whether the totals are off by the half-done transfer only: the count is right and only its
+/// two accounts differ from the prediction.
+fn not_undone(
+    session: &Session,
+    outcome: &super::session::Outcome,
+    extra: &[(u64, Vec<i64>)],
+    cut: Cut,
+) -> bool {
+    let (want_transfers, want) = expected(session, outcome, extra);
+    let Ok((transfers, balances)) = session.segment.bank() else {
+        return false;
+    };
+    let off: Vec<usize> = (0..ACCOUNTS).filter(|&a| balances[a] != want[a]).collect();
+    transfers == want_transfers
+        && !off.is_empty()
+        && off.iter().all(|&a| a == cut.from || a == cut.to)
+}
+
+/// The journal of the transfer the crasher is in the middle of: active, naming two accounts,
+/// with the balances `before` it and the count `done` as they were.
+fn journal_written(
+    segment: &super::session::Segment,
+    crasher: usize,
+    done: u64,
+    before: &[i64],
+) -> Result<Cut, Fail> {
+    let journal = segment.journal()?;
+    let (count, now) = segment.bank()?;
+    let rule = "before changing any balance, write the journal: active = 1, the two accounts, \
+                their balances and the transfer count as they are";
+    if journal.active != 1 {
+        if now == before && count == done {
+            return Err(Fail::failed(format!(
+                "worker {crasher} stopped in midway() before its transfer had changed anything \
+                 (the balances and the count as before, the journal not active): midway() is \
+                 called between the debit and the credit, with the journal written and the \
+                 lock held"
+            )));
+        }
+        return Err(Fail::failed(format!(
+            "worker {crasher} is in the middle of a transfer (in midway(), the lock held), but \
+             the journal in the segment is not active (active = {}): {rule}",
+            journal.active
+        )));
+    }
+    let (from, to) = (journal.from as usize, journal.to as usize);
+    if from >= ACCOUNTS || to >= ACCOUNTS || from == to {
+        return Err(Fail::failed(format!(
+            "worker {crasher}'s journal names accounts {from} and {to}: {rule}"
+        )));
+    }
+    let saved = (journal.from_balance, journal.to_balance, journal.transfers);
+    let were = (before[from], before[to], done);
+    if saved != were {
+        let after_debit = if journal.from_balance == now[from] && now[from] != before[from] {
+            format!(
+                "; it saved account {from}'s balance after the debit, so undoing the transfer \
+                 would not give the money back"
+            )
+        } else {
+            String::new()
+        };
+        return Err(Fail::failed(format!(
+            "worker {crasher}'s journal of its transfer from account {from} to account {to} \
+             saved balances {} and {} and count {}, but before the transfer the bank held {} \
+             and {} and count {}{after_debit}: {rule}",
+            saved.0, saved.1, saved.2, were.0, were.1, were.2
+        )));
+    }
+    Ok(Cut { from, to })
+}
+
+pub(super) fn owner_dies_during_wait(run: &mut Run) -> Result<String, Fail> {
+    let mut session = Session::start(run, &[LIGHT_WORK; 3], &[])?;
+    robust(&session)?;
+    session.coordinator_settled();
+    if session.coordinator_place() != Some(Place::Cond) {
+        return Err(Fail::failed(format!(
+            "while no worker had started, the coordinator was not asleep on the condition \
+             variable in the segment (it {}): wait_all_done() sleeps in pthread_cond_wait() on \
+             all_done",
+            probe::sleeping(session.coordinator).describe()
+        )));
+    }
+    // A thread of the grader takes the lock and broadcasts: the coordinator wakes up and waits
+    // to take the lock back; then the thread ends, lock held.
+    let holder = DyingHolder::start(&session.segment, true)?;
+    let until = Instant::now() + 2 * STEP;
+    while session.coordinator_place() != Some(Place::Mutex) {
+        if Instant::now() > until {
+            return Err(Fail::failed(format!(
+                "the grader held the bank's mutex and broadcast all_done, and {} s later the \
+                 coordinator {} instead of waiting to take the lock back: pthread_cond_wait() \
+                 on all_done, with the bank's mutex, wakes on a broadcast and relocks it",
+                (2 * STEP).as_secs(),
+                probe::sleeping(session.coordinator).describe()
+            )));
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    holder.die();
+    // Its pthread_cond_wait() returns EOWNERDEAD: it repairs, marks the mutex consistent, finds
+    // no worker done, and sleeps on the condition variable again.
+    let until = Instant::now() + STEP;
+    let mut back = false;
+    while Instant::now() < until {
+        if session.coordinator_place() == Some(Place::Cond) {
+            back = true;
+            break;
+        }
+        let Some(message) = session.next_before(Instant::now() + Duration::from_millis(2))? else {
+            continue;
+        };
+        match message.kind.as_str() {
+            "failed" => {
+                return Err(Fail::failed(format!(
+                    "the grader's thread died holding the bank's mutex while the coordinator \
+                     waited to take it back in pthread_cond_wait(), which then returned \
+                     EOWNERDEAD; wait_all_done() failed with kind={} ({}): EOWNERDEAD is not a \
+                     failure, the lock is yours: recover() and pthread_mutex_consistent(), as \
+                     lock() does, then wait again",
+                    message.get("kind").unwrap_or("none"),
+                    message.get("error").unwrap_or("")
+                )));
+            }
+            "done" => {
+                return Err(Fail::failed(
+                    "the coordinator's wait ended though no worker had started: after \
+                     pthread_cond_wait() returned EOWNERDEAD (a holder died) it must repair, \
+                     then re-check finished + dead == workers and wait again",
+                ));
+            }
+            _ => session.set_aside(message),
+        }
+    }
+    if !back {
+        return Err(Fail::failed(format!(
+            "a holder of the bank's mutex died while the coordinator waited in \
+             pthread_cond_wait(), and {} s later the coordinator {} instead of sleeping on the \
+             condition variable again: pthread_cond_wait() returns EOWNERDEAD with the lock \
+             held; recover(), pthread_mutex_consistent(), then wait again",
+            STEP.as_secs(),
+            probe::sleeping(session.coordinator).describe()
+        )));
+    }
+    match probe::try_lock(&session.segment, Duration::from_secs(1))? {
+        0 => {}
+        libc::ENOTRECOVERABLE => {
+            return Err(Fail::failed(
+                "the coordinator met EOWNERDEAD in pthread_cond_wait() (a holder died) and went \
+                 back to waiting without pthread_mutex_consistent(): the mutex is now unusable \
+                 (ENOTRECOVERABLE) for every process; handle EOWNERDEAD there as lock() does",
+            ));
+        }
+        rc => {
+            return Err(Fail::failed(format!(
+                "after a holder died while the coordinator waited, the grader taking the \
+                 mutex got {}: the coordinator never took the lock back and repaired it (the \
+                 broadcast should have woken it, and its pthread_cond_wait() returned \
+                 EOWNERDEAD)",
+                probe::errno_name(rc)
+            )));
+        }
+    }
+    let counts = session.segment.counts()?;
+    if counts.dead != 0 {
+        return Err(Fail::failed(format!(
+            "the dead holder had no transfer under way (the journal was not active), yet the \
+             bank counts dead = {}: recover() counts a dead worker and undoes its transfer only \
+             when the journal is active",
+            counts.dead
+        )));
+    }
+    session.go()?;
+    let outcome = session.finish(0, |_| Ok(()))?;
+    verify(&session, &outcome, &[], 0)?;
+    Ok(
+        "a holder died while the coordinator waited: its pthread_cond_wait() met EOWNERDEAD, \
+         it made the mutex consistent and went on waiting; the workers then ran normally"
+            .into(),
+    )
+}
+
+pub(super) fn not_recoverable(run: &mut Run) -> Result<String, Fail> {
+    let mut session = Session::start(run, &[LIGHT_WORK; 2], &[])?;
+    robust(&session)?;
+    session.coordinator_settled();
+    // A holder dies; the grader meets EOWNERDEAD and lets go without
+    // pthread_mutex_consistent(): the mutex is unusable for good.
+    DyingHolder::start(&session.segment, false)?.die();
+    let first = probe::try_lock(&session.segment, Duration::from_secs(1))?;
+    let second = probe::try_lock(&session.segment, Duration::from_secs(1))?;
+    if first != libc::EOWNERDEAD || second != libc::ENOTRECOVERABLE {
+        return Err(Fail::Grader(format!(
+            "making the mutex unrecoverable failed: {} then {}",
+            probe::errno_name(first),
+            probe::errno_name(second)
+        )));
+    }
+    session.go()?;
+    let mut kinds = BTreeMap::new();
+    while kinds.len() < session.workers.len() {
+        let Some(message) = session.next_before(Instant::now() + STEP)? else {
+            let doing: Vec<String> = session
+                .workers
+                .iter()
+                .map(|&w| format!("pid {w} {}", probe::sleeping(w).describe()))
+                .collect();
+            return Err(Fail::failed(format!(
+                "the mutex is not recoverable (ENOTRECOVERABLE), and {} s after they started \
+                 the workers had neither failed nor finished ({}): pthread_mutex_lock() returns \
+                 ENOTRECOVERABLE at once; lock() returns BankError::NotRecoverable",
+                STEP.as_secs(),
+                doing.join(", ")
+            )));
+        };
+        match message.kind.as_str() {
+            "failed" => {
+                let kind = message.get("kind").unwrap_or("none").to_string();
+                let error = message.get("error").unwrap_or("").to_string();
+                kinds.insert(field::<i32>(&message, "pid")?, (kind, error));
+            }
+            "finished" => {
+                return Err(Fail::failed(
+                    "a worker finished its transfers on a mutex that is not recoverable \
+                     (ENOTRECOVERABLE): lock() must fail with BankError::NotRecoverable, not \
+                     go on without the lock",
+                ));
+            }
+            _ => {}
+        }
+    }
+    // The run cannot end on its own: the grader ends it and removes the segment itself.
+    session.proc.kill_tree();
+    let _ = std::fs::remove_file(dev_shm(&session.name));
+    for (pid, (kind, error)) in &kinds {
+        if kind != "not-recoverable" {
+            return Err(Fail::failed(format!(
+                "on a mutex that is not recoverable, worker {pid}'s transfer failed with \
+                 kind={kind} ({error}), not not-recoverable: pthread_mutex_lock()'s \
+                 ENOTRECOVERABLE is BankError::NotRecoverable"
+            )));
+        }
+    }
+    Ok(format!(
+        "on a mutex made unrecoverable, all {} workers' transfers failed with \
+         kind=not-recoverable",
+        kinds.len()
+    ))
+}

@@ -1,0 +1,119 @@
+//! The socket's path: the longest one sun_path holds binds, one byte more does not, and a path
+//! where a file already is fails with EADDRINUSE and leaves that file alone.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use ipc_labs_driver::Message;
+
+use super::Transport;
+use super::programs::{Server, said, spawn_server};
+use crate::engine::{Fail, Proc, Run};
+
+/// A server that was to fail: it must say `failed` with kind=bind, then exit.
+fn expect_bind_failure(
+    mut proc: Proc,
+    first: Message,
+    situation: &str,
+    rule: &str,
+) -> Result<(), Fail> {
+    if first.kind == "failed" && first.get("kind") == Some("bind") {
+        if proc.wait_until(Instant::now() + Duration::from_secs(5))?.is_none() {
+            return Err(Fail::failed(format!(
+                "{situation}, the server reported kind=bind but did not exit"
+            )));
+        }
+        return Ok(());
+    }
+    proc.kill_tree();
+    Err(Fail::failed(format!(
+        "{situation}, the server said {} where `failed` with kind=bind is expected: {rule}",
+        said(&first)
+    )))
+}
+
+pub fn socket_paths(run: &mut Run) -> Result<String, Fail> {
+    // Relative to the check's directory, the programs' working directory: a path of exactly
+    // 107 bytes whatever the directory's own length.
+    let longest = format!("{}.sock", "p".repeat(102));
+    let too_long = format!("{}.sock", "q".repeat(103));
+    debug_assert_eq!((longest.len(), too_long.len()), (107, 108));
+
+    let bound = run.path(&longest);
+    let (proc, first) = spawn_server(run, &["--unix".to_string(), longest.clone()])?;
+    if first.kind != "ready" {
+        proc.kill_tree();
+        return Err(Fail::failed(format!(
+            "a server given a socket path of 107 bytes, the most sun_path holds, said {}: a path \
+             of up to 107 bytes must bind; only a longer one is refused",
+            said(&first)
+        )));
+    }
+    // The grader's own paths are longer: it reaches the socket through a short link.
+    let link = run.path("s107");
+    std::os::unix::fs::symlink(&longest, &link)?;
+    let longest_server = Server::ready(run, proc, first, Transport::Unix, link.clone())?;
+    if !bound.exists() {
+        return Err(Fail::failed(format!(
+            "the server said ready, but there is no socket file at the 107-byte path it was \
+             given ({})",
+            bound.display()
+        )));
+    }
+    // A second server on the path of this one, still running.
+    let (proc, first) = spawn_server(run, &["--unix".to_string(), longest.clone()])?;
+    expect_bind_failure(
+        proc,
+        first,
+        "started on the path of a server still running",
+        "bind() fails there with EADDRINUSE (RpcError::Bind): never remove what is at the path; \
+         removing that file would cut the running server off from every new client",
+    )?;
+    longest_server.ping().map_err(|fail| match fail {
+        Fail::Failed(m) => Fail::failed(format!(
+            "after a second server failed to bind its path, the first server no longer answers: \
+             {m}"
+        )),
+        other => other,
+    })?;
+    longest_server.stop()?;
+    let _ = std::fs::remove_file(&link);
+
+    run.path(&too_long);
+    let (proc, first) = spawn_server(run, &["--unix".to_string(), too_long])?;
+    expect_bind_failure(
+        proc,
+        first,
+        "given a socket path of 108 bytes",
+        "sun_path holds 107 bytes and a NUL; a longer path cannot be bound (binding a shortened \
+         one would be binding another path): that is RpcError::Bind",
+    )?;
+
+    let taken = run.path("taken.sock");
+    let content = b"a regular file: not a socket, and not the server's".to_vec();
+    std::fs::write(&taken, &content)?;
+    let (proc, first) = spawn_server(run, &["--unix".to_string(), taken.display().to_string()])?;
+    let intact = |path: &Path| std::fs::read(path).ok() == Some(content.clone());
+    let fate = if intact(&taken) {
+        ""
+    } else {
+        ", and the file that was there is gone"
+    };
+    expect_bind_failure(
+        proc,
+        first,
+        &format!("on a path where a regular file already was{fate}"),
+        "Listener::bind must fail there with EADDRINUSE (RpcError::Bind), never remove what is \
+         at the path: it may be anything, or another server's socket",
+    )?;
+    if !intact(&taken) {
+        return Err(Fail::failed(
+            "the server failed to bind a path where a regular file already was, as it should, \
+             but that file was changed or removed: never remove what is at the path",
+        ));
+    }
+
+    Ok("a 107-byte socket path bound and a 108-byte one failed with kind=bind; a path with a \
+        file or a live server's socket on it failed with kind=bind and the file stayed"
+        .into())
+}

@@ -1,0 +1,312 @@
+//! The student's client against servers of the grader's: every call goes over the socket and
+//! returns what the server sent, and a server that fails shows as the error the API names.
+
+use std::net::{Shutdown, TcpListener};
+use std::time::{Duration, Instant};
+
+use rand::RngExt;
+
+use super::programs::{GraderListener, answer_all, said, spawn_client, start_client};
+use super::protocol::{expected, frame, median, op_name, random_requests_for, read_frame};
+use super::{OP_ECHO, STATUS_OK, STATUS_UNKNOWN_OP, Transport};
+use crate::engine::{Fail, Run};
+
+/// The student's client against a server of the grader's: what the client writes must be what
+/// came back over the socket, for requests that went over it, one request per call.
+pub fn client_over_socket(run: &mut Run) -> Result<String, Fail> {
+    const REQUESTS: usize = 20;
+    const LARGE: usize = 12;
+    // How long the client's small requests took from their first byte to their last, over a
+    // Unix socket and over TCP.
+    let mut spread = Vec::new();
+    for transport in [Transport::Unix, Transport::Tcp] {
+        let kind = transport.describe();
+        let (listener, at) = GraderListener::bind(run, transport)?;
+        let mut requests = random_requests_for(run, REQUESTS, "g");
+        // Repeats, which the grader's server answers differently each time.
+        requests[7] = requests[2].clone();
+        requests[15] = requests[2].clone();
+        requests[17] = requests[4].clone();
+        // Far larger than a Unix socket's buffer: the client blocks writing it, and is stopped
+        // and resumed there.
+        let hold_at = (transport == Transport::Unix).then_some(LARGE);
+        if hold_at.is_some() {
+            requests[LARGE] = (OP_ECHO, run.random_bytes(1 << 20));
+        }
+        // Random bytes no client can compute; now and then status 1, which the client must pass
+        // on as it came.
+        let answers: Vec<(u8, Vec<u8>)> = (0..REQUESTS)
+            .map(|_| {
+                if run.rng().random_range(0..4) == 0 {
+                    return (STATUS_UNKNOWN_OP, Vec::new());
+                }
+                let len = run.rng().random_range(1..64);
+                (STATUS_OK, run.random_bytes(len))
+            })
+            .collect();
+        let mut client = spawn_client(run, &at, requests, "the client")?;
+        // The client says `ready` once connected, so its connection is already queued.
+        let conn = listener.accept_within(Duration::from_secs(2))?.ok_or_else(|| {
+            Fail::failed(format!(
+                "the client said `ready` but never connected to the grader's server over \
+                 {kind} ({}): Client::connect must connect to the endpoint it is given, and \
+                 every call must go over that connection",
+                at.join(" ")
+            ))
+        })?;
+        let closer = conn.try_clone()?;
+        let pid = client.pid();
+        let answering = {
+            let answers = answers.clone();
+            std::thread::spawn(move || answer_all(conn, answers, pid, hold_at))
+        };
+        client.proc.send("go", &[])?;
+        // The client's last word, watching meanwhile for a second connection: every call goes
+        // over the one Client::connect made.
+        let mut ended: Option<Instant> = None;
+        let last = loop {
+            let soon = Instant::now() + Duration::from_millis(20);
+            if let Some(message) = client.proc.recv_before(soon)? {
+                break Some(message);
+            }
+            if !answering.is_finished() {
+                continue;
+            }
+            let since = *ended.get_or_insert_with(Instant::now);
+            if listener.accept_within(Duration::ZERO)?.is_some() {
+                return Err(Fail::failed(format!(
+                    "over {kind}, the client opened a second connection to the grader's server: \
+                     every call must go over the connection Client::connect made (the \
+                     Client's conn), not a new one"
+                )));
+            }
+            if since.elapsed() > Duration::from_secs(3) {
+                break None;
+            }
+        };
+        // Ends the answering thread if the client is stuck.
+        closer.shutdown(Shutdown::Both);
+        let answered = answering
+            .join()
+            .map_err(|_| Fail::Grader("the grader's server panicked".into()))?;
+        if let Some((i, short)) = answered.short {
+            return Err(Fail::failed(format!(
+                "over {kind}, the client's request {i} stopped short: the grader's server got \
+                 {short}, after the client was stopped and resumed (SIGSTOP, SIGCONT, as a \
+                 debugger or the shell's job control do) while it was blocked writing it: a \
+                 write() interrupted that way returns a short count; write every byte of a frame \
+                 (write_all, or loop on write())"
+            )));
+        }
+        match last {
+            Some(message) if message.kind == "done" => {
+                client.proc.wait()?;
+            }
+            Some(message) => {
+                return Err(Fail::failed(format!(
+                    "over {kind}, the client said {} instead of `done`, with the grader's server \
+                     answering each request",
+                    said(&message)
+                )));
+            }
+            None => {
+                return Err(Fail::failed(format!(
+                    "over {kind}, the client neither finished nor failed within 3 s after its \
+                     connection to the grader's server ended ({} requests received)",
+                    answered.received.len()
+                )));
+            }
+        }
+        let sent = &client.requests;
+        let small = answered
+            .spread
+            .iter()
+            .zip(&answered.received)
+            .filter(|(_, (_, payload))| payload.len() < 1000)
+            .map(|(time, _)| *time)
+            .collect();
+        spread.push(median(small));
+        let received = answered.received;
+        // The requests the server got, matched in order against those the client was given.
+        let mut missing = Vec::new();
+        let mut next = 0;
+        for (i, request) in sent.iter().enumerate() {
+            if received.get(next) == Some(request) {
+                next += 1;
+            } else {
+                missing.push(i);
+            }
+        }
+        if next < received.len() {
+            return Err(Fail::failed(format!(
+                "over {kind}, request {next} as the grader's server received it is not the one \
+                 in the requests file: send the op and the payload as they are"
+            )));
+        }
+        if !missing.is_empty() {
+            let repeats: Vec<(usize, usize)> = missing
+                .iter()
+                .filter_map(|&i| Some((i, sent[..i].iter().position(|r| *r == sent[i])?)))
+                .collect();
+            if repeats.len() == missing.len() {
+                let (i, j) = repeats[0];
+                return Err(Fail::failed(format!(
+                    "over {kind}, the grader's server received {} of the client's {} requests: \
+                     request {i}, the same as request {j}, never came, yet the client wrote an \
+                     answer for it: each call sends its request and reads a new response, even \
+                     for a request made before (a server may answer it differently: no cache)",
+                    received.len(),
+                    sent.len()
+                )));
+            }
+            let ops: Vec<String> = missing.iter().map(|&i| op_name(sent[i].0)).collect();
+            return Err(Fail::failed(format!(
+                "over {kind}, the grader's server received {} of the client's {} requests \
+                 (requests {missing:?}, ops {} never came), yet the client wrote its answers: \
+                 Client::call must send each request over the socket and return the response \
+                 the server sent, never compute it itself",
+                received.len(),
+                sent.len(),
+                ops.join(", ")
+            )));
+        }
+        let written = client.responses()?;
+        if let Some(i) = written.iter().zip(&answers).position(|(w, a)| w != a) {
+            let (op, payload) = &sent[i];
+            let own = if written[i] == expected(*op, payload) {
+                " (it wrote the answer the protocol defines, computed by the client)"
+            } else {
+                ""
+            };
+            return Err(Fail::failed(format!(
+                "over {kind}, the client wrote a response to request {i} that is not the one the \
+                 grader's server sent{own} (the server answered every request with random bytes \
+                 of its own): Client::call must return the response read from the socket, never \
+                 one computed by the client"
+            )));
+        }
+    }
+    // A request written in pieces without TCP_NODELAY waits for the grader's delayed
+    // acknowledgement of the first piece, about 40 ms.
+    if let [unix, tcp] = spread[..]
+        && tcp > unix + Duration::from_millis(25)
+    {
+        return Err(Fail::failed(format!(
+            "over TCP, the client's small requests took {} ms from their first byte to their \
+             last (the median), over a Unix socket {} ms: a frame written in pieces waits for \
+             the server's acknowledgement of the first piece (Nagle's algorithm, about 40 ms): \
+             set TCP_NODELAY on the client's connection (set_nodelay(true) after connect), or \
+             write each frame with a single write()",
+            tcp.as_millis(),
+            unix.as_millis()
+        )));
+    }
+    Ok(format!(
+        "the client sent its {REQUESTS} requests (repeats included) to the grader's server over a \
+         Unix socket and over TCP, a 1 MiB one whole through a stop and resume, and wrote the \
+         random answers it got back"
+    ))
+}
+
+/// What the client must report next: `failed` with `kind`, within 5 s.
+fn expect_failure(
+    client: &mut super::programs::ClientProc,
+    kind: &str,
+    situation: &str,
+    rule: &str,
+) -> Result<(), Fail> {
+    let message = client
+        .proc
+        .recv_before(Instant::now() + Duration::from_secs(5))?;
+    match message {
+        Some(m) if m.kind == "failed" && m.get("kind") == Some(kind) => {
+            client.proc.wait()?;
+            Ok(())
+        }
+        Some(m) => Err(Fail::failed(format!(
+            "{situation}, the client said {}, where `failed` with kind={kind} is expected: {rule}",
+            said(&m)
+        ))),
+        None => Err(Fail::failed(format!(
+            "{situation}, the client neither failed nor finished within 5 s: {rule}"
+        ))),
+    }
+}
+
+/// The client's errors, each provoked by a server of the grader's (or by none).
+pub fn client_errors(run: &mut Run) -> Result<String, Fail> {
+    let request = vec![(OP_ECHO, b"anyone there?".to_vec())];
+    let connect_rule = "a connect() that fails is RpcError::Connect, reported at once";
+
+    let nowhere = run.path("nobody-listens.sock");
+    let at = vec!["--unix".to_string(), nowhere.display().to_string()];
+    let mut client = start_client(run, &at, request.clone(), "the client")?;
+    expect_failure(
+        &mut client,
+        "connect",
+        &format!("with no socket at {}", nowhere.display()),
+        connect_rule,
+    )?;
+
+    let port = TcpListener::bind(("127.0.0.1", 0))?.local_addr()?.port();
+    let at = vec!["--tcp".to_string(), port.to_string()];
+    let mut client = start_client(run, &at, request.clone(), "the client")?;
+    expect_failure(
+        &mut client,
+        "connect",
+        &format!("with nothing listening on TCP port {port}"),
+        connect_rule,
+    )?;
+
+    // The grader's server reads the request, then hangs up without a word, or after a part of
+    // its answer.
+    let cases = [
+        (
+            "closed",
+            None,
+            "when the grader's server closed the connection instead of answering",
+            "a server that closes the connection before the first byte of a response is \
+             RpcError::Closed",
+        ),
+        (
+            "truncated",
+            Some(7),
+            "when the grader's server sent 7 bytes of a 12-byte response and closed the \
+             connection",
+            "end of stream inside a response frame is RpcError::Truncated (read_frame's rules \
+             hold for responses too)",
+        ),
+    ];
+    for (kind, part, situation, rule) in cases {
+        let (listener, at) = GraderListener::bind(run, Transport::Unix)?;
+        let mut client = spawn_client(run, &at, request.clone(), "the client")?;
+        let mut conn = listener
+            .accept_within(Duration::from_secs(2))?
+            .ok_or_else(|| {
+                Fail::failed(
+                    "the client said `ready` but never connected to the grader's server: \
+                     Client::connect must connect to the endpoint it is given",
+                )
+            })?;
+        client.proc.send("go", &[])?;
+        let got = read_frame(&mut conn);
+        if !matches!(got, Ok(Some(_))) {
+            return Err(Fail::failed(format!(
+                "the client sent no request to the grader's server ({}): Client::call must send \
+                 each request over the socket",
+                match got {
+                    Err(e) => e.to_string(),
+                    _ => "the connection ended".into(),
+                }
+            )));
+        }
+        if let Some(n) = part {
+            conn.send(&frame(STATUS_OK, b"partial")[..n], 0)?;
+        }
+        drop(conn);
+        expect_failure(&mut client, kind, situation, rule)?;
+    }
+    Ok("the client reported kind=connect with no server (Unix and TCP), kind=closed for a \
+        server that hung up, and kind=truncated for a response cut short"
+        .into())
+}

@@ -1,0 +1,144 @@
+//! Clients served at once: a client that stalls holds up nobody, is not dropped for being slow,
+//! and a server with nothing to do blocks until there is something.
+
+use std::time::{Duration, Instant};
+
+use rand::RngExt;
+
+use super::programs::{server, spawn_client};
+use super::protocol::{frame, random_requests_for, read_response, verify};
+use super::{OP_ECHO, OP_HASH, OP_REVERSE, Transport};
+use crate::engine::waiting::{self, WaitRules};
+use crate::engine::{Fail, Run};
+
+/// Where each stalled client stops in its request: before its first byte, inside the length
+/// prefix, right after it, after the op byte, in the payload, one byte short.
+fn stall_point(k: usize, whole: usize) -> usize {
+    match k {
+        0 => 0,
+        1 => 1,
+        2 => 3,
+        3 => 4,
+        4 => 5,
+        5 => whole / 2,
+        6 => whole - 1,
+        _ => 2,
+    }
+}
+
+pub fn many_clients(run: &mut Run) -> Result<String, Fail> {
+    const CLIENTS: usize = 8;
+    const STALLED: usize = 8;
+    let server = server(run, Transport::Unix)?;
+    // Clients of the grader's that send part of a request and then nothing, until the end:
+    // more of them than a small pool of threads would serve.
+    let mut stalled = Vec::new();
+    for k in 0..STALLED {
+        let op = [OP_ECHO, OP_REVERSE, OP_HASH][k % 3];
+        let len = run.rng().random_range(20..60);
+        let mut payload = format!("stalled {k} ").into_bytes();
+        payload.extend(run.random_bytes(len));
+        let whole = frame(op, &payload);
+        let cut = stall_point(k, whole.len());
+        let mut conn = server.connect()?;
+        conn.send(&whole[..cut], 0)?;
+        stalled.push((conn, whole, cut, op, payload));
+    }
+    let mut clients = Vec::new();
+    for c in 0..CLIENTS {
+        let requests = random_requests_for(run, 40, &format!("client{c}"));
+        clients.push(spawn_client(
+            run,
+            &server.where_args(),
+            requests,
+            &format!("client {}", c + 1),
+        )?);
+    }
+    let started = Instant::now();
+    for client in &mut clients {
+        client.proc.send("go", &[])?;
+    }
+    let limit = started + Duration::from_secs(15);
+    for client in &mut clients {
+        let status = client.proc.wait_until(limit)?;
+        if let Some(status) = status.filter(|s| !s.success()) {
+            // Its last message, as the log has it: "program -> failed kind=... error=...".
+            let said = client
+                .proc
+                .transcript
+                .lock()
+                .expect("transcript lock")
+                .last()
+                .map(|l| l.trim_start_matches("program -> ").to_string())
+                .unwrap_or_default();
+            return Err(Fail::failed(format!(
+                "{} ended with {status} ({said}), one of {CLIENTS} clients served at once{}",
+                client.role,
+                server.alive_note()
+            )));
+        }
+        if status.is_none() {
+            return Err(Fail::failed(format!(
+                "{} did not finish its 40 requests within 15 s while {STALLED} other clients \
+                 had sent part of a request and stalled: the server waits on one client (or a \
+                 few) at a time; serve every client concurrently (a thread or process per \
+                 client, or poll())",
+                client.role
+            )));
+        }
+    }
+    for client in &clients {
+        client.verify().map_err(|fail| match fail {
+            Fail::Failed(m) => Fail::failed(format!(
+                "{m} (with {CLIENTS} clients at once: each connection must get only its own \
+                 responses, keep per-client state per connection)"
+            )),
+            other => other,
+        })?;
+    }
+
+    // Now the server has nothing to do but wait for the stalled clients.
+    // A server with nothing to do has no reason to wake up at all: more than 5 times a second is
+    // a loop that looks again (a read timeout, a poll() timeout) instead of being woken.
+    waiting::expect_blocked(
+        &server.proc.tree(),
+        &|_| "the server".into(),
+        WaitRules {
+            wakeups_per_second: 5.0,
+        },
+        "with nothing to do, every thread must block until there is something: in accept() for \
+         the next client, in read() for a client's next bytes, in sigwait() for the signal",
+    )?;
+
+    // The stalled clients go on: each is still connected, and is answered.
+    let paused = started.elapsed();
+    for (k, (mut conn, whole, cut, op, payload)) in stalled.into_iter().enumerate() {
+        let answer = conn
+            .stream()
+            .write_all(&whole[cut..])
+            .and_then(|()| read_response(&mut conn));
+        match answer {
+            Ok(got) => verify(got, op, &payload, &format!("stalled client {k}, once it went on"))?,
+            Err(e) => {
+                let log = server
+                    .dropped_lines()
+                    .first()
+                    .map(|l| format!(" (the server's log: `{l}`)"))
+                    .unwrap_or_default();
+                return Err(Fail::failed(format!(
+                    "a client that had sent {cut} of the {} bytes of a request and paused for \
+                     {:.1} s while the others were served got no answer when it went on \
+                     ({e}){log}: a slow client is not a bad one; serve each client \
+                     concurrently, with no time limit that drops it",
+                    whole.len(),
+                    paused.as_secs_f64()
+                )));
+            }
+        }
+    }
+    server.stop()?;
+    Ok(format!(
+        "{CLIENTS} clients got their own 40 responses each while {STALLED} others stalled; the \
+         idle server blocked, and the stalled clients were answered when they went on"
+    ))
+}

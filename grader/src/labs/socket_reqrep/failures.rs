@@ -1,0 +1,387 @@
+//! Limits and bad input: the largest frame goes through and one byte more does not; every frame
+//! that is wrong or cut short costs its client the connection, with a log line of the right
+//! kind, and nothing else.
+
+use std::io::ErrorKind;
+use std::net::Shutdown;
+use std::time::{Duration, Instant};
+
+use ipc_labs_driver::Message;
+
+use super::observe;
+use super::programs::{
+    GraderListener, Server, answer_all, line_kind, said, server, spawn_client,
+};
+use super::protocol::{Conn, frame, read_response, verify};
+use super::{MAX_BODY, MAX_PAYLOAD, OP_ECHO, OP_HASH, OP_REVERSE, STATUS_OK, Transport};
+use crate::engine::{Fail, Run};
+
+/// How long a log line may take to reach the grader after the server dropped a client.
+const LOG_PATIENCE: Duration = Duration::from_secs(2);
+
+pub fn size_limit(run: &mut Run) -> Result<String, Fail> {
+    let server = server(run, Transport::Unix)?;
+    // The largest payload allowed, from the student's client to the student's server and
+    // back: the request's and the response's bodies are exactly MAX_BODY bytes.
+    let payload = run.random_bytes(MAX_PAYLOAD);
+    let requests = vec![(OP_REVERSE, payload.clone())];
+    let mut client = spawn_client(run, &server.where_args(), requests, "the client")?;
+    client.proc.send("go", &[])?;
+    let done = client.proc.recv_any()?;
+    if done.kind != "done" {
+        return Err(at_the_limit_failed(run, &server, &done, &payload));
+    }
+    client.proc.wait()?;
+    client.verify()?;
+
+    // One byte more: refused as soon as the length prefix is in.
+    let what = "a length prefix of MAX_BODY + 1 (a payload one byte over MAX_PAYLOAD)";
+    let known = server.dropped_lines().len();
+    let mut conn = server.connect()?;
+    let mut header = ((MAX_BODY + 1) as u32).to_be_bytes().to_vec();
+    header.push(OP_ECHO);
+    conn.send(&header, 0)?;
+    let refuse = "a length above MAX_BODY is RpcError::TooLong, refused before the body is read";
+    dropped(&mut conn, what, &server, known, refuse)?;
+    expect_logged(&server, known, what, "too-long", refuse)?;
+    server.stop()?;
+    Ok(
+        "a payload of exactly MAX_PAYLOAD went both ways, to and from each program; a frame one \
+         byte longer was refused"
+            .into(),
+    )
+}
+
+/// Which program refused a payload of exactly MAX_PAYLOAD, when the student's client and server
+/// did not manage it together (the client said `done`, not `failed`): the server, if its log
+/// says so; the client, if it fails with a server of the grader's too.
+fn at_the_limit_failed(run: &mut Run, server: &Server, said_instead: &Message, payload: &[u8]) -> Fail {
+    let refused = server
+        .next_dropped_line(0, Duration::from_millis(500))
+        .filter(|l| line_kind(l) == "too-long");
+    if let Some(line) = refused {
+        return Fail::failed(format!(
+            "the server refused a request with a payload of exactly MAX_PAYLOAD (16 MiB), the \
+             largest allowed ({line}): a request body is the op byte and the payload, so \
+             MAX_BODY = MAX_PAYLOAD + 1 bytes must be accepted"
+        ));
+    }
+    if let Err(fail) = client_at_the_limit(run, payload) {
+        return fail;
+    }
+    Fail::failed(format!(
+        "the client said {} instead of `done`, with a payload of exactly MAX_PAYLOAD (16 MiB), \
+         the largest allowed, although it managed one with a server of the grader's{}: a frame \
+         body is the op or status byte and the payload, so MAX_BODY = MAX_PAYLOAD + 1 bytes must \
+         be accepted, by the server and by the client",
+        said(said_instead),
+        server.alive_note()
+    ))
+}
+
+/// The student's client against the grader's server, at the limit both ways: a request and a
+/// response with a payload of exactly MAX_PAYLOAD.
+fn client_at_the_limit(run: &mut Run, payload: &[u8]) -> Result<(), Fail> {
+    let (listener, at) = GraderListener::bind(run, Transport::Unix)?;
+    let requests = vec![(OP_ECHO, payload.to_vec())];
+    // Its echo, reversed: what a server answers is not the client's to compute.
+    let answer = (STATUS_OK, payload.iter().rev().copied().collect::<Vec<u8>>());
+    let mut client = spawn_client(run, &at, requests, "the client")?;
+    let conn = listener
+        .accept_within(Duration::from_secs(2))?
+        .ok_or_else(|| Fail::failed("the client said `ready` but never connected"))?;
+    let closer = conn.try_clone()?;
+    let pid = client.pid();
+    let answering = {
+        let answers = vec![answer.clone()];
+        std::thread::spawn(move || answer_all(conn, answers, pid, None))
+    };
+    client.proc.send("go", &[])?;
+    let done = client.proc.recv_any();
+    closer.shutdown(Shutdown::Both);
+    let answered = answering
+        .join()
+        .map_err(|_| Fail::Grader("the grader's server panicked".into()))?;
+    let done = done?;
+    if done.kind != "done" {
+        let error = said(&done);
+        let got_request = answered.received.len() == 1;
+        return Err(Fail::failed(match (done.get("kind"), got_request) {
+            (Some("too-long"), true) => format!(
+                "the client said {error}: it refused a response with a payload of exactly \
+                 MAX_PAYLOAD (16 MiB), the largest allowed; a response body is the status byte \
+                 and the payload, so the client must accept MAX_BODY = MAX_PAYLOAD + 1 bytes \
+                 (read the response with the limit MAX_BODY)"
+            ),
+            (Some("too-long"), false) => format!(
+                "the client said {error} instead of sending a request with a payload of exactly \
+                 MAX_PAYLOAD (16 MiB): that payload is allowed, only a longer one is too long"
+            ),
+            _ => format!(
+                "the client said {error} instead of `done`, with a request and a response of \
+                 exactly MAX_PAYLOAD (16 MiB) each, the largest allowed: a frame body is the op \
+                 or status byte and the payload, so MAX_BODY = MAX_PAYLOAD + 1 bytes must be \
+                 accepted both ways"
+            ),
+        }));
+    }
+    client.proc.wait()?;
+    if answered.received.len() != 1 {
+        return Err(Fail::failed(
+            "the client said `done` but the grader's server never received its request of \
+             MAX_PAYLOAD bytes: Client::call must send each request over the socket",
+        ));
+    }
+    if client.responses()?.first() != Some(&answer) {
+        return Err(Fail::failed(
+            "the client wrote a response other than the MAX_PAYLOAD bytes the grader's server \
+             sent: read the whole response, up to MAX_BODY bytes",
+        ));
+    }
+    Ok(())
+}
+
+/// After a bad client, the server must have closed that connection (read gives end-of-file or
+/// an error, not a timeout). `rule` says why the input was bad, for a server that answered it.
+pub(super) fn dropped(
+    conn: &mut Conn,
+    what: &str,
+    server: &Server,
+    known: usize,
+    rule: &str,
+) -> Result<(), Fail> {
+    conn.timeouts(Duration::from_secs(3));
+    let mut byte = [0u8; 1];
+    match conn.stream().read(&mut byte) {
+        Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+            match server.next_dropped_line(known, Duration::ZERO) {
+                Some(line) => Err(Fail::failed(format!(
+                    "the server logged the client that sent {what} as dropped ({line}) but kept \
+                     its connection open: close the connection when its handler ends, error or \
+                     not; a second handle on it (try_clone, dup) kept elsewhere, in a table of \
+                     open connections say, keeps the socket open"
+                ))),
+                None => Err(Fail::failed(format!(
+                    "the server kept the connection open after {what}: {rule}; drop the client \
+                     (log it with log_dropped() and close its connection) as soon as its input \
+                     is wrong"
+                ))),
+            }
+        }
+        Ok(0) | Err(_) if server.alive_note().is_empty() => Ok(()),
+        Ok(0) | Err(_) => Err(Fail::failed(format!(
+            "the server died after {what}: a bad client must cost only its own connection \
+             (log it and drop it), never the server"
+        ))),
+        Ok(_) => Err(Fail::failed(format!(
+            "the server answered {what} instead of dropping the client: {rule}"
+        ))),
+    }
+}
+
+/// The next `dropped client` line after the first `known` must come, and be of `kind`.
+fn expect_logged(
+    server: &Server,
+    known: usize,
+    what: &str,
+    kind: &str,
+    rule: &str,
+) -> Result<(), Fail> {
+    match server.next_dropped_line(known, LOG_PATIENCE) {
+        Some(line) if line_kind(&line) == kind => Ok(()),
+        Some(line) => Err(Fail::failed(format!(
+            "after {what} the server logged `{line}`: kind={}, where kind={kind} is expected: \
+             {rule}",
+            line_kind(&line)
+        ))),
+        // A server that dies closes the connection before it is seen dead.
+        None if !server.alive_note().is_empty() => Err(Fail::failed(format!(
+            "the server died after {what}: a bad client must cost only its own connection (log \
+             it and drop it), never the server"
+        ))),
+        None => Err(Fail::failed(format!(
+            "after {what} the server ended the client but logged no `dropped client ... \
+             (kind={kind})` line: either it took that for a normal end ({rule}), or it did not \
+             log the error (log every client whose connection ends with an error with \
+             log_dropped())"
+        ))),
+    }
+}
+
+/// The server's `VmHWM` (peak resident memory) in KiB.
+fn peak_kib(pid: i32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// A good client must still be served.
+fn good(server: &Server, after: &str) -> Result<(), Fail> {
+    let mut conn = server.connect()?;
+    let payload = b"still serving?".to_vec();
+    conn.send(&frame(OP_REVERSE, &payload), 0)?;
+    let got = read_response(&mut conn).map_err(|e| {
+        Fail::failed(format!(
+            "after {after}, a good client got no response ({e}){}: drop the bad client and keep \
+             serving the others",
+            server.alive_note()
+        ))
+    })?;
+    verify(got, OP_REVERSE, &payload, &format!("a good client after {after}"))
+}
+
+const TRUNCATED: &str = "end of stream inside a frame, its length prefix included, is \
+                         RpcError::Truncated: compare what came with the whole length, and end \
+                         the client";
+
+/// A bad client: what it sends, whether it then ends its stream, and the kind of drop.
+struct BadClient {
+    what: &'static str,
+    bytes: Vec<u8>,
+    end_of_stream: bool,
+    kind: &'static str,
+    rule: &'static str,
+}
+
+pub fn bad_input(run: &mut Run) -> Result<String, Fail> {
+    let server = server(run, Transport::Unix)?;
+    let pid = server.pid();
+    let sockets_before = observe::sockets(pid).len();
+    good(&server, "the start")?;
+    let before = peak_kib(pid);
+
+    let hundred = frame(OP_ECHO, &[7u8; 99]);
+    let cut = |what, bytes: &[u8]| BadClient {
+        what,
+        bytes: bytes.to_vec(),
+        end_of_stream: true,
+        kind: "truncated",
+        rule: TRUNCATED,
+    };
+    let cases = [
+        cut("a frame cut after 1 byte of its length prefix, then end of stream", &[0]),
+        cut("a frame cut after 3 bytes of its length prefix, then end of stream", &[0, 0, 0]),
+        cut(
+            "a frame of 100 bytes cut right after its length prefix, then end of stream",
+            &hundred[..4],
+        ),
+        cut(
+            "a truncated frame (100 bytes announced, 10 sent, then end of stream)",
+            &hundred[..14],
+        ),
+        cut(
+            "a frame missing only its last byte (99 of the 100 bytes announced, then end of \
+             stream)",
+            &hundred[..103],
+        ),
+        cut(
+            "a frame of length 1 without its op byte, then end of stream",
+            &[0, 0, 0, 1],
+        ),
+        BadClient {
+            what: "an empty frame (length 0)",
+            bytes: vec![0, 0, 0, 0],
+            end_of_stream: false,
+            kind: "empty-frame",
+            rule: "a frame needs at least its op byte: a length of 0 is RpcError::EmptyFrame",
+        },
+    ];
+    for case in &cases {
+        let known = server.dropped_lines().len();
+        let mut conn = server.connect()?;
+        conn.send(&case.bytes, 0)?;
+        if case.end_of_stream {
+            conn.shutdown(Shutdown::Write);
+        }
+        dropped(&mut conn, case.what, &server, known, case.rule)?;
+        expect_logged(&server, known, case.what, case.kind, case.rule)?;
+        good(&server, case.what)?;
+    }
+
+    // An absurd length, then 48 MiB of filler: a server that believed the length would keep
+    // reading, and its memory would grow with the filler.
+    let what = "an absurd length prefix (0xfffffff0)";
+    let refuse = "a length above MAX_BODY is RpcError::TooLong, refused before anything is \
+                  allocated or read";
+    let known = server.dropped_lines().len();
+    let mut conn = server.connect()?;
+    conn.send(&[0xff, 0xff, 0xff, 0xf0], 0)?;
+    let filler = vec![0x5au8; 1 << 20];
+    conn.timeouts(Duration::from_secs(2));
+    for _ in 0..48 {
+        if conn.stream().write_all(&filler).is_err() {
+            break;
+        }
+    }
+    dropped(&mut conn, what, &server, known, refuse)?;
+    expect_logged(&server, known, what, "too-long", refuse)?;
+    good(&server, what)?;
+    let grown = peak_kib(pid).saturating_sub(before);
+    if grown > 24 << 10 {
+        return Err(Fail::failed(format!(
+            "after {what} the server's peak memory (VmHWM) grew by {} MiB: refuse a length \
+             above MAX_BODY before allocating or reading anything",
+            grown >> 10
+        )));
+    }
+
+    // Half a request, then the connection closed.
+    let what = "a client that disconnected mid-request";
+    let known = server.dropped_lines().len();
+    let mut conn = server.connect()?;
+    conn.send(&frame(OP_HASH, &[1u8; 999])[..500], 0)?;
+    drop(conn);
+    expect_logged(&server, known, what, "truncated", TRUNCATED)?;
+    good(&server, what)?;
+
+    // Closing with a response unread resets the connection: the server's next read fails with
+    // ECONNRESET, an error like any other. The whole response must be in first, so that the
+    // server's next call is that read, not the end of its write.
+    let what = "a client that closed its connection with a response unread (a reset)";
+    let known = server.dropped_lines().len();
+    let mut conn = server.connect()?;
+    let request = frame(OP_ECHO, b"never read");
+    conn.send(&request, 0)?;
+    if !conn.queued_within(request.len(), Duration::from_secs(5)) {
+        return Err(Fail::failed(format!(
+            "no complete response within 5 s to a good request{}",
+            server.alive_note()
+        )));
+    }
+    drop(conn);
+    expect_logged(
+        &server,
+        known,
+        what,
+        "io",
+        "the server's next read fails with ECONNRESET, an error like any other: RpcError::Io, \
+         which ends the client (logged and counted), neither retried nor taken for a clean close",
+    )?;
+    good(&server, what)?;
+
+    // Every client has gone: so must every socket the server had for them.
+    let until = Instant::now() + Duration::from_secs(1);
+    let mut extra = observe::sockets(pid).len().saturating_sub(sockets_before);
+    while extra > 0 && Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(5));
+        extra = observe::sockets(pid).len().saturating_sub(sockets_before);
+    }
+    if extra > 0 {
+        return Err(Fail::failed(format!(
+            "once every client had gone, the server still held {extra} socket(s) more than \
+             before them (/proc/{pid}/fd): a client's connection, or a second handle on it \
+             (try_clone, dup), stays open after its handler ended; close both, error or not"
+        )));
+    }
+    server.stop()?;
+    Ok(format!(
+        "{} bad clients were dropped and logged with the right kind, the server kept serving, \
+         its peak memory grew {grown} KiB, and it kept no socket of theirs",
+        cases.len() + 3
+    ))
+}

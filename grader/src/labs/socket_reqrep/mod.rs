@@ -1,0 +1,226 @@
+//! Checks of lab 3, request-response over sockets: a length-prefixed RPC served over a Unix
+//! domain socket and over TCP on loopback.
+//!
+//! `socket-reqrep server --unix PATH | --tcp 0` says `ready` (with `port` for TCP) once it
+//! listens, serves until SIGTERM or SIGINT, then says `done` with its counts and waits for
+//! `exit`. `socket-reqrep client (--unix PATH | --tcp PORT) --requests F --output O` says `ready`
+//! once connected, waits for `go`, makes one call per request and says `done`. The grader also
+//! talks to the server itself (its own client, and Python or socat when the machine has them),
+//! points the client at servers of its own, and reads both programs from `/proc`: their threads
+//! and what they are blocked in, their descriptors, signal masks and memory use.
+//!
+//! The table of checks is here; `protocol.rs` holds the frame format and the grader's own
+//! client, `programs.rs` the driving of the server and client programs, `observe.rs` what is read
+//! of them in `/proc`, and the other files the checks, by what they judge.
+
+mod binding;
+mod client;
+mod concurrency;
+mod failures;
+mod observe;
+mod programs;
+mod protocol;
+mod requests;
+mod stopping;
+
+use std::time::Duration;
+
+use crate::engine::diagnose::{Activity, Hang};
+use crate::engine::{Check, Lab};
+
+pub static LAB: Lab = Lab {
+    number: 3,
+    slug: "socket-reqrep",
+    title: "Request-response over sockets: a framed RPC over Unix and TCP sockets",
+    cleanup_points: 2,
+    explain_hang,
+    checks: &[
+        Check {
+            name: "unix-requests",
+            points: 3,
+            timeout: Duration::from_secs(10),
+            description: "random echo, reverse, hash and unknown-op requests are answered \
+                          correctly over a Unix domain socket; every op byte but E, R and H is \
+                          unknown",
+            exclusive: false,
+            run: requests::unix_requests,
+        },
+        Check {
+            name: "tcp-requests",
+            points: 3,
+            timeout: Duration::from_secs(10),
+            description: "the same over TCP, on the loopback address and the port the server \
+                          chose; small calls are not held back by Nagle's algorithm",
+            exclusive: false,
+            run: requests::tcp_requests,
+        },
+        Check {
+            name: "byte-at-a-time",
+            points: 3,
+            timeout: Duration::from_secs(15),
+            description: "requests the grader writes one byte per write() are answered, over \
+                          both transports",
+            exclusive: false,
+            run: requests::byte_at_a_time,
+        },
+        Check {
+            name: "pipelined",
+            points: 3,
+            timeout: Duration::from_secs(10),
+            description: "200 requests the grader writes in a single write() get 200 responses, \
+                          in order",
+            exclusive: false,
+            run: requests::pipelined,
+        },
+        Check {
+            name: "large-payloads",
+            points: 3,
+            timeout: Duration::from_secs(20),
+            description: "payloads of several MiB go both ways, over both transports, and a \
+                          response survives the server being stopped and resumed mid-write",
+            exclusive: false,
+            run: requests::large_payloads,
+        },
+        Check {
+            name: "size-limit",
+            points: 2,
+            timeout: Duration::from_secs(15),
+            description: "a payload of exactly MAX_PAYLOAD (16 MiB) goes both ways; a frame one \
+                          byte longer is refused",
+            exclusive: false,
+            run: failures::size_limit,
+        },
+        Check {
+            name: "many-clients",
+            points: 5,
+            timeout: Duration::from_secs(40),
+            description: "8 client processes with 40 requests each get only their own \
+                          responses while 8 other clients stall mid-request; the idle server \
+                          blocks, and the stalled clients are served when they go on",
+            exclusive: false,
+            run: concurrency::many_clients,
+        },
+        Check {
+            name: "bad-input",
+            points: 5,
+            timeout: Duration::from_secs(25),
+            description: "frames cut short (in the length prefix or the body, down to the last \
+                          byte), an empty frame, an absurd length, a client gone mid-request and \
+                          a reset connection each get that client dropped and logged with the \
+                          right kind; the server allocates nothing absurd, keeps no socket of \
+                          theirs, and serves on",
+            exclusive: false,
+            run: failures::bad_input,
+        },
+        Check {
+            name: "server-counts",
+            points: 2,
+            timeout: Duration::from_secs(10),
+            description: "the server's `done` counts the clients it accepted, the requests it \
+                          answered (those of clients still connected at SIGTERM included) and \
+                          the clients it dropped",
+            exclusive: false,
+            run: stopping::server_counts,
+        },
+        Check {
+            name: "sigterm-cleanup",
+            points: 3,
+            timeout: Duration::from_secs(15),
+            description: "SIGTERM and SIGINT, blocked and waited for, stop the server cleanly \
+                          with clients connected: no new client is served, every handler is \
+                          waited for, the socket file goes and the port closes",
+            exclusive: false,
+            run: stopping::sigterm_cleanup,
+        },
+        Check {
+            name: "socket-paths",
+            points: 2,
+            timeout: Duration::from_secs(10),
+            description: "a 107-byte socket path binds and a 108-byte one fails with kind=bind; \
+                          a path where a file (or a live server's socket) already is fails with \
+                          kind=bind and leaves that file alone",
+            exclusive: false,
+            run: binding::socket_paths,
+        },
+        Check {
+            name: "foreign-clients",
+            points: 3,
+            timeout: Duration::from_secs(15),
+            description: "the server answers clients it did not write: the grader's own, and \
+                          Python and socat when the machine has them",
+            exclusive: false,
+            run: requests::foreign_clients,
+        },
+        Check {
+            name: "client-over-socket",
+            points: 3,
+            timeout: Duration::from_secs(15),
+            description: "the client, pointed at the grader's own server over both transports, \
+                          sends every request over the socket (repeats too, and a large one \
+                          through a stop and resume) and writes the answers it gets",
+            exclusive: false,
+            run: client::client_over_socket,
+        },
+        Check {
+            name: "client-errors",
+            points: 2,
+            timeout: Duration::from_secs(10),
+            description: "the client reports kind=connect with no server there, kind=closed when \
+                          the server hangs up instead of answering, and kind=truncated when the \
+                          answer is cut short",
+            exclusive: false,
+            run: client::client_errors,
+        },
+    ],
+};
+
+const OP_ECHO: u8 = b'E';
+const OP_REVERSE: u8 = b'R';
+const OP_HASH: u8 = b'H';
+const STATUS_OK: u8 = 0;
+const STATUS_UNKNOWN_OP: u8 = 1;
+/// The largest payload the protocol allows, and the largest frame body (its head byte and that
+/// payload).
+const MAX_PAYLOAD: usize = 16 << 20;
+const MAX_BODY: usize = MAX_PAYLOAD + 1;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Transport {
+    Unix,
+    Tcp,
+}
+
+impl Transport {
+    fn describe(self) -> &'static str {
+        match self {
+            Transport::Unix => "a Unix socket",
+            Transport::Tcp => "TCP",
+        }
+    }
+}
+
+fn explain_hang(hang: &Hang) -> Option<String> {
+    let server = hang.by_role("the server")?;
+    let reading = server
+        .activities
+        .iter()
+        .any(|a| matches!(a, Activity::SocketRead { .. }));
+    let clients_waiting = hang
+        .processes
+        .iter()
+        .filter(|p| p.role != "the server")
+        .any(|p| {
+            p.activities
+                .iter()
+                .any(|a| matches!(a, Activity::SocketRead { .. }))
+        });
+    if reading && clients_waiting {
+        return Some(
+            "the server and its clients are all waiting to read: the server waits for bytes \
+             of a request it believes incomplete (read the exact frame length, no more) or \
+             serves one client at a time"
+                .into(),
+        );
+    }
+    None
+}

@@ -1,0 +1,229 @@
+//! What the grader reads of the programs in `/proc` while they run: where each thread is
+//! blocked, which signals a process blocks or catches, its sockets and what they listen on. None
+//! of it is specific to sockets' lab but the socket parts; the rest could serve other labs.
+
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::Signal;
+
+use crate::engine::diagnose::{Activity, classify};
+use crate::engine::{Fail, force, inspect};
+
+/// One thread of a process, at one moment.
+pub struct ThreadState {
+    pub tid: i32,
+    /// `R`, `S`, `D`, `T`, ...
+    pub state: char,
+    /// The system call it is blocked in, if any.
+    pub syscall: Option<i64>,
+    pub activity: Activity,
+}
+
+/// The threads of `pid` (empty if it is gone).
+pub fn threads(pid: i32) -> Vec<ThreadState> {
+    let Some(view) = inspect::view(pid) else {
+        return Vec::new();
+    };
+    view.threads
+        .iter()
+        .map(|t| ThreadState {
+            tid: t.tid,
+            state: t.state,
+            syscall: t.syscall.map(|(n, _)| n),
+            activity: if t.state == 'R' {
+                Activity::Busy
+            } else {
+                classify(&view, t.syscall)
+            },
+        })
+        .collect()
+}
+
+/// Waits until a thread of `pid` is blocked in system call `number`, or `until`; returns it.
+pub fn thread_in(pid: i32, number: i64, until: Instant) -> Option<i32> {
+    loop {
+        if let Some(t) = threads(pid)
+            .into_iter()
+            .find(|t| t.state != 'R' && t.syscall == Some(number))
+        {
+            return Some(t.tid);
+        }
+        if Instant::now() >= until {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+/// Waits until a thread of `pid` is blocked writing a socket, or `until`.
+pub fn writing_a_socket(pid: i32, until: Instant) -> bool {
+    loop {
+        let writing = threads(pid)
+            .iter()
+            .any(|t| t.state == 'S' && matches!(t.activity, Activity::SocketWrite { .. }));
+        if writing {
+            return true;
+        }
+        if Instant::now() >= until {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+/// Stops `pid` (SIGSTOP) until every thread is stopped, then lets it go on (SIGCONT): a thread
+/// blocked in a write that had sent part of its data returns with a short count, as it does
+/// under a debugger or job control.
+pub fn stop_and_resume(pid: i32) -> Result<(), Fail> {
+    force::hold(pid)?;
+    let until = Instant::now() + Duration::from_secs(2);
+    while Instant::now() < until {
+        let states = threads(pid);
+        if states.is_empty() || states.iter().all(|t| matches!(t.state, 'T' | 't')) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    force::resume(pid)
+}
+
+/// Whether the main thread of `pid` is blocked receiving on descriptor `fd` (one file read:
+/// cheap enough to look every few hundred microseconds).
+pub fn main_receives_on(pid: i32, fd: i32) -> bool {
+    let Ok(text) = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/syscall")) else {
+        return false;
+    };
+    let mut words = text.split_whitespace();
+    let number = words.next().and_then(|n| n.parse::<i64>().ok());
+    let arg0 = words
+        .next()
+        .and_then(|a| i64::from_str_radix(a.trim_start_matches("0x"), 16).ok());
+    matches!(number, Some(libc::SYS_recvfrom | libc::SYS_recvmsg | libc::SYS_read))
+        && arg0 == Some(i64::from(fd))
+}
+
+/// Binds every thread of `pid` to one CPU, the first the grader may use (threads they start
+/// inherit it): its threads then take turns instead of running side by side, so that one busy
+/// on the CPU makes no progress while another runs. Returns whether it could.
+pub fn pin_to_one_cpu(pid: i32) -> bool {
+    // SAFETY: cpu_set_t is plain data; the calls get its size and a valid pointer.
+    unsafe {
+        let mut allowed: libc::cpu_set_t = std::mem::zeroed();
+        let size = std::mem::size_of::<libc::cpu_set_t>();
+        if libc::sched_getaffinity(0, size, &mut allowed) != 0 {
+            return false;
+        }
+        let Some(cpu) = (0..libc::CPU_SETSIZE as usize).find(|&c| libc::CPU_ISSET(c, &allowed))
+        else {
+            return false;
+        };
+        let mut one: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut one);
+        threads(pid)
+            .iter()
+            .all(|t| libc::sched_setaffinity(t.tid, size, &one) == 0)
+    }
+}
+
+fn mask_bit(signal: Signal) -> u64 {
+    1 << (signal as i32 - 1)
+}
+
+fn status_mask(path: &str, key: &str) -> Option<u64> {
+    let status = std::fs::read_to_string(path).ok()?;
+    let value = status.lines().find_map(|l| l.strip_prefix(key))?.trim();
+    u64::from_str_radix(value, 16).ok()
+}
+
+/// Whether `pid` catches `signal` with a handler function (`SigCgt`).
+pub fn catches(pid: i32, signal: Signal) -> bool {
+    status_mask(&format!("/proc/{pid}/status"), "SigCgt:")
+        .is_some_and(|caught| caught & mask_bit(signal) != 0)
+}
+
+/// The threads of `pid` that do not block `signal` (`SigBlk` of each thread). A thread in
+/// sigwait() is not one of them: the kernel unblocks the signals it waits for while it waits.
+pub fn threads_not_blocking(pid: i32, signal: Signal) -> Vec<i32> {
+    threads(pid)
+        .into_iter()
+        .filter(|t| t.syscall != Some(libc::SYS_rt_sigtimedwait))
+        .filter_map(|t| {
+            let tid = t.tid;
+            let blocked = status_mask(&format!("/proc/{pid}/task/{tid}/status"), "SigBlk:")?;
+            (blocked & mask_bit(signal) == 0).then_some(tid)
+        })
+        .collect()
+}
+
+/// The socket descriptors of `pid`: descriptor number and socket inode.
+pub fn sockets(pid: i32) -> Vec<(i32, u64)> {
+    inspect::view(pid)
+        .map(|view| {
+            view.fds
+                .iter()
+                .filter_map(|(fd, target)| {
+                    let inode = target.strip_prefix("socket:[")?.strip_suffix(']')?;
+                    Some((*fd, inode.parse().ok()?))
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The local addresses (as `/proc/net/tcp` writes them, `0100007F` for 127.0.0.1) of the TCP
+/// sockets of `pid` that listen on `port`.
+pub fn listening_on(pid: i32, port: u16) -> Vec<String> {
+    let inodes: Vec<u64> = sockets(pid).into_iter().map(|(_, inode)| inode).collect();
+    let mut found = Vec::new();
+    for table in ["tcp", "tcp6"] {
+        let Ok(text) = std::fs::read_to_string(format!("/proc/{pid}/net/{table}")) else {
+            continue;
+        };
+        for line in text.lines().skip(1) {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let (Some(local), Some(state), Some(inode)) =
+                (fields.get(1), fields.get(3), fields.get(9))
+            else {
+                continue;
+            };
+            let Some((address, hex_port)) = local.rsplit_once(':') else {
+                continue;
+            };
+            let listening = *state == "0A";
+            let ours = inode.parse().is_ok_and(|i: u64| inodes.contains(&i));
+            if listening && ours && u16::from_str_radix(hex_port, 16) == Ok(port) {
+                found.push(address.to_string());
+            }
+        }
+    }
+    found
+}
+
+/// Whether a `/proc/net/tcp` address is the loopback one (127.0.0.0/8, or ::1).
+pub fn is_loopback(address: &str) -> bool {
+    match address.len() {
+        // Little-endian on x86: 127.x.y.z is xxxxxx7F.
+        8 => address.ends_with("7F"),
+        32 => address == "00000000000000000000000001000000",
+        _ => false,
+    }
+}
+
+/// A `/proc/net/tcp` address in the usual notation, for messages.
+pub fn address_name(address: &str) -> String {
+    match address.len() {
+        8 => u32::from_str_radix(address, 16)
+            .map(|a| std::net::Ipv4Addr::from(a.swap_bytes()).to_string())
+            .unwrap_or_else(|_| address.to_string()),
+        32 if address.chars().all(|c| c == '0') => "[::]".into(),
+        _ => format!("[{address}]"),
+    }
+}
+
+/// How long each thread of `pid` has been on a CPU, in nanoseconds.
+pub fn cpu_ns(pid: i32) -> std::collections::BTreeMap<i32, u64> {
+    inspect::thread_times(pid)
+        .into_iter()
+        .map(|(tid, times)| (tid, times.run_ns))
+        .collect()
+}

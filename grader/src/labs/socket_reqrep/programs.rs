@@ -1,0 +1,753 @@
+//! Driving the lab's programs: a server (started, talked to, stopped and looked at when it says
+//! `done`), client processes, and the grader's own server for the client to talk to.
+
+use std::collections::BTreeMap;
+use std::io::{ErrorKind, Read, Write};
+use std::net::{Shutdown, TcpListener, TcpStream};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use ipc_labs_driver::Message;
+use nix::sys::signal::{Signal, kill};
+
+use super::observe;
+use super::protocol::{Conn, ShortFrame, frame, read_frame_timed, read_response, verify};
+use super::{OP_ECHO, Transport};
+use crate::engine::diagnose::Activity;
+use crate::engine::process;
+use crate::engine::{Fail, Proc, Run};
+
+/// How long a server gets, after the signal, to say `done`: a correct one needs milliseconds.
+const STOP_PATIENCE: Duration = Duration::from_secs(5);
+/// The program's control channel, where the server waits for `exit` after `done`.
+const CONTROL_FD: i32 = 3;
+/// What main.rs writes to the server's log once run_server() has returned.
+const RETURNED: &str = "socket-reqrep: run_server returned";
+
+/// A running server, after `ready`.
+pub struct Server {
+    pub proc: Proc,
+    pub transport: Transport,
+    pub path: PathBuf,
+    pub port: u16,
+    deadline: Instant,
+}
+
+/// A message's kind and error fields, for messages: "`failed` (kind=bind: ...)".
+pub fn said(message: &Message) -> String {
+    match message.get("kind") {
+        Some(kind) => format!(
+            "`{}` (kind={kind}: {})",
+            message.kind,
+            message.get("error").unwrap_or("")
+        ),
+        None => format!("`{}`", message.kind),
+    }
+}
+
+/// Starts `socket-reqrep server` with `at` (its `--unix`/`--tcp` arguments) and returns it with
+/// its first message.
+pub fn spawn_server(run: &mut Run, at: &[String]) -> Result<(Proc, Message), Fail> {
+    let mut args = vec!["server".to_string()];
+    args.extend_from_slice(at);
+    let mut proc = run.spawn(&args)?;
+    proc.set_roles(|_| "the server".into());
+    let first = proc.recv_any()?;
+    Ok((proc, first))
+}
+
+/// Starts a server and waits until it listens.
+pub fn server(run: &mut Run, transport: Transport) -> Result<Server, Fail> {
+    // Short: a Unix socket's path must fit sun_path (108 bytes).
+    let path = run.path("rpc.sock");
+    let at: Vec<String> = match transport {
+        Transport::Unix => vec!["--unix".into(), path.display().to_string()],
+        Transport::Tcp => vec!["--tcp".into(), "0".into()],
+    };
+    let (proc, ready) = spawn_server(run, &at)?;
+    Server::ready(run, proc, ready, transport, path)
+}
+
+impl Server {
+    /// The server `proc` whose first message was `ready`.
+    pub fn ready(
+        run: &Run,
+        proc: Proc,
+        ready: Message,
+        transport: Transport,
+        path: PathBuf,
+    ) -> Result<Server, Fail> {
+        if ready.kind != "ready" {
+            return Err(Fail::failed(format!(
+                "the server said {} where it should have been listening",
+                said(&ready)
+            )));
+        }
+        let port = ready.get("port").and_then(|p| p.parse().ok()).unwrap_or(0);
+        if transport == Transport::Tcp && port == 0 {
+            return Err(Fail::failed(
+                "the TCP server did not report the port it listens on: bind 127.0.0.1:0 and read \
+                 the port from local_addr()",
+            ));
+        }
+        Ok(Server {
+            proc,
+            transport,
+            path,
+            port,
+            deadline: run.deadline(),
+        })
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.proc.pid.as_raw()
+    }
+
+    pub fn where_args(&self) -> Vec<String> {
+        match self.transport {
+            Transport::Unix => vec!["--unix".into(), self.path.display().to_string()],
+            Transport::Tcp => vec!["--tcp".into(), self.port.to_string()],
+        }
+    }
+
+    /// A connection of the grader's own, with 5-second read and write timeouts.
+    pub fn connect(&self) -> Result<Conn, Fail> {
+        let conn = match self.transport {
+            Transport::Unix => UnixStream::connect(&self.path).map(Conn::Unix),
+            Transport::Tcp => TcpStream::connect(("127.0.0.1", self.port)).map(|s| {
+                let _ = s.set_nodelay(true);
+                Conn::Tcp(s)
+            }),
+        };
+        let conn = conn.map_err(|e| {
+            Fail::failed(format!(
+                "the grader cannot connect to the server ({e}) although it said it listens: \
+                 the server died or closed its listening socket{}",
+                self.alive_note()
+            ))
+        })?;
+        conn.timeouts(Duration::from_secs(5));
+        Ok(conn)
+    }
+
+    /// " (the server died)" when it has.
+    pub fn alive_note(&self) -> &'static str {
+        match crate::engine::inspect::view(self.pid()) {
+            Some(view) if view.state != 'Z' => "",
+            _ => " (the server died)",
+        }
+    }
+
+    /// One answered request: the server says `ready` before run_server() blocks SIGTERM, so
+    /// this shows that the signal will meet the server's own handling.
+    pub fn ping(&self) -> Result<(), Fail> {
+        let mut conn = self.connect()?;
+        conn.send(&frame(OP_ECHO, b"ping"), 0)?;
+        let got = read_response(&mut conn).map_err(|e| {
+            Fail::failed(format!(
+                "no response to a one-request client ({e}){}",
+                self.alive_note()
+            ))
+        })?;
+        verify(got, OP_ECHO, b"ping", "a one-request client")
+    }
+
+    /// Stops the server with SIGTERM: see [`Server::finish`].
+    pub fn stop(self) -> Result<Message, Fail> {
+        self.stop_with(Signal::SIGTERM)
+    }
+
+    /// Stops the server with `signal` once it is serving: see [`Server::finish`].
+    pub fn stop_with(self, signal: Signal) -> Result<Message, Fail> {
+        self.ping()?;
+        let _ = kill(self.proc.pid, signal);
+        self.finish(signal, None, None)
+    }
+
+    /// After `signal`: the server must say `done` within [`STOP_PATIENCE`] (`early` if it
+    /// already did), with nothing of its own left running or open (no thread but the one that
+    /// reports, no child process, no socket but its control channel, no socket file), then exit
+    /// 0. `idle` is a client connection still open at the signal, for the diagnosis of a server
+    /// that does not stop. Returns the `done` message, with the server's counts.
+    pub fn finish(
+        mut self,
+        signal: Signal,
+        idle: Option<&Conn>,
+        early: Option<Message>,
+    ) -> Result<Message, Fail> {
+        let name = signal.as_str();
+        let pid = self.pid();
+        let patience = (Instant::now() + STOP_PATIENCE).min(self.deadline);
+        // The moment the server reports, it waits for `exit` on its control channel: the threads
+        // other than the main one, and what they have used of the CPU, are taken then.
+        let mut at_done = None;
+        let mut done = early;
+        while done.is_none() {
+            if at_done.is_none() && observe::main_receives_on(pid, CONTROL_FD) {
+                at_done = Some(observe::cpu_ns(pid));
+            }
+            let now = Instant::now();
+            if now >= patience {
+                return Err(self.stuck_after(signal, idle));
+            }
+            match self
+                .proc
+                .recv_before((now + Duration::from_micros(500)).min(patience))
+            {
+                Ok(message) => done = message,
+                Err(fail) => return Err(killed_by(fail, signal)),
+            }
+        }
+        let done = done.expect("the loop ends with a message");
+        if done.kind != "done" {
+            return Err(Fail::failed(format!(
+                "after {name} the server said {} instead of `done`",
+                said(&done)
+            )));
+        }
+        let at_done = at_done.unwrap_or_else(|| observe::cpu_ns(pid));
+        self.left_at_done(name, at_done)?;
+        self.proc.send("exit", &[])?;
+        let status = self.proc.wait()?;
+        if !status.success() {
+            return Err(Fail::failed(format!(
+                "after {name} the server exited with {status}: stop cleanly with status 0"
+            )));
+        }
+        // main.rs writes this line once run_server() has returned: a handler's line after it
+        // comes from a handler still running then.
+        let log = self.log();
+        if let Some((_, after)) = log.split_once(RETURNED)
+            && let Some(line) = after.lines().find(|l| l.contains("dropped client"))
+        {
+            return Err(Fail::failed(format!(
+                "after {name} a client's handler logged `{line}` after run_server() had returned \
+                 (the server's log has it after main.rs's `{RETURNED}` line): run_server() must \
+                 wait for every client's handler to end (join it) before it reports its counts \
+                 and returns"
+            )));
+        }
+        Ok(done)
+    }
+
+    /// What is left of the server when it says `done` (it waits for `exit` then): run_server()
+    /// has returned, so every thread it started has ended and every socket it opened is closed.
+    fn left_at_done(&self, name: &str, first: BTreeMap<i32, u64>) -> Result<(), Fail> {
+        let pid = self.pid();
+        // A thread that has just finished may still be on its way out: it is gone within
+        // microseconds, having used no CPU to speak of. One still working or still blocked
+        // was not waited for.
+        let mut last = first.clone();
+        let until = Instant::now() + Duration::from_millis(200);
+        loop {
+            let now = observe::cpu_ns(pid);
+            let others = now.keys().filter(|&&tid| tid != pid).count();
+            last.extend(now);
+            if others == 0 || Instant::now() >= until {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let working: Vec<(i32, u64)> = first
+            .iter()
+            .filter(|&(&tid, _)| tid != pid)
+            .map(|(&tid, &then)| {
+                let now = last.get(&tid).copied().unwrap_or(then);
+                (tid, now.saturating_sub(then))
+            })
+            .filter(|&(_, used)| used >= 500_000)
+            .collect();
+        if let Some((tid, used)) = working.first() {
+            return Err(Fail::failed(format!(
+                "after {name} the server said `done` while thread {tid} was still working (it \
+                 used {:.1} ms of CPU after that): run_server() must wait for every client's \
+                 handler to end (join it) before it reports its counts and returns",
+                *used as f64 / 1e6
+            )));
+        }
+        let remaining: Vec<observe::ThreadState> = observe::threads(pid)
+            .into_iter()
+            .filter(|t| t.tid != pid)
+            .collect();
+        if !remaining.is_empty() {
+            let list: Vec<String> = remaining
+                .iter()
+                .map(|t| format!("thread {} {}", t.tid, t.activity.describe()))
+                .collect();
+            return Err(Fail::failed(format!(
+                "after {name} the server said `done` with other threads still there ({}): \
+                 run_server() must stop accepting, end every client's handler and wait for \
+                 each (join it) before it returns",
+                list.join("; ")
+            )));
+        }
+        let children = crate::engine::inspect::children(self.proc.pid);
+        if !children.is_empty() {
+            return Err(Fail::failed(format!(
+                "after {name} the server said `done` with child processes still there ({}): \
+                 wait for every handler process before run_server() returns",
+                children
+                    .iter()
+                    .map(|c| format!("pid {c}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )));
+        }
+        // Descriptor 3 is the control channel.
+        let sockets: Vec<i32> = observe::sockets(pid)
+            .into_iter()
+            .map(|(fd, _)| fd)
+            .filter(|&fd| fd != CONTROL_FD)
+            .collect();
+        if !sockets.is_empty() {
+            return Err(Fail::failed(format!(
+                "after {name} the server said `done` with {} socket(s) still open (fd {:?}): \
+                 close the listener (Listener::remove) and every client's connection before \
+                 run_server() returns",
+                sockets.len(),
+                sockets
+            )));
+        }
+        if self.transport == Transport::Unix && self.path.exists() {
+            return Err(Fail::failed(format!(
+                "{} still exists after the server stopped: remove the socket file when the \
+                 server ends (Listener::remove), or the next bind() fails with EADDRINUSE",
+                self.path.display()
+            )));
+        }
+        Ok(())
+    }
+
+    /// The diagnosis of a server that did not say `done` after `signal`: where each thread is.
+    fn stuck_after(&self, signal: Signal, idle: Option<&Conn>) -> Fail {
+        let pid = self.pid();
+        let threads = observe::threads(pid);
+        let list: Vec<String> = threads
+            .iter()
+            .map(|t| {
+                let who = if t.tid == pid {
+                    "main thread".to_string()
+                } else {
+                    format!("thread {}", t.tid)
+                };
+                format!("{who} {}", t.activity.describe())
+            })
+            .collect();
+        let mut causes = Vec::new();
+        let any = |f: &dyn Fn(&Activity) -> bool| threads.iter().any(|t| f(&t.activity));
+        if any(&|a| matches!(a, Activity::SocketAccept { .. })) {
+            causes.push(
+                "a thread is still blocked in accept(): the accepting thread was not woken (a \
+                 connection to the listener wakes it; was the socket file already gone?), or it \
+                 went back to accept() because it was woken before it was told to stop"
+                    .to_string(),
+            );
+        }
+        if any(&|a| matches!(a, Activity::SocketRead { .. })) {
+            let seen = match idle.map(Conn::peek_now) {
+                Some(Some(0)) => {
+                    " (the client still connected did see end of stream: the connections were \
+                     shut down for writing only, which does not wake a read)"
+                }
+                Some(_) => {
+                    " (the client still connected saw nothing: its connection was not shut down)"
+                }
+                None => "",
+            };
+            causes.push(format!(
+                "a thread is still blocked reading a client's connection{seen}: shut each open \
+                 connection down for reading and writing (Shutdown::Both), so that a handler \
+                 blocked in read() returns, before you wait for it"
+            ));
+        }
+        if threads.iter().any(|t| t.syscall == Some(libc::SYS_rt_sigtimedwait)) {
+            causes.push(format!(
+                "a thread still waits for a signal: {} did not end that wait; wait for SIGTERM \
+                 and SIGINT both",
+                signal.as_str()
+            ));
+        }
+        if any(&|a| matches!(a, Activity::Busy | Activity::Sleep)) {
+            causes.push(
+                "a thread is running or sleeping between looks: it polls for the stop instead \
+                 of being woken"
+                    .into(),
+            );
+        }
+        if causes.is_empty() {
+            causes.push(
+                "every thread waits on another (a join or a lock): a thread it waits for never \
+                 ends"
+                    .into(),
+            );
+        }
+        Fail::failed(format!(
+            "after {} the server did not say `done` within {} s; {}: {}",
+            signal.as_str(),
+            STOP_PATIENCE.as_secs(),
+            list.join(", "),
+            causes.join("; ")
+        ))
+    }
+
+    /// The server's stderr, for its log lines.
+    pub fn log(&self) -> String {
+        self.proc.stderr.lock().expect("capture lock").text()
+    }
+
+    /// The `dropped client ...` lines of its log so far, whole lines only: a line may reach the
+    /// grader in several writes.
+    pub fn dropped_lines(&self) -> Vec<String> {
+        let log = self.log();
+        let whole = log.rsplit_once('\n').map(|(lines, _)| lines).unwrap_or("");
+        whole
+            .lines()
+            .filter(|l| l.contains("dropped client"))
+            .map(str::to_string)
+            .collect()
+    }
+
+    /// Waits (at most `limit`) for a `dropped client` line after the first `known`; returns it.
+    pub fn next_dropped_line(&self, known: usize, limit: Duration) -> Option<String> {
+        let until = Instant::now() + limit;
+        loop {
+            if let Some(line) = self.dropped_lines().get(known) {
+                return Some(line.clone());
+            }
+            if Instant::now() >= until {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+}
+
+/// The `kind=` of a `dropped client` line.
+pub fn line_kind(line: &str) -> &str {
+    line.rsplit_once("(kind=")
+        .and_then(|(_, rest)| rest.split_once(')'))
+        .map(|(kind, _)| kind)
+        .unwrap_or("?")
+}
+
+/// What a server that ended instead of answering after `signal` did wrong.
+pub fn killed_by(fail: Fail, signal: Signal) -> Fail {
+    let name = signal.as_str();
+    match fail {
+        Fail::Crashed(m) if m.contains(name) => Fail::failed(format!(
+            "the server was killed by {name} instead of stopping cleanly: block SIGTERM and \
+             SIGINT in every thread (before starting any) and wait for them with sigwait(), \
+             then clean up"
+        )),
+        other => other,
+    }
+}
+
+/// A client process of the student's: connected, waiting for `go`.
+pub struct ClientProc {
+    pub proc: Proc,
+    pub requests: Vec<(u8, Vec<u8>)>,
+    pub output: PathBuf,
+    pub role: String,
+}
+
+/// Starts `socket-reqrep client` with `at` and `requests`, without waiting for its first
+/// message.
+pub fn start_client(
+    run: &mut Run,
+    at: &[String],
+    requests: Vec<(u8, Vec<u8>)>,
+    role: &str,
+) -> Result<ClientProc, Fail> {
+    let tag = role.replace(' ', "-");
+    let input = run.path(&format!("{tag}.requests"));
+    let output = run.path(&format!("{tag}.responses"));
+    let mut bytes = Vec::new();
+    for (op, payload) in &requests {
+        bytes.push(*op);
+        bytes.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+        bytes.extend_from_slice(payload);
+    }
+    std::fs::write(&input, bytes)?;
+    let mut args = vec!["client".to_string()];
+    args.extend_from_slice(at);
+    args.extend([
+        "--requests".into(),
+        input.display().to_string(),
+        "--output".into(),
+        output.display().to_string(),
+    ]);
+    let mut proc = run.spawn(&args)?;
+    let name = role.to_string();
+    proc.set_roles(move |_| name.clone());
+    Ok(ClientProc {
+        proc,
+        requests,
+        output,
+        role: role.to_string(),
+    })
+}
+
+/// Starts a client and waits until it is connected.
+pub fn spawn_client(
+    run: &mut Run,
+    at: &[String],
+    requests: Vec<(u8, Vec<u8>)>,
+    role: &str,
+) -> Result<ClientProc, Fail> {
+    let mut client = start_client(run, at, requests, role)?;
+    let ready = client.proc.recv_any()?;
+    if ready.kind != "ready" {
+        return Err(Fail::failed(format!(
+            "{role} said {} instead of connecting",
+            said(&ready)
+        )));
+    }
+    Ok(client)
+}
+
+impl ClientProc {
+    pub fn pid(&self) -> i32 {
+        self.proc.pid.as_raw()
+    }
+
+    /// The responses the client wrote (status, payload), after it exited: one per request, or
+    /// an error saying how many there were.
+    pub fn responses(&self) -> Result<Vec<(u8, Vec<u8>)>, Fail> {
+        let bytes = std::fs::read(&self.output).unwrap_or_default();
+        let mut rest = &bytes[..];
+        let mut responses = Vec::new();
+        for i in 0..self.requests.len() {
+            if rest.len() < 5 {
+                return Err(Fail::failed(format!(
+                    "{} got {i} responses to {} requests",
+                    self.role,
+                    self.requests.len()
+                )));
+            }
+            let len = u32::from_le_bytes(rest[1..5].try_into().expect("4 bytes")) as usize;
+            responses.push((rest[0], rest[5..].get(..len).unwrap_or(&[]).to_vec()));
+            rest = &rest[(5 + len).min(rest.len())..];
+        }
+        Ok(responses)
+    }
+
+    /// Checks the responses the client wrote, after it exited.
+    pub fn verify(&self) -> Result<(), Fail> {
+        let responses = self.responses()?;
+        for (i, (got, (op, payload))) in responses.into_iter().zip(&self.requests).enumerate() {
+            verify(got, *op, payload, &format!("{}, request {i}", self.role))?;
+        }
+        Ok(())
+    }
+
+    /// Lets it run (`go`) and waits for its `done` and exit.
+    pub fn finish(mut self) -> Result<ClientProc, Fail> {
+        self.proc.send("go", &[])?;
+        let done = self.proc.recv_any()?;
+        if done.kind != "done" {
+            return Err(Fail::failed(format!(
+                "{} said {} instead of `done`",
+                self.role,
+                said(&done)
+            )));
+        }
+        self.proc.wait()?;
+        Ok(self)
+    }
+}
+
+/// A listening socket of the grader's own, for the student's client.
+pub enum GraderListener {
+    /// Its file is removed when the listener goes.
+    Unix(UnixListener, PathBuf),
+    Tcp(TcpListener),
+}
+
+impl GraderListener {
+    /// Listens, and returns the client's arguments that lead to it.
+    pub fn bind(run: &Run, transport: Transport) -> Result<(GraderListener, Vec<String>), Fail> {
+        Ok(match transport {
+            Transport::Unix => {
+                let path = run.path("grader.sock");
+                let listener = UnixListener::bind(&path)?;
+                give_to_program_user(run, &path)?;
+                let at = vec!["--unix".into(), path.display().to_string()];
+                (GraderListener::Unix(listener, path), at)
+            }
+            Transport::Tcp => {
+                let listener = TcpListener::bind(("127.0.0.1", 0))?;
+                let at = vec!["--tcp".into(), listener.local_addr()?.port().to_string()];
+                (GraderListener::Tcp(listener), at)
+            }
+        })
+    }
+
+    /// The first connection that comes within `limit`, with 5-second read and write timeouts.
+    pub fn accept_within(&self, limit: Duration) -> Result<Option<Conn>, Fail> {
+        let until = Instant::now() + limit;
+        loop {
+            let accepted = match self {
+                GraderListener::Unix(l, _) => l
+                    .set_nonblocking(true)
+                    .and_then(|()| l.accept())
+                    .and_then(|(s, _)| s.set_nonblocking(false).map(|()| Conn::Unix(s))),
+                GraderListener::Tcp(l) => l
+                    .set_nonblocking(true)
+                    .and_then(|()| l.accept())
+                    .and_then(|(s, _)| s.set_nonblocking(false).map(|()| Conn::Tcp(s))),
+            };
+            match accepted {
+                Ok(conn) => {
+                    conn.timeouts(Duration::from_secs(5));
+                    return Ok(Some(conn));
+                }
+                Err(e) if e.kind() == ErrorKind::WouldBlock && Instant::now() < until => {
+                    std::thread::sleep(Duration::from_millis(2));
+                }
+                Err(e) if e.kind() == ErrorKind::WouldBlock => return Ok(None),
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+}
+
+impl Drop for GraderListener {
+    fn drop(&mut self) {
+        if let GraderListener::Unix(_, path) = self {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+}
+
+/// Gives a socket file the grader made to the user the programs run as: connect() needs write
+/// permission on it.
+pub fn give_to_program_user(run: &Run, path: &std::path::Path) -> Result<(), Fail> {
+    if let Some((uid, gid)) = run.program_user() {
+        nix::unistd::chown(path, Some(uid.into()), Some(gid.into()))
+            .map_err(|e| Fail::Grader(format!("chown {}: {e}", path.display())))?;
+    }
+    Ok(())
+}
+
+/// What the grader's server saw of a client.
+pub struct Answered {
+    /// The requests that came whole, in order.
+    pub received: Vec<(u8, Vec<u8>)>,
+    /// For each, how long it took from its first byte to its last.
+    pub spread: Vec<Duration>,
+    /// A request that stopped short: its index and how much of it came.
+    pub short: Option<(usize, ShortFrame)>,
+}
+
+/// Answers each request of `conn`, until the client closes it, with the next of `answers`
+/// (random bytes no client can compute). Before request `hold_at`, once the client (`pid`) is
+/// blocked writing it, stops and resumes the client.
+pub fn answer_all(
+    mut conn: Conn,
+    answers: Vec<(u8, Vec<u8>)>,
+    pid: i32,
+    hold_at: Option<usize>,
+) -> Answered {
+    let mut received = Vec::new();
+    let mut spread = Vec::new();
+    let mut answers = answers.into_iter();
+    loop {
+        if hold_at == Some(received.len())
+            && observe::writing_a_socket(pid, Instant::now() + Duration::from_secs(3))
+        {
+            let _ = observe::stop_and_resume(pid);
+            // The rest of the frame must follow at once: the client has nothing else to do.
+            conn.timeouts(Duration::from_secs(2));
+        }
+        let mut first_byte = None;
+        match read_frame_timed(&mut conn, &mut first_byte) {
+            Ok(Ok(Some(request))) => {
+                received.push(request);
+                spread.push(first_byte.map(|t| t.elapsed()).unwrap_or_default());
+            }
+            Ok(Err(short)) => {
+                // The client waits for an answer that will not come: end its wait.
+                conn.shutdown(Shutdown::Both);
+                let index = received.len();
+                return Answered {
+                    received,
+                    spread,
+                    short: Some((index, short)),
+                };
+            }
+            _ => break,
+        }
+        conn.timeouts(Duration::from_secs(5));
+        let Some((status, answer)) = answers.next() else {
+            break;
+        };
+        if conn.stream().write_all(&frame(status, &answer)).is_err() {
+            break;
+        }
+    }
+    Answered {
+        received,
+        spread,
+        short: None,
+    }
+}
+
+/// Runs `program` with `args` (stdin from `input`), at most `limit`; its stdout, or `None` if
+/// it is not installed.
+pub fn external(
+    program: &str,
+    args: &[&str],
+    input: &[u8],
+    limit: Duration,
+) -> Result<Option<Vec<u8>>, Fail> {
+    let mut command = Command::new(program);
+    command
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
+    // Registered, so that the grader's sweeps for orphans do not reap it under our feet.
+    let child = process::spawn_helper(&mut command);
+    let mut child = match child {
+        Ok(child) => child,
+        // Not installed, or not runnable by this user (a PATH entry it may not search).
+        Err(e) if matches!(e.kind(), ErrorKind::NotFound | ErrorKind::PermissionDenied) => {
+            return Ok(None);
+        }
+        Err(e) => return Err(Fail::Grader(format!("{program}: {e}"))),
+    };
+    let mut stdin = child.stdin.take().expect("piped");
+    let input = input.to_vec();
+    let feeder = std::thread::spawn(move || {
+        let _ = stdin.write_all(&input);
+    });
+    let mut stdout = child.stdout.take().expect("piped");
+    let reader = std::thread::spawn(move || {
+        let mut out = Vec::new();
+        let _ = stdout.read_to_end(&mut out);
+        out
+    });
+    let deadline = Instant::now() + limit;
+    let finished = loop {
+        match child.try_wait() {
+            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(2)),
+            Ok(None) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                break false;
+            }
+            _ => break true,
+        }
+    };
+    process::forget(child.id());
+    if !finished {
+        return Err(Fail::failed(format!(
+            "{program}'s client got no complete answer within {limit:?}"
+        )));
+    }
+    let _ = feeder.join();
+    Ok(Some(reader.join().unwrap_or_default()))
+}

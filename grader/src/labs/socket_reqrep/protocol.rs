@@ -1,0 +1,365 @@
+//! The frame format, the answers the protocol defines, and the grader's own end of a connection.
+
+use std::io::{ErrorKind, Read, Write};
+use std::net::{Shutdown, TcpStream};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
+use std::os::unix::net::UnixStream;
+use std::time::{Duration, Instant};
+
+use nix::errno::Errno;
+use nix::sys::socket::{MsgFlags, recv};
+use rand::RngExt;
+
+use super::{MAX_BODY, OP_ECHO, OP_HASH, OP_REVERSE, STATUS_OK, STATUS_UNKNOWN_OP};
+use crate::engine::{Fail, Run};
+
+/// The 64-bit FNV-1a hash, for `H`.
+pub fn fnv1a(bytes: &[u8]) -> u64 {
+    let mut hash = 0xcbf2_9ce4_8422_2325u64;
+    for &byte in bytes {
+        hash ^= u64::from(byte);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    hash
+}
+
+/// The answer the protocol defines for a request.
+pub fn expected(op: u8, payload: &[u8]) -> (u8, Vec<u8>) {
+    match op {
+        OP_ECHO => (STATUS_OK, payload.to_vec()),
+        OP_REVERSE => (STATUS_OK, payload.iter().rev().copied().collect()),
+        OP_HASH => (STATUS_OK, fnv1a(payload).to_be_bytes().to_vec()),
+        _ => (STATUS_UNKNOWN_OP, Vec::new()),
+    }
+}
+
+/// A frame: u32 big-endian length of head and payload, the head (a request's op or a
+/// response's status), the payload.
+pub fn frame(head: u8, payload: &[u8]) -> Vec<u8> {
+    let mut bytes = ((payload.len() + 1) as u32).to_be_bytes().to_vec();
+    bytes.push(head);
+    bytes.extend_from_slice(payload);
+    bytes
+}
+
+/// An op byte for messages: `'e' (0x65)`.
+pub fn op_name(op: u8) -> String {
+    if op.is_ascii_graphic() {
+        format!("'{}' (0x{op:02x})", op as char)
+    } else {
+        format!("0x{op:02x}")
+    }
+}
+
+/// The grader's own connection to a server, or a client's connection to the grader's server.
+pub enum Conn {
+    Unix(UnixStream),
+    Tcp(TcpStream),
+}
+
+pub trait ReadWrite: Read + Write {}
+impl<T: Read + Write> ReadWrite for T {}
+
+impl Conn {
+    pub fn stream(&mut self) -> &mut dyn ReadWrite {
+        match self {
+            Conn::Unix(s) => s,
+            Conn::Tcp(s) => s,
+        }
+    }
+
+    pub fn fd(&self) -> BorrowedFd<'_> {
+        match self {
+            Conn::Unix(s) => s.as_fd(),
+            Conn::Tcp(s) => s.as_fd(),
+        }
+    }
+
+    pub fn try_clone(&self) -> std::io::Result<Conn> {
+        Ok(match self {
+            Conn::Unix(s) => Conn::Unix(s.try_clone()?),
+            Conn::Tcp(s) => Conn::Tcp(s.try_clone()?),
+        })
+    }
+
+    /// Whether `len` bytes are waiting to be read within `limit` (peeked, not read).
+    pub fn queued_within(&self, len: usize, limit: Duration) -> bool {
+        let until = Instant::now() + limit;
+        let mut buffer = vec![0u8; len];
+        let flags = MsgFlags::MSG_PEEK | MsgFlags::MSG_DONTWAIT;
+        while Instant::now() < until {
+            match recv(self.fd().as_raw_fd(), &mut buffer, flags) {
+                Ok(n) if n >= len => return true,
+                Ok(0) => return false,
+                Ok(_) | Err(Errno::EAGAIN) | Err(Errno::EINTR) => {
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                Err(_) => return false,
+            }
+        }
+        false
+    }
+
+    /// What the connection shows without waiting: `Some(0)` end of stream, `Some(n)` bytes
+    /// waiting, `None` nothing yet (or an error).
+    pub fn peek_now(&self) -> Option<usize> {
+        let mut byte = [0u8; 1];
+        let flags = MsgFlags::MSG_PEEK | MsgFlags::MSG_DONTWAIT;
+        recv(self.fd().as_raw_fd(), &mut byte, flags).ok()
+    }
+
+    /// Whether the peer has closed the connection: end of stream, or a reset (a peer that
+    /// closes with data of ours unread resets the connection).
+    pub fn peer_closed(&self) -> bool {
+        let mut byte = [0u8; 1];
+        let flags = MsgFlags::MSG_PEEK | MsgFlags::MSG_DONTWAIT;
+        matches!(
+            recv(self.fd().as_raw_fd(), &mut byte, flags),
+            Ok(0) | Err(Errno::ECONNRESET | Errno::EPIPE)
+        )
+    }
+
+    /// Writes all of `bytes`, after `answered` requests were answered on this connection: a
+    /// peer that closed or reset the connection is the student's program's doing, not the
+    /// grader's.
+    pub fn send(&mut self, bytes: &[u8], answered: usize) -> Result<(), Fail> {
+        self.stream().write_all(bytes).map_err(|e| {
+            closed_after(self, answered, None).unwrap_or_else(|| {
+                Fail::failed(format!(
+                    "the peer closed or reset the connection while the grader was writing to it \
+                     ({e})"
+                ))
+            })
+        })
+    }
+
+    pub fn shutdown(&self, how: Shutdown) {
+        let _ = match self {
+            Conn::Unix(s) => s.shutdown(how),
+            Conn::Tcp(s) => s.shutdown(how),
+        };
+    }
+
+    pub fn timeouts(&self, limit: Duration) {
+        let _ = match self {
+            Conn::Unix(s) => s
+                .set_read_timeout(Some(limit))
+                .and_then(|()| s.set_write_timeout(Some(limit))),
+            Conn::Tcp(s) => s
+                .set_read_timeout(Some(limit))
+                .and_then(|()| s.set_write_timeout(Some(limit))),
+        };
+    }
+}
+
+/// Reads one frame: (head, payload), or `None` at end of stream before the frame starts.
+pub fn read_frame(conn: &mut Conn) -> std::io::Result<Option<(u8, Vec<u8>)>> {
+    match read_frame_counted(conn)? {
+        Ok(frame) => Ok(frame),
+        Err(short) => Err(std::io::Error::new(short.error, short.to_string())),
+    }
+}
+
+/// A frame that did not arrive whole: how much of it did.
+pub struct ShortFrame {
+    /// The length its prefix announced.
+    pub announced: usize,
+    /// Body bytes received.
+    pub got: usize,
+    pub error: ErrorKind,
+}
+
+impl std::fmt::Display for ShortFrame {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let then = match self.error {
+            ErrorKind::UnexpectedEof => "then the connection ended".to_string(),
+            ErrorKind::WouldBlock | ErrorKind::TimedOut => "then nothing more came".to_string(),
+            other => format!("then {other}"),
+        };
+        write!(
+            f,
+            "{} of the {} bytes its length prefix announced, {then}",
+            self.got, self.announced
+        )
+    }
+}
+
+/// A frame's head and payload, or `None` at end of stream before it; or how much of it came.
+pub type Counted = Result<Option<(u8, Vec<u8>)>, ShortFrame>;
+
+/// Reads one frame like [`read_frame`], telling a body that stopped short (how much came) from
+/// other errors.
+pub fn read_frame_counted(conn: &mut Conn) -> std::io::Result<Counted> {
+    read_frame_timed(conn, &mut None)
+}
+
+/// Reads one frame like [`read_frame_counted`]; `first_byte` is set to when its first byte
+/// came.
+pub fn read_frame_timed(
+    conn: &mut Conn,
+    first_byte: &mut Option<Instant>,
+) -> std::io::Result<Counted> {
+    let stream = conn.stream();
+    let mut header = [0u8; 4];
+    let mut got = 0;
+    while got < header.len() {
+        match stream.read(&mut header[got..]) {
+            Ok(0) if got == 0 => return Ok(Ok(None)),
+            Ok(0) => return Err(ErrorKind::UnexpectedEof.into()),
+            Ok(n) => {
+                first_byte.get_or_insert_with(Instant::now);
+                got += n;
+            }
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    let len = u32::from_be_bytes(header) as usize;
+    if len == 0 || len > MAX_BODY {
+        return Err(std::io::Error::other(format!(
+            "a length prefix of {len}, read as u32 big-endian"
+        )));
+    }
+    let mut body = vec![0u8; len];
+    let mut got = 0;
+    while got < len {
+        match stream.read(&mut body[got..]) {
+            Ok(0) => {
+                return Ok(Err(ShortFrame {
+                    announced: len,
+                    got,
+                    error: ErrorKind::UnexpectedEof,
+                }));
+            }
+            Ok(n) => got += n,
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e) => {
+                return Ok(Err(ShortFrame {
+                    announced: len,
+                    got,
+                    error: e.kind(),
+                }));
+            }
+        }
+    }
+    let payload = body.split_off(1);
+    Ok(Ok(Some((body[0], payload))))
+}
+
+/// Reads one response frame: (status, payload).
+pub fn read_response(conn: &mut Conn) -> std::io::Result<(u8, Vec<u8>)> {
+    read_frame(conn)?.ok_or_else(|| ErrorKind::UnexpectedEof.into())
+}
+
+/// Checks one response against the request, naming the request.
+pub fn verify(got: (u8, Vec<u8>), op: u8, payload: &[u8], what: &str) -> Result<(), Fail> {
+    let (status, answer) = expected(op, payload);
+    if got.0 != status {
+        return Err(Fail::failed(format!(
+            "{what}: status {} for op {} with {} payload bytes, expected {status} (0 for E, R \
+             and H, 1 for an unknown op)",
+            got.0,
+            op_name(op),
+            payload.len()
+        )));
+    }
+    if got.1 == answer {
+        return Ok(());
+    }
+    let cause = if op == OP_HASH && got.1 == fnv1a(payload).to_le_bytes() {
+        "it is fnv1a of the payload written little-endian: write the hash big-endian \
+         (to_be_bytes)"
+    } else if op == OP_REVERSE && got.1 == payload {
+        "it is the payload as it came: R answers it reversed"
+    } else if got.1.len() == answer.len() {
+        match op {
+            OP_ECHO => "the length is right, the bytes are not: E answers the payload as it is",
+            OP_REVERSE => "the length is right, the bytes are not: R answers the payload reversed",
+            _ => "the length is right, the bytes are not: H answers fnv1a of the payload, 8 bytes \
+                  big-endian",
+        }
+    } else {
+        "a request is exactly the length its prefix says; read the prefix, then exactly that \
+         many bytes (looping), and keep what follows for the next"
+    };
+    Err(Fail::failed(format!(
+        "{what}: the response to op {} with {} payload bytes has {} bytes that differ from the {} \
+         expected: {cause}",
+        op_name(op),
+        payload.len(),
+        got.1.len(),
+        answer.len()
+    )))
+}
+
+/// The failure of a server that closed the connection, between frames, after answering
+/// `answered` requests on it, the next one with op `next` when the grader knows it: it ended
+/// the connection at an unknown op, or it serves one request (or a few) per connection.
+pub fn closed_after(conn: &Conn, answered: usize, next: Option<u8>) -> Option<Fail> {
+    if answered == 0 || !conn.peer_closed() {
+        return None;
+    }
+    let many = "serve_client answers frames until the client closes the connection (read_frame's \
+                Ok(None)), however many come";
+    Some(Fail::failed(match next {
+        Some(op) if !matches!(op, OP_ECHO | OP_REVERSE | OP_HASH) => format!(
+            "the server closed the connection instead of answering request {answered}, which has \
+             the unknown op {}: every request gets an answer, an unknown op STATUS_UNKNOWN_OP with \
+             an empty payload, and the connection goes on{}",
+            op_name(op),
+            if answered == 1 {
+                format!(" (or else: {many})")
+            } else {
+                String::new()
+            }
+        ),
+        _ => format!(
+            "the server closed the connection after answering {answered} request(s) on it: {many}"
+        ),
+    }))
+}
+
+/// Random requests: mostly small, some up to 64 KiB, one of them with an unknown op.
+pub fn random_requests_for(run: &mut Run, n: usize, tag: &str) -> Vec<(u8, Vec<u8>)> {
+    (0..n)
+        .map(|i| {
+            let op = if i == n / 2 {
+                b'Z'
+            } else {
+                [OP_ECHO, OP_REVERSE, OP_HASH][run.rng().random_range(0..3)]
+            };
+            let len = if run.rng().random_range(0..8) == 0 {
+                run.rng().random_range(0..64 << 10)
+            } else {
+                run.rng().random_range(0..200)
+            };
+            let mut payload = format!("{tag}-{i}-").into_bytes();
+            payload.extend(run.random_bytes(len));
+            (op, payload)
+        })
+        .collect()
+}
+
+/// Makes `calls` small echo calls on `conn`, one at a time; returns how long each took.
+pub fn timed_calls(conn: &mut Conn, calls: usize) -> Result<Vec<Duration>, Fail> {
+    let mut times = Vec::with_capacity(calls);
+    for i in 0..calls {
+        let payload = format!("small call {i}").into_bytes();
+        let started = Instant::now();
+        conn.send(&frame(OP_ECHO, &payload), i)?;
+        let got = read_response(conn).map_err(|e| {
+            closed_after(conn, i, Some(OP_ECHO)).unwrap_or_else(|| {
+                Fail::failed(format!("no response to a small echo request ({e})"))
+            })
+        })?;
+        times.push(started.elapsed());
+        verify(got, OP_ECHO, &payload, "a small echo request")?;
+    }
+    Ok(times)
+}
+
+/// The median of `times`.
+pub fn median(mut times: Vec<Duration>) -> Duration {
+    times.sort();
+    times.get(times.len() / 2).copied().unwrap_or_default()
+}

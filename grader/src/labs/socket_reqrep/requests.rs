@@ -1,0 +1,411 @@
+//! Requests answered right: the protocol's answers over both transports, in whatever pieces the
+//! stream delivers them, to clients the grader writes itself or finds on the machine.
+
+use std::io::Write;
+use std::time::{Duration, Instant};
+
+use super::observe;
+use super::programs::{Server, external, server, spawn_client};
+use super::protocol::{
+    Conn, closed_after, expected, frame, median, op_name, random_requests_for,
+    read_frame_counted, read_response, timed_calls, verify,
+};
+use super::{OP_ECHO, OP_HASH, OP_REVERSE, STATUS_OK, STATUS_UNKNOWN_OP, Transport};
+use crate::engine::{Fail, Run};
+
+pub fn unix_requests(run: &mut Run) -> Result<String, Fail> {
+    let server = server(run, Transport::Unix)?;
+    // The server alone first, with the grader's client: then what the student's client gets
+    // wrong is the client's.
+    op_table(&server)?;
+    let requests = random_requests_for(run, 40, "c");
+    let client = spawn_client(run, &server.where_args(), requests, "the client")?.finish()?;
+    client.verify()?;
+    server.stop()?;
+    Ok("40 random requests were answered correctly over a Unix socket; every op byte but E, R \
+        and H got status 1, and empty payloads were answered"
+        .into())
+}
+
+/// One request per op byte (256), and E, R and H with an empty payload: only `E`, `R` and `H`
+/// are operations, every other byte is unknown.
+fn op_table(server: &Server) -> Result<(), Fail> {
+    let mut conn = server.connect()?;
+    let mut requests: Vec<(u8, Vec<u8>)> = (0..=255u8)
+        .map(|op| (op, format!("op {op}").into_bytes()))
+        .collect();
+    requests.extend([(OP_ECHO, vec![]), (OP_REVERSE, vec![]), (OP_HASH, vec![])]);
+    // A few KiB in all: they fit the socket's buffers, so one write() is safe.
+    let all: Vec<u8> = requests.iter().flat_map(|(op, p)| frame(*op, p)).collect();
+    conn.send(&all, 0)?;
+    let mut answered_unknown = Vec::new();
+    for (i, (op, payload)) in requests.iter().enumerate() {
+        let got = read_response(&mut conn).map_err(|e| {
+            if i == 0 && conn.peer_closed() && server.alive_note().is_empty() {
+                return Fail::failed(format!(
+                    "the server closed the connection instead of answering a request with op \
+                     {}: every request gets an answer, an unknown op STATUS_UNKNOWN_OP with an \
+                     empty payload, and the connection goes on",
+                    op_name(*op)
+                ));
+            }
+            // Op 0x00, unknown, came first: an unknown op is not why it closed later.
+            closed_after(&conn, i, None).unwrap_or_else(|| {
+                Fail::failed(format!(
+                    "{} small requests (one per op byte) were written at once; the server \
+                     answered {i} of them ({e}){}: one read may hold several requests, keep the \
+                     bytes after the first frame for the next",
+                    requests.len(),
+                    server.alive_note()
+                ))
+            })
+        })?;
+        let want = expected(*op, payload);
+        if got == want {
+            continue;
+        }
+        if want.0 == STATUS_UNKNOWN_OP {
+            answered_unknown.push(format!(
+                "{} got status {} with {} payload bytes",
+                op_name(*op),
+                got.0,
+                got.1.len()
+            ));
+        } else if payload.is_empty() {
+            return Err(Fail::failed(format!(
+                "op {} with an empty payload (a frame of length 1) got status {} and {} payload \
+                 bytes: an empty payload is a valid request; E and R answer an empty payload, H \
+                 answers fnv1a of nothing, 8 bytes",
+                op_name(*op),
+                got.0,
+                got.1.len()
+            )));
+        } else {
+            verify(got, *op, payload, &format!("the request with op {}", op_name(*op)))?;
+        }
+    }
+    if !answered_unknown.is_empty() {
+        let n = answered_unknown.len();
+        answered_unknown.truncate(6);
+        return Err(Fail::failed(format!(
+            "{n} op byte(s) that are not operations were not answered as unknown: {}: only the \
+             bytes 'E', 'R' and 'H' are operations, matched exactly (case counts); every other \
+             byte gets STATUS_UNKNOWN_OP (1) with an empty payload",
+            answered_unknown.join(", ")
+        )));
+    }
+    Ok(())
+}
+
+pub fn tcp_requests(run: &mut Run) -> Result<String, Fail> {
+    let server = server(run, Transport::Tcp)?;
+    let addresses = observe::listening_on(server.pid(), server.port);
+    if let Some(wide) = addresses.iter().find(|a| !observe::is_loopback(a)) {
+        return Err(Fail::failed(format!(
+            "the server listens on {}:{}, not on the loopback address it was given: bind the \
+             endpoint's address (127.0.0.1), so that only this machine can connect",
+            observe::address_name(wide),
+            server.port
+        )));
+    }
+    if addresses.is_empty() {
+        run.note("the server's listening socket was not found in /proc/PID/net/tcp");
+    }
+    let requests = random_requests_for(run, 40, "c");
+    let client = spawn_client(run, &server.where_args(), requests, "the client")?.finish()?;
+    client.verify()?;
+
+    // Small calls one after the other, over TCP and, for comparison, over a Unix socket to the
+    // same program: a response written in two pieces without TCP_NODELAY waits for the
+    // client's delayed acknowledgement, about 40 ms each time.
+    let baseline = self::server(run, Transport::Unix)?;
+    let unix = median(timed_calls(&mut baseline.connect()?, 9)?);
+    let tcp = median(timed_calls(&mut server.connect()?, 9)?);
+    run.note(format!("median small call: {tcp:?} over TCP, {unix:?} over a Unix socket"));
+    if tcp > unix + Duration::from_millis(25) {
+        return Err(Fail::failed(format!(
+            "a small call over TCP took {} ms (the median of 9), one over a Unix socket to the \
+             same program {} ms: a frame written in pieces waits for the peer's acknowledgement \
+             of the first piece (Nagle's algorithm, about 40 ms): set TCP_NODELAY on every TCP \
+             connection (set_nodelay(true) after connect and after accept), or write each frame \
+             with a single write()",
+            tcp.as_millis(),
+            unix.as_millis()
+        )));
+    }
+    baseline.stop()?;
+    server.stop()?;
+    Ok(format!(
+        "40 random requests were answered correctly over TCP on 127.0.0.1; a small call took \
+         {} ms",
+        tcp.as_millis()
+    ))
+}
+
+pub fn byte_at_a_time(run: &mut Run) -> Result<String, Fail> {
+    for transport in [Transport::Unix, Transport::Tcp] {
+        let server = server(run, transport)?;
+        let mut conn = server.connect()?;
+        for (i, (op, payload)) in random_requests_for(run, 6, "b").into_iter().enumerate() {
+            let payload: Vec<u8> = payload.into_iter().take(40).collect();
+            for (n, byte) in frame(op, &payload).iter().enumerate() {
+                let sent = conn.stream().write_all(&[*byte]);
+                sent.map_err(|e| {
+                    if let Some(closed) = closed_after(&conn, i, Some(op)) {
+                        return closed;
+                    }
+                    Fail::failed(format!(
+                        "the server closed the connection after {n} bytes of a request sent one \
+                         byte per write ({e}): a read may return fewer bytes than asked; loop \
+                         until the whole length prefix and body are in"
+                    ))
+                })?;
+                // A pause now and then, so that the server's reads see the pieces apart.
+                if n % 3 == 0 {
+                    std::thread::sleep(Duration::from_micros(300));
+                }
+            }
+            let got = read_response(&mut conn).map_err(|e| {
+                closed_after(&conn, i, Some(op)).unwrap_or_else(|| {
+                    Fail::failed(format!(
+                        "no response to request {i}, sent one byte per write ({e}): a read \
+                         returns what has arrived, maybe 1 byte; loop until the whole frame is in"
+                    ))
+                })
+            })?;
+            verify(
+                got,
+                op,
+                &payload,
+                &format!("request {i}, sent one byte per write"),
+            )?;
+        }
+        drop(conn);
+        server.stop()?;
+    }
+    Ok("6 requests sent one byte per write were answered, over Unix and TCP sockets".into())
+}
+
+pub fn pipelined(run: &mut Run) -> Result<String, Fail> {
+    let server = server(run, Transport::Unix)?;
+    let mut conn = server.connect()?;
+    let requests: Vec<(u8, Vec<u8>)> = random_requests_for(run, 200, "p")
+        .into_iter()
+        .map(|(op, p)| (op, p.into_iter().take(100).collect()))
+        .collect();
+    let all: Vec<u8> = requests.iter().flat_map(|(op, p)| frame(*op, p)).collect();
+    // Written whole from a thread: the responses must be read meanwhile, or both sides could
+    // fill their buffers.
+    let mut writer = match &conn {
+        Conn::Unix(s) => s.try_clone()?,
+        Conn::Tcp(_) => unreachable!("a Unix socket"),
+    };
+    let sender = std::thread::spawn(move || writer.write_all(&all));
+    for (i, (op, payload)) in requests.iter().enumerate() {
+        let got = read_response(&mut conn).map_err(|e| {
+            closed_after(&conn, i, Some(*op)).unwrap_or_else(|| {
+                Fail::failed(format!(
+                    "200 requests were written in one write(); the server answered only {i} \
+                     ({e}): one read may hold several requests, keep the bytes after the first \
+                     frame for the next"
+                ))
+            })
+        })?;
+        verify(got, *op, payload, &format!("pipelined request {i}"))?;
+    }
+    let _ = sender.join();
+    drop(conn);
+    server.stop()?;
+    Ok("200 requests in one write got 200 correct responses, in order".into())
+}
+
+pub fn large_payloads(run: &mut Run) -> Result<String, Fail> {
+    for transport in [Transport::Unix, Transport::Tcp] {
+        let server = server(run, transport)?;
+        // Each far larger than a socket's buffers: no read or write moves one whole.
+        let requests = vec![
+            (OP_ECHO, run.random_bytes(2 << 20)),
+            (OP_REVERSE, run.random_bytes(3 << 20)),
+            (OP_HASH, run.random_bytes(2 << 20)),
+        ];
+        let client = spawn_client(run, &server.where_args(), requests, "the client")?.finish()?;
+        client.verify()?;
+        if transport == Transport::Unix {
+            stopped_mid_write(run, &server)?;
+        }
+        server.stop()?;
+    }
+    Ok("2 and 3 MiB payloads went both ways over Unix and TCP sockets; a response came whole \
+        through a stop and resume of the server"
+        .into())
+}
+
+/// The server, blocked writing a large response nobody reads yet, is stopped and resumed: the
+/// write() it was in returns a short count, and the rest must still follow.
+fn stopped_mid_write(run: &mut Run, server: &Server) -> Result<(), Fail> {
+    const LEN: usize = 3 << 20;
+    let payload = run.random_bytes(LEN);
+    let mut conn = server.connect()?;
+    conn.send(&frame(OP_REVERSE, &payload), 0)?;
+    let blocked = observe::writing_a_socket(server.pid(), Instant::now() + Duration::from_secs(5));
+    if blocked {
+        observe::stop_and_resume(server.pid())?;
+    } else {
+        run.note("the server was never seen blocked writing the 3 MiB response");
+    }
+    conn.timeouts(Duration::from_secs(2));
+    match read_frame_counted(&mut conn) {
+        Ok(Ok(Some(got))) => verify(
+            got,
+            OP_REVERSE,
+            &payload,
+            "a 3 MiB reverse request, answered through a stop and resume",
+        ),
+        Ok(Err(short)) if blocked => Err(Fail::failed(format!(
+            "the response to a 3 MiB reverse request stopped short: {short}, after the server \
+             was stopped and resumed (SIGSTOP, SIGCONT, as a debugger or the shell's job control \
+             do) while it was blocked writing it: a write() interrupted that way returns a short \
+             count; write every byte (write_all, or loop on write())"
+        ))),
+        Ok(Err(short)) => Err(Fail::failed(format!(
+            "the response to a 3 MiB reverse request stopped short: {short}{}",
+            server.alive_note()
+        ))),
+        Ok(Ok(None)) | Err(_) => Err(Fail::failed(format!(
+            "no response to a 3 MiB reverse request{}",
+            server.alive_note()
+        ))),
+    }
+}
+
+/// A Python client: for each server given (`unix PATH` or `tcp PORT`), sends each framed
+/// request, reads each framed response, prints them.
+const PYTHON_CLIENT: &str = r#"
+import socket, struct, sys
+out = sys.stdout.buffer
+args = sys.argv[1:]
+for kind, where in zip(args[0::2], args[1::2]):
+    if kind == "unix":
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.connect(where)
+    else:
+        s = socket.create_connection(("127.0.0.1", int(where)))
+    s.settimeout(5)
+    def recv_exact(n):
+        data = b""
+        while len(data) < n:
+            chunk = s.recv(n - len(data))
+            if not chunk:
+                raise SystemExit("connection closed")
+            data += chunk
+        return data
+    for op, payload in [(b"E", b"from python"), (b"R", b"nohtyp"), (b"H", b"hash me")]:
+        s.sendall(struct.pack(">I", len(payload) + 1) + op + payload)
+        (length,) = struct.unpack(">I", recv_exact(4))
+        out.write(struct.pack(">I", length) + recv_exact(length))
+    s.close()
+out.flush()
+"#;
+
+fn python_expected() -> Vec<u8> {
+    let mut bytes = Vec::new();
+    for (op, payload) in [
+        (OP_ECHO, &b"from python"[..]),
+        (OP_REVERSE, b"nohtyp"),
+        (OP_HASH, b"hash me"),
+    ] {
+        let (status, answer) = expected(op, payload);
+        bytes.extend_from_slice(&((answer.len() + 1) as u32).to_be_bytes());
+        bytes.push(status);
+        bytes.extend_from_slice(&answer);
+    }
+    bytes
+}
+
+pub fn foreign_clients(run: &mut Run) -> Result<String, Fail> {
+    let mut used = vec!["the grader's own client"];
+    let mut missing = Vec::new();
+    let servers = [server(run, Transport::Unix)?, server(run, Transport::Tcp)?];
+    let mut targets = Vec::new();
+    for server in &servers {
+        // The grader's own client: two requests in a row on one connection.
+        let mut conn = server.connect()?;
+        let requests = [(OP_HASH, b"grader".to_vec()), (OP_ECHO, run.random_bytes(3000))];
+        for (i, (op, payload)) in requests.into_iter().enumerate() {
+            conn.send(&frame(op, &payload), i)?;
+            let got = read_response(&mut conn).map_err(|e| {
+                closed_after(&conn, i, Some(op)).unwrap_or_else(|| {
+                    Fail::failed(format!(
+                        "the grader's own client got no response ({e}): follow the frame format \
+                         exactly (u32 big-endian length of the status and the payload)"
+                    ))
+                })
+            })?;
+            verify(got, op, &payload, "the grader's own client")?;
+        }
+        targets.push(match server.transport {
+            Transport::Unix => ("unix", server.path.display().to_string()),
+            Transport::Tcp => ("tcp", server.port.to_string()),
+        });
+    }
+    // One Python process for both servers: starting Python is the slow part.
+    let limit = Duration::from_secs(5);
+    let mut args = vec!["-c", PYTHON_CLIENT];
+    for (kind, target) in &targets {
+        args.extend([*kind, target.as_str()]);
+    }
+    match external("python3", &args, &[], limit)? {
+        Some(out) => {
+            let one = python_expected();
+            for (i, (kind, _)) in targets.iter().enumerate() {
+                let part = out.get(i * one.len()..(i + 1) * one.len());
+                if part != Some(&one[..]) {
+                    return Err(Fail::failed(format!(
+                        "a Python client over {kind} did not get the {} bytes of answers \
+                         expected ({} bytes came for both servers): follow the frame format \
+                         exactly (u32 big-endian length of the status and the payload)",
+                        one.len(),
+                        out.len()
+                    )));
+                }
+            }
+            used.push("Python");
+        }
+        None => missing.push("python3"),
+    }
+    for (kind, target) in &targets {
+        // socat forwards stdin to the socket and the answer back to stdout.
+        let address = match *kind {
+            "unix" => format!("UNIX-CONNECT:{target}"),
+            _ => format!("TCP:127.0.0.1:{target}"),
+        };
+        let request = frame(OP_REVERSE, b"socat");
+        match external("socat", &["-t", "2", "-", &address], &request, limit)? {
+            Some(out) => {
+                let mut want = 6u32.to_be_bytes().to_vec();
+                want.push(STATUS_OK);
+                want.extend_from_slice(b"tacos");
+                if out != want {
+                    return Err(Fail::failed(format!(
+                        "a socat client over {kind} got {out:?}, expected {want:?}"
+                    )));
+                }
+                used.push("socat");
+            }
+            None => missing.push("socat"),
+        }
+    }
+    for server in servers {
+        server.stop()?;
+    }
+    used.dedup();
+    missing.dedup();
+    let mut message = format!("answered {}", used.join(", "));
+    if !missing.is_empty() {
+        message.push_str(&format!(
+            " ({} not installed here: skipped)",
+            missing.join(", ")
+        ));
+    }
+    Ok(message)
+}

@@ -1,0 +1,328 @@
+//! Stopping: the counts the server reports, and how it stops on SIGTERM or SIGINT: the signal
+//! blocked and waited for, no client taken on once the stop has begun, every handler waited for,
+//! nothing left open.
+
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{Signal, kill};
+use nix::sys::socket::{Backlog, listen};
+use rand::RngExt;
+
+use super::failures::dropped;
+use super::observe;
+use super::programs::{Server, give_to_program_user, killed_by, server};
+use super::protocol::{Conn, closed_after, frame, read_frame, read_response, verify};
+use super::{OP_ECHO, OP_HASH, Transport};
+use crate::engine::process::Captured;
+use crate::engine::{Fail, Run};
+
+/// The server's `done` counts after a known history: connections that asked a few questions
+/// and closed between frames, two that are still connected (idle) at SIGTERM, one bad client,
+/// and the grader's ping.
+pub fn server_counts(run: &mut Run) -> Result<String, Fail> {
+    const CLOSED: usize = 3;
+    let server = server(run, Transport::Unix)?;
+    let sessions: Vec<usize> = (0..CLOSED + 2)
+        .map(|_| run.rng().random_range(1..=6))
+        .collect();
+    let mut still_open = Vec::new();
+    for (i, &calls) in sessions.iter().enumerate() {
+        let mut conn = server.connect()?;
+        for call in 0..calls {
+            let len = run.rng().random_range(1..500);
+            let payload = run.random_bytes(len);
+            conn.send(&frame(OP_ECHO, &payload), call)?;
+            let got = read_response(&mut conn).map_err(|e| {
+                closed_after(&conn, call, Some(OP_ECHO)).unwrap_or_else(|| {
+                    Fail::failed(format!("no response to a request ({e})"))
+                })
+            })?;
+            verify(got, OP_ECHO, &payload, "a request")?;
+        }
+        if i >= CLOSED {
+            still_open.push(conn);
+        }
+    }
+    let known = server.dropped_lines().len();
+    let mut bad = server.connect()?;
+    bad.send(&[0, 0, 0, 0], 0)?;
+    dropped(
+        &mut bad,
+        "an empty frame (length 0)",
+        &server,
+        known,
+        "a length of 0 is RpcError::EmptyFrame",
+    )?;
+    // stop() pings first: one more client, one more request.
+    let done_log = server.proc.stderr.clone();
+    let done = server.stop()?;
+    drop(still_open);
+    let connections = sessions.len() as u64 + 2;
+    let requests = sessions.iter().sum::<usize>() as u64 + 1;
+    let open_calls: usize = sessions[CLOSED..].iter().sum();
+    let reported = |field: &str| done.get(field).and_then(|v| v.parse::<u64>().ok());
+    let history = format!(
+        "{} clients that made {:?} calls and closed between frames, {} that made {:?} calls and \
+         were still connected at SIGTERM, one that sent an empty frame, and one last call",
+        CLOSED,
+        &sessions[..CLOSED],
+        sessions.len() - CLOSED,
+        &sessions[CLOSED..]
+    );
+    match reported("dropped") {
+        Some(1) => {}
+        Some(0) | None => {
+            return Err(Fail::failed(format!(
+                "the server's `done` says dropped={}, after {history}: count each client whose \
+                 connection ends with an error in ServerStats::dropped",
+                done.get("dropped").unwrap_or("nothing")
+            )));
+        }
+        Some(n) => {
+            let lines = server_log_drops(&done_log);
+            return Err(Fail::failed(format!(
+                "the server's `done` says dropped={n}, after {history} (its log: {lines}): only \
+                 the empty frame was an error; a client that closes the connection between \
+                 frames has ended normally (read_frame returns Ok(None) when the stream ends \
+                 before the first byte of a frame), so has one whose connection the server shut \
+                 at SIGTERM between frames, and one that pauses between requests is no error \
+                 either"
+            )));
+        }
+    }
+    match reported("requests") {
+        Some(n) if n == requests => {}
+        Some(n) if n < requests && requests - n <= open_calls as u64 => {
+            return Err(Fail::failed(format!(
+                "the server's `done` says requests={n}, after {history}: {requests} were \
+                 answered, {open_calls} of them to the clients still connected at SIGTERM, whose \
+                 handlers end when the server shuts their connections: wait for every handler \
+                 to end (join it) before reading the counts"
+            )));
+        }
+        _ => {
+            return Err(Fail::failed(format!(
+                "the server's `done` says requests={}, after {history}: {requests} were \
+                 answered; count every answered request in ServerStats::requests",
+                done.get("requests").unwrap_or("nothing")
+            )));
+        }
+    }
+    // The connection that wakes the accepting thread at the end may count as a client.
+    if !matches!(reported("clients"), Some(n) if n == connections || n == connections + 1) {
+        return Err(Fail::failed(format!(
+            "the server's `done` says clients={}, after {history}: {connections} clients \
+             connected; count every accepted client in ServerStats::clients",
+            done.get("clients").unwrap_or("nothing")
+        )));
+    }
+    Ok(format!(
+        "the server counted {connections} clients, {requests} requests and 1 dropped client"
+    ))
+}
+
+/// The `dropped client` lines of a server's log, in short: "kind=io (why), kind=...".
+fn server_log_drops(log: &Arc<Mutex<Captured>>) -> String {
+    let text = log.lock().expect("capture lock").text();
+    let drops: Vec<String> = text
+        .lines()
+        .filter(|l| l.contains("dropped client"))
+        .map(|l| {
+            let why = l.splitn(3, ": ").nth(2).unwrap_or(l);
+            why.to_string()
+        })
+        .collect();
+    if drops.is_empty() {
+        "no `dropped client` line".into()
+    } else {
+        drops.join("; ")
+    }
+}
+
+/// SIGTERM and SIGINT must be blocked in every thread and waited for, never caught by a handler
+/// function: run_server()'s documentation asks for it, and a handler could only set a flag for
+/// some thread to poll.
+fn signal_disposition(server: &Server) -> Result<(), Fail> {
+    let pid = server.pid();
+    for signal in [Signal::SIGTERM, Signal::SIGINT] {
+        if observe::catches(pid, signal) {
+            return Err(Fail::failed(format!(
+                "the server catches {} with a handler function (SigCgt in /proc/{pid}/status): \
+                 handle it without one, as run_server() asks: block SIGTERM and SIGINT in every \
+                 thread (SigSet::thread_block before the first thread starts) and wait for them \
+                 with SigSet::wait()",
+                signal.as_str()
+            )));
+        }
+    }
+    let threads = observe::threads(pid).len();
+    for signal in [Signal::SIGTERM, Signal::SIGINT] {
+        let open = observe::threads_not_blocking(pid, signal);
+        if !open.is_empty() {
+            return Err(Fail::failed(format!(
+                "{} of the server's {threads} threads (tid {open:?}) do not block {} (SigBlk in \
+                 /proc/{pid}/task/TID/status): the signal may be delivered to one of them and \
+                 end the process on the spot; block SIGTERM and SIGINT before the first thread \
+                 starts (threads inherit the mask) and wait for them with sigwait()",
+                open.len(),
+                signal.as_str()
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// A socket of the grader's at the server's path, with a backlog of 0 already full: a connect()
+/// to the path blocks until the grader lets it through.
+struct HeldPath {
+    listener: UnixListener,
+    _filler: UnixStream,
+    /// Where the server's own socket file was moved, removed by the grader at the end.
+    moved: PathBuf,
+}
+
+impl HeldPath {
+    /// Moves the server's socket file at `path` to `moved` and puts the holding socket at
+    /// `path`.
+    fn install(run: &Run, path: &std::path::Path, moved: PathBuf) -> Result<HeldPath, Fail> {
+        std::fs::rename(path, &moved)?;
+        let listener = UnixListener::bind(path)?;
+        give_to_program_user(run, path)?;
+        let zero = Backlog::new(0).map_err(|e| Fail::Grader(format!("backlog: {e}")))?;
+        listen(&listener, zero).map_err(|e| Fail::Grader(format!("listen: {e}")))?;
+        let filler = UnixStream::connect(path)?;
+        Ok(HeldPath {
+            listener,
+            _filler: filler,
+            moved,
+        })
+    }
+
+    /// Lets one blocked connect() through.
+    fn release(&self) {
+        let _ = self.listener.accept();
+    }
+}
+
+impl Drop for HeldPath {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.moved);
+    }
+}
+
+pub fn sigterm_cleanup(run: &mut Run) -> Result<String, Fail> {
+    let server = server(run, Transport::Unix)?;
+    let pid = server.pid();
+    // A client that made a call and stays connected, idle, and one that sent half a length
+    // prefix: neither may hold up the stop.
+    let mut idle = server.connect()?;
+    idle.send(&frame(OP_ECHO, b"hello"), 0)?;
+    read_response(&mut idle)
+        .map_err(|e| Fail::failed(format!("no response to a first request: {e}")))?;
+    let mut half = server.connect()?;
+    half.send(&[0, 0], 0)?;
+    if !server.path.exists() {
+        return Err(Fail::failed(
+            "the socket file does not exist while the server listens",
+        ));
+    }
+    signal_disposition(&server)?;
+
+    // The server wakes its accepting thread by connecting to its own socket: the grader holds
+    // that connect() at its path, so that the accepting thread is woken by a client instead,
+    // while the stop has begun. That client must not be served.
+    let held = HeldPath::install(run, &server.path, run.path("rpc-moved.sock"))?;
+    let _ = kill(server.proc.pid, Signal::SIGTERM);
+    let until = Instant::now() + Duration::from_secs(2);
+    let mut server = server;
+    let mut early = None;
+    let mut connecting = false;
+    while Instant::now() < until {
+        if observe::thread_in(pid, libc::SYS_connect, Instant::now()).is_some() {
+            connecting = true;
+            break;
+        }
+        match server
+            .proc
+            .recv_before(Instant::now() + Duration::from_millis(2))
+        {
+            Ok(Some(message)) => {
+                early = Some(message);
+                break;
+            }
+            Ok(None) => {}
+            Err(fail) => return Err(killed_by(fail, Signal::SIGTERM)),
+        }
+    }
+    if connecting {
+        // A server that stops as it should refuses this connection, or closes it unserved,
+        // maybe before the request is written.
+        let late_answered = UnixStream::connect(&held.moved).is_ok_and(|stream| {
+            let mut late = Conn::Unix(stream);
+            late.timeouts(Duration::from_secs(1));
+            let written = late.stream().write_all(&frame(OP_ECHO, b"after SIGTERM"));
+            written.is_ok() && matches!(read_frame(&mut late), Ok(Some(_)))
+        });
+        if late_answered {
+            return Err(Fail::failed(
+                "after SIGTERM, while the server was connecting to its own socket to wake its \
+                 accepting thread, a client that connected then was served: the accepting thread \
+                 was woken before it was told to stop, so it took that client for a new one. Set \
+                 the stopping flag before you wake the accepting thread, and check it after every \
+                 accept(): a connection accepted once it is set ends the loop, unserved",
+            ));
+        }
+    }
+    // Let the server's own connection through, and wake the accepting thread as it would have.
+    held.release();
+    let _wake = UnixStream::connect(&held.moved);
+    server.finish(Signal::SIGTERM, Some(&idle), early)?;
+    drop(held);
+    let mut byte = [0u8; 1];
+    if let Ok(n @ 1..) = idle.stream().read(&mut byte) {
+        return Err(Fail::failed(format!(
+            "the idle client read {n} byte(s) after the server stopped"
+        )));
+    }
+    drop(half);
+
+    // SIGINT stops a TCP server the same way, while a handler is busy hashing 8 MiB: the
+    // server must wait for it. On one CPU, the handler makes no progress while the server's
+    // other threads stop it.
+    let tcp = self::server(run, Transport::Tcp)?;
+    let port = tcp.port;
+    tcp.ping()?;
+    if !observe::pin_to_one_cpu(tcp.pid()) {
+        run.note("the server's threads could not be bound to one CPU");
+    }
+    let mut busy = tcp.connect()?;
+    busy.send(&frame(OP_HASH, &vec![0x5a; 8 << 20]), 0)?;
+    let until = Instant::now() + Duration::from_secs(2);
+    while Instant::now() < until
+        && !observe::threads(tcp.pid())
+            .iter()
+            .any(|t| t.state == 'R' && t.syscall.is_none())
+    {
+        std::thread::sleep(Duration::from_micros(200));
+    }
+    let _ = kill(tcp.proc.pid, Signal::SIGINT);
+    tcp.finish(Signal::SIGINT, None, None)?;
+    drop(busy);
+    if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+        return Err(Fail::failed(format!(
+            "port {port} still accepts connections after the TCP server stopped"
+        )));
+    }
+    Ok(format!(
+        "SIGTERM and SIGINT, blocked and waited for, stopped both servers cleanly with clients \
+         connected{}; every handler was waited for and the socket file went",
+        if connecting {
+            ", and a client that came during the stop was not served"
+        } else {
+            ""
+        }
+    ))
+}
