@@ -234,7 +234,11 @@ fn fail_one_call(run: &mut Run, case: &Injected, reader: &Name, n: u32) -> Resul
         _ => None,
     };
     if let Some(step) = before {
-        let who = if step == "ready" { "publisher" } else { "reader" };
+        let who = if step == "ready" {
+            "publisher"
+        } else {
+            "reader"
+        };
         expect(&mut proc, who, step).map_err(with_context(&context))?;
         proc.send("go", &[])?;
     }

@@ -10,12 +10,12 @@ use rand::RngExt;
 use crate::engine::process::Limits;
 use crate::engine::{Fail, Run};
 
+use super::HEADER_LEN;
 use super::private_ipc::PrivateIpc;
 use super::protocol::{
     Name, expect, fresh_name, fresh_name_with_id, ftok, publish_record, spawn_publisher,
     start_publisher, with_context,
 };
-use super::HEADER_LEN;
 use super::segments::{Planted, full_record, rmid, segment, segment_by_id};
 use super::tracer::{Action, Call, Match, Reached, Tracer};
 
@@ -281,9 +281,19 @@ pub fn bad_input(run: &mut Run) -> Result<String, Fail> {
         &payload,
         refusal("a path that does not exist", "ftok", None),
     )?;
-    publisher_refuses(run, (ok.0, 0, ok.2), &payload, refusal("id 0", "bad-id", None))?;
+    publisher_refuses(
+        run,
+        (ok.0, 0, ok.2),
+        &payload,
+        refusal("id 0", "bad-id", None),
+    )?;
     let what = "id 256 (ftok keeps 8 bits: it would mean 0)";
-    publisher_refuses(run, (ok.0, 256, ok.2), &payload, refusal(what, "bad-id", None))?;
+    publisher_refuses(
+        run,
+        (ok.0, 256, ok.2),
+        &payload,
+        refusal(what, "bad-id", None),
+    )?;
     // With an existing path id 0 was bad-id: a kind=ftok now means ftok() ran first.
     let first = Refusal {
         known: Some((
@@ -311,7 +321,12 @@ pub fn bad_input(run: &mut Run) -> Result<String, Fail> {
         };
         publisher_refuses(run, (&alias.path, id, ok.2), &payload, aliased)?;
     }
-    publisher_refuses(run, (ok.0, ok.1, 0), &payload, refusal("size 0", "zero-size", key))?;
+    publisher_refuses(
+        run,
+        (ok.0, ok.1, 0),
+        &payload,
+        refusal("size 0", "zero-size", key),
+    )?;
     // One byte more than fits: the header counts.
     let size = run.rng().random_range(100..4000u64);
     let too_big = run.random_bytes(size as usize - HEADER_LEN + 1);
@@ -320,7 +335,12 @@ pub fn bad_input(run: &mut Run) -> Result<String, Fail> {
          header)",
         too_big.len()
     );
-    publisher_refuses(run, (ok.0, ok.1, size), &too_big, refusal(&what, "no-room", key))?;
+    publisher_refuses(
+        run,
+        (ok.0, ok.1, size),
+        &too_big,
+        refusal(&what, "no-room", key),
+    )?;
     let what = "an empty payload for a 15-byte segment (smaller than the 16-byte header)";
     let header_only = Refusal {
         made: Some("not even the header fits: 16 + 0 > 15".into()),
@@ -340,7 +360,12 @@ pub fn bad_input(run: &mut Run) -> Result<String, Fail> {
              fails (ENOMEM) after shmget() made the segment",
             address_space >> 30
         );
-        publisher_refuses(run, (ok.0, ok.1, huge), &payload, refusal(&what, "shmat", key))?;
+        publisher_refuses(
+            run,
+            (ok.0, ok.1, huge),
+            &payload,
+            refusal(&what, "shmat", key),
+        )?;
         tried.push_str(", a segment too big to attach");
     } else {
         run.note(format!(
@@ -493,7 +518,12 @@ pub fn size_limit(run: &mut Run) -> Result<String, Fail> {
 /// `shmmax - 1` let through is a `>=` for `>`; refused too, with the page below let through, a
 /// comparison of whole pages. Let through is `ready`, or `shmget` where the kernel refuses
 /// segments that large (the machine's own shmmax).
-fn below_the_limit(run: &mut Run, name: &Name, shmmax: u64, payload: &[u8]) -> Result<String, Fail> {
+fn below_the_limit(
+    run: &mut Run,
+    name: &Name,
+    shmmax: u64,
+    payload: &[u8],
+) -> Result<String, Fail> {
     let below = shmmax - 1;
     let page = shmmax / 4096 * 4096;
     let refusal = |run: &mut Run, size: u64, sequence: u32| -> Result<Option<String>, Fail> {

@@ -68,7 +68,9 @@ pub fn fresh_name_with_id(run: &mut Run, id: u32) -> Result<Name, Fail> {
             return Ok(name);
         }
     }
-    Err(Fail::Grader(format!("every ftok key tried with id {id} is taken")))
+    Err(Fail::Grader(format!(
+        "every ftok key tried with id {id} is taken"
+    )))
 }
 
 /// `path` and `id` as a name, declared for the audit, unless a segment has their key already.

@@ -98,7 +98,11 @@ pub fn record_in_segment(run: &mut Run) -> Result<String, Fail> {
         )));
     }
     let header = [
-        ("sequence", field(4, 4), published.sequence.to_ne_bytes().to_vec()),
+        (
+            "sequence",
+            field(4, 4),
+            published.sequence.to_ne_bytes().to_vec(),
+        ),
         ("length", field(8, 8), (len as u64).to_ne_bytes().to_vec()),
     ];
     for (what, found, want) in header {
@@ -124,7 +128,9 @@ pub fn record_in_segment(run: &mut Run) -> Result<String, Fail> {
     };
     let printed = output(&published.proc.stdout) + output(&published.proc.stderr);
     let Some(io) = inspect::io(pid) else {
-        run.note(format!("/proc/{pid}/io could not be read: the publisher's writes not counted"));
+        run.note(format!(
+            "/proc/{pid}/io could not be read: the publisher's writes not counted"
+        ));
         published.finish()?;
         return Ok(format!(
             "the grader found the record (sequence {}, {len} bytes) in the {size}-byte segment \
@@ -271,7 +277,7 @@ fn missing_before_magic(bytes: &[u8], sequence: u32, payload: &[u8]) -> Option<S
     let mut missing = Vec::new();
     if stored != payload {
         missing.push(format!(
-            "a payload right only up to byte {} of {}",
+            "a payload right in only its first {} of {} bytes",
             first_difference(stored, payload),
             payload.len()
         ));
@@ -284,10 +290,7 @@ fn missing_before_magic(bytes: &[u8], sequence: u32, payload: &[u8]) -> Option<S
         ));
     }
     if number(4, 4) != u64::from(sequence) {
-        missing.push(format!(
-            "a sequence of {} (not {sequence})",
-            number(4, 4)
-        ));
+        missing.push(format!("a sequence of {} (not {sequence})", number(4, 4)));
     }
     (!missing.is_empty()).then(|| missing.join(", "))
 }

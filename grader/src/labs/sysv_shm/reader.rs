@@ -71,7 +71,8 @@ fn reader_refuses(run: &mut Run, name: &Name, kind: &str, n: u32, what: &str) ->
             }
         ))),
         ("failed", Some("shmget"))
-            if kind == "not-found" && message.get("error").is_some_and(|e| e.contains("EINVAL")) =>
+            if kind == "not-found"
+                && message.get("error").is_some_and(|e| e.contains("EINVAL")) =>
         {
             // shmget() of a missing key fails with ENOENT unless it may create: then a size of
             // 0 is what it refuses.
@@ -333,9 +334,15 @@ fn record_completed_while_read(run: &mut Run, name: &Name, n: u32) -> Result<Opt
                 overwrite(planted.id, 0, &header[..HEADER_LEN])?;
                 completed = true;
                 drop(watch);
-                break reader.recv_any().map_err(with_context(&format!("on {what}")))?;
+                break reader
+                    .recv_any()
+                    .map_err(with_context(&format!("on {what}")))?;
             }
-            Watched::Lost => break reader.recv_any().map_err(with_context(&format!("on {what}")))?,
+            Watched::Lost => {
+                break reader
+                    .recv_any()
+                    .map_err(with_context(&format!("on {what}")))?;
+            }
         }
     };
     if matches!(outcome.kind.as_str(), "failed" | "done") {
@@ -348,51 +355,60 @@ fn record_completed_while_read(run: &mut Run, name: &Name, n: u32) -> Result<Opt
             m.get("length").unwrap_or("?")
         )
     };
-    Err(Fail::failed(match (outcome.kind.as_str(), outcome.get("kind")) {
-        ("failed", Some("bad-magic")) => return Ok(Some(())),
-        ("done", _) if completed => {
-            let read = std::fs::read(&output)?;
-            if outcome.get("sequence") == Some(sequence.to_string().as_str()) && read == payload {
-                return Ok(Some(()));
-            }
-            let stale: Vec<&str> = [
-                (outcome.get("length") != Some(len.to_string().as_str()), "length"),
-                (outcome.get("sequence") != Some(sequence.to_string().as_str()), "sequence"),
-            ]
-            .into_iter()
-            .filter_map(|(stale, field)| stale.then_some(field))
-            .collect();
-            let stale = match stale.as_slice() {
-                [] => "payload".to_string(),
-                fields => fields.join(" and "),
-            };
-            format!(
-                "on {what}: the reader loaded the length or the sequence while the segment had \
+    Err(Fail::failed(
+        match (outcome.kind.as_str(), outcome.get("kind")) {
+            ("failed", Some("bad-magic")) => return Ok(Some(())),
+            ("done", _) if completed => {
+                let read = std::fs::read(&output)?;
+                if outcome.get("sequence") == Some(sequence.to_string().as_str()) && read == payload
+                {
+                    return Ok(Some(()));
+                }
+                let stale: Vec<&str> = [
+                    (
+                        outcome.get("length") != Some(len.to_string().as_str()),
+                        "length",
+                    ),
+                    (
+                        outcome.get("sequence") != Some(sequence.to_string().as_str()),
+                        "sequence",
+                    ),
+                ]
+                .into_iter()
+                .filter_map(|(stale, field)| stale.then_some(field))
+                .collect();
+                let stale = match stale.as_slice() {
+                    [] => "payload".to_string(),
+                    fields => fields.join(" and "),
+                };
+                format!(
+                    "on {what}: the reader loaded the length or the sequence while the segment had \
                  no magic yet, then found the magic, and reported a record ({}) whose {stale} \
                  is from before the record was complete (the complete one is sequence \
                  {sequence}, {len} bytes): it reads the fields before it checks the magic; load \
                  the magic first, then an acquire fence, then the length and the sequence",
-                reported(&outcome)
-            )
-        }
-        ("done", _) => format!(
-            "on {what}, the reader reported a record ({}) although the segment had no magic \
+                    reported(&outcome)
+                )
+            }
+            ("done", _) => format!(
+                "on {what}, the reader reported a record ({}) although the segment had no magic \
              and it never loaded the length or the sequence: check the magic, and refuse a \
              segment without it (kind=bad-magic)",
-            reported(&outcome)
-        ),
-        ("failed", kind) if completed => format!(
-            "on {what}, the reader said kind={}: neither kind=bad-magic (there was no magic \
+                reported(&outcome)
+            ),
+            ("failed", kind) if completed => format!(
+                "on {what}, the reader said kind={}: neither kind=bad-magic (there was no magic \
              until it loaded the length or the sequence) nor the complete record",
-            kind.unwrap_or("none")
-        ),
-        ("failed", kind) => format!(
-            "on {what}, the reader said kind={}, the lab wants kind=bad-magic: the segment had \
+                kind.unwrap_or("none")
+            ),
+            ("failed", kind) => format!(
+                "on {what}, the reader said kind={}, the lab wants kind=bad-magic: the segment had \
              no magic when it looked",
-            kind.unwrap_or("none")
-        ),
-        (said, _) => format!(
-            "on {what}, the reader said `{said}` where the grader expected `done` or `failed`"
-        ),
-    }))
+                kind.unwrap_or("none")
+            ),
+            (said, _) => format!(
+                "on {what}, the reader said `{said}` where the grader expected `done` or `failed`"
+            ),
+        },
+    ))
 }

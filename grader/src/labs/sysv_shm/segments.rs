@@ -50,11 +50,7 @@ pub fn overwrite(id: i32, offset: usize, bytes: &[u8]) -> Result<(), Fail> {
         if addr as isize == -1 {
             return Err(os_error("shmat"));
         }
-        std::ptr::copy_nonoverlapping(
-            bytes.as_ptr(),
-            addr.cast::<u8>().add(offset),
-            bytes.len(),
-        );
+        std::ptr::copy_nonoverlapping(bytes.as_ptr(), addr.cast::<u8>().add(offset), bytes.len());
         libc::shmdt(addr);
     }
     Ok(())

@@ -1,7 +1,6 @@
 //! Checks of publisher and readers together: attached at the same time, the segment outliving
 //! its publisher, and its removal.
 
-
 use crate::engine::{Fail, Run};
 
 use super::HEADER_LEN;

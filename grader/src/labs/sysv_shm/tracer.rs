@@ -53,7 +53,11 @@ pub enum Match {
     Any,
     /// Argument `arg` (from 0) masked with `mask` is `value`: `shmctl`'s command (glibc may add
     /// flags above its low 8 bits), `shmget`'s `IPC_CREAT`.
-    Bits { arg: usize, mask: u64, value: u64 },
+    Bits {
+        arg: usize,
+        mask: u64,
+        value: u64,
+    },
     /// The second argument points to this path (`openat`'s).
     Path(&'static str),
 }
@@ -450,7 +454,13 @@ unsafe fn watch(pid: i32, fields: &[Field], pipes: Pipes) -> ! {
             control |= 1 << (2 * n);
             control |= (rw_bits | len_bits << 2) << (16 + 4 * n);
         }
-        if libc::ptrace(libc::PTRACE_POKEUSER, pid, DEBUGREG + 8 * 7, control as usize) != 0 {
+        if libc::ptrace(
+            libc::PTRACE_POKEUSER,
+            pid,
+            DEBUGREG + 8 * 7,
+            control as usize,
+        ) != 0
+        {
             // No watchpoints on this machine.
             libc::ptrace(libc::PTRACE_POKEUSER, pid, DEBUGREG + 8 * 7, 0usize);
             libc::ptrace(libc::PTRACE_DETACH, pid, 0usize, 0usize);
