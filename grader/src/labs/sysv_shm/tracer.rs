@@ -160,6 +160,12 @@ impl Tracer {
             // SAFETY: in the forked child, see above.
             unsafe { trace(pid, call, action, pipes) }
         }
+        // In the program's process group (it leads one), as the child does first thing too: a
+        // child of the grader in no group a check started is a stray, which any grading run in
+        // this process ends by killing; killed, it would leave its watchpoints or a skipped
+        // call behind.
+        // SAFETY: a plain system call on our own child.
+        unsafe { libc::setpgid(tracer, pid) };
         drop((tracer_writes, tracer_reads));
         let mut traced = Tracer {
             tracer,
@@ -281,7 +287,10 @@ impl Drop for Tracer {
         // A tracer still at work (not told to release a held call, or still waiting for its
         // call) is killed: the kernel then detaches the program, which goes on. Killed only
         // while not yet reaped, so that its pid is still its own.
-        let deadline = Instant::now() + Duration::from_millis(500);
+        // A watching tracer is given longer: killed before it has cleared its watchpoints, it
+        // leaves the program to die of the next one.
+        let grace = Duration::from_millis(if self.watching { 5000 } else { 500 });
+        let deadline = Instant::now() + grace;
         let mut killed = false;
         let mut status = 0;
         loop {
@@ -331,6 +340,7 @@ unsafe fn trace(pid: i32, call: Call, action: Action, pipes: Pipes) -> ! {
             say(GONE);
             libc::_exit(0)
         };
+        libc::setpgid(0, pid);
         libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
         let options = libc::PTRACE_O_TRACESYSGOOD as usize;
         if libc::ptrace(libc::PTRACE_SEIZE, pid, 0usize, options) != 0 {
