@@ -15,7 +15,7 @@ use crate::engine::{Fail, Proc, Run};
 use super::protocol::{
     Name, expect, fresh_name, spawn_held_reader, spawn_publisher, spawn_reader, with_context,
 };
-use super::segments::{Planted, full_record, rmid, segment};
+use super::segments::{Planted, RemoveKeyOnDrop, full_record};
 use super::tracer::{Action, Call, Match, Tracer};
 
 /// Which program meets the failure, and when.
@@ -234,7 +234,11 @@ fn fail_one_call(run: &mut Run, case: &Injected, reader: &Name, n: u32) -> Resul
         _ => None,
     };
     if let Some(step) = before {
-        let who = if step == "ready" { "publisher" } else { "reader" };
+        let who = if step == "ready" {
+            "publisher"
+        } else {
+            "reader"
+        };
         expect(&mut proc, who, step).map_err(with_context(&context))?;
         proc.send("go", &[])?;
     }
@@ -312,17 +316,5 @@ fn unreadable_segment(run: &mut Run) -> Result<(), Fail> {
              of the call that failed (shmctl, or shmat)",
             got.unwrap_or("none")
         ))),
-    }
-}
-
-/// Removes the segment with this key, if any, when the case is over (a publisher whose detach
-/// failed leaves its segment).
-struct RemoveKeyOnDrop(Option<i32>);
-
-impl Drop for RemoveKeyOnDrop {
-    fn drop(&mut self) {
-        if let Some(found) = self.0.and_then(segment) {
-            rmid(found.id);
-        }
     }
 }

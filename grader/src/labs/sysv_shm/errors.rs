@@ -10,6 +10,7 @@ use rand::RngExt;
 use crate::engine::process::Limits;
 use crate::engine::{Fail, Run};
 
+use super::HEADER_LEN;
 use super::private_ipc::PrivateIpc;
 use super::protocol::{
     Name, expect, fresh_name, fresh_name_with_id, ftok, publish_record, spawn_publisher,
@@ -36,12 +37,22 @@ fn refused_existing(
     match (message.kind.as_str(), message.get("kind")) {
         ("failed", Some("exists")) => {}
         ("ready", _) => {
-            let took_over = segment_by_id(planted.id).is_some_and(|s| s.attached > 0);
+            let planted_now = segment_by_id(planted.id);
+            let took_over = planted_now.as_ref().is_some_and(|s| s.attached > 0);
+            let replacement = segment(key).filter(|s| s.id != planted.id);
             return Err(Fail::failed(if took_over {
                 format!(
                     "{how}, and the publisher attached it (segment {}) and wrote over it: \
                      create with IPC_CREAT | IPC_EXCL and report EEXIST as ShmError::Exists",
                     planted.id
+                )
+            } else if let (None, Some(made)) = (planted_now, replacement) {
+                format!(
+                    "{how}, and the publisher removed it (segment {} is gone, with its bytes) \
+                     and made its own (segment {}) in its place: a segment that has the key is \
+                     not the publisher's to remove or reuse, stale or not; report EEXIST as \
+                     ShmError::Exists and leave the segment to whoever runs the program",
+                    planted.id, made.id
                 )
             } else {
                 format!(
@@ -173,6 +184,8 @@ struct Refusal<'a> {
     key: Option<i32>,
     /// Another kind the check knows the cause of, with that cause.
     known: Option<(&'a str, &'a str)>,
+    /// What a publisher that said `ready` did, when a segment with `key` is there.
+    made: Option<String>,
 }
 
 /// Runs a publisher with bad input and requires `failed` with the refusal's kind, and no
@@ -188,6 +201,7 @@ fn publisher_refuses(
         kind,
         key,
         known,
+        made,
     } = refusal;
     let context = format!("with {what}");
     let mut proc = start_publisher(run, (path, id, size), 1, payload)?;
@@ -201,9 +215,13 @@ fn publisher_refuses(
     match (message.kind.as_str(), message.get("kind")) {
         ("failed", Some(k)) if k == kind => {}
         ("ready", _) => {
+            let made = made
+                .filter(|_| key.and_then(segment).is_some())
+                .map(|m| format!(" ({m})"))
+                .unwrap_or_default();
             return Err(Fail::failed(format!(
-                "{context}, the publisher created a segment and said `ready`: reject it with \
-                 kind={kind}"
+                "{context}, the publisher created a segment{made} and said `ready`: reject it \
+                 with kind={kind}"
             )));
         }
         ("failed", Some(k)) if known.is_some_and(|(wrong, _)| wrong == k) => {
@@ -244,6 +262,7 @@ fn refusal<'a>(what: &'a str, kind: &'a str, key: Option<i32>) -> Refusal<'a> {
         kind,
         key,
         known: None,
+        made: None,
     }
 }
 
@@ -262,9 +281,19 @@ pub fn bad_input(run: &mut Run) -> Result<String, Fail> {
         &payload,
         refusal("a path that does not exist", "ftok", None),
     )?;
-    publisher_refuses(run, (ok.0, 0, ok.2), &payload, refusal("id 0", "bad-id", None))?;
+    publisher_refuses(
+        run,
+        (ok.0, 0, ok.2),
+        &payload,
+        refusal("id 0", "bad-id", None),
+    )?;
     let what = "id 256 (ftok keeps 8 bits: it would mean 0)";
-    publisher_refuses(run, (ok.0, 256, ok.2), &payload, refusal(what, "bad-id", None))?;
+    publisher_refuses(
+        run,
+        (ok.0, 256, ok.2),
+        &payload,
+        refusal(what, "bad-id", None),
+    )?;
     // With an existing path id 0 was bad-id: a kind=ftok now means ftok() ran first.
     let first = Refusal {
         known: Some((
@@ -274,20 +303,52 @@ pub fn bad_input(run: &mut Run) -> Result<String, Fail> {
         ..refusal("id 0 and a path that does not exist", "bad-id", None)
     };
     publisher_refuses(run, (&missing, 0, ok.2), &payload, first)?;
-    publisher_refuses(run, (ok.0, ok.1, 0), &payload, refusal("size 0", "zero-size", key))?;
+    // Past 256, ids whose low 8 bits are not 0: ftok() would take them for ids 1..=255. 257 is
+    // one past the edge; the other lies anywhere above.
+    let far = 256 * run.rng().random_range(2..1u32 << 23) + run.rng().random_range(1..=255u32);
+    for (id, refused) in [(257, "256"), (far, "256 and 257")] {
+        let alias = fresh_name_with_id(run, id & 0xff)?;
+        let what = format!("id {id}");
+        let aliased = Refusal {
+            made: Some(format!(
+                "with key ftok(path, {}): ftok() keeps only the low 8 bits of the id, so {id} \
+                 silently means {}; it refused {refused}, but an id is valid only in 1..=255, \
+                 so every id above 255 is bad-id, whatever its low 8 bits",
+                id & 0xff,
+                id & 0xff
+            )),
+            ..refusal(&what, "bad-id", Some(alias.key))
+        };
+        publisher_refuses(run, (&alias.path, id, ok.2), &payload, aliased)?;
+    }
+    publisher_refuses(
+        run,
+        (ok.0, ok.1, 0),
+        &payload,
+        refusal("size 0", "zero-size", key),
+    )?;
     // One byte more than fits: the header counts.
     let size = run.rng().random_range(100..4000u64);
-    let too_big = run.random_bytes(size as usize - super::HEADER_LEN + 1);
+    let too_big = run.random_bytes(size as usize - HEADER_LEN + 1);
     let what = format!(
         "a {}-byte payload for a {size}-byte segment (one byte more than fits after the 16-byte \
          header)",
         too_big.len()
     );
-    publisher_refuses(run, (ok.0, ok.1, size), &too_big, refusal(&what, "no-room", key))?;
+    publisher_refuses(
+        run,
+        (ok.0, ok.1, size),
+        &too_big,
+        refusal(&what, "no-room", key),
+    )?;
     let what = "an empty payload for a 15-byte segment (smaller than the 16-byte header)";
-    publisher_refuses(run, (ok.0, ok.1, 15), &[], refusal(what, "no-room", key))?;
-    let mut tried = "a missing path, ids 0 and 256 (also with a missing path), size 0, a payload \
-                     one byte too big, a segment smaller than a header"
+    let header_only = Refusal {
+        made: Some("not even the header fits: 16 + 0 > 15".into()),
+        ..refusal(what, "no-room", key)
+    };
+    publisher_refuses(run, (ok.0, ok.1, 15), &[], header_only)?;
+    let mut tried = "a missing path, ids 0, 256, 257 and one far above (0 also with a missing \
+                     path), size 0, a payload one byte too big, a segment smaller than a header"
         .to_string();
     // More than the publisher may map (its address space is limited): shmget() succeeds, the
     // segment's memory is not used yet, and shmat() fails.
@@ -299,7 +360,12 @@ pub fn bad_input(run: &mut Run) -> Result<String, Fail> {
              fails (ENOMEM) after shmget() made the segment",
             address_space >> 30
         );
-        publisher_refuses(run, (ok.0, ok.1, huge), &payload, refusal(&what, "shmat", key))?;
+        publisher_refuses(
+            run,
+            (ok.0, ok.1, huge),
+            &payload,
+            refusal(&what, "shmat", key),
+        )?;
         tried.push_str(", a segment too big to attach");
     } else {
         run.note(format!(
@@ -307,13 +373,21 @@ pub fn bad_input(run: &mut Run) -> Result<String, Fail> {
              tried"
         ));
     }
-    // The largest id is valid: ftok() keeps all of its 8 bits.
+    // The largest id is valid: ftok() keeps all of its 8 bits. And a segment of just a header
+    // holds an empty record: 16 + 0 <= 16.
     let largest = fresh_name_with_id(run, 255)?;
-    let mut published = publish_record(run, true, largest, 4096, 64)
-        .map_err(with_context("with id 255, the largest valid one"))?;
+    let mut published =
+        publish_record(run, true, largest, HEADER_LEN as u64, 0).map_err(|fail| match fail {
+            Fail::Failed(m) if m.contains("kind=no-room") => Fail::Failed(format!(
+                "with an empty payload in a 16-byte segment, which a header fills exactly \
+                 (16 + 0 <= 16): {m}"
+            )),
+            other => with_context("with id 255, the largest valid one")(other),
+        })?;
     published.finish()?;
     Ok(format!(
-        "{tried} were refused with their kinds, with nothing left behind; id 255 was accepted"
+        "{tried} were refused with their kinds, with nothing left behind; id 255 and an empty \
+         payload in a 16-byte segment were accepted"
     ))
 }
 
@@ -336,7 +410,8 @@ pub fn size_limit(run: &mut Run) -> Result<String, Fail> {
     // A limit of its own: not a page multiple, between 3 and 16 pages. shmall (the total, in
     // pages) is set to a number of its own too, smaller than shmmax when read as bytes and
     // unlike the other limits' defaults (shmmni is 4096), so that a limit taken from it shows.
-    let shmmax = run.rng().random_range(3 * 4096 + 1..16 * 4096u64);
+    // At least 2 past a page boundary, so that shmmax - 1 is not a page multiple either.
+    let shmmax = run.rng().random_range(3..16u64) * 4096 + run.rng().random_range(2..4096u64);
     let shmall = run.rng().random_range(5000..12000u64);
     let payload = run.random_bytes(64);
     let Some(namespace) = PrivateIpc::enter(&[("shmmax", shmmax), ("shmall", shmall)])? else {
@@ -388,16 +463,12 @@ pub fn size_limit(run: &mut Run) -> Result<String, Fail> {
                     "it compared the size with {l}, which is /proc/sys/kernel/shmall (the total \
                      of all segments, in pages), not shmmax; read /proc/sys/kernel/shmmax"
                 ),
-                Some(l) if l == shmmax => "a size equal to the limit is allowed: only more \
-                     than shmmax is too large (size > max, not >=)"
-                    .to_string(),
-                Some(l) => format!(
+                Some(l) if l != shmmax => format!(
                     "it compared the size with {l}, not with the current shmmax; read \
                      /proc/sys/kernel/shmmax each time"
                 ),
-                None => "either its limit is not /proc/sys/kernel/shmmax as it is now, or it \
-                     refuses a size equal to the limit (only more than shmmax is too large)"
-                    .to_string(),
+                // Its limit is shmmax, or it does not say: smaller sizes tell how it compares.
+                _ => below_the_limit(run, &name, shmmax, &payload)?,
             };
             return Err(Fail::failed(format!(
                 "{at_limit}, the publisher said kind=too-large ({error}): {why}"
@@ -443,6 +514,62 @@ pub fn size_limit(run: &mut Run) -> Result<String, Fail> {
     ))
 }
 
+/// Why a publisher refuses a size of exactly `shmmax`, from what it does with smaller ones:
+/// `shmmax - 1` let through is a `>=` for `>`; refused too, with the page below let through, a
+/// comparison of whole pages. Let through is `ready`, or `shmget` where the kernel refuses
+/// segments that large (the machine's own shmmax).
+fn below_the_limit(
+    run: &mut Run,
+    name: &Name,
+    shmmax: u64,
+    payload: &[u8],
+) -> Result<String, Fail> {
+    let below = shmmax - 1;
+    let page = shmmax / 4096 * 4096;
+    let refusal = |run: &mut Run, size: u64, sequence: u32| -> Result<Option<String>, Fail> {
+        let mut proc = start_publisher(run, (&name.path, name.id, size), sequence, payload)?;
+        let message = proc.recv_any()?;
+        if message.kind == "ready" {
+            proc.send("go", &[])?;
+            expect(&mut proc, "publisher", "done")?;
+            proc.send("exit", &[])?;
+            proc.wait()?;
+            segment(name.key).into_iter().for_each(|s| rmid(s.id));
+            return Ok(None);
+        }
+        proc.wait()?;
+        Ok(match message.get("kind") {
+            Some("shmget") => None,
+            kind => Some(kind.unwrap_or("none").to_string()),
+        })
+    };
+    let Some(kind) = refusal(run, below, 3)? else {
+        return Ok(format!(
+            "a size of {below} (shmmax - 1) was let through: a size equal to the limit is \
+             allowed too: only more than shmmax is too large (size > max, not >=)"
+        ));
+    };
+    if page >= below {
+        return Ok(format!(
+            "a size of {below} (shmmax - 1) was {kind} as well: its limit is below shmmax as it \
+             is now, or it compares more than bytes (whole pages); read \
+             /proc/sys/kernel/shmmax and refuse only a size above it"
+        ));
+    }
+    Ok(match refusal(run, page, 4)? {
+        None => format!(
+            "a size of {below} (shmmax - 1) was {kind} as well, while {page}, the last whole \
+             page below it, was let through: it compares whole pages (the size rounded up, or \
+             shmmax rounded down); compare the sizes in bytes: only size > shmmax is too large"
+        ),
+        Some(other) => format!(
+            "sizes of {below} (shmmax - 1) and {page} were refused as well (kind={kind}, \
+             kind={other}): it compares the size with a limit below shmmax; read \
+             /proc/sys/kernel/shmmax and refuse only a size above it"
+        ),
+    })
+}
+
 /// The limit as the machine has it: shmmax itself is allowed (the kernel may still refuse a
 /// segment that large: kind=shmget), shmmax + 1 is too-large.
 fn machine_limit(run: &mut Run, payload: &[u8]) -> Result<String, Fail> {
@@ -468,9 +595,10 @@ fn machine_limit(run: &mut Run, payload: &[u8]) -> Result<String, Fail> {
             proc.wait()?;
         }
         ("failed", Some("too-large")) => {
+            proc.wait()?;
+            let why = below_the_limit(run, &name, shmmax, payload)?;
             return Err(Fail::failed(format!(
-                "{at_limit}, the publisher said kind=too-large: only more than shmmax is too \
-                 large (size > max, not >=)"
+                "{at_limit}, the publisher said kind=too-large: {why}"
             )));
         }
         (said, kind) => {

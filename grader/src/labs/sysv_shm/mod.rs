@@ -7,7 +7,8 @@
 //! from the program. The protocol is in [`protocol`]; the checks are grouped by what they judge:
 //! the publisher ([`publisher`]), publisher and readers together ([`sharing`]), the reader
 //! ([`reader`]), the error paths ([`errors`]), and failing system calls ([`call_failures`]).
-//! Two tools make timings and failures happen: a tracer ([`tracer`]) and an IPC namespace of
+//! Two tools make timings and failures happen: a tracer ([`tracer`]), which also watches the
+//! program's loads and stores in its segment with hardware watchpoints, and an IPC namespace of
 //! the check's own ([`private_ipc`]).
 
 use std::time::Duration;
@@ -79,8 +80,9 @@ pub static LAB: Lab = Lab {
             name: "killed-mid-write",
             points: 3,
             timeout: Duration::from_secs(10),
-            description: "a publisher killed while it copies the payload leaves no magic in its \
-                          segment: the magic is written last",
+            description: "the magic is written last: watched, the publisher stores it after the \
+                          payload, the length and the sequence, and killed while it copies the \
+                          payload it leaves no magic in its segment",
             exclusive: false,
             run: publisher::killed_mid_write,
         },
@@ -98,7 +100,8 @@ pub static LAB: Lab = Lab {
             points: 3,
             timeout: Duration::from_secs(10),
             description: "after the publisher exited, two readers in turn read the record byte \
-                          for byte, the second after the grader rewrote it in the segment",
+                          for byte, the second after the grader rewrote the payload under the \
+                          same header",
             exclusive: false,
             run: sharing::outlives_publisher,
         },
@@ -126,7 +129,8 @@ pub static LAB: Lab = Lab {
             timeout: Duration::from_secs(10),
             description: "the reader rejects random bytes (bad-magic, whatever their length \
                           field), a length one byte past the end or wrapping around, a segment \
-                          smaller than a header (bad-length), and a missing segment (not-found)",
+                          smaller than a header (bad-length), and a missing segment (not-found), \
+                          and loads no field before the magic",
             exclusive: false,
             run: reader::reader_validates,
         },
@@ -134,10 +138,10 @@ pub static LAB: Lab = Lab {
             name: "bad-input",
             points: 3,
             timeout: Duration::from_secs(10),
-            description: "a missing path, id 0 or 256 (even with a missing path), size 0, a \
-                          payload one byte too big, a segment smaller than a header, and a \
-                          segment too big to attach are typed errors that leave no segment; id \
-                          255 works",
+            description: "a missing path, ids 0, 256, 257 and above (0 even with a missing \
+                          path), size 0, a payload one byte too big, a segment smaller than a \
+                          header, and a segment too big to attach are typed errors that leave no \
+                          segment; id 255 with an empty payload in 16 bytes works",
             exclusive: false,
             run: errors::bad_input,
         },

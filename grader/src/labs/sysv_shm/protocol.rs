@@ -68,7 +68,9 @@ pub fn fresh_name_with_id(run: &mut Run, id: u32) -> Result<Name, Fail> {
             return Ok(name);
         }
     }
-    Err(Fail::Grader(format!("every ftok key tried with id {id} is taken")))
+    Err(Fail::Grader(format!(
+        "every ftok key tried with id {id} is taken"
+    )))
 }
 
 /// `path` and `id` as a name, declared for the audit, unless a segment has their key already.
@@ -198,7 +200,11 @@ pub fn spawn_held_reader(
 
 /// The next message must be `expected`; a `failed` is reported with its kind and error.
 pub fn expect(proc: &mut Proc, who: &str, expected: &str) -> Result<Message, Fail> {
-    let message = proc.recv_any()?;
+    as_expected(proc.recv_any()?, who, expected)
+}
+
+/// `message` must be `expected`; a `failed` is reported with its kind and error.
+pub fn as_expected(message: Message, who: &str, expected: &str) -> Result<Message, Fail> {
     if message.kind == "failed" {
         return Err(Fail::failed(format!(
             "the {who} failed (kind={}): {}",

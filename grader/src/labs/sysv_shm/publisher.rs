@@ -1,5 +1,6 @@
 //! Checks of the publisher alone: the segment it makes (key, size, mode) and the record it
-//! writes into it, whole or, when it is killed halfway, without the magic.
+//! writes into it, whole or, when it is killed halfway, without the magic; watched as it
+//! writes, the magic comes last.
 
 use std::os::unix::process::ExitStatusExt;
 
@@ -8,10 +9,11 @@ use rand::RngExt;
 use crate::engine::{Fail, Run, inspect};
 
 use super::protocol::{
-    expect, first_difference, fresh_name, payload_file, publish, publish_record, replace_file,
-    spawn_publisher, with_context,
+    as_expected, expect, first_difference, fresh_name, payload_file, publish, publish_record,
+    replace_file, spawn_publisher, with_context,
 };
-use super::segments::{rmid, segment, segment_bytes};
+use super::segments::{RemoveKeyOnDrop, rmid, segment, segment_bytes};
+use super::tracer::{Field, Tracer, Watched};
 use super::{HEADER_LEN, MAGIC};
 
 pub fn segment_key_and_size(run: &mut Run) -> Result<String, Fail> {
@@ -96,7 +98,11 @@ pub fn record_in_segment(run: &mut Run) -> Result<String, Fail> {
         )));
     }
     let header = [
-        ("sequence", field(4, 4), published.sequence.to_ne_bytes().to_vec()),
+        (
+            "sequence",
+            field(4, 4),
+            published.sequence.to_ne_bytes().to_vec(),
+        ),
         ("length", field(8, 8), (len as u64).to_ne_bytes().to_vec()),
     ];
     for (what, found, want) in header {
@@ -122,7 +128,9 @@ pub fn record_in_segment(run: &mut Run) -> Result<String, Fail> {
     };
     let printed = output(&published.proc.stdout) + output(&published.proc.stderr);
     let Some(io) = inspect::io(pid) else {
-        run.note(format!("/proc/{pid}/io could not be read: the publisher's writes not counted"));
+        run.note(format!(
+            "/proc/{pid}/io could not be read: the publisher's writes not counted"
+        ));
         published.finish()?;
         return Ok(format!(
             "the grader found the record (sequence {}, {len} bytes) in the {size}-byte segment \
@@ -148,6 +156,148 @@ pub fn record_in_segment(run: &mut Run) -> Result<String, Fail> {
 }
 
 pub fn killed_mid_write(run: &mut Run) -> Result<String, Fail> {
+    let watched = magic_stored_last(run)?;
+    let cut = killed_by_a_cut(run)?;
+    Ok(match watched {
+        Some(watched) => format!("{watched}; {cut}"),
+        None => cut,
+    })
+}
+
+/// The magic's 4 bytes, watched for stores.
+const MAGIC_STORES: &[Field] = &[Field {
+    offset: 0,
+    len: 4,
+    loads: false,
+}];
+
+/// Watches the publisher's stores to the magic: when it stores `MAGIC`, the payload, the length
+/// and the sequence must all be in the segment already. `None` where the grader may not watch.
+fn magic_stored_last(run: &mut Run) -> Result<Option<String>, Fail> {
+    let name = fresh_name(run)?;
+    let len = run.rng().random_range(2000..12000usize);
+    let size = (HEADER_LEN + len + run.rng().random_range(0..100usize)) as u64;
+    let sequence = run.rng().random_range(2..1_000_000u32);
+    let payload = run.random_bytes(len);
+    let mut proc = spawn_publisher(run, &name.path, name.id, size, sequence, &payload)?;
+    let _removed = RemoveKeyOnDrop(Some(name.key));
+    let unwatched = "the grader may not watch the publisher's stores here (ptrace, hardware \
+                     watchpoints, x86-64): the order of its stores was not seen";
+    let Some(mut watch) = Tracer::watch(proc.pid.as_raw(), MAGIC_STORES)? else {
+        run.note(unwatched);
+        proc.kill_tree();
+        return Ok(None);
+    };
+    proc.send("go", &[])?;
+    let how = "the grader watched the publisher's stores to the magic's 4 bytes (a hardware \
+               watchpoint, set when its shmat() returned)";
+    let mut armed = false;
+    let said = loop {
+        match watch.next(&mut proc, run.deadline())? {
+            Watched::Armed => armed = true,
+            Watched::Unavailable => {
+                drop(watch);
+                run.note(unwatched);
+                proc.kill_tree();
+                return Ok(None);
+            }
+            Watched::Hit => {
+                let Some(found) = segment(name.key) else {
+                    watch.go_on();
+                    continue;
+                };
+                let bytes = segment_bytes(found.id, (found.size as usize).min(size as usize))?;
+                if bytes.get(..4) != Some(&MAGIC.to_ne_bytes()[..]) {
+                    // Another value (a zero, say, to mark the record invalid first): not yet.
+                    watch.go_on();
+                    continue;
+                }
+                drop(watch);
+                if let Some(missing) = missing_before_magic(&bytes, sequence, &payload) {
+                    return Err(Fail::failed(format!(
+                        "{how}: when it stored the magic, the segment held {missing}: the \
+                         segment already holds the magic over a record that is not complete, \
+                         and a publisher that dies now leaves it so, for a reader to take for \
+                         a complete one; write the payload, the length and the sequence first, \
+                         and the magic last, after a release fence"
+                    )));
+                }
+                break None;
+            }
+            Watched::Said(message) => break Some(message),
+            Watched::Lost => break Some(proc.recv_any()?),
+        }
+    };
+    if let Some(message) = said {
+        as_expected(message, "publisher", "ready").map_err(with_context(&format!("with {how}")))?;
+        let magic = segment(name.key)
+            .and_then(|s| segment_bytes(s.id, 4).ok())
+            .is_some_and(|b| b == MAGIC.to_ne_bytes());
+        return Err(Fail::failed(if !armed {
+            format!(
+                "{how}, but the publisher said `ready` without a shmat() on its main thread: \
+                 attach the segment in the thread that calls publish(), as main.rs does"
+            )
+        } else if magic {
+            format!(
+                "{how}: its main thread never stored the magic, yet the segment holds it: the \
+                 magic got there another way (another thread, or a system call writing into \
+                 the mapping); write the record through the address shmat() returned, the \
+                 magic last"
+            )
+        } else {
+            format!(
+                "{how}: the publisher said `ready` without ever storing the magic: write the \
+                 record into the segment, the magic last"
+            )
+        }));
+    }
+    expect(&mut proc, "publisher", "ready")?;
+    proc.send("go", &[])?;
+    expect(&mut proc, "publisher", "done")?;
+    proc.send("exit", &[])?;
+    proc.wait()?;
+    Ok(Some(
+        "watched as it wrote, the publisher stored the magic after the whole payload, the \
+         length and the sequence"
+            .into(),
+    ))
+}
+
+/// What of the record is not yet in `bytes` (the segment), if anything.
+fn missing_before_magic(bytes: &[u8], sequence: u32, payload: &[u8]) -> Option<String> {
+    let field = |at: usize, len: usize| bytes.get(at..at + len).unwrap_or_default();
+    let number = |at: usize, len: usize| {
+        field(at, len)
+            .iter()
+            .rev()
+            .fold(0u64, |n, &b| n << 8 | u64::from(b))
+    };
+    let stored = field(HEADER_LEN, payload.len());
+    let mut missing = Vec::new();
+    if stored != payload {
+        missing.push(format!(
+            "a payload right in only its first {} of {} bytes",
+            first_difference(stored, payload),
+            payload.len()
+        ));
+    }
+    if number(8, 8) != payload.len() as u64 {
+        missing.push(format!(
+            "a length of {} (not {})",
+            number(8, 8),
+            payload.len()
+        ));
+    }
+    if number(4, 4) != u64::from(sequence) {
+        missing.push(format!("a sequence of {} (not {sequence})", number(4, 4)));
+    }
+    (!missing.is_empty()).then(|| missing.join(", "))
+}
+
+/// Cuts the payload file short while the publisher is about to copy it: the copy dies with
+/// SIGBUS, and the segment it leaves must hold no magic.
+fn killed_by_a_cut(run: &mut Run) -> Result<String, Fail> {
     let name = fresh_name(run)?;
     let pages = run.rng().random_range(12..24usize);
     let len = pages * 4096 + run.rng().random_range(1..4096usize);

@@ -1,12 +1,16 @@
 //! Checks of the reader alone, on segments the grader planted: records it must copy out, and
-//! segments it must refuse, each with the kind of error the lab names.
+//! segments it must refuse, each with the kind of error the lab names; and a record completed
+//! under a reader that reads its fields before the magic.
 
 use rand::RngExt;
 
 use crate::engine::{Fail, Run};
 
-use super::protocol::{Name, fresh_name, read_to_end, spawn_reader, verify_read, with_context};
-use super::segments::{Planted, full_record, record};
+use super::protocol::{
+    Name, fresh_name, read_to_end, spawn_held_reader, spawn_reader, verify_read, with_context,
+};
+use super::segments::{Planted, full_record, overwrite, record};
+use super::tracer::{Field, Tracer, Watched};
 use super::{HEADER_LEN, MAGIC};
 
 /// Runs a reader on what the check planted and returns its last message: `failed` (with its
@@ -23,12 +27,22 @@ fn reader_outcome(
     if message.kind == "attached" {
         reader.send("go", &[])?;
         message = reader.recv_any().map_err(|fail| match fail {
-            Fail::Crashed(m) if m.contains("overflow") => Fail::Crashed(format!(
-                "on {what}, the reader crashed: {m}; an arithmetic overflow: compare the length \
-                 with the room after the header (size - 16) instead of adding to it"
+            Fail::Crashed(m) if m.contains("attempt to add with overflow") => {
+                Fail::Crashed(format!(
+                    "on {what}, the reader crashed: {m}; it added the header's 16 bytes to the \
+                     length it read, which overflows: compare the length with the room after \
+                     the header (size - 16) instead of adding to it"
+                ))
+            }
+            Fail::Crashed(m) if m.contains("capacity overflow") => Fail::Crashed(format!(
+                "on {what}, the reader crashed: {m}; it accepted the length and tried to \
+                 allocate that many bytes: its length check let it through (16 + length wraps \
+                 around to a small number): compare the length with the room after the header \
+                 (size - 16) instead of adding to it"
             )),
             Fail::Crashed(m) => Fail::Crashed(format!(
-                "on {what}, the reader crashed: {m}; check the header before you trust it"
+                "on {what}, the reader crashed: {m}; it was to refuse this segment: check \
+                 that a header fits, then the magic, then the length"
             )),
             other => other,
         })?;
@@ -46,12 +60,19 @@ fn reader_refuses(run: &mut Run, name: &Name, kind: &str, n: u32, what: &str) ->
         ("failed", Some(k)) if k == kind => Ok(()),
         ("done", _) => Err(Fail::failed(format!(
             "on {what}, the reader reported a record (sequence {}, {} bytes) instead of \
-             kind={kind}: validate the magic and the length before you trust the data",
+             kind={kind}: {}",
             message.get("sequence").unwrap_or("?"),
-            message.get("length").unwrap_or("?")
+            message.get("length").unwrap_or("?"),
+            if kind == "bad-magic" {
+                "it did not check the magic; a segment that does not start with MAGIC holds no \
+                 record"
+            } else {
+                "validate the header before you trust the data"
+            }
         ))),
         ("failed", Some("shmget"))
-            if kind == "not-found" && message.get("error").is_some_and(|e| e.contains("EINVAL")) =>
+            if kind == "not-found"
+                && message.get("error").is_some_and(|e| e.contains("EINVAL")) =>
         {
             // shmget() of a missing key fails with ENOENT unless it may create: then a size of
             // 0 is what it refuses.
@@ -194,20 +215,200 @@ pub fn reader_validates(run: &mut Run) -> Result<String, Fail> {
         }
     }
     {
-        // The magic and the sequence, but no room for the length: the header does not fit.
+        // One byte short of a header: the magic, the sequence and 7 of the length's 8 bytes.
         let cut = record(MAGIC, 9, 0, &[]);
-        let _planted = Planted::new(run, name.key, 8, &cut)?;
-        reader_refuses(
-            run,
-            &name,
-            "bad-length",
-            5,
-            "an 8-byte segment, too small for the 16-byte header",
-        )?;
+        let _planted = Planted::new(run, name.key, HEADER_LEN - 1, &cut[..HEADER_LEN - 1])?;
+        let what = "a 15-byte segment that starts with the magic, too small for the 16-byte \
+                    header";
+        let message = reader_outcome(run, &name, 5, what)?;
+        match (message.kind.as_str(), message.get("kind")) {
+            ("failed", Some("bad-length")) => {}
+            ("done", _) => {
+                return Err(Fail::failed(format!(
+                    "on {what}, the reader reported a record (sequence {}, {} bytes) instead of \
+                     kind=bad-length: it read a header the segment cannot hold (the last byte \
+                     of its length lies past the segment's end); check that the segment holds \
+                     a header (size >= 16) before you read one",
+                    message.get("sequence").unwrap_or("?"),
+                    message.get("length").unwrap_or("?")
+                )));
+            }
+            (said, got) => {
+                return Err(Fail::failed(format!(
+                    "on {what}, the reader said `{said}` (kind={}), the lab wants `failed` with \
+                     kind=bad-length: a segment smaller than a header holds no record",
+                    got.unwrap_or("none")
+                )));
+            }
+        }
     }
-    reader_refuses(run, &name, "not-found", 6, "a key with no segment")?;
-    let tried = "random bytes (with a plausible and a random length), a length one past the \
-                     end and one that wraps, a segment smaller than a header and a missing \
-                     segment";
+    {
+        // The same size, without the magic: the size is checked before the magic.
+        let cut = &garbage[..HEADER_LEN - 1];
+        let _planted = Planted::new(run, name.key, HEADER_LEN - 1, cut)?;
+        let what = "a 15-byte segment of random bytes, too small for the 16-byte header";
+        let message = reader_outcome(run, &name, 6, what)?;
+        match (message.kind.as_str(), message.get("kind")) {
+            ("failed", Some("bad-length")) => {}
+            ("failed", Some("bad-magic")) => {
+                return Err(Fail::failed(format!(
+                    "on {what}, the reader said kind=bad-magic, not bad-length (with the magic \
+                     in it, it said bad-length): it checks the magic before it checks that a \
+                     header fits; check the size first (a segment smaller than a header is \
+                     BadLength), then the magic"
+                )));
+            }
+            (said, got) => {
+                return Err(Fail::failed(format!(
+                    "on {what}, the reader said `{said}` (kind={}), the lab wants `failed` with \
+                     kind=bad-length",
+                    got.unwrap_or("none")
+                )));
+            }
+        }
+    }
+    reader_refuses(run, &name, "not-found", 7, "a key with no segment")?;
+    let mut tried = "random bytes (with a plausible and a random length), a length one past \
+                     the end and one that wraps, a 15-byte segment (with the magic and \
+                     without) and a missing segment"
+        .to_string();
+    if record_completed_while_read(run, &name, 8)?.is_some() {
+        tried.push_str(", and did not take the fields of a record completed under it");
+    }
     Ok(format!("the reader rejected {tried}"))
+}
+
+/// The sequence and the length fields, watched for loads (and stores).
+const FIELDS_AFTER_MAGIC: &[Field] = &[
+    Field {
+        offset: 4,
+        len: 4,
+        loads: true,
+    },
+    Field {
+        offset: 8,
+        len: 8,
+        loads: true,
+    },
+];
+
+/// A record completed while the reader reads it: the segment holds the payload but no header
+/// yet, as a publisher leaves it halfway, and the grader writes the length, the sequence and the
+/// magic the moment the reader first loads the length or the sequence. A reader that checks the
+/// magic first finds none (`bad-magic`); one that loads the other fields first reports them as
+/// they were, under the magic it finds afterwards. `None` where the grader may not watch.
+fn record_completed_while_read(run: &mut Run, name: &Name, n: u32) -> Result<Option<()>, Fail> {
+    let size = 4096 + run.rng().random_range(100..3000usize);
+    let len = run.rng().random_range(100..size - HEADER_LEN);
+    let sequence = run.rng().random_range(2..1_000_000u32);
+    let payload = run.random_bytes(len);
+    let planted = Planted::new(run, name.key, size, &record(0, 0, 0, &payload))?;
+    let (mut reader, output) = spawn_held_reader(run, name, false, n)?;
+    let unwatched = "the grader may not watch the reader's loads here (ptrace, hardware \
+                     watchpoints, x86-64): a record completed under it was not tried";
+    let Some(mut watch) = Tracer::watch(reader.pid.as_raw(), FIELDS_AFTER_MAGIC)? else {
+        run.note(unwatched);
+        reader.kill_tree();
+        return Ok(None);
+    };
+    reader.send("go", &[])?;
+    let what = format!(
+        "a segment holding a {len}-byte payload but no header yet, as a publisher leaves it \
+         halfway, whose length, sequence ({sequence}) and magic the grader wrote as soon as the \
+         reader loaded the length or the sequence field"
+    );
+    let mut completed = false;
+    let outcome = loop {
+        match watch.next(&mut reader, run.deadline())? {
+            Watched::Armed => {}
+            Watched::Unavailable => {
+                drop(watch);
+                run.note(unwatched);
+                reader.kill_tree();
+                return Ok(None);
+            }
+            Watched::Said(message) if message.kind == "attached" => reader.send("go", &[])?,
+            Watched::Said(message) => break message,
+            Watched::Hit => {
+                let header = full_record(sequence, &payload);
+                overwrite(planted.id, 0, &header[..HEADER_LEN])?;
+                completed = true;
+                drop(watch);
+                break reader
+                    .recv_any()
+                    .map_err(with_context(&format!("on {what}")))?;
+            }
+            Watched::Lost => {
+                break reader
+                    .recv_any()
+                    .map_err(with_context(&format!("on {what}")))?;
+            }
+        }
+    };
+    if matches!(outcome.kind.as_str(), "failed" | "done") {
+        reader.wait()?;
+    }
+    let reported = |m: &ipc_labs_driver::Message| {
+        format!(
+            "sequence {}, {} bytes",
+            m.get("sequence").unwrap_or("?"),
+            m.get("length").unwrap_or("?")
+        )
+    };
+    Err(Fail::failed(
+        match (outcome.kind.as_str(), outcome.get("kind")) {
+            ("failed", Some("bad-magic")) => return Ok(Some(())),
+            ("done", _) if completed => {
+                let read = std::fs::read(&output)?;
+                if outcome.get("sequence") == Some(sequence.to_string().as_str()) && read == payload
+                {
+                    return Ok(Some(()));
+                }
+                let stale: Vec<&str> = [
+                    (
+                        outcome.get("length") != Some(len.to_string().as_str()),
+                        "length",
+                    ),
+                    (
+                        outcome.get("sequence") != Some(sequence.to_string().as_str()),
+                        "sequence",
+                    ),
+                ]
+                .into_iter()
+                .filter_map(|(stale, field)| stale.then_some(field))
+                .collect();
+                let stale = match stale.as_slice() {
+                    [] => "payload".to_string(),
+                    fields => fields.join(" and "),
+                };
+                format!(
+                    "on {what}: the reader loaded the length or the sequence while the segment had \
+                 no magic yet, then found the magic, and reported a record ({}) whose {stale} \
+                 is from before the record was complete (the complete one is sequence \
+                 {sequence}, {len} bytes): it reads the fields before it checks the magic; load \
+                 the magic first, then an acquire fence, then the length and the sequence",
+                    reported(&outcome)
+                )
+            }
+            ("done", _) => format!(
+                "on {what}, the reader reported a record ({}) although the segment had no magic \
+             and it never loaded the length or the sequence: check the magic, and refuse a \
+             segment without it (kind=bad-magic)",
+                reported(&outcome)
+            ),
+            ("failed", kind) if completed => format!(
+                "on {what}, the reader said kind={}: neither kind=bad-magic (there was no magic \
+             until it loaded the length or the sequence) nor the complete record",
+                kind.unwrap_or("none")
+            ),
+            ("failed", kind) => format!(
+                "on {what}, the reader said kind={}, the lab wants kind=bad-magic: the segment had \
+             no magic when it looked",
+                kind.unwrap_or("none")
+            ),
+            (said, _) => format!(
+                "on {what}, the reader said `{said}` where the grader expected `done` or `failed`"
+            ),
+        },
+    ))
 }

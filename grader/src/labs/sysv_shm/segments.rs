@@ -50,11 +50,7 @@ pub fn overwrite(id: i32, offset: usize, bytes: &[u8]) -> Result<(), Fail> {
         if addr as isize == -1 {
             return Err(os_error("shmat"));
         }
-        std::ptr::copy_nonoverlapping(
-            bytes.as_ptr(),
-            addr.cast::<u8>().add(offset),
-            bytes.len(),
-        );
+        std::ptr::copy_nonoverlapping(bytes.as_ptr(), addr.cast::<u8>().add(offset), bytes.len());
         libc::shmdt(addr);
     }
     Ok(())
@@ -155,4 +151,36 @@ pub fn mapping_of(pid: i32, shmid: i32) -> Option<String> {
         (path.starts_with("/SYSV") && inode.parse::<i64>().ok()? == i64::from(shmid))
             .then(|| perms.to_string())
     })
+}
+
+/// Whether process `pid`'s mapping of segment `shmid` may be made writable (the flag `mw` of
+/// its `VmFlags` in `/proc/PID/smaps`): an attach with `SHM_RDONLY` never may, one for writing
+/// made read-only afterwards (`mprotect`) still may. `None` if it is not mapped, or not readable.
+pub fn may_write(pid: i32, shmid: i32) -> Option<bool> {
+    let smaps = std::fs::read_to_string(format!("/proc/{pid}/smaps")).ok()?;
+    let mut lines = smaps.lines();
+    while let Some(line) = lines.next() {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let (Some(inode), Some(path)) = (fields.get(4), fields.get(5)) else {
+            continue;
+        };
+        if !path.starts_with("/SYSV") || inode.parse::<i64>().ok() != Some(i64::from(shmid)) {
+            continue;
+        }
+        let flags = lines.find_map(|l| l.strip_prefix("VmFlags:"))?;
+        return Some(flags.split_whitespace().any(|f| f == "mw"));
+    }
+    None
+}
+
+/// Removes the segment with this key, if any, when the check is done with it (a program that
+/// failed, or was stopped on the way, may leave one).
+pub struct RemoveKeyOnDrop(pub Option<i32>);
+
+impl Drop for RemoveKeyOnDrop {
+    fn drop(&mut self) {
+        if let Some(found) = self.0.and_then(segment) {
+            rmid(found.id);
+        }
+    }
 }

@@ -1,15 +1,13 @@
 //! Checks of publisher and readers together: attached at the same time, the segment outliving
 //! its publisher, and its removal.
 
-use rand::RngExt;
-
 use crate::engine::{Fail, Run};
 
 use super::HEADER_LEN;
 use super::protocol::{
     exits_cleanly, expect, first_difference, publish, read_to_end, spawn_reader, verify_read,
 };
-use super::segments::{mapping_of, overwrite, segment, segment_by_id};
+use super::segments::{mapping_of, may_write, overwrite, segment, segment_by_id};
 
 pub fn attached_together(run: &mut Run) -> Result<String, Fail> {
     let mut published = publish(run, true)?;
@@ -59,6 +57,16 @@ pub fn attached_together(run: &mut Run) -> Result<String, Fail> {
                 "the reader attached segment {} for writing too (its /proc/{reading}/maps shows \
                  {perms}): attach it with SHM_RDONLY; a reader only reads, and a read-only \
                  attach is all a reader gets on a segment it may not write",
+                both.id
+            )));
+        }
+        Some(perms) if may_write(reading, both.id) == Some(true) => {
+            return Err(Fail::failed(format!(
+                "the reader attached segment {} for writing and took the write permission away \
+                 afterwards (mprotect): its /proc/{reading}/maps shows {perms}, but \
+                 /proc/{reading}/smaps gives the mapping the flag mw (it may be made writable \
+                 again), which an attach with SHM_RDONLY never has; attach it with SHM_RDONLY: \
+                 a reader not allowed to write the segment cannot attach it otherwise",
                 both.id
             )));
         }
@@ -120,33 +128,34 @@ pub fn outlives_publisher(run: &mut Run) -> Result<String, Fail> {
             "the segment is gone after a `read` without --remove: remove it only when asked",
         ));
     }
-    // Another writer's record, of the same length, in the same segment: a reader that got the
-    // first record from anywhere but the segment reads the old one again.
-    let sequence = published.sequence.wrapping_add(run.rng().random_range(1..1000u32));
+    // Other payload bytes under the same header (the same segment, sequence and length): only
+    // a reader that copies the payload out of the segment each time outputs the new ones; one
+    // that kept the first somewhere, under any name the header gives, outputs the old again.
+    let sequence = published.sequence;
     let payload = run.random_bytes(published.payload.len());
-    overwrite(left.id, 4, &sequence.to_ne_bytes())?;
     overwrite(left.id, HEADER_LEN, &payload)?;
     let (done, output) = read_to_end(run, &published.name, true, 2)?;
     let read = std::fs::read(&output)?;
     if read == published.payload {
         return Err(Fail::failed(format!(
-            "the grader rewrote the record in the segment (sequence {sequence}, {} new payload \
-             bytes, the same length), and the next reader output the publisher's old payload \
-             (first difference from the segment at byte {}): the payload was taken from a copy \
-             kept outside the segment; copy it out of the segment every time",
+            "the grader rewrote the payload in the segment ({} new bytes under the same header: \
+             sequence {sequence}, the same length), and the next reader output the publisher's \
+             old payload, which was no longer anywhere in the segment (first difference from \
+             it at byte {}): the payload was taken from a copy kept outside the segment; copy \
+             it out of the segment every time",
             payload.len(),
             first_difference(&read, &payload)
         )));
     }
     verify_read(&done, &output, sequence, &payload, "rewritten").map_err(|fail| match fail {
         Fail::Failed(m) => Fail::Failed(format!(
-            "after the grader rewrote the record in the segment: {m}"
+            "after the grader rewrote the payload in the segment: {m}"
         )),
         other => other,
     })?;
     Ok(format!(
         "the record ({} bytes, sequence {}) outlived its publisher and was read twice, the \
-         second time as the grader had rewritten it",
+         second time with the payload the grader had rewritten",
         published.payload.len(),
         published.sequence
     ))

@@ -4,6 +4,12 @@
 //! would for a reason the check cannot otherwise bring about (root may read any segment). A race
 //! a program loses only now and then, or an error path it rarely meets, happens every time.
 //!
+//! It can also watch the program's own loads and stores in the segment it attaches: from the
+//! return of its `shmat()`, hardware watchpoints on chosen fields of the record stop it right
+//! after each access, so that the check sees the segment (or changes it) at exactly that step of
+//! the program's work: what else it had written when it stored the magic, or what it had read
+//! when the record was completed under it.
+//!
 //! A tracer process (forked from the grader, so that the grader's own wait for the program is
 //! not disturbed) seizes the program's main thread with ptrace, stops it at every system call
 //! until the one wanted, acts, and detaches. Where ptrace is not allowed (an unprivileged grader
@@ -25,6 +31,14 @@ const HELD: u8 = b'S';
 const FAILED: u8 = b'F';
 const GONE: u8 = b'X';
 const REFUSED: u8 = b'E';
+/// Watching: the watchpoints are set, the program stopped at an access to a field, or the
+/// machine would not set them (the program goes on, untraced).
+const ARMED: u8 = b'W';
+const HIT: u8 = b'H';
+const NO_WATCHPOINTS: u8 = b'N';
+/// What the check tells a watching tracer: go on watching (any other byte, or the pipe's end:
+/// stop watching, clear the watchpoints and let the program go).
+const GO_ON: u8 = b'c';
 
 /// Which call: its number, and what its arguments must be.
 #[derive(Debug, Clone, Copy)]
@@ -39,7 +53,11 @@ pub enum Match {
     Any,
     /// Argument `arg` (from 0) masked with `mask` is `value`: `shmctl`'s command (glibc may add
     /// flags above its low 8 bits), `shmget`'s `IPC_CREAT`.
-    Bits { arg: usize, mask: u64, value: u64 },
+    Bits {
+        arg: usize,
+        mask: u64,
+        value: u64,
+    },
     /// The second argument points to this path (`openat`'s).
     Path(&'static str),
 }
@@ -60,6 +78,36 @@ pub enum Action {
     Hold,
     /// Skip the call and make it return this errno.
     Fail(i32),
+    /// Let the call (a `shmat()`) go on and, once one has returned an address, stop the program
+    /// right after each access to these fields of what it attached (at most four), until the
+    /// check says no more ([`Tracer::watch`]).
+    Watch(&'static [Field]),
+}
+
+/// A field of the segment to watch: its offset from where the segment is attached, its length
+/// (1, 2, 4 or 8 bytes, at an offset that is a multiple of it), and whether loads count too
+/// (stores always do).
+#[derive(Debug, Clone, Copy)]
+pub struct Field {
+    pub offset: usize,
+    pub len: usize,
+    pub loads: bool,
+}
+
+/// What a watching tracer saw next, or what the program said first.
+#[derive(Debug)]
+pub enum Watched {
+    /// Its `shmat()` returned: the watchpoints are set.
+    Armed,
+    /// It is stopped right after an access to a watched field; it stays so until
+    /// [`Tracer::go_on`] or [`Tracer::release`].
+    Hit,
+    /// It sent this message.
+    Said(ipc_labs_driver::Message),
+    /// The tracer lost it: it exited.
+    Lost,
+    /// The machine would not set the watchpoints: the program goes on, unwatched.
+    Unavailable,
 }
 
 /// A program traced until it makes a given system call.
@@ -68,6 +116,9 @@ pub struct Tracer {
     from_tracer: OwnedFd,
     to_tracer: OwnedFd,
     released: bool,
+    /// Watchpoints may be set: they outlive the tracer, and a program that meets one untraced
+    /// dies of SIGTRAP, so the tracer must clear them itself before it goes.
+    watching: bool,
 }
 
 /// Where the program was when [`Tracer::wait`] returned.
@@ -85,7 +136,7 @@ impl Tracer {
     /// `action`. Returns once every call the program makes passes by the tracer; `None` if the
     /// machine does not allow it.
     pub fn attach(pid: i32, call: Call, action: Action) -> Result<Option<Tracer>, Fail> {
-        if matches!(action, Action::Fail(_)) && !cfg!(target_arch = "x86_64") {
+        if !matches!(action, Action::Hold) && !cfg!(target_arch = "x86_64") {
             return Ok(None);
         }
         let grader = |e: nix::Error| Fail::Grader(format!("pipe: {e}"));
@@ -109,12 +160,19 @@ impl Tracer {
             // SAFETY: in the forked child, see above.
             unsafe { trace(pid, call, action, pipes) }
         }
+        // In the program's process group (it leads one), as the child does first thing too: a
+        // child of the grader in no group a check started is a stray, which any grading run in
+        // this process ends by killing; killed, it would leave its watchpoints or a skipped
+        // call behind.
+        // SAFETY: a plain system call on our own child.
+        unsafe { libc::setpgid(tracer, pid) };
         drop((tracer_writes, tracer_reads));
         let mut traced = Tracer {
             tracer,
             from_tracer,
             to_tracer,
             released: false,
+            watching: matches!(action, Action::Watch(_)),
         };
         match traced.next_byte(Instant::now() + Duration::from_secs(2))? {
             Some(ATTACHED) => Ok(Some(traced)),
@@ -145,6 +203,45 @@ impl Tracer {
                 None => {}
             }
         }
+    }
+
+    /// Starts watching `fields` of the segment `pid` attaches next (with `shmat()` on its main
+    /// thread); `None` if the machine does not allow it (no ptrace, or not x86-64).
+    pub fn watch(pid: i32, fields: &'static [Field]) -> Result<Option<Tracer>, Fail> {
+        let shmat = Call::any(libc::SYS_shmat);
+        Tracer::attach(pid, shmat, Action::Watch(fields))
+    }
+
+    /// What comes next from a watching tracer or from the program, before `until`.
+    pub fn next(&mut self, program: &mut Proc, until: Instant) -> Result<Watched, Fail> {
+        loop {
+            // The tracer first: it speaks while the program is stopped, before anything the
+            // program says after.
+            match self.next_byte(Instant::now())? {
+                Some(ARMED) => return Ok(Watched::Armed),
+                Some(HIT) => return Ok(Watched::Hit),
+                Some(NO_WATCHPOINTS) => return Ok(Watched::Unavailable),
+                Some(_) => return Ok(Watched::Lost),
+                None => {}
+            }
+            let soon = Instant::now() + Duration::from_millis(2);
+            if let Some(message) = program.recv_before(soon)? {
+                return Ok(Watched::Said(message));
+            }
+            if Instant::now() >= until {
+                return Err(Fail::TimedOut(format!(
+                    "timed out: the program neither touched the watched fields of its segment \
+                     nor said anything.{}",
+                    program.diagnose()
+                )));
+            }
+        }
+    }
+
+    /// Lets a program stopped at a watched access go on, still watched.
+    pub fn go_on(&mut self) {
+        // SAFETY: one byte from a live buffer to our own pipe.
+        unsafe { libc::write(self.to_tracer.as_raw_fd(), [GO_ON].as_ptr().cast(), 1) };
     }
 
     /// Whether the call was made to fail, once the program has reported what followed it (the
@@ -181,10 +278,19 @@ impl Tracer {
 
 impl Drop for Tracer {
     fn drop(&mut self) {
+        // A watching tracer is told to stop: it clears the watchpoints, then detaches.
+        if self.watching && !self.released {
+            // SAFETY: one byte from a live buffer to our own pipe.
+            unsafe { libc::write(self.to_tracer.as_raw_fd(), [0u8].as_ptr().cast(), 1) };
+            self.released = true;
+        }
         // A tracer still at work (not told to release a held call, or still waiting for its
         // call) is killed: the kernel then detaches the program, which goes on. Killed only
         // while not yet reaped, so that its pid is still its own.
-        let deadline = Instant::now() + Duration::from_millis(500);
+        // A watching tracer is given longer: killed before it has cleared its watchpoints, it
+        // leaves the program to die of the next one.
+        let grace = Duration::from_millis(if self.watching { 5000 } else { 500 });
+        let deadline = Instant::now() + grace;
         let mut killed = false;
         let mut status = 0;
         loop {
@@ -213,9 +319,14 @@ struct Pipes {
 }
 
 /// Offsets in `struct user` (x86-64) of the registers that hold a call's number on entry and
-/// its result on exit.
+/// its result on exit, and of the debug registers (DR0 to DR3 the watched addresses, DR6 which
+/// one was hit, DR7 what each watches).
 const ORIG_RAX: usize = 15 * 8;
 const RAX: usize = 10 * 8;
+#[cfg(target_arch = "x86_64")]
+const DEBUGREG: usize = std::mem::offset_of!(libc::user, u_debugreg);
+#[cfg(not(target_arch = "x86_64"))]
+const DEBUGREG: usize = 0;
 
 /// The tracer, in the forked child: only system calls, no allocation, never returns.
 unsafe fn trace(pid: i32, call: Call, action: Action, pipes: Pipes) -> ! {
@@ -229,6 +340,7 @@ unsafe fn trace(pid: i32, call: Call, action: Action, pipes: Pipes) -> ! {
             say(GONE);
             libc::_exit(0)
         };
+        libc::setpgid(0, pid);
         libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
         let options = libc::PTRACE_O_TRACESYSGOOD as usize;
         if libc::ptrace(libc::PTRACE_SEIZE, pid, 0usize, options) != 0 {
@@ -262,6 +374,7 @@ unsafe fn trace(pid: i32, call: Call, action: Action, pipes: Pipes) -> ! {
                         let mut byte = [0u8];
                         libc::read(pipes.resume, byte.as_mut_ptr().cast(), 1);
                     }
+                    Action::Watch(fields) => watch(pid, fields, pipes),
                     Action::Fail(errno) => {
                         // No call at all (number -1), and on its way out, the error.
                         libc::ptrace(libc::PTRACE_POKEUSER, pid, ORIG_RAX, -1isize);
@@ -291,6 +404,198 @@ unsafe fn trace(pid: i32, call: Call, action: Action, pipes: Pipes) -> ! {
                 signal = stopped_by as usize;
             }
         }
+    }
+}
+
+/// Watching, in the forked child: `pid` is stopped at the entry of a `shmat()`. Lets it return,
+/// sets the watchpoints on `fields` of the address it returned (or waits for the next
+/// `shmat()` if it failed), then stops the program at each access, reporting each to the check,
+/// until the check says no more. Never returns.
+unsafe fn watch(pid: i32, fields: &[Field], pipes: Pipes) -> ! {
+    // SAFETY: plain system calls on our own descriptors and memory, and on the traced process.
+    unsafe {
+        let say = |byte: u8| libc::write(pipes.report, [byte].as_ptr().cast(), 1);
+        let gone = || -> ! {
+            say(GONE);
+            libc::_exit(0)
+        };
+        let mut status = 0;
+        let address = loop {
+            // To the exit of the shmat() it is entering.
+            match next_stop(pid, libc::PTRACE_SYSCALL, 0, pipes.resume, &mut status) {
+                Stop::Stopped => {}
+                Stop::Word => leave(pid, Left::Running, pipes),
+                Stop::Gone => gone(),
+            }
+            let result = libc::ptrace(libc::PTRACE_PEEKUSER, pid, RAX, 0usize);
+            if !(-4095..0).contains(&(result as i64)) {
+                break result as u64;
+            }
+            // It failed: the next shmat(), then.
+            let mut signal = 0usize;
+            loop {
+                match next_stop(pid, libc::PTRACE_SYSCALL, signal, pipes.resume, &mut status) {
+                    Stop::Stopped => {}
+                    Stop::Word => leave(pid, Left::Running, pipes),
+                    Stop::Gone => gone(),
+                }
+                signal = 0;
+                let stopped_by = libc::WSTOPSIG(status);
+                if stopped_by == libc::SIGTRAP | 0x80 {
+                    if at_entry_of(pid, Call::any(libc::SYS_shmat)) {
+                        break;
+                    }
+                } else if status >> 16 == 0 && stopped_by != libc::SIGTRAP {
+                    signal = stopped_by as usize;
+                }
+            }
+        };
+        let mut control = 0u64;
+        for (n, field) in fields.iter().take(4).enumerate() {
+            let len_bits: u64 = match field.len {
+                1 => 0b00,
+                2 => 0b01,
+                8 => 0b10,
+                _ => 0b11,
+            };
+            let rw_bits: u64 = if field.loads { 0b11 } else { 0b01 };
+            let at = address + field.offset as u64;
+            libc::ptrace(libc::PTRACE_POKEUSER, pid, DEBUGREG + 8 * n, at as usize);
+            control |= 1 << (2 * n);
+            control |= (rw_bits | len_bits << 2) << (16 + 4 * n);
+        }
+        if libc::ptrace(
+            libc::PTRACE_POKEUSER,
+            pid,
+            DEBUGREG + 8 * 7,
+            control as usize,
+        ) != 0
+        {
+            // No watchpoints on this machine.
+            libc::ptrace(libc::PTRACE_POKEUSER, pid, DEBUGREG + 8 * 7, 0usize);
+            libc::ptrace(libc::PTRACE_DETACH, pid, 0usize, 0usize);
+            say(NO_WATCHPOINTS);
+            libc::_exit(0);
+        }
+        say(ARMED);
+        let mut signal = 0usize;
+        loop {
+            match next_stop(pid, libc::PTRACE_CONT, signal, pipes.resume, &mut status) {
+                Stop::Stopped => {}
+                Stop::Word => leave(pid, Left::RunningWatched, pipes),
+                Stop::Gone => gone(),
+            }
+            signal = 0;
+            let stopped_by = libc::WSTOPSIG(status);
+            if status >> 16 != 0 {
+                continue; // An event stop (a group stop): it goes on.
+            }
+            let hit = libc::ptrace(libc::PTRACE_PEEKUSER, pid, DEBUGREG + 8 * 6, 0usize);
+            if stopped_by == libc::SIGTRAP && hit & 0xf != 0 {
+                libc::ptrace(libc::PTRACE_POKEUSER, pid, DEBUGREG + 8 * 6, 0usize);
+                say(HIT);
+                let mut word = [0u8];
+                if libc::read(pipes.resume, word.as_mut_ptr().cast(), 1) != 1 || word[0] != GO_ON {
+                    leave(pid, Left::Stopped(status), pipes);
+                }
+            } else {
+                // A signal on its way to the program: deliver it.
+                signal = stopped_by as usize;
+            }
+        }
+    }
+}
+
+/// How [`next_stop`] ended.
+#[derive(PartialEq, Eq)]
+enum Stop {
+    /// The program stopped (`status` says how).
+    Stopped,
+    /// The check said something first (the program was left running).
+    Word,
+    /// The program is gone.
+    Gone,
+}
+
+/// Resumes the program with `request` (and `signal`) and waits for its next stop, looking at the
+/// check's pipe meanwhile.
+unsafe fn next_stop(
+    pid: i32,
+    request: libc::c_uint,
+    signal: usize,
+    resume: i32,
+    status: &mut i32,
+) -> Stop {
+    // SAFETY: plain system calls on the traced process and our own descriptors.
+    unsafe {
+        if libc::ptrace(request, pid, 0usize, signal) != 0 {
+            return Stop::Gone;
+        }
+        loop {
+            let r = libc::waitpid(pid, status, libc::__WALL | libc::WNOHANG);
+            if r == pid {
+                return if libc::WIFSTOPPED(*status) {
+                    Stop::Stopped
+                } else {
+                    Stop::Gone
+                };
+            }
+            if r < 0 {
+                return Stop::Gone;
+            }
+            let mut fds = [libc::pollfd {
+                fd: resume,
+                events: libc::POLLIN,
+                revents: 0,
+            }];
+            if libc::poll(fds.as_mut_ptr(), 1, 1) > 0 {
+                return Stop::Word;
+            }
+        }
+    }
+}
+
+/// How the program is when the tracer stops watching.
+#[derive(Clone, Copy)]
+enum Left {
+    /// Running, no watchpoint set yet.
+    Running,
+    /// Running, watched.
+    RunningWatched,
+    /// Stopped at a watched access (with this status), watched.
+    Stopped(i32),
+}
+
+/// Stops watching: stops the program if it runs, clears the watchpoints, detaches and exits.
+unsafe fn leave(pid: i32, left: Left, pipes: Pipes) -> ! {
+    // SAFETY: plain system calls on the traced process.
+    unsafe {
+        let mut status = 0;
+        let (armed, status) = match left {
+            Left::Stopped(status) => (true, status),
+            Left::Running | Left::RunningWatched => {
+                if libc::ptrace(libc::PTRACE_INTERRUPT, pid, 0usize, 0usize) != 0
+                    || libc::waitpid(pid, &mut status, libc::__WALL) != pid
+                    || !libc::WIFSTOPPED(status)
+                {
+                    libc::write(pipes.report, [GONE].as_ptr().cast(), 1);
+                    libc::_exit(0);
+                }
+                (matches!(left, Left::RunningWatched), status)
+            }
+        };
+        if armed {
+            libc::ptrace(libc::PTRACE_POKEUSER, pid, DEBUGREG + 8 * 7, 0usize);
+        }
+        // A signal the stop was for goes on to the program; a watchpoint's SIGTRAP does not.
+        let stopped_by = libc::WSTOPSIG(status);
+        let pass = if status >> 16 == 0 && stopped_by != libc::SIGTRAP {
+            stopped_by as usize
+        } else {
+            0
+        };
+        libc::ptrace(libc::PTRACE_DETACH, pid, 0usize, pass);
+        libc::_exit(0)
     }
 }
 
