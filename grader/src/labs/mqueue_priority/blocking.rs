@@ -7,14 +7,14 @@ use std::time::{Duration, Instant};
 use ipc_labs_driver::Message;
 use nix::sys::signal::Signal;
 
-use super::observe::{Reached, one_queue_fd, queue_fds, wait_in_call};
+use super::observe::{Reached, interrupt, one_queue_fd, queue_fds, wait_in_call};
 use super::protocol::{
     Job, Producer, consumer, failed_with, field, producer, queue_attributes,
     random_jobs, said, same_order, shut_down, sized,
 };
 use crate::engine::diagnose::{self, Activity, classify};
 use crate::engine::waiting::{self, WaitRules};
-use crate::engine::{Fail, Run, force, inspect};
+use crate::engine::{Fail, Run, inspect};
 
 /// What `mq_send` and `mq_receive` call.
 const SEND: i64 = libc::SYS_mq_timedsend;
@@ -112,7 +112,7 @@ pub fn full_queue_blocks(run: &mut Run) -> Result<String, Fail> {
     // A signal interrupts each wait (main.rs gives SIGUSR1 a handler without SA_RESTART): the
     // call fails with EINTR and must be made again.
     for &pid in &pids {
-        force::signal_every_thread(pid, Signal::SIGUSR1);
+        interrupt(pid, Signal::SIGUSR1, PATIENCE);
     }
     let until = Instant::now() + PATIENCE;
     for producer in &mut producers {
@@ -347,6 +347,25 @@ pub fn nonblocking_full(run: &mut Run) -> Result<String, Fail> {
              holds {queued}: each job either went in or was counted full"
         )));
     }
+    // The shutdown waits like a job, so a signal that interrupts its mq_send (EINTR) must not
+    // end it either.
+    interrupt(producer.pid(), Signal::SIGUSR1, PATIENCE);
+    match wait_in_call(&mut producer.proc, SEND, PATIENCE)? {
+        Reached::Said(answer) => {
+            let hint = if failed_with(&answer, "full") {
+                "EINTR is not a full queue: "
+            } else {
+                ""
+            };
+            return Err(Fail::failed(format!(
+                "after SIGUSR1 interrupted the mq_send of its shutdown, waiting for room in the \
+                 full queue (EINTR), the producer said {}: {hint}shutdown() must call mq_send \
+                 again when it fails with EINTR, as submit() does",
+                said(&answer)
+            )));
+        }
+        reached => interrupted(reached, producer.pid(), role, "mq_send")?,
+    }
     let mut consumer = consumer;
     consumer.go()?;
     let done = producer.proc.recv_any()?;
@@ -363,7 +382,7 @@ pub fn nonblocking_full(run: &mut Run) -> Result<String, Fail> {
     let served = consumer.finish()?;
     same_order(&served, &jobs[..4], "the jobs that fitted")?;
     Ok("a full non-blocking queue refused 3 of 7 jobs with kind=full, the shutdown then waited \
-        for room, and the 4 jobs that fitted were served"
+        for room (through SIGUSR1), and the 4 jobs that fitted were served"
         .into())
 }
 

@@ -223,7 +223,7 @@ pub fn bad_priority(run: &mut Run) -> Result<String, Fail> {
                 MQ_PRIO_MAX - 1,
                 said(&answer)
             )
-        } else if answer.kind == "failed" && !failed_with(&answer, "bad-priority") {
+        } else if failed_with(&answer, "mq-send") && failed_errno(&answer, "EINVAL") {
             format!(
                 "{what}, the producer said {}: the priority reached mq_send, which refused it. \
                  Priorities go from 0 to MQ_PRIO_MAX - 1 ({}): refuse MQ_PRIO_MAX and more \
@@ -231,7 +231,7 @@ pub fn bad_priority(run: &mut Run) -> Result<String, Fail> {
                 said(&answer),
                 MQ_PRIO_MAX - 1
             )
-        } else if answer.kind == "failed" {
+        } else if failed_with(&answer, "bad-priority") {
             format!(
                 "{what}, the producer said kind=bad-priority but {} message(s) of it reached \
                  the queue: check the priority before mq_send",
