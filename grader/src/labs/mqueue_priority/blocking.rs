@@ -65,7 +65,7 @@ pub fn full_queue_blocks(run: &mut Run) -> Result<String, Fail> {
     for producer in &mut producers {
         match wait_in_call(&mut producer.proc, SEND, left(until))? {
             Reached::InCall => {}
-            Reached::Said(answer) => return Err(finished_while_full(producer.role, &answer)),
+            Reached::Said(answer) => return Err(finished_while_full(producer, &name, &answer)),
             Reached::NotYet => late.push(producer.pid()),
         }
     }
@@ -176,8 +176,25 @@ pub fn full_queue_blocks(run: &mut Run) -> Result<String, Fail> {
 }
 
 /// A producer answered while the queue was full and nobody received.
-fn finished_while_full(role: &str, answer: &Message) -> Fail {
+fn finished_while_full(producer: &Producer, name: &str, answer: &Message) -> Fail {
+    let role = producer.role;
     if failed_with(answer, "full") {
+        // Held after its answer, it still holds its descriptor: O_NONBLOCK on it, though it
+        // ran without --nonblocking, came from set_nonblocking(false), which main.rs called.
+        let flagged = queue_fds(producer.pid(), name)
+            .unwrap_or_default()
+            .into_iter()
+            .find(|fd| fd.nonblocking());
+        if let Some(fd) = flagged {
+            return Fail::failed(format!(
+                "{role} said {} on the full queue though it ran without --nonblocking, and its \
+                 descriptor has O_NONBLOCK ({}): main.rs called set_nonblocking(false), which \
+                 must clear O_NONBLOCK (mq_setattr, mq_remove_nonblock), not set it; open() \
+                 opens the queue without it",
+                said(answer),
+                fd.describe(producer.pid())
+            ));
+        }
         return Fail::failed(format!(
             "{role} said {} on the full queue though it ran without --nonblocking: a blocking \
              submit() waits in mq_send until there is room; only a descriptor with O_NONBLOCK \

@@ -136,10 +136,19 @@ fn existing_name(run: &mut Run) -> Result<(), Fail> {
             let opened = answer.kind == "ready"
                 && (field(&answer, "capacity"), field(&answer, "msg_size"))
                     == (capacity as u64, msg_size as u64);
+            let replaced = answer.kind == "ready" && !opened;
             let hint = if opened {
                 format!(
                     ": it reports the existing queue's {capacity} messages of {msg_size} bytes, \
                      so it opened that queue instead of creating its own"
+                )
+            } else if replaced {
+                format!(
+                    ": it reports {} messages of {} bytes, not the existing queue's {capacity} \
+                     of {msg_size}, so it removed that queue (mq_unlink) and created its own; a \
+                     queue under the name is never another program's to remove",
+                    field(&answer, "capacity"),
+                    field(&answer, "msg_size")
                 )
             } else {
                 String::new()
