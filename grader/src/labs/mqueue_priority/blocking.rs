@@ -7,14 +7,14 @@ use std::time::{Duration, Instant};
 use ipc_labs_driver::Message;
 use nix::sys::signal::Signal;
 
-use super::observe::{Reached, one_queue_fd, queue_fds, wait_in_call};
+use super::observe::{Reached, interrupt, one_queue_fd, queue_fds, wait_in_call};
 use super::protocol::{
     Job, Producer, consumer, failed_with, field, producer, queue_attributes,
     random_jobs, said, same_order, shut_down, sized,
 };
 use crate::engine::diagnose::{self, Activity, classify};
 use crate::engine::waiting::{self, WaitRules};
-use crate::engine::{Fail, Run, force, inspect};
+use crate::engine::{Fail, Run, inspect};
 
 /// What `mq_send` and `mq_receive` call.
 const SEND: i64 = libc::SYS_mq_timedsend;
@@ -65,7 +65,7 @@ pub fn full_queue_blocks(run: &mut Run) -> Result<String, Fail> {
     for producer in &mut producers {
         match wait_in_call(&mut producer.proc, SEND, left(until))? {
             Reached::InCall => {}
-            Reached::Said(answer) => return Err(finished_while_full(producer.role, &answer)),
+            Reached::Said(answer) => return Err(finished_while_full(producer, &name, &answer)),
             Reached::NotYet => late.push(producer.pid()),
         }
     }
@@ -112,7 +112,7 @@ pub fn full_queue_blocks(run: &mut Run) -> Result<String, Fail> {
     // A signal interrupts each wait (main.rs gives SIGUSR1 a handler without SA_RESTART): the
     // call fails with EINTR and must be made again.
     for &pid in &pids {
-        force::signal_every_thread(pid, Signal::SIGUSR1);
+        interrupt(pid, Signal::SIGUSR1, PATIENCE);
     }
     let until = Instant::now() + PATIENCE;
     for producer in &mut producers {
@@ -176,8 +176,25 @@ pub fn full_queue_blocks(run: &mut Run) -> Result<String, Fail> {
 }
 
 /// A producer answered while the queue was full and nobody received.
-fn finished_while_full(role: &str, answer: &Message) -> Fail {
+fn finished_while_full(producer: &Producer, name: &str, answer: &Message) -> Fail {
+    let role = producer.role;
     if failed_with(answer, "full") {
+        // Held after its answer, it still holds its descriptor: O_NONBLOCK on it, though it
+        // ran without --nonblocking, came from set_nonblocking(false), which main.rs called.
+        let flagged = queue_fds(producer.pid(), name)
+            .unwrap_or_default()
+            .into_iter()
+            .find(|fd| fd.nonblocking());
+        if let Some(fd) = flagged {
+            return Fail::failed(format!(
+                "{role} said {} on the full queue though it ran without --nonblocking, and its \
+                 descriptor has O_NONBLOCK ({}): main.rs called set_nonblocking(false), which \
+                 must clear O_NONBLOCK (mq_setattr, mq_remove_nonblock), not set it; open() \
+                 opens the queue without it",
+                said(answer),
+                fd.describe(producer.pid())
+            ));
+        }
         return Fail::failed(format!(
             "{role} said {} on the full queue though it ran without --nonblocking: a blocking \
              submit() waits in mq_send until there is room; only a descriptor with O_NONBLOCK \
@@ -347,6 +364,25 @@ pub fn nonblocking_full(run: &mut Run) -> Result<String, Fail> {
              holds {queued}: each job either went in or was counted full"
         )));
     }
+    // The shutdown waits like a job, so a signal that interrupts its mq_send (EINTR) must not
+    // end it either.
+    interrupt(producer.pid(), Signal::SIGUSR1, PATIENCE);
+    match wait_in_call(&mut producer.proc, SEND, PATIENCE)? {
+        Reached::Said(answer) => {
+            let hint = if failed_with(&answer, "full") {
+                "EINTR is not a full queue: "
+            } else {
+                ""
+            };
+            return Err(Fail::failed(format!(
+                "after SIGUSR1 interrupted the mq_send of its shutdown, waiting for room in the \
+                 full queue (EINTR), the producer said {}: {hint}shutdown() must call mq_send \
+                 again when it fails with EINTR, as submit() does",
+                said(&answer)
+            )));
+        }
+        reached => interrupted(reached, producer.pid(), role, "mq_send")?,
+    }
     let mut consumer = consumer;
     consumer.go()?;
     let done = producer.proc.recv_any()?;
@@ -363,7 +399,7 @@ pub fn nonblocking_full(run: &mut Run) -> Result<String, Fail> {
     let served = consumer.finish()?;
     same_order(&served, &jobs[..4], "the jobs that fitted")?;
     Ok("a full non-blocking queue refused 3 of 7 jobs with kind=full, the shutdown then waited \
-        for room, and the 4 jobs that fitted were served"
+        for room (through SIGUSR1), and the 4 jobs that fitted were served"
         .into())
 }
 

@@ -60,9 +60,10 @@ pub fn message_boundaries(run: &mut Run) -> Result<String, Fail> {
             let hint = if failed_with(&answer, "garbled") && garbled_job.is_some() {
                 garbled_job.as_deref().unwrap_or_default()
             } else if failed_with(&answer, "garbled") {
-                "the shutdown came out garbled after every job: a message is exactly the bytes \
-                 mq_receive returned (its return value), not the whole buffer: the shutdown is \
-                 one byte"
+                "the shutdown, the last message, came out garbled after every job: either \
+                 receive() decoded more than the bytes mq_receive returned (a message is exactly \
+                 the bytes mq_receive returned, its return value, not the whole buffer), or \
+                 shutdown() sent more than 'Q' alone"
             } else if failed_errno(&answer, "EMSGSIZE") {
                 "mq_receive refused the buffer (EMSGSIZE): the receive buffer must hold \
                  mq_msgsize bytes, whatever the length of the message waiting"
@@ -223,7 +224,7 @@ pub fn bad_priority(run: &mut Run) -> Result<String, Fail> {
                 MQ_PRIO_MAX - 1,
                 said(&answer)
             )
-        } else if answer.kind == "failed" && !failed_with(&answer, "bad-priority") {
+        } else if failed_with(&answer, "mq-send") && failed_errno(&answer, "EINVAL") {
             format!(
                 "{what}, the producer said {}: the priority reached mq_send, which refused it. \
                  Priorities go from 0 to MQ_PRIO_MAX - 1 ({}): refuse MQ_PRIO_MAX and more \
@@ -231,7 +232,7 @@ pub fn bad_priority(run: &mut Run) -> Result<String, Fail> {
                 said(&answer),
                 MQ_PRIO_MAX - 1
             )
-        } else if answer.kind == "failed" {
+        } else if failed_with(&answer, "bad-priority") {
             format!(
                 "{what}, the producer said kind=bad-priority but {} message(s) of it reached \
                  the queue: check the priority before mq_send",

@@ -64,7 +64,8 @@ pub static LAB: Lab = Lab {
             points: 2,
             timeout: Duration::from_secs(10),
             description: "with O_NONBLOCK on the descriptor a full queue is kind=full (EAGAIN), \
-                          and set_nonblocking(false) makes the shutdown wait for room",
+                          and set_nonblocking(false) makes the shutdown wait for room, through \
+                          signals",
             exclusive: false,
             run: blocking::nonblocking_full,
         },

@@ -87,7 +87,9 @@ pub fn name_errors(run: &mut Run) -> Result<String, Fail> {
         let longest = name_of_length(run, MAX_NAME_LEN, wide);
         let (proc, answer, output) = spawn_consumer(run, &longest, &[], None)?;
         if answer.kind != "ready" {
-            let hint = if wide {
+            let hint = if !failed_with(&answer, "bad-name") {
+                "that name is valid"
+            } else if wide {
                 "a name may hold any byte but '/', in any character ('é' here): refuse only a \
                  longer name or one with a second '/'"
             } else {
@@ -134,10 +136,19 @@ fn existing_name(run: &mut Run) -> Result<(), Fail> {
             let opened = answer.kind == "ready"
                 && (field(&answer, "capacity"), field(&answer, "msg_size"))
                     == (capacity as u64, msg_size as u64);
+            let replaced = answer.kind == "ready" && !opened;
             let hint = if opened {
                 format!(
                     ": it reports the existing queue's {capacity} messages of {msg_size} bytes, \
                      so it opened that queue instead of creating its own"
+                )
+            } else if replaced {
+                format!(
+                    ": it reports {} messages of {} bytes, not the existing queue's {capacity} \
+                     of {msg_size}, so it removed that queue (mq_unlink) and created its own; a \
+                     queue under the name is never another program's to remove",
+                    field(&answer, "capacity"),
+                    field(&answer, "msg_size")
                 )
             } else {
                 String::new()
@@ -271,10 +282,16 @@ pub fn attributes_and_limits(run: &mut Run) -> Result<String, Fail> {
             // The program's own check passed; the kernel counts this user's other queues too.
             run.note(format!("{asked}: mq_open said EMFILE (other queues of this user)"));
             release(&mut proc)?;
-        } else {
+        } else if failed_with(&answer, "over-limit") {
             return Err(Fail::failed(format!(
                 "asking for {asked}, the consumer said {}: the limits are inclusive, {allowed}; \
                  refuse only what is more than a limit (>, not >=)",
+                said(&answer)
+            )));
+        } else {
+            return Err(Fail::failed(format!(
+                "asking for {asked}, the consumer said {} where it should have created the \
+                 queue: {allowed}",
                 said(&answer)
             )));
         }

@@ -1,16 +1,18 @@
 //! What the grader sees of the programs from outside, besides their messages: the queue
 //! descriptors they hold and their flags (`/proc/PID/fd`, `/proc/PID/fdinfo`), a queue's
 //! permission bits (`fstat` of the grader's own descriptor, which needs no mqueue mount), the
-//! system call a process waits in, and how many bytes it moved with read() and write().
+//! system call a process waits in, whether a signal sent to it is still pending, and how many
+//! bytes it moved with read() and write().
 
 use std::os::fd::AsFd;
 use std::time::{Duration, Instant};
 
 use ipc_labs_driver::Message;
 use nix::mqueue::{MQ_OFlag, mq_close, mq_open};
+use nix::sys::signal::Signal;
 use nix::sys::stat::{Mode, fstat};
 
-use crate::engine::{Fail, Proc, inspect};
+use crate::engine::{Fail, Proc, force, inspect};
 
 pub use crate::engine::inspect::IoCounters as Io;
 
@@ -132,6 +134,34 @@ pub fn sleeps_in(pid: i32, syscall: i64) -> bool {
                 .iter()
                 .any(|t| t.syscall.map(|(nr, _)| nr) == Some(syscall))
     })
+}
+
+/// Sends `signal` to every thread of `pid` and waits, at most `patience`, until no thread has it
+/// pending any more (`SigPnd` in `/proc/PID/task/TID/status`): until then the thread may still
+/// look asleep in the call the signal is about to interrupt. False if it stayed pending.
+pub fn interrupt(pid: i32, signal: Signal, patience: Duration) -> bool {
+    force::signal_every_thread(pid, signal);
+    let bit = 1u64 << (signal as i32 - 1);
+    let until = Instant::now() + patience;
+    loop {
+        let pending = std::fs::read_dir(format!("/proc/{pid}/task"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|task| std::fs::read_to_string(task.path().join("status")).ok())
+            .filter_map(|status| {
+                let mask = status.lines().find_map(|l| l.strip_prefix("SigPnd:"))?;
+                u64::from_str_radix(mask.trim(), 16).ok()
+            })
+            .any(|mask| mask & bit != 0);
+        if !pending {
+            return true;
+        }
+        if Instant::now() > until {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
 }
 
 /// What a process did while the grader waited for it to sleep in one call.

@@ -4,14 +4,15 @@
 use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
-use nix::mqueue::{MQ_OFlag, MqAttr, MqdT, mq_close, mq_open, mq_receive};
+use nix::mqueue::{MQ_OFlag, MqAttr, MqdT, mq_close, mq_getattr, mq_open, mq_receive};
 use nix::sys::stat::Mode;
 use nix::unistd::{Gid, Uid, fchown};
 use rand::RngExt;
 
 use super::observe::{one_queue_fd, queue_mode};
 use super::protocol::{
-    Job, JOB_TAG, MQ_PRIO_MAX, SHUTDOWN_TAG, consumer, failure_hint, grader_send, job_message, jobs_at,
+    Job, JOB_TAG, MQ_PRIO_MAX, SHUTDOWN_TAG, consumer, failure_hint, grader_open, grader_send,
+    job_message, jobs_at,
     producer, queue_attributes, random_jobs, said, same_order, show, shutdown_message,
     total_payload,
 };
@@ -57,20 +58,28 @@ pub fn priority_order(run: &mut Run) -> Result<String, Fail> {
         // Nobody has received yet: every job and the shutdown must be in the queue.
         let queued = queue_attributes(&name)?.curmsgs();
         let sent = jobs.len() as i64 + 1;
-        if queued < sent {
+        if queued != sent {
+            let found = drain(&name, &jobs)?;
+            let hint = if queued < sent && found.jobs == jobs.len() && found.shutdowns == 0 {
+                "every job is there but no shutdown: shutdown() must mq_send 'Q' alone at \
+                 priority 0"
+            } else if found.jobs == 0 {
+                "the jobs did not go through the message queue (a file or another channel \
+                 instead?): submit() must mq_send each job, 'J' and its payload, at its \
+                 priority"
+            } else if found.jobs < jobs.len() {
+                "some jobs did not go through the message queue as they were (another channel, \
+                 dropped, or changed?): submit() must mq_send each job, 'J' and its payload, \
+                 at its priority"
+            } else {
+                "one mq_send per job, and one for the shutdown"
+            };
             return Err(Fail::failed(format!(
                 "round {round}: the producer said `done` after submitting {} jobs and the \
-                 shutdown, but the queue, which nobody had read yet, holds {queued} message(s), \
-                 not {sent}: the jobs did not go through the message queue (a file or another \
-                 channel instead?); submit() must mq_send each job",
-                jobs.len()
-            )));
-        }
-        if queued > sent {
-            return Err(Fail::failed(format!(
-                "round {round}: after {} jobs and the shutdown the queue holds {queued} \
-                 messages, not {sent}: one mq_send per job, and one for the shutdown",
-                jobs.len()
+                 shutdown, but the queue, which nobody had read yet, holds {queued} \
+                 message(s), not {sent}; the grader took from it {}: {hint}",
+                jobs.len(),
+                found.describe(jobs.len())
             )));
         }
         consumer.go()?;
@@ -93,6 +102,50 @@ pub fn priority_order(run: &mut Run) -> Result<String, Fail> {
         taken before a higher one arrived was served first; the queue was mode 0600, the \
         descriptors O_RDONLY and O_WRONLY"
         .into())
+}
+
+/// What the grader found in a queue it emptied.
+struct Found {
+    /// Messages that were one of the jobs submitted ('J' and its payload, at its priority).
+    jobs: usize,
+    /// Shutdown messages ('Q' alone at priority 0).
+    shutdowns: usize,
+    /// Anything else.
+    others: usize,
+}
+
+impl Found {
+    fn describe(&self, submitted: usize) -> String {
+        format!(
+            "{} of the {submitted} jobs, {} shutdown message(s) and {} other message(s)",
+            self.jobs, self.shutdowns, self.others
+        )
+    }
+}
+
+/// Empties the queue `name` (the check has failed by then) and sorts what it held.
+fn drain(name: &str, jobs: &[Job]) -> Result<Found, Fail> {
+    let queue = grader_open(name, MQ_OFlag::O_RDONLY)?;
+    let size = mq_getattr(&queue).map_or(8192, |a| a.msgsize() as usize);
+    let mut buffer = vec![0u8; size];
+    let mut found = Found {
+        jobs: 0,
+        shutdowns: 0,
+        others: 0,
+    };
+    let mut priority = 0;
+    while let Ok(len) = mq_receive(&queue, &mut buffer, &mut priority) {
+        let message = (buffer[..len].to_vec(), priority);
+        if jobs.iter().any(|job| job_message(job) == message) {
+            found.jobs += 1;
+        } else if message == shutdown_message() {
+            found.shutdowns += 1;
+        } else {
+            found.others += 1;
+        }
+    }
+    let _ = mq_close(queue);
+    Ok(found)
 }
 
 /// The queue's permission bits, read with `fstat` (the engine sees them too where the mqueue

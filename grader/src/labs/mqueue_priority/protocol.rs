@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use ipc_labs_driver::Message;
+use nix::errno::Errno;
 use nix::mqueue::{MQ_OFlag, MqAttr, MqdT, mq_close, mq_getattr, mq_open, mq_send};
 use nix::sys::stat::Mode;
 use rand::RngExt;
@@ -663,12 +664,17 @@ pub fn same_order(served: &[Job], submitted: &[Job], who: &str) -> Result<(), Fa
 
 /// The grader's own descriptor on a queue, non-blocking, for `mq_getattr` and plain sends.
 pub fn grader_open(name: &str, flags: MQ_OFlag) -> Result<MqdT, Fail> {
-    mq_open(name, flags | MQ_OFlag::O_NONBLOCK, Mode::empty(), None).map_err(|e| {
-        Fail::failed(format!(
+    mq_open(name, flags | MQ_OFlag::O_NONBLOCK, Mode::empty(), None).map_err(|e| match e {
+        Errno::ENOENT => Fail::failed(format!(
             "the grader cannot open {name} ({e}) though the consumer that created it has not \
              ended: the queue exists from create() until serve() ends, and only then is it \
              unlinked"
-        ))
+        )),
+        Errno::EACCES => Fail::failed(format!(
+            "the grader, as the queue's owner, may not open {name} ({e}): create it with mode \
+             S_IRUSR | S_IWUSR (0600)"
+        )),
+        e => Fail::Grader(format!("opening {name}: {e}")),
     })
 }
 
