@@ -377,6 +377,16 @@ pub fn child_fails(run: &mut Run) -> Result<String, Fail> {
                 copied.read_bytes
             )));
         }
+        // Gone without a zombie, before the parent called wait(): the kernel reaped it.
+        None if inspect::view(child).is_none() => {
+            return Err(Fail::failed(format!(
+                "{failed}; the echo child then ended, and left no zombie although the parent \
+                 had not called wait() yet: {}; its exit status is lost, so wait() cannot tell \
+                 a failed child from a clean exit: leave SIGCHLD as it is, and reap the child \
+                 with waitpid() in wait()",
+                reaped_by_kernel(session.parent)
+            )));
+        }
         None => {
             return Err(Fail::failed(format!(
                 "{failed}, and the child did not end (it is {}): write_all() must return every \
@@ -411,4 +421,16 @@ pub fn child_fails(run: &mut Run) -> Result<String, Fail> {
     }
     session.finish()?;
     Ok("when its write failed the child exited with status 1, and wait() said ChildFailed".into())
+}
+
+/// Why a child left no zombie, from the parent's signal dispositions in `/proc/PID/status`.
+fn reaped_by_kernel(parent: i32) -> String {
+    if super::session::ignores_sigchld(parent) {
+        "the parent ignores SIGCHLD (SIG_IGN), and the kernel then reaps its children itself"
+            .into()
+    } else {
+        "the kernel reaps a child itself when its parent ignores SIGCHLD or sets SA_NOCLDWAIT, \
+         and another waitpid() in the parent would have reaped it too"
+            .into()
+    }
 }

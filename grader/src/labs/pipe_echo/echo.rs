@@ -20,6 +20,15 @@ const PAGE: i32 = 4096;
 const WAIT_ADVICE: &str = "wait in read() or write() on the pipes (a thread each), or in \
                            poll() on both, until there is something to do";
 
+/// 16 MiB and an odd number of bytes more, at least half a page past a page boundary: no block
+/// size a program might send in (a page, 64 KiB, a MiB) divides it, and a last block left
+/// unsent is too large to hide among the other bytes the parent writes.
+pub fn echo_large(run: &mut Run) -> Result<String, Fail> {
+    let pages = run.rng().random_range(1..16usize);
+    let rest = run.rng().random_range(1024..2048usize) * 2 + 1;
+    echo(run, (16 << 20) + pages * PAGE as usize + rest)
+}
+
 pub fn echo(run: &mut Run, len: usize) -> Result<String, Fail> {
     let input = run.random_bytes(len);
     let mut session = start(run, input, Flags::default())?;
@@ -89,9 +98,43 @@ pub fn exchange_errors(run: &mut Run) -> Result<String, Fail> {
     length_compared(&done, len, len + 1, "put one byte into pipe B")?;
     refused_again(&done)?;
     session.finish()?;
+
+    // An empty input, the edge: nothing to send, yet the write end must be closed and pipe B
+    // read to end-of-file. The grader's own read end of pipe B, never read from, shows
+    // afterwards whether the parent read the byte the grader put there.
+    let mut session = start(run, Vec::new(), flags)?;
+    settle_in_read(session.child);
+    let pipes = session.pipes()?;
+    let probe_b = outside::open_pipe(session.child, pipes.child_writes_b, false)?;
+    let mut pipe_b = outside::open_pipe(session.child, pipes.child_writes_b, true)?;
+    outside::put_bytes(&mut pipe_b, &extra)?;
+    drop(pipe_b);
+    let done = session.exchange()?;
+    let unread = outside::bytes_in_pipe(&probe_b) == Some(extra.len());
+    drop(probe_b);
+    if unread && Returned::parse(&done.exchange) == Returned::Ok(0) {
+        let again = match done.again.as_deref() {
+            Some(again) if Returned::parse(again) != Returned::AlreadyExchanged => {
+                format!(", and a second call returned `{again}`")
+            }
+            _ => String::new(),
+        };
+        return Err(Fail::failed(format!(
+            "with an empty input, exchange() returned `{}` without reading pipe B (the byte the \
+             grader had put there was still in it){again}: an empty input is no shortcut: \
+             exchange() must still take and close the write end (the child's end-of-file; a \
+             second call is then AlreadyExchanged) and read pipe B until read() returns 0, \
+             which here gives ShortEcho {{ sent: 0, echoed: 1 }}",
+            done.exchange
+        )));
+    }
+    length_compared(&done, 0, 1, "put one byte into pipe B, the input being empty")?;
+    refused_again(&done)?;
+    session.finish()?;
     Ok(format!(
-        "one byte short and one byte over, exchange() returned ShortEcho with the right counts; \
-         a second call returned AlreadyExchanged ({len} bytes each)"
+        "one byte short and one byte over ({len} bytes), and one byte over an empty input, \
+         exchange() returned ShortEcho with the right counts; a second call returned \
+         AlreadyExchanged"
     ))
 }
 

@@ -53,9 +53,10 @@ pub static LAB: Lab = Lab {
             name: "echo-16-mib",
             points: 4,
             timeout: Duration::from_secs(15),
-            description: "16 MiB, far beyond the pipe's capacity, come back without deadlock",
+            description: "16 MiB and some KiB (a length no block size divides), far beyond \
+                          the pipe's capacity, come back whole without deadlock",
             exclusive: false,
-            run: |run| echo::echo(run, 16 << 20),
+            run: echo::echo_large,
         },
         Check {
             name: "real-pipes",
@@ -171,6 +172,12 @@ pub static LAB: Lab = Lab {
     ],
 };
 
+/// The hang where the parent keeps pipe A open without writing; `session` says which of its two
+/// causes it is when it knows how much the parent wrote.
+const PARENT_HOLDS_A: &str = "the echo child waits for more input on pipe A while the parent, \
+                              which still holds pipe A's write end but is not writing, waits \
+                              for the echo on pipe B";
+
 fn writes_pipe(process: &Stuck) -> bool {
     process
         .activities
@@ -207,13 +214,12 @@ fn explain_hang(hang: &Hang) -> Option<String> {
         .iter()
         .any(|p| p.role == PARENT);
     if reads_pipe(parent) && !writes_pipe(parent) && parent_feeds {
-        return Some(
-            "the echo child waits for more input on pipe A while the parent, which still holds \
-             pipe A's write end but is not writing, waits for the echo on pipe B: nobody writes. \
-             Close the write end (drop to_child) right after the last byte, and read the echo \
-             until end-of-file rather than waiting for as many bytes as you sent"
-                .into(),
-        );
+        return Some(format!(
+            "{PARENT_HOLDS_A}: nobody writes. Either the parent sent every byte and kept the \
+             write end (close it, drop to_child, right after the last byte, and read the echo \
+             until end-of-file rather than waiting for as many bytes as you sent), or its \
+             writing stopped before the end of the input"
+        ));
     }
     None
 }

@@ -45,7 +45,22 @@ pub struct Session {
     pub fds_before: BTreeMap<i32, String>,
     /// The parent's I/O counters when it was told to exchange.
     io_at_go: Option<inspect::IoCounters>,
+    /// The child's, at the same moment.
+    child_io_at_go: Option<inspect::IoCounters>,
+    /// What each process had moved since `go` when last looked at, by [`Session::watch_done`]:
+    /// still known once a process has died.
+    traffic: Traffic,
 }
+
+/// What the parent and the child had read and written since `go`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Traffic {
+    pub parent: inspect::IoCounters,
+    pub child: inspect::IoCounters,
+}
+
+/// Bytes a process writes besides its pipe: the control messages, an error on stderr.
+const BESIDES_PIPES: u64 = 4096;
 
 /// What `spawn()` returned.
 pub enum Spawned {
@@ -158,6 +173,8 @@ impl Launched {
             output: self.output,
             fds_before: self.fds_before,
             io_at_go: None,
+            child_io_at_go: None,
+            traffic: Traffic::default(),
         }))
     }
 
@@ -194,6 +211,7 @@ impl Session {
     /// Tells the program to exchange.
     pub fn go(&mut self) -> Result<(), Fail> {
         self.io_at_go = inspect::io(self.parent);
+        self.child_io_at_go = inspect::io(self.child);
         self.proc.send("go", &[])
     }
 
@@ -214,6 +232,31 @@ impl Session {
             return hang;
         };
         let read = now.since(then).read_bytes;
+        let written = now.since(then).written_bytes;
+        let len = self.input.len() as u64;
+        if let Some((first, processes)) = hang.split_once('\n')
+            && first.contains(super::PARENT_HOLDS_A)
+        {
+            let cause = if written >= len {
+                format!(
+                    "the parent wrote all {len} bytes and kept the write end: close it (drop \
+                     to_child) right after the last byte, and read the echo until end-of-file \
+                     rather than waiting for as many bytes as you sent"
+                )
+            } else {
+                format!(
+                    "the parent wrote {written} of the input's {len} bytes and stopped: \
+                     exchange() must send all of the input, and close the write end after the \
+                     last byte"
+                )
+            };
+            let start = first.find(super::PARENT_HOLDS_A).unwrap_or(0);
+            return format!(
+                "{}{}: nobody writes; {cause}.\n{processes}",
+                &first[..start],
+                super::PARENT_HOLDS_A
+            );
+        }
         let Some(view) = inspect::view(self.parent) else {
             return hang;
         };
@@ -235,6 +278,64 @@ impl Session {
              while the writing goes on (a read() that returns less than asked is not the end, \
              and one that fails with EINTR must be retried).\n{processes}"
         )
+    }
+
+    /// Reads what each process has moved since `go`, keeping the last counters of a process
+    /// that is gone. The parent's are kept only while the child is there: once reaped, the
+    /// child's counters are added to its parent's.
+    pub fn sample_traffic(&mut self) {
+        let since = |pid: i32, then: Option<inspect::IoCounters>| {
+            Some(inspect::io(pid)?.since(then?))
+        };
+        let Some(child) = since(self.child, self.child_io_at_go) else {
+            return;
+        };
+        self.traffic.child = child;
+        let parent = since(self.parent, self.io_at_go);
+        if let Some(parent) = parent
+            && inspect::io(self.child).is_some()
+        {
+            self.traffic.parent = parent;
+        }
+    }
+
+    /// Waits for the report until `until`, looking at both processes' I/O counters as it goes.
+    pub fn watch_done(&mut self, until: Instant) -> Result<Done, Fail> {
+        while Instant::now() < until {
+            self.sample_traffic();
+            if let Some(message) = self.message_within(Duration::from_millis(20))? {
+                return self.done(message);
+            }
+        }
+        self.sample_traffic();
+        Err(Fail::TimedOut(String::new()))
+    }
+
+    /// A `write_all()` that wrote bytes more than once, established from the I/O counters
+    /// [`Session::watch_done`] sampled: the parent wrote more than the input (and the echo it
+    /// saved), or the child more than it read.
+    pub fn resent(&self) -> Option<String> {
+        let saved = std::fs::metadata(&self.output).map_or(0, |m| m.len());
+        let len = self.input.len() as u64;
+        let Traffic { parent, child } = self.traffic;
+        let advice = "after a short write, write_all() must go on with the bytes not yet \
+                      written, advancing by what each write() returned (added to what was \
+                      written before, not in place of it), and never write a byte twice";
+        if parent.written_bytes > len + saved + BESIDES_PIPES {
+            return Some(format!(
+                "the parent wrote {} bytes for an input of {len}: it wrote some bytes more than \
+                 once; {advice}",
+                parent.written_bytes.saturating_sub(saved)
+            ));
+        }
+        if child.written_bytes > child.read_bytes + BESIDES_PIPES {
+            return Some(format!(
+                "the echo child wrote {} bytes to pipe B after reading {} from pipe A: it wrote \
+                 some bytes more than once; {advice}",
+                child.written_bytes, child.read_bytes
+            ));
+        }
+        None
     }
 
     /// Lets the program exchange and reap, and reads its report.
@@ -286,9 +387,15 @@ impl Session {
                     "exchange() failed: {}, and the echo child exited with status 0: it stopped \
                      reading pipe A before end-of-file, while the parent was still writing; \
                      echo_loop() must read until read() returns 0 (a read() that returns less \
-                     than asked is not the end)",
+                     than asked is not the end, and one that fails with EINTR must be retried)",
                     done.exchange
                 )));
+            }
+            if let Returned::ShortEcho { sent, echoed } = returned
+                && echoed < sent
+                && sent == expected.len()
+            {
+                return Err(self.came_back_short(done, sent, echoed));
             }
             return Err(Fail::failed(format!("exchange() failed: {}", done.exchange)));
         }
@@ -316,6 +423,42 @@ impl Session {
              at byte {first}), yet exchange() returned ok: compare the echo's length with the \
              input's (ShortEcho){lost}"
         )))
+    }
+
+    /// An echo shorter than the input, told apart by what the parent wrote since `go` (its
+    /// I/O counters, which also count its report and its stderr): the input not all sent, or
+    /// sent and not all back.
+    fn came_back_short(&self, done: &Done, sent: usize, echoed: usize) -> Fail {
+        let written = match (self.io_at_go, inspect::io(self.parent)) {
+            (Some(then), Some(now)) => now.since(then).written_bytes,
+            _ => return Fail::failed(format!("exchange() failed: {}", done.exchange)),
+        };
+        // A child its parent reaped added its own counters to the parent's: what it wrote to
+        // pipe B, at least the echo the parent read there.
+        let reaped = inspect::view(self.child).is_none() && !ignores_sigchld(self.parent);
+        let written = if reaped {
+            written.saturating_sub(echoed as u64)
+        } else {
+            written
+        };
+        let returned = format!(
+            "exchange() returned `{}` (ShortEcho {{ sent: {sent}, echoed: {echoed} }})",
+            done.exchange
+        );
+        if written + BESIDES_PIPES / 4 < sent as u64 {
+            return Fail::failed(format!(
+                "{returned}, and the parent wrote at most {written} bytes since it was told to \
+                 exchange (its I/O counters), {} short of the input: exchange() did not send all \
+                 of the input; send every byte (a last block shorter than the others too, and \
+                 the rest of each short write)",
+                sent as u64 - written
+            ));
+        }
+        Fail::failed(format!(
+            "{returned}, although the parent wrote the whole input into pipe A: bytes were lost \
+             on the way back (the child must write all that each read() returned, continuing \
+             after short writes) or the parent stopped reading pipe B before end-of-file"
+        ))
     }
 
     /// The echo `exchange()` returned (what `main.rs` wrote to the output file).
@@ -358,6 +501,17 @@ impl Session {
             child: child_pipes,
         })
     }
+}
+
+/// Whether `pid` ignores `SIGCHLD`, so that the kernel reaps its children itself (and adds
+/// nothing of theirs to its counters or its waitpid()).
+pub fn ignores_sigchld(pid: i32) -> bool {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("SigIgn:"))
+        .and_then(|mask| u64::from_str_radix(mask.trim(), 16).ok())
+        .is_some_and(|mask| mask & (1 << (libc::SIGCHLD - 1)) != 0)
 }
 
 /// Where the first difference between two byte strings is.

@@ -50,27 +50,19 @@ pub fn signals_during_transfer(run: &mut Run) -> Result<String, Fail> {
     };
     // The storm stops before a hang is diagnosed: under it every process looks busy.
     let until = run.deadline() - Duration::from_secs(3);
-    let done = session.go().and_then(|()| {
-        while Instant::now() < until {
-            if let Some(message) = session.message_within(Duration::from_millis(20))? {
-                return session.done(message);
-            }
-        }
-        Err(Fail::TimedOut(String::new()))
-    });
+    let done = session.go().and_then(|()| session.watch_done(until));
     stop.store(true, Ordering::SeqCst);
     let _ = signaller.join();
     let done = match done {
         Err(Fail::TimedOut(_)) => {
             std::thread::sleep(Duration::from_millis(50));
-            return Err(Fail::TimedOut(
-                session.stopped_reading(session.proc.diagnose()),
-            ));
+            let hang = Fail::TimedOut(session.stopped_reading(session.proc.diagnose()));
+            return Err(name_resend(&session, hang));
         }
-        other => other?,
+        other => other.map_err(|fail| name_resend(&session, fail))?,
     };
     if let Err(fail) = session.verify_echo(&done) {
-        return Err(name_signal_bug(&session, &done, fail));
+        return Err(name_resend(&session, name_signal_bug(&session, &done, fail)));
     }
     session.finish()?;
     Ok(format!(
@@ -189,15 +181,34 @@ pub fn interrupted_while_blocked(run: &mut Run) -> Result<String, Fail> {
     let parent = interrupt_while_blocked(&session, session.parent, PARENT);
     force::resume(child)?;
     parent?;
-    let done = session.recv_done()?;
+    let done = match session.watch_done(run.deadline() - Duration::from_secs(2)) {
+        Err(Fail::TimedOut(_)) => {
+            let hang = Fail::TimedOut(session.stopped_reading(session.proc.diagnose()));
+            return Err(name_resend(&session, hang));
+        }
+        other => other.map_err(|fail| name_resend(&session, fail))?,
+    };
     if let Err(fail) = session.verify_echo(&done) {
-        return Err(name_signal_bug(&session, &done, fail));
+        return Err(name_resend(&session, name_signal_bug(&session, &done, fail)));
     }
     session.finish()?;
     Ok(format!(
         "interrupted {ROUNDS} times while blocked on its pipes, each process retried; 4 MiB came \
          back"
     ))
+}
+
+/// A transfer that went wrong because a short write was followed by bytes written twice: said
+/// first, with what was seen after it (a hang, a crash, a wrong echo).
+fn name_resend(session: &Session, fail: Fail) -> Fail {
+    let Some(resent) = session.resent() else {
+        return fail;
+    };
+    let seen = fail.message();
+    let seen = seen.lines().next().unwrap_or_default();
+    // A crash's first line only announces the stderr that follows it.
+    let seen = seen.trim_end_matches("; its stderr ends with:");
+    Fail::failed(format!("{resent} (then: {seen})"))
 }
 
 /// Says which of the two signal bugs broke the transfer, from the parent's report and what the
