@@ -98,9 +98,15 @@ fn refuses_name(run: &mut Run, name: &str) -> Result<(), Fail> {
             )));
         }
         _ => {
+            let leading = if name.starts_with("//") {
+                " (a second '/' at the start is one of those: do not strip the leading '/'s \
+                 as shm_open() does, remove exactly one)"
+            } else {
+                ""
+            };
             return Err(Fail::failed(format!(
                 "SharedBank::create accepted the name {name:?}: a segment's name is a '/' \
-                 followed by at least one character and no other '/'; return \
+                 followed by at least one character and no other '/'{leading}; return \
                  BankError::BadName for any other"
             )));
         }
@@ -164,6 +170,8 @@ pub(super) fn typed_errors(run: &mut Run) -> Result<String, Fail> {
         "/".to_string(),
         format!("{good}/{}", run.rng().random_range(0..1000u32)),
         format!("{good}/"),
+        // glibc strips every leading '/', but the rule allows exactly one.
+        format!("/{good}"),
     ];
     for name in &bad_names {
         refuses_name(run, name)?;
@@ -176,7 +184,17 @@ pub(super) fn typed_errors(run: &mut Run) -> Result<String, Fail> {
     let beyond = ACCOUNTS + run.rng().random_range(1..1000usize);
     let last = ACCOUNTS - 1;
     let good_transfers = [(0, last), (last, run.rng().random_range(1..last))];
-    let bad_transfers = [(ACCOUNTS, a), (b, ACCOUNTS), (beyond, a), (same, same)];
+    // 2^32 + k narrowed to u32 (the journal's type) is account k: a check made after
+    // narrowing lets it through.
+    let wide = |k: usize| (1usize << 32) + k;
+    let bad_transfers = [
+        (ACCOUNTS, a),
+        (b, ACCOUNTS),
+        (beyond, a),
+        (same, same),
+        (wide((a + 1) % ACCOUNTS), a),
+        (b, wide((b + 1) % ACCOUNTS)),
+    ];
     let tried: Vec<(usize, usize)> = good_transfers.iter().chain(&bad_transfers).copied().collect();
     let pairs: Vec<String> = tried
         .iter()
@@ -215,9 +233,18 @@ pub(super) fn typed_errors(run: &mut Run) -> Result<String, Fail> {
                 ACCOUNTS - 1
             )
         } else {
+            let narrowed = if from.max(to) > u32::MAX as usize && result == "ok" {
+                format!(
+                    " (as u32 they are {} and {}: compare the usize values before narrowing \
+                     them to the journal's u32)",
+                    from as u32, to as u32
+                )
+            } else {
+                String::new()
+            };
             format!(
-                "a transfer from account {from} to account {to} {what}: the accounts must \
-                 exist (below {ACCOUNTS}) and differ; return BankError::BadAccounts before \
+                "a transfer from account {from} to account {to} {what}{narrowed}: the accounts \
+                 must exist (below {ACCOUNTS}) and differ; return BankError::BadAccounts before \
                  taking the lock"
             )
         }));

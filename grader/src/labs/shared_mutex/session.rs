@@ -260,6 +260,13 @@ impl Segment {
             .map_err(|e| Fail::Grader(format!("writing the segment: {e}")))
     }
 
+    /// Writes `bytes` into the segment at `offset`, as a process holding the lock would.
+    pub fn write_at(&self, offset: usize, bytes: &[u8]) -> Result<(), Fail> {
+        self.file
+            .write_all_at(bytes, offset as u64)
+            .map_err(|e| Fail::Grader(format!("writing the segment: {e}")))
+    }
+
     /// The condition variable's `__wrefs` word.
     pub fn cond_wrefs(&self) -> Result<u32, Fail> {
         self.u32_at(self.layout.cond_at + probe::COND_WREFS_AT)

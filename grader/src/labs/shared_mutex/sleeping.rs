@@ -62,6 +62,14 @@ pub(super) fn coordinator_sleeps(run: &mut Run) -> Result<String, Fail> {
             place.describe()
         )));
     }
+    // A wait with a timeout wakes up by itself to look again: a poll, whatever its period.
+    if probe::futex_has_timeout(session.coordinator) == Some(true) {
+        return Err(Fail::failed(format!(
+            "while no worker had started, the coordinator slept on the condition variable with \
+             a timeout (pthread_cond_timedwait()): it wakes up to look again when nothing has \
+             changed, which is polling; {advice}, with no timeout"
+        )));
+    }
     session.go()?;
     let outcome = session.finish(0, |_| Ok(()))?;
     verify(&session, &outcome, &[], 0)?;
