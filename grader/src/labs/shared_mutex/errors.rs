@@ -355,6 +355,14 @@ fn refused_before_lock(run: &mut Run, bad: &[(usize, usize)]) -> Result<(), Fail
         }
     }
     let last = results.last().map(String::as_str).unwrap_or("");
+    if last == "ok" {
+        return Err(Fail::failed(format!(
+            "with the bank's mutex unusable (ENOTRECOVERABLE), a transfer from account {} to \
+             account {} went through: it did not take the mutex in the segment (Bank::lock), \
+             which every transfer must hold; that lock fails with BankError::NotRecoverable",
+            good.0, good.1
+        )));
+    }
     if last != "not-recoverable" {
         return Err(Fail::failed(format!(
             "with the bank's mutex unusable (ENOTRECOVERABLE), a transfer from account {} to \
