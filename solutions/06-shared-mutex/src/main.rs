@@ -16,7 +16,8 @@
 //! `kind=` from [`BankError::kind`]. With `--crash-worker W --crash-after N`, worker W says
 //! `holding` in the middle of its transfer number N and waits, lock held, to be killed; the
 //! other workers start their transfers only then. With `--try-transfers F,T,...`, the
-//! coordinator first tries those transfers and reports how each ended in its `ready`. With
+//! coordinator first tries those transfers and reports how each ended in its `ready`; with
+//! `--try-when-told` too, it says `created` (where the pieces lie) and waits for `try` before. With
 //! `--file-size-limit B`, the program may not make files larger than B bytes, so that sizing the
 //! segment fails. When creating the bank fails, the program says `failed` and waits for `exit`,
 //! so that the grader can see what the failure left behind. Keep this file as it is.
@@ -59,6 +60,10 @@ struct Args {
     /// (of 1 each); the coordinator reports `ok` or the error's kind for each.
     #[arg(long, value_delimiter = ',')]
     try_transfers: Vec<usize>,
+    /// Before trying the transfers, say `created` (where the pieces of the bank lie) and wait
+    /// for the grader's `try`, so that it can act on the bank's mutex first.
+    #[arg(long, requires = "try_transfers")]
+    try_when_told: bool,
     /// The largest file the program may make (`RLIMIT_FSIZE`), in bytes.
     #[arg(long)]
     file_size_limit: Option<u64>,
@@ -76,6 +81,29 @@ fn limit_file_size(bytes: u64) {
         limit.rlim_cur = bytes.min(limit.rlim_max);
         libc::setrlimit(libc::RLIMIT_FSIZE, &limit);
     }
+}
+
+/// Where the pieces of the bank lie in the segment, its size and the opening balance.
+fn layout() -> Vec<(&'static str, String)> {
+    vec![
+        ("mutex_at", std::mem::offset_of!(Bank, lock).to_string()),
+        ("cond_at", std::mem::offset_of!(Bank, all_done).to_string()),
+        ("counts_at", std::mem::offset_of!(Bank, workers).to_string()),
+        (
+            "transfers_at",
+            std::mem::offset_of!(Bank, transfers).to_string(),
+        ),
+        (
+            "journal_at",
+            std::mem::offset_of!(Bank, journal).to_string(),
+        ),
+        (
+            "accounts_at",
+            std::mem::offset_of!(Bank, accounts).to_string(),
+        ),
+        ("size", std::mem::size_of::<Bank>().to_string()),
+        ("opening", OPENING_BALANCE.to_string()),
+    ]
 }
 
 /// Reports `error` to the grader and on stderr.
@@ -233,6 +261,10 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    if args.try_when_told {
+        control.send("created", &layout());
+        control.wait_for("try");
+    }
     let tried: Vec<&str> = args
         .try_transfers
         .chunks_exact(2)
@@ -264,31 +296,13 @@ fn main() -> ExitCode {
             ForkResult::Parent { child } => workers.push(child),
         }
     }
-    control.send(
-        "ready",
-        &[
-            ("role", "coordinator".into()),
-            ("workers", list(&workers)),
-            ("mutex_at", std::mem::offset_of!(Bank, lock).to_string()),
-            ("cond_at", std::mem::offset_of!(Bank, all_done).to_string()),
-            ("counts_at", std::mem::offset_of!(Bank, workers).to_string()),
-            (
-                "transfers_at",
-                std::mem::offset_of!(Bank, transfers).to_string(),
-            ),
-            (
-                "journal_at",
-                std::mem::offset_of!(Bank, journal).to_string(),
-            ),
-            (
-                "accounts_at",
-                std::mem::offset_of!(Bank, accounts).to_string(),
-            ),
-            ("size", std::mem::size_of::<Bank>().to_string()),
-            ("opening", OPENING_BALANCE.to_string()),
-            ("tried", tried.join(",")),
-        ],
-    );
+    let mut ready = vec![
+        ("role", "coordinator".to_string()),
+        ("workers", list(&workers)),
+        ("tried", tried.join(",")),
+    ];
+    ready.extend(layout());
+    control.send("ready", &ready);
     let mut ok = true;
     match bank.wait_all_done() {
         Ok(seen) => {

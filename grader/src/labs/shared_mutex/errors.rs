@@ -5,13 +5,16 @@
 use std::io::{Read, Write};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::PathBuf;
+use std::time::Duration;
 
 use ipc_labs_driver::Message;
 use rand::RngExt;
 
 use super::ACCOUNTS;
 use super::probe;
-use super::session::{Session, delta_of, dev_shm, verify};
+use super::session::{
+    Segment, Session, delta_of, dev_shm, failure, layout_of, open_segment, verify,
+};
 use crate::engine::{Fail, Proc, Run};
 
 /// A segment the grader creates before the program runs, to take its name: removed when
@@ -98,9 +101,15 @@ fn refuses_name(run: &mut Run, name: &str) -> Result<(), Fail> {
             )));
         }
         _ => {
+            let leading = if name.starts_with("//") {
+                " (a second '/' at the start is one of those: do not strip the leading '/'s \
+                 as shm_open() does, remove exactly one)"
+            } else {
+                ""
+            };
             return Err(Fail::failed(format!(
                 "SharedBank::create accepted the name {name:?}: a segment's name is a '/' \
-                 followed by at least one character and no other '/'; return \
+                 followed by at least one character and no other '/'{leading}; return \
                  BankError::BadName for any other"
             )));
         }
@@ -164,6 +173,8 @@ pub(super) fn typed_errors(run: &mut Run) -> Result<String, Fail> {
         "/".to_string(),
         format!("{good}/{}", run.rng().random_range(0..1000u32)),
         format!("{good}/"),
+        // glibc strips every leading '/', but the rule allows exactly one.
+        format!("/{good}"),
     ];
     for name in &bad_names {
         refuses_name(run, name)?;
@@ -176,7 +187,17 @@ pub(super) fn typed_errors(run: &mut Run) -> Result<String, Fail> {
     let beyond = ACCOUNTS + run.rng().random_range(1..1000usize);
     let last = ACCOUNTS - 1;
     let good_transfers = [(0, last), (last, run.rng().random_range(1..last))];
-    let bad_transfers = [(ACCOUNTS, a), (b, ACCOUNTS), (beyond, a), (same, same)];
+    // 2^32 + k narrowed to u32 (the journal's type) is account k: a check made after
+    // narrowing lets it through.
+    let wide = |k: usize| (1usize << 32) + k;
+    let bad_transfers = [
+        (ACCOUNTS, a),
+        (b, ACCOUNTS),
+        (beyond, a),
+        (same, same),
+        (wide((a + 1) % ACCOUNTS), a),
+        (b, wide((b + 1) % ACCOUNTS)),
+    ];
     let tried: Vec<(usize, usize)> = good_transfers.iter().chain(&bad_transfers).copied().collect();
     let pairs: Vec<String> = tried
         .iter()
@@ -215,9 +236,18 @@ pub(super) fn typed_errors(run: &mut Run) -> Result<String, Fail> {
                 ACCOUNTS - 1
             )
         } else {
+            let narrowed = if from.max(to) > u32::MAX as usize && result == "ok" {
+                format!(
+                    " (as u32 they are {} and {}: compare the usize values before narrowing \
+                     them to the journal's u32)",
+                    from as u32, to as u32
+                )
+            } else {
+                String::new()
+            };
             format!(
-                "a transfer from account {from} to account {to} {what}: the accounts must \
-                 exist (below {ACCOUNTS}) and differ; return BankError::BadAccounts before \
+                "a transfer from account {from} to account {to} {what}{narrowed}: the accounts \
+                 must exist (below {ACCOUNTS}) and differ; return BankError::BadAccounts before \
                  taking the lock"
             )
         }));
@@ -247,11 +277,117 @@ pub(super) fn typed_errors(run: &mut Run) -> Result<String, Fail> {
     session.go()?;
     let outcome = session.finish(0, |_| Ok(()))?;
     verify(&session, &outcome, &done, 0)?;
+    drop(session);
+    refused_before_lock(run, &bad_transfers)?;
     Ok(format!(
         "names {bad_names:?} refused with kind=bad-name, {short:?} accepted; transfers \
          {bad_transfers:?} refused with kind=bad-accounts, {good_transfers:?} done, the bank \
          otherwise unchanged"
     ))
+}
+
+/// Bad accounts are refused before the lock is taken: tried while the bank's mutex is
+/// unusable (ENOTRECOVERABLE), they still fail with kind=bad-accounts; a good transfer tried
+/// last shows the mutex was unusable then.
+fn refused_before_lock(run: &mut Run, bad: &[(usize, usize)]) -> Result<(), Fail> {
+    let good = (0, ACCOUNTS - 1);
+    let tried: Vec<(usize, usize)> = bad.iter().copied().chain([good]).collect();
+    let pairs: Vec<String> = tried
+        .iter()
+        .flat_map(|(from, to)| [from.to_string(), to.to_string()])
+        .collect();
+    let extra = [
+        "--try-transfers".to_string(),
+        pairs.join(","),
+        "--try-when-told".into(),
+    ];
+    let name = run.ipc_name("bank");
+    let mut args = vec!["--name".to_string(), name.clone(), "--work".into(), "1".into()];
+    args.extend(extra);
+    let mut proc = run.spawn(&args)?;
+    let mut results = None;
+    let mut outcome = Ok(());
+    while results.is_none() && outcome.is_ok() {
+        let message = proc.recv_any()?;
+        match (message.kind.as_str(), message.get("role")) {
+            ("created", _) => {
+                let segment = open_segment(&name, layout_of(&message)?)?;
+                outcome = make_unrecoverable(&segment);
+                if outcome.is_ok() {
+                    proc.send("try", &[])?;
+                }
+            }
+            ("ready", Some("coordinator")) => {
+                let tried: Vec<String> = message
+                    .get("tried")
+                    .unwrap_or("")
+                    .split(',')
+                    .filter(|s| !s.is_empty())
+                    .map(String::from)
+                    .collect();
+                results = Some(tried);
+            }
+            ("ready", _) => {}
+            _ => outcome = Err(failure(&message)),
+        }
+    }
+    // The run cannot end on its own: the grader ends it and removes the segment itself.
+    proc.kill_tree();
+    let _ = std::fs::remove_file(dev_shm(&name));
+    outcome?;
+    let results = results.unwrap_or_default();
+    if results.len() != tried.len() {
+        return Err(Fail::Grader(format!(
+            "the coordinator reported {} tried transfers for {}",
+            results.len(),
+            tried.len()
+        )));
+    }
+    for (&(from, to), result) in bad.iter().zip(&results) {
+        if result != "bad-accounts" {
+            return Err(Fail::failed(format!(
+                "with the bank's mutex unusable (ENOTRECOVERABLE), a transfer from account \
+                 {from} to account {to} gave kind={result}, not bad-accounts: the accounts are \
+                 checked before the lock is taken (a transfer that cannot be made neither waits \
+                 for the lock nor touches it), so its error is BadAccounts whatever the mutex's \
+                 state"
+            )));
+        }
+    }
+    let last = results.last().map(String::as_str).unwrap_or("");
+    if last == "ok" {
+        return Err(Fail::failed(format!(
+            "with the bank's mutex unusable (ENOTRECOVERABLE), a transfer from account {} to \
+             account {} went through: it did not take the mutex in the segment (Bank::lock), \
+             which every transfer must hold; that lock fails with BankError::NotRecoverable",
+            good.0, good.1
+        )));
+    }
+    if last != "not-recoverable" {
+        return Err(Fail::failed(format!(
+            "with the bank's mutex unusable (ENOTRECOVERABLE), a transfer from account {} to \
+             account {} gave {last}, not kind=not-recoverable: pthread_mutex_lock()'s \
+             ENOTRECOVERABLE is BankError::NotRecoverable",
+            good.0, good.1
+        )));
+    }
+    Ok(())
+}
+
+/// Makes the bank's mutex unusable for good: a holder dies, and the grader meets EOWNERDEAD
+/// and lets go without pthread_mutex_consistent().
+fn make_unrecoverable(segment: &Segment) -> Result<(), Fail> {
+    probe::DyingHolder::start(segment, false)?.die();
+    let first = probe::try_lock(segment, Duration::from_secs(1))?;
+    let second = probe::try_lock(segment, Duration::from_secs(1))?;
+    if first != libc::EOWNERDEAD || second != libc::ENOTRECOVERABLE {
+        return Err(Fail::Grader(format!(
+            "making the mutex unrecoverable failed: {} then {}",
+            probe::errno_name(first),
+            probe::errno_name(second)
+        )));
+    }
+    Ok(())
 }
 
 pub(super) fn create_failures(run: &mut Run) -> Result<String, Fail> {

@@ -78,7 +78,7 @@ pub static LAB: Lab = Lab {
             timeout: Duration::from_secs(15),
             description: "while the workers are held at the start, the coordinator sleeps on the \
                           condition variable in the segment (no spinning, no polling, no other \
-                          call)",
+                          call, no timeout, no other thread)",
             exclusive: false,
             run: sleeping::coordinator_sleeps,
         },
@@ -106,8 +106,8 @@ pub static LAB: Lab = Lab {
             points: 2,
             timeout: Duration::from_secs(15),
             description: "a holder that dies while the coordinator waits to take the lock back: \
-                          its pthread_cond_wait() returns EOWNERDEAD, it repairs, marks the mutex \
-                          consistent and goes on waiting",
+                          its pthread_cond_wait() returns EOWNERDEAD, it repairs (undoing a \
+                          half-done transfer), marks the mutex consistent and goes on waiting",
             exclusive: false,
             run: robust::owner_dies_during_wait,
         },
@@ -126,7 +126,8 @@ pub static LAB: Lab = Lab {
             timeout: Duration::from_secs(15),
             description: "bad segment names are refused with kind=bad-name and a one-character \
                           name is not; transfers from or to an account that does not exist, or \
-                          to itself, are refused with kind=bad-accounts, accounts 0 and 7 work",
+                          to itself, are refused with kind=bad-accounts, before the lock; \
+                          accounts 0 and 7 work",
             exclusive: false,
             run: errors::typed_errors,
         },

@@ -231,6 +231,16 @@ fn journal_written(
             saved.0, saved.1, saved.2, were.0, were.1, were.2
         )));
     }
+    // midway() comes between the debit and the credit: `to` still holds what it held.
+    if now[to] != before[to] && now[from] != before[from] {
+        return Err(Fail::failed(format!(
+            "worker {crasher} stopped in midway() of its transfer from account {from} to \
+             account {to}, lock held, with both the debit and the credit already in the \
+             segment (account {to}: {} before, {} now): call midway() between the debit and \
+             the credit, so that a holder killed there leaves a half-done transfer",
+            before[to], now[to]
+        )));
+    }
     Ok(Cut { from, to })
 }
 
@@ -335,14 +345,105 @@ pub(super) fn owner_dies_during_wait(run: &mut Run) -> Result<String, Fail> {
             counts.dead
         )));
     }
+    let cut = dies_mid_transfer(run, &mut session)?;
     session.go()?;
     let outcome = session.finish(0, |_| Ok(()))?;
     verify(&session, &outcome, &[], 0)?;
-    Ok(
+    Ok(format!(
         "a holder died while the coordinator waited: its pthread_cond_wait() met EOWNERDEAD, \
-         it made the mutex consistent and went on waiting; the workers then ran normally"
-            .into(),
-    )
+         it made the mutex consistent and went on waiting; a second one died in the middle of a \
+         transfer from account {} to account {}, and the coordinator undid it and counted it \
+         dead; the workers then ran normally",
+        cut.from, cut.to
+    ))
+}
+
+/// A second holder dies while the coordinator waits to take the lock back, this time in the
+/// middle of a transfer (journal written, debit made), as a worker killed in midway() leaves
+/// it: the coordinator's pthread_cond_wait() meets EOWNERDEAD and must repair as lock() does.
+/// The grader then takes its stand-in's `dead` back, so that the workers' run ends as usual.
+fn dies_mid_transfer(run: &mut Run, session: &mut Session) -> Result<Cut, Fail> {
+    let from = run.rng().random_range(0..ACCOUNTS);
+    let to = (from + run.rng().random_range(1..ACCOUNTS)) % ACCOUNTS;
+    let amount = run.rng().random_range(1..1000i64);
+    let holder = DyingHolder::start(&session.segment, true)?;
+    let (count, before) = session.segment.bank()?;
+    let layout = session.segment.layout;
+    let at = layout.journal_at;
+    let segment = &session.segment;
+    segment.write_at(at + 4, &(from as u32).to_ne_bytes())?;
+    segment.write_at(at + 8, &(to as u32).to_ne_bytes())?;
+    segment.write_at(at + 16, &before[from].to_ne_bytes())?;
+    segment.write_at(at + 24, &before[to].to_ne_bytes())?;
+    segment.write_at(at + 32, &count.to_ne_bytes())?;
+    segment.write_at(at, &1u32.to_ne_bytes())?;
+    segment.write_at(layout.accounts_at + 8 * from, &(before[from] - amount).to_ne_bytes())?;
+    let until = Instant::now() + 2 * STEP;
+    while session.coordinator_place() != Some(Place::Mutex) {
+        if Instant::now() > until {
+            return Err(Fail::failed(format!(
+                "the grader held the bank's mutex a second time and broadcast all_done, and {} \
+                 s later the coordinator {} instead of waiting to take the lock back",
+                (2 * STEP).as_secs(),
+                probe::sleeping(session.coordinator).describe()
+            )));
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    holder.die();
+    let until = Instant::now() + STEP;
+    while session.coordinator_place() != Some(Place::Cond) {
+        if Instant::now() > until {
+            return Err(Fail::failed(format!(
+                "a holder died in the middle of a transfer while the coordinator waited in \
+                 pthread_cond_wait(), and {} s later the coordinator {} instead of sleeping on \
+                 the condition variable again",
+                STEP.as_secs(),
+                probe::sleeping(session.coordinator).describe()
+            )));
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let journal = session.segment.journal()?;
+    let (count_now, now) = session.segment.bank()?;
+    let counts = session.segment.counts()?;
+    if journal.active != 0 || now != before || count_now != count || counts.dead != 1 {
+        let mut seen = Vec::new();
+        if journal.active != 0 {
+            seen.push("its journal is still active".to_string());
+        }
+        if now[from] != before[from] {
+            seen.push(format!(
+                "account {from} still lacks the {} debited",
+                before[from] - now[from]
+            ));
+        }
+        if counts.dead != 1 {
+            seen.push(format!("dead = {} (not 1)", counts.dead));
+        }
+        if now != before && now[from] == before[from] {
+            seen.push(format!("balances {now:?}, not {before:?}"));
+        }
+        if count_now != count {
+            seen.push(format!("the count is {count_now}, not {count}"));
+        }
+        return Err(Fail::failed(format!(
+            "a holder died in the middle of a transfer from account {from} to account {to} \
+             (journal written, debit made) while the coordinator waited to take the lock back; \
+             its pthread_cond_wait() returned EOWNERDEAD and it went back to waiting, but {}: \
+             EOWNERDEAD from pthread_cond_wait() needs the same repair as from lock(): \
+             recover() (undo the journaled transfer, count the worker dead, broadcast), then \
+             pthread_mutex_consistent()",
+            seen.join(", ")
+        )));
+    }
+    // The stand-in was no worker of the run: take its `dead` back.
+    let held = probe::hold(&session.segment, Duration::from_secs(1))?;
+    session
+        .segment
+        .write_at(layout.counts_at + 8, &0u32.to_ne_bytes())?;
+    drop(held);
+    Ok(Cut { from, to })
 }
 
 pub(super) fn not_recoverable(run: &mut Run) -> Result<String, Fail> {

@@ -195,6 +195,44 @@ pub(super) fn role_of(coordinator: i32) -> impl Fn(&ProcessView) -> String + Sen
     }
 }
 
+/// Where the coordinator says the pieces of the bank lie.
+pub(super) fn layout_of(message: &Message) -> Result<Layout, Fail> {
+    Ok(Layout {
+        mutex_at: field(message, "mutex_at")?,
+        cond_at: field(message, "cond_at")?,
+        counts_at: field(message, "counts_at")?,
+        transfers_at: field(message, "transfers_at")?,
+        journal_at: field(message, "journal_at")?,
+        accounts_at: field(message, "accounts_at")?,
+        size: field(message, "size")?,
+        opening: field(message, "opening")?,
+    })
+}
+
+/// Opens (and maps, if it can) the segment the coordinator says holds the bank.
+pub(super) fn open_segment(name: &str, layout: Layout) -> Result<Segment, Fail> {
+    let path = dev_shm(name);
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&path)
+        .or_else(|_| std::fs::File::open(&path))
+        .map_err(|_| {
+            Fail::failed(format!(
+                "{} does not exist while the coordinator says the bank is ready: create the \
+                 segment with shm_open(name, O_CREAT | O_EXCL | O_RDWR, 0600)",
+                path.display()
+            ))
+        })?;
+    let mut segment = Segment {
+        file,
+        layout,
+        map: None,
+    };
+    segment.map = probe::Mapping::of(&segment);
+    Ok(segment)
+}
+
 impl Segment {
     /// Another handle on the segment, not mapped: for reading.
     pub fn reader(&self) -> Result<Segment, Fail> {
@@ -257,6 +295,13 @@ impl Segment {
     pub fn mark_mutex_taken(&self) -> Result<(), Fail> {
         self.file
             .write_all_at(&1u32.to_ne_bytes(), self.layout.mutex_at as u64)
+            .map_err(|e| Fail::Grader(format!("writing the segment: {e}")))
+    }
+
+    /// Writes `bytes` into the segment at `offset`, as a process holding the lock would.
+    pub fn write_at(&self, offset: usize, bytes: &[u8]) -> Result<(), Fail> {
+        self.file
+            .write_all_at(bytes, offset as u64)
             .map_err(|e| Fail::Grader(format!("writing the segment: {e}")))
     }
 
@@ -339,16 +384,7 @@ impl Session {
             let message = proc.recv_any()?;
             match (message.kind.as_str(), message.get("role")) {
                 ("ready", Some("coordinator")) => {
-                    layout = Some(Layout {
-                        mutex_at: field(&message, "mutex_at")?,
-                        cond_at: field(&message, "cond_at")?,
-                        counts_at: field(&message, "counts_at")?,
-                        transfers_at: field(&message, "transfers_at")?,
-                        journal_at: field(&message, "journal_at")?,
-                        accounts_at: field(&message, "accounts_at")?,
-                        size: field(&message, "size")?,
-                        opening: field(&message, "opening")?,
-                    });
+                    layout = Some(layout_of(&message)?);
                     tried = message
                         .get("tried")
                         .unwrap_or("")
@@ -372,26 +408,7 @@ impl Session {
                 }
             }
         }
-        let layout = layout.expect("loop ends with a layout");
-        let path = dev_shm(&name);
-        let file = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(&path)
-            .or_else(|_| std::fs::File::open(&path))
-            .map_err(|_| {
-                Fail::failed(format!(
-                    "{} does not exist while the coordinator says the bank is ready: create the \
-                     segment with shm_open(name, O_CREAT | O_EXCL | O_RDWR, 0600)",
-                    path.display()
-                ))
-            })?;
-        let mut segment = Segment {
-            file,
-            layout,
-            map: None,
-        };
-        segment.map = probe::Mapping::of(&segment);
+        let segment = open_segment(&name, layout.expect("loop ends with a layout"))?;
         Ok(Session {
             proc,
             name,

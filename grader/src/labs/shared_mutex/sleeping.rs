@@ -4,7 +4,7 @@
 use super::probe::{self, Place, Sleep};
 use super::session::{Session, role_of, verify};
 use crate::engine::waiting::{self, WaitRules};
-use crate::engine::{Fail, Run};
+use crate::engine::{Fail, Run, inspect};
 
 /// Transfers per worker where only the waiting is judged.
 const LIGHT_WORK: u64 = 1000;
@@ -60,6 +60,39 @@ pub(super) fn coordinator_sleeps(run: &mut Run) -> Result<String, Fail> {
             "while no worker had started, the coordinator slept on {} instead of the condition \
              variable all_done in the segment: {advice}",
             place.describe()
+        )));
+    }
+    // The program is single-threaded: another thread of the coordinator is a second way of
+    // being woken (a child's exit, a timer), not the workers' broadcasts.
+    if let Some(view) = inspect::view(session.coordinator) {
+        let others: Vec<String> = view
+            .threads
+            .iter()
+            .filter(|t| t.tid != session.coordinator)
+            .map(|t| match (t.state, t.syscall) {
+                ('S' | 'D', Some((nr, _))) => {
+                    format!("thread {} sleeps in {}", t.tid, probe::call_name(nr))
+                }
+                _ => format!("thread {} runs", t.tid),
+            })
+            .collect();
+        if !others.is_empty() {
+            return Err(Fail::failed(format!(
+                "while no worker had started, the coordinator had threads besides the one \
+                 waiting ({}): the only wake-up of its wait is the broadcast of all_done that \
+                 each worker's finish() makes (finished += 1, then pthread_cond_broadcast(), \
+                 every time), not a worker's exit (SIGCHLD) or a timer; the bank starts no \
+                 thread",
+                others.join(", ")
+            )));
+        }
+    }
+    // A wait with a timeout wakes up by itself to look again: a poll, whatever its period.
+    if probe::futex_has_timeout(session.coordinator) == Some(true) {
+        return Err(Fail::failed(format!(
+            "while no worker had started, the coordinator slept on the condition variable with \
+             a timeout (pthread_cond_timedwait()): it wakes up to look again when nothing has \
+             changed, which is polling; {advice}, with no timeout"
         )));
     }
     session.go()?;
