@@ -63,11 +63,14 @@ pub fn peer_killed(run: &mut Run) -> Result<String, Fail> {
     // keep the deadline it had, or the signals would keep a dead peer from ever timing out.
     let receiver_pid = k1.receiver.pid.as_raw();
     let stop = AtomicBool::new(false);
+    // What the live transfers said meanwhile, with when.
+    let mut early = Vec::new();
     let (answers, signals) = std::thread::scope(|scope| {
         let pester = scope.spawn(|| {
             interrupt_until(receiver_pid, &stop, killed, killed + orphan_bound())
         });
-        let answers = orphan_answers(run, &mut k1, &mut k2, killed, started);
+        let live = [&mut l1, &mut l2];
+        let answers = orphan_answers(run, &mut k1, &mut k2, killed, started, live, &mut early);
         stop.store(true, Ordering::SeqCst);
         (answers, pester.join().unwrap_or_default())
     });
@@ -96,7 +99,6 @@ pub fn peer_killed(run: &mut Run) -> Result<String, Fail> {
         Live {
             transfer: &mut l1,
             len: slow_writer.lens[0],
-            waiter: "sender",
             slow: "receiver's writer",
             sender_done: false,
             receiver_done: false,
@@ -104,13 +106,12 @@ pub fn peer_killed(run: &mut Run) -> Result<String, Fail> {
         Live {
             transfer: &mut l2,
             len: slow_source.lens[0],
-            waiter: "receiver",
             slow: "sender's data source",
             sender_done: false,
             receiver_done: false,
         },
     ];
-    follow_live(run, &mut lives, started)?;
+    follow_live(run, &mut lives, started, early)?;
     l1.exit()?;
     l2.exit()?;
     Ok(format!(
@@ -188,6 +189,8 @@ fn orphan_answers(
     k2: &mut Transfer,
     killed: Instant,
     started: Instant,
+    mut live: [&mut Transfer; 2],
+    early: &mut Vec<Said>,
 ) -> Result<[(Message, Duration); 2], Fail> {
     expect_live(&mut k2.receiver, "message", "the receiver", started)?;
     k2.receiver.kill_tree();
@@ -197,6 +200,19 @@ fn orphan_answers(
     let mut first = None;
     let mut second = None;
     while first.is_none() || second.is_none() {
+        // A live transfer's news is judged by when it came: keep it with its time.
+        for (index, transfer) in live.iter_mut().enumerate() {
+            for (receiver, proc) in [(false, &mut transfer.sender), (true, &mut transfer.receiver)] {
+                if let Some(message) = proc.recv_before(Instant::now())? {
+                    early.push(Said {
+                        index,
+                        receiver,
+                        message,
+                        after: started.elapsed(),
+                    });
+                }
+            }
+        }
         // Past the check's time, wait for good: the engine then tells what each one is doing.
         let late = Instant::now() >= run.deadline();
         if first.is_none() {
@@ -306,18 +322,34 @@ fn orphan_failed(
 struct Live<'a> {
     transfer: &'a mut Transfer,
     len: u64,
-    /// The side that waits for the slow one.
-    waiter: &'static str,
     /// The slow side, in words.
     slow: &'static str,
     sender_done: bool,
     receiver_done: bool,
 }
 
+/// A message of one side of live transfer `index` (`receiver` or sender), and how long after
+/// the transfers began it came.
+struct Said {
+    index: usize,
+    receiver: bool,
+    message: Message,
+    after: Duration,
+}
+
 /// Follows the live transfers side by side until each has arrived whole and both its sides say
-/// `done`; if one side gives up, says which, when, and why that is wrong.
-fn follow_live(run: &Run, lives: &mut [Live], started: Instant) -> Result<(), Fail> {
+/// `done` (starting with what they said `early`); if one side gives up, says which, when, and
+/// why that is wrong.
+fn follow_live(
+    run: &Run,
+    lives: &mut [Live],
+    started: Instant,
+    early: Vec<Said>,
+) -> Result<(), Fail> {
     const LOOK: Duration = Duration::from_millis(2);
+    for said in early {
+        take_live(&mut lives[said.index], said.receiver, &said.message, said.after)?;
+    }
     while lives.iter().any(|l| !l.sender_done || !l.receiver_done) {
         let late = Instant::now() >= run.deadline();
         for live in lives.iter_mut() {
@@ -327,39 +359,46 @@ fn follow_live(run: &Run, lives: &mut [Live], started: Instant) -> Result<(), Fa
                 } else {
                     live.transfer.receiver.recv_before(Instant::now() + LOOK)?
                 };
-                match message {
-                    Some(m) if m.kind == "message" => {
-                        let want = pattern_hash(live.transfer.seed, 0, live.len);
-                        if m.get("hash") != Some(want.as_str()) {
-                            return Err(Fail::failed(format!(
-                                "a live transfer whose {} takes {SLOW_MS} ms per chunk: the \
-                                 receiver's bytes differ from what the sender sent (the hash \
-                                 does not match)",
-                                live.slow
-                            )));
-                        }
-                    }
-                    Some(m) if m.kind == "done" => live.receiver_done = true,
-                    Some(m) => return Err(live_failed(live, "receiver", &m, started)),
-                    None => {}
+                if let Some(m) = message {
+                    take_live(live, true, &m, started.elapsed())?;
                 }
             }
             if !live.sender_done
                 && let Some(m) = live.transfer.sender.recv_before(Instant::now() + LOOK)?
             {
-                if m.kind != "done" {
-                    return Err(live_failed(live, "sender", &m, started));
-                }
-                live.sender_done = true;
+                take_live(live, false, &m, started.elapsed())?;
             }
         }
     }
     Ok(())
 }
 
+/// Takes what one side (`receiver` or the sender) of a live transfer said `after` the start.
+fn take_live(live: &mut Live, receiver: bool, m: &Message, after: Duration) -> Result<(), Fail> {
+    match m.kind.as_str() {
+        "message" if receiver => {
+            let want = pattern_hash(live.transfer.seed, 0, live.len);
+            if m.get("hash") != Some(want.as_str()) {
+                return Err(Fail::failed(format!(
+                    "a live transfer whose {} takes {SLOW_MS} ms per chunk: the receiver's bytes \
+                     differ from what the sender sent (the hash does not match)",
+                    live.slow
+                )));
+            }
+        }
+        "done" if receiver => live.receiver_done = true,
+        "done" => live.sender_done = true,
+        _ => {
+            let who = if receiver { "receiver" } else { "sender" };
+            return Err(live_failed(live, who, m, after));
+        }
+    }
+    Ok(())
+}
+
 /// What went wrong when `who` of a live transfer said `message` instead of what was due.
-fn live_failed(live: &Live, who: &str, message: &Message, started: Instant) -> Fail {
-    let after = started.elapsed().as_millis();
+fn live_failed(live: &Live, who: &str, message: &Message, after: Duration) -> Fail {
+    let after = after.as_millis();
     let slow = live.slow;
     let what = format!(
         "a live transfer whose {slow} takes {SLOW_MS} ms per chunk ({LIVE_CHUNKS} chunks, so the \
@@ -369,12 +408,13 @@ fn live_failed(live: &Live, who: &str, message: &Message, started: Instant) -> F
         message.kind,
         failure(message)
     );
-    if who == live.waiter
-        && message.get("kind") == Some("timeout")
-        && after < u128::from(3 * TIMEOUT_MS)
+    // Either side may time out: each waits for the other between chunks. Sooner than the
+    // timeout, a wait was cut short (see `expect_live`); around it, the message's clock ran out.
+    if message.get("kind") == Some("timeout")
+        && (u128::from(TIMEOUT_MS)..u128::from(3 * TIMEOUT_MS)).contains(&after)
     {
         return Fail::failed(format!(
-            "{what}, though its peer was alive and handed over a chunk every {SLOW_MS} ms, so \
+            "{what}, though its peer was alive and the transfer moved a chunk every {SLOW_MS} ms, so \
              that no single wait lasted anywhere near the timeout: it gave up when the whole \
              message had lasted the timeout. The timeout counts from the start of each wait, \
              not of the message: take a new deadline for every sem_timedwait()"
