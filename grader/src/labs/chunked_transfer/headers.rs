@@ -155,12 +155,12 @@ fn next_chunk(sender: &mut Sender, at: &Place) -> Result<(), Fail> {
             if said.kind == "holding" {
                 return Err(Fail::failed(format!(
                     "the grader, as the receiver, waited for {}, and the sender came first to \
-                     the point where the grader holds it, before reading byte {} of message 1 \
-                     (the data of a later chunk): it reads its data source ahead of the chunk it \
-                     hands over. Read each chunk's data straight into its slot and post `full` \
-                     before reading the next",
+                     the point where the grader holds it, the read that reaches byte {} of \
+                     message 1 (the data of chunk 1): it reads its data source ahead of the \
+                     chunk it hands over. Read each chunk's data straight into its slot and \
+                     post `full` before reading the next",
                     at.chunk(),
-                    said.get("at").unwrap_or("?")
+                    at.capacity
                 )));
             }
             let hint = if at.len() == 0 && said.kind == "done" {
