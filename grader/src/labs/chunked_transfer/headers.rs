@@ -52,6 +52,19 @@ pub fn chunk_headers(run: &mut Run) -> Result<String, Fail> {
                 let expected = &want[received as usize..(received + header.len) as usize];
                 let wrong = data.iter().zip(expected).filter(|(a, b)| a != b).count();
                 if wrong > 0 {
+                    // Bytes that turn right a moment later came after `full`.
+                    std::thread::sleep(Duration::from_millis(50));
+                    let later = sender.mapped.data(stream, header.len);
+                    if later.iter().zip(expected).all(|(a, b)| a == b) {
+                        return Err(Fail::failed(format!(
+                            "{}: its header was right, but right after `full` was posted {wrong} of its \
+                             {} data bytes in the slot were not the message's yet, and 50 ms \
+                             later they were: it posts `full` before the chunk's data is in the \
+                             slot. Read the chunk's data into the slot first, then post `full`",
+                            at.chunk(),
+                            header.len
+                        )));
+                    }
                     let pid = sender.proc.pid.as_raw();
                     let moved = io_of(pid).since(io_before);
                     let syscalls = if moved.written_bytes > 0 {

@@ -33,18 +33,22 @@ fn pair_refused(
         pair.wait()?;
         return Ok(());
     }
-    let said = if answer.kind == "took" {
+    // `why` explains taking the id on the queue, and only that.
+    let (said, why) = if answer.kind == "took" {
         let id = answer.get("id").unwrap_or("?");
         match on_queue {
             // Not the id the grader put there: take() made one up.
-            Some(only) if id != only.to_string() => format!(
-                "took segment {id}, which was not on the queue: take() must use the id the \
-                 message it received carries, not one of its own making, and"
+            Some(only) if id != only.to_string() => (
+                format!(
+                    "took segment {id}, which was not on the queue: take() must use the id the \
+                     message it received carries, not one of its own making, and"
+                ),
+                "",
             ),
-            _ => format!("took segment {id}:"),
+            _ => (format!("took segment {id}:"), why),
         }
     } else {
-        format!("said `{}` ({}):", answer.kind, failure(&answer))
+        (format!("said `{}` ({}):", answer.kind, failure(&answer)), "")
     };
     Err(Fail::failed(format!(
         "{setting}, pair {index} {said} Pool::take must fail with TransferError::{error} \
