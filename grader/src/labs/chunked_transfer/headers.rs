@@ -52,6 +52,19 @@ pub fn chunk_headers(run: &mut Run) -> Result<String, Fail> {
                 let expected = &want[received as usize..(received + header.len) as usize];
                 let wrong = data.iter().zip(expected).filter(|(a, b)| a != b).count();
                 if wrong > 0 {
+                    // Bytes that turn right a moment later came after `full`.
+                    std::thread::sleep(Duration::from_millis(50));
+                    let later = sender.mapped.data(stream, header.len);
+                    if later.iter().zip(expected).all(|(a, b)| a == b) {
+                        return Err(Fail::failed(format!(
+                            "{}: its header was right, but right after `full` was posted {wrong} of its \
+                             {} data bytes in the slot were not the message's yet, and 50 ms \
+                             later they were: it posts `full` before the chunk's data is in the \
+                             slot. Read the chunk's data into the slot first, then post `full`",
+                            at.chunk(),
+                            header.len
+                        )));
+                    }
                     let pid = sender.proc.pid.as_raw();
                     let moved = io_of(pid).since(io_before);
                     let syscalls = if moved.written_bytes > 0 {
@@ -152,6 +165,17 @@ fn next_chunk(sender: &mut Sender, at: &Place) -> Result<(), Fail> {
             return Ok(());
         }
         if let Some(said) = sender.proc.recv_before(Instant::now())? {
+            if said.kind == "holding" {
+                return Err(Fail::failed(format!(
+                    "the grader, as the receiver, waited for {}, and the sender came first to \
+                     the point where the grader holds it, the read that reaches byte {} of \
+                     message 1 (the data of chunk 1): it reads its data source ahead of the \
+                     chunk it hands over. Read each chunk's data straight into its slot and \
+                     post `full` before reading the next",
+                    at.chunk(),
+                    at.capacity
+                )));
+            }
             let hint = if at.len() == 0 && said.kind == "done" {
                 ": a message of 0 bytes must still be sent, as one chunk of 0 bytes with end = 1"
             } else {
@@ -452,6 +476,19 @@ pub fn broken_chunks(run: &mut Run) -> Result<String, Fail> {
             good: 0,
             advice: "compare len with the chunk capacity before using it",
         },
+        // The last chunk too: what is left of the total does not bound it by the capacity.
+        Case {
+            what: format!(
+                "is the last (end = 1) of a {}-byte message and carries all {} bytes, one more \
+                 than the chunk capacity {c}",
+                c + 1,
+                c + 1
+            ),
+            chunks: vec![header(0, c + 1, c + 1, 1)],
+            good: 0,
+            advice: "compare len with the chunk capacity for every chunk, the last (end = 1) \
+                     too: what is left of the total does not bound it by the slot",
+        },
         Case {
             what: "carries 1 byte more than what is left of the message".into(),
             chunks: vec![header(0, total, c, 0), header(1, total, rest + 1, 1)],
@@ -493,8 +530,8 @@ pub fn broken_chunks(run: &mut Run) -> Result<String, Fail> {
         judge_case(case, outcome)?;
     }
     Ok(
-        "chunks out of sequence, a changed length (longer and shorter), chunks of capacity + 1, \
-         of a whole slot and longer, one longer than what is left and an early end were each \
+        "chunks out of sequence, a changed length (longer and shorter), chunks of capacity + 1 \
+         (a middle one and a last one), of a whole slot and longer, one longer than what is left and an early end were each \
          reported as kind=protocol, after only the good chunks had been written out"
             .into(),
     )

@@ -146,9 +146,10 @@ pub static LAB: Lab = Lab {
             name: "peer-killed",
             points: 3,
             timeout: Duration::from_secs(12),
-            description: "a sender killed mid-message gives its receiver a timeout error, and a \
-                          killed receiver gives its sender one, within their timeout; a live \
-                          but slow peer is no error, however long the message takes",
+            description: "a sender killed mid-message gives its receiver a timeout error, \
+                          SIGUSR1 interrupting its waits all the while, and a killed receiver \
+                          gives its sender one, within their timeout; a live but slow peer is \
+                          no error, however long the message takes",
             exclusive: false,
             run: timeouts::peer_killed,
         },
@@ -190,6 +191,19 @@ const MAX_POOL: usize = 10;
 const ORPHANED_RECEIVER: &str = "the receiver, whose sender was killed";
 /// The role of a sender whose receiver the check killed.
 const ORPHANED_SENDER: &str = "the sender, whose receiver was killed";
+/// The role of a pair's receiver whose sender the check holds mid-message past its timeout.
+const STRANDED_RECEIVER: &str = "the pair's receiver, whose sender the grader holds mid-message";
+
+/// Why a side blocked on a futex well past its timeout is still there: what the grader saw,
+/// and the two ways a wait outlives its timeout.
+fn outlived(who: &str, peer: &str) -> String {
+    format!(
+        "{who} is still blocked on a futex (a semaphore wait) long after its timeout, while its \
+         {peer}: that wait has no timeout (sem_wait instead of sem_timedwait) or a deadline far \
+         later than now + the timeout. Every wait must give up after its timeout and report \
+         TransferError::Timeout"
+    )
+}
 
 fn explain_hang(hang: &Hang) -> Option<String> {
     let blocked = |role: &str| {
@@ -197,18 +211,22 @@ fn explain_hang(hang: &Hang) -> Option<String> {
             .is_some_and(|p| p.activities.contains(&Activity::Futex))
     };
     if blocked(ORPHANED_RECEIVER) {
-        return Some(
-            "the receiver still waits for a chunk from a sender that was killed: wait with a \
-             timeout (sem_timedwait) and report the dead peer as an error"
-                .into(),
-        );
+        return Some(outlived(
+            "the receiver",
+            "sender was killed mid-message and will never post again",
+        ));
     }
     if blocked(ORPHANED_SENDER) {
-        return Some(
-            "the sender still waits for a free slot from a receiver that was killed: wait with \
-             a timeout (sem_timedwait) and report the dead peer as an error"
-                .into(),
-        );
+        return Some(outlived(
+            "the sender",
+            "receiver was killed and will never free a slot again",
+        ));
+    }
+    if blocked(STRANDED_RECEIVER) {
+        return Some(outlived(
+            "the pair's receiver",
+            "sender stands still mid-message (held by the grader)",
+        ));
     }
     None
 }

@@ -4,7 +4,7 @@
 
 use rand::RngExt;
 
-use super::SEGMENTS;
+use super::{MAX_POOL, SEGMENTS, STRANDED_RECEIVER};
 use super::data::pattern_hash;
 use super::layout::expected_capacity;
 use super::pool::{
@@ -24,6 +24,8 @@ fn pair_refused(
     setting: &str,
     kind: &str,
     error: &str,
+    on_queue: Option<u32>,
+    why: &str,
 ) -> Result<(), Fail> {
     pair.send("go", &[])?;
     let answer = pair.recv_any()?;
@@ -31,14 +33,26 @@ fn pair_refused(
         pair.wait()?;
         return Ok(());
     }
-    let said = if answer.kind == "took" {
-        format!("took segment {}", answer.get("id").unwrap_or("?"))
+    // `why` explains taking the id on the queue, and only that.
+    let (said, why) = if answer.kind == "took" {
+        let id = answer.get("id").unwrap_or("?");
+        match on_queue {
+            // Not the id the grader put there: take() made one up.
+            Some(only) if id != only.to_string() => (
+                format!(
+                    "took segment {id}, which was not on the queue: take() must use the id the \
+                     message it received carries, not one of its own making, and"
+                ),
+                "",
+            ),
+            _ => (format!("took segment {id}:"), why),
+        }
     } else {
-        format!("said `{}` ({})", answer.kind, failure(&answer))
+        (format!("said `{}` ({}):", answer.kind, failure(&answer)), "")
     };
     Err(Fail::failed(format!(
-        "{setting}, pair {index} {said}: Pool::take must fail with TransferError::{error} \
-         (kind={kind})"
+        "{setting}, pair {index} {said} Pool::take must fail with TransferError::{error} \
+         (kind={kind}){why}"
     )))
 }
 
@@ -76,23 +90,39 @@ pub fn pool_pairs(run: &mut Run) -> Result<String, Fail> {
         "with the free queue empty (the grader had taken every id)",
         "pool-empty",
         "PoolEmpty",
+        None,
+        "",
     )?;
-    // An id that is not the pool's: the pool's count, one past the last.
-    index += 1;
-    queue.put_all(&[id_message(SEGMENTS as u32)])?;
-    let mut foreign = spawn_pair(run, &prefix, index, seed, 1000, &PairOptions::default())?;
-    pair_ready(&mut foreign, index)?;
-    pair_refused(
-        &mut foreign,
-        index,
-        &format!(
-            "with only id {SEGMENTS} on the free queue (put there by the grader; the pool's ids \
-             are 0 to {})",
-            SEGMENTS - 1
-        ),
-        "bad-id",
-        "BadId",
-    )?;
+    // Ids that are not the pool's: one between its count and the largest pool's (a bound
+    // taken from MAX_POOL_SEGMENTS), then the count itself (one past the last).
+    for foreign_id in [SEGMENTS + 3, SEGMENTS] {
+        index += 1;
+        queue.put_all(&[id_message(foreign_id as u32)])?;
+        let mut foreign = spawn_pair(run, &prefix, index, seed, 1000, &PairOptions::default())?;
+        pair_ready(&mut foreign, index)?;
+        let bound = if foreign_id > SEGMENTS {
+            format!(
+                ". Taking id {foreign_id} (below {MAX_POOL}, the largest pool) from a pool of \
+                 {SEGMENTS}, it checks ids against no bound or one larger than the pool's \
+                 count, which Pool::open takes from the queue's mq_maxmsg ({SEGMENTS})"
+            )
+        } else {
+            String::new()
+        };
+        pair_refused(
+            &mut foreign,
+            index,
+            &format!(
+                "with only id {foreign_id} on the free queue (put there by the grader; the pool's \
+                 ids are 0 to {})",
+                SEGMENTS - 1
+            ),
+            "bad-id",
+            "BadId",
+            Some(foreign_id as u32),
+            &bound,
+        )?;
+    }
 
     // The grader keeps one id: free_count() must count the queue, not guess.
     queue.put_all(&ids[1..])?;
@@ -278,6 +308,14 @@ fn failed_pair(
         ..Default::default()
     };
     let mut pair = spawn_pair(run, prefix, index, seed, len, &options)?;
+    let root = pair.pid.as_raw();
+    pair.set_roles(move |view| {
+        if view.pid == root {
+            format!("pair {index}'s sender")
+        } else {
+            STRANDED_RECEIVER.into()
+        }
+    });
     pair_ready(&mut pair, index)?;
     pair.send("go", &[])?;
     let want = pattern_hash(seed, index, len);

@@ -1,15 +1,17 @@
 //! The timeouts: a peer killed mid-message is an error within the timeout, and a live peer
 //! that is merely slow is none, however long the whole message takes.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use ipc_labs_driver::Message;
+use nix::sys::signal::Signal;
 
 use super::data::pattern_hash;
 use super::layout::expected_capacity;
 use super::transfer::{Setup, Transfer, failure, start};
 use super::{ORPHANED_RECEIVER, ORPHANED_SENDER};
-use crate::engine::{Fail, Run};
+use crate::engine::{Fail, Proc, Run, force};
 
 /// Each wait's timeout in this check.
 const TIMEOUT_MS: u64 = 500;
@@ -52,32 +54,44 @@ pub fn peer_killed(run: &mut Run) -> Result<String, Fail> {
         transfer.go()?;
     }
 
-    k1.sender.recv("progress")?;
+    expect_live(&mut k1.sender, "progress", "the sender", started)?;
     k1.sender.kill_tree();
     let killed = Instant::now();
     k1.receiver.set_roles(|_| ORPHANED_RECEIVER.into());
-    k2.receiver.recv("message")?;
-    k2.receiver.kill_tree();
-    k2.sender.set_roles(|_| ORPHANED_SENDER.into());
-
-    let answer = k1.receiver.recv_any()?;
-    let waited = killed.elapsed();
+    // The orphaned receiver gets SIGUSR1 (a handler that does nothing) more often than its
+    // timeout, until it answers or its time is well past: a wait that a signal interrupts must
+    // keep the deadline it had, or the signals would keep a dead peer from ever timing out.
+    let receiver_pid = k1.receiver.pid.as_raw();
+    let stop = AtomicBool::new(false);
+    // What the live transfers said meanwhile, with when.
+    let mut early = Vec::new();
+    let (answers, signals) = std::thread::scope(|scope| {
+        let pester = scope.spawn(|| {
+            interrupt_until(receiver_pid, &stop, killed, killed + orphan_bound())
+        });
+        let live = [&mut l1, &mut l2];
+        let answers = orphan_answers(run, &mut k1, &mut k2, killed, started, live, &mut early);
+        stop.store(true, Ordering::SeqCst);
+        (answers, pester.join().unwrap_or_default())
+    });
+    let [(answer, waited), (sender_answer, sender_waited)] = answers?;
     orphan_failed(
         &answer,
         "the sender was killed after a few chunks of a message, and its receiver",
         "the receiver must not report a message it did not get whole",
         waited,
+        Some((&signals, sender_waited)),
     )?;
     let status = k1.receiver.wait()?;
     if status.success() {
         return Err(Fail::Grader("the receiver failed but exited 0".into()));
     }
-    let answer = k2.sender.recv_any()?;
     orphan_failed(
-        &answer,
+        &sender_answer,
         "the receiver was killed early in a message, and the sender, whose ring stayed full,",
         "a sender whose ring stays full must give up after its timeout",
         Duration::ZERO,
+        None,
     )?;
     k2.sender.wait()?;
 
@@ -85,7 +99,6 @@ pub fn peer_killed(run: &mut Run) -> Result<String, Fail> {
         Live {
             transfer: &mut l1,
             len: slow_writer.lens[0],
-            waiter: "sender",
             slow: "receiver's writer",
             sender_done: false,
             receiver_done: false,
@@ -93,13 +106,12 @@ pub fn peer_killed(run: &mut Run) -> Result<String, Fail> {
         Live {
             transfer: &mut l2,
             len: slow_source.lens[0],
-            waiter: "receiver",
             slow: "sender's data source",
             sender_done: false,
             receiver_done: false,
         },
     ];
-    follow_live(run, &mut lives, started)?;
+    follow_live(run, &mut lives, started, early)?;
     l1.exit()?;
     l2.exit()?;
     Ok(format!(
@@ -111,9 +123,130 @@ pub fn peer_killed(run: &mut Run) -> Result<String, Fail> {
     ))
 }
 
+/// Waits for `who`'s `kind` while its peer is alive and busy; a timeout sooner than the
+/// timeout it was given (since `started`) is a deadline cut short.
+fn expect_live(proc: &mut Proc, kind: &str, who: &str, started: Instant) -> Result<Message, Fail> {
+    let answer = proc.recv_any()?;
+    if answer.kind == kind {
+        return Ok(answer);
+    }
+    let after = started.elapsed();
+    let what = format!(
+        "before any peer was killed, {who} said `{}` ({}) {} ms after the transfer began, \
+         where `{kind}` was due",
+        answer.kind,
+        failure(&answer),
+        after.as_millis()
+    );
+    if answer.get("kind") == Some("timeout") && after < Duration::from_millis(TIMEOUT_MS) {
+        return Err(Fail::failed(format!(
+            "{what}: it timed out sooner than the {TIMEOUT_MS} ms it was given, with its peer \
+             alive and at work. Its deadline is short of now + the \
+             timeout: the sub-second part dropped (as_secs() alone makes 500 ms no time at \
+             all), or a deadline not counted from now"
+        )));
+    }
+    Err(Fail::failed(what))
+}
+
+/// How long after the kill an orphan may take to give up: the two chunks in flight (20 ms
+/// each), then its timeout, with room for a loaded machine.
+fn orphan_bound() -> Duration {
+    Duration::from_millis(TIMEOUT_MS + 1500)
+}
+
+/// How often the orphaned receiver gets SIGUSR1: five times per timeout.
+const SIGNAL_EVERY: Duration = Duration::from_millis(TIMEOUT_MS / 5);
+
+/// The SIGUSR1 signals the grader sent an orphan while it waited.
+#[derive(Default)]
+struct Signals {
+    sent: u64,
+    /// When the last one went, counted from the kill.
+    last: Option<Duration>,
+}
+
+/// Sends SIGUSR1 to every thread of `pid` every [`SIGNAL_EVERY`] from `killed` until `stop` or
+/// `until`.
+fn interrupt_until(pid: i32, stop: &AtomicBool, killed: Instant, until: Instant) -> Signals {
+    let mut signals = Signals::default();
+    while !stop.load(Ordering::SeqCst) && Instant::now() < until {
+        if force::signal_every_thread(pid, Signal::SIGUSR1) > 0 {
+            signals.sent += 1;
+            signals.last = Some(killed.elapsed());
+        }
+        std::thread::sleep(SIGNAL_EVERY);
+    }
+    signals
+}
+
+/// Kills `k2`'s receiver after its first message, then follows both orphans (`k1`'s receiver,
+/// whose sender was killed at `killed`, and `k2`'s sender) until each has answered; each answer
+/// with how long after its peer's kill it came.
+fn orphan_answers(
+    run: &Run,
+    k1: &mut Transfer,
+    k2: &mut Transfer,
+    killed: Instant,
+    started: Instant,
+    mut live: [&mut Transfer; 2],
+    early: &mut Vec<Said>,
+) -> Result<[(Message, Duration); 2], Fail> {
+    expect_live(&mut k2.receiver, "message", "the receiver", started)?;
+    k2.receiver.kill_tree();
+    let receiver_killed = Instant::now();
+    k2.sender.set_roles(|_| ORPHANED_SENDER.into());
+    const LOOK: Duration = Duration::from_millis(2);
+    let mut first = None;
+    let mut second = None;
+    while first.is_none() || second.is_none() {
+        // A live transfer's news is judged by when it came: keep it with its time.
+        for (index, transfer) in live.iter_mut().enumerate() {
+            for (receiver, proc) in [(false, &mut transfer.sender), (true, &mut transfer.receiver)] {
+                if let Some(message) = proc.recv_before(Instant::now())? {
+                    early.push(Said {
+                        index,
+                        receiver,
+                        message,
+                        after: started.elapsed(),
+                    });
+                }
+            }
+        }
+        // Past the check's time, wait for good: the engine then tells what each one is doing.
+        let late = Instant::now() >= run.deadline();
+        if first.is_none() {
+            let answer = if late {
+                Some(k1.receiver.recv_any()?)
+            } else {
+                k1.receiver.recv_before(Instant::now() + LOOK)?
+            };
+            first = answer.map(|a| (a, killed.elapsed()));
+        }
+        if second.is_none() {
+            let answer = if late {
+                Some(k2.sender.recv_any()?)
+            } else {
+                k2.sender.recv_before(Instant::now() + LOOK)?
+            };
+            second = answer.map(|a| (a, receiver_killed.elapsed()));
+        }
+    }
+    Ok([first.expect("waited for"), second.expect("waited for")])
+}
+
 /// Fails unless a side whose peer was killed (`who` ... said) reported `failed` with
 /// kind=timeout, `waited` at most a little more than the timeout after the kill (when known).
-fn orphan_failed(answer: &Message, who: &str, rule: &str, waited: Duration) -> Result<(), Fail> {
+/// `interrupted`: the signals it got while it waited, and how long the other orphan, which got
+/// none, took to give up (to tell the signals from a timeout that is simply too long).
+fn orphan_failed(
+    answer: &Message,
+    who: &str,
+    rule: &str,
+    waited: Duration,
+    interrupted: Option<(&Signals, Duration)>,
+) -> Result<(), Fail> {
+    let signals = interrupted.map(|(s, _)| s).filter(|s| s.sent > 0);
     if answer.kind != "failed" {
         return Err(Fail::failed(format!(
             "{who} said `{}`: {rule}",
@@ -121,19 +254,65 @@ fn orphan_failed(answer: &Message, who: &str, rule: &str, waited: Duration) -> R
         )));
     }
     if answer.get("kind") != Some("timeout") {
+        // Sooner than the timeout, the wait did not time out: a signal may have ended it.
+        let early = waited < Duration::from_millis(TIMEOUT_MS);
+        let error = answer.get("error").unwrap_or("");
+        let by_signal = error.contains("EINTR") || error.contains("nterrupted");
+        let during = match signals.filter(|_| early) {
+            Some(s) if by_signal => format!(
+                ". It gave up {} ms after the kill, sooner than its timeout, while the grader sent \
+                 it SIGUSR1 every {} ms ({} signals; the handler does nothing), and its error \
+                 names the interruption: a wait that a signal interrupts fails with EINTR and \
+                 must be retried until its deadline",
+                waited.as_millis(),
+                SIGNAL_EVERY.as_millis(),
+                s.sent
+            ),
+            Some(s) => format!(
+                ". It gave up {} ms after the kill, sooner than its timeout, while the grader sent \
+                 it SIGUSR1 every {} ms ({} signals; the handler does nothing)",
+                waited.as_millis(),
+                SIGNAL_EVERY.as_millis(),
+                s.sent
+            ),
+            None => String::new(),
+        };
         return Err(Fail::failed(format!(
             "{who} said `failed` ({}): a peer that hands over nothing within the timeout is \
-             TransferError::Timeout (kind=timeout)",
+             TransferError::Timeout (kind=timeout){during}",
             failure(answer)
         )));
     }
-    // The orphan drains at most the two chunks in flight (20 ms each), then waits the timeout.
-    let bound = Duration::from_millis(TIMEOUT_MS + 1500);
+    let bound = orphan_bound();
     if waited > bound {
-        return Err(Fail::failed(format!(
-            "{who} gave up {} ms after the kill, though it was given a timeout of {TIMEOUT_MS} \
-             ms: every wait gives up after the timeout it is given",
+        let late = format!(
+            "{who} gave up {} ms after the kill, though it was given a timeout of {TIMEOUT_MS} ms",
             waited.as_millis()
+        );
+        if let (Some(signals), Some((_, unsignalled))) = (signals, interrupted)
+            && unsignalled <= bound
+        {
+            let after_last = signals
+                .last
+                .map_or(String::new(), |last| {
+                    format!(", {} ms after the last", waited.saturating_sub(last).as_millis())
+                });
+            return Err(Fail::failed(format!(
+                "{late}: the grader sent it SIGUSR1 every {} ms for {} ms after the kill ({} \
+                 signals{after_last}), and it timed out only once they stopped, while the other \
+                 orphan, a sender that got no signals, gave up {} ms after its receiver was \
+                 killed: each signal started its timeout over. A wait that a signal interrupts \
+                 (EINTR) is retried with the deadline it had: compute now + the timeout once, \
+                 before the first sem_timedwait(), not again for every retry",
+                SIGNAL_EVERY.as_millis(),
+                bound.as_millis(),
+                signals.sent,
+                unsignalled.as_millis()
+            )));
+        }
+        return Err(Fail::failed(format!(
+            "{late}: every wait gives up after the timeout it is given, counted from the start \
+             of that wait (an absolute deadline: now + the timeout)"
         )));
     }
     Ok(())
@@ -143,18 +322,34 @@ fn orphan_failed(answer: &Message, who: &str, rule: &str, waited: Duration) -> R
 struct Live<'a> {
     transfer: &'a mut Transfer,
     len: u64,
-    /// The side that waits for the slow one.
-    waiter: &'static str,
     /// The slow side, in words.
     slow: &'static str,
     sender_done: bool,
     receiver_done: bool,
 }
 
+/// A message of one side of live transfer `index` (`receiver` or sender), and how long after
+/// the transfers began it came.
+struct Said {
+    index: usize,
+    receiver: bool,
+    message: Message,
+    after: Duration,
+}
+
 /// Follows the live transfers side by side until each has arrived whole and both its sides say
-/// `done`; if one side gives up, says which, when, and why that is wrong.
-fn follow_live(run: &Run, lives: &mut [Live], started: Instant) -> Result<(), Fail> {
+/// `done` (starting with what they said `early`); if one side gives up, says which, when, and
+/// why that is wrong.
+fn follow_live(
+    run: &Run,
+    lives: &mut [Live],
+    started: Instant,
+    early: Vec<Said>,
+) -> Result<(), Fail> {
     const LOOK: Duration = Duration::from_millis(2);
+    for said in early {
+        take_live(&mut lives[said.index], said.receiver, &said.message, said.after)?;
+    }
     while lives.iter().any(|l| !l.sender_done || !l.receiver_done) {
         let late = Instant::now() >= run.deadline();
         for live in lives.iter_mut() {
@@ -164,39 +359,46 @@ fn follow_live(run: &Run, lives: &mut [Live], started: Instant) -> Result<(), Fa
                 } else {
                     live.transfer.receiver.recv_before(Instant::now() + LOOK)?
                 };
-                match message {
-                    Some(m) if m.kind == "message" => {
-                        let want = pattern_hash(live.transfer.seed, 0, live.len);
-                        if m.get("hash") != Some(want.as_str()) {
-                            return Err(Fail::failed(format!(
-                                "a live transfer whose {} takes {SLOW_MS} ms per chunk: the \
-                                 receiver's bytes differ from what the sender sent (the hash \
-                                 does not match)",
-                                live.slow
-                            )));
-                        }
-                    }
-                    Some(m) if m.kind == "done" => live.receiver_done = true,
-                    Some(m) => return Err(live_failed(live, "receiver", &m, started)),
-                    None => {}
+                if let Some(m) = message {
+                    take_live(live, true, &m, started.elapsed())?;
                 }
             }
             if !live.sender_done
                 && let Some(m) = live.transfer.sender.recv_before(Instant::now() + LOOK)?
             {
-                if m.kind != "done" {
-                    return Err(live_failed(live, "sender", &m, started));
-                }
-                live.sender_done = true;
+                take_live(live, false, &m, started.elapsed())?;
             }
         }
     }
     Ok(())
 }
 
+/// Takes what one side (`receiver` or the sender) of a live transfer said `after` the start.
+fn take_live(live: &mut Live, receiver: bool, m: &Message, after: Duration) -> Result<(), Fail> {
+    match m.kind.as_str() {
+        "message" if receiver => {
+            let want = pattern_hash(live.transfer.seed, 0, live.len);
+            if m.get("hash") != Some(want.as_str()) {
+                return Err(Fail::failed(format!(
+                    "a live transfer whose {} takes {SLOW_MS} ms per chunk: the receiver's bytes \
+                     differ from what the sender sent (the hash does not match)",
+                    live.slow
+                )));
+            }
+        }
+        "done" if receiver => live.receiver_done = true,
+        "done" => live.sender_done = true,
+        _ => {
+            let who = if receiver { "receiver" } else { "sender" };
+            return Err(live_failed(live, who, m, after));
+        }
+    }
+    Ok(())
+}
+
 /// What went wrong when `who` of a live transfer said `message` instead of what was due.
-fn live_failed(live: &Live, who: &str, message: &Message, started: Instant) -> Fail {
-    let after = started.elapsed().as_millis();
+fn live_failed(live: &Live, who: &str, message: &Message, after: Duration) -> Fail {
+    let after = after.as_millis();
     let slow = live.slow;
     let what = format!(
         "a live transfer whose {slow} takes {SLOW_MS} ms per chunk ({LIVE_CHUNKS} chunks, so the \
@@ -206,12 +408,13 @@ fn live_failed(live: &Live, who: &str, message: &Message, started: Instant) -> F
         message.kind,
         failure(message)
     );
-    if who == live.waiter
-        && message.get("kind") == Some("timeout")
-        && after < u128::from(3 * TIMEOUT_MS)
+    // Either side may time out: each waits for the other between chunks. Sooner than the
+    // timeout, a wait was cut short (see `expect_live`); around it, the message's clock ran out.
+    if message.get("kind") == Some("timeout")
+        && (u128::from(TIMEOUT_MS)..u128::from(3 * TIMEOUT_MS)).contains(&after)
     {
         return Fail::failed(format!(
-            "{what}, though its peer was alive and handed over a chunk every {SLOW_MS} ms, so \
+            "{what}, though its peer was alive and the transfer moved a chunk every {SLOW_MS} ms, so \
              that no single wait lasted anywhere near the timeout: it gave up when the whole \
              message had lasted the timeout. The timeout counts from the start of each wait, \
              not of the message: take a new deadline for every sem_timedwait()"
