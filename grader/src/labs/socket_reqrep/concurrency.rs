@@ -9,6 +9,7 @@ use rand::RngExt;
 use super::programs::{server, spawn_client};
 use super::protocol::{frame, random_requests_for, read_response, verify};
 use super::{OP_ECHO, OP_HASH, OP_REVERSE, Transport};
+use crate::engine::diagnose::Activity;
 use crate::engine::waiting::{self, WaitRules};
 use crate::engine::{Fail, Run, inspect};
 
@@ -99,8 +100,8 @@ pub fn many_clients(run: &mut Run) -> Result<String, Fail> {
     }
 
     // Now the server has nothing to do but wait for the stalled clients.
-    // A server with nothing to do has no reason to wake up at all: more than 5 times a second is
-    // a loop that looks again (a read timeout, a poll() timeout) instead of being woken.
+    // A server with nothing to do has no reason to wake up at all: a wake-up is a loop that
+    // looks again (a read timeout, a poll() timeout) instead of being woken.
     let tree = server.proc.tree();
     const ADVICE: &str = "with nothing to do, every thread must block until there is something: \
                           in accept() for the next client, in read() for a client's next bytes \
@@ -110,7 +111,7 @@ pub fn many_clients(run: &mut Run) -> Result<String, Fail> {
     settle(&tree);
     let before = wakeups(&tree);
     let watched = Instant::now();
-    waiting::expect_blocked(
+    let waiters = waiting::expect_blocked(
         &tree,
         &|_| "the server".into(),
         WaitRules {
@@ -120,16 +121,36 @@ pub fn many_clients(run: &mut Run) -> Result<String, Fail> {
     )?;
     let after = wakeups(&tree);
     let ms = watched.elapsed().as_millis();
-    if let Some(((pid, tid), woke)) = after
+    // Only threads waiting on a client, a listener or a timer: nothing wakes them but a client
+    // (a thread that reaps children or waits on a lock may be woken by a handler just ending).
+    let on_clients = |pid: i32, tid: i32| {
+        waiters.iter().find(|w| {
+            w.pid == pid
+                && w.tid == tid
+                && matches!(
+                    w.activity,
+                    Activity::SocketRead { .. }
+                        | Activity::SocketAccept { .. }
+                        | Activity::Poll
+                        | Activity::Sleep
+                )
+        })
+    };
+    if let Some((waiter, woke)) = after
         .iter()
-        .filter_map(|(k, n)| Some((*k, n.checked_sub(*before.get(k)?)?)))
+        .filter_map(|((pid, tid), n)| {
+            Some((on_clients(*pid, *tid)?, n.checked_sub(*before.get(&(*pid, *tid))?)?))
+        })
         .find(|(_, woke)| *woke > 0)
     {
         return Err(Fail::failed(format!(
-            "the server's thread {tid} (pid {pid}) woke up {woke} time(s) in {ms} ms while \
+            "the server's thread {} (pid {}), seen {}, woke up {woke} time(s) in {ms} ms while \
              nothing happened (only stalled clients connected, every thread asleep when the \
              count began): a thread that wakes with nothing to do polls, on a timeout (a read \
-             timeout retried, a poll() or sleep between looks); {ADVICE}"
+             timeout retried, a poll() or sleep between looks); {ADVICE}",
+            waiter.tid,
+            waiter.pid,
+            waiter.activity.describe()
         )));
     }
 
