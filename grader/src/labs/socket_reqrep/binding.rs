@@ -1,6 +1,7 @@
 //! The socket's path: the longest one sun_path holds binds, one byte more does not, and a path
 //! where a file already is fails with EADDRINUSE and leaves that file alone.
 
+use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -113,7 +114,47 @@ pub fn socket_paths(run: &mut Run) -> Result<String, Fail> {
         ));
     }
 
+    // A socket file nobody listens on any more, as a killed server leaves it: still a file
+    // already at the path.
+    let stale = run.path("stale.sock");
+    drop(std::os::unix::net::UnixListener::bind(&stale)?);
+    let inode = |path: &Path| std::fs::symlink_metadata(path).ok().map(|m| m.ino());
+    let stale_inode = inode(&stale);
+    let (proc, first) = spawn_server(run, &["--unix".to_string(), stale.display().to_string()])?;
+    let replaced = inode(&stale) != stale_inode;
+    if first.kind == "ready" {
+        proc.kill_tree();
+        let _ = std::fs::remove_file(&stale);
+        return Err(Fail::failed(
+            "on a path where a socket file nobody listens on already was (as a killed server \
+             leaves it), the server said ready: it removed that file and bound again. A file \
+             already at the path is EADDRINUSE (RpcError::Bind), left alone, whatever it is: \
+             never remove it, not even when a connect() to it is refused",
+        ));
+    }
+    let fate = if replaced {
+        ", and the socket file that was there is gone"
+    } else {
+        ""
+    };
+    expect_bind_failure(
+        proc,
+        first,
+        &format!("on a path where a socket file nobody listens on already was{fate}"),
+        "Listener::bind must fail there with EADDRINUSE (RpcError::Bind) and leave the file alone",
+    )?;
+    // The grader's file, which the audit would otherwise count against the program.
+    let _ = std::fs::remove_file(&stale);
+    if replaced {
+        return Err(Fail::failed(
+            "the server failed to bind a path where a socket file nobody listens on already \
+             was, as it should, but that file was removed or replaced: never remove what is at \
+             the path",
+        ));
+    }
+
     Ok("a 107-byte socket path bound and a 108-byte one failed with kind=bind; a path with a \
-        file or a live server's socket on it failed with kind=bind and the file stayed"
+        file, a live server's socket or a dead server's socket on it failed with kind=bind and \
+        the file stayed"
         .into())
 }

@@ -1,6 +1,7 @@
 //! Clients served at once: a client that stalls holds up nobody, is not dropped for being slow,
 //! and a server with nothing to do blocks until there is something.
 
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use rand::RngExt;
@@ -8,8 +9,9 @@ use rand::RngExt;
 use super::programs::{server, spawn_client};
 use super::protocol::{frame, random_requests_for, read_response, verify};
 use super::{OP_ECHO, OP_HASH, OP_REVERSE, Transport};
+use crate::engine::diagnose::Activity;
 use crate::engine::waiting::{self, WaitRules};
-use crate::engine::{Fail, Run};
+use crate::engine::{Fail, Run, inspect};
 
 /// Where each stalled client stops in its request: before its first byte, inside the length
 /// prefix, right after it, after the op byte, in the payload, one byte short.
@@ -98,17 +100,59 @@ pub fn many_clients(run: &mut Run) -> Result<String, Fail> {
     }
 
     // Now the server has nothing to do but wait for the stalled clients.
-    // A server with nothing to do has no reason to wake up at all: more than 5 times a second is
-    // a loop that looks again (a read timeout, a poll() timeout) instead of being woken.
-    waiting::expect_blocked(
-        &server.proc.tree(),
+    // A server with nothing to do has no reason to wake up at all: a wake-up is a loop that
+    // looks again (a read timeout, a poll() timeout) instead of being woken.
+    let tree = server.proc.tree();
+    const ADVICE: &str = "with nothing to do, every thread must block until there is something: \
+                          in accept() for the next client, in read() for a client's next bytes \
+                          (no read timeout), in sigwait() for the signal";
+    // Counted from the moment every thread sleeps: from then on, a thread blocked until there is
+    // something to do does not wake up once.
+    settle(&tree);
+    let before = wakeups(&tree);
+    let watched = Instant::now();
+    let waiters = waiting::expect_blocked(
+        &tree,
         &|_| "the server".into(),
         WaitRules {
             wakeups_per_second: 5.0,
         },
-        "with nothing to do, every thread must block until there is something: in accept() for \
-         the next client, in read() for a client's next bytes, in sigwait() for the signal",
+        ADVICE,
     )?;
+    let after = wakeups(&tree);
+    let ms = watched.elapsed().as_millis();
+    // Only threads waiting on a client, a listener or a timer: nothing wakes them but a client
+    // (a thread that reaps children or waits on a lock may be woken by a handler just ending).
+    let on_clients = |pid: i32, tid: i32| {
+        waiters.iter().find(|w| {
+            w.pid == pid
+                && w.tid == tid
+                && matches!(
+                    w.activity,
+                    Activity::SocketRead { .. }
+                        | Activity::SocketAccept { .. }
+                        | Activity::Poll
+                        | Activity::Sleep
+                )
+        })
+    };
+    if let Some((waiter, woke)) = after
+        .iter()
+        .filter_map(|((pid, tid), n)| {
+            Some((on_clients(*pid, *tid)?, n.checked_sub(*before.get(&(*pid, *tid))?)?))
+        })
+        .find(|(_, woke)| *woke > 0)
+    {
+        return Err(Fail::failed(format!(
+            "the server's thread {} (pid {}), seen {}, woke up {woke} time(s) in {ms} ms while \
+             nothing happened (only stalled clients connected, every thread asleep when the \
+             count began): a thread that wakes with nothing to do polls, on a timeout (a read \
+             timeout retried, a poll() or sleep between looks); {ADVICE}",
+            waiter.tid,
+            waiter.pid,
+            waiter.activity.describe()
+        )));
+    }
 
     // The stalled clients go on: each is still connected, and is answered.
     let paused = started.elapsed();
@@ -141,4 +185,32 @@ pub fn many_clients(run: &mut Run) -> Result<String, Fail> {
         "{CLIENTS} clients got their own 40 responses each while {STALLED} others stalled; the \
          idle server blocked, and the stalled clients were answered when they went on"
     ))
+}
+
+/// Waits (up to a second) until every thread of `pids` sleeps: the server may still be
+/// finishing what it did for the clients that have just gone.
+fn settle(pids: &[i32]) {
+    let until = Instant::now() + Duration::from_secs(1);
+    while Instant::now() < until {
+        let asleep = pids.iter().all(|&pid| {
+            inspect::view(pid).is_none_or(|view| {
+                view.state == 'Z' || view.threads.iter().all(|t| matches!(t.state, 'S' | 'D'))
+            })
+        });
+        if asleep {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+/// How often each thread of `pids` has gone to sleep (voluntary context switches).
+fn wakeups(pids: &[i32]) -> BTreeMap<(i32, i32), u64> {
+    pids.iter()
+        .flat_map(|&pid| {
+            inspect::thread_times(pid)
+                .into_iter()
+                .map(move |(tid, times)| ((pid, tid), times.sleeps))
+        })
+        .collect()
 }

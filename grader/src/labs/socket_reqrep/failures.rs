@@ -14,7 +14,7 @@ use super::programs::{
 };
 use super::protocol::{Conn, frame, read_response, verify};
 use super::{MAX_BODY, MAX_PAYLOAD, OP_ECHO, OP_HASH, OP_REVERSE, STATUS_OK, Transport};
-use crate::engine::{Fail, Run};
+use crate::engine::{Fail, Run, force};
 
 /// How long a log line may take to reach the grader after the server dropped a client.
 const LOG_PATIENCE: Duration = Duration::from_secs(2);
@@ -364,6 +364,31 @@ pub fn bad_input(run: &mut Run) -> Result<String, Fail> {
     )?;
     good(&server, what)?;
 
+    // A client that sends a request and closes before the server answers: the response's
+    // write fails (EPIPE on a Unix socket). The server is held while the client comes and goes,
+    // so that its write surely comes after the close.
+    let what = "a client that sent a request and closed its connection before the answer (the \
+                server's write of the response then fails with EPIPE)";
+    let known = server.dropped_lines().len();
+    observe::hold_every_thread(pid)?;
+    let gone = server.connect().and_then(|mut conn| {
+        conn.send(&frame(OP_REVERSE, b"nobody reads this"), 0)?;
+        drop(conn);
+        Ok(())
+    });
+    force::resume(pid)?;
+    gone?;
+    expect_logged(
+        &server,
+        known,
+        what,
+        "io",
+        "a failed write of the response (EPIPE or ECONNRESET) is an error like any other: \
+         RpcError::Io, which ends the client (logged with log_dropped and counted dropped), not \
+         a clean end",
+    )?;
+    good(&server, what)?;
+
     // Every client has gone: so must every socket the server had for them.
     let until = Instant::now() + Duration::from_secs(1);
     let mut extra = observe::sockets(pid).len().saturating_sub(sockets_before);
@@ -382,6 +407,6 @@ pub fn bad_input(run: &mut Run) -> Result<String, Fail> {
     Ok(format!(
         "{} bad clients were dropped and logged with the right kind, the server kept serving, \
          its peak memory grew {grown} KiB, and it kept no socket of theirs",
-        cases.len() + 3
+        cases.len() + 4
     ))
 }

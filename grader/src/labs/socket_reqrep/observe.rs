@@ -75,6 +75,13 @@ pub fn writing_a_socket(pid: i32, until: Instant) -> bool {
 /// blocked in a write that had sent part of its data returns with a short count, as it does
 /// under a debugger or job control.
 pub fn stop_and_resume(pid: i32) -> Result<(), Fail> {
+    hold_every_thread(pid)?;
+    force::resume(pid)
+}
+
+/// Stops `pid` (SIGSTOP) and waits until every one of its threads has stopped (up to 2 s), not
+/// only the main one: until [`force::resume`] none of them takes anything from a socket.
+pub fn hold_every_thread(pid: i32) -> Result<(), Fail> {
     force::hold(pid)?;
     let until = Instant::now() + Duration::from_secs(2);
     while Instant::now() < until {
@@ -84,7 +91,7 @@ pub fn stop_and_resume(pid: i32) -> Result<(), Fail> {
         }
         std::thread::sleep(Duration::from_millis(1));
     }
-    force::resume(pid)
+    Ok(())
 }
 
 /// Whether the main thread of `pid` is blocked receiving on descriptor `fd` (one file read:
@@ -197,6 +204,26 @@ pub fn listening_on(pid: i32, port: u16) -> Vec<String> {
         }
     }
     found
+}
+
+/// Whether `pid` holds a TCP connection to `port` (established, in `/proc/PID/net/tcp`).
+pub fn connected_to(pid: i32, port: u16) -> bool {
+    let inodes: Vec<u64> = sockets(pid).into_iter().map(|(_, inode)| inode).collect();
+    ["tcp", "tcp6"].iter().any(|table| {
+        let text = std::fs::read_to_string(format!("/proc/{pid}/net/{table}")).unwrap_or_default();
+        text.lines().skip(1).any(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let (Some(remote), Some(state), Some(inode)) =
+                (fields.get(2), fields.get(3), fields.get(9))
+            else {
+                return false;
+            };
+            let to_port = remote
+                .rsplit_once(':')
+                .is_some_and(|(_, hex)| u16::from_str_radix(hex, 16) == Ok(port));
+            to_port && *state == "01" && inode.parse().is_ok_and(|i: u64| inodes.contains(&i))
+        })
+    })
 }
 
 /// Whether a `/proc/net/tcp` address is the loopback one (127.0.0.0/8, or ::1).

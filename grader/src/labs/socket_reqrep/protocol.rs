@@ -340,20 +340,21 @@ pub fn random_requests_for(run: &mut Run, n: usize, tag: &str) -> Vec<(u8, Vec<u
         .collect()
 }
 
-/// Makes `calls` small echo calls on `conn`, one at a time; returns how long each took.
-pub fn timed_calls(conn: &mut Conn, calls: usize) -> Result<Vec<Duration>, Fail> {
+/// Makes `calls` echo calls of `size` bytes on `conn`, one at a time; returns how long each took.
+pub fn timed_calls(conn: &mut Conn, calls: usize, size: usize) -> Result<Vec<Duration>, Fail> {
     let mut times = Vec::with_capacity(calls);
     for i in 0..calls {
-        let payload = format!("small call {i}").into_bytes();
+        let mut payload = format!("call {i} ").into_bytes();
+        payload.resize(size.max(payload.len()), b'.');
         let started = Instant::now();
         conn.send(&frame(OP_ECHO, &payload), i)?;
         let got = read_response(conn).map_err(|e| {
             closed_after(conn, i, Some(OP_ECHO)).unwrap_or_else(|| {
-                Fail::failed(format!("no response to a small echo request ({e})"))
+                Fail::failed(format!("no response to an echo request of {size} bytes ({e})"))
             })
         })?;
         times.push(started.elapsed());
-        verify(got, OP_ECHO, &payload, "a small echo request")?;
+        verify(got, OP_ECHO, &payload, &format!("an echo request of {size} bytes"))?;
     }
     Ok(times)
 }

@@ -112,33 +112,51 @@ pub fn tcp_requests(run: &mut Run) -> Result<String, Fail> {
         run.note("the server's listening socket was not found in /proc/PID/net/tcp");
     }
     let requests = random_requests_for(run, 40, "c");
-    let client = spawn_client(run, &server.where_args(), requests, "the client")?.finish()?;
+    let client = spawn_client(run, &server.where_args(), requests, "the client")?;
+    // Connected (it said ready): over TCP, to the port it was given.
+    if !observe::connected_to(client.pid(), server.port) {
+        return Err(Fail::failed(format!(
+            "the client, given --tcp {} and connected (it said ready), holds no TCP connection \
+             to that port (/proc/PID/net/tcp): the calls must go over TCP to the port given, not \
+             another way (a Unix socket, abstract or not, is another transport)",
+            server.port
+        )));
+    }
+    let client = client.finish()?;
     client.verify()?;
 
-    // Small calls one after the other, over TCP and, for comparison, over a Unix socket to the
-    // same program: a response written in two pieces without TCP_NODELAY waits for the
-    // client's delayed acknowledgement, about 40 ms each time.
+    // Calls one after the other, over TCP and, for comparison, over a Unix socket to the same
+    // program: a response written in two pieces without TCP_NODELAY waits for the client's
+    // delayed acknowledgement, about 40 ms each time. A few bytes, and a few KiB (more than a
+    // small buffer, less than a TCP segment on loopback).
     let baseline = self::server(run, Transport::Unix)?;
-    let unix = median(timed_calls(&mut baseline.connect()?, 9)?);
-    let tcp = median(timed_calls(&mut server.connect()?, 9)?);
-    run.note(format!("median small call: {tcp:?} over TCP, {unix:?} over a Unix socket"));
-    if tcp > unix + Duration::from_millis(25) {
-        return Err(Fail::failed(format!(
-            "a small call over TCP took {} ms (the median of 9), one over a Unix socket to the \
-             same program {} ms: a frame written in pieces waits for the peer's acknowledgement \
-             of the first piece (Nagle's algorithm, about 40 ms): set TCP_NODELAY on every TCP \
-             connection (set_nodelay(true) after connect and after accept), or write each frame \
-             with a single write()",
-            tcp.as_millis(),
-            unix.as_millis()
-        )));
+    let mut took = Vec::new();
+    for size in [16, 4000] {
+        let unix = median(timed_calls(&mut baseline.connect()?, 9, size)?);
+        let tcp = median(timed_calls(&mut server.connect()?, 9, size)?);
+        run.note(format!(
+            "median call of {size} bytes: {tcp:?} over TCP, {unix:?} over a Unix socket"
+        ));
+        if tcp > unix + Duration::from_millis(25) {
+            return Err(Fail::failed(format!(
+                "a call with a payload of {size} bytes over TCP took {} ms (the median of 9), one \
+                 over a Unix socket to the same program {} ms: a frame written in pieces waits \
+                 for the peer's acknowledgement of the first piece (Nagle's algorithm, about 40 \
+                 ms): set TCP_NODELAY on every TCP connection (set_nodelay(true) after connect \
+                 and after accept), or write every frame, whatever its size, with a single \
+                 write()",
+                tcp.as_millis(),
+                unix.as_millis()
+            )));
+        }
+        took.push(tcp.as_millis());
     }
     baseline.stop()?;
     server.stop()?;
     Ok(format!(
-        "40 random requests were answered correctly over TCP on 127.0.0.1; a small call took \
-         {} ms",
-        tcp.as_millis()
+        "40 random requests were answered correctly over TCP on 127.0.0.1, by a client connected \
+         over TCP; calls of 16 and 4000 bytes took {} and {} ms",
+        took[0], took[1]
     ))
 }
 
@@ -230,8 +248,9 @@ pub fn large_payloads(run: &mut Run) -> Result<String, Fail> {
         ];
         let client = spawn_client(run, &server.where_args(), requests, "the client")?.finish()?;
         client.verify()?;
-        if transport == Transport::Unix {
-            stopped_mid_write(run, &server)?;
+        match transport {
+            Transport::Unix => stopped_mid_write(run, &server)?,
+            Transport::Tcp => stopped_mid_small_frames(run, &server)?,
         }
         server.stop()?;
     }
@@ -276,6 +295,75 @@ fn stopped_mid_write(run: &mut Run, server: &Server) -> Result<(), Fail> {
             server.alive_note()
         ))),
     }
+}
+
+/// The server, blocked writing responses of 48 KiB (each small enough to fit a socket's buffer)
+/// that nobody reads yet, is stopped and resumed: the write() it was in returns a short count
+/// for that frame too, and the rest must still follow.
+fn stopped_mid_small_frames(run: &mut Run, server: &Server) -> Result<(), Fail> {
+    const CALLS: usize = 200;
+    const LEN: usize = 48 << 10;
+    let body = run.random_bytes(LEN - 8);
+    let payload = |i: usize| {
+        let mut p = (i as u64).to_be_bytes().to_vec();
+        p.extend_from_slice(&body);
+        p
+    };
+    let mut conn = server.connect()?;
+    let all: Vec<u8> = (0..CALLS).flat_map(|i| frame(OP_ECHO, &payload(i))).collect();
+    let Conn::Tcp(writer) = conn.try_clone()? else {
+        unreachable!("a TCP connection")
+    };
+    let mut writer = writer;
+    // Written from a thread: the server stops reading while its responses are not read.
+    let sender = std::thread::spawn(move || writer.write_all(&all));
+    let pid = server.pid();
+    let mut stops = 0;
+    conn.timeouts(Duration::from_secs(2));
+    let mut result = Ok(());
+    for i in 0..CALLS {
+        // Once at the start, and once more after some responses were read if the server is
+        // blocked writing again (its buffers may hold the rest by then).
+        let patience = match i {
+            0 => Duration::from_secs(2),
+            _ if i == CALLS / 2 => Duration::from_millis(20),
+            _ => Duration::ZERO,
+        };
+        if !patience.is_zero() && observe::writing_a_socket(pid, Instant::now() + patience) {
+            observe::stop_and_resume(pid)?;
+            stops += 1;
+        }
+        let want = payload(i);
+        let problem = match read_frame_counted(&mut conn) {
+            Ok(Ok(Some((STATUS_OK, got)))) if got == want => continue,
+            Ok(Ok(Some((status, got)))) => format!(
+                "it was status {status} with {} payload bytes, {} of them the echo's first",
+                got.len(),
+                got.iter().zip(&want).take_while(|(a, b)| a == b).count()
+            ),
+            Ok(Err(short)) => format!("it stopped short: {short}"),
+            Ok(Ok(None)) => "the server closed the connection instead".into(),
+            Err(e) => format!("it did not come whole ({e})"),
+        };
+        result = Err(Fail::failed(format!(
+            "response {i} of {CALLS} pipelined echo requests of 48 KiB over TCP was wrong: \
+             {problem}{}. The server had been stopped and resumed (SIGSTOP, SIGCONT, as a \
+             debugger or job control do) {stops} time(s) while blocked writing responses: a \
+             write() interrupted that way returns a short count, also for a frame small enough \
+             to fit a socket's buffer, and the rest of that frame must still be written; write \
+             every byte of every frame (write_all, or loop on write())",
+            server.alive_note()
+        )));
+        break;
+    }
+    // Ends the sender's write too, if the server no longer reads.
+    conn.shutdown(std::net::Shutdown::Both);
+    drop(conn);
+    let _ = sender.join();
+    if stops == 0 {
+        run.note("the server was never seen blocked writing the 48 KiB responses");
+    }
+    result
 }
 
 /// A Python client: for each server given (`unix PATH` or `tcp PORT`), sends each framed
