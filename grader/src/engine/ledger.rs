@@ -202,6 +202,7 @@ fn end_groups(ledger: &str) -> Vec<String> {
         })
         .collect();
     let mut ended = Vec::new();
+    let mut killed = Vec::new();
     if groups.is_empty() {
         return ended;
     }
@@ -214,11 +215,22 @@ fn end_groups(ledger: &str) -> Vec<String> {
         };
         if owner == uid && started >= start && kill(Pid::from_raw(row.pid), Signal::SIGKILL).is_ok()
         {
+            killed.push(row.pid);
             ended.push(format!(
                 "ended process {} (left in group {group} by a grader run that died)",
                 row.pid
             ));
         }
+    }
+    // SIGKILL takes effect when the process next runs, which on a busy machine is not at once:
+    // "ended" is said of a process that is gone, or a zombie left for its parent to reap.
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while std::time::Instant::now() < until
+        && killed.iter().any(|&pid| {
+            super::inspect::view(pid).is_some_and(|view| view.state != 'Z' && view.state != 'X')
+        })
+    {
+        std::thread::sleep(std::time::Duration::from_millis(5));
     }
     ended
 }

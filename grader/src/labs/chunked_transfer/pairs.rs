@@ -4,7 +4,6 @@
 
 use rand::RngExt;
 
-use super::{MAX_POOL, SEGMENTS, STRANDED_RECEIVER};
 use super::data::pattern_hash;
 use super::layout::expected_capacity;
 use super::pool::{
@@ -12,6 +11,7 @@ use super::pool::{
     pair_ready, pool_ready, spawn_pair, spawn_pool,
 };
 use super::transfer::failure;
+use super::{MAX_POOL, SEGMENTS, STRANDED_RECEIVER};
 use crate::engine::{Fail, Proc, Run};
 
 const MIB: u64 = 1 << 20;
@@ -48,7 +48,10 @@ fn pair_refused(
             _ => (format!("took segment {id}:"), why),
         }
     } else {
-        (format!("said `{}` ({}):", answer.kind, failure(&answer)), "")
+        (
+            format!("said `{}` ({}):", answer.kind, failure(&answer)),
+            "",
+        )
     };
     Err(Fail::failed(format!(
         "{setting}, pair {index} {said} Pool::take must fail with TransferError::{error} \

@@ -66,9 +66,8 @@ pub fn peer_killed(run: &mut Run) -> Result<String, Fail> {
     // What the live transfers said meanwhile, with when.
     let mut early = Vec::new();
     let (answers, signals) = std::thread::scope(|scope| {
-        let pester = scope.spawn(|| {
-            interrupt_until(receiver_pid, &stop, killed, killed + orphan_bound())
-        });
+        let pester =
+            scope.spawn(|| interrupt_until(receiver_pid, &stop, killed, killed + orphan_bound()));
         let live = [&mut l1, &mut l2];
         let answers = orphan_answers(run, &mut k1, &mut k2, killed, started, live, &mut early);
         stop.store(true, Ordering::SeqCst);
@@ -202,7 +201,10 @@ fn orphan_answers(
     while first.is_none() || second.is_none() {
         // A live transfer's news is judged by when it came: keep it with its time.
         for (index, transfer) in live.iter_mut().enumerate() {
-            for (receiver, proc) in [(false, &mut transfer.sender), (true, &mut transfer.receiver)] {
+            for (receiver, proc) in [
+                (false, &mut transfer.sender),
+                (true, &mut transfer.receiver),
+            ] {
                 if let Some(message) = proc.recv_before(Instant::now())? {
                     early.push(Said {
                         index,
@@ -292,11 +294,12 @@ fn orphan_failed(
         if let (Some(signals), Some((_, unsignalled))) = (signals, interrupted)
             && unsignalled <= bound
         {
-            let after_last = signals
-                .last
-                .map_or(String::new(), |last| {
-                    format!(", {} ms after the last", waited.saturating_sub(last).as_millis())
-                });
+            let after_last = signals.last.map_or(String::new(), |last| {
+                format!(
+                    ", {} ms after the last",
+                    waited.saturating_sub(last).as_millis()
+                )
+            });
             return Err(Fail::failed(format!(
                 "{late}: the grader sent it SIGUSR1 every {} ms for {} ms after the kill ({} \
                  signals{after_last}), and it timed out only once they stopped, while the other \
@@ -348,7 +351,12 @@ fn follow_live(
 ) -> Result<(), Fail> {
     const LOOK: Duration = Duration::from_millis(2);
     for said in early {
-        take_live(&mut lives[said.index], said.receiver, &said.message, said.after)?;
+        take_live(
+            &mut lives[said.index],
+            said.receiver,
+            &said.message,
+            said.after,
+        )?;
     }
     while lives.iter().any(|l| !l.sender_done || !l.receiver_done) {
         let late = Instant::now() >= run.deadline();

@@ -9,8 +9,8 @@ use nix::sys::signal::Signal;
 
 use super::observe::{Reached, interrupt, one_queue_fd, queue_fds, wait_in_call};
 use super::protocol::{
-    Job, Producer, consumer, failed_with, field, producer, queue_attributes,
-    random_jobs, said, same_order, shut_down, sized,
+    Job, Producer, consumer, failed_with, field, producer, queue_attributes, random_jobs, said,
+    same_order, shut_down, sized,
 };
 use crate::engine::diagnose::{self, Activity, classify};
 use crate::engine::waiting::{self, WaitRules};
@@ -122,7 +122,12 @@ pub fn full_queue_blocks(run: &mut Run) -> Result<String, Fail> {
     let reached = wait_in_call(&mut idle.proc, RECEIVE, left(until))?;
     interrupted(reached, idle.pid(), IDLE, "mq_receive")?;
     for producer in &producers {
-        let fd = one_queue_fd(producer.pid(), &name, producer.role, "while it waits for room")?;
+        let fd = one_queue_fd(
+            producer.pid(),
+            &name,
+            producer.role,
+            "while it waits for room",
+        )?;
         if fd.nonblocking() {
             return Err(Fail::failed(format!(
                 "{}'s descriptor of the queue is O_NONBLOCK while it waits for room ({}): \
@@ -287,7 +292,10 @@ fn exactly_once(served: &[Job], submitted: &[Vec<Job>], roles: &[&str]) -> Resul
         *seen.entry(job.payload.clone()).or_default() += 1;
     }
     let all: Vec<&Job> = submitted.iter().flatten().collect();
-    let missing = all.iter().filter(|j| !seen.contains_key(&j.payload)).count();
+    let missing = all
+        .iter()
+        .filter(|j| !seen.contains_key(&j.payload))
+        .count();
     let twice = seen.values().filter(|&&n| n > 1).count();
     if missing > 0 || twice > 0 || served.len() != all.len() {
         return Err(Fail::failed(format!(
@@ -306,7 +314,10 @@ fn exactly_once(served: &[Job], submitted: &[Vec<Job>], roles: &[&str]) -> Resul
         let mut last: BTreeMap<u32, usize> = BTreeMap::new();
         for job in jobs {
             let at = position[job.payload.as_slice()];
-            if last.insert(job.priority, at).is_some_and(|before| before > at) {
+            if last
+                .insert(job.priority, at)
+                .is_some_and(|before| before > at)
+            {
                 return Err(Fail::failed(format!(
                     "jobs of {role} with priority {} were served out of the order submitted: \
                      within a priority the queue is FIFO",
@@ -398,9 +409,11 @@ pub fn nonblocking_full(run: &mut Run) -> Result<String, Fail> {
     producer.end()?;
     let served = consumer.finish()?;
     same_order(&served, &jobs[..4], "the jobs that fitted")?;
-    Ok("a full non-blocking queue refused 3 of 7 jobs with kind=full, the shutdown then waited \
+    Ok(
+        "a full non-blocking queue refused 3 of 7 jobs with kind=full, the shutdown then waited \
         for room (through SIGUSR1), and the 4 jobs that fitted were served"
-        .into())
+            .into(),
+    )
 }
 
 /// The non-blocking producer answered where its shutdown should have waited for room.

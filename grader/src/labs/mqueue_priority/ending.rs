@@ -35,7 +35,11 @@ pub fn unlinked_at_end(run: &mut Run) -> Result<String, Fail> {
             said(&done)
         )));
     }
-    expect_closed_and_unlinked(&consumer, "after the consumer said `done`", "when serving ends")?;
+    expect_closed_and_unlinked(
+        &consumer,
+        "after the consumer said `done`",
+        "when serving ends",
+    )?;
     consumer.end(&done)?;
 
     // The handler fails on the second job.
@@ -86,9 +90,11 @@ pub fn unlinked_at_end(run: &mut Run) -> Result<String, Fail> {
          instead of returning from inside it",
     )?;
     super::protocol::release(&mut consumer.proc)?;
-    Ok("the producer closed its descriptor; the consumer closed and unlinked its queue after a \
+    Ok(
+        "the producer closed its descriptor; the consumer closed and unlinked its queue after a \
         normal end, a failed job and a garbled message"
-        .into())
+            .into(),
+    )
 }
 
 /// The consumer, held after its answer, holds no descriptor of its queue and the queue is gone.

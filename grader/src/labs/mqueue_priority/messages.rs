@@ -146,9 +146,11 @@ pub fn oversized_refused(run: &mut Run) -> Result<String, Fail> {
             got.join(", ")
         )));
     }
-    Ok("a 255-byte payload went into 256-byte messages; 256-byte and 100000-byte payloads were \
+    Ok(
+        "a 255-byte payload went into 256-byte messages; 256-byte and 100000-byte payloads were \
         kind=too-big and nothing of them was queued"
-        .into())
+            .into(),
+    )
 }
 
 /// What to say when a producer did not refuse a `len`-byte payload (at job `index`, after
@@ -325,7 +327,9 @@ pub fn garbled_refused(run: &mut Run) -> Result<String, Fail> {
             "it took it as the shutdown and stopped, leaving the job after it and the shutdown in \
              the queue"
                 .to_string()
-        } else if served.iter().any(|j| j.payload != first.payload && j.payload != after.payload)
+        } else if served
+            .iter()
+            .any(|j| j.payload != first.payload && j.payload != after.payload)
         {
             "it served it as a job".to_string()
         } else {
@@ -337,7 +341,9 @@ pub fn garbled_refused(run: &mut Run) -> Result<String, Fail> {
              QueueError::Garbled (kind=garbled), which ends serve()"
         )));
     }
-    Ok("'Q' with more bytes, an empty message and another tag each ended the consumer with \
+    Ok(
+        "'Q' with more bytes, an empty message and another tag each ended the consumer with \
         kind=garbled"
-        .into())
+            .into(),
+    )
 }

@@ -8,8 +8,7 @@ use rand::RngExt;
 
 use super::protocol::{
     Consumer, MAX_NAME_LEN, MESSAGE_OVERHEAD, consumer, failed_errno, failed_with, field,
-    queue_attributes, release, said, sized, spawn_consumer,
-    spawn_producer,
+    queue_attributes, release, said, sized, spawn_consumer, spawn_producer,
 };
 use crate::engine::audit::message_queue_exists;
 use crate::engine::{Fail, Run};
@@ -49,9 +48,7 @@ pub fn name_errors(run: &mut Run) -> Result<String, Fail> {
         ),
         (
             wide,
-            format!(
-                "256 bytes after the slash in {wide_chars} characters ('é' takes two bytes)"
-            ),
+            format!("256 bytes after the slash in {wide_chars} characters ('é' takes two bytes)"),
         ),
     ];
     for (name, what) in &cases {
@@ -107,10 +104,12 @@ pub fn name_errors(run: &mut Run) -> Result<String, Fail> {
         consumer.serve()?;
     }
     existing_name(run)?;
-    Ok("bad names were bad-name (256 bytes after the slash too, in multi-byte characters too), \
+    Ok(
+        "bad names were bad-name (256 bytes after the slash too, in multi-byte characters too), \
         a 255-byte name worked, a missing queue was not-found, an existing one exists and was \
         left as it was"
-        .into())
+            .into(),
+    )
 }
 
 /// A consumer asked to create a queue that exists (the grader's, with other attributes and a
@@ -254,7 +253,10 @@ pub fn attributes_and_limits(run: &mut Run) -> Result<String, Fail> {
         run.note("msg_max messages of msgsize_max bytes exceed RLIMIT_MSGQUEUE here: not tried");
     }
     exact.push((
-        format!("{} with RLIMIT_MSGQUEUE at exactly {bytes}", limit.describe()),
+        format!(
+            "{} with RLIMIT_MSGQUEUE at exactly {bytes}",
+            limit.describe()
+        ),
         sized(limit.capacity, limit.msg_size),
         Some(bytes),
         (limit.capacity, limit.msg_size),
@@ -280,7 +282,9 @@ pub fn attributes_and_limits(run: &mut Run) -> Result<String, Fail> {
             consumer.serve()?;
         } else if failed_with(&answer, "mq-open") && failed_errno(&answer, "EMFILE") {
             // The program's own check passed; the kernel counts this user's other queues too.
-            run.note(format!("{asked}: mq_open said EMFILE (other queues of this user)"));
+            run.note(format!(
+                "{asked}: mq_open said EMFILE (other queues of this user)"
+            ));
             release(&mut proc)?;
         } else if failed_with(&answer, "over-limit") {
             return Err(Fail::failed(format!(

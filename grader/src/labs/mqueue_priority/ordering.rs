@@ -11,10 +11,9 @@ use rand::RngExt;
 
 use super::observe::{one_queue_fd, queue_mode};
 use super::protocol::{
-    Job, JOB_TAG, MQ_PRIO_MAX, SHUTDOWN_TAG, consumer, failure_hint, grader_open, grader_send,
-    job_message, jobs_at,
-    producer, queue_attributes, random_jobs, said, same_order, show, shutdown_message,
-    total_payload,
+    JOB_TAG, Job, MQ_PRIO_MAX, SHUTDOWN_TAG, consumer, failure_hint, grader_open, grader_send,
+    job_message, jobs_at, producer, queue_attributes, random_jobs, said, same_order, show,
+    shutdown_message, total_payload,
 };
 use crate::engine::{Fail, Run};
 
@@ -38,7 +37,11 @@ pub fn priority_order(run: &mut Run) -> Result<String, Fail> {
         let middle = run.rng().random_range(1..MQ_PRIO_MAX - 1);
         let levels = match round {
             1 => vec![0, middle, MQ_PRIO_MAX - 1],
-            _ => vec![0, run.rng().random_range(1..50), run.rng().random_range(50..100)],
+            _ => vec![
+                0,
+                run.rng().random_range(1..50),
+                run.rng().random_range(50..100),
+            ],
         };
         let jobs = jobs_at(run, count, &format!("r{round}"), &levels);
         let mut producer = producer(run, &name, &jobs, true, false, "the producer")?;
@@ -98,10 +101,12 @@ pub fn priority_order(run: &mut Run) -> Result<String, Fail> {
     }
     served_as_received(run)?;
     run.expect_owner_only()?;
-    Ok("3 rounds of queued jobs were served highest priority first, FIFO within one; a job \
+    Ok(
+        "3 rounds of queued jobs were served highest priority first, FIFO within one; a job \
         taken before a higher one arrived was served first; the queue was mode 0600, the \
         descriptors O_RDONLY and O_WRONLY"
-        .into())
+            .into(),
+    )
 }
 
 /// What the grader found in a queue it emptied.
@@ -256,7 +261,9 @@ pub fn interop_plain_posix(run: &mut Run) -> Result<String, Fail> {
     let given = match run.program_user() {
         Some((uid, gid)) => fchown(&queue, Some(Uid::from_raw(uid)), Some(Gid::from_raw(gid)))
             .map_err(|e| {
-                Fail::Grader(format!("giving the grader's queue to the program user: {e}"))
+                Fail::Grader(format!(
+                    "giving the grader's queue to the program user: {e}"
+                ))
             }),
         None => Ok(()),
     };
@@ -264,9 +271,11 @@ pub fn interop_plain_posix(run: &mut Run) -> Result<String, Fail> {
     let _ = mq_close(queue);
     let _ = nix::mqueue::mq_unlink(name.as_str());
     outcome?;
-    Ok("the consumer served the grader's plain POSIX jobs in order, and the producer's jobs, up \
+    Ok(
+        "the consumer served the grader's plain POSIX jobs in order, and the producer's jobs, up \
         to 8191 bytes, reached the grader's queue whole in the agreed format"
-        .into())
+            .into(),
+    )
 }
 
 /// The message size of the grader's own queue: its largest payload is 8191 bytes.
@@ -313,5 +322,9 @@ fn receive_from_producer(run: &mut Run, name: &str, queue: &MqdT) -> Result<(), 
              ('Q' alone, priority 0)",
         ));
     }
-    same_order(&got, &jobs, "jobs the grader received with plain mq_receive")
+    same_order(
+        &got,
+        &jobs,
+        "jobs the grader received with plain mq_receive",
+    )
 }

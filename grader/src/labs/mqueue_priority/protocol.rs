@@ -48,7 +48,9 @@ fn decode_jobs(bytes: &[u8]) -> Result<Vec<Job>, Fail> {
     let mut jobs = Vec::new();
     let mut rest = bytes;
     while !rest.is_empty() {
-        let header = rest.get(..8).ok_or_else(|| Fail::Grader("a cut output file".into()))?;
+        let header = rest
+            .get(..8)
+            .ok_or_else(|| Fail::Grader("a cut output file".into()))?;
         let priority = u32::from_le_bytes(header[..4].try_into().expect("4 bytes"));
         let len = u32::from_le_bytes(header[4..].try_into().expect("4 bytes")) as usize;
         let payload = rest[8..]
@@ -613,7 +615,10 @@ pub fn same_order(served: &[Job], submitted: &[Job], who: &str) -> Result<(), Fa
             )));
         }
         if served.len() < expected.len() && served == &expected[..served.len()] {
-            let left: Vec<u32> = expected[served.len()..].iter().map(|j| j.priority).collect();
+            let left: Vec<u32> = expected[served.len()..]
+                .iter()
+                .map(|j| j.priority)
+                .collect();
             return Err(Fail::failed(format!(
                 "{who}: the consumer ended after serving {} of the {} jobs, in the right order; \
                  the rest, of priorities {left:?}, were not served: the shutdown came out of the \
@@ -629,10 +634,11 @@ pub fn same_order(served: &[Job], submitted: &[Job], who: &str) -> Result<(), Fa
             submitted.len()
         )));
     }
-    if let Some(job) = served
-        .iter()
-        .find(|j| !submitted.iter().any(|s| s.payload == j.payload && s.priority == j.priority))
-    {
+    if let Some(job) = served.iter().find(|j| {
+        !submitted
+            .iter()
+            .any(|s| s.payload == j.payload && s.priority == j.priority)
+    }) {
         let sent = submitted
             .iter()
             .find(|s| s.payload == job.payload)

@@ -162,12 +162,8 @@ pub fn waits_for_exit(run: &mut Run) -> Result<String, Fail> {
             let advice = "wait() must call waitpid() without WNOHANG, which blocks until the \
                           child has exited";
             // How it waits instead: the waiting verdict tells polling and spinning apart.
-            let verdict = waiting::expect_blocked(
-                &[parent],
-                &role_of(parent),
-                WaitRules::default(),
-                advice,
-            );
+            let verdict =
+                waiting::expect_blocked(&[parent], &role_of(parent), WaitRules::default(), advice);
             return Err(Fail::failed(match verdict {
                 Err(fail) => format!("{held}: {}", fail.message()),
                 Ok(_) => format!("{held}: it is {}; {advice}", doing(parent)),
@@ -426,8 +422,7 @@ pub fn child_fails(run: &mut Run) -> Result<String, Fail> {
 /// Why a child left no zombie, from the parent's signal dispositions in `/proc/PID/status`.
 fn reaped_by_kernel(parent: i32) -> String {
     if super::session::ignores_sigchld(parent) {
-        "the parent ignores SIGCHLD (SIG_IGN), and the kernel then reaps its children itself"
-            .into()
+        "the parent ignores SIGCHLD (SIG_IGN), and the kernel then reaps its children itself".into()
     } else {
         "the kernel reaps a child itself when its parent ignores SIGCHLD or sets SA_NOCLDWAIT, \
          and another waitpid() in the parent would have reaped it too"

@@ -27,7 +27,9 @@ pub fn real_pipes(run: &mut Run) -> Result<String, Fail> {
     let (parent, child) = (session.parent, session.child);
     settle_in_read(child);
     let child_view = inspect::view(child).ok_or_else(|| {
-        Fail::failed(format!("the child pid {child} that spawn() returned does not exist"))
+        Fail::failed(format!(
+            "the child pid {child} that spawn() returned does not exist"
+        ))
     })?;
     if child_view.ppid != parent {
         return Err(Fail::failed(format!(
@@ -46,7 +48,11 @@ pub fn real_pipes(run: &mut Run) -> Result<String, Fail> {
         (CHILD, &pipes.child[&b].0, b, "read"),
     ] {
         if !fds.is_empty() {
-            let name = if pipe == a { "parent-to-child" } else { "child-to-parent" };
+            let name = if pipe == a {
+                "parent-to-child"
+            } else {
+                "child-to-parent"
+            };
             problems.push(format!(
                 "{who} still holds the {end} end of the {name} pipe (fd {fds:?})"
             ));
@@ -74,8 +80,16 @@ pub fn real_pipes(run: &mut Run) -> Result<String, Fail> {
     }
     let parent_fds = inspect::view(parent).map(|v| v.fds).unwrap_or_default();
     let ends = [
-        (PARENT, &parent_fds, [pipes.parent_writes_a, pipes.parent_reads_b]),
-        (CHILD, &child_fds, [pipes.child_reads_a, pipes.child_writes_b]),
+        (
+            PARENT,
+            &parent_fds,
+            [pipes.parent_writes_a, pipes.parent_reads_b],
+        ),
+        (
+            CHILD,
+            &child_fds,
+            [pipes.child_reads_a, pipes.child_writes_b],
+        ),
     ];
     for (who, fds, own) in ends {
         let extra = listed(fds, |fd, _| {
@@ -134,7 +148,9 @@ fn leaks_after(session: &Session, when: &str) -> Result<(), Fail> {
             leaked.join(", ")
         )));
     }
-    let fds = inspect::view(session.parent).map(|v| v.fds).unwrap_or_default();
+    let fds = inspect::view(session.parent)
+        .map(|v| v.fds)
+        .unwrap_or_default();
     let extra = listed(&fds, |fd, _| !session.fds_before.contains_key(fd));
     if !extra.is_empty() {
         return Err(Fail::failed(format!(

@@ -8,7 +8,8 @@ use rand::RngExt;
 
 use super::outside;
 use super::session::{
-    Done, Flags, Pipes, Returned, Session, first_difference, pipes_of, role_of, settle_in_read, start,
+    Done, Flags, Pipes, Returned, Session, first_difference, pipes_of, role_of, settle_in_read,
+    start,
 };
 use crate::engine::diagnose::{Activity, classify};
 use crate::engine::waiting::{self, WaitRules};
@@ -128,7 +129,12 @@ pub fn exchange_errors(run: &mut Run) -> Result<String, Fail> {
             done.exchange
         )));
     }
-    length_compared(&done, 0, 1, "put one byte into pipe B, the input being empty")?;
+    length_compared(
+        &done,
+        0,
+        1,
+        "put one byte into pipe B, the input being empty",
+    )?;
     refused_again(&done)?;
     session.finish()?;
     Ok(format!(
@@ -147,17 +153,13 @@ fn length_compared(done: &Done, sent: usize, echoed: usize, how: &str) -> Result
         done.exchange
     );
     match Returned::parse(&done.exchange) {
-        Returned::ShortEcho {
-            sent: s,
-            echoed: e,
-        } if s == sent && e == echoed => Ok(()),
-        Returned::ShortEcho {
-            sent: s,
-            echoed: e,
-        } if s == sent && e < echoed => Err(Fail::failed(format!(
-            "{setting}: ShortEcho reports {e} bytes where {echoed} came back through pipe B; \
+        Returned::ShortEcho { sent: s, echoed: e } if s == sent && e == echoed => Ok(()),
+        Returned::ShortEcho { sent: s, echoed: e } if s == sent && e < echoed => {
+            Err(Fail::failed(format!(
+                "{setting}: ShortEcho reports {e} bytes where {echoed} came back through pipe B; \
              read pipe B until read() returns 0, and report what came back"
-        ))),
+            )))
+        }
         Returned::ShortEcho { .. } => Err(Fail::failed(format!(
             "{setting}: ShortEcho must carry the bytes sent and the bytes that came back"
         ))),
@@ -416,7 +418,10 @@ pub fn through_the_child(run: &mut Run) -> Result<String, Fail> {
     drop(eof_held);
     let done = session.recv_done()?;
     if !done.exchange.starts_with("ok") {
-        return Err(Fail::failed(format!("exchange() failed: {}", done.exchange)));
+        return Err(Fail::failed(format!(
+            "exchange() failed: {}",
+            done.exchange
+        )));
     }
     let mut expected = injected;
     expected.extend_from_slice(&session.input[swapped..]);
@@ -489,9 +494,10 @@ fn all_through(
         let child_waits = inspect::view(child)
             .is_some_and(|v| v.threads.iter().all(|t| t.state == 'S'))
             && !threads_in(child, |a| matches!(a, Activity::PipeWrite { .. }));
-        let parent_writes = threads_in(parent, |a| {
-            matches!(a, Activity::PipeWrite { inode, .. } if *inode == pipes.a)
-        });
+        let parent_writes = threads_in(
+            parent,
+            |a| matches!(a, Activity::PipeWrite { inode, .. } if *inode == pipes.a),
+        );
         if a_closed && threads_in(parent, |a| *a == Activity::WaitChild) {
             return Err(Fail::failed(
                 "exchange() returned before end-of-file on pipe B: the parent is in waitpid() \

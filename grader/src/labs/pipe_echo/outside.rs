@@ -14,9 +14,9 @@ use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
 
+use crate::engine::Fail;
 use crate::engine::force;
 use crate::engine::inspect;
-use crate::engine::Fail;
 
 /// Stops `pid` (SIGSTOP) and waits until it has stopped: a process blocked in read() when the
 /// signal comes may still take what arrives meanwhile before it stops.
@@ -29,7 +29,9 @@ pub fn hold_stopped(pid: i32) -> Result<(), Fail> {
             _ => std::thread::sleep(Duration::from_micros(200)),
         }
     }
-    Err(Fail::Grader(format!("pid {pid} did not stop after SIGSTOP")))
+    Err(Fail::Grader(format!(
+        "pid {pid} did not stop after SIGSTOP"
+    )))
 }
 
 /// The pipe behind descriptor `fd` of `pid`, opened anew by the grader through
@@ -164,8 +166,7 @@ impl ExitHold {
     pub fn seize(pid: i32) -> Result<ExitHold, Fail> {
         let options = libc::PTRACE_O_TRACEEXIT | libc::PTRACE_O_EXITKILL;
         // SAFETY: PTRACE_SEIZE takes no pointers; `options` is passed by value.
-        let seized =
-            unsafe { libc::ptrace(libc::PTRACE_SEIZE, pid, 0, options as libc::c_ulong) };
+        let seized = unsafe { libc::ptrace(libc::PTRACE_SEIZE, pid, 0, options as libc::c_ulong) };
         if seized != 0 {
             let e = std::io::Error::last_os_error();
             return Err(Fail::Grader(format!("ptrace(PTRACE_SEIZE, {pid}): {e}")));
@@ -185,8 +186,7 @@ impl ExitHold {
         }
         let mut status = 0;
         // SAFETY: waitpid writes the status into `status`.
-        let got =
-            unsafe { libc::waitpid(self.pid, &mut status, libc::WNOHANG | libc::__WALL) };
+        let got = unsafe { libc::waitpid(self.pid, &mut status, libc::WNOHANG | libc::__WALL) };
         if got == 0 {
             return Ok(None);
         }

@@ -152,7 +152,10 @@ impl Launched {
             return Ok(Spawned::Failed(self, error));
         }
         if ready.kind != "ready" {
-            return Err(Fail::failed(format!("expected `ready`, got `{}`", ready.kind)));
+            return Err(Fail::failed(format!(
+                "expected `ready`, got `{}`",
+                ready.kind
+            )));
         }
         let parent = self.parent;
         let child = ready
@@ -284,9 +287,8 @@ impl Session {
     /// that is gone. The parent's are kept only while the child is there: once reaped, the
     /// child's counters are added to its parent's.
     pub fn sample_traffic(&mut self) {
-        let since = |pid: i32, then: Option<inspect::IoCounters>| {
-            Some(inspect::io(pid)?.since(then?))
-        };
+        let since =
+            |pid: i32, then: Option<inspect::IoCounters>| Some(inspect::io(pid)?.since(then?));
         let Some(child) = since(self.child, self.child_io_at_go) else {
             return;
         };
@@ -348,7 +350,10 @@ impl Session {
     pub fn done(&self, done: Message) -> Result<Done, Fail> {
         from_parent(&done, self.parent)?;
         if done.kind != "done" {
-            return Err(Fail::failed(format!("expected `done`, got `{}`", done.kind)));
+            return Err(Fail::failed(format!(
+                "expected `done`, got `{}`",
+                done.kind
+            )));
         }
         Ok(Done {
             exchange: done.get("exchange").unwrap_or("?").to_string(),
@@ -397,7 +402,10 @@ impl Session {
             {
                 return Err(self.came_back_short(done, sent, echoed));
             }
-            return Err(Fail::failed(format!("exchange() failed: {}", done.exchange)));
+            return Err(Fail::failed(format!(
+                "exchange() failed: {}",
+                done.exchange
+            )));
         }
         let echoed = std::fs::read(&self.output)?;
         if echoed == expected {
@@ -584,7 +592,10 @@ pub enum Returned {
     Fork(String),
     Write(String),
     Read(String),
-    ShortEcho { sent: usize, echoed: usize },
+    ShortEcho {
+        sent: usize,
+        echoed: usize,
+    },
     AlreadyExchanged,
     Wait(String),
     ChildFailed,
@@ -598,7 +609,9 @@ impl Returned {
             return Returned::Ok(0);
         }
         if let Some(n) = report.strip_prefix("ok ") {
-            return n.parse().map_or(Returned::Other(report.into()), Returned::Ok);
+            return n
+                .parse()
+                .map_or(Returned::Other(report.into()), Returned::Ok);
         }
         let Some(error) = report.strip_prefix("error ") else {
             return Returned::Other(report.into());

@@ -42,7 +42,10 @@ pub fn signals_during_transfer(run: &mut Run) -> Result<String, Fail> {
                 // The two processes are known: reading the whole process table each round
                 // would leave far fewer signals per second than intended.
                 for pid in pids {
-                    sent.fetch_add(force::signal_every_thread(pid, Signal::SIGUSR1), Ordering::SeqCst);
+                    sent.fetch_add(
+                        force::signal_every_thread(pid, Signal::SIGUSR1),
+                        Ordering::SeqCst,
+                    );
                 }
                 std::thread::sleep(Duration::from_micros(200));
             }
@@ -62,7 +65,10 @@ pub fn signals_during_transfer(run: &mut Run) -> Result<String, Fail> {
         other => other.map_err(|fail| name_resend(&session, fail))?,
     };
     if let Err(fail) = session.verify_echo(&done) {
-        return Err(name_resend(&session, name_signal_bug(&session, &done, fail)));
+        return Err(name_resend(
+            &session,
+            name_signal_bug(&session, &done, fail),
+        ));
     }
     session.finish()?;
     Ok(format!(
@@ -189,7 +195,10 @@ pub fn interrupted_while_blocked(run: &mut Run) -> Result<String, Fail> {
         other => other.map_err(|fail| name_resend(&session, fail))?,
     };
     if let Err(fail) = session.verify_echo(&done) {
-        return Err(name_resend(&session, name_signal_bug(&session, &done, fail)));
+        return Err(name_resend(
+            &session,
+            name_signal_bug(&session, &done, fail),
+        ));
     }
     session.finish()?;
     Ok(format!(

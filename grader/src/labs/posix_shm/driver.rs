@@ -53,7 +53,11 @@ pub fn spawn_open(
     who: &'static str,
 ) -> Result<(Proc, Message), Fail> {
     let mut proc = start(run, name, create, who)?;
-    let verb = if create.is_some() { "creating" } else { "opening" };
+    let verb = if create.is_some() {
+        "creating"
+    } else {
+        "opening"
+    };
     let first = await_answer(&mut proc, who, &format!("{verb} {name:.60}"), None)?;
     Ok((proc, first))
 }

@@ -10,8 +10,7 @@ use super::driver::{
     CREATOR, OPENER, Table, await_answer, await_answer_watching, is_refusal, refused, said, start,
 };
 use super::probes::{
-    dev_shm, exists, object_bytes, plant_dangling_link, plant_link, plant_object,
-    runnable_ns,
+    dev_shm, exists, object_bytes, plant_dangling_link, plant_link, plant_object, runnable_ns,
 };
 
 /// A name the program must refuse, and what is wrong with it.
@@ -118,7 +117,11 @@ pub fn invalid_names(run: &mut Run) -> Result<String, Fail> {
             plain_open.clone(),
             "no leading slash",
         ),
-        (format!("/{double_open}"), double_open.clone(), "two leading slashes"),
+        (
+            format!("/{double_open}"),
+            double_open.clone(),
+            "two leading slashes",
+        ),
     ];
     let mut planted = Vec::new();
     for (_, target, _) in &cases {
@@ -163,10 +166,12 @@ pub fn invalid_names(run: &mut Run) -> Result<String, Fail> {
         )));
     }
     drop(planted);
-    Ok("bad names (no leading slash, two leading slashes, a second slash, '/' alone, 256 \
+    Ok(
+        "bad names (no leading slash, two leading slashes, a second slash, '/' alone, 256 \
         bytes, 250 characters in more than 255 bytes) were refused by create, the first two by \
         open too; a 255-byte name worked"
-        .into())
+            .into(),
+    )
 }
 
 fn judge_bad_name(case: &BadName, answer: &Message, op: &str) -> Result<(), Fail> {
@@ -282,7 +287,10 @@ fn past_the_end(run: &mut Run, table: &mut Table, op: Op, size: usize) -> Result
     refused(
         &answer,
         "out-of-range",
-        &format!("{doing} 2 bytes at offset {} of a {size}-byte table", size - 1),
+        &format!(
+            "{doing} 2 bytes at offset {} of a {size}-byte table",
+            size - 1
+        ),
         "check the range (offset + len <= size) before touching the mapping",
     )?;
     // Neither of the two bounds a program may plausibly use: past the table's end, inside its
@@ -475,9 +483,11 @@ pub fn typed_errors(run: &mut Run) -> Result<String, Fail> {
     past_the_end(run, &mut creator, Op::Read, size)?;
     creator.unlink()?;
     creator.close()?;
-    Ok("size 0, a taken name (an object, a link) and accesses past the end were typed errors \
+    Ok(
+        "size 0, a taken name (an object, a link) and accesses past the end were typed errors \
         that changed nothing; the last byte was the table's"
-        .into())
+            .into(),
+    )
 }
 
 pub fn open_errors(run: &mut Run) -> Result<String, Fail> {
@@ -503,7 +513,11 @@ pub fn open_errors(run: &mut Run) -> Result<String, Fail> {
     let mut baseline = start(run, &baseline_name, None, OPENER)?;
     // How long each was runnable, read at every look while the grader waits for any of them
     // (the engine reaps a process soon after it exits).
-    let pids = [baseline.pid.as_raw(), lost.pid.as_raw(), hollow.pid.as_raw()];
+    let pids = [
+        baseline.pid.as_raw(),
+        lost.pid.as_raw(),
+        hollow.pid.as_raw(),
+    ];
     let mut runnable = [0u64; 3];
     let mut look = || {
         for (most, pid) in runnable.iter_mut().zip(pids) {
@@ -548,7 +562,12 @@ pub fn open_errors(run: &mut Run) -> Result<String, Fail> {
         "fstat() says 0 bytes: return TableError::Empty (mmap() cannot map nothing)",
     )?;
     let [baseline_ns, lost_ns, hollow_ns] = runnable;
-    at_once(lost_ns, baseline_ns, "opening a name that does not exist", "not-found")?;
+    at_once(
+        lost_ns,
+        baseline_ns,
+        "opening a name that does not exist",
+        "not-found",
+    )?;
     at_once(hollow_ns, baseline_ns, "opening a 0-byte object", "empty")?;
     match std::fs::metadata(&empty_path).map(|m| m.len()) {
         Ok(0) => {}
@@ -589,9 +608,11 @@ pub fn open_errors(run: &mut Run) -> Result<String, Fail> {
     through.wait()?;
     drop(link);
     drop(behind_object);
-    Ok("a name that does not exist was not-found and stayed so; a 0-byte object was empty, \
+    Ok(
+        "a name that does not exist was not-found and stayed so; a 0-byte object was empty, \
         both at once; a link in /dev/shm was not followed"
-        .into())
+            .into(),
+    )
 }
 
 /// Far longer runnable than starting and answering takes: what a loop adds that does not

@@ -88,7 +88,10 @@ pub fn mappings(pid: i32) -> Vec<Mapping> {
                 start: u64::from_str_radix(start, 16).ok()?,
                 end: u64::from_str_radix(end, 16).ok()?,
                 perms: fields.get(1)?.to_string(),
-                path: fields.get(5..).map(|rest| rest.join(" ")).unwrap_or_default(),
+                path: fields
+                    .get(5..)
+                    .map(|rest| rest.join(" "))
+                    .unwrap_or_default(),
             })
         })
         .collect()
@@ -124,7 +127,10 @@ pub fn resident_bytes(pid: i32, name: &str) -> Option<u64> {
     let mapping = table_mapping(pid, name)?;
     let smaps = std::fs::read_to_string(format!("/proc/{pid}/smaps")).ok()?;
     let header = format!("{:x}-{:x} ", mapping.start, mapping.end);
-    let mut lines = smaps.lines().skip_while(|l| !l.starts_with(&header)).skip(1);
+    let mut lines = smaps
+        .lines()
+        .skip_while(|l| !l.starts_with(&header))
+        .skip(1);
     let rss = lines.find_map(|l| l.strip_prefix("Rss:"))?;
     let kib: u64 = rss.trim().trim_end_matches("kB").trim().parse().ok()?;
     Some(kib * 1024)

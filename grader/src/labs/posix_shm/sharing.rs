@@ -83,9 +83,11 @@ pub fn mapped_by_each(run: &mut Run) -> Result<String, Fail> {
     creator.unlink()?;
     unmapped(&mut creator, &ranges[0], &path)?;
     creator.exit()?;
-    Ok("both processes map the object shared, read-write, without a descriptor, and unmap it \
+    Ok(
+        "both processes map the object shared, read-write, without a descriptor, and unmap it \
         on close, leaving the name and the bytes"
-        .into())
+            .into(),
+    )
 }
 
 /// Closes `table`, which mapped the object at `range`, and checks, while it still runs, that
@@ -234,9 +236,11 @@ pub fn shared_updates(run: &mut Run) -> Result<String, Fail> {
     creator.unlink()?;
     opener.close()?;
     creator.close()?;
-    Ok("writes went both ways in place, each side saw the other's newest bytes, with the writer \
+    Ok(
+        "writes went both ways in place, each side saw the other's newest bytes, with the writer \
         stopped"
-        .into())
+            .into(),
+    )
 }
 
 pub fn bytes_in_the_object(run: &mut Run) -> Result<String, Fail> {
@@ -473,7 +477,9 @@ pub fn unlinked_but_mapped(run: &mut Run) -> Result<String, Fail> {
     drop(planted);
     opener.close()?;
     creator.close()?;
-    Ok("the name went, the shared memory stayed while mapped, apart from a new object of that \
+    Ok(
+        "the name went, the shared memory stayed while mapped, apart from a new object of that \
         name"
-        .into())
+            .into(),
+    )
 }

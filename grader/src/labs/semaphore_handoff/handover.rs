@@ -238,7 +238,9 @@ impl Handover {
                 ("failed", _) => return Err(self.failure(&message)),
                 ("ended", _) => break,
                 (kind, _) => {
-                    return Err(Fail::failed(format!("the program said an unexpected `{kind}`")));
+                    return Err(Fail::failed(format!(
+                        "the program said an unexpected `{kind}`"
+                    )));
                 }
             }
         }

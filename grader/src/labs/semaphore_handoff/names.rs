@@ -30,7 +30,12 @@ fn held_by(pid: i32, names: &[String; 2]) -> Vec<String> {
 }
 
 /// Checks, at the parent's `created`, that the objects are what the API says.
-fn inspect_created(run: &Run, proc: &Proc, mechanism: &str, names: &[String; 2]) -> Result<(), Fail> {
+fn inspect_created(
+    run: &Run,
+    proc: &Proc,
+    mechanism: &str,
+    names: &[String; 2],
+) -> Result<(), Fail> {
     let parent = proc.pid.as_raw();
     let maps = probe::mappings(parent);
     if !maps
@@ -133,9 +138,11 @@ pub fn objects_created(run: &mut Run) -> Result<String, Fail> {
         let reports = handover.finish(|_, _| Ok(()))?;
         handover.verify(&reports, &format!("10 rounds with {mechanism}"))?;
     }
-    Ok("the slot was a shared anonymous mapping; the semaphores started at 0, the queues held \
+    Ok(
+        "the slot was a shared anonymous mapping; the semaphores started at 0, the queues held \
         one message of SIGNAL_SIZE bytes; every object had mode 0600"
-        .into())
+            .into(),
+    )
 }
 
 pub fn names_unlinked(run: &mut Run) -> Result<String, Fail> {
@@ -175,9 +182,11 @@ pub fn names_unlinked(run: &mut Run) -> Result<String, Fail> {
         handover.exit()?;
         handover.verify(&reports, &format!("100 rounds with {mechanism}"))?;
     }
-    Ok("named semaphores and queues were unlinked once both sides held them, and released by \
+    Ok(
+        "named semaphores and queues were unlinked once both sides held them, and released by \
         close()"
-        .into())
+            .into(),
+    )
 }
 
 /// An object the grader made under one of the check's names before the program ran, removed
@@ -195,7 +204,8 @@ const PLANTED_MESSAGE: &[u8] = b"grader";
 impl Planted {
     fn new(mechanism: &'static str, name: &str) -> Result<Planted, Fail> {
         let c_name = CString::new(name).map_err(|e| Fail::Grader(e.to_string()))?;
-        let failed = |what: &str| Fail::Grader(format!("{what} {name}: {}", nix::errno::Errno::last()));
+        let failed =
+            |what: &str| Fail::Grader(format!("{what} {name}: {}", nix::errno::Errno::last()));
         if mechanism == "semaphores" {
             // SAFETY: a valid C string; mode and value are the variadic arguments O_CREAT reads.
             let sem = unsafe {
@@ -231,7 +241,12 @@ impl Planted {
             }
             // SAFETY: mqd is open; the message is a valid buffer.
             let sent = unsafe {
-                libc::mq_send(mqd, PLANTED_MESSAGE.as_ptr().cast(), PLANTED_MESSAGE.len(), 0)
+                libc::mq_send(
+                    mqd,
+                    PLANTED_MESSAGE.as_ptr().cast(),
+                    PLANTED_MESSAGE.len(),
+                    0,
+                )
             };
             // SAFETY: opened above.
             unsafe { libc::mq_close(mqd) };
@@ -297,7 +312,10 @@ fn create_fails(
     let (want, situation) = if planted {
         ("exists", format!("with {name} already there"))
     } else {
-        ("open", format!("with a name longer than NAME_MAX ({}...)", &name[..24]))
+        (
+            "open",
+            format!("with a name longer than NAME_MAX ({}...)", &name[..24]),
+        )
     };
     let mut launch = Launch::new(run, mechanism, names.clone(), 10, &[])?;
     let message = launch.proc.recv_any()?;
@@ -363,7 +381,11 @@ fn create_fails(
     launch.proc.send("exit", &[])?;
     launch.proc.wait()?;
     drop(plant);
-    Ok(format!("{mechanism}, {} {}: kind={want}", roles[taken], if planted { "taken" } else { "refused" }))
+    Ok(format!(
+        "{mechanism}, {} {}: kind={want}",
+        roles[taken],
+        if planted { "taken" } else { "refused" }
+    ))
 }
 
 /// `unlink()` when the ready name is already gone (the grader removes it while the parent is
@@ -375,7 +397,9 @@ fn unlink_fails(run: &mut Run) -> Result<String, Fail> {
     if created.kind != "created" {
         return Err(match created.kind.as_str() {
             "failed" => report_failure(&created, "semaphores"),
-            kind => Fail::failed(format!("the program said `{kind}` where it should have said `created`")),
+            kind => Fail::failed(format!(
+                "the program said `{kind}` where it should have said `created`"
+            )),
         });
     }
     let (ready, ok) = (launch.names[0].clone(), launch.names[1].clone());

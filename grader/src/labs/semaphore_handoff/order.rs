@@ -154,7 +154,11 @@ fn copy_before_ok(run: &mut Run) -> Result<String, Fail> {
     let ok = handover.names[1].clone();
     let mut swapped = false;
     let reports = handover.finish(|proc, _| {
-        let slot = slot_holding(producer, &expected_record(seed, seq), Duration::from_secs(1));
+        let slot = slot_holding(
+            producer,
+            &expected_record(seed, seq),
+            Duration::from_secs(1),
+        );
         // Stopped in its wait for ok, the producer takes none of the grader's messages.
         let fd = probe::queue_descriptors(producer, &ok).first().copied();
         let Some(fd) = fd.filter(|_| comes_to(producer, receiving)) else {

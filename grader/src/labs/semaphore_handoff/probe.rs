@@ -197,7 +197,9 @@ impl Samples {
     /// The waits (futex or receive) seen, with their deadlines.
     pub fn waits(&self) -> impl Iterator<Item = (Seen, Deadline)> + '_ {
         self.seen.iter().filter_map(|seen| match *seen {
-            Seen::Futex { deadline, .. } | Seen::Receive { deadline, .. } => Some((*seen, deadline)),
+            Seen::Futex { deadline, .. } | Seen::Receive { deadline, .. } => {
+                Some((*seen, deadline))
+            }
             _ => None,
         })
     }
@@ -426,7 +428,11 @@ pub fn describe_call(pid: i32, seen: Seen) -> String {
     let on_fd = |name: &str| format!("{name} on {}", descriptor_in_words(pid, args[0] as i32));
     match nr {
         libc::SYS_poll | libc::SYS_ppoll => {
-            let name = if nr == libc::SYS_poll { "poll()" } else { "ppoll()" };
+            let name = if nr == libc::SYS_poll {
+                "poll()"
+            } else {
+                "ppoll()"
+            };
             let fds: Vec<String> = polled(pid, args[0], args[1])
                 .into_iter()
                 .map(|fd| descriptor_in_words(pid, fd))
@@ -545,7 +551,8 @@ pub fn semaphore_file(name: &str) -> String {
 
 /// Whether a semaphore or a queue called `name` exists.
 pub fn name_exists(name: &str) -> bool {
-    std::path::Path::new(&semaphore_file(name)).exists() || crate::engine::audit::message_queue_exists(name)
+    std::path::Path::new(&semaphore_file(name)).exists()
+        || crate::engine::audit::message_queue_exists(name)
 }
 
 /// Writes `bytes` at `addr` in the memory of `pid`.
@@ -609,6 +616,8 @@ pub fn post_for(waiter: i32, seen: Seen) -> Result<(), Fail> {
                 ))),
             }
         }
-        _ => Err(Fail::Grader("the waiter is in no wait the grader can post".into())),
+        _ => Err(Fail::Grader(
+            "the waiter is in no wait the grader can post".into(),
+        )),
     }
 }

@@ -259,7 +259,8 @@ fn interrupt(waiter: &Waiter) -> Result<String, Fail> {
             settle(pid);
             ends = wait_ends(pid);
         }
-        kill(Pid::from_raw(pid), Signal::SIGUSR1).map_err(|e| Fail::Grader(format!("kill: {e}")))?;
+        kill(Pid::from_raw(pid), Signal::SIGUSR1)
+            .map_err(|e| Fail::Grader(format!("kill: {e}")))?;
         settle(pid);
         let mut after = waiter.settled();
         let moved_at = realtime();
@@ -408,5 +409,8 @@ pub fn signals_during_waits(run: &mut Run) -> Result<String, Fail> {
             seen.join(", ")
         ));
     }
-    Ok(format!("{ROUNDS} records intact each way; {}", notes.join("; ")))
+    Ok(format!(
+        "{ROUNDS} records intact each way; {}",
+        notes.join("; ")
+    ))
 }

@@ -14,8 +14,8 @@ use nix::unistd::Pid;
 use rand::RngExt;
 
 use super::handover::{Handover, expected_record, report_failure, whole_record};
-use super::slot::slot_holding;
 use super::probe::{self, Deadline, Samples, Seen};
+use super::slot::slot_holding;
 use super::{CONSUMER, PRODUCER, WAIT_SLICE};
 use crate::engine::inspect::{self, ProcessView};
 use crate::engine::waiting::{self, WaitRules};
@@ -136,7 +136,12 @@ fn explain_busy(waiter: i32, role: &str, fail: Fail, passive: &Samples) -> Fail 
 
 /// Watches `waiter` (`role`), which has nothing to do but wait on `name`, and judges how it
 /// waits; returns what it saw. A waiter that ends meanwhile is left to the reports.
-fn judge_wait(waiter: i32, role: &'static str, mechanism: &str, name: &str) -> Result<String, Fail> {
+fn judge_wait(
+    waiter: i32,
+    role: &'static str,
+    mechanism: &str,
+    name: &str,
+) -> Result<String, Fail> {
     let started = Instant::now();
     let before = cpu_time(waiter);
     // Read first: a side that gives up while it is watched leaves no mappings to read.
@@ -369,7 +374,9 @@ fn survives(run: &mut Run, mechanism: &'static str, kill_producer: bool) -> Resu
             }
             ("ended", _) => break,
             (kind, _) => {
-                return Err(Fail::failed(format!("the program said an unexpected `{kind}`")));
+                return Err(Fail::failed(format!(
+                    "the program said an unexpected `{kind}`"
+                )));
             }
         }
     }

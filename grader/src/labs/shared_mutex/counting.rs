@@ -151,12 +151,7 @@ pub(super) fn everything_under_the_lock(run: &mut Run) -> Result<String, Fail> {
                 waiter.role, waiter.pid,
             )));
         };
-        let place = probe::place(
-            waiter.pid,
-            &session.name,
-            &session.segment.layout,
-            address,
-        );
+        let place = probe::place(waiter.pid, &session.name, &session.segment.layout, address);
         if place != Place::Mutex {
             return Err(Fail::failed(format!(
                 "while the grader held the bank's mutex, {} (pid {}) slept on {}: a worker \

@@ -28,7 +28,11 @@ struct Taken {
 impl Taken {
     /// Creates `path` (mode 600, given to the programs' user) holding `content`; `None` if
     /// something is there already.
-    fn create(path: PathBuf, user: Option<(u32, u32)>, content: &[u8]) -> Result<Option<Taken>, Fail> {
+    fn create(
+        path: PathBuf,
+        user: Option<(u32, u32)>,
+        content: &[u8],
+    ) -> Result<Option<Taken>, Fail> {
         let mut file = match std::fs::OpenOptions::new()
             .write(true)
             .create_new(true)
@@ -132,7 +136,9 @@ fn accepts_one_character(run: &mut Run) -> Result<String, Fail> {
         }
     }
     let Some((c, _taken)) = taken else {
-        return Err(Fail::Grader("every one-character name in /dev/shm is taken".into()));
+        return Err(Fail::Grader(
+            "every one-character name in /dev/shm is taken".into(),
+        ));
     };
     let name = format!("/{c}");
     let mut proc = run.spawn(&["--name", name.as_str(), "--work", "1"])?;
@@ -198,7 +204,11 @@ pub(super) fn typed_errors(run: &mut Run) -> Result<String, Fail> {
         (wide((a + 1) % ACCOUNTS), a),
         (b, wide((b + 1) % ACCOUNTS)),
     ];
-    let tried: Vec<(usize, usize)> = good_transfers.iter().chain(&bad_transfers).copied().collect();
+    let tried: Vec<(usize, usize)> = good_transfers
+        .iter()
+        .chain(&bad_transfers)
+        .copied()
+        .collect();
     let pairs: Vec<String> = tried
         .iter()
         .flat_map(|(from, to)| [from.to_string(), to.to_string()])
@@ -302,7 +312,12 @@ fn refused_before_lock(run: &mut Run, bad: &[(usize, usize)]) -> Result<(), Fail
         "--try-when-told".into(),
     ];
     let name = run.ipc_name("bank");
-    let mut args = vec!["--name".to_string(), name.clone(), "--work".into(), "1".into()];
+    let mut args = vec![
+        "--name".to_string(),
+        name.clone(),
+        "--work".into(),
+        "1".into(),
+    ];
     args.extend(extra);
     let mut proc = run.spawn(&args)?;
     let mut results = None;
@@ -399,10 +414,15 @@ pub(super) fn create_failures(run: &mut Run) -> Result<String, Fail> {
     };
     let mut proc = run.spawn(&["--name", name.as_str(), "--work", "1"])?;
     let message = first_message(&mut proc)?;
-    expect_kind(&message, "exists", &format!(
-        "with {} already there, SharedBank::create({name:?})",
-        dev_shm(&name).display()
-    ), "shm_open(O_CREAT | O_EXCL) fails with EEXIST, which is BankError::Exists")?;
+    expect_kind(
+        &message,
+        "exists",
+        &format!(
+            "with {} already there, SharedBank::create({name:?})",
+            dev_shm(&name).display()
+        ),
+        "shm_open(O_CREAT | O_EXCL) fails with EEXIST, which is BankError::Exists",
+    )?;
     release(&mut proc)?;
     if let Some(what) = taken.disturbed() {
         return Err(Fail::failed(format!(

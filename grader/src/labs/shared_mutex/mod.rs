@@ -190,7 +190,9 @@ fn explain_hang(hang: &Hang) -> Option<String> {
         );
     }
     if coordinator.is_some_and(|c| blocked_on_futex(&c.activities))
-        && workers.iter().any(|w| w.activities.contains(&Activity::Busy))
+        && workers
+            .iter()
+            .any(|w| w.activities.contains(&Activity::Busy))
     {
         return Some(
             "time ran out while workers were still busy on the CPU and the coordinator waited: \

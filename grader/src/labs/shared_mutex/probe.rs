@@ -51,8 +51,10 @@ impl Place {
         match self {
             Place::Mutex => "the bank's mutex",
             Place::Cond => "the bank's condition variable",
-            Place::Segment => "a futex in the segment that is neither the mutex nor the condition \
-                               variable",
+            Place::Segment => {
+                "a futex in the segment that is neither the mutex nor the condition \
+                               variable"
+            }
             Place::Own => "a futex in its own memory, not in the segment",
         }
     }
@@ -80,7 +82,10 @@ pub(super) fn call_name(nr: i64) -> String {
             libc::SYS_rt_sigtimedwait,
             "sigwaitinfo()/sigtimedwait() (waiting for a signal)",
         ),
-        (libc::SYS_rt_sigsuspend, "sigsuspend() (waiting for a signal)"),
+        (
+            libc::SYS_rt_sigsuspend,
+            "sigsuspend() (waiting for a signal)",
+        ),
         (libc::SYS_pause, "pause() (waiting for a signal)"),
         (libc::SYS_read, "read()"),
         (libc::SYS_poll, "poll()"),
@@ -260,7 +265,10 @@ fn lockable(segment: &Segment) -> Result<(usize, usize), Fail> {
                 && kind & (KIND_PSHARED | KIND_ROBUST) == KIND_PSHARED | KIND_ROBUST
                 && kind & KIND_PRIORITY == 0 =>
         {
-            Ok((map.at(segment.layout.mutex_at), map.at(segment.layout.cond_at)))
+            Ok((
+                map.at(segment.layout.mutex_at),
+                map.at(segment.layout.cond_at),
+            ))
         }
         _ => Err(Fail::failed(format!(
             "the mutex in the segment is not a process-shared robust mutex (kind word {kind}): \
@@ -322,7 +330,9 @@ fn timed_lock(mutex: usize, within: Duration) -> i32 {
         libc::clock_gettime(libc::CLOCK_REALTIME, &mut now);
         let nanos = now.tv_nsec as u64 + u64::from(within.subsec_nanos());
         let until = libc::timespec {
-            tv_sec: now.tv_sec + within.as_secs() as libc::time_t + (nanos / 1_000_000_000) as libc::time_t,
+            tv_sec: now.tv_sec
+                + within.as_secs() as libc::time_t
+                + (nanos / 1_000_000_000) as libc::time_t,
             tv_nsec: (nanos % 1_000_000_000) as _,
         };
         libc::pthread_mutex_timedlock(mutex as *mut libc::pthread_mutex_t, &until)

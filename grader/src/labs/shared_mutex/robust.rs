@@ -50,7 +50,12 @@ pub(super) fn owner_dies(run: &mut Run) -> Result<String, Fail> {
     let mut session = Session::start(run, &[CRASH_WORK; 4], &extra)?;
     robust(&session)?;
     let victim = session.workers[crasher];
-    let survivors: Vec<i32> = session.workers.iter().copied().filter(|&w| w != victim).collect();
+    let survivors: Vec<i32> = session
+        .workers
+        .iter()
+        .copied()
+        .filter(|&w| w != victim)
+        .collect();
     let segment = session.segment.handle()?;
     let opening = segment.layout.opening;
     let (coordinator, name, layout) = (session.coordinator, session.name.clone(), segment.layout);
@@ -64,7 +69,9 @@ pub(super) fn owner_dies(run: &mut Run) -> Result<String, Fail> {
     let outcome = session.finish(1, |message| {
         // The crasher stopped with the lock held: look, then kill it there.
         if index_of(message)? != crasher {
-            return Err(Fail::Grader("an unexpected worker stopped mid-transfer".into()));
+            return Err(Fail::Grader(
+                "an unexpected worker stopped mid-transfer".into(),
+            ));
         }
         let done: u64 = field(message, "transfers")?;
         let delta: Vec<i64> = list(message, "delta")?;
@@ -114,8 +121,10 @@ pub(super) fn owner_dies(run: &mut Run) -> Result<String, Fail> {
     })?;
     let recovered: u64 = outcome.workers.values().map(|w| w.recovered).sum();
     if !coordinator_waiting {
-        run.note("the coordinator was not asleep on the condition variable when the holder died: \
-                  it may have met EOWNERDEAD itself, so the workers' `recovered` is not judged");
+        run.note(
+            "the coordinator was not asleep on the condition variable when the holder died: \
+                  it may have met EOWNERDEAD itself, so the workers' `recovered` is not judged",
+        );
     } else if recovered != 1 {
         return Err(Fail::failed(format!(
             "the bank was repaired after worker {crasher} died, but {recovered} transfers said \
@@ -377,7 +386,10 @@ fn dies_mid_transfer(run: &mut Run, session: &mut Session) -> Result<Cut, Fail> 
     segment.write_at(at + 24, &before[to].to_ne_bytes())?;
     segment.write_at(at + 32, &count.to_ne_bytes())?;
     segment.write_at(at, &1u32.to_ne_bytes())?;
-    segment.write_at(layout.accounts_at + 8 * from, &(before[from] - amount).to_ne_bytes())?;
+    segment.write_at(
+        layout.accounts_at + 8 * from,
+        &(before[from] - amount).to_ne_bytes(),
+    )?;
     let until = Instant::now() + 2 * STEP;
     while session.coordinator_place() != Some(Place::Mutex) {
         if Instant::now() > until {

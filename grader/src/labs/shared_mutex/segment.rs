@@ -3,9 +3,9 @@
 
 use std::time::{Duration, Instant};
 
+use super::ACCOUNTS;
 use super::probe::{self, KIND_PSHARED, KIND_ROBUST, Place, Sleep};
 use super::session::{Journal, Session, dev_shm, role_of, verify};
-use super::ACCOUNTS;
 use crate::engine::{Fail, Run};
 
 /// Transfers per worker where only the set-up is judged.
@@ -54,7 +54,11 @@ pub(super) fn process_shared_init(run: &mut Run) -> Result<String, Fail> {
     Ok(format!(
         "mode 600, mapped shared by all 5 processes with no descriptor left open; mutex kind \
          {kind} (process-shared{}), condition variable process-shared, both in {}",
-        if kind & KIND_ROBUST != 0 { ", robust" } else { "" },
+        if kind & KIND_ROBUST != 0 {
+            ", robust"
+        } else {
+            ""
+        },
         dev_shm(&session.name).display()
     ))
 }

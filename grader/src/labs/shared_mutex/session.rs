@@ -258,13 +258,15 @@ impl Segment {
     /// Reads `N` bytes of the segment at `offset`.
     pub fn read<const N: usize>(&self, offset: usize) -> Result<[u8; N], Fail> {
         let mut bytes = [0u8; N];
-        self.file.read_exact_at(&mut bytes, offset as u64).map_err(|_| {
-            Fail::failed(format!(
-                "the segment is smaller than the bank ({} bytes): ftruncate() it to \
+        self.file
+            .read_exact_at(&mut bytes, offset as u64)
+            .map_err(|_| {
+                Fail::failed(format!(
+                    "the segment is smaller than the bank ({} bytes): ftruncate() it to \
                  size_of::<Bank>()",
-                self.layout.size
-            ))
-        })?;
+                    self.layout.size
+                ))
+            })?;
         Ok(bytes)
     }
 
@@ -507,7 +509,9 @@ impl Session {
         };
         let who = |pid: i32| {
             let role = role_of(self.coordinator);
-            inspect::view(pid).map_or(format!("thread {pid}"), |v| format!("{} (pid {pid})", role(&v)))
+            inspect::view(pid).map_or(format!("thread {pid}"), |v| {
+                format!("{} (pid {pid})", role(&v))
+            })
         };
         let on_mutex = sleeps
             .iter()
@@ -549,7 +553,9 @@ impl Session {
                     ),
                 }
             };
-            return Some(Fail::failed(format!("{seen}: {cause} ({on_mutex} sleep on the mutex)")));
+            return Some(Fail::failed(format!(
+                "{seen}: {cause} ({on_mutex} sleep on the mutex)"
+            )));
         }
         if on_mutex > 0 {
             let cause = if kind & probe::KIND_PSHARED == 0 {
@@ -618,12 +624,7 @@ impl Session {
                             .filter(|i| !workers.contains_key(i))
                             .map(|i| self.workers[i])
                             .collect();
-                        let_coordinator_look(
-                            &self.segment,
-                            self.coordinator,
-                            &self.name,
-                            &others,
-                        )?;
+                        let_coordinator_look(&self.segment, self.coordinator, &self.name, &others)?;
                     }
                 }
                 "holding" => on_holding(&message)?,
@@ -631,7 +632,9 @@ impl Session {
                 "closed" => break message,
                 "failed" => return Err(failure(&message)),
                 kind => {
-                    return Err(Fail::failed(format!("the program said an unexpected `{kind}`")));
+                    return Err(Fail::failed(format!(
+                        "the program said an unexpected `{kind}`"
+                    )));
                 }
             }
         };
@@ -643,11 +646,14 @@ impl Session {
             (Some(now), Some(then)) => Some(now.since(then)),
             _ => None,
         };
-        let done = done.ok_or_else(|| Fail::failed("the coordinator said `closed` without `done`"))?;
+        let done =
+            done.ok_or_else(|| Fail::failed("the coordinator said `closed` without `done`"))?;
         self.proc.send("exit", &[])?;
         let status = self.proc.wait()?;
         if !status.success() {
-            return Err(Fail::failed(format!("the coordinator exited with {status}")));
+            return Err(Fail::failed(format!(
+                "the coordinator exited with {status}"
+            )));
         }
         Ok(Outcome {
             done,
@@ -767,7 +773,11 @@ pub(super) fn expected(
         .workers
         .values()
         .map(|w| (w.transfers, w.delta.as_slice()))
-        .chain(extra.iter().map(|(count, delta)| (*count, delta.as_slice())));
+        .chain(
+            extra
+                .iter()
+                .map(|(count, delta)| (*count, delta.as_slice())),
+        );
     for (count, delta) in reported {
         want_transfers += count;
         for (balance, change) in want.iter_mut().zip(delta) {

@@ -17,13 +17,8 @@ pub(super) fn coordinator_sleeps(run: &mut Run) -> Result<String, Fail> {
     let role = role_of(session.coordinator);
     let advice = "wait_all_done() must sleep in pthread_cond_wait() on all_done until a worker's \
                   broadcast wakes it";
-    waiting::expect_blocked(
-        &[session.coordinator],
-        &role,
-        WaitRules::default(),
-        advice,
-    )
-    .map_err(super::counting::never_seen_blocked)?;
+    waiting::expect_blocked(&[session.coordinator], &role, WaitRules::default(), advice)
+        .map_err(super::counting::never_seen_blocked)?;
     // A few looks: one that is never asleep spins, even if the machine's load kept its share
     // of the CPU below what the watch calls spinning.
     let mut sleep = probe::sleeping(session.coordinator);

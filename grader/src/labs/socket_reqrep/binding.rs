@@ -19,7 +19,10 @@ fn expect_bind_failure(
     rule: &str,
 ) -> Result<(), Fail> {
     if first.kind == "failed" && first.get("kind") == Some("bind") {
-        if proc.wait_until(Instant::now() + Duration::from_secs(5))?.is_none() {
+        if proc
+            .wait_until(Instant::now() + Duration::from_secs(5))?
+            .is_none()
+        {
             return Err(Fail::failed(format!(
                 "{situation}, the server reported kind=bind but did not exit"
             )));
@@ -153,8 +156,10 @@ pub fn socket_paths(run: &mut Run) -> Result<String, Fail> {
         ));
     }
 
-    Ok("a 107-byte socket path bound and a 108-byte one failed with kind=bind; a path with a \
+    Ok(
+        "a 107-byte socket path bound and a 108-byte one failed with kind=bind; a path with a \
         file, a live server's socket or a dead server's socket on it failed with kind=bind and \
         the file stayed"
-        .into())
+            .into(),
+    )
 }

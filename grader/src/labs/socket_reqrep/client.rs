@@ -46,14 +46,16 @@ pub fn client_over_socket(run: &mut Run) -> Result<String, Fail> {
             .collect();
         let mut client = spawn_client(run, &at, requests, "the client")?;
         // The client says `ready` once connected, so its connection is already queued.
-        let conn = listener.accept_within(Duration::from_secs(2))?.ok_or_else(|| {
-            Fail::failed(format!(
-                "the client said `ready` but never connected to the grader's server over \
+        let conn = listener
+            .accept_within(Duration::from_secs(2))?
+            .ok_or_else(|| {
+                Fail::failed(format!(
+                    "the client said `ready` but never connected to the grader's server over \
                  {kind} ({}): Client::connect must connect to the endpoint it is given, and \
                  every call must go over that connection",
-                at.join(" ")
-            ))
-        })?;
+                    at.join(" ")
+                ))
+            })?;
         let closer = conn.try_clone()?;
         let pid = client.pid();
         let answering = {
@@ -306,7 +308,9 @@ pub fn client_errors(run: &mut Run) -> Result<String, Fail> {
         drop(conn);
         expect_failure(&mut client, kind, situation, rule)?;
     }
-    Ok("the client reported kind=connect with no server (Unix and TCP), kind=closed for a \
+    Ok(
+        "the client reported kind=connect with no server (Unix and TCP), kind=closed for a \
         server that hung up, and kind=truncated for a response cut short"
-        .into())
+            .into(),
+    )
 }

@@ -139,7 +139,10 @@ pub fn many_clients(run: &mut Run) -> Result<String, Fail> {
     if let Some((waiter, woke)) = after
         .iter()
         .filter_map(|((pid, tid), n)| {
-            Some((on_clients(*pid, *tid)?, n.checked_sub(*before.get(&(*pid, *tid))?)?))
+            Some((
+                on_clients(*pid, *tid)?,
+                n.checked_sub(*before.get(&(*pid, *tid))?)?,
+            ))
         })
         .find(|(_, woke)| *woke > 0)
     {
@@ -162,7 +165,12 @@ pub fn many_clients(run: &mut Run) -> Result<String, Fail> {
             .write_all(&whole[cut..])
             .and_then(|()| read_response(&mut conn));
         match answer {
-            Ok(got) => verify(got, op, &payload, &format!("stalled client {k}, once it went on"))?,
+            Ok(got) => verify(
+                got,
+                op,
+                &payload,
+                &format!("stalled client {k}, once it went on"),
+            )?,
             Err(e) => {
                 let log = server
                     .dropped_lines()

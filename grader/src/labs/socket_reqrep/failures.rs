@@ -9,9 +9,7 @@ use std::time::{Duration, Instant};
 use ipc_labs_driver::Message;
 
 use super::observe;
-use super::programs::{
-    GraderListener, Server, answer_all, line_kind, said, server, spawn_client,
-};
+use super::programs::{GraderListener, Server, answer_all, line_kind, said, server, spawn_client};
 use super::protocol::{Conn, frame, read_response, verify};
 use super::{MAX_BODY, MAX_PAYLOAD, OP_ECHO, OP_HASH, OP_REVERSE, STATUS_OK, Transport};
 use crate::engine::{Fail, Run, force};
@@ -55,7 +53,12 @@ pub fn size_limit(run: &mut Run) -> Result<String, Fail> {
 /// Which program refused a payload of exactly MAX_PAYLOAD, when the student's client and server
 /// did not manage it together (the client said `done`, not `failed`): the server, if its log
 /// says so; the client, if it fails with a server of the grader's too.
-fn at_the_limit_failed(run: &mut Run, server: &Server, said_instead: &Message, payload: &[u8]) -> Fail {
+fn at_the_limit_failed(
+    run: &mut Run,
+    server: &Server,
+    said_instead: &Message,
+    payload: &[u8],
+) -> Fail {
     let refused = server
         .next_dropped_line(0, Duration::from_millis(500))
         .filter(|l| line_kind(l) == "too-long");
@@ -85,7 +88,10 @@ fn client_at_the_limit(run: &mut Run, payload: &[u8]) -> Result<(), Fail> {
     let (listener, at) = GraderListener::bind(run, Transport::Unix)?;
     let requests = vec![(OP_ECHO, payload.to_vec())];
     // Its echo, reversed: what a server answers is not the client's to compute.
-    let answer = (STATUS_OK, payload.iter().rev().copied().collect::<Vec<u8>>());
+    let answer = (
+        STATUS_OK,
+        payload.iter().rev().copied().collect::<Vec<u8>>(),
+    );
     let mut client = spawn_client(run, &at, requests, "the client")?;
     let conn = listener
         .accept_within(Duration::from_secs(2))?
@@ -232,7 +238,12 @@ fn good(server: &Server, after: &str) -> Result<(), Fail> {
             server.alive_note()
         ))
     })?;
-    verify(got, OP_REVERSE, &payload, &format!("a good client after {after}"))
+    verify(
+        got,
+        OP_REVERSE,
+        &payload,
+        &format!("a good client after {after}"),
+    )
 }
 
 const TRUNCATED: &str = "end of stream inside a frame, its length prefix included, is \
@@ -264,8 +275,14 @@ pub fn bad_input(run: &mut Run) -> Result<String, Fail> {
         rule: TRUNCATED,
     };
     let cases = [
-        cut("a frame cut after 1 byte of its length prefix, then end of stream", &[0]),
-        cut("a frame cut after 3 bytes of its length prefix, then end of stream", &[0, 0, 0]),
+        cut(
+            "a frame cut after 1 byte of its length prefix, then end of stream",
+            &[0],
+        ),
+        cut(
+            "a frame cut after 3 bytes of its length prefix, then end of stream",
+            &[0, 0, 0],
+        ),
         cut(
             "a frame of 100 bytes cut right after its length prefix, then end of stream",
             &hundred[..4],

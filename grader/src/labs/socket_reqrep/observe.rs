@@ -105,8 +105,10 @@ pub fn main_receives_on(pid: i32, fd: i32) -> bool {
     let arg0 = words
         .next()
         .and_then(|a| i64::from_str_radix(a.trim_start_matches("0x"), 16).ok());
-    matches!(number, Some(libc::SYS_recvfrom | libc::SYS_recvmsg | libc::SYS_read))
-        && arg0 == Some(i64::from(fd))
+    matches!(
+        number,
+        Some(libc::SYS_recvfrom | libc::SYS_recvmsg | libc::SYS_read)
+    ) && arg0 == Some(i64::from(fd))
 }
 
 /// Binds every thread of `pid` to one CPU, the first the grader may use (threads they start

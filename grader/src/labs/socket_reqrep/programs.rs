@@ -362,7 +362,10 @@ impl Server {
                  blocked in read() returns, before you wait for it"
             ));
         }
-        if threads.iter().any(|t| t.syscall == Some(libc::SYS_rt_sigtimedwait)) {
+        if threads
+            .iter()
+            .any(|t| t.syscall == Some(libc::SYS_rt_sigtimedwait))
+        {
             causes.push(format!(
                 "a thread still waits for a signal: {} did not end that wait; wait for SIGTERM \
                  and SIGINT both",

@@ -275,8 +275,10 @@ pub fn verify(got: (u8, Vec<u8>), op: u8, payload: &[u8], what: &str) -> Result<
         match op {
             OP_ECHO => "the length is right, the bytes are not: E answers the payload as it is",
             OP_REVERSE => "the length is right, the bytes are not: R answers the payload reversed",
-            _ => "the length is right, the bytes are not: H answers fnv1a of the payload, 8 bytes \
-                  big-endian",
+            _ => {
+                "the length is right, the bytes are not: H answers fnv1a of the payload, 8 bytes \
+                  big-endian"
+            }
         }
     } else {
         "a request is exactly the length its prefix says; read the prefix, then exactly that \
@@ -350,11 +352,18 @@ pub fn timed_calls(conn: &mut Conn, calls: usize, size: usize) -> Result<Vec<Dur
         conn.send(&frame(OP_ECHO, &payload), i)?;
         let got = read_response(conn).map_err(|e| {
             closed_after(conn, i, Some(OP_ECHO)).unwrap_or_else(|| {
-                Fail::failed(format!("no response to an echo request of {size} bytes ({e})"))
+                Fail::failed(format!(
+                    "no response to an echo request of {size} bytes ({e})"
+                ))
             })
         })?;
         times.push(started.elapsed());
-        verify(got, OP_ECHO, &payload, &format!("an echo request of {size} bytes"))?;
+        verify(
+            got,
+            OP_ECHO,
+            &payload,
+            &format!("an echo request of {size} bytes"),
+        )?;
     }
     Ok(times)
 }

@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 use super::observe;
 use super::programs::{Server, external, server, spawn_client};
 use super::protocol::{
-    Conn, closed_after, expected, frame, median, op_name, random_requests_for,
-    read_frame_counted, read_response, timed_calls, verify,
+    Conn, closed_after, expected, frame, median, op_name, random_requests_for, read_frame_counted,
+    read_response, timed_calls, verify,
 };
 use super::{OP_ECHO, OP_HASH, OP_REVERSE, STATUS_OK, STATUS_UNKNOWN_OP, Transport};
 use crate::engine::{Fail, Run};
@@ -22,9 +22,11 @@ pub fn unix_requests(run: &mut Run) -> Result<String, Fail> {
     let client = spawn_client(run, &server.where_args(), requests, "the client")?.finish()?;
     client.verify()?;
     server.stop()?;
-    Ok("40 random requests were answered correctly over a Unix socket; every op byte but E, R \
+    Ok(
+        "40 random requests were answered correctly over a Unix socket; every op byte but E, R \
         and H got status 1, and empty payloads were answered"
-        .into())
+            .into(),
+    )
 }
 
 /// One request per op byte (256), and E, R and H with an empty payload: only `E`, `R` and `H`
@@ -81,7 +83,12 @@ fn op_table(server: &Server) -> Result<(), Fail> {
                 got.1.len()
             )));
         } else {
-            verify(got, *op, payload, &format!("the request with op {}", op_name(*op)))?;
+            verify(
+                got,
+                *op,
+                payload,
+                &format!("the request with op {}", op_name(*op)),
+            )?;
         }
     }
     if !answered_unknown.is_empty() {
@@ -254,9 +261,11 @@ pub fn large_payloads(run: &mut Run) -> Result<String, Fail> {
         }
         server.stop()?;
     }
-    Ok("2 and 3 MiB payloads went both ways over Unix and TCP sockets; a response came whole \
+    Ok(
+        "2 and 3 MiB payloads went both ways over Unix and TCP sockets; a response came whole \
         through a stop and resume of the server"
-        .into())
+            .into(),
+    )
 }
 
 /// The server, blocked writing a large response nobody reads yet, is stopped and resumed: the
@@ -310,7 +319,9 @@ fn stopped_mid_small_frames(run: &mut Run, server: &Server) -> Result<(), Fail> 
         p
     };
     let mut conn = server.connect()?;
-    let all: Vec<u8> = (0..CALLS).flat_map(|i| frame(OP_ECHO, &payload(i))).collect();
+    let all: Vec<u8> = (0..CALLS)
+        .flat_map(|i| frame(OP_ECHO, &payload(i)))
+        .collect();
     let Conn::Tcp(writer) = conn.try_clone()? else {
         unreachable!("a TCP connection")
     };
@@ -418,7 +429,10 @@ pub fn foreign_clients(run: &mut Run) -> Result<String, Fail> {
     for server in &servers {
         // The grader's own client: two requests in a row on one connection.
         let mut conn = server.connect()?;
-        let requests = [(OP_HASH, b"grader".to_vec()), (OP_ECHO, run.random_bytes(3000))];
+        let requests = [
+            (OP_HASH, b"grader".to_vec()),
+            (OP_ECHO, run.random_bytes(3000)),
+        ];
         for (i, (op, payload)) in requests.into_iter().enumerate() {
             conn.send(&frame(op, &payload), i)?;
             let got = read_response(&mut conn).map_err(|e| {

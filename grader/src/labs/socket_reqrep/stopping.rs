@@ -36,9 +36,8 @@ pub fn server_counts(run: &mut Run) -> Result<String, Fail> {
             let payload = run.random_bytes(len);
             conn.send(&frame(OP_ECHO, &payload), call)?;
             let got = read_response(&mut conn).map_err(|e| {
-                closed_after(&conn, call, Some(OP_ECHO)).unwrap_or_else(|| {
-                    Fail::failed(format!("no response to a request ({e})"))
-                })
+                closed_after(&conn, call, Some(OP_ECHO))
+                    .unwrap_or_else(|| Fail::failed(format!("no response to a request ({e})")))
             })?;
             verify(got, OP_ECHO, &payload, "a request")?;
         }
