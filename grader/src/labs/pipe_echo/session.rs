@@ -453,6 +453,16 @@ impl Session {
             "exchange() returned `{}` (ShortEcho {{ sent: {sent}, echoed: {echoed} }})",
             done.exchange
         );
+        // The child's own end comes first: whatever the parent did, an echo child that died or
+        // failed cannot have echoed the rest.
+        if done.wait != "ok" {
+            return Fail::failed(format!(
+                "exchange() failed: it returned `{}` (ShortEcho {{ sent: {sent}, echoed: \
+                 {echoed} }}), and wait() then reported `{}`: the echo child did not end \
+                 normally before it had echoed the whole input (its stderr is in the log)",
+                done.exchange, done.wait
+            ));
+        }
         if written + BESIDES_PIPES / 4 < sent as u64 {
             return Fail::failed(format!(
                 "{returned}, and the parent wrote at most {written} bytes since it was told to \
