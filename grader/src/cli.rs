@@ -4,7 +4,7 @@ use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, ValueEnum};
+use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::engine::{self, CLEANUP_CHECK, Lab, Options, Plan, Progress, Variant};
 use crate::report;
@@ -15,10 +15,17 @@ use crate::report;
 /// `cargo grade pipe-echo/echo-16-mib` one check; `cargo grade --list` lists them;
 /// `cargo grade clean` removes IPC objects left by grader runs that crashed.
 #[derive(Parser, Debug)]
-#[command(name = "cargo grade", version)]
+#[command(
+    name = "cargo grade",
+    bin_name = "cargo grade",
+    version,
+    args_conflicts_with_subcommands = true
+)]
 pub struct Args {
-    /// Labs (`pipe-echo`) or checks (`pipe-echo/echo-16-mib`) to grade; all if none. The word
-    /// `clean` alone removes what crashed grader runs left behind.
+    /// What to do instead of grading.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    /// Labs (`pipe-echo`) or checks (`pipe-echo/echo-16-mib`) to grade; all if none.
     pub selection: Vec<String>,
     /// Grade the reference solutions in solutions/ instead of labs/.
     #[arg(long)]
@@ -46,6 +53,13 @@ pub struct Args {
     /// grade untrusted code; permission, queue and process limits then apply to it.
     #[arg(long, value_name = "USER")]
     pub run_as: Option<String>,
+}
+
+/// The commands other than grading.
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Removes what grader runs that died left behind: IPC objects, processes, directories.
+    Clean,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -144,17 +158,25 @@ fn fresh_seed() -> u64 {
 
 pub fn main() -> ExitCode {
     let args = Args::parse();
-    if args.selection.len() == 1 && args.selection[0] == "clean" {
-        let done = engine::ledger::clean();
-        for line in &done {
-            println!("{line}");
-        }
-        println!(
-            "{} leftover(s) of grader runs that died were cleaned up",
-            done.len()
-        );
-        return ExitCode::SUCCESS;
+    match args.command {
+        Some(Command::Clean) => clean(),
+        None => grade(args),
     }
+}
+
+fn clean() -> ExitCode {
+    let done = engine::ledger::clean();
+    for line in &done {
+        println!("{line}");
+    }
+    println!(
+        "{} leftover(s) of grader runs that died were cleaned up",
+        done.len()
+    );
+    ExitCode::SUCCESS
+}
+
+fn grade(args: Args) -> ExitCode {
     if args.list {
         print!("{}", report::list(&crate::labs::all()));
         return ExitCode::SUCCESS;
