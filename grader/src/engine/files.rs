@@ -6,17 +6,20 @@
 //! and its programs write there, so whatever appears in it under a name the check did not give
 //! is the programs'. The shared places a program could use instead (the temporary directories,
 //! `/dev/shm`, the home directory) are watched too, and what appears there is the check's when
-//! one of its processes holds it open or mapped when the grader looks, or when it belongs to
-//! the user the programs run as.
+//! one of its processes holds it open or mapped when the grader looks, when a process of the
+//! check opened it (seen with fanotify, which needs root: a file written and closed at once is
+//! held by nobody when the grader looks), or when it belongs to the user the programs run as.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
+use nix::fcntl::{AT_FDCWD, OFlag};
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+use nix::sys::fanotify::{EventFFlags, Fanotify, MarkFlags, MaskFlags};
 use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify, WatchDescriptor};
 
 use super::inspect;
@@ -89,9 +92,10 @@ impl FileWatch {
                 }
             }
         }
+        let openings = openers(&watches);
         let thread = inotify.map(|inotify| {
             let stop = stop.clone();
-            std::thread::spawn(move || watch(inotify, watches, &stop, &roots, owner))
+            std::thread::spawn(move || watch(inotify, openings, watches, &stop, &roots, owner))
         });
         FileWatch {
             dir: dir.to_path_buf(),
@@ -124,43 +128,137 @@ impl Drop for FileWatch {
     }
 }
 
+/// A fanotify group that reports who opens the files of the shared places, when the grader
+/// may have one (root).
+fn openers(watches: &[(WatchDescriptor, PathBuf, bool)]) -> Option<Fanotify> {
+    if !nix::unistd::geteuid().is_root() {
+        return None;
+    }
+    let group = Fanotify::init(
+        nix::sys::fanotify::InitFlags::FAN_CLASS_NOTIF
+            | nix::sys::fanotify::InitFlags::FAN_CLOEXEC
+            | nix::sys::fanotify::InitFlags::FAN_NONBLOCK,
+        // Non-blocking: the grader opens each file reported, and a FIFO would block an open.
+        EventFFlags::from_bits_truncate(
+            (OFlag::O_RDONLY | OFlag::O_LARGEFILE | OFlag::O_NONBLOCK).bits() as u32,
+        ),
+    )
+    .ok()?;
+    let mask = MaskFlags::FAN_OPEN | MaskFlags::FAN_EVENT_ON_CHILD;
+    for (_, place, private) in watches {
+        if !private {
+            let _ = group.mark(
+                MarkFlags::FAN_MARK_ADD,
+                mask,
+                AT_FDCWD,
+                Some(place.as_path()),
+            );
+        }
+    }
+    Some(group)
+}
+
+/// Who opened which file of the shared places: the paths opened by a process of the check's
+/// tree (`members`: every pid seen in it, so that a process killed since still counts), with
+/// its pid. Reads until no event is left.
+fn read_openings(
+    group: &Fanotify,
+    roots: &Mutex<Vec<i32>>,
+    members: &mut BTreeSet<i32>,
+    opened: &mut BTreeMap<PathBuf, i32>,
+) {
+    while let Ok(events) = group.read_events() {
+        if events.is_empty() {
+            break;
+        }
+        let mut refreshed = false;
+        for event in events {
+            let Some(fd) = event.fd() else { continue };
+            let pid = event.pid();
+            if !members.contains(&pid) && !refreshed {
+                let roots = roots.lock().expect("roots lock").clone();
+                members.extend(inspect::tree(&roots, &roots).into_iter().map(|r| r.pid));
+                // A program that has ended is no longer in the tree, but was the check's.
+                members.extend(roots);
+                refreshed = true;
+            }
+            if !members.contains(&pid) {
+                continue;
+            }
+            let link = format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&fd));
+            if let Ok(path) = std::fs::read_link(link) {
+                opened.entry(path).or_insert(pid);
+            }
+        }
+    }
+}
+
 fn watch(
     inotify: Inotify,
+    openings: Option<Fanotify>,
     mut watches: Vec<(WatchDescriptor, PathBuf, bool)>,
     stop: &AtomicBool,
     roots: &Mutex<Vec<i32>>,
     owner: Option<u32>,
 ) -> BTreeSet<Created> {
     let mut created = BTreeSet::new();
-    while !stop.load(Ordering::SeqCst) {
-        let mut fds = [PollFd::new(inotify.as_fd(), PollFlags::POLLIN)];
-        if !matches!(poll(&mut fds, PollTimeout::from(POLL_MS)), Ok(n) if n > 0) {
+    // Files that appeared in the shared places with no process of the check holding them, and
+    // the files of the shared places that a process of the check opened.
+    let mut unclaimed: BTreeSet<PathBuf> = BTreeSet::new();
+    let mut opened: BTreeMap<PathBuf, i32> = BTreeMap::new();
+    let mut members: BTreeSet<i32> = BTreeSet::new();
+    loop {
+        // Once stopped, what is queued is still read: the last files a program made count.
+        let stopping = stop.load(Ordering::SeqCst);
+        let mut fds = vec![PollFd::new(inotify.as_fd(), PollFlags::POLLIN)];
+        if let Some(group) = &openings {
+            fds.push(PollFd::new(group.as_fd(), PollFlags::POLLIN));
+        }
+        let wait = if stopping { 0 } else { POLL_MS };
+        if !matches!(poll(&mut fds, PollTimeout::from(wait)), Ok(n) if n > 0) {
+            if stopping {
+                break;
+            }
             continue;
         }
-        let Ok(events) = inotify.read_events() else {
-            continue;
-        };
-        for event in events {
-            let Some((_, dir, private)) = watches.iter().find(|(wd, _, _)| *wd == event.wd) else {
-                continue;
-            };
-            let Some(name) = event.name else { continue };
-            let (path, private) = (dir.join(name), *private);
-            if private {
-                if event.mask.contains(AddWatchFlags::IN_ISDIR)
-                    && let Ok(wd) = inotify.add_watch(&path, EVENTS)
-                {
-                    watches.push((wd, path.clone(), true));
+        if let Some(group) = &openings {
+            read_openings(group, roots, &mut members, &mut opened);
+        }
+        while let Ok(events) = inotify.read_events() {
+            if events.is_empty() {
+                break;
+            }
+            for event in events {
+                let Some((_, dir, private)) = watches.iter().find(|(wd, _, _)| *wd == event.wd)
+                else {
+                    continue;
+                };
+                let Some(name) = event.name else { continue };
+                let (path, private) = (dir.join(name), *private);
+                if private {
+                    if event.mask.contains(AddWatchFlags::IN_ISDIR)
+                        && let Ok(wd) = inotify.add_watch(&path, EVENTS)
+                    {
+                        watches.push((wd, path.clone(), true));
+                    }
+                    created.insert(Created { path, by: None });
+                    continue;
                 }
-                created.insert(Created { path, by: None });
-                continue;
+                let roots = roots.lock().expect("roots lock").clone();
+                if let Some(by) = holder(&roots, &path) {
+                    created.insert(Created { path, by: Some(by) });
+                } else if owner.is_some() && owner == owner_of(&path) && !made_by_the_grader(&path)
+                {
+                    created.insert(Created { path, by: None });
+                } else {
+                    unclaimed.insert(path);
+                }
             }
-            let roots = roots.lock().expect("roots lock").clone();
-            if let Some(by) = holder(&roots, &path) {
-                created.insert(Created { path, by: Some(by) });
-            } else if owner.is_some() && owner == owner_of(&path) && !made_by_the_grader(&path) {
-                created.insert(Created { path, by: None });
-            }
+        }
+    }
+    for path in unclaimed {
+        if let Some(&by) = opened.get(&path) {
+            created.insert(Created { path, by: Some(by) });
         }
     }
     created
@@ -214,6 +312,25 @@ fn files_under(dir: &Path) -> Vec<PathBuf> {
     found
 }
 
+/// Removes the files in `created` that lie outside the check's directory `dir` (which is
+/// removed with the check): a program's own file in a shared place would otherwise stay there
+/// after the check. Returns what was removed.
+pub fn remove_outside(created: &[Created], dir: &Path) -> Vec<PathBuf> {
+    created
+        .iter()
+        .filter(|file| !file.path.starts_with(dir))
+        .filter(|file| {
+            let removed = match std::fs::symlink_metadata(&file.path) {
+                Ok(meta) if meta.is_dir() => std::fs::remove_dir_all(&file.path),
+                Ok(_) => std::fs::remove_file(&file.path),
+                Err(_) => return false,
+            };
+            removed.is_ok()
+        })
+        .map(|file| file.path.clone())
+        .collect()
+}
+
 /// Whether glibc made `path` for a moment: `sem_open()` builds a new semaphore in a file
 /// `/dev/shm/sem.XXXXXX` and then links it to its name.
 pub fn glibc_temporary(path: &Path) -> bool {
@@ -256,5 +373,57 @@ mod tests {
         );
         let made = created.iter().find(|c| c.path == shared);
         assert!(made.is_some_and(|c| c.by.is_some()), "{created:?}");
+    }
+
+    #[test]
+    fn a_file_written_and_closed_at_once_is_the_checks_when_root_saw_who_opened_it() {
+        let dir = tempfile::tempdir().expect("a temp dir");
+        let shared =
+            std::env::temp_dir().join(format!("ipc-labs-files-quick-{}", std::process::id()));
+        let roots = Arc::new(Mutex::new(Vec::new()));
+        let watch = FileWatch::start(dir.path(), roots.clone(), None);
+        // The shell waits for its parent to list it before it writes.
+        let mut child = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(format!("read go; echo x > {}", shared.display()))
+            .stdin(std::process::Stdio::piped())
+            .spawn()
+            .expect("sh starts");
+        roots.lock().unwrap().push(child.id() as i32);
+        drop(child.stdin.take());
+        child.wait().expect("sh ends");
+        let created = watch.finish();
+        let _ = std::fs::remove_file(&shared);
+        let made = created.iter().find(|c| c.path == shared);
+        if nix::unistd::geteuid().is_root() {
+            assert!(made.is_some_and(|c| c.by.is_some()), "{created:?}");
+        } else {
+            // Without fanotify nobody held it when the grader looked: not claimed.
+            assert!(made.is_none(), "{created:?}");
+        }
+    }
+
+    #[test]
+    fn files_left_outside_the_check_directory_are_removed_and_its_own_are_not() {
+        let dir = tempfile::tempdir().expect("a temp dir");
+        let shared = tempfile::tempdir().expect("another temp dir");
+        let inside = dir.path().join("own.txt");
+        let outside_file = shared.path().join(".cache-1");
+        let outside_dir = shared.path().join("work");
+        std::fs::write(&inside, "x").unwrap();
+        std::fs::write(&outside_file, "x").unwrap();
+        std::fs::create_dir(&outside_dir).unwrap();
+        std::fs::write(outside_dir.join("part"), "x").unwrap();
+        let created: Vec<Created> = [&inside, &outside_file, &outside_dir]
+            .into_iter()
+            .map(|path| Created {
+                path: path.clone(),
+                by: None,
+            })
+            .collect();
+        let removed = remove_outside(&created, dir.path());
+        assert_eq!(removed, [outside_file.clone(), outside_dir.clone()]);
+        assert!(inside.exists());
+        assert!(!outside_file.exists() && !outside_dir.exists());
     }
 }

@@ -697,6 +697,14 @@ fn run_check(
         )));
     }
     let created = files_not_given(file_watch.finish(), &run);
+    let removed = files::remove_outside(&created, run.dir.path());
+    if !removed.is_empty() {
+        let list: Vec<String> = removed.iter().map(|p| p.display().to_string()).collect();
+        run.notes.push(format!(
+            "removed what the programs left: {}",
+            list.join(", ")
+        ));
+    }
     if !created.is_empty() {
         let list: Vec<String> = created.iter().map(ToString::to_string).collect();
         if outcome.is_ok() {
