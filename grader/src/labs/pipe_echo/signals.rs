@@ -56,21 +56,7 @@ pub fn signals_during_transfer(run: &mut Run) -> Result<String, Fail> {
     let done = session.go().and_then(|()| session.watch_done(until));
     stop.store(true, Ordering::SeqCst);
     let _ = signaller.join();
-    let done = match done {
-        Err(Fail::TimedOut(_)) => {
-            std::thread::sleep(Duration::from_millis(50));
-            let hang = Fail::TimedOut(session.stopped_reading(session.proc.diagnose()));
-            return Err(name_resend(&session, hang));
-        }
-        other => other.map_err(|fail| name_resend(&session, fail))?,
-    };
-    if let Err(fail) = session.verify_echo(&done) {
-        return Err(name_resend(
-            &session,
-            name_signal_bug(&session, &done, fail),
-        ));
-    }
-    session.finish()?;
+    judge_under_signals(session, done)?;
     Ok(format!(
         "{} MiB echoed intact through pipes of one page and {} SIGUSR1 signals",
         len >> 20,
@@ -187,8 +173,23 @@ pub fn interrupted_while_blocked(run: &mut Run) -> Result<String, Fail> {
     let parent = interrupt_while_blocked(&session, session.parent, PARENT);
     force::resume(child)?;
     parent?;
-    let done = match session.watch_done(run.deadline() - Duration::from_secs(2)) {
+    let done = session.watch_done(run.deadline() - Duration::from_secs(2));
+    judge_under_signals(session, done)?;
+    Ok(format!(
+        "interrupted {ROUNDS} times while blocked on its pipes, each process retried; 4 MiB came \
+         back"
+    ))
+}
+
+/// A transfer that went wrong because a short write was followed by bytes written twice: said
+/// first, with what was seen after it (a hang, a crash, a wrong echo).
+/// Judges a transfer made under signals: a hang is told by where the programs stopped reading,
+/// an echo that came back wrong by what the signals did to it.
+fn judge_under_signals(session: Session, done: Result<Done, Fail>) -> Result<(), Fail> {
+    let done = match done {
         Err(Fail::TimedOut(_)) => {
+            // Let the last signal's effect settle before the processes are read.
+            std::thread::sleep(Duration::from_millis(50));
             let hang = Fail::TimedOut(session.stopped_reading(session.proc.diagnose()));
             return Err(name_resend(&session, hang));
         }
@@ -200,15 +201,9 @@ pub fn interrupted_while_blocked(run: &mut Run) -> Result<String, Fail> {
             name_signal_bug(&session, &done, fail),
         ));
     }
-    session.finish()?;
-    Ok(format!(
-        "interrupted {ROUNDS} times while blocked on its pipes, each process retried; 4 MiB came \
-         back"
-    ))
+    session.finish()
 }
 
-/// A transfer that went wrong because a short write was followed by bytes written twice: said
-/// first, with what was seen after it (a hang, a crash, a wrong echo).
 fn name_resend(session: &Session, fail: Fail) -> Fail {
     let Some(resent) = session.resent() else {
         return fail;

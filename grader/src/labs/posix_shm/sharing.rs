@@ -179,59 +179,76 @@ fn waiting_on(pid: i32) -> String {
     calls.join("; ")
 }
 
+/// `writer` writes fresh bytes at `at` and `reader` reads them back, while `writer` is
+/// stopped when `hold_writer` (so that nothing it does later can make up for a missing store).
+fn write_then_read(
+    run: &mut Run,
+    writer: &mut Table,
+    reader: &mut Table,
+    at: usize,
+    len: usize,
+    hold_writer: bool,
+    context: &str,
+) -> Result<(), Fail> {
+    let data = run.random_bytes(len);
+    writer.write(run, at, &data)?;
+    let got = if hold_writer {
+        read_while_held(run, reader, writer, at, len)?
+    } else {
+        reader.read(run, at, len)?
+    };
+    expect_read(
+        reader,
+        Writer::Program(writer),
+        at,
+        &got,
+        &data,
+        context,
+        None,
+    )
+}
+
 pub fn shared_updates(run: &mut Run) -> Result<String, Fail> {
     let (mut creator, mut opener) = pair(run, "table", 10_000)?;
     let len = run.rng().random_range(500..1500);
     let at = run.rng().random_range(0..4000);
     let back = run.rng().random_range(5000..8000);
-    let first = run.random_bytes(len);
-    creator.write(run, at, &first)?;
-    let got = read_while_held(run, &mut opener, &creator, at, len)?;
-    expect_read(
-        &opener,
-        Writer::Program(&creator),
+    write_then_read(
+        run,
+        &mut creator,
+        &mut opener,
         at,
-        &got,
-        &first,
+        len,
+        true,
         "what the creator wrote, as the opener read it",
-        None,
     )?;
     // The same bytes again, written over by the other side: each must see the newest.
-    let second = run.random_bytes(len);
-    opener.write(run, at, &second)?;
-    let got = creator.read(run, at, len)?;
-    expect_read(
-        &creator,
-        Writer::Program(&opener),
+    write_then_read(
+        run,
+        &mut opener,
+        &mut creator,
         at,
-        &got,
-        &second,
+        len,
+        false,
         "the opener wrote over the creator's bytes; as the creator read them back",
-        None,
     )?;
-    let third = run.random_bytes(len);
-    opener.write(run, back, &third)?;
-    let got = read_while_held(run, &mut creator, &opener, back, len)?;
-    expect_read(
-        &creator,
-        Writer::Program(&opener),
+    write_then_read(
+        run,
+        &mut opener,
+        &mut creator,
         back,
-        &got,
-        &third,
+        len,
+        true,
         "what the opener wrote, as the creator read it",
-        None,
     )?;
-    let fourth = run.random_bytes(len);
-    creator.write(run, back, &fourth)?;
-    let got = opener.read(run, back, len)?;
-    expect_read(
-        &opener,
-        Writer::Program(&creator),
+    write_then_read(
+        run,
+        &mut creator,
+        &mut opener,
         back,
-        &got,
-        &fourth,
+        len,
+        false,
         "the creator wrote over the opener's bytes; as the opener read them back",
-        None,
     )?;
     creator.unlink()?;
     opener.close()?;
