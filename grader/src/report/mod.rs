@@ -1,9 +1,198 @@
-//! The human-readable report.
+//! The reports of a grading: the human-readable one and the JSON document here, the formats of
+//! CI jobs and grading platforms in a module each (see docs/report-format.md).
 
+use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
 
-use crate::engine::{CheckResult, Lab, Report, Status};
+use crate::engine::{CheckResult, GRADER_FAILURE, Lab, LabResult, Report, Status, Variant};
+
+mod classroom;
+mod classroom50;
+mod destination;
+mod github_annotations;
+mod github_summary;
+mod gradescope;
+mod junit;
+
+pub use classroom50::IdentityError;
+pub use destination::{Destination, DestinationError, OpenDestination, open_all};
+
+/// What `--format` prints and `--write` writes. The names are used by workflows and scripts
+/// outside the grader: do not rename them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    /// A line per check, a subtotal per lab, the total.
+    Human,
+    /// One JSON document on stdout (see docs/report-format.md).
+    Json,
+    /// The result of a GitHub Classroom runner (for autograding-grading-reporter).
+    Classroom,
+    /// Markdown for a GitHub job summary ($GITHUB_STEP_SUMMARY).
+    GithubSummary,
+    /// GitHub workflow commands: an error annotation per check that did not pass.
+    GithubAnnotations,
+    /// Classroom 50's result.json (classroom50/result/v1), identity from the runner's environment.
+    #[value(name = "classroom50")]
+    Classroom50,
+    /// Gradescope's results.json.
+    Gradescope,
+    /// JUnit XML: a test suite per lab, a test case per check.
+    Junit,
+}
+
+impl Format {
+    /// The name on the command line: `github-summary`, `classroom50`, ...
+    pub fn name(self) -> String {
+        clap::ValueEnum::to_possible_value(&self)
+            .expect("no format is hidden")
+            .get_name()
+            .to_string()
+    }
+}
+
+/// What the formats need besides the report: how to reproduce a check, where each lab's source
+/// is, and the identity a Classroom 50 result carries.
+pub struct Context {
+    /// What `reproduce:` lines add after `--seed N` (`--solutions`, `--run-as USER`).
+    flags: String,
+    /// Each lab's source file, relative to the workspace: `labs/01-pipe-echo/src/lib.rs`.
+    sources: BTreeMap<String, String>,
+    classroom50: Option<classroom50::Identity>,
+    /// When grading started: Gradescope wants the execution time.
+    started: Instant,
+}
+
+impl Context {
+    /// Everything the `formats` will need, read before grading so that a missing piece (the
+    /// Classroom 50 environment) is an error before any time is spent.
+    pub fn new(
+        workspace: &Path,
+        variant: Variant,
+        slugs: &[&str],
+        flags: String,
+        formats: &[Format],
+    ) -> Result<Context, IdentityError> {
+        let classroom50 = if formats.contains(&Format::Classroom50) {
+            Some(classroom50::Identity::from_env()?)
+        } else {
+            None
+        };
+        let sources = slugs
+            .iter()
+            .map(|slug| (slug.to_string(), lab_source(workspace, variant, slug)))
+            .collect();
+        Ok(Context {
+            flags,
+            sources,
+            classroom50,
+            started: Instant::now(),
+        })
+    }
+
+    /// The source file students edit in `lab`, relative to the workspace.
+    fn source(&self, lab: &str) -> String {
+        self.sources
+            .get(lab)
+            .cloned()
+            .unwrap_or_else(|| format!("labs/{lab}/src/lib.rs"))
+    }
+
+    /// The command that grades `check` again with the same inputs.
+    fn reproduce(&self, report: &Report, lab: &str, check: &CheckResult) -> String {
+        reproduce_command(lab, &check.name, report.seed, &self.flags)
+    }
+}
+
+/// `labs/NN-slug/src/lib.rs` (or `solutions/slug/src/lib.rs`), as the workspace names it.
+fn lab_source(workspace: &Path, variant: Variant, slug: &str) -> String {
+    let dir = crate::engine::compile::crate_dir(workspace, variant, slug)
+        .and_then(|dir| dir.strip_prefix(workspace).ok().map(Path::to_path_buf))
+        .unwrap_or_else(|| PathBuf::from(variant.dir()).join(slug));
+    dir.join("src").join("lib.rs").display().to_string()
+}
+
+/// `format` of `report`, as printed or written.
+pub fn render(format: Format, report: &Report, context: &Context) -> String {
+    match format {
+        Format::Human => {
+            let printer = Printer::new(Style::plain(), report.seed, context.flags.clone());
+            let mut text = String::new();
+            for lab in &report.labs {
+                for check in &lab.checks {
+                    text.push_str(&printer.check(&lab.name, check));
+                }
+            }
+            text + &summary(report, report.seed, &Style::plain())
+        }
+        Format::Json => serde_json::to_string_pretty(report).expect("a report serializes") + "\n",
+        Format::Classroom => classroom::render(report, context),
+        Format::GithubSummary => github_summary::render(report, context),
+        Format::GithubAnnotations => github_annotations::render(report, context),
+        Format::Classroom50 => classroom50::render(
+            report,
+            context
+                .classroom50
+                .as_ref()
+                .expect("Context::new reads the identity when classroom50 is asked for"),
+        ),
+        Format::Gradescope => gradescope::render(report, context),
+        Format::Junit => junit::render(report),
+    }
+}
+
+/// `cargo grade LAB/CHECK --seed SEED FLAGS`: grades one check again with the same inputs.
+pub fn reproduce_command(lab: &str, check: &str, seed: u64, flags: &str) -> String {
+    format!("cargo grade {lab}/{check} --seed {seed}{flags}")
+}
+
+/// Every check of the report with its lab, in report order.
+fn checks(report: &Report) -> impl Iterator<Item = (&LabResult, &CheckResult)> {
+    report
+        .labs
+        .iter()
+        .flat_map(|lab| lab.checks.iter().map(move |check| (lab, check)))
+}
+
+/// Whether the grader, not the graded program, is why the check did not pass.
+fn grader_failed(check: &CheckResult) -> bool {
+    check.message.starts_with(GRADER_FAILURE)
+}
+
+/// Whether a reproduce line helps: the check ran the program and did not pass (a `todo!()` or
+/// a lab that does not compile gives the same result with any seed).
+fn reproducible(check: &CheckResult) -> bool {
+    !matches!(check.status, Status::Passed | Status::NotImplemented)
+        && !check.message.starts_with(DOES_NOT_COMPILE)
+}
+
+/// Whether the run could not grade the work: it was interrupted, the grader failed a check, or
+/// no graded lab compiles.
+fn could_not_grade(report: &Report) -> bool {
+    let nothing_compiled = checks(report).next().is_some()
+        && checks(report).all(|(_, check)| check.message.starts_with(DOES_NOT_COMPILE));
+    report.interrupted.is_some()
+        || nothing_compiled
+        || checks(report).any(|(_, check)| grader_failed(check))
+}
+
+/// The message's first line (a `\r` ends it too).
+fn first_line(message: &str) -> &str {
+    message.split(['\n', '\r']).next().unwrap_or("")
+}
+
+/// The line of `source` that the message points at (`... (labs/01-pipe-echo/src/lib.rs:96)`, as
+/// a `todo!()` reports it).
+fn source_line(message: &str, source: &str) -> Option<u32> {
+    let at = message.find(&format!("{source}:"))? + source.len() + 1;
+    let digits: String = message[at..]
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
+    digits.parse().ok()
+}
 
 /// Colour on a terminal only (and never with `NO_COLOR`).
 pub struct Style {
@@ -95,8 +284,8 @@ impl Printer {
         if result.status != Status::NotImplemented {
             let _ = writeln!(
                 text,
-                "      reproduce: cargo grade {lab}/{} --seed {}{}",
-                result.name, self.seed, self.flags
+                "      reproduce: {}",
+                reproduce_command(lab, &result.name, self.seed, &self.flags)
             );
             if let Some(log) = &result.log {
                 let _ = writeln!(text, "      full log: {}", log.display());
