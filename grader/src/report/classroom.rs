@@ -69,3 +69,73 @@ pub fn render(report: &Report, context: &Context) -> String {
     };
     serde_json::to_string_pretty(&result).expect("a runner result serializes") + "\n"
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::Value;
+
+    use crate::engine::{GRADER_FAILURE, Report, Status};
+    use crate::report::tests::{HOSTILE, TODO, check, context, every_outcome, lab};
+    use crate::report::{DOES_NOT_COMPILE, Format, render};
+
+    fn runner_result(report: &Report) -> Value {
+        serde_json::from_str(&render(Format::Classroom, report, &context())).expect("JSON")
+    }
+
+    fn status(checks: Vec<crate::engine::CheckResult>) -> Value {
+        runner_result(&Report::from_labs(vec![lab("pipe-echo", checks)], 1))["status"].clone()
+    }
+
+    #[test]
+    fn each_check_is_a_test_worth_its_points() {
+        let result = runner_result(&every_outcome());
+        assert_eq!(result["version"], 1);
+        assert_eq!(result["max_score"], 13);
+        let tests = result["tests"].as_array().unwrap();
+        assert_eq!(tests.len(), 6);
+        let statuses: Vec<&str> = tests
+            .iter()
+            .map(|t| t["status"].as_str().unwrap())
+            .collect();
+        assert_eq!(statuses, ["pass", "fail", "fail", "fail", "error", "fail"]);
+        let scores: Vec<u64> = tests.iter().map(|t| t["score"].as_u64().unwrap()).collect();
+        assert_eq!(scores, [1, 0, 0, 0, 0, 0]);
+        assert_eq!(tests[1]["name"], "pipe-echo/echo-1-byte");
+        assert_eq!(tests[1]["message"], HOSTILE);
+        assert_eq!(
+            tests[1]["test_code"],
+            "cargo grade pipe-echo/echo-1-byte --seed 42 --solutions"
+        );
+        assert_eq!(tests[2]["filename"], "labs/01-pipe-echo/src/lib.rs");
+        assert_eq!(tests[2]["line_no"], 96);
+        assert_eq!(tests[1]["line_no"], 0);
+        assert_eq!(tests[5]["filename"], "labs/04-sysv-shm/src/lib.rs");
+        assert_eq!(tests[0]["duration"], 1500);
+    }
+
+    #[test]
+    fn the_run_passes_fails_or_could_not_grade() {
+        assert_eq!(status(vec![check("a", Status::Passed, 1, "ok")]), "pass");
+        assert_eq!(
+            status(vec![
+                check("a", Status::Passed, 1, "ok"),
+                check("b", Status::NotImplemented, 1, TODO)
+            ]),
+            "fail"
+        );
+        let broken = format!("{DOES_NOT_COMPILE}: error");
+        assert_eq!(
+            status(vec![check("a", Status::Crashed, 1, &broken)]),
+            "error"
+        );
+        let grader = format!("{GRADER_FAILURE}: no /proc");
+        assert_eq!(
+            status(vec![
+                check("a", Status::Passed, 1, "ok"),
+                check("b", Status::Crashed, 1, &grader)
+            ]),
+            "error"
+        );
+        assert_eq!(runner_result(&every_outcome())["status"], "error");
+    }
+}

@@ -136,3 +136,185 @@ pub fn render(report: &Report, identity: &Identity) -> String {
     };
     serde_json::to_string_pretty(&result).expect("a result serializes") + "\n"
 }
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use std::collections::BTreeMap;
+
+    use serde::Deserialize;
+
+    use super::*;
+    use crate::report::tests::{context, every_outcome};
+    use crate::report::{Format, render};
+
+    /// What the Classroom 50 runner sets.
+    fn runner_env() -> BTreeMap<&'static str, String> {
+        [
+            ("CLASSROOM", "os-2026"),
+            ("ASSIGNMENT", "ipc-labs"),
+            ("SUBMISSION_TAG", "submit/20261202T092230Z-abc1234"),
+            ("USERNAME", "ada"),
+            ("OWNER", "ada"),
+            (
+                "COMMIT_URL",
+                "https://example.org/os-2026/ipc-labs-ada/commit/abc1234",
+            ),
+            (
+                "RELEASE_URL",
+                "https://example.org/os-2026/ipc-labs-ada/releases/tag/x",
+            ),
+            (
+                "REVIEW_URL",
+                "https://example.org/os-2026/ipc-labs-ada/compare/a...b",
+            ),
+        ]
+        .into_iter()
+        .map(|(name, value)| (name, value.to_string()))
+        .collect()
+    }
+
+    fn identity_from(env: &BTreeMap<&'static str, String>) -> Result<Identity, IdentityError> {
+        Identity::from_lookup(|name| env.get(name).cloned())
+    }
+
+    pub fn identity() -> Identity {
+        identity_from(&runner_env()).expect("the runner's environment is complete")
+    }
+
+    /// `classroom50/result/v1` (`schemas/result-v1.schema.json`) as a type: every required
+    /// field, no field the schema does not allow.
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct SchemaResult {
+        schema: String,
+        classroom: String,
+        assignment: String,
+        assignment_type: String,
+        owner: String,
+        submission: String,
+        commit: String,
+        release: String,
+        review: String,
+        datetime: String,
+        graded_at: Option<String>,
+        #[allow(dead_code)]
+        submitted_by: Option<serde_json::Value>,
+        score: u32,
+        #[serde(rename = "max-score")]
+        max_score: u32,
+        tests: Vec<SchemaTest>,
+    }
+
+    /// A test of the schema, with the extra field the grader adds.
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct SchemaTest {
+        #[serde(rename = "test-name")]
+        test_name: String,
+        passed: bool,
+        score: u32,
+        #[serde(rename = "max-score")]
+        max_score: u32,
+        message: String,
+    }
+
+    /// `YYYY-MM-DDTHH:MM:SSZ`, as the schema's pattern wants.
+    fn is_schema_instant(text: &str) -> bool {
+        let bytes = text.as_bytes();
+        bytes.len() == 20
+            && bytes.iter().enumerate().all(|(i, b)| match i {
+                4 | 7 => *b == b'-',
+                10 => *b == b'T',
+                13 | 16 => *b == b':',
+                19 => *b == b'Z',
+                _ => b.is_ascii_digit(),
+            })
+    }
+
+    #[test]
+    fn the_result_follows_the_schema() {
+        let report = every_outcome();
+        let text = render(Format::Classroom50, &report, &context());
+        let result: SchemaResult = serde_json::from_str(&text).expect("the schema's shape");
+        assert_eq!(result.schema, SCHEMA);
+        for (value, want) in [
+            (&result.classroom, "os-2026"),
+            (&result.assignment, "ipc-labs"),
+            (&result.assignment_type, "individual"),
+            (&result.owner, "ada"),
+        ] {
+            assert_eq!(value, want);
+        }
+        assert!(result.submission.starts_with("submit/"));
+        for link in [&result.commit, &result.release, &result.review] {
+            assert!(link.starts_with("https://"), "{link}");
+        }
+        assert!(is_schema_instant(&result.datetime), "{}", result.datetime);
+        assert!(is_schema_instant(result.graded_at.as_deref().unwrap()));
+        assert_eq!((result.score, result.max_score), (1, 13));
+        assert!(result.score <= result.max_score);
+        assert_eq!(result.tests.len(), 6);
+        assert_eq!(
+            result.tests.iter().map(|t| t.score).sum::<u32>(),
+            result.score
+        );
+        for test in &result.tests {
+            assert!(!test.test_name.is_empty());
+            assert!(test.score <= test.max_score, "{}", test.test_name);
+            assert_eq!(
+                test.passed,
+                test.score == test.max_score,
+                "{}",
+                test.test_name
+            );
+        }
+        assert_eq!(result.tests[1].test_name, "pipe-echo/echo-1-byte");
+        assert_eq!(result.tests[1].message, crate::report::tests::HOSTILE);
+    }
+
+    #[test]
+    fn a_missing_identity_is_a_clear_error_and_defaults_are_the_runners() {
+        let mut env = runner_env();
+        env.remove("CLASSROOM");
+        let error = identity_from(&env).unwrap_err();
+        assert!(matches!(error, IdentityError::Missing("CLASSROOM", _)));
+        assert!(error.to_string().contains("CLASSROOM"), "{error}");
+
+        let mut env = runner_env();
+        env.insert("COMMIT_URL", "  ".into());
+        assert!(matches!(
+            identity_from(&env),
+            Err(IdentityError::Missing("COMMIT_URL", _))
+        ));
+
+        let mut env = runner_env();
+        env.remove("OWNER");
+        env.remove("REVIEW_URL");
+        let identity = identity_from(&env).unwrap();
+        assert_eq!(identity.owner, "ada", "USERNAME stands in for OWNER");
+        assert_eq!(
+            identity.review, identity.commit,
+            "the runner's own fallback"
+        );
+        env.remove("USERNAME");
+        assert!(matches!(
+            identity_from(&env),
+            Err(IdentityError::Missing("USERNAME", _))
+        ));
+
+        let mut env = runner_env();
+        env.insert("SUBMISSION_TAG", "v1.0".into());
+        assert!(matches!(
+            identity_from(&env),
+            Err(IdentityError::NotASubmission(_))
+        ));
+        let mut env = runner_env();
+        env.insert("ASSIGNMENT_TYPE", "group".into());
+        assert_eq!(identity_from(&env).unwrap().assignment_type, "group");
+        env.insert("ASSIGNMENT_TYPE", "solo".into());
+        assert!(matches!(
+            identity_from(&env),
+            Err(IdentityError::UnknownAssignmentType(_))
+        ));
+    }
+}

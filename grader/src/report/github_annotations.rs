@@ -45,6 +45,45 @@ fn property(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::{data, property};
+    use crate::report::tests::{HOSTILE, context, every_outcome};
+    use crate::report::{Format, render};
+
+    /// What GitHub's runner makes of an escaped message.
+    fn unescape(text: &str) -> String {
+        text.replace("%0A", "\n")
+            .replace("%0D", "\r")
+            .replace("%3A", ":")
+            .replace("%2C", ",")
+            .replace("%25", "%")
+    }
+
+    #[test]
+    fn one_command_per_check_that_did_not_pass() {
+        let text = render(Format::GithubAnnotations, &every_outcome(), &context());
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 5, "{text}");
+        for line in &lines {
+            assert!(line.starts_with("::error file=labs/0"), "{line}");
+        }
+        let hostile = lines
+            .iter()
+            .find(|l| l.contains("title=pipe-echo/echo-1-byte::"))
+            .expect("the failed check's annotation");
+        assert!(hostile.starts_with("::error file=labs/01-pipe-echo/src/lib.rs,title="));
+        let message = hostile.split_once("echo-1-byte::").unwrap().1;
+        assert_eq!(unescape(message), HOSTILE);
+        let todo = lines.iter().find(|l| l.contains("echo-4-kib")).unwrap();
+        assert!(todo.contains(",line=96,"), "{todo}");
+        assert!(
+            lines
+                .iter()
+                .any(|l| l.starts_with("::error file=labs/04-sysv-shm/src/lib.rs,"))
+        );
+        assert!(
+            !text.contains("echo-0-bytes"),
+            "a passed check has no annotation"
+        );
+    }
 
     #[test]
     fn escapes_follow_the_runner() {

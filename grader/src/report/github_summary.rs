@@ -58,6 +58,52 @@ fn cell(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::cell;
+    use crate::report::tests::{context, every_outcome};
+    use crate::report::{Format, render};
+
+    /// The `|` that separate a row's cells (not the escaped ones).
+    fn separators(row: &str) -> usize {
+        let mut count = 0;
+        let mut escaped = false;
+        for c in row.chars() {
+            match c {
+                _ if escaped => escaped = false,
+                '\\' => escaped = true,
+                '|' => count += 1,
+                _ => {}
+            }
+        }
+        count
+    }
+
+    #[test]
+    fn the_total_then_a_whole_row_per_check() {
+        let text = render(Format::GithubSummary, &every_outcome(), &context());
+        assert!(text.starts_with("## cargo grade: 1/13\n"), "{text}");
+        let rows: Vec<&str> = text.lines().filter(|l| l.starts_with('|')).collect();
+        assert_eq!(rows.len(), 2 + 6, "{text}");
+        for row in &rows {
+            assert_eq!(separators(row), 6, "{row}");
+        }
+        let hostile = rows
+            .iter()
+            .find(|r| r.contains("echo-1-byte"))
+            .expect("the failed check's row");
+        assert!(hostile.contains("| 0/2 | failed |"), "{hostile}");
+        assert!(
+            hostile.contains("the echo differs \\| 100% &lt;b&gt;&amp;amp;"),
+            "{hostile}"
+        );
+        assert!(
+            !hostile.contains("injected"),
+            "only the first line: {hostile}"
+        );
+        assert!(!text.contains("<b>"));
+        assert!(
+            rows.iter()
+                .any(|r| r.contains("| timed_out | timed out: nobody reads |"))
+        );
+    }
 
     #[test]
     fn a_cell_keeps_its_row_whole() {

@@ -66,3 +66,52 @@ pub fn render(report: &Report, context: &Context) -> String {
     };
     serde_json::to_string_pretty(&results).expect("results serialize") + "\n"
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::Value;
+
+    use crate::report::tests::{HOSTILE, context, every_outcome};
+    use crate::report::{Format, render};
+
+    #[test]
+    fn a_test_per_check_with_its_diagnosis_and_how_to_reproduce_it() {
+        let text = render(Format::Gradescope, &every_outcome(), &context());
+        let results: Value = serde_json::from_str(&text).expect("JSON");
+        assert_eq!(results["score"], 1);
+        assert!(results["execution_time"].is_u64());
+        assert!(
+            results["output"]
+                .as_str()
+                .unwrap()
+                .starts_with("1/13 (seed 42)")
+        );
+        let tests = results["tests"].as_array().unwrap();
+        assert_eq!(tests.len(), 6);
+        let statuses: Vec<&str> = tests
+            .iter()
+            .map(|t| t["status"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            statuses,
+            ["passed", "failed", "failed", "failed", "failed", "failed"]
+        );
+        let max: u64 = tests.iter().map(|t| t["max_score"].as_u64().unwrap()).sum();
+        assert_eq!(max, 13);
+        assert!(tests.iter().all(|t| t["visibility"] == "visible"));
+        assert_eq!(tests[1]["name"], "pipe-echo/echo-1-byte");
+        assert_eq!(
+            tests[1]["output"],
+            format!(
+                "{HOSTILE}\nreproduce: cargo grade pipe-echo/echo-1-byte --seed 42 --solutions"
+            )
+        );
+        let todo = tests[2]["output"].as_str().unwrap();
+        assert!(
+            !todo.contains("reproduce:"),
+            "a todo!() needs no seed: {todo}"
+        );
+        let broken = tests[5]["output"].as_str().unwrap();
+        assert!(!broken.contains("reproduce:"), "{broken}");
+    }
+}

@@ -108,13 +108,130 @@ fn xml_chars(text: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeMap;
+
+    use quick_xml::events::Event;
+    use quick_xml::{Reader, XmlVersion};
+
     use super::xml_chars;
+    use crate::engine::Status;
+    use crate::report::tests::{HOSTILE, context, every_outcome};
+    use crate::report::{Format, render};
 
     #[test]
     fn forbidden_characters_are_dropped() {
+        assert_eq!(xml_chars("a\x00b\x1bc\td\u{FFFE}e\n"), "abc\tde\n");
+    }
+
+    /// An element as read back: its name, attributes and text.
+    #[derive(Debug, Default)]
+    struct Element {
+        name: String,
+        attributes: BTreeMap<String, String>,
+        text: String,
+    }
+
+    fn parse(xml: &str) -> Vec<Element> {
+        let mut reader = Reader::from_str(xml);
+        let mut elements: Vec<Element> = Vec::new();
+        loop {
+            match reader.read_event().expect("well-formed XML") {
+                Event::Start(start) | Event::Empty(start) => {
+                    let attributes = start
+                        .attributes()
+                        .map(|a| {
+                            let a = a.expect("an attribute");
+                            let value = a
+                                .normalized_value(XmlVersion::Explicit1_0)
+                                .expect("an attribute value");
+                            (a.key.as_ref().to_string(), value.into_owned())
+                        })
+                        .collect();
+                    elements.push(Element {
+                        name: start.name().as_ref().to_string(),
+                        attributes,
+                        text: String::new(),
+                    });
+                }
+                Event::Text(text) => {
+                    if let Some(last) = elements.last_mut() {
+                        last.text
+                            .push_str(&text.xml_content(XmlVersion::Explicit1_0));
+                    }
+                }
+                Event::GeneralRef(reference) => {
+                    let character = match reference.resolve_char_ref().expect("a reference") {
+                        Some(character) => character,
+                        None => match reference.as_ref() {
+                            "amp" => '&',
+                            "lt" => '<',
+                            "gt" => '>',
+                            "quot" => '"',
+                            "apos" => '\'',
+                            other => panic!("unexpected reference {other}"),
+                        },
+                    };
+                    if let Some(last) = elements.last_mut() {
+                        last.text.push(character);
+                    }
+                }
+                Event::Eof => return elements,
+                _ => {}
+            }
+        }
+    }
+
+    #[test]
+    fn read_back_the_counts_match_the_report() {
+        let report = every_outcome();
+        let xml = render(Format::Junit, &report, &context());
+        assert!(
+            !xml.chars()
+                .any(|c| c.is_control() && !matches!(c, '\t' | '\n' | '\r')),
+            "{xml:?}"
+        );
+        let elements = parse(&xml);
+        let of = |name: &'static str| elements.iter().filter(move |e| e.name == name);
+        let root = of("testsuites").next().expect("testsuites");
+        assert_eq!(root.attributes["tests"], "6");
+        assert_eq!(root.attributes["failures"], "4");
+        assert_eq!(root.attributes["errors"], "1");
+        let suites: Vec<&Element> = of("testsuite").collect();
+        assert_eq!(suites.len(), report.labs.len());
+        for (suite, lab) in suites.iter().zip(&report.labs) {
+            assert_eq!(suite.attributes["name"], lab.name);
+            assert_eq!(suite.attributes["tests"], lab.checks.len().to_string());
+            let not_passed = lab
+                .checks
+                .iter()
+                .filter(|c| c.status != Status::Passed)
+                .count();
+            let failures: usize = suite.attributes["failures"].parse().unwrap();
+            let errors: usize = suite.attributes["errors"].parse().unwrap();
+            assert_eq!(failures + errors, not_passed);
+            assert_eq!(
+                suite.attributes["time"],
+                format!("{:.3}", 1.5 * lab.checks.len() as f64)
+            );
+        }
+        let cases: Vec<&Element> = of("testcase").collect();
+        assert_eq!(cases.len(), 6);
+        assert_eq!(cases[1].attributes["classname"], "pipe-echo");
+        assert_eq!(cases[1].attributes["name"], "echo-1-byte");
+        assert_eq!(cases[1].attributes["time"], "1.500");
+        assert_eq!(of("failure").count(), 4);
+        assert_eq!(of("error").count(), 1);
+        let hostile = of("failure").next().expect("the failed check's failure");
         assert_eq!(
-            xml_chars("a\x00b\x1bc\td\u{FFFE}e\n"),
-            "abc\td".to_string() + "e\n"
+            hostile.attributes["message"],
+            "the echo differs | 100% <b>&amp;</b> `x` a:b,c\\|"
+        );
+        assert_eq!(hostile.attributes["type"], "failed");
+        assert_eq!(hostile.text, xml_chars(HOSTILE), "the whole diagnosis");
+        assert!(
+            hostile
+                .text
+                .ends_with("\r\n::error::injected\nlinetwo[31m end")
         );
     }
 }

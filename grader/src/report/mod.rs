@@ -428,8 +428,226 @@ pub fn repeat_table(tallies: &[Tally]) -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
+
+    /// A diagnosis that tries to break every format: table and property separators, escapes,
+    /// markup, a workflow command after a newline, and bytes XML forbids.
+    pub const HOSTILE: &str = "the echo differs | 100% <b>&amp;</b> `x` a:b,c\\|\r\n::error::injected\nline\x00two\x1b[31m\x07 \u{FFFE}end";
+
+    pub const TODO: &str = "not yet implemented: write it (labs/01-pipe-echo/src/lib.rs:96)";
+
+    pub fn check(name: &str, status: Status, max_score: u32, message: &str) -> CheckResult {
+        CheckResult {
+            name: name.into(),
+            status,
+            score: if status == Status::Passed {
+                max_score
+            } else {
+                0
+            },
+            max_score,
+            message: message.into(),
+            duration_ms: 1500,
+            seed: 7,
+            log: None,
+        }
+    }
+
+    pub fn lab(name: &str, checks: Vec<CheckResult>) -> LabResult {
+        LabResult {
+            name: name.into(),
+            score: checks.iter().map(|c| c.score).sum(),
+            max_score: checks.iter().map(|c| c.max_score).sum(),
+            checks,
+        }
+    }
+
+    /// Every outcome a check can have: passed, failed (hostile), not implemented, timed out, a
+    /// grader failure, and a lab that does not compile.
+    pub fn every_outcome() -> Report {
+        Report::from_labs(
+            vec![
+                lab(
+                    "pipe-echo",
+                    vec![
+                        check("echo-0-bytes", Status::Passed, 1, "0 bytes echoed"),
+                        check("echo-1-byte", Status::Failed, 2, HOSTILE),
+                        check("echo-4-kib", Status::NotImplemented, 2, TODO),
+                        check(
+                            "echo-16-mib",
+                            Status::TimedOut,
+                            4,
+                            "timed out: nobody reads\n  pid 9 (the parent): blocked writing",
+                        ),
+                        check(
+                            "cleanup",
+                            Status::Crashed,
+                            1,
+                            &format!("{GRADER_FAILURE}: /proc vanished"),
+                        ),
+                    ],
+                ),
+                lab(
+                    "sysv-shm",
+                    vec![check(
+                        "attach",
+                        Status::Crashed,
+                        3,
+                        &format!("{DOES_NOT_COMPILE} (cargo exited with 101):\nerror[E0425]: nope"),
+                    )],
+                ),
+            ],
+            42,
+        )
+    }
+
+    pub fn context() -> Context {
+        let identity = classroom50::tests::identity();
+        Context {
+            flags: " --solutions".into(),
+            sources: [
+                ("pipe-echo", "labs/01-pipe-echo/src/lib.rs"),
+                ("sysv-shm", "labs/04-sysv-shm/src/lib.rs"),
+            ]
+            .into_iter()
+            .map(|(lab, source)| (lab.to_string(), source.to_string()))
+            .collect(),
+            classroom50: Some(identity),
+            started: Instant::now(),
+        }
+    }
+
+    #[test]
+    fn the_format_names_stay_what_workflows_use() {
+        let names: Vec<String> = <Format as clap::ValueEnum>::value_variants()
+            .iter()
+            .map(|f| f.name())
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "human",
+                "json",
+                "classroom",
+                "github-summary",
+                "github-annotations",
+                "classroom50",
+                "gradescope",
+                "junit"
+            ]
+        );
+    }
+
+    #[test]
+    fn a_lab_source_is_found_in_the_workspace() {
+        let workspace = crate::workspace_root().expect("the tests run in a workspace");
+        assert_eq!(
+            lab_source(&workspace, Variant::Labs, "pipe-echo"),
+            "labs/01-pipe-echo/src/lib.rs"
+        );
+        assert_eq!(source_line(TODO, "labs/01-pipe-echo/src/lib.rs"), Some(96));
+        assert_eq!(source_line(TODO, "labs/04-sysv-shm/src/lib.rs"), None);
+    }
+
+    #[test]
+    fn what_could_not_be_graded_is_told_apart_from_a_failure() {
+        assert!(could_not_grade(&every_outcome()));
+        let failing = Report::from_labs(
+            vec![lab("pipe-echo", vec![check("a", Status::Failed, 1, "x")])],
+            1,
+        );
+        assert!(!could_not_grade(&failing));
+        let broken = format!("{DOES_NOT_COMPILE}: error");
+        let nothing_builds = Report::from_labs(
+            vec![
+                lab("pipe-echo", vec![check("a", Status::Crashed, 1, &broken)]),
+                lab("sysv-shm", vec![check("b", Status::Crashed, 1, &broken)]),
+            ],
+            1,
+        );
+        assert!(could_not_grade(&nothing_builds));
+        let mut interrupted = failing.clone();
+        interrupted.interrupted = Some("SIGINT".into());
+        assert!(could_not_grade(&interrupted));
+    }
+
+    #[test]
+    fn the_human_format_renders_every_check_and_the_total() {
+        let text = render(Format::Human, &every_outcome(), &context());
+        for name in [
+            "echo-0-bytes",
+            "echo-1-byte",
+            "echo-4-kib",
+            "echo-16-mib",
+            "attach",
+        ] {
+            assert!(text.contains(name), "{name} missing:\n{text}");
+        }
+        assert!(
+            text.contains("reproduce: cargo grade pipe-echo/echo-1-byte --seed 42 --solutions")
+        );
+        assert!(text.contains("1/13"), "{text}");
+    }
+
+    #[test]
+    fn write_destinations_are_parsed_and_checked_before_grading() {
+        let parsed: Destination = "junit=out/junit.xml".parse().unwrap();
+        assert_eq!(parsed.format, Format::Junit);
+        assert_eq!(parsed.path, PathBuf::from("out/junit.xml"));
+        assert!(matches!(
+            "xml=a".parse::<Destination>(),
+            Err(DestinationError::UnknownFormat(name, known)) if name == "xml" && known.contains("gradescope")
+        ));
+        assert!(matches!(
+            "junit".parse::<Destination>(),
+            Err(DestinationError::NoEquals(_))
+        ));
+        assert!(matches!(
+            "junit=".parse::<Destination>(),
+            Err(DestinationError::EmptyPath(_))
+        ));
+
+        let dir = tempfile::tempdir().unwrap();
+        let into_a_directory = Destination {
+            format: Format::Json,
+            path: dir.path().to_path_buf(),
+        };
+        assert!(matches!(
+            open_all(&[into_a_directory]),
+            Err(DestinationError::Unwritable(..))
+        ));
+        let nowhere = Destination {
+            format: Format::Json,
+            path: dir.path().join("no/such/dir/x"),
+        };
+        assert!(matches!(
+            open_all(&[nowhere]),
+            Err(DestinationError::Unwritable(..))
+        ));
+        let file = dir.path().join("report.json");
+        let twice = [
+            Destination {
+                format: Format::Json,
+                path: file.clone(),
+            },
+            Destination {
+                format: Format::Junit,
+                path: file.clone(),
+            },
+        ];
+        assert!(matches!(open_all(&twice), Err(DestinationError::Twice(_))));
+
+        std::fs::write(&file, "an older, longer report that must not survive").unwrap();
+        let mut open = open_all(&twice[..1]).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(&file).unwrap(),
+            "an older, longer report that must not survive",
+            "opening before grading keeps the file as it is"
+        );
+        open.remove(0).write("{}\n").unwrap();
+        assert_eq!(std::fs::read_to_string(&file).unwrap(), "{}\n");
+    }
 
     fn result(status: Status, message: &str) -> CheckResult {
         CheckResult {
