@@ -134,8 +134,14 @@ mod tests {
     fn parse(xml: &str) -> Vec<Element> {
         let mut reader = Reader::from_str(xml);
         let mut elements: Vec<Element> = Vec::new();
+        // The elements open where the reader is: text belongs to the innermost.
+        let mut open: Vec<usize> = Vec::new();
         loop {
-            match reader.read_event().expect("well-formed XML") {
+            let event = reader.read_event().expect("well-formed XML");
+            if let Event::Start(_) = event {
+                open.push(elements.len());
+            }
+            match event {
                 Event::Start(start) | Event::Empty(start) => {
                     let attributes = start
                         .attributes()
@@ -153,8 +159,12 @@ mod tests {
                         text: String::new(),
                     });
                 }
+                Event::End(_) => {
+                    open.pop();
+                }
                 Event::Text(text) => {
-                    if let Some(last) = elements.last_mut() {
+                    if let Some(&inner) = open.last() {
+                        let last = &mut elements[inner];
                         last.text
                             .push_str(&text.xml_content(XmlVersion::Explicit1_0));
                     }
@@ -171,8 +181,8 @@ mod tests {
                             other => panic!("unexpected reference {other}"),
                         },
                     };
-                    if let Some(last) = elements.last_mut() {
-                        last.text.push(character);
+                    if let Some(&inner) = open.last() {
+                        elements[inner].text.push(character);
                     }
                 }
                 Event::Eof => return elements,
