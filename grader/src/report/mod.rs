@@ -106,7 +106,7 @@ impl Context {
     }
 }
 
-/// `labs/NN-slug/src/lib.rs` (or `solutions/slug/src/lib.rs`), as the workspace names it.
+/// `labs/NN-slug/src/lib.rs` (or under `solutions/`), as the workspace names it.
 fn lab_source(workspace: &Path, variant: Variant, slug: &str) -> String {
     let dir = crate::engine::compile::crate_dir(workspace, variant, slug)
         .and_then(|dir| dir.strip_prefix(workspace).ok().map(Path::to_path_buf))
