@@ -283,4 +283,17 @@ fn write_errors_are_usage_errors_before_grading() {
             .stderr(predicate::str::contains(says));
         assert!(!log_dir.exists(), "graded despite --write {write}");
     }
+    for repeat in [
+        vec!["--format", "junit"],
+        vec!["--write", "junit=junit.xml"],
+    ] {
+        grade()
+            .args([CHECK, "--repeat", "2", "--log-dir"])
+            .arg(&log_dir)
+            .args(repeat)
+            .assert()
+            .code(2)
+            .stderr(predicate::str::contains("--repeat"));
+        assert!(!log_dir.exists(), "graded with --repeat");
+    }
 }

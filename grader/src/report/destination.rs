@@ -65,8 +65,11 @@ impl OpenDestination {
     /// Replaces the file's content with `text`.
     pub fn write(mut self, text: &str) -> Result<(), DestinationError> {
         let unwritable = |error| DestinationError::Unwritable(self.path.clone(), error);
-        self.file.set_len(0).map_err(unwritable)?;
-        self.file.rewind().map_err(unwritable)?;
+        // A device or a pipe (`/dev/stdout`) has no content to replace.
+        if self.file.metadata().is_ok_and(|m| m.is_file()) {
+            self.file.set_len(0).map_err(unwritable)?;
+            self.file.rewind().map_err(unwritable)?;
+        }
         self.file.write_all(text.as_bytes()).map_err(unwritable)?;
         self.file.flush().map_err(unwritable)
     }

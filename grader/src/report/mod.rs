@@ -26,7 +26,7 @@ pub use destination::{Destination, DestinationError, OpenDestination, open_all};
 pub enum Format {
     /// A line per check, a subtotal per lab, the total.
     Human,
-    /// One JSON document on stdout (see docs/report-format.md).
+    /// The whole report, one JSON document.
     Json,
     /// The result of a GitHub Classroom runner (for autograding-grading-reporter).
     Classroom,
@@ -647,6 +647,15 @@ pub(crate) mod tests {
         );
         open.remove(0).write("{}\n").unwrap();
         assert_eq!(std::fs::read_to_string(&file).unwrap(), "{}\n");
+
+        let device = Destination {
+            format: Format::Json,
+            path: PathBuf::from("/dev/null"),
+        };
+        let mut open = open_all(&[device]).expect("a device can be written");
+        open.remove(0)
+            .write("{}\n")
+            .expect("a device is written, not truncated");
     }
 
     fn result(status: Status, message: &str) -> CheckResult {
