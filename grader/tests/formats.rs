@@ -297,3 +297,13 @@ fn write_errors_are_usage_errors_before_grading() {
         assert!(!log_dir.exists(), "graded with --repeat");
     }
 }
+
+#[test]
+fn a_document_that_cannot_be_written_fails_the_run() {
+    // /dev/full opens, and every write to it fails for want of space.
+    grade()
+        .args(["--solutions", CHECK, "--write", "json=/dev/full"])
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("cannot write /dev/full"));
+}
