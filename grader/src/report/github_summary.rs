@@ -3,10 +3,10 @@
 
 use std::fmt::Write;
 
-use super::{Context, checks, first_line};
+use super::{checks, first_line};
 use crate::engine::Report;
 
-pub fn render(report: &Report, _context: &Context) -> String {
+pub fn render(report: &Report) -> String {
     let mut text = format!("## cargo grade: {}/{}\n\n", report.score, report.max_score);
     if let Some(signal) = &report.interrupted {
         let _ = writeln!(
@@ -30,8 +30,8 @@ pub fn render(report: &Report, _context: &Context) -> String {
     }
     let _ = writeln!(
         text,
-        "\nSeed {}: `cargo grade --seed {}` reproduces every check's inputs.",
-        report.seed, report.seed
+        "\nSeed {0}: grading again with `--seed {0}` reproduces every check's inputs.",
+        report.seed
     );
     text
 }

@@ -129,7 +129,7 @@ pub fn render(format: Format, report: &Report, context: &Context) -> String {
         }
         Format::Json => serde_json::to_string_pretty(report).expect("a report serializes") + "\n",
         Format::Classroom => classroom::render(report, context),
-        Format::GithubSummary => github_summary::render(report, context),
+        Format::GithubSummary => github_summary::render(report),
         Format::GithubAnnotations => github_annotations::render(report, context),
         Format::Classroom50 => classroom50::render(
             report,
