@@ -292,13 +292,19 @@ fn check_sample(files: &[(&str, &str)]) -> Vec<String> {
 #[test]
 fn good_links_pass() {
     let broken = check_sample(&[
-        ("README.md", "See [the guide](docs/guide.md#the-cleanup-check) and [labs](docs/labs/)."),
+        (
+            "README.md",
+            "See [the guide](docs/guide.md#the-cleanup-check) and [labs](docs/labs/).",
+        ),
         (
             "docs/guide.md",
             "# Guide\n\n## The `cleanup` check\n\n[lab 1](labs/one.md#rubric), [here](#guide), \
              [picture](labs/one.svg), [web](https://example.org/x.md#nothing), <mailto:a@b.c>\n",
         ),
-        ("docs/labs/one.md", "# One\n\n## Rubric\n\n[back](../guide.md)\n"),
+        (
+            "docs/labs/one.md",
+            "# One\n\n## Rubric\n\n[back](../guide.md)\n",
+        ),
         ("docs/labs/one.svg", "<svg/>"),
     ]);
     assert!(broken.is_empty(), "{broken:?}");
@@ -311,26 +317,44 @@ fn a_missing_file_is_reported() {
         ("docs/guide.md", "![picture](img/missing.svg)"),
     ]);
     assert_eq!(broken.len(), 2, "{broken:?}");
-    assert!(broken[0].contains("docs/gone.md does not exist"), "{broken:?}");
-    assert!(broken[1].contains("docs/img/missing.svg does not exist"), "{broken:?}");
+    assert!(
+        broken[0].contains("docs/gone.md does not exist"),
+        "{broken:?}"
+    );
+    assert!(
+        broken[1].contains("docs/img/missing.svg does not exist"),
+        "{broken:?}"
+    );
 }
 
 #[test]
 fn a_missing_anchor_is_reported() {
     let broken = check_sample(&[
         ("README.md", "[rubric](docs/one.md#rubrics)"),
-        ("docs/one.md", "# One\n\n## Rubric\n\n[self](#no-such-heading)\n"),
+        (
+            "docs/one.md",
+            "# One\n\n## Rubric\n\n[self](#no-such-heading)\n",
+        ),
     ]);
     assert_eq!(broken.len(), 2, "{broken:?}");
-    assert!(broken[0].contains("no heading with id `rubrics`"), "{broken:?}");
-    assert!(broken[1].contains("no heading with id `no-such-heading`"), "{broken:?}");
+    assert!(
+        broken[0].contains("no heading with id `rubrics`"),
+        "{broken:?}"
+    );
+    assert!(
+        broken[1].contains("no heading with id `no-such-heading`"),
+        "{broken:?}"
+    );
 }
 
 #[test]
 fn a_book_page_linking_out_of_the_book_or_to_a_folder_is_reported() {
     let broken = check_sample(&[
         ("README.md", "# Readme"),
-        ("docs/guide.md", "[readme](../README.md), [labs](labs/), [abs](/docs/guide.md)"),
+        (
+            "docs/guide.md",
+            "[readme](../README.md), [labs](labs/), [abs](/docs/guide.md)",
+        ),
         ("docs/labs/one.md", "# One"),
     ]);
     assert_eq!(broken.len(), 3, "{broken:?}");
@@ -363,7 +387,10 @@ fn heading_ids_follow_the_renderer() {
 #[test]
 fn a_page_left_out_of_the_summary_is_reported() {
     let dir = sample_tree(&[
-        ("docs/SUMMARY.md", "# Summary\n\n- [Guide](guide.md)\n- [One](labs/one.md)\n"),
+        (
+            "docs/SUMMARY.md",
+            "# Summary\n\n- [Guide](guide.md)\n- [One](labs/one.md)\n",
+        ),
         ("docs/guide.md", "# Guide"),
         ("docs/labs/one.md", "# One"),
         ("docs/labs/two.md", "# Two"),
