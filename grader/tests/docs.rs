@@ -79,10 +79,8 @@ fn parse_page(markdown: &str) -> Page {
                 link_type,
                 dest_url,
                 ..
-            }) => {
-                if !matches!(link_type, LinkType::Autolink | LinkType::Email) {
-                    page.links.push(dest_url.to_string());
-                }
+            }) if !matches!(link_type, LinkType::Autolink | LinkType::Email) => {
+                page.links.push(dest_url.to_string());
             }
             _ => {}
         }
