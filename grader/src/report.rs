@@ -92,6 +92,9 @@ impl Printer {
         for line in result.message.lines() {
             let _ = writeln!(text, "      {line}");
         }
+        if let Some(hint) = result.hint {
+            let _ = writeln!(text, "      hint: {hint}");
+        }
         if result.status != Status::NotImplemented {
             let _ = writeln!(
                 text,
@@ -250,6 +253,7 @@ mod tests {
             max_score: 1,
             message: message.into(),
             duration_ms: 3,
+            hint: None,
             seed: 7,
             log: None,
         }
