@@ -66,7 +66,7 @@ pub static LAB: Lab = Lab {
                           the pipe's capacity, come back whole without deadlock",
             exclusive: false,
             hint: Some(
-                "Far more than a pipe holds: the parent must read the echo while it writes, and send every byte, the last short block too. See docs/labs/01-pipe-echo.md, Hints (\"Reading while writing\", \"A pipe's capacity is not a constant\") and \"which bug each check catches\".",
+                "Far more than a pipe holds: the parent must read the echo while it writes, and send every byte, the last short block too. See docs/labs/01-pipe-echo.md, Hints (\"Reading while writing\", \"A pipe's capacity is not a constant\") and \"Which common bug each check catches\".",
             ),
             run: echo::echo_large,
         },
