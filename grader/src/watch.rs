@@ -47,10 +47,14 @@ static QUIT: AtomicBool = AtomicBool::new(false);
 
 pub fn run(workspace: &Path, plans: &[Plan], options: Options, flags: String) -> ExitCode {
     let (events, incoming) = std::sync::mpsc::channel();
-    let (_watcher, watched) = match watch_sources(workspace, plans, &options, events.clone()) {
+    let (_watcher, dirs) = match watch_sources(workspace, plans, &options, events.clone()) {
         Ok(watching) => watching,
         Err(error) => return crate::cli::usage_error(&error.to_string()),
     };
+    let watched: Vec<String> = dirs
+        .iter()
+        .map(|dir| format!("{}/", dir.strip_prefix(workspace).unwrap_or(dir).display()))
+        .collect();
     let keys = Keys::listen(events);
     let leave_with = |what: &str| match (QUIT.load(Ordering::SeqCst), engine::run::interrupted()) {
         (true, _) => Some(ExitCode::SUCCESS),
@@ -61,6 +65,7 @@ pub fn run(workspace: &Path, plans: &[Plan], options: Options, flags: String) ->
         (false, None) => None,
     };
     let code = loop {
+        let graded = Sources::read(&dirs);
         let screen = grade_once(workspace, plans, &options, &flags);
         if let Some(code) = leave_with("interrupted: the grading was stopped") {
             break code;
@@ -73,7 +78,7 @@ pub fn run(workspace: &Path, plans: &[Plan], options: Options, flags: String) ->
             if keys.is_some() { "q or Ctrl-C" } else { "Ctrl-C" }
         );
         let _ = std::io::stdout().flush();
-        if let Some(code) = wait_for_save(&incoming) {
+        if let Some(code) = wait_for_save(&incoming, &dirs, &graded) {
             break code;
         }
         if let Some(code) = leave_with("interrupted") {
@@ -85,13 +90,13 @@ pub fn run(workspace: &Path, plans: &[Plan], options: Options, flags: String) ->
 }
 
 /// Watches the `src/` of every planned lab; returns the watcher (watching stops when it is
-/// dropped) and the directories, relative to the workspace.
+/// dropped) and the directories.
 fn watch_sources(
     workspace: &Path,
     plans: &[Plan],
     options: &Options,
     events: Sender<Event>,
-) -> Result<(Debouncer<RecommendedWatcher>, Vec<String>), WatchError> {
+) -> Result<(Debouncer<RecommendedWatcher>, Vec<PathBuf>), WatchError> {
     let mut dirs = Vec::new();
     for plan in plans {
         let dir = compile::crate_dir(workspace, options.variant, plan.lab.slug)
@@ -118,14 +123,7 @@ fn watch_sources(
             .watch(dir, RecursiveMode::Recursive)
             .map_err(|error| WatchError::Watcher(dir.clone(), error))?;
     }
-    let shown = dirs
-        .iter()
-        .map(|dir| {
-            let relative = dir.strip_prefix(workspace).unwrap_or(dir);
-            format!("{}/", relative.display())
-        })
-        .collect();
-    Ok((debouncer, shown))
+    Ok((debouncer, dirs))
 }
 
 /// Whether a changed path is one of the lab's files, not an editor's swap or backup file.
@@ -134,8 +132,38 @@ fn is_source(path: &Path) -> bool {
     !name.is_empty() && !name.starts_with('.') && !name.ends_with('~')
 }
 
+/// The files under the watched directories as they were graded: a change is a save only if it
+/// changes this (the watcher also reports files merely opened, as the compiler opens them).
+#[derive(PartialEq, Eq)]
+struct Sources(Vec<(PathBuf, u64, Option<std::time::SystemTime>)>);
+
+impl Sources {
+    fn read(dirs: &[PathBuf]) -> Sources {
+        let mut files = Vec::new();
+        let mut stack = dirs.to_vec();
+        while let Some(dir) = stack.pop() {
+            for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+                let path = entry.path();
+                match entry.metadata() {
+                    Ok(meta) if meta.is_dir() => stack.push(path),
+                    Ok(meta) if is_source(&path) => {
+                        files.push((path, meta.len(), meta.modified().ok()));
+                    }
+                    _ => {}
+                }
+            }
+        }
+        files.sort();
+        Sources(files)
+    }
+}
+
 /// Waits for a save (`None`: grade again), `q` or a signal (the exit status).
-fn wait_for_save(incoming: &Receiver<Event>) -> Option<ExitCode> {
+fn wait_for_save(
+    incoming: &Receiver<Event>,
+    dirs: &[PathBuf],
+    graded: &Sources,
+) -> Option<ExitCode> {
     loop {
         if engine::run::interrupted().is_some() {
             return None;
@@ -149,7 +177,9 @@ fn wait_for_save(incoming: &Receiver<Event>) -> Option<ExitCode> {
                         return Some(ExitCode::SUCCESS);
                     }
                 }
-                return None;
+                if Sources::read(dirs) != *graded {
+                    return None;
+                }
             }
             Err(RecvTimeoutError::Timeout) => {}
             Err(RecvTimeoutError::Disconnected) => return Some(ExitCode::SUCCESS),

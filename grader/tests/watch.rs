@@ -100,6 +100,19 @@ fn watch_regrades_on_save_shows_compiler_errors_and_leaves_on_q() {
     grader
         .exp_string("watching labs/01-pipe-echo/src/")
         .expect("the watch prompt again");
+    // Without a save, the result stays: the compiler reading the sources is no save.
+    let mut after = String::new();
+    let quiet_until = Instant::now() + Duration::from_secs(3);
+    while Instant::now() < quiet_until {
+        match grader.try_read() {
+            Some(c) => after.push(c),
+            None => std::thread::sleep(Duration::from_millis(20)),
+        }
+    }
+    assert!(
+        !after.contains("building and grading"),
+        "graded again without a save: {after}"
+    );
 
     grader.send("q").expect("q");
     grader.flush().expect("flush");
