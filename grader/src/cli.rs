@@ -261,7 +261,10 @@ fn grade(args: Args) -> ExitCode {
     }
     let human = args.format == Format::Human;
     let printer = report::Printer::new(report::Style::detect(), seed, flags);
-    let total = plans.iter().map(|p| p.checks.len() + usize::from(p.cleanup)).sum();
+    let total = plans
+        .iter()
+        .map(|p| p.checks.len() + usize::from(p.cleanup))
+        .sum();
     let live = crate::live::Live::new(total, human);
     let progress = |event: Progress| match event {
         Progress::Building if human => {

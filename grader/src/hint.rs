@@ -44,6 +44,9 @@ mod tests {
     fn a_lab_without_a_check_is_a_typed_error() {
         assert!(matches!(lookup("pipe-echo"), Err(HintError::NoCheck(_))));
         assert!(matches!(lookup("nope/x"), Err(HintError::Unknown(_))));
-        assert!(matches!(lookup("pipe-echo/nope"), Err(HintError::Unknown(_))));
+        assert!(matches!(
+            lookup("pipe-echo/nope"),
+            Err(HintError::Unknown(_))
+        ));
     }
 }

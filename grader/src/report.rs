@@ -285,4 +285,25 @@ mod tests {
             "{line}"
         );
     }
+
+    #[test]
+    fn a_hint_follows_the_diagnosis_and_is_in_the_json_only_when_set() {
+        let printer = Printer::new(Style::plain(), 1, String::new());
+        let mut failed = result(Status::Failed, "the echo differs");
+        failed.hint = Some("read the handout");
+        let text = printer.check("pipe-echo", &failed);
+        let diagnosis = text.find("the echo differs").expect("the diagnosis");
+        let hint = text
+            .find("      hint: read the handout\n")
+            .expect("the hint");
+        let reproduce = text.find("reproduce:").expect("the reproduce line");
+        assert!(diagnosis < hint && hint < reproduce, "{text}");
+        let json = serde_json::to_value(&failed).expect("serializes");
+        assert_eq!(json["hint"], "read the handout");
+
+        let passed = result(Status::Passed, "echoed");
+        assert!(!printer.check("pipe-echo", &passed).contains("hint:"));
+        let json = serde_json::to_value(&passed).expect("serializes");
+        assert!(json.get("hint").is_none(), "{json}");
+    }
 }

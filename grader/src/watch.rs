@@ -75,7 +75,11 @@ pub fn run(workspace: &Path, plans: &[Plan], options: Options, flags: String) ->
         println!(
             "\nwatching {}: save a file to grade again; {} to leave",
             watched.join(", "),
-            if keys.is_some() { "q or Ctrl-C" } else { "Ctrl-C" }
+            if keys.is_some() {
+                "q or Ctrl-C"
+            } else {
+                "Ctrl-C"
+            }
         );
         let _ = std::io::stdout().flush();
         if let Some(code) = wait_for_save(&incoming, &dirs, &graded) {
@@ -268,7 +272,8 @@ impl Keys {
         }
         let saved = termios::tcgetattr(&stdin).ok()?;
         let mut keys = saved.clone();
-        keys.local_flags.remove(LocalFlags::ICANON | LocalFlags::ECHO);
+        keys.local_flags
+            .remove(LocalFlags::ICANON | LocalFlags::ECHO);
         keys.control_chars[SpecialCharacterIndices::VMIN as usize] = 1;
         keys.control_chars[SpecialCharacterIndices::VTIME as usize] = 0;
         termios::tcsetattr(&stdin, SetArg::TCSANOW, &keys).ok()?;

@@ -187,3 +187,22 @@ impl Report {
             .all(|c| c.status == Status::Passed)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hints_are_for_code_that_ran_and_did_wrong() {
+        assert!(Fail::failed("wrong echo").deserves_hint());
+        assert!(Fail::TimedOut("timed out: ...".into()).deserves_hint());
+        assert!(Fail::Crashed("pid 3 panicked at ...".into()).deserves_hint());
+        let broken = format!(
+            "{} (cargo exited with 101):",
+            super::super::compile::DOES_NOT_COMPILE
+        );
+        assert!(!Fail::Crashed(broken).deserves_hint());
+        assert!(!Fail::NotImplemented("not yet implemented".into()).deserves_hint());
+        assert!(!Fail::Grader("no /proc".into()).deserves_hint());
+    }
+}
