@@ -352,6 +352,38 @@ fn on_a_terminal_the_status_stands_apart_from_the_check_name() {
 }
 
 #[test]
+fn on_a_terminal_a_progress_bar_shows_the_running_check_and_the_count() {
+    let scratch = Scratch::new(&[("pipe-echo", WAITS)]);
+    let terminal =
+        OnTerminal::start(&mut scratch.grade(&["pipe-echo/echo-0-bytes", "pipe-echo/echo-1-byte"]));
+    scratch.wait_for_marks(2);
+    // The bar is redrawn every 200 ms while a check runs.
+    std::thread::sleep(Duration::from_millis(800));
+    terminal.type_keys(b"\x03");
+    let (code, output) = terminal.finish(Duration::from_secs(30));
+    assert_eq!(code, Some(130), "{output}");
+    let plain = without_escapes(&output);
+    assert!(
+        plain.contains("0/2 checks  pipe-echo/echo-0-bytes"),
+        "no progress bar with the running check: {plain:?}"
+    );
+}
+
+#[test]
+fn through_a_pipe_there_is_no_progress_display() {
+    let scratch = Scratch::new(&[("pipe-echo", "#!/bin/sh\nexit 3\n")]);
+    let output = scratch
+        .grade(&["pipe-echo/echo-0-bytes"])
+        .output()
+        .expect("the grader runs");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        !stderr.contains('\x1b') && !stderr.contains('\r') && !stderr.contains("checks"),
+        "progress drawn through a pipe: {stderr:?}"
+    );
+}
+
+#[test]
 fn a_grader_built_in_one_checkout_grades_the_checkout_it_runs_in() {
     // A grader binary shared by checkouts (one CARGO_TARGET_DIR, or a copied target/) is this
     // one; the other checkout holds the reference solution where this one holds the skeleton.
