@@ -295,3 +295,16 @@ fn a_failing_check_shows_its_hint_in_both_formats() {
     assert_eq!(check["status"], "failed", "{report}");
     assert_eq!(check["hint"], hint, "{report}");
 }
+
+#[test]
+fn watch_with_another_output_or_mode_is_a_usage_error() {
+    for other in [&["--format", "json"][..], &["--list"], &["--repeat", "2"]] {
+        grade()
+            .arg("--watch")
+            .args(other)
+            .arg("pipe-echo")
+            .assert()
+            .code(2)
+            .stderr(predicate::str::contains("cannot be used with"));
+    }
+}

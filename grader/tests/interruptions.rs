@@ -383,6 +383,58 @@ fn through_a_pipe_there_is_no_progress_display() {
     );
 }
 
+/// `--watch` on a scratch workspace: the lab's crate is there to be watched, its program is
+/// the stand-in. Returns the terminal once a check is under way, and the pids it started.
+fn watching_a_running_check(scratch: &Scratch) -> (OnTerminal, Vec<i32>) {
+    let src = scratch.path().join("labs/01-pipe-echo/src");
+    std::fs::create_dir_all(&src).expect("the lab's src/");
+    std::fs::write(src.join("lib.rs"), "").expect("lib.rs");
+    std::fs::write(
+        scratch.path().join("labs/01-pipe-echo/Cargo.toml"),
+        "[package]\nname = \"pipe-echo\"\n",
+    )
+    .expect("Cargo.toml");
+    let terminal = OnTerminal::start(&mut scratch.grade(&["--watch", "pipe-echo/echo-0-bytes"]));
+    let marks = scratch.wait_for_marks(2);
+    (terminal, marks)
+}
+
+#[test]
+fn watch_leaves_on_q_or_ctrl_c_during_a_grading_and_cleans_up() {
+    for (key, status) in [(b"q", 0), (b"\x03", 130)] {
+        let scratch = Scratch::new(&[("pipe-echo", WAITS)]);
+        let (terminal, marks) = watching_a_running_check(&scratch);
+        terminal.type_keys(key);
+        let (code, output) = terminal.finish(Duration::from_secs(30));
+        assert_eq!(code, Some(status), "{key:?}: {output}");
+        for pid in marks {
+            assert!(
+                !alive(pid),
+                "{key:?}: process {pid} of the check still runs"
+            );
+        }
+        assert!(
+            scratch.ledgers().is_empty(),
+            "{key:?}: ledgers left: {:?}",
+            scratch.ledgers()
+        );
+    }
+}
+
+#[test]
+fn watch_without_the_labs_sources_is_a_usage_error() {
+    let scratch = Scratch::new(&[("pipe-echo", WAITS)]);
+    let output = scratch
+        .grade(&["--watch", "pipe-echo"])
+        .output()
+        .expect("the grader runs");
+    assert_eq!(output.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("there is no labs/NN-pipe-echo/src"),
+        "{output:?}"
+    );
+}
+
 #[test]
 fn a_grader_built_in_one_checkout_grades_the_checkout_it_runs_in() {
     // A grader binary shared by checkouts (one CARGO_TARGET_DIR, or a copied target/) is this
