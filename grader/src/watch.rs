@@ -223,7 +223,8 @@ fn grade_once(workspace: &Path, plans: &[Plan], options: &Options, flags: &str) 
         Progress::Finished { .. } => live.finished(""),
         _ => {}
     };
-    let report = engine::grade_built(plans, options, &programs, &progress);
+    let mut report = engine::grade_built(plans, options, &programs, &progress);
+    report.workspace = Some(workspace.to_path_buf());
     live.clear();
     screen(&report, options.seed, flags)
 }
