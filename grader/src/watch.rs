@@ -56,18 +56,16 @@ pub fn run(workspace: &Path, plans: &[Plan], options: Options, flags: String) ->
         .map(|dir| format!("{}/", dir.strip_prefix(workspace).unwrap_or(dir).display()))
         .collect();
     let keys = Keys::listen(events);
-    let leave_with = |what: &str| match (QUIT.load(Ordering::SeqCst), engine::run::interrupted()) {
+    // `q` leaves with 0; a signal (its handler has said so) with 128 + its number.
+    let leave = || match (QUIT.load(Ordering::SeqCst), engine::run::interrupted()) {
         (true, _) => Some(ExitCode::SUCCESS),
-        (false, Some(signal)) => {
-            eprintln!("cargo grade: {what}");
-            Some(ExitCode::from(128 + signal as u8))
-        }
+        (false, Some(signal)) => Some(ExitCode::from(128 + signal as u8)),
         (false, None) => None,
     };
     let code = loop {
         let graded = Sources::read(&dirs);
         let screen = grade_once(workspace, plans, &options, &flags);
-        if let Some(code) = leave_with("interrupted: the grading was stopped") {
+        if let Some(code) = leave() {
             break code;
         }
         clear_screen();
@@ -85,7 +83,7 @@ pub fn run(workspace: &Path, plans: &[Plan], options: Options, flags: String) ->
         if let Some(code) = wait_for_save(&incoming, &dirs, &graded) {
             break code;
         }
-        if let Some(code) = leave_with("interrupted") {
+        if let Some(code) = leave() {
             break code;
         }
     };
