@@ -261,11 +261,7 @@ fn grade(args: Args) -> ExitCode {
     }
     let human = args.format == Format::Human;
     let printer = report::Printer::new(report::Style::detect(), seed, flags);
-    let total = plans
-        .iter()
-        .map(|p| p.checks.len() + usize::from(p.cleanup))
-        .sum();
-    let live = crate::live::Live::new(total, human);
+    let live = crate::live::Live::for_plans(&plans, human);
     let progress = |event: Progress| match event {
         Progress::Building if human => {
             if engine::compile::prebuilt() {

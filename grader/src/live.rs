@@ -15,8 +15,13 @@ pub struct Live {
 }
 
 impl Live {
-    /// A bar for `total` checks, drawn on stderr when `wanted` and stderr is a terminal.
-    pub fn new(total: usize, wanted: bool) -> Live {
+    /// A bar for the checks `plans` report (each lab's `cleanup` included), drawn on stderr when
+    /// `wanted` and stderr is a terminal.
+    pub fn for_plans(plans: &[crate::engine::Plan], wanted: bool) -> Live {
+        let total: usize = plans
+            .iter()
+            .map(|p| p.checks.len() + usize::from(p.cleanup))
+            .sum();
         let target = if wanted && std::io::stderr().is_terminal() {
             ProgressDrawTarget::stderr()
         } else {

@@ -194,11 +194,7 @@ fn grade_once(workspace: &Path, plans: &[Plan], options: &Options, flags: &str) 
     clear_screen();
     let slugs: Vec<&'static str> = plans.iter().map(|p| p.lab.slug).collect();
     eprintln!("building and grading {} ...", slugs.join(", "));
-    let total = plans
-        .iter()
-        .map(|p| p.checks.len() + usize::from(p.cleanup))
-        .sum();
-    let live = Live::new(total, true);
+    let live = Live::for_plans(plans, true);
     let programs = compile::build_reporting(
         workspace,
         options.variant,
