@@ -385,7 +385,7 @@ fn through_a_pipe_there_is_no_progress_display() {
 
 /// `--watch` on a scratch workspace: the lab's crate is there to be watched, its program is
 /// the stand-in. Returns the terminal once a check is under way, and the pids it started.
-fn watching_a_running_check(scratch: &Scratch) -> (OnTerminal, Vec<i32>) {
+fn watching_a_running_check(scratch: &Scratch, marks: usize) -> (OnTerminal, Vec<i32>) {
     let src = scratch.path().join("labs/01-pipe-echo/src");
     std::fs::create_dir_all(&src).expect("the lab's src/");
     std::fs::write(src.join("lib.rs"), "").expect("lib.rs");
@@ -395,7 +395,7 @@ fn watching_a_running_check(scratch: &Scratch) -> (OnTerminal, Vec<i32>) {
     )
     .expect("Cargo.toml");
     let terminal = OnTerminal::start(&mut scratch.grade(&["--watch", "pipe-echo/echo-0-bytes"]));
-    let marks = scratch.wait_for_marks(2);
+    let marks = scratch.wait_for_marks(marks);
     (terminal, marks)
 }
 
@@ -403,7 +403,7 @@ fn watching_a_running_check(scratch: &Scratch) -> (OnTerminal, Vec<i32>) {
 fn watch_leaves_on_q_or_ctrl_c_during_a_grading_and_cleans_up() {
     for (key, status) in [(b"q", 0), (b"\x03", 130)] {
         let scratch = Scratch::new(&[("pipe-echo", WAITS)]);
-        let (terminal, marks) = watching_a_running_check(&scratch);
+        let (terminal, marks) = watching_a_running_check(&scratch, 2);
         terminal.type_keys(key);
         let (code, output) = terminal.finish(Duration::from_secs(30));
         assert_eq!(code, Some(status), "{key:?}: {output}");
@@ -419,6 +419,33 @@ fn watch_leaves_on_q_or_ctrl_c_during_a_grading_and_cleans_up() {
             scratch.ledgers()
         );
     }
+}
+
+#[test]
+fn watch_a_save_during_a_grading_grades_again_once_it_is_done() {
+    let takes_a_second = "#!/bin/sh\n: > \"$IPC_LABS_TEST_MARKS/mark-$$\"\nsleep 1\nexit 3\n";
+    let scratch = Scratch::new(&[("pipe-echo", takes_a_second)]);
+    let (terminal, _) = watching_a_running_check(&scratch, 1);
+    std::fs::write(
+        scratch.path().join("labs/01-pipe-echo/src/lib.rs"),
+        "// saved\n",
+    )
+    .expect("a save");
+    scratch.wait_for_marks(2);
+    // What the grader printed before the second program started is read from the terminal.
+    std::thread::sleep(Duration::from_millis(300));
+    let output = terminal.output.lock().expect("output lock").clone();
+    let plain = without_escapes(&String::from_utf8_lossy(&output));
+    let gradings: Vec<&str> = plain.split("building and grading").collect();
+    assert_eq!(gradings.len(), 3, "not two gradings: {plain:?}");
+    assert!(
+        gradings[1].contains("FAIL  pipe-echo/echo-0-bytes")
+            && gradings[1].contains("watching labs/01-pipe-echo/src/"),
+        "the first grading was not done and shown before the second began: {plain:?}"
+    );
+    terminal.type_keys(b"q");
+    let (code, output) = terminal.finish(Duration::from_secs(30));
+    assert_eq!(code, Some(0), "{output}");
 }
 
 #[test]
