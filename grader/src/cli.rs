@@ -1,6 +1,5 @@
 //! `cargo grade`: what students and instructors type.
 
-use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -57,6 +56,10 @@ pub struct Args {
     /// grade untrusted code; permission, queue and process limits then apply to it.
     #[arg(long, value_name = "USER")]
     pub run_as: Option<String>,
+    /// Grade, then grade again whenever a file under the selected labs' src/ is saved; q or
+    /// Ctrl-C leaves.
+    #[arg(long, conflicts_with_all = ["list", "repeat", "format"])]
+    pub watch: bool,
 }
 
 /// The commands other than grading.
@@ -64,6 +67,12 @@ pub struct Args {
 pub enum Command {
     /// Removes what grader runs that died left behind: IPC objects, processes, directories.
     Clean,
+    /// Prints the hint of a check (`cargo grade hint pipe-echo/echo-16-mib`): where to look
+    /// when it fails.
+    Hint {
+        /// The check, as LAB/CHECK.
+        check: String,
+    },
 }
 
 pub use crate::report::Format;
@@ -158,6 +167,13 @@ pub fn main() -> ExitCode {
     let args = Args::parse();
     match args.command {
         Some(Command::Clean) => clean(),
+        Some(Command::Hint { check }) => match crate::hint::lookup(&check) {
+            Ok(text) => {
+                println!("{text}");
+                ExitCode::SUCCESS
+            }
+            Err(error) => usage_error(&error.to_string()),
+        },
         None => grade(args),
     }
 }
@@ -254,12 +270,15 @@ fn grade(args: Args) -> ExitCode {
         run_as,
     };
     handle_interruptions();
+    if args.watch {
+        return crate::watch::run(&workspace, &plans, options, flags);
+    }
     if args.repeat > 1 {
         return repeat(&workspace, &plans, options, args.repeat, args.format);
     }
     let human = args.format == Format::Human;
-    let live = human && std::io::stderr().is_terminal();
     let printer = report::Printer::new(report::Style::detect(), seed, flags);
+    let live = crate::live::Live::for_plans(&plans, human);
     let progress = |event: Progress| match event {
         Progress::Building if human => {
             if engine::compile::prebuilt() {
@@ -276,27 +295,18 @@ fn grade(args: Args) -> ExitCode {
             }
         }
         Progress::Compiling(line) if human => {
-            if live {
-                eprint!("\r\x1b[2K  {line}");
+            if live.is_drawn() {
+                live.compiling(line);
             } else {
                 eprintln!("  {line}");
             }
         }
-        Progress::Started { lab, check } if live => {
-            eprint!("\r\x1b[2K  running {lab}/{check} ...");
-        }
-        Progress::Finished { lab, result } if human => {
-            if live {
-                eprint!("\r\x1b[2K");
-            }
-            print!("{}", printer.check(lab, result));
-        }
+        Progress::Started { lab, check } if human => live.started(lab, check),
+        Progress::Finished { lab, result } if human => live.finished(&printer.check(lab, result)),
         _ => {}
     };
     let report = engine::grade(&workspace, &plans, &options, &progress);
-    if live {
-        eprint!("\r\x1b[2K");
-    }
+    live.clear();
     match args.format {
         Format::Human => print!(
             "{}",
@@ -322,7 +332,7 @@ fn grade(args: Args) -> ExitCode {
     }
 }
 
-fn usage_error(message: &str) -> ExitCode {
+pub(crate) fn usage_error(message: &str) -> ExitCode {
     eprintln!("cargo grade: {message}");
     ExitCode::from(2)
 }

@@ -2,9 +2,12 @@
 
 pub mod cli;
 pub mod engine;
+pub mod hint;
 pub mod labs;
+pub mod live;
 pub mod report;
 pub mod skeleton;
+pub mod watch;
 
 /// Why no workspace to grade was found.
 #[derive(Debug, thiserror::Error)]

@@ -229,3 +229,82 @@ fn run_as_never_builds_the_students_code_as_root() {
         _ => assert!(stdout.contains("does not compile"), "{stdout}{stderr}"),
     }
 }
+
+#[test]
+fn hint_prints_the_hint_declared_with_the_check() {
+    let lab = ipc_grader::labs::find("pipe-echo").expect("pipe-echo");
+    let check = lab
+        .checks
+        .iter()
+        .find(|c| c.name == "echo-16-mib")
+        .expect("echo-16-mib");
+    let hint = check.hint.expect("echo-16-mib has a hint");
+    grade()
+        .args(["hint", "pipe-echo/echo-16-mib"])
+        .assert()
+        .success()
+        .stdout(format!("pipe-echo/echo-16-mib: {hint}\n"));
+    grade()
+        .args(["hint", "pipe-echo/no-such-check"])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains(
+            "lab `pipe-echo` has no check `no-such-check`",
+        ));
+    grade()
+        .args(["hint", "pipe-echo"])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("name one as LAB/CHECK"));
+}
+
+#[test]
+fn a_failing_check_shows_its_hint_in_both_formats() {
+    use std::os::unix::fs::PermissionsExt;
+    // A workspace whose pipe-echo program (taken as built) exits at once: the check fails.
+    let scratch = tempfile::tempdir().expect("a temp dir");
+    let bin = scratch.path().join("target/grade/labs/grade");
+    std::fs::create_dir_all(&bin).expect("the programs' directory");
+    let program = bin.join("pipe-echo");
+    std::fs::write(&program, "#!/bin/sh\nexit 3\n").expect("a stand-in program");
+    std::fs::set_permissions(&program, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let hint = ipc_grader::labs::find("pipe-echo")
+        .and_then(|lab| lab.checks.iter().find(|c| c.name == "echo-0-bytes"))
+        .and_then(|check| check.hint)
+        .expect("echo-0-bytes has a hint");
+    let run = |format: &str| {
+        let output = grade()
+            .args(["--format", format, "pipe-echo/echo-0-bytes"])
+            .env("IPC_LABS_WORKSPACE", scratch.path())
+            .env("IPC_LABS_PREBUILT", "1")
+            .env_remove("CARGO_MANIFEST_DIR")
+            .assert()
+            .code(1)
+            .get_output()
+            .stdout
+            .clone();
+        String::from_utf8(output).expect("utf-8")
+    };
+    let human = run("human");
+    assert!(
+        human.contains(&format!("      hint: {hint}\n")),
+        "no hint below the diagnosis:\n{human}"
+    );
+    let report: serde_json::Value = serde_json::from_str(&run("json")).expect("a JSON report");
+    let check = &report["labs"][0]["checks"][0];
+    assert_eq!(check["status"], "failed", "{report}");
+    assert_eq!(check["hint"], hint, "{report}");
+}
+
+#[test]
+fn watch_with_another_output_or_mode_is_a_usage_error() {
+    for other in [&["--format", "json"][..], &["--list"], &["--repeat", "2"]] {
+        grade()
+            .arg("--watch")
+            .args(other)
+            .arg("pipe-echo")
+            .assert()
+            .code(2)
+            .stderr(predicate::str::contains("cannot be used with"));
+    }
+}

@@ -352,6 +352,117 @@ fn on_a_terminal_the_status_stands_apart_from_the_check_name() {
 }
 
 #[test]
+fn on_a_terminal_a_progress_bar_shows_the_running_check_and_the_count() {
+    let scratch = Scratch::new(&[("pipe-echo", WAITS)]);
+    let terminal =
+        OnTerminal::start(&mut scratch.grade(&["pipe-echo/echo-0-bytes", "pipe-echo/echo-1-byte"]));
+    scratch.wait_for_marks(2);
+    // The bar is redrawn every 200 ms while a check runs.
+    std::thread::sleep(Duration::from_millis(800));
+    terminal.type_keys(b"\x03");
+    let (code, output) = terminal.finish(Duration::from_secs(30));
+    assert_eq!(code, Some(130), "{output}");
+    let plain = without_escapes(&output);
+    assert!(
+        plain.contains("0/2 checks  pipe-echo/echo-0-bytes"),
+        "no progress bar with the running check: {plain:?}"
+    );
+}
+
+#[test]
+fn through_a_pipe_there_is_no_progress_display() {
+    let scratch = Scratch::new(&[("pipe-echo", "#!/bin/sh\nexit 3\n")]);
+    let output = scratch
+        .grade(&["pipe-echo/echo-0-bytes"])
+        .output()
+        .expect("the grader runs");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        !stderr.contains('\x1b') && !stderr.contains('\r') && !stderr.contains("checks"),
+        "progress drawn through a pipe: {stderr:?}"
+    );
+}
+
+/// `--watch` on a scratch workspace: the lab's crate is there to be watched, its program is
+/// the stand-in. Returns the terminal once a check is under way, and the pids it started.
+fn watching_a_running_check(scratch: &Scratch, marks: usize) -> (OnTerminal, Vec<i32>) {
+    let src = scratch.path().join("labs/01-pipe-echo/src");
+    std::fs::create_dir_all(&src).expect("the lab's src/");
+    std::fs::write(src.join("lib.rs"), "").expect("lib.rs");
+    std::fs::write(
+        scratch.path().join("labs/01-pipe-echo/Cargo.toml"),
+        "[package]\nname = \"pipe-echo\"\n",
+    )
+    .expect("Cargo.toml");
+    let terminal = OnTerminal::start(&mut scratch.grade(&["--watch", "pipe-echo/echo-0-bytes"]));
+    let marks = scratch.wait_for_marks(marks);
+    (terminal, marks)
+}
+
+#[test]
+fn watch_leaves_on_q_or_ctrl_c_during_a_grading_and_cleans_up() {
+    for (key, status) in [(b"q", 0), (b"\x03", 130)] {
+        let scratch = Scratch::new(&[("pipe-echo", WAITS)]);
+        let (terminal, marks) = watching_a_running_check(&scratch, 2);
+        terminal.type_keys(key);
+        let (code, output) = terminal.finish(Duration::from_secs(30));
+        assert_eq!(code, Some(status), "{key:?}: {output}");
+        for pid in marks {
+            assert!(
+                !alive(pid),
+                "{key:?}: process {pid} of the check still runs"
+            );
+        }
+        assert!(
+            scratch.ledgers().is_empty(),
+            "{key:?}: ledgers left: {:?}",
+            scratch.ledgers()
+        );
+    }
+}
+
+#[test]
+fn watch_a_save_during_a_grading_grades_again_once_it_is_done() {
+    let takes_a_second = "#!/bin/sh\n: > \"$IPC_LABS_TEST_MARKS/mark-$$\"\nsleep 1\nexit 3\n";
+    let scratch = Scratch::new(&[("pipe-echo", takes_a_second)]);
+    let (terminal, _) = watching_a_running_check(&scratch, 1);
+    std::fs::write(
+        scratch.path().join("labs/01-pipe-echo/src/lib.rs"),
+        "// saved\n",
+    )
+    .expect("a save");
+    scratch.wait_for_marks(2);
+    // What the grader printed before the second program started is read from the terminal.
+    std::thread::sleep(Duration::from_millis(300));
+    let output = terminal.output.lock().expect("output lock").clone();
+    let plain = without_escapes(&String::from_utf8_lossy(&output));
+    let gradings: Vec<&str> = plain.split("building and grading").collect();
+    assert_eq!(gradings.len(), 3, "not two gradings: {plain:?}");
+    assert!(
+        gradings[1].contains("FAIL  pipe-echo/echo-0-bytes")
+            && gradings[1].contains("watching labs/01-pipe-echo/src/"),
+        "the first grading was not done and shown before the second began: {plain:?}"
+    );
+    terminal.type_keys(b"q");
+    let (code, output) = terminal.finish(Duration::from_secs(30));
+    assert_eq!(code, Some(0), "{output}");
+}
+
+#[test]
+fn watch_without_the_labs_sources_is_a_usage_error() {
+    let scratch = Scratch::new(&[("pipe-echo", WAITS)]);
+    let output = scratch
+        .grade(&["--watch", "pipe-echo"])
+        .output()
+        .expect("the grader runs");
+    assert_eq!(output.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("there is no labs/NN-pipe-echo/src"),
+        "{output:?}"
+    );
+}
+
+#[test]
 fn a_grader_built_in_one_checkout_grades_the_checkout_it_runs_in() {
     // A grader binary shared by checkouts (one CARGO_TARGET_DIR, or a copied target/) is this
     // one; the other checkout holds the reference solution where this one holds the skeleton.

@@ -34,6 +34,9 @@ pub struct Check {
     /// Whether the check must not share the machine with other checks (it measures time or
     /// CPU use).
     pub exclusive: bool,
+    /// Where to look when the check fails: the concept and the place in the lab's handout, never
+    /// the code. `None` for a check whose failure message already says all there is.
+    pub hint: Option<&'static str>,
     /// Runs the check: `Ok` with a message when it passes.
     pub run: fn(&mut Run) -> Result<String, Fail>,
 }
@@ -60,6 +63,16 @@ pub enum Fail {
 }
 
 impl Fail {
+    /// Whether the student's code ran and did something wrong, so that the check's hint
+    /// applies (not for a `todo!()`, a lab that does not compile, or the grader's own failure).
+    pub fn deserves_hint(&self) -> bool {
+        match self {
+            Fail::Failed(_) | Fail::TimedOut(_) => true,
+            Fail::Crashed(message) => !message.starts_with(super::compile::DOES_NOT_COMPILE),
+            Fail::NotImplemented(_) | Fail::Grader(_) => false,
+        }
+    }
+
     pub fn failed(message: impl Into<String>) -> Fail {
         Fail::Failed(message.into())
     }
@@ -121,6 +134,9 @@ pub struct CheckResult {
     pub max_score: u32,
     pub message: String,
     pub duration_ms: u64,
+    /// Where to look, for a check whose code ran and did not pass (see [`Check::hint`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hint: Option<&'static str>,
     /// The seed of the check's random inputs: `--seed` reproduces them.
     #[serde(skip)]
     pub seed: u64,
@@ -172,5 +188,24 @@ impl Report {
             .iter()
             .flat_map(|l| &l.checks)
             .all(|c| c.status == Status::Passed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hints_are_for_code_that_ran_and_did_wrong() {
+        assert!(Fail::failed("wrong echo").deserves_hint());
+        assert!(Fail::TimedOut("timed out: ...".into()).deserves_hint());
+        assert!(Fail::Crashed("pid 3 panicked at ...".into()).deserves_hint());
+        let broken = format!(
+            "{} (cargo exited with 101):",
+            super::super::compile::DOES_NOT_COMPILE
+        );
+        assert!(!Fail::Crashed(broken).deserves_hint());
+        assert!(!Fail::NotImplemented("not yet implemented".into()).deserves_hint());
+        assert!(!Fail::Grader("no /proc".into()).deserves_hint());
     }
 }

@@ -559,6 +559,7 @@ fn cleanup_result(
         max_score: lab.cleanup_points,
         message,
         duration_ms: 0,
+        hint: None,
         seed: check_seed(seed, lab.slug, CLEANUP_CHECK),
         log: None,
     }
@@ -572,6 +573,7 @@ fn refused(check: &Check, seed: u64, fail: Fail) -> CheckResult {
         max_score: check.points,
         message: fail.message(),
         duration_ms: 0,
+        hint: None,
         seed,
         log: None,
     }
@@ -780,6 +782,10 @@ fn run_check(
         max_score: check.points,
         message,
         duration_ms: duration.as_millis() as u64,
+        hint: match &outcome {
+            Err(fail) if fail.deserves_hint() => check.hint,
+            _ => None,
+        },
         seed,
         log,
     };

@@ -281,6 +281,9 @@ impl Printer {
         for line in result.message.lines() {
             let _ = writeln!(text, "      {line}");
         }
+        if let Some(hint) = result.hint {
+            let _ = writeln!(text, "      hint: {hint}");
+        }
         if result.status != Status::NotImplemented {
             let _ = writeln!(
                 text,
@@ -449,6 +452,7 @@ pub(crate) mod tests {
             max_score,
             message: message.into(),
             duration_ms: 1500,
+            hint: None,
             seed: 7,
             log: None,
         }
@@ -666,6 +670,7 @@ pub(crate) mod tests {
             max_score: 1,
             message: message.into(),
             duration_ms: 3,
+            hint: None,
             seed: 7,
             log: None,
         }
@@ -696,5 +701,25 @@ pub(crate) mod tests {
             ),
             "{line}"
         );
+    }
+    #[test]
+    fn a_hint_follows_the_diagnosis_and_is_in_the_json_only_when_set() {
+        let printer = Printer::new(Style::plain(), 1, String::new());
+        let mut failed = result(Status::Failed, "the echo differs");
+        failed.hint = Some("read the handout");
+        let text = printer.check("pipe-echo", &failed);
+        let diagnosis = text.find("the echo differs").expect("the diagnosis");
+        let hint = text
+            .find("      hint: read the handout\n")
+            .expect("the hint");
+        let reproduce = text.find("reproduce:").expect("the reproduce line");
+        assert!(diagnosis < hint && hint < reproduce, "{text}");
+        let json = serde_json::to_value(&failed).expect("serializes");
+        assert_eq!(json["hint"], "read the handout");
+
+        let passed = result(Status::Passed, "echoed");
+        assert!(!printer.check("pipe-echo", &passed).contains("hint:"));
+        let json = serde_json::to_value(&passed).expect("serializes");
+        assert!(json.get("hint").is_none(), "{json}");
     }
 }

@@ -52,6 +52,9 @@ pub static LAB: Lab = Lab {
             description: "messages of 0, 1, 0, 7 and 0 bytes follow each other through one \
                           4 KiB segment, each delivered exactly",
             exclusive: false,
+            hint: Some(
+                "An empty message is one empty chunk with end = 1; a message smaller than a slot is one chunk. See docs/labs/08-chunked-transfer.md, the rules table (the chunk rule) and \"The layout\".",
+            ),
             run: streams::empty_and_tiny,
         },
         Check {
@@ -62,6 +65,9 @@ pub static LAB: Lab = Lab {
                           segment is in slot k % 2 with the right seq, total, len (full chunks \
                           but the last) and end, and its bytes",
             exclusive: false,
+            hint: Some(
+                "Each chunk's header: seq from 0, total in every chunk, end on the chunk that completes the message; full posted only once data and header are in the slot. See docs/labs/08-chunked-transfer.md, \"The layout\" and the rules table (the chunk rules).",
+            ),
             run: headers::chunk_headers,
         },
         Check {
@@ -71,6 +77,9 @@ pub static LAB: Lab = Lab {
             description: "for three segment sizes S, messages of C-1, C, C+1, 2C, S-1, S, S+1 \
                           and 10*S+7 bytes (C the chunk capacity) arrive byte for byte",
             exclusive: false,
+            hint: Some(
+                "Chunks are capacity bytes, the last shorter, for sizes at and around the slot's capacity. See docs/labs/08-chunked-transfer.md, the rules table (the chunk rule).",
+            ),
             run: streams::chunk_boundaries,
         },
         Check {
@@ -80,6 +89,9 @@ pub static LAB: Lab = Lab {
             description: "eight messages of random sizes up to 4 MiB through a segment of a \
                           random size between 4 KiB and 1 MiB arrive byte for byte",
             exclusive: false,
+            hint: Some(
+                "Any message size and segment size: chunks of capacity bytes, the last shorter, alternating slots. See docs/labs/08-chunked-transfer.md, the rules table (the chunk and slot rules).",
+            ),
             run: streams::random_sizes,
         },
         Check {
@@ -89,6 +101,9 @@ pub static LAB: Lab = Lab {
             description: "a receiver whose writer takes 1 ms per chunk still gets every byte: \
                           the sender never refills a slot before the receiver is done with it",
             exclusive: false,
+            hint: Some(
+                "The sender fills a slot only after empty; the receiver posts empty only once it is done with the slot. See docs/labs/08-chunked-transfer.md, the rules table (the empty and full rules).",
+            ),
             run: streams::slow_receiver,
         },
         Check {
@@ -100,6 +115,9 @@ pub static LAB: Lab = Lab {
                           processes map the segment, move no data through system calls and \
                           keep no descriptor of it",
             exclusive: false,
+            hint: Some(
+                "The data goes into the slot and out of it by memory copies, chunk k in slot k % 2; the descriptor is closed once mapped. See docs/labs/08-chunked-transfer.md, the rules table (the slot rules).",
+            ),
             run: held::through_the_segment,
         },
         Check {
@@ -110,6 +128,9 @@ pub static LAB: Lab = Lab {
                           untouched and its sender blocks; with a sender held, its receiver \
                           blocks; a pair on an empty pool blocks in mq_timedreceive()",
             exclusive: false,
+            hint: Some(
+                "Every wait blocks, retries EINTR until its deadline, and the receiver hands a slot back only when done with it. See docs/labs/08-chunked-transfer.md, the rules table (the wait rules).",
+            ),
             run: held::held_mid_message,
         },
         Check {
@@ -120,6 +141,9 @@ pub static LAB: Lab = Lab {
                           length, chunks longer than the capacity or than what is left, an \
                           early end are each a protocol error, after only the good chunks",
             exclusive: false,
+            hint: Some(
+                "The receiver checks seq, total, len and end on every chunk and refuses a broken one with Protocol, without writing its data out. See docs/labs/08-chunked-transfer.md, the rules table (the receiver rule).",
+            ),
             run: headers::broken_chunks,
         },
         Check {
@@ -130,6 +154,9 @@ pub static LAB: Lab = Lab {
                           half-way are each refused with their error, leaving nothing of their \
                           own; pools of 1 and 10 segments of 4096 bytes work",
             exclusive: false,
+            hint: Some(
+                "Each refusal has its kind and leaves nothing made; a create that fails part-way removes what it made, and only that. See docs/labs/08-chunked-transfer.md, the rules table (the error rules).",
+            ),
             run: errors::typed_errors,
         },
         Check {
@@ -140,6 +167,9 @@ pub static LAB: Lab = Lab {
                           in memory, with the receiver's peak memory (VmHWM) a few segments, not \
                           the message",
             exclusive: true,
+            hint: Some(
+                "The receiver streams: it keeps a few chunks in memory, never the whole message. See docs/labs/08-chunked-transfer.md, the rules table (\"the receiver streams\").",
+            ),
             run: streams::one_gib_streamed,
         },
         Check {
@@ -151,6 +181,9 @@ pub static LAB: Lab = Lab {
                           gives its sender one, within their timeout; a live but slow peer is \
                           no error, however long the message takes",
             exclusive: false,
+            hint: Some(
+                "Every wait gives up with Timeout after its timeout, counted from the start of that wait (an absolute deadline). See docs/labs/08-chunked-transfer.md, the rules table (the timeout rule).",
+            ),
             run: timeouts::peer_killed,
         },
         Check {
@@ -162,6 +195,9 @@ pub static LAB: Lab = Lab {
                           end, a failed one for good; 8 concurrent pairs share the rest, each \
                           receiver gets its own sender's message; free_count() counts the queue",
             exclusive: false,
+            hint: Some(
+                "The pool's free queue hands out each id once; only the receiver gives it back, once the message is written out; pairs never share a segment. See docs/labs/08-chunked-transfer.md, the rules table (the pool rules).",
+            ),
             run: pairs::pool_pairs,
         },
         Check {
@@ -172,6 +208,9 @@ pub static LAB: Lab = Lab {
                           bytes through a pipe (a margin of 25% for noise), measured in the same \
                           run on one CPU (best of 5 each)",
             exclusive: true,
+            hint: Some(
+                "Shared memory must cost no more CPU than a pipe: fill whole slots and copy straight in and out of them. See docs/labs/08-chunked-transfer.md, the rules table (the speed rule) and the note after it.",
+            ),
             run: speed::as_fast_as_pipe,
         },
     ],

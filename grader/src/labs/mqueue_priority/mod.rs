@@ -47,6 +47,9 @@ pub static LAB: Lab = Lab {
                           priority first, FIFO within one, a job taken earlier is served earlier; \
                           the queue is mode 0600, its descriptors O_RDONLY and O_WRONLY",
             exclusive: false,
+            hint: Some(
+                "One mq_send per job with its priority; receive takes the highest priority first; the queue mode 0600 and the descriptors O_RDONLY / O_WRONLY. See docs/labs/02-mqueue-priority.md, the rules table (the rules naming priority-order).",
+            ),
             run: ordering::priority_order,
         },
         Check {
@@ -57,6 +60,9 @@ pub static LAB: Lab = Lab {
                           in mq_receive, at no CPU cost and through signals; every job is then \
                           served exactly once",
             exclusive: true,
+            hint: Some(
+                "On a full or empty queue, submit and receive wait inside mq_send / mq_receive on a blocking descriptor, and retry EINTR. See docs/labs/02-mqueue-priority.md, the rules table (the waits and EINTR rules).",
+            ),
             run: blocking::full_queue_blocks,
         },
         Check {
@@ -67,6 +73,9 @@ pub static LAB: Lab = Lab {
                           and set_nonblocking(false) makes the shutdown wait for room, through \
                           signals",
             exclusive: false,
+            hint: Some(
+                "set_nonblocking() sets or clears O_NONBLOCK with mq_setattr; a full non-blocking queue is `full`. See docs/labs/02-mqueue-priority.md, the rules table (the set_nonblocking rules).",
+            ),
             run: blocking::nonblocking_full,
         },
         Check {
@@ -76,6 +85,9 @@ pub static LAB: Lab = Lab {
             description: "payloads from 0 bytes to the largest a 8192-byte message holds arrive \
                           whole, each as one job, through the queue only",
             exclusive: false,
+            hint: Some(
+                "A message is received into a buffer of mq_msgsize bytes and only the bytes received are kept. See docs/labs/02-mqueue-priority.md, the rules table (the receive buffer and payload rules).",
+            ),
             run: messages::message_boundaries,
         },
         Check {
@@ -85,6 +97,9 @@ pub static LAB: Lab = Lab {
             description: "a payload of msg_size - 1 bytes goes; one byte more, or far more, is \
                           kind=too-big and nothing of it (not a truncated job) reaches the queue",
             exclusive: false,
+            hint: Some(
+                "A payload longer than the message size allows is `too-big`, and nothing is sent. See docs/labs/02-mqueue-priority.md, the rules table (\"a longer payload is too-big\").",
+            ),
             run: messages::oversized_refused,
         },
         Check {
@@ -94,6 +109,9 @@ pub static LAB: Lab = Lab {
             description: "priority MQ_PRIO_MAX - 1 goes; MQ_PRIO_MAX and more are \
                           kind=bad-priority and nothing of them reaches the queue",
             exclusive: false,
+            hint: Some(
+                "A priority of MQ_PRIO_MAX or more is `bad-priority`, and nothing is sent. See docs/labs/02-mqueue-priority.md, the rules table (the priority rule).",
+            ),
             run: messages::bad_priority,
         },
         Check {
@@ -103,6 +121,9 @@ pub static LAB: Lab = Lab {
             description: "a message that is neither 'J'+payload nor 'Q' alone ('Q' and more, \
                           empty, another tag) ends the consumer with kind=garbled",
             exclusive: false,
+            hint: Some(
+                "Only `Q` alone is the shutdown and only `J` with a payload a job; any other message is `garbled`. See docs/labs/02-mqueue-priority.md, the rules table (the message format rules).",
+            ),
             run: messages::garbled_refused,
         },
         Check {
@@ -113,6 +134,9 @@ pub static LAB: Lab = Lab {
                           too) are kind=bad-name, 255 bytes work, a missing queue is not-found, \
                           an existing one exists and stays",
             exclusive: false,
+            hint: Some(
+                "A queue name is `/` then 1 to 255 bytes without another `/`; open() never creates, create() uses O_CREAT | O_EXCL. See docs/labs/02-mqueue-priority.md, the rules table (the name rules).",
+            ),
             run: names_limits::name_errors,
         },
         Check {
@@ -123,6 +147,9 @@ pub static LAB: Lab = Lab {
                           msgsize_max and RLIMIT_MSGQUEUE bytes are allowed, one more (or 0) is \
                           kind=over-limit and creates nothing",
             exclusive: false,
+            hint: Some(
+                "Check capacity and message size against msg_max, msgsize_max and RLIMIT_MSGQUEUE before mq_open; the queue gets the attributes asked for. See docs/labs/02-mqueue-priority.md, the rules table (the attributes and limits rules).",
+            ),
             run: names_limits::attributes_and_limits,
         },
         Check {
@@ -132,6 +159,9 @@ pub static LAB: Lab = Lab {
             description: "the consumer closes and removes its queue when it ends, also when a job \
                           fails or a message is garbled; a producer closes its descriptor",
             exclusive: false,
+            hint: Some(
+                "serve() closes and unlinks the queue however it ends, and close() calls mq_close. See docs/labs/02-mqueue-priority.md, the rules table (the close and unlink rules).",
+            ),
             run: ending::unlinked_at_end,
         },
         Check {
@@ -142,6 +172,9 @@ pub static LAB: Lab = Lab {
                           grader's plain mq_receive gets the producer's jobs (up to 8191 bytes) \
                           whole and in order",
             exclusive: false,
+            hint: Some(
+                "The message format is the handout's, byte for byte, so that a plain POSIX sender and receiver understand it. See docs/labs/02-mqueue-priority.md, the rules table (the rules naming interop-plain-posix).",
+            ),
             run: ordering::interop_plain_posix,
         },
     ],

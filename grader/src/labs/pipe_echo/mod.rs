@@ -31,6 +31,9 @@ pub static LAB: Lab = Lab {
             timeout: Duration::from_secs(5),
             description: "an empty input comes back empty, and the child still exits",
             exclusive: false,
+            hint: Some(
+                "An empty input is still a whole exchange: the write end is closed and pipe B read until end-of-file, and the child exits. See docs/labs/01-pipe-echo.md, rubric and the rules table (\"the echo comes back byte for byte\").",
+            ),
             run: |run| echo::echo(run, 0),
         },
         Check {
@@ -39,6 +42,9 @@ pub static LAB: Lab = Lab {
             timeout: Duration::from_secs(5),
             description: "one random byte comes back",
             exclusive: false,
+            hint: Some(
+                "The echo is every byte that came back through pipe B, read until end-of-file. See docs/labs/01-pipe-echo.md, the rules table (\"the echo comes back byte for byte\").",
+            ),
             run: |run| echo::echo(run, 1),
         },
         Check {
@@ -47,6 +53,9 @@ pub static LAB: Lab = Lab {
             timeout: Duration::from_secs(5),
             description: "4 KiB of random bytes come back byte for byte",
             exclusive: false,
+            hint: Some(
+                "The echo is every byte that came back through pipe B, in order, read until end-of-file. See docs/labs/01-pipe-echo.md, the rules table (\"the echo comes back byte for byte\").",
+            ),
             run: |run| echo::echo(run, 4 << 10),
         },
         Check {
@@ -56,6 +65,9 @@ pub static LAB: Lab = Lab {
             description: "16 MiB and some KiB (a length no block size divides), far beyond \
                           the pipe's capacity, come back whole without deadlock",
             exclusive: false,
+            hint: Some(
+                "Far more than a pipe holds: the parent must read the echo while it writes, and send every byte, the last short block too. See docs/labs/01-pipe-echo.md, Hints (\"Reading while writing\", \"A pipe's capacity is not a constant\") and \"Which common bug each check catches\".",
+            ),
             run: echo::echo_large,
         },
         Check {
@@ -66,6 +78,9 @@ pub static LAB: Lab = Lab {
                           whose unused ends are closed, and holding the program's descriptors \
                           (read from /proc)",
             exclusive: false,
+            hint: Some(
+                "Right after fork() each process closes the two pipe ends it does not use, and only those: close only what you opened. See docs/labs/01-pipe-echo.md, the rules table (the first three rules) and Hints (\"Closing is dropping\").",
+            ),
             run: descriptors::real_pipes,
         },
         Check {
@@ -75,6 +90,9 @@ pub static LAB: Lab = Lab {
             description: "with too few descriptors for the first or the second pipe, spawn() \
                           returns Pipe(EMFILE), forks nothing and leaves nothing open",
             exclusive: false,
+            hint: Some(
+                "When pipe() fails, spawn() returns Pipe with its errno, forks nothing and closes what it already created. See docs/labs/01-pipe-echo.md, the rules table (\"pipe() failing is Pipe(errno)\").",
+            ),
             run: descriptors::spawn_errors,
         },
         Check {
@@ -83,6 +101,9 @@ pub static LAB: Lab = Lab {
             timeout: Duration::from_secs(5),
             description: "closing the write end lets the child see end-of-file and exit(0)",
             exclusive: false,
+            hint: Some(
+                "The child leaves echo_loop() at end-of-file (read() returns 0) and ends with _exit(0). See docs/labs/01-pipe-echo.md, the rules table (\"The child exits with status 0 after end-of-file\", \"The child ends in spawn() with _exit()\").",
+            ),
             run: child_end::child_exits_at_eof,
         },
         Check {
@@ -92,6 +113,9 @@ pub static LAB: Lab = Lab {
             description: "after wait() the child is reaped and the parent holds no descriptor \
                           it did not hold before spawn()",
             exclusive: false,
+            hint: Some(
+                "wait() reaps the child with waitpid() and the parent ends holding exactly the descriptors it held before spawn(). See docs/labs/01-pipe-echo.md, the rules table (\"No zombie after wait()\", \"Close only the descriptors you opened\").",
+            ),
             run: descriptors::reaped_no_fd_leak,
         },
         Check {
@@ -102,6 +126,9 @@ pub static LAB: Lab = Lab {
                           both pipe ends closed, retries it when signals interrupt it, and \
                           reaps the child once it exits",
             exclusive: false,
+            hint: Some(
+                "wait() closes both pipe ends, then blocks in waitpid() (no WNOHANG, no sleep) and calls it again after EINTR. See docs/labs/01-pipe-echo.md, the rules table (the wait() rules) and Hints (\"Wait by blocking\").",
+            ),
             run: child_end::waits_for_exit,
         },
         Check {
@@ -111,6 +138,9 @@ pub static LAB: Lab = Lab {
             description: "a child killed before the transfer: exchange() returns Write(EPIPE) \
                           and wait() ChildFailed, without a hang or a crash",
             exclusive: false,
+            hint: Some(
+                "Check every write() and read(): a dead child makes writes fail with EPIPE, which exchange() returns; wait() succeeds only for Exited(_, 0). See docs/labs/01-pipe-echo.md, the rules table (\"Write(EPIPE) when the child is gone\").",
+            ),
             run: child_end::child_dies_early,
         },
         Check {
@@ -120,6 +150,9 @@ pub static LAB: Lab = Lab {
             description: "when the child's write to pipe B fails, echo_loop() returns the error, \
                           the child exits with status 1 and wait() returns ChildFailed",
             exclusive: false,
+            hint: Some(
+                "write_all() returns every error but EINTR, echo_loop() passes it on, the child then _exit(1)s, and wait() reports ChildFailed. See docs/labs/01-pipe-echo.md, the rules table (\"The child exits with status 1 when echo_loop() fails\").",
+            ),
             run: child_end::child_fails,
         },
         Check {
@@ -129,6 +162,9 @@ pub static LAB: Lab = Lab {
             description: "an echo one byte short or one byte over is ShortEcho with both \
                           counts; a second exchange() is AlreadyExchanged",
             exclusive: false,
+            hint: Some(
+                "Compare the echo's length with the input's, both ways, after reading pipe B to end-of-file; a second exchange() is AlreadyExchanged. See docs/labs/01-pipe-echo.md, the rules table (the ShortEcho and AlreadyExchanged rules).",
+            ),
             run: echo::exchange_errors,
         },
         Check {
@@ -138,6 +174,9 @@ pub static LAB: Lab = Lab {
             description: "with the child stopped and pipes of one page, the parent waits on \
                           pipe B while it writes pipe A; resumed, 1 MiB comes back",
             exclusive: false,
+            hint: Some(
+                "A pipe may hold a single page: the parent must wait on pipe B while it writes pipe A (a second thread, or poll()), and block rather than spin or sleep. See docs/labs/01-pipe-echo.md, Hints (\"Reading while writing\", \"Wait by blocking\").",
+            ),
             run: echo::reads_while_writing,
         },
         Check {
@@ -147,6 +186,9 @@ pub static LAB: Lab = Lab {
             description: "the echo is what came back through pipe B, copied by the child as it \
                           read it; with nothing to do, both processes block",
             exclusive: false,
+            hint: Some(
+                "The echo is what the child copied back through pipe B as it read it; the parent closes its write end after the last byte and waits by blocking. See docs/labs/01-pipe-echo.md, the rules table (\"What exchange() returns is what came back through pipe B\").",
+            ),
             run: echo::through_the_child,
         },
         Check {
@@ -157,6 +199,9 @@ pub static LAB: Lab = Lab {
                           interrupts every thread of both processes every 0.2 ms (short writes \
                           and EINTR handled)",
             exclusive: false,
+            hint: Some(
+                "A signal can cut a read() or write() short or make it fail with EINTR: retry, and go on from where the last write stopped. See docs/labs/01-pipe-echo.md, the rules table (the EINTR and short-write rules).",
+            ),
             run: signals::signals_during_transfer,
         },
         Check {
@@ -167,6 +212,9 @@ pub static LAB: Lab = Lab {
                           writing its pipes (the child waiting for input, the parent with the \
                           child stopped): every interrupted call is retried (EINTR)",
             exclusive: false,
+            hint: Some(
+                "A call interrupted by a signal fails with EINTR; that is no error: call it again, with no limit on retries. See docs/labs/01-pipe-echo.md, the rules table (\"EINTR is retried and short writes continued, with no limit\").",
+            ),
             run: signals::interrupted_while_blocked,
         },
     ],

@@ -39,6 +39,9 @@ pub static LAB: Lab = Lab {
             timeout: Duration::from_secs(10),
             description: "/dev/shm/<name> exists with mode 0600 while the table is in use",
             exclusive: false,
+            hint: Some(
+                "Create the object with mode 0600. See docs/labs/05-posix-shm.md, the rules table (\"mode 0600\").",
+            ),
             run: object::owner_only_mode,
         },
         Check {
@@ -49,6 +52,9 @@ pub static LAB: Lab = Lab {
                           zeroed and carry every byte; an opener takes the size from the object, \
                           also after the grader grew it",
             exclusive: false,
+            hint: Some(
+                "ftruncate() to the exact size, and take an opener's size from fstat(). See docs/labs/05-posix-shm.md, the rules table (the size rules).",
+            ),
             run: object::odd_sizes,
         },
         Check {
@@ -60,6 +66,9 @@ pub static LAB: Lab = Lab {
                           addresses free (read from /proc/PID/maps and fd), and the object's \
                           name and bytes in place",
             exclusive: false,
+            hint: Some(
+                "Each process maps the object MAP_SHARED, read and write, closes the descriptor once mapped, and close() unmaps. See docs/labs/05-posix-shm.md, the rules table (the mmap and close rules).",
+            ),
             run: sharing::mapped_by_each,
         },
         Check {
@@ -69,6 +78,9 @@ pub static LAB: Lab = Lab {
             description: "what one process writes in place, the other reads, both ways, also \
                           over its own earlier bytes and with the writer stopped",
             exclusive: false,
+            hint: Some(
+                "Reads and writes go to the mapping itself, so every process sees the others' writes at once. See docs/labs/05-posix-shm.md, the rules table (\"every process sees the others' writes at once\").",
+            ),
             run: sharing::shared_updates,
         },
         Check {
@@ -80,6 +92,9 @@ pub static LAB: Lab = Lab {
                           reads the grader's, and neither moves them with a read or write \
                           system call (read from /proc/PID/io)",
             exclusive: false,
+            hint: Some(
+                "read and write copy out of and into the mapping, in place, not through a copy of your own. See docs/labs/05-posix-shm.md, the rules table (the read and write rule).",
+            ),
             run: sharing::bytes_in_the_object,
         },
         Check {
@@ -90,6 +105,9 @@ pub static LAB: Lab = Lab {
                           (not-found), and the two processes that map it still share the \
                           memory, even once a new object has the name",
             exclusive: false,
+            hint: Some(
+                "unlink removes the name while the mappings live on; an unlinked name is not-found. See docs/labs/05-posix-shm.md, the rules table (the unlink rules).",
+            ),
             run: sharing::unlinked_but_mapped,
         },
         Check {
@@ -100,6 +118,9 @@ pub static LAB: Lab = Lab {
                           slash, empty, or longer than 255 bytes are refused with kind=bad-name \
                           by create and by open; a 255-byte name works",
             exclusive: false,
+            hint: Some(
+                "A name is `/` then at least one character and no other `/`, at most 255 bytes, checked before shm_open(), by open too. See docs/labs/05-posix-shm.md, the rules table (the name rules).",
+            ),
             run: errors::invalid_names,
         },
         Check {
@@ -110,6 +131,9 @@ pub static LAB: Lab = Lab {
                           and accesses past the end are typed errors (zero-size, exists, \
                           out-of-range) that change nothing; the last byte is the table's",
             exclusive: false,
+            hint: Some(
+                "Each refusal has its kind (zero-size, exists, OutOfRange) and changes nothing. See docs/labs/05-posix-shm.md, the rules table (the error rules).",
+            ),
             run: errors::typed_errors,
         },
         Check {
@@ -120,6 +144,9 @@ pub static LAB: Lab = Lab {
                           opening a 0-byte object is empty; both at once, without spinning; a \
                           symbolic link in /dev/shm is not followed (shm-open)",
             exclusive: false,
+            hint: Some(
+                "open never creates, follows no link, refuses 0 bytes at once, and never waits. See docs/labs/05-posix-shm.md, the rules table (the open rules).",
+            ),
             run: errors::open_errors,
         },
         Check {
@@ -129,6 +156,9 @@ pub static LAB: Lab = Lab {
             description: "a create whose ftruncate() or mmap() fails reports that step's kind \
                           and leaves nothing in /dev/shm",
             exclusive: false,
+            hint: Some(
+                "A step after shm_open() that fails unlinks the name and reports that step's kind. See docs/labs/05-posix-shm.md, the rules table (\"a failed step after shm_open() unlinks the name\").",
+            ),
             run: errors::failed_create,
         },
     ],

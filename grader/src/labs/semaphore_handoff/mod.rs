@@ -56,6 +56,9 @@ pub static LAB: Lab = Lab {
             description: "10,000 records handed over with semaphores, sides on any CPU: none \
                           lost, repeated, stale or torn; the round-trip time is reported",
             exclusive: false,
+            hint: Some(
+                "Write the record, then post ready; copy it, then post ok. See docs/labs/07-semaphore-handoff.md, \"The idea\" (\"Order\") and the rules table.",
+            ),
             run: rounds::sem_free_rounds,
         },
         Check {
@@ -65,6 +68,9 @@ pub static LAB: Lab = Lab {
             description: "1,000 records with semaphores, both sides on one CPU (where a post \
                           before the write shows): all intact and in order",
             exclusive: false,
+            hint: Some(
+                "Write the record, then post ready; copy it, then post ok, whatever order the processes run in. See docs/labs/07-semaphore-handoff.md, \"The idea\" (\"Order\") and the rules table.",
+            ),
             run: rounds::sem_pinned_rounds,
         },
         Check {
@@ -75,6 +81,9 @@ pub static LAB: Lab = Lab {
                           10,000 on any, all intact and in order; the round-trip time is \
                           reported",
             exclusive: false,
+            hint: Some(
+                "With queues as the signals, the handoff keeps the same order: write, then post ready; copy, then post ok. See docs/labs/07-semaphore-handoff.md, the rules table (the order and queue rules).",
+            ),
             run: rounds::mq_rounds,
         },
         Check {
@@ -85,6 +94,9 @@ pub static LAB: Lab = Lab {
                           has written the record before it posts ready, the consumer has \
                           copied it before it posts ok",
             exclusive: false,
+            hint: Some(
+                "A post promises the data is there: post only after the write or the copy it announces. See docs/labs/07-semaphore-handoff.md, \"The idea\" (\"Order\").",
+            ),
             run: order::posts_in_order,
         },
         Check {
@@ -96,6 +108,9 @@ pub static LAB: Lab = Lab {
                           maps it, and the consumer takes the record the grader writes there in \
                           its place",
             exclusive: false,
+            hint: Some(
+                "The records travel through the shared slot mapped before fork(), and only through it. See docs/labs/07-semaphore-handoff.md, the rules table (the slot rules).",
+            ),
             run: slot::record_in_slot,
         },
         Check {
@@ -106,6 +121,9 @@ pub static LAB: Lab = Lab {
                           semaphore or the queue, in timed slices of WAIT_SLICE, and does not \
                           give up on a live peer held for over a second",
             exclusive: true,
+            hint: Some(
+                "A wait blocks in sem_timedwait / mq_timedreceive in slices of WAIT_SLICE with a fresh absolute deadline, and waits again on ETIMEDOUT while the peer lives. See docs/labs/07-semaphore-handoff.md, \"The idea\" (\"Blocking, not spinning\") and the rules table.",
+            ),
             run: waits::waits_block,
         },
         Check {
@@ -116,6 +134,9 @@ pub static LAB: Lab = Lab {
                           time, and every millisecond to both, does not break the protocol: \
                           EINTR is waited through, with a deadline a slice ahead",
             exclusive: false,
+            hint: Some(
+                "EINTR means wait again, with a deadline read anew from the clock. See docs/labs/07-semaphore-handoff.md, \"The idea\" (\"EINTR\").",
+            ),
             run: signals::signals_during_waits,
         },
         Check {
@@ -126,6 +147,9 @@ pub static LAB: Lab = Lab {
                           seconds instead of waiting for ever (semaphores both ways, queues); \
                           a side that posted its last signal and exited is not given up on",
             exclusive: false,
+            hint: Some(
+                "A peer that dies never posts: after a timed-out slice, check whether the peer is gone (PeerGone), but take a signal already there first. See docs/labs/07-semaphore-handoff.md, \"The idea\" (\"A peer that dies never posts\").",
+            ),
             run: waits::peer_exits_early,
         },
         Check {
@@ -135,6 +159,9 @@ pub static LAB: Lab = Lab {
             description: "right after create(): a shared anonymous slot, semaphores at 0, \
                           queues of one SIGNAL_SIZE message, every object with mode 0600",
             exclusive: false,
+            hint: Some(
+                "The semaphores are named ones created at 0, the queues hold one message of SIGNAL_SIZE bytes, the slot is a shared anonymous mapping, all mode 0600. See docs/labs/07-semaphore-handoff.md, the rules table (the creation rules).",
+            ),
             run: names::objects_created,
         },
         Check {
@@ -145,6 +172,9 @@ pub static LAB: Lab = Lab {
                           queues, unlinked once both sides hold them; close() releases both \
                           signals and the slot",
             exclusive: false,
+            hint: Some(
+                "Unlink the names as soon as both sides hold them; close() closes both signals and unmaps the slot. See docs/labs/07-semaphore-handoff.md, the rules table (the unlink and close rules).",
+            ),
             run: names::names_unlinked,
         },
         Check {
@@ -155,6 +185,9 @@ pub static LAB: Lab = Lab {
                           failed unlink kind=unlink; create() removes what it made and leaves \
                           the existing object alone",
             exclusive: false,
+            hint: Some(
+                "O_EXCL: an existing name is Exists; a failed create() removes what it made, and only that; unlink() tries both names. See docs/labs/07-semaphore-handoff.md, the rules table (the error rules).",
+            ),
             run: names::error_paths,
         },
     ],

@@ -50,6 +50,9 @@ pub static LAB: Lab = Lab {
                           closed; the mutex and condition variable are initialized in it with \
                           PTHREAD_PROCESS_SHARED, the rest as the API says",
             exclusive: false,
+            hint: Some(
+                "The mutex and the condition variable live in the segment, PTHREAD_PROCESS_SHARED (the mutex robust too), and the bank starts as the handout says. See docs/labs/06-shared-mutex.md, \"The idea\" and the rules table (the initialization rules).",
+            ),
             run: segment::process_shared_init,
         },
         Check {
@@ -60,6 +63,9 @@ pub static LAB: Lab = Lab {
                           and the transfer count are exact (no lost update), and the data moved \
                           through the mapping, not through read/write calls",
             exclusive: false,
+            hint: Some(
+                "Every access to the bank is under the lock, from a transfer's first read to its last write. See docs/labs/06-shared-mutex.md, \"The idea\" (\"Every access is under the lock\").",
+            ),
             run: counting::exact_totals,
         },
         Check {
@@ -70,6 +76,9 @@ pub static LAB: Lab = Lab {
                           or finish change nothing in the bank and sleep on the mutex; once it \
                           lets go, every transfer and every finish counts",
             exclusive: false,
+            hint: Some(
+                "Everything that touches the bank, finish() too, happens under the lock, and lock() sleeps in pthread_mutex_lock(). See docs/labs/06-shared-mutex.md, the rules table (the lock rules).",
+            ),
             run: counting::everything_under_the_lock,
         },
         Check {
@@ -80,6 +89,9 @@ pub static LAB: Lab = Lab {
                           condition variable in the segment (no spinning, no polling, no other \
                           call, no timeout, no other thread)",
             exclusive: false,
+            hint: Some(
+                "The coordinator sleeps on the condition variable in a while loop: no spinning, no polling. See docs/labs/06-shared-mutex.md, \"The idea\" (\"Condition variables\").",
+            ),
             run: sleeping::coordinator_sleeps,
         },
         Check {
@@ -89,6 +101,9 @@ pub static LAB: Lab = Lab {
             description: "workers that finish one after another wake the coordinator, which \
                           returns only once the last one has finished",
             exclusive: false,
+            hint: Some(
+                "The coordinator waits until finished + dead == workers, and each finish() broadcasts. See docs/labs/06-shared-mutex.md, the rules table (the finish and coordinator rules).",
+            ),
             run: sleeping::waits_for_last_worker,
         },
         Check {
@@ -99,6 +114,9 @@ pub static LAB: Lab = Lab {
                           written: the next locker gets EOWNERDEAD, says so, undoes the transfer, \
                           marks the mutex consistent, and the totals add up",
             exclusive: false,
+            hint: Some(
+                "A robust mutex reports EOWNERDEAD: recover from the journal, then pthread_mutex_consistent(). See docs/labs/06-shared-mutex.md, \"The idea\" (\"Robust mutexes\") and the rules table (the recover rules).",
+            ),
             run: robust::owner_dies,
         },
         Check {
@@ -109,6 +127,9 @@ pub static LAB: Lab = Lab {
                           its pthread_cond_wait() returns EOWNERDEAD, it repairs (undoing a \
                           half-done transfer), marks the mutex consistent and goes on waiting",
             exclusive: false,
+            hint: Some(
+                "pthread_cond_wait() can return EOWNERDEAD too: handle it as lock() does. See docs/labs/06-shared-mutex.md, the rules table (the pthread_cond_wait rule).",
+            ),
             run: robust::owner_dies_during_wait,
         },
         Check {
@@ -118,6 +139,9 @@ pub static LAB: Lab = Lab {
             description: "a mutex left unrecoverable (ENOTRECOVERABLE) makes every transfer fail \
                           with kind=not-recoverable",
             exclusive: false,
+            hint: Some(
+                "ENOTRECOVERABLE is NotRecoverable. See docs/labs/06-shared-mutex.md, the rules table (the ENOTRECOVERABLE rule).",
+            ),
             run: robust::not_recoverable,
         },
         Check {
@@ -129,6 +153,9 @@ pub static LAB: Lab = Lab {
                           to itself, are refused with kind=bad-accounts, before the lock; \
                           accounts 0 and 7 work",
             exclusive: false,
+            hint: Some(
+                "Bad names and bad accounts are refused with their kind, before anything is created or locked. See docs/labs/06-shared-mutex.md, the rules table (the BadName and BadAccounts rules).",
+            ),
             run: errors::typed_errors,
         },
         Check {
@@ -139,6 +166,9 @@ pub static LAB: Lab = Lab {
                           alone; a name too long for shm_open is kind=shm-open; a failing \
                           ftruncate is kind=ftruncate with the name removed and nothing left open",
             exclusive: false,
+            hint: Some(
+                "Each failing step of create has its kind and undoes the earlier ones; an existing segment is Exists and left alone. See docs/labs/06-shared-mutex.md, the rules table (the create rules).",
+            ),
             run: errors::create_failures,
         },
         Check {
@@ -148,6 +178,9 @@ pub static LAB: Lab = Lab {
             description: "at the end the condition variable and mutex are destroyed and the \
                           segment is unlinked",
             exclusive: false,
+            hint: Some(
+                "destroy() destroys the condition variable and the mutex, unmaps and unlinks. See docs/labs/06-shared-mutex.md, the rules table (the destroy rule).",
+            ),
             run: segment::destroyed_and_removed,
         },
     ],

@@ -43,6 +43,9 @@ pub static LAB: Lab = Lab {
                           correctly over a Unix domain socket; every op byte but E, R and H is \
                           unknown",
             exclusive: false,
+            hint: Some(
+                "A frame is a u32 big-endian length, then the head and the payload, both ways; each op byte is answered as the table says. See docs/labs/03-socket-reqrep.md, the task and the rules table.",
+            ),
             run: requests::unix_requests,
         },
         Check {
@@ -52,6 +55,9 @@ pub static LAB: Lab = Lab {
             description: "the same over TCP, on the loopback address and the port the server \
                           chose; small calls are not held back by Nagle's algorithm",
             exclusive: false,
+            hint: Some(
+                "Over TCP: bind 127.0.0.1, report the port, and let each frame leave at once. See docs/labs/03-socket-reqrep.md, the rules table (the TCP rules).",
+            ),
             run: requests::tcp_requests,
         },
         Check {
@@ -61,6 +67,9 @@ pub static LAB: Lab = Lab {
             description: "requests the grader writes one byte per write() are answered, over \
                           both transports",
             exclusive: false,
+            hint: Some(
+                "A read may return any part of a frame: read_frame loops until the length prefix and then the body are whole. See docs/labs/03-socket-reqrep.md, the rules table (\"read_frame loops\").",
+            ),
             run: requests::byte_at_a_time,
         },
         Check {
@@ -70,6 +79,9 @@ pub static LAB: Lab = Lab {
             description: "200 requests the grader writes in a single write() get 200 responses, \
                           in order",
             exclusive: false,
+            hint: Some(
+                "Several frames can arrive in one read: answer each request in order, and keep nothing read for the next frame out of sight. See docs/labs/03-socket-reqrep.md, the rules table (\"one response per request, in order\").",
+            ),
             run: requests::pipelined,
         },
         Check {
@@ -79,6 +91,9 @@ pub static LAB: Lab = Lab {
             description: "payloads of several MiB go both ways, over both transports, and a \
                           response survives the server being stopped and resumed mid-write",
             exclusive: false,
+            hint: Some(
+                "Large frames arrive and leave in many pieces: read_frame loops and write_frame writes every byte. See docs/labs/03-socket-reqrep.md, the rules table (the read_frame and write_frame rules).",
+            ),
             run: requests::large_payloads,
         },
         Check {
@@ -88,6 +103,9 @@ pub static LAB: Lab = Lab {
             description: "a payload of exactly MAX_PAYLOAD (16 MiB) goes both ways; a frame one \
                           byte longer is refused",
             exclusive: false,
+            hint: Some(
+                "MAX_BODY = MAX_PAYLOAD + 1, for requests and responses; a longer length is TooLong, found before anything is allocated. See docs/labs/03-socket-reqrep.md, the rules table (the size rules).",
+            ),
             run: failures::size_limit,
         },
         Check {
@@ -98,6 +116,9 @@ pub static LAB: Lab = Lab {
                           responses while 8 other clients stall mid-request; the idle server \
                           blocks, and the stalled clients are served when they go on",
             exclusive: false,
+            hint: Some(
+                "Serve clients concurrently, so that a stalled one holds up nobody, and block while there is nothing to do. See docs/labs/03-socket-reqrep.md, the rules table (the concurrency and blocking rules).",
+            ),
             run: concurrency::many_clients,
         },
         Check {
@@ -110,6 +131,9 @@ pub static LAB: Lab = Lab {
                           right kind; the server allocates nothing absurd, keeps no socket of \
                           theirs, and serves on",
             exclusive: false,
+            hint: Some(
+                "Each bad client is logged with its kind and loses its connection at once, never the server. See docs/labs/03-socket-reqrep.md, the rules table (the error kinds and log_dropped rules).",
+            ),
             run: failures::bad_input,
         },
         Check {
@@ -120,6 +144,9 @@ pub static LAB: Lab = Lab {
                           answered (those of clients still connected at SIGTERM included) and \
                           the clients it dropped",
             exclusive: false,
+            hint: Some(
+                "ServerStats counts clients, requests answered and clients dropped; end of stream between frames is a normal end. See docs/labs/03-socket-reqrep.md, the rules table (the ServerStats rule).",
+            ),
             run: stopping::server_counts,
         },
         Check {
@@ -130,6 +157,9 @@ pub static LAB: Lab = Lab {
                           with clients connected: no new client is served, every handler is \
                           waited for, the socket file goes and the port closes",
             exclusive: false,
+            hint: Some(
+                "SIGTERM and SIGINT are blocked in every thread and waited for; on one the server stops accepting, shuts its connections, waits for its handlers and removes its socket. See docs/labs/03-socket-reqrep.md, the rules table (the stop rules).",
+            ),
             run: stopping::sigterm_cleanup,
         },
         Check {
@@ -140,6 +170,9 @@ pub static LAB: Lab = Lab {
                           a path where a file (or a live server's socket) already is fails with \
                           kind=bind and leaves that file alone",
             exclusive: false,
+            hint: Some(
+                "bind creates the socket file, an existing path is EADDRINUSE and is left alone, and a path holds at most 107 bytes. See docs/labs/03-socket-reqrep.md, the rules table (the Listener::bind rules).",
+            ),
             run: binding::socket_paths,
         },
         Check {
@@ -149,6 +182,9 @@ pub static LAB: Lab = Lab {
             description: "the server answers clients it did not write: the grader's own, and \
                           Python and socat when the machine has them",
             exclusive: false,
+            hint: Some(
+                "The server speaks the frame format exactly, so that clients written by others understand it. See docs/labs/03-socket-reqrep.md, the task and the rules table (the frame rule).",
+            ),
             run: requests::foreign_clients,
         },
         Check {
@@ -159,6 +195,9 @@ pub static LAB: Lab = Lab {
                           sends every request over the socket (repeats too, and a large one \
                           through a stop and resume) and writes the answers it gets",
             exclusive: false,
+            hint: Some(
+                "Client::call sends one request over the connection Client::connect opened and returns what the server sent. See docs/labs/03-socket-reqrep.md, the rules table (the Client::call rule).",
+            ),
             run: client::client_over_socket,
         },
         Check {
@@ -169,6 +208,9 @@ pub static LAB: Lab = Lab {
                           the server hangs up instead of answering, and kind=truncated when the \
                           answer is cut short",
             exclusive: false,
+            hint: Some(
+                "A failed connect is Connect, a server that closes instead of answering Closed, a cut response Truncated. See docs/labs/03-socket-reqrep.md, the rules table (the client error rules).",
+            ),
             run: client::client_errors,
         },
     ],

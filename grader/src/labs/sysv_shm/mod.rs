@@ -46,6 +46,9 @@ pub static LAB: Lab = Lab {
             description: "the publisher's segment has key ftok(path, id), of the file at the path \
                           now, and the requested size (read from /proc/sysvipc/shm)",
             exclusive: false,
+            hint: Some(
+                "The key is ftok(P, N), computed every time from the file as it is, and the segment exactly S bytes. See docs/labs/04-sysv-shm.md, \"The idea\" and the rules table (the key and size rules).",
+            ),
             run: publisher::segment_key_and_size,
         },
         Check {
@@ -54,6 +57,9 @@ pub static LAB: Lab = Lab {
             timeout: Duration::from_secs(10),
             description: "the segment is created with mode 0600",
             exclusive: false,
+            hint: Some(
+                "Create the segment with mode 0600. See docs/labs/04-sysv-shm.md, the rules table (\"mode 0600\").",
+            ),
             run: publisher::owner_only_permissions,
         },
         Check {
@@ -64,6 +70,9 @@ pub static LAB: Lab = Lab {
                           reader read-only), the reader reads the record, and the publisher's \
                           detach drops nattch to 0",
             exclusive: false,
+            hint: Some(
+                "The publisher stays attached until go, then shmdt()s while still running; the reader attaches read-only (SHM_RDONLY). See docs/labs/04-sysv-shm.md, the rules table (the attach rules).",
+            ),
             run: sharing::attached_together,
         },
         Check {
@@ -74,6 +83,9 @@ pub static LAB: Lab = Lab {
                           record in it, with a payload that fills it to the last byte, written \
                           there and nowhere else",
             exclusive: false,
+            hint: Some(
+                "The record (magic, sequence, length, payload) goes into the segment at the handout's offsets, and nowhere else. See docs/labs/04-sysv-shm.md, the rules table (\"the record layout\").",
+            ),
             run: publisher::record_in_segment,
         },
         Check {
@@ -84,6 +96,9 @@ pub static LAB: Lab = Lab {
                           payload, the length and the sequence, and killed while it copies the \
                           payload it leaves no magic in its segment",
             exclusive: false,
+            hint: Some(
+                "The magic is written last, once the payload, the length and the sequence are in place. See docs/labs/04-sysv-shm.md, the rules table (\"the magic is written last\").",
+            ),
             run: publisher::killed_mid_write,
         },
         Check {
@@ -93,6 +108,9 @@ pub static LAB: Lab = Lab {
             description: "the reader copies out records the grader planted itself: one that \
                           fills its segment, and an empty one in a 16-byte segment",
             exclusive: false,
+            hint: Some(
+                "The reader copies the payload out of the segment each time it runs. See docs/labs/04-sysv-shm.md, the rules table (the reader rules).",
+            ),
             run: reader::reader_reads_segment,
         },
         Check {
@@ -103,6 +121,9 @@ pub static LAB: Lab = Lab {
                           for byte, the second after the grader rewrote the payload under the \
                           same header",
             exclusive: false,
+            hint: Some(
+                "A segment is not tied to a process: it outlives its publisher until someone removes it. See docs/labs/04-sysv-shm.md, \"The idea\" (\"Segments are not tied to any process\").",
+            ),
             run: sharing::outlives_publisher,
         },
         Check {
@@ -111,6 +132,9 @@ pub static LAB: Lab = Lab {
             timeout: Duration::from_secs(10),
             description: "after `read --remove` the segment is gone",
             exclusive: false,
+            hint: Some(
+                "read --remove removes the segment with IPC_RMID. See docs/labs/04-sysv-shm.md, the rules table (\"read --remove removes\").",
+            ),
             run: sharing::removal,
         },
         Check {
@@ -121,6 +145,9 @@ pub static LAB: Lab = Lab {
                           as the publisher calls shmget(), is reported (kind=exists) and left \
                           untouched, never written over",
             exclusive: false,
+            hint: Some(
+                "Create with IPC_CREAT | IPC_EXCL: an existing segment is Exists, never written over nor removed. See docs/labs/04-sysv-shm.md, the rules table (the IPC_EXCL rule).",
+            ),
             run: errors::stale_segment_refused,
         },
         Check {
@@ -132,6 +159,9 @@ pub static LAB: Lab = Lab {
                           smaller than a header (bad-length), and a missing segment (not-found), \
                           and loads no field before the magic",
             exclusive: false,
+            hint: Some(
+                "The reader checks the header, then the magic, then the length (without overflow), and loads the length and sequence after the magic. See docs/labs/04-sysv-shm.md, the rules table (the reader validation rules).",
+            ),
             run: reader::reader_validates,
         },
         Check {
@@ -143,6 +173,9 @@ pub static LAB: Lab = Lab {
                           header, and a segment too big to attach are typed errors that leave no \
                           segment; id 255 with an empty payload in 16 bytes works",
             exclusive: false,
+            hint: Some(
+                "Refuse bad arguments with their kind (Ftok, BadId, ZeroSize, NoRoom) and leave nothing behind. See docs/labs/04-sysv-shm.md, the rules table (the argument rules).",
+            ),
             run: errors::bad_input,
         },
         Check {
@@ -153,6 +186,9 @@ pub static LAB: Lab = Lab {
                           shmmax as /proc/sys/kernel/shmmax says now (lowered in a private IPC \
                           namespace when the grader runs as root)",
             exclusive: false,
+            hint: Some(
+                "TooLarge only above shmmax, read in bytes when creating. See docs/labs/04-sysv-shm.md, the rules table (the TooLarge rule).",
+            ),
             run: errors::size_limit,
         },
         Check {
@@ -162,6 +198,9 @@ pub static LAB: Lab = Lab {
             description: "a failing system call (shmget, shmctl, shmat, shmdt, the open of \
                           shmmax) is reported with its own kind, never as not-found or exists",
             exclusive: false,
+            hint: Some(
+                "Each failing system call has its own error kind. See docs/labs/04-sysv-shm.md, the rules table (\"each failing call has its kind\").",
+            ),
             run: call_failures::system_call_failures,
         },
     ],
