@@ -60,6 +60,9 @@ pub struct Args {
 pub enum Command {
     /// Removes what grader runs that died left behind: IPC objects, processes, directories.
     Clean,
+    /// Measures the labs' programs against raw baselines (round trips, throughput); see
+    /// docs/benchmark.md.
+    Bench(crate::bench::Args),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -160,6 +163,7 @@ pub fn main() -> ExitCode {
     let args = Args::parse();
     match args.command {
         Some(Command::Clean) => clean(),
+        Some(Command::Bench(args)) => crate::bench::main(args),
         None => grade(args),
     }
 }
@@ -308,7 +312,7 @@ fn usage_error(message: &str) -> ExitCode {
 /// SIGINT (Ctrl-C) and SIGTERM stop grading: the running checks' processes are killed and
 /// their checks clean up after themselves, then what was graded is reported and the grader exits
 /// with 128 + the signal's number. A second signal exits at once.
-fn handle_interruptions() {
+pub fn handle_interruptions() {
     use signal_hook::consts::{SIGINT, SIGTERM};
     let Ok(mut signals) = signal_hook::iterator::Signals::new([SIGINT, SIGTERM]) else {
         return;
