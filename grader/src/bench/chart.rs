@@ -35,7 +35,10 @@ fn series(report: &Report, placement: &str) -> Vec<Series> {
         });
     let all: Vec<&Figure> = report.baselines.iter().chain(lab_figures).collect();
     for f in all {
-        if f.metric != "throughput" || f.placement != placement || !(f.value > 0.0) {
+        if f.metric != "throughput"
+            || f.placement != placement
+            || f.value.partial_cmp(&0.0) != Some(std::cmp::Ordering::Greater)
+        {
             continue;
         }
         let label = f.mechanism.to_string();
