@@ -7,11 +7,14 @@ use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use clap::ValueEnum;
 use ipc_labs_driver::Control;
 use ipc_labs_driver::bench::{Bench, Side};
+use nix::sys::time::TimeSpec;
 use nix::sys::wait::{WaitStatus, waitpid};
+use nix::time::{ClockId, clock_gettime};
 use nix::unistd::{ForkResult, Pid, fork};
 
 /// A baseline's kind.
@@ -27,6 +30,9 @@ pub enum Baseline {
     Mqueue,
     /// Two named POSIX semaphores posted back and forth.
     Semaphore,
+    /// The same, each wait with a timeout (`sem_timedwait`, 100 ms ahead), as a wait that must
+    /// notice a dead peer does.
+    SemaphoreTimed,
     /// A counter in shared memory that each side spins on, then bumps.
     Spin,
     /// memcpy() between two buffers of one process.
@@ -42,6 +48,7 @@ impl Baseline {
             Baseline::Tcp => "tcp",
             Baseline::Mqueue => "mqueue",
             Baseline::Semaphore => "semaphore",
+            Baseline::SemaphoreTimed => "semaphore-timed",
             Baseline::Spin => "spin",
             Baseline::Memcpy => "memcpy",
         }
@@ -62,7 +69,8 @@ pub fn serve(kind: Baseline) -> ExitCode {
             .and_then(|(a, b)| streams(&bench, a, b)),
         Baseline::Tcp => tcp(&bench),
         Baseline::Mqueue => queues(&bench),
-        Baseline::Semaphore => semaphores(&bench),
+        Baseline::Semaphore => semaphores(&bench, None),
+        Baseline::SemaphoreTimed => semaphores(&bench, Some(Duration::from_millis(100))),
         Baseline::Spin => spin(&bench),
         Baseline::Memcpy => memcpy(&bench),
     };
@@ -286,14 +294,27 @@ impl Semaphore {
         }
     }
 
-    fn wait(&self) -> Result<(), String> {
+    /// Waits; with `timeout`, each wait is a `sem_timedwait` that long ahead (repeated until
+    /// the post comes).
+    fn wait(&self, timeout: Option<Duration>) -> Result<(), String> {
         loop {
-            // SAFETY: an open semaphore.
-            if unsafe { libc::sem_wait(self.0) } == 0 {
+            let waited = match timeout {
+                // SAFETY: an open semaphore.
+                None => unsafe { libc::sem_wait(self.0) },
+                Some(timeout) => {
+                    let now = clock_gettime(ClockId::CLOCK_REALTIME)
+                        .map_err(|e| format!("clock_gettime: {e}"))?;
+                    let deadline = now + TimeSpec::from_duration(timeout);
+                    // SAFETY: an open semaphore and a valid timespec.
+                    unsafe { libc::sem_timedwait(self.0, deadline.as_ref()) }
+                }
+            };
+            if waited == 0 {
                 return Ok(());
             }
             let error = std::io::Error::last_os_error();
-            if error.kind() != std::io::ErrorKind::Interrupted {
+            let again = [Some(libc::EINTR), Some(libc::ETIMEDOUT)];
+            if !again.contains(&error.raw_os_error()) {
                 return Err(format!("sem_wait: {error}"));
             }
         }
@@ -307,14 +328,14 @@ impl Drop for Semaphore {
     }
 }
 
-fn semaphores(bench: &Bench) -> Samples {
+fn semaphores(bench: &Bench, timeout: Option<Duration>) -> Samples {
     let there = Semaphore::create(&bench.names[0])?;
     let back = Semaphore::create(&bench.names[1])?;
     with_peer(
         bench,
         || {
             for _ in bench.peer_rounds() {
-                there.wait()?;
+                there.wait(timeout)?;
                 back.post()?;
             }
             Ok(())
@@ -322,7 +343,7 @@ fn semaphores(bench: &Bench) -> Samples {
         || {
             bench.time(|_| {
                 there.post()?;
-                back.wait()
+                back.wait(timeout)
             })
         },
     )

@@ -290,42 +290,42 @@ impl Report {
         );
         let _ = writeln!(
             out,
-            "{:<22} {:<10} {:>9} {:>9}   {:<16} {:>9} {:>9}",
+            "{:<22} {:<10} {:>9} {:>9}   {:<20} {:>7} {:>7}",
             "mechanism", "placement", "p50", "p99", "baseline", "p50 x", "p99 x"
         );
-        let row = |figures: &[Figure], name: &str, placement: &str, metric: &str| {
-            figures
-                .iter()
-                .find(|f| f.mechanism == name && f.placement == placement && f.metric == metric)
-                .cloned()
-        };
-        let mut seen: Vec<(&str, &str)> = Vec::new();
+        let mut seen: Vec<(&str, &str, Option<&str>)> = Vec::new();
         for f in self.baselines.iter().chain(&self.figures) {
-            if f.metric != "round-trip-p50" || seen.contains(&(f.mechanism, f.placement)) {
+            let baseline = f.baseline.as_ref().map(|b| b.mechanism);
+            let key = (f.mechanism, f.placement, baseline);
+            if f.metric != "round-trip-p50" || seen.contains(&key) {
                 continue;
             }
-            seen.push((f.mechanism, f.placement));
-            let all = if f.baseline.is_some() {
+            seen.push(key);
+            let all = if baseline.is_some() {
                 &self.figures
             } else {
                 &self.baselines
             };
-            let p99 = row(all, f.mechanism, f.placement, "round-trip-p99");
-            let ratio = |f: &Option<Figure>| {
-                f.as_ref()
-                    .and_then(|f| f.ratio)
+            let p99 = all.iter().find(|g| {
+                g.mechanism == f.mechanism
+                    && g.placement == f.placement
+                    && g.metric == "round-trip-p99"
+                    && g.baseline.as_ref().map(|b| b.mechanism) == baseline
+            });
+            let ratio = |f: Option<&Figure>| {
+                f.and_then(|f| f.ratio)
                     .map_or("-".into(), |r| format!("{r:.2}"))
             };
             let _ = writeln!(
                 out,
-                "{:<22} {:<10} {:>9.2} {:>9.2}   {:<16} {:>9} {:>9}",
+                "{:<22} {:<10} {:>9.2} {:>9.2}   {:<20} {:>7} {:>7}",
                 f.mechanism,
                 f.placement,
                 f.value,
-                p99.as_ref().map_or(f64::NAN, |p| p.value),
-                f.baseline.as_ref().map_or("(baseline)", |b| b.mechanism),
-                ratio(&Some(f.clone())),
-                ratio(&p99)
+                p99.map_or(f64::NAN, |p| p.value),
+                baseline.unwrap_or("(baseline)"),
+                ratio(Some(f)),
+                ratio(p99)
             );
         }
         let _ = writeln!(

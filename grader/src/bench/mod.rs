@@ -144,6 +144,7 @@ pub static MEASURES: &[Measure] = &[
     baseline("raw tcp", Baseline::Tcp, RoundTrip),
     baseline("raw mqueue", Baseline::Mqueue, RoundTrip),
     baseline("raw semaphore", Baseline::Semaphore, RoundTrip),
+    baseline("raw semaphore timed", Baseline::SemaphoreTimed, RoundTrip),
     baseline("spinning flag", Baseline::Spin, RoundTrip),
     baseline("raw pipe", Baseline::Pipe, Throughput),
     baseline("raw unix socket", Baseline::Unix, Throughput),
