@@ -96,7 +96,7 @@ pub fn draw(report: &Report, path: &Path) -> Result<(), ChartError> {
         .x_desc("message size (bytes)")
         .y_desc("GiB/s")
         .x_label_formatter(&|x| size_label(*x as usize))
-        .y_label_formatter(&|y| format!("{y:.2}"))
+        .y_label_formatter(&|y| format!("{y}"))
         .draw()
         .map_err(|e| draw_error(&e))?;
     for (index, (label, points)) in lines.iter().enumerate() {
