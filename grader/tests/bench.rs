@@ -75,6 +75,7 @@ fn solutions_are_measured_with_a_positive_ratio_to_every_baseline() {
     let figures = report["figures"].as_array().expect("figures");
     for lab in [
         "pipe-echo",
+        "mqueue-priority",
         "socket-reqrep (unix)",
         "socket-reqrep (tcp)",
         "semaphore-handoff",

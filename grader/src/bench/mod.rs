@@ -152,6 +152,13 @@ pub static MEASURES: &[Measure] = &[
     baseline("memcpy", Baseline::Memcpy, Throughput),
     lab("pipe-echo", "pipe-echo", "echo", RoundTrip, &["raw pipe"]),
     lab(
+        "mqueue-priority",
+        "mqueue-priority",
+        "jobs",
+        RoundTrip,
+        &["raw mqueue"],
+    ),
+    lab(
         "socket-reqrep (unix)",
         "socket-reqrep",
         "unix",
