@@ -73,6 +73,9 @@ pub enum Command {
         /// The check, as LAB/CHECK.
         check: String,
     },
+    /// Measures the labs' programs against raw baselines (round trips, throughput); see
+    /// docs/benchmark.md.
+    Bench(crate::bench::Args),
 }
 
 pub use crate::report::Format;
@@ -174,6 +177,7 @@ pub fn main() -> ExitCode {
             }
             Err(error) => usage_error(&error.to_string()),
         },
+        Some(Command::Bench(args)) => crate::bench::main(args),
         None => grade(args),
     }
 }
@@ -340,7 +344,7 @@ pub(crate) fn usage_error(message: &str) -> ExitCode {
 /// SIGINT (Ctrl-C) and SIGTERM stop grading: the running checks' processes are killed and
 /// their checks clean up after themselves, then what was graded is reported and the grader exits
 /// with 128 + the signal's number. A second signal exits at once.
-fn handle_interruptions() {
+pub fn handle_interruptions() {
     use signal_hook::consts::{SIGINT, SIGTERM};
     let Ok(mut signals) = signal_hook::iterator::Signals::new([SIGINT, SIGTERM]) else {
         return;

@@ -1,5 +1,6 @@
 //! The ipc-labs grader: the engine, the checks of every lab, and what `cargo grade` does.
 
+pub mod bench;
 pub mod cli;
 pub mod engine;
 pub mod hint;

@@ -16,6 +16,8 @@ use std::sync::atomic::{AtomicI32, Ordering};
 use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, Signal, sigaction};
 use nix::sys::socket::{MsgFlags, recv, send};
 
+pub mod bench;
+
 /// The environment variable that carries the control socket's file descriptor number.
 pub const CONTROL_FD_ENV: &str = "IPC_LABS_CONTROL_FD";
 

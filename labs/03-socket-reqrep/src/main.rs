@@ -23,7 +23,11 @@ use std::process::ExitCode;
 
 use clap::{Args as ClapArgs, Parser, Subcommand};
 use ipc_labs_driver::Control;
-use socket_reqrep::{Client, Endpoint, Listener, RpcError, run_server};
+use ipc_labs_driver::bench::{Bench, Side};
+use nix::sys::signal::{Signal, kill};
+use nix::sys::wait::waitpid;
+use nix::unistd::{ForkResult, Pid, fork};
+use socket_reqrep::{Client, Endpoint, Listener, MAX_PAYLOAD, OP_ECHO, RpcError, run_server};
 
 /// A tiny request-response RPC over a Unix domain socket or TCP on loopback.
 #[derive(Parser)]
@@ -164,6 +168,9 @@ fn client(control: &Control, endpoint: &Endpoint, requests: &Path, output: &Path
 
 fn main() -> ExitCode {
     let control = Control::start("socket-reqrep");
+    if let Some(bench) = Bench::requested(&control) {
+        return bench_calls(&control, bench);
+    }
     match Args::parse().command {
         Command::Server { at } => server(&control, &at.endpoint()),
         Command::Client {
@@ -171,5 +178,54 @@ fn main() -> ExitCode {
             requests,
             output,
         } => client(&control, &at.endpoint(), &requests, &output),
+    }
+}
+
+/// `socket-reqrep bench unix|tcp`: a forked server (run_server) and a client in the parent
+/// that times echo calls of the grader's sizes (up to MAX_PAYLOAD), for `cargo grade bench`.
+fn bench_calls(control: &Control, mut bench: Bench) -> ExitCode {
+    bench.sizes.retain(|&size| size <= MAX_PAYLOAD);
+    let endpoint = match bench.what.as_str() {
+        "tcp" => Endpoint::Tcp(SocketAddr::from((Ipv4Addr::LOCALHOST, 0))),
+        _ => Endpoint::Unix(bench.path.clone()),
+    };
+    let samples = (|| {
+        let listener = Listener::bind(&endpoint).map_err(|e| e.to_string())?;
+        let endpoint = listener.endpoint().map_err(|e| e.to_string())?;
+        // SAFETY: the program is single-threaded here; the child runs the server and exits.
+        let server = match unsafe { fork() }.map_err(|e| format!("fork: {e}"))? {
+            ForkResult::Child => {
+                let _ = bench.pin(Side::Peer, Pid::from_raw(0));
+                let code = i32::from(run_server(listener).is_err());
+                std::process::exit(code);
+            }
+            ForkResult::Parent { child } => child,
+        };
+        drop(listener);
+        let measured = (|| {
+            bench
+                .pin(Side::Timer, Pid::from_raw(0))
+                .map_err(|e| format!("sched_setaffinity: {e}"))?;
+            let mut client = Client::connect(&endpoint).map_err(|e| e.to_string())?;
+            let message = vec![0x5a; bench.largest()];
+            bench.time(|size| match client.call(OP_ECHO, &message[..size]) {
+                Ok(response) if response.payload.len() == size => Ok(()),
+                Ok(response) => Err(format!(
+                    "{size} bytes sent, {} echoed",
+                    response.payload.len()
+                )),
+                Err(error) => Err(error.to_string()),
+            })
+        })();
+        let _ = kill(server, Signal::SIGTERM);
+        let _ = waitpid(server, None);
+        measured
+    })();
+    let ok = bench.finish(control, samples);
+    control.wait_for("exit");
+    if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
     }
 }

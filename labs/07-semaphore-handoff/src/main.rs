@@ -28,6 +28,7 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use clap::{Parser, ValueEnum};
+use ipc_labs_driver::bench::{Bench, Side};
 use ipc_labs_driver::{Control, install_noop_handler};
 use nix::sched::{CpuSet, sched_setaffinity};
 use nix::sys::wait::{WaitStatus, waitpid};
@@ -223,6 +224,9 @@ fn reap(producer: Pid, consumer: Pid) -> [String; 2] {
 
 fn main() -> ExitCode {
     let control = Control::start("semaphore-handoff");
+    if let Some(bench) = Bench::requested(&control) {
+        return bench_handoff(&control, &bench);
+    }
     let args = Args::parse();
     if let Some(cpu) = args.cpu {
         let mut set = CpuSet::new();
@@ -301,5 +305,70 @@ fn main() -> ExitCode {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
+    }
+}
+
+/// `semaphore-handoff bench semaphores|queues`: times put() (a record handed over and its ok
+/// back: a round trip) with a forked consumer that take()s every record, for
+/// `cargo grade bench`. The records are whole ones (PAYLOAD bytes): the sizes are ignored.
+fn bench_handoff(control: &Control, bench: &Bench) -> ExitCode {
+    let mechanism = match bench.what.as_str() {
+        "queues" => Mechanism::Queues,
+        _ => Mechanism::Semaphores,
+    };
+    let samples = (|| {
+        let handoff = Handoff::create(mechanism, &bench.names[0], &bench.names[1])
+            .map_err(|e| e.to_string())?;
+        let producer = Peer {
+            pid: Pid::from_raw(std::process::id() as i32),
+        };
+        // SAFETY: the program is single-threaded, so the child may run on after fork().
+        let consumer = match unsafe { fork() }.map_err(|e| format!("fork: {e}"))? {
+            ForkResult::Child => {
+                let _ = bench.pin(Side::Peer, Pid::from_raw(0));
+                let mut record = Record::zeroed();
+                for _ in bench.peer_rounds() {
+                    if let Err(error) = handoff.take(&mut record, &producer) {
+                        eprintln!("semaphore-handoff bench consumer: {error}");
+                        std::process::exit(1);
+                    }
+                }
+                std::process::exit(0);
+            }
+            ForkResult::Parent { child } => Peer { pid: child },
+        };
+        let unlinked = handoff.unlink().map_err(|e| e.to_string());
+        let measured = unlinked.and_then(|()| {
+            bench
+                .pin(Side::Timer, Pid::from_raw(0))
+                .map_err(|e| format!("sched_setaffinity: {e}"))?;
+            let record = Record::generate(0, SEED_BY_HAND);
+            bench.time(|_| handoff.put(&record, &consumer).map_err(|e| e.to_string()))
+        });
+        let ended = reap_one(consumer.pid);
+        handoff.close().map_err(|e| e.to_string())?;
+        let samples = measured?;
+        match ended {
+            WaitStatus::Exited(_, 0) => Ok(samples),
+            other => Err(format!("the consumer ended with {other:?}")),
+        }
+    })();
+    let ok = bench.finish(control, samples);
+    control.wait_for("exit");
+    if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+/// Waits for `pid` to end, through interruptions.
+fn reap_one(pid: Pid) -> WaitStatus {
+    loop {
+        match waitpid(pid, None) {
+            Err(nix::errno::Errno::EINTR) => continue,
+            Ok(status) => return status,
+            Err(errno) => return WaitStatus::Exited(pid, -(errno as i32)),
+        }
     }
 }

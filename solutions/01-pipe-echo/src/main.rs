@@ -7,15 +7,19 @@
 //!
 //! Keep this file as it is: the grader talks to it over its control channel.
 
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsFd, AsRawFd};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicI32, AtomicU32, Ordering};
 
 use clap::Parser;
+use ipc_labs_driver::bench::{Bench, Side};
 use ipc_labs_driver::{Control, install_noop_handler};
 use nix::sys::signal::Signal;
-use pipe_echo::EchoChild;
+use nix::sys::wait::{WaitStatus, waitpid};
+use nix::unistd::{ForkResult, Pid, fork, pipe};
+use pipe_echo::{EchoChild, echo_loop, write_all};
 
 /// Sends a file's bytes through an echo child and writes what comes back to another file.
 #[derive(Parser)]
@@ -60,6 +64,9 @@ extern "C" fn exit_in_a_child() {
 
 fn main() -> ExitCode {
     let control = Control::start("pipe-echo");
+    if let Some(bench) = Bench::requested(&control) {
+        return bench_echo(&control, &bench);
+    }
     let args = Args::parse();
     let input = match std::fs::read(&args.input) {
         Ok(bytes) => bytes,
@@ -140,6 +147,88 @@ fn main() -> ExitCode {
         report.push(("again", again));
     }
     control.send("done", &report);
+    control.wait_for("exit");
+    if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+/// The bytes an empty pipe takes without blocking the writer (Linux's default).
+const PIPE_CAPACITY: usize = 64 * 1024;
+
+/// `pipe-echo bench WHAT`: messages of the grader's sizes go through a forked child running
+/// echo_loop() and come back, sent with write_all() (by a writer thread when larger than a pipe
+/// holds) while the parent reads the echo; one sample is one message's round trip, for
+/// `cargo grade bench`. (exchange() ends the child, so it cannot be timed over many messages.)
+fn bench_echo(control: &Control, bench: &Bench) -> ExitCode {
+    let samples = (|| {
+        let (child_reads, parent_writes) = pipe().map_err(|e| format!("pipe: {e}"))?;
+        let (parent_reads, child_writes) = pipe().map_err(|e| format!("pipe: {e}"))?;
+        // SAFETY: the program is single-threaded, so the child may run on after fork().
+        let child = match unsafe { fork() }.map_err(|e| format!("fork: {e}"))? {
+            ForkResult::Child => {
+                drop((parent_writes, parent_reads));
+                let _ = bench.pin(Side::Peer, Pid::from_raw(0));
+                let code = i32::from(echo_loop(child_reads, child_writes).is_err());
+                std::process::exit(code);
+            }
+            ForkResult::Parent { child } => child,
+        };
+        drop((child_reads, child_writes));
+        bench
+            .pin(Side::Timer, Pid::from_raw(0))
+            .map_err(|e| format!("sched_setaffinity: {e}"))?;
+        let message = Arc::new(vec![0x5a; bench.largest()]);
+        let (sizes, to_write) = std::sync::mpsc::channel::<usize>();
+        let writes = Arc::new(parent_writes);
+        let writer = {
+            let (message, writes) = (message.clone(), writes.clone());
+            std::thread::spawn(move || {
+                for size in to_write {
+                    write_all(writes.as_fd(), &message[..size])?;
+                }
+                Ok::<(), nix::errno::Errno>(())
+            })
+        };
+        let mut echoed = vec![0u8; bench.largest().max(1)];
+        let measured = bench.time(|size| {
+            // A message that fits an empty pipe is written at once, without the thread's wake-up.
+            if size <= PIPE_CAPACITY {
+                write_all(writes.as_fd(), &message[..size])
+                    .map_err(|e| format!("write_all: {e}"))?;
+            } else {
+                sizes
+                    .send(size)
+                    .map_err(|_| "the writer thread stopped".to_string())?;
+            }
+            let mut got = 0;
+            while got < size {
+                match nix::unistd::read(&parent_reads, &mut echoed[got..size]) {
+                    Ok(0) => return Err(format!("{size} bytes sent, {got} echoed")),
+                    Ok(n) => got += n,
+                    Err(nix::errno::Errno::EINTR) => continue,
+                    Err(e) => return Err(format!("read: {e}")),
+                }
+            }
+            Ok(())
+        });
+        drop(sizes);
+        let written = writer
+            .join()
+            .map_err(|_| "the writer thread panicked".to_string())?;
+        drop(writes);
+        drop(parent_reads);
+        let ended = waitpid(child, None);
+        let samples = measured?;
+        written.map_err(|e| format!("write_all: {e}"))?;
+        match ended {
+            Ok(WaitStatus::Exited(_, 0)) => Ok(samples),
+            other => Err(format!("the echo child ended with {other:?}")),
+        }
+    })();
+    let ok = bench.finish(control, samples);
     control.wait_for("exit");
     if ok {
         ExitCode::SUCCESS

@@ -22,9 +22,12 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use ipc_labs_driver::bench::{Bench, Side};
 use ipc_labs_driver::{Control, install_noop_handler};
-use mqueue_priority::{Job, JobQueue, QueueConfig, QueueError};
+use mqueue_priority::{Job, JobQueue, Message, QueueConfig, QueueError, unlink};
 use nix::sys::signal::Signal;
+use nix::sys::wait::{WaitStatus, waitpid};
+use nix::unistd::{ForkResult, Pid, fork};
 
 /// A job dispatcher over a POSIX message queue.
 #[derive(Parser)]
@@ -197,6 +200,9 @@ fn producer(control: &Control, name: &str, jobs: &Path, shutdown: bool, nb: bool
 fn main() -> ExitCode {
     let control = Control::start("mqueue-priority");
     install_noop_handler(Signal::SIGUSR1).expect("installing the SIGUSR1 handler");
+    if let Some(bench) = Bench::requested(&control) {
+        return bench_jobs(&control, &bench);
+    }
     match Args::parse().command {
         Command::Consumer {
             name,
@@ -216,5 +222,81 @@ fn main() -> ExitCode {
             shutdown,
             nonblocking,
         } => producer(&control, &name, &jobs, shutdown, nonblocking),
+    }
+}
+
+/// `mqueue-priority bench jobs`: a job submitted to one queue, received by a forked child that
+/// submits it back on a second queue, received again: one round trip, for `cargo grade bench`.
+fn bench_jobs(control: &Control, bench: &Bench) -> ExitCode {
+    let samples = (|| {
+        let config = QueueConfig {
+            capacity: 1,
+            msg_size: 1024,
+        };
+        // create() opens the consumer's end, open() the producer's.
+        let there = JobQueue::create(&bench.names[0], &config).map_err(|e| e.to_string())?;
+        let back = JobQueue::create(&bench.names[1], &config).map_err(|e| e.to_string())?;
+        let to_there = JobQueue::open(&bench.names[0]).map_err(|e| e.to_string())?;
+        let to_back = JobQueue::open(&bench.names[1]).map_err(|e| e.to_string())?;
+        let unlinked = unlink(&bench.names[0]).and_then(|()| unlink(&bench.names[1]));
+        unlinked.map_err(|e| e.to_string())?;
+        // SAFETY: the program is single-threaded, so the child may run on after fork().
+        let child = match unsafe { fork() }.map_err(|e| format!("fork: {e}"))? {
+            ForkResult::Child => {
+                let _ = bench.pin(Side::Peer, Pid::from_raw(0));
+                for _ in bench.peer_rounds() {
+                    let echoed = match there.receive() {
+                        Ok(Message::Job(job)) => to_back.submit(&job),
+                        Ok(Message::Shutdown) => Ok(()),
+                        Err(error) => Err(error),
+                    };
+                    if let Err(error) = echoed {
+                        eprintln!("mqueue-priority bench child: {error}");
+                        std::process::exit(1);
+                    }
+                }
+                std::process::exit(0);
+            }
+            ForkResult::Parent { child } => child,
+        };
+        let measured = bench
+            .pin(Side::Timer, Pid::from_raw(0))
+            .map_err(|e| format!("sched_setaffinity: {e}"))
+            .and_then(|()| {
+                let job = Job {
+                    priority: 1,
+                    payload: vec![0x5a; 64],
+                };
+                bench.time(|_| {
+                    to_there.submit(&job).map_err(|e| e.to_string())?;
+                    match back.receive().map_err(|e| e.to_string())? {
+                        Message::Job(echoed) if echoed == job => Ok(()),
+                        other => Err(format!("sent {job:?}, got {other:?} back")),
+                    }
+                })
+            });
+        if measured.is_err() {
+            // The child would wait for the rounds that will not come.
+            let _ = nix::sys::signal::kill(child, Signal::SIGKILL);
+        }
+        let ended = waitpid(child, None);
+        let _ = (
+            there.close(),
+            back.close(),
+            to_there.close(),
+            to_back.close(),
+        );
+        let samples = measured?;
+        match ended {
+            Ok(WaitStatus::Exited(_, 0)) => Ok(samples),
+            other => Err(format!("the child ended with {other:?}")),
+        }
+    })();
+    let ok = bench.finish(control, samples);
+    control.wait_for("exit");
+    if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
     }
 }

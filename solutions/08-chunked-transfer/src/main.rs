@@ -43,6 +43,7 @@ use std::time::Duration;
 
 use chunked_transfer::{Pool, Segment, TransferError, unlink};
 use clap::{Parser, Subcommand};
+use ipc_labs_driver::bench::{Bench, Side};
 use ipc_labs_driver::{Control, install_noop_handler};
 use nix::sys::wait::{WaitStatus, waitpid};
 use nix::unistd::{ForkResult, fork, pipe};
@@ -711,6 +712,9 @@ fn main() -> ExitCode {
     // with EINTR, as it can in any program that handles signals.
     install_noop_handler(nix::sys::signal::Signal::SIGUSR1)
         .expect("installing the SIGUSR1 handler");
+    if let Some(bench) = Bench::requested(&control) {
+        return bench_transfer(&control, &bench);
+    }
     let ms = Duration::from_millis;
     match Args::parse().command {
         Command::Send {
@@ -779,5 +783,83 @@ fn main() -> ExitCode {
             },
         ),
         Command::Pipe { seed, len } => pipe_transfer(&control, seed, len),
+    }
+}
+
+/// The segment `cargo grade bench` measures: two slots of 1 MiB of data each.
+const BENCH_SEGMENT_SIZE: usize = 2 << 20;
+
+/// `chunked-transfer bench throughput`: the parent sends messages of the grader's sizes
+/// through one segment to a forked receiver, which copies each into a buffer of its own and
+/// acknowledges it with a byte on a pipe; a sample is one message sent and acknowledged.
+fn bench_transfer(control: &Control, bench: &Bench) -> ExitCode {
+    let timeout = Duration::from_secs(30);
+    let name = &bench.names[0];
+    let samples = (|| {
+        let mut segment = Segment::create(name, BENCH_SEGMENT_SIZE).map_err(|e| e.to_string())?;
+        let (ack_reader, ack_writer) = pipe().map_err(|e| format!("pipe: {e}"))?;
+        // SAFETY: the program is single-threaded, so the child may run on after fork().
+        let receiver = match unsafe { fork() }.map_err(|e| format!("fork: {e}"))? {
+            ForkResult::Child => {
+                drop(ack_reader);
+                let _ = bench.pin(Side::Peer, nix::unistd::Pid::from_raw(0));
+                let mut ack = File::from(ack_writer);
+                let mut opened = match Segment::open(name) {
+                    Ok(segment) => segment,
+                    Err(error) => {
+                        eprintln!("chunked-transfer bench receiver: {error}");
+                        std::process::exit(1);
+                    }
+                };
+                let mut buffer = vec![0u8; bench.largest()];
+                let _ = ack.write_all(b"o");
+                for _ in bench.peer_rounds() {
+                    let mut into = std::io::Cursor::new(&mut buffer[..]);
+                    if let Err(error) = opened.receive(&mut into, timeout) {
+                        eprintln!("chunked-transfer bench receiver: {error}");
+                        std::process::exit(1);
+                    }
+                    if ack.write_all(b"a").is_err() {
+                        std::process::exit(1);
+                    }
+                }
+                std::process::exit(0);
+            }
+            ForkResult::Parent { child } => child,
+        };
+        drop(ack_writer);
+        let mut ack = File::from(ack_reader);
+        let mut byte = [0u8; 1];
+        let opened = ack
+            .read_exact(&mut byte)
+            .map_err(|_| "the receiver could not open the segment".to_string());
+        let unlinked = unlink(name).map_err(|e| e.to_string());
+        let measured = opened.and(unlinked).and_then(|()| {
+            bench
+                .pin(Side::Timer, nix::unistd::Pid::from_raw(0))
+                .map_err(|e| format!("sched_setaffinity: {e}"))?;
+            let message = vec![0x5a; bench.largest()];
+            bench.time(|size| {
+                segment
+                    .send(size as u64, &mut &message[..size], timeout)
+                    .map_err(|e| e.to_string())?;
+                ack.read_exact(&mut byte)
+                    .map_err(|_| "the receiver stopped".to_string())
+            })
+        });
+        drop(ack);
+        let ended = waitpid(receiver, None);
+        let samples = measured?;
+        match ended {
+            Ok(WaitStatus::Exited(_, 0)) => Ok(samples),
+            other => Err(format!("the receiver ended with {other:?}")),
+        }
+    })();
+    let ok = bench.finish(control, samples);
+    control.wait_for("exit");
+    if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
     }
 }

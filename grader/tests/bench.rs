@@ -1,0 +1,160 @@
+//! `cargo grade bench` as a smoke test: tiny sizes and few samples, so that it is quick. It
+//! checks the shape of what is reported, never how fast anything is.
+
+use assert_cmd::Command;
+use predicates::prelude::*;
+use serde_json::Value;
+
+fn grade() -> Command {
+    Command::cargo_bin("cargo-grade").expect("the cargo-grade binary is built")
+}
+
+/// The options that make a measurement small.
+const TINY: [&str; 10] = [
+    "--samples",
+    "5",
+    "--warmup",
+    "1",
+    "--max-size",
+    "1K",
+    "--budget",
+    "64K",
+    "--timeout",
+    "120",
+];
+
+fn positive(value: &Value) -> bool {
+    value.as_f64().is_some_and(|v| v.is_finite() && v > 0.0)
+}
+
+#[test]
+fn solutions_are_measured_with_a_positive_ratio_to_every_baseline() {
+    let out = tempfile::tempdir().expect("a temporary directory");
+    let output = grade()
+        .args(["bench", "--solutions", "--format", "json", "--out"])
+        .arg(out.path())
+        .args(TINY)
+        .output()
+        .expect("cargo grade bench runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "cargo grade bench failed: {}\n{stdout}\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let report: Value = serde_json::from_str(&stdout).expect("the report is JSON");
+    let written = std::fs::read_to_string(out.path().join("bench.json")).expect("bench.json");
+    assert_eq!(
+        serde_json::from_str::<Value>(&written).expect("bench.json is JSON"),
+        report
+    );
+    assert!(report["machine"]["cpu"].is_string());
+    assert!(report["machine"]["cores"].as_u64().is_some_and(|n| n >= 1));
+    assert_eq!(
+        report["plan"]["throughput_sizes"],
+        serde_json::json!([64, 256, 1024])
+    );
+    assert_eq!(report["failures"], serde_json::json!([]), "{report:#}");
+
+    let baselines = report["baselines"].as_array().expect("baselines");
+    for name in [
+        "raw pipe",
+        "raw unix socket",
+        "raw tcp",
+        "raw mqueue",
+        "raw semaphore",
+        "spinning flag",
+        "memcpy",
+    ] {
+        assert!(
+            baselines.iter().any(|b| b["mechanism"] == name),
+            "no figure of the baseline {name}"
+        );
+    }
+    let figures = report["figures"].as_array().expect("figures");
+    for lab in [
+        "pipe-echo",
+        "mqueue-priority",
+        "socket-reqrep (unix)",
+        "socket-reqrep (tcp)",
+        "semaphore-handoff",
+        "chunked-transfer",
+    ] {
+        assert!(
+            figures.iter().any(|f| f["mechanism"] == lab),
+            "no figure of {lab}"
+        );
+    }
+    for figure in baselines.iter().chain(figures) {
+        assert!(positive(&figure["value"]), "{figure}");
+        assert!(
+            ["us", "GiB/s"].contains(&figure["unit"].as_str().unwrap_or("")),
+            "{figure}"
+        );
+        assert!(
+            ["same-cpu", "cross-cpu"].contains(&figure["placement"].as_str().unwrap_or("")),
+            "{figure}"
+        );
+    }
+    for figure in figures {
+        assert!(
+            positive(&figure["ratio"]),
+            "a lab figure without a ratio: {figure}"
+        );
+        assert!(positive(&figure["baseline"]["value"]), "{figure}");
+        let ratio =
+            figure["value"].as_f64().unwrap() / figure["baseline"]["value"].as_f64().unwrap();
+        assert!(
+            (ratio - figure["ratio"].as_f64().unwrap()).abs() < 1e-9 * ratio,
+            "{figure}"
+        );
+    }
+    let svg = std::fs::read_to_string(out.path().join("throughput.svg")).expect("the chart");
+    assert!(svg.contains("<svg"), "not an SVG: {svg:.200}");
+    assert!(svg.contains("chunked-transfer") && svg.contains("raw pipe"));
+}
+
+#[test]
+fn a_lab_not_yet_written_is_reported_and_the_baselines_still_measured() {
+    let output = grade()
+        .args(["bench", "semaphore-handoff", "--format", "json"])
+        .args(TINY)
+        .output()
+        .expect("cargo grade bench runs");
+    assert_eq!(output.status.code(), Some(1), "{output:?}");
+    let report: Value = serde_json::from_slice(&output.stdout).expect("the report is JSON");
+    let failures = report["failures"].as_array().expect("failures");
+    assert!(!failures.is_empty());
+    assert!(
+        failures
+            .iter()
+            .all(|f| f["mechanism"] == "semaphore-handoff" && f["status"] == "not_implemented"),
+        "{failures:#?}"
+    );
+    assert!(
+        report["baselines"]
+            .as_array()
+            .is_some_and(|b| !b.is_empty())
+    );
+}
+
+#[test]
+fn bad_selections_and_sizes_are_usage_errors() {
+    grade()
+        .args(["bench", "no-such-lab"])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("unknown lab `no-such-lab`"));
+    grade()
+        .args(["bench", "sysv-shm"])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("has no benchmark"));
+    grade()
+        .args(["bench", "--max-size", "10"])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("below the smallest message"));
+    grade().args(["bench", "--samples", "1"]).assert().code(2);
+}
