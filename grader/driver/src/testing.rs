@@ -1,0 +1,53 @@
+//! For the labs' unit tests: names that no other test uses, and removal that happens even when
+//! a test fails.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// A name for a named IPC object (a queue, a shared memory object, a semaphore) that no other
+/// test of this run or of a run in parallel uses: `/ipc-labs-test-<what>-<pid>-<n>`.
+pub fn unique_name(what: &str) -> String {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    format!("/ipc-labs-test-{what}-{}-{n}", std::process::id())
+}
+
+/// Runs `remove` when it goes out of scope, also when the test panics: a failed test must not
+/// leave its IPC objects on the machine. Removing what is already gone is not an error here.
+pub struct Cleanup<F: FnMut()> {
+    remove: F,
+}
+
+impl<F: FnMut()> Cleanup<F> {
+    pub fn new(remove: F) -> Cleanup<F> {
+        Cleanup { remove }
+    }
+}
+
+impl<F: FnMut()> Drop for Cleanup<F> {
+    fn drop(&mut self) {
+        (self.remove)();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unique_names_differ_and_carry_the_pid() {
+        let (a, b) = (unique_name("mq"), unique_name("mq"));
+        assert_ne!(a, b);
+        assert!(a.starts_with(&format!("/ipc-labs-test-mq-{}-", std::process::id())));
+    }
+
+    #[test]
+    fn cleanup_runs_when_the_scope_unwinds() {
+        let ran = std::cell::Cell::new(false);
+        let unwound = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let _cleanup = Cleanup::new(|| ran.set(true));
+            panic!("a failing test");
+        }));
+        assert!(unwound.is_err());
+        assert!(ran.get());
+    }
+}
