@@ -3,12 +3,23 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
+/// How the name of every object a unit test creates begins, after its `/`.
+pub const TEST_NAME_PREFIX: &str = "ipc-labs-test-";
+
 /// A name for a named IPC object (a queue, a shared memory object, a semaphore) that no other
 /// test of this run or of a run in parallel uses: `/ipc-labs-test-<what>-<pid>-<n>`.
 pub fn unique_name(what: &str) -> String {
     static NEXT: AtomicU64 = AtomicU64::new(0);
     let n = NEXT.fetch_add(1, Ordering::Relaxed);
-    format!("/ipc-labs-test-{what}-{}-{n}", std::process::id())
+    format!("/{TEST_NAME_PREFIX}{what}-{}-{n}", std::process::id())
+}
+
+/// The process that made `name` with [`unique_name`], or `None` if it is not such a name.
+pub fn creator_of(name: &str) -> Option<u32> {
+    let rest = name.trim_start_matches('/').strip_prefix(TEST_NAME_PREFIX)?;
+    let (before_n, _n) = rest.rsplit_once('-')?;
+    let (_what, pid) = before_n.rsplit_once('-')?;
+    pid.parse().ok()
 }
 
 /// Runs `remove` when it goes out of scope, also when the test panics: a failed test must not
@@ -38,6 +49,14 @@ mod tests {
         let (a, b) = (unique_name("mq"), unique_name("mq"));
         assert_ne!(a, b);
         assert!(a.starts_with(&format!("/ipc-labs-test-mq-{}-", std::process::id())));
+    }
+
+    #[test]
+    fn the_creator_of_a_test_name_is_its_pid() {
+        assert_eq!(creator_of(&unique_name("sem")), Some(std::process::id()));
+        assert_eq!(creator_of("ipc-labs-test-shm-a-b-42-7"), Some(42));
+        assert_eq!(creator_of("/ipclabs-1f-3"), None);
+        assert_eq!(creator_of("/ipc-labs-test-shm-x-7"), None);
     }
 
     #[test]
