@@ -149,6 +149,7 @@ mod tests {
     use super::*;
     use rstest::rstest;
     use std::io::{Read, Write};
+    use std::os::fd::AsFd;
     use std::sync::mpsc::{self, RecvTimeoutError};
     use std::time::Duration;
 

@@ -409,6 +409,7 @@ impl Drop for Pool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use nix::sys::mman::shm_unlink;
     use ipc_labs_driver::testing::{Cleanup, unique_name};
     use rstest::rstest;
     use serial_test::serial;

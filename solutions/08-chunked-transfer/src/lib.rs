@@ -736,6 +736,7 @@ fn post(semaphore: *mut libc::sem_t) -> Result<(), TransferError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use nix::sys::mman::shm_unlink;
     use ipc_labs_driver::testing::{Cleanup, unique_name};
     use rstest::rstest;
     use serial_test::serial;
