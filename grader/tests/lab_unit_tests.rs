@@ -33,7 +33,14 @@ fn run_unit_tests(variant: Variant, slug: &str) -> Result<(bool, String), Failed
         Variant::Solutions => workspace.join("solutions").join("Cargo.toml"),
     };
     let output = Command::new(compile::cargo_program())
-        .args(["test", "--lib", "--package", slug, "--profile", compile::PROFILE])
+        .args([
+            "test",
+            "--lib",
+            "--package",
+            slug,
+            "--profile",
+            compile::PROFILE,
+        ])
         .arg("--manifest-path")
         .arg(&manifest)
         .arg("--target-dir")

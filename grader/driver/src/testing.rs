@@ -16,7 +16,9 @@ pub fn unique_name(what: &str) -> String {
 
 /// The process that made `name` with [`unique_name`], or `None` if it is not such a name.
 pub fn creator_of(name: &str) -> Option<u32> {
-    let rest = name.trim_start_matches('/').strip_prefix(TEST_NAME_PREFIX)?;
+    let rest = name
+        .trim_start_matches('/')
+        .strip_prefix(TEST_NAME_PREFIX)?;
     let (before_n, _n) = rest.rsplit_once('-')?;
     let (_what, pid) = before_n.rsplit_once('-')?;
     pid.parse().ok()

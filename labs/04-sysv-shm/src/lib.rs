@@ -332,7 +332,11 @@ mod tests {
     fn every_id_of_1_to_255_gives_a_key_of_its_own(#[case] id: u32) {
         let (path, _, _cleanup) = fresh_key();
         let key = key_for(&path, id).unwrap();
-        assert_eq!(key_for(&path, id).unwrap(), key, "the same path and id, another key");
+        assert_eq!(
+            key_for(&path, id).unwrap(),
+            key,
+            "the same path and id, another key"
+        );
         let other = if id == 1 { 2 } else { 1 };
         assert_ne!(key_for(&path, other).unwrap(), key);
     }
@@ -453,7 +457,10 @@ mod tests {
         let (path, key, _cleanup) = fresh_key();
         let error = publish(&path, 1, HEADER_LEN as u64, 1, b"too long").unwrap_err();
         assert_eq!(error.kind(), "no-room", "{error}");
-        assert!(!segment_exists(key), "the failed publisher left its segment");
+        assert!(
+            !segment_exists(key),
+            "the failed publisher left its segment"
+        );
         let published = publish(&path, 1, 64, 2, b"fits").unwrap();
         let record = Segment::open(key).unwrap().read_record().unwrap();
         assert_eq!((record.sequence, record.payload), (2, b"fits".to_vec()));

@@ -206,9 +206,9 @@ pub fn unlink(name: &str) -> Result<(), TableError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use ipc_labs_driver::testing::{Cleanup, unique_name};
     use nix::fcntl::OFlag;
     use nix::sys::stat::Mode;
-    use ipc_labs_driver::testing::{Cleanup, unique_name};
     use rstest::rstest;
     use serial_test::serial;
 

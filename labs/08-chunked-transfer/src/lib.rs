@@ -409,8 +409,8 @@ impl Drop for Pool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use nix::sys::mman::shm_unlink;
     use ipc_labs_driver::testing::{Cleanup, unique_name};
+    use nix::sys::mman::shm_unlink;
     use rstest::rstest;
     use serial_test::serial;
 
@@ -496,10 +496,7 @@ mod tests {
     #[case::one_past_a_chunk(CAPACITY + 1, 2)]
     #[case::past_both_slots(3 * CAPACITY + 7, 4)]
     #[serial(chunked)]
-    fn a_message_goes_through_in_chunks_of_the_capacity(
-        #[case] total: usize,
-        #[case] chunks: u64,
-    ) {
+    fn a_message_goes_through_in_chunks_of_the_capacity(#[case] total: usize, #[case] chunks: u64) {
         let (name, _cleanup) = prefix();
         let (received, sender_chunks, receiver_chunks) = transfer(&name, total);
         assert_eq!(received, pattern(total));

@@ -418,7 +418,10 @@ mod tests {
         let waited = child.wait();
         assert_eq!(waited.is_ok(), ok, "{waited:?}");
         if !ok {
-            assert!(matches!(waited, Err(PipeEchoError::ChildFailed(_))), "{waited:?}");
+            assert!(
+                matches!(waited, Err(PipeEchoError::ChildFailed(_))),
+                "{waited:?}"
+            );
         }
         // Reaped: no zombie is left to wait for.
         assert_eq!(nix::sys::wait::waitpid(pid, None), Err(Errno::ECHILD));

@@ -603,8 +603,14 @@ mod tests {
     #[test]
     fn frames_keep_their_boundaries_in_one_stream() {
         let mut stream = Cursor::new([frame(b"Efirst"), frame(b"Hsecond")].concat());
-        assert_eq!(read_frame(&mut stream, MAX_BODY).unwrap().unwrap(), b"Efirst");
-        assert_eq!(read_frame(&mut stream, MAX_BODY).unwrap().unwrap(), b"Hsecond");
+        assert_eq!(
+            read_frame(&mut stream, MAX_BODY).unwrap().unwrap(),
+            b"Efirst"
+        );
+        assert_eq!(
+            read_frame(&mut stream, MAX_BODY).unwrap().unwrap(),
+            b"Hsecond"
+        );
         assert_eq!(read_frame(&mut stream, MAX_BODY).unwrap(), None);
     }
 
@@ -624,7 +630,10 @@ mod tests {
         let prefix = (len as u32).to_be_bytes();
         match read_frame(&mut Cursor::new(prefix), max) {
             Err(RpcError::Truncated { got: 0, want }) if accepted => assert_eq!(want, len),
-            Err(RpcError::TooLong { len: read, max: most }) if !accepted => {
+            Err(RpcError::TooLong {
+                len: read,
+                max: most,
+            }) if !accepted => {
                 assert_eq!((read, most), (len as u64, max));
             }
             other => panic!("length {len}, max {max}: got {other:?}"),
@@ -677,8 +686,14 @@ mod tests {
         };
         let reversed = client.call(OP_REVERSE, b"stream").unwrap();
         let unknown = client.call(b'x', b"ignored").unwrap();
-        assert_eq!((reversed.status, reversed.payload), (STATUS_OK, b"maerts".to_vec()));
-        assert_eq!((unknown.status, unknown.payload), (STATUS_UNKNOWN_OP, Vec::new()));
+        assert_eq!(
+            (reversed.status, reversed.payload),
+            (STATUS_OK, b"maerts".to_vec())
+        );
+        assert_eq!(
+            (unknown.status, unknown.payload),
+            (STATUS_UNKNOWN_OP, Vec::new())
+        );
         drop(client);
         assert_eq!(server.join().unwrap().unwrap(), 2);
     }

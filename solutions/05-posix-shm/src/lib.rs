@@ -344,9 +344,9 @@ fn map(fd: &std::os::fd::OwnedFd, size: usize) -> Result<NonNull<u8>, TableError
 #[cfg(test)]
 mod tests {
     use super::*;
+    use ipc_labs_driver::testing::{Cleanup, unique_name};
     use nix::fcntl::OFlag;
     use nix::sys::stat::Mode;
-    use ipc_labs_driver::testing::{Cleanup, unique_name};
     use rstest::rstest;
     use serial_test::serial;
 
