@@ -327,12 +327,9 @@ mod tests {
     #[serial(shm)]
     fn an_object_nobody_sized_is_empty() {
         let (name, _cleanup) = object_name();
-        let fd = nix::sys::mman::shm_open(
-            name.as_str(),
-            OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_RDWR,
-            Mode::S_IRUSR | Mode::S_IWUSR,
-        )
-        .unwrap();
+        let flags = OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_RDWR;
+        let fd = nix::sys::mman::shm_open(name.as_str(), flags, Mode::from_bits_truncate(0o600))
+            .unwrap();
         drop(fd);
         let error = SharedTable::open(&name).unwrap_err();
         assert_eq!(error.kind(), "empty", "{error}");
