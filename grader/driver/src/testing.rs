@@ -1,7 +1,10 @@
 //! For the labs' unit tests: names that no other test uses, and removal that happens even when
 //! a test fails.
 
+use std::io::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::time::Duration;
 
 /// How the name of every object a unit test creates begins, after its `/`.
 pub const TEST_NAME_PREFIX: &str = "ipc-labs-test-";
@@ -42,6 +45,32 @@ impl<F: FnMut()> Drop for Cleanup<F> {
     }
 }
 
+/// Ends the whole test process (status 101), saying what was blocked, unless it is dropped
+/// within `limit`: a test that would block for ever (a lock nobody releases, a pipe nobody
+/// reads) fails with a reason instead of hanging `cargo test`. Made by [`watchdog`].
+pub struct Watchdog {
+    _finished: mpsc::Sender<()>,
+}
+
+/// A [`Watchdog`] for `what`, which must be done within `limit`.
+pub fn watchdog(what: &str, limit: Duration) -> Watchdog {
+    let (finished, wait) = mpsc::channel::<()>();
+    let what = what.to_string();
+    std::thread::spawn(move || {
+        if let Err(RecvTimeoutError::Timeout) = wait.recv_timeout(limit) {
+            // Straight to stderr: the test's captured output is lost when the process exits.
+            let _ = writeln!(
+                std::io::stderr(),
+                "{what} was still blocked after {limit:?}: ending the tests"
+            );
+            std::process::exit(101);
+        }
+    });
+    Watchdog {
+        _finished: finished,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -70,5 +99,13 @@ mod tests {
         }));
         assert!(unwound.is_err());
         assert!(ran.get());
+    }
+
+    #[test]
+    fn a_watchdog_dropped_in_time_lets_the_process_live() {
+        let guard = watchdog("nothing", Duration::from_millis(50));
+        drop(guard);
+        // Were it still armed, the process would end here and this test with it.
+        std::thread::sleep(Duration::from_millis(150));
     }
 }

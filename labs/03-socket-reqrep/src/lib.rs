@@ -352,9 +352,10 @@ impl Client {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ipc_labs_driver::testing::{Cleanup, unique_name};
+    use ipc_labs_driver::testing::{Cleanup, unique_name, watchdog};
     use rstest::rstest;
     use std::io::Cursor;
+    use std::time::Duration;
 
     /// A stream that hands out at most one byte per `read()`, after an `EINTR` each time: what a
     /// socket may do, and what a reader must put up with.
@@ -501,6 +502,7 @@ mod tests {
 
     #[test]
     fn a_client_gets_one_response_per_request_in_order() {
+        let _watchdog = watchdog("a client and serve_client", Duration::from_secs(10));
         let (client_end, server_end) = UnixStream::pair().unwrap();
         let server = std::thread::spawn(move || serve_client(&mut Connection::Unix(server_end)));
         let mut client = Client {
@@ -554,6 +556,7 @@ mod tests {
 
     #[test]
     fn a_tcp_listener_on_port_0_is_reached_at_the_port_it_got() {
+        let _watchdog = watchdog("accept", Duration::from_secs(10));
         let listener = Listener::bind(&Endpoint::Tcp("127.0.0.1:0".parse().unwrap())).unwrap();
         let endpoint = listener.endpoint().unwrap();
         let client = std::thread::spawn(move || Connection::connect(&endpoint).map(drop));

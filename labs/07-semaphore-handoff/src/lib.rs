@@ -284,7 +284,7 @@ impl Handoff {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ipc_labs_driver::testing::{Cleanup, unique_name};
+    use ipc_labs_driver::testing::{Cleanup, unique_name, watchdog};
     use rstest::rstest;
     use serial_test::serial;
 
@@ -328,6 +328,7 @@ mod tests {
         let ([ready, ok], _cleanup) = signal_names();
         let handoff = Handoff::create(mechanism, &ready, &ok).unwrap();
         let sent = Record::generate(3, 42);
+        let _watchdog = watchdog("put and take", 100 * WAIT_SLICE);
         // One thread plays both sides: the consumer's "ok" is posted ahead, so that put()
         // finds it at once.
         post(&handoff.ok, "ok").unwrap();
@@ -395,6 +396,7 @@ mod tests {
             nix::unistd::ForkResult::Parent { child } => child,
         };
         nix::sys::wait::waitpid(gone, None).unwrap();
+        let _watchdog = watchdog("wait for a peer that is gone", 100 * WAIT_SLICE);
         let started = std::time::Instant::now();
         let error = wait(&handoff.ready, &Peer { pid: gone }).unwrap_err();
         assert_eq!(error.kind(), "peer-gone", "{error}");

@@ -409,7 +409,7 @@ impl Drop for Pool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ipc_labs_driver::testing::{Cleanup, unique_name};
+    use ipc_labs_driver::testing::{Cleanup, unique_name, watchdog};
     use nix::sys::mman::shm_unlink;
     use rstest::rstest;
     use serial_test::serial;
@@ -472,6 +472,7 @@ mod tests {
     /// Sends `total` bytes from a thread through segment `name`; returns what was received and
     /// how many chunks each side counted.
     fn transfer(name: &str, total: usize) -> (Vec<u8>, u64, u64) {
+        let _watchdog = watchdog("a transfer", 2 * PATIENCE);
         let mut receiver = Segment::create(name, SIZE).unwrap();
         let data = pattern(total);
         let sender_name = name.to_string();
@@ -594,6 +595,7 @@ mod tests {
     #[serial(chunked)]
     fn a_pool_transfer_gives_the_segment_back() {
         let (prefix, _cleanup) = prefix();
+        let _watchdog = watchdog("a transfer through the pool", 2 * PATIENCE);
         let pool = Pool::create(&prefix, 1, SIZE).unwrap();
         let id = pool.take(PATIENCE).unwrap();
         let data = pattern(2 * CAPACITY + 1);

@@ -246,34 +246,19 @@ fn read_to_end(fd: BorrowedFd<'_>) -> Result<Vec<u8>, PipeEchoError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use ipc_labs_driver::testing::watchdog;
     use rstest::rstest;
     use std::io::{Read, Write};
     use std::os::fd::AsFd;
-    use std::sync::mpsc::{self, RecvTimeoutError};
     use std::time::Duration;
 
     /// Longer than a pipe holds (64 KiB), so that a writer must wait for its reader.
     const MORE_THAN_A_PIPE: usize = 64 * 1024 + 1;
+    /// Far longer than any of these tests takes when nothing blocks.
+    const LIMIT: Duration = Duration::from_secs(10);
 
     fn pattern(len: usize) -> Vec<u8> {
         (0..len).map(|i| (i % 251) as u8).collect()
-    }
-
-    /// Runs `work` on a thread of its own and panics if it takes more than 10 seconds: a
-    /// blocked pipe is a failed test, not a hung one.
-    fn within_10_s<T: Send + 'static>(what: &str, work: impl FnOnce() -> T + Send + 'static) -> T {
-        let (done, result) = mpsc::channel();
-        let worker = std::thread::spawn(move || done.send(work()));
-        match result.recv_timeout(Duration::from_secs(10)) {
-            Ok(value) => value,
-            // It panicked: fail with its panic.
-            Err(RecvTimeoutError::Disconnected) => {
-                std::panic::resume_unwind(worker.join().expect_err("it did not send"))
-            }
-            Err(RecvTimeoutError::Timeout) => {
-                panic!("{what} did not finish in 10 s: blocked on a full pipe?")
-            }
-        }
     }
 
     /// Reads a pipe's read end to its end-of-file on a thread of its own.
@@ -294,7 +279,9 @@ mod tests {
         let reader = read_on_a_thread(read_end);
         let data = pattern(len);
         let sent = data.clone();
-        within_10_s("write_all", move || write_all(write_end.as_fd(), &sent)).unwrap();
+        let _watchdog = watchdog("write_all to a pipe being read", LIMIT);
+        write_all(write_end.as_fd(), &sent).unwrap();
+        drop(write_end);
         assert_eq!(reader.join().unwrap(), data);
     }
 
@@ -316,7 +303,8 @@ mod tests {
         let sent = data.clone();
         let feeder = std::thread::spawn(move || std::fs::File::from(feed).write_all(&sent));
         let reader = read_on_a_thread(echo);
-        let copied = within_10_s("echo_loop", move || echo_loop(loop_reads, loop_writes)).unwrap();
+        let _watchdog = watchdog("echo_loop", LIMIT);
+        let copied = echo_loop(loop_reads, loop_writes).unwrap();
         feeder.join().unwrap().unwrap();
         assert_eq!(copied, len as u64);
         // The echo ends (end-of-file) only if echo_loop closed its write end.
@@ -358,21 +346,19 @@ mod tests {
     fn exchange_reads_while_it_writes() {
         let input = pattern(16 * MORE_THAN_A_PIPE);
         let expected = input.clone();
-        let echoed = within_10_s("exchange", move || {
-            played_child(|bytes| bytes).exchange(&input)
-        });
+        let _watchdog = watchdog("exchange (does it read while it writes?)", LIMIT);
+        let echoed = played_child(|bytes| bytes).exchange(&input);
         assert_eq!(echoed.unwrap(), expected);
     }
 
     #[test]
     fn an_echo_shorter_than_the_input_is_short_echo() {
-        let echoed = within_10_s("exchange", || {
-            played_child(|mut bytes| {
-                bytes.pop();
-                bytes
-            })
-            .exchange(b"hello")
-        });
+        let _watchdog = watchdog("exchange", LIMIT);
+        let echoed = played_child(|mut bytes| {
+            bytes.pop();
+            bytes
+        })
+        .exchange(b"hello");
         match echoed {
             Err(PipeEchoError::ShortEcho { sent, echoed }) => assert_eq!((sent, echoed), (5, 4)),
             other => panic!("expected ShortEcho, got {other:?}"),
@@ -382,10 +368,8 @@ mod tests {
     #[test]
     fn a_second_exchange_is_already_exchanged() {
         let mut child = played_child(|bytes| bytes);
-        let echoed = within_10_s("exchange", move || {
-            let first = child.exchange(b"once");
-            (first, child.exchange(b"twice"))
-        });
+        let _watchdog = watchdog("exchange", LIMIT);
+        let echoed = (child.exchange(b"once"), child.exchange(b"twice"));
         assert_eq!(echoed.0.unwrap(), b"once");
         assert!(
             matches!(echoed.1, Err(PipeEchoError::AlreadyExchanged)),

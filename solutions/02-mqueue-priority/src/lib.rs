@@ -655,6 +655,9 @@ mod tests {
         };
         assert_eq!(limits.msg_max, read("msg_max"));
         assert_eq!(limits.msgsize_max, read("msgsize_max"));
+        let (soft, _hard) =
+            nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_MSGQUEUE).unwrap();
+        assert_eq!(limits.queue_bytes, soft);
     }
 
     #[test]

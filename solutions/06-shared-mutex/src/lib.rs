@@ -566,11 +566,14 @@ impl SharedBank {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ipc_labs_driver::testing::{Cleanup, unique_name};
+    use ipc_labs_driver::testing::{Cleanup, unique_name, watchdog};
     use rstest::rstest;
     use serial_test::serial;
+    use std::time::Duration;
 
     const OPENING: i64 = 100;
+    /// Far longer than any of these tests takes when nothing blocks.
+    const LIMIT: Duration = Duration::from_secs(10);
 
     /// A fresh bank name, unlinked with the system call (not the code under test) at the end.
     fn bank_name() -> (String, Cleanup<impl FnMut()>) {
@@ -680,6 +683,7 @@ mod tests {
     fn a_transfer_cut_short_by_its_holders_death_is_undone() {
         let (name, _cleanup) = bank_name();
         let bank = SharedBank::create(&name, 1, OPENING).unwrap();
+        let _watchdog = watchdog("lock() after a holder died (is the mutex robust?)", LIMIT);
         let shared = Shared(&bank);
         std::thread::scope(|scope| {
             scope.spawn(move || {
@@ -719,12 +723,13 @@ mod tests {
     fn the_coordinator_wakes_once_every_worker_finished() {
         let (name, _cleanup) = bank_name();
         let bank = SharedBank::create(&name, 3, OPENING).unwrap();
+        let _watchdog = watchdog("wait_all_done with every worker finished", LIMIT);
         let snapshot = std::thread::scope(|scope| {
             for _ in 0..3 {
                 let shared = Shared(&bank);
                 scope.spawn(move || {
                     let shared = shared;
-                    std::thread::sleep(std::time::Duration::from_millis(20));
+                    std::thread::sleep(Duration::from_millis(20));
                     shared.0.finish().unwrap();
                 });
             }
