@@ -10,6 +10,8 @@
 //!
 //! A message is its kind on the first line, then one `key=value` per line.
 
+pub mod testing;
+
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicI32, Ordering};
 

@@ -51,7 +51,8 @@ pub fn crate_dir(workspace: &Path, variant: Variant, slug: &str) -> Option<PathB
     })
 }
 
-fn target_dir(workspace: &Path, variant: Variant) -> PathBuf {
+/// Where the programs of `variant` are built (and the labs' unit tests run by the tests).
+pub fn target_dir(workspace: &Path, variant: Variant) -> PathBuf {
     workspace.join("target").join("grade").join(variant.dir())
 }
 
@@ -107,7 +108,7 @@ fn give_to(dir: &Path, user: &RunAs) -> std::io::Result<()> {
 }
 
 /// The cargo the grader runs: the one that ran it (`CARGO`), or the first on `PATH`.
-fn cargo_program() -> PathBuf {
+pub fn cargo_program() -> PathBuf {
     if let Some(cargo) = std::env::var_os("CARGO") {
         return cargo.into();
     }

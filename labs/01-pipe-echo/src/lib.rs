@@ -142,3 +142,173 @@ pub fn write_all(fd: BorrowedFd<'_>, buf: &[u8]) -> Result<(), Errno> {
     let _ = (&fd, &buf);
     todo!("call write() until nothing is left, advancing past short writes and retrying EINTR")
 }
+
+/// Fast checks of the rules above, without the grader: `cargo test -p pipe-echo`.
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ipc_labs_driver::testing::watchdog;
+    use rstest::rstest;
+    use std::io::{Read, Write};
+    use std::os::fd::AsFd;
+    use std::time::Duration;
+
+    /// Longer than a pipe holds (64 KiB), so that a writer must wait for its reader.
+    const MORE_THAN_A_PIPE: usize = 64 * 1024 + 1;
+    /// Far longer than any of these tests takes when nothing blocks.
+    const LIMIT: Duration = Duration::from_secs(10);
+
+    fn pattern(len: usize) -> Vec<u8> {
+        (0..len).map(|i| (i % 251) as u8).collect()
+    }
+
+    /// Reads a pipe's read end to its end-of-file on a thread of its own.
+    fn read_on_a_thread(read_end: OwnedFd) -> std::thread::JoinHandle<Vec<u8>> {
+        std::thread::spawn(move || {
+            let mut all = Vec::new();
+            std::fs::File::from(read_end).read_to_end(&mut all).unwrap();
+            all
+        })
+    }
+
+    #[rstest]
+    #[case::nothing(0)]
+    #[case::one_byte(1)]
+    #[case::more_than_a_pipe_holds(MORE_THAN_A_PIPE)]
+    fn write_all_writes_every_byte_in_order(#[case] len: usize) {
+        let (read_end, write_end) = nix::unistd::pipe().unwrap();
+        let reader = read_on_a_thread(read_end);
+        let data = pattern(len);
+        let sent = data.clone();
+        let _watchdog = watchdog("write_all to a pipe being read", LIMIT);
+        write_all(write_end.as_fd(), &sent).unwrap();
+        drop(write_end);
+        assert_eq!(reader.join().unwrap(), data);
+    }
+
+    #[test]
+    fn writing_to_a_pipe_nobody_reads_is_epipe() {
+        let (read_end, write_end) = nix::unistd::pipe().unwrap();
+        drop(read_end);
+        assert_eq!(write_all(write_end.as_fd(), b"lost"), Err(Errno::EPIPE));
+    }
+
+    #[rstest]
+    #[case::nothing(0)]
+    #[case::one_byte(1)]
+    #[case::more_than_a_pipe_holds(MORE_THAN_A_PIPE)]
+    fn echo_loop_copies_everything_until_end_of_file(#[case] len: usize) {
+        let (loop_reads, feed) = nix::unistd::pipe().unwrap();
+        let (echo, loop_writes) = nix::unistd::pipe().unwrap();
+        let data = pattern(len);
+        let sent = data.clone();
+        let feeder = std::thread::spawn(move || std::fs::File::from(feed).write_all(&sent));
+        let reader = read_on_a_thread(echo);
+        let _watchdog = watchdog("echo_loop", LIMIT);
+        let copied = echo_loop(loop_reads, loop_writes).unwrap();
+        feeder.join().unwrap().unwrap();
+        assert_eq!(copied, len as u64);
+        // The echo ends (end-of-file) only if echo_loop closed its write end.
+        assert_eq!(reader.join().unwrap(), data);
+    }
+
+    /// A handle on a "child" played by a thread of this process: `echo` gets what the parent
+    /// sends and returns what goes back.
+    fn played_child(echo: fn(Vec<u8>) -> Vec<u8>) -> EchoChild {
+        let (child_reads, to_child) = nix::unistd::pipe().unwrap();
+        let (from_child, child_writes) = nix::unistd::pipe().unwrap();
+        std::thread::spawn(move || {
+            let mut input = Vec::new();
+            let mut reads = std::fs::File::from(child_reads);
+            let mut writes = std::fs::File::from(child_writes);
+            // Echo as it comes, as the real child does: a full pipe B blocks the writer.
+            let mut buffer = vec![0u8; 4096];
+            loop {
+                let n = reads.read(&mut buffer).unwrap();
+                if n == 0 {
+                    break;
+                }
+                input.extend_from_slice(&buffer[..n]);
+                if input.len() > 16 * 4096 {
+                    let done = std::mem::take(&mut input);
+                    let _ = writes.write_all(&echo(done));
+                }
+            }
+            let _ = writes.write_all(&echo(input));
+        });
+        EchoChild {
+            pid: Pid::this(),
+            to_child: Some(to_child),
+            from_child,
+        }
+    }
+
+    #[test]
+    fn exchange_reads_while_it_writes() {
+        let input = pattern(16 * MORE_THAN_A_PIPE);
+        let expected = input.clone();
+        let _watchdog = watchdog("exchange (does it read while it writes?)", LIMIT);
+        let echoed = played_child(|bytes| bytes).exchange(&input);
+        assert_eq!(echoed.unwrap(), expected);
+    }
+
+    #[test]
+    fn an_echo_shorter_than_the_input_is_short_echo() {
+        let _watchdog = watchdog("exchange", LIMIT);
+        let echoed = played_child(|mut bytes| {
+            bytes.pop();
+            bytes
+        })
+        .exchange(b"hello");
+        match echoed {
+            Err(PipeEchoError::ShortEcho { sent, echoed }) => assert_eq!((sent, echoed), (5, 4)),
+            other => panic!("expected ShortEcho, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_second_exchange_is_already_exchanged() {
+        let mut child = played_child(|bytes| bytes);
+        let _watchdog = watchdog("exchange", LIMIT);
+        let echoed = (child.exchange(b"once"), child.exchange(b"twice"));
+        assert_eq!(echoed.0.unwrap(), b"once");
+        assert!(
+            matches!(echoed.1, Err(PipeEchoError::AlreadyExchanged)),
+            "{:?}",
+            echoed.1
+        );
+    }
+
+    /// A real child that exits at once with `status`.
+    fn child_exiting_with(status: i32) -> EchoChild {
+        let (from_child, _unused) = nix::unistd::pipe().unwrap();
+        // SAFETY: the child only calls _exit, which is async-signal-safe, so the other threads
+        // of the test process cannot leave it holding a lock.
+        match unsafe { nix::unistd::fork() }.unwrap() {
+            nix::unistd::ForkResult::Child => unsafe { nix::libc::_exit(status) },
+            nix::unistd::ForkResult::Parent { child } => EchoChild {
+                pid: child,
+                to_child: None,
+                from_child,
+            },
+        }
+    }
+
+    #[rstest]
+    #[case::success(0, true)]
+    #[case::failure(1, false)]
+    fn wait_reaps_the_child_and_wants_status_0(#[case] status: i32, #[case] ok: bool) {
+        let child = child_exiting_with(status);
+        let pid = child.pid;
+        let waited = child.wait();
+        assert_eq!(waited.is_ok(), ok, "{waited:?}");
+        if !ok {
+            assert!(
+                matches!(waited, Err(PipeEchoError::ChildFailed(_))),
+                "{waited:?}"
+            );
+        }
+        // Reaped: no zombie is left to wait for.
+        assert_eq!(nix::sys::wait::waitpid(pid, None), Err(Errno::ECHILD));
+    }
+}

@@ -347,3 +347,221 @@ impl Client {
         todo!("write_frame the request, read_frame the response (None is Closed)")
     }
 }
+
+/// Fast checks of the rules above, without the grader: `cargo test -p socket-reqrep`.
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ipc_labs_driver::testing::{Cleanup, unique_name, watchdog};
+    use rstest::rstest;
+    use std::io::Cursor;
+    use std::time::Duration;
+
+    /// A stream that hands out at most one byte per `read()`, after an `EINTR` each time: what a
+    /// socket may do, and what a reader must put up with.
+    struct Trickle {
+        bytes: Cursor<Vec<u8>>,
+        interrupt_next: bool,
+    }
+
+    impl Trickle {
+        fn new(bytes: Vec<u8>) -> Trickle {
+            Trickle {
+                bytes: Cursor::new(bytes),
+                interrupt_next: true,
+            }
+        }
+    }
+
+    impl Read for Trickle {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            self.interrupt_next = !self.interrupt_next;
+            if !self.interrupt_next {
+                return Err(io::ErrorKind::Interrupted.into());
+            }
+            let one = buf.len().min(1);
+            self.bytes.read(&mut buf[..one])
+        }
+    }
+
+    /// A frame as the protocol lays it out: the body's length (u32 big-endian), then the body.
+    fn frame(body: &[u8]) -> Vec<u8> {
+        let mut bytes = (body.len() as u32).to_be_bytes().to_vec();
+        bytes.extend_from_slice(body);
+        bytes
+    }
+
+    /// A socket path under the temporary directory, removed at the end.
+    fn socket_path() -> (PathBuf, Cleanup<impl FnMut()>) {
+        let path = std::env::temp_dir().join(&unique_name("sock")[1..]);
+        let removed = path.clone();
+        let cleanup = Cleanup::new(move || {
+            let _ = std::fs::remove_file(&removed);
+        });
+        (path, cleanup)
+    }
+
+    #[rstest]
+    #[case::empty_payload(OP_ECHO, b"".as_slice())]
+    #[case::some_payload(OP_HASH, b"abc".as_slice())]
+    fn a_frame_is_its_big_endian_length_then_head_and_payload(
+        #[case] head: u8,
+        #[case] payload: &[u8],
+    ) {
+        let mut written = Vec::new();
+        write_frame(&mut written, head, payload).unwrap();
+        let body = [&[head], payload].concat();
+        assert_eq!(written, frame(&body));
+    }
+
+    #[rstest]
+    #[case::one_byte(b"E".as_slice())]
+    #[case::longer(b"Rsome payload".as_slice())]
+    fn a_frame_is_read_whole_from_one_byte_reads(#[case] body: &[u8]) {
+        let mut stream = Trickle::new(frame(body));
+        assert_eq!(read_frame(&mut stream, MAX_BODY).unwrap().unwrap(), body);
+        assert_eq!(read_frame(&mut stream, MAX_BODY).unwrap(), None);
+    }
+
+    #[test]
+    fn frames_keep_their_boundaries_in_one_stream() {
+        let mut stream = Cursor::new([frame(b"Efirst"), frame(b"Hsecond")].concat());
+        assert_eq!(
+            read_frame(&mut stream, MAX_BODY).unwrap().unwrap(),
+            b"Efirst"
+        );
+        assert_eq!(
+            read_frame(&mut stream, MAX_BODY).unwrap().unwrap(),
+            b"Hsecond"
+        );
+        assert_eq!(read_frame(&mut stream, MAX_BODY).unwrap(), None);
+    }
+
+    #[rstest]
+    #[case::at_the_limit(16, 16, true)]
+    #[case::one_past_the_limit(17, 16, false)]
+    #[case::largest_body(MAX_BODY, MAX_BODY, true)]
+    #[case::one_past_the_largest_body(MAX_BODY + 1, MAX_BODY, false)]
+    #[case::largest_prefix(u32::MAX as usize, MAX_BODY, false)]
+    fn a_length_above_the_maximum_is_too_long_before_any_body(
+        #[case] len: usize,
+        #[case] max: usize,
+        #[case] accepted: bool,
+    ) {
+        // Only the prefix is sent: a too-long frame must be refused on its length alone, and
+        // an accepted one then misses its whole body.
+        let prefix = (len as u32).to_be_bytes();
+        match read_frame(&mut Cursor::new(prefix), max) {
+            Err(RpcError::Truncated { got: 0, want }) if accepted => assert_eq!(want, len),
+            Err(RpcError::TooLong {
+                len: read,
+                max: most,
+            }) if !accepted => {
+                assert_eq!((read, most), (len as u64, max));
+            }
+            other => panic!("length {len}, max {max}: got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_length_of_zero_is_an_empty_frame() {
+        let error = read_frame(&mut Cursor::new(frame(b"")), MAX_BODY).unwrap_err();
+        assert_eq!(error.kind(), "empty-frame", "{error}");
+    }
+
+    #[rstest]
+    #[case::inside_the_length(vec![0, 0], 2, 4)]
+    #[case::one_byte_short_of_the_length(vec![0, 0, 0], 3, 4)]
+    #[case::inside_the_body(frame(b"Ehello")[..7].to_vec(), 3, 6)]
+    #[case::one_byte_short_of_the_body(frame(b"Ehello")[..9].to_vec(), 5, 6)]
+    fn an_end_of_stream_inside_a_frame_is_truncated(
+        #[case] bytes: Vec<u8>,
+        #[case] got: usize,
+        #[case] want: usize,
+    ) {
+        match read_frame(&mut Cursor::new(bytes), MAX_BODY) {
+            Err(RpcError::Truncated { got: g, want: w }) => assert_eq!((g, w), (got, want)),
+            other => panic!("expected Truncated {{ got: {got}, want: {want} }}, got {other:?}"),
+        }
+    }
+
+    #[rstest]
+    #[case::echo(OP_ECHO, b"abc".as_slice(), STATUS_OK, b"abc".to_vec())]
+    #[case::reverse(OP_REVERSE, b"abc".as_slice(), STATUS_OK, b"cba".to_vec())]
+    #[case::reverse_nothing(OP_REVERSE, b"".as_slice(), STATUS_OK, Vec::new())]
+    #[case::hash(OP_HASH, b"abc".as_slice(), STATUS_OK, fnv1a(b"abc").to_be_bytes().to_vec())]
+    #[case::unknown_op(b'?', b"abc".as_slice(), STATUS_UNKNOWN_OP, Vec::new())]
+    fn each_op_has_its_response(
+        #[case] op: u8,
+        #[case] payload: &[u8],
+        #[case] status: u8,
+        #[case] expected: Vec<u8>,
+    ) {
+        assert_eq!(respond(op, payload), (status, expected));
+    }
+
+    #[test]
+    fn a_client_gets_one_response_per_request_in_order() {
+        let _watchdog = watchdog("a client and serve_client", Duration::from_secs(10));
+        let (client_end, server_end) = UnixStream::pair().unwrap();
+        let server = std::thread::spawn(move || serve_client(&mut Connection::Unix(server_end)));
+        let mut client = Client {
+            conn: Connection::Unix(client_end),
+        };
+        let reversed = client.call(OP_REVERSE, b"stream").unwrap();
+        let unknown = client.call(b'x', b"ignored").unwrap();
+        assert_eq!(
+            (reversed.status, reversed.payload),
+            (STATUS_OK, b"maerts".to_vec())
+        );
+        assert_eq!(
+            (unknown.status, unknown.payload),
+            (STATUS_UNKNOWN_OP, Vec::new())
+        );
+        drop(client);
+        assert_eq!(server.join().unwrap().unwrap(), 2);
+    }
+
+    #[test]
+    fn a_server_that_closes_instead_of_answering_is_closed() {
+        let (client_end, server_end) = UnixStream::pair().unwrap();
+        drop(server_end);
+        let mut client = Client {
+            conn: Connection::Unix(client_end),
+        };
+        // Writing to a closed peer may already fail (EPIPE): either way it is not an answer.
+        match client.call(OP_ECHO, b"hello") {
+            Err(error) => assert!(matches!(error.kind(), "closed" | "io"), "{error}"),
+            Ok(response) => panic!("an answer from nobody: {response:?}"),
+        }
+    }
+
+    #[test]
+    fn a_unix_socket_file_is_bound_once_and_removed_with_its_listener() {
+        let (path, _cleanup) = socket_path();
+        let endpoint = Endpoint::Unix(path.clone());
+        let listener = Listener::bind(&endpoint).unwrap();
+        let again = Listener::bind(&endpoint).unwrap_err();
+        assert_eq!(again.kind(), "bind", "{again}");
+        listener.remove().unwrap();
+        assert!(!path.exists(), "the socket file outlived its listener");
+    }
+
+    #[test]
+    fn connecting_where_nobody_listens_is_connect() {
+        let (path, _cleanup) = socket_path();
+        let error = Connection::connect(&Endpoint::Unix(path)).unwrap_err();
+        assert_eq!(error.kind(), "connect", "{error}");
+    }
+
+    #[test]
+    fn a_tcp_listener_on_port_0_is_reached_at_the_port_it_got() {
+        let _watchdog = watchdog("accept", Duration::from_secs(10));
+        let listener = Listener::bind(&Endpoint::Tcp("127.0.0.1:0".parse().unwrap())).unwrap();
+        let endpoint = listener.endpoint().unwrap();
+        let client = std::thread::spawn(move || Connection::connect(&endpoint).map(drop));
+        listener.accept().unwrap();
+        client.join().unwrap().unwrap();
+        listener.remove().unwrap();
+    }
+}

@@ -201,3 +201,177 @@ pub fn unlink(name: &str) -> Result<(), TableError> {
     let _ = (&name,);
     todo!("check_name(), shm_unlink(); ENOENT is NotFound, others Unlink")
 }
+
+/// Fast checks of the rules above, without the grader: `cargo test -p posix-shm`.
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ipc_labs_driver::testing::{Cleanup, unique_name};
+    use nix::fcntl::OFlag;
+    use nix::sys::stat::Mode;
+    use rstest::rstest;
+    use serial_test::serial;
+
+    /// A fresh object name, unlinked with the system call (not the code under test) at the end.
+    fn object_name() -> (String, Cleanup<impl FnMut()>) {
+        let name = unique_name("shm");
+        let removed = name.clone();
+        let cleanup = Cleanup::new(move || {
+            let _ = nix::sys::mman::shm_unlink(removed.as_str());
+        });
+        (name, cleanup)
+    }
+
+    fn exists(name: &str) -> bool {
+        std::path::Path::new("/dev/shm").join(&name[1..]).exists()
+    }
+
+    #[rstest]
+    #[case::shortest("/a")]
+    #[case::longest(&format!("/{}", "x".repeat(MAX_NAME_LEN - 1)))]
+    fn valid_names_are_accepted(#[case] name: &str) {
+        assert!(check_name(name).is_ok(), "{name:?} was refused");
+    }
+
+    #[rstest]
+    #[case::empty("")]
+    #[case::no_leading_slash("table")]
+    #[case::slash_alone("/")]
+    #[case::second_slash("/a/b")]
+    #[case::one_past_the_longest(&format!("/{}", "x".repeat(MAX_NAME_LEN)))]
+    fn invalid_names_are_bad_name(#[case] name: &str) {
+        let error = check_name(name).expect_err(name);
+        assert_eq!(error.kind(), "bad-name", "{error}");
+    }
+
+    #[test]
+    fn create_checks_the_name() {
+        let error = SharedTable::create("no-slash", 64).unwrap_err();
+        assert_eq!(error.kind(), "bad-name", "{error}");
+    }
+
+    #[rstest]
+    #[case::zero_size(0, "zero-size")]
+    #[case::size_ftruncate_refuses(usize::MAX, "ftruncate")]
+    #[serial(shm)]
+    fn a_failed_create_leaves_no_object(#[case] size: usize, #[case] kind: &str) {
+        let (name, _cleanup) = object_name();
+        let error = SharedTable::create(&name, size).unwrap_err();
+        assert_eq!(error.kind(), kind, "{error}");
+        assert!(!exists(&name), "{name} was left behind");
+    }
+
+    #[rstest]
+    #[case::one_byte(1)]
+    #[case::not_a_page_multiple(100)]
+    #[case::one_page(4096)]
+    #[case::one_past_a_page(4097)]
+    #[serial(shm)]
+    fn a_table_has_the_size_asked_for_and_starts_zeroed(#[case] size: usize) {
+        let (name, _cleanup) = object_name();
+        let table = SharedTable::create(&name, size).unwrap();
+        let opened = SharedTable::open(&name).unwrap();
+        assert_eq!((table.len(), opened.len()), (size, size));
+        let mut bytes = vec![1u8; size];
+        opened.read(0, &mut bytes).unwrap();
+        assert!(bytes.iter().all(|&b| b == 0), "a new table is not zeroed");
+    }
+
+    #[test]
+    #[serial(shm)]
+    fn bytes_written_through_one_mapping_are_seen_through_another() {
+        let (name, _cleanup) = object_name();
+        let mut writer = SharedTable::create(&name, 64).unwrap();
+        let reader = SharedTable::open(&name).unwrap();
+        writer.write(10, b"shared").unwrap();
+        let mut seen = [0u8; 6];
+        reader.read(10, &mut seen).unwrap();
+        assert_eq!(&seen, b"shared");
+    }
+
+    #[test]
+    #[serial(shm)]
+    fn the_bytes_outlive_every_mapping_until_unlink() {
+        let (name, _cleanup) = object_name();
+        let mut table = SharedTable::create(&name, 16).unwrap();
+        table.write(0, b"kept").unwrap();
+        table.close().unwrap();
+        let table = SharedTable::open(&name).unwrap();
+        let mut kept = [0u8; 4];
+        table.read(0, &mut kept).unwrap();
+        assert_eq!(&kept, b"kept");
+        unlink(&name).unwrap();
+        assert!(!exists(&name));
+    }
+
+    #[test]
+    #[serial(shm)]
+    fn a_name_is_created_once_and_opened_only_while_it_exists() {
+        let (name, _cleanup) = object_name();
+        let missing = SharedTable::open(&name).unwrap_err();
+        assert_eq!(missing.kind(), "not-found", "{missing}");
+        assert!(!exists(&name), "open() must never create");
+        let _table = SharedTable::create(&name, 8).unwrap();
+        let twice = SharedTable::create(&name, 8).unwrap_err();
+        assert_eq!(twice.kind(), "exists", "{twice}");
+        unlink(&name).unwrap();
+        let again = unlink(&name).unwrap_err();
+        assert_eq!(again.kind(), "not-found", "{again}");
+    }
+
+    #[test]
+    #[serial(shm)]
+    fn an_object_nobody_sized_is_empty() {
+        let (name, _cleanup) = object_name();
+        let flags = OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_RDWR;
+        let fd = nix::sys::mman::shm_open(name.as_str(), flags, Mode::from_bits_truncate(0o600))
+            .unwrap();
+        drop(fd);
+        let error = SharedTable::open(&name).unwrap_err();
+        assert_eq!(error.kind(), "empty", "{error}");
+    }
+
+    #[rstest]
+    #[case::all_of_it(0, 4096, true)]
+    #[case::nothing_at_the_end(4096, 0, true)]
+    #[case::last_byte(4095, 1, true)]
+    #[case::one_past_the_end(4096, 1, false)]
+    #[case::one_byte_too_many(0, 4097, false)]
+    #[case::offset_and_length_overflow(usize::MAX, 2, false)]
+    #[serial(shm)]
+    fn a_range_must_lie_inside_the_table(
+        #[case] offset: usize,
+        #[case] len: usize,
+        #[case] inside: bool,
+    ) {
+        let (name, _cleanup) = object_name();
+        let table = SharedTable::create(&name, 4096).unwrap();
+        match table.check_range(offset, len) {
+            Ok(()) => assert!(inside, "{len} bytes at {offset} were let through"),
+            Err(TableError::OutOfRange {
+                offset: o,
+                len: l,
+                size,
+            }) => {
+                assert!(!inside, "{len} bytes at {offset} were refused");
+                assert_eq!((o, l, size), (offset, len, 4096));
+            }
+            Err(other) => panic!("expected OutOfRange, got {other:?}"),
+        }
+    }
+
+    #[test]
+    #[serial(shm)]
+    fn a_write_that_does_not_fit_copies_nothing() {
+        let (name, _cleanup) = object_name();
+        let mut table = SharedTable::create(&name, 16).unwrap();
+        let error = table.write(14, b"abcd").unwrap_err();
+        assert_eq!(error.kind(), "out-of-range", "{error}");
+        let mut tail = [9u8; 2];
+        table.read(14, &mut tail).unwrap();
+        assert_eq!(tail, [0, 0], "part of a refused write was copied");
+        let mut past = [0u8; 3];
+        let error = table.read(14, &mut past).unwrap_err();
+        assert_eq!(error.kind(), "out-of-range", "{error}");
+    }
+}

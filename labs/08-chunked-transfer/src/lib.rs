@@ -404,3 +404,212 @@ impl Drop for Pool {
         }
     }
 }
+
+/// Fast checks of the rules above, without the grader: `cargo test -p chunked-transfer`.
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ipc_labs_driver::testing::{Cleanup, unique_name, watchdog};
+    use nix::sys::mman::shm_unlink;
+    use rstest::rstest;
+    use serial_test::serial;
+
+    const SIZE: usize = MIN_SEGMENT_SIZE;
+    const CAPACITY: usize = chunk_capacity(SIZE);
+    const PATIENCE: Duration = Duration::from_secs(10);
+
+    /// A fresh pool prefix (or segment name), whose objects are removed with the system calls
+    /// (not the code under test) at the end.
+    fn prefix() -> (String, Cleanup<impl FnMut()>) {
+        let prefix = unique_name("pool");
+        let removed = prefix.clone();
+        let cleanup = Cleanup::new(move || {
+            let _ = shm_unlink(removed.as_str());
+            for id in 0..=MAX_POOL_SEGMENTS as u32 {
+                let _ = shm_unlink(segment_name(&removed, id).as_str());
+            }
+            let _ = nix::mqueue::mq_unlink(queue_name(&removed).as_str());
+        });
+        (prefix, cleanup)
+    }
+
+    fn exists(name: &str) -> bool {
+        std::path::Path::new("/dev/shm").join(&name[1..]).exists()
+    }
+
+    fn pattern(len: usize) -> Vec<u8> {
+        (0..len).map(|i| (i % 253) as u8).collect()
+    }
+
+    #[rstest]
+    #[case::one_byte_too_small(MIN_SEGMENT_SIZE - 1, false)]
+    #[case::smallest(MIN_SEGMENT_SIZE, true)]
+    #[serial(chunked)]
+    fn a_segment_is_at_least_the_minimum_size(#[case] size: usize, #[case] made: bool) {
+        let (name, _cleanup) = prefix();
+        let created = Segment::create(&name, size);
+        assert_eq!(created.is_ok(), made, "{created:?}");
+        if let Err(error) = created {
+            assert_eq!(error.kind(), "bad-size", "{error}");
+            assert!(!exists(&name), "a refused segment was left behind");
+        }
+    }
+
+    #[test]
+    #[serial(chunked)]
+    fn a_segment_name_is_created_once() {
+        let (name, _cleanup) = prefix();
+        let missing = Segment::open(&name).unwrap_err();
+        assert_eq!(missing.kind(), "not-found", "{missing}");
+        let _segment = Segment::create(&name, SIZE).unwrap();
+        let twice = Segment::create(&name, SIZE).unwrap_err();
+        assert_eq!(twice.kind(), "exists", "{twice}");
+        unlink(&name).unwrap();
+        let again = unlink(&name).unwrap_err();
+        assert_eq!(again.kind(), "not-found", "{again}");
+    }
+
+    /// Sends `total` bytes from a thread through segment `name`; returns what was received and
+    /// how many chunks each side counted.
+    fn transfer(name: &str, total: usize) -> (Vec<u8>, u64, u64) {
+        let _watchdog = watchdog("a transfer", 2 * PATIENCE);
+        let mut receiver = Segment::create(name, SIZE).unwrap();
+        let data = pattern(total);
+        let sender_name = name.to_string();
+        let sending = std::thread::spawn(move || {
+            let mut sender = Segment::open(&sender_name)?;
+            sender
+                .send(total as u64, &mut data.as_slice(), PATIENCE)
+                .map(|()| sender.chunks)
+        });
+        let mut received = Vec::new();
+        let len = receiver.receive(&mut received, PATIENCE).unwrap();
+        let sender_chunks = sending.join().unwrap().unwrap();
+        assert_eq!(len, total as u64);
+        (received, sender_chunks, receiver.chunks)
+    }
+
+    #[rstest]
+    #[case::empty_message(0, 1)]
+    #[case::one_byte(1, 1)]
+    #[case::one_byte_short_of_a_chunk(CAPACITY - 1, 1)]
+    #[case::one_full_chunk(CAPACITY, 1)]
+    #[case::one_past_a_chunk(CAPACITY + 1, 2)]
+    #[case::past_both_slots(3 * CAPACITY + 7, 4)]
+    #[serial(chunked)]
+    fn a_message_goes_through_in_chunks_of_the_capacity(#[case] total: usize, #[case] chunks: u64) {
+        let (name, _cleanup) = prefix();
+        let (received, sender_chunks, receiver_chunks) = transfer(&name, total);
+        assert_eq!(received, pattern(total));
+        assert_eq!((sender_chunks, receiver_chunks), (chunks, chunks));
+    }
+
+    #[test]
+    #[serial(chunked)]
+    fn data_that_ends_early_is_a_read_error() {
+        let (name, _cleanup) = prefix();
+        let mut segment = Segment::create(&name, SIZE).unwrap();
+        let error = segment
+            .send(10, &mut [1u8; 9].as_slice(), PATIENCE)
+            .unwrap_err();
+        assert_eq!(error.kind(), "read", "{error}");
+    }
+
+    #[test]
+    #[serial(chunked)]
+    fn a_receiver_nobody_sends_to_times_out() {
+        let (name, _cleanup) = prefix();
+        let mut segment = Segment::create(&name, SIZE).unwrap();
+        let error = segment
+            .receive(&mut Vec::new(), Duration::from_millis(50))
+            .unwrap_err();
+        assert_eq!(error.kind(), "timeout", "{error}");
+    }
+
+    #[rstest]
+    #[case::out_of_sequence(ChunkHeader { seq: 1, total: 4, len: 4, end: 1 })]
+    #[case::longer_than_a_slot(ChunkHeader { seq: 0, total: CAPACITY as u64 + 1, len: CAPACITY as u64 + 1, end: 1 })]
+    #[case::longer_than_the_message(ChunkHeader { seq: 0, total: 4, len: 5, end: 1 })]
+    #[case::ends_too_early(ChunkHeader { seq: 0, total: 8, len: 4, end: 1 })]
+    #[serial(chunked)]
+    fn a_chunk_that_breaks_the_protocol_is_a_protocol_error(#[case] forged: ChunkHeader) {
+        let (name, _cleanup) = prefix();
+        let mut receiver = Segment::create(&name, SIZE).unwrap();
+        let forger = Segment::open(&name).unwrap();
+        let (chunk, _) = forger.slot(0);
+        // SAFETY: slot 0 lies in the mapping and nobody else writes it; posting `full` hands it
+        // to the receiver as a sender would.
+        unsafe {
+            chunk.write(forged);
+            assert_eq!(libc::sem_post(&raw mut (*forger.header()).full), 0);
+        }
+        let error = receiver.receive(&mut Vec::new(), PATIENCE).unwrap_err();
+        assert_eq!(error.kind(), "protocol", "{forged:?}: {error}");
+    }
+
+    #[rstest]
+    #[case::no_segment(0, false)]
+    #[case::one_segment(1, true)]
+    #[case::most_segments(MAX_POOL_SEGMENTS, true)]
+    #[case::one_segment_too_many(MAX_POOL_SEGMENTS + 1, false)]
+    #[serial(chunked)]
+    fn a_pool_has_1_to_the_maximum_segments_all_free(#[case] count: usize, #[case] made: bool) {
+        let (prefix, _cleanup) = prefix();
+        match Pool::create(&prefix, count, SIZE) {
+            Ok(pool) => {
+                assert!(made, "a pool of {count} was made");
+                assert_eq!(pool.free_count().unwrap(), count);
+                pool.destroy().unwrap();
+            }
+            Err(error) => {
+                assert!(!made, "{error}");
+                assert_eq!(error.kind(), "bad-count", "{error}");
+            }
+        }
+        assert!(!exists(&segment_name(&prefix, 0)), "a segment was left");
+    }
+
+    #[test]
+    #[serial(chunked)]
+    fn a_pool_lends_each_segment_once_until_it_is_given_back() {
+        let (prefix, _cleanup) = prefix();
+        let pool = Pool::create(&prefix, 2, SIZE).unwrap();
+        let other_side = Pool::open(&prefix).unwrap();
+        assert_eq!(other_side.count, 2);
+        let mut taken = [pool.take(PATIENCE).unwrap(), pool.take(PATIENCE).unwrap()];
+        taken.sort();
+        assert_eq!(taken, [0, 1]);
+        let empty = other_side.take(Duration::from_millis(50)).unwrap_err();
+        assert_eq!(empty.kind(), "pool-empty", "{empty}");
+        other_side.give_back(1).unwrap();
+        assert_eq!(pool.take(PATIENCE).unwrap(), 1);
+        let bad = pool.give_back(2).unwrap_err();
+        assert_eq!(bad.kind(), "bad-id", "{bad}");
+        pool.destroy().unwrap();
+        let gone = Pool::open(&prefix).unwrap_err();
+        assert_eq!(gone.kind(), "not-found", "{gone}");
+        assert!(!exists(&segment_name(&prefix, 0)) && !exists(&segment_name(&prefix, 1)));
+    }
+
+    #[test]
+    #[serial(chunked)]
+    fn a_pool_transfer_gives_the_segment_back() {
+        let (prefix, _cleanup) = prefix();
+        let _watchdog = watchdog("a transfer through the pool", 2 * PATIENCE);
+        let pool = Pool::create(&prefix, 1, SIZE).unwrap();
+        let id = pool.take(PATIENCE).unwrap();
+        let data = pattern(2 * CAPACITY + 1);
+        let sent = data.clone();
+        let sender_prefix = prefix.clone();
+        let sending = std::thread::spawn(move || {
+            let pool = Pool::open(&sender_prefix)?;
+            pool.send(id, sent.len() as u64, &mut sent.as_slice(), PATIENCE)
+        });
+        let mut received = Vec::new();
+        let len = pool.receive(id, &mut received, PATIENCE).unwrap();
+        sending.join().unwrap().unwrap();
+        assert_eq!((len, received), (data.len() as u64, data));
+        assert_eq!(pool.free_count().unwrap(), 1);
+        pool.destroy().unwrap();
+    }
+}

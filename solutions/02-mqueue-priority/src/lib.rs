@@ -529,3 +529,277 @@ pub fn unlink(name: &str) -> Result<(), QueueError> {
     })
     // END SOLUTION
 }
+
+/// Fast checks of the rules above, without the grader: `cargo test -p mqueue-priority`.
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ipc_labs_driver::testing::{Cleanup, unique_name};
+    use rstest::rstest;
+    use serial_test::serial;
+
+    /// The defaults of an unprivileged user (root is not held to them).
+    const USER_LIMITS: Limits = Limits {
+        msg_max: 10,
+        msgsize_max: 8192,
+        queue_bytes: 819_200,
+    };
+
+    /// A fresh queue name, unlinked with the system call (not the code under test) at the end.
+    fn queue_name() -> (String, Cleanup<impl FnMut()>) {
+        let name = unique_name("mq");
+        let removed = name.clone();
+        let cleanup = Cleanup::new(move || {
+            let _ = nix::mqueue::mq_unlink(removed.as_str());
+        });
+        (name, cleanup)
+    }
+
+    fn job(priority: u32, payload: &[u8]) -> Job {
+        Job {
+            priority,
+            payload: payload.to_vec(),
+        }
+    }
+
+    #[rstest]
+    #[case::shortest("/a")]
+    #[case::longest(&format!("/{}", "x".repeat(MAX_NAME_LEN)))]
+    fn valid_names_are_accepted(#[case] name: &str) {
+        assert!(check_name(name).is_ok(), "{name:?} was refused");
+    }
+
+    #[rstest]
+    #[case::empty("")]
+    #[case::no_leading_slash("queue")]
+    #[case::slash_alone("/")]
+    #[case::second_slash("/a/b")]
+    #[case::one_past_the_longest(&format!("/{}", "x".repeat(MAX_NAME_LEN + 1)))]
+    fn invalid_names_are_bad_name(#[case] name: &str) {
+        let error = check_name(name).expect_err(name);
+        assert_eq!(error.kind(), "bad-name", "{error}");
+    }
+
+    #[rstest]
+    #[case::one_message(1, 1)]
+    #[case::most_messages(10, 1)]
+    #[case::largest_message(1, 8192)]
+    #[case::both_at_the_limit(10, 8192)]
+    fn configs_within_the_limits_pass(#[case] capacity: u64, #[case] msg_size: u64) {
+        let config = QueueConfig { capacity, msg_size };
+        assert!(config.check(&USER_LIMITS).is_ok(), "{config:?} was refused");
+    }
+
+    #[rstest]
+    #[case::no_capacity(0, 1024, "a capacity")]
+    #[case::one_message_too_many(11, 1024, "a capacity")]
+    #[case::empty_messages(8, 0, "a message size")]
+    #[case::one_byte_too_large(8, 8193, "a message size")]
+    fn configs_past_the_limits_are_over_limit(
+        #[case] capacity: u64,
+        #[case] msg_size: u64,
+        #[case] what_is_wrong: &str,
+    ) {
+        let config = QueueConfig { capacity, msg_size };
+        match config.check(&USER_LIMITS) {
+            Err(QueueError::OverLimit { what, .. }) => assert_eq!(what, what_is_wrong),
+            other => panic!("{config:?}: expected OverLimit, got {other:?}"),
+        }
+    }
+
+    #[rstest]
+    #[case::exactly_the_budget(0, true)]
+    #[case::one_byte_over(1, false)]
+    fn the_bytes_of_a_queue_count_the_overhead_of_each_message(
+        #[case] short_by: u64,
+        #[case] fits: bool,
+    ) {
+        let config = QueueConfig {
+            capacity: 10,
+            msg_size: 1000,
+        };
+        let limits = Limits {
+            queue_bytes: 10 * (1000 + MESSAGE_OVERHEAD) - short_by,
+            ..USER_LIMITS
+        };
+        let checked = config.check(&limits);
+        assert_eq!(checked.is_ok(), fits, "{checked:?}");
+        if let Err(error) = checked {
+            assert_eq!(error.kind(), "over-limit", "{error}");
+        }
+    }
+
+    #[test]
+    fn a_size_whose_bytes_overflow_is_over_limit_not_a_panic() {
+        let config = QueueConfig {
+            capacity: 10,
+            msg_size: u64::MAX,
+        };
+        let limits = Limits {
+            msgsize_max: u64::MAX,
+            ..USER_LIMITS
+        };
+        let error = config.check(&limits).unwrap_err();
+        assert_eq!(error.kind(), "over-limit", "{error}");
+    }
+
+    #[test]
+    fn the_system_limits_are_those_of_proc() {
+        let limits = system_limits().unwrap();
+        let read = |file: &str| {
+            std::fs::read_to_string(format!("/proc/sys/fs/mqueue/{file}"))
+                .unwrap()
+                .trim()
+                .parse::<u64>()
+                .unwrap()
+        };
+        assert_eq!(limits.msg_max, read("msg_max"));
+        assert_eq!(limits.msgsize_max, read("msgsize_max"));
+        let (soft, _hard) =
+            nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_MSGQUEUE).unwrap();
+        assert_eq!(limits.queue_bytes, soft);
+    }
+
+    #[test]
+    #[serial(mqueue)]
+    fn jobs_come_out_by_priority_then_in_order() {
+        let (name, _cleanup) = queue_name();
+        let consumer = JobQueue::create(&name, &QueueConfig::default()).unwrap();
+        let producer = JobQueue::open(&name).unwrap();
+        let sent = [
+            job(1, b"low"),
+            job(5, b"first high"),
+            job(0, b""),
+            job(5, b"second high"),
+            job(3, b"middle"),
+        ];
+        for job in &sent {
+            producer.submit(job).unwrap();
+        }
+        let mut received = Vec::new();
+        for _ in &sent {
+            match consumer.receive().unwrap() {
+                Message::Job(job) => received.push(job),
+                Message::Shutdown => panic!("a shutdown nobody sent"),
+            }
+        }
+        let expected = [&sent[1], &sent[3], &sent[4], &sent[0], &sent[2]];
+        assert_eq!(received.iter().collect::<Vec<_>>(), expected);
+    }
+
+    #[rstest]
+    #[case::largest_payload(0, true)]
+    #[case::one_byte_too_many(1, false)]
+    #[serial(mqueue)]
+    fn a_payload_fills_a_message_but_the_tag_byte(#[case] extra: usize, #[case] sent: bool) {
+        let (name, _cleanup) = queue_name();
+        let consumer = JobQueue::create(&name, &QueueConfig::default()).unwrap();
+        let payload = vec![7u8; consumer.max_payload() + extra];
+        let submitted = JobQueue::open(&name).unwrap().submit(&job(2, &payload));
+        assert_eq!(submitted.is_ok(), sent, "{submitted:?}");
+        if let Err(error) = submitted {
+            assert_eq!(error.kind(), "too-big", "{error}");
+        }
+        let queued = consumer.attributes().unwrap().queued;
+        assert_eq!(queued, u64::from(sent), "a refused job must not be sent");
+    }
+
+    #[rstest]
+    #[case::highest(MQ_PRIO_MAX - 1, true)]
+    #[case::one_past_the_highest(MQ_PRIO_MAX, false)]
+    #[serial(mqueue)]
+    fn priorities_stop_below_mq_prio_max(#[case] priority: u32, #[case] sent: bool) {
+        let (name, _cleanup) = queue_name();
+        let _consumer = JobQueue::create(&name, &QueueConfig::default()).unwrap();
+        let submitted = JobQueue::open(&name).unwrap().submit(&job(priority, b"x"));
+        assert_eq!(submitted.is_ok(), sent, "{submitted:?}");
+        if let Err(error) = submitted {
+            assert_eq!(error.kind(), "bad-priority", "{error}");
+        }
+    }
+
+    #[test]
+    #[serial(mqueue)]
+    fn a_full_non_blocking_queue_is_full() {
+        let (name, _cleanup) = queue_name();
+        let config = QueueConfig {
+            capacity: 2,
+            msg_size: 64,
+        };
+        let _consumer = JobQueue::create(&name, &config).unwrap();
+        let producer = JobQueue::open(&name).unwrap();
+        producer.set_nonblocking(true).unwrap();
+        producer.submit(&job(0, b"1")).unwrap();
+        producer.submit(&job(0, b"2")).unwrap();
+        let error = producer.submit(&job(0, b"3")).unwrap_err();
+        assert_eq!(error.kind(), "full", "{error}");
+    }
+
+    #[test]
+    #[serial(mqueue)]
+    fn a_name_is_created_once_and_opened_only_while_it_exists() {
+        let (name, _cleanup) = queue_name();
+        let missing = JobQueue::open(&name).unwrap_err();
+        assert_eq!(missing.kind(), "not-found", "{missing}");
+        let queue = JobQueue::create(&name, &QueueConfig::default()).unwrap();
+        let twice = JobQueue::create(&name, &QueueConfig::default()).unwrap_err();
+        assert_eq!(twice.kind(), "exists", "{twice}");
+        queue.close().unwrap();
+        unlink(&name).unwrap();
+        let again = unlink(&name).unwrap_err();
+        assert_eq!(again.kind(), "not-found", "{again}");
+    }
+
+    #[rstest]
+    #[case::unknown_tag(b"X".as_slice())]
+    #[case::empty(b"".as_slice())]
+    #[case::shutdown_with_a_payload(b"Qx".as_slice())]
+    #[serial(mqueue)]
+    fn a_message_that_is_neither_job_nor_shutdown_is_garbled(#[case] message: &[u8]) {
+        let (name, _cleanup) = queue_name();
+        let consumer = JobQueue::create(&name, &QueueConfig::default()).unwrap();
+        let producer = JobQueue::open(&name).unwrap();
+        nix::mqueue::mq_send(&producer.mqd, message, 0).unwrap();
+        match consumer.receive() {
+            Err(QueueError::Garbled { len }) => assert_eq!(len, message.len()),
+            other => panic!("{message:?}: expected Garbled, got {other:?}"),
+        }
+    }
+
+    #[test]
+    #[serial(mqueue)]
+    fn serve_hands_over_every_job_before_the_shutdown_and_removes_the_queue() {
+        let (name, _cleanup) = queue_name();
+        let consumer = JobQueue::create(&name, &QueueConfig::default()).unwrap();
+        let producer = JobQueue::open(&name).unwrap();
+        producer.submit(&job(4, b"a")).unwrap();
+        producer.shutdown().unwrap();
+        producer.submit(&job(1, b"b")).unwrap();
+        let mut served = Vec::new();
+        let count = consumer
+            .serve(|job| {
+                served.push(job.payload);
+                Ok(())
+            })
+            .unwrap();
+        assert_eq!(count, 2);
+        assert_eq!(served, [b"a".to_vec(), b"b".to_vec()]);
+        let gone = JobQueue::open(&name).unwrap_err();
+        assert_eq!(gone.kind(), "not-found", "{gone}");
+    }
+
+    #[test]
+    #[serial(mqueue)]
+    fn serve_removes_the_queue_when_the_handler_fails() {
+        let (name, _cleanup) = queue_name();
+        let consumer = JobQueue::create(&name, &QueueConfig::default()).unwrap();
+        JobQueue::open(&name)
+            .unwrap()
+            .submit(&job(0, b"bad"))
+            .unwrap();
+        let error = consumer.serve(|_| Err("refused".into())).unwrap_err();
+        assert_eq!(error.kind(), "handler", "{error}");
+        let gone = JobQueue::open(&name).unwrap_err();
+        assert_eq!(gone.kind(), "not-found", "{gone}");
+    }
+}

@@ -431,3 +431,195 @@ fn attach(id: i32, flags: libc::c_int) -> Result<NonNull<u8>, ShmError> {
     NonNull::new(addr.cast::<u8>()).ok_or(ShmError::Attach(Errno::EINVAL))
 }
 // END SOLUTION
+
+/// Fast checks of the rules above, without the grader: `cargo test -p sysv-shm`.
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ipc_labs_driver::testing::{Cleanup, unique_name};
+    use rstest::rstest;
+    use serial_test::serial;
+    use std::path::PathBuf;
+
+    /// A fresh file to derive keys from, and the key of id 1 computed here with `ftok()`. At the
+    /// end the segment with that key, if this process made one, is removed, and so is the file.
+    fn fresh_key() -> (PathBuf, Key, Cleanup<impl FnMut()>) {
+        let path = std::env::temp_dir().join(&unique_name("key")[1..]);
+        std::fs::write(&path, b"").unwrap();
+        let c_path = std::ffi::CString::new(path.to_str().unwrap()).unwrap();
+        // SAFETY: c_path is a valid NUL-terminated string.
+        let key = unsafe { libc::ftok(c_path.as_ptr(), 1) };
+        assert_ne!(key, -1, "ftok failed");
+        let removed = path.clone();
+        let cleanup = Cleanup::new(move || {
+            // SAFETY: shmget takes no pointers; IPC_STAT fills `stat`; IPC_RMID takes none.
+            unsafe {
+                let id = libc::shmget(key, 0, 0);
+                let mut stat = std::mem::zeroed::<libc::shmid_ds>();
+                if id != -1
+                    && libc::shmctl(id, libc::IPC_STAT, &mut stat) == 0
+                    && stat.shm_cpid == std::process::id() as libc::pid_t
+                {
+                    libc::shmctl(id, libc::IPC_RMID, std::ptr::null_mut());
+                }
+            }
+            let _ = std::fs::remove_file(&removed);
+        });
+        (path, key, cleanup)
+    }
+
+    fn segment_exists(key: Key) -> bool {
+        // SAFETY: shmget takes no pointers.
+        unsafe { libc::shmget(key, 0, 0) != -1 }
+    }
+
+    #[rstest]
+    #[case::reserved_zero(0)]
+    #[case::one_past_8_bits(256)]
+    #[case::largest(u32::MAX)]
+    fn an_id_outside_1_to_255_is_bad_id_even_for_a_missing_path(#[case] id: u32) {
+        let error = key_for(Path::new("/nonexistent/ipc-labs"), id).unwrap_err();
+        assert_eq!(error.kind(), "bad-id", "{error}");
+    }
+
+    #[rstest]
+    #[case::smallest(1)]
+    #[case::largest(255)]
+    fn every_id_of_1_to_255_gives_a_key_of_its_own(#[case] id: u32) {
+        let (path, _, _cleanup) = fresh_key();
+        let key = key_for(&path, id).unwrap();
+        assert_eq!(
+            key_for(&path, id).unwrap(),
+            key,
+            "the same path and id, another key"
+        );
+        let other = if id == 1 { 2 } else { 1 };
+        assert_ne!(key_for(&path, other).unwrap(), key);
+    }
+
+    #[test]
+    fn a_key_needs_an_existing_path() {
+        let error = key_for(Path::new("/nonexistent/ipc-labs"), 1).unwrap_err();
+        assert_eq!(error.kind(), "ftok", "{error}");
+    }
+
+    #[test]
+    fn the_largest_segment_is_shmmax() {
+        let shmmax: u64 = std::fs::read_to_string(SHMMAX_PATH)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        assert_eq!(max_segment_size().unwrap(), shmmax);
+    }
+
+    #[rstest]
+    #[case::zero_bytes(0, "zero-size")]
+    #[case::one_past_shmmax(1, "too-large")]
+    #[serial(sysv)]
+    fn a_size_outside_1_to_shmmax_creates_nothing(#[case] size: u64, #[case] kind: &str) {
+        let (_, key, _cleanup) = fresh_key();
+        let size = if kind == "too-large" {
+            max_segment_size().unwrap() + size
+        } else {
+            size
+        };
+        let error = Segment::create(key, size).unwrap_err();
+        assert_eq!(error.kind(), kind, "{error}");
+        assert!(!segment_exists(key), "a refused segment was created");
+    }
+
+    #[test]
+    #[serial(sysv)]
+    fn a_key_is_created_once_and_opened_only_while_it_exists() {
+        let (_, key, _cleanup) = fresh_key();
+        let missing = Segment::open(key).unwrap_err();
+        assert_eq!(missing.kind(), "not-found", "{missing}");
+        let segment = Segment::create(key, 64).unwrap();
+        let twice = Segment::create(key, 64).unwrap_err();
+        assert_eq!(twice.kind(), "exists", "{twice}");
+        let id = segment.id;
+        segment.detach().unwrap();
+        remove(id).unwrap();
+        let gone = Segment::open(key).unwrap_err();
+        assert_eq!(gone.kind(), "not-found", "{gone}");
+    }
+
+    #[test]
+    #[serial(sysv)]
+    fn a_record_is_magic_sequence_length_then_payload() {
+        let (_, key, _cleanup) = fresh_key();
+        let mut segment = Segment::create(key, 64).unwrap();
+        segment.write_record(7, b"payload").unwrap();
+        // SAFETY: the segment is attached and 64 bytes long.
+        let bytes = unsafe { std::slice::from_raw_parts(segment.addr.as_ptr(), 64) };
+        assert_eq!(&bytes[0..4], b"IPCR");
+        assert_eq!(&bytes[4..8], &7u32.to_ne_bytes());
+        assert_eq!(&bytes[8..16], &7u64.to_ne_bytes());
+        assert_eq!(&bytes[HEADER_LEN..HEADER_LEN + 7], b"payload");
+        let reader = Segment::open(key).unwrap();
+        assert_eq!(reader.size, 64, "the size comes from the segment");
+        let record = reader.read_record().unwrap();
+        assert_eq!((record.sequence, record.payload), (7, b"payload".to_vec()));
+    }
+
+    #[rstest]
+    #[case::payload_fills_the_segment(HEADER_LEN + 4, 4, true)]
+    #[case::one_byte_too_many(HEADER_LEN + 4, 5, false)]
+    #[case::no_room_for_the_header(HEADER_LEN - 1, 0, false)]
+    #[serial(sysv)]
+    fn a_record_must_fit_header_and_all(
+        #[case] size: usize,
+        #[case] payload: usize,
+        #[case] fits: bool,
+    ) {
+        let (_, key, _cleanup) = fresh_key();
+        let mut segment = Segment::create(key, size as u64).unwrap();
+        let written = segment.write_record(1, &vec![b'x'; payload]);
+        assert_eq!(written.is_ok(), fits, "{written:?}");
+        if let Err(error) = written {
+            assert_eq!(error.kind(), "no-room", "{error}");
+        }
+    }
+
+    #[rstest]
+    #[case::nothing_written(None, 64, "bad-magic")]
+    #[case::length_past_the_end(Some(64 - HEADER_LEN as u64 + 1), 64, "bad-length")]
+    #[case::smaller_than_a_header(None, HEADER_LEN - 1, "bad-length")]
+    #[serial(sysv)]
+    fn a_record_is_not_trusted(
+        #[case] forged_length: Option<u64>,
+        #[case] size: usize,
+        #[case] kind: &str,
+    ) {
+        let (_, key, _cleanup) = fresh_key();
+        let segment = Segment::create(key, size as u64).unwrap();
+        if let Some(length) = forged_length {
+            let header = Header {
+                magic: MAGIC,
+                sequence: 1,
+                length,
+            };
+            // SAFETY: the segment is attached read-write, page-aligned and holds a header.
+            unsafe { segment.addr.as_ptr().cast::<Header>().write(header) };
+        }
+        let error = Segment::open(key).unwrap().read_record().unwrap_err();
+        assert_eq!(error.kind(), kind, "{error}");
+    }
+
+    #[test]
+    #[serial(sysv)]
+    fn a_publisher_that_fails_leaves_no_segment() {
+        let (path, key, _cleanup) = fresh_key();
+        let error = publish(&path, 1, HEADER_LEN as u64, 1, b"too long").unwrap_err();
+        assert_eq!(error.kind(), "no-room", "{error}");
+        assert!(
+            !segment_exists(key),
+            "the failed publisher left its segment"
+        );
+        let published = publish(&path, 1, 64, 2, b"fits").unwrap();
+        let record = Segment::open(key).unwrap().read_record().unwrap();
+        assert_eq!((record.sequence, record.payload), (2, b"fits".to_vec()));
+        published.detach().unwrap();
+    }
+}

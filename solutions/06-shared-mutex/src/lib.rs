@@ -561,3 +561,180 @@ impl SharedBank {
         // END SOLUTION
     }
 }
+
+/// Fast checks of the rules above, without the grader: `cargo test -p shared-mutex`.
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ipc_labs_driver::testing::{Cleanup, unique_name, watchdog};
+    use rstest::rstest;
+    use serial_test::serial;
+    use std::time::Duration;
+
+    const OPENING: i64 = 100;
+    /// Far longer than any of these tests takes when nothing blocks.
+    const LIMIT: Duration = Duration::from_secs(10);
+
+    /// A fresh bank name, unlinked with the system call (not the code under test) at the end.
+    fn bank_name() -> (String, Cleanup<impl FnMut()>) {
+        let name = unique_name("bank");
+        let removed = name.clone();
+        let cleanup = Cleanup::new(move || {
+            let _ = nix::sys::mman::shm_unlink(removed.as_str());
+        });
+        (name, cleanup)
+    }
+
+    fn exists(name: &str) -> bool {
+        std::path::Path::new("/dev/shm").join(&name[1..]).exists()
+    }
+
+    /// The bank handed to another thread of this process, as a worker process would share it.
+    struct Shared<'a>(&'a SharedBank);
+    // SAFETY: the bank is built to be shared between processes, so between threads too: every
+    // access to it goes through its process-shared lock.
+    unsafe impl Send for Shared<'_> {}
+
+    #[rstest]
+    #[case::empty("")]
+    #[case::no_leading_slash("bank")]
+    #[case::slash_alone("/")]
+    #[case::second_slash("/a/b")]
+    fn a_bad_name_is_bad_name(#[case] name: &str) {
+        let error = SharedBank::create(name, 1, OPENING).unwrap_err();
+        assert_eq!(error.kind(), "bad-name", "{error}");
+    }
+
+    #[test]
+    #[serial(bank)]
+    fn a_new_bank_has_its_workers_and_opening_balances_and_nothing_else() {
+        let (name, _cleanup) = bank_name();
+        let bank = SharedBank::create(&name, 0, OPENING).unwrap();
+        let snapshot = bank.wait_all_done().unwrap();
+        let expected = Snapshot {
+            workers: 0,
+            finished: 0,
+            dead: 0,
+            transfers: 0,
+            accounts: [OPENING; ACCOUNTS],
+        };
+        assert_eq!(snapshot, expected);
+        bank.destroy().unwrap();
+        assert!(!exists(&name), "destroy() left the name");
+    }
+
+    #[test]
+    #[serial(bank)]
+    fn an_existing_name_is_exists_and_left_alone() {
+        let (name, _cleanup) = bank_name();
+        let first = SharedBank::create(&name, 0, OPENING).unwrap();
+        first.transfer(0, 1, 5, || {}).unwrap();
+        let error = SharedBank::create(&name, 0, 7).unwrap_err();
+        assert_eq!(error.kind(), "exists", "{error}");
+        let accounts = first.wait_all_done().unwrap().accounts;
+        assert_eq!(
+            accounts[..2],
+            [OPENING - 5, OPENING + 5],
+            "the bank was overwritten"
+        );
+    }
+
+    #[rstest]
+    #[case::same_account(3, 3)]
+    #[case::from_past_the_last(ACCOUNTS, 0)]
+    #[case::to_past_the_last(0, ACCOUNTS)]
+    #[serial(bank)]
+    fn a_transfer_needs_two_existing_accounts(#[case] from: usize, #[case] to: usize) {
+        let (name, _cleanup) = bank_name();
+        let bank = SharedBank::create(&name, 0, OPENING).unwrap();
+        let error = bank.transfer(from, to, 1, || {}).unwrap_err();
+        assert_eq!(error.kind(), "bad-accounts", "{error}");
+        assert_eq!(bank.wait_all_done().unwrap().transfers, 0);
+    }
+
+    #[test]
+    #[serial(bank)]
+    fn a_transfer_moves_the_amount_under_the_lock_with_its_journal_written() {
+        let (name, _cleanup) = bank_name();
+        let bank = SharedBank::create(&name, 0, OPENING).unwrap();
+        let mut seen_midway = None;
+        let recovered = bank
+            .transfer(0, ACCOUNTS - 1, 30, || {
+                // SAFETY: the bank is mapped; the lock is held by this thread, and trylock does
+                // not wait for it.
+                let busy = unsafe { libc::pthread_mutex_trylock(bank.mutex()) };
+                // SAFETY: as above: the holder of the lock may read the bank.
+                let journal = unsafe { (*bank.bank.as_ptr()).journal };
+                seen_midway = Some((busy, journal.active, journal.from_balance));
+            })
+            .unwrap();
+        assert!(!recovered);
+        assert_eq!(seen_midway, Some((libc::EBUSY, 1, OPENING)));
+        let snapshot = bank.wait_all_done().unwrap();
+        assert_eq!(snapshot.transfers, 1);
+        assert_eq!(snapshot.accounts[0], OPENING - 30);
+        assert_eq!(snapshot.accounts[ACCOUNTS - 1], OPENING + 30);
+        // SAFETY: nobody holds the lock any more: a plain read of the finished journal.
+        assert_eq!(unsafe { (*bank.bank.as_ptr()).journal.active }, 0);
+    }
+
+    #[test]
+    #[serial(bank)]
+    fn a_transfer_cut_short_by_its_holders_death_is_undone() {
+        let (name, _cleanup) = bank_name();
+        let bank = SharedBank::create(&name, 1, OPENING).unwrap();
+        let _watchdog = watchdog("lock() after a holder died (is the mutex robust?)", LIMIT);
+        let shared = Shared(&bank);
+        std::thread::scope(|scope| {
+            scope.spawn(move || {
+                let shared = shared;
+                let guard = shared.0.lock().unwrap();
+                // Half a transfer, journal first, as transfer() does it; then the holder ends
+                // without unlocking, as a killed worker would.
+                // SAFETY: this thread holds the lock.
+                unsafe {
+                    let bank = shared.0.bank.as_ptr();
+                    (*bank).journal = Journal {
+                        active: 1,
+                        from: 0,
+                        to: 1,
+                        from_balance: OPENING,
+                        to_balance: OPENING,
+                        transfers: 0,
+                    };
+                    (*bank).accounts[0] = OPENING - 40;
+                }
+                std::mem::forget(guard);
+            });
+        });
+        let guard = bank.lock().unwrap();
+        assert!(guard.recovered, "the dead holder went unnoticed");
+        drop(guard);
+        let snapshot = bank.wait_all_done().unwrap();
+        assert_eq!(
+            snapshot.accounts, [OPENING; ACCOUNTS],
+            "the half transfer stayed"
+        );
+        assert_eq!((snapshot.dead, snapshot.transfers), (1, 0));
+    }
+
+    #[test]
+    #[serial(bank)]
+    fn the_coordinator_wakes_once_every_worker_finished() {
+        let (name, _cleanup) = bank_name();
+        let bank = SharedBank::create(&name, 3, OPENING).unwrap();
+        let _watchdog = watchdog("wait_all_done with every worker finished", LIMIT);
+        let snapshot = std::thread::scope(|scope| {
+            for _ in 0..3 {
+                let shared = Shared(&bank);
+                scope.spawn(move || {
+                    let shared = shared;
+                    std::thread::sleep(Duration::from_millis(20));
+                    shared.0.finish().unwrap();
+                });
+            }
+            bank.wait_all_done().unwrap()
+        });
+        assert_eq!((snapshot.workers, snapshot.finished), (3, 3));
+    }
+}

@@ -454,3 +454,132 @@ impl Handoff {
         // END SOLUTION
     }
 }
+
+/// Fast checks of the rules above, without the grader: `cargo test -p semaphore-handoff`.
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ipc_labs_driver::testing::{Cleanup, unique_name, watchdog};
+    use rstest::rstest;
+    use serial_test::serial;
+
+    /// Two fresh signal names, removed with the system calls (not the code under test) at the
+    /// end, whichever mechanism made them.
+    fn signal_names() -> ([String; 2], Cleanup<impl FnMut()>) {
+        let names = [unique_name("ready"), unique_name("ok")];
+        let removed = names.clone();
+        let cleanup = Cleanup::new(move || {
+            for name in &removed {
+                let c_name = std::ffi::CString::new(name.as_str()).unwrap();
+                // SAFETY: c_name is a valid NUL-terminated string.
+                unsafe { libc::sem_unlink(c_name.as_ptr()) };
+                let _ = nix::mqueue::mq_unlink(name.as_str());
+            }
+        });
+        (names, cleanup)
+    }
+
+    /// Whether a semaphore or a queue has this name.
+    fn exists(name: &str) -> bool {
+        let semaphore = std::path::Path::new("/dev/shm").join(format!("sem.{}", &name[1..]));
+        let queue = nix::mqueue::mq_open(
+            name,
+            nix::mqueue::MQ_OFlag::O_RDONLY,
+            nix::sys::stat::Mode::empty(),
+            None,
+        );
+        semaphore.exists() || queue.is_ok_and(|q| nix::mqueue::mq_close(q).is_ok())
+    }
+
+    fn me() -> Peer {
+        Peer { pid: Pid::this() }
+    }
+
+    #[rstest]
+    #[case::semaphores(Mechanism::Semaphores)]
+    #[case::queues(Mechanism::Queues)]
+    #[serial(handoff)]
+    fn a_record_goes_through_the_slot_whole(#[case] mechanism: Mechanism) {
+        let ([ready, ok], _cleanup) = signal_names();
+        let handoff = Handoff::create(mechanism, &ready, &ok).unwrap();
+        let sent = Record::generate(3, 42);
+        let _watchdog = watchdog("put and take", 100 * WAIT_SLICE);
+        // One thread plays both sides: the consumer's "ok" is posted ahead, so that put()
+        // finds it at once.
+        post(&handoff.ok, "ok").unwrap();
+        handoff.put(&sent, &me()).unwrap();
+        let mut received = Record::zeroed();
+        handoff.take(&mut received, &me()).unwrap();
+        assert!(received.is_intact(), "the record was torn");
+        assert_eq!((received.seq, received.payload), (sent.seq, sent.payload));
+        // take() answered with "ok": a wait for it ends at once.
+        wait(&handoff.ok, &me()).unwrap();
+        handoff.unlink().unwrap();
+        handoff.close().unwrap();
+    }
+
+    #[rstest]
+    #[case::semaphores(Mechanism::Semaphores)]
+    #[case::queues(Mechanism::Queues)]
+    #[serial(handoff)]
+    fn a_name_that_exists_is_exists_and_stays_its_owners(#[case] mechanism: Mechanism) {
+        let ([ready, ok], _cleanup) = signal_names();
+        let ([fresh, _], _more_cleanup) = signal_names();
+        let first = Handoff::create(mechanism, &ready, &ok).unwrap();
+        let error = Handoff::create(mechanism, &fresh, &ok).unwrap_err();
+        assert_eq!(error.kind(), "exists", "{error}");
+        assert!(!exists(&fresh), "the failed create left {fresh}");
+        assert!(
+            exists(&ok),
+            "the failed create removed a name it did not make"
+        );
+        first.unlink().unwrap();
+        assert!(!exists(&ready) && !exists(&ok), "unlink() left a name");
+        let again = first.unlink().unwrap_err();
+        assert_eq!(again.kind(), "unlink", "{again}");
+        first.close().unwrap();
+    }
+
+    #[test]
+    #[serial(handoff)]
+    fn a_queue_signal_is_one_message_of_its_text() {
+        let ([ready, ok], _cleanup) = signal_names();
+        let handoff = Handoff::create(Mechanism::Queues, &ready, &ok).unwrap();
+        post(&handoff.ready, "ready").unwrap();
+        let Signal::Queue(queue) = &handoff.ready else {
+            panic!("Mechanism::Queues made a semaphore");
+        };
+        let attributes = nix::mqueue::mq_getattr(queue).unwrap();
+        assert_eq!(attributes.msgsize(), SIGNAL_SIZE as _);
+        let mut buffer = [0u8; SIGNAL_SIZE];
+        let mut priority = 1;
+        let len = nix::mqueue::mq_receive(queue, &mut buffer, &mut priority).unwrap();
+        assert_eq!((&buffer[..len], priority), (b"ready".as_slice(), 0));
+        handoff.close().unwrap();
+    }
+
+    #[rstest]
+    #[case::semaphores(Mechanism::Semaphores)]
+    #[case::queues(Mechanism::Queues)]
+    #[serial(handoff)]
+    fn waiting_for_a_peer_that_is_gone_is_peer_gone(#[case] mechanism: Mechanism) {
+        let ([ready, ok], _cleanup) = signal_names();
+        let handoff = Handoff::create(mechanism, &ready, &ok).unwrap();
+        // SAFETY: the child only calls _exit, which is async-signal-safe.
+        let gone = match unsafe { nix::unistd::fork() }.unwrap() {
+            nix::unistd::ForkResult::Child => unsafe { libc::_exit(0) },
+            nix::unistd::ForkResult::Parent { child } => child,
+        };
+        nix::sys::wait::waitpid(gone, None).unwrap();
+        let _watchdog = watchdog("wait for a peer that is gone", 100 * WAIT_SLICE);
+        let started = std::time::Instant::now();
+        let error = wait(&handoff.ready, &Peer { pid: gone }).unwrap_err();
+        assert_eq!(error.kind(), "peer-gone", "{error}");
+        assert!(
+            started.elapsed() < 20 * WAIT_SLICE,
+            "noticed only after {:?}",
+            started.elapsed()
+        );
+        handoff.close().unwrap();
+    }
+}
