@@ -65,6 +65,8 @@ pub enum ExportError {
     HoldsWorkspace(PathBuf),
     #[error("lab `{0}` has no crate under labs/")]
     NoCrate(String),
+    #[error("{0} is missing: export from the instructors' repository, not from a student's copy")]
+    NoTemplate(PathBuf),
     #[error("{path}: {source}")]
     Io {
         path: PathBuf,
@@ -282,6 +284,9 @@ fn template_files(
         }
     }
     let template = workspace.join(STUDENT_TEMPLATE);
+    if !template.is_dir() {
+        return Err(ExportError::NoTemplate(template));
+    }
     let mut statics = BTreeMap::new();
     add_tree(&mut statics, &template, ".", &|_| true)?;
     for (name, file) in statics {
