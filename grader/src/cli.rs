@@ -76,6 +76,9 @@ pub enum Command {
     /// Measures the labs' programs against raw baselines (round trips, throughput); see
     /// docs/benchmark.md.
     Bench(crate::bench::Args),
+    /// Writes a repository for students (new directory, one commit): the labs, the grader, the
+    /// handouts and a grading workflow, without the solutions.
+    Export(crate::deliver::export::ExportArgs),
 }
 
 pub use crate::report::Format;
@@ -178,6 +181,7 @@ pub fn main() -> ExitCode {
             Err(error) => usage_error(&error.to_string()),
         },
         Some(Command::Bench(args)) => crate::bench::main(args),
+        Some(Command::Export(export)) => crate::deliver::export::command(export),
         None => grade(args),
     }
 }

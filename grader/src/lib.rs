@@ -2,6 +2,7 @@
 
 pub mod bench;
 pub mod cli;
+pub mod deliver;
 pub mod engine;
 pub mod hint;
 pub mod labs;
