@@ -1,6 +1,7 @@
 //! The ipc-labs grader: the engine, the checks of every lab, and what `cargo grade` does.
 
 pub mod cli;
+pub mod deliver;
 pub mod engine;
 pub mod labs;
 pub mod report;
