@@ -60,6 +60,9 @@ pub struct Args {
 pub enum Command {
     /// Removes what grader runs that died left behind: IPC objects, processes, directories.
     Clean,
+    /// Writes a repository for students (new directory, one commit): the labs, the grader, the
+    /// handouts and a grading workflow, without the solutions.
+    Export(crate::deliver::export::ExportArgs),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -160,6 +163,7 @@ pub fn main() -> ExitCode {
     let args = Args::parse();
     match args.command {
         Some(Command::Clean) => clean(),
+        Some(Command::Export(export)) => crate::deliver::export::command(export),
         None => grade(args),
     }
 }

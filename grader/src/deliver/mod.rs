@@ -1,4 +1,6 @@
-//! Delivering the course: what goes to students and to the platforms that grade them.
+//! Delivering the labs: a student repository of its own, without the solutions, and the
+//! platforms that grade what students submit.
 
+pub mod export;
 pub mod gradescope;
 pub mod submission;
