@@ -63,6 +63,12 @@ pub enum Command {
     /// Writes a repository for students (new directory, one commit): the labs, the grader, the
     /// handouts and a grading workflow, without the solutions.
     Export(crate::deliver::export::ExportArgs),
+    /// Writes the Gradescope autograder zip: setup.sh, run_autograder and the template (the
+    /// grader and the skeletons, no solutions).
+    Gradescope(crate::deliver::gradescope::GradescopeArgs),
+    /// Copies the labs/*/src of a submission (a directory, .zip or .tar.gz) into a workspace's
+    /// labs, and nothing else of it.
+    Import(crate::deliver::submission::ImportArgs),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -164,6 +170,8 @@ pub fn main() -> ExitCode {
     match args.command {
         Some(Command::Clean) => clean(),
         Some(Command::Export(export)) => crate::deliver::export::command(export),
+        Some(Command::Gradescope(args)) => crate::deliver::gradescope::command(args),
+        Some(Command::Import(args)) => crate::deliver::submission::command(args),
         None => grade(args),
     }
 }

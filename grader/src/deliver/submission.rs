@@ -79,6 +79,30 @@ pub enum ImportError {
     },
 }
 
+/// `cargo grade import`'s arguments.
+#[derive(clap::Args, Debug)]
+pub struct ImportArgs {
+    /// The submission: a directory, a .zip or a .tar.gz holding labs/ (at any depth).
+    pub submission: PathBuf,
+    /// The workspace whose labs receive the submission's labs/*/src.
+    #[arg(long, value_name = "WORKSPACE")]
+    pub into: PathBuf,
+}
+
+/// Runs `cargo grade import`: exit status 2 when the submission is refused, with nothing written.
+pub fn command(args: ImportArgs) -> std::process::ExitCode {
+    match import(&args.submission, &args.into, Limits::default()) {
+        Ok(imported) => {
+            print!("{imported}");
+            std::process::ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("cargo grade import: {error}");
+            std::process::ExitCode::from(2)
+        }
+    }
+}
+
 /// What [`import`] took.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Imported {
@@ -102,7 +126,10 @@ impl std::fmt::Display for Imported {
             writeln!(f, "labs/{lab}: not a lab of this course, ignored")?;
         }
         for lab in &self.missing {
-            writeln!(f, "labs/{lab}: not in the submission; its skeleton is graded")?;
+            writeln!(
+                f,
+                "labs/{lab}: not in the submission; its skeleton is graded"
+            )?;
         }
         Ok(())
     }
@@ -397,7 +424,11 @@ pub fn import(
         let archives: Vec<&Entry> = entries
             .iter()
             .filter(|e| {
-                let name = e.path.last().map(|n| n.to_ascii_lowercase()).unwrap_or_default();
+                let name = e
+                    .path
+                    .last()
+                    .map(|n| n.to_ascii_lowercase())
+                    .unwrap_or_default();
                 name.ends_with(".zip") || name.ends_with(".tar.gz") || name.ends_with(".tgz")
             })
             .collect();
@@ -554,7 +585,11 @@ mod tests {
         let ws = workspace();
         let sub = tempfile::tempdir().unwrap();
         put(sub.path(), "repo-main/labs/01-pipe-echo/src/lib.rs", "mine");
-        put(sub.path(), "repo-main/labs/01-pipe-echo/src/extra/mod.rs", "more");
+        put(
+            sub.path(),
+            "repo-main/labs/01-pipe-echo/src/extra/mod.rs",
+            "more",
+        );
         put(sub.path(), "repo-main/labs/01-pipe-echo/build.rs", "evil");
         put(sub.path(), "repo-main/labs/01-pipe-echo/Cargo.toml", "evil");
         put(sub.path(), "repo-main/grader/src/lib.rs", "evil");
@@ -568,13 +603,22 @@ mod tests {
         assert_eq!(imported.unknown, ["99-extra"]);
         assert_eq!(imported.missing, ["02-mqueue-priority"]);
         assert_eq!(read(ws.path(), "labs/01-pipe-echo/src/lib.rs"), "mine");
-        assert_eq!(read(ws.path(), "labs/01-pipe-echo/src/extra/mod.rs"), "more");
+        assert_eq!(
+            read(ws.path(), "labs/01-pipe-echo/src/extra/mod.rs"),
+            "more"
+        );
         // The submission's src/ replaces the skeleton's whole.
         assert!(!ws.path().join("labs/01-pipe-echo/src/main.rs").exists());
         assert!(!ws.path().join("labs/01-pipe-echo/build.rs").exists());
-        assert_eq!(read(ws.path(), "labs/01-pipe-echo/Cargo.toml"), "[package]\n");
+        assert_eq!(
+            read(ws.path(), "labs/01-pipe-echo/Cargo.toml"),
+            "[package]\n"
+        );
         assert!(!ws.path().join("grader").exists());
-        assert_eq!(read(ws.path(), "labs/02-mqueue-priority/src/lib.rs"), "skeleton");
+        assert_eq!(
+            read(ws.path(), "labs/02-mqueue-priority/src/lib.rs"),
+            "skeleton"
+        );
     }
 
     #[test]
@@ -590,7 +634,10 @@ mod tests {
         put(two.path(), "a/labs/01-pipe-echo/src/lib.rs", "a");
         put(two.path(), "b/labs/01-pipe-echo/src/lib.rs", "b");
         let error = import(two.path(), ws.path(), Limits::default()).unwrap_err();
-        assert!(matches!(error, ImportError::TwoLabsDirectories(..)), "{error}");
+        assert!(
+            matches!(error, ImportError::TwoLabsDirectories(..)),
+            "{error}"
+        );
     }
 
     #[test]
@@ -615,7 +662,13 @@ mod tests {
             .unwrap();
         let error = import(sub.path(), ws.path(), Limits::default()).unwrap_err();
         assert!(
-            matches!(error, ImportError::Unsafe { why: "a symbolic link", .. }),
+            matches!(
+                error,
+                ImportError::Unsafe {
+                    why: "a symbolic link",
+                    ..
+                }
+            ),
             "{error}"
         );
         assert_eq!(read(ws.path(), "labs/01-pipe-echo/src/lib.rs"), "skeleton");
@@ -640,7 +693,10 @@ mod tests {
     #[test]
     fn a_zip_found_in_the_submission_directory_is_read() {
         let ws = workspace();
-        let dir = zip_of(&[("ipc-labs-main/labs/01-pipe-echo/src/lib.rs", b"zipped")], None);
+        let dir = zip_of(
+            &[("ipc-labs-main/labs/01-pipe-echo/src/lib.rs", b"zipped")],
+            None,
+        );
         let imported = import(dir.path(), ws.path(), Limits::default()).unwrap();
         assert_eq!(imported.found_at, "ipc-labs-main");
         assert_eq!(read(ws.path(), "labs/01-pipe-echo/src/lib.rs"), "zipped");
@@ -649,7 +705,10 @@ mod tests {
     #[test]
     fn zip_entries_that_leave_the_archive_are_refused() {
         let ws = workspace();
-        for name in ["/labs/01-pipe-echo/src/lib.rs", "labs/01-pipe-echo/src/../../../x"] {
+        for name in [
+            "/labs/01-pipe-echo/src/lib.rs",
+            "labs/01-pipe-echo/src/../../../x",
+        ] {
             let dir = zip_of(&[(name, b"x")], None);
             let error = import(&dir.path().join("sub.zip"), ws.path(), Limits::default());
             assert!(
@@ -663,7 +722,13 @@ mod tests {
         );
         let error = import(&dir.path().join("sub.zip"), ws.path(), Limits::default());
         assert!(
-            matches!(error, Err(ImportError::Unsafe { why: "a symbolic link", .. })),
+            matches!(
+                error,
+                Err(ImportError::Unsafe {
+                    why: "a symbolic link",
+                    ..
+                })
+            ),
             "{error:?}"
         );
         assert_eq!(read(ws.path(), "labs/01-pipe-echo/src/lib.rs"), "skeleton");
@@ -675,7 +740,10 @@ mod tests {
         let zeros = vec![0u8; 4 << 20];
         let dir = zip_of(&[("labs/01-pipe-echo/src/lib.rs", &zeros)], None);
         let compressed = std::fs::metadata(dir.path().join("sub.zip")).unwrap().len();
-        assert!(compressed < 64 << 10, "the test's zip compresses: {compressed}");
+        assert!(
+            compressed < 64 << 10,
+            "the test's zip compresses: {compressed}"
+        );
         let limits = Limits {
             max_bytes: 1 << 20,
             ..Limits::default()
@@ -696,7 +764,9 @@ mod tests {
         assert!(matches!(error, ImportError::TooManyFiles(4)), "{error}");
     }
 
-    fn tar_gz_of(build: impl FnOnce(&mut tar::Builder<flate2::write::GzEncoder<std::fs::File>>)) -> tempfile::TempDir {
+    fn tar_gz_of(
+        build: impl FnOnce(&mut tar::Builder<flate2::write::GzEncoder<std::fs::File>>),
+    ) -> tempfile::TempDir {
         let dir = tempfile::tempdir().unwrap();
         let file = std::fs::File::create(dir.path().join("sub.tar.gz")).unwrap();
         let gz = flate2::write::GzEncoder::new(file, flate2::Compression::default());
@@ -706,7 +776,11 @@ mod tests {
         dir
     }
 
-    fn tar_file(tar: &mut tar::Builder<flate2::write::GzEncoder<std::fs::File>>, name: &str, data: &[u8]) {
+    fn tar_file(
+        tar: &mut tar::Builder<flate2::write::GzEncoder<std::fs::File>>,
+        name: &str,
+        data: &[u8],
+    ) {
         let mut header = tar::Header::new_gnu();
         header.set_size(data.len() as u64);
         header.set_mode(0o644);
@@ -721,12 +795,19 @@ mod tests {
     fn a_tar_gz_is_read_and_its_escapes_and_bombs_refused() {
         let ws = workspace();
         let dir = tar_gz_of(|tar| {
-            tar_file(tar, "ipc-labs-1.0/labs/02-mqueue-priority/src/lib.rs", b"tarred");
+            tar_file(
+                tar,
+                "ipc-labs-1.0/labs/02-mqueue-priority/src/lib.rs",
+                b"tarred",
+            );
             tar_file(tar, "ipc-labs-1.0/target/big", &vec![0u8; 1 << 20]);
         });
         let archive = dir.path().join("sub.tar.gz");
         import(&archive, ws.path(), Limits::default()).unwrap();
-        assert_eq!(read(ws.path(), "labs/02-mqueue-priority/src/lib.rs"), "tarred");
+        assert_eq!(
+            read(ws.path(), "labs/02-mqueue-priority/src/lib.rs"),
+            "tarred"
+        );
         let limits = Limits {
             max_expanded: 256 << 10,
             ..Limits::default()
@@ -736,7 +817,10 @@ mod tests {
 
         let dir = tar_gz_of(|tar| tar_file(tar, "labs/01-pipe-echo/src/../../../../x", b"x"));
         let error = import(&dir.path().join("sub.tar.gz"), ws.path(), Limits::default());
-        assert!(matches!(error, Err(ImportError::Unsafe { .. })), "{error:?}");
+        assert!(
+            matches!(error, Err(ImportError::Unsafe { .. })),
+            "{error:?}"
+        );
         let dir = tar_gz_of(|tar| {
             let mut header = tar::Header::new_gnu();
             header.set_entry_type(tar::EntryType::Symlink);
@@ -746,7 +830,13 @@ mod tests {
         });
         let error = import(&dir.path().join("sub.tar.gz"), ws.path(), Limits::default());
         assert!(
-            matches!(error, Err(ImportError::Unsafe { why: "a symbolic link", .. })),
+            matches!(
+                error,
+                Err(ImportError::Unsafe {
+                    why: "a symbolic link",
+                    ..
+                })
+            ),
             "{error:?}"
         );
     }
@@ -757,7 +847,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         put(dir.path(), "sub.rar", "x");
         let error = import(&dir.path().join("sub.rar"), ws.path(), Limits::default());
-        assert!(matches!(error, Err(ImportError::UnknownKind(_))), "{error:?}");
+        assert!(
+            matches!(error, Err(ImportError::UnknownKind(_))),
+            "{error:?}"
+        );
         let error = import(&dir.path().join("nope"), ws.path(), Limits::default());
         assert!(matches!(error, Err(ImportError::Missing(_))), "{error:?}");
     }
