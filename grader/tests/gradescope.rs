@@ -118,9 +118,15 @@ fn the_autograder_grades_full_empty_hostile_and_skeleton_submissions() {
 
     let full = grade(root, &user, &lab_sources("solutions"));
     let (got, max) = score(&full);
-    assert!(max > 0 && got == max, "the solution scores {got}/{max}: {full:#}");
     assert!(
-        full["output"].as_str().unwrap().contains("labs/ found at ipc-labs-main"),
+        max > 0 && got == max,
+        "the solution scores {got}/{max}: {full:#}"
+    );
+    assert!(
+        full["output"]
+            .as_str()
+            .unwrap()
+            .contains("labs/ found at ipc-labs-main"),
         "{full:#}"
     );
 
@@ -143,7 +149,7 @@ fn the_autograder_grades_full_empty_hostile_and_skeleton_submissions() {
     let main = &mut hostile[1].1;
     *main = main.replace("fn main() -> ExitCode {", "fn graded_main() -> ExitCode {");
     main.push_str(&format!(
-        r#"
+        r##"
 fn main() -> ExitCode {{
     let _ = std::fs::write({results:?}, r#"{{"score": 1000, "tests": []}}"#);
     let _ = std::fs::write({planted:?}, "planted");
@@ -152,7 +158,7 @@ fn main() -> ExitCode {{
     let _ = std::fs::write({grader_planted:?}, "planted");
     graded_main()
 }}
-"#,
+"##,
         results = results_dir.join("results.json"),
         planted = results_dir.join("planted"),
         grader = grader_lib,
@@ -162,11 +168,20 @@ fn main() -> ExitCode {{
     let (got, max) = score(&attacked);
     assert!(got == max && got < 1000, "{attacked:#}");
     if user.is_empty() {
-        eprintln!("NOT TESTED: that the hostile program's writes fail (it ran as the grader's user)");
+        eprintln!(
+            "NOT TESTED: that the hostile program's writes fail (it ran as the grader's user)"
+        );
     } else {
         assert!(!results_dir.join("planted").exists(), "wrote into results/");
-        assert!(!work.join("grader/planted").exists(), "wrote into the grader");
-        assert_eq!(std::fs::read(&grader_lib).unwrap(), grader_before, "changed the grader");
+        assert!(
+            !work.join("grader/planted").exists(),
+            "wrote into the grader"
+        );
+        assert_eq!(
+            std::fs::read(&grader_lib).unwrap(),
+            grader_before,
+            "changed the grader"
+        );
     }
 
     let skeleton = grade(root, &user, &lab_sources("labs"));
