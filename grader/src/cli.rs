@@ -4,7 +4,7 @@ use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{Parser, Subcommand};
 
 use crate::engine::{self, CLEANUP_CHECK, Lab, Options, Plan, Progress, Variant};
 use crate::report;
@@ -36,9 +36,13 @@ pub struct Args {
     /// Seed for the random inputs (printed with every failure); random if not given.
     #[arg(long)]
     pub seed: Option<u64>,
-    /// Output format.
+    /// Output format (see docs/report-format.md).
     #[arg(long, value_enum, default_value_t = Format::Human)]
     pub format: Format,
+    /// Also write the report in FORMAT to PATH, from the same grading (repeatable), e.g.
+    /// `--write junit=junit.xml --write github-summary=$GITHUB_STEP_SUMMARY`.
+    #[arg(long = "write", value_name = "FORMAT=PATH")]
+    pub write: Vec<report::Destination>,
     /// How many checks run at once (checks that measure time always run alone).
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
     pub jobs: u32,
@@ -71,13 +75,7 @@ pub enum Command {
     Import(crate::deliver::submission::ImportArgs),
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum Format {
-    /// A line per check, a subtotal per lab, the total.
-    Human,
-    /// One JSON document on stdout (see docs/report-format.md).
-    Json,
-}
+pub use crate::report::Format;
 
 /// A selection that names no known lab or check.
 #[derive(Debug, thiserror::Error)]
@@ -239,6 +237,25 @@ fn grade(args: Args) -> ExitCode {
     if let Some(user) = &run_as {
         flags.push_str(&format!(" --run-as {}", user.name));
     }
+    if args.repeat > 1
+        && (!matches!(args.format, Format::Human | Format::Json) || !args.write.is_empty())
+    {
+        return usage_error(
+            "--repeat reports pass counts in the human or json format only, and without --write",
+        );
+    }
+    let formats: Vec<Format> = std::iter::once(args.format)
+        .chain(args.write.iter().map(|d| d.format))
+        .collect();
+    let slugs: Vec<&str> = plans.iter().map(|p| p.lab.slug).collect();
+    let context = match report::Context::new(&workspace, variant, &slugs, flags.clone(), &formats) {
+        Ok(context) => context,
+        Err(error) => return usage_error(&error.to_string()),
+    };
+    let destinations = match report::open_all(&args.write) {
+        Ok(destinations) => destinations,
+        Err(error) => return usage_error(&error.to_string()),
+    };
     let options = Options {
         variant,
         seed,
@@ -297,15 +314,20 @@ fn grade(args: Args) -> ExitCode {
             "{}",
             report::summary(&report, options.seed, &report::Style::detect())
         ),
-        Format::Json => println!(
-            "{}",
-            serde_json::to_string_pretty(&report).expect("a report serializes")
-        ),
+        format => print!("{}", report::render(format, &report, &context)),
+    }
+    let mut all_written = true;
+    for destination in destinations {
+        let text = report::render(destination.format, &report, &context);
+        if let Err(error) = destination.write(&text) {
+            eprintln!("cargo grade: {error}");
+            all_written = false;
+        }
     }
     if let Some(signal) = engine::run::interrupted() {
         return ExitCode::from(128 + signal as u8);
     }
-    if report.all_passed() {
+    if report.all_passed() && all_written {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
@@ -416,11 +438,11 @@ fn repeat(
         );
     }
     match format {
-        Format::Human => print!("{}", report::repeat_table(&tallies)),
         Format::Json => println!(
             "{}",
             serde_json::json!({ "repeat": times, "seed": base, "checks": tallies })
         ),
+        _ => print!("{}", report::repeat_table(&tallies)),
     }
     if let Some(signal) = engine::run::interrupted() {
         return ExitCode::from(128 + signal as u8);

@@ -14,6 +14,8 @@ pub mod run;
 pub mod waiting;
 
 pub use compile::Variant;
-pub use model::{CLEANUP_CHECK, Check, CheckResult, Fail, Lab, LabResult, Report, Status};
+pub use model::{
+    CLEANUP_CHECK, Check, CheckResult, Fail, GRADER_FAILURE, Lab, LabResult, Report, Status,
+};
 pub use process::Proc;
 pub use run::{Options, Plan, Progress, Run, RunAs, grade, grade_built};

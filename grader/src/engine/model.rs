@@ -41,6 +41,9 @@ pub struct Check {
 /// The name of the check that every lab with cleanup points gets.
 pub const CLEANUP_CHECK: &str = "cleanup";
 
+/// How the message of a check that the grader itself could not run begins.
+pub const GRADER_FAILURE: &str = "the grader could not run this check";
+
 /// Why a check did not pass.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Fail {
@@ -75,7 +78,7 @@ impl Fail {
             Fail::Failed(m) | Fail::TimedOut(m) | Fail::NotImplemented(m) | Fail::Crashed(m) => {
                 m.clone()
             }
-            Fail::Grader(m) => format!("the grader could not run this check: {m}"),
+            Fail::Grader(m) => format!("{GRADER_FAILURE}: {m}"),
         }
     }
 }
