@@ -79,6 +79,12 @@ pub enum Command {
     /// Writes a repository for students (new directory, one commit): the labs, the grader, the
     /// handouts and a grading workflow, without the solutions.
     Export(crate::deliver::export::ExportArgs),
+    /// Writes the Gradescope autograder zip: setup.sh, run_autograder and the template (the
+    /// grader and the skeletons, no solutions).
+    Gradescope(crate::deliver::gradescope::GradescopeArgs),
+    /// Copies the labs/*/src of a submission (a directory, .zip or .tar.gz) into a workspace's
+    /// labs, and nothing else of it.
+    Import(crate::deliver::submission::ImportArgs),
 }
 
 pub use crate::report::Format;
@@ -182,6 +188,8 @@ pub fn main() -> ExitCode {
         },
         Some(Command::Bench(args)) => crate::bench::main(args),
         Some(Command::Export(export)) => crate::deliver::export::command(export),
+        Some(Command::Gradescope(args)) => crate::deliver::gradescope::command(args),
+        Some(Command::Import(args)) => crate::deliver::submission::command(args),
         None => grade(args),
     }
 }

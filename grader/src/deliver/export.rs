@@ -111,6 +111,10 @@ pub struct ExportArgs {
     /// Replace DIR if it exists and is not empty.
     #[arg(long)]
     pub force: bool,
+    /// Also write the Classroom 50 config files of the assignment (autograder.py, runtime
+    /// settings, HOWTO.md) into this directory.
+    #[arg(long, value_name = "CONFIG_DIR")]
+    pub classroom50: Option<PathBuf>,
 }
 
 /// Runs `cargo grade export`.
@@ -122,8 +126,20 @@ pub fn command(args: ExportArgs) -> ExitCode {
     let exported = crate::workspace_root()
         .map_err(|error| (2, error.to_string()))
         .and_then(|workspace| {
-            export(&workspace, &args.dir, &options)
-                .map_err(|error| (if error.is_usage() { 2 } else { 1 }, error.to_string()))
+            if let Some(config) = &args.classroom50 {
+                super::classroom50::check(config, args.force).map_err(|e| (2, e.to_string()))?;
+            }
+            let exported = export(&workspace, &args.dir, &options)
+                .map_err(|error| (if error.is_usage() { 2 } else { 1 }, error.to_string()))?;
+            if let Some(config) = &args.classroom50 {
+                super::classroom50::write(&workspace, config, &exported.labs, args.force)
+                    .map_err(|e| (1, e.to_string()))?;
+                println!(
+                    "wrote the Classroom 50 config files to {}",
+                    config.display()
+                );
+            }
+            Ok(exported)
         });
     match exported {
         Ok(exported) => {

@@ -1,3 +1,7 @@
-//! Delivering the labs to students: a repository of their own, without the solutions.
+//! Delivering the labs: a student repository of its own, without the solutions, and the
+//! platforms that grade what students submit.
 
+pub mod classroom50;
 pub mod export;
+pub mod gradescope;
+pub mod submission;

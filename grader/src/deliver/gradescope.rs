@@ -1,0 +1,241 @@
+//! `cargo grade gradescope ZIP`: the autograder zip an instructor uploads to Gradescope.
+//!
+//! It holds `setup.sh` and `run_autograder` (from [`SCRIPTS`]), the labs to grade (`labs`, one
+//! line of slugs) and, under `template/`, the student template of [`super::export`]: the grader
+//! and the skeletons, no solutions. `run_autograder` grades a pristine copy of that template
+//! into which only the submission's `labs/*/src` is copied (`cargo grade import`), so the grade
+//! cannot be changed by what the submission holds.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use super::export::{self, ExportError, ExportOptions};
+
+/// Where `setup.sh` and `run_autograder` are kept in the workspace.
+pub const SCRIPTS: &str = "grader/template/gradescope";
+/// The scripts at the root of the zip, executable.
+const ROOT_SCRIPTS: &[&str] = &["setup.sh", "run_autograder"];
+
+/// Why no zip was written.
+#[derive(Debug, thiserror::Error)]
+pub enum GradescopeError {
+    #[error("{0} exists; --force replaces it")]
+    Exists(PathBuf),
+    #[error(transparent)]
+    Export(#[from] ExportError),
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("writing the zip: {0}")]
+    Zip(#[from] zip::result::ZipError),
+    #[error("reading the template: {0}")]
+    Walk(#[from] walkdir::Error),
+}
+
+impl GradescopeError {
+    /// Whether the command line asked for something impossible (exit status 2).
+    pub fn is_usage(&self) -> bool {
+        match self {
+            GradescopeError::Exists(_) => true,
+            GradescopeError::Export(error) => error.is_usage(),
+            _ => false,
+        }
+    }
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> GradescopeError + '_ {
+    move |source| GradescopeError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// `cargo grade gradescope`'s arguments.
+#[derive(clap::Args, Debug)]
+pub struct GradescopeArgs {
+    /// The zip to write.
+    pub zip: PathBuf,
+    /// Only these labs (comma-separated slugs, e.g. `pipe-echo,sysv-shm`); all if not given.
+    #[arg(long, value_delimiter = ',', value_name = "LAB,...")]
+    pub labs: Vec<String>,
+    /// Replace ZIP if it exists.
+    #[arg(long)]
+    pub force: bool,
+}
+
+/// Runs `cargo grade gradescope`.
+pub fn command(args: GradescopeArgs) -> ExitCode {
+    let written = crate::workspace_root()
+        .map_err(|error| (2, error.to_string()))
+        .and_then(|workspace| {
+            build(&workspace, &args.zip, &args.labs, args.force)
+                .map_err(|error| (if error.is_usage() { 2 } else { 1 }, error.to_string()))
+        });
+    match written {
+        Ok(labs) => {
+            println!(
+                "wrote {}: the Gradescope autograder of {} (upload it as the assignment's \
+                 autograder, Ubuntu base image)",
+                args.zip.display(),
+                labs.join(", ")
+            );
+            ExitCode::SUCCESS
+        }
+        Err((status, message)) => {
+            eprintln!("cargo grade gradescope: {message}");
+            ExitCode::from(status)
+        }
+    }
+}
+
+/// Writes the autograder zip of `labs` (every lab if empty) to `zip`; returns the labs' slugs.
+/// The zip is written beside `zip` and renamed, so that a failure leaves `zip` as it was.
+pub fn build(
+    workspace: &Path,
+    zip: &Path,
+    labs: &[String],
+    force: bool,
+) -> Result<Vec<&'static str>, GradescopeError> {
+    if zip.symlink_metadata().is_ok() && !force {
+        return Err(GradescopeError::Exists(zip.to_path_buf()));
+    }
+    let scratch = tempfile::tempdir().map_err(io(Path::new("a temporary directory")))?;
+    let template = scratch.path().join("template");
+    let exported = export::export(
+        workspace,
+        &template,
+        &ExportOptions {
+            labs: labs.to_vec(),
+            force: false,
+        },
+    )?;
+    let parent = match zip.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent,
+        _ => Path::new("."),
+    };
+    let mut staged = tempfile::Builder::new()
+        .prefix(".gradescope-")
+        .suffix(".zip")
+        .tempfile_in(parent)
+        .map_err(io(parent))?;
+    write_zip(staged.as_file_mut(), workspace, &template, &exported.labs)?;
+    staged.persist(zip).map_err(|e| GradescopeError::Io {
+        path: zip.to_path_buf(),
+        source: e.error,
+    })?;
+    Ok(exported.labs)
+}
+
+fn write_zip(
+    file: &mut std::fs::File,
+    workspace: &Path,
+    template: &Path,
+    labs: &[&str],
+) -> Result<(), GradescopeError> {
+    let mut zip = zip::ZipWriter::new(file);
+    let options = zip::write::SimpleFileOptions::default()
+        .compression_method(zip::CompressionMethod::Deflated);
+    let executable = options.unix_permissions(0o755);
+    let plain = options.unix_permissions(0o644);
+    for script in ROOT_SCRIPTS {
+        let path = workspace.join(SCRIPTS).join(script);
+        let bytes = std::fs::read(&path).map_err(io(&path))?;
+        zip.start_file(*script, executable)?;
+        zip.write_all(&bytes).map_err(io(&path))?;
+    }
+    zip.start_file("labs", plain)?;
+    zip.write_all(format!("{}\n", labs.join(" ")).as_bytes())
+        .map_err(io(Path::new("labs")))?;
+    // The template's git history is of no use to the grading.
+    let walk = walkdir::WalkDir::new(template)
+        .sort_by_file_name()
+        .into_iter()
+        .filter_entry(|e| e.file_name() != ".git");
+    for entry in walk {
+        let entry = entry?;
+        let relative = entry
+            .path()
+            .strip_prefix(template)
+            .expect("the walk stays in the template");
+        if relative.as_os_str().is_empty() || entry.file_type().is_dir() {
+            continue;
+        }
+        let name = Path::new("template").join(relative);
+        let name = name.to_string_lossy();
+        let mode = entry.metadata()?.permissions();
+        let options = if std::os::unix::fs::PermissionsExt::mode(&mode) & 0o111 != 0 {
+            executable
+        } else {
+            plain
+        };
+        let bytes = std::fs::read(entry.path()).map_err(io(entry.path()))?;
+        zip.start_file(name, options)?;
+        zip.write_all(&bytes).map_err(io(entry.path()))?;
+    }
+    zip.finish()?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn workspace() -> PathBuf {
+        crate::workspace_root().expect("the tests run in the workspace")
+    }
+
+    #[test]
+    fn the_zip_holds_the_scripts_at_its_root_and_a_template_without_solutions() {
+        let dir = tempfile::tempdir().unwrap();
+        let zip_path = dir.path().join("autograder.zip");
+        let labs = build(&workspace(), &zip_path, &["pipe-echo".into()], false).unwrap();
+        assert_eq!(labs, ["pipe-echo"]);
+        let mut zip = zip::ZipArchive::new(std::fs::File::open(&zip_path).unwrap()).unwrap();
+        let names: Vec<String> = zip.file_names().map(String::from).collect();
+        for script in ROOT_SCRIPTS {
+            let entry = zip.by_name(script).unwrap();
+            assert_eq!(entry.unix_mode().unwrap() & 0o777, 0o755, "{script}");
+        }
+        let mut listed = String::new();
+        std::io::Read::read_to_string(&mut zip.by_name("labs").unwrap(), &mut listed).unwrap();
+        assert_eq!(listed, "pipe-echo\n");
+        for needed in [
+            "template/Cargo.toml",
+            "template/Cargo.lock",
+            "template/grader/Cargo.toml",
+            "template/labs/01-pipe-echo/src/lib.rs",
+        ] {
+            assert!(names.iter().any(|n| n == needed), "{needed} missing");
+        }
+        for name in &names {
+            assert!(
+                !name.contains("solutions/")
+                    && !name.contains("/.git/")
+                    && !name.contains("mutants"),
+                "{name} should not be in the zip"
+            );
+        }
+        assert!(!names.iter().any(|n| n.starts_with("template/labs/02-")));
+    }
+
+    #[test]
+    fn an_existing_zip_is_kept_without_force() {
+        let dir = tempfile::tempdir().unwrap();
+        let zip_path = dir.path().join("autograder.zip");
+        std::fs::write(&zip_path, "mine").unwrap();
+        let error = build(&workspace(), &zip_path, &["pipe-echo".into()], false).unwrap_err();
+        assert!(error.is_usage(), "{error}");
+        assert_eq!(std::fs::read_to_string(&zip_path).unwrap(), "mine");
+        let error = build(&workspace(), &zip_path, &["nope".into()], true).unwrap_err();
+        assert!(matches!(
+            error,
+            GradescopeError::Export(ExportError::UnknownLab(..))
+        ));
+        assert_eq!(std::fs::read_to_string(&zip_path).unwrap(), "mine");
+        build(&workspace(), &zip_path, &["pipe-echo".into()], true).unwrap();
+        assert!(zip::ZipArchive::new(std::fs::File::open(&zip_path).unwrap()).is_ok());
+    }
+}
