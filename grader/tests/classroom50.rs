@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use assert_cmd::cargo::CommandCargoExt;
+use ipc_grader::deliver::classroom50::{Classroom50Error, write};
 use serde_json::Value;
 
 fn workspace() -> PathBuf {
@@ -186,4 +187,37 @@ fn the_generated_autograder_grades_the_skeleton_and_the_solution() {
     }
     let solved = run_autograder(&config, &template);
     assert_eq!(solved["score"].as_u64(), Some(max), "{solved:#}");
+}
+
+#[test]
+fn the_config_files_are_written_once_and_kept_without_force() {
+    let workspace = ipc_grader::workspace_root().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("autograders/pipe-echo");
+    write(&workspace, &config, &["pipe-echo"], false).unwrap();
+    assert_eq!(
+        std::fs::read_to_string(config.join("labs")).unwrap(),
+        "pipe-echo\n"
+    );
+    let runtime: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(config.join("runtime.json")).unwrap())
+            .unwrap();
+    assert_eq!(runtime["rust"], "stable");
+    assert!(
+        std::fs::read_to_string(config.join("autograder.py"))
+            .unwrap()
+            .contains("classroom50=")
+    );
+    std::fs::write(config.join("labs"), "mine").unwrap();
+    let error = write(&workspace, &config, &["sysv-shm"], false).unwrap_err();
+    assert!(matches!(error, Classroom50Error::Exists(_)), "{error}");
+    assert_eq!(
+        std::fs::read_to_string(config.join("labs")).unwrap(),
+        "mine"
+    );
+    write(&workspace, &config, &["sysv-shm"], true).unwrap();
+    assert_eq!(
+        std::fs::read_to_string(config.join("labs")).unwrap(),
+        "sysv-shm\n"
+    );
 }

@@ -15,7 +15,7 @@ use super::export::{self, ExportError, ExportOptions};
 /// Where `setup.sh` and `run_autograder` are kept in the workspace.
 pub const SCRIPTS: &str = "grader/template/gradescope";
 /// The scripts at the root of the zip, executable.
-const ROOT_SCRIPTS: &[&str] = &["setup.sh", "run_autograder"];
+pub const ROOT_SCRIPTS: &[&str] = &["setup.sh", "run_autograder"];
 
 /// Why no zip was written.
 #[derive(Debug, thiserror::Error)]
@@ -177,65 +177,4 @@ fn write_zip(
     }
     zip.finish()?;
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn workspace() -> PathBuf {
-        crate::workspace_root().expect("the tests run in the workspace")
-    }
-
-    #[test]
-    fn the_zip_holds_the_scripts_at_its_root_and_a_template_without_solutions() {
-        let dir = tempfile::tempdir().unwrap();
-        let zip_path = dir.path().join("autograder.zip");
-        let labs = build(&workspace(), &zip_path, &["pipe-echo".into()], false).unwrap();
-        assert_eq!(labs, ["pipe-echo"]);
-        let mut zip = zip::ZipArchive::new(std::fs::File::open(&zip_path).unwrap()).unwrap();
-        let names: Vec<String> = zip.file_names().map(String::from).collect();
-        for script in ROOT_SCRIPTS {
-            let entry = zip.by_name(script).unwrap();
-            assert_eq!(entry.unix_mode().unwrap() & 0o777, 0o755, "{script}");
-        }
-        let mut listed = String::new();
-        std::io::Read::read_to_string(&mut zip.by_name("labs").unwrap(), &mut listed).unwrap();
-        assert_eq!(listed, "pipe-echo\n");
-        for needed in [
-            "template/Cargo.toml",
-            "template/Cargo.lock",
-            "template/grader/Cargo.toml",
-            "template/labs/01-pipe-echo/src/lib.rs",
-        ] {
-            assert!(names.iter().any(|n| n == needed), "{needed} missing");
-        }
-        for name in &names {
-            assert!(
-                !name.contains("solutions/")
-                    && !name.contains("/.git/")
-                    && !name.contains("mutants"),
-                "{name} should not be in the zip"
-            );
-        }
-        assert!(!names.iter().any(|n| n.starts_with("template/labs/02-")));
-    }
-
-    #[test]
-    fn an_existing_zip_is_kept_without_force() {
-        let dir = tempfile::tempdir().unwrap();
-        let zip_path = dir.path().join("autograder.zip");
-        std::fs::write(&zip_path, "mine").unwrap();
-        let error = build(&workspace(), &zip_path, &["pipe-echo".into()], false).unwrap_err();
-        assert!(error.is_usage(), "{error}");
-        assert_eq!(std::fs::read_to_string(&zip_path).unwrap(), "mine");
-        let error = build(&workspace(), &zip_path, &["nope".into()], true).unwrap_err();
-        assert!(matches!(
-            error,
-            GradescopeError::Export(ExportError::UnknownLab(..))
-        ));
-        assert_eq!(std::fs::read_to_string(&zip_path).unwrap(), "mine");
-        build(&workspace(), &zip_path, &["pipe-echo".into()], true).unwrap();
-        assert!(zip::ZipArchive::new(std::fs::File::open(&zip_path).unwrap()).is_ok());
-    }
 }
