@@ -297,6 +297,9 @@ fn drop_in_solutions(template: &Path) {
 }
 
 #[test]
+// One template at a time in the shared target directory: cargo keys the grader's build
+// script output by package, not by path, so two templates built at once would share it.
+#[serial_test::serial(template_build)]
 fn the_template_grades_labs_and_its_tests_pass_once_the_solutions_are_in() {
     let scratch = scratch();
     let template = scratch.path().join("template");
@@ -481,6 +484,9 @@ fn scores(result: &serde_json::Value) -> (f64, f64) {
 }
 
 #[test]
+// One template at a time in the shared target directory: cargo keys the grader's build
+// script output by package, not by path, so two templates built at once would share it.
+#[serial_test::serial(template_build)]
 fn the_workflow_grades_reports_and_notices_a_changed_grader() {
     let scratch = scratch();
     let template = scratch.path().join("template");
