@@ -53,7 +53,13 @@ pub fn signals_during_transfer(run: &mut Run) -> Result<String, Fail> {
     };
     // The storm stops before a hang is diagnosed: under it every process looks busy.
     let until = run.deadline() - Duration::from_secs(3);
-    let done = session.go().and_then(|()| session.watch_done(until));
+    let done = session
+        .go()
+        .and_then(|()| force_short_writes(&session, 10))
+        .and_then(|forced| {
+            sent.fetch_add(forced, Ordering::SeqCst);
+            session.watch_done(until)
+        });
     stop.store(true, Ordering::SeqCst);
     let _ = signaller.join();
     judge_under_signals(session, done)?;
@@ -62,6 +68,46 @@ pub fn signals_during_transfer(run: &mut Run) -> Result<String, Fail> {
         len >> 20,
         sent.load(Ordering::SeqCst)
     ))
+}
+
+/// Cuts the parent's writes short on purpose, `rounds` times: with the child held, the parent
+/// fills pipe A's one page and sleeps in a write() that has copied part of its buffer; a signal
+/// then makes that write() return short. On a loaded machine the storm alone may land no signal
+/// inside a write. Returns how many signals it sent.
+fn force_short_writes(session: &Session, rounds: u32) -> Result<u64, Fail> {
+    let mut sent = 0;
+    let gone = || inspect::view(session.child).is_none();
+    for _ in 0..rounds {
+        // A child already reaped has done its part: the transfer's verdict judges the rest.
+        match outside::hold_stopped(session.child) {
+            Err(_) if gone() => break,
+            held => held?,
+        }
+        let until = Instant::now() + Duration::from_millis(500);
+        let mut writing = false;
+        while !writing && Instant::now() < until {
+            writing = threads_on_own_pipes(session, session.parent)
+                .values()
+                .any(|call| *call == "write()");
+            if !writing {
+                std::thread::sleep(Duration::from_micros(200));
+            }
+        }
+        if writing {
+            sent += force::signal_every_thread(session.parent, Signal::SIGUSR1);
+        }
+        match force::resume(session.child) {
+            Err(_) if gone() => break,
+            resumed => resumed?,
+        }
+        // A parent that no longer writes has sent everything (or waits elsewhere, which the
+        // transfer's verdict judges).
+        if !writing {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    Ok(sent)
 }
 
 /// The threads of `pid` asleep in a read or write on one of its own pipes (not the grader's
