@@ -127,17 +127,14 @@ impl IpcObject {
             IpcObject::DevShm { name } => std::fs::metadata(format!("/dev/shm/{name}"))
                 .ok()
                 .map(|m| m.uid()),
-            IpcObject::MessageQueue { name } => mqueue_mount()
-                .and_then(|mount| std::fs::metadata(format!("{mount}/{name}")).ok())
-                .map(|m| m.uid()),
+            IpcObject::MessageQueue { name } => mqueue_stat(name).map(|stat| stat.st_uid),
             IpcObject::SocketFile { path } => std::fs::metadata(path).ok().map(|m| m.uid()),
         }
     }
 }
 
 impl IpcObject {
-    /// Its permission bits now, if it still exists and the machine shows them (message queues
-    /// only where the mqueue file system is mounted).
+    /// Its permission bits now, if it still exists and the machine shows them.
     pub fn mode(&self) -> Option<u32> {
         use std::os::unix::fs::PermissionsExt;
         let sysv = |file: &str, id: i32| {
@@ -157,7 +154,7 @@ impl IpcObject {
             IpcObject::SysvMsg { id, .. } => sysv("msg", *id),
             IpcObject::SysvSem { id, .. } => sysv("sem", *id),
             IpcObject::DevShm { name } => file(&format!("/dev/shm/{name}")),
-            IpcObject::MessageQueue { name } => file(&format!("{}/{name}", mqueue_mount()?)),
+            IpcObject::MessageQueue { name } => mqueue_stat(name).map(|stat| stat.st_mode & 0o7777),
             IpcObject::SocketFile { path } => file(&path.to_string_lossy()),
         }
     }
@@ -287,6 +284,31 @@ impl CheckObjects {
         *self.last_look.lock().expect("look lock") = None;
         self.look();
     }
+}
+
+/// The permission bits of message queue `name` (without its leading slash), if it exists and
+/// the grader may look.
+pub fn message_queue_mode(name: &str) -> Option<u32> {
+    mqueue_stat(name).map(|stat| stat.st_mode & 0o7777)
+}
+
+/// The status of message queue `name` (its owner, its mode): from the mqueue file system where
+/// it is mounted, else from a descriptor of the grader's own (an open for reading takes no
+/// message; root may open any queue).
+fn mqueue_stat(name: &str) -> Option<nix::sys::stat::FileStat> {
+    if let Some(mount) = mqueue_mount() {
+        return nix::sys::stat::lstat(format!("{mount}/{name}").as_str()).ok();
+    }
+    let queue = nix::mqueue::mq_open(
+        format!("/{name}").as_str(),
+        nix::mqueue::MQ_OFlag::O_RDONLY | nix::mqueue::MQ_OFlag::O_NONBLOCK,
+        nix::sys::stat::Mode::empty(),
+        None,
+    )
+    .ok()?;
+    let stat = nix::sys::stat::fstat(&queue).ok();
+    let _ = nix::mqueue::mq_close(queue);
+    stat
 }
 
 /// Where the mqueue file system is mounted, if it is.

@@ -11,6 +11,7 @@ pub mod ledger;
 pub mod model;
 pub mod process;
 pub mod run;
+pub mod tracer;
 pub mod waiting;
 
 pub use compile::Variant;

@@ -57,6 +57,9 @@ pub struct Limits {
     pub user: Option<(u32, u32)>,
     /// A lower soft `RLIMIT_MSGQUEUE` (bytes of message queues), when a check sets one.
     pub message_queue_bytes: Option<u64>,
+    /// The program stops itself (SIGSTOP) just before `exec`, so that a check can start tracing
+    /// it before its first system call; the check lets it go with SIGCONT.
+    pub stopped_at_start: bool,
 }
 
 impl Limits {
@@ -69,6 +72,7 @@ impl Limits {
             processes: user_process_count(uid) + 2 * super::run::MAX_PROCESSES as u64,
             user,
             message_queue_bytes: None,
+            stopped_at_start: false,
         }
     }
 }
@@ -202,6 +206,9 @@ pub fn spawn(
                 for fd in CONTROL_FD + 1..4096 {
                     libc::close(fd);
                 }
+            }
+            if limits.stopped_at_start {
+                nix::sys::signal::raise(Signal::SIGSTOP)?;
             }
             Ok(())
         });

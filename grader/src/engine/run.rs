@@ -159,6 +159,28 @@ impl Run {
         self.spawn_limited(args, limits)
     }
 
+    /// Starts the lab's program like [`Run::spawn`], stopped before its first instruction: the
+    /// check attaches what it needs (a [`crate::engine::tracer::Tracer`]), then lets it go with
+    /// [`crate::engine::force::resume`].
+    pub fn spawn_stopped<S: AsRef<OsStr>>(&mut self, args: &[S]) -> Result<Proc, Fail> {
+        let limits = Limits {
+            stopped_at_start: true,
+            ..self.limits
+        };
+        let proc = self.spawn_limited(args, limits)?;
+        // Stopped: a group-stop the tracer can seize from.
+        let until = Instant::now() + Duration::from_secs(2);
+        while inspect::view(proc.pid.as_raw()).is_some_and(|v| v.state != 'T') {
+            if Instant::now() > until {
+                return Err(Fail::Grader(
+                    "the program did not stop before exec as asked".into(),
+                ));
+            }
+            std::thread::sleep(Duration::from_micros(200));
+        }
+        Ok(proc)
+    }
+
     fn spawn_limited<S: AsRef<OsStr>>(&mut self, args: &[S], limits: Limits) -> Result<Proc, Fail> {
         if let Some(signal) = interrupted() {
             return Err(Fail::Grader(format!(

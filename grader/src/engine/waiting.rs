@@ -32,13 +32,63 @@ pub struct WaitRules {
     /// Wake-ups per second a blocked wait may have (a timed wait that re-checks a condition
     /// every 100 ms wakes 10 times a second).
     pub wakeups_per_second: f64,
+    /// Whether a wait may have a timeout at all. Where the lab asks for waits that end only
+    /// when there is something to do, a timeout is a poll however long it is: a thread seen in
+    /// `poll(..., 250)` wakes too seldom for the count of wake-ups to tell.
+    pub timeouts: bool,
 }
 
 impl Default for WaitRules {
     fn default() -> WaitRules {
         WaitRules {
             wakeups_per_second: 10.0,
+            timeouts: true,
         }
+    }
+}
+
+impl WaitRules {
+    /// Waits that end only when there is something to do: no timeout, however long.
+    pub fn untimed() -> WaitRules {
+        WaitRules {
+            timeouts: false,
+            ..WaitRules::default()
+        }
+    }
+}
+
+/// The timeout of the wait thread `tid` of `pid` is asleep in, in words, if it is one of the
+/// waiting calls with a finite timeout (`/proc/PID/task/TID/syscall` gives its arguments).
+fn timed_wait(pid: i32, tid: i32) -> Option<String> {
+    let line = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/syscall")).ok()?;
+    let words: Vec<&str> = line.split_whitespace().collect();
+    let number: i64 = words.first()?.parse().ok()?;
+    let arg = |n: usize| -> Option<u64> {
+        u64::from_str_radix(words.get(n + 1)?.trim_start_matches("0x"), 16).ok()
+    };
+    // An int timeout in milliseconds, negative for none.
+    let millis = |n: usize| arg(n).map(|v| v as u32 as i32).filter(|ms| *ms >= 0);
+    let pointer = |n: usize| arg(n).filter(|p| *p != 0);
+    match number {
+        libc::SYS_poll => millis(2).map(|ms| format!("poll() with a timeout of {ms} ms")),
+        libc::SYS_epoll_wait | libc::SYS_epoll_pwait => {
+            millis(3).map(|ms| format!("epoll_wait() with a timeout of {ms} ms"))
+        }
+        libc::SYS_ppoll => pointer(2).map(|_| "ppoll() with a timeout".into()),
+        libc::SYS_select => pointer(4).map(|_| "select() with a timeout".into()),
+        libc::SYS_pselect6 => pointer(4).map(|_| "pselect() with a timeout".into()),
+        libc::SYS_nanosleep | libc::SYS_clock_nanosleep => Some("a sleep".into()),
+        libc::SYS_rt_sigtimedwait => pointer(2).map(|_| "sigtimedwait() with a timeout".into()),
+        libc::SYS_mq_timedreceive | libc::SYS_mq_timedsend => {
+            pointer(4).map(|_| "a message queue wait with a timeout".into())
+        }
+        libc::SYS_futex => {
+            // FUTEX_WAIT and FUTEX_WAIT_BITSET with a timespec; the rest (a wake) is no wait.
+            let op = arg(1)? as u32 & 0x7f;
+            (matches!(op, 0 | 9) && pointer(3).is_some())
+                .then(|| "a futex wait with a timeout".into())
+        }
+        _ => None,
     }
 }
 
@@ -62,12 +112,20 @@ pub fn expect_blocked(
     // Per thread: in how many samples it was runnable, out of how many.
     let mut runnable: BTreeMap<(i32, i32), (u32, u32)> = BTreeMap::new();
     let mut views: BTreeMap<i32, ProcessView> = BTreeMap::new();
+    // Per thread: the timed wait it was seen in, where the lab allows none.
+    let mut timed: BTreeMap<(i32, i32), String> = BTreeMap::new();
     while started.elapsed() < WINDOW {
         for &pid in pids {
             let Some(view) = inspect::view(pid) else {
                 continue;
             };
             for thread in &view.threads {
+                if !rules.timeouts
+                    && thread.state == 'S'
+                    && let Some(how) = timed_wait(pid, thread.tid)
+                {
+                    timed.entry((pid, thread.tid)).or_insert(how);
+                }
                 let counts = runnable.entry((pid, thread.tid)).or_default();
                 counts.1 += 1;
                 if thread.state == 'R' {
@@ -137,6 +195,13 @@ pub fn expect_blocked(
                     "{who} woke up {wakeups} times in {ms} ms while it had nothing to do \
                      ({how}): it polls, checking again and again, instead of blocking until there \
                      is something to do; {advice}"
+                )));
+            }
+            if let Some(how) = timed.get(&(pid, tid)) {
+                return Err(Fail::failed(format!(
+                    "{who} waited in {how} while it had nothing to do: a wait with a timeout \
+                     wakes up to check again, which is polling, however long the timeout; \
+                     {advice}"
                 )));
             }
             let activity = calls

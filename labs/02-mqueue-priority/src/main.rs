@@ -161,7 +161,17 @@ fn producer(control: &Control, name: &str, jobs: &Path, shutdown: bool, nb: bool
     if let Err(error) = queue.set_nonblocking(nb) {
         return report(control, &error, &[]);
     }
-    control.send("ready", &[("max_payload", queue.max_payload().to_string())]);
+    let attributes = match queue.attributes() {
+        Ok(attributes) => attributes,
+        Err(error) => return report(control, &error, &[]),
+    };
+    control.send(
+        "ready",
+        &[
+            ("max_payload", queue.max_payload().to_string()),
+            ("queued", attributes.queued.to_string()),
+        ],
+    );
     control.wait_for("go");
     let (mut submitted, mut full) = (0, 0);
     for (index, job) in jobs.iter().enumerate() {

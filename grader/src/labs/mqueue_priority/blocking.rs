@@ -85,6 +85,7 @@ pub fn full_queue_blocks(run: &mut Run) -> Result<String, Fail> {
     // to look again is polling.
     let rules = WaitRules {
         wakeups_per_second: 0.0,
+        timeouts: false,
     };
     let waiters = waiting::expect_blocked(&pids, &role_of, rules, WAIT_ADVICE)?;
     for &pid in &late {

@@ -279,10 +279,18 @@ pub fn garbled_refused(run: &mut Run) -> Result<String, Fail> {
         }
     }];
     unknown.extend(run.random_bytes(4));
+    // The tags in lower case: the nearest wrong tags, a job and a shutdown but for one bit.
+    let mut lower_job = vec![JOB_TAG.to_ascii_lowercase()];
+    lower_job.extend(run.random_bytes(4));
     let cases = [
         ("a message of 'Q' and more bytes", quit),
         ("an empty message", Vec::new()),
         ("a message with another tag", unknown),
+        ("a job tagged 'j' (lower case)", lower_job),
+        (
+            "a shutdown tagged 'q' (lower case)",
+            vec![SHUTDOWN_TAG.to_ascii_lowercase()],
+        ),
     ];
     for (case, (what, garbled)) in cases.into_iter().enumerate() {
         let name = run.ipc_name(&format!("jobs-{case}"));
@@ -337,13 +345,14 @@ pub fn garbled_refused(run: &mut Run) -> Result<String, Fail> {
         };
         return Err(Fail::failed(format!(
             "the grader sent {message} between two jobs: {taken_as}. Only 'Q' alone is the \
-             shutdown and only 'J' and a payload a job; receive() returns anything else as \
+             shutdown and only 'J' and a payload a job (a tag is one exact byte); receive() returns \
+             anything else as \
              QueueError::Garbled (kind=garbled), which ends serve()"
         )));
     }
     Ok(
-        "'Q' with more bytes, an empty message and another tag each ended the consumer with \
-        kind=garbled"
+        "'Q' with more bytes, an empty message, another tag, 'j' and 'q' each ended the consumer \
+        with kind=garbled"
             .into(),
     )
 }

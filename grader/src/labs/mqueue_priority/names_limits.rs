@@ -7,10 +7,15 @@ use nix::unistd::{Gid, Uid, fchown};
 use rand::RngExt;
 
 use super::protocol::{
-    Consumer, MAX_NAME_LEN, MESSAGE_OVERHEAD, consumer, failed_errno, failed_with, field,
-    queue_attributes, release, said, sized, spawn_consumer, spawn_producer,
+    Consumer, Job, MAX_NAME_LEN, MESSAGE_OVERHEAD, consumer, failed_errno, failed_with, field,
+    grader_send, job_message, queue_attributes, release, said, sized, spawn_consumer,
+    spawn_consumer_stopped, spawn_producer,
 };
+use std::time::{Duration, Instant};
+
 use crate::engine::audit::message_queue_exists;
+use crate::engine::force;
+use crate::engine::tracer::{Action, Call, Reached, Tracer};
 use crate::engine::{Fail, Run};
 
 /// A handed-out name (audited like any other) with exactly `len` bytes after its slash, made of
@@ -27,6 +32,31 @@ fn name_of_length(run: &mut Run, len: usize, wide: bool) -> String {
     let name = run.ipc_name(&what);
     debug_assert_eq!(name.len(), len + 1);
     name
+}
+
+/// A consumer of `name`, its first answer, and whether it called `mq_open()` before it (the
+/// grader holds it there and lets it go on; false where the grader may not trace it).
+fn consumer_watched_at_mq_open(
+    run: &mut Run,
+    name: &str,
+) -> Result<(crate::engine::Proc, ipc_labs_driver::Message, bool), Fail> {
+    let mut proc = spawn_consumer_stopped(run, name)?;
+    let pid = proc.pid.as_raw();
+    let tracer = Tracer::attach(pid, Call::any(libc::SYS_mq_open), Action::Hold)?;
+    force::resume(pid)?;
+    let (mut reached, mut first) = (false, None);
+    if let Some(mut tracer) = tracer {
+        match tracer.wait(&mut proc, Instant::now() + Duration::from_secs(5))? {
+            Reached::Call => reached = true,
+            Reached::Passed(message) => first = message,
+        }
+        tracer.release();
+    }
+    let answer = match first {
+        Some(message) => message,
+        None => proc.recv_any()?,
+    };
+    Ok((proc, answer, reached))
 }
 
 pub fn name_errors(run: &mut Run) -> Result<String, Fail> {
@@ -52,7 +82,16 @@ pub fn name_errors(run: &mut Run) -> Result<String, Fail> {
         ),
     ];
     for (name, what) in &cases {
-        let (mut proc, answer, _) = spawn_consumer(run, name, &[], None)?;
+        let (mut proc, answer, reached) = consumer_watched_at_mq_open(run, name)?;
+        if failed_with(&answer, "bad-name") && reached {
+            release(&mut proc)?;
+            return Err(Fail::failed(format!(
+                "creating a queue named with {what} ({name:.40}), the consumer said \
+                 kind=bad-name, but only after it had called mq_open() with that name (the \
+                 grader saw the call): check the name before mq_open(); the kernel's errors \
+                 for a bad name (EINVAL, EACCES, ENOENT, ENAMETOOLONG) also mean other things"
+            )));
+        }
         if failed_with(&answer, "bad-name") {
             release(&mut proc)?;
             continue;
@@ -210,6 +249,33 @@ pub fn attributes_and_limits(run: &mut Run) -> Result<String, Fail> {
              attributes() reports {} of {}: return mq_getattr's mq_maxmsg and mq_msgsize",
             seen.0, seen.1, consumer.capacity, consumer.msg_size
         )));
+    }
+    // Messages waiting: attributes() must read them from mq_getattr() (mq_curmsgs), which a
+    // producer that opens the queue now sees.
+    let waiting = run.rng().random_range(1..capacity);
+    let jobs: Vec<(Vec<u8>, u32)> = (0..waiting)
+        .map(|_| {
+            job_message(&Job {
+                priority: 1,
+                payload: b"waiting".to_vec(),
+            })
+        })
+        .collect();
+    grader_send(&name, &jobs)?;
+    let (mut producer, ready, _) = spawn_producer(run, &name, &[], false, false, "a producer")?;
+    if ready.kind == "ready" {
+        let reported = ready.get("queued").unwrap_or("nothing").to_string();
+        producer.send("go", &[])?;
+        producer.recv_any()?;
+        release(&mut producer)?;
+        if reported != waiting.to_string() {
+            return Err(Fail::failed(format!(
+                "with {waiting} messages waiting in the queue (mq_curmsgs {waiting} in the \
+                 grader's mq_getattr), a producer that opened it says its attributes() reports \
+                 queued = {reported}: return mq_getattr's mq_curmsgs, as the kernel counts it \
+                 now"
+            )));
+        }
     }
     consumer.send_shutdown()?;
     consumer.serve()?;

@@ -163,6 +163,23 @@ pub fn spawn_consumer(
     Ok((proc, first, output))
 }
 
+/// Starts a consumer of `name` stopped before its first instruction (see
+/// [`Run::spawn_stopped`]), without waiting for its first message.
+pub fn spawn_consumer_stopped(run: &mut Run, name: &str) -> Result<Proc, Fail> {
+    let tag: u32 = run.rng().random();
+    let output = run.path(&format!("served-{tag}.bin"));
+    let args = [
+        "consumer".to_string(),
+        "--name".into(),
+        name.into(),
+        "--output".into(),
+        output.display().to_string(),
+    ];
+    let mut proc = run.spawn_stopped(&args)?;
+    proc.set_roles(|_| "the consumer".into());
+    Ok(proc)
+}
+
 /// A consumer that must come up.
 pub fn consumer(run: &mut Run, name: &str, extra: &[String]) -> Result<Consumer, Fail> {
     let (proc, ready, output) = spawn_consumer(run, name, extra, None)?;

@@ -13,6 +13,7 @@ use super::outside::{self, ExitHold, describe_status};
 use super::session::{Done, Flags, Returned, Session, pipes_of, role_of, settle_in_read, start};
 use crate::engine::diagnose::classify;
 use crate::engine::inspect;
+use crate::engine::tracer::{Action, Call, Reached, Tracer};
 use crate::engine::waiting::{self, WaitRules};
 use crate::engine::{Fail, Run};
 
@@ -163,7 +164,7 @@ pub fn waits_for_exit(run: &mut Run) -> Result<String, Fail> {
                           child has exited";
             // How it waits instead: the waiting verdict tells polling and spinning apart.
             let verdict =
-                waiting::expect_blocked(&[parent], &role_of(parent), WaitRules::default(), advice);
+                waiting::expect_blocked(&[parent], &role_of(parent), WaitRules::untimed(), advice);
             return Err(Fail::failed(match verdict {
                 Err(fail) => format!("{held}: {}", fail.message()),
                 Ok(_) => format!("{held}: it is {}; {advice}", doing(parent)),
@@ -295,10 +296,62 @@ pub fn child_dies_early(run: &mut Run) -> Result<String, Fail> {
         }
     }
     session.finish()?;
+    let late = killed_at_exit(run)?;
     Ok(format!(
-        "the parent reported the dead child: exchange: {}; wait: {}",
+        "the parent reported the dead child: exchange: {}; wait: {}; {late}",
         done.exchange, done.wait
     ))
+}
+
+/// A child that echoed everything and is then killed at its `_exit()` (held there by the
+/// grader): `wait()` must still say `ChildFailed`, judging the status `waitpid()` gives and not
+/// the echo that came back.
+fn killed_at_exit(run: &mut Run) -> Result<String, Fail> {
+    let input = run.random_bytes(64 << 10);
+    let mut session = start(run, input, Flags::default())?;
+    let child = session.child;
+    settle_in_read(child);
+    let exit = Call::any(libc::SYS_exit_group);
+    let Some(mut tracer) = Tracer::attach(child, exit, Action::Hold)? else {
+        run.note(
+            "the grader may not trace the echo child here (ptrace): a child killed at its exit              after a whole echo was not tried",
+        );
+        return session
+            .finish()
+            .map(|()| "a kill at the exit not tried".into());
+    };
+    session.go()?;
+    match tracer.wait(&mut session.proc, Instant::now() + Duration::from_secs(5))? {
+        Reached::Call => {
+            kill(Pid::from_raw(child), Signal::SIGKILL)
+                .map_err(|e| Fail::Grader(format!("kill: {e}")))?;
+            // The tracer goes; the kill ends the child where it was held.
+            drop(tracer);
+        }
+        Reached::Passed(_) => {
+            return Err(Fail::failed(
+                "the parent reported before its echo child reached _exit(): wait() must block in \
+                 waitpid() until the child has exited",
+            ));
+        }
+    }
+    let done = session.recv_done()?;
+    session.verify_echo(&done)?;
+    match Returned::parse(&done.wait) {
+        Returned::ChildFailed => {}
+        _ => {
+            return Err(Fail::failed(format!(
+                "the echo child echoed all {} bytes, then was killed by SIGKILL on its way out \
+                 (the grader held it at its _exit()), yet wait() returned `{}`: wait() judges \
+                 the status waitpid() gives, whatever came back through the pipes; only \
+                 Exited(_, 0) is success",
+                64 << 10,
+                done.wait
+            )));
+        }
+    }
+    session.finish()?;
+    Ok("a child killed at its exit after a whole echo was ChildFailed".into())
 }
 
 pub fn child_fails(run: &mut Run) -> Result<String, Fail> {

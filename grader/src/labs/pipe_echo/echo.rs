@@ -289,7 +289,7 @@ fn not_reading(session: &Session, pipes: &Pipes, seen: &[Activity]) -> Fail {
         if let Err(fail) = waiting::expect_blocked(
             &[session.parent],
             &role_of(session.parent),
-            WaitRules::default(),
+            WaitRules::untimed(),
             WAIT_ADVICE,
         ) {
             return Fail::failed(format!(
@@ -412,7 +412,7 @@ pub fn through_the_child(run: &mut Run) -> Result<String, Fail> {
     waiting::expect_blocked(
         &[parent, child],
         &role_of(parent),
-        WaitRules::default(),
+        WaitRules::untimed(),
         WAIT_ADVICE,
     )?;
     drop(eof_held);

@@ -166,7 +166,7 @@ fn interrupt_while_blocked(session: &Session, pid: i32, who: &str) -> Result<(),
             let verdict = waiting::expect_blocked(
                 &[pid],
                 &role_of(session.parent),
-                WaitRules::default(),
+                WaitRules::untimed(),
                 "wait in read() or write() on the pipes, or in poll()",
             );
             return Err(Fail::failed(match verdict {

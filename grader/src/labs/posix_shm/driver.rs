@@ -45,6 +45,18 @@ pub fn start(
     Ok(proc)
 }
 
+/// Starts `posix-shm open` stopped before its first instruction (see [`Run::spawn_stopped`]).
+pub fn start_stopped(
+    run: &mut Run,
+    name: &str,
+    create: Option<usize>,
+    who: &'static str,
+) -> Result<Proc, Fail> {
+    let mut proc = run.spawn_stopped(&args(name, create))?;
+    proc.set_roles(move |_| who.into());
+    Ok(proc)
+}
+
 /// Starts `posix-shm open` and returns its first answer, whatever it is.
 pub fn spawn_open(
     run: &mut Run,

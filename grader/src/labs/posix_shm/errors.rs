@@ -220,6 +220,14 @@ impl Op {
     }
 }
 
+fn capitalized(word: &str) -> String {
+    let mut chars = word.chars();
+    chars
+        .next()
+        .map(|first| first.to_uppercase().chain(chars).collect())
+        .unwrap_or_default()
+}
+
 /// Asks `table` to read or write `len` bytes at `offset`.
 fn access(
     run: &mut Run,
@@ -481,6 +489,19 @@ pub fn typed_errors(run: &mut Run) -> Result<String, Fail> {
         )));
     }
     past_the_end(run, &mut creator, Op::Read, size)?;
+    // Nothing at the very end: the empty range ends at the size, so it is inside.
+    for op in [Op::Write, Op::Read] {
+        let answer = access(run, &mut creator, op, size, 0)?;
+        if answer.kind != "done" {
+            return Err(Fail::failed(format!(
+                "{} 0 bytes at offset {size} of a {size}-byte table, the program said {}: \
+                 offset + len may equal the size, and here it does",
+                capitalized(op.doing()),
+                said(&answer)
+            )));
+        }
+    }
+
     creator.unlink()?;
     creator.close()?;
     Ok(

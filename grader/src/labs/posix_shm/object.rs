@@ -4,15 +4,94 @@ use std::os::unix::fs::PermissionsExt;
 
 use rand::RngExt;
 
-use crate::engine::{Fail, Run};
+use std::time::{Duration, Instant};
 
-use super::driver::{CREATOR, close_all, creators, openers, table};
+use crate::engine::tracer::{Action, Call, Match, Reached, Tracer};
+use crate::engine::{Fail, Run, force};
+
+use super::driver::{
+    CREATOR, OPENER, await_answer, close_all, creators, mapped, openers, start_stopped, table,
+};
 use super::explain::{Writer, expect_read};
 use super::probes::{dev_shm, object_bytes, object_size};
 
 const PAGE: usize = 4096;
 
+/// What a mode wider or narrower than 0600 allows, in words.
+fn wrong_with(mode: u32) -> String {
+    let mut wrong = Vec::new();
+    if mode & 0o044 != 0 {
+        wrong.push("users other than its owner can read the table");
+    }
+    if mode & 0o022 != 0 {
+        wrong.push("they can change it");
+    }
+    if mode & 0o600 != 0o600 {
+        wrong.push("its owner cannot both read and write it");
+    }
+    if mode & 0o111 != 0 {
+        wrong.push("it is marked executable");
+    }
+    wrong.join(", ")
+}
+
+/// The mode of the object the moment the creator's `shm_open()` made it (read while the
+/// creator is held right after that call), and its mode once the creator said `mapped`: `None`
+/// where the grader may not trace it.
+fn modes_at_creation(run: &mut Run, name: &str) -> Result<Option<(u32, u32)>, Fail> {
+    let mut proc = start_stopped(run, name, Some(10_000), CREATOR)?;
+    let pid = proc.pid.as_raw();
+    let creating = Call {
+        number: libc::SYS_openat,
+        matching: Match::Bits {
+            arg: 2,
+            mask: libc::O_CREAT as u64,
+            value: libc::O_CREAT as u64,
+        },
+    };
+    let tracer = Tracer::attach(pid, creating, Action::HoldAfter)?;
+    force::resume(pid)?;
+    let Some(mut tracer) = tracer else {
+        run.note(
+            "the grader may not trace the creator here (ptrace): its mode at creation was not \
+             read",
+        );
+        proc.kill_tree();
+        return Ok(None);
+    };
+    let mode = || {
+        std::fs::metadata(dev_shm(name))
+            .ok()
+            .map(|m| m.permissions().mode() & 0o777)
+    };
+    let created = match tracer.wait(&mut proc, Instant::now() + Duration::from_secs(5))? {
+        Reached::Call => mode(),
+        Reached::Passed(_) => None,
+    };
+    tracer.release();
+    // Whatever it does next, its first answer must be `mapped`.
+    let first = await_answer(&mut proc, CREATOR, &format!("creating {name:.60}"), None)?;
+    let mut creator = mapped(proc, first, name, CREATOR)?;
+    let settled = mode();
+    creator.unlink()?;
+    creator.close()?;
+    Ok(created.zip(settled))
+}
+
 pub fn owner_only_mode(run: &mut Run) -> Result<String, Fail> {
+    let first = run.ipc_name("first");
+    if let Some((created, settled)) = modes_at_creation(run, &first)?
+        && created != 0o600
+        && settled == 0o600
+    {
+        return Err(Fail::failed(format!(
+            "held right after the creator's shm_open(O_CREAT) returned, {} had mode \
+             {created:03o} ({}), and 600 only later: a mode set afterwards (fchmod) leaves a \
+             moment when others can open it; pass 0600 (S_IRUSR | S_IWUSR) to shm_open() itself",
+            dev_shm(&first).display(),
+            wrong_with(created)
+        )));
+    }
     let name = run.ipc_name("table");
     let mut creator = table(run, &name, Some(10_000), CREATOR)?;
     let path = dev_shm(&name);
@@ -28,23 +107,10 @@ pub fn owner_only_mode(run: &mut Run) -> Result<String, Fail> {
         .mode()
         & 0o777;
     if mode != 0o600 {
-        let mut wrong = Vec::new();
-        if mode & 0o044 != 0 {
-            wrong.push("users other than its owner can read the table");
-        }
-        if mode & 0o022 != 0 {
-            wrong.push("they can change it");
-        }
-        if mode & 0o600 != 0o600 {
-            wrong.push("its owner cannot both read and write it");
-        }
-        if mode & 0o111 != 0 {
-            wrong.push("it is marked executable");
-        }
         return Err(Fail::failed(format!(
             "{} has mode {mode:03o}: {}; create it with mode 0600 (S_IRUSR | S_IWUSR)",
             path.display(),
-            wrong.join(", ")
+            wrong_with(mode)
         )));
     }
     run.expect_owner_only()?;
@@ -155,12 +221,85 @@ pub fn odd_sizes(run: &mut Run) -> Result<String, Fail> {
             )?;
         }
     }
+    let (first_name, first_size) = tables[0].clone();
+    size_from_descriptor(run, &first_name, first_size)?;
     for creator in &mut creators {
         creator.unlink()?;
     }
     close_all(openers.into_iter().chain(creators).collect())?;
     Ok(format!(
         "1 and 4097-byte tables have their exact sizes, start zeroed and carry every byte; the \
-         second, grown to {grown} bytes, was opened at that size"
+         second, grown to {grown} bytes, was opened at that size; an opener took the size from \
+         its descriptor"
     ))
+}
+
+/// An opener held at its `shm_open()` of `name`: just before the call the grader puts another
+/// object, of another size, at the name, and again just after it returns. The size the opener
+/// reports must be the size of the object it opened (`fstat()` of its descriptor), not what the
+/// name meant before the open (a look first) or after it (a `stat()` of the path).
+fn size_from_descriptor(run: &mut Run, name: &str, size: usize) -> Result<(), Fail> {
+    let path = dev_shm(name);
+    let mut proc = start_stopped(run, name, None, OPENER)?;
+    let pid = proc.pid.as_raw();
+    // The path a glibc shm_open() opens, kept for the life of the grader (a few bytes a run).
+    let opened: &'static str = path.display().to_string().leak();
+    let opening = Call {
+        number: libc::SYS_openat,
+        matching: Match::Path(opened),
+    };
+    let tracer = Tracer::attach(pid, opening, Action::HoldAround)?;
+    force::resume(pid)?;
+    let Some(mut tracer) = tracer else {
+        run.note(
+            "the grader may not trace the opener here (ptrace): a name replaced under it was \
+             not tried",
+        );
+        proc.kill_tree();
+        return Ok(());
+    };
+    // Another object under the name, in one step (rename).
+    let replace = |run: &Run, len: usize| -> Result<(), Fail> {
+        let next = dev_shm(&format!("{name}-next"));
+        std::fs::write(&next, vec![0u8; len])?;
+        if let Some((uid, gid)) = run.program_user() {
+            std::os::unix::fs::chown(&next, Some(uid), Some(gid))?;
+        }
+        std::fs::rename(&next, &path)?;
+        Ok(())
+    };
+    let (opened_len, later_len) = (size + 4096 + 17, size + 3 * 4096 + 5);
+    let until = Instant::now() + Duration::from_secs(5);
+    let mut replaced = false;
+    if tracer.wait(&mut proc, until)? == Reached::Call {
+        replace(run, opened_len)?;
+        tracer.go_on();
+        if tracer.wait(&mut proc, until)? == Reached::Call {
+            replace(run, later_len)?;
+            replaced = true;
+        }
+    }
+    tracer.release();
+    let first = await_answer(&mut proc, OPENER, &format!("opening {name:.60}"), None)?;
+    let opener = mapped(proc, first, name, OPENER)?;
+    if replaced && opener.len != opened_len {
+        let learned = if opener.len == size {
+            "the size the name had before the open: it was looked up first (a stat() of the \
+             path)"
+                .to_string()
+        } else if opener.len == later_len {
+            "the size the name had after the open: a stat() of the path, which by then meant \
+             another object"
+                .to_string()
+        } else {
+            format!("{} bytes", opener.len)
+        };
+        return Err(Fail::failed(format!(
+            "the grader put a {opened_len}-byte object at the name just before the opener's \
+             shm_open(), and a {later_len}-byte one just after it returned; the opener reported \
+             {learned}: the size is the opened object's, fstat() of the descriptor (st_size), \
+             not a look at the name"
+        )));
+    }
+    opener.close()
 }

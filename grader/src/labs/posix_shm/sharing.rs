@@ -491,12 +491,29 @@ pub fn unlinked_but_mapped(run: &mut Run) -> Result<String, Fail> {
              mapping, not into whatever file has the name now"
         )));
     }
+    // The name is the grader's object's now: the creator's second unlink must remove it, as
+    // shm_unlink() does; an answer from memory of its first unlink says not-found.
+    let second = creator.command(&[("op", "unlink".into())])?;
+    if second.kind != "done" || exists(&name) {
+        return Err(Fail::failed(format!(
+            "after the creator's unlink the grader created a new object named {name}; a second \
+             unlink by the creator said {}{}: unlink() calls shm_unlink() every time, which \
+             removes whatever object has the name now (not-found only when shm_unlink() fails \
+             with ENOENT)",
+            said(&second),
+            if exists(&name) {
+                format!(" and {path} is still there")
+            } else {
+                String::new()
+            }
+        )));
+    }
     drop(planted);
     opener.close()?;
     creator.close()?;
     Ok(
         "the name went, the shared memory stayed while mapped, apart from a new object of that \
-        name"
+        name, which the creator's second unlink removed"
             .into(),
     )
 }

@@ -8,6 +8,7 @@ use std::ffi::CString;
 use super::handover::{Handover, Launch, report_failure};
 use super::probe;
 use super::{RECORD_SIZE, SIGNAL_SIZE};
+use crate::engine::audit::message_queue_mode;
 use crate::engine::{Fail, Proc, Run};
 
 /// What the parent still holds of the handoff: the slot, a named semaphore's mapping, a queue
@@ -110,6 +111,15 @@ fn inspect_created(
                 return Err(Fail::failed(format!(
                     "once Handoff::create() returned, the parent did not hold the queue {name} \
                      open: keep the descriptors mq_open() returns in the Handoff"
+                )));
+            }
+            // Read here too: without the mqueue file system mounted, the audit sees no queue.
+            if let Some(mode) = message_queue_mode(name.trim_start_matches('/'))
+                && mode != 0o600
+            {
+                return Err(Fail::failed(format!(
+                    "the message queue {name} has mode {mode:o}: create every IPC object with \
+                     mode 0600 (S_IRUSR | S_IWUSR), read and write for its owner only"
                 )));
             }
         }

@@ -2,6 +2,14 @@
 //! often runs at once, so that a post made too early shows): every record must arrive once, in
 //! order, intact.
 
+use std::time::{Duration, Instant};
+
+use rand::RngExt;
+
+use super::handover::{expected_digest, whole_record};
+use super::probe;
+use super::slot::find_slot;
+use crate::engine::tracer::{Action, Call, Match, Tracer};
 use crate::engine::{Fail, Run};
 
 use super::handover::Handover;
@@ -29,9 +37,74 @@ pub fn sem_free_rounds(run: &mut Run) -> Result<String, Fail> {
 
 pub fn sem_pinned_rounds(run: &mut Run) -> Result<String, Fail> {
     let micros = rounds(run, "semaphores", 1000, true)?;
+    let forced = ok_after_copy(run)?;
     Ok(format!(
-        "1000 records intact and in order on one CPU; {micros:.1} us per round trip"
+        "1000 records intact and in order on one CPU; {micros:.1} us per round trip; {forced}"
     ))
+}
+
+/// The consumer held where it posts ok for record `seq` (its first futex wake once let go from
+/// a pause before that record; the producer waits for that ok in the kernel), while the grader
+/// puts another record `seq` in the slot. A consumer that copied the record before posting ok
+/// has the producer's; one that posts ok first copies the grader's. On one CPU a post before
+/// the copy shows only when the scheduler switches right after the post: here, every time.
+fn ok_after_copy(run: &mut Run) -> Result<String, Fail> {
+    let seq = run.rng().random_range(10..90u64);
+    let at = seq.to_string();
+    let rounds = 100;
+    let mut handover = Handover::start(run, "semaphores", rounds, &["--pause-consumer-at", &at])?;
+    let (producer, consumer, seed) = (handover.producer, handover.consumer, handover.seed);
+    let mut other: u64 = run.rng().random();
+    if other == seed {
+        other ^= 1;
+    }
+    let wake = Call {
+        number: libc::SYS_futex,
+        matching: Match::Bits {
+            arg: 1,
+            mask: 0x7f,
+            value: libc::FUTEX_WAKE as u64,
+        },
+    };
+    let mut held = false;
+    let mut traced = true;
+    let reports = handover.finish(|proc, _| {
+        let slot = find_slot(producer, consumer, seed, seq)?;
+        let tracer = Tracer::attach(consumer, wake, Action::Hold)?;
+        proc.send("go", &[])?;
+        let Some(mut tracer) = tracer else {
+            traced = false;
+            return Ok(());
+        };
+        if tracer.held_before(Instant::now() + Duration::from_secs(3))? {
+            probe::poke(producer, slot, &whole_record(other, seq))?;
+            held = true;
+        }
+        tracer.release();
+        Ok(())
+    })?;
+    if !traced {
+        run.note(
+            "the grader may not trace the consumer here (ptrace): ok before the copy not forced",
+        );
+    }
+    if held && reports.digest == expected_digest(seed, rounds, Some((seq, other))) {
+        return Err(Fail::failed(format!(
+            "the grader held the consumer at its post of ok for record {seq}, and put another \
+             record {seq} in the slot meanwhile: the consumer took the grader's record, so it \
+             posted ok before it had copied the slot; take() must post ok only after copying \
+             the slot (the producer writes the next record the moment ok is posted)"
+        )));
+    }
+    handover.verify(
+        &reports,
+        &format!("{rounds} rounds with semaphores, ok held"),
+    )?;
+    Ok(if held {
+        format!("held at its ok for record {seq}, the consumer had already copied it")
+    } else {
+        "the consumer was not seen posting ok in the kernel (no waiter)".into()
+    })
 }
 
 pub fn mq_rounds(run: &mut Run) -> Result<String, Fail> {

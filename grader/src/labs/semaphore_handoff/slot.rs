@@ -92,7 +92,7 @@ fn place(mapping: &Mapping, offset: u64) -> String {
 /// With the consumer held before taking record `seq` (so the producer has written it and waits
 /// for ok), finds the record at the start of a shared anonymous mapping of the producer that
 /// the consumer maps too; returns its address.
-fn find_slot(producer: i32, consumer: i32, seed: u64, seq: u64) -> Result<u64, Fail> {
+pub(super) fn find_slot(producer: i32, consumer: i32, seed: u64, seq: u64) -> Result<u64, Fail> {
     let want = expected_record(seed, seq);
     let slots: Vec<Mapping> = probe::mappings(producer)
         .into_iter()

@@ -31,6 +31,7 @@ pub const SLICE_LIMIT: Duration = Duration::from_millis(250);
 /// A correct timed wait wakes once a slice (10 times a second); polling wakes far more often.
 const RULES: WaitRules = WaitRules {
     wakeups_per_second: 25.0,
+    timeouts: true,
 };
 /// CPU time a side waiting for 0.4 s may use: a blocked wait wakes ten times a second for a few
 /// microseconds; a spinning one, even with a twentieth of a CPU, uses 20 ms.

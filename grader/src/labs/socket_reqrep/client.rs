@@ -8,7 +8,7 @@ use rand::RngExt;
 
 use super::programs::{GraderListener, answer_all, said, spawn_client, start_client};
 use super::protocol::{expected, frame, median, op_name, random_requests_for, read_frame};
-use super::{OP_ECHO, STATUS_OK, STATUS_UNKNOWN_OP, Transport};
+use super::{OP_ECHO, OP_HASH, OP_REVERSE, STATUS_OK, STATUS_UNKNOWN_OP, Transport};
 use crate::engine::{Fail, Run};
 
 /// The student's client against a server of the grader's: what the client writes must be what
@@ -27,6 +27,11 @@ pub fn client_over_socket(run: &mut Run) -> Result<String, Fail> {
         requests[7] = requests[2].clone();
         requests[15] = requests[2].clone();
         requests[17] = requests[4].clone();
+        // The edges of a payload's length, which a client might think it can answer itself:
+        // nothing at all, and a hash of far more than a socket's buffer.
+        requests[3] = (OP_ECHO, Vec::new());
+        requests[9] = (OP_REVERSE, Vec::new());
+        requests[5] = (OP_HASH, run.random_bytes(256 << 10));
         // Far larger than a Unix socket's buffer: the client blocks writing it, and is stopped
         // and resumed there.
         let hold_at = (transport == Transport::Unix).then_some(LARGE);

@@ -116,6 +116,7 @@ pub fn many_clients(run: &mut Run) -> Result<String, Fail> {
         &|_| "the server".into(),
         WaitRules {
             wakeups_per_second: 5.0,
+            timeouts: false,
         },
         ADVICE,
     )?;

@@ -185,10 +185,9 @@ pub fn byte_at_a_time(run: &mut Run) -> Result<String, Fail> {
                          until the whole length prefix and body are in"
                     ))
                 })?;
-                // A pause now and then, so that the server's reads see the pieces apart.
-                if n % 3 == 0 {
-                    std::thread::sleep(Duration::from_micros(300));
-                }
+                // Each byte read before the next is sent: every read the server makes returns
+                // one byte, whatever the load on the machine.
+                conn.wait_until_read();
             }
             let got = read_response(&mut conn).map_err(|e| {
                 closed_after(&conn, i, Some(op)).unwrap_or_else(|| {

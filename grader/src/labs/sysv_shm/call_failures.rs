@@ -16,7 +16,7 @@ use super::protocol::{
     Name, expect, fresh_name, spawn_held_reader, spawn_publisher, spawn_reader, with_context,
 };
 use super::segments::{Planted, RemoveKeyOnDrop, full_record};
-use super::tracer::{Action, Call, Match, Tracer};
+use crate::engine::tracer::{Action, Call, Match, Tracer};
 
 /// Which program meets the failure, and when.
 #[derive(Clone, Copy, PartialEq, Eq)]

@@ -17,7 +17,7 @@ use super::protocol::{
     start_publisher, with_context,
 };
 use super::segments::{Planted, full_record, rmid, segment, segment_by_id};
-use super::tracer::{Action, Call, Match, Reached, Tracer};
+use crate::engine::tracer::{Action, Call, Match, Reached, Tracer};
 
 /// A stale segment: a complete record an earlier publication left.
 fn stale_record(run: &mut Run) -> Vec<u8> {

@@ -24,7 +24,6 @@ mod publisher;
 mod reader;
 mod segments;
 mod sharing;
-mod tracer;
 
 /// The record layout the lab prescribes: magic, sequence, length, payload.
 const MAGIC: u32 = u32::from_le_bytes(*b"IPCR");

@@ -13,8 +13,8 @@ use super::protocol::{
     replace_file, spawn_publisher, with_context,
 };
 use super::segments::{RemoveKeyOnDrop, rmid, segment, segment_bytes};
-use super::tracer::{Field, Tracer, Watched};
 use super::{HEADER_LEN, MAGIC};
+use crate::engine::tracer::{Field, Tracer, Watched};
 
 pub fn segment_key_and_size(run: &mut Run) -> Result<String, Fail> {
     let mut published = publish(run, true)?;

@@ -10,8 +10,8 @@ use super::protocol::{
     Name, fresh_name, read_to_end, spawn_held_reader, spawn_reader, verify_read, with_context,
 };
 use super::segments::{Planted, full_record, overwrite, record};
-use super::tracer::{Field, Tracer, Watched};
 use super::{HEADER_LEN, MAGIC};
+use crate::engine::tracer::{Field, Tracer, Watched};
 
 /// Runs a reader on what the check planted and returns its last message: `failed` (with its
 /// kind), or `done` when it read a record.

@@ -1,10 +1,12 @@
 //! Acting on a program at one of its system calls, from outside: holding it at the call's entry
 //! so that the check can change the world exactly then (make the object the call is about
-//! appear) before the call goes on, or making the call fail with a chosen error, as the kernel
-//! would for a reason the check cannot otherwise bring about (root may read any segment). A race
-//! a program loses only now and then, or an error path it rarely meets, happens every time.
+//! appear) before the call goes on, holding it right after the call returned (to see what the
+//! call made before the program does anything more to it), or making the call fail with a chosen
+//! error, as the kernel would for a reason the check cannot otherwise bring about (root may read
+//! any segment). A race a program loses only now and then, or an error path it rarely meets,
+//! happens every time.
 //!
-//! It can also watch the program's own loads and stores in the segment it attaches: from the
+//! It can also watch the program's own loads and stores in a System V segment it attaches: from the
 //! return of its `shmat()`, hardware watchpoints on chosen fields of the record stop it right
 //! after each access, so that the check sees the segment (or changes it) at exactly that step of
 //! the program's work: what else it had written when it stored the magic, or what it had read
@@ -76,6 +78,13 @@ impl Call {
 pub enum Action {
     /// Hold the program at the call's entry until [`Tracer::release`].
     Hold,
+    /// Let the call run, and hold the program as it returns, before it does anything with the
+    /// result, until [`Tracer::release`].
+    HoldAfter,
+    /// Hold the program at the call's entry until [`Tracer::go_on`], then again as the call
+    /// returns, until [`Tracer::release`]: the check may change the world just before the call
+    /// and just after it.
+    HoldAround,
     /// Skip the call and make it return this errno.
     Fail(i32),
     /// Let the call (a `shmat()`) go on and, once one has returned an address, stop the program
@@ -124,7 +133,7 @@ pub struct Tracer {
 /// Where the program was when [`Tracer::wait`] returned.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Reached {
-    /// Held at the entry of the call.
+    /// Held at the entry of the call (or at its return, for [`Action::HoldAfter`]).
     Call,
     /// It talked to the grader first (the message is returned), or the tracer lost it (it
     /// exited, or made the call on another thread).
@@ -136,7 +145,11 @@ impl Tracer {
     /// `action`. Returns once every call the program makes passes by the tracer; `None` if the
     /// machine does not allow it.
     pub fn attach(pid: i32, call: Call, action: Action) -> Result<Option<Tracer>, Fail> {
-        if !matches!(action, Action::Hold) && !cfg!(target_arch = "x86_64") {
+        if !matches!(
+            action,
+            Action::Hold | Action::HoldAfter | Action::HoldAround
+        ) && !cfg!(target_arch = "x86_64")
+        {
             return Ok(None);
         }
         let grader = |e: nix::Error| Fail::Grader(format!("pipe: {e}"));
@@ -205,6 +218,19 @@ impl Tracer {
         }
     }
 
+    /// Waits until the program is held at the call (true), or the tracer lost it, or `until`
+    /// (false), without reading the program's messages (the check's own loop reads them).
+    pub fn held_before(&mut self, until: Instant) -> Result<bool, Fail> {
+        loop {
+            match self.next_byte(until)? {
+                Some(HELD) => return Ok(true),
+                Some(_) => return Ok(false),
+                None if Instant::now() >= until => return Ok(false),
+                None => {}
+            }
+        }
+    }
+
     /// Starts watching `fields` of the segment `pid` attaches next (with `shmat()` on its main
     /// thread); `None` if the machine does not allow it (no ptrace, or not x86-64).
     pub fn watch(pid: i32, fields: &'static [Field]) -> Result<Option<Tracer>, Fail> {
@@ -238,7 +264,8 @@ impl Tracer {
         }
     }
 
-    /// Lets a program stopped at a watched access go on, still watched.
+    /// Lets a program stopped at a watched access go on, still watched; or one held at a call's
+    /// entry ([`Action::HoldAround`]) go on into the call, to be held again as it returns.
     pub fn go_on(&mut self) {
         // SAFETY: one byte from a live buffer to our own pipe.
         unsafe { libc::write(self.to_tracer.as_raw_fd(), [GO_ON].as_ptr().cast(), 1) };
@@ -372,6 +399,33 @@ unsafe fn trace(pid: i32, call: Call, action: Action, pipes: Pipes) -> ! {
                     Action::Hold => {
                         say(HELD);
                         let mut byte = [0u8];
+                        libc::read(pipes.resume, byte.as_mut_ptr().cast(), 1);
+                    }
+                    Action::HoldAfter | Action::HoldAround => {
+                        let mut byte = [0u8];
+                        if matches!(action, Action::HoldAround) {
+                            say(HELD);
+                            libc::read(pipes.resume, byte.as_mut_ptr().cast(), 1);
+                        }
+                        // On to the call's exit stop (a signal meanwhile is delivered).
+                        let mut pass = 0usize;
+                        loop {
+                            if libc::ptrace(libc::PTRACE_SYSCALL, pid, 0usize, pass) != 0
+                                || libc::waitpid(pid, &mut status, libc::__WALL) != pid
+                                || !libc::WIFSTOPPED(status)
+                            {
+                                gone();
+                            }
+                            pass = 0;
+                            let by = libc::WSTOPSIG(status);
+                            if by == libc::SIGTRAP | 0x80 {
+                                break;
+                            }
+                            if status >> 16 == 0 && by != libc::SIGTRAP {
+                                pass = by as usize;
+                            }
+                        }
+                        say(HELD);
                         libc::read(pipes.resume, byte.as_mut_ptr().cast(), 1);
                     }
                     Action::Watch(fields) => watch(pid, fields, pipes),
