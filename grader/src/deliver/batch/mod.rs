@@ -25,6 +25,7 @@ use super::submission::{self, Limits};
 use crate::engine::{self, compile::DOES_NOT_COMPILE};
 
 pub use class_report::{CHECKS_CSV, GRADES_CSV, REPORT_HTML};
+pub use tree::pristine_copy;
 
 /// `cargo grade batch`'s arguments.
 #[derive(clap::Args, Debug)]
@@ -656,13 +657,20 @@ fn row_of_report(
     let mut row = failed_row(shared, submission, Outcome::Graded, String::new());
     let mut broken = Vec::new();
     for lab in report.labs {
-        if !lab.checks.is_empty()
-            && lab
-                .checks
-                .iter()
-                .all(|c| c.score == 0 && c.message.starts_with(DOES_NOT_COMPILE))
+        // Every check of such a lab says so (its cleanup check, that none ran).
+        if let Some(check) = lab
+            .checks
+            .iter()
+            .find(|c| c.message.starts_with(DOES_NOT_COMPILE))
         {
-            broken.push(lab.name.clone());
+            // The compiler's first error says more than the check's first line.
+            let error = check
+                .message
+                .lines()
+                .find(|l| l.trim_start().starts_with("error"))
+                .map(|l| format!(" ({})", l.trim()))
+                .unwrap_or_default();
+            broken.push(format!("{}{error}", lab.name));
         }
         if let Some(score) = row.labs.iter_mut().find(|s| s.lab == lab.name) {
             score.score = lab.score;
@@ -687,7 +695,7 @@ fn row_of_report(
         row.reason = why;
     } else if !broken.is_empty() {
         row.outcome = Outcome::DoesNotCompile;
-        row.reason = format!("{} did not compile (see its report)", broken.join(", "));
+        row.reason = format!("does not compile: {}", broken.join("; "));
     }
     row
 }
