@@ -117,7 +117,10 @@ fn write_tar_gz(path: &Path, files: &[(String, Vec<u8>)]) {
 
 /// The submissions, in SUBMISSIONS; returns those that are graded alone for comparison.
 fn make_submissions(dir: &Path, hostile: bool) -> Vec<PathBuf> {
-    let solution: Vec<_> = LAB_DIRS.iter().flat_map(|l| sources("solutions", l)).collect();
+    let solution: Vec<_> = LAB_DIRS
+        .iter()
+        .flat_map(|l| sources("solutions", l))
+        .collect();
     let skeleton: Vec<_> = LAB_DIRS.iter().flat_map(|l| sources("labs", l)).collect();
     // A GitHub download nests the repository in a directory.
     let nested: Vec<_> = solution
@@ -186,7 +189,10 @@ impl Bystanders {
             stat.shm_perm.uid = owner.as_raw();
             assert_eq!(libc::shmctl(shm_id, libc::IPC_SET, &mut stat), 0);
         }
-        let file = PathBuf::from(format!("/dev/shm/ipc-labs-batch-test-{}", std::process::id()));
+        let file = PathBuf::from(format!(
+            "/dev/shm/ipc-labs-batch-test-{}",
+            std::process::id()
+        ));
         std::fs::write(&file, b"still here").unwrap();
         std::os::unix::fs::chown(&file, Some(owner.as_raw()), None).unwrap();
         Bystanders { shm_id, file }
@@ -268,8 +274,12 @@ fn svg_texts(svg: &str) -> Vec<String> {
     let mut rest = svg;
     while let Some(start) = rest.find("<text") {
         rest = &rest[start..];
-        let Some(open_end) = rest.find('>') else { break };
-        let Some(close) = rest.find("</text>") else { break };
+        let Some(open_end) = rest.find('>') else {
+            break;
+        };
+        let Some(close) = rest.find("</text>") else {
+            break;
+        };
         texts.push(rest[open_end + 1..close].trim().to_string());
         rest = &rest[close + 7..];
     }
@@ -291,7 +301,10 @@ fn render(page: &Path, scratch: &Path) -> Option<(PathBuf, String)> {
             "--v=0",
             "--window-size=1200,1600",
         ])
-        .arg(format!("--user-data-dir={}", scratch.join("profile").display()))
+        .arg(format!(
+            "--user-data-dir={}",
+            scratch.join("profile").display()
+        ))
         .arg(format!("--screenshot={}", png.display()))
         .arg(format!("file://{}", page.display()))
         .env("HOME", scratch)
@@ -343,14 +356,23 @@ fn a_class_is_graded_isolated_and_reported() {
     assert_eq!(by_id.len(), count, "{grades:?}");
     let field = |id: &str, column: &str| by_id[id][column].clone();
     assert_eq!(field("a-solution", "status"), "graded");
-    assert_eq!(field("a-solution", "total"), field("a-solution", "max_total"));
+    assert_eq!(
+        field("a-solution", "total"),
+        field("a-solution", "max_total")
+    );
     assert_ne!(field("a-solution", "total"), "0");
     assert_eq!(field("skeleton", "total"), "0");
     assert_eq!(field("half", "pipe-echo"), field("a-solution", "pipe-echo"));
     assert_eq!(field("half", "posix-shm"), "0");
     assert_eq!(field("broken", "status"), "does-not-compile");
-    assert!(field("broken", "reason").contains("posix-shm"), "{grades:?}");
-    assert_eq!(field("broken", "pipe-echo"), field("a-solution", "pipe-echo"));
+    assert!(
+        field("broken", "reason").contains("posix-shm"),
+        "{grades:?}"
+    );
+    assert_eq!(
+        field("broken", "pipe-echo"),
+        field("a-solution", "pipe-echo")
+    );
     assert_eq!(field("empty", "status"), "refused");
     assert!(field("empty", "reason").contains("no lab"), "{grades:?}");
     assert_eq!(field("malformed", "status"), "refused");
@@ -360,7 +382,11 @@ fn a_class_is_graded_isolated_and_reported() {
         // The hostile program ran beside the full one, which lost nothing, and left the
         // machine's objects (owned by the user it ran as) alone.
         assert_ne!(field("a-hostile", "total"), field("a-hostile", "max_total"));
-        assert_eq!(bystanders.alive(), (true, true), "the hostile submission reached out");
+        assert_eq!(
+            bystanders.alive(),
+            (true, true),
+            "the hostile submission reached out"
+        );
     }
     drop(bystanders);
 
@@ -421,7 +447,11 @@ fn a_class_is_graded_isolated_and_reported() {
     }
     let distinct: std::collections::BTreeSet<_> =
         checks.iter().map(|c| (&c["lab"], &c["check"])).collect();
-    assert_eq!(charted, distinct.len(), "every check has its bar: {texts:?}");
+    assert_eq!(
+        charted,
+        distinct.len(),
+        "every check has its bar: {texts:?}"
+    );
     for row in &grades {
         if row["status"] != "refused" {
             let link = format!("submissions/{}/report.json", row["id"]);

@@ -106,21 +106,26 @@ pub fn command(args: ChildArgs) -> ExitCode {
         Ok(workspace) => workspace,
         Err(error) => return crate::cli::usage_error(&error.to_string()),
     };
-    let run_as = match args.run_as.as_deref().map(engine::RunAs::lookup).transpose() {
+    let run_as = match args
+        .run_as
+        .as_deref()
+        .map(engine::RunAs::lookup)
+        .transpose()
+    {
         Ok(user) => user,
         Err(error) => return crate::cli::usage_error(&format!("--run-as: {error}")),
     };
     // The student's code is built as the user it runs as whenever that user can run the
     // toolchain; otherwise by this process, inside its namespaces, and said in the log.
-    let builder = run_as.as_ref().filter(|user| {
-        match compile::cannot_build_as(user, &workspace) {
+    let builder = run_as
+        .as_ref()
+        .filter(|user| match compile::cannot_build_as(user, &workspace) {
             None => true,
             Some(why) => {
                 eprintln!("built by the grader, run as {}: {why}", user.name);
                 false
             }
-        }
-    });
+        });
     crate::cli::handle_interruptions();
     let slugs: Vec<&'static str> = plans.iter().map(|p| p.lab.slug).collect();
     let programs = compile::build_reporting(&workspace, Variant::Labs, &slugs, builder, &|_| {});

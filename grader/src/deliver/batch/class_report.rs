@@ -38,7 +38,11 @@ fn write_grades(path: &Path, labs: &[String], rows: &[Row]) -> std::io::Result<(
             row.max_total.to_string(),
         ];
         for lab in labs {
-            let score = row.labs.iter().find(|l| &l.lab == lab).map_or(0, |l| l.score);
+            let score = row
+                .labs
+                .iter()
+                .find(|l| &l.lab == lab)
+                .map_or(0, |l| l.score);
             record.push(score.to_string());
         }
         record.push(format!("{:.1}", row.wall_seconds));
@@ -164,7 +168,12 @@ fn pass_rate_chart(rates: &[Rate]) -> Result<String, String> {
                 .map_err(draw_error)?;
             }
             root.draw(&Text::new(
-                format!("{}/{} passed ({}%)", rate.passed, rate.graded, rate.percent()),
+                format!(
+                    "{}/{} passed ({}%)",
+                    rate.passed,
+                    rate.graded,
+                    rate.percent()
+                ),
                 (left + BAR_WIDTH + 10, top + 2),
                 font.clone(),
             ))
@@ -398,7 +407,11 @@ mod tests {
 
     #[test]
     fn rates_come_lowest_first_with_their_diagnoses_counted() {
-        let rows = [row("a", &[true, false]), row("b", &[true, false]), row("c", &[false, true])];
+        let rows = [
+            row("a", &[true, false]),
+            row("b", &[true, false]),
+            row("c", &[false, true]),
+        ];
         let rates = rates(&rows);
         let names: Vec<&str> = rates.iter().map(|r| r.name.as_str()).collect();
         assert_eq!(names, ["pipe-echo/c1", "pipe-echo/c0"]);
@@ -408,11 +421,19 @@ mod tests {
 
     #[test]
     fn the_distribution_counts_every_graded_submission_once() {
-        let rows = [row("a", &[true, true]), row("b", &[true, false]), row("c", &[true, true])];
+        let rows = [
+            row("a", &[true, true]),
+            row("b", &[true, false]),
+            row("c", &[true, true]),
+        ];
         let buckets = distribution(&rows);
         assert_eq!(
             buckets,
-            [("0".to_string(), 0), ("1".to_string(), 1), ("2".to_string(), 2)]
+            [
+                ("0".to_string(), 0),
+                ("1".to_string(), 1),
+                ("2".to_string(), 2)
+            ]
         );
     }
 

@@ -471,9 +471,7 @@ fn warm_up(shared: &Shared) -> Result<(), BatchError> {
     let log_dir = shared.scratch.join("warm-up-logs");
     let mut command = child_command(shared, &shared.base, &log_dir);
     command.arg("--build-only");
-    let output = command
-        .output()
-        .map_err(io(&shared.grader))?;
+    let output = command.output().map_err(io(&shared.grader))?;
     if output.status.success() {
         return Ok(());
     }
@@ -539,7 +537,10 @@ fn failed_row(shared: &Shared, submission: &Submission, outcome: Outcome, reason
 }
 
 fn first_line(text: &str) -> &str {
-    text.lines().find(|l| !l.trim().is_empty()).unwrap_or("").trim()
+    text.lines()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("")
+        .trim()
 }
 
 fn grade_in_workspace(shared: &Shared, submission: &Submission, folder: &Path) -> Row {
@@ -558,7 +559,12 @@ fn grade_in_workspace(shared: &Shared, submission: &Submission, folder: &Path) -
     row
 }
 
-fn take_and_grade(shared: &Shared, submission: &Submission, folder: &Path, workspace: &Path) -> Row {
+fn take_and_grade(
+    shared: &Shared,
+    submission: &Submission,
+    folder: &Path,
+    workspace: &Path,
+) -> Row {
     match submission::import(&submission.path, workspace, Limits::default()) {
         Ok(imported) => {
             let _ = std::fs::write(folder.join(INTAKE), imported.to_string());

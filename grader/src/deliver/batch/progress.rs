@@ -56,10 +56,8 @@ impl BatchProgress {
     /// Grading begins: the bar counts submissions from now on.
     pub fn start(&self) {
         self.bar.set_style(
-            ProgressStyle::with_template(
-                "  {wide_bar} {pos}/{len} submissions  {msg}  ETA {eta}",
-            )
-            .expect("a valid progress template"),
+            ProgressStyle::with_template("  {wide_bar} {pos}/{len} submissions  {msg}  ETA {eta}")
+                .expect("a valid progress template"),
         );
         self.bar.enable_steady_tick(Duration::from_millis(500));
         self.refresh();
