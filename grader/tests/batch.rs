@@ -315,8 +315,22 @@ fn render(page: &Path, scratch: &Path) -> Option<(PathBuf, String)> {
     Some((png, String::from_utf8_lossy(&output.stderr).into_owned()))
 }
 
+/// Builds the labs' programs in this workspace (as `cargo grade` does, and the checks test
+/// after this one): the batch's pristine workspaces start from a copy of that build.
+fn build_labs_here() {
+    let built = ipc_grader::engine::compile::build(
+        &workspace(),
+        ipc_grader::engine::Variant::Labs,
+        &["pipe-echo", "posix-shm"],
+    );
+    for (lab, program) in built {
+        program.unwrap_or_else(|e| panic!("{lab}: {e}"));
+    }
+}
+
 #[test]
 fn a_class_is_graded_isolated_and_reported() {
+    build_labs_here();
     let scratch = tempfile::tempdir().unwrap();
     let subs = scratch.path().join("submissions");
     std::fs::create_dir_all(&subs).unwrap();
@@ -500,4 +514,47 @@ fn an_out_directory_in_use_is_refused_without_resume() {
         .unwrap();
     assert_eq!(output.status.code(), Some(2), "{output:?}");
     assert!(!scratch.path().join("out2").exists());
+}
+
+#[test]
+fn a_submission_over_its_time_limit_is_stopped_and_resume_skips_it() {
+    build_labs_here();
+    let scratch = tempfile::tempdir().unwrap();
+    let subs = scratch.path().join("submissions");
+    write_dir(&subs.join("slow"), &sources("solutions", LAB_DIRS[0]));
+    let out = scratch.path().join("out");
+    let batch = |resume: bool| {
+        let mut command = grader();
+        command
+            .arg("batch")
+            .arg(&subs)
+            .arg("--out")
+            .arg(&out)
+            .args(["--labs", "pipe-echo", "--time-limit", "2s", "--seed", SEED]);
+        if resume {
+            command.arg("--resume");
+        }
+        command.output().unwrap()
+    };
+    let output = batch(false);
+    assert!(output.status.success(), "{output:?}");
+    let grades = read_csv(&out.join("grades.csv"));
+    assert_eq!(grades.len(), 1);
+    assert_eq!(grades[0]["status"], "time-limit", "{grades:?}");
+    assert!(
+        grades[0]["reason"].contains("time limit (2s)"),
+        "{grades:?}"
+    );
+    let first = std::fs::read_to_string(out.join("grades.csv")).unwrap();
+    // Stopped within its limit and the grace its grader gets to stop, not after the whole lab.
+    let wall: f64 = grades[0]["wall_seconds"].parse().unwrap();
+    assert!(wall < 2.0 + 20.0 + 5.0, "{wall}");
+
+    let again = batch(true);
+    assert!(again.status.success(), "{again:?}");
+    assert!(String::from_utf8_lossy(&again.stdout).contains("already graded"));
+    assert_eq!(
+        std::fs::read_to_string(out.join("grades.csv")).unwrap(),
+        first
+    );
 }

@@ -381,6 +381,16 @@ fn run(args: BatchArgs) -> Result<Vec<Row>, BatchError> {
             .map_err(io(Path::new("a temporary directory")))?;
         // Every user must reach the workspaces: the programs run as another.
         tree::open_to_all(scratch.path()).map_err(io(scratch.path()))?;
+        if let Isolation::Namespaces(user) = &isolation
+            && let Some(why) = engine::compile::cannot_build_as(user, scratch.path())
+        {
+            progress.note(&format!(
+                "cargo grade batch: {} cannot run the toolchain, so each submission is built by \
+                 its child grader (root, inside the submission's namespaces) and only run as {}: \
+                 give {} a toolchain it can run to build as it too. ({why})",
+                user.name, user.name, user.name
+            ));
+        }
         let base = scratch.path().join("base");
         progress.note("preparing the pristine workspace and building the skeletons once ...");
         tree::pristine_copy(&workspace, &base).map_err(io(&base))?;
@@ -451,6 +461,11 @@ fn child_command(shared: &Shared, workspace: &Path, log_dir: &Path) -> Command {
         // The child's temporary files (check directories, ledger) stay in its workspace.
         .env("TMPDIR", workspace.join("tmp"))
         .env("IPC_LABS_WORKSPACE", workspace)
+        // Checks that measure time run alone across the batch, not only within a submission.
+        .env(
+            engine::run::EXCLUSIVE_LOCK_ENV,
+            shared.scratch.join("exclusive.lock"),
+        )
         .env("NO_COLOR", "1")
         .env_remove("IPC_LABS_PREBUILT")
         .env_remove("CARGO_TARGET_DIR")
@@ -757,5 +772,48 @@ fn run_bounded(
         (None, _) => Err(Stopped::Spawn(std::io::Error::other(
             "lost track of the grader process",
         ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_are_names_without_extensions_safe_in_paths_and_unique() {
+        let dir = tempfile::tempdir().unwrap();
+        for name in [
+            "alice.zip",
+            "bob.tar.gz",
+            "carol smith",
+            "dave.tgz",
+            ".hidden",
+        ] {
+            std::fs::write(dir.path().join(name), "x").unwrap();
+        }
+        std::fs::create_dir(dir.path().join("alice")).unwrap();
+        std::fs::create_dir(dir.path().join("eve.zip")).unwrap();
+        let ids: Vec<String> = submissions_in(dir.path())
+            .unwrap()
+            .into_iter()
+            .map(|s| s.id)
+            .collect();
+        assert_eq!(
+            ids,
+            ["alice", "alice-2", "bob", "carol_smith", "dave", "eve.zip"]
+        );
+    }
+
+    #[test]
+    fn an_empty_or_missing_directory_holds_no_submission() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(matches!(
+            submissions_in(dir.path()),
+            Err(BatchError::NoSubmissions(_))
+        ));
+        assert!(matches!(
+            submissions_in(&dir.path().join("nope")),
+            Err(BatchError::NotADirectory(_))
+        ));
     }
 }
