@@ -393,6 +393,7 @@ fn run(args: BatchArgs) -> Result<Vec<Row>, BatchError> {
         }
         let base = scratch.path().join("base");
         progress.note("preparing the pristine workspace and building the skeletons once ...");
+        progress.tick();
         tree::pristine_copy(&workspace, &base).map_err(io(&base))?;
         let grader = std::env::current_exe().map_err(io(Path::new("the grader")))?;
         let shared = Shared {

@@ -27,6 +27,11 @@ impl BatchProgress {
             ProgressDrawTarget::hidden()
         };
         let bar = ProgressBar::with_draw_target(Some(total as u64), target);
+        // Until the first submission starts: the shared build, with no count yet.
+        bar.set_style(
+            ProgressStyle::with_template("  {spinner} {msg}").expect("a valid progress template"),
+        );
+        bar.set_message("building the skeletons once ...");
         if skipped > 0 {
             bar.println(format!(
                 "{skipped} submission(s) already graded in the results: skipped (--resume)"
@@ -51,6 +56,11 @@ impl BatchProgress {
         } else {
             self.bar.println(line);
         }
+    }
+
+    /// The spinner turns while the skeletons are built.
+    pub fn tick(&self) {
+        self.bar.enable_steady_tick(Duration::from_millis(200));
     }
 
     /// Grading begins: the bar counts submissions from now on.
