@@ -316,7 +316,8 @@ fn run(args: BatchArgs) -> Result<Vec<Row>, BatchError> {
         );
         Isolation::None
     };
-    let out = args.out.clone();
+    // Absolute: the child graders are told where to write their logs and reports.
+    let out = std::path::absolute(&args.out).map_err(io(&args.out))?;
     let settings_path = out.join(SETTINGS);
     let seed = if args.resume && settings_path.is_file() {
         let text = std::fs::read_to_string(&settings_path).map_err(io(&settings_path))?;
