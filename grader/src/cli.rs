@@ -85,6 +85,13 @@ pub enum Command {
     /// Copies the labs/*/src of a submission (a directory, .zip or .tar.gz) into a workspace's
     /// labs, and nothing else of it.
     Import(crate::deliver::submission::ImportArgs),
+    /// Grades every submission in a directory (directories, .zip, .tar.gz), each in a pristine
+    /// workspace of its own and, as root, isolated; writes grades.csv, checks.csv and
+    /// report.html.
+    Batch(crate::deliver::batch::BatchArgs),
+    /// Grades one submission of a batch (run by `cargo grade batch`, not by hand).
+    #[command(hide = true)]
+    BatchChild(crate::deliver::batch::child::ChildArgs),
 }
 
 pub use crate::report::Format;
@@ -167,7 +174,7 @@ fn check_names(lab: &Lab) -> String {
 }
 
 /// A seed from the clock and the pid, for runs without `--seed`.
-fn fresh_seed() -> u64 {
+pub(crate) fn fresh_seed() -> u64 {
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_nanos() as u64)
@@ -190,6 +197,8 @@ pub fn main() -> ExitCode {
         Some(Command::Export(export)) => crate::deliver::export::command(export),
         Some(Command::Gradescope(args)) => crate::deliver::gradescope::command(args),
         Some(Command::Import(args)) => crate::deliver::submission::command(args),
+        Some(Command::Batch(args)) => crate::deliver::batch::command(args),
+        Some(Command::BatchChild(args)) => crate::deliver::batch::child::command(args),
         None => grade(args),
     }
 }

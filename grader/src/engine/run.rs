@@ -601,6 +601,30 @@ fn refused(check: &Check, seed: u64, fail: Fail) -> CheckResult {
     }
 }
 
+/// A file that the graders of one batch lock around each check (see [`lock_across_processes`]).
+pub const EXCLUSIVE_LOCK_ENV: &str = "IPC_LABS_EXCLUSIVE_LOCK";
+
+/// When [`EXCLUSIVE_LOCK_ENV`] names a file (`cargo grade batch` sets it for its child graders),
+/// a lock on it: shared for an ordinary check, exclusive for one that measures time, so that
+/// such a check runs alone across every grader of the batch, not only within its own.
+fn lock_across_processes(exclusive: bool) -> Option<nix::fcntl::Flock<std::fs::File>> {
+    use nix::fcntl::{Flock, FlockArg};
+    let path = std::env::var_os(EXCLUSIVE_LOCK_ENV)?;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(path)
+        .ok()?;
+    let how = if exclusive {
+        FlockArg::LockExclusive
+    } else {
+        FlockArg::LockShared
+    };
+    Flock::lock(file, how).ok()
+}
+
 /// Runs one check: its processes, then the audit of what it left.
 fn run_check(
     lab: &'static Lab,
@@ -630,6 +654,7 @@ fn run_check(
     } else {
         _shared = EXCLUSIVE.read().unwrap_or_else(|e| e.into_inner());
     }
+    let _across_processes = lock_across_processes(check.exclusive);
     let dir = match tempfile::Builder::new().prefix("ipc-labs-").tempdir() {
         Ok(dir) => dir,
         Err(e) => {
