@@ -407,23 +407,8 @@ unsafe fn trace(pid: i32, call: Call, action: Action, pipes: Pipes) -> ! {
                             say(HELD);
                             libc::read(pipes.resume, byte.as_mut_ptr().cast(), 1);
                         }
-                        // On to the call's exit stop (a signal meanwhile is delivered).
-                        let mut pass = 0usize;
-                        loop {
-                            if libc::ptrace(libc::PTRACE_SYSCALL, pid, 0usize, pass) != 0
-                                || libc::waitpid(pid, &mut status, libc::__WALL) != pid
-                                || !libc::WIFSTOPPED(status)
-                            {
-                                gone();
-                            }
-                            pass = 0;
-                            let by = libc::WSTOPSIG(status);
-                            if by == libc::SIGTRAP | 0x80 {
-                                break;
-                            }
-                            if status >> 16 == 0 && by != libc::SIGTRAP {
-                                pass = by as usize;
-                            }
+                        if !to_exit_stop(pid, &mut status) {
+                            gone();
                         }
                         say(HELD);
                         libc::read(pipes.resume, byte.as_mut_ptr().cast(), 1);
@@ -432,16 +417,8 @@ unsafe fn trace(pid: i32, call: Call, action: Action, pipes: Pipes) -> ! {
                     Action::Fail(errno) => {
                         // No call at all (number -1), and on its way out, the error.
                         libc::ptrace(libc::PTRACE_POKEUSER, pid, ORIG_RAX, -1isize);
-                        loop {
-                            if libc::ptrace(libc::PTRACE_SYSCALL, pid, 0usize, 0usize) != 0
-                                || libc::waitpid(pid, &mut status, libc::__WALL) != pid
-                                || !libc::WIFSTOPPED(status)
-                            {
-                                gone();
-                            }
-                            if libc::WSTOPSIG(status) == libc::SIGTRAP | 0x80 {
-                                break;
-                            }
+                        if !to_exit_stop(pid, &mut status) {
+                            gone();
                         }
                         libc::ptrace(libc::PTRACE_POKEUSER, pid, RAX, -(errno as isize));
                         // Said while the program is still stopped: the check hears it before
@@ -456,6 +433,31 @@ unsafe fn trace(pid: i32, call: Call, action: Action, pipes: Pipes) -> ! {
             } else if status >> 16 == 0 && stopped_by != libc::SIGTRAP {
                 // A signal on its way to the program: deliver it.
                 signal = stopped_by as usize;
+            }
+        }
+    }
+}
+
+/// Resumes `pid`, stopped at a call's entry, up to that call's exit stop, delivering any signal
+/// that stops it on the way; false if it is gone.
+unsafe fn to_exit_stop(pid: i32, status: &mut i32) -> bool {
+    // SAFETY: plain system calls on the traced process.
+    unsafe {
+        let mut pass = 0usize;
+        loop {
+            if libc::ptrace(libc::PTRACE_SYSCALL, pid, 0usize, pass) != 0
+                || libc::waitpid(pid, status, libc::__WALL) != pid
+                || !libc::WIFSTOPPED(*status)
+            {
+                return false;
+            }
+            pass = 0;
+            let by = libc::WSTOPSIG(*status);
+            if by == libc::SIGTRAP | 0x80 {
+                return true;
+            }
+            if *status >> 16 == 0 && by != libc::SIGTRAP {
+                pass = by as usize;
             }
         }
     }
