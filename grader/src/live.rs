@@ -22,15 +22,7 @@ impl Live {
             .iter()
             .map(|p| p.checks.len() + usize::from(p.cleanup))
             .sum();
-        let target = if wanted && std::io::stderr().is_terminal() {
-            ProgressDrawTarget::stderr()
-        } else {
-            ProgressDrawTarget::hidden()
-        };
-        let bar = ProgressBar::with_draw_target(Some(total as u64), target);
-        bar.set_style(
-            ProgressStyle::with_template("  {spinner} {msg}").expect("a valid progress template"),
-        );
+        let bar = spinner_bar(total as u64, wanted);
         Live {
             bar,
             counting: AtomicBool::new(false),
@@ -74,4 +66,19 @@ impl Live {
     pub fn clear(&self) {
         self.bar.finish_and_clear();
     }
+}
+
+/// A bar of `total` steps that shows a spinner and a message on stderr when `wanted` and stderr
+/// is a terminal, and nothing otherwise.
+pub fn spinner_bar(total: u64, wanted: bool) -> ProgressBar {
+    let target = if wanted && std::io::stderr().is_terminal() {
+        ProgressDrawTarget::stderr()
+    } else {
+        ProgressDrawTarget::hidden()
+    };
+    let bar = ProgressBar::with_draw_target(Some(total), target);
+    bar.set_style(
+        ProgressStyle::with_template("  {spinner} {msg}").expect("a valid progress template"),
+    );
+    bar
 }

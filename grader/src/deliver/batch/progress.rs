@@ -2,11 +2,10 @@
 //! running and failed and an estimate of the time left; otherwise a plain line per submission
 //! on stdout, for a log.
 
-use std::io::IsTerminal;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use indicatif::{ProgressBar, ProgressStyle};
 
 use super::Row;
 
@@ -21,16 +20,8 @@ pub struct BatchProgress {
 impl BatchProgress {
     /// Progress over `total` submissions to grade (`skipped` more were graded before).
     pub fn new(total: usize, skipped: usize) -> BatchProgress {
-        let target = if std::io::stderr().is_terminal() {
-            ProgressDrawTarget::stderr()
-        } else {
-            ProgressDrawTarget::hidden()
-        };
-        let bar = ProgressBar::with_draw_target(Some(total as u64), target);
         // Until the first submission starts: the shared build, with no count yet.
-        bar.set_style(
-            ProgressStyle::with_template("  {spinner} {msg}").expect("a valid progress template"),
-        );
+        let bar = crate::live::spinner_bar(total as u64, true);
         bar.set_message("building the skeletons once ...");
         if skipped > 0 {
             bar.println(format!(
