@@ -7,8 +7,10 @@
 //! (and the driver crate it needs) into the lab's scratch workspace under
 //! `target/grade/mutants/`, applies the replacements, builds it, grades the one check, and wants
 //! the expected status and words in the message. Mutants of one lab share that workspace, so
-//! they run one at a time; different labs run side by side. Pass a filter to run a subset:
-//! `cargo test -p ipc-grader --test mutants -- pipe-echo`.
+//! they run one at a time; different labs run side by side, taken in turn so that the threads
+//! rarely wait for the same lab. Grading is mostly waiting (for programs, for timeouts), so the
+//! harness runs four at a time unless `--test-threads` says otherwise. Pass a filter to run a
+//! subset: `cargo test -p ipc-grader --test mutants -- pipe-echo`.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -273,7 +275,7 @@ fn trials() -> Vec<Trial> {
     // One lock per lab: its mutants share a scratch workspace and a target directory.
     let mut locks: BTreeMap<String, Arc<Mutex<()>>> = BTreeMap::new();
     let mut trials = Vec::new();
-    for mutant in mutants() {
+    for mutant in in_turn_by_lab(mutants()) {
         let name = format!("{}::{}", mutant.lab, mutant.name);
         if mutant.as_nobody && !root {
             eprintln!("{name}: ignored: it runs as nobody, which needs the test to run as root");
@@ -290,8 +292,28 @@ fn trials() -> Vec<Trial> {
     trials
 }
 
+/// The mutants reordered so that consecutive ones belong to different labs: the first of each
+/// lab, then the second of each, and so on.
+fn in_turn_by_lab(mutants: Vec<Mutant>) -> Vec<Mutant> {
+    let mut by_lab: BTreeMap<String, std::collections::VecDeque<Mutant>> = BTreeMap::new();
+    for mutant in mutants {
+        by_lab.entry(mutant.lab.clone()).or_default().push_back(mutant);
+    }
+    let mut in_turn = Vec::new();
+    while !by_lab.is_empty() {
+        by_lab.retain(|_, queue| {
+            in_turn.extend(queue.pop_front());
+            !queue.is_empty()
+        });
+    }
+    in_turn
+}
+
 fn main() -> ExitCode {
-    let arguments = Arguments::from_args();
+    let mut arguments = Arguments::from_args();
+    if arguments.test_threads.is_none() {
+        arguments.test_threads = Some(4);
+    }
     libtest_mimic::run(&arguments, trials()).exit_code()
 }
 
