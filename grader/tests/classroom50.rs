@@ -104,7 +104,12 @@ fn run_autograder(config: &Path, checkout: &Path) -> Value {
         )
         .env_remove("IPC_LABS_WORKSPACE")
         .env_remove("IPC_LABS_PREBUILT")
-        .env_remove("CARGO_TARGET_DIR")
+        // The target directory every test building a template shares: the registry crates are
+        // built once.
+        .env(
+            "CARGO_TARGET_DIR",
+            workspace().join("target/template-tests"),
+        )
         .env_remove("CARGO_MANIFEST_DIR")
         .output()
         .expect("python3 runs");

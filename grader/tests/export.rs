@@ -244,8 +244,8 @@ fn a_subset_holds_only_its_labs_checks_and_handouts() {
     );
 }
 
-/// `cargo` in the template, with a target directory shared by the tests (the registry crates
-/// are built once) and nothing of this workspace's environment.
+/// `cargo` in the template, with the target directory that every test building a template
+/// shares (the registry crates are built once) and nothing of this workspace's environment.
 fn cargo_in(template: &Path, args: &[&str]) -> Output {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     Command::new(cargo)
@@ -253,7 +253,7 @@ fn cargo_in(template: &Path, args: &[&str]) -> Output {
         .current_dir(template)
         .env(
             "CARGO_TARGET_DIR",
-            workspace().join("target/export-template"),
+            workspace().join("target/template-tests"),
         )
         .env_remove("IPC_LABS_WORKSPACE")
         .env_remove("IPC_LABS_PREBUILT")
@@ -422,7 +422,7 @@ fn run_workflow(template: &Path) -> WorkflowRun {
                 .env("RUNNER_TEMP", &runner_temp)
                 .env(
                     "CARGO_TARGET_DIR",
-                    workspace().join("target/export-template"),
+                    workspace().join("target/template-tests"),
                 )
                 .env_remove("IPC_LABS_WORKSPACE")
                 .env_remove("IPC_LABS_PREBUILT")

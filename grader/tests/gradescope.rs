@@ -35,7 +35,12 @@ fn script(root: &Path, name: &str, user: &str) -> Command {
         .env("IPC_LABS_GRADE_USER", user)
         .env_remove("IPC_LABS_WORKSPACE")
         .env_remove("IPC_LABS_PREBUILT")
-        .env_remove("CARGO_TARGET_DIR")
+        // The target directory every test building a template shares: the registry crates are
+        // built once (setup.sh installs the grader where run_autograder looks, wherever built).
+        .env(
+            "CARGO_TARGET_DIR",
+            workspace().join("target/template-tests"),
+        )
         .env_remove("CARGO_MANIFEST_DIR")
         .current_dir(root);
     command

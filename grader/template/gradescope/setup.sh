@@ -45,13 +45,16 @@ cd "$work"
 # Everything is downloaded now: the student's code is built offline.
 cargo fetch --locked
 cargo build --locked --package ipc-grader --bin cargo-grade
+# The grader where run_autograder finds it, wherever cargo built it (an image may set
+# CARGO_TARGET_DIR).
+install -D -m 755 "${CARGO_TARGET_DIR:-$work/target}/debug/cargo-grade" "$work/bin/cargo-grade"
 
 echo "== building the labs' dependencies (grading the skeletons once)"
 run_as=()
 [ -n "$user" ] && run_as=(--run-as "$user")
 read -r -a labs <"$source/labs"
 status=0
-IPC_LABS_WORKSPACE="$work" target/debug/cargo-grade "${run_as[@]}" --format json "${labs[@]}" \
+IPC_LABS_WORKSPACE="$work" "$work/bin/cargo-grade" "${run_as[@]}" --format json "${labs[@]}" \
   >/dev/null || status=$?
 # 1: the skeletons do not pass, as expected; anything else is a broken image.
 if [ "$status" != 1 ]; then
