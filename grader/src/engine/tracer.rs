@@ -62,13 +62,27 @@ pub enum Match {
     },
     /// The second argument points to this path (`openat`'s).
     Path(&'static str),
+    /// The first or the second argument points to this path: with [`Call::naming`], the first
+    /// call of any kind that names the file (`statx`, `access`, `link`, `openat`, ...).
+    Names(&'static str),
 }
+
+/// A call number that stands for every call.
+const ANY_NUMBER: i64 = -1;
 
 impl Call {
     pub fn any(number: i64) -> Call {
         Call {
             number,
             matching: Match::Any,
+        }
+    }
+
+    /// Any call whose first or second argument is `path`.
+    pub fn naming(path: &'static str) -> Call {
+        Call {
+            number: ANY_NUMBER,
+            matching: Match::Names(path),
         }
     }
 }
@@ -674,31 +688,33 @@ unsafe fn at_entry_of(pid: i32, call: Call) -> bool {
         bytes.copy_from_slice(&info[at..at + 8]);
         u64::from_ne_bytes(bytes)
     };
-    if got <= 0 || info[0] != libc::PTRACE_SYSCALL_INFO_ENTRY || word(24) != call.number as u64 {
+    let number_differs = call.number != ANY_NUMBER && word(24) != call.number as u64;
+    if got <= 0 || info[0] != libc::PTRACE_SYSCALL_INFO_ENTRY || number_differs {
         return false;
     }
-    let second = word(40);
+    // Whether the string at `addr` in the program's memory is `path`, read with its NUL.
+    let points_to = |addr: u64, path: &str| {
+        let mut read = [0u8; 256];
+        let want = path.len() + 1;
+        if want > read.len() {
+            return false;
+        }
+        let local = libc::iovec {
+            iov_base: read.as_mut_ptr().cast(),
+            iov_len: want,
+        };
+        let remote = libc::iovec {
+            iov_base: addr as usize as *mut libc::c_void,
+            iov_len: want,
+        };
+        // SAFETY: reads `want` bytes of the traced process into our own buffer.
+        let n = unsafe { libc::process_vm_readv(pid, &local, 1, &remote, 1, 0) };
+        n == want as isize && &read[..path.len()] == path.as_bytes() && read[path.len()] == 0
+    };
     match call.matching {
         Match::Any => true,
         Match::Bits { arg, mask, value } => arg < 6 && word(32 + 8 * arg) & mask == value,
-        Match::Path(path) => {
-            // The path and its NUL, read from the program's memory.
-            let mut read = [0u8; 256];
-            let want = path.len() + 1;
-            if want > read.len() {
-                return false;
-            }
-            let local = libc::iovec {
-                iov_base: read.as_mut_ptr().cast(),
-                iov_len: want,
-            };
-            let remote = libc::iovec {
-                iov_base: second as usize as *mut libc::c_void,
-                iov_len: want,
-            };
-            // SAFETY: reads `want` bytes of the traced process into our own buffer.
-            let n = unsafe { libc::process_vm_readv(pid, &local, 1, &remote, 1, 0) };
-            n == want as isize && &read[..path.len()] == path.as_bytes() && read[path.len()] == 0
-        }
+        Match::Path(path) => points_to(word(40), path),
+        Match::Names(path) => points_to(word(32), path) || points_to(word(40), path),
     }
 }

@@ -187,6 +187,11 @@ impl Handover {
         }
     }
 
+    /// Whether `role` ("producer" or "consumer") said `done`.
+    pub fn said_done(&self, role: &str) -> bool {
+        self.done.contains(&role)
+    }
+
     /// Lets the producer start, telling it (alone) the seed of the records.
     pub fn go(&mut self) -> Result<(), Fail> {
         self.proc.send("go", &[("seed", self.seed.to_string())])

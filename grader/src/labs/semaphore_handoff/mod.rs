@@ -119,7 +119,7 @@ pub static LAB: Lab = Lab {
             timeout: Duration::from_secs(15),
             description: "a side waiting for the other (held by the grader) blocks on the named \
                           semaphore or the queue, in timed slices of WAIT_SLICE, and does not \
-                          give up on a live peer held for over a second",
+                          give up on a live peer held for seconds, nor return from put() before its ok",
             exclusive: true,
             hint: Some(
                 "A wait blocks in sem_timedwait / mq_timedreceive in slices of WAIT_SLICE with a fresh absolute deadline, and waits again on ETIMEDOUT while the peer lives. See docs/labs/07-semaphore-handoff.md, \"The idea\" (\"Blocking, not spinning\") and the rules table.",
@@ -132,7 +132,7 @@ pub static LAB: Lab = Lab {
             timeout: Duration::from_secs(30),
             description: "SIGUSR1 (with a handler) delivered to a waiting side, one at a \
                           time, and every millisecond to both, does not break the protocol: \
-                          EINTR is waited through, with a deadline a slice ahead",
+                          EINTR is waited through, with a deadline read anew, a slice after the signal",
             exclusive: false,
             hint: Some(
                 "EINTR means wait again, with a deadline read anew from the clock. See docs/labs/07-semaphore-handoff.md, \"The idea\" (\"EINTR\").",
@@ -145,7 +145,7 @@ pub static LAB: Lab = Lab {
             timeout: Duration::from_secs(20),
             description: "when one side is killed, the other reports kind=peer-gone within \
                           seconds instead of waiting for ever (semaphores both ways, queues); \
-                          a side that posted its last signal and exited is not given up on",
+                          a side that posted its last signal and exited is not given up on, even after EINTR",
             exclusive: false,
             hint: Some(
                 "A peer that dies never posts: after a timed-out slice, check whether the peer is gone (PeerGone), but take a signal already there first. See docs/labs/07-semaphore-handoff.md, \"The idea\" (\"A peer that dies never posts\").",
@@ -182,8 +182,8 @@ pub static LAB: Lab = Lab {
             points: 2,
             timeout: Duration::from_secs(15),
             description: "a name already taken gives kind=exists, a name refused kind=open, a \
-                          failed unlink kind=unlink; create() removes what it made and leaves \
-                          the existing object alone",
+                          failed unlink kind=unlink, a name taken right after a look kind=exists; \
+                          create() removes what it made and leaves the existing object alone",
             exclusive: false,
             hint: Some(
                 "O_EXCL: an existing name is Exists; a failed create() removes what it made, and only that; unlink() tries both names. See docs/labs/07-semaphore-handoff.md, the rules table (the error rules).",

@@ -1,15 +1,20 @@
 //! The life of the objects: created as the API says (mode 0600, semaphores at 0, queues of one
 //! `SIGNAL_SIZE` message, a shared anonymous slot), unlinked once both sides hold them, released
 //! by `close()`; and the error paths of `create()` and `unlink()`: a name already taken, a name
-//! the system refuses, a name removed behind the program's back.
+//! taken right after the program's first look at it, a name the system refuses, a name removed
+//! behind the program's back.
 
 use std::ffi::CString;
+use std::time::{Duration, Instant};
 
-use super::handover::{Handover, Launch, report_failure};
+use rand::RngExt;
+
+use super::handover::{Handover, Launch, arguments, report_failure};
 use super::probe;
 use super::{RECORD_SIZE, SIGNAL_SIZE};
 use crate::engine::audit::message_queue_mode;
-use crate::engine::{Fail, Proc, Run};
+use crate::engine::tracer::{Action, Call, Reached, Tracer};
+use crate::engine::{Fail, Proc, Run, force};
 
 /// What the parent still holds of the handoff: the slot, a named semaphore's mapping, a queue
 /// descriptor of `names`.
@@ -398,6 +403,101 @@ fn create_fails(
     ))
 }
 
+/// `create()` when the ready name is free at the program's first look and taken right after:
+/// the grader holds the parent as its first system call naming `/dev/shm/sem.READY` returns
+/// and, if that call did not make the semaphore, makes it then. `sem_open(O_CREAT | O_EXCL)`
+/// fails with `EEXIST` whatever came before; a look first (the name is free) and an open without
+/// `O_EXCL` shares the grader's semaphore.
+fn create_races(run: &mut Run) -> Result<String, Fail> {
+    let names = [run.ipc_name("ready"), run.ipc_name("ok")];
+    let ready = names[0].clone();
+    // Kept for the life of the grader (a few bytes a run).
+    let file: &'static str = probe::semaphore_file(&ready).leak();
+    let seed: u64 = run.rng().random();
+    let mut proc = run.spawn_stopped(&arguments("semaphores", &names, 10, &[]))?;
+    let pid = proc.pid.as_raw();
+    let tracer = Tracer::attach(pid, Call::naming(file), Action::HoldAfter)?;
+    force::resume(pid)?;
+    let Some(mut tracer) = tracer else {
+        run.note(
+            "the grader may not trace the parent here (ptrace): a name taken right after a \
+             look was not tried",
+        );
+        proc.kill_tree();
+        return Ok("a name taken after a look: not tried (no ptrace)".into());
+    };
+    let mut plant = None;
+    let mut said = None;
+    match tracer.wait(&mut proc, Instant::now() + Duration::from_secs(5))? {
+        Reached::Call if !std::path::Path::new(file).exists() => {
+            let planted = Planted::new("semaphores", &ready)?;
+            if let Some((uid, gid)) = run.program_user() {
+                std::os::unix::fs::chown(file, Some(uid), Some(gid))?;
+            }
+            plant = Some(planted);
+        }
+        Reached::Call => {}
+        Reached::Passed(message) => said = message,
+    }
+    tracer.release();
+    let Some(plant) = plant else {
+        // The first call naming the semaphore made it: no window to try. The run goes on.
+        if let Some(message) = said {
+            return Err(match message.kind.as_str() {
+                "failed" => report_failure(&message, "semaphores"),
+                kind => Fail::failed(format!(
+                    "the program said `{kind}` before it created {ready}"
+                )),
+            });
+        }
+        let launch = Launch {
+            proc,
+            names,
+            mechanism: "semaphores",
+            rounds: 10,
+            seed,
+        };
+        let mut handover = launch.ready()?;
+        let reports = handover.finish(|_, _| Ok(()))?;
+        handover.verify(&reports, "10 rounds with semaphores, the creation traced")?;
+        return Ok("semaphores: the first call naming the ready semaphore created it".into());
+    };
+    let situation = format!(
+        "the grader held the parent as its first system call naming {file} returned, which had \
+         not created it, and created the semaphore {ready} then (semaphores)"
+    );
+    let message = proc.recv_any()?;
+    if message.kind != "failed" {
+        proc.kill_tree();
+        return Err(Fail::failed(format!(
+            "{situation}: Handoff::create() did not fail (the program said `{}`), it shared the \
+             grader's semaphore. Looking whether the name is free, then opening it, is a race \
+             another process can win between the two: open with O_CREAT | O_EXCL and take \
+             EEXIST as Exists",
+            message.kind
+        )));
+    }
+    let kind = message.get("kind").unwrap_or("none");
+    if kind != "exists" {
+        return Err(Fail::failed(format!(
+            "{situation}: Handoff::create() failed with kind={kind} ({}) instead of \
+             kind=exists: EEXIST is HandoffError::Exists",
+            message.get("error").unwrap_or("")
+        )));
+    }
+    if let Some(change) = plant.changed() {
+        return Err(Fail::failed(format!(
+            "{situation}: Handoff::create() failed with kind=exists, but the grader's \
+             semaphore, which was not the program's, {change}: when create() fails, remove only \
+             what it created itself"
+        )));
+    }
+    proc.send("exit", &[])?;
+    proc.wait()?;
+    drop(plant);
+    Ok("semaphores, ready taken right after a look: kind=exists".into())
+}
+
 /// `unlink()` when the ready name is already gone (the grader removes it while the parent is
 /// paused after `create()`): the ok name must still be unlinked, and the error reported.
 fn unlink_fails(run: &mut Run) -> Result<String, Fail> {
@@ -453,6 +553,7 @@ pub fn error_paths(run: &mut Run) -> Result<String, Fail> {
         notes.push(create_fails(run, mechanism, 0, true)?);
         notes.push(create_fails(run, mechanism, 1, false)?);
     }
+    notes.push(create_races(run)?);
     notes.push(unlink_fails(run)?);
     Ok(format!(
         "every failure was reported by kind, removed what create() had made and left the \

@@ -143,6 +143,31 @@ pub fn sample(pid: i32) -> Option<Seen> {
     Some(seen)
 }
 
+/// The absolute `CLOCK_REALTIME` deadline of the timed wait the main thread of `pid` sits in (a
+/// futex wait on `CLOCK_REALTIME`, or `mq_timedreceive()`), read from its memory; `None` when it
+/// is in no such wait. The call is read again after the deadline: a wait left meanwhile (its
+/// stack reused) gives nothing rather than a stale value.
+pub fn realtime_deadline(pid: i32) -> Option<Duration> {
+    let before = call(pid)?;
+    let op = before.args[1] as i32;
+    let addr = match before.nr {
+        libc::SYS_futex
+            if op & libc::FUTEX_CLOCK_REALTIME != 0
+                && op & libc::FUTEX_CMD_MASK != libc::FUTEX_WAIT =>
+        {
+            before.args[3]
+        }
+        libc::SYS_mq_timedreceive => before.args[4],
+        _ => return None,
+    };
+    if addr == 0 {
+        return None;
+    }
+    let deadline = timespec(pid, addr)?;
+    let after = call(pid)?;
+    (after.nr == before.nr && after.args == before.args).then_some(deadline)
+}
+
 /// The state letter of `pid` (`R`, `S`, `T`, `Z`, ...), `None` if it is gone.
 pub fn state(pid: i32) -> Option<char> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
@@ -179,6 +204,8 @@ pub struct Samples {
     /// or waiting for one) rather than asleep.
     pub looked: usize,
     pub runnable: usize,
+    /// The absolute deadlines of the timed waits it was seen asleep in, in order.
+    pub deadlines: Vec<Duration>,
 }
 
 /// A timed wait whose deadline is this far behind the clock was never "now + a slice": it is a
@@ -192,6 +219,23 @@ impl Samples {
         self.outside += other.outside;
         self.looked += other.looked;
         self.runnable += other.runnable;
+        self.deadlines.extend(other.deadlines);
+    }
+
+    /// The shortest time between two successive timed waits: the gap between consecutive
+    /// deadlines, each seen at least twice (a value read once may be torn). A slice that timed
+    /// out is followed by a deadline read from the clock after it, so for slices of
+    /// `WAIT_SLICE` no gap is shorter than that.
+    pub fn shortest_slice(&self) -> Option<Duration> {
+        let mut seen: Vec<Duration> = self
+            .deadlines
+            .iter()
+            .copied()
+            .filter(|d| self.deadlines.iter().filter(|o| *o == d).count() >= 2)
+            .collect();
+        seen.sort_unstable();
+        seen.dedup();
+        seen.windows(2).map(|pair| pair[1] - pair[0]).min()
     }
 
     /// The waits (futex or receive) seen, with their deadlines.
@@ -276,6 +320,7 @@ impl Samples {
             }
         } else if let Some(seen) = sample(pid) {
             self.seen.push(seen);
+            self.deadlines.extend(realtime_deadline(pid));
         }
     }
 }

@@ -2,8 +2,9 @@
 //! received nothing: it waits again, with a deadline read anew from the clock. The grader holds
 //! one side, so that nothing is posted, interrupts the other side's wait itself, one signal at a
 //! time, and looks at the waiter after each: it must not have moved (no post, no write into the
-//! slot, the same wait), and its deadline must still be a slice ahead. Then `SIGUSR1` goes to
-//! both sides every millisecond for the rest of the run.
+//! slot, the same wait), and the deadline of the wait it is back in must be read from the clock
+//! after the signal (a slice after it). Then `SIGUSR1` goes to both sides every millisecond for
+//! the rest of the run.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -229,7 +230,8 @@ fn wait_ends(pid: i32) -> Option<Duration> {
 }
 
 /// Interrupts the wait of `waiter`, whose peer is held, `DIRECT` times, one signal at a time:
-/// after each, nothing may have changed; after all, the deadline must be a slice ahead. Returns
+/// after each, nothing may have changed and the deadline must be a slice after the signal;
+/// after all, it must be a slice ahead. Returns
 /// what was done, in words.
 fn interrupt(waiter: &Waiter) -> Result<String, Fail> {
     let (pid, role, held) = (waiter.pid, waiter.role, waiter.held);
@@ -249,19 +251,48 @@ fn interrupt(waiter: &Waiter) -> Result<String, Fail> {
     let started = Instant::now();
     for sent in 1..=DIRECT {
         let mut ends = wait_ends(pid);
-        if sent == 1
-            && let Some(end) = ends.filter(|end| !end.is_zero())
+        if let Some(end) = ends.filter(|end| !end.is_zero())
             && end < realtime() + MARGIN
         {
-            // The first signal comes early in a slice, so that a wait it ends cannot have timed
-            // out instead: the moment it moved tells which.
+            // Each signal comes early in a slice, so that a wait it ends cannot have timed out
+            // instead: the moment it moved tells which, and the wait after it is a retry.
             std::thread::sleep(end.saturating_sub(realtime()) + Duration::from_millis(2));
             settle(pid);
             ends = wait_ends(pid);
         }
+        let interrupted_deadline = probe::realtime_deadline(pid);
+        let signalled_at = realtime();
         kill(Pid::from_raw(pid), Signal::SIGUSR1)
             .map_err(|e| Fail::Grader(format!("kill: {e}")))?;
         settle(pid);
+        if let Some(was) = interrupted_deadline.filter(|was| *was > signalled_at)
+            && !probe::pending(pid, Signal::SIGUSR1 as i32)
+            && let Some(now) = probe::realtime_deadline(pid)
+            && now < signalled_at + WAIT_SLICE
+        {
+            // The wait was under way when the signal came (its deadline was still ahead): the
+            // wait after EINTR must read the clock after the signal.
+            let how = if now == was {
+                format!(
+                    "with the same deadline as the wait the signal interrupted ({} after the \
+                     signal)",
+                    millis(was - signalled_at)
+                )
+            } else {
+                format!(
+                    "with a deadline only {} after the signal",
+                    millis(now.saturating_sub(signalled_at))
+                )
+            };
+            return Err(Fail::failed(format!(
+                "the grader held {held} and interrupted {role}'s timed wait with SIGUSR1 (a \
+                 handler installed, signal {sent} of {DIRECT}, {}); {role} waited again {how}, \
+                 not a whole slice: after EINTR, read the clock anew and wait until now + \
+                 WAIT_SLICE ({} ms)",
+                waiter.mechanism,
+                WAIT_SLICE.as_millis()
+            )));
+        }
         let mut after = waiter.settled();
         let moved_at = realtime();
         // Look again for a while: what moved for good is a change, a moment caught mid-call is

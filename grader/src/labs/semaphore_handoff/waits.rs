@@ -1,6 +1,7 @@
 //! How a side waits for the other: blocked in the kernel on the signal (the named semaphore's
 //! futex, the queue), in timed slices of `WAIT_SLICE`, for as long as the other side lives;
-//! given up, within about a slice, once the other side is gone.
+//! given up, within about a slice, once the other side is gone, but not while a signal it
+//! posted before it went is there (not even after `EINTR`).
 //!
 //! The grader holds one side (it pauses at a record and waits for `go`), so that the other has
 //! nothing to do, and looks at the waiting one from outside: its CPU use and wake-ups
@@ -10,6 +11,7 @@
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::{Signal, kill};
+use nix::time::{ClockId, clock_gettime};
 use nix::unistd::Pid;
 use rand::RngExt;
 
@@ -19,11 +21,17 @@ use super::slot::slot_holding;
 use super::{CONSUMER, PRODUCER, WAIT_SLICE};
 use crate::engine::inspect::{self, ProcessView};
 use crate::engine::waiting::{self, WaitRules};
-use crate::engine::{Fail, Run};
+use crate::engine::{Fail, Run, force};
 
-/// How long the grader holds the consumer in the semaphore run: more than ten slices, so that a
-/// wait() that gives up on a live peer after a few slices does it while the grader holds it.
-const LONG_HOLD: Duration = Duration::from_millis(1250);
+/// How long the grader holds the consumer in the semaphore run: forty slices, so that a wait()
+/// that gives up on a live peer after any plausible count of silent slices does it while the
+/// grader holds it.
+const LONG_HOLD: Duration = Duration::from_secs(4);
+/// How often the grader looks at the slot while it holds the consumer.
+const SLOT_LOOKS: Duration = Duration::from_millis(200);
+/// Successive timed waits closer than this are not slices of `WAIT_SLICE`: each deadline is
+/// read from the clock after the last one passed, so a correct gap is never under 100 ms.
+const SHORTEST_SLICE: Duration = Duration::from_millis(90);
 /// How long the grader samples the call a waiting side sits in.
 const WATCH: Duration = Duration::from_millis(450);
 /// A deadline further ahead than this is not a slice of `WAIT_SLICE` (100 ms).
@@ -135,6 +143,21 @@ fn explain_busy(waiter: i32, role: &str, fail: Fail, passive: &Samples) -> Fail 
     }
 }
 
+/// Successive timed waits of `role` must be a slice apart: a deadline `WAIT_SLICE` after the
+/// clock read once the last one passed.
+fn judge_slices(role: &str, samples: &Samples) -> Result<(), Fail> {
+    match samples.shortest_slice() {
+        Some(gap) if gap < SHORTEST_SLICE => Err(Fail::failed(format!(
+            "{role} waited in slices of about {} (the deadlines of two successive timed waits \
+             were that far apart, read from its memory at each wait), not of WAIT_SLICE ({} \
+             ms): each deadline is now + WAIT_SLICE",
+            millis(gap),
+            WAIT_SLICE.as_millis()
+        ))),
+        _ => Ok(()),
+    }
+}
+
 /// Watches `waiter` (`role`), which has nothing to do but wait on `name`, and judges how it
 /// waits; returns what it saw. A waiter that ends meanwhile is left to the reports.
 fn judge_wait(
@@ -184,12 +207,20 @@ fn judge_wait(
     let waits: Vec<(Seen, Deadline)> = samples.waits().collect();
     if waits.is_empty() {
         return match samples.seen.first() {
-            Some(&seen) => Err(Fail::failed(format!(
-                "{role} waited for the other side (held by the grader) in {}, not in a timed \
-                 wait on {signal}: the signals are the named semaphores or the queues, not a \
-                 channel of the program's own; wait on them (sem_timedwait, mq_timedreceive)",
-                probe::describe_call(waiter, seen)
-            ))),
+            Some(&seen) => {
+                let call = probe::describe_call(waiter, seen);
+                let rule = if call.contains(&format!("({name}")) {
+                    "the wait on a signal is a timed wait on it (sem_timedwait, mq_timedreceive) \
+                     in slices of now + WAIT_SLICE, asking Peer::gone() when a slice times out"
+                } else {
+                    "the signals are the named semaphores or the queues, not a channel of the \
+                     program's own; wait on them (sem_timedwait, mq_timedreceive)"
+                };
+                Err(Fail::failed(format!(
+                    "{role} waited for the other side (held by the grader) in {call}, not in a \
+                     timed wait on {signal}: {rule}"
+                )))
+            }
             None => Ok(format!("{role} blocked")),
         };
     }
@@ -213,6 +244,7 @@ fn judge_wait(
             WAIT_SLICE.as_millis()
         )));
     }
+    judge_slices(role, &samples)?;
     for (seen, _) in &waits {
         match *seen {
             Seen::Futex { addr, .. } if mechanism == "semaphores" => {
@@ -259,7 +291,7 @@ fn judge_wait(
 
 pub fn waits_block(run: &mut Run) -> Result<String, Fail> {
     let mut notes = Vec::new();
-    // Semaphores: the consumer is held for over ten slices; the producer waits for ok.
+    // Semaphores: the consumer is held for forty slices; the producer waits for ok.
     let at = run.rng().random_range(20..80u64).to_string();
     let mut handover = Handover::start(run, "semaphores", 100, &["--pause-consumer-at", &at])?;
     let (producer, ok, seed) = (handover.producer, handover.names[1].clone(), handover.seed);
@@ -269,20 +301,28 @@ pub fn waits_block(run: &mut Run) -> Result<String, Fail> {
         let record = expected_record(seed, seq);
         let slot = slot_holding(producer, &record, Duration::from_secs(1));
         notes.push(judge_wait(producer, PRODUCER, "semaphores", &ok)?);
-        std::thread::sleep(LONG_HOLD.saturating_sub(held.elapsed()));
-        // The consumer posted no ok: the producer must still be waiting, record K in the slot.
-        if let Some(slot) = slot
-            && let Some(now) = probe::peek(producer, slot, record.len())
-            && now != record
-        {
-            let moved = u64::from_ne_bytes(now[..8].try_into().expect("8 bytes"));
-            return Err(Fail::failed(format!(
-                "while the consumer was held before record {seq} (it posted no ok), the \
-                 producer went on and wrote record {moved} into the slot: its wait(ok) returned \
-                 without an ok. Return from wait() only when the signal came; a slice that times \
-                 out means wait again, or PeerGone if the peer is gone"
-            )));
+        // The consumer posts no ok: the producer must go on waiting, record K in the slot.
+        let mut rest = Samples::default();
+        while held.elapsed() < LONG_HOLD {
+            rest.merge(probe::watch(producer, Instant::now() + SLOT_LOOKS));
+            if let Some(slot) = slot
+                && let Some(now) = probe::peek(producer, slot, record.len())
+                && now != record
+            {
+                let moved = u64::from_ne_bytes(now[..8].try_into().expect("8 bytes"));
+                return Err(Fail::failed(format!(
+                    "while the consumer was held before record {seq} (it posted no ok), the \
+                     producer went on and wrote record {moved} into the slot: its wait(ok) \
+                     returned without an ok. Return from wait() only when the signal came; a \
+                     slice that times out means wait again, or PeerGone if the peer is gone"
+                )));
+            }
+            if !probe::alive(producer) {
+                break;
+            }
         }
+        judge_slices(PRODUCER, &rest)?;
+        std::thread::sleep(LONG_HOLD.saturating_sub(held.elapsed()));
         proc.send("go", &[])
     })?;
     handover.verify(&reports, "100 rounds with semaphores, the consumer held")?;
@@ -295,11 +335,68 @@ pub fn waits_block(run: &mut Run) -> Result<String, Fail> {
         proc.send("go", &[])
     })?;
     handover.verify(&reports, "100 rounds with queues, the producer held")?;
+    notes.push(put_waits_for_last_ok(run)?);
     Ok(format!(
         "{}; the producer waited {} ms for the held consumer without giving up",
         notes.join("; "),
         LONG_HOLD.as_millis()
     ))
+}
+
+/// Rounds of the run whose last record the consumer is held before.
+const LAST_HELD_ROUNDS: u64 = 20;
+/// How long the consumer is held at least before the last record: the producer has no later
+/// put() to wait for the ok in, so one that returns without it says done and ends.
+const LAST_HOLD: Duration = Duration::from_millis(300);
+
+/// put() returns only once the consumer has posted ok for its record: with the consumer held
+/// before the last record, the producer must still be in put().
+fn put_waits_for_last_ok(run: &mut Run) -> Result<String, Fail> {
+    let last = LAST_HELD_ROUNDS - 1;
+    let at = last.to_string();
+    let mut handover = Handover::start(
+        run,
+        "semaphores",
+        LAST_HELD_ROUNDS,
+        &["--pause-consumer-at", &at],
+    )?;
+    let producer = handover.producer;
+    let mut producer_left = false;
+    let reports = handover.finish(|proc, _| {
+        // Held until the producer is gone, or is seen, the hold past, in a timed wait.
+        let held = Instant::now();
+        while held.elapsed() < NOTICE_LIMIT {
+            if !probe::alive(producer) {
+                producer_left = true;
+                break;
+            }
+            let waiting = matches!(
+                probe::sample(producer),
+                Some(Seen::Futex {
+                    deadline: Deadline::Ahead(_),
+                    ..
+                })
+            );
+            if waiting && held.elapsed() >= LAST_HOLD {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        proc.send("go", &[])
+    })?;
+    if producer_left && handover.said_done("producer") {
+        return Err(Fail::failed(format!(
+            "while the grader held the consumer before the last record ({last}; it had neither \
+             taken it nor posted ok), the producer said done and exited: its put() of record \
+             {last} returned without the consumer's ok. put() writes the record, posts ready, \
+             then waits for ok, and returns only once the ok came"
+        )));
+    }
+    handover.verify(
+        &reports,
+        &format!("{LAST_HELD_ROUNDS} rounds with semaphores, the last record held"),
+    )?;
+    Ok("the producer stayed in put() while the consumer was held before the last record".into())
 }
 
 /// What a side that should have noticed its peer's death is doing instead, from samples.
@@ -448,6 +545,90 @@ fn post_last(consumer: i32, seed: u64, last: u64) -> Result<String, Fail> {
     })
 }
 
+/// Stops `producer` (SIGSTOP) inside its timed wait, early enough in a slice that the wait is
+/// interrupted, not timed out: true once it is stopped before the deadline of that wait.
+fn stop_inside_wait(producer: i32) -> Result<bool, Fail> {
+    let realtime = || {
+        clock_gettime(ClockId::CLOCK_REALTIME)
+            .map(Duration::from)
+            .unwrap_or_default()
+    };
+    for _ in 0..10 {
+        let Some(deadline) = probe::realtime_deadline(producer) else {
+            std::thread::sleep(Duration::from_millis(5));
+            continue;
+        };
+        if deadline < realtime() + STOP_MARGIN {
+            std::thread::sleep(deadline.saturating_sub(realtime()) + Duration::from_millis(2));
+            continue;
+        }
+        force::hold(producer)?;
+        // Stopped before the deadline: the wait cannot have timed out, the stop ended it.
+        if probe::state(producer) == Some('T') && realtime() < deadline {
+            return Ok(true);
+        }
+        force::resume(producer)?;
+    }
+    Ok(false)
+}
+
+/// How far ahead the deadline of the producer's wait must be when the grader stops it.
+const STOP_MARGIN: Duration = Duration::from_millis(30);
+
+/// The ok of the last record comes while the producer's wait is interrupted: the grader stops
+/// the producer inside its timed wait for that ok, lets the consumer take the record, post ok,
+/// exit and be reaped, then sends the producer SIGUSR1 (its handler installed) and lets it go
+/// on. Its wait returns EINTR with the ok there and the peer gone: it must wait again and take
+/// the ok, not give up.
+fn eintr_after_last_ok(run: &mut Run, mechanism: &'static str) -> Result<String, Fail> {
+    let last = LAST_ROUNDS - 1;
+    let at = last.to_string();
+    let args = ["--interruptible", "--pause-consumer-at", &at];
+    let mut handover = Handover::start(run, mechanism, LAST_ROUNDS, &args)?;
+    let (producer, consumer) = (handover.producer, handover.consumer);
+    let mut interrupted = false;
+    let result = handover.finish(|proc, _| {
+        if !stop_inside_wait(producer)? {
+            return proc.send("go", &[]);
+        }
+        proc.send("go", &[])?;
+        let until = Instant::now() + NOTICE_LIMIT;
+        while probe::state(consumer).is_some() && Instant::now() < until {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        interrupted = probe::state(consumer).is_none();
+        kill(Pid::from_raw(producer), Signal::SIGUSR1)
+            .map_err(|e| Fail::Grader(format!("kill: {e}")))?;
+        force::resume(producer)
+    });
+    let reports = match result {
+        Err(Fail::Failed(message))
+            if interrupted && message.contains("the producer gave up with kind=peer-gone") =>
+        {
+            return Err(Fail::failed(format!(
+                "the grader stopped the producer inside its timed wait for the ok of the last \
+                 record ({last}), let the consumer take that record, post ok, exit and be \
+                 reaped, then interrupted the producer's wait with SIGUSR1 (a handler \
+                 installed) and let it go on: the producer gave up with kind=peer-gone, though \
+                 the ok was there ({mechanism}). A wait that a signal handler interrupts \
+                 (EINTR) waits again, and so takes a signal already there; ask Peer::gone() \
+                 only when a slice has timed out"
+            )));
+        }
+        other => other?,
+    };
+    handover.verify(&reports, &format!("{LAST_ROUNDS} rounds with {mechanism}"))?;
+    Ok(format!(
+        "{mechanism}: {}",
+        if interrupted {
+            "the producer, interrupted once the consumer had posted its last ok and exited, \
+             took that ok"
+        } else {
+            "the producer was not stopped inside its wait (the EINTR after the last ok not tried)"
+        }
+    ))
+}
+
 pub fn peer_exits_early(run: &mut Run) -> Result<String, Fail> {
     let notes = [
         survives(run, "semaphores", false)?,
@@ -455,6 +636,8 @@ pub fn peer_exits_early(run: &mut Run) -> Result<String, Fail> {
         survives(run, "queues", false)?,
         last_signal(run, "semaphores")?,
         last_signal(run, "queues")?,
+        eintr_after_last_ok(run, "semaphores")?,
+        eintr_after_last_ok(run, "queues")?,
     ];
     Ok(notes.join("; "))
 }
