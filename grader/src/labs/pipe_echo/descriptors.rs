@@ -11,6 +11,7 @@ use super::session::{
     CHILD, Flags, PARENT, Returned, Session, Spawned, launch, pipes_of, settle_in_read, start,
 };
 use crate::engine::inspect;
+use crate::engine::tracer::{Action, Call, Tracer};
 use crate::engine::{Fail, Run};
 
 /// `fd (target)` for each descriptor of `fds` that `keep` rejects.
@@ -214,5 +215,78 @@ pub fn spawn_errors(run: &mut Run) -> Result<String, Fail> {
         }
         launched.finish()?;
     }
-    Ok("pipe() failing at the first and at the second pipe gave Pipe(EMFILE), with nothing left open".into())
+    let fork = fork_fails(run)?;
+    Ok(format!(
+        "pipe() failing at the first and at the second pipe gave Pipe(EMFILE), with nothing left \
+         open; {fork}"
+    ))
+}
+
+/// `fork()` made to fail with `EAGAIN` (the grader skips the parent's `clone()`, as the kernel
+/// fails it at a process limit that root does not meet): `Fork(EAGAIN)`, with both pipes closed.
+fn fork_fails(run: &mut Run) -> Result<String, Fail> {
+    let input = run.random_bytes(16);
+    let launched = launch(run, input, Flags::default())?;
+    let (parent, before) = (launched.parent, launched.fds_before.clone());
+    let clone = Call::any(libc::SYS_clone);
+    let Some(mut tracer) = Tracer::attach(parent, clone, Action::Fail(libc::EAGAIN))? else {
+        run.note(
+            "the grader may not trace the program here (ptrace): fork() failing was not tried",
+        );
+        match launched.spawn()? {
+            Spawned::Ready(mut session) => {
+                session.exchange()?;
+                session.finish()?;
+            }
+            Spawned::Failed(launched, _) => launched.finish()?,
+        }
+        return Ok("fork() failing not tried".into());
+    };
+    let setting = "the grader made the parent's fork() fail with EAGAIN (its clone() skipped, as \
+                   the kernel fails it at the process limit)";
+    let launched = match launched.spawn()? {
+        Spawned::Ready(mut session) => {
+            if !tracer.failed_the_call()? {
+                // Forked by another call than clone(): nothing was made to fail.
+                run.note("spawn() forked without clone(): fork() failing was not tried");
+                session.exchange()?;
+                session.finish()?;
+                return Ok("fork() failing not tried".into());
+            }
+            return Err(Fail::failed(format!(
+                "{setting} and spawn() returned a child (pid {}) all the same: it must return \
+                 the error of its one fork()",
+                session.child
+            )));
+        }
+        Spawned::Failed(launched, error) => {
+            if !tracer.failed_the_call()? {
+                return Err(Fail::failed(format!(
+                    "spawn() failed with `{error}` before it forked (the grader was to make \
+                     fork() fail): create the two pipes, then fork()"
+                )));
+            }
+            match Returned::parse(&format!("error {error}")) {
+                Returned::Fork(errno) if errno == "EAGAIN" => {}
+                _ => {
+                    return Err(Fail::failed(format!(
+                        "{setting}, and spawn() returned `{error}`: return \
+                         PipeEchoError::Fork with fork()'s error"
+                    )));
+                }
+            }
+            launched
+        }
+    };
+    let fds = inspect::view(parent).map(|v| v.fds).unwrap_or_default();
+    let leaked = listed(&fds, |fd, _| !before.contains_key(fd));
+    if !leaked.is_empty() {
+        return Err(Fail::failed(format!(
+            "{setting}, and spawn() returned the error but left {} open: close both pipes \
+             before returning Fork (an OwnedFd closes itself when dropped)",
+            leaked.join(", ")
+        )));
+    }
+    launched.finish()?;
+    Ok("fork() failing gave Fork(EAGAIN), with both pipes closed".into())
 }
