@@ -312,20 +312,24 @@ fn stopped_while_waited(run: &mut Run) -> Result<String, Fail> {
     };
     let until = Instant::now() + Duration::from_secs(3);
     let early = loop {
-        if let Some(message) = session.message_within(Duration::from_millis(2))? {
-            break Some(session.done(message)?);
+        match session.message_within(Duration::from_millis(2)) {
+            Ok(Some(message)) => break session.done(message).map(Some),
+            Ok(None) => {}
+            Err(fail) => break Err(fail),
         }
         if woke_and_slept() || Instant::now() > until {
-            break None;
+            break Ok(None);
         }
     };
+    // Continued whatever happened: no process is left stopped.
     let _ = kill(child_pid, Signal::SIGCONT);
-    if let Some(done) = early {
+    if let Some(done) = early? {
         return Err(Fail::failed(format!(
             "the grader stopped the echo child (SIGSTOP) while wait() was blocked in waitpid(), \
-             and wait() returned `{}` while the child was stopped: a stopped child has not exited; wait() must go on \
-             waiting until it exits (waitpid() without WUNTRACED, and ChildFailed only for an \
-             end: an exit status other than 0, or a signal that killed it)",
+             and wait() returned `{}` while the child was stopped: a stopped child has not \
+             exited; wait() must go on waiting until it exits (waitpid() without WUNTRACED, and \
+             ChildFailed only for an end: an exit status other than 0, or a signal that killed \
+             it)",
             done.wait
         )));
     }
