@@ -134,7 +134,69 @@ pub fn reaped_no_fd_leak(run: &mut Run) -> Result<String, Fail> {
     }
     leaks_after(&session, "after wait()")?;
     session.finish()?;
-    Ok("the child was reaped and the parent holds no descriptor it did not hold before".into())
+    reaps_its_own_child(run)?;
+    Ok(
+        "the child was reaped and the parent holds no descriptor it did not hold before; with \
+         another child of the program already exited, wait() reaped the echo child"
+            .into(),
+    )
+}
+
+/// The program has a child of its own, already exited (a zombie) when `wait()` is called:
+/// `wait()` must reap the echo child, and leave the other one to the program.
+fn reaps_its_own_child(run: &mut Run) -> Result<(), Fail> {
+    let input = run.random_bytes(4 << 10);
+    let flags = Flags {
+        other_child: true,
+        ..Flags::default()
+    };
+    let launched = launch(run, input, flags)?;
+    let parent = Pid::from_raw(launched.parent);
+    let others = inspect::children(parent);
+    // It exits at once: a zombie before the echo child exists.
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(3);
+    while std::time::Instant::now() < until
+        && others
+            .iter()
+            .any(|&pid| inspect::view(pid).is_some_and(|v| v.state != 'Z'))
+    {
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    let mut session = match launched.spawn()? {
+        Spawned::Ready(session) => session,
+        Spawned::Failed(_, error) => return Err(Fail::failed(format!("spawn() failed: {error}"))),
+    };
+    let done = session.exchange()?;
+    session.verify_echo(&done)?;
+    let echo_child = session.child;
+    let left = inspect::children(parent);
+    if left.contains(&echo_child) {
+        let other = done.other_child.as_deref().unwrap_or("?");
+        let reaped_other = if other.starts_with("error") {
+            format!(
+                ", and the program's own waitpid() for its other child then failed (`{other}`): \
+                 wait() reaped that child (pid {others:?}, which had exited before spawn()) \
+                 instead; reap the echo child with waitpid(self.pid), not wait() or \
+                 waitpid(-1), which take any child"
+            )
+        } else {
+            ": reap the echo child with waitpid(self.pid)".into()
+        };
+        return Err(Fail::failed(format!(
+            "with another child of the program already exited, wait() returned `{}` but the echo \
+             child (pid {echo_child}) was not reaped{reaped_other}",
+            done.wait
+        )));
+    }
+    if done.wait != "ok" {
+        return Err(Fail::failed(format!(
+            "with another child of the program already exited, wait() returned `{}` for an echo \
+             child that exited with status 0: reap the echo child with waitpid(self.pid) and \
+             judge its status only",
+            done.wait
+        )));
+    }
+    session.finish()
 }
 
 /// Fails if the parent holds a descriptor it did not hold before `spawn()`.

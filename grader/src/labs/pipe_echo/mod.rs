@@ -111,11 +111,12 @@ pub static LAB: Lab = Lab {
             name: "reaped-no-fd-leak",
             points: 2,
             timeout: Duration::from_secs(5),
-            description: "after wait() the child is reaped and the parent holds no descriptor \
-                          it did not hold before spawn()",
+            description: "after wait() the child is reaped (the echo child, not another child of \
+                          the program) and the parent holds no descriptor it did not hold before \
+                          spawn()",
             exclusive: false,
             hint: Some(
-                "wait() reaps the child with waitpid() and the parent ends holding exactly the descriptors it held before spawn(). See docs/labs/01-pipe-echo.md, the rules table (\"No zombie after wait()\", \"Close only the descriptors you opened\").",
+                "wait() reaps the echo child with waitpid(self.pid) (not any child) and the parent ends holding exactly the descriptors it held before spawn(). See docs/labs/01-pipe-echo.md, the rules table (\"No zombie after wait()\", \"Close only the descriptors you opened\").",
             ),
             run: descriptors::reaped_no_fd_leak,
         },
