@@ -37,6 +37,10 @@ struct Args {
     /// Call exchange() a second time after the first, and report what it returned.
     #[arg(long)]
     twice: bool,
+    /// Fork a child of the program's own before spawn(), which exits at once, and reap it after
+    /// wait() (reported as `other-child`): wait() must reap the echo child, not any child.
+    #[arg(long)]
+    other_child: bool,
 }
 
 /// The program's own pid, and its control socket, for [`exit_in_a_child`].
@@ -84,6 +88,15 @@ fn main() -> ExitCode {
     }
     // SAFETY: registers a function that only reads two atomics and sends one message.
     unsafe { nix::libc::atexit(exit_in_a_child) };
+
+    let other_child = args.other_child.then(|| {
+        // SAFETY: the program is single-threaded here, and the child only calls _exit().
+        match unsafe { fork() }.expect("forking the program's other child") {
+            // SAFETY: ends the child at once, without the parent's exit handlers.
+            ForkResult::Child => unsafe { nix::libc::_exit(0) },
+            ForkResult::Parent { child } => child,
+        }
+    });
 
     // The grader looks at the descriptors the program holds before spawn(), and may limit them.
     control.send("started", &[]);
@@ -145,6 +158,13 @@ fn main() -> ExitCode {
             Err(error) => format!("error {error}"),
         };
         report.push(("again", again));
+    }
+    if let Some(other) = other_child {
+        let reaped = match waitpid(other, None) {
+            Ok(status) => format!("ok {status:?}"),
+            Err(error) => format!("error {error}"),
+        };
+        report.push(("other-child", reaped));
     }
     control.send("done", &report);
     control.wait_for("exit");

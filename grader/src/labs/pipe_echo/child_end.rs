@@ -1,6 +1,6 @@
 //! Checks of how the echo child ends and how the parent learns it: exit status 0 after
-//! end-of-file and 1 when `echo_loop` fails, `wait()` blocking in `waitpid()` until the child
-//! has exited, and the error kinds when the child dies or fails.
+//! end-of-file and 1 when `echo_loop` fails (`EPIPE` too), `wait()` blocking in `waitpid()` until
+//! the child has exited (not merely stopped), and the error kinds when the child dies or fails.
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -13,7 +13,7 @@ use super::outside::{self, ExitHold, describe_status};
 use super::session::{Done, Flags, Returned, Session, pipes_of, role_of, settle_in_read, start};
 use crate::engine::diagnose::classify;
 use crate::engine::inspect;
-use crate::engine::tracer::{Action, Call, Reached, Tracer};
+use crate::engine::tracer::{Action, Call, Match, Reached, Tracer};
 use crate::engine::waiting::{self, WaitRules};
 use crate::engine::{Fail, Run};
 
@@ -216,10 +216,140 @@ pub fn waits_for_exit(run: &mut Run) -> Result<String, Fail> {
         )));
     }
     session.finish()?;
+    let stopped = stopped_while_waited(run)?;
     Ok(format!(
         "with the child held at its exit, wait() stayed blocked in waitpid() through {rounds} \
-         signals, then reaped it"
+         signals, then reaped it; {stopped}"
     ))
+}
+
+/// How many times thread `tid` of `pid` has gone to sleep, from its `status` in `/proc`.
+fn sleeps(pid: i32, tid: i32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("voluntary_ctxt_switches:"))
+        .and_then(|n| n.trim().parse().ok())
+}
+
+/// The child stopped (`SIGSTOP`) while `wait()` is blocked in `waitpid()`: a stopped child has
+/// not exited, so `waitpid()` must go on waiting. The grader holds the child just after it has
+/// closed pipe B (the parent then has its end-of-file and calls `wait()`), stops it, and watches
+/// the waiting thread wake up (the kernel wakes it for the stop) and sleep again.
+fn stopped_while_waited(run: &mut Run) -> Result<String, Fail> {
+    let input = run.random_bytes(4 << 10);
+    let mut session = start(run, input, Flags::default())?;
+    let (parent, child) = (session.parent, session.child);
+    settle_in_read(child);
+    let pipes = session.pipes()?;
+    let close_b = Call {
+        number: libc::SYS_close,
+        matching: Match::Bits {
+            arg: 0,
+            mask: u64::MAX,
+            value: pipes.child_writes_b as u64,
+        },
+    };
+    let Some(mut tracer) = Tracer::attach(child, close_b, Action::HoldAfter)? else {
+        run.note(
+            "the grader may not trace the echo child here (ptrace): a child stopped while \
+             wait() waits was not tried",
+        );
+        session.exchange()?;
+        session.finish()?;
+        return Ok("a stopped child not tried".into());
+    };
+    session.go()?;
+    let until = Instant::now() + Duration::from_secs(5);
+    match tracer.wait(&mut session.proc, until)? {
+        Reached::Call => {}
+        Reached::Passed(Some(message)) => {
+            return Err(returned_early(&session.done(message)?));
+        }
+        // It closed pipe B some other way (or on another thread): nothing to hold it at.
+        Reached::Passed(None) => {
+            drop(tracer);
+            let done = session.recv_done()?;
+            session.verify_echo(&done)?;
+            session.finish()?;
+            return Ok("a stopped child not tried (pipe B closed otherwise)".into());
+        }
+    }
+    let waiting = loop {
+        if let Some(message) = session.message_within(Duration::from_millis(2))? {
+            return Err(returned_early(&session.done(message)?));
+        }
+        let waiting = in_waitpid(parent);
+        if !waiting.is_empty() {
+            break waiting;
+        }
+        if Instant::now() > until {
+            // How it waits instead is waits-for-exit's to judge; here the child just goes.
+            tracer.release();
+            let done = session.recv_done()?;
+            session.verify_echo(&done)?;
+            session.finish()?;
+            return Ok("a stopped child not tried (wait() was not seen in waitpid())".into());
+        }
+    };
+    let slept: Vec<(i32, Option<u64>)> = waiting
+        .keys()
+        .map(|&tid| (tid, sleeps(parent, tid)))
+        .collect();
+    let child_pid = Pid::from_raw(child);
+    kill(child_pid, Signal::SIGSTOP).map_err(|e| Fail::Grader(format!("kill: {e}")))?;
+    // Let go, the child meets the stop on its way back from close().
+    tracer.release();
+    let until = Instant::now() + Duration::from_secs(3);
+    while inspect::view(child).is_some_and(|v| v.state != 'T') && Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let woke_and_slept = || {
+        let again = in_waitpid(parent);
+        slept.iter().any(|&(tid, before)| {
+            again.contains_key(&tid) && sleeps(parent, tid).zip(before).is_some_and(|(n, b)| n > b)
+        })
+    };
+    let until = Instant::now() + Duration::from_secs(3);
+    let early = loop {
+        match session.message_within(Duration::from_millis(2)) {
+            Ok(Some(message)) => break session.done(message).map(Some),
+            Ok(None) => {}
+            Err(fail) => break Err(fail),
+        }
+        if woke_and_slept() || Instant::now() > until {
+            break Ok(None);
+        }
+    };
+    // Continued whatever happened: no process is left stopped.
+    let _ = kill(child_pid, Signal::SIGCONT);
+    if let Some(done) = early? {
+        return Err(Fail::failed(format!(
+            "the grader stopped the echo child (SIGSTOP) while wait() was blocked in waitpid(), \
+             and wait() returned `{}` while the child was stopped: a stopped child has not \
+             exited; wait() must go on waiting until it exits (waitpid() without WUNTRACED, and \
+             ChildFailed only for an end: an exit status other than 0, or a signal that killed \
+             it)",
+            done.wait
+        )));
+    }
+    let done = session.recv_done()?;
+    session.verify_echo(&done)?;
+    if done.wait != "ok" {
+        return Err(Fail::failed(format!(
+            "the echo child was stopped (SIGSTOP) while wait() waited, then continued \
+             (SIGCONT), and exited with status 0, yet wait() returned `{}`",
+            done.wait
+        )));
+    }
+    if !inspect::children(Pid::from_raw(parent)).is_empty() {
+        return Err(Fail::failed(
+            "the echo child was stopped and continued while wait() waited; wait() returned but \
+             the child was not reaped: wait() must block in waitpid() until it has exited",
+        ));
+    }
+    session.finish()?;
+    Ok("a child stopped and continued while wait() waited was still waited for".into())
 }
 
 /// Waits until the held child stops at its exit; returns its exit status. A `done` before that
@@ -469,7 +599,78 @@ pub fn child_fails(run: &mut Run) -> Result<String, Fail> {
         }
     }
     session.finish()?;
-    Ok("when its write failed the child exited with status 1, and wait() said ChildFailed".into())
+    let broken = child_write_broken(run)?;
+    Ok(format!(
+        "when its write failed the child exited with status 1, and wait() said ChildFailed; \
+         {broken}"
+    ))
+}
+
+/// The child's write to pipe B made to fail with `EPIPE` (the grader skips the call, as the
+/// kernel fails it once no read end is open): an error like any other, so status 1 and
+/// `ChildFailed`. Run after the `EAGAIN` round, which showed that `wait()` reports status 1.
+fn child_write_broken(run: &mut Run) -> Result<String, Fail> {
+    let input = run.random_bytes(64 << 10);
+    let mut session = start(run, input, Flags::default())?;
+    let child = session.child;
+    settle_in_read(child);
+    let pipes = session.pipes()?;
+    let write_b = Call {
+        number: libc::SYS_write,
+        matching: Match::Bits {
+            arg: 0,
+            mask: u64::MAX,
+            value: pipes.child_writes_b as u64,
+        },
+    };
+    let Some(mut tracer) = Tracer::attach(child, write_b, Action::Fail(libc::EPIPE))? else {
+        run.note(
+            "the grader may not trace the echo child here (ptrace): a write failing with EPIPE \
+             was not tried",
+        );
+        session.exchange()?;
+        session.finish()?;
+        return Ok("EPIPE not tried".into());
+    };
+    let done = session.exchange()?;
+    if !tracer.failed_the_call()? {
+        session.verify_echo(&done)?;
+        return Err(Fail::failed(format!(
+            "the echo child never called write() on its end of pipe B (fd {}): echo_loop() must \
+             write the echo with write() (write_all())",
+            pipes.child_writes_b
+        )));
+    }
+    let failed = "the grader made the echo child's write to pipe B fail with EPIPE (as the \
+                  kernel does once nobody holds pipe B's read end)";
+    if done.exchange.starts_with("ok") {
+        return Err(Fail::failed(format!(
+            "{failed}, yet exchange() returned `{}`: the child went on after the failed \
+             write (and wrote the bytes again); write_all() must return every error but EINTR, \
+             echo_loop() must return it, and the child must then _exit(1)",
+            done.exchange
+        )));
+    }
+    match Returned::parse(&done.wait) {
+        Returned::ChildFailed => {}
+        Returned::Ok(_) => {
+            return Err(Fail::failed(format!(
+                "{failed}, and wait() reported a clean exit, where it had reported ChildFailed \
+                 for a child that exited with status 1: the child exited with status 0; EPIPE \
+                 is an error like any other: write_all() and echo_loop() must return it, and the \
+                 child must then _exit(1)"
+            )));
+        }
+        _ => {
+            return Err(Fail::failed(format!(
+                "{failed}, and wait() returned `{}`: the child must _exit(1), and wait() return \
+                 ChildFailed for it",
+                done.wait
+            )));
+        }
+    }
+    session.finish()?;
+    Ok("when its write failed with EPIPE the child exited with status 1 too".into())
 }
 
 /// Why a child left no zombie, from the parent's signal dispositions in `/proc/PID/status`.

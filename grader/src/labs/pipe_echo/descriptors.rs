@@ -11,6 +11,7 @@ use super::session::{
     CHILD, Flags, PARENT, Returned, Session, Spawned, launch, pipes_of, settle_in_read, start,
 };
 use crate::engine::inspect;
+use crate::engine::tracer::{Action, Call, Tracer};
 use crate::engine::{Fail, Run};
 
 /// `fd (target)` for each descriptor of `fds` that `keep` rejects.
@@ -133,7 +134,69 @@ pub fn reaped_no_fd_leak(run: &mut Run) -> Result<String, Fail> {
     }
     leaks_after(&session, "after wait()")?;
     session.finish()?;
-    Ok("the child was reaped and the parent holds no descriptor it did not hold before".into())
+    reaps_its_own_child(run)?;
+    Ok(
+        "the child was reaped and the parent holds no descriptor it did not hold before; with \
+         another child of the program already exited, wait() reaped the echo child"
+            .into(),
+    )
+}
+
+/// The program has a child of its own, already exited (a zombie) when `wait()` is called:
+/// `wait()` must reap the echo child, and leave the other one to the program.
+fn reaps_its_own_child(run: &mut Run) -> Result<(), Fail> {
+    let input = run.random_bytes(4 << 10);
+    let flags = Flags {
+        other_child: true,
+        ..Flags::default()
+    };
+    let launched = launch(run, input, flags)?;
+    let parent = Pid::from_raw(launched.parent);
+    let others = inspect::children(parent);
+    // It exits at once: a zombie before the echo child exists.
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(3);
+    while std::time::Instant::now() < until
+        && others
+            .iter()
+            .any(|&pid| inspect::view(pid).is_some_and(|v| v.state != 'Z'))
+    {
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    let mut session = match launched.spawn()? {
+        Spawned::Ready(session) => session,
+        Spawned::Failed(_, error) => return Err(Fail::failed(format!("spawn() failed: {error}"))),
+    };
+    let done = session.exchange()?;
+    session.verify_echo(&done)?;
+    let echo_child = session.child;
+    let left = inspect::children(parent);
+    if left.contains(&echo_child) {
+        let other = done.other_child.as_deref().unwrap_or("?");
+        let reaped_other = if other.starts_with("error") {
+            format!(
+                ", and the program's own waitpid() for its other child then failed (`{other}`): \
+                 wait() reaped that child (pid {others:?}, which had exited before spawn()) \
+                 instead; reap the echo child with waitpid(self.pid), not wait() or \
+                 waitpid(-1), which take any child"
+            )
+        } else {
+            ": reap the echo child with waitpid(self.pid)".into()
+        };
+        return Err(Fail::failed(format!(
+            "with another child of the program already exited, wait() returned `{}` but the echo \
+             child (pid {echo_child}) was not reaped{reaped_other}",
+            done.wait
+        )));
+    }
+    if done.wait != "ok" {
+        return Err(Fail::failed(format!(
+            "with another child of the program already exited, wait() returned `{}` for an echo \
+             child that exited with status 0: reap the echo child with waitpid(self.pid) and \
+             judge its status only",
+            done.wait
+        )));
+    }
+    session.finish()
 }
 
 /// Fails if the parent holds a descriptor it did not hold before `spawn()`.
@@ -214,5 +277,78 @@ pub fn spawn_errors(run: &mut Run) -> Result<String, Fail> {
         }
         launched.finish()?;
     }
-    Ok("pipe() failing at the first and at the second pipe gave Pipe(EMFILE), with nothing left open".into())
+    let fork = fork_fails(run)?;
+    Ok(format!(
+        "pipe() failing at the first and at the second pipe gave Pipe(EMFILE), with nothing left \
+         open; {fork}"
+    ))
+}
+
+/// `fork()` made to fail with `EAGAIN` (the grader skips the parent's `clone()`, as the kernel
+/// fails it at a process limit that root does not meet): `Fork(EAGAIN)`, with both pipes closed.
+fn fork_fails(run: &mut Run) -> Result<String, Fail> {
+    let input = run.random_bytes(16);
+    let launched = launch(run, input, Flags::default())?;
+    let (parent, before) = (launched.parent, launched.fds_before.clone());
+    let clone = Call::any(libc::SYS_clone);
+    let Some(mut tracer) = Tracer::attach(parent, clone, Action::Fail(libc::EAGAIN))? else {
+        run.note(
+            "the grader may not trace the program here (ptrace): fork() failing was not tried",
+        );
+        match launched.spawn()? {
+            Spawned::Ready(mut session) => {
+                session.exchange()?;
+                session.finish()?;
+            }
+            Spawned::Failed(launched, _) => launched.finish()?,
+        }
+        return Ok("fork() failing not tried".into());
+    };
+    let setting = "the grader made the parent's fork() fail with EAGAIN (its clone() skipped, as \
+                   the kernel fails it at the process limit)";
+    let launched = match launched.spawn()? {
+        Spawned::Ready(mut session) => {
+            if !tracer.failed_the_call()? {
+                // Forked by another call than clone(): nothing was made to fail.
+                run.note("spawn() forked without clone(): fork() failing was not tried");
+                session.exchange()?;
+                session.finish()?;
+                return Ok("fork() failing not tried".into());
+            }
+            return Err(Fail::failed(format!(
+                "{setting} and spawn() returned a child (pid {}) all the same: it must return \
+                 the error of its one fork()",
+                session.child
+            )));
+        }
+        Spawned::Failed(launched, error) => {
+            if !tracer.failed_the_call()? {
+                return Err(Fail::failed(format!(
+                    "spawn() failed with `{error}` before it forked (the grader was to make \
+                     fork() fail): create the two pipes, then fork()"
+                )));
+            }
+            match Returned::parse(&format!("error {error}")) {
+                Returned::Fork(errno) if errno == "EAGAIN" => {}
+                _ => {
+                    return Err(Fail::failed(format!(
+                        "{setting}, and spawn() returned `{error}`: return \
+                         PipeEchoError::Fork with fork()'s error"
+                    )));
+                }
+            }
+            launched
+        }
+    };
+    let fds = inspect::view(parent).map(|v| v.fds).unwrap_or_default();
+    let leaked = listed(&fds, |fd, _| !before.contains_key(fd));
+    if !leaked.is_empty() {
+        return Err(Fail::failed(format!(
+            "{setting}, and spawn() returned the error but left {} open: close both pipes \
+             before returning Fork (an OwnedFd closes itself when dropped)",
+            leaked.join(", ")
+        )));
+    }
+    launched.finish()?;
+    Ok("fork() failing gave Fork(EAGAIN), with both pipes closed".into())
 }

@@ -2,8 +2,10 @@
 //! while it writes, and what `exchange()` returns is what came back through pipe B, copied by
 //! the child as it read it.
 
+use std::io::Write;
 use std::time::{Duration, Instant};
 
+use nix::unistd::Pid;
 use rand::RngExt;
 
 use super::outside;
@@ -246,7 +248,19 @@ fn activities(pid: i32) -> Vec<Activity> {
 }
 
 pub fn reads_while_writing(run: &mut Run) -> Result<String, Fail> {
-    let len = 1 << 20;
+    // Exactly what a pipe holds by default (no input is small enough to skip reading), then far
+    // more.
+    for len in [64 << 10, 1 << 20] {
+        reads_while_writing_len(run, len)?;
+    }
+    Ok(
+        "with the child stopped and pipes of one page, the parent waited on pipe B while it \
+         wrote; resumed, 64 KiB, then 1 MiB came back"
+            .into(),
+    )
+}
+
+fn reads_while_writing_len(run: &mut Run, len: usize) -> Result<(), Fail> {
     let input = run.random_bytes(len);
     let mut session = start(run, input, Flags::default())?;
     let (parent, child) = (session.parent, session.child);
@@ -271,11 +285,7 @@ pub fn reads_while_writing(run: &mut Run) -> Result<String, Fail> {
     force::resume(child)?;
     let done = session.recv_done()?;
     session.verify_echo(&done)?;
-    session.finish()?;
-    Ok(format!(
-        "with the child stopped and pipes of one page, the parent waited on pipe B while it \
-         wrote; resumed, {len} bytes came back"
-    ))
+    session.finish()
 }
 
 /// Why a parent that does not read pipe B while the child is stopped is wrong, from what its
@@ -323,10 +333,12 @@ fn not_reading(session: &Session, pipes: &Pipes, seen: &[Activity]) -> Fail {
     };
     Fail::failed(format!(
         "with the echo child stopped (SIGSTOP) and both pipes holding one page (4 KiB, as the \
-         kernel gives a user short of pipe memory), the parent {doing}, and none of its threads \
+         kernel gives a user short of pipe memory), exchanging {} bytes, the parent {doing}, and none of its threads \
          reads pipe B{grown}: the parent must read the echo while it writes (a second thread \
          blocked in read() on pipe B, or one thread in poll() on both pipes); a parent that only \
-         writes, or writes a block before reading, blocks for ever once both pipes are full"
+         writes, or writes a block before reading, blocks for ever once both pipes are full, \
+         whatever the input's size",
+        session.input.len()
     ))
 }
 
@@ -360,7 +372,9 @@ pub fn through_the_child(run: &mut Run) -> Result<String, Fail> {
         )));
     }
     let swapped = taken.len();
-    let injected: Vec<u8> = taken.iter().map(|b| !b).collect();
+    // One byte fewer than taken: the grader's own byte, sent once every byte has gone through,
+    // makes up the length.
+    let injected: Vec<u8> = taken[1..].iter().map(|b| !b).collect();
     let mut pipe_b = outside::open_pipe(child, pipes.child_writes_b, true)?;
     outside::put_bytes(&mut pipe_b, &injected)?;
     drop(pipe_b);
@@ -374,6 +388,24 @@ pub fn through_the_child(run: &mut Run) -> Result<String, Fail> {
              from pipe A but written only {}: the child must write what each read() returned to \
              pipe B before it reads again; the echo goes back through pipe B as it is read",
             copied.read_bytes, copied.written_bytes
+        )));
+    }
+    // A read shorter than any buffer: the child must write it back before it reads again.
+    let late_byte = run.random_bytes(1);
+    let before_late = inspect::io(child).unwrap_or_default();
+    (&eof_held)
+        .write_all(&late_byte)
+        .map_err(|e| Fail::Grader(format!("writing into pipe A: {e}")))?;
+    all_through(&mut session, &pipes, parent_io, &eof_held)?;
+    let late = inspect::io(child).unwrap_or_default().since(before_late);
+    if late.written_bytes < late.read_bytes {
+        return Err(Fail::failed(format!(
+            "with every byte sent and end-of-file held back, the grader wrote one byte of its \
+             own into pipe A: the echo child read it and blocked reading pipe A again without \
+             writing it back (it read {} bytes and wrote {} since): it keeps what it reads \
+             before writing (a buffered writer, say); the child must write what each read() \
+             returned to pipe B before it reads again",
+            late.read_bytes, late.written_bytes
         )));
     }
     let child_fds = inspect::view(child).map(|v| v.fds).unwrap_or_default();
@@ -425,6 +457,7 @@ pub fn through_the_child(run: &mut Run) -> Result<String, Fail> {
     }
     let mut expected = injected;
     expected.extend_from_slice(&session.input[swapped..]);
+    expected.extend_from_slice(&late_byte);
     let echoed = session.echoed()?;
     if echoed != expected {
         let what = if echoed == session.input {
@@ -440,9 +473,10 @@ pub fn through_the_child(run: &mut Run) -> Result<String, Fail> {
             )
         };
         return Err(Fail::failed(format!(
-            "the grader took the first {swapped} bytes off pipe A and put {swapped} other bytes \
-             into pipe B, but the echo exchange() returned is not what came through pipe B: \
-             {what}"
+            "the grader took the first {swapped} bytes off pipe A, put {} other bytes into \
+             pipe B, and one byte of its own into pipe A at the end, but the echo exchange() \
+             returned is not what came through pipe B: {what}",
+            swapped - 1
         )));
     }
     session.finish()?;
@@ -455,7 +489,7 @@ pub fn through_the_child(run: &mut Run) -> Result<String, Fail> {
 /// Waits until every byte has gone through and both processes wait for end-of-file, which the
 /// grader holds back: the parent has written the input and closed its end of pipe A, no thread
 /// of it writes any more, pipe A is empty (`eof_held` is the grader's end of it) and the child
-/// sleeps.
+/// sleeps. The input written by another child of the parent, not by the parent, is a failure.
 fn all_through(
     session: &mut Session,
     pipes: &Pipes,
@@ -505,8 +539,23 @@ fn all_through(
                  pipe B until read() returns 0, however many bytes have come",
             ));
         }
-        if a_closed && !parent_writes && written.written_bytes >= len && a_empty && child_waits {
+        let settled = a_closed && !parent_writes && a_empty && child_waits;
+        if settled && written.written_bytes >= len {
             return Ok(());
+        }
+        // The input went into pipe A, but not from the parent: another process wrote it.
+        let helpers: Vec<i32> = inspect::children(Pid::from_raw(parent))
+            .into_iter()
+            .filter(|&pid| pid != child)
+            .collect();
+        if settled && !helpers.is_empty() {
+            return Err(Fail::failed(format!(
+                "the parent closed its write end of pipe A having written {} of the {len} bytes \
+                 itself (its I/O counters), and it has children besides the echo child (pids \
+                 {helpers:?}): the parent must write the input itself, from a second thread or \
+                 with poll(), while it reads the echo, not hand the writing to another process",
+                written.written_bytes
+            )));
         }
         if Instant::now() > until {
             if !a_closed && written.written_bytes >= len {

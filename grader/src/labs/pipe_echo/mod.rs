@@ -88,10 +88,11 @@ pub static LAB: Lab = Lab {
             points: 2,
             timeout: Duration::from_secs(10),
             description: "with too few descriptors for the first or the second pipe, spawn() \
-                          returns Pipe(EMFILE), forks nothing and leaves nothing open",
+                          returns Pipe(EMFILE), forks nothing and leaves nothing open; when \
+                          fork() fails, Fork(EAGAIN), with both pipes closed",
             exclusive: false,
             hint: Some(
-                "When pipe() fails, spawn() returns Pipe with its errno, forks nothing and closes what it already created. See docs/labs/01-pipe-echo.md, the rules table (\"pipe() failing is Pipe(errno)\").",
+                "When pipe() fails, spawn() returns Pipe with its errno, forks nothing and closes what it already created; when fork() fails, Fork with its errno, both pipes closed. See docs/labs/01-pipe-echo.md, the rules table (\"pipe() failing is Pipe(errno)\", \"Fork(errno) when fork() fails\").",
             ),
             run: descriptors::spawn_errors,
         },
@@ -110,11 +111,12 @@ pub static LAB: Lab = Lab {
             name: "reaped-no-fd-leak",
             points: 2,
             timeout: Duration::from_secs(5),
-            description: "after wait() the child is reaped and the parent holds no descriptor \
-                          it did not hold before spawn()",
+            description: "after wait() the child is reaped (the echo child, not another child of \
+                          the program) and the parent holds no descriptor it did not hold before \
+                          spawn()",
             exclusive: false,
             hint: Some(
-                "wait() reaps the child with waitpid() and the parent ends holding exactly the descriptors it held before spawn(). See docs/labs/01-pipe-echo.md, the rules table (\"No zombie after wait()\", \"Close only the descriptors you opened\").",
+                "wait() reaps the echo child with waitpid(self.pid) (not any child) and the parent ends holding exactly the descriptors it held before spawn(). See docs/labs/01-pipe-echo.md, the rules table (\"No zombie after wait()\", \"Close only the descriptors you opened\").",
             ),
             run: descriptors::reaped_no_fd_leak,
         },
@@ -123,8 +125,9 @@ pub static LAB: Lab = Lab {
             points: 2,
             timeout: Duration::from_secs(10),
             description: "with the child held at its exit, wait() is blocked in waitpid() with \
-                          both pipe ends closed, retries it when signals interrupt it, and \
-                          reaps the child once it exits",
+                          both pipe ends closed, retries it when signals interrupt it, goes \
+                          on waiting while the child is only stopped, and reaps the child once \
+                          it exits",
             exclusive: false,
             hint: Some(
                 "wait() closes both pipe ends, then blocks in waitpid() (no WNOHANG, no sleep) and calls it again after EINTR. See docs/labs/01-pipe-echo.md, the rules table (the wait() rules) and Hints (\"Wait by blocking\").",
@@ -147,8 +150,9 @@ pub static LAB: Lab = Lab {
             name: "child-fails",
             points: 2,
             timeout: Duration::from_secs(10),
-            description: "when the child's write to pipe B fails, echo_loop() returns the error, \
-                          the child exits with status 1 and wait() returns ChildFailed",
+            description: "when the child's write to pipe B fails (EAGAIN, EPIPE), echo_loop() \
+                          returns the error, the child exits with status 1 and wait() returns \
+                          ChildFailed",
             exclusive: false,
             hint: Some(
                 "write_all() returns every error but EINTR, echo_loop() passes it on, the child then _exit(1)s, and wait() reports ChildFailed. See docs/labs/01-pipe-echo.md, the rules table (\"The child exits with status 1 when echo_loop() fails\").",
@@ -172,7 +176,7 @@ pub static LAB: Lab = Lab {
             points: 3,
             timeout: Duration::from_secs(10),
             description: "with the child stopped and pipes of one page, the parent waits on \
-                          pipe B while it writes pipe A; resumed, 1 MiB comes back",
+                          pipe B while it writes pipe A; resumed, 64 KiB, then 1 MiB come back",
             exclusive: false,
             hint: Some(
                 "A pipe may hold a single page: the parent must wait on pipe B while it writes pipe A (a second thread, or poll()), and block rather than spin or sleep. See docs/labs/01-pipe-echo.md, Hints (\"Reading while writing\", \"Wait by blocking\").",

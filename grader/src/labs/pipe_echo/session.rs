@@ -1,7 +1,7 @@
 //! The protocol driver. The program says `started` and waits for `spawn`; it calls `spawn()`
 //! and says `ready` (with the child's pid) or `failed`; it waits for `go`, exchanges (twice with
-//! `--twice`), reaps the child, says `done` (with what `exchange` and `wait` returned) and waits
-//! for `exit`. Between those messages the grader looks at both processes in `/proc`.
+//! `--twice`), reaps the child, says `done` (with what `exchange` and `wait` returned, and with
+//! `--other-child` how it reaped a child of its own forked before `spawn()`) and waits for `exit`. Between those messages the grader looks at both processes in `/proc`.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -23,6 +23,9 @@ pub struct Flags {
     pub interruptible: bool,
     /// `--twice`: `exchange()` is called a second time, and its result reported as `again`.
     pub twice: bool,
+    /// `--other-child`: the program forks a child of its own before `spawn()`, which exits at
+    /// once, and reaps it after `wait()`, reporting how as `other-child`.
+    pub other_child: bool,
 }
 
 /// The program before `spawn()`.
@@ -73,6 +76,8 @@ pub struct Done {
     pub exchange: String,
     pub wait: String,
     pub again: Option<String>,
+    /// How `main.rs` reaped its other child (`--other-child`): `ok STATUS` or `error ERRNO`.
+    pub other_child: Option<String>,
 }
 
 /// Names the processes of the program in diagnoses.
@@ -104,6 +109,9 @@ pub fn launch(run: &mut Run, input: Vec<u8>, flags: Flags) -> Result<Launched, F
     }
     if flags.twice {
         args.push("--twice".into());
+    }
+    if flags.other_child {
+        args.push("--other-child".into());
     }
     let mut proc = run.spawn(&args)?;
     let parent = proc.pid.as_raw();
@@ -359,6 +367,7 @@ impl Session {
             exchange: done.get("exchange").unwrap_or("?").to_string(),
             wait: done.get("wait").unwrap_or("?").to_string(),
             again: done.get("again").map(str::to_string),
+            other_child: done.get("other-child").map(str::to_string),
         })
     }
 
