@@ -1,18 +1,16 @@
-//! Names, attributes and limits: what `mq_open` is given, and what is refused before it.
+//! Names: what `mq_open` is given, what is refused before it, and a name that is taken.
 
-use nix::mqueue::{MQ_OFlag, MqAttr, mq_close, mq_getattr, mq_open, mq_send, mq_unlink};
-use nix::sys::resource::{Resource, getrlimit};
+use std::time::{Duration, Instant};
+
+use nix::mqueue::{MQ_OFlag, MqAttr, MqdT, mq_close, mq_getattr, mq_open, mq_send, mq_unlink};
 use nix::sys::stat::Mode;
 use nix::unistd::{Gid, Uid, fchown};
 use rand::RngExt;
 
 use super::protocol::{
-    Consumer, Job, MAX_NAME_LEN, MESSAGE_OVERHEAD, consumer, failed_errno, failed_with, field,
-    grader_send, job_message, queue_attributes, release, said, sized, spawn_consumer,
-    spawn_consumer_stopped, spawn_producer,
+    Consumer, MAX_NAME_LEN, failed_errno, failed_with, field, grader_send, release, said,
+    spawn_consumer, spawn_consumer_stopped, spawn_producer, spawn_producer_stopped,
 };
-use std::time::{Duration, Instant};
-
 use crate::engine::audit::message_queue_exists;
 use crate::engine::force;
 use crate::engine::tracer::{Action, Call, Reached, Tracer};
@@ -34,29 +32,98 @@ fn name_of_length(run: &mut Run, len: usize, wide: bool) -> String {
     name
 }
 
-/// A consumer of `name`, its first answer, and whether it called `mq_open()` before it (the
-/// grader holds it there and lets it go on; false where the grader may not trace it).
-fn consumer_watched_at_mq_open(
-    run: &mut Run,
-    name: &str,
-) -> Result<(crate::engine::Proc, ipc_labs_driver::Message, bool), Fail> {
-    let mut proc = spawn_consumer_stopped(run, name)?;
+/// A program started stopped (a consumer or a producer of one name), its first answer, and
+/// whether it called `mq_open()` before it (the grader holds it there and lets it go on; false
+/// where the grader may not trace it). A tracer still waiting for the call comes back too: drop
+/// it once the program has ended, which ends it at once (released before, it would be given
+/// time to see a call that never comes).
+type Watched = (
+    crate::engine::Proc,
+    ipc_labs_driver::Message,
+    bool,
+    Option<Tracer>,
+);
+
+fn watched_at_mq_open(mut proc: crate::engine::Proc) -> Result<Watched, Fail> {
     let pid = proc.pid.as_raw();
     let tracer = Tracer::attach(pid, Call::any(libc::SYS_mq_open), Action::Hold)?;
     force::resume(pid)?;
-    let (mut reached, mut first) = (false, None);
-    if let Some(mut tracer) = tracer {
-        match tracer.wait(&mut proc, Instant::now() + Duration::from_secs(5))? {
-            Reached::Call => reached = true,
-            Reached::Passed(message) => first = message,
-        }
-        tracer.release();
-    }
-    let answer = match first {
-        Some(message) => message,
-        None => proc.recv_any()?,
+    let Some(mut tracer) = tracer else {
+        let answer = proc.recv_any()?;
+        return Ok((proc, answer, false, None));
     };
-    Ok((proc, answer, reached))
+    match tracer.wait(&mut proc, Instant::now() + Duration::from_secs(5))? {
+        Reached::Call => {
+            tracer.release();
+            let answer = proc.recv_any()?;
+            Ok((proc, answer, true, None))
+        }
+        Reached::Passed(Some(answer)) => Ok((proc, answer, false, Some(tracer))),
+        Reached::Passed(None) => {
+            let answer = proc.recv_any()?;
+            Ok((proc, answer, false, Some(tracer)))
+        }
+    }
+}
+
+/// Whether a consumer, then a producer, given `name` say `bad-name` before any `mq_open()`.
+fn expect_bad_name(run: &mut Run, name: &str, what: &str) -> Result<(), Fail> {
+    for consumer in [true, false] {
+        let (doing, who) = if consumer {
+            ("creating a queue", "the consumer")
+        } else {
+            ("a producer opening a queue", "the producer")
+        };
+        let started = if consumer {
+            spawn_consumer_stopped(run, name)
+        } else {
+            spawn_producer_stopped(run, name)
+        };
+        let watched = started.and_then(watched_at_mq_open);
+        let (mut proc, answer, reached, tracer) = match watched {
+            Err(Fail::Crashed(crash)) => {
+                let hint = if crash.contains("char boundary") {
+                    ": it cut the name inside a multi-byte character; look at its first \
+                     character with strip_prefix('/') or the bytes, not by slicing at byte 1"
+                } else {
+                    ""
+                };
+                return Err(Fail::failed(format!(
+                    "{doing} named with {what} ({name:.40}), {who} crashed ({crash}) instead \
+                     of saying `failed` with kind=bad-name{hint}"
+                )));
+            }
+            other => other?,
+        };
+        if failed_with(&answer, "bad-name") && reached {
+            release(&mut proc)?;
+            return Err(Fail::failed(format!(
+                "{doing} named with {what} ({name:.40}), {who} said kind=bad-name, but only \
+                 after it had called mq_open() with that name (the grader saw the call): check \
+                 the name before mq_open(); the kernel's errors for a bad name (EINVAL, EACCES, \
+                 ENOENT, ENAMETOOLONG) also mean other things"
+            )));
+        }
+        if failed_with(&answer, "bad-name") {
+            release(&mut proc)?;
+            drop(tracer);
+            continue;
+        }
+        let hint = if what.contains("characters") && failed_errno(&answer, "ENAMETOOLONG") {
+            "NAME_MAX counts bytes, not characters: compare the name's length in bytes \
+             (str::len), not chars().count(), with 255"
+        } else if !consumer {
+            "open() checks the name before mq_open() too (check_name), as create() does"
+        } else {
+            "check the name before mq_open()"
+        };
+        return Err(Fail::failed(format!(
+            "{doing} named with {what} ({name:.40}), {who} said {}, not `failed` with \
+             kind=bad-name: {hint}",
+            said(&answer)
+        )));
+    }
+    Ok(())
 }
 
 pub fn name_errors(run: &mut Run) -> Result<String, Fail> {
@@ -70,6 +137,10 @@ pub fn name_errors(run: &mut Run) -> Result<String, Fail> {
             plain.trim_start_matches('/').to_string(),
             "no leading slash".to_string(),
         ),
+        (
+            format!("é{}", plain.trim_start_matches('/')),
+            "no leading slash, a two-byte character ('é') first".to_string(),
+        ),
         (format!("{nested}/jobs"), "a second slash".into()),
         ("/".to_string(), "nothing after the slash".into()),
         (
@@ -82,31 +153,7 @@ pub fn name_errors(run: &mut Run) -> Result<String, Fail> {
         ),
     ];
     for (name, what) in &cases {
-        let (mut proc, answer, reached) = consumer_watched_at_mq_open(run, name)?;
-        if failed_with(&answer, "bad-name") && reached {
-            release(&mut proc)?;
-            return Err(Fail::failed(format!(
-                "creating a queue named with {what} ({name:.40}), the consumer said \
-                 kind=bad-name, but only after it had called mq_open() with that name (the \
-                 grader saw the call): check the name before mq_open(); the kernel's errors \
-                 for a bad name (EINVAL, EACCES, ENOENT, ENAMETOOLONG) also mean other things"
-            )));
-        }
-        if failed_with(&answer, "bad-name") {
-            release(&mut proc)?;
-            continue;
-        }
-        let hint = if what.contains("characters") && failed_errno(&answer, "ENAMETOOLONG") {
-            "NAME_MAX counts bytes, not characters: compare the name's length in bytes \
-             (str::len), not chars().count(), with 255"
-        } else {
-            "check the name before mq_open()"
-        };
-        return Err(Fail::failed(format!(
-            "creating a queue named with {what} ({name:.40}), the consumer said {}, not \
-             `failed` with kind=bad-name: {hint}",
-            said(&answer)
-        )));
+        expect_bad_name(run, name, what)?;
     }
     let missing = run.ipc_name("missing");
     let (mut proc, answer, _) = spawn_producer(run, &missing, &[], false, false, "the producer")?;
@@ -143,6 +190,7 @@ pub fn name_errors(run: &mut Run) -> Result<String, Fail> {
         consumer.serve()?;
     }
     existing_name(run)?;
+    created_while_creating(run)?;
     Ok(
         "bad names were bad-name (256 bytes after the slash too, in multi-byte characters too), \
         a 255-byte name worked, a missing queue was not-found, an existing one exists and was \
@@ -155,20 +203,8 @@ pub fn name_errors(run: &mut Run) -> Result<String, Fail> {
 /// message in it) must refuse with kind=exists and leave that queue alone.
 fn existing_name(run: &mut Run) -> Result<(), Fail> {
     let name = run.ipc_name("taken");
-    let (capacity, msg_size) = (3, run.rng().random_range(40..90));
-    let queue = mq_open(
-        name.as_str(),
-        MQ_OFlag::O_CREAT | MQ_OFlag::O_EXCL | MQ_OFlag::O_RDWR | MQ_OFlag::O_NONBLOCK,
-        Mode::S_IRUSR | Mode::S_IWUSR,
-        Some(&MqAttr::new(0, capacity, msg_size, 0)),
-    )
-    .map_err(|e| Fail::Grader(format!("creating a queue for the consumer to find: {e}")))?;
+    let (queue, capacity, msg_size) = take_name(run, &name)?;
     let outcome = (|| {
-        if let Some((uid, gid)) = run.program_user() {
-            fchown(&queue, Some(Uid::from_raw(uid)), Some(Gid::from_raw(gid)))
-                .map_err(|e| Fail::Grader(format!("giving the queue to the program user: {e}")))?;
-        }
-        mq_send(&queue, b"Jkept", 1).map_err(|e| Fail::Grader(format!("mq_send: {e}")))?;
         let (mut proc, answer, _) = spawn_consumer(run, &name, &[], None)?;
         if !failed_with(&answer, "exists") {
             let opened = answer.kind == "ready"
@@ -219,279 +255,113 @@ fn existing_name(run: &mut Run) -> Result<(), Fail> {
     outcome
 }
 
-/// A value of `/proc/sys/fs/mqueue/`.
-fn mqueue_limit(file: &str) -> Result<u64, Fail> {
-    let path = format!("/proc/sys/fs/mqueue/{file}");
-    std::fs::read_to_string(&path)?
-        .trim()
-        .parse()
-        .map_err(|e| Fail::Grader(format!("{path}: {e}")))
-}
-
-pub fn attributes_and_limits(run: &mut Run) -> Result<String, Fail> {
-    let (msg_max, msgsize_max) = (mqueue_limit("msg_max")?, mqueue_limit("msgsize_max")?);
-    let capacity = run.rng().random_range(2..=msg_max.min(9));
-    let msg_size = run.rng().random_range(100..1000);
-    let name = run.ipc_name("jobs");
-    let mut consumer = consumer(run, &name, &sized(capacity, msg_size))?;
-    let attr = queue_attributes(&name)?;
-    let seen = (attr.maxmsg() as u64, attr.msgsize() as u64);
-    if seen != (capacity, msg_size) {
-        return Err(Fail::failed(format!(
-            "asked for {capacity} messages of {msg_size} bytes, the queue has {} of {}: pass \
-             the attributes (mq_attr) to mq_open with O_CREAT",
-            seen.0, seen.1
-        )));
-    }
-    if (consumer.capacity, consumer.msg_size) != seen {
-        return Err(Fail::failed(format!(
-            "the queue has {} messages of {} bytes (the grader's mq_getattr), but the consumer's \
-             attributes() reports {} of {}: return mq_getattr's mq_maxmsg and mq_msgsize",
-            seen.0, seen.1, consumer.capacity, consumer.msg_size
-        )));
-    }
-    // Messages waiting: attributes() must read them from mq_getattr() (mq_curmsgs), which a
-    // producer that opens the queue now sees.
-    let waiting = run.rng().random_range(1..capacity);
-    let jobs: Vec<(Vec<u8>, u32)> = (0..waiting)
-        .map(|_| {
-            job_message(&Job {
-                priority: 1,
-                payload: b"waiting".to_vec(),
-            })
-        })
-        .collect();
-    grader_send(&name, &jobs)?;
-    let (mut producer, ready, _) = spawn_producer(run, &name, &[], false, false, "a producer")?;
-    if ready.kind == "ready" {
-        let reported = ready.get("queued").unwrap_or("nothing").to_string();
-        producer.send("go", &[])?;
-        producer.recv_any()?;
-        release(&mut producer)?;
-        if reported != waiting.to_string() {
-            return Err(Fail::failed(format!(
-                "with {waiting} messages waiting in the queue (mq_curmsgs {waiting} in the \
-                 grader's mq_getattr), a producer that opened it says its attributes() reports \
-                 queued = {reported}: return mq_getattr's mq_curmsgs, as the kernel counts it \
-                 now"
-            )));
-        }
-    }
-    consumer.send_shutdown()?;
-    consumer.serve()?;
-
-    let default = run.ipc_name("default");
-    let mut consumer = self::consumer(run, &default, &[])?;
-    let attr = queue_attributes(&default)?;
-    if attr.maxmsg() as u64 > msg_max || attr.msgsize() as u64 > msgsize_max {
-        return Err(Fail::failed(format!(
-            "the default queue has {} messages of {} bytes, more than an unprivileged user may \
-             have (msg_max {msg_max}, msgsize_max {msgsize_max}): choose defaults within them",
-            attr.maxmsg(),
-            attr.msgsize()
-        )));
-    }
-    consumer.send_shutdown()?;
-    consumer.serve()?;
-
-    // Exactly at a limit is allowed, one past it is not. The bytes limit is out of reach of the
-    // default RLIMIT_MSGQUEUE, so the consumer gets a lower one.
-    let (rlimit, hard) = getrlimit(Resource::RLIMIT_MSGQUEUE)
-        .map_err(|e| Fail::Grader(format!("getrlimit(RLIMIT_MSGQUEUE): {e}")))?;
-    let limit = BytesLimit {
-        capacity: run.rng().random_range(2..=msg_max.min(8)),
-        msg_size: run.rng().random_range(100..1000),
-        hard,
+/// The grader's own queue under `name`, as another program of the user would create it: 3
+/// messages of a random size, one message in it. Returns it with its capacity and message size.
+fn take_name(run: &mut Run, name: &str) -> Result<(MqdT, i64, i64), Fail> {
+    let (capacity, msg_size) = (3, run.rng().random_range(40..90));
+    let queue = mq_open(
+        name,
+        MQ_OFlag::O_CREAT | MQ_OFlag::O_EXCL | MQ_OFlag::O_RDWR | MQ_OFlag::O_NONBLOCK,
+        Mode::S_IRUSR | Mode::S_IWUSR,
+        Some(&MqAttr::new(0, capacity, msg_size, 0)),
+    )
+    .map_err(|e| Fail::Grader(format!("creating a queue for the consumer to find: {e}")))?;
+    let given = match run.program_user() {
+        Some((uid, gid)) => fchown(&queue, Some(Uid::from_raw(uid)), Some(Gid::from_raw(gid)))
+            .map_err(|e| Fail::Grader(format!("giving the queue to the program user: {e}"))),
+        None => Ok(()),
     };
-    let bytes = limit.bytes();
-    let mut exact = Vec::new();
-    if msg_max.saturating_mul(msgsize_max + MESSAGE_OVERHEAD) <= rlimit {
-        exact.push((
-            format!(
-                "exactly msg_max ({msg_max}) messages of exactly msgsize_max ({msgsize_max}) bytes"
-            ),
-            sized(msg_max, msgsize_max),
-            None,
-            (msg_max, msgsize_max),
-            "a capacity up to msg_max and a message size up to msgsize_max are allowed",
-        ));
-    } else {
-        run.note("msg_max messages of msgsize_max bytes exceed RLIMIT_MSGQUEUE here: not tried");
+    let sent = given.and_then(|()| {
+        mq_send(&queue, b"Jkept", 1).map_err(|e| Fail::Grader(format!("mq_send: {e}")))
+    });
+    if let Err(fail) = sent {
+        let _ = mq_close(queue);
+        let _ = mq_unlink(name);
+        return Err(fail);
     }
-    exact.push((
-        format!(
-            "{} with RLIMIT_MSGQUEUE at exactly {bytes}",
-            limit.describe()
-        ),
-        sized(limit.capacity, limit.msg_size),
-        Some(bytes),
-        (limit.capacity, limit.msg_size),
-        "a queue of at most RLIMIT_MSGQUEUE bytes is allowed",
-    ));
-    for (case, (asked, args, queue_bytes, (capacity, msg_size), allowed)) in
-        exact.into_iter().enumerate()
-    {
-        let name = run.ipc_name(&format!("limits-{case}"));
-        let (mut proc, answer, output) = spawn_consumer(run, &name, &args, queue_bytes)?;
-        if answer.kind == "ready" {
-            let attr = queue_attributes(&name)?;
-            if (attr.maxmsg() as u64, attr.msgsize() as u64) != (capacity, msg_size) {
-                return Err(Fail::failed(format!(
-                    "asked for {asked}, the queue has {} messages of {} bytes: create it with \
-                     the attributes asked for",
-                    attr.maxmsg(),
-                    attr.msgsize()
-                )));
-            }
-            let mut consumer = Consumer::ready(proc, &name, &answer, output);
-            consumer.send_shutdown()?;
-            consumer.serve()?;
-        } else if failed_with(&answer, "mq-open") && failed_errno(&answer, "EMFILE") {
-            // The program's own check passed; the kernel counts this user's other queues too.
-            run.note(format!(
-                "{asked}: mq_open said EMFILE (other queues of this user)"
-            ));
-            release(&mut proc)?;
-        } else if failed_with(&answer, "over-limit") {
-            return Err(Fail::failed(format!(
-                "asking for {asked}, the consumer said {}: the limits are inclusive, {allowed}; \
-                 refuse only what is more than a limit (>, not >=)",
-                said(&answer)
-            )));
-        } else {
-            return Err(Fail::failed(format!(
-                "asking for {asked}, the consumer said {} where it should have created the \
-                 queue: {allowed}",
-                said(&answer)
-            )));
-        }
-    }
-    let over = [
-        (
-            format!("{} messages (msg_max + 1)", msg_max + 1),
-            vec!["--capacity".to_string(), (msg_max + 1).to_string()],
-            "a capacity of at most msg_max (root may exceed it, a student may not)",
-        ),
-        (
-            format!("messages of {} bytes (msgsize_max + 1)", msgsize_max + 1),
-            vec!["--msg-size".to_string(), (msgsize_max + 1).to_string()],
-            "a message size of at most msgsize_max (root may exceed it, a student may not)",
-        ),
-        (
-            "a capacity of 0".to_string(),
-            vec!["--capacity".to_string(), "0".into()],
-            "a capacity of at least 1",
-        ),
-        (
-            "a message size of 0".to_string(),
-            vec!["--msg-size".to_string(), "0".into()],
-            "a message size of at least 1",
-        ),
-        (
-            format!("a capacity of {}", u64::MAX),
-            vec!["--capacity".to_string(), u64::MAX.to_string()],
-            "a capacity of at most msg_max, compared before the queue's bytes are computed",
-        ),
-    ];
-    for (case, (asked, args, rule)) in over.into_iter().enumerate() {
-        let name = run.ipc_name(&format!("over-{case}"));
-        let (mut proc, answer, _) = match spawn_consumer(run, &name, &args, None) {
-            Err(Fail::Crashed(crash)) => {
-                return Err(Fail::failed(format!(
-                    "asking for {asked}, the consumer crashed ({crash}): check the capacity \
-                     against msg_max before computing with it, or compute with checked \
-                     arithmetic"
-                )));
-            }
-            other => other?,
-        };
-        if !failed_with(&answer, "over-limit") {
-            return Err(Fail::failed(format!(
-                "asking for {asked}, the consumer said {}, not `failed` with kind=over-limit: \
-                 check the config against system_limits() before mq_open; only {rule} is allowed",
-                said(&answer)
-            )));
-        }
-        if message_queue_exists(&name) {
-            return Err(Fail::failed(format!(
-                "asking for {asked}, the consumer said kind=over-limit but {name} exists: check \
-                 the config before mq_open, so that nothing is created"
-            )));
-        }
-        release(&mut proc)?;
-    }
-    limit.expect_refused(run)?;
-    Ok(format!(
-        "the queue had the {capacity} x {msg_size} bytes asked for; the defaults fit; exactly \
-         msg_max ({msg_max}), msgsize_max ({msgsize_max}) and RLIMIT_MSGQUEUE ({bytes} bytes) \
-         were allowed, one more (or 0) was over-limit"
-    ))
+    Ok((queue, capacity, msg_size))
 }
 
-/// A queue sized against a lowered `RLIMIT_MSGQUEUE`.
-struct BytesLimit {
-    capacity: u64,
-    msg_size: u64,
-    /// The hard limit, which a lowered soft limit leaves as it is.
-    hard: u64,
-}
-
-impl BytesLimit {
-    /// What the queue takes by the lab's rule.
-    fn bytes(&self) -> u64 {
-        self.capacity * (self.msg_size + MESSAGE_OVERHEAD)
+/// The consumer is held as its first `mq_open()` returns. If its queue does not exist then (a
+/// look-up, not the creation), the grader creates one under the name, as another program may at
+/// that moment; the consumer must then say `exists`: only `O_CREAT | O_EXCL` in one call
+/// creates a queue of its own or fails.
+fn created_while_creating(run: &mut Run) -> Result<(), Fail> {
+    let name = run.ipc_name("raced");
+    let mut proc = spawn_consumer_stopped(run, &name)?;
+    let pid = proc.pid.as_raw();
+    let tracer = Tracer::attach(pid, Call::any(libc::SYS_mq_open), Action::HoldAfter)?;
+    force::resume(pid)?;
+    let Some(mut tracer) = tracer else {
+        run.note("no ptrace here: a queue created while the consumer creates its own not tried");
+        let answer = proc.recv_any()?;
+        return end_consumer(proc, &name, &answer);
+    };
+    let mut taken = None;
+    let first = match tracer.wait(&mut proc, Instant::now() + Duration::from_secs(5))? {
+        Reached::Call => {
+            if !message_queue_exists(&name) {
+                taken = Some(take_name(run, &name)?);
+            }
+            None
+        }
+        Reached::Passed(message) => message,
+    };
+    tracer.release();
+    let answer = match first {
+        Some(message) => message,
+        None => proc.recv_any()?,
+    };
+    let Some((queue, capacity, msg_size)) = taken else {
+        return end_consumer(proc, &name, &answer);
+    };
+    let _ = mq_close(queue);
+    if failed_with(&answer, "exists") {
+        let _ = mq_unlink(name.as_str());
+        return release(&mut proc);
     }
-
-    fn describe(&self) -> String {
+    let opened = answer.kind == "ready"
+        && (field(&answer, "capacity"), field(&answer, "msg_size"))
+            == (capacity as u64, msg_size as u64);
+    let _ = mq_unlink(name.as_str());
+    let what = if opened {
         format!(
-            "{} messages of {} bytes, which take {} bytes ({} x ({} + {MESSAGE_OVERHEAD})),",
-            self.capacity,
-            self.msg_size,
-            self.bytes(),
-            self.capacity,
-            self.msg_size
+            ", and reports that queue's {capacity} messages of {msg_size} bytes: it opened \
+             the queue another program had just created"
         )
-    }
+    } else {
+        String::new()
+    };
+    Err(Fail::failed(format!(
+        "the consumer's first mq_open() naming {name:.40} returned while no queue had that \
+         name, so it was not the creation; the grader then created a queue under the name, as \
+         another program may at that moment, and the consumer said {}, not `failed` with \
+         kind=exists{what}. Looking first, then creating, leaves that window open: create with \
+         one mq_open(O_CREAT | O_EXCL) and map EEXIST to QueueError::Exists",
+        said(&answer)
+    )))
+}
 
-    /// The queue must be over-limit with the soft limit one byte under what it takes. When it
-    /// is not, a second consumer, with the limit under even `capacity x msg_size`, tells a
-    /// count that leaves out the overhead from a limit that is not the soft RLIMIT_MSGQUEUE.
-    fn expect_refused(&self, run: &mut Run) -> Result<(), Fail> {
-        let args = sized(self.capacity, self.msg_size);
-        let soft = self.bytes() - 1;
-        let name = run.ipc_name("bytes");
-        let (mut proc, answer, _) = spawn_consumer(run, &name, &args, Some(soft))?;
-        if failed_with(&answer, "over-limit") {
-            return release(&mut proc);
-        }
-        let first = format!(
-            "asking for {} with its soft RLIMIT_MSGQUEUE at {soft}, one byte less, the consumer \
-             said {}, not `failed` with kind=over-limit",
-            self.describe(),
-            said(&answer)
-        );
-        let bare = self.capacity * self.msg_size - 1;
-        let name = run.ipc_name("bare-bytes");
-        let (_, second, _) = spawn_consumer(run, &name, &args, Some(bare))?;
-        if failed_with(&second, "over-limit") {
-            return Err(Fail::failed(format!(
-                "{first}; with the limit at {bare}, under even {} x {}, it did refuse: it counts \
-                 fewer bytes than the kernel charges: count capacity x (msg_size + \
-                 MESSAGE_OVERHEAD), the overhead once per message",
-                self.capacity, self.msg_size
-            )));
-        }
-        Err(Fail::failed(format!(
-            "{first}; with the limit at {bare}, under even {} x {} bytes, it said {} too: it \
-             does not compare the queue's bytes with the soft RLIMIT_MSGQUEUE of the process \
-             (its hard limit stayed at {}). \
-             system_limits() reads the soft limit with getrlimit(RLIMIT_MSGQUEUE) (not the hard \
-             one, not a constant), and check() compares capacity x (msg_size + \
-             MESSAGE_OVERHEAD) with it",
-            self.capacity,
-            self.msg_size,
-            said(&second),
-            self.hard
-        )))
+/// Ends a consumer of `name` that gave `answer`, with the grader's shutdown if it is ready.
+fn end_consumer(
+    mut proc: crate::engine::Proc,
+    name: &str,
+    answer: &ipc_labs_driver::Message,
+) -> Result<(), Fail> {
+    if answer.kind != "ready" {
+        return Err(Fail::failed(format!(
+            "the consumer said {} where it should have created {name}",
+            said(answer)
+        )));
     }
+    grader_send(name, &[super::protocol::shutdown_message()])?;
+    proc.send("go", &[])?;
+    let done = proc.recv_any()?;
+    if done.kind != "done" {
+        return Err(Fail::failed(format!(
+            "the consumer said {} instead of `done` after the shutdown message",
+            said(&done)
+        )));
+    }
+    release(&mut proc)
 }

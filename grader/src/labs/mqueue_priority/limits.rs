@@ -1,0 +1,427 @@
+//! Attributes and limits: the queue gets what was asked for, and what is over a limit is refused
+//! before `mq_open`.
+
+use nix::sys::resource::{Resource, getrlimit};
+use rand::RngExt;
+
+use super::protocol::{
+    Consumer, Job, MESSAGE_OVERHEAD, consumer, failed_errno, failed_with, grader_send, job_message,
+    queue_attributes, release, said, sized, spawn_consumer, spawn_producer,
+};
+use crate::engine::audit::message_queue_exists;
+use crate::engine::{Fail, Run};
+
+/// A value of `/proc/sys/fs/mqueue/`.
+fn mqueue_limit(file: &str) -> Result<u64, Fail> {
+    let path = format!("/proc/sys/fs/mqueue/{file}");
+    std::fs::read_to_string(&path)?
+        .trim()
+        .parse()
+        .map_err(|e| Fail::Grader(format!("{path}: {e}")))
+}
+
+pub fn attributes_and_limits(run: &mut Run) -> Result<String, Fail> {
+    let (msg_max, msgsize_max) = (mqueue_limit("msg_max")?, mqueue_limit("msgsize_max")?);
+    let capacity = run.rng().random_range(3..=msg_max.min(9));
+    let msg_size = run.rng().random_range(100..1000);
+    let name = run.ipc_name("jobs");
+    let mut consumer = consumer(run, &name, &sized(capacity, msg_size))?;
+    let attr = queue_attributes(&name)?;
+    let seen = (attr.maxmsg() as u64, attr.msgsize() as u64);
+    if seen != (capacity, msg_size) {
+        return Err(Fail::failed(format!(
+            "asked for {capacity} messages of {msg_size} bytes, the queue has {} of {}: pass \
+             the attributes (mq_attr) to mq_open with O_CREAT",
+            seen.0, seen.1
+        )));
+    }
+    if (consumer.capacity, consumer.msg_size) != seen {
+        return Err(Fail::failed(format!(
+            "the queue has {} messages of {} bytes (the grader's mq_getattr), but the consumer's \
+             attributes() reports {} of {}: return mq_getattr's mq_maxmsg and mq_msgsize",
+            seen.0, seen.1, consumer.capacity, consumer.msg_size
+        )));
+    }
+    // Messages waiting: attributes() must read them from mq_getattr() (mq_curmsgs), which a
+    // producer that opens the queue now sees; after it submitted one more job, its `done` says
+    // what attributes() reports then (one more), which a count read once at open misses.
+    // Room is left for the producer's job and the shutdown.
+    let waiting = run.rng().random_range(1..capacity - 1);
+    let jobs: Vec<(Vec<u8>, u32)> = (0..waiting)
+        .map(|_| {
+            job_message(&Job {
+                priority: 1,
+                payload: b"waiting".to_vec(),
+            })
+        })
+        .collect();
+    grader_send(&name, &jobs)?;
+    let own = [Job {
+        priority: 1,
+        payload: b"one-more".to_vec(),
+    }];
+    let (mut producer, ready, _) = spawn_producer(run, &name, &own, false, false, "a producer")?;
+    if ready.kind == "ready" {
+        let reported = ready.get("queued").unwrap_or("nothing").to_string();
+        producer.send("go", &[])?;
+        let done = producer.recv_any()?;
+        release(&mut producer)?;
+        if reported != waiting.to_string() {
+            return Err(Fail::failed(format!(
+                "with {waiting} messages waiting in the queue (mq_curmsgs {waiting} in the \
+                 grader's mq_getattr), a producer that opened it says its attributes() reports \
+                 queued = {reported}: return mq_getattr's mq_curmsgs, as the kernel counts it \
+                 now"
+            )));
+        }
+        let now = queue_attributes(&name)?.curmsgs() as u64;
+        let after = done.get("queued").unwrap_or("nothing").to_string();
+        if done.kind == "done" && now == waiting + 1 && after != now.to_string() {
+            return Err(Fail::failed(format!(
+                "with {waiting} messages waiting, a producer that submitted one more job says \
+                 its attributes() then reports queued = {after}, where the grader's mq_getattr \
+                 counts {now}{}: attributes() calls mq_getattr each time, for the queue's \
+                 count changes as messages come and go",
+                if after == waiting.to_string() {
+                    ", the count when it opened the queue: it keeps what it read at open"
+                } else {
+                    ""
+                }
+            )));
+        }
+    }
+    consumer.send_shutdown()?;
+    consumer.serve()?;
+
+    let default = run.ipc_name("default");
+    let mut consumer = self::consumer(run, &default, &[])?;
+    let attr = queue_attributes(&default)?;
+    if attr.maxmsg() as u64 > msg_max || attr.msgsize() as u64 > msgsize_max {
+        return Err(Fail::failed(format!(
+            "the default queue has {} messages of {} bytes, more than an unprivileged user may \
+             have (msg_max {msg_max}, msgsize_max {msgsize_max}): choose defaults within them",
+            attr.maxmsg(),
+            attr.msgsize()
+        )));
+    }
+    consumer.send_shutdown()?;
+    consumer.serve()?;
+
+    // Exactly at a limit is allowed, one past it is not. The bytes limit is out of reach of the
+    // default RLIMIT_MSGQUEUE, so the consumer gets a lower one.
+    let (rlimit, hard) = getrlimit(Resource::RLIMIT_MSGQUEUE)
+        .map_err(|e| Fail::Grader(format!("getrlimit(RLIMIT_MSGQUEUE): {e}")))?;
+    let limit = BytesLimit {
+        capacity: run.rng().random_range(2..=msg_max.min(8)),
+        msg_size: run.rng().random_range(100..1000),
+        hard,
+    };
+    let bytes = limit.bytes();
+    let mut exact = Vec::new();
+    if msg_max.saturating_mul(msgsize_max + MESSAGE_OVERHEAD) <= rlimit {
+        exact.push((
+            format!(
+                "exactly msg_max ({msg_max}) messages of exactly msgsize_max ({msgsize_max}) bytes"
+            ),
+            sized(msg_max, msgsize_max),
+            None,
+            (msg_max, msgsize_max),
+            "a capacity up to msg_max and a message size up to msgsize_max are allowed",
+        ));
+    } else {
+        run.note("msg_max messages of msgsize_max bytes exceed RLIMIT_MSGQUEUE here: not tried");
+    }
+    exact.push((
+        format!(
+            "{} with RLIMIT_MSGQUEUE at exactly {bytes}",
+            limit.describe()
+        ),
+        sized(limit.capacity, limit.msg_size),
+        Some(bytes),
+        (limit.capacity, limit.msg_size),
+        "a queue of at most RLIMIT_MSGQUEUE bytes is allowed",
+    ));
+    for (case, (asked, args, queue_bytes, (capacity, msg_size), allowed)) in
+        exact.into_iter().enumerate()
+    {
+        let name = run.ipc_name(&format!("limits-{case}"));
+        let (mut proc, answer, output) = spawn_consumer(run, &name, &args, queue_bytes)?;
+        if answer.kind == "ready" {
+            let attr = queue_attributes(&name)?;
+            if (attr.maxmsg() as u64, attr.msgsize() as u64) != (capacity, msg_size) {
+                return Err(Fail::failed(format!(
+                    "asked for {asked}, the queue has {} messages of {} bytes: create it with \
+                     the attributes asked for",
+                    attr.maxmsg(),
+                    attr.msgsize()
+                )));
+            }
+            let mut consumer = Consumer::ready(proc, &name, &answer, output);
+            consumer.send_shutdown()?;
+            consumer.serve()?;
+        } else if failed_with(&answer, "mq-open") && failed_errno(&answer, "EMFILE") {
+            // The program's own check passed; the kernel counts this user's other queues too.
+            run.note(format!(
+                "{asked}: mq_open said EMFILE (other queues of this user)"
+            ));
+            release(&mut proc)?;
+        } else if failed_with(&answer, "over-limit") {
+            return Err(Fail::failed(format!(
+                "asking for {asked}, the consumer said {}: the limits are inclusive, {allowed}; \
+                 refuse only what is more than a limit (>, not >=)",
+                said(&answer)
+            )));
+        } else {
+            return Err(Fail::failed(format!(
+                "asking for {asked}, the consumer said {} where it should have created the \
+                 queue: {allowed}",
+                said(&answer)
+            )));
+        }
+    }
+    let over = [
+        (
+            format!("{} messages (msg_max + 1)", msg_max + 1),
+            vec!["--capacity".to_string(), (msg_max + 1).to_string()],
+            "a capacity of at most msg_max (root may exceed it, a student may not)",
+        ),
+        (
+            format!("messages of {} bytes (msgsize_max + 1)", msgsize_max + 1),
+            vec!["--msg-size".to_string(), (msgsize_max + 1).to_string()],
+            "a message size of at most msgsize_max (root may exceed it, a student may not)",
+        ),
+        (
+            "a capacity of 0".to_string(),
+            vec!["--capacity".to_string(), "0".into()],
+            "a capacity of at least 1",
+        ),
+        (
+            "a message size of 0".to_string(),
+            vec!["--msg-size".to_string(), "0".into()],
+            "a message size of at least 1",
+        ),
+        (
+            format!("a capacity of {}", u64::MAX),
+            vec!["--capacity".to_string(), u64::MAX.to_string()],
+            "a capacity of at most msg_max, compared before the queue's bytes are computed",
+        ),
+    ];
+    for (case, (asked, args, rule)) in over.into_iter().enumerate() {
+        let name = run.ipc_name(&format!("over-{case}"));
+        let (mut proc, answer, _) = match spawn_consumer(run, &name, &args, None) {
+            Err(Fail::Crashed(crash)) => {
+                return Err(Fail::failed(format!(
+                    "asking for {asked}, the consumer crashed ({crash}): check the capacity \
+                     against msg_max before computing with it, or compute with checked \
+                     arithmetic"
+                )));
+            }
+            other => other?,
+        };
+        if !failed_with(&answer, "over-limit") {
+            return Err(Fail::failed(format!(
+                "asking for {asked}, the consumer said {}, not `failed` with kind=over-limit: \
+                 check the config against system_limits() before mq_open; only {rule} is allowed",
+                said(&answer)
+            )));
+        }
+        if message_queue_exists(&name) {
+            return Err(Fail::failed(format!(
+                "asking for {asked}, the consumer said kind=over-limit but {name} exists: check \
+                 the config before mq_open, so that nothing is created"
+            )));
+        }
+        release(&mut proc)?;
+    }
+    limit.expect_refused(run)?;
+    limits_read_from_proc(run, msg_max, msgsize_max)?;
+    Ok(format!(
+        "the queue had the {capacity} x {msg_size} bytes asked for; the defaults fit; exactly \
+         msg_max ({msg_max}), msgsize_max ({msgsize_max}) and RLIMIT_MSGQUEUE ({bytes} bytes) \
+         were allowed, one more (or 0) was over-limit"
+    ))
+}
+
+/// In an IPC namespace of the consumer's own, `/proc/sys/fs/mqueue` holds other limits than the
+/// machine's: a higher `msg_max` and a lower `msgsize_max`. A consumer must accept exactly the
+/// new `msg_max` and refuse one byte over the new `msgsize_max`, which only one that reads them
+/// there does. Root only (the namespace's limits are root's to write).
+fn limits_read_from_proc(run: &mut Run, msg_max: u64, msgsize_max: u64) -> Result<(), Fail> {
+    let own_msg_max = msg_max + run.rng().random_range(2..=6);
+    let own_msgsize_max = run
+        .rng()
+        .random_range(128.max(msgsize_max / 2)..msgsize_max);
+    let within = sized(own_msg_max, 100);
+    let over = sized(2, own_msgsize_max + 1);
+    let limits = format!(
+        "in an IPC namespace of its own whose /proc/sys/fs/mqueue/msg_max is {own_msg_max} and \
+         msgsize_max {own_msgsize_max} (the machine's: {msg_max} and {msgsize_max})"
+    );
+    let name = run.ipc_name("own-limits");
+    let Some((mut proc, answer)) =
+        spawn_with_sysctls(run, &name, &within, own_msg_max, own_msgsize_max)?
+    else {
+        run.note(
+            "no IPC namespace of its own for the consumer here (root only): limits other than \
+             the machine's not tried",
+        );
+        return Ok(());
+    };
+    if answer.kind != "ready" {
+        let hint = if failed_with(&answer, "over-limit") {
+            "a capacity up to msg_max is allowed, and system_limits() reads msg_max from \
+             /proc/sys/fs/mqueue/msg_max each time, not a constant or a value of another \
+             machine"
+        } else {
+            "a capacity up to msg_max is allowed"
+        };
+        return Err(Fail::failed(format!(
+            "{limits}, asking for exactly {own_msg_max} messages of 100 bytes, the consumer said \
+             {}: {hint}",
+            said(&answer)
+        )));
+    }
+    shutdown_in_namespace_of(proc.pid.as_raw(), &name)?;
+    proc.send("go", &[])?;
+    let done = proc.recv_any()?;
+    release(&mut proc)?;
+    if done.kind != "done" {
+        return Err(Fail::failed(format!(
+            "{limits}, the consumer said {} instead of `done` after the shutdown message",
+            said(&done)
+        )));
+    }
+    let name = run.ipc_name("own-limits-over");
+    let Some((mut proc, answer)) =
+        spawn_with_sysctls(run, &name, &over, own_msg_max, own_msgsize_max)?
+    else {
+        return Ok(());
+    };
+    if !failed_with(&answer, "over-limit") {
+        return Err(Fail::failed(format!(
+            "{limits}, asking for messages of {} bytes (msgsize_max + 1), the consumer said {}, \
+             not `failed` with kind=over-limit: system_limits() reads msgsize_max from \
+             /proc/sys/fs/mqueue/msgsize_max each time (not a constant or a value of another \
+             machine), and check() refuses a message size over it",
+            own_msgsize_max + 1,
+            said(&answer)
+        )));
+    }
+    release(&mut proc)
+}
+
+/// A consumer of `name` with `args` in an IPC namespace of its own with these limits, and its
+/// first answer; `None` where the grader may not make one.
+fn spawn_with_sysctls(
+    run: &mut Run,
+    name: &str,
+    args: &[String],
+    msg_max: u64,
+    msgsize_max: u64,
+) -> Result<Option<(crate::engine::Proc, ipc_labs_driver::Message)>, Fail> {
+    let tag: u32 = run.rng().random();
+    let output = run.path(&format!("served-{tag}.bin"));
+    let mut all = vec![
+        "consumer".to_string(),
+        "--name".into(),
+        name.into(),
+        "--output".into(),
+        output.display().to_string(),
+    ];
+    all.extend(args.iter().cloned());
+    let Some(mut proc) = run.spawn_with_message_queue_sysctls(&all, msg_max, msgsize_max)? else {
+        return Ok(None);
+    };
+    proc.set_roles(|_| "the consumer".into());
+    let answer = proc.recv_any()?;
+    Ok(Some((proc, answer)))
+}
+
+/// Sends the shutdown into the queue `name` of the IPC namespace process `pid` is in, from a
+/// thread that joins that namespace and ends.
+fn shutdown_in_namespace_of(pid: i32, name: &str) -> Result<(), Fail> {
+    use std::os::fd::AsRawFd;
+    let path = format!("/proc/{pid}/ns/ipc");
+    let name = name.to_string();
+    std::thread::spawn(move || {
+        let namespace = std::fs::File::open(&path)?;
+        // SAFETY: a plain system call on a descriptor we own; it moves this thread only.
+        if unsafe { libc::setns(namespace.as_raw_fd(), libc::CLONE_NEWIPC) } != 0 {
+            return Err(Fail::Grader(format!(
+                "setns({path}): {}",
+                std::io::Error::last_os_error()
+            )));
+        }
+        grader_send(&name, &[super::protocol::shutdown_message()])
+    })
+    .join()
+    .map_err(|_| Fail::Grader("the thread that joins the consumer's namespace panicked".into()))?
+}
+
+/// A queue sized against a lowered `RLIMIT_MSGQUEUE`.
+struct BytesLimit {
+    capacity: u64,
+    msg_size: u64,
+    /// The hard limit, which a lowered soft limit leaves as it is.
+    hard: u64,
+}
+
+impl BytesLimit {
+    /// What the queue takes by the lab's rule.
+    fn bytes(&self) -> u64 {
+        self.capacity * (self.msg_size + MESSAGE_OVERHEAD)
+    }
+
+    fn describe(&self) -> String {
+        format!(
+            "{} messages of {} bytes, which take {} bytes ({} x ({} + {MESSAGE_OVERHEAD})),",
+            self.capacity,
+            self.msg_size,
+            self.bytes(),
+            self.capacity,
+            self.msg_size
+        )
+    }
+
+    /// The queue must be over-limit with the soft limit one byte under what it takes. When it
+    /// is not, a second consumer, with the limit under even `capacity x msg_size`, tells a
+    /// count that leaves out the overhead from a limit that is not the soft RLIMIT_MSGQUEUE.
+    fn expect_refused(&self, run: &mut Run) -> Result<(), Fail> {
+        let args = sized(self.capacity, self.msg_size);
+        let soft = self.bytes() - 1;
+        let name = run.ipc_name("bytes");
+        let (mut proc, answer, _) = spawn_consumer(run, &name, &args, Some(soft))?;
+        if failed_with(&answer, "over-limit") {
+            return release(&mut proc);
+        }
+        let first = format!(
+            "asking for {} with its soft RLIMIT_MSGQUEUE at {soft}, one byte less, the consumer \
+             said {}, not `failed` with kind=over-limit",
+            self.describe(),
+            said(&answer)
+        );
+        let bare = self.capacity * self.msg_size - 1;
+        let name = run.ipc_name("bare-bytes");
+        let (_, second, _) = spawn_consumer(run, &name, &args, Some(bare))?;
+        if failed_with(&second, "over-limit") {
+            return Err(Fail::failed(format!(
+                "{first}; with the limit at {bare}, under even {} x {}, it did refuse: it counts \
+                 fewer bytes than the kernel charges: count capacity x (msg_size + \
+                 MESSAGE_OVERHEAD), the overhead once per message",
+                self.capacity, self.msg_size
+            )));
+        }
+        Err(Fail::failed(format!(
+            "{first}; with the limit at {bare}, under even {} x {} bytes, it said {} too: it \
+             does not compare the queue's bytes with the soft RLIMIT_MSGQUEUE of the process \
+             (its hard limit stayed at {}). \
+             system_limits() reads the soft limit with getrlimit(RLIMIT_MSGQUEUE) (not the hard \
+             one, not a constant), and check() compares capacity x (msg_size + \
+             MESSAGE_OVERHEAD) with it",
+            self.capacity,
+            self.msg_size,
+            said(&second),
+            self.hard
+        )))
+    }
+}
