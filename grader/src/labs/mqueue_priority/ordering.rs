@@ -162,8 +162,11 @@ fn expect_private(name: &str) -> Result<(), Fail> {
         Some(mode) if mode != 0o600 => {
             let why = if mode & 0o600 != 0o600 {
                 "its owner's other processes (the producers) cannot open it"
-            } else {
+            } else if mode & 0o077 != 0 {
                 "other users can open it, to take jobs or to send them"
+            } else {
+                "it has other bits than read and write for its owner (execute means nothing \
+                 for a queue)"
             };
             Err(Fail::failed(format!(
                 "the consumer created {name} with mode {mode:o}: {why}; create it with mode \
