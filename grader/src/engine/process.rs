@@ -60,6 +60,10 @@ pub struct Limits {
     /// The program stops itself (SIGSTOP) just before `exec`, so that a check can start tracing
     /// it before its first system call; the check lets it go with SIGCONT.
     pub stopped_at_start: bool,
+    /// The program runs in an IPC namespace of its own, whose `/proc/sys/fs/mqueue/msg_max` and
+    /// `msgsize_max` are these (root only): limits other than the machine's, for a check of
+    /// how a program reads them. Its queues are out of the grader's sight and go with it.
+    pub message_queue_sysctls: Option<(u64, u64)>,
 }
 
 impl Limits {
@@ -73,6 +77,7 @@ impl Limits {
             user,
             message_queue_bytes: None,
             stopped_at_start: false,
+            message_queue_sysctls: None,
         }
     }
 }
@@ -81,6 +86,62 @@ fn user_process_count(uid: u32) -> u64 {
     procfs::process::all_processes()
         .map(|all| all.flatten().filter(|p| p.uid().ok() == Some(uid)).count() as u64)
         .unwrap_or(0)
+}
+
+/// Whether a program can be given an IPC namespace of its own with these message queue limits
+/// ([`Limits::message_queue_sysctls`]): tried first in a forked child, for root may still lack
+/// `CAP_SYS_ADMIN` or find `/proc/sys` read-only (in a container).
+pub fn message_queue_sysctls_allowed(msg_max: u64, msgsize_max: u64) -> bool {
+    // Held so that the orphan sweep cannot reap the child before we do.
+    let _started = STARTED.lock().expect("registry lock");
+    // SAFETY: the child makes only async-signal-safe calls, then exits.
+    let child = unsafe { libc::fork() };
+    if child == 0 {
+        // SAFETY: as above.
+        let made = unsafe { libc::unshare(libc::CLONE_NEWIPC) } == 0
+            && write_number(c"/proc/sys/fs/mqueue/msg_max", msg_max).is_ok()
+            && write_number(c"/proc/sys/fs/mqueue/msgsize_max", msgsize_max).is_ok();
+        // SAFETY: ends the child without running the grader's exit handlers.
+        unsafe { libc::_exit(if made { 0 } else { 1 }) };
+    }
+    if child < 0 {
+        return false;
+    }
+    let mut status = 0;
+    // SAFETY: waits for our own child.
+    let reaped = unsafe { libc::waitpid(child, &mut status, 0) };
+    reaped == child && libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0
+}
+
+/// Writes `value` in decimal to the file at `path`, with async-signal-safe calls only (between
+/// fork and exec).
+fn write_number(path: &std::ffi::CStr, value: u64) -> std::io::Result<()> {
+    let mut digits = [0u8; 20];
+    let mut start = digits.len();
+    let mut rest = value;
+    loop {
+        start -= 1;
+        digits[start] = b'0' + (rest % 10) as u8;
+        rest /= 10;
+        if rest == 0 {
+            break;
+        }
+    }
+    let text = &digits[start..];
+    // SAFETY: a NUL-terminated path, a live buffer of the length given, our own descriptor.
+    unsafe {
+        let fd = libc::open(path.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let written = libc::write(fd, text.as_ptr().cast(), text.len());
+        let error = std::io::Error::last_os_error();
+        libc::close(fd);
+        if written != text.len() as isize {
+            return Err(error);
+        }
+    }
+    Ok(())
 }
 
 /// What happened to a started program.
@@ -176,6 +237,14 @@ pub fn spawn(
     unsafe {
         command.pre_exec(move || {
             nix::unistd::setpgid(Pid::from_raw(0), Pid::from_raw(0))?;
+            // Before setuid: only root may make the namespace and write its limits.
+            if let Some((msg_max, msgsize_max)) = limits.message_queue_sysctls {
+                if libc::unshare(libc::CLONE_NEWIPC) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                write_number(c"/proc/sys/fs/mqueue/msg_max", msg_max)?;
+                write_number(c"/proc/sys/fs/mqueue/msgsize_max", msgsize_max)?;
+            }
             if let Some((uid, gid)) = limits.user {
                 nix::unistd::setgroups(&[])?;
                 nix::unistd::setgid(nix::unistd::Gid::from_raw(gid))?;

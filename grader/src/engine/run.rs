@@ -159,6 +159,31 @@ impl Run {
         self.spawn_limited(args, limits)
     }
 
+    /// Starts the lab's program like [`Run::spawn`], in an IPC namespace of its own whose
+    /// `/proc/sys/fs/mqueue/msg_max` and `msgsize_max` are the values given: message queue
+    /// limits other than the machine's, which only a namespace can give without changing them
+    /// for everyone. `None` unless the grader may (root, allowed to make the namespace and write
+    /// its limits: [`process::message_queue_sysctls_allowed`]). The grader reaches the
+    /// program's queues only from inside the namespace (`setns` on `/proc/PID/ns/ipc`); they go
+    /// with it.
+    pub fn spawn_with_message_queue_sysctls<S: AsRef<OsStr>>(
+        &mut self,
+        args: &[S],
+        msg_max: u64,
+        msgsize_max: u64,
+    ) -> Result<Option<Proc>, Fail> {
+        if !nix::unistd::geteuid().is_root()
+            || !process::message_queue_sysctls_allowed(msg_max, msgsize_max)
+        {
+            return Ok(None);
+        }
+        let limits = Limits {
+            message_queue_sysctls: Some((msg_max, msgsize_max)),
+            ..self.limits
+        };
+        self.spawn_limited(args, limits).map(Some)
+    }
+
     /// Starts the lab's program like [`Run::spawn`], stopped before its first instruction: the
     /// check attaches what it needs (a [`crate::engine::tracer::Tracer`]), then lets it go with
     /// [`crate::engine::force::resume`].

@@ -11,11 +11,11 @@
 //!
 //! Run by the grader, each program says `ready` once its queue is open (the consumer with the
 //! queue's attributes), waits for `go`, does its work, and says `done` (the consumer with how
-//! many jobs it served, the producer with how many it submitted and, with `--nonblocking`, how
-//! many found the queue full), or `failed` with `kind=` from [`QueueError::kind`]; then it waits
-//! for `exit`, so that the grader can see which descriptors it still holds. SIGUSR1 does nothing
-//! but interrupt a blocking call (`EINTR`): the grader sends it to a process that waits on a
-//! queue. Keep this file as it is.
+//! many jobs it served, the producer with how many it submitted, with `--nonblocking` how many
+//! found the queue full, and how many messages the queue then holds), or `failed` with `kind=`
+//! from [`QueueError::kind`]; then it waits for `exit`, so that the grader can see which
+//! descriptors it still holds. SIGUSR1 does nothing but interrupt a blocking call (`EINTR`): the
+//! grader sends it to a process that waits on a queue. Keep this file as it is.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -190,6 +190,11 @@ fn producer(control: &Control, name: &str, jobs: &Path, shutdown: bool, nb: bool
     if shutdown && let Err(error) = queue.shutdown() {
         return report(control, &error, &[]);
     }
+    // What the queue holds now, by the kernel's count, for the grader to compare.
+    let attributes = match queue.attributes() {
+        Ok(attributes) => attributes,
+        Err(error) => return report(control, &error, &[]),
+    };
     if let Err(error) = queue.close() {
         return report(control, &error, &[]);
     }
@@ -198,6 +203,7 @@ fn producer(control: &Control, name: &str, jobs: &Path, shutdown: bool, nb: bool
         &[
             ("submitted", submitted.to_string()),
             ("full", full.to_string()),
+            ("queued", attributes.queued.to_string()),
         ],
     );
     control.wait_for("exit");

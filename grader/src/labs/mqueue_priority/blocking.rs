@@ -23,6 +23,19 @@ const RECEIVE: i64 = libc::SYS_mq_timedreceive;
 /// may take a while to run them; only a wrong program makes the check wait this long.
 const PATIENCE: Duration = Duration::from_secs(3);
 const IDLE: &str = "the consumer of an empty queue";
+/// How many times SIGUSR1 interrupts each wait: a retry that gives up after a few is caught.
+const INTERRUPTIONS: u32 = 6;
+
+/// "the 1st time", "the 2nd time", ... for messages.
+fn nth_time(round: u32) -> String {
+    let suffix = match round {
+        1 => "st",
+        2 => "nd",
+        3 => "rd",
+        _ => "th",
+    };
+    format!("the {round}{suffix} time")
+}
 
 /// What is left until `until`.
 fn left(until: Instant) -> Duration {
@@ -71,7 +84,7 @@ pub fn full_queue_blocks(run: &mut Run) -> Result<String, Fail> {
     }
     match wait_in_call(&mut idle.proc, RECEIVE, left(until))? {
         Reached::InCall => {}
-        Reached::Said(answer) => return Err(idle_said(&answer, false)),
+        Reached::Said(answer) => return Err(idle_said(&answer, false, "")),
         Reached::NotYet => late.push(idle.pid()),
     }
     let mut roles: BTreeMap<i32, String> = producers
@@ -111,17 +124,20 @@ pub fn full_queue_blocks(run: &mut Run) -> Result<String, Fail> {
         )));
     }
     // A signal interrupts each wait (main.rs gives SIGUSR1 a handler without SA_RESTART): the
-    // call fails with EINTR and must be made again.
-    for &pid in &pids {
-        interrupt(pid, Signal::SIGUSR1, PATIENCE);
+    // call fails with EINTR and must be made again, however often; each round waits until every
+    // process is back in its call.
+    for round in 1..=INTERRUPTIONS {
+        for &pid in &pids {
+            interrupt(pid, Signal::SIGUSR1, PATIENCE);
+        }
+        let until = Instant::now() + PATIENCE;
+        for producer in &mut producers {
+            let reached = wait_in_call(&mut producer.proc, SEND, left(until))?;
+            interrupted(reached, producer.pid(), producer.role, "mq_send", round)?;
+        }
+        let reached = wait_in_call(&mut idle.proc, RECEIVE, left(until))?;
+        interrupted(reached, idle.pid(), IDLE, "mq_receive", round)?;
     }
-    let until = Instant::now() + PATIENCE;
-    for producer in &mut producers {
-        let reached = wait_in_call(&mut producer.proc, SEND, left(until))?;
-        interrupted(reached, producer.pid(), producer.role, "mq_send")?;
-    }
-    let reached = wait_in_call(&mut idle.proc, RECEIVE, left(until))?;
-    interrupted(reached, idle.pid(), IDLE, "mq_receive")?;
     for producer in &producers {
         let fd = one_queue_fd(
             producer.pid(),
@@ -223,11 +239,11 @@ fn finished_while_full(producer: &Producer, name: &str, answer: &Message) -> Fai
 }
 
 /// The idle consumer answered though nothing was sent to its queue.
-fn idle_said(answer: &Message, signalled: bool) -> Fail {
+fn idle_said(answer: &Message, signalled: bool, when: &str) -> Fail {
     let after = if signalled {
-        "after SIGUSR1 interrupted its mq_receive (EINTR)"
+        format!("after SIGUSR1 interrupted its mq_receive (EINTR){when}")
     } else {
-        "with nothing sent to its queue"
+        "with nothing sent to its queue".to_string()
     };
     let hint = if signalled {
         "an interrupted mq_receive is called again (retry EINTR)"
@@ -240,8 +256,18 @@ fn idle_said(answer: &Message, signalled: bool) -> Fail {
     ))
 }
 
-/// Where a process went after the grader's SIGUSR1 interrupted its wait in `call`.
-fn interrupted(reached: Reached, pid: i32, role: &str, call: &str) -> Result<(), Fail> {
+/// Where a process went after the grader's SIGUSR1 interrupted its wait in `call`, the
+/// `round`th time.
+fn interrupted(reached: Reached, pid: i32, role: &str, call: &str, round: u32) -> Result<(), Fail> {
+    let when = if round == 1 {
+        String::new()
+    } else {
+        format!(
+            " {} (it went back into {call} after each of the {} before)",
+            nth_time(round),
+            round - 1
+        )
+    };
     let answer = match reached {
         Reached::InCall => return Ok(()),
         Reached::Said(answer) => answer,
@@ -253,21 +279,23 @@ fn interrupted(reached: Reached, pid: i32, role: &str, call: &str) -> Result<(),
                 })
                 .unwrap_or_else(|| "nowhere: it is gone".into());
             return Err(Fail::failed(format!(
-                "after SIGUSR1 interrupted its {call} (EINTR), {role} no longer waits in it but \
-                 {doing}: call {call} again when it fails with EINTR"
+                "after SIGUSR1 interrupted its {call} (EINTR){when}, {role} no longer waits in \
+                 it but {doing}: call {call} again when it fails with EINTR"
             )));
         }
     };
     if call == "mq_receive" {
-        return Err(idle_said(&answer, true));
+        return Err(idle_said(&answer, true, &when));
     }
     let hint = if failed_with(&answer, "full") {
         "EINTR is not a full queue: "
+    } else if round > 1 {
+        "a retry must not give up after a number of tries: "
     } else {
         ""
     };
     Err(Fail::failed(format!(
-        "after SIGUSR1 interrupted its mq_send on the full queue (EINTR), {role} said {}: \
+        "after SIGUSR1 interrupted its mq_send on the full queue (EINTR){when}, {role} said {}: \
          {hint}call mq_send again when it fails with EINTR",
         said(&answer)
     )))
@@ -377,23 +405,30 @@ pub fn nonblocking_full(run: &mut Run) -> Result<String, Fail> {
         )));
     }
     // The shutdown waits like a job, so a signal that interrupts its mq_send (EINTR) must not
-    // end it either.
-    interrupt(producer.pid(), Signal::SIGUSR1, PATIENCE);
-    match wait_in_call(&mut producer.proc, SEND, PATIENCE)? {
-        Reached::Said(answer) => {
-            let hint = if failed_with(&answer, "full") {
-                "EINTR is not a full queue: "
-            } else {
-                ""
-            };
-            return Err(Fail::failed(format!(
-                "after SIGUSR1 interrupted the mq_send of its shutdown, waiting for room in the \
-                 full queue (EINTR), the producer said {}: {hint}shutdown() must call mq_send \
-                 again when it fails with EINTR, as submit() does",
-                said(&answer)
-            )));
+    // end it either, however often.
+    for round in 1..=INTERRUPTIONS {
+        interrupt(producer.pid(), Signal::SIGUSR1, PATIENCE);
+        match wait_in_call(&mut producer.proc, SEND, PATIENCE)? {
+            Reached::Said(answer) => {
+                let hint = if failed_with(&answer, "full") {
+                    "EINTR is not a full queue: "
+                } else {
+                    ""
+                };
+                let when = if round == 1 {
+                    String::new()
+                } else {
+                    format!(" {}", nth_time(round))
+                };
+                return Err(Fail::failed(format!(
+                    "after SIGUSR1 interrupted the mq_send of its shutdown, waiting for room in \
+                     the full queue (EINTR){when}, the producer said {}: {hint}shutdown() must \
+                     call mq_send again when it fails with EINTR, as submit() does",
+                    said(&answer)
+                )));
+            }
+            reached => interrupted(reached, producer.pid(), role, "mq_send", round)?,
         }
-        reached => interrupted(reached, producer.pid(), role, "mq_send")?,
     }
     let mut consumer = consumer;
     consumer.go()?;

@@ -17,12 +17,27 @@ pub fn unlinked_at_end(run: &mut Run) -> Result<String, Fail> {
     let mut consumer = consumer(run, &name, &[])?;
     let jobs = random_jobs(run, 3, "u");
     let mut producer = producer(run, &name, &jobs, true, false, "the producer")?;
+    // The descriptors it holds at `ready`: open()'s, which close() must close.
+    let opened: Vec<i32> = queue_fds(producer.pid(), &name)
+        .unwrap_or_default()
+        .iter()
+        .map(|fd| fd.fd)
+        .collect();
     let done = producer.submit()?;
     producer.expect_done(&done)?;
     if let Some(fd) = queue_fds(producer.pid(), &name).and_then(|fds| fds.first().copied()) {
+        let advice = if opened.is_empty() || opened.contains(&fd.fd) {
+            "close() must mq_close the descriptor".to_string()
+        } else {
+            format!(
+                "it is not the descriptor open() gave it ({opened:?} at `ready`), which it \
+                 closed, but one it opened later (in submit() or shutdown()?): every \
+                 descriptor of the queue the producer opens must be mq_closed"
+            )
+        };
         return Err(Fail::failed(format!(
             "the producer still holds descriptor {} of {name} after it said `done` (close() \
-             was called): close() must mq_close the descriptor",
+             was called): {advice}",
             fd.fd
         )));
     }

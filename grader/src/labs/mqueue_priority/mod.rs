@@ -5,8 +5,9 @@
 //! creates the queue and says `ready` (with its attributes), waits for `go`, serves until the
 //! shutdown message, writes every served job to F and says `done served=K` (or `failed kind=`).
 //! `mqueue-priority producer --name N --jobs F [--shutdown --nonblocking]` opens the queue, says
-//! `ready`, waits for `go`, submits F's jobs and says `done submitted=K full=F`. After `done` or
-//! `failed` each waits for `exit`, so that the grader sees the descriptors it still holds.
+//! `ready`, waits for `go`, submits F's jobs and says `done submitted=K full=F queued=Q` (Q
+//! from `attributes()` then). After `done` or `failed` each waits for `exit`, so that the grader
+//! sees the descriptors it still holds.
 //!
 //! Job files are records of priority (u32 LE), length (u32 LE) and payload. On the queue a job is
 //! the byte `J` and its payload, the shutdown the byte `Q` alone at priority 0: the grader's own
@@ -16,13 +17,14 @@
 //!
 //! The checks are grouped by what they judge: `ordering` (priorities, and the format other
 //! programs rely on), `blocking` (how a full or empty queue waits), `messages` (what a message
-//! may hold), `names_limits` (names, attributes and limits), `ending` (closing and unlinking).
-//! `protocol` drives the programs; `observe` reads what `/proc` shows of them.
+//! may hold), `names` (queue names), `limits` (attributes and limits), `ending` (closing and
+//! unlinking). `protocol` drives the programs; `observe` reads what `/proc` shows of them.
 
 mod blocking;
 mod ending;
+mod limits;
 mod messages;
-mod names_limits;
+mod names;
 mod observe;
 mod ordering;
 mod protocol;
@@ -137,7 +139,7 @@ pub static LAB: Lab = Lab {
             hint: Some(
                 "A queue name is `/` then 1 to 255 bytes without another `/`; open() never creates, create() uses O_CREAT | O_EXCL. See docs/labs/02-mqueue-priority.md, the rules table (the name rules).",
             ),
-            run: names_limits::name_errors,
+            run: names::name_errors,
         },
         Check {
             name: "attributes-and-limits",
@@ -150,7 +152,7 @@ pub static LAB: Lab = Lab {
             hint: Some(
                 "Check capacity and message size against msg_max, msgsize_max and RLIMIT_MSGQUEUE before mq_open; the queue gets the attributes asked for. See docs/labs/02-mqueue-priority.md, the rules table (the attributes and limits rules).",
             ),
-            run: names_limits::attributes_and_limits,
+            run: limits::attributes_and_limits,
         },
         Check {
             name: "unlinked-at-end",

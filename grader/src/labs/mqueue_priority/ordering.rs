@@ -15,6 +15,7 @@ use super::protocol::{
     job_message, jobs_at, producer, queue_attributes, random_jobs, said, same_order, show,
     shutdown_message, total_payload,
 };
+use crate::engine::tracer::{Action, Call, Reached as TraceReached, Tracer};
 use crate::engine::{Fail, Run};
 
 pub fn priority_order(run: &mut Run) -> Result<String, Fail> {
@@ -100,11 +101,12 @@ pub fn priority_order(run: &mut Run) -> Result<String, Fail> {
         same_order(&served, &jobs, &format!("round {round}"))?;
     }
     served_as_received(run)?;
+    served_one_at_a_time(run)?;
     run.expect_owner_only()?;
     Ok(
         "3 rounds of queued jobs were served highest priority first, FIFO within one; a job \
-        taken before a higher one arrived was served first; the queue was mode 0600, the \
-        descriptors O_RDONLY and O_WRONLY"
+        taken before a higher one arrived was served first, also with more jobs queued; the \
+        queue was mode 0600, the descriptors O_RDONLY and O_WRONLY"
             .into(),
     )
 }
@@ -163,7 +165,8 @@ fn expect_private(name: &str) -> Result<(), Fail> {
             } else if mode & 0o077 != 0 {
                 "other users can open it, to take jobs or to send them"
             } else {
-                "execute permission means nothing for a queue"
+                "it has other bits than read and write for its owner (execute means nothing \
+                 for a queue)"
             };
             Err(Fail::failed(format!(
                 "the consumer created {name} with mode {mode:o}: {why}; create it with mode \
@@ -230,6 +233,86 @@ fn served_as_received(run: &mut Run) -> Result<(), Fail> {
         "a job taken from the queue, then a higher one sent after it and the shutdown: the \
          consumer served priorities {priorities:?}, expected [{}, {}]",
         low.priority, high.priority
+    )))
+}
+
+/// A consumer takes one job at a time: held as its first mq_receive returns (it took the highest
+/// of two queued jobs), the grader sends a job between the two in priority; served in the order
+/// taken, the job it holds comes first, the new one second. A consumer that takes what is
+/// queued and sorts it serves the new one first.
+fn served_one_at_a_time(run: &mut Run) -> Result<(), Fail> {
+    let name = run.ipc_name("held");
+    let mut consumer = consumer(run, &name, &[])?;
+    let taken_priority = run.rng().random_range(2..1000);
+    let job = |priority: u32, payload: &[u8]| Job {
+        priority,
+        payload: payload.to_vec(),
+    };
+    let taken = job(taken_priority, b"taken-first");
+    let lower = job(run.rng().random_range(1..taken_priority), b"queued-lower");
+    let higher = job(
+        run.rng().random_range(taken_priority + 1..MQ_PRIO_MAX),
+        b"sent-while-held",
+    );
+    grader_send(
+        &name,
+        &[job_message(&lower), job_message(&taken), shutdown_message()],
+    )?;
+    consumer.shutdown_from_grader = true;
+    let pid = consumer.pid();
+    let receive = Call::any(libc::SYS_mq_timedreceive);
+    let Some(mut tracer) = Tracer::attach(pid, receive, Action::HoldAfter)? else {
+        run.note("no ptrace here: a job sent while the consumer holds another not tried");
+        consumer.finish()?;
+        return Ok(());
+    };
+    consumer.go()?;
+    let reached = tracer.wait(&mut consumer.proc, Instant::now() + Duration::from_secs(5));
+    if !matches!(reached, Ok(TraceReached::Call)) {
+        tracer.release();
+        return match reached? {
+            TraceReached::Passed(Some(answer)) => Err(Fail::failed(format!(
+                "the consumer, told to go with two jobs and the shutdown queued, said {} \
+                 before its first mq_receive returned",
+                said(&answer)
+            ))),
+            // Received on another thread: the order of the three is still checked.
+            _ => same_order(
+                &consumer.finish()?,
+                &[taken, lower],
+                "jobs queued for the consumer",
+            ),
+        };
+    }
+    let queued = queue_attributes(&name).map(|a| a.curmsgs());
+    let sent = grader_send(&name, &[job_message(&higher)]);
+    tracer.release();
+    let (queued, ()) = (queued?, sent?);
+    let served = consumer.finish()?;
+    let priorities: Vec<u32> = served.iter().map(|j| j.priority).collect();
+    let expected = [taken.clone(), higher.clone(), lower.clone()];
+    if served == expected {
+        return Ok(());
+    }
+    if queued == 2 && served == [higher.clone(), taken.clone(), lower.clone()] {
+        return Err(Fail::failed(format!(
+            "the consumer's first mq_receive returned the priority-{} job (the grader held it \
+             there and saw 2 messages left), then the grader sent a priority-{} job, yet it \
+             served that job first: it received more before serving the one it had taken. \
+             Serve each job when mq_receive returns it; do not collect jobs and sort them \
+             yourself, the queue already orders them",
+            taken.priority, higher.priority
+        )));
+    }
+    Err(Fail::failed(format!(
+        "a priority-{} job taken (the grader held the consumer as its first mq_receive \
+         returned, {queued} message(s) left), then a priority-{} job sent, with a priority-{} \
+         job and the shutdown queued: the consumer served priorities {priorities:?}, expected \
+         {:?}",
+        taken.priority,
+        higher.priority,
+        lower.priority,
+        expected.iter().map(|j| j.priority).collect::<Vec<_>>()
     )))
 }
 

@@ -180,6 +180,24 @@ pub fn spawn_consumer_stopped(run: &mut Run, name: &str) -> Result<Proc, Fail> {
     Ok(proc)
 }
 
+/// Starts a producer of `name` with no jobs, stopped before its first instruction (see
+/// [`Run::spawn_stopped`]), without waiting for its first message.
+pub fn spawn_producer_stopped(run: &mut Run, name: &str) -> Result<Proc, Fail> {
+    let tag: u32 = run.rng().random();
+    let file = run.path(&format!("jobs-{tag}.bin"));
+    std::fs::write(&file, [])?;
+    let args = [
+        "producer".to_string(),
+        "--name".into(),
+        name.into(),
+        "--jobs".into(),
+        file.display().to_string(),
+    ];
+    let mut proc = run.spawn_stopped(&args)?;
+    proc.set_roles(|_| "the producer".into());
+    Ok(proc)
+}
+
 /// A consumer that must come up.
 pub fn consumer(run: &mut Run, name: &str, extra: &[String]) -> Result<Consumer, Fail> {
     let (proc, ready, output) = spawn_consumer(run, name, extra, None)?;

@@ -1,223 +1,15 @@
-//! Names, attributes and limits: what `mq_open` is given, and what is refused before it.
+//! Attributes and limits: the queue gets what was asked for, and what is over a limit is refused
+//! before `mq_open`.
 
-use nix::mqueue::{MQ_OFlag, MqAttr, mq_close, mq_getattr, mq_open, mq_send, mq_unlink};
 use nix::sys::resource::{Resource, getrlimit};
-use nix::sys::stat::Mode;
-use nix::unistd::{Gid, Uid, fchown};
 use rand::RngExt;
 
 use super::protocol::{
-    Consumer, Job, MAX_NAME_LEN, MESSAGE_OVERHEAD, consumer, failed_errno, failed_with, field,
-    grader_send, job_message, queue_attributes, release, said, sized, spawn_consumer,
-    spawn_consumer_stopped, spawn_producer,
+    Consumer, Job, MESSAGE_OVERHEAD, consumer, failed_errno, failed_with, grader_send, job_message,
+    queue_attributes, release, said, sized, spawn_consumer, spawn_producer,
 };
-use std::time::{Duration, Instant};
-
 use crate::engine::audit::message_queue_exists;
-use crate::engine::force;
-use crate::engine::tracer::{Action, Call, Reached, Tracer};
 use crate::engine::{Fail, Run};
-
-/// A handed-out name (audited like any other) with exactly `len` bytes after its slash, made of
-/// two-byte characters ('é') as far as they go when `wide`.
-fn name_of_length(run: &mut Run, len: usize, wide: bool) -> String {
-    // Handed-out names are "/", the check's prefix, "-" and what was asked for.
-    let prefix = run.ipc_name("x").len() - "/-x".len();
-    let room = len - prefix - 1;
-    let what = if wide {
-        "é".repeat(room / 2) + &"x".repeat(room % 2)
-    } else {
-        "x".repeat(room)
-    };
-    let name = run.ipc_name(&what);
-    debug_assert_eq!(name.len(), len + 1);
-    name
-}
-
-/// A consumer of `name`, its first answer, and whether it called `mq_open()` before it (the
-/// grader holds it there and lets it go on; false where the grader may not trace it).
-fn consumer_watched_at_mq_open(
-    run: &mut Run,
-    name: &str,
-) -> Result<(crate::engine::Proc, ipc_labs_driver::Message, bool), Fail> {
-    let mut proc = spawn_consumer_stopped(run, name)?;
-    let pid = proc.pid.as_raw();
-    let tracer = Tracer::attach(pid, Call::any(libc::SYS_mq_open), Action::Hold)?;
-    force::resume(pid)?;
-    let (mut reached, mut first) = (false, None);
-    if let Some(mut tracer) = tracer {
-        match tracer.wait(&mut proc, Instant::now() + Duration::from_secs(5))? {
-            Reached::Call => reached = true,
-            Reached::Passed(message) => first = message,
-        }
-        tracer.release();
-    }
-    let answer = match first {
-        Some(message) => message,
-        None => proc.recv_any()?,
-    };
-    Ok((proc, answer, reached))
-}
-
-pub fn name_errors(run: &mut Run) -> Result<String, Fail> {
-    // Built from handed-out names, so that whatever a lax program creates is audited.
-    let plain = run.ipc_name("noslash");
-    let nested = run.ipc_name("dir");
-    let wide = name_of_length(run, MAX_NAME_LEN + 1, true);
-    let wide_chars = wide.chars().count() - 1;
-    let cases = [
-        (
-            plain.trim_start_matches('/').to_string(),
-            "no leading slash".to_string(),
-        ),
-        (format!("{nested}/jobs"), "a second slash".into()),
-        ("/".to_string(), "nothing after the slash".into()),
-        (
-            name_of_length(run, MAX_NAME_LEN + 1, false),
-            "256 bytes after the slash, one more than NAME_MAX".into(),
-        ),
-        (
-            wide,
-            format!("256 bytes after the slash in {wide_chars} characters ('é' takes two bytes)"),
-        ),
-    ];
-    for (name, what) in &cases {
-        let (mut proc, answer, reached) = consumer_watched_at_mq_open(run, name)?;
-        if failed_with(&answer, "bad-name") && reached {
-            release(&mut proc)?;
-            return Err(Fail::failed(format!(
-                "creating a queue named with {what} ({name:.40}), the consumer said \
-                 kind=bad-name, but only after it had called mq_open() with that name (the \
-                 grader saw the call): check the name before mq_open(); the kernel's errors \
-                 for a bad name (EINVAL, EACCES, ENOENT, ENAMETOOLONG) also mean other things"
-            )));
-        }
-        if failed_with(&answer, "bad-name") {
-            release(&mut proc)?;
-            continue;
-        }
-        let hint = if what.contains("characters") && failed_errno(&answer, "ENAMETOOLONG") {
-            "NAME_MAX counts bytes, not characters: compare the name's length in bytes \
-             (str::len), not chars().count(), with 255"
-        } else {
-            "check the name before mq_open()"
-        };
-        return Err(Fail::failed(format!(
-            "creating a queue named with {what} ({name:.40}), the consumer said {}, not \
-             `failed` with kind=bad-name: {hint}",
-            said(&answer)
-        )));
-    }
-    let missing = run.ipc_name("missing");
-    let (mut proc, answer, _) = spawn_producer(run, &missing, &[], false, false, "the producer")?;
-    if !failed_with(&answer, "not-found") {
-        return Err(Fail::failed(format!(
-            "opening a queue that does not exist, the producer said {}, not `failed` with \
-             kind=not-found: open without O_CREAT and map ENOENT to QueueError::NotFound",
-            said(&answer)
-        )));
-    }
-    release(&mut proc)?;
-    // The longest valid name works, in multi-byte characters too.
-    for wide in [false, true] {
-        let longest = name_of_length(run, MAX_NAME_LEN, wide);
-        let (proc, answer, output) = spawn_consumer(run, &longest, &[], None)?;
-        if answer.kind != "ready" {
-            let hint = if !failed_with(&answer, "bad-name") {
-                "that name is valid"
-            } else if wide {
-                "a name may hold any byte but '/', in any character ('é' here): refuse only a \
-                 longer name or one with a second '/'"
-            } else {
-                "that name is valid, refuse only a longer one"
-            };
-            return Err(Fail::failed(format!(
-                "creating a queue whose name has 255 bytes after the slash (NAME_MAX, the \
-                 longest allowed; {} characters), the consumer said {}: {hint}",
-                longest.chars().count() - 1,
-                said(&answer)
-            )));
-        }
-        let mut consumer = Consumer::ready(proc, &longest, &answer, output);
-        consumer.send_shutdown()?;
-        consumer.serve()?;
-    }
-    existing_name(run)?;
-    Ok(
-        "bad names were bad-name (256 bytes after the slash too, in multi-byte characters too), \
-        a 255-byte name worked, a missing queue was not-found, an existing one exists and was \
-        left as it was"
-            .into(),
-    )
-}
-
-/// A consumer asked to create a queue that exists (the grader's, with other attributes and a
-/// message in it) must refuse with kind=exists and leave that queue alone.
-fn existing_name(run: &mut Run) -> Result<(), Fail> {
-    let name = run.ipc_name("taken");
-    let (capacity, msg_size) = (3, run.rng().random_range(40..90));
-    let queue = mq_open(
-        name.as_str(),
-        MQ_OFlag::O_CREAT | MQ_OFlag::O_EXCL | MQ_OFlag::O_RDWR | MQ_OFlag::O_NONBLOCK,
-        Mode::S_IRUSR | Mode::S_IWUSR,
-        Some(&MqAttr::new(0, capacity, msg_size, 0)),
-    )
-    .map_err(|e| Fail::Grader(format!("creating a queue for the consumer to find: {e}")))?;
-    let outcome = (|| {
-        if let Some((uid, gid)) = run.program_user() {
-            fchown(&queue, Some(Uid::from_raw(uid)), Some(Gid::from_raw(gid)))
-                .map_err(|e| Fail::Grader(format!("giving the queue to the program user: {e}")))?;
-        }
-        mq_send(&queue, b"Jkept", 1).map_err(|e| Fail::Grader(format!("mq_send: {e}")))?;
-        let (mut proc, answer, _) = spawn_consumer(run, &name, &[], None)?;
-        if !failed_with(&answer, "exists") {
-            let opened = answer.kind == "ready"
-                && (field(&answer, "capacity"), field(&answer, "msg_size"))
-                    == (capacity as u64, msg_size as u64);
-            let replaced = answer.kind == "ready" && !opened;
-            let hint = if opened {
-                format!(
-                    ": it reports the existing queue's {capacity} messages of {msg_size} bytes, \
-                     so it opened that queue instead of creating its own"
-                )
-            } else if replaced {
-                format!(
-                    ": it reports {} messages of {} bytes, not the existing queue's {capacity} \
-                     of {msg_size}, so it removed that queue (mq_unlink) and created its own; a \
-                     queue under the name is never another program's to remove",
-                    field(&answer, "capacity"),
-                    field(&answer, "msg_size")
-                )
-            } else {
-                String::new()
-            };
-            return Err(Fail::failed(format!(
-                "creating a queue whose name exists (the grader's own queue), the consumer said \
-                 {}, not `failed` with kind=exists{hint}: create with O_CREAT | O_EXCL and map \
-                 EEXIST to QueueError::Exists",
-                said(&answer)
-            )));
-        }
-        release(&mut proc)?;
-        let left = mq_getattr(&queue).map(|a| a.curmsgs()).unwrap_or(0);
-        if !message_queue_exists(&name) || left != 1 {
-            return Err(Fail::failed(format!(
-                "after it failed with kind=exists, the consumer had removed or emptied the queue \
-                 it did not create ({}): a consumer that cannot create its queue leaves the \
-                 existing one alone (no mq_unlink, no receive)",
-                if message_queue_exists(&name) {
-                    format!("{left} of its 1 message left")
-                } else {
-                    "its name is gone".to_string()
-                }
-            )));
-        }
-        Ok(())
-    })();
-    let _ = mq_close(queue);
-    let _ = mq_unlink(name.as_str());
-    outcome
-}
 
 /// A value of `/proc/sys/fs/mqueue/`.
 fn mqueue_limit(file: &str) -> Result<u64, Fail> {
@@ -230,7 +22,7 @@ fn mqueue_limit(file: &str) -> Result<u64, Fail> {
 
 pub fn attributes_and_limits(run: &mut Run) -> Result<String, Fail> {
     let (msg_max, msgsize_max) = (mqueue_limit("msg_max")?, mqueue_limit("msgsize_max")?);
-    let capacity = run.rng().random_range(2..=msg_max.min(9));
+    let capacity = run.rng().random_range(3..=msg_max.min(9));
     let msg_size = run.rng().random_range(100..1000);
     let name = run.ipc_name("jobs");
     let mut consumer = consumer(run, &name, &sized(capacity, msg_size))?;
@@ -251,8 +43,10 @@ pub fn attributes_and_limits(run: &mut Run) -> Result<String, Fail> {
         )));
     }
     // Messages waiting: attributes() must read them from mq_getattr() (mq_curmsgs), which a
-    // producer that opens the queue now sees.
-    let waiting = run.rng().random_range(1..capacity);
+    // producer that opens the queue now sees; after it submitted one more job, its `done` says
+    // what attributes() reports then (one more), which a count read once at open misses.
+    // Room is left for the producer's job and the shutdown.
+    let waiting = run.rng().random_range(1..capacity - 1);
     let jobs: Vec<(Vec<u8>, u32)> = (0..waiting)
         .map(|_| {
             job_message(&Job {
@@ -262,11 +56,15 @@ pub fn attributes_and_limits(run: &mut Run) -> Result<String, Fail> {
         })
         .collect();
     grader_send(&name, &jobs)?;
-    let (mut producer, ready, _) = spawn_producer(run, &name, &[], false, false, "a producer")?;
+    let own = [Job {
+        priority: 1,
+        payload: b"one-more".to_vec(),
+    }];
+    let (mut producer, ready, _) = spawn_producer(run, &name, &own, false, false, "a producer")?;
     if ready.kind == "ready" {
         let reported = ready.get("queued").unwrap_or("nothing").to_string();
         producer.send("go", &[])?;
-        producer.recv_any()?;
+        let done = producer.recv_any()?;
         release(&mut producer)?;
         if reported != waiting.to_string() {
             return Err(Fail::failed(format!(
@@ -274,6 +72,21 @@ pub fn attributes_and_limits(run: &mut Run) -> Result<String, Fail> {
                  grader's mq_getattr), a producer that opened it says its attributes() reports \
                  queued = {reported}: return mq_getattr's mq_curmsgs, as the kernel counts it \
                  now"
+            )));
+        }
+        let now = queue_attributes(&name)?.curmsgs() as u64;
+        let after = done.get("queued").unwrap_or("nothing").to_string();
+        if done.kind == "done" && now == waiting + 1 && after != now.to_string() {
+            return Err(Fail::failed(format!(
+                "with {waiting} messages waiting, a producer that submitted one more job says \
+                 its attributes() then reports queued = {after}, where the grader's mq_getattr \
+                 counts {now}{}: attributes() calls mq_getattr each time, for the queue's \
+                 count changes as messages come and go",
+                if after == waiting.to_string() {
+                    ", the count when it opened the queue: it keeps what it read at open"
+                } else {
+                    ""
+                }
             )));
         }
     }
@@ -421,11 +234,128 @@ pub fn attributes_and_limits(run: &mut Run) -> Result<String, Fail> {
         release(&mut proc)?;
     }
     limit.expect_refused(run)?;
+    limits_read_from_proc(run, msg_max, msgsize_max)?;
     Ok(format!(
         "the queue had the {capacity} x {msg_size} bytes asked for; the defaults fit; exactly \
          msg_max ({msg_max}), msgsize_max ({msgsize_max}) and RLIMIT_MSGQUEUE ({bytes} bytes) \
          were allowed, one more (or 0) was over-limit"
     ))
+}
+
+/// In an IPC namespace of the consumer's own, `/proc/sys/fs/mqueue` holds other limits than the
+/// machine's: a higher `msg_max` and a lower `msgsize_max`. A consumer must accept exactly the
+/// new `msg_max` and refuse one byte over the new `msgsize_max`, which only one that reads them
+/// there does. Root only (the namespace's limits are root's to write).
+fn limits_read_from_proc(run: &mut Run, msg_max: u64, msgsize_max: u64) -> Result<(), Fail> {
+    let own_msg_max = msg_max + run.rng().random_range(2..=6);
+    let own_msgsize_max = run
+        .rng()
+        .random_range(128.max(msgsize_max / 2)..msgsize_max);
+    let within = sized(own_msg_max, 100);
+    let over = sized(2, own_msgsize_max + 1);
+    let limits = format!(
+        "in an IPC namespace of its own whose /proc/sys/fs/mqueue/msg_max is {own_msg_max} and \
+         msgsize_max {own_msgsize_max} (the machine's: {msg_max} and {msgsize_max})"
+    );
+    let name = run.ipc_name("own-limits");
+    let Some((mut proc, answer)) =
+        spawn_with_sysctls(run, &name, &within, own_msg_max, own_msgsize_max)?
+    else {
+        run.note(
+            "no IPC namespace of its own for the consumer here (root only): limits other than \
+             the machine's not tried",
+        );
+        return Ok(());
+    };
+    if answer.kind != "ready" {
+        let hint = if failed_with(&answer, "over-limit") {
+            "a capacity up to msg_max is allowed, and system_limits() reads msg_max from \
+             /proc/sys/fs/mqueue/msg_max each time, not a constant or a value of another \
+             machine"
+        } else {
+            "a capacity up to msg_max is allowed"
+        };
+        return Err(Fail::failed(format!(
+            "{limits}, asking for exactly {own_msg_max} messages of 100 bytes, the consumer said \
+             {}: {hint}",
+            said(&answer)
+        )));
+    }
+    shutdown_in_namespace_of(proc.pid.as_raw(), &name)?;
+    proc.send("go", &[])?;
+    let done = proc.recv_any()?;
+    release(&mut proc)?;
+    if done.kind != "done" {
+        return Err(Fail::failed(format!(
+            "{limits}, the consumer said {} instead of `done` after the shutdown message",
+            said(&done)
+        )));
+    }
+    let name = run.ipc_name("own-limits-over");
+    let Some((mut proc, answer)) =
+        spawn_with_sysctls(run, &name, &over, own_msg_max, own_msgsize_max)?
+    else {
+        return Ok(());
+    };
+    if !failed_with(&answer, "over-limit") {
+        return Err(Fail::failed(format!(
+            "{limits}, asking for messages of {} bytes (msgsize_max + 1), the consumer said {}, \
+             not `failed` with kind=over-limit: system_limits() reads msgsize_max from \
+             /proc/sys/fs/mqueue/msgsize_max each time (not a constant or a value of another \
+             machine), and check() refuses a message size over it",
+            own_msgsize_max + 1,
+            said(&answer)
+        )));
+    }
+    release(&mut proc)
+}
+
+/// A consumer of `name` with `args` in an IPC namespace of its own with these limits, and its
+/// first answer; `None` where the grader may not make one.
+fn spawn_with_sysctls(
+    run: &mut Run,
+    name: &str,
+    args: &[String],
+    msg_max: u64,
+    msgsize_max: u64,
+) -> Result<Option<(crate::engine::Proc, ipc_labs_driver::Message)>, Fail> {
+    let tag: u32 = run.rng().random();
+    let output = run.path(&format!("served-{tag}.bin"));
+    let mut all = vec![
+        "consumer".to_string(),
+        "--name".into(),
+        name.into(),
+        "--output".into(),
+        output.display().to_string(),
+    ];
+    all.extend(args.iter().cloned());
+    let Some(mut proc) = run.spawn_with_message_queue_sysctls(&all, msg_max, msgsize_max)? else {
+        return Ok(None);
+    };
+    proc.set_roles(|_| "the consumer".into());
+    let answer = proc.recv_any()?;
+    Ok(Some((proc, answer)))
+}
+
+/// Sends the shutdown into the queue `name` of the IPC namespace process `pid` is in, from a
+/// thread that joins that namespace and ends.
+fn shutdown_in_namespace_of(pid: i32, name: &str) -> Result<(), Fail> {
+    use std::os::fd::AsRawFd;
+    let path = format!("/proc/{pid}/ns/ipc");
+    let name = name.to_string();
+    std::thread::spawn(move || {
+        let namespace = std::fs::File::open(&path)?;
+        // SAFETY: a plain system call on a descriptor we own; it moves this thread only.
+        if unsafe { libc::setns(namespace.as_raw_fd(), libc::CLONE_NEWIPC) } != 0 {
+            return Err(Fail::Grader(format!(
+                "setns({path}): {}",
+                std::io::Error::last_os_error()
+            )));
+        }
+        grader_send(&name, &[super::protocol::shutdown_message()])
+    })
+    .join()
+    .map_err(|_| Fail::Grader("the thread that joins the consumer's namespace panicked".into()))?
 }
 
 /// A queue sized against a lowered `RLIMIT_MSGQUEUE`.

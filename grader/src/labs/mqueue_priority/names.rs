@@ -1,0 +1,367 @@
+//! Names: what `mq_open` is given, what is refused before it, and a name that is taken.
+
+use std::time::{Duration, Instant};
+
+use nix::mqueue::{MQ_OFlag, MqAttr, MqdT, mq_close, mq_getattr, mq_open, mq_send, mq_unlink};
+use nix::sys::stat::Mode;
+use nix::unistd::{Gid, Uid, fchown};
+use rand::RngExt;
+
+use super::protocol::{
+    Consumer, MAX_NAME_LEN, failed_errno, failed_with, field, grader_send, release, said,
+    spawn_consumer, spawn_consumer_stopped, spawn_producer, spawn_producer_stopped,
+};
+use crate::engine::audit::message_queue_exists;
+use crate::engine::force;
+use crate::engine::tracer::{Action, Call, Reached, Tracer};
+use crate::engine::{Fail, Run};
+
+/// A handed-out name (audited like any other) with exactly `len` bytes after its slash, made of
+/// two-byte characters ('é') as far as they go when `wide`.
+fn name_of_length(run: &mut Run, len: usize, wide: bool) -> String {
+    // Handed-out names are "/", the check's prefix, "-" and what was asked for.
+    let prefix = run.ipc_name("x").len() - "/-x".len();
+    let room = len - prefix - 1;
+    let what = if wide {
+        "é".repeat(room / 2) + &"x".repeat(room % 2)
+    } else {
+        "x".repeat(room)
+    };
+    let name = run.ipc_name(&what);
+    debug_assert_eq!(name.len(), len + 1);
+    name
+}
+
+/// A program started stopped (a consumer or a producer of one name), its first answer, and
+/// whether it called `mq_open()` before it (the grader holds it there and lets it go on; false
+/// where the grader may not trace it). A tracer still waiting for the call comes back too: drop
+/// it once the program has ended, which ends it at once (released before, it would be given
+/// time to see a call that never comes).
+type Watched = (
+    crate::engine::Proc,
+    ipc_labs_driver::Message,
+    bool,
+    Option<Tracer>,
+);
+
+fn watched_at_mq_open(mut proc: crate::engine::Proc) -> Result<Watched, Fail> {
+    let pid = proc.pid.as_raw();
+    let tracer = Tracer::attach(pid, Call::any(libc::SYS_mq_open), Action::Hold)?;
+    force::resume(pid)?;
+    let Some(mut tracer) = tracer else {
+        let answer = proc.recv_any()?;
+        return Ok((proc, answer, false, None));
+    };
+    match tracer.wait(&mut proc, Instant::now() + Duration::from_secs(5))? {
+        Reached::Call => {
+            tracer.release();
+            let answer = proc.recv_any()?;
+            Ok((proc, answer, true, None))
+        }
+        Reached::Passed(Some(answer)) => Ok((proc, answer, false, Some(tracer))),
+        Reached::Passed(None) => {
+            let answer = proc.recv_any()?;
+            Ok((proc, answer, false, Some(tracer)))
+        }
+    }
+}
+
+/// Whether a consumer, then a producer, given `name` say `bad-name` before any `mq_open()`.
+fn expect_bad_name(run: &mut Run, name: &str, what: &str) -> Result<(), Fail> {
+    for consumer in [true, false] {
+        let (doing, who) = if consumer {
+            ("creating a queue", "the consumer")
+        } else {
+            ("a producer opening a queue", "the producer")
+        };
+        let started = if consumer {
+            spawn_consumer_stopped(run, name)
+        } else {
+            spawn_producer_stopped(run, name)
+        };
+        let watched = started.and_then(watched_at_mq_open);
+        let (mut proc, answer, reached, tracer) = match watched {
+            Err(Fail::Crashed(crash)) => {
+                let hint = if crash.contains("char boundary") {
+                    ": it cut the name inside a multi-byte character; look at its first \
+                     character with strip_prefix('/') or the bytes, not by slicing at byte 1"
+                } else {
+                    ""
+                };
+                return Err(Fail::failed(format!(
+                    "{doing} named with {what} ({name:.40}), {who} crashed ({crash}) instead \
+                     of saying `failed` with kind=bad-name{hint}"
+                )));
+            }
+            other => other?,
+        };
+        if failed_with(&answer, "bad-name") && reached {
+            release(&mut proc)?;
+            return Err(Fail::failed(format!(
+                "{doing} named with {what} ({name:.40}), {who} said kind=bad-name, but only \
+                 after it had called mq_open() with that name (the grader saw the call): check \
+                 the name before mq_open(); the kernel's errors for a bad name (EINVAL, EACCES, \
+                 ENOENT, ENAMETOOLONG) also mean other things"
+            )));
+        }
+        if failed_with(&answer, "bad-name") {
+            release(&mut proc)?;
+            drop(tracer);
+            continue;
+        }
+        let hint = if what.contains("characters") && failed_errno(&answer, "ENAMETOOLONG") {
+            "NAME_MAX counts bytes, not characters: compare the name's length in bytes \
+             (str::len), not chars().count(), with 255"
+        } else if !consumer {
+            "open() checks the name before mq_open() too (check_name), as create() does"
+        } else {
+            "check the name before mq_open()"
+        };
+        return Err(Fail::failed(format!(
+            "{doing} named with {what} ({name:.40}), {who} said {}, not `failed` with \
+             kind=bad-name: {hint}",
+            said(&answer)
+        )));
+    }
+    Ok(())
+}
+
+pub fn name_errors(run: &mut Run) -> Result<String, Fail> {
+    // Built from handed-out names, so that whatever a lax program creates is audited.
+    let plain = run.ipc_name("noslash");
+    let nested = run.ipc_name("dir");
+    let wide = name_of_length(run, MAX_NAME_LEN + 1, true);
+    let wide_chars = wide.chars().count() - 1;
+    let cases = [
+        (
+            plain.trim_start_matches('/').to_string(),
+            "no leading slash".to_string(),
+        ),
+        (
+            format!("é{}", plain.trim_start_matches('/')),
+            "no leading slash, a two-byte character ('é') first".to_string(),
+        ),
+        (format!("{nested}/jobs"), "a second slash".into()),
+        ("/".to_string(), "nothing after the slash".into()),
+        (
+            name_of_length(run, MAX_NAME_LEN + 1, false),
+            "256 bytes after the slash, one more than NAME_MAX".into(),
+        ),
+        (
+            wide,
+            format!("256 bytes after the slash in {wide_chars} characters ('é' takes two bytes)"),
+        ),
+    ];
+    for (name, what) in &cases {
+        expect_bad_name(run, name, what)?;
+    }
+    let missing = run.ipc_name("missing");
+    let (mut proc, answer, _) = spawn_producer(run, &missing, &[], false, false, "the producer")?;
+    if !failed_with(&answer, "not-found") {
+        return Err(Fail::failed(format!(
+            "opening a queue that does not exist, the producer said {}, not `failed` with \
+             kind=not-found: open without O_CREAT and map ENOENT to QueueError::NotFound",
+            said(&answer)
+        )));
+    }
+    release(&mut proc)?;
+    // The longest valid name works, in multi-byte characters too.
+    for wide in [false, true] {
+        let longest = name_of_length(run, MAX_NAME_LEN, wide);
+        let (proc, answer, output) = spawn_consumer(run, &longest, &[], None)?;
+        if answer.kind != "ready" {
+            let hint = if !failed_with(&answer, "bad-name") {
+                "that name is valid"
+            } else if wide {
+                "a name may hold any byte but '/', in any character ('é' here): refuse only a \
+                 longer name or one with a second '/'"
+            } else {
+                "that name is valid, refuse only a longer one"
+            };
+            return Err(Fail::failed(format!(
+                "creating a queue whose name has 255 bytes after the slash (NAME_MAX, the \
+                 longest allowed; {} characters), the consumer said {}: {hint}",
+                longest.chars().count() - 1,
+                said(&answer)
+            )));
+        }
+        let mut consumer = Consumer::ready(proc, &longest, &answer, output);
+        consumer.send_shutdown()?;
+        consumer.serve()?;
+    }
+    existing_name(run)?;
+    created_while_creating(run)?;
+    Ok(
+        "bad names were bad-name (256 bytes after the slash too, in multi-byte characters too), \
+        a 255-byte name worked, a missing queue was not-found, an existing one exists and was \
+        left as it was"
+            .into(),
+    )
+}
+
+/// A consumer asked to create a queue that exists (the grader's, with other attributes and a
+/// message in it) must refuse with kind=exists and leave that queue alone.
+fn existing_name(run: &mut Run) -> Result<(), Fail> {
+    let name = run.ipc_name("taken");
+    let (queue, capacity, msg_size) = take_name(run, &name)?;
+    let outcome = (|| {
+        let (mut proc, answer, _) = spawn_consumer(run, &name, &[], None)?;
+        if !failed_with(&answer, "exists") {
+            let opened = answer.kind == "ready"
+                && (field(&answer, "capacity"), field(&answer, "msg_size"))
+                    == (capacity as u64, msg_size as u64);
+            let replaced = answer.kind == "ready" && !opened;
+            let hint = if opened {
+                format!(
+                    ": it reports the existing queue's {capacity} messages of {msg_size} bytes, \
+                     so it opened that queue instead of creating its own"
+                )
+            } else if replaced {
+                format!(
+                    ": it reports {} messages of {} bytes, not the existing queue's {capacity} \
+                     of {msg_size}, so it removed that queue (mq_unlink) and created its own; a \
+                     queue under the name is never another program's to remove",
+                    field(&answer, "capacity"),
+                    field(&answer, "msg_size")
+                )
+            } else {
+                String::new()
+            };
+            return Err(Fail::failed(format!(
+                "creating a queue whose name exists (the grader's own queue), the consumer said \
+                 {}, not `failed` with kind=exists{hint}: create with O_CREAT | O_EXCL and map \
+                 EEXIST to QueueError::Exists",
+                said(&answer)
+            )));
+        }
+        release(&mut proc)?;
+        let left = mq_getattr(&queue).map(|a| a.curmsgs()).unwrap_or(0);
+        if !message_queue_exists(&name) || left != 1 {
+            return Err(Fail::failed(format!(
+                "after it failed with kind=exists, the consumer had removed or emptied the queue \
+                 it did not create ({}): a consumer that cannot create its queue leaves the \
+                 existing one alone (no mq_unlink, no receive)",
+                if message_queue_exists(&name) {
+                    format!("{left} of its 1 message left")
+                } else {
+                    "its name is gone".to_string()
+                }
+            )));
+        }
+        Ok(())
+    })();
+    let _ = mq_close(queue);
+    let _ = mq_unlink(name.as_str());
+    outcome
+}
+
+/// The grader's own queue under `name`, as another program of the user would create it: 3
+/// messages of a random size, one message in it. Returns it with its capacity and message size.
+fn take_name(run: &mut Run, name: &str) -> Result<(MqdT, i64, i64), Fail> {
+    let (capacity, msg_size) = (3, run.rng().random_range(40..90));
+    let queue = mq_open(
+        name,
+        MQ_OFlag::O_CREAT | MQ_OFlag::O_EXCL | MQ_OFlag::O_RDWR | MQ_OFlag::O_NONBLOCK,
+        Mode::S_IRUSR | Mode::S_IWUSR,
+        Some(&MqAttr::new(0, capacity, msg_size, 0)),
+    )
+    .map_err(|e| Fail::Grader(format!("creating a queue for the consumer to find: {e}")))?;
+    let given = match run.program_user() {
+        Some((uid, gid)) => fchown(&queue, Some(Uid::from_raw(uid)), Some(Gid::from_raw(gid)))
+            .map_err(|e| Fail::Grader(format!("giving the queue to the program user: {e}"))),
+        None => Ok(()),
+    };
+    let sent = given.and_then(|()| {
+        mq_send(&queue, b"Jkept", 1).map_err(|e| Fail::Grader(format!("mq_send: {e}")))
+    });
+    if let Err(fail) = sent {
+        let _ = mq_close(queue);
+        let _ = mq_unlink(name);
+        return Err(fail);
+    }
+    Ok((queue, capacity, msg_size))
+}
+
+/// The consumer is held as its first `mq_open()` returns. If its queue does not exist then (a
+/// look-up, not the creation), the grader creates one under the name, as another program may at
+/// that moment; the consumer must then say `exists`: only `O_CREAT | O_EXCL` in one call
+/// creates a queue of its own or fails.
+fn created_while_creating(run: &mut Run) -> Result<(), Fail> {
+    let name = run.ipc_name("raced");
+    let mut proc = spawn_consumer_stopped(run, &name)?;
+    let pid = proc.pid.as_raw();
+    let tracer = Tracer::attach(pid, Call::any(libc::SYS_mq_open), Action::HoldAfter)?;
+    force::resume(pid)?;
+    let Some(mut tracer) = tracer else {
+        run.note("no ptrace here: a queue created while the consumer creates its own not tried");
+        let answer = proc.recv_any()?;
+        return end_consumer(proc, &name, &answer);
+    };
+    let mut taken = None;
+    let first = match tracer.wait(&mut proc, Instant::now() + Duration::from_secs(5))? {
+        Reached::Call => {
+            if !message_queue_exists(&name) {
+                taken = Some(take_name(run, &name)?);
+            }
+            None
+        }
+        Reached::Passed(message) => message,
+    };
+    tracer.release();
+    let answer = match first {
+        Some(message) => message,
+        None => proc.recv_any()?,
+    };
+    let Some((queue, capacity, msg_size)) = taken else {
+        return end_consumer(proc, &name, &answer);
+    };
+    let _ = mq_close(queue);
+    if failed_with(&answer, "exists") {
+        let _ = mq_unlink(name.as_str());
+        return release(&mut proc);
+    }
+    let opened = answer.kind == "ready"
+        && (field(&answer, "capacity"), field(&answer, "msg_size"))
+            == (capacity as u64, msg_size as u64);
+    let _ = mq_unlink(name.as_str());
+    let what = if opened {
+        format!(
+            ", and reports that queue's {capacity} messages of {msg_size} bytes: it opened \
+             the queue another program had just created"
+        )
+    } else {
+        String::new()
+    };
+    Err(Fail::failed(format!(
+        "the consumer's first mq_open() naming {name:.40} returned while no queue had that \
+         name, so it was not the creation; the grader then created a queue under the name, as \
+         another program may at that moment, and the consumer said {}, not `failed` with \
+         kind=exists{what}. Looking first, then creating, leaves that window open: create with \
+         one mq_open(O_CREAT | O_EXCL) and map EEXIST to QueueError::Exists",
+        said(&answer)
+    )))
+}
+
+/// Ends a consumer of `name` that gave `answer`, with the grader's shutdown if it is ready.
+fn end_consumer(
+    mut proc: crate::engine::Proc,
+    name: &str,
+    answer: &ipc_labs_driver::Message,
+) -> Result<(), Fail> {
+    if answer.kind != "ready" {
+        return Err(Fail::failed(format!(
+            "the consumer said {} where it should have created {name}",
+            said(answer)
+        )));
+    }
+    grader_send(name, &[super::protocol::shutdown_message()])?;
+    proc.send("go", &[])?;
+    let done = proc.recv_any()?;
+    if done.kind != "done" {
+        return Err(Fail::failed(format!(
+            "the consumer said {} instead of `done` after the shutdown message",
+            said(&done)
+        )));
+    }
+    release(&mut proc)
+}
