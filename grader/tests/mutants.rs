@@ -297,7 +297,10 @@ fn trials() -> Vec<Trial> {
 fn in_turn_by_lab(mutants: Vec<Mutant>) -> Vec<Mutant> {
     let mut by_lab: BTreeMap<String, std::collections::VecDeque<Mutant>> = BTreeMap::new();
     for mutant in mutants {
-        by_lab.entry(mutant.lab.clone()).or_default().push_back(mutant);
+        by_lab
+            .entry(mutant.lab.clone())
+            .or_default()
+            .push_back(mutant);
     }
     let mut in_turn = Vec::new();
     while !by_lab.is_empty() {

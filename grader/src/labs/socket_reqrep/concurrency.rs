@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use rand::RngExt;
 
+use super::observe;
 use super::programs::{server, spawn_client};
 use super::protocol::{frame, random_requests_for, read_response, verify};
 use super::{OP_ECHO, OP_HASH, OP_REVERSE, Transport};
@@ -31,6 +32,7 @@ fn stall_point(k: usize, whole: usize) -> usize {
 pub fn many_clients(run: &mut Run) -> Result<String, Fail> {
     const CLIENTS: usize = 8;
     const STALLED: usize = 8;
+    const IDLE: usize = 150;
     let server = server(run, Transport::Unix)?;
     // Clients of the grader's that send part of a request and then nothing, until the end:
     // more of them than a small pool of threads would serve.
@@ -46,6 +48,25 @@ pub fn many_clients(run: &mut Run) -> Result<String, Fail> {
         conn.send(&whole[..cut], 0)?;
         stalled.push((conn, whole, cut, op, payload));
     }
+    // More idle clients than any small pool of threads holds: one more must still be served.
+    let crowd = (0..IDLE)
+        .map(|_| server.connect())
+        .collect::<Result<Vec<_>, Fail>>()?;
+    server.ping().map_err(|fail| match fail {
+        Fail::Failed(m) => Fail::failed(format!(
+            "with {IDLE} clients connected and idle and {STALLED} stalled mid-request, {m}: the \
+             new client waits behind the others, as if the server served a fixed number of \
+             clients at a time; serve every client concurrently, however many are connected (a \
+             thread or process per client, or poll())"
+        )),
+        other => other,
+    })?;
+    drop(crowd);
+    // A client that sends a request with a large response and does not read it: its handler
+    // must block writing, with nothing to do until the client reads.
+    let unread_payload = run.random_bytes(4 << 20);
+    let mut unread = server.connect()?;
+    unread.send(&frame(OP_ECHO, &unread_payload), 0)?;
     let mut clients = Vec::new();
     for c in 0..CLIENTS {
         let requests = random_requests_for(run, 40, &format!("client{c}"));
@@ -105,7 +126,12 @@ pub fn many_clients(run: &mut Run) -> Result<String, Fail> {
     let tree = server.proc.tree();
     const ADVICE: &str = "with nothing to do, every thread must block until there is something: \
                           in accept() for the next client, in read() for a client's next bytes \
-                          (no read timeout), in sigwait() for the signal";
+                          (no read timeout), in write() for a client that does not read its \
+                          response (a blocking socket, no sleep between tries), in sigwait() \
+                          for the signal";
+    // The handler of the client that does not read is blocked writing (a server that polls its
+    // sockets is in poll() instead: the judgment below tells).
+    observe::writing_a_socket(server.pid(), Instant::now() + Duration::from_secs(2));
     // Counted from the moment every thread sleeps: from then on, a thread blocked until there is
     // something to do does not wake up once.
     settle(&tree);
@@ -131,6 +157,7 @@ pub fn many_clients(run: &mut Run) -> Result<String, Fail> {
                 && matches!(
                     w.activity,
                     Activity::SocketRead { .. }
+                        | Activity::SocketWrite { .. }
                         | Activity::SocketAccept { .. }
                         | Activity::Poll
                         | Activity::Sleep
@@ -149,8 +176,8 @@ pub fn many_clients(run: &mut Run) -> Result<String, Fail> {
     {
         return Err(Fail::failed(format!(
             "the server's thread {} (pid {}), seen {}, woke up {woke} time(s) in {ms} ms while \
-             nothing happened (only stalled clients connected, every thread asleep when the \
-             count began): a thread that wakes with nothing to do polls, on a timeout (a read \
+             nothing happened (only stalled clients connected, one of them not reading a \
+             response, every thread asleep when the count began): a thread that wakes with nothing to do polls, on a timeout (a read \
              timeout retried, a poll() or sleep between looks); {ADVICE}",
             waiter.tid,
             waiter.pid,
@@ -189,10 +216,20 @@ pub fn many_clients(run: &mut Run) -> Result<String, Fail> {
             }
         }
     }
+    let answer = read_response(&mut unread).map_err(|e| {
+        Fail::failed(format!(
+            "a client that had not read its 4 MiB echo response for {:.1} s got no whole \
+             response when it read it ({e}): a slow reader is not a bad one",
+            paused.as_secs_f64()
+        ))
+    })?;
+    verify(answer, OP_ECHO, &unread_payload, "a client that read its response late")?;
     server.stop()?;
     Ok(format!(
-        "{CLIENTS} clients got their own 40 responses each while {STALLED} others stalled; the \
-         idle server blocked, and the stalled clients were answered when they went on"
+        "a client was served while {IDLE} others were connected and idle; {CLIENTS} clients \
+         got their own 40 responses each while {STALLED} others stalled and one did not read \
+         its response; the idle server blocked, and the stalled clients were answered when they \
+         went on"
     ))
 }
 

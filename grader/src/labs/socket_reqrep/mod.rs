@@ -17,6 +17,7 @@ mod binding;
 mod client;
 mod concurrency;
 mod failures;
+mod forced;
 mod observe;
 mod programs;
 mod protocol;

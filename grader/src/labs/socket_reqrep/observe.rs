@@ -55,6 +55,31 @@ pub fn thread_in(pid: i32, number: i64, until: Instant) -> Option<i32> {
     }
 }
 
+/// Waits until a thread of `pid` not among `before` (a thread started since) is blocked in one
+/// of `calls`, or `until`; returns it and its call.
+pub fn new_thread_in(
+    pid: i32,
+    before: &[i32],
+    calls: &[i64],
+    until: Instant,
+) -> Option<(i32, i64)> {
+    loop {
+        let found = threads(pid).into_iter().find_map(|t| {
+            let call = t.syscall.filter(|n| calls.contains(n))?;
+            (t.state == 'S' && !before.contains(&t.tid)).then_some((t.tid, call))
+        });
+        if found.is_some() || Instant::now() >= until {
+            return found;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+/// The ids of the threads of `pid` now.
+pub fn thread_ids(pid: i32) -> Vec<i32> {
+    threads(pid).iter().map(|t| t.tid).collect()
+}
+
 /// Waits until a thread of `pid` is blocked writing a socket, or `until`.
 pub fn writing_a_socket(pid: i32, until: Instant) -> bool {
     loop {
