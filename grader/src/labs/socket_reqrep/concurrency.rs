@@ -223,7 +223,12 @@ pub fn many_clients(run: &mut Run) -> Result<String, Fail> {
             paused.as_secs_f64()
         ))
     })?;
-    verify(answer, OP_ECHO, &unread_payload, "a client that read its response late")?;
+    verify(
+        answer,
+        OP_ECHO,
+        &unread_payload,
+        "a client that read its response late",
+    )?;
     server.stop()?;
     Ok(format!(
         "a client was served while {IDLE} others were connected and idle; {CLIENTS} clients \

@@ -113,8 +113,9 @@ pub static LAB: Lab = Lab {
             name: "many-clients",
             points: 5,
             timeout: Duration::from_secs(40),
-            description: "8 client processes with 40 requests each get only their own \
-                          responses while 8 other clients stall mid-request; the idle server \
+            description: "a client is served while 150 others are idle; 8 client processes \
+                          with 40 requests each get only their own responses while 8 other \
+                          clients stall mid-request and one does not read; the idle server \
                           blocks, and the stalled clients are served when they go on",
             exclusive: false,
             hint: Some(
@@ -130,7 +131,8 @@ pub static LAB: Lab = Lab {
                           byte), an empty frame, an absurd length, a client gone mid-request and \
                           a reset connection each get that client dropped and logged with the \
                           right kind; the server allocates nothing absurd, keeps no socket of \
-                          theirs, and serves on",
+                          theirs, retries interrupted calls, survives a failed accept(), and \
+                          serves on",
             exclusive: false,
             hint: Some(
                 "Each bad client is logged with its kind and loses its connection at once, never the server. See docs/labs/03-socket-reqrep.md, the rules table (the error kinds and log_dropped rules).",
@@ -207,7 +209,7 @@ pub static LAB: Lab = Lab {
             timeout: Duration::from_secs(10),
             description: "the client reports kind=connect with no server there, kind=closed when \
                           the server hangs up instead of answering, and kind=truncated when the \
-                          answer is cut short",
+                          answer is cut short, in its length prefix too",
             exclusive: false,
             hint: Some(
                 "A failed connect is Connect, a server that closes instead of answering Closed, a cut response Truncated. See docs/labs/03-socket-reqrep.md, the rules table (the client error rules).",

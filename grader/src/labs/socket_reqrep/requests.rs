@@ -533,7 +533,9 @@ fn frames_leave_whole(run: &mut Run, server: &Server) -> Result<(), Fail> {
     let soon = || Instant::now() + Duration::from_secs(2);
     let not_probed = "how a large response leaves over TCP was not probed";
     let Some((handler, _)) = observe::new_thread_in(pid, &before, &READS, soon()) else {
-        run.note(format!("no thread of the server's own was seen reading a client: {not_probed}"));
+        run.note(format!(
+            "no thread of the server's own was seen reading a client: {not_probed}"
+        ));
         return Ok(());
     };
     let send = Call::any(libc::SYS_sendto);
@@ -562,13 +564,17 @@ fn frames_leave_whole(run: &mut Run, server: &Server) -> Result<(), Fail> {
                     )));
                 }
                 Some(true) => {}
-                None => run.note(format!("the server's socket could not be read: {not_probed}")),
+                None => run.note(format!(
+                    "the server's socket could not be read: {not_probed}"
+                )),
             }
         }
         tracer.release();
     } else {
         drop(tracer);
-        run.note(format!("the server's handler wrote no response with send(): {not_probed}"));
+        run.note(format!(
+            "the server's handler wrote no response with send(): {not_probed}"
+        ));
     }
     let got = read_response(&mut conn).map_err(|e| {
         Fail::failed(format!(
@@ -576,6 +582,11 @@ fn frames_leave_whole(run: &mut Run, server: &Server) -> Result<(), Fail> {
             server.alive_note()
         ))
     })?;
-    verify(got, OP_ECHO, &payload, "a 100000-byte echo request over TCP")?;
+    verify(
+        got,
+        OP_ECHO,
+        &payload,
+        "a 100000-byte echo request over TCP",
+    )?;
     verdict
 }

@@ -368,7 +368,9 @@ fn accepting_ends_before_shutting(run: &mut Run) -> Result<(), Fail> {
         .wait(&mut server.proc, until)
         .map_err(|fail| killed_by(fail, Signal::SIGTERM))?;
     if let Reached::Passed(early) = held {
-        run.note("the server's main thread shut no connection: the order of its stop was not probed");
+        run.note(
+            "the server's main thread shut no connection: the order of its stop was not probed",
+        );
         drop(tracer);
         server.finish(Signal::SIGTERM, Some(&idle), early)?;
         return Ok(());
@@ -432,8 +434,7 @@ fn handlers_joined_blocked(run: &mut Run) -> Result<(), Fail> {
         server.stop()?;
         return Ok(());
     };
-    let Some(mut tracer) =
-        Tracer::attach_thread(pid, handler, Call::any(read), Action::HoldAfter)?
+    let Some(mut tracer) = Tracer::attach_thread(pid, handler, Call::any(read), Action::HoldAfter)?
     else {
         run.note("the server could not be traced: its wait for its handlers was not probed");
         drop(idle);
