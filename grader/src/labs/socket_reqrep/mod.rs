@@ -113,10 +113,10 @@ pub static LAB: Lab = Lab {
             name: "many-clients",
             points: 5,
             timeout: Duration::from_secs(40),
-            description: "a client is served while 150 others are idle; 8 client processes \
-                          with 40 requests each get only their own responses while 8 other \
-                          clients stall mid-request and one does not read; the idle server \
-                          blocks, and the stalled clients are served when they go on",
+            description: "8 client processes with 40 requests each get only their own \
+                          responses while 8 other clients stall mid-request and one does not \
+                          read; the idle server blocks, the stalled clients are served when they \
+                          go on, and one more while 150 others are idle",
             exclusive: false,
             hint: Some(
                 "Serve clients concurrently, so that a stalled one holds up nobody, and block while there is nothing to do. See docs/labs/03-socket-reqrep.md, the rules table (the concurrency and blocking rules).",
