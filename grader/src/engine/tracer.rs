@@ -159,6 +159,17 @@ impl Tracer {
     /// `action`. Returns once every call the program makes passes by the tracer; `None` if the
     /// machine does not allow it.
     pub fn attach(pid: i32, call: Call, action: Action) -> Result<Option<Tracer>, Fail> {
+        Tracer::attach_thread(pid, pid, call, action)
+    }
+
+    /// As [`Tracer::attach`], but traces thread `tid` of `pid` (a server's handler or
+    /// accepting thread) instead of its main thread.
+    pub fn attach_thread(
+        pid: i32,
+        tid: i32,
+        call: Call,
+        action: Action,
+    ) -> Result<Option<Tracer>, Fail> {
         if !matches!(
             action,
             Action::Hold | Action::HoldAfter | Action::HoldAround
@@ -185,7 +196,7 @@ impl Tracer {
         }
         if tracer == 0 {
             // SAFETY: in the forked child, see above.
-            unsafe { trace(pid, call, action, pipes) }
+            unsafe { trace(pid, tid, call, action, pipes) }
         }
         // In the program's process group (it leads one), as the child does first thing too: a
         // child of the grader in no group a check started is a stray, which any grading run in
@@ -291,6 +302,19 @@ impl Tracer {
         Ok(self.next_byte(Instant::now() + Duration::from_millis(10))? == Some(FAILED))
     }
 
+    /// Waits until the tracer has made the call fail (true), or lost the program, or `until`
+    /// (false), without reading the program's messages.
+    pub fn failed_before(&mut self, until: Instant) -> Result<bool, Fail> {
+        loop {
+            match self.next_byte(until)? {
+                Some(FAILED) => return Ok(true),
+                Some(_) => return Ok(false),
+                None if Instant::now() >= until => return Ok(false),
+                None => {}
+            }
+        }
+    }
+
     /// Lets the held call go on, untraced from now on.
     pub fn release(mut self) {
         // SAFETY: one byte from a live buffer to our own pipe.
@@ -369,8 +393,9 @@ const DEBUGREG: usize = std::mem::offset_of!(libc::user, u_debugreg);
 #[cfg(not(target_arch = "x86_64"))]
 const DEBUGREG: usize = 0;
 
-/// The tracer, in the forked child: only system calls, no allocation, never returns.
-unsafe fn trace(pid: i32, call: Call, action: Action, pipes: Pipes) -> ! {
+/// The tracer, in the forked child: only system calls, no allocation, never returns. It traces
+/// thread `tid` of process `group` (which leads its process group).
+unsafe fn trace(group: i32, pid: i32, call: Call, action: Action, pipes: Pipes) -> ! {
     // SAFETY: plain system calls on our own descriptors and memory, and on the traced process.
     unsafe {
         for fd in pipes.grader_ends {
@@ -398,7 +423,7 @@ unsafe fn trace(pid: i32, call: Call, action: Action, pipes: Pipes) -> ! {
             say(GONE);
             libc::_exit(0)
         };
-        libc::setpgid(0, pid);
+        libc::setpgid(0, group);
         libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
         let options = libc::PTRACE_O_TRACESYSGOOD as usize;
         if libc::ptrace(libc::PTRACE_SEIZE, pid, 0usize, options) != 0 {

@@ -32,6 +32,9 @@ pub fn client_over_socket(run: &mut Run) -> Result<String, Fail> {
         requests[3] = (OP_ECHO, Vec::new());
         requests[9] = (OP_REVERSE, Vec::new());
         requests[5] = (OP_HASH, run.random_bytes(256 << 10));
+        // A big hash, asked twice: the second must go to the server too, however costly.
+        requests[18] = (OP_HASH, run.random_bytes(2 << 20));
+        requests[19] = requests[18].clone();
         // Far larger than a Unix socket's buffer: the client blocks writing it, and is stopped
         // and resumed there.
         let hold_at = (transport == Transport::Unix).then_some(LARGE);
@@ -209,7 +212,7 @@ pub fn client_over_socket(run: &mut Run) -> Result<String, Fail> {
         )));
     }
     Ok(format!(
-        "the client sent its {REQUESTS} requests (repeats included) to the grader's server over a \
+        "the client sent its {REQUESTS} requests (repeats included, a 2 MiB hash among them) to the grader's server over a \
          Unix socket and over TCP, a 1 MiB one whole through a stop and resume, and wrote the \
          random answers it got back"
     ))
@@ -277,6 +280,24 @@ pub fn client_errors(run: &mut Run) -> Result<String, Fail> {
         ),
         (
             "truncated",
+            Some(1),
+            "when the grader's server sent 1 byte of a response's 4-byte length prefix and \
+             closed the connection",
+            "end of stream inside a response frame, its length prefix included, is \
+             RpcError::Truncated; Closed is only a stream that ends before a response's first \
+             byte",
+        ),
+        (
+            "truncated",
+            Some(3),
+            "when the grader's server sent 3 bytes of a response's 4-byte length prefix and \
+             closed the connection",
+            "end of stream inside a response frame, its length prefix included, is \
+             RpcError::Truncated; Closed is only a stream that ends before a response's first \
+             byte",
+        ),
+        (
+            "truncated",
             Some(7),
             "when the grader's server sent 7 bytes of a 12-byte response and closed the \
              connection",
@@ -315,7 +336,8 @@ pub fn client_errors(run: &mut Run) -> Result<String, Fail> {
     }
     Ok(
         "the client reported kind=connect with no server (Unix and TCP), kind=closed for a \
-        server that hung up, and kind=truncated for a response cut short"
+        server that hung up, and kind=truncated for a response cut short (in its length prefix \
+        and in its body)"
             .into(),
     )
 }

@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use rand::RngExt;
 
+use super::observe;
 use super::programs::{server, spawn_client};
 use super::protocol::{frame, random_requests_for, read_response, verify};
 use super::{OP_ECHO, OP_HASH, OP_REVERSE, Transport};
@@ -31,6 +32,7 @@ fn stall_point(k: usize, whole: usize) -> usize {
 pub fn many_clients(run: &mut Run) -> Result<String, Fail> {
     const CLIENTS: usize = 8;
     const STALLED: usize = 8;
+    const IDLE: usize = 150;
     let server = server(run, Transport::Unix)?;
     // Clients of the grader's that send part of a request and then nothing, until the end:
     // more of them than a small pool of threads would serve.
@@ -99,13 +101,24 @@ pub fn many_clients(run: &mut Run) -> Result<String, Fail> {
         })?;
     }
 
+    // A client that sends a request with a large response and does not read it: its handler
+    // must block writing, with nothing to do until the client reads.
+    let unread_payload = run.random_bytes(4 << 20);
+    let mut unread = server.connect()?;
+    unread.send(&frame(OP_ECHO, &unread_payload), 0)?;
+
     // Now the server has nothing to do but wait for the stalled clients.
     // A server with nothing to do has no reason to wake up at all: a wake-up is a loop that
     // looks again (a read timeout, a poll() timeout) instead of being woken.
     let tree = server.proc.tree();
     const ADVICE: &str = "with nothing to do, every thread must block until there is something: \
                           in accept() for the next client, in read() for a client's next bytes \
-                          (no read timeout), in sigwait() for the signal";
+                          (no read timeout), in write() for a client that does not read its \
+                          response (a blocking socket, no sleep between tries), in sigwait() \
+                          for the signal";
+    // The handler of the client that does not read is blocked writing (a server that polls its
+    // sockets is in poll() instead: the judgment below tells).
+    observe::writing_a_socket(server.pid(), Instant::now() + Duration::from_secs(2));
     // Counted from the moment every thread sleeps: from then on, a thread blocked until there is
     // something to do does not wake up once.
     settle(&tree);
@@ -131,6 +144,7 @@ pub fn many_clients(run: &mut Run) -> Result<String, Fail> {
                 && matches!(
                     w.activity,
                     Activity::SocketRead { .. }
+                        | Activity::SocketWrite { .. }
                         | Activity::SocketAccept { .. }
                         | Activity::Poll
                         | Activity::Sleep
@@ -149,8 +163,8 @@ pub fn many_clients(run: &mut Run) -> Result<String, Fail> {
     {
         return Err(Fail::failed(format!(
             "the server's thread {} (pid {}), seen {}, woke up {woke} time(s) in {ms} ms while \
-             nothing happened (only stalled clients connected, every thread asleep when the \
-             count began): a thread that wakes with nothing to do polls, on a timeout (a read \
+             nothing happened (only stalled clients connected, one of them not reading a \
+             response, every thread asleep when the count began): a thread that wakes with nothing to do polls, on a timeout (a read \
              timeout retried, a poll() or sleep between looks); {ADVICE}",
             waiter.tid,
             waiter.pid,
@@ -189,10 +203,39 @@ pub fn many_clients(run: &mut Run) -> Result<String, Fail> {
             }
         }
     }
+    let answer = read_response(&mut unread).map_err(|e| {
+        Fail::failed(format!(
+            "a client that had not read its 4 MiB echo response for {:.1} s got no whole \
+             response when it read it ({e}): a slow reader is not a bad one",
+            paused.as_secs_f64()
+        ))
+    })?;
+    verify(
+        answer,
+        OP_ECHO,
+        &unread_payload,
+        "a client that read its response late",
+    )?;
+    // More idle clients than any small pool of threads holds: one more must still be served.
+    let crowd = (0..IDLE)
+        .map(|_| server.connect())
+        .collect::<Result<Vec<_>, Fail>>()?;
+    server.ping().map_err(|fail| match fail {
+        Fail::Failed(m) => Fail::failed(format!(
+            "with {IDLE} clients connected and idle, {m}: the new client waits behind the \
+             others, as if the server served a fixed number of clients at a time; serve every \
+             client concurrently, however many are connected (a thread or process per client, \
+             or poll())"
+        )),
+        other => other,
+    })?;
+    drop(crowd);
     server.stop()?;
     Ok(format!(
-        "{CLIENTS} clients got their own 40 responses each while {STALLED} others stalled; the \
-         idle server blocked, and the stalled clients were answered when they went on"
+        "{CLIENTS} clients got their own 40 responses each while {STALLED} others stalled and \
+         one did not read its response; the idle server blocked, the stalled clients were \
+         answered when they went on, and a client was served while {IDLE} others were connected \
+         and idle"
     ))
 }
 

@@ -8,10 +8,10 @@ use std::time::{Duration, Instant};
 
 use ipc_labs_driver::Message;
 
-use super::observe;
 use super::programs::{GraderListener, Server, answer_all, line_kind, said, server, spawn_client};
 use super::protocol::{Conn, frame, read_response, verify};
 use super::{MAX_BODY, MAX_PAYLOAD, OP_ECHO, OP_HASH, OP_REVERSE, STATUS_OK, Transport};
+use super::{forced, observe};
 use crate::engine::{Fail, Run, force};
 
 /// How long a log line may take to reach the grader after the server dropped a client.
@@ -405,6 +405,10 @@ pub fn bad_input(run: &mut Run) -> Result<String, Fail> {
          a clean end",
     )?;
     good(&server, what)?;
+
+    // Error paths no client can bring about, forced: interrupted calls, a failed accept().
+    forced::interrupted_calls(run, &server)?;
+    forced::aborted_accept(run, &server)?;
 
     // Every client has gone: so must every socket the server had for them.
     let until = Instant::now() + Duration::from_secs(1);

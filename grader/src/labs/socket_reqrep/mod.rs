@@ -17,6 +17,7 @@ mod binding;
 mod client;
 mod concurrency;
 mod failures;
+mod forced;
 mod observe;
 mod programs;
 mod protocol;
@@ -113,8 +114,9 @@ pub static LAB: Lab = Lab {
             points: 5,
             timeout: Duration::from_secs(40),
             description: "8 client processes with 40 requests each get only their own \
-                          responses while 8 other clients stall mid-request; the idle server \
-                          blocks, and the stalled clients are served when they go on",
+                          responses while 8 other clients stall mid-request and one does not \
+                          read; the idle server blocks, the stalled clients are served when they \
+                          go on, and one more while 150 others are idle",
             exclusive: false,
             hint: Some(
                 "Serve clients concurrently, so that a stalled one holds up nobody, and block while there is nothing to do. See docs/labs/03-socket-reqrep.md, the rules table (the concurrency and blocking rules).",
@@ -129,7 +131,8 @@ pub static LAB: Lab = Lab {
                           byte), an empty frame, an absurd length, a client gone mid-request and \
                           a reset connection each get that client dropped and logged with the \
                           right kind; the server allocates nothing absurd, keeps no socket of \
-                          theirs, and serves on",
+                          theirs, retries interrupted calls, survives a failed accept(), and \
+                          serves on",
             exclusive: false,
             hint: Some(
                 "Each bad client is logged with its kind and loses its connection at once, never the server. See docs/labs/03-socket-reqrep.md, the rules table (the error kinds and log_dropped rules).",
@@ -206,7 +209,7 @@ pub static LAB: Lab = Lab {
             timeout: Duration::from_secs(10),
             description: "the client reports kind=connect with no server there, kind=closed when \
                           the server hangs up instead of answering, and kind=truncated when the \
-                          answer is cut short",
+                          answer is cut short, in its length prefix too",
             exclusive: false,
             hint: Some(
                 "A failed connect is Connect, a server that closes instead of answering Closed, a cut response Truncated. See docs/labs/03-socket-reqrep.md, the rules table (the client error rules).",

@@ -55,6 +55,31 @@ pub fn thread_in(pid: i32, number: i64, until: Instant) -> Option<i32> {
     }
 }
 
+/// Waits until a thread of `pid` not among `before` (a thread started since) is blocked in one
+/// of `calls`, or `until`; returns it and its call.
+pub fn new_thread_in(
+    pid: i32,
+    before: &[i32],
+    calls: &[i64],
+    until: Instant,
+) -> Option<(i32, i64)> {
+    loop {
+        let found = threads(pid).into_iter().find_map(|t| {
+            let call = t.syscall.filter(|n| calls.contains(n))?;
+            (t.state == 'S' && !before.contains(&t.tid)).then_some((t.tid, call))
+        });
+        if found.is_some() || Instant::now() >= until {
+            return found;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+/// The ids of the threads of `pid` now.
+pub fn thread_ids(pid: i32) -> Vec<i32> {
+    threads(pid).iter().map(|t| t.tid).collect()
+}
+
 /// Waits until a thread of `pid` is blocked writing a socket, or `until`.
 pub fn writing_a_socket(pid: i32, until: Instant) -> bool {
     loop {
@@ -255,4 +280,41 @@ pub fn cpu_ns(pid: i32) -> std::collections::BTreeMap<i32, u64> {
         .into_iter()
         .map(|(tid, times)| (tid, times.run_ns))
         .collect()
+}
+
+/// The descriptor and byte count of the write thread `tid` of `pid` is in (held at its entry):
+/// its first and third arguments (`/proc/PID/task/TID/syscall`).
+pub fn write_args(pid: i32, tid: i32) -> Option<(i32, u64)> {
+    let line = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/syscall")).ok()?;
+    let words: Vec<&str> = line.split_whitespace().collect();
+    let arg = |n: usize| u64::from_str_radix(words.get(n + 1)?.trim_start_matches("0x"), 16).ok();
+    Some((i32::try_from(arg(0)?).ok()?, arg(2)?))
+}
+
+/// Whether socket `fd` of `pid` has TCP_NODELAY set, read on a copy of the descriptor
+/// (`pidfd_getfd`); `None` if the copy cannot be had.
+pub fn tcp_nodelay(pid: i32, fd: i32) -> Option<bool> {
+    use std::os::fd::{FromRawFd, OwnedFd};
+    // SAFETY: plain system calls; each descriptor returned is owned once, and closed.
+    unsafe {
+        let pidfd = libc::syscall(libc::SYS_pidfd_open, pid, 0);
+        let pidfd = OwnedFd::from_raw_fd(i32::try_from(pidfd).ok().filter(|&f| f >= 0)?);
+        let copy = libc::syscall(
+            libc::SYS_pidfd_getfd,
+            std::os::fd::AsRawFd::as_raw_fd(&pidfd),
+            fd,
+            0,
+        );
+        let copy = OwnedFd::from_raw_fd(i32::try_from(copy).ok().filter(|&f| f >= 0)?);
+        let mut on: libc::c_int = 0;
+        let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+        let got = libc::getsockopt(
+            std::os::fd::AsRawFd::as_raw_fd(&copy),
+            libc::IPPROTO_TCP,
+            libc::TCP_NODELAY,
+            (&raw mut on).cast(),
+            &mut len,
+        );
+        (got == 0).then_some(on != 0)
+    }
 }

@@ -362,6 +362,15 @@ impl Server {
                  blocked in read() returns, before you wait for it"
             ));
         }
+        if any(&|a| matches!(a, Activity::SocketWrite { .. })) {
+            causes.push(
+                "a thread is still blocked writing a response to a client that does not read \
+                 it: its connection was not shut down, or only for reading, which wakes a read \
+                 but not a write; shut each open connection down for reading and writing \
+                 (Shutdown::Both) before you wait for its handler"
+                    .to_string(),
+            );
+        }
         if threads
             .iter()
             .any(|t| t.syscall == Some(libc::SYS_rt_sigtimedwait))

@@ -11,6 +11,7 @@ use super::protocol::{
     read_response, timed_calls, verify,
 };
 use super::{OP_ECHO, OP_HASH, OP_REVERSE, STATUS_OK, STATUS_UNKNOWN_OP, Transport};
+use crate::engine::tracer::{Action, Call, Tracer};
 use crate::engine::{Fail, Run};
 
 pub fn unix_requests(run: &mut Run) -> Result<String, Fail> {
@@ -159,6 +160,7 @@ pub fn tcp_requests(run: &mut Run) -> Result<String, Fail> {
         took.push(tcp.as_millis());
     }
     baseline.stop()?;
+    frames_leave_whole(run, &server)?;
     server.stop()?;
     Ok(format!(
         "40 random requests were answered correctly over TCP on 127.0.0.1, by a client connected \
@@ -509,4 +511,82 @@ pub fn foreign_clients(run: &mut Run) -> Result<String, Fail> {
         ));
     }
     Ok(message)
+}
+
+/// Over TCP, a response of more than 64 KiB must leave at once too: on a connection without
+/// TCP_NODELAY (read on the server's socket), the first write() of its frame must hold the whole
+/// frame. On loopback the peer's acknowledgements come fast for large frames, so this is seen
+/// in the call, not in the time: the handler is held at the entry of its first `send()` of the
+/// response. Skipped (with a note) when no thread of the server's own serves the client, it
+/// writes with another call, or the machine allows no tracing.
+fn frames_leave_whole(run: &mut Run, server: &Server) -> Result<(), Fail> {
+    const PAYLOAD: usize = 100_000;
+    const READS: [i64; 4] = [
+        libc::SYS_read,
+        libc::SYS_recvfrom,
+        libc::SYS_readv,
+        libc::SYS_recvmsg,
+    ];
+    let pid = server.pid();
+    let before = observe::thread_ids(pid);
+    let mut conn = server.connect()?;
+    let soon = || Instant::now() + Duration::from_secs(2);
+    let not_probed = "how a large response leaves over TCP was not probed";
+    let Some((handler, _)) = observe::new_thread_in(pid, &before, &READS, soon()) else {
+        run.note(format!(
+            "no thread of the server's own was seen reading a client: {not_probed}"
+        ));
+        return Ok(());
+    };
+    let send = Call::any(libc::SYS_sendto);
+    let Some(mut tracer) = Tracer::attach_thread(pid, handler, send, Action::Hold)? else {
+        run.note(format!("the server could not be traced: {not_probed}"));
+        return Ok(());
+    };
+    let payload = run.random_bytes(PAYLOAD);
+    conn.send(&frame(OP_ECHO, &payload), 0)?;
+    let whole = (PAYLOAD + 5) as u64;
+    let mut verdict = Ok(());
+    if tracer.held_before(soon())? {
+        if let Some((fd, count)) = observe::write_args(pid, handler)
+            && count < whole
+        {
+            match observe::tcp_nodelay(pid, fd) {
+                Some(false) => {
+                    verdict = Err(Fail::failed(format!(
+                        "over TCP, the server began a response frame of {whole} bytes with a \
+                         write of {count} bytes, on a connection without TCP_NODELAY (read on its \
+                         socket): the rest of the frame may wait for the peer's acknowledgement \
+                         of that piece (Nagle's algorithm, about 40 ms on a network, whatever \
+                         the frame's size): set TCP_NODELAY on every TCP connection \
+                         (set_nodelay(true) after connect and after accept), or write every \
+                         frame, whatever its size, with a single write()"
+                    )));
+                }
+                Some(true) => {}
+                None => run.note(format!(
+                    "the server's socket could not be read: {not_probed}"
+                )),
+            }
+        }
+        tracer.release();
+    } else {
+        drop(tracer);
+        run.note(format!(
+            "the server's handler wrote no response with send(): {not_probed}"
+        ));
+    }
+    let got = read_response(&mut conn).map_err(|e| {
+        Fail::failed(format!(
+            "no response to a {PAYLOAD}-byte echo request over TCP ({e}){}",
+            server.alive_note()
+        ))
+    })?;
+    verify(
+        got,
+        OP_ECHO,
+        &payload,
+        "a 100000-byte echo request over TCP",
+    )?;
+    verdict
 }

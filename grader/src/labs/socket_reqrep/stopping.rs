@@ -12,11 +12,14 @@ use nix::sys::socket::{Backlog, listen};
 use rand::RngExt;
 
 use super::failures::dropped;
+use super::forced::ACCEPTS;
 use super::observe;
 use super::programs::{Server, give_to_program_user, killed_by, server};
 use super::protocol::{Conn, closed_after, frame, read_frame, read_response, verify};
 use super::{OP_ECHO, OP_HASH, Transport};
 use crate::engine::process::Captured;
+use crate::engine::tracer::{Action, Call, Reached, Tracer};
+use crate::engine::waiting::{self, WaitRules};
 use crate::engine::{Fail, Run};
 
 /// The server's `done` counts after a known history: connections that asked a few questions
@@ -215,14 +218,19 @@ impl Drop for HeldPath {
 pub fn sigterm_cleanup(run: &mut Run) -> Result<String, Fail> {
     let server = server(run, Transport::Unix)?;
     let pid = server.pid();
-    // A client that made a call and stays connected, idle, and one that sent half a length
-    // prefix: neither may hold up the stop.
+    // A client that made a call and stays connected, idle, one that sent half a length prefix,
+    // and one that does not read its response: none may hold up the stop.
     let mut idle = server.connect()?;
     idle.send(&frame(OP_ECHO, b"hello"), 0)?;
     read_response(&mut idle)
         .map_err(|e| Fail::failed(format!("no response to a first request: {e}")))?;
     let mut half = server.connect()?;
     half.send(&[0, 0], 0)?;
+    // And one that asked for a response larger than a socket's buffer and does not read it: its
+    // handler is blocked writing at the stop.
+    let mut unread = server.connect()?;
+    unread.send(&frame(OP_ECHO, &vec![0x3c; 4 << 20]), 0)?;
+    observe::writing_a_socket(pid, Instant::now() + Duration::from_secs(2));
     if !server.path.exists() {
         return Err(Fail::failed(
             "the socket file does not exist while the server listens",
@@ -286,7 +294,7 @@ pub fn sigterm_cleanup(run: &mut Run) -> Result<String, Fail> {
             "the idle client read {n} byte(s) after the server stopped"
         )));
     }
-    drop(half);
+    drop((half, unread));
 
     // SIGINT stops a TCP server the same way, while a handler is busy hashing 8 MiB: the
     // server must wait for it. On one CPU, the handler makes no progress while the server's
@@ -310,6 +318,9 @@ pub fn sigterm_cleanup(run: &mut Run) -> Result<String, Fail> {
     let _ = kill(tcp.proc.pid, Signal::SIGINT);
     tcp.finish(Signal::SIGINT, None, None)?;
     drop(busy);
+
+    accepting_ends_before_shutting(run)?;
+    handlers_joined_blocked(run)?;
     if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
         return Err(Fail::failed(format!(
             "port {port} still accepts connections after the TCP server stopped"
@@ -324,4 +335,128 @@ pub fn sigterm_cleanup(run: &mut Run) -> Result<String, Fail> {
             ""
         }
     ))
+}
+
+/// A Unix server with a client that made a call and stays connected (so that the stop has a
+/// connection to shut), and the client.
+fn server_with_idle_client(run: &mut Run) -> Result<(Server, Conn), Fail> {
+    let server = server(run, Transport::Unix)?;
+    let mut idle = server.connect()?;
+    idle.send(&frame(OP_ECHO, b"hello"), 0)?;
+    let got = read_response(&mut idle)
+        .map_err(|e| Fail::failed(format!("no response to a first request: {e}")))?;
+    verify(got, OP_ECHO, b"hello", "a first request")?;
+    Ok((server, idle))
+}
+
+/// At SIGTERM the server's main thread is held right after its first shutdown() of a client's
+/// connection; a client that connects then, while a thread still accepts, must not be served:
+/// the stop begins by no longer accepting. Skipped (with a note) when the main thread shuts no
+/// connection itself, or the machine allows no tracing.
+fn accepting_ends_before_shutting(run: &mut Run) -> Result<(), Fail> {
+    let (mut server, idle) = server_with_idle_client(run)?;
+    let pid = server.pid();
+    let shutdown = Call::any(libc::SYS_shutdown);
+    let Some(mut tracer) = Tracer::attach(pid, shutdown, Action::HoldAfter)? else {
+        run.note("the server could not be traced: the order of its stop was not probed");
+        server.stop()?;
+        return Ok(());
+    };
+    let _ = kill(server.proc.pid, Signal::SIGTERM);
+    let until = Instant::now() + Duration::from_secs(5);
+    let held = tracer
+        .wait(&mut server.proc, until)
+        .map_err(|fail| killed_by(fail, Signal::SIGTERM))?;
+    if let Reached::Passed(early) = held {
+        run.note(
+            "the server's main thread shut no connection: the order of its stop was not probed",
+        );
+        drop(tracer);
+        server.finish(Signal::SIGTERM, Some(&idle), early)?;
+        return Ok(());
+    }
+    // Only a thread still in accept() can take the client on; without one it waits in the
+    // listener's queue, unanswered, until the listener closes.
+    let accepting = observe::threads(pid)
+        .iter()
+        .any(|t| t.state == 'S' && t.syscall.is_some_and(|n| ACCEPTS.contains(&n)));
+    let mut late = None;
+    if accepting {
+        let sockets = observe::sockets(pid).len();
+        let mut conn = server.connect()?;
+        let _ = conn
+            .stream()
+            .write_all(&frame(OP_ECHO, b"after the stop began"));
+        // Until the server has taken it (a socket more), while its main thread is held.
+        let until = Instant::now() + Duration::from_secs(2);
+        while observe::sockets(pid).len() <= sockets && Instant::now() < until {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        late = Some(conn);
+    }
+    tracer.release();
+    if let Some(mut late) = late
+        && matches!(read_frame(&mut late), Ok(Some(_)))
+    {
+        return Err(Fail::failed(
+            "after SIGTERM, a client that connected while the server's main thread was held by \
+             the grader right after its first shutdown() of a client's connection was answered \
+             once the server went on: the server still accepted clients after it had begun \
+             shutting the open connections, and a client accepted after that shutting is not \
+             shut, so its handler can hold up the stop. Stop accepting first (set the stopping \
+             flag, wake the accepting thread and wait for it to end), then shut the open \
+             connections",
+        ));
+    }
+    server.finish(Signal::SIGTERM, Some(&idle), None)?;
+    Ok(())
+}
+
+/// At SIGTERM a handler is held by the grader as its read() returns (its connection shut): the
+/// thread that stops the server must wait for it blocked, with no timeout (a join), not sleep
+/// and look again. Skipped (with a note) when no thread of the server's own serves the client,
+/// or the machine allows no tracing.
+fn handlers_joined_blocked(run: &mut Run) -> Result<(), Fail> {
+    const READS: [i64; 4] = [
+        libc::SYS_read,
+        libc::SYS_recvfrom,
+        libc::SYS_readv,
+        libc::SYS_recvmsg,
+    ];
+    let server = server(run, Transport::Unix)?;
+    let pid = server.pid();
+    let ids = observe::thread_ids(pid);
+    let idle = server.connect()?;
+    let until = Instant::now() + Duration::from_secs(2);
+    let Some((handler, read)) = observe::new_thread_in(pid, &ids, &READS, until) else {
+        run.note("no thread of the server's own was seen reading a client: its wait for its handlers was not probed");
+        drop(idle);
+        server.stop()?;
+        return Ok(());
+    };
+    let Some(mut tracer) = Tracer::attach_thread(pid, handler, Call::any(read), Action::HoldAfter)?
+    else {
+        run.note("the server could not be traced: its wait for its handlers was not probed");
+        drop(idle);
+        server.stop()?;
+        return Ok(());
+    };
+    let _ = kill(server.proc.pid, Signal::SIGTERM);
+    if !tracer.held_before(Instant::now() + Duration::from_secs(5))? {
+        drop(tracer);
+        server.finish(Signal::SIGTERM, Some(&idle), None)?;
+        return Ok(());
+    }
+    let judged = waiting::expect_blocked(
+        &[pid],
+        &|_| "the server".into(),
+        WaitRules::untimed(),
+        "at SIGTERM, while a handler is still finishing (the grader held it as its read() \
+         returned), the thread that stops the server must wait for it blocked: join it, do not \
+         sleep and look again",
+    );
+    tracer.release();
+    judged?;
+    server.finish(Signal::SIGTERM, Some(&idle), None)?;
+    Ok(())
 }
