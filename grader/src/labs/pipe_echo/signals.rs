@@ -274,9 +274,11 @@ fn name_signal_bug(session: &Session, done: &Done, fail: Fail) -> Fail {
         );
     }
     if seen.contains("sent back") || fail.message().contains("the echo is not the input") {
+        // The counters sampled on the way may have missed the end of the transfer, so which
+        // way the length went wrong is not established here: both are named.
         bugs.push(
-            "bytes were lost: a write() interrupted by a signal writes less than asked (a short \
-             write), and the rest must be written by the next call",
+            "a write() interrupted by a signal writes less than asked (a short write): the next \
+             call must write the rest, no less (bytes lost) and no more (bytes written twice)",
         );
     }
     if bugs.is_empty() {
