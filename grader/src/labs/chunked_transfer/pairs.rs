@@ -130,8 +130,7 @@ pub fn pool_pairs(run: &mut Run) -> Result<String, Fail> {
     // The grader keeps one id: free_count() must count the queue, not guess.
     queue.put_all(&ids[1..])?;
     let held = held_pair(run, &queue, &prefix, seed, capacity)?;
-    let failed = failed_pair(run, &queue, &prefix, seed, capacity)?;
-    let (mut failed_pair, failed_id) = failed;
+    let failed_id = failed_pair(run, &queue, &prefix, seed, capacity)?;
     queue.put_all(&ids[..1])?;
 
     // Concurrent pairs on the 3 segments left (the failed pair's stays out).
@@ -173,7 +172,6 @@ pub fn pool_pairs(run: &mut Run) -> Result<String, Fail> {
         taken.extend(seen.took);
         pair.wait()?;
     }
-    let _ = failed_pair.wait()?;
     let free = queue.len()?;
     if free != SEGMENTS - 1 {
         return Err(Fail::failed(format!(
@@ -293,15 +291,15 @@ fn held_pair(
 }
 
 /// A pair whose sender the grader holds mid-message until its receiver times out: the
-/// receiver must not give the segment back (the sender may still write into it). Returns the
-/// pair, its sender released and failing on its own, and the id it took.
+/// receiver must not give the segment back (the sender may still write into it), nor the
+/// sender once released, when its send fails in turn. Returns the id it took.
 fn failed_pair(
     run: &mut Run,
     queue: &FreeQueue,
     prefix: &str,
     seed: u64,
     capacity: u64,
-) -> Result<(Proc, String), Fail> {
+) -> Result<String, Fail> {
     let index = 9;
     let len = 6 * capacity;
     let timeout_ms = 150;
@@ -361,5 +359,21 @@ fn failed_pair(
         )));
     }
     pair.send("release", &[])?;
-    Ok((pair, id))
+    // The sender, alone now, fails in its turn; the segment stays out of the pool for good.
+    follow_pair(&mut pair, &how, &mut seen, |seen| {
+        seen.failed.iter().any(|(sender, _)| *sender)
+    })?;
+    let _ = pair.wait()?;
+    let on_queue = queue.len()?;
+    if on_queue != free {
+        return Err(Fail::failed(format!(
+            "pair {index}'s receiver timed out (its sender, held by the grader, stood still \
+             mid-message), then its sender, released, failed in turn; the free queue then held \
+             {on_queue} ids, where {free} should be: segment {id} went back to the pool after a \
+             failed send. Only the receiver gives a segment back, after a whole message: a \
+             segment whose transfer failed still holds chunks and its semaphores are out of \
+             step, so it stays out of the pool"
+        )));
+    }
+    Ok(id)
 }

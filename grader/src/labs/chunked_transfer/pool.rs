@@ -430,17 +430,24 @@ pub fn follow_pair(
                 if !free.is_some_and(|free| range.contains(&free)) {
                     return Err(Fail::failed(format!(
                         "right after pair {index} took segment {id}, free_count() said {} of \
-                         the pool's {segments} segments are free, where {} can be: count the \
-                         ids on the free queue (mq_getattr's mq_curmsgs), not a number of your \
-                         own",
+                         the pool's {segments} segments are free, where {}",
                         message.get("free").unwrap_or("nothing"),
                         if range.start() == range.end() {
                             format!(
-                                "exactly {} (the grader knows how many ids it left there)",
+                                "exactly {} can be (the grader knows how many ids it left there, \
+                                 and no other pair ran): count the ids on the free queue \
+                                 (mq_getattr's mq_curmsgs), not a number of your own",
                                 range.start()
                             )
                         } else {
-                            format!("at most {}", range.end())
+                            // Other pairs run: an id given back twice fits as well.
+                            format!(
+                                "at most {} can be: either free_count() does not count the ids \
+                                 on the free queue (mq_getattr's mq_curmsgs), or an id went back \
+                                 on the queue that should not have (given back twice, or after a \
+                                 failed transfer)",
+                                range.end()
+                            )
                         }
                     )));
                 }
