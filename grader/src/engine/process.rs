@@ -705,6 +705,22 @@ pub fn spawn_helper(command: &mut Command) -> std::io::Result<std::process::Chil
     Ok(child)
 }
 
+/// Forks a child of the grader's own (a tracer, a probe) that the orphan sweeps leave alone
+/// until [`forget`]: it is registered under the lock the sweeps take, so that no sweep of a
+/// grading run in another thread sees it unregistered. Returns what `fork()` returns.
+///
+/// # Safety
+/// As `fork()` in a process with threads: the child may make async-signal-safe calls only.
+pub unsafe fn fork_registered() -> i32 {
+    let mut started = STARTED.lock().expect("registry lock");
+    // SAFETY: the caller's.
+    let pid = unsafe { libc::fork() };
+    if pid > 0 {
+        started.get_or_insert_with(HashSet::new).insert(pid);
+    }
+    pid
+}
+
 /// The grader has waited for `pid`.
 pub fn forget(pid: u32) {
     if let Some(started) = STARTED.lock().expect("registry lock").as_mut() {

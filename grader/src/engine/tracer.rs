@@ -25,7 +25,7 @@ use nix::fcntl::OFlag;
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::unistd::pipe2;
 
-use crate::engine::{Fail, Proc};
+use crate::engine::{Fail, Proc, process};
 
 /// What the tracer tells the check, one byte each.
 const ATTACHED: u8 = b'A';
@@ -185,9 +185,15 @@ impl Tracer {
             resume: tracer_reads.as_raw_fd(),
             grader_ends: [from_tracer.as_raw_fd(), to_tracer.as_raw_fd()],
         };
+        // The program's process group (its leader's, for a child of it), which the tracer joins.
+        // SAFETY: a plain system call.
+        let group = match unsafe { libc::getpgid(pid) } {
+            -1 => pid,
+            group => group,
+        };
         // SAFETY: the child runs only `trace`, which makes async-signal-safe system calls and
         // never returns.
-        let tracer = unsafe { libc::fork() };
+        let tracer = unsafe { process::fork_registered() };
         if tracer == -1 {
             return Err(Fail::Grader(format!(
                 "fork: {}",
@@ -196,14 +202,14 @@ impl Tracer {
         }
         if tracer == 0 {
             // SAFETY: in the forked child, see above.
-            unsafe { trace(pid, tid, call, action, pipes) }
+            unsafe { trace(group, tid, call, action, pipes) }
         }
-        // In the program's process group (it leads one), as the child does first thing too: a
-        // child of the grader in no group a check started is a stray, which any grading run in
-        // this process ends by killing; killed, it would leave its watchpoints or a skipped
-        // call behind.
+        // In the program's process group, as the child does first thing too, so that the
+        // check's end kills it with the program. It is registered as well: a grading run
+        // ending in another thread kills the grader's children in no running check's group,
+        // and killed it would leave its watchpoints or a skipped call behind.
         // SAFETY: a plain system call on our own child.
-        unsafe { libc::setpgid(tracer, pid) };
+        unsafe { libc::setpgid(tracer, group) };
         drop((tracer_writes, tracer_reads));
         let mut traced = Tracer {
             tracer,
@@ -362,7 +368,8 @@ impl Drop for Tracer {
             // SAFETY: waits for our own child without blocking.
             let r = unsafe { libc::waitpid(self.tracer, &mut status, libc::WNOHANG) };
             if r != 0 {
-                return; // Reaped, or already reaped by the grader's orphan sweep.
+                process::forget(self.tracer as u32);
+                return;
             }
             if !killed && (!self.released || Instant::now() >= deadline) {
                 // SAFETY: signals our own child, not yet reaped.
