@@ -1,6 +1,8 @@
 //! The error paths, each error asserted by its kind: bad names (for create and open), a size of
-//! 0, a name that exists, accesses at and past the end, names that do not exist, an empty
-//! object, and creates that fail half-way, which must leave nothing behind.
+//! 0, a name that exists (an object, a 0-byte one, a link), accesses at and past the end, names
+//! that do not exist, an empty object. Creates that fail half-way are in `failed_creates`.
+
+use std::os::unix::fs::MetadataExt;
 
 use ipc_labs_driver::Message;
 
@@ -347,13 +349,19 @@ pub fn typed_errors(run: &mut Run) -> Result<String, Fail> {
     let occupant = plant_object(run, &occupied, &ours)?;
     let taken = run.ipc_name("taken");
     let link = plant_dangling_link(&taken)?;
-    // Five creates that do not depend on each other start at once.
+    // A 0-byte object: what another creator leaves between its shm_open() and its ftruncate().
+    // The grader keeps it open, to see whether a create unlinks or replaces it.
+    let hollow = run.ipc_name("hollow");
+    let hollow_object = plant_object(run, &hollow, &[])?;
+    let hollow_held = std::fs::File::open(dev_shm(&hollow))?;
+    // Six creates that do not depend on each other start at once.
     let mut zero = start(run, &empty, Some(0), CREATOR)?;
     // Size 0 under a taken name: only a size checked before shm_open() says zero-size here.
     let mut zero_taken = start(run, &occupied, Some(0), CREATOR)?;
     let mut first = start(run, &name, Some(size), CREATOR)?;
     let mut again = start(run, &existing, Some(8000), "a second creator")?;
     let mut linked = start(run, &taken, Some(64), "a creator")?;
+    let mut over_hollow = start(run, &hollow, Some(64), "a creator")?;
 
     let answer = await_answer(&mut zero, CREATOR, "creating a 0-byte table", None)?;
     refused(
@@ -455,6 +463,16 @@ pub fn typed_errors(run: &mut Run) -> Result<String, Fail> {
     linked.wait()?;
     drop(link);
 
+    let answer = await_answer(
+        &mut over_hollow,
+        "a creator",
+        &format!("creating {hollow}, the name of a 0-byte object"),
+        None,
+    )?;
+    left_alone(&answer, &hollow, &hollow_held)?;
+    over_hollow.wait()?;
+    drop(hollow_object);
+
     let answer = await_answer(&mut first, CREATOR, &format!("creating {name}"), None)?;
     let mut creator = super::driver::mapped(first, answer, &name, CREATOR)?;
     // The last byte is the table's: offset + len may equal the size.
@@ -508,6 +526,46 @@ pub fn typed_errors(run: &mut Run) -> Result<String, Fail> {
         "size 0, a taken name (an object, a link) and accesses past the end were typed errors \
         that changed nothing; the last byte was the table's"
             .into(),
+    )
+}
+
+/// Fails unless a create under `name`, where the grader had put a 0-byte object it still holds
+/// (`held`), said `exists` and left that object as it was: still linked at the name, 0 bytes.
+fn left_alone(answer: &Message, name: &str, held: &std::fs::File) -> Result<(), Fail> {
+    let path = dev_shm(name);
+    let ours = held.metadata()?;
+    let at_name = std::fs::symlink_metadata(&path).ok();
+    let replaced = at_name.as_ref().is_some_and(|m| m.ino() != ours.ino());
+    let done = if ours.nlink() == 0 {
+        if replaced {
+            "unlinked that object and created a new one in its place"
+        } else {
+            "unlinked that object"
+        }
+    } else if ours.len() != 0 {
+        "gave that object a size (it opened it without O_EXCL, or after a look)"
+    } else {
+        ""
+    };
+    let told = format!(
+        "{} held a 0-byte object the grader had put there (as another creator leaves it \
+         between its shm_open() and its ftruncate()); creating a table under that name",
+        path.display()
+    );
+    if !done.is_empty() {
+        return Err(Fail::failed(format!(
+            "{told}, the program said {} and {done}: a name that exists is `exists`, whatever the size of its object; \
+             a 0-byte object is no leftover to reclaim, its creator may be about to size it; a \
+             create must not touch an object it did not create",
+            said(answer)
+        )));
+    }
+    refused(
+        answer,
+        "exists",
+        &told,
+        "use O_CREAT | O_EXCL and map EEXIST to TableError::Exists, whatever the size of the \
+         object that has the name",
     )
 }
 
@@ -588,8 +646,15 @@ pub fn open_errors(run: &mut Run) -> Result<String, Fail> {
         baseline_ns,
         "opening a name that does not exist",
         "not-found",
+        "for the name to appear",
     )?;
-    at_once(hollow_ns, baseline_ns, "opening a 0-byte object", "empty")?;
+    at_once(
+        hollow_ns,
+        baseline_ns,
+        "opening a 0-byte object",
+        "empty",
+        "for the object to be given a size",
+    )?;
     match std::fs::metadata(&empty_path).map(|m| m.len()) {
         Ok(0) => {}
         Ok(len) => {
@@ -642,87 +707,23 @@ const BUSY_NS: u64 = 150_000_000;
 
 /// Fails if an opener that answered `kind` was runnable (`spent`) far longer than the program
 /// that answered a bad name at once (`baseline_ns`, started with it): it looped before
-/// answering.
-fn at_once(spent: u64, baseline_ns: u64, what: &str, kind: &str) -> Result<(), Fail> {
+/// answering, as if waiting for what `awaited` names.
+fn at_once(
+    spent: u64,
+    baseline_ns: u64,
+    what: &str,
+    kind: &str,
+    awaited: &str,
+) -> Result<(), Fail> {
     if spent <= baseline_ns + BUSY_NS || spent <= 2 * baseline_ns {
         return Ok(());
     }
     Err(Fail::failed(format!(
         "{what}, the opener answered kind={kind}, but only after {} ms runnable (on a CPU or \
          waiting for one, never asleep), where a run started with it that refused a bad name \
-         took {} ms: it loops (busy-waits) before it answers, for a name or a size to appear; \
+         took {} ms: it loops (busy-waits) before it answers, as if waiting {awaited}; \
          nothing in this lab waits: one shm_open() and one fstat(), then the answer",
         spent / 1_000_000,
         baseline_ns / 1_000_000
     )))
-}
-
-/// The address space, and the largest file, the grader allows each program (`RLIMIT_AS` and
-/// `RLIMIT_FSIZE`, see the instructor guide): a table a page smaller can be sized, not mapped.
-const ADDRESS_SPACE: usize = 4 << 30;
-
-pub fn failed_create(run: &mut Run) -> Result<String, Fail> {
-    let huge = run.ipc_name("huge");
-    let big = run.ipc_name("big");
-    // A size ftruncate() cannot take (off_t is signed), and one it can but that the programs'
-    // address space cannot hold: each create fails after its shm_open().
-    let too_big = 1usize << 63;
-    let unmappable = ADDRESS_SPACE - 4096;
-    let mut huge_proc = start(run, &huge, Some(too_big), CREATOR)?;
-    let mut big_proc = start(run, &big, Some(unmappable), CREATOR)?;
-    let cases = [
-        (
-            &mut huge_proc,
-            &huge,
-            "ftruncate",
-            "2^63 bytes, more than ftruncate()'s off_t holds".to_string(),
-        ),
-        (
-            &mut big_proc,
-            &big,
-            "mmap",
-            format!(
-                "{unmappable} bytes, which ftruncate() gives but the program's {} GiB of \
-                 address space cannot map",
-                ADDRESS_SPACE >> 30
-            ),
-        ),
-    ];
-    for (proc, name, kind, what) in cases {
-        let answer = await_answer(proc, CREATOR, &format!("creating a table of {what}"), None)
-            .map_err(|fail| match fail {
-                Fail::Crashed(message) => Fail::Crashed(format!(
-                    "creating a table of {what}: return TableError::{} for it, do not panic \
-                     ({message})",
-                    if kind == "mmap" { "Map" } else { "Truncate" }
-                )),
-                other => other,
-            })?;
-        if kind == "ftruncate" && is_refusal(&answer, "mmap") {
-            return Err(Fail::failed(format!(
-                "creating a table of {what}: the program said {}, not `failed` with \
-                 kind=ftruncate, which cannot give the object that size: mmap() ran before \
-                 ftruncate() (or ftruncate()'s failure was reported as Map); size the object \
-                 first (a size past i64::MAX is Truncate), then map it, and stop at the first \
-                 step that fails",
-                said(&answer)
-            )));
-        }
-        refused(
-            &answer,
-            kind,
-            &format!("creating a table of {what}"),
-            &format!("the step that failed is {kind}(): report it as kind={kind}"),
-        )?;
-        if exists(name) {
-            return Err(Fail::failed(format!(
-                "creating a table of {what} failed with kind={kind}, but {} was left behind: \
-                 when a step after shm_open() fails, shm_unlink() the name before returning the \
-                 error (a failed create leaves nothing)",
-                dev_shm(name).display()
-            )));
-        }
-        proc.wait()?;
-    }
-    Ok("creates that failed in ftruncate() and in mmap() said so and left nothing".into())
 }

@@ -12,7 +12,8 @@
 //! - `explain`: why a read did not return what was written;
 //! - `object`: mode and exact size;
 //! - `sharing`: the mapping, shared and in place, before and after close and unlink;
-//! - `errors`: every error kind, and the clean-up of failed creates.
+//! - `errors`: every error kind;
+//! - `failed_creates`: creates that fail after `shm_open()`, and what they leave.
 
 use std::time::Duration;
 
@@ -22,6 +23,7 @@ use crate::engine::{Check, Lab};
 mod driver;
 mod errors;
 mod explain;
+mod failed_creates;
 mod object;
 mod probes;
 mod sharing;
@@ -159,7 +161,7 @@ pub static LAB: Lab = Lab {
             hint: Some(
                 "A step after shm_open() that fails unlinks the name and reports that step's kind. See docs/labs/05-posix-shm.md, the rules table (\"a failed step after shm_open() unlinks the name\").",
             ),
-            run: errors::failed_create,
+            run: failed_creates::failed_create,
         },
     ],
 };

@@ -1,7 +1,8 @@
 //! The check that every failing system call is reported with its own kind: `ShmError` names
 //! which call failed, and a reader that says `not-found` for a segment it found, or a publisher
 //! that says `exists` when shmget() failed for another reason, sends whoever runs it the wrong
-//! way.
+//! way. So does a publisher whose failing clean-up (after `no-room`) hides why it failed, or
+//! stops the removal of its segment.
 //!
 //! Most of these failures cannot be brought about from outside (root may do anything, and the
 //! machine has room): the grader makes the call fail itself, by tracing the program and giving
@@ -12,10 +13,11 @@ use rand::RngExt;
 
 use crate::engine::{Fail, Proc, Run};
 
+use super::HEADER_LEN;
 use super::protocol::{
     Name, expect, fresh_name, spawn_held_reader, spawn_publisher, spawn_reader, with_context,
 };
-use super::segments::{Planted, RemoveKeyOnDrop, full_record};
+use super::segments::{Planted, RemoveKeyOnDrop, full_record, segment};
 use crate::engine::tracer::{Action, Call, Match, Tracer};
 
 /// Which program meets the failure, and when.
@@ -29,6 +31,9 @@ enum Who {
     Reader,
     /// A reader with `--remove`, after it read.
     RemovingReader,
+    /// A publisher whose payload is one byte too big for its segment, as it detaches and
+    /// removes the segment it made: it must still remove it, and report `no-room`.
+    CleaningPublisher,
 }
 
 /// One call made to fail, and what the program must report.
@@ -49,7 +54,12 @@ struct Injected {
 
 const NOT_FOUND_IS_ENOENT: &str = "only shmget()'s ENOENT (no segment has the key) is NotFound";
 
-fn injected() -> [Injected; 7] {
+/// What a publisher that fails to write says when a call of its clean-up fails too.
+const FIRST_ERROR: &str = "the error that made publish() fail (no room for the record) is the \
+                           one to report; a failure of the clean-up after it must neither \
+                           replace it nor stop the clean-up";
+
+fn injected() -> [Injected; 12] {
     let shmctl = |command: i32| Match::Bits {
         arg: 1,
         mask: 0xff,
@@ -89,6 +99,24 @@ fn injected() -> [Injected; 7] {
                 "exists",
                 "only EEXIST means that a segment has the key; any other shmget() error is \
                  ShmError::Get (kind=shmget)",
+            )),
+            not_made: "the publisher never called shmget() with IPC_CREAT on its main thread",
+        },
+        // EACCES too: "permission denied", not "a segment has the key" (there is none).
+        Injected {
+            who: Who::Publisher,
+            call: Call {
+                number: libc::SYS_shmget,
+                matching: shmget_creating(true),
+            },
+            errno: libc::EACCES,
+            what: "the publisher's shmget(key, size, IPC_CREAT | ...) (no segment has the key)",
+            short: "shmget (create)",
+            kind: "shmget",
+            known: Some((
+                "exists",
+                "only EEXIST means that a segment has the key (and there was none); EACCES and \
+                 any other shmget() error is ShmError::Get (kind=shmget)",
             )),
             not_made: "the publisher never called shmget() with IPC_CREAT on its main thread",
         },
@@ -168,6 +196,62 @@ fn injected() -> [Injected; 7] {
             not_made: "the reader with --remove never called shmctl(IPC_RMID): remove() must \
                        call it",
         },
+        // The errors that look like "already removed" are failures all the same.
+        Injected {
+            who: Who::RemovingReader,
+            call: Call {
+                number: libc::SYS_shmctl,
+                matching: shmctl(libc::IPC_RMID),
+            },
+            errno: libc::EINVAL,
+            what: "the reader's shmctl(IPC_RMID) (as for an id that is no longer valid)",
+            short: "shmctl(IPC_RMID)",
+            kind: "shmctl",
+            known: None,
+            not_made: "the reader with --remove never called shmctl(IPC_RMID): remove() must \
+                       call it",
+        },
+        Injected {
+            who: Who::RemovingReader,
+            call: Call {
+                number: libc::SYS_shmctl,
+                matching: shmctl(libc::IPC_RMID),
+            },
+            errno: libc::EIDRM,
+            what: "the reader's shmctl(IPC_RMID) (as for a segment removed meanwhile)",
+            short: "shmctl(IPC_RMID)",
+            kind: "shmctl",
+            known: None,
+            not_made: "the reader with --remove never called shmctl(IPC_RMID): remove() must \
+                       call it",
+        },
+        Injected {
+            who: Who::CleaningPublisher,
+            call: Call::any(libc::SYS_shmdt),
+            errno: libc::EINVAL,
+            what: "the shmdt() of a publisher cleaning up after a payload one byte too big for \
+                   its segment (kind=no-room)",
+            short: "shmdt after no-room",
+            kind: "no-room",
+            known: Some(("shmdt", FIRST_ERROR)),
+            not_made: "the publisher never called shmdt() once writing had failed: detach the \
+                       segment, then remove it",
+        },
+        Injected {
+            who: Who::CleaningPublisher,
+            call: Call {
+                number: libc::SYS_shmctl,
+                matching: shmctl(libc::IPC_RMID),
+            },
+            errno: libc::EPERM,
+            what: "the shmctl(IPC_RMID) of a publisher cleaning up after a payload one byte too \
+                   big for its segment (kind=no-room)",
+            short: "shmctl(IPC_RMID) after no-room",
+            kind: "no-room",
+            known: Some(("shmctl", FIRST_ERROR)),
+            not_made: "the publisher never called shmctl(IPC_RMID) once writing had failed: \
+                       remove the segment it made",
+        },
     ]
 }
 
@@ -181,20 +265,40 @@ pub fn system_call_failures(run: &mut Run) -> Result<String, Fail> {
     let reader_name = fresh_name(run)?;
     let payload = run.random_bytes(200);
     let _planted = Planted::new(run, reader_name.key, 4096, &full_record(7, &payload))?;
+    // Calls already reported right with another errno: a failure now is about this errno.
+    let mut reported: Vec<(&str, nix::errno::Errno)> = Vec::new();
     for (n, case) in (1..).zip(injected()) {
-        if !fail_one_call(run, &case, &reader_name, n)? {
+        let errno = nix::errno::Errno::from_raw(case.errno);
+        let outcome = fail_one_call(run, &case, &reader_name, n).map_err(|fail| {
+            match (
+                fail,
+                reported.iter().find(|(short, _)| *short == case.short),
+            ) {
+                (Fail::Failed(m), Some((_, earlier))) => Fail::Failed(format!(
+                    "{m} (made to fail with {earlier:?} instead, the same call was reported \
+                     right: the program treats {errno:?} apart; a -1 is an error whatever errno \
+                     comes with it)"
+                )),
+                (other, _) => other,
+            }
+        })?;
+        reported.push((case.short, errno));
+        if !outcome {
             run.note(
                 "the grader may not trace the programs here (ptrace), or not make a call fail \
                  on this architecture: no call was made to fail",
             );
             break;
         }
-        let who = if matches!(case.who, Who::Publisher | Who::DetachingPublisher) {
+        let who = if matches!(
+            case.who,
+            Who::Publisher | Who::DetachingPublisher | Who::CleaningPublisher
+        ) {
             "the publisher's"
         } else {
             "the reader's"
         };
-        tried.push(format!("{who} {}", case.short));
+        tried.push(format!("{who} {} ({errno:?})", case.short));
     }
     if tried.is_empty() {
         return Ok("no call could be made to fail here (see the log)".into());
@@ -214,6 +318,13 @@ fn fail_one_call(run: &mut Run, case: &Injected, reader: &Name, n: u32) -> Resul
             let name = fresh_name(run)?;
             let payload = run.random_bytes(100);
             let proc = spawn_publisher(run, &name.path, name.id, 4096, n, &payload)?;
+            (proc, Some(name.key))
+        }
+        Who::CleaningPublisher => {
+            let name = fresh_name(run)?;
+            let size = run.rng().random_range(64..4096usize);
+            let too_big = run.random_bytes(size - HEADER_LEN + 1);
+            let proc = spawn_publisher(run, &name.path, name.id, size as u64, n, &too_big)?;
             (proc, Some(name.key))
         }
         Who::Reader | Who::RemovingReader => {
@@ -245,7 +356,52 @@ fn fail_one_call(run: &mut Run, case: &Injected, reader: &Name, n: u32) -> Resul
     let message = proc.recv_any().map_err(with_context(&context))?;
     let failed = tracer.failed_the_call()?;
     drop(tracer);
+    if case.who == Who::CleaningPublisher {
+        return judge_clean_up(&mut proc, case, &context, &message, (failed, publisher_key));
+    }
     judge(&mut proc, case, &context, &message, failed)
+}
+
+/// A publisher that failed to write and met a failing call as it cleaned up: it must report
+/// `no-room` and, unless its `shmctl(IPC_RMID)` was the call that failed, leave no segment.
+fn judge_clean_up(
+    proc: &mut Proc,
+    case: &Injected,
+    context: &str,
+    message: &ipc_labs_driver::Message,
+    (failed, key): (bool, Option<i32>),
+) -> Result<bool, Fail> {
+    let said = (message.kind.as_str(), message.get("kind"));
+    if said.0 == "failed" {
+        proc.wait()?;
+    }
+    let removal_failed = case.call.number == libc::SYS_shmctl;
+    let left = key.and_then(segment).filter(|_| failed && !removal_failed);
+    let left_note = left
+        .as_ref()
+        .map(|s| {
+            format!(
+                "; and it never removed its segment (segment {} is still there after it exited): \
+                 remove it even when detaching fails",
+                s.id
+            )
+        })
+        .unwrap_or_default();
+    if said == ("failed", Some(case.kind)) && failed && left.is_none() {
+        return Ok(true);
+    }
+    if said == ("failed", Some(case.kind)) && failed {
+        return Err(Fail::failed(format!(
+            "{context}, the publisher reported kind={} but never removed its segment (segment \
+             {} is still there after it exited): remove it even when detaching fails",
+            case.kind,
+            left.map(|s| s.id).unwrap_or_default()
+        )));
+    }
+    judge(proc, case, context, message, failed).map_err(|fail| match fail {
+        Fail::Failed(m) => Fail::Failed(format!("{m}{left_note}")),
+        other => other,
+    })
 }
 
 /// What the program said after its call failed, against what the case wants.

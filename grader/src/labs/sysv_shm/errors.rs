@@ -90,11 +90,12 @@ pub fn stale_segment_refused(run: &mut Run) -> Result<String, Fail> {
     // What a crashed run of an older publication left, before the publisher starts.
     let name = fresh_name(run)?;
     let stale = stale_record(run);
-    let planted = Planted::new(run, name.key, size, &stale)?;
+    let planted = Planted::left_by_exited_process(run, name.key, size, &stale)?;
     let before = planted.contents(size)?;
     let mut proc = start_publisher(run, (&name.path, name.id, size as u64), 2, &payload)?;
     let message = proc.recv_any()?;
-    let how = "a segment with the key was already there, as a crashed run leaves it";
+    let how = "a segment with the key was already there (not attached, its creator exited), \
+               as a crashed run leaves it";
     refused_existing(&mut proc, message, (&planted, &before, size), name.key, how)?;
     let stale_id = planted.id;
     drop(planted);

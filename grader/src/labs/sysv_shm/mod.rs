@@ -140,9 +140,9 @@ pub static LAB: Lab = Lab {
             name: "stale-segment-refused",
             points: 3,
             timeout: Duration::from_secs(10),
-            description: "a segment with the same key, left by a crashed run or appearing just \
-                          as the publisher calls shmget(), is reported (kind=exists) and left \
-                          untouched, never written over",
+            description: "a segment with the same key, left by a crashed run (its creator \
+                          exited) or appearing just as the publisher calls shmget(), is \
+                          reported (kind=exists) and left untouched, never written over",
             exclusive: false,
             hint: Some(
                 "Create with IPC_CREAT | IPC_EXCL: an existing segment is Exists, never written over nor removed. See docs/labs/04-sysv-shm.md, the rules table (the IPC_EXCL rule).",
@@ -195,7 +195,9 @@ pub static LAB: Lab = Lab {
             points: 3,
             timeout: Duration::from_secs(10),
             description: "a failing system call (shmget, shmctl, shmat, shmdt, the open of \
-                          shmmax) is reported with its own kind, never as not-found or exists",
+                          shmmax) is reported with its own kind, never as not-found or exists, \
+                          whatever its errno; a publisher whose clean-up after no-room fails \
+                          still reports no-room and removes its segment",
             exclusive: false,
             hint: Some(
                 "Each failing system call has its own error kind. See docs/labs/04-sysv-shm.md, the rules table (\"each failing call has its kind\").",

@@ -96,7 +96,52 @@ impl Planted {
         if id == -1 {
             return Err(os_error("shmget"));
         }
-        let planted = Planted { id };
+        Planted::fill(run, Planted { id }, size, bytes, mode)
+    }
+
+    /// A segment as a crashed run leaves it: created (mode 0600, holding `bytes`) by a process
+    /// that has exited since, so that its creator (`shm_cpid`) is gone and nobody is attached.
+    pub fn left_by_exited_process(
+        run: &Run,
+        key: i32,
+        size: usize,
+        bytes: &[u8],
+    ) -> Result<Planted, Fail> {
+        // SAFETY: the child makes one system call and exits at once, touching no lock.
+        let child = unsafe { libc::fork() };
+        if child == 0 {
+            // SAFETY: shmget takes no pointers; _exit ends the child only.
+            unsafe {
+                let id = libc::shmget(key, size, libc::IPC_CREAT | libc::IPC_EXCL | 0o600);
+                libc::_exit(i32::from(id == -1));
+            }
+        }
+        if child == -1 {
+            return Err(os_error("fork"));
+        }
+        let mut status = 0;
+        // SAFETY: waits for our own child; status is a live int.
+        unsafe { libc::waitpid(child, &mut status, 0) };
+        // SAFETY: shmget takes no pointers.
+        let id = unsafe { libc::shmget(key, 0, 0) };
+        if id == -1 || !libc::WIFEXITED(status) || libc::WEXITSTATUS(status) != 0 {
+            return Err(Fail::Grader(format!(
+                "a child of the grader could not create a segment with key {key:#x}"
+            )));
+        }
+        Planted::fill(run, Planted { id }, size, bytes, 0o600)
+    }
+
+    /// Writes `bytes` into the new segment `planted` and gives it to the programs' user with
+    /// permission bits `mode`.
+    fn fill(
+        run: &Run,
+        planted: Planted,
+        size: usize,
+        bytes: &[u8],
+        mode: u16,
+    ) -> Result<Planted, Fail> {
+        let id = planted.id;
         // SAFETY: a null address lets the kernel choose; the segment is `size` bytes long.
         let addr = unsafe { libc::shmat(id, std::ptr::null(), 0) };
         if addr as isize == -1 {

@@ -1,0 +1,163 @@
+//! Creates that fail after their `shm_open()`: each reports the step that failed and leaves
+//! nothing in `/dev/shm`. Sizes no `ftruncate()` or `mmap()` can take make the real calls fail;
+//! the tracer makes an `ftruncate()` of an ordinary size fail too, which also shows that the
+//! object is sized with `ftruncate()`.
+
+use std::os::unix::fs::MetadataExt;
+
+use crate::engine::tracer::{Action, Call, Tracer};
+use crate::engine::{Fail, Run, force};
+
+use super::driver::{CREATOR, await_answer, is_refusal, refused, said, start, start_stopped};
+use super::probes::{dev_shm, exists};
+
+/// The address space, and the largest file, the grader allows each program (`RLIMIT_AS` and
+/// `RLIMIT_FSIZE`, see the instructor guide): a table a page smaller can be sized, not mapped.
+const ADDRESS_SPACE: usize = 4 << 30;
+
+pub fn failed_create(run: &mut Run) -> Result<String, Fail> {
+    let huge = run.ipc_name("huge");
+    let big = run.ipc_name("big");
+    // A size ftruncate() cannot take (off_t is signed), and one it can but that the programs'
+    // address space cannot hold: each create fails after its shm_open().
+    let too_big = 1usize << 63;
+    let unmappable = ADDRESS_SPACE - 4096;
+    let mut huge_proc = start(run, &huge, Some(too_big), CREATOR)?;
+    let mut big_proc = start(run, &big, Some(unmappable), CREATOR)?;
+    let cases = [
+        (
+            &mut huge_proc,
+            &huge,
+            "ftruncate",
+            "2^63 bytes, more than ftruncate()'s off_t holds".to_string(),
+        ),
+        (
+            &mut big_proc,
+            &big,
+            "mmap",
+            format!(
+                "{unmappable} bytes, which ftruncate() gives but the program's {} GiB of \
+                 address space cannot map",
+                ADDRESS_SPACE >> 30
+            ),
+        ),
+    ];
+    for (proc, name, kind, what) in cases {
+        let answer = await_answer(proc, CREATOR, &format!("creating a table of {what}"), None)
+            .map_err(|fail| match fail {
+                Fail::Crashed(message) => Fail::Crashed(format!(
+                    "creating a table of {what}: return TableError::{} for it, do not panic \
+                     ({message})",
+                    if kind == "mmap" { "Map" } else { "Truncate" }
+                )),
+                other => other,
+            })?;
+        if kind == "ftruncate" && is_refusal(&answer, "mmap") {
+            return Err(Fail::failed(format!(
+                "creating a table of {what}: the program said {}, not `failed` with \
+                 kind=ftruncate, which cannot give the object that size: mmap() ran before \
+                 ftruncate() (or ftruncate()'s failure was reported as Map); size the object \
+                 first (a size past i64::MAX is Truncate), then map it, and stop at the first \
+                 step that fails",
+                said(&answer)
+            )));
+        }
+        refused(
+            &answer,
+            kind,
+            &format!("creating a table of {what}"),
+            &format!("the step that failed is {kind}(): report it as kind={kind}"),
+        )?;
+        if exists(name) {
+            return Err(Fail::failed(format!(
+                "creating a table of {what} failed with kind={kind}, but {} was left behind: \
+                 when a step after shm_open() fails, shm_unlink() the name before returning the \
+                 error (a failed create leaves nothing)",
+                dev_shm(name).display()
+            )));
+        }
+        proc.wait()?;
+    }
+    let forced = if forced_ftruncate_failure(run)? {
+        ", and so did one whose ftruncate() the grader made fail"
+    } else {
+        ""
+    };
+    Ok(format!(
+        "creates that failed in ftruncate() and in mmap() said so and left nothing{forced}"
+    ))
+}
+
+/// The error the grader gives the creator's `ftruncate()`: what the call says to a size past
+/// the file-size limit.
+const FORCED_ERRNO: i32 = libc::EFBIG;
+
+/// A create of an ordinary size whose `ftruncate()` the tracer makes fail with [`FORCED_ERRNO`]:
+/// it must say `ftruncate` and leave nothing. A create that says `mapped` without the tracer
+/// having seen any `ftruncate()` sized the object another way. `false` if the grader may not
+/// trace the creator.
+fn forced_ftruncate_failure(run: &mut Run) -> Result<bool, Fail> {
+    let name = run.ipc_name("forced");
+    let size = 10_000;
+    let mut proc = start_stopped(run, &name, Some(size), CREATOR)?;
+    let pid = proc.pid.as_raw();
+    let truncate = Call::any(libc::SYS_ftruncate);
+    let tracer = Tracer::attach(pid, truncate, Action::Fail(FORCED_ERRNO))?;
+    force::resume(pid)?;
+    let Some(mut tracer) = tracer else {
+        run.note(
+            "the grader may not trace the creator here (ptrace): no ftruncate() was made to fail",
+        );
+        proc.kill_tree();
+        return Ok(false);
+    };
+    let error = nix::errno::Errno::from_raw(FORCED_ERRNO);
+    let what = format!(
+        "creating a {size}-byte table while the grader fails the creator's next ftruncate() \
+         ({error})"
+    );
+    let answer = await_answer(&mut proc, CREATOR, &what, Some("ftruncate"))?;
+    let failed = tracer.failed_the_call()?;
+    drop(tracer);
+    if !failed {
+        let path = dev_shm(&name);
+        let how = match std::fs::metadata(&path) {
+            Ok(meta) if meta.len() == size as u64 && meta.blocks() > 0 => format!(
+                "{} is {size} bytes all the same, and already holds pages of memory, which \
+                 ftruncate() never allocates: it was sized by a call that fills pages (a write \
+                 at its end, fallocate(), ...)",
+                path.display()
+            ),
+            Ok(meta) => format!("{} is {} bytes", path.display(), meta.len()),
+            Err(_) => format!("{} does not exist", path.display()),
+        };
+        return Err(Fail::failed(format!(
+            "{what}: the creator made no ftruncate() call (on its main thread) before it said \
+             {}; {how}. A new object is given its size with ftruncate(fd, size), whose failure \
+             is kind=ftruncate",
+            said(&answer)
+        )));
+    }
+    if answer.kind == "mapped" {
+        return Err(Fail::failed(format!(
+            "{what}: the program said `mapped`, as if it had succeeded: it ignores ftruncate()'s \
+             error; return TableError::Truncate (kind=ftruncate) and unlink the name"
+        )));
+    }
+    refused(
+        &answer,
+        "ftruncate",
+        &what,
+        "the step that failed is ftruncate(): report it as kind=ftruncate",
+    )?;
+    if exists(&name) {
+        return Err(Fail::failed(format!(
+            "{what}: it failed with kind=ftruncate, but {} was left behind: when a step after \
+             shm_open() fails, shm_unlink() the name before returning the error (a failed \
+             create leaves nothing)",
+            dev_shm(&name).display()
+        )));
+    }
+    proc.wait()?;
+    Ok(true)
+}
