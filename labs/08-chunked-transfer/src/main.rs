@@ -11,7 +11,8 @@
 //! - `send`: creates the segment, says `ready` (with `capacity`), waits for `go`, sends one
 //!   message per length in `--lens`, says `done`, and waits for `exit`. With `--progress-after
 //!   B` it says `progress` once B bytes of data have gone into the segment; with `--hold-at B`
-//!   it says `holding` and waits for `release` before it reads byte B of the first message from
+//!   it says `holding` (with `into` and `room`: the address and length of the buffer its data
+//!   source was given) and waits for `release` before it reads byte B of the first message from
 //!   its data source; `--slow-ms` makes its data source take that long before each read (a slow
 //!   producer).
 //! - `recv`: opens the segment, unlinks its name, says `ready`, waits for `go`, receives
@@ -397,8 +398,15 @@ impl Read for Progress<'_> {
         if let Some(hold) = self.hold
             && self.read + buf.len() as u64 > hold
         {
-            self.control
-                .send("holding", &[("at", self.read.to_string())]);
+            // Where the data source is asked to put the data: the grader checks it is the slot.
+            self.control.send(
+                "holding",
+                &[
+                    ("at", self.read.to_string()),
+                    ("into", format!("{:#x}", buf.as_ptr() as usize)),
+                    ("room", buf.len().to_string()),
+                ],
+            );
             self.control.wait_for("release");
             self.hold = None;
         }

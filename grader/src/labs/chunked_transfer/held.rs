@@ -1,28 +1,29 @@
 //! Checks that stop one side mid-message (at a hold point of `main.rs`) and look from outside
-//! while nothing moves: what the segment's slots hold, how the other side waits, and how the
-//! data travelled.
+//! while nothing moves: what the segment's slots hold, how the other side waits, where the
+//! sender's data source is asked to put the data, and how the data travelled.
 
 use std::os::unix::fs::MetadataExt;
 use std::time::{Duration, Instant};
 
-use nix::sys::signal::Signal;
 use rand::RngExt;
 
 use super::data::{pattern_bytes, pattern_hash};
 use super::layout::{Header, Sem, chunks_of, expected_capacity};
 use super::observe::{
-    describe_descriptors, expect_copied_in_memory, expect_descriptor_closed, io_of, maps_segment,
+    describe_descriptors, expect_copied_in_memory, expect_descriptor_closed,
+    expect_reads_into_slot, io_of, maps_segment,
 };
 use super::pool::{
     Follow, FreeQueue, PairOptions, PairSeen, PoolNames, destroy_pool, follow_pair, pair_ready,
     pool_ready, spawn_pair, spawn_pool,
 };
-use super::transfer::{Setup, Transfer, check_messages, failure, start};
+use super::signals::interrupt_waits;
+use super::transfer::{Setup, Transfer, check_messages, start};
 use crate::engine::diagnose::Activity;
-use crate::engine::force;
-use crate::engine::inspect::{self, IoCounters, ProcessView};
+use crate::engine::inspect::{IoCounters, ProcessView};
+use crate::engine::tracer::{Action, Call, Match, Tracer};
 use crate::engine::waiting::{self, WaitRules};
-use crate::engine::{Fail, Proc, Run};
+use crate::engine::{Fail, Run};
 
 /// The programs' timeout in the checks that hold one side: the other side waits for as long as
 /// the grader looks, which is more than a second on a loaded machine.
@@ -49,12 +50,39 @@ pub fn through_the_segment(run: &mut Run) -> Result<String, Fail> {
     }
     let io_before = pids.map(io_of);
     transfer.go()?;
-    let at = Transfer::holding(
+    let holding = Transfer::holding_message(
         &mut transfer.sender,
         "sender",
         &format!("byte {} of a {len}-byte message", (held + 1) * capacity),
-    )?
-    .min(len);
+    )?;
+    let field = |name: &str| {
+        let value = holding.get(name)?;
+        match value.strip_prefix("0x") {
+            Some(hex) => u64::from_str_radix(hex, 16).ok(),
+            None => value.parse().ok(),
+        }
+    };
+    let (Some(at), Some(into), Some(room)) = (field("at"), field("into"), field("room")) else {
+        return Err(Fail::Grader(
+            "the sender's `holding` lacks `at`, `into` or `room`".into(),
+        ));
+    };
+    let at = at.min(len);
+    // Where the data source was to put the next chunk's bytes: in that chunk's slot.
+    expect_reads_into_slot(pids[0], inode, size, held + 1, into, room).map_err(|fail| {
+        let moved = io_of(pids[0]).since(io_before[0]);
+        match fail {
+            // More than the control messages: data written through a descriptor.
+            Fail::Failed(what) if moved.written_bytes > at / 2 => Fail::failed(format!(
+                "{what}; meanwhile the sender had written {} bytes with write()-like system \
+                 calls ({}): the data went through a descriptor; the data must travel in the \
+                 segment's slots, not through a file, a pipe or a buffer of its own",
+                moved.written_bytes,
+                describe_descriptors(pids[0], &transfer.name)
+            )),
+            fail => fail,
+        }
+    })?;
     let place = format!(
         "while the sender stood at byte {at} of a {len}-byte message (S={size}, C={capacity}), \
          with every byte before it handed over"
@@ -287,50 +315,56 @@ impl HeldReceiver<'_> {
     }
 }
 
-/// Interrupts the waits of `procs` (each blocked, with nothing to do) with SIGUSR1 on every
-/// thread, three times: each must retry its wait (`EINTR`), not report a failure.
-fn interrupt_waits(procs: &mut [(&mut Proc, &str)]) -> Result<(), Fail> {
-    for _ in 0..3 {
-        for (proc, _) in procs.iter() {
-            force::signal_every_thread(proc.pid.as_raw(), Signal::SIGUSR1);
-        }
-        std::thread::sleep(Duration::from_millis(2));
-    }
-    // One that retried sleeps again at once; one that gave up reports it and exits.
-    let settled = |pid: i32| {
-        inspect::view(pid).is_none_or(|view| {
-            view.threads
-                .iter()
-                .all(|t| matches!(t.state, 'S' | 'D' | 'Z'))
-        })
+/// Releases the receiver of `transfer`, held writing out chunk `chunk` (its sender blocked on
+/// a full ring), and holds it again right after its post of `empty` for that chunk (the futex
+/// wake that frees its sender) until the sender has put chunk `chunk + 2` in the same slot and
+/// posted `full`: a receiver that reads the slot after its post then reads the later chunk.
+/// False when that could not be arranged (no ptrace, or no futex wake seen): the transfer then
+/// runs on as it would.
+fn release_past_post(transfer: &mut Transfer, chunk: u64) -> Result<bool, Fail> {
+    let wake = Call {
+        number: libc::SYS_futex,
+        matching: Match::Bits {
+            arg: 1,
+            mask: libc::FUTEX_CMD_MASK as u64,
+            value: libc::FUTEX_WAKE as u64,
+        },
     };
-    let until = Instant::now() + Duration::from_millis(300);
-    while Instant::now() < until && !procs.iter().all(|(p, _)| settled(p.pid.as_raw())) {
-        std::thread::sleep(Duration::from_millis(2));
+    let pid = transfer.receiver.pid.as_raw();
+    let Some(mut tracer) = Tracer::attach(pid, wake, Action::HoldAfter)? else {
+        transfer.receiver.send("release", &[])?;
+        return Ok(false);
+    };
+    transfer.receiver.send("release", &[])?;
+    // Its messages stay unread here: the transfer's own check reads them.
+    let until = Instant::now() + Duration::from_secs(3);
+    if !tracer.held_before(until)? {
+        tracer.release();
+        return Ok(false);
     }
-    for (proc, who) in procs.iter_mut() {
-        if let Some(said) = proc.recv_before(Instant::now() + Duration::from_millis(2))? {
-            return Err(Fail::failed(format!(
-                "{who} (pid {}) was blocked in its wait when the grader sent it SIGUSR1 (whose \
-                 handler does nothing), and it said `{}` ({}): a wait that a signal interrupts \
-                 fails with EINTR and must be retried, until the deadline it had",
-                proc.pid,
-                said.kind,
-                failure(&said)
-            )));
-        }
+    // The sender, woken, fills the slot again: chunk + 2's header there, `full` posted twice.
+    let slot = chunk % 2;
+    let until = Instant::now() + Duration::from_secs(3);
+    let mut overwritten = false;
+    while Instant::now() < until && !overwritten {
+        overwritten = transfer.mapped.value(Sem::Full) == 2 && {
+            let header = transfer.mapped.header(slot);
+            header.seq == chunk + 2 && header.end == 1
+        };
+        std::thread::sleep(Duration::from_millis(1));
     }
-    Ok(())
+    tracer.release();
+    Ok(overwritten)
 }
 
 pub fn held_mid_message(run: &mut Run) -> Result<String, Fail> {
-    // A: the receiver held while it writes out chunk k of a message, two chunks from its end at
-    // least, so that a sender let loose would have one more chunk for slot k % 2.
+    // A: the receiver held while it writes out chunk k of a message, two chunks from its end,
+    // so that a sender let loose has one more chunk for slot k % 2: the message's last.
     let size_a = run.rng().random_range(8192..=32_768);
     let c_a = expected_capacity(size_a) as u64;
     let n_a = run.rng().random_range(5..=8u64);
     let len_a = (n_a - 1) * c_a + run.rng().random_range(1..=c_a);
-    let k = run.rng().random_range(1..=n_a - 3);
+    let k = n_a - 3;
     let mut setup_a = Setup::new(size_a, vec![len_a]);
     setup_a.save = false;
     setup_a.timeout_ms = HELD_TIMEOUT_MS;
@@ -470,18 +504,31 @@ pub fn held_mid_message(run: &mut Run) -> Result<String, Fail> {
     }
     // A signal interrupts every one of these waits (its handler does nothing): each must wait
     // again, until the deadline it had.
-    interrupt_waits(&mut [
-        (&mut a.sender, waiting[0].1),
-        (&mut b.sender, waiting[1].1),
-        (&mut c.receiver, waiting[2].1),
-        (&mut pair, waiting[3].1),
-    ])?;
+    interrupt_waits(
+        &mut [
+            (&mut a.sender, waiting[0].1),
+            (&mut b.sender, waiting[1].1),
+            (&mut c.receiver, waiting[2].1),
+            (&mut pair, waiting[3].1),
+        ],
+        Duration::from_millis(HELD_TIMEOUT_MS),
+    )?;
 
-    a.receiver.send("release", &[])?;
+    let overwritten = release_past_post(&mut a, k)?;
     b.receiver.send("release", &[])?;
     c.sender.send("release", &[])?;
     queue.put_all(&ids)?;
-    for (transfer, setup) in [(&mut a, &setup_a), (&mut b, &setup_b), (&mut c, &setup_c)] {
+    check_messages(run, &mut a, &setup_a).map_err(|fail| match (fail, overwritten) {
+        (Fail::Failed(what), true) => Fail::failed(format!(
+            "the grader held the receiver right after it posted `empty` for chunk {k} (the \
+             last but two of the message), until the sender had written the message's last \
+             chunk (end = 1) into that slot; then: {what} Held there, a receiver that reads \
+             the slot's header again after its post reads that later chunk's end = 1: the slot \
+             is the sender's once `empty` is posted, so read each header once, before the post"
+        )),
+        (fail, _) => fail,
+    })?;
+    for (transfer, setup) in [(&mut b, &setup_b), (&mut c, &setup_c)] {
         check_messages(run, transfer, setup)?;
     }
     for transfer in [a, b, c] {

@@ -17,8 +17,8 @@
 //! The files: `data` (the messages' bytes and hash), `layout` (the segment as the handout lays
 //! it out, and the grader's mapping of it), `observe` (what /proc shows of a transfer),
 //! `transfer` (driving a sender and a receiver), `pool` (the pool, its queue and its pairs,
-//! as the grader drives them), and the groups of checks: `streams`, `headers`, `held`,
-//! `errors`, `timeouts`, `pairs`, `speed`.
+//! as the grader drives them), `signals` (interrupting a blocked wait), and the groups of
+//! checks: `streams`, `headers`, `held`, `errors`, `timeouts`, `pairs`, `speed`.
 
 use std::time::Duration;
 
@@ -33,6 +33,7 @@ mod layout;
 mod observe;
 mod pairs;
 mod pool;
+mod signals;
 mod speed;
 mod streams;
 mod timeouts;
@@ -111,7 +112,8 @@ pub static LAB: Lab = Lab {
             points: 2,
             timeout: Duration::from_secs(15),
             description: "the chunks travel in the segment: with the sender held mid-message, \
-                          the slot of its last chunk holds that chunk's header and bytes; both \
+                          its data source was given the next chunk's slot, and the slot of its \
+                          last chunk holds that chunk's header and bytes; both \
                           processes map the segment, move no data through system calls and \
                           keep no descriptor of it",
             exclusive: false,
@@ -126,7 +128,9 @@ pub static LAB: Lab = Lab {
             timeout: Duration::from_secs(20),
             description: "with a receiver held while it writes out a chunk, its slot stays \
                           untouched and its sender blocks; with a sender held, its receiver \
-                          blocks; a pair on an empty pool blocks in mq_timedreceive()",
+                          blocks; a pair on an empty pool blocks in mq_timedreceive(); SIGUSR1 \
+                          is delivered and each wait entered again with its deadline; a receiver \
+                          held after its post of `empty` reads nothing of the refilled slot",
             exclusive: false,
             hint: Some(
                 "Every wait blocks, retries EINTR until its deadline, and the receiver hands a slot back only when done with it. See docs/labs/08-chunked-transfer.md, the rules table (the wait rules).",

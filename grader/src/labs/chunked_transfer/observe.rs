@@ -3,6 +3,7 @@
 
 use std::path::PathBuf;
 
+use super::layout::{CHUNK_HEADER, SEGMENT_HEADER, SLOTS, expected_slot_size};
 use crate::engine::Fail;
 use crate::engine::inspect::{self, IoCounters};
 
@@ -14,21 +15,10 @@ pub fn dev_shm(name: &str) -> PathBuf {
 /// Fails unless `pid` maps all `size` bytes of the segment (inode `inode` in /dev/shm) shared,
 /// from /proc/PID/maps.
 pub fn maps_segment(pid: i32, inode: u64, size: u64, who: &str) -> Result<(), Fail> {
-    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps"))?;
-    let mut mapped = 0;
-    for line in maps.lines() {
-        let fields: Vec<&str> = line.split_whitespace().collect();
-        if fields.len() >= 6
-            && fields[1].ends_with('s')
-            && fields[4].parse() == Ok(inode)
-            && fields[5].starts_with("/dev/shm/")
-            && let Some((start, end)) = fields[0].split_once('-')
-            && let (Ok(start), Ok(end)) =
-                (u64::from_str_radix(start, 16), u64::from_str_radix(end, 16))
-        {
-            mapped += end - start;
-        }
-    }
+    let mapped: u64 = segment_mappings(pid, inode)?
+        .iter()
+        .map(|(start, end, _)| end - start)
+        .sum();
     if mapped == 0 {
         return Err(Fail::failed(format!(
             "the {who} (pid {pid}) says it is ready, but /proc/{pid}/maps has no shared mapping \
@@ -142,4 +132,71 @@ pub fn peak_memory(pid: i32) -> Option<u64> {
     let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
     let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kib * 1024)
+}
+
+/// The shared mappings of the segment (its inode in /dev/shm) in `pid`: start and end
+/// addresses, and the offset into the object of the start.
+pub fn segment_mappings(pid: i32, inode: u64) -> Result<Vec<(u64, u64, u64)>, Fail> {
+    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps"))?;
+    let mut mappings = Vec::new();
+    for line in maps.lines() {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        if fields.len() >= 6
+            && fields[1].ends_with('s')
+            && fields[4].parse() == Ok(inode)
+            && fields[5].starts_with("/dev/shm/")
+            && let Some((start, end)) = fields[0].split_once('-')
+            && let (Ok(start), Ok(end), Ok(offset)) = (
+                u64::from_str_radix(start, 16),
+                u64::from_str_radix(end, 16),
+                u64::from_str_radix(fields[2], 16),
+            )
+        {
+            mappings.push((start, end, offset));
+        }
+    }
+    Ok(mappings)
+}
+
+/// That the sender, held in its data source before the data of chunk `chunk`, gave the data
+/// source the data area of that chunk's slot (`into`, `room` bytes, from its `holding`): the
+/// data source reads straight into the segment, with no buffer of the sender's own between.
+pub fn expect_reads_into_slot(
+    pid: i32,
+    inode: u64,
+    size: usize,
+    chunk: u64,
+    into: u64,
+    room: u64,
+) -> Result<(), Fail> {
+    let slot = chunk % SLOTS;
+    let slot_size = expected_slot_size(size) as u64;
+    let data_start = SEGMENT_HEADER + slot * slot_size + CHUNK_HEADER;
+    let data_end = SEGMENT_HEADER + (slot + 1) * slot_size;
+    let mappings = segment_mappings(pid, inode)?;
+    let inside = mappings
+        .iter()
+        .find(|(start, end, _)| into >= *start && into + room <= *end)
+        .map(|(start, _, offset)| into - start + offset);
+    match inside {
+        Some(at) if at >= data_start && at + room <= data_end => Ok(()),
+        Some(at) => Err(Fail::failed(format!(
+            "the sender's data source was asked to fill {room} bytes at offset {} of the \
+             segment (address {into:#x}) for chunk {chunk}, whose data goes in slot {slot}, at \
+             offsets {data_start} to {data_end}: chunk k goes in slot k % 2, its data right \
+             after its 32-byte header",
+            at
+        ))),
+        None => Err(Fail::failed(format!(
+            "the sender's data source was asked to fill {room} bytes at {into:#x}, outside the \
+             sender's mapping of the segment ({}), for chunk {chunk}: the sender gives its data \
+             source memory of its own, not the slot. The data source must read straight into \
+             the slot (a slice of the segment), with no copy in between",
+            mappings
+                .iter()
+                .map(|(start, end, _)| format!("{start:#x}-{end:#x}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ))),
+    }
 }

@@ -319,7 +319,28 @@ impl Transfer {
     /// Waits for `proc` (one of this transfer's) to say `holding`; anything else is a failure
     /// described with `what` (where it should have stopped).
     pub fn holding(proc: &mut Proc, who: &str, what: &str) -> Result<u64, Fail> {
+        Self::holding_message(proc, who, what)?
+            .get("at")
+            .and_then(|at| at.parse::<u64>().ok())
+            .ok_or_else(|| Fail::Grader(format!("the {who}'s `holding` has no byte offset")))
+    }
+
+    /// Like [`Transfer::holding`], the whole `holding` message (a sender's names the buffer
+    /// its data source was given: `into`, `room`).
+    pub fn holding_message(proc: &mut Proc, who: &str, what: &str) -> Result<Message, Fail> {
         let holding = proc.recv_any()?;
+        // The receivers are held inside their first message: a message reported first ended
+        // too early.
+        if holding.kind == "message" && holding.get("index") == Some("0") {
+            return Err(Fail::failed(format!(
+                "the {who} reported message 1 complete with {} bytes before it came to {what}, \
+                 a byte of that message: it took a chunk for the message's last that was not. \
+                 Either it decides the end on a wrong condition, or it reads a chunk's header \
+                 again after posting `empty`, when the sender may already have put a later \
+                 chunk (end = 1) in that slot",
+                holding.get("len").unwrap_or("?")
+            )));
+        }
         if holding.kind != "holding" {
             return Err(Fail::failed(format!(
                 "the {who} said `{}` ({}) before it came to {what}",
@@ -327,10 +348,7 @@ impl Transfer {
                 failure(&holding)
             )));
         }
-        holding
-            .get("at")
-            .and_then(|at| at.parse::<u64>().ok())
-            .ok_or_else(|| Fail::Grader(format!("the {who}'s `holding` has no byte offset")))
+        Ok(holding)
     }
 }
 
@@ -418,7 +436,8 @@ pub fn receive_failed(message: &Message, index: usize, lens: &[u64], transfer: &
             "{what}: all its bytes arrived but the message never ended for the receiver: either \
              the sender did not mark its last chunk (Mark the last chunk of every message end = \
              1), or the receiver did not stop at end = 1 (the check `chunk-headers` looks at \
-             the sender's headers alone).{boundary}"
+             the sender's headers alone), or it read end again after posting `empty`, when the \
+             sender may already have put the next message's chunk in that slot.{boundary}"
         )),
     }
 }
@@ -459,6 +478,13 @@ pub fn check_messages(run: &mut Run, transfer: &mut Transfer, setup: &Setup) -> 
                 (_, Some(_)) => " It got the next message instead: this one was never sent \
                                  or never ended."
                     .into(),
+                _ if got < len && got > 0 && got.is_multiple_of(capacity) => format!(
+                    " It stopped after {} full chunks, at a chunk boundary: it took a chunk for \
+                     the message's last that was not. Either it decides the end on a wrong \
+                     condition, or it reads a chunk's header again after posting `empty`, when \
+                     the sender may already have put a later chunk (end = 1) in that slot",
+                    got / capacity
+                ),
                 _ => String::new(),
             };
             return Err(Fail::failed(format!(

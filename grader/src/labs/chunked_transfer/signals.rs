@@ -1,0 +1,225 @@
+//! Interrupting a blocked wait with SIGUSR1 and watching what the wait does with it: the signal
+//! must be delivered while the side waits (not blocked around the call), the wait must be
+//! entered again, and with the deadline it had (read from the program's memory at each entry).
+
+use std::os::unix::fs::FileExt;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::Signal;
+use nix::time::{ClockId, clock_gettime};
+
+use super::transfer::failure;
+use crate::engine::{Fail, Proc, force};
+
+/// How long a signal may take to be delivered, and the wait to be entered again, on a loaded
+/// machine: a side that does it at all does it within milliseconds.
+const SETTLE: Duration = Duration::from_secs(3);
+
+/// The timed wait the main thread of `pid` is blocked in: the system call's number, and its
+/// absolute `CLOCK_REALTIME` deadline as read from the program's memory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct TimedWait {
+    nr: i64,
+    deadline: Duration,
+}
+
+/// The call the main thread of `pid` is in (`/proc/PID/task/PID/syscall`), with its arguments;
+/// `None` when it runs in user space or is gone.
+fn call(pid: i32) -> Option<(i64, [u64; 6])> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/syscall")).ok()?;
+    let mut words = text.split_whitespace();
+    let nr: i64 = words.next()?.parse().ok()?;
+    if nr < 0 {
+        return None;
+    }
+    let mut args = [0u64; 6];
+    for arg in &mut args {
+        *arg = u64::from_str_radix(words.next()?.trim_start_matches("0x"), 16).ok()?;
+    }
+    Some((nr, args))
+}
+
+/// Whether the main thread of `pid` sleeps (in a system call, interruptibly).
+fn sleeping(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/stat"))
+        .ok()
+        .and_then(|stat| stat.rsplit_once(") ")?.1.chars().next())
+        == Some('S')
+}
+
+/// The timed wait (a futex wait on `CLOCK_REALTIME`, as `sem_timedwait()` makes, or
+/// `mq_timedreceive()`) the main thread of `pid` sleeps in; `None` when it is in no such wait.
+/// The call is read again after the deadline, so that a wait left meanwhile gives nothing.
+fn timed_wait(pid: i32) -> Option<TimedWait> {
+    if !sleeping(pid) {
+        return None;
+    }
+    let (nr, args) = call(pid)?;
+    let op = args[1] as i32;
+    let addr = match nr {
+        libc::SYS_futex if op & libc::FUTEX_CLOCK_REALTIME != 0 => args[3],
+        libc::SYS_mq_timedreceive => args[4],
+        _ => return None,
+    };
+    if addr == 0 {
+        return None;
+    }
+    let memory = std::fs::File::open(format!("/proc/{pid}/mem")).ok()?;
+    let mut bytes = [0u8; 16];
+    memory.read_exact_at(&mut bytes, addr).ok()?;
+    let secs = i64::from_ne_bytes(bytes[..8].try_into().ok()?);
+    let nanos = i64::from_ne_bytes(bytes[8..].try_into().ok()?);
+    if secs < 0 || !(0..1_000_000_000).contains(&nanos) {
+        return None;
+    }
+    let again = call(pid)?;
+    (again == (nr, args) && sleeping(pid)).then_some(TimedWait {
+        nr,
+        deadline: Duration::new(secs as u64, nanos as u32),
+    })
+}
+
+/// A signal mask of `/proc/PID/task/TID/status` (`SigBlk:`, `SigPnd:`) of every thread of
+/// `pid`, by thread.
+fn masks(pid: i32, field: &str) -> Vec<(i32, u64)> {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return Vec::new();
+    };
+    tasks
+        .flatten()
+        .filter_map(|task| {
+            let tid: i32 = task.file_name().to_str()?.parse().ok()?;
+            let status = std::fs::read_to_string(task.path().join("status")).ok()?;
+            let mask = status.lines().find_map(|l| l.strip_prefix(field))?;
+            Some((tid, u64::from_str_radix(mask.trim(), 16).ok()?))
+        })
+        .collect()
+}
+
+fn realtime() -> Duration {
+    clock_gettime(ClockId::CLOCK_REALTIME)
+        .map(Duration::from)
+        .unwrap_or_default()
+}
+
+fn bit(signal: Signal) -> u64 {
+    1 << (signal as i32 - 1)
+}
+
+/// Whether SIGUSR1 sent to the main thread of `pid` (the one that waits) is still pending: other
+/// threads may block signals as they please.
+fn usr1_pending(pid: i32) -> bool {
+    masks(pid, "SigPnd:")
+        .iter()
+        .any(|(tid, mask)| *tid == pid && mask & bit(Signal::SIGUSR1) != 0)
+}
+
+fn describe(wait: &TimedWait) -> String {
+    let call = if wait.nr == libc::SYS_mq_timedreceive {
+        "mq_timedreceive()"
+    } else {
+        "a futex wait (sem_timedwait())"
+    };
+    format!(
+        "{call} with the deadline {:.6} s",
+        wait.deadline.as_secs_f64()
+    )
+}
+
+/// Interrupts the wait of each of `procs` (blocked, with nothing to do) with SIGUSR1 on every
+/// thread, three times. Each time the signal must be delivered while it waits (a wait that
+/// blocks signals keeps it pending), and the side must enter its timed wait again with the same
+/// absolute deadline (read from its memory before and after), never report a failure.
+/// `timeout` is the timeout of their waits.
+pub fn interrupt_waits(procs: &mut [(&mut Proc, &str)], timeout: Duration) -> Result<(), Fail> {
+    for (proc, who) in procs.iter_mut() {
+        let pid = proc.pid.as_raw();
+        let until = Instant::now() + SETTLE;
+        let mut first = timed_wait(pid);
+        while first.is_none() && Instant::now() < until {
+            std::thread::sleep(Duration::from_millis(1));
+            first = timed_wait(pid);
+        }
+        let main_blocks_usr1 = masks(pid, "SigBlk:")
+            .iter()
+            .any(|(tid, mask)| *tid == pid && mask & bit(Signal::SIGUSR1) != 0);
+        if main_blocks_usr1 && (first.is_some() || sleeping(pid)) {
+            let wait = first.map_or("its wait".to_string(), |wait| describe(&wait));
+            return Err(Fail::failed(format!(
+                "{who} (pid {pid}) blocks SIGUSR1 (SigBlk in /proc/{pid}/task/{pid}/status) \
+                 while it sleeps in {wait}: a signal sent now stays pending until the wait \
+                 ends. The wait must stay open to signals (main.rs handles SIGUSR1) and be \
+                 retried after EINTR, until the deadline it had"
+            )));
+        }
+        for round in 1..=3 {
+            let sent = realtime();
+            force::signal_every_thread(pid, Signal::SIGUSR1);
+            let until = Instant::now() + SETTLE;
+            let mut again = None;
+            while Instant::now() < until {
+                if let Some(said) = proc.recv_before(Instant::now() + Duration::from_millis(1))? {
+                    return Err(Fail::failed(format!(
+                        "{who} (pid {pid}) was blocked in its wait when the grader sent it \
+                         SIGUSR1 (whose handler does nothing), and it said `{}` ({}): a wait \
+                         that a signal interrupts fails with EINTR and must be retried, until \
+                         the deadline it had",
+                        said.kind,
+                        failure(&said)
+                    )));
+                }
+                if !usr1_pending(pid) {
+                    again = timed_wait(pid);
+                    // A wait whose deadline the grader cannot read is judged by other checks.
+                    if again.is_some() || (first.is_none() && sleeping(pid)) {
+                        break;
+                    }
+                }
+            }
+            if usr1_pending(pid) {
+                return Err(Fail::failed(format!(
+                    "{who} (pid {pid}) was blocked in its wait, and SIGUSR1 (signal {round} of \
+                     3) stayed pending on its waiting thread for {} s without being delivered: \
+                     it blocks signals while it waits. The wait must stay open to signals and \
+                     be retried after EINTR",
+                    SETTLE.as_secs()
+                )));
+            }
+            if first.is_none() && again.is_none() && sleeping(pid) {
+                continue;
+            }
+            let Some(again) = again else {
+                return Err(Fail::failed(format!(
+                    "{who} (pid {pid}) was blocked in its wait, and {} s after SIGUSR1 \
+                     (signal {round} of 3) it was not back in a timed wait \
+                     (sem_timedwait() or mq_timedreceive()): after EINTR, wait again",
+                    SETTLE.as_secs()
+                )));
+            };
+            if let Some(first) = first
+                && first != again
+            {
+                // A deadline of now + the timeout, taken after the signal, is a restart.
+                let cause =
+                    if again.deadline >= sent + timeout && again.deadline <= realtime() + timeout {
+                        format!(
+                            "It took a new deadline (now + its timeout of {} ms) after the signal",
+                            timeout.as_millis()
+                        )
+                    } else {
+                        "It takes a new deadline when a signal interrupts it, or it waits in \
+                     slices with deadlines of their own"
+                            .to_string()
+                    };
+                return Err(Fail::failed(format!(
+                    "{who} (pid {pid}) was blocked in {}; after SIGUSR1 (signal {round} of 3) \
+                     it waited again in {}: a wait's timeout counts from the start of that \
+                     wait, so a wait retried after EINTR keeps the deadline it had. {cause}",
+                    describe(&first),
+                    describe(&again)
+                )));
+            }
+        }
+    }
+    Ok(())
+}
