@@ -60,6 +60,9 @@ pub enum Match {
         mask: u64,
         value: u64,
     },
+    /// Two arguments, each masked as in [`Match::Bits`], have these values (`arg`, `mask`,
+    /// `value`), both at once: `futex()`'s address and its operation.
+    BothBits([(usize, u64, u64); 2]),
     /// The second argument points to this path (`openat`'s).
     Path(&'static str),
     /// The first or the second argument points to this path: with [`Call::naming`], the first
@@ -763,6 +766,9 @@ unsafe fn at_entry_of(pid: i32, call: Call) -> bool {
     match call.matching {
         Match::Any => true,
         Match::Bits { arg, mask, value } => arg < 6 && word(32 + 8 * arg) & mask == value,
+        Match::BothBits(both) => both
+            .iter()
+            .all(|&(arg, mask, value)| arg < 6 && word(32 + 8 * arg) & mask == value),
         Match::Path(path) => points_to(word(40), path),
         Match::Names(path) => points_to(word(32), path) || points_to(word(40), path),
     }

@@ -174,11 +174,15 @@ pub(super) fn typed_errors(run: &mut Run) -> Result<String, Fail> {
     // Built on a name the grader handed out, so that a segment created despite a bad name is
     // audited and removed.
     let good = run.ipc_name("bank");
+    let bare = good.trim_start_matches('/');
     let bad_names = [
-        good.trim_start_matches('/').to_string(),
+        bare.to_string(),
         "/".to_string(),
         format!("{good}/{}", run.rng().random_range(0..1000u32)),
         format!("{good}/"),
+        // One '/', but not first: in the middle, or last.
+        format!("{bare}/{}", run.rng().random_range(0..1000u32)),
+        format!("{bare}/"),
         // glibc strips every leading '/', but the rule allows exactly one.
         format!("/{good}"),
     ];
@@ -321,16 +325,18 @@ fn refused_before_lock(run: &mut Run, bad: &[(usize, usize)]) -> Result<(), Fail
     args.extend(extra);
     let mut proc = run.spawn(&args)?;
     let mut results = None;
+    let mut segment = None;
     let mut outcome = Ok(());
     while results.is_none() && outcome.is_ok() {
         let message = proc.recv_any()?;
         match (message.kind.as_str(), message.get("role")) {
             ("created", _) => {
-                let segment = open_segment(&name, layout_of(&message)?)?;
-                outcome = make_unrecoverable(&segment);
+                let opened = open_segment(&name, layout_of(&message)?)?;
+                outcome = make_unrecoverable(&opened);
                 if outcome.is_ok() {
                     proc.send("try", &[])?;
                 }
+                segment = Some(opened);
             }
             ("ready", Some("coordinator")) => {
                 let tried: Vec<String> = message
@@ -371,11 +377,15 @@ fn refused_before_lock(run: &mut Run, bad: &[(usize, usize)]) -> Result<(), Fail
     }
     let last = results.last().map(String::as_str).unwrap_or("");
     if last == "ok" {
+        let went_on = segment.as_ref().map_or(
+            "it did not take the mutex in the segment",
+            super::robust::went_on_anyway,
+        );
         return Err(Fail::failed(format!(
             "with the bank's mutex unusable (ENOTRECOVERABLE), a transfer from account {} to \
-             account {} went through: it did not take the mutex in the segment (Bank::lock), \
-             which every transfer must hold; that lock fails with BankError::NotRecoverable",
-            good.0, good.1
+             account {} went through: {}; every transfer must hold the mutex in the segment \
+             (Bank::lock), and that lock fails with BankError::NotRecoverable",
+            good.0, good.1, went_on
         )));
     }
     if last != "not-recoverable" {

@@ -29,6 +29,7 @@ mod robust;
 mod segment;
 mod session;
 mod sleeping;
+mod snapshot;
 
 use std::time::Duration;
 
@@ -98,11 +99,12 @@ pub static LAB: Lab = Lab {
             name: "waits-for-last-worker",
             points: 3,
             timeout: Duration::from_secs(20),
-            description: "workers that finish one after another wake the coordinator, which \
-                          returns only once the last one has finished",
+            description: "workers that finish one after another each wake the coordinator, \
+                          which returns only once the last one has finished, with a snapshot \
+                          read before it unlocks",
             exclusive: false,
             hint: Some(
-                "The coordinator waits until finished + dead == workers, and each finish() broadcasts. See docs/labs/06-shared-mutex.md, the rules table (the finish and coordinator rules).",
+                "The coordinator waits until finished + dead == workers and reads its snapshot before unlocking; each finish() broadcasts. See docs/labs/06-shared-mutex.md, the rules table (the finish and coordinator rules).",
             ),
             run: sleeping::waits_for_last_worker,
         },

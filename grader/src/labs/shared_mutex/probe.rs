@@ -455,3 +455,40 @@ impl DyingHolder {
         let _ = self.thread.join();
     }
 }
+
+/// The bank's mutex held by a thread of the grader until [`HolderThread::let_go`]: if the
+/// program destroys the mutex meanwhile, the failed unlock dies with that thread instead of
+/// staying in the grader's own list of robust mutexes.
+pub(super) struct HolderThread {
+    release: Sender<()>,
+    thread: JoinHandle<()>,
+}
+
+impl HolderThread {
+    /// Takes the mutex on a thread of its own, waiting up to `within`.
+    pub fn start(segment: &Segment, within: Duration) -> Option<HolderThread> {
+        let (mutex, _) = lockable(segment).ok()?;
+        let (locked, taken) = channel();
+        let (release, released) = channel::<()>();
+        let thread = std::thread::spawn(move || {
+            let rc = timed_lock(mutex, within);
+            let _ = locked.send(rc);
+            if rc == 0 {
+                let _ = released.recv();
+                // SAFETY: this thread holds the mutex, in the grader's mapping.
+                unsafe { libc::pthread_mutex_unlock(mutex as *mut libc::pthread_mutex_t) };
+            }
+        });
+        if taken.recv() != Ok(0) {
+            let _ = thread.join();
+            return None;
+        }
+        Some(HolderThread { release, thread })
+    }
+
+    /// Unlocks the mutex, and waits until the thread is gone.
+    pub fn let_go(self) {
+        let _ = self.release.send(());
+        let _ = self.thread.join();
+    }
+}

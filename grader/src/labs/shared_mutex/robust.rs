@@ -161,7 +161,7 @@ fn settle_after_recovery(
         }
         std::thread::sleep(Duration::from_millis(1));
     }
-    let_coordinator_look(segment, coordinator, name, survivors)
+    let_coordinator_look(segment, coordinator, name, survivors, None).map(drop)
 }
 
 /// The transfer a worker died in: its two accounts.
@@ -445,7 +445,9 @@ fn dies_mid_transfer(run: &mut Run, session: &mut Session) -> Result<Cut, Fail> 
              its pthread_cond_wait() returned EOWNERDEAD and it went back to waiting, but {}: \
              EOWNERDEAD from pthread_cond_wait() needs the same repair as from lock(): \
              recover() (undo the journaled transfer, count the worker dead, broadcast), then \
-             pthread_mutex_consistent()",
+             pthread_mutex_consistent(); and recover() reads the journal in the segment, where \
+             a transfer writes it (a repair that reads a journal kept elsewhere finds nothing \
+             to undo here)",
             seen.join(", ")
         )));
     }
@@ -498,11 +500,11 @@ pub(super) fn not_recoverable(run: &mut Run) -> Result<String, Fail> {
                 kinds.insert(field::<i32>(&message, "pid")?, (kind, error));
             }
             "finished" => {
-                return Err(Fail::failed(
+                return Err(Fail::failed(format!(
                     "a worker finished its transfers on a mutex that is not recoverable \
-                     (ENOTRECOVERABLE): lock() must fail with BankError::NotRecoverable, not \
-                     go on without the lock",
-                ));
+                     (ENOTRECOVERABLE): {}; lock() must fail with BankError::NotRecoverable",
+                    went_on_anyway(&session.segment)
+                )));
             }
             _ => {}
         }
@@ -524,4 +526,23 @@ pub(super) fn not_recoverable(run: &mut Run) -> Result<String, Fail> {
          kind=not-recoverable",
         kinds.len()
     ))
+}
+
+/// glibc's owner word of a mutex that is not recoverable (`PTHREAD_MUTEX_NOTRECOVERABLE`).
+const OWNER_NOT_RECOVERABLE: i32 = 0x7fff_ffff;
+
+/// How a transfer went through on a mutex the grader had left unrecoverable, from what the
+/// mutex in the segment says now.
+pub(super) fn went_on_anyway(segment: &super::session::Segment) -> &'static str {
+    match segment.mutex_owner() {
+        Ok(OWNER_NOT_RECOVERABLE) => {
+            "the mutex in the segment is still unrecoverable, so the transfer went on without \
+             holding it"
+        }
+        _ => {
+            "the mutex in the segment is usable again, so it was re-initialized \
+             (pthread_mutex_init() on a mutex other processes use) to go on: an unrecoverable \
+             mutex stays unrecoverable, and every lock of it fails"
+        }
+    }
 }

@@ -10,6 +10,8 @@ use ipc_labs_driver::Message;
 use rand::RngExt;
 
 use super::probe::{self, Place, Sleep};
+use super::sleeping::AsleepOnCond;
+use super::snapshot::FinalUnlock;
 use super::{ACCOUNTS, COORDINATOR, WORKER};
 use crate::engine::inspect::{self, IoCounters, ProcessView};
 use crate::engine::{Fail, Proc, Run, force};
@@ -80,6 +82,14 @@ pub(super) struct Session {
     deadline: Instant,
     /// Whether each finish but the last is followed by [`let_coordinator_look`].
     pub settle_finishes: bool,
+    /// The coordinator last seen asleep on the condition variable: the next finish counted
+    /// after that must wake it.
+    pub asleep: Option<AsleepOnCond>,
+    /// Whether one worker is held back until the others are done, so that its finish comes
+    /// after [`FinalUnlock`] is armed.
+    pub watch_final_unlock: bool,
+    held_back: Option<i32>,
+    final_unlock: Option<FinalUnlock>,
 }
 
 /// What one worker reported.
@@ -422,6 +432,10 @@ impl Session {
             io_at_ready: inspect::io(coordinator),
             deadline: run.deadline(),
             settle_finishes: false,
+            asleep: None,
+            watch_final_unlock: false,
+            held_back: None,
+            final_unlock: None,
         })
     }
 
@@ -617,14 +631,36 @@ impl Session {
                             recovered: field(&message, "recovered")?,
                         },
                     );
+                    if let Some(asleep) = self.asleep {
+                        let reported = workers.len() as u32;
+                        if asleep.judge(&self.segment, self.coordinator, &self.name, reported)? {
+                            self.asleep = None;
+                        }
+                    }
                     if workers.len() as u32 == finishing {
                         self.every_finish_counted(finishing)?;
+                        if let Some(final_unlock) = self.final_unlock.take() {
+                            final_unlock.judge(self)?;
+                        }
                     } else if self.settle_finishes {
                         let others: Vec<i32> = (0..self.workers.len())
                             .filter(|i| !workers.contains_key(i))
                             .map(|i| self.workers[i])
                             .collect();
-                        let_coordinator_look(&self.segment, self.coordinator, &self.name, &others)?;
+                        if self.watch_final_unlock && self.held_back.is_none() {
+                            // The one with the most work: the least likely to be done already.
+                            self.held_back = others.last().copied();
+                        }
+                        let held_back = self.held_back.filter(|w| others.contains(w));
+                        let looked = let_coordinator_look(
+                            &self.segment,
+                            self.coordinator,
+                            &self.name,
+                            &others,
+                            held_back,
+                        )?;
+                        self.asleep = looked.asleep;
+                        self.final_unlock = looked.final_unlock;
                     }
                 }
                 "holding" => on_holding(&message)?,
@@ -792,16 +828,24 @@ pub(super) fn expected(
 /// the mutex (glibc's own wake-up may go to a stopped worker); once the coordinator has looked
 /// (it sleeps on the condition variable again, or has left its wait), the others go on.
 /// Otherwise the coordinator, woken while workers hammer the mutex, may get it only once they
-/// have all finished, and see the end without needing their broadcasts.
+/// have all finished, and see the end without needing their broadcasts. A `held_back` worker
+/// stays stopped until it is the only one left; then, once the coordinator sleeps on the
+/// condition variable again, [`FinalUnlock`] is armed before it goes on.
 pub(super) fn let_coordinator_look(
     segment: &Segment,
     coordinator: i32,
     name: &str,
     others: &[i32],
-) -> Result<(), Fail> {
+    held_back: Option<i32>,
+) -> Result<Looked, Fail> {
+    let arm_final_unlock = held_back.is_some() && others.len() == 1;
+    let mut looked = Looked {
+        asleep: None,
+        final_unlock: None,
+    };
     if !probe::can_hold(segment) {
         // Other checks judge that mutex; here the run just goes on.
-        return Ok(());
+        return Ok(looked);
     }
     let held = probe::hold(segment, Duration::from_secs(2))?;
     for &worker in others {
@@ -823,10 +867,33 @@ pub(super) fn let_coordinator_look(
         }
         std::thread::sleep(Duration::from_millis(1));
     }
-    for &worker in others {
-        let _ = force::resume(worker);
+    looked.asleep = AsleepOnCond::observe(segment, coordinator, name);
+    if arm_final_unlock {
+        let settle_until = Instant::now() + Duration::from_secs(2);
+        while looked.asleep.is_none() && Instant::now() < settle_until {
+            std::thread::sleep(Duration::from_millis(1));
+            looked.asleep = AsleepOnCond::observe(segment, coordinator, name);
+        }
+        let one_left = segment
+            .counts()
+            .is_ok_and(|c| c.finished + c.dead + 1 == c.workers);
+        if looked.asleep.is_some() && one_left {
+            looked.final_unlock = FinalUnlock::arm(segment, coordinator, name);
+        }
     }
-    Ok(())
+    for &worker in others {
+        if arm_final_unlock || Some(worker) != held_back {
+            let _ = force::resume(worker);
+        }
+    }
+    Ok(looked)
+}
+
+/// What [`let_coordinator_look`] saw and armed.
+pub(super) struct Looked {
+    /// The coordinator asleep on the condition variable while the others were stopped.
+    pub asleep: Option<AsleepOnCond>,
+    pub final_unlock: Option<FinalUnlock>,
 }
 
 /// Checks the coordinator's final view against the workers' reports: `finished` and `dead`

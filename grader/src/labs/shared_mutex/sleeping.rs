@@ -2,7 +2,7 @@
 //! nothing to do, and over only once the last worker has finished.
 
 use super::probe::{self, Place, Sleep};
-use super::session::{Session, role_of, verify};
+use super::session::{Segment, Session, role_of, verify};
 use crate::engine::waiting::{self, WaitRules};
 use crate::engine::{Fail, Run, inspect};
 
@@ -121,10 +121,91 @@ pub(super) fn waits_for_last_worker(run: &mut Run) -> Result<String, Fail> {
     }
     // Each finish but the last wakes the coordinator; it looks before the others go on.
     session.settle_finishes = true;
+    session.watch_final_unlock = true;
+    session.asleep = AsleepOnCond::observe(&session.segment, session.coordinator, &session.name);
     session.go()?;
     let outcome = session.finish(0, |_| Ok(()))?;
     let transfers = verify(&session, &outcome, &[], 0)?;
     Ok(format!(
         "the coordinator returned after all 4 workers finished ({transfers} transfers)"
     ))
+}
+
+/// The coordinator seen asleep on the condition variable, and what the bank counted then: any
+/// finish counted after that must wake it (`finish()` broadcasts every time).
+#[derive(Debug, Clone, Copy)]
+pub(super) struct AsleepOnCond {
+    /// Its main thread's context switches, the same just before and just after it was seen
+    /// asleep: it cannot run again without switching out before it is seen asleep again.
+    switches: u64,
+    /// `finished` in the bank once it was seen asleep.
+    finished: u32,
+}
+
+impl AsleepOnCond {
+    /// `None` unless the coordinator sleeps on the condition variable in the segment now.
+    pub fn observe(segment: &Segment, coordinator: i32, name: &str) -> Option<AsleepOnCond> {
+        let before = switches(coordinator)?;
+        if !on_cond(segment, coordinator, name) {
+            return None;
+        }
+        let finished = segment.counts().ok()?.finished;
+        (switches(coordinator)? == before).then_some(AsleepOnCond {
+            switches: before,
+            finished,
+        })
+    }
+
+    /// Judges, once `reported` workers have returned from `finish()`, whether one of their
+    /// finishes was counted after the coordinator was seen asleep (more returned than the
+    /// bank had counted then): if so, that finish's broadcast came later and must have woken
+    /// it. `Ok(false)`: none was, nothing judged yet.
+    pub fn judge(
+        self,
+        segment: &Segment,
+        coordinator: i32,
+        name: &str,
+        reported: u32,
+    ) -> Result<bool, Fail> {
+        if reported <= self.finished {
+            return Ok(false);
+        }
+        let still_asleep =
+            on_cond(segment, coordinator, name) && switches(coordinator) == Some(self.switches);
+        if !still_asleep {
+            return Ok(true);
+        }
+        let counts = segment.counts()?;
+        let private = segment.cond_wrefs().is_ok_and(|wrefs| wrefs & 1 == 0);
+        Err(Fail::failed(format!(
+            "{reported} of {} workers had returned from finish() (the bank counts finished = \
+             {}, dead = {}), yet the coordinator, asleep on the condition variable since the \
+             bank counted {} finished, has not run since: no finish woke it{}; finish() must \
+             pthread_cond_broadcast(all_done) every time it counts a worker, not only once the \
+             count is complete: the coordinator looks again after each one",
+            counts.workers,
+            counts.finished,
+            counts.dead,
+            self.finished,
+            if private {
+                " (or the broadcast cannot reach another process: the condition variable in \
+                 the segment is not process-shared)"
+            } else {
+                ""
+            }
+        )))
+    }
+}
+
+fn switches(pid: i32) -> Option<u64> {
+    inspect::thread_times(pid).get(&pid).map(|t| t.switches)
+}
+
+fn on_cond(segment: &Segment, coordinator: i32, name: &str) -> bool {
+    match probe::sleeping(coordinator) {
+        Sleep::Futex { address } => {
+            probe::place(coordinator, name, &segment.layout, address) == Place::Cond
+        }
+        _ => false,
+    }
 }
