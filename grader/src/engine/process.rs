@@ -36,8 +36,9 @@ const CONTROL_FD: i32 = 3;
 /// How often a wait for the program looks for a deadlock.
 const DEADLOCK_PROBE: Duration = Duration::from_millis(200);
 /// How long after an exit the grader still waits for control messages the program sent just
-/// before it (they travel on another thread).
-const LATE_MESSAGE_GRACE: Duration = Duration::from_millis(200);
+/// before it, while its control socket is still open (a child of it may hold it): they travel
+/// on another thread, which a loaded machine may run late.
+const LATE_MESSAGE_GRACE: Duration = Duration::from_secs(2);
 
 /// The pids of processes the grader started and has not yet waited for: [`reap_orphans`] must
 /// leave them to their own waiter. Spawning holds this lock, so a sweep cannot reap a process
@@ -149,6 +150,9 @@ fn write_number(path: &std::ffi::CStr, value: u64) -> std::io::Result<()> {
 pub enum Event {
     Message(Message),
     Exited(ExitStatus),
+    /// No process holds the program's end of the control socket any more: every message it
+    /// sent has been delivered.
+    Closed,
 }
 
 /// Captured output of one stream: the first [`OUTPUT_CAP`] bytes and how many were dropped.
@@ -187,6 +191,8 @@ pub struct Proc {
     /// program's own.
     pub grader_pipes: Vec<u64>,
     exit: Option<ExitStatus>,
+    /// [`Event::Closed`] has been received.
+    control_closed: bool,
     /// Every control message, for the log.
     pub transcript: Arc<Mutex<Vec<String>>>,
     deadline: Instant,
@@ -331,6 +337,7 @@ pub fn spawn(
         stderr,
         grader_pipes,
         exit: None,
+        control_closed: false,
         transcript: Arc::new(Mutex::new(Vec::new())),
         deadline,
         lab,
@@ -362,7 +369,10 @@ fn watch_control(control: Arc<OwnedFd>, sender: Sender<Event>) {
         let mut buffer = vec![0u8; 8192];
         loop {
             match recv(control.as_raw_fd(), &mut buffer, MsgFlags::empty()) {
-                Ok(0) => return,
+                Ok(0) => {
+                    let _ = sender.send(Event::Closed);
+                    return;
+                }
                 Ok(n) => {
                     let message = Message::decode(&buffer[..n]);
                     if sender.send(Event::Message(message)).is_err() {
@@ -420,10 +430,8 @@ impl Proc {
     pub fn recv_any(&mut self) -> Result<Message, Fail> {
         loop {
             if let Some(status) = self.exit {
-                // Messages sent just before the exit may still be in flight, or queued behind
-                // the exit: the control socket and the exit are watched by different threads.
-                // Every one of them is delivered, not only the first.
-                if let Ok(Event::Message(message)) = self.events.recv_timeout(LATE_MESSAGE_GRACE) {
+                // Every message sent before the exit is delivered, not only the first.
+                if let Some(message) = self.late_message() {
                     self.note_message(&message)?;
                     return Ok(message);
                 }
@@ -432,6 +440,7 @@ impl Proc {
             match self.next_event(self.deadline)? {
                 Event::Message(message) => return Ok(message),
                 Event::Exited(status) => self.exit = Some(status),
+                Event::Closed => {}
             }
         }
     }
@@ -440,32 +449,52 @@ impl Proc {
     /// [`Proc::recv_any`], running out of time here is not a failure: the check is watching for
     /// something that should not happen.
     pub fn recv_before(&mut self, until: Instant) -> Result<Option<Message>, Fail> {
-        if let Some(status) = self.exit {
-            return Err(self.exited_early(status));
-        }
-        let wait = until.saturating_duration_since(Instant::now());
-        match self.events.recv_timeout(wait) {
-            Ok(Event::Message(message)) => {
-                self.note_message(&message)?;
-                Ok(Some(message))
-            }
-            Ok(Event::Exited(status)) => {
-                self.exit = Some(status);
-                if let Ok(Event::Message(message)) = self.events.recv_timeout(LATE_MESSAGE_GRACE) {
+        loop {
+            if let Some(status) = self.exit {
+                if let Some(message) = self.late_message() {
                     self.note_message(&message)?;
                     return Ok(Some(message));
                 }
-                Err(self.exited_early(status))
+                return Err(self.exited_early(status));
             }
-            Err(_) => Ok(None),
+            let wait = until.saturating_duration_since(Instant::now());
+            match self.events.recv_timeout(wait) {
+                Ok(Event::Message(message)) => {
+                    self.note_message(&message)?;
+                    return Ok(Some(message));
+                }
+                Ok(Event::Exited(status)) => self.exit = Some(status),
+                Ok(Event::Closed) => self.control_closed = true,
+                Err(_) => return Ok(None),
+            }
         }
+    }
+
+    /// A message the program sent before it exited and the grader has not received yet: the
+    /// control socket and the exit are watched by different threads. Waits until the socket
+    /// is closed (then every message has come) or for [`LATE_MESSAGE_GRACE`].
+    fn late_message(&mut self) -> Option<Message> {
+        let until = Instant::now() + LATE_MESSAGE_GRACE;
+        while !self.control_closed {
+            match self
+                .events
+                .recv_timeout(until.saturating_duration_since(Instant::now()))
+            {
+                Ok(Event::Message(message)) => return Some(message),
+                Ok(Event::Closed) => self.control_closed = true,
+                Ok(Event::Exited(_)) => {}
+                Err(_) => return None,
+            }
+        }
+        // Every message came before the close.
+        None
     }
 
     /// Waits for the program to exit.
     pub fn wait(&mut self) -> Result<ExitStatus, Fail> {
         while self.exit.is_none() {
             match self.next_event(self.deadline)? {
-                Event::Message(_) => {}
+                Event::Message(_) | Event::Closed => {}
                 Event::Exited(status) => self.exit = Some(status),
             }
         }
@@ -482,6 +511,7 @@ impl Proc {
             match self.events.recv_timeout(deadline - now) {
                 Ok(Event::Message(message)) => self.note_message(&message)?,
                 Ok(Event::Exited(status)) => self.exit = Some(status),
+                Ok(Event::Closed) => self.control_closed = true,
                 Err(_) => return Ok(None),
             }
         }
@@ -504,6 +534,10 @@ impl Proc {
                 Ok(Event::Message(message)) => {
                     self.note_message(&message)?;
                     return Ok(Event::Message(message));
+                }
+                Ok(Event::Closed) => {
+                    self.control_closed = true;
+                    continue;
                 }
                 Ok(event) => return Ok(event),
                 Err(RecvTimeoutError::Timeout) if Instant::now() >= deadline => {
@@ -753,5 +787,33 @@ pub fn kill_stray_children() {
     };
     if !strays.is_empty() {
         kill_tree(&strays);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::ffi::OsStr;
+    use std::path::Path;
+
+    use super::*;
+
+    /// A message that reaches the grader after the program's exit is delivered while the
+    /// control socket is still open: here a child of the program sends it half a second after
+    /// the exit, as a loaded machine may deliver late one the program sent just before it.
+    #[test]
+    fn a_message_that_comes_after_the_exit_is_delivered() {
+        let script = OsStr::new("(sleep 0.5; printf late >&3) & exit 0");
+        let mut program = spawn(
+            Path::new("/bin/sh"),
+            &[OsStr::new("-c"), script],
+            Path::new("/"),
+            Limits::for_user(None),
+            Instant::now() + Duration::from_secs(10),
+            crate::labs::all()[0],
+        )
+        .expect("the program starts");
+        let message = program.recv_any();
+        program.kill_tree();
+        assert_eq!(message.expect("the late message").kind, "late");
     }
 }
