@@ -123,20 +123,29 @@ pub fn view(pid: i32) -> Option<ProcessView> {
     })
 }
 
-/// Parses `/proc/.../syscall`: "NR ARG0 ARG1 ..." when blocked in a call, "running" or "-1 ..."
+/// The system call thread `tid` of `pid` is in (blocked, or held by a tracer), with its six
+/// arguments, from `/proc/PID/task/TID/syscall`; `None` when it runs in user space or is gone.
+pub fn call_of(pid: i32, tid: i32) -> Option<(i64, [u64; 6])> {
+    parse_syscall(&std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/syscall")).ok()?)
+}
+
+/// Parses `/proc/.../syscall`: "NR ARG0 ... ARG5 SP PC" when in a call, "running" or "-1 ..."
 /// otherwise.
-fn read_syscall(path: &Path) -> Option<(i64, u64)> {
-    let text = std::fs::read_to_string(path).ok()?;
+fn parse_syscall(text: &str) -> Option<(i64, [u64; 6])> {
     let mut words = text.split_whitespace();
     let number: i64 = words.next()?.parse().ok()?;
     if number < 0 {
         return None;
     }
-    let arg0 = words
-        .next()
-        .and_then(|a| u64::from_str_radix(a.trim_start_matches("0x"), 16).ok())
-        .unwrap_or(0);
-    Some((number, arg0))
+    let mut args = [0u64; 6];
+    for arg in &mut args {
+        *arg = u64::from_str_radix(words.next()?.trim_start_matches("0x"), 16).ok()?;
+    }
+    Some((number, args))
+}
+
+fn read_syscall(path: &Path) -> Option<(i64, u64)> {
+    parse_syscall(&std::fs::read_to_string(path).ok()?).map(|(number, args)| (number, args[0]))
 }
 
 /// The pipe inode in a descriptor target like `pipe:[1234]`.

@@ -9,7 +9,7 @@ use nix::sys::signal::Signal;
 use nix::time::{ClockId, clock_gettime};
 
 use super::transfer::failure;
-use crate::engine::{Fail, Proc, force};
+use crate::engine::{Fail, Proc, force, inspect};
 
 /// How long a signal may take to be delivered, and the wait to be entered again, on a loaded
 /// machine: a side that does it at all does it within milliseconds.
@@ -21,22 +21,6 @@ const SETTLE: Duration = Duration::from_secs(3);
 struct TimedWait {
     nr: i64,
     deadline: Duration,
-}
-
-/// The call the main thread of `pid` is in (`/proc/PID/task/PID/syscall`), with its arguments;
-/// `None` when it runs in user space or is gone.
-fn call(pid: i32) -> Option<(i64, [u64; 6])> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/syscall")).ok()?;
-    let mut words = text.split_whitespace();
-    let nr: i64 = words.next()?.parse().ok()?;
-    if nr < 0 {
-        return None;
-    }
-    let mut args = [0u64; 6];
-    for arg in &mut args {
-        *arg = u64::from_str_radix(words.next()?.trim_start_matches("0x"), 16).ok()?;
-    }
-    Some((nr, args))
 }
 
 /// Whether the main thread of `pid` sleeps (in a system call, interruptibly).
@@ -54,7 +38,7 @@ fn timed_wait(pid: i32) -> Option<TimedWait> {
     if !sleeping(pid) {
         return None;
     }
-    let (nr, args) = call(pid)?;
+    let (nr, args) = inspect::call_of(pid, pid)?;
     let op = args[1] as i32;
     let addr = match nr {
         libc::SYS_futex if op & libc::FUTEX_CLOCK_REALTIME != 0 => args[3],
@@ -72,7 +56,7 @@ fn timed_wait(pid: i32) -> Option<TimedWait> {
     if secs < 0 || !(0..1_000_000_000).contains(&nanos) {
         return None;
     }
-    let again = call(pid)?;
+    let again = inspect::call_of(pid, pid)?;
     (again == (nr, args) && sleeping(pid)).then_some(TimedWait {
         nr,
         deadline: Duration::new(secs as u64, nanos as u32),

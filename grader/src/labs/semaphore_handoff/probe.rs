@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use nix::time::{ClockId, clock_gettime};
 
-use crate::engine::{Fail, force};
+use crate::engine::{Fail, force, inspect};
 
 /// A system call a thread is blocked in (or stopped at), with its six arguments.
 #[derive(Debug, Clone, Copy)]
@@ -19,16 +19,7 @@ struct Call {
 /// The call the main thread of `pid` is in, from `/proc/PID/task/PID/syscall`; `None` when it
 /// runs in user space or is gone.
 fn call(pid: i32) -> Option<Call> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/syscall")).ok()?;
-    let mut words = text.split_whitespace();
-    let nr: i64 = words.next()?.parse().ok()?;
-    if nr < 0 {
-        return None;
-    }
-    let mut args = [0u64; 6];
-    for arg in &mut args {
-        *arg = u64::from_str_radix(words.next()?.trim_start_matches("0x"), 16).ok()?;
-    }
+    let (nr, args) = inspect::call_of(pid, pid)?;
     Some(Call { nr, args })
 }
 

@@ -124,13 +124,8 @@ pub(super) fn sleeping(pid: i32) -> Sleep {
 /// argument, in `/proc/PID/syscall`): `pthread_cond_timedwait()` does, `pthread_cond_wait()`
 /// does not. `None` if it is not asleep in `futex()`.
 pub(super) fn futex_has_timeout(pid: i32) -> Option<bool> {
-    let line = std::fs::read_to_string(format!("/proc/{pid}/syscall")).ok()?;
-    let words: Vec<&str> = line.split_whitespace().collect();
-    if words.first()?.parse::<i64>().ok()? != libc::SYS_futex {
-        return None;
-    }
-    let timeout = u64::from_str_radix(words.get(4)?.trim_start_matches("0x"), 16).ok()?;
-    Some(timeout != 0)
+    let (number, args) = inspect::call_of(pid, pid)?;
+    (number == libc::SYS_futex).then_some(args[3] != 0)
 }
 
 /// One line of `/proc/PID/maps` that maps the segment.

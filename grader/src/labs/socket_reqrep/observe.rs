@@ -122,18 +122,12 @@ pub fn hold_every_thread(pid: i32) -> Result<(), Fail> {
 /// Whether the main thread of `pid` is blocked receiving on descriptor `fd` (one file read:
 /// cheap enough to look every few hundred microseconds).
 pub fn main_receives_on(pid: i32, fd: i32) -> bool {
-    let Ok(text) = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/syscall")) else {
-        return false;
-    };
-    let mut words = text.split_whitespace();
-    let number = words.next().and_then(|n| n.parse::<i64>().ok());
-    let arg0 = words
-        .next()
-        .and_then(|a| i64::from_str_radix(a.trim_start_matches("0x"), 16).ok());
-    matches!(
-        number,
-        Some(libc::SYS_recvfrom | libc::SYS_recvmsg | libc::SYS_read)
-    ) && arg0 == Some(i64::from(fd))
+    inspect::call_of(pid, pid).is_some_and(|(number, args)| {
+        matches!(
+            number,
+            libc::SYS_recvfrom | libc::SYS_recvmsg | libc::SYS_read
+        ) && args[0] == fd as u64
+    })
 }
 
 /// Binds every thread of `pid` to one CPU, the first the grader may use (threads they start
@@ -285,10 +279,8 @@ pub fn cpu_ns(pid: i32) -> std::collections::BTreeMap<i32, u64> {
 /// The descriptor and byte count of the write thread `tid` of `pid` is in (held at its entry):
 /// its first and third arguments (`/proc/PID/task/TID/syscall`).
 pub fn write_args(pid: i32, tid: i32) -> Option<(i32, u64)> {
-    let line = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/syscall")).ok()?;
-    let words: Vec<&str> = line.split_whitespace().collect();
-    let arg = |n: usize| u64::from_str_radix(words.get(n + 1)?.trim_start_matches("0x"), 16).ok();
-    Some((i32::try_from(arg(0)?).ok()?, arg(2)?))
+    let (_, args) = inspect::call_of(pid, tid)?;
+    Some((i32::try_from(args[0]).ok()?, args[2]))
 }
 
 /// Whether socket `fd` of `pid` has TCP_NODELAY set, read on a copy of the descriptor
