@@ -172,6 +172,9 @@ pub struct CheckObjects {
     /// The user the programs run as, when not the grader's.
     pub user: Option<u32>,
     before: BTreeSet<IpcObject>,
+    /// Objects a process of the check was seen creating or using (see [`used_by`]): theirs
+    /// still once those processes are gone.
+    used: Mutex<BTreeSet<IpcObject>>,
     seen: Mutex<BTreeMap<IpcObject, Option<u32>>>,
     last_look: Mutex<Option<Instant>>,
 }
@@ -191,6 +194,7 @@ impl CheckObjects {
             roots,
             user,
             before: snapshot(),
+            used: Mutex::new(BTreeSet::new()),
             seen: Mutex::new(BTreeMap::new()),
             last_look: Mutex::new(None),
         }
@@ -215,8 +219,8 @@ impl CheckObjects {
                 .any(|other| !std::ptr::eq(&*other, self) && other.claims(object))
     }
 
-    /// Whether `object` carries one of this check's names or keys, or was created by one of its
-    /// programs.
+    /// Whether `object` carries one of this check's names or keys, or was created or used by
+    /// one of its processes (a SysV object made with `IPC_PRIVATE` has neither name nor key).
     fn claims(&self, object: &IpcObject) -> bool {
         let named = object.name().is_some_and(|name| {
             self.names
@@ -230,7 +234,24 @@ impl CheckObjects {
             .is_some_and(|key| self.keys.lock().expect("keys lock").contains(&key));
         let created = matches!(object, IpcObject::SysvShm { creator, .. }
             if self.roots.lock().expect("roots lock").contains(creator));
-        named || keyed || created
+        named || keyed || created || self.used_by_a_program(object)
+    }
+
+    /// Whether a process of the check (one it started, or one in such a process's group) has
+    /// created or last used `object`; remembered, since those processes end.
+    fn used_by_a_program(&self, object: &IpcObject) -> bool {
+        if self.used.lock().expect("used lock").contains(object) {
+            return true;
+        }
+        let roots = self.roots.lock().expect("roots lock").clone();
+        let ours = used_by(object).into_iter().any(|pid| {
+            // SAFETY: a plain system call.
+            pid > 0 && (roots.contains(&pid) || roots.contains(&unsafe { libc::getpgid(pid) }))
+        });
+        if ours {
+            self.used.lock().expect("used lock").insert(object.clone());
+        }
+        ours
     }
 
     /// Registers a check that starts, so that checks running alongside can tell its objects
@@ -334,6 +355,42 @@ fn sysv_rows(file: &str) -> Vec<Vec<i64>> {
         })
         .filter(|row: &Vec<i64>| row.len() >= 2)
         .collect()
+}
+
+/// The processes that created or last used a SysV object: a segment's creator and last
+/// attacher, a queue's last sender and receiver, the last to change each semaphore of a set.
+fn used_by(object: &IpcObject) -> Vec<i32> {
+    // Columns: shm "key shmid perms size cpid lpid", msg "key msqid perms cbytes qnum lspid
+    // lrpid", sem "key semid perms nsems".
+    let row = |file: &str, id: i32| {
+        sysv_rows(file)
+            .into_iter()
+            .find(|row| row[1] == i64::from(id))
+    };
+    let pids = |row: Option<Vec<i64>>, columns: [usize; 2]| -> Vec<i32> {
+        row.map(|row| {
+            columns
+                .iter()
+                .filter_map(|&c| row.get(c))
+                .map(|&p| p as i32)
+                .collect()
+        })
+        .unwrap_or_default()
+    };
+    match object {
+        IpcObject::SysvShm { id, .. } => pids(row("shm", *id), [4, 5]),
+        IpcObject::SysvMsg { id, .. } => pids(row("msg", *id), [5, 6]),
+        IpcObject::SysvSem { id, .. } => {
+            let count = row("sem", *id)
+                .and_then(|row| row.get(3).copied())
+                .unwrap_or(0);
+            (0..count.min(64) as i32)
+                // SAFETY: GETPID takes no argument; an id gone or not ours to read gives -1.
+                .map(|number| unsafe { libc::semctl(*id, number, libc::GETPID) })
+                .collect()
+        }
+        _ => Vec::new(),
+    }
 }
 
 /// One line of `/proc/sysvipc/shm`: key, id, mode, size, creator pid, attach count, owner uid.
@@ -451,4 +508,36 @@ pub fn socket_files(dir: &std::path::Path) -> Vec<IpcObject> {
         }
     }
     found
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A semaphore set made with `IPC_PRIVATE` carries no key or name of the check's: it is the
+    /// check's because one of its processes used it (here the test stands for that process).
+    #[test]
+    fn a_private_semaphore_set_a_program_used_is_the_checks() {
+        let me = std::process::id() as i32;
+        let objects = CheckObjects::new(Arc::new(Mutex::new(vec![me])), None);
+        // SAFETY: plain system calls on a set this test makes and removes.
+        let id = unsafe { libc::semget(libc::IPC_PRIVATE, 1, libc::IPC_CREAT | 0o600) };
+        assert!(id >= 0, "semget: {}", std::io::Error::last_os_error());
+        let mut up = libc::sembuf {
+            sem_num: 0,
+            sem_op: 1,
+            sem_flg: 0,
+        };
+        // SAFETY: as above.
+        let used = unsafe { libc::semop(id, &mut up, 1) } == 0;
+        let found = objects
+            .current()
+            .contains(&IpcObject::SysvSem { key: 0, id });
+        let removed = IpcObject::SysvSem { key: 0, id }.remove();
+        assert!(used && removed.is_ok());
+        assert!(
+            found,
+            "the set used by the check's process is not the check's"
+        );
+    }
 }
