@@ -272,6 +272,19 @@ pub fn build_in(
     programs
 }
 
+/// The lock a build in `target` holds: one cargo at a time in a target directory (two would
+/// only wait for each other's file locks), while builds in different ones run side by side.
+fn target_lock(target: &Path) -> std::sync::Arc<std::sync::Mutex<()>> {
+    type Locks = BTreeMap<PathBuf, std::sync::Arc<std::sync::Mutex<()>>>;
+    static LOCKS: std::sync::Mutex<Locks> = std::sync::Mutex::new(BTreeMap::new());
+    LOCKS
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .entry(target.to_path_buf())
+        .or_default()
+        .clone()
+}
+
 /// Runs cargo; on success, the executable of each package built.
 fn cargo_build(
     workspace: &Path,
@@ -307,9 +320,8 @@ fn cargo_build(
     if let Some(user) = builder {
         run_as_builder(&mut command, user, target);
     }
-    // One cargo at a time: two would only wait for each other's locks.
-    static CARGO: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    let _one_at_a_time = CARGO.lock().unwrap_or_else(|e| e.into_inner());
+    let lock = target_lock(target);
+    let _one_at_a_time = lock.lock().unwrap_or_else(|e| e.into_inner());
     let mut child =
         super::process::spawn_helper(&mut command).map_err(|e| format!("cannot run cargo: {e}"))?;
     let pid = child.id();

@@ -193,6 +193,8 @@ pub struct Proc {
     exit: Option<ExitStatus>,
     /// [`Event::Closed`] has been received.
     control_closed: bool,
+    /// A message [`Proc::says_before`] saw and left for the next receive.
+    held: Option<Message>,
     /// Every control message, for the log.
     pub transcript: Arc<Mutex<Vec<String>>>,
     deadline: Instant,
@@ -338,6 +340,7 @@ pub fn spawn(
         grader_pipes,
         exit: None,
         control_closed: false,
+        held: None,
         transcript: Arc::new(Mutex::new(Vec::new())),
         deadline,
         lab,
@@ -428,6 +431,10 @@ impl Proc {
 
     /// Waits for the program's next message, whatever its kind.
     pub fn recv_any(&mut self) -> Result<Message, Fail> {
+        if let Some(message) = self.held.take() {
+            self.note_message(&message)?;
+            return Ok(message);
+        }
         loop {
             if let Some(status) = self.exit {
                 // Every message sent before the exit is delivered, not only the first.
@@ -449,6 +456,10 @@ impl Proc {
     /// [`Proc::recv_any`], running out of time here is not a failure: the check is watching for
     /// something that should not happen.
     pub fn recv_before(&mut self, until: Instant) -> Result<Option<Message>, Fail> {
+        if let Some(message) = self.held.take() {
+            self.note_message(&message)?;
+            return Ok(Some(message));
+        }
         loop {
             if let Some(status) = self.exit {
                 if let Some(message) = self.late_message() {
@@ -468,6 +479,22 @@ impl Proc {
                 Err(_) => return Ok(None),
             }
         }
+    }
+
+    /// Whether the program says something (a message, or its exit) before `until`. A message
+    /// stays for the next receive: a check can wait for one of several signs without taking
+    /// what belongs to a later step.
+    pub fn says_before(&mut self, until: Instant) -> bool {
+        while self.held.is_none() && self.exit.is_none() {
+            let wait = until.saturating_duration_since(Instant::now());
+            match self.events.recv_timeout(wait) {
+                Ok(Event::Message(message)) => self.held = Some(message),
+                Ok(Event::Exited(status)) => self.exit = Some(status),
+                Ok(Event::Closed) => self.control_closed = true,
+                Err(_) => return false,
+            }
+        }
+        true
     }
 
     /// A message the program sent before it exited and the grader has not received yet: the
@@ -797,23 +824,45 @@ mod tests {
 
     use super::*;
 
-    /// A message that reaches the grader after the program's exit is delivered while the
-    /// control socket is still open: here a child of the program sends it half a second after
-    /// the exit, as a loaded machine may deliver late one the program sent just before it.
-    #[test]
-    fn a_message_that_comes_after_the_exit_is_delivered() {
-        let script = OsStr::new("(sleep 0.5; printf late >&3) & exit 0");
-        let mut program = spawn(
+    /// `script` run by `/bin/sh`, its control socket on descriptor 3.
+    fn shell(script: &str) -> Proc {
+        spawn(
             Path::new("/bin/sh"),
-            &[OsStr::new("-c"), script],
+            &[OsStr::new("-c"), OsStr::new(script)],
             Path::new("/"),
             Limits::for_user(None),
             Instant::now() + Duration::from_secs(10),
             crate::labs::all()[0],
         )
-        .expect("the program starts");
+        .expect("the program starts")
+    }
+
+    /// A message that reaches the grader after the program's exit is delivered while the
+    /// control socket is still open: here a child of the program sends it half a second after
+    /// the exit, as a loaded machine may deliver late one the program sent just before it.
+    #[test]
+    fn a_message_that_comes_after_the_exit_is_delivered() {
+        let mut program = shell("(sleep 0.5; printf late >&3) & exit 0");
         let message = program.recv_any();
         program.kill_tree();
         assert_eq!(message.expect("the late message").kind, "late");
+    }
+
+    /// `says_before` sees a message without taking it: the next receive gets it, then the next
+    /// one; and it says nothing of a program that stays silent.
+    #[test]
+    fn a_message_seen_by_says_before_is_left_for_the_next_receive() {
+        let mut program = shell("printf first >&3; sleep 0.3; printf second >&3; sleep 10");
+        let said = program.says_before(Instant::now() + Duration::from_secs(5));
+        let first = program.recv_any().map(|m| m.kind);
+        let quiet = program.says_before(Instant::now() + Duration::from_millis(10));
+        let second = program.recv_any().map(|m| m.kind);
+        let silent = program.says_before(Instant::now() + Duration::from_millis(200));
+        program.kill_tree();
+        assert!(said, "the first message was not seen");
+        assert_eq!(first.expect("the first message"), "first");
+        assert!(!quiet, "a message was seen before the program sent it");
+        assert_eq!(second.expect("the second message"), "second");
+        assert!(!silent, "a silent program was seen to say something");
     }
 }

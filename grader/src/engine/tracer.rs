@@ -68,6 +68,12 @@ pub enum Match {
     /// The first or the second argument points to this path: with [`Call::naming`], the first
     /// call of any kind that names the file (`statx`, `access`, `link`, `openat`, ...).
     Names(&'static str),
+    /// The call is one of these: with [`Call::one_of`], the first of several calls that do the
+    /// same thing (`write`, `sendto`, `writev`).
+    Numbers(&'static [i64]),
+    /// One of these calls, on this descriptor (its first argument): with [`Call::one_of_on`],
+    /// the first write of any kind to one socket.
+    NumbersOn(&'static [i64], u64),
 }
 
 /// A call number that stands for every call.
@@ -78,6 +84,22 @@ impl Call {
         Call {
             number,
             matching: Match::Any,
+        }
+    }
+
+    /// The first of any of these calls.
+    pub fn one_of(numbers: &'static [i64]) -> Call {
+        Call {
+            number: ANY_NUMBER,
+            matching: Match::Numbers(numbers),
+        }
+    }
+
+    /// The first of any of these calls whose first argument is descriptor `fd`.
+    pub fn one_of_on(numbers: &'static [i64], fd: i32) -> Call {
+        Call {
+            number: ANY_NUMBER,
+            matching: Match::NumbersOn(numbers, fd as u64),
         }
     }
 
@@ -104,10 +126,21 @@ pub enum Action {
     HoldAround,
     /// Skip the call and make it return this errno.
     Fail(i32),
+    /// Skip this many of the calls in a row, each returning this errno, then let the program
+    /// go on untraced ([`Tracer::fail_times`]). Each failure is reported: read one at a time
+    /// ([`Tracer::failed_before`]) or counted ([`Tracer::failed_count`]).
+    FailTimes(i32, u32),
+    /// Let the call run with its third argument cut to at most this: the byte count of a
+    /// `write()`, `sendto()` or `read()`, the number of buffers of a `writev()`. The call then
+    /// moves fewer bytes and returns a short count, as a stop or a full buffer can make it.
+    Shorten(u64),
     /// Let the call (a `shmat()`) go on and, once one has returned an address, stop the program
     /// right after each access to these fields of what it attached (at most four), until the
     /// check says no more ([`Tracer::watch`]).
     Watch(&'static [Field]),
+    /// Stop the program right after each access to these fields of the memory at this address
+    /// (at most four), from now on, until the check says no more ([`Tracer::watch_at`]).
+    WatchAt(u64, &'static [Field]),
 }
 
 /// A field of the segment to watch: its offset from where the segment is attached, its length
@@ -219,7 +252,7 @@ impl Tracer {
             from_tracer,
             to_tracer,
             released: false,
-            watching: matches!(action, Action::Watch(_)),
+            watching: matches!(action, Action::Watch(_) | Action::WatchAt(..)),
         };
         match traced.next_byte(Instant::now() + Duration::from_secs(2))? {
             Some(ATTACHED) => Ok(Some(traced)),
@@ -265,6 +298,39 @@ impl Tracer {
         }
     }
 
+    /// Starts tracing `pid` (its main thread) to make its next `times` calls `call` fail with
+    /// `errno`, one after the other: a timed wait made to time out again and again, at once, as
+    /// if that many slices had passed. [`Tracer::failed_count`] follows; `None` if the machine
+    /// does not allow it.
+    pub fn fail_times(
+        pid: i32,
+        call: Call,
+        errno: i32,
+        times: u32,
+    ) -> Result<Option<Tracer>, Fail> {
+        Tracer::attach(pid, call, Action::FailTimes(errno, times))
+    }
+
+    /// How many calls a [`Tracer::fail_times`] tracer has made fail, waiting until it has made
+    /// them all fail, or lost the program (it exited, or made no such call before the check
+    /// let it go), or `until`; then lets the program go on untraced.
+    pub fn failed_count(mut self, until: Instant) -> Result<u32, Fail> {
+        let mut count = 0;
+        loop {
+            match self.next_byte(until)? {
+                Some(FAILED) => count += 1,
+                Some(_) => break,
+                None if Instant::now() >= until => break,
+                None => {}
+            }
+        }
+        // Told to stop, the tracer detaches at the program's next system call stop.
+        // SAFETY: one byte from a live buffer to our own pipe.
+        unsafe { libc::write(self.to_tracer.as_raw_fd(), [0u8].as_ptr().cast(), 1) };
+        self.released = true;
+        Ok(count)
+    }
+
     /// Starts watching `fields` of the segment `pid` attaches next (with `shmat()` on its main
     /// thread); `None` if the machine does not allow it (no ptrace, or not x86-64).
     pub fn watch(pid: i32, fields: &'static [Field]) -> Result<Option<Tracer>, Fail> {
@@ -272,20 +338,32 @@ impl Tracer {
         Tracer::attach(pid, shmat, Action::Watch(fields))
     }
 
+    /// Starts watching `fields` of the memory at `address` in `pid` (its main thread), from
+    /// now on: a word the program shares, such as a named semaphore's. Then as
+    /// [`Tracer::watch`]: [`Watched::Armed`], then a [`Watched::Hit`] at each access. `None` if
+    /// the machine does not allow it.
+    pub fn watch_at(
+        pid: i32,
+        address: u64,
+        fields: &'static [Field],
+    ) -> Result<Option<Tracer>, Fail> {
+        Tracer::attach(pid, Call::any(ANY_NUMBER), Action::WatchAt(address, fields))
+    }
+
     /// What comes next from a watching tracer or from the program, before `until`.
     pub fn next(&mut self, program: &mut Proc, until: Instant) -> Result<Watched, Fail> {
         loop {
             // The tracer first: it speaks while the program is stopped, before anything the
-            // program says after.
-            match self.next_byte(Instant::now())? {
+            // program says after. Waited for, so that a run of hits (a loop on a watched field)
+            // is counted as fast as it comes; a message waits at most this short while.
+            match self.next_byte(Instant::now() + Duration::from_millis(2))? {
                 Some(ARMED) => return Ok(Watched::Armed),
                 Some(HIT) => return Ok(Watched::Hit),
                 Some(NO_WATCHPOINTS) => return Ok(Watched::Unavailable),
                 Some(_) => return Ok(Watched::Lost),
                 None => {}
             }
-            let soon = Instant::now() + Duration::from_millis(2);
-            if let Some(message) = program.recv_before(soon)? {
+            if let Some(message) = program.recv_before(Instant::now())? {
                 return Ok(Watched::Said(message));
             }
             if Instant::now() >= until {
@@ -311,8 +389,8 @@ impl Tracer {
         Ok(self.next_byte(Instant::now() + Duration::from_millis(10))? == Some(FAILED))
     }
 
-    /// Waits until the tracer has made the call fail (true), or lost the program, or `until`
-    /// (false), without reading the program's messages.
+    /// Waits until the tracer has made the call fail, or cut it short for [`Action::Shorten`]
+    /// (true), or lost the program, or `until` (false), without reading the program's messages.
     pub fn failed_before(&mut self, until: Instant) -> Result<bool, Fail> {
         loop {
             match self.next_byte(until)? {
@@ -398,6 +476,8 @@ struct Pipes {
 /// one was hit, DR7 what each watches).
 const ORIG_RAX: usize = 15 * 8;
 const RAX: usize = 10 * 8;
+/// The register of a call's third argument.
+const RDX: usize = 12 * 8;
 #[cfg(target_arch = "x86_64")]
 const DEBUGREG: usize = std::mem::offset_of!(libc::user, u_debugreg);
 #[cfg(not(target_arch = "x86_64"))]
@@ -447,7 +527,14 @@ unsafe fn trace(group: i32, pid: i32, call: Call, action: Action, pipes: Pipes) 
             gone();
         }
         say(ATTACHED);
+        if let Action::WatchAt(address, fields) = action {
+            watch_from(pid, address, fields, pipes);
+        }
         let mut signal = 0usize;
+        let mut left_to_fail = match action {
+            Action::FailTimes(_, times) => times,
+            _ => 0,
+        };
         loop {
             if libc::ptrace(libc::PTRACE_SYSCALL, pid, 0usize, signal) != 0
                 || libc::waitpid(pid, &mut status, libc::__WALL) != pid
@@ -458,10 +545,26 @@ unsafe fn trace(group: i32, pid: i32, call: Call, action: Action, pipes: Pipes) 
             signal = 0;
             let stopped_by = libc::WSTOPSIG(status);
             if stopped_by == libc::SIGTRAP | 0x80 {
+                if matches!(action, Action::FailTimes(..)) && told_to_stop(pipes.resume) {
+                    libc::ptrace(libc::PTRACE_DETACH, pid, 0usize, 0usize);
+                    libc::_exit(0);
+                }
                 if !at_entry_of(pid, call) {
                     continue;
                 }
                 match action {
+                    Action::FailTimes(errno, _) => {
+                        libc::ptrace(libc::PTRACE_POKEUSER, pid, ORIG_RAX, -1isize);
+                        if !to_exit_stop(pid, &mut status) {
+                            gone();
+                        }
+                        libc::ptrace(libc::PTRACE_POKEUSER, pid, RAX, -(errno as isize));
+                        say(FAILED);
+                        left_to_fail = left_to_fail.saturating_sub(1);
+                        if left_to_fail > 0 {
+                            continue;
+                        }
+                    }
                     Action::Hold => {
                         say(HELD);
                         let mut byte = [0u8];
@@ -480,6 +583,7 @@ unsafe fn trace(group: i32, pid: i32, call: Call, action: Action, pipes: Pipes) 
                         libc::read(pipes.resume, byte.as_mut_ptr().cast(), 1);
                     }
                     Action::Watch(fields) => watch(pid, fields, pipes),
+                    Action::WatchAt(..) => {}
                     Action::Fail(errno) => {
                         // No call at all (number -1), and on its way out, the error.
                         libc::ptrace(libc::PTRACE_POKEUSER, pid, ORIG_RAX, -1isize);
@@ -493,6 +597,14 @@ unsafe fn trace(group: i32, pid: i32, call: Call, action: Action, pipes: Pipes) 
                         libc::ptrace(libc::PTRACE_DETACH, pid, 0usize, 0usize);
                         libc::_exit(0);
                     }
+                    Action::Shorten(most) => {
+                        let third = libc::ptrace(libc::PTRACE_PEEKUSER, pid, RDX, 0usize);
+                        if third as u64 > most {
+                            libc::ptrace(libc::PTRACE_POKEUSER, pid, RDX, most as usize);
+                        }
+                        // Said while the program is still stopped, as for a failed call.
+                        say(FAILED);
+                    }
                 }
                 libc::ptrace(libc::PTRACE_DETACH, pid, 0usize, 0usize);
                 libc::_exit(0);
@@ -502,6 +614,17 @@ unsafe fn trace(group: i32, pid: i32, call: Call, action: Action, pipes: Pipes) 
             }
         }
     }
+}
+
+/// Whether the check has written to the tracer's pipe (or closed it): stop tracing.
+unsafe fn told_to_stop(resume: i32) -> bool {
+    let mut fds = [libc::pollfd {
+        fd: resume,
+        events: libc::POLLIN,
+        revents: 0,
+    }];
+    // SAFETY: one valid pollfd, no waiting.
+    unsafe { libc::poll(fds.as_mut_ptr(), 1, 0) > 0 }
 }
 
 /// Resumes `pid`, stopped at a call's entry, up to that call's exit stop, delivering any signal
@@ -572,6 +695,22 @@ unsafe fn watch(pid: i32, fields: &[Field], pipes: Pipes) -> ! {
                 }
             }
         };
+        watch_from(pid, address, fields, pipes)
+    }
+}
+
+/// Watching, in the forked child: `pid` is stopped. Sets the watchpoints on `fields` of the
+/// memory at `address`, then stops the program at each access, reporting each to the check,
+/// until the check says no more. Never returns.
+unsafe fn watch_from(pid: i32, address: u64, fields: &[Field], pipes: Pipes) -> ! {
+    // SAFETY: plain system calls on our own descriptors and memory, and on the traced process.
+    unsafe {
+        let say = |byte: u8| libc::write(pipes.report, [byte].as_ptr().cast(), 1);
+        let gone = || -> ! {
+            say(GONE);
+            libc::_exit(0)
+        };
+        let mut status = 0;
         let mut control = 0u64;
         for (n, field) in fields.iter().take(4).enumerate() {
             let len_bits: u64 = match field.len {
@@ -706,19 +845,68 @@ unsafe fn leave(pid: i32, left: Left, pipes: Pipes) -> ! {
                 (matches!(left, Left::RunningWatched), status)
             }
         };
+        let mut status = status;
         if armed {
             libc::ptrace(libc::PTRACE_POKEUSER, pid, DEBUGREG + 8 * 7, 0usize);
+            // An access just before this stop may have left its SIGTRAP pending: delivered
+            // after the detach, it would kill the program. It is let come while traced (a
+            // signal-delivery stop, not passed on), other signals passed on before it.
+            while sigtrap_pending(pid) {
+                if libc::ptrace(libc::PTRACE_CONT, pid, 0usize, passed_on(status)) != 0
+                    || libc::waitpid(pid, &mut status, libc::__WALL) != pid
+                    || !libc::WIFSTOPPED(status)
+                {
+                    libc::write(pipes.report, [GONE].as_ptr().cast(), 1);
+                    libc::_exit(0);
+                }
+            }
         }
-        // A signal the stop was for goes on to the program; a watchpoint's SIGTRAP does not.
-        let stopped_by = libc::WSTOPSIG(status);
-        let pass = if status >> 16 == 0 && stopped_by != libc::SIGTRAP {
-            stopped_by as usize
-        } else {
-            0
-        };
-        libc::ptrace(libc::PTRACE_DETACH, pid, 0usize, pass);
+        libc::ptrace(libc::PTRACE_DETACH, pid, 0usize, passed_on(status));
         libc::_exit(0)
     }
+}
+
+/// The signal a stop with `status` was for, to pass on to the program as it goes on: none for
+/// an event stop or a watchpoint's SIGTRAP.
+fn passed_on(status: i32) -> usize {
+    let stopped_by = libc::WSTOPSIG(status);
+    if status >> 16 == 0 && stopped_by != libc::SIGTRAP {
+        stopped_by as usize
+    } else {
+        0
+    }
+}
+
+/// Whether a SIGTRAP waits in the queue of the (stopped, traced) thread `pid`.
+unsafe fn sigtrap_pending(pid: i32) -> bool {
+    /// `struct ptrace_peeksiginfo_args`.
+    #[repr(C)]
+    struct PeekArgs {
+        off: u64,
+        flags: u32,
+        nr: i32,
+    }
+    const QUEUED: usize = 8;
+    let args = PeekArgs {
+        off: 0,
+        flags: 0,
+        nr: QUEUED as i32,
+    };
+    // siginfo_t is 128 bytes; si_signo is its first int.
+    let mut infos = [[0i32; 32]; QUEUED];
+    // SAFETY: the kernel writes at most `nr` siginfo_t into `infos`.
+    let got = unsafe {
+        libc::ptrace(
+            libc::PTRACE_PEEKSIGINFO,
+            pid,
+            &args as *const PeekArgs,
+            infos.as_mut_ptr(),
+        )
+    };
+    got > 0
+        && infos[..got as usize]
+            .iter()
+            .any(|info| info[0] == libc::SIGTRAP)
 }
 
 /// Whether `pid`, stopped at a system call, is entering `call`.
@@ -771,5 +959,9 @@ unsafe fn at_entry_of(pid: i32, call: Call) -> bool {
             .all(|&(arg, mask, value)| arg < 6 && word(32 + 8 * arg) & mask == value),
         Match::Path(path) => points_to(word(40), path),
         Match::Names(path) => points_to(word(32), path) || points_to(word(40), path),
+        Match::Numbers(numbers) => numbers.iter().any(|&n| word(24) == n as u64),
+        Match::NumbersOn(numbers, fd) => {
+            numbers.iter().any(|&n| word(24) == n as u64) && word(32) == fd
+        }
     }
 }
