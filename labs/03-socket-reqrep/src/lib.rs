@@ -310,7 +310,8 @@ pub struct ServerStats {
 /// On the signal it stops accepting, shuts down the connections still open, waits for their
 /// handlers, and removes the listener ([`Listener::remove`]) before it returns. Handle the signal
 /// without a handler function: block it in every thread (`SigSet::thread_block` before the first
-/// thread starts: threads inherit the mask) and wait for it with `SigSet::wait`.
+/// thread starts: threads inherit the mask) and wait for it with `SigSet::wait`; keep it blocked
+/// until `run_server` returns, so that a second signal during the stop does not end the server.
 pub fn run_server(listener: Listener) -> Result<ServerStats, RpcError> {
     let _ = (&listener,);
     todo!(
@@ -340,8 +341,9 @@ impl Client {
         Connection::connect(endpoint).map(|conn| Client { conn })
     }
 
-    /// Sends one request and reads its response. A server that closes the connection instead
-    /// of answering is [`RpcError::Closed`].
+    /// Sends one request and reads its response, waiting for it blocked in `read()` (no
+    /// timeout: the response wakes the client). A server that closes the connection instead of
+    /// answering is [`RpcError::Closed`].
     pub fn call(&mut self, op: u8, payload: &[u8]) -> Result<Response, RpcError> {
         let _ = (&op, &payload);
         todo!("write_frame the request, read_frame the response (None is Closed)")

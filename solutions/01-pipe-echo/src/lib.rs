@@ -46,8 +46,8 @@ pub enum PipeEchoError {
     /// `fork()` failed, for example because of a process limit.
     #[error("fork() failed: {0}")]
     Fork(Errno),
-    /// Writing to a pipe failed. `EPIPE` means nobody holds the read end any more: the reader
-    /// exited or closed it.
+    /// Writing to a pipe failed: the error `write()` returned. `EPIPE` means nobody holds the
+    /// read end any more: the reader exited or closed it.
     #[error("writing to a pipe failed: {0}")]
     Write(Errno),
     /// Reading from a pipe failed.
@@ -61,7 +61,8 @@ pub enum PipeEchoError {
         /// Bytes that came back before end-of-file.
         echoed: usize,
     },
-    /// `exchange()` was called twice: the first call closed the write end.
+    /// `exchange()` was called twice: the first call took the write end and closed it, whatever
+    /// it returned.
     #[error("exchange() was already called: the pipe to the child is closed")]
     AlreadyExchanged,
     /// `waitpid()` failed.

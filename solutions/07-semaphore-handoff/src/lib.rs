@@ -244,7 +244,8 @@ pub fn post(signal: &Signal, message: &str) -> Result<(), HandoffError> {
 /// `WAIT_SLICE`, computed anew for each slice. `EINTR` (a signal handler ran): wait again.
 /// `ETIMEDOUT`: if `peer` is [`Peer::gone`], [`HandoffError::PeerGone`], else wait again. A
 /// signal already there is taken, even from a peer that is gone since: `PeerGone` only after a
-/// slice has timed out. Other errors are [`HandoffError::Wait`].
+/// slice has timed out. Other errors are [`HandoffError::Wait`]. Signals stay unblocked
+/// meanwhile: a handler runs when its signal comes, and the wait it interrupts returns `EINTR`.
 pub fn wait(signal: &Signal, peer: &Peer) -> Result<(), HandoffError> {
     // SOLUTION todo(signal, peer): loop: timed wait with deadline now + WAIT_SLICE; EINTR again; ETIMEDOUT: PeerGone if peer.gone(), else again
     loop {

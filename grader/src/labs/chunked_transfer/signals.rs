@@ -23,6 +23,11 @@ struct TimedWait {
     deadline: Duration,
 }
 
+/// Whether the main thread of `pid` sleeps in a timed wait.
+pub(super) fn waits_timed(pid: i32) -> bool {
+    timed_wait(pid).is_some()
+}
+
 /// Whether the main thread of `pid` sleeps (in a system call, interruptibly).
 fn sleeping(pid: i32) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/stat"))

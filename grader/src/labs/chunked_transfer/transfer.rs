@@ -11,6 +11,7 @@ use super::PEER_TIMEOUT_MS;
 use super::data::{pattern_bytes, pattern_hash};
 use super::layout::{Header, Mapped, Sem, SemInit, chunks_of};
 use super::observe::dev_shm;
+use super::signals::waits_timed;
 use crate::engine::{Fail, Proc, Run};
 
 /// How a transfer is run.
@@ -272,11 +273,28 @@ pub fn start_receiver(run: &mut Run, setup: &Setup, sender: Sender) -> Result<Tr
     })
 }
 
+/// How long the sender's start waits for the receiver to block: a receiver that waits at all
+/// does within milliseconds.
+const RECEIVER_SETTLE: Duration = Duration::from_secs(1);
+
 impl Transfer {
-    /// Starts both: the receiver first, so that it already waits when the first chunk comes.
+    /// Starts both: the receiver first, and the sender once the receiver sleeps in its timed
+    /// wait for the first chunk (or has said something, or [`RECEIVER_SETTLE`] passed), so
+    /// that in every run that wait must block and a deadline that has already passed shows.
     pub fn go(&mut self) -> Result<(), Fail> {
         self.started = Some(Instant::now());
         self.receiver.send("go", &[])?;
+        let pid = self.receiver.pid.as_raw();
+        let until = Instant::now() + RECEIVER_SETTLE;
+        while !waits_timed(pid) && Instant::now() < until {
+            // A receiver whose wait gave up at once says so (or exits): no need to wait more.
+            if self
+                .receiver
+                .says_before(Instant::now() + Duration::from_millis(1))
+            {
+                break;
+            }
+        }
         self.sender.send("go", &[])
     }
 

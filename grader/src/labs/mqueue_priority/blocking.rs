@@ -13,8 +13,9 @@ use super::protocol::{
     same_order, shut_down, sized,
 };
 use crate::engine::diagnose::{self, Activity, classify};
+use crate::engine::tracer::{Action, Call, Tracer};
 use crate::engine::waiting::{self, WaitRules};
-use crate::engine::{Fail, Run, inspect};
+use crate::engine::{Fail, Proc, Run, inspect};
 
 /// What `mq_send` and `mq_receive` call.
 const SEND: i64 = libc::SYS_mq_timedsend;
@@ -25,6 +26,86 @@ const PATIENCE: Duration = Duration::from_secs(3);
 const IDLE: &str = "the consumer of an empty queue";
 /// How many times SIGUSR1 interrupts each wait: a retry that gives up after a few is caught.
 const INTERRUPTIONS: u32 = 6;
+
+/// How many more times in a row, after the signals, the grader makes a waiting call fail with
+/// EINTR (with ptrace, without a signal, in a few milliseconds): a retry that gives up after any
+/// count a program would pick (8, 10, 100) is caught.
+const FORCED_EINTRS: u32 = 200;
+
+/// What a process did once the grader had made its waiting call fail with EINTR again and again.
+enum Forced {
+    /// It made the call again every time, and waits in it.
+    Retried,
+    /// The machine does not allow tracing it (or no thread of it waits in the call).
+    Untraced,
+    /// It said this after that many failures in a row.
+    Said(u32, Message),
+    /// After that many failures it no longer makes the call, and says nothing.
+    Left(u32),
+}
+
+/// Makes the call `proc` waits in (`call`, on whichever thread waits in it) fail with EINTR
+/// [`FORCED_EINTRS`] times in a row, and sees whether it made the call again each time.
+fn force_eintrs(proc: &mut Proc, call: i64) -> Result<Forced, Fail> {
+    let pid = proc.pid.as_raw();
+    let waiting = inspect::view(pid).and_then(|view| {
+        view.threads
+            .iter()
+            .find(|t| t.syscall.map(|(nr, _)| nr) == Some(call))
+            .map(|t| t.tid)
+    });
+    let Some(tid) = waiting else {
+        return Ok(Forced::Untraced);
+    };
+    let fail = Action::FailTimes(libc::EINTR, FORCED_EINTRS);
+    let Some(mut tracer) = Tracer::attach_thread(pid, tid, Call::any(call), fail)? else {
+        return Ok(Forced::Untraced);
+    };
+    for failed in 0..FORCED_EINTRS {
+        // Attaching interrupts the blocked call, which the kernel restarts: the restart fails,
+        // and each call after it. A program that gave up makes no more calls of the kind, and
+        // says so or not.
+        let until = Instant::now() + PATIENCE;
+        loop {
+            if tracer.failed_before(Instant::now() + Duration::from_millis(5))? {
+                break;
+            }
+            if let Some(message) = proc.recv_before(Instant::now())? {
+                return Ok(Forced::Said(failed, message));
+            }
+            if Instant::now() >= until {
+                return Ok(Forced::Left(failed));
+            }
+        }
+    }
+    drop(tracer);
+    Ok(match wait_in_call(proc, call, PATIENCE)? {
+        Reached::InCall => Forced::Retried,
+        Reached::Said(message) => Forced::Said(FORCED_EINTRS, message),
+        Reached::NotYet => Forced::Left(FORCED_EINTRS),
+    })
+}
+
+/// The failure for a process that did not retry every forced EINTR of `call`, if any.
+fn retried_every_eintr(run: &mut Run, forced: Forced, role: &str, call: &str) -> Result<(), Fail> {
+    let (failed, what) = match forced {
+        Forced::Retried => return Ok(()),
+        Forced::Untraced => {
+            run.note(format!(
+                "no ptrace here: {role}'s {call} was interrupted by the signals only"
+            ));
+            return Ok(());
+        }
+        Forced::Said(failed, message) => (failed, format!("said {}", said(&message))),
+        Forced::Left(failed) => (failed, format!("no longer waits in {call}")),
+    };
+    Err(Fail::failed(format!(
+        "after the {INTERRUPTIONS} SIGUSR1, the grader made {call} fail with EINTR {failed} \
+         more times in a row for {role} (with ptrace, as a signal caught by a handler does), \
+         and then it {what}: a retry must not give up after a number of tries; call {call} \
+         again every time it fails with EINTR"
+    )))
+}
 
 /// "the 1st time", "the 2nd time", ... for messages.
 fn nth_time(round: u32) -> String {
@@ -138,6 +219,10 @@ pub fn full_queue_blocks(run: &mut Run) -> Result<String, Fail> {
         let reached = wait_in_call(&mut idle.proc, RECEIVE, left(until))?;
         interrupted(reached, idle.pid(), IDLE, "mq_receive", round)?;
     }
+    let forced = force_eintrs(&mut idle.proc, RECEIVE)?;
+    retried_every_eintr(run, forced, IDLE, "mq_receive")?;
+    let forced = force_eintrs(&mut producers[0].proc, SEND)?;
+    retried_every_eintr(run, forced, producers[0].role, "mq_send")?;
     for producer in &producers {
         let fd = one_queue_fd(
             producer.pid(),
@@ -361,7 +446,11 @@ fn exactly_once(served: &[Job], submitted: &[Vec<Job>], roles: &[&str]) -> Resul
 pub fn nonblocking_full(run: &mut Run) -> Result<String, Fail> {
     let name = run.ipc_name("jobs");
     let consumer = consumer(run, &name, &["--capacity".into(), "4".into()])?;
-    let jobs = random_jobs(run, 7, "nb");
+    let mut jobs = random_jobs(run, 7, "nb");
+    // The last job outranks every other: the 4 that fit are the file's first 4 only if the
+    // producer submits in the file's order.
+    let top = jobs.iter().map(|j| j.priority).max().unwrap_or(0);
+    jobs[6].priority = top + 1;
     let role = "the non-blocking producer";
     let mut producer = producer(run, &name, &jobs, true, true, role)?;
     let fd = one_queue_fd(producer.pid(), &name, role, "after it said ready")?;
@@ -430,6 +519,8 @@ pub fn nonblocking_full(run: &mut Run) -> Result<String, Fail> {
             reached => interrupted(reached, producer.pid(), role, "mq_send", round)?,
         }
     }
+    let forced = force_eintrs(&mut producer.proc, SEND)?;
+    retried_every_eintr(run, forced, role, "mq_send (of its shutdown)")?;
     let mut consumer = consumer;
     consumer.go()?;
     let done = producer.proc.recv_any()?;
@@ -444,12 +535,44 @@ pub fn nonblocking_full(run: &mut Run) -> Result<String, Fail> {
     }
     producer.end()?;
     let served = consumer.finish()?;
+    submitted_in_file_order(&served, &jobs, 4)?;
     same_order(&served, &jobs[..4], "the jobs that fitted")?;
     Ok(
         "a full non-blocking queue refused 3 of 7 jobs with kind=full, the shutdown then waited \
         for room (through SIGUSR1), and the 4 jobs that fitted were served"
             .into(),
     )
+}
+
+/// With O_NONBLOCK, the first `fitted` jobs a producer sends are the ones that get into the
+/// queue: if the jobs served are other jobs of its file, it sent them in another order.
+fn submitted_in_file_order(served: &[Job], file: &[Job], fitted: usize) -> Result<(), Fail> {
+    let position = |job: &Job| file.iter().position(|f| f.payload == job.payload);
+    let Some(mut positions) = served.iter().map(position).collect::<Option<Vec<usize>>>() else {
+        return Ok(());
+    };
+    positions.sort_unstable();
+    if positions.len() != fitted || positions.iter().all(|&p| p < fitted) {
+        return Ok(());
+    }
+    let mut by_priority = file.to_vec();
+    by_priority.sort_by_key(|job| std::cmp::Reverse(job.priority));
+    let mut highest: Vec<usize> = by_priority[..fitted].iter().filter_map(position).collect();
+    highest.sort_unstable();
+    let numbers: Vec<usize> = positions.iter().map(|p| p + 1).collect();
+    let how = if highest == positions {
+        ", its highest priorities (as if sorted by priority before sending)"
+    } else {
+        ""
+    };
+    Err(Fail::failed(format!(
+        "the {fitted} jobs that got into the {fitted}-message queue were jobs {numbers:?} of the \
+         producer's {} (its file's order), not its first {fitted}: with O_NONBLOCK the first \
+         {fitted} mq_sends fill the queue, so the producer submitted its jobs in another order \
+         than the file's{how}; submit them in the file's order, one mq_send each, and leave the \
+         order of service to the queue's priorities",
+        file.len()
+    )))
 }
 
 /// The non-blocking producer answered where its shutdown should have waited for room.

@@ -5,8 +5,9 @@ use nix::sys::resource::{Resource, getrlimit};
 use rand::RngExt;
 
 use super::protocol::{
-    Consumer, Job, MESSAGE_OVERHEAD, consumer, failed_errno, failed_with, grader_send, job_message,
-    queue_attributes, release, said, sized, spawn_consumer, spawn_producer,
+    Consumer, Job, MESSAGE_OVERHEAD, consumer, failed_errno, failed_with, grader_send,
+    grader_take_all, job_message, queue_attributes, release, said, sized, spawn_consumer,
+    spawn_producer,
 };
 use crate::engine::audit::message_queue_exists;
 use crate::engine::{Fail, Run};
@@ -43,10 +44,11 @@ pub fn attributes_and_limits(run: &mut Run) -> Result<String, Fail> {
         )));
     }
     // Messages waiting: attributes() must read them from mq_getattr() (mq_curmsgs), which a
-    // producer that opens the queue now sees; after it submitted one more job, its `done` says
-    // what attributes() reports then (one more), which a count read once at open misses.
-    // Room is left for the producer's job and the shutdown.
-    let waiting = run.rng().random_range(1..capacity - 1);
+    // producer that opens the queue now sees. Then the grader takes them all out and the
+    // producer submits one job: its `done` says what attributes() reports then (1), which a
+    // count read at open misses, and so does one that adds its own sends to it. At least 2
+    // wait, so that neither of those is 1; room is left for the producer's job.
+    let waiting = run.rng().random_range(2..capacity);
     let jobs: Vec<(Vec<u8>, u32)> = (0..waiting)
         .map(|_| {
             job_message(&Job {
@@ -63,6 +65,7 @@ pub fn attributes_and_limits(run: &mut Run) -> Result<String, Fail> {
     let (mut producer, ready, _) = spawn_producer(run, &name, &own, false, false, "a producer")?;
     if ready.kind == "ready" {
         let reported = ready.get("queued").unwrap_or("nothing").to_string();
+        let taken = grader_take_all(&name, msg_size)?;
         producer.send("go", &[])?;
         let done = producer.recv_any()?;
         release(&mut producer)?;
@@ -76,17 +79,23 @@ pub fn attributes_and_limits(run: &mut Run) -> Result<String, Fail> {
         }
         let now = queue_attributes(&name)?.curmsgs() as u64;
         let after = done.get("queued").unwrap_or("nothing").to_string();
-        if done.kind == "done" && now == waiting + 1 && after != now.to_string() {
+        if done.kind == "done" && taken == waiting && now == 1 && after != "1" {
+            let cause = if after == waiting.to_string() {
+                ", the count when it opened the queue: it keeps what it read at open"
+            } else if after == (waiting + 1).to_string() {
+                ", the count when it opened the queue plus the job it sent itself: it counts its \
+                 own sends instead of asking the kernel, blind to what other processes send and \
+                 receive"
+            } else {
+                ""
+            };
             return Err(Fail::failed(format!(
-                "with {waiting} messages waiting, a producer that submitted one more job says \
-                 its attributes() then reports queued = {after}, where the grader's mq_getattr \
-                 counts {now}{}: attributes() calls mq_getattr each time, for the queue's \
-                 count changes as messages come and go",
-                if after == waiting.to_string() {
-                    ", the count when it opened the queue: it keeps what it read at open"
-                } else {
-                    ""
-                }
+                "with {waiting} messages waiting, a producer said `ready` (attributes() then \
+                 reported queued = {waiting}); the grader then took those {waiting} out, the \
+                 producer submitted one job and says its attributes() then reports queued = \
+                 {after}, where the grader's mq_getattr counts {now}{cause}: attributes() calls \
+                 mq_getattr each time, for the queue's count changes as any process sends and \
+                 receives"
             )));
         }
     }

@@ -219,7 +219,22 @@ pub fn bad_priority(run: &mut Run) -> Result<String, Fail> {
             continue;
         }
         let what = format!("submitting a job with priority {priority}");
-        let message = if answer.kind == "failed" && refused_at < index {
+        let error = answer.get("error").unwrap_or("");
+        let message = if failed_with(&answer, "bad-priority")
+            && refused_at < index
+            && queued == 0
+            && error.contains(&format!("priority {priority}"))
+        {
+            format!(
+                "the producer's file holds a job with priority {} and then one with {priority}; \
+                 it said {} for the first job it submitted, naming priority {priority}, and \
+                 queued nothing: it tried the second job before the first, so it submits its \
+                 jobs in another order than the file's; submit them in the file's order, one \
+                 mq_send each",
+                MQ_PRIO_MAX - 1,
+                said(&answer)
+            )
+        } else if answer.kind == "failed" && refused_at < index {
             format!(
                 "the producer refused the job with priority {} (MQ_PRIO_MAX - 1) with {}: \
                  priorities go from 0 to MQ_PRIO_MAX - 1, refuse only MQ_PRIO_MAX and more",

@@ -1,9 +1,10 @@
 //! Names: what `mq_open` is given, what is refused before it, and a name that is taken.
 
+use std::os::fd::AsFd;
 use std::time::{Duration, Instant};
 
 use nix::mqueue::{MQ_OFlag, MqAttr, MqdT, mq_close, mq_getattr, mq_open, mq_send, mq_unlink};
-use nix::sys::stat::Mode;
+use nix::sys::stat::{Mode, fstat};
 use nix::unistd::{Gid, Uid, fchown};
 use rand::RngExt;
 
@@ -189,7 +190,8 @@ pub fn name_errors(run: &mut Run) -> Result<String, Fail> {
         consumer.send_shutdown()?;
         consumer.serve()?;
     }
-    existing_name(run)?;
+    existing_name(run, 0)?;
+    existing_name(run, 1)?;
     created_while_creating(run)?;
     Ok(
         "bad names were bad-name (256 bytes after the slash too, in multi-byte characters too), \
@@ -199,52 +201,58 @@ pub fn name_errors(run: &mut Run) -> Result<String, Fail> {
     )
 }
 
-/// A consumer asked to create a queue that exists (the grader's, with other attributes and a
-/// message in it) must refuse with kind=exists and leave that queue alone.
-fn existing_name(run: &mut Run) -> Result<(), Fail> {
-    let name = run.ipc_name("taken");
-    let (queue, capacity, msg_size) = take_name(run, &name)?;
+/// A consumer asked to create a queue that exists (the grader's, with other attributes, empty
+/// and then with a message in it) must refuse with kind=exists and leave that queue alone: an
+/// empty queue is no more a leftover to replace than a full one.
+fn existing_name(run: &mut Run, held: i64) -> Result<(), Fail> {
+    let name = run.ipc_name(if held == 0 { "empty" } else { "taken" });
+    let (queue, capacity, msg_size) = take_name(run, &name, held)?;
+    let whose = if held == 0 {
+        "the grader's own queue, empty"
+    } else {
+        "the grader's own queue, with a message in it"
+    };
     let outcome = (|| {
         let (mut proc, answer, _) = spawn_consumer(run, &name, &[], None)?;
         if !failed_with(&answer, "exists") {
-            let opened = answer.kind == "ready"
-                && (field(&answer, "capacity"), field(&answer, "msg_size"))
-                    == (capacity as u64, msg_size as u64);
-            let replaced = answer.kind == "ready" && !opened;
-            let hint = if opened {
-                format!(
+            let same = if answer.kind == "ready" {
+                same_queue(&queue, &name)
+            } else {
+                None
+            };
+            let reports = (field(&answer, "capacity"), field(&answer, "msg_size"));
+            let hint = match same {
+                Some(true) if reports == (capacity as u64, msg_size as u64) => format!(
                     ": it reports the existing queue's {capacity} messages of {msg_size} bytes, \
                      so it opened that queue instead of creating its own"
-                )
-            } else if replaced {
-                format!(
-                    ": it reports {} messages of {} bytes, not the existing queue's {capacity} \
-                     of {msg_size}, so it removed that queue (mq_unlink) and created its own; a \
-                     queue under the name is never another program's to remove",
-                    field(&answer, "capacity"),
-                    field(&answer, "msg_size")
-                )
-            } else {
-                String::new()
+                ),
+                Some(false) => format!(
+                    ": the queue now under the name is another than the grader's (another inode; \
+                     it reports {} messages of {} bytes, not the existing queue's {capacity} of \
+                     {msg_size}), so it removed that queue (mq_unlink) and created its own; a \
+                     queue under the name is never another program's to remove, empty or not",
+                    reports.0, reports.1
+                ),
+                _ => String::new(),
             };
             return Err(Fail::failed(format!(
-                "creating a queue whose name exists (the grader's own queue), the consumer said \
-                 {}, not `failed` with kind=exists{hint}: create with O_CREAT | O_EXCL and map \
-                 EEXIST to QueueError::Exists",
+                "creating a queue whose name exists ({whose}), the consumer said {}, not \
+                 `failed` with kind=exists{hint}: create with O_CREAT | O_EXCL and map EEXIST \
+                 to QueueError::Exists",
                 said(&answer)
             )));
         }
         release(&mut proc)?;
         let left = mq_getattr(&queue).map(|a| a.curmsgs()).unwrap_or(0);
-        if !message_queue_exists(&name) || left != 1 {
+        if same_queue(&queue, &name) != Some(true) || left != held {
             return Err(Fail::failed(format!(
                 "after it failed with kind=exists, the consumer had removed or emptied the queue \
-                 it did not create ({}): a consumer that cannot create its queue leaves the \
-                 existing one alone (no mq_unlink, no receive)",
-                if message_queue_exists(&name) {
-                    format!("{left} of its 1 message left")
-                } else {
-                    "its name is gone".to_string()
+                 it did not create ({whose}: {}): a consumer that cannot create its queue leaves \
+                 the existing one alone (no mq_unlink, no receive)",
+                match same_queue(&queue, &name) {
+                    Some(true) => format!("{left} of its {held} message(s) left"),
+                    Some(false) => "another queue is under its name".to_string(),
+                    None => "its name is gone".to_string(),
                 }
             )));
         }
@@ -255,9 +263,25 @@ fn existing_name(run: &mut Run) -> Result<(), Fail> {
     outcome
 }
 
+/// Whether the queue under `name` is `queue` (the same inode); `None` if no queue has the name.
+fn same_queue(queue: &MqdT, name: &str) -> Option<bool> {
+    let mine = fstat(queue.as_fd()).ok()?;
+    let named = mq_open(
+        name,
+        MQ_OFlag::O_RDONLY | MQ_OFlag::O_NONBLOCK,
+        Mode::empty(),
+        None,
+    )
+    .ok()?;
+    let theirs = fstat(named.as_fd()).ok();
+    let _ = mq_close(named);
+    Some(theirs?.st_ino == mine.st_ino)
+}
+
 /// The grader's own queue under `name`, as another program of the user would create it: 3
-/// messages of a random size, one message in it. Returns it with its capacity and message size.
-fn take_name(run: &mut Run, name: &str) -> Result<(MqdT, i64, i64), Fail> {
+/// messages of a random size, `held` messages in it. Returns it with its capacity and message
+/// size.
+fn take_name(run: &mut Run, name: &str, held: i64) -> Result<(MqdT, i64, i64), Fail> {
     let (capacity, msg_size) = (3, run.rng().random_range(40..90));
     let queue = mq_open(
         name,
@@ -272,7 +296,9 @@ fn take_name(run: &mut Run, name: &str) -> Result<(MqdT, i64, i64), Fail> {
         None => Ok(()),
     };
     let sent = given.and_then(|()| {
-        mq_send(&queue, b"Jkept", 1).map_err(|e| Fail::Grader(format!("mq_send: {e}")))
+        (0..held).try_for_each(|_| {
+            mq_send(&queue, b"Jkept", 1).map_err(|e| Fail::Grader(format!("mq_send: {e}")))
+        })
     });
     if let Err(fail) = sent {
         let _ = mq_close(queue);
@@ -301,7 +327,7 @@ fn created_while_creating(run: &mut Run) -> Result<(), Fail> {
     let first = match tracer.wait(&mut proc, Instant::now() + Duration::from_secs(5))? {
         Reached::Call => {
             if !message_queue_exists(&name) {
-                taken = Some(take_name(run, &name)?);
+                taken = Some(take_name(run, &name, 1)?);
             }
             None
         }

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use ipc_labs_driver::Message;
 use nix::errno::Errno;
-use nix::mqueue::{MQ_OFlag, MqAttr, MqdT, mq_close, mq_getattr, mq_open, mq_send};
+use nix::mqueue::{MQ_OFlag, MqAttr, MqdT, mq_close, mq_getattr, mq_open, mq_receive, mq_send};
 use nix::sys::stat::Mode;
 use rand::RngExt;
 use rand::seq::SliceRandom;
@@ -725,6 +725,24 @@ pub fn queue_attributes(name: &str) -> Result<MqAttr, Fail> {
     let attr = mq_getattr(&queue).map_err(|e| Fail::Grader(format!("mq_getattr: {e}")));
     let _ = mq_close(queue);
     attr
+}
+
+/// Takes every message out of the queue `name` with plain `mq_receive` (none waits); returns
+/// how many.
+pub fn grader_take_all(name: &str, msg_size: u64) -> Result<u64, Fail> {
+    let queue = grader_open(name, MQ_OFlag::O_RDONLY)?;
+    let mut buffer = vec![0u8; msg_size as usize];
+    let mut taken = 0;
+    let outcome = loop {
+        let mut priority = 0;
+        match mq_receive(&queue, &mut buffer, &mut priority) {
+            Ok(_) => taken += 1,
+            Err(Errno::EAGAIN) => break Ok(taken),
+            Err(e) => break Err(Fail::Grader(format!("mq_receive from {name}: {e}"))),
+        }
+    };
+    let _ = mq_close(queue);
+    outcome
 }
 
 /// Sends `messages` (bytes, priority) into the queue `name` with plain `mq_send`.

@@ -10,7 +10,9 @@ use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
 use super::outside::{self, ExitHold, describe_status};
-use super::session::{Done, Flags, Returned, Session, pipes_of, role_of, settle_in_read, start};
+use super::session::{
+    Done, Flags, Returned, Session, pipes_of, refused_again, role_of, settle_in_read, start,
+};
 use crate::engine::diagnose::classify;
 use crate::engine::inspect;
 use crate::engine::tracer::{Action, Call, Match, Reached, Tracer};
@@ -374,7 +376,11 @@ fn held_at_exit(session: &mut Session, hold: &mut ExitHold) -> Result<i32, Fail>
 pub fn child_dies_early(run: &mut Run) -> Result<String, Fail> {
     // More than both pipes hold, even enlarged: the writes cannot all fit before the error.
     let input = run.random_bytes(2 << 20);
-    let mut session = start(run, input, Flags::default())?;
+    let twice = Flags {
+        twice: true,
+        ..Flags::default()
+    };
+    let mut session = start(run, input, twice)?;
     let child = Pid::from_raw(session.child);
     kill(child, Signal::SIGKILL).map_err(|e| Fail::Grader(format!("kill: {e}")))?;
     // Let the kill land before the transfer starts.
@@ -425,11 +431,78 @@ pub fn child_dies_early(run: &mut Run) -> Result<String, Fail> {
             )));
         }
     }
+    refused_again(&done)?;
     session.finish()?;
+    let read_on = pipe_a_still_read(run)?;
     let late = killed_at_exit(run)?;
     Ok(format!(
-        "the parent reported the dead child: exchange: {}; wait: {}; {late}",
+        "the parent reported the dead child: exchange: {}; wait: {}; a second exchange() was \
+         AlreadyExchanged; {read_on}; {late}",
         done.exchange, done.wait
+    ))
+}
+
+/// The child killed while the grader holds a read end of pipe A and takes what the parent
+/// writes there: no `write()` to pipe A can fail, so an error of kind `Write` was not returned
+/// by one. It tells a `Write(EPIPE)` the kernel gave from one guessed from the child's state.
+fn pipe_a_still_read(run: &mut Run) -> Result<String, Fail> {
+    let len = 256 << 10;
+    let input = run.random_bytes(len);
+    let twice = Flags {
+        twice: true,
+        ..Flags::default()
+    };
+    let mut session = start(run, input, twice)?;
+    let child = session.child;
+    settle_in_read(child);
+    let pipes = session.pipes()?;
+    let mut pipe_a = outside::open_pipe(child, pipes.child_reads_a, false)?;
+    kill(Pid::from_raw(child), Signal::SIGKILL).map_err(|e| Fail::Grader(format!("kill: {e}")))?;
+    let settle = Instant::now() + Duration::from_secs(1);
+    while Instant::now() < settle && outside::zombie_status(child).is_none() {
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    session.go()?;
+    let until = Instant::now() + Duration::from_secs(5);
+    let mut taken = 0;
+    let done = loop {
+        taken += outside::take_bytes(&mut pipe_a, 64 << 10)?.len();
+        if let Some(message) = session.message_within(Duration::from_millis(2))? {
+            break session.done(message)?;
+        }
+        if Instant::now() > until {
+            return Err(Fail::TimedOut(session.proc.diagnose()));
+        }
+    };
+    drop(pipe_a);
+    let setting = format!(
+        "the grader killed the echo child (SIGKILL) but kept a read end of pipe A open itself, \
+         taking what the parent wrote there ({taken} of the {len} bytes came)"
+    );
+    match Returned::parse(&done.exchange) {
+        Returned::Write(_) => {
+            return Err(Fail::failed(format!(
+                "{setting}, so no write() to pipe A could fail, yet exchange() returned `{}`: \
+                 that error did not come from a write(); exchange() must write the input to \
+                 pipe A and return the error write() gives (EPIPE once nobody holds pipe A's \
+                 read end), not one made up from the child's state",
+                done.exchange
+            )));
+        }
+        Returned::Ok(_) => {
+            return Err(Fail::failed(format!(
+                "{setting}, and nothing came back through pipe B, yet exchange() returned `{}`: \
+                 compare the echo's length with the input's (ShortEcho)",
+                done.exchange
+            )));
+        }
+        _ => {}
+    }
+    refused_again(&done)?;
+    session.finish()?;
+    Ok(format!(
+        "with the child killed and pipe A still read, exchange() returned `{}`",
+        done.exchange
     ))
 }
 
@@ -486,7 +559,11 @@ fn killed_at_exit(run: &mut Run) -> Result<String, Fail> {
 
 pub fn child_fails(run: &mut Run) -> Result<String, Fail> {
     let input = run.random_bytes(64 << 10);
-    let mut session = start(run, input, Flags::default())?;
+    let twice = Flags {
+        twice: true,
+        ..Flags::default()
+    };
+    let mut session = start(run, input, twice)?;
     let child = session.child;
     settle_in_read(child);
     let pipes = session.pipes()?;
@@ -598,6 +675,7 @@ pub fn child_fails(run: &mut Run) -> Result<String, Fail> {
             )));
         }
     }
+    refused_again(&done)?;
     session.finish()?;
     let broken = child_write_broken(run)?;
     Ok(format!(
@@ -611,7 +689,11 @@ pub fn child_fails(run: &mut Run) -> Result<String, Fail> {
 /// `ChildFailed`. Run after the `EAGAIN` round, which showed that `wait()` reports status 1.
 fn child_write_broken(run: &mut Run) -> Result<String, Fail> {
     let input = run.random_bytes(64 << 10);
-    let mut session = start(run, input, Flags::default())?;
+    let twice = Flags {
+        twice: true,
+        ..Flags::default()
+    };
+    let mut session = start(run, input, twice)?;
     let child = session.child;
     settle_in_read(child);
     let pipes = session.pipes()?;
@@ -669,6 +751,7 @@ fn child_write_broken(run: &mut Run) -> Result<String, Fail> {
             )));
         }
     }
+    refused_again(&done)?;
     session.finish()?;
     Ok("when its write failed with EPIPE the child exited with status 1 too".into())
 }

@@ -10,10 +10,11 @@ use rand::RngExt;
 
 use super::outside;
 use super::session::{
-    Done, Flags, Pipes, Returned, Session, first_difference, pipes_of, role_of, settle_in_read,
-    start,
+    Done, Flags, Pipes, Returned, Session, first_difference, pipes_of, refused_again, role_of,
+    settle_in_read, start,
 };
 use crate::engine::diagnose::{Activity, classify};
+use crate::engine::tracer::{Action, Call, Match, Tracer};
 use crate::engine::waiting::{self, WaitRules};
 use crate::engine::{Fail, Run, force, inspect};
 
@@ -39,18 +40,6 @@ pub fn echo(run: &mut Run, len: usize) -> Result<String, Fail> {
     session.verify_echo(&done)?;
     session.finish()?;
     Ok(format!("{len} bytes echoed byte for byte"))
-}
-
-/// Whether a second `exchange()` was refused as it must be.
-fn refused_again(done: &Done) -> Result<(), Fail> {
-    let again = done.again.as_deref().unwrap_or("?");
-    if Returned::parse(again) == Returned::AlreadyExchanged {
-        return Ok(());
-    }
-    Err(Fail::failed(format!(
-        "calling exchange() a second time returned `{again}`: the first call closed the write \
-         end, so a second call must fail with AlreadyExchanged (and send nothing)"
-    )))
 }
 
 pub fn exchange_errors(run: &mut Run) -> Result<String, Fail> {
@@ -188,9 +177,46 @@ fn length_compared(done: &Done, sent: usize, echoed: usize, how: &str) -> Result
 /// child stopped, a parent that has filled pipe A has nothing left to do. Fails if the parent
 /// did without the child: it reported, or it is already reaping.
 fn parent_settles(session: &mut Session) -> Result<(), Fail> {
+    parent_settles_held_small(session, &mut None, 0).map(|_| ())
+}
+
+/// As [`parent_settles`], and while it waits, a parent held by `growing` right after its
+/// `F_SETPIPE_SZ` on descriptor `fd` gets that pipe set back to one page before it goes on: the
+/// pipe it writes stays small whatever it asked for. Returns the capacity it had set. The
+/// tracer goes once bytes are in the pipe: a pipe is enlarged before it is written, and a
+/// traced thread, stopped at each of its calls, would not look as it waits.
+fn parent_settles_held_small(
+    session: &mut Session,
+    growing: &mut Option<Tracer>,
+    fd: i32,
+) -> Result<Option<i32>, Fail> {
     let until = Instant::now() + Duration::from_secs(3);
     let mut last = None;
+    let mut grown = None;
+    let written_to = match growing {
+        Some(_) => Some(outside::open_pipe(session.parent, fd, false)?),
+        None => None,
+    };
     loop {
+        if growing.is_some()
+            && written_to
+                .as_ref()
+                .and_then(outside::bytes_in_pipe)
+                .is_some_and(|n| n > 0)
+        {
+            *growing = None;
+        }
+        if let Some(tracer) = growing.as_mut()
+            && tracer.held_before(Instant::now())?
+        {
+            let pipe = outside::open_pipe(session.parent, fd, false)?;
+            grown = outside::pipe_capacity(&pipe);
+            drop(pipe);
+            force::shrink_pipe(session.parent, fd, PAGE)?;
+            if let Some(tracer) = growing.take() {
+                tracer.release();
+            }
+        }
         if let Some(message) = session.message_within(Duration::from_millis(5))? {
             let _ = force::resume(session.child);
             let report = message
@@ -218,7 +244,7 @@ fn parent_settles(session: &mut Session) -> Result<(), Fail> {
             "returned from exchange() and waits in waitpid()".to_string(),
         ));
     }
-    Ok(())
+    Ok(grown)
 }
 
 /// The parent finished its exchange with the child stopped: it did not need the child.
@@ -269,8 +295,27 @@ fn reads_while_writing_len(run: &mut Run, len: usize) -> Result<(), Fail> {
     force::shrink_pipe(parent, pipes.parent_writes_a, PAGE)?;
     force::shrink_pipe(parent, pipes.parent_reads_b, PAGE)?;
     outside::hold_stopped(child)?;
+    // A parent that enlarges pipe A could write the whole input before reading: held right
+    // after its F_SETPIPE_SZ (on its main thread), it gets pipe A set back to one page.
+    let grow_a = Call {
+        number: libc::SYS_fcntl,
+        matching: Match::BothBits([
+            (0, u64::MAX, pipes.parent_writes_a as u64),
+            (1, u64::MAX, libc::F_SETPIPE_SZ as u64),
+        ]),
+    };
+    let mut growing = Tracer::attach(parent, grow_a, Action::HoldAfter)?;
+    if growing.is_none() {
+        run.note(
+            "the grader may not trace the parent here (ptrace): an enlarged pipe A was not set \
+             back to one page",
+        );
+    }
     session.go()?;
-    parent_settles(&mut session)?;
+    let settled = parent_settles_held_small(&mut session, &mut growing, pipes.parent_writes_a);
+    // Dropped, the tracer lets the parent go on untraced.
+    drop(growing);
+    let grown_a = settled?;
     let seen = activities(parent);
     let reads_b = seen.iter().any(|a| match a {
         Activity::PipeRead { inode, .. } => *inode == pipes.b,
@@ -278,7 +323,7 @@ fn reads_while_writing_len(run: &mut Run, len: usize) -> Result<(), Fail> {
         _ => false,
     });
     if !reads_b {
-        let verdict = not_reading(&session, &pipes, &seen);
+        let verdict = not_reading(&session, &pipes, &seen, grown_a);
         let _ = force::resume(child);
         return Err(verdict);
     }
@@ -290,7 +335,7 @@ fn reads_while_writing_len(run: &mut Run, len: usize) -> Result<(), Fail> {
 
 /// Why a parent that does not read pipe B while the child is stopped is wrong, from what its
 /// threads were seen doing.
-fn not_reading(session: &Session, pipes: &Pipes, seen: &[Activity]) -> Fail {
+fn not_reading(session: &Session, pipes: &Pipes, seen: &[Activity], grown_a: Option<i32>) -> Fail {
     if seen
         .iter()
         .any(|a| matches!(a, Activity::Busy | Activity::Sleep))
@@ -323,13 +368,17 @@ fn not_reading(session: &Session, pipes: &Pipes, seen: &[Activity]) -> Fail {
         .ok()
         .and_then(|pipe| outside::pipe_capacity(&pipe))
         .unwrap_or(0);
-    let grown = if capacity > PAGE {
-        format!(
+    let grown = match grown_a {
+        Some(asked) => format!(
+            " (it made pipe A hold {asked} bytes with F_SETPIPE_SZ, and the grader, which holds \
+             the pipe too, set it back to one page: F_SETPIPE_SZ only moves the limit, may be \
+             refused, and any process holding the pipe may move it again)"
+        ),
+        None if capacity > PAGE => format!(
             " (it made pipe B hold {capacity} bytes: F_SETPIPE_SZ only moves the limit, and may \
              be refused)"
-        )
-    } else {
-        String::new()
+        ),
+        None => String::new(),
     };
     Fail::failed(format!(
         "with the echo child stopped (SIGSTOP) and both pipes holding one page (4 KiB, as the \

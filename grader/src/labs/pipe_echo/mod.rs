@@ -139,10 +139,12 @@ pub static LAB: Lab = Lab {
             points: 2,
             timeout: Duration::from_secs(10),
             description: "a child killed before the transfer: exchange() returns Write(EPIPE) \
-                          and wait() ChildFailed, without a hang or a crash",
+                          (from a write(): none with pipe A still read by the grader), a \
+                          second exchange() AlreadyExchanged, and wait() ChildFailed, without a \
+                          hang or a crash",
             exclusive: false,
             hint: Some(
-                "Check every write() and read(): a dead child makes writes fail with EPIPE, which exchange() returns; wait() succeeds only for Exited(_, 0). See docs/labs/01-pipe-echo.md, the rules table (\"Write(EPIPE) when the child is gone\").",
+                "Check every write() and read(): a dead child makes writes fail with EPIPE, which exchange() returns (the error write() gave, not one guessed from the child's state); the write end is taken and closed whatever exchange() returns, so a second call is AlreadyExchanged; wait() succeeds only for Exited(_, 0). See docs/labs/01-pipe-echo.md, the rules table (\"Write(EPIPE) when the child is gone\", \"AlreadyExchanged when exchange() is called a second time\").",
             ),
             run: child_end::child_dies_early,
         },
@@ -151,8 +153,8 @@ pub static LAB: Lab = Lab {
             points: 2,
             timeout: Duration::from_secs(10),
             description: "when the child's write to pipe B fails (EAGAIN, EPIPE), echo_loop() \
-                          returns the error, the child exits with status 1 and wait() returns \
-                          ChildFailed",
+                          returns the error, the child exits with status 1, wait() returns \
+                          ChildFailed and a second exchange() AlreadyExchanged",
             exclusive: false,
             hint: Some(
                 "write_all() returns every error but EINTR, echo_loop() passes it on, the child then _exit(1)s, and wait() reports ChildFailed. See docs/labs/01-pipe-echo.md, the rules table (\"The child exits with status 1 when echo_loop() fails\").",
@@ -175,11 +177,12 @@ pub static LAB: Lab = Lab {
             name: "reads-while-writing",
             points: 3,
             timeout: Duration::from_secs(10),
-            description: "with the child stopped and pipes of one page, the parent waits on \
-                          pipe B while it writes pipe A; resumed, 64 KiB, then 1 MiB come back",
+            description: "with the child stopped and pipes of one page (pipe A set back to one \
+                          page if the parent enlarges it), the parent waits on pipe B while it \
+                          writes pipe A; resumed, 64 KiB, then 1 MiB come back",
             exclusive: false,
             hint: Some(
-                "A pipe may hold a single page: the parent must wait on pipe B while it writes pipe A (a second thread, or poll()), and block rather than spin or sleep. See docs/labs/01-pipe-echo.md, Hints (\"Reading while writing\", \"Wait by blocking\").",
+                "A pipe may hold a single page, and an enlarged one may be shrunk again: the parent must wait on pipe B while it writes pipe A (a second thread, or poll()), and block rather than spin or sleep. See docs/labs/01-pipe-echo.md, Hints (\"Reading while writing\", \"Wait by blocking\").",
             ),
             run: echo::reads_while_writing,
         },

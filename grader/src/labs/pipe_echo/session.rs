@@ -530,6 +530,29 @@ impl Session {
     }
 }
 
+/// Whether a second `exchange()` (`--twice`) was refused as it must be, whatever the first one
+/// returned.
+pub fn refused_again(done: &Done) -> Result<(), Fail> {
+    let again = done.again.as_deref().unwrap_or("?");
+    if Returned::parse(again) == Returned::AlreadyExchanged {
+        return Ok(());
+    }
+    // An empty echo: the second call did not look at to_child. Anything else: it wrote again.
+    if done.exchange.starts_with("ok") || Returned::parse(again) == Returned::Ok(0) {
+        return Err(Fail::failed(format!(
+            "calling exchange() a second time returned `{again}`: the first call closed the \
+             write end, so a second call must fail with AlreadyExchanged (and send nothing)"
+        )));
+    }
+    Err(Fail::failed(format!(
+        "the first exchange() failed (`{}`), and calling it a second time returned `{again}`: \
+         the first call takes the write end out of to_child and closes it whatever it returns, \
+         an error too, so a second call must fail with AlreadyExchanged (and send nothing): \
+         take the write end before anything can fail, and let it close when exchange() returns",
+        done.exchange
+    )))
+}
+
 /// Whether `pid` ignores `SIGCHLD`, so that the kernel reaps its children itself (and adds
 /// nothing of theirs to its counters or its waitpid()).
 pub fn ignores_sigchld(pid: i32) -> bool {

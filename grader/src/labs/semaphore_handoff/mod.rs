@@ -22,12 +22,15 @@
 //! Files: `handover.rs` drives the protocol and judges the reports, `probe.rs` reads the
 //! processes from `/proc`, and the checks are grouped in `rounds.rs` (many records), `order.rs`
 //! (the order of writes, copies and posts, forced), `slot.rs` (the records go through the
-//! slot), `waits.rs` (blocking, a dead peer), `signals.rs` (signal handlers during waits) and
+//! slot), `waits.rs` (blocking, a dead peer), `forced_waits.rs` (waits driven through their
+//! system calls: every deadline read, slices made to time out or fail, the semaphore's word
+//! watched), `signals.rs` (signal handlers during waits) and
 //! `names.rs` (the objects' creation, names, release and error paths).
 //!
 //! Sizes from measurements on a 2-CPU machine: a correct round trip takes 2-100 us (up to ~90 us
 //! when the sides sit on different CPUs), so 10,000 free rounds take at most a few seconds.
 
+mod forced_waits;
 mod handover;
 mod names;
 mod order;
@@ -118,8 +121,10 @@ pub static LAB: Lab = Lab {
             points: 3,
             timeout: Duration::from_secs(15),
             description: "a side waiting for the other (held by the grader) blocks on the named \
-                          semaphore or the queue, in timed slices of WAIT_SLICE, and does not \
-                          give up on a live peer held for seconds, nor return from put() before its ok",
+                          semaphore or the queue, in timed slices of WAIT_SLICE with deadlines \
+                          ahead on CLOCK_REALTIME, without trying the semaphore again and again, \
+                          and does not give up on a live peer held for seconds or after hundreds \
+                          of slices, nor return from put() before its ok",
             exclusive: true,
             hint: Some(
                 "A wait blocks in sem_timedwait / mq_timedreceive in slices of WAIT_SLICE with a fresh absolute deadline, and waits again on ETIMEDOUT while the peer lives. See docs/labs/07-semaphore-handoff.md, \"The idea\" (\"Blocking, not spinning\") and the rules table.",
@@ -132,7 +137,8 @@ pub static LAB: Lab = Lab {
             timeout: Duration::from_secs(30),
             description: "SIGUSR1 (with a handler) delivered to a waiting side, one at a \
                           time, and every millisecond to both, does not break the protocol: \
-                          EINTR is waited through, with a deadline read anew, a slice after the signal",
+                          EINTR is waited through, with a deadline read anew, a slice after the \
+                          signal, and signals are not blocked meanwhile",
             exclusive: false,
             hint: Some(
                 "EINTR means wait again, with a deadline read anew from the clock. See docs/labs/07-semaphore-handoff.md, \"The idea\" (\"EINTR\").",
@@ -170,7 +176,7 @@ pub static LAB: Lab = Lab {
             timeout: Duration::from_secs(15),
             description: "the semaphores are named (mapped from /dev/shm) and, like the \
                           queues, unlinked once both sides hold them; close() releases both \
-                          signals and the slot",
+                          signals and the slot, every step even when one fails",
             exclusive: false,
             hint: Some(
                 "Unlink the names as soon as both sides hold them; close() closes both signals and unmaps the slot. See docs/labs/07-semaphore-handoff.md, the rules table (the unlink and close rules).",
@@ -182,8 +188,9 @@ pub static LAB: Lab = Lab {
             points: 2,
             timeout: Duration::from_secs(15),
             description: "a name already taken gives kind=exists, a name refused kind=open, a \
-                          failed unlink kind=unlink, a name taken right after a look kind=exists; \
-                          create() removes what it made and leaves the existing object alone",
+                          failed unlink kind=unlink, a name taken right after a look kind=exists, \
+                          a timed wait failing with another error kind=wait; create() removes \
+                          what it made and leaves the existing object alone",
             exclusive: false,
             hint: Some(
                 "O_EXCL: an existing name is Exists; a failed create() removes what it made, and only that; unlink() tries both names. See docs/labs/07-semaphore-handoff.md, the rules table (the error rules).",

@@ -5,6 +5,7 @@
 //! behind the program's back.
 
 use std::ffi::CString;
+use std::os::unix::fs::MetadataExt;
 use std::time::{Duration, Instant};
 
 use rand::RngExt;
@@ -13,7 +14,7 @@ use super::handover::{Handover, Launch, arguments, report_failure};
 use super::probe;
 use super::{RECORD_SIZE, SIGNAL_SIZE};
 use crate::engine::audit::message_queue_mode;
-use crate::engine::tracer::{Action, Call, Reached, Tracer};
+use crate::engine::tracer::{Action, Call, Match, Reached, Tracer};
 use crate::engine::{Fail, Proc, Run, force};
 
 /// What the parent still holds of the handoff: the slot, a named semaphore's mapping, a queue
@@ -197,11 +198,129 @@ pub fn names_unlinked(run: &mut Run) -> Result<String, Fail> {
         handover.exit()?;
         handover.verify(&reports, &format!("100 rounds with {mechanism}"))?;
     }
-    Ok(
+    let steps = [
+        close_goes_on(run, "semaphores")?,
+        close_goes_on(run, "queues")?,
+    ];
+    Ok(format!(
         "named semaphores and queues were unlinked once both sides held them, and released by \
-        close()"
-            .into(),
-    )
+         close(); {}",
+        steps.join("; ")
+    ))
+}
+
+/// `close()` tries every step: the grader makes one step fail in the parent (with semaphores,
+/// the ready semaphore's `sem_close()`, through the `munmap()` of its mapping; with queues, the
+/// slot's `munmap()`), and the parent must still have released the rest at `ended`, and
+/// reported the error.
+fn close_goes_on(run: &mut Run, mechanism: &'static str) -> Result<String, Fail> {
+    let names = [run.ipc_name("ready"), run.ipc_name("ok")];
+    let mut launch = Launch::new(run, mechanism, names, 10, &["--pause-after-create"])?;
+    let created = launch.proc.recv_any()?;
+    if created.kind != "created" {
+        return Err(match created.kind.as_str() {
+            "failed" => report_failure(&created, mechanism),
+            kind => Fail::failed(format!(
+                "the program said `{kind}` where it should have said `created`"
+            )),
+        });
+    }
+    let parent = launch.proc.pid.as_raw();
+    let ready = launch.names[0].clone();
+    let maps = probe::mappings(parent);
+    let (target, step, kind) = if mechanism == "semaphores" {
+        // The mapping of the ready semaphore: the inode of its file, while its name exists.
+        let inode = std::fs::metadata(probe::semaphore_file(&ready)).map(|m| m.ino());
+        let mapping = inode.ok().and_then(|inode| {
+            maps.iter()
+                .find(|m| m.named_semaphore() && m.inode == inode)
+        });
+        (
+            mapping.map(|m| m.start),
+            format!("the sem_close() of {ready} (the munmap() of its mapping said EINVAL)"),
+            "close",
+        )
+    } else {
+        let slot = maps
+            .iter()
+            .find(|m| m.shared_anonymous() && m.len() >= RECORD_SIZE);
+        (
+            slot.map(|m| m.start),
+            "the munmap() of the slot (it said EINVAL)".to_string(),
+            "munmap",
+        )
+    };
+    let tracer = match target {
+        Some(addr) => {
+            let call = Call {
+                number: libc::SYS_munmap,
+                matching: Match::Bits {
+                    arg: 0,
+                    mask: u64::MAX,
+                    value: addr,
+                },
+            };
+            Tracer::attach(parent, call, Action::Fail(libc::EINVAL))?
+        }
+        None => None,
+    };
+    launch.proc.send("go", &[])?;
+    let mut handover = launch.ready()?;
+    let Some(mut tracer) = tracer else {
+        handover.finish(|_, _| Ok(()))?;
+        return Ok(format!("{mechanism}: no step of close() made to fail"));
+    };
+    handover.go()?;
+    let mut reported = false;
+    loop {
+        let message = handover.proc.recv_any()?;
+        match (message.kind.as_str(), message.get("role")) {
+            ("failed", Some("parent")) if message.get("kind") == Some(kind) => reported = true,
+            ("failed", _) => return Err(handover.failure(&message)),
+            ("done", _) => {}
+            ("ended", _) => break,
+            (other, _) => {
+                return Err(Fail::failed(format!(
+                    "the program said an unexpected `{other}`"
+                )));
+            }
+        }
+    }
+    let failed = tracer.failed_before(Instant::now() + Duration::from_millis(100))? || reported;
+    // What the failed step kept stays: the rest must be gone.
+    let kept = maps.iter().find(|m| Some(m.start) == target).map(|m| {
+        if mechanism == "semaphores" {
+            format!("a named semaphore ({})", m.path)
+        } else {
+            "the slot (a shared anonymous mapping)".to_string()
+        }
+    });
+    let held: Vec<String> = held_by(parent, &handover.names)
+        .into_iter()
+        .filter(|what| Some(what) != kept.as_ref())
+        .collect();
+    handover.exit()?;
+    if !failed {
+        return Ok(format!("{mechanism}: no step of close() made to fail"));
+    }
+    if !held.is_empty() {
+        return Err(Fail::failed(format!(
+            "the grader made {step} fail in the parent's Handoff::close() ({mechanism}): after \
+             it, the parent still held {} (besides what that step was to release): close() stopped at the first error. Try every step \
+             (close both signals, unmap the slot), then return the first error",
+            held.join(", ")
+        )));
+    }
+    if !reported {
+        return Err(Fail::failed(format!(
+            "the grader made {step} fail in the parent's Handoff::close() ({mechanism}), and \
+             the parent reported no error: return the first error of close() \
+             (HandoffError::Close or Unmap, kind={kind})"
+        )));
+    }
+    Ok(format!(
+        "{mechanism}: with {step} failed, close() released the rest and said kind={kind}"
+    ))
 }
 
 /// An object the grader made under one of the check's names before the program ran, removed
@@ -555,6 +674,7 @@ pub fn error_paths(run: &mut Run) -> Result<String, Fail> {
     }
     notes.push(create_races(run)?);
     notes.push(unlink_fails(run)?);
+    notes.push(super::forced_waits::wait_errors(run)?);
     Ok(format!(
         "every failure was reported by kind, removed what create() had made and left the \
          existing object alone: {}",

@@ -40,8 +40,14 @@ pub enum Deadline {
 /// What a waiting side was seen in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Seen {
-    /// A futex wait (what `sem_wait()` and `sem_timedwait()` sleep in) on this address.
-    Futex { addr: u64, deadline: Deadline },
+    /// A futex wait (what `sem_wait()` and `sem_timedwait()` sleep in) on this address;
+    /// `monotonic` when its deadline is an absolute time on `CLOCK_MONOTONIC` (no
+    /// `FUTEX_CLOCK_REALTIME`: `sem_clockwait()`), not on `CLOCK_REALTIME` as `sem_timedwait()`'s.
+    Futex {
+        addr: u64,
+        deadline: Deadline,
+        monotonic: bool,
+    },
     /// `mq_timedreceive()` (or `mq_receive()`) on this descriptor.
     Receive { fd: i32, deadline: Deadline },
     /// `nanosleep()` or `clock_nanosleep()`.
@@ -116,6 +122,9 @@ pub fn sample(pid: i32) -> Option<Seen> {
             Seen::Futex {
                 addr: call.args[0],
                 deadline,
+                monotonic: call.args[3] != 0
+                    && op & libc::FUTEX_CMD_MASK != libc::FUTEX_WAIT
+                    && op & libc::FUTEX_CLOCK_REALTIME == 0,
             }
         }
         libc::SYS_mq_timedreceive => Seen::Receive {
@@ -568,6 +577,18 @@ pub fn pending(pid: i32, signal: i32) -> bool {
             return false;
         };
         u64::from_str_radix(mask.trim(), 16).is_ok_and(|mask| mask & (1 << (signal - 1)) != 0)
+    })
+}
+
+/// Whether the main thread of `pid` blocks `signal` (`SigBlk` in `/proc/PID/task/PID/status`):
+/// a signal it blocks stays pending, and its handler does not run, until it unblocks it.
+pub fn blocks(pid: i32, signal: i32) -> bool {
+    let status =
+        std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/status")).unwrap_or_default();
+    status.lines().any(|line| {
+        line.strip_prefix("SigBlk:").is_some_and(|mask| {
+            u64::from_str_radix(mask.trim(), 16).is_ok_and(|mask| mask & (1 << (signal - 1)) != 0)
+        })
     })
 }
 

@@ -265,6 +265,20 @@ fn interrupt(waiter: &Waiter) -> Result<String, Fail> {
         kill(Pid::from_raw(pid), Signal::SIGUSR1)
             .map_err(|e| Fail::Grader(format!("kill: {e}")))?;
         settle(pid);
+        if probe::pending(pid, Signal::SIGUSR1 as i32)
+            && probe::blocks(pid, Signal::SIGUSR1 as i32)
+            && probe::alive(pid)
+        {
+            return Err(Fail::failed(format!(
+                "the grader held {held} and sent SIGUSR1 (a handler installed, signal {sent} of \
+                 {DIRECT}) to {role}, which was waiting: 2 s later the signal was still pending, \
+                 not handled, and {role} blocked SIGUSR1 (its signal mask, SigBlk in \
+                 /proc/PID/task/TID/status) ({}). wait() must not block signals: the handler \
+                 runs when its signal comes, and the wait it interrupts returns EINTR: wait \
+                 again, with a deadline read anew",
+                waiter.mechanism
+            )));
+        }
         if let Some(was) = interrupted_deadline.filter(|was| *was > signalled_at)
             && !probe::pending(pid, Signal::SIGUSR1 as i32)
             && let Some(now) = probe::realtime_deadline(pid)

@@ -15,6 +15,7 @@ use nix::time::{ClockId, clock_gettime};
 use nix::unistd::Pid;
 use rand::RngExt;
 
+use super::forced_waits;
 use super::handover::{Handover, expected_record, report_failure, whole_record};
 use super::probe::{self, Deadline, Samples, Seen};
 use super::slot::slot_holding;
@@ -139,7 +140,12 @@ fn explain_busy(waiter: i32, role: &str, fail: Fail, passive: &Samples) -> Fail 
     };
     match judge(passive).or_else(|| judge(&probe::watch_stopped(waiter, 12))) {
         Some(message) => Fail::failed(message),
-        None => fail,
+        // A deadline wrong only at some moments of each second (past then, so that the side
+        // spins a while) shows in the deadline of every wait, read for a second.
+        None => match forced_waits::every_deadline(waiter, role) {
+            Err(Fail::Failed(message)) => Fail::failed(message),
+            _ => fail,
+        },
     }
 }
 
@@ -247,7 +253,17 @@ fn judge_wait(
     judge_slices(role, &samples)?;
     for (seen, _) in &waits {
         match *seen {
-            Seen::Futex { addr, .. } if mechanism == "semaphores" => {
+            Seen::Futex {
+                addr, monotonic, ..
+            } if mechanism == "semaphores" => {
+                if monotonic {
+                    return Err(Fail::failed(format!(
+                        "{role} waited on {signal} with a deadline on CLOCK_MONOTONIC (its futex \
+                         wait had no FUTEX_CLOCK_REALTIME, as sem_clockwait(CLOCK_MONOTONIC) \
+                         makes), not on CLOCK_REALTIME: the wait is sem_timedwait() with an \
+                         absolute CLOCK_REALTIME deadline, now + WAIT_SLICE"
+                    )));
+                }
                 if !maps.iter().any(|m| m.named_semaphore() && m.contains(addr)) {
                     let place = maps
                         .iter()
@@ -300,23 +316,34 @@ pub fn waits_block(run: &mut Run) -> Result<String, Fail> {
         let held = Instant::now();
         let record = expected_record(seed, seq);
         let slot = slot_holding(producer, &record, Duration::from_secs(1));
-        notes.push(judge_wait(producer, PRODUCER, "semaphores", &ok)?);
         // The consumer posts no ok: the producer must go on waiting, record K in the slot.
-        let mut rest = Samples::default();
-        while held.elapsed() < LONG_HOLD {
-            rest.merge(probe::watch(producer, Instant::now() + SLOT_LOOKS));
-            if let Some(slot) = slot
-                && let Some(now) = probe::peek(producer, slot, record.len())
-                && now != record
-            {
+        let slot_moved = || match slot
+            .and_then(|slot| probe::peek(producer, slot, record.len()))
+            .filter(|now| *now != record)
+        {
+            Some(now) => {
                 let moved = u64::from_ne_bytes(now[..8].try_into().expect("8 bytes"));
-                return Err(Fail::failed(format!(
+                Err(Fail::failed(format!(
                     "while the consumer was held before record {seq} (it posted no ok), the \
                      producer went on and wrote record {moved} into the slot: its wait(ok) \
                      returned without an ok. Return from wait() only when the signal came; a \
                      slice that times out means wait again, or PeerGone if the peer is gone"
-                )));
+                )))
             }
+            None => Ok(()),
+        };
+        notes.push(judge_wait(producer, PRODUCER, "semaphores", &ok)?);
+        slot_moved()?;
+        notes.push(forced_waits::every_deadline(producer, PRODUCER)?);
+        slot_moved()?;
+        notes.push(forced_waits::many_timeouts(
+            proc, producer, PRODUCER, CONSUMER,
+        )?);
+        slot_moved()?;
+        let mut rest = Samples::default();
+        while held.elapsed() < LONG_HOLD {
+            rest.merge(probe::watch(producer, Instant::now() + SLOT_LOOKS));
+            slot_moved()?;
             if !probe::alive(producer) {
                 break;
             }
@@ -336,6 +363,7 @@ pub fn waits_block(run: &mut Run) -> Result<String, Fail> {
     })?;
     handover.verify(&reports, "100 rounds with queues, the producer held")?;
     notes.push(put_waits_for_last_ok(run)?);
+    notes.push(forced_waits::spins_before_blocking(run)?);
     Ok(format!(
         "{}; the producer waited {} ms for the held consumer without giving up",
         notes.join("; "),

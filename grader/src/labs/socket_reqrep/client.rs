@@ -6,9 +6,10 @@ use std::time::{Duration, Instant};
 
 use rand::RngExt;
 
+use super::forced;
 use super::programs::{GraderListener, answer_all, said, spawn_client, start_client};
 use super::protocol::{expected, frame, median, op_name, random_requests_for, read_frame};
-use super::{OP_ECHO, OP_HASH, OP_REVERSE, STATUS_OK, STATUS_UNKNOWN_OP, Transport};
+use super::{MAX_PAYLOAD, OP_ECHO, OP_HASH, OP_REVERSE, STATUS_OK, STATUS_UNKNOWN_OP, Transport};
 use crate::engine::{Fail, Run};
 
 /// The student's client against a server of the grader's: what the client writes must be what
@@ -16,6 +17,9 @@ use crate::engine::{Fail, Run};
 pub fn client_over_socket(run: &mut Run) -> Result<String, Fail> {
     const REQUESTS: usize = 20;
     const LARGE: usize = 12;
+    // A small request whose response the grader's server holds back while it watches how the
+    // client waits.
+    const WAIT_JUDGED: usize = 1;
     // How long the client's small requests took from their first byte to their last, over a
     // Unix socket and over TCP.
     let mut spread = Vec::new();
@@ -32,20 +36,30 @@ pub fn client_over_socket(run: &mut Run) -> Result<String, Fail> {
         requests[3] = (OP_ECHO, Vec::new());
         requests[9] = (OP_REVERSE, Vec::new());
         requests[5] = (OP_HASH, run.random_bytes(256 << 10));
-        // A big hash, asked twice: the second must go to the server too, however costly.
-        requests[18] = (OP_HASH, run.random_bytes(2 << 20));
+        // A big hash, asked twice: both must go to the server, however costly. Over a Unix
+        // socket, of the largest payload (a random block repeated: random bytes are costly to
+        // draw by the MiB).
+        let block = run.random_bytes(64 << 10);
+        let big = match transport {
+            Transport::Unix => MAX_PAYLOAD,
+            Transport::Tcp => 2 << 20,
+        };
+        requests[18] = (OP_HASH, block.repeat(big / block.len()));
         requests[19] = requests[18].clone();
         // Far larger than a Unix socket's buffer: the client blocks writing it, and is stopped
         // and resumed there.
         let hold_at = (transport == Transport::Unix).then_some(LARGE);
+        let judge_wait_at = (transport == Transport::Unix).then_some(WAIT_JUDGED);
         if hold_at.is_some() {
             requests[LARGE] = (OP_ECHO, run.random_bytes(1 << 20));
         }
         // Random bytes no client can compute; now and then status 1, which the client must pass
         // on as it came.
+        // The first of the big hashes is answered with status 0, every seed: a client may keep
+        // only such answers.
         let answers: Vec<(u8, Vec<u8>)> = (0..REQUESTS)
-            .map(|_| {
-                if run.rng().random_range(0..4) == 0 {
+            .map(|i| {
+                if i != 18 && run.rng().random_range(0..4) == 0 {
                     return (STATUS_UNKNOWN_OP, Vec::new());
                 }
                 let len = run.rng().random_range(1..64);
@@ -68,7 +82,7 @@ pub fn client_over_socket(run: &mut Run) -> Result<String, Fail> {
         let pid = client.pid();
         let answering = {
             let answers = answers.clone();
-            std::thread::spawn(move || answer_all(conn, answers, pid, hold_at))
+            std::thread::spawn(move || answer_all(conn, answers, pid, hold_at, judge_wait_at))
         };
         client.proc.send("go", &[])?;
         // The client's last word, watching meanwhile for a second connection: every call goes
@@ -99,6 +113,15 @@ pub fn client_over_socket(run: &mut Run) -> Result<String, Fail> {
         let answered = answering
             .join()
             .map_err(|_| Fail::Grader("the grader's server panicked".into()))?;
+        if let Some(Fail::Failed(how)) = answered.waited {
+            return Err(Fail::failed(format!(
+                "over {kind}, with request {WAIT_JUDGED} sent and its response held back by the \
+                 grader's server: {how}"
+            )));
+        }
+        if let Some(fail) = answered.waited {
+            return Err(fail);
+        }
         if let Some((i, short)) = answered.short {
             return Err(Fail::failed(format!(
                 "over {kind}, the client's request {i} stopped short: the grader's server got \
@@ -196,6 +219,7 @@ pub fn client_over_socket(run: &mut Run) -> Result<String, Fail> {
             )));
         }
     }
+    forced::short_request_write(run)?;
     // A request written in pieces without TCP_NODELAY waits for the grader's delayed
     // acknowledgement of the first piece, about 40 ms.
     if let [unix, tcp] = spread[..]
@@ -212,9 +236,9 @@ pub fn client_over_socket(run: &mut Run) -> Result<String, Fail> {
         )));
     }
     Ok(format!(
-        "the client sent its {REQUESTS} requests (repeats included, a 2 MiB hash among them) to the grader's server over a \
+        "the client sent its {REQUESTS} requests (repeats included, a hash of MAX_PAYLOAD bytes among them) to the grader's server over a \
          Unix socket and over TCP, a 1 MiB one whole through a stop and resume, and wrote the \
-         random answers it got back"
+         random answers it got back, waiting for them blocked"
     ))
 }
 

@@ -100,7 +100,7 @@ fn client_at_the_limit(run: &mut Run, payload: &[u8]) -> Result<(), Fail> {
     let pid = client.pid();
     let answering = {
         let answers = vec![answer.clone()];
-        std::thread::spawn(move || answer_all(conn, answers, pid, None))
+        std::thread::spawn(move || answer_all(conn, answers, pid, None, None))
     };
     client.proc.send("go", &[])?;
     let done = client.proc.recv_any();
@@ -381,6 +381,40 @@ pub fn bad_input(run: &mut Run) -> Result<String, Fail> {
     )?;
     good(&server, what)?;
 
+    // The same reset inside a frame, in its length prefix and in its body: an error there is
+    // still RpcError::Io; only an end of stream is Truncated.
+    let reset_rule = "a read that fails (ECONNRESET here) is RpcError::Io wherever it comes, in \
+                      the length prefix or in the body too: only an end of stream inside a \
+                      frame is RpcError::Truncated; map each read error to Io, not to Truncated";
+    let next = frame(OP_HASH, &[3u8; 200]);
+    for (what, part) in [
+        (
+            "a client that sent 2 bytes of a length prefix and closed its connection with a \
+             response unread (a reset inside the prefix)",
+            &next[..2],
+        ),
+        (
+            "a client that sent 50 bytes of a 201-byte frame and closed its connection with a \
+             response unread (a reset inside the body)",
+            &next[..54],
+        ),
+    ] {
+        let known = server.dropped_lines().len();
+        let mut conn = server.connect()?;
+        conn.send(&request, 0)?;
+        if !conn.queued_within(request.len(), Duration::from_secs(5)) {
+            return Err(Fail::failed(format!(
+                "no complete response within 5 s to a good request{}",
+                server.alive_note()
+            )));
+        }
+        // The bytes already sent are read first; the read after them fails.
+        conn.send(part, 1)?;
+        drop(conn);
+        expect_logged(&server, known, what, "io", reset_rule)?;
+        good(&server, what)?;
+    }
+
     // A client that sends a request and closes before the server answers: the response's
     // write fails (EPIPE on a Unix socket). The server is held while the client comes and goes,
     // so that its write surely comes after the close.
@@ -409,6 +443,9 @@ pub fn bad_input(run: &mut Run) -> Result<String, Fail> {
     // Error paths no client can bring about, forced: interrupted calls, a failed accept().
     forced::interrupted_calls(run, &server)?;
     forced::aborted_accept(run, &server)?;
+    let what = "a handler that ended while the thread that started it was held";
+    forced::handler_ends_before_its_start_returns(run, &server)?;
+    good(&server, what)?;
 
     // Every client has gone: so must every socket the server had for them.
     let until = Instant::now() + Duration::from_secs(1);

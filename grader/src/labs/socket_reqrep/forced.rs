@@ -1,13 +1,16 @@
 //! Error paths no client can bring about, forced with the tracer on a thread of the server: a
-//! handler's read() and write() interrupted (EINTR), which it must retry, and an accept() that
-//! fails (ECONNABORTED), which costs that connection only, never the server.
+//! handler's read() and write() interrupted (EINTR), which it must retry, a write() that
+//! returns a short count, whose rest it must write, and an accept() that fails (ECONNABORTED),
+//! which costs that connection only, never the server.
 
+use std::io::ErrorKind;
+use std::net::Shutdown;
 use std::time::{Duration, Instant};
 
-use super::OP_ECHO;
 use super::observe;
-use super::programs::Server;
-use super::protocol::{frame, read_frame_counted, read_response, verify};
+use super::programs::{CONTROL_FD, GraderListener, Server, spawn_client};
+use super::protocol::{frame, op_name, read_frame_counted, read_response, verify};
+use super::{OP_ECHO, STATUS_OK, Transport};
 use crate::engine::tracer::{Action, Call, Tracer};
 use crate::engine::{Fail, Run};
 
@@ -25,6 +28,9 @@ const WRITES: [i64; 4] = [
     libc::SYS_sendmsg,
 ];
 pub const ACCEPTS: [i64; 2] = [libc::SYS_accept, libc::SYS_accept4];
+/// The writes whose third argument counts what they write (bytes, or buffers for writev()):
+/// those the grader can make return a short count.
+const SHORTENABLE_WRITES: [i64; 3] = [libc::SYS_write, libc::SYS_sendto, libc::SYS_writev];
 
 /// Makes the next `call` of thread `tid` fail with `errno`; false if the machine does not allow
 /// it or the thread never made the call.
@@ -101,18 +107,19 @@ pub fn interrupted_calls(run: &mut Run, server: &Server) -> Result<(), Fail> {
 
 /// An accept() that fails (ECONNABORTED: a client reset its connection before it was accepted)
 /// costs that connection only: the next client is served. Skipped (with a note) when no thread
-/// of the server is seen blocked in accept(), or the machine allows no tracing.
-pub fn aborted_accept(run: &mut Run, server: &Server) -> Result<(), Fail> {
+/// of the server is seen blocked in accept(), or the machine allows no tracing. Says whether the
+/// accept() was made to fail, and a client served after it.
+pub fn aborted_accept(run: &mut Run, server: &Server) -> Result<bool, Fail> {
     let pid = server.pid();
     let Some((acceptor, accept)) =
         observe::new_thread_in(pid, &[], &ACCEPTS, Instant::now() + Duration::from_secs(2))
     else {
         run.note("no thread of the server was seen in accept(): ECONNABORTED not forced");
-        return Ok(());
+        return Ok(false);
     };
     if !fail_next(pid, acceptor, accept, libc::ECONNABORTED)? {
         run.note("the server's accept() could not be made to fail: ECONNABORTED not forced");
-        return Ok(());
+        return Ok(false);
     }
     let mut conn = server.connect()?;
     let payload = b"served after a failed accept?".to_vec();
@@ -126,5 +133,205 @@ pub fn aborted_accept(run: &mut Run, server: &Server) -> Result<(), Fail> {
             server.alive_note()
         ))
     })?;
-    verify(got, OP_ECHO, &payload, "a client after a failed accept()")
+    verify(got, OP_ECHO, &payload, "a client after a failed accept()")?;
+    Ok(true)
+}
+
+/// A handler's first write of a response is cut to 1 byte (a short count, which a stop or a
+/// full socket buffer can bring about for any write, however small): the client must still get
+/// the whole frame, its length prefix included. Skipped (with a note) when no thread of the
+/// server's own serves the client, it writes with another call, or the machine allows no
+/// tracing.
+pub fn short_response_write(run: &mut Run, server: &Server, transport: &str) -> Result<(), Fail> {
+    let pid = server.pid();
+    let before = observe::thread_ids(pid);
+    let mut conn = server.connect()?;
+    let soon = || Instant::now() + Duration::from_secs(2);
+    let not_forced = "a short write of a response was not forced";
+    let Some((handler, _)) = observe::new_thread_in(pid, &before, &READS, soon()) else {
+        run.note(format!(
+            "no thread of the server's own was seen reading a new client: {not_forced}"
+        ));
+        return Ok(());
+    };
+    let writes = Call::one_of(&SHORTENABLE_WRITES);
+    let Some(mut tracer) = Tracer::attach_thread(pid, handler, writes, Action::Shorten(1))? else {
+        run.note(format!("the server could not be traced: {not_forced}"));
+        return Ok(());
+    };
+    let payload = run.random_bytes(1000);
+    conn.send(&frame(OP_ECHO, &payload), 0)?;
+    if !tracer.failed_before(soon())? {
+        drop(tracer);
+        run.note(format!(
+            "the handler wrote its response with none of write(), send() or writev(): \
+             {not_forced}"
+        ));
+        return Ok(());
+    }
+    conn.timeouts(Duration::from_secs(2));
+    let rule = "a write() may return a short count, whatever its size (a stop, a full socket \
+                buffer): write every byte of the frame, its 5-byte prefix too (write_all, or \
+                loop on write() until all is written)";
+    let cut = format!(
+        "a handler's first write() of the response to a 1000-byte echo request over \
+         {transport}, which the grader cut to 1 byte (it returned 1)"
+    );
+    match read_frame_counted(&mut conn) {
+        Ok(Ok(Some((status, echoed)))) if status == STATUS_OK && echoed == payload => Ok(()),
+        Ok(Ok(Some((status, echoed)))) => Err(Fail::failed(format!(
+            "after {cut}, the frame that came was not the echo: status {status} and {} payload \
+             bytes (status 0 and the 1000 bytes sent expected), so bytes of the frame were lost \
+             after the short write{}; {rule}",
+            echoed.len(),
+            server.alive_note()
+        ))),
+        outcome => {
+            let how = match outcome {
+                Ok(Err(short)) => format!("the response stopped short: {short}"),
+                Ok(Ok(None)) => "the connection ended without a response".into(),
+                Err(e) => format!("no whole response came ({e})"),
+                Ok(Ok(Some(_))) => unreachable!("matched above"),
+            };
+            Err(Fail::failed(format!(
+                "after {cut}: {how}{}; {rule}",
+                server.alive_note()
+            )))
+        }
+    }
+}
+
+/// The thread that starts a client's handler is held right after the clone3() that starts it,
+/// while the handler, given an empty frame, ends at once: the client's connection must close
+/// then, every handle on it. A handle the starting thread still has after the start (one it
+/// means to register for the stop, say) would outlive the handler. Skipped (with a note) when no
+/// thread of the server starts a thread per client with clone3(), or the machine allows no
+/// tracing.
+pub fn handler_ends_before_its_start_returns(run: &mut Run, server: &Server) -> Result<(), Fail> {
+    let pid = server.pid();
+    let soon = || Instant::now() + Duration::from_secs(2);
+    let not_probed = "a handler that ends before its start returns was not probed";
+    let Some((acceptor, _)) = observe::new_thread_in(pid, &[], &ACCEPTS, soon()) else {
+        run.note(format!(
+            "no thread of the server was seen in accept(): {not_probed}"
+        ));
+        return Ok(());
+    };
+    let start = Call::any(libc::SYS_clone3);
+    let Some(mut tracer) = Tracer::attach_thread(pid, acceptor, start, Action::HoldAfter)? else {
+        run.note(format!("the server could not be traced: {not_probed}"));
+        return Ok(());
+    };
+    let known = server.dropped_lines().len();
+    let mut conn = server.connect()?;
+    conn.send(&[0, 0, 0, 0], 0)?;
+    if !tracer.held_before(soon())? {
+        drop(tracer);
+        run.note(format!(
+            "the accepting thread started no thread with clone3() for the client: {not_probed}"
+        ));
+        return Ok(());
+    }
+    // A process started (a fork) keeps the parent's copy of the connection until the parent
+    // closes it: only a thread is probed. A child process is listed by the thread that made it
+    // (a zombie too: the held thread cannot have reaped it); a thread may be gone already.
+    let children = std::fs::read_to_string(format!("/proc/{pid}/task/{acceptor}/children"));
+    let started_thread = children.is_ok_and(|list| list.trim().is_empty());
+    let logged = if started_thread {
+        server.next_dropped_line(known, Duration::from_secs(2))
+    } else {
+        None
+    };
+    let Some(line) = logged else {
+        tracer.release();
+        run.note(format!(
+            "no handler thread was seen ending while the accepting thread was held: {not_probed}"
+        ));
+        return Ok(());
+    };
+    conn.timeouts(Duration::from_secs(3));
+    let mut byte = [0u8; 1];
+    let kept_open = matches!(
+        conn.stream().read(&mut byte),
+        Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut)
+    );
+    tracer.release();
+    if kept_open {
+        return Err(Fail::failed(format!(
+            "the server logged a client that sent an empty frame as dropped (`{line}`) but kept \
+             its connection open while the grader held the thread that had just started that \
+             client's handler (right after its clone3() returned, before it did anything else): \
+             that thread still had a handle on the connection after the handler ended, such as \
+             the second handle kept for the stop, registered only once the handler is started \
+             (a handler that ends at once removes its entry before it is there, and the copy \
+             stays open until the stop). Register every handle on a connection before its \
+             handler starts, so that the handler's end closes them all"
+        )));
+    }
+    Ok(())
+}
+
+/// The client's first write() of a request, on its connection to a server of the grader's, is
+/// cut to 1 byte: the server must still get the whole frame. Skipped (with a note) when the
+/// client writes its socket with another call, or the machine allows no tracing.
+pub fn short_request_write(run: &mut Run) -> Result<(), Fail> {
+    let (listener, at) = GraderListener::bind(run, Transport::Unix)?;
+    let payload = run.random_bytes(1000);
+    let mut client = spawn_client(run, &at, vec![(OP_ECHO, payload.clone())], "the client")?;
+    let mut conn = listener
+        .accept_within(Duration::from_secs(2))?
+        .ok_or_else(|| Fail::failed("the client said `ready` but never connected"))?;
+    let pid = client.pid();
+    let not_forced = "a short write of a request was not forced";
+    let socket = observe::sockets(pid)
+        .into_iter()
+        .map(|(fd, _)| fd)
+        .find(|&fd| fd != CONTROL_FD);
+    let tracer = match socket {
+        Some(fd) => {
+            let on_socket = Call::one_of_on(&SHORTENABLE_WRITES, fd);
+            Tracer::attach_thread(pid, pid, on_socket, Action::Shorten(1))?
+        }
+        None => None,
+    };
+    client.proc.send("go", &[])?;
+    let cut = match tracer {
+        Some(mut tracer) => tracer.failed_before(Instant::now() + Duration::from_secs(2))?,
+        None => false,
+    };
+    conn.timeouts(Duration::from_secs(2));
+    let got = read_frame_counted(&mut conn);
+    // Whatever came, an answer, so that the client can finish.
+    let _ = conn.stream().write_all(&frame(STATUS_OK, b"answered"));
+    let done = client.proc.recv_any();
+    conn.shutdown(Shutdown::Both);
+    if !cut {
+        run.note(format!(
+            "the client's main thread wrote nothing to its socket with write(), send() or \
+             writev(): {not_forced}"
+        ));
+        return Ok(());
+    }
+    let how = match got {
+        Ok(Ok(Some((op, got)))) if op == OP_ECHO && got == payload => {
+            done?;
+            return Ok(());
+        }
+        Ok(Ok(Some((op, got)))) => format!(
+            "a frame with op {} and {} payload bytes, not the request (op 'E' and the 1000 \
+             bytes sent)",
+            op_name(op),
+            got.len()
+        ),
+        Ok(Err(short)) => format!("a request that stopped short: {short}"),
+        Ok(Ok(None)) => "no request: the connection ended".into(),
+        Err(e) => format!("no whole request ({e})"),
+    };
+    Err(Fail::failed(format!(
+        "the client's first write() of a request (a 1000-byte echo), which the grader cut to 1 \
+         byte (it returned 1, a short count, as a stop or a full socket buffer can make any \
+         write return), was followed by bytes that do not make the frame: the grader's server \
+         received {how}. Write every byte of the frame, its 5-byte prefix too (write_all, or loop \
+         on write() until all is written)"
+    )))
 }

@@ -17,12 +17,13 @@ use super::protocol::{Conn, ShortFrame, frame, read_frame_timed, read_response, 
 use super::{OP_ECHO, Transport};
 use crate::engine::diagnose::Activity;
 use crate::engine::process;
+use crate::engine::waiting::{self, WaitRules};
 use crate::engine::{Fail, Proc, Run};
 
 /// How long a server gets, after the signal, to say `done`: a correct one needs milliseconds.
 const STOP_PATIENCE: Duration = Duration::from_secs(5);
 /// The program's control channel, where the server waits for `exit` after `done`.
-const CONTROL_FD: i32 = 3;
+pub const CONTROL_FD: i32 = 3;
 /// What main.rs writes to the server's log once run_server() has returned.
 const RETURNED: &str = "socket-reqrep: run_server returned";
 
@@ -652,17 +653,22 @@ pub struct Answered {
     pub spread: Vec<Duration>,
     /// A request that stopped short: its index and how much of it came.
     pub short: Option<(usize, ShortFrame)>,
+    /// How the client waited for a response held back: a failure if it spun or polled.
+    pub waited: Option<Fail>,
 }
 
 /// Answers each request of `conn`, until the client closes it, with the next of `answers`
 /// (random bytes no client can compute). Before request `hold_at`, once the client (`pid`) is
-/// blocked writing it, stops and resumes the client.
+/// blocked writing it, stops and resumes the client. The response to request `judge_wait_at`
+/// is held back while the client's threads, with nothing to do but wait for it, are watched.
 pub fn answer_all(
     mut conn: Conn,
     answers: Vec<(u8, Vec<u8>)>,
     pid: i32,
     hold_at: Option<usize>,
+    judge_wait_at: Option<usize>,
 ) -> Answered {
+    let mut waited = None;
     let mut received = Vec::new();
     let mut spread = Vec::new();
     let mut answers = answers.into_iter();
@@ -688,11 +694,15 @@ pub fn answer_all(
                     received,
                     spread,
                     short: Some((index, short)),
+                    waited,
                 };
             }
             _ => break,
         }
         conn.timeouts(Duration::from_secs(5));
+        if judge_wait_at == Some(received.len() - 1) {
+            waited = client_waits_blocked(pid).err();
+        }
         let Some((status, answer)) = answers.next() else {
             break;
         };
@@ -704,23 +714,47 @@ pub fn answer_all(
         received,
         spread,
         short: None,
+        waited,
     }
 }
 
-/// Runs `program` with `args` (stdin from `input`), at most `limit`; its stdout, or `None` if
-/// it is not installed.
+/// The client, its request sent and its response held back, has nothing to do: every thread of
+/// it must be blocked, with no timeout (a read timeout retried is a poll).
+fn client_waits_blocked(pid: i32) -> Result<(), Fail> {
+    waiting::expect_blocked(
+        &[pid],
+        &|_| "the client".into(),
+        WaitRules::untimed(),
+        "while the server has not answered, Client::call waits for the response blocked in \
+         read() on the connection, with no timeout (no set_read_timeout, no non-blocking \
+         socket): the response wakes it",
+    )
+    .map(drop)
+}
+
+/// What a client program of the grader's ([`external`]) printed, and how it ended.
+pub struct Ran {
+    pub stdout: Vec<u8>,
+    /// Its exit status, and the last line of its stderr, when it did not exit 0: a client
+    /// that could not run here fails as one that got a wrong answer does, and the message
+    /// must tell them apart.
+    pub failure: Option<String>,
+}
+
+/// Runs `program` with `args` (stdin from `input`), at most `limit`; what it printed, or `None`
+/// if it is not installed.
 pub fn external(
     program: &str,
     args: &[&str],
     input: &[u8],
     limit: Duration,
-) -> Result<Option<Vec<u8>>, Fail> {
+) -> Result<Option<Ran>, Fail> {
     let mut command = Command::new(program);
     command
         .args(args)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
-        .stderr(Stdio::null());
+        .stderr(Stdio::piped());
     // Registered, so that the grader's sweeps for orphans do not reap it under our feet.
     let child = process::spawn_helper(&mut command);
     let mut child = match child {
@@ -742,6 +776,12 @@ pub fn external(
         let _ = stdout.read_to_end(&mut out);
         out
     });
+    let mut stderr = child.stderr.take().expect("piped");
+    let complaints = std::thread::spawn(move || {
+        let mut out = Vec::new();
+        let _ = stderr.read_to_end(&mut out);
+        out
+    });
     let deadline = Instant::now() + limit;
     let finished = loop {
         match child.try_wait() {
@@ -749,17 +789,34 @@ pub fn external(
             Ok(None) => {
                 let _ = child.kill();
                 let _ = child.wait();
-                break false;
+                break None;
             }
-            _ => break true,
+            Ok(Some(status)) => break Some(Some(status)),
+            Err(_) => break Some(None),
         }
     };
     process::forget(child.id());
-    if !finished {
+    let Some(status) = finished else {
         return Err(Fail::failed(format!(
             "{program}'s client got no complete answer within {limit:?}"
         )));
-    }
+    };
     let _ = feeder.join();
-    Ok(Some(reader.join().unwrap_or_default()))
+    let stderr = complaints.join().unwrap_or_default();
+    let last_line = String::from_utf8_lossy(&stderr)
+        .lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("")
+        .trim()
+        .to_string();
+    let failure = match status {
+        Some(status) if status.success() => None,
+        Some(status) => Some(format!("{program} exited with {status}: {last_line}")),
+        None => Some(format!("{program}'s exit was lost: {last_line}")),
+    };
+    Ok(Some(Ran {
+        stdout: reader.join().unwrap_or_default(),
+        failure,
+    }))
 }

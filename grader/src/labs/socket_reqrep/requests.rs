@@ -4,13 +4,14 @@
 use std::io::Write;
 use std::time::{Duration, Instant};
 
+use super::forced;
 use super::observe;
-use super::programs::{Server, external, server, spawn_client};
+use super::programs::{Ran, Server, external, server, spawn_client};
 use super::protocol::{
     Conn, closed_after, expected, frame, median, op_name, random_requests_for, read_frame_counted,
     read_response, timed_calls, verify,
 };
-use super::{OP_ECHO, OP_HASH, OP_REVERSE, STATUS_OK, STATUS_UNKNOWN_OP, Transport};
+use super::{MAX_PAYLOAD, OP_ECHO, OP_HASH, OP_REVERSE, STATUS_OK, STATUS_UNKNOWN_OP, Transport};
 use crate::engine::tracer::{Action, Call, Tracer};
 use crate::engine::{Fail, Run};
 
@@ -160,7 +161,10 @@ pub fn tcp_requests(run: &mut Run) -> Result<String, Fail> {
         took.push(tcp.as_millis());
     }
     baseline.stop()?;
-    frames_leave_whole(run, &server)?;
+    // A frame just past the socket buffers' usual sizes, and the largest frame there is.
+    for payload in [100_000, MAX_PAYLOAD] {
+        frames_leave_whole(run, &server, payload)?;
+    }
     server.stop()?;
     Ok(format!(
         "40 random requests were answered correctly over TCP on 127.0.0.1, by a client connected \
@@ -260,6 +264,7 @@ pub fn large_payloads(run: &mut Run) -> Result<String, Fail> {
             Transport::Unix => stopped_mid_write(run, &server)?,
             Transport::Tcp => stopped_mid_small_frames(run, &server)?,
         }
+        forced::short_response_write(run, &server, transport.describe())?;
         server.stop()?;
     }
     Ok(
@@ -458,15 +463,26 @@ pub fn foreign_clients(run: &mut Run) -> Result<String, Fail> {
         args.extend([*kind, target.as_str()]);
     }
     match external("python3", &args, &[], limit)? {
-        Some(out) => {
+        Some(ran) => {
             let one = python_expected();
+            let out = &ran.stdout;
             for (i, (kind, _)) in targets.iter().enumerate() {
                 let part = out.get(i * one.len()..(i + 1) * one.len());
                 if part != Some(&one[..]) {
+                    let advice = "follow the frame format exactly (u32 big-endian length of \
+                                  the status and the payload)";
+                    let why = match &ran.failure {
+                        // Its last words tell a server that broke the protocol from a
+                        // client that could not run here.
+                        Some(failure) => format!(
+                            "; the client failed ({failure}): either the server broke the \
+                             protocol ({advice}) or Python cannot run here"
+                        ),
+                        None => format!(": {advice}"),
+                    };
                     return Err(Fail::failed(format!(
                         "a Python client over {kind} did not get the {} bytes of answers \
-                         expected ({} bytes came for both servers): follow the frame format \
-                         exactly (u32 big-endian length of the status and the payload)",
+                         expected ({} bytes came for both servers){why}",
                         one.len(),
                         out.len()
                     )));
@@ -484,7 +500,7 @@ pub fn foreign_clients(run: &mut Run) -> Result<String, Fail> {
         };
         let request = frame(OP_REVERSE, b"socat");
         match external("socat", &["-t", "2", "-", &address], &request, limit)? {
-            Some(out) => {
+            Some(Ran { stdout: out, .. }) => {
                 let mut want = 6u32.to_be_bytes().to_vec();
                 want.push(STATUS_OK);
                 want.extend_from_slice(b"tacos");
@@ -513,14 +529,14 @@ pub fn foreign_clients(run: &mut Run) -> Result<String, Fail> {
     Ok(message)
 }
 
-/// Over TCP, a response of more than 64 KiB must leave at once too: on a connection without
+/// Over TCP, a response of more than 64 KiB, up to the largest, must leave at once too: on a
+/// connection without
 /// TCP_NODELAY (read on the server's socket), the first write() of its frame must hold the whole
 /// frame. On loopback the peer's acknowledgements come fast for large frames, so this is seen
 /// in the call, not in the time: the handler is held at the entry of its first `send()` of the
 /// response. Skipped (with a note) when no thread of the server's own serves the client, it
 /// writes with another call, or the machine allows no tracing.
-fn frames_leave_whole(run: &mut Run, server: &Server) -> Result<(), Fail> {
-    const PAYLOAD: usize = 100_000;
+fn frames_leave_whole(run: &mut Run, server: &Server, payload_len: usize) -> Result<(), Fail> {
     const READS: [i64; 4] = [
         libc::SYS_read,
         libc::SYS_recvfrom,
@@ -543,9 +559,12 @@ fn frames_leave_whole(run: &mut Run, server: &Server) -> Result<(), Fail> {
         run.note(format!("the server could not be traced: {not_probed}"));
         return Ok(());
     };
-    let payload = run.random_bytes(PAYLOAD);
+    // A random block repeated: random bytes are costly to draw by the MiB.
+    let block = run.random_bytes(payload_len.min(100_000));
+    let mut payload = block.repeat(payload_len.div_ceil(block.len()));
+    payload.truncate(payload_len);
     conn.send(&frame(OP_ECHO, &payload), 0)?;
-    let whole = (PAYLOAD + 5) as u64;
+    let whole = (payload_len + 5) as u64;
     let mut verdict = Ok(());
     if tracer.held_before(soon())? {
         if let Some((fd, count)) = observe::write_args(pid, handler)
@@ -578,7 +597,7 @@ fn frames_leave_whole(run: &mut Run, server: &Server) -> Result<(), Fail> {
     }
     let got = read_response(&mut conn).map_err(|e| {
         Fail::failed(format!(
-            "no response to a {PAYLOAD}-byte echo request over TCP ({e}){}",
+            "no response to a {payload_len}-byte echo request over TCP ({e}){}",
             server.alive_note()
         ))
     })?;
@@ -586,7 +605,7 @@ fn frames_leave_whole(run: &mut Run, server: &Server) -> Result<(), Fail> {
         got,
         OP_ECHO,
         &payload,
-        "a 100000-byte echo request over TCP",
+        &format!("a {payload_len}-byte echo request over TCP"),
     )?;
     verdict
 }

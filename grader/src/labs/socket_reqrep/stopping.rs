@@ -12,7 +12,7 @@ use nix::sys::socket::{Backlog, listen};
 use rand::RngExt;
 
 use super::failures::dropped;
-use super::forced::ACCEPTS;
+use super::forced::{self, ACCEPTS};
 use super::observe;
 use super::programs::{Server, give_to_program_user, killed_by, server};
 use super::protocol::{Conn, closed_after, frame, read_frame, read_response, verify};
@@ -48,6 +48,13 @@ pub fn server_counts(run: &mut Run) -> Result<String, Fail> {
             still_open.push(conn);
         }
     }
+    // Two accept() calls made to fail (ECONNABORTED), each followed by a client served: a failed
+    // accept() accepted no client. Two, so that counting them cannot pass for counting the
+    // connection that wakes the accepting thread at the end.
+    let mut failed_accepts = 0;
+    for _ in 0..2 {
+        failed_accepts += u64::from(forced::aborted_accept(run, &server)?);
+    }
     let known = server.dropped_lines().len();
     let mut bad = server.connect()?;
     bad.send(&[0, 0, 0, 0], 0)?;
@@ -62,13 +69,15 @@ pub fn server_counts(run: &mut Run) -> Result<String, Fail> {
     let done_log = server.proc.stderr.clone();
     let done = server.stop()?;
     drop(still_open);
-    let connections = sessions.len() as u64 + 2;
-    let requests = sessions.iter().sum::<usize>() as u64 + 1;
+    let connections = sessions.len() as u64 + 2 + failed_accepts;
+    let requests = sessions.iter().sum::<usize>() as u64 + 1 + failed_accepts;
     let open_calls: usize = sessions[CLOSED..].iter().sum();
     let reported = |field: &str| done.get(field).and_then(|v| v.parse::<u64>().ok());
     let history = format!(
         "{} clients that made {:?} calls and closed between frames, {} that made {:?} calls and \
-         were still connected at SIGTERM, one that sent an empty frame, and one last call",
+         were still connected at SIGTERM, {failed_accepts} accept() call(s) made to fail with \
+         ECONNABORTED each followed by a client with one call, one that sent an empty frame, \
+         and one last call",
         CLOSED,
         &sessions[..CLOSED],
         sessions.len() - CLOSED,
@@ -114,7 +123,20 @@ pub fn server_counts(run: &mut Run) -> Result<String, Fail> {
         }
     }
     // The connection that wakes the accepting thread at the end may count as a client.
-    if !matches!(reported("clients"), Some(n) if n == connections || n == connections + 1) {
+    let clients = reported("clients");
+    if failed_accepts > 0
+        && matches!(clients, Some(n) if n == connections + failed_accepts
+            || n == connections + failed_accepts + 1)
+    {
+        return Err(Fail::failed(format!(
+            "the server's `done` says clients={}, after {history}: {connections} clients \
+             connected, and the count holds one more for each accept() that failed: count a \
+             client in ServerStats::clients once accept() has returned it, not when accept() \
+             returns an error",
+            done.get("clients").unwrap_or("nothing")
+        )));
+    }
+    if !matches!(clients, Some(n) if n == connections || n == connections + 1) {
         return Err(Fail::failed(format!(
             "the server's `done` says clients={}, after {history}: {connections} clients \
              connected; count every accepted client in ServerStats::clients",
@@ -321,6 +343,7 @@ pub fn sigterm_cleanup(run: &mut Run) -> Result<String, Fail> {
 
     accepting_ends_before_shutting(run)?;
     handlers_joined_blocked(run)?;
+    handlers_ended_before_return(run)?;
     if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
         return Err(Fail::failed(format!(
             "port {port} still accepts connections after the TCP server stopped"
@@ -351,7 +374,8 @@ fn server_with_idle_client(run: &mut Run) -> Result<(Server, Conn), Fail> {
 
 /// At SIGTERM the server's main thread is held right after its first shutdown() of a client's
 /// connection; a client that connects then, while a thread still accepts, must not be served:
-/// the stop begins by no longer accepting. Skipped (with a note) when the main thread shuts no
+/// the stop begins by no longer accepting. Meanwhile every thread still blocks SIGTERM and
+/// SIGINT, and a second SIGTERM does not end the stop. Skipped (with a note) when the main thread shuts no
 /// connection itself, or the machine allows no tracing.
 fn accepting_ends_before_shutting(run: &mut Run) -> Result<(), Fail> {
     let (mut server, idle) = server_with_idle_client(run)?;
@@ -394,6 +418,27 @@ fn accepting_ends_before_shutting(run: &mut Run) -> Result<(), Fail> {
         }
         late = Some(conn);
     }
+    // Mid-stop, the signals must still be blocked in every thread: a second SIGTERM (an
+    // impatient user, a service manager) must not end the server halfway through its cleanup.
+    for signal in [Signal::SIGTERM, Signal::SIGINT] {
+        let open = observe::threads_not_blocking(pid, signal);
+        if !open.is_empty() {
+            tracer.release();
+            return Err(Fail::failed(format!(
+                "during the stop (its main thread held by the grader right after its first \
+                 shutdown()), {} of the server's threads (tid {open:?}) no longer block {} \
+                 (SigBlk in /proc/{pid}/task/TID/status): a second {} then ends the server \
+                 halfway through its cleanup (its socket file left, no `done`); keep SIGTERM and \
+                 SIGINT blocked in every thread until run_server returns, and do not unblock \
+                 them after sigwait()",
+                open.len(),
+                signal.as_str(),
+                signal.as_str()
+            )));
+        }
+    }
+    // The second signal, sent: it stays pending, blocked, and the stop goes on.
+    let _ = kill(server.proc.pid, Signal::SIGTERM);
     tracer.release();
     if let Some(mut late) = late
         && matches!(read_frame(&mut late), Ok(Some(_)))
@@ -458,5 +503,90 @@ fn handlers_joined_blocked(run: &mut Run) -> Result<(), Fail> {
     tracer.release();
     judged?;
     server.finish(Signal::SIGTERM, Some(&idle), None)?;
+    Ok(())
+}
+
+/// At SIGTERM a handler is held by the grader at the entry of its thread's exit() (the last
+/// thing a thread does, after everything it ran): run_server must not return before it, so the
+/// server says nothing while the thread that stops it waits, blocked in a join (a futex wait).
+/// A wait that ends when the handler says it is done (a count and a condition variable, a
+/// channel) lets run_server return while the thread still runs. Skipped (with a note) when no
+/// thread of the server's own serves the client, or the machine allows no tracing.
+fn handlers_ended_before_return(run: &mut Run) -> Result<(), Fail> {
+    const READS: [i64; 4] = [
+        libc::SYS_read,
+        libc::SYS_recvfrom,
+        libc::SYS_readv,
+        libc::SYS_recvmsg,
+    ];
+    let mut server = server(run, Transport::Unix)?;
+    let pid = server.pid();
+    let ids = observe::thread_ids(pid);
+    let idle = server.connect()?;
+    let not_probed = "whether run_server returns before its handlers' threads end was not probed";
+    let until = Instant::now() + Duration::from_secs(2);
+    let Some((handler, _)) = observe::new_thread_in(pid, &ids, &READS, until) else {
+        run.note(format!(
+            "no thread of the server's own was seen reading a client: {not_probed}"
+        ));
+        drop(idle);
+        server.stop()?;
+        return Ok(());
+    };
+    let exit = Call::any(libc::SYS_exit);
+    let Some(mut tracer) = Tracer::attach_thread(pid, handler, exit, Action::Hold)? else {
+        run.note(format!("the server could not be traced: {not_probed}"));
+        drop(idle);
+        server.stop()?;
+        return Ok(());
+    };
+    let _ = kill(server.proc.pid, Signal::SIGTERM);
+    if !tracer.held_before(Instant::now() + Duration::from_secs(5))? {
+        drop(tracer);
+        run.note(format!(
+            "the client's handler thread was not seen ending: {not_probed}"
+        ));
+        server.finish(Signal::SIGTERM, Some(&idle), None)?;
+        return Ok(());
+    }
+    // Until `done` (too early), or the main thread asleep in a futex wait (a join, or a wait
+    // that only this thread's end can end) several samples in a row.
+    let until = Instant::now() + Duration::from_secs(3);
+    let mut asleep = 0;
+    let mut early = None;
+    while asleep < 5 && Instant::now() < until {
+        match server
+            .proc
+            .recv_before(Instant::now() + Duration::from_millis(10))
+        {
+            Ok(Some(message)) => {
+                early = Some(message);
+                break;
+            }
+            Ok(None) => {}
+            Err(fail) => {
+                tracer.release();
+                return Err(killed_by(fail, Signal::SIGTERM));
+            }
+        }
+        let joining = observe::threads(pid)
+            .iter()
+            .any(|t| t.tid == pid && t.state == 'S' && t.syscall == Some(libc::SYS_futex));
+        asleep = if joining { asleep + 1 } else { 0 };
+    }
+    tracer.release();
+    if let Some(message) = &early
+        && message.kind == "done"
+    {
+        return Err(Fail::failed(format!(
+            "at SIGTERM, the server said `done` (run_server had returned) while the thread of a \
+             client's handler (tid {handler}) was still running: the grader held it at the \
+             entry of its exit(), the last thing a thread does, after the handler's work. A \
+             wait that ends when the handler says it is done (a count and a condition variable, \
+             a channel, a scope's count of running threads) ends before the thread does: wait \
+             for every handler thread to end by joining it (JoinHandle::join)"
+        )));
+    }
+    server.finish(Signal::SIGTERM, Some(&idle), early)?;
     Ok(())
 }

@@ -1,0 +1,420 @@
+//! Waits the grader makes end its way, through the waiting side's system calls (`ptrace`): every
+//! timed wait held at its entry for a second, so that its deadline is read whatever the clock
+//! shows (a deadline built wrong only near the end of a second shows too); hundreds of slices
+//! made to time out at once, so that a wait() that gives up on a live peer after any count of
+//! slices does it while the grader looks; a timed wait made to fail with an error that is
+//! neither `EINTR` nor `ETIMEDOUT`, which wait() must return as `HandoffError::Wait`; and a
+//! hardware watchpoint on the ok semaphore's word, which counts how often the producer looks at
+//! it while no ok can come (a wait tries it a few times a slice, a spin before blocking
+//! thousands).
+
+use std::os::unix::fs::MetadataExt;
+use std::time::{Duration, Instant};
+
+use nix::time::{ClockId, clock_gettime};
+use rand::RngExt;
+
+use super::handover::{Handover, Launch, report_failure};
+use super::probe::{self, Seen};
+use super::waits::millis;
+use super::{CONSUMER, PRODUCER, WAIT_SLICE};
+use crate::engine::tracer::{Action, Call, Field, Match, Tracer, Watched};
+use crate::engine::{Fail, Proc, Run};
+
+/// How long the grader reads the deadline of every timed wait: a whole second of the clock,
+/// and a slice more, so that every moment of a second is met.
+const EVERY_DEADLINE: Duration = Duration::from_millis(1150);
+/// A deadline behind the clock by more than this, read at the entry of its wait, was not now +
+/// WAIT_SLICE: read just before the call, it is ahead, and even a program preempted between its
+/// clock read and its call, and a grader slow to look, stay well under it.
+const BEHIND_LIMIT: Duration = Duration::from_millis(400);
+/// Slices the grader makes time out at once, the other side alive: a hundred times a plausible
+/// patience (50 s of slices), in well under a second of the grader's time.
+const TIMEOUTS: u32 = 500;
+/// How long the grader lets the timeouts take: each is two stops of the waiting side.
+const TIMEOUTS_TAKE: Duration = Duration::from_millis(2500);
+
+fn realtime() -> Duration {
+    clock_gettime(ClockId::CLOCK_REALTIME)
+        .map(Duration::from)
+        .unwrap_or_default()
+}
+
+/// A futex wait on `addr` with a deadline (`FUTEX_WAIT_BITSET`, what `sem_timedwait()` makes).
+fn timed_futex_wait(addr: u64) -> Call {
+    Call {
+        number: libc::SYS_futex,
+        matching: Match::BothBits([
+            (0, u64::MAX, addr),
+            (1, 0x7f, libc::FUTEX_WAIT_BITSET as u64),
+        ]),
+    }
+}
+
+/// The call `pid` waits in: its futex or its queue descriptor, looked for up to a second.
+fn waiting_in(pid: i32) -> Option<Seen> {
+    let until = Instant::now() + Duration::from_secs(1);
+    while Instant::now() < until {
+        if let Some(seen @ (Seen::Futex { .. } | Seen::Receive { .. })) = probe::sample(pid) {
+            return Some(seen);
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    None
+}
+
+/// The timed wait `seen` is, as a call the tracer can stop at.
+fn the_wait(seen: Seen) -> Option<Call> {
+    match seen {
+        Seen::Futex { addr, .. } => Some(timed_futex_wait(addr)),
+        Seen::Receive { fd, .. } => Some(Call {
+            number: libc::SYS_mq_timedreceive,
+            matching: Match::Bits {
+                arg: 0,
+                mask: u64::MAX,
+                value: fd as u64,
+            },
+        }),
+        _ => None,
+    }
+}
+
+/// Holds `waiter` (`role`, its peer held by the grader) at the entry of each of its timed waits
+/// for a second and more, reading each deadline: none may be behind the clock.
+pub fn every_deadline(waiter: i32, role: &str) -> Result<String, Fail> {
+    let Some(wait) = waiting_in(waiter).and_then(the_wait) else {
+        return Ok(format!("{role} was seen in no timed wait"));
+    };
+    let started = Instant::now();
+    let mut read = 0;
+    while started.elapsed() < EVERY_DEADLINE && probe::alive(waiter) {
+        let Some(mut tracer) = Tracer::attach(waiter, wait, Action::Hold)? else {
+            return Ok("the grader may not trace the waiting side (ptrace)".into());
+        };
+        if !tracer.held_before(Instant::now() + WAIT_SLICE * 3)? {
+            break;
+        }
+        let now = realtime();
+        let deadline = probe::realtime_deadline(waiter);
+        tracer.release();
+        let Some(deadline) = deadline else { continue };
+        read += 1;
+        if deadline + BEHIND_LIMIT < now {
+            let behind = now - deadline;
+            return Err(Fail::failed(format!(
+                "the grader held {role} at the entry of each of its timed waits for a second \
+                 (the other side held, so that it only waited): one wait, made {} ms into a \
+                 second of the clock, was called with a deadline {} behind the clock, which \
+                 times out at once, so that {role} does not block then. Each deadline is now + \
+                 WAIT_SLICE, whatever the clock shows: add WAIT_SLICE with TimeSpec arithmetic \
+                 (or carry the nanoseconds over 1,000,000,000 into the seconds)",
+                now.subsec_millis(),
+                millis(behind)
+            )));
+        }
+    }
+    Ok(format!(
+        "every deadline of {role}'s timed waits over {} ms was ahead ({read} read)",
+        started.elapsed().as_millis()
+    ))
+}
+
+/// Makes the timed wait of `waiter` (`role`, waiting for `other`, which the grader holds) time
+/// out `TIMEOUTS` times at once: it must go on waiting, whatever the count.
+pub fn many_timeouts(
+    proc: &mut Proc,
+    waiter: i32,
+    role: &str,
+    other: &str,
+) -> Result<String, Fail> {
+    let Some(wait) = waiting_in(waiter).and_then(the_wait) else {
+        return Ok(format!("{role} was seen in no timed wait"));
+    };
+    let Some(tracer) = Tracer::fail_times(waiter, wait, libc::ETIMEDOUT, TIMEOUTS)? else {
+        return Ok("the grader may not trace the waiting side (ptrace)".into());
+    };
+    let failed = tracer.failed_count(Instant::now() + TIMEOUTS_TAKE)?;
+    if failed < TIMEOUTS && !probe::alive(waiter) {
+        let report = proc.recv_before(Instant::now() + Duration::from_secs(1))?;
+        if let Some(report) = report
+            && report.kind == "failed"
+        {
+            if report.get("kind") != Some("peer-gone") {
+                return Err(report_failure(&report, "semaphores"));
+            }
+            return Err(Fail::failed(format!(
+                "the grader made {role}'s timed wait time out at once (ETIMEDOUT), again and \
+                 again, while it held {other}, alive: {failed} such slices later, {role} gave \
+                 up with kind=peer-gone. When a slice times out and Peer::gone() \
+                 says the peer is still there, wait again, however many slices have passed: a \
+                 slow peer is not a dead one"
+            )));
+        }
+        return Ok(format!(
+            "{role} ended after {failed} slices made to time out"
+        ));
+    }
+    Ok(format!(
+        "{role} waited on through {failed} slices made to time out at once"
+    ))
+}
+
+/// A timed wait made to fail with `errno` (neither EINTR nor ETIMEDOUT) must end wait() with
+/// `HandoffError::Wait`: the waiting side reports `kind=wait`.
+fn wait_error(run: &mut Run, mechanism: &'static str) -> Result<String, Fail> {
+    let (pause, role, waiter_role, errno, errno_name, call) = if mechanism == "semaphores" {
+        (
+            "--pause-consumer-at",
+            "consumer",
+            PRODUCER,
+            libc::EOVERFLOW,
+            "EOVERFLOW",
+            "sem_timedwait()",
+        )
+    } else {
+        (
+            "--pause-producer-at",
+            "producer",
+            CONSUMER,
+            libc::EBADF,
+            "EBADF",
+            "mq_timedreceive()",
+        )
+    };
+    let at = run.rng().random_range(10..50u64).to_string();
+    let mut handover = Handover::start(run, mechanism, 100, &[pause, &at])?;
+    let waiter = if role == "consumer" {
+        handover.producer
+    } else {
+        handover.consumer
+    };
+    let waiter_name = if role == "consumer" {
+        "producer"
+    } else {
+        "consumer"
+    };
+    handover.go()?;
+    let mut failed_call = false;
+    let mut reported = false;
+    loop {
+        let message = handover.proc.recv_any()?;
+        match (
+            message.kind.as_str(),
+            message.get("role"),
+            message.get("kind"),
+        ) {
+            ("paused", Some(paused), _) if paused == role => {
+                let wait = waiting_in(waiter).and_then(the_wait);
+                if let Some(wait) = wait
+                    && let Some(mut tracer) = Tracer::attach(waiter, wait, Action::Fail(errno))?
+                {
+                    failed_call = tracer.failed_before(Instant::now() + WAIT_SLICE * 5)?;
+                }
+                if failed_call {
+                    match handover
+                        .proc
+                        .recv_before(Instant::now() + Duration::from_secs(2))?
+                    {
+                        Some(report) if report.kind == "failed" => {
+                            if report.get("kind") != Some("wait") {
+                                return Err(report_failure(&report, mechanism));
+                            }
+                            reported = true;
+                        }
+                        Some(other) => {
+                            return Err(Fail::failed(format!(
+                                "the program said an unexpected `{}`",
+                                other.kind
+                            )));
+                        }
+                        None => {
+                            let doing = match probe::sample(waiter) {
+                                Some(seen) => {
+                                    format!("it was in {}", probe::describe_call(waiter, seen))
+                                }
+                                None => "it was running".into(),
+                            };
+                            return Err(Fail::failed(format!(
+                                "the grader made {waiter_role}'s {call} fail with {errno_name} \
+                                 (an error other than EINTR and ETIMEDOUT) while it waited \
+                                 ({mechanism}): {waiter_role} reported nothing and went on \
+                                 waiting ({doing} 2 s later). Any other error of the timed wait \
+                                 ends wait() with HandoffError::Wait (kind=wait): waiting again \
+                                 would loop for ever on an error that does not go away"
+                            )));
+                        }
+                    }
+                }
+                handover.proc.send("go", &[])?;
+            }
+            ("failed", Some(side), Some("peer-gone")) if reported && side == role => {}
+            ("failed", Some(side), Some("wait")) if side == waiter_name && !reported => {
+                return Err(report_failure(&message, mechanism));
+            }
+            ("failed", _, _) => return Err(handover.failure(&message)),
+            ("done", _, _) => {}
+            ("ended", _, _) => break,
+            (kind, _, _) => {
+                return Err(Fail::failed(format!(
+                    "the program said an unexpected `{kind}`"
+                )));
+            }
+        }
+    }
+    handover.exit()?;
+    Ok(if reported {
+        format!("{mechanism}: {call} made to fail with {errno_name}: kind=wait")
+    } else {
+        format!("{mechanism}: the grader could not make {call} fail")
+    })
+}
+
+pub fn wait_errors(run: &mut Run) -> Result<String, Fail> {
+    Ok(format!(
+        "{}; {}",
+        wait_error(run, "semaphores")?,
+        wait_error(run, "queues")?
+    ))
+}
+
+/// The data word of a named semaphore (glibc, 64-bit: the value and the count of waiters), at
+/// the start of its mapping: every load and store of it by the program.
+const SEMAPHORE_WORD: &[Field] = &[Field {
+    offset: 0,
+    len: 8,
+    loads: true,
+}];
+/// The record before which the consumer is held: the producer's wait for its ok starts while
+/// the consumer is held, whatever the timing.
+const SPIN_HELD_AT: u64 = 5;
+/// How long the grader counts the producer's looks at the ok semaphore once the consumer is
+/// held: three slices.
+const SPIN_WATCH: Duration = Duration::from_millis(300);
+/// Looks at the ok semaphore a blocking producer makes, counted from the start of the rounds:
+/// a timed wait loads and updates the word a few times a round and a few times a slice (a try,
+/// the count of waiters up and down); a loop of sem_trywait() before the timed wait looks
+/// hundreds or thousands of times a wait. The count starts with the rounds, not when the
+/// consumer is seen held, so that a spin over before the grader hears of the hold is counted
+/// too. A grader slow to count lets more slices pass: each allows `LOOKS_PER_SLICE` more.
+const MOST_LOOKS: u64 = 60;
+const LOOKS_PER_ROUND: u64 = 10;
+const LOOKS_PER_SLICE: u64 = 10;
+
+/// How many looks at the ok semaphore are allowed since the rounds started at `started`.
+fn most_looks(started: Instant) -> u64 {
+    let slices = (started.elapsed().as_millis() / WAIT_SLICE.as_millis()) as u64;
+    MOST_LOOKS + LOOKS_PER_ROUND * SPIN_HELD_AT + LOOKS_PER_SLICE * slices
+}
+
+/// The producer must block in its wait for ok, not try the semaphore again and again first:
+/// hardware watchpoints on the ok semaphore's word in the producer count its loads and stores
+/// while the grader holds the consumer before a record, so that no ok comes.
+pub fn spins_before_blocking(run: &mut Run) -> Result<String, Fail> {
+    let names = [run.ipc_name("ready"), run.ipc_name("ok")];
+    let rounds = SPIN_HELD_AT + 5;
+    let held_at = SPIN_HELD_AT.to_string();
+    let extra = ["--pause-after-create", "--pause-consumer-at", &held_at];
+    let mut launch = Launch::new(run, "semaphores", names, rounds, &extra)?;
+    let created = launch.proc.recv_any()?;
+    if created.kind != "created" {
+        return Err(match created.kind.as_str() {
+            "failed" => report_failure(&created, "semaphores"),
+            kind => Fail::failed(format!(
+                "the program said `{kind}` where it should have said `created`"
+            )),
+        });
+    }
+    // The ok semaphore's file, known by its inode while its name exists.
+    let ok_inode = std::fs::metadata(probe::semaphore_file(&launch.names[1])).map(|m| m.ino());
+    launch.proc.send("go", &[])?;
+    let mut handover = launch.ready()?;
+    let producer = handover.producer;
+    let ok_word = ok_inode.ok().and_then(|inode| {
+        probe::mappings(producer)
+            .into_iter()
+            .find(|m| m.named_semaphore() && m.inode == inode)
+            .map(|m| m.start)
+    });
+    let tracer = match ok_word {
+        Some(word) => Tracer::watch_at(producer, word, SEMAPHORE_WORD)?,
+        None => None,
+    };
+    let Some(mut tracer) = tracer else {
+        handover.finish(|proc, _| proc.send("go", &[]))?;
+        return Ok("the ok semaphore was not watched (no watchpoints here)".into());
+    };
+    handover.go()?;
+    let started = Instant::now();
+    let mut held_since: Option<Instant> = None;
+    let mut looks = 0u64;
+    let until = started + Duration::from_secs(5);
+    let mut watched = true;
+    loop {
+        if let Some(since) = held_since
+            && since.elapsed() >= SPIN_WATCH
+        {
+            break;
+        }
+        match tracer.next(&mut handover.proc, until)? {
+            Watched::Armed => {}
+            Watched::Hit => {
+                looks += 1;
+                if looks > most_looks(started) {
+                    break;
+                }
+                tracer.go_on();
+            }
+            Watched::Said(message) => match (message.kind.as_str(), message.get("role")) {
+                ("paused", Some("consumer")) => held_since = Some(Instant::now()),
+                ("failed", _) => return Err(handover.failure(&message)),
+                ("done", _) => {}
+                (kind, _) => {
+                    return Err(Fail::failed(format!(
+                        "the program said an unexpected `{kind}`"
+                    )));
+                }
+            },
+            Watched::Lost | Watched::Unavailable => {
+                watched = false;
+                break;
+            }
+        }
+    }
+    let watched_for = started.elapsed();
+    drop(tracer);
+    if looks > most_looks(started) {
+        return Err(Fail::failed(format!(
+            "in {SPIN_HELD_AT} rounds and then while the grader held the consumer before record \
+             {SPIN_HELD_AT} (so that no ok came), the producer loaded or changed the ok \
+             semaphore at least {looks} times in {} (counted with a hardware watchpoint on the \
+             semaphore's word): its wait(ok) tries the semaphore again and again (a loop around \
+             sem_trywait()?) before, or instead of, blocking. A wait blocks in sem_timedwait() \
+             from the start, which looks at the semaphore a few times a round and a slice",
+            millis(watched_for)
+        )));
+    }
+    if held_since.is_none() {
+        return Err(Fail::failed(format!(
+            "the consumer did not pause before record {SPIN_HELD_AT}"
+        )));
+    }
+    handover.proc.send("go", &[])?;
+    loop {
+        let message = handover.proc.recv_any()?;
+        match message.kind.as_str() {
+            "failed" => return Err(handover.failure(&message)),
+            "ended" => break,
+            _ => {}
+        }
+    }
+    handover.exit()?;
+    Ok(if watched {
+        format!(
+            "the producer looked at the ok semaphore {looks} times in {} ({SPIN_HELD_AT} \
+             rounds, then the wait for a held consumer)",
+            millis(watched_for)
+        )
+    } else {
+        "the ok semaphore was not watched (no watchpoints here)".into()
+    })
+}
