@@ -16,10 +16,13 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use ipc_grader::engine::compile::{self, Variant};
 use ipc_grader::engine::{self, Options, Plan};
 use libtest_mimic::{Arguments, Failed, Trial};
+
+mod support;
 
 /// One mutant, read from `tests/mutants/<lab>/<name>.mutant`:
 ///
@@ -169,8 +172,9 @@ fn mutated(mutant: &Mutant, text: &str) -> Result<String, String> {
     Ok(text)
 }
 
-/// A workspace holding the mutated solution of `mutant.lab` and the driver crate: one per lab,
-/// reused from mutant to mutant, so that only the mutated crate is rebuilt, incrementally.
+/// A workspace holding the mutated solution of `mutant.lab` and the driver crate, with its own
+/// target directory: one per lab, reused from mutant to mutant, so that only the mutated crate
+/// is rebuilt, incrementally.
 fn scratch_workspace(workspace: &Path, mutant: &Mutant) -> Result<PathBuf, String> {
     let scratch = workspace
         .join("target")
@@ -215,11 +219,18 @@ fn grade(workspace: &Path, mutant: &Mutant) -> Result<(), Failed> {
     };
     let started = std::time::Instant::now();
     let scratch = scratch_workspace(workspace, mutant)?;
-    let target = workspace
-        .join("target")
-        .join("grade")
-        .join("mutants")
-        .join("target");
+    // A target directory per lab: the labs' builds run side by side.
+    let target = scratch.join("target");
+    // The solutions' build (the checks harness made it) has the registry crates of every lab's
+    // feature sets: the first mutant of each lab then compiles only the lab.
+    support::copy_registry_builds(
+        &workspace
+            .join("target")
+            .join("grade")
+            .join("solutions")
+            .join(compile::PROFILE),
+        &target.join(compile::PROFILE),
+    );
     let programs = compile::build_in(
         &scratch,
         Variant::Solutions,
@@ -248,12 +259,18 @@ fn grade(workspace: &Path, mutant: &Mutant) -> Result<(), Failed> {
         .find(|c| c.name == mutant.check)
         .ok_or("the graded check is not in the report")?;
     let named = result.message.contains(&mutant.diagnosis);
+    let graded = started.elapsed() - built;
+    TIMES.lock().unwrap_or_else(|e| e.into_inner()).push((
+        format!("{}::{}", mutant.lab, mutant.name),
+        built,
+        graded,
+    ));
     let summary = format!(
         "{} -> {} (built in {:.1} s, graded in {:.1} s): {}",
         mutant.check,
         result.status.as_str(),
         built.as_secs_f64(),
-        (started.elapsed() - built).as_secs_f64(),
+        graded.as_secs_f64(),
         result.message.lines().next().unwrap_or("")
     );
     if result.status.as_str() == mutant.status && named {
@@ -312,12 +329,61 @@ fn in_turn_by_lab(mutants: Vec<Mutant>) -> Vec<Mutant> {
     in_turn
 }
 
+/// Each mutant's build and grading times, for the summary that shows where the suite's time goes.
+static TIMES: Mutex<Vec<(String, Duration, Duration)>> = Mutex::new(Vec::new());
+
 fn main() -> ExitCode {
     let mut arguments = Arguments::from_args();
     if arguments.test_threads.is_none() {
         arguments.test_threads = Some(4);
     }
-    libtest_mimic::run(&arguments, trials()).exit_code()
+    let conclusion = libtest_mimic::run(&arguments, trials());
+    print_times();
+    conclusion.exit_code()
+}
+
+/// The total build and grading times and the slowest mutants: the suite is the longest part of
+/// the test command, and this says which mutants make it so.
+fn print_times() {
+    let mut times = TIMES.lock().unwrap_or_else(|e| e.into_inner());
+    if times.is_empty() {
+        return;
+    }
+    let sum = |pick: fn(&(String, Duration, Duration)) -> Duration| -> f64 {
+        times.iter().map(pick).sum::<Duration>().as_secs_f64()
+    };
+    println!(
+        "{} mutants graded: {:.0} s building, {:.0} s grading (summed over the threads)",
+        times.len(),
+        sum(|t| t.1),
+        sum(|t| t.2)
+    );
+    // Each lab's mutants run one after another: its sum is a floor of the suite's time.
+    let mut by_lab: BTreeMap<&str, (Duration, Duration)> = BTreeMap::new();
+    for (name, built, graded) in times.iter() {
+        let lab = name.split("::").next().unwrap_or(name);
+        let sums = by_lab.entry(lab).or_default();
+        sums.0 += *built;
+        sums.1 += *graded;
+    }
+    println!("by lab (its mutants run one at a time):");
+    for (lab, (built, graded)) in &by_lab {
+        println!(
+            "  {lab}: {:.0} s building, {:.0} s grading",
+            built.as_secs_f64(),
+            graded.as_secs_f64()
+        );
+    }
+    drop(by_lab);
+    times.sort_by_key(|t| std::cmp::Reverse(t.1 + t.2));
+    println!("the slowest:");
+    for (name, built, graded) in times.iter().take(10) {
+        println!(
+            "  {name}: built in {:.1} s, graded in {:.1} s",
+            built.as_secs_f64(),
+            graded.as_secs_f64()
+        );
+    }
 }
 
 /// This user's own directory for the logs of the checks graded here (mode 700: another user's
