@@ -3,16 +3,15 @@
 //! Classroom 50 runner sets, on the skeleton and on the solution of one lab, and its result.json
 //! is held to the rules of the schema `classroom50/result/v1`.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 use assert_cmd::cargo::CommandCargoExt;
 use ipc_grader::deliver::classroom50::{Classroom50Error, write};
 use serde_json::Value;
 
-fn workspace() -> PathBuf {
-    ipc_grader::workspace_root().expect("the tests run in a workspace")
-}
+mod support;
+use support::workspace;
 
 /// The rules of `schemas/result-v1.schema.json`: every required field, integer scores,
 /// score <= max-score at both levels, no other top-level field.
@@ -45,6 +44,68 @@ fn check_schema(result: &Value) -> Result<(), String> {
     {
         return Err(format!("unknown top-level field `{unknown}`"));
     }
+    for field in [
+        "classroom",
+        "assignment",
+        "owner",
+        "commit",
+        "release",
+        "review",
+    ] {
+        if result[field].as_str().is_none_or(str::is_empty) {
+            return Err(format!("`{field}` is not a non-empty string"));
+        }
+    }
+    // YYYY-MM-DDTHH:MM:SSZ, UTC.
+    let instant = |value: &Value| {
+        value.as_str().is_some_and(|s| {
+            let b = s.as_bytes();
+            let digits = |range: std::ops::Range<usize>| b[range].iter().all(u8::is_ascii_digit);
+            b.len() == 20
+                && digits(0..4)
+                && b[4] == b'-'
+                && digits(5..7)
+                && b[7] == b'-'
+                && digits(8..10)
+                && b[10] == b'T'
+                && digits(11..13)
+                && &s[11..13] <= "23"
+                && b[13] == b':'
+                && digits(14..16)
+                && &s[14..16] <= "59"
+                && b[16] == b':'
+                && digits(17..19)
+                && &s[17..19] <= "59"
+                && b[19] == b'Z'
+        })
+    };
+    if !instant(&result["datetime"]) {
+        return Err(format!(
+            "datetime {} is not YYYY-MM-DDTHH:MM:SSZ",
+            result["datetime"]
+        ));
+    }
+    if object.contains_key("graded_at") && !instant(&result["graded_at"]) {
+        return Err(format!(
+            "graded_at {} is not YYYY-MM-DDTHH:MM:SSZ",
+            result["graded_at"]
+        ));
+    }
+    if let Some(by) = object.get("submitted_by") {
+        let by = by.as_object().ok_or("submitted_by is not an object")?;
+        if by
+            .get("username")
+            .and_then(Value::as_str)
+            .is_none_or(str::is_empty)
+        {
+            return Err("submitted_by has no username".into());
+        }
+        if by.keys().any(|k| k != "username" && k != "id")
+            || by.get("id").is_some_and(|id| !id.is_u64() && !id.is_null())
+        {
+            return Err(format!("submitted_by is not {{username, id}}: {by:?}"));
+        }
+    }
     if result["schema"] != "classroom50/result/v1" {
         return Err(format!("schema is {}", result["schema"]));
     }
@@ -72,7 +133,7 @@ fn check_schema(result: &Value) -> Result<(), String> {
     };
     scores(result, "the result")?;
     for test in result["tests"].as_array().ok_or("tests is not an array")? {
-        if !test["test-name"].is_string() || !test["passed"].is_boolean() {
+        if test["test-name"].as_str().is_none_or(str::is_empty) || !test["passed"].is_boolean() {
             return Err(format!("a test lacks test-name or passed: {test}"));
         }
         scores(test, test["test-name"].as_str().unwrap())?;
@@ -106,10 +167,7 @@ fn run_autograder(config: &Path, checkout: &Path) -> Value {
         .env_remove("IPC_LABS_PREBUILT")
         // The target directory every test building a template shares: the registry crates are
         // built once.
-        .env(
-            "CARGO_TARGET_DIR",
-            workspace().join("target/template-tests"),
-        )
+        .env("CARGO_TARGET_DIR", support::template_target())
         .env_remove("CARGO_MANIFEST_DIR")
         .output()
         .expect("python3 runs");
@@ -132,11 +190,30 @@ fn the_schema_check_rejects_what_the_schema_rejects() {
     let good = serde_json::json!({
         "schema": "classroom50/result/v1", "classroom": "c", "assignment": "a",
         "assignment_type": "individual", "owner": "o", "submission": "submit/1",
-        "commit": "u", "release": "u", "review": "u", "datetime": "d",
+        "commit": "u", "release": "u", "review": "u", "datetime": "2026-12-03T09:05:59Z",
         "score": 1, "max-score": 2,
-        "tests": [{"test-name": "t", "passed": false, "score": 1, "max-score": 2}]
+        "tests": [{"test-name": "t", "passed": false, "score": 1, "max-score": 2}],
+        "submitted_by": {"username": "s", "id": null}
     });
     check_schema(&good).unwrap();
+    for (field, bad) in [
+        ("datetime", serde_json::json!("2026-12-03 09:05:59")),
+        ("datetime", serde_json::json!("2026-12-03T24:05:59Z")),
+        ("graded_at", serde_json::json!("yesterday")),
+        ("owner", serde_json::json!("")),
+        ("submitted_by", serde_json::json!({"id": 3})),
+        (
+            "submitted_by",
+            serde_json::json!({"username": "s", "login": "s"}),
+        ),
+    ] {
+        let mut wrong = good.clone();
+        wrong[field] = bad;
+        assert!(check_schema(&wrong).is_err(), "{field}: {}", wrong[field]);
+    }
+    let mut unnamed = good.clone();
+    unnamed["tests"][0]["test-name"] = "".into();
+    assert!(check_schema(&unnamed).is_err());
     let mut extra = good.clone();
     extra["seed"] = 1.into();
     assert!(check_schema(&extra).is_err());
@@ -165,6 +242,7 @@ fn the_generated_autograder_grades_the_skeleton_and_the_solution() {
         .status()
         .unwrap();
     assert!(status.success());
+    support::start_lab_builds(&template);
     // A result.json the student committed does not count.
     std::fs::write(template.join("result.json"), r#"{"score": 1000}"#).unwrap();
 

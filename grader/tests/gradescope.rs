@@ -2,7 +2,7 @@
 //! unpacked into a fake `/autograder`; `setup.sh` builds it and `run_autograder` grades a full,
 //! an empty, a hostile and a skeleton submission of one lab.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 use assert_cmd::cargo::CommandCargoExt;
@@ -10,9 +10,8 @@ use ipc_grader::deliver::export::ExportError;
 use ipc_grader::deliver::gradescope::{GradescopeError, ROOT_SCRIPTS, build};
 use serde_json::Value;
 
-fn workspace() -> PathBuf {
-    ipc_grader::workspace_root().expect("the tests run in a workspace")
-}
+mod support;
+use support::workspace;
 
 /// The user the student's code runs as, or why it runs as the test's own user.
 fn grade_user(root: &Path) -> Result<String, String> {
@@ -37,10 +36,7 @@ fn script(root: &Path, name: &str, user: &str) -> Command {
         .env_remove("IPC_LABS_PREBUILT")
         // The target directory every test building a template shares: the registry crates are
         // built once (setup.sh installs the grader where run_autograder looks, wherever built).
-        .env(
-            "CARGO_TARGET_DIR",
-            workspace().join("target/template-tests"),
-        )
+        .env("CARGO_TARGET_DIR", support::template_target())
         .env_remove("CARGO_MANIFEST_DIR")
         .current_dir(root);
     command

@@ -81,6 +81,8 @@ pub enum ExportError {
     },
     #[error("git {args} failed: {why}")]
     Git { args: String, why: String },
+    #[error("cargo could not fit Cargo.lock to the template's labs: {0}")]
+    Lock(String),
 }
 
 impl ExportError {
@@ -194,6 +196,7 @@ pub fn export(
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode))
             .map_err(io(&path))?;
     }
+    settle_lock(staging.path())?;
     // The staging directory is private (0700); the repository is not.
     std::fs::set_permissions(staging.path(), std::fs::Permissions::from_mode(0o755))
         .map_err(io(staging.path()))?;
@@ -423,6 +426,28 @@ fn manifest(files: &BTreeMap<String, File>) -> String {
         .filter(|(name, _)| guarded(name))
         .map(|(name, file)| format!("{:x}  {name}\n", Sha256::digest(&file.bytes)))
         .collect()
+}
+
+/// Has cargo fit the workspace's `Cargo.lock` to the template in `dir`: a subset of the labs
+/// drops the other labs' entries. Left as copied, the lock is rewritten by the first build,
+/// which fails where the template is read-only to the builder (a submission built as its own
+/// user). Offline: fitting only removes entries.
+fn settle_lock(dir: &Path) -> Result<(), ExportError> {
+    let output = Command::new(compile::cargo_program())
+        // A resolve: `--no-deps` would leave the lock as it is.
+        .args(["metadata", "--offline", "--format-version", "1"])
+        .arg("--manifest-path")
+        .arg(dir.join("Cargo.toml"))
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .output()
+        .map_err(|e| ExportError::Lock(format!("cannot run cargo: {e}")))?;
+    if !output.status.success() {
+        return Err(ExportError::Lock(
+            String::from_utf8_lossy(&output.stderr).trim().to_string(),
+        ));
+    }
+    Ok(())
 }
 
 /// `git init` and one commit of every file in `dir`; returns the commit's id.

@@ -25,7 +25,7 @@ use super::submission::{self, Limits};
 use crate::engine::{self, compile::DOES_NOT_COMPILE};
 
 pub use class_report::{CHECKS_CSV, GRADES_CSV, REPORT_HTML};
-pub use tree::pristine_copy;
+pub use tree::{copy_lab_builds, copy_tree, pristine_copy};
 
 /// `cargo grade batch`'s arguments.
 #[derive(clap::Args, Debug)]

@@ -71,6 +71,13 @@ pub fn pristine_copy(workspace: &Path, to: &Path) -> std::io::Result<()> {
     copy_tree(workspace, to, &|relative| {
         LEFT_OUT.iter().any(|left| relative == Path::new(left))
     })?;
+    copy_lab_builds(workspace, to)
+}
+
+/// Copies `workspace`'s builds of the labs' programs (`target/grade/labs*/`, their profile
+/// only) into the workspace `to`, times kept: a build there then compiles only the crates
+/// that differ, not the dependencies again.
+pub fn copy_lab_builds(workspace: &Path, to: &Path) -> std::io::Result<()> {
     let builds = workspace.join("target").join("grade");
     let Ok(entries) = std::fs::read_dir(&builds) else {
         return Ok(());
