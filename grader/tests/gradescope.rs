@@ -13,6 +13,10 @@ use serde_json::Value;
 mod support;
 use support::workspace;
 
+/// Set, the test fails where it cannot run the submission as an unprivileged user, instead of
+/// running it as its own user (CI sets it where it runs as root).
+const REQUIRE_RUN_AS: &str = "IPC_LABS_TEST_REQUIRE_RUN_AS";
+
 /// The user the student's code runs as, or why it runs as the test's own user.
 fn grade_user(root: &Path) -> Result<String, String> {
     if !nix::unistd::geteuid().is_root() {
@@ -88,6 +92,8 @@ fn lab_sources(variant: &str) -> Vec<(String, String)> {
 fn the_autograder_grades_full_empty_hostile_and_skeleton_submissions() {
     let root = tempfile::tempdir().unwrap();
     let root = root.path();
+    // As Gradescope's /autograder: every user may enter it, the student's code writes nowhere in it.
+    std::fs::set_permissions(root, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
     let zip_path = root.join("autograder.zip");
     let status = Command::cargo_bin("cargo-grade")
         .unwrap()
@@ -104,6 +110,10 @@ fn the_autograder_grades_full_empty_hostile_and_skeleton_submissions() {
     let user = match grade_user(root) {
         Ok(user) => user,
         Err(why) => {
+            assert!(
+                std::env::var_os(REQUIRE_RUN_AS).is_none(),
+                "{REQUIRE_RUN_AS} is set, but the submission cannot run as an unprivileged user: {why}"
+            );
             eprintln!(
                 "NOT TESTED: running the submission as an unprivileged user ({why}); the \
                  submission runs as the test's user, and only the score's source is checked"

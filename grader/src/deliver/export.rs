@@ -431,11 +431,11 @@ fn manifest(files: &BTreeMap<String, File>) -> String {
 /// Has cargo fit the workspace's `Cargo.lock` to the template in `dir`: a subset of the labs
 /// drops the other labs' entries. Left as copied, the lock is rewritten by the first build,
 /// which fails where the template is read-only to the builder (a submission built as its own
-/// user). Offline: fitting only removes entries.
+/// user). Offline: fitting only removes entries, and needs only the registry's index, not the
+/// sources of crates for other platforms that a full `cargo metadata` would download.
 fn settle_lock(dir: &Path) -> Result<(), ExportError> {
     let output = Command::new(compile::cargo_program())
-        // A resolve: `--no-deps` would leave the lock as it is.
-        .args(["metadata", "--offline", "--format-version", "1"])
+        .args(["update", "--workspace", "--offline", "--quiet"])
         .arg("--manifest-path")
         .arg(dir.join("Cargo.toml"))
         .stdin(std::process::Stdio::null())
