@@ -241,6 +241,10 @@ fn a_subset_holds_only_its_labs_checks_and_handouts() {
         entries(&dest.join("docs/labs")),
         set(&["01-pipe-echo.md", "04-sysv-shm.md"])
     );
+    let broken = broken_links(&dest);
+    assert!(broken.is_empty(), "broken in the template: {broken:?}");
+    // Only the pictures of its handouts: one each.
+    assert_eq!(entries(&dest.join("docs/images")).len(), 2);
     // The lock is the subset's own: a build must not need to rewrite it (a Gradescope
     // submission is built by a user who cannot).
     let lock = std::fs::read_to_string(dest.join("Cargo.lock")).unwrap();
@@ -262,6 +266,37 @@ fn a_subset_holds_only_its_labs_checks_and_handouts() {
         changed.is_empty(),
         "the template changed after its commit: {changed}"
     );
+}
+
+/// The relative links and images of the Markdown pages under `docs/` of `repo` whose target
+/// is not in it.
+fn broken_links(repo: &Path) -> Vec<String> {
+    use pulldown_cmark::{Event, Parser, Tag};
+    let mut broken = Vec::new();
+    for (name, bytes) in files(&repo.join("docs")) {
+        if !name.ends_with(".md") {
+            continue;
+        }
+        let page = Path::new("docs").join(&name);
+        let text = String::from_utf8_lossy(&bytes).into_owned();
+        for event in Parser::new(&text) {
+            let (Event::Start(Tag::Link { dest_url, .. })
+            | Event::Start(Tag::Image { dest_url, .. })) = event
+            else {
+                continue;
+            };
+            let file = dest_url.split('#').next().unwrap_or_default();
+            if file.is_empty() || file.contains(':') {
+                continue;
+            }
+            let target = page.parent().expect("a folder").join(file);
+            // `..` resolved by the file system: the target must exist for it to resolve.
+            if !repo.join(&target).exists() {
+                broken.push(format!("{}: {dest_url}", page.display()));
+            }
+        }
+    }
+    broken
 }
 
 /// `cargo` in the template, with the target directory that every test building a template

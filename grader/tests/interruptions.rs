@@ -383,18 +383,25 @@ fn through_a_pipe_there_is_no_progress_display() {
     );
 }
 
-/// `--watch` on a scratch workspace: the lab's crate is there to be watched, its program is
-/// the stand-in. Returns the terminal once a check is under way, and the pids it started.
-fn watching_a_running_check(scratch: &Scratch, marks: usize) -> (OnTerminal, Vec<i32>) {
-    let src = scratch.path().join("labs/01-pipe-echo/src");
+/// `--watch` on a scratch workspace: the lab's crate (`dir` under `labs/`, package `slug`) is
+/// there to be watched, its program is the stand-in. Returns the terminal once a check is under
+/// way, and the pids it started.
+fn watching_a_running_check(
+    scratch: &Scratch,
+    dir: &str,
+    check: &str,
+    marks: usize,
+) -> (OnTerminal, Vec<i32>) {
+    let slug = check.split('/').next().expect("LAB/CHECK");
+    let src = scratch.path().join("labs").join(dir).join("src");
     std::fs::create_dir_all(&src).expect("the lab's src/");
     std::fs::write(src.join("lib.rs"), "").expect("lib.rs");
     std::fs::write(
-        scratch.path().join("labs/01-pipe-echo/Cargo.toml"),
-        "[package]\nname = \"pipe-echo\"\n",
+        scratch.path().join("labs").join(dir).join("Cargo.toml"),
+        format!("[package]\nname = \"{slug}\"\n"),
     )
     .expect("Cargo.toml");
-    let terminal = OnTerminal::start(&mut scratch.grade(&["--watch", "pipe-echo/echo-0-bytes"]));
+    let terminal = OnTerminal::start(&mut scratch.grade(&["--watch", check]));
     let marks = scratch.wait_for_marks(marks);
     (terminal, marks)
 }
@@ -402,11 +409,37 @@ fn watching_a_running_check(scratch: &Scratch, marks: usize) -> (OnTerminal, Vec
 #[test]
 fn watch_leaves_on_q_or_ctrl_c_during_a_grading_and_cleans_up() {
     for (key, status) in [(b"q", 0), (b"\x03", 130)] {
-        let scratch = Scratch::new(&[("pipe-echo", WAITS)]);
-        let (terminal, marks) = watching_a_running_check(&scratch, 2);
+        let scratch = Scratch::new(&[("mqueue-priority", WAITS)]);
+        let (terminal, marks) = watching_a_running_check(
+            &scratch,
+            "02-mqueue-priority",
+            "mqueue-priority/priority-order",
+            2,
+        );
+        // The queue the check's program would have made, under the name the check handed out.
+        let ledger: String = scratch
+            .ledgers()
+            .iter()
+            .map(|p| std::fs::read_to_string(p).unwrap_or_default())
+            .collect();
+        let name = ledger
+            .lines()
+            .find(|l| l.starts_with('/'))
+            .expect("the ledger lists a queue name")
+            .to_string();
+        let queue = nix::mqueue::mq_open(
+            name.as_str(),
+            nix::mqueue::MQ_OFlag::O_CREAT | nix::mqueue::MQ_OFlag::O_RDWR,
+            nix::sys::stat::Mode::S_IRUSR | nix::sys::stat::Mode::S_IWUSR,
+            None,
+        )
+        .expect("mq_open");
+        nix::mqueue::mq_close(queue).expect("mq_close");
         terminal.type_keys(key);
         let (code, output) = terminal.finish(Duration::from_secs(30));
+        let queue_left = nix::mqueue::mq_unlink(name.as_str()).is_ok();
         assert_eq!(code, Some(status), "{key:?}: {output}");
+        assert!(!queue_left, "{key:?}: the queue {name} was left: {output}");
         for pid in marks {
             assert!(
                 !alive(pid),
@@ -425,7 +458,8 @@ fn watch_leaves_on_q_or_ctrl_c_during_a_grading_and_cleans_up() {
 fn watch_a_save_during_a_grading_grades_again_once_it_is_done() {
     let takes_a_second = "#!/bin/sh\n: > \"$IPC_LABS_TEST_MARKS/mark-$$\"\nsleep 1\nexit 3\n";
     let scratch = Scratch::new(&[("pipe-echo", takes_a_second)]);
-    let (terminal, _) = watching_a_running_check(&scratch, 1);
+    let (terminal, _) =
+        watching_a_running_check(&scratch, "01-pipe-echo", "pipe-echo/echo-0-bytes", 1);
     std::fs::write(
         scratch.path().join("labs/01-pipe-echo/src/lib.rs"),
         "// saved\n",

@@ -91,6 +91,11 @@ fn watch_regrades_on_save_shows_compiler_errors_and_leaves_on_q() {
         !shown.contains("pipe-echo/echo-0-bytes"),
         "checks ran on a lab that does not compile:\n{shown}"
     );
+    // The compiler's own message, with the place of the error, not just that it failed.
+    assert!(
+        shown.contains("error") && shown.contains("src/lib.rs:"),
+        "no compiler message:\n{shown}"
+    );
 
     std::fs::copy(&solution, &lib).expect("a save of a working lib.rs");
     let shown = grader

@@ -299,7 +299,13 @@ fn template_files(
         })?;
         let handout = format!("docs/labs/{dir_name}.md");
         if workspace.join(&handout).is_file() {
-            add_file(&mut files, &workspace.join(&handout), handout)?;
+            add_file(&mut files, &workspace.join(&handout), handout.clone())?;
+            // Its pictures go with it, or the students' copy shows broken images.
+            let text = String::from_utf8_lossy(&files[&handout].bytes).into_owned();
+            for picture in pictures(&text) {
+                let name = format!("docs/images/{picture}");
+                add_file(&mut files, &workspace.join(&name), name)?;
+            }
         }
     }
     let template = workspace.join(STUDENT_TEMPLATE);
@@ -366,6 +372,15 @@ fn add_tree(
         add_file(files, entry.path(), name.to_string())?;
     }
     Ok(())
+}
+
+/// The files of `docs/images/` a handout shows: its links `](../images/NAME)`.
+fn pictures(handout: &str) -> Vec<&str> {
+    handout
+        .split("](../images/")
+        .skip(1)
+        .filter_map(|rest| rest.split_once(')').map(|(name, _)| name.trim()))
+        .collect()
 }
 
 fn add_file(
