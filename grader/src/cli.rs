@@ -58,8 +58,10 @@ pub struct Args {
     pub run_as: Option<String>,
     /// Grade, then grade again whenever a file under the selected labs' src/ is saved; q or
     /// Ctrl-C leaves.
-    #[arg(long, conflicts_with_all = ["list", "repeat", "format"])]
+    #[arg(long, conflicts_with_all = ["list", "repeat", "format", "leaderboard"])]
     pub watch: bool,
+    #[command(flatten)]
+    pub leaderboard: crate::bench::leaderboard::LeaderboardArgs,
 }
 
 /// The commands other than grading.
@@ -277,10 +279,14 @@ fn grade(args: Args) -> ExitCode {
         .chain(args.write.iter().map(|d| d.format))
         .collect();
     let slugs: Vec<&str> = plans.iter().map(|p| p.lab.slug).collect();
-    let context = match report::Context::new(&workspace, variant, &slugs, flags.clone(), &formats) {
-        Ok(context) => context,
-        Err(error) => return usage_error(&error.to_string()),
-    };
+    if let Err(error) = args.leaderboard.validate(&slugs, Some(&formats)) {
+        return usage_error(&error.to_string());
+    }
+    let mut context =
+        match report::Context::new(&workspace, variant, &slugs, flags.clone(), &formats) {
+            Ok(context) => context,
+            Err(error) => return usage_error(&error.to_string()),
+        };
     let destinations = match report::open_all(&args.write) {
         Ok(destinations) => destinations,
         Err(error) => return usage_error(&error.to_string()),
@@ -332,6 +338,18 @@ fn grade(args: Args) -> ExitCode {
     };
     let report = engine::grade(&workspace, &plans, &options, &progress);
     live.clear();
+    if args.leaderboard.leaderboard && engine::run::interrupted().is_none() {
+        if human {
+            eprintln!("measuring the labs that pass for the leaderboard ...");
+        }
+        context.set_leaderboard(crate::bench::leaderboard::measure(
+            &workspace,
+            &report,
+            variant,
+            options.run_as.as_ref(),
+            args.leaderboard.leaderboard_samples,
+        ));
+    }
     match args.format {
         Format::Human => print!(
             "{}",

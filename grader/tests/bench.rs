@@ -158,3 +158,100 @@ fn bad_selections_and_sizes_are_usage_errors() {
         .stderr(predicate::str::contains("below the smallest message"));
     grade().args(["bench", "--samples", "1"]).assert().code(2);
 }
+
+/// `cargo grade --format gradescope --leaderboard` with a tiny plan, on one quick check of each
+/// of two labs (a lab is measured when the checks graded all pass).
+fn leaderboard_of(variant: Option<&str>, code: i32) -> Value {
+    let mut command = grade();
+    command.args(variant);
+    let output = command
+        .args(["--seed", "1", "--format", "gradescope"])
+        .args(["--leaderboard", "--leaderboard-samples", "5"])
+        .args(["pipe-echo/echo-0-bytes", "chunked-transfer/empty-and-tiny"])
+        .output()
+        .expect("cargo grade runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(
+        output.status.code(),
+        Some(code),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {stdout}"))
+}
+
+#[test]
+fn the_gradescope_leaderboard_ranks_each_lab_figure_the_right_way() {
+    let results = leaderboard_of(Some("--solutions"), 0);
+    let board = results["leaderboard"].as_array().expect("a leaderboard");
+    let columns: Vec<(&str, &str)> = board
+        .iter()
+        .map(|e| (e["name"].as_str().unwrap(), e["order"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        columns,
+        [
+            ("pipe-echo round trip p50 (µs)", "asc"),
+            ("pipe-echo throughput at 1 MiB (GiB/s)", "desc"),
+            ("chunked-transfer throughput at 1 MiB (GiB/s)", "desc"),
+        ],
+        "{results:#}"
+    );
+    for entry in board {
+        assert!(positive(&entry["value"]), "{entry}");
+        assert_eq!(entry.as_object().unwrap().len(), 3, "{entry}");
+    }
+    let output = results["output"].as_str().unwrap();
+    assert!(
+        output.contains("chunked-transfer throughput at 1 MiB (GiB/s): ")
+            && output.contains("times the raw pipe")
+            && output.contains("times the memcpy")
+            && !output.contains("not measured"),
+        "{output}"
+    );
+    // The grade is the grading's: the leaderboard adds no test.
+    assert_eq!(results["tests"].as_array().unwrap().len(), 2);
+}
+
+#[test]
+fn labs_that_do_not_pass_get_no_figure_on_the_leaderboard() {
+    let results = leaderboard_of(None, 1);
+    assert_eq!(results["leaderboard"], serde_json::json!([]), "{results:#}");
+    let output = results["output"].as_str().unwrap();
+    assert!(
+        output.contains("pipe-echo: not measured, its checks do not all pass")
+            && output.contains("chunked-transfer: not measured"),
+        "{output}"
+    );
+}
+
+#[test]
+fn a_leaderboard_needs_the_gradescope_format_and_a_measured_lab() {
+    grade()
+        .args(["--leaderboard", "pipe-echo"])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("add --format gradescope"));
+    grade()
+        .args(["--format", "gradescope", "--leaderboard", "sysv-shm"])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains(
+            "no lab graded (sysv-shm) has a benchmark",
+        ));
+    grade()
+        .args(["--format", "gradescope", "--leaderboard-samples", "5"])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("--leaderboard"));
+    grade()
+        .args([
+            "--format",
+            "gradescope",
+            "--leaderboard",
+            "--leaderboard-samples",
+            "2",
+        ])
+        .assert()
+        .code(2);
+}

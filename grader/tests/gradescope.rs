@@ -6,6 +6,7 @@ use std::path::Path;
 use std::process::Command;
 
 use assert_cmd::cargo::CommandCargoExt;
+use ipc_grader::bench::leaderboard::{LeaderboardArgs, LeaderboardError};
 use ipc_grader::deliver::export::ExportError;
 use ipc_grader::deliver::gradescope::{GradescopeError, ROOT_SCRIPTS, build};
 use serde_json::Value;
@@ -98,6 +99,7 @@ fn the_autograder_grades_full_empty_hostile_and_skeleton_submissions() {
     let status = Command::cargo_bin("cargo-grade")
         .unwrap()
         .args(["gradescope", "--labs", "pipe-echo"])
+        .args(["--leaderboard", "--leaderboard-samples", "5"])
         .arg(&zip_path)
         .env("IPC_LABS_WORKSPACE", workspace())
         .status()
@@ -140,6 +142,20 @@ fn the_autograder_grades_full_empty_hostile_and_skeleton_submissions() {
             .as_str()
             .unwrap()
             .contains("labs/ found at ipc-labs-main"),
+        "{full:#}"
+    );
+    let names: Vec<&str> = full["leaderboard"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no leaderboard: {full:#}"))
+        .iter()
+        .map(|entry| entry["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "pipe-echo round trip p50 (µs)",
+            "pipe-echo throughput at 1 MiB (GiB/s)"
+        ],
         "{full:#}"
     );
 
@@ -199,6 +215,11 @@ fn main() -> ExitCode {{
 
     let skeleton = grade(root, &user, &lab_sources("labs"));
     assert_eq!(score(&skeleton).0, 0, "{skeleton:#}");
+    assert_eq!(
+        skeleton["leaderboard"],
+        serde_json::json!([]),
+        "{skeleton:#}"
+    );
     for test in skeleton["tests"].as_array().unwrap() {
         let output = test["output"].as_str().unwrap();
         let cleanup = test["name"].as_str().unwrap().ends_with("/cleanup");
@@ -216,7 +237,14 @@ fn main() -> ExitCode {{
 fn the_zip_holds_the_scripts_at_its_root_and_a_template_without_solutions() {
     let dir = tempfile::tempdir().unwrap();
     let zip_path = dir.path().join("autograder.zip");
-    let labs = build(&workspace(), &zip_path, &["pipe-echo".into()], false).unwrap();
+    let labs = build(
+        &workspace(),
+        &zip_path,
+        &["pipe-echo".into()],
+        false,
+        &LeaderboardArgs::default(),
+    )
+    .unwrap();
     assert_eq!(labs, ["pipe-echo"]);
     let mut zip = zip::ZipArchive::new(std::fs::File::open(&zip_path).unwrap()).unwrap();
     let names: Vec<String> = zip.file_names().map(String::from).collect();
@@ -227,6 +255,9 @@ fn the_zip_holds_the_scripts_at_its_root_and_a_template_without_solutions() {
     let mut listed = String::new();
     std::io::Read::read_to_string(&mut zip.by_name("labs").unwrap(), &mut listed).unwrap();
     assert_eq!(listed, "pipe-echo\n");
+    let mut options = String::new();
+    std::io::Read::read_to_string(&mut zip.by_name("options").unwrap(), &mut options).unwrap();
+    assert_eq!(options, "\n", "no leaderboard was asked for");
     for needed in [
         "template/Cargo.toml",
         "template/Cargo.lock",
@@ -249,15 +280,48 @@ fn an_existing_zip_is_kept_without_force() {
     let dir = tempfile::tempdir().unwrap();
     let zip_path = dir.path().join("autograder.zip");
     std::fs::write(&zip_path, "mine").unwrap();
-    let error = build(&workspace(), &zip_path, &["pipe-echo".into()], false).unwrap_err();
+    let none = LeaderboardArgs::default();
+    let error = build(&workspace(), &zip_path, &["pipe-echo".into()], false, &none).unwrap_err();
     assert!(error.is_usage(), "{error}");
     assert_eq!(std::fs::read_to_string(&zip_path).unwrap(), "mine");
-    let error = build(&workspace(), &zip_path, &["nope".into()], true).unwrap_err();
+    let error = build(&workspace(), &zip_path, &["nope".into()], true, &none).unwrap_err();
     assert!(matches!(
         error,
         GradescopeError::Export(ExportError::UnknownLab(..))
     ));
     assert_eq!(std::fs::read_to_string(&zip_path).unwrap(), "mine");
-    build(&workspace(), &zip_path, &["pipe-echo".into()], true).unwrap();
-    assert!(zip::ZipArchive::new(std::fs::File::open(&zip_path).unwrap()).is_ok());
+    // sysv-shm has no benchmark: its leaderboard would stay empty.
+    let leaderboard = LeaderboardArgs {
+        leaderboard: true,
+        leaderboard_samples: 50,
+    };
+    let error = build(
+        &workspace(),
+        &zip_path,
+        &["sysv-shm".into()],
+        true,
+        &leaderboard,
+    )
+    .unwrap_err();
+    assert!(
+        matches!(
+            error,
+            GradescopeError::Leaderboard(LeaderboardError::NoBenchmark(..))
+        ),
+        "{error}"
+    );
+    assert!(error.is_usage());
+    assert_eq!(std::fs::read_to_string(&zip_path).unwrap(), "mine");
+    build(
+        &workspace(),
+        &zip_path,
+        &["pipe-echo".into()],
+        true,
+        &leaderboard,
+    )
+    .unwrap();
+    let mut zip = zip::ZipArchive::new(std::fs::File::open(&zip_path).unwrap()).unwrap();
+    let mut options = String::new();
+    std::io::Read::read_to_string(&mut zip.by_name("options").unwrap(), &mut options).unwrap();
+    assert_eq!(options, "--leaderboard --leaderboard-samples 50\n");
 }

@@ -6,6 +6,7 @@ pub mod baselines;
 pub mod chart;
 pub mod driver;
 pub mod figures;
+pub mod leaderboard;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -22,7 +23,7 @@ pub enum BenchFormat {
     Json,
 }
 
-use crate::engine::{self, Check, Lab, Options, Plan, Status, Variant};
+use crate::engine::{self, Check, Lab, Options, Plan, RunAs, Status, Variant};
 use baselines::Baseline;
 
 /// Measures each lab's program (round trips of 64-byte messages, throughput from 64 B up) and
@@ -368,38 +369,8 @@ fn run(args: &Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
     if human {
         eprintln!("building {}/ with cargo ...", variant.dir());
     }
-    let slugs: Vec<&'static str> = measures
-        .iter()
-        .filter_map(|m| match m.program {
-            Program::Lab(slug) => Some(slug),
-            Program::Baseline(_) => None,
-        })
-        .fold(Vec::new(), |mut slugs, slug| {
-            if !slugs.contains(&slug) {
-                slugs.push(slug);
-            }
-            slugs
-        });
-    let mut programs = engine::compile::build(&workspace, variant, &slugs);
-    programs.insert(
-        BASELINE_SLUG,
-        std::env::current_exe().map_err(|e| format!("the grader's own program: {e}")),
-    );
     crate::cli::handle_interruptions();
-    let load_at_start = figures::load();
-    let outcomes = measure_all(
-        &workspace,
-        variant,
-        &measures,
-        &placements,
-        &settings,
-        &programs,
-    );
-    let machine = figures::Machine {
-        load_at_start,
-        ..figures::Machine::this_one()
-    };
-    let report = figures::Report::new(machine, &settings, &outcomes);
+    let report = measure(&workspace, variant, &measures, &placements, &settings, None);
     match args.format {
         BenchFormat::Human => print!("{}", report.table()),
         BenchFormat::Json => println!("{}", report.json()),
@@ -430,6 +401,45 @@ fn run(args: &Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
 /// The slug the baselines' program is known by to the engine.
 const BASELINE_SLUG: &str = "baseline";
 
+/// Builds the programs of `measures` (as `run_as` when given, who also runs them) and measures
+/// each in every placement: what `cargo grade bench` and the leaderboard share.
+pub fn measure(
+    workspace: &Path,
+    variant: Variant,
+    measures: &[&'static Measure],
+    placements: &[Placement],
+    settings: &Settings,
+    run_as: Option<&RunAs>,
+) -> figures::Report {
+    let slugs: Vec<&'static str> = measures
+        .iter()
+        .filter_map(|m| match m.program {
+            Program::Lab(slug) => Some(slug),
+            Program::Baseline(_) => None,
+        })
+        .fold(Vec::new(), |mut slugs, slug| {
+            if !slugs.contains(&slug) {
+                slugs.push(slug);
+            }
+            slugs
+        });
+    let mut programs =
+        engine::compile::build_reporting(workspace, variant, &slugs, run_as, &|_| {});
+    programs.insert(
+        BASELINE_SLUG,
+        std::env::current_exe().map_err(|e| format!("the grader's own program: {e}")),
+    );
+    let load_at_start = figures::load();
+    let outcomes = measure_all(
+        workspace, variant, measures, placements, settings, &programs, run_as,
+    );
+    let machine = figures::Machine {
+        load_at_start,
+        ..figures::Machine::this_one()
+    };
+    figures::Report::new(machine, settings, &outcomes)
+}
+
 /// Runs every measure in every placement, one at a time, with a progress bar.
 fn measure_all(
     workspace: &Path,
@@ -438,6 +448,7 @@ fn measure_all(
     placements: &[Placement],
     settings: &Settings,
     programs: &engine::compile::Programs,
+    run_as: Option<&RunAs>,
 ) -> Vec<Outcome> {
     let bar = ProgressBar::new((measures.len() * placements.len()) as u64);
     bar.set_style(
@@ -449,11 +460,17 @@ fn measure_all(
         seed: 0,
         jobs: 1,
         log_dir: workspace.join("target").join("grade").join("bench-logs"),
-        run_as: None,
+        run_as: run_as.cloned(),
     };
     let mut outcomes = Vec::new();
     for measure in measures {
         let lab = engine_lab(measure.program);
+        // Only the measured program: under --run-as each grading copies every program it gets.
+        let program: engine::compile::Programs = programs
+            .get_key_value(lab.slug)
+            .map(|(slug, path)| (*slug, path.clone()))
+            .into_iter()
+            .collect();
         for &placement in placements {
             if engine::run::interrupted().is_some() {
                 break;
@@ -494,7 +511,7 @@ fn measure_all(
                 checks: vec![check],
                 cleanup: false,
             };
-            let report = engine::grade_built(&[plan], &options, programs, &|_| {});
+            let report = engine::grade_built(&[plan], &options, &program, &|_| {});
             let samples = driver::SLOT.lock().expect("slot lock").samples.take();
             let result = report
                 .labs

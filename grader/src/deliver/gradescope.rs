@@ -1,16 +1,18 @@
 //! `cargo grade gradescope ZIP`: the autograder zip an instructor uploads to Gradescope.
 //!
 //! It holds `setup.sh` and `run_autograder` (from [`SCRIPTS`]), the labs to grade (`labs`, one
-//! line of slugs) and, under `template/`, the student template of [`super::export`]: the grader
-//! and the skeletons, no solutions. `run_autograder` grades a pristine copy of that template
-//! into which only the submission's `labs/*/src` is copied (`cargo grade import`), so the grade
-//! cannot be changed by what the submission holds.
+//! line of slugs), the options the grading adds (`options`, one line: the leaderboard's) and,
+//! under `template/`, the student template of [`super::export`]: the grader and the skeletons,
+//! no solutions. `run_autograder` grades a pristine copy of that template into which only the
+//! submission's `labs/*/src` is copied (`cargo grade import`), so the grade cannot be changed
+//! by what the submission holds.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use super::export::{self, ExportError, ExportOptions};
+use crate::bench::leaderboard::{LeaderboardArgs, LeaderboardError};
 
 /// Where `setup.sh` and `run_autograder` are kept in the workspace.
 pub const SCRIPTS: &str = "grader/template/gradescope";
@@ -33,6 +35,8 @@ pub enum GradescopeError {
     Zip(#[from] zip::result::ZipError),
     #[error("reading the template: {0}")]
     Walk(#[from] walkdir::Error),
+    #[error(transparent)]
+    Leaderboard(#[from] LeaderboardError),
 }
 
 impl GradescopeError {
@@ -41,6 +45,7 @@ impl GradescopeError {
         match self {
             GradescopeError::Exists(_) => true,
             GradescopeError::Export(error) => error.is_usage(),
+            GradescopeError::Leaderboard(_) => true,
             _ => false,
         }
     }
@@ -64,6 +69,8 @@ pub struct GradescopeArgs {
     /// Replace ZIP if it exists.
     #[arg(long)]
     pub force: bool,
+    #[command(flatten)]
+    pub leaderboard: LeaderboardArgs,
 }
 
 /// Runs `cargo grade gradescope`.
@@ -71,14 +78,25 @@ pub fn command(args: GradescopeArgs) -> ExitCode {
     let written = crate::workspace_root()
         .map_err(|error| (2, error.to_string()))
         .and_then(|workspace| {
-            build(&workspace, &args.zip, &args.labs, args.force)
-                .map_err(|error| (if error.is_usage() { 2 } else { 1 }, error.to_string()))
+            build(
+                &workspace,
+                &args.zip,
+                &args.labs,
+                args.force,
+                &args.leaderboard,
+            )
+            .map_err(|error| (if error.is_usage() { 2 } else { 1 }, error.to_string()))
         });
     match written {
         Ok(labs) => {
+            let leaderboard = if args.leaderboard.leaderboard {
+                ", with a leaderboard"
+            } else {
+                ""
+            };
             println!(
-                "wrote {}: the Gradescope autograder of {} (upload it as the assignment's \
-                 autograder, Ubuntu base image)",
+                "wrote {}: the Gradescope autograder of {}{leaderboard} (upload it as the \
+                 assignment's autograder, Ubuntu base image)",
                 args.zip.display(),
                 labs.join(", ")
             );
@@ -91,13 +109,15 @@ pub fn command(args: GradescopeArgs) -> ExitCode {
     }
 }
 
-/// Writes the autograder zip of `labs` (every lab if empty) to `zip`; returns the labs' slugs.
-/// The zip is written beside `zip` and renamed, so that a failure leaves `zip` as it was.
+/// Writes the autograder zip of `labs` (every lab if empty) to `zip`, whose gradings make the
+/// `leaderboard` asked for; returns the labs' slugs. The zip is written beside `zip` and renamed,
+/// so that a failure leaves `zip` as it was.
 pub fn build(
     workspace: &Path,
     zip: &Path,
     labs: &[String],
     force: bool,
+    leaderboard: &LeaderboardArgs,
 ) -> Result<Vec<&'static str>, GradescopeError> {
     if zip.symlink_metadata().is_ok() && !force {
         return Err(GradescopeError::Exists(zip.to_path_buf()));
@@ -112,6 +132,7 @@ pub fn build(
             force: false,
         },
     )?;
+    leaderboard.validate(&exported.labs, None)?;
     let parent = match zip.parent() {
         Some(parent) if !parent.as_os_str().is_empty() => parent,
         _ => Path::new("."),
@@ -121,7 +142,13 @@ pub fn build(
         .suffix(".zip")
         .tempfile_in(parent)
         .map_err(io(parent))?;
-    write_zip(staged.as_file_mut(), workspace, &template, &exported.labs)?;
+    write_zip(
+        staged.as_file_mut(),
+        workspace,
+        &template,
+        &exported.labs,
+        &leaderboard.flags(),
+    )?;
     staged.persist(zip).map_err(|e| GradescopeError::Io {
         path: zip.to_path_buf(),
         source: e.error,
@@ -134,6 +161,7 @@ fn write_zip(
     workspace: &Path,
     template: &Path,
     labs: &[&str],
+    grading_options: &[String],
 ) -> Result<(), GradescopeError> {
     let mut zip = zip::ZipWriter::new(file);
     let options = zip::write::SimpleFileOptions::default()
@@ -149,6 +177,9 @@ fn write_zip(
     zip.start_file("labs", plain)?;
     zip.write_all(format!("{}\n", labs.join(" ")).as_bytes())
         .map_err(io(Path::new("labs")))?;
+    zip.start_file("options", plain)?;
+    zip.write_all(format!("{}\n", grading_options.join(" ")).as_bytes())
+        .map_err(io(Path::new("options")))?;
     // The template's git history is of no use to the grading.
     let walk = walkdir::WalkDir::new(template)
         .sort_by_file_name()

@@ -3,15 +3,19 @@
 use serde::Serialize;
 
 use super::{Context, checks, reproducible};
+use crate::bench::leaderboard::Entry;
 use crate::engine::{Report, Status};
 
 #[derive(Serialize)]
-struct Results {
+struct Results<'a> {
     score: u32,
     /// Seconds.
     execution_time: u64,
     output: String,
     tests: Vec<Test>,
+    /// Only with `--leaderboard` (empty when no lab could be measured).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    leaderboard: Option<&'a [Entry]>,
 }
 
 #[derive(Serialize)]
@@ -58,11 +62,21 @@ pub fn render(report: &Report, context: &Context) -> String {
             "\ninterrupted by {signal}: only the checks graded before it are listed"
         ));
     }
+    if let Some(board) = &context.leaderboard {
+        output.push_str(
+            "\n\nLeaderboard (measured after grading, on one CPU; not part of the grade):",
+        );
+        for line in &board.summary {
+            output.push('\n');
+            output.push_str(line);
+        }
+    }
     let results = Results {
         score: report.score,
         execution_time: context.started.elapsed().as_secs(),
         output,
         tests,
+        leaderboard: context.leaderboard.as_ref().map(|b| b.entries.as_slice()),
     };
     serde_json::to_string_pretty(&results).expect("results serialize") + "\n"
 }
@@ -71,6 +85,7 @@ pub fn render(report: &Report, context: &Context) -> String {
 mod tests {
     use serde_json::Value;
 
+    use crate::bench::leaderboard::{Entry, Leaderboard, Order};
     use crate::report::tests::{HOSTILE, context, every_outcome};
     use crate::report::{Format, render};
 
@@ -113,5 +128,37 @@ mod tests {
         );
         let broken = tests[5]["output"].as_str().unwrap();
         assert!(!broken.contains("reproduce:"), "{broken}");
+    }
+
+    #[test]
+    fn a_leaderboard_only_when_one_was_measured() {
+        let plain: Value =
+            serde_json::from_str(&render(Format::Gradescope, &every_outcome(), &context()))
+                .unwrap();
+        assert!(plain.get("leaderboard").is_none(), "{plain:#}");
+
+        let mut with = context();
+        with.set_leaderboard(Leaderboard {
+            entries: vec![Entry {
+                name: "pipe-echo round trip p50 (µs)".into(),
+                value: 5.5,
+                order: Order::Asc,
+            }],
+            summary: vec!["pipe-echo round trip p50 (µs): 5.500 (1.05 times the raw pipe)".into()],
+        });
+        let results: Value =
+            serde_json::from_str(&render(Format::Gradescope, &every_outcome(), &with)).unwrap();
+        assert_eq!(
+            results["leaderboard"],
+            serde_json::json!([
+                {"name": "pipe-echo round trip p50 (µs)", "value": 5.5, "order": "asc"}
+            ])
+        );
+        let output = results["output"].as_str().unwrap();
+        assert!(output.starts_with("1/13 (seed 42)"), "{output}");
+        assert!(
+            output.ends_with("5.500 (1.05 times the raw pipe)"),
+            "{output}"
+        );
     }
 }

@@ -7,6 +7,7 @@ use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+use crate::bench::leaderboard::Leaderboard;
 use crate::engine::{CheckResult, GRADER_FAILURE, Lab, LabResult, Report, Status, Variant};
 
 mod classroom;
@@ -63,6 +64,8 @@ pub struct Context {
     classroom50: Option<classroom50::Identity>,
     /// When grading started: Gradescope wants the execution time.
     started: Instant,
+    /// Gradescope's leaderboard, when `--leaderboard` measured one.
+    leaderboard: Option<Leaderboard>,
 }
 
 impl Context {
@@ -89,7 +92,13 @@ impl Context {
             sources,
             classroom50,
             started: Instant::now(),
+            leaderboard: None,
         })
+    }
+
+    /// Gives Gradescope's results.json a leaderboard.
+    pub fn set_leaderboard(&mut self, leaderboard: Leaderboard) {
+        self.leaderboard = Some(leaderboard);
     }
 
     /// The source file students edit in `lab`, relative to the workspace.
@@ -519,6 +528,7 @@ pub(crate) mod tests {
             .collect(),
             classroom50: Some(identity),
             started: Instant::now(),
+            leaderboard: None,
         }
     }
 
