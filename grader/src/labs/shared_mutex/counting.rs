@@ -6,7 +6,9 @@ use std::time::{Duration, Instant};
 use rand::RngExt;
 
 use super::probe::{self, Place, Sleep};
-use super::session::{Counts, Journal, Segment, Session, role_of, verify};
+use super::segment::{Counts, Journal, Segment};
+use super::session::{Session, role_of};
+use super::totals::verify;
 use crate::engine::waiting::{self, WaitRules};
 use crate::engine::{Fail, Run};
 
@@ -71,7 +73,7 @@ fn through_the_mapping(
         io.write_calls,
         io.read_bytes,
         io.written_bytes,
-        super::session::dev_shm(&session.name).display()
+        super::segment::dev_shm(&session.name).display()
     )))
 }
 

@@ -11,10 +11,11 @@ use ipc_labs_driver::Message;
 use rand::RngExt;
 
 use super::ACCOUNTS;
+use super::messages::{failure, layout_of};
 use super::probe;
-use super::session::{
-    Segment, Session, delta_of, dev_shm, failure, layout_of, open_segment, verify,
-};
+use super::segment::{Segment, dev_shm, open_segment};
+use super::session::Session;
+use super::totals::{delta_of, verify};
 use crate::engine::{Fail, Proc, Run};
 
 /// A segment the grader creates before the program runs, to take its name: removed when

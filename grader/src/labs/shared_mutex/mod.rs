@@ -24,12 +24,14 @@
 
 mod counting;
 mod errors;
+mod messages;
 mod probe;
 mod robust;
 mod segment;
 mod session;
 mod sleeping;
 mod snapshot;
+mod totals;
 
 use std::time::Duration;
 

@@ -7,7 +7,7 @@ use std::sync::mpsc::{Sender, channel};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use super::session::{Layout, Segment, dev_shm};
+use super::segment::{Layout, Segment, dev_shm};
 use crate::engine::Fail;
 use crate::engine::inspect;
 

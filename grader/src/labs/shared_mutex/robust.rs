@@ -10,10 +10,11 @@ use nix::unistd::Pid;
 use rand::RngExt;
 
 use super::ACCOUNTS;
+use super::messages::{field, index_of, list};
 use super::probe::{self, DyingHolder, KIND_ROBUST, Place};
-use super::session::{
-    Session, dev_shm, expected, field, index_of, let_coordinator_look, list, verify,
-};
+use super::segment::dev_shm;
+use super::session::{Session, let_coordinator_look};
+use super::totals::{expected, verify};
 use crate::engine::{Fail, Run};
 
 /// Transfers per worker in a run where a holder dies.
@@ -148,7 +149,7 @@ pub(super) fn owner_dies(run: &mut Run) -> Result<String, Fail> {
 /// Once a worker found the dead holder and recovered, lets the coordinator take in the
 /// recovery's wake-up before the surviving workers go on (see [`Session::let_coordinator_look`]).
 fn settle_after_recovery(
-    segment: &super::session::Segment,
+    segment: &super::segment::Segment,
     coordinator: i32,
     name: &str,
     survivors: &[i32],
@@ -192,7 +193,7 @@ fn not_undone(
 /// The journal of the transfer the crasher is in the middle of: active, naming two accounts,
 /// with the balances `before` it and the count `done` as they were.
 fn journal_written(
-    segment: &super::session::Segment,
+    segment: &super::segment::Segment,
     crasher: usize,
     done: u64,
     before: &[i64],
@@ -533,7 +534,7 @@ const OWNER_NOT_RECOVERABLE: i32 = 0x7fff_ffff;
 
 /// How a transfer went through on a mutex the grader had left unrecoverable, from what the
 /// mutex in the segment says now.
-pub(super) fn went_on_anyway(segment: &super::session::Segment) -> &'static str {
+pub(super) fn went_on_anyway(segment: &super::segment::Segment) -> &'static str {
     match segment.mutex_owner() {
         Ok(OWNER_NOT_RECOVERABLE) => {
             "the mutex in the segment is still unrecoverable, so the transfer went on without \

@@ -1,15 +1,218 @@
-//! The segment's life: how `create()` leaves it (mode, mappings, descriptors, the mutex and the
-//! condition variable initialized in place, the fields), and how `destroy()` ends it.
+//! The bank's segment: the grader's view of it (where the program says the pieces lie, and its
+//! own handle on the segment, to read the fields, the mutex and the condition variable, and to
+//! write as the lock's holder would), and the segment's life: how `create()` leaves it (mode,
+//! mappings, descriptors, the mutex and the condition variable initialized in place, the
+//! fields), and how `destroy()` ends it.
 
+use std::os::unix::fs::FileExt;
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use super::ACCOUNTS;
 use super::probe::{self, KIND_PSHARED, KIND_ROBUST, Place, Sleep};
-use super::session::{Journal, Session, dev_shm, role_of, verify};
+use super::session::{Session, role_of};
+use super::totals::verify;
 use crate::engine::{Fail, Run};
 
 /// Transfers per worker where only the set-up is judged.
 const LIGHT_WORK: u64 = 1000;
+
+/// Where the program says the pieces of the bank lie.
+#[derive(Clone, Copy)]
+pub(super) struct Layout {
+    pub mutex_at: usize,
+    pub cond_at: usize,
+    /// `workers`, `finished`, `dead`: three `u32`s, then the rest of the bank.
+    pub counts_at: usize,
+    pub transfers_at: usize,
+    pub journal_at: usize,
+    pub accounts_at: usize,
+    pub size: usize,
+    pub opening: i64,
+}
+
+/// The journal as it lies in the segment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Journal {
+    pub active: u32,
+    pub from: u32,
+    pub to: u32,
+    pub from_balance: i64,
+    pub to_balance: i64,
+    pub transfers: u64,
+}
+
+/// `workers`, `finished` and `dead` as they are in the segment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Counts {
+    pub workers: u32,
+    pub finished: u32,
+    pub dead: u32,
+}
+
+/// The bank's segment as the grader sees it: opened at `ready`, it outlives the unlink; mapped,
+/// so that the grader can take the bank's mutex like any process.
+pub(super) struct Segment {
+    file: std::fs::File,
+    pub layout: Layout,
+    pub map: Option<probe::Mapping>,
+}
+
+pub(super) fn dev_shm(name: &str) -> PathBuf {
+    PathBuf::from("/dev/shm").join(name.trim_start_matches('/'))
+}
+
+/// Opens (and maps, if it can) the segment the coordinator says holds the bank.
+pub(super) fn open_segment(name: &str, layout: Layout) -> Result<Segment, Fail> {
+    let path = dev_shm(name);
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&path)
+        .or_else(|_| std::fs::File::open(&path))
+        .map_err(|_| {
+            Fail::failed(format!(
+                "{} does not exist while the coordinator says the bank is ready: create the \
+                 segment with shm_open(name, O_CREAT | O_EXCL | O_RDWR, 0600)",
+                path.display()
+            ))
+        })?;
+    let mut segment = Segment {
+        file,
+        layout,
+        map: None,
+    };
+    segment.map = probe::Mapping::of(&segment);
+    Ok(segment)
+}
+
+impl Segment {
+    /// Another handle on the segment, not mapped: for reading.
+    pub fn reader(&self) -> Result<Segment, Fail> {
+        Ok(Segment {
+            file: self.file.try_clone()?,
+            layout: self.layout,
+            map: None,
+        })
+    }
+
+    /// Another handle on the segment, mapped like this one.
+    pub fn handle(&self) -> Result<Segment, Fail> {
+        let mut segment = self.reader()?;
+        segment.map = probe::Mapping::of(&segment);
+        Ok(segment)
+    }
+
+    /// The open segment.
+    pub fn file(&self) -> &std::fs::File {
+        &self.file
+    }
+
+    /// Reads `N` bytes of the segment at `offset`.
+    pub fn read<const N: usize>(&self, offset: usize) -> Result<[u8; N], Fail> {
+        let mut bytes = [0u8; N];
+        self.file
+            .read_exact_at(&mut bytes, offset as u64)
+            .map_err(|_| {
+                Fail::failed(format!(
+                    "the segment is smaller than the bank ({} bytes): ftruncate() it to \
+                 size_of::<Bank>()",
+                    self.layout.size
+                ))
+            })?;
+        Ok(bytes)
+    }
+
+    fn u32_at(&self, offset: usize) -> Result<u32, Fail> {
+        Ok(u32::from_ne_bytes(self.read(offset)?))
+    }
+
+    fn i64_at(&self, offset: usize) -> Result<i64, Fail> {
+        Ok(i64::from_ne_bytes(self.read(offset)?))
+    }
+
+    /// The mutex's kind word.
+    pub fn mutex_kind(&self) -> Result<i32, Fail> {
+        Ok(i32::from_ne_bytes(
+            self.read(self.layout.mutex_at + probe::MUTEX_KIND_AT)?,
+        ))
+    }
+
+    /// The thread id of the mutex's holder, 0 if nobody holds it.
+    pub fn mutex_owner(&self) -> Result<i32, Fail> {
+        Ok(i32::from_ne_bytes(
+            self.read(self.layout.mutex_at + probe::MUTEX_OWNER_AT)?,
+        ))
+    }
+
+    /// Sets the mutex's lock word to 1, as a process holding it would: only for a mutex that
+    /// glibc treats as a plain one (kind 0), which then makes every locker sleep on it.
+    pub fn mark_mutex_taken(&self) -> Result<(), Fail> {
+        self.file
+            .write_all_at(&1u32.to_ne_bytes(), self.layout.mutex_at as u64)
+            .map_err(|e| Fail::Grader(format!("writing the segment: {e}")))
+    }
+
+    /// Writes `bytes` into the segment at `offset`, as a process holding the lock would.
+    pub fn write_at(&self, offset: usize, bytes: &[u8]) -> Result<(), Fail> {
+        self.file
+            .write_all_at(bytes, offset as u64)
+            .map_err(|e| Fail::Grader(format!("writing the segment: {e}")))
+    }
+
+    /// The condition variable's `__wrefs` word.
+    pub fn cond_wrefs(&self) -> Result<u32, Fail> {
+        self.u32_at(self.layout.cond_at + probe::COND_WREFS_AT)
+    }
+
+    pub fn counts(&self) -> Result<Counts, Fail> {
+        let at = self.layout.counts_at;
+        Ok(Counts {
+            workers: self.u32_at(at)?,
+            finished: self.u32_at(at + 4)?,
+            dead: self.u32_at(at + 8)?,
+        })
+    }
+
+    pub fn journal(&self) -> Result<Journal, Fail> {
+        let at = self.layout.journal_at;
+        Ok(Journal {
+            active: self.u32_at(at)?,
+            from: self.u32_at(at + 4)?,
+            to: self.u32_at(at + 8)?,
+            from_balance: self.i64_at(at + 16)?,
+            to_balance: self.i64_at(at + 24)?,
+            transfers: u64::from_ne_bytes(self.read(at + 32)?),
+        })
+    }
+
+    /// The transfer count and the balances, as they are in the segment.
+    pub fn bank(&self) -> Result<(u64, Vec<i64>), Fail> {
+        let transfers = u64::from_ne_bytes(self.read(self.layout.transfers_at)?);
+        let accounts = (0..ACCOUNTS)
+            .map(|i| self.i64_at(self.layout.accounts_at + 8 * i))
+            .collect::<Result<_, Fail>>()?;
+        Ok((transfers, accounts))
+    }
+
+    /// Everything in the bank but the mutex and the condition variable: what only the mutex's
+    /// holder may change.
+    pub fn guarded_bytes(&self) -> Result<Vec<u8>, Fail> {
+        let start = self.layout.counts_at;
+        let mut bytes = vec![0u8; self.layout.size.saturating_sub(start)];
+        self.file
+            .read_exact_at(&mut bytes, start as u64)
+            .map_err(|e| Fail::Grader(format!("reading the segment: {e}")))?;
+        Ok(bytes)
+    }
+
+    /// Whether the segment is still at least one bank long (a mapping past its end faults).
+    pub fn full_size(&self) -> bool {
+        self.file
+            .metadata()
+            .is_ok_and(|m| m.len() >= self.layout.size as u64)
+    }
+}
 
 pub(super) fn process_shared_init(run: &mut Run) -> Result<String, Fail> {
     let mut session = Session::start(run, &[LIGHT_WORK; 4], &[])?;

@@ -1,18 +1,18 @@
-//! The protocol driver: one run of the program from the `ready`s to `closed`, the bank's segment
-//! as the grader reads it, and the verdict on the totals.
+//! The protocol driver: one run of the program from the `ready`s to `closed`, the roles of its
+//! processes, and the pause in which the coordinator takes in a wake-up before the workers go on.
 
 use std::collections::{BTreeMap, VecDeque};
-use std::os::unix::fs::FileExt;
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use ipc_labs_driver::Message;
 use rand::RngExt;
 
+use super::messages::{early_done, failure, field, index_of, layout_of, list};
 use super::probe::{self, Place, Sleep};
+use super::segment::{Segment, open_segment};
 use super::sleeping::AsleepOnCond;
 use super::snapshot::FinalUnlock;
-use super::{ACCOUNTS, COORDINATOR, WORKER};
+use super::{COORDINATOR, WORKER};
 use crate::engine::inspect::{self, IoCounters, ProcessView};
 use crate::engine::{Fail, Proc, Run, force};
 
@@ -22,47 +22,6 @@ const STALL: Duration = Duration::from_secs(2);
 /// How long the coordinator gets to say `done` once the bank counts every worker, before the
 /// grader looks at why it did not: it needs one wake-up and one lock.
 const DONE_GRACE: Duration = Duration::from_secs(3);
-
-/// Where the program says the pieces of the bank lie.
-#[derive(Clone, Copy)]
-pub(super) struct Layout {
-    pub mutex_at: usize,
-    pub cond_at: usize,
-    /// `workers`, `finished`, `dead`: three `u32`s, then the rest of the bank.
-    pub counts_at: usize,
-    pub transfers_at: usize,
-    pub journal_at: usize,
-    pub accounts_at: usize,
-    pub size: usize,
-    pub opening: i64,
-}
-
-/// The journal as it lies in the segment.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) struct Journal {
-    pub active: u32,
-    pub from: u32,
-    pub to: u32,
-    pub from_balance: i64,
-    pub to_balance: i64,
-    pub transfers: u64,
-}
-
-/// `workers`, `finished` and `dead` as they are in the segment.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) struct Counts {
-    pub workers: u32,
-    pub finished: u32,
-    pub dead: u32,
-}
-
-/// The bank's segment as the grader sees it: opened at `ready`, it outlives the unlink; mapped,
-/// so that the grader can take the bank's mutex like any process.
-pub(super) struct Segment {
-    file: std::fs::File,
-    pub layout: Layout,
-    pub map: Option<probe::Mapping>,
-}
 
 /// One run of the program, from the `ready`s to `closed`.
 pub(super) struct Session {
@@ -112,86 +71,6 @@ pub(super) struct Outcome {
     pub kept: (usize, Vec<i32>),
 }
 
-pub(super) fn dev_shm(name: &str) -> PathBuf {
-    PathBuf::from("/dev/shm").join(name.trim_start_matches('/'))
-}
-
-pub(super) fn field<T: std::str::FromStr>(message: &Message, key: &str) -> Result<T, Fail> {
-    message
-        .get(key)
-        .and_then(|v| v.parse().ok())
-        .ok_or_else(|| Fail::Grader(format!("`{}` without a valid `{key}`", message.kind)))
-}
-
-pub(super) fn list<T: std::str::FromStr>(message: &Message, key: &str) -> Result<Vec<T>, Fail> {
-    let text = message.get(key).unwrap_or("");
-    text.split(',')
-        .filter(|s| !s.is_empty())
-        .map(|s| s.parse().ok())
-        .collect::<Option<Vec<T>>>()
-        .ok_or_else(|| Fail::Grader(format!("`{}` with a bad list `{key}`", message.kind)))
-}
-
-pub(super) fn index_of(message: &Message) -> Result<usize, Fail> {
-    field(message, "index")
-}
-
-/// A `failed` report, in the student's terms.
-pub(super) fn failure(message: &Message) -> Fail {
-    let kind = message.get("kind").unwrap_or("none");
-    let error = message.get("error").unwrap_or("");
-    let who = message.get("pid").unwrap_or("?");
-    let hint = match kind {
-        // Whichever call meets it first (a lock, a condition wait) reports the same cause.
-        _ if kind == "not-recoverable" || error.contains("ENOTRECOVERABLE") => {
-            "a holder died and the one who got EOWNERDEAD unlocked without \
-             pthread_mutex_consistent(): the mutex is now unusable for good"
-        }
-        "lock" | "wait" if error.contains("EOWNERDEAD") => {
-            "EOWNERDEAD is not a failure: the lock is yours, repair the bank (recover()) and \
-             call pthread_mutex_consistent()"
-        }
-        "lock" | "wait" if error.contains("EINVAL") => {
-            "the mutex or condition variable was not initialized, or already destroyed"
-        }
-        "bad-name" => {
-            "the grader's name is valid ('/', more characters, none of them '/'): refuse only \
-             names that break that rule"
-        }
-        "exists" => "no segment had the grader's name: shm_open(O_CREAT | O_EXCL) succeeds on it",
-        "mmap" | "ftruncate" if error.contains("EACCES") || error.contains("EINVAL") => {
-            "open the segment for reading and writing (O_RDWR) to size it and map it shared \
-             with PROT_READ | PROT_WRITE"
-        }
-        _ => "see the error",
-    };
-    Fail::failed(format!(
-        "pid {who} failed with kind={kind} ({error}): {hint}"
-    ))
-}
-
-/// The coordinator said `done` before the workers were even released: what its snapshot shows.
-fn early_done(message: &Message, workers: usize) -> Fail {
-    let count = |key| message.get(key).unwrap_or("?").to_string();
-    let seen = format!(
-        "the coordinator's wait ended before any worker had started (its snapshot: workers = \
-         {}, finished = {}, dead = {})",
-        count("workers"),
-        count("finished"),
-        count("dead")
-    );
-    if message.get("workers") != Some(workers.to_string().as_str()) {
-        Fail::failed(format!(
-            "{seen}: create() sets Bank::workers to the number of workers it is given \
-             ({workers} here), and wait_all_done() waits until finished + dead reaches it"
-        ))
-    } else {
-        Fail::failed(format!(
-            "{seen}: wait_all_done() sleeps on all_done while finished + dead < workers"
-        ))
-    }
-}
-
 /// The roles of a run's processes, for diagnoses.
 pub(super) fn role_of(coordinator: i32) -> impl Fn(&ProcessView) -> String + Send + Sync + 'static {
     move |view: &ProcessView| {
@@ -202,172 +81,6 @@ pub(super) fn role_of(coordinator: i32) -> impl Fn(&ProcessView) -> String + Sen
         } else {
             "another process".into()
         }
-    }
-}
-
-/// Where the coordinator says the pieces of the bank lie.
-pub(super) fn layout_of(message: &Message) -> Result<Layout, Fail> {
-    Ok(Layout {
-        mutex_at: field(message, "mutex_at")?,
-        cond_at: field(message, "cond_at")?,
-        counts_at: field(message, "counts_at")?,
-        transfers_at: field(message, "transfers_at")?,
-        journal_at: field(message, "journal_at")?,
-        accounts_at: field(message, "accounts_at")?,
-        size: field(message, "size")?,
-        opening: field(message, "opening")?,
-    })
-}
-
-/// Opens (and maps, if it can) the segment the coordinator says holds the bank.
-pub(super) fn open_segment(name: &str, layout: Layout) -> Result<Segment, Fail> {
-    let path = dev_shm(name);
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(&path)
-        .or_else(|_| std::fs::File::open(&path))
-        .map_err(|_| {
-            Fail::failed(format!(
-                "{} does not exist while the coordinator says the bank is ready: create the \
-                 segment with shm_open(name, O_CREAT | O_EXCL | O_RDWR, 0600)",
-                path.display()
-            ))
-        })?;
-    let mut segment = Segment {
-        file,
-        layout,
-        map: None,
-    };
-    segment.map = probe::Mapping::of(&segment);
-    Ok(segment)
-}
-
-impl Segment {
-    /// Another handle on the segment, not mapped: for reading.
-    pub fn reader(&self) -> Result<Segment, Fail> {
-        Ok(Segment {
-            file: self.file.try_clone()?,
-            layout: self.layout,
-            map: None,
-        })
-    }
-
-    /// Another handle on the segment, mapped like this one.
-    pub fn handle(&self) -> Result<Segment, Fail> {
-        let mut segment = self.reader()?;
-        segment.map = probe::Mapping::of(&segment);
-        Ok(segment)
-    }
-
-    /// The open segment.
-    pub fn file(&self) -> &std::fs::File {
-        &self.file
-    }
-
-    /// Reads `N` bytes of the segment at `offset`.
-    pub fn read<const N: usize>(&self, offset: usize) -> Result<[u8; N], Fail> {
-        let mut bytes = [0u8; N];
-        self.file
-            .read_exact_at(&mut bytes, offset as u64)
-            .map_err(|_| {
-                Fail::failed(format!(
-                    "the segment is smaller than the bank ({} bytes): ftruncate() it to \
-                 size_of::<Bank>()",
-                    self.layout.size
-                ))
-            })?;
-        Ok(bytes)
-    }
-
-    fn u32_at(&self, offset: usize) -> Result<u32, Fail> {
-        Ok(u32::from_ne_bytes(self.read(offset)?))
-    }
-
-    fn i64_at(&self, offset: usize) -> Result<i64, Fail> {
-        Ok(i64::from_ne_bytes(self.read(offset)?))
-    }
-
-    /// The mutex's kind word.
-    pub fn mutex_kind(&self) -> Result<i32, Fail> {
-        Ok(i32::from_ne_bytes(
-            self.read(self.layout.mutex_at + probe::MUTEX_KIND_AT)?,
-        ))
-    }
-
-    /// The thread id of the mutex's holder, 0 if nobody holds it.
-    pub fn mutex_owner(&self) -> Result<i32, Fail> {
-        Ok(i32::from_ne_bytes(
-            self.read(self.layout.mutex_at + probe::MUTEX_OWNER_AT)?,
-        ))
-    }
-
-    /// Sets the mutex's lock word to 1, as a process holding it would: only for a mutex that
-    /// glibc treats as a plain one (kind 0), which then makes every locker sleep on it.
-    pub fn mark_mutex_taken(&self) -> Result<(), Fail> {
-        self.file
-            .write_all_at(&1u32.to_ne_bytes(), self.layout.mutex_at as u64)
-            .map_err(|e| Fail::Grader(format!("writing the segment: {e}")))
-    }
-
-    /// Writes `bytes` into the segment at `offset`, as a process holding the lock would.
-    pub fn write_at(&self, offset: usize, bytes: &[u8]) -> Result<(), Fail> {
-        self.file
-            .write_all_at(bytes, offset as u64)
-            .map_err(|e| Fail::Grader(format!("writing the segment: {e}")))
-    }
-
-    /// The condition variable's `__wrefs` word.
-    pub fn cond_wrefs(&self) -> Result<u32, Fail> {
-        self.u32_at(self.layout.cond_at + probe::COND_WREFS_AT)
-    }
-
-    pub fn counts(&self) -> Result<Counts, Fail> {
-        let at = self.layout.counts_at;
-        Ok(Counts {
-            workers: self.u32_at(at)?,
-            finished: self.u32_at(at + 4)?,
-            dead: self.u32_at(at + 8)?,
-        })
-    }
-
-    pub fn journal(&self) -> Result<Journal, Fail> {
-        let at = self.layout.journal_at;
-        Ok(Journal {
-            active: self.u32_at(at)?,
-            from: self.u32_at(at + 4)?,
-            to: self.u32_at(at + 8)?,
-            from_balance: self.i64_at(at + 16)?,
-            to_balance: self.i64_at(at + 24)?,
-            transfers: u64::from_ne_bytes(self.read(at + 32)?),
-        })
-    }
-
-    /// The transfer count and the balances, as they are in the segment.
-    pub fn bank(&self) -> Result<(u64, Vec<i64>), Fail> {
-        let transfers = u64::from_ne_bytes(self.read(self.layout.transfers_at)?);
-        let accounts = (0..ACCOUNTS)
-            .map(|i| self.i64_at(self.layout.accounts_at + 8 * i))
-            .collect::<Result<_, Fail>>()?;
-        Ok((transfers, accounts))
-    }
-
-    /// Everything in the bank but the mutex and the condition variable: what only the mutex's
-    /// holder may change.
-    pub fn guarded_bytes(&self) -> Result<Vec<u8>, Fail> {
-        let start = self.layout.counts_at;
-        let mut bytes = vec![0u8; self.layout.size.saturating_sub(start)];
-        self.file
-            .read_exact_at(&mut bytes, start as u64)
-            .map_err(|e| Fail::Grader(format!("reading the segment: {e}")))?;
-        Ok(bytes)
-    }
-
-    /// Whether the segment is still at least one bank long (a mapping past its end faults).
-    pub fn full_size(&self) -> bool {
-        self.file
-            .metadata()
-            .is_ok_and(|m| m.len() >= self.layout.size as u64)
     }
 }
 
@@ -796,33 +509,6 @@ impl Session {
     }
 }
 
-/// The transfer count and the balances the workers' reports (and `extra`: a killed worker's
-/// transfers, the coordinator's tried ones) predict.
-pub(super) fn expected(
-    session: &Session,
-    outcome: &Outcome,
-    extra: &[(u64, Vec<i64>)],
-) -> (u64, Vec<i64>) {
-    let mut want = vec![session.segment.layout.opening; ACCOUNTS];
-    let mut want_transfers = 0;
-    let reported = outcome
-        .workers
-        .values()
-        .map(|w| (w.transfers, w.delta.as_slice()))
-        .chain(
-            extra
-                .iter()
-                .map(|(count, delta)| (*count, delta.as_slice())),
-        );
-    for (count, delta) in reported {
-        want_transfers += count;
-        for (balance, change) in want.iter_mut().zip(delta) {
-            *balance += change;
-        }
-    }
-    (want_transfers, want)
-}
-
 /// Makes the coordinator take in a wake-up before the `others` go on: with the bank's mutex
 /// held by the grader, the others are stopped; the grader lets go and wakes whoever waits for
 /// the mutex (glibc's own wake-up may go to a stopped worker); once the coordinator has looked
@@ -894,107 +580,4 @@ pub(super) struct Looked {
     /// The coordinator asleep on the condition variable while the others were stopped.
     pub asleep: Option<AsleepOnCond>,
     pub final_unlock: Option<FinalUnlock>,
-}
-
-/// Checks the coordinator's final view against the workers' reports: `finished` and `dead`
-/// as given, the transfer count and every balance exact; then that the bank in the segment, as
-/// the grader reads it, holds the same count and balances, with no transfer under way. `extra`
-/// is work done outside the workers' reports: a killed worker's transfers, the coordinator's
-/// tried transfers.
-pub(super) fn verify(
-    session: &Session,
-    outcome: &Outcome,
-    extra: &[(u64, Vec<i64>)],
-    dead: u32,
-) -> Result<u64, Fail> {
-    let workers = session.workers.len();
-    let done = &outcome.done;
-    let finished: u32 = field(done, "finished")?;
-    let seen_dead: u32 = field(done, "dead")?;
-    let transfers: u64 = field(done, "transfers")?;
-    let balances: Vec<i64> = list(done, "balances")?;
-    let want_finished = workers as u32 - dead;
-    if finished < want_finished {
-        return Err(Fail::failed(format!(
-            "the coordinator's wait ended when only {finished} of {want_finished} workers had \
-             finished: a wake-up does not mean the condition holds; re-check \
-             finished + dead == workers in a while loop around pthread_cond_wait()"
-        )));
-    }
-    if finished != want_finished || seen_dead != dead {
-        return Err(Fail::failed(format!(
-            "the coordinator saw {finished} finished and {seen_dead} dead workers, not \
-             {want_finished} and {dead}"
-        )));
-    }
-    let (want_transfers, want) = expected(session, outcome, extra);
-    let wrong: Vec<String> = balances
-        .iter()
-        .zip(&want)
-        .enumerate()
-        .filter(|(_, (got, want))| got != want)
-        .map(|(account, (got, want))| format!("account {account} is off by {}", got - want))
-        .collect();
-    let total: i64 = balances.iter().sum::<i64>() - want.iter().sum::<i64>();
-    if transfers > want_transfers && wrong.is_empty() {
-        return Err(Fail::failed(format!(
-            "the bank counts {transfers} transfers for {want_transfers} done ({} too many), \
-             the balances right: a transfer was counted twice, or one counted that the bank \
-             refused or that never happened in this process; every transfer that goes through \
-             adds one to Bank::transfers, in the segment, once",
-            transfers - want_transfers
-        )));
-    }
-    if transfers == want_transfers && total == 0 && !wrong.is_empty() {
-        return Err(Fail::failed(format!(
-            "the balances differ from the workers' records ({}), though every transfer was \
-             counted and no money was created or destroyed: transfers overlapped (a balance \
-             written back from a stale read: hold the lock from a transfer's first read to its \
-             last write), or a transfer moves money other than `amount` from `from` to `to`",
-            wrong.join(", ")
-        )));
-    }
-    if transfers != want_transfers || !wrong.is_empty() {
-        return Err(Fail::failed(format!(
-            "lost updates: the bank counts {transfers} transfers for {want_transfers} done, {} \
-             ({} money {}): transfers overlapped; hold the lock from a transfer's first read \
-             to its last write, in every process",
-            if wrong.is_empty() {
-                "the balances are right".to_string()
-            } else {
-                wrong.join(", ")
-            },
-            total.abs(),
-            if total >= 0 { "created" } else { "destroyed" }
-        )));
-    }
-    let (in_segment, accounts) = session.segment.bank()?;
-    if in_segment != transfers || accounts != balances {
-        return Err(Fail::failed(format!(
-            "the totals the coordinator reported are not the segment's: it reported {transfers} \
-             transfers and balances {balances:?}, but the bank in {} holds {in_segment} \
-             transfers and balances {accounts:?}; the accounts and the count live in the \
-             segment (Bank::accounts, Bank::transfers): every transfer changes them there, and \
-             wait_all_done() reports them from there",
-            dev_shm(&session.name).display()
-        )));
-    }
-    let journal = session.segment.journal()?;
-    if journal.active != 0 {
-        return Err(Fail::failed(format!(
-            "every transfer is over, yet the journal in the segment is still active (a \
-             transfer from account {} to account {}): a transfer clears it (active = 0) once it \
-             is complete, and recover() once it has undone one",
-            journal.from, journal.to
-        )));
-    }
-    Ok(transfers)
-}
-
-/// The change one transfer of `amount` from `from` to `to` makes to the accounts.
-pub(super) fn delta_of(from: usize, to: usize, amount: i64) -> Vec<i64> {
-    let mut delta = vec![0; ACCOUNTS];
-    delta[from] -= amount;
-    delta[to] += amount;
-    delta
 }

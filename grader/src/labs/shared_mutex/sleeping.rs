@@ -2,7 +2,9 @@
 //! nothing to do, and over only once the last worker has finished.
 
 use super::probe::{self, Place, Sleep};
-use super::session::{Segment, Session, role_of, verify};
+use super::segment::Segment;
+use super::session::{Session, role_of};
+use super::totals::verify;
 use crate::engine::waiting::{self, WaitRules};
 use crate::engine::{Fail, Run, inspect};
 

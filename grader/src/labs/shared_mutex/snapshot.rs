@@ -6,7 +6,8 @@ use std::time::{Duration, Instant};
 
 use super::ACCOUNTS;
 use super::probe::{self, Place, Sleep};
-use super::session::{Segment, Session};
+use super::segment::Segment;
+use super::session::Session;
 use crate::engine::Fail;
 use crate::engine::tracer::{Action, Call, Match, Tracer};
 
