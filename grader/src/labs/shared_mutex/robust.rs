@@ -147,7 +147,7 @@ pub(super) fn owner_dies(run: &mut Run) -> Result<String, Fail> {
 }
 
 /// Once a worker found the dead holder and recovered, lets the coordinator take in the
-/// recovery's wake-up before the surviving workers go on (see [`Session::let_coordinator_look`]).
+/// recovery's wake-up before the surviving workers go on (see [`let_coordinator_look`]).
 fn settle_after_recovery(
     segment: &super::segment::Segment,
     coordinator: i32,
