@@ -390,7 +390,14 @@ mod tests {
 
     #[test]
     fn only_the_baselines_of_the_labs_measured_are_kept() {
-        let all = super::super::select(&["chunked-transfer".into()]).unwrap();
+        // From the table itself, not `select`: a template may know no chunked-transfer.
+        let all: Vec<_> = super::super::MEASURES
+            .iter()
+            .filter(|m| match m.program {
+                Program::Baseline(_) => true,
+                Program::Lab(slug) => slug == "chunked-transfer",
+            })
+            .collect();
         let kept: Vec<(&str, Metric)> = with_their_baselines(all)
             .iter()
             .map(|m| (m.name, m.metric))
