@@ -142,7 +142,12 @@ pub fn aborted_accept(run: &mut Run, server: &Server) -> Result<bool, Fail> {
 /// the whole frame, its length prefix included. Skipped (with a note) when no thread of the
 /// server's own serves the client, it writes with another call, or the machine allows no
 /// tracing.
-pub fn short_response_write(run: &mut Run, server: &Server, transport: &str) -> Result<(), Fail> {
+pub fn short_response_write(
+    run: &mut Run,
+    server: &Server,
+    transport: &str,
+    len: usize,
+) -> Result<(), Fail> {
     let pid = server.pid();
     let before = observe::thread_ids(pid);
     let mut conn = server.connect()?;
@@ -159,7 +164,7 @@ pub fn short_response_write(run: &mut Run, server: &Server, transport: &str) -> 
         run.note(format!("the server could not be traced: {not_forced}"));
         return Ok(());
     };
-    let payload = run.random_bytes(1000);
+    let payload = run.random_bytes(len);
     conn.send(&frame(OP_ECHO, &payload), 0)?;
     if !tracer.failed_before(soon())? {
         drop(tracer);
@@ -173,16 +178,20 @@ pub fn short_response_write(run: &mut Run, server: &Server, transport: &str) -> 
     let rule = "a write() may return a short count, whatever its size (a stop, a full socket \
                 buffer): write every byte of the frame, its 5-byte prefix too (write_all, or \
                 loop on write() until all is written)";
+    let size = match len % (1 << 20) {
+        0 => format!("{} MiB", len >> 20),
+        _ => format!("{len}-byte"),
+    };
     let cut = format!(
-        "a handler's first write() of the response to a 1000-byte echo request over \
-         {transport}, which the grader cut to 1 byte (it returned 1)"
+        "a handler's first write() of the response to a {size} echo request over {transport}, \
+         which the grader cut to 1 byte (it returned 1)"
     );
     match read_frame_counted(&mut conn) {
         Ok(Ok(Some((status, echoed)))) if status == STATUS_OK && echoed == payload => Ok(()),
         Ok(Ok(Some((status, echoed)))) => Err(Fail::failed(format!(
             "after {cut}, the frame that came was not the echo: status {status} and {} payload \
-             bytes (status 0 and the 1000 bytes sent expected), so bytes of the frame were lost \
-             after the short write{}; {rule}",
+             bytes (status 0 and the {len} bytes sent expected), so bytes of the frame were \
+             lost after the short write{}; {rule}",
             echoed.len(),
             server.alive_note()
         ))),
