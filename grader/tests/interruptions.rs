@@ -86,6 +86,14 @@ impl Scratch {
             .map(|entries| entries.flatten().map(|e| e.path()).collect())
             .unwrap_or_default()
     }
+
+    /// What every ledger holds, one after the other.
+    fn ledger_text(&self) -> String {
+        self.ledgers()
+            .iter()
+            .map(|p| std::fs::read_to_string(p).unwrap_or_default())
+            .collect()
+    }
 }
 
 /// A program that notes its pid, starts a child that outlives it unless killed, and waits.
@@ -271,11 +279,7 @@ fn clean_ends_what_a_killed_grader_left_and_removes_its_objects_and_ledger() {
     let marks = scratch.wait_for_marks(4);
     // What the checks' programs would have made: a segment with the key the ledger lists, a
     // queue with a name it lists.
-    let ledger: String = scratch
-        .ledgers()
-        .iter()
-        .map(|p| std::fs::read_to_string(p).unwrap_or_default())
-        .collect();
+    let ledger = scratch.ledger_text();
     let key = ledger
         .lines()
         .find_map(|l| l.strip_prefix("key 0x"))
@@ -417,11 +421,7 @@ fn watch_leaves_on_q_or_ctrl_c_during_a_grading_and_cleans_up() {
             2,
         );
         // The queue the check's program would have made, under the name the check handed out.
-        let ledger: String = scratch
-            .ledgers()
-            .iter()
-            .map(|p| std::fs::read_to_string(p).unwrap_or_default())
-            .collect();
+        let ledger = scratch.ledger_text();
         let name = ledger
             .lines()
             .find(|l| l.starts_with('/'))
