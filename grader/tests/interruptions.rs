@@ -99,6 +99,18 @@ impl Scratch {
 /// A program that notes its pid, starts a child that outlives it unless killed, and waits.
 const WAITS: &str = "#!/bin/sh\n: > \"$IPC_LABS_TEST_MARKS/mark-$$\"\nsleep 600 &\n: > \"$IPC_LABS_TEST_MARKS/mark-$!\"\nwait\n";
 
+/// Creates the queue `name` (as a check's program would) and closes it: only the name stays.
+fn create_queue(name: &str) {
+    let queue = nix::mqueue::mq_open(
+        name,
+        nix::mqueue::MQ_OFlag::O_CREAT | nix::mqueue::MQ_OFlag::O_RDWR,
+        nix::sys::stat::Mode::S_IRUSR | nix::sys::stat::Mode::S_IWUSR,
+        None,
+    )
+    .expect("mq_open");
+    nix::mqueue::mq_close(queue).expect("mq_close");
+}
+
 fn alive(pid: i32) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
         !stat
@@ -294,14 +306,7 @@ fn clean_ends_what_a_killed_grader_left_and_removes_its_objects_and_ledger() {
     // clean-up if it is not).
     let segment = unsafe { libc::shmget(key, 4096, libc::IPC_CREAT | 0o600) };
     assert!(segment >= 0, "shmget: {}", std::io::Error::last_os_error());
-    let queue = nix::mqueue::mq_open(
-        name.as_str(),
-        nix::mqueue::MQ_OFlag::O_CREAT | nix::mqueue::MQ_OFlag::O_RDWR,
-        nix::sys::stat::Mode::S_IRUSR | nix::sys::stat::Mode::S_IWUSR,
-        None,
-    )
-    .expect("mq_open");
-    nix::mqueue::mq_close(queue).expect("mq_close");
+    create_queue(&name);
     grader.kill().expect("SIGKILL to the grader");
     grader.wait().expect("the grader is gone");
 
@@ -427,14 +432,7 @@ fn watch_leaves_on_q_or_ctrl_c_during_a_grading_and_cleans_up() {
             .find(|l| l.starts_with('/'))
             .expect("the ledger lists a queue name")
             .to_string();
-        let queue = nix::mqueue::mq_open(
-            name.as_str(),
-            nix::mqueue::MQ_OFlag::O_CREAT | nix::mqueue::MQ_OFlag::O_RDWR,
-            nix::sys::stat::Mode::S_IRUSR | nix::sys::stat::Mode::S_IWUSR,
-            None,
-        )
-        .expect("mq_open");
-        nix::mqueue::mq_close(queue).expect("mq_close");
+        create_queue(&name);
         terminal.type_keys(key);
         let (code, output) = terminal.finish(Duration::from_secs(30));
         let queue_left = nix::mqueue::mq_unlink(name.as_str()).is_ok();
