@@ -42,9 +42,10 @@ pub struct Args {
     /// `--write junit=junit.xml --write github-summary=$GITHUB_STEP_SUMMARY`.
     #[arg(long = "write", value_name = "FORMAT=PATH")]
     pub write: Vec<report::Destination>,
-    /// How many checks run at once (checks that measure time always run alone).
-    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
-    pub jobs: u32,
+    /// How many checks run at once (checks that measure time always run alone) [default: the
+    /// number of CPUs].
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+    pub jobs: Option<u32>,
     /// Where each check's full log is written [default: target/grade/logs].
     #[arg(long)]
     pub log_dir: Option<PathBuf>,
@@ -294,7 +295,10 @@ fn grade(args: Args) -> ExitCode {
     let options = Options {
         variant,
         seed,
-        jobs: args.jobs as usize,
+        jobs: args.jobs.map_or_else(
+            || std::thread::available_parallelism().map_or(1, |n| n.get()),
+            |n| n as usize,
+        ),
         log_dir: args
             .log_dir
             .unwrap_or_else(|| workspace.join("target").join("grade").join("logs")),
