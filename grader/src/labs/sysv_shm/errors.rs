@@ -531,9 +531,8 @@ fn over_the_limit_key_taken(
         return Ok(());
     };
     let _planted = Planted::new(run, name.key, 64, &[])?;
-    let what = format!(
-        "with {setting}, a segment already at the key and a size of {over} (shmmax + 1)"
-    );
+    let what =
+        format!("with {setting}, a segment already at the key and a size of {over} (shmmax + 1)");
     let mut proc = start_publisher(run, (&name.path, name.id, over), 5, payload)?;
     let message = proc.recv_any().map_err(with_context(&what))?;
     match (message.kind.as_str(), message.get("kind")) {
