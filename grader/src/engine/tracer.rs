@@ -141,6 +141,22 @@ pub enum Action {
     /// Stop the program right after each access to these fields of the memory at this address
     /// (at most four), from now on, until the check says no more ([`Tracer::watch_at`]).
     WatchAt(u64, &'static [Field]),
+    /// At the next entry of the first call, do its step; then at the next entry of the second
+    /// call, do its step; then let the program go on untraced ([`Tracer::in_turn`]): a call made
+    /// to fail and the one the program makes to clean up after it made to fail too, or a call
+    /// made to fail and the program held as it exits, to see what it still holds.
+    InTurn([(Call, Step); 2]),
+}
+
+/// What [`Action::InTurn`] does at one of its calls.
+#[derive(Debug, Clone, Copy)]
+pub enum Step {
+    /// Skip the call and make it return this errno (reported as [`Tracer::failed_before`]
+    /// reads it).
+    Fail(i32),
+    /// Hold the program at the call's entry ([`Tracer::held_before`]) until the check says go
+    /// on ([`Tracer::go_on`], or [`Tracer::release`] at the last step).
+    Hold,
 }
 
 /// A field of the segment to watch: its offset from where the segment is attached, its length
@@ -329,6 +345,12 @@ impl Tracer {
         unsafe { libc::write(self.to_tracer.as_raw_fd(), [0u8].as_ptr().cast(), 1) };
         self.released = true;
         Ok(count)
+    }
+
+    /// Starts tracing `pid` (its main thread) to act at two calls in turn ([`Action::InTurn`]);
+    /// `None` if the machine does not allow it.
+    pub fn in_turn(pid: i32, steps: [(Call, Step); 2]) -> Result<Option<Tracer>, Fail> {
+        Tracer::attach(pid, steps[0].0, Action::InTurn(steps))
     }
 
     /// Starts watching `fields` of the segment `pid` attaches next (with `shmat()` on its main
@@ -530,6 +552,9 @@ unsafe fn trace(group: i32, pid: i32, call: Call, action: Action, pipes: Pipes) 
         if let Action::WatchAt(address, fields) = action {
             watch_from(pid, address, fields, pipes);
         }
+        if let Action::InTurn(steps) = action {
+            in_turn(pid, steps, pipes);
+        }
         let mut signal = 0usize;
         let mut left_to_fail = match action {
             Action::FailTimes(_, times) => times,
@@ -583,7 +608,7 @@ unsafe fn trace(group: i32, pid: i32, call: Call, action: Action, pipes: Pipes) 
                         libc::read(pipes.resume, byte.as_mut_ptr().cast(), 1);
                     }
                     Action::Watch(fields) => watch(pid, fields, pipes),
-                    Action::WatchAt(..) => {}
+                    Action::WatchAt(..) | Action::InTurn(_) => {}
                     Action::Fail(errno) => {
                         // No call at all (number -1), and on its way out, the error.
                         libc::ptrace(libc::PTRACE_POKEUSER, pid, ORIG_RAX, -1isize);
@@ -613,6 +638,59 @@ unsafe fn trace(group: i32, pid: i32, call: Call, action: Action, pipes: Pipes) 
                 signal = stopped_by as usize;
             }
         }
+    }
+}
+
+/// [`Action::InTurn`], in the forked child: `pid` is stopped, traced. Does each step at the next
+/// entry of its call, in turn, then detaches. Never returns.
+unsafe fn in_turn(pid: i32, steps: [(Call, Step); 2], pipes: Pipes) -> ! {
+    // SAFETY: plain system calls on our own descriptors and memory, and on the traced process.
+    unsafe {
+        let say = |byte: u8| libc::write(pipes.report, [byte].as_ptr().cast(), 1);
+        let gone = || -> ! {
+            say(GONE);
+            libc::_exit(0)
+        };
+        let mut status = 0;
+        let mut signal = 0usize;
+        let mut next = 0;
+        while next < steps.len() {
+            if libc::ptrace(libc::PTRACE_SYSCALL, pid, 0usize, signal) != 0
+                || libc::waitpid(pid, &mut status, libc::__WALL) != pid
+                || !libc::WIFSTOPPED(status)
+            {
+                gone();
+            }
+            signal = 0;
+            let stopped_by = libc::WSTOPSIG(status);
+            if stopped_by == libc::SIGTRAP | 0x80 {
+                let (call, step) = steps[next];
+                if !at_entry_of(pid, call) {
+                    continue;
+                }
+                match step {
+                    Step::Fail(errno) => {
+                        libc::ptrace(libc::PTRACE_POKEUSER, pid, ORIG_RAX, -1isize);
+                        if !to_exit_stop(pid, &mut status) {
+                            gone();
+                        }
+                        libc::ptrace(libc::PTRACE_POKEUSER, pid, RAX, -(errno as isize));
+                        say(FAILED);
+                    }
+                    Step::Hold => {
+                        say(HELD);
+                        let mut byte = [0u8];
+                        libc::read(pipes.resume, byte.as_mut_ptr().cast(), 1);
+                    }
+                }
+                next += 1;
+            } else if status >> 16 == 0 && stopped_by != libc::SIGTRAP {
+                // A signal on its way to the program: deliver it.
+                signal = stopped_by as usize;
+            }
+        }
+        libc::ptrace(libc::PTRACE_DETACH, pid, 0usize, 0usize);
+        libc::_exit(0)
     }
 }
 

@@ -9,6 +9,8 @@
 //! the call the error the kernel would give. Where it may not trace (an unprivileged grader), it
 //! brings about the one failure it can: a segment the reader may not read.
 
+use std::time::{Duration, Instant};
+
 use rand::RngExt;
 
 use crate::engine::{Fail, Proc, Run};
@@ -17,8 +19,8 @@ use super::HEADER_LEN;
 use super::protocol::{
     Name, expect, fresh_name, spawn_held_reader, spawn_publisher, spawn_reader, with_context,
 };
-use super::segments::{Planted, RemoveKeyOnDrop, full_record, segment};
-use crate::engine::tracer::{Action, Call, Match, Tracer};
+use super::segments::{Planted, RemoveKeyOnDrop, full_record, mapping_of, segment};
+use crate::engine::tracer::{Action, Call, Match, Step, Tracer};
 
 /// Which program meets the failure, and when.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -50,6 +52,21 @@ struct Injected {
     known: Option<(&'static str, &'static str)>,
     /// Why the program never made the call, if it did not.
     not_made: &'static str,
+    /// What the tracer does after the call failed.
+    then: Then,
+}
+
+/// What follows the failed call.
+#[derive(Clone, Copy)]
+enum Then {
+    /// Nothing: the program goes on untraced.
+    Nothing,
+    /// The call the program makes to clean up after it is made to fail too (with this errno):
+    /// the first error must still be the one reported. The call, as the messages name it.
+    Fail(Call, i32, &'static str),
+    /// The program is held as it exits: a reader whose open failed must hold no segment
+    /// attached.
+    HoldAtExit,
 }
 
 const NOT_FOUND_IS_ENOENT: &str = "only shmget()'s ENOENT (no segment has the key) is NotFound";
@@ -59,7 +76,7 @@ const FIRST_ERROR: &str = "the error that made publish() fail (no room for the r
                            one to report; a failure of the clean-up after it must neither \
                            replace it nor stop the clean-up";
 
-fn injected() -> [Injected; 12] {
+fn injected() -> [Injected; 14] {
     let shmctl = |command: i32| Match::Bits {
         arg: 1,
         mask: 0xff,
@@ -84,6 +101,7 @@ fn injected() -> [Injected; 12] {
             known: None,
             not_made: "the publisher never opened /proc/sys/kernel/shmmax: read the limit from \
                        it (max_segment_size()) each time a segment is created",
+            then: Then::Nothing,
         },
         Injected {
             who: Who::Publisher,
@@ -101,6 +119,7 @@ fn injected() -> [Injected; 12] {
                  ShmError::Get (kind=shmget)",
             )),
             not_made: "the publisher never called shmget() with IPC_CREAT on its main thread",
+            then: Then::Nothing,
         },
         // EACCES too: "permission denied", not "a segment has the key" (there is none).
         Injected {
@@ -119,6 +138,31 @@ fn injected() -> [Injected; 12] {
                  any other shmget() error is ShmError::Get (kind=shmget)",
             )),
             not_made: "the publisher never called shmget() with IPC_CREAT on its main thread",
+            then: Then::Nothing,
+        },
+        // shmat() fails after shmget() made the segment, and so does the removal of its
+        // clean-up: the error to report is still shmat()'s.
+        Injected {
+            who: Who::Publisher,
+            call: Call::any(libc::SYS_shmat),
+            errno: libc::ENOMEM,
+            what: "the publisher's shmat() (as for a segment larger than its address space)",
+            short: "shmat, then shmctl(IPC_RMID)",
+            kind: "shmat",
+            known: Some((
+                "shmctl",
+                "the error that made create() fail (shmat) is the one to report; a failure of \
+                 the clean-up after it (the removal of the new segment) must not replace it",
+            )),
+            not_made: "the publisher never called shmat() on its main thread",
+            then: Then::Fail(
+                Call {
+                    number: libc::SYS_shmctl,
+                    matching: shmctl(libc::IPC_RMID),
+                },
+                libc::EPERM,
+                "the shmctl(IPC_RMID) of its clean-up",
+            ),
         },
         Injected {
             who: Who::DetachingPublisher,
@@ -130,6 +174,7 @@ fn injected() -> [Injected; 12] {
             known: None,
             not_made: "the publisher never called shmdt() when told to detach: detach() must \
                        call it",
+            then: Then::Nothing,
         },
         Injected {
             who: Who::Reader,
@@ -147,6 +192,26 @@ fn injected() -> [Injected; 12] {
                  is NotFound, any other error is ShmError::Get (kind=shmget)",
             )),
             not_made: "the reader never called shmget(key, 0, 0) on its main thread",
+            then: Then::HoldAtExit,
+        },
+        // EIDRM ("being removed") is no ENOENT either: the segment was there.
+        Injected {
+            who: Who::Reader,
+            call: Call {
+                number: libc::SYS_shmget,
+                matching: shmget_creating(false),
+            },
+            errno: libc::EIDRM,
+            what: "the reader's shmget(key, 0, 0) (as for a segment being removed)",
+            short: "shmget (find)",
+            kind: "shmget",
+            known: Some((
+                "not-found",
+                "shmget() failed with EIDRM, not ENOENT; only ENOENT (no segment has the key) \
+                 is NotFound, any other error is ShmError::Get (kind=shmget)",
+            )),
+            not_made: "the reader never called shmget(key, 0, 0) on its main thread",
+            then: Then::HoldAtExit,
         },
         Injected {
             who: Who::Reader,
@@ -166,6 +231,7 @@ fn injected() -> [Injected; 12] {
             )),
             not_made: "the reader never called shmctl(IPC_STAT): take the segment's size from \
                        it",
+            then: Then::HoldAtExit,
         },
         Injected {
             who: Who::Reader,
@@ -180,6 +246,7 @@ fn injected() -> [Injected; 12] {
                  (kind=shmat)",
             )),
             not_made: "the reader never called shmat() on its main thread",
+            then: Then::HoldAtExit,
         },
         Injected {
             who: Who::RemovingReader,
@@ -195,6 +262,7 @@ fn injected() -> [Injected; 12] {
             known: None,
             not_made: "the reader with --remove never called shmctl(IPC_RMID): remove() must \
                        call it",
+            then: Then::Nothing,
         },
         // The errors that look like "already removed" are failures all the same.
         Injected {
@@ -210,6 +278,7 @@ fn injected() -> [Injected; 12] {
             known: None,
             not_made: "the reader with --remove never called shmctl(IPC_RMID): remove() must \
                        call it",
+            then: Then::Nothing,
         },
         Injected {
             who: Who::RemovingReader,
@@ -224,6 +293,7 @@ fn injected() -> [Injected; 12] {
             known: None,
             not_made: "the reader with --remove never called shmctl(IPC_RMID): remove() must \
                        call it",
+            then: Then::Nothing,
         },
         Injected {
             who: Who::CleaningPublisher,
@@ -236,6 +306,7 @@ fn injected() -> [Injected; 12] {
             known: Some(("shmdt", FIRST_ERROR)),
             not_made: "the publisher never called shmdt() once writing had failed: detach the \
                        segment, then remove it",
+            then: Then::Nothing,
         },
         Injected {
             who: Who::CleaningPublisher,
@@ -251,6 +322,7 @@ fn injected() -> [Injected; 12] {
             known: Some(("shmctl", FIRST_ERROR)),
             not_made: "the publisher never called shmctl(IPC_RMID) once writing had failed: \
                        remove the segment it made",
+            then: Then::Nothing,
         },
     ]
 }
@@ -264,12 +336,12 @@ pub fn system_call_failures(run: &mut Run) -> Result<String, Fail> {
     }
     let reader_name = fresh_name(run)?;
     let payload = run.random_bytes(200);
-    let _planted = Planted::new(run, reader_name.key, 4096, &full_record(7, &payload))?;
+    let planted = Planted::new(run, reader_name.key, 4096, &full_record(7, &payload))?;
     // Calls already reported right with another errno: a failure now is about this errno.
     let mut reported: Vec<(&str, nix::errno::Errno)> = Vec::new();
     for (n, case) in (1..).zip(injected()) {
         let errno = nix::errno::Errno::from_raw(case.errno);
-        let outcome = fail_one_call(run, &case, &reader_name, n).map_err(|fail| {
+        let outcome = fail_one_call(run, &case, (&reader_name, planted.id), n).map_err(|fail| {
             match (
                 fail,
                 reported.iter().find(|(short, _)| *short == case.short),
@@ -310,9 +382,19 @@ pub fn system_call_failures(run: &mut Run) -> Result<String, Fail> {
 }
 
 /// Runs the program of `case` with its call made to fail; `false` if the grader may not.
-fn fail_one_call(run: &mut Run, case: &Injected, reader: &Name, n: u32) -> Result<bool, Fail> {
+/// `planted` is the segment the readers find.
+fn fail_one_call(
+    run: &mut Run,
+    case: &Injected,
+    (reader, planted): (&Name, i32),
+    n: u32,
+) -> Result<bool, Fail> {
     let error = nix::errno::Errno::from_raw(case.errno);
-    let context = format!("with {} made to fail ({error})", case.what);
+    let mut context = format!("with {} made to fail ({error})", case.what);
+    if let Then::Fail(_, errno, what) = case.then {
+        let errno = nix::errno::Errno::from_raw(errno);
+        context.push_str(&format!(", then {what} ({errno})"));
+    }
     let (mut proc, publisher_key) = match case.who {
         Who::Publisher | Who::DetachingPublisher => {
             let name = fresh_name(run)?;
@@ -333,8 +415,14 @@ fn fail_one_call(run: &mut Run, case: &Injected, reader: &Name, n: u32) -> Resul
         }
     };
     let _removed = RemoveKeyOnDrop(publisher_key);
-    let Some(mut tracer) = Tracer::attach(proc.pid.as_raw(), case.call, Action::Fail(case.errno))?
-    else {
+    let pid = proc.pid.as_raw();
+    let first = (case.call, Step::Fail(case.errno));
+    let traced = match case.then {
+        Then::Nothing => Tracer::attach(pid, case.call, Action::Fail(case.errno))?,
+        Then::Fail(call, errno, _) => Tracer::in_turn(pid, [first, (call, Step::Fail(errno))])?,
+        Then::HoldAtExit => Tracer::in_turn(pid, [first, (exit(), Step::Hold)])?,
+    };
+    let Some(mut tracer) = traced else {
         proc.kill_tree();
         return Ok(false);
     };
@@ -355,7 +443,34 @@ fn fail_one_call(run: &mut Run, case: &Injected, reader: &Name, n: u32) -> Resul
     }
     let message = proc.recv_any().map_err(with_context(&context))?;
     let failed = tracer.failed_the_call()?;
-    drop(tracer);
+    match case.then {
+        Then::Fail(_, _, what) if failed => {
+            let second = tracer.failed_the_call()?;
+            drop(tracer);
+            return judge_second_failure(&mut proc, case, (&context, what), &message, second);
+        }
+        Then::HoldAtExit if failed && message.kind == "failed" => {
+            let until = Instant::now() + Duration::from_secs(5);
+            let left = if tracer.held_before(until)? {
+                mapping_of(pid, planted)
+            } else {
+                None
+            };
+            tracer.release();
+            if let Some(perms) = left {
+                proc.wait()?;
+                return Err(Fail::failed(format!(
+                    "{context}, the reader said kind={}, but as it exited it still had the \
+                     segment (id {planted}) attached (its /proc/PID/maps maps it {perms}): it \
+                     attached the segment though open() failed, and never detached it; open() \
+                     is shmget(), the size from shmctl(IPC_STAT), then shmat() last, and leaves \
+                     nothing attached when it fails",
+                    message.get("kind").unwrap_or("none")
+                )));
+            }
+        }
+        _ => drop(tracer),
+    }
     if case.who == Who::CleaningPublisher {
         return judge_clean_up(&mut proc, case, &context, &message, (failed, publisher_key));
     }
@@ -402,6 +517,32 @@ fn judge_clean_up(
         Fail::Failed(m) => Fail::Failed(format!("{m}{left_note}")),
         other => other,
     })
+}
+
+/// The exit of a program, where a [`Then::HoldAtExit`] holds it.
+fn exit() -> Call {
+    Call::one_of(&[libc::SYS_exit_group, libc::SYS_exit])
+}
+
+/// A program whose call failed, and then the call it made to clean up after it (`what`): it
+/// must report the first failure, and have made the second call.
+fn judge_second_failure(
+    proc: &mut Proc,
+    case: &Injected,
+    (context, what): (&str, &str),
+    message: &ipc_labs_driver::Message,
+    second: bool,
+) -> Result<bool, Fail> {
+    let said = (message.kind.as_str(), message.get("kind"));
+    if said == ("failed", Some(case.kind)) && !second {
+        proc.wait()?;
+        return Err(Fail::failed(format!(
+            "{context}: the program reported kind={}, but it never made {what}: when shmat() \
+             fails, remove the segment shmget() just made",
+            case.kind
+        )));
+    }
+    judge(proc, case, context, message, true)
 }
 
 /// What the program said after its call failed, against what the case wants.

@@ -509,9 +509,121 @@ pub fn size_limit(run: &mut Run) -> Result<String, Fail> {
         }
     }
     proc.wait()?;
+    let setting = format!("shmmax set to {shmmax} (in a private IPC namespace)");
+    over_the_limit_key_taken(run, &name, (shmmax, &setting), &payload)?;
+    let shmall = shmall_bounds_no_segment(run, &namespace, &name, (shmmax, &setting), &payload)?;
     drop(namespace);
     Ok(format!(
-        "with shmmax {shmmax}, a size of {shmmax} (id 1) was published and {over} was too-large"
+        "with shmmax {shmmax}, a size of {shmmax} (id 1) was published and {over} was too-large, \
+         also with the key taken; {shmall}"
+    ))
+}
+
+/// The size is judged before `shmget()`: one past the limit is too-large even when a segment
+/// has the key already (`shmget()` reports a taken key before it looks at the size).
+fn over_the_limit_key_taken(
+    run: &mut Run,
+    name: &Name,
+    (shmmax, setting): (u64, &str),
+    payload: &[u8],
+) -> Result<(), Fail> {
+    let Some(over) = shmmax.checked_add(1) else {
+        return Ok(());
+    };
+    let _planted = Planted::new(run, name.key, 64, &[])?;
+    let what =
+        format!("with {setting}, a segment already at the key and a size of {over} (shmmax + 1)");
+    let mut proc = start_publisher(run, (&name.path, name.id, over), 5, payload)?;
+    let message = proc.recv_any().map_err(with_context(&what))?;
+    match (message.kind.as_str(), message.get("kind")) {
+        ("failed", Some("too-large")) => {}
+        ("failed", Some("exists")) => {
+            proc.wait()?;
+            return Err(Fail::failed(format!(
+                "{what}, the publisher said kind=exists, the lab wants too-large (with the key \
+                 free it said too-large): it learned that the key was taken before it compared the \
+                 size with shmmax, or it never compares it and leaves the size to shmget(), \
+                 which reports a taken key before it looks at the size; compare the size with \
+                 shmmax first, before shmget()"
+            )));
+        }
+        (said, kind) => {
+            return Err(Fail::failed(format!(
+                "{what}, the publisher said `{said}` (kind={}), the lab wants `failed` with \
+                 kind=too-large",
+                kind.unwrap_or("none")
+            )));
+        }
+    }
+    proc.wait()?;
+    Ok(())
+}
+
+/// `shmall` (the total of all segments, in pages) bounds no single segment: with it lowered
+/// below `shmmax`, a size one byte past it (and no more than `shmmax`) must reach `shmget()`,
+/// which refuses it (`ENOSPC`: `kind=shmget`) or makes it.
+fn shmall_bounds_no_segment(
+    run: &mut Run,
+    namespace: &PrivateIpc,
+    name: &Name,
+    (shmmax, setting): (u64, &str),
+    payload: &[u8],
+) -> Result<String, Fail> {
+    // SAFETY: sysconf takes no pointers.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as u64;
+    let pages = run.rng().random_range(1..shmmax / page);
+    namespace.set("shmall", pages)?;
+    let size = pages * page + 1;
+    let what = format!(
+        "with {setting} and shmall lowered to {pages} pages ({} bytes), a size of {size} (one \
+         byte past shmall's bytes, no more than shmmax)",
+        pages * page
+    );
+    let mut proc = start_publisher(run, (&name.path, name.id, size), 6, payload)?;
+    let message = proc.recv_any().map_err(with_context(&what))?;
+    match (message.kind.as_str(), message.get("kind")) {
+        ("failed", Some("shmget")) => proc.wait().map(drop)?,
+        ("ready", _) => {
+            proc.send("go", &[])?;
+            expect(&mut proc, "publisher", "done")?;
+            proc.send("exit", &[])?;
+            proc.wait()?;
+            segment(name.key).into_iter().for_each(|s| rmid(s.id));
+        }
+        ("failed", Some("too-large")) => {
+            proc.wait()?;
+            let error = message.get("error").unwrap_or("");
+            let limit = error
+                .split("limit of ")
+                .nth(1)
+                .and_then(|rest| rest.split_whitespace().next())
+                .and_then(|n| n.parse::<u64>().ok());
+            let why = if limit == Some(pages * page) {
+                format!(
+                    "it compared the size with {}, shmall times the page size",
+                    pages * page
+                )
+            } else {
+                "its limit is below shmmax".to_string()
+            };
+            return Err(Fail::failed(format!(
+                "{what}, the publisher said kind=too-large ({error}): {why}; shmall is the total \
+                 of all segments' pages, not a limit on one segment: only a size above shmmax \
+                 is too large, and shmget() itself refuses a segment that would take the total \
+                 past shmall (ENOSPC, kind=shmget)"
+            )));
+        }
+        (said, kind) => {
+            return Err(Fail::failed(format!(
+                "{what}, the publisher said `{said}` (kind={}: {}), the lab wants it let \
+                 through to shmget() (kind=shmget when the kernel refuses it)",
+                kind.unwrap_or("none"),
+                message.get("error").unwrap_or("")
+            )));
+        }
+    }
+    Ok(format!(
+        "with shmall lowered to {pages} pages, a size of {size} reached shmget()"
     ))
 }
 
@@ -634,7 +746,10 @@ fn machine_limit(run: &mut Run, payload: &[u8]) -> Result<String, Fail> {
         }
     }
     proc.wait()?;
+    let setting = format!("the machine's shmmax ({shmmax})");
+    over_the_limit_key_taken(run, &name, (shmmax, &setting), payload)?;
     Ok(format!(
-        "a size of exactly shmmax ({shmmax}) was allowed and shmmax + 1 was too-large"
+        "a size of exactly shmmax ({shmmax}) was allowed and shmmax + 1 was too-large, also \
+         with the key taken"
     ))
 }

@@ -80,7 +80,7 @@ pub static LAB: Lab = Lab {
             timeout: Duration::from_secs(10),
             description: "the grader attaches the publisher's segment itself and finds the \
                           record in it, with a payload that fills it to the last byte, written \
-                          there and nowhere else",
+                          there by the publisher's own stores and nowhere else",
             exclusive: false,
             hint: Some(
                 "The record (magic, sequence, length, payload) goes into the segment at the handout's offsets, and nowhere else. See docs/labs/04-sysv-shm.md, the rules table (\"the record layout\").",
@@ -105,7 +105,8 @@ pub static LAB: Lab = Lab {
             points: 3,
             timeout: Duration::from_secs(10),
             description: "the reader copies out records the grader planted itself: one that \
-                          fills its segment, and an empty one in a 16-byte segment",
+                          fills its segment, and an empty one in a 16-byte segment; it loads the \
+                          payload from its mapping itself",
             exclusive: false,
             hint: Some(
                 "The reader copies the payload out of the segment each time it runs. See docs/labs/04-sysv-shm.md, the rules table (the reader rules).",
@@ -156,7 +157,7 @@ pub static LAB: Lab = Lab {
             description: "the reader rejects random bytes (bad-magic, whatever their length \
                           field), a length one byte past the end or wrapping around, a segment \
                           smaller than a header (bad-length), and a missing segment (not-found), \
-                          and loads no field before the magic",
+                          loads no field before the magic, and copies the length it checked",
             exclusive: false,
             hint: Some(
                 "The reader checks the header, then the magic, then the length (without overflow), and loads the length and sequence after the magic. See docs/labs/04-sysv-shm.md, the rules table (the reader validation rules).",
@@ -181,9 +182,10 @@ pub static LAB: Lab = Lab {
             name: "size-limit",
             points: 2,
             timeout: Duration::from_secs(10),
-            description: "a size of exactly shmmax is allowed and shmmax + 1 is too-large, with \
-                          shmmax as /proc/sys/kernel/shmmax says now (lowered in a private IPC \
-                          namespace when the grader runs as root)",
+            description: "a size of exactly shmmax is allowed and shmmax + 1 is too-large (even \
+                          with the key taken), with shmmax as /proc/sys/kernel/shmmax says now \
+                          (lowered in a private IPC namespace when the grader runs as root, and \
+                          shmall below it, which bounds no single segment)",
             exclusive: false,
             hint: Some(
                 "TooLarge only above shmmax, read in bytes when creating. See docs/labs/04-sysv-shm.md, the rules table (the TooLarge rule).",
@@ -196,8 +198,9 @@ pub static LAB: Lab = Lab {
             timeout: Duration::from_secs(10),
             description: "a failing system call (shmget, shmctl, shmat, shmdt, the open of \
                           shmmax) is reported with its own kind, never as not-found or exists, \
-                          whatever its errno; a publisher whose clean-up after no-room fails \
-                          still reports no-room and removes its segment",
+                          whatever its errno, and a reader whose open failed holds nothing \
+                          attached; a publisher whose clean-up after no-room or shmat fails \
+                          still reports that first error",
             exclusive: false,
             hint: Some(
                 "Each failing system call has its own error kind. See docs/labs/04-sysv-shm.md, the rules table (\"each failing call has its kind\").",

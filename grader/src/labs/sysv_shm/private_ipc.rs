@@ -31,11 +31,16 @@ impl PrivateIpc {
         }
         let namespace = PrivateIpc { original };
         for (name, value) in limits {
-            let path = format!("/proc/sys/kernel/{name}");
-            std::fs::write(&path, value.to_string())
-                .map_err(|e| Fail::Grader(format!("writing {path}: {e}")))?;
+            namespace.set(name, *value)?;
         }
         Ok(Some(namespace))
+    }
+
+    /// Sets the limit `/proc/sys/kernel/<name>` of the namespace to `value`.
+    pub fn set(&self, name: &str, value: u64) -> Result<(), Fail> {
+        let path = format!("/proc/sys/kernel/{name}");
+        std::fs::write(&path, value.to_string())
+            .map_err(|e| Fail::Grader(format!("writing {path}: {e}")))
     }
 }
 

@@ -148,11 +148,92 @@ pub fn record_in_segment(run: &mut Run) -> Result<String, Fail> {
         )));
     }
     published.finish()?;
+    let stored = match payload_stored_by_publisher(run)? {
+        Some(()) => ", and stored the payload into the segment itself (watched)",
+        None => "",
+    };
     Ok(format!(
         "the grader found the record (sequence {}, {len} bytes) in the {size}-byte segment \
-         itself, and the publisher wrote it nowhere else",
+         itself, and the publisher wrote it nowhere else{stored}",
         published.sequence
     ))
+}
+
+/// The payload's first 8 bytes, watched for stores.
+const PAYLOAD_STORES: &[Field] = &[Field {
+    offset: HEADER_LEN,
+    len: 8,
+    loads: false,
+}];
+
+/// Watches the publisher's stores to the payload's first bytes: one of them must leave those
+/// bytes in the segment. A payload the kernel copies in (`process_vm_writev()`, a write to
+/// `/proc/self/mem`) comes with no store of the publisher's own. `None` where the grader may
+/// not watch.
+fn payload_stored_by_publisher(run: &mut Run) -> Result<Option<()>, Fail> {
+    let name = fresh_name(run)?;
+    let len = run.rng().random_range(2000..12000usize);
+    let size = (HEADER_LEN + len + run.rng().random_range(0..100usize)) as u64;
+    let sequence = run.rng().random_range(2..1_000_000u32);
+    let payload = run.random_bytes(len);
+    let mut proc = spawn_publisher(run, &name.path, name.id, size, sequence, &payload)?;
+    let _removed = RemoveKeyOnDrop(Some(name.key));
+    let unwatched = "the grader may not watch the publisher's stores here (ptrace, hardware \
+                     watchpoints, x86-64): how it copies the payload was not seen";
+    let Some(mut watch) = Tracer::watch(proc.pid.as_raw(), PAYLOAD_STORES)? else {
+        run.note(unwatched);
+        proc.kill_tree();
+        return Ok(None);
+    };
+    proc.send("go", &[])?;
+    let how = format!(
+        "with the stores to the first 8 bytes of its {len}-byte payload in the segment watched \
+         (a hardware watchpoint set when its shmat() returned)"
+    );
+    let (mut stores, mut stored) = (0, false);
+    let message = loop {
+        match watch.next(&mut proc, run.deadline())? {
+            Watched::Armed => {}
+            Watched::Unavailable => {
+                drop(watch);
+                run.note(unwatched);
+                proc.kill_tree();
+                return Ok(None);
+            }
+            Watched::Hit => {
+                stores += 1;
+                stored |= segment(name.key)
+                    .and_then(|s| segment_bytes(s.id, HEADER_LEN + 8).ok())
+                    .is_some_and(|b| b[HEADER_LEN..] == payload[..8]);
+                watch.go_on();
+            }
+            Watched::Said(message) => break message,
+            Watched::Lost => break proc.recv_any()?,
+        }
+    };
+    drop(watch);
+    as_expected(message, "publisher", "ready").map_err(with_context(&how))?;
+    let in_segment = segment(name.key)
+        .and_then(|s| segment_bytes(s.id, HEADER_LEN + 8).ok())
+        .is_some_and(|b| b[HEADER_LEN..] == payload[..8]);
+    if in_segment && !stored {
+        let seen = match stores {
+            0 => "no store to them at all".to_string(),
+            n => format!("{n} stores to them, none leaving the payload's bytes"),
+        };
+        return Err(Fail::failed(format!(
+            "{how}, the publisher said `ready` with the payload in its segment, but no \
+             instruction of its main thread stored those bytes there ({seen}): they got there \
+             another way, copied by the \
+             kernel (process_vm_writev(), a write to /proc/self/mem) or by another thread; copy \
+             the payload into the segment through the address shmat() returned"
+        )));
+    }
+    proc.send("go", &[])?;
+    expect(&mut proc, "publisher", "done")?;
+    proc.send("exit", &[])?;
+    proc.wait()?;
+    Ok(Some(()))
 }
 
 pub fn killed_mid_write(run: &mut Run) -> Result<String, Fail> {

@@ -7,7 +7,8 @@ use rand::RngExt;
 use crate::engine::{Fail, Run};
 
 use super::protocol::{
-    Name, fresh_name, read_to_end, spawn_held_reader, spawn_reader, verify_read, with_context,
+    Name, as_expected, exits_cleanly, fresh_name, read_to_end, spawn_held_reader, spawn_reader,
+    verify_read, with_context,
 };
 use super::segments::{Planted, full_record, overwrite, record};
 use super::{HEADER_LEN, MAGIC};
@@ -126,11 +127,84 @@ pub fn reader_reads_segment(run: &mut Run) -> Result<String, Fail> {
         let what = "an empty record the grader planted in a segment of just a 16-byte header";
         reader_accepts(run, &name, (empty_sequence, &[]), 2, what)?;
     }
+    let watched = payload_loaded_from_mapping(run, &name, 3)?;
     Ok(format!(
         "the reader copied out planted records: {} bytes filling a {size}-byte segment, and an \
-         empty one in 16 bytes",
-        payload.len()
+         empty one in 16 bytes{}",
+        payload.len(),
+        if watched.is_some() {
+            "; watched, it loaded the payload from its mapping itself"
+        } else {
+            ""
+        }
     ))
+}
+
+/// The payload's first 8 bytes, watched for loads.
+const PAYLOAD_LOADS: &[Field] = &[Field {
+    offset: HEADER_LEN,
+    len: 8,
+    loads: true,
+}];
+
+/// Watches the reader's loads of the payload's first bytes: it must copy the payload out of its
+/// mapping itself, not have the kernel copy it (a `read()` of `/proc/self/mem`,
+/// `process_vm_readv()`), which no load of its own would show. `None` where the grader may not
+/// watch.
+fn payload_loaded_from_mapping(run: &mut Run, name: &Name, n: u32) -> Result<Option<()>, Fail> {
+    let size = 4096 + run.rng().random_range(100..8000usize);
+    let len = size - HEADER_LEN - run.rng().random_range(0..100usize);
+    let sequence = run.rng().random_range(2..1_000_000u32);
+    let payload = run.random_bytes(len);
+    let _planted = Planted::new(run, name.key, size, &full_record(sequence, &payload))?;
+    let (mut reader, output) = spawn_held_reader(run, name, false, n)?;
+    let unwatched = "the grader may not watch the reader's loads here (ptrace, hardware \
+                     watchpoints, x86-64): how it copies the payload was not seen";
+    let Some(mut watch) = Tracer::watch(reader.pid.as_raw(), PAYLOAD_LOADS)? else {
+        run.note(unwatched);
+        reader.kill_tree();
+        return Ok(None);
+    };
+    reader.send("go", &[])?;
+    let what = format!(
+        "a {len}-byte record the grader planted in a {size}-byte segment, the loads of its \
+         payload's first 8 bytes watched (a hardware watchpoint set when the reader's shmat() \
+         returned)"
+    );
+    let context = format!("on {what}");
+    let mut loads = 0;
+    let message = loop {
+        match watch.next(&mut reader, run.deadline())? {
+            Watched::Armed => {}
+            Watched::Unavailable => {
+                drop(watch);
+                run.note(unwatched);
+                reader.kill_tree();
+                return Ok(None);
+            }
+            Watched::Said(message) if message.kind == "attached" => reader.send("go", &[])?,
+            Watched::Said(message) => break message,
+            Watched::Hit => {
+                loads += 1;
+                watch.go_on();
+            }
+            Watched::Lost => break reader.recv_any().map_err(with_context(&context))?,
+        }
+    };
+    drop(watch);
+    let done = as_expected(message, "reader", "done").map_err(with_context(&context))?;
+    exits_cleanly(&mut reader, "reader")?;
+    verify_read(&done, &output, sequence, &payload, "planted").map_err(with_context(&context))?;
+    if loads == 0 {
+        return Err(Fail::failed(format!(
+            "{context}: the reader wrote the planted payload, but no instruction of its main \
+             thread ever loaded the payload's first bytes from its mapping of the segment: the \
+             bytes reached it another way, copied by the kernel (a read() of /proc/self/mem, \
+             process_vm_readv()) or by another thread; copy the payload out of the segment \
+             through the address shmat() returned"
+        )));
+    }
+    Ok(Some(()))
 }
 
 pub fn reader_validates(run: &mut Run) -> Result<String, Fail> {
@@ -275,6 +349,9 @@ pub fn reader_validates(run: &mut Run) -> Result<String, Fail> {
     if record_completed_while_read(run, &name, 8)?.is_some() {
         tried.push_str(", and did not take the fields of a record completed under it");
     }
+    if length_changed_after_its_load(run, &name, 9)?.is_some() {
+        tried.push_str(", and copied the length it had checked when it changed afterwards");
+    }
     Ok(format!("the reader rejected {tried}"))
 }
 
@@ -411,4 +488,111 @@ fn record_completed_while_read(run: &mut Run, name: &Name, n: u32) -> Result<Opt
             ),
         },
     ))
+}
+
+/// The length field, watched for loads.
+const LENGTH_LOADS: &[Field] = &[Field {
+    offset: 8,
+    len: 8,
+    loads: true,
+}];
+
+/// A record whose length field the grader changes to one far past the segment's end right
+/// after the reader's first load of it (after the magic): the reader must copy the length it
+/// loaded and checked (or, if it loads the field again, check that one too), never a length
+/// it loads anew for the copy. `None` where the grader may not watch.
+fn length_changed_after_its_load(run: &mut Run, name: &Name, n: u32) -> Result<Option<()>, Fail> {
+    let size = 4096 + run.rng().random_range(100..3000usize);
+    let len = run.rng().random_range(100..=size - HEADER_LEN);
+    let sequence = run.rng().random_range(2..1_000_000u32);
+    let payload = run.random_bytes(len);
+    let planted = Planted::new(run, name.key, size, &full_record(sequence, &payload))?;
+    let (mut reader, output) = spawn_held_reader(run, name, false, n)?;
+    let unwatched = "the grader may not watch the reader's loads here (ptrace, hardware \
+                     watchpoints, x86-64): a length changed after the reader loaded it was not \
+                     tried";
+    let Some(mut watch) = Tracer::watch(reader.pid.as_raw(), LENGTH_LOADS)? else {
+        run.note(unwatched);
+        reader.kill_tree();
+        return Ok(None);
+    };
+    reader.send("go", &[])?;
+    let forged = (1u64 << 40) + run.rng().random_range(0..1u64 << 20);
+    let what = format!(
+        "a {len}-byte record in a {size}-byte segment whose length field the grader changed to \
+         {forged} (far past the segment's end) right after the reader's first load of it"
+    );
+    let mut loads = 0;
+    let outcome = loop {
+        match watch.next(&mut reader, run.deadline())? {
+            Watched::Armed => {}
+            Watched::Unavailable => {
+                drop(watch);
+                run.note(unwatched);
+                reader.kill_tree();
+                return Ok(None);
+            }
+            Watched::Said(message) if message.kind == "attached" => reader.send("go", &[])?,
+            Watched::Said(message) => break Ok(message),
+            Watched::Hit => {
+                loads += 1;
+                if loads == 1 {
+                    overwrite(planted.id, 8, &forged.to_ne_bytes())?;
+                }
+                watch.go_on();
+            }
+            Watched::Lost => break reader.recv_any(),
+        }
+    };
+    drop(watch);
+    if let Ok(message) = &outcome
+        && matches!(message.kind.as_str(), "failed" | "done")
+    {
+        reader.wait()?;
+    }
+    let did = match &outcome {
+        Ok(m) if m.kind == "done" => {
+            let read = std::fs::read(&output)?;
+            if m.get("sequence") == Some(sequence.to_string().as_str()) && read == payload {
+                return Ok(Some(()));
+            }
+            format!(
+                "reported a record of {} bytes and wrote {} bytes (the record holds {len})",
+                m.get("length").unwrap_or("?"),
+                read.len()
+            )
+        }
+        // The field loaded again, and checked: refusing the new length is safe.
+        Ok(m) if m.kind == "failed" && m.get("kind") == Some("bad-length") && loads > 1 => {
+            return Ok(Some(()));
+        }
+        Ok(m) => format!(
+            "said `{}` (kind={})",
+            m.kind,
+            m.get("kind").unwrap_or("none")
+        ),
+        Err(Fail::Crashed(_)) => "crashed".to_string(),
+        Err(other) => return Err(with_context(&format!("on {what}"))(other.clone())),
+    };
+    let crash = match &outcome {
+        Err(Fail::Crashed(m)) => format!(" ({m})"),
+        _ => String::new(),
+    };
+    let text = if loads > 1 {
+        format!(
+            "on {what}: the reader loaded the length field again ({loads} loads of it in all) \
+             and {did}: it copies with a length loaded anew, which it never checked (a double \
+             fetch: another process may change the field between the two loads); load the \
+             length once, after the magic, check it, and copy exactly that many bytes{crash}"
+        )
+    } else {
+        format!(
+            "on {what}: the reader {did}; it was to copy the {len} bytes of the length it had \
+             loaded and checked{crash}"
+        )
+    };
+    Err(match outcome {
+        Err(Fail::Crashed(_)) => Fail::Crashed(text),
+        _ => Fail::failed(text),
+    })
 }
