@@ -670,6 +670,11 @@ pub fn unlinked_but_mapped(run: &mut Run) -> Result<String, Fail> {
     // or EPERM for a program that does not own it), which is no not-found.
     let dir = dev_shm(&name);
     std::fs::create_dir(&dir)?;
+    // The program's own, so that the error is EISDIR whoever it runs as (not the sticky
+    // /dev/shm's EPERM).
+    if let Some((uid, gid)) = run.program_user() {
+        std::os::unix::fs::chown(&dir, Some(uid), Some(gid))?;
+    }
     let answer = creator.command(&[("op", "unlink".into())]);
     let _ = std::fs::remove_dir(&dir);
     let answer = answer?;
