@@ -106,6 +106,9 @@ pub fn await_answer_watching(
 ) -> Result<Message, Fail> {
     let pid = proc.pid.as_raw();
     let mut asleep = 0;
+    // Looks that found it blocked in another call than a read of its commands, and the call.
+    let mut blocked = 0;
+    let mut blocked_in = String::new();
     let until = Instant::now() + LOOKING;
     look();
     while Instant::now() < until {
@@ -114,25 +117,95 @@ pub fn await_answer_watching(
             return Ok(message);
         }
         look();
-        let sleeping = inspect::view(pid).is_some_and(|view| {
+        let view = inspect::view(pid);
+        let sleeping = view.as_ref().is_some_and(|view| {
             view.threads
                 .iter()
-                .any(|t| t.state == 'S' && classify(&view, t.syscall) == Activity::Sleep)
+                .any(|t| t.state == 'S' && classify(view, t.syscall) == Activity::Sleep)
         });
         asleep += u32::from(sleeping);
-        if asleep >= ASLEEP_LOOKS {
-            let due = due.map_or_else(
+        let waiting = view.as_ref().and_then(|view| {
+            view.threads
+                .iter()
+                .filter(|t| t.state == 'S')
+                .find_map(|t| waiting_in(view, t.syscall?))
+        });
+        if let Some(call) = waiting.filter(|_| !sleeping) {
+            blocked += 1;
+            blocked_in = call;
+        }
+        let due = || {
+            due.map_or_else(
                 || "every call answers at once".to_string(),
                 |due| format!("it must fail at once with kind={due}"),
-            );
+            )
+        };
+        if asleep >= ASLEEP_LOOKS {
             return Err(Fail::failed(format!(
                 "{what}, {who} did not answer: it was asleep in nanosleep() at {ASLEEP_LOOKS} \
                  looks, 10 ms apart, waiting for something to change; nothing in this lab \
-                 waits: {due}"
+                 waits: {}",
+                due()
+            )));
+        }
+        if blocked >= ASLEEP_LOOKS {
+            return Err(Fail::failed(format!(
+                "{what}, {who} did not answer: it was blocked in {blocked_in} at \
+                 {ASLEEP_LOOKS} looks, 10 ms apart, waiting for something to happen (the \
+                 grader's commands come on descriptor {CONTROL_FD}, which it was not reading); \
+                 nothing in this lab waits, with or without a timeout: {}",
+                due()
             )));
         }
     }
     proc.recv_any()
+}
+
+/// The program's end of the control socket, where its commands come from.
+const CONTROL_FD: i32 = 3;
+
+/// The call a thread blocked in `syscall` (number, first argument) waits in, in words, unless it
+/// reads its commands (the one wait the program has) or the call is unknown (a page fault).
+fn waiting_in(view: &inspect::ProcessView, (number, arg0): (i64, u64)) -> Option<String> {
+    let fd = arg0 as i32;
+    let reads = [
+        libc::SYS_read,
+        libc::SYS_readv,
+        libc::SYS_recvfrom,
+        libc::SYS_recvmsg,
+    ];
+    if number < 0 || (reads.contains(&number) && fd == CONTROL_FD) {
+        return None;
+    }
+    let on = |call: &str| {
+        let target = view.fds.get(&fd).map_or("", String::as_str);
+        if target.is_empty() {
+            format!("{call}() of descriptor {fd}")
+        } else {
+            format!("{call}() of descriptor {fd} ({target})")
+        }
+    };
+    Some(match number {
+        libc::SYS_poll => "poll()".into(),
+        libc::SYS_ppoll => "ppoll()".into(),
+        libc::SYS_select => "select()".into(),
+        libc::SYS_pselect6 => "pselect()".into(),
+        libc::SYS_epoll_wait | libc::SYS_epoll_pwait => "epoll_wait()".into(),
+        libc::SYS_futex => "a futex wait".into(),
+        libc::SYS_nanosleep => "nanosleep()".into(),
+        libc::SYS_clock_nanosleep => "clock_nanosleep()".into(),
+        libc::SYS_rt_sigtimedwait => "sigtimedwait()".into(),
+        libc::SYS_pause => "pause()".into(),
+        libc::SYS_wait4 | libc::SYS_waitid => "a wait for a child".into(),
+        libc::SYS_read => on("read"),
+        libc::SYS_readv => on("readv"),
+        libc::SYS_recvfrom => on("recvfrom"),
+        libc::SYS_recvmsg => on("recvmsg"),
+        libc::SYS_write => on("write"),
+        libc::SYS_flock => on("flock"),
+        libc::SYS_fcntl => on("fcntl"),
+        other => format!("system call {other}"),
+    })
 }
 
 /// What an answer said, for a message: "`mapped`", "`failed` (kind=exists: ...)".

@@ -12,7 +12,8 @@ use super::driver::{
     CREATOR, OPENER, Table, await_answer, await_answer_watching, is_refusal, refused, said, start,
 };
 use super::probes::{
-    dev_shm, exists, object_bytes, plant_dangling_link, plant_link, plant_object, runnable_ns,
+    dev_shm, exists, object_bytes, plant_dangling_link, plant_link, plant_object, plant_sparse,
+    runnable_ns,
 };
 
 /// A name the program must refuse, and what is wrong with it.
@@ -125,6 +126,12 @@ pub fn invalid_names(run: &mut Run) -> Result<String, Fail> {
             "two leading slashes",
         ),
     ];
+    // A bad name with size 0: the name is checked first, so it is bad-name, not zero-size.
+    let zero_named = run.ipc_name("zero-noslash");
+    let zero_bad = zero_named.trim_start_matches('/').to_string();
+    // Any bytes but '/' may follow the slash: a space, punctuation, characters of 2 and 3
+    // bytes (well under 255 bytes in all).
+    let odd = format!("{} a+b:c,d=é数据!", run.ipc_name("odd"));
     let mut planted = Vec::new();
     for (_, target, _) in &cases {
         planted.push(plant_object(run, target, &[0u8; 64])?);
@@ -133,6 +140,8 @@ pub fn invalid_names(run: &mut Run) -> Result<String, Fail> {
     // None of these depends on another: all start at once, and are judged in order.
     let creating = start_all(run, &names, Some(64), CREATOR)?;
     let opening = start_all(run, &opened, None, OPENER)?;
+    let mut zero_proc = start(run, &zero_bad, Some(0), CREATOR)?;
+    let mut odd_proc = start(run, &odd, Some(64), CREATOR)?;
     let mut answers = first_answers(creating, &names, CREATOR)?;
     let (edge_proc, edge_answer) = answers.pop().expect("the longest name's answer");
     for (case, (mut proc, answer)) in bad.iter().zip(answers) {
@@ -168,10 +177,58 @@ pub fn invalid_names(run: &mut Run) -> Result<String, Fail> {
         )));
     }
     drop(planted);
+
+    let what =
+        format!("creating a table of size 0 under a name with no leading slash ({zero_bad:.40})");
+    let answer = await_answer(&mut zero_proc, CREATOR, &what, None)?;
+    if is_refusal(&answer, "zero-size") {
+        return Err(Fail::failed(format!(
+            "{what}, the program said kind=zero-size, not kind=bad-name: create() checks the \
+             name first, then the size (a bad name is bad-name whatever the size)"
+        )));
+    }
+    judge_bad_name(
+        &BadName {
+            name: zero_bad.clone(),
+            what: "no leading slash (and size 0)".into(),
+            why: "check_name() must refuse it, before the size is looked at",
+            lands: Some(zero_named.clone()),
+        },
+        &answer,
+        "create",
+    )?;
+    zero_proc.wait()?;
+
+    let what =
+        format!("creating a table named {odd:?} (a space, punctuation, 2- and 3-byte characters)");
+    let answer = await_answer(&mut odd_proc, CREATOR, &what, None)?;
+    if is_refusal(&answer, "bad-name") {
+        return Err(Fail::failed(format!(
+            "{what}, the program said {}: a name is '/' then 1 or more bytes, any but '/', at \
+             most 255 bytes in all; no character set is asked for, so check only the slashes \
+             and the length",
+            said(&answer)
+        )));
+    }
+    let mut odd_table = super::driver::mapped(odd_proc, answer, &odd, CREATOR)?;
+    let mut odd_opener = start(run, &odd, None, OPENER)?;
+    let answer = await_answer(&mut odd_opener, OPENER, &format!("opening {odd:?}"), None)?;
+    if is_refusal(&answer, "bad-name") {
+        return Err(Fail::failed(format!(
+            "opening {odd:?}, which the creator had created, the program said {}: open() \
+             must accept every name create() accepts ('/' then any bytes but '/', at most 255)",
+            said(&answer)
+        )));
+    }
+    let odd_opened = super::driver::mapped(odd_opener, answer, &odd, OPENER)?;
+    odd_table.unlink()?;
+    odd_opened.close()?;
+    odd_table.close()?;
     Ok(
         "bad names (no leading slash, two leading slashes, a second slash, '/' alone, 256 \
         bytes, 250 characters in more than 255 bytes) were refused by create, the first two by \
-        open too; a 255-byte name worked"
+        open too, a bad name with size 0 too; a 255-byte name, and one with a space, \
+        punctuation and multi-byte characters, worked"
             .into(),
     )
 }
@@ -519,6 +576,24 @@ pub fn typed_errors(run: &mut Run) -> Result<String, Fail> {
             )));
         }
     }
+    // One past the very end, and far past: 0 bytes there are outside, like any others.
+    for op in [Op::Write, Op::Read] {
+        for offset in [size + 1, size + 903] {
+            let answer = access(run, &mut creator, op, offset, 0)?;
+            refused(
+                &answer,
+                "out-of-range",
+                &format!(
+                    "{} 0 bytes at offset {offset} of a {size}-byte table (0 bytes at {size} were \
+                     accepted)",
+                    capitalized(op.doing())
+                ),
+                "an access of 0 bytes is inside only if it starts at most at the size: offset + \
+                 len must not pass the size, whatever len is; do not let an empty access through \
+                 before the range check",
+            )?;
+        }
+    }
 
     creator.unlink()?;
     creator.close()?;
@@ -582,6 +657,11 @@ pub fn open_errors(run: &mut Run) -> Result<String, Fail> {
     let behind_bytes = run.random_bytes(64);
     let behind_object = plant_object(run, &behind, &behind_bytes)?;
     let link = plant_link(&linked, &behind)?;
+    // An object the program's 4 GiB of address space cannot map: open() fails in mmap(), and
+    // must leave it where it is (open never removes anything).
+    let vast = run.ipc_name("vast");
+    let vast_len = (4u64 << 30) + 4096;
+    let vast_object = plant_sparse(run, &vast, vast_len)?;
     // A name refused before any system call: how long starting and answering takes the
     // program, in this run.
     let baseline_name = run.ipc_name("baseline").trim_start_matches('/').to_string();
@@ -590,6 +670,7 @@ pub fn open_errors(run: &mut Run) -> Result<String, Fail> {
     let mut hollow = start(run, &empty, None, OPENER)?;
     let mut through = start(run, &linked, None, OPENER)?;
     let mut baseline = start(run, &baseline_name, None, OPENER)?;
+    let mut unmappable = start(run, &vast, None, OPENER)?;
     // How long each was runnable, read at every look while the grader waits for any of them
     // (the engine reaps a process soon after it exits).
     let pids = [
@@ -694,9 +775,38 @@ pub fn open_errors(run: &mut Run) -> Result<String, Fail> {
     through.wait()?;
     drop(link);
     drop(behind_object);
+
+    let vast_path = dev_shm(&vast);
+    let what = format!(
+        "opening {vast}, an object of {vast_len} bytes the grader made (more than the program's \
+         4 GiB of address space can map)"
+    );
+    let answer = await_answer(&mut unmappable, OPENER, &what, None)?;
+    let left = std::fs::metadata(&vast_path).map(|m| m.len()).ok();
+    if left != Some(vast_len) {
+        let done = match left {
+            None => "it is gone".to_string(),
+            Some(len) => format!("it is {len} bytes now"),
+        };
+        return Err(Fail::failed(format!(
+            "{what}, the program said {}, and {done}: open() never removes or changes an \
+             object, even when it cannot map it (only create() unlinks, the name it has just \
+             made, when a later step fails)",
+            said(&answer)
+        )));
+    }
+    refused(
+        &answer,
+        "mmap",
+        &what,
+        "fstat() gives its size, mmap() of that size fails: TableError::Map",
+    )?;
+    unmappable.wait()?;
+    drop(vast_object);
     Ok(
         "a name that does not exist was not-found and stayed so; a 0-byte object was empty, \
-        both at once; a link in /dev/shm was not followed"
+        both at once; a link in /dev/shm was not followed; an object too big to map was mmap, \
+        and stayed"
             .into(),
     )
 }

@@ -22,8 +22,13 @@ pub fn failed_create(run: &mut Run) -> Result<String, Fail> {
     // address space cannot hold: each create fails after its shm_open().
     let too_big = 1usize << 63;
     let unmappable = ADDRESS_SPACE - 4096;
+    // One past u32::MAX: ftruncate() takes it (the file-size limit is 4 GiB, which it does
+    // not pass; tmpfs gives no pages before they are touched), mmap() does not.
+    let wide = run.ipc_name("wide");
+    let past_u32 = 1usize << 32;
     let mut huge_proc = start(run, &huge, Some(too_big), CREATOR)?;
     let mut big_proc = start(run, &big, Some(unmappable), CREATOR)?;
+    let mut wide_proc = start(run, &wide, Some(past_u32), CREATOR)?;
     let cases = [
         (
             &mut huge_proc,
@@ -38,6 +43,16 @@ pub fn failed_create(run: &mut Run) -> Result<String, Fail> {
             format!(
                 "{unmappable} bytes, which ftruncate() gives but the program's {} GiB of \
                  address space cannot map",
+                ADDRESS_SPACE >> 30
+            ),
+        ),
+        (
+            &mut wide_proc,
+            &wide,
+            "mmap",
+            format!(
+                "2^32 bytes (one past u32::MAX), which ftruncate() gives but the program's {} \
+                 GiB of address space cannot map",
                 ADDRESS_SPACE >> 30
             ),
         ),
@@ -59,6 +74,16 @@ pub fn failed_create(run: &mut Run) -> Result<String, Fail> {
                  ftruncate() (or ftruncate()'s failure was reported as Map); size the object \
                  first (a size past i64::MAX is Truncate), then map it, and stop at the first \
                  step that fails",
+                said(&answer)
+            )));
+        }
+        if kind == "mmap" && is_refusal(&answer, "ftruncate") && name == &wide {
+            return Err(Fail::failed(format!(
+                "creating a table of {what}, the program said {}, not `failed` with kind=mmap: \
+                 ftruncate() takes any size up to i64::MAX, and here 2^32 bytes too (the \
+                 program's file-size limit is 4 GiB, which it does not pass); the program \
+                 refused a size ftruncate() can give, with a limit of its own (a 32-bit size?): \
+                 only a size past i64::MAX is Truncate before the call",
                 said(&answer)
             )));
         }

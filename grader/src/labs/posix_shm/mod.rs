@@ -92,7 +92,8 @@ pub static LAB: Lab = Lab {
             description: "the bytes are in the object itself and go through the mappings: the \
                           grader sees the creator's 16 KiB write in /dev/shm/<name>, the opener \
                           reads the grader's, and neither moves them with a read or write \
-                          system call (read from /proc/PID/io)",
+                          system call (read from /proc/PID/io): their own instructions copy \
+                          them (a hardware watchpoint sees it)",
             exclusive: false,
             hint: Some(
                 "read and write copy out of and into the mapping, in place, not through a copy of your own. See docs/labs/05-posix-shm.md, the rules table (the read and write rule).",
@@ -105,7 +106,8 @@ pub static LAB: Lab = Lab {
             timeout: Duration::from_secs(10),
             description: "after shm_unlink the name is gone, cannot be opened or unlinked again \
                           (not-found), and the two processes that map it still share the \
-                          memory, even once a new object has the name",
+                          memory, even once a new object has the name; another unlink error \
+                          is shm-unlink",
             exclusive: false,
             hint: Some(
                 "unlink removes the name while the mappings live on; an unlinked name is not-found. See docs/labs/05-posix-shm.md, the rules table (the unlink rules).",
@@ -118,7 +120,8 @@ pub static LAB: Lab = Lab {
             timeout: Duration::from_secs(10),
             description: "names without a leading slash, with two leading slashes or another \
                           slash, empty, or longer than 255 bytes are refused with kind=bad-name \
-                          by create and by open; a 255-byte name works",
+                          by create and by open, also with size 0; a 255-byte name works, and \
+                          so do names of any bytes but '/'",
             exclusive: false,
             hint: Some(
                 "A name is `/` then at least one character and no other `/`, at most 255 bytes, checked before shm_open(), by open too. See docs/labs/05-posix-shm.md, the rules table (the name rules).",
@@ -144,7 +147,8 @@ pub static LAB: Lab = Lab {
             timeout: Duration::from_secs(10),
             description: "opening a name that does not exist is not-found and creates nothing; \
                           opening a 0-byte object is empty; both at once, without spinning; a \
-                          symbolic link in /dev/shm is not followed (shm-open)",
+                          symbolic link in /dev/shm is not followed (shm-open); an object too \
+                          big to map is mmap, and stays",
             exclusive: false,
             hint: Some(
                 "open never creates, follows no link, refuses 0 bytes at once, and never waits. See docs/labs/05-posix-shm.md, the rules table (the open rules).",

@@ -1,6 +1,6 @@
 //! The object itself: its mode and its exact size, which an opener learns from it.
 
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 
 use rand::RngExt;
 
@@ -64,13 +64,32 @@ fn modes_at_creation(run: &mut Run, name: &str) -> Result<Option<(u32, u32)>, Fa
             .ok()
             .map(|m| m.permissions().mode() & 0o777)
     };
-    let created = match tracer.wait(&mut proc, Instant::now() + Duration::from_secs(5))? {
-        Reached::Call => mode(),
-        Reached::Passed(_) => None,
-    };
+    let (created, said_first) =
+        match tracer.wait(&mut proc, Instant::now() + Duration::from_secs(5))? {
+            Reached::Call => (mode(), None),
+            Reached::Passed(message) => (None, message),
+        };
     tracer.release();
+    // It spoke before any creating open on its main thread.
+    let no_creating_open = said_first.is_some();
     // Whatever it does next, its first answer must be `mapped`.
-    let first = await_answer(&mut proc, CREATOR, &format!("creating {name:.60}"), None)?;
+    let first = match said_first {
+        Some(first) => first,
+        None => await_answer(&mut proc, CREATOR, &format!("creating {name:.60}"), None)?,
+    };
+    if no_creating_open
+        && first.kind == "mapped"
+        && std::fs::symlink_metadata(dev_shm(name)).is_ok()
+    {
+        return Err(Fail::failed(format!(
+            "the creator said `mapped` and {} exists, but the grader, which traced its main \
+             thread from its start, saw no creating open (openat() with O_CREAT) before that: \
+             it gave the object its name another way (a file made without a name, O_TMPFILE, \
+             then linkat() or a rename?); create it with shm_open(name, O_CREAT | O_EXCL | \
+             O_RDWR, 0600), then ftruncate() it",
+            dev_shm(name).display()
+        )));
+    }
     let mut creator = mapped(proc, first, name, CREATOR)?;
     let settled = mode();
     creator.unlink()?;
@@ -271,11 +290,16 @@ fn size_from_descriptor(run: &mut Run, name: &str, size: usize) -> Result<(), Fa
     let (opened_len, later_len) = (size + 4096 + 17, size + 3 * 4096 + 5);
     let until = Instant::now() + Duration::from_secs(5);
     let mut replaced = false;
+    // The inodes of the object the opener's shm_open() opened, and of the one after it.
+    let inode = || std::fs::metadata(&path).map(|m| m.ino()).unwrap_or(0);
+    let (mut opened_inode, mut later_inode) = (0, 0);
     if tracer.wait(&mut proc, until)? == Reached::Call {
         replace(run, opened_len)?;
+        opened_inode = inode();
         tracer.go_on();
         if tracer.wait(&mut proc, until)? == Reached::Call {
             replace(run, later_len)?;
+            later_inode = inode();
             replaced = true;
         }
     }
@@ -299,6 +323,18 @@ fn size_from_descriptor(run: &mut Run, name: &str, size: usize) -> Result<(), Fa
              shm_open(), and a {later_len}-byte one just after it returned; the opener reported \
              {learned}: the size is the opened object's, fstat() of the descriptor (st_size), \
              not a look at the name"
+        )));
+    }
+    let mapped_inode = super::probes::table_mapping(opener.pid(), name).map(|m| m.inode);
+    if replaced && mapped_inode == Some(later_inode) && later_inode != opened_inode {
+        return Err(Fail::failed(format!(
+            "the grader put a {opened_len}-byte object at the name just before the opener's \
+             shm_open(), and a {later_len}-byte one just after it returned; the opener maps \
+             the second (inode {later_inode} in /proc/{}/maps), not the object its shm_open() \
+             opened (inode {opened_inode}): it opened the name a second time after that \
+             shm_open() (to map it, or after a first open for the size); open the name once, \
+             and fstat() and mmap() that one descriptor",
+            opener.pid()
         )));
     }
     opener.close()

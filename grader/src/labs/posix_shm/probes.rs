@@ -60,6 +60,8 @@ pub struct Mapping {
     pub end: u64,
     /// `rw-s`, `rw-p`, ...
     pub perms: String,
+    /// The inode of the file mapped (0 for anonymous memory).
+    pub inode: u64,
     /// The file mapped; empty for anonymous memory.
     pub path: String,
 }
@@ -88,6 +90,7 @@ pub fn mappings(pid: i32) -> Vec<Mapping> {
                 start: u64::from_str_radix(start, 16).ok()?,
                 end: u64::from_str_radix(end, 16).ok()?,
                 perms: fields.get(1)?.to_string(),
+                inode: fields.get(4)?.parse().ok()?,
                 path: fields
                     .get(5..)
                     .map(|rest| rest.join(" "))
@@ -212,6 +215,17 @@ pub fn plant_object(run: &Run, name: &str, bytes: &[u8]) -> Result<Planted, Fail
         std::os::unix::fs::fchown(&file, Some(uid), Some(gid))?;
     }
     file.write_all_at(bytes, 0)?;
+    Ok(planted)
+}
+
+/// An object the grader creates at `name`, mode 600, of `len` bytes that hold no memory yet
+/// (tmpfs is sparse), owned by the user the programs run as.
+pub fn plant_sparse(run: &Run, name: &str, len: u64) -> Result<Planted, Fail> {
+    let planted = plant_object(run, name, &[])?;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&planted.path)?
+        .set_len(len)?;
     Ok(planted)
 }
 

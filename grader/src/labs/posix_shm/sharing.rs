@@ -7,9 +7,10 @@ use std::time::{Duration, Instant};
 use rand::RngExt;
 
 use crate::engine::diagnose::classify;
+use crate::engine::tracer::{Field, Tracer, Watched};
 use crate::engine::{Fail, Run, force, inspect};
 
-use super::driver::{Table, await_answer, pair, refused, said, start};
+use super::driver::{Table, await_answer, is_refusal, pair, refused, said, start};
 use super::explain::{Writer, expect_read};
 use super::probes::{
     Mapping, dev_shm, exists, find, io_of, mappings, name_still_there, object_bytes, object_fds,
@@ -276,7 +277,7 @@ pub fn bytes_in_the_object(run: &mut Run) -> Result<String, Fail> {
     // /proc/PID/io counts the bytes of read-like and write-like calls, not loads and stores: a
     // write into the mapping moves none (the program reads the grader's file, that is all).
     let (before, printed) = (io_of(&creator.proc), output_bytes(&creator.proc));
-    creator.write(run, at, &data)?;
+    let store_seen = watched_access(run, &mut creator, Access::Write(&data), at)?;
     let mut moved = io_of(&creator.proc).since(before);
     // What it printed (stdout, stderr) counts too, and is not the table's business; the
     // grader's capture of it may be a moment behind.
@@ -341,7 +342,10 @@ pub fn bytes_in_the_object(run: &mut Run) -> Result<String, Fail> {
     let back = run.rng().random_range(size / 2..size - len);
     object.write_all_at(&mine, back as u64)?;
     let before = io_of(&opener.proc);
-    let read = opener.read(run, back, len)?;
+    let (fields, file) = opener.read_fields(run, back, len);
+    let load_seen = watched_access(run, &mut opener, Access::Read(&fields), back)?;
+    let read = std::fs::read(&file)?;
+    std::fs::remove_file(&file)?;
     let moved = io_of(&opener.proc).since(before);
     if moved.read_bytes >= len as u64 / 2 {
         return Err(Fail::failed(format!(
@@ -364,14 +368,167 @@ pub fn bytes_in_the_object(run: &mut Run) -> Result<String, Fail> {
         ),
         None,
     )?;
+    for (seen, who, doing, at, access) in [
+        (store_seen, creator.who, "writing", at, "store into"),
+        (load_seen, opener.who, "reading", back, "load from"),
+    ] {
+        if seen == Some(false) {
+            return Err(Fail::failed(format!(
+                "{doing} {len} bytes at offset {at} of the table, {who} said `done` and the \
+                 bytes arrived, but none of its own instructions touched them: a hardware \
+                 watchpoint on the table's bytes at offset {} of its mapping saw no {access} \
+                 them (and /proc/PID/io counted no read or write): the kernel copied them for \
+                 it, by a system call such as process_vm_readv()/process_vm_writev() or an \
+                 access to /proc/self/mem; read() and write() copy the bytes themselves, with \
+                 a plain memory copy between the buffer and the mapping",
+                watched_offset(at)
+            )));
+        }
+    }
     creator.unlink()?;
     opener.close()?;
     creator.close()?;
+    let watched = if store_seen.is_some() && load_seen.is_some() {
+        ", each by the program's own loads and stores (seen with a hardware watchpoint)"
+    } else {
+        ""
+    };
     Ok(format!(
         "the grader saw the creator's write in {} and the opener read the grader's, {len} bytes \
-         each way with no read or write system call",
+         each way with no read or write system call{watched}",
         path.display()
     ))
+}
+
+/// A command whose copy the grader watches.
+#[derive(Clone, Copy)]
+enum Access<'a> {
+    /// Write these bytes.
+    Write(&'a [u8]),
+    /// Read: the command's fields.
+    Read(&'a [(&'static str, String)]),
+}
+
+/// The offset of the 8 bytes watched in an access that starts at `at` (watchpoints are
+/// aligned; the accesses watched are kilobytes long).
+fn watched_offset(at: usize) -> usize {
+    at.next_multiple_of(8)
+}
+
+const STORES: &[Field] = &[Field {
+    offset: 0,
+    len: 8,
+    loads: false,
+}];
+const LOADS_AND_STORES: &[Field] = &[Field {
+    offset: 0,
+    len: 8,
+    loads: true,
+}];
+
+/// Has `table` do `access` at `at` (which must succeed) with a hardware watchpoint on 8 bytes
+/// of its mapping there: whether its own instructions stored into them (a write) or loaded
+/// from them (a read) before it answered; `None` where the grader cannot watch.
+fn watched_access(
+    run: &mut Run,
+    table: &mut Table,
+    access: Access<'_>,
+    at: usize,
+) -> Result<Option<bool>, Fail> {
+    let (fields, file, what, fields_watched) = match access {
+        Access::Write(data) => {
+            let fields = table.write_fields(run, at, data)?;
+            let file = std::path::PathBuf::from(&fields[2].1);
+            let what = format!("write {} bytes at offset {at}", data.len());
+            (fields, Some(file), what, STORES)
+        }
+        Access::Read(fields) => {
+            let len = fields
+                .iter()
+                .find(|(k, _)| *k == "len")
+                .map_or("", |f| f.1.as_str());
+            let what = format!("read {len} bytes at offset {at}");
+            (fields.to_vec(), None, what, LOADS_AND_STORES)
+        }
+    };
+    let tracer = match table_mapping(table.pid(), &table.name) {
+        Some(m) => Tracer::watch_at(
+            table.pid(),
+            m.start + watched_offset(at) as u64,
+            fields_watched,
+        )?,
+        None => None,
+    };
+    let Some(mut tracer) = tracer else {
+        table.must(&what, &fields)?;
+        if let Some(file) = file {
+            std::fs::remove_file(file)?;
+        }
+        if let Access::Write(data) = access {
+            table.wrote.push((at, data.to_vec()));
+        }
+        return Ok(None);
+    };
+    let until = Instant::now() + Duration::from_secs(5);
+    // Whether the command went, whether the watchpoint was set, and whether it was hit.
+    let (mut sent, mut armed, mut hit) = (false, false, false);
+    let answer = loop {
+        match tracer.next(&mut table.proc, until)? {
+            Watched::Armed => {
+                armed = true;
+                table.proc.send("cmd", &fields)?;
+                sent = true;
+            }
+            Watched::Hit => {
+                // One is enough: the rest of the copy runs unwatched.
+                hit = true;
+                break None;
+            }
+            Watched::Said(message) => break Some(message),
+            Watched::Lost | Watched::Unavailable => {
+                armed = false;
+                break None;
+            }
+        }
+    };
+    drop(tracer);
+    if !sent {
+        table.proc.send("cmd", &fields)?;
+    }
+    let answer = match answer {
+        Some(answer) => answer,
+        None => await_answer(
+            &mut table.proc,
+            table.who,
+            &format!("asked to {what}"),
+            None,
+        )?,
+    };
+    finish(table, &what, answer, file)?;
+    if let Access::Write(data) = access {
+        table.wrote.push((at, data.to_vec()));
+    }
+    Ok(armed.then_some(hit))
+}
+
+/// The end of a watched access: it must have said `done`; the data file goes.
+fn finish(
+    table: &mut Table,
+    what: &str,
+    answer: ipc_labs_driver::Message,
+    file: Option<std::path::PathBuf>,
+) -> Result<(), Fail> {
+    if let Some(file) = file {
+        std::fs::remove_file(file)?;
+    }
+    if answer.kind != "done" {
+        return Err(Fail::failed(format!(
+            "{} could not {what}: it said {}",
+            table.who,
+            said(&answer)
+        )));
+    }
+    Ok(())
 }
 
 /// How many bytes the program has written to its stdout and stderr so far.
@@ -509,11 +666,39 @@ pub fn unlinked_but_mapped(run: &mut Run) -> Result<String, Fail> {
         )));
     }
     drop(planted);
+    // A directory at the name: shm_unlink() fails, with another error than ENOENT (EISDIR,
+    // or EPERM for a program that does not own it), which is no not-found.
+    let dir = dev_shm(&name);
+    std::fs::create_dir(&dir)?;
+    // The program's own, so that the error is EISDIR whoever it runs as (not the sticky
+    // /dev/shm's EPERM).
+    if let Some((uid, gid)) = run.program_user() {
+        std::os::unix::fs::chown(&dir, Some(uid), Some(gid))?;
+    }
+    let answer = creator.command(&[("op", "unlink".into())]);
+    let _ = std::fs::remove_dir(&dir);
+    let answer = answer?;
+    if is_refusal(&answer, "not-found") {
+        return Err(Fail::failed(format!(
+            "with a directory at {path} (the grader made it), the creator's unlink said \
+             kind=not-found, but the name exists: shm_unlink() failed with another error than \
+             ENOENT (EISDIR), and only ENOENT is NotFound; any other errno is \
+             TableError::Unlink (kind=shm-unlink)"
+        )));
+    }
+    refused(
+        &answer,
+        "shm-unlink",
+        &format!("with a directory at {path} (the grader made it), the creator's unlink"),
+        "shm_unlink() fails there (EISDIR), and an error other than ENOENT is \
+         TableError::Unlink",
+    )?;
     opener.close()?;
     creator.close()?;
     Ok(
         "the name went, the shared memory stayed while mapped, apart from a new object of that \
-        name, which the creator's second unlink removed"
+        name, which the creator's second unlink removed; an unlink that failed otherwise than \
+        with ENOENT was shm-unlink"
             .into(),
     )
 }
