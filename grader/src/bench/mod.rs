@@ -155,6 +155,7 @@ pub static MEASURES: &[Measure] = &[
     baseline("raw mqueue", Baseline::Mqueue, RoundTrip),
     baseline("raw semaphore", Baseline::Semaphore, RoundTrip),
     baseline("raw semaphore timed", Baseline::SemaphoreTimed, RoundTrip),
+    baseline("raw mutex", Baseline::Mutex, RoundTrip),
     baseline("spinning flag", Baseline::Spin, RoundTrip),
     baseline("raw pipe", Baseline::Pipe, Throughput),
     baseline("raw unix socket", Baseline::Unix, Throughput),
@@ -181,6 +182,13 @@ pub static MEASURES: &[Measure] = &[
         "tcp",
         RoundTrip,
         &["raw tcp"],
+    ),
+    lab(
+        "shared-mutex",
+        "shared-mutex",
+        "handoff",
+        RoundTrip,
+        &["raw mutex"],
     ),
     lab(
         "semaphore-handoff",
