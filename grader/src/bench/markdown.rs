@@ -194,7 +194,7 @@ impl Report {
                         header,
                         " {} (/ {}) |",
                         row.mechanism,
-                        row.baselines.join(", / ")
+                        row.baselines.join(", ")
                     );
                 }
                 rule.push_str(" ---: |");
