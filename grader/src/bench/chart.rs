@@ -153,7 +153,8 @@ pub fn draw(report: &Report, path: &Path) -> Result<(), ChartError> {
         .configure_series_labels()
         .background_style(WHITE.mix(0.85))
         .border_style(BLACK)
-        .position(SeriesLabelPosition::UpperLeft)
+        // Bottom right: every line is low at small sizes, and rises with the size.
+        .position(SeriesLabelPosition::LowerRight)
         .draw()
         .map_err(|e| draw_error(&e))?;
     root.present().map_err(|e| draw_error(&e))?;
