@@ -33,6 +33,9 @@ pub enum Baseline {
     /// The same, each wait with a timeout (`sem_timedwait`, 100 ms ahead), as a wait that must
     /// notice a dead peer does.
     SemaphoreTimed,
+    /// Three process-shared, robust pthread mutexes in shared memory, a lock handed to the
+    /// peer and back as shared-mutex's benchmark hands it.
+    Mutex,
     /// A counter in shared memory that each side spins on, then bumps.
     Spin,
     /// memcpy() between two buffers of one process.
@@ -49,6 +52,7 @@ impl Baseline {
             Baseline::Mqueue => "mqueue",
             Baseline::Semaphore => "semaphore",
             Baseline::SemaphoreTimed => "semaphore-timed",
+            Baseline::Mutex => "mutex",
             Baseline::Spin => "spin",
             Baseline::Memcpy => "memcpy",
         }
@@ -71,6 +75,7 @@ pub fn serve(kind: Baseline) -> ExitCode {
         Baseline::Mqueue => queues(&bench),
         Baseline::Semaphore => semaphores(&bench, None),
         Baseline::SemaphoreTimed => semaphores(&bench, Some(Duration::from_millis(100))),
+        Baseline::Mutex => mutexes(&bench),
         Baseline::Spin => spin(&bench),
         Baseline::Memcpy => memcpy(&bench),
     };
@@ -109,7 +114,11 @@ fn with_peer(
             };
             std::process::exit(code);
         }
-        ForkResult::Parent { child } => child,
+        ForkResult::Parent { child } => {
+            // What the peer's closure owns (a pipe's write end, say) is the peer's alone.
+            drop(peer);
+            child
+        }
     };
     let samples = bench
         .pin(Side::Timer, Pid::from_raw(0))
@@ -349,16 +358,13 @@ fn semaphores(bench: &Bench, timeout: Option<Duration>) -> Samples {
     )
 }
 
-/// Spins this many times on the flag before yielding the CPU: on one CPU a pure spin would hold
-/// it for a whole time slice while the other side cannot run.
-const SPINS_BEFORE_YIELD: u32 = 10_000;
-
-fn spin(bench: &Bench) -> Samples {
+/// A fresh shared anonymous mapping of `bytes` (zeroed), kept for the life of the process:
+/// both sides inherit it.
+fn shared_mapping(bytes: usize) -> Result<std::ptr::NonNull<std::ffi::c_void>, String> {
     use nix::sys::mman::{MapFlags, ProtFlags, mmap_anonymous};
-    let length = std::num::NonZeroUsize::new(4096).expect("non-zero");
-    // SAFETY: a fresh shared anonymous mapping, used only as one atomic counter, and kept for
-    // the life of the process (both sides inherit it).
-    let page = unsafe {
+    let length = std::num::NonZeroUsize::new(bytes).ok_or("an empty mapping")?;
+    // SAFETY: a new mapping, which nothing else refers to.
+    unsafe {
         mmap_anonymous(
             None,
             length,
@@ -366,7 +372,123 @@ fn spin(bench: &Bench) -> Samples {
             MapFlags::MAP_SHARED,
         )
     }
-    .map_err(|e| format!("mmap: {e}"))?;
+    .map_err(|e| format!("mmap: {e}"))
+}
+
+/// A pthread function's result: they return the error number.
+fn pthread(call: &str, rc: libc::c_int) -> Result<(), String> {
+    match rc {
+        0 => Ok(()),
+        libc::EOWNERDEAD => Err(format!("{call}: the other side died holding the lock")),
+        errno => Err(format!("{call}: {}", nix::errno::Errno::from_raw(errno))),
+    }
+}
+
+/// Three process-shared, robust pthread mutexes (as shared-mutex's must be) in shared memory,
+/// each at the start of a page of its own, as each of the lab's three banks is.
+#[derive(Clone, Copy)]
+struct Mutexes(*mut libc::pthread_mutex_t);
+
+/// How far apart the mutexes lie.
+const PAGE: usize = 4096;
+
+impl Mutexes {
+    fn new() -> Result<Mutexes, String> {
+        let mutexes = shared_mapping(3 * PAGE)?
+            .as_ptr()
+            .cast::<libc::pthread_mutex_t>();
+        let mut attr = std::mem::MaybeUninit::<libc::pthread_mutexattr_t>::uninit();
+        let attr = attr.as_mut_ptr();
+        // SAFETY: the attribute is initialized before any other use and destroyed after; the
+        // mutexes lie in the fresh mapping, which no process uses yet.
+        unsafe {
+            pthread("pthread_mutexattr_init", libc::pthread_mutexattr_init(attr))?;
+            let initialized = pthread(
+                "pthread_mutexattr_setpshared",
+                libc::pthread_mutexattr_setpshared(attr, libc::PTHREAD_PROCESS_SHARED),
+            )
+            .and_then(|()| {
+                pthread(
+                    "pthread_mutexattr_setrobust",
+                    libc::pthread_mutexattr_setrobust(attr, libc::PTHREAD_MUTEX_ROBUST),
+                )
+            })
+            .and_then(|()| {
+                (0..3).try_for_each(|i| {
+                    pthread(
+                        "pthread_mutex_init",
+                        libc::pthread_mutex_init(mutexes.byte_add(i * PAGE), attr),
+                    )
+                })
+            });
+            libc::pthread_mutexattr_destroy(attr);
+            initialized?;
+        }
+        Ok(Mutexes(mutexes))
+    }
+
+    /// Locks mutex `i` (modulo 3).
+    fn lock(self, i: usize) -> Result<(), String> {
+        // SAFETY: an initialized mutex in a mapping that is never unmapped.
+        pthread("pthread_mutex_lock", unsafe {
+            libc::pthread_mutex_lock(self.0.byte_add(i % 3 * PAGE))
+        })
+    }
+
+    /// Unlocks mutex `i` (modulo 3), which this process holds.
+    fn unlock(self, i: usize) -> Result<(), String> {
+        // SAFETY: as in lock().
+        pthread("pthread_mutex_unlock", unsafe {
+            libc::pthread_mutex_unlock(self.0.byte_add(i % 3 * PAGE))
+        })
+    }
+}
+
+/// The raw form of shared-mutex's benchmark: in round `r` the timer unlocks mutex `r` (the
+/// peer, asleep on it, takes it) and locks mutex `r + 2`, which the peer unlocks once it holds
+/// mutex `r` (indices modulo 3).
+fn mutexes(bench: &Bench) -> Samples {
+    let mutexes = Mutexes::new()?;
+    // The timer holds mutexes 0 and 1 before the peer exists; the peer takes mutex 2 before
+    // the timer starts, and says so on the pipe.
+    mutexes.lock(0)?;
+    mutexes.lock(1)?;
+    let (mut ready_reader, mut ready_writer) = std::io::pipe().map_err(|e| format!("pipe: {e}"))?;
+    with_peer(
+        bench,
+        move || {
+            mutexes.lock(2)?;
+            ready_writer
+                .write_all(b"r")
+                .map_err(|e| format!("write: {e}"))?;
+            for (round, _) in bench.peer_rounds().enumerate() {
+                mutexes.lock(round)?;
+                mutexes.unlock(round + 2)?;
+            }
+            Ok(())
+        },
+        || {
+            ready_reader
+                .read_exact(&mut [0u8])
+                .map_err(|_| "the peer could not take its lock".to_string())?;
+            let mut round = 0;
+            bench.time(|_| {
+                mutexes.unlock(round)?;
+                mutexes.lock(round + 2)?;
+                round += 1;
+                Ok(())
+            })
+        },
+    )
+}
+
+/// Spins this many times on the flag before yielding the CPU: on one CPU a pure spin would hold
+/// it for a whole time slice while the other side cannot run.
+const SPINS_BEFORE_YIELD: u32 = 10_000;
+
+fn spin(bench: &Bench) -> Samples {
+    // Used only as one atomic counter.
+    let page = shared_mapping(PAGE)?;
     // SAFETY: the page is zeroed, aligned and lives as long as the process.
     let turn: &AtomicU64 = unsafe { &*page.as_ptr().cast::<AtomicU64>() };
     let wait_for = |value: u64| {

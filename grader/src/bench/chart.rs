@@ -1,6 +1,6 @@
 //! The chart: throughput against message size, log-log, every mechanism and baseline on one
-//! picture (the cross-CPU placement if measured), with the size where shared memory overtakes
-//! the pipe marked.
+//! picture (the cross-CPU placement if measured), with the size where each shared-memory lab
+//! overtakes the pipe marked.
 
 use std::path::Path;
 
@@ -50,18 +50,17 @@ fn series(report: &Report, placement: &str) -> Vec<Series> {
     lines
 }
 
+/// The placement the chart shows: cross-cpu if its throughput was measured (there the copies
+/// of the two sides can overlap), else same-cpu.
+pub fn placement(report: &Report) -> Option<&'static str> {
+    ["cross-cpu", "same-cpu"]
+        .into_iter()
+        .find(|p| !series(report, p).is_empty())
+}
+
 /// Draws the chart into an SVG file at `path`.
 pub fn draw(report: &Report, path: &Path) -> Result<(), ChartError> {
-    let placement = report
-        .crossover
-        .as_ref()
-        .map(|c| c.placement)
-        .or_else(|| {
-            ["cross-cpu", "same-cpu"]
-                .into_iter()
-                .find(|p| !series(report, p).is_empty())
-        })
-        .ok_or(ChartError::Empty)?;
+    let placement = placement(report).ok_or(ChartError::Empty)?;
     let lines = series(report, placement);
     let points = lines.iter().flat_map(|(_, p)| p.iter());
     let (mut min_x, mut max_x, mut min_y, mut max_y) = (f64::MAX, 0f64, f64::MAX, 0f64);
@@ -99,8 +98,12 @@ pub fn draw(report: &Report, path: &Path) -> Result<(), ChartError> {
         .y_label_formatter(&|y| format!("{y}"))
         .draw()
         .map_err(|e| draw_error(&e))?;
-    for (index, (label, points)) in lines.iter().enumerate() {
-        let color = Palette99::pick(index).to_rgba();
+    let color_of = |label: &str| {
+        let index = lines.iter().position(|(l, _)| l == label).unwrap_or(0);
+        Palette99::pick(index).to_rgba()
+    };
+    for (label, points) in &lines {
+        let color = color_of(label);
         let dashed = !report.figures.iter().any(|f| f.mechanism == *label);
         let style = ShapeStyle {
             color,
@@ -120,16 +123,22 @@ pub fn draw(report: &Report, path: &Path) -> Result<(), ChartError> {
             .draw_series(points.iter().map(|&p| Circle::new(p, 3, color.filled())))
             .map_err(|e| draw_error(&e))?;
     }
-    if let Some(crossover) = &report.crossover {
+    for crossover in report
+        .crossovers
+        .iter()
+        .filter(|c| c.placement == placement)
+    {
         let x = crossover.size as f64;
+        // A thin line in the colour of the lab that crosses.
+        let style = ShapeStyle {
+            color: color_of(crossover.shared_memory),
+            filled: false,
+            stroke_width: 1,
+        };
         chart
             .draw_series(LineSeries::new(
                 [(x, y_range.start), (x, y_range.end)],
-                ShapeStyle {
-                    color: BLACK.to_rgba(),
-                    filled: false,
-                    stroke_width: 1,
-                },
+                style,
             ))
             .map_err(|e| draw_error(&e))?
             .label(format!(
@@ -138,13 +147,14 @@ pub fn draw(report: &Report, path: &Path) -> Result<(), ChartError> {
                 crossover.pipe,
                 size_label(crossover.size)
             ))
-            .legend(|(x, y)| PathElement::new([(x, y), (x + 20, y)], BLACK));
+            .legend(move |(x, y)| PathElement::new([(x, y), (x + 20, y)], style));
     }
     chart
         .configure_series_labels()
         .background_style(WHITE.mix(0.85))
         .border_style(BLACK)
-        .position(SeriesLabelPosition::UpperLeft)
+        // Bottom right: every line is low at small sizes, and rises with the size.
+        .position(SeriesLabelPosition::LowerRight)
         .draw()
         .map_err(|e| draw_error(&e))?;
     root.present().map_err(|e| draw_error(&e))?;

@@ -3,12 +3,18 @@
 
 use std::fmt::Write;
 
-use serde::Serialize;
+use serde::{Deserialize, Deserializer, Serialize};
 
 use super::{Measure, Metric, Outcome, Program, Settings};
 
+/// A name read back from a saved report: the report's names are `'static` (they come from the
+/// measures' table), and a report is read once per run.
+fn leaked<'de, D: Deserializer<'de>>(deserializer: D) -> Result<&'static str, D::Error> {
+    String::deserialize(deserializer).map(|name| &*name.leak())
+}
+
 /// The machine the figures were taken on, and how loaded it was.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Machine {
     /// `model name` in /proc/cpuinfo (what `lscpu` calls the model).
     pub cpu: String,
@@ -55,24 +61,29 @@ pub fn load() -> [f64; 3] {
 }
 
 /// What the baseline of a figure measured, under the same conditions.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct BaselineFigure {
+    #[serde(deserialize_with = "leaked")]
     pub mechanism: &'static str,
     pub value: f64,
 }
 
 /// One figure: a percentile of round trips or a throughput at one size.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Figure {
+    #[serde(deserialize_with = "leaked")]
     pub mechanism: &'static str,
     /// `round-trip-p50`, `round-trip-p99` or `throughput`.
+    #[serde(deserialize_with = "leaked")]
     pub metric: &'static str,
     /// `same-cpu` or `cross-cpu`.
+    #[serde(deserialize_with = "leaked")]
     pub placement: &'static str,
     /// The message size, in bytes.
     pub size: usize,
     pub value: f64,
     /// `us` (microseconds per round trip) or `GiB/s`.
+    #[serde(deserialize_with = "leaked")]
     pub unit: &'static str,
     /// How many timed rounds the figure comes from.
     pub samples: usize,
@@ -85,52 +96,62 @@ pub struct Figure {
 }
 
 /// A measurement that gave no figures.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Failure {
+    #[serde(deserialize_with = "leaked")]
     pub mechanism: &'static str,
     pub metric: Metric,
+    #[serde(deserialize_with = "leaked")]
     pub placement: &'static str,
+    #[serde(deserialize_with = "leaked")]
     pub status: &'static str,
     pub message: String,
 }
 
-/// Where shared memory overtakes the pipe.
-#[derive(Debug, Clone, Serialize)]
+/// Where a shared-memory lab overtakes the pipe.
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Crossover {
+    #[serde(deserialize_with = "leaked")]
     pub placement: &'static str,
     /// The smallest size from which `shared_memory` moves more bytes per second than `pipe`
     /// at every larger size measured.
     pub size: usize,
+    #[serde(deserialize_with = "leaked")]
     pub shared_memory: &'static str,
+    #[serde(deserialize_with = "leaked")]
     pub pipe: &'static str,
 }
 
 /// The settings as reported.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Plan {
     pub samples: u64,
     pub warmup: u64,
     pub budget_bytes: u64,
     pub round_trip_size: usize,
     pub throughput_sizes: Vec<usize>,
+    #[serde(deserialize_with = "leaked")]
     pub pinning: &'static str,
 }
 
 /// Everything `cargo grade bench` reports.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Report {
+    /// Whose programs were measured: `labs` or `solutions`.
+    #[serde(deserialize_with = "leaked")]
+    pub programs: &'static str,
     pub machine: Machine,
     pub plan: Plan,
     /// The baselines' own figures.
     pub baselines: Vec<Figure>,
     /// The labs' figures, each with its baseline and ratio.
     pub figures: Vec<Figure>,
-    pub crossover: Option<Crossover>,
+    /// Where each shared-memory lab overtakes the pipe, in each placement where it does.
+    pub crossovers: Vec<Crossover>,
     pub failures: Vec<Failure>,
 }
 
-/// The mechanism that crosses the pipe, and the pipe it crosses.
-const SHARED_MEMORY: &str = "chunked-transfer";
+/// The pipe that shared memory crosses.
 const PIPE: &str = "raw pipe";
 
 /// The `percent` percentile (nearest rank) of sorted values.
@@ -181,7 +202,12 @@ fn figures_of(outcome: &Outcome, samples: &[(usize, u64)]) -> Vec<Figure> {
 }
 
 impl Report {
-    pub fn new(machine: Machine, settings: &Settings, outcomes: &[Outcome]) -> Report {
+    pub fn new(
+        programs: &'static str,
+        machine: Machine,
+        settings: &Settings,
+        outcomes: &[Outcome],
+    ) -> Report {
         let mut baselines = Vec::new();
         let mut labs: Vec<(&Measure, Figure)> = Vec::new();
         let mut failures = Vec::new();
@@ -237,8 +263,9 @@ impl Report {
                 figures.push(figure);
             }
         }
-        let crossover = crossover(&baselines, &figures);
+        let crossovers = crossovers(&baselines, &figures);
         Report {
+            programs,
             machine,
             plan: Plan {
                 samples: settings.samples,
@@ -251,7 +278,7 @@ impl Report {
             },
             baselines,
             figures,
-            crossover,
+            crossovers,
             failures,
         }
     }
@@ -387,23 +414,19 @@ impl Report {
                 out.push('\n');
             }
         }
-        match &self.crossover {
-            Some(c) => {
-                let _ = writeln!(
-                    out,
-                    "\n{} overtakes the {} from {} on ({})",
-                    c.shared_memory,
-                    c.pipe,
-                    size_label(c.size),
-                    c.placement
-                );
-            }
-            None => {
-                let _ = writeln!(
-                    out,
-                    "\nno crossover of {SHARED_MEMORY} and the {PIPE} was measured"
-                );
-            }
+        out.push('\n');
+        for c in &self.crossovers {
+            let _ = writeln!(
+                out,
+                "{} overtakes the {} from {} on ({})",
+                c.shared_memory,
+                c.pipe,
+                size_label(c.size),
+                c.placement
+            );
+        }
+        if self.crossovers.is_empty() {
+            let _ = writeln!(out, "no shared-memory lab overtakes the {PIPE} in this run");
         }
         for f in &self.failures {
             let _ = writeln!(
@@ -431,51 +454,51 @@ pub fn size_label(size: usize) -> String {
     }
 }
 
-/// The smallest size from which chunked-transfer beats the raw pipe at every larger size, in
-/// the cross-CPU placement if measured (else same-CPU).
-fn crossover(baselines: &[Figure], figures: &[Figure]) -> Option<Crossover> {
-    for placement in ["cross-cpu", "same-cpu"] {
-        let pipe = |size| {
-            baselines
+/// For each shared-memory lab and placement, the smallest size from which the lab beats the
+/// raw pipe at every larger size measured.
+fn crossovers(baselines: &[Figure], figures: &[Figure]) -> Vec<Crossover> {
+    let mut crossovers = Vec::new();
+    for &shared_memory in super::SHARED_MEMORY {
+        for placement in ["same-cpu", "cross-cpu"] {
+            let pipe = |size| {
+                baselines
+                    .iter()
+                    .find(|f| {
+                        f.mechanism == PIPE
+                            && f.metric == "throughput"
+                            && f.placement == placement
+                            && f.size == size
+                    })
+                    .map(|f| f.value)
+            };
+            let mut shared: Vec<&Figure> = figures
                 .iter()
-                .find(|f| {
-                    f.mechanism == PIPE
+                .filter(|f| {
+                    f.mechanism == shared_memory
                         && f.metric == "throughput"
                         && f.placement == placement
-                        && f.size == size
+                        && f.baseline.as_ref().is_some_and(|b| b.mechanism == PIPE)
                 })
-                .map(|f| f.value)
-        };
-        let mut shared: Vec<&Figure> = figures
-            .iter()
-            .filter(|f| {
-                f.mechanism == SHARED_MEMORY
-                    && f.metric == "throughput"
-                    && f.placement == placement
-                    && f.baseline.as_ref().is_some_and(|b| b.mechanism == PIPE)
-            })
-            .collect();
-        if shared.is_empty() {
-            continue;
-        }
-        shared.sort_by_key(|f| f.size);
-        let mut from = None;
-        for f in &shared {
-            match pipe(f.size) {
-                Some(p) if f.value > p => {
-                    from.get_or_insert(f.size);
+                .collect();
+            shared.sort_by_key(|f| f.size);
+            let mut from = None;
+            for f in &shared {
+                match pipe(f.size) {
+                    Some(p) if f.value > p => {
+                        from.get_or_insert(f.size);
+                    }
+                    _ => from = None,
                 }
-                _ => from = None,
             }
+            crossovers.extend(from.map(|size| Crossover {
+                placement,
+                size,
+                shared_memory,
+                pipe: PIPE,
+            }));
         }
-        return from.map(|size| Crossover {
-            placement,
-            size,
-            shared_memory: SHARED_MEMORY,
-            pipe: PIPE,
-        });
     }
-    None
+    crossovers
 }
 
 #[cfg(test)]

@@ -303,6 +303,12 @@ impl Listener {
         // END SOLUTION
     }
 }
+// SOLUTION
+
+/// The largest frame body (head byte and payload) that write_frame writes as one buffer and
+/// read_frame reads into a buffer sized up front: 64 KiB of payload and its head byte.
+const ONE_BUFFER_BODY: usize = 64 * 1024 + 1;
+// END SOLUTION
 
 /// Reads one frame and returns its body. `Ok(None)` when the peer closed the connection
 /// between frames (no byte of a new one). Reads loop until the 4-byte length and then the whole
@@ -334,7 +340,7 @@ pub fn read_frame(stream: &mut impl Read, max: usize) -> Result<Option<Vec<u8>>,
     }
     // Sized up front, which spares read_to_end its probe and doubling reads, but capped: a
     // client that announces 16 MiB and sends 10 bytes costs 64 KiB, not 16 MiB.
-    let mut body = Vec::with_capacity(len.min(64 * 1024));
+    let mut body = Vec::with_capacity(len.min(ONE_BUFFER_BODY));
     stream
         .take(len as u64)
         .read_to_end(&mut body)
@@ -361,7 +367,7 @@ pub fn write_frame(stream: &mut impl Write, head: u8, payload: &[u8]) -> Result<
     let mut prefix = [0u8; 5];
     prefix[..4].copy_from_slice(&len.to_be_bytes());
     prefix[4] = head;
-    if payload.len() <= 64 * 1024 {
+    if len as usize <= ONE_BUFFER_BODY {
         // A small frame goes out as one buffer: one write() instead of two.
         let mut frame = Vec::with_capacity(prefix.len() + payload.len());
         frame.extend_from_slice(&prefix);

@@ -27,9 +27,10 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use ipc_labs_driver::Control;
+use ipc_labs_driver::bench::{Bench, Side};
 use nix::sys::wait::{WaitStatus, waitpid};
 use nix::unistd::{ForkResult, Pid, fork};
-use shared_mutex::{ACCOUNTS, Bank, BankError, SharedBank};
+use shared_mutex::{ACCOUNTS, Bank, BankError, Guard, SharedBank};
 
 /// What every account holds at the start.
 const OPENING_BALANCE: i64 = 1_000_000_000;
@@ -248,6 +249,9 @@ fn describe(status: nix::Result<WaitStatus>) -> String {
 
 fn main() -> ExitCode {
     let control = Control::start("shared-mutex");
+    if let Some(bench) = Bench::requested(&control) {
+        return bench_handoff(&control, &bench);
+    }
     let args = Args::parse();
     if let Some(bytes) = args.file_size_limit {
         limit_file_size(bytes);
@@ -342,5 +346,107 @@ fn main() -> ExitCode {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
+    }
+}
+
+/// `shared-mutex bench handoff`: times a lock handed to a forked peer and back, with
+/// [`SharedBank::lock`] and the unlock of its guard only, for `cargo grade bench`. Three banks,
+/// so that each side always holds a lock the other waits for: in round `r` the timer unlocks
+/// bank `r` (the peer, asleep in `lock()`, takes it) and sleeps in `lock()` on bank `r + 2`,
+/// which the peer unlocks once it holds bank `r` (indices modulo 3). The sizes are ignored.
+fn bench_handoff(control: &Control, bench: &Bench) -> ExitCode {
+    let names: Vec<String> = (0..3).map(|i| format!("{}-{i}", bench.names[0])).collect();
+    let mut banks = Vec::new();
+    let mut samples = Ok(Vec::new());
+    for name in &names {
+        match SharedBank::create(name, 0, 0) {
+            Ok(bank) => banks.push(bank),
+            Err(error) => {
+                samples = Err(format!("creating {name}: {error}"));
+                break;
+            }
+        }
+    }
+    if let Ok(banks) = <&[SharedBank; 3]>::try_from(&banks[..]) {
+        samples = handoffs(bench, banks);
+    }
+    for bank in banks {
+        let name = bank.name.clone();
+        if let Err(error) = bank.destroy() {
+            samples = samples.and(Err(format!("destroying {name}: {error}")));
+        }
+    }
+    let ok = bench.finish(control, samples);
+    control.wait_for("exit");
+    if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+/// The lock of `bank`, taken; a lock that recovers from a dead holder means the other side died.
+fn take(bank: &SharedBank) -> Result<Guard<'_>, String> {
+    match bank.lock() {
+        Ok(guard) if guard.recovered => Err("the other side died holding a lock".into()),
+        Ok(guard) => Ok(guard),
+        Err(error) => Err(error.to_string()),
+    }
+}
+
+/// The rounds of [`bench_handoff`]: the peer forked, the timer's samples.
+fn handoffs(bench: &Bench, banks: &[SharedBank; 3]) -> Result<Vec<(usize, u64)>, String> {
+    // The timer holds banks 0 and 1 before the peer exists; the peer takes bank 2 before the
+    // timer starts, and says so on the pipe.
+    let mut held = [Some(take(&banks[0])?), Some(take(&banks[1])?), None];
+    let (mut ready_reader, mut ready_writer) = std::io::pipe().map_err(|e| format!("pipe: {e}"))?;
+    // SAFETY: the program is single-threaded, so the child may run on after fork().
+    let peer = match unsafe { fork() }.map_err(|e| format!("fork: {e}"))? {
+        ForkResult::Child => {
+            // The timer's guards: its locks are not the peer's to unlock.
+            std::mem::forget(held);
+            drop(ready_reader);
+            let _ = bench.pin(Side::Peer, Pid::from_raw(0));
+            let handed = (|| {
+                let mut mine = [None, None, Some(take(&banks[2])?)];
+                ready_writer
+                    .write_all(b"r")
+                    .map_err(|e| format!("write: {e}"))?;
+                for (round, _) in bench.peer_rounds().enumerate() {
+                    mine[round % 3] = Some(take(&banks[round % 3])?);
+                    mine[(round + 2) % 3] = None;
+                }
+                Ok::<(), String>(())
+            })();
+            if let Err(error) = handed {
+                eprintln!("shared-mutex bench peer: {error}");
+                std::process::exit(1);
+            }
+            std::process::exit(0);
+        }
+        ForkResult::Parent { child } => child,
+    };
+    drop(ready_writer);
+    let measured = ready_reader
+        .read_exact(&mut [0u8])
+        .map_err(|_| "the peer could not take its lock".to_string())
+        .and_then(|()| {
+            bench
+                .pin(Side::Timer, Pid::from_raw(0))
+                .map_err(|e| format!("sched_setaffinity: {e}"))?;
+            let mut round = 0;
+            bench.time(|_| {
+                held[round % 3] = None;
+                held[(round + 2) % 3] = Some(take(&banks[(round + 2) % 3])?);
+                round += 1;
+                Ok(())
+            })
+        });
+    drop(held);
+    let ended = waitpid(peer, None);
+    let samples = measured?;
+    match ended {
+        Ok(WaitStatus::Exited(_, 0)) => Ok(samples),
+        other => Err(format!("the peer ended with {other:?}")),
     }
 }
