@@ -17,7 +17,7 @@ use super::pool::{
     Follow, FreeQueue, PairOptions, PairSeen, PoolNames, destroy_pool, follow_pair, pair_ready,
     pool_ready, spawn_pair, spawn_pool,
 };
-use super::signals::interrupt_waits;
+use super::signals::{force_eintrs, interrupt_waits};
 use super::transfer::{Setup, Transfer, check_messages, start};
 use crate::engine::diagnose::Activity;
 use crate::engine::inspect::{IoCounters, ProcessView};
@@ -513,6 +513,10 @@ pub fn held_mid_message(run: &mut Run) -> Result<String, Fail> {
         ],
         Duration::from_millis(HELD_TIMEOUT_MS),
     )?;
+    // Then EINTR again and again, faster than signals come: a wait that a signal interrupts
+    // is retried however often, by the program itself.
+    force_eintrs(&mut c.receiver, waiting[2].1, true)?;
+    force_eintrs(&mut pair, waiting[3].1, false)?;
 
     let overwritten = release_past_post(&mut a, k)?;
     b.receiver.send("release", &[])?;
