@@ -543,9 +543,10 @@ fn counts_by_attributes(
             Ok(())
         }
         Reached::Passed(Some(message)) if message.kind == "took" => Err(Fail::failed(format!(
-            "pair {index} took a segment and said `took` (free_count() said {}) without \
-                 any mq_getattr() call (the grader traced it): free_count() does not ask the \
-                 queue. Count the ids on the free queue with mq_getattr(): mq_curmsgs",
+            "pair {index} took a segment and said `took` (free_count() said {}, where \
+             exactly {free} ids were free) without any mq_getattr() call (the grader traced \
+             it): free_count() does not ask the queue. Count the ids on the free queue \
+             (mq_getattr's mq_curmsgs), not a number of your own",
             message.get("free").unwrap_or("?")
         ))),
         Reached::Passed(Some(message)) => Err(Fail::failed(format!(

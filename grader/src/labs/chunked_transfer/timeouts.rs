@@ -132,7 +132,9 @@ impl SlowWriter {
         }
         let freed = Instant::now();
         // Chunk 1 comes the gap later: the wait for it lasts that long, far below its timeout.
-        let early = self.receiver.recv_before(freed + Duration::from_millis(GAP_MS))?;
+        let early = self
+            .receiver
+            .recv_before(freed + Duration::from_millis(GAP_MS))?;
         let answer = match early {
             Some(said) => (said, false),
             None => {
