@@ -373,8 +373,8 @@ impl Drop for GraderQueue {
 }
 
 /// The attributes and the message of a [`GraderQueue`].
-const GRADER_QUEUE_MAXMSG: i64 = 5;
-const GRADER_QUEUE_MSGSIZE: i64 = 8;
+const GRADER_QUEUE_MAXMSG: libc::c_long = 5;
+const GRADER_QUEUE_MSGSIZE: libc::c_long = 8;
 const GRADER_QUEUE_MESSAGE: &[u8] = b"grader!!";
 
 impl GraderQueue {
@@ -400,11 +400,8 @@ impl GraderQueue {
             return false;
         };
         nix::mqueue::mq_getattr(queue).is_ok_and(|attr| {
-            (
-                attr.maxmsg() as i64,
-                attr.msgsize() as i64,
-                attr.curmsgs() as i64,
-            ) == (GRADER_QUEUE_MAXMSG, GRADER_QUEUE_MSGSIZE, 1)
+            (attr.maxmsg(), attr.msgsize(), attr.curmsgs())
+                == (GRADER_QUEUE_MAXMSG, GRADER_QUEUE_MSGSIZE, 1)
         })
     }
 }

@@ -9,7 +9,7 @@ use super::layout::{Header, MIN_SEGMENT, Mapped, expected_capacity};
 use super::observe::dev_shm;
 use super::pool::{
     Follow, FreeQueue, PairOptions, PairSeen, PoolNames, destroy_pool, follow_pair, id_message,
-    pair_ready, pool_ready, spawn_pair, spawn_pool,
+    pair_failed, pair_ready, pool_ready, spawn_pair, spawn_pool,
 };
 use super::transfer::failure;
 use super::{MAX_POOL, SEGMENTS, STRANDED_RECEIVER};
@@ -470,8 +470,15 @@ fn protocol_pair(
     let mut seen = PairSeen::default();
     follow_pair(&mut pair, &how, &mut seen, |seen| {
         let failed = |side: bool| seen.failed.iter().any(|(sender, _)| *sender == side);
-        failed(false) && (seen.sender_holding.is_some() || failed(true))
+        // Before its `took`, only its take can fail, and nothing provoked that.
+        (failed(true) && seen.took.is_none())
+            || (failed(false) && (seen.sender_holding.is_some() || failed(true)))
     })?;
+    if seen.took.is_none()
+        && let Some((_, message)) = seen.failed.first()
+    {
+        return Err(pair_failed(index, SEGMENTS, message, true));
+    }
     let (_, answer) = seen
         .failed
         .iter()
@@ -549,12 +556,15 @@ fn counts_by_attributes(
              (mq_getattr's mq_curmsgs), not a number of your own",
             message.get("free").unwrap_or("?")
         ))),
+        // Before its `took`, only the take can fail: judged as anywhere else.
+        Reached::Passed(Some(message)) if message.kind == "failed" => {
+            Err(pair_failed(index, SEGMENTS, &message, true))
+        }
         Reached::Passed(Some(message)) => Err(Fail::failed(format!(
-            "pair {index}, alone on the pool with {} ids free, said `{}` ({}) where it should \
-             have taken a segment",
+            "pair {index}, alone on the pool with {} ids free, said `{}` where it should have \
+             taken a segment",
             free + 1,
-            message.kind,
-            failure(&message)
+            message.kind
         ))),
         Reached::Passed(None) => Ok(()),
     }
