@@ -19,8 +19,9 @@
 //!   `--count` messages, saying `message` (`index`, `len`, `hash`) after each, then `done`, and
 //!   waits for `exit`. `--save` also writes message i to `message-<i>.bin`; `--slow-ms` makes
 //!   its writer take that long before each write (a slow disk); with `--hold-at B,...` the
-//!   writer says `holding` and waits for `release` before the write that reaches each byte B of
-//!   the stream (the messages one after the other).
+//!   writer says `holding` (with `from` and `len`: the address and length of the buffer it was
+//!   given) and waits for `release` before the write that reaches each byte B of the stream (the
+//!   messages one after the other).
 //! - `pool`: creates a pool, says `ready`, and at `finish` says `state` (`free`), destroys the
 //!   pool and says `done`.
 //! - `pair`: opens a pool, says `ready`, at `go` takes a segment (`took`, `id`, and `free`, the
@@ -349,7 +350,15 @@ impl Write for Sink<'_> {
         let end = at + buf.len() as u64;
         if self.holds.first().is_some_and(|&byte| end > byte) {
             self.holds.retain(|&byte| byte >= end);
-            self.control.send("holding", &[("at", at.to_string())]);
+            // What the writer was given: the grader checks it is the slot.
+            self.control.send(
+                "holding",
+                &[
+                    ("at", at.to_string()),
+                    ("from", format!("{:#x}", buf.as_ptr() as usize)),
+                    ("len", buf.len().to_string()),
+                ],
+            );
             self.control.wait_for("release");
         }
         if !self.slow.is_zero() {

@@ -7,6 +7,7 @@ use super::layout::{MIN_SEGMENT, Mapped};
 use super::observe::dev_shm;
 use super::pool::{PairOptions, PoolNames, destroy_pool, pool_ready, spawn_pair, spawn_pool};
 use super::transfer::{Setup, check_messages, failure, start_receiver, start_sender};
+use crate::engine::audit::message_queue_exists;
 use crate::engine::process::Limits;
 use crate::engine::{Fail, Proc, Run};
 
@@ -16,13 +17,15 @@ pub fn typed_errors(run: &mut Run) -> Result<String, Fail> {
     let mut alone = Refusals::start(run)?;
     alone.judge()?;
     existing_segment(run)?;
+    dangling_link(run)?;
     pool_errors(run)?;
     Ok(
-        "a 4095-byte segment, an existing name, a missing name, a segment whose ftruncate() or \
-         mmap() fails, a missing pool, pools of 0 and 11 segments, of 4095-byte segments, over \
-         an existing queue or segment were refused with their errors, leaving nothing of their \
-         own and everything that was there; pools of 1 and 10 segments of 4096 bytes worked, \
-         and destroy() went on past a missing segment"
+        "a 4095-byte segment, an existing name, a name taken by a dangling link, a missing \
+         name, a segment whose ftruncate() or mmap() fails, a missing pool, pools of 0 and 11 \
+         segments, of 4095-byte segments, over an existing pool, segment or queue alone were \
+         refused with their errors, leaving nothing of their own and everything that was there; \
+         pools of 1 and 10 segments of 4096 bytes worked, and destroy() went on past two \
+         missing segments and reported the first"
             .into(),
     )
 }
@@ -175,6 +178,68 @@ fn existing_segment(run: &mut Run) -> Result<(), Fail> {
     transfer.finish()
 }
 
+/// A name taken by a dangling symbolic link: a look at the name (stat, `Path::exists`) finds
+/// nothing there, and only `shm_open(O_CREAT | O_EXCL)` tells that the name is taken (EEXIST),
+/// as it does when another process creates the name between a look and a create.
+fn dangling_link(run: &mut Run) -> Result<(), Fail> {
+    let name = run.ipc_name("linked");
+    let target = run.ipc_name("link-target");
+    let link = dev_shm(&name);
+    std::os::unix::fs::symlink(dev_shm(&target), &link)?;
+    if let Some((uid, gid)) = run.program_user() {
+        std::os::unix::fs::lchown(&link, Some(uid), Some(gid))?;
+    }
+    let mut sender = spawn_sender(run, &name, MIN_SEGMENT as u64, "the sender")?;
+    let answer = sender.recv_any();
+    let created = dev_shm(&target).exists();
+    let kept = link.symlink_metadata().is_ok();
+    let _ = std::fs::remove_file(&link);
+    let _ = nix::sys::mman::shm_unlink(target.as_str());
+    let answer = answer?;
+    let asked = format!(
+        "asked to create a segment whose name {} is a symbolic link to a name that does not \
+         exist (a dangling link: a look at the name finds nothing, yet the name is taken)",
+        link.display()
+    );
+    if answer.kind != "failed" || answer.get("kind") != Some("exists") {
+        let said = if answer.kind == "failed" {
+            format!("`failed` ({})", failure(&answer))
+        } else {
+            format!("`{}`", answer.kind)
+        };
+        // glibc's shm_open() adds O_NOFOLLOW: without O_EXCL the link is refused with ELOOP;
+        // with it, EEXIST comes first.
+        let why = if answer.get("error").is_some_and(|e| e.contains("ELOOP")) {
+            ": it opened the name without O_EXCL (shm_open() then refuses the link with \
+             ELOOP; with O_EXCL it says EEXIST). A create that does not rely on O_EXCL, \
+             looking first whether the name exists, has a gap between the look and the \
+             create in which another process can make the name. Create with O_CREAT | O_EXCL \
+             and let EEXIST say the name is taken"
+        } else {
+            ""
+        };
+        return Err(Fail::failed(format!(
+            "{asked}, the program said {said}: this must fail with TransferError::Exists \
+             (kind=exists){why}"
+        )));
+    }
+    if created {
+        return Err(Fail::failed(format!(
+            "{asked}, the program said kind=exists, but {} (the link's target) was created: \
+             shm_open(O_CREAT | O_EXCL) never follows a link",
+            dev_shm(&target).display()
+        )));
+    }
+    if !kept {
+        return Err(Fail::failed(format!(
+            "{asked}, the program said kind=exists, rightly, but removed the link: a create \
+             that fails unlinks only a name it made itself"
+        )));
+    }
+    sender.wait()?;
+    Ok(())
+}
+
 fn pool_errors(run: &mut Run) -> Result<(), Fail> {
     // Three pools at once, on prefixes of their own: the smallest, one with a segment's name
     // taken by another object, the largest of the smallest segments.
@@ -185,6 +250,11 @@ fn pool_errors(run: &mut Run) -> Result<(), Fail> {
     let mut pool4 = spawn_pool(run, &names4, MIN_SEGMENT)?;
     let names10 = PoolNames::new(run, "pool10", MAX_POOL);
     let pool10 = spawn_pool(run, &names10, MIN_SEGMENT)?;
+    // A pool whose free queue alone exists already (the grader's, with a message of its own):
+    // the queue is the first step, so that nothing of the pool may be left.
+    let names_q = PoolNames::new(run, "queued", 3);
+    let taken_queue = GraderQueue::create(&names_q.queue)?;
+    let pool_q = spawn_pool(run, &names_q, MIN_SEGMENT)?;
 
     // The smallest pool works; a second one over its names is refused and leaves it whole.
     pool_ready(&mut first, &names, MIN_SEGMENT)?;
@@ -231,13 +301,17 @@ fn pool_errors(run: &mut Run) -> Result<(), Fail> {
     }
     let _ = nix::sys::mman::shm_unlink(names.segments[2].as_str());
 
-    // The largest pool of the smallest segments works; destroy() goes on past a segment that
-    // is already gone and reports it.
+    queue_taken(pool_q, &names_q, taken_queue)?;
+
+    // The largest pool of the smallest segments works; destroy() goes on past two segments
+    // that are already gone and reports the first.
     let (names, mut pool) = (names10, pool10);
     pool_ready(&mut pool, &names, MIN_SEGMENT)?;
-    let gone = &names.segments[MAX_POOL / 2];
-    nix::sys::mman::shm_unlink(gone.as_str())
-        .map_err(|errno| Fail::Grader(format!("shm_unlink({gone}): {errno}")))?;
+    let (first_gone, second_gone) = (3, MAX_POOL / 2);
+    for gone in [&names.segments[first_gone], &names.segments[second_gone]] {
+        nix::sys::mman::shm_unlink(gone.as_str())
+            .map_err(|errno| Fail::Grader(format!("shm_unlink({gone}): {errno}")))?;
+    }
     pool.send("finish", &[])?;
     let state = pool.recv_any()?;
     if state.kind != "state" {
@@ -249,8 +323,8 @@ fn pool_errors(run: &mut Run) -> Result<(), Fail> {
     }
     let answer = pool.recv_any()?;
     let asked = format!(
-        "destroy() of a pool of {MAX_POOL} segments whose segment {} the grader had unlinked",
-        MAX_POOL / 2
+        "destroy() of a pool of {MAX_POOL} segments whose segments {first_gone} and \
+         {second_gone} the grader had unlinked"
     );
     if answer.kind != "failed" || answer.get("kind") != Some("not-found") {
         return Err(Fail::failed(format!(
@@ -266,6 +340,102 @@ fn pool_errors(run: &mut Run) -> Result<(), Fail> {
         return Err(Fail::failed(format!(
             "{asked} reported kind=not-found, rightly, but left {left:?}: destroy() tries every \
              segment and the queue, then returns the first error"
+        )));
+    }
+    // The error names its object (TransferError::NotFound's name): the first one's, not the
+    // last's. An error that names neither is not judged here.
+    let error = answer.get("error").unwrap_or("");
+    let (first, last) = (&names.segments[first_gone], &names.segments[second_gone]);
+    if error.contains(last.as_str()) && !error.contains(first.as_str()) {
+        return Err(Fail::failed(format!(
+            "{asked} reported kind=not-found, but for segment {second_gone} ({}), the last \
+             missing one: destroy() tries every segment (0 to {}) and the queue, then returns \
+             the first error, segment {first_gone}'s ({first}), not the last",
+            failure(&answer),
+            MAX_POOL - 1
+        )));
+    }
+    Ok(())
+}
+
+/// A queue the grader makes under a pool's queue name before the pool: attributes and a
+/// message no pool makes, so that a queue removed and made again shows.
+struct GraderQueue {
+    queue: Option<nix::mqueue::MqdT>,
+}
+
+impl Drop for GraderQueue {
+    fn drop(&mut self) {
+        if let Some(queue) = self.queue.take() {
+            let _ = nix::mqueue::mq_close(queue);
+        }
+    }
+}
+
+/// The attributes and the message of a [`GraderQueue`].
+const GRADER_QUEUE_MAXMSG: libc::c_long = 5;
+const GRADER_QUEUE_MSGSIZE: libc::c_long = 8;
+const GRADER_QUEUE_MESSAGE: &[u8] = b"grader!!";
+
+impl GraderQueue {
+    fn create(name: &str) -> Result<GraderQueue, Fail> {
+        use nix::mqueue::{MQ_OFlag, MqAttr, mq_open, mq_send};
+        let attr = MqAttr::new(0, GRADER_QUEUE_MAXMSG, GRADER_QUEUE_MSGSIZE, 0);
+        let queue = mq_open(
+            name,
+            MQ_OFlag::O_CREAT | MQ_OFlag::O_EXCL | MQ_OFlag::O_RDWR | MQ_OFlag::O_NONBLOCK,
+            nix::sys::stat::Mode::S_IRUSR | nix::sys::stat::Mode::S_IWUSR,
+            Some(&attr),
+        )
+        .map_err(|errno| Fail::Grader(format!("mq_open({name}): {errno}")))?;
+        mq_send(&queue, GRADER_QUEUE_MESSAGE, 0)
+            .map_err(|errno| Fail::Grader(format!("mq_send({name}): {errno}")))?;
+        Ok(GraderQueue { queue: Some(queue) })
+    }
+
+    /// Whether the queue open here is still the one the grader made, as it made it: its
+    /// attributes and its one message.
+    fn untouched(&self) -> bool {
+        let Some(queue) = &self.queue else {
+            return false;
+        };
+        nix::mqueue::mq_getattr(queue).is_ok_and(|attr| {
+            (attr.maxmsg(), attr.msgsize(), attr.curmsgs())
+                == (GRADER_QUEUE_MAXMSG, GRADER_QUEUE_MSGSIZE, 1)
+        })
+    }
+}
+
+/// A pool on a prefix whose free queue alone exists (the grader's): refused with `exists`,
+/// none of its segments left, the grader's queue still there, as it was.
+fn queue_taken(mut pool: Proc, names: &PoolNames, queue: GraderQueue) -> Result<(), Fail> {
+    let count = names.segments.len();
+    let asked = format!(
+        "asked for a pool of {count} segments whose free queue {} alone existed (made by the \
+         grader; no segment of the prefix existed)",
+        names.queue
+    );
+    refused(&mut pool, &asked, "Exists")?;
+    let segments: Vec<&String> = names
+        .segments
+        .iter()
+        .filter(|name| dev_shm(name).exists())
+        .collect();
+    let same_queue = queue.untouched() && message_queue_exists(&names.queue);
+    let _ = nix::mqueue::mq_unlink(names.queue.as_str());
+    drop(queue);
+    if !segments.is_empty() {
+        return Err(Fail::failed(format!(
+            "{asked}, the program said kind=exists, rightly, but left {segments:?}: segments \
+             it made before it found the queue taken. A create() that fails part-way removes \
+             everything it made (here its segments), and nothing else; the queue, which the \
+             handout's API makes first, fails before any segment is made"
+        )));
+    }
+    if !same_queue {
+        return Err(Fail::failed(format!(
+            "{asked}, the program said kind=exists, rightly, but the grader's queue is gone or \
+             changed: A failed create() removes only what it made itself"
         )));
     }
     Ok(())

@@ -402,6 +402,10 @@ struct Case {
     good: u64,
     /// What the receiver must compare, if it took the chunk for a good one.
     advice: &'static str,
+    /// The stream is broken only by what does not come: a chunk completes the total with
+    /// end = 0 and nothing follows. The receiver must not report the message: it waits for the
+    /// end (`timeout`) or refuses the chunk (`protocol`).
+    no_end: bool,
 }
 
 fn header(seq: u64, total: u64, len: u64, end: u64) -> Header {
@@ -428,6 +432,7 @@ pub fn broken_chunks(run: &mut Run) -> Result<String, Fail> {
             good: 0,
             advice: "compare each chunk's seq with the number of the chunk due (0, 1, 2, ... in \
                      every message)",
+            no_end: false,
         },
         Case {
             what: "is numbered 2 where chunk 1 is due".into(),
@@ -435,6 +440,7 @@ pub fn broken_chunks(run: &mut Run) -> Result<String, Fail> {
             good: c,
             advice: "compare each chunk's seq with the number of the chunk due (0, 1, 2, ... in \
                      every message)",
+            no_end: false,
         },
         Case {
             what: "says the message is 8 bytes longer than its chunk 0 said".into(),
@@ -442,6 +448,7 @@ pub fn broken_chunks(run: &mut Run) -> Result<String, Fail> {
             good: c,
             advice: "keep the total of chunk 0 and compare every later chunk's total with it; \
                      a total read afresh from each chunk follows the broken one",
+            no_end: false,
         },
         Case {
             what: "says the message is 8 bytes shorter than its chunk 0 said".into(),
@@ -449,6 +456,7 @@ pub fn broken_chunks(run: &mut Run) -> Result<String, Fail> {
             good: c,
             advice: "keep the total of chunk 0 and compare every later chunk's total with it; \
                      a total read afresh from each chunk follows the broken one",
+            no_end: false,
         },
         Case {
             what: format!(
@@ -459,6 +467,7 @@ pub fn broken_chunks(run: &mut Run) -> Result<String, Fail> {
             good: 0,
             advice: "compare len with the chunk capacity (capacity(): the slot minus its \
                      32-byte chunk header)",
+            no_end: false,
         },
         Case {
             what: format!(
@@ -469,12 +478,14 @@ pub fn broken_chunks(run: &mut Run) -> Result<String, Fail> {
             good: 0,
             advice: "compare len with the chunk capacity (capacity(): the slot minus its \
                      32-byte chunk header)",
+            no_end: false,
         },
         Case {
             what: format!("carries {} bytes, more than the whole slot", slot + 1),
             chunks: vec![header(0, long, slot + 1, 0)],
             good: 0,
             advice: "compare len with the chunk capacity before using it",
+            no_end: false,
         },
         // The last chunk too: what is left of the total does not bound it by the capacity.
         Case {
@@ -488,18 +499,41 @@ pub fn broken_chunks(run: &mut Run) -> Result<String, Fail> {
             good: 0,
             advice: "compare len with the chunk capacity for every chunk, the last (end = 1) \
                      too: what is left of the total does not bound it by the slot",
+            no_end: false,
         },
         Case {
             what: "carries 1 byte more than what is left of the message".into(),
             chunks: vec![header(0, total, c, 0), header(1, total, rest + 1, 1)],
             good: c,
             advice: "compare len with what is left of the total",
+            no_end: false,
+        },
+        // Behind the chunk due: a chunk handed over again.
+        Case {
+            what: "is numbered 0 again where chunk 1 is due (chunk 0 handed over twice)".into(),
+            chunks: vec![header(0, total, c, 0), header(0, total, rest, 1)],
+            good: c,
+            advice: "compare each chunk's seq with the number of the chunk due, for equality: \
+                     a chunk numbered behind it (a repeat) is as wrong as one ahead",
+            no_end: false,
         },
         Case {
             what: format!("marks end = 1 after {c} of the message's {total} bytes"),
             chunks: vec![header(0, total, c, 1)],
             good: 0,
             advice: "compare the bytes received with the total when a chunk says end = 1",
+            no_end: false,
+        },
+        // All of the total with end = 0, then nothing: only end = 1 ends a message.
+        Case {
+            what: format!(
+                "carries all {c} bytes of a {c}-byte message with end = 0, and nothing came \
+                 after it"
+            ),
+            chunks: vec![header(0, c, c, 0)],
+            good: c,
+            advice: "",
+            no_end: true,
         },
     ];
     let mut outcomes = Vec::new();
@@ -530,9 +564,11 @@ pub fn broken_chunks(run: &mut Run) -> Result<String, Fail> {
         judge_case(case, outcome)?;
     }
     Ok(
-        "chunks out of sequence, a changed length (longer and shorter), chunks of capacity + 1 \
-         (a middle one and a last one), of a whole slot and longer, one longer than what is left and an early end were each \
-         reported as kind=protocol, after only the good chunks had been written out"
+        "chunks out of sequence (ahead and behind), a changed length (longer and shorter), \
+         chunks of capacity + 1 (a middle one and a last one), of a whole slot and longer, one \
+         longer than what is left and an early end were each reported as kind=protocol, after \
+         only the good chunks had been written out; a message whose bytes all came with end = 0 \
+         was not reported"
             .into(),
     )
 }
@@ -585,6 +621,22 @@ fn play(run: &mut Run, size: usize, index: usize, case: &Case) -> Result<Outcome
 /// Fails unless the receiver refused `case` as a protocol error, after only the good bytes.
 fn judge_case(case: &Case, outcome: &Outcome) -> Result<(), Fail> {
     let broken = format!("the grader sent a chunk that {}", case.what);
+    if case.no_end {
+        return match outcome {
+            Outcome::Delivered { len } => Err(Fail::failed(format!(
+                "{broken}, and the receiver said {len}: it ends a message once `total` bytes \
+                 have arrived, not at the chunk with end = 1. Stop only after the chunk with \
+                 end = 1 (a sender may still send an empty end chunk; without one, the message \
+                 has not ended)"
+            ))),
+            Outcome::Failed { kind, .. } if kind == "timeout" || kind == "protocol" => Ok(()),
+            Outcome::Failed { kind, .. } => Err(Fail::failed(format!(
+                "{broken}, and the receiver said `failed` (kind={kind}): the message never \
+                 ended, so the receiver waits for its end (kind=timeout once nothing comes) or \
+                 refuses the chunk (kind=protocol)"
+            ))),
+        };
+    }
     match outcome {
         Outcome::Delivered { len } => Err(Fail::failed(format!(
             "{broken}, and the receiver said {len}: it took the broken chunk for a good one. \

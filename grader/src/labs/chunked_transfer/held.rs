@@ -11,13 +11,13 @@ use super::data::{pattern_bytes, pattern_hash};
 use super::layout::{Header, Sem, chunks_of, expected_capacity};
 use super::observe::{
     describe_descriptors, expect_copied_in_memory, expect_descriptor_closed,
-    expect_reads_into_slot, io_of, maps_segment,
+    expect_reads_into_slot, expect_writes_from_slot, io_of, maps_segment,
 };
 use super::pool::{
     Follow, FreeQueue, PairOptions, PairSeen, PoolNames, destroy_pool, follow_pair, pair_ready,
     pool_ready, spawn_pair, spawn_pool,
 };
-use super::signals::interrupt_waits;
+use super::signals::{force_eintrs, interrupt_waits};
 use super::transfer::{Setup, Transfer, check_messages, start};
 use crate::engine::diagnose::Activity;
 use crate::engine::inspect::{IoCounters, ProcessView};
@@ -416,12 +416,12 @@ pub fn held_mid_message(run: &mut Run) -> Result<String, Fail> {
     b.go()?;
     c.go()?;
     pair.send("go", &[])?;
-    Transfer::holding(
+    let holding_a = Transfer::holding_message(
         &mut a.receiver,
         "receiver",
         &format!("the write of chunk {k}"),
     )?;
-    Transfer::holding(
+    let holding_b = Transfer::holding_message(
         &mut b.receiver,
         "receiver",
         "the write of the last chunk of message 1",
@@ -484,6 +484,29 @@ pub fn held_mid_message(run: &mut Run) -> Result<String, Fail> {
         sender_io: io_b,
     }
     .slot_kept()?;
+    // The buffer each held writer was given: the data of its chunk's slot, in the receiver's
+    // own mapping of the segment (after the slots: a copy with `empty` posted early is told
+    // by what the slot holds).
+    for (transfer, holding, chunk, size) in [
+        (&a, &holding_a, k, size_a),
+        (&b, &holding_b, n_0 - 1, size_b),
+    ] {
+        let field = |name: &str| {
+            let value = holding.get(name)?;
+            match value.strip_prefix("0x") {
+                Some(hex) => u64::from_str_radix(hex, 16).ok(),
+                None => value.parse().ok(),
+            }
+        };
+        let (Some(from), Some(len)) = (field("from"), field("len")) else {
+            return Err(Fail::Grader(
+                "the receiver's `holding` lacks `from` or `len`".into(),
+            ));
+        };
+        let inode = transfer.segment.metadata()?.ino();
+        let pid = transfer.receiver.pid.as_raw();
+        expect_writes_from_slot(pid, inode, size, chunk, from, len)?;
+    }
 
     for waiter in &waiters {
         let Some((_, who, want)) = waiting.iter().find(|w| w.0 == waiter.pid) else {
@@ -513,6 +536,10 @@ pub fn held_mid_message(run: &mut Run) -> Result<String, Fail> {
         ],
         Duration::from_millis(HELD_TIMEOUT_MS),
     )?;
+    // Then EINTR again and again, faster than signals come: a wait that a signal interrupts
+    // is retried however often, by the program itself.
+    force_eintrs(&mut c.receiver, waiting[2].1, true)?;
+    force_eintrs(&mut pair, waiting[3].1, false)?;
 
     let overwritten = release_past_post(&mut a, k)?;
     b.receiver.send("release", &[])?;

@@ -286,6 +286,10 @@ impl Mapped {
     }
 }
 
+// SAFETY: a shared mapping of an object, which any thread of the grader may read and write;
+// the mapping is unmapped once, by its one owner.
+unsafe impl Send for Mapped {}
+
 impl Drop for Mapped {
     fn drop(&mut self) {
         // SAFETY: the mapping made by map_shared(), not used after this.

@@ -127,10 +127,12 @@ pub static LAB: Lab = Lab {
             points: 3,
             timeout: Duration::from_secs(20),
             description: "with a receiver held while it writes out a chunk, its slot stays \
-                          untouched and its sender blocks; with a sender held, its receiver \
-                          blocks; a pair on an empty pool blocks in mq_timedreceive(); SIGUSR1 \
-                          is delivered and each wait entered again with its deadline; a receiver \
-                          held after its post of `empty` reads nothing of the refilled slot",
+                          untouched, its writer was handed the slot itself and its sender \
+                          blocks; with a sender held, its receiver blocks; a pair on an empty \
+                          pool blocks in mq_timedreceive(); SIGUSR1 is delivered and each wait \
+                          entered again with its deadline, and 200 EINTRs in a row are retried; \
+                          a receiver held after its post of `empty` reads nothing of the \
+                          refilled slot",
             exclusive: false,
             hint: Some(
                 "Every wait blocks, retries EINTR until its deadline, and the receiver hands a slot back only when done with it. See docs/labs/08-chunked-transfer.md, the rules table (the wait rules).",

@@ -200,3 +200,45 @@ pub fn expect_reads_into_slot(
         ))),
     }
 }
+
+/// That the receiver, held in its writer before the write of chunk `chunk`, gave the writer the
+/// data of that chunk's slot (`from`, `len` bytes, from its `holding`): the writer gets the slot
+/// itself, with no copy of the receiver's own in between.
+pub fn expect_writes_from_slot(
+    pid: i32,
+    inode: u64,
+    size: usize,
+    chunk: u64,
+    from: u64,
+    len: u64,
+) -> Result<(), Fail> {
+    let slot = chunk % SLOTS;
+    let slot_size = expected_slot_size(size) as u64;
+    let data_start = SEGMENT_HEADER + slot * slot_size + CHUNK_HEADER;
+    let data_end = SEGMENT_HEADER + (slot + 1) * slot_size;
+    let mappings = segment_mappings(pid, inode)?;
+    let inside = mappings
+        .iter()
+        .find(|(start, end, _)| from >= *start && from + len <= *end)
+        .map(|(start, _, offset)| from - start + offset);
+    match inside {
+        Some(at) if at >= data_start && at + len <= data_end => Ok(()),
+        Some(at) => Err(Fail::failed(format!(
+            "the receiver's writer was given {len} bytes at offset {at} of the segment (address \
+             {from:#x}) for chunk {chunk}, whose data lies in slot {slot}, at offsets \
+             {data_start} to {data_end}: chunk k lies in slot k % 2, its data right after its \
+             32-byte header"
+        ))),
+        None => Err(Fail::failed(format!(
+            "the receiver's writer was given {len} bytes at {from:#x} for chunk {chunk}, outside \
+             the receiver's mapping of the segment ({}): the receiver copies each chunk out of \
+             the slot into memory of its own and hands the writer that copy. The writer must get \
+             the slot itself (a slice of the segment), with no copy in between",
+            mappings
+                .iter()
+                .map(|(start, end, _)| format!("{start:#x}-{end:#x}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ))),
+    }
+}

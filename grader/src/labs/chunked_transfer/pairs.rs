@@ -5,14 +5,17 @@
 use rand::RngExt;
 
 use super::data::pattern_hash;
-use super::layout::expected_capacity;
+use super::layout::{Header, MIN_SEGMENT, Mapped, expected_capacity};
+use super::observe::dev_shm;
 use super::pool::{
     Follow, FreeQueue, PairOptions, PairSeen, PoolNames, destroy_pool, follow_pair, id_message,
-    pair_ready, pool_ready, spawn_pair, spawn_pool,
+    pair_failed, pair_ready, pool_ready, spawn_pair, spawn_pool,
 };
 use super::transfer::failure;
 use super::{MAX_POOL, SEGMENTS, STRANDED_RECEIVER};
-use crate::engine::{Fail, Proc, Run};
+use crate::engine::tracer::{Action, Call, Reached, Tracer};
+use crate::engine::{Fail, Proc, Run, inspect};
+use std::time::{Duration, Instant};
 
 const MIB: u64 = 1 << 20;
 
@@ -98,12 +101,27 @@ pub fn pool_pairs(run: &mut Run) -> Result<String, Fail> {
     )?;
     // Ids that are not the pool's: one between its count and the largest pool's (a bound
     // taken from MAX_POOL_SEGMENTS), then the count itself (one past the last).
-    for foreign_id in [SEGMENTS + 3, SEGMENTS] {
+    // Then id 4 again, with an object named as segment 4 would be in /dev/shm (the grader's):
+    // the count is the queue's, whatever names lie about.
+    for (foreign_id, stray) in [(SEGMENTS + 3, false), (SEGMENTS, false), (SEGMENTS, true)] {
         index += 1;
+        let stray = if stray {
+            let name = run.ipc_name(&format!("pool-seg-{foreign_id}"));
+            Some((Mapped::create(run, &name, MIN_SEGMENT, true)?, name))
+        } else {
+            None
+        };
         queue.put_all(&[id_message(foreign_id as u32)])?;
         let mut foreign = spawn_pair(run, &prefix, index, seed, 1000, &PairOptions::default())?;
         pair_ready(&mut foreign, index)?;
-        let bound = if foreign_id > SEGMENTS {
+        let bound = if let Some((_, name)) = &stray {
+            format!(
+                ". It refused id {foreign_id} a moment before, when no object had that name: it \
+                 counts the pool's segments by the names it finds in /dev/shm (the grader had \
+                 made {name}), where Pool::open takes the count from the queue's mq_maxmsg \
+                 ({SEGMENTS})"
+            )
+        } else if foreign_id > SEGMENTS {
             format!(
                 ". Taking id {foreign_id} (below {MAX_POOL}, the largest pool) from a pool of \
                  {SEGMENTS}, it checks ids against no bound or one larger than the pool's \
@@ -112,28 +130,44 @@ pub fn pool_pairs(run: &mut Run) -> Result<String, Fail> {
         } else {
             String::new()
         };
-        pair_refused(
-            &mut foreign,
-            index,
-            &format!(
-                "with only id {foreign_id} on the free queue (put there by the grader; the pool's \
-                 ids are 0 to {})",
+        let setting = match &stray {
+            Some((_, name)) => format!(
+                "with only id {foreign_id} on the free queue (put there by the grader; the \
+                 pool's ids are 0 to {}) and an object named {name} in /dev/shm (the grader's)",
                 SEGMENTS - 1
             ),
+            None => format!(
+                "with only id {foreign_id} on the free queue (put there by the grader; the \
+                 pool's ids are 0 to {})",
+                SEGMENTS - 1
+            ),
+        };
+        let refused = pair_refused(
+            &mut foreign,
+            index,
+            &setting,
             "bad-id",
             "BadId",
             Some(foreign_id as u32),
             &bound,
-        )?;
+        );
+        if let Some((mapped, name)) = stray {
+            drop(mapped);
+            let _ = nix::sys::mman::shm_unlink(name.as_str());
+        }
+        refused?;
     }
 
     // The grader keeps one id: free_count() must count the queue, not guess.
     queue.put_all(&ids[1..])?;
     let held = held_pair(run, &queue, &prefix, seed, capacity)?;
     let failed_id = failed_pair(run, &queue, &prefix, seed, capacity)?;
+    let broken_id = protocol_pair(run, &queue, &prefix, seed, capacity, size)?;
     queue.put_all(&ids[..1])?;
+    // The segments the failed pairs keep off the queue for good.
+    let lost = 2;
 
-    // Concurrent pairs on the 3 segments left (the failed pair's stays out).
+    // Concurrent pairs on the 2 segments left (the failed pairs' stay out).
     let mut pairs = Vec::new();
     let mut lens = Vec::new();
     for index in 0..PAIRS {
@@ -162,8 +196,8 @@ pub fn pool_pairs(run: &mut Run) -> Result<String, Fail> {
         let how = Follow {
             index: index as u64,
             want: &want,
-            // While this pair holds its segment, at most the other 2 can be free.
-            free_after_take: 0..=SEGMENTS - 2,
+            // While this pair holds its segment, at most the others left can be free.
+            free_after_take: 0..=SEGMENTS - lost - 1,
             segments: SEGMENTS,
             failures_expected: false,
         };
@@ -173,12 +207,12 @@ pub fn pool_pairs(run: &mut Run) -> Result<String, Fail> {
         pair.wait()?;
     }
     let free = queue.len()?;
-    if free != SEGMENTS - 1 {
+    if free != SEGMENTS - lost {
         return Err(Fail::failed(format!(
             "after all {PAIRS} pairs finished, the free queue holds {free} ids, where {} \
-             should be (every segment but {failed_id}, whose transfer failed): every segment \
-             taken must be given back once, after a whole message",
-            SEGMENTS - 1
+             should be (every segment but {failed_id} and {broken_id}, whose transfers \
+             failed): every segment taken must be given back once, after a whole message",
+            SEGMENTS - lost
         )));
     }
     // One more off the queue: the pool's free_count() must see it.
@@ -188,17 +222,19 @@ pub fn pool_pairs(run: &mut Run) -> Result<String, Fail> {
         &mut pool,
         &names,
         &format!(
-            "after all {PAIRS} pairs finished, with the grader holding one id and segment \
-             {failed_id} lost to a failed transfer"
+            "after all {PAIRS} pairs finished, with the grader holding one id and segments \
+             {failed_id} and {broken_id} lost to failed transfers"
         ),
-        SEGMENTS - 2,
+        SEGMENTS - lost - 1,
     )?;
     taken.sort();
     Ok(format!(
-        "an empty pool gave pool-empty and id {SEGMENTS} bad-id; {held}; a pair whose receiver \
-         timed out kept segment {failed_id} off the queue; then {PAIRS} pairs each got their own \
-         message through the other segments (ids taken: {}); free_count() counted the queue, \
-         and destroy() removed every object",
+        "an empty pool gave pool-empty and ids {} and {SEGMENTS} (also with an object of that \
+         name in /dev/shm) bad-id; {held}; a pair whose receiver timed out kept segment \
+         {failed_id} off the queue, one whose receiver found a broken chunk segment \
+         {broken_id}; then {PAIRS} pairs each got their own message through the other segments \
+         (ids taken: {}); free_count() counted the queue, and destroy() removed every object",
+        SEGMENTS + 3,
         taken.join(",")
     ))
 }
@@ -223,10 +259,10 @@ fn held_pair(
     };
     let mut pair = spawn_pair(run, prefix, index, seed, len, &options)?;
     pair_ready(&mut pair, index)?;
-    pair.send("go", &[])?;
-    let want = pattern_hash(seed, index, len);
     // The grader holds one id and the pair one: exactly 2 are free.
     let free = SEGMENTS - 2;
+    counts_by_attributes(&mut pair, queue, index, free)?;
+    let want = pattern_hash(seed, index, len);
     let how = Follow {
         index,
         want: &want,
@@ -376,4 +412,160 @@ fn failed_pair(
         )));
     }
     Ok(id)
+}
+
+/// A pair whose receiver finds a broken chunk: the grader puts chunk 1 where chunk 0 is due in
+/// the segment of the only id it leaves on the queue, and holds the pair's sender before its
+/// first chunk. The receiver fails (`protocol`; `timeout` for a sender that writes the header
+/// before the data) and must keep the segment off the queue, as after any failed receive; so
+/// must the sender, which then fails too. Returns the id.
+fn protocol_pair(
+    run: &mut Run,
+    queue: &FreeQueue,
+    prefix: &str,
+    seed: u64,
+    capacity: u64,
+    size: usize,
+) -> Result<String, Fail> {
+    let index = 10;
+    let ids = queue.take_all()?;
+    let Some((planted, kept)) = ids.split_first() else {
+        return Err(Fail::Grader(
+            "no id on the free queue for the broken pair".into(),
+        ));
+    };
+    let id = <[u8; 4]>::try_from(planted.as_slice())
+        .map(u32::from_le_bytes)
+        .map_err(|_| Fail::Grader("an id of the wrong size on the free queue".into()))?;
+    let segment = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(dev_shm(&format!("{prefix}-seg-{id}")))?;
+    let mapped = Mapped::open(&segment, size)?;
+    let len = 3 * capacity;
+    let broken = Header {
+        seq: 1,
+        total: len,
+        len: capacity,
+        end: 0,
+    };
+    mapped.put(0, broken, &run.random_bytes(capacity as usize));
+    queue.put_all(std::slice::from_ref(planted))?;
+    let options = PairOptions {
+        hold_sender_at: Some(0),
+        timeout_ms: Some(200),
+        ..Default::default()
+    };
+    let mut pair = spawn_pair(run, prefix, index, seed, len, &options)?;
+    pair_ready(&mut pair, index)?;
+    pair.send("go", &[])?;
+    let want = pattern_hash(seed, index, len);
+    let how = Follow {
+        index,
+        want: &want,
+        free_after_take: 0..=0,
+        segments: SEGMENTS,
+        failures_expected: true,
+    };
+    let mut seen = PairSeen::default();
+    follow_pair(&mut pair, &how, &mut seen, |seen| {
+        let failed = |side: bool| seen.failed.iter().any(|(sender, _)| *sender == side);
+        // Before its `took`, only its take can fail, and nothing provoked that.
+        (failed(true) && seen.took.is_none())
+            || (failed(false) && (seen.sender_holding.is_some() || failed(true)))
+    })?;
+    if seen.took.is_none()
+        && let Some((_, message)) = seen.failed.first()
+    {
+        return Err(pair_failed(index, SEGMENTS, message, true));
+    }
+    let (_, answer) = seen
+        .failed
+        .iter()
+        .find(|(sender, _)| !sender)
+        .expect("waited for above");
+    let on_queue = queue.len()?;
+    if on_queue != 0 {
+        return Err(Fail::failed(format!(
+            "the grader put a broken chunk (numbered 1 where chunk 0 is due) in segment {id}, \
+             the only one on the free queue, and held pair {index}'s sender before its first \
+             chunk; the pair's receiver said `failed` ({}), and the free queue then held \
+             {on_queue} id(s), where 0 should be: segment {id} went back to the pool after a \
+             failed receive. Never give a segment back after a failed receive, whatever the \
+             error (a protocol error too, not only a timeout): its sender may still write into \
+             it",
+            failure(answer)
+        )));
+    }
+    pair.send("release", &[])?;
+    follow_pair(&mut pair, &how, &mut seen, |seen| {
+        seen.failed.iter().any(|(sender, _)| *sender)
+    })?;
+    let _ = pair.wait()?;
+    let on_queue = queue.len()?;
+    queue.put_all(kept)?;
+    if on_queue != 0 {
+        return Err(Fail::failed(format!(
+            "pair {index}'s receiver failed on a broken chunk the grader put in segment {id}, \
+             then its sender, released, failed in turn; the free queue then held {on_queue} \
+             id(s), where 0 should be: segment {id} went back to the pool after a failed \
+             transfer. Only the receiver gives a segment back, after a whole message"
+        )));
+    }
+    Ok(id.to_string())
+}
+
+/// Starts `pair` (alone on the pool: `free` ids are on the queue once it has taken one) with
+/// its main thread traced, and holds it at its first `mq_getattr()` (`mq_getsetattr`) or
+/// `mq_send()` (`mq_timedsend`) after `go`: `free_count()`, right after the take, must read
+/// the queue's attributes (`mq_curmsgs`), not take the ids off the queue and put them back.
+fn counts_by_attributes(
+    pair: &mut Proc,
+    queue: &FreeQueue,
+    index: u64,
+    free: usize,
+) -> Result<(), Fail> {
+    const CALLS: &[i64] = &[libc::SYS_mq_getsetattr, libc::SYS_mq_timedsend];
+    let pid = pair.pid.as_raw();
+    let traced = Tracer::attach(pid, Call::one_of(CALLS), Action::Hold)?;
+    pair.send("go", &[])?;
+    let Some(mut tracer) = traced else {
+        return Ok(());
+    };
+    match tracer.wait(pair, Instant::now() + Duration::from_secs(10))? {
+        Reached::Call => {
+            let call = inspect::call_of(pid, pid).map(|(nr, _)| nr);
+            let on_queue = queue.len()?;
+            tracer.release();
+            if call == Some(libc::SYS_mq_timedsend) {
+                return Err(Fail::failed(format!(
+                    "pair {index} took a segment, and before it said `took` (with \
+                     free_count()'s number) it sent a message to the free queue (mq_send(); \
+                     the grader held it there, before any mq_getattr()), with {on_queue} of \
+                     the {free} free ids left on the queue: free_count() takes the ids off the \
+                     queue to count them and puts them back, which leaves the queue empty for \
+                     a moment to every other pair. Count them with mq_getattr(): mq_curmsgs"
+                )));
+            }
+            Ok(())
+        }
+        Reached::Passed(Some(message)) if message.kind == "took" => Err(Fail::failed(format!(
+            "pair {index} took a segment and said `took` (free_count() said {}, where \
+             exactly {free} ids were free) without any mq_getattr() call (the grader traced \
+             it): free_count() does not ask the queue. Count the ids on the free queue \
+             (mq_getattr's mq_curmsgs), not a number of your own",
+            message.get("free").unwrap_or("?")
+        ))),
+        // Before its `took`, only the take can fail: judged as anywhere else.
+        Reached::Passed(Some(message)) if message.kind == "failed" => {
+            Err(pair_failed(index, SEGMENTS, &message, true))
+        }
+        Reached::Passed(Some(message)) => Err(Fail::failed(format!(
+            "pair {index}, alone on the pool with {} ids free, said `{}` where it should have \
+             taken a segment",
+            free + 1,
+            message.kind
+        ))),
+        Reached::Passed(None) => Ok(()),
+    }
 }

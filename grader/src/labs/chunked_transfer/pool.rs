@@ -476,32 +476,7 @@ pub fn follow_pair(
                 seen.delivered = true;
             }
             "failed" if how.failures_expected => seen.failed.push((from_sender, message)),
-            "failed" if message.get("kind") == Some("bad-id") => {
-                return Err(Fail::failed(format!(
-                    "pair {index} said `failed` ({}), though every id the grader let on the free \
-                     queue is one of the pool's (0 to {}): Pool::open takes the pool's count from \
-                     the queue's mq_maxmsg, and take() refuses only an id outside 0..count",
-                    failure(&message),
-                    segments - 1
-                )));
-            }
-            "failed" if message.get("kind") == Some("pool-empty") => {
-                return Err(Fail::failed(format!(
-                    "pair {index} found no free segment for {PEER_TIMEOUT_MS} ms, though the \
-                     pairs before it had finished with the pool's segments: a segment was \
-                     never given back. The receiver gives its segment back once it has read \
-                     the end of the message"
-                )));
-            }
-            "failed" => {
-                let who = if from_sender { "sender" } else { "receiver" };
-                return Err(Fail::failed(format!(
-                    "pair {index}'s {who} said `failed` ({}): if another pair's chunks \
-                     reached it, its segment was given back too early (only the receiver, \
-                     after the end of the message, may give it back)",
-                    failure(&message)
-                )));
-            }
+            "failed" => return Err(pair_failed(index, segments, &message, from_sender)),
             "done" if from_sender => {
                 if !seen.delivered {
                     return Err(Fail::failed(format!(
@@ -518,4 +493,38 @@ pub fn follow_pair(
         }
     }
     Ok(())
+}
+
+/// The failure for a `failed` that pair `index` (of a pool of `segments`) said where none was
+/// provoked, from its sender (`from_sender`) or its receiver.
+pub fn pair_failed(
+    index: u64,
+    segments: usize,
+    message: &ipc_labs_driver::Message,
+    from_sender: bool,
+) -> Fail {
+    match message.get("kind") {
+        Some("bad-id") => Fail::failed(format!(
+            "pair {index} said `failed` ({}), though every id the grader let on the free \
+             queue is one of the pool's (0 to {}): Pool::open takes the pool's count from \
+             the queue's mq_maxmsg, and take() refuses only an id outside 0..count",
+            failure(message),
+            segments - 1
+        )),
+        Some("pool-empty") => Fail::failed(format!(
+            "pair {index} found no free segment for {PEER_TIMEOUT_MS} ms, though the \
+             pairs before it had finished with the pool's segments: a segment was \
+             never given back. The receiver gives its segment back once it has read \
+             the end of the message"
+        )),
+        _ => {
+            let who = if from_sender { "sender" } else { "receiver" };
+            Fail::failed(format!(
+                "pair {index}'s {who} said `failed` ({}): if another pair's chunks \
+                 reached it, its segment was given back too early (only the receiver, \
+                 after the end of the message, may give it back)",
+                failure(message)
+            ))
+        }
+    }
 }

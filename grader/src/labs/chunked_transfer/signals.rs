@@ -9,6 +9,7 @@ use nix::sys::signal::Signal;
 use nix::time::{ClockId, clock_gettime};
 
 use super::transfer::failure;
+use crate::engine::tracer::{Action, Call, Tracer};
 use crate::engine::{Fail, Proc, force, inspect};
 
 /// How long a signal may take to be delivered, and the wait to be entered again, on a loaded
@@ -208,6 +209,77 @@ pub fn interrupt_waits(procs: &mut [(&mut Proc, &str)], timeout: Duration) -> Re
                     describe(&again)
                 )));
             }
+        }
+    }
+    Ok(())
+}
+
+/// How many times in a row, after the signals, the grader makes a wait fail with EINTR (with
+/// ptrace, without a signal): a retry that gives up after any count a program would pick (8,
+/// 10, 100) is caught.
+const FORCED_EINTRS: u32 = 200;
+
+/// Makes the timed wait `proc` (`who`) sleeps in fail with EINTR [`FORCED_EINTRS`] times in a
+/// row, as a signal caught by a handler without `SA_RESTART` makes it fail: a futex wait
+/// (`sem_timedwait()`) when `futex`, else `mq_timedreceive()`. Each time it must wait again,
+/// and say nothing; then it must be back in its timed wait.
+pub fn force_eintrs(proc: &mut Proc, who: &str, futex: bool) -> Result<(), Fail> {
+    // A futex wait with a deadline, interrupted by the tracer's attach, goes on as
+    // restart_syscall().
+    const FUTEX: &[i64] = &[libc::SYS_futex, libc::SYS_restart_syscall];
+    let (call, name) = if futex {
+        (Call::one_of(FUTEX), "sem_timedwait()")
+    } else {
+        (Call::any(libc::SYS_mq_timedreceive), "mq_timedreceive()")
+    };
+    let pid = proc.pid.as_raw();
+    if timed_wait(pid).is_none() {
+        return Ok(());
+    }
+    let fail = Action::FailTimes(libc::EINTR, FORCED_EINTRS);
+    let Some(mut tracer) = Tracer::attach(pid, call, fail)? else {
+        return Ok(());
+    };
+    let gave_up = |failed: u32, what: String| {
+        Fail::failed(format!(
+            "{who} (pid {pid}) waited on through SIGUSR1 three times; then the grader made its \
+             {name} fail with EINTR {failed} time(s) in a row (with ptrace, as a signal caught \
+             by a handler without SA_RESTART does), and then it {what}: a wait must be retried \
+             every time it fails with EINTR, however often, until the deadline it had; neither \
+             a limit on the retries nor the kernel's restart of the call (SA_RESTART) does that"
+        ))
+    };
+    for failed in 0..FORCED_EINTRS {
+        let until = Instant::now() + SETTLE;
+        loop {
+            if tracer.failed_before(Instant::now() + Duration::from_millis(5))? {
+                break;
+            }
+            if let Some(said) = proc.recv_before(Instant::now())? {
+                return Err(gave_up(
+                    failed,
+                    format!("said `{}` ({})", said.kind, failure(&said)),
+                ));
+            }
+            if Instant::now() >= until {
+                return Err(gave_up(failed, format!("no longer waits in {name}")));
+            }
+        }
+    }
+    drop(tracer);
+    let until = Instant::now() + SETTLE;
+    while timed_wait(pid).is_none() {
+        if let Some(said) = proc.recv_before(Instant::now() + Duration::from_millis(1))? {
+            return Err(gave_up(
+                FORCED_EINTRS,
+                format!("said `{}` ({})", said.kind, failure(&said)),
+            ));
+        }
+        if Instant::now() >= until {
+            return Err(gave_up(
+                FORCED_EINTRS,
+                format!("was not back in {name} {} s later", SETTLE.as_secs()),
+            ));
         }
     }
     Ok(())

@@ -8,7 +8,7 @@ use ipc_labs_driver::Message;
 use nix::sys::signal::Signal;
 
 use super::data::pattern_hash;
-use super::layout::expected_capacity;
+use super::layout::{Header, MIN_SEGMENT, Mapped, Sem, expected_capacity};
 use super::transfer::{Setup, Transfer, failure, start};
 use super::{ORPHANED_RECEIVER, ORPHANED_SENDER};
 use crate::engine::{Fail, Proc, Run, force};
@@ -21,6 +21,172 @@ const SLOW_MS: u64 = 20;
 const LIVE_CHUNKS: u64 = 2 * TIMEOUT_MS / SLOW_MS;
 
 pub fn peer_killed(run: &mut Run) -> Result<String, Fail> {
+    // Side by side with the rest: a receiver whose writer is slow, the grader its sender.
+    let writer = SlowWriter::start(run)?;
+    std::thread::scope(|scope| {
+        let writer = scope.spawn(move || writer.run());
+        let rest = killed_and_live(run);
+        let writer = writer
+            .join()
+            .unwrap_or_else(|_| Err(Fail::Grader("the slow writer's thread panicked".into())));
+        Ok(format!("{}; {}", rest?, writer?))
+    })
+}
+
+/// The receiver's writer takes this long per write in the slow-writer case ...
+const WRITER_MS: u64 = 900;
+/// ... the grader, as its sender, puts the next chunk this long after the receiver's post of
+/// `empty` ...
+const GAP_MS: u64 = 300;
+/// ... and the receiver's timeout is this: longer than the gap by far (a loaded machine), shorter
+/// than the writer's time and the gap together (a deadline taken before the writer ran).
+const WRITER_TIMEOUT_MS: u64 = 1000;
+
+/// A receiver whose writer is slow, on a segment the grader made and sends through itself: a
+/// 2-chunk message whose chunk 1 comes [`GAP_MS`] after the post of `empty` for chunk 0, so
+/// that the wait for chunk 1 lasts far less than its timeout while the time since chunk 0
+/// came (the writer's, then the gap) is more.
+struct SlowWriter {
+    receiver: Proc,
+    mapped: Mapped,
+    capacity: u64,
+    data: Vec<u8>,
+}
+
+impl SlowWriter {
+    fn start(run: &mut Run) -> Result<SlowWriter, Fail> {
+        let name = run.ipc_name("slow-writer");
+        let mapped = Mapped::create(run, &name, MIN_SEGMENT, true)?;
+        let capacity = mapped.capacity();
+        let data = run.random_bytes(capacity as usize);
+        let mut receiver = run.spawn(&[
+            "recv",
+            "--name",
+            &name,
+            "--count",
+            "1",
+            "--timeout-ms",
+            &WRITER_TIMEOUT_MS.to_string(),
+            "--slow-ms",
+            &WRITER_MS.to_string(),
+        ])?;
+        receiver.set_roles(|_| "the receiver whose writer is slow".into());
+        let ready = receiver.recv_any()?;
+        if ready.kind != "ready" {
+            return Err(Fail::failed(format!(
+                "the receiver could not open a segment the grader made as the handout lays it \
+                 out: it said `{}` ({})",
+                ready.kind,
+                failure(&ready)
+            )));
+        }
+        Ok(SlowWriter {
+            receiver,
+            mapped,
+            capacity,
+            data,
+        })
+    }
+
+    fn run(mut self) -> Result<String, Fail> {
+        let c = self.capacity;
+        let total = c + 1;
+        // The grader is the sender: it takes both slots, as a sender's waits on `empty` do.
+        for _ in 0..2 {
+            self.mapped.wait(Sem::Empty, Duration::from_secs(1));
+        }
+        let first = Header {
+            seq: 0,
+            total,
+            len: c,
+            end: 0,
+        };
+        self.mapped.put(0, first, &self.data);
+        self.receiver.send("go", &[])?;
+        let setting = format!(
+            "a receiver whose writer takes {WRITER_MS} ms per write (recv --slow-ms), timeout \
+             {WRITER_TIMEOUT_MS} ms, the grader its sender: a message of {total} bytes, chunk 0 \
+             ({c} bytes) at once, chunk 1 (1 byte, end = 1) {GAP_MS} ms after the receiver's \
+             post of `empty` for chunk 0"
+        );
+        // The post of `empty` for chunk 0, once its writer is done.
+        let until = Instant::now() + Duration::from_millis(WRITER_MS + 5000);
+        loop {
+            if self.mapped.wait(Sem::Empty, Duration::from_millis(10)) {
+                break;
+            }
+            if let Some(said) = self.receiver.recv_before(Instant::now())? {
+                return Err(Fail::failed(format!(
+                    "{setting}: the receiver said `{}` ({}) before it posted `empty` for chunk \
+                     0",
+                    said.kind,
+                    failure(&said)
+                )));
+            }
+            if Instant::now() >= until {
+                return Err(Fail::failed(format!(
+                    "{setting}: the receiver did not post `empty` for chunk 0 within {} ms",
+                    WRITER_MS + 5000
+                )));
+            }
+        }
+        let freed = Instant::now();
+        // Chunk 1 comes the gap later: the wait for it lasts that long, far below its timeout.
+        let early = self
+            .receiver
+            .recv_before(freed + Duration::from_millis(GAP_MS))?;
+        let answer = match early {
+            Some(said) => (said, false),
+            None => {
+                let last = Header {
+                    seq: 1,
+                    total,
+                    len: 1,
+                    end: 1,
+                };
+                self.mapped.put(1, last, &self.data[..1]);
+                (self.receiver.recv_any()?, true)
+            }
+        };
+        let (said, posted) = answer;
+        let after = freed.elapsed().as_millis();
+        if said.kind == "message" && said.get("len") == Some(total.to_string().as_str()) {
+            self.receiver.send("exit", &[])?;
+            self.receiver.wait()?;
+            return Ok(format!(
+                "a receiver whose writer takes {WRITER_MS} ms a write waited for a chunk that \
+                 came {GAP_MS} ms after its post of `empty` (timeout {WRITER_TIMEOUT_MS} ms)"
+            ));
+        }
+        if said.get("kind") == Some("timeout") && after < u128::from(WRITER_TIMEOUT_MS) {
+            let when = if posted {
+                ""
+            } else {
+                "before the grader had even put chunk 1 in the segment, "
+            };
+            return Err(Fail::failed(format!(
+                "{setting}: the receiver said `failed` ({}) {when}{after} ms after its post of \
+                 `empty` for chunk 0: its wait for chunk 1, which starts after that post, gave \
+                 up sooner than its timeout. The writer's time was counted against it: the \
+                 deadline was taken before the writer ran (when chunk 0 came, or once for the \
+                 whole message). The timeout \
+                 counts from the start of each wait: take now + the timeout right before each \
+                 sem_timedwait()",
+                failure(&said)
+            )));
+        }
+        Err(Fail::failed(format!(
+            "{setting}: the receiver said `{}` ({}, len={}) {after} ms after its post of `empty` \
+             for chunk 0, where message 1 ({total} bytes) was due",
+            said.kind,
+            failure(&said),
+            said.get("len").unwrap_or("?")
+        )))
+    }
+}
+
+/// The killed peers and the live slow transfers, four transfers side by side.
+fn killed_and_live(run: &mut Run) -> Result<String, Fail> {
     let size = 65_536;
     let capacity = expected_capacity(size) as u64;
     let setup = |lens: Vec<u64>| {
