@@ -163,6 +163,17 @@ pub(super) fn everything_under_the_lock(run: &mut Run) -> Result<String, Fail> {
                 place.describe()
             )));
         }
+        // A wait with a timeout wakes up by itself to look again: a poll, whatever its period.
+        if probe::futex_has_timeout(waiter.pid) == Some(true) {
+            return Err(Fail::failed(format!(
+                "while the grader held the bank's mutex, {} (pid {}) slept on the mutex with a \
+                 timeout (pthread_mutex_timedlock(), its futex() wait given a deadline): it \
+                 wakes up by itself to look again while the holder still has the lock, which \
+                 is polling, whatever the period; lock() waits in pthread_mutex_lock(), with \
+                 no timeout, until the holder unlocks",
+                waiter.role, waiter.pid
+            )));
+        }
     }
     drop(held);
     let outcome = session.finish(0, |_| Ok(()))?;

@@ -49,6 +49,9 @@ pub(super) struct Session {
     pub watch_final_unlock: bool,
     held_back: Option<i32>,
     final_unlock: Option<FinalUnlock>,
+    /// Dead holders the grader counted in the bank itself: the coordinator's `dead` includes
+    /// them.
+    pub planted_dead: u32,
 }
 
 /// What one worker reported.
@@ -149,6 +152,7 @@ impl Session {
             watch_final_unlock: false,
             held_back: None,
             final_unlock: None,
+            planted_dead: 0,
         })
     }
 
@@ -374,6 +378,7 @@ impl Session {
                         )?;
                         self.asleep = looked.asleep;
                         self.final_unlock = looked.final_unlock;
+                        self.planted_dead += looked.planted_dead;
                     }
                 }
                 "holding" => on_holding(&message)?,
@@ -528,6 +533,7 @@ pub(super) fn let_coordinator_look(
     let mut looked = Looked {
         asleep: None,
         final_unlock: None,
+        planted_dead: 0,
     };
     if !probe::can_hold(segment) {
         // Other checks judge that mutex; here the run just goes on.
@@ -565,6 +571,9 @@ pub(super) fn let_coordinator_look(
             .is_ok_and(|c| c.finished + c.dead + 1 == c.workers);
         if looked.asleep.is_some() && one_left {
             looked.final_unlock = FinalUnlock::arm(segment, coordinator, name);
+            if looked.final_unlock.is_some() {
+                looked.planted_dead = plant_dead(segment)?;
+            }
         }
     }
     for &worker in others {
@@ -580,4 +589,19 @@ pub(super) struct Looked {
     /// The coordinator asleep on the condition variable while the others were stopped.
     pub asleep: Option<AsleepOnCond>,
     pub final_unlock: Option<FinalUnlock>,
+    /// The dead holders the grader counted itself ([`plant_dead`]).
+    pub planted_dead: u32,
+}
+
+/// Counts one dead holder in the bank (`dead += 1`, under the mutex, with no broadcast) while
+/// the coordinator sleeps and one worker is left: at the end `finished + dead` is one more than
+/// `workers`, so that a snapshot whose `dead` is computed (`workers - finished`) instead of read
+/// from the bank shows. The coordinator, asleep on the condition variable, is not woken by it.
+fn plant_dead(segment: &Segment) -> Result<u32, Fail> {
+    let held = probe::hold(segment, Duration::from_secs(2))?;
+    let at = segment.layout.counts_at + 8;
+    let dead = segment.counts()?.dead;
+    segment.write_at(at, &(dead + 1).to_ne_bytes())?;
+    drop(held);
+    Ok(1)
 }
