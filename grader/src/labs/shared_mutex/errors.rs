@@ -443,6 +443,7 @@ pub(super) fn create_failures(run: &mut Run) -> Result<String, Fail> {
         )));
     }
     drop(taken);
+    refuses_dangling_link(run)?;
 
     // A valid name too long for the system: shm_open() fails, kind=shm-open.
     let long = format!("{}-{}", run.ipc_name("long"), "x".repeat(300));
@@ -501,6 +502,72 @@ pub(super) fn create_failures(run: &mut Run) -> Result<String, Fail> {
          descriptor or mapping left",
         long.len()
     ))
+}
+
+/// A dangling symbolic link at the name (given to the programs' user, so that the program may
+/// follow it): `shm_open(O_CREAT | O_EXCL)` refuses it with `EEXIST` without following it; a
+/// create without `O_EXCL` follows it and creates the file it names, a probe that opens the name
+/// first (`ENOENT` through the link) does not see it: the create must rely on `O_EXCL` alone.
+fn refuses_dangling_link(run: &mut Run) -> Result<(), Fail> {
+    let linked = run.ipc_name("linked");
+    let target = dev_shm(&run.ipc_name("link-target"));
+    let link = dev_shm(&linked);
+    std::os::unix::fs::symlink(&target, &link)
+        .map_err(|e| Fail::Grader(format!("making {}: {e}", link.display())))?;
+    if let Some((uid, gid)) = run.program_user() {
+        std::os::unix::fs::lchown(&link, Some(uid), Some(gid))?;
+    }
+    let spawned = run.spawn(&["--name", linked.as_str(), "--work", "1"]);
+    let outcome = spawned.and_then(|mut proc| {
+        let message = first_message(&mut proc)?;
+        let created = target.symlink_metadata().is_ok();
+        if created {
+            return Err(Fail::failed(format!(
+                "with a symbolic link at {} naming a file that does not exist, \
+                 SharedBank::create({linked:?}) {} and created {}, the file the link names: \
+                 the segment was opened with O_CREAT but without O_EXCL (an existence probe \
+                 before it does not see a name that is there, or appears, in between); create \
+                 it with one shm_open(O_CREAT | O_EXCL), which fails with EEXIST (Exists) \
+                 whatever is at the name",
+                link.display(),
+                if message.kind == "failed" {
+                    format!("failed with kind={}", message.get("kind").unwrap_or("none"))
+                } else {
+                    "went on".to_string()
+                },
+                target.display()
+            )));
+        }
+        if message.kind == "failed" && message.get("error").is_some_and(|e| e.contains("ELOOP"))
+        {
+            return Err(Fail::failed(format!(
+                "with a symbolic link at {} (naming no file), SharedBank::create({linked:?}) \
+                 failed with kind={} ({}), not exists: ELOOP comes from a shm_open() of the \
+                 name without O_EXCL (shm_open() does not follow links), such as a probe \
+                 whether the name exists, or a create with O_CREAT alone; with O_CREAT | \
+                 O_EXCL it fails with EEXIST for any name that is taken. Create it with one \
+                 shm_open(O_CREAT | O_EXCL): a probe first cannot see a name that appears \
+                 between the probe and the create",
+                link.display(),
+                message.get("kind").unwrap_or("none"),
+                message.get("error").unwrap_or("")
+            )));
+        }
+        expect_kind(
+            &message,
+            "exists",
+            &format!(
+                "with a symbolic link already at {}, SharedBank::create({linked:?})",
+                link.display()
+            ),
+            "shm_open(O_CREAT | O_EXCL) fails with EEXIST for any name that is taken, a link \
+             too, which is BankError::Exists",
+        )?;
+        release(&mut proc)
+    });
+    let _ = std::fs::remove_file(&target);
+    let _ = std::fs::remove_file(&link);
+    outcome
 }
 
 /// Fails unless `message` is `failed` with `kind`; `what` is what was tried, `rule` what

@@ -9,6 +9,7 @@ use super::probe::{self, Place, Sleep};
 use super::segment::Segment;
 use super::session::Session;
 use crate::engine::Fail;
+use crate::engine::inspect::{self, IoCounters};
 use crate::engine::tracer::{Action, Call, Match, Tracer};
 
 /// `futex()`'s operation without its flags (`FUTEX_CMD_MASK`).
@@ -27,6 +28,9 @@ const COUNT_BUMP: u32 = 1000;
 /// `wait_all_done()`.
 pub(super) struct FinalUnlock {
     tracer: Tracer,
+    /// The coordinator's I/O counters once armed: until that unlock it only wakes, relocks and
+    /// reads the bank, through its mapping.
+    io: Option<IoCounters>,
 }
 
 impl FinalUnlock {
@@ -45,7 +49,10 @@ impl FinalUnlock {
             ]),
         };
         let tracer = Tracer::attach(coordinator, call, Action::Hold).ok()??;
-        Some(FinalUnlock { tracer })
+        Some(FinalUnlock {
+            tracer,
+            io: inspect::io(coordinator),
+        })
     }
 
     /// Once the last worker has returned from `finish()`: at the coordinator's unlock the grader
@@ -55,6 +62,23 @@ impl FinalUnlock {
         if !self.tracer.held_before(Instant::now() + STEP)? {
             // It never unlocked there: what follows says why.
             return Ok(());
+        }
+        if let (Some(then), Some(now)) = (self.io, inspect::io(session.coordinator)) {
+            let read = now.since(then);
+            if read.read_calls > 0 {
+                self.tracer.release();
+                return Err(Fail::failed(format!(
+                    "between the last finish and the unlock that ends wait_all_done(), the \
+                     coordinator made {} read system call(s) ({} bytes; the bank is {} bytes): it \
+                     read the bank through a descriptor (read/pread on {}) instead of through \
+                     its mapping; the snapshot is read from the Bank that mmap() returned, with \
+                     the lock held",
+                    read.read_calls,
+                    read.read_bytes,
+                    session.segment.layout.size,
+                    super::segment::dev_shm(&session.name).display()
+                )));
+            }
         }
         let Some(held) = probe::HolderThread::start(&session.segment, Duration::from_millis(500))
         else {
