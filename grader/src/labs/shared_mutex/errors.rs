@@ -16,7 +16,8 @@ use super::probe;
 use super::segment::{Segment, dev_shm, open_segment};
 use super::session::Session;
 use super::totals::{delta_of, verify};
-use crate::engine::{Fail, Proc, Run};
+use crate::engine::tracer::{Action, Call, Tracer};
+use crate::engine::{Fail, Proc, Run, force};
 
 /// A segment the grader creates before the program runs, to take its name: removed when
 /// dropped, if it is still the grader's.
@@ -496,12 +497,75 @@ pub(super) fn create_failures(run: &mut Run) -> Result<String, Fail> {
             left.join(", ")
         )));
     }
+    let forced = if forced_ftruncate_failure(run)? {
+        "; the grader failing ftruncate() itself: kind=ftruncate"
+    } else {
+        ""
+    };
     Ok(format!(
         "{name:?} taken: kind=exists, the segment there untouched; a name of {} characters: \
          kind=shm-open; ftruncate() failing: kind=ftruncate, with the name removed and no \
-         descriptor or mapping left",
+         descriptor or mapping left{forced}",
         long.len()
     ))
+}
+
+/// A create whose `ftruncate()` the tracer makes fail (`EFBIG`), with no file-size limit: it
+/// must say `ftruncate` and leave the name gone. One that goes on without the tracer having
+/// seen any `ftruncate()` sized the segment another way (a `write()` of the bank's bytes).
+/// `false` if the grader may not trace the program.
+fn forced_ftruncate_failure(run: &mut Run) -> Result<bool, Fail> {
+    let name = run.ipc_name("forced");
+    let mut proc = run.spawn_stopped(&["--name", name.as_str(), "--work", "1"])?;
+    let pid = proc.pid.as_raw();
+    let tracer = Tracer::attach(
+        pid,
+        Call::any(libc::SYS_ftruncate),
+        Action::Fail(libc::EFBIG),
+    )?;
+    force::resume(pid)?;
+    let Some(mut tracer) = tracer else {
+        run.note("the grader may not trace the program here (ptrace): no ftruncate() was failed");
+        proc.kill_tree();
+        return Ok(false);
+    };
+    let message = first_message(&mut proc)?;
+    let failed = tracer.failed_the_call()?;
+    drop(tracer);
+    let path = dev_shm(&name);
+    if !failed {
+        let size = std::fs::metadata(&path).map(|m| m.len());
+        proc.kill_tree();
+        let _ = std::fs::remove_file(&path);
+        return Err(Fail::failed(format!(
+            "while the grader failed the program's next ftruncate() (EFBIG), \
+             SharedBank::create({name:?}) made no ftruncate() call before it said `{}`{}: the \
+             segment was sized another way, such as a write() of the bank's bytes to the new \
+             descriptor; size it with ftruncate(fd, size_of::<Bank>()) (a failure is \
+             kind=ftruncate) and fill the bank through the mapping",
+            message.kind,
+            match size {
+                Ok(size) => format!(", yet {} is {size} bytes", path.display()),
+                Err(_) => String::new(),
+            }
+        )));
+    }
+    expect_kind(
+        &message,
+        "ftruncate",
+        "with the grader failing its ftruncate() (EFBIG), SharedBank::create()",
+        "the step that failed is ftruncate(), which is BankError::Truncate",
+    )?;
+    let left = path.exists();
+    release(&mut proc)?;
+    if left {
+        return Err(Fail::failed(format!(
+            "SharedBank::create() failed at ftruncate() (the grader made it fail), but {} \
+             still exists: when a step after shm_open() fails, shm_unlink() the name",
+            path.display()
+        )));
+    }
+    Ok(true)
 }
 
 /// A dangling symbolic link at the name (given to the programs' user, so that the program may
