@@ -9,8 +9,8 @@ use super::probe::{self, Place, Sleep};
 use super::segment::{Counts, Journal, Segment};
 use super::session::{Session, role_of};
 use super::totals::verify;
-use crate::engine::waiting::{self, WaitRules};
 use crate::engine::tracer::{Field, Tracer, Watched};
+use crate::engine::waiting::{self, WaitRules};
 use crate::engine::{Fail, Run};
 
 /// Transfers per worker, so that a correct run takes 0.1-0.3 s and an unprotected one loses

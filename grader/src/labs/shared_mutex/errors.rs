@@ -602,8 +602,7 @@ fn refuses_dangling_link(run: &mut Run) -> Result<(), Fail> {
                 target.display()
             )));
         }
-        if message.kind == "failed" && message.get("error").is_some_and(|e| e.contains("ELOOP"))
-        {
+        if message.kind == "failed" && message.get("error").is_some_and(|e| e.contains("ELOOP")) {
             return Err(Fail::failed(format!(
                 "with a symbolic link at {} (naming no file), SharedBank::create({linked:?}) \
                  failed with kind={} ({}), not exists: ELOOP comes from a shm_open() of the \
