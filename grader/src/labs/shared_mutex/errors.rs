@@ -191,6 +191,9 @@ pub(super) fn typed_errors(run: &mut Run) -> Result<String, Fail> {
     for name in &bad_names {
         refuses_name(run, name)?;
     }
+    // Before the name the grader takes below: a create that opens a name without O_EXCL first
+    // is told by a link, not by its open of the grader's segment.
+    refuses_dangling_link(run)?;
     let short = accepts_one_character(run)?;
     // The first and last accounts work; one past the last, further out, and the same account
     // twice do not.
