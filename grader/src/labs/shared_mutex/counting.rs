@@ -9,6 +9,7 @@ use super::probe::{self, Place, Sleep};
 use super::segment::{Counts, Journal, Segment};
 use super::session::{Session, role_of};
 use super::totals::verify;
+use crate::engine::tracer::{Field, Tracer, Watched};
 use crate::engine::waiting::{self, WaitRules};
 use crate::engine::{Fail, Run};
 
@@ -163,13 +164,39 @@ pub(super) fn everything_under_the_lock(run: &mut Run) -> Result<String, Fail> {
                 place.describe()
             )));
         }
+        // A wait with a timeout wakes up by itself to look again: a poll, whatever its period.
+        if probe::futex_has_timeout(waiter.pid) == Some(true) {
+            return Err(Fail::failed(format!(
+                "while the grader held the bank's mutex, {} (pid {}) slept on the mutex with a \
+                 timeout (pthread_mutex_timedlock(), its futex() wait given a deadline): it \
+                 wakes up by itself to look again while the holder still has the lock, which \
+                 is polling, whatever the period; lock() waits in pthread_mutex_lock(), with \
+                 no timeout, until the holder unlocks",
+                waiter.role, waiter.pid
+            )));
+        }
     }
+    // One worker with transfers to do is watched: each store to the count must be made with
+    // the mutex held by that worker.
+    let watched = work
+        .iter()
+        .position(|&w| w > 0)
+        .map(|index| session.workers[index]);
+    let tracer = match watched.and_then(|pid| count_address(&session, pid).map(|a| (pid, a))) {
+        Some((pid, address)) => Tracer::watch_at(pid, address, COUNT_WORD)?.map(|t| (pid, t)),
+        None => None,
+    };
     drop(held);
+    let stores = match tracer {
+        Some((pid, tracer)) => count_stores_locked(&mut session, pid, tracer)?,
+        None => 0,
+    };
     let outcome = session.finish(0, |_| Ok(()))?;
     let transfers = verify(&session, &outcome, &[], 0)?;
     Ok(format!(
         "while the grader held the mutex the bank stood still and all 4 workers slept on it; \
-         then {transfers} transfers and 4 finishes all counted"
+         then {transfers} transfers and 4 finishes all counted ({stores} stores to the count \
+         watched, each made holding the mutex)"
     ))
 }
 
@@ -219,4 +246,58 @@ fn changed_under_the_lock(before: &Fields, after: &Fields) -> Fail {
             culprits.join(", and ")
         }
     ))
+}
+
+/// The count, watched for stores from where the watched worker maps it.
+const COUNT_WORD: &[Field] = &[Field {
+    offset: 0,
+    len: 8,
+    loads: false,
+}];
+/// How many stores to the count are judged: enough to meet every store a transfer makes.
+const WATCHED_STORES: u32 = 300;
+
+/// Where `pid` maps `Bank::transfers`.
+fn count_address(session: &Session, pid: i32) -> Option<u64> {
+    let map = probe::mappings(pid, &session.name)
+        .into_iter()
+        .find(|m| m.offset == 0)?;
+    Some(map.start + session.segment.layout.transfers_at as u64)
+}
+
+/// At each store of worker `pid` to the count (a hardware watchpoint stops it right after),
+/// the mutex's owner word must be its own thread id: the count changes only under the lock.
+/// Returns how many stores were judged.
+fn count_stores_locked(session: &mut Session, pid: i32, mut tracer: Tracer) -> Result<u32, Fail> {
+    let until = Instant::now() + Duration::from_secs(5);
+    let mut stores = 0;
+    while stores < WATCHED_STORES {
+        match tracer.next(&mut session.proc, until)? {
+            Watched::Armed => {}
+            Watched::Hit => {
+                stores += 1;
+                let owner = session.segment.mutex_owner()?;
+                if owner != pid {
+                    let held = if owner == 0 {
+                        "the mutex was free".to_string()
+                    } else {
+                        format!("the mutex was held by thread {owner}")
+                    };
+                    drop(tracer);
+                    return Err(Fail::failed(format!(
+                        "a worker (pid {pid}) changed Bank::transfers while it did not hold the \
+                         bank's mutex ({held} at that store, seen with a hardware watchpoint on \
+                         the count): the count is updated outside the lock (an atomic add is no \
+                         lock: recover() puts the journal's count back over it); set it, with \
+                         the balances, before the guard is dropped"
+                    )));
+                }
+                tracer.go_on();
+            }
+            Watched::Said(message) => session.set_aside(message),
+            Watched::Lost | Watched::Unavailable => break,
+        }
+    }
+    drop(tracer);
+    Ok(stores)
 }

@@ -16,7 +16,8 @@ use super::probe;
 use super::segment::{Segment, dev_shm, open_segment};
 use super::session::Session;
 use super::totals::{delta_of, verify};
-use crate::engine::{Fail, Proc, Run};
+use crate::engine::tracer::{Action, Call, Tracer};
+use crate::engine::{Fail, Proc, Run, force};
 
 /// A segment the grader creates before the program runs, to take its name: removed when
 /// dropped, if it is still the grader's.
@@ -190,6 +191,9 @@ pub(super) fn typed_errors(run: &mut Run) -> Result<String, Fail> {
     for name in &bad_names {
         refuses_name(run, name)?;
     }
+    // Before the name the grader takes below: a create that opens a name without O_EXCL first
+    // is told by a link, not by its open of the grader's segment.
+    refuses_dangling_link(run)?;
     let short = accepts_one_character(run)?;
     // The first and last accounts work; one past the last, further out, and the same account
     // twice do not.
@@ -443,6 +447,7 @@ pub(super) fn create_failures(run: &mut Run) -> Result<String, Fail> {
         )));
     }
     drop(taken);
+    refuses_dangling_link(run)?;
 
     // A valid name too long for the system: shm_open() fails, kind=shm-open.
     let long = format!("{}-{}", run.ipc_name("long"), "x".repeat(300));
@@ -495,12 +500,140 @@ pub(super) fn create_failures(run: &mut Run) -> Result<String, Fail> {
             left.join(", ")
         )));
     }
+    let forced = if forced_ftruncate_failure(run)? {
+        "; the grader failing ftruncate() itself: kind=ftruncate"
+    } else {
+        ""
+    };
     Ok(format!(
         "{name:?} taken: kind=exists, the segment there untouched; a name of {} characters: \
          kind=shm-open; ftruncate() failing: kind=ftruncate, with the name removed and no \
-         descriptor or mapping left",
+         descriptor or mapping left{forced}",
         long.len()
     ))
+}
+
+/// A create whose `ftruncate()` the tracer makes fail (`EFBIG`), with no file-size limit: it
+/// must say `ftruncate` and leave the name gone. One that goes on without the tracer having
+/// seen any `ftruncate()` sized the segment another way (a `write()` of the bank's bytes).
+/// `false` if the grader may not trace the program.
+fn forced_ftruncate_failure(run: &mut Run) -> Result<bool, Fail> {
+    let name = run.ipc_name("forced");
+    let mut proc = run.spawn_stopped(&["--name", name.as_str(), "--work", "1"])?;
+    let pid = proc.pid.as_raw();
+    let tracer = Tracer::attach(
+        pid,
+        Call::any(libc::SYS_ftruncate),
+        Action::Fail(libc::EFBIG),
+    )?;
+    force::resume(pid)?;
+    let Some(mut tracer) = tracer else {
+        run.note("the grader may not trace the program here (ptrace): no ftruncate() was failed");
+        proc.kill_tree();
+        return Ok(false);
+    };
+    let message = first_message(&mut proc)?;
+    let failed = tracer.failed_the_call()?;
+    drop(tracer);
+    let path = dev_shm(&name);
+    if !failed {
+        let size = std::fs::metadata(&path).map(|m| m.len());
+        proc.kill_tree();
+        let _ = std::fs::remove_file(&path);
+        return Err(Fail::failed(format!(
+            "while the grader failed the program's next ftruncate() (EFBIG), \
+             SharedBank::create({name:?}) made no ftruncate() call before it said `{}`{}: the \
+             segment was sized another way, such as a write() of the bank's bytes to the new \
+             descriptor; size it with ftruncate(fd, size_of::<Bank>()) (a failure is \
+             kind=ftruncate) and fill the bank through the mapping",
+            message.kind,
+            match size {
+                Ok(size) => format!(", yet {} is {size} bytes", path.display()),
+                Err(_) => String::new(),
+            }
+        )));
+    }
+    expect_kind(
+        &message,
+        "ftruncate",
+        "with the grader failing its ftruncate() (EFBIG), SharedBank::create()",
+        "the step that failed is ftruncate(), which is BankError::Truncate",
+    )?;
+    let left = path.exists();
+    release(&mut proc)?;
+    if left {
+        return Err(Fail::failed(format!(
+            "SharedBank::create() failed at ftruncate() (the grader made it fail), but {} \
+             still exists: when a step after shm_open() fails, shm_unlink() the name",
+            path.display()
+        )));
+    }
+    Ok(true)
+}
+
+/// A dangling symbolic link at the name (given to the programs' user, so that the program may
+/// follow it): `shm_open(O_CREAT | O_EXCL)` refuses it with `EEXIST` without following it; a
+/// create without `O_EXCL` follows it and creates the file it names, a probe that opens the name
+/// first (`ENOENT` through the link) does not see it: the create must rely on `O_EXCL` alone.
+fn refuses_dangling_link(run: &mut Run) -> Result<(), Fail> {
+    let linked = run.ipc_name("linked");
+    let target = dev_shm(&run.ipc_name("link-target"));
+    let link = dev_shm(&linked);
+    std::os::unix::fs::symlink(&target, &link)
+        .map_err(|e| Fail::Grader(format!("making {}: {e}", link.display())))?;
+    if let Some((uid, gid)) = run.program_user() {
+        std::os::unix::fs::lchown(&link, Some(uid), Some(gid))?;
+    }
+    let spawned = run.spawn(&["--name", linked.as_str(), "--work", "1"]);
+    let outcome = spawned.and_then(|mut proc| {
+        let message = first_message(&mut proc)?;
+        let created = target.symlink_metadata().is_ok();
+        if created {
+            return Err(Fail::failed(format!(
+                "with a symbolic link at {} naming a file that does not exist, \
+                 SharedBank::create({linked:?}) {} and created {}, the file the link names: \
+                 the segment was opened with O_CREAT but without O_EXCL (an existence probe \
+                 before it does not see a name that is there, or appears, in between); create \
+                 it with one shm_open(O_CREAT | O_EXCL), which fails with EEXIST (Exists) \
+                 whatever is at the name",
+                link.display(),
+                if message.kind == "failed" {
+                    format!("failed with kind={}", message.get("kind").unwrap_or("none"))
+                } else {
+                    "went on".to_string()
+                },
+                target.display()
+            )));
+        }
+        if message.kind == "failed" && message.get("error").is_some_and(|e| e.contains("ELOOP")) {
+            return Err(Fail::failed(format!(
+                "with a symbolic link at {} (naming no file), SharedBank::create({linked:?}) \
+                 failed with kind={} ({}), not exists: ELOOP comes from a shm_open() of the \
+                 name without O_EXCL (shm_open() does not follow links), such as a probe \
+                 whether the name exists, or a create with O_CREAT alone; with O_CREAT | \
+                 O_EXCL it fails with EEXIST for any name that is taken. Create it with one \
+                 shm_open(O_CREAT | O_EXCL): a probe first cannot see a name that appears \
+                 between the probe and the create",
+                link.display(),
+                message.get("kind").unwrap_or("none"),
+                message.get("error").unwrap_or("")
+            )));
+        }
+        expect_kind(
+            &message,
+            "exists",
+            &format!(
+                "with a symbolic link already at {}, SharedBank::create({linked:?})",
+                link.display()
+            ),
+            "shm_open(O_CREAT | O_EXCL) fails with EEXIST for any name that is taken, a link \
+             too, which is BankError::Exists",
+        )?;
+        release(&mut proc)
+    });
+    let _ = std::fs::remove_file(&target);
+    let _ = std::fs::remove_file(&link);
+    outcome
 }
 
 /// Fails unless `message` is `failed` with `kind`; `what` is what was tried, `rule` what

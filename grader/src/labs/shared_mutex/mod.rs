@@ -76,8 +76,9 @@ pub static LAB: Lab = Lab {
             points: 4,
             timeout: Duration::from_secs(20),
             description: "while the grader holds the bank's mutex, workers that start transfers \
-                          or finish change nothing in the bank and sleep on the mutex; once it \
-                          lets go, every transfer and every finish counts",
+                          or finish change nothing in the bank and sleep on the mutex, with no \
+                          timeout; once it lets go, every transfer and every finish counts, \
+                          each store to the count made holding the mutex",
             exclusive: false,
             hint: Some(
                 "Everything that touches the bank, finish() too, happens under the lock, and lock() sleeps in pthread_mutex_lock(). See docs/labs/06-shared-mutex.md, the rules table (the lock rules).",
@@ -101,9 +102,10 @@ pub static LAB: Lab = Lab {
             name: "waits-for-last-worker",
             points: 3,
             timeout: Duration::from_secs(20),
-            description: "workers that finish one after another each wake the coordinator, \
-                          which returns only once the last one has finished, with a snapshot \
-                          read before it unlocks",
+            description: "workers that finish one after another each wake the coordinator and \
+                          every other waiter, which returns only once the last one has \
+                          finished, with the bank's counts in a snapshot read through the \
+                          mapping before it unlocks",
             exclusive: false,
             hint: Some(
                 "The coordinator waits until finished + dead == workers and reads its snapshot before unlocking; each finish() broadcasts. See docs/labs/06-shared-mutex.md, the rules table (the finish and coordinator rules).",
@@ -128,8 +130,10 @@ pub static LAB: Lab = Lab {
             points: 2,
             timeout: Duration::from_secs(15),
             description: "a holder that dies while the coordinator waits to take the lock back: \
-                          its pthread_cond_wait() returns EOWNERDEAD, it repairs (undoing a \
-                          half-done transfer), marks the mutex consistent and goes on waiting",
+                          its pthread_cond_wait() returns EOWNERDEAD, it repairs (both balances \
+                          and the count of a half-done transfer), marks the mutex consistent \
+                          and goes on waiting; a holder dead outside a transfer is a recovery \
+                          for the transfer that locks next",
             exclusive: false,
             hint: Some(
                 "pthread_cond_wait() can return EOWNERDEAD too: handle it as lock() does. See docs/labs/06-shared-mutex.md, the rules table (the pthread_cond_wait rule).",
@@ -166,9 +170,10 @@ pub static LAB: Lab = Lab {
             name: "create-failures",
             points: 2,
             timeout: Duration::from_secs(15),
-            description: "a name already taken is kind=exists and the segment there is left \
-                          alone; a name too long for shm_open is kind=shm-open; a failing \
-                          ftruncate is kind=ftruncate with the name removed and nothing left open",
+            description: "a name already taken (a segment, a dangling link) is kind=exists and \
+                          what is there is left alone; a name too long for shm_open is \
+                          kind=shm-open; a failing ftruncate (a limit, a tracer) is \
+                          kind=ftruncate with the name removed and nothing left open",
             exclusive: false,
             hint: Some(
                 "Each failing step of create has its kind and undoes the earlier ones; an existing segment is Exists and left alone. See docs/labs/06-shared-mutex.md, the rules table (the create rules).",

@@ -487,3 +487,103 @@ impl HolderThread {
         let _ = self.thread.join();
     }
 }
+
+/// How long the grader's own waiter on the condition variable waits at most: it ends by itself
+/// then, if nobody woke it.
+const WAITER_LIMIT: Duration = Duration::from_secs(10);
+
+/// Threads of the grader asleep on the bank's condition variable, with the bank's mutex, as more
+/// waiters beside the coordinator: a finish that broadcasts wakes them all, one that signals
+/// wakes one waiter at most. Each maps the segment itself, so that it never outlives its
+/// mapping.
+pub(super) struct CondWaiters {
+    woke: std::sync::mpsc::Receiver<i32>,
+    count: usize,
+    /// `finished` in the bank once they were queued: only a later finish must wake them.
+    pub finished: u32,
+}
+
+impl CondWaiters {
+    /// Queues `count` waiters, one after another; `None` if the mutex or the condition variable
+    /// is not one they can use.
+    pub fn start(segment: &Segment, count: usize) -> Option<CondWaiters> {
+        lockable(segment).ok()?;
+        if segment.cond_wrefs().map_or(true, |wrefs| wrefs & 1 == 0) {
+            return None;
+        }
+        let (woke_tx, woke) = channel();
+        for _ in 0..count {
+            let map = Mapping::of(segment)?;
+            let mutex = map.at(segment.layout.mutex_at);
+            let cond = map.at(segment.layout.cond_at);
+            let (addr, len) = (map.addr.as_ptr() as usize, map.len);
+            std::mem::forget(map);
+            let (locked, taken) = channel();
+            let woke_tx = woke_tx.clone();
+            std::thread::spawn(move || {
+                let rc = timed_lock(mutex, Duration::from_secs(2));
+                let _ = locked.send(rc);
+                if rc == 0 {
+                    let _ = woke_tx.send(wait_once(mutex, cond));
+                }
+                // SAFETY: the mapping is this thread's alone, and nothing uses it any more.
+                unsafe { libc::munmap(addr as *mut libc::c_void, len) };
+            });
+            if taken.recv() != Ok(0) {
+                return None;
+            }
+            // The waiter gives the mutex back inside pthread_cond_wait(), once queued.
+            drop(hold(segment, Duration::from_secs(2)).ok()?);
+        }
+        let finished = segment.counts().ok()?.finished;
+        Some(CondWaiters {
+            woke,
+            count,
+            finished,
+        })
+    }
+
+    /// How many were woken within `within`, and whether one ended by itself (its limit passed
+    /// first: then nothing can be judged).
+    pub fn woken(&self, within: Duration) -> (usize, bool) {
+        let until = std::time::Instant::now() + within;
+        let (mut woken, mut ended) = (0, false);
+        for _ in 0..self.count {
+            let left = until.saturating_duration_since(std::time::Instant::now());
+            match self.woke.recv_timeout(left) {
+                Ok(0) => woken += 1,
+                Ok(_) | Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => ended = true,
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => break,
+            }
+        }
+        (woken, ended)
+    }
+
+    pub fn count(&self) -> usize {
+        self.count
+    }
+}
+
+/// One `pthread_cond_timedwait()` of at most [`WAITER_LIMIT`] by a thread that holds `mutex`;
+/// gives the mutex back after it. Returns what the wait returned.
+fn wait_once(mutex: usize, cond: usize) -> i32 {
+    let mut until = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    let mutex = mutex as *mut libc::pthread_mutex_t;
+    // SAFETY: the mutex and the condition variable lie in the caller's own mapping, initialized
+    // by the program as process-shared (checked by `lockable`); it holds the mutex.
+    unsafe {
+        libc::clock_gettime(libc::CLOCK_REALTIME, &mut until);
+        until.tv_sec += WAITER_LIMIT.as_secs() as libc::time_t;
+        let rc = libc::pthread_cond_timedwait(cond as *mut libc::pthread_cond_t, mutex, &until);
+        if rc == libc::EOWNERDEAD {
+            libc::pthread_mutex_consistent(mutex);
+        }
+        if rc == 0 || rc == libc::ETIMEDOUT || rc == libc::EOWNERDEAD {
+            libc::pthread_mutex_unlock(mutex);
+        }
+        rc
+    }
+}

@@ -162,7 +162,7 @@ fn settle_after_recovery(
         }
         std::thread::sleep(Duration::from_millis(1));
     }
-    let_coordinator_look(segment, coordinator, name, survivors, None).map(drop)
+    let_coordinator_look(segment, coordinator, name, survivors, None, false).map(drop)
 }
 
 /// The transfer a worker died in: its two accounts.
@@ -356,21 +356,47 @@ pub(super) fn owner_dies_during_wait(run: &mut Run) -> Result<String, Fail> {
         )));
     }
     let cut = dies_mid_transfer(run, &mut session)?;
+    // A third holder dies outside any transfer while the workers wait in transfer(): the one
+    // that gets the lock next meets EOWNERDEAD, and its transfer() must say it recovered.
+    let holder = DyingHolder::start(&session.segment, false)?;
     session.go()?;
+    let until = Instant::now() + STEP;
+    while Instant::now() < until
+        && !session.workers.iter().all(|&w| {
+            matches!(probe::sleeping(w), probe::Sleep::Futex { address }
+                if probe::place(w, &session.name, &session.segment.layout, address) == Place::Mutex)
+        })
+    {
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    holder.die();
     let outcome = session.finish(0, |_| Ok(()))?;
     verify(&session, &outcome, &[], 0)?;
+    let recovered: u64 = outcome.workers.values().map(|w| w.recovered).sum();
+    if recovered != 1 {
+        return Err(Fail::failed(format!(
+            "a holder died with the lock held but no transfer under way (the journal \
+             inactive) while the workers waited in transfer(); the next of them to lock met \
+             EOWNERDEAD (the run went on, nothing to undo, dead stayed 0), yet {recovered} \
+             transfers said they had recovered the lock (not 1): lock() returns a guard with \
+             recovered: true after every EOWNERDEAD, whatever the journal holds; recover() \
+             decides only what to undo"
+        )));
+    }
     Ok(format!(
         "a holder died while the coordinator waited: its pthread_cond_wait() met EOWNERDEAD, \
          it made the mutex consistent and went on waiting; a second one died in the middle of a \
          transfer from account {} to account {}, and the coordinator undid it and counted it \
-         dead; the workers then ran normally",
+         dead; a third died while the workers waited in transfer(), and one transfer said it \
+         had recovered",
         cut.from, cut.to
     ))
 }
 
 /// A second holder dies while the coordinator waits to take the lock back, this time in the
-/// middle of a transfer (journal written, debit made), as a worker killed in midway() leaves
-/// it: the coordinator's pthread_cond_wait() meets EOWNERDEAD and must repair as lock() does.
+/// middle of a transfer (journal written, debit, credit and count made, the journal not yet
+/// cleared): the coordinator's pthread_cond_wait() meets EOWNERDEAD and must repair as lock()
+/// does, putting back both balances and the count.
 /// The grader then takes its stand-in's `dead` back, so that the workers' run ends as usual.
 fn dies_mid_transfer(run: &mut Run, session: &mut Session) -> Result<Cut, Fail> {
     let from = run.rng().random_range(0..ACCOUNTS);
@@ -391,6 +417,13 @@ fn dies_mid_transfer(run: &mut Run, session: &mut Session) -> Result<Cut, Fail> 
         layout.accounts_at + 8 * from,
         &(before[from] - amount).to_ne_bytes(),
     )?;
+    // It dies after its credit and its count too, just before clearing the journal: the
+    // repair must put back both balances and the count, not only the debit.
+    segment.write_at(
+        layout.accounts_at + 8 * to,
+        &(before[to] + amount).to_ne_bytes(),
+    )?;
+    segment.write_at(layout.transfers_at, &(count + 1).to_ne_bytes())?;
     let until = Instant::now() + 2 * STEP;
     while session.coordinator_place() != Some(Place::Mutex) {
         if Instant::now() > until {
@@ -420,6 +453,33 @@ fn dies_mid_transfer(run: &mut Run, session: &mut Session) -> Result<Cut, Fail> 
     let journal = session.segment.journal()?;
     let (count_now, now) = session.segment.bank()?;
     let counts = session.segment.counts()?;
+    if journal.active == 0
+        && counts.dead == 1
+        && now[from] == before[from]
+        && (now[to] != before[to] || count_now != count)
+    {
+        let mut left = Vec::new();
+        if now[to] != before[to] {
+            left.push(format!(
+                "account {to} still holds the {} credited ({}, not {})",
+                now[to] - before[to],
+                now[to],
+                before[to]
+            ));
+        }
+        if count_now != count {
+            left.push(format!("the count is {count_now}, not {count}"));
+        }
+        return Err(Fail::failed(format!(
+            "a holder died after the debit, the credit and the count of a transfer from \
+             account {from} to account {to}, before clearing its journal; the coordinator's \
+             repair put back account {from} and cleared the journal, but {}: recover() puts \
+             back both balances and the count the journal saved (from_balance, to_balance, \
+             transfers), since a holder may die anywhere between writing the journal and \
+             clearing it",
+            left.join(", and ")
+        )));
+    }
     if journal.active != 0 || now != before || count_now != count || counts.dead != 1 {
         let mut seen = Vec::new();
         if journal.active != 0 {
@@ -434,6 +494,12 @@ fn dies_mid_transfer(run: &mut Run, session: &mut Session) -> Result<Cut, Fail> 
         if counts.dead != 1 {
             seen.push(format!("dead = {} (not 1)", counts.dead));
         }
+        if now[to] != before[to] && now[from] != before[from] {
+            seen.push(format!(
+                "account {to} still holds the {} credited",
+                now[to] - before[to]
+            ));
+        }
         if now != before && now[from] == before[from] {
             seen.push(format!("balances {now:?}, not {before:?}"));
         }
@@ -442,7 +508,8 @@ fn dies_mid_transfer(run: &mut Run, session: &mut Session) -> Result<Cut, Fail> 
         }
         return Err(Fail::failed(format!(
             "a holder died in the middle of a transfer from account {from} to account {to} \
-             (journal written, debit made) while the coordinator waited to take the lock back; \
+             (journal written, debit, credit and count made) while the coordinator waited to \
+             take the lock back; \
              its pthread_cond_wait() returned EOWNERDEAD and it went back to waiting, but {}: \
              EOWNERDEAD from pthread_cond_wait() needs the same repair as from lock(): \
              recover() (undo the journaled transfer, count the worker dead, broadcast), then \

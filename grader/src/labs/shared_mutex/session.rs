@@ -49,6 +49,29 @@ pub(super) struct Session {
     pub watch_final_unlock: bool,
     held_back: Option<i32>,
     final_unlock: Option<FinalUnlock>,
+    /// Dead holders the grader counted in the bank itself: the coordinator's `dead` includes
+    /// them.
+    pub planted_dead: u32,
+    /// The grader's own waiters on the condition variable, beside the coordinator.
+    waiters: Option<probe::CondWaiters>,
+}
+
+/// A finish that woke only `woken` of the grader's `count` waiters on the condition variable
+/// (and the coordinator, if `coordinator_woke`).
+fn signalled_one(reported: u32, woken: usize, count: usize, coordinator_woke: bool) -> Fail {
+    Fail::failed(format!(
+        "{count} threads of the grader waited on the condition variable all_done with the \
+         bank's mutex beside the coordinator (as more processes would); then a finish was \
+         counted ({reported} workers had returned from finish()), and it woke {}: finish() \
+         wakes one waiter (pthread_cond_signal()) instead of every waiter; it must \
+         pthread_cond_broadcast(all_done), since the coordinator is not the only one that may \
+         wait on it",
+        if coordinator_woke {
+            "the coordinator but neither of them".to_string()
+        } else {
+            format!("only {woken} of them")
+        }
+    ))
 }
 
 /// What one worker reported.
@@ -149,6 +172,8 @@ impl Session {
             watch_final_unlock: false,
             held_back: None,
             final_unlock: None,
+            planted_dead: 0,
+            waiters: None,
         })
     }
 
@@ -344,11 +369,32 @@ impl Session {
                             recovered: field(&message, "recovered")?,
                         },
                     );
-                    if let Some(asleep) = self.asleep {
-                        let reported = workers.len() as u32;
-                        if asleep.judge(&self.segment, self.coordinator, &self.name, reported)? {
-                            self.asleep = None;
+                    let reported = workers.len() as u32;
+                    let mut none_woke = false;
+                    if let Some(waiters) = self.waiters.take_if(|w| reported > w.finished) {
+                        let (woken, ended) = waiters.woken(Duration::from_secs(2));
+                        if woken > 0 && woken < waiters.count() && !ended {
+                            // Let them go before the coordinator's destroy waits for them.
+                            probe::broadcast(&self.segment);
+                            return Err(signalled_one(reported, woken, waiters.count(), false));
                         }
+                        none_woke = woken == 0 && !ended;
+                    }
+                    if let Some(asleep) = self.asleep {
+                        let judged =
+                            asleep.judge(&self.segment, self.coordinator, &self.name, reported);
+                        if none_woke {
+                            probe::broadcast(&self.segment);
+                        }
+                        match judged? {
+                            true if none_woke => {
+                                return Err(signalled_one(reported, 0, 2, true));
+                            }
+                            true => self.asleep = None,
+                            false => {}
+                        }
+                    } else if none_woke {
+                        probe::broadcast(&self.segment);
                     }
                     if workers.len() as u32 == finishing {
                         self.every_finish_counted(finishing)?;
@@ -371,9 +417,14 @@ impl Session {
                             &self.name,
                             &others,
                             held_back,
+                            self.watch_final_unlock && self.waiters.is_none(),
                         )?;
                         self.asleep = looked.asleep;
+                        if looked.waiters.is_some() {
+                            self.waiters = looked.waiters;
+                        }
                         self.final_unlock = looked.final_unlock;
+                        self.planted_dead += looked.planted_dead;
                     }
                 }
                 "holding" => on_holding(&message)?,
@@ -516,18 +567,22 @@ impl Session {
 /// Otherwise the coordinator, woken while workers hammer the mutex, may get it only once they
 /// have all finished, and see the end without needing their broadcasts. A `held_back` worker
 /// stays stopped until it is the only one left; then, once the coordinator sleeps on the
-/// condition variable again, [`FinalUnlock`] is armed before it goes on.
+/// condition variable again, [`FinalUnlock`] is armed before it goes on. With `queue_waiter`,
+/// two threads of the grader then wait on the condition variable too, until the next finish.
 pub(super) fn let_coordinator_look(
     segment: &Segment,
     coordinator: i32,
     name: &str,
     others: &[i32],
     held_back: Option<i32>,
+    queue_waiter: bool,
 ) -> Result<Looked, Fail> {
     let arm_final_unlock = held_back.is_some() && others.len() == 1;
     let mut looked = Looked {
         asleep: None,
         final_unlock: None,
+        planted_dead: 0,
+        waiters: None,
     };
     if !probe::can_hold(segment) {
         // Other checks judge that mutex; here the run just goes on.
@@ -554,6 +609,14 @@ pub(super) fn let_coordinator_look(
         std::thread::sleep(Duration::from_millis(1));
     }
     looked.asleep = AsleepOnCond::observe(segment, coordinator, name);
+    // Not before the last finish: the coordinator is held at its unlock then, and the waiters
+    // could not take the mutex back.
+    let not_last = segment
+        .counts()
+        .is_ok_and(|c| c.finished + c.dead + 2 <= c.workers);
+    if queue_waiter && looked.asleep.is_some() && !arm_final_unlock && not_last {
+        looked.waiters = probe::CondWaiters::start(segment, 2);
+    }
     if arm_final_unlock {
         let settle_until = Instant::now() + Duration::from_secs(2);
         while looked.asleep.is_none() && Instant::now() < settle_until {
@@ -565,6 +628,9 @@ pub(super) fn let_coordinator_look(
             .is_ok_and(|c| c.finished + c.dead + 1 == c.workers);
         if looked.asleep.is_some() && one_left {
             looked.final_unlock = FinalUnlock::arm(segment, coordinator, name);
+            if looked.final_unlock.is_some() {
+                looked.planted_dead = plant_dead(segment)?;
+            }
         }
     }
     for &worker in others {
@@ -580,4 +646,22 @@ pub(super) struct Looked {
     /// The coordinator asleep on the condition variable while the others were stopped.
     pub asleep: Option<AsleepOnCond>,
     pub final_unlock: Option<FinalUnlock>,
+    /// The dead holders the grader counted itself ([`plant_dead`]).
+    pub planted_dead: u32,
+    /// Threads of the grader queued on the condition variable beside the coordinator: the
+    /// next finish must wake them all.
+    pub waiters: Option<probe::CondWaiters>,
+}
+
+/// Counts one dead holder in the bank (`dead += 1`, under the mutex, with no broadcast) while
+/// the coordinator sleeps and one worker is left: at the end `finished + dead` is one more than
+/// `workers`, so that a snapshot whose `dead` is computed (`workers - finished`) instead of read
+/// from the bank shows. The coordinator, asleep on the condition variable, is not woken by it.
+fn plant_dead(segment: &Segment) -> Result<u32, Fail> {
+    let held = probe::hold(segment, Duration::from_secs(2))?;
+    let at = segment.layout.counts_at + 8;
+    let dead = segment.counts()?.dead;
+    segment.write_at(at, &(dead + 1).to_ne_bytes())?;
+    drop(held);
+    Ok(1)
 }

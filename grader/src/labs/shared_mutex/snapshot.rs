@@ -9,6 +9,7 @@ use super::probe::{self, Place, Sleep};
 use super::segment::Segment;
 use super::session::Session;
 use crate::engine::Fail;
+use crate::engine::inspect::{self, IoCounters};
 use crate::engine::tracer::{Action, Call, Match, Tracer};
 
 /// `futex()`'s operation without its flags (`FUTEX_CMD_MASK`).
@@ -16,6 +17,9 @@ const FUTEX_COMMAND: u64 = 0x7f;
 /// How long the coordinator gets, after the last finish, to reach its unlock (one wake-up and
 /// one lock); and then to say `done` (no lock needed).
 const STEP: Duration = Duration::from_secs(5);
+/// What the grader adds to `finished` and `dead` (and `transfers`) at the coordinator's
+/// unlock: no run reaches such counts.
+const COUNT_BUMP: u32 = 1000;
 
 /// A tracer that holds the coordinator at its next `FUTEX_WAKE` on the bank's mutex. Armed
 /// while the coordinator sleeps in `pthread_cond_wait()` and one worker is left: after that
@@ -24,6 +28,9 @@ const STEP: Duration = Duration::from_secs(5);
 /// `wait_all_done()`.
 pub(super) struct FinalUnlock {
     tracer: Tracer,
+    /// The coordinator's I/O counters once armed: until that unlock it only wakes, relocks and
+    /// reads the bank, through its mapping.
+    io: Option<IoCounters>,
 }
 
 impl FinalUnlock {
@@ -42,7 +49,10 @@ impl FinalUnlock {
             ]),
         };
         let tracer = Tracer::attach(coordinator, call, Action::Hold).ok()??;
-        Some(FinalUnlock { tracer })
+        Some(FinalUnlock {
+            tracer,
+            io: inspect::io(coordinator),
+        })
     }
 
     /// Once the last worker has returned from `finish()`: at the coordinator's unlock the grader
@@ -53,6 +63,23 @@ impl FinalUnlock {
             // It never unlocked there: what follows says why.
             return Ok(());
         }
+        if let (Some(then), Some(now)) = (self.io, inspect::io(session.coordinator)) {
+            let read = now.since(then);
+            if read.read_calls > 0 {
+                self.tracer.release();
+                return Err(Fail::failed(format!(
+                    "between the last finish and the unlock that ends wait_all_done(), the \
+                     coordinator made {} read system call(s) ({} bytes; the bank is {} bytes): it \
+                     read the bank through a descriptor (read/pread on {}) instead of through \
+                     its mapping; the snapshot is read from the Bank that mmap() returned, with \
+                     the lock held",
+                    read.read_calls,
+                    read.read_bytes,
+                    session.segment.layout.size,
+                    super::segment::dev_shm(&session.name).display()
+                )));
+            }
+        }
         let Some(held) = probe::HolderThread::start(&session.segment, Duration::from_millis(500))
         else {
             self.tracer.release();
@@ -60,12 +87,30 @@ impl FinalUnlock {
         };
         let account = session.coordinator as usize % ACCOUNTS;
         let at = session.segment.layout.accounts_at + 8 * account;
+        let counts_at = session.segment.layout.counts_at;
+        let transfers_at = session.segment.layout.transfers_at;
         let before = i64::from_ne_bytes(session.segment.read(at)?);
+        let counts = session.segment.counts()?;
+        let transfers = u64::from_ne_bytes(session.segment.read(transfers_at)?);
         let changed = before + 1_000_003;
-        session.segment.write_at(at, &changed.to_ne_bytes())?;
+        // The counters move too: a snapshot may copy the balances under the lock and read
+        // the counts after it.
+        let bumped = (
+            counts.finished + COUNT_BUMP,
+            counts.dead + COUNT_BUMP,
+            transfers + u64::from(COUNT_BUMP),
+        );
+        let segment = session.segment.handle()?;
+        let write = |values: (i64, u32, u32, u64)| -> Result<(), Fail> {
+            segment.write_at(at, &values.0.to_ne_bytes())?;
+            segment.write_at(counts_at + 4, &values.1.to_ne_bytes())?;
+            segment.write_at(counts_at + 8, &values.2.to_ne_bytes())?;
+            segment.write_at(transfers_at, &values.3.to_ne_bytes())
+        };
+        write((changed, bumped.0, bumped.1, bumped.2))?;
         self.tracer.release();
         let done = wait_for_done(session);
-        let restored = session.segment.write_at(at, &before.to_ne_bytes());
+        let restored = write((before, counts.finished, counts.dead, transfers));
         held.let_go();
         restored?;
         let Some(done) = done? else {
@@ -75,6 +120,12 @@ impl FinalUnlock {
             .get("balances")
             .and_then(|b| b.split(',').nth(account))
             .and_then(|b| b.parse::<i64>().ok());
+        let number = |key: &str| done.get(key).and_then(|v| v.parse::<u64>().ok());
+        let counters = [
+            ("finished", number("finished"), u64::from(bumped.0)),
+            ("dead", number("dead"), u64::from(bumped.1)),
+            ("transfers", number("transfers"), bumped.2),
+        ];
         session.set_aside(done);
         if shown == Some(changed) {
             return Err(Fail::failed(format!(
@@ -83,6 +134,22 @@ impl FinalUnlock {
                  mutex at that unlock, added 1000003 to the account, and put it back once the \
                  coordinator had reported): the snapshot was read after unlocking; take it \
                  with the lock still held, before the guard is dropped"
+            )));
+        }
+        let late: Vec<String> = counters
+            .iter()
+            .filter(|(_, shown, bumped)| *shown == Some(*bumped))
+            .map(|(key, _, bumped)| format!("{key} = {bumped}"))
+            .collect();
+        if !late.is_empty() {
+            return Err(Fail::failed(format!(
+                "the coordinator reported {}, counts the bank held only after wait_all_done() \
+                 had unlocked the mutex (the grader took the mutex at that unlock, changed the \
+                 counters and a balance, and put them back once the coordinator had reported; \
+                 the balance it reported was the one from before): the counters of the \
+                 snapshot were read after unlocking; read every field of the Snapshot, the \
+                 counters too, with the lock still held, before the guard is dropped",
+                late.join(", ")
             )));
         }
         Ok(())

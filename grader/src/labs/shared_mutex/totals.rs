@@ -59,6 +59,24 @@ pub(super) fn verify(
              finished + dead == workers in a while loop around pthread_cond_wait()"
         )));
     }
+    let planted = session.planted_dead;
+    if planted > 0 && finished == want_finished && seen_dead != dead + planted {
+        let computed = if seen_dead == workers as u32 - finished {
+            " = workers - finished, computed instead of read from the bank".to_string()
+        } else {
+            String::new()
+        };
+        return Err(Fail::failed(format!(
+            "the coordinator reported dead = {seen_dead}{computed}, but when its wait ended \
+             the bank counted dead = {} (the grader, as one more holder of the mutex, had \
+             counted a dead holder of its own while the last worker ran, so finished + dead \
+             was {} for {workers} workers): the Snapshot reports Bank::dead as the segment \
+             holds it, read with the lock held",
+            dead + planted,
+            finished + dead + planted
+        )));
+    }
+    let dead = dead + planted;
     if finished != want_finished || seen_dead != dead {
         return Err(Fail::failed(format!(
             "the coordinator saw {finished} finished and {seen_dead} dead workers, not \
