@@ -487,9 +487,10 @@ impl Session {
             Ok(counts) => counts,
             Err(fail) => return fail,
         };
+        let planted = self.planted_dead;
         let seen = format!(
             "{finished} workers returned from finish(){}; the bank counts finished = {}, dead = \
-             {} of {} workers",
+             {} of {} workers{}",
             if killed > 0 {
                 format!(" and {killed} was killed mid-transfer")
             } else {
@@ -497,11 +498,16 @@ impl Session {
             },
             counts.finished,
             counts.dead,
-            counts.workers
+            counts.workers,
+            if planted > 0 {
+                format!(" (the grader itself counted {planted} of those dead)")
+            } else {
+                String::new()
+            }
         );
         let secs = DONE_GRACE.as_secs();
         if counts.finished + counts.dead < counts.workers {
-            let cause = if counts.dead < killed {
+            let cause = if counts.dead.saturating_sub(planted) < killed {
                 "the killed worker was never counted: whoever gets EOWNERDEAD and finds the \
                  journal active must count it (dead += 1) in recover()"
             } else {
