@@ -7,12 +7,13 @@
 //! Run by hand (`cargo run -p pipe-echo -- bench latency`), a small default plan is used and
 //! each size's median is printed instead.
 
-use std::io::Write;
+use std::io::{Read, Write};
 use std::path::PathBuf;
 use std::time::Instant;
 
 use nix::sched::{CpuSet, sched_setaffinity};
-use nix::unistd::Pid;
+use nix::sys::wait::{WaitStatus, waitpid};
+use nix::unistd::{ForkResult, Pid, fork};
 
 use crate::Control;
 
@@ -30,6 +31,14 @@ pub enum Side {
     Timer,
     /// The other side: the server, the echo, the receiver.
     Peer,
+}
+
+/// The reader's side of [`Bench::time_copies`]: a process that opened the shared memory.
+pub trait CopyReader {
+    /// Copies the `size` bytes just written out of the shared memory.
+    fn copy_out(&mut self, size: usize) -> Result<(), String>;
+    /// Lets go of the shared memory (detaches or closes it).
+    fn close(self) -> Result<(), String>;
 }
 
 /// What to measure, as the grader said.
@@ -157,6 +166,77 @@ impl Bench {
             let rounds = self.rounds(size);
             std::iter::repeat_n(size, (self.warmup.min(rounds) + rounds) as usize)
         })
+    }
+
+    /// Times copies through shared memory that this process maps already: each round,
+    /// `write(size)` copies `size` bytes in, and a reader forked from this process copies them
+    /// out (it calls `open_reader()` once, then [`CopyReader::copy_out`] each round). A byte on
+    /// a pipe tells the reader that the bytes are there, and one back says that it holds them.
+    ///
+    /// # Safety
+    /// The calling process must be single-threaded: the reader runs on after `fork()`.
+    pub unsafe fn time_copies<R: CopyReader>(
+        &self,
+        open_reader: impl FnOnce() -> Result<R, String>,
+        mut write: impl FnMut(usize) -> Result<(), String>,
+    ) -> Result<Vec<(usize, u64)>, String> {
+        let (go_reader, mut go) = std::io::pipe().map_err(|e| format!("pipe: {e}"))?;
+        let (mut ack, ack_writer) = std::io::pipe().map_err(|e| format!("pipe: {e}"))?;
+        // SAFETY: the caller promises a single-threaded process.
+        let reader = match unsafe { fork() }.map_err(|e| format!("fork: {e}"))? {
+            ForkResult::Child => {
+                drop((go, ack));
+                let _ = self.pin(Side::Peer, Pid::from_raw(0));
+                let copied = self.copy_rounds(open_reader, go_reader, ack_writer);
+                if let Err(error) = &copied {
+                    eprintln!("bench {} reader: {error}", self.what);
+                }
+                std::process::exit(i32::from(copied.is_err()));
+            }
+            ForkResult::Parent { child } => child,
+        };
+        drop((go_reader, ack_writer));
+        let mut byte = [0u8];
+        let measured = ack
+            .read_exact(&mut byte)
+            .map_err(|_| "the reader could not open the shared memory".to_string())
+            .and_then(|()| {
+                self.pin(Side::Timer, Pid::from_raw(0))
+                    .map_err(|e| format!("sched_setaffinity: {e}"))?;
+                self.time(|size| {
+                    write(size)?;
+                    go.write_all(b"g").map_err(|e| format!("write: {e}"))?;
+                    ack.read_exact(&mut byte)
+                        .map_err(|_| "the reader stopped".to_string())
+                })
+            });
+        drop((go, ack));
+        let ended = waitpid(reader, None);
+        let samples = measured?;
+        match ended {
+            Ok(WaitStatus::Exited(_, 0)) => Ok(samples),
+            other => Err(format!("the reader ended with {other:?}")),
+        }
+    }
+
+    /// The reader of [`Bench::time_copies`]: opens, says so, then copies out each time it is
+    /// told to.
+    fn copy_rounds<R: CopyReader>(
+        &self,
+        open_reader: impl FnOnce() -> Result<R, String>,
+        mut go: std::io::PipeReader,
+        mut ack: std::io::PipeWriter,
+    ) -> Result<(), String> {
+        let mut reader = open_reader()?;
+        ack.write_all(b"o").map_err(|e| format!("write: {e}"))?;
+        let mut byte = [0u8];
+        for size in self.peer_rounds() {
+            go.read_exact(&mut byte)
+                .map_err(|_| "the writer stopped".to_string())?;
+            reader.copy_out(size)?;
+            ack.write_all(b"a").map_err(|e| format!("write: {e}"))?;
+        }
+        reader.close()
     }
 
     /// Writes the samples (or sums them up on stdout when run by hand) and tells the grader

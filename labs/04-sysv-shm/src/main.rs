@@ -14,16 +14,13 @@
 //! [`ShmError::kind`]. It waits for `go` at `started`, `ready` and `attached`, and the
 //! publisher, detached, for `exit` after its `done`. Keep this file as it is.
 
-use std::io::{PipeReader, PipeWriter, Read, Write};
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use ipc_labs_driver::Control;
-use ipc_labs_driver::bench::{Bench, Side};
-use nix::sys::wait::{WaitStatus, waitpid};
-use nix::unistd::{ForkResult, Pid, fork};
+use ipc_labs_driver::bench::{Bench, CopyReader};
 use sysv_shm::{HEADER_LEN, Key, Segment, ShmError, key_for, publish, remove};
 
 /// Publishes a record in a SysV shared memory segment, or reads it back.
@@ -233,80 +230,47 @@ fn bench_publish(control: &Control, bench: &Bench) -> ExitCode {
     }
 }
 
-/// The rounds of [`bench_publish`]: the reader forked, the publisher's samples.
+/// The rounds of [`bench_publish`]: the publisher's samples, a forked reader's copies.
 fn publications(
     bench: &Bench,
     key: Key,
     segment: &mut Segment,
 ) -> Result<Vec<(usize, u64)>, String> {
-    let (go_reader, mut go) = std::io::pipe().map_err(|e| format!("pipe: {e}"))?;
-    let (mut ack, ack_writer) = std::io::pipe().map_err(|e| format!("pipe: {e}"))?;
-    // SAFETY: the program is single-threaded, so the child may run on after fork().
-    let reader = match unsafe { fork() }.map_err(|e| format!("fork: {e}"))? {
-        ForkResult::Child => {
-            drop((go, ack));
-            let _ = bench.pin(Side::Peer, Pid::from_raw(0));
-            if let Err(error) = read_records(bench, key, go_reader, ack_writer) {
-                eprintln!("sysv-shm bench reader: {error}");
-                std::process::exit(1);
-            }
-            std::process::exit(0);
-        }
-        ForkResult::Parent { child } => child,
+    let message = vec![0x5a; bench.largest()];
+    let mut sequence = 0u32;
+    let open_reader = || {
+        Segment::open(key)
+            .map(RecordReader)
+            .map_err(|e| e.to_string())
     };
-    drop((go_reader, ack_writer));
-    let mut byte = [0u8];
-    let measured = ack
-        .read_exact(&mut byte)
-        .map_err(|_| "the reader could not attach the segment".to_string())
-        .and_then(|()| {
-            bench
-                .pin(Side::Timer, Pid::from_raw(0))
-                .map_err(|e| format!("sched_setaffinity: {e}"))?;
-            let message = vec![0x5a; bench.largest()];
-            let mut sequence = 0u32;
-            bench.time(|size| {
-                sequence = sequence.wrapping_add(1);
-                segment
-                    .write_record(sequence, &message[..size])
-                    .map_err(|e| e.to_string())?;
-                go.write_all(b"g").map_err(|e| format!("write: {e}"))?;
-                ack.read_exact(&mut byte)
-                    .map_err(|_| "the reader stopped".to_string())
-            })
-        });
-    drop((go, ack));
-    let ended = waitpid(reader, None);
-    let samples = measured?;
-    match ended {
-        Ok(WaitStatus::Exited(_, 0)) => Ok(samples),
-        other => Err(format!("the reader ended with {other:?}")),
+    // SAFETY: the program is single-threaded.
+    unsafe {
+        bench.time_copies(open_reader, |size| {
+            sequence = sequence.wrapping_add(1);
+            segment
+                .write_record(sequence, &message[..size])
+                .map_err(|e| e.to_string())
+        })
     }
 }
 
-/// The reader of [`bench_publish`]: attaches the segment, says so, then reads a record each
-/// time it is told to.
-fn read_records(
-    bench: &Bench,
-    key: Key,
-    mut go: PipeReader,
-    mut ack: PipeWriter,
-) -> Result<(), String> {
-    let segment = Segment::open(key).map_err(|e| e.to_string())?;
-    ack.write_all(b"o").map_err(|e| format!("write: {e}"))?;
-    let mut byte = [0u8];
-    for size in bench.peer_rounds() {
-        go.read_exact(&mut byte)
-            .map_err(|_| "the publisher stopped".to_string())?;
+/// The reader of [`bench_publish`]: reads a record each time it is told to.
+struct RecordReader(Segment);
+
+impl CopyReader for RecordReader {
+    fn copy_out(&mut self, size: usize) -> Result<(), String> {
         // The payload counts as used: the copy is what is timed.
-        let record = std::hint::black_box(segment.read_record().map_err(|e| e.to_string())?);
+        let record = std::hint::black_box(self.0.read_record().map_err(|e| e.to_string())?);
         if record.payload.len() != size {
             return Err(format!(
                 "a record of {} bytes where {size} were written",
                 record.payload.len()
             ));
         }
-        ack.write_all(b"a").map_err(|e| format!("write: {e}"))?;
+        Ok(())
     }
-    segment.detach().map_err(|e| e.to_string())
+
+    fn close(self) -> Result<(), String> {
+        self.0.detach().map_err(|e| e.to_string())
+    }
 }

@@ -17,14 +17,11 @@
 //! and answers each with `done`, or `failed` with `kind=` from [`TableError::kind`]. Keep this
 //! file as it is.
 
-use std::io::{PipeReader, PipeWriter, Read, Write};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use ipc_labs_driver::bench::{Bench, Side};
+use ipc_labs_driver::bench::{Bench, CopyReader};
 use ipc_labs_driver::{Control, Message};
-use nix::sys::wait::{WaitStatus, waitpid};
-use nix::unistd::{ForkResult, Pid, fork};
 use posix_shm::{SharedTable, TableError, unlink};
 
 /// Creates or opens a POSIX shared memory table and works on it.
@@ -162,67 +159,42 @@ fn bench_table(control: &Control, bench: &Bench) -> ExitCode {
     }
 }
 
-/// The rounds of [`bench_table`]: the reader forked, the writer's samples.
+/// The rounds of [`bench_table`]: the writer's samples, a forked reader's copies.
 fn table_rounds(bench: &Bench, table: &mut SharedTable) -> Result<Vec<(usize, u64)>, String> {
-    let (go_reader, mut go) = std::io::pipe().map_err(|e| format!("pipe: {e}"))?;
-    let (mut ack, ack_writer) = std::io::pipe().map_err(|e| format!("pipe: {e}"))?;
-    // SAFETY: the program is single-threaded, so the child may run on after fork().
-    let reader = match unsafe { fork() }.map_err(|e| format!("fork: {e}"))? {
-        ForkResult::Child => {
-            drop((go, ack));
-            let _ = bench.pin(Side::Peer, Pid::from_raw(0));
-            if let Err(error) = read_table(bench, go_reader, ack_writer) {
-                eprintln!("posix-shm bench reader: {error}");
-                std::process::exit(1);
-            }
-            std::process::exit(0);
-        }
-        ForkResult::Parent { child } => child,
-    };
-    drop((go_reader, ack_writer));
-    let mut byte = [0u8];
-    let measured = ack
-        .read_exact(&mut byte)
-        .map_err(|_| "the reader could not open the table".to_string())
-        .and_then(|()| {
-            bench
-                .pin(Side::Timer, Pid::from_raw(0))
-                .map_err(|e| format!("sched_setaffinity: {e}"))?;
-            let message = vec![0x5a; bench.largest()];
-            bench.time(|size| {
-                table
-                    .write(0, &message[..size])
-                    .map_err(|e| e.to_string())?;
-                go.write_all(b"g").map_err(|e| format!("write: {e}"))?;
-                ack.read_exact(&mut byte)
-                    .map_err(|_| "the reader stopped".to_string())
+    let message = vec![0x5a; bench.largest()];
+    let open_reader = || {
+        SharedTable::open(&bench.names[0])
+            .map(|table| TableReader {
+                table,
+                buffer: vec![0u8; bench.largest()],
             })
-        });
-    drop((go, ack));
-    let ended = waitpid(reader, None);
-    let samples = measured?;
-    match ended {
-        Ok(WaitStatus::Exited(_, 0)) => Ok(samples),
-        other => Err(format!("the reader ended with {other:?}")),
+            .map_err(|e| e.to_string())
+    };
+    // SAFETY: the program is single-threaded.
+    unsafe {
+        bench.time_copies(open_reader, |size| {
+            table.write(0, &message[..size]).map_err(|e| e.to_string())
+        })
     }
 }
 
-/// The reader of [`bench_table`]: opens the table by its name, says so, then copies the bytes
-/// out each time it is told to.
-fn read_table(bench: &Bench, mut go: PipeReader, mut ack: PipeWriter) -> Result<(), String> {
-    let table = SharedTable::open(&bench.names[0]).map_err(|e| e.to_string())?;
-    ack.write_all(b"o").map_err(|e| format!("write: {e}"))?;
-    let mut buffer = vec![0u8; bench.largest()];
-    let mut byte = [0u8];
-    for size in bench.peer_rounds() {
-        go.read_exact(&mut byte)
-            .map_err(|_| "the writer stopped".to_string())?;
-        table
-            .read(0, &mut buffer[..size])
+/// The reader of [`bench_table`]: copies the bytes out each time it is told to.
+struct TableReader {
+    table: SharedTable,
+    buffer: Vec<u8>,
+}
+
+impl CopyReader for TableReader {
+    fn copy_out(&mut self, size: usize) -> Result<(), String> {
+        self.table
+            .read(0, &mut self.buffer[..size])
             .map_err(|e| e.to_string())?;
         // The bytes count as used: the copy is what is timed.
-        std::hint::black_box(&buffer);
-        ack.write_all(b"a").map_err(|e| format!("write: {e}"))?;
+        std::hint::black_box(&self.buffer);
+        Ok(())
     }
-    table.close().map_err(|e| e.to_string())
+
+    fn close(self) -> Result<(), String> {
+        self.table.close().map_err(|e| e.to_string())
+    }
 }
