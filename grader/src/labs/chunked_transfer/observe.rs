@@ -158,6 +158,58 @@ pub fn segment_mappings(pid: i32, inode: u64) -> Result<Vec<(u64, u64, u64)>, Fa
     Ok(mappings)
 }
 
+/// Where `len` bytes at `addr` of process `pid` lie against the data area of chunk `chunk`'s
+/// slot in the segment (inode `inode`, made for `size`-byte chunks).
+enum Placement {
+    /// Inside the slot's data area.
+    InSlot,
+    /// In the segment, at offset `at`, but not inside the data area (`data_start` to
+    /// `data_end`) of slot `slot`.
+    ElsewhereInSegment {
+        at: u64,
+        slot: u64,
+        data_start: u64,
+        data_end: u64,
+    },
+    /// Outside every mapping of the segment (listed).
+    Outside { mappings: String },
+}
+
+fn placement(
+    pid: i32,
+    inode: u64,
+    size: usize,
+    chunk: u64,
+    addr: u64,
+    len: u64,
+) -> Result<Placement, Fail> {
+    let slot = chunk % SLOTS;
+    let slot_size = expected_slot_size(size) as u64;
+    let data_start = SEGMENT_HEADER + slot * slot_size + CHUNK_HEADER;
+    let data_end = SEGMENT_HEADER + (slot + 1) * slot_size;
+    let mappings = segment_mappings(pid, inode)?;
+    let inside = mappings
+        .iter()
+        .find(|(start, end, _)| addr >= *start && addr + len <= *end)
+        .map(|(start, _, offset)| addr - start + offset);
+    Ok(match inside {
+        Some(at) if at >= data_start && at + len <= data_end => Placement::InSlot,
+        Some(at) => Placement::ElsewhereInSegment {
+            at,
+            slot,
+            data_start,
+            data_end,
+        },
+        None => Placement::Outside {
+            mappings: mappings
+                .iter()
+                .map(|(start, end, _)| format!("{start:#x}-{end:#x}"))
+                .collect::<Vec<_>>()
+                .join(", "),
+        },
+    })
+}
+
 /// That the sender, held in its data source before the data of chunk `chunk`, gave the data
 /// source the data area of that chunk's slot (`into`, `room` bytes, from its `holding`): the
 /// data source reads straight into the segment, with no buffer of the sender's own between.
@@ -169,34 +221,24 @@ pub fn expect_reads_into_slot(
     into: u64,
     room: u64,
 ) -> Result<(), Fail> {
-    let slot = chunk % SLOTS;
-    let slot_size = expected_slot_size(size) as u64;
-    let data_start = SEGMENT_HEADER + slot * slot_size + CHUNK_HEADER;
-    let data_end = SEGMENT_HEADER + (slot + 1) * slot_size;
-    let mappings = segment_mappings(pid, inode)?;
-    let inside = mappings
-        .iter()
-        .find(|(start, end, _)| into >= *start && into + room <= *end)
-        .map(|(start, _, offset)| into - start + offset);
-    match inside {
-        Some(at) if at >= data_start && at + room <= data_end => Ok(()),
-        Some(at) => Err(Fail::failed(format!(
-            "the sender's data source was asked to fill {room} bytes at offset {} of the \
+    match placement(pid, inode, size, chunk, into, room)? {
+        Placement::InSlot => Ok(()),
+        Placement::ElsewhereInSegment {
+            at,
+            slot,
+            data_start,
+            data_end,
+        } => Err(Fail::failed(format!(
+            "the sender's data source was asked to fill {room} bytes at offset {at} of the \
              segment (address {into:#x}) for chunk {chunk}, whose data goes in slot {slot}, at \
              offsets {data_start} to {data_end}: chunk k goes in slot k % 2, its data right \
-             after its 32-byte header",
-            at
+             after its 32-byte header"
         ))),
-        None => Err(Fail::failed(format!(
+        Placement::Outside { mappings } => Err(Fail::failed(format!(
             "the sender's data source was asked to fill {room} bytes at {into:#x}, outside the \
-             sender's mapping of the segment ({}), for chunk {chunk}: the sender gives its data \
-             source memory of its own, not the slot. The data source must read straight into \
-             the slot (a slice of the segment), with no copy in between",
-            mappings
-                .iter()
-                .map(|(start, end, _)| format!("{start:#x}-{end:#x}"))
-                .collect::<Vec<_>>()
-                .join(", ")
+             sender's mapping of the segment ({mappings}), for chunk {chunk}: the sender gives \
+             its data source memory of its own, not the slot. The data source must read \
+             straight into the slot (a slice of the segment), with no copy in between"
         ))),
     }
 }
@@ -212,33 +254,24 @@ pub fn expect_writes_from_slot(
     from: u64,
     len: u64,
 ) -> Result<(), Fail> {
-    let slot = chunk % SLOTS;
-    let slot_size = expected_slot_size(size) as u64;
-    let data_start = SEGMENT_HEADER + slot * slot_size + CHUNK_HEADER;
-    let data_end = SEGMENT_HEADER + (slot + 1) * slot_size;
-    let mappings = segment_mappings(pid, inode)?;
-    let inside = mappings
-        .iter()
-        .find(|(start, end, _)| from >= *start && from + len <= *end)
-        .map(|(start, _, offset)| from - start + offset);
-    match inside {
-        Some(at) if at >= data_start && at + len <= data_end => Ok(()),
-        Some(at) => Err(Fail::failed(format!(
+    match placement(pid, inode, size, chunk, from, len)? {
+        Placement::InSlot => Ok(()),
+        Placement::ElsewhereInSegment {
+            at,
+            slot,
+            data_start,
+            data_end,
+        } => Err(Fail::failed(format!(
             "the receiver's writer was given {len} bytes at offset {at} of the segment (address \
              {from:#x}) for chunk {chunk}, whose data lies in slot {slot}, at offsets \
              {data_start} to {data_end}: chunk k lies in slot k % 2, its data right after its \
              32-byte header"
         ))),
-        None => Err(Fail::failed(format!(
+        Placement::Outside { mappings } => Err(Fail::failed(format!(
             "the receiver's writer was given {len} bytes at {from:#x} for chunk {chunk}, outside \
-             the receiver's mapping of the segment ({}): the receiver copies each chunk out of \
-             the slot into memory of its own and hands the writer that copy. The writer must get \
-             the slot itself (a slice of the segment), with no copy in between",
-            mappings
-                .iter()
-                .map(|(start, end, _)| format!("{start:#x}-{end:#x}"))
-                .collect::<Vec<_>>()
-                .join(", ")
+             the receiver's mapping of the segment ({mappings}): the receiver copies each chunk \
+             out of the slot into memory of its own and hands the writer that copy. The writer \
+             must get the slot itself (a slice of the segment), with no copy in between"
         ))),
     }
 }
