@@ -65,6 +65,10 @@ pub struct Limits {
     /// `msgsize_max` are these (root only): limits other than the machine's, for a check of
     /// how a program reads them. Its queues are out of the grader's sight and go with it.
     pub message_queue_sysctls: Option<(u64, u64)>,
+    /// With [`Limits::message_queue_sysctls`], that namespace's `msg_default` (what a queue
+    /// created without attributes gets) too: a value of its own, which a program that takes it
+    /// for `msg_max` shows.
+    pub message_queue_msg_default: Option<u64>,
 }
 
 impl Limits {
@@ -79,6 +83,7 @@ impl Limits {
             message_queue_bytes: None,
             stopped_at_start: false,
             message_queue_sysctls: None,
+            message_queue_msg_default: None,
         }
     }
 }
@@ -252,6 +257,9 @@ pub fn spawn(
                 }
                 write_number(c"/proc/sys/fs/mqueue/msg_max", msg_max)?;
                 write_number(c"/proc/sys/fs/mqueue/msgsize_max", msgsize_max)?;
+                if let Some(msg_default) = limits.message_queue_msg_default {
+                    write_number(c"/proc/sys/fs/mqueue/msg_default", msg_default)?;
+                }
             }
             if let Some((uid, gid)) = limits.user {
                 nix::unistd::setgroups(&[])?;

@@ -184,6 +184,27 @@ impl Run {
         self.spawn_limited(args, limits).map(Some)
     }
 
+    /// As [`Run::spawn_with_message_queue_sysctls`], and that namespace's `msg_default` is
+    /// `msg_default` (the kernel's default is 10, often the machine's `msg_max` too).
+    pub fn spawn_with_message_queue_sysctls_and_default<S: AsRef<OsStr>>(
+        &mut self,
+        args: &[S],
+        (msg_max, msgsize_max): (u64, u64),
+        msg_default: u64,
+    ) -> Result<Option<Proc>, Fail> {
+        if !nix::unistd::geteuid().is_root()
+            || !process::message_queue_sysctls_allowed(msg_max, msgsize_max)
+        {
+            return Ok(None);
+        }
+        let limits = Limits {
+            message_queue_sysctls: Some((msg_max, msgsize_max)),
+            message_queue_msg_default: Some(msg_default),
+            ..self.limits
+        };
+        self.spawn_limited(args, limits).map(Some)
+    }
+
     /// Starts the lab's program like [`Run::spawn`], stopped before its first instruction: the
     /// check attaches what it needs (a [`crate::engine::tracer::Tracer`]), then lets it go with
     /// [`crate::engine::force::resume`].

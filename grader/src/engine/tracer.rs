@@ -41,6 +41,9 @@ const NO_WATCHPOINTS: u8 = b'N';
 /// What the check tells a watching tracer: go on watching (any other byte, or the pipe's end:
 /// stop watching, clear the watchpoints and let the program go).
 const GO_ON: u8 = b'c';
+/// [`Action::Signal`]: the interrupted call was restarted, or failed with `EINTR`.
+const RESTARTED: u8 = b'R';
+const INTERRUPTED: u8 = b'I';
 
 /// Which call: its number, and what its arguments must be.
 #[derive(Debug, Clone, Copy)]
@@ -146,6 +149,10 @@ pub enum Action {
     /// to fail and the one the program makes to clean up after it made to fail too, or a call
     /// made to fail and the program held as it exits, to see what it still holds.
     InTurn([(Call, Step); 2]),
+    /// Send this signal (caught by a handler) to the thread, blocked in a call, and see what
+    /// the kernel did with the call once the handler returned: made it fail with `EINTR`, or
+    /// restarted it (`SA_RESTART`) ([`Tracer::signal_restarts`]).
+    Signal(i32),
 }
 
 /// What [`Action::InTurn`] does at one of its calls.
@@ -353,6 +360,32 @@ impl Tracer {
         Tracer::attach(pid, steps[0].0, Action::InTurn(steps))
     }
 
+    /// Sends `signal` to thread `tid` of `pid`, blocked in a system call, traced, and tells
+    /// what became of the call once the signal's handler returned: `Some(true)` if the kernel
+    /// restarted it (the handler was installed with `SA_RESTART`), `Some(false)` if it returned
+    /// `EINTR` to the program; `None` if the machine does not allow tracing, or nothing came
+    /// of the signal before `until` (blocked, ignored, or no handler ran).
+    pub fn signal_restarts(
+        pid: i32,
+        tid: i32,
+        signal: i32,
+        until: Instant,
+    ) -> Result<Option<bool>, Fail> {
+        let Some(mut tracer) =
+            Tracer::attach_thread(pid, tid, Call::any(0), Action::Signal(signal))?
+        else {
+            return Ok(None);
+        };
+        let outcome = match tracer.next_byte(until)? {
+            Some(RESTARTED) => Some(true),
+            Some(INTERRUPTED) => Some(false),
+            _ => None,
+        };
+        // The tracer detached after its answer; without one it is killed, which detaches too.
+        tracer.released = outcome.is_some();
+        Ok(outcome)
+    }
+
     /// Starts watching `fields` of the segment `pid` attaches next (with `shmat()` on its main
     /// thread); `None` if the machine does not allow it (no ptrace, or not x86-64).
     pub fn watch(pid: i32, fields: &'static [Field]) -> Result<Option<Tracer>, Fail> {
@@ -555,6 +588,9 @@ unsafe fn trace(group: i32, pid: i32, call: Call, action: Action, pipes: Pipes) 
         if let Action::InTurn(steps) = action {
             in_turn(pid, steps, pipes);
         }
+        if let Action::Signal(signal) = action {
+            signal_in_call(pid, signal, pipes);
+        }
         let mut signal = 0usize;
         let mut left_to_fail = match action {
             Action::FailTimes(_, times) => times,
@@ -608,7 +644,7 @@ unsafe fn trace(group: i32, pid: i32, call: Call, action: Action, pipes: Pipes) 
                         libc::read(pipes.resume, byte.as_mut_ptr().cast(), 1);
                     }
                     Action::Watch(fields) => watch(pid, fields, pipes),
-                    Action::WatchAt(..) | Action::InTurn(_) => {}
+                    Action::WatchAt(..) | Action::InTurn(_) | Action::Signal(_) => {}
                     Action::Fail(errno) => {
                         // No call at all (number -1), and on its way out, the error.
                         libc::ptrace(libc::PTRACE_POKEUSER, pid, ORIG_RAX, -1isize);
@@ -691,6 +727,68 @@ unsafe fn in_turn(pid: i32, steps: [(Call, Step); 2], pipes: Pipes) -> ! {
         }
         libc::ptrace(libc::PTRACE_DETACH, pid, 0usize, 0usize);
         libc::_exit(0)
+    }
+}
+
+/// [`Action::Signal`], in the forked child: `pid` is stopped, traced, out of the call it was
+/// blocked in (which the kernel will restart or fail once a signal is handled). Sends `signal`
+/// to it and follows it through the signal's delivery and its handler to the end of the
+/// handler's `rt_sigreturn()`, whose result is what the interrupted call now returns: `-EINTR`,
+/// or the call's own number as the kernel makes it again. Reports which, detaches. Never
+/// returns.
+unsafe fn signal_in_call(pid: i32, signal: i32, pipes: Pipes) -> ! {
+    // SAFETY: plain system calls on our own descriptors and memory, and on the traced process.
+    unsafe {
+        let say = |byte: u8| libc::write(pipes.report, [byte].as_ptr().cast(), 1);
+        let gone = || -> ! {
+            say(GONE);
+            libc::_exit(0)
+        };
+        libc::syscall(libc::SYS_tkill, pid, signal);
+        let mut status = 0;
+        let mut pass = 0usize;
+        let mut entered = -1i64;
+        loop {
+            if libc::ptrace(libc::PTRACE_SYSCALL, pid, 0usize, pass) != 0
+                || libc::waitpid(pid, &mut status, libc::__WALL) != pid
+                || !libc::WIFSTOPPED(status)
+            {
+                gone();
+            }
+            pass = 0;
+            let stopped_by = libc::WSTOPSIG(status);
+            if stopped_by == libc::SIGTRAP | 0x80 {
+                let mut info = [0u8; 96];
+                let got = libc::ptrace(
+                    libc::PTRACE_GET_SYSCALL_INFO,
+                    pid,
+                    info.len(),
+                    info.as_mut_ptr(),
+                );
+                if got <= 0 {
+                    continue;
+                }
+                if info[0] == libc::PTRACE_SYSCALL_INFO_ENTRY {
+                    let mut number = [0u8; 8];
+                    number.copy_from_slice(&info[24..32]);
+                    entered = i64::from_ne_bytes(number);
+                } else if info[0] == libc::PTRACE_SYSCALL_INFO_EXIT
+                    && entered == libc::SYS_rt_sigreturn
+                {
+                    let result = libc::ptrace(libc::PTRACE_PEEKUSER, pid, RAX, 0usize) as i64;
+                    say(if result == -(libc::EINTR as i64) {
+                        INTERRUPTED
+                    } else {
+                        RESTARTED
+                    });
+                    libc::ptrace(libc::PTRACE_DETACH, pid, 0usize, 0usize);
+                    libc::_exit(0);
+                }
+            } else if status >> 16 == 0 && stopped_by != libc::SIGTRAP {
+                // A signal on its way to the program (ours among them): deliver it.
+                pass = stopped_by as usize;
+            }
+        }
     }
 }
 

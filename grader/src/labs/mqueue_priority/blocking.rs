@@ -86,8 +86,33 @@ fn force_eintrs(proc: &mut Proc, call: i64) -> Result<Forced, Fail> {
     })
 }
 
+/// Sends SIGUSR1 to the thread of `pid` that waits in `call`, traced through the handler:
+/// whether the kernel restarted the call (`Some(true)`) or failed it with EINTR; `None` where
+/// it cannot be traced.
+fn signal_restarts(pid: i32, call: i64) -> Result<Option<bool>, Fail> {
+    let waiting = inspect::view(pid).and_then(|view| {
+        view.threads
+            .iter()
+            .find(|t| t.syscall.map(|(nr, _)| nr) == Some(call))
+            .map(|t| t.tid)
+    });
+    let Some(tid) = waiting else {
+        return Ok(None);
+    };
+    let until = Instant::now() + PATIENCE;
+    Tracer::signal_restarts(pid, tid, Signal::SIGUSR1 as i32, until)
+}
+
 /// The failure for a process that did not retry every forced EINTR of `call`, if any.
-fn retried_every_eintr(run: &mut Run, forced: Forced, role: &str, call: &str) -> Result<(), Fail> {
+/// `restarted`: whether the kernel restarted its call after a SIGUSR1 (its handler has
+/// SA_RESTART), as the last round of signals saw.
+fn retried_every_eintr(
+    run: &mut Run,
+    forced: Forced,
+    role: &str,
+    call: &str,
+    restarted: Option<bool>,
+) -> Result<(), Fail> {
     let (failed, what) = match forced {
         Forced::Retried => return Ok(()),
         Forced::Untraced => {
@@ -99,6 +124,27 @@ fn retried_every_eintr(run: &mut Run, forced: Forced, role: &str, call: &str) ->
         Forced::Said(failed, message) => (failed, format!("said {}", said(&message))),
         Forced::Left(failed) => (failed, format!("no longer waits in {call}")),
     };
+    if failed <= 1 && restarted == Some(true) {
+        return Err(Fail::failed(format!(
+            "the {INTERRUPTIONS} SIGUSR1 never made {role}'s {call} fail: the grader followed \
+             the last one through its handler and saw the kernel restart the call, so the \
+             program's SIGUSR1 handler has SA_RESTART (main.rs's has not); then the first time \
+             the grader made {call} fail with EINTR (with ptrace, as a signal whose handler has \
+             no SA_RESTART does), it {what}: it does not retry EINTR at all, SA_RESTART only \
+             hid the signals it covers. Keep main.rs's handler and call {call} again every \
+             time it fails with EINTR"
+        )));
+    }
+    if failed <= 1 && restarted == Some(false) {
+        return Err(Fail::failed(format!(
+            "the {INTERRUPTIONS} SIGUSR1 made {role}'s {call} fail with EINTR (the grader \
+             followed the last one through its handler) and it called {call} again each time, \
+             but the first EINTR the grader then made without a signal (with ptrace), it {what}: \
+             either it gave up after a number of tries (the signals used them up) or it retries \
+             only when its own handler ran. A retry must not give up after a number of tries; \
+             call {call} again every time it fails with EINTR, whatever caused it"
+        )));
+    }
     Err(Fail::failed(format!(
         "after the {INTERRUPTIONS} SIGUSR1, the grader made {call} fail with EINTR {failed} \
          more times in a row for {role} (with ptrace, as a signal caught by a handler does), \
@@ -198,6 +244,22 @@ pub fn full_queue_blocks(run: &mut Run) -> Result<String, Fail> {
             continue;
         }
         let activity = mine.first().map_or(Activity::Blocked, |a| (*a).clone());
+        if activity == Activity::Poll {
+            // poll() on a queue descriptor and then a call that cannot wait: O_NONBLOCK on it.
+            let queue = if pid == idle.pid() { &idle_name } else { &name };
+            let fds = queue_fds(pid, queue).unwrap_or_default();
+            if let Some(fd) = fds.iter().find(|fd| fd.nonblocking()) {
+                return Err(Fail::failed(format!(
+                    "{} waits {what} in poll()/select() on the queue descriptor instead of \
+                     inside {call}, and that descriptor is O_NONBLOCK ({}): without \
+                     --nonblocking the descriptor stays blocking and {call} itself sleeps until \
+                     the kernel wakes it; poll() and then a {call} that cannot wait is another \
+                     mechanism",
+                    roles[&pid],
+                    fd.describe(pid)
+                )));
+            }
+        }
         return Err(Fail::failed(format!(
             "{} waits {what} {} instead of inside {call}: {WAIT_ADVICE}",
             roles[&pid],
@@ -207,9 +269,25 @@ pub fn full_queue_blocks(run: &mut Run) -> Result<String, Fail> {
     // A signal interrupts each wait (main.rs gives SIGUSR1 a handler without SA_RESTART): the
     // call fails with EINTR and must be made again, however often; each round waits until every
     // process is back in its call.
+    // The last round's signal to the consumer and to producer 1 is followed through its handler
+    // (traced): whether the kernel then failed the call with EINTR or restarted it (SA_RESTART)
+    // tells, if one of them gives up on the EINTRs forced next, why the signals did not end it.
+    let mut restarts = BTreeMap::new();
     for round in 1..=INTERRUPTIONS {
         for &pid in &pids {
-            interrupt(pid, Signal::SIGUSR1, PATIENCE);
+            let probed = [(idle.pid(), RECEIVE), (producers[0].pid(), SEND)];
+            match probed.iter().find(|&&(p, _)| p == pid) {
+                Some(&(_, call)) if round == INTERRUPTIONS => {
+                    let restarted = signal_restarts(pid, call)?;
+                    restarts.insert(pid, restarted);
+                    if restarted.is_none() {
+                        interrupt(pid, Signal::SIGUSR1, PATIENCE);
+                    }
+                }
+                _ => {
+                    interrupt(pid, Signal::SIGUSR1, PATIENCE);
+                }
+            }
         }
         let until = Instant::now() + PATIENCE;
         for producer in &mut producers {
@@ -220,9 +298,11 @@ pub fn full_queue_blocks(run: &mut Run) -> Result<String, Fail> {
         interrupted(reached, idle.pid(), IDLE, "mq_receive", round)?;
     }
     let forced = force_eintrs(&mut idle.proc, RECEIVE)?;
-    retried_every_eintr(run, forced, IDLE, "mq_receive")?;
+    let restarted = restarts.get(&idle.pid()).copied().flatten();
+    retried_every_eintr(run, forced, IDLE, "mq_receive", restarted)?;
     let forced = force_eintrs(&mut producers[0].proc, SEND)?;
-    retried_every_eintr(run, forced, producers[0].role, "mq_send")?;
+    let restarted = restarts.get(&producers[0].pid()).copied().flatten();
+    retried_every_eintr(run, forced, producers[0].role, "mq_send", restarted)?;
     for producer in &producers {
         let fd = one_queue_fd(
             producer.pid(),
@@ -495,8 +575,14 @@ pub fn nonblocking_full(run: &mut Run) -> Result<String, Fail> {
     }
     // The shutdown waits like a job, so a signal that interrupts its mq_send (EINTR) must not
     // end it either, however often.
+    let mut restarted = None;
     for round in 1..=INTERRUPTIONS {
-        interrupt(producer.pid(), Signal::SIGUSR1, PATIENCE);
+        if round == INTERRUPTIONS {
+            restarted = signal_restarts(producer.pid(), SEND)?;
+        }
+        if restarted.is_none() {
+            interrupt(producer.pid(), Signal::SIGUSR1, PATIENCE);
+        }
         match wait_in_call(&mut producer.proc, SEND, PATIENCE)? {
             Reached::Said(answer) => {
                 let hint = if failed_with(&answer, "full") {
@@ -520,7 +606,7 @@ pub fn nonblocking_full(run: &mut Run) -> Result<String, Fail> {
         }
     }
     let forced = force_eintrs(&mut producer.proc, SEND)?;
-    retried_every_eintr(run, forced, role, "mq_send (of its shutdown)")?;
+    retried_every_eintr(run, forced, role, "mq_send (of its shutdown)", restarted)?;
     let mut consumer = consumer;
     consumer.go()?;
     let done = producer.proc.recv_any()?;

@@ -4,10 +4,16 @@
 
 use rand::RngExt;
 
-use super::observe::queue_fds;
+use std::time::Duration;
+
+use super::observe::{Reached, queue_fds, wait_in_call};
 use super::protocol::{
-    Consumer, Job, consumer, failed_with, grader_send, job_message, producer, random_jobs, said,
+    Consumer, Job, consumer, failed_with, grader_send, job_message, producer, queue_attributes,
+    random_jobs, said,
 };
+
+/// How long the consumer gets to answer after a garbled message, or to be seen waiting for more.
+const PATIENCE: Duration = Duration::from_secs(3);
 use crate::engine::audit::message_queue_exists;
 use crate::engine::{Fail, Run};
 
@@ -90,7 +96,21 @@ pub fn unlinked_at_end(run: &mut Run) -> Result<String, Fail> {
     };
     grader_send(&name, &[job_message(&job), (garbled, 1)])?;
     consumer.go()?;
-    let answer = consumer.answer()?;
+    // A consumer that passes over the garbled message takes both and then waits for more in
+    // mq_receive on the empty queue: said at once, rather than when the check's time is up.
+    let answer = match wait_in_call(&mut consumer.proc, libc::SYS_mq_timedreceive, PATIENCE)? {
+        Reached::Said(answer) => answer,
+        Reached::InCall if queue_attributes(&name).is_ok_and(|a| a.curmsgs() == 0) => {
+            return Err(Fail::failed(
+                "after a job the grader sent a message that is neither a job nor the shutdown \
+                 ('X' and more): the consumer took both and waits in mq_receive for more on \
+                 the empty queue, so it passed over the garbled message. receive() returns it \
+                 as QueueError::Garbled, which ends serve() (kind=garbled), and serve() closes \
+                 and unlinks the queue then too"
+            ));
+        }
+        Reached::InCall | Reached::NotYet => consumer.answer()?,
+    };
     if !failed_with(&answer, "garbled") {
         return Err(Fail::failed(format!(
             "after a job the grader sent a message that is neither a job nor the shutdown \

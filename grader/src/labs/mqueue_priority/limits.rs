@@ -215,6 +215,7 @@ pub fn attributes_and_limits(run: &mut Run) -> Result<String, Fail> {
             "a capacity of at most msg_max, compared before the queue's bytes are computed",
         ),
     ];
+    let mut refused = Vec::new();
     for (case, (asked, args, rule)) in over.into_iter().enumerate() {
         let name = run.ipc_name(&format!("over-{case}"));
         let (mut proc, answer, _) = match spawn_consumer(run, &name, &args, None) {
@@ -227,13 +228,33 @@ pub fn attributes_and_limits(run: &mut Run) -> Result<String, Fail> {
             }
             other => other?,
         };
-        if !failed_with(&answer, "over-limit") {
+        if let Some(kind) = own_refusal(&answer, &name) {
             return Err(Fail::failed(format!(
-                "asking for {asked}, the consumer said {}, not `failed` with kind=over-limit: \
-                 check the config against system_limits() before mq_open; only {rule} is allowed",
+                "asking for {asked}, the consumer refused the queue itself (nothing was \
+                 created), but said {}: {}",
+                said(&answer),
+                kind_advice(&kind)
+            )));
+        }
+        if !failed_with(&answer, "over-limit") {
+            // The cases before this one it refused itself: it checks the config, but not this.
+            let checks = if refused.is_empty() || !failed_with(&answer, "mq-open") {
+                String::new()
+            } else {
+                format!(
+                    " (it did refuse {} as over-limit, so it checks the config, but let this \
+                     one through to mq_open)",
+                    refused.join(", ")
+                )
+            };
+            return Err(Fail::failed(format!(
+                "asking for {asked}, the consumer said {}, not `failed` with \
+                 kind=over-limit{checks}: check the config against system_limits() before \
+                 mq_open; only {rule} is allowed",
                 said(&answer)
             )));
         }
+        refused.push(asked.clone());
         if message_queue_exists(&name) {
             return Err(Fail::failed(format!(
                 "asking for {asked}, the consumer said kind=over-limit but {name} exists: check \
@@ -252,24 +273,30 @@ pub fn attributes_and_limits(run: &mut Run) -> Result<String, Fail> {
 }
 
 /// In an IPC namespace of the consumer's own, `/proc/sys/fs/mqueue` holds other limits than the
-/// machine's: a higher `msg_max` and a lower `msgsize_max`. A consumer must accept exactly the
-/// new `msg_max` and refuse one byte over the new `msgsize_max`, which only one that reads them
-/// there does. Root only (the namespace's limits are root's to write).
+/// machine's: a higher `msg_max` and a lower `msgsize_max`, and a `msg_default` between the
+/// machine's `msg_max` and the new one. A consumer must accept exactly the new `msg_max` and
+/// refuse one byte over the new `msgsize_max`, which only one that reads them there does; one
+/// that refuses `msg_max` is then asked for one less and for `msg_default`, which tells a limit
+/// off by one, `msg_default` taken for `msg_max`, and a limit from elsewhere apart. Root only
+/// (the namespace's limits are root's to write).
 fn limits_read_from_proc(run: &mut Run, msg_max: u64, msgsize_max: u64) -> Result<(), Fail> {
-    let own_msg_max = msg_max + run.rng().random_range(2..=6);
-    let own_msgsize_max = run
-        .rng()
-        .random_range(128.max(msgsize_max / 2)..msgsize_max);
-    let within = sized(own_msg_max, 100);
-    let over = sized(2, own_msgsize_max + 1);
+    let own = OwnLimits {
+        msg_max: msg_max + run.rng().random_range(4..=7),
+        msgsize_max: run
+            .rng()
+            .random_range(128.max(msgsize_max / 2)..msgsize_max),
+        msg_default: 0,
+    };
+    let own = OwnLimits {
+        msg_default: run.rng().random_range(msg_max + 1..=own.msg_max - 2),
+        ..own
+    };
     let limits = format!(
-        "in an IPC namespace of its own whose /proc/sys/fs/mqueue/msg_max is {own_msg_max} and \
-         msgsize_max {own_msgsize_max} (the machine's: {msg_max} and {msgsize_max})"
+        "in an IPC namespace of its own whose /proc/sys/fs/mqueue/msg_max is {} and \
+         msgsize_max {} (the machine's: {msg_max} and {msgsize_max}; its msg_default {})",
+        own.msg_max, own.msgsize_max, own.msg_default
     );
-    let name = run.ipc_name("own-limits");
-    let Some((mut proc, answer)) =
-        spawn_with_sysctls(run, &name, &within, own_msg_max, own_msgsize_max)?
-    else {
+    let Some(answer) = own.try_capacity(run, own.msg_max)? else {
         run.note(
             "no IPC namespace of its own for the consumer here (root only): limits other than \
              the machine's not tried",
@@ -277,46 +304,100 @@ fn limits_read_from_proc(run: &mut Run, msg_max: u64, msgsize_max: u64) -> Resul
         return Ok(());
     };
     if answer.kind != "ready" {
-        let hint = if failed_with(&answer, "over-limit") {
-            "a capacity up to msg_max is allowed, and system_limits() reads msg_max from \
-             /proc/sys/fs/mqueue/msg_max each time, not a constant or a value of another \
-             machine"
-        } else {
-            "a capacity up to msg_max is allowed"
-        };
-        return Err(Fail::failed(format!(
-            "{limits}, asking for exactly {own_msg_max} messages of 100 bytes, the consumer said \
-             {}: {hint}",
+        let asked = format!(
+            "{limits}, asking for exactly {} messages of 100 bytes, the consumer said {}",
+            own.msg_max,
             said(&answer)
-        )));
-    }
-    shutdown_in_namespace_of(proc.pid.as_raw(), &name)?;
-    proc.send("go", &[])?;
-    let done = proc.recv_any()?;
-    release(&mut proc)?;
-    if done.kind != "done" {
+        );
+        if !failed_with(&answer, "over-limit") {
+            return Err(Fail::failed(format!(
+                "{asked}: a capacity up to msg_max is allowed"
+            )));
+        }
+        let one_less = own.try_capacity(run, own.msg_max - 1)?;
+        if one_less.as_ref().is_some_and(|a| a.kind == "ready") {
+            return Err(Fail::failed(format!(
+                "{asked}, and took {} (one less): the limits are inclusive, refuse only a \
+                 capacity over msg_max (>, not >=)",
+                own.msg_max - 1
+            )));
+        }
+        let default = own.try_capacity(run, own.msg_default)?;
+        if default.as_ref().is_some_and(|a| a.kind == "ready") {
+            return Err(Fail::failed(format!(
+                "{asked}; it refused {} too but took {}, this namespace's msg_default: it takes \
+                 /proc/sys/fs/mqueue/msg_default (what mq_open gives a queue created without \
+                 attributes) for the limit. system_limits() reads msg_max from \
+                 /proc/sys/fs/mqueue/msg_max",
+                own.msg_max - 1,
+                own.msg_default
+            )));
+        }
         return Err(Fail::failed(format!(
-            "{limits}, the consumer said {} instead of `done` after the shutdown message",
-            said(&done)
+            "{asked}; it refused {} (this namespace's msg_default) too: its limit is lower than \
+             anything this namespace says, a constant or a value of another machine or \
+             namespace. A capacity up to msg_max is allowed, and system_limits() reads msg_max \
+             from /proc/sys/fs/mqueue/msg_max each time, not a constant or a value of another \
+             machine",
+            own.msg_default
         )));
     }
     let name = run.ipc_name("own-limits-over");
-    let Some((mut proc, answer)) =
-        spawn_with_sysctls(run, &name, &over, own_msg_max, own_msgsize_max)?
-    else {
+    let over = sized(2, own.msgsize_max + 1);
+    let Some((mut proc, answer)) = spawn_with_sysctls(run, &name, &over, &own)? else {
         return Ok(());
     };
     if !failed_with(&answer, "over-limit") {
         return Err(Fail::failed(format!(
             "{limits}, asking for messages of {} bytes (msgsize_max + 1), the consumer said {}, \
              not `failed` with kind=over-limit: system_limits() reads msgsize_max from \
-             /proc/sys/fs/mqueue/msgsize_max each time (not a constant or a value of another \
-             machine), and check() refuses a message size over it",
-            own_msgsize_max + 1,
+             /proc/sys/fs/mqueue/msgsize_max each time (not msgsize_default, not a constant or \
+             a value of another machine), and check() refuses a message size over it",
+            own.msgsize_max + 1,
             said(&answer)
         )));
     }
     release(&mut proc)
+}
+
+/// The limits of a consumer's IPC namespace of its own.
+struct OwnLimits {
+    msg_max: u64,
+    msgsize_max: u64,
+    msg_default: u64,
+}
+
+impl OwnLimits {
+    /// A consumer asked for `capacity` messages of 100 bytes in a namespace with these limits:
+    /// its first answer (once a queue it created has served the shutdown), or `None` where the
+    /// grader may not make one.
+    fn try_capacity(
+        &self,
+        run: &mut Run,
+        capacity: u64,
+    ) -> Result<Option<ipc_labs_driver::Message>, Fail> {
+        let name = run.ipc_name(&format!("own-limits-{capacity}"));
+        let Some((mut proc, answer)) = spawn_with_sysctls(run, &name, &sized(capacity, 100), self)?
+        else {
+            return Ok(None);
+        };
+        if answer.kind != "ready" {
+            release(&mut proc)?;
+            return Ok(Some(answer));
+        }
+        shutdown_in_namespace_of(proc.pid.as_raw(), &name)?;
+        proc.send("go", &[])?;
+        let done = proc.recv_any()?;
+        release(&mut proc)?;
+        if done.kind != "done" {
+            return Err(Fail::failed(format!(
+                "in an IPC namespace of its own, with {capacity} messages of 100 bytes, the \
+                 consumer said {} instead of `done` after the shutdown message",
+                said(&done)
+            )));
+        }
+        Ok(Some(answer))
+    }
 }
 
 /// A consumer of `name` with `args` in an IPC namespace of its own with these limits, and its
@@ -325,8 +406,7 @@ fn spawn_with_sysctls(
     run: &mut Run,
     name: &str,
     args: &[String],
-    msg_max: u64,
-    msgsize_max: u64,
+    own: &OwnLimits,
 ) -> Result<Option<(crate::engine::Proc, ipc_labs_driver::Message)>, Fail> {
     let tag: u32 = run.rng().random();
     let output = run.path(&format!("served-{tag}.bin"));
@@ -338,7 +418,12 @@ fn spawn_with_sysctls(
         output.display().to_string(),
     ];
     all.extend(args.iter().cloned());
-    let Some(mut proc) = run.spawn_with_message_queue_sysctls(&all, msg_max, msgsize_max)? else {
+    let Some(mut proc) = run.spawn_with_message_queue_sysctls_and_default(
+        &all,
+        (own.msg_max, own.msgsize_max),
+        own.msg_default,
+    )?
+    else {
         return Ok(None);
     };
     proc.set_roles(|_| "the consumer".into());
@@ -365,6 +450,28 @@ fn shutdown_in_namespace_of(pid: i32, name: &str) -> Result<(), Fail> {
     })
     .join()
     .map_err(|_| Fail::Grader("the thread that joins the consumer's namespace panicked".into()))?
+}
+
+/// The kind of a refusal the program made itself, before `mq_open` (nothing under `name`, and
+/// not the kind of a failed system call), with another kind than `over-limit`.
+fn own_refusal(answer: &ipc_labs_driver::Message, name: &str) -> Option<String> {
+    let kind = answer.get("kind")?;
+    let of_a_call = kind.starts_with("mq-");
+    (answer.kind == "failed" && kind != "over-limit" && !of_a_call && !message_queue_exists(name))
+        .then(|| kind.to_string())
+}
+
+/// What to say of a config over a limit refused with `kind`.
+fn kind_advice(kind: &str) -> String {
+    let meant = match kind {
+        "limits" => " is for limits that cannot be read (system_limits() failing), and",
+        "bad-name" => " is for a name that breaks the rules, and",
+        _ => "",
+    };
+    format!(
+        "kind={kind}{meant} a config over a limit (or a capacity or message size of 0) is \
+         QueueError::OverLimit, kind=over-limit, whichever limit it is"
+    )
 }
 
 /// A queue sized against a lowered `RLIMIT_MSGQUEUE`.
@@ -402,6 +509,15 @@ impl BytesLimit {
         let (mut proc, answer, _) = spawn_consumer(run, &name, &args, Some(soft))?;
         if failed_with(&answer, "over-limit") {
             return release(&mut proc);
+        }
+        if let Some(kind) = own_refusal(&answer, &name) {
+            return Err(Fail::failed(format!(
+                "asking for {} with its soft RLIMIT_MSGQUEUE at {soft}, one byte less, the \
+                 consumer refused the queue itself (nothing was created), but said {}: {}",
+                self.describe(),
+                said(&answer),
+                kind_advice(&kind)
+            )));
         }
         let first = format!(
             "asking for {} with its soft RLIMIT_MSGQUEUE at {soft}, one byte less, the consumer \

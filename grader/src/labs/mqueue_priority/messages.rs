@@ -38,9 +38,26 @@ pub fn message_boundaries(run: &mut Run) -> Result<String, Fail> {
         let mut producer = producer(run, &name, &jobs, true, false, "the producer")?;
         let done = producer.submit()?;
         if done.kind != "done" {
+            // It submits in order and stops at its first error: the jobs in the queue are the
+            // ones before the one it refused.
+            let queued = queue_attributes(&name)?.curmsgs() as usize;
+            let stopped = match sizes.get(queued) {
+                Some(&len) if len == max => format!(
+                    ": the {queued} jobs before it are in the queue, so it refused the \
+                     {len}-byte payload, which fills a 8192-byte message exactly with its tag \
+                     byte (1 + {len} = 8192). Refuse only a payload longer than the message \
+                     size minus the tag byte (>, not >=)"
+                ),
+                Some(&len) => format!(
+                    ": the {queued} jobs before it are in the queue, so it refused the \
+                     {len}-byte payload; every size up to the message size minus the tag byte \
+                     must go"
+                ),
+                None => ": every size up to the message size minus the tag byte must go".into(),
+            };
             return Err(Fail::failed(format!(
                 "the producer said {} submitting payloads of {sizes:?} bytes to a queue that \
-                 takes up to {max}: every size up to the message size minus the tag byte must go",
+                 takes up to {max}{stopped}",
                 said(&done)
             )));
         }
@@ -349,6 +366,10 @@ pub fn garbled_refused(run: &mut Run) -> Result<String, Fail> {
         let taken_as = if answer.kind == "done" && left == 2 && served == [first.clone()] {
             "it took it as the shutdown and stopped, leaving the job after it and the shutdown in \
              the queue"
+                .to_string()
+        } else if answer.kind == "done" && left == 0 && served == [first.clone(), after.clone()] {
+            "it skipped it: it served the job before it and the job after it, then stopped at the \
+             shutdown, and said `done`; a garbled message is not passed over"
                 .to_string()
         } else if served
             .iter()

@@ -68,7 +68,9 @@ fn watched_at_mq_open(mut proc: crate::engine::Proc) -> Result<Watched, Fail> {
 }
 
 /// Whether a consumer, then a producer, given `name` say `bad-name` before any `mq_open()`.
-fn expect_bad_name(run: &mut Run, name: &str, what: &str) -> Result<(), Fail> {
+/// `too_long`: the name is one byte longer than NAME_MAX; a program that lets it through is
+/// then given longer names, to tell where its own limit is.
+fn expect_bad_name(run: &mut Run, name: &str, what: &str, too_long: bool) -> Result<(), Fail> {
     for consumer in [true, false] {
         let (doing, who) = if consumer {
             ("creating a queue", "the consumer")
@@ -113,6 +115,18 @@ fn expect_bad_name(run: &mut Run, name: &str, what: &str) -> Result<(), Fail> {
         let hint = if what.contains("characters") && failed_errno(&answer, "ENAMETOOLONG") {
             "NAME_MAX counts bytes, not characters: compare the name's length in bytes \
              (str::len), not chars().count(), with 255"
+        } else if too_long && let Some(edge) = length_edge(run, consumer)? {
+            release(&mut proc)?;
+            let more = edge - MAX_NAME_LEN - 1;
+            return Err(Fail::failed(format!(
+                "{doing} named with {what} ({name:.40}), {who} said {}, not `failed` with \
+                 kind=bad-name; with {edge} bytes after the slash it did say kind=bad-name: it \
+                 checks the length, but lets names of up to {} bytes through, {more} more than \
+                 NAME_MAX. NAME_MAX (255) counts the bytes after the slash only, neither the \
+                 slash nor a terminating NUL: refuse more than 255 before mq_open()",
+                said(&answer),
+                edge - 1
+            )));
         } else if !consumer {
             "open() checks the name before mq_open() too (check_name), as create() does"
         } else {
@@ -127,12 +141,33 @@ fn expect_bad_name(run: &mut Run, name: &str, what: &str) -> Result<(), Fail> {
     Ok(())
 }
 
+/// The shortest length after the slash, from 257 to 260 bytes, that the consumer (or a producer)
+/// refuses as `bad-name`, if any.
+fn length_edge(run: &mut Run, consumer: bool) -> Result<Option<usize>, Fail> {
+    for len in MAX_NAME_LEN + 2..=MAX_NAME_LEN + 5 {
+        let name = name_of_length(run, len, false);
+        let (mut proc, answer) = if consumer {
+            let (proc, answer, _) = spawn_consumer(run, &name, &[], None)?;
+            (proc, answer)
+        } else {
+            let (proc, answer, _) = spawn_producer(run, &name, &[], false, false, "the producer")?;
+            (proc, answer)
+        };
+        release(&mut proc)?;
+        if failed_with(&answer, "bad-name") {
+            return Ok(Some(len));
+        }
+    }
+    Ok(None)
+}
+
 pub fn name_errors(run: &mut Run) -> Result<String, Fail> {
     // Built from handed-out names, so that whatever a lax program creates is audited.
     let plain = run.ipc_name("noslash");
     let nested = run.ipc_name("dir");
     let wide = name_of_length(run, MAX_NAME_LEN + 1, true);
     let wide_chars = wide.chars().count() - 1;
+    let too_long = name_of_length(run, MAX_NAME_LEN + 1, false);
     let cases = [
         (
             plain.trim_start_matches('/').to_string(),
@@ -145,7 +180,7 @@ pub fn name_errors(run: &mut Run) -> Result<String, Fail> {
         (format!("{nested}/jobs"), "a second slash".into()),
         ("/".to_string(), "nothing after the slash".into()),
         (
-            name_of_length(run, MAX_NAME_LEN + 1, false),
+            too_long.clone(),
             "256 bytes after the slash, one more than NAME_MAX".into(),
         ),
         (
@@ -154,14 +189,20 @@ pub fn name_errors(run: &mut Run) -> Result<String, Fail> {
         ),
     ];
     for (name, what) in &cases {
-        expect_bad_name(run, name, what)?;
+        expect_bad_name(run, name, what, *name == too_long)?;
     }
     let missing = run.ipc_name("missing");
     let (mut proc, answer, _) = spawn_producer(run, &missing, &[], false, false, "the producer")?;
     if !failed_with(&answer, "not-found") {
+        let created = if message_queue_exists(&missing) {
+            format!(", and {missing} now exists: open() created the queue (O_CREAT)")
+        } else {
+            String::new()
+        };
         return Err(Fail::failed(format!(
             "opening a queue that does not exist, the producer said {}, not `failed` with \
-             kind=not-found: open without O_CREAT and map ENOENT to QueueError::NotFound",
+             kind=not-found{created}: open without O_CREAT and map ENOENT to \
+             QueueError::NotFound",
             said(&answer)
         )));
     }
