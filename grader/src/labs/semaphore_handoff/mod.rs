@@ -30,6 +30,7 @@
 //! Sizes from measurements on a 2-CPU machine: a correct round trip takes 2-100 us (up to ~90 us
 //! when the sides sit on different CPUs), so 10,000 free rounds take at most a few seconds.
 
+mod clock;
 mod forced_waits;
 mod handover;
 mod names;

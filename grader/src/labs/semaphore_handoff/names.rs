@@ -328,15 +328,22 @@ fn close_goes_on(run: &mut Run, mechanism: &'static str) -> Result<String, Fail>
 struct Planted {
     mechanism: &'static str,
     name: String,
+    /// A planted semaphore's value.
+    value: u32,
 }
 
-/// The value a planted semaphore has, and the message a planted queue holds: an object the
-/// program must leave as it found it.
+/// The values a planted semaphore has: 0, as a semaphore the program makes itself starts (so
+/// that only `O_EXCL` tells it from a new one: a look at its value after an open without
+/// `O_EXCL` takes it for the program's own), or 3, so that a program that posts it or takes
+/// from it shows. The message a planted queue holds: an object the program must leave as it
+/// found it.
+const LIKE_NEW: u32 = 0;
 const PLANTED_VALUE: u32 = 3;
 const PLANTED_MESSAGE: &[u8] = b"grader";
 
 impl Planted {
-    fn new(mechanism: &'static str, name: &str) -> Result<Planted, Fail> {
+    /// A planted object; a semaphore at `value`.
+    fn with_value(mechanism: &'static str, name: &str, value: u32) -> Result<Planted, Fail> {
         let c_name = CString::new(name).map_err(|e| Fail::Grader(e.to_string()))?;
         let failed =
             |what: &str| Fail::Grader(format!("{what} {name}: {}", nix::errno::Errno::last()));
@@ -347,7 +354,7 @@ impl Planted {
                     c_name.as_ptr(),
                     libc::O_CREAT | libc::O_EXCL,
                     0o600 as libc::c_uint,
-                    PLANTED_VALUE as libc::c_uint,
+                    value as libc::c_uint,
                 )
             };
             if sem == libc::SEM_FAILED {
@@ -391,6 +398,7 @@ impl Planted {
         Ok(Planted {
             mechanism,
             name: name.to_string(),
+            value,
         })
     }
 
@@ -399,8 +407,8 @@ impl Planted {
         if self.mechanism == "semaphores" {
             match probe::semaphore_value(&self.name) {
                 None => Some("was removed".into()),
-                Some(PLANTED_VALUE) => None,
-                Some(value) => Some(format!("went from {PLANTED_VALUE} to {value}")),
+                Some(value) if value == self.value => None,
+                Some(value) => Some(format!("went from {} to {value}", self.value)),
             }
         } else {
             match probe::queue_attributes(&self.name) {
@@ -437,13 +445,26 @@ fn create_fails(
         // Longer than NAME_MAX (255): sem_open() and mq_open() say ENAMETOOLONG.
         names[taken] = run.ipc_name(&format!("{}-{}", roles[taken], "x".repeat(256)));
     }
+    // The ok name is taken by a semaphore at 0, the program's own user's, as a semaphore it
+    // made itself would be: only O_EXCL tells them apart. The ready name by one at 3.
+    let like_new = planted && mechanism == "semaphores" && taken == 1;
     let plant = if planted {
-        Some(Planted::new(mechanism, &names[taken])?)
+        let value = if like_new { LIKE_NEW } else { PLANTED_VALUE };
+        let plant = Planted::with_value(mechanism, &names[taken], value)?;
+        if like_new && let Some((uid, gid)) = run.program_user() {
+            std::os::unix::fs::chown(probe::semaphore_file(&names[taken]), Some(uid), Some(gid))?;
+        }
+        Some(plant)
     } else {
         None
     };
     let (name, other) = (names[taken].clone(), names[1 - taken].clone());
-    let (want, situation) = if planted {
+    let (want, situation) = if like_new {
+        (
+            "exists",
+            format!("with {name} already there (a semaphore at 0, the program user's)"),
+        )
+    } else if planted {
         ("exists", format!("with {name} already there"))
     } else {
         (
@@ -454,7 +475,11 @@ fn create_fails(
     let mut launch = Launch::new(run, mechanism, names.clone(), 10, &[])?;
     let message = launch.proc.recv_any()?;
     if message.kind != "failed" {
-        let what = if planted {
+        let what = if like_new {
+            "open each name with O_CREAT | O_EXCL, so that a name in use is an error, not \
+             shared. Opened without O_EXCL, sem_open() opens the existing semaphore; and its \
+             value tells nothing: this one was at 0, as a new one is"
+        } else if planted {
             "open each name with O_CREAT | O_EXCL, so that a name in use is an error, not shared"
         } else {
             "report the error of sem_open() or mq_open() as HandoffError::Open"
@@ -549,7 +574,8 @@ fn create_races(run: &mut Run) -> Result<String, Fail> {
     let mut said = None;
     match tracer.wait(&mut proc, Instant::now() + Duration::from_secs(5))? {
         Reached::Call if !std::path::Path::new(file).exists() => {
-            let planted = Planted::new("semaphores", &ready)?;
+            // At 0, as the program's own would be: its value tells nothing.
+            let planted = Planted::with_value("semaphores", &ready, LIKE_NEW)?;
             if let Some((uid, gid)) = run.program_user() {
                 std::os::unix::fs::chown(file, Some(uid), Some(gid))?;
             }
@@ -590,9 +616,10 @@ fn create_races(run: &mut Run) -> Result<String, Fail> {
         proc.kill_tree();
         return Err(Fail::failed(format!(
             "{situation}: Handoff::create() did not fail (the program said `{}`), it shared the \
-             grader's semaphore. Looking whether the name is free, then opening it, is a race \
-             another process can win between the two: open with O_CREAT | O_EXCL and take \
-             EEXIST as Exists",
+             grader's semaphore (at 0, as a new one is). Looking whether the name is free, then \
+             opening it, is a race another process can win between the two; and sem_open() \
+             without O_EXCL opens a semaphore that comes to exist meanwhile: open with O_CREAT | \
+             O_EXCL and take EEXIST as Exists",
             message.kind
         )));
     }

@@ -21,6 +21,7 @@ use super::probe::{self, Deadline, Samples, Seen};
 use super::slot::slot_holding;
 use super::{CONSUMER, PRODUCER, WAIT_SLICE};
 use crate::engine::inspect::{self, ProcessView};
+use crate::engine::tracer::{Step, Tracer};
 use crate::engine::waiting::{self, WaitRules};
 use crate::engine::{Fail, Run, force};
 
@@ -364,6 +365,7 @@ pub fn waits_block(run: &mut Run) -> Result<String, Fail> {
     handover.verify(&reports, "100 rounds with queues, the producer held")?;
     notes.push(put_waits_for_last_ok(run)?);
     notes.push(forced_waits::spins_before_blocking(run)?);
+    notes.push(super::clock::deadline_edges(run)?);
     Ok(format!(
         "{}; the producer waited {} ms for the held consumer without giving up",
         notes.join("; "),
@@ -544,9 +546,17 @@ fn last_signal(run: &mut Run, mechanism: &'static str) -> Result<String, Fail> {
 /// into the consumer's slot and posts ready; returns once the consumer is gone.
 fn post_last(consumer: i32, seed: u64, last: u64) -> Result<String, Fail> {
     let until = Instant::now() + Duration::from_secs(2);
+    // A futex in one of the named semaphores: another futex (one of the program's own) is no
+    // signal the grader can post.
+    let named = |addr: u64| {
+        probe::mappings(consumer)
+            .iter()
+            .any(|m| m.named_semaphore() && m.contains(addr))
+    };
     let seen = loop {
         match probe::sample(consumer) {
-            Some(seen @ (Seen::Futex { .. } | Seen::Receive { .. })) => break seen,
+            Some(seen @ Seen::Futex { addr, .. }) if named(addr) => break seen,
+            Some(seen @ Seen::Receive { .. }) => break seen,
             _ if Instant::now() > until => {
                 return Ok("the consumer was not seen in a wait the grader could post".into());
             }
@@ -657,6 +667,113 @@ fn eintr_after_last_ok(run: &mut Run, mechanism: &'static str) -> Result<String,
     ))
 }
 
+/// A timed wait whose deadline is further ahead than this, entered once a slice has timed out
+/// with the peer gone, is another slice: a last look without blocking (a deadline already
+/// past) is not.
+const ANOTHER_SLICE: Duration = Duration::from_millis(20);
+
+/// `ETIMEDOUT` with the peer gone is `PeerGone` at once, at the first slice that times out: the
+/// grader holds the producer at the entry of a timed wait for ok (the consumer held before a
+/// record), kills the consumer and waits until it is reaped, then lets that one wait run to its
+/// deadline, and holds the producer again if it enters another timed wait.
+fn gone_at_first_timeout(run: &mut Run, mechanism: &'static str) -> Result<String, Fail> {
+    let at = run.rng().random_range(10..50u64).to_string();
+    let mut handover = Handover::start(run, mechanism, 100, &["--pause-consumer-at", &at])?;
+    handover.go()?;
+    let (producer, consumer) = (handover.producer, handover.consumer);
+    let paused = handover.proc.recv("paused")?;
+    if paused.get("role") != Some("consumer") {
+        return Err(Fail::Grader("the wrong side paused".into()));
+    }
+    let wait = forced_waits::waiting_in(producer).and_then(forced_waits::the_wait);
+    let tracer = match wait {
+        Some(wait) => Tracer::in_turn(producer, [(wait, Step::Hold), (wait, Step::Hold)])?,
+        None => None,
+    };
+    let held = match tracer {
+        Some(mut tracer) => {
+            if tracer.held_before(Instant::now() + WAIT_SLICE * 5)? {
+                Some(tracer)
+            } else {
+                None
+            }
+        }
+        None => None,
+    };
+    kill(Pid::from_raw(consumer), Signal::SIGKILL)
+        .map_err(|e| Fail::Grader(format!("kill: {e}")))?;
+    let killed = Instant::now();
+    let mut again = None;
+    if let Some(mut tracer) = held {
+        // Reaped: Peer::gone() says so from now on.
+        while probe::state(consumer).is_some() && killed.elapsed() < NOTICE_LIMIT {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        tracer.go_on();
+        if tracer.held_before(Instant::now() + WAIT_SLICE * 10)? {
+            let lead = probe::realtime_deadline(producer).map(|deadline| {
+                let now = clock_gettime(ClockId::CLOCK_REALTIME)
+                    .map(Duration::from)
+                    .unwrap_or_default();
+                deadline.saturating_sub(now)
+            });
+            again = Some(lead);
+        }
+        tracer.release();
+    }
+    if let Some(lead) = again
+        && lead.is_none_or(|lead| lead > ANOTHER_SLICE)
+    {
+        let slice = match lead {
+            Some(lead) => format!("another slice (its deadline {} ahead)", millis(lead)),
+            None => "another slice".to_string(),
+        };
+        handover.proc.kill_tree();
+        return Err(Fail::failed(format!(
+            "the grader killed the consumer while the producer waited for its ok ({mechanism}), \
+             waited until the parent had reaped it, then let one timed wait of the producer run \
+             to its deadline: that slice timed out (ETIMEDOUT) with the consumer gone, and the \
+             producer, instead of giving up with kind=peer-gone, began {slice}. On ETIMEDOUT, \
+             ask Peer::gone() and, if the peer is gone, return PeerGone at once: each slice more \
+             delays noticing a dead peer"
+        )));
+    }
+    let mut noticed = false;
+    loop {
+        let message = match handover.proc.recv_before(killed + NOTICE_LIMIT)? {
+            Some(message) => message,
+            None => return Err(still_waiting(producer, "producer", "consumer")),
+        };
+        match (message.kind.as_str(), message.get("kind")) {
+            ("failed", Some("peer-gone")) if message.get("role") == Some("producer") => {
+                noticed = true;
+            }
+            ("failed", _) => return Err(report_failure(&message, mechanism)),
+            ("ended", _) => break,
+            (kind, _) => {
+                return Err(Fail::failed(format!(
+                    "the program said an unexpected `{kind}`"
+                )));
+            }
+        }
+    }
+    handover.exit()?;
+    if !noticed {
+        return Err(Fail::failed(
+            "the producer ended without reporting kind=peer-gone after the consumer was killed",
+        ));
+    }
+    Ok(format!(
+        "{mechanism}: the producer gave up at the first slice that timed out with the consumer \
+         gone{}",
+        if again.is_some() {
+            " (then only a last look without blocking)"
+        } else {
+            ""
+        }
+    ))
+}
+
 pub fn peer_exits_early(run: &mut Run) -> Result<String, Fail> {
     let notes = [
         survives(run, "semaphores", false)?,
@@ -666,6 +783,8 @@ pub fn peer_exits_early(run: &mut Run) -> Result<String, Fail> {
         last_signal(run, "queues")?,
         eintr_after_last_ok(run, "semaphores")?,
         eintr_after_last_ok(run, "queues")?,
+        gone_at_first_timeout(run, "semaphores")?,
+        gone_at_first_timeout(run, "queues")?,
     ];
     Ok(notes.join("; "))
 }
