@@ -36,6 +36,16 @@ fn held_by(pid: i32, names: &[String; 2]) -> Vec<String> {
     held
 }
 
+/// What the mode 600 written in decimal (0o1130) gives, less a umask: the sticky bit, or only
+/// bits of 0o130.
+fn decimal_600(mode: u32) -> bool {
+    let low = mode & 0o777;
+    mode & 0o1000 != 0 || (low != 0 && low & !0o130 == 0)
+}
+
+const DECIMAL_600: &str = "what the decimal 600 gives: 0o1130, less the umask; in Rust, a mode \
+                           written 0600 as in C is decimal, write 0o600";
+
 /// Checks, at the parent's `created`, that the objects are what the API says.
 fn inspect_created(
     run: &Run,
@@ -53,7 +63,12 @@ fn inspect_created(
         let instead = maps
             .iter()
             .find(|m| m.shared() && !m.named_semaphore() && m.len() >= RECORD_SIZE)
-            .map(|m| format!(" (it had a shared mapping of {} instead)", m.path))
+            .map(|m| {
+                format!(
+                    " (it had a shared mapping of {} instead)",
+                    probe::mapped(&m.path)
+                )
+            })
             .unwrap_or_default();
         return Err(Fail::failed(format!(
             "once Handoff::create() returned, the parent had no shared anonymous mapping large \
@@ -123,9 +138,31 @@ fn inspect_created(
             if let Some(mode) = message_queue_mode(name.trim_start_matches('/'))
                 && mode != 0o600
             {
+                let decimal = if decimal_600(mode) {
+                    format!(" ({DECIMAL_600})")
+                } else {
+                    String::new()
+                };
                 return Err(Fail::failed(format!(
-                    "the message queue {name} has mode {mode:o}: create every IPC object with \
-                     mode 0600 (S_IRUSR | S_IWUSR), read and write for its owner only"
+                    "the message queue {name} has mode {mode:o}{decimal}: create every IPC \
+                     object with mode 0600 (S_IRUSR | S_IWUSR), read and write for its owner only"
+                )));
+            }
+        }
+    }
+    // A mode written 0600 as in C is the decimal 600 in Rust (0o1130): said as such.
+    if mechanism == "semaphores" {
+        for name in names {
+            let Ok(meta) = std::fs::metadata(probe::semaphore_file(name)) else {
+                continue;
+            };
+            let mode = meta.mode() & 0o7777;
+            if mode != 0o600 && decimal_600(mode) {
+                return Err(Fail::failed(format!(
+                    "named semaphore {name} has mode {:o} ({DECIMAL_600}): create every IPC \
+                     object with mode 0600 (S_IRUSR | S_IWUSR), read and write for its owner \
+                     only",
+                    mode & 0o777
                 )));
             }
         }
@@ -531,9 +568,22 @@ fn create_fails(
     }
     let held = held_by(launch.proc.pid.as_raw(), &names);
     if !held.is_empty() {
+        // With the ok name taken, the one semaphore create() made is the ready one, its name
+        // already removed (checked above): a semaphore still mapped was not closed.
+        let which = if mechanism == "semaphores"
+            && taken == 1
+            && held.iter().any(|h| h.starts_with("a named semaphore"))
+        {
+            format!(
+                " (the semaphore {other}, which create() had made: its name was removed, but \
+                 the semaphore was not closed with sem_close())"
+            )
+        } else {
+            String::new()
+        };
         return Err(Fail::failed(format!(
             "{situation} ({mechanism}), Handoff::create() failed as it should, but the parent \
-             still held {}: when a step fails, close and unmap what was already made",
+             still held {}{which}: when a step fails, close and unmap what was already made",
             held.join(", ")
         )));
     }

@@ -601,6 +601,16 @@ pub fn semaphore_value(name: &str) -> Option<u32> {
     Some(u32::from_ne_bytes(bytes))
 }
 
+/// What a shared mapping of `path` (from `/proc/PID/maps`) is, in words: a System V segment
+/// shows as `/SYSV<key> (deleted)`.
+pub fn mapped(path: &str) -> String {
+    if path.starts_with("/SYSV") {
+        format!("a System V shared memory segment ({path}: shmget() and shmat())")
+    } else {
+        path.to_string()
+    }
+}
+
 /// The file of the named semaphore `name`.
 pub fn semaphore_file(name: &str) -> String {
     format!("/dev/shm/sem.{}", name.trim_start_matches('/'))

@@ -150,6 +150,50 @@ fn explain_busy(waiter: i32, role: &str, fail: Fail, passive: &Samples) -> Fail 
     }
 }
 
+/// How many times all threads of `pid` went to sleep so far (voluntary context switches).
+fn sleeps(pid: i32) -> u64 {
+    inspect::thread_times(pid).values().map(|t| t.sleeps).sum()
+}
+
+/// `role` waited on a futex at `addr` that lies in none of the named semaphores (`maps` are its
+/// mappings); it went to sleep `woke` times in `watched`.
+fn foreign_futex(
+    role: &str,
+    addr: u64,
+    maps: &[probe::Mapping],
+    woke: u64,
+    watched: Duration,
+) -> Fail {
+    let place = maps
+        .iter()
+        .find(|m| m.contains(addr))
+        .map(|m| match m.path.as_str() {
+            "/dev/zero (deleted)" => "a shared anonymous mapping".to_string(),
+            "" => "anonymous memory of its own".to_string(),
+            "[heap]" | "[stack]" => format!("memory of its own ({})", m.path),
+            path => path.to_string(),
+        })
+        .unwrap_or_else(|| "no mapping".into());
+    // A correct wait wakes once a slice.
+    let slices = (watched.as_millis() / WAIT_SLICE.as_millis()) as u64 + 1;
+    let polls = if woke > 2 * slices {
+        format!(
+            "; it woke up {woke} times in {} meanwhile, far more than once a slice: it naps \
+             there (std::thread::park_timeout, a Condvar's timed wait, ...), so that it can only \
+             learn of a post by looking at the semaphore again after each nap, which is polling",
+            millis(watched)
+        )
+    } else {
+        String::new()
+    };
+    Fail::failed(format!(
+        "{role} waited for the other side (held by the grader) on a futex at {addr:#x}, in \
+         {place}, not in one of the named semaphores sem_open() mapped from /dev/shm{polls}: the \
+         signals must be the named semaphores (post and wait on what sem_open() returned), and \
+         a wait blocks on the semaphore itself, in sem_timedwait()"
+    ))
+}
+
 /// Successive timed waits of `role` must be a slice apart: a deadline `WAIT_SLICE` after the
 /// clock read once the last one passed.
 fn judge_slices(role: &str, samples: &Samples) -> Result<(), Fail> {
@@ -175,6 +219,7 @@ fn judge_wait(
 ) -> Result<String, Fail> {
     let started = Instant::now();
     let before = cpu_time(waiter);
+    let slept_before = sleeps(waiter);
     // Read first: a side that gives up while it is watched leaves no mappings to read.
     let maps = probe::mappings(waiter);
     let watcher = std::thread::spawn(move || probe::watch(waiter, started + WATCH));
@@ -187,6 +232,25 @@ fn judge_wait(
     let watched = started.elapsed();
     if !probe::alive(waiter) {
         return Ok(format!("{role} ended while it waited"));
+    }
+    // A futex of its own, never the named semaphore's: what it sleeps in tells more than how
+    // often it wakes.
+    if mechanism == "semaphores" {
+        let woke = sleeps(waiter).saturating_sub(slept_before);
+        let named = |addr: u64| maps.iter().any(|m| m.named_semaphore() && m.contains(addr));
+        let futexes: Vec<u64> = samples
+            .seen
+            .iter()
+            .filter_map(|seen| match *seen {
+                Seen::Futex { addr, .. } => Some(addr),
+                _ => None,
+            })
+            .collect();
+        if let Some(&addr) = futexes.first()
+            && !futexes.iter().any(|&addr| named(addr))
+        {
+            return Err(foreign_futex(role, addr, &maps, woke, started.elapsed()));
+        }
     }
     if let Err(fail) = blocked {
         return Err(explain_busy(waiter, role, fail, &samples));
@@ -257,28 +321,16 @@ fn judge_wait(
             Seen::Futex {
                 addr, monotonic, ..
             } if mechanism == "semaphores" => {
+                if !maps.iter().any(|m| m.named_semaphore() && m.contains(addr)) {
+                    let woke = sleeps(waiter).saturating_sub(slept_before);
+                    return Err(foreign_futex(role, addr, &maps, woke, started.elapsed()));
+                }
                 if monotonic {
                     return Err(Fail::failed(format!(
                         "{role} waited on {signal} with a deadline on CLOCK_MONOTONIC (its futex \
                          wait had no FUTEX_CLOCK_REALTIME, as sem_clockwait(CLOCK_MONOTONIC) \
                          makes), not on CLOCK_REALTIME: the wait is sem_timedwait() with an \
                          absolute CLOCK_REALTIME deadline, now + WAIT_SLICE"
-                    )));
-                }
-                if !maps.iter().any(|m| m.named_semaphore() && m.contains(addr)) {
-                    let place = maps
-                        .iter()
-                        .find(|m| m.contains(addr))
-                        .map(|m| match m.path.as_str() {
-                            "/dev/zero (deleted)" => "a shared anonymous mapping".to_string(),
-                            "" => "anonymous memory of its own".to_string(),
-                            path => path.to_string(),
-                        })
-                        .unwrap_or_else(|| "no mapping".into());
-                    return Err(Fail::failed(format!(
-                        "{role} waited on a futex at {addr:#x}, in {place}, not in one of the \
-                         named semaphores sem_open() mapped from /dev/shm: the signals must be \
-                         the named semaphores (post and wait on what sem_open() returned)"
                     )));
                 }
             }
@@ -685,7 +737,25 @@ fn gone_at_first_timeout(run: &mut Run, mechanism: &'static str) -> Result<Strin
     if paused.get("role") != Some("consumer") {
         return Err(Fail::Grader("the wrong side paused".into()));
     }
-    let wait = forced_waits::waiting_in(producer).and_then(forced_waits::the_wait);
+    // A timed wait on the ok semaphore or the ok queue, nothing else.
+    let ok = handover.names[1].clone();
+    let on_ok = |seen: &Seen| match *seen {
+        Seen::Futex {
+            addr,
+            deadline: Deadline::Ahead(_),
+            monotonic: false,
+        } => probe::mappings(producer)
+            .iter()
+            .any(|m| m.named_semaphore() && m.contains(addr)),
+        Seen::Receive { fd, .. } => {
+            let target = probe::descriptor(producer, fd);
+            target == ok || target == format!("{ok} (deleted)")
+        }
+        _ => false,
+    };
+    let wait = forced_waits::waiting_in(producer)
+        .filter(on_ok)
+        .and_then(forced_waits::the_wait);
     let tracer = match wait {
         Some(wait) => Tracer::in_turn(producer, [(wait, Step::Hold), (wait, Step::Hold)])?,
         None => None,
@@ -721,13 +791,10 @@ fn gone_at_first_timeout(run: &mut Run, mechanism: &'static str) -> Result<Strin
         }
         tracer.release();
     }
-    if let Some(lead) = again
-        && lead.is_none_or(|lead| lead > ANOTHER_SLICE)
+    if let Some(Some(lead)) = again
+        && lead > ANOTHER_SLICE
     {
-        let slice = match lead {
-            Some(lead) => format!("another slice (its deadline {} ahead)", millis(lead)),
-            None => "another slice".to_string(),
-        };
+        let slice = format!("another slice (its deadline {} ahead)", millis(lead));
         handover.proc.kill_tree();
         return Err(Fail::failed(format!(
             "the grader killed the consumer while the producer waited for its ok ({mechanism}), \
