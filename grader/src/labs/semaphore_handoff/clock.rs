@@ -194,7 +194,10 @@ pub fn deadline_edges(run: &mut Run) -> Result<String, Fail> {
         }
         proc.send("go", &[])
     })?;
-    handover.verify(&reports, "semaphores, the producer's clock set by the grader")?;
+    handover.verify(
+        &reports,
+        "semaphores, the producer's clock set by the grader",
+    )?;
     Ok(note)
 }
 
@@ -223,7 +226,10 @@ fn set_edges(proc: &mut Proc, producer: i32) -> Result<String, Fail> {
     }
     Ok(format!(
         "the producer waited on with its clock set to {}",
-        set.iter().map(|&at| time(at)).collect::<Vec<_>>().join(", ")
+        set.iter()
+            .map(|&at| time(at))
+            .collect::<Vec<_>>()
+            .join(", ")
     ))
 }
 
