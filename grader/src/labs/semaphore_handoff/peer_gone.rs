@@ -9,11 +9,11 @@ use nix::time::{ClockId, clock_gettime};
 use nix::unistd::Pid;
 use rand::RngExt;
 
+use super::WAIT_SLICE;
 use super::forced_waits;
 use super::handover::{Handover, expected_record, report_failure, whole_record};
 use super::probe::{self, Deadline, Seen};
 use super::waits::{NOTICE_LIMIT, millis};
-use super::WAIT_SLICE;
 use crate::engine::tracer::{Step, Tracer};
 use crate::engine::{Fail, Run, force};
 
