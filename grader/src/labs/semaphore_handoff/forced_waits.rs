@@ -52,7 +52,7 @@ fn timed_futex_wait(addr: u64) -> Call {
 }
 
 /// The call `pid` waits in: its futex or its queue descriptor, looked for up to a second.
-fn waiting_in(pid: i32) -> Option<Seen> {
+pub(super) fn waiting_in(pid: i32) -> Option<Seen> {
     let until = Instant::now() + Duration::from_secs(1);
     while Instant::now() < until {
         if let Some(seen @ (Seen::Futex { .. } | Seen::Receive { .. })) = probe::sample(pid) {
@@ -64,7 +64,7 @@ fn waiting_in(pid: i32) -> Option<Seen> {
 }
 
 /// The timed wait `seen` is, as a call the tracer can stop at.
-fn the_wait(seen: Seen) -> Option<Call> {
+pub(super) fn the_wait(seen: Seen) -> Option<Call> {
     match seen {
         Seen::Futex { addr, .. } => Some(timed_futex_wait(addr)),
         Seen::Receive { fd, .. } => Some(Call {

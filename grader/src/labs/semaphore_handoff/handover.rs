@@ -127,7 +127,10 @@ fn shares_slot(producer: i32, consumer: i32) -> Result<(), Fail> {
         return Ok(());
     }
     let instead = match shared.first() {
-        Some(mapping) => format!(" (they share a mapping of {} instead)", mapping.path),
+        Some(mapping) => format!(
+            " (they share a mapping of {} instead)",
+            probe::mapped(&mapping.path)
+        ),
         None => String::new(),
     };
     Err(Fail::failed(format!(

@@ -22,18 +22,21 @@
 //! Files: `handover.rs` drives the protocol and judges the reports, `probe.rs` reads the
 //! processes from `/proc`, and the checks are grouped in `rounds.rs` (many records), `order.rs`
 //! (the order of writes, copies and posts, forced), `slot.rs` (the records go through the
-//! slot), `waits.rs` (blocking, a dead peer), `forced_waits.rs` (waits driven through their
-//! system calls: every deadline read, slices made to time out or fail, the semaphore's word
-//! watched), `signals.rs` (signal handlers during waits) and
-//! `names.rs` (the objects' creation, names, release and error paths).
+//! slot), `waits.rs` (blocking), `peer_gone.rs` (a dead peer), `forced_waits.rs` (waits driven
+//! through their system calls: every deadline read, slices made to time out or fail, the
+//! semaphore's word watched), `clock.rs` (the waiting side's clock set by the grader, its vDSO
+//! hidden), `signals.rs` (signal handlers during waits) and `names.rs` (the objects' creation,
+//! names, release and error paths).
 //!
 //! Sizes from measurements on a 2-CPU machine: a correct round trip takes 2-100 us (up to ~90 us
 //! when the sides sit on different CPUs), so 10,000 free rounds take at most a few seconds.
 
+mod clock;
 mod forced_waits;
 mod handover;
 mod names;
 mod order;
+mod peer_gone;
 mod probe;
 mod rounds;
 mod signals;
@@ -158,7 +161,7 @@ pub static LAB: Lab = Lab {
             hint: Some(
                 "A peer that dies never posts: after a timed-out slice, check whether the peer is gone (PeerGone), but take a signal already there first. See docs/labs/07-semaphore-handoff.md, \"The idea\" (\"A peer that dies never posts\").",
             ),
-            run: waits::peer_exits_early,
+            run: peer_gone::peer_exits_early,
         },
         Check {
             name: "objects-created",

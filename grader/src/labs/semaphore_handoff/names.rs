@@ -36,6 +36,16 @@ fn held_by(pid: i32, names: &[String; 2]) -> Vec<String> {
     held
 }
 
+/// What the mode 600 written in decimal (0o1130) gives, less a umask: the sticky bit, or only
+/// bits of 0o130.
+fn decimal_600(mode: u32) -> bool {
+    let low = mode & 0o777;
+    mode & 0o1000 != 0 || (low != 0 && low & !0o130 == 0)
+}
+
+const DECIMAL_600: &str = "what the decimal 600 gives: 0o1130, less the umask; in Rust, a mode \
+                           written 0600 as in C is decimal, write 0o600";
+
 /// Checks, at the parent's `created`, that the objects are what the API says.
 fn inspect_created(
     run: &Run,
@@ -53,7 +63,12 @@ fn inspect_created(
         let instead = maps
             .iter()
             .find(|m| m.shared() && !m.named_semaphore() && m.len() >= RECORD_SIZE)
-            .map(|m| format!(" (it had a shared mapping of {} instead)", m.path))
+            .map(|m| {
+                format!(
+                    " (it had a shared mapping of {} instead)",
+                    probe::mapped(&m.path)
+                )
+            })
             .unwrap_or_default();
         return Err(Fail::failed(format!(
             "once Handoff::create() returned, the parent had no shared anonymous mapping large \
@@ -123,9 +138,31 @@ fn inspect_created(
             if let Some(mode) = message_queue_mode(name.trim_start_matches('/'))
                 && mode != 0o600
             {
+                let decimal = if decimal_600(mode) {
+                    format!(" ({DECIMAL_600})")
+                } else {
+                    String::new()
+                };
                 return Err(Fail::failed(format!(
-                    "the message queue {name} has mode {mode:o}: create every IPC object with \
-                     mode 0600 (S_IRUSR | S_IWUSR), read and write for its owner only"
+                    "the message queue {name} has mode {mode:o}{decimal}: create every IPC \
+                     object with mode 0600 (S_IRUSR | S_IWUSR), read and write for its owner only"
+                )));
+            }
+        }
+    }
+    // A mode written 0600 as in C is the decimal 600 in Rust (0o1130): said as such.
+    if mechanism == "semaphores" {
+        for name in names {
+            let Ok(meta) = std::fs::metadata(probe::semaphore_file(name)) else {
+                continue;
+            };
+            let mode = meta.mode() & 0o7777;
+            if mode != 0o600 && decimal_600(mode) {
+                return Err(Fail::failed(format!(
+                    "named semaphore {name} has mode {:o} ({DECIMAL_600}): create every IPC \
+                     object with mode 0600 (S_IRUSR | S_IWUSR), read and write for its owner \
+                     only",
+                    mode & 0o777
                 )));
             }
         }
@@ -328,15 +365,22 @@ fn close_goes_on(run: &mut Run, mechanism: &'static str) -> Result<String, Fail>
 struct Planted {
     mechanism: &'static str,
     name: String,
+    /// A planted semaphore's value.
+    value: u32,
 }
 
-/// The value a planted semaphore has, and the message a planted queue holds: an object the
-/// program must leave as it found it.
+/// The values a planted semaphore has: 0, as a semaphore the program makes itself starts (so
+/// that only `O_EXCL` tells it from a new one: a look at its value after an open without
+/// `O_EXCL` takes it for the program's own), or 3, so that a program that posts it or takes
+/// from it shows. The message a planted queue holds: an object the program must leave as it
+/// found it.
+const LIKE_NEW: u32 = 0;
 const PLANTED_VALUE: u32 = 3;
 const PLANTED_MESSAGE: &[u8] = b"grader";
 
 impl Planted {
-    fn new(mechanism: &'static str, name: &str) -> Result<Planted, Fail> {
+    /// A planted object; a semaphore at `value`.
+    fn with_value(mechanism: &'static str, name: &str, value: u32) -> Result<Planted, Fail> {
         let c_name = CString::new(name).map_err(|e| Fail::Grader(e.to_string()))?;
         let failed =
             |what: &str| Fail::Grader(format!("{what} {name}: {}", nix::errno::Errno::last()));
@@ -347,7 +391,7 @@ impl Planted {
                     c_name.as_ptr(),
                     libc::O_CREAT | libc::O_EXCL,
                     0o600 as libc::c_uint,
-                    PLANTED_VALUE as libc::c_uint,
+                    value as libc::c_uint,
                 )
             };
             if sem == libc::SEM_FAILED {
@@ -391,6 +435,7 @@ impl Planted {
         Ok(Planted {
             mechanism,
             name: name.to_string(),
+            value,
         })
     }
 
@@ -399,8 +444,8 @@ impl Planted {
         if self.mechanism == "semaphores" {
             match probe::semaphore_value(&self.name) {
                 None => Some("was removed".into()),
-                Some(PLANTED_VALUE) => None,
-                Some(value) => Some(format!("went from {PLANTED_VALUE} to {value}")),
+                Some(value) if value == self.value => None,
+                Some(value) => Some(format!("went from {} to {value}", self.value)),
             }
         } else {
             match probe::queue_attributes(&self.name) {
@@ -437,13 +482,26 @@ fn create_fails(
         // Longer than NAME_MAX (255): sem_open() and mq_open() say ENAMETOOLONG.
         names[taken] = run.ipc_name(&format!("{}-{}", roles[taken], "x".repeat(256)));
     }
+    // The ok name is taken by a semaphore at 0, the program's own user's, as a semaphore it
+    // made itself would be: only O_EXCL tells them apart. The ready name by one at 3.
+    let like_new = planted && mechanism == "semaphores" && taken == 1;
     let plant = if planted {
-        Some(Planted::new(mechanism, &names[taken])?)
+        let value = if like_new { LIKE_NEW } else { PLANTED_VALUE };
+        let plant = Planted::with_value(mechanism, &names[taken], value)?;
+        if like_new && let Some((uid, gid)) = run.program_user() {
+            std::os::unix::fs::chown(probe::semaphore_file(&names[taken]), Some(uid), Some(gid))?;
+        }
+        Some(plant)
     } else {
         None
     };
     let (name, other) = (names[taken].clone(), names[1 - taken].clone());
-    let (want, situation) = if planted {
+    let (want, situation) = if like_new {
+        (
+            "exists",
+            format!("with {name} already there (a semaphore at 0, the program user's)"),
+        )
+    } else if planted {
         ("exists", format!("with {name} already there"))
     } else {
         (
@@ -454,7 +512,11 @@ fn create_fails(
     let mut launch = Launch::new(run, mechanism, names.clone(), 10, &[])?;
     let message = launch.proc.recv_any()?;
     if message.kind != "failed" {
-        let what = if planted {
+        let what = if like_new {
+            "open each name with O_CREAT | O_EXCL, so that a name in use is an error, not \
+             shared. Opened without O_EXCL, sem_open() opens the existing semaphore; and its \
+             value tells nothing: this one was at 0, as a new one is"
+        } else if planted {
             "open each name with O_CREAT | O_EXCL, so that a name in use is an error, not shared"
         } else {
             "report the error of sem_open() or mq_open() as HandoffError::Open"
@@ -506,9 +568,22 @@ fn create_fails(
     }
     let held = held_by(launch.proc.pid.as_raw(), &names);
     if !held.is_empty() {
+        // With the ok name taken, the one semaphore create() made is the ready one, its name
+        // already removed (checked above): a semaphore still mapped was not closed.
+        let which = if mechanism == "semaphores"
+            && taken == 1
+            && held.iter().any(|h| h.starts_with("a named semaphore"))
+        {
+            format!(
+                " (the semaphore {other}, which create() had made: its name was removed, but \
+                 the semaphore was not closed with sem_close())"
+            )
+        } else {
+            String::new()
+        };
         return Err(Fail::failed(format!(
             "{situation} ({mechanism}), Handoff::create() failed as it should, but the parent \
-             still held {}: when a step fails, close and unmap what was already made",
+             still held {}{which}: when a step fails, close and unmap what was already made",
             held.join(", ")
         )));
     }
@@ -549,7 +624,8 @@ fn create_races(run: &mut Run) -> Result<String, Fail> {
     let mut said = None;
     match tracer.wait(&mut proc, Instant::now() + Duration::from_secs(5))? {
         Reached::Call if !std::path::Path::new(file).exists() => {
-            let planted = Planted::new("semaphores", &ready)?;
+            // At 0, as the program's own would be: its value tells nothing.
+            let planted = Planted::with_value("semaphores", &ready, LIKE_NEW)?;
             if let Some((uid, gid)) = run.program_user() {
                 std::os::unix::fs::chown(file, Some(uid), Some(gid))?;
             }
@@ -590,9 +666,10 @@ fn create_races(run: &mut Run) -> Result<String, Fail> {
         proc.kill_tree();
         return Err(Fail::failed(format!(
             "{situation}: Handoff::create() did not fail (the program said `{}`), it shared the \
-             grader's semaphore. Looking whether the name is free, then opening it, is a race \
-             another process can win between the two: open with O_CREAT | O_EXCL and take \
-             EEXIST as Exists",
+             grader's semaphore (at 0, as a new one is). Looking whether the name is free, then \
+             opening it, is a race another process can win between the two; and sem_open() \
+             without O_EXCL opens a semaphore that comes to exist meanwhile: open with O_CREAT | \
+             O_EXCL and take EEXIST as Exists",
             message.kind
         )));
     }

@@ -601,6 +601,16 @@ pub fn semaphore_value(name: &str) -> Option<u32> {
     Some(u32::from_ne_bytes(bytes))
 }
 
+/// What a shared mapping of `path` (from `/proc/PID/maps`) is, in words: a System V segment
+/// shows as `/SYSV<key> (deleted)`.
+pub fn mapped(path: &str) -> String {
+    if path.starts_with("/SYSV") {
+        format!("a System V shared memory segment ({path}: shmget() and shmat())")
+    } else {
+        path.to_string()
+    }
+}
+
 /// The file of the named semaphore `name`.
 pub fn semaphore_file(name: &str) -> String {
     format!("/dev/shm/sem.{}", name.trim_start_matches('/'))
@@ -641,7 +651,7 @@ pub fn post_for(waiter: i32, seen: Seen) -> Result<(), Fail> {
             let bytes = peek(waiter, addr, 4)
                 .ok_or_else(|| Fail::Grader(format!("reading the semaphore at {addr:#x}")))?;
             let value = u32::from_ne_bytes(bytes.try_into().expect("4 bytes"));
-            poke(waiter, addr, &(value + 1).to_ne_bytes())?;
+            poke(waiter, addr, &value.wrapping_add(1).to_ne_bytes())?;
             force::hold(waiter)?;
             let until = Instant::now() + Duration::from_millis(500);
             while state(waiter) != Some('T') && Instant::now() < until {

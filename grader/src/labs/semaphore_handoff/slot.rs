@@ -142,7 +142,22 @@ pub(super) fn find_slot(producer: i32, consumer: i32, seed: u64, seq: u64) -> Re
     // The record goes into the slot, and nowhere else a consumer could take it from.
     let copies = copies_of(producer, &want);
     if copies.len() > 1 {
-        let places: Vec<String> = copies.iter().map(|(m, at)| place(m, *at)).collect();
+        let places: Vec<String> = copies
+            .iter()
+            .enumerate()
+            .map(|(n, (m, at))| {
+                if copies[..n].iter().any(|(other, _)| other.start == m.start) {
+                    format!(
+                        "the same mapping again, {at} bytes into it (it is {} bytes long), at \
+                         {:#x}",
+                        m.len(),
+                        m.start + at
+                    )
+                } else {
+                    place(m, *at)
+                }
+            })
+            .collect();
         return Err(Fail::failed(format!(
             "while the consumer waited to take record {seq}, the producer held {} copies of \
              record {seq} in memory it shares ({}): put() must copy each record into the slot \

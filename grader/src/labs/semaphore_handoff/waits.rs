@@ -1,7 +1,6 @@
 //! How a side waits for the other: blocked in the kernel on the signal (the named semaphore's
-//! futex, the queue), in timed slices of `WAIT_SLICE`, for as long as the other side lives;
-//! given up, within about a slice, once the other side is gone, but not while a signal it
-//! posted before it went is there (not even after `EINTR`).
+//! futex, the queue), in timed slices of `WAIT_SLICE`, for as long as the other side lives
+//! (once it is gone: `peer_gone.rs`).
 //!
 //! The grader holds one side (it pauses at a record and waits for `go`), so that the other has
 //! nothing to do, and looks at the waiting one from outside: its CPU use and wake-ups
@@ -10,19 +9,16 @@
 
 use std::time::{Duration, Instant};
 
-use nix::sys::signal::{Signal, kill};
-use nix::time::{ClockId, clock_gettime};
-use nix::unistd::Pid;
 use rand::RngExt;
 
 use super::forced_waits;
-use super::handover::{Handover, expected_record, report_failure, whole_record};
+use super::handover::{Handover, expected_record};
 use super::probe::{self, Deadline, Samples, Seen};
 use super::slot::slot_holding;
 use super::{CONSUMER, PRODUCER, WAIT_SLICE};
 use crate::engine::inspect::{self, ProcessView};
 use crate::engine::waiting::{self, WaitRules};
-use crate::engine::{Fail, Run, force};
+use crate::engine::{Fail, Run};
 
 /// How long the grader holds the consumer in the semaphore run: forty slices, so that a wait()
 /// that gives up on a live peer after any plausible count of silent slices does it while the
@@ -55,7 +51,7 @@ const RUNNABLE_SHARE: f64 = 0.5;
 const PAST_SLACK: Duration = Duration::from_millis(200);
 /// How long a survivor may take to notice that the other side was killed: it needs a slice
 /// (100 ms) and its parent's waitpid(); thirty slices leave room for a loaded machine.
-const NOTICE_LIMIT: Duration = Duration::from_secs(3);
+pub(super) const NOTICE_LIMIT: Duration = Duration::from_secs(3);
 
 const ADVICE: &str = "block in sem_timedwait() or mq_timedreceive() until the other side posts, \
                       with a deadline of now + WAIT_SLICE computed before each slice; a loop \
@@ -149,6 +145,50 @@ fn explain_busy(waiter: i32, role: &str, fail: Fail, passive: &Samples) -> Fail 
     }
 }
 
+/// How many times all threads of `pid` went to sleep so far (voluntary context switches).
+fn sleeps(pid: i32) -> u64 {
+    inspect::thread_times(pid).values().map(|t| t.sleeps).sum()
+}
+
+/// `role` waited on a futex at `addr` that lies in none of the named semaphores (`maps` are its
+/// mappings); it went to sleep `woke` times in `watched`.
+fn foreign_futex(
+    role: &str,
+    addr: u64,
+    maps: &[probe::Mapping],
+    woke: u64,
+    watched: Duration,
+) -> Fail {
+    let place = maps
+        .iter()
+        .find(|m| m.contains(addr))
+        .map(|m| match m.path.as_str() {
+            "/dev/zero (deleted)" => "a shared anonymous mapping".to_string(),
+            "" => "anonymous memory of its own".to_string(),
+            "[heap]" | "[stack]" => format!("memory of its own ({})", m.path),
+            path => path.to_string(),
+        })
+        .unwrap_or_else(|| "no mapping".into());
+    // A correct wait wakes once a slice.
+    let slices = (watched.as_millis() / WAIT_SLICE.as_millis()) as u64 + 1;
+    let polls = if 2 * woke > 3 * slices {
+        format!(
+            "; it woke up {woke} times in {} meanwhile, far more than once a slice: it naps \
+             there (std::thread::park_timeout, a Condvar's timed wait, ...), so that it can only \
+             learn of a post by looking at the semaphore again after each nap, which is polling",
+            millis(watched)
+        )
+    } else {
+        String::new()
+    };
+    Fail::failed(format!(
+        "{role} waited for the other side (held by the grader) on a futex at {addr:#x}, in \
+         {place}, not in one of the named semaphores sem_open() mapped from /dev/shm{polls}: the \
+         signals must be the named semaphores (post and wait on what sem_open() returned), and \
+         a wait blocks on the semaphore itself, in sem_timedwait()"
+    ))
+}
+
 /// Successive timed waits of `role` must be a slice apart: a deadline `WAIT_SLICE` after the
 /// clock read once the last one passed.
 fn judge_slices(role: &str, samples: &Samples) -> Result<(), Fail> {
@@ -174,6 +214,7 @@ fn judge_wait(
 ) -> Result<String, Fail> {
     let started = Instant::now();
     let before = cpu_time(waiter);
+    let slept_before = sleeps(waiter);
     // Read first: a side that gives up while it is watched leaves no mappings to read.
     let maps = probe::mappings(waiter);
     let watcher = std::thread::spawn(move || probe::watch(waiter, started + WATCH));
@@ -186,6 +227,25 @@ fn judge_wait(
     let watched = started.elapsed();
     if !probe::alive(waiter) {
         return Ok(format!("{role} ended while it waited"));
+    }
+    // A futex of its own, never the named semaphore's: what it sleeps in tells more than how
+    // often it wakes.
+    if mechanism == "semaphores" {
+        let woke = sleeps(waiter).saturating_sub(slept_before);
+        let named = |addr: u64| maps.iter().any(|m| m.named_semaphore() && m.contains(addr));
+        let futexes: Vec<u64> = samples
+            .seen
+            .iter()
+            .filter_map(|seen| match *seen {
+                Seen::Futex { addr, .. } => Some(addr),
+                _ => None,
+            })
+            .collect();
+        if let Some(&addr) = futexes.first()
+            && !futexes.iter().any(|&addr| named(addr))
+        {
+            return Err(foreign_futex(role, addr, &maps, woke, started.elapsed()));
+        }
     }
     if let Err(fail) = blocked {
         return Err(explain_busy(waiter, role, fail, &samples));
@@ -256,28 +316,16 @@ fn judge_wait(
             Seen::Futex {
                 addr, monotonic, ..
             } if mechanism == "semaphores" => {
+                if !maps.iter().any(|m| m.named_semaphore() && m.contains(addr)) {
+                    let woke = sleeps(waiter).saturating_sub(slept_before);
+                    return Err(foreign_futex(role, addr, &maps, woke, started.elapsed()));
+                }
                 if monotonic {
                     return Err(Fail::failed(format!(
                         "{role} waited on {signal} with a deadline on CLOCK_MONOTONIC (its futex \
                          wait had no FUTEX_CLOCK_REALTIME, as sem_clockwait(CLOCK_MONOTONIC) \
                          makes), not on CLOCK_REALTIME: the wait is sem_timedwait() with an \
                          absolute CLOCK_REALTIME deadline, now + WAIT_SLICE"
-                    )));
-                }
-                if !maps.iter().any(|m| m.named_semaphore() && m.contains(addr)) {
-                    let place = maps
-                        .iter()
-                        .find(|m| m.contains(addr))
-                        .map(|m| match m.path.as_str() {
-                            "/dev/zero (deleted)" => "a shared anonymous mapping".to_string(),
-                            "" => "anonymous memory of its own".to_string(),
-                            path => path.to_string(),
-                        })
-                        .unwrap_or_else(|| "no mapping".into());
-                    return Err(Fail::failed(format!(
-                        "{role} waited on a futex at {addr:#x}, in {place}, not in one of the \
-                         named semaphores sem_open() mapped from /dev/shm: the signals must be \
-                         the named semaphores (post and wait on what sem_open() returned)"
                     )));
                 }
             }
@@ -364,6 +412,7 @@ pub fn waits_block(run: &mut Run) -> Result<String, Fail> {
     handover.verify(&reports, "100 rounds with queues, the producer held")?;
     notes.push(put_waits_for_last_ok(run)?);
     notes.push(forced_waits::spins_before_blocking(run)?);
+    notes.push(super::clock::deadline_edges(run)?);
     Ok(format!(
         "{}; the producer waited {} ms for the held consumer without giving up",
         notes.join("; "),
@@ -425,247 +474,4 @@ fn put_waits_for_last_ok(run: &mut Run) -> Result<String, Fail> {
         &format!("{LAST_HELD_ROUNDS} rounds with semaphores, the last record held"),
     )?;
     Ok("the producer stayed in put() while the consumer was held before the last record".into())
-}
-
-/// What a side that should have noticed its peer's death is doing instead, from samples.
-fn still_waiting(survivor: i32, who: &str, victim: &str) -> Fail {
-    let mut samples = probe::watch(survivor, Instant::now() + Duration::from_millis(100));
-    if samples.seen.is_empty() {
-        samples = probe::watch_stopped(survivor, 5);
-    }
-    let since = NOTICE_LIMIT.as_secs();
-    let waits: Vec<Deadline> = samples.waits().map(|(_, d)| d).collect();
-    let doing = if waits.contains(&Deadline::Never) {
-        "with no deadline (a plain sem_wait() or mq_receive()): a dead peer never posts. Wait \
-         in slices (sem_timedwait or mq_timedreceive, now + WAIT_SLICE) and give up with \
-         PeerGone when Peer::gone() says so"
-    } else if !waits.is_empty() {
-        "in timed slices that it never ends: when a slice times out (ETIMEDOUT), ask \
-         Peer::gone() and give up with PeerGone when the peer is gone"
-    } else if samples.slept() {
-        "sleeping between looks: give up with PeerGone when Peer::gone() says so"
-    } else {
-        "without reporting anything: when a slice of the wait times out, ask Peer::gone() and \
-         give up with PeerGone when the peer is gone"
-    };
-    Fail::failed(format!(
-        "{since} s after the grader killed the {victim}, the {who} still waits for it, {doing}"
-    ))
-}
-
-/// Kills the side that pauses; the other must report `peer-gone`.
-fn survives(run: &mut Run, mechanism: &'static str, kill_producer: bool) -> Result<String, Fail> {
-    let at = run.rng().random_range(10..100u64).to_string();
-    let pause = if kill_producer {
-        "--pause-producer-at"
-    } else {
-        "--pause-consumer-at"
-    };
-    let mut handover = Handover::start(run, mechanism, 1000, &[pause, &at])?;
-    handover.go()?;
-    let (victim_role, survivor) = if kill_producer {
-        ("producer", "consumer")
-    } else {
-        ("consumer", "producer")
-    };
-    let (victim, survivor_pid) = (handover.pid_of(victim_role), handover.pid_of(survivor));
-    let paused = handover.proc.recv("paused")?;
-    if paused.get("role") != Some(victim_role) {
-        return Err(Fail::Grader("the wrong side paused".into()));
-    }
-    kill(Pid::from_raw(victim), Signal::SIGKILL).map_err(|e| Fail::Grader(format!("kill: {e}")))?;
-    let killed = Instant::now();
-    let mut noticed = None;
-    loop {
-        let message = if noticed.is_none() {
-            match handover.proc.recv_before(killed + NOTICE_LIMIT)? {
-                Some(message) => message,
-                None => {
-                    return Err(still_waiting(survivor_pid, survivor, victim_role));
-                }
-            }
-        } else {
-            handover.proc.recv_any()?
-        };
-        match (message.kind.as_str(), message.get("kind")) {
-            ("failed", Some("peer-gone")) if message.get("role") == Some(survivor) => {
-                noticed = Some(killed.elapsed());
-            }
-            ("failed", _) => return Err(report_failure(&message, mechanism)),
-            ("done", _) => {
-                return Err(Fail::failed(format!(
-                    "the {survivor} said it was done although the {victim_role} was killed \
-                     before record {at}"
-                )));
-            }
-            ("ended", _) => break,
-            (kind, _) => {
-                return Err(Fail::failed(format!(
-                    "the program said an unexpected `{kind}`"
-                )));
-            }
-        }
-    }
-    handover.exit()?;
-    let Some(noticed) = noticed else {
-        return Err(Fail::failed(format!(
-            "the {survivor} ended without reporting kind=peer-gone after the {victim_role} was \
-             killed"
-        )));
-    };
-    Ok(format!(
-        "{mechanism}: the {survivor} noticed the killed {victim_role} in {} ms",
-        noticed.as_millis()
-    ))
-}
-
-/// Rounds of the run in which the consumer exits right after its last ok.
-const LAST_ROUNDS: u64 = 20;
-
-/// The consumer takes the last record and exits, and is reaped, before the producer goes on to
-/// wait for its ok: the grader holds the producer before the last record, writes that record
-/// into the slot and posts ready in its stead, waits until the consumer is gone, then lets the
-/// producer put the record (again) and wait. The ok is there: the producer must take it.
-fn last_signal(run: &mut Run, mechanism: &'static str) -> Result<String, Fail> {
-    let last = LAST_ROUNDS - 1;
-    let at = last.to_string();
-    let mut handover = Handover::start(run, mechanism, LAST_ROUNDS, &["--pause-producer-at", &at])?;
-    let (consumer, seed) = (handover.consumer, handover.seed);
-    let mut note = String::new();
-    let reports = handover.finish(|proc, _| {
-        note = post_last(consumer, seed, last)?;
-        proc.send("go", &[])
-    })?;
-    handover.verify(&reports, &format!("{LAST_ROUNDS} rounds with {mechanism}"))?;
-    Ok(format!("{mechanism}: {note}"))
-}
-
-/// With the producer held before record `last`, plays its part for that record: writes it
-/// into the consumer's slot and posts ready; returns once the consumer is gone.
-fn post_last(consumer: i32, seed: u64, last: u64) -> Result<String, Fail> {
-    let until = Instant::now() + Duration::from_secs(2);
-    let seen = loop {
-        match probe::sample(consumer) {
-            Some(seen @ (Seen::Futex { .. } | Seen::Receive { .. })) => break seen,
-            _ if Instant::now() > until => {
-                return Ok("the consumer was not seen in a wait the grader could post".into());
-            }
-            _ => std::thread::sleep(Duration::from_millis(1)),
-        }
-    };
-    let previous = expected_record(seed, last - 1);
-    let Some(slot) = probe::mappings(consumer).into_iter().find(|m| {
-        m.shared_anonymous()
-            && probe::peek(consumer, m.start, previous.len()).is_some_and(|b| b == previous)
-    }) else {
-        return Ok("the consumer's slot was not found".into());
-    };
-    probe::poke(consumer, slot.start, &whole_record(seed, last))?;
-    probe::post_for(consumer, seen)?;
-    let until = Instant::now() + NOTICE_LIMIT;
-    while probe::state(consumer).is_some() && Instant::now() < until {
-        std::thread::sleep(Duration::from_millis(1));
-    }
-    Ok(if probe::state(consumer).is_some() {
-        "the consumer did not end after the grader posted its last ready".into()
-    } else {
-        "the producer took the ok of a consumer already gone".into()
-    })
-}
-
-/// Stops `producer` (SIGSTOP) inside its timed wait, early enough in a slice that the wait is
-/// interrupted, not timed out: true once it is stopped before the deadline of that wait.
-fn stop_inside_wait(producer: i32) -> Result<bool, Fail> {
-    let realtime = || {
-        clock_gettime(ClockId::CLOCK_REALTIME)
-            .map(Duration::from)
-            .unwrap_or_default()
-    };
-    for _ in 0..10 {
-        let Some(deadline) = probe::realtime_deadline(producer) else {
-            std::thread::sleep(Duration::from_millis(5));
-            continue;
-        };
-        if deadline < realtime() + STOP_MARGIN {
-            std::thread::sleep(deadline.saturating_sub(realtime()) + Duration::from_millis(2));
-            continue;
-        }
-        force::hold(producer)?;
-        // Stopped before the deadline: the wait cannot have timed out, the stop ended it.
-        if probe::state(producer) == Some('T') && realtime() < deadline {
-            return Ok(true);
-        }
-        force::resume(producer)?;
-    }
-    Ok(false)
-}
-
-/// How far ahead the deadline of the producer's wait must be when the grader stops it.
-const STOP_MARGIN: Duration = Duration::from_millis(30);
-
-/// The ok of the last record comes while the producer's wait is interrupted: the grader stops
-/// the producer inside its timed wait for that ok, lets the consumer take the record, post ok,
-/// exit and be reaped, then sends the producer SIGUSR1 (its handler installed) and lets it go
-/// on. Its wait returns EINTR with the ok there and the peer gone: it must wait again and take
-/// the ok, not give up.
-fn eintr_after_last_ok(run: &mut Run, mechanism: &'static str) -> Result<String, Fail> {
-    let last = LAST_ROUNDS - 1;
-    let at = last.to_string();
-    let args = ["--interruptible", "--pause-consumer-at", &at];
-    let mut handover = Handover::start(run, mechanism, LAST_ROUNDS, &args)?;
-    let (producer, consumer) = (handover.producer, handover.consumer);
-    let mut interrupted = false;
-    let result = handover.finish(|proc, _| {
-        if !stop_inside_wait(producer)? {
-            return proc.send("go", &[]);
-        }
-        proc.send("go", &[])?;
-        let until = Instant::now() + NOTICE_LIMIT;
-        while probe::state(consumer).is_some() && Instant::now() < until {
-            std::thread::sleep(Duration::from_millis(1));
-        }
-        interrupted = probe::state(consumer).is_none();
-        kill(Pid::from_raw(producer), Signal::SIGUSR1)
-            .map_err(|e| Fail::Grader(format!("kill: {e}")))?;
-        force::resume(producer)
-    });
-    let reports = match result {
-        Err(Fail::Failed(message))
-            if interrupted && message.contains("the producer gave up with kind=peer-gone") =>
-        {
-            return Err(Fail::failed(format!(
-                "the grader stopped the producer inside its timed wait for the ok of the last \
-                 record ({last}), let the consumer take that record, post ok, exit and be \
-                 reaped, then interrupted the producer's wait with SIGUSR1 (a handler \
-                 installed) and let it go on: the producer gave up with kind=peer-gone, though \
-                 the ok was there ({mechanism}). A wait that a signal handler interrupts \
-                 (EINTR) waits again, and so takes a signal already there; ask Peer::gone() \
-                 only when a slice has timed out"
-            )));
-        }
-        other => other?,
-    };
-    handover.verify(&reports, &format!("{LAST_ROUNDS} rounds with {mechanism}"))?;
-    Ok(format!(
-        "{mechanism}: {}",
-        if interrupted {
-            "the producer, interrupted once the consumer had posted its last ok and exited, \
-             took that ok"
-        } else {
-            "the producer was not stopped inside its wait (the EINTR after the last ok not tried)"
-        }
-    ))
-}
-
-pub fn peer_exits_early(run: &mut Run) -> Result<String, Fail> {
-    let notes = [
-        survives(run, "semaphores", false)?,
-        survives(run, "semaphores", true)?,
-        survives(run, "queues", false)?,
-        last_signal(run, "semaphores")?,
-        last_signal(run, "queues")?,
-        eintr_after_last_ok(run, "semaphores")?,
-        eintr_after_last_ok(run, "queues")?,
-    ];
-    Ok(notes.join("; "))
 }

@@ -1,0 +1,272 @@
+//! A clock the grader sets: a deadline built by hand goes wrong at one moment of each second
+//! (a carry of the nanoseconds made only past 1,000,000,000, not at it), which no run meets by
+//! chance. So the program is started with the vDSO hidden from its C library (the auxiliary
+//! vector's `AT_SYSINFO_EHDR`, on its stack, made `AT_IGNORE` as `execve()` returns): every
+//! `clock_gettime()` is then a system call, and the grader holds the waiting side as one of them
+//! returns and writes the time it chooses in its place.
+
+use std::time::{Duration, Instant};
+
+use ipc_labs_driver::Message;
+use nix::time::{ClockId, clock_gettime};
+use rand::RngExt;
+
+use super::handover::{Launch, arguments, report_failure};
+use super::{PRODUCER, WAIT_SLICE};
+use crate::engine::tracer::{Action, Call, Match, Reached, Tracer};
+use crate::engine::{Fail, Proc, Run, force, inspect};
+
+/// Types of the auxiliary vector's entries (`<elf.h>`).
+const AT_NULL: u64 = 0;
+const AT_IGNORE: u64 = 1;
+const AT_SYSINFO_EHDR: u64 = 33;
+
+/// How much of the new program's stack, from its start (`argc`), the grader searches for the
+/// auxiliary vector: the pointers to the arguments and the environment come first.
+const STACK_SEARCHED: usize = 64 * 1024;
+
+/// The nanoseconds the grader sets the clock to: one short of the read whose deadline (+
+/// WAIT_SLICE, 100 ms) falls exactly on a whole second, that read, and one past.
+const EDGES: [u32; 3] = [899_999_999, 900_000_000, 900_000_001];
+
+fn realtime() -> Duration {
+    clock_gettime(ClockId::CLOCK_REALTIME)
+        .map(Duration::from)
+        .unwrap_or_default()
+}
+
+/// Starts the program like [`Launch::new`], its C library shown no vDSO: each clock read is a
+/// system call. The flag says whether the vDSO was hidden (the grader may not trace here, or
+/// did not find the auxiliary vector): if not, the program runs as usual.
+pub fn launch_without_vdso(
+    run: &mut Run,
+    mechanism: &'static str,
+    names: [String; 2],
+    rounds: u64,
+    extra: &[&str],
+) -> Result<(Launch, bool), Fail> {
+    let seed: u64 = run.rng().random();
+    let mut proc = run.spawn_stopped(&arguments(mechanism, &names, rounds, extra))?;
+    let pid = proc.pid.as_raw();
+    let exec = Call::one_of(&[libc::SYS_execve, libc::SYS_execveat]);
+    let tracer = Tracer::attach(pid, exec, Action::HoldAfter)?;
+    force::resume(pid)?;
+    let mut hidden = false;
+    if let Some(mut tracer) = tracer {
+        match tracer.wait(&mut proc, Instant::now() + Duration::from_secs(5))? {
+            Reached::Call => {
+                hidden = hide_vdso(pid);
+                tracer.release();
+            }
+            Reached::Passed(Some(message)) => {
+                return Err(Fail::Grader(format!(
+                    "the program said `{}` before its exec",
+                    message.kind
+                )));
+            }
+            Reached::Passed(None) => {}
+        }
+    }
+    let launch = Launch {
+        proc,
+        names,
+        mechanism,
+        rounds,
+        seed,
+    };
+    Ok((launch, hidden))
+}
+
+/// In `pid`, held as its `execve()` returns (the new program's stack made, none of its code
+/// run): turns the auxiliary vector's `AT_SYSINFO_EHDR` into `AT_IGNORE`, so that the dynamic
+/// loader finds no vDSO. Whether it did.
+fn hide_vdso(pid: i32) -> bool {
+    let Ok(auxv) = std::fs::read(format!("/proc/{pid}/auxv")) else {
+        return false;
+    };
+    let words: Vec<u64> = auxv
+        .chunks_exact(8)
+        .map(|w| u64::from_ne_bytes(w.try_into().expect("8 bytes")))
+        .collect();
+    let Some(entry) = words
+        .chunks_exact(2)
+        .take_while(|pair| pair[0] != AT_NULL)
+        .position(|pair| pair[0] == AT_SYSINFO_EHDR)
+    else {
+        return false;
+    };
+    // The start of the stack (`startstack`, the 28th field of /proc/PID/stat): argc.
+    let Some(start) = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|stat| {
+            let (_, rest) = stat.rsplit_once(") ")?;
+            rest.split_whitespace().nth(25)?.parse::<u64>().ok()
+        })
+    else {
+        return false;
+    };
+    // The stack above `start` may be shorter than the length searched.
+    let mut len = STACK_SEARCHED;
+    let memory = loop {
+        if let Some(memory) = super::probe::peek(pid, start, len) {
+            break memory;
+        }
+        len /= 2;
+        if len < auxv.len() {
+            return false;
+        }
+    };
+    let Some(at) = memory.windows(auxv.len()).position(|w| w == auxv) else {
+        return false;
+    };
+    let address = start + (at + 16 * entry) as u64;
+    super::probe::poke(pid, address, &AT_IGNORE.to_ne_bytes()).is_ok()
+}
+
+/// What came of a clock read the grader waited for.
+enum ClockRead {
+    /// Held as it returned (and changed, if asked).
+    Read,
+    /// The program said this first.
+    Said(Message),
+    /// Not seen: the program made no such system call in time, or the grader may not trace.
+    NotSeen,
+}
+
+/// Holds `pid` as its next `clock_gettime(CLOCK_REALTIME)` returns and, with `to`, writes that
+/// time in the `timespec` it returns.
+fn next_clock_read(proc: &mut Proc, pid: i32, to: Option<Duration>) -> Result<ClockRead, Fail> {
+    let call = Call {
+        number: libc::SYS_clock_gettime,
+        matching: Match::Bits {
+            arg: 0,
+            mask: u64::MAX,
+            value: libc::CLOCK_REALTIME as u64,
+        },
+    };
+    let Some(mut tracer) = Tracer::attach(pid, call, Action::HoldAfter)? else {
+        return Ok(ClockRead::NotSeen);
+    };
+    match tracer.wait(proc, Instant::now() + WAIT_SLICE * 10) {
+        Ok(Reached::Call) => {}
+        Ok(Reached::Passed(Some(message))) => return Ok(ClockRead::Said(message)),
+        Ok(Reached::Passed(None)) | Err(Fail::TimedOut(_)) => return Ok(ClockRead::NotSeen),
+        Err(other) => return Err(other),
+    }
+    if let Some(to) = to {
+        // Held at the call's exit, its arguments still in the registers.
+        let Some((_, args)) = inspect::call_of(pid, pid) else {
+            tracer.release();
+            return Ok(ClockRead::NotSeen);
+        };
+        let mut time = [0u8; 16];
+        time[..8].copy_from_slice(&(to.as_secs() as i64).to_ne_bytes());
+        time[8..].copy_from_slice(&i64::from(to.subsec_nanos()).to_ne_bytes());
+        super::probe::poke(pid, args[1], &time)?;
+    }
+    tracer.release();
+    Ok(ClockRead::Read)
+}
+
+/// `secs.nanos`, as a time is written.
+fn time(at: Duration) -> String {
+    format!("{}.{:09}", at.as_secs(), at.subsec_nanos())
+}
+
+/// The deadline of each timed wait is valid whatever the clock shows: the grader holds the
+/// consumer before a record and sets the clock the producer reads in its wait for ok to
+/// S.899999999, S.900000000 and S.900000001 (S two seconds back, so that each wait times out
+/// at once and reads the clock again): now + WAIT_SLICE is a whole second at the middle one,
+/// whose nanoseconds a carry made only past 1,000,000,000 leaves at 1,000,000,000, which
+/// `sem_timedwait()` refuses (EINVAL). The producer must wait on through all three.
+pub fn deadline_edges(run: &mut Run) -> Result<String, Fail> {
+    let names = [run.ipc_name("ready"), run.ipc_name("ok")];
+    let at = run.rng().random_range(5..20u64);
+    let held = at.to_string();
+    let extra = ["--pause-consumer-at", held.as_str()];
+    let (launch, hidden) = launch_without_vdso(run, "semaphores", names, at + 5, &extra)?;
+    let mut handover = launch.ready()?;
+    let producer = handover.producer;
+    let mut note = "the clock was not set (the grader may not trace here)".to_string();
+    let reports = handover.finish(|proc, _| {
+        if hidden {
+            note = set_edges(proc, producer)?;
+        }
+        proc.send("go", &[])
+    })?;
+    handover.verify(
+        &reports,
+        "semaphores, the producer's clock set by the grader",
+    )?;
+    Ok(note)
+}
+
+/// Sets the producer's clock to each of [`EDGES`] in turn, then waits for one more read: the
+/// producer has then gone through a wait with each.
+fn set_edges(proc: &mut Proc, producer: i32) -> Result<String, Fail> {
+    let secs = realtime().as_secs().saturating_sub(2);
+    let mut set: Vec<Duration> = Vec::new();
+    for to in EDGES
+        .iter()
+        .map(|&nanos| Some(Duration::new(secs, nanos)))
+        .chain([None])
+    {
+        match next_clock_read(proc, producer, to)? {
+            ClockRead::Read => set.extend(to),
+            ClockRead::NotSeen if set.is_empty() => {
+                return Ok("the clock was not set (no clock read of the producer seen)".into());
+            }
+            // Gone before the grader could trace it again: what did it say?
+            ClockRead::NotSeen => match proc.recv_before(Instant::now() + WAIT_SLICE * 5)? {
+                Some(message) => return Err(judge(&message, &set)),
+                None => break,
+            },
+            ClockRead::Said(message) => return Err(judge(&message, &set)),
+        }
+    }
+    Ok(format!(
+        "the producer waited on with its clock set to {}",
+        set.iter()
+            .map(|&at| time(at))
+            .collect::<Vec<_>>()
+            .join(", ")
+    ))
+}
+
+/// What the program's report after a clock the grader set means.
+fn judge(message: &Message, set: &[Duration]) -> Fail {
+    let Some(&last) = set.last() else {
+        return report_failure(message, "semaphores");
+    };
+    if message.kind != "failed"
+        || message.get("role") != Some("producer")
+        || message.get("kind") != Some("wait")
+    {
+        return report_failure(message, "semaphores");
+    }
+    let deadline = last + WAIT_SLICE;
+    let before: Vec<String> = set[..set.len() - 1].iter().map(|&at| time(at)).collect();
+    let went_on = if before.is_empty() {
+        String::new()
+    } else {
+        format!(" (it had waited on after {})", before.join(" and "))
+    };
+    let carry = if last.subsec_nanos() == 900_000_000 {
+        "when the nanoseconds of now + WAIT_SLICE reach 1,000,000,000 exactly, they carry into \
+         the seconds too (>=, not >)"
+    } else {
+        "the nanoseconds of now + WAIT_SLICE carry into the seconds when, and only when, they \
+         reach 1,000,000,000"
+    };
+    Fail::failed(format!(
+        "the grader set the clock {PRODUCER} reads in its wait for ok (CLOCK_REALTIME) to {} s, \
+         so that now + WAIT_SLICE is {}.{:09} s{went_on}: {PRODUCER} then failed with kind=wait \
+         ({}). Its deadline was not a valid time: a timespec's tv_nsec must stay under \
+         1,000,000,000, or sem_timedwait() says EINVAL; {carry}. Add WAIT_SLICE with TimeSpec \
+         arithmetic, or carry by hand for every value the clock can show",
+        time(last),
+        deadline.as_secs(),
+        deadline.subsec_nanos(),
+        message.get("error").unwrap_or("")
+    ))
+}
