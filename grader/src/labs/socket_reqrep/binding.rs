@@ -65,6 +65,8 @@ pub fn socket_paths(run: &mut Run) -> Result<String, Fail> {
         )));
     }
     // A second server on the path of this one, still running.
+    let inode = |path: &Path| std::fs::symlink_metadata(path).ok().map(|m| m.ino());
+    let live_inode = inode(&bound);
     let (proc, first) = spawn_server(run, &["--unix".to_string(), longest.clone()])?;
     expect_bind_failure(
         proc,
@@ -73,6 +75,20 @@ pub fn socket_paths(run: &mut Run) -> Result<String, Fail> {
         "bind() fails there with EADDRINUSE (RpcError::Bind): never remove what is at the path; \
          removing that file would cut the running server off from every new client",
     )?;
+    let now = inode(&bound);
+    if now != live_inode {
+        let fate = match now {
+            None => "is gone: nothing is at the path any more",
+            Some(_) => "was replaced by another file",
+        };
+        return Err(Fail::failed(format!(
+            "a second server started on the path of a server still running failed with \
+             kind=bind, as it should, but the running server's socket file {fate}, so that no new \
+             client can reach the first server: the failed Listener::bind removed what was at \
+             the path. A file already at the path is \
+             EADDRINUSE, left alone: never remove it, on success or on failure"
+        )));
+    }
     longest_server.ping().map_err(|fail| match fail {
         Fail::Failed(m) => Fail::failed(format!(
             "after a second server failed to bind its path, the first server no longer answers: \
@@ -121,7 +137,6 @@ pub fn socket_paths(run: &mut Run) -> Result<String, Fail> {
     // already at the path.
     let stale = run.path("stale.sock");
     drop(std::os::unix::net::UnixListener::bind(&stale)?);
-    let inode = |path: &Path| std::fs::symlink_metadata(path).ok().map(|m| m.ino());
     let stale_inode = inode(&stale);
     let (proc, first) = spawn_server(run, &["--unix".to_string(), stale.display().to_string()])?;
     let replaced = inode(&stale) != stale_inode;

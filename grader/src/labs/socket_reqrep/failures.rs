@@ -262,7 +262,9 @@ struct BadClient {
 pub fn bad_input(run: &mut Run) -> Result<String, Fail> {
     let server = server(run, Transport::Unix)?;
     let pid = server.pid();
-    let sockets_before = observe::sockets(pid).len();
+    // Only the client connections count: the server may hold sockets of its own (a socket pair,
+    // say) that no client brought.
+    let sockets_before = observe::connection_fds(pid, 0);
     good(&server, "the start")?;
     let before = peak_kib(pid);
 
@@ -449,16 +451,18 @@ pub fn bad_input(run: &mut Run) -> Result<String, Fail> {
 
     // Every client has gone: so must every socket the server had for them.
     let until = Instant::now() + Duration::from_secs(1);
-    let mut extra = observe::sockets(pid).len().saturating_sub(sockets_before);
+    let mut extra = observe::connection_fds(pid, 0).saturating_sub(sockets_before);
     while extra > 0 && Instant::now() < until {
         std::thread::sleep(Duration::from_millis(5));
-        extra = observe::sockets(pid).len().saturating_sub(sockets_before);
+        extra = observe::connection_fds(pid, 0).saturating_sub(sockets_before);
     }
     if extra > 0 {
         return Err(Fail::failed(format!(
-            "once every client had gone, the server still held {extra} socket(s) more than \
-             before them (/proc/{pid}/fd): a client's connection, or a second handle on it \
-             (try_clone, dup), stays open after its handler ended; close both, error or not"
+            "once every client had gone, the server still held {extra} descriptor(s) of \
+             accepted client connections more than before them (/proc/{pid}/fd, sockets \
+             carrying the listener's path in /proc/net/unix): a client's connection, or a \
+             second handle on it (try_clone, dup), stays open after its handler ended; close \
+             both, error or not"
         )));
     }
     server.stop()?;

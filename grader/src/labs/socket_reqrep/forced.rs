@@ -63,7 +63,21 @@ pub fn interrupted_calls(run: &mut Run, server: &Server) -> Result<(), Fail> {
     }
     // Larger than the socket's buffers: the handler blocks writing the response.
     let payload = run.random_bytes(3 << 20);
-    conn.send(&frame(OP_ECHO, &payload), 0)?;
+    let rule = "EINTR says the call was interrupted before it did anything: retry it (read_exact \
+                and write_all do); only another error is RpcError::Io";
+    if conn.send(&frame(OP_ECHO, &payload), 0).is_err() {
+        let log = match server.next_dropped_line(known, Duration::from_millis(500)) {
+            Some(line) => format!("dropped the client (its log: `{line}`)"),
+            None => "closed the connection".into(),
+        };
+        return Err(Fail::failed(format!(
+            "a client's handler, when its first read() on a new connection failed once with EINTR \
+             (forced by the grader, as a signal caught anywhere in the process does), did not \
+             go on: the server {log} before the request (3 MiB, written after the interrupted \
+             read) was all sent{}; {rule}",
+            server.alive_note()
+        )));
+    }
     let writing = observe::new_thread_in(pid, &before, &WRITES, soon())
         .filter(|(tid, _)| *tid == handler)
         .map(|(_, call)| call);
@@ -76,8 +90,6 @@ pub fn interrupted_calls(run: &mut Run, server: &Server) -> Result<(), Fail> {
     } else {
         "its read() of the request failed once"
     };
-    let rule = "EINTR says the call was interrupted before it did anything: retry it (read_exact \
-                and write_all do); only another error is RpcError::Io";
     match read_frame_counted(&mut conn) {
         Ok(Ok(Some(got))) => verify(
             got,
@@ -186,15 +198,89 @@ pub fn short_response_write(
         "a handler's first write() of the response to a {size} echo request over {transport}, \
          which the grader cut to 1 byte (it returned 1)"
     );
+    let expected = frame(STATUS_OK, &payload);
     match read_frame_counted(&mut conn) {
-        Ok(Ok(Some((status, echoed)))) if status == STATUS_OK && echoed == payload => Ok(()),
-        Ok(Ok(Some((status, echoed)))) => Err(Fail::failed(format!(
-            "after {cut}, the frame that came was not the echo: status {status} and {} payload \
-             bytes (status 0 and the {len} bytes sent expected), so bytes of the frame were \
-             lost after the short write{}; {rule}",
-            echoed.len(),
-            server.alive_note()
-        ))),
+        Ok(Ok(Some((status, echoed)))) if status == STATUS_OK && echoed == payload => {
+            // The frame came whole: nothing of it may follow it. The next request's response
+            // must be the next bytes on the connection.
+            let next = b"and the next one?";
+            conn.send(&frame(OP_ECHO, next), 1)?;
+            let want = frame(STATUS_OK, next);
+            let mut got = vec![0u8; want.len()];
+            let read = conn.stream().read_exact(&mut got);
+            if read.is_ok() && got == want {
+                return Ok(());
+            }
+            let what = match read {
+                Err(e) => format!("no whole response to the next request came ({e})"),
+                // The bytes of the frame sent again, wherever they begin in what came.
+                Ok(()) => match (0..got.len())
+                    .filter_map(|k| {
+                        replayed(&expected, &got[k..], expected.len(), None)
+                            .map(|(from, run)| (from, run, k))
+                    })
+                    .max_by_key(|&(_, run, _)| run)
+                {
+                    Some((from, run, _)) if run >= 8 => format!(
+                        "where the response to the next request was expected, the connection \
+                         carried bytes {from}..{} of the frame just received over again \
+                         (sent twice): after the short write, the write loop went back \
+                         instead of on",
+                        from + run
+                    ),
+                    _ => format!(
+                        "where the response to the next request ({} bytes) was expected, the \
+                         connection carried other bytes ({})",
+                        want.len(),
+                        hex(&got[..got.len().min(12)])
+                    ),
+                },
+            };
+            Err(Fail::failed(format!(
+                "after {cut}, the whole frame came, but then {what}{}: write each byte of a \
+                 frame once, going on from where the short write stopped (add each write's \
+                 count to the position); {rule}",
+                server.alive_note()
+            )))
+        }
+        Ok(Ok(Some((status, echoed)))) => {
+            let got = frame(status, &echoed);
+            let at = expected
+                .iter()
+                .zip(&got)
+                .position(|(a, b)| a != b)
+                .unwrap_or(expected.len().min(got.len()));
+            let rest = &got[at..];
+            let how = if let Some((from, run)) = replayed(&expected, rest, at, None) {
+                format!(
+                    "from byte {at} of the frame (its 5-byte prefix counted) on, what came are \
+                     the frame's bytes {from}..{} over again, bytes already sent: after the \
+                     short write, the write loop went back instead of on",
+                    from + run
+                )
+            } else if let Some((from, _)) = replayed(&expected, rest, expected.len(), Some(at))
+                .filter(|&(from, run)| from > at && run >= 8)
+            {
+                format!(
+                    "bytes {at}..{from} of the frame (its 5-byte prefix counted) never came: \
+                     what came from byte {at} on is the frame's from byte {from}, so bytes were \
+                     lost after the short write"
+                )
+            } else {
+                format!(
+                    "the frame differs from byte {at} on (its 5-byte prefix counted): {} came \
+                     where {} was sent",
+                    hex(&got[at..got.len().min(at + 8)]),
+                    hex(&expected[at..expected.len().min(at + 8)])
+                )
+            };
+            Err(Fail::failed(format!(
+                "after {cut}, the frame that came was not the echo: status {status} and {} \
+                 payload bytes (status 0 and the {len} bytes sent expected), and {how}{}; {rule}",
+                echoed.len(),
+                server.alive_note()
+            )))
+        }
         outcome => {
             let how = match outcome {
                 Ok(Err(short)) => format!("the response stopped short: {short}"),
@@ -208,6 +294,38 @@ pub fn short_response_write(
             )))
         }
     }
+}
+
+/// Whether `rest` (bytes that came) begins with bytes of `expected` (a frame sent): the place
+/// `from` below `limit` (`except` excluded: where they belong) where the longest run of them
+/// starts (at least 4 bytes, or all of `rest`), and that run's length.
+fn replayed(
+    expected: &[u8],
+    rest: &[u8],
+    limit: usize,
+    except: Option<usize>,
+) -> Option<(usize, usize)> {
+    let common = |from: usize| {
+        expected[from..]
+            .iter()
+            .zip(rest)
+            .take_while(|(a, b)| a == b)
+            .count()
+    };
+    (0..limit.min(expected.len()))
+        .filter(|&from| Some(from) != except)
+        .map(|from| (from, common(from)))
+        .filter(|&(_, run)| run > 0 && run >= 4.min(rest.len()))
+        .max_by_key(|&(from, run)| (run, std::cmp::Reverse(from)))
+}
+
+/// Bytes in hex, for messages: `00 30 00 01`.
+fn hex(bytes: &[u8]) -> String {
+    bytes
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// The thread that starts a client's handler is held right after the clone3() that starts it,

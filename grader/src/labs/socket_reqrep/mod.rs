@@ -10,7 +10,8 @@
 //! and what they are blocked in, their descriptors, signal masks and memory use.
 //!
 //! The table of checks is here; `protocol.rs` holds the frame format and the grader's own
-//! client, `programs.rs` the driving of the server and client programs, `observe.rs` what is read
+//! client, `programs.rs` the driving of the server and client programs (and `stuck.rs` the
+//! description of a server that does not stop), `observe.rs` what is read
 //! of them in `/proc`, and the other files the checks, by what they judge.
 
 mod binding;
@@ -23,6 +24,7 @@ mod programs;
 mod protocol;
 mod requests;
 mod stopping;
+mod stuck;
 
 use std::time::Duration;
 

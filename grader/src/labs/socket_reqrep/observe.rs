@@ -310,3 +310,85 @@ pub fn tcp_nodelay(pid: i32, fd: i32) -> Option<bool> {
         (got == 0).then_some(on != 0)
     }
 }
+
+/// The inodes of the client connections `pid` holds: the Unix sockets accepted on a listener
+/// (they carry its path in `/proc/PID/net/unix`; a socket pair or a client's own socket has no
+/// path) and the TCP connections it accepted on `port` (local port `port`, not listening). A
+/// descriptor and its copies (`dup`, `try_clone`) share one inode.
+pub fn connections(pid: i32, port: u16) -> std::collections::BTreeSet<u64> {
+    let ours: std::collections::BTreeSet<u64> =
+        sockets(pid).into_iter().map(|(_, inode)| inode).collect();
+    let mut found = std::collections::BTreeSet::new();
+    let unix = std::fs::read_to_string(format!("/proc/{pid}/net/unix")).unwrap_or_default();
+    for line in unix.lines().skip(1) {
+        // Num RefCount Protocol Flags Type St Inode Path
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let (Some(flags), Some(inode), Some(_path)) = (fields.get(3), fields.get(6), fields.get(7))
+        else {
+            continue;
+        };
+        let listening = u32::from_str_radix(flags, 16).is_ok_and(|f| f & 0x0001_0000 != 0);
+        if let Ok(inode) = inode.parse::<u64>()
+            && !listening
+            && ours.contains(&inode)
+        {
+            found.insert(inode);
+        }
+    }
+    for table in ["tcp", "tcp6"] {
+        let text = std::fs::read_to_string(format!("/proc/{pid}/net/{table}")).unwrap_or_default();
+        for line in text.lines().skip(1) {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let (Some(local), Some(state), Some(inode)) =
+                (fields.get(1), fields.get(3), fields.get(9))
+            else {
+                continue;
+            };
+            let on_port = local
+                .rsplit_once(':')
+                .is_some_and(|(_, hex)| u16::from_str_radix(hex, 16) == Ok(port));
+            if let Ok(inode) = inode.parse::<u64>()
+                && port != 0
+                && on_port
+                && *state != "0A"
+                && ours.contains(&inode)
+            {
+                found.insert(inode);
+            }
+        }
+    }
+    found
+}
+
+/// How many descriptors of `pid` are client connections ([`connections`]): a copy of one
+/// (`dup`, `try_clone`) counts on its own.
+pub fn connection_fds(pid: i32, port: u16) -> usize {
+    let inodes = connections(pid, port);
+    sockets(pid)
+        .into_iter()
+        .filter(|(_, inode)| inodes.contains(inode))
+        .count()
+}
+
+/// Whether socket `fd` of `pid` has been shut down for reading (by `shutdown()` on it, or the
+/// peer's end of writing): a `poll()` of a copy of it (`pidfd_getfd`) reports `POLLRDHUP` or
+/// `POLLHUP`. `None` if the copy cannot be had.
+pub fn read_side_shut(pid: i32, fd: i32) -> Option<bool> {
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    // SAFETY: plain system calls; each descriptor returned is owned once, and closed.
+    unsafe {
+        let pidfd = libc::syscall(libc::SYS_pidfd_open, pid, 0);
+        let pidfd = OwnedFd::from_raw_fd(i32::try_from(pidfd).ok().filter(|&f| f >= 0)?);
+        let copy = libc::syscall(libc::SYS_pidfd_getfd, pidfd.as_raw_fd(), fd, 0);
+        let copy = OwnedFd::from_raw_fd(i32::try_from(copy).ok().filter(|&f| f >= 0)?);
+        let mut poll = libc::pollfd {
+            fd: copy.as_raw_fd(),
+            events: libc::POLLRDHUP,
+            revents: 0,
+        };
+        if libc::poll(&mut poll, 1, 0) < 0 {
+            return None;
+        }
+        Some(poll.revents & (libc::POLLRDHUP | libc::POLLHUP) != 0)
+    }
+}

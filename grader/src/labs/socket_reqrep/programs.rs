@@ -15,13 +15,12 @@ use nix::sys::signal::{Signal, kill};
 use super::observe;
 use super::protocol::{Conn, ShortFrame, frame, read_frame_timed, read_response, verify};
 use super::{OP_ECHO, Transport};
-use crate::engine::diagnose::Activity;
 use crate::engine::process;
 use crate::engine::waiting::{self, WaitRules};
 use crate::engine::{Fail, Proc, Run};
 
 /// How long a server gets, after the signal, to say `done`: a correct one needs milliseconds.
-const STOP_PATIENCE: Duration = Duration::from_secs(5);
+pub const STOP_PATIENCE: Duration = Duration::from_secs(5);
 /// The program's control channel, where the server waits for `exit` after `done`.
 pub const CONTROL_FD: i32 = 3;
 /// What main.rs writes to the server's log once run_server() has returned.
@@ -34,6 +33,8 @@ pub struct Server {
     pub path: PathBuf,
     pub port: u16,
     deadline: Instant,
+    /// The client connections it held when the stop's signal was sent (socket inodes).
+    pub(super) at_signal: Option<std::collections::BTreeSet<u64>>,
 }
 
 /// A message's kind and error fields, for messages: "`failed` (kind=bind: ...)".
@@ -99,6 +100,7 @@ impl Server {
             path,
             port,
             deadline: run.deadline(),
+            at_signal: None,
         })
     }
 
@@ -162,7 +164,36 @@ impl Server {
 
     /// Stops the server with `signal` once it is serving: see [`Server::finish`].
     pub fn stop_with(self, signal: Signal) -> Result<Message, Fail> {
+        self.stop_once(signal, None)
+    }
+
+    /// Stops the server with SIGTERM once it is serving and holds no more than `open` client
+    /// connections (those of the clients still connected), so that the handlers of the clients
+    /// that have gone, the last one's included, have closed theirs. Waits for that at most 2 s,
+    /// and says whether it came.
+    pub fn stop_settled(self, open: usize) -> Result<(Message, bool), Fail> {
+        let mut settled = false;
+        let done = self.stop_once(Signal::SIGTERM, Some((open, &mut settled)))?;
+        Ok((done, settled))
+    }
+
+    fn stop_once(
+        mut self,
+        signal: Signal,
+        settle: Option<(usize, &mut bool)>,
+    ) -> Result<Message, Fail> {
         self.ping()?;
+        if let Some((open, settled)) = settle {
+            let until = Instant::now() + Duration::from_secs(2);
+            loop {
+                *settled = observe::connections(self.pid(), self.port).len() <= open;
+                if *settled || Instant::now() >= until {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
+        self.at_signal = Some(observe::connections(self.pid(), self.port));
         let _ = kill(self.proc.pid, signal);
         self.finish(signal, None, None)
     }
@@ -180,6 +211,9 @@ impl Server {
     ) -> Result<Message, Fail> {
         let name = signal.as_str();
         let pid = self.pid();
+        if self.at_signal.is_none() {
+            self.at_signal = Some(observe::connections(pid, self.port));
+        }
         let patience = (Instant::now() + STOP_PATIENCE).min(self.deadline);
         // The moment the server reports, it waits for `exit` on its control channel: the threads
         // other than the main one, and what they have used of the CPU, are taken then.
@@ -319,90 +353,6 @@ impl Server {
             )));
         }
         Ok(())
-    }
-
-    /// The diagnosis of a server that did not say `done` after `signal`: where each thread is.
-    fn stuck_after(&self, signal: Signal, idle: Option<&Conn>) -> Fail {
-        let pid = self.pid();
-        let threads = observe::threads(pid);
-        let list: Vec<String> = threads
-            .iter()
-            .map(|t| {
-                let who = if t.tid == pid {
-                    "main thread".to_string()
-                } else {
-                    format!("thread {}", t.tid)
-                };
-                format!("{who} {}", t.activity.describe())
-            })
-            .collect();
-        let mut causes = Vec::new();
-        let any = |f: &dyn Fn(&Activity) -> bool| threads.iter().any(|t| f(&t.activity));
-        if any(&|a| matches!(a, Activity::SocketAccept { .. })) {
-            causes.push(
-                "a thread is still blocked in accept(): the accepting thread was not woken (a \
-                 connection to the listener wakes it; was the socket file already gone?), or it \
-                 went back to accept() because it was woken before it was told to stop"
-                    .to_string(),
-            );
-        }
-        if any(&|a| matches!(a, Activity::SocketRead { .. })) {
-            let seen = match idle.map(Conn::peek_now) {
-                Some(Some(0)) => {
-                    " (the client still connected did see end of stream: the connections were \
-                     shut down for writing only, which does not wake a read)"
-                }
-                Some(_) => {
-                    " (the client still connected saw nothing: its connection was not shut down)"
-                }
-                None => "",
-            };
-            causes.push(format!(
-                "a thread is still blocked reading a client's connection{seen}: shut each open \
-                 connection down for reading and writing (Shutdown::Both), so that a handler \
-                 blocked in read() returns, before you wait for it"
-            ));
-        }
-        if any(&|a| matches!(a, Activity::SocketWrite { .. })) {
-            causes.push(
-                "a thread is still blocked writing a response to a client that does not read \
-                 it: its connection was not shut down, or only for reading, which wakes a read \
-                 but not a write; shut each open connection down for reading and writing \
-                 (Shutdown::Both) before you wait for its handler"
-                    .to_string(),
-            );
-        }
-        if threads
-            .iter()
-            .any(|t| t.syscall == Some(libc::SYS_rt_sigtimedwait))
-        {
-            causes.push(format!(
-                "a thread still waits for a signal: {} did not end that wait; wait for SIGTERM \
-                 and SIGINT both",
-                signal.as_str()
-            ));
-        }
-        if any(&|a| matches!(a, Activity::Busy | Activity::Sleep)) {
-            causes.push(
-                "a thread is running or sleeping between looks: it polls for the stop instead \
-                 of being woken"
-                    .into(),
-            );
-        }
-        if causes.is_empty() {
-            causes.push(
-                "every thread waits on another (a join or a lock): a thread it waits for never \
-                 ends"
-                    .into(),
-            );
-        }
-        Fail::failed(format!(
-            "after {} the server did not say `done` within {} s; {}: {}",
-            signal.as_str(),
-            STOP_PATIENCE.as_secs(),
-            list.join(", "),
-            causes.join("; ")
-        ))
     }
 
     /// The server's stderr, for its log lines.

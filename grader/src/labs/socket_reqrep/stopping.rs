@@ -65,9 +65,10 @@ pub fn server_counts(run: &mut Run) -> Result<String, Fail> {
         known,
         "a length of 0 is RpcError::EmptyFrame",
     )?;
-    // stop() pings first: one more client, one more request.
+    // stop() pings first: one more client, one more request. The signal goes once the clients
+    // that have gone have no connection left in the server: their handlers have ended.
     let done_log = server.proc.stderr.clone();
-    let done = server.stop()?;
+    let (done, settled) = server.stop_settled(still_open.len())?;
     drop(still_open);
     let connections = sessions.len() as u64 + 2 + failed_accepts;
     let requests = sessions.iter().sum::<usize>() as u64 + 1 + failed_accepts;
@@ -106,12 +107,26 @@ pub fn server_counts(run: &mut Run) -> Result<String, Fail> {
     }
     match reported("requests") {
         Some(n) if n == requests => {}
+        Some(n) if settled && n + open_calls as u64 == requests => {
+            return Err(Fail::failed(format!(
+                "the server's `done` says requests={n}, after {history}: {requests} were \
+                 answered, and exactly the {open_calls} answered to the clients still connected \
+                 at SIGTERM are missing (the server held no connection of the other clients any \
+                 more at SIGTERM). Those handlers end at the stop, when the server shuts \
+                 their connections, and their requests must count too: either the counts were \
+                 read before those handlers had ended (wait for every handler to end, join it, \
+                 before reading the counts), or a handler ended by the stop does not add what it \
+                 answered"
+            )));
+        }
         Some(n) if n < requests && requests - n <= open_calls as u64 => {
             return Err(Fail::failed(format!(
                 "the server's `done` says requests={n}, after {history}: {requests} were \
                  answered, {open_calls} of them to the clients still connected at SIGTERM, whose \
-                 handlers end when the server shuts their connections: wait for every handler \
-                 to end (join it) before reading the counts"
+                 handlers end when the server shuts their connections, and {} of those are \
+                 missing: count every request a handler answered, those of a handler ended by \
+                 the stop too, and read the counts once every handler has ended (joined)",
+                requests - n
             )));
         }
         _ => {
