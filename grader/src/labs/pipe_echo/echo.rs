@@ -341,15 +341,15 @@ fn activities(pid: i32) -> Vec<Activity> {
 }
 
 pub fn reads_while_writing(run: &mut Run) -> Result<String, Fail> {
-    // One byte more than the pipe of one page holds (the smallest input that cannot be written
-    // whole before reading: every threshold above it shows), exactly what a pipe holds by
-    // default (no input is small enough to skip reading), then far more.
-    for len in [PAGE as usize + 1, 64 << 10, 1 << 20] {
+    // Exactly what a pipe holds by default (no input is small enough to skip reading), one byte
+    // more than the pipe of one page holds (the smallest input that cannot be written whole
+    // before reading: every threshold above it shows), then far more.
+    for len in [64 << 10, PAGE as usize + 1, 1 << 20] {
         reads_while_writing_len(run, len)?;
     }
     Ok(format!(
         "with the child stopped and pipes of one page, the parent waited on pipe B while it \
-         wrote; resumed, {} bytes, 64 KiB, then 1 MiB came back",
+         wrote; resumed, 64 KiB, {} bytes, then 1 MiB came back",
         PAGE + 1
     ))
 }

@@ -62,6 +62,13 @@ pub struct Traffic {
     pub child: inspect::IoCounters,
 }
 
+/// What a `write_all()` that wrote bytes more than once must do instead: either cause.
+pub const WRITTEN_TWICE: &str = "write_all() must go on with the bytes not yet written, and \
+                                 never write a byte twice: after a short write, advance by what \
+                                 each write() returned (added to what was written before, not \
+                                 in place of it), and after a write() that failed with EINTR, \
+                                 retry that same rest (not the whole buffer from its start)";
+
 /// Bytes a process writes besides its pipe: the control messages, an error on stderr.
 const BESIDES_PIPES: u64 = 4096;
 
@@ -328,11 +335,7 @@ impl Session {
         let saved = std::fs::metadata(&self.output).map_or(0, |m| m.len());
         let len = self.input.len() as u64;
         let Traffic { parent, child } = self.traffic;
-        let advice = "write_all() must go on with the bytes not yet written, and never write \
-                      a byte twice: after a short write, advance by what each write() returned \
-                      (added to what was written before, not in place of it), and after a \
-                      write() that failed with EINTR, retry that same rest (not the whole \
-                      buffer from its start)";
+        let advice = WRITTEN_TWICE;
         if parent.written_bytes > len + saved + BESIDES_PIPES {
             return Some(format!(
                 "the parent wrote {} bytes for an input of {len}: it wrote some bytes more than \
