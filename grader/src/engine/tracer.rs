@@ -129,6 +129,11 @@ pub enum Action {
     HoldAround,
     /// Skip the call and make it return this errno.
     Fail(i32),
+    /// As [`Action::Fail`] (this errno), and raise this signal in the thread as the call
+    /// returns, as the kernel raises `SIGPIPE` in a writer whose `write()` to a pipe fails with
+    /// `EPIPE`: a program that ignores the signal sees only the error, one that does not is
+    /// ended (or interrupted) by it. Reported as [`Action::Fail`] is.
+    FailRaising(i32, i32),
     /// Skip this many of the calls in a row, each returning this errno, then let the program
     /// go on untraced ([`Tracer::fail_times`]). Each failure is reported: read one at a time
     /// ([`Tracer::failed_before`]) or counted ([`Tracer::failed_count`]).
@@ -654,6 +659,19 @@ unsafe fn trace(group: i32, pid: i32, call: Call, action: Action, pipes: Pipes) 
                         libc::ptrace(libc::PTRACE_POKEUSER, pid, RAX, -(errno as isize));
                         // Said while the program is still stopped: the check hears it before
                         // anything the program says next.
+                        say(FAILED);
+                        libc::ptrace(libc::PTRACE_DETACH, pid, 0usize, 0usize);
+                        libc::_exit(0);
+                    }
+                    Action::FailRaising(errno, raised) => {
+                        libc::ptrace(libc::PTRACE_POKEUSER, pid, ORIG_RAX, -1isize);
+                        if !to_exit_stop(pid, &mut status) {
+                            gone();
+                        }
+                        libc::ptrace(libc::PTRACE_POKEUSER, pid, RAX, -(errno as isize));
+                        // Queued while the thread is traced (so not dropped as ignored yet), it
+                        // meets the thread's disposition once detached, as the kernel's would.
+                        libc::syscall(libc::SYS_tkill, pid, raised);
                         say(FAILED);
                         libc::ptrace(libc::PTRACE_DETACH, pid, 0usize, 0usize);
                         libc::_exit(0);

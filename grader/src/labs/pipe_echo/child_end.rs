@@ -1,9 +1,9 @@
 //! Checks of how the echo child ends and how the parent learns it: exit status 0 after
-//! end-of-file and 1 when `echo_loop` fails (`EPIPE` too), `wait()` blocking in `waitpid()` until
-//! the child has exited (not merely stopped), and the error kinds when the child dies or fails.
+//! end-of-file, `wait()` blocking in `waitpid()` until the child has exited (not merely stopped)
+//! and retrying it after every `EINTR`, and the error kinds when the child dies. A child whose
+//! write fails is `child_fails`'s.
 
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::{Signal, kill};
@@ -164,6 +164,24 @@ pub fn waits_for_exit(run: &mut Run) -> Result<String, Fail> {
                         called _exit()), the parent was not blocked in waitpid()";
             let advice = "wait() must call waitpid() without WNOHANG, which blocks until the \
                           child has exited";
+            // A descriptor of the child's own (a pidfd) says what the parent waits on.
+            let pidfds: Vec<String> = inspect::view(parent)
+                .map(|v| v.fds)
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|(_, target)| target.contains("pidfd"))
+                .map(|(fd, target)| format!("fd {fd} ({target})"))
+                .collect();
+            if !pidfds.is_empty() {
+                return Err(Fail::failed(format!(
+                    "{held}: it is {}, holding a pidfd ({}): it waits for the child's end on a \
+                     pidfd instead of in waitpid(); wait() must block in waitpid() itself \
+                     (without WNOHANG, and with no other wait before it), which returns once \
+                     the child has exited",
+                    doing(parent),
+                    pidfds.join(", ")
+                )));
+            }
             // How it waits instead: the waiting verdict tells polling and spinning apart.
             let verdict =
                 waiting::expect_blocked(&[parent], &role_of(parent), WaitRules::untimed(), advice);
@@ -201,6 +219,18 @@ pub fn waits_for_exit(run: &mut Run) -> Result<String, Fail> {
             gave_up.join("; ")
         )));
     }
+    // Far more interruptions than signals can bring in the time: waitpid() made to fail with
+    // EINTR again and again by the grader's tracer.
+    let forced = match forced_eintrs(&mut session, rounds)? {
+        Some(forced) => forced,
+        None => {
+            run.note(
+                "the grader may not trace the parent here (ptrace): waitpid() was interrupted \
+                 by the signals only",
+            );
+            0
+        }
+    };
     hold.release();
     let done = session.recv_done()?;
     session.verify_echo(&done)?;
@@ -221,8 +251,77 @@ pub fn waits_for_exit(run: &mut Run) -> Result<String, Fail> {
     let stopped = stopped_while_waited(run)?;
     Ok(format!(
         "with the child held at its exit, wait() stayed blocked in waitpid() through {rounds} \
-         signals, then reaped it; {stopped}"
+         signals and {forced} more EINTRs in a row, then reaped it; {stopped}"
     ))
+}
+
+/// How many times in a row the grader's tracer makes `waitpid()` fail with `EINTR` after the
+/// signals: far more than any limit a program might set itself on retries (none is allowed),
+/// in a few milliseconds.
+const FORCED_EINTRS: u32 = 1000;
+
+/// With the child held at its exit and the parent blocked in `waitpid()`, makes that call fail
+/// with `EINTR` [`FORCED_EINTRS`] times in a row (the tracer skips it, as a signal caught by a
+/// handler ends it), and sees the parent call it again each time and block in it at the end.
+/// `None` if the parent may not be traced here.
+fn forced_eintrs(session: &mut Session, signals: u32) -> Result<Option<u32>, Fail> {
+    let parent = session.parent;
+    let Some(&tid) = in_waitpid(parent).keys().next() else {
+        return Ok(None);
+    };
+    let waits = Call::one_of(&[libc::SYS_wait4, libc::SYS_waitid]);
+    let fail = Action::FailTimes(libc::EINTR, FORCED_EINTRS);
+    let Some(mut tracer) = Tracer::attach_thread(parent, tid, waits, fail)? else {
+        return Ok(None);
+    };
+    let gave_up = |failed: u32, what: String| {
+        Fail::failed(format!(
+            "after the {signals} SIGUSR1, the grader made waitpid() fail with EINTR again and \
+             again (its tracer skipping the call, as a signal caught by a handler ends it), \
+             with the echo child still held at its exit, and wait() gave up after {failed} of \
+             them ({} interruptions in all): {what}; there must be no limit on retries: call \
+             waitpid() again every time it fails with EINTR",
+            signals + failed
+        ))
+    };
+    // Attaching interrupts the blocked call, which the kernel restarts: the restart fails, and
+    // each call after it.
+    for failed in 0..FORCED_EINTRS {
+        let until = Instant::now() + Duration::from_secs(2);
+        loop {
+            if tracer.failed_before(Instant::now() + Duration::from_millis(5))? {
+                break;
+            }
+            if let Some(message) = session.message_within(Duration::ZERO)? {
+                let done = session.done(message)?;
+                return Err(gave_up(failed, format!("wait() returned `{}`", done.wait)));
+            }
+            if Instant::now() >= until {
+                return Err(gave_up(
+                    failed,
+                    format!("it no longer calls waitpid() (it is {})", doing(parent)),
+                ));
+            }
+        }
+    }
+    drop(tracer);
+    let until = Instant::now() + Duration::from_secs(2);
+    while in_waitpid(parent).is_empty() {
+        if let Some(message) = session.message_within(Duration::from_millis(1))? {
+            let done = session.done(message)?;
+            return Err(gave_up(
+                FORCED_EINTRS,
+                format!("wait() returned `{}`", done.wait),
+            ));
+        }
+        if Instant::now() >= until {
+            return Err(gave_up(
+                FORCED_EINTRS,
+                format!("it no longer waits in waitpid() (it is {})", doing(parent)),
+            ));
+        }
+    }
+    Ok(Some(FORCED_EINTRS))
 }
 
 /// How many times thread `tid` of `pid` has gone to sleep, from its `status` in `/proc`.
@@ -555,214 +654,4 @@ fn killed_at_exit(run: &mut Run) -> Result<String, Fail> {
     }
     session.finish()?;
     Ok("a child killed at its exit after a whole echo was ChildFailed".into())
-}
-
-pub fn child_fails(run: &mut Run) -> Result<String, Fail> {
-    let input = run.random_bytes(64 << 10);
-    let twice = Flags {
-        twice: true,
-        ..Flags::default()
-    };
-    let mut session = start(run, input, twice)?;
-    let child = session.child;
-    settle_in_read(child);
-    let pipes = session.pipes()?;
-    // The child's own write end of pipe B, made non-blocking: once pipe B is full (the parent
-    // reads nothing before `go`), the child's next write() fails with EAGAIN.
-    let shared = outside::share_descriptor(child, pipes.child_writes_b)?;
-    outside::set_nonblocking(&shared)?;
-    drop(shared);
-    let child_io = inspect::io(child).unwrap_or_default();
-    // The grader's own read end of pipe B, never read from: it shows what the child wrote there,
-    // even once the child is gone.
-    let probe_b = outside::open_pipe(child, pipes.child_writes_b, false)?;
-    let mut feed = outside::open_pipe(child, pipes.child_reads_a, true)?;
-    let capacity = outside::pipe_capacity(&feed).unwrap_or(64 << 10) as u64;
-    let bytes = run.random_bytes(16 << 10);
-    // Pipes A and B and one read of the child's: a correct child fails well before 1 MiB.
-    let mut fed = 0;
-    let until = Instant::now() + Duration::from_secs(3);
-    while Instant::now() < until && fed < 1 << 20 && outside::zombie_status(child).is_none() {
-        match feed.write(&bytes) {
-            Ok(n) => fed += n,
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                std::thread::sleep(Duration::from_millis(1));
-            }
-            Err(_) => break,
-        }
-    }
-    drop(feed);
-    let until = Instant::now() + Duration::from_millis(500);
-    while Instant::now() < until && outside::zombie_status(child).is_none() {
-        std::thread::sleep(Duration::from_millis(2));
-    }
-    // A panic in the child comes as a message.
-    let _ = session.message_within(Duration::from_millis(5))?;
-    let in_b = outside::bytes_in_pipe(&probe_b).unwrap_or(0);
-    let room = outside::pipe_capacity(&probe_b).unwrap_or(0) as usize;
-    drop(probe_b);
-    let copied = inspect::io(child).unwrap_or_default().since(child_io);
-    let failed = "the grader made the echo child's write to pipe B fail (it set O_NONBLOCK on \
-                  the child's write end and let pipe B fill up: write() failed with EAGAIN)";
-    // Its write fails only once pipe B is full.
-    let filled = in_b >= room;
-    match outside::zombie_status(child) {
-        Some(status) if libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 1 => {}
-        Some(status) if !filled => {
-            return Err(Fail::failed(format!(
-                "the echo child {} after reading {} bytes, before end-of-file (the grader held \
-                 pipe A open) and before its write could fail (pipe B holds {in_b} of {room} \
-                 bytes): echo_loop() must read until read() returns 0",
-                describe_status(status),
-                copied.read_bytes
-            )));
-        }
-        Some(status) => {
-            return Err(Fail::failed(format!(
-                "{failed}, and the child {}: when echo_loop() returns an error the child must \
-                 _exit(1)",
-                describe_status(status)
-            )));
-        }
-        // Nobody reads pipe B before `go`: what the child read and is not there, it kept.
-        None if !filled && copied.read_bytes > in_b as u64 + capacity => {
-            return Err(Fail::failed(format!(
-                "the echo child read {} bytes from pipe A, yet pipe B holds only {in_b} (it \
-                 holds {room}): the child must write what each read() returned to pipe B \
-                 before it reads again",
-                copied.read_bytes
-            )));
-        }
-        // Gone without a zombie, before the parent called wait(): the kernel reaped it.
-        None if inspect::view(child).is_none() => {
-            return Err(Fail::failed(format!(
-                "{failed}; the echo child then ended, and left no zombie although the parent \
-                 had not called wait() yet: {}; its exit status is lost, so wait() cannot tell \
-                 a failed child from a clean exit: leave SIGCHLD as it is, and reap the child \
-                 with waitpid() in wait()",
-                reaped_by_kernel(session.parent)
-            )));
-        }
-        None => {
-            return Err(Fail::failed(format!(
-                "{failed}, and the child did not end (it is {}): write_all() must return every \
-                 error but EINTR, echo_loop() must return it, and the child must then _exit(1)",
-                doing(child)
-            )));
-        }
-    }
-    let done = session.exchange()?;
-    if done.exchange.starts_with("ok") {
-        return Err(Fail::failed(format!(
-            "the echo child had failed and exited before the transfer, yet exchange() returned \
-             `{}`: check the result of every write() and read()",
-            done.exchange
-        )));
-    }
-    match Returned::parse(&done.wait) {
-        Returned::ChildFailed => {}
-        Returned::Ok(_) => {
-            return Err(Fail::failed(
-                "the echo child exited with status 1, yet wait() reported a clean exit: only \
-                 Exited(_, 0) is success; any other status is ChildFailed",
-            ));
-        }
-        _ => {
-            return Err(Fail::failed(format!(
-                "wait() returned `{}` for a child that exited with status 1: reap it with \
-                 waitpid() and return ChildFailed for any end but Exited(_, 0)",
-                done.wait
-            )));
-        }
-    }
-    refused_again(&done)?;
-    session.finish()?;
-    let broken = child_write_broken(run)?;
-    Ok(format!(
-        "when its write failed the child exited with status 1, and wait() said ChildFailed; \
-         {broken}"
-    ))
-}
-
-/// The child's write to pipe B made to fail with `EPIPE` (the grader skips the call, as the
-/// kernel fails it once no read end is open): an error like any other, so status 1 and
-/// `ChildFailed`. Run after the `EAGAIN` round, which showed that `wait()` reports status 1.
-fn child_write_broken(run: &mut Run) -> Result<String, Fail> {
-    let input = run.random_bytes(64 << 10);
-    let twice = Flags {
-        twice: true,
-        ..Flags::default()
-    };
-    let mut session = start(run, input, twice)?;
-    let child = session.child;
-    settle_in_read(child);
-    let pipes = session.pipes()?;
-    let write_b = Call {
-        number: libc::SYS_write,
-        matching: Match::Bits {
-            arg: 0,
-            mask: u64::MAX,
-            value: pipes.child_writes_b as u64,
-        },
-    };
-    let Some(mut tracer) = Tracer::attach(child, write_b, Action::Fail(libc::EPIPE))? else {
-        run.note(
-            "the grader may not trace the echo child here (ptrace): a write failing with EPIPE \
-             was not tried",
-        );
-        session.exchange()?;
-        session.finish()?;
-        return Ok("EPIPE not tried".into());
-    };
-    let done = session.exchange()?;
-    if !tracer.failed_the_call()? {
-        session.verify_echo(&done)?;
-        return Err(Fail::failed(format!(
-            "the echo child never called write() on its end of pipe B (fd {}): echo_loop() must \
-             write the echo with write() (write_all())",
-            pipes.child_writes_b
-        )));
-    }
-    let failed = "the grader made the echo child's write to pipe B fail with EPIPE (as the \
-                  kernel does once nobody holds pipe B's read end)";
-    if done.exchange.starts_with("ok") {
-        return Err(Fail::failed(format!(
-            "{failed}, yet exchange() returned `{}`: the child went on after the failed \
-             write (and wrote the bytes again); write_all() must return every error but EINTR, \
-             echo_loop() must return it, and the child must then _exit(1)",
-            done.exchange
-        )));
-    }
-    match Returned::parse(&done.wait) {
-        Returned::ChildFailed => {}
-        Returned::Ok(_) => {
-            return Err(Fail::failed(format!(
-                "{failed}, and wait() reported a clean exit, where it had reported ChildFailed \
-                 for a child that exited with status 1: the child exited with status 0; EPIPE \
-                 is an error like any other: write_all() and echo_loop() must return it, and the \
-                 child must then _exit(1)"
-            )));
-        }
-        _ => {
-            return Err(Fail::failed(format!(
-                "{failed}, and wait() returned `{}`: the child must _exit(1), and wait() return \
-                 ChildFailed for it",
-                done.wait
-            )));
-        }
-    }
-    refused_again(&done)?;
-    session.finish()?;
-    Ok("when its write failed with EPIPE the child exited with status 1 too".into())
-}
-
-/// Why a child left no zombie, from the parent's signal dispositions in `/proc/PID/status`.
-fn reaped_by_kernel(parent: i32) -> String {
-    if super::session::ignores_sigchld(parent) {
-        "the parent ignores SIGCHLD (SIG_IGN), and the kernel then reaps its children itself".into()
-    } else {
-        "the kernel reaps a child itself when its parent ignores SIGCHLD or sets SA_NOCLDWAIT, \
-         and another waitpid() in the parent would have reaped it too"
-            .into()
-    }
 }

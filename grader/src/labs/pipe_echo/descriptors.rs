@@ -68,6 +68,29 @@ pub fn real_pipes(run: &mut Run) -> Result<String, Fail> {
     }
     // The child inherits the program's descriptors; they are not the student's to close.
     let child_fds = inspect::view(child).map(|v| v.fds).unwrap_or_default();
+    // Replaced: the number is there, but names another file now (dup2() onto it).
+    let replaced: Vec<String> = session
+        .fds_before
+        .iter()
+        .filter_map(|(fd, was)| {
+            let now = child_fds.get(fd).filter(|now| *now != was)?;
+            let end = match inspect::pipe_inode(now) {
+                Some(inode) if inode == pipes.a => ", pipe A's read end",
+                Some(inode) if inode == pipes.b => ", pipe B's write end",
+                _ => "",
+            };
+            Some(format!("fd {fd} (was {was}, now {now}{end})"))
+        })
+        .collect();
+    if !replaced.is_empty() {
+        return Err(Fail::failed(format!(
+            "the echo child replaced descriptors it did not open: {} (the program held them \
+             before spawn(); descriptor 3 is the grader's control channel): dup2() onto a \
+             descriptor closes the file it held; leave the program's descriptors as they are, \
+             and let echo_loop() read and write the child's own pipe ends",
+            replaced.join(", ")
+        )));
+    }
     let closed = listed(&session.fds_before, |fd, target| {
         child_fds.get(fd) != Some(target)
     });

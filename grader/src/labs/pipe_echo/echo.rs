@@ -128,10 +128,77 @@ pub fn exchange_errors(run: &mut Run) -> Result<String, Fail> {
     )?;
     refused_again(&done)?;
     session.finish()?;
+
+    // More than the input ahead of the echo, one byte past its length: with the child held,
+    // the grader puts len + 1 bytes into pipe B and lets the child go only once the parent has
+    // read them. The echo is still to come: the count that exceeds the input is no end, only
+    // end-of-file is. The grader's own read end of pipe B shows what was left unread.
+    let input = run.random_bytes(len);
+    let mut session = start(run, input, flags)?;
+    settle_in_read(session.child);
+    let pipes = session.pipes()?;
+    let probe_b = outside::open_pipe(session.child, pipes.child_writes_b, false)?;
+    let mut pipe_b = outside::open_pipe(session.child, pipes.child_writes_b, true)?;
+    let ahead = run.random_bytes(len + 1);
+    outside::hold_stopped(session.child)?;
+    outside::put_bytes(&mut pipe_b, &ahead)?;
+    drop(pipe_b);
+    session.go()?;
+    let until = Instant::now() + Duration::from_secs(2);
+    while outside::bytes_in_pipe(&probe_b) != Some(0) && Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    force::resume(session.child)?;
+    let done = session.recv_done()?;
+    let unread = outside::bytes_in_pipe(&probe_b).unwrap_or(0);
+    drop(probe_b);
+    let came = 2 * len + 1;
+    if let Returned::ShortEcho { sent, echoed } = Returned::parse(&done.exchange)
+        && sent == len
+        && echoed < came
+        && unread > 0
+    {
+        let stopped = if echoed > len {
+            format!(
+                "it stopped reading pipe B once more bytes had come than were sent ({echoed} of \
+                 {len}), before end-of-file"
+            )
+        } else {
+            "it stopped reading pipe B before end-of-file".to_string()
+        };
+        return Err(Fail::failed(format!(
+            "{len} bytes were sent and {came} came back (the grader put {} bytes into pipe B \
+             ahead of the echo, and held the child until the parent had read them), and \
+             exchange() returned `{}`: {stopped}, and {unread} bytes of the echo were left \
+             unread in pipe B; more bytes than were sent is no end: read pipe B until read() \
+             returns 0, and report every byte that came back (ShortEcho {{ sent: {len}, \
+             echoed: {came} }})",
+            len + 1,
+            done.exchange
+        )));
+    }
+    length_compared(
+        &done,
+        len,
+        came,
+        &format!("put {} bytes into pipe B ahead of the echo", len + 1),
+    )?;
+    refused_again(&done)?;
+    session.finish()?;
+
+    // A first call that succeeded: a second is refused all the same, whatever the first
+    // returned (the child has gone, so nothing can come back through it again).
+    let input = run.random_bytes(len);
+    let mut session = start(run, input, flags)?;
+    let done = session.exchange()?;
+    session.verify_echo(&done)?;
+    refused_again(&done)?;
+    session.finish()?;
     Ok(format!(
-        "one byte short and one byte over ({len} bytes), and one byte over an empty input, \
-         exchange() returned ShortEcho with the right counts; a second call returned \
-         AlreadyExchanged"
+        "one byte short and one byte over ({len} bytes), one byte over an empty input, and {} \
+         bytes ahead of the echo, exchange() returned ShortEcho with the right counts; a second \
+         call returned AlreadyExchanged, after those and after an exchange that succeeded",
+        len + 1
     ))
 }
 
@@ -274,16 +341,17 @@ fn activities(pid: i32) -> Vec<Activity> {
 }
 
 pub fn reads_while_writing(run: &mut Run) -> Result<String, Fail> {
-    // Exactly what a pipe holds by default (no input is small enough to skip reading), then far
-    // more.
-    for len in [64 << 10, 1 << 20] {
+    // Exactly what a pipe holds by default (no input is small enough to skip reading), one byte
+    // more than the pipe of one page holds (the smallest input that cannot be written whole
+    // before reading: every threshold above it shows), then far more.
+    for len in [64 << 10, PAGE as usize + 1, 1 << 20] {
         reads_while_writing_len(run, len)?;
     }
-    Ok(
+    Ok(format!(
         "with the child stopped and pipes of one page, the parent waited on pipe B while it \
-         wrote; resumed, 64 KiB, then 1 MiB came back"
-            .into(),
-    )
+         wrote; resumed, 64 KiB, {} bytes, then 1 MiB came back",
+        PAGE + 1
+    ))
 }
 
 fn reads_while_writing_len(run: &mut Run, len: usize) -> Result<(), Fail> {

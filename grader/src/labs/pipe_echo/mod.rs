@@ -6,6 +6,7 @@
 //! signals) in `outside`; the checks, by what they look at, in the other modules.
 
 mod child_end;
+mod child_fails;
 mod descriptors;
 mod echo;
 mod outside;
@@ -159,7 +160,7 @@ pub static LAB: Lab = Lab {
             hint: Some(
                 "write_all() returns every error but EINTR, echo_loop() passes it on, the child then _exit(1)s, and wait() reports ChildFailed. See docs/labs/01-pipe-echo.md, the rules table (\"The child exits with status 1 when echo_loop() fails\").",
             ),
-            run: child_end::child_fails,
+            run: child_fails::child_fails,
         },
         Check {
             name: "exchange-errors",

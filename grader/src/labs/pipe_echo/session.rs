@@ -62,6 +62,13 @@ pub struct Traffic {
     pub child: inspect::IoCounters,
 }
 
+/// What a `write_all()` that wrote bytes more than once must do instead: either cause.
+pub const WRITTEN_TWICE: &str = "write_all() must go on with the bytes not yet written, and \
+                                 never write a byte twice: after a short write, advance by what \
+                                 each write() returned (added to what was written before, not \
+                                 in place of it), and after a write() that failed with EINTR, \
+                                 retry that same rest (not the whole buffer from its start)";
+
 /// Bytes a process writes besides its pipe: the control messages, an error on stderr.
 const BESIDES_PIPES: u64 = 4096;
 
@@ -328,9 +335,7 @@ impl Session {
         let saved = std::fs::metadata(&self.output).map_or(0, |m| m.len());
         let len = self.input.len() as u64;
         let Traffic { parent, child } = self.traffic;
-        let advice = "after a short write, write_all() must go on with the bytes not yet \
-                      written, advancing by what each write() returned (added to what was \
-                      written before, not in place of it), and never write a byte twice";
+        let advice = WRITTEN_TWICE;
         if parent.written_bytes > len + saved + BESIDES_PIPES {
             return Some(format!(
                 "the parent wrote {} bytes for an input of {len}: it wrote some bytes more than \
@@ -537,6 +542,26 @@ pub fn refused_again(done: &Done) -> Result<(), Fail> {
     if Returned::parse(again) == Returned::AlreadyExchanged {
         return Ok(());
     }
+    // The first call succeeded, and the second returned an echo: the write end was closed and
+    // the child has exited, so nothing can have gone through the child the second time.
+    if let (Returned::Ok(first), Returned::Ok(second)) =
+        (Returned::parse(&done.exchange), Returned::parse(again))
+        && second > 0
+    {
+        let same = if first == second {
+            " (as long as the first)"
+        } else {
+            ""
+        };
+        return Err(Fail::failed(format!(
+            "the first exchange() returned `{}`, and calling it a second time, with the same \
+             input, returned `{again}`{same}, an echo that cannot have come through the child: \
+             the first call closed the write end and the child has exited; the second answer \
+             came from memory (an echo kept from the first call, or the input itself): a second \
+             call must fail with AlreadyExchanged whatever the first returned, and send nothing",
+            done.exchange
+        )));
+    }
     // An empty echo: the second call did not look at to_child. Anything else: it wrote again.
     if done.exchange.starts_with("ok") || Returned::parse(again) == Returned::Ok(0) {
         return Err(Fail::failed(format!(
@@ -556,12 +581,17 @@ pub fn refused_again(done: &Done) -> Result<(), Fail> {
 /// Whether `pid` ignores `SIGCHLD`, so that the kernel reaps its children itself (and adds
 /// nothing of theirs to its counters or its waitpid()).
 pub fn ignores_sigchld(pid: i32) -> bool {
+    ignores_signal(pid, libc::SIGCHLD)
+}
+
+/// Whether `pid` ignores `signal` (`SIG_IGN`), from its `SigIgn` mask in `/proc/PID/status`.
+pub fn ignores_signal(pid: i32, signal: i32) -> bool {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     status
         .lines()
         .find_map(|l| l.strip_prefix("SigIgn:"))
         .and_then(|mask| u64::from_str_radix(mask.trim(), 16).ok())
-        .is_some_and(|mask| mask & (1 << (libc::SIGCHLD - 1)) != 0)
+        .is_some_and(|mask| mask & (1 << (signal - 1)) != 0)
 }
 
 /// Where the first difference between two byte strings is.

@@ -9,7 +9,9 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::Signal;
 
 use super::outside;
-use super::session::{CHILD, Done, Flags, PARENT, Session, role_of, settle_in_read, start};
+use super::session::{
+    CHILD, Done, Flags, PARENT, Returned, Session, WRITTEN_TWICE, role_of, settle_in_read, start,
+};
 use crate::engine::inspect::{self, pipe_inode};
 use crate::engine::waiting::{self, WaitRules};
 use crate::engine::{Fail, Run, force};
@@ -272,6 +274,19 @@ fn name_signal_bug(session: &Session, done: &Done, fail: Fail) -> Fail {
             "a signal interrupted a read() or write() (EINTR) and the program gave up: retry the \
              call",
         );
+    }
+    let longer = match Returned::parse(&done.exchange) {
+        Returned::ShortEcho { sent, echoed } if echoed > sent => Some((sent, echoed)),
+        _ => None,
+    };
+    if let Some((sent, echoed)) = longer {
+        // Nothing but the two processes wrote into the pipes: more came back than was sent.
+        return Fail::failed(format!(
+            "{}; {echoed} bytes came back for {sent} sent, and only the parent and the child \
+             wrote into the pipes, so bytes written twice came back (by the parent into pipe \
+             A, or by the child into pipe B); {WRITTEN_TWICE}",
+            fail.message()
+        ));
     }
     if seen.contains("sent back") || fail.message().contains("the echo is not the input") {
         // The counters sampled on the way may have missed the end of the transfer, so which

@@ -1,0 +1,353 @@
+//! The child's failure: its write to pipe B made to fail (`EAGAIN` on a full non-blocking pipe,
+//! then `EPIPE` with the `SIGPIPE` the kernel raises with it): `echo_loop()` returns the error,
+//! the child exits with status 1, `wait()` says `ChildFailed` and a second `exchange()`
+//! `AlreadyExchanged`.
+
+use std::io::Write;
+use std::time::{Duration, Instant};
+
+use super::child_end::doing;
+use super::outside::{self, describe_status};
+use super::session::{Flags, Returned, ignores_signal, refused_again, settle_in_read, start};
+use crate::engine::inspect;
+use crate::engine::tracer::{Action, Call, Match, Tracer};
+use crate::engine::{Fail, Run};
+
+pub fn child_fails(run: &mut Run) -> Result<String, Fail> {
+    let input = run.random_bytes(64 << 10);
+    let twice = Flags {
+        twice: true,
+        ..Flags::default()
+    };
+    let mut session = start(run, input, twice)?;
+    let child = session.child;
+    settle_in_read(child);
+    let pipes = session.pipes()?;
+    // The child's own write end of pipe B, made non-blocking: once pipe B is full (the parent
+    // reads nothing before `go`), the child's next write() fails with EAGAIN.
+    let shared = outside::share_descriptor(child, pipes.child_writes_b)?;
+    outside::set_nonblocking(&shared)?;
+    drop(shared);
+    let child_io = inspect::io(child).unwrap_or_default();
+    // The grader's own read end of pipe B, never read from: it shows what the child wrote there,
+    // even once the child is gone.
+    let probe_b = outside::open_pipe(child, pipes.child_writes_b, false)?;
+    let mut feed = outside::open_pipe(child, pipes.child_reads_a, true)?;
+    let capacity = outside::pipe_capacity(&feed).unwrap_or(64 << 10) as u64;
+    let bytes = run.random_bytes(16 << 10);
+    // Pipes A and B and one read of the child's: a correct child fails well before 1 MiB.
+    let mut fed = 0;
+    let until = Instant::now() + Duration::from_secs(3);
+    while Instant::now() < until && fed < 1 << 20 && outside::zombie_status(child).is_none() {
+        match feed.write(&bytes) {
+            Ok(n) => fed += n,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            Err(_) => break,
+        }
+    }
+    drop(feed);
+    let until = Instant::now() + Duration::from_millis(500);
+    while Instant::now() < until && outside::zombie_status(child).is_none() {
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    // A panic in the child comes as a message.
+    let _ = session.message_within(Duration::from_millis(5))?;
+    let in_b = outside::bytes_in_pipe(&probe_b).unwrap_or(0);
+    let room = outside::pipe_capacity(&probe_b).unwrap_or(0) as usize;
+    drop(probe_b);
+    let copied = inspect::io(child).unwrap_or_default().since(child_io);
+    let failed = "the grader made the echo child's write to pipe B fail (it set O_NONBLOCK on \
+                  the child's write end and let pipe B fill up: write() failed with EAGAIN)";
+    // Its write fails only once pipe B is full.
+    let filled = in_b >= room;
+    match outside::zombie_status(child) {
+        Some(status) if libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 1 => {}
+        Some(status) if !filled => {
+            return Err(Fail::failed(format!(
+                "the echo child {} after reading {} bytes, before end-of-file (the grader held \
+                 pipe A open) and before its write could fail (pipe B holds {in_b} of {room} \
+                 bytes): echo_loop() must read until read() returns 0",
+                describe_status(status),
+                copied.read_bytes
+            )));
+        }
+        Some(status) => {
+            return Err(Fail::failed(format!(
+                "{failed}, and the child {}: when echo_loop() returns an error the child must \
+                 _exit(1)",
+                describe_status(status)
+            )));
+        }
+        // Nobody reads pipe B before `go`: what the child read and is not there, it kept.
+        None if !filled && copied.read_bytes > in_b as u64 + capacity => {
+            return Err(Fail::failed(format!(
+                "the echo child read {} bytes from pipe A, yet pipe B holds only {in_b} (it \
+                 holds {room}): the child must write what each read() returned to pipe B \
+                 before it reads again",
+                copied.read_bytes
+            )));
+        }
+        // Gone without a zombie, before the parent called wait(): the kernel reaped it.
+        None if inspect::view(child).is_none() => {
+            return Err(Fail::failed(format!(
+                "{failed}; the echo child then ended, and left no zombie although the parent \
+                 had not called wait() yet: {}; its exit status is lost, so wait() cannot tell \
+                 a failed child from a clean exit: leave SIGCHLD as it is, and reap the child \
+                 with waitpid() in wait()",
+                reaped_by_kernel(session.parent)
+            )));
+        }
+        None => {
+            let doing = doing(child);
+            // Asleep in poll() with pipe B full: it waits for room instead of failing.
+            let waits_for_room = if doing.contains("poll") {
+                ", waiting for room in pipe B after EAGAIN, which nobody will make: on a \
+                 non-blocking descriptor EAGAIN is the error to return, not a wait"
+            } else {
+                ""
+            };
+            return Err(Fail::failed(format!(
+                "{failed}, and the child did not end (it is {doing}{waits_for_room}): write_all() \
+                 must return every error but EINTR, echo_loop() must return it, and the child \
+                 must then _exit(1)"
+            )));
+        }
+    }
+    let done = session.exchange()?;
+    if done.exchange.starts_with("ok") {
+        return Err(Fail::failed(format!(
+            "the echo child had failed and exited before the transfer, yet exchange() returned \
+             `{}`: check the result of every write() and read()",
+            done.exchange
+        )));
+    }
+    match Returned::parse(&done.wait) {
+        Returned::ChildFailed => {}
+        Returned::Ok(_) => {
+            return Err(Fail::failed(
+                "the echo child exited with status 1, yet wait() reported a clean exit: only \
+                 Exited(_, 0) is success; any other status is ChildFailed",
+            ));
+        }
+        _ => {
+            return Err(Fail::failed(format!(
+                "wait() returned `{}` for a child that exited with status 1: reap it with \
+                 waitpid() and return ChildFailed for any end but Exited(_, 0)",
+                done.wait
+            )));
+        }
+    }
+    refused_again(&done)?;
+    session.finish()?;
+    let broken = child_write_broken(run)?;
+    Ok(format!(
+        "when its write failed the child exited with status 1, and wait() said ChildFailed; \
+         {broken}"
+    ))
+}
+
+/// The child's write to pipe B made to fail with `EPIPE`, and `SIGPIPE` raised in it, as the
+/// kernel does once no read end is open (the grader skips the call): an error like any other,
+/// so status 1 and `ChildFailed`. The grader feeds pipe A itself before `go`, so that the parent,
+/// waiting for `go`, leaves the child's end to be read from its zombie: an exit with status 1,
+/// not a death by `SIGPIPE` (the child inherits it ignored). Run after the `EAGAIN` round, which
+/// showed that the child writes what it reads.
+fn child_write_broken(run: &mut Run) -> Result<String, Fail> {
+    let input = run.random_bytes(64 << 10);
+    let twice = Flags {
+        twice: true,
+        ..Flags::default()
+    };
+    let mut session = start(run, input, twice)?;
+    let child = session.child;
+    settle_in_read(child);
+    let pipes = session.pipes()?;
+    // Its dispositions as it waits for input, after whatever it set up once forked.
+    let ignored_sigpipe = ignores_signal(child, libc::SIGPIPE);
+    let write_b = Call {
+        number: libc::SYS_write,
+        matching: Match::Bits {
+            arg: 0,
+            mask: u64::MAX,
+            value: pipes.child_writes_b as u64,
+        },
+    };
+    let raising = Action::FailRaising(libc::EPIPE, libc::SIGPIPE);
+    let Some(mut tracer) = Tracer::attach(child, write_b, raising)? else {
+        run.note(
+            "the grader may not trace the echo child here (ptrace): a write failing with EPIPE \
+             was not tried",
+        );
+        session.exchange()?;
+        session.finish()?;
+        return Ok("EPIPE not tried".into());
+    };
+    // The grader's own read end of pipe B, never read from: what the child passed on there.
+    let probe_b = outside::open_pipe(child, pipes.child_writes_b, false)?;
+    let mut feed = outside::open_pipe(child, pipes.child_reads_a, true)?;
+    let bytes = run.random_bytes(4 << 10);
+    let mut fed = 0;
+    let until = Instant::now() + Duration::from_secs(3);
+    let failed = loop {
+        if tracer.failed_before(Instant::now() + Duration::from_millis(2))? {
+            break true;
+        }
+        // Bytes in pipe B with no write() to it: they went another way.
+        if outside::bytes_in_pipe(&probe_b).is_some_and(|n| n > 0) || Instant::now() > until {
+            break false;
+        }
+        if fed < 1 << 20 {
+            match feed.write(&bytes) {
+                Ok(n) => fed += n,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(_) => {}
+            }
+        }
+    };
+    drop(feed);
+    let passed_on = outside::bytes_in_pipe(&probe_b).unwrap_or(0);
+    drop(probe_b);
+    if !failed {
+        let how = moved_by(child);
+        drop(tracer);
+        if passed_on > 0 {
+            return Err(Fail::failed(format!(
+                "the echo child never called write() on its end of pipe B (fd {}), yet {passed_on} \
+                 of the {fed} bytes the grader fed into pipe A came out in pipe B: it moved them \
+                 another way{how}; echo_loop() must read() into a buffer and write the echo with \
+                 write() (write_all())",
+                pipes.child_writes_b
+            )));
+        }
+        // Nothing passed on, nothing written: how it keeps what it reads is another check's.
+        let done = session.exchange()?;
+        session.verify_echo(&done)?;
+        return Err(Fail::failed(format!(
+            "the echo child never called write() on its end of pipe B (fd {}) while the grader \
+             fed {fed} bytes into pipe A{how}: echo_loop() must write what each read() returned \
+             with write() (write_all()) before it reads again",
+            pipes.child_writes_b
+        )));
+    }
+    drop(tracer);
+    let failed = "the grader made the echo child's write to pipe B fail with EPIPE and raised \
+                  SIGPIPE in it, as the kernel does once nobody holds pipe B's read end";
+    let until = Instant::now() + Duration::from_secs(3);
+    while Instant::now() < until && outside::zombie_status(child).is_none() {
+        if inspect::view(child).is_none() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    // A panic in the child comes as a message.
+    let _ = session.message_within(Duration::from_millis(2))?;
+    match outside::zombie_status(child) {
+        Some(status) if libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 1 => {}
+        Some(status) if libc::WIFSIGNALED(status) && libc::WTERMSIG(status) == libc::SIGPIPE => {
+            let disposition = if ignored_sigpipe {
+                " (it still ignored SIGPIPE while it waited for input: it changed that later, or \
+                 raised the signal itself)"
+            } else {
+                " (it had set SIGPIPE back to its default action: while it waited for input, its \
+                 SigIgn in /proc/PID/status lacked SIGPIPE)"
+            };
+            return Err(Fail::failed(format!(
+                "{failed}, and the child was killed by SIGPIPE{disposition}: the child inherits \
+                 SIGPIPE ignored (Rust ignores it before main runs) and must keep it so; then a \
+                 write() to a pipe nobody reads fails with EPIPE, echo_loop() returns that error \
+                 and the child _exit(1)s, as spawn() promises"
+            )));
+        }
+        Some(status) if libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0 => {
+            return Err(Fail::failed(format!(
+                "{failed}, and the child exited with status 0; EPIPE is an error like any other: \
+                 write_all() and echo_loop() must return it, and the child must then _exit(1)"
+            )));
+        }
+        Some(status) => {
+            return Err(Fail::failed(format!(
+                "{failed}, and the child {}: when echo_loop() returns an error the child must \
+                 _exit(1)",
+                describe_status(status)
+            )));
+        }
+        None if inspect::view(child).is_none() => {
+            return Err(Fail::failed(format!(
+                "{failed}; the echo child then ended, and left no zombie although the parent \
+                 had not called wait() yet: {}",
+                reaped_by_kernel(session.parent)
+            )));
+        }
+        None => {
+            return Err(Fail::failed(format!(
+                "{failed}, and the child did not end (it is {}): write_all() must return every \
+                 error but EINTR, echo_loop() must return it, and the child must then _exit(1)",
+                doing(child)
+            )));
+        }
+    }
+    let done = session.exchange()?;
+    if done.exchange.starts_with("ok") {
+        return Err(Fail::failed(format!(
+            "the echo child had failed (EPIPE) and exited with status 1 before the transfer, yet \
+             exchange() returned `{}`: check the result of every write() and read()",
+            done.exchange
+        )));
+    }
+    match Returned::parse(&done.wait) {
+        Returned::ChildFailed => {}
+        _ => {
+            return Err(Fail::failed(format!(
+                "{failed}, the child exited with status 1, and wait() returned `{}`: wait() \
+                 must return ChildFailed for it",
+                done.wait
+            )));
+        }
+    }
+    refused_again(&done)?;
+    session.finish()?;
+    Ok(
+        "when its write failed with EPIPE (SIGPIPE raised) the child exited with status 1 too"
+            .into(),
+    )
+}
+
+/// How the echo child moved bytes into pipe B without a `write()`, from the call it sleeps in:
+/// the kernel's own copies between descriptors.
+fn moved_by(child: i32) -> String {
+    let calls: Vec<&str> = inspect::view(child)
+        .map(|view| {
+            view.threads
+                .iter()
+                .filter_map(|t| match t.syscall?.0 {
+                    libc::SYS_splice => Some("splice()"),
+                    libc::SYS_tee => Some("tee()"),
+                    libc::SYS_sendfile => Some("sendfile()"),
+                    libc::SYS_copy_file_range => Some("copy_file_range()"),
+                    libc::SYS_vmsplice => Some("vmsplice()"),
+                    _ => None,
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    match calls.first() {
+        Some(call) => format!(
+            " (it waits for input in {call}, which moves bytes between descriptors inside the \
+             kernel)"
+        ),
+        None => format!(" (it is {})", doing(child)),
+    }
+}
+
+/// Why a child left no zombie, from the parent's signal dispositions in `/proc/PID/status`.
+fn reaped_by_kernel(parent: i32) -> String {
+    if super::session::ignores_sigchld(parent) {
+        "the parent ignores SIGCHLD (SIG_IGN), and the kernel then reaps its children itself".into()
+    } else {
+        "the kernel reaps a child itself when its parent ignores SIGCHLD or sets SA_NOCLDWAIT, \
+         and another waitpid() in the parent would have reaped it too"
+            .into()
+    }
+}
