@@ -492,12 +492,17 @@ pub fn grade_built(
         None => (setup, programs),
     };
 
-    let jobs: Vec<(usize, &Plan, &'static Check)> = plans
+    // Each check with its place in the report.
+    let mut jobs: Vec<(usize, (usize, &Plan, &'static Check))> = plans
         .iter()
         .enumerate()
         .flat_map(|(p, plan)| plan.checks.iter().map(move |check| (p, plan, *check)))
+        .enumerate()
         .collect();
-    let queue = Mutex::new(jobs.iter().enumerate());
+    // Exclusive checks first: one taken later waits for the checks running beside it to end (a
+    // long one takes seconds), and the other workers wait behind it, their CPUs idle.
+    jobs.sort_by_key(|(_, (_, _, check))| !check.exclusive);
+    let queue = Mutex::new(jobs.iter());
     // Per plan: its checks' results by job index, and how many are still to come.
     type Graded = (usize, CheckResult, Vec<IpcObject>);
     let labs: Mutex<Vec<(Vec<Graded>, usize)>> = Mutex::new(
@@ -515,7 +520,7 @@ pub fn grade_built(
                         return;
                     }
                     let next = queue.lock().expect("queue lock").next();
-                    let Some((index, &(p, plan, check))) = next else {
+                    let Some(&(index, (p, plan, check))) = next else {
                         return;
                     };
                     progress(Progress::Started {
