@@ -106,7 +106,7 @@ pub fn unlinked_at_end(run: &mut Run) -> Result<String, Fail> {
                  ('X' and more): the consumer took both and waits in mq_receive for more on \
                  the empty queue, so it passed over the garbled message. receive() returns it \
                  as QueueError::Garbled, which ends serve() (kind=garbled), and serve() closes \
-                 and unlinks the queue then too"
+                 and unlinks the queue then too",
             ));
         }
         Reached::InCall | Reached::NotYet => consumer.answer()?,
