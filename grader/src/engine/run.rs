@@ -172,16 +172,7 @@ impl Run {
         msg_max: u64,
         msgsize_max: u64,
     ) -> Result<Option<Proc>, Fail> {
-        if !nix::unistd::geteuid().is_root()
-            || !process::message_queue_sysctls_allowed(msg_max, msgsize_max)
-        {
-            return Ok(None);
-        }
-        let limits = Limits {
-            message_queue_sysctls: Some((msg_max, msgsize_max)),
-            ..self.limits
-        };
-        self.spawn_limited(args, limits).map(Some)
+        self.spawn_in_message_queue_namespace(args, (msg_max, msgsize_max), None)
     }
 
     /// As [`Run::spawn_with_message_queue_sysctls`], and that namespace's `msg_default` is
@@ -192,6 +183,15 @@ impl Run {
         (msg_max, msgsize_max): (u64, u64),
         msg_default: u64,
     ) -> Result<Option<Proc>, Fail> {
+        self.spawn_in_message_queue_namespace(args, (msg_max, msgsize_max), Some(msg_default))
+    }
+
+    fn spawn_in_message_queue_namespace<S: AsRef<OsStr>>(
+        &mut self,
+        args: &[S],
+        (msg_max, msgsize_max): (u64, u64),
+        msg_default: Option<u64>,
+    ) -> Result<Option<Proc>, Fail> {
         if !nix::unistd::geteuid().is_root()
             || !process::message_queue_sysctls_allowed(msg_max, msgsize_max)
         {
@@ -199,7 +199,7 @@ impl Run {
         }
         let limits = Limits {
             message_queue_sysctls: Some((msg_max, msgsize_max)),
-            message_queue_msg_default: Some(msg_default),
+            message_queue_msg_default: msg_default,
             ..self.limits
         };
         self.spawn_limited(args, limits).map(Some)

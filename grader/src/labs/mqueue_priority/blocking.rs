@@ -44,16 +44,21 @@ enum Forced {
     Left(u32),
 }
 
-/// Makes the call `proc` waits in (`call`, on whichever thread waits in it) fail with EINTR
-/// [`FORCED_EINTRS`] times in a row, and sees whether it made the call again each time.
-fn force_eintrs(proc: &mut Proc, call: i64) -> Result<Forced, Fail> {
-    let pid = proc.pid.as_raw();
-    let waiting = inspect::view(pid).and_then(|view| {
+/// The thread of `pid` that waits in system call `call`, if one does.
+fn thread_waiting_in(pid: i32, call: i64) -> Option<i32> {
+    inspect::view(pid).and_then(|view| {
         view.threads
             .iter()
             .find(|t| t.syscall.map(|(nr, _)| nr) == Some(call))
             .map(|t| t.tid)
-    });
+    })
+}
+
+/// Makes the call `proc` waits in (`call`, on whichever thread waits in it) fail with EINTR
+/// [`FORCED_EINTRS`] times in a row, and sees whether it made the call again each time.
+fn force_eintrs(proc: &mut Proc, call: i64) -> Result<Forced, Fail> {
+    let pid = proc.pid.as_raw();
+    let waiting = thread_waiting_in(pid, call);
     let Some(tid) = waiting else {
         return Ok(Forced::Untraced);
     };
@@ -90,12 +95,7 @@ fn force_eintrs(proc: &mut Proc, call: i64) -> Result<Forced, Fail> {
 /// whether the kernel restarted the call (`Some(true)`) or failed it with EINTR; `None` where
 /// it cannot be traced.
 fn signal_restarts(pid: i32, call: i64) -> Result<Option<bool>, Fail> {
-    let waiting = inspect::view(pid).and_then(|view| {
-        view.threads
-            .iter()
-            .find(|t| t.syscall.map(|(nr, _)| nr) == Some(call))
-            .map(|t| t.tid)
-    });
+    let waiting = thread_waiting_in(pid, call);
     let Some(tid) = waiting else {
         return Ok(None);
     };

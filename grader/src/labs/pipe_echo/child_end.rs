@@ -12,6 +12,7 @@ use nix::unistd::Pid;
 use super::outside::{self, ExitHold, describe_status};
 use super::session::{
     Done, Flags, Returned, Session, pipes_of, refused_again, role_of, settle_in_read, start,
+    started_twice_in_read,
 };
 use crate::engine::diagnose::classify;
 use crate::engine::inspect;
@@ -547,14 +548,8 @@ pub fn child_dies_early(run: &mut Run) -> Result<String, Fail> {
 fn pipe_a_still_read(run: &mut Run) -> Result<String, Fail> {
     let len = 256 << 10;
     let input = run.random_bytes(len);
-    let twice = Flags {
-        twice: true,
-        ..Flags::default()
-    };
-    let mut session = start(run, input, twice)?;
+    let (mut session, pipes) = started_twice_in_read(run, input)?;
     let child = session.child;
-    settle_in_read(child);
-    let pipes = session.pipes()?;
     let mut pipe_a = outside::open_pipe(child, pipes.child_reads_a, false)?;
     kill(Pid::from_raw(child), Signal::SIGKILL).map_err(|e| Fail::Grader(format!("kill: {e}")))?;
     let settle = Instant::now() + Duration::from_secs(1);

@@ -8,21 +8,15 @@ use std::time::{Duration, Instant};
 
 use super::child_end::doing;
 use super::outside::{self, describe_status};
-use super::session::{Flags, Returned, ignores_signal, refused_again, settle_in_read, start};
+use super::session::{Returned, ignores_signal, refused_again, started_twice_in_read};
 use crate::engine::inspect;
 use crate::engine::tracer::{Action, Call, Match, Tracer};
 use crate::engine::{Fail, Run};
 
 pub fn child_fails(run: &mut Run) -> Result<String, Fail> {
     let input = run.random_bytes(64 << 10);
-    let twice = Flags {
-        twice: true,
-        ..Flags::default()
-    };
-    let mut session = start(run, input, twice)?;
+    let (mut session, pipes) = started_twice_in_read(run, input)?;
     let child = session.child;
-    settle_in_read(child);
-    let pipes = session.pipes()?;
     // The child's own write end of pipe B, made non-blocking: once pipe B is full (the parent
     // reads nothing before `go`), the child's next write() fails with EAGAIN.
     let shared = outside::share_descriptor(child, pipes.child_writes_b)?;
@@ -156,14 +150,8 @@ pub fn child_fails(run: &mut Run) -> Result<String, Fail> {
 /// showed that the child writes what it reads.
 fn child_write_broken(run: &mut Run) -> Result<String, Fail> {
     let input = run.random_bytes(64 << 10);
-    let twice = Flags {
-        twice: true,
-        ..Flags::default()
-    };
-    let mut session = start(run, input, twice)?;
+    let (mut session, pipes) = started_twice_in_read(run, input)?;
     let child = session.child;
-    settle_in_read(child);
-    let pipes = session.pipes()?;
     // Its dispositions as it waits for input, after whatever it set up once forked.
     let ignored_sigpipe = ignores_signal(child, libc::SIGPIPE);
     let write_b = Call {

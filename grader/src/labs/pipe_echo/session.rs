@@ -141,6 +141,19 @@ pub fn launch(run: &mut Run, input: Vec<u8>, flags: Flags) -> Result<Launched, F
     })
 }
 
+/// A session of `--twice` (a second `exchange()` after the first) whose child has settled in
+/// its read of pipe A, with the pipe ends of both processes.
+pub fn started_twice_in_read(run: &mut Run, input: Vec<u8>) -> Result<(Session, Pipes), Fail> {
+    let twice = Flags {
+        twice: true,
+        ..Flags::default()
+    };
+    let session = start(run, input, twice)?;
+    settle_in_read(session.child);
+    let pipes = session.pipes()?;
+    Ok((session, pipes))
+}
+
 /// Starts the program and waits until `spawn()` has returned the child.
 pub fn start(run: &mut Run, input: Vec<u8>, flags: Flags) -> Result<Session, Fail> {
     match launch(run, input, flags)?.spawn()? {

@@ -198,53 +198,69 @@ pub fn sockets(pid: i32) -> Vec<(i32, u64)> {
         .unwrap_or_default()
 }
 
-/// The local addresses (as `/proc/net/tcp` writes them, `0100007F` for 127.0.0.1) of the TCP
-/// sockets of `pid` that listen on `port`.
-pub fn listening_on(pid: i32, port: u16) -> Vec<String> {
+/// A TCP socket as `/proc/PID/net/tcp` (or `tcp6`) lists it: addresses as written there
+/// (`0100007F:1F90`), the state in hex (`0A`: listening, `01`: established), the inode.
+struct TcpSocket {
+    local: String,
+    remote: String,
+    state: String,
+    inode: u64,
+}
+
+impl TcpSocket {
+    fn port_of(address: &str) -> Option<u16> {
+        let (_, hex) = address.rsplit_once(':')?;
+        u16::from_str_radix(hex, 16).ok()
+    }
+}
+
+/// The TCP sockets of `pid`'s network namespace (IPv4 and IPv6) that are `pid`'s own.
+fn tcp_sockets(pid: i32) -> Vec<TcpSocket> {
     let inodes: Vec<u64> = sockets(pid).into_iter().map(|(_, inode)| inode).collect();
     let mut found = Vec::new();
     for table in ["tcp", "tcp6"] {
-        let Ok(text) = std::fs::read_to_string(format!("/proc/{pid}/net/{table}")) else {
-            continue;
-        };
+        let text = std::fs::read_to_string(format!("/proc/{pid}/net/{table}")).unwrap_or_default();
         for line in text.lines().skip(1) {
             let fields: Vec<&str> = line.split_whitespace().collect();
-            let (Some(local), Some(state), Some(inode)) =
-                (fields.get(1), fields.get(3), fields.get(9))
+            let (Some(local), Some(remote), Some(state), Some(inode)) =
+                (fields.get(1), fields.get(2), fields.get(3), fields.get(9))
             else {
                 continue;
             };
-            let Some((address, hex_port)) = local.rsplit_once(':') else {
-                continue;
-            };
-            let listening = *state == "0A";
-            let ours = inode.parse().is_ok_and(|i: u64| inodes.contains(&i));
-            if listening && ours && u16::from_str_radix(hex_port, 16) == Ok(port) {
-                found.push(address.to_string());
+            if let Ok(inode) = inode.parse::<u64>()
+                && inodes.contains(&inode)
+            {
+                found.push(TcpSocket {
+                    local: local.to_string(),
+                    remote: remote.to_string(),
+                    state: state.to_string(),
+                    inode,
+                });
             }
         }
     }
     found
 }
 
+/// The local addresses (as `/proc/net/tcp` writes them, `0100007F` for 127.0.0.1) of the TCP
+/// sockets of `pid` that listen on `port`.
+pub fn listening_on(pid: i32, port: u16) -> Vec<String> {
+    tcp_sockets(pid)
+        .into_iter()
+        .filter(|s| s.state == "0A" && TcpSocket::port_of(&s.local) == Some(port))
+        .filter_map(|s| {
+            s.local
+                .rsplit_once(':')
+                .map(|(address, _)| address.to_string())
+        })
+        .collect()
+}
+
 /// Whether `pid` holds a TCP connection to `port` (established, in `/proc/PID/net/tcp`).
 pub fn connected_to(pid: i32, port: u16) -> bool {
-    let inodes: Vec<u64> = sockets(pid).into_iter().map(|(_, inode)| inode).collect();
-    ["tcp", "tcp6"].iter().any(|table| {
-        let text = std::fs::read_to_string(format!("/proc/{pid}/net/{table}")).unwrap_or_default();
-        text.lines().skip(1).any(|line| {
-            let fields: Vec<&str> = line.split_whitespace().collect();
-            let (Some(remote), Some(state), Some(inode)) =
-                (fields.get(2), fields.get(3), fields.get(9))
-            else {
-                return false;
-            };
-            let to_port = remote
-                .rsplit_once(':')
-                .is_some_and(|(_, hex)| u16::from_str_radix(hex, 16) == Ok(port));
-            to_port && *state == "01" && inode.parse().is_ok_and(|i: u64| inodes.contains(&i))
-        })
-    })
+    tcp_sockets(pid)
+        .iter()
+        .any(|s| s.state == "01" && TcpSocket::port_of(&s.remote) == Some(port))
 }
 
 /// Whether a `/proc/net/tcp` address is the loopback one (127.0.0.0/8, or ::1).
@@ -335,27 +351,13 @@ pub fn connections(pid: i32, port: u16) -> std::collections::BTreeSet<u64> {
             found.insert(inode);
         }
     }
-    for table in ["tcp", "tcp6"] {
-        let text = std::fs::read_to_string(format!("/proc/{pid}/net/{table}")).unwrap_or_default();
-        for line in text.lines().skip(1) {
-            let fields: Vec<&str> = line.split_whitespace().collect();
-            let (Some(local), Some(state), Some(inode)) =
-                (fields.get(1), fields.get(3), fields.get(9))
-            else {
-                continue;
-            };
-            let on_port = local
-                .rsplit_once(':')
-                .is_some_and(|(_, hex)| u16::from_str_radix(hex, 16) == Ok(port));
-            if let Ok(inode) = inode.parse::<u64>()
-                && port != 0
-                && on_port
-                && *state != "0A"
-                && ours.contains(&inode)
-            {
-                found.insert(inode);
-            }
-        }
+    if port != 0 {
+        found.extend(
+            tcp_sockets(pid)
+                .into_iter()
+                .filter(|s| s.state != "0A" && TcpSocket::port_of(&s.local) == Some(port))
+                .map(|s| s.inode),
+        );
     }
     found
 }
