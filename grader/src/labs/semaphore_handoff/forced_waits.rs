@@ -101,22 +101,48 @@ pub fn every_deadline(waiter: i32, role: &str) -> Result<String, Fail> {
         read += 1;
         if deadline + BEHIND_LIMIT < now {
             let behind = now - deadline;
-            return Err(Fail::failed(format!(
+            let seen = format!(
                 "the grader held {role} at the entry of each of its timed waits for a second \
                  (the other side held, so that it only waited): one wait, made {} ms into a \
                  second of the clock, was called with a deadline {} behind the clock, which \
-                 times out at once, so that {role} does not block then. Each deadline is now + \
-                 WAIT_SLICE, whatever the clock shows: add WAIT_SLICE with TimeSpec arithmetic \
-                 (or carry the nanoseconds over 1,000,000,000 into the seconds)",
+                 times out at once, so that {role} does not block then",
                 now.subsec_millis(),
                 millis(behind)
-            )));
+            );
+            return Err(Fail::failed(if lost_carry(now, deadline) {
+                format!(
+                    "{seen}; that deadline is one second short of now + WAIT_SLICE (the clock \
+                     at x.{:03} s, the deadline at x.{:03} s of the same second): the \
+                     nanoseconds passed 1,000,000,000 and were not carried into the seconds. \
+                     Each deadline is now + WAIT_SLICE, whatever the clock shows: add WAIT_SLICE \
+                     with TimeSpec arithmetic (or carry the nanoseconds over 1,000,000,000 into \
+                     the seconds)",
+                    now.subsec_millis(),
+                    deadline.subsec_millis()
+                )
+            } else {
+                format!(
+                    "{seen}: the deadline was computed once and used again after it had passed. \
+                     Compute the deadline for each slice, just before the timed wait: now + \
+                     WAIT_SLICE"
+                )
+            }));
         }
     }
     Ok(format!(
         "every deadline of {role}'s timed waits over {} ms was ahead ({read} read)",
         started.elapsed().as_millis()
     ))
+}
+
+/// Whether `deadline`, read at the entry of a wait made at `now`, is now + `WAIT_SLICE` with the
+/// nanoseconds wrapped without a carry: in the clock's second, one second short of a slice
+/// ahead (give or take what a program preempted between its clock read and its call loses).
+fn lost_carry(now: Duration, deadline: Duration) -> bool {
+    let carried = deadline + Duration::from_secs(1);
+    carried > now
+        && carried - now <= WAIT_SLICE
+        && deadline.subsec_nanos() < WAIT_SLICE.subsec_nanos()
 }
 
 /// Makes the timed wait of `waiter` (`role`, waiting for `other`, which the grader holds) time

@@ -88,6 +88,13 @@ fn explain_busy(waiter: i32, role: &str, fail: Fail, passive: &Samples) -> Fail 
     let judge = |samples: &Samples| {
         let leads = samples.leads();
         if let Some(by) = samples.past(PAST_SLACK) {
+            if by <= probe::FAR_PAST {
+                // A deadline reused after it passed, or built without a carry near the end of
+                // a second: the deadline of every wait, read with the clock, tells which.
+                if let Err(Fail::Failed(message)) = forced_waits::every_deadline(waiter, role) {
+                    return Some(message);
+                }
+            }
             Some(if by > probe::FAR_PAST {
                 format!(
                     "{role} did not block while it waited for the other side (held by the \

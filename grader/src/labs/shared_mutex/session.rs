@@ -44,8 +44,8 @@ pub(super) struct Session {
     /// The coordinator last seen asleep on the condition variable: the next finish counted
     /// after that must wake it.
     pub asleep: Option<AsleepOnCond>,
-    /// Whether one worker is held back until the others are done, so that its finish comes
-    /// after [`FinalUnlock`] is armed.
+    /// Whether [`FinalUnlock`] is watched: the worker held back (see
+    /// [`Session::hold_back_last_worker`]) finishes after it is armed.
     pub watch_final_unlock: bool,
     held_back: Option<i32>,
     final_unlock: Option<FinalUnlock>,
@@ -204,6 +204,16 @@ impl Session {
             )),
             _ => None,
         }
+    }
+
+    /// Stops the worker with the most work before it takes its `go`: it starts only once the
+    /// others have finished and [`FinalUnlock`] is armed, however late the grader reads their
+    /// finishes on a loaded machine.
+    pub fn hold_back_last_worker(&mut self) -> Result<(), Fail> {
+        let last = *self.workers.last().expect("a session has workers");
+        force::hold(last)?;
+        self.held_back = Some(last);
+        Ok(())
     }
 
     /// Releases the workers all at once (one `go` each), once the coordinator waits.
@@ -406,10 +416,6 @@ impl Session {
                             .filter(|i| !workers.contains_key(i))
                             .map(|i| self.workers[i])
                             .collect();
-                        if self.watch_final_unlock && self.held_back.is_none() {
-                            // The one with the most work: the least likely to be done already.
-                            self.held_back = others.last().copied();
-                        }
                         let held_back = self.held_back.filter(|w| others.contains(w));
                         let looked = let_coordinator_look(
                             &self.segment,
@@ -591,7 +597,10 @@ pub(super) fn let_coordinator_look(
         waiters: None,
     };
     if !probe::can_hold(segment) {
-        // Other checks judge that mutex; here the run just goes on.
+        // Other checks judge that mutex; here the run just goes on, the held-back worker too.
+        if let Some(worker) = held_back {
+            force::resume(worker)?;
+        }
         return Ok(looked);
     }
     let held = probe::hold(segment, Duration::from_secs(2))?;
