@@ -5,23 +5,26 @@
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
-use std::sync::Once;
+use std::sync::Mutex;
 
 pub fn workspace() -> PathBuf {
     ipc_grader::workspace_root().expect("the tests run in an ipc-labs workspace")
 }
 
-/// The `CARGO_TARGET_DIR` of every template's cargo: on first use, it receives a copy of this
-/// workspace's dev-profile build of the registry crates.
-pub fn template_target() -> PathBuf {
-    static SEEDED: Once = Once::new();
-    let target = workspace().join("target").join("template-tests");
-    SEEDED.call_once(|| {
+/// The `CARGO_TARGET_DIR` of the templates built by the test `name`: on first use, it receives
+/// a copy of this workspace's dev-profile build of the registry crates. One per test, so that
+/// tests building templates run side by side: cargo keys a package's build script output by
+/// package, not by path, so two templates in one target directory would share it.
+pub fn template_target(name: &str) -> PathBuf {
+    static SEEDED: Mutex<BTreeSet<String>> = Mutex::new(BTreeSet::new());
+    let target = workspace().join("target").join("template-tests").join(name);
+    let mut seeded = SEEDED.lock().unwrap_or_else(|e| e.into_inner());
+    if seeded.insert(name.to_string()) {
         copy_registry_builds(
             &workspace().join("target").join("debug"),
             &target.join("debug"),
-        )
-    });
+        );
+    }
     target
 }
 

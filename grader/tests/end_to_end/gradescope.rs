@@ -11,8 +11,7 @@ use ipc_grader::deliver::export::ExportError;
 use ipc_grader::deliver::gradescope::{GradescopeError, ROOT_SCRIPTS, build};
 use serde_json::Value;
 
-mod support;
-use support::workspace;
+use crate::support::{self, workspace};
 
 /// Set, the test fails where it cannot run the submission as an unprivileged user, instead of
 /// running it as its own user (CI sets it where it runs as root).
@@ -39,9 +38,9 @@ fn script(root: &Path, name: &str, user: &str) -> Command {
         .env("IPC_LABS_GRADE_USER", user)
         .env_remove("IPC_LABS_WORKSPACE")
         .env_remove("IPC_LABS_PREBUILT")
-        // The target directory every test building a template shares: the registry crates are
-        // built once (setup.sh installs the grader where run_autograder looks, wherever built).
-        .env("CARGO_TARGET_DIR", support::template_target())
+        // A target directory with the registry crates built (setup.sh installs the grader
+        // where run_autograder looks, wherever built).
+        .env("CARGO_TARGET_DIR", support::template_target("gradescope"))
         .env_remove("CARGO_MANIFEST_DIR")
         .current_dir(root);
     command

@@ -10,8 +10,7 @@ use assert_cmd::cargo::CommandCargoExt;
 use ipc_grader::deliver::classroom50::{Classroom50Error, write};
 use serde_json::Value;
 
-mod support;
-use support::workspace;
+use crate::support::{self, workspace};
 
 /// The rules of `schemas/result-v1.schema.json`: every required field, integer scores,
 /// score <= max-score at both levels, no other top-level field.
@@ -165,9 +164,8 @@ fn run_autograder(config: &Path, checkout: &Path) -> Value {
         )
         .env_remove("IPC_LABS_WORKSPACE")
         .env_remove("IPC_LABS_PREBUILT")
-        // The target directory every test building a template shares: the registry crates are
-        // built once.
-        .env("CARGO_TARGET_DIR", support::template_target())
+        // A target directory with the registry crates built.
+        .env("CARGO_TARGET_DIR", support::template_target("classroom50"))
         .env_remove("CARGO_MANIFEST_DIR")
         .output()
         .expect("python3 runs");

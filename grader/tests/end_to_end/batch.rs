@@ -328,9 +328,7 @@ fn build_labs_here() {
     }
 }
 
-// One batch at a time: two would share the CPUs, and the timed checks with them.
 #[test]
-#[serial_test::serial]
 fn a_class_is_graded_isolated_and_reported() {
     build_labs_here();
     let scratch = tempfile::tempdir().unwrap();
@@ -519,7 +517,6 @@ fn an_out_directory_in_use_is_refused_without_resume() {
 }
 
 #[test]
-#[serial_test::serial]
 fn a_submission_over_its_time_limit_is_stopped_and_resume_skips_it() {
     build_labs_here();
     let scratch = tempfile::tempdir().unwrap();

@@ -14,8 +14,7 @@ use base64::Engine;
 use ipc_grader::deliver::export::{MANIFEST, STUDENT_TEMPLATE, WORKFLOW};
 use ipc_grader::engine::compile::{Variant, crate_dir};
 
-mod support;
-use support::workspace;
+use crate::support::{self, workspace};
 
 /// The lab the template is built and graded with.
 const LAB: &str = "pipe-echo";
@@ -158,7 +157,7 @@ fn the_template_holds_the_labs_the_grader_and_the_handouts_and_nothing_of_the_so
         "grader/tests/mutants",
         "grader/tests/mutants.rs",
         "grader/tests/cli.rs",
-        "grader/tests/export.rs",
+        "grader/tests/end_to_end",
         "grader/template",
         "grader/scripts",
         ".github/workflows/ci.yml",
@@ -299,14 +298,17 @@ fn broken_links(repo: &Path) -> Vec<String> {
     broken
 }
 
-/// `cargo` in the template, with the target directory that every test building a template
-/// shares (the registry crates are built once) and nothing of this workspace's environment.
+/// `cargo` in the template, with a target directory that has the registry crates built, and
+/// nothing of this workspace's environment.
 fn cargo_in(template: &Path, args: &[&str]) -> Output {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     Command::new(cargo)
         .args(args)
         .current_dir(template)
-        .env("CARGO_TARGET_DIR", support::template_target())
+        .env(
+            "CARGO_TARGET_DIR",
+            support::template_target("export-template"),
+        )
         .env_remove("IPC_LABS_WORKSPACE")
         .env_remove("IPC_LABS_PREBUILT")
         .env_remove("CARGO_MANIFEST_DIR")
@@ -349,9 +351,6 @@ fn drop_in_solutions(template: &Path) {
 }
 
 #[test]
-// One template at a time in the shared target directory: cargo keys the grader's build
-// script output by package, not by path, so two templates built at once would share it.
-#[serial_test::serial(template_build)]
 fn the_template_grades_labs_and_its_tests_pass_once_the_solutions_are_in() {
     let scratch = scratch();
     let template = scratch.path().join("template");
@@ -475,7 +474,10 @@ fn run_workflow(template: &Path) -> WorkflowRun {
                 .env("GITHUB_OUTPUT", &output_file)
                 .env("GITHUB_STEP_SUMMARY", &summary)
                 .env("RUNNER_TEMP", &runner_temp)
-                .env("CARGO_TARGET_DIR", support::template_target())
+                .env(
+                    "CARGO_TARGET_DIR",
+                    support::template_target("export-workflow"),
+                )
                 .env_remove("IPC_LABS_WORKSPACE")
                 .env_remove("IPC_LABS_PREBUILT")
                 .env_remove("CARGO_MANIFEST_DIR")
@@ -536,9 +538,6 @@ fn scores(result: &serde_json::Value) -> (f64, f64) {
 }
 
 #[test]
-// One template at a time in the shared target directory: cargo keys the grader's build
-// script output by package, not by path, so two templates built at once would share it.
-#[serial_test::serial(template_build)]
 fn the_workflow_grades_reports_and_notices_a_changed_grader() {
     let scratch = scratch();
     let template = scratch.path().join("template");
