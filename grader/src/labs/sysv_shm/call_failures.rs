@@ -337,11 +337,8 @@ fn injected() -> [Injected; 14] {
 pub fn system_call_failures(run: &mut Run) -> Result<String, Fail> {
     // Root reads any segment whatever its mode: these readers run without that power.
     read_only_segment(run)?;
-    unreadable_segment(run)?;
-    let mut tried = vec![
-        "a reader on a segment it may only read (mode 400) and on one it may not read (mode 000)"
-            .to_string(),
-    ];
+    let mut tried = vec!["a reader on a segment it may only read (mode 400)".to_string()];
+    let mut every_call_failed = true;
     let reader_name = fresh_name(run)?;
     let payload = run.random_bytes(200);
     let planted = Planted::new(run, reader_name.key, 4096, &full_record(7, &payload))?;
@@ -368,6 +365,7 @@ pub fn system_call_failures(run: &mut Run) -> Result<String, Fail> {
                 "the grader may not trace the programs here (ptrace), or not make a call fail \
                  on this architecture: no call was made to fail",
             );
+            every_call_failed = false;
             break;
         }
         let who = if matches!(
@@ -380,9 +378,9 @@ pub fn system_call_failures(run: &mut Run) -> Result<String, Fail> {
         };
         tried.push(format!("{who} {} ({errno:?})", case.short));
     }
-    if tried.is_empty() {
-        return Ok("no call could be made to fail here (see the log)".into());
-    }
+    // Last: a kind=shmget here has two causes, which the failing calls above tell apart.
+    unreadable_segment(run, every_call_failed)?;
+    tried.push("a reader on a segment it may not read (mode 000)".into());
     Ok(format!(
         "each failing call was reported with its kind: {}",
         tried.join(", ")
@@ -643,7 +641,9 @@ fn read_only_segment(run: &mut Run) -> Result<(), Fail> {
 }
 
 /// A reader on a segment it may not read: the kernel itself refuses IPC_STAT and shmat().
-fn unreadable_segment(run: &mut Run) -> Result<(), Fail> {
+/// `calls_judged`: the reader's failing IPC_STAT and shmat() were made to fail before, and
+/// reported with their kinds.
+fn unreadable_segment(run: &mut Run, calls_judged: bool) -> Result<(), Fail> {
     let name = fresh_name(run)?;
     let payload = run.random_bytes(100);
     let size = 4096 + run.rng().random_range(0..4096usize);
@@ -658,9 +658,19 @@ fn unreadable_segment(run: &mut Run) -> Result<(), Fail> {
             reader.wait()?;
             Ok(())
         }
+        ("failed", Some("shmget")) if calls_judged => Err(Fail::failed(format!(
+            "{context}, the reader said kind=shmget ({}), though its shmctl(IPC_STAT) and its \
+             shmat(), made to fail with EACCES before, were reported with their own kinds: \
+             {SHMGET_ASKS_NO_ACCESS}; the kernel then refuses shmctl(IPC_STAT) (kind=shmctl) \
+             or shmat() (kind=shmat)",
+            message.get("error").unwrap_or("?")
+        ))),
         ("failed", Some("shmget")) => Err(Fail::failed(format!(
-            "{context}, the reader said kind=shmget ({}): {SHMGET_ASKS_NO_ACCESS}; the kernel \
-             then refuses shmctl(IPC_STAT) (kind=shmctl) or shmat() (kind=shmat)",
+            "{context}, the reader said kind=shmget ({}), the lab wants kind=shmctl or shmat: \
+             either its shmget() asked for access it may not have (permission bits in its \
+             flags, checked against the segment's mode even without IPC_CREAT: find with \
+             shmget(key, 0, 0)), or it reports the failing shmctl(IPC_STAT) or shmat() as \
+             ShmError::Get (they are Control and Attach)",
             message.get("error").unwrap_or("?")
         ))),
         ("failed", Some("not-found")) => Err(Fail::failed(format!(
