@@ -69,6 +69,9 @@ pub struct Limits {
     /// created without attributes gets) too: a value of its own, which a program that takes it
     /// for `msg_max` shows.
     pub message_queue_msg_default: Option<u64>,
+    /// The program (run as root) lacks `CAP_IPC_OWNER`, with which root passes every System V
+    /// IPC permission check: the modes of the objects it uses apply to it as to any user.
+    pub without_ipc_owner: bool,
 }
 
 impl Limits {
@@ -84,8 +87,54 @@ impl Limits {
             stopped_at_start: false,
             message_queue_sysctls: None,
             message_queue_msg_default: None,
+            without_ipc_owner: false,
         }
     }
+}
+
+/// `CAP_IPC_OWNER` (linux/capability.h).
+const CAP_IPC_OWNER: u32 = 15;
+
+/// Takes `capability` out of the calling process's bounding and inheritable sets, so that the
+/// program it `exec`s next does not have it, even as root. Async-signal-safe: for `pre_exec`.
+fn drop_capability(capability: u32) -> std::io::Result<()> {
+    /// `struct __user_cap_header_struct` and `__user_cap_data_struct` (version 3: two of them).
+    #[repr(C)]
+    struct Header {
+        version: u32,
+        pid: i32,
+    }
+    #[repr(C)]
+    #[derive(Clone, Copy)]
+    struct Data {
+        effective: u32,
+        permitted: u32,
+        inheritable: u32,
+    }
+    const VERSION_3: u32 = 0x2008_0522;
+    // SAFETY: plain system calls on live structures of the kernel's layout.
+    unsafe {
+        if libc::prctl(libc::PR_CAPBSET_DROP, capability as libc::c_ulong, 0, 0, 0) != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let mut header = Header {
+            version: VERSION_3,
+            pid: 0,
+        };
+        let mut data = [Data {
+            effective: 0,
+            permitted: 0,
+            inheritable: 0,
+        }; 2];
+        if libc::syscall(libc::SYS_capget, &mut header, data.as_mut_ptr()) != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        data[(capability / 32) as usize].inheritable &= !(1 << (capability % 32));
+        if libc::syscall(libc::SYS_capset, &mut header, data.as_ptr()) != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok(())
 }
 
 fn user_process_count(uid: u32) -> u64 {
@@ -265,6 +314,9 @@ pub fn spawn(
                 nix::unistd::setgroups(&[])?;
                 nix::unistd::setgid(nix::unistd::Gid::from_raw(gid))?;
                 nix::unistd::setuid(nix::unistd::Uid::from_raw(uid))?;
+            }
+            if limits.without_ipc_owner {
+                drop_capability(CAP_IPC_OWNER)?;
             }
             // If the grader dies, so does the program (set after setuid, which clears it).
             nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)?;

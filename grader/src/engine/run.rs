@@ -70,6 +70,12 @@ impl Run {
     /// A path in this check's private directory (removed after the check). The programs may
     /// create files at the paths handed out here, and nowhere else.
     pub fn path(&self, name: &str) -> PathBuf {
+        self.path_of_bytes(name.as_ref())
+    }
+
+    /// A path as [`Run::path`] whose file name is any bytes a file name may hold, not
+    /// necessarily UTF-8.
+    pub fn path_of_bytes(&self, name: &OsStr) -> PathBuf {
         let path = self.dir.path().join(name);
         self.given.borrow_mut().push(path.clone());
         path
@@ -200,6 +206,24 @@ impl Run {
         let limits = Limits {
             message_queue_sysctls: Some((msg_max, msgsize_max)),
             message_queue_msg_default: msg_default,
+            ..self.limits
+        };
+        self.spawn_limited(args, limits).map(Some)
+    }
+
+    /// Starts the lab's program like [`Run::spawn`], without the capability that lets root pass
+    /// every System V IPC permission check (`CAP_IPC_OWNER`): the modes of the segments (queues,
+    /// semaphores) it uses apply to it. `None` unless the programs run as root, the only user
+    /// that has it.
+    pub fn spawn_without_ipc_owner<S: AsRef<OsStr>>(
+        &mut self,
+        args: &[S],
+    ) -> Result<Option<Proc>, Fail> {
+        if self.limits.user.is_some() || !nix::unistd::geteuid().is_root() {
+            return Ok(None);
+        }
+        let limits = Limits {
+            without_ipc_owner: true,
             ..self.limits
         };
         self.spawn_limited(args, limits).map(Some)

@@ -194,7 +194,7 @@ pub struct Segment {
 /// Reject an `id` outside `1..=255` with [`ShmError::BadId`] first, before `ftok()` looks at the
 /// path: `ftok()` keeps only 8 bits of it, so 256 would silently mean 0. The path must exist.
 /// Call `ftok()` every time: the key comes from the file's inode, so a file replaced at the same
-/// path gives another key.
+/// path gives another key. Hand it the path's own bytes: a file name need not be UTF-8 text.
 pub fn key_for(path: &Path, id: u32) -> Result<Key, ShmError> {
     // SOLUTION todo(path, id): reject id 0 or > 255 (BadId), then libc::ftok(); -1 is Ftok
     if id == 0 || id > 255 {
@@ -267,9 +267,10 @@ impl Segment {
 
     /// Finds the existing segment with key `key` and attaches it read-only (`SHM_RDONLY`).
     ///
-    /// `shmget(key, 0, 0)` finds without creating (`ENOENT` is [`ShmError::NotFound`], and
-    /// nothing else is); the segment's size comes from `shmctl(IPC_STAT)`, not from the caller
-    /// (its failure is [`ShmError::Control`]).
+    /// `shmget(key, 0, 0)` finds without creating and asks for no access (permission bits in
+    /// its flags would be checked against the segment's mode); it looks once: `ENOENT` is
+    /// [`ShmError::NotFound`] at once, and nothing else is. The segment's size comes from
+    /// `shmctl(IPC_STAT)`, not from the caller (its failure is [`ShmError::Control`]).
     pub fn open(key: Key) -> Result<Segment, ShmError> {
         // SOLUTION todo(key): shmget(key, 0, 0), shmctl(IPC_STAT) for the size, shmat(SHM_RDONLY)
         // SAFETY: shmget takes no pointers.
@@ -294,7 +295,7 @@ impl Segment {
 
     /// Writes a record: `payload` after the header, then the header's `sequence` and `length`,
     /// and the magic last, after a release fence, so that a reader that sees the magic sees the
-    /// whole record.
+    /// whole record. Nothing is stored outside the segment's `size` bytes.
     ///
     /// [`ShmError::NoRoom`] if the header and the payload do not fit in the segment (in a
     /// segment smaller than the header, not even an empty payload does).

@@ -7,7 +7,9 @@
 //! Most of these failures cannot be brought about from outside (root may do anything, and the
 //! machine has room): the grader makes the call fail itself, by tracing the program and giving
 //! the call the error the kernel would give. Where it may not trace (an unprivileged grader), it
-//! brings about the one failure it can: a segment the reader may not read.
+//! brings about the one failure it can: a segment the reader may not read. That, and a segment
+//! the reader may only read, it tries everywhere: a reader run as root lacks the capability with
+//! which root reads any segment.
 
 use std::time::{Duration, Instant};
 
@@ -17,7 +19,8 @@ use crate::engine::{Fail, Proc, Run};
 
 use super::HEADER_LEN;
 use super::protocol::{
-    Name, expect, fresh_name, spawn_held_reader, spawn_publisher, spawn_reader, with_context,
+    Name, exits_cleanly, expect, fresh_name, spawn_held_reader, spawn_publisher,
+    spawn_reader_bound_by_modes, verify_read, with_context,
 };
 use super::segments::{Planted, RemoveKeyOnDrop, full_record, mapping_of, segment};
 use crate::engine::tracer::{Action, Call, Match, Step, Tracer};
@@ -191,7 +194,9 @@ fn injected() -> [Injected; 14] {
                 "shmget() failed with EACCES, not ENOENT; only ENOENT (no segment has the key) \
                  is NotFound, any other error is ShmError::Get (kind=shmget)",
             )),
-            not_made: "the reader never called shmget(key, 0, 0) on its main thread",
+            not_made: "the reader never called shmget(key, 0, 0) on its main thread: find the \
+                       segment with it (not by a look elsewhere, /proc/sysvipc/shm say), so that \
+                       its errors reach the reader",
             then: Then::HoldAtExit,
         },
         // EIDRM ("being removed") is no ENOENT either: the segment was there.
@@ -210,7 +215,9 @@ fn injected() -> [Injected; 14] {
                 "shmget() failed with EIDRM, not ENOENT; only ENOENT (no segment has the key) \
                  is NotFound, any other error is ShmError::Get (kind=shmget)",
             )),
-            not_made: "the reader never called shmget(key, 0, 0) on its main thread",
+            not_made: "the reader never called shmget(key, 0, 0) on its main thread: find the \
+                       segment with it (not by a look elsewhere, /proc/sysvipc/shm say), so that \
+                       its errors reach the reader",
             then: Then::HoldAtExit,
         },
         Injected {
@@ -328,12 +335,10 @@ fn injected() -> [Injected; 14] {
 }
 
 pub fn system_call_failures(run: &mut Run) -> Result<String, Fail> {
-    let mut tried = Vec::new();
-    // Root reads any segment whatever its mode: only a reader of another user can be refused.
-    if run.program_user().is_some() || !nix::unistd::geteuid().is_root() {
-        unreadable_segment(run)?;
-        tried.push("a reader on a segment it may not read (mode 000)".to_string());
-    }
+    // Root reads any segment whatever its mode: these readers run without that power.
+    read_only_segment(run)?;
+    let mut tried = vec!["a reader on a segment it may only read (mode 400)".to_string()];
+    let mut every_call_failed = true;
     let reader_name = fresh_name(run)?;
     let payload = run.random_bytes(200);
     let planted = Planted::new(run, reader_name.key, 4096, &full_record(7, &payload))?;
@@ -360,6 +365,7 @@ pub fn system_call_failures(run: &mut Run) -> Result<String, Fail> {
                 "the grader may not trace the programs here (ptrace), or not make a call fail \
                  on this architecture: no call was made to fail",
             );
+            every_call_failed = false;
             break;
         }
         let who = if matches!(
@@ -372,9 +378,9 @@ pub fn system_call_failures(run: &mut Run) -> Result<String, Fail> {
         };
         tried.push(format!("{who} {} ({errno:?})", case.short));
     }
-    if tried.is_empty() {
-        return Ok("no call could be made to fail here (see the log)".into());
-    }
+    // Last: a kind=shmget here has two causes, which the failing calls above tell apart.
+    unreadable_segment(run, every_call_failed)?;
+    tried.push("a reader on a segment it may not read (mode 000)".into());
     Ok(format!(
         "each failing call was reported with its kind: {}",
         tried.join(", ")
@@ -587,15 +593,64 @@ fn judge(
     }))
 }
 
+/// What a reader that asks `shmget()` for access (permission bits in its flags) gets told: the
+/// kernel checks them against the segment's mode even without `IPC_CREAT`.
+const SHMGET_ASKS_NO_ACCESS: &str = "shmget() itself refused the segment, which it does to a \
+                                     reader that asks it for access: the low 9 bits of its flags \
+                                     (0600, say) are the access wanted, checked against the \
+                                     segment's mode even without IPC_CREAT; find the segment with \
+                                     shmget(key, 0, 0), which asks for none, and attach it with \
+                                     SHM_RDONLY, which asks only to read";
+
+/// A reader on a segment it may read but not write: it reads the record, for it asks for no
+/// more than reading (`shmget(key, 0, 0)`, `IPC_STAT`, `SHM_RDONLY`).
+fn read_only_segment(run: &mut Run) -> Result<(), Fail> {
+    let name = fresh_name(run)?;
+    let payload = run.random_bytes(100);
+    let size = 4096 + run.rng().random_range(0..4096usize);
+    let sequence = run.rng().random_range(2..1_000_000u32);
+    let _planted =
+        Planted::with_mode(run, name.key, size, &full_record(sequence, &payload), 0o400)?;
+    let context = "on a segment that the reader may read but not write (mode 400), the grader's \
+                   record in it";
+    let (mut reader, output) = spawn_reader_bound_by_modes(run, &name, 101)?;
+    let message = reader.recv_any().map_err(with_context(context))?;
+    match (message.kind.as_str(), message.get("kind")) {
+        ("attached", _) => {
+            reader.send("go", &[])?;
+            let done = expect(&mut reader, "reader", "done").map_err(with_context(context))?;
+            exits_cleanly(&mut reader, "reader")?;
+            verify_read(&done, &output, sequence, &payload, "planted")
+                .map_err(with_context(context))
+        }
+        ("failed", Some("shmget")) => Err(Fail::failed(format!(
+            "{context}, the reader said kind=shmget ({}): {SHMGET_ASKS_NO_ACCESS}",
+            message.get("error").unwrap_or("?")
+        ))),
+        ("failed", got) => Err(Fail::failed(format!(
+            "{context}, the reader said kind={} ({}), the lab wants the record: a reader that \
+             may read a segment reads it, for shmget(key, 0, 0), shmctl(IPC_STAT) and \
+             shmat(SHM_RDONLY) ask for no more",
+            got.unwrap_or("none"),
+            message.get("error").unwrap_or("?")
+        ))),
+        (said, _) => Err(Fail::failed(format!(
+            "{context}, the reader said `{said}` where the grader expected `attached`"
+        ))),
+    }
+}
+
 /// A reader on a segment it may not read: the kernel itself refuses IPC_STAT and shmat().
-fn unreadable_segment(run: &mut Run) -> Result<(), Fail> {
+/// `calls_judged`: the reader's failing IPC_STAT and shmat() were made to fail before, and
+/// reported with their kinds.
+fn unreadable_segment(run: &mut Run, calls_judged: bool) -> Result<(), Fail> {
     let name = fresh_name(run)?;
     let payload = run.random_bytes(100);
     let size = 4096 + run.rng().random_range(0..4096usize);
     let _planted = Planted::with_mode(run, name.key, size, &full_record(9, &payload), 0)?;
     let what = "a segment that exists but that the reader may not read (mode 000: \
                 shmctl(IPC_STAT) and shmat() fail with EACCES)";
-    let (mut reader, _) = spawn_reader(run, &name, false, 100)?;
+    let (mut reader, _) = spawn_reader_bound_by_modes(run, &name, 100)?;
     let context = format!("on {what}");
     let message = reader.recv_any().map_err(with_context(&context))?;
     match (message.kind.as_str(), message.get("kind")) {
@@ -603,6 +658,21 @@ fn unreadable_segment(run: &mut Run) -> Result<(), Fail> {
             reader.wait()?;
             Ok(())
         }
+        ("failed", Some("shmget")) if calls_judged => Err(Fail::failed(format!(
+            "{context}, the reader said kind=shmget ({}), though its shmctl(IPC_STAT) and its \
+             shmat(), made to fail with EACCES before, were reported with their own kinds: \
+             {SHMGET_ASKS_NO_ACCESS}; the kernel then refuses shmctl(IPC_STAT) (kind=shmctl) \
+             or shmat() (kind=shmat)",
+            message.get("error").unwrap_or("?")
+        ))),
+        ("failed", Some("shmget")) => Err(Fail::failed(format!(
+            "{context}, the reader said kind=shmget ({}), the lab wants kind=shmctl or shmat: \
+             either its shmget() asked for access it may not have (permission bits in its \
+             flags, checked against the segment's mode even without IPC_CREAT: find with \
+             shmget(key, 0, 0)), or it reports the failing shmctl(IPC_STAT) or shmat() as \
+             ShmError::Get (they are Control and Attach)",
+            message.get("error").unwrap_or("?")
+        ))),
         ("failed", Some("not-found")) => Err(Fail::failed(format!(
             "{context}, the reader said kind=not-found, but shmget() had found the segment: \
              {NOT_FOUND_IS_ENOENT}; report a failing shmctl() as ShmError::Control \

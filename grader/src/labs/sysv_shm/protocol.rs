@@ -48,7 +48,12 @@ pub fn ftok(path: &Path, id: u32) -> Result<i32, Fail> {
 /// A fresh file and an id whose key no segment on the machine has yet (ftok keys can collide:
 /// they keep only some bits of the inode), declared for the audit.
 pub fn fresh_name(run: &mut Run) -> Result<Name, Fail> {
-    let path = run.path("anchor");
+    fresh_name_in(run, "anchor".as_ref())
+}
+
+/// A fresh name as [`fresh_name`], in a file called `file_name` (any bytes a file name may hold).
+pub fn fresh_name_in(run: &mut Run, file_name: &std::ffi::OsStr) -> Result<Name, Fail> {
+    let path = run.path_of_bytes(file_name);
     std::fs::write(&path, b"ftok anchor\n")?;
     for _ in 0..64 {
         let id = run.rng().random_range(1..=255u32);
@@ -179,6 +184,34 @@ pub fn spawn_held_reader(
     remove: bool,
     n: u32,
 ) -> Result<(Proc, PathBuf), Fail> {
+    let (args, output) = reader_args(run, name, remove, n);
+    let mut proc = run.spawn(&args)?;
+    proc.set_roles(|_| "the reader".into());
+    expect(&mut proc, "reader", "started")?;
+    Ok((proc, output))
+}
+
+/// Starts `sysv-shm read` (without `--remove`) as a reader that the modes of segments apply to,
+/// as they do to any user but root: run as root, it lacks the capability that lets root read
+/// any segment (`CAP_IPC_OWNER`). Lets it go on; returns it and its output file.
+pub fn spawn_reader_bound_by_modes(
+    run: &mut Run,
+    name: &Name,
+    n: u32,
+) -> Result<(Proc, PathBuf), Fail> {
+    let (args, output) = reader_args(run, name, false, n);
+    let mut proc = match run.spawn_without_ipc_owner(&args)? {
+        Some(proc) => proc,
+        None => run.spawn(&args)?,
+    };
+    proc.set_roles(|_| "the reader".into());
+    expect(&mut proc, "reader", "started")?;
+    proc.send("go", &[])?;
+    Ok((proc, output))
+}
+
+/// The arguments of `sysv-shm read`, and its output file.
+fn reader_args(run: &mut Run, name: &Name, remove: bool, n: u32) -> (Vec<OsString>, PathBuf) {
     let output = run.path(&format!("read-{n}.bin"));
     let mut args: Vec<OsString> = vec![
         "read".into(),
@@ -192,10 +225,7 @@ pub fn spawn_held_reader(
     if remove {
         args.push("--remove".into());
     }
-    let mut proc = run.spawn(&args)?;
-    proc.set_roles(|_| "the reader".into());
-    expect(&mut proc, "reader", "started")?;
-    Ok((proc, output))
+    (args, output)
 }
 
 /// The next message must be `expected`; a `failed` is reported with its kind and error.

@@ -2,6 +2,7 @@
 //! writes into it, whole or, when it is killed halfway, without the magic; watched as it
 //! writes, the magic comes last.
 
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::process::ExitStatusExt;
 
 use rand::RngExt;
@@ -9,12 +10,14 @@ use rand::RngExt;
 use crate::engine::{Fail, Run, inspect};
 
 use super::protocol::{
-    as_expected, expect, first_difference, fresh_name, payload_file, publish, publish_record,
-    replace_file, spawn_publisher, with_context,
+    Published, as_expected, expect, first_difference, fresh_name, fresh_name_in, payload_file,
+    publish, publish_record, replace_file, spawn_publisher, with_context,
 };
-use super::segments::{RemoveKeyOnDrop, rmid, segment, segment_bytes};
+use super::segments::{
+    RemoveKeyOnDrop, bytes_past_end, mark_past_end, rmid, segment, segment_bytes,
+};
 use super::{HEADER_LEN, MAGIC};
-use crate::engine::tracer::{Field, Tracer, Watched};
+use crate::engine::tracer::{Action, Call, Field, Reached, Tracer, Watched};
 
 pub fn segment_key_and_size(run: &mut Run) -> Result<String, Fail> {
     let mut published = publish(run, true)?;
@@ -36,11 +39,38 @@ pub fn segment_key_and_size(run: &mut Run) -> Result<String, Fail> {
     let mut again = publish_record(run, true, name, size, 100).map_err(with_context(context))?;
     let second = again.segment()?;
     again.finish()?;
+    let bytes_key = key_of_path_not_utf8(run)?;
     Ok(format!(
-        "segment {} had key {:#x} = ftok(path, {}) and {} bytes, and key {:#x} once the file at \
-         the path was replaced",
+        "segment {} had key {:#x} = ftok(path, {}) and {} bytes, key {:#x} once the file at the \
+         path was replaced, and key {bytes_key:#x} for a path whose name is not UTF-8",
         found.id, found.key, published.name.id, found.size, second.key
     ))
+}
+
+/// A file name that is no UTF-8 text (0xff and 0xfe never occur in it), as Linux allows.
+const NOT_UTF8_FILE_NAME: &[u8] = b"anchor-\xff\xfe";
+
+/// A publisher given a path whose file name is not UTF-8: its key is ftok() of the path's
+/// bytes, whatever they are. Returns the key of its segment.
+fn key_of_path_not_utf8(run: &mut Run) -> Result<i32, Fail> {
+    let name = fresh_name_in(run, std::ffi::OsStr::from_bytes(NOT_UTF8_FILE_NAME))?;
+    let context = "with a path whose file name is not valid UTF-8 (it ends in the bytes ff fe: \
+                   a Linux file name is any bytes but '/' and NUL), the file there";
+    let mut published = publish_record(run, true, name, 4000, 100).map_err(|fail| match fail {
+        Fail::Failed(m) if m.starts_with("the publisher failed (kind=ftok)") => {
+            Fail::failed(format!(
+                "{context}, {m}, though ftok() of the same path works (the grader's): the \
+                 publisher handed ftok() another path; pass the path's own bytes \
+                 (CString::new(path.as_os_str().as_bytes())), not a text made of them \
+                 (to_string_lossy() puts U+FFFD in place of the bytes that are not UTF-8, \
+                 to_str() refuses them)"
+            ))
+        }
+        other => with_context(context)(other),
+    })?;
+    let found = published.segment().map_err(with_context(context))?;
+    published.finish()?;
+    Ok(found.key)
 }
 
 pub fn owner_only_permissions(run: &mut Run) -> Result<String, Fail> {
@@ -78,13 +108,17 @@ pub fn owner_only_permissions(run: &mut Run) -> Result<String, Fail> {
 
 pub fn record_in_segment(run: &mut Run) -> Result<String, Fail> {
     let name = fresh_name(run)?;
-    // The payload fills the segment to its last byte: header + payload = size fits.
-    let len = run.rng().random_range(3000..12000usize);
+    // The payload fills the segment to its last byte: header + payload = size fits. The size is
+    // no whole number of pages, so that the rest of its last page is there to watch.
+    let mut len = run.rng().random_range(3000..12000usize);
+    if (HEADER_LEN + len).is_multiple_of(page_size()) {
+        len -= 1;
+    }
     let size = (HEADER_LEN + len) as u64;
     let context =
         format!("with a {len}-byte payload in a {size}-byte segment, which it fills exactly");
-    let mut published =
-        publish_record(run, true, name, size, len).map_err(with_context(&context))?;
+    let (mut published, past_end) =
+        publish_with_past_end_marked(run, name, size, len).map_err(with_context(&context))?;
     let found = published.segment()?;
     let bytes = segment_bytes(found.id, (found.size as usize).min(size as usize))?;
     let field = |at: usize, len: usize| bytes.get(at..at + len).unwrap_or_default();
@@ -118,6 +152,24 @@ pub fn record_in_segment(run: &mut Run) -> Result<String, Fail> {
             "the segment's header is right but its payload bytes are not the published ones: \
              copy the payload into the segment right after the 16-byte header",
         ));
+    }
+    if let Some(marked) = past_end {
+        let now = bytes_past_end(found.id, size as usize, marked.len())?;
+        if let Some(first) = now.iter().zip(&marked).position(|(a, b)| a != b) {
+            let changed = now.iter().zip(&marked).filter(|(a, b)| a != b).count();
+            return Err(Fail::failed(format!(
+                "{context}: the grader filled the rest of the segment's last page (the {} bytes \
+                 past its end, which the kernel maps with it) with bytes of its own when the \
+                 publisher's shmat() returned, and at `ready` {changed} of them had changed, \
+                 the first at offset {} (byte {:#04x} for {:#04x}): the publisher stored past \
+                 the end of its {size}-byte segment; store only inside it (16 + length <= \
+                 size): past a segment of whole pages lies another mapping, or none (SIGSEGV)",
+                marked.len(),
+                size as usize + first,
+                now[first],
+                marked[first]
+            )));
+        }
     }
     // The payload reaches the segment by a copy into the mapping: no write() at all. Writes to
     // stdout and stderr (captured by the grader) are not counted against it.
@@ -157,6 +209,65 @@ pub fn record_in_segment(run: &mut Run) -> Result<String, Fail> {
          itself, and the publisher wrote it nowhere else{stored}",
         published.sequence
     ))
+}
+
+/// Starts a publisher of a random `len`-byte record in a segment of `size` bytes (no whole
+/// number of pages) and waits until it holds the segment, as [`publish_record`]; held as its
+/// `shmat()` returns, before it writes anything, the rest of the segment's last page is filled
+/// with random bytes, returned with it (`None` where the grader may not trace it).
+fn publish_with_past_end_marked(
+    run: &mut Run,
+    name: super::protocol::Name,
+    size: u64,
+    len: usize,
+) -> Result<(Published, Option<Vec<u8>>), Fail> {
+    let sequence = run.rng().random_range(2..1_000_000u32);
+    let payload = run.random_bytes(len);
+    let mut proc = spawn_publisher(run, &name.path, name.id, size, sequence, &payload)?;
+    let tail = page_size() - size as usize % page_size();
+    let mut marked = None;
+    let attach = Call::any(libc::SYS_shmat);
+    let traced = Tracer::attach(proc.pid.as_raw(), attach, Action::HoldAfter)?;
+    proc.send("go", &[])?;
+    let mut said = None;
+    if let Some(mut tracer) = traced {
+        match tracer.wait(&mut proc, run.deadline())? {
+            Reached::Call => {
+                if let Some(found) = segment(name.key) {
+                    // Never zero: a store of zeros shows.
+                    let bytes: Vec<u8> =
+                        (0..tail).map(|_| run.rng().random_range(1..=255)).collect();
+                    mark_past_end(found.id, size as usize, &bytes)?;
+                    marked = Some(bytes);
+                }
+                tracer.release();
+            }
+            Reached::Passed(message) => said = message,
+        }
+    } else {
+        run.note("the grader may not trace the publisher here (ptrace): its stores past the end of its segment were not looked for");
+    }
+    let message = match said {
+        Some(message) => message,
+        None => proc.recv_any()?,
+    };
+    as_expected(message, "publisher", "ready")?;
+    // The publisher has it: no reader may find the payload anywhere but in the segment.
+    std::fs::remove_file(payload_file(run, sequence))?;
+    let published = Published {
+        discard: true,
+        proc,
+        name,
+        size,
+        sequence,
+        payload,
+    };
+    Ok((published, marked))
+}
+
+fn page_size() -> usize {
+    // SAFETY: a plain query.
+    unsafe { libc::sysconf(libc::_SC_PAGESIZE) as usize }
 }
 
 /// The payload's first 8 bytes, watched for stores.

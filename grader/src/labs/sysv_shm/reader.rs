@@ -12,7 +12,7 @@ use super::protocol::{
 };
 use super::segments::{Planted, full_record, overwrite, record};
 use super::{HEADER_LEN, MAGIC};
-use crate::engine::tracer::{Field, Tracer, Watched};
+use crate::engine::tracer::{Action, Call, Field, Match, Reached, Tracer, Watched};
 
 /// Runs a reader on what the check planted and returns its last message: `failed` (with its
 /// kind), or `done` when it read a record.
@@ -57,6 +57,57 @@ fn reader_outcome(
 /// Runs a reader on what the check planted and requires `failed` with `kind`.
 fn reader_refuses(run: &mut Run, name: &Name, kind: &str, n: u32, what: &str) -> Result<(), Fail> {
     let message = reader_outcome(run, name, n, what)?;
+    refused(&message, kind, what)
+}
+
+/// A reader on a key with no segment: `not-found`, from the one look it took. Held as its
+/// `shmget(key, 0, 0)` returns `ENOENT`, it finds a segment with the key made right then: a
+/// reader that looks again (waiting for a publisher) attaches it.
+fn not_found_at_once(run: &mut Run, name: &Name, n: u32) -> Result<(), Fail> {
+    let what = "a key with no segment";
+    let looks = Call {
+        number: libc::SYS_shmget,
+        matching: Match::Bits {
+            arg: 2,
+            mask: libc::IPC_CREAT as u64,
+            value: 0,
+        },
+    };
+    let (mut reader, _) = spawn_held_reader(run, name, false, n)?;
+    let Some(mut tracer) = Tracer::attach(reader.pid.as_raw(), looks, Action::HoldAfter)? else {
+        reader.kill_tree();
+        return reader_refuses(run, name, "not-found", n, what);
+    };
+    reader.send("go", &[])?;
+    if tracer.wait(&mut reader, run.deadline())? != Reached::Call {
+        // It said something first, or looked on another thread: judged without the late segment.
+        drop(tracer);
+        reader.kill_tree();
+        return reader_refuses(run, name, "not-found", n, what);
+    }
+    let payload = run.random_bytes(64);
+    let size = 4096 + run.rng().random_range(1..4096usize);
+    let _planted = Planted::new(run, name.key, size, &full_record(3, &payload))?;
+    tracer.release();
+    let context = format!("on {what}");
+    let message = reader.recv_any().map_err(with_context(&context))?;
+    if message.kind == "attached" {
+        reader.kill_tree();
+        return Err(Fail::failed(format!(
+            "{context}, the reader's shmget(key, 0, 0) returned ENOENT; the grader then made a \
+             segment with the key, and the reader attached it (it said `attached`): after \
+             ENOENT it looked again, waiting for a segment to appear; ENOENT is NotFound at \
+             once: the reader reports what its look found, not a segment made after it"
+        )));
+    }
+    if matches!(message.kind.as_str(), "failed" | "done") {
+        reader.wait()?;
+    }
+    refused(&message, "not-found", what)
+}
+
+/// A reader's last message on `what`, against the `failed` with `kind` the lab wants.
+fn refused(message: &ipc_labs_driver::Message, kind: &str, what: &str) -> Result<(), Fail> {
     match (message.kind.as_str(), message.get("kind")) {
         ("failed", Some(k)) if k == kind => Ok(()),
         ("done", _) => Err(Fail::failed(format!(
@@ -341,7 +392,7 @@ pub fn reader_validates(run: &mut Run) -> Result<String, Fail> {
             }
         }
     }
-    reader_refuses(run, &name, "not-found", 7, "a key with no segment")?;
+    not_found_at_once(run, &name, 7)?;
     let mut tried = "random bytes (with a plausible and a random length), a length one past \
                      the end and one that wraps, a 15-byte segment (with the magic and \
                      without) and a missing segment"

@@ -56,6 +56,38 @@ pub fn overwrite(id: i32, offset: usize, bytes: &[u8]) -> Result<(), Fail> {
     Ok(())
 }
 
+/// Writes `bytes` into the rest of the last page of segment `id` (of `size` bytes), past its
+/// end: the kernel maps whole pages, so a program's stores past the end land there.
+pub fn mark_past_end(id: i32, size: usize, bytes: &[u8]) -> Result<(), Fail> {
+    past_end(id, size, bytes.len(), |tail| tail.copy_from_slice(bytes))
+}
+
+/// The first `len` bytes past the end of segment `id` (of `size` bytes), in its last page.
+pub fn bytes_past_end(id: i32, size: usize, len: usize) -> Result<Vec<u8>, Fail> {
+    let mut bytes = vec![0; len];
+    past_end(id, size, len, |tail| bytes.copy_from_slice(tail))?;
+    Ok(bytes)
+}
+
+/// Attaches segment `id` (of `size` bytes) and hands `f` the `len` bytes past its end, which the
+/// caller keeps within its last page.
+fn past_end(id: i32, size: usize, len: usize, f: impl FnOnce(&mut [u8])) -> Result<(), Fail> {
+    // SAFETY: attached read-write; the mapping covers the segment's last page whole, and
+    // size + len stays within it.
+    unsafe {
+        let addr = libc::shmat(id, std::ptr::null(), 0);
+        if addr as isize == -1 {
+            return Err(os_error("shmat"));
+        }
+        f(std::slice::from_raw_parts_mut(
+            addr.cast::<u8>().add(size),
+            len,
+        ));
+        libc::shmdt(addr);
+    }
+    Ok(())
+}
+
 /// A record as the lab lays it out.
 pub fn record(magic: u32, sequence: u32, length: u64, payload: &[u8]) -> Vec<u8> {
     let mut bytes = Vec::with_capacity(HEADER_LEN + payload.len());
