@@ -11,8 +11,10 @@
 //! - `probes`: what the grader reads from outside, and the objects it plants at a name;
 //! - `explain`: why a read did not return what was written;
 //! - `object`: mode and exact size;
-//! - `sharing`: the mapping, shared and in place, before and after close and unlink;
-//! - `errors`: every error kind;
+//! - `sharing`: the mapping, shared, before and after close and unlink;
+//! - `in_place`: the bytes in the object, copied by the program's own instructions;
+//! - `names`: bad names refused, unusual good ones accepted;
+//! - `errors`: every other error kind;
 //! - `failed_creates`: creates that fail after `shm_open()`, and what they leave.
 
 use std::time::Duration;
@@ -24,6 +26,8 @@ mod driver;
 mod errors;
 mod explain;
 mod failed_creates;
+mod in_place;
+mod names;
 mod object;
 mod probes;
 mod sharing;
@@ -98,7 +102,7 @@ pub static LAB: Lab = Lab {
             hint: Some(
                 "read and write copy out of and into the mapping, in place, not through a copy of your own. See docs/labs/05-posix-shm.md, the rules table (the read and write rule).",
             ),
-            run: sharing::bytes_in_the_object,
+            run: in_place::bytes_in_the_object,
         },
         Check {
             name: "unlinked-but-mapped",
@@ -126,7 +130,7 @@ pub static LAB: Lab = Lab {
             hint: Some(
                 "A name is `/` then at least one character and no other `/`, at most 255 bytes, checked before shm_open(), by open too. See docs/labs/05-posix-shm.md, the rules table (the name rules).",
             ),
-            run: errors::invalid_names,
+            run: names::invalid_names,
         },
         Check {
             name: "typed-errors",
