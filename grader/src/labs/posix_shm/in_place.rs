@@ -377,15 +377,18 @@ fn through(
                     }
                 ));
             }
-            Some((call, fd, target)) if target == path || target.starts_with(&path) => format!(
-                "held at the first such call of one more access ({call} of descriptor {fd}), \
-                 it was copying them through {target}, the object opened a second time for \
-                 the purpose (by its path or by shm_open()), not through its mapping"
-            ),
-            Some((call, fd, target)) => format!(
-                "held at the first such call of one more access ({call} of descriptor {fd}), \
-                 it was copying them through {target}, a file it opened for the purpose"
-            ),
+            Some((call, fd, target)) => {
+                let what = if target == path || target.starts_with(&path) {
+                    "the object itself, opened a second time (by its path or by shm_open())"
+                } else {
+                    "a file of its own"
+                };
+                format!(
+                    "it {did} them through a file it opened for the purpose (it holds no \
+                     descriptor of {path} now): held at the first such call of one more access \
+                     ({call} of descriptor {fd}), it was copying them through {target}, {what}"
+                )
+            }
             None => format!(
                 "it {did} them through a file it opened for the purpose (it holds no \
                  descriptor of {path} now), such as the object opened by its path or a file of \

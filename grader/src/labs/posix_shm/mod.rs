@@ -111,7 +111,7 @@ pub static LAB: Lab = Lab {
             description: "after shm_unlink the name is gone, cannot be opened or unlinked again \
                           (not-found), and the two processes that map it still share the \
                           memory, even once a new object has the name; another unlink error \
-                          is shm-unlink",
+                          is shm-unlink; a symbolic link at the name is unlinked",
             exclusive: false,
             hint: Some(
                 "unlink removes the name while the mappings live on; an unlinked name is not-found. See docs/labs/05-posix-shm.md, the rules table (the unlink rules).",
@@ -136,7 +136,8 @@ pub static LAB: Lab = Lab {
             name: "typed-errors",
             points: 3,
             timeout: Duration::from_secs(10),
-            description: "size 0 (leaving nothing, also under a taken name), a taken name, \
+            description: "size 0 (leaving nothing, also under a taken name), a taken name \
+                          (also one taken as the creating shm_open() begins: exists, at once), \
                           and accesses past the end are typed errors (zero-size, exists, \
                           out-of-range) that change nothing; the last byte is the table's",
             exclusive: false,
@@ -152,7 +153,7 @@ pub static LAB: Lab = Lab {
             description: "opening a name that does not exist is not-found and creates nothing; \
                           opening a 0-byte object is empty; both at once, without spinning; a \
                           symbolic link in /dev/shm is not followed (shm-open); an object too \
-                          big to map is mmap, and stays",
+                          big to map is mmap, and stays, and the opener keeps no descriptor",
             exclusive: false,
             hint: Some(
                 "open never creates, follows no link, refuses 0 bytes at once, and never waits. See docs/labs/05-posix-shm.md, the rules table (the open rules).",
@@ -164,10 +165,10 @@ pub static LAB: Lab = Lab {
             points: 2,
             timeout: Duration::from_secs(10),
             description: "a create whose ftruncate() or mmap() fails reports that step's kind \
-                          and leaves nothing in /dev/shm",
+                          and leaves nothing in /dev/shm, nor a descriptor open",
             exclusive: false,
             hint: Some(
-                "A step after shm_open() that fails unlinks the name and reports that step's kind. See docs/labs/05-posix-shm.md, the rules table (\"a failed step after shm_open() unlinks the name\").",
+                "A step after shm_open() that fails unlinks the name, closes the descriptor and reports that step's kind. See docs/labs/05-posix-shm.md, the rules table (\"a failed step after shm_open() unlinks the name\").",
             ),
             run: failed_creates::failed_create,
         },
