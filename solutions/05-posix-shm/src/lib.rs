@@ -123,7 +123,8 @@ impl TableError {
 }
 
 /// Checks that `name` is a portable POSIX shared memory name: a leading `/`, at least one more
-/// character, no other `/`, at most [`MAX_NAME_LEN`] bytes.
+/// character, no other `/`, at most [`MAX_NAME_LEN`] bytes. Any other name, the empty one
+/// included, is [`TableError::BadName`], refused here (not left to `shm_open()`).
 pub fn check_name(name: &str) -> Result<(), TableError> {
     // SOLUTION todo(name): BadName unless "/" + 1..=254 non-slash bytes (MAX_NAME_LEN)
     let bad = |reason| {
@@ -161,13 +162,14 @@ pub struct SharedTable {
 
 impl SharedTable {
     /// Creates the object `name` (which must not exist yet: `O_CREAT | O_EXCL`, so `EEXIST` is
-    /// [`TableError::Exists`]) with mode `0600`, gives it `size` bytes with `ftruncate()`, and
+    /// [`TableError::Exists`], at once) with mode `0600`, gives it `size` bytes with `ftruncate()`, and
     /// maps it shared, for reading and writing. The new bytes are zero.
     ///
     /// Check the name ([`check_name`]) and the size (0 is [`TableError::ZeroSize`]) first. A
     /// size `ftruncate()` cannot take (more than `i64::MAX`) is [`TableError::Truncate`]. If a
-    /// step after `shm_open()` fails, unlink the name again: a failed create leaves nothing. Once
-    /// mapped, close the descriptor: the process keeps the mapping only.
+    /// step after `shm_open()` fails, unlink the name again and close the descriptor: a failed
+    /// create leaves nothing. Once mapped, close the descriptor: the process keeps the mapping
+    /// only.
     pub fn create(name: &str, size: usize) -> Result<SharedTable, TableError> {
         // SOLUTION todo(name, size): check, shm_open(O_CREAT|O_EXCL|O_RDWR, 0600), ftruncate, mmap
         check_name(name)?;
@@ -202,7 +204,7 @@ impl SharedTable {
     /// and maps all of it shared, for reading and writing. Check the name first
     /// ([`check_name`]), as [`SharedTable::create`] does. Its size comes from `fstat()`; 0 bytes
     /// is [`TableError::Empty`] at once (`mmap()` cannot map nothing; do not wait for a size).
-    /// Once mapped, close the descriptor.
+    /// Once mapped, close the descriptor; if a step after `shm_open()` fails, close it too.
     pub fn open(name: &str) -> Result<SharedTable, TableError> {
         // SOLUTION todo(name): check, shm_open(O_RDWR), fstat() for the size, mmap(MAP_SHARED)
         check_name(name)?;
@@ -295,8 +297,9 @@ impl SharedTable {
     }
 }
 
-/// Removes the name `name` with `shm_unlink()` (`ENOENT` is [`TableError::NotFound`]). The
-/// memory lives on in every process that still maps it.
+/// Removes the name `name` with `shm_unlink()` (`ENOENT` is [`TableError::NotFound`]): the
+/// answer is the call's, which removes whatever has the name, a symbolic link too. The memory
+/// lives on in every process that still maps it.
 pub fn unlink(name: &str) -> Result<(), TableError> {
     // SOLUTION todo(name): check_name(), shm_unlink(); ENOENT is NotFound, others Unlink
     check_name(name)?;

@@ -7,7 +7,8 @@ use std::time::{Duration, Instant};
 use ipc_labs_driver::Message;
 
 use crate::engine::diagnose::{Activity, classify};
-use crate::engine::{Fail, Proc, Run, inspect};
+use crate::engine::tracer::{Action, Call, Match, Tracer};
+use crate::engine::{Fail, Proc, Run, force, inspect};
 
 pub const CREATOR: &str = "the creator";
 pub const OPENER: &str = "the opener";
@@ -55,6 +56,62 @@ pub fn start_stopped(
     let mut proc = run.spawn_stopped(&args(name, create))?;
     proc.set_roles(move |_| who.into());
     Ok(proc)
+}
+
+/// The `shm_open()` that creates an object: glibc's `openat()` with `O_CREAT`.
+pub fn creating_open() -> Call {
+    Call {
+        number: libc::SYS_openat,
+        matching: Match::Bits {
+            arg: 2,
+            mask: libc::O_CREAT as u64,
+            value: libc::O_CREAT as u64,
+        },
+    }
+}
+
+/// Starts `posix-shm open` traced from its start, to be held as it exits (at the entry of its
+/// `exit_group()`), where the grader sees what it still holds once it has answered; without
+/// the tracer where the grader may not trace it.
+pub fn start_held_at_exit(
+    run: &mut Run,
+    name: &str,
+    create: Option<usize>,
+    who: &'static str,
+) -> Result<(Proc, Option<Tracer>), Fail> {
+    let proc = start_stopped(run, name, create, who)?;
+    let pid = proc.pid.as_raw();
+    let exiting = Call::any(libc::SYS_exit_group);
+    let tracer = Tracer::attach(pid, exiting, Action::Hold)?;
+    force::resume(pid)?;
+    if tracer.is_none() {
+        run.note(
+            "the grader may not trace the program here (ptrace): what it holds as it exits was \
+             not seen",
+        );
+    }
+    Ok((proc, tracer))
+}
+
+/// The descriptors of the object `name` that `proc` still holds as it exits, held there by
+/// `tracer` (which must hold it at its `exit_group()` next); then lets it exit. Empty if it was
+/// not held there.
+pub fn descriptors_at_exit(
+    proc: &Proc,
+    tracer: Option<Tracer>,
+    name: &str,
+) -> Result<Vec<i32>, Fail> {
+    let Some(mut tracer) = tracer else {
+        return Ok(Vec::new());
+    };
+    let held = tracer.held_before(Instant::now() + Duration::from_secs(2))?;
+    let fds = if held {
+        super::probes::object_fds(proc.pid.as_raw(), name)
+    } else {
+        Vec::new()
+    };
+    tracer.release();
+    Ok(fds)
 }
 
 /// Starts `posix-shm open` and returns its first answer, whatever it is.

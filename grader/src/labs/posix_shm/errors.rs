@@ -1,267 +1,24 @@
-//! The error paths, each error asserted by its kind: bad names (for create and open), a size of
-//! 0, a name that exists (an object, a 0-byte one, a link), accesses at and past the end, names
-//! that do not exist, an empty object. Creates that fail half-way are in `failed_creates`.
+//! The error paths, each error asserted by its kind: a size of 0, a name that exists (an object,
+//! a 0-byte one, a link, one that appears as the creator's `shm_open()` begins), accesses at
+//! and past the end, names that do not exist, an empty object. Bad names are in `names`,
+//! creates that fail half-way in `failed_creates`.
 
 use std::os::unix::fs::MetadataExt;
+use std::time::{Duration, Instant};
 
 use ipc_labs_driver::Message;
 
-use crate::engine::{Fail, Proc, Run};
+use crate::engine::tracer::{Call, Reached, Step, Tracer};
+use crate::engine::{Fail, Proc, Run, force, inspect};
 
 use super::driver::{
-    CREATOR, OPENER, Table, await_answer, await_answer_watching, is_refusal, refused, said, start,
+    CREATOR, OPENER, Table, await_answer, await_answer_watching, creating_open,
+    descriptors_at_exit, is_refusal, refused, said, start, start_held_at_exit, start_stopped,
 };
 use super::probes::{
-    dev_shm, exists, object_bytes, plant_dangling_link, plant_link, plant_object, plant_sparse,
-    runnable_ns,
+    Planted, dev_shm, exists, object_bytes, plant_dangling_link, plant_link, plant_object,
+    plant_sparse, runnable_ns,
 };
-
-/// A name the program must refuse, and what is wrong with it.
-struct BadName {
-    name: String,
-    what: String,
-    /// Why, in the advice, when the program took it.
-    why: &'static str,
-    /// The name glibc's shm_open() would give the object, if it takes this one at all.
-    lands: Option<String>,
-}
-
-/// Starts one program per name at once (they do not depend on each other).
-fn start_all(
-    run: &mut Run,
-    names: &[String],
-    create: Option<usize>,
-    who: &'static str,
-) -> Result<Vec<Proc>, Fail> {
-    names
-        .iter()
-        .map(|name| start(run, name, create, who))
-        .collect()
-}
-
-/// The first answer of each program, in order.
-fn first_answers(
-    procs: Vec<Proc>,
-    names: &[String],
-    who: &'static str,
-) -> Result<Vec<(Proc, Message)>, Fail> {
-    let mut answers = Vec::new();
-    for (mut proc, name) in procs.into_iter().zip(names) {
-        let first = await_answer(&mut proc, who, &format!("given the name {name:.40}"), None)?;
-        answers.push((proc, first));
-    }
-    Ok(answers)
-}
-
-pub fn invalid_names(run: &mut Run) -> Result<String, Fail> {
-    // Built from handed-out names, so that whatever a lax program creates is audited.
-    let plain = run.ipc_name("noslash");
-    let double = run.ipc_name("double");
-    let nested = run.ipc_name("dir");
-    let one_past = run.ipc_name("long");
-    let wide = run.ipc_name("wide");
-    let edge = run.ipc_name("edge");
-    // Characters of two bytes each: at most 255 characters, but more than 255 bytes.
-    let wide_chars = 250 - wide.len();
-    let wide_name = format!("{wide}{}", "é".repeat(wide_chars));
-    let bad = [
-        BadName {
-            name: plain.trim_start_matches('/').to_string(),
-            what: "no leading slash".into(),
-            why: "check_name() must refuse it (glibc's shm_open() quietly puts the slash back)",
-            lands: Some(plain.clone()),
-        },
-        BadName {
-            name: format!("/{double}"),
-            what: "two leading slashes".into(),
-            why: "only the first character may be '/' (glibc's shm_open() strips every leading \
-                  slash): strip one, then refuse any other",
-            lands: Some(double.clone()),
-        },
-        BadName {
-            name: format!("{nested}/table"),
-            what: "a second slash".into(),
-            why: "no '/' may follow the first",
-            lands: None,
-        },
-        BadName {
-            name: "/".into(),
-            what: "nothing after the slash".into(),
-            why: "at least one character must follow the '/'",
-            lands: None,
-        },
-        BadName {
-            name: format!("{one_past}{}", "x".repeat(256 - one_past.len())),
-            what: "256 bytes, one more than MAX_NAME_LEN".into(),
-            why: "MAX_NAME_LEN (255) counts the whole name, the leading slash included",
-            lands: Some(format!("{one_past}{}", "x".repeat(256 - one_past.len()))),
-        },
-        BadName {
-            what: format!(
-                "{} characters but {} bytes",
-                wide_name.chars().count(),
-                wide_name.len()
-            ),
-            name: wide_name,
-            why: "the limit is in bytes (name.len()), not in characters: 'é' is 2 bytes",
-            lands: None,
-        },
-    ];
-    let longest = format!("{edge}{}", "x".repeat(255 - edge.len()));
-    let mut names: Vec<String> = bad.iter().map(|b| b.name.clone()).collect();
-    names.push(longest.clone());
-    // open() must refuse such names too, even where glibc would find an object: the grader puts
-    // one where a lax shm_open() would look.
-    let plain_open = run.ipc_name("noslash-open");
-    let double_open = run.ipc_name("double-open");
-    let cases = [
-        (
-            plain_open.trim_start_matches('/').to_string(),
-            plain_open.clone(),
-            "no leading slash",
-        ),
-        (
-            format!("/{double_open}"),
-            double_open.clone(),
-            "two leading slashes",
-        ),
-    ];
-    // A bad name with size 0: the name is checked first, so it is bad-name, not zero-size.
-    let zero_named = run.ipc_name("zero-noslash");
-    let zero_bad = zero_named.trim_start_matches('/').to_string();
-    // Any bytes but '/' may follow the slash: a space, punctuation, characters of 2 and 3
-    // bytes (well under 255 bytes in all).
-    let odd = format!("{} a+b:c,d=é数据!", run.ipc_name("odd"));
-    let mut planted = Vec::new();
-    for (_, target, _) in &cases {
-        planted.push(plant_object(run, target, &[0u8; 64])?);
-    }
-    let opened: Vec<String> = cases.iter().map(|(asked, _, _)| asked.clone()).collect();
-    // None of these depends on another: all start at once, and are judged in order.
-    let creating = start_all(run, &names, Some(64), CREATOR)?;
-    let opening = start_all(run, &opened, None, OPENER)?;
-    let mut zero_proc = start(run, &zero_bad, Some(0), CREATOR)?;
-    let mut odd_proc = start(run, &odd, Some(64), CREATOR)?;
-    let mut answers = first_answers(creating, &names, CREATOR)?;
-    let (edge_proc, edge_answer) = answers.pop().expect("the longest name's answer");
-    for (case, (mut proc, answer)) in bad.iter().zip(answers) {
-        judge_bad_name(case, &answer, "create")?;
-        proc.wait()?;
-    }
-    if is_refusal(&edge_answer, "bad-name") {
-        return Err(Fail::failed(
-            "a name of exactly 255 bytes (the slash included) was refused: names of up to \
-             MAX_NAME_LEN (255) bytes are valid; the limit counts the name's bytes, the slash \
-             included and no terminating NUL: refuse only name.len() > MAX_NAME_LEN",
-        ));
-    }
-    let mut longest_table = super::driver::mapped(edge_proc, edge_answer, &longest, CREATOR)?;
-    longest_table.unlink()?;
-    longest_table.close()?;
-
-    let answers = first_answers(opening, &opened, OPENER)?;
-    for ((asked, target, what), (mut proc, answer)) in cases.iter().zip(answers) {
-        if is_refusal(&answer, "bad-name") {
-            proc.wait()?;
-            continue;
-        }
-        let took = if answer.kind == "mapped" {
-            format!("mapped {}", dev_shm(target).display())
-        } else {
-            format!("said {}", said(&answer))
-        };
-        return Err(Fail::failed(format!(
-            "open() of a name with {what} ({asked:.40}) {took}, not `failed` with \
-             kind=bad-name; create() refused such a name, so open() must check it too \
-             (check_name) before shm_open()"
-        )));
-    }
-    drop(planted);
-
-    let what =
-        format!("creating a table of size 0 under a name with no leading slash ({zero_bad:.40})");
-    let answer = await_answer(&mut zero_proc, CREATOR, &what, None)?;
-    if is_refusal(&answer, "zero-size") {
-        return Err(Fail::failed(format!(
-            "{what}, the program said kind=zero-size, not kind=bad-name: create() checks the \
-             name first, then the size (a bad name is bad-name whatever the size)"
-        )));
-    }
-    judge_bad_name(
-        &BadName {
-            name: zero_bad.clone(),
-            what: "no leading slash (and size 0)".into(),
-            why: "check_name() must refuse it, before the size is looked at",
-            lands: Some(zero_named.clone()),
-        },
-        &answer,
-        "create",
-    )?;
-    zero_proc.wait()?;
-
-    let what =
-        format!("creating a table named {odd:?} (a space, punctuation, 2- and 3-byte characters)");
-    let answer = await_answer(&mut odd_proc, CREATOR, &what, None)?;
-    if is_refusal(&answer, "bad-name") {
-        return Err(Fail::failed(format!(
-            "{what}, the program said {}: a name is '/' then 1 or more bytes, any but '/', at \
-             most 255 bytes in all; no character set is asked for, so check only the slashes \
-             and the length",
-            said(&answer)
-        )));
-    }
-    let mut odd_table = super::driver::mapped(odd_proc, answer, &odd, CREATOR)?;
-    let mut odd_opener = start(run, &odd, None, OPENER)?;
-    let answer = await_answer(&mut odd_opener, OPENER, &format!("opening {odd:?}"), None)?;
-    if is_refusal(&answer, "bad-name") {
-        return Err(Fail::failed(format!(
-            "opening {odd:?}, which the creator had created, the program said {}: open() \
-             must accept every name create() accepts ('/' then any bytes but '/', at most 255)",
-            said(&answer)
-        )));
-    }
-    let odd_opened = super::driver::mapped(odd_opener, answer, &odd, OPENER)?;
-    odd_table.unlink()?;
-    odd_opened.close()?;
-    odd_table.close()?;
-    Ok(
-        "bad names (no leading slash, two leading slashes, a second slash, '/' alone, 256 \
-        bytes, 250 characters in more than 255 bytes) were refused by create, the first two by \
-        open too, a bad name with size 0 too; a 255-byte name, and one with a space, \
-        punctuation and multi-byte characters, worked"
-            .into(),
-    )
-}
-
-fn judge_bad_name(case: &BadName, answer: &Message, op: &str) -> Result<(), Fail> {
-    if is_refusal(answer, "bad-name") {
-        return match case.lands.as_deref().filter(|&lands| exists(lands)) {
-            Some(lands) => Err(Fail::failed(format!(
-                "{op} refused a name with {} with kind=bad-name, but {} exists now: shm_open() \
-                 ran before the name was checked; check it first, so that a refused create \
-                 leaves nothing",
-                case.what,
-                dev_shm(lands).display()
-            ))),
-            None => Ok(()),
-        };
-    }
-    let name = &case.name;
-    let what = &case.what;
-    if answer.kind == "mapped" {
-        return Err(Fail::failed(format!(
-            "{op} accepted a name with {what} ({name:.40}): {}",
-            case.why
-        )));
-    }
-    Err(Fail::failed(format!(
-        "{op} of a name with {what} ({name:.40}): the program said {}, not `failed` with \
-         kind=bad-name: it let the name reach shm_open(), but check_name() must refuse it \
-         first: {}",
-        said(answer),
-        case.why
-    )))
-}
 
 /// An access the program must refuse, or accept.
 #[derive(Clone, Copy, PartialEq)]
@@ -405,7 +162,7 @@ pub fn typed_errors(run: &mut Run) -> Result<String, Fail> {
     let ours = run.random_bytes(100);
     let occupant = plant_object(run, &occupied, &ours)?;
     let taken = run.ipc_name("taken");
-    let link = plant_dangling_link(&taken)?;
+    let link = plant_dangling_link(run, &taken)?;
     // A 0-byte object: what another creator leaves between its shm_open() and its ftruncate().
     // The grader keeps it open, to see whether a create unlinks or replaces it.
     let hollow = run.ipc_name("hollow");
@@ -419,6 +176,8 @@ pub fn typed_errors(run: &mut Run) -> Result<String, Fail> {
     let mut again = start(run, &existing, Some(8000), "a second creator")?;
     let mut linked = start(run, &taken, Some(64), "a creator")?;
     let mut over_hollow = start(run, &hollow, Some(64), "a creator")?;
+    let raced = run.ipc_name("raced");
+    let racer = start_racer(run, &raced)?;
 
     let answer = await_answer(&mut zero, CREATOR, "creating a 0-byte table", None)?;
     refused(
@@ -529,6 +288,9 @@ pub fn typed_errors(run: &mut Run) -> Result<String, Fail> {
     left_alone(&answer, &hollow, &hollow_held)?;
     over_hollow.wait()?;
     drop(hollow_object);
+    if let Some(racer) = racer {
+        racer.judge()?;
+    }
 
     let answer = await_answer(&mut first, CREATOR, &format!("creating {name}"), None)?;
     let mut creator = super::driver::mapped(first, answer, &name, CREATOR)?;
@@ -644,6 +406,165 @@ fn left_alone(answer: &Message, name: &str, held: &std::fs::File) -> Result<(), 
     )
 }
 
+/// A creator of a fresh name, held at the entry of its creating `shm_open()` while the grader
+/// puts an object of its own at the name: a second creator of the name that got there in that
+/// moment. Only `O_EXCL` answers `exists` then, whatever the program looked at before; and the
+/// answer is due at once, so the creator is held again if it starts a sleep before it.
+struct Racer {
+    proc: Proc,
+    tracer: Tracer,
+    name: String,
+    /// The grader's object, its bytes and its inode; `None` if the program said something
+    /// before any creating `openat()`.
+    planted: Option<(Planted, Vec<u8>, u64)>,
+    /// What it said first, if it spoke before the creating `openat()`.
+    early: Option<Message>,
+}
+
+/// The calls a pause is made of.
+const SLEEPS: &[i64] = &[libc::SYS_nanosleep, libc::SYS_clock_nanosleep];
+
+const RACER: &str = "a racing creator";
+
+/// Starts the [`Racer`] and plants the grader's object once it is held; `None` where the
+/// grader may not trace it.
+fn start_racer(run: &mut Run, name: &str) -> Result<Option<Racer>, Fail> {
+    let mut proc = start_stopped(run, name, Some(64), RACER)?;
+    let pid = proc.pid.as_raw();
+    let steps = [
+        (creating_open(), Step::Hold),
+        (Call::one_of(SLEEPS), Step::Hold),
+    ];
+    let tracer = Tracer::in_turn(pid, steps)?;
+    force::resume(pid)?;
+    let Some(mut tracer) = tracer else {
+        run.note(
+            "the grader may not trace a creator here (ptrace): no object was put at a name as \
+             its shm_open() began",
+        );
+        proc.kill_tree();
+        return Ok(None);
+    };
+    let (planted, early) = match tracer.wait(&mut proc, Instant::now() + Duration::from_secs(5))? {
+        Reached::Call => {
+            let bytes = run.random_bytes(100);
+            let object = plant_object(run, name, &bytes)?;
+            let inode = std::fs::metadata(dev_shm(name))?.ino();
+            tracer.go_on();
+            (Some((object, bytes, inode)), None)
+        }
+        Reached::Passed(said) => (None, said),
+    };
+    Ok(Some(Racer {
+        proc,
+        tracer,
+        name: name.to_string(),
+        planted,
+        early,
+    }))
+}
+
+impl Racer {
+    /// Fails unless the creator answered `exists` at once and left the grader's object as it
+    /// was.
+    fn judge(self) -> Result<(), Fail> {
+        let Racer {
+            mut proc,
+            mut tracer,
+            name,
+            planted,
+            early,
+        } = self;
+        let what = format!("creating {name}");
+        let Some((object, theirs, inode)) = planted else {
+            // It said something before any creating open: nothing was raced.
+            if early.is_none() {
+                await_answer(&mut proc, RACER, &what, None)?;
+            }
+            return Ok(());
+        };
+        let told = format!(
+            "the grader held a creator of {name} at the entry of its creating shm_open() \
+             (openat() with O_CREAT) and put an object of its own there ({} bytes), as a second \
+             creator of the name would at that moment",
+            theirs.len()
+        );
+        let pid = proc.pid.as_raw();
+        let until = Instant::now() + Duration::from_secs(5);
+        let answer = match tracer.wait(&mut proc, until)? {
+            Reached::Call => {
+                let call = match inspect::call_of(pid, pid) {
+                    Some((libc::SYS_nanosleep, _)) => "nanosleep()",
+                    _ => "clock_nanosleep()",
+                };
+                // The name is free again while it sleeps.
+                drop(object);
+                tracer.release();
+                let answer = await_answer(&mut proc, RACER, &what, None)?;
+                let then = if answer.kind == "mapped" {
+                    "the grader removed its object while the creator was held there, and the \
+                     creator then said `mapped`: it tries again after the pause, and takes a \
+                     name that was taken when it asked"
+                        .to_string()
+                } else {
+                    format!("it then said {}", said(&answer))
+                };
+                return Err(Fail::failed(format!(
+                    "{told}; the shm_open() found the name taken (EEXIST), and before it \
+                     answered, the creator entered {call}, where the grader held it: it pauses \
+                     instead of answering at once; {then}. Nothing in this lab waits: EEXIST \
+                     is kind=exists, at once, with no pause and no second try"
+                )));
+            }
+            Reached::Passed(Some(answer)) => answer,
+            Reached::Passed(None) => await_answer(&mut proc, RACER, &what, None)?,
+        };
+        drop(tracer);
+        let path = dev_shm(&name);
+        let now = std::fs::symlink_metadata(&path).ok();
+        let same = now.as_ref().is_some_and(|m| m.ino() == inode);
+        let kept_bytes = object_bytes(&name, 0, theirs.len()).as_deref() == Some(&theirs[..]);
+        let intact =
+            same && now.as_ref().is_some_and(|m| m.len() == theirs.len() as u64) && kept_bytes;
+        if is_refusal(&answer, "exists") && intact {
+            drop(object);
+            proc.wait()?;
+            return Ok(());
+        }
+        let done = match &now {
+            None => "the grader's object is gone".to_string(),
+            Some(_) if !same => "the grader's object is gone, another one has the name".into(),
+            Some(m) if m.len() != theirs.len() as u64 => {
+                format!("it resized the grader's object to {} bytes", m.len())
+            }
+            Some(_) if !kept_bytes => "it changed the grader's object's bytes".into(),
+            Some(_) => "it maps the grader's object".into(),
+        };
+        if answer.kind == "mapped" && same {
+            return Err(Fail::failed(format!(
+                "{told}; the creator then said `mapped`, and {done}: it opened the object that \
+                 was there, so its shm_open() has no O_EXCL; whatever it looked at before the \
+                 call (lstat(), stat(), an open) was out of date by then: only \
+                 shm_open(O_CREAT | O_EXCL) tests and creates in one step, and fails with \
+                 EEXIST (kind=exists) here"
+            )));
+        }
+        if is_refusal(&answer, "exists") || answer.kind == "mapped" {
+            return Err(Fail::failed(format!(
+                "{told}; the creator then said {}, and {done}: a create that finds the name \
+                 taken must not touch the object there (no shm_unlink(), no ftruncate())",
+                said(&answer)
+            )));
+        }
+        refused(
+            &answer,
+            "exists",
+            &told,
+            "shm_open(O_CREAT | O_EXCL) fails with EEXIST, which is TableError::Exists",
+        )
+    }
+}
+
 pub fn open_errors(run: &mut Run) -> Result<String, Fail> {
     let missing = run.ipc_name("missing");
     let missing_path = dev_shm(&missing).display().to_string();
@@ -670,7 +591,8 @@ pub fn open_errors(run: &mut Run) -> Result<String, Fail> {
     let mut hollow = start(run, &empty, None, OPENER)?;
     let mut through = start(run, &linked, None, OPENER)?;
     let mut baseline = start(run, &baseline_name, None, OPENER)?;
-    let mut unmappable = start(run, &vast, None, OPENER)?;
+    // Held as it exits: a failed open must have closed what it opened.
+    let (mut unmappable, unmappable_tracer) = start_held_at_exit(run, &vast, None, OPENER)?;
     // How long each was runnable, read at every look while the grader waits for any of them
     // (the engine reaps a process soon after it exits).
     let pids = [
@@ -801,6 +723,17 @@ pub fn open_errors(run: &mut Run) -> Result<String, Fail> {
         &what,
         "fstat() gives its size, mmap() of that size fails: TableError::Map",
     )?;
+    let kept = descriptors_at_exit(&unmappable, unmappable_tracer, &vast)?;
+    if !kept.is_empty() {
+        return Err(Fail::failed(format!(
+            "{what}, the program said kind=mmap, but held as it exits (at its exit_group(), \
+             after that answer), it still holds descriptor {kept:?} of {}: open() does not \
+             close the descriptor shm_open() gave it when a later step (fstat(), mmap()) \
+             fails; a failed open must release what it opened, on every return (keep it an \
+             OwnedFd, dropped when open() returns)",
+            vast_path.display()
+        )));
+    }
     unmappable.wait()?;
     drop(vast_object);
     Ok(

@@ -1,14 +1,17 @@
 //! Creates that fail after their `shm_open()`: each reports the step that failed and leaves
 //! nothing in `/dev/shm`. Sizes no `ftruncate()` or `mmap()` can take make the real calls fail;
 //! the tracer makes an `ftruncate()` of an ordinary size fail too, which also shows that the
-//! object is sized with `ftruncate()`.
+//! object is sized with `ftruncate()`, and then holds the creator as it exits, to see that it
+//! closed the object's descriptor.
 
 use std::os::unix::fs::MetadataExt;
 
-use crate::engine::tracer::{Action, Call, Tracer};
+use crate::engine::tracer::{Call, Step, Tracer};
 use crate::engine::{Fail, Run, force};
 
-use super::driver::{CREATOR, await_answer, is_refusal, refused, said, start, start_stopped};
+use super::driver::{
+    CREATOR, await_answer, descriptors_at_exit, is_refusal, refused, said, start, start_stopped,
+};
 use super::probes::{dev_shm, exists};
 
 /// The address space, and the largest file, the grader allows each program (`RLIMIT_AS` and
@@ -118,16 +121,22 @@ pub fn failed_create(run: &mut Run) -> Result<String, Fail> {
 const FORCED_ERRNO: i32 = libc::EFBIG;
 
 /// A create of an ordinary size whose `ftruncate()` the tracer makes fail with [`FORCED_ERRNO`]:
-/// it must say `ftruncate` and leave nothing. A create that says `mapped` without the tracer
-/// having seen any `ftruncate()` sized the object another way. `false` if the grader may not
-/// trace the creator.
+/// it must say `ftruncate`, leave nothing, and hold no descriptor of the object as it exits. A
+/// create that says `mapped` without the tracer having seen any `ftruncate()` sized the object
+/// another way. `false` if the grader may not trace the creator.
 fn forced_ftruncate_failure(run: &mut Run) -> Result<bool, Fail> {
     let name = run.ipc_name("forced");
     let size = 10_000;
     let mut proc = start_stopped(run, &name, Some(size), CREATOR)?;
     let pid = proc.pid.as_raw();
-    let truncate = Call::any(libc::SYS_ftruncate);
-    let tracer = Tracer::attach(pid, truncate, Action::Fail(FORCED_ERRNO))?;
+    // The ftruncate() fails; then the creator is held as it exits, to see what it still holds.
+    let tracer = Tracer::in_turn(
+        pid,
+        [
+            (Call::any(libc::SYS_ftruncate), Step::Fail(FORCED_ERRNO)),
+            (Call::any(libc::SYS_exit_group), Step::Hold),
+        ],
+    )?;
     force::resume(pid)?;
     let Some(mut tracer) = tracer else {
         run.note(
@@ -143,7 +152,6 @@ fn forced_ftruncate_failure(run: &mut Run) -> Result<bool, Fail> {
     );
     let answer = await_answer(&mut proc, CREATOR, &what, Some("ftruncate"))?;
     let failed = tracer.failed_the_call()?;
-    drop(tracer);
     if !failed {
         let path = dev_shm(&name);
         let how = match std::fs::metadata(&path) {
@@ -180,6 +188,18 @@ fn forced_ftruncate_failure(run: &mut Run) -> Result<bool, Fail> {
             "{what}: it failed with kind=ftruncate, but {} was left behind: when a step after \
              shm_open() fails, shm_unlink() the name before returning the error (a failed \
              create leaves nothing)",
+            dev_shm(&name).display()
+        )));
+    }
+    let kept = descriptors_at_exit(&proc, Some(tracer), &name)?;
+    if !kept.is_empty() {
+        return Err(Fail::failed(format!(
+            "{what}: it failed with kind=ftruncate and removed the name, but held as it exits \
+             (at its exit_group(), after that answer), it still holds descriptor {kept:?} of \
+             {} (deleted): the descriptor shm_open() gave it is not closed when a later step \
+             fails, and keeps the unlinked object's memory while the process runs; a failed \
+             create must release what it opened, on every return (keep it an OwnedFd, dropped \
+             when create() returns)",
             dev_shm(&name).display()
         )));
     }

@@ -11,8 +11,10 @@
 //! - `probes`: what the grader reads from outside, and the objects it plants at a name;
 //! - `explain`: why a read did not return what was written;
 //! - `object`: mode and exact size;
-//! - `sharing`: the mapping, shared and in place, before and after close and unlink;
-//! - `errors`: every error kind;
+//! - `sharing`: the mapping, shared, before and after close and unlink;
+//! - `in_place`: the bytes in the object, copied by the program's own instructions;
+//! - `names`: bad names refused, unusual good ones accepted;
+//! - `errors`: every other error kind;
 //! - `failed_creates`: creates that fail after `shm_open()`, and what they leave.
 
 use std::time::Duration;
@@ -24,6 +26,8 @@ mod driver;
 mod errors;
 mod explain;
 mod failed_creates;
+mod in_place;
+mod names;
 mod object;
 mod probes;
 mod sharing;
@@ -98,7 +102,7 @@ pub static LAB: Lab = Lab {
             hint: Some(
                 "read and write copy out of and into the mapping, in place, not through a copy of your own. See docs/labs/05-posix-shm.md, the rules table (the read and write rule).",
             ),
-            run: sharing::bytes_in_the_object,
+            run: in_place::bytes_in_the_object,
         },
         Check {
             name: "unlinked-but-mapped",
@@ -107,7 +111,7 @@ pub static LAB: Lab = Lab {
             description: "after shm_unlink the name is gone, cannot be opened or unlinked again \
                           (not-found), and the two processes that map it still share the \
                           memory, even once a new object has the name; another unlink error \
-                          is shm-unlink",
+                          is shm-unlink; a symbolic link at the name is unlinked",
             exclusive: false,
             hint: Some(
                 "unlink removes the name while the mappings live on; an unlinked name is not-found. See docs/labs/05-posix-shm.md, the rules table (the unlink rules).",
@@ -126,13 +130,14 @@ pub static LAB: Lab = Lab {
             hint: Some(
                 "A name is `/` then at least one character and no other `/`, at most 255 bytes, checked before shm_open(), by open too. See docs/labs/05-posix-shm.md, the rules table (the name rules).",
             ),
-            run: errors::invalid_names,
+            run: names::invalid_names,
         },
         Check {
             name: "typed-errors",
             points: 3,
             timeout: Duration::from_secs(10),
-            description: "size 0 (leaving nothing, also under a taken name), a taken name, \
+            description: "size 0 (leaving nothing, also under a taken name), a taken name \
+                          (also one taken as the creating shm_open() begins: exists, at once), \
                           and accesses past the end are typed errors (zero-size, exists, \
                           out-of-range) that change nothing; the last byte is the table's",
             exclusive: false,
@@ -148,7 +153,7 @@ pub static LAB: Lab = Lab {
             description: "opening a name that does not exist is not-found and creates nothing; \
                           opening a 0-byte object is empty; both at once, without spinning; a \
                           symbolic link in /dev/shm is not followed (shm-open); an object too \
-                          big to map is mmap, and stays",
+                          big to map is mmap, and stays, and the opener keeps no descriptor",
             exclusive: false,
             hint: Some(
                 "open never creates, follows no link, refuses 0 bytes at once, and never waits. See docs/labs/05-posix-shm.md, the rules table (the open rules).",
@@ -160,10 +165,10 @@ pub static LAB: Lab = Lab {
             points: 2,
             timeout: Duration::from_secs(10),
             description: "a create whose ftruncate() or mmap() fails reports that step's kind \
-                          and leaves nothing in /dev/shm",
+                          and leaves nothing in /dev/shm, nor a descriptor open",
             exclusive: false,
             hint: Some(
-                "A step after shm_open() that fails unlinks the name and reports that step's kind. See docs/labs/05-posix-shm.md, the rules table (\"a failed step after shm_open() unlinks the name\").",
+                "A step after shm_open() that fails unlinks the name, closes the descriptor and reports that step's kind. See docs/labs/05-posix-shm.md, the rules table (\"a failed step after shm_open() unlinks the name\").",
             ),
             run: failed_creates::failed_create,
         },

@@ -10,7 +10,8 @@ use crate::engine::tracer::{Action, Call, Match, Reached, Tracer};
 use crate::engine::{Fail, Run, force};
 
 use super::driver::{
-    CREATOR, OPENER, await_answer, close_all, creators, mapped, openers, start_stopped, table,
+    CREATOR, OPENER, await_answer, close_all, creating_open, creators, mapped, openers,
+    start_stopped, table,
 };
 use super::explain::{Writer, expect_read};
 use super::probes::{dev_shm, object_bytes, object_size};
@@ -41,15 +42,7 @@ fn wrong_with(mode: u32) -> String {
 fn modes_at_creation(run: &mut Run, name: &str) -> Result<Option<(u32, u32)>, Fail> {
     let mut proc = start_stopped(run, name, Some(10_000), CREATOR)?;
     let pid = proc.pid.as_raw();
-    let creating = Call {
-        number: libc::SYS_openat,
-        matching: Match::Bits {
-            arg: 2,
-            mask: libc::O_CREAT as u64,
-            value: libc::O_CREAT as u64,
-        },
-    };
-    let tracer = Tracer::attach(pid, creating, Action::HoldAfter)?;
+    let tracer = Tracer::attach(pid, creating_open(), Action::HoldAfter)?;
     force::resume(pid)?;
     let Some(mut tracer) = tracer else {
         run.note(

@@ -230,13 +230,18 @@ pub fn plant_sparse(run: &Run, name: &str, len: u64) -> Result<Planted, Fail> {
 }
 
 /// A symbolic link the grader puts at `name`, to a file that does not exist: the name is
-/// taken, but nothing can be opened through it.
-pub fn plant_dangling_link(name: &str) -> Result<Planted, Fail> {
+/// taken, but nothing can be opened through it. Owned by the user the programs run as, so that
+/// they may remove it from the sticky `/dev/shm`.
+pub fn plant_dangling_link(run: &Run, name: &str) -> Result<Planted, Fail> {
     let path = dev_shm(name);
     let target = dev_shm(&format!("{name}-nowhere"));
     std::os::unix::fs::symlink(&target, &path)
         .map_err(|e| Fail::Grader(format!("creating the link {}: {e}", path.display())))?;
-    Ok(Planted { path })
+    let planted = Planted { path };
+    if let Some((uid, gid)) = run.program_user() {
+        std::os::unix::fs::lchown(&planted.path, Some(uid), Some(gid))?;
+    }
+    Ok(planted)
 }
 
 /// A symbolic link the grader puts at `name`, to the object `target` beside it: `shm_open()`

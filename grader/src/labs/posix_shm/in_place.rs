@@ -1,0 +1,456 @@
+//! Where the bytes go: into the object itself, through the mappings, copied by the
+//! program's own instructions (a hardware watchpoint sees them), with no read or write system
+//! call (`/proc/PID/io`); when a program moves them by system call, the grader holds it at one
+//! to see through what.
+
+use std::os::unix::fs::FileExt;
+use std::time::{Duration, Instant};
+
+use rand::RngExt;
+
+use crate::engine::tracer::{Action, Call, Field, Reached, Tracer, Watched};
+use crate::engine::{Fail, Run, inspect};
+
+use super::driver::{Table, await_answer, pair, said};
+use super::explain::{Writer, expect_read};
+use super::probes::{dev_shm, find, io_of, object_fds, resident_bytes, table_mapping};
+
+pub fn bytes_in_the_object(run: &mut Run) -> Result<String, Fail> {
+    let size = 64 << 10;
+    let (mut creator, mut opener) = pair(run, "table", size)?;
+    let path = dev_shm(&creator.name);
+    // read() and write() on the object reach the very pages the programs map, and, unlike a
+    // mapping, cannot fault if a program shrinks the object.
+    let object = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&path)?;
+    let len = (16 << 10) + run.rng().random_range(0..1024);
+    let at = run.rng().random_range(0..size / 2 - len);
+    let data = run.random_bytes(len);
+    // /proc/PID/io counts the bytes of read-like and write-like calls, not loads and stores: a
+    // write into the mapping moves none (the program reads the grader's file, that is all).
+    let (before, printed) = (io_of(&creator.proc), output_bytes(&creator.proc));
+    let store_seen = watched_access(run, &mut creator, Access::Write(&data), at)?;
+    let mut moved = io_of(&creator.proc).since(before);
+    // What it printed (stdout, stderr) counts too, and is not the table's business; the
+    // grader's capture of it may be a moment behind.
+    let settle = Instant::now() + Duration::from_secs(1);
+    let written = moved.written_bytes;
+    while moved.written_bytes >= len as u64 / 2 && Instant::now() < settle {
+        let printed = output_bytes(&creator.proc).saturating_sub(printed);
+        moved.written_bytes = written.saturating_sub(printed);
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    if moved.written_bytes >= len as u64 / 2 {
+        let how = through(run, &mut creator, Moved::Wrote, at, len)?;
+        return Err(Fail::failed(format!(
+            "writing {len} bytes into the table, the creator passed {} bytes to write-like \
+             system calls (write, pwrite, ...): {how}; store them into the mapped memory, with \
+             no system call",
+            moved.written_bytes,
+        )));
+    }
+    let mut seen = vec![0u8; data.len()];
+    object.read_exact_at(&mut seen, at as u64).map_err(|e| {
+        Fail::failed(format!(
+            "the grader cannot read {} at offset {at}: {e}; leave the object its size",
+            path.display()
+        ))
+    })?;
+    if seen != data {
+        let cause = match table_mapping(creator.pid(), &creator.name) {
+            Some(m) if !m.perms.ends_with('s') => format!(
+                "it maps the table privately ({}, MAP_PRIVATE), so its stores stay in its own \
+                 copy-on-write pages; map it with MAP_SHARED",
+                m.perms
+            ),
+            _ => {
+                let mut whole = vec![0u8; size];
+                let found = object
+                    .read_exact_at(&mut whole, 0)
+                    .ok()
+                    .and_then(|()| find(&whole, &data));
+                match (found, super::explain::partly(&seen, &data)) {
+                    (Some(to), _) => format!(
+                        "they are at offset {to}: write() must copy to the mapping's address \
+                         plus the offset asked for"
+                    ),
+                    (None, Some(part)) => format!(
+                        "it holds only {part}: write() must copy all of them, to the mapping's \
+                         address plus the offset"
+                    ),
+                    (None, None) => "write into the mapping of the object itself, not into a \
+                                     copy or a file of your own"
+                        .into(),
+                }
+            }
+        };
+        return Err(Fail::failed(format!(
+            "the creator said it wrote {len} bytes at offset {at}, but {} holds other bytes \
+             there: {cause}",
+            path.display()
+        )));
+    }
+    let mine = run.random_bytes(len);
+    let back = run.rng().random_range(size / 2..size - len);
+    object.write_all_at(&mine, back as u64)?;
+    let before = io_of(&opener.proc);
+    let (fields, file) = opener.read_fields(run, back, len);
+    let load_seen = watched_access(run, &mut opener, Access::Read(&fields), back)?;
+    let read = std::fs::read(&file)?;
+    std::fs::remove_file(&file)?;
+    let moved = io_of(&opener.proc).since(before);
+    if moved.read_bytes >= len as u64 / 2 {
+        let how = through(run, &mut opener, Moved::Read, back, len)?;
+        return Err(Fail::failed(format!(
+            "reading {len} bytes of the table, the opener got {} bytes from read-like system \
+             calls (read, pread, ...): {how}; copy them out of the mapped memory, with no \
+             system call",
+            moved.read_bytes,
+        )));
+    }
+    expect_read(
+        &opener,
+        Writer::Object("the grader"),
+        back,
+        &read,
+        &mine,
+        &format!(
+            "the grader wrote {len} bytes at offset {back} of {}, as the opener read them",
+            path.display()
+        ),
+        None,
+    )?;
+    for (seen, who, doing, at, access) in [
+        (store_seen, creator.who, "writing", at, "store into"),
+        (load_seen, opener.who, "reading", back, "load from"),
+    ] {
+        if seen == Some(false) {
+            return Err(Fail::failed(format!(
+                "{doing} {len} bytes at offset {at} of the table, {who} said `done` and the \
+                 bytes arrived, but none of its own instructions touched them: a hardware \
+                 watchpoint on the table's bytes at offset {} of its mapping saw no {access} \
+                 them (and /proc/PID/io counted no read or write): the kernel copied them for \
+                 it, by a system call such as process_vm_readv()/process_vm_writev() or an \
+                 access to /proc/self/mem; read() and write() copy the bytes themselves, with \
+                 a plain memory copy between the buffer and the mapping",
+                watched_offset(at)
+            )));
+        }
+    }
+    creator.unlink()?;
+    opener.close()?;
+    creator.close()?;
+    let watched = if store_seen.is_some() && load_seen.is_some() {
+        ", each by the program's own loads and stores (seen with a hardware watchpoint)"
+    } else {
+        ""
+    };
+    Ok(format!(
+        "the grader saw the creator's write in {} and the opener read the grader's, {len} bytes \
+         each way with no read or write system call{watched}",
+        path.display()
+    ))
+}
+
+/// A command whose copy the grader watches.
+#[derive(Clone, Copy)]
+enum Access<'a> {
+    /// Write these bytes.
+    Write(&'a [u8]),
+    /// Read: the command's fields.
+    Read(&'a [(&'static str, String)]),
+}
+
+/// The offset of the 8 bytes watched in an access that starts at `at` (watchpoints are
+/// aligned; the accesses watched are kilobytes long).
+fn watched_offset(at: usize) -> usize {
+    at.next_multiple_of(8)
+}
+
+const STORES: &[Field] = &[Field {
+    offset: 0,
+    len: 8,
+    loads: false,
+}];
+const LOADS_AND_STORES: &[Field] = &[Field {
+    offset: 0,
+    len: 8,
+    loads: true,
+}];
+
+/// Has `table` do `access` at `at` (which must succeed) with a hardware watchpoint on 8 bytes
+/// of its mapping there: whether its own instructions stored into them (a write) or loaded
+/// from them (a read) before it answered; `None` where the grader cannot watch.
+fn watched_access(
+    run: &mut Run,
+    table: &mut Table,
+    access: Access<'_>,
+    at: usize,
+) -> Result<Option<bool>, Fail> {
+    let (fields, file, what, fields_watched) = match access {
+        Access::Write(data) => {
+            let fields = table.write_fields(run, at, data)?;
+            let file = std::path::PathBuf::from(&fields[2].1);
+            let what = format!("write {} bytes at offset {at}", data.len());
+            (fields, Some(file), what, STORES)
+        }
+        Access::Read(fields) => {
+            let len = fields
+                .iter()
+                .find(|(k, _)| *k == "len")
+                .map_or("", |f| f.1.as_str());
+            let what = format!("read {len} bytes at offset {at}");
+            (fields.to_vec(), None, what, LOADS_AND_STORES)
+        }
+    };
+    let tracer = match table_mapping(table.pid(), &table.name) {
+        Some(m) => Tracer::watch_at(
+            table.pid(),
+            m.start + watched_offset(at) as u64,
+            fields_watched,
+        )?,
+        None => None,
+    };
+    let Some(mut tracer) = tracer else {
+        table.must(&what, &fields)?;
+        if let Some(file) = file {
+            std::fs::remove_file(file)?;
+        }
+        if let Access::Write(data) = access {
+            table.wrote.push((at, data.to_vec()));
+        }
+        return Ok(None);
+    };
+    let until = Instant::now() + Duration::from_secs(5);
+    // Whether the command went, whether the watchpoint was set, and whether it was hit.
+    let (mut sent, mut armed, mut hit) = (false, false, false);
+    let answer = loop {
+        match tracer.next(&mut table.proc, until)? {
+            Watched::Armed => {
+                armed = true;
+                table.proc.send("cmd", &fields)?;
+                sent = true;
+            }
+            Watched::Hit => {
+                // One is enough: the rest of the copy runs unwatched.
+                hit = true;
+                break None;
+            }
+            Watched::Said(message) => break Some(message),
+            Watched::Lost | Watched::Unavailable => {
+                armed = false;
+                break None;
+            }
+        }
+    };
+    drop(tracer);
+    if !sent {
+        table.proc.send("cmd", &fields)?;
+    }
+    let answer = match answer {
+        Some(answer) => answer,
+        None => await_answer(
+            &mut table.proc,
+            table.who,
+            &format!("asked to {what}"),
+            None,
+        )?,
+    };
+    finish(table, &what, answer, file)?;
+    if let Access::Write(data) = access {
+        table.wrote.push((at, data.to_vec()));
+    }
+    Ok(armed.then_some(hit))
+}
+
+/// The end of a watched access: it must have said `done`; the data file goes.
+fn finish(
+    table: &mut Table,
+    what: &str,
+    answer: ipc_labs_driver::Message,
+    file: Option<std::path::PathBuf>,
+) -> Result<(), Fail> {
+    if let Some(file) = file {
+        std::fs::remove_file(file)?;
+    }
+    if answer.kind != "done" {
+        return Err(Fail::failed(format!(
+            "{} could not {what}: it said {}",
+            table.who,
+            said(&answer)
+        )));
+    }
+    Ok(())
+}
+
+/// How many bytes the program has written to its stdout and stderr so far.
+fn output_bytes(proc: &crate::engine::Proc) -> u64 {
+    [&proc.stdout, &proc.stderr]
+        .iter()
+        .map(|captured| {
+            let captured = captured.lock().expect("capture lock");
+            captured.bytes.len() as u64 + captured.dropped
+        })
+        .sum()
+}
+
+/// Which way a program moved the table's bytes with system calls.
+#[derive(Clone, Copy, PartialEq)]
+enum Moved {
+    Wrote,
+    Read,
+}
+
+impl Moved {
+    fn did(self) -> &'static str {
+        match self {
+            Moved::Wrote => "wrote",
+            Moved::Read => "read",
+        }
+    }
+
+    /// The calls that move bytes this way (the program's commands and answers go by
+    /// `recvfrom()` and `sendto()`, none of these).
+    fn calls(self) -> &'static [i64] {
+        match self {
+            Moved::Wrote => &[
+                libc::SYS_write,
+                libc::SYS_pwrite64,
+                libc::SYS_writev,
+                libc::SYS_pwritev,
+                libc::SYS_pwritev2,
+            ],
+            Moved::Read => &[
+                libc::SYS_read,
+                libc::SYS_pread64,
+                libc::SYS_readv,
+                libc::SYS_preadv,
+                libc::SYS_preadv2,
+            ],
+        }
+    }
+}
+
+/// The name of one of [`Moved::calls`].
+fn call_name(number: i64) -> &'static str {
+    match number {
+        libc::SYS_write => "write()",
+        libc::SYS_pwrite64 => "pwrite()",
+        libc::SYS_writev => "writev()",
+        libc::SYS_pwritev | libc::SYS_pwritev2 => "pwritev()",
+        libc::SYS_read => "read()",
+        libc::SYS_pread64 => "pread()",
+        libc::SYS_readv => "readv()",
+        _ => "preadv()",
+    }
+}
+
+/// Through what a program that moved the table's bytes with system calls (`moved` them) did
+/// it, as far as `/proc` tells, and, when it holds no descriptor of the object, as the grader
+/// sees it held at the first such call of one more access of `len` bytes at `at`.
+fn through(
+    run: &mut Run,
+    table: &mut Table,
+    moved: Moved,
+    at: usize,
+    len: usize,
+) -> Result<String, Fail> {
+    let did = moved.did();
+    let path = dev_shm(&table.name).display().to_string();
+    let fds = object_fds(table.pid(), &table.name);
+    let how = if !fds.is_empty() {
+        format!("it {did} them through its descriptor {fds:?} of {path} (pread/pwrite)")
+    } else {
+        match held_at_copy(run, table, moved, at, len)? {
+            Some((call, fd, target)) if target == format!("/proc/{}/mem", table.pid()) => {
+                return Ok(format!(
+                    "held at the first such call of one more {} ({call} of descriptor {fd}), \
+                     it was copying them through {target}, its own memory: it {did} them at \
+                     the mapping's addresses through /proc/self/mem, so the kernel copied them \
+                     for it, not its own instructions",
+                    if moved == Moved::Wrote {
+                        "write"
+                    } else {
+                        "read"
+                    }
+                ));
+            }
+            Some((call, fd, target)) => {
+                let what = if target == path || target.starts_with(&path) {
+                    "the object itself, opened a second time (by its path or by shm_open())"
+                } else {
+                    "a file of its own"
+                };
+                format!(
+                    "it {did} them through a file it opened for the purpose (it holds no \
+                     descriptor of {path} now): held at the first such call of one more access \
+                     ({call} of descriptor {fd}), it was copying them through {target}, {what}"
+                )
+            }
+            None => format!(
+                "it {did} them through a file it opened for the purpose (it holds no \
+                 descriptor of {path} now), such as the object opened by its path or a file of \
+                 its own"
+            ),
+        }
+    };
+    Ok(match resident_bytes(table.pid(), &table.name) {
+        Some(0) => format!("{how}, and never touched its mapping (none of its pages is resident)"),
+        _ => format!("{how}, not through its mapping"),
+    })
+}
+
+/// Has `table` make one more access of `len` bytes at `at` (a write when `moved` is
+/// [`Moved::Wrote`]) and holds it at its first call of [`Moved::calls`]: that call, its
+/// descriptor and the file the descriptor is open on. `None` where the grader may not trace
+/// it, or it made no such call before it answered.
+fn held_at_copy(
+    run: &mut Run,
+    table: &mut Table,
+    moved: Moved,
+    at: usize,
+    len: usize,
+) -> Result<Option<(&'static str, i32, String)>, Fail> {
+    let pid = table.pid();
+    let Some(mut tracer) = Tracer::attach(pid, Call::one_of(moved.calls()), Action::Hold)? else {
+        return Ok(None);
+    };
+    let (fields, file) = match moved {
+        Moved::Wrote => {
+            let data = run.random_bytes(len);
+            let fields = table.write_fields(run, at, &data)?;
+            let file = std::path::PathBuf::from(&fields[2].1);
+            (fields, file)
+        }
+        Moved::Read => table.read_fields(run, at, len),
+    };
+    table.proc.send("cmd", &fields)?;
+    let until = Instant::now() + Duration::from_secs(2);
+    let (seen, said) = match tracer.wait(&mut table.proc, until)? {
+        Reached::Call => {
+            let seen = inspect::call_of(pid, pid).and_then(|(number, args)| {
+                let fd = args[0] as i32;
+                let target = std::fs::read_link(format!("/proc/{pid}/fd/{fd}")).ok()?;
+                Some((call_name(number), fd, target.display().to_string()))
+            });
+            tracer.release();
+            (seen, None)
+        }
+        Reached::Passed(said) => {
+            drop(tracer);
+            (None, said)
+        }
+    };
+    if said.is_none() {
+        await_answer(
+            &mut table.proc,
+            table.who,
+            "asked for one more access",
+            None,
+        )?;
+    }
+    let _ = std::fs::remove_file(file);
+    Ok(seen)
+}

@@ -1,0 +1,316 @@
+//! Names: the bad ones, refused by create and by open before `shm_open()` (and before the
+//! size), and the unusual good ones, accepted.
+
+use ipc_labs_driver::Message;
+
+use crate::engine::{Fail, Proc, Run};
+
+use super::driver::{CREATOR, OPENER, await_answer, is_refusal, said, start};
+use super::probes::{dev_shm, exists, plant_object};
+
+/// A name the program must refuse, and what is wrong with it.
+struct BadName {
+    name: String,
+    what: String,
+    /// Why, in the advice, when the program took it.
+    why: &'static str,
+    /// The name glibc's shm_open() would give the object, if it takes this one at all.
+    lands: Option<String>,
+}
+
+/// Starts one program per name at once (they do not depend on each other).
+fn start_all(
+    run: &mut Run,
+    names: &[String],
+    create: Option<usize>,
+    who: &'static str,
+) -> Result<Vec<Proc>, Fail> {
+    names
+        .iter()
+        .map(|name| start(run, name, create, who))
+        .collect()
+}
+
+/// The first answer of each program, in order.
+fn first_answers(
+    procs: Vec<Proc>,
+    names: &[String],
+    who: &'static str,
+) -> Result<Vec<(Proc, Message)>, Fail> {
+    let mut answers = Vec::new();
+    for (mut proc, name) in procs.into_iter().zip(names) {
+        let first = await_answer(&mut proc, who, &format!("given the name {name:.40}"), None)?;
+        answers.push((proc, first));
+    }
+    Ok(answers)
+}
+
+pub fn invalid_names(run: &mut Run) -> Result<String, Fail> {
+    // Built from handed-out names, so that whatever a lax program creates is audited.
+    let plain = run.ipc_name("noslash");
+    let double = run.ipc_name("double");
+    let nested = run.ipc_name("dir");
+    let one_past = run.ipc_name("long");
+    let wide = run.ipc_name("wide");
+    let edge = run.ipc_name("edge");
+    // Characters of two bytes each: at most 255 characters, but more than 255 bytes.
+    let wide_chars = 250 - wide.len();
+    let wide_name = format!("{wide}{}", "é".repeat(wide_chars));
+    let bad = [
+        BadName {
+            name: plain.trim_start_matches('/').to_string(),
+            what: "no leading slash".into(),
+            why: "check_name() must refuse it (glibc's shm_open() quietly puts the slash back)",
+            lands: Some(plain.clone()),
+        },
+        BadName {
+            name: format!("/{double}"),
+            what: "two leading slashes".into(),
+            why: "only the first character may be '/' (glibc's shm_open() strips every leading \
+                  slash): strip one, then refuse any other",
+            lands: Some(double.clone()),
+        },
+        BadName {
+            name: format!("{nested}/table"),
+            what: "a second slash".into(),
+            why: "no '/' may follow the first",
+            lands: None,
+        },
+        BadName {
+            name: "/".into(),
+            what: "nothing after the slash".into(),
+            why: "at least one character must follow the '/'",
+            lands: None,
+        },
+        BadName {
+            name: format!("{one_past}{}", "x".repeat(256 - one_past.len())),
+            what: "256 bytes, one more than MAX_NAME_LEN".into(),
+            why: "MAX_NAME_LEN (255) counts the whole name, the leading slash included",
+            lands: Some(format!("{one_past}{}", "x".repeat(256 - one_past.len()))),
+        },
+        BadName {
+            what: format!(
+                "{} characters but {} bytes",
+                wide_name.chars().count(),
+                wide_name.len()
+            ),
+            name: wide_name,
+            why: "the limit is in bytes (name.len()), not in characters: 'é' is 2 bytes",
+            lands: None,
+        },
+    ];
+    let longest = format!("{edge}{}", "x".repeat(255 - edge.len()));
+    let mut names: Vec<String> = bad.iter().map(|b| b.name.clone()).collect();
+    names.push(longest.clone());
+    // open() must refuse such names too, even where glibc would find an object: the grader puts
+    // one where a lax shm_open() would look.
+    let plain_open = run.ipc_name("noslash-open");
+    let double_open = run.ipc_name("double-open");
+    let cases = [
+        (
+            plain_open.trim_start_matches('/').to_string(),
+            plain_open.clone(),
+            "no leading slash",
+        ),
+        (
+            format!("/{double_open}"),
+            double_open.clone(),
+            "two leading slashes",
+        ),
+    ];
+    // A bad name with size 0: the name is checked first, so it is bad-name, not zero-size.
+    let zero_named = run.ipc_name("zero-noslash");
+    let zero_bad = zero_named.trim_start_matches('/').to_string();
+    // With size 0 too, the bad names glibc's shm_open() refuses itself (EINVAL): only a name
+    // check of the program's own, made before the size, says bad-name for them.
+    let zero_nested = format!("{}/table", run.ipc_name("zero-dir"));
+    let zero_glibc_refuses = [
+        ("/".to_string(), "nothing after the slash"),
+        (zero_nested, "a second slash"),
+    ];
+    // Any bytes but '/' may follow the slash: a space, punctuation, characters of 2 and 3
+    // bytes (well under 255 bytes in all).
+    let odd = format!("{} a+b:c,d=é数据!", run.ipc_name("odd"));
+    let mut planted = Vec::new();
+    for (_, target, _) in &cases {
+        planted.push(plant_object(run, target, &[0u8; 64])?);
+    }
+    let opened: Vec<String> = cases.iter().map(|(asked, _, _)| asked.clone()).collect();
+    // None of these depends on another: all start at once, and are judged in order.
+    let creating = start_all(run, &names, Some(64), CREATOR)?;
+    let opening = start_all(run, &opened, None, OPENER)?;
+    let mut zero_proc = start(run, &zero_bad, Some(0), CREATOR)?;
+    let mut zero_procs = Vec::new();
+    for (name, _) in &zero_glibc_refuses {
+        zero_procs.push(start(run, name, Some(0), CREATOR)?);
+    }
+    // The empty name: no first byte to look at.
+    let mut empty_proc = start(run, "", Some(64), CREATOR)?;
+    let mut odd_proc = start(run, &odd, Some(64), CREATOR)?;
+    let mut answers = first_answers(creating, &names, CREATOR)?;
+    let (edge_proc, edge_answer) = answers.pop().expect("the longest name's answer");
+    for (case, (mut proc, answer)) in bad.iter().zip(answers) {
+        judge_bad_name(case, &answer, "create")?;
+        proc.wait()?;
+    }
+    if is_refusal(&edge_answer, "bad-name") {
+        return Err(Fail::failed(
+            "a name of exactly 255 bytes (the slash included) was refused: names of up to \
+             MAX_NAME_LEN (255) bytes are valid; the limit counts the name's bytes, the slash \
+             included and no terminating NUL: refuse only name.len() > MAX_NAME_LEN",
+        ));
+    }
+    let mut longest_table = super::driver::mapped(edge_proc, edge_answer, &longest, CREATOR)?;
+    longest_table.unlink()?;
+    longest_table.close()?;
+
+    let answers = first_answers(opening, &opened, OPENER)?;
+    for ((asked, target, what), (mut proc, answer)) in cases.iter().zip(answers) {
+        if is_refusal(&answer, "bad-name") {
+            proc.wait()?;
+            continue;
+        }
+        let took = if answer.kind == "mapped" {
+            format!("mapped {}", dev_shm(target).display())
+        } else {
+            format!("said {}", said(&answer))
+        };
+        return Err(Fail::failed(format!(
+            "open() of a name with {what} ({asked:.40}) {took}, not `failed` with \
+             kind=bad-name; create() refused such a name, so open() must check it too \
+             (check_name) before shm_open()"
+        )));
+    }
+    drop(planted);
+
+    let what =
+        format!("creating a table of size 0 under a name with no leading slash ({zero_bad:.40})");
+    let answer = await_answer(&mut zero_proc, CREATOR, &what, None)?;
+    if is_refusal(&answer, "zero-size") {
+        return Err(Fail::failed(format!(
+            "{what}, the program said kind=zero-size, not kind=bad-name: create() checks the \
+             name first, then the size (a bad name is bad-name whatever the size)"
+        )));
+    }
+    judge_bad_name(
+        &BadName {
+            name: zero_bad.clone(),
+            what: "no leading slash (and size 0)".into(),
+            why: "check_name() must refuse it, before the size is looked at",
+            lands: Some(zero_named.clone()),
+        },
+        &answer,
+        "create",
+    )?;
+    zero_proc.wait()?;
+    for ((name, what), mut proc) in zero_glibc_refuses.iter().zip(zero_procs) {
+        let asked = format!("creating a table of size 0 named {name:?} ({what})");
+        let answer = await_answer(&mut proc, CREATOR, &asked, None)?;
+        if is_refusal(&answer, "zero-size") {
+            return Err(Fail::failed(format!(
+                "{asked}, the program said kind=zero-size, not kind=bad-name, while a name \
+                 with no leading slash and size 0 was bad-name: its name check accepts a name \
+                 with {what} (given a size, its shm_open() refuses it, EINVAL, and that hides \
+                 it; size 0, looked at between the name check and shm_open(), shows it): \
+                 check_name() itself must refuse the name, before the size and before \
+                 shm_open(): '/', then at least one character, and no other '/'"
+            )));
+        }
+        judge_bad_name(
+            &BadName {
+                name: name.clone(),
+                what: format!("{what} (and size 0)"),
+                why: "check_name() must refuse it, before the size is looked at",
+                lands: None,
+            },
+            &answer,
+            "create",
+        )?;
+        proc.wait()?;
+    }
+
+    let asked = "creating a table with the empty name \"\"";
+    let answer =
+        await_answer(&mut empty_proc, CREATOR, asked, None).map_err(|fail| match fail {
+            Fail::Crashed(message) => Fail::Crashed(format!(
+                "{asked}, the program crashed ({message}), where it must say `failed` with \
+             kind=bad-name: a name of 0 bytes has no leading slash, nor any first byte to \
+             look at; check_name() must refuse it (BadName) before it reads any byte of it"
+            )),
+            other => other,
+        })?;
+    judge_bad_name(
+        &BadName {
+            name: String::new(),
+            what: "no byte at all".into(),
+            why: "a name is '/' then at least one character",
+            lands: None,
+        },
+        &answer,
+        "create",
+    )?;
+    empty_proc.wait()?;
+
+    let what =
+        format!("creating a table named {odd:?} (a space, punctuation, 2- and 3-byte characters)");
+    let answer = await_answer(&mut odd_proc, CREATOR, &what, None)?;
+    if is_refusal(&answer, "bad-name") {
+        return Err(Fail::failed(format!(
+            "{what}, the program said {}: a name is '/' then 1 or more bytes, any but '/', at \
+             most 255 bytes in all; no character set is asked for, so check only the slashes \
+             and the length",
+            said(&answer)
+        )));
+    }
+    let mut odd_table = super::driver::mapped(odd_proc, answer, &odd, CREATOR)?;
+    let mut odd_opener = start(run, &odd, None, OPENER)?;
+    let answer = await_answer(&mut odd_opener, OPENER, &format!("opening {odd:?}"), None)?;
+    if is_refusal(&answer, "bad-name") {
+        return Err(Fail::failed(format!(
+            "opening {odd:?}, which the creator had created, the program said {}: open() \
+             must accept every name create() accepts ('/' then any bytes but '/', at most 255)",
+            said(&answer)
+        )));
+    }
+    let odd_opened = super::driver::mapped(odd_opener, answer, &odd, OPENER)?;
+    odd_table.unlink()?;
+    odd_opened.close()?;
+    odd_table.close()?;
+    Ok(
+        "bad names (no leading slash, two leading slashes, a second slash, '/' alone, 256 \
+        bytes, 250 characters in more than 255 bytes, the empty name) were refused by create, \
+        the first two by open too, bad names with size 0 too; a 255-byte name, and one with a \
+        space, punctuation and multi-byte characters, worked"
+            .into(),
+    )
+}
+
+fn judge_bad_name(case: &BadName, answer: &Message, op: &str) -> Result<(), Fail> {
+    if is_refusal(answer, "bad-name") {
+        return match case.lands.as_deref().filter(|&lands| exists(lands)) {
+            Some(lands) => Err(Fail::failed(format!(
+                "{op} refused a name with {} with kind=bad-name, but {} exists now: shm_open() \
+                 ran before the name was checked; check it first, so that a refused create \
+                 leaves nothing",
+                case.what,
+                dev_shm(lands).display()
+            ))),
+            None => Ok(()),
+        };
+    }
+    let name = &case.name;
+    let what = &case.what;
+    if answer.kind == "mapped" {
+        return Err(Fail::failed(format!(
+            "{op} accepted a name with {what} ({name:.40}): {}",
+            case.why
+        )));
+    }
+    Err(Fail::failed(format!(
+        "{op} of a name with {what} ({name:.40}): the program said {}, not `failed` with \
+         kind=bad-name: it let the name reach shm_open(), but check_name() must refuse it \
+         first: {}",
+        said(answer),
+        case.why
+    )))
+}
