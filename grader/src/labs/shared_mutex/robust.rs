@@ -596,21 +596,24 @@ pub(super) fn not_recoverable(run: &mut Run) -> Result<String, Fail> {
     ))
 }
 
-/// glibc's owner word of a mutex that is not recoverable (`PTHREAD_MUTEX_NOTRECOVERABLE`).
-const OWNER_NOT_RECOVERABLE: i32 = 0x7fff_ffff;
-
-/// How a transfer went through on a mutex the grader had left unrecoverable, from what the
-/// mutex in the segment says now.
+/// How a transfer went through on a mutex the grader had left unrecoverable, from what a lock
+/// of the mutex in the segment gives now: still `ENOTRECOVERABLE` (the transfer never took it)
+/// or usable again (it was re-initialized).
 pub(super) fn went_on_anyway(segment: &super::segment::Segment) -> &'static str {
-    match segment.mutex_owner() {
-        Ok(OWNER_NOT_RECOVERABLE) => {
-            "the mutex in the segment is still unrecoverable, so the transfer went on without \
-             holding it"
+    match probe::try_lock(segment, Duration::from_millis(200)) {
+        Ok(libc::ENOTRECOVERABLE) => {
+            "the mutex in the segment is still unrecoverable (the grader's lock of it still \
+             gets ENOTRECOVERABLE), so the transfer went on without holding it"
+        }
+        Ok(0 | libc::ETIMEDOUT) => {
+            "the mutex in the segment is usable again (the grader could lock it, or someone \
+             held it), so it was re-initialized (pthread_mutex_init() on a mutex other \
+             processes use) to go on: an unrecoverable mutex stays unrecoverable, and every \
+             lock of it fails"
         }
         _ => {
-            "the mutex in the segment is usable again, so it was re-initialized \
-             (pthread_mutex_init() on a mutex other processes use) to go on: an unrecoverable \
-             mutex stays unrecoverable, and every lock of it fails"
+            "the grader could not tell from the mutex in the segment whether the transfer \
+             took it: it neither stayed unrecoverable nor became usable again"
         }
     }
 }
