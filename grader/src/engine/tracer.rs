@@ -436,6 +436,19 @@ impl Tracer {
         }
     }
 
+    /// What comes next from a watching tracer before `until` (`None`: nothing yet), without
+    /// reading the program's messages: for a thread of the check that watches one process while
+    /// another thread talks to the program.
+    pub fn next_watched(&mut self, until: Instant) -> Result<Option<Watched>, Fail> {
+        Ok(match self.next_byte(until)? {
+            None => None,
+            Some(ARMED) => Some(Watched::Armed),
+            Some(HIT) => Some(Watched::Hit),
+            Some(NO_WATCHPOINTS) => Some(Watched::Unavailable),
+            Some(_) => Some(Watched::Lost),
+        })
+    }
+
     /// Lets a program stopped at a watched access go on, still watched; or one held at a call's
     /// entry ([`Action::HoldAround`]) go on into the call, to be held again as it returns.
     pub fn go_on(&mut self) {

@@ -480,6 +480,17 @@ fn dies_mid_transfer(run: &mut Run, session: &mut Session) -> Result<Cut, Fail> 
             left.join(", and ")
         )));
     }
+    if journal.active != 0 && now == before && count_now == count && counts.dead == 1 {
+        return Err(Fail::failed(format!(
+            "a holder died in the middle of a transfer from account {from} to account {to} \
+             (journal written, debit, credit and count made) while the coordinator waited to \
+             take the lock back; its repair put back both balances and the count and counted \
+             the worker dead, but left the journal active: recover() clears the journal \
+             (active = 0) once it has undone the transfer; a journal left active is undone \
+             again by the next recovery, which puts these old balances back over newer ones \
+             and counts a second dead worker"
+        )));
+    }
     if journal.active != 0 || now != before || count_now != count || counts.dead != 1 {
         let mut seen = Vec::new();
         if journal.active != 0 {
