@@ -97,8 +97,10 @@ pub(super) fn owner_dies(run: &mut Run) -> Result<String, Fail> {
         coordinator_waiting = matches!(probe::sleeping(coordinator),
             probe::Sleep::Futex { address }
                 if probe::place(coordinator, &name, &layout, address) == Place::Cond);
+        let unlocks = FirstUnlock::arm(&segment, &name, &survivors);
         kill(Pid::from_raw(victim), Signal::SIGKILL)
             .map_err(|e| Fail::Grader(format!("kill: {e}")))?;
+        unlocks.judge(&segment, crasher)?;
         settle_after_recovery(&segment, coordinator, &name, &survivors)
     })?;
     let Some((transfers, delta)) = held else {
@@ -144,6 +146,86 @@ pub(super) fn owner_dies(run: &mut Run) -> Result<String, Fail> {
          transfers, its journal written; a worker met EOWNERDEAD and said so, the half-done \
          transfer was undone and the totals add up"
     ))
+}
+
+/// `futex()`'s operation without its flags (`FUTEX_CMD_MASK`).
+const FUTEX_COMMAND: u64 = 0x7f;
+
+/// Tracers that hold each surviving worker at its first `FUTEX_WAKE` on the bank's mutex: the
+/// one that meets `EOWNERDEAD` (woken from its wait on the mutex, glibc sets the mutex's
+/// waiters bit, so its unlock always makes that call) is held at its first unlock after the
+/// death, and the bank must be repaired by then: the repair happens under the lock that
+/// `EOWNERDEAD` handed over, before anyone else can take it.
+struct FirstUnlock {
+    tracers: Vec<crate::engine::tracer::Tracer>,
+}
+
+impl FirstUnlock {
+    fn arm(segment: &super::segment::Segment, name: &str, survivors: &[i32]) -> FirstUnlock {
+        use crate::engine::tracer::{Action, Call, Match, Tracer};
+        let tracers = survivors
+            .iter()
+            .filter_map(|&worker| {
+                let map = probe::mappings(worker, name)
+                    .into_iter()
+                    .find(|m| m.offset == 0)?;
+                let mutex = map.start + segment.layout.mutex_at as u64;
+                let call = Call {
+                    number: libc::SYS_futex,
+                    matching: Match::BothBits([
+                        (0, u64::MAX, mutex),
+                        (1, FUTEX_COMMAND, libc::FUTEX_WAKE as u64),
+                    ]),
+                };
+                Tracer::attach(worker, call, Action::Hold).ok()?
+            })
+            .collect();
+        FirstUnlock { tracers }
+    }
+
+    /// Waits for the first survivor held at its unlock; there, with the mutex free, the dead
+    /// holder's journal must no longer be active. Then lets every survivor go.
+    fn judge(mut self, segment: &super::segment::Segment, crasher: usize) -> Result<(), Fail> {
+        let until = Instant::now() + STEP;
+        let mut held = None;
+        while held.is_none() && Instant::now() < until && !self.tracers.is_empty() {
+            for (n, tracer) in self.tracers.iter_mut().enumerate() {
+                if tracer.held_before(Instant::now() + Duration::from_millis(1))? {
+                    held = Some(n);
+                    break;
+                }
+            }
+        }
+        let seen = match held {
+            Some(_) => Some((segment.journal()?, segment.counts()?, segment.mutex_owner()?)),
+            None => None,
+        };
+        for tracer in self.tracers.drain(..) {
+            tracer.release();
+        }
+        let Some((journal, counts, owner)) = seen else {
+            // No unlock seen: what follows says why.
+            return Ok(());
+        };
+        if journal.active != 0 && counts.dead == 0 {
+            return Err(Fail::failed(format!(
+                "after worker {crasher} was killed holding the lock, the worker that took the \
+                 mutex next (EOWNERDEAD) let go of it before repairing the bank: held at its \
+                 first unlock (its FUTEX_WAKE on the mutex, the mutex {}), the dead worker's \
+                 journal was still active and dead = 0, so for that moment any process could \
+                 take the mutex and work on a half-done transfer; EOWNERDEAD hands over the \
+                 lock: recover() the bank while holding it, then pthread_mutex_consistent(), \
+                 and unlock only after that (pthread_mutex_consistent() does not make it right \
+                 to unlock and lock again before the repair)",
+                if owner == 0 {
+                    "free".to_string()
+                } else {
+                    format!("owner word {owner}")
+                }
+            )));
+        }
+        Ok(())
+    }
 }
 
 /// Once a worker found the dead holder and recovered, lets the coordinator take in the
