@@ -15,7 +15,8 @@ use super::probe::{self, DyingHolder, KIND_ROBUST, Place};
 use super::segment::dev_shm;
 use super::session::{Session, let_coordinator_look};
 use super::totals::{expected, verify};
-use crate::engine::{Fail, Run};
+use crate::engine::tracer::{Action, Call, Tracer};
+use crate::engine::{Fail, Run, inspect};
 
 /// Transfers per worker in a run where a holder dies.
 const CRASH_WORK: u64 = 20_000;
@@ -157,12 +158,12 @@ const FUTEX_COMMAND: u64 = 0x7f;
 /// death, and the bank must be repaired by then: the repair happens under the lock that
 /// `EOWNERDEAD` handed over, before anyone else can take it.
 struct FirstUnlock {
-    tracers: Vec<crate::engine::tracer::Tracer>,
+    tracers: Vec<Tracer>,
 }
 
 impl FirstUnlock {
     fn arm(segment: &super::segment::Segment, name: &str, survivors: &[i32]) -> FirstUnlock {
-        use crate::engine::tracer::{Action, Call, Match, Tracer};
+        use crate::engine::tracer::Match;
         let tracers = survivors
             .iter()
             .filter_map(|&worker| {
@@ -637,10 +638,47 @@ pub(super) fn not_recoverable(run: &mut Run) -> Result<String, Fail> {
             probe::errno_name(second)
         )));
     }
+    // A worker that sleeps before its transfer reports is waiting for the mutex to come back.
+    let mut sleepers: Vec<(i32, Tracer)> = session
+        .workers
+        .iter()
+        .filter_map(|&worker| {
+            let tracer = Tracer::attach(worker, Call::one_of(SLEEPS), Action::Hold).ok()??;
+            Some((worker, tracer))
+        })
+        .collect();
     session.go()?;
     let mut kinds = BTreeMap::new();
+    let until = Instant::now() + STEP;
     while kinds.len() < session.workers.len() {
-        let Some(message) = session.next_before(Instant::now() + STEP)? else {
+        let asleep = sleepers.iter_mut().find_map(|(worker, tracer)| {
+            tracer
+                .held_before(Instant::now())
+                .ok()
+                .filter(|&held| held)
+                .map(|_| *worker)
+        });
+        if let Some(worker) = asleep {
+            let call = inspect::call_of(worker, worker)
+                .map_or_else(|| "a sleep".to_string(), |(nr, _)| probe::call_name(nr));
+            for (_, tracer) in sleepers.drain(..) {
+                tracer.release();
+            }
+            return Err(Fail::failed(format!(
+                "the mutex is not recoverable (ENOTRECOVERABLE), and worker pid {worker}, once \
+                 released, went to sleep in {call} before its transfer reported anything: it \
+                 waits and tries the lock again, which is polling, and for nothing: \
+                 ENOTRECOVERABLE is final, no later lock succeeds (only re-initializing the \
+                 mutex would change it, which no process may do while others use it); the \
+                 first pthread_mutex_lock() that returns ENOTRECOVERABLE is \
+                 BankError::NotRecoverable, returned at once"
+            )));
+        }
+        let message = session.next_before(Instant::now() + Duration::from_millis(5))?;
+        let Some(message) = message else {
+            if Instant::now() < until {
+                continue;
+            }
             let doing: Vec<String> = session
                 .workers
                 .iter()
@@ -670,6 +708,9 @@ pub(super) fn not_recoverable(run: &mut Run) -> Result<String, Fail> {
             _ => {}
         }
     }
+    for (_, tracer) in sleepers {
+        tracer.release();
+    }
     // The run cannot end on its own: the grader ends it and removes the segment itself.
     session.proc.kill_tree();
     let _ = std::fs::remove_file(dev_shm(&session.name));
@@ -688,6 +729,9 @@ pub(super) fn not_recoverable(run: &mut Run) -> Result<String, Fail> {
         kinds.len()
     ))
 }
+
+/// The calls that put a thread to sleep for a while.
+const SLEEPS: &[i64] = &[libc::SYS_nanosleep, libc::SYS_clock_nanosleep];
 
 /// How a transfer went through on a mutex the grader had left unrecoverable, from what a lock
 /// of the mutex in the segment gives now: still `ENOTRECOVERABLE` (the transfer never took it)
