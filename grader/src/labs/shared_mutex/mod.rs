@@ -22,6 +22,7 @@
 //! condition variable's process-shared flag as bit 0 of its `__wrefs` word (bit 2 once
 //! destroyed). These are glibc's layouts on 64-bit Linux; the program reports the offsets.
 
+mod attributes;
 mod counting;
 mod errors;
 mod messages;

@@ -113,6 +113,19 @@ pub(super) fn role_of(coordinator: i32) -> impl Fn(&ProcessView) -> String + Sen
 impl Session {
     /// Starts the program and collects the coordinator's and every worker's `ready`.
     pub fn start(run: &mut Run, work: &[u64], extra: &[String]) -> Result<Session, Fail> {
+        Session::start_with(run, work, extra, None::<fn(&mut Proc, &str) -> Result<(), Fail>>)
+            .map(|(session, ())| session)
+    }
+
+    /// As [`Session::start`]; with `stopped`, the program is started stopped before its first
+    /// instruction and handed to it (with the bank's name) to attach what it needs: it must let
+    /// the program go on.
+    pub fn start_with<T: Default>(
+        run: &mut Run,
+        work: &[u64],
+        extra: &[String],
+        stopped: Option<impl FnOnce(&mut Proc, &str) -> Result<T, Fail>>,
+    ) -> Result<(Session, T), Fail> {
         let name = run.ipc_name("bank");
         let seed: u32 = run.rng().random();
         let work_list: Vec<String> = work.iter().map(u64::to_string).collect();
@@ -125,7 +138,14 @@ impl Session {
             seed.to_string(),
         ];
         args.extend(extra.iter().cloned());
-        let mut proc = run.spawn(&args)?;
+        let (mut proc, prepared) = match stopped {
+            Some(prepare) => {
+                let mut proc = run.spawn_stopped(&args)?;
+                let prepared = prepare(&mut proc, &name)?;
+                (proc, prepared)
+            }
+            None => (run.spawn(&args)?, T::default()),
+        };
         let coordinator = proc.pid.as_raw();
         proc.set_roles(role_of(coordinator));
         let mut workers = vec![0; work.len()];
@@ -160,7 +180,7 @@ impl Session {
             }
         }
         let segment = open_segment(&name, layout.expect("loop ends with a layout"))?;
-        Ok(Session {
+        let session = Session {
             proc,
             name,
             coordinator,
@@ -178,7 +198,8 @@ impl Session {
             last_finish: None,
             planted_dead: 0,
             waiters: None,
-        })
+        };
+        Ok((session, prepared))
     }
 
     /// Waits (up to 1 s) until the coordinator sleeps in a system call, preferably on a futex:
