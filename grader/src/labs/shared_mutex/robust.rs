@@ -99,6 +99,17 @@ pub(super) fn owner_dies(run: &mut Run) -> Result<String, Fail> {
             probe::Sleep::Futex { address }
                 if probe::place(coordinator, &name, &layout, address) == Place::Cond);
         let unlocks = FirstUnlock::arm(&segment, &name, &survivors);
+        // Every survivor asleep on the mutex at the kill: the kernel then wakes one of them,
+        // which meets EOWNERDEAD with the waiters bit set, so that its unlock is seen.
+        let until = Instant::now() + STEP / 2;
+        while Instant::now() < until
+            && !survivors.iter().all(|&w| {
+                matches!(probe::sleeping(w), probe::Sleep::Futex { address }
+                    if probe::place(w, &name, &layout, address) == Place::Mutex)
+            })
+        {
+            std::thread::sleep(Duration::from_millis(1));
+        }
         kill(Pid::from_raw(victim), Signal::SIGKILL)
             .map_err(|e| Fail::Grader(format!("kill: {e}")))?;
         unlocks.judge(&segment, crasher)?;
