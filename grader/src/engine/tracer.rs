@@ -487,9 +487,8 @@ impl Tracer {
                     }
                     got += n as usize;
                 }
-                let word = |at: usize| {
-                    u64::from_ne_bytes(bytes[at..at + 8].try_into().expect("8 bytes"))
-                };
+                let word =
+                    |at: usize| u64::from_ne_bytes(bytes[at..at + 8].try_into().expect("8 bytes"));
                 Some(Breakpoint::At([word(0), word(8)]))
             }
             Some(NO_WATCHPOINTS) => Some(Breakpoint::Unavailable),

@@ -117,7 +117,9 @@ impl MutexInits {
         let given = match flags {
             None => "no attribute at all (the defaults: process-private, not robust)".to_string(),
             Some(f) if f & ATTR_ROBUST != 0 => {
-                format!("an attribute with PTHREAD_MUTEX_ROBUST but not PTHREAD_PROCESS_SHARED (its flags {f:#x})")
+                format!(
+                    "an attribute with PTHREAD_MUTEX_ROBUST but not PTHREAD_PROCESS_SHARED (its flags {f:#x})"
+                )
             }
             Some(f) => format!("an attribute without PTHREAD_PROCESS_SHARED (its flags {f:#x})"),
         };

@@ -556,11 +556,12 @@ fn taken_at_the_open(run: &mut Run) -> Result<String, Fail> {
             Some(_) => Fail::Grader(format!("{name} exists already")),
         });
     };
-    let at_the_open = asked.is_some();
     let refused = message.kind == "failed" && message.get("kind") == Some("exists");
     let disturbed = taken.disturbed();
-    if at_the_open && (!refused || disturbed.is_some()) {
-        let (flags, _) = asked.unwrap_or_default();
+    if let Some((flags, _)) = asked
+        && !refused
+        && flags & EXCLUSIVE == 0
+    {
         let outcome = match message.kind.as_str() {
             "failed" => format!("failed with kind={}", message.get("kind").unwrap_or("none")),
             said => format!("went on (it said `{said}`)"),
@@ -569,27 +570,18 @@ fn taken_at_the_open(run: &mut Run) -> Result<String, Fail> {
             Some(what) => format!(", and the grader's segment was {what}"),
             None => String::new(),
         };
-        let why = if flags & EXCLUSIVE == 0 {
-            format!(
-                "its openat() of the name had flags {flags:#o}, without O_EXCL ({:#o}), so it \
-                 opened the segment that was there instead of failing; a look at the name \
-                 before the open (stat(), a probe) cannot see a name taken between the look \
-                 and the open",
-                libc::O_EXCL
-            )
-        } else {
-            "its own open of the name refused it (O_EXCL), so what followed undid another \
-             process's segment"
-                .to_string()
-        };
         proc.kill_tree();
         return Err(Fail::failed(format!(
             "the grader held the program at its shm_open() of {} (its openat() of the name) and \
              created a segment there just before the call; SharedBank::create({name:?}) \
-             {outcome}{took}: {why}; only shm_open(O_CREAT | O_EXCL) makes the test and the \
+             {outcome}{took}: its openat() of the name had flags {flags:#o}, without O_EXCL \
+             ({:#o}), so it opened the segment that was there instead of failing; a look at \
+             the name before the open (stat(), a probe) cannot see a name taken between the \
+             look and the open; only shm_open(O_CREAT | O_EXCL) makes the test and the \
              creation one step, and its EEXIST is BankError::Exists, with the segment there \
              left alone",
-            path.display()
+            path.display(),
+            libc::O_EXCL
         )));
     }
     expect_kind(

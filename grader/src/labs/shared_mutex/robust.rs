@@ -209,7 +209,11 @@ impl FirstUnlock {
             }
         }
         let seen = match held {
-            Some(_) => Some((segment.journal()?, segment.counts()?, segment.mutex_owner()?)),
+            Some(_) => Some((
+                segment.journal()?,
+                segment.counts()?,
+                segment.mutex_owner()?,
+            )),
             None => None,
         };
         for tracer in self.tracers.drain(..) {
@@ -405,7 +409,7 @@ pub(super) fn owner_dies_during_wait(run: &mut Run) -> Result<String, Fail> {
                 return Err(Fail::failed(
                     "the coordinator's wait ended though no worker had started: after \
                      pthread_cond_wait() returned EOWNERDEAD (a holder died) it must repair, \
-                     then re-check finished + dead == workers and wait again",
+                     then re-check finished + dead < workers and wait again",
                 ));
             }
             _ => session.set_aside(message),

@@ -113,8 +113,13 @@ pub(super) fn role_of(coordinator: i32) -> impl Fn(&ProcessView) -> String + Sen
 impl Session {
     /// Starts the program and collects the coordinator's and every worker's `ready`.
     pub fn start(run: &mut Run, work: &[u64], extra: &[String]) -> Result<Session, Fail> {
-        Session::start_with(run, work, extra, None::<fn(&mut Proc, &str) -> Result<(), Fail>>)
-            .map(|(session, ())| session)
+        Session::start_with(
+            run,
+            work,
+            extra,
+            None::<fn(&mut Proc, &str) -> Result<(), Fail>>,
+        )
+        .map(|(session, ())| session)
     }
 
     /// As [`Session::start`]; with `stopped`, the program is started stopped before its first
@@ -584,7 +589,7 @@ impl Session {
                 format!(
                     "{seen}, yet the coordinator sleeps on in wait_all_done(), even after the \
                      grader broadcast all_done itself: its loop must end once finished + dead \
-                     == workers{}",
+                     reaches workers{}",
                     if counts.dead > 0 {
                         " (a worker found dead counts as much as a finished one)"
                     } else {
@@ -601,10 +606,10 @@ impl Session {
         let advice = if place == Some(Place::Cond) {
             "nobody woke it when the count became complete: finish() must \
              pthread_cond_broadcast(all_done) every time it counts a worker (and recover() when \
-             it counts a dead one); the coordinator re-checks finished + dead == workers itself"
+             it counts a dead one); the coordinator re-checks finished + dead < workers itself"
         } else {
             "wait_all_done() must sleep in pthread_cond_wait() on all_done and return once \
-             finished + dead == workers"
+             finished + dead reaches workers"
         };
         Fail::failed(format!(
             "{seen}, yet {secs} s later the coordinator has not returned from wait_all_done(): \
@@ -751,10 +756,9 @@ impl LastFinish {
                     Ok(None | Some(Watched::Armed)) => {}
                     Ok(Some(Watched::Hit)) => {
                         let mut word = [0u8; 4];
-                        let owner = std::os::unix::fs::FileExt::read_exact_at(
-                            &file, &mut word, owner_at,
-                        )
-                        .map_or(-1, |()| i32::from_ne_bytes(word));
+                        let owner =
+                            std::os::unix::fs::FileExt::read_exact_at(&file, &mut word, owner_at)
+                                .map_or(-1, |()| i32::from_ne_bytes(word));
                         let _ = seen.send(owner);
                         tracer.go_on();
                     }
