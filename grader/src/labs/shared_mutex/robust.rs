@@ -98,9 +98,8 @@ pub(super) fn owner_dies(run: &mut Run) -> Result<String, Fail> {
         coordinator_waiting = matches!(probe::sleeping(coordinator),
             probe::Sleep::Futex { address }
                 if probe::place(coordinator, &name, &layout, address) == Place::Cond);
-        let unlocks = FirstUnlock::arm(&segment, &name, &survivors);
-        // Every survivor asleep on the mutex at the kill: the kernel then wakes one of them,
-        // which meets EOWNERDEAD with the waiters bit set, so that its unlock is seen.
+        // Every survivor asleep on the mutex at the kill (its waiters bit set): the kernel then
+        // wakes one of them to meet EOWNERDEAD, and its unlock is a FUTEX_WAKE, seen below.
         let until = Instant::now() + STEP / 2;
         while Instant::now() < until
             && !survivors.iter().all(|&w| {
@@ -110,6 +109,7 @@ pub(super) fn owner_dies(run: &mut Run) -> Result<String, Fail> {
         {
             std::thread::sleep(Duration::from_millis(1));
         }
+        let unlocks = FirstUnlock::arm(&segment, &name, &survivors);
         kill(Pid::from_raw(victim), Signal::SIGKILL)
             .map_err(|e| Fail::Grader(format!("kill: {e}")))?;
         unlocks.judge(&segment, crasher)?;
@@ -216,8 +216,11 @@ impl FirstUnlock {
             )),
             None => None,
         };
-        for tracer in self.tracers.drain(..) {
-            tracer.release();
+        // The held one is let go; the others are detached as their tracers end.
+        for (n, tracer) in self.tracers.drain(..).enumerate() {
+            if Some(n) == held {
+                tracer.release();
+            }
         }
         let Some((journal, counts, owner)) = seen else {
             // No unlock seen: what follows says why.
@@ -676,9 +679,8 @@ pub(super) fn not_recoverable(run: &mut Run) -> Result<String, Fail> {
         if let Some(worker) = asleep {
             let call = inspect::call_of(worker, worker)
                 .map_or_else(|| "a sleep".to_string(), |(nr, _)| probe::call_name(nr));
-            for (_, tracer) in sleepers.drain(..) {
-                tracer.release();
-            }
+            // Their tracers end here, which lets the workers go on.
+            drop(sleepers);
             return Err(Fail::failed(format!(
                 "the mutex is not recoverable (ENOTRECOVERABLE), and worker pid {worker}, once \
                  released, went to sleep in {call} before its transfer reported anything: it \
@@ -723,9 +725,7 @@ pub(super) fn not_recoverable(run: &mut Run) -> Result<String, Fail> {
             _ => {}
         }
     }
-    for (_, tracer) in sleepers {
-        tracer.release();
-    }
+    drop(sleepers);
     // The run cannot end on its own: the grader ends it and removes the segment itself.
     session.proc.kill_tree();
     let _ = std::fs::remove_file(dev_shm(&session.name));
