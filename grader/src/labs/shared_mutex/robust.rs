@@ -16,7 +16,7 @@ use super::segment::dev_shm;
 use super::session::{Session, let_coordinator_look};
 use super::totals::{expected, verify};
 use crate::engine::tracer::{Action, Call, Tracer};
-use crate::engine::{Fail, Run, inspect};
+use crate::engine::{Fail, Run, force, inspect};
 
 /// Transfers per worker in a run where a holder dies.
 const CRASH_WORK: u64 = 20_000;
@@ -98,8 +98,8 @@ pub(super) fn owner_dies(run: &mut Run) -> Result<String, Fail> {
         coordinator_waiting = matches!(probe::sleeping(coordinator),
             probe::Sleep::Futex { address }
                 if probe::place(coordinator, &name, &layout, address) == Place::Cond);
-        // Every survivor asleep on the mutex at the kill (its waiters bit set): the kernel then
-        // wakes one of them to meet EOWNERDEAD, and its unlock is a FUTEX_WAKE, seen below.
+        // The survivors queue on the mutex behind the crasher; one of them is left there to
+        // meet EOWNERDEAD, the others are stopped (see FirstUnlock).
         let until = Instant::now() + STEP / 2;
         while Instant::now() < until
             && !survivors.iter().all(|&w| {
@@ -109,10 +109,12 @@ pub(super) fn owner_dies(run: &mut Run) -> Result<String, Fail> {
         {
             std::thread::sleep(Duration::from_millis(1));
         }
-        let unlocks = FirstUnlock::arm(&segment, &name, &survivors);
+        let first_unlock = FirstUnlock::arm(&segment, &name, &survivors, coordinator)?;
         kill(Pid::from_raw(victim), Signal::SIGKILL)
             .map_err(|e| Fail::Grader(format!("kill: {e}")))?;
-        unlocks.judge(&segment, crasher)?;
+        if let Some(first_unlock) = first_unlock {
+            first_unlock.judge(&segment, crasher)?;
+        }
         settle_after_recovery(&segment, coordinator, &name, &survivors)
     })?;
     let Some((transfers, delta)) = held else {
@@ -163,64 +165,79 @@ pub(super) fn owner_dies(run: &mut Run) -> Result<String, Fail> {
 /// `futex()`'s operation without its flags (`FUTEX_CMD_MASK`).
 const FUTEX_COMMAND: u64 = 0x7f;
 
-/// Tracers that hold each surviving worker at its first `FUTEX_WAKE` on the bank's mutex: the
-/// one that meets `EOWNERDEAD` (woken from its wait on the mutex, glibc sets the mutex's
-/// waiters bit, so its unlock always makes that call) is held at its first unlock after the
-/// death, and the bank must be repaired by then: the repair happens under the lock that
-/// `EOWNERDEAD` handed over, before anyone else can take it.
+/// The first unlock after a holder's death, watched: the grader leaves one worker asleep on the
+/// mutex and stops every other process that may lock it (a stopped process leaves the futex's
+/// queue), so that the kernel wakes that one to meet `EOWNERDEAD`; glibc gives it the mutex
+/// with the waiters bit set, so that its unlock always calls `FUTEX_WAKE`, where a tracer holds
+/// it. The bank must be repaired by then: the repair happens under the lock that `EOWNERDEAD`
+/// handed over, before anyone else can take it.
 struct FirstUnlock {
-    tracers: Vec<Tracer>,
+    tracer: Tracer,
+    stopped: Vec<i32>,
 }
 
 impl FirstUnlock {
-    fn arm(segment: &super::segment::Segment, name: &str, survivors: &[i32]) -> FirstUnlock {
+    /// `None` (nothing stopped) when no worker sleeps on the mutex or it cannot be traced.
+    fn arm(
+        segment: &super::segment::Segment,
+        name: &str,
+        survivors: &[i32],
+        coordinator: i32,
+    ) -> Result<Option<FirstUnlock>, Fail> {
         use crate::engine::tracer::Match;
-        let tracers = survivors
+        let on_mutex = |pid: i32| {
+            matches!(probe::sleeping(pid), probe::Sleep::Futex { address }
+                if probe::place(pid, name, &segment.layout, address) == Place::Mutex)
+        };
+        let Some(&recoverer) = survivors.iter().find(|&&w| on_mutex(w)) else {
+            return Ok(None);
+        };
+        let Some(map) = probe::mappings(recoverer, name)
+            .into_iter()
+            .find(|m| m.offset == 0)
+        else {
+            return Ok(None);
+        };
+        let mutex = map.start + segment.layout.mutex_at as u64;
+        let call = Call {
+            number: libc::SYS_futex,
+            matching: Match::BothBits([
+                (0, u64::MAX, mutex),
+                (1, FUTEX_COMMAND, libc::FUTEX_WAKE as u64),
+            ]),
+        };
+        let Some(tracer) = Tracer::attach(recoverer, call, Action::Hold)? else {
+            return Ok(None);
+        };
+        let stopped: Vec<i32> = survivors
             .iter()
-            .filter_map(|&worker| {
-                let map = probe::mappings(worker, name)
-                    .into_iter()
-                    .find(|m| m.offset == 0)?;
-                let mutex = map.start + segment.layout.mutex_at as u64;
-                let call = Call {
-                    number: libc::SYS_futex,
-                    matching: Match::BothBits([
-                        (0, u64::MAX, mutex),
-                        (1, FUTEX_COMMAND, libc::FUTEX_WAKE as u64),
-                    ]),
-                };
-                Tracer::attach(worker, call, Action::Hold).ok()?
-            })
+            .copied()
+            .filter(|&w| w != recoverer)
+            .chain([coordinator])
             .collect();
-        FirstUnlock { tracers }
+        for &pid in &stopped {
+            force::hold(pid)?;
+        }
+        Ok(Some(FirstUnlock { tracer, stopped }))
     }
 
-    /// Waits for the first survivor held at its unlock; there, with the mutex free, the dead
-    /// holder's journal must no longer be active. Then lets every survivor go.
+    /// Once the holder is dead: at the first unlock, with the mutex free, the dead holder's
+    /// journal must no longer be active. Then lets everyone go on.
     fn judge(mut self, segment: &super::segment::Segment, crasher: usize) -> Result<(), Fail> {
-        let until = Instant::now() + STEP;
-        let mut held = None;
-        while held.is_none() && Instant::now() < until && !self.tracers.is_empty() {
-            for (n, tracer) in self.tracers.iter_mut().enumerate() {
-                if tracer.held_before(Instant::now() + Duration::from_millis(1))? {
-                    held = Some(n);
-                    break;
-                }
-            }
-        }
+        let held = self.tracer.held_before(Instant::now() + STEP)?;
         let seen = match held {
-            Some(_) => Some((
+            true => Some((
                 segment.journal()?,
                 segment.counts()?,
                 segment.mutex_owner()?,
             )),
-            None => None,
+            false => None,
         };
-        // The held one is let go; the others are detached as their tracers end.
-        for (n, tracer) in self.tracers.drain(..).enumerate() {
-            if Some(n) == held {
-                tracer.release();
-            }
+        if held {
+            self.tracer.release();
+        }
+        for &pid in &self.stopped {
+            force::resume(pid)?;
         }
         let Some((journal, counts, owner)) = seen else {
             // No unlock seen: what follows says why.
