@@ -51,7 +51,8 @@ pub fn hold(pid: i32) -> Result<(), Fail> {
     let until = std::time::Instant::now() + std::time::Duration::from_secs(1);
     while std::time::Instant::now() < until {
         match super::inspect::view(pid) {
-            Some(view) if view.state != 'T' && view.state != 't' => {
+            // Stopped, or a zombie that will never run again.
+            Some(view) if !matches!(view.state, 'T' | 't' | 'Z' | 'X') => {
                 std::thread::sleep(std::time::Duration::from_micros(200));
             }
             _ => break,

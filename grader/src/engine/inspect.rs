@@ -277,3 +277,41 @@ pub fn children(pid: Pid) -> Vec<i32> {
         .map(|row| row.pid)
         .collect()
 }
+
+/// Where function `name` of the C library lies in `pid`: its address in the grader (the dynamic
+/// linker's answer) moved from the grader's mapping of that library to `pid`'s mapping of the
+/// same file (same device and inode). `None` if the function or either mapping is not found.
+pub fn library_function_in(pid: i32, name: &std::ffi::CStr) -> Option<u64> {
+    // SAFETY: dlsym only reads the name, a valid C string.
+    let own = unsafe { libc::dlsym(libc::RTLD_DEFAULT, name.as_ptr()) } as u64;
+    if own == 0 {
+        return None;
+    }
+    // Each mapping: start, end, offset, and the file as "device inode path".
+    let mappings = |pid: &str| -> Option<Vec<(u64, u64, u64, String)>> {
+        let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).ok()?;
+        Some(
+            maps.lines()
+                .filter_map(|line| {
+                    let words: Vec<&str> = line.split_whitespace().collect();
+                    let (range, offset) = (words.first()?, words.get(2)?);
+                    let file = words.get(3..)?.join(" ");
+                    let (start, end) = range.split_once('-')?;
+                    Some((
+                        u64::from_str_radix(start, 16).ok()?,
+                        u64::from_str_radix(end, 16).ok()?,
+                        u64::from_str_radix(offset, 16).ok()?,
+                        file,
+                    ))
+                })
+                .collect(),
+        )
+    };
+    let ours = mappings("self")?;
+    let (start, _, offset, file) = ours.iter().find(|(s, e, _, _)| (*s..*e).contains(&own))?;
+    let at_in_file = own - start + offset;
+    mappings(&pid.to_string())?
+        .into_iter()
+        .find(|(s, e, o, f)| f == file && (*o..*o + (e - s)).contains(&at_in_file))
+        .map(|(s, _, o, _)| s + (at_in_file - o))
+}

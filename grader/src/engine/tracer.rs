@@ -154,6 +154,10 @@ pub enum Action {
     /// to fail and the one the program makes to clean up after it made to fail too, or a call
     /// made to fail and the program held as it exits, to see what it still holds.
     InTurn([(Call, Step); 2]),
+    /// Stop the program at each entry of the code at this address (a function's first
+    /// instruction: a hardware breakpoint), from now on, until the check says no more
+    /// ([`Tracer::break_at`]); each stop reports the call's first two arguments.
+    BreakAt(u64),
     /// Send this signal (caught by a handler) to the thread, blocked in a call, and see what
     /// the kernel did with the call once the handler returned: made it fail with `EINTR`, or
     /// restarted it (`SA_RESTART`) ([`Tracer::signal_restarts`]).
@@ -194,6 +198,20 @@ pub enum Watched {
     /// The tracer lost it: it exited.
     Lost,
     /// The machine would not set the watchpoints: the program goes on, unwatched.
+    Unavailable,
+}
+
+/// What a tracer with a breakpoint ([`Tracer::break_at`]) saw next.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Breakpoint {
+    /// The breakpoint is set.
+    Armed,
+    /// The program is stopped at the breakpoint, with these first two arguments (`rdi`,
+    /// `rsi`); it stays so until [`Tracer::go_on`] or the tracer's end.
+    At([u64; 2]),
+    /// The tracer lost it: it exited.
+    Lost,
+    /// The machine would not set the breakpoint: the program goes on, untraced.
     Unavailable,
 }
 
@@ -280,7 +298,10 @@ impl Tracer {
             from_tracer,
             to_tracer,
             released: false,
-            watching: matches!(action, Action::Watch(_) | Action::WatchAt(..)),
+            watching: matches!(
+                action,
+                Action::Watch(_) | Action::WatchAt(..) | Action::BreakAt(_)
+            ),
         };
         match traced.next_byte(Instant::now() + Duration::from_secs(2))? {
             Some(ATTACHED) => Ok(Some(traced)),
@@ -434,6 +455,58 @@ impl Tracer {
                 )));
             }
         }
+    }
+
+    /// Starts stopping `pid` (its main thread) at each entry of the code at `address`, from
+    /// now on: [`Breakpoint::Armed`], then a [`Breakpoint::At`] at each entry. `None` if the
+    /// machine does not allow it.
+    pub fn break_at(pid: i32, address: u64) -> Result<Option<Tracer>, Fail> {
+        Tracer::attach(pid, Call::any(ANY_NUMBER), Action::BreakAt(address))
+    }
+
+    /// What comes next from a tracer with a breakpoint before `until` (`None`: nothing yet),
+    /// without reading the program's messages.
+    pub fn next_break(&mut self, until: Instant) -> Result<Option<Breakpoint>, Fail> {
+        Ok(match self.next_byte(until)? {
+            None => None,
+            Some(ARMED) => Some(Breakpoint::Armed),
+            Some(HIT) => {
+                let mut bytes = [0u8; 16];
+                let mut got = 0;
+                while got < bytes.len() {
+                    // SAFETY: reads into the rest of a live buffer.
+                    let n = unsafe {
+                        libc::read(
+                            self.from_tracer.as_raw_fd(),
+                            bytes[got..].as_mut_ptr().cast(),
+                            bytes.len() - got,
+                        )
+                    };
+                    if n <= 0 {
+                        return Ok(Some(Breakpoint::Lost));
+                    }
+                    got += n as usize;
+                }
+                let word =
+                    |at: usize| u64::from_ne_bytes(bytes[at..at + 8].try_into().expect("8 bytes"));
+                Some(Breakpoint::At([word(0), word(8)]))
+            }
+            Some(NO_WATCHPOINTS) => Some(Breakpoint::Unavailable),
+            Some(_) => Some(Breakpoint::Lost),
+        })
+    }
+
+    /// What comes next from a watching tracer before `until` (`None`: nothing yet), without
+    /// reading the program's messages: for a thread of the check that watches one process while
+    /// another thread talks to the program.
+    pub fn next_watched(&mut self, until: Instant) -> Result<Option<Watched>, Fail> {
+        Ok(match self.next_byte(until)? {
+            None => None,
+            Some(ARMED) => Some(Watched::Armed),
+            Some(HIT) => Some(Watched::Hit),
+            Some(NO_WATCHPOINTS) => Some(Watched::Unavailable),
+            Some(_) => Some(Watched::Lost),
+        })
     }
 
     /// Lets a program stopped at a watched access go on, still watched; or one held at a call's
@@ -593,6 +666,9 @@ unsafe fn trace(group: i32, pid: i32, call: Call, action: Action, pipes: Pipes) 
         if let Action::InTurn(steps) = action {
             in_turn(pid, steps, pipes);
         }
+        if let Action::BreakAt(address) = action {
+            break_from(pid, address, pipes);
+        }
         if let Action::Signal(signal) = action {
             signal_in_call(pid, signal, pipes);
         }
@@ -649,7 +725,10 @@ unsafe fn trace(group: i32, pid: i32, call: Call, action: Action, pipes: Pipes) 
                         libc::read(pipes.resume, byte.as_mut_ptr().cast(), 1);
                     }
                     Action::Watch(fields) => watch(pid, fields, pipes),
-                    Action::WatchAt(..) | Action::InTurn(_) | Action::Signal(_) => {}
+                    Action::WatchAt(..)
+                    | Action::BreakAt(_)
+                    | Action::InTurn(_)
+                    | Action::Signal(_) => {}
                     Action::Fail(errno) => {
                         // No call at all (number -1), and on its way out, the error.
                         libc::ptrace(libc::PTRACE_POKEUSER, pid, ORIG_RAX, -1isize);
@@ -949,6 +1028,67 @@ unsafe fn watch_from(pid: i32, address: u64, fields: &[Field], pipes: Pipes) -> 
             if stopped_by == libc::SIGTRAP && hit & 0xf != 0 {
                 libc::ptrace(libc::PTRACE_POKEUSER, pid, DEBUGREG + 8 * 6, 0usize);
                 say(HIT);
+                let mut word = [0u8];
+                if libc::read(pipes.resume, word.as_mut_ptr().cast(), 1) != 1 || word[0] != GO_ON {
+                    leave(pid, Left::Stopped(status), pipes);
+                }
+            } else {
+                // A signal on its way to the program: deliver it.
+                signal = stopped_by as usize;
+            }
+        }
+    }
+}
+
+/// Registers of the first two arguments in `struct user` (x86-64).
+const RDI: usize = 14 * 8;
+const RSI: usize = 13 * 8;
+
+/// A breakpoint, in the forked child: `pid` is stopped. Sets a hardware breakpoint on the
+/// instruction at `address`, then stops the program at each execution of it, reporting each
+/// with the first two arguments, until the check says no more. Never returns.
+unsafe fn break_from(pid: i32, address: u64, pipes: Pipes) -> ! {
+    // SAFETY: plain system calls on our own descriptors and memory, and on the traced process.
+    unsafe {
+        let say = |byte: u8| libc::write(pipes.report, [byte].as_ptr().cast(), 1);
+        let gone = || -> ! {
+            say(GONE);
+            libc::_exit(0)
+        };
+        let mut status = 0;
+        libc::ptrace(libc::PTRACE_POKEUSER, pid, DEBUGREG, address as usize);
+        // DR0 enabled locally; type 00 (execution) and length 00, as instruction breakpoints
+        // must be.
+        if libc::ptrace(libc::PTRACE_POKEUSER, pid, DEBUGREG + 8 * 7, 1usize) != 0 {
+            libc::ptrace(libc::PTRACE_POKEUSER, pid, DEBUGREG + 8 * 7, 0usize);
+            libc::ptrace(libc::PTRACE_DETACH, pid, 0usize, 0usize);
+            say(NO_WATCHPOINTS);
+            libc::_exit(0);
+        }
+        say(ARMED);
+        let mut signal = 0usize;
+        loop {
+            match next_stop(pid, libc::PTRACE_CONT, signal, pipes.resume, &mut status) {
+                Stop::Stopped => {}
+                Stop::Word => leave(pid, Left::RunningWatched, pipes),
+                Stop::Gone => gone(),
+            }
+            signal = 0;
+            let stopped_by = libc::WSTOPSIG(status);
+            if status >> 16 != 0 {
+                continue; // An event stop (a group stop): it goes on.
+            }
+            let hit = libc::ptrace(libc::PTRACE_PEEKUSER, pid, DEBUGREG + 8 * 6, 0usize);
+            if stopped_by == libc::SIGTRAP && hit & 1 != 0 {
+                libc::ptrace(libc::PTRACE_POKEUSER, pid, DEBUGREG + 8 * 6, 0usize);
+                let mut report = [0u8; 17];
+                report[0] = HIT;
+                for (n, register) in [RDI, RSI].into_iter().enumerate() {
+                    let value = libc::ptrace(libc::PTRACE_PEEKUSER, pid, register, 0usize) as u64;
+                    report[1 + 8 * n..9 + 8 * n].copy_from_slice(&value.to_ne_bytes());
+                }
+                // One write, so that the check reads the hit and its arguments together.
+                libc::write(pipes.report, report.as_ptr().cast(), report.len());
                 let mut word = [0u8];
                 if libc::read(pipes.resume, word.as_mut_ptr().cast(), 1) != 1 || word[0] != GO_ON {
                     leave(pid, Left::Stopped(status), pipes);

@@ -329,14 +329,15 @@ impl SharedBank {
         todo!("lock; finished += 1; pthread_cond_broadcast(all_done); unlock")
     }
 
-    /// The coordinator's wait: with the lock held, sleep on `all_done` until
-    /// `finished + dead == workers`, re-checking after every wake-up; then return a
+    /// The coordinator's wait: with the lock held, sleep on `all_done` while
+    /// `finished + dead < workers`, re-checking after every wake-up (the counts may step past
+    /// `workers`: the wait ends once they reach it or pass it); then return a
     /// [`Snapshot`] taken before unlocking. `pthread_cond_wait()` returns `EOWNERDEAD` like
     /// `pthread_mutex_lock()` does, and needs the same repair; other errors are
     /// [`BankError::Wait`].
     pub fn wait_all_done(&self) -> Result<Snapshot, BankError> {
         todo!(
-            "lock; pthread_cond_wait in a while loop until finished + dead == workers (EOWNERDEAD: recover); snapshot; unlock"
+            "lock; pthread_cond_wait in a while loop while finished + dead < workers (EOWNERDEAD: recover); snapshot; unlock"
         )
     }
 

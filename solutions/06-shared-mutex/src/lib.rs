@@ -502,13 +502,14 @@ impl SharedBank {
         // END SOLUTION
     }
 
-    /// The coordinator's wait: with the lock held, sleep on `all_done` until
-    /// `finished + dead == workers`, re-checking after every wake-up; then return a
+    /// The coordinator's wait: with the lock held, sleep on `all_done` while
+    /// `finished + dead < workers`, re-checking after every wake-up (the counts may step past
+    /// `workers`: the wait ends once they reach it or pass it); then return a
     /// [`Snapshot`] taken before unlocking. `pthread_cond_wait()` returns `EOWNERDEAD` like
     /// `pthread_mutex_lock()` does, and needs the same repair; other errors are
     /// [`BankError::Wait`].
     pub fn wait_all_done(&self) -> Result<Snapshot, BankError> {
-        // SOLUTION todo: lock; pthread_cond_wait in a while loop until finished + dead == workers (EOWNERDEAD: recover); snapshot; unlock
+        // SOLUTION todo: lock; pthread_cond_wait in a while loop while finished + dead < workers (EOWNERDEAD: recover); snapshot; unlock
         let _guard = self.lock()?;
         let b = self.bank.as_ptr();
         // SAFETY: the lock is held except inside pthread_cond_wait, which gives it back.

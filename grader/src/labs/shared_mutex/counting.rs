@@ -196,7 +196,7 @@ pub(super) fn everything_under_the_lock(run: &mut Run) -> Result<String, Fail> {
     Ok(format!(
         "while the grader held the mutex the bank stood still and all 4 workers slept on it; \
          then {transfers} transfers and 4 finishes all counted ({stores} stores to the count \
-         watched, each made holding the mutex)"
+         watched, each made holding the mutex, the journal still active)"
     ))
 }
 
@@ -266,7 +266,8 @@ fn count_address(session: &Session, pid: i32) -> Option<u64> {
 }
 
 /// At each store of worker `pid` to the count (a hardware watchpoint stops it right after),
-/// the mutex's owner word must be its own thread id: the count changes only under the lock.
+/// the mutex's owner word must be its own thread id (the count changes only under the lock),
+/// and the journal must still be active (it is cleared only once the transfer is complete).
 /// Returns how many stores were judged.
 fn count_stores_locked(session: &mut Session, pid: i32, mut tracer: Tracer) -> Result<u32, Fail> {
     let until = Instant::now() + Duration::from_secs(5);
@@ -290,6 +291,21 @@ fn count_stores_locked(session: &mut Session, pid: i32, mut tracer: Tracer) -> R
                          the count): the count is updated outside the lock (an atomic add is no \
                          lock: recover() puts the journal's count back over it); set it, with \
                          the balances, before the guard is dropped"
+                    )));
+                }
+                // The journal says "active" until the transfer is complete, its count too: a
+                // holder that dies right after a store to the count must still be undone.
+                let journal = session.segment.journal()?;
+                if journal.active == 0 {
+                    drop(tracer);
+                    return Err(Fail::failed(format!(
+                        "a worker (pid {pid}) stored a new Bank::transfers while the journal in \
+                         the segment was no longer active (seen with a hardware watchpoint on the \
+                         count, the mutex held by that worker): the journal was cleared before \
+                         the transfer was complete, so a holder that dies between clearing it \
+                         and counting leaves the money moved but the count one short, with \
+                         nothing for recover() to undo; write the count with the balances, then \
+                         clear the journal last"
                     )));
                 }
                 tracer.go_on();

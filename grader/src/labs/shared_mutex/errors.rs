@@ -16,7 +16,8 @@ use super::probe;
 use super::segment::{Segment, dev_shm, open_segment};
 use super::session::Session;
 use super::totals::{delta_of, verify};
-use crate::engine::tracer::{Action, Call, Tracer};
+use crate::engine::inspect;
+use crate::engine::tracer::{Action, Call, Match, Reached, Tracer};
 use crate::engine::{Fail, Proc, Run, force};
 
 /// A segment the grader creates before the program runs, to take its name: removed when
@@ -421,32 +422,7 @@ fn make_unrecoverable(segment: &Segment) -> Result<(), Fail> {
 }
 
 pub(super) fn create_failures(run: &mut Run) -> Result<String, Fail> {
-    // A name someone else holds: kind=exists, and their segment stays as it was.
-    let name = run.ipc_name("taken");
-    let content = run.random_bytes(64);
-    let Some(taken) = Taken::create(dev_shm(&name), run.program_user(), &content)? else {
-        return Err(Fail::Grader(format!("{name} exists already")));
-    };
-    let mut proc = run.spawn(&["--name", name.as_str(), "--work", "1"])?;
-    let message = first_message(&mut proc)?;
-    expect_kind(
-        &message,
-        "exists",
-        &format!(
-            "with {} already there, SharedBank::create({name:?})",
-            dev_shm(&name).display()
-        ),
-        "shm_open(O_CREAT | O_EXCL) fails with EEXIST, which is BankError::Exists",
-    )?;
-    release(&mut proc)?;
-    if let Some(what) = taken.disturbed() {
-        return Err(Fail::failed(format!(
-            "SharedBank::create({name:?}) reported kind=exists, but the segment that was \
-             already there was {what}: a name shm_open(O_CREAT | O_EXCL) refused is someone \
-             else's; unlink the name only when a step after your own shm_open() fails"
-        )));
-    }
-    drop(taken);
+    let name = taken_at_the_open(run)?;
     refuses_dangling_link(run)?;
 
     // A valid name too long for the system: shm_open() fails, kind=shm-open.
@@ -506,11 +482,140 @@ pub(super) fn create_failures(run: &mut Run) -> Result<String, Fail> {
         ""
     };
     Ok(format!(
-        "{name:?} taken: kind=exists, the segment there untouched; a name of {} characters: \
+        "{name:?} taken at the program's shm_open(): kind=exists, the segment there untouched; a name of {} characters: \
          kind=shm-open; ftruncate() failing: kind=ftruncate, with the name removed and no \
          descriptor or mapping left{forced}",
         long.len()
     ))
+}
+
+/// `O_CREAT`, `O_EXCL` and the permission bits, in an `openat()`'s flags and mode.
+const CREATE: u64 = libc::O_CREAT as u64;
+const EXCLUSIVE: u64 = libc::O_EXCL as u64;
+const PERMISSIONS: u64 = 0o7777;
+
+/// A name someone else takes while the program creates it: the program is held at its
+/// `shm_open()` of the name (glibc's `openat()` of `/dev/shm/<name>`), after any look it took
+/// at whether the name was free, and the grader creates a segment there before letting it go.
+/// Only `O_CREAT | O_EXCL` in that very call refuses the name then: kind=exists, and the
+/// grader's segment stays as it was. The same call must ask for mode 0600 itself. Without
+/// ptrace the segment is there before the program starts. Returns the name.
+fn taken_at_the_open(run: &mut Run) -> Result<String, Fail> {
+    let name = run.ipc_name("taken");
+    let content = run.random_bytes(64);
+    let path = dev_shm(&name);
+    let mut proc = run.spawn_stopped(&["--name", name.as_str(), "--work", "1"])?;
+    let pid = proc.pid.as_raw();
+    // The path a glibc shm_open() opens, kept for the life of the grader (a few bytes a run).
+    let opened: &'static str = path.display().to_string().leak();
+    let opening = Call {
+        number: libc::SYS_openat,
+        matching: Match::Path(opened),
+    };
+    let tracer = Tracer::attach(pid, opening, Action::Hold)?;
+    let mut taken = None;
+    // What the program's open of the name asked for: its flags and mode.
+    let mut asked = None;
+    let mut early = None;
+    match tracer {
+        Some(mut tracer) => {
+            force::resume(pid)?;
+            let until = std::time::Instant::now() + Duration::from_secs(5);
+            match tracer.wait(&mut proc, until)? {
+                Reached::Call => {
+                    asked = inspect::call_of(pid, pid).map(|(_, args)| (args[2], args[3]));
+                    taken = Taken::create(path.clone(), run.program_user(), &content)?;
+                }
+                Reached::Passed(message) => early = message,
+            }
+            tracer.release();
+        }
+        None => {
+            run.note(
+                "the grader may not trace the program here (ptrace): the name was taken \
+                 before it started, not at its shm_open()",
+            );
+            taken = Taken::create(path.clone(), run.program_user(), &content)?;
+            force::resume(pid)?;
+        }
+    }
+    let message = match early {
+        Some(message) => message,
+        None => first_message(&mut proc)?,
+    };
+    let Some(taken) = taken else {
+        proc.kill_tree();
+        return Err(match asked {
+            None if message.kind == "failed" => failure(&message),
+            None => Fail::failed(format!(
+                "SharedBank::create({name:?}) said `{}` without ever opening {} (no openat() of \
+                 it): create the segment with shm_open()",
+                message.kind,
+                path.display()
+            )),
+            Some(_) => Fail::Grader(format!("{name} exists already")),
+        });
+    };
+    let refused = message.kind == "failed" && message.get("kind") == Some("exists");
+    let disturbed = taken.disturbed();
+    if let Some((flags, _)) = asked
+        && !refused
+        && flags & EXCLUSIVE == 0
+    {
+        let outcome = match message.kind.as_str() {
+            "failed" => format!("failed with kind={}", message.get("kind").unwrap_or("none")),
+            said => format!("went on (it said `{said}`)"),
+        };
+        let took = match disturbed {
+            Some(what) => format!(", and the grader's segment was {what}"),
+            None => String::new(),
+        };
+        proc.kill_tree();
+        return Err(Fail::failed(format!(
+            "the grader held the program at its shm_open() of {} (its openat() of the name) and \
+             created a segment there just before the call; SharedBank::create({name:?}) \
+             {outcome}{took}: its openat() of the name had flags {flags:#o}, without O_EXCL \
+             ({:#o}), so it opened the segment that was there instead of failing; a look at \
+             the name before the open (stat(), a probe) cannot see a name taken between the \
+             look and the open; only shm_open(O_CREAT | O_EXCL) makes the test and the \
+             creation one step, and its EEXIST is BankError::Exists, with the segment there \
+             left alone",
+            path.display(),
+            libc::O_EXCL
+        )));
+    }
+    expect_kind(
+        &message,
+        "exists",
+        &format!(
+            "with {} already there, SharedBank::create({name:?})",
+            path.display()
+        ),
+        "shm_open(O_CREAT | O_EXCL) fails with EEXIST, which is BankError::Exists",
+    )?;
+    release(&mut proc)?;
+    if let Some(what) = disturbed {
+        return Err(Fail::failed(format!(
+            "SharedBank::create({name:?}) reported kind=exists, but the segment that was \
+             already there was {what}: a name shm_open(O_CREAT | O_EXCL) refused is someone \
+             else's; unlink the name only when a step after your own shm_open() fails"
+        )));
+    }
+    if let Some((flags, mode)) = asked
+        && flags & CREATE != 0
+        && mode & PERMISSIONS != 0o600
+    {
+        return Err(Fail::failed(format!(
+            "the program's shm_open() that creates {} asked for mode {:o}, not 600: the \
+             segment is created with those permissions (less the umask) and stays so until a \
+             later chmod, open to other users meanwhile, who keep what they opened; give mode \
+             0600 (S_IRUSR | S_IWUSR) in the shm_open(O_CREAT | O_EXCL) itself",
+            path.display(),
+            mode & PERMISSIONS
+        )));
+    }
+    drop(taken);
+    Ok(name)
 }
 
 /// A create whose `ftruncate()` the tracer makes fail (`EFBIG`), with no file-size limit: it

@@ -22,6 +22,7 @@
 //! condition variable's process-shared flag as bit 0 of its `__wrefs` word (bit 2 once
 //! destroyed). These are glibc's layouts on 64-bit Linux; the program reports the offsets.
 
+mod attributes;
 mod counting;
 mod errors;
 mod messages;
@@ -108,7 +109,7 @@ pub static LAB: Lab = Lab {
                           mapping before it unlocks",
             exclusive: false,
             hint: Some(
-                "The coordinator waits until finished + dead == workers and reads its snapshot before unlocking; each finish() broadcasts. See docs/labs/06-shared-mutex.md, the rules table (the finish and coordinator rules).",
+                "The coordinator waits while finished + dead < workers and reads its snapshot before unlocking; each finish() broadcasts. See docs/labs/06-shared-mutex.md, the rules table (the finish and coordinator rules).",
             ),
             run: sleeping::waits_for_last_worker,
         },

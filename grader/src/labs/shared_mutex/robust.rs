@@ -15,7 +15,8 @@ use super::probe::{self, DyingHolder, KIND_ROBUST, Place};
 use super::segment::dev_shm;
 use super::session::{Session, let_coordinator_look};
 use super::totals::{expected, verify};
-use crate::engine::{Fail, Run};
+use crate::engine::tracer::{Action, Call, Tracer};
+use crate::engine::{Fail, Run, force, inspect};
 
 /// Transfers per worker in a run where a holder dies.
 const CRASH_WORK: u64 = 20_000;
@@ -97,8 +98,23 @@ pub(super) fn owner_dies(run: &mut Run) -> Result<String, Fail> {
         coordinator_waiting = matches!(probe::sleeping(coordinator),
             probe::Sleep::Futex { address }
                 if probe::place(coordinator, &name, &layout, address) == Place::Cond);
+        // The survivors queue on the mutex behind the crasher; one of them is left there to
+        // meet EOWNERDEAD, the others are stopped (see FirstUnlock).
+        let until = Instant::now() + STEP / 2;
+        while Instant::now() < until
+            && !survivors.iter().all(|&w| {
+                matches!(probe::sleeping(w), probe::Sleep::Futex { address }
+                    if probe::place(w, &name, &layout, address) == Place::Mutex)
+            })
+        {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let first_unlock = FirstUnlock::arm(&segment, &name, &survivors, coordinator)?;
         kill(Pid::from_raw(victim), Signal::SIGKILL)
             .map_err(|e| Fail::Grader(format!("kill: {e}")))?;
+        if let Some(first_unlock) = first_unlock {
+            first_unlock.judge(&segment, crasher)?;
+        }
         settle_after_recovery(&segment, coordinator, &name, &survivors)
     })?;
     let Some((transfers, delta)) = held else {
@@ -144,6 +160,108 @@ pub(super) fn owner_dies(run: &mut Run) -> Result<String, Fail> {
          transfers, its journal written; a worker met EOWNERDEAD and said so, the half-done \
          transfer was undone and the totals add up"
     ))
+}
+
+/// `futex()`'s operation without its flags (`FUTEX_CMD_MASK`).
+const FUTEX_COMMAND: u64 = 0x7f;
+
+/// The first unlock after a holder's death, watched: the grader leaves one worker asleep on the
+/// mutex and stops every other process that may lock it (a stopped process leaves the futex's
+/// queue), so that the kernel wakes that one to meet `EOWNERDEAD`; glibc gives it the mutex
+/// with the waiters bit set, so that its unlock always calls `FUTEX_WAKE`, where a tracer holds
+/// it. The bank must be repaired by then: the repair happens under the lock that `EOWNERDEAD`
+/// handed over, before anyone else can take it.
+struct FirstUnlock {
+    tracer: Tracer,
+    stopped: Vec<i32>,
+}
+
+impl FirstUnlock {
+    /// `None` (nothing stopped) when no worker sleeps on the mutex or it cannot be traced.
+    fn arm(
+        segment: &super::segment::Segment,
+        name: &str,
+        survivors: &[i32],
+        coordinator: i32,
+    ) -> Result<Option<FirstUnlock>, Fail> {
+        use crate::engine::tracer::Match;
+        let on_mutex = |pid: i32| {
+            matches!(probe::sleeping(pid), probe::Sleep::Futex { address }
+                if probe::place(pid, name, &segment.layout, address) == Place::Mutex)
+        };
+        let Some(&recoverer) = survivors.iter().find(|&&w| on_mutex(w)) else {
+            return Ok(None);
+        };
+        let Some(map) = probe::mappings(recoverer, name)
+            .into_iter()
+            .find(|m| m.offset == 0)
+        else {
+            return Ok(None);
+        };
+        let mutex = map.start + segment.layout.mutex_at as u64;
+        let call = Call {
+            number: libc::SYS_futex,
+            matching: Match::BothBits([
+                (0, u64::MAX, mutex),
+                (1, FUTEX_COMMAND, libc::FUTEX_WAKE as u64),
+            ]),
+        };
+        let Some(tracer) = Tracer::attach(recoverer, call, Action::Hold)? else {
+            return Ok(None);
+        };
+        let stopped: Vec<i32> = survivors
+            .iter()
+            .copied()
+            .filter(|&w| w != recoverer)
+            .chain([coordinator])
+            .collect();
+        for &pid in &stopped {
+            force::hold(pid)?;
+        }
+        Ok(Some(FirstUnlock { tracer, stopped }))
+    }
+
+    /// Once the holder is dead: at the first unlock, with the mutex free, the dead holder's
+    /// journal must no longer be active. Then lets everyone go on.
+    fn judge(mut self, segment: &super::segment::Segment, crasher: usize) -> Result<(), Fail> {
+        let held = self.tracer.held_before(Instant::now() + STEP)?;
+        let seen = match held {
+            true => Some((
+                segment.journal()?,
+                segment.counts()?,
+                segment.mutex_owner()?,
+            )),
+            false => None,
+        };
+        if held {
+            self.tracer.release();
+        }
+        for &pid in &self.stopped {
+            force::resume(pid)?;
+        }
+        let Some((journal, counts, owner)) = seen else {
+            // No unlock seen: what follows says why.
+            return Ok(());
+        };
+        if journal.active != 0 && counts.dead == 0 {
+            return Err(Fail::failed(format!(
+                "after worker {crasher} was killed holding the lock, the worker that took the \
+                 mutex next (EOWNERDEAD) let go of it before repairing the bank: held at its \
+                 first unlock (its FUTEX_WAKE on the mutex, the mutex {}), the dead worker's \
+                 journal was still active and dead = 0, so for that moment any process could \
+                 take the mutex and work on a half-done transfer; EOWNERDEAD hands over the \
+                 lock: recover() the bank while holding it, then pthread_mutex_consistent(), \
+                 and unlock only after that (pthread_mutex_consistent() does not make it right \
+                 to unlock and lock again before the repair)",
+                if owner == 0 {
+                    "free".to_string()
+                } else {
+                    format!("owner word {owner}")
+                }
+            )));
+        }
+        Ok(())
+    }
 }
 
 /// Once a worker found the dead holder and recovered, lets the coordinator take in the
@@ -311,7 +429,7 @@ pub(super) fn owner_dies_during_wait(run: &mut Run) -> Result<String, Fail> {
                 return Err(Fail::failed(
                     "the coordinator's wait ended though no worker had started: after \
                      pthread_cond_wait() returned EOWNERDEAD (a holder died) it must repair, \
-                     then re-check finished + dead == workers and wait again",
+                     then re-check finished + dead < workers and wait again",
                 ));
             }
             _ => session.set_aside(message),
@@ -480,6 +598,17 @@ fn dies_mid_transfer(run: &mut Run, session: &mut Session) -> Result<Cut, Fail> 
             left.join(", and ")
         )));
     }
+    if journal.active != 0 && now == before && count_now == count && counts.dead == 1 {
+        return Err(Fail::failed(format!(
+            "a holder died in the middle of a transfer from account {from} to account {to} \
+             (journal written, debit, credit and count made) while the coordinator waited to \
+             take the lock back; its repair put back both balances and the count and counted \
+             the worker dead, but left the journal active: recover() clears the journal \
+             (active = 0) once it has undone the transfer; a journal left active is undone \
+             again by the next recovery, which puts these old balances back over newer ones \
+             and counts a second dead worker"
+        )));
+    }
     if journal.active != 0 || now != before || count_now != count || counts.dead != 1 {
         let mut seen = Vec::new();
         if journal.active != 0 {
@@ -544,10 +673,46 @@ pub(super) fn not_recoverable(run: &mut Run) -> Result<String, Fail> {
             probe::errno_name(second)
         )));
     }
+    // A worker that sleeps before its transfer reports is waiting for the mutex to come back.
+    let mut sleepers: Vec<(i32, Tracer)> = session
+        .workers
+        .iter()
+        .filter_map(|&worker| {
+            let tracer = Tracer::attach(worker, Call::one_of(SLEEPS), Action::Hold).ok()??;
+            Some((worker, tracer))
+        })
+        .collect();
     session.go()?;
     let mut kinds = BTreeMap::new();
+    let until = Instant::now() + STEP;
     while kinds.len() < session.workers.len() {
-        let Some(message) = session.next_before(Instant::now() + STEP)? else {
+        let asleep = sleepers.iter_mut().find_map(|(worker, tracer)| {
+            tracer
+                .held_before(Instant::now())
+                .ok()
+                .filter(|&held| held)
+                .map(|_| *worker)
+        });
+        if let Some(worker) = asleep {
+            let call = inspect::call_of(worker, worker)
+                .map_or_else(|| "a sleep".to_string(), |(nr, _)| probe::call_name(nr));
+            // Their tracers end here, which lets the workers go on.
+            drop(sleepers);
+            return Err(Fail::failed(format!(
+                "the mutex is not recoverable (ENOTRECOVERABLE), and worker pid {worker}, once \
+                 released, went to sleep in {call} before its transfer reported anything: it \
+                 waits and tries the lock again, which is polling, and for nothing: \
+                 ENOTRECOVERABLE is final, no later lock succeeds (only re-initializing the \
+                 mutex would change it, which no process may do while others use it); the \
+                 first pthread_mutex_lock() that returns ENOTRECOVERABLE is \
+                 BankError::NotRecoverable, returned at once"
+            )));
+        }
+        let message = session.next_before(Instant::now() + Duration::from_millis(5))?;
+        let Some(message) = message else {
+            if Instant::now() < until {
+                continue;
+            }
             let doing: Vec<String> = session
                 .workers
                 .iter()
@@ -577,6 +742,7 @@ pub(super) fn not_recoverable(run: &mut Run) -> Result<String, Fail> {
             _ => {}
         }
     }
+    drop(sleepers);
     // The run cannot end on its own: the grader ends it and removes the segment itself.
     session.proc.kill_tree();
     let _ = std::fs::remove_file(dev_shm(&session.name));
@@ -596,21 +762,27 @@ pub(super) fn not_recoverable(run: &mut Run) -> Result<String, Fail> {
     ))
 }
 
-/// glibc's owner word of a mutex that is not recoverable (`PTHREAD_MUTEX_NOTRECOVERABLE`).
-const OWNER_NOT_RECOVERABLE: i32 = 0x7fff_ffff;
+/// The calls that put a thread to sleep for a while.
+const SLEEPS: &[i64] = &[libc::SYS_nanosleep, libc::SYS_clock_nanosleep];
 
-/// How a transfer went through on a mutex the grader had left unrecoverable, from what the
-/// mutex in the segment says now.
+/// How a transfer went through on a mutex the grader had left unrecoverable, from what a lock
+/// of the mutex in the segment gives now: still `ENOTRECOVERABLE` (the transfer never took it)
+/// or usable again (it was re-initialized).
 pub(super) fn went_on_anyway(segment: &super::segment::Segment) -> &'static str {
-    match segment.mutex_owner() {
-        Ok(OWNER_NOT_RECOVERABLE) => {
-            "the mutex in the segment is still unrecoverable, so the transfer went on without \
-             holding it"
+    match probe::try_lock(segment, Duration::from_millis(200)) {
+        Ok(libc::ENOTRECOVERABLE) => {
+            "the mutex in the segment is still unrecoverable (the grader's lock of it still \
+             gets ENOTRECOVERABLE), so the transfer went on without holding it"
+        }
+        Ok(0 | libc::ETIMEDOUT) => {
+            "the mutex in the segment is usable again (the grader could lock it, or someone \
+             held it), so it was re-initialized (pthread_mutex_init() on a mutex other \
+             processes use) to go on: an unrecoverable mutex stays unrecoverable, and every \
+             lock of it fails"
         }
         _ => {
-            "the mutex in the segment is usable again, so it was re-initialized \
-             (pthread_mutex_init() on a mutex other processes use) to go on: an unrecoverable \
-             mutex stays unrecoverable, and every lock of it fails"
+            "the grader could not tell from the mutex in the segment whether the transfer \
+             took it: it neither stayed unrecoverable nor became usable again"
         }
     }
 }

@@ -215,7 +215,12 @@ impl Segment {
 }
 
 pub(super) fn process_shared_init(run: &mut Run) -> Result<String, Fail> {
-    let mut session = Session::start(run, &[LIGHT_WORK; 4], &[])?;
+    let (mut session, inits) = Session::start_with(
+        run,
+        &[LIGHT_WORK; 4],
+        &[],
+        Some(super::attributes::MutexInits::watch),
+    )?;
     // A mutex never initialized in the segment is all zero, like one initialized with default
     // attributes: both have kind 0, so the run tells them apart.
     let kind = session.segment.mutex_kind()?;
@@ -239,6 +244,9 @@ pub(super) fn process_shared_init(run: &mut Run) -> Result<String, Fail> {
              set it with pthread_mutexattr_setpshared() before pthread_mutex_init(), or an \
              unlock wakes only waiters in its own process"
         )));
+    }
+    if let Some(inits) = inits {
+        inits.judge(&session)?;
     }
     let wrefs = session.segment.cond_wrefs()?;
     if wrefs & 1 == 0 {

@@ -2,6 +2,7 @@
 //! processes, and the pause in which the coordinator takes in a wake-up before the workers go on.
 
 use std::collections::{BTreeMap, VecDeque};
+use std::sync::mpsc::{Receiver, channel};
 use std::time::{Duration, Instant};
 
 use ipc_labs_driver::Message;
@@ -14,6 +15,7 @@ use super::sleeping::AsleepOnCond;
 use super::snapshot::FinalUnlock;
 use super::{COORDINATOR, WORKER};
 use crate::engine::inspect::{self, IoCounters, ProcessView};
+use crate::engine::tracer::{Field, Tracer, Watched};
 use crate::engine::{Fail, Proc, Run, force};
 
 /// How long a run may go without any change in the bank, every process asleep, before the
@@ -49,6 +51,7 @@ pub(super) struct Session {
     pub watch_final_unlock: bool,
     held_back: Option<i32>,
     final_unlock: Option<FinalUnlock>,
+    last_finish: Option<LastFinish>,
     /// Dead holders the grader counted in the bank itself: the coordinator's `dead` includes
     /// them.
     pub planted_dead: u32,
@@ -110,6 +113,24 @@ pub(super) fn role_of(coordinator: i32) -> impl Fn(&ProcessView) -> String + Sen
 impl Session {
     /// Starts the program and collects the coordinator's and every worker's `ready`.
     pub fn start(run: &mut Run, work: &[u64], extra: &[String]) -> Result<Session, Fail> {
+        Session::start_with(
+            run,
+            work,
+            extra,
+            None::<fn(&mut Proc, &str) -> Result<(), Fail>>,
+        )
+        .map(|(session, ())| session)
+    }
+
+    /// As [`Session::start`]; with `stopped`, the program is started stopped before its first
+    /// instruction and handed to it (with the bank's name) to attach what it needs: it must let
+    /// the program go on.
+    pub fn start_with<T: Default>(
+        run: &mut Run,
+        work: &[u64],
+        extra: &[String],
+        stopped: Option<impl FnOnce(&mut Proc, &str) -> Result<T, Fail>>,
+    ) -> Result<(Session, T), Fail> {
         let name = run.ipc_name("bank");
         let seed: u32 = run.rng().random();
         let work_list: Vec<String> = work.iter().map(u64::to_string).collect();
@@ -122,7 +143,14 @@ impl Session {
             seed.to_string(),
         ];
         args.extend(extra.iter().cloned());
-        let mut proc = run.spawn(&args)?;
+        let (mut proc, prepared) = match stopped {
+            Some(prepare) => {
+                let mut proc = run.spawn_stopped(&args)?;
+                let prepared = prepare(&mut proc, &name)?;
+                (proc, prepared)
+            }
+            None => (run.spawn(&args)?, T::default()),
+        };
         let coordinator = proc.pid.as_raw();
         proc.set_roles(role_of(coordinator));
         let mut workers = vec![0; work.len()];
@@ -157,7 +185,7 @@ impl Session {
             }
         }
         let segment = open_segment(&name, layout.expect("loop ends with a layout"))?;
-        Ok(Session {
+        let session = Session {
             proc,
             name,
             coordinator,
@@ -172,9 +200,11 @@ impl Session {
             watch_final_unlock: false,
             held_back: None,
             final_unlock: None,
+            last_finish: None,
             planted_dead: 0,
             waiters: None,
-        })
+        };
+        Ok((session, prepared))
     }
 
     /// Waits (up to 1 s) until the coordinator sleeps in a system call, preferably on a futex:
@@ -411,6 +441,9 @@ impl Session {
                         if let Some(final_unlock) = self.final_unlock.take() {
                             final_unlock.judge(self)?;
                         }
+                        if let Some(last_finish) = self.last_finish.take() {
+                            last_finish.judge()?;
+                        }
                     } else if self.settle_finishes {
                         let others: Vec<i32> = (0..self.workers.len())
                             .filter(|i| !workers.contains_key(i))
@@ -430,6 +463,7 @@ impl Session {
                             self.waiters = looked.waiters;
                         }
                         self.final_unlock = looked.final_unlock;
+                        self.last_finish = looked.last_finish;
                         self.planted_dead += looked.planted_dead;
                     }
                 }
@@ -531,6 +565,7 @@ impl Session {
                 Ok(Some(message)) => message.kind == "done",
                 _ => false,
             };
+            let past = counts.finished + counts.dead > counts.workers;
             return Fail::failed(if woken {
                 format!(
                     "{seen}, yet {secs} s later the coordinator still slept on the condition \
@@ -539,11 +574,22 @@ impl Session {
                      pthread_cond_broadcast(all_done) every time it counts a worker (and \
                      recover() when it counts a dead one)"
                 )
+            } else if past {
+                format!(
+                    "{seen}, yet the coordinator sleeps on in wait_all_done(), even after the \
+                     grader broadcast all_done itself: finished + dead = {} is past workers = \
+                     {}, and its loop did not end: it waits for finished + dead to equal \
+                     workers exactly, which a count that steps past it never does again; loop \
+                     while finished + dead < workers, so that the wait ends once the bank \
+                     counts at least every worker",
+                    counts.finished + counts.dead,
+                    counts.workers
+                )
             } else {
                 format!(
                     "{seen}, yet the coordinator sleeps on in wait_all_done(), even after the \
                      grader broadcast all_done itself: its loop must end once finished + dead \
-                     == workers{}",
+                     reaches workers{}",
                     if counts.dead > 0 {
                         " (a worker found dead counts as much as a finished one)"
                     } else {
@@ -560,10 +606,10 @@ impl Session {
         let advice = if place == Some(Place::Cond) {
             "nobody woke it when the count became complete: finish() must \
              pthread_cond_broadcast(all_done) every time it counts a worker (and recover() when \
-             it counts a dead one); the coordinator re-checks finished + dead == workers itself"
+             it counts a dead one); the coordinator re-checks finished + dead < workers itself"
         } else {
             "wait_all_done() must sleep in pthread_cond_wait() on all_done and return once \
-             finished + dead == workers"
+             finished + dead reaches workers"
         };
         Fail::failed(format!(
             "{seen}, yet {secs} s later the coordinator has not returned from wait_all_done(): \
@@ -595,6 +641,7 @@ pub(super) fn let_coordinator_look(
         final_unlock: None,
         planted_dead: 0,
         waiters: None,
+        last_finish: None,
     };
     if !probe::can_hold(segment) {
         // Other checks judge that mutex; here the run just goes on, the held-back worker too.
@@ -646,6 +693,9 @@ pub(super) fn let_coordinator_look(
             if looked.final_unlock.is_some() {
                 looked.planted_dead = plant_dead(segment)?;
             }
+            if let Some(worker) = held_back {
+                looked.last_finish = LastFinish::watch(segment, worker, name);
+            }
         }
     }
     for &worker in others {
@@ -666,7 +716,91 @@ pub(super) struct Looked {
     /// Threads of the grader queued on the condition variable beside the coordinator: the
     /// next finish must wake them all.
     pub waiters: Option<probe::CondWaiters>,
+    /// The last worker's store to `finished`, watched.
+    pub last_finish: Option<LastFinish>,
 }
+
+/// `Bank::finished`, watched for stores from where the watched worker maps it.
+const FINISHED_WORD: &[Field] = &[Field {
+    offset: 0,
+    len: 4,
+    loads: false,
+}];
+
+/// The last worker's `finish()`, watched with a hardware watchpoint on `Bank::finished`: at its
+/// store the grader reads the mutex's owner word. Being the last one left is no reason to skip
+/// the lock: the coordinator may be between its look at the counts and its sleep, and then a
+/// finish counted and broadcast without the mutex is a wake-up lost.
+pub(super) struct LastFinish {
+    worker: i32,
+    /// The owner word at the worker's first store to `finished`.
+    owner: Receiver<i32>,
+}
+
+impl LastFinish {
+    /// `None` when the worker's mapping is not found or it cannot be watched.
+    fn watch(segment: &Segment, worker: i32, name: &str) -> Option<LastFinish> {
+        let map = probe::mappings(worker, name)
+            .into_iter()
+            .find(|m| m.offset == 0)?;
+        let address = map.start + segment.layout.counts_at as u64 + 4;
+        // The file, not a Segment (whose mapping stays on this thread).
+        let file = segment.file().try_clone().ok()?;
+        let owner_at = (segment.layout.mutex_at + probe::MUTEX_OWNER_AT) as u64;
+        let mut tracer = Tracer::watch_at(worker, address, FINISHED_WORD).ok()??;
+        let (seen, owner) = channel();
+        std::thread::spawn(move || {
+            let until = Instant::now() + WATCH_LIMIT;
+            while Instant::now() < until {
+                match tracer.next_watched(until) {
+                    Ok(None | Some(Watched::Armed)) => {}
+                    Ok(Some(Watched::Hit)) => {
+                        let mut word = [0u8; 4];
+                        let owner =
+                            std::os::unix::fs::FileExt::read_exact_at(&file, &mut word, owner_at)
+                                .map_or(-1, |()| i32::from_ne_bytes(word));
+                        let _ = seen.send(owner);
+                        tracer.go_on();
+                    }
+                    _ => break,
+                }
+            }
+            // Dropped here: the watchpoint is cleared and the worker let go.
+            drop(tracer);
+        });
+        Some(LastFinish { worker, owner })
+    }
+
+    /// Once the worker has returned from `finish()`: its store to `finished` was made holding
+    /// the mutex (the owner word was its thread id).
+    pub fn judge(self) -> Result<(), Fail> {
+        let Ok(owner) = self.owner.recv_timeout(Duration::from_secs(1)) else {
+            // No store seen (watchpoints unavailable): other checks judge finish().
+            return Ok(());
+        };
+        if owner == self.worker {
+            return Ok(());
+        }
+        let held = if owner == 0 {
+            "the mutex was free".to_string()
+        } else {
+            format!("the mutex was held by thread {owner}")
+        };
+        Err(Fail::failed(format!(
+            "the last worker (pid {}) to finish stored Bank::finished while it did not hold the \
+             bank's mutex ({held} at that store, seen with a hardware watchpoint on finished): \
+             the last finish was counted without the lock; being the last worker left is no \
+             reason to skip it, since the coordinator (or any process holding the mutex) may \
+             be between its look at the counts and its pthread_cond_wait(), and a finish \
+             counted and broadcast in that window is a wake-up lost: finish() takes the lock \
+             every time, then finished += 1 and broadcast",
+            self.worker
+        )))
+    }
+}
+
+/// How long the last worker's finish is watched at most.
+const WATCH_LIMIT: Duration = Duration::from_secs(15);
 
 /// Counts one dead holder in the bank (`dead += 1`, under the mutex, with no broadcast) while
 /// the coordinator sleeps and one worker is left: at the end `finished + dead` is one more than

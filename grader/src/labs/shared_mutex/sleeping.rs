@@ -1,13 +1,18 @@
 //! The coordinator's wait: asleep on the condition variable in the segment while there is
 //! nothing to do, and over only once the last worker has finished.
 
+use std::time::{Duration, Instant};
+
 use super::probe::{self, Place, Sleep};
 use super::segment::Segment;
 use super::session::{Session, role_of};
 use super::totals::verify;
+use crate::engine::tracer::{Action, Call, Match, Tracer};
 use crate::engine::waiting::{self, WaitRules};
 use crate::engine::{Fail, Run, inspect};
 
+/// `futex()`'s operation without its flags (`FUTEX_CMD_MASK`).
+const FUTEX_COMMAND: u64 = 0x7f;
 /// Transfers per worker where only the waiting is judged.
 const LIGHT_WORK: u64 = 1000;
 /// The work of the longest worker in `waits-for-last-worker`.
@@ -92,14 +97,106 @@ pub(super) fn coordinator_sleeps(run: &mut Run) -> Result<String, Fail> {
              changed, which is polling; {advice}, with no timeout"
         )));
     }
+    let queued = queued_before_unlock(&session)?;
     session.go()?;
     let outcome = session.finish(0, |_| Ok(()))?;
     verify(&session, &outcome, &[], 0)?;
-    Ok(
+    Ok(format!(
         "while the workers were held, the coordinator slept on the condition variable in the \
-         segment, without waking up"
-            .into(),
-    )
+         segment, without waking up{}",
+        if queued {
+            "; a broadcast made while it was held at its unlock of the mutex, going back to \
+             sleep, woke it"
+        } else {
+            ""
+        }
+    ))
+}
+
+/// The coordinator's sleep and its unlock of the bank's mutex are one step: the grader makes
+/// the coordinator look at the counts once more (it holds the mutex, broadcasts, lets go), holds
+/// it at the unlock that follows (its `FUTEX_WAKE` on the mutex: glibc sets the waiters bit of a
+/// mutex taken after a wait, so that unlock always makes the call), takes the mutex there and
+/// broadcasts. A `pthread_cond_wait()` given the bank's mutex queued the coordinator before
+/// that unlock, so the broadcast wakes it and it waits for the mutex; a wait that let go of the
+/// bank's mutex first and queues afterwards misses it and sleeps on the condition variable.
+/// `Ok(false)` when the grader could not set this up (no ptrace, no such unlock).
+fn queued_before_unlock(session: &Session) -> Result<bool, Fail> {
+    let segment = &session.segment;
+    let coordinator = session.coordinator;
+    let Some(map) = probe::mappings(coordinator, &session.name)
+        .into_iter()
+        .find(|m| m.offset == 0)
+    else {
+        return Ok(false);
+    };
+    if !probe::can_hold(segment) {
+        return Ok(false);
+    }
+    let mutex = map.start + segment.layout.mutex_at as u64;
+    let place = || match probe::sleeping(coordinator) {
+        Sleep::Futex { address } => Some(probe::place(
+            coordinator,
+            &session.name,
+            &segment.layout,
+            address,
+        )),
+        _ => None,
+    };
+    let held = probe::hold(segment, Duration::from_secs(2))?;
+    probe::broadcast(segment);
+    let until = Instant::now() + Duration::from_secs(2);
+    while place() != Some(Place::Mutex) {
+        if Instant::now() > until {
+            // Not woken by a broadcast: other checks say why.
+            return Ok(false);
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let call = Call {
+        number: libc::SYS_futex,
+        matching: Match::BothBits([
+            (0, u64::MAX, mutex),
+            (1, FUTEX_COMMAND, libc::FUTEX_WAKE as u64),
+        ]),
+    };
+    let Some(mut tracer) = Tracer::attach(coordinator, call, Action::Hold)? else {
+        return Ok(false);
+    };
+    drop(held);
+    if !tracer.held_before(Instant::now() + Duration::from_secs(2))? {
+        return Ok(false);
+    }
+    // At its unlock: the mutex is free, the coordinator not yet asleep.
+    let Some(holder) = probe::HolderThread::start(segment, Duration::from_millis(500)) else {
+        tracer.release();
+        return Ok(false);
+    };
+    probe::broadcast(segment);
+    tracer.release();
+    let until = Instant::now() + Duration::from_secs(2);
+    let mut seen = place();
+    while seen != Some(Place::Mutex) && seen != Some(Place::Cond) && Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(1));
+        seen = place();
+    }
+    holder.let_go();
+    if seen == Some(Place::Cond) {
+        // Its sleep missed the broadcast: wake it, as the bank is unchanged.
+        probe::broadcast(segment);
+        return Err(Fail::failed(
+            "the grader held the bank's mutex and broadcast all_done, so that the coordinator \
+             woke up and looked at the counts again; it held the coordinator at the unlock of \
+             the mutex that followed (its FUTEX_WAKE), took the mutex there and broadcast \
+             all_done once more: let go, the coordinator went to sleep on the condition \
+             variable instead of waking up to take the mutex: it let go of the bank's mutex \
+             before it was queued on the condition variable, so a broadcast made in between \
+             is lost (a finish then, the last one, leaves it asleep for ever); \
+             pthread_cond_wait(all_done, the bank's mutex) queues the waiter and unlocks the \
+             mutex as one step: give it the bank's mutex, held, not a mutex of its own",
+        ));
+    }
+    Ok(seen == Some(Place::Mutex))
 }
 
 pub(super) fn waits_for_last_worker(run: &mut Run) -> Result<String, Fail> {

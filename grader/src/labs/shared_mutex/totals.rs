@@ -56,7 +56,8 @@ pub(super) fn verify(
         return Err(Fail::failed(format!(
             "the coordinator's wait ended when only {finished} of {want_finished} workers had \
              finished: a wake-up does not mean the condition holds; re-check \
-             finished + dead == workers in a while loop around pthread_cond_wait()"
+             finished + dead, and sleep again while it is below workers: a while loop around \
+             pthread_cond_wait()"
         )));
     }
     let planted = session.planted_dead;
