@@ -129,6 +129,34 @@ pub fn call_of(pid: i32, tid: i32) -> Option<(i64, [u64; 6])> {
     parse_syscall(&std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/syscall")).ok()?)
 }
 
+/// Where thread `tid` of `pid`, stopped outside any system call (at a watchpoint, held by a
+/// tracer), is in its code: its instruction pointer, from `/proc/PID/task/TID/syscall` ("-1 SP
+/// PC"); `None` when it is in a call, runs, or is gone.
+pub fn stopped_at(pid: i32, tid: i32) -> Option<u64> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/syscall")).ok()?;
+    let mut words = text.split_whitespace();
+    if words.next()? != "-1" {
+        return None;
+    }
+    let pc = words.nth(1)?;
+    u64::from_str_radix(pc.trim_start_matches("0x"), 16).ok()
+}
+
+/// The file mapped at `addr` in `pid` (`/proc/PID/maps`), if a file is mapped there.
+pub fn mapped_file(pid: i32, addr: u64) -> Option<String> {
+    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).ok()?;
+    maps.lines().find_map(|line| {
+        let mut fields = line.split_whitespace();
+        let (start, end) = fields.next()?.split_once('-')?;
+        let (start, end) = (
+            u64::from_str_radix(start, 16).ok()?,
+            u64::from_str_radix(end, 16).ok()?,
+        );
+        let path = fields.nth(4)?;
+        (start <= addr && addr < end && path.starts_with('/')).then(|| path.to_string())
+    })
+}
+
 /// Parses `/proc/.../syscall`: "NR ARG0 ... ARG5 SP PC" when in a call, "running" or "-1 ..."
 /// otherwise.
 fn parse_syscall(text: &str) -> Option<(i64, [u64; 6])> {

@@ -142,9 +142,10 @@ pub enum Action {
     /// `write()`, `sendto()` or `read()`, the number of buffers of a `writev()`. The call then
     /// moves fewer bytes and returns a short count, as a stop or a full buffer can make it.
     Shorten(u64),
-    /// Let the call (a `shmat()`) go on and, once one has returned an address, stop the program
-    /// right after each access to these fields of what it attached (at most four), until the
-    /// check says no more ([`Tracer::watch`]).
+    /// Let the call (a `shmat()` or an `mmap()`) go on and, once one has returned an address,
+    /// stop the program right after each access to these fields of what it attached or mapped
+    /// (at most four), until the check says no more ([`Tracer::watch`],
+    /// [`Tracer::watch_returned`]).
     Watch(&'static [Field]),
     /// Stop the program right after each access to these fields of the memory at this address
     /// (at most four), from now on, until the check says no more ([`Tracer::watch_at`]).
@@ -415,8 +416,17 @@ impl Tracer {
     /// Starts watching `fields` of the segment `pid` attaches next (with `shmat()` on its main
     /// thread); `None` if the machine does not allow it (no ptrace, or not x86-64).
     pub fn watch(pid: i32, fields: &'static [Field]) -> Result<Option<Tracer>, Fail> {
-        let shmat = Call::any(libc::SYS_shmat);
-        Tracer::attach(pid, shmat, Action::Watch(fields))
+        Tracer::watch_returned(pid, Call::any(libc::SYS_shmat), fields)
+    }
+
+    /// As [`Tracer::watch`], for the memory at the address the next `call` returns on `pid`'s
+    /// main thread (an `mmap()` of a shared object, chosen by its arguments).
+    pub fn watch_returned(
+        pid: i32,
+        call: Call,
+        fields: &'static [Field],
+    ) -> Result<Option<Tracer>, Fail> {
+        Tracer::attach(pid, call, Action::Watch(fields))
     }
 
     /// Starts watching `fields` of the memory at `address` in `pid` (its main thread), from
@@ -724,7 +734,7 @@ unsafe fn trace(group: i32, pid: i32, call: Call, action: Action, pipes: Pipes) 
                         say(HELD);
                         libc::read(pipes.resume, byte.as_mut_ptr().cast(), 1);
                     }
-                    Action::Watch(fields) => watch(pid, fields, pipes),
+                    Action::Watch(fields) => watch(pid, call, fields, pipes),
                     Action::WatchAt(..)
                     | Action::BreakAt(_)
                     | Action::InTurn(_)
@@ -925,11 +935,11 @@ unsafe fn to_exit_stop(pid: i32, status: &mut i32) -> bool {
     }
 }
 
-/// Watching, in the forked child: `pid` is stopped at the entry of a `shmat()`. Lets it return,
-/// sets the watchpoints on `fields` of the address it returned (or waits for the next
-/// `shmat()` if it failed), then stops the program at each access, reporting each to the check,
-/// until the check says no more. Never returns.
-unsafe fn watch(pid: i32, fields: &[Field], pipes: Pipes) -> ! {
+/// Watching, in the forked child: `pid` is stopped at the entry of `call` (a `shmat()` or an
+/// `mmap()`). Lets it return, sets the watchpoints on `fields` of the address it returned (or
+/// waits for the next such call if it failed), then stops the program at each access,
+/// reporting each to the check, until the check says no more. Never returns.
+unsafe fn watch(pid: i32, call: Call, fields: &[Field], pipes: Pipes) -> ! {
     // SAFETY: plain system calls on our own descriptors and memory, and on the traced process.
     unsafe {
         let say = |byte: u8| libc::write(pipes.report, [byte].as_ptr().cast(), 1);
@@ -939,7 +949,7 @@ unsafe fn watch(pid: i32, fields: &[Field], pipes: Pipes) -> ! {
         };
         let mut status = 0;
         let address = loop {
-            // To the exit of the shmat() it is entering.
+            // To the exit of the call it is entering.
             match next_stop(pid, libc::PTRACE_SYSCALL, 0, pipes.resume, &mut status) {
                 Stop::Stopped => {}
                 Stop::Word => leave(pid, Left::Running, pipes),
@@ -949,7 +959,7 @@ unsafe fn watch(pid: i32, fields: &[Field], pipes: Pipes) -> ! {
             if !(-4095..0).contains(&(result as i64)) {
                 break result as u64;
             }
-            // It failed: the next shmat(), then.
+            // It failed: the next such call, then.
             let mut signal = 0usize;
             loop {
                 match next_stop(pid, libc::PTRACE_SYSCALL, signal, pipes.resume, &mut status) {
@@ -960,7 +970,7 @@ unsafe fn watch(pid: i32, fields: &[Field], pipes: Pipes) -> ! {
                 signal = 0;
                 let stopped_by = libc::WSTOPSIG(status);
                 if stopped_by == libc::SIGTRAP | 0x80 {
-                    if at_entry_of(pid, Call::any(libc::SYS_shmat)) {
+                    if at_entry_of(pid, call) {
                         break;
                     }
                 } else if status >> 16 == 0 && stopped_by != libc::SIGTRAP {

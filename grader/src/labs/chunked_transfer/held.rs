@@ -17,7 +17,7 @@ use super::pool::{
     Follow, FreeQueue, PairOptions, PairSeen, PoolNames, destroy_pool, follow_pair, pair_ready,
     pool_ready, spawn_pair, spawn_pool,
 };
-use super::signals::{force_eintrs, interrupt_waits};
+use super::signals::{force_eintrs, interrupt_waits, posix_timers, waits_untimed};
 use super::transfer::{Setup, Transfer, check_messages, start};
 use crate::engine::diagnose::Activity;
 use crate::engine::inspect::{IoCounters, ProcessView};
@@ -522,6 +522,25 @@ pub fn held_mid_message(run: &mut Run) -> Result<String, Fail> {
                 "{who} (pid {}) waited {}, not in {call}: that is where it must wait",
                 waiter.pid,
                 waiter.activity.describe()
+            )));
+        }
+    }
+    // A semaphore wait with no timeout at all blocks for ever once the other side is gone,
+    // whatever may interrupt it meanwhile.
+    for (pid, who, want) in &waiting {
+        if *want == Activity::Futex && waits_untimed(*pid) {
+            let timers = match posix_timers(*pid) {
+                Some(timers) => format!(
+                    ", and it has POSIX timers of its own (/proc/{pid}/timers: {timers}): a \
+                     timer's signal that interrupts an untimed wait is no deadline of that wait"
+                ),
+                None => String::new(),
+            };
+            return Err(Fail::failed(format!(
+                "{who} (pid {pid}) sleeps in a futex wait with no deadline (/proc/{pid}/syscall: \
+                 the wait's timeout argument is NULL, as sem_wait() makes it){timers}: a wait \
+                 with no deadline blocks for ever if the other side dies. Wait in \
+                 sem_timedwait() with an absolute deadline (CLOCK_REALTIME now + the timeout)"
             )));
         }
     }

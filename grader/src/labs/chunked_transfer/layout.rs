@@ -184,6 +184,15 @@ impl Mapped {
         value
     }
 
+    /// How many threads wait on the semaphore now, as this C library counts them (glibc on a
+    /// 64-bit machine: the high half of the semaphore's first word), from the entry into the
+    /// wait until it is left; a waiter makes `sem_post()` wake it with a system call.
+    pub fn waiters(&self, which: Sem) -> u64 {
+        // SAFETY: the semaphore's first 8 bytes lie inside the mapping, 8-byte aligned.
+        let word = unsafe { self.sem(which).cast::<u64>().read_volatile() };
+        word >> 32
+    }
+
     /// How the semaphore's bytes compare with a fresh `sem_init(.., pshared, value)` here.
     pub fn init_kind(&self, which: Sem, value: u32) -> SemInit {
         let size = size_of::<libc::sem_t>();

@@ -27,6 +27,7 @@ use crate::engine::{Check, Lab};
 
 mod data;
 mod errors;
+mod handover;
 mod headers;
 mod held;
 mod layout;
@@ -51,7 +52,9 @@ pub static LAB: Lab = Lab {
             points: 2,
             timeout: Duration::from_secs(10),
             description: "messages of 0, 1, 0, 7 and 0 bytes follow each other through one \
-                          4 KiB segment, each delivered exactly",
+                          4 KiB segment, each delivered exactly; the semaphores made by \
+                          sem_init(); at the post of `full` for chunk 0 its header complete; \
+                          with the receiver stopped, the sender fills two slots and waits",
             exclusive: false,
             hint: Some(
                 "An empty message is one empty chunk with end = 1; a message smaller than a slot is one chunk. See docs/labs/08-chunked-transfer.md, the rules table (the chunk rule) and \"The layout\".",

@@ -6,7 +6,7 @@ use rand::RngExt;
 
 use super::data::pattern_hash;
 use super::layout::{Header, MIN_SEGMENT, Mapped, expected_capacity};
-use super::observe::dev_shm;
+use super::observe::{describe_descriptors, dev_shm, expect_writes_from_slot, io_of};
 use super::pool::{
     Follow, FreeQueue, PairOptions, PairSeen, PoolNames, destroy_pool, follow_pair, id_message,
     pair_failed, pair_ready, pool_ready, spawn_pair, spawn_pool,
@@ -160,7 +160,7 @@ pub fn pool_pairs(run: &mut Run) -> Result<String, Fail> {
 
     // The grader keeps one id: free_count() must count the queue, not guess.
     queue.put_all(&ids[1..])?;
-    let held = held_pair(run, &queue, &prefix, seed, capacity)?;
+    let held = held_pair(run, &queue, &names, seed, size)?;
     let failed_id = failed_pair(run, &queue, &prefix, seed, capacity)?;
     let broken_id = protocol_pair(run, &queue, &prefix, seed, capacity, size)?;
     queue.put_all(&ids[..1])?;
@@ -245,10 +245,12 @@ pub fn pool_pairs(run: &mut Run) -> Result<String, Fail> {
 fn held_pair(
     run: &mut Run,
     queue: &FreeQueue,
-    prefix: &str,
+    names: &PoolNames,
     seed: u64,
-    capacity: u64,
+    size: usize,
 ) -> Result<String, Fail> {
+    let prefix = names.prefix.as_str();
+    let capacity = expected_capacity(size) as u64;
     let index = 8;
     let len = run.rng().random_range(256 * 1024..2 * MIB);
     let chunks = len.div_ceil(capacity);
@@ -297,6 +299,9 @@ fn held_pair(
             seen.holding.is_some() && (stage == 0 || seen.sent)
         })?;
         let id = seen.took.clone().unwrap_or_else(|| "?".into());
+        if stage == 0 {
+            expect_pair_writes_from_slot(&seen, names, index, size, &id)?;
+        }
         let on_queue = queue.len()?;
         if on_queue != free {
             return Err(Fail::failed(format!(
@@ -324,6 +329,70 @@ fn held_pair(
         "a pair kept its segment off the free queue until its receiver had written out the \
          last chunk ({free} of {SEGMENTS} ids free, the grader keeping one)"
     ))
+}
+
+/// That the receiver of pair `index`, held before it writes out its first chunk (the first
+/// through segment `id`, so in slot 0), gave its writer that slot's data in its own mapping of
+/// the segment: a pair's data travels in the pool's segment, as a transfer's does.
+fn expect_pair_writes_from_slot(
+    seen: &PairSeen,
+    names: &PoolNames,
+    index: u64,
+    size: usize,
+    id: &str,
+) -> Result<(), Fail> {
+    let Some(holding) = &seen.holding_said else {
+        return Ok(());
+    };
+    let number = |name: &str| {
+        let value = holding.get(name)?;
+        match value.strip_prefix("0x") {
+            Some(hex) => u64::from_str_radix(hex, 16).ok(),
+            None => value.parse().ok(),
+        }
+    };
+    let (Some(pid), Some(from), Some(len)) = (number("pid"), number("from"), number("len")) else {
+        return Err(Fail::Grader(
+            "the pair's receiver's `holding` lacks `pid`, `from` or `len`".into(),
+        ));
+    };
+    let pid = pid as i32;
+    let Some(segment) = id
+        .parse::<usize>()
+        .ok()
+        .and_then(|id| names.segments.get(id))
+    else {
+        return Ok(());
+    };
+    let Ok(object) = std::fs::metadata(dev_shm(segment)) else {
+        return Ok(());
+    };
+    use std::os::unix::fs::MetadataExt;
+    expect_writes_from_slot(pid, object.ino(), size, 0, from, len).map_err(|fail| match fail {
+        Fail::Failed(what) => {
+            let moved = io_of(pid);
+            let held = format!(
+                "pair {index}'s receiver (pid {pid}), held by the grader before writing out its \
+                 first chunk through segment {id}"
+            );
+            if moved.read_bytes >= len {
+                Fail::failed(format!(
+                    "{held}, had given its writer {len} bytes at {from:#x}, not in the slot of \
+                     its mapping of the segment, after reading {} bytes with read()-like system \
+                     calls ({} calls, from /proc/{pid}/io; {}): the pair's data went through a \
+                     descriptor, not the segment. A pair streams its message through the \
+                     segment it took, the data source reading straight into the slot and the \
+                     writer getting the slot, as Segment::send and Segment::receive do",
+                    moved.read_bytes,
+                    moved.read_calls,
+                    describe_descriptors(pid, segment)
+                ))
+            } else {
+                Fail::failed(format!("{held}: {what}"))
+            }
+        }
+        fail => fail,
+    })
 }
 
 /// A pair whose sender the grader holds mid-message until its receiver times out: the

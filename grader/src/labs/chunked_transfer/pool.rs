@@ -383,6 +383,9 @@ pub struct PairSeen {
     pub sent: bool,
     /// The receiver waits for `release` (at this byte) and has not been released.
     pub holding: Option<u64>,
+    /// The receiver's last `holding` (its pid, and the buffer its writer was given: `from`,
+    /// `len`).
+    pub holding_said: Option<ipc_labs_driver::Message>,
     /// The sender waits for `release` (at this byte).
     pub sender_holding: Option<u64>,
     /// The receiver reported its sender's message.
@@ -460,6 +463,7 @@ pub fn follow_pair(
                     seen.sender_holding = at;
                 } else {
                     seen.holding = at;
+                    seen.holding_said = Some(message.clone());
                 }
             }
             "message" => {

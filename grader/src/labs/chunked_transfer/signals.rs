@@ -29,6 +29,52 @@ pub(super) fn waits_timed(pid: i32) -> bool {
     timed_wait(pid).is_some()
 }
 
+/// Whether the main thread of `pid` sleeps in a futex wait with no timeout at all (the wait
+/// `sem_wait()` makes), read twice so that a wait left meanwhile does not count.
+pub(super) fn waits_untimed(pid: i32) -> bool {
+    let untimed = || {
+        sleeping(pid)
+            && inspect::call_of(pid, pid).is_some_and(|(nr, args)| {
+                let command = args[1] as i32 & libc::FUTEX_CMD_MASK;
+                nr == libc::SYS_futex
+                    && matches!(command, libc::FUTEX_WAIT | libc::FUTEX_WAIT_BITSET)
+                    && args[3] == 0
+            })
+    };
+    untimed() && untimed()
+}
+
+/// The POSIX timers `pid` has made (`/proc/PID/timers`: the signal each sends and to whom), in
+/// words; `None` when it has none (or the kernel does not list them).
+pub(super) fn posix_timers(pid: i32) -> Option<String> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/timers")).ok()?;
+    let timers: Vec<String> = text
+        .split("ID:")
+        .filter_map(|timer| {
+            let field = |name: &str| {
+                timer
+                    .lines()
+                    .find_map(|l| l.trim().strip_prefix(name))
+                    .map(|v| v.trim().to_string())
+            };
+            let signal = field("signal:")?;
+            let number = signal.split('/').next()?.parse::<i32>().ok()?;
+            // "signal/tid.N": the signal goes to thread N; "signal/pid.N" to the process.
+            let notify = field("notify:").unwrap_or_default();
+            let to = match notify.split_once('/').map(|(_, to)| to.split_once('.')) {
+                Some(Some(("tid", id))) => format!(" to thread {id}"),
+                Some(Some(("pid", id))) => format!(" to process {id}"),
+                _ => String::new(),
+            };
+            Some(format!(
+                "{}{to}",
+                crate::engine::process::signal_name(number)
+            ))
+        })
+        .collect();
+    (!timers.is_empty()).then(|| timers.join(", "))
+}
+
 /// Whether the main thread of `pid` sleeps (in a system call, interruptibly).
 fn sleeping(pid: i32) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/stat"))

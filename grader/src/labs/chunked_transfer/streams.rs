@@ -8,17 +8,24 @@ use std::time::{Duration, Instant};
 use rand::RngExt;
 
 use super::data::pattern_hash;
+use super::handover::go_held;
 use super::layout::expected_capacity;
 use super::observe::{expect_copied_in_memory, io_of, peak_memory};
-use super::transfer::{Setup, deliver, receive_failed, start};
+use super::transfer::{Setup, check_messages, deliver, receive_failed, start};
 use crate::engine::{Fail, Run};
 
 const MIB: u64 = 1 << 20;
 
 pub fn empty_and_tiny(run: &mut Run) -> Result<String, Fail> {
-    let setup = Setup::new(4096, vec![0, 1, 0, 7, 0]);
-    deliver(run, &setup)?.finish()?;
-    Ok("messages of 0, 1, 0, 7 and 0 bytes arrived in order, exactly".into())
+    let mut setup = Setup::new(4096, vec![0, 1, 0, 7, 0]);
+    setup.watch_init = true;
+    let mut transfer = start(run, &setup)?;
+    let held = go_held(&mut transfer, &setup.lens)?;
+    check_messages(run, &mut transfer, &setup)?;
+    transfer.finish()?;
+    Ok(format!(
+        "messages of 0, 1, 0, 7 and 0 bytes arrived in order, exactly{held}"
+    ))
 }
 
 pub fn chunk_boundaries(run: &mut Run) -> Result<String, Fail> {

@@ -12,7 +12,8 @@ use super::data::{pattern_bytes, pattern_hash};
 use super::layout::{Header, Mapped, Sem, SemInit, chunks_of};
 use super::observe::dev_shm;
 use super::signals::waits_timed;
-use crate::engine::{Fail, Proc, Run};
+use crate::engine::tracer::{Call, Field, Match, Tracer, Watched};
+use crate::engine::{Fail, Proc, Run, force, inspect};
 
 /// How a transfer is run.
 pub struct Setup {
@@ -34,6 +35,9 @@ pub struct Setup {
     pub receiver_holds: Vec<u64>,
     /// The seed of the data; drawn from the check's when `None`.
     pub seed: Option<u64>,
+    /// Watch the sender's stores to its semaphores from its mmap() of the segment until it
+    /// says `ready`: create() must initialize them with sem_init().
+    pub watch_init: bool,
 }
 
 impl Setup {
@@ -49,6 +53,7 @@ impl Setup {
             hold_at: None,
             receiver_holds: Vec::new(),
             seed: None,
+            watch_init: false,
         }
     }
 }
@@ -120,9 +125,17 @@ pub fn start_sender(run: &mut Run, setup: &Setup) -> Result<Sender, Fail> {
     if setup.sender_slow_ms > 0 {
         args.extend(["--slow-ms".into(), setup.sender_slow_ms.to_string()]);
     }
-    let mut sender = run.spawn(&args)?;
-    sender.set_roles(|_| "the sender".into());
-    let ready = sender.recv_any()?;
+    let (sender, ready, stores) = if setup.watch_init {
+        let mut sender = run.spawn_stopped(&args)?;
+        sender.set_roles(|_| "the sender".into());
+        let (ready, stores) = watch_semaphore_stores(run, &mut sender, setup.size)?;
+        (sender, ready, stores)
+    } else {
+        let mut sender = run.spawn(&args)?;
+        sender.set_roles(|_| "the sender".into());
+        let ready = sender.recv_any()?;
+        (sender, ready, Vec::new())
+    };
     if ready.kind != "ready" {
         return Err(Fail::failed(format!(
             "the sender could not create a {}-byte segment: it said `{}` ({})",
@@ -172,6 +185,7 @@ pub fn start_sender(run: &mut Run, setup: &Setup) -> Result<Sender, Fail> {
         .write(true)
         .open(&path)?;
     let mapped = Mapped::open(&segment, setup.size)?;
+    initialized_by_library(&stores)?;
     fresh_semaphores(&mapped)?;
     Ok(Sender {
         proc: sender,
@@ -181,6 +195,123 @@ pub fn start_sender(run: &mut Run, setup: &Setup) -> Result<Sender, Fail> {
         segment,
         mapped,
     })
+}
+
+/// The count words of the two semaphores (`empty` at offset 0, `full` at 32), watched for
+/// stores.
+const SEMAPHORE_COUNTS: &[Field] = &[
+    Field {
+        offset: 0,
+        len: 8,
+        loads: false,
+    },
+    Field {
+        offset: 32,
+        len: 8,
+        loads: false,
+    },
+];
+
+/// Where a store to a semaphore came from: the program's own code (its executable), or a
+/// shared library (the C library's `sem_init()`), with the instruction's address.
+#[derive(Debug)]
+enum StoreBy {
+    Program(String, u64),
+    Library(String),
+    Unknown,
+}
+
+/// Lets the sender (spawned stopped) go with its stores to the semaphores' count words
+/// watched from the return of its mmap() of the `size`-byte segment (shared) until it says
+/// something; returns what it said and where each store came from (none where the grader may
+/// not watch).
+fn watch_semaphore_stores(
+    run: &Run,
+    sender: &mut Proc,
+    size: usize,
+) -> Result<(Message, Vec<StoreBy>), Fail> {
+    let pid = sender.pid.as_raw();
+    let shared = libc::MAP_SHARED | libc::MAP_PRIVATE;
+    let mmap = Call {
+        number: libc::SYS_mmap,
+        matching: Match::BothBits([
+            (1, u64::MAX, size as u64),
+            (3, shared as u64, libc::MAP_SHARED as u64),
+        ]),
+    };
+    let watch = Tracer::watch_returned(pid, mmap, SEMAPHORE_COUNTS)?;
+    force::resume(pid)?;
+    let Some(mut watch) = watch else {
+        return Ok((sender.recv_any()?, Vec::new()));
+    };
+    let mut stores = Vec::new();
+    let said = loop {
+        match watch.next(sender, run.deadline())? {
+            Watched::Armed => {}
+            Watched::Hit => {
+                // Read now: spawned stopped before its exec, it was the grader until then.
+                let program = std::fs::read_link(format!("/proc/{pid}/exe"))
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_default();
+                let pc = inspect::stopped_at(pid, pid);
+                stores.push(match pc.map(|pc| (pc, inspect::mapped_file(pid, pc))) {
+                    Some((pc, Some(file))) if file == program => StoreBy::Program(file, pc),
+                    Some((_, Some(file))) => StoreBy::Library(file),
+                    _ => StoreBy::Unknown,
+                });
+                watch.go_on();
+            }
+            Watched::Said(message) => break message,
+            Watched::Unavailable => {
+                drop(watch);
+                return Ok((sender.recv_any()?, Vec::new()));
+            }
+            Watched::Lost => {
+                drop(watch);
+                return Ok((sender.recv_any()?, stores));
+            }
+        }
+    };
+    drop(watch);
+    Ok((said, stores))
+}
+
+/// Fails if the program's own code wrote the semaphores' count words after mapping the
+/// segment, and the C library did not initialize both (`sem_init()` stores each count once).
+fn initialized_by_library(stores: &[StoreBy]) -> Result<(), Fail> {
+    let by_library = stores
+        .iter()
+        .filter(|s| matches!(s, StoreBy::Library(_)))
+        .count();
+    let Some(StoreBy::Program(file, pc)) =
+        stores.iter().find(|s| matches!(s, StoreBy::Program(..)))
+    else {
+        return Ok(());
+    };
+    if by_library >= 2 {
+        return Ok(());
+    }
+    let by_program = stores.len() - by_library;
+    let name = std::path::Path::new(file)
+        .file_name()
+        .map_or(file.clone(), |n| n.to_string_lossy().into_owned());
+    let library = match stores.iter().find_map(|s| match s {
+        StoreBy::Library(file) => Some(file.as_str()),
+        _ => None,
+    }) {
+        Some(file) => format!("{by_library} from a library ({file})"),
+        None => "none from the C library".into(),
+    };
+    Err(Fail::failed(format!(
+        "with the stores to the count words of the segment's semaphores (`empty` at offset 0, \
+         `full` at 32) watched from the return of the sender's mmap() of the segment until it \
+         said `ready` (hardware watchpoints), create() wrote them {by_program} time(s) from the \
+         program's own code (its executable {name}, just before {pc:#x}) and {library}: it \
+         sets the \
+         semaphores' bytes by hand instead of initializing them with sem_init(). A sem_t is \
+         opaque, its layout the C library's own: sem_init(empty, 1, 2) and sem_init(full, 1, \
+         0)"
+    )))
 }
 
 /// Fails unless the semaphores of a segment nobody has used yet are as `create()` must leave
@@ -446,8 +577,10 @@ pub fn receive_failed(message: &Message, index: usize, lens: &[u64], transfer: &
         )),
         Some(h) if is_last(&h) => Fail::failed(format!(
             "{what}: all its bytes arrived and the slot of its last chunk says end = 1 ({}, \
-             read by the grader), yet the receiver waited for more: stop after the chunk with \
-             end = 1",
+             read by the grader), yet the receiver waited for more: either the receiver does \
+             not stop after the chunk with end = 1, or the sender sets end = 1 only after its \
+             post of `full`, so that the receiver, woken at once, read end = 0 (the check \
+             `empty-and-tiny` holds the sender at that post and reads the header)",
             h.describe()
         )),
         _ => Fail::failed(format!(
