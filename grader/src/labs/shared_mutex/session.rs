@@ -671,6 +671,15 @@ pub(super) fn let_coordinator_look(
         std::thread::sleep(Duration::from_millis(1));
     }
     looked.asleep = AsleepOnCond::observe(segment, coordinator, name);
+    if queue_waiter || arm_final_unlock {
+        // On a busy machine the coordinator, woken, may not be back on the condition variable
+        // yet: what is armed next needs it there.
+        let settle_until = Instant::now() + Duration::from_secs(2);
+        while looked.asleep.is_none() && Instant::now() < settle_until {
+            std::thread::sleep(Duration::from_millis(1));
+            looked.asleep = AsleepOnCond::observe(segment, coordinator, name);
+        }
+    }
     // Not before the last finish: the coordinator is held at its unlock then, and the waiters
     // could not take the mutex back.
     let not_last = segment
@@ -680,11 +689,6 @@ pub(super) fn let_coordinator_look(
         looked.waiters = probe::CondWaiters::start(segment, 2);
     }
     if arm_final_unlock {
-        let settle_until = Instant::now() + Duration::from_secs(2);
-        while looked.asleep.is_none() && Instant::now() < settle_until {
-            std::thread::sleep(Duration::from_millis(1));
-            looked.asleep = AsleepOnCond::observe(segment, coordinator, name);
-        }
         let one_left = segment
             .counts()
             .is_ok_and(|c| c.finished + c.dead + 1 == c.workers);
