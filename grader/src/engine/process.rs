@@ -489,6 +489,13 @@ impl Proc {
         }
     }
 
+    /// Puts back a message [`Proc::recv_any`] returned, so that the next receive returns it
+    /// again: a check that looked at the first message before a helper that reads it.
+    pub fn put_back(&mut self, message: Message) {
+        debug_assert!(self.held.is_none());
+        self.held = Some(message);
+    }
+
     /// Waits for the program's next message, whatever its kind.
     pub fn recv_any(&mut self) -> Result<Message, Fail> {
         if let Some(message) = self.held.take() {

@@ -14,7 +14,7 @@ use super::handover::{Handover, Launch, arguments, report_failure};
 use super::probe;
 use super::{RECORD_SIZE, SIGNAL_SIZE};
 use crate::engine::audit::message_queue_mode;
-use crate::engine::tracer::{Action, Call, Match, Reached, Tracer};
+use crate::engine::tracer::{Action, Call, Match, Reached, Step, Tracer};
 use crate::engine::{Fail, Proc, Run, force};
 
 /// What the parent still holds of the handoff: the slot, a named semaphore's mapping, a queue
@@ -171,6 +171,125 @@ fn inspect_created(
     run.expect_owner_only()
 }
 
+/// The mode the creating call asks for, read at its entry (the parent held there): the
+/// `openat()` inside `sem_open()` that creates the semaphore's file, or `mq_open()`. It must be
+/// 0600 itself: a wider mode narrowed by the umask (set by the program around the call) leaves
+/// the object's mode to the process's state, and changes it for every thread meanwhile.
+fn mode_asked(run: &mut Run, mechanism: &'static str) -> Result<String, Fail> {
+    let names = [run.ipc_name("ready"), run.ipc_name("ok")];
+    let seed: u64 = run.rng().random();
+    let call = if mechanism == "semaphores" {
+        Call {
+            number: libc::SYS_openat,
+            matching: Match::Bits {
+                arg: 2,
+                mask: libc::O_CREAT as u64,
+                value: libc::O_CREAT as u64,
+            },
+        }
+    } else {
+        Call::any(libc::SYS_mq_open)
+    };
+    let mut proc = run.spawn_stopped(&arguments(mechanism, &names, 10, &[]))?;
+    let pid = proc.pid.as_raw();
+    let tracer = Tracer::attach(pid, call, Action::Hold)?;
+    force::resume(pid)?;
+    let Some(mut tracer) = tracer else {
+        proc.kill_tree();
+        return Ok(format!("{mechanism}: the mode asked for not read (no ptrace)"));
+    };
+    let reached = tracer.wait(&mut proc, Instant::now() + Duration::from_secs(5))?;
+    let mut judged = None;
+    if let Reached::Call = reached
+        && let Some((_, args)) = crate::engine::inspect::call_of(pid, pid)
+    {
+        let (path_arg, mode) = if mechanism == "semaphores" {
+            (args[1], args[3])
+        } else {
+            (args[0], args[2])
+        };
+        let path = probe::peek(pid, path_arg, 300)
+            .map(|bytes| {
+                let end = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
+                String::from_utf8_lossy(&bytes[..end]).into_owned()
+            })
+            .unwrap_or_default();
+        let umask = std::fs::read_to_string(format!("/proc/{pid}/status"))
+            .ok()
+            .and_then(|status| {
+                status
+                    .lines()
+                    .find_map(|l| l.strip_prefix("Umask:"))
+                    .and_then(|m| u32::from_str_radix(m.trim(), 8).ok())
+            });
+        let ours = if mechanism == "semaphores" {
+            path.starts_with("/dev/shm/sem.")
+        } else {
+            true
+        };
+        if ours {
+            judged = Some((path, mode as u32 & 0o7777, umask));
+        }
+    }
+    tracer.release();
+    let said = match reached {
+        Reached::Passed(message) => message,
+        Reached::Call => None,
+    };
+    if let Some(message) = said {
+        proc.kill_tree();
+        return Err(match message.kind.as_str() {
+            "failed" => report_failure(&message, mechanism),
+            kind => Fail::failed(format!(
+                "the program said `{kind}` before it created its first signal ({mechanism})"
+            )),
+        });
+    }
+    if let Some((path, mode, umask)) = &judged
+        && *mode != 0o600
+    {
+        proc.kill_tree();
+        let what = if mechanism == "semaphores" {
+            format!("the openat() of {path} inside sem_open(), which creates the semaphore,")
+        } else {
+            format!("mq_open() of {path}")
+        };
+        let umask = match umask {
+            Some(umask) => format!(" (the process's umask was then {umask:03o})"),
+            None => String::new(),
+        };
+        let decimal = if decimal_600(*mode) {
+            format!(" ({DECIMAL_600})")
+        } else {
+            String::new()
+        };
+        return Err(Fail::failed(format!(
+            "the grader held the parent at its first creating call ({mechanism}): {what} asked \
+             for mode {mode:o}{decimal}{umask}: ask for 0600 (S_IRUSR | S_IWUSR) in the call \
+             itself. A wider mode narrowed by the umask leaves the object's mode to the \
+             process's state, and a umask changed around the call changes it for every file \
+             created meanwhile"
+        )));
+    }
+    let launch = Launch {
+        proc,
+        names,
+        mechanism,
+        rounds: 10,
+        seed,
+    };
+    let mut handover = launch.ready()?;
+    let reports = handover.finish(|_, _| Ok(()))?;
+    handover.verify(
+        &reports,
+        &format!("10 rounds with {mechanism}, the creation traced"),
+    )?;
+    Ok(match judged {
+        Some((_, mode, _)) => format!("{mechanism}: the creating call asked for mode {mode:o}"),
+        None => format!("{mechanism}: the creating call not seen"),
+    })
+}
+
 pub fn objects_created(run: &mut Run) -> Result<String, Fail> {
     for mechanism in ["semaphores", "queues"] {
         let names = [run.ipc_name("ready"), run.ipc_name("ok")];
@@ -191,11 +310,12 @@ pub fn objects_created(run: &mut Run) -> Result<String, Fail> {
         let reports = handover.finish(|_, _| Ok(()))?;
         handover.verify(&reports, &format!("10 rounds with {mechanism}"))?;
     }
-    Ok(
+    let asked = [mode_asked(run, "semaphores")?, mode_asked(run, "queues")?];
+    Ok(format!(
         "the slot was a shared anonymous mapping; the semaphores started at 0, the queues held \
-        one message of SIGNAL_SIZE bytes; every object had mode 0600"
-            .into(),
-    )
+         one message of SIGNAL_SIZE bytes; every object had mode 0600; {}",
+        asked.join("; ")
+    ))
 }
 
 pub fn names_unlinked(run: &mut Run) -> Result<String, Fail> {
@@ -238,6 +358,8 @@ pub fn names_unlinked(run: &mut Run) -> Result<String, Fail> {
     let steps = [
         close_goes_on(run, "semaphores")?,
         close_goes_on(run, "queues")?,
+        close_both_fail(run, "semaphores")?,
+        close_both_fail(run, "queues")?,
     ];
     Ok(format!(
         "named semaphores and queues were unlinked once both sides held them, and released by \
@@ -357,6 +479,125 @@ fn close_goes_on(run: &mut Run, mechanism: &'static str) -> Result<String, Fail>
     }
     Ok(format!(
         "{mechanism}: with {step} failed, close() released the rest and said kind={kind}"
+    ))
+}
+
+/// `close()` with both signals' closes failing (the grader makes them fail in the parent, in
+/// turn: with semaphores the `munmap()` of each semaphore's mapping, inside `sem_close()`; with
+/// queues the `close()` of each queue descriptor, inside `mq_close()`): the slot must still be
+/// unmapped at `ended`, and the first error reported (`kind=close`).
+fn close_both_fail(run: &mut Run, mechanism: &'static str) -> Result<String, Fail> {
+    let names = [run.ipc_name("ready"), run.ipc_name("ok")];
+    let mut launch = Launch::new(run, mechanism, names, 10, &["--pause-after-create"])?;
+    let created = launch.proc.recv_any()?;
+    if created.kind != "created" {
+        return Err(match created.kind.as_str() {
+            "failed" => report_failure(&created, mechanism),
+            kind => Fail::failed(format!(
+                "the program said `{kind}` where it should have said `created`"
+            )),
+        });
+    }
+    let parent = launch.proc.pid.as_raw();
+    let maps = probe::mappings(parent);
+    let targets: Vec<Option<u64>> = launch
+        .names
+        .iter()
+        .map(|name| {
+            if mechanism == "semaphores" {
+                let inode = std::fs::metadata(probe::semaphore_file(name)).map(|m| m.ino());
+                inode.ok().and_then(|inode| {
+                    maps.iter()
+                        .find(|m| m.named_semaphore() && m.inode == inode)
+                        .map(|m| m.start)
+                })
+            } else {
+                probe::queue_descriptors(parent, name)
+                    .first()
+                    .map(|&fd| fd as u64)
+            }
+        })
+        .collect();
+    let (number, errno, step) = if mechanism == "semaphores" {
+        (libc::SYS_munmap, libc::EINVAL, "sem_close()")
+    } else {
+        (libc::SYS_close, libc::EIO, "mq_close()")
+    };
+    let call = |value: u64| Call {
+        number,
+        matching: Match::Bits {
+            arg: 0,
+            mask: u64::MAX,
+            value,
+        },
+    };
+    let tracer = match (targets[0], targets[1]) {
+        (Some(ready), Some(ok)) => Tracer::in_turn(
+            parent,
+            [
+                (call(ready), Step::Fail(errno)),
+                (call(ok), Step::Fail(errno)),
+            ],
+        )?,
+        _ => None,
+    };
+    launch.proc.send("go", &[])?;
+    let mut handover = launch.ready()?;
+    let Some(mut tracer) = tracer else {
+        handover.finish(|_, _| Ok(()))?;
+        return Ok(format!("{mechanism}: no two closes made to fail"));
+    };
+    handover.go()?;
+    let mut kinds = Vec::new();
+    loop {
+        let message = handover.proc.recv_any()?;
+        match (message.kind.as_str(), message.get("role")) {
+            ("failed", Some("parent")) => {
+                kinds.push(message.get("kind").unwrap_or("none").to_string());
+            }
+            ("failed", _) => return Err(handover.failure(&message)),
+            ("done", _) => {}
+            ("ended", _) => break,
+            (other, _) => {
+                return Err(Fail::failed(format!(
+                    "the program said an unexpected `{other}`"
+                )));
+            }
+        }
+    }
+    let until = Instant::now() + Duration::from_millis(100);
+    let both = tracer.failed_before(until)? && tracer.failed_before(until)?;
+    let slot = held_by(parent, &handover.names)
+        .into_iter()
+        .any(|what| what.starts_with("the slot"));
+    handover.exit()?;
+    if !both {
+        return Ok(format!("{mechanism}: the two closes not both made to fail"));
+    }
+    let (ready, ok) = (&handover.names[0], &handover.names[1]);
+    let situation = format!(
+        "the grader made the {step} of both signals fail in the parent's Handoff::close() \
+         ({mechanism}), {ready}'s first, then {ok}'s"
+    );
+    if slot {
+        return Err(Fail::failed(format!(
+            "{situation}: after it, the parent still held the slot (a shared anonymous mapping): \
+             close() stopped at the second signal's error and never unmapped the slot. Try \
+             every step (close both signals, unmap the slot), then return the first error"
+        )));
+    }
+    if kinds.first().map(String::as_str) != Some("close") {
+        return Err(Fail::failed(format!(
+            "{situation}: the parent reported {}, not kind=close: return the first error of \
+             close() (HandoffError::Close)",
+            match kinds.first() {
+                Some(kind) => format!("kind={kind}"),
+                None => "no error".to_string(),
+            }
+        )));
+    }
+    Ok(format!(
+        "{mechanism}: with both closes failed, close() unmapped the slot and said kind=close"
     ))
 }
 
@@ -597,6 +838,122 @@ fn create_fails(
     ))
 }
 
+/// `create()` whose clean-up itself fails: the ok name is taken (`EEXIST`), and the grader
+/// makes the clean-up's unlink of the ready name fail with `ENOENT`, as if another process had
+/// removed it meanwhile. The error of `create()` is still the open's (`kind=exists`), and the
+/// other clean-up steps are still done: the ready signal closed, the slot unmapped.
+fn create_cleanup_fails(run: &mut Run, mechanism: &'static str) -> Result<String, Fail> {
+    let names = [run.ipc_name("ready"), run.ipc_name("ok")];
+    let (ready, ok) = (names[0].clone(), names[1].clone());
+    let plant = Planted::with_value(mechanism, &ok, PLANTED_VALUE)?;
+    let (call, step) = if mechanism == "semaphores" {
+        let file: &'static str = probe::semaphore_file(&ready).leak();
+        (
+            Call {
+                number: libc::SYS_unlink,
+                matching: Match::Names(file),
+            },
+            "sem_unlink()",
+        )
+    } else {
+        // mq_unlink() passes the name without its slash.
+        let bare: &'static str = ready.trim_start_matches('/').to_string().leak();
+        (
+            Call {
+                number: libc::SYS_mq_unlink,
+                matching: Match::Names(bare),
+            },
+            "mq_unlink()",
+        )
+    };
+    let mut proc = run.spawn_stopped(&arguments(mechanism, &names, 10, &[]))?;
+    let pid = proc.pid.as_raw();
+    let tracer = Tracer::attach(pid, call, Action::Fail(libc::ENOENT))?;
+    force::resume(pid)?;
+    let Some(mut tracer) = tracer else {
+        proc.kill_tree();
+        return Ok(format!(
+            "{mechanism}: a failing clean-up not tried (no ptrace)"
+        ));
+    };
+    let message = proc.recv_any()?;
+    let failed = tracer.failed_before(Instant::now() + Duration::from_millis(500))?;
+    let remove_ready = || {
+        if mechanism == "semaphores" {
+            let _ = std::fs::remove_file(probe::semaphore_file(&ready));
+        } else {
+            let _ = nix::mqueue::mq_unlink(ready.as_str());
+        }
+    };
+    if message.kind != "failed" {
+        proc.kill_tree();
+        remove_ready();
+        return Err(Fail::failed(format!(
+            "with {ok} already there ({mechanism}), Handoff::create() did not fail (the program \
+             said `{}`): open each name with O_CREAT | O_EXCL, so that a name in use is an \
+             error, not shared",
+            message.kind
+        )));
+    }
+    let held = held_by(pid, &names);
+    let kind = message.get("kind").unwrap_or("none");
+    let situation = format!(
+        "with {ok} already there ({mechanism}), the grader made the clean-up's {step} of \
+         {ready}, which create() had made, fail with ENOENT (as if another process had removed \
+         it meanwhile)"
+    );
+    if !failed {
+        remove_ready();
+        if kind != "exists" {
+            return Err(report_failure(&message, mechanism));
+        }
+        proc.send("exit", &[])?;
+        proc.wait()?;
+        drop(plant);
+        return Ok(format!(
+            "{mechanism}: no unlink of {ready} in create()'s clean-up seen"
+        ));
+    }
+    if kind != "exists" {
+        remove_ready();
+        let and_held = if held.is_empty() {
+            String::new()
+        } else {
+            format!(", and the parent still held {}", held.join(", "))
+        };
+        return Err(Fail::failed(format!(
+            "{situation}: Handoff::create() then failed with kind={kind} ({}) instead of \
+             kind=exists{and_held}: the error create() returns is the one that made it fail \
+             (EEXIST of {ok}); a clean-up step that fails must neither replace it nor stop the \
+             other steps (close the ready signal, unmap the slot, ignoring their errors)",
+            message.get("error").unwrap_or("")
+        )));
+    }
+    if !held.is_empty() {
+        remove_ready();
+        return Err(Fail::failed(format!(
+            "{situation}: Handoff::create() failed with kind=exists as it should, but the parent \
+             still held {}: a clean-up step that fails must not stop the others (close the ready \
+             signal and unmap the slot all the same)",
+            held.join(", ")
+        )));
+    }
+    if let Some(change) = plant.changed() {
+        remove_ready();
+        return Err(Fail::failed(format!(
+            "{situation}: the existing {ok}, which was not the program's, {change}: when \
+             create() fails, remove only what it created itself"
+        )));
+    }
+    remove_ready();
+    proc.send("exit", &[])?;
+    proc.wait()?;
+    drop(plant);
+    Ok(format!(
+        "{mechanism}, ok taken and the clean-up's unlink failing: kind=exists, the rest released"
+    ))
+}
+
 /// `create()` when the ready name is free at the program's first look and taken right after:
 /// the grader holds the parent as its first system call naming `/dev/shm/sem.READY` returns
 /// and, if that call did not make the semaphore, makes it then. `sem_open(O_CREAT | O_EXCL)`
@@ -742,15 +1099,108 @@ fn unlink_fails(run: &mut Run) -> Result<String, Fail> {
     Ok("unlink: kind=unlink, the other name unlinked".into())
 }
 
+/// `create()` with queue names at the exact edge: `/` and NAME_MAX (255) characters, which
+/// `mq_open()` accepts (NAME_MAX bounds the name without its leading slash). The handoff must
+/// be made and work; one character more is refused by the system (`create_fails`).
+fn names_at_the_edge(run: &mut Run) -> Result<String, Fail> {
+    let edge = |run: &mut Run, role: &str| {
+        let short = run.ipc_name(role);
+        let prefix = short.len() - role.len();
+        let name = run.ipc_name(&format!("{role}-{}", "x".repeat(256 - prefix - role.len() - 1)));
+        debug_assert_eq!(name.len(), 256);
+        name
+    };
+    let names = [edge(run, "ready"), edge(run, "ok")];
+    let mut launch = Launch::new(run, "queues", names, 10, &[])?;
+    let first = launch.proc.recv_any()?;
+    if first.kind == "failed" {
+        let kind = first.get("kind").unwrap_or("none");
+        return Err(Fail::failed(format!(
+            "with queue names of exactly NAME_MAX (255) characters after their slash ({}..., \
+             256 with the slash), which mq_open() accepts, Handoff::create() failed with \
+             kind={kind} ({}): NAME_MAX bounds the name without its leading slash. Leave the \
+             limit to mq_open() and report its error; a length checked by hand must not count \
+             the slash",
+            &launch.names[0][..24],
+            first.get("error").unwrap_or("")
+        )));
+    }
+    if first.kind != "ready" {
+        return Err(Fail::failed(format!(
+            "the program said `{}` where it should have been ready",
+            first.kind
+        )));
+    }
+    launch.proc.put_back(first);
+    let mut handover = launch.ready()?;
+    let reports = handover.finish(|_, _| Ok(()))?;
+    handover.verify(
+        &reports,
+        "10 rounds with queues named by NAME_MAX characters after the slash",
+    )?;
+    Ok("queues, names of NAME_MAX characters: created and used".into())
+}
+
+/// `unlink()` when both names are already gone (the grader removes them while the parent is
+/// paused after `create()`): both `sem_unlink()` calls fail, and the error reported must be the
+/// first, the ready name's.
+fn unlink_both_fail(run: &mut Run) -> Result<String, Fail> {
+    let names = [run.ipc_name("ready"), run.ipc_name("ok")];
+    let mut launch = Launch::new(run, "semaphores", names, 10, &["--pause-after-create"])?;
+    let created = launch.proc.recv_any()?;
+    if created.kind != "created" {
+        return Err(match created.kind.as_str() {
+            "failed" => report_failure(&created, "semaphores"),
+            kind => Fail::failed(format!(
+                "the program said `{kind}` where it should have said `created`"
+            )),
+        });
+    }
+    let (ready, ok) = (launch.names[0].clone(), launch.names[1].clone());
+    for name in [&ready, &ok] {
+        std::fs::remove_file(probe::semaphore_file(name))
+            .map_err(|e| Fail::Grader(format!("removing {name}: {e}")))?;
+    }
+    launch.proc.send("go", &[])?;
+    let message = launch.proc.recv_any()?;
+    if message.kind != "failed" || message.get("kind") != Some("unlink") {
+        if message.kind == "failed" {
+            return Err(report_failure(&message, "semaphores"));
+        }
+        return Err(Fail::failed(format!(
+            "Handoff::unlink() reported no error although the grader had removed both {ready} \
+             and {ok} (each sem_unlink() said ENOENT; the program said `{}`): return the first \
+             error, as HandoffError::Unlink (kind=unlink)",
+            message.kind
+        )));
+    }
+    let error = message.get("error").unwrap_or("");
+    if !error.contains(ready.as_str()) || error.contains(ok.as_str()) {
+        return Err(Fail::failed(format!(
+            "the grader removed both {ready} and {ok} before Handoff::unlink(), so that both \
+             sem_unlink() calls failed: unlink() reported `{error}`, not the first failure (of \
+             the ready name {ready}). Try both names in order, then return the first error, \
+             not the last"
+        )));
+    }
+    let mut handover = launch.ready()?;
+    let reports = handover.finish(|_, _| Ok(()))?;
+    handover.verify(&reports, "10 rounds with semaphores after two failed unlinks")?;
+    Ok("unlink of two names gone: the first error, the ready name's".into())
+}
+
 pub fn error_paths(run: &mut Run) -> Result<String, Fail> {
     let mut notes = Vec::new();
     for mechanism in ["semaphores", "queues"] {
         notes.push(create_fails(run, mechanism, 1, true)?);
         notes.push(create_fails(run, mechanism, 0, true)?);
         notes.push(create_fails(run, mechanism, 1, false)?);
+        notes.push(create_cleanup_fails(run, mechanism)?);
     }
     notes.push(create_races(run)?);
+    notes.push(names_at_the_edge(run)?);
     notes.push(unlink_fails(run)?);
+    notes.push(unlink_both_fail(run)?);
     notes.push(super::forced_waits::wait_errors(run)?);
     Ok(format!(
         "every failure was reported by kind, removed what create() had made and left the \
