@@ -31,6 +31,11 @@ const BEHIND_LIMIT: Duration = Duration::from_millis(400);
 /// Slices the grader makes time out at once, the other side alive: a hundred times a plausible
 /// patience (50 s of slices), in well under a second of the grader's time.
 const TIMEOUTS: u32 = 500;
+/// Waits the grader makes return `EINTR` in a row: twice a plausible cap on the retries.
+const INTERRUPTIONS: u32 = 200;
+/// How far past a slice the deadline read after the forced timeouts may be: a program
+/// preempted between its clock read and its call, a grader slow to look.
+const AHEAD_SLACK: Duration = Duration::from_millis(250);
 /// How long the grader lets the timeouts take: each is two stops of the waiting side.
 const TIMEOUTS_TAKE: Duration = Duration::from_millis(2500);
 
@@ -180,8 +185,71 @@ pub fn many_timeouts(
             "{role} ended after {failed} slices made to time out"
         ));
     }
+    // Each slice's deadline is read from the clock: the wait after those that timed out early
+    // ends a slice from now, not TIMEOUTS slices on from the first deadline.
+    let until = Instant::now() + WAIT_SLICE * 3;
+    while Instant::now() < until && probe::alive(waiter) {
+        let now = realtime();
+        if let Some(deadline) = probe::realtime_deadline(waiter) {
+            if deadline > now + WAIT_SLICE + AHEAD_SLACK {
+                return Err(Fail::failed(format!(
+                    "the grader made {role}'s timed wait time out at once (ETIMEDOUT), {failed} \
+                     times in a row, while it held {other}: the wait after them had a deadline \
+                     {} ahead, not a slice: each slice's deadline was pushed on from the last \
+                     one (the old deadline + WAIT_SLICE), as if each timeout meant the clock had \
+                     reached it. Read the clock for every slice, also after ETIMEDOUT: now + \
+                     WAIT_SLICE (a dead peer would otherwise be noticed that late)",
+                    millis(deadline - now)
+                )));
+            }
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
     Ok(format!(
-        "{role} waited on through {failed} slices made to time out at once"
+        "{role} waited on through {failed} slices made to time out at once, its next deadline \
+         a slice ahead"
+    ))
+}
+
+/// Makes the timed wait of `waiter` (`role`, waiting for `other`, which the grader holds) return
+/// `EINTR` `INTERRUPTIONS` times in a row, as a storm of signals would: it must go on waiting,
+/// whatever the count.
+pub fn many_interruptions(
+    proc: &mut Proc,
+    waiter: i32,
+    role: &str,
+    other: &str,
+) -> Result<String, Fail> {
+    let Some(wait) = waiting_in(waiter).and_then(the_wait) else {
+        return Ok(format!("{role} was seen in no timed wait"));
+    };
+    let Some(tracer) = Tracer::fail_times(waiter, wait, libc::EINTR, INTERRUPTIONS)? else {
+        return Ok("the grader may not trace the waiting side (ptrace)".into());
+    };
+    let failed = tracer.failed_count(Instant::now() + TIMEOUTS_TAKE)?;
+    if failed < INTERRUPTIONS && !probe::alive(waiter) {
+        let report = proc.recv_before(Instant::now() + Duration::from_secs(1))?;
+        if let Some(report) = report
+            && report.kind == "failed"
+        {
+            return Err(Fail::failed(format!(
+                "the grader made {role}'s timed wait return EINTR (a signal handler ran) {} \
+                 times in a row, as a storm of signals would, while it held {other}, alive: \
+                 after {failed} of them, {role} gave up with kind={} ({}). EINTR is no error, \
+                 however often it comes: wait again, with a deadline read anew, every time (a \
+                 cap on the retries turns a busy signal handler into a failed handoff)",
+                INTERRUPTIONS,
+                report.get("kind").unwrap_or("none"),
+                report.get("error").unwrap_or("")
+            )));
+        }
+        return Ok(format!(
+            "{role} ended after {failed} waits made to return EINTR"
+        ));
+    }
+    Ok(format!(
+        "{role} waited on through {failed} waits made to return EINTR"
     ))
 }
 

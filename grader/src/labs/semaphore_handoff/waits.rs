@@ -395,6 +395,10 @@ pub fn waits_block(run: &mut Run) -> Result<String, Fail> {
             proc, producer, PRODUCER, CONSUMER,
         )?);
         slot_moved()?;
+        notes.push(forced_waits::many_interruptions(
+            proc, producer, PRODUCER, CONSUMER,
+        )?);
+        slot_moved()?;
         let mut rest = Samples::default();
         while held.elapsed() < LONG_HOLD {
             rest.merge(probe::watch(producer, Instant::now() + SLOT_LOOKS));
