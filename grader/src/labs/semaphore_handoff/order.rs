@@ -66,6 +66,61 @@ fn drain(pid: i32, fd: i32, count: usize) -> Result<(), Fail> {
     Ok(())
 }
 
+/// Once the held post has gone into the queue behind descriptor `fd` of `pid` (the grader's
+/// messages taken back), takes the program's message out, reads it, and puts it back as it
+/// was: what the post said, trimmed of trailing NULs; `None` if it did not come within a second.
+fn relay(pid: i32, fd: i32) -> Result<Option<Vec<u8>>, Fail> {
+    let until = Instant::now() + Duration::from_secs(1);
+    while probe::queue_messages(pid, fd) != Some(1) {
+        if Instant::now() >= until {
+            return Ok(None);
+        }
+        std::thread::sleep(Duration::from_micros(200));
+    }
+    let reader = open_queue(pid, fd, false)?;
+    let mut buffer = vec![0u8; 1 << 16];
+    let mut priority = 0u32;
+    // SAFETY: an open queue descriptor and a buffer of its length.
+    let got = unsafe {
+        libc::mq_receive(
+            reader.as_raw_fd(),
+            buffer.as_mut_ptr().cast(),
+            buffer.len(),
+            &mut priority,
+        )
+    };
+    if got < 0 {
+        return Ok(None);
+    }
+    let message = buffer[..got as usize].to_vec();
+    let writer = open_queue(pid, fd, true)?;
+    // SAFETY: an open queue descriptor and the message just taken out.
+    if unsafe { libc::mq_send(writer.as_raw_fd(), message.as_ptr().cast(), message.len(), priority) }
+        != 0
+    {
+        return Err(Fail::Grader(format!(
+            "putting the program's message back: {}",
+            nix::errno::Errno::last()
+        )));
+    }
+    let end = message.iter().rposition(|&b| b != 0).map_or(0, |i| i + 1);
+    Ok(Some(message[..end].to_vec()))
+}
+
+/// A post's message must be its signal's text (`"ready"` or `"ok"`).
+fn judge_text(said: Option<Vec<u8>>, queue: &str, want: &str, poster: &str) -> Result<(), Fail> {
+    match said {
+        Some(text) if text != want.as_bytes() => Err(Fail::failed(format!(
+            "the grader held {poster}'s post on {queue} (the queue was full), then let it go \
+             and read the message it put there: `{}`, not `{want}`: post({queue}) sends \
+             \"{want}\" (the ready queue carries \"ready\", the ok queue \"ok\"); check which \
+             text each post() call passes",
+            String::from_utf8_lossy(&text).escape_debug()
+        ))),
+        _ => Ok(()),
+    }
+}
+
 /// Stops `pid` and waits until it is stopped.
 fn stop(pid: i32) -> Result<(), Fail> {
     force::hold(pid)?;
@@ -134,6 +189,9 @@ fn write_before_ready(run: &mut Run) -> Result<String, Fail> {
             note = format!("record {seq} was in the slot while its post(ready) was held");
         }
         drain(consumer, fd, filled)?;
+        if filled > 0 {
+            judge_text(relay(consumer, fd)?, &ready, "ready", "the producer")?;
+        }
         force::resume(consumer)
     })?;
     handover.verify(&reports, &format!("{ROUNDS} rounds with queues"))?;
@@ -153,6 +211,7 @@ fn copy_before_ok(run: &mut Run) -> Result<String, Fail> {
     }
     let ok = handover.names[1].clone();
     let mut swapped = false;
+    let mut said = None;
     let reports = handover.finish(|proc, _| {
         let slot = slot_holding(
             producer,
@@ -175,6 +234,9 @@ fn copy_before_ok(run: &mut Run) -> Result<String, Fail> {
             swapped = true;
         }
         drain(producer, fd, filled)?;
+        if filled > 0 {
+            said = relay(producer, fd)?;
+        }
         force::resume(producer)
     })?;
     if swapped && reports.digest == expected_digest(seed, ROUNDS, Some((seq, other))) {
@@ -186,6 +248,7 @@ fn copy_before_ok(run: &mut Run) -> Result<String, Fail> {
         )));
     }
     handover.verify(&reports, &format!("{ROUNDS} rounds with queues"))?;
+    judge_text(said, &ok, "ok", "the consumer")?;
     Ok(if swapped {
         format!("record {seq} was copied before its post(ok), which the grader held")
     } else {
