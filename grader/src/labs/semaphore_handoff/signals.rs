@@ -261,9 +261,34 @@ fn interrupt(waiter: &Waiter) -> Result<String, Fail> {
             ends = wait_ends(pid);
         }
         let interrupted_deadline = probe::realtime_deadline(pid);
+        // Its mask as it sits in the wait: a wait() that blocks signals around each timed wait
+        // is never interrupted, and handles what came only once that wait has ended.
+        let blocked_in_wait = matches!(
+            probe::sample(pid),
+            Some(Seen::Futex { .. } | Seen::Receive { .. })
+        ) && probe::blocks(pid, Signal::SIGUSR1 as i32);
         let signalled_at = realtime();
         kill(Pid::from_raw(pid), Signal::SIGUSR1)
             .map_err(|e| Fail::Grader(format!("kill: {e}")))?;
+        if blocked_in_wait
+            && probe::pending(pid, Signal::SIGUSR1 as i32)
+            && probe::blocks(pid, Signal::SIGUSR1 as i32)
+            && matches!(
+                probe::sample(pid),
+                Some(Seen::Futex { .. } | Seen::Receive { .. })
+            )
+        {
+            return Err(Fail::failed(format!(
+                "the grader held {held} and sent SIGUSR1 (a handler installed, signal {sent} of \
+                 {DIRECT}) to {role} as it sat in its timed wait ({}): {role} blocked SIGUSR1 \
+                 there (its signal mask, SigBlk in /proc/PID/task/TID/status), so the signal \
+                 stayed pending and the wait went on, to be handled only once that wait ended by \
+                 itself. wait() must not block signals, not even around each timed wait: the \
+                 handler runs when its signal comes, and the wait it interrupts returns EINTR: \
+                 wait again, with a deadline read anew",
+                waiter.mechanism
+            )));
+        }
         settle(pid);
         if probe::pending(pid, Signal::SIGUSR1 as i32)
             && probe::blocks(pid, Signal::SIGUSR1 as i32)

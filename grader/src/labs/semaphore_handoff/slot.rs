@@ -8,7 +8,8 @@ use std::time::{Duration, Instant};
 
 use rand::RngExt;
 
-use super::handover::{Handover, expected_record, whole_record};
+use super::handover::{Handover, expected_digest, expected_record, whole_record};
+use crate::engine::tracer::{Action, Call, Tracer};
 use super::probe::{self, Mapping};
 use super::{PAYLOAD, RECORD_SIZE};
 use crate::engine::{Fail, Run};
@@ -202,10 +203,66 @@ pub fn record_in_slot(run: &mut Run) -> Result<String, Fail> {
         )?;
         notes.push(format!("{mechanism}: record {seq}"));
     }
+    notes.push(copied_after_ready(run)?);
     Ok(format!(
         "each record K was in the producer's shared anonymous slot, which the consumer maps too, \
          and the consumer took the record the grader put in its place ({}; {PAYLOAD}-byte \
          payloads)",
         notes.join(", ")
     ))
+}
+
+/// The consumer copies the slot only once its wait for ready has returned: with queues, the
+/// grader lets the consumer (held before record K, which the producer has written and
+/// announced) go on, holds it at the entry of its `mq_timedreceive()` for ready, and only then
+/// writes another record K into the slot. A consumer that copied the slot before that wait
+/// takes the record that was there before.
+fn copied_after_ready(run: &mut Run) -> Result<String, Fail> {
+    let seq = run.rng().random_range(10..90u64);
+    let mut other: u64 = run.rng().random();
+    let at = seq.to_string();
+    let mut handover = Handover::start(run, "queues", 100, &["--pause-consumer-at", &at])?;
+    let (producer, consumer, seed) = (handover.producer, handover.consumer, handover.seed);
+    if other == seed {
+        other ^= 1;
+    }
+    let mut swapped = false;
+    let reports = handover.finish(|proc, _| {
+        let slot = find_slot(producer, consumer, seed, seq)?;
+        let tracer = Tracer::attach(
+            consumer,
+            Call::any(libc::SYS_mq_timedreceive),
+            Action::Hold,
+        )?;
+        proc.send("go", &[])?;
+        let Some(mut tracer) = tracer else {
+            return Ok(());
+        };
+        if tracer.held_before(Instant::now() + Duration::from_secs(2))? {
+            probe::poke(producer, slot, &whole_record(other, seq))?;
+            swapped = true;
+        }
+        tracer.release();
+        Ok(())
+    })?;
+    if swapped && reports.digest == expected_digest(seed, 100, None) {
+        return Err(Fail::failed(format!(
+            "the grader held the consumer at the entry of its mq_timedreceive() for ready of \
+             record {seq} (the producer had written record {seq} and posted ready) and only then \
+             wrote another record {seq} into the slot: the consumer took the record that was \
+             there before its wait, so it read the slot before wait(ready) returned. take() \
+             copies the slot only after its wait for ready: until then the slot is the \
+             producer's"
+        )));
+    }
+    handover.verify_with(
+        &reports,
+        "100 rounds with queues, the consumer held at its wait for ready",
+        swapped.then_some((seq, other)),
+    )?;
+    Ok(if swapped {
+        format!("queues: record {seq} replaced while the consumer entered its wait for ready")
+    } else {
+        "queues: the consumer's wait for ready was not held".into()
+    })
 }
