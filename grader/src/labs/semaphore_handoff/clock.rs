@@ -168,6 +168,45 @@ fn next_clock_read(proc: &mut Proc, pid: i32, to: Option<Duration>) -> Result<Cl
     Ok(ClockRead::Read)
 }
 
+/// With no `CLOCK_REALTIME` read seen, holds `pid` as its next `clock_gettime()` of any clock
+/// returns: that clock, if it is not on `CLOCK_REALTIME`'s time (`CLOCK_REALTIME_COARSE` is).
+fn other_clock_read(proc: &mut Proc, pid: i32) -> Result<Option<u64>, Fail> {
+    let Some(mut tracer) =
+        Tracer::attach(pid, Call::any(libc::SYS_clock_gettime), Action::HoldAfter)?
+    else {
+        return Ok(None);
+    };
+    match tracer.wait(proc, Instant::now() + WAIT_SLICE * 5) {
+        Ok(Reached::Call) => {}
+        Ok(Reached::Passed(Some(message))) => {
+            proc.put_back(message);
+            return Ok(None);
+        }
+        Ok(Reached::Passed(None)) | Err(Fail::TimedOut(_)) => return Ok(None),
+        Err(other) => return Err(other),
+    }
+    let clock = inspect::call_of(pid, pid).map(|(_, args)| args[0]);
+    tracer.release();
+    Ok(clock.filter(|&clock| {
+        clock != libc::CLOCK_REALTIME as u64 && clock != libc::CLOCK_REALTIME_COARSE as u64
+    }))
+}
+
+/// A clock's name, from its id.
+fn clock_name(clock: u64) -> String {
+    let name = match clock as i32 {
+        libc::CLOCK_MONOTONIC => "CLOCK_MONOTONIC",
+        libc::CLOCK_PROCESS_CPUTIME_ID => "CLOCK_PROCESS_CPUTIME_ID",
+        libc::CLOCK_THREAD_CPUTIME_ID => "CLOCK_THREAD_CPUTIME_ID",
+        libc::CLOCK_MONOTONIC_RAW => "CLOCK_MONOTONIC_RAW",
+        libc::CLOCK_MONOTONIC_COARSE => "CLOCK_MONOTONIC_COARSE",
+        libc::CLOCK_BOOTTIME => "CLOCK_BOOTTIME",
+        libc::CLOCK_TAI => "CLOCK_TAI",
+        _ => return format!("clock {clock}"),
+    };
+    format!("{name} (clock {clock})")
+}
+
 /// `secs.nanos`, as a time is written.
 fn time(at: Duration) -> String {
     format!("{}.{:09}", at.as_secs(), at.subsec_nanos())
@@ -214,6 +253,24 @@ fn set_edges(proc: &mut Proc, producer: i32) -> Result<String, Fail> {
         match next_clock_read(proc, producer, to)? {
             ClockRead::Read => set.extend(to),
             ClockRead::NotSeen if set.is_empty() => {
+                // No CLOCK_REALTIME read while it waits: which clock does it read?
+                if let Some(clock) = other_clock_read(proc, producer)? {
+                    return Err(Fail::failed(format!(
+                        "{PRODUCER}, waiting for ok (the consumer held), read {} before its \
+                         timed waits, and never CLOCK_REALTIME: sem_timedwait() and \
+                         mq_timedreceive() measure their absolute deadline on CLOCK_REALTIME, so \
+                         the deadline is now + WAIT_SLICE on that clock. {}",
+                        clock_name(clock),
+                        if clock == libc::CLOCK_TAI as u64 {
+                            "CLOCK_TAI is CLOCK_REALTIME plus the kernel's TAI offset, 0 unless \
+                             a time daemon sets it and 37 s when one does: every slice would \
+                             then last 37 s longer, and a dead peer be noticed that late"
+                        } else {
+                            "A deadline on another clock is not now + WAIT_SLICE on the clock \
+                             the wait reads"
+                        }
+                    )));
+                }
                 return Ok("the clock was not set (no clock read of the producer seen)".into());
             }
             // Gone before the grader could trace it again: what did it say?
