@@ -196,7 +196,9 @@ fn mode_asked(run: &mut Run, mechanism: &'static str) -> Result<String, Fail> {
     force::resume(pid)?;
     let Some(mut tracer) = tracer else {
         proc.kill_tree();
-        return Ok(format!("{mechanism}: the mode asked for not read (no ptrace)"));
+        return Ok(format!(
+            "{mechanism}: the mode asked for not read (no ptrace)"
+        ));
     };
     let reached = tracer.wait(&mut proc, Instant::now() + Duration::from_secs(5))?;
     let mut judged = None;
@@ -1106,7 +1108,10 @@ fn names_at_the_edge(run: &mut Run) -> Result<String, Fail> {
     let edge = |run: &mut Run, role: &str| {
         let short = run.ipc_name(role);
         let prefix = short.len() - role.len();
-        let name = run.ipc_name(&format!("{role}-{}", "x".repeat(256 - prefix - role.len() - 1)));
+        let name = run.ipc_name(&format!(
+            "{role}-{}",
+            "x".repeat(256 - prefix - role.len() - 1)
+        ));
         debug_assert_eq!(name.len(), 256);
         name
     };
@@ -1185,7 +1190,10 @@ fn unlink_both_fail(run: &mut Run) -> Result<String, Fail> {
     }
     let mut handover = launch.ready()?;
     let reports = handover.finish(|_, _| Ok(()))?;
-    handover.verify(&reports, "10 rounds with semaphores after two failed unlinks")?;
+    handover.verify(
+        &reports,
+        "10 rounds with semaphores after two failed unlinks",
+    )?;
     Ok("unlink of two names gone: the first error, the ready name's".into())
 }
 

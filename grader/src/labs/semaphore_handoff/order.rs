@@ -95,8 +95,14 @@ fn relay(pid: i32, fd: i32) -> Result<Option<Vec<u8>>, Fail> {
     let message = buffer[..got as usize].to_vec();
     let writer = open_queue(pid, fd, true)?;
     // SAFETY: an open queue descriptor and the message just taken out.
-    if unsafe { libc::mq_send(writer.as_raw_fd(), message.as_ptr().cast(), message.len(), priority) }
-        != 0
+    if unsafe {
+        libc::mq_send(
+            writer.as_raw_fd(),
+            message.as_ptr().cast(),
+            message.len(),
+            priority,
+        )
+    } != 0
     {
         return Err(Fail::Grader(format!(
             "putting the program's message back: {}",

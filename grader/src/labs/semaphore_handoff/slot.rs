@@ -9,9 +9,9 @@ use std::time::{Duration, Instant};
 use rand::RngExt;
 
 use super::handover::{Handover, expected_digest, expected_record, whole_record};
-use crate::engine::tracer::{Action, Call, Tracer};
 use super::probe::{self, Mapping};
 use super::{PAYLOAD, RECORD_SIZE};
+use crate::engine::tracer::{Action, Call, Tracer};
 use crate::engine::{Fail, Run};
 
 /// How long the producer may take to write a record into the slot once the consumer has freed
@@ -229,11 +229,7 @@ fn copied_after_ready(run: &mut Run) -> Result<String, Fail> {
     let mut swapped = false;
     let reports = handover.finish(|proc, _| {
         let slot = find_slot(producer, consumer, seed, seq)?;
-        let tracer = Tracer::attach(
-            consumer,
-            Call::any(libc::SYS_mq_timedreceive),
-            Action::Hold,
-        )?;
+        let tracer = Tracer::attach(consumer, Call::any(libc::SYS_mq_timedreceive), Action::Hold)?;
         proc.send("go", &[])?;
         let Some(mut tracer) = tracer else {
             return Ok(());
