@@ -54,6 +54,32 @@ fn thread_waiting_in(pid: i32, call: i64) -> Option<i32> {
     })
 }
 
+/// Whether the thread of `pid` that waits in `call` has SIGUSR1 blocked (its `SigBlk`).
+fn blocks_sigusr1(pid: i32, call: i64) -> bool {
+    let Some(tid) = thread_waiting_in(pid, call) else {
+        return false;
+    };
+    let status =
+        std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("SigBlk:"))
+        .and_then(|mask| u64::from_str_radix(mask.trim(), 16).ok())
+        .is_some_and(|mask| mask & (1 << (libc::SIGUSR1 - 1)) != 0)
+}
+
+/// The timeout argument of `call` (`mq_timedsend` and `mq_timedreceive` take it fifth) that the
+/// thread of `pid` waits in: non-zero for a wait that gives up after a while.
+fn wait_timeout_argument(pid: i32, call: i64) -> Option<u64> {
+    let tid = thread_waiting_in(pid, call)?;
+    let syscall = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/syscall")).ok()?;
+    let fields: Vec<&str> = syscall.split_whitespace().collect();
+    if fields.first()?.parse::<i64>().ok()? != call {
+        return None;
+    }
+    u64::from_str_radix(fields.get(5)?.trim_start_matches("0x"), 16).ok()
+}
+
 /// Makes the call `proc` waits in (`call`, on whichever thread waits in it) fail with EINTR
 /// [`FORCED_EINTRS`] times in a row, and sees whether it made the call again each time.
 fn force_eintrs(proc: &mut Proc, call: i64) -> Result<Forced, Fail> {
@@ -112,6 +138,7 @@ fn retried_every_eintr(
     role: &str,
     call: &str,
     restarted: Option<bool>,
+    blocked: bool,
 ) -> Result<(), Fail> {
     let (failed, what) = match forced {
         Forced::Retried => return Ok(()),
@@ -124,6 +151,16 @@ fn retried_every_eintr(
         Forced::Said(failed, message) => (failed, format!("said {}", said(&message))),
         Forced::Left(failed) => (failed, format!("no longer waits in {call}")),
     };
+    if failed <= 1 && blocked {
+        return Err(Fail::failed(format!(
+            "{role} waits in {call} with SIGUSR1 blocked (its thread's SigBlk in \
+             /proc/PID/task/TID/status), so the {INTERRUPTIONS} SIGUSR1 never reached it; then \
+             the first time the grader made {call} fail with EINTR (with ptrace, as a signal \
+             caught by a handler does), it {what}: it does not retry EINTR, and blocking the \
+             signal only hid that. Leave the signal mask as it is and call {call} again every \
+             time it fails with EINTR"
+        )));
+    }
     if failed <= 1 && restarted == Some(true) {
         return Err(Fail::failed(format!(
             "the {INTERRUPTIONS} SIGUSR1 never made {role}'s {call} fail: the grader followed \
@@ -297,12 +334,43 @@ pub fn full_queue_blocks(run: &mut Run) -> Result<String, Fail> {
         let reached = wait_in_call(&mut idle.proc, RECEIVE, left(until))?;
         interrupted(reached, idle.pid(), IDLE, "mq_receive", round)?;
     }
+    let blocked = blocks_sigusr1(idle.pid(), RECEIVE);
     let forced = force_eintrs(&mut idle.proc, RECEIVE)?;
     let restarted = restarts.get(&idle.pid()).copied().flatten();
-    retried_every_eintr(run, forced, IDLE, "mq_receive", restarted)?;
+    retried_every_eintr(run, forced, IDLE, "mq_receive", restarted, blocked)?;
+    let blocked = blocks_sigusr1(producers[0].pid(), SEND);
     let forced = force_eintrs(&mut producers[0].proc, SEND)?;
     let restarted = restarts.get(&producers[0].pid()).copied().flatten();
-    retried_every_eintr(run, forced, producers[0].role, "mq_send", restarted)?;
+    retried_every_eintr(
+        run,
+        forced,
+        producers[0].role,
+        "mq_send",
+        restarted,
+        blocked,
+    )?;
+    // Back in their calls after the forced EINTRs: with no timeout, as before them.
+    let waiting = [
+        (idle.pid(), IDLE, RECEIVE, "mq_receive"),
+        (producers[0].pid(), producers[0].role, SEND, "mq_send"),
+    ];
+    for (pid, role, call, name) in waiting {
+        let until = Instant::now() + PATIENCE;
+        let mut timeout = wait_timeout_argument(pid, call);
+        while timeout.is_none() && Instant::now() < until {
+            std::thread::sleep(Duration::from_millis(2));
+            timeout = wait_timeout_argument(pid, call);
+        }
+        if let Some(at) = timeout.filter(|&at| at != 0) {
+            return Err(Fail::failed(format!(
+                "after the signals and the forced EINTRs, {role} waits in {name} with a timeout \
+                 (the call's timeout argument points at {at:#x}, read in \
+                 /proc/PID/task/TID/syscall): a wait that gives up after a while and looks \
+                 again is polling, however long its period; after EINTR, call {name} again \
+                 the same way, with no timeout"
+            )));
+        }
+    }
     for producer in &producers {
         let fd = one_queue_fd(
             producer.pid(),
@@ -605,8 +673,16 @@ pub fn nonblocking_full(run: &mut Run) -> Result<String, Fail> {
             reached => interrupted(reached, producer.pid(), role, "mq_send", round)?,
         }
     }
+    let blocked = blocks_sigusr1(producer.pid(), SEND);
     let forced = force_eintrs(&mut producer.proc, SEND)?;
-    retried_every_eintr(run, forced, role, "mq_send (of its shutdown)", restarted)?;
+    retried_every_eintr(
+        run,
+        forced,
+        role,
+        "mq_send (of its shutdown)",
+        restarted,
+        blocked,
+    )?;
     let mut consumer = consumer;
     consumer.go()?;
     let done = producer.proc.recv_any()?;

@@ -7,9 +7,11 @@ use rand::RngExt;
 use std::time::Duration;
 
 use super::observe::{Reached, queue_fds, wait_in_call};
+use nix::mqueue::{MQ_OFlag, mq_close, mq_getattr};
+
 use super::protocol::{
-    Consumer, Job, consumer, failed_with, grader_send, job_message, producer, queue_attributes,
-    random_jobs, said,
+    Consumer, Job, SHUTDOWN_TAG, consumer, failed_with, grader_open, grader_send, job_message,
+    producer, queue_attributes, random_jobs, said, show,
 };
 
 /// How long the consumer gets to answer after a garbled message, or to be seen waiting for more.
@@ -62,6 +64,7 @@ pub fn unlinked_at_end(run: &mut Run) -> Result<String, Fail> {
         "when serving ends",
     )?;
     consumer.end(&done)?;
+    ends_at_the_shutdown(run)?;
 
     // The handler fails on the second job.
     let name = run.ipc_name("failing");
@@ -130,6 +133,55 @@ pub fn unlinked_at_end(run: &mut Run) -> Result<String, Fail> {
         normal end, a failed job and a garbled message"
             .into(),
     )
+}
+
+/// A job queued behind the shutdown (a lower priority): serving ends at the shutdown, and the
+/// job stays in the queue, seen through a descriptor the grader keeps.
+fn ends_at_the_shutdown(run: &mut Run) -> Result<(), Fail> {
+    let name = run.ipc_name("behind");
+    let mut consumer = consumer(run, &name, &[])?;
+    let first = Job {
+        priority: 20,
+        payload: b"first".to_vec(),
+    };
+    let behind = Job {
+        priority: 5,
+        payload: b"behind".to_vec(),
+    };
+    grader_send(
+        &name,
+        &[
+            job_message(&first),
+            (vec![SHUTDOWN_TAG], 10),
+            job_message(&behind),
+        ],
+    )?;
+    let queue = grader_open(&name, MQ_OFlag::O_WRONLY)?;
+    consumer.shutdown_from_grader = true;
+    consumer.go()?;
+    let answer = consumer.answer_after_shutdown();
+    let left = mq_getattr(&queue).map(|a| a.curmsgs()).unwrap_or(-1);
+    let _ = mq_close(queue);
+    let answer = answer?;
+    if answer.kind != "done" {
+        return Err(Fail::failed(format!(
+            "the grader queued a job (priority 20), the shutdown (priority 10) and a job behind \
+             it (priority 5); the consumer said {} instead of `done`",
+            said(&answer)
+        )));
+    }
+    let served = consumer.end(&answer)?;
+    if served != [first] || left != 1 {
+        let served: Vec<String> = served.iter().map(|j| show(&j.payload)).collect();
+        return Err(Fail::failed(format!(
+            "the grader queued a job (priority 20), the shutdown (priority 10) and a job behind \
+             it (priority 5); the consumer served [{}] and left {left} message(s) in the queue: \
+             serving ends at the shutdown message, even with jobs still queued behind it \
+             (they stay unserved; serve() does not drain the queue first)",
+            served.join(", ")
+        )));
+    }
+    Ok(())
 }
 
 /// The consumer, held after its answer, holds no descriptor of its queue and the queue is gone.

@@ -137,6 +137,17 @@ pub fn oversized_refused(run: &mut Run) -> Result<String, Fail> {
         });
         let queued_before = queue_attributes(&name)?.curmsgs();
         let mut producer = producer(run, &name, &jobs, false, false, "the producer")?;
+        if producer.max_payload != MSG_SIZE - 1 {
+            return Err(Fail::failed(format!(
+                "the producer, opening a queue of {MSG_SIZE}-byte messages, said at `ready` \
+                 that its largest payload is {} bytes, not {}: max_payload() is the queue's \
+                 mq_msgsize (read with mq_getattr() at open) minus the tag byte, not a limit \
+                 of the system's (msgsize_max) or a constant; submit() compares with it before \
+                 it sends",
+                producer.max_payload,
+                MSG_SIZE - 1
+            )));
+        }
         let answer = producer.submit()?;
         let queued = queue_attributes(&name)?.curmsgs() - queued_before;
         let refused_at = field(&answer, "index") as usize;
@@ -322,6 +333,10 @@ pub fn garbled_refused(run: &mut Run) -> Result<String, Fail> {
         (
             "a shutdown tagged 'q' (lower case)",
             vec![SHUTDOWN_TAG.to_ascii_lowercase()],
+        ),
+        (
+            "a shutdown followed by a NUL byte (as C sends \"Q\" with strlen() + 1)",
+            vec![SHUTDOWN_TAG, 0],
         ),
     ];
     for (case, (what, garbled)) in cases.into_iter().enumerate() {

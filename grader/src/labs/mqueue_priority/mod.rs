@@ -159,7 +159,8 @@ pub static LAB: Lab = Lab {
             points: 3,
             timeout: Duration::from_secs(10),
             description: "the consumer closes and removes its queue when it ends, also when a job \
-                          fails or a message is garbled; a producer closes its descriptor",
+                          fails or a message is garbled, and stops at the shutdown with jobs \
+                          still queued behind it; a producer closes its descriptor",
             exclusive: false,
             hint: Some(
                 "serve() closes and unlinks the queue however it ends, and close() calls mq_close. See docs/labs/02-mqueue-priority.md, the rules table (the close and unlink rules).",

@@ -417,7 +417,7 @@ pub struct Producer {
     /// Each job's priority and payload length, in the order submitted.
     jobs: Vec<(u32, usize)>,
     /// The longest payload its queue takes, as it said at `ready`.
-    max_payload: usize,
+    pub max_payload: usize,
 }
 
 /// Starts a producer of `jobs` and waits for its `ready`.

@@ -147,7 +147,8 @@ pub fn child_fails(run: &mut Run) -> Result<String, Fail> {
 /// so status 1 and `ChildFailed`. The grader feeds pipe A itself before `go`, so that the parent,
 /// waiting for `go`, leaves the child's end to be read from its zombie: an exit with status 1,
 /// not a death by `SIGPIPE` (the child inherits it ignored). Run after the `EAGAIN` round, which
-/// showed that the child writes what it reads.
+/// showed that the child writes what it reads. The child's first echo goes through before the
+/// failing write: a reader that leaves mid-stream is no cleaner an end than one that never read.
 fn child_write_broken(run: &mut Run) -> Result<String, Fail> {
     let input = run.random_bytes(64 << 10);
     let (mut session, pipes) = started_twice_in_read(run, input)?;
@@ -163,27 +164,36 @@ fn child_write_broken(run: &mut Run) -> Result<String, Fail> {
         },
     };
     let raising = Action::FailRaising(libc::EPIPE, libc::SIGPIPE);
+    // The grader's own read end of pipe B, never read from: what the child passed on there.
+    let probe_b = outside::open_pipe(child, pipes.child_writes_b, false)?;
+    let mut feed = outside::open_pipe(child, pipes.child_reads_a, true)?;
+    let bytes = run.random_bytes(4 << 10);
+    // A first block echoed before any write fails.
+    let mut fed = feed.write(&bytes).unwrap_or(0);
+    let until = Instant::now() + Duration::from_secs(2);
+    while outside::bytes_in_pipe(&probe_b).unwrap_or(0) == 0 && Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let echoed_first = outside::bytes_in_pipe(&probe_b).unwrap_or(0);
     let Some(mut tracer) = Tracer::attach(child, write_b, raising)? else {
         run.note(
             "the grader may not trace the echo child here (ptrace): a write failing with EPIPE \
              was not tried",
         );
+        drop((feed, probe_b));
         session.exchange()?;
         session.finish()?;
         return Ok("EPIPE not tried".into());
     };
-    // The grader's own read end of pipe B, never read from: what the child passed on there.
-    let probe_b = outside::open_pipe(child, pipes.child_writes_b, false)?;
-    let mut feed = outside::open_pipe(child, pipes.child_reads_a, true)?;
-    let bytes = run.random_bytes(4 << 10);
-    let mut fed = 0;
     let until = Instant::now() + Duration::from_secs(3);
     let failed = loop {
         if tracer.failed_before(Instant::now() + Duration::from_millis(2))? {
             break true;
         }
         // Bytes in pipe B with no write() to it: they went another way.
-        if outside::bytes_in_pipe(&probe_b).is_some_and(|n| n > 0) || Instant::now() > until {
+        if outside::bytes_in_pipe(&probe_b).is_some_and(|n| n > echoed_first)
+            || Instant::now() > until
+        {
             break false;
         }
         if fed < 1 << 20 {
@@ -195,16 +205,18 @@ fn child_write_broken(run: &mut Run) -> Result<String, Fail> {
         }
     };
     drop(feed);
-    let passed_on = outside::bytes_in_pipe(&probe_b).unwrap_or(0);
+    let passed_on = outside::bytes_in_pipe(&probe_b)
+        .unwrap_or(0)
+        .saturating_sub(echoed_first);
     drop(probe_b);
     if !failed {
         let how = moved_by(child);
         drop(tracer);
         if passed_on > 0 {
             return Err(Fail::failed(format!(
-                "the echo child never called write() on its end of pipe B (fd {}), yet {passed_on} \
-                 of the {fed} bytes the grader fed into pipe A came out in pipe B: it moved them \
-                 another way{how}; echo_loop() must read() into a buffer and write the echo with \
+                "the echo child did not call write() on its end of pipe B (fd {}) while the \
+                 grader watched, yet {passed_on} more of the {fed} bytes the grader fed into pipe \
+                 A came out in pipe B: it moved them another way{how}; echo_loop() must read() into a buffer and write the echo with \
                  write() (write_all())",
                 pipes.child_writes_b
             )));
@@ -213,15 +225,18 @@ fn child_write_broken(run: &mut Run) -> Result<String, Fail> {
         let done = session.exchange()?;
         session.verify_echo(&done)?;
         return Err(Fail::failed(format!(
-            "the echo child never called write() on its end of pipe B (fd {}) while the grader \
-             fed {fed} bytes into pipe A{how}: echo_loop() must write what each read() returned \
+            "the echo child did not call write() on its end of pipe B (fd {}) while the grader \
+             watched and fed {fed} bytes into pipe A{how}: echo_loop() must write what each read() returned \
              with write() (write_all()) before it reads again",
             pipes.child_writes_b
         )));
     }
     drop(tracer);
-    let failed = "the grader made the echo child's write to pipe B fail with EPIPE and raised \
-                  SIGPIPE in it, as the kernel does once nobody holds pipe B's read end";
+    let failed = format!(
+        "the grader let the echo child's first echo through ({echoed_first} bytes in pipe B), \
+         then made its next write to pipe B fail with EPIPE and raised SIGPIPE in it, as the \
+         kernel does once nobody holds pipe B's read end"
+    );
     let until = Instant::now() + Duration::from_secs(3);
     while Instant::now() < until && outside::zombie_status(child).is_none() {
         if inspect::view(child).is_none() {
@@ -250,8 +265,10 @@ fn child_write_broken(run: &mut Run) -> Result<String, Fail> {
         }
         Some(status) if libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0 => {
             return Err(Fail::failed(format!(
-                "{failed}, and the child exited with status 0; EPIPE is an error like any other: \
-                 write_all() and echo_loop() must return it, and the child must then _exit(1)"
+                "{failed}, and the child exited with status 0; EPIPE is an error like any other, \
+                 however much of the echo went through before it (a reader gone mid-stream did \
+                 not get the rest): write_all() and echo_loop() must return it, and the child \
+                 must then _exit(1)"
             )));
         }
         Some(status) => {

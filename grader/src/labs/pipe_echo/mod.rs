@@ -218,7 +218,8 @@ pub static LAB: Lab = Lab {
             timeout: Duration::from_secs(15),
             description: "SIGUSR1 lands 40 times on each process while it is blocked reading or \
                           writing its pipes (the child waiting for input, the parent with the \
-                          child stopped): every interrupted call is retried (EINTR)",
+                          child stopped), then the tracer fails the child's read with EINTR \
+                          itself: every interrupted call is retried (EINTR)",
             exclusive: false,
             hint: Some(
                 "A call interrupted by a signal fails with EINTR; that is no error: call it again, with no limit on retries. See docs/labs/01-pipe-echo.md, the rules table (\"EINTR is retried and short writes continued, with no limit\").",

@@ -13,6 +13,7 @@ use super::session::{
     CHILD, Done, Flags, PARENT, Returned, Session, WRITTEN_TWICE, role_of, settle_in_read, start,
 };
 use crate::engine::inspect::{self, pipe_inode};
+use crate::engine::tracer::{Action, Call, Match, Tracer};
 use crate::engine::waiting::{self, WaitRules};
 use crate::engine::{Fail, Run, force};
 
@@ -201,6 +202,52 @@ fn interrupt_while_blocked(session: &Session, pid: i32, who: &str) -> Result<(),
     )))
 }
 
+/// The child's read of pipe A, as it waits for input, failed with `EINTR` by the grader's
+/// tracer (re-entered once a `SIGUSR1` interrupts it): what every signal does to a read whose
+/// handler has no `SA_RESTART`, forced whatever flags the program gave its handlers. Run after
+/// real signals interrupted that read, which tells a missing retry hidden by `SA_RESTART` (the
+/// kernel restarted the reads) from one that real signals would have shown.
+fn injected_eintr(session: &Session) -> Result<(), Fail> {
+    let child = session.child;
+    let pipes = session.pipes()?;
+    let read_a = Call {
+        number: libc::SYS_read,
+        matching: Match::Bits {
+            arg: 0,
+            mask: u64::MAX,
+            value: pipes.child_reads_a as u64,
+        },
+    };
+    let Some(mut tracer) = Tracer::attach(child, read_a, Action::Fail(libc::EINTR))? else {
+        return Ok(()); // Not traceable here: the real signals were the test.
+    };
+    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(child), Signal::SIGUSR1);
+    if !tracer.failed_before(Instant::now() + Duration::from_secs(2))? {
+        return Ok(());
+    }
+    drop(tracer);
+    // A correct child is back in read() at once; one that gave up ends.
+    let until = Instant::now() + Duration::from_millis(500);
+    while outside::zombie_status(child).is_none() && !waits_on_own_pipes(session, child) {
+        if Instant::now() > until {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let Some(status) = outside::zombie_status(child) else {
+        return Ok(());
+    };
+    Err(Fail::failed(format!(
+        "the grader's tracer made the echo child's read() of pipe A fail with EINTR as it \
+         waited for input (what a signal does to a read when its handler has no SA_RESTART), \
+         and the child {}; the {ROUNDS} real SIGUSR1s before it had not made it give up, so the \
+         kernel restarted its reads: a handler installed with SA_RESTART (main.rs installs \
+         SIGUSR1 without it) hides the EINTR retry that is missing; leave the handlers as they \
+         are and retry EINTR in every read() loop",
+        outside::describe_status(status)
+    )))
+}
+
 pub fn interrupted_while_blocked(run: &mut Run) -> Result<String, Fail> {
     // Far more than both pipes hold, even enlarged to pipe-max-size: with the child stopped,
     // a correct parent cannot finish its read or its write.
@@ -214,6 +261,7 @@ pub fn interrupted_while_blocked(run: &mut Run) -> Result<String, Fail> {
     // mean EINTR.
     interrupt_while_blocked(&session, session.child, CHILD)?;
     let child = session.child;
+    injected_eintr(&session)?;
     outside::hold_stopped(child)?;
     session.go()?;
     // The first signal may cut a write short; the next ones find it blocked with nothing
