@@ -117,31 +117,111 @@ pub fn interrupted_calls(run: &mut Run, server: &Server) -> Result<(), Fail> {
     }
 }
 
+/// A handler's read() inside the body of a 3 MiB request, once the length prefix and 100 KiB of
+/// the body are read, is interrupted once (EINTR): the handler must retry it there too, and
+/// the client still gets its whole response. Skipped (with a note) as
+/// [`interrupted_calls`] is.
+pub fn interrupted_body_read(run: &mut Run, server: &Server) -> Result<(), Fail> {
+    let pid = server.pid();
+    let before = observe::thread_ids(pid);
+    let known = server.dropped_lines().len();
+    let mut conn = server.connect()?;
+    let soon = || Instant::now() + Duration::from_secs(2);
+    let Some((handler, read)) = observe::new_thread_in(pid, &before, &READS, soon()) else {
+        run.note("no thread of the server's own was seen reading a new client: EINTR not forced");
+        return Ok(());
+    };
+    let payload = run.random_bytes(3 << 20);
+    let whole = frame(OP_ECHO, &payload);
+    let (begun, rest) = whole.split_at(5 + (100 << 10));
+    conn.send(begun, 0)?;
+    // Once the server has read all of it, its next read is one inside the body.
+    conn.wait_until_read();
+    if !fail_next(pid, handler, read, libc::EINTR)? {
+        run.note("the handler's read() could not be made to fail: EINTR not forced");
+        return Ok(());
+    }
+    let situation = "a client's handler, when its read() inside the body of a 3 MiB echo request \
+                     (the length prefix and 100 KiB of the body read) failed once with EINTR \
+                     (forced by the grader, as a signal caught anywhere in the process does)";
+    let rule = "EINTR says the call was interrupted before it did anything: retry it wherever it \
+                comes, in the length prefix and in a body of any size (read_exact and \
+                read_to_end do; a hand-written read loop needs an arm for \
+                ErrorKind::Interrupted); only another error is RpcError::Io";
+    let sent = conn.send(rest, 0);
+    let got = match sent {
+        Ok(()) => read_frame_counted(&mut conn),
+        Err(_) => Err(std::io::Error::from(ErrorKind::BrokenPipe)),
+    };
+    match got {
+        Ok(Ok(Some(got))) => verify(got, OP_ECHO, &payload, "a 3 MiB echo request whose body read was interrupted"),
+        outcome => {
+            let how = match outcome {
+                Ok(Err(short)) => format!("the response stopped short: {short}"),
+                Ok(Ok(None)) => "the connection ended without a response".into(),
+                Err(e) => format!("no response ({e})"),
+                Ok(Ok(Some(_))) => unreachable!("matched above"),
+            };
+            let log = server
+                .next_dropped_line(known, Duration::from_millis(500))
+                .map(|l| format!(" (the server's log: `{l}`)"))
+                .unwrap_or_default();
+            Err(Fail::failed(format!(
+                "{situation}, did not go on: {how}{log}{}; {rule}",
+                server.alive_note()
+            )))
+        }
+    }
+}
+
 /// An accept() that fails (ECONNABORTED: a client reset its connection before it was accepted)
 /// costs that connection only: the next client is served. Skipped (with a note) when no thread
 /// of the server is seen blocked in accept(), or the machine allows no tracing. Says whether the
 /// accept() was made to fail, and a client served after it.
 pub fn aborted_accept(run: &mut Run, server: &Server) -> Result<bool, Fail> {
+    failed_accept(run, server, libc::ECONNABORTED)
+}
+
+/// As [`aborted_accept`], with another error: `EMFILE` (the process has run out of
+/// descriptors, until some of its clients leave) must not end the accepting either.
+pub fn failed_accept(run: &mut Run, server: &Server, errno: i32) -> Result<bool, Fail> {
+    let name = match errno {
+        libc::ECONNABORTED => "ECONNABORTED",
+        libc::EMFILE => "EMFILE",
+        _ => "an error",
+    };
+    let why = match errno {
+        libc::ECONNABORTED => {
+            "a client that resets its connection before it is accepted does it".to_string()
+        }
+        _ => format!(
+            "as a server that runs out of descriptors gets it until some of its clients leave; \
+             the accepting went on after ECONNABORTED, so only some errors end it here"
+        ),
+    };
     let pid = server.pid();
     let Some((acceptor, accept)) =
         observe::new_thread_in(pid, &[], &ACCEPTS, Instant::now() + Duration::from_secs(2))
     else {
-        run.note("no thread of the server was seen in accept(): ECONNABORTED not forced");
+        run.note(format!(
+            "no thread of the server was seen in accept(): {name} not forced"
+        ));
         return Ok(false);
     };
-    if !fail_next(pid, acceptor, accept, libc::ECONNABORTED)? {
-        run.note("the server's accept() could not be made to fail: ECONNABORTED not forced");
+    if !fail_next(pid, acceptor, accept, errno)? {
+        run.note(format!(
+            "the server's accept() could not be made to fail: {name} not forced"
+        ));
         return Ok(false);
     }
     let mut conn = server.connect()?;
-    let payload = b"served after a failed accept?".to_vec();
+    let payload = format!("served after a failed accept ({name})?").into_bytes();
     conn.send(&frame(OP_ECHO, &payload), 0)?;
     let got = read_response(&mut conn).map_err(|e| {
         Fail::failed(format!(
-            "after one of the server's accept() calls failed with ECONNABORTED (forced by the \
-             grader: a client that resets its connection before it is accepted does it), the \
-             next client got no response ({e}){}: a failed accept() costs that connection only; \
-             log it and go on accepting",
+            "after one of the server's accept() calls failed with {name} (forced by the \
+             grader: {why}), the next client got no response ({e}){}: a failed accept() costs \
+             that connection only, whatever its error; log it and go on accepting",
             server.alive_note()
         ))
     })?;

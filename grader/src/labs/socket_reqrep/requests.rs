@@ -244,9 +244,14 @@ pub fn pipelined(run: &mut Run) -> Result<String, Fail> {
         verify(got, *op, payload, &format!("pipelined request {i}"))?;
     }
     let _ = sender.join();
+    answered_before_the_next_is_whole(&mut conn)?;
     drop(conn);
     server.stop()?;
-    Ok("200 requests in one write got 200 correct responses, in order".into())
+    Ok(
+        "200 requests in one write got 200 correct responses, in order; a request followed in \
+        its write by a part of the next was answered at once"
+            .into(),
+    )
 }
 
 pub fn large_payloads(run: &mut Run) -> Result<String, Fail> {
@@ -611,4 +616,36 @@ fn frames_leave_whole(run: &mut Run, server: &Server, payload_len: usize) -> Res
         &format!("a {payload_len}-byte echo request over TCP"),
     )?;
     verdict
+}
+
+/// One write holds a whole request and the first 2 bytes of the next one: the first must be
+/// answered at once, before the rest of the second comes (the grader waits for that answer
+/// before it sends the rest, as a client that calls one request at a time does).
+fn answered_before_the_next_is_whole(conn: &mut Conn) -> Result<(), Fail> {
+    let first = b"answer me now".to_vec();
+    let second = b"and me later".to_vec();
+    let next = frame(OP_REVERSE, &second);
+    let mut bytes = frame(OP_ECHO, &first);
+    bytes.extend_from_slice(&next[..2]);
+    conn.send(&bytes, 200)?;
+    conn.timeouts(Duration::from_secs(3));
+    let got = read_response(conn).map_err(|e| {
+        Fail::failed(format!(
+            "a write() that held a whole echo request and the first 2 bytes of the next \
+             request's length prefix got no response to the first within 3 s ({e}): the \
+             server held the answer back while the next request was still partial (waiting \
+             for more bytes, or batching responses until its read buffer is empty). Write each \
+             response as soon as its request is read: the client may wait for it before it \
+             sends the rest"
+        ))
+    })?;
+    verify(got, OP_ECHO, &first, "a request followed by a part of the next")?;
+    conn.send(&next[2..], 201)?;
+    let got = read_response(conn).map_err(|e| {
+        Fail::failed(format!(
+            "a request whose first 2 bytes came in the write of the request before it got no \
+             response ({e}): bytes read after a frame belong to the next one"
+        ))
+    })?;
+    verify(got, OP_REVERSE, &second, "a request begun in the write before it")
 }
