@@ -678,8 +678,17 @@ fn client_waits_blocked(pid: i32) -> Result<(), Fail> {
         "while the server has not answered, Client::call waits for the response blocked in \
          read() on the connection, with no timeout (no set_read_timeout, no non-blocking \
          socket): the response wakes it",
-    )
-    .map(drop)
+    )?;
+    if let Some((fd, what)) = observe::sockets_with_timeouts(pid).into_iter().next() {
+        return Err(Fail::failed(format!(
+            "while the server has not answered, the client is blocked in read(), but its socket \
+             {fd} (read on a copy of the descriptor) has {what}: the read wakes when the timeout \
+             ends, and a read timeout retried is a poll, however long its period (a response \
+             held back longer fails the call). Client::call waits for the response blocked in \
+             read() with no timeout: the response wakes it"
+        )));
+    }
+    Ok(())
 }
 
 /// What a client program of the grader's ([`external`]) printed, and how it ended.
