@@ -18,7 +18,7 @@ use super::programs::{Server, give_to_program_user, killed_by, server};
 use super::protocol::{Conn, closed_after, frame, read_frame, read_response, verify};
 use super::{OP_ECHO, OP_HASH, Transport};
 use crate::engine::process::Captured;
-use crate::engine::tracer::{Action, Call, Reached, Tracer};
+use crate::engine::tracer::{Action, Call, Match, Reached, Tracer};
 use crate::engine::waiting::{self, WaitRules};
 use crate::engine::{Fail, Run};
 
@@ -357,6 +357,7 @@ pub fn sigterm_cleanup(run: &mut Run) -> Result<String, Fail> {
     drop(busy);
 
     accepting_ends_before_shutting(run)?;
+    acceptor_held_at_registration(run)?;
     handlers_joined_blocked(run)?;
     handlers_ended_before_return(run)?;
     if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
@@ -602,6 +603,103 @@ fn handlers_ended_before_return(run: &mut Run) -> Result<(), Fail> {
              for every handler thread to end by joining it (JoinHandle::join)"
         )));
     }
+    server.finish(Signal::SIGTERM, Some(&idle), early)?;
+    Ok(())
+}
+
+/// A client connects and the accepting thread is held by the grader at its `dup()` of that
+/// connection (`fcntl(F_DUPFD_CLOEXEC)`: `try_clone`, the second handle kept for the stop),
+/// after its look at the stopping flag and before the handle is registered; then SIGTERM. The
+/// thread that stops the server must wait for the accepting thread blocked, with no timeout (a
+/// join, not sleeps); once the accepting thread goes on, the client it registers must be shut
+/// too, and the server stops: the open connections are shut only after the accepting thread
+/// has ended. Skipped (with a note) when the accepting thread makes no such `dup()`, or the
+/// machine allows no tracing.
+fn acceptor_held_at_registration(run: &mut Run) -> Result<(), Fail> {
+    let (mut server, idle) = server_with_idle_client(run)?;
+    let pid = server.pid();
+    let not_probed = "the stop with its accepting thread held was not probed";
+    let soon = || Instant::now() + Duration::from_secs(2);
+    let Some((acceptor, _)) = observe::new_thread_in(pid, &[], &ACCEPTS, soon()) else {
+        run.note(format!(
+            "no thread of the server was seen in accept(): {not_probed}"
+        ));
+        server.stop()?;
+        return Ok(());
+    };
+    let dup = Call {
+        number: libc::SYS_fcntl,
+        matching: Match::Bits {
+            arg: 1,
+            mask: u64::MAX,
+            value: libc::F_DUPFD_CLOEXEC as u64,
+        },
+    };
+    let Some(mut tracer) = Tracer::attach_thread(pid, acceptor, dup, Action::Hold)? else {
+        run.note(format!("the server could not be traced: {not_probed}"));
+        server.stop()?;
+        return Ok(());
+    };
+    let late = server.connect()?;
+    if !tracer.held_before(soon())? {
+        drop(tracer);
+        run.note(format!(
+            "the accepting thread made no dup() of a new connection (fcntl F_DUPFD_CLOEXEC): \
+             {not_probed}"
+        ));
+        drop(late);
+        server.stop()?;
+        return Ok(());
+    }
+    let _ = kill(server.proc.pid, Signal::SIGTERM);
+    // Until the main thread has left its wait for the signal.
+    let until = Instant::now() + Duration::from_secs(2);
+    while Instant::now() < until
+        && observe::threads(pid).iter().any(|t| {
+            t.tid == pid && t.syscall == Some(libc::SYS_rt_sigtimedwait)
+        })
+    {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let judged = waiting::expect_blocked(
+        &[pid],
+        &|_| "the server".into(),
+        WaitRules::untimed(),
+        "at SIGTERM, while the accepting thread has not ended yet (the grader held it at its \
+         dup() of a client it had just accepted), the thread that stops the server must wait \
+         for it blocked: join it (JoinHandle::join), do not sleep and look again \
+         (is_finished() between sleeps)",
+    );
+    if let Err(fail) = judged {
+        tracer.release();
+        return Err(fail);
+    }
+    tracer.release();
+    // The late client is idle: its handler ends only if the stop shuts its connection.
+    let until = Instant::now() + Duration::from_secs(3);
+    let mut early = None;
+    while early.is_none() && Instant::now() < until {
+        match server
+            .proc
+            .recv_before(Instant::now() + Duration::from_millis(10))
+        {
+            Ok(message) => early = message,
+            Err(fail) => return Err(killed_by(fail, Signal::SIGTERM)),
+        }
+    }
+    if early.is_none() && !late.peer_closed() {
+        return Err(Fail::failed(
+            "at SIGTERM, with the accepting thread held by the grader at its dup() of a client \
+             it had just accepted (past its look at the stopping flag, before the client was \
+             registered) until the stop was waiting, the server did not stop within 3 s once \
+             the accepting thread went on, and that client's connection was never shut: the \
+             stop shut the open connections before the accepting thread had ended, and a \
+             connection registered after that shutting is missed, its handler blocked in read() \
+             for good. Stop accepting first (set the flag, wake the accepting thread and join \
+             it), then shut every connection still open",
+        ));
+    }
+    drop(late);
     server.finish(Signal::SIGTERM, Some(&idle), early)?;
     Ok(())
 }
