@@ -82,8 +82,23 @@ impl Server {
         path: PathBuf,
     ) -> Result<Server, Fail> {
         if ready.kind != "ready" {
+            // Port 0 asks the system for a port nobody uses: only a port chosen by the program
+            // can be in use already.
+            let fixed = transport == Transport::Tcp
+                && ready.get("kind") == Some("bind")
+                && ready
+                    .get("error")
+                    .is_some_and(|e| e.contains("os error 98") || e.contains("in use"));
+            let why = if fixed {
+                ": given --tcp 0, it bound a port already in use (EADDRINUSE), which a bind to \
+                 port 0 never meets; port 0 means any free port, which the system picks: bind \
+                 127.0.0.1:0 as given, not a port of your choosing, and report the one \
+                 local_addr() says (two servers run at once here)"
+            } else {
+                ""
+            };
             return Err(Fail::failed(format!(
-                "the server said {} where it should have been listening",
+                "the server said {} where it should have been listening{why}",
                 said(&ready)
             )));
         }

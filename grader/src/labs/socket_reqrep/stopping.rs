@@ -18,7 +18,7 @@ use super::programs::{Server, give_to_program_user, killed_by, server};
 use super::protocol::{Conn, closed_after, frame, read_frame, read_response, verify};
 use super::{OP_ECHO, OP_HASH, Transport};
 use crate::engine::process::Captured;
-use crate::engine::tracer::{Action, Call, Match, Reached, Tracer};
+use crate::engine::tracer::{Action, Call, Match, Reached, Step, Tracer};
 use crate::engine::waiting::{self, WaitRules};
 use crate::engine::{Fail, Run};
 
@@ -274,6 +274,7 @@ pub fn sigterm_cleanup(run: &mut Run) -> Result<String, Fail> {
         ));
     }
     signal_disposition(&server)?;
+    first_thread_inherits_the_block(run)?;
 
     // The server wakes its accepting thread by connecting to its own socket: the grader holds
     // that connect() at its path, so that the accepting thread is woken by a client instead,
@@ -701,5 +702,89 @@ fn acceptor_held_at_registration(run: &mut Run) -> Result<(), Fail> {
     }
     drop(late);
     server.finish(Signal::SIGTERM, Some(&idle), early)?;
+    Ok(())
+}
+
+/// The server is started stopped and held at its first clone3() (the first thread it starts),
+/// then at the `rt_sigprocmask(SIG_SETMASK)` that follows it, with which the C library gives
+/// the starting thread back the mask it had when it called `pthread_create()`: the mask the new
+/// thread starts with. SIGTERM and SIGINT must be in it (blocked before the first thread
+/// starts); a thread that blocks them itself once it runs leaves a window in which a signal
+/// ends the process. Skipped (with a note) when the server starts no thread that way, or the
+/// machine allows no tracing.
+fn first_thread_inherits_the_block(run: &mut Run) -> Result<(), Fail> {
+    use std::os::unix::fs::FileExt;
+    let path = run.path("first-thread.sock");
+    let args = [
+        "server".to_string(),
+        "--unix".to_string(),
+        path.display().to_string(),
+    ];
+    let mut proc = run.spawn_stopped(&args)?;
+    proc.set_roles(|_| "the server".into());
+    let pid = proc.pid.as_raw();
+    let not_probed = "the mask the first thread starts with was not read";
+    let restore = Call {
+        number: libc::SYS_rt_sigprocmask,
+        matching: Match::Bits {
+            arg: 0,
+            mask: u64::MAX,
+            value: libc::SIG_SETMASK as u64,
+        },
+    };
+    let steps = [
+        (Call::any(libc::SYS_clone3), Step::Hold),
+        (restore, Step::Hold),
+    ];
+    let tracer = Tracer::in_turn(pid, steps)?;
+    crate::engine::force::resume(pid)?;
+    let mut inherited = None;
+    match tracer {
+        Some(mut tracer) => {
+            if tracer.held_before(Instant::now() + Duration::from_secs(5))? {
+                tracer.go_on();
+                if tracer.held_before(Instant::now() + Duration::from_secs(2))? {
+                    inherited = crate::engine::inspect::call_of(pid, pid).and_then(|(_, args)| {
+                        let memory = std::fs::File::open(format!("/proc/{pid}/mem")).ok()?;
+                        let mut bytes = [0u8; 8];
+                        memory.read_exact_at(&mut bytes, args[1]).ok()?;
+                        Some(u64::from_ne_bytes(bytes))
+                    });
+                }
+            }
+            tracer.release();
+        }
+        None => run.note(format!("the server could not be traced: {not_probed}")),
+    }
+    let ready = proc.recv_any()?;
+    let server = Server::ready(run, proc, ready, Transport::Unix, path)?;
+    match inherited {
+        None => run.note(format!(
+            "the server's first clone3() was not followed by a restore of its signal mask: \
+             {not_probed}"
+        )),
+        Some(mask) => {
+            let missing: Vec<&str> = [Signal::SIGTERM, Signal::SIGINT]
+                .into_iter()
+                .filter(|&signal| mask & (1u64 << (signal as i32 - 1)) == 0)
+                .map(|signal| signal.as_str())
+                .collect();
+            if !missing.is_empty() {
+                let missing = missing.join(" and ");
+                return Err(Fail::failed(format!(
+                    "the first thread the server starts (held by the grader at its clone3(), \
+                     read from the mask its starting thread had when it called \
+                     pthread_create(), the mask a new thread inherits) starts with {missing} \
+                     not blocked: until the new thread blocks them itself, once it runs, \
+                     and the main thread does after the start, either signal, delivered to one \
+                     of them, ends the process on the spot (no `done`, the socket file left). Block SIGTERM \
+                     and SIGINT in the main thread before the first thread starts \
+                     (SigSet::thread_block before the first thread::spawn): threads inherit the \
+                     mask"
+                )));
+            }
+        }
+    }
+    server.stop()?;
     Ok(())
 }
