@@ -220,6 +220,7 @@ pub fn client_over_socket(run: &mut Run) -> Result<String, Fail> {
         }
     }
     forced::short_request_write(run)?;
+    forced::client_frames_leave_whole(run)?;
     // A request written in pieces without TCP_NODELAY waits for the grader's delayed
     // acknowledgement of the first piece, about 40 ms.
     if let [unix, tcp] = spread[..]

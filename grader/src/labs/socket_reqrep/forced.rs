@@ -478,6 +478,81 @@ pub fn handler_ends_before_its_start_returns(run: &mut Run, server: &Server) -> 
     Ok(())
 }
 
+/// Over TCP, the client's first send() of a 1 MiB request, on its connection to a server of the
+/// grader's, is held: it must hold the whole frame, or the connection must have TCP_NODELAY
+/// (read on a copy of the client's descriptor); otherwise the rest of the frame may wait for
+/// the acknowledgement of its first piece (Nagle's algorithm). Skipped (with a note) when the
+/// client writes its socket with another call, or the machine allows no tracing.
+pub fn client_frames_leave_whole(run: &mut Run) -> Result<(), Fail> {
+    let (listener, at) = GraderListener::bind(run, Transport::Tcp)?;
+    let payload = run.random_bytes(1 << 20);
+    let mut client = spawn_client(run, &at, vec![(OP_ECHO, payload.clone())], "the client")?;
+    let mut conn = listener
+        .accept_within(Duration::from_secs(2))?
+        .ok_or_else(|| Fail::failed("the client said `ready` but never connected"))?;
+    let pid = client.pid();
+    let not_probed = "how the client's large requests leave over TCP was not probed";
+    let socket = observe::sockets(pid)
+        .into_iter()
+        .map(|(fd, _)| fd)
+        .find(|&fd| fd != CONTROL_FD);
+    let tracer = match socket {
+        Some(fd) => Tracer::attach_thread(pid, pid, Call::one_of_on(&WRITES, fd), Action::Hold)?,
+        None => None,
+    };
+    client.proc.send("go", &[])?;
+    let whole = (payload.len() + 5) as u64;
+    let mut verdict = Ok(());
+    let held = match tracer {
+        Some(mut tracer) => {
+            let held = tracer.held_before(Instant::now() + Duration::from_secs(2))?;
+            Some((tracer, held))
+        }
+        None => None,
+    };
+    match held {
+        Some((tracer, true)) => {
+            if let (Some(fd), Some((_, count))) = (socket, observe::write_args(pid, pid))
+                && count < whole
+                && observe::tcp_nodelay(pid, fd) == Some(false)
+            {
+                verdict = Err(Fail::failed(format!(
+                    "over TCP, the client began a request frame of {whole} bytes (a 1 MiB echo) \
+                     with a write of {count} bytes, on a connection without TCP_NODELAY (read \
+                     on a copy of the client's socket): the rest of the frame may wait for the \
+                     server's acknowledgement of that piece (Nagle's algorithm, up to 40 ms). \
+                     Set TCP_NODELAY on the client's connection (set_nodelay(true) after \
+                     connect), or write every frame, whatever its size, in one go"
+                )));
+            }
+            tracer.release();
+        }
+        Some((tracer, false)) => {
+            drop(tracer);
+            run.note(format!(
+                "the client wrote its request with none of write(), send(), writev(), \
+                 sendmsg(): {not_probed}"
+            ));
+        }
+        None => run.note(format!("the client could not be traced: {not_probed}")),
+    }
+    conn.timeouts(Duration::from_secs(3));
+    let got = read_frame_counted(&mut conn);
+    let _ = conn.stream().write_all(&frame(STATUS_OK, b"answered"));
+    let done = client.proc.recv_any();
+    conn.shutdown(Shutdown::Both);
+    verdict?;
+    match got {
+        Ok(Ok(Some((op, got)))) if op == OP_ECHO && got == payload => {
+            done?;
+            Ok(())
+        }
+        _ => Err(Fail::failed(
+            "over TCP, the client's 1 MiB echo request did not reach the grader's server whole",
+        )),
+    }
+}
+
 /// The client's first write() of a request, on its connection to a server of the grader's, is
 /// cut to 1 byte: the server must still get the whole frame. Skipped (with a note) when the
 /// client writes its socket with another call, or the machine allows no tracing.

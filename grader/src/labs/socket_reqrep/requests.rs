@@ -575,7 +575,23 @@ fn frames_leave_whole(run: &mut Run, server: &Server, payload_len: usize) -> Res
     let whole = (payload_len + 5) as u64;
     let mut verdict = Ok(());
     if tracer.held_before(soon())? {
-        if let Some((fd, count)) = observe::write_args(pid, handler)
+        let args = observe::write_args(pid, handler);
+        if let Some((_, count)) = args
+            && count >= whole
+            && payload_len >= 1 << 20
+        {
+            verdict = Err(Fail::failed(format!(
+                "over TCP, the server's first send() of a response frame of {whole} bytes (the \
+                 echo of a {payload_len}-byte payload) held the whole frame in one buffer: the \
+                 payload was copied behind its 5-byte prefix, a second copy of the whole \
+                 payload in memory and a copy more for every large response. write_frame \
+                 writes the prefix and then the payload as they are (with TCP_NODELAY on the \
+                 connection, so that the payload does not wait), or both with one writev() \
+                 (write_vectored), never copying the payload into a new buffer just to put 5 \
+                 bytes in front of it"
+            )));
+        }
+        if let Some((fd, count)) = args
             && count < whole
         {
             match observe::tcp_nodelay(pid, fd) {
