@@ -9,7 +9,9 @@ use rand::RngExt;
 use super::forced;
 use super::programs::{GraderListener, answer_all, said, spawn_client, start_client};
 use super::protocol::{expected, frame, median, op_name, random_requests_for, read_frame};
-use super::{MAX_BODY, MAX_PAYLOAD, OP_ECHO, OP_HASH, OP_REVERSE, STATUS_OK, STATUS_UNKNOWN_OP, Transport};
+use super::{
+    MAX_BODY, MAX_PAYLOAD, OP_ECHO, OP_HASH, OP_REVERSE, STATUS_OK, STATUS_UNKNOWN_OP, Transport,
+};
 use crate::engine::{Fail, Run};
 
 /// The student's client against a server of the grader's: what the client writes must be what

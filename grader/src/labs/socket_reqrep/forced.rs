@@ -154,7 +154,12 @@ pub fn interrupted_body_read(run: &mut Run, server: &Server) -> Result<(), Fail>
         Err(_) => Err(std::io::Error::from(ErrorKind::BrokenPipe)),
     };
     match got {
-        Ok(Ok(Some(got))) => verify(got, OP_ECHO, &payload, "a 3 MiB echo request whose body read was interrupted"),
+        Ok(Ok(Some(got))) => verify(
+            got,
+            OP_ECHO,
+            &payload,
+            "a 3 MiB echo request whose body read was interrupted",
+        ),
         outcome => {
             let how = match outcome {
                 Ok(Err(short)) => format!("the response stopped short: {short}"),

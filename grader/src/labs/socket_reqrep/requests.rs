@@ -673,7 +673,12 @@ fn answered_before_the_next_is_whole(conn: &mut Conn) -> Result<(), Fail> {
              sends the rest"
         ))
     })?;
-    verify(got, OP_ECHO, &first, "a request followed by a part of the next")?;
+    verify(
+        got,
+        OP_ECHO,
+        &first,
+        "a request followed by a part of the next",
+    )?;
     conn.send(&next[2..], 201)?;
     let got = read_response(conn).map_err(|e| {
         Fail::failed(format!(
@@ -681,5 +686,10 @@ fn answered_before_the_next_is_whole(conn: &mut Conn) -> Result<(), Fail> {
              response ({e}): bytes read after a frame belong to the next one"
         ))
     })?;
-    verify(got, OP_REVERSE, &second, "a request begun in the write before it")
+    verify(
+        got,
+        OP_REVERSE,
+        &second,
+        "a request begun in the write before it",
+    )
 }

@@ -656,9 +656,9 @@ fn acceptor_held_at_registration(run: &mut Run) -> Result<(), Fail> {
     // Until the main thread has left its wait for the signal.
     let until = Instant::now() + Duration::from_secs(2);
     while Instant::now() < until
-        && observe::threads(pid).iter().any(|t| {
-            t.tid == pid && t.syscall == Some(libc::SYS_rt_sigtimedwait)
-        })
+        && observe::threads(pid)
+            .iter()
+            .any(|t| t.tid == pid && t.syscall == Some(libc::SYS_rt_sigtimedwait))
     {
         std::thread::sleep(Duration::from_millis(1));
     }
