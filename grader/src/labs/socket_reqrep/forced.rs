@@ -184,25 +184,35 @@ pub fn interrupted_body_read(run: &mut Run, server: &Server) -> Result<(), Fail>
 /// of the server is seen blocked in accept(), or the machine allows no tracing. Says whether the
 /// accept() was made to fail, and a client served after it.
 pub fn aborted_accept(run: &mut Run, server: &Server) -> Result<bool, Fail> {
-    failed_accept(run, server, libc::ECONNABORTED)
+    failed_accept(run, server, libc::ECONNABORTED, false)
 }
 
 /// As [`aborted_accept`], with another error: `EMFILE` (the process has run out of
 /// descriptors, until some of its clients leave) must not end the accepting either.
-pub fn failed_accept(run: &mut Run, server: &Server, errno: i32) -> Result<bool, Fail> {
+/// `after_aborted`: an accept() made to fail with ECONNABORTED was gone past just before.
+pub fn failed_accept(
+    run: &mut Run,
+    server: &Server,
+    errno: i32,
+    after_aborted: bool,
+) -> Result<bool, Fail> {
     let name = match errno {
         libc::ECONNABORTED => "ECONNABORTED",
         libc::EMFILE => "EMFILE",
         _ => "an error",
     };
-    let why = match errno {
-        libc::ECONNABORTED => {
-            "a client that resets its connection before it is accepted does it".to_string()
+    let why = match (errno, after_aborted) {
+        (libc::ECONNABORTED, _) => {
+            "a client that resets its connection before it is accepted does it"
         }
-        _ => format!(
-            "as a server that runs out of descriptors gets it until some of its clients leave; \
-             the accepting went on after ECONNABORTED, so only some errors end it here"
-        ),
+        (_, true) => {
+            "a server that runs out of descriptors gets it until some of its clients leave; \
+             the accepting went on after an accept() that failed with ECONNABORTED just \
+             before, so the loop ends on some errors only"
+        }
+        (_, false) => {
+            "a server that runs out of descriptors gets it until some of its clients leave"
+        }
     };
     let pid = server.pid();
     let Some((acceptor, accept)) =
