@@ -180,8 +180,8 @@ pub fn many_clients(run: &mut Run) -> Result<String, Fail> {
                 "the server's socket {fd} (pid {pid}, read on a copy of the descriptor while \
                  only stalled clients were connected, one of them not reading a response) has \
                  {what}: a thread blocked on it wakes when the timeout ends, to look again or \
-                 to drop a client that is only slow (a client that pauses, or reads its \
-                 response late, is not a bad one); {ADVICE}"
+                 to drop a client that is only slow: a slow client is not a bad one (one that \
+                 pauses mid-request, or reads its response late); {ADVICE}"
             )));
         }
     }

@@ -535,8 +535,8 @@ pub fn client_frames_leave_whole(run: &mut Run) -> Result<(), Fail> {
                     "over TCP, the client began a request frame of {whole} bytes (a 1 MiB echo) \
                      with a write of {count} bytes, on a connection without TCP_NODELAY (read \
                      on a copy of the client's socket): the rest of the frame may wait for the \
-                     server's acknowledgement of that piece (Nagle's algorithm, up to 40 ms). \
-                     Set TCP_NODELAY on the client's connection (set_nodelay(true) after \
+                     server's acknowledgement of that piece (Nagle's algorithm, up to 40 ms): \
+                     set TCP_NODELAY on the client's connection (set_nodelay(true) after \
                      connect), or write every frame, whatever its size, in one go"
                 )));
             }
