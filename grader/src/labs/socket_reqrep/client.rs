@@ -9,7 +9,9 @@ use rand::RngExt;
 use super::forced;
 use super::programs::{GraderListener, answer_all, said, spawn_client, start_client};
 use super::protocol::{expected, frame, median, op_name, random_requests_for, read_frame};
-use super::{MAX_PAYLOAD, OP_ECHO, OP_HASH, OP_REVERSE, STATUS_OK, STATUS_UNKNOWN_OP, Transport};
+use super::{
+    MAX_BODY, MAX_PAYLOAD, OP_ECHO, OP_HASH, OP_REVERSE, STATUS_OK, STATUS_UNKNOWN_OP, Transport,
+};
 use crate::engine::{Fail, Run};
 
 /// The student's client against a server of the grader's: what the client writes must be what
@@ -220,6 +222,7 @@ pub fn client_over_socket(run: &mut Run) -> Result<String, Fail> {
         }
     }
     forced::short_request_write(run)?;
+    forced::client_frames_leave_whole(run)?;
     // A request written in pieces without TCP_NODELAY waits for the grader's delayed
     // acknowledgement of the first piece, about 40 ms.
     if let [unix, tcp] = spread[..]
@@ -358,10 +361,71 @@ pub fn client_errors(run: &mut Run) -> Result<String, Fail> {
         drop(conn);
         expect_failure(&mut client, kind, situation, rule)?;
     }
+    response_one_past_the_limit(run, &request)?;
     Ok(
         "the client reported kind=connect with no server (Unix and TCP), kind=closed for a \
         server that hung up, and kind=truncated for a response cut short (in its length prefix \
-        and in its body)"
+        and in its body), and kind=too-long for a response one byte over MAX_BODY"
             .into(),
     )
+}
+
+/// The grader's server answers with a length prefix of `MAX_BODY + 1` (a payload one byte over
+/// `MAX_PAYLOAD`), followed by the whole body: the client must refuse it as `TooLong` on its
+/// length, and not take it (a limit that counts the 4-byte prefix, say, takes up to 4 more).
+fn response_one_past_the_limit(run: &mut Run, request: &[(u8, Vec<u8>)]) -> Result<(), Fail> {
+    let (listener, at) = GraderListener::bind(run, Transport::Unix)?;
+    let mut client = spawn_client(run, &at, request.to_vec(), "the client")?;
+    let mut conn = listener
+        .accept_within(Duration::from_secs(2))?
+        .ok_or_else(|| {
+            Fail::failed(
+                "the client said `ready` but never connected to the grader's server: \
+                 Client::connect must connect to the endpoint it is given",
+            )
+        })?;
+    client.proc.send("go", &[])?;
+    if !matches!(read_frame(&mut conn), Ok(Some(_))) {
+        return Err(Fail::failed(
+            "the client sent no request to the grader's server: Client::call must send each \
+             request over the socket",
+        ));
+    }
+    // The body is sent from a thread: a client that refuses it stops reading.
+    let mut writer = conn.try_clone()?;
+    let sender = std::thread::spawn(move || {
+        let mut bytes = ((MAX_BODY + 1) as u32).to_be_bytes().to_vec();
+        bytes.push(STATUS_OK);
+        bytes.resize(4 + MAX_BODY + 1, b'x');
+        let _ = writer.stream().write_all(&bytes);
+    });
+    let message = client
+        .proc
+        .recv_before(Instant::now() + Duration::from_secs(5))?;
+    conn.shutdown(Shutdown::Both);
+    let _ = sender.join();
+    let situation = "when the grader's server answered with a length prefix of MAX_BODY + 1 \
+                     (a status byte and a payload one byte over MAX_PAYLOAD), its whole body \
+                     following";
+    let rule = "MAX_BODY = MAX_PAYLOAD + 1 is the largest frame body, for responses too (the \
+                4-byte length prefix is not part of it): read the response with the limit \
+                MAX_BODY, and a longer length is RpcError::TooLong, refused on the length alone";
+    match message {
+        Some(m) if m.kind == "failed" && m.get("kind") == Some("too-long") => {
+            client.proc.wait()?;
+            Ok(())
+        }
+        Some(m) if m.kind == "done" => Err(Fail::failed(format!(
+            "{situation}, the client took the response and said `done`: it accepted a frame \
+             body of MAX_BODY + 1 bytes; {rule}"
+        ))),
+        Some(m) => Err(Fail::failed(format!(
+            "{situation}, the client said {}, where `failed` with kind=too-long is expected: \
+             {rule}",
+            said(&m)
+        ))),
+        None => Err(Fail::failed(format!(
+            "{situation}, the client neither failed nor finished within 5 s: {rule}"
+        ))),
+    }
 }

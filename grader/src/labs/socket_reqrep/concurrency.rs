@@ -172,6 +172,20 @@ pub fn many_clients(run: &mut Run) -> Result<String, Fail> {
         )));
     }
 
+    // A wait with a timeout is a poll however long the timeout, and a write timeout drops a
+    // client that only reads late: no socket of the server may have one.
+    for &pid in &tree {
+        if let Some((fd, what)) = observe::sockets_with_timeouts(pid).into_iter().next() {
+            return Err(Fail::failed(format!(
+                "the server's socket {fd} (pid {pid}, read on a copy of the descriptor while \
+                 only stalled clients were connected, one of them not reading a response) has \
+                 {what}: a thread blocked on it wakes when the timeout ends, to look again or \
+                 to drop a client that is only slow: a slow client is not a bad one (one that \
+                 pauses mid-request, or reads its response late); {ADVICE}"
+            )));
+        }
+    }
+
     // The stalled clients go on: each is still connected, and is answered.
     let paused = started.elapsed();
     for (k, (mut conn, whole, cut, op, payload)) in stalled.into_iter().enumerate() {

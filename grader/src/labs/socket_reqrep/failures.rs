@@ -444,7 +444,9 @@ pub fn bad_input(run: &mut Run) -> Result<String, Fail> {
 
     // Error paths no client can bring about, forced: interrupted calls, a failed accept().
     forced::interrupted_calls(run, &server)?;
-    forced::aborted_accept(run, &server)?;
+    forced::interrupted_body_read(run, &server)?;
+    let aborted = forced::aborted_accept(run, &server)?;
+    forced::failed_accept(run, &server, libc::EMFILE, aborted)?;
     let what = "a handler that ended while the thread that started it was held";
     forced::handler_ends_before_its_start_returns(run, &server)?;
     good(&server, what)?;

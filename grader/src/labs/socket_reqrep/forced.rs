@@ -117,31 +117,126 @@ pub fn interrupted_calls(run: &mut Run, server: &Server) -> Result<(), Fail> {
     }
 }
 
+/// A handler's read() inside the body of a 3 MiB request, once the length prefix and 100 KiB of
+/// the body are read, is interrupted once (EINTR): the handler must retry it there too, and
+/// the client still gets its whole response. Skipped (with a note) as
+/// [`interrupted_calls`] is.
+pub fn interrupted_body_read(run: &mut Run, server: &Server) -> Result<(), Fail> {
+    let pid = server.pid();
+    let before = observe::thread_ids(pid);
+    let known = server.dropped_lines().len();
+    let mut conn = server.connect()?;
+    let soon = || Instant::now() + Duration::from_secs(2);
+    let Some((handler, read)) = observe::new_thread_in(pid, &before, &READS, soon()) else {
+        run.note("no thread of the server's own was seen reading a new client: EINTR not forced");
+        return Ok(());
+    };
+    let payload = run.random_bytes(3 << 20);
+    let whole = frame(OP_ECHO, &payload);
+    let (begun, rest) = whole.split_at(5 + (100 << 10));
+    conn.send(begun, 0)?;
+    // Once the server has read all of it, its next read is one inside the body.
+    conn.wait_until_read();
+    if !fail_next(pid, handler, read, libc::EINTR)? {
+        run.note("the handler's read() could not be made to fail: EINTR not forced");
+        return Ok(());
+    }
+    let situation = "a client's handler, when its read() inside the body of a 3 MiB echo request \
+                     (the length prefix and 100 KiB of the body read) failed once with EINTR \
+                     (forced by the grader, as a signal caught anywhere in the process does)";
+    let rule = "EINTR says the call was interrupted before it did anything: retry it wherever it \
+                comes, in the length prefix and in a body of any size (read_exact and \
+                read_to_end do; a hand-written read loop needs an arm for \
+                ErrorKind::Interrupted); only another error is RpcError::Io";
+    let sent = conn.send(rest, 0);
+    let got = match sent {
+        Ok(()) => read_frame_counted(&mut conn),
+        Err(_) => Err(std::io::Error::from(ErrorKind::BrokenPipe)),
+    };
+    match got {
+        Ok(Ok(Some(got))) => verify(
+            got,
+            OP_ECHO,
+            &payload,
+            "a 3 MiB echo request whose body read was interrupted",
+        ),
+        outcome => {
+            let how = match outcome {
+                Ok(Err(short)) => format!("the response stopped short: {short}"),
+                Ok(Ok(None)) => "the connection ended without a response".into(),
+                Err(e) => format!("no response ({e})"),
+                Ok(Ok(Some(_))) => unreachable!("matched above"),
+            };
+            let log = server
+                .next_dropped_line(known, Duration::from_millis(500))
+                .map(|l| format!(" (the server's log: `{l}`)"))
+                .unwrap_or_default();
+            Err(Fail::failed(format!(
+                "{situation}, did not go on: {how}{log}{}; {rule}",
+                server.alive_note()
+            )))
+        }
+    }
+}
+
 /// An accept() that fails (ECONNABORTED: a client reset its connection before it was accepted)
 /// costs that connection only: the next client is served. Skipped (with a note) when no thread
 /// of the server is seen blocked in accept(), or the machine allows no tracing. Says whether the
 /// accept() was made to fail, and a client served after it.
 pub fn aborted_accept(run: &mut Run, server: &Server) -> Result<bool, Fail> {
+    failed_accept(run, server, libc::ECONNABORTED, false)
+}
+
+/// As [`aborted_accept`], with another error: `EMFILE` (the process has run out of
+/// descriptors, until some of its clients leave) must not end the accepting either.
+/// `after_aborted`: an accept() made to fail with ECONNABORTED was gone past just before.
+pub fn failed_accept(
+    run: &mut Run,
+    server: &Server,
+    errno: i32,
+    after_aborted: bool,
+) -> Result<bool, Fail> {
+    let name = match errno {
+        libc::ECONNABORTED => "ECONNABORTED",
+        libc::EMFILE => "EMFILE",
+        _ => "an error",
+    };
+    let why = match (errno, after_aborted) {
+        (libc::ECONNABORTED, _) => {
+            "a client that resets its connection before it is accepted does it"
+        }
+        (_, true) => {
+            "a server that runs out of descriptors gets it until some of its clients leave; \
+             the accepting went on after an accept() that failed with ECONNABORTED just \
+             before, so the loop ends on some errors only"
+        }
+        (_, false) => {
+            "a server that runs out of descriptors gets it until some of its clients leave"
+        }
+    };
     let pid = server.pid();
     let Some((acceptor, accept)) =
         observe::new_thread_in(pid, &[], &ACCEPTS, Instant::now() + Duration::from_secs(2))
     else {
-        run.note("no thread of the server was seen in accept(): ECONNABORTED not forced");
+        run.note(format!(
+            "no thread of the server was seen in accept(): {name} not forced"
+        ));
         return Ok(false);
     };
-    if !fail_next(pid, acceptor, accept, libc::ECONNABORTED)? {
-        run.note("the server's accept() could not be made to fail: ECONNABORTED not forced");
+    if !fail_next(pid, acceptor, accept, errno)? {
+        run.note(format!(
+            "the server's accept() could not be made to fail: {name} not forced"
+        ));
         return Ok(false);
     }
     let mut conn = server.connect()?;
-    let payload = b"served after a failed accept?".to_vec();
+    let payload = format!("served after a failed accept ({name})?").into_bytes();
     conn.send(&frame(OP_ECHO, &payload), 0)?;
     let got = read_response(&mut conn).map_err(|e| {
         Fail::failed(format!(
-            "after one of the server's accept() calls failed with ECONNABORTED (forced by the \
-             grader: a client that resets its connection before it is accepted does it), the \
-             next client got no response ({e}){}: a failed accept() costs that connection only; \
-             log it and go on accepting",
+            "after one of the server's accept() calls failed with {name} (forced by the \
+             grader: {why}), the next client got no response ({e}){}: a failed accept() costs \
+             that connection only, whatever its error; log it and go on accepting",
             server.alive_note()
         ))
     })?;
@@ -396,6 +491,81 @@ pub fn handler_ends_before_its_start_returns(run: &mut Run, server: &Server) -> 
         )));
     }
     Ok(())
+}
+
+/// Over TCP, the client's first send() of a 1 MiB request, on its connection to a server of the
+/// grader's, is held: it must hold the whole frame, or the connection must have TCP_NODELAY
+/// (read on a copy of the client's descriptor); otherwise the rest of the frame may wait for
+/// the acknowledgement of its first piece (Nagle's algorithm). Skipped (with a note) when the
+/// client writes its socket with another call, or the machine allows no tracing.
+pub fn client_frames_leave_whole(run: &mut Run) -> Result<(), Fail> {
+    let (listener, at) = GraderListener::bind(run, Transport::Tcp)?;
+    let payload = run.random_bytes(1 << 20);
+    let mut client = spawn_client(run, &at, vec![(OP_ECHO, payload.clone())], "the client")?;
+    let mut conn = listener
+        .accept_within(Duration::from_secs(2))?
+        .ok_or_else(|| Fail::failed("the client said `ready` but never connected"))?;
+    let pid = client.pid();
+    let not_probed = "how the client's large requests leave over TCP was not probed";
+    let socket = observe::sockets(pid)
+        .into_iter()
+        .map(|(fd, _)| fd)
+        .find(|&fd| fd != CONTROL_FD);
+    let tracer = match socket {
+        Some(fd) => Tracer::attach_thread(pid, pid, Call::one_of_on(&WRITES, fd), Action::Hold)?,
+        None => None,
+    };
+    client.proc.send("go", &[])?;
+    let whole = (payload.len() + 5) as u64;
+    let mut verdict = Ok(());
+    let held = match tracer {
+        Some(mut tracer) => {
+            let held = tracer.held_before(Instant::now() + Duration::from_secs(2))?;
+            Some((tracer, held))
+        }
+        None => None,
+    };
+    match held {
+        Some((tracer, true)) => {
+            if let (Some(fd), Some((_, count))) = (socket, observe::write_args(pid, pid))
+                && count < whole
+                && observe::tcp_nodelay(pid, fd) == Some(false)
+            {
+                verdict = Err(Fail::failed(format!(
+                    "over TCP, the client began a request frame of {whole} bytes (a 1 MiB echo) \
+                     with a write of {count} bytes, on a connection without TCP_NODELAY (read \
+                     on a copy of the client's socket): the rest of the frame may wait for the \
+                     server's acknowledgement of that piece (Nagle's algorithm, up to 40 ms): \
+                     set TCP_NODELAY on the client's connection (set_nodelay(true) after \
+                     connect), or write every frame, whatever its size, in one go"
+                )));
+            }
+            tracer.release();
+        }
+        Some((tracer, false)) => {
+            drop(tracer);
+            run.note(format!(
+                "the client wrote its request with none of write(), send(), writev(), \
+                 sendmsg(): {not_probed}"
+            ));
+        }
+        None => run.note(format!("the client could not be traced: {not_probed}")),
+    }
+    conn.timeouts(Duration::from_secs(3));
+    let got = read_frame_counted(&mut conn);
+    let _ = conn.stream().write_all(&frame(STATUS_OK, b"answered"));
+    let done = client.proc.recv_any();
+    conn.shutdown(Shutdown::Both);
+    verdict?;
+    match got {
+        Ok(Ok(Some((op, got)))) if op == OP_ECHO && got == payload => {
+            done?;
+            Ok(())
+        }
+        _ => Err(Fail::failed(
+            "over TCP, the client's 1 MiB echo request did not reach the grader's server whole",
+        )),
+    }
 }
 
 /// The client's first write() of a request, on its connection to a server of the grader's, is

@@ -327,6 +327,64 @@ pub fn tcp_nodelay(pid: i32, fd: i32) -> Option<bool> {
     }
 }
 
+/// The receive and send timeouts (`SO_RCVTIMEO`, `SO_SNDTIMEO`) of socket `fd` of `pid`, read
+/// on a copy of the descriptor (`pidfd_getfd`); `None` if the copy cannot be had or `fd` is no
+/// socket. A timeout of zero is none.
+pub fn socket_timeouts(pid: i32, fd: i32) -> Option<[Duration; 2]> {
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    // SAFETY: plain system calls; each descriptor returned is owned once, and closed.
+    unsafe {
+        let pidfd = libc::syscall(libc::SYS_pidfd_open, pid, 0);
+        let pidfd = OwnedFd::from_raw_fd(i32::try_from(pidfd).ok().filter(|&f| f >= 0)?);
+        let copy = libc::syscall(libc::SYS_pidfd_getfd, pidfd.as_raw_fd(), fd, 0);
+        let copy = OwnedFd::from_raw_fd(i32::try_from(copy).ok().filter(|&f| f >= 0)?);
+        let read = |option| {
+            let mut tv = libc::timeval {
+                tv_sec: 0,
+                tv_usec: 0,
+            };
+            let mut len = std::mem::size_of::<libc::timeval>() as libc::socklen_t;
+            let got = libc::getsockopt(
+                copy.as_raw_fd(),
+                libc::SOL_SOCKET,
+                option,
+                (&raw mut tv).cast(),
+                &mut len,
+            );
+            (got == 0).then(|| {
+                Duration::from_secs(tv.tv_sec as u64) + Duration::from_micros(tv.tv_usec as u64)
+            })
+        };
+        Some([read(libc::SO_RCVTIMEO)?, read(libc::SO_SNDTIMEO)?])
+    }
+}
+
+/// The sockets of `pid` but the control channel that have a receive or a send timeout: for
+/// each, its descriptor and a description (`a receive timeout of 20 s (SO_RCVTIMEO)`).
+pub fn sockets_with_timeouts(pid: i32) -> Vec<(i32, String)> {
+    sockets(pid)
+        .into_iter()
+        .filter(|&(fd, _)| fd != super::programs::CONTROL_FD)
+        .filter_map(|(fd, _)| {
+            let [receive, send] = socket_timeouts(pid, fd)?;
+            let mut said = Vec::new();
+            if !receive.is_zero() {
+                said.push(format!(
+                    "a receive timeout of {:.3} s (SO_RCVTIMEO: set_read_timeout)",
+                    receive.as_secs_f64()
+                ));
+            }
+            if !send.is_zero() {
+                said.push(format!(
+                    "a send timeout of {:.3} s (SO_SNDTIMEO: set_write_timeout)",
+                    send.as_secs_f64()
+                ));
+            }
+            (!said.is_empty()).then(|| (fd, said.join(" and ")))
+        })
+        .collect()
+}
+
 /// The inodes of the client connections `pid` holds: the Unix sockets accepted on a listener
 /// (they carry its path in `/proc/PID/net/unix`; a socket pair or a client's own socket has no
 /// path) and the TCP connections it accepted on `port` (local port `port`, not listening). A

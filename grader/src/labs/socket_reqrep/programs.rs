@@ -82,8 +82,23 @@ impl Server {
         path: PathBuf,
     ) -> Result<Server, Fail> {
         if ready.kind != "ready" {
+            // Port 0 asks the system for a port nobody uses: only a port chosen by the program
+            // can be in use already.
+            let fixed = transport == Transport::Tcp
+                && ready.get("kind") == Some("bind")
+                && ready
+                    .get("error")
+                    .is_some_and(|e| e.contains("os error 98") || e.contains("in use"));
+            let why = if fixed {
+                ": given --tcp 0, it bound a port already in use (EADDRINUSE), which a bind to \
+                 port 0 never meets; port 0 means any free port, which the system picks: bind \
+                 127.0.0.1:0 as given, not a port of your choosing, and report the one \
+                 local_addr() says (the grader runs several servers at once)"
+            } else {
+                ""
+            };
             return Err(Fail::failed(format!(
-                "the server said {} where it should have been listening",
+                "the server said {} where it should have been listening{why}",
                 said(&ready)
             )));
         }
@@ -678,8 +693,17 @@ fn client_waits_blocked(pid: i32) -> Result<(), Fail> {
         "while the server has not answered, Client::call waits for the response blocked in \
          read() on the connection, with no timeout (no set_read_timeout, no non-blocking \
          socket): the response wakes it",
-    )
-    .map(drop)
+    )?;
+    if let Some((fd, what)) = observe::sockets_with_timeouts(pid).into_iter().next() {
+        return Err(Fail::failed(format!(
+            "while the server has not answered, the client is blocked in read(), but its socket \
+             {fd} (read on a copy of the descriptor) has {what}: the read wakes when the timeout \
+             ends, and a read timeout retried is a poll, however long its period (a response \
+             held back longer fails the call). Client::call waits for the response blocked in \
+             read() with no timeout: the response wakes it"
+        )));
+    }
+    Ok(())
 }
 
 /// What a client program of the grader's ([`external`]) printed, and how it ended.

@@ -120,6 +120,24 @@ pub fn tcp_requests(run: &mut Run) -> Result<String, Fail> {
     if addresses.is_empty() {
         run.note("the server's listening socket was not found in /proc/PID/net/tcp");
     }
+    // Port 0 is any free port: a second server, started while the first listens, gets
+    // another one.
+    let second = self::server(run, Transport::Tcp).map_err(|fail| match fail {
+        Fail::Failed(m) => Fail::failed(format!(
+            "a second server given --tcp 0, started while the first listened on port {}: {m}",
+            server.port
+        )),
+        other => other,
+    })?;
+    if second.port == server.port {
+        return Err(Fail::failed(format!(
+            "two servers given --tcp 0 both reported port {}: port 0 means any free port, \
+             which the system picks; report the port local_addr() says",
+            server.port
+        )));
+    }
+    second.ping()?;
+    second.stop()?;
     let requests = random_requests_for(run, 40, "c");
     let client = spawn_client(run, &server.where_args(), requests, "the client")?;
     // Connected (it said ready): over TCP, to the port it was given.
@@ -244,9 +262,14 @@ pub fn pipelined(run: &mut Run) -> Result<String, Fail> {
         verify(got, *op, payload, &format!("pipelined request {i}"))?;
     }
     let _ = sender.join();
+    answered_before_the_next_is_whole(&mut conn)?;
     drop(conn);
     server.stop()?;
-    Ok("200 requests in one write got 200 correct responses, in order".into())
+    Ok(
+        "200 requests in one write got 200 correct responses, in order; a request followed in \
+        its write by a part of the next was answered at once"
+            .into(),
+    )
 }
 
 pub fn large_payloads(run: &mut Run) -> Result<String, Fail> {
@@ -570,7 +593,23 @@ fn frames_leave_whole(run: &mut Run, server: &Server, payload_len: usize) -> Res
     let whole = (payload_len + 5) as u64;
     let mut verdict = Ok(());
     if tracer.held_before(soon())? {
-        if let Some((fd, count)) = observe::write_args(pid, handler)
+        let args = observe::write_args(pid, handler);
+        if let Some((_, count)) = args
+            && count >= whole
+            && payload_len >= 1 << 20
+        {
+            verdict = Err(Fail::failed(format!(
+                "over TCP, the server's first send() of a response frame of {whole} bytes (the \
+                 echo of a {payload_len}-byte payload) held the whole frame in one buffer: the \
+                 payload was copied behind its 5-byte prefix, a second copy of the whole \
+                 payload in memory and a copy more for every large response. write_frame \
+                 writes the prefix and then the payload as they are (with TCP_NODELAY on the \
+                 connection, so that the payload does not wait), or both with one writev() \
+                 (write_vectored), never copying the payload into a new buffer just to put 5 \
+                 bytes in front of it"
+            )));
+        }
+        if let Some((fd, count)) = args
             && count < whole
         {
             match observe::tcp_nodelay(pid, fd) {
@@ -611,4 +650,46 @@ fn frames_leave_whole(run: &mut Run, server: &Server, payload_len: usize) -> Res
         &format!("a {payload_len}-byte echo request over TCP"),
     )?;
     verdict
+}
+
+/// One write holds a whole request and the first 2 bytes of the next one: the first must be
+/// answered at once, before the rest of the second comes (the grader waits for that answer
+/// before it sends the rest, as a client that calls one request at a time does).
+fn answered_before_the_next_is_whole(conn: &mut Conn) -> Result<(), Fail> {
+    let first = b"answer me now".to_vec();
+    let second = b"and me later".to_vec();
+    let next = frame(OP_REVERSE, &second);
+    let mut bytes = frame(OP_ECHO, &first);
+    bytes.extend_from_slice(&next[..2]);
+    conn.send(&bytes, 200)?;
+    conn.timeouts(Duration::from_secs(3));
+    let got = read_response(conn).map_err(|e| {
+        Fail::failed(format!(
+            "a write() that held a whole echo request and the first 2 bytes of the next \
+             request's length prefix got no response to the first within 3 s ({e}): the \
+             server held the answer back while the next request was still partial (waiting \
+             for more bytes, or batching responses until its read buffer is empty). Write each \
+             response as soon as its request is read: the client may wait for it before it \
+             sends the rest"
+        ))
+    })?;
+    verify(
+        got,
+        OP_ECHO,
+        &first,
+        "a request followed by a part of the next",
+    )?;
+    conn.send(&next[2..], 201)?;
+    let got = read_response(conn).map_err(|e| {
+        Fail::failed(format!(
+            "a request whose first 2 bytes came in the write of the request before it got no \
+             response ({e}): bytes read after a frame belong to the next one"
+        ))
+    })?;
+    verify(
+        got,
+        OP_REVERSE,
+        &second,
+        "a request begun in the write before it",
+    )
 }

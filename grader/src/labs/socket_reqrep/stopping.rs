@@ -18,7 +18,7 @@ use super::programs::{Server, give_to_program_user, killed_by, server};
 use super::protocol::{Conn, closed_after, frame, read_frame, read_response, verify};
 use super::{OP_ECHO, OP_HASH, Transport};
 use crate::engine::process::Captured;
-use crate::engine::tracer::{Action, Call, Reached, Tracer};
+use crate::engine::tracer::{Action, Call, Match, Reached, Step, Tracer};
 use crate::engine::waiting::{self, WaitRules};
 use crate::engine::{Fail, Run};
 
@@ -274,6 +274,7 @@ pub fn sigterm_cleanup(run: &mut Run) -> Result<String, Fail> {
         ));
     }
     signal_disposition(&server)?;
+    first_thread_inherits_the_block(run)?;
 
     // The server wakes its accepting thread by connecting to its own socket: the grader holds
     // that connect() at its path, so that the accepting thread is woken by a client instead,
@@ -357,6 +358,7 @@ pub fn sigterm_cleanup(run: &mut Run) -> Result<String, Fail> {
     drop(busy);
 
     accepting_ends_before_shutting(run)?;
+    acceptor_held_at_registration(run)?;
     handlers_joined_blocked(run)?;
     handlers_ended_before_return(run)?;
     if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
@@ -603,5 +605,186 @@ fn handlers_ended_before_return(run: &mut Run) -> Result<(), Fail> {
         )));
     }
     server.finish(Signal::SIGTERM, Some(&idle), early)?;
+    Ok(())
+}
+
+/// A client connects and the accepting thread is held by the grader at its `dup()` of that
+/// connection (`fcntl(F_DUPFD_CLOEXEC)`: `try_clone`, the second handle kept for the stop),
+/// after its look at the stopping flag and before the handle is registered; then SIGTERM. The
+/// thread that stops the server must wait for the accepting thread blocked, with no timeout (a
+/// join, not sleeps); once the accepting thread goes on, the client it registers must be shut
+/// too, and the server stops: the open connections are shut only after the accepting thread
+/// has ended. Skipped (with a note) when the accepting thread makes no such `dup()`, or the
+/// machine allows no tracing.
+fn acceptor_held_at_registration(run: &mut Run) -> Result<(), Fail> {
+    let (mut server, idle) = server_with_idle_client(run)?;
+    let pid = server.pid();
+    let not_probed = "the stop with its accepting thread held was not probed";
+    let soon = || Instant::now() + Duration::from_secs(2);
+    let Some((acceptor, _)) = observe::new_thread_in(pid, &[], &ACCEPTS, soon()) else {
+        run.note(format!(
+            "no thread of the server was seen in accept(): {not_probed}"
+        ));
+        server.stop()?;
+        return Ok(());
+    };
+    let dup = Call {
+        number: libc::SYS_fcntl,
+        matching: Match::Bits {
+            arg: 1,
+            mask: u64::MAX,
+            value: libc::F_DUPFD_CLOEXEC as u64,
+        },
+    };
+    let Some(mut tracer) = Tracer::attach_thread(pid, acceptor, dup, Action::Hold)? else {
+        run.note(format!("the server could not be traced: {not_probed}"));
+        server.stop()?;
+        return Ok(());
+    };
+    let late = server.connect()?;
+    if !tracer.held_before(soon())? {
+        drop(tracer);
+        run.note(format!(
+            "the accepting thread made no dup() of a new connection (fcntl F_DUPFD_CLOEXEC): \
+             {not_probed}"
+        ));
+        drop(late);
+        server.stop()?;
+        return Ok(());
+    }
+    let _ = kill(server.proc.pid, Signal::SIGTERM);
+    // Until the main thread has left its wait for the signal.
+    let until = Instant::now() + Duration::from_secs(2);
+    while Instant::now() < until
+        && observe::threads(pid)
+            .iter()
+            .any(|t| t.tid == pid && t.syscall == Some(libc::SYS_rt_sigtimedwait))
+    {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let judged = waiting::expect_blocked(
+        &[pid],
+        &|_| "the server".into(),
+        WaitRules::untimed(),
+        "at SIGTERM, while the accepting thread has not ended yet (the grader held it at its \
+         dup() of a client it had just accepted), the thread that stops the server must wait \
+         for it blocked: join it (JoinHandle::join), do not sleep and look again \
+         (is_finished() between sleeps)",
+    );
+    if let Err(fail) = judged {
+        tracer.release();
+        return Err(fail);
+    }
+    tracer.release();
+    // The late client is idle: its handler ends only if the stop shuts its connection.
+    let until = Instant::now() + Duration::from_secs(3);
+    let mut early = None;
+    while early.is_none() && Instant::now() < until {
+        match server
+            .proc
+            .recv_before(Instant::now() + Duration::from_millis(10))
+        {
+            Ok(message) => early = message,
+            Err(fail) => return Err(killed_by(fail, Signal::SIGTERM)),
+        }
+    }
+    if early.is_none() && !late.peer_closed() {
+        return Err(Fail::failed(
+            "at SIGTERM, with the accepting thread held by the grader at its dup() of a client \
+             it had just accepted (past its look at the stopping flag, before the client was \
+             registered) until the stop was waiting, the server did not stop within 3 s once \
+             the accepting thread went on, and that client's connection was never shut: the \
+             stop shut the open connections before the accepting thread had ended, and a \
+             connection registered after that shutting is missed, its handler blocked in read() \
+             for good. Stop accepting first (set the flag, wake the accepting thread and join \
+             it), then shut every connection still open",
+        ));
+    }
+    drop(late);
+    server.finish(Signal::SIGTERM, Some(&idle), early)?;
+    Ok(())
+}
+
+/// The server is started stopped and held at its first clone3() (the first thread it starts),
+/// then at the `rt_sigprocmask(SIG_SETMASK)` that follows it, with which the C library gives
+/// the starting thread back the mask it had when it called `pthread_create()`: the mask the new
+/// thread starts with. SIGTERM and SIGINT must be in it (blocked before the first thread
+/// starts); a thread that blocks them itself once it runs leaves a window in which a signal
+/// ends the process. Skipped (with a note) when the server starts no thread that way, or the
+/// machine allows no tracing.
+fn first_thread_inherits_the_block(run: &mut Run) -> Result<(), Fail> {
+    use std::os::unix::fs::FileExt;
+    let path = run.path("first-thread.sock");
+    let args = [
+        "server".to_string(),
+        "--unix".to_string(),
+        path.display().to_string(),
+    ];
+    let mut proc = run.spawn_stopped(&args)?;
+    proc.set_roles(|_| "the server".into());
+    let pid = proc.pid.as_raw();
+    let not_probed = "the mask the first thread starts with was not read";
+    let restore = Call {
+        number: libc::SYS_rt_sigprocmask,
+        matching: Match::Bits {
+            arg: 0,
+            mask: u64::MAX,
+            value: libc::SIG_SETMASK as u64,
+        },
+    };
+    let steps = [
+        (Call::any(libc::SYS_clone3), Step::Hold),
+        (restore, Step::Hold),
+    ];
+    let tracer = Tracer::in_turn(pid, steps)?;
+    crate::engine::force::resume(pid)?;
+    let mut inherited = None;
+    match tracer {
+        Some(mut tracer) => {
+            if tracer.held_before(Instant::now() + Duration::from_secs(5))? {
+                tracer.go_on();
+                if tracer.held_before(Instant::now() + Duration::from_secs(2))? {
+                    inherited = crate::engine::inspect::call_of(pid, pid).and_then(|(_, args)| {
+                        let memory = std::fs::File::open(format!("/proc/{pid}/mem")).ok()?;
+                        let mut bytes = [0u8; 8];
+                        memory.read_exact_at(&mut bytes, args[1]).ok()?;
+                        Some(u64::from_ne_bytes(bytes))
+                    });
+                }
+            }
+            tracer.release();
+        }
+        None => run.note(format!("the server could not be traced: {not_probed}")),
+    }
+    let ready = proc.recv_any()?;
+    let server = Server::ready(run, proc, ready, Transport::Unix, path)?;
+    match inherited {
+        None => run.note(format!(
+            "the server's first clone3() was not followed by a restore of its signal mask: \
+             {not_probed}"
+        )),
+        Some(mask) => {
+            let missing: Vec<&str> = [Signal::SIGTERM, Signal::SIGINT]
+                .into_iter()
+                .filter(|&signal| mask & (1u64 << (signal as i32 - 1)) == 0)
+                .map(|signal| signal.as_str())
+                .collect();
+            if !missing.is_empty() {
+                let missing = missing.join(" and ");
+                return Err(Fail::failed(format!(
+                    "the first thread the server starts (held by the grader at its clone3(), \
+                     read from the mask its starting thread had when it called \
+                     pthread_create(), the mask a new thread inherits) starts with {missing} \
+                     not blocked: until the new thread blocks them itself, once it runs, \
+                     and the main thread does after the start, either signal, delivered to one \
+                     of them, ends the process on the spot (no `done`, the socket file left). Block SIGTERM \
+                     and SIGINT in the main thread before the first thread starts \
+                     (SigSet::thread_block before the first thread::spawn): threads inherit the \
+                     mask"
+                )));
+            }
+        }
+    }
+    server.stop()?;
     Ok(())
 }
