@@ -38,6 +38,26 @@ pub fn printed(proc: &Proc) -> u64 {
         .sum()
 }
 
+/// Fails if `who` printed (stdout and stderr, since it started) as many bytes as the payloads
+/// of the jobs it `did`: a line of its own per job is far less, a print of each job's payload
+/// (a debugging trace left in) is a copy of the data that leaves by another way than the queue.
+pub fn expect_jobs_not_printed(
+    who: &str,
+    did: &str,
+    payloads: u64,
+    printed: u64,
+) -> Result<(), Fail> {
+    if payloads < 1024 || printed < payloads {
+        return Ok(());
+    }
+    Err(Fail::failed(format!(
+        "{who} printed {printed} bytes on its stdout and stderr by the time it had {did} jobs \
+         whose payloads total {payloads} bytes: as much as the jobs themselves, so it prints \
+         the jobs (a debugging trace left in?). The jobs travel through the queue and nowhere \
+         else; print nothing of them"
+    )))
+}
+
 const O_ACCMODE: u32 = 0o3;
 const O_NONBLOCK: u32 = 0o4000;
 

@@ -376,9 +376,11 @@ impl Consumer {
         let output = std::fs::metadata(&self.output).map_or(0, |m| m.len());
         let moved = after.since(before);
         let read = moved.read_bytes;
+        let printed = observe::printed(&self.proc);
+        observe::expect_jobs_not_printed("the consumer", "served", payloads, printed)?;
         let mut written = moved.written_bytes.saturating_sub(output);
         if written > observe::IO_SLACK {
-            written = written.saturating_sub(observe::printed(&self.proc));
+            written = written.saturating_sub(printed);
         }
         if read > observe::IO_SLACK || written > observe::IO_SLACK {
             return Err(Fail::failed(format!(
@@ -550,9 +552,11 @@ impl Producer {
             return Ok(());
         };
         let moved = after.since(before);
+        let printed = observe::printed(&self.proc);
+        observe::expect_jobs_not_printed(self.role, "submitted", payloads, printed)?;
         let mut written = moved.written_bytes;
         if written > observe::IO_SLACK {
-            written = written.saturating_sub(observe::printed(&self.proc));
+            written = written.saturating_sub(printed);
         }
         if moved.read_bytes > observe::IO_SLACK || written > observe::IO_SLACK {
             return Err(Fail::failed(format!(

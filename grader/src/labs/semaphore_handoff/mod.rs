@@ -32,6 +32,7 @@
 //! when the sides sit on different CPUs), so 10,000 free rounds take at most a few seconds.
 
 mod clock;
+mod error_paths;
 mod forced_waits;
 mod handover;
 mod names;
@@ -200,7 +201,7 @@ pub static LAB: Lab = Lab {
             hint: Some(
                 "O_EXCL: an existing name is Exists; a failed create() removes what it made, and only that; unlink() tries both names. See docs/labs/07-semaphore-handoff.md, the rules table (the error rules).",
             ),
-            run: names::error_paths,
+            run: error_paths::error_paths,
         },
     ],
 };

@@ -1,0 +1,629 @@
+//! The error paths of `create()` and `unlink()`: a name already taken, a name taken right after
+//! the program's first look at it, a name the system refuses or one exactly at its limit, a
+//! clean-up that fails in its turn, a name removed behind the program's back.
+
+use std::ffi::CString;
+use std::time::{Duration, Instant};
+
+use rand::RngExt;
+
+use super::SIGNAL_SIZE;
+use super::handover::{Launch, arguments, report_failure};
+use super::names::held_by;
+use super::probe;
+use crate::engine::tracer::{Action, Call, Match, Reached, Tracer};
+use crate::engine::{Fail, Run, force};
+
+/// An object the grader made under one of the check's names before the program ran, removed
+/// when dropped.
+struct Planted {
+    mechanism: &'static str,
+    name: String,
+    /// A planted semaphore's value.
+    value: u32,
+}
+
+/// The values a planted semaphore has: 0, as a semaphore the program makes itself starts (so
+/// that only `O_EXCL` tells it from a new one: a look at its value after an open without
+/// `O_EXCL` takes it for the program's own), or 3, so that a program that posts it or takes
+/// from it shows. The message a planted queue holds: an object the program must leave as it
+/// found it.
+const LIKE_NEW: u32 = 0;
+const PLANTED_VALUE: u32 = 3;
+const PLANTED_MESSAGE: &[u8] = b"grader";
+
+impl Planted {
+    /// A planted object; a semaphore at `value`.
+    fn with_value(mechanism: &'static str, name: &str, value: u32) -> Result<Planted, Fail> {
+        let c_name = CString::new(name).map_err(|e| Fail::Grader(e.to_string()))?;
+        let failed =
+            |what: &str| Fail::Grader(format!("{what} {name}: {}", nix::errno::Errno::last()));
+        if mechanism == "semaphores" {
+            // SAFETY: a valid C string; mode and value are the variadic arguments O_CREAT reads.
+            let sem = unsafe {
+                libc::sem_open(
+                    c_name.as_ptr(),
+                    libc::O_CREAT | libc::O_EXCL,
+                    0o600 as libc::c_uint,
+                    value as libc::c_uint,
+                )
+            };
+            if sem == libc::SEM_FAILED {
+                return Err(failed("sem_open"));
+            }
+            // SAFETY: opened just above.
+            unsafe { libc::sem_close(sem) };
+        } else {
+            // SAFETY: a zeroed mq_attr, then filled in.
+            let mut attr: libc::mq_attr = unsafe { std::mem::zeroed() };
+            attr.mq_maxmsg = 1;
+            attr.mq_msgsize = SIGNAL_SIZE as i64;
+            // SAFETY: a valid C string and attributes; mode and attributes are what O_CREAT
+            // reads.
+            let mqd = unsafe {
+                libc::mq_open(
+                    c_name.as_ptr(),
+                    libc::O_CREAT | libc::O_EXCL | libc::O_WRONLY,
+                    0o600 as libc::mode_t,
+                    &attr as *const libc::mq_attr,
+                )
+            };
+            if mqd < 0 {
+                return Err(failed("mq_open"));
+            }
+            // SAFETY: mqd is open; the message is a valid buffer.
+            let sent = unsafe {
+                libc::mq_send(
+                    mqd,
+                    PLANTED_MESSAGE.as_ptr().cast(),
+                    PLANTED_MESSAGE.len(),
+                    0,
+                )
+            };
+            // SAFETY: opened above.
+            unsafe { libc::mq_close(mqd) };
+            if sent != 0 {
+                return Err(failed("mq_send"));
+            }
+        }
+        Ok(Planted {
+            mechanism,
+            name: name.to_string(),
+            value,
+        })
+    }
+
+    /// Whether it is still there as the grader made it; what became of it otherwise.
+    fn changed(&self) -> Option<String> {
+        if self.mechanism == "semaphores" {
+            match probe::semaphore_value(&self.name) {
+                None => Some("was removed".into()),
+                Some(value) if value == self.value => None,
+                Some(value) => Some(format!("went from {} to {value}", self.value)),
+            }
+        } else {
+            match probe::queue_attributes(&self.name) {
+                None => Some("was removed".into()),
+                Some(a) if a.messages == 1 => None,
+                Some(a) => Some(format!("held {} messages instead of 1", a.messages)),
+            }
+        }
+    }
+}
+
+impl Drop for Planted {
+    fn drop(&mut self) {
+        if self.mechanism == "semaphores" {
+            let _ = std::fs::remove_file(probe::semaphore_file(&self.name));
+        } else {
+            let _ = nix::mqueue::mq_unlink(self.name.as_str());
+        }
+    }
+}
+
+/// `create()` with the name at `taken` (0 ready, 1 ok) already in use, or refused by the system
+/// (`planted` false: the check gave a name longer than NAME_MAX): the parent must report `kind`,
+/// remove what it made, leave the other object alone and release what it holds.
+fn create_fails(
+    run: &mut Run,
+    mechanism: &'static str,
+    taken: usize,
+    planted: bool,
+) -> Result<String, Fail> {
+    let roles = ["ready", "ok"];
+    let mut names = [run.ipc_name("ready"), run.ipc_name("ok")];
+    if !planted {
+        // Longer than NAME_MAX (255): sem_open() and mq_open() say ENAMETOOLONG.
+        names[taken] = run.ipc_name(&format!("{}-{}", roles[taken], "x".repeat(256)));
+    }
+    // The ok name is taken by a semaphore at 0, the program's own user's, as a semaphore it
+    // made itself would be: only O_EXCL tells them apart. The ready name by one at 3.
+    let like_new = planted && mechanism == "semaphores" && taken == 1;
+    let plant = if planted {
+        let value = if like_new { LIKE_NEW } else { PLANTED_VALUE };
+        let plant = Planted::with_value(mechanism, &names[taken], value)?;
+        if like_new && let Some((uid, gid)) = run.program_user() {
+            std::os::unix::fs::chown(probe::semaphore_file(&names[taken]), Some(uid), Some(gid))?;
+        }
+        Some(plant)
+    } else {
+        None
+    };
+    let (name, other) = (names[taken].clone(), names[1 - taken].clone());
+    let (want, situation) = if like_new {
+        (
+            "exists",
+            format!("with {name} already there (a semaphore at 0, the program user's)"),
+        )
+    } else if planted {
+        ("exists", format!("with {name} already there"))
+    } else {
+        (
+            "open",
+            format!("with a name longer than NAME_MAX ({}...)", &name[..24]),
+        )
+    };
+    let mut launch = Launch::new(run, mechanism, names.clone(), 10, &[])?;
+    let message = launch.proc.recv_any()?;
+    if message.kind != "failed" {
+        let what = if like_new {
+            "open each name with O_CREAT | O_EXCL, so that a name in use is an error, not \
+             shared. Opened without O_EXCL, sem_open() opens the existing semaphore; and its \
+             value tells nothing: this one was at 0, as a new one is"
+        } else if planted {
+            "open each name with O_CREAT | O_EXCL, so that a name in use is an error, not shared"
+        } else {
+            "report the error of sem_open() or mq_open() as HandoffError::Open"
+        };
+        return Err(Fail::failed(format!(
+            "{situation} ({mechanism}), Handoff::create() did not fail (the program said `{}`): \
+             {what}",
+            message.kind
+        )));
+    }
+    let kind = message.get("kind").unwrap_or("none");
+    if kind != want || message.get("role") != Some("parent") {
+        let rule = if planted {
+            "EEXIST is HandoffError::Exists (kind=exists)"
+        } else {
+            "an error other than EEXIST is HandoffError::Open (kind=open)"
+        };
+        return Err(Fail::failed(format!(
+            "{situation} ({mechanism}), the {} failed with kind={kind} ({}) instead of \
+             kind={want}: {rule}",
+            message.get("role").unwrap_or("?"),
+            message.get("error").unwrap_or("")
+        )));
+    }
+    // The parent waits for `exit`: what it made must be gone, what it holds released.
+    let left = probe::name_exists(&other);
+    let change = plant.as_ref().and_then(Planted::changed);
+    if left && let Some(change) = &change {
+        return Err(Fail::failed(format!(
+            "{situation} ({mechanism}), Handoff::create() failed as it should, but left behind \
+             {other}, which it had created, and the existing {name}, which was not the \
+             program's, {change}: the clean-up removed the name that failed instead of the one \
+             create() had made. Remove only what was already created (sem_unlink or mq_unlink \
+             of that name, then close)"
+        )));
+    }
+    if left {
+        return Err(Fail::failed(format!(
+            "{situation} ({mechanism}), Handoff::create() failed as it should, but left behind \
+             {other}, which it had created: when a step fails, remove what was already created \
+             (sem_unlink or mq_unlink, then close)"
+        )));
+    }
+    if let Some(change) = change {
+        return Err(Fail::failed(format!(
+            "{situation} ({mechanism}), the existing {name}, which was not the program's, {change}: \
+             when create() fails, remove only what it created itself"
+        )));
+    }
+    let held = held_by(launch.proc.pid.as_raw(), &names);
+    if !held.is_empty() {
+        // With the ok name taken, the one semaphore create() made is the ready one, its name
+        // already removed (checked above): a semaphore still mapped was not closed.
+        let which = if mechanism == "semaphores"
+            && taken == 1
+            && held.iter().any(|h| h.starts_with("a named semaphore"))
+        {
+            format!(
+                " (the semaphore {other}, which create() had made: its name was removed, but \
+                 the semaphore was not closed with sem_close())"
+            )
+        } else {
+            String::new()
+        };
+        return Err(Fail::failed(format!(
+            "{situation} ({mechanism}), Handoff::create() failed as it should, but the parent \
+             still held {}{which}: when a step fails, close and unmap what was already made",
+            held.join(", ")
+        )));
+    }
+    launch.proc.send("exit", &[])?;
+    launch.proc.wait()?;
+    drop(plant);
+    Ok(format!(
+        "{mechanism}, {} {}: kind={want}",
+        roles[taken],
+        if planted { "taken" } else { "refused" }
+    ))
+}
+
+/// `create()` whose clean-up itself fails: the ok name is taken (`EEXIST`), and the grader
+/// makes the clean-up's unlink of the ready name fail with `ENOENT`, as if another process had
+/// removed it meanwhile. The error of `create()` is still the open's (`kind=exists`), and the
+/// other clean-up steps are still done: the ready signal closed, the slot unmapped.
+fn create_cleanup_fails(run: &mut Run, mechanism: &'static str) -> Result<String, Fail> {
+    let names = [run.ipc_name("ready"), run.ipc_name("ok")];
+    let (ready, ok) = (names[0].clone(), names[1].clone());
+    let plant = Planted::with_value(mechanism, &ok, PLANTED_VALUE)?;
+    let (call, step) = if mechanism == "semaphores" {
+        let file: &'static str = probe::semaphore_file(&ready).leak();
+        (
+            Call {
+                number: libc::SYS_unlink,
+                matching: Match::Names(file),
+            },
+            "sem_unlink()",
+        )
+    } else {
+        // mq_unlink() passes the name without its slash.
+        let bare: &'static str = ready.trim_start_matches('/').to_string().leak();
+        (
+            Call {
+                number: libc::SYS_mq_unlink,
+                matching: Match::Names(bare),
+            },
+            "mq_unlink()",
+        )
+    };
+    let mut proc = run.spawn_stopped(&arguments(mechanism, &names, 10, &[]))?;
+    let pid = proc.pid.as_raw();
+    let tracer = Tracer::attach(pid, call, Action::Fail(libc::ENOENT))?;
+    force::resume(pid)?;
+    let Some(mut tracer) = tracer else {
+        proc.kill_tree();
+        return Ok(format!(
+            "{mechanism}: a failing clean-up not tried (no ptrace)"
+        ));
+    };
+    let message = proc.recv_any()?;
+    let failed = tracer.failed_before(Instant::now() + Duration::from_millis(500))?;
+    let remove_ready = || {
+        if mechanism == "semaphores" {
+            let _ = std::fs::remove_file(probe::semaphore_file(&ready));
+        } else {
+            let _ = nix::mqueue::mq_unlink(ready.as_str());
+        }
+    };
+    if message.kind != "failed" {
+        proc.kill_tree();
+        remove_ready();
+        return Err(Fail::failed(format!(
+            "with {ok} already there ({mechanism}), Handoff::create() did not fail (the program \
+             said `{}`): open each name with O_CREAT | O_EXCL, so that a name in use is an \
+             error, not shared",
+            message.kind
+        )));
+    }
+    let held = held_by(pid, &names);
+    let kind = message.get("kind").unwrap_or("none");
+    let situation = format!(
+        "with {ok} already there ({mechanism}), the grader made the clean-up's {step} of \
+         {ready}, which create() had made, fail with ENOENT (as if another process had removed \
+         it meanwhile)"
+    );
+    if !failed {
+        remove_ready();
+        if kind != "exists" {
+            return Err(report_failure(&message, mechanism));
+        }
+        proc.send("exit", &[])?;
+        proc.wait()?;
+        drop(plant);
+        return Ok(format!(
+            "{mechanism}: no unlink of {ready} in create()'s clean-up seen"
+        ));
+    }
+    if kind != "exists" {
+        remove_ready();
+        let and_held = if held.is_empty() {
+            String::new()
+        } else {
+            format!(", and the parent still held {}", held.join(", "))
+        };
+        return Err(Fail::failed(format!(
+            "{situation}: Handoff::create() then failed with kind={kind} ({}) instead of \
+             kind=exists{and_held}: the error create() returns is the one that made it fail \
+             (EEXIST of {ok}); a clean-up step that fails must neither replace it nor stop the \
+             other steps (close the ready signal, unmap the slot, ignoring their errors)",
+            message.get("error").unwrap_or("")
+        )));
+    }
+    if !held.is_empty() {
+        remove_ready();
+        return Err(Fail::failed(format!(
+            "{situation}: Handoff::create() failed with kind=exists as it should, but the parent \
+             still held {}: a clean-up step that fails must not stop the others (close the ready \
+             signal and unmap the slot all the same)",
+            held.join(", ")
+        )));
+    }
+    if let Some(change) = plant.changed() {
+        remove_ready();
+        return Err(Fail::failed(format!(
+            "{situation}: the existing {ok}, which was not the program's, {change}: when \
+             create() fails, remove only what it created itself"
+        )));
+    }
+    remove_ready();
+    proc.send("exit", &[])?;
+    proc.wait()?;
+    drop(plant);
+    Ok(format!(
+        "{mechanism}, ok taken and the clean-up's unlink failing: kind=exists, the rest released"
+    ))
+}
+
+/// `create()` when the ready name is free at the program's first look and taken right after:
+/// the grader holds the parent as its first system call naming `/dev/shm/sem.READY` returns
+/// and, if that call did not make the semaphore, makes it then. `sem_open(O_CREAT | O_EXCL)`
+/// fails with `EEXIST` whatever came before; a look first (the name is free) and an open without
+/// `O_EXCL` shares the grader's semaphore.
+fn create_races(run: &mut Run) -> Result<String, Fail> {
+    let names = [run.ipc_name("ready"), run.ipc_name("ok")];
+    let ready = names[0].clone();
+    // Kept for the life of the grader (a few bytes a run).
+    let file: &'static str = probe::semaphore_file(&ready).leak();
+    let seed: u64 = run.rng().random();
+    let mut proc = run.spawn_stopped(&arguments("semaphores", &names, 10, &[]))?;
+    let pid = proc.pid.as_raw();
+    let tracer = Tracer::attach(pid, Call::naming(file), Action::HoldAfter)?;
+    force::resume(pid)?;
+    let Some(mut tracer) = tracer else {
+        run.note(
+            "the grader may not trace the parent here (ptrace): a name taken right after a \
+             look was not tried",
+        );
+        proc.kill_tree();
+        return Ok("a name taken after a look: not tried (no ptrace)".into());
+    };
+    let mut plant = None;
+    let mut said = None;
+    match tracer.wait(&mut proc, Instant::now() + Duration::from_secs(5))? {
+        Reached::Call if !std::path::Path::new(file).exists() => {
+            // At 0, as the program's own would be: its value tells nothing.
+            let planted = Planted::with_value("semaphores", &ready, LIKE_NEW)?;
+            if let Some((uid, gid)) = run.program_user() {
+                std::os::unix::fs::chown(file, Some(uid), Some(gid))?;
+            }
+            plant = Some(planted);
+        }
+        Reached::Call => {}
+        Reached::Passed(message) => said = message,
+    }
+    tracer.release();
+    let Some(plant) = plant else {
+        // The first call naming the semaphore made it: no window to try. The run goes on.
+        if let Some(message) = said {
+            return Err(match message.kind.as_str() {
+                "failed" => report_failure(&message, "semaphores"),
+                kind => Fail::failed(format!(
+                    "the program said `{kind}` before it created {ready}"
+                )),
+            });
+        }
+        let launch = Launch {
+            proc,
+            names,
+            mechanism: "semaphores",
+            rounds: 10,
+            seed,
+        };
+        let mut handover = launch.ready()?;
+        let reports = handover.finish(|_, _| Ok(()))?;
+        handover.verify(&reports, "10 rounds with semaphores, the creation traced")?;
+        return Ok("semaphores: the first call naming the ready semaphore created it".into());
+    };
+    let situation = format!(
+        "the grader held the parent as its first system call naming {file} returned, which had \
+         not created it, and created the semaphore {ready} then (semaphores)"
+    );
+    let message = proc.recv_any()?;
+    if message.kind != "failed" {
+        proc.kill_tree();
+        return Err(Fail::failed(format!(
+            "{situation}: Handoff::create() did not fail (the program said `{}`), it shared the \
+             grader's semaphore (at 0, as a new one is). Looking whether the name is free, then \
+             opening it, is a race another process can win between the two; and sem_open() \
+             without O_EXCL opens a semaphore that comes to exist meanwhile: open with O_CREAT | \
+             O_EXCL and take EEXIST as Exists",
+            message.kind
+        )));
+    }
+    let kind = message.get("kind").unwrap_or("none");
+    if kind != "exists" {
+        return Err(Fail::failed(format!(
+            "{situation}: Handoff::create() failed with kind={kind} ({}) instead of \
+             kind=exists: EEXIST is HandoffError::Exists",
+            message.get("error").unwrap_or("")
+        )));
+    }
+    if let Some(change) = plant.changed() {
+        return Err(Fail::failed(format!(
+            "{situation}: Handoff::create() failed with kind=exists, but the grader's \
+             semaphore, which was not the program's, {change}: when create() fails, remove only \
+             what it created itself"
+        )));
+    }
+    proc.send("exit", &[])?;
+    proc.wait()?;
+    drop(plant);
+    Ok("semaphores, ready taken right after a look: kind=exists".into())
+}
+
+/// `unlink()` when the ready name is already gone (the grader removes it while the parent is
+/// paused after `create()`): the ok name must still be unlinked, and the error reported.
+fn unlink_fails(run: &mut Run) -> Result<String, Fail> {
+    let names = [run.ipc_name("ready"), run.ipc_name("ok")];
+    let mut launch = Launch::new(run, "semaphores", names, 10, &["--pause-after-create"])?;
+    let created = launch.proc.recv_any()?;
+    if created.kind != "created" {
+        return Err(match created.kind.as_str() {
+            "failed" => report_failure(&created, "semaphores"),
+            kind => Fail::failed(format!(
+                "the program said `{kind}` where it should have said `created`"
+            )),
+        });
+    }
+    let (ready, ok) = (launch.names[0].clone(), launch.names[1].clone());
+    std::fs::remove_file(probe::semaphore_file(&ready))
+        .map_err(|e| Fail::Grader(format!("removing {ready}: {e}")))?;
+    launch.proc.send("go", &[])?;
+    let message = launch.proc.recv_any()?;
+    let reported = message.kind == "failed" && message.get("kind") == Some("unlink");
+    if message.kind == "failed" && !reported {
+        return Err(report_failure(&message, "semaphores"));
+    }
+    if probe::name_exists(&ok) && reported {
+        return Err(Fail::failed(format!(
+            "when unlinking {ready} failed (the grader had removed it), Handoff::unlink() left \
+             {ok} in place: try both names, then return the first error"
+        )));
+    }
+    if probe::name_exists(&ok) {
+        return Err(Fail::failed(format!(
+            "Handoff::unlink() returned without an error and left {ok} in place (the grader had \
+             removed {ready} itself): unlink both names there, with sem_unlink(), and return \
+             the first error"
+        )));
+    }
+    if !reported {
+        return Err(Fail::failed(format!(
+            "Handoff::unlink() reported no error although {ready} was already gone (sem_unlink \
+             said ENOENT): return the first error, as HandoffError::Unlink (kind=unlink)"
+        )));
+    }
+    let mut handover = launch.ready()?;
+    let reports = handover.finish(|_, _| Ok(()))?;
+    handover.verify(&reports, "10 rounds with semaphores after a failed unlink")?;
+    Ok("unlink: kind=unlink, the other name unlinked".into())
+}
+
+/// `create()` with queue names at the exact edge: `/` and NAME_MAX (255) characters, which
+/// `mq_open()` accepts (NAME_MAX bounds the name without its leading slash). The handoff must
+/// be made and work; one character more is refused by the system (`create_fails`).
+fn names_at_the_edge(run: &mut Run) -> Result<String, Fail> {
+    let edge = |run: &mut Run, role: &str| {
+        let short = run.ipc_name(role);
+        let prefix = short.len() - role.len();
+        let name = run.ipc_name(&format!(
+            "{role}-{}",
+            "x".repeat(256 - prefix - role.len() - 1)
+        ));
+        debug_assert_eq!(name.len(), 256);
+        name
+    };
+    let names = [edge(run, "ready"), edge(run, "ok")];
+    let mut launch = Launch::new(run, "queues", names, 10, &[])?;
+    let first = launch.proc.recv_any()?;
+    if first.kind == "failed" {
+        let kind = first.get("kind").unwrap_or("none");
+        return Err(Fail::failed(format!(
+            "with queue names of exactly NAME_MAX (255) characters after their slash ({}..., \
+             256 with the slash), which mq_open() accepts, Handoff::create() failed with \
+             kind={kind} ({}): NAME_MAX bounds the name without its leading slash. Leave the \
+             limit to mq_open() and report its error; a length checked by hand must not count \
+             the slash",
+            &launch.names[0][..24],
+            first.get("error").unwrap_or("")
+        )));
+    }
+    if first.kind != "ready" {
+        return Err(Fail::failed(format!(
+            "the program said `{}` where it should have been ready",
+            first.kind
+        )));
+    }
+    launch.proc.put_back(first);
+    let mut handover = launch.ready()?;
+    let reports = handover.finish(|_, _| Ok(()))?;
+    handover.verify(
+        &reports,
+        "10 rounds with queues named by NAME_MAX characters after the slash",
+    )?;
+    Ok("queues, names of NAME_MAX characters: created and used".into())
+}
+
+/// `unlink()` when both names are already gone (the grader removes them while the parent is
+/// paused after `create()`): both `sem_unlink()` calls fail, and the error reported must be the
+/// first, the ready name's.
+fn unlink_both_fail(run: &mut Run) -> Result<String, Fail> {
+    let names = [run.ipc_name("ready"), run.ipc_name("ok")];
+    let mut launch = Launch::new(run, "semaphores", names, 10, &["--pause-after-create"])?;
+    let created = launch.proc.recv_any()?;
+    if created.kind != "created" {
+        return Err(match created.kind.as_str() {
+            "failed" => report_failure(&created, "semaphores"),
+            kind => Fail::failed(format!(
+                "the program said `{kind}` where it should have said `created`"
+            )),
+        });
+    }
+    let (ready, ok) = (launch.names[0].clone(), launch.names[1].clone());
+    for name in [&ready, &ok] {
+        std::fs::remove_file(probe::semaphore_file(name))
+            .map_err(|e| Fail::Grader(format!("removing {name}: {e}")))?;
+    }
+    launch.proc.send("go", &[])?;
+    let message = launch.proc.recv_any()?;
+    if message.kind != "failed" || message.get("kind") != Some("unlink") {
+        if message.kind == "failed" {
+            return Err(report_failure(&message, "semaphores"));
+        }
+        return Err(Fail::failed(format!(
+            "Handoff::unlink() reported no error although the grader had removed both {ready} \
+             and {ok} (each sem_unlink() said ENOENT; the program said `{}`): return the first \
+             error, as HandoffError::Unlink (kind=unlink)",
+            message.kind
+        )));
+    }
+    let error = message.get("error").unwrap_or("");
+    if !error.contains(ready.as_str()) || error.contains(ok.as_str()) {
+        return Err(Fail::failed(format!(
+            "the grader removed both {ready} and {ok} before Handoff::unlink(), so that both \
+             sem_unlink() calls failed: unlink() reported `{error}`, not the first failure (of \
+             the ready name {ready}). Try both names in order, then return the first error, \
+             not the last"
+        )));
+    }
+    let mut handover = launch.ready()?;
+    let reports = handover.finish(|_, _| Ok(()))?;
+    handover.verify(
+        &reports,
+        "10 rounds with semaphores after two failed unlinks",
+    )?;
+    Ok("unlink of two names gone: the first error, the ready name's".into())
+}
+
+pub fn error_paths(run: &mut Run) -> Result<String, Fail> {
+    let mut notes = Vec::new();
+    for mechanism in ["semaphores", "queues"] {
+        notes.push(create_fails(run, mechanism, 1, true)?);
+        notes.push(create_fails(run, mechanism, 0, true)?);
+        notes.push(create_fails(run, mechanism, 1, false)?);
+        notes.push(create_cleanup_fails(run, mechanism)?);
+    }
+    notes.push(create_races(run)?);
+    notes.push(names_at_the_edge(run)?);
+    notes.push(unlink_fails(run)?);
+    notes.push(unlink_both_fail(run)?);
+    notes.push(super::forced_waits::wait_errors(run)?);
+    Ok(format!(
+        "every failure was reported by kind, removed what create() had made and left the \
+         existing object alone: {}",
+        notes.join("; ")
+    ))
+}
