@@ -774,9 +774,11 @@ pub(super) fn went_on_anyway(segment: &super::segment::Segment) -> &'static str 
             "the mutex in the segment is still unrecoverable (the grader's lock of it still \
              gets ENOTRECOVERABLE), so the transfer went on without holding it"
         }
-        Ok(0 | libc::ETIMEDOUT) => {
-            "the mutex in the segment is usable again (the grader could lock it, or someone \
-             held it), so it was re-initialized (pthread_mutex_init() on a mutex other \
+        // A holder that died: only a live robust mutex says EOWNERDEAD, never an unrecoverable
+        // one.
+        Ok(0 | libc::ETIMEDOUT | libc::EOWNERDEAD) => {
+            "the mutex in the segment is usable again (the grader could lock it, someone held \
+             it, or its last holder had died holding it), so it was re-initialized (pthread_mutex_init() on a mutex other \
              processes use) to go on: an unrecoverable mutex stays unrecoverable, and every \
              lock of it fails"
         }
