@@ -77,6 +77,11 @@ pub enum Match {
     /// One of these calls, on this descriptor (its first argument): with [`Call::one_of_on`],
     /// the first write of any kind to one socket.
     NumbersOn(&'static [i64], u64),
+    /// A call that may wait (for time, a descriptor, a signal, a child) or gives the CPU away:
+    /// a sleep, `pause()`, `sigsuspend()`, `sched_yield()`, and `poll()`, `select()`,
+    /// `epoll_wait()`, `sigtimedwait()`, `wait4()` unless they are told not to wait (a zero
+    /// timeout, `WNOHANG`: Rust's runtime polls its standard descriptors so as it starts).
+    Waits,
 }
 
 /// A call number that stands for every call.
@@ -103,6 +108,14 @@ impl Call {
         Call {
             number: ANY_NUMBER,
             matching: Match::NumbersOn(numbers, fd as u64),
+        }
+    }
+
+    /// The first call that may wait ([`Match::Waits`]).
+    pub fn waiting() -> Call {
+        Call {
+            number: ANY_NUMBER,
+            matching: Match::Waits,
         }
     }
 
@@ -1306,6 +1319,40 @@ unsafe fn at_entry_of(pid: i32, call: Call) -> bool {
         Match::Numbers(numbers) => numbers.iter().any(|&n| word(24) == n as u64),
         Match::NumbersOn(numbers, fd) => {
             numbers.iter().any(|&n| word(24) == n as u64) && word(32) == fd
+        }
+        Match::Waits => {
+            let arg = |n: usize| word(32 + 8 * n);
+            // A timespec or timeval a timeout argument points to: zero (not null) does not wait.
+            let zero_time = |addr: u64| {
+                let mut time = [0u64; 2];
+                let local = libc::iovec {
+                    iov_base: time.as_mut_ptr().cast(),
+                    iov_len: 16,
+                };
+                let remote = libc::iovec {
+                    iov_base: addr as usize as *mut libc::c_void,
+                    iov_len: 16,
+                };
+                // SAFETY: reads 16 bytes of the traced process into our own buffer.
+                let n = unsafe { libc::process_vm_readv(pid, &local, 1, &remote, 1, 0) };
+                addr != 0 && n == 16 && time == [0, 0]
+            };
+            let no_hang = libc::WNOHANG as u64;
+            match word(24) as i64 {
+                libc::SYS_nanosleep
+                | libc::SYS_clock_nanosleep
+                | libc::SYS_pause
+                | libc::SYS_rt_sigsuspend
+                | libc::SYS_sched_yield => true,
+                libc::SYS_poll => arg(2) as i32 != 0,
+                libc::SYS_epoll_wait | libc::SYS_epoll_pwait => arg(3) as i32 != 0,
+                libc::SYS_ppoll => !zero_time(arg(2)),
+                libc::SYS_select | libc::SYS_pselect6 => !zero_time(arg(4)),
+                libc::SYS_rt_sigtimedwait => !zero_time(arg(2)),
+                libc::SYS_wait4 => arg(2) & no_hang == 0,
+                libc::SYS_waitid => arg(3) & no_hang == 0,
+                _ => false,
+            }
         }
     }
 }

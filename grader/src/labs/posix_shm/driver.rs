@@ -58,6 +58,23 @@ pub fn start_stopped(
     Ok(proc)
 }
 
+/// Starts `posix-shm open` traced from its first instruction, to be held at the entry of the
+/// first waiting call it makes (a sleep, a poll, a yield): [`await_answer_watching`] given the
+/// tracer fails it there, whatever the machine's load, where looks between its steps could
+/// miss a short wait. Without the tracer where the grader may not trace it (the looks remain).
+pub fn start_watched(
+    run: &mut Run,
+    name: &str,
+    create: Option<usize>,
+    who: &'static str,
+) -> Result<(Proc, Option<Tracer>), Fail> {
+    let proc = start_stopped(run, name, create, who)?;
+    let pid = proc.pid.as_raw();
+    let tracer = Tracer::attach(pid, Call::waiting(), Action::Hold)?;
+    force::resume(pid)?;
+    Ok((proc, tracer))
+}
+
 /// The `shm_open()` that creates an object: glibc's `openat()` with `O_CREAT`.
 pub fn creating_open() -> Call {
     Call {
@@ -148,14 +165,16 @@ pub fn await_answer(
     what: &str,
     due: Option<&str>,
 ) -> Result<Message, Fail> {
-    await_answer_watching(proc, who, what, due, &mut || {})
+    await_answer_watching(proc, None, who, what, due, &mut || {})
 }
 
 /// [`await_answer`], calling `look` before it waits and at every look (10 ms apart) until the
 /// answer comes: what a check must read of a process while it runs (once it has exited, the
-/// engine reaps it at any moment).
+/// engine reaps it at any moment). Fails at once if `held` (of [`start_watched`]) holds it at a
+/// waiting call.
 pub fn await_answer_watching(
     proc: &mut Proc,
+    mut held: Option<&mut Tracer>,
     who: &str,
     what: &str,
     due: Option<&str>,
@@ -174,6 +193,24 @@ pub fn await_answer_watching(
             return Ok(message);
         }
         look();
+        let due = || {
+            due.map_or_else(
+                || "every call answers at once".to_string(),
+                |due| format!("it must fail at once with kind={due}"),
+            )
+        };
+        if let Some(tracer) = held.as_deref_mut()
+            && tracer.held_before(Instant::now())?
+        {
+            let number = inspect::call_of(pid, pid).map_or(-1, |(number, _)| number);
+            return Err(Fail::failed(format!(
+                "{what}, {who} did not answer at once: before it answered, it entered {}, \
+                 where the grader held it: {}; nothing in this lab waits: {}",
+                waiting_call(number),
+                waits_how(number),
+                due()
+            )));
+        }
         let view = inspect::view(pid);
         let sleeping = view.as_ref().is_some_and(|view| {
             view.threads
@@ -191,12 +228,6 @@ pub fn await_answer_watching(
             blocked += 1;
             blocked_in = call;
         }
-        let due = || {
-            due.map_or_else(
-                || "every call answers at once".to_string(),
-                |due| format!("it must fail at once with kind={due}"),
-            )
-        };
         if asleep >= ASLEEP_LOOKS {
             return Err(Fail::failed(format!(
                 "{what}, {who} did not answer: it was asleep in nanosleep() at {ASLEEP_LOOKS} \
@@ -216,6 +247,38 @@ pub fn await_answer_watching(
         }
     }
     proc.recv_any()
+}
+
+/// The name of a call that waits ([`Call::waiting`]).
+fn waiting_call(number: i64) -> &'static str {
+    match number {
+        libc::SYS_nanosleep => "nanosleep()",
+        libc::SYS_clock_nanosleep => "clock_nanosleep()",
+        libc::SYS_poll => "poll()",
+        libc::SYS_ppoll => "ppoll()",
+        libc::SYS_select => "select()",
+        libc::SYS_pselect6 => "pselect()",
+        libc::SYS_epoll_wait | libc::SYS_epoll_pwait => "epoll_wait()",
+        libc::SYS_pause => "pause()",
+        libc::SYS_rt_sigsuspend => "sigsuspend()",
+        libc::SYS_rt_sigtimedwait => "sigtimedwait()",
+        libc::SYS_wait4 | libc::SYS_waitid => "a wait for a child",
+        libc::SYS_sched_yield => "sched_yield()",
+        _ => "a waiting call",
+    }
+}
+
+/// What entering a call that waits ([`Call::waiting`]) before an answer says of the program.
+fn waits_how(number: i64) -> &'static str {
+    match number {
+        libc::SYS_nanosleep | libc::SYS_clock_nanosleep => {
+            "it sleeps (a pause, a retry later) instead of answering"
+        }
+        libc::SYS_sched_yield => {
+            "it gives the CPU away, as a loop that busy-waits for something to change does"
+        }
+        _ => "it blocks there, waiting for something to happen",
+    }
 }
 
 /// The program's end of the control socket, where its commands come from.

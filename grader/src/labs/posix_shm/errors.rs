@@ -14,6 +14,7 @@ use crate::engine::{Fail, Proc, Run, force, inspect};
 use super::driver::{
     CREATOR, OPENER, Table, await_answer, await_answer_watching, creating_open,
     descriptors_at_exit, is_refusal, refused, said, start, start_held_at_exit, start_stopped,
+    start_watched,
 };
 use super::probes::{
     Planted, dev_shm, exists, object_bytes, plant_dangling_link, plant_link, plant_object,
@@ -587,8 +588,9 @@ pub fn open_errors(run: &mut Run) -> Result<String, Fail> {
     // program, in this run.
     let baseline_name = run.ipc_name("baseline").trim_start_matches('/').to_string();
     // The opens do not depend on each other: they start at once.
-    let mut lost = start(run, &missing, None, OPENER)?;
-    let mut hollow = start(run, &empty, None, OPENER)?;
+    // Held at any waiting call before they answer: both answers are due at once.
+    let (mut lost, mut lost_held) = start_watched(run, &missing, None, OPENER)?;
+    let (mut hollow, mut hollow_held) = start_watched(run, &empty, None, OPENER)?;
     let mut through = start(run, &linked, None, OPENER)?;
     let mut baseline = start(run, &baseline_name, None, OPENER)?;
     // Held as it exits: a failed open must have closed what it opened.
@@ -607,11 +609,12 @@ pub fn open_errors(run: &mut Run) -> Result<String, Fail> {
         }
     };
     let what = "given a name without a slash";
-    await_answer_watching(&mut baseline, OPENER, what, None, &mut look)?;
+    await_answer_watching(&mut baseline, None, OPENER, what, None, &mut look)?;
     baseline.wait()?;
 
     let answer = await_answer_watching(
         &mut lost,
+        lost_held.as_mut(),
         OPENER,
         &format!("opening {missing}, which does not exist"),
         Some("not-found when shm_open() fails with ENOENT"),
@@ -632,11 +635,20 @@ pub fn open_errors(run: &mut Run) -> Result<String, Fail> {
         "shm_open() fails with ENOENT for a name that does not exist, which is \
          TableError::NotFound",
     )?;
+    drop(lost_held);
     lost.wait()?;
 
     let what = "opening a 0-byte object (as a creator leaves it before its ftruncate())";
     let due = Some("empty when fstat() says 0 bytes");
-    let answer = await_answer_watching(&mut hollow, OPENER, what, due, &mut look)?;
+    let answer = await_answer_watching(
+        &mut hollow,
+        hollow_held.as_mut(),
+        OPENER,
+        what,
+        due,
+        &mut look,
+    )?;
+    drop(hollow_held);
     refused(
         &answer,
         "empty",
