@@ -611,10 +611,34 @@ pub fn nonblocking_full(run: &mut Run) -> Result<String, Fail> {
             fd.describe(producer.pid())
         )));
     }
+    // Its queue is open: from here on every call works on that descriptor, so a second
+    // mq_open() is the queue opened again by its name, held there.
+    let mut reopen = Tracer::attach(producer.pid(), Call::any(libc::SYS_mq_open), Action::Hold)?;
     producer.proc.send("go", &[])?;
     // 4 jobs fit, 3 find the queue full; then the producer turns blocking again and its
     // shutdown waits for room, which only the consumer can make.
-    match wait_in_call(&mut producer.proc, SEND, PATIENCE + PATIENCE)? {
+    let until = Instant::now() + PATIENCE + PATIENCE;
+    let reached = loop {
+        if let Some(tracer) = reopen.as_mut()
+            && tracer.held_before(Instant::now())?
+        {
+            return Err(Fail::failed(
+                "after it said ready (its queue open, O_NONBLOCK set) and was told go, the \
+                 non-blocking producer called mq_open() again, where the grader held it: it \
+                 opens the queue again by its name (set_nonblocking(false) before the \
+                 shutdown, or the shutdown itself), and a name can lead to another queue than \
+                 the one it holds; O_NONBLOCK is a flag of the descriptor: set and clear it \
+                 with mq_setattr (mq_set_nonblock, mq_remove_nonblock) on the descriptor \
+                 open() gave",
+            ));
+        }
+        match wait_in_call(&mut producer.proc, SEND, Duration::from_millis(20))? {
+            Reached::NotYet if Instant::now() < until => {}
+            reached => break reached,
+        }
+    };
+    drop(reopen);
+    match reached {
         Reached::InCall => {}
         Reached::Said(answer) => return Err(shutdown_did_not_wait(&producer, &name, &answer)),
         Reached::NotYet => {

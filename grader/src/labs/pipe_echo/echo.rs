@@ -674,6 +674,19 @@ fn all_through(
                 written.written_bytes
             )));
         }
+        // Read again: the counters above may predate its last write and close.
+        let written = inspect::io(parent).unwrap_or_default().since(parent_io);
+        if settled && helpers.is_empty() && written.written_bytes < len {
+            return Err(Fail::failed(format!(
+                "every byte of the input went into pipe A and the parent closed its write end, \
+                 but its I/O counters (/proc/PID/io, wchar: what write(), writev() and their \
+                 kin passed) show {} of the {len} bytes written, and no other process of it \
+                 wrote them: it moved the input without writing it (vmsplice(), a splice() from \
+                 a file or a mapping); the parent writes the input itself, with write_all() on \
+                 to_child",
+                written.written_bytes
+            )));
+        }
         if Instant::now() > until {
             if !a_closed && written.written_bytes >= len {
                 return Err(Fail::failed(format!(

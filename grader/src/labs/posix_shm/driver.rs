@@ -68,9 +68,21 @@ pub fn start_watched(
     create: Option<usize>,
     who: &'static str,
 ) -> Result<(Proc, Option<Tracer>), Fail> {
+    start_traced(run, name, create, who, Call::waiting())
+}
+
+/// Starts `posix-shm open` traced from its first instruction, to be held at the entry of its
+/// first `call`; no tracer where the grader may not trace it.
+fn start_traced(
+    run: &mut Run,
+    name: &str,
+    create: Option<usize>,
+    who: &'static str,
+    call: Call,
+) -> Result<(Proc, Option<Tracer>), Fail> {
     let proc = start_stopped(run, name, create, who)?;
     let pid = proc.pid.as_raw();
-    let tracer = Tracer::attach(pid, Call::waiting(), Action::Hold)?;
+    let tracer = Tracer::attach(pid, call, Action::Hold)?;
     force::resume(pid)?;
     Ok((proc, tracer))
 }
@@ -96,11 +108,7 @@ pub fn start_held_at_exit(
     create: Option<usize>,
     who: &'static str,
 ) -> Result<(Proc, Option<Tracer>), Fail> {
-    let proc = start_stopped(run, name, create, who)?;
-    let pid = proc.pid.as_raw();
-    let exiting = Call::any(libc::SYS_exit_group);
-    let tracer = Tracer::attach(pid, exiting, Action::Hold)?;
-    force::resume(pid)?;
+    let (proc, tracer) = start_traced(run, name, create, who, Call::any(libc::SYS_exit_group))?;
     if tracer.is_none() {
         run.note(
             "the grader may not trace the program here (ptrace): what it holds as it exits was \
