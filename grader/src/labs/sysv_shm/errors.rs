@@ -328,6 +328,22 @@ pub fn bad_input(run: &mut Run) -> Result<String, Fail> {
         &payload,
         refusal("size 0", "zero-size", key),
     )?;
+    // Size 0 is judged before shmget(): with the key taken, shmget() would report EEXIST
+    // before it looks at the size.
+    {
+        let _planted = Planted::new(run, name.key, 64, &[])?;
+        let taken = Refusal {
+            known: Some((
+                "exists",
+                "with the key free it said zero-size, so it learned that the key was taken \
+                 before it refused size 0: it leaves size 0 to shmget() (taking its EINVAL for \
+                 ZeroSize), which reports a taken key before it looks at the size, or it looks \
+                 for the key first; refuse size 0 first, before shmget()",
+            )),
+            ..refusal("size 0 and a segment already at the key", "zero-size", None)
+        };
+        publisher_refuses(run, (ok.0, ok.1, 0), &payload, taken)?;
+    }
     // One byte more than fits: the header counts.
     let size = run.rng().random_range(100..4000u64);
     let too_big = run.random_bytes(size as usize - HEADER_LEN + 1);
@@ -349,7 +365,7 @@ pub fn bad_input(run: &mut Run) -> Result<String, Fail> {
     };
     publisher_refuses(run, (ok.0, ok.1, 15), &[], header_only)?;
     let mut tried = "a missing path, ids 0, 256, 257 and one far above (0 also with a missing \
-                     path), size 0, a payload one byte too big, a segment smaller than a header"
+                     path), size 0 (also with the key taken), a payload one byte too big, a segment smaller than a header"
         .to_string();
     // More than the publisher may map (its address space is limited): shmget() succeeds, the
     // segment's memory is not used yet, and shmat() fails.

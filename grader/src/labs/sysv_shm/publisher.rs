@@ -4,6 +4,7 @@
 
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::process::ExitStatusExt;
+use std::time::{Duration, Instant};
 
 use rand::RngExt;
 
@@ -17,7 +18,7 @@ use super::segments::{
     RemoveKeyOnDrop, bytes_past_end, mark_past_end, rmid, segment, segment_bytes,
 };
 use super::{HEADER_LEN, MAGIC};
-use crate::engine::tracer::{Action, Call, Field, Reached, Tracer, Watched};
+use crate::engine::tracer::{Action, Call, Field, Match, Reached, Tracer, Watched};
 
 pub fn segment_key_and_size(run: &mut Run) -> Result<String, Fail> {
     let mut published = publish(run, true)?;
@@ -74,9 +75,26 @@ fn key_of_path_not_utf8(run: &mut Run) -> Result<i32, Fail> {
 }
 
 pub fn owner_only_permissions(run: &mut Run) -> Result<String, Fail> {
-    let mut published = publish(run, true)?;
+    let (mut published, at_creation) = publish_held_at_creation(run)?;
     let found = published.segment()?;
     let mode = found.mode & 0o777;
+    if let Some(first) = at_creation.filter(|&m| m != 0o600 && mode == 0o600) {
+        let who = if first & 0o007 != 0 {
+            "every user on the machine"
+        } else if first & 0o070 != 0 {
+            "the members of its group"
+        } else {
+            "nobody but its owner, yet not as 0600 asks"
+        };
+        return Err(Fail::failed(format!(
+            "right after the publisher's shmget() with IPC_CREAT returned, the segment's mode \
+             was {first:03o} ({who} could attach it then), though it was 600 by `ready`: the \
+             segment was created with other permissions and changed afterwards \
+             (shmctl(IPC_SET)); in between, another process may attach it and keep the \
+             attachment, which a later change of mode does not take away; create it with mode \
+             0600 in the shmget() itself (IPC_CREAT | IPC_EXCL | 0600)"
+        )));
+    }
     if mode != 0o600 {
         let who = if mode & 0o007 != 0 {
             "every user on the machine"
@@ -104,6 +122,64 @@ pub fn owner_only_permissions(run: &mut Run) -> Result<String, Fail> {
     // Any other object the publisher made must be its owner's only as well.
     run.expect_owner_only()?;
     Ok("the segment's mode is 600".into())
+}
+
+/// Publishes a random record as [`publish`] does, holding the publisher as its `shmget()` with
+/// `IPC_CREAT` returns to read the new segment's mode then, before anything else can change it;
+/// `None` for that mode where the grader may not trace the publisher, or no segment had the key.
+fn publish_held_at_creation(run: &mut Run) -> Result<(Published, Option<u32>), Fail> {
+    let name = fresh_name(run)?;
+    let size = run.rng().random_range(5000..20000u64);
+    let len = size as usize - HEADER_LEN - 100;
+    let sequence = run.rng().random_range(2..1_000_000u32);
+    let payload = run.random_bytes(len);
+    let mut proc = spawn_publisher(run, &name.path, name.id, size, sequence, &payload)?;
+    let shmget = Call {
+        number: libc::SYS_shmget,
+        matching: Match::Bits {
+            arg: 2,
+            mask: libc::IPC_CREAT as u64,
+            value: libc::IPC_CREAT as u64,
+        },
+    };
+    let tracer = Tracer::attach(proc.pid.as_raw(), shmget, Action::HoldAfter)?;
+    if tracer.is_none() {
+        run.note(
+            "the grader may not trace the publisher here (ptrace): the segment's mode was read \
+             at `ready` only, not as shmget() made it",
+        );
+    }
+    proc.send("go", &[])?;
+    let mut at_creation = None;
+    let mut first = None;
+    if let Some(mut stop) = tracer {
+        let until = Instant::now() + Duration::from_secs(5);
+        match stop.wait(&mut proc, until)? {
+            Reached::Call => {
+                at_creation = segment(name.key).map(|s| s.mode & 0o777);
+                stop.release();
+            }
+            Reached::Passed(message) => {
+                drop(stop);
+                first = message;
+            }
+        }
+    }
+    let message = match first {
+        Some(message) => message,
+        None => proc.recv_any()?,
+    };
+    as_expected(message, "publisher", "ready")?;
+    std::fs::remove_file(payload_file(run, sequence))?;
+    let published = Published {
+        discard: true,
+        proc,
+        name,
+        size,
+        sequence,
+        payload,
+    };
+    Ok((published, at_creation))
 }
 
 pub fn record_in_segment(run: &mut Run) -> Result<String, Fail> {
