@@ -22,7 +22,7 @@ use super::protocol::{
     Name, exits_cleanly, expect, fresh_name, spawn_held_reader, spawn_publisher,
     spawn_reader_bound_by_modes, verify_read, with_context,
 };
-use super::segments::{Planted, RemoveKeyOnDrop, full_record, mapping_of, segment};
+use super::segments::{Planted, RemoveKeyOnDrop, full_record, last_attacher, mapping_of, segment};
 use crate::engine::tracer::{Action, Call, Match, Step, Tracer};
 
 /// Which program meets the failure, and when.
@@ -457,12 +457,27 @@ fn fail_one_call(
         }
         Then::HoldAtExit if failed && message.kind == "failed" => {
             let until = Instant::now() + Duration::from_secs(5);
-            let left = if tracer.held_before(until)? {
-                mapping_of(pid, planted)
+            let (left, attached) = if tracer.held_before(until)? {
+                let attached = last_attacher(planted) == Some(pid);
+                (mapping_of(pid, planted), attached)
             } else {
-                None
+                (None, false)
             };
             tracer.release();
+            // Its shmat() was the call made to fail (skipped): that one attached nothing.
+            if attached && left.is_none() && case.call.number != libc::SYS_shmat {
+                proc.wait()?;
+                return Err(Fail::failed(format!(
+                    "{context}, the reader said kind={} and held nothing attached as it exited, \
+                     but it had attached the segment (id {planted}) in the meantime: \
+                     /proc/sysvipc/shm names it the last process to attach or detach it (lpid), \
+                     though its open() failed; it attached before it made {} (and detached \
+                     again); open() is shmget(), the size from shmctl(IPC_STAT), then shmat() \
+                     last, so that an open that fails attaches nothing",
+                    message.get("kind").unwrap_or("none"),
+                    case.short
+                )));
+            }
             if let Some(perms) = left {
                 proc.wait()?;
                 return Err(Fail::failed(format!(

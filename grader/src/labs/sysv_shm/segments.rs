@@ -217,6 +217,18 @@ impl Drop for Planted {
     }
 }
 
+/// The process that last attached or detached segment `shmid` (`shm_lpid`, the column `lpid`
+/// of `/proc/sysvipc/shm`: `shmat()` and `shmdt()` set it, nothing else does); `None` if it is
+/// not listed.
+pub fn last_attacher(shmid: i32) -> Option<i32> {
+    let text = std::fs::read_to_string("/proc/sysvipc/shm").ok()?;
+    text.lines().skip(1).find_map(|line| {
+        // Columns: key shmid perms size cpid lpid nattch ...
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        (fields.get(1)?.parse::<i32>().ok()? == shmid).then(|| fields.get(5)?.parse().ok())?
+    })
+}
+
 /// How process `pid` has segment `shmid` mapped: the permissions column of its line in
 /// `/proc/PID/maps` (`rw-s`, `r--s`), or `None` if it has no mapping of it. A SysV segment is
 /// mapped from a file named `/SYSV<key>` whose inode number is the segment's id.
