@@ -432,19 +432,36 @@ pub fn killed_mid_write(run: &mut Run) -> Result<String, Fail> {
     })
 }
 
-/// The magic's 4 bytes, watched for stores.
-const MAGIC_STORES: &[Field] = &[Field {
-    offset: 0,
-    len: 4,
-    loads: false,
-}];
+/// Two words of the segment past the end of the record (the payload is shorter than
+/// [`TAIL_WORDS`]`[0] - 16` bytes, the segment longer than [`TAIL_WORDS`]`[1] + 8`): a fresh
+/// segment holds zeros there, and nothing may be stored there once the magic is.
+const TAIL_WORDS: [usize; 2] = [12288, 16384];
+
+/// The magic's 4 bytes, and the two words past the record, watched for stores.
+const MAGIC_STORES: &[Field] = &[
+    Field {
+        offset: 0,
+        len: 4,
+        loads: false,
+    },
+    Field {
+        offset: TAIL_WORDS[0],
+        len: 8,
+        loads: false,
+    },
+    Field {
+        offset: TAIL_WORDS[1],
+        len: 8,
+        loads: false,
+    },
+];
 
 /// Watches the publisher's stores to the magic: when it stores `MAGIC`, the payload, the length
 /// and the sequence must all be in the segment already. `None` where the grader may not watch.
 fn magic_stored_last(run: &mut Run) -> Result<Option<String>, Fail> {
     let name = fresh_name(run)?;
-    let len = run.rng().random_range(2000..12000usize);
-    let size = (HEADER_LEN + len + run.rng().random_range(0..100usize)) as u64;
+    let len = run.rng().random_range(2000..TAIL_WORDS[0] - HEADER_LEN);
+    let size = (TAIL_WORDS[1] + 8 + run.rng().random_range(0..4000usize)) as u64;
     let sequence = run.rng().random_range(2..1_000_000u32);
     let payload = run.random_bytes(len);
     let mut proc = spawn_publisher(run, &name.path, name.id, size, sequence, &payload)?;
@@ -460,6 +477,8 @@ fn magic_stored_last(run: &mut Run) -> Result<Option<String>, Fail> {
     let how = "the grader watched the publisher's stores to the magic's 4 bytes (a hardware \
                watchpoint, set when its shmat() returned)";
     let mut armed = false;
+    // Once the magic is stored, nothing more may be: that store, at the watched words, ends it.
+    let mut magic_stored = false;
     let said = loop {
         match watch.next(&mut proc, run.deadline())? {
             Watched::Armed => armed = true,
@@ -468,6 +487,32 @@ fn magic_stored_last(run: &mut Run) -> Result<Option<String>, Fail> {
                 run.note(unwatched);
                 proc.kill_tree();
                 return Ok(None);
+            }
+            Watched::Hit if magic_stored => {
+                drop(watch);
+                proc.kill_tree();
+                return Err(Fail::failed(format!(
+                    "{how}, and two words of the segment past the record's end (offsets {} and \
+                     {}, of a {size}-byte segment holding a {len}-byte payload): after it had \
+                     stored the magic, the publisher stored into its segment again (past the \
+                     record, clearing or filling the rest of the segment, say, or the magic \
+                     once more): a reader that sees the magic takes the record for complete \
+                     while its publisher is still writing the segment; store payload, length, \
+                     sequence, a release fence, the magic, and nothing after it",
+                    TAIL_WORDS[0], TAIL_WORDS[1]
+                )));
+            }
+            Watched::Said(message) if magic_stored => {
+                drop(watch);
+                as_expected(message, "publisher", "ready")
+                    .map_err(with_context(&format!("with {how}")))?;
+                break None;
+            }
+            Watched::Lost if magic_stored => {
+                drop(watch);
+                expect(&mut proc, "publisher", "ready")
+                    .map_err(with_context(&format!("with {how}")))?;
+                break None;
             }
             Watched::Hit => {
                 let Some(found) = segment(name.key) else {
@@ -480,8 +525,8 @@ fn magic_stored_last(run: &mut Run) -> Result<Option<String>, Fail> {
                     watch.go_on();
                     continue;
                 }
-                drop(watch);
                 if let Some(missing) = missing_before_magic(&bytes, sequence, &payload) {
+                    drop(watch);
                     return Err(Fail::failed(format!(
                         "{how}: when it stored the magic, the segment held {missing}: the \
                          segment already holds the magic over a record that is not complete, \
@@ -490,7 +535,8 @@ fn magic_stored_last(run: &mut Run) -> Result<Option<String>, Fail> {
                          and the magic last, after a release fence"
                     )));
                 }
-                break None;
+                magic_stored = true;
+                watch.go_on();
             }
             Watched::Said(message) => break Some(message),
             Watched::Lost => break Some(proc.recv_any()?),
@@ -520,14 +566,13 @@ fn magic_stored_last(run: &mut Run) -> Result<Option<String>, Fail> {
             )
         }));
     }
-    expect(&mut proc, "publisher", "ready")?;
     proc.send("go", &[])?;
     expect(&mut proc, "publisher", "done")?;
     proc.send("exit", &[])?;
     proc.wait()?;
     Ok(Some(
         "watched as it wrote, the publisher stored the magic after the whole payload, the \
-         length and the sequence"
+         length and the sequence, and nothing in its segment after it"
             .into(),
     ))
 }
