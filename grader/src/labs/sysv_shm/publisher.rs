@@ -18,7 +18,7 @@ use super::segments::{
     RemoveKeyOnDrop, bytes_past_end, mark_past_end, rmid, segment, segment_bytes,
 };
 use super::{HEADER_LEN, MAGIC};
-use crate::engine::tracer::{Action, Call, Field, Match, Reached, Tracer, Watched};
+use crate::engine::tracer::{Action, Breakpoint, Call, Field, Match, Reached, Tracer, Watched};
 
 pub fn segment_key_and_size(run: &mut Run) -> Result<String, Fail> {
     let mut published = publish(run, true)?;
@@ -41,11 +41,103 @@ pub fn segment_key_and_size(run: &mut Run) -> Result<String, Fail> {
     let second = again.segment()?;
     again.finish()?;
     let bytes_key = key_of_path_not_utf8(run)?;
+    let called = if key_from_ftok(run)? {
+        ", computed by the C library's ftok()"
+    } else {
+        ""
+    };
     Ok(format!(
         "segment {} had key {:#x} = ftok(path, {}) and {} bytes, key {:#x} once the file at the \
-         path was replaced, and key {bytes_key:#x} for a path whose name is not UTF-8",
+         path was replaced, and key {bytes_key:#x} for a path whose name is not UTF-8{called}",
         found.id, found.key, published.name.id, found.size, second.key
     ))
+}
+
+/// A publisher watched with a breakpoint at the C library's `ftok()`: it must call it, with the
+/// id it was given, before it says `ready`. `false` where the grader may not set one (no
+/// ptrace, not x86-64, or the program does not use the grader's C library).
+fn key_from_ftok(run: &mut Run) -> Result<bool, Fail> {
+    let name = fresh_name(run)?;
+    let payload = run.random_bytes(100);
+    let mut proc = spawn_publisher(run, &name.path, name.id, 4000, 1, &payload)?;
+    let _removed = RemoveKeyOnDrop(Some(name.key));
+    let pid = proc.pid.as_raw();
+    let unwatched = "the grader may not set a breakpoint at ftok() in the publisher here (ptrace, \
+                     x86-64, the same C library as the grader's): that the key comes from \
+                     ftok() itself was not seen";
+    let breaking = match inspect::library_function_in(pid, c"ftok") {
+        Some(address) => Tracer::break_at(pid, address)?,
+        None => None,
+    };
+    let Some(mut tracer) = breaking else {
+        run.note(unwatched);
+        proc.kill_tree();
+        return Ok(false);
+    };
+    let until = Instant::now() + Duration::from_secs(5);
+    loop {
+        match tracer.next_break(until)? {
+            Some(Breakpoint::Armed) => break,
+            None if Instant::now() < until => {}
+            _ => {
+                drop(tracer);
+                run.note(unwatched);
+                proc.kill_tree();
+                return Ok(false);
+            }
+        }
+    }
+    proc.send("go", &[])?;
+    let mut ids = Vec::new();
+    let message = loop {
+        match tracer.next_break(Instant::now() + Duration::from_millis(2))? {
+            Some(Breakpoint::At([_, id])) => {
+                ids.push(id & 0xffff_ffff);
+                tracer.go_on();
+                continue;
+            }
+            Some(Breakpoint::Armed) | None => {}
+            Some(_) => break proc.recv_any()?,
+        }
+        if let Some(message) = proc.recv_before(Instant::now())? {
+            break message;
+        }
+        if Instant::now() >= run.deadline() {
+            return Err(Fail::TimedOut(format!(
+                "timed out: the publisher, watched with a breakpoint at ftok(), said nothing.{}",
+                proc.diagnose()
+            )));
+        }
+    };
+    drop(tracer);
+    let how = "watched with a hardware breakpoint at the C library's ftok()";
+    as_expected(message, "publisher", "ready").map_err(with_context(how))?;
+    if ids.is_empty() {
+        let key = if segment(name.key).is_some() {
+            "its segment at the right key"
+        } else {
+            "no segment at ftok(path, id)"
+        };
+        return Err(Fail::failed(format!(
+            "{how}, the publisher said `ready` ({key}) but never called ftok(): it \
+             computed the key itself (ftok()'s formula from a stat() of the file, say); that \
+             formula is one C library's inner detail, which another (or another version) may \
+             mix otherwise, and every process that finds the segment must agree on the key: \
+             call ftok(path, id) every time"
+        )));
+    }
+    if !ids.contains(&u64::from(name.id)) {
+        return Err(Fail::failed(format!(
+            "{how}, the publisher called ftok() with the id {} where it was given {}: pass \
+             the id as it is",
+            ids[0] as i32, name.id
+        )));
+    }
+    proc.send("go", &[])?;
+    expect(&mut proc, "publisher", "done")?;
+    proc.send("exit", &[])?;
+    proc.wait()?;
+    Ok(true)
 }
 
 /// A file name that is no UTF-8 text (0xff and 0xfe never occur in it), as Linux allows.
