@@ -43,7 +43,8 @@ pub static LAB: Lab = Lab {
             points: 3,
             timeout: Duration::from_secs(10),
             description: "the publisher's segment has key ftok(path, id), of the file at the path \
-                          now, and the requested size (read from /proc/sysvipc/shm)",
+                          now, computed by ftok() itself, and the requested size (read from \
+                          /proc/sysvipc/shm)",
             exclusive: false,
             hint: Some(
                 "The key is ftok(P, N), computed every time from the file as it is, and the segment exactly S bytes. See docs/labs/04-sysv-shm.md, \"The idea\" and the rules table (the key and size rules).",
@@ -54,7 +55,8 @@ pub static LAB: Lab = Lab {
             name: "owner-only-permissions",
             points: 2,
             timeout: Duration::from_secs(10),
-            description: "the segment is created with mode 0600",
+            description: "the segment is created with mode 0600, as its shmget() returns and \
+                          at ready",
             exclusive: false,
             hint: Some(
                 "Create the segment with mode 0600. See docs/labs/04-sysv-shm.md, the rules table (\"mode 0600\").",
@@ -92,8 +94,8 @@ pub static LAB: Lab = Lab {
             points: 3,
             timeout: Duration::from_secs(10),
             description: "the magic is written last: watched, the publisher stores it after the \
-                          payload, the length and the sequence, and killed while it copies the \
-                          payload it leaves no magic in its segment",
+                          payload, the length and the sequence, and nothing after it, and killed \
+                          while it copies the payload it leaves no magic in its segment",
             exclusive: false,
             hint: Some(
                 "The magic is written last, once the payload, the length and the sequence are in place. See docs/labs/04-sysv-shm.md, the rules table (\"the magic is written last\").",
