@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use rand::RngExt;
 
 use crate::engine::diagnose::classify;
-use crate::engine::tracer::{Action, Call, Reached, Tracer};
+use crate::engine::tracer::{Action, Breakpoint, Call, Reached, Tracer};
 use crate::engine::{Fail, Run, force, inspect};
 
 use super::driver::{Table, await_answer, is_refusal, pair, refused, said, start};
@@ -360,12 +360,79 @@ fn no_call_in_access(
     Ok(())
 }
 
+/// How long the grader waits for a breakpoint to be set, or for the unlink's answer.
+const BREAKING: Duration = Duration::from_secs(5);
+
+/// The table's `unlink` command, which must say `done`, with a hardware breakpoint at the C
+/// library's `shm_unlink()`: whether the program called it before it answered (`None` where the
+/// grader cannot set it).
+fn unlink_watched(table: &mut Table) -> Result<Option<bool>, Fail> {
+    let pid = table.pid();
+    let breaking = match inspect::library_function_in(pid, c"shm_unlink") {
+        Some(address) => Tracer::break_at(pid, address)?,
+        None => None,
+    };
+    let Some(mut tracer) = breaking else {
+        table.unlink()?;
+        return Ok(None);
+    };
+    let until = Instant::now() + BREAKING;
+    let armed = loop {
+        match tracer.next_break(until)? {
+            Some(Breakpoint::Armed) => break true,
+            None if Instant::now() < until => {}
+            _ => break false,
+        }
+    };
+    if !armed {
+        drop(tracer);
+        table.unlink()?;
+        return Ok(None);
+    }
+    table.proc.send("cmd", &[("op", "unlink".into())])?;
+    let mut entered = false;
+    let answer = loop {
+        match tracer.next_break(Instant::now() + Duration::from_millis(2))? {
+            Some(Breakpoint::At(_)) => {
+                entered = true;
+                tracer.go_on();
+            }
+            Some(Breakpoint::Armed) | None => {}
+            Some(Breakpoint::Lost | Breakpoint::Unavailable) => break None,
+        }
+        if let Some(answer) = table.proc.recv_before(Instant::now())? {
+            break Some(answer);
+        }
+        if Instant::now() >= until {
+            break None;
+        }
+    };
+    // The stop at the breakpoint is reported before the program goes on to answer.
+    if let Some(Breakpoint::At(_)) = tracer.next_break(Instant::now())? {
+        entered = true;
+        tracer.go_on();
+    }
+    drop(tracer);
+    let answer = match answer {
+        Some(answer) => answer,
+        None => await_answer(&mut table.proc, table.who, "asked for op=unlink", None)?,
+    };
+    if answer.kind != "done" {
+        return Err(Fail::failed(format!(
+            "{} could not unlink the name: it said {}",
+            table.who,
+            said(&answer)
+        )));
+    }
+    Ok(Some(entered))
+}
+
 pub fn unlinked_but_mapped(run: &mut Run) -> Result<String, Fail> {
     let size = 10_000;
     let (mut creator, mut opener) = pair(run, "table", size)?;
     let name = creator.name.clone();
     let path = dev_shm(&name).display().to_string();
-    creator.unlink()?;
+    let through_shm_unlink = unlink_watched(&mut creator)?;
     if exists(&name) {
         return Err(Fail::failed(format!(
             "{path} still exists after the creator's unlink: remove the name with shm_unlink()"
@@ -376,6 +443,15 @@ pub fn unlinked_but_mapped(run: &mut Run) -> Result<String, Fail> {
             "after its unlink the creator no longer maps the table (not in /proc/{}/maps): \
              unlink() removes the name only; the mapping stays until close()",
             creator.pid()
+        )));
+    }
+    if through_shm_unlink == Some(false) {
+        return Err(Fail::failed(format!(
+            "the creator's unlink removed {path} and said `done`, but a breakpoint at the C \
+             library's shm_unlink() saw it never call that function: it removed the file \
+             another way (unlink(2) or std::fs::remove_file() of /dev/shm/NAME, a path \
+             written into the program: where the objects live is the C library's business, \
+             and not /dev/shm everywhere); unlink() is shm_unlink(name)"
         )));
     }
     let mut late = start(run, &name, None, "a late opener")?;
