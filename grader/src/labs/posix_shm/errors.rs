@@ -774,8 +774,9 @@ pub fn open_errors(run: &mut Run) -> Result<String, Fail> {
             "opening {empty}, a 0-byte object, the program said kind=empty, but held as it \
              exits (at its exit_group(), after that answer), it still holds descriptor \
              {kept:?} of {empty_path}: open() does not close the descriptor shm_open() gave it \
-             when it returns early (Empty, or the error of fstat()); a failed open must release \
-             what it opened, on every return (keep it an OwnedFd, dropped when open() returns)"
+             when a later step fails (here the size check: Empty, at an early return); a \
+             failed open must release what it opened, on every return (keep it an OwnedFd, \
+             dropped when open() returns)"
         )));
     }
     hollow_exit.wait()?;

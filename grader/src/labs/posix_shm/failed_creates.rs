@@ -115,7 +115,7 @@ pub fn failed_create(run: &mut Run) -> Result<String, Fail> {
                      held as it exits (at its exit_group(), after that answer), the creator \
                      still holds descriptor {kept:?} of the unlinked object ({} (deleted)), \
                      and with it the object's memory: create() does not close the descriptor \
-                     shm_open() gave it when mmap() fails; a failed create must release what \
+                     shm_open() gave it when a later step fails (here mmap()); a failed create must release what \
                      it opened, on every return (keep it an OwnedFd, dropped when create() \
                      returns)",
                     dev_shm(name).display()
