@@ -169,7 +169,7 @@ fn refused_read_untouched(run: &mut Run, table: &mut Table, size: usize) -> Resu
     let Some(mapping) = table_mapping(table.pid(), &table.name) else {
         return Ok(());
     };
-    if at % 8 != 0 {
+    if !at.is_multiple_of(8) {
         return Ok(());
     }
     let Some(mut tracer) = Tracer::watch_at(table.pid(), mapping.start + at as u64, REFUSED_READ)?
