@@ -187,6 +187,10 @@ pub enum Step {
     /// Hold the program at the call's entry ([`Tracer::held_before`]) until the check says go
     /// on ([`Tracer::go_on`], or [`Tracer::release`] at the last step).
     Hold,
+    /// Let the call run, and hold the program as it returns, before it does anything with the
+    /// result ([`Tracer::held_before`]), until the check says go on: the check changes the
+    /// world right after the call saw it.
+    HoldAfter,
 }
 
 /// A field of the segment to watch: its offset from where the segment is attached, its length
@@ -834,6 +838,14 @@ unsafe fn in_turn(pid: i32, steps: [(Call, Step); 2], pipes: Pipes) -> ! {
                         say(FAILED);
                     }
                     Step::Hold => {
+                        say(HELD);
+                        let mut byte = [0u8];
+                        libc::read(pipes.resume, byte.as_mut_ptr().cast(), 1);
+                    }
+                    Step::HoldAfter => {
+                        if !to_exit_stop(pid, &mut status) {
+                            gone();
+                        }
                         say(HELD);
                         let mut byte = [0u8];
                         libc::read(pipes.resume, byte.as_mut_ptr().cast(), 1);

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use ipc_labs_driver::Message;
 
-use crate::engine::tracer::{Call, Reached, Step, Tracer};
+use crate::engine::tracer::{Call, Field, Match, Reached, Step, Tracer, Watched};
 use crate::engine::{Fail, Proc, Run, force, inspect};
 
 use super::driver::{
@@ -18,7 +18,7 @@ use super::driver::{
 };
 use super::probes::{
     Planted, dev_shm, exists, object_bytes, plant_dangling_link, plant_link, plant_object,
-    plant_sparse, runnable_ns,
+    plant_sparse, runnable_ns, table_mapping,
 };
 
 /// An access the program must refuse, or accept.
@@ -146,7 +146,78 @@ fn past_the_end(run: &mut Run, table: &mut Table, op: Op, size: usize) -> Result
         &format!("{doing} {len} bytes at offset usize::MAX - 1"),
         "offset + len overflows and wraps around to a small number, which passes the range \
          check (the plain accesses past the end were refused): compute the end with checked_add",
-    )
+    )?;
+    if op == Op::Read {
+        refused_read_untouched(run, table, size)?;
+    }
+    Ok(())
+}
+
+/// The table's bytes from the start of a refused read across the end, watched for loads.
+const REFUSED_READ: &[Field] = &[Field {
+    offset: 0,
+    len: 8,
+    loads: true,
+}];
+
+/// A read of 2 bytes at `size - 1` of a `size`-byte table (one byte in it, one past), refused,
+/// with a hardware watchpoint on the table's last byte (and the 7 after it, past the end):
+/// a refused access copies nothing, so the program's instructions must not load it before the
+/// answer. Nothing where the grader cannot watch.
+fn refused_read_untouched(run: &mut Run, table: &mut Table, size: usize) -> Result<(), Fail> {
+    let at = size - 1;
+    let Some(mapping) = table_mapping(table.pid(), &table.name) else {
+        return Ok(());
+    };
+    if !at.is_multiple_of(8) {
+        return Ok(());
+    }
+    let Some(mut tracer) = Tracer::watch_at(table.pid(), mapping.start + at as u64, REFUSED_READ)?
+    else {
+        return Ok(());
+    };
+    let (fields, _) = table.read_fields(run, at, 2);
+    let until = Instant::now() + Duration::from_secs(5);
+    let (mut sent, mut hit) = (false, false);
+    let answer = loop {
+        match tracer.next(&mut table.proc, until)? {
+            Watched::Armed => {
+                table.proc.send("cmd", &fields)?;
+                sent = true;
+            }
+            Watched::Hit => {
+                hit = true;
+                break None;
+            }
+            Watched::Said(message) => break Some(message),
+            Watched::Lost | Watched::Unavailable => break None,
+        }
+    };
+    drop(tracer);
+    if !sent {
+        table.proc.send("cmd", &fields)?;
+    }
+    let what = format!("reading 2 bytes at offset {at} of a {size}-byte table (again)");
+    let answer = match answer {
+        Some(answer) => answer,
+        None => await_answer(&mut table.proc, table.who, &what, Some("out-of-range"))?,
+    };
+    refused(
+        &answer,
+        "out-of-range",
+        &what,
+        "check the range (offset + len <= size) before touching the mapping",
+    )?;
+    if hit {
+        return Err(Fail::failed(format!(
+            "{what}, the program said kind=out-of-range, but a hardware watchpoint on the \
+             table's byte {at} (the one byte of the range inside the table) saw the program's \
+             own instructions load it before that answer: read() copied the part that exists \
+             into the caller's buffer, then refused (as read(2) gives a short count); a refused \
+             access copies nothing: check_range() first, then copy"
+        )));
+    }
+    Ok(())
 }
 
 pub fn typed_errors(run: &mut Run) -> Result<String, Fail> {
@@ -591,6 +662,9 @@ pub fn open_errors(run: &mut Run) -> Result<String, Fail> {
     // Held at any waiting call before they answer: both answers are due at once.
     let (mut lost, mut lost_held) = start_watched(run, &missing, None, OPENER)?;
     let (mut hollow, mut hollow_held) = start_watched(run, &empty, None, OPENER)?;
+    // A second opener of the 0-byte object, held as it exits (the first is traced already): a
+    // refused open must have closed what it opened.
+    let (mut hollow_exit, hollow_exit_tracer) = start_held_at_exit(run, &empty, None, OPENER)?;
     let mut through = start(run, &linked, None, OPENER)?;
     let mut baseline = start(run, &baseline_name, None, OPENER)?;
     // Held as it exits: a failed open must have closed what it opened.
@@ -686,6 +760,26 @@ pub fn open_errors(run: &mut Run) -> Result<String, Fail> {
         }
     }
     hollow.wait()?;
+    let what = "opening a 0-byte object again";
+    let answer = await_answer(&mut hollow_exit, OPENER, what, Some("empty"))?;
+    refused(
+        &answer,
+        "empty",
+        what,
+        "fstat() says 0 bytes: return TableError::Empty (mmap() cannot map nothing)",
+    )?;
+    let kept = descriptors_at_exit(&hollow_exit, hollow_exit_tracer, &empty)?;
+    if !kept.is_empty() {
+        return Err(Fail::failed(format!(
+            "opening {empty}, a 0-byte object, the program said kind=empty, but held as it \
+             exits (at its exit_group(), after that answer), it still holds descriptor \
+             {kept:?} of {empty_path}: open() does not close the descriptor shm_open() gave it \
+             when a later step fails (here the size check: Empty, at an early return); a \
+             failed open must release what it opened, on every return (keep it an OwnedFd, \
+             dropped when open() returns)"
+        )));
+    }
+    hollow_exit.wait()?;
     drop(planted);
 
     let what = format!(
@@ -748,12 +842,106 @@ pub fn open_errors(run: &mut Run) -> Result<String, Fail> {
     }
     unmappable.wait()?;
     drop(vast_object);
+    size_looked_at_once(run)?;
     Ok(
         "a name that does not exist was not-found and stayed so; a 0-byte object was empty, \
-        both at once; a link in /dev/shm was not followed; an object too big to map was mmap, \
-        and stayed"
+        both at once, also when it was sized right after the opener's fstat(); a link in \
+        /dev/shm was not followed; an object too big to map was mmap, and stayed"
             .into(),
     )
+}
+
+/// A page: the size the grader gives an object behind an opener's back.
+const PAGE: usize = 4096;
+
+/// The calls that read a descriptor's size: `fstat()`, and what glibc and Rust's `std` make
+/// of it.
+const STATS: &[i64] = &[libc::SYS_fstat, libc::SYS_newfstatat, libc::SYS_statx];
+
+/// An opener of a 0-byte object, traced from its start: after its `shm_open()` (the `openat()`
+/// of the object's path), it must make an `fstat()`-like call before it answers (the size comes
+/// from `fstat()`); held right after that call returned 0 bytes, while the grader gives the
+/// object a size (as a creator's `ftruncate()` racing with it would), it must still say
+/// `empty`: 0 bytes is `Empty` at once, with no second look, however short.
+fn size_looked_at_once(run: &mut Run) -> Result<(), Fail> {
+    let name = run.ipc_name("late");
+    let path = dev_shm(&name);
+    let planted = plant_object(run, &name, &[])?;
+    // The tracer's match wants a path that lives as long as the program: a few bytes per run.
+    let opened: &'static str = Box::leak(path.display().to_string().into_boxed_str());
+    let mut proc = start_stopped(run, &name, None, OPENER)?;
+    let pid = proc.pid.as_raw();
+    let opening = Call {
+        number: libc::SYS_openat,
+        matching: Match::Path(opened),
+    };
+    let tracer = Tracer::in_turn(
+        pid,
+        [
+            (opening, Step::Hold),
+            (Call::one_of(STATS), Step::HoldAfter),
+        ],
+    )?;
+    force::resume(pid)?;
+    let Some(mut tracer) = tracer else {
+        run.note(
+            "the grader may not trace the opener here (ptrace): an object sized right after its \
+             fstat() was not tried",
+        );
+        proc.kill_tree();
+        return Ok(());
+    };
+    let what = format!("opening {name}, a 0-byte object");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    if tracer.wait(&mut proc, deadline)? != Reached::Call {
+        // No shm_open() of the path on its main thread: the checks before judged how it opens.
+        drop(tracer);
+        proc.kill_tree();
+        return Ok(());
+    }
+    tracer.go_on();
+    let answer = match tracer.wait(&mut proc, deadline)? {
+        Reached::Call => {
+            std::fs::OpenOptions::new()
+                .write(true)
+                .open(&path)?
+                .set_len(PAGE as u64)?;
+            tracer.release();
+            await_answer(&mut proc, OPENER, &what, Some("empty"))?
+        }
+        Reached::Passed(said_first) => {
+            drop(tracer);
+            let answer = match said_first {
+                Some(answer) => answer,
+                None => await_answer(&mut proc, OPENER, &what, Some("empty"))?,
+            };
+            return Err(Fail::failed(format!(
+                "{what}, the opener said {} without any fstat() of its descriptor after its \
+                 shm_open() (the grader traced it: no fstat(), newfstatat() or statx()): it took \
+                 the size another way (lseek(fd, 0, SEEK_END)?); the size comes from fstat() of \
+                 the descriptor shm_open() returned",
+                said(&answer)
+            )));
+        }
+    };
+    if answer.kind == "mapped" {
+        return Err(Fail::failed(format!(
+            "{what}, the opener was held right after its fstat() returned (0 bytes), while the \
+             grader gave the object {PAGE} bytes, as a creator's ftruncate() racing with it \
+             would; it then said `mapped`: after fstat() said 0 it looked at the size again (a \
+             retry or a wait for the size, however short, or a second fstat() for the mapping); \
+             0 bytes is `empty` at once: one fstat(), then the answer"
+        )));
+    }
+    refused(
+        &answer,
+        "empty",
+        &format!("{what}, held right after its fstat() returned while the grader sized it"),
+        "fstat() said 0 bytes: return TableError::Empty at once",
+    )?;
+    proc.wait()?;
+    drop(planted);
+    Ok(())
 }
 
 /// Far longer runnable than starting and answering takes: what a loop adds that does not

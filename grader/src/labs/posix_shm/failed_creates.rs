@@ -10,7 +10,8 @@ use crate::engine::tracer::{Call, Step, Tracer};
 use crate::engine::{Fail, Run, force};
 
 use super::driver::{
-    CREATOR, await_answer, descriptors_at_exit, is_refusal, refused, said, start, start_stopped,
+    CREATOR, await_answer, descriptors_at_exit, is_refusal, refused, said, start,
+    start_held_at_exit, start_stopped,
 };
 use super::probes::{dev_shm, exists};
 
@@ -31,7 +32,9 @@ pub fn failed_create(run: &mut Run) -> Result<String, Fail> {
     let past_u32 = 1usize << 32;
     let mut huge_proc = start(run, &huge, Some(too_big), CREATOR)?;
     let mut big_proc = start(run, &big, Some(unmappable), CREATOR)?;
-    let mut wide_proc = start(run, &wide, Some(past_u32), CREATOR)?;
+    // Held as it exits: a create whose mmap() failed must have closed what it opened.
+    let (mut wide_proc, wide_tracer) = start_held_at_exit(run, &wide, Some(past_u32), CREATOR)?;
+    let mut wide_tracer = Some(wide_tracer);
     let cases = [
         (
             &mut huge_proc,
@@ -103,6 +106,21 @@ pub fn failed_create(run: &mut Run) -> Result<String, Fail> {
                  error (a failed create leaves nothing)",
                 dev_shm(name).display()
             )));
+        }
+        if name == &wide {
+            let kept = descriptors_at_exit(proc, wide_tracer.take().flatten(), name)?;
+            if !kept.is_empty() {
+                return Err(Fail::failed(format!(
+                    "creating a table of {what} failed with kind={kind} and left no name, but \
+                     held as it exits (at its exit_group(), after that answer), the creator \
+                     still holds descriptor {kept:?} of the unlinked object ({} (deleted)), \
+                     and with it the object's memory: create() does not close the descriptor \
+                     shm_open() gave it when a later step fails (here mmap()); a failed create must release what \
+                     it opened, on every return (keep it an OwnedFd, dropped when create() \
+                     returns)",
+                    dev_shm(name).display()
+                )));
+            }
         }
         proc.wait()?;
     }

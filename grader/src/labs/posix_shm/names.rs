@@ -129,8 +129,8 @@ pub fn invalid_names(run: &mut Run) -> Result<String, Fail> {
         (zero_nested, "a second slash"),
     ];
     // Any bytes but '/' may follow the slash: a space, punctuation, characters of 2 and 3
-    // bytes (well under 255 bytes in all).
-    let odd = format!("{} a+b:c,d=é数据!", run.ipc_name("odd"));
+    // bytes, control characters (a tab, DEL) (well under 255 bytes in all).
+    let odd = format!("{} a+b:c,d=é数据!\t\u{7f}", run.ipc_name("odd"));
     let mut planted = Vec::new();
     for (_, target, _) in &cases {
         planted.push(plant_object(run, target, &[0u8; 64])?);
@@ -251,14 +251,16 @@ pub fn invalid_names(run: &mut Run) -> Result<String, Fail> {
     )?;
     empty_proc.wait()?;
 
-    let what =
-        format!("creating a table named {odd:?} (a space, punctuation, 2- and 3-byte characters)");
+    let what = format!(
+        "creating a table named {odd:?} (a space, punctuation, 2- and 3-byte characters, a \
+             tab and a DEL)"
+    );
     let answer = await_answer(&mut odd_proc, CREATOR, &what, None)?;
     if is_refusal(&answer, "bad-name") {
         return Err(Fail::failed(format!(
             "{what}, the program said {}: a name is '/' then 1 or more bytes, any but '/', at \
-             most 255 bytes in all; no character set is asked for, so check only the slashes \
-             and the length",
+             most 255 bytes in all; no character set is asked for, control characters \
+             included, so check only the slashes and the length",
             said(&answer)
         )));
     }

@@ -36,10 +36,31 @@ fn wrong_with(mode: u32) -> String {
     wrong.join(", ")
 }
 
+/// What the grader saw of a creating `shm_open()`, held right after it returned.
+#[derive(Clone, Copy)]
+struct Creation {
+    /// The object's mode then.
+    created: u32,
+    /// Its mode once the creator said `mapped`.
+    settled: u32,
+    /// The mode the creating `openat()` asked for (its fourth argument), when the grader could
+    /// read it in `/proc/PID/syscall`.
+    asked: Option<u32>,
+    /// The creator's umask then (`/proc/PID/status`), when read.
+    umask: Option<u32>,
+}
+
+/// The umask of `pid`, from `/proc/PID/status`.
+fn umask_of(pid: i32) -> Option<u32> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find_map(|l| l.strip_prefix("Umask:"))?;
+    u32::from_str_radix(line.trim(), 8).ok()
+}
+
 /// The mode of the object the moment the creator's `shm_open()` made it (read while the
-/// creator is held right after that call), and its mode once the creator said `mapped`: `None`
-/// where the grader may not trace it.
-fn modes_at_creation(run: &mut Run, name: &str) -> Result<Option<(u32, u32)>, Fail> {
+/// creator is held right after that call), with the mode the call asked for, and its mode once
+/// the creator said `mapped`: `None` where the grader may not trace it.
+fn modes_at_creation(run: &mut Run, name: &str) -> Result<Option<Creation>, Fail> {
     let mut proc = start_stopped(run, name, Some(10_000), CREATOR)?;
     let pid = proc.pid.as_raw();
     let tracer = Tracer::attach(pid, creating_open(), Action::HoldAfter)?;
@@ -62,6 +83,15 @@ fn modes_at_creation(run: &mut Run, name: &str) -> Result<Option<(u32, u32)>, Fa
             Reached::Call => (mode(), None),
             Reached::Passed(message) => (None, message),
         };
+    // Held at the return of openat(): its arguments are still those it was called with.
+    let (asked, umask) = if said_first.is_none() {
+        let asked = crate::engine::inspect::call_of(pid, pid)
+            .filter(|(number, _)| *number == libc::SYS_openat)
+            .map(|(_, args)| (args[3] & 0o7777) as u32);
+        (asked, umask_of(pid))
+    } else {
+        (None, None)
+    };
     tracer.release();
     // It spoke before any creating open on its main thread.
     let no_creating_open = said_first.is_some();
@@ -87,12 +117,20 @@ fn modes_at_creation(run: &mut Run, name: &str) -> Result<Option<(u32, u32)>, Fa
     let settled = mode();
     creator.unlink()?;
     creator.close()?;
-    Ok(created.zip(settled))
+    Ok(created.zip(settled).map(|(created, settled)| Creation {
+        created,
+        settled,
+        asked,
+        umask,
+    }))
 }
 
 pub fn owner_only_mode(run: &mut Run) -> Result<String, Fail> {
     let first = run.ipc_name("first");
-    if let Some((created, settled)) = modes_at_creation(run, &first)?
+    let creation = modes_at_creation(run, &first)?;
+    if let Some(Creation {
+        created, settled, ..
+    }) = creation
         && created != 0o600
         && settled == 0o600
     {
@@ -102,6 +140,26 @@ pub fn owner_only_mode(run: &mut Run) -> Result<String, Fail> {
              moment when others can open it; pass 0600 (S_IRUSR | S_IWUSR) to shm_open() itself",
             dev_shm(&first).display(),
             wrong_with(created)
+        )));
+    }
+    if let Some(Creation {
+        created: 0o600,
+        asked: Some(asked),
+        umask,
+        ..
+    }) = creation
+        && asked != 0o600
+    {
+        let umask = umask.map_or_else(String::new, |umask| {
+            format!(" (its umask was {umask:04o} right then)")
+        });
+        return Err(Fail::failed(format!(
+            "{} was born with mode 600, but the creating openat() of the creator's shm_open(), \
+             held as it returned, asked for mode {asked:04o}{umask}: the mode came from a umask \
+             set around the call, not from shm_open()'s mode argument (the umask is the whole \
+             process's, and only masks bits out); pass 0600 (S_IRUSR | S_IWUSR) to shm_open() \
+             itself",
+            dev_shm(&first).display()
         )));
     }
     let name = run.ipc_name("table");

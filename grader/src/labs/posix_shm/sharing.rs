@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use rand::RngExt;
 
 use crate::engine::diagnose::classify;
+use crate::engine::tracer::{Action, Breakpoint, Call, Reached, Tracer};
 use crate::engine::{Fail, Run, force, inspect};
 
 use super::driver::{Table, await_answer, is_refusal, pair, refused, said, start};
@@ -250,6 +251,8 @@ pub fn shared_updates(run: &mut Run) -> Result<String, Fail> {
         false,
         "the creator wrote over the opener's bytes; as the opener read them back",
     )?;
+    no_call_in_access(run, &mut creator, at, len, true)?;
+    no_call_in_access(run, &mut creator, at, len, false)?;
     creator.unlink()?;
     opener.close()?;
     creator.close()?;
@@ -260,12 +263,176 @@ pub fn shared_updates(run: &mut Run) -> Result<String, Fail> {
     )
 }
 
+/// Calls that push a mapping's bytes to its file or pin its pages: what a program that believes
+/// a shared mapping needs a system call to be seen adds to its read or write.
+const SYNCS: &[i64] = &[
+    libc::SYS_msync,
+    libc::SYS_fsync,
+    libc::SYS_fdatasync,
+    libc::SYS_sync_file_range,
+    libc::SYS_syncfs,
+    libc::SYS_sync,
+    libc::SYS_mlock,
+    libc::SYS_mlock2,
+    libc::SYS_munlock,
+];
+
+/// The name of one of [`SYNCS`].
+fn sync_name(number: i64) -> &'static str {
+    match number {
+        libc::SYS_msync => "msync()",
+        libc::SYS_fsync => "fsync()",
+        libc::SYS_fdatasync => "fdatasync()",
+        libc::SYS_sync_file_range => "sync_file_range()",
+        libc::SYS_syncfs => "syncfs()",
+        libc::SYS_sync => "sync()",
+        libc::SYS_mlock | libc::SYS_mlock2 => "mlock()",
+        libc::SYS_munlock => "munlock()",
+        _ => "a call that syncs or pins memory",
+    }
+}
+
+/// One more write (or read) of `len` bytes at `at` by `table`, traced to be held at the first
+/// call of [`SYNCS`] it makes before it answers: read and write copy in place, with no system
+/// call (the mapping is the object's own pages). Nothing where the grader may not trace.
+fn no_call_in_access(
+    run: &mut Run,
+    table: &mut Table,
+    at: usize,
+    len: usize,
+    write: bool,
+) -> Result<(), Fail> {
+    let pid = table.pid();
+    let Some(mut tracer) = Tracer::attach(pid, Call::one_of(SYNCS), Action::Hold)? else {
+        return Ok(());
+    };
+    let (fields, file, what) = if write {
+        let data = run.random_bytes(len);
+        let fields = table.write_fields(run, at, &data)?;
+        let file = std::path::PathBuf::from(&fields[2].1);
+        table.wrote.push((at, data));
+        (fields, file, format!("writing {len} bytes at offset {at}"))
+    } else {
+        let (fields, file) = table.read_fields(run, at, len);
+        (fields, file, format!("reading {len} bytes at offset {at}"))
+    };
+    table.proc.send("cmd", &fields)?;
+    let until = Instant::now() + Duration::from_secs(5);
+    let reached = tracer.wait(&mut table.proc, until)?;
+    let held = match reached {
+        Reached::Call => {
+            let number = inspect::call_of(pid, pid).map_or(-1, |(number, _)| number);
+            tracer.release();
+            Some(number)
+        }
+        Reached::Passed(said_first) => {
+            drop(tracer);
+            let answer = match said_first {
+                Some(answer) => answer,
+                None => await_answer(&mut table.proc, table.who, &what, None)?,
+            };
+            if answer.kind != "done" {
+                let _ = std::fs::remove_file(&file);
+                return Err(Fail::failed(format!(
+                    "{} could not finish {what}: it said {}",
+                    table.who,
+                    said(&answer)
+                )));
+            }
+            None
+        }
+    };
+    if let Some(number) = held {
+        await_answer(&mut table.proc, table.who, &what, None)?;
+        let _ = std::fs::remove_file(&file);
+        let doing = if write { "write()" } else { "read()" };
+        return Err(Fail::failed(format!(
+            "{what} of the table, {} entered {} (the grader, which traced it, held it there): \
+             {doing} copies {} the mapping in place, with no system call; a MAP_SHARED \
+             mapping is the object's own pages, which every process sees at once (msync() and \
+             fsync() are for files on a disk)",
+            table.who,
+            sync_name(number),
+            if write { "into" } else { "out of" }
+        )));
+    }
+    let _ = std::fs::remove_file(&file);
+    Ok(())
+}
+
+/// How long the grader waits for a breakpoint to be set, or for the unlink's answer.
+const BREAKING: Duration = Duration::from_secs(5);
+
+/// The table's `unlink` command, which must say `done`, with a hardware breakpoint at the C
+/// library's `shm_unlink()`: whether the program called it before it answered (`None` where the
+/// grader cannot set it).
+fn unlink_watched(table: &mut Table) -> Result<Option<bool>, Fail> {
+    let pid = table.pid();
+    let breaking = match inspect::library_function_in(pid, c"shm_unlink") {
+        Some(address) => Tracer::break_at(pid, address)?,
+        None => None,
+    };
+    let Some(mut tracer) = breaking else {
+        table.unlink()?;
+        return Ok(None);
+    };
+    let until = Instant::now() + BREAKING;
+    let armed = loop {
+        match tracer.next_break(until)? {
+            Some(Breakpoint::Armed) => break true,
+            None if Instant::now() < until => {}
+            _ => break false,
+        }
+    };
+    if !armed {
+        drop(tracer);
+        table.unlink()?;
+        return Ok(None);
+    }
+    table.proc.send("cmd", &[("op", "unlink".into())])?;
+    let mut entered = false;
+    let answer = loop {
+        match tracer.next_break(Instant::now() + Duration::from_millis(2))? {
+            Some(Breakpoint::At(_)) => {
+                entered = true;
+                tracer.go_on();
+            }
+            Some(Breakpoint::Armed) | None => {}
+            Some(Breakpoint::Lost | Breakpoint::Unavailable) => break None,
+        }
+        if let Some(answer) = table.proc.recv_before(Instant::now())? {
+            break Some(answer);
+        }
+        if Instant::now() >= until {
+            break None;
+        }
+    };
+    // The stop at the breakpoint is reported before the program goes on to answer.
+    if let Some(Breakpoint::At(_)) = tracer.next_break(Instant::now())? {
+        entered = true;
+        tracer.go_on();
+    }
+    drop(tracer);
+    let answer = match answer {
+        Some(answer) => answer,
+        None => await_answer(&mut table.proc, table.who, "asked for op=unlink", None)?,
+    };
+    if answer.kind != "done" {
+        return Err(Fail::failed(format!(
+            "{} could not unlink the name: it said {}",
+            table.who,
+            said(&answer)
+        )));
+    }
+    Ok(Some(entered))
+}
+
 pub fn unlinked_but_mapped(run: &mut Run) -> Result<String, Fail> {
     let size = 10_000;
     let (mut creator, mut opener) = pair(run, "table", size)?;
     let name = creator.name.clone();
     let path = dev_shm(&name).display().to_string();
-    creator.unlink()?;
+    let through_shm_unlink = unlink_watched(&mut creator)?;
     if exists(&name) {
         return Err(Fail::failed(format!(
             "{path} still exists after the creator's unlink: remove the name with shm_unlink()"
@@ -276,6 +443,15 @@ pub fn unlinked_but_mapped(run: &mut Run) -> Result<String, Fail> {
             "after its unlink the creator no longer maps the table (not in /proc/{}/maps): \
              unlink() removes the name only; the mapping stays until close()",
             creator.pid()
+        )));
+    }
+    if through_shm_unlink == Some(false) {
+        return Err(Fail::failed(format!(
+            "the creator's unlink removed {path} and said `done`, but a breakpoint at the C \
+             library's shm_unlink() saw it never call that function: it removed the file \
+             another way (unlink(2) or std::fs::remove_file() of /dev/shm/NAME, a path \
+             written into the program: where the objects live is the C library's business, \
+             and not /dev/shm everywhere); unlink() is shm_unlink(name)"
         )));
     }
     let mut late = start(run, &name, None, "a late opener")?;
