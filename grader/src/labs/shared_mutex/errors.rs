@@ -173,6 +173,47 @@ fn accepts_one_character(run: &mut Run) -> Result<String, Fail> {
     Ok(name)
 }
 
+/// Names at the edge of the rule: a `/` and then only dots. They are names like any other
+/// (no `/` after the first), so create() hands them to `shm_open()`, which finds `/dev/shm/.`
+/// and `/dev/shm/..` there (the directories): `EEXIST`, kind=exists.
+const DOT_NAMES: [&str; 2] = ["/.", "/.."];
+
+fn dot_name_is_a_name(run: &mut Run, name: &str) -> Result<(), Fail> {
+    let mut proc = run.spawn(&["--name", name, "--work", "1"])?;
+    let message = first_message(&mut proc)?;
+    let kind = message.get("kind").unwrap_or("none");
+    match (message.kind.as_str(), kind) {
+        ("failed", "exists") => release(&mut proc),
+        ("failed", "bad-name") => {
+            proc.kill_tree();
+            Err(Fail::failed(format!(
+                "SharedBank::create({name:?}) refused the name with kind=bad-name, but it is a \
+                 valid name: a '/' followed by at least one character, none of them '/' (the \
+                 rule makes no exception for \".\" or \"..\"); shm_open() of it then fails \
+                 with EEXIST (/dev/shm/{} is there), which is BankError::Exists",
+                &name[1..]
+            )))
+        }
+        (said, _) => {
+            proc.kill_tree();
+            Err(Fail::failed(format!(
+                "SharedBank::create({name:?}) {}, not kind=exists: the name is valid (a '/' and \
+                 characters none of which is '/'), and shm_open(O_CREAT | O_EXCL) of it fails \
+                 with EEXIST, as /dev/shm/{} is there, which is BankError::Exists",
+                if said == "failed" {
+                    format!(
+                        "failed with kind={kind} ({})",
+                        message.get("error").unwrap_or("")
+                    )
+                } else {
+                    format!("went on (it said `{said}`)")
+                },
+                &name[1..]
+            )))
+        }
+    }
+}
+
 pub(super) fn typed_errors(run: &mut Run) -> Result<String, Fail> {
     // Built on a name the grader handed out, so that a segment created despite a bad name is
     // audited and removed.
@@ -196,6 +237,9 @@ pub(super) fn typed_errors(run: &mut Run) -> Result<String, Fail> {
     // is told by a link, not by its open of the grader's segment.
     refuses_dangling_link(run)?;
     let short = accepts_one_character(run)?;
+    for name in DOT_NAMES {
+        dot_name_is_a_name(run, name)?;
+    }
     // The first and last accounts work; one past the last, further out, and the same account
     // twice do not.
     let mut account = || run.rng().random_range(0..ACCOUNTS);
@@ -502,7 +546,9 @@ const PERMISSIONS: u64 = 0o7777;
 /// ptrace the segment is there before the program starts. Returns the name.
 fn taken_at_the_open(run: &mut Run) -> Result<String, Fail> {
     let name = run.ipc_name("taken");
-    let content = run.random_bytes(64);
+    // Empty, as another creator's segment is between its shm_open() and its ftruncate(): it is
+    // that creator's all the same.
+    let content: Vec<u8> = Vec::new();
     let path = dev_shm(&name);
     let mut proc = run.spawn_stopped(&["--name", name.as_str(), "--work", "1"])?;
     let pid = proc.pid.as_raw();
@@ -582,6 +628,22 @@ fn taken_at_the_open(run: &mut Run) -> Result<String, Fail> {
              left alone",
             path.display(),
             libc::O_EXCL
+        )));
+    }
+    if !refused && let Some(what) = disturbed {
+        let outcome = match message.kind.as_str() {
+            "failed" => format!("failed with kind={}", message.get("kind").unwrap_or("none")),
+            said => format!("went on (it said `{said}`)"),
+        };
+        proc.kill_tree();
+        return Err(Fail::failed(format!(
+            "the grader held the program at its shm_open() of {} and created an empty segment \
+             there (0 bytes, as another creator's is between its shm_open() and its \
+             ftruncate()) just before the call; SharedBank::create({name:?}) {outcome}, and \
+             the grader's segment was {what}: an EEXIST makes the name someone else's whatever \
+             its size or contents (an empty segment is not a leftover to reclaim: its creator \
+             may be about to size it); return BankError::Exists and leave it alone",
+            path.display()
         )));
     }
     expect_kind(
