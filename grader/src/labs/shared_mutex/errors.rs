@@ -525,10 +525,15 @@ pub(super) fn create_failures(run: &mut Run) -> Result<String, Fail> {
     } else {
         ""
     };
+    let mapped = if forced_mmap_failure(run)? {
+        "; the grader failing the shared mmap(): kind=mmap, the name removed"
+    } else {
+        ""
+    };
     Ok(format!(
         "{name:?} taken at the program's shm_open(): kind=exists, the segment there untouched; a name of {} characters: \
          kind=shm-open; ftruncate() failing: kind=ftruncate, with the name removed and no \
-         descriptor or mapping left{forced}",
+         descriptor or mapping left{forced}{mapped}",
         long.len()
     ))
 }
@@ -733,6 +738,66 @@ fn forced_ftruncate_failure(run: &mut Run) -> Result<bool, Fail> {
             "SharedBank::create() failed at ftruncate() (the grader made it fail), but {} \
              still exists: when a step after shm_open() fails, shm_unlink() the name",
             path.display()
+        )));
+    }
+    Ok(true)
+}
+
+/// A create whose `mmap()` of the segment (the first shared one) the tracer makes fail
+/// (`ENOMEM`): it must say `mmap` and, as for any step after `shm_open()`, leave neither the
+/// name nor a descriptor behind. `false` if the grader may not trace the program, or the
+/// program made no shared `mmap()` (it is judged elsewhere).
+fn forced_mmap_failure(run: &mut Run) -> Result<bool, Fail> {
+    let name = run.ipc_name("unmappable");
+    let mut proc = run.spawn_stopped(&["--name", name.as_str(), "--work", "1"])?;
+    let pid = proc.pid.as_raw();
+    // MAP_SHARED (1) and MAP_SHARED_VALIDATE (3) have bit 0; the C library's and the
+    // allocator's own mappings are private (2).
+    let shared_map = Call {
+        number: libc::SYS_mmap,
+        matching: Match::Bits {
+            arg: 3,
+            mask: libc::MAP_SHARED as u64,
+            value: libc::MAP_SHARED as u64,
+        },
+    };
+    let tracer = Tracer::attach(pid, shared_map, Action::Fail(libc::ENOMEM))?;
+    force::resume(pid)?;
+    let Some(mut tracer) = tracer else {
+        proc.kill_tree();
+        return Ok(false);
+    };
+    let message = first_message(&mut proc)?;
+    let failed = tracer.failed_the_call()?;
+    drop(tracer);
+    if !failed {
+        proc.kill_tree();
+        return Ok(false);
+    }
+    expect_kind(
+        &message,
+        "mmap",
+        "with the grader failing its mmap(MAP_SHARED) of the segment (ENOMEM), \
+         SharedBank::create()",
+        "the step that failed is mmap(), which is BankError::Map",
+    )?;
+    let path = dev_shm(&name);
+    let mut left = Vec::new();
+    if path.exists() {
+        left.push(format!("{} still exists (shm_unlink() it)", path.display()));
+    }
+    let fds = probe::descriptors(pid, &name);
+    if !fds.is_empty() {
+        left.push(format!("descriptor {fds:?} is still open on it (close it)"));
+    }
+    release(&mut proc)?;
+    if !left.is_empty() {
+        return Err(Fail::failed(format!(
+            "SharedBank::create() failed at mmap() (the grader made it fail, ENOMEM), as it \
+             should then, but {}: when any step after shm_open() fails (ftruncate(), mmap(), \
+             the initializations), undo the steps before it and shm_unlink() the name, or the \
+             next create() of the name fails with exists",
+            left.join(", ")
         )));
     }
     Ok(true)
