@@ -291,3 +291,93 @@ fn attribute_word(pid: i32, address: u64) -> Option<u32> {
     memory.read_exact_at(&mut word, address).ok()?;
     Some(u32::from_ne_bytes(word))
 }
+
+/// A worker's calls of `pthread_cond_broadcast()` (in `finish()`), watched with a breakpoint:
+/// at each, the condition variable it was given and the bank's owner word then (read from the
+/// segment while the worker is stopped there).
+pub(super) struct Broadcasts {
+    worker: i32,
+    cond: u64,
+    seen: Receiver<(u64, i32)>,
+    stop: Sender<()>,
+    thread: JoinHandle<()>,
+}
+
+impl Broadcasts {
+    /// Sets the breakpoint in `worker` (ready, waiting for its `go`). `None` if the machine does
+    /// not allow it.
+    pub fn watch(session: &Session, worker: i32) -> Result<Option<Broadcasts>, Fail> {
+        let Some(map) = probe::mappings(worker, &session.name)
+            .into_iter()
+            .find(|m| m.offset == 0)
+        else {
+            return Ok(None);
+        };
+        let Some(address) = inspect::library_function_in(worker, c"pthread_cond_broadcast") else {
+            return Ok(None);
+        };
+        let Some(mut tracer) = Tracer::break_at(worker, address)? else {
+            return Ok(None);
+        };
+        let owner_at = (session.segment.layout.mutex_at + probe::MUTEX_OWNER_AT) as u64;
+        let segment = std::fs::File::open(dev_shm(&session.name))?;
+        let (seen_tx, seen) = channel();
+        let (stop, stopped) = channel::<()>();
+        let thread = std::thread::spawn(move || {
+            let until = Instant::now() + WATCH_LIMIT;
+            while Instant::now() < until {
+                if !matches!(stopped.try_recv(), Err(TryRecvError::Empty)) {
+                    break;
+                }
+                match tracer.next_break(Instant::now() + Duration::from_millis(5)) {
+                    Ok(None | Some(Breakpoint::Armed)) => {}
+                    Ok(Some(Breakpoint::At([cond, _]))) => {
+                        let mut word = [0u8; 4];
+                        let owner = segment
+                            .read_exact_at(&mut word, owner_at)
+                            .map(|()| i32::from_ne_bytes(word))
+                            .unwrap_or(-1);
+                        let _ = seen_tx.send((cond, owner));
+                        tracer.go_on();
+                    }
+                    _ => break,
+                }
+            }
+            drop(tracer);
+        });
+        Ok(Some(Broadcasts {
+            worker,
+            cond: map.start + session.segment.layout.cond_at as u64,
+            seen,
+            stop,
+            thread,
+        }))
+    }
+
+    /// Once the worker has finished: each broadcast of `all_done` made holding the mutex (the
+    /// owner word is the worker's thread id).
+    pub fn judge(self) -> Result<(), Fail> {
+        let _ = self.stop.send(());
+        let _ = self.thread.join();
+        let worker = self.worker;
+        for (cond, owner) in self.seen.try_iter() {
+            if cond != self.cond || owner == worker {
+                continue;
+            }
+            let holder = match owner {
+                0 => "free".to_string(),
+                -1 => continue,
+                other => format!("held by thread {other}, not by the worker"),
+            };
+            return Err(Fail::failed(format!(
+                "a worker (pid {worker}) called pthread_cond_broadcast(all_done) while the \
+                 bank's mutex was {holder} (its owner word, read at a breakpoint at that \
+                 function): finish() broadcasts under the lock, finished += 1 and the \
+                 broadcast both before the unlock (a broadcast after the unlock reaches a \
+                 coordinator that may already have seen the count, returned and destroyed \
+                 the condition variable)"
+            )));
+        }
+        Ok(())
+    }
+}

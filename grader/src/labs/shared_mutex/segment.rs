@@ -260,8 +260,12 @@ pub(super) fn process_shared_init(run: &mut Run) -> Result<String, Fail> {
     run.expect_owner_only()?;
     mapped_by_everyone(&session)?;
     as_created(&session)?;
+    let broadcasts = super::attributes::Broadcasts::watch(&session, session.workers[0])?;
     session.go()?;
     let outcome = session.finish(0, |_| Ok(()))?;
+    if let Some(broadcasts) = broadcasts {
+        broadcasts.judge()?;
+    }
     verify(&session, &outcome, &[], 0)?;
     Ok(format!(
         "mode 600, mapped shared by all 5 processes with no descriptor left open; mutex kind \
