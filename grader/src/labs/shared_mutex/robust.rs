@@ -113,7 +113,7 @@ pub(super) fn owner_dies(run: &mut Run) -> Result<String, Fail> {
         kill(Pid::from_raw(victim), Signal::SIGKILL)
             .map_err(|e| Fail::Grader(format!("kill: {e}")))?;
         if let Some(first_unlock) = first_unlock {
-            first_unlock.judge(&segment, crasher)?;
+            first_unlock.judge(&segment, crasher, coordinator_waiting)?;
         }
         settle_after_recovery(&segment, coordinator, &name, &survivors)
     })?;
@@ -174,7 +174,13 @@ const FUTEX_COMMAND: u64 = 0x7f;
 struct FirstUnlock {
     tracer: Tracer,
     stopped: Vec<i32>,
+    /// The condition variable's bytes once everyone else is stopped, before the kill: only a
+    /// broadcast (the recovery's) changes them until that first unlock.
+    cond_before: Option<[u8; COND_SIZE]>,
 }
+
+/// The size of a `pthread_cond_t` (glibc, 64-bit Linux).
+const COND_SIZE: usize = 48;
 
 impl FirstUnlock {
     /// `None` (nothing stopped) when no worker sleeps on the mutex or it cannot be traced.
@@ -218,12 +224,24 @@ impl FirstUnlock {
         for &pid in &stopped {
             force::hold(pid)?;
         }
-        Ok(Some(FirstUnlock { tracer, stopped }))
+        let cond_before = segment.read(segment.layout.cond_at).ok();
+        Ok(Some(FirstUnlock {
+            tracer,
+            stopped,
+            cond_before,
+        }))
     }
 
     /// Once the holder is dead: at the first unlock, with the mutex free, the dead holder's
     /// journal must no longer be active. Then lets everyone go on.
-    fn judge(mut self, segment: &super::segment::Segment, crasher: usize) -> Result<(), Fail> {
+    /// When the coordinator slept on the condition variable (`coordinator_waiting`), the
+    /// repair must have broadcast it by then too.
+    fn judge(
+        mut self,
+        segment: &super::segment::Segment,
+        crasher: usize,
+        coordinator_waiting: bool,
+    ) -> Result<(), Fail> {
         let held = self.tracer.held_before(Instant::now() + STEP)?;
         let seen = match held {
             true => Some((
@@ -233,6 +251,7 @@ impl FirstUnlock {
             )),
             false => None,
         };
+        let cond_now: Option<[u8; COND_SIZE]> = segment.read(segment.layout.cond_at).ok();
         if held {
             self.tracer.release();
         }
@@ -258,6 +277,23 @@ impl FirstUnlock {
                 } else {
                     format!("owner word {owner}")
                 }
+            )));
+        }
+        if coordinator_waiting
+            && journal.active == 0
+            && counts.dead > 0
+            && self.cond_before.is_some()
+            && cond_now == self.cond_before
+        {
+            return Err(Fail::failed(format!(
+                "after worker {crasher} was killed holding the lock mid-transfer, the worker \
+                 that took the mutex next (EOWNERDEAD) repaired the bank (the journal cleared, \
+                 dead = {}), but held at its first unlock (its FUTEX_WAKE on the mutex) it had \
+                 not broadcast all_done: the condition variable in the segment was byte for \
+                 byte as before the kill, while the coordinator waited on it; recover() \
+                 broadcasts all_done after dead += 1, because the coordinator may be waiting \
+                 for exactly that worker and no finish may come to wake it",
+                counts.dead
             )));
         }
         Ok(())
