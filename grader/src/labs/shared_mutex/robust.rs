@@ -791,11 +791,96 @@ pub(super) fn not_recoverable(run: &mut Run) -> Result<String, Fail> {
             )));
         }
     }
+    let during_wait = if unrecoverable_during_wait(run)? {
+        "; made unrecoverable while the coordinator waited to take the lock back, its \
+         pthread_cond_wait() failed: kind=wait"
+    } else {
+        ""
+    };
     Ok(format!(
         "on a mutex made unrecoverable, all {} workers' transfers failed with \
-         kind=not-recoverable",
+         kind=not-recoverable{during_wait}",
         kinds.len()
     ))
+}
+
+/// `pthread_cond_wait()`'s errors other than `EOWNERDEAD` are `BankError::Wait`, its
+/// `ENOTRECOVERABLE` too: the grader's thread takes the lock and broadcasts, so that the
+/// coordinator wakes and waits to take the lock back; the grader stops it there (a stopped
+/// process leaves the futex's queue, so the death wakes nobody), its thread dies holding the
+/// lock, the grader meets `EOWNERDEAD` and lets go without `pthread_mutex_consistent()`, and
+/// lets the coordinator go: its relock gets `ENOTRECOVERABLE`, and `wait_all_done()` must say
+/// `kind=wait`. `false` when the coordinator could not be brought there (judged elsewhere).
+fn unrecoverable_during_wait(run: &mut Run) -> Result<bool, Fail> {
+    let mut session = Session::start(run, &[LIGHT_WORK], &[])?;
+    session.coordinator_settled();
+    if session.coordinator_place() != Some(Place::Cond) {
+        return Ok(false);
+    }
+    let holder = DyingHolder::start(&session.segment, true)?;
+    let until = Instant::now() + STEP;
+    while session.coordinator_place() != Some(Place::Mutex) {
+        if Instant::now() > until {
+            holder.die();
+            return Ok(false);
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    force::hold(session.coordinator)?;
+    holder.die();
+    let rc = probe::try_lock(&session.segment, Duration::from_secs(1))?;
+    force::resume(session.coordinator)?;
+    if rc != libc::EOWNERDEAD {
+        return Err(Fail::Grader(format!(
+            "making the mutex unrecoverable failed: {}",
+            probe::errno_name(rc)
+        )));
+    }
+    let until = Instant::now() + STEP;
+    let mut said = None;
+    while Instant::now() < until {
+        match session.next_before(Instant::now() + Duration::from_millis(5))? {
+            Some(message) if message.kind == "failed" || message.kind == "done" => {
+                said = Some(message);
+                break;
+            }
+            _ => {}
+        }
+    }
+    session.proc.kill_tree();
+    let _ = std::fs::remove_file(dev_shm(&session.name));
+    let what = "the grader's thread took the bank's mutex and broadcast all_done, the \
+                coordinator woke and waited to take the lock back, and the mutex was made \
+                unrecoverable meanwhile (its holder died, the next one unlocked without \
+                pthread_mutex_consistent()), so the coordinator's pthread_cond_wait() returned \
+                ENOTRECOVERABLE";
+    let Some(message) = said else {
+        return Err(Fail::failed(format!(
+            "{what}; {} s later wait_all_done() had not failed (the coordinator {}): \
+             pthread_cond_wait()'s errors other than EOWNERDEAD end the wait with \
+             BankError::Wait",
+            STEP.as_secs(),
+            probe::sleeping(session.coordinator).describe()
+        )));
+    };
+    let kind = message.get("kind").unwrap_or("none");
+    if message.kind == "done" {
+        return Err(Fail::failed(format!(
+            "{what}; wait_all_done() returned a snapshot though no worker had started: an \
+             error of pthread_cond_wait() other than EOWNERDEAD ends the wait with \
+             BankError::Wait"
+        )));
+    }
+    if kind != "wait" {
+        return Err(Fail::failed(format!(
+            "{what}; wait_all_done() failed with kind={kind} ({}), not wait: its doc says \
+             pthread_cond_wait()'s errors other than EOWNERDEAD are BankError::Wait (\
+             \"pthread_cond_wait() failed with something other than EOWNERDEAD\"), \
+             ENOTRECOVERABLE included; BankError::NotRecoverable is lock()'s",
+            message.get("error").unwrap_or("")
+        )));
+    }
+    Ok(true)
 }
 
 /// The calls that put a thread to sleep for a while.
