@@ -1101,7 +1101,12 @@ unsafe fn break_from(pid: i32, addresses: [u64; 4], pipes: Pipes) -> ! {
         let mut enabled = 0usize;
         for (n, &address) in addresses.iter().enumerate() {
             if address != 0 {
-                libc::ptrace(libc::PTRACE_POKEUSER, pid, DEBUGREG + 8 * n, address as usize);
+                libc::ptrace(
+                    libc::PTRACE_POKEUSER,
+                    pid,
+                    DEBUGREG + 8 * n,
+                    address as usize,
+                );
                 enabled |= 1 << (2 * n);
             }
         }

@@ -246,15 +246,16 @@ pub(super) fn process_shared_init(run: &mut Run) -> Result<String, Fail> {
              unlock wakes only waiters in its own process"
         )));
     }
-    if let Some(inits) = inits {
-        inits.judge(&session)?;
-    }
     let wrefs = session.segment.cond_wrefs()?;
     if wrefs & 1 == 0 {
         return Err(Fail::failed(
             "the condition variable in the segment is not process-shared: initialize it in the \
              segment with a pthread_condattr_setpshared(PTHREAD_PROCESS_SHARED) attribute",
         ));
+    }
+    // The calls seen at the breakpoints: what the segment cannot show.
+    if let Some(inits) = inits {
+        inits.judge(&session)?;
     }
     // The lab's permissions are judged here: the segment must be its owner's only.
     run.expect_owner_only()?;
