@@ -273,8 +273,10 @@ fn judge_the_rest(
                      and condition variable, the coordinator's create() made {} write system \
                      call(s) ({} bytes; workers and the accounts are {} bytes): it filled the \
                      bank through a descriptor (a write() or pwrite() to the segment) instead \
-                     of through the mapping; mmap() the segment and set workers and the \
-                     accounts in place, through the pointer",
+                     of through the mapping (or, if those bytes are not the bank's, it \
+                     printed from inside create(), which writes nothing but the mapping); \
+                     mmap() the segment and set workers and the accounts in place, through \
+                     the pointer",
                 wrote.write_calls,
                 wrote.written_bytes,
                 4 + 8 * super::ACCOUNTS
