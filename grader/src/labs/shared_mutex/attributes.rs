@@ -222,9 +222,9 @@ fn judge_the_rest(
         ));
     };
     let cond_attr = seen[cond_at].args[1];
-    if !seen[cond_at]
+    if seen[cond_at]
         .flags
-        .is_some_and(|f| f & CONDATTR_PSHARED != 0)
+        .is_none_or(|f| f & CONDATTR_PSHARED == 0)
     {
         return Err(Fail::failed(format!(
             "the coordinator's pthread_cond_init() of the bank's condition variable (seen \
@@ -264,7 +264,7 @@ fn judge_the_rest(
     }
     // The bank's fields are filled through the mapping: no write call between the
     // shm_open() and the last of these calls.
-    let last_io = seen.iter().filter_map(|s| s.io).last();
+    let last_io = seen.iter().rev().find_map(|s| s.io);
     if let (Some(opened), Some(last)) = (opened_io, last_io) {
         let wrote = last.since(opened);
         if wrote.write_calls > 0 {
