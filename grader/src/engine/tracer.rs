@@ -168,10 +168,11 @@ pub enum Action {
     /// to fail and the one the program makes to clean up after it made to fail too, or a call
     /// made to fail and the program held as it exits, to see what it still holds.
     InTurn([(Call, Step); 2]),
-    /// Stop the program at each entry of the code at this address (a function's first
-    /// instruction: a hardware breakpoint), from now on, until the check says no more
-    /// ([`Tracer::break_at`]); each stop reports the call's first two arguments.
-    BreakAt(u64),
+    /// Stop the program at each entry of the code at these addresses (functions' first
+    /// instructions: hardware breakpoints, at most four; 0 is none), from now on, until the
+    /// check says no more ([`Tracer::break_at`], [`Tracer::break_at_each`]); each stop reports
+    /// the call's first two arguments and which address it is ([`Tracer::last_break`]).
+    BreakAt([u64; 4]),
     /// Send this signal (caught by a handler) to the thread, blocked in a call, and see what
     /// the kernel did with the call once the handler returned: made it fail with `EINTR`, or
     /// restarted it (`SA_RESTART`) ([`Tracer::signal_restarts`]).
@@ -225,7 +226,8 @@ pub enum Breakpoint {
     /// The breakpoint is set.
     Armed,
     /// The program is stopped at the breakpoint, with these first two arguments (`rdi`,
-    /// `rsi`); it stays so until [`Tracer::go_on`] or the tracer's end.
+    /// `rsi`); it stays so until [`Tracer::go_on`] or the tracer's end. Which of the addresses
+    /// it is: [`Tracer::last_break`].
     At([u64; 2]),
     /// The tracer lost it: it exited.
     Lost,
@@ -242,6 +244,9 @@ pub struct Tracer {
     /// Watchpoints may be set: they outlive the tracer, and a program that meets one untraced
     /// dies of SIGTRAP, so the tracer must clear them itself before it goes.
     watching: bool,
+    /// Which breakpoint (its index among [`Action::BreakAt`]'s addresses) the last
+    /// [`Breakpoint::At`] was.
+    last_break: usize,
 }
 
 /// Where the program was when [`Tracer::wait`] returned.
@@ -320,6 +325,7 @@ impl Tracer {
                 action,
                 Action::Watch(_) | Action::WatchAt(..) | Action::BreakAt(_)
             ),
+            last_break: 0,
         };
         match traced.next_byte(Instant::now() + Duration::from_secs(2))? {
             Some(ATTACHED) => Ok(Some(traced)),
@@ -488,7 +494,19 @@ impl Tracer {
     /// now on: [`Breakpoint::Armed`], then a [`Breakpoint::At`] at each entry. `None` if the
     /// machine does not allow it.
     pub fn break_at(pid: i32, address: u64) -> Result<Option<Tracer>, Fail> {
-        Tracer::attach(pid, Call::any(ANY_NUMBER), Action::BreakAt(address))
+        Tracer::break_at_each(pid, [address, 0, 0, 0])
+    }
+
+    /// As [`Tracer::break_at`], at each of these addresses (0: none); [`Tracer::last_break`]
+    /// says which one a stop is at.
+    pub fn break_at_each(pid: i32, addresses: [u64; 4]) -> Result<Option<Tracer>, Fail> {
+        Tracer::attach(pid, Call::any(ANY_NUMBER), Action::BreakAt(addresses))
+    }
+
+    /// The index (among the addresses given) of the breakpoint of the last
+    /// [`Breakpoint::At`].
+    pub fn last_break(&self) -> usize {
+        self.last_break
     }
 
     /// What comes next from a tracer with a breakpoint before `until` (`None`: nothing yet),
@@ -498,7 +516,7 @@ impl Tracer {
             None => None,
             Some(ARMED) => Some(Breakpoint::Armed),
             Some(HIT) => {
-                let mut bytes = [0u8; 16];
+                let mut bytes = [0u8; 17];
                 let mut got = 0;
                 while got < bytes.len() {
                     // SAFETY: reads into the rest of a live buffer.
@@ -516,6 +534,7 @@ impl Tracer {
                 }
                 let word =
                     |at: usize| u64::from_ne_bytes(bytes[at..at + 8].try_into().expect("8 bytes"));
+                self.last_break = bytes[16] as usize;
                 Some(Breakpoint::At([word(0), word(8)]))
             }
             Some(NO_WATCHPOINTS) => Some(Breakpoint::Unavailable),
@@ -693,8 +712,8 @@ unsafe fn trace(group: i32, pid: i32, call: Call, action: Action, pipes: Pipes) 
         if let Action::InTurn(steps) = action {
             in_turn(pid, steps, pipes);
         }
-        if let Action::BreakAt(address) = action {
-            break_from(pid, address, pipes);
+        if let Action::BreakAt(addresses) = action {
+            break_from(pid, addresses, pipes);
         }
         if let Action::Signal(signal) = action {
             signal_in_call(pid, signal, pipes);
@@ -1082,7 +1101,7 @@ const RSI: usize = 13 * 8;
 /// A breakpoint, in the forked child: `pid` is stopped. Sets a hardware breakpoint on the
 /// instruction at `address`, then stops the program at each execution of it, reporting each
 /// with the first two arguments, until the check says no more. Never returns.
-unsafe fn break_from(pid: i32, address: u64, pipes: Pipes) -> ! {
+unsafe fn break_from(pid: i32, addresses: [u64; 4], pipes: Pipes) -> ! {
     // SAFETY: plain system calls on our own descriptors and memory, and on the traced process.
     unsafe {
         let say = |byte: u8| libc::write(pipes.report, [byte].as_ptr().cast(), 1);
@@ -1091,10 +1110,21 @@ unsafe fn break_from(pid: i32, address: u64, pipes: Pipes) -> ! {
             libc::_exit(0)
         };
         let mut status = 0;
-        libc::ptrace(libc::PTRACE_POKEUSER, pid, DEBUGREG, address as usize);
-        // DR0 enabled locally; type 00 (execution) and length 00, as instruction breakpoints
+        let mut enabled = 0usize;
+        for (n, &address) in addresses.iter().enumerate() {
+            if address != 0 {
+                libc::ptrace(
+                    libc::PTRACE_POKEUSER,
+                    pid,
+                    DEBUGREG + 8 * n,
+                    address as usize,
+                );
+                enabled |= 1 << (2 * n);
+            }
+        }
+        // DRn enabled locally; type 00 (execution) and length 00, as instruction breakpoints
         // must be.
-        if libc::ptrace(libc::PTRACE_POKEUSER, pid, DEBUGREG + 8 * 7, 1usize) != 0 {
+        if libc::ptrace(libc::PTRACE_POKEUSER, pid, DEBUGREG + 8 * 7, enabled) != 0 {
             libc::ptrace(libc::PTRACE_POKEUSER, pid, DEBUGREG + 8 * 7, 0usize);
             libc::ptrace(libc::PTRACE_DETACH, pid, 0usize, 0usize);
             say(NO_WATCHPOINTS);
@@ -1114,9 +1144,10 @@ unsafe fn break_from(pid: i32, address: u64, pipes: Pipes) -> ! {
                 continue; // An event stop (a group stop): it goes on.
             }
             let hit = libc::ptrace(libc::PTRACE_PEEKUSER, pid, DEBUGREG + 8 * 6, 0usize);
-            if stopped_by == libc::SIGTRAP && hit & 1 != 0 {
+            if stopped_by == libc::SIGTRAP && hit & enabled_hits(enabled) != 0 {
                 libc::ptrace(libc::PTRACE_POKEUSER, pid, DEBUGREG + 8 * 6, 0usize);
-                let mut report = [0u8; 17];
+                let mut report = [0u8; 18];
+                report[17] = (hit & 0xf).trailing_zeros() as u8;
                 report[0] = HIT;
                 for (n, register) in [RDI, RSI].into_iter().enumerate() {
                     let value = libc::ptrace(libc::PTRACE_PEEKUSER, pid, register, 0usize) as u64;
@@ -1134,6 +1165,13 @@ unsafe fn break_from(pid: i32, address: u64, pipes: Pipes) -> ! {
             }
         }
     }
+}
+
+/// The bits of DR6 that say which of the breakpoints enabled in DR7 (`enabled`) was hit.
+fn enabled_hits(enabled: usize) -> i64 {
+    (0..4)
+        .filter(|n| enabled & (1 << (2 * n)) != 0)
+        .fold(0, |bits, n| bits | (1 << n))
 }
 
 /// How [`next_stop`] ended.

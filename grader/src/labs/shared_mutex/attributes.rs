@@ -2,6 +2,11 @@
 //! marks every robust mutex process-shared in its kind word, whatever the attribute said, so
 //! the mutex in the segment cannot tell whether `PTHREAD_PROCESS_SHARED` was asked for. A
 //! hardware breakpoint on `pthread_mutex_init()` in the coordinator shows the attribute itself.
+//! Three more, on `pthread_cond_init()`, `pthread_mutexattr_destroy()` and
+//! `pthread_condattr_destroy()`, show that the condition variable was initialized by the C
+//! library (not written by hand to look so) and that both attribute objects were destroyed; and
+//! the coordinator's I/O counters, from its `shm_open()` of the bank to those calls, that it
+//! filled the bank through the mapping (no write through a descriptor).
 
 use std::os::unix::fs::FileExt;
 use std::sync::mpsc::{Receiver, Sender, TryRecvError, channel};
@@ -14,21 +19,50 @@ use nix::unistd::Pid;
 use super::probe;
 use super::segment::dev_shm;
 use super::session::Session;
+use crate::engine::inspect::IoCounters;
 use crate::engine::tracer::{Action, Breakpoint, Call, Match, Tracer};
 use crate::engine::{Fail, Proc, force, inspect};
 
 /// glibc's flags in a mutex attribute's word (`struct pthread_mutexattr`'s `mutexkind`).
 const ATTR_PSHARED: u32 = 0x8000_0000;
 const ATTR_ROBUST: u32 = 0x4000_0000;
+/// glibc's flag in a condition attribute's word (`struct pthread_condattr`'s `value`).
+const CONDATTR_PSHARED: u32 = 1;
 /// How long the calls of `create()` are watched at most.
 const WATCH_LIMIT: Duration = Duration::from_secs(10);
 
-/// The coordinator's calls of `pthread_mutex_init()`, watched: each one's mutex and the flags
-/// of its attribute (`None`: no attribute, the defaults).
+/// The functions watched, in the order of the breakpoints.
+const FUNCTIONS: [&std::ffi::CStr; 4] = [
+    c"pthread_mutex_init",
+    c"pthread_cond_init",
+    c"pthread_mutexattr_destroy",
+    c"pthread_condattr_destroy",
+];
+const MUTEX_INIT: usize = 0;
+const COND_INIT: usize = 1;
+const MUTEXATTR_DESTROY: usize = 2;
+const CONDATTR_DESTROY: usize = 3;
+
+/// One call of a watched function: which ([`FUNCTIONS`]), its first two arguments, for an
+/// init the word of its attribute (`None`: no attribute, the defaults), and the caller's I/O
+/// counters then.
+struct Seen {
+    function: usize,
+    args: [u64; 2],
+    flags: Option<u32>,
+    io: Option<IoCounters>,
+}
+
+/// The coordinator's calls of `pthread_mutex_init()`, `pthread_cond_init()` and the attribute
+/// destroys, watched.
 pub(super) struct MutexInits {
-    seen: Receiver<(u64, Option<u32>)>,
+    seen: Receiver<Seen>,
     stop: Sender<()>,
     thread: JoinHandle<()>,
+    /// Its I/O counters at its `shm_open()` of the bank.
+    opened_io: Option<IoCounters>,
+    /// Whether every one of the four functions is watched (else only what is seen is judged).
+    all_watched: bool,
 }
 
 impl MutexInits {
@@ -52,6 +86,7 @@ impl MutexInits {
         if !tracer.held_before(Instant::now() + Duration::from_secs(5))? {
             return Ok(None);
         }
+        let opened_io = inspect::io(pid);
         // Stopped as it comes back from the call, once the tracer has let go.
         kill(Pid::from_raw(pid), Signal::SIGSTOP)
             .map_err(|e| Fail::Grader(format!("SIGSTOP: {e}")))?;
@@ -60,10 +95,11 @@ impl MutexInits {
         while inspect::view(pid).is_some_and(|v| v.state != 'T') && Instant::now() < until {
             std::thread::sleep(Duration::from_micros(200));
         }
-        let function = inspect::library_function_in(pid, c"pthread_mutex_init");
-        let breaking = match function {
-            Some(address) => Tracer::break_at(pid, address)?,
-            None => None,
+        let addresses = FUNCTIONS.map(|f| inspect::library_function_in(pid, f).unwrap_or(0));
+        let all_watched = addresses.iter().all(|&a| a != 0);
+        let breaking = match addresses[MUTEX_INIT] {
+            0 => None,
+            _ => Tracer::break_at_each(pid, addresses)?,
         };
         let Some(mut tracer) = breaking else {
             force::resume(pid)?;
@@ -80,9 +116,19 @@ impl MutexInits {
                 let next = tracer.next_break(Instant::now() + Duration::from_millis(5));
                 match next {
                     Ok(None | Some(Breakpoint::Armed)) => {}
-                    Ok(Some(Breakpoint::At([mutex, attr]))) => {
-                        let flags = (attr != 0).then(|| attribute_word(pid, attr)).flatten();
-                        let _ = seen_tx.send((mutex, flags));
+                    Ok(Some(Breakpoint::At(args))) => {
+                        let function = tracer.last_break();
+                        let attr = args[1];
+                        let flags = (matches!(function, MUTEX_INIT | COND_INIT) && attr != 0)
+                            .then(|| attribute_word(pid, attr))
+                            .flatten();
+                        let io = inspect::io(pid);
+                        let _ = seen_tx.send(Seen {
+                            function,
+                            args,
+                            flags,
+                            io,
+                        });
                         tracer.go_on();
                     }
                     _ => break,
@@ -92,7 +138,13 @@ impl MutexInits {
             drop(tracer);
         });
         force::resume(pid)?;
-        Ok(Some(MutexInits { seen, stop, thread }))
+        Ok(Some(MutexInits {
+            seen,
+            stop,
+            thread,
+            opened_io,
+            all_watched,
+        }))
     }
 
     /// Once the program is ready: the bank's mutex (where the coordinator maps it) must have
@@ -107,12 +159,18 @@ impl MutexInits {
             return Ok(());
         };
         let mutex = map.start + session.segment.layout.mutex_at as u64;
-        let Some((_, flags)) = self.seen.try_iter().find(|(m, _)| *m == mutex) else {
+        let cond = map.start + session.segment.layout.cond_at as u64;
+        let seen: Vec<Seen> = self.seen.try_iter().collect();
+        let Some(at) = seen
+            .iter()
+            .position(|s| s.function == MUTEX_INIT && s.args[0] == mutex)
+        else {
             // Not seen (initialized another way, or not watched): the kind word is judged.
             return Ok(());
         };
+        let flags = seen[at].flags;
         if flags.is_some_and(|f| f & ATTR_PSHARED != 0) {
-            return Ok(());
+            return judge_the_rest(self.all_watched, self.opened_io, &seen, at, cond);
         }
         let given = match flags {
             None => "no attribute at all (the defaults: process-private, not robust)".to_string(),
@@ -134,10 +192,194 @@ impl MutexInits {
     }
 }
 
+/// With the mutex's `pthread_mutex_init()` seen (`seen[at]`): the condition variable at
+/// `cond` initialized by `pthread_cond_init()` with a process-shared attribute, both
+/// attribute objects destroyed after use, and no write call made since the `shm_open()`.
+fn judge_the_rest(
+    all_watched: bool,
+    opened_io: Option<IoCounters>,
+    seen: &[Seen],
+    at: usize,
+    cond: u64,
+) -> Result<(), Fail> {
+    if !all_watched {
+        return Ok(());
+    }
+    let mutex_attr = seen[at].args[1];
+    let cond_init = seen
+        .iter()
+        .position(|s| s.function == COND_INIT && s.args[0] == cond);
+    let Some(cond_at) = cond_init else {
+        return Err(Fail::failed(
+            "the coordinator's create() never called pthread_cond_init() on the bank's \
+                 condition variable (a breakpoint at that function saw the mutex's \
+                 pthread_mutex_init() but no pthread_cond_init() of all_done): a condition \
+                 variable written by hand (zeroed, a flag set in its words) copies one C \
+                 library's private layout and is not initialized; init_cond() makes a \
+                 pthread_condattr_t with pthread_condattr_setpshared(PTHREAD_PROCESS_SHARED), \
+                 calls pthread_cond_init(&raw mut bank.all_done, &attr) and destroys the \
+                 attribute",
+        ));
+    };
+    let cond_attr = seen[cond_at].args[1];
+    if seen[cond_at]
+        .flags
+        .is_none_or(|f| f & CONDATTR_PSHARED == 0)
+    {
+        return Err(Fail::failed(format!(
+            "the coordinator's pthread_cond_init() of the bank's condition variable (seen \
+                 with a breakpoint at that function) was given {}: set \
+                 pthread_condattr_setpshared(&attr, PTHREAD_PROCESS_SHARED) on the attribute \
+                 before pthread_cond_init()",
+            match seen[cond_at].flags {
+                None => "no attribute at all (the defaults: process-private)".to_string(),
+                Some(f) => format!("an attribute without PTHREAD_PROCESS_SHARED (its word {f:#x})"),
+            }
+        )));
+    }
+    let destroyed = |function: usize, attr: u64, after: usize| {
+        seen[after..]
+            .iter()
+            .any(|s| s.function == function && s.args[0] == attr)
+    };
+    let mut kept = Vec::new();
+    if mutex_attr != 0 && !destroyed(MUTEXATTR_DESTROY, mutex_attr, at) {
+        kept.push("the mutex's attribute object (no pthread_mutexattr_destroy() of it)");
+    }
+    if cond_attr != 0 && !destroyed(CONDATTR_DESTROY, cond_attr, cond_at) {
+        kept.push(
+            "the condition variable's attribute object (no pthread_condattr_destroy() of it)",
+        );
+    }
+    if !kept.is_empty() {
+        return Err(Fail::failed(format!(
+            "the coordinator's create() initialized the bank's mutex and condition variable \
+                 but never destroyed {} (breakpoints at the two destroy functions watched \
+                 every call of them): an attribute object initialized with pthread_*attr_init() is destroyed \
+                 once the mutex or condition variable is initialized (some C libraries \
+                 allocate in it); init_mutex() and init_cond() destroy their attribute, also \
+                 when a step fails",
+            kept.join(" and ")
+        )));
+    }
+    // The bank's fields are filled through the mapping: no write call between the
+    // shm_open() and the last of these calls.
+    let last_io = seen.iter().rev().find_map(|s| s.io);
+    if let (Some(opened), Some(last)) = (opened_io, last_io) {
+        let wrote = last.since(opened);
+        if wrote.write_calls > 0 {
+            return Err(Fail::failed(format!(
+                "between its shm_open() of the bank and its initialization of the mutex \
+                     and condition variable, the coordinator's create() made {} write system \
+                     call(s) ({} bytes; workers and the accounts are {} bytes): it filled the \
+                     bank through a descriptor (a write() or pwrite() to the segment) instead \
+                     of through the mapping (or, if those bytes are not the bank's, it \
+                     printed from inside create(), which writes nothing but the mapping); \
+                     mmap() the segment and set workers and the accounts in place, through \
+                     the pointer",
+                wrote.write_calls,
+                wrote.written_bytes,
+                4 + 8 * super::ACCOUNTS
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// The word of the attribute at `address` in `pid` (stopped), from its memory.
 fn attribute_word(pid: i32, address: u64) -> Option<u32> {
     let memory = std::fs::File::open(format!("/proc/{pid}/mem")).ok()?;
     let mut word = [0u8; 4];
     memory.read_exact_at(&mut word, address).ok()?;
     Some(u32::from_ne_bytes(word))
+}
+
+/// A worker's calls of `pthread_cond_broadcast()` (in `finish()`), watched with a breakpoint:
+/// at each, the condition variable it was given and the bank's owner word then (read from the
+/// segment while the worker is stopped there).
+pub(super) struct Broadcasts {
+    worker: i32,
+    cond: u64,
+    seen: Receiver<(u64, i32)>,
+    stop: Sender<()>,
+    thread: JoinHandle<()>,
+}
+
+impl Broadcasts {
+    /// Sets the breakpoint in `worker` (ready, waiting for its `go`). `None` if the machine does
+    /// not allow it.
+    pub fn watch(session: &Session, worker: i32) -> Result<Option<Broadcasts>, Fail> {
+        let Some(map) = probe::mappings(worker, &session.name)
+            .into_iter()
+            .find(|m| m.offset == 0)
+        else {
+            return Ok(None);
+        };
+        let Some(address) = inspect::library_function_in(worker, c"pthread_cond_broadcast") else {
+            return Ok(None);
+        };
+        let Some(mut tracer) = Tracer::break_at(worker, address)? else {
+            return Ok(None);
+        };
+        let owner_at = (session.segment.layout.mutex_at + probe::MUTEX_OWNER_AT) as u64;
+        let segment = std::fs::File::open(dev_shm(&session.name))?;
+        let (seen_tx, seen) = channel();
+        let (stop, stopped) = channel::<()>();
+        let thread = std::thread::spawn(move || {
+            let until = Instant::now() + WATCH_LIMIT;
+            while Instant::now() < until {
+                if !matches!(stopped.try_recv(), Err(TryRecvError::Empty)) {
+                    break;
+                }
+                match tracer.next_break(Instant::now() + Duration::from_millis(5)) {
+                    Ok(None | Some(Breakpoint::Armed)) => {}
+                    Ok(Some(Breakpoint::At([cond, _]))) => {
+                        let mut word = [0u8; 4];
+                        let owner = segment
+                            .read_exact_at(&mut word, owner_at)
+                            .map(|()| i32::from_ne_bytes(word))
+                            .unwrap_or(-1);
+                        let _ = seen_tx.send((cond, owner));
+                        tracer.go_on();
+                    }
+                    _ => break,
+                }
+            }
+            drop(tracer);
+        });
+        Ok(Some(Broadcasts {
+            worker,
+            cond: map.start + session.segment.layout.cond_at as u64,
+            seen,
+            stop,
+            thread,
+        }))
+    }
+
+    /// Once the worker has finished: each broadcast of `all_done` made holding the mutex (the
+    /// owner word is the worker's thread id).
+    pub fn judge(self) -> Result<(), Fail> {
+        let _ = self.stop.send(());
+        let _ = self.thread.join();
+        let worker = self.worker;
+        for (cond, owner) in self.seen.try_iter() {
+            if cond != self.cond || owner == worker {
+                continue;
+            }
+            let holder = match owner {
+                0 => "free".to_string(),
+                -1 => continue,
+                other => format!("held by thread {other}, not by the worker"),
+            };
+            return Err(Fail::failed(format!(
+                "a worker (pid {worker}) called pthread_cond_broadcast(all_done) while the \
+                 bank's mutex was {holder} (its owner word, read at a breakpoint at that \
+                 function): finish() broadcasts under the lock, finished += 1 and the \
+                 broadcast both before the unlock (a broadcast after the unlock reaches a \
+                 coordinator that may already have seen the count, returned and destroyed \
+                 the condition variable)"
+            )));
+        }
+        Ok(())
+    }
 }

@@ -107,7 +107,22 @@ pub(super) fn everything_under_the_lock(run: &mut Run) -> Result<String, Fail> {
     let held = probe::hold(&session.segment, Duration::from_secs(2))?;
     let bytes_before = session.segment.guarded_bytes()?;
     let before = fields(&session.segment)?;
+    // A worker with no transfers (it goes straight to finish()'s lock) is watched on the
+    // mutex's lock word while the grader holds the mutex: a waiter that sleeps looks at it a
+    // few times; one that spins on it before sleeping (a trylock loop) many times.
+    let spinner = work
+        .iter()
+        .position(|&w| w == 0)
+        .map(|index| session.workers[index]);
+    let lock_watch =
+        match spinner.and_then(|pid| lock_word_address(&session, pid).map(|a| (pid, a))) {
+            Some((pid, address)) => Tracer::watch_at(pid, address, LOCK_WORD)?.map(|t| (pid, t)),
+            None => None,
+        };
     session.go()?;
+    if let Some((pid, tracer)) = lock_watch {
+        looks_before_sleeping(pid, tracer)?;
+    }
     // Every worker should now wait for the grader's lock.
     let until = Instant::now() + Duration::from_secs(1);
     while Instant::now() < until
@@ -141,6 +156,14 @@ pub(super) fn everything_under_the_lock(run: &mut Run) -> Result<String, Fail> {
             }
             std::thread::sleep(Duration::from_millis(5));
             sleep = probe::sleeping(waiter.pid);
+        }
+        // The lock-word watch's end interrupted the watched worker's sleep: a wait with a
+        // timeout goes on in restart_syscall() (one without goes back to futex()); the other
+        // workers are judged on theirs.
+        if Some(waiter.pid) == spinner
+            && matches!(sleep, Sleep::Call(nr) if nr == libc::SYS_restart_syscall)
+        {
+            continue;
         }
         let Sleep::Futex { address } = sleep else {
             let doing = match sleep {
@@ -256,6 +279,66 @@ const COUNT_WORD: &[Field] = &[Field {
 }];
 /// How many stores to the count are judged: enough to meet every store a transfer makes.
 const WATCHED_STORES: u32 = 300;
+
+/// The mutex's lock word (glibc's `__lock`, at the mutex's start), loads and stores.
+const LOCK_WORD: &[Field] = &[Field {
+    offset: 0,
+    len: 4,
+    loads: true,
+}];
+/// How many accesses to the lock word a waiter may make while the grader holds the mutex:
+/// glibc's pthread_mutex_lock() makes a handful before it sleeps in futex(); a spin makes one a
+/// try.
+const LOOKS_ALLOWED: u32 = 100;
+
+/// Where `pid` maps the bank's mutex.
+fn lock_word_address(session: &Session, pid: i32) -> Option<u64> {
+    let map = probe::mappings(pid, &session.name)
+        .into_iter()
+        .find(|m| m.offset == 0)?;
+    Some(map.start + session.segment.layout.mutex_at as u64)
+}
+
+/// While the grader holds the mutex, worker `pid` (watched on the lock word, loads too) must go
+/// to sleep after a few looks at it, not spin on it.
+fn looks_before_sleeping(pid: i32, mut tracer: Tracer) -> Result<(), Fail> {
+    let started = Instant::now();
+    let until = started + Duration::from_millis(800);
+    let mut looks = 0;
+    while Instant::now() < until {
+        match tracer.next_watched(Instant::now() + Duration::from_millis(20))? {
+            Some(Watched::Armed) => {}
+            Some(Watched::Hit) => {
+                looks += 1;
+                if looks > LOOKS_ALLOWED {
+                    drop(tracer);
+                    return Err(Fail::failed(format!(
+                        "while the grader held the bank's mutex, a worker (pid {pid}) that \
+                         called lock() read or wrote the mutex's lock word more than \
+                         {LOOKS_ALLOWED} times in {} ms (a hardware watchpoint on it) without \
+                         ever staying asleep for 20 ms: it spins on the mutex \
+                         (pthread_mutex_trylock() in a loop, however short, before it sleeps), \
+                         or polls it (a timed lock with a short timeout, retried), burning the \
+                         CPU the holder needs to finish and unlock; a process that waits for \
+                         the lock must sleep in pthread_mutex_lock(), called at once: it looks \
+                         at the word a few times, then sleeps in the kernel until the holder \
+                         unlocks",
+                        started.elapsed().as_millis()
+                    )));
+                }
+                tracer.go_on();
+            }
+            Some(_) => break,
+            None => {
+                if matches!(probe::sleeping(pid), Sleep::Futex { .. }) {
+                    break;
+                }
+            }
+        }
+    }
+    drop(tracer);
+    Ok(())
+}
 
 /// Where `pid` maps `Bank::transfers`.
 fn count_address(session: &Session, pid: i32) -> Option<u64> {

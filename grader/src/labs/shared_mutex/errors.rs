@@ -133,7 +133,8 @@ fn accepts_one_character(run: &mut Run) -> Result<String, Fail> {
     for i in 0..CHARACTERS.len() {
         let c = char::from(CHARACTERS[(start + i) % CHARACTERS.len()]);
         let path = dev_shm(&format!("/{c}"));
-        if let Some(t) = Taken::create(path, None, b"taken")? {
+        if let Some(t) = Taken::create(path.clone(), None, b"taken")? {
+            run.made_by_grader(&path);
             taken = Some((c, t));
             break;
         }
@@ -173,6 +174,47 @@ fn accepts_one_character(run: &mut Run) -> Result<String, Fail> {
     Ok(name)
 }
 
+/// Names at the edge of the rule: a `/` and then only dots. They are names like any other
+/// (no `/` after the first), so create() hands them to `shm_open()`, which finds `/dev/shm/.`
+/// and `/dev/shm/..` there (the directories): `EEXIST`, kind=exists.
+const DOT_NAMES: [&str; 2] = ["/.", "/.."];
+
+fn dot_name_is_a_name(run: &mut Run, name: &str) -> Result<(), Fail> {
+    let mut proc = run.spawn(&["--name", name, "--work", "1"])?;
+    let message = first_message(&mut proc)?;
+    let kind = message.get("kind").unwrap_or("none");
+    match (message.kind.as_str(), kind) {
+        ("failed", "exists") => release(&mut proc),
+        ("failed", "bad-name") => {
+            proc.kill_tree();
+            Err(Fail::failed(format!(
+                "SharedBank::create({name:?}) refused the name with kind=bad-name, but it is a \
+                 valid name: a '/' followed by at least one character, none of them '/' (the \
+                 rule makes no exception for \".\" or \"..\"); shm_open() of it then fails \
+                 with EEXIST (/dev/shm/{} is there), which is BankError::Exists",
+                &name[1..]
+            )))
+        }
+        (said, _) => {
+            proc.kill_tree();
+            Err(Fail::failed(format!(
+                "SharedBank::create({name:?}) {}, not kind=exists: the name is valid (a '/' and \
+                 characters none of which is '/'), and shm_open(O_CREAT | O_EXCL) of it fails \
+                 with EEXIST, as /dev/shm/{} is there, which is BankError::Exists",
+                if said == "failed" {
+                    format!(
+                        "failed with kind={kind} ({})",
+                        message.get("error").unwrap_or("")
+                    )
+                } else {
+                    format!("went on (it said `{said}`)")
+                },
+                &name[1..]
+            )))
+        }
+    }
+}
+
 pub(super) fn typed_errors(run: &mut Run) -> Result<String, Fail> {
     // Built on a name the grader handed out, so that a segment created despite a bad name is
     // audited and removed.
@@ -196,6 +238,9 @@ pub(super) fn typed_errors(run: &mut Run) -> Result<String, Fail> {
     // is told by a link, not by its open of the grader's segment.
     refuses_dangling_link(run)?;
     let short = accepts_one_character(run)?;
+    for name in DOT_NAMES {
+        dot_name_is_a_name(run, name)?;
+    }
     // The first and last accounts work; one past the last, further out, and the same account
     // twice do not.
     let mut account = || run.rng().random_range(0..ACCOUNTS);
@@ -481,10 +526,15 @@ pub(super) fn create_failures(run: &mut Run) -> Result<String, Fail> {
     } else {
         ""
     };
+    let mapped = if forced_mmap_failure(run)? {
+        "; the grader failing the shared mmap(): kind=mmap, the name removed"
+    } else {
+        ""
+    };
     Ok(format!(
         "{name:?} taken at the program's shm_open(): kind=exists, the segment there untouched; a name of {} characters: \
          kind=shm-open; ftruncate() failing: kind=ftruncate, with the name removed and no \
-         descriptor or mapping left{forced}",
+         descriptor or mapping left{forced}{mapped}",
         long.len()
     ))
 }
@@ -502,7 +552,9 @@ const PERMISSIONS: u64 = 0o7777;
 /// ptrace the segment is there before the program starts. Returns the name.
 fn taken_at_the_open(run: &mut Run) -> Result<String, Fail> {
     let name = run.ipc_name("taken");
-    let content = run.random_bytes(64);
+    // Empty, as another creator's segment is between its shm_open() and its ftruncate(): it is
+    // that creator's all the same.
+    let content: Vec<u8> = Vec::new();
     let path = dev_shm(&name);
     let mut proc = run.spawn_stopped(&["--name", name.as_str(), "--work", "1"])?;
     let pid = proc.pid.as_raw();
@@ -582,6 +634,22 @@ fn taken_at_the_open(run: &mut Run) -> Result<String, Fail> {
              left alone",
             path.display(),
             libc::O_EXCL
+        )));
+    }
+    if !refused && let Some(what) = disturbed {
+        let outcome = match message.kind.as_str() {
+            "failed" => format!("failed with kind={}", message.get("kind").unwrap_or("none")),
+            said => format!("went on (it said `{said}`)"),
+        };
+        proc.kill_tree();
+        return Err(Fail::failed(format!(
+            "the grader held the program at its shm_open() of {} and created an empty segment \
+             there (0 bytes, as another creator's is between its shm_open() and its \
+             ftruncate()) just before the call; SharedBank::create({name:?}) {outcome}, and \
+             the grader's segment was {what}: an EEXIST makes the name someone else's whatever \
+             its size or contents (an empty segment is not a leftover to reclaim: its creator \
+             may be about to size it); return BankError::Exists and leave it alone",
+            path.display()
         )));
     }
     expect_kind(
@@ -671,6 +739,66 @@ fn forced_ftruncate_failure(run: &mut Run) -> Result<bool, Fail> {
             "SharedBank::create() failed at ftruncate() (the grader made it fail), but {} \
              still exists: when a step after shm_open() fails, shm_unlink() the name",
             path.display()
+        )));
+    }
+    Ok(true)
+}
+
+/// A create whose `mmap()` of the segment (the first shared one) the tracer makes fail
+/// (`ENOMEM`): it must say `mmap` and, as for any step after `shm_open()`, leave neither the
+/// name nor a descriptor behind. `false` if the grader may not trace the program, or the
+/// program made no shared `mmap()` (it is judged elsewhere).
+fn forced_mmap_failure(run: &mut Run) -> Result<bool, Fail> {
+    let name = run.ipc_name("unmappable");
+    let mut proc = run.spawn_stopped(&["--name", name.as_str(), "--work", "1"])?;
+    let pid = proc.pid.as_raw();
+    // MAP_SHARED (1) and MAP_SHARED_VALIDATE (3) have bit 0; the C library's and the
+    // allocator's own mappings are private (2).
+    let shared_map = Call {
+        number: libc::SYS_mmap,
+        matching: Match::Bits {
+            arg: 3,
+            mask: libc::MAP_SHARED as u64,
+            value: libc::MAP_SHARED as u64,
+        },
+    };
+    let tracer = Tracer::attach(pid, shared_map, Action::Fail(libc::ENOMEM))?;
+    force::resume(pid)?;
+    let Some(mut tracer) = tracer else {
+        proc.kill_tree();
+        return Ok(false);
+    };
+    let message = first_message(&mut proc)?;
+    let failed = tracer.failed_the_call()?;
+    drop(tracer);
+    if !failed {
+        proc.kill_tree();
+        return Ok(false);
+    }
+    expect_kind(
+        &message,
+        "mmap",
+        "with the grader failing its mmap(MAP_SHARED) of the segment (ENOMEM), \
+         SharedBank::create()",
+        "the step that failed is mmap(), which is BankError::Map",
+    )?;
+    let path = dev_shm(&name);
+    let mut left = Vec::new();
+    if path.exists() {
+        left.push(format!("{} still exists (shm_unlink() it)", path.display()));
+    }
+    let fds = probe::descriptors(pid, &name);
+    if !fds.is_empty() {
+        left.push(format!("descriptor {fds:?} is still open on it (close it)"));
+    }
+    release(&mut proc)?;
+    if !left.is_empty() {
+        return Err(Fail::failed(format!(
+            "SharedBank::create() failed at mmap() (the grader made it fail, ENOMEM), as it \
+             should then, but {}: when any step after shm_open() fails (ftruncate(), mmap(), \
+             the initializations), undo the steps before it and shm_unlink() the name, or the \
+             next create() of the name fails with exists",
+            left.join(", ")
         )));
     }
     Ok(true)

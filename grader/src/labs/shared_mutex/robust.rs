@@ -113,7 +113,7 @@ pub(super) fn owner_dies(run: &mut Run) -> Result<String, Fail> {
         kill(Pid::from_raw(victim), Signal::SIGKILL)
             .map_err(|e| Fail::Grader(format!("kill: {e}")))?;
         if let Some(first_unlock) = first_unlock {
-            first_unlock.judge(&segment, crasher)?;
+            first_unlock.judge(&segment, crasher, coordinator_waiting)?;
         }
         settle_after_recovery(&segment, coordinator, &name, &survivors)
     })?;
@@ -174,7 +174,13 @@ const FUTEX_COMMAND: u64 = 0x7f;
 struct FirstUnlock {
     tracer: Tracer,
     stopped: Vec<i32>,
+    /// The condition variable's bytes once everyone else is stopped, before the kill: only a
+    /// broadcast (the recovery's) changes them until that first unlock.
+    cond_before: Option<[u8; COND_SIZE]>,
 }
+
+/// The size of a `pthread_cond_t` (glibc, 64-bit Linux).
+const COND_SIZE: usize = 48;
 
 impl FirstUnlock {
     /// `None` (nothing stopped) when no worker sleeps on the mutex or it cannot be traced.
@@ -218,12 +224,24 @@ impl FirstUnlock {
         for &pid in &stopped {
             force::hold(pid)?;
         }
-        Ok(Some(FirstUnlock { tracer, stopped }))
+        let cond_before = segment.read(segment.layout.cond_at).ok();
+        Ok(Some(FirstUnlock {
+            tracer,
+            stopped,
+            cond_before,
+        }))
     }
 
     /// Once the holder is dead: at the first unlock, with the mutex free, the dead holder's
     /// journal must no longer be active. Then lets everyone go on.
-    fn judge(mut self, segment: &super::segment::Segment, crasher: usize) -> Result<(), Fail> {
+    /// When the coordinator slept on the condition variable (`coordinator_waiting`), the
+    /// repair must have broadcast it by then too.
+    fn judge(
+        mut self,
+        segment: &super::segment::Segment,
+        crasher: usize,
+        coordinator_waiting: bool,
+    ) -> Result<(), Fail> {
         let held = self.tracer.held_before(Instant::now() + STEP)?;
         let seen = match held {
             true => Some((
@@ -233,6 +251,7 @@ impl FirstUnlock {
             )),
             false => None,
         };
+        let cond_now: Option<[u8; COND_SIZE]> = segment.read(segment.layout.cond_at).ok();
         if held {
             self.tracer.release();
         }
@@ -258,6 +277,23 @@ impl FirstUnlock {
                 } else {
                     format!("owner word {owner}")
                 }
+            )));
+        }
+        if coordinator_waiting
+            && journal.active == 0
+            && counts.dead > 0
+            && self.cond_before.is_some()
+            && cond_now == self.cond_before
+        {
+            return Err(Fail::failed(format!(
+                "after worker {crasher} was killed holding the lock mid-transfer, the worker \
+                 that took the mutex next (EOWNERDEAD) repaired the bank (the journal cleared, \
+                 dead = {}), but held at its first unlock (its FUTEX_WAKE on the mutex) it had \
+                 not broadcast all_done: the condition variable in the segment was byte for \
+                 byte as before the kill, while the coordinator waited on it; recover() \
+                 broadcasts all_done after dead += 1, because the coordinator may be waiting \
+                 for exactly that worker and no finish may come to wake it",
+                counts.dead
             )));
         }
         Ok(())
@@ -755,11 +791,96 @@ pub(super) fn not_recoverable(run: &mut Run) -> Result<String, Fail> {
             )));
         }
     }
+    let during_wait = if unrecoverable_during_wait(run)? {
+        "; made unrecoverable while the coordinator waited to take the lock back, its \
+         pthread_cond_wait() failed: kind=wait"
+    } else {
+        ""
+    };
     Ok(format!(
         "on a mutex made unrecoverable, all {} workers' transfers failed with \
-         kind=not-recoverable",
+         kind=not-recoverable{during_wait}",
         kinds.len()
     ))
+}
+
+/// `pthread_cond_wait()`'s errors other than `EOWNERDEAD` are `BankError::Wait`, its
+/// `ENOTRECOVERABLE` too: the grader's thread takes the lock and broadcasts, so that the
+/// coordinator wakes and waits to take the lock back; the grader stops it there (a stopped
+/// process leaves the futex's queue, so the death wakes nobody), its thread dies holding the
+/// lock, the grader meets `EOWNERDEAD` and lets go without `pthread_mutex_consistent()`, and
+/// lets the coordinator go: its relock gets `ENOTRECOVERABLE`, and `wait_all_done()` must say
+/// `kind=wait`. `false` when the coordinator could not be brought there (judged elsewhere).
+fn unrecoverable_during_wait(run: &mut Run) -> Result<bool, Fail> {
+    let mut session = Session::start(run, &[LIGHT_WORK], &[])?;
+    session.coordinator_settled();
+    if session.coordinator_place() != Some(Place::Cond) {
+        return Ok(false);
+    }
+    let holder = DyingHolder::start(&session.segment, true)?;
+    let until = Instant::now() + STEP;
+    while session.coordinator_place() != Some(Place::Mutex) {
+        if Instant::now() > until {
+            holder.die();
+            return Ok(false);
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    force::hold(session.coordinator)?;
+    holder.die();
+    let rc = probe::try_lock(&session.segment, Duration::from_secs(1))?;
+    force::resume(session.coordinator)?;
+    if rc != libc::EOWNERDEAD {
+        return Err(Fail::Grader(format!(
+            "making the mutex unrecoverable failed: {}",
+            probe::errno_name(rc)
+        )));
+    }
+    let until = Instant::now() + STEP;
+    let mut said = None;
+    while Instant::now() < until {
+        match session.next_before(Instant::now() + Duration::from_millis(5))? {
+            Some(message) if message.kind == "failed" || message.kind == "done" => {
+                said = Some(message);
+                break;
+            }
+            _ => {}
+        }
+    }
+    session.proc.kill_tree();
+    let _ = std::fs::remove_file(dev_shm(&session.name));
+    let what = "the grader's thread took the bank's mutex and broadcast all_done, the \
+                coordinator woke and waited to take the lock back, and the mutex was made \
+                unrecoverable meanwhile (its holder died, the next one unlocked without \
+                pthread_mutex_consistent()), so the coordinator's pthread_cond_wait() returned \
+                ENOTRECOVERABLE";
+    let Some(message) = said else {
+        return Err(Fail::failed(format!(
+            "{what}; {} s later wait_all_done() had not failed (the coordinator {}): \
+             pthread_cond_wait()'s errors other than EOWNERDEAD end the wait with \
+             BankError::Wait",
+            STEP.as_secs(),
+            probe::sleeping(session.coordinator).describe()
+        )));
+    };
+    let kind = message.get("kind").unwrap_or("none");
+    if message.kind == "done" {
+        return Err(Fail::failed(format!(
+            "{what}; wait_all_done() returned a snapshot though no worker had started: an \
+             error of pthread_cond_wait() other than EOWNERDEAD ends the wait with \
+             BankError::Wait"
+        )));
+    }
+    if kind != "wait" {
+        return Err(Fail::failed(format!(
+            "{what}; wait_all_done() failed with kind={kind} ({}), not wait: its doc says \
+             pthread_cond_wait()'s errors other than EOWNERDEAD are BankError::Wait (\
+             \"pthread_cond_wait() failed with something other than EOWNERDEAD\"), \
+             ENOTRECOVERABLE included; BankError::NotRecoverable is lock()'s",
+            message.get("error").unwrap_or("")
+        )));
+    }
+    Ok(true)
 }
 
 /// The calls that put a thread to sleep for a while.

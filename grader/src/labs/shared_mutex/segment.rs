@@ -12,6 +12,7 @@ use super::ACCOUNTS;
 use super::probe::{self, KIND_PSHARED, KIND_ROBUST, Place, Sleep};
 use super::session::{Session, role_of};
 use super::totals::verify;
+use crate::engine::tracer::{Action, Call, Match, Tracer};
 use crate::engine::{Fail, Run};
 
 /// Transfers per worker where only the set-up is judged.
@@ -245,9 +246,6 @@ pub(super) fn process_shared_init(run: &mut Run) -> Result<String, Fail> {
              unlock wakes only waiters in its own process"
         )));
     }
-    if let Some(inits) = inits {
-        inits.judge(&session)?;
-    }
     let wrefs = session.segment.cond_wrefs()?;
     if wrefs & 1 == 0 {
         return Err(Fail::failed(
@@ -255,12 +253,20 @@ pub(super) fn process_shared_init(run: &mut Run) -> Result<String, Fail> {
              segment with a pthread_condattr_setpshared(PTHREAD_PROCESS_SHARED) attribute",
         ));
     }
+    // The calls seen at the breakpoints: what the segment cannot show.
+    if let Some(inits) = inits {
+        inits.judge(&session)?;
+    }
     // The lab's permissions are judged here: the segment must be its owner's only.
     run.expect_owner_only()?;
     mapped_by_everyone(&session)?;
     as_created(&session)?;
+    let broadcasts = super::attributes::Broadcasts::watch(&session, session.workers[0])?;
     session.go()?;
     let outcome = session.finish(0, |_| Ok(()))?;
+    if let Some(broadcasts) = broadcasts {
+        broadcasts.judge()?;
+    }
     verify(&session, &outcome, &[], 0)?;
     Ok(format!(
         "mode 600, mapped shared by all 5 processes with no descriptor left open; mutex kind \
@@ -435,5 +441,88 @@ pub(super) fn destroyed_and_removed(run: &mut Run) -> Result<String, Fail> {
             }
         )));
     }
-    Ok("condition variable and mutex destroyed, segment unmapped and unlinked".into())
+    let forced = if forced_munmap_failure(run)? {
+        "; with its munmap() failed by the grader, destroy() still unlinked the name and said \
+         kind=munmap"
+    } else {
+        ""
+    };
+    Ok(format!(
+        "condition variable and mutex destroyed, segment unmapped and unlinked{forced}"
+    ))
+}
+
+/// `destroy()` goes on to the next step when one fails and returns the first error: the
+/// tracer fails the coordinator's `munmap()` of the bank (`EINVAL`), and the name must be gone
+/// all the same, with `kind=munmap` reported. `false` when the grader may not trace the
+/// coordinator, or it made no `munmap()` of the bank's mapping (judged above).
+fn forced_munmap_failure(run: &mut Run) -> Result<bool, Fail> {
+    let mut session = Session::start(run, &[LIGHT_WORK; 2], &[])?;
+    let Some(map) = probe::mappings(session.coordinator, &session.name)
+        .into_iter()
+        .find(|m| m.offset == 0)
+    else {
+        return Ok(false);
+    };
+    let unmapping = Call {
+        number: libc::SYS_munmap,
+        matching: Match::Bits {
+            arg: 0,
+            mask: u64::MAX,
+            value: map.start,
+        },
+    };
+    let Some(mut tracer) =
+        Tracer::attach(session.coordinator, unmapping, Action::Fail(libc::EINVAL))?
+    else {
+        return Ok(false);
+    };
+    session.go()?;
+    let until = Instant::now() + Duration::from_secs(8);
+    let last = loop {
+        match session.next_before(until)? {
+            Some(m) if m.kind == "failed" || m.kind == "closed" => break Some(m),
+            Some(_) => {}
+            None => break None,
+        }
+    };
+    let failed = tracer.failed_the_call()?;
+    drop(tracer);
+    let Some(last) = last else {
+        return Err(Fail::failed(
+            "with the grader failing the coordinator's munmap() of the bank, the coordinator \
+             said neither `closed` nor `failed` within 8 s",
+        ));
+    };
+    if !failed {
+        return Ok(false);
+    }
+    let path = dev_shm(&session.name);
+    let left = path.exists();
+    let kind = last.get("kind").unwrap_or("none").to_string();
+    let _ = session.proc.send("exit", &[]);
+    let _ = session.proc.wait();
+    if left {
+        let _ = std::fs::remove_file(&path);
+        return Err(Fail::failed(format!(
+            "the grader failed the coordinator's munmap() of the bank in destroy() (EINVAL), \
+             and {} is still there: destroy() stopped at the failed step; it goes on to the \
+             next step when one fails (shm_unlink() the name all the same) and returns the \
+             first error",
+            path.display()
+        )));
+    }
+    if last.kind != "failed" || kind != "munmap" {
+        return Err(Fail::failed(format!(
+            "the grader failed the coordinator's munmap() of the bank in destroy() (EINVAL), \
+             and destroy() {}, not kind=munmap: it returns the first error, munmap()'s \
+             BankError::Unmap",
+            if last.kind == "failed" {
+                format!("failed with kind={kind}")
+            } else {
+                "said nothing went wrong (`closed`)".to_string()
+            }
+        )));
+    }
+    Ok(true)
 }

@@ -55,6 +55,9 @@ pub(super) struct Session {
     /// Dead holders the grader counted in the bank itself: the coordinator's `dead` includes
     /// them.
     pub planted_dead: u32,
+    /// Workers the grader added to `Bank::workers` (each counted dead at once, so the wait
+    /// ends as before): the coordinator must report and wait for the bank's `workers`.
+    pub planted_workers: u32,
     /// The grader's own waiters on the condition variable, beside the coordinator.
     waiters: Option<probe::CondWaiters>,
 }
@@ -202,6 +205,7 @@ impl Session {
             final_unlock: None,
             last_finish: None,
             planted_dead: 0,
+            planted_workers: 0,
             waiters: None,
         };
         Ok((session, prepared))
@@ -810,6 +814,28 @@ const WATCH_LIMIT: Duration = Duration::from_secs(15);
 /// the coordinator sleeps and one worker is left: at the end `finished + dead` is one more than
 /// `workers`, so that a snapshot whose `dead` is computed (`workers - finished`) instead of read
 /// from the bank shows. The coordinator, asleep on the condition variable, is not woken by it.
+/// As one more holder of the mutex: one more worker in `Bank::workers`, counted dead at once
+/// (so `finished + dead` still reaches `workers` with the last real finish). A coordinator that
+/// waits for, and reports, a count of its own instead of the bank's ends a finish early and
+/// reports the old count.
+pub(super) fn plant_dead_worker(session: &mut Session) -> Result<(), Fail> {
+    let segment = &session.segment;
+    let held = probe::hold(segment, Duration::from_secs(2))?;
+    let counts = segment.counts()?;
+    segment.write_at(
+        segment.layout.counts_at,
+        &(counts.workers + 1).to_ne_bytes(),
+    )?;
+    segment.write_at(
+        segment.layout.counts_at + 8,
+        &(counts.dead + 1).to_ne_bytes(),
+    )?;
+    drop(held);
+    session.planted_dead += 1;
+    session.planted_workers += 1;
+    Ok(())
+}
+
 fn plant_dead(segment: &Segment) -> Result<u32, Fail> {
     let held = probe::hold(segment, Duration::from_secs(2))?;
     let at = segment.layout.counts_at + 8;

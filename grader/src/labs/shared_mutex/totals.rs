@@ -52,6 +52,19 @@ pub(super) fn verify(
     let transfers: u64 = field(done, "transfers")?;
     let balances: Vec<i64> = list(done, "balances")?;
     let want_finished = workers as u32 - dead;
+    let planted_workers = session.planted_workers;
+    let seen_workers: u32 = field(done, "workers")?;
+    if planted_workers > 0 && seen_workers != workers as u32 + planted_workers {
+        return Err(Fail::failed(format!(
+            "the coordinator reported workers = {seen_workers} (its wait ended with {finished} \
+             finished and {seen_dead} dead), but the bank counted workers = {}: the grader, as \
+             one more holder of the mutex, had added a worker to Bank::workers while the \
+             coordinator slept, counted dead at once; wait_all_done() reads Bank::workers from \
+             the segment, under the lock, both for its loop (while finished + dead < workers) \
+             and for the snapshot, not a copy kept in the process",
+            workers as u32 + planted_workers
+        )));
+    }
     if finished < want_finished {
         return Err(Fail::failed(format!(
             "the coordinator's wait ended when only {finished} of {want_finished} workers had \
