@@ -631,20 +631,22 @@ pub fn broken_chunks(run: &mut Run) -> Result<String, Fail> {
     // The same faults refused at chunk 1 but taken deep inside the message: the headers are
     // checked for the first chunks only.
     let deep_first = cases.len() - 3;
-    if refused(1) && refused(2) && refused(9) {
-        if let Some(taken) = (deep_first..cases.len()).find(|&i| !refused(i)) {
-            return Err(Fail::failed(format!(
-                "the grader sent a chunk that {}, and the receiver did not refuse it as a \
-                 protocol error after only the {} good bytes before it ({}), though it refused \
-                 the same faults at chunk 1 (numbered 2, numbered 0 again, another total): it \
-                 checks seq and total for the first chunks of a message only. Check every \
-                 chunk's header, however many good ones came before: \
-                 TransferError::Protocol (kind=protocol)",
-                cases[taken].what,
-                cases[taken].good,
-                outcomes[taken].describe()
-            )));
-        }
+    if refused(1)
+        && refused(2)
+        && refused(9)
+        && let Some(taken) = (deep_first..cases.len()).find(|&i| !refused(i))
+    {
+        return Err(Fail::failed(format!(
+            "the grader sent a chunk that {}, and the receiver did not refuse it as a \
+             protocol error after only the {} good bytes before it ({}), though it refused \
+             the same faults at chunk 1 (numbered 2, numbered 0 again, another total): it \
+             checks seq and total for the first chunks of a message only. Check every \
+             chunk's header, however many good ones came before: \
+             TransferError::Protocol (kind=protocol)",
+            cases[taken].what,
+            cases[taken].good,
+            outcomes[taken].describe()
+        )));
     }
     for (case, outcome) in cases.iter().zip(&outcomes) {
         judge_case(case, outcome)?;
