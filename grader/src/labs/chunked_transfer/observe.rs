@@ -40,7 +40,7 @@ pub fn maps_segment(pid: i32, inode: u64, size: u64, who: &str) -> Result<(), Fa
         };
         return Err(Fail::failed(format!(
             "the {who} (pid {pid}) maps {mapped} bytes of the {size}-byte segment \
-             (/proc/{pid}/maps){slots_only}: map all of it, the size fstat() gives, whatever \
+             (/proc/{pid}/maps){slots_only}: map all of it, its size from fstat(), whatever \
              part of it the layout uses"
         )));
     }
