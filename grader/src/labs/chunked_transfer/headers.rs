@@ -15,8 +15,11 @@ use crate::engine::{Fail, Proc, Run};
 
 pub fn chunk_headers(run: &mut Run) -> Result<String, Fail> {
     let odd = run.rng().random_range(5000..20_000);
+    // A segment whose chunk capacity is past 64 KiB (a pipe's buffer, a plausible cap): every
+    // chunk but the last fills the capacity, however large the slot.
+    let big = run.rng().random_range(140_000..=300_000);
     let mut sizes = Vec::new();
-    for size in [4096, odd] {
+    for size in [4096, odd, big] {
         let c = expected_capacity(size) as u64;
         let lens = vec![2 * c + 1, 0, 1, c - 1, c, c + 1, 2 * c, 0, 3 * c];
         let mut setup = Setup::new(size, lens.clone());
@@ -301,8 +304,9 @@ fn judge_header(mapped: &Mapped, at: &Place, received: u64, sender: i32) -> Resu
     if h.len < want_len {
         return Err(Fail::failed(format!(
             "{place}: its header says {}, where {want_len} bytes fit ({} of the message left, \
-             capacity {}): fill every chunk up to the capacity; only the message's last chunk \
-             is shorter",
+             capacity {}): fill every chunk up to the capacity (the slot minus its 32-byte \
+             header, however large the segment, with no cap of your own); only the message's \
+             last chunk is shorter",
             h.describe(),
             len - received,
             at.capacity
@@ -524,6 +528,20 @@ pub fn broken_chunks(run: &mut Run) -> Result<String, Fail> {
             advice: "compare the bytes received with the total when a chunk says end = 1",
             no_end: false,
         },
+        // A chunk longer than what is left, with end = 0 (within the capacity): what is left
+        // bounds every chunk, not only the last.
+        Case {
+            what: format!(
+                "carries {} bytes with end = 0 where only {rest} of the message's {total} bytes \
+                 are left (one more than what is left, within the capacity {c})",
+                rest + 1
+            ),
+            chunks: vec![header(0, total, c, 0), header(1, total, rest + 1, 0)],
+            good: c,
+            advice: "compare len with what is left of the total for every chunk, end = 0 too: \
+                     a chunk longer than the rest is broken at once, whatever it says of the end",
+            no_end: false,
+        },
         // All of the total with end = 0, then nothing: only end = 1 ends a message.
         Case {
             what: format!(
@@ -536,6 +554,56 @@ pub fn broken_chunks(run: &mut Run) -> Result<String, Fail> {
             no_end: true,
         },
     ];
+    // The same faults deep inside a longer message, at a chunk drawn from the seed past the
+    // first two (both slots) and before the last: every header is checked, not the first few.
+    let n = run.rng().random_range(5..=8u64);
+    let deep = run.rng().random_range(2..=n - 2);
+    let long_total = (n - 1) * c + c / 2;
+    let good_before = |broken: Header| {
+        let mut chunks: Vec<Header> = (0..deep).map(|i| header(i, long_total, c, 0)).collect();
+        chunks.push(broken);
+        chunks
+    };
+    let deep_cases = [
+        Case {
+            what: format!(
+                "is numbered {} where chunk {deep} of a {n}-chunk message is due (chunks 0 to \
+                 {} were good)",
+                deep + 1,
+                deep - 1
+            ),
+            chunks: good_before(header(deep + 1, long_total, c, 0)),
+            good: deep * c,
+            advice: "compare every chunk's seq with the number of the chunk due, not only the \
+                     first chunks'",
+            no_end: false,
+        },
+        Case {
+            what: format!(
+                "is numbered {} again where chunk {deep} of a {n}-chunk message is due (chunk \
+                 {} handed over twice)",
+                deep - 1,
+                deep - 1
+            ),
+            chunks: good_before(header(deep - 1, long_total, c, 0)),
+            good: deep * c,
+            advice: "compare every chunk's seq with the number of the chunk due, for equality, \
+                     not only the first chunks'",
+            no_end: false,
+        },
+        Case {
+            what: format!(
+                "says, at chunk {deep} of a {n}-chunk message, that the message is 8 bytes \
+                 longer than its chunk 0 said"
+            ),
+            chunks: good_before(header(deep, long_total + 8, c, 0)),
+            good: deep * c,
+            advice: "keep the total of chunk 0 and compare every later chunk's total with it, \
+                     not only the first chunks'",
+            no_end: false,
+        },
+    ];
+    let cases: Vec<Case> = cases.into_iter().chain(deep_cases).collect();
     let mut outcomes = Vec::new();
     for (index, case) in cases.iter().enumerate() {
         outcomes.push(play(run, size, index, case)?);
@@ -560,6 +628,26 @@ pub fn broken_chunks(run: &mut Run) -> Result<String, Fail> {
             slot + 1
         )));
     }
+    // The same faults refused at chunk 1 but taken deep inside the message: the headers are
+    // checked for the first chunks only.
+    let deep_first = cases.len() - 3;
+    if refused(1)
+        && refused(2)
+        && refused(9)
+        && let Some(taken) = (deep_first..cases.len()).find(|&i| !refused(i))
+    {
+        return Err(Fail::failed(format!(
+            "the grader sent a chunk that {}, and the receiver did not refuse it as a \
+             protocol error after only the {} good bytes before it ({}), though it refused \
+             the same faults at chunk 1 (numbered 2, numbered 0 again, another total): it \
+             checks seq and total for the first chunks of a message only. Check every \
+             chunk's header, however many good ones came before: \
+             TransferError::Protocol (kind=protocol)",
+            cases[taken].what,
+            cases[taken].good,
+            outcomes[taken].describe()
+        )));
+    }
     for (case, outcome) in cases.iter().zip(&outcomes) {
         judge_case(case, outcome)?;
     }
@@ -578,11 +666,27 @@ fn play(run: &mut Run, size: usize, index: usize, case: &Case) -> Result<Outcome
     let name = run.ipc_name(&format!("broken-{index}"));
     let planted = Mapped::create(run, &name, size, true)?;
     let capacity = planted.capacity();
-    for (slot, header) in case.chunks.iter().enumerate() {
+    // As a sender does: wait on `empty` before each chunk; the first two (both slots) before
+    // the receiver starts, the rest as it frees the slots.
+    let put = |k: usize, run: &mut Run| {
+        let header = case.chunks[k];
         let data = run.random_bytes(header.len.min(capacity) as usize);
-        planted.put(slot as u64, *header, &data);
+        let free = planted.wait(Sem::Empty, Duration::from_secs(2));
+        if free {
+            planted.put(k as u64 % 2, header, &data);
+        }
+        free
+    };
+    let first = case.chunks.len().min(2);
+    for k in 0..first {
+        put(k, run);
     }
-    let mut receiver = spawn_one_message_receiver(run, &name, 500)?;
+    // The grader puts the chunks past the first two as the receiver frees the slots: there
+    // the receiver waits on the grader, which a loaded machine may keep from the CPU for a
+    // while, so those cases give it more time (a receiver that takes the broken chunk then
+    // times out later, only in a failing run).
+    let timeout_ms = if case.chunks.len() > 2 { 1500 } else { 500 };
+    let mut receiver = spawn_one_message_receiver(run, &name, timeout_ms)?;
     let ready = receiver.recv_any()?;
     if ready.kind != "ready" {
         return Err(Fail::failed(format!(
@@ -593,6 +697,11 @@ fn play(run: &mut Run, size: usize, index: usize, case: &Case) -> Result<Outcome
         )));
     }
     receiver.send("go", &[])?;
+    for k in first..case.chunks.len() {
+        if !put(k, run) {
+            break;
+        }
+    }
     let broken = format!("the grader sent a chunk that {}", case.what);
     let answer = receiver.recv_any().map_err(|fail| match fail {
         Fail::Crashed(text) => Fail::Crashed(format!("{broken}, and the receiver crashed: {text}")),
@@ -616,6 +725,18 @@ fn play(run: &mut Run, size: usize, index: usize, case: &Case) -> Result<Outcome
     receiver.send("exit", &[])?;
     receiver.wait()?;
     Ok(outcome)
+}
+
+impl Outcome {
+    fn describe(&self) -> String {
+        match self {
+            Outcome::Failed { kind, received } => format!(
+                "it said `failed` (kind={kind}) after its writer got {} bytes",
+                received.map_or("?".into(), |r| r.to_string())
+            ),
+            Outcome::Delivered { len } => format!("it said {len}"),
+        }
+    }
 }
 
 /// Fails unless the receiver refused `case` as a protocol error, after only the good bytes.

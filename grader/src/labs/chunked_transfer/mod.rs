@@ -132,8 +132,9 @@ pub static LAB: Lab = Lab {
             description: "with a receiver held while it writes out a chunk, its slot stays \
                           untouched, its writer was handed the slot itself and its sender \
                           blocks; with a sender held, its receiver blocks; a pair on an empty \
-                          pool blocks in mq_timedreceive(); SIGUSR1 is delivered and each wait \
-                          entered again with its deadline, and 200 EINTRs in a row are retried; \
+                          pool blocks in mq_timedreceive(), each wait one timed wait with the \
+                          whole timeout; SIGUSR1 is delivered and each wait entered again with \
+                          its deadline, and 200 EINTRs in a row are retried; \
                           a receiver held after its post of `empty` reads nothing of the \
                           refilled slot",
             exclusive: false,

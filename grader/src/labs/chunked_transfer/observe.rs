@@ -26,9 +26,22 @@ pub fn maps_segment(pid: i32, inode: u64, size: u64, who: &str) -> Result<(), Fa
         )));
     }
     if mapped < size {
+        // The slots end this far into the segment; an odd size goes on a few bytes past them.
+        let slots_end = SEGMENT_HEADER + SLOTS * expected_slot_size(size as usize) as u64;
+        let page = 4096;
+        let slots_only = if mapped >= slots_end && mapped <= slots_end.div_ceil(page) * page {
+            format!(
+                ": it maps as far as the slots go ({slots_end} bytes: the semaphores and two \
+                 slots), not the {} byte(s) of the object after them",
+                size - slots_end
+            )
+        } else {
+            String::new()
+        };
         return Err(Fail::failed(format!(
             "the {who} (pid {pid}) maps {mapped} bytes of the {size}-byte segment \
-             (/proc/{pid}/maps): map all of it, its size from fstat()"
+             (/proc/{pid}/maps){slots_only}: map all of it, its size from fstat(), whatever \
+             part of it the layout uses"
         )));
     }
     Ok(())

@@ -295,10 +295,19 @@ fn held_pair(
         ),
     ];
     for (stage, (where_, why)) in stages.iter().enumerate() {
-        follow_pair(&mut pair, &how, &mut seen, |seen| {
-            seen.holding.is_some() && (stage == 0 || seen.sent)
-        })?;
+        follow_pair(&mut pair, &how, &mut seen, |seen| seen.holding.is_some())?;
         let id = seen.took.clone().unwrap_or_else(|| "?".into());
+        if stage == 1 && !seen.sent {
+            let at = Sent {
+                index,
+                len,
+                chunks,
+                id: &id,
+                segment: &dev_shm(&format!("{prefix}-seg-{id}")),
+                size,
+            };
+            await_sent(&mut pair, &mut seen, &at)?;
+        }
         if stage == 0 {
             expect_pair_writes_from_slot(&seen, names, index, size, &id)?;
         }
@@ -329,6 +338,83 @@ fn held_pair(
         "a pair kept its segment off the free queue until its receiver had written out the \
          last chunk ({free} of {SEGMENTS} ids free, the grader keeping one)"
     ))
+}
+
+/// The held pair whose sender must say `sent`: its message and its segment.
+struct Sent<'a> {
+    index: u64,
+    len: u64,
+    chunks: u64,
+    id: &'a str,
+    segment: &'a std::path::Path,
+    size: usize,
+}
+
+/// Waits for the `sent` of a pair whose receiver the grader holds before it writes out the
+/// chunk before the last: its sender has room for the last chunk (the slot of the chunk before
+/// it was freed), so its send() ends. A sender that, its last chunk handed over (the header
+/// with end = 1 in its slot, `full` posted), waits on in a timed wait never says it: it waits
+/// for its receiver (to take the segment back itself, or for some other reason of its own).
+fn await_sent(pair: &mut Proc, seen: &mut PairSeen, at: &Sent) -> Result<(), Fail> {
+    let Sent {
+        index,
+        len,
+        chunks,
+        id,
+        segment,
+        size,
+    } = *at;
+    let pid = pair.pid.as_raw();
+    let mapped = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(segment)
+        .ok()
+        .and_then(|file| Mapped::open(&file, size).ok());
+    // The pair's timeout (5 s) and a margin: a sender that fails says so after its child.
+    let until = Instant::now() + Duration::from_secs(8);
+    let mut waiting_since: Option<Instant> = None;
+    while Instant::now() < until {
+        if let Some(message) = pair.recv_before(Instant::now() + Duration::from_millis(5))? {
+            if message.kind == "sent" && message.get("pid") == Some(pid.to_string().as_str()) {
+                seen.sent = true;
+                return Ok(());
+            }
+            return Err(Fail::failed(format!(
+                "pair {index} ({len} bytes, {chunks} chunks through segment {id}), its \
+                 receiver held by the grader before writing out the chunk before the last, \
+                 said `{}` ({}) where its sender's `sent` was due",
+                message.kind,
+                failure(&message)
+            )));
+        }
+        let last = mapped.as_ref().map(|m| m.header(chunks - 1));
+        let handed_over = last.is_some_and(|h| h.seq == chunks - 1 && h.end == 1);
+        if handed_over && super::signals::waits_timed(pid) {
+            let since = *waiting_since.get_or_insert_with(Instant::now);
+            if since.elapsed() >= Duration::from_millis(500) {
+                return Err(Fail::failed(format!(
+                    "pair {index} ({len} bytes, {chunks} chunks through segment {id}), its \
+                     receiver held by the grader before writing out the chunk before the last: \
+                     the sender had put the message's last chunk in the segment ({}, `full` \
+                     posted), yet its send() did not return (no `sent`); it has waited since \
+                     in a timed futex wait (sem_timedwait()), for its receiver to drain the \
+                     segment: it gives the segment back itself once both slots are free again. \
+                     The sender's send() ends with its last chunk; only the receiver gives the \
+                     segment back, once it has written out the whole message (Pool::receive)",
+                    last.map(|h| h.describe()).unwrap_or_default()
+                )));
+            }
+        } else {
+            waiting_since = None;
+        }
+    }
+    Err(Fail::failed(format!(
+        "pair {index} ({len} bytes, {chunks} chunks through segment {id}), its receiver held by \
+         the grader before writing out the chunk before the last: its sender had room for the \
+         last chunk, yet said no `sent` within 8 s: send() must end once the last chunk is \
+         handed over, whatever its receiver does"
+    )))
 }
 
 /// That the receiver of pair `index`, held before it writes out its first chunk (the first

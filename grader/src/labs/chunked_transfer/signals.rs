@@ -166,15 +166,24 @@ fn describe(wait: &TimedWait) -> String {
 /// thread, three times. Each time the signal must be delivered while it waits (a wait that
 /// blocks signals keeps it pending), and the side must enter its timed wait again with the same
 /// absolute deadline (read from its memory before and after), never report a failure.
-/// `timeout` is the timeout of their waits.
-pub fn interrupt_waits(procs: &mut [(&mut Proc, &str)], timeout: Duration) -> Result<(), Fail> {
-    for (proc, who) in procs.iter_mut() {
+/// `timeout` is the timeout of each one's waits, and `since` (`CLOCK_REALTIME`) a moment
+/// before each began its wait: the deadline of one timed wait with the whole timeout lies at
+/// least `timeout` after it, and at most `timeout` after now.
+pub fn interrupt_waits(
+    procs: &mut [(&mut Proc, &str, Duration)],
+    since: Duration,
+) -> Result<(), Fail> {
+    for (proc, who, timeout) in procs.iter_mut() {
+        let timeout = *timeout;
         let pid = proc.pid.as_raw();
         let until = Instant::now() + SETTLE;
         let mut first = timed_wait(pid);
         while first.is_none() && Instant::now() < until {
             std::thread::sleep(Duration::from_millis(1));
             first = timed_wait(pid);
+        }
+        if let Some(wait) = first {
+            whole_deadline(proc, who, wait, since, timeout)?;
         }
         let main_blocks_usr1 = masks(pid, "SigBlk:")
             .iter()
@@ -258,6 +267,95 @@ pub fn interrupt_waits(procs: &mut [(&mut Proc, &str)], timeout: Duration) -> Re
         }
     }
     Ok(())
+}
+
+/// Fails unless `wait`, the timed wait `proc` (`who`) sleeps in, which began after `since`,
+/// has a deadline at least `timeout` after `since` (and no later than now + `timeout`): one
+/// timed wait with the whole timeout, until the other side posts or the timeout has passed.
+/// A deadline short of that is told apart by what follows: a new deadline of its own a moment
+/// later (slices: it polls), or a wait that stays with it (a deadline computed short).
+fn whole_deadline(
+    proc: &mut Proc,
+    who: &str,
+    wait: TimedWait,
+    since: Duration,
+    timeout: Duration,
+) -> Result<(), Fail> {
+    // Clocks are read a microsecond apart, and the deadline is taken after `since`.
+    let slack = Duration::from_millis(2);
+    let earliest = since + timeout;
+    if wait.deadline + slack >= earliest {
+        return Ok(());
+    }
+    let pid = proc.pid.as_raw();
+    let short = earliest - wait.deadline;
+    let now = realtime();
+    let ahead = wait.deadline.saturating_sub(now);
+    // A deadline due within a second: watch whether the same wait takes a new one of its own
+    // once it passes, while nothing was posted (the other side is held) and no signal came.
+    let mut next = None;
+    if ahead < Duration::from_secs(1) {
+        let until = Instant::now() + ahead + Duration::from_millis(300);
+        while Instant::now() < until {
+            if let Some(said) = proc.recv_before(Instant::now() + Duration::from_millis(2))? {
+                return Err(Fail::failed(format!(
+                    "{who} (pid {pid}) waited in {}, {} ms after it was at the latest due to \
+                     start waiting, though it was given a timeout of {} ms, and it then said \
+                     `{}` ({}) while the other side was held: a wait gives up only after its \
+                     whole timeout, counted from the start of that wait (CLOCK_REALTIME now + \
+                     the timeout)",
+                    describe(&wait),
+                    (wait.deadline.as_millis() as i128 - since.as_millis() as i128),
+                    timeout.as_millis(),
+                    said.kind,
+                    failure(&said)
+                )));
+            }
+            if let Some(other) = timed_wait(pid).filter(|w| w.deadline != wait.deadline) {
+                next = Some(other);
+                break;
+            }
+        }
+    }
+    let began = format!(
+        "{who} (pid {pid}) was blocked in {}, given a timeout of {} ms; its wait began after \
+         the grader's `go` at {:.6} s, so one timed wait with the whole timeout has a deadline \
+         of {:.6} s or later: this one is {} ms short of that",
+        describe(&wait),
+        timeout.as_millis(),
+        since.as_secs_f64(),
+        earliest.as_secs_f64(),
+        short.as_millis()
+    );
+    if let Some(next) = next {
+        return Err(Fail::failed(format!(
+            "{began}, and once it passed, with nothing posted (the other side held) and no \
+             signal sent, it waited again in {}: it waits in slices with deadlines of their \
+             own, waking up to look again, which is polling. Wait in one sem_timedwait() (or \
+             mq_timedreceive()) whose deadline is now + the whole timeout, and let the other \
+             side's post wake it",
+            describe(&next)
+        )));
+    }
+    let fraction = timeout.subsec_nanos() > 0;
+    let cause = if fraction && short > Duration::from_millis(500) && short <= Duration::from_secs(1)
+    {
+        format!(
+            "about a second: the timeout's {} ms beyond the whole seconds, added to tv_nsec, \
+             reach 1,000,000,000, and the carry into tv_sec was dropped (subtracting 10^9 \
+             from tv_nsec must add 1 to tv_sec), or only the whole seconds of the timeout \
+             were added",
+            timeout.subsec_millis()
+        )
+    } else {
+        "its deadline is not now + the whole timeout (a part of the timeout dropped, a \
+         deadline taken before the wait began, or a wait cut into slices)"
+            .to_string()
+    };
+    Err(Fail::failed(format!(
+        "{began}: {cause}. A wait's deadline is CLOCK_REALTIME now + the timeout, taken when \
+         the wait starts (TimeSpec::from_duration and TimeSpec addition carry the nanoseconds)"
+    )))
 }
 
 /// How many times in a row, after the signals, the grader makes a wait fail with EINTR (with

@@ -9,7 +9,7 @@ use nix::sys::signal::Signal;
 
 use super::data::pattern_hash;
 use super::layout::{Header, MIN_SEGMENT, Mapped, Sem, expected_capacity};
-use super::transfer::{Setup, Transfer, failure, start};
+use super::transfer::{Sender, Setup, Transfer, failure, start, start_sender};
 use super::{ORPHANED_RECEIVER, ORPHANED_SENDER};
 use crate::engine::{Fail, Proc, Run, force};
 
@@ -23,14 +23,146 @@ const LIVE_CHUNKS: u64 = 2 * TIMEOUT_MS / SLOW_MS;
 pub fn peer_killed(run: &mut Run) -> Result<String, Fail> {
     // Side by side with the rest: a receiver whose writer is slow, the grader its sender.
     let writer = SlowWriter::start(run)?;
+    // And its twin: a sender whose data source is slow, the grader its receiver.
+    let reader = SlowReader::start(run)?;
     std::thread::scope(|scope| {
         let writer = scope.spawn(move || writer.run());
+        let reader = scope.spawn(move || reader.run());
         let rest = killed_and_live(run);
         let writer = writer
             .join()
             .unwrap_or_else(|_| Err(Fail::Grader("the slow writer's thread panicked".into())));
-        Ok(format!("{}; {}", rest?, writer?))
+        let reader = reader
+            .join()
+            .unwrap_or_else(|_| Err(Fail::Grader("the slow reader's thread panicked".into())));
+        Ok(format!("{}; {}; {}", rest?, writer?, reader?))
     })
+}
+
+/// The sender's data source takes this long per read in the slow-reader case ...
+const READER_MS: u64 = 600;
+/// ... the grader, as its receiver, frees a slot this long after the sender's post of `full`
+/// for chunk 1 (the ring then full) ...
+const READER_GAP_MS: u64 = 200;
+/// ... and the sender's timeout is this: longer than the gap by far (a loaded machine),
+/// shorter than the data source's time and the gap together (a deadline taken before the data
+/// source ran).
+const READER_TIMEOUT_MS: u64 = 700;
+
+/// A sender whose data source is slow, the grader its receiver, the twin of [`SlowWriter`]: a
+/// 3-chunk message; the grader takes chunks 0 and 1 as they come and frees the slot of chunk 0
+/// [`READER_GAP_MS`] after the post of `full` for chunk 1, so that the sender's wait on `empty`
+/// for chunk 2 lasts far less than its timeout while the time since its previous wait returned
+/// (the data source's, then the gap) is more.
+struct SlowReader {
+    sender: Sender,
+}
+
+impl SlowReader {
+    fn start(run: &mut Run) -> Result<SlowReader, Fail> {
+        let c = expected_capacity(MIN_SEGMENT) as u64;
+        let mut setup = Setup::new(MIN_SEGMENT, vec![2 * c + 1]);
+        setup.save = false;
+        setup.timeout_ms = READER_TIMEOUT_MS;
+        setup.sender_slow_ms = READER_MS;
+        let sender = start_sender(run, &setup)?;
+        // The grader is the receiver: it unlinks the name once it has the segment.
+        let _ = nix::sys::mman::shm_unlink(sender.name.as_str());
+        Ok(SlowReader { sender })
+    }
+
+    /// Waits (up to a few seconds) for the sender's post of `full` for chunk `chunk`; what the
+    /// sender said instead, if it said anything first.
+    fn take_full(&mut self, chunk: u64, setting: &str) -> Result<Option<Message>, Fail> {
+        let until = Instant::now() + Duration::from_millis(READER_MS + 5000);
+        loop {
+            if self
+                .sender
+                .mapped
+                .wait(Sem::Full, Duration::from_millis(10))
+            {
+                return Ok(None);
+            }
+            if let Some(said) = self.sender.proc.recv_before(Instant::now())? {
+                return Ok(Some(said));
+            }
+            if Instant::now() >= until {
+                return Err(Fail::failed(format!(
+                    "{setting}: the sender did not post `full` for chunk {chunk} within {} ms",
+                    READER_MS + 5000
+                )));
+            }
+        }
+    }
+
+    fn run(mut self) -> Result<String, Fail> {
+        let setting = format!(
+            "a sender whose data source takes {READER_MS} ms per read (send --slow-ms), \
+             timeout {READER_TIMEOUT_MS} ms, the grader its receiver: a message of 3 chunks; \
+             the grader took chunks 0 and 1 as they came and freed the slot of chunk 0 \
+             {READER_GAP_MS} ms after the sender's post of `full` for chunk 1"
+        );
+        let before = |chunk: u64, said: Message| {
+            Fail::failed(format!(
+                "{setting}: the sender said `{}` ({}) before it posted `full` for chunk {chunk}",
+                said.kind,
+                failure(&said)
+            ))
+        };
+        self.sender.proc.send("go", &[])?;
+        for chunk in 0..2 {
+            if let Some(said) = self.take_full(chunk, &setting)? {
+                return Err(before(chunk, said));
+            }
+        }
+        let full = Instant::now();
+        // The ring is full: the sender's wait on `empty` for chunk 2 starts now and lasts the
+        // gap, far below its timeout.
+        let early = self
+            .sender
+            .proc
+            .recv_before(full + Duration::from_millis(READER_GAP_MS))?;
+        let said = match early {
+            Some(said) => Some(said),
+            None => {
+                self.sender.mapped.post(Sem::Empty);
+                self.take_full(2, &setting)?
+            }
+        };
+        if let Some(said) = said {
+            let after = full.elapsed().as_millis();
+            if said.get("kind") == Some("timeout") && after < u128::from(READER_TIMEOUT_MS) {
+                return Err(Fail::failed(format!(
+                    "{setting}: the sender said `failed` ({}) {after} ms after its post of \
+                     `full` for chunk 1: its wait on `empty` for chunk 2, which starts after that post, gave \
+                     up sooner than its timeout. The data source's time was counted against \
+                     it: the deadline was taken before the data source ran (when the previous \
+                     wait returned, or once for the whole message). The timeout counts from the \
+                     start of each wait: take now + the timeout right before each \
+                     sem_timedwait()",
+                    failure(&said)
+                )));
+            }
+            return Err(before(2, said));
+        }
+        self.sender.mapped.post(Sem::Empty);
+        self.sender.mapped.post(Sem::Empty);
+        let done = self.sender.proc.recv_any()?;
+        if done.kind != "done" {
+            return Err(Fail::failed(format!(
+                "{setting}: the grader took all 3 chunks, and the sender said `{}` ({}) instead \
+                 of `done`",
+                done.kind,
+                failure(&done)
+            )));
+        }
+        self.sender.proc.send("exit", &[])?;
+        self.sender.proc.wait()?;
+        Ok(format!(
+            "a sender whose data source takes {READER_MS} ms a read waited for a slot freed \
+             {READER_GAP_MS} ms after its post of `full` (timeout {READER_TIMEOUT_MS} ms)"
+        ))
+    }
 }
 
 /// The receiver's writer takes this long per write in the slow-writer case ...
