@@ -723,12 +723,7 @@ pub fn open_errors(run: &mut Run) -> Result<String, Fail> {
         &mut look,
     )?;
     drop(hollow_held);
-    refused(
-        &answer,
-        "empty",
-        what,
-        "fstat() says 0 bytes: return TableError::Empty (mmap() cannot map nothing)",
-    )?;
+    refused(&answer, "empty", what, EMPTY_HINT)?;
     let [baseline_ns, lost_ns, hollow_ns] = runnable;
     at_once(
         lost_ns,
@@ -762,12 +757,7 @@ pub fn open_errors(run: &mut Run) -> Result<String, Fail> {
     hollow.wait()?;
     let what = "opening a 0-byte object again";
     let answer = await_answer(&mut hollow_exit, OPENER, what, Some("empty"))?;
-    refused(
-        &answer,
-        "empty",
-        what,
-        "fstat() says 0 bytes: return TableError::Empty (mmap() cannot map nothing)",
-    )?;
+    refused(&answer, "empty", what, EMPTY_HINT)?;
     let kept = descriptors_at_exit(&hollow_exit, hollow_exit_tracer, &empty)?;
     if !kept.is_empty() {
         return Err(Fail::failed(format!(
@@ -943,6 +933,10 @@ fn size_looked_at_once(run: &mut Run) -> Result<(), Fail> {
     drop(planted);
     Ok(())
 }
+
+/// What a 0-byte object's opener must answer, and why.
+const EMPTY_HINT: &str =
+    "fstat() says 0 bytes: return TableError::Empty (mmap() cannot map nothing)";
 
 /// Far longer runnable than starting and answering takes: what a loop adds that does not
 /// sleep (a 10 ms wait seen asleep is caught by the looks of `await_answer`).

@@ -369,12 +369,12 @@ impl Broadcasts {
             let holder = match owner {
                 0 => "free".to_string(),
                 -1 => continue,
-                other => format!("held by thread {other}, not by the worker"),
+                other => format!("held by thread {other}"),
             };
             return Err(Fail::failed(format!(
-                "a worker (pid {worker}) called pthread_cond_broadcast(all_done) while the \
-                 bank's mutex was {holder} (its owner word, read at a breakpoint at that \
-                 function): finish() broadcasts under the lock, finished += 1 and the \
+                "a worker (pid {worker}) called pthread_cond_broadcast(all_done) without \
+                 holding the bank's mutex (its owner word, read at a breakpoint at that \
+                 function, said {holder}): finish() broadcasts under the lock, finished += 1 and the \
                  broadcast both before the unlock (a broadcast after the unlock reaches a \
                  coordinator that may already have seen the count, returned and destroyed \
                  the condition variable)"

@@ -301,21 +301,32 @@ pub fn publish_record(
 ) -> Result<Published, Fail> {
     let sequence = run.rng().random_range(2..1_000_000u32);
     let payload = run.random_bytes(len);
-    let mut proc = start_publisher(run, (&name.path, name.id, size), sequence, &payload)?;
-    expect(&mut proc, "publisher", "ready")?;
-    // The publisher has it: no reader may find the payload anywhere but in the segment.
-    std::fs::remove_file(payload_file(run, sequence))?;
-    Ok(Published {
+    let proc = start_publisher(run, (&name.path, name.id, size), sequence, &payload)?;
+    Published {
         discard,
         proc,
         name,
         size,
         sequence,
         payload,
-    })
+    }
+    .once_ready(run, None)
 }
 
 impl Published {
+    /// Once the publisher says `ready` (`first`, when the check has read that message already),
+    /// removes its payload file: from then no reader may find the payload anywhere but in the
+    /// segment.
+    pub fn once_ready(mut self, run: &Run, first: Option<Message>) -> Result<Published, Fail> {
+        let message = match first {
+            Some(message) => message,
+            None => self.proc.recv_any()?,
+        };
+        as_expected(message, "publisher", "ready")?;
+        std::fs::remove_file(payload_file(run, self.sequence))?;
+        Ok(self)
+    }
+
     /// The publisher's segment, found by its key; a diagnosis if there is none.
     pub fn segment(&self) -> Result<ShmSegment, Fail> {
         if let Some(found) = segment(self.name.key) {

@@ -257,12 +257,6 @@ fn publish_held_at_creation(run: &mut Run) -> Result<(Published, Option<u32>), F
             }
         }
     }
-    let message = match first {
-        Some(message) => message,
-        None => proc.recv_any()?,
-    };
-    as_expected(message, "publisher", "ready")?;
-    std::fs::remove_file(payload_file(run, sequence))?;
     let published = Published {
         discard: true,
         proc,
@@ -270,7 +264,8 @@ fn publish_held_at_creation(run: &mut Run) -> Result<(Published, Option<u32>), F
         size,
         sequence,
         payload,
-    };
+    }
+    .once_ready(run, first)?;
     Ok((published, at_creation))
 }
 
@@ -415,13 +410,6 @@ fn publish_with_past_end_marked(
     } else {
         run.note("the grader may not trace the publisher here (ptrace): its stores past the end of its segment were not looked for");
     }
-    let message = match said {
-        Some(message) => message,
-        None => proc.recv_any()?,
-    };
-    as_expected(message, "publisher", "ready")?;
-    // The publisher has it: no reader may find the payload anywhere but in the segment.
-    std::fs::remove_file(payload_file(run, sequence))?;
     let published = Published {
         discard: true,
         proc,
@@ -429,7 +417,8 @@ fn publish_with_past_end_marked(
         size,
         sequence,
         payload,
-    };
+    }
+    .once_ready(run, said)?;
     Ok((published, marked))
 }
 
