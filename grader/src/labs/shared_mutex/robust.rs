@@ -316,7 +316,7 @@ fn settle_after_recovery(
         }
         std::thread::sleep(Duration::from_millis(1));
     }
-    let_coordinator_look(segment, coordinator, name, survivors, None, false).map(drop)
+    let_coordinator_look(segment, coordinator, name, survivors, (None, &[]), false).map(drop)
 }
 
 /// The transfer a worker died in: its two accounts.

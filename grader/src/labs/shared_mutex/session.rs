@@ -50,6 +50,9 @@ pub(super) struct Session {
     /// [`Session::hold_back_last_worker`]) finishes after it is armed.
     pub watch_final_unlock: bool,
     held_back: Option<i32>,
+    /// Workers stopped before their `go` (see [`Session::take_turns`]), released one at a time,
+    /// each once the finish before it has been looked at.
+    turns: VecDeque<i32>,
     final_unlock: Option<FinalUnlock>,
     last_finish: Option<LastFinish>,
     /// Dead holders the grader counted in the bank itself: the coordinator's `dead` includes
@@ -202,6 +205,7 @@ impl Session {
             asleep: None,
             watch_final_unlock: false,
             held_back: None,
+            turns: VecDeque::new(),
             final_unlock: None,
             last_finish: None,
             planted_dead: 0,
@@ -247,6 +251,18 @@ impl Session {
         let last = *self.workers.last().expect("a session has workers");
         force::hold(last)?;
         self.held_back = Some(last);
+        Ok(())
+    }
+
+    /// Stops every worker but the first and the last (held back) before their `go`: each starts
+    /// once the finish before it has been looked at, so that the grader, however late it reads
+    /// a finish on a loaded machine, looks before the next one.
+    pub fn take_turns(&mut self) -> Result<(), Fail> {
+        let middle = self.workers.len().saturating_sub(1);
+        for &worker in self.workers.get(1..middle).unwrap_or_default() {
+            force::hold(worker)?;
+            self.turns.push_back(worker);
+        }
         Ok(())
     }
 
@@ -454,14 +470,16 @@ impl Session {
                             .map(|i| self.workers[i])
                             .collect();
                         let held_back = self.held_back.filter(|w| others.contains(w));
+                        let waiting: Vec<i32> = self.turns.iter().skip(1).copied().collect();
                         let looked = let_coordinator_look(
                             &self.segment,
                             self.coordinator,
                             &self.name,
                             &others,
-                            held_back,
+                            (held_back, &waiting),
                             self.watch_final_unlock && self.waiters.is_none(),
                         )?;
+                        self.turns.pop_front();
                         self.asleep = looked.asleep;
                         if looked.waiters.is_some() {
                             self.waiters = looked.waiters;
@@ -629,14 +647,15 @@ impl Session {
 /// Otherwise the coordinator, woken while workers hammer the mutex, may get it only once they
 /// have all finished, and see the end without needing their broadcasts. A `held_back` worker
 /// stays stopped until it is the only one left; then, once the coordinator sleeps on the
-/// condition variable again, [`FinalUnlock`] is armed before it goes on. With `queue_waiter`,
+/// condition variable again, [`FinalUnlock`] is armed before it goes on. The `waiting` workers
+/// stay stopped too: their turn comes after a later finish. With `queue_waiter`,
 /// two threads of the grader then wait on the condition variable too, until the next finish.
 pub(super) fn let_coordinator_look(
     segment: &Segment,
     coordinator: i32,
     name: &str,
     others: &[i32],
-    held_back: Option<i32>,
+    (held_back, waiting): (Option<i32>, &[i32]),
     queue_waiter: bool,
 ) -> Result<Looked, Fail> {
     let arm_final_unlock = held_back.is_some() && others.len() == 1;
@@ -707,7 +726,7 @@ pub(super) fn let_coordinator_look(
         }
     }
     for &worker in others {
-        if arm_final_unlock || Some(worker) != held_back {
+        if (arm_final_unlock || Some(worker) != held_back) && !waiting.contains(&worker) {
             let _ = force::resume(worker);
         }
     }

@@ -224,6 +224,7 @@ pub(super) fn waits_for_last_worker(run: &mut Run) -> Result<String, Fail> {
     session.watch_final_unlock = true;
     session.asleep = AsleepOnCond::observe(&session.segment, session.coordinator, &session.name);
     session.hold_back_last_worker()?;
+    session.take_turns()?;
     session.go()?;
     let outcome = session.finish(0, |_| Ok(()))?;
     let transfers = verify(&session, &outcome, &[], 0)?;
