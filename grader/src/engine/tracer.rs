@@ -95,6 +95,24 @@ impl Call {
         }
     }
 
+    /// Argument `arg` (from 0) is `value`: a descriptor, an address, a command.
+    pub fn arg_is(number: i64, arg: usize, value: u64) -> Call {
+        Call::bits(number, arg, u64::MAX, value)
+    }
+
+    /// Argument `arg` has every bit of `flag` set: `IPC_CREAT`, `O_CREAT`, `MAP_SHARED`.
+    pub fn flag_set(number: i64, arg: usize, flag: u64) -> Call {
+        Call::bits(number, arg, flag, flag)
+    }
+
+    /// Argument `arg` masked with `mask` is `value` ([`Match::Bits`]).
+    pub fn bits(number: i64, arg: usize, mask: u64, value: u64) -> Call {
+        Call {
+            number,
+            matching: Match::Bits { arg, mask, value },
+        }
+    }
+
     /// The first of any of these calls.
     pub fn one_of(numbers: &'static [i64]) -> Call {
         Call {

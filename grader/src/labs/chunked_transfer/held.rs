@@ -21,7 +21,7 @@ use super::signals::{force_eintrs, interrupt_waits, posix_timers, waits_untimed}
 use super::transfer::{Setup, Transfer, check_messages, start};
 use crate::engine::diagnose::Activity;
 use crate::engine::inspect::{IoCounters, ProcessView};
-use crate::engine::tracer::{Action, Call, Match, Tracer};
+use crate::engine::tracer::{Action, Call, Tracer};
 use crate::engine::waiting::{self, WaitRules};
 use crate::engine::{Fail, Run};
 
@@ -330,14 +330,12 @@ impl HeldReceiver<'_> {
 /// False when that could not be arranged (no ptrace, or no futex wake seen): the transfer then
 /// runs on as it would.
 fn release_past_post(transfer: &mut Transfer, chunk: u64) -> Result<bool, Fail> {
-    let wake = Call {
-        number: libc::SYS_futex,
-        matching: Match::Bits {
-            arg: 1,
-            mask: libc::FUTEX_CMD_MASK as u64,
-            value: libc::FUTEX_WAKE as u64,
-        },
-    };
+    let wake = Call::bits(
+        libc::SYS_futex,
+        1,
+        libc::FUTEX_CMD_MASK as u64,
+        libc::FUTEX_WAKE as u64,
+    );
     let pid = transfer.receiver.pid.as_raw();
     let Some(mut tracer) = Tracer::attach(pid, wake, Action::HoldAfter)? else {
         transfer.receiver.send("release", &[])?;

@@ -16,7 +16,7 @@ use super::session::{
 };
 use crate::engine::diagnose::classify;
 use crate::engine::inspect;
-use crate::engine::tracer::{Action, Call, Match, Reached, Tracer};
+use crate::engine::tracer::{Action, Call, Reached, Tracer};
 use crate::engine::waiting::{self, WaitRules};
 use crate::engine::{Fail, Run};
 
@@ -344,14 +344,7 @@ fn stopped_while_waited(run: &mut Run) -> Result<String, Fail> {
     let (parent, child) = (session.parent, session.child);
     settle_in_read(child);
     let pipes = session.pipes()?;
-    let close_b = Call {
-        number: libc::SYS_close,
-        matching: Match::Bits {
-            arg: 0,
-            mask: u64::MAX,
-            value: pipes.child_writes_b as u64,
-        },
-    };
+    let close_b = Call::arg_is(libc::SYS_close, 0, pipes.child_writes_b as u64);
     let Some(mut tracer) = Tracer::attach(child, close_b, Action::HoldAfter)? else {
         run.note(
             "the grader may not trace the echo child here (ptrace): a child stopped while \

@@ -10,7 +10,7 @@ use super::child_end::doing;
 use super::outside::{self, describe_status};
 use super::session::{Returned, ignores_signal, refused_again, started_twice_in_read};
 use crate::engine::inspect;
-use crate::engine::tracer::{Action, Call, Match, Tracer};
+use crate::engine::tracer::{Action, Call, Tracer};
 use crate::engine::{Fail, Run};
 
 pub fn child_fails(run: &mut Run) -> Result<String, Fail> {
@@ -155,14 +155,7 @@ fn child_write_broken(run: &mut Run) -> Result<String, Fail> {
     let child = session.child;
     // Its dispositions as it waits for input, after whatever it set up once forked.
     let ignored_sigpipe = ignores_signal(child, libc::SIGPIPE);
-    let write_b = Call {
-        number: libc::SYS_write,
-        matching: Match::Bits {
-            arg: 0,
-            mask: u64::MAX,
-            value: pipes.child_writes_b as u64,
-        },
-    };
+    let write_b = Call::arg_is(libc::SYS_write, 0, pipes.child_writes_b as u64);
     let raising = Action::FailRaising(libc::EPIPE, libc::SIGPIPE);
     // The grader's own read end of pipe B, never read from: what the child passed on there.
     let probe_b = outside::open_pipe(child, pipes.child_writes_b, false)?;

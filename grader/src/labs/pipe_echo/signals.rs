@@ -13,7 +13,7 @@ use super::session::{
     CHILD, Done, Flags, PARENT, Returned, Session, WRITTEN_TWICE, role_of, settle_in_read, start,
 };
 use crate::engine::inspect::{self, pipe_inode};
-use crate::engine::tracer::{Action, Call, Match, Tracer};
+use crate::engine::tracer::{Action, Call, Tracer};
 use crate::engine::waiting::{self, WaitRules};
 use crate::engine::{Fail, Run, force};
 
@@ -210,14 +210,7 @@ fn interrupt_while_blocked(session: &Session, pid: i32, who: &str) -> Result<(),
 fn injected_eintr(session: &Session) -> Result<(), Fail> {
     let child = session.child;
     let pipes = session.pipes()?;
-    let read_a = Call {
-        number: libc::SYS_read,
-        matching: Match::Bits {
-            arg: 0,
-            mask: u64::MAX,
-            value: pipes.child_reads_a as u64,
-        },
-    };
+    let read_a = Call::arg_is(libc::SYS_read, 0, pipes.child_reads_a as u64);
     let Some(mut tracer) = Tracer::attach(child, read_a, Action::Fail(libc::EINTR))? else {
         return Ok(()); // Not traceable here: the real signals were the test.
     };

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use ipc_labs_driver::Message;
 
 use crate::engine::diagnose::{Activity, classify};
-use crate::engine::tracer::{Action, Call, Match, Tracer};
+use crate::engine::tracer::{Action, Call, Tracer, Watched};
 use crate::engine::{Fail, Proc, Run, force, inspect};
 
 pub const CREATOR: &str = "the creator";
@@ -23,6 +23,13 @@ pub struct Table {
     /// What this process was told to write, in order, as (offset, bytes): a read answered from a
     /// copy of its own writes gives one of these back.
     pub wrote: Vec<(usize, Vec<u8>)>,
+}
+
+/// What [`Table::command_watched`] saw.
+pub struct WatchedCommand {
+    pub answer: Option<Message>,
+    pub armed: bool,
+    pub hit: bool,
 }
 
 /// The arguments of `posix-shm open`.
@@ -89,14 +96,7 @@ fn start_traced(
 
 /// The `shm_open()` that creates an object: glibc's `openat()` with `O_CREAT`.
 pub fn creating_open() -> Call {
-    Call {
-        number: libc::SYS_openat,
-        matching: Match::Bits {
-            arg: 2,
-            mask: libc::O_CREAT as u64,
-            value: libc::O_CREAT as u64,
-        },
-    }
+    Call::flag_set(libc::SYS_openat, 2, libc::O_CREAT as u64)
 }
 
 /// Starts `posix-shm open` traced from its start, to be held as it exits (at the entry of its
@@ -409,6 +409,42 @@ impl Table {
             .collect();
         let what = format!("asked for {}", what.join(" "));
         await_answer(&mut self.proc, self.who, &what, None)
+    }
+
+    /// Sends a command once `tracer`'s watchpoint is set (or, where it cannot be, without it),
+    /// and watches until the first hit or the answer. The answer, unless the watch ended first
+    /// (then the caller awaits it), whether the watchpoint was set, and whether it was hit (one
+    /// hit is enough: the rest runs unwatched).
+    pub fn command_watched(
+        &mut self,
+        mut tracer: Tracer,
+        fields: &[(&str, String)],
+    ) -> Result<WatchedCommand, Fail> {
+        let until = Instant::now() + Duration::from_secs(5);
+        let (mut sent, mut armed, mut hit) = (false, false, false);
+        let answer = loop {
+            match tracer.next(&mut self.proc, until)? {
+                Watched::Armed => {
+                    armed = true;
+                    self.proc.send("cmd", fields)?;
+                    sent = true;
+                }
+                Watched::Hit => {
+                    hit = true;
+                    break None;
+                }
+                Watched::Said(message) => break Some(message),
+                Watched::Lost | Watched::Unavailable => {
+                    armed = false;
+                    break None;
+                }
+            }
+        };
+        drop(tracer);
+        if !sent {
+            self.proc.send("cmd", fields)?;
+        }
+        Ok(WatchedCommand { answer, armed, hit })
     }
 
     /// A command that must succeed.

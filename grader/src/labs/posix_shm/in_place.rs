@@ -8,10 +8,10 @@ use std::time::{Duration, Instant};
 
 use rand::RngExt;
 
-use crate::engine::tracer::{Action, Call, Field, Reached, Tracer, Watched};
+use crate::engine::tracer::{Action, Call, Field, Reached, Tracer};
 use crate::engine::{Fail, Run, inspect};
 
-use super::driver::{Table, await_answer, pair, said};
+use super::driver::{Table, WatchedCommand, await_answer, pair, said};
 use super::explain::{Writer, expect_read};
 use super::probes::{dev_shm, find, io_of, object_fds, resident_bytes, table_mapping};
 
@@ -213,7 +213,7 @@ fn watched_access(
         )?,
         None => None,
     };
-    let Some(mut tracer) = tracer else {
+    let Some(tracer) = tracer else {
         table.must(&what, &fields)?;
         if let Some(file) = file {
             std::fs::remove_file(file)?;
@@ -223,32 +223,7 @@ fn watched_access(
         }
         return Ok(None);
     };
-    let until = Instant::now() + Duration::from_secs(5);
-    // Whether the command went, whether the watchpoint was set, and whether it was hit.
-    let (mut sent, mut armed, mut hit) = (false, false, false);
-    let answer = loop {
-        match tracer.next(&mut table.proc, until)? {
-            Watched::Armed => {
-                armed = true;
-                table.proc.send("cmd", &fields)?;
-                sent = true;
-            }
-            Watched::Hit => {
-                // One is enough: the rest of the copy runs unwatched.
-                hit = true;
-                break None;
-            }
-            Watched::Said(message) => break Some(message),
-            Watched::Lost | Watched::Unavailable => {
-                armed = false;
-                break None;
-            }
-        }
-    };
-    drop(tracer);
-    if !sent {
-        table.proc.send("cmd", &fields)?;
-    }
+    let WatchedCommand { answer, armed, hit } = table.command_watched(tracer, &fields)?;
     let answer = match answer {
         Some(answer) => answer,
         None => await_answer(

@@ -29,6 +29,7 @@ mod failed_creates;
 mod in_place;
 mod names;
 mod object;
+mod open_errors;
 mod probes;
 mod sharing;
 
@@ -158,7 +159,7 @@ pub static LAB: Lab = Lab {
             hint: Some(
                 "open never creates, follows no link, refuses 0 bytes at once, and never waits. See docs/labs/05-posix-shm.md, the rules table (the open rules).",
             ),
-            run: errors::open_errors,
+            run: open_errors::open_errors,
         },
         Check {
             name: "failed-create",

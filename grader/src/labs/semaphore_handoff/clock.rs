@@ -13,7 +13,7 @@ use rand::RngExt;
 
 use super::handover::{Launch, arguments, report_failure};
 use super::{PRODUCER, WAIT_SLICE};
-use crate::engine::tracer::{Action, Call, Match, Reached, Tracer};
+use crate::engine::tracer::{Action, Call, Reached, Tracer};
 use crate::engine::{Fail, Proc, Run, force, inspect};
 
 /// Types of the auxiliary vector's entries (`<elf.h>`).
@@ -136,14 +136,7 @@ enum ClockRead {
 /// Holds `pid` as its next `clock_gettime(CLOCK_REALTIME)` returns and, with `to`, writes that
 /// time in the `timespec` it returns.
 fn next_clock_read(proc: &mut Proc, pid: i32, to: Option<Duration>) -> Result<ClockRead, Fail> {
-    let call = Call {
-        number: libc::SYS_clock_gettime,
-        matching: Match::Bits {
-            arg: 0,
-            mask: u64::MAX,
-            value: libc::CLOCK_REALTIME as u64,
-        },
-    };
+    let call = Call::arg_is(libc::SYS_clock_gettime, 0, libc::CLOCK_REALTIME as u64);
     let Some(mut tracer) = Tracer::attach(pid, call, Action::HoldAfter)? else {
         return Ok(ClockRead::NotSeen);
     };

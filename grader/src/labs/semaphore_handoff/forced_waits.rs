@@ -72,14 +72,7 @@ pub(super) fn waiting_in(pid: i32) -> Option<Seen> {
 pub(super) fn the_wait(seen: Seen) -> Option<Call> {
     match seen {
         Seen::Futex { addr, .. } => Some(timed_futex_wait(addr)),
-        Seen::Receive { fd, .. } => Some(Call {
-            number: libc::SYS_mq_timedreceive,
-            matching: Match::Bits {
-                arg: 0,
-                mask: u64::MAX,
-                value: fd as u64,
-            },
-        }),
+        Seen::Receive { fd, .. } => Some(Call::arg_is(libc::SYS_mq_timedreceive, 0, fd as u64)),
         _ => None,
     }
 }

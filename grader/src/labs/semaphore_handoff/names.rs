@@ -12,7 +12,7 @@ use super::handover::{Handover, Launch, arguments, report_failure};
 use super::probe;
 use super::{RECORD_SIZE, SIGNAL_SIZE};
 use crate::engine::audit::message_queue_mode;
-use crate::engine::tracer::{Action, Call, Match, Reached, Step, Tracer};
+use crate::engine::tracer::{Action, Call, Reached, Step, Tracer};
 use crate::engine::{Fail, Proc, Run, force};
 
 /// What the parent still holds of the handoff: the slot, a named semaphore's mapping, a queue
@@ -177,14 +177,7 @@ fn mode_asked(run: &mut Run, mechanism: &'static str) -> Result<String, Fail> {
     let names = [run.ipc_name("ready"), run.ipc_name("ok")];
     let seed: u64 = run.rng().random();
     let call = if mechanism == "semaphores" {
-        Call {
-            number: libc::SYS_openat,
-            matching: Match::Bits {
-                arg: 2,
-                mask: libc::O_CREAT as u64,
-                value: libc::O_CREAT as u64,
-            },
-        }
+        Call::flag_set(libc::SYS_openat, 2, libc::O_CREAT as u64)
     } else {
         Call::any(libc::SYS_mq_open)
     };
@@ -411,14 +404,7 @@ fn close_goes_on(run: &mut Run, mechanism: &'static str) -> Result<String, Fail>
     };
     let tracer = match target {
         Some(addr) => {
-            let call = Call {
-                number: libc::SYS_munmap,
-                matching: Match::Bits {
-                    arg: 0,
-                    mask: u64::MAX,
-                    value: addr,
-                },
-            };
+            let call = Call::arg_is(libc::SYS_munmap, 0, addr);
             Tracer::attach(parent, call, Action::Fail(libc::EINVAL))?
         }
         None => None,
@@ -523,14 +509,7 @@ fn close_both_fail(run: &mut Run, mechanism: &'static str) -> Result<String, Fai
     } else {
         (libc::SYS_close, libc::EIO, "mq_close()")
     };
-    let call = |value: u64| Call {
-        number,
-        matching: Match::Bits {
-            arg: 0,
-            mask: u64::MAX,
-            value,
-        },
-    };
+    let call = |value: u64| Call::arg_is(number, 0, value);
     let tracer = match (targets[0], targets[1]) {
         (Some(ready), Some(ok)) => Tracer::in_turn(
             parent,

@@ -9,7 +9,7 @@ use rand::RngExt;
 use super::handover::{expected_digest, whole_record};
 use super::probe;
 use super::slot::find_slot;
-use crate::engine::tracer::{Action, Call, Match, Tracer};
+use crate::engine::tracer::{Action, Call, Tracer};
 use crate::engine::{Fail, Run};
 
 use super::handover::Handover;
@@ -58,14 +58,7 @@ fn ok_after_copy(run: &mut Run) -> Result<String, Fail> {
     if other == seed {
         other ^= 1;
     }
-    let wake = Call {
-        number: libc::SYS_futex,
-        matching: Match::Bits {
-            arg: 1,
-            mask: 0x7f,
-            value: libc::FUTEX_WAKE as u64,
-        },
-    };
+    let wake = Call::bits(libc::SYS_futex, 1, 0x7f, libc::FUTEX_WAKE as u64);
     let mut held = false;
     let mut traced = true;
     let reports = handover.finish(|proc, _| {

@@ -56,9 +56,7 @@ struct Seen {
 /// The coordinator's calls of `pthread_mutex_init()`, `pthread_cond_init()` and the attribute
 /// destroys, watched.
 pub(super) struct MutexInits {
-    seen: Receiver<Seen>,
-    stop: Sender<()>,
-    thread: JoinHandle<()>,
+    watching: Watching<Seen>,
     /// Its I/O counters at its `shm_open()` of the bank.
     opened_io: Option<IoCounters>,
     /// Whether every one of the four functions is watched (else only what is seen is judged).
@@ -101,47 +99,26 @@ impl MutexInits {
             0 => None,
             _ => Tracer::break_at_each(pid, addresses)?,
         };
-        let Some(mut tracer) = breaking else {
+        let Some(tracer) = breaking else {
             force::resume(pid)?;
             return Ok(None);
         };
-        let (seen_tx, seen) = channel();
-        let (stop, stopped) = channel::<()>();
-        let thread = std::thread::spawn(move || {
-            let until = Instant::now() + WATCH_LIMIT;
-            while Instant::now() < until {
-                if !matches!(stopped.try_recv(), Err(TryRecvError::Empty)) {
-                    break;
-                }
-                let next = tracer.next_break(Instant::now() + Duration::from_millis(5));
-                match next {
-                    Ok(None | Some(Breakpoint::Armed)) => {}
-                    Ok(Some(Breakpoint::At(args))) => {
-                        let function = tracer.last_break();
-                        let attr = args[1];
-                        let flags = (matches!(function, MUTEX_INIT | COND_INIT) && attr != 0)
-                            .then(|| attribute_word(pid, attr))
-                            .flatten();
-                        let io = inspect::io(pid);
-                        let _ = seen_tx.send(Seen {
-                            function,
-                            args,
-                            flags,
-                            io,
-                        });
-                        tracer.go_on();
-                    }
-                    _ => break,
-                }
+        let watching = Watching::start(tracer, move |tracer, args| {
+            let function = tracer.last_break();
+            let attr = args[1];
+            let flags = (matches!(function, MUTEX_INIT | COND_INIT) && attr != 0)
+                .then(|| attribute_word(pid, attr))
+                .flatten();
+            Seen {
+                function,
+                args,
+                flags,
+                io: inspect::io(pid),
             }
-            // Dropped here: the breakpoint is cleared and the program let go.
-            drop(tracer);
         });
         force::resume(pid)?;
         Ok(Some(MutexInits {
-            seen,
-            stop,
-            thread,
+            watching,
             opened_io,
             all_watched,
         }))
@@ -150,8 +127,7 @@ impl MutexInits {
     /// Once the program is ready: the bank's mutex (where the coordinator maps it) must have
     /// been initialized with an attribute that says `PTHREAD_PROCESS_SHARED`.
     pub fn judge(self, session: &Session) -> Result<(), Fail> {
-        let _ = self.stop.send(());
-        let _ = self.thread.join();
+        let seen = self.watching.finish();
         let Some(map) = probe::mappings(session.coordinator, &session.name)
             .into_iter()
             .find(|m| m.offset == 0)
@@ -160,7 +136,6 @@ impl MutexInits {
         };
         let mutex = map.start + session.segment.layout.mutex_at as u64;
         let cond = map.start + session.segment.layout.cond_at as u64;
-        let seen: Vec<Seen> = self.seen.try_iter().collect();
         let Some(at) = seen
             .iter()
             .position(|s| s.function == MUTEX_INIT && s.args[0] == mutex)
@@ -300,9 +275,7 @@ fn attribute_word(pid: i32, address: u64) -> Option<u32> {
 pub(super) struct Broadcasts {
     worker: i32,
     cond: u64,
-    seen: Receiver<(u64, i32)>,
-    stop: Sender<()>,
-    thread: JoinHandle<()>,
+    watching: Watching<(u64, i32)>,
 }
 
 impl Broadcasts {
@@ -318,51 +291,31 @@ impl Broadcasts {
         let Some(address) = inspect::library_function_in(worker, c"pthread_cond_broadcast") else {
             return Ok(None);
         };
-        let Some(mut tracer) = Tracer::break_at(worker, address)? else {
+        let Some(tracer) = Tracer::break_at(worker, address)? else {
             return Ok(None);
         };
         let owner_at = (session.segment.layout.mutex_at + probe::MUTEX_OWNER_AT) as u64;
         let segment = std::fs::File::open(dev_shm(&session.name))?;
-        let (seen_tx, seen) = channel();
-        let (stop, stopped) = channel::<()>();
-        let thread = std::thread::spawn(move || {
-            let until = Instant::now() + WATCH_LIMIT;
-            while Instant::now() < until {
-                if !matches!(stopped.try_recv(), Err(TryRecvError::Empty)) {
-                    break;
-                }
-                match tracer.next_break(Instant::now() + Duration::from_millis(5)) {
-                    Ok(None | Some(Breakpoint::Armed)) => {}
-                    Ok(Some(Breakpoint::At([cond, _]))) => {
-                        let mut word = [0u8; 4];
-                        let owner = segment
-                            .read_exact_at(&mut word, owner_at)
-                            .map(|()| i32::from_ne_bytes(word))
-                            .unwrap_or(-1);
-                        let _ = seen_tx.send((cond, owner));
-                        tracer.go_on();
-                    }
-                    _ => break,
-                }
-            }
-            drop(tracer);
+        let watching = Watching::start(tracer, move |_, [cond, _]| {
+            let mut word = [0u8; 4];
+            let owner = segment
+                .read_exact_at(&mut word, owner_at)
+                .map(|()| i32::from_ne_bytes(word))
+                .unwrap_or(-1);
+            (cond, owner)
         });
         Ok(Some(Broadcasts {
             worker,
             cond: map.start + session.segment.layout.cond_at as u64,
-            seen,
-            stop,
-            thread,
+            watching,
         }))
     }
 
     /// Once the worker has finished: each broadcast of `all_done` made holding the mutex (the
     /// owner word is the worker's thread id).
     pub fn judge(self) -> Result<(), Fail> {
-        let _ = self.stop.send(());
-        let _ = self.thread.join();
         let worker = self.worker;
-        for (cond, owner) in self.seen.try_iter() {
+        for (cond, owner) in self.watching.finish() {
             if cond != self.cond || owner == worker {
                 continue;
             }
@@ -381,5 +334,49 @@ impl Broadcasts {
             )));
         }
         Ok(())
+    }
+}
+
+/// A tracer's breakpoints watched on a thread of the grader's until [`Watching::finish`] (or
+/// [`WATCH_LIMIT`]): at each hit, `look` reads what it needs while the program is stopped there.
+struct Watching<T> {
+    seen: Receiver<T>,
+    stop: Sender<()>,
+    thread: JoinHandle<()>,
+}
+
+impl<T: Send + 'static> Watching<T> {
+    fn start(
+        mut tracer: Tracer,
+        mut look: impl FnMut(&Tracer, [u64; 2]) -> T + Send + 'static,
+    ) -> Watching<T> {
+        let (seen_tx, seen) = channel();
+        let (stop, stopped) = channel::<()>();
+        let thread = std::thread::spawn(move || {
+            let until = Instant::now() + WATCH_LIMIT;
+            while Instant::now() < until {
+                if !matches!(stopped.try_recv(), Err(TryRecvError::Empty)) {
+                    break;
+                }
+                match tracer.next_break(Instant::now() + Duration::from_millis(5)) {
+                    Ok(None | Some(Breakpoint::Armed)) => {}
+                    Ok(Some(Breakpoint::At(args))) => {
+                        let _ = seen_tx.send(look(&tracer, args));
+                        tracer.go_on();
+                    }
+                    _ => break,
+                }
+            }
+            // Dropped here: the breakpoints are cleared and the program let go.
+            drop(tracer);
+        });
+        Watching { seen, stop, thread }
+    }
+
+    /// Stops watching; what was seen, in order.
+    fn finish(self) -> Vec<T> {
+        let _ = self.stop.send(());
+        let _ = self.thread.join();
+        self.seen.try_iter().collect()
     }
 }

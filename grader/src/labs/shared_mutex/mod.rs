@@ -24,6 +24,7 @@
 
 mod attributes;
 mod counting;
+mod create_failures;
 mod errors;
 mod messages;
 mod probe;
@@ -33,6 +34,7 @@ mod session;
 mod sleeping;
 mod snapshot;
 mod totals;
+mod unrecoverable;
 
 use std::time::Duration;
 
@@ -151,7 +153,7 @@ pub static LAB: Lab = Lab {
             hint: Some(
                 "ENOTRECOVERABLE is NotRecoverable. See docs/labs/06-shared-mutex.md, the rules table (the ENOTRECOVERABLE rule).",
             ),
-            run: robust::not_recoverable,
+            run: unrecoverable::not_recoverable,
         },
         Check {
             name: "typed-errors",
@@ -179,7 +181,7 @@ pub static LAB: Lab = Lab {
             hint: Some(
                 "Each failing step of create has its kind and undoes the earlier ones; an existing segment is Exists and left alone. See docs/labs/06-shared-mutex.md, the rules table (the create rules).",
             ),
-            run: errors::create_failures,
+            run: create_failures::create_failures,
         },
         Check {
             name: "destroyed-and-removed",

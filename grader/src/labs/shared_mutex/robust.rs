@@ -1,8 +1,7 @@
 //! Robustness: a holder that dies (a worker killed mid-transfer, a grader's thread that ends
-//! with the lock) must be met with `EOWNERDEAD`, repaired, and the mutex made consistent; a
-//! mutex left unrecoverable must make every lock fail with its own error.
+//! with the lock) must be met with `EOWNERDEAD`, repaired, and the mutex made consistent. A
+//! mutex left unrecoverable is in `unrecoverable`.
 
-use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::{Signal, kill};
@@ -12,21 +11,20 @@ use rand::RngExt;
 use super::ACCOUNTS;
 use super::messages::{field, index_of, list};
 use super::probe::{self, DyingHolder, KIND_ROBUST, Place};
-use super::segment::dev_shm;
 use super::session::{Session, let_coordinator_look};
 use super::totals::{expected, verify};
 use crate::engine::tracer::{Action, Call, Tracer};
-use crate::engine::{Fail, Run, force, inspect};
+use crate::engine::{Fail, Run, force};
 
 /// Transfers per worker in a run where a holder dies.
 const CRASH_WORK: u64 = 20_000;
 /// Transfers per worker where only the set-up around a death is judged.
-const LIGHT_WORK: u64 = 1000;
+pub(super) const LIGHT_WORK: u64 = 1000;
 /// How long the grader watches for a step a correct program takes at once.
-const STEP: Duration = Duration::from_secs(2);
+pub(super) const STEP: Duration = Duration::from_secs(2);
 
 /// Fails unless the mutex in the segment is robust.
-fn robust(session: &Session) -> Result<(), Fail> {
+pub(super) fn robust(session: &Session) -> Result<(), Fail> {
     let kind = session.segment.mutex_kind()?;
     if kind & KIND_ROBUST == 0 {
         return Err(Fail::failed(format!(
@@ -691,221 +689,4 @@ fn dies_mid_transfer(run: &mut Run, session: &mut Session) -> Result<Cut, Fail> 
         .write_at(layout.counts_at + 8, &0u32.to_ne_bytes())?;
     drop(held);
     Ok(Cut { from, to })
-}
-
-pub(super) fn not_recoverable(run: &mut Run) -> Result<String, Fail> {
-    let mut session = Session::start(run, &[LIGHT_WORK; 2], &[])?;
-    robust(&session)?;
-    session.coordinator_settled();
-    // A holder dies; the grader meets EOWNERDEAD and lets go without
-    // pthread_mutex_consistent(): the mutex is unusable for good.
-    DyingHolder::start(&session.segment, false)?.die();
-    let first = probe::try_lock(&session.segment, Duration::from_secs(1))?;
-    let second = probe::try_lock(&session.segment, Duration::from_secs(1))?;
-    if first != libc::EOWNERDEAD || second != libc::ENOTRECOVERABLE {
-        return Err(Fail::Grader(format!(
-            "making the mutex unrecoverable failed: {} then {}",
-            probe::errno_name(first),
-            probe::errno_name(second)
-        )));
-    }
-    // A worker that sleeps before its transfer reports is waiting for the mutex to come back.
-    let mut sleepers: Vec<(i32, Tracer)> = session
-        .workers
-        .iter()
-        .filter_map(|&worker| {
-            let tracer = Tracer::attach(worker, Call::one_of(SLEEPS), Action::Hold).ok()??;
-            Some((worker, tracer))
-        })
-        .collect();
-    session.go()?;
-    let mut kinds = BTreeMap::new();
-    let until = Instant::now() + STEP;
-    while kinds.len() < session.workers.len() {
-        let asleep = sleepers.iter_mut().find_map(|(worker, tracer)| {
-            tracer
-                .held_before(Instant::now())
-                .ok()
-                .filter(|&held| held)
-                .map(|_| *worker)
-        });
-        if let Some(worker) = asleep {
-            let call = inspect::call_of(worker, worker)
-                .map_or_else(|| "a sleep".to_string(), |(nr, _)| probe::call_name(nr));
-            // Their tracers end here, which lets the workers go on.
-            drop(sleepers);
-            return Err(Fail::failed(format!(
-                "the mutex is not recoverable (ENOTRECOVERABLE), and worker pid {worker}, once \
-                 released, went to sleep in {call} before its transfer reported anything: it \
-                 waits and tries the lock again, which is polling, and for nothing: \
-                 ENOTRECOVERABLE is final, no later lock succeeds (only re-initializing the \
-                 mutex would change it, which no process may do while others use it); the \
-                 first pthread_mutex_lock() that returns ENOTRECOVERABLE is \
-                 BankError::NotRecoverable, returned at once"
-            )));
-        }
-        let message = session.next_before(Instant::now() + Duration::from_millis(5))?;
-        let Some(message) = message else {
-            if Instant::now() < until {
-                continue;
-            }
-            let doing: Vec<String> = session
-                .workers
-                .iter()
-                .map(|&w| format!("pid {w} {}", probe::sleeping(w).describe()))
-                .collect();
-            return Err(Fail::failed(format!(
-                "the mutex is not recoverable (ENOTRECOVERABLE), and {} s after they started \
-                 the workers had neither failed nor finished ({}): pthread_mutex_lock() returns \
-                 ENOTRECOVERABLE at once; lock() returns BankError::NotRecoverable",
-                STEP.as_secs(),
-                doing.join(", ")
-            )));
-        };
-        match message.kind.as_str() {
-            "failed" => {
-                let kind = message.get("kind").unwrap_or("none").to_string();
-                let error = message.get("error").unwrap_or("").to_string();
-                kinds.insert(field::<i32>(&message, "pid")?, (kind, error));
-            }
-            "finished" => {
-                return Err(Fail::failed(format!(
-                    "a worker finished its transfers on a mutex that is not recoverable \
-                     (ENOTRECOVERABLE): {}; lock() must fail with BankError::NotRecoverable",
-                    went_on_anyway(&session.segment)
-                )));
-            }
-            _ => {}
-        }
-    }
-    drop(sleepers);
-    // The run cannot end on its own: the grader ends it and removes the segment itself.
-    session.proc.kill_tree();
-    let _ = std::fs::remove_file(dev_shm(&session.name));
-    for (pid, (kind, error)) in &kinds {
-        if kind != "not-recoverable" {
-            return Err(Fail::failed(format!(
-                "on a mutex that is not recoverable, worker {pid}'s transfer failed with \
-                 kind={kind} ({error}), not not-recoverable: pthread_mutex_lock()'s \
-                 ENOTRECOVERABLE is BankError::NotRecoverable"
-            )));
-        }
-    }
-    let during_wait = if unrecoverable_during_wait(run)? {
-        "; made unrecoverable while the coordinator waited to take the lock back, its \
-         pthread_cond_wait() failed: kind=wait"
-    } else {
-        ""
-    };
-    Ok(format!(
-        "on a mutex made unrecoverable, all {} workers' transfers failed with \
-         kind=not-recoverable{during_wait}",
-        kinds.len()
-    ))
-}
-
-/// `pthread_cond_wait()`'s errors other than `EOWNERDEAD` are `BankError::Wait`, its
-/// `ENOTRECOVERABLE` too: the grader's thread takes the lock and broadcasts, so that the
-/// coordinator wakes and waits to take the lock back; the grader stops it there (a stopped
-/// process leaves the futex's queue, so the death wakes nobody), its thread dies holding the
-/// lock, the grader meets `EOWNERDEAD` and lets go without `pthread_mutex_consistent()`, and
-/// lets the coordinator go: its relock gets `ENOTRECOVERABLE`, and `wait_all_done()` must say
-/// `kind=wait`. `false` when the coordinator could not be brought there (judged elsewhere).
-fn unrecoverable_during_wait(run: &mut Run) -> Result<bool, Fail> {
-    let mut session = Session::start(run, &[LIGHT_WORK], &[])?;
-    session.coordinator_settled();
-    if session.coordinator_place() != Some(Place::Cond) {
-        return Ok(false);
-    }
-    let holder = DyingHolder::start(&session.segment, true)?;
-    let until = Instant::now() + STEP;
-    while session.coordinator_place() != Some(Place::Mutex) {
-        if Instant::now() > until {
-            holder.die();
-            return Ok(false);
-        }
-        std::thread::sleep(Duration::from_millis(1));
-    }
-    force::hold(session.coordinator)?;
-    holder.die();
-    let rc = probe::try_lock(&session.segment, Duration::from_secs(1))?;
-    force::resume(session.coordinator)?;
-    if rc != libc::EOWNERDEAD {
-        return Err(Fail::Grader(format!(
-            "making the mutex unrecoverable failed: {}",
-            probe::errno_name(rc)
-        )));
-    }
-    let until = Instant::now() + STEP;
-    let mut said = None;
-    while Instant::now() < until {
-        match session.next_before(Instant::now() + Duration::from_millis(5))? {
-            Some(message) if message.kind == "failed" || message.kind == "done" => {
-                said = Some(message);
-                break;
-            }
-            _ => {}
-        }
-    }
-    session.proc.kill_tree();
-    let _ = std::fs::remove_file(dev_shm(&session.name));
-    let what = "the grader's thread took the bank's mutex and broadcast all_done, the \
-                coordinator woke and waited to take the lock back, and the mutex was made \
-                unrecoverable meanwhile (its holder died, the next one unlocked without \
-                pthread_mutex_consistent()), so the coordinator's pthread_cond_wait() returned \
-                ENOTRECOVERABLE";
-    let Some(message) = said else {
-        return Err(Fail::failed(format!(
-            "{what}; {} s later wait_all_done() had not failed (the coordinator {}): \
-             pthread_cond_wait()'s errors other than EOWNERDEAD end the wait with \
-             BankError::Wait",
-            STEP.as_secs(),
-            probe::sleeping(session.coordinator).describe()
-        )));
-    };
-    let kind = message.get("kind").unwrap_or("none");
-    if message.kind == "done" {
-        return Err(Fail::failed(format!(
-            "{what}; wait_all_done() returned a snapshot though no worker had started: an \
-             error of pthread_cond_wait() other than EOWNERDEAD ends the wait with \
-             BankError::Wait"
-        )));
-    }
-    if kind != "wait" {
-        return Err(Fail::failed(format!(
-            "{what}; wait_all_done() failed with kind={kind} ({}), not wait: its doc says \
-             pthread_cond_wait()'s errors other than EOWNERDEAD are BankError::Wait (\
-             \"pthread_cond_wait() failed with something other than EOWNERDEAD\"), \
-             ENOTRECOVERABLE included; BankError::NotRecoverable is lock()'s",
-            message.get("error").unwrap_or("")
-        )));
-    }
-    Ok(true)
-}
-
-/// The calls that put a thread to sleep for a while.
-const SLEEPS: &[i64] = &[libc::SYS_nanosleep, libc::SYS_clock_nanosleep];
-
-/// How a transfer went through on a mutex the grader had left unrecoverable, from what a lock
-/// of the mutex in the segment gives now: still `ENOTRECOVERABLE` (the transfer never took it)
-/// or usable again (it was re-initialized).
-pub(super) fn went_on_anyway(segment: &super::segment::Segment) -> &'static str {
-    match probe::try_lock(segment, Duration::from_millis(200)) {
-        Ok(libc::ENOTRECOVERABLE) => {
-            "the mutex in the segment is still unrecoverable (the grader's lock of it still \
-             gets ENOTRECOVERABLE), so the transfer went on without holding it"
-        }
-        // A holder that died: only a live robust mutex says EOWNERDEAD, never an unrecoverable
-        // one.
-        Ok(0 | libc::ETIMEDOUT | libc::EOWNERDEAD) => {
-            "the mutex in the segment is usable again (the grader could lock it, someone held \
-             it, or its last holder had died holding it), so it was re-initialized (pthread_mutex_init() on a mutex other \
-             processes use) to go on: an unrecoverable mutex stays unrecoverable, and every \
-             lock of it fails"
-        }
-        _ => {
-            "the grader could not tell from the mutex in the segment whether the transfer \
-             took it: it neither stayed unrecoverable nor became usable again"
-        }
-    }
 }

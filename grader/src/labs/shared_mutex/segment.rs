@@ -12,7 +12,7 @@ use super::ACCOUNTS;
 use super::probe::{self, KIND_PSHARED, KIND_ROBUST, Place, Sleep};
 use super::session::{Session, role_of};
 use super::totals::verify;
-use crate::engine::tracer::{Action, Call, Match, Tracer};
+use crate::engine::tracer::{Action, Call, Tracer};
 use crate::engine::{Fail, Run};
 
 /// Transfers per worker where only the set-up is judged.
@@ -464,14 +464,7 @@ fn forced_munmap_failure(run: &mut Run) -> Result<bool, Fail> {
     else {
         return Ok(false);
     };
-    let unmapping = Call {
-        number: libc::SYS_munmap,
-        matching: Match::Bits {
-            arg: 0,
-            mask: u64::MAX,
-            value: map.start,
-        },
-    };
+    let unmapping = Call::arg_is(libc::SYS_munmap, 0, map.start);
     let Some(mut tracer) =
         Tracer::attach(session.coordinator, unmapping, Action::Fail(libc::EINVAL))?
     else {

@@ -18,7 +18,7 @@ use super::programs::{Server, give_to_program_user, killed_by, server};
 use super::protocol::{Conn, closed_after, frame, read_frame, read_response, verify};
 use super::{OP_ECHO, OP_HASH, Transport};
 use crate::engine::process::Captured;
-use crate::engine::tracer::{Action, Call, Match, Reached, Step, Tracer};
+use crate::engine::tracer::{Action, Call, Reached, Step, Tracer};
 use crate::engine::waiting::{self, WaitRules};
 use crate::engine::{Fail, Run};
 
@@ -628,14 +628,7 @@ fn acceptor_held_at_registration(run: &mut Run) -> Result<(), Fail> {
         server.stop()?;
         return Ok(());
     };
-    let dup = Call {
-        number: libc::SYS_fcntl,
-        matching: Match::Bits {
-            arg: 1,
-            mask: u64::MAX,
-            value: libc::F_DUPFD_CLOEXEC as u64,
-        },
-    };
+    let dup = Call::arg_is(libc::SYS_fcntl, 1, libc::F_DUPFD_CLOEXEC as u64);
     let Some(mut tracer) = Tracer::attach_thread(pid, acceptor, dup, Action::Hold)? else {
         run.note(format!("the server could not be traced: {not_probed}"));
         server.stop()?;
@@ -724,14 +717,7 @@ fn first_thread_inherits_the_block(run: &mut Run) -> Result<(), Fail> {
     proc.set_roles(|_| "the server".into());
     let pid = proc.pid.as_raw();
     let not_probed = "the mask the first thread starts with was not read";
-    let restore = Call {
-        number: libc::SYS_rt_sigprocmask,
-        matching: Match::Bits {
-            arg: 0,
-            mask: u64::MAX,
-            value: libc::SIG_SETMASK as u64,
-        },
-    };
+    let restore = Call::arg_is(libc::SYS_rt_sigprocmask, 0, libc::SIG_SETMASK as u64);
     let steps = [
         (Call::any(libc::SYS_clone3), Step::Hold),
         (restore, Step::Hold),

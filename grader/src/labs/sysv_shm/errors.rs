@@ -17,7 +17,7 @@ use super::protocol::{
     start_publisher, with_context,
 };
 use super::segments::{Planted, full_record, rmid, segment, segment_by_id};
-use crate::engine::tracer::{Action, Call, Match, Reached, Tracer};
+use crate::engine::tracer::{Action, Call, Reached, Tracer};
 
 /// A stale segment: a complete record an earlier publication left.
 fn stale_record(run: &mut Run) -> Vec<u8> {
@@ -105,14 +105,7 @@ pub fn stale_segment_refused(run: &mut Run) -> Result<String, Fail> {
     let rival = stale_record(run);
     let mut proc = spawn_publisher(run, &name.path, name.id, size as u64, 3, &payload)?;
     // The shmget() that creates: a look with shmget(key, 0, 0) before it must see nothing.
-    let shmget = Call {
-        number: libc::SYS_shmget,
-        matching: Match::Bits {
-            arg: 2,
-            mask: libc::IPC_CREAT as u64,
-            value: libc::IPC_CREAT as u64,
-        },
-    };
+    let shmget = Call::flag_set(libc::SYS_shmget, 2, libc::IPC_CREAT as u64);
     let Some(mut stop) = Tracer::attach(proc.pid.as_raw(), shmget, Action::Hold)? else {
         proc.kill_tree();
         run.note(

@@ -18,7 +18,7 @@ use super::segments::{
     RemoveKeyOnDrop, bytes_past_end, mark_past_end, rmid, segment, segment_bytes,
 };
 use super::{HEADER_LEN, MAGIC};
-use crate::engine::tracer::{Action, Breakpoint, Call, Field, Match, Reached, Tracer, Watched};
+use crate::engine::tracer::{Action, Breakpoint, Call, Field, Reached, Tracer, Watched};
 
 pub fn segment_key_and_size(run: &mut Run) -> Result<String, Fail> {
     let mut published = publish(run, true)?;
@@ -226,14 +226,7 @@ fn publish_held_at_creation(run: &mut Run) -> Result<(Published, Option<u32>), F
     let sequence = run.rng().random_range(2..1_000_000u32);
     let payload = run.random_bytes(len);
     let mut proc = spawn_publisher(run, &name.path, name.id, size, sequence, &payload)?;
-    let shmget = Call {
-        number: libc::SYS_shmget,
-        matching: Match::Bits {
-            arg: 2,
-            mask: libc::IPC_CREAT as u64,
-            value: libc::IPC_CREAT as u64,
-        },
-    };
+    let shmget = Call::flag_set(libc::SYS_shmget, 2, libc::IPC_CREAT as u64);
     let tracer = Tracer::attach(proc.pid.as_raw(), shmget, Action::HoldAfter)?;
     if tracer.is_none() {
         run.note(

@@ -12,7 +12,7 @@ use super::protocol::{
 };
 use super::segments::{Planted, full_record, overwrite, record};
 use super::{HEADER_LEN, MAGIC};
-use crate::engine::tracer::{Action, Call, Field, Match, Reached, Tracer, Watched};
+use crate::engine::tracer::{Action, Call, Field, Reached, Tracer, Watched};
 
 /// Runs a reader on what the check planted and returns its last message: `failed` (with its
 /// kind), or `done` when it read a record.
@@ -65,14 +65,7 @@ fn reader_refuses(run: &mut Run, name: &Name, kind: &str, n: u32, what: &str) ->
 /// reader that looks again (waiting for a publisher) attaches it.
 fn not_found_at_once(run: &mut Run, name: &Name, n: u32) -> Result<(), Fail> {
     let what = "a key with no segment";
-    let looks = Call {
-        number: libc::SYS_shmget,
-        matching: Match::Bits {
-            arg: 2,
-            mask: libc::IPC_CREAT as u64,
-            value: 0,
-        },
-    };
+    let looks = Call::bits(libc::SYS_shmget, 2, libc::IPC_CREAT as u64, 0);
     let (mut reader, _) = spawn_held_reader(run, name, false, n)?;
     let Some(mut tracer) = Tracer::attach(reader.pid.as_raw(), looks, Action::HoldAfter)? else {
         reader.kill_tree();

@@ -1,0 +1,341 @@
+//! `open-errors`: names that do not exist, a 0-byte object, a link, a sparse object and one too
+//! big to map; open never creates, follows no link, refuses 0 bytes at once and never waits.
+
+use std::time::{Duration, Instant};
+
+use crate::engine::tracer::{Call, Match, Reached, Step, Tracer};
+use crate::engine::{Fail, Run, force};
+
+use super::driver::{
+    OPENER, await_answer, await_answer_watching, descriptors_at_exit, refused, said, start,
+    start_held_at_exit, start_stopped, start_watched,
+};
+use super::probes::{dev_shm, exists, plant_link, plant_object, plant_sparse, runnable_ns};
+
+pub fn open_errors(run: &mut Run) -> Result<String, Fail> {
+    let missing = run.ipc_name("missing");
+    let missing_path = dev_shm(&missing).display().to_string();
+    // What a creator stopped between shm_open() and ftruncate() leaves: a 0-byte object.
+    let empty = run.ipc_name("empty");
+    let empty_path = dev_shm(&empty).display().to_string();
+    let planted = plant_object(run, &empty, &[])?;
+    // A link to an object: shm_open() refuses it, a program that opens the path maps the object.
+    let linked = run.ipc_name("linked");
+    let behind = format!("{linked}-behind");
+    let behind_bytes = run.random_bytes(64);
+    let behind_object = plant_object(run, &behind, &behind_bytes)?;
+    let link = plant_link(&linked, &behind)?;
+    // An object the program's 4 GiB of address space cannot map: open() fails in mmap(), and
+    // must leave it where it is (open never removes anything).
+    let vast = run.ipc_name("vast");
+    let vast_len = (4u64 << 30) + 4096;
+    let vast_object = plant_sparse(run, &vast, vast_len)?;
+    // A name refused before any system call: how long starting and answering takes the
+    // program, in this run.
+    let baseline_name = run.ipc_name("baseline").trim_start_matches('/').to_string();
+    // The opens do not depend on each other: they start at once.
+    // Held at any waiting call before they answer: both answers are due at once.
+    let (mut lost, mut lost_held) = start_watched(run, &missing, None, OPENER)?;
+    let (mut hollow, mut hollow_held) = start_watched(run, &empty, None, OPENER)?;
+    // A second opener of the 0-byte object, held as it exits (the first is traced already): a
+    // refused open must have closed what it opened.
+    let (mut hollow_exit, hollow_exit_tracer) = start_held_at_exit(run, &empty, None, OPENER)?;
+    let mut through = start(run, &linked, None, OPENER)?;
+    let mut baseline = start(run, &baseline_name, None, OPENER)?;
+    // Held as it exits: a failed open must have closed what it opened.
+    let (mut unmappable, unmappable_tracer) = start_held_at_exit(run, &vast, None, OPENER)?;
+    // How long each was runnable, read at every look while the grader waits for any of them
+    // (the engine reaps a process soon after it exits).
+    let pids = [
+        baseline.pid.as_raw(),
+        lost.pid.as_raw(),
+        hollow.pid.as_raw(),
+    ];
+    let mut runnable = [0u64; 3];
+    let mut look = || {
+        for (most, pid) in runnable.iter_mut().zip(pids) {
+            *most = (*most).max(runnable_ns(pid));
+        }
+    };
+    let what = "given a name without a slash";
+    await_answer_watching(&mut baseline, None, OPENER, what, None, &mut look)?;
+    baseline.wait()?;
+
+    let answer = await_answer_watching(
+        &mut lost,
+        lost_held.as_mut(),
+        OPENER,
+        &format!("opening {missing}, which does not exist"),
+        Some("not-found when shm_open() fails with ENOENT"),
+        &mut look,
+    )?;
+    if exists(&missing) {
+        return Err(Fail::failed(format!(
+            "opening {missing}, which did not exist, the program said {} and {missing_path} \
+             exists now: open() created it; open with O_RDWR alone, no O_CREAT (ENOENT is \
+             NotFound)",
+            said(&answer)
+        )));
+    }
+    refused(
+        &answer,
+        "not-found",
+        &format!("opening {missing}, which does not exist"),
+        "shm_open() fails with ENOENT for a name that does not exist, which is \
+         TableError::NotFound",
+    )?;
+    drop(lost_held);
+    lost.wait()?;
+
+    let what = "opening a 0-byte object (as a creator leaves it before its ftruncate())";
+    let due = Some("empty when fstat() says 0 bytes");
+    let answer = await_answer_watching(
+        &mut hollow,
+        hollow_held.as_mut(),
+        OPENER,
+        what,
+        due,
+        &mut look,
+    )?;
+    drop(hollow_held);
+    refused(&answer, "empty", what, EMPTY_HINT)?;
+    let [baseline_ns, lost_ns, hollow_ns] = runnable;
+    at_once(
+        lost_ns,
+        baseline_ns,
+        "opening a name that does not exist",
+        "not-found",
+        "for the name to appear",
+    )?;
+    at_once(
+        hollow_ns,
+        baseline_ns,
+        "opening a 0-byte object",
+        "empty",
+        "for the object to be given a size",
+    )?;
+    match std::fs::metadata(&empty_path).map(|m| m.len()) {
+        Ok(0) => {}
+        Ok(len) => {
+            return Err(Fail::failed(format!(
+                "opening the 0-byte object {empty_path} was refused, but it is {len} bytes now: \
+                 open() must not size an object; that is the creator's ftruncate()"
+            )));
+        }
+        Err(_) => {
+            return Err(Fail::failed(format!(
+                "opening the 0-byte object {empty_path} was refused, but the object is gone: \
+                 open() must not unlink a name it did not create"
+            )));
+        }
+    }
+    hollow.wait()?;
+    let what = "opening a 0-byte object again";
+    let answer = await_answer(&mut hollow_exit, OPENER, what, Some("empty"))?;
+    refused(&answer, "empty", what, EMPTY_HINT)?;
+    let kept = descriptors_at_exit(&hollow_exit, hollow_exit_tracer, &empty)?;
+    if !kept.is_empty() {
+        return Err(Fail::failed(format!(
+            "opening {empty}, a 0-byte object, the program said kind=empty, but held as it \
+             exits (at its exit_group(), after that answer), it still holds descriptor \
+             {kept:?} of {empty_path}: open() does not close the descriptor shm_open() gave it \
+             when a later step fails (here the size check: Empty, at an early return); a \
+             failed open must release what it opened, on every return (keep it an OwnedFd, \
+             dropped when open() returns)"
+        )));
+    }
+    hollow_exit.wait()?;
+    drop(planted);
+
+    let what = format!(
+        "opening {linked}, a symbolic link the grader put in /dev/shm to the object {behind}"
+    );
+    let answer = await_answer(&mut through, OPENER, &what, None)?;
+    if answer.kind == "mapped" {
+        return Err(Fail::failed(format!(
+            "{what}, the program mapped the object behind the link: it opened {} as a path, \
+             which follows links; shm_open() never follows one (O_NOFOLLOW: ELOOP, \
+             kind=shm-open): open the object with shm_open(name, O_RDWR), not by its path",
+            dev_shm(&linked).display()
+        )));
+    }
+    refused(
+        &answer,
+        "shm-open",
+        &what,
+        "shm_open() refuses a symbolic link (ELOOP), which is TableError::Open",
+    )?;
+    through.wait()?;
+    drop(link);
+    drop(behind_object);
+
+    let vast_path = dev_shm(&vast);
+    let what = format!(
+        "opening {vast}, an object of {vast_len} bytes the grader made (more than the program's \
+         4 GiB of address space can map)"
+    );
+    let answer = await_answer(&mut unmappable, OPENER, &what, None)?;
+    let left = std::fs::metadata(&vast_path).map(|m| m.len()).ok();
+    if left != Some(vast_len) {
+        let done = match left {
+            None => "it is gone".to_string(),
+            Some(len) => format!("it is {len} bytes now"),
+        };
+        return Err(Fail::failed(format!(
+            "{what}, the program said {}, and {done}: open() never removes or changes an \
+             object, even when it cannot map it (only create() unlinks, the name it has just \
+             made, when a later step fails)",
+            said(&answer)
+        )));
+    }
+    refused(
+        &answer,
+        "mmap",
+        &what,
+        "fstat() gives its size, mmap() of that size fails: TableError::Map",
+    )?;
+    let kept = descriptors_at_exit(&unmappable, unmappable_tracer, &vast)?;
+    if !kept.is_empty() {
+        return Err(Fail::failed(format!(
+            "{what}, the program said kind=mmap, but held as it exits (at its exit_group(), \
+             after that answer), it still holds descriptor {kept:?} of {}: open() does not \
+             close the descriptor shm_open() gave it when a later step (fstat(), mmap()) \
+             fails; a failed open must release what it opened, on every return (keep it an \
+             OwnedFd, dropped when open() returns)",
+            vast_path.display()
+        )));
+    }
+    unmappable.wait()?;
+    drop(vast_object);
+    size_looked_at_once(run)?;
+    Ok(
+        "a name that does not exist was not-found and stayed so; a 0-byte object was empty, \
+        both at once, also when it was sized right after the opener's fstat(); a link in \
+        /dev/shm was not followed; an object too big to map was mmap, and stayed"
+            .into(),
+    )
+}
+
+/// A page: the size the grader gives an object behind an opener's back.
+const PAGE: usize = 4096;
+
+/// The calls that read a descriptor's size: `fstat()`, and what glibc and Rust's `std` make
+/// of it.
+const STATS: &[i64] = &[libc::SYS_fstat, libc::SYS_newfstatat, libc::SYS_statx];
+
+/// An opener of a 0-byte object, traced from its start: after its `shm_open()` (the `openat()`
+/// of the object's path), it must make an `fstat()`-like call before it answers (the size comes
+/// from `fstat()`); held right after that call returned 0 bytes, while the grader gives the
+/// object a size (as a creator's `ftruncate()` racing with it would), it must still say
+/// `empty`: 0 bytes is `Empty` at once, with no second look, however short.
+fn size_looked_at_once(run: &mut Run) -> Result<(), Fail> {
+    let name = run.ipc_name("late");
+    let path = dev_shm(&name);
+    let planted = plant_object(run, &name, &[])?;
+    // The tracer's match wants a path that lives as long as the program: a few bytes per run.
+    let opened: &'static str = Box::leak(path.display().to_string().into_boxed_str());
+    let mut proc = start_stopped(run, &name, None, OPENER)?;
+    let pid = proc.pid.as_raw();
+    let opening = Call {
+        number: libc::SYS_openat,
+        matching: Match::Path(opened),
+    };
+    let tracer = Tracer::in_turn(
+        pid,
+        [
+            (opening, Step::Hold),
+            (Call::one_of(STATS), Step::HoldAfter),
+        ],
+    )?;
+    force::resume(pid)?;
+    let Some(mut tracer) = tracer else {
+        run.note(
+            "the grader may not trace the opener here (ptrace): an object sized right after its \
+             fstat() was not tried",
+        );
+        proc.kill_tree();
+        return Ok(());
+    };
+    let what = format!("opening {name}, a 0-byte object");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    if tracer.wait(&mut proc, deadline)? != Reached::Call {
+        // No shm_open() of the path on its main thread: the checks before judged how it opens.
+        drop(tracer);
+        proc.kill_tree();
+        return Ok(());
+    }
+    tracer.go_on();
+    let answer = match tracer.wait(&mut proc, deadline)? {
+        Reached::Call => {
+            std::fs::OpenOptions::new()
+                .write(true)
+                .open(&path)?
+                .set_len(PAGE as u64)?;
+            tracer.release();
+            await_answer(&mut proc, OPENER, &what, Some("empty"))?
+        }
+        Reached::Passed(said_first) => {
+            drop(tracer);
+            let answer = match said_first {
+                Some(answer) => answer,
+                None => await_answer(&mut proc, OPENER, &what, Some("empty"))?,
+            };
+            return Err(Fail::failed(format!(
+                "{what}, the opener said {} without any fstat() of its descriptor after its \
+                 shm_open() (the grader traced it: no fstat(), newfstatat() or statx()): it took \
+                 the size another way (lseek(fd, 0, SEEK_END)?); the size comes from fstat() of \
+                 the descriptor shm_open() returned",
+                said(&answer)
+            )));
+        }
+    };
+    if answer.kind == "mapped" {
+        return Err(Fail::failed(format!(
+            "{what}, the opener was held right after its fstat() returned (0 bytes), while the \
+             grader gave the object {PAGE} bytes, as a creator's ftruncate() racing with it \
+             would; it then said `mapped`: after fstat() said 0 it looked at the size again (a \
+             retry or a wait for the size, however short, or a second fstat() for the mapping); \
+             0 bytes is `empty` at once: one fstat(), then the answer"
+        )));
+    }
+    refused(
+        &answer,
+        "empty",
+        &format!("{what}, held right after its fstat() returned while the grader sized it"),
+        "fstat() said 0 bytes: return TableError::Empty at once",
+    )?;
+    proc.wait()?;
+    drop(planted);
+    Ok(())
+}
+
+/// What a 0-byte object's opener must answer, and why.
+const EMPTY_HINT: &str =
+    "fstat() says 0 bytes: return TableError::Empty (mmap() cannot map nothing)";
+
+/// Far longer runnable than starting and answering takes: what a loop adds that does not
+/// sleep (a 10 ms wait seen asleep is caught by the looks of `await_answer`).
+const BUSY_NS: u64 = 150_000_000;
+
+/// Fails if an opener that answered `kind` was runnable (`spent`) far longer than the program
+/// that answered a bad name at once (`baseline_ns`, started with it): it looped before
+/// answering, as if waiting for what `awaited` names.
+fn at_once(
+    spent: u64,
+    baseline_ns: u64,
+    what: &str,
+    kind: &str,
+    awaited: &str,
+) -> Result<(), Fail> {
+    if spent <= baseline_ns + BUSY_NS || spent <= 2 * baseline_ns {
+        return Ok(());
+    }
+    Err(Fail::failed(format!(
+        "{what}, the opener answered kind={kind}, but only after {} ms runnable (on a CPU or \
+         waiting for one, never asleep), where a run started with it that refused a bad name \
+         took {} ms: it loops (busy-waits) before it answers, as if waiting {awaited}; \
+         nothing in this lab waits: one shm_open() and one fstat(), then the answer",
+        spent / 1_000_000,
+        baseline_ns / 1_000_000
+    )))
+}

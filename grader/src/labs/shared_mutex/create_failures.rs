@@ -1,0 +1,429 @@
+//! `create-failures`: the ways `create()` fails (a name taken, also as its `shm_open()` begins; a
+//! segment that cannot be sized or mapped; a dangling link), each with its kind and with nothing
+//! left behind.
+
+use std::time::Duration;
+
+use ipc_labs_driver::Message;
+
+use super::errors::{Taken, first_message, release};
+use super::messages::failure;
+use super::probe;
+use super::segment::dev_shm;
+use crate::engine::inspect;
+use crate::engine::tracer::{Action, Call, Match, Reached, Tracer};
+use crate::engine::{Fail, Run, force};
+
+pub(super) fn create_failures(run: &mut Run) -> Result<String, Fail> {
+    let name = taken_at_the_open(run)?;
+    refuses_dangling_link(run)?;
+
+    // A valid name too long for the system: shm_open() fails, kind=shm-open.
+    let long = format!("{}-{}", run.ipc_name("long"), "x".repeat(300));
+    let mut proc = run.spawn(&["--name", long.as_str(), "--work", "1"])?;
+    let message = first_message(&mut proc)?;
+    expect_kind(
+        &message,
+        "shm-open",
+        "SharedBank::create() of a valid name 300 characters long",
+        "the name rule has no length limit, so the name is valid; shm_open() then fails \
+         (ENAMETOOLONG), which is BankError::Open",
+    )?;
+    release(&mut proc)?;
+
+    // The segment cannot be sized: kind=ftruncate, and create() leaves nothing behind.
+    let unsizable = run.ipc_name("unsizable");
+    let mut proc = run.spawn(&[
+        "--name",
+        unsizable.as_str(),
+        "--work",
+        "1",
+        "--file-size-limit",
+        "0",
+    ])?;
+    let message = first_message(&mut proc)?;
+    expect_kind(
+        &message,
+        "ftruncate",
+        "with files limited to 0 bytes (RLIMIT_FSIZE), SharedBank::create()",
+        "ftruncate() fails with EFBIG, which is BankError::Truncate",
+    )?;
+    let pid = proc.pid.as_raw();
+    let path = dev_shm(&unsizable);
+    let mut left = Vec::new();
+    if path.exists() {
+        left.push(format!("{} still exists (shm_unlink() it)", path.display()));
+    }
+    let fds = probe::descriptors(pid, &unsizable);
+    if !fds.is_empty() {
+        left.push(format!("descriptor {fds:?} is still open on it (close it)"));
+    }
+    if !probe::mappings(pid, &unsizable).is_empty() {
+        left.push("it is still mapped (munmap() it)".to_string());
+    }
+    release(&mut proc)?;
+    if !left.is_empty() {
+        return Err(Fail::failed(format!(
+            "SharedBank::create() failed at ftruncate(), as it should here, but {}: when a step \
+             after shm_open() fails, undo the steps before it",
+            left.join(", ")
+        )));
+    }
+    let forced = if forced_ftruncate_failure(run)? {
+        "; the grader failing ftruncate() itself: kind=ftruncate"
+    } else {
+        ""
+    };
+    let mapped = if forced_mmap_failure(run)? {
+        "; the grader failing the shared mmap(): kind=mmap, the name removed"
+    } else {
+        ""
+    };
+    Ok(format!(
+        "{name:?} taken at the program's shm_open(): kind=exists, the segment there untouched; a name of {} characters: \
+         kind=shm-open; ftruncate() failing: kind=ftruncate, with the name removed and no \
+         descriptor or mapping left{forced}{mapped}",
+        long.len()
+    ))
+}
+
+/// `O_CREAT`, `O_EXCL` and the permission bits, in an `openat()`'s flags and mode.
+const CREATE: u64 = libc::O_CREAT as u64;
+const EXCLUSIVE: u64 = libc::O_EXCL as u64;
+const PERMISSIONS: u64 = 0o7777;
+
+/// A name someone else takes while the program creates it: the program is held at its
+/// `shm_open()` of the name (glibc's `openat()` of `/dev/shm/<name>`), after any look it took
+/// at whether the name was free, and the grader creates a segment there before letting it go.
+/// Only `O_CREAT | O_EXCL` in that very call refuses the name then: kind=exists, and the
+/// grader's segment stays as it was. The same call must ask for mode 0600 itself. Without
+/// ptrace the segment is there before the program starts. Returns the name.
+fn taken_at_the_open(run: &mut Run) -> Result<String, Fail> {
+    let name = run.ipc_name("taken");
+    // Empty, as another creator's segment is between its shm_open() and its ftruncate(): it is
+    // that creator's all the same.
+    let content: Vec<u8> = Vec::new();
+    let path = dev_shm(&name);
+    let mut proc = run.spawn_stopped(&["--name", name.as_str(), "--work", "1"])?;
+    let pid = proc.pid.as_raw();
+    // The path a glibc shm_open() opens, kept for the life of the grader (a few bytes a run).
+    let opened: &'static str = path.display().to_string().leak();
+    let opening = Call {
+        number: libc::SYS_openat,
+        matching: Match::Path(opened),
+    };
+    let tracer = Tracer::attach(pid, opening, Action::Hold)?;
+    let mut taken = None;
+    // What the program's open of the name asked for: its flags and mode.
+    let mut asked = None;
+    let mut early = None;
+    match tracer {
+        Some(mut tracer) => {
+            force::resume(pid)?;
+            let until = std::time::Instant::now() + Duration::from_secs(5);
+            match tracer.wait(&mut proc, until)? {
+                Reached::Call => {
+                    asked = inspect::call_of(pid, pid).map(|(_, args)| (args[2], args[3]));
+                    taken = Taken::create(path.clone(), run.program_user(), &content)?;
+                }
+                Reached::Passed(message) => early = message,
+            }
+            tracer.release();
+        }
+        None => {
+            run.note(
+                "the grader may not trace the program here (ptrace): the name was taken \
+                 before it started, not at its shm_open()",
+            );
+            taken = Taken::create(path.clone(), run.program_user(), &content)?;
+            force::resume(pid)?;
+        }
+    }
+    let message = match early {
+        Some(message) => message,
+        None => first_message(&mut proc)?,
+    };
+    let Some(taken) = taken else {
+        proc.kill_tree();
+        return Err(match asked {
+            None if message.kind == "failed" => failure(&message),
+            None => Fail::failed(format!(
+                "SharedBank::create({name:?}) said `{}` without ever opening {} (no openat() of \
+                 it): create the segment with shm_open()",
+                message.kind,
+                path.display()
+            )),
+            Some(_) => Fail::Grader(format!("{name} exists already")),
+        });
+    };
+    let refused = message.kind == "failed" && message.get("kind") == Some("exists");
+    let disturbed = taken.disturbed();
+    if let Some((flags, _)) = asked
+        && !refused
+        && flags & EXCLUSIVE == 0
+    {
+        let outcome = match message.kind.as_str() {
+            "failed" => format!("failed with kind={}", message.get("kind").unwrap_or("none")),
+            said => format!("went on (it said `{said}`)"),
+        };
+        let took = match disturbed {
+            Some(what) => format!(", and the grader's segment was {what}"),
+            None => String::new(),
+        };
+        proc.kill_tree();
+        return Err(Fail::failed(format!(
+            "the grader held the program at its shm_open() of {} (its openat() of the name) and \
+             created a segment there just before the call; SharedBank::create({name:?}) \
+             {outcome}{took}: its openat() of the name had flags {flags:#o}, without O_EXCL \
+             ({:#o}), so it opened the segment that was there instead of failing; a look at \
+             the name before the open (stat(), a probe) cannot see a name taken between the \
+             look and the open; only shm_open(O_CREAT | O_EXCL) makes the test and the \
+             creation one step, and its EEXIST is BankError::Exists, with the segment there \
+             left alone",
+            path.display(),
+            libc::O_EXCL
+        )));
+    }
+    if !refused && let Some(what) = disturbed {
+        let outcome = match message.kind.as_str() {
+            "failed" => format!("failed with kind={}", message.get("kind").unwrap_or("none")),
+            said => format!("went on (it said `{said}`)"),
+        };
+        proc.kill_tree();
+        return Err(Fail::failed(format!(
+            "the grader held the program at its shm_open() of {} and created an empty segment \
+             there (0 bytes, as another creator's is between its shm_open() and its \
+             ftruncate()) just before the call; SharedBank::create({name:?}) {outcome}, and \
+             the grader's segment was {what}: an EEXIST makes the name someone else's whatever \
+             its size or contents (an empty segment is not a leftover to reclaim: its creator \
+             may be about to size it); return BankError::Exists and leave it alone",
+            path.display()
+        )));
+    }
+    expect_kind(
+        &message,
+        "exists",
+        &format!(
+            "with {} already there, SharedBank::create({name:?})",
+            path.display()
+        ),
+        "shm_open(O_CREAT | O_EXCL) fails with EEXIST, which is BankError::Exists",
+    )?;
+    release(&mut proc)?;
+    if let Some(what) = disturbed {
+        return Err(Fail::failed(format!(
+            "SharedBank::create({name:?}) reported kind=exists, but the segment that was \
+             already there was {what}: a name shm_open(O_CREAT | O_EXCL) refused is someone \
+             else's; unlink the name only when a step after your own shm_open() fails"
+        )));
+    }
+    if let Some((flags, mode)) = asked
+        && flags & CREATE != 0
+        && mode & PERMISSIONS != 0o600
+    {
+        return Err(Fail::failed(format!(
+            "the program's shm_open() that creates {} asked for mode {:o}, not 600: the \
+             segment is created with those permissions (less the umask) and stays so until a \
+             later chmod, open to other users meanwhile, who keep what they opened; give mode \
+             0600 (S_IRUSR | S_IWUSR) in the shm_open(O_CREAT | O_EXCL) itself",
+            path.display(),
+            mode & PERMISSIONS
+        )));
+    }
+    drop(taken);
+    Ok(name)
+}
+
+/// A create whose `ftruncate()` the tracer makes fail (`EFBIG`), with no file-size limit: it
+/// must say `ftruncate` and leave the name gone. One that goes on without the tracer having
+/// seen any `ftruncate()` sized the segment another way (a `write()` of the bank's bytes).
+/// `false` if the grader may not trace the program.
+fn forced_ftruncate_failure(run: &mut Run) -> Result<bool, Fail> {
+    let name = run.ipc_name("forced");
+    let mut proc = run.spawn_stopped(&["--name", name.as_str(), "--work", "1"])?;
+    let pid = proc.pid.as_raw();
+    let tracer = Tracer::attach(
+        pid,
+        Call::any(libc::SYS_ftruncate),
+        Action::Fail(libc::EFBIG),
+    )?;
+    force::resume(pid)?;
+    let Some(mut tracer) = tracer else {
+        run.note("the grader may not trace the program here (ptrace): no ftruncate() was failed");
+        proc.kill_tree();
+        return Ok(false);
+    };
+    let message = first_message(&mut proc)?;
+    let failed = tracer.failed_the_call()?;
+    drop(tracer);
+    let path = dev_shm(&name);
+    if !failed {
+        let size = std::fs::metadata(&path).map(|m| m.len());
+        proc.kill_tree();
+        let _ = std::fs::remove_file(&path);
+        return Err(Fail::failed(format!(
+            "while the grader failed the program's next ftruncate() (EFBIG), \
+             SharedBank::create({name:?}) made no ftruncate() call before it said `{}`{}: the \
+             segment was sized another way, such as a write() of the bank's bytes to the new \
+             descriptor; size it with ftruncate(fd, size_of::<Bank>()) (a failure is \
+             kind=ftruncate) and fill the bank through the mapping",
+            message.kind,
+            match size {
+                Ok(size) => format!(", yet {} is {size} bytes", path.display()),
+                Err(_) => String::new(),
+            }
+        )));
+    }
+    expect_kind(
+        &message,
+        "ftruncate",
+        "with the grader failing its ftruncate() (EFBIG), SharedBank::create()",
+        "the step that failed is ftruncate(), which is BankError::Truncate",
+    )?;
+    let left = path.exists();
+    release(&mut proc)?;
+    if left {
+        return Err(Fail::failed(format!(
+            "SharedBank::create() failed at ftruncate() (the grader made it fail), but {} \
+             still exists: when a step after shm_open() fails, shm_unlink() the name",
+            path.display()
+        )));
+    }
+    Ok(true)
+}
+
+/// A create whose `mmap()` of the segment (the first shared one) the tracer makes fail
+/// (`ENOMEM`): it must say `mmap` and, as for any step after `shm_open()`, leave neither the
+/// name nor a descriptor behind. `false` if the grader may not trace the program, or the
+/// program made no shared `mmap()` (it is judged elsewhere).
+fn forced_mmap_failure(run: &mut Run) -> Result<bool, Fail> {
+    let name = run.ipc_name("unmappable");
+    let mut proc = run.spawn_stopped(&["--name", name.as_str(), "--work", "1"])?;
+    let pid = proc.pid.as_raw();
+    // MAP_SHARED (1) and MAP_SHARED_VALIDATE (3) have bit 0; the C library's and the
+    // allocator's own mappings are private (2).
+    let shared_map = Call::flag_set(libc::SYS_mmap, 3, libc::MAP_SHARED as u64);
+    let tracer = Tracer::attach(pid, shared_map, Action::Fail(libc::ENOMEM))?;
+    force::resume(pid)?;
+    let Some(mut tracer) = tracer else {
+        proc.kill_tree();
+        return Ok(false);
+    };
+    let message = first_message(&mut proc)?;
+    let failed = tracer.failed_the_call()?;
+    drop(tracer);
+    if !failed {
+        proc.kill_tree();
+        return Ok(false);
+    }
+    expect_kind(
+        &message,
+        "mmap",
+        "with the grader failing its mmap(MAP_SHARED) of the segment (ENOMEM), \
+         SharedBank::create()",
+        "the step that failed is mmap(), which is BankError::Map",
+    )?;
+    let path = dev_shm(&name);
+    let mut left = Vec::new();
+    if path.exists() {
+        left.push(format!("{} still exists (shm_unlink() it)", path.display()));
+    }
+    let fds = probe::descriptors(pid, &name);
+    if !fds.is_empty() {
+        left.push(format!("descriptor {fds:?} is still open on it (close it)"));
+    }
+    release(&mut proc)?;
+    if !left.is_empty() {
+        return Err(Fail::failed(format!(
+            "SharedBank::create() failed at mmap() (the grader made it fail, ENOMEM), as it \
+             should then, but {}: when any step after shm_open() fails (ftruncate(), mmap(), \
+             the initializations), undo the steps before it and shm_unlink() the name, or the \
+             next create() of the name fails with exists",
+            left.join(", ")
+        )));
+    }
+    Ok(true)
+}
+
+/// A dangling symbolic link at the name (given to the programs' user, so that the program may
+/// follow it): `shm_open(O_CREAT | O_EXCL)` refuses it with `EEXIST` without following it; a
+/// create without `O_EXCL` follows it and creates the file it names, a probe that opens the name
+/// first (`ENOENT` through the link) does not see it: the create must rely on `O_EXCL` alone.
+pub(super) fn refuses_dangling_link(run: &mut Run) -> Result<(), Fail> {
+    let linked = run.ipc_name("linked");
+    let target = dev_shm(&run.ipc_name("link-target"));
+    let link = dev_shm(&linked);
+    std::os::unix::fs::symlink(&target, &link)
+        .map_err(|e| Fail::Grader(format!("making {}: {e}", link.display())))?;
+    if let Some((uid, gid)) = run.program_user() {
+        std::os::unix::fs::lchown(&link, Some(uid), Some(gid))?;
+    }
+    let spawned = run.spawn(&["--name", linked.as_str(), "--work", "1"]);
+    let outcome = spawned.and_then(|mut proc| {
+        let message = first_message(&mut proc)?;
+        let created = target.symlink_metadata().is_ok();
+        if created {
+            return Err(Fail::failed(format!(
+                "with a symbolic link at {} naming a file that does not exist, \
+                 SharedBank::create({linked:?}) {} and created {}, the file the link names: \
+                 the segment was opened with O_CREAT but without O_EXCL (an existence probe \
+                 before it does not see a name that is there, or appears, in between); create \
+                 it with one shm_open(O_CREAT | O_EXCL), which fails with EEXIST (Exists) \
+                 whatever is at the name",
+                link.display(),
+                if message.kind == "failed" {
+                    format!("failed with kind={}", message.get("kind").unwrap_or("none"))
+                } else {
+                    "went on".to_string()
+                },
+                target.display()
+            )));
+        }
+        if message.kind == "failed" && message.get("error").is_some_and(|e| e.contains("ELOOP")) {
+            return Err(Fail::failed(format!(
+                "with a symbolic link at {} (naming no file), SharedBank::create({linked:?}) \
+                 failed with kind={} ({}), not exists: ELOOP comes from a shm_open() of the \
+                 name without O_EXCL (shm_open() does not follow links), such as a probe \
+                 whether the name exists, or a create with O_CREAT alone; with O_CREAT | \
+                 O_EXCL it fails with EEXIST for any name that is taken. Create it with one \
+                 shm_open(O_CREAT | O_EXCL): a probe first cannot see a name that appears \
+                 between the probe and the create",
+                link.display(),
+                message.get("kind").unwrap_or("none"),
+                message.get("error").unwrap_or("")
+            )));
+        }
+        expect_kind(
+            &message,
+            "exists",
+            &format!(
+                "with a symbolic link already at {}, SharedBank::create({linked:?})",
+                link.display()
+            ),
+            "shm_open(O_CREAT | O_EXCL) fails with EEXIST for any name that is taken, a link \
+             too, which is BankError::Exists",
+        )?;
+        release(&mut proc)
+    });
+    let _ = std::fs::remove_file(&target);
+    let _ = std::fs::remove_file(&link);
+    outcome
+}
+
+/// Fails unless `message` is `failed` with `kind`; `what` is what was tried, `rule` what
+/// should happen.
+fn expect_kind(message: &Message, kind: &str, what: &str, rule: &str) -> Result<(), Fail> {
+    let got = message.get("kind").unwrap_or("none");
+    match message.kind.as_str() {
+        "failed" if got == kind => Ok(()),
+        "failed" => Err(Fail::failed(format!(
+            "{what} failed with kind={got} ({}), not {kind}: {rule}",
+            message.get("error").unwrap_or("")
+        ))),
+        _ => Err(Fail::failed(format!(
+            "{what} succeeded (the program said `{}`), where it must fail with kind={kind}: \
+             {rule}",
+            message.kind
+        ))),
+    }
+}
