@@ -182,7 +182,8 @@ fn read_openings(
                 members.extend(roots);
                 refreshed = true;
             }
-            if !members.contains(&pid) {
+            // A member that has ended may have left its pid to a program of another's.
+            if !members.contains(&pid) || inspect::is_anothers(pid) {
                 continue;
             }
             let link = format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&fd));

@@ -60,11 +60,15 @@ pub fn process_table() -> Vec<Row> {
 }
 
 /// The processes that belong to a check: those in `groups` (process groups the check created)
-/// and every descendant of `roots`, zombies included.
+/// and every descendant of `roots`, zombies included. Only the grader's own descendants count:
+/// it is the parent, or the subreaper, of every process a check starts, while the pid of one
+/// that has been reaped (and a group of that number) may since be another program's.
 pub fn tree(roots: &[i32], groups: &[i32]) -> Vec<Row> {
     let table = process_table();
+    let ours = descendants(&table, std::process::id() as i32);
     let mut members: std::collections::BTreeMap<i32, Row> = table
         .iter()
+        .filter(|row| ours.contains(&row.pid))
         .filter(|row| roots.contains(&row.pid) || groups.contains(&row.pgrp))
         .map(|row| (row.pid, *row))
         .collect();
@@ -79,6 +83,47 @@ pub fn tree(roots: &[i32], groups: &[i32]) -> Vec<Row> {
         }
     }
     members.into_values().collect()
+}
+
+/// Whether `pid` is a live process that does not descend from the grader: a pid of a check's
+/// that has been reaped and taken since by a program of another's (see [`tree`]).
+pub fn is_anothers(pid: i32) -> bool {
+    let me = std::process::id() as i32;
+    let parent = |pid: i32| {
+        procfs::process::Process::new(pid)
+            .ok()
+            .and_then(|p| p.stat().ok())
+            .map(|s| s.ppid)
+    };
+    let Some(mut up) = parent(pid) else {
+        return false;
+    };
+    for _ in 0..256 {
+        if up == me {
+            return false;
+        }
+        match parent(up) {
+            Some(next) if up > 1 => up = next,
+            _ => return true,
+        }
+    }
+    true
+}
+
+/// The descendants of `pid` in `table`, not `pid` itself.
+fn descendants(table: &[Row], pid: i32) -> std::collections::BTreeSet<i32> {
+    let mut found = std::collections::BTreeSet::from([pid]);
+    let mut grew = true;
+    while grew {
+        grew = false;
+        for row in table {
+            if found.contains(&row.ppid) && found.insert(row.pid) {
+                grew = true;
+            }
+        }
+    }
+    found.remove(&pid);
+    found
 }
 
 /// Reads one process; `None` if it is gone.

@@ -776,9 +776,13 @@ pub fn signal_name(signal: i32) -> String {
 pub fn kill_tree(roots: &[i32]) -> Vec<i32> {
     let mut killed = Vec::new();
     for round in 0..50 {
-        // The groups first: one call each, and a fork bomb in a group cannot outrun it.
+        // The groups first: one call each, and a fork bomb in a group cannot outrun it. Only a
+        // group the grader's descendants are in: a reaped root's number may be another's group.
+        let members = inspect::tree(roots, roots);
         for &root in roots {
-            let _ = killpg(Pid::from_raw(root), Signal::SIGKILL);
+            if members.iter().any(|row| row.pgrp == root) {
+                let _ = killpg(Pid::from_raw(root), Signal::SIGKILL);
+            }
         }
         let alive: Vec<i32> = inspect::tree(roots, roots)
             .into_iter()
@@ -902,6 +906,22 @@ mod tests {
             crate::labs::all()[0],
         )
         .expect("the program starts")
+    }
+
+    /// A pid that is not the grader's descendant brings in no process, nor its group: here
+    /// init's, as the pid of a reaped program may become another program's. Were it taken for
+    /// the check's, killing the check's tree would kill the machine.
+    #[test]
+    fn a_pid_that_is_not_the_graders_is_no_part_of_a_check() {
+        assert!(inspect::tree(&[1], &[1]).is_empty());
+        let mut program = shell("sleep 10");
+        let pid = program.pid.as_raw();
+        let tree = inspect::tree(&[pid, 1], &[pid, 1]);
+        assert!(inspect::is_anothers(1));
+        assert!(!inspect::is_anothers(pid));
+        program.kill_tree();
+        assert!(tree.iter().any(|row| row.pid == pid));
+        assert!(tree.iter().all(|row| row.pgrp == pid), "{tree:?}");
     }
 
     /// A message that reaches the grader after the program's exit is delivered while the

@@ -972,7 +972,8 @@ const EXIT_GRACE: Duration = Duration::from_secs(2);
 /// The processes the student's code left running: once the programs the check started have
 /// exited (or [`EXIT_GRACE`] is over), every other live process of their trees.
 fn students_leftovers(roots: &[i32]) -> Vec<String> {
-    let alive = |pid: i32| inspect::view(pid).is_some_and(|v| v.state != 'Z');
+    let alive =
+        |pid: i32| inspect::view(pid).is_some_and(|v| v.state != 'Z') && !inspect::is_anothers(pid);
     let until = Instant::now() + EXIT_GRACE;
     while Instant::now() < until && roots.iter().any(|&root| alive(root)) {
         std::thread::sleep(Duration::from_millis(5));
