@@ -279,10 +279,34 @@ pub fn attributes_and_limits(run: &mut Run) -> Result<String, Fail> {
                     refused.join(", ")
                 )
             };
+            // 2^64 - 1 let through where msg_max + 1 was not: 2^63 - 1, the largest that stays
+            // positive as an i64, tells a signed comparison apart.
+            let signed = if !refused.is_empty()
+                && failed_with(&answer, "mq-open")
+                && args.last() == Some(&u64::MAX.to_string())
+            {
+                let probe = run.ipc_name("over-signed");
+                let largest = vec!["--capacity".to_string(), i64::MAX.to_string()];
+                let (mut second, said_then, _) = spawn_consumer(run, &probe, &largest, None)?;
+                let _ = release(&mut second);
+                if failed_with(&said_then, "over-limit") {
+                    format!(
+                        "; a capacity of {} (2^63 - 1) it did refuse as over-limit, so a \
+                         capacity of 2^63 or more turns negative where it compares: it compares \
+                         (or computes the bytes) as a signed number (i64, C's long); compare \
+                         the u64 values with the limits before converting",
+                        i64::MAX
+                    )
+                } else {
+                    String::new()
+                }
+            } else {
+                String::new()
+            };
             return Err(Fail::failed(format!(
                 "asking for {asked}, the consumer said {}, not `failed` with \
-                 kind=over-limit{checks}: check the config against system_limits() before \
-                 mq_open; only {rule} is allowed",
+                 kind=over-limit{checks}{signed}: check the config against system_limits() \
+                 before mq_open; only {rule} is allowed",
                 said(&answer)
             )));
         }
@@ -541,19 +565,41 @@ impl BytesLimit {
         let name = run.ipc_name("bytes");
         let (mut proc, answer, _, reached, tracer) =
             consumer_watched_at_mq_open(run, &name, &args, soft)?;
-        if reached {
+        if reached && failed_with(&answer, "over-limit") {
+            // The kernel's EMFILE, called over-limit: what its own check counts, if anything,
+            // the limit under even capacity x msg_size tells.
             release(&mut proc)?;
+            drop(tracer);
             let exact = renamed.map(|r| format!("; at exactly the limit, {r}")).unwrap_or_default();
-            return Err(Fail::failed(format!(
+            let first = format!(
                 "asking for {} with its soft RLIMIT_MSGQUEUE at {soft}, one byte less, the \
                  consumer called mq_open() to create the queue (the grader saw the call) and \
-                 then said {}{exact}: check() does not compare the queue's bytes with \
-                 RLIMIT_MSGQUEUE, it leaves the refusal to the kernel (mq_open's EMFILE). \
-                 check() compares capacity x (msg_size + MESSAGE_OVERHEAD) with \
-                 system_limits()'s queue_bytes before mq_open, and refuses with \
-                 QueueError::OverLimit",
+                 then said {}{exact}: that refusal was the kernel's (mq_open's EMFILE), not \
+                 check()'s",
                 self.describe(),
                 said(&answer)
+            );
+            let bare = self.capacity * self.msg_size - 1;
+            let name = run.ipc_name("bare-bytes");
+            let (_, second, _, bare_reached, bare_tracer) =
+                consumer_watched_at_mq_open(run, &name, &args, bare)?;
+            drop(bare_tracer);
+            if failed_with(&second, "over-limit") && !bare_reached {
+                return Err(Fail::failed(format!(
+                    "{first}; with the limit at {bare}, under even {} x {}, it refused before \
+                     mq_open: it counts fewer bytes than the kernel charges: count capacity x \
+                     (msg_size + MESSAGE_OVERHEAD), the overhead once per message",
+                    self.capacity, self.msg_size
+                )));
+            }
+            return Err(Fail::failed(format!(
+                "{first}; with the limit at {bare}, under even {} x {} bytes, it called \
+                 mq_open() too: check() does not compare the queue's bytes with the soft \
+                 RLIMIT_MSGQUEUE (not at all, or with another limit: a constant, the hard \
+                 one) and leaves the refusal to the kernel. check() compares capacity x \
+                 (msg_size + MESSAGE_OVERHEAD) with system_limits()'s queue_bytes (getrlimit's \
+                 soft limit) before mq_open, and refuses with QueueError::OverLimit",
+                self.capacity, self.msg_size
             )));
         }
         if failed_with(&answer, "over-limit") {
