@@ -133,12 +133,7 @@ fn signal_restarts(pid: i32, call: i64) -> Result<Option<bool>, Fail> {
 /// if it does: a signal sent to it would stay pending, never interrupting the wait (and the
 /// grader would wait in vain for it to be taken). The forced EINTRs then tell whether it
 /// retries EINTR at all, for the message.
-fn refuse_blocked_sigusr1(
-    proc: &mut Proc,
-    role: &str,
-    call: i64,
-    name: &str,
-) -> Result<(), Fail> {
+fn refuse_blocked_sigusr1(proc: &mut Proc, role: &str, call: i64, name: &str) -> Result<(), Fail> {
     if !blocks_sigusr1(proc.pid.as_raw(), call) {
         return Ok(());
     }

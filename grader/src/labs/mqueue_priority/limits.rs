@@ -570,7 +570,9 @@ impl BytesLimit {
             // the limit under even capacity x msg_size tells.
             release(&mut proc)?;
             drop(tracer);
-            let exact = renamed.map(|r| format!("; at exactly the limit, {r}")).unwrap_or_default();
+            let exact = renamed
+                .map(|r| format!("; at exactly the limit, {r}"))
+                .unwrap_or_default();
             let first = format!(
                 "asking for {} with its soft RLIMIT_MSGQUEUE at {soft}, one byte less, the \
                  consumer called mq_open() to create the queue (the grader saw the call) and \
