@@ -240,9 +240,32 @@ impl Run {
     /// check attaches what it needs (a [`crate::engine::tracer::Tracer`]), then lets it go with
     /// [`crate::engine::force::resume`].
     pub fn spawn_stopped<S: AsRef<OsStr>>(&mut self, args: &[S]) -> Result<Proc, Fail> {
+        self.spawn_stopped_limited(args, self.limits)
+    }
+
+    /// As [`Run::spawn_stopped`], with its soft `RLIMIT_MSGQUEUE` lowered to `bytes` (as
+    /// [`Run::spawn_with_message_queue_bytes`]): a tracer sees whether a config over that limit
+    /// reaches `mq_open()`.
+    pub fn spawn_stopped_with_message_queue_bytes<S: AsRef<OsStr>>(
+        &mut self,
+        args: &[S],
+        bytes: u64,
+    ) -> Result<Proc, Fail> {
+        let limits = Limits {
+            message_queue_bytes: Some(bytes),
+            ..self.limits
+        };
+        self.spawn_stopped_limited(args, limits)
+    }
+
+    fn spawn_stopped_limited<S: AsRef<OsStr>>(
+        &mut self,
+        args: &[S],
+        limits: Limits,
+    ) -> Result<Proc, Fail> {
         let limits = Limits {
             stopped_at_start: true,
-            ..self.limits
+            ..limits
         };
         let proc = self.spawn_limited(args, limits)?;
         // Stopped: a group-stop the tracer can seize from.

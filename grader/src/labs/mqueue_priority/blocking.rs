@@ -129,6 +129,47 @@ fn signal_restarts(pid: i32, call: i64) -> Result<Option<bool>, Fail> {
     Tracer::signal_restarts(pid, tid, Signal::SIGUSR1 as i32, until)
 }
 
+/// The failure for a process that waits in `call` (`name` for messages) with SIGUSR1 blocked,
+/// if it does: a signal sent to it would stay pending, never interrupting the wait (and the
+/// grader would wait in vain for it to be taken). The forced EINTRs then tell whether it
+/// retries EINTR at all, for the message.
+fn refuse_blocked_sigusr1(proc: &mut Proc, role: &str, call: i64, name: &str) -> Result<(), Fail> {
+    if !blocks_sigusr1(proc.pid.as_raw(), call) {
+        return Ok(());
+    }
+    let blocked = format!(
+        "{role} waits in {name} with SIGUSR1 blocked (its thread's SigBlk in \
+         /proc/PID/task/TID/status): the SIGUSR1 the grader sends to a program waiting on a \
+         queue stays pending instead of interrupting the wait; main.rs gives SIGUSR1 a handler \
+         so that it interrupts the call (EINTR), and the program must not mask it"
+    );
+    let retries = match force_eintrs(proc, call)? {
+        Forced::Retried => format!(
+            ". It does call {name} again when the grader makes it fail with EINTR {FORCED_EINTRS} \
+             times (with ptrace), so only the mask is wrong: leave the signal mask as main.rs \
+             set it"
+        ),
+        Forced::Untraced => format!(
+            ": leave the signal mask as main.rs set it, and call {name} again every time it \
+             fails with EINTR"
+        ),
+        Forced::Said(failed, message) => format!(
+            "; and after the grader made {name} fail with EINTR {failed} time(s) (with ptrace, \
+             as a signal caught by a handler does), it said {}: it does not retry EINTR, and \
+             blocking the signal only hid that. Leave the signal mask as it is and call {name} \
+             again every time it fails with EINTR",
+            said(&message)
+        ),
+        Forced::Left(failed) => format!(
+            "; and after the grader made {name} fail with EINTR {failed} time(s) (with ptrace, \
+             as a signal caught by a handler does), it no longer waits in {name}: it does not \
+             retry EINTR, and blocking the signal only hid that. Leave the signal mask as it \
+             is and call {name} again every time it fails with EINTR"
+        ),
+    };
+    Err(Fail::failed(format!("{blocked}{retries}")))
+}
+
 /// The failure for a process that did not retry every forced EINTR of `call`, if any.
 /// `restarted`: whether the kernel restarted its call after a SIGUSR1 (its handler has
 /// SA_RESTART), as the last round of signals saw.
@@ -309,6 +350,10 @@ pub fn full_queue_blocks(run: &mut Run) -> Result<String, Fail> {
     // The last round's signal to the consumer and to producer 1 is followed through its handler
     // (traced): whether the kernel then failed the call with EINTR or restarted it (SA_RESTART)
     // tells, if one of them gives up on the EINTRs forced next, why the signals did not end it.
+    refuse_blocked_sigusr1(&mut idle.proc, IDLE, RECEIVE, "mq_receive")?;
+    for producer in &mut producers {
+        refuse_blocked_sigusr1(&mut producer.proc, producer.role, SEND, "mq_send")?;
+    }
     let mut restarts = BTreeMap::new();
     for round in 1..=INTERRUPTIONS {
         for &pid in &pids {
@@ -667,6 +712,7 @@ pub fn nonblocking_full(run: &mut Run) -> Result<String, Fail> {
     }
     // The shutdown waits like a job, so a signal that interrupts its mq_send (EINTR) must not
     // end it either, however often.
+    refuse_blocked_sigusr1(&mut producer.proc, role, SEND, "mq_send")?;
     let mut restarted = None;
     for round in 1..=INTERRUPTIONS {
         if round == INTERRUPTIONS {

@@ -66,13 +66,42 @@ pub fn unlinked_at_end(run: &mut Run) -> Result<String, Fail> {
     consumer.end(&done)?;
     ends_at_the_shutdown(run)?;
 
-    // The handler fails on the second job.
+    // The handler fails on the second job, and no shutdown follows: serve() hands each job to
+    // the handler as it comes and stops at the failure, so it must not wait for more.
     let name = run.ipc_name("failing");
     let mut consumer = self::consumer(run, &name, &["--fail-after".into(), "1".into()])?;
-    let producer = self::producer(run, &name, &jobs, true, false, "the producer")?;
-    super::protocol::produce(producer)?;
+    grader_send(&name, &[job_message(&jobs[0]), job_message(&jobs[1])])?;
     consumer.go()?;
-    let answer = consumer.answer_after_shutdown()?;
+    let answer = match wait_in_call(&mut consumer.proc, libc::SYS_mq_timedreceive, PATIENCE)? {
+        Reached::Said(answer) => answer,
+        Reached::InCall if queue_attributes(&name).is_ok_and(|a| a.curmsgs() == 0) => {
+            // It took both jobs and waits for more: the shutdown tells whether it had handed
+            // them to the handler yet.
+            consumer.send_shutdown()?;
+            let after = consumer.answer_after_shutdown()?;
+            let why = if failed_with(&after, "handler") {
+                format!(
+                    "once the grader then sent the shutdown it said {}: it handed the jobs to \
+                     the handler only after the shutdown came, so it collects them first. \
+                     serve() passes each job to the handler as it is received",
+                    said(&after)
+                )
+            } else {
+                format!(
+                    "once the grader then sent the shutdown it said {}: it went on receiving \
+                     after the handler failed",
+                    said(&after)
+                )
+            };
+            return Err(Fail::failed(format!(
+                "the grader sent two jobs and no shutdown to a consumer whose handler fails on \
+                 the second (--fail-after 1); the consumer took both and waits in mq_receive \
+                 for more on the empty queue instead of saying kind=handler; {why}, and a \
+                 handler error ends serve() at once (kind=handler)"
+            )));
+        }
+        Reached::InCall | Reached::NotYet => consumer.answer()?,
+    };
     if !failed_with(&answer, "handler") {
         return Err(Fail::failed(format!(
             "when the handler fails on the second job the consumer must report kind=handler; \

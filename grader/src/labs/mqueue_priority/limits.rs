@@ -4,13 +4,14 @@
 use nix::sys::resource::{Resource, getrlimit};
 use rand::RngExt;
 
+use super::names::watched_at_mq_open;
 use super::protocol::{
     Consumer, Job, MESSAGE_OVERHEAD, consumer, failed_errno, failed_with, grader_send,
     grader_take_all, job_message, queue_attributes, release, said, sized, spawn_consumer,
     spawn_producer,
 };
 use crate::engine::audit::message_queue_exists;
-use crate::engine::{Fail, Run};
+use crate::engine::{Fail, Proc, Run};
 
 /// A value of `/proc/sys/fs/mqueue/`.
 fn mqueue_limit(file: &str) -> Result<u64, Fail> {
@@ -150,11 +151,28 @@ pub fn attributes_and_limits(run: &mut Run) -> Result<String, Fail> {
         (limit.capacity, limit.msg_size),
         "a queue of at most RLIMIT_MSGQUEUE bytes is allowed",
     ));
+    // At exactly RLIMIT_MSGQUEUE, an over-limit that came after the consumer's mq_open() (the
+    // grader sees the call) is the kernel's EMFILE renamed: this user's other queues count too.
+    let mut renamed = None;
     for (case, (asked, args, queue_bytes, (capacity, msg_size), allowed)) in
         exact.into_iter().enumerate()
     {
         let name = run.ipc_name(&format!("limits-{case}"));
-        let (mut proc, answer, output) = spawn_consumer(run, &name, &args, queue_bytes)?;
+        // `watched`: the grader saw every call up to the answer (`reached` says whether
+        // mq_open() was among them).
+        let (mut proc, answer, output, reached, watched) = match queue_bytes {
+            Some(bytes) => {
+                let (proc, answer, output, reached, tracer) =
+                    consumer_watched_at_mq_open(run, &name, &args, bytes)?;
+                let watched = reached || tracer.is_some();
+                drop(tracer);
+                (proc, answer, output, reached, watched)
+            }
+            None => {
+                let (proc, answer, output) = spawn_consumer(run, &name, &args, None)?;
+                (proc, answer, output, false, false)
+            }
+        };
         if answer.kind == "ready" {
             let attr = queue_attributes(&name)?;
             if (attr.maxmsg() as u64, attr.msgsize() as u64) != (capacity, msg_size) {
@@ -174,10 +192,24 @@ pub fn attributes_and_limits(run: &mut Run) -> Result<String, Fail> {
                 "{asked}: mq_open said EMFILE (other queues of this user)"
             ));
             release(&mut proc)?;
+        } else if failed_with(&answer, "over-limit") && reached && !message_queue_exists(&name) {
+            // Not its own check: the one byte less probe tells whether it has one at all.
+            renamed = Some(format!(
+                "asking for {asked}, it said {} only after its mq_open() (the grader saw the \
+                 call): that refusal was the kernel's EMFILE (the kernel counts this user's \
+                 other queues too), not a check of its own",
+                said(&answer)
+            ));
+            release(&mut proc)?;
         } else if failed_with(&answer, "over-limit") {
+            let before = if watched && !reached {
+                " (before any mq_open(): the grader watched for the call)"
+            } else {
+                ""
+            };
             return Err(Fail::failed(format!(
-                "asking for {asked}, the consumer said {}: the limits are inclusive, {allowed}; \
-                 refuse only what is more than a limit (>, not >=)",
+                "asking for {asked}, the consumer said {}{before}: the limits are inclusive, \
+                 {allowed}; refuse only what is more than a limit (>, not >=)",
                 said(&answer)
             )));
         } else {
@@ -247,10 +279,34 @@ pub fn attributes_and_limits(run: &mut Run) -> Result<String, Fail> {
                     refused.join(", ")
                 )
             };
+            // 2^64 - 1 let through where msg_max + 1 was not: 2^63 - 1, the largest that stays
+            // positive as an i64, tells a signed comparison apart.
+            let signed = if !refused.is_empty()
+                && failed_with(&answer, "mq-open")
+                && args.last() == Some(&u64::MAX.to_string())
+            {
+                let probe = run.ipc_name("over-signed");
+                let largest = vec!["--capacity".to_string(), i64::MAX.to_string()];
+                let (mut second, said_then, _) = spawn_consumer(run, &probe, &largest, None)?;
+                let _ = release(&mut second);
+                if failed_with(&said_then, "over-limit") {
+                    format!(
+                        "; a capacity of {} (2^63 - 1) it did refuse as over-limit, so a \
+                         capacity of 2^63 or more turns negative where it compares: it compares \
+                         (or computes the bytes) as a signed number (i64, C's long); compare \
+                         the u64 values with the limits before converting",
+                        i64::MAX
+                    )
+                } else {
+                    String::new()
+                }
+            } else {
+                String::new()
+            };
             return Err(Fail::failed(format!(
                 "asking for {asked}, the consumer said {}, not `failed` with \
-                 kind=over-limit{checks}: check the config against system_limits() before \
-                 mq_open; only {rule} is allowed",
+                 kind=over-limit{checks}{signed}: check the config against system_limits() \
+                 before mq_open; only {rule} is allowed",
                 said(&answer)
             )));
         }
@@ -263,7 +319,7 @@ pub fn attributes_and_limits(run: &mut Run) -> Result<String, Fail> {
         }
         release(&mut proc)?;
     }
-    limit.expect_refused(run)?;
+    limit.expect_refused(run, renamed)?;
     limits_read_from_proc(run, msg_max, msgsize_max)?;
     Ok(format!(
         "the queue had the {capacity} x {msg_size} bytes asked for; the defaults fit; exactly \
@@ -502,14 +558,66 @@ impl BytesLimit {
     /// The queue must be over-limit with the soft limit one byte under what it takes. When it
     /// is not, a second consumer, with the limit under even `capacity x msg_size`, tells a
     /// count that leaves out the overhead from a limit that is not the soft RLIMIT_MSGQUEUE.
-    fn expect_refused(&self, run: &mut Run) -> Result<(), Fail> {
+    /// `renamed`: at exactly the limit it said over-limit after its mq_open() (what of it).
+    fn expect_refused(&self, run: &mut Run, renamed: Option<String>) -> Result<(), Fail> {
         let args = sized(self.capacity, self.msg_size);
         let soft = self.bytes() - 1;
         let name = run.ipc_name("bytes");
-        let (mut proc, answer, _) = spawn_consumer(run, &name, &args, Some(soft))?;
-        if failed_with(&answer, "over-limit") {
-            return release(&mut proc);
+        let (mut proc, answer, _, reached, tracer) =
+            consumer_watched_at_mq_open(run, &name, &args, soft)?;
+        if reached && failed_with(&answer, "over-limit") {
+            // The kernel's EMFILE, called over-limit: what its own check counts, if anything,
+            // the limit under even capacity x msg_size tells.
+            release(&mut proc)?;
+            drop(tracer);
+            let exact = renamed
+                .map(|r| format!("; at exactly the limit, {r}"))
+                .unwrap_or_default();
+            let first = format!(
+                "asking for {} with its soft RLIMIT_MSGQUEUE at {soft}, one byte less, the \
+                 consumer called mq_open() to create the queue (the grader saw the call) and \
+                 then said {}{exact}: that refusal was the kernel's (mq_open's EMFILE), not \
+                 check()'s",
+                self.describe(),
+                said(&answer)
+            );
+            let bare = self.capacity * self.msg_size - 1;
+            let name = run.ipc_name("bare-bytes");
+            let (_, second, _, bare_reached, bare_tracer) =
+                consumer_watched_at_mq_open(run, &name, &args, bare)?;
+            drop(bare_tracer);
+            if failed_with(&second, "over-limit") && !bare_reached {
+                return Err(Fail::failed(format!(
+                    "{first}; with the limit at {bare}, under even {} x {}, it refused before \
+                     mq_open: it counts fewer bytes than the kernel charges: count capacity x \
+                     (msg_size + MESSAGE_OVERHEAD), the overhead once per message",
+                    self.capacity, self.msg_size
+                )));
+            }
+            return Err(Fail::failed(format!(
+                "{first}; with the limit at {bare}, under even {} x {} bytes, it called \
+                 mq_open() too: check() does not compare the queue's bytes with the soft \
+                 RLIMIT_MSGQUEUE (not at all, or with another limit: a constant, the hard \
+                 one) and leaves the refusal to the kernel. check() compares capacity x \
+                 (msg_size + MESSAGE_OVERHEAD) with system_limits()'s queue_bytes (getrlimit's \
+                 soft limit) before mq_open, and refuses with QueueError::OverLimit",
+                self.capacity, self.msg_size
+            )));
         }
+        if failed_with(&answer, "over-limit") {
+            release(&mut proc)?;
+            drop(tracer);
+            if let Some(renamed) = renamed {
+                return Err(Fail::failed(format!(
+                    "{renamed}; one byte under the queue's bytes it refused the queue itself, \
+                     before mq_open, so its own check is right, but a failed mq_open() is \
+                     kind=mq-open, not over-limit: over-limit is for what check() refuses \
+                     against system_limits()"
+                )));
+            }
+            return Ok(());
+        }
+        drop(tracer);
         if let Some(kind) = own_refusal(&answer, &name) {
             return Err(Fail::failed(format!(
                 "asking for {} with its soft RLIMIT_MSGQUEUE at {soft}, one byte less, the \
@@ -549,4 +657,39 @@ impl BytesLimit {
             self.hard
         )))
     }
+}
+
+/// A consumer asking for `args`, with its soft `RLIMIT_MSGQUEUE` at `bytes`, started stopped and
+/// watched until its first `mq_open()`: its first answer, and whether it called `mq_open()`
+/// before it (false where the grader may not trace it). Drop the tracer that comes back once
+/// the program has ended.
+fn consumer_watched_at_mq_open(
+    run: &mut Run,
+    name: &str,
+    args: &[String],
+    bytes: u64,
+) -> Result<
+    (
+        Proc,
+        ipc_labs_driver::Message,
+        std::path::PathBuf,
+        bool,
+        Option<crate::engine::tracer::Tracer>,
+    ),
+    Fail,
+> {
+    let tag: u32 = run.rng().random();
+    let output = run.path(&format!("served-{tag}.bin"));
+    let mut all = vec![
+        "consumer".to_string(),
+        "--name".into(),
+        name.into(),
+        "--output".into(),
+        output.display().to_string(),
+    ];
+    all.extend(args.iter().cloned());
+    let mut proc = run.spawn_stopped_with_message_queue_bytes(&all, bytes)?;
+    proc.set_roles(|_| "the consumer".into());
+    let (proc, answer, reached, tracer) = watched_at_mq_open(proc)?;
+    Ok((proc, answer, output, reached, tracer))
 }

@@ -1,6 +1,8 @@
 //! What one message may hold: a whole job of any length the queue takes, nothing too long, no
 //! priority out of range, and nothing but a job or the shutdown.
 
+use std::time::{Duration, Instant};
+
 use ipc_labs_driver::Message;
 use nix::mqueue::{MQ_OFlag, mq_close, mq_getattr};
 use rand::RngExt;
@@ -10,6 +12,7 @@ use super::protocol::{
     grader_open, grader_send, job_message, producer, queue_attributes, said, show,
     shutdown_message, sized, total_payload,
 };
+use crate::engine::tracer::{Action, Call, Reached, Tracer};
 use crate::engine::{Fail, Run};
 
 pub fn message_boundaries(run: &mut Run) -> Result<String, Fail> {
@@ -148,7 +151,48 @@ pub fn oversized_refused(run: &mut Run) -> Result<String, Fail> {
                 MSG_SIZE - 1
             )));
         }
-        let answer = producer.submit()?;
+        // The payload must be compared before sending: an mq_send of the whole message ('J' and
+        // the payload) is held, whatever the kernel would then say.
+        let whole = len as u64 + 1;
+        let tried = Call::arg_is(libc::SYS_mq_timedsend, 2, whole);
+        let answer = match Tracer::attach(producer.pid(), tried, Action::Hold)? {
+            None => producer.submit()?,
+            Some(mut tracer) => {
+                producer.proc.send("go", &[])?;
+                match tracer.wait(&mut producer.proc, Instant::now() + Duration::from_secs(5))? {
+                    Reached::Call => {
+                        tracer.release();
+                        let answer = producer.proc.recv_any()?;
+                        if !failed_with(&answer, "too-big") {
+                            // Sent, cut or refused by mq_send: said below.
+                            return Err(Fail::failed(too_big_answer(
+                                len,
+                                &answer,
+                                index,
+                                queue_attributes(&name)?.curmsgs() - queued_before,
+                            )));
+                        }
+                        return Err(Fail::failed(format!(
+                            "submitting a {len}-byte payload to a queue whose messages hold 255 \
+                             bytes of payload (256 with the tag), the producer called mq_send \
+                             with the whole {whole}-byte message (the grader held it there) and \
+                             then said {}: it leaves the length to the kernel (mq_send's \
+                             EMSGSIZE) instead of comparing the payload with max_payload() \
+                             first. A payload longer than max_payload() is QueueError::TooBig \
+                             and nothing is sent: check it before mq_send",
+                            said(&answer)
+                        )));
+                    }
+                    Reached::Passed(answer) => {
+                        drop(tracer);
+                        match answer {
+                            Some(answer) => answer,
+                            None => producer.proc.recv_any()?,
+                        }
+                    }
+                }
+            }
+        };
         let queued = queue_attributes(&name)?.curmsgs() - queued_before;
         let refused_at = field(&answer, "index") as usize;
         if failed_with(&answer, "too-big") && refused_at == index && queued == index as i64 {

@@ -38,14 +38,14 @@ fn name_of_length(run: &mut Run, len: usize, wide: bool) -> String {
 /// where the grader may not trace it). A tracer still waiting for the call comes back too: drop
 /// it once the program has ended, which ends it at once (released before, it would be given
 /// time to see a call that never comes).
-type Watched = (
+pub(super) type Watched = (
     crate::engine::Proc,
     ipc_labs_driver::Message,
     bool,
     Option<Tracer>,
 );
 
-fn watched_at_mq_open(mut proc: crate::engine::Proc) -> Result<Watched, Fail> {
+pub(super) fn watched_at_mq_open(mut proc: crate::engine::Proc) -> Result<Watched, Fail> {
     let pid = proc.pid.as_raw();
     let tracer = Tracer::attach(pid, Call::any(libc::SYS_mq_open), Action::Hold)?;
     force::resume(pid)?;
@@ -207,6 +207,7 @@ pub fn name_errors(run: &mut Run) -> Result<String, Fail> {
         )));
     }
     release(&mut proc)?;
+    appeared_after_not_found(run)?;
     // The longest valid name works, in multi-byte characters too.
     for wide in [false, true] {
         let longest = name_of_length(run, MAX_NAME_LEN, wide);
@@ -405,6 +406,59 @@ fn created_while_creating(run: &mut Run) -> Result<(), Fail> {
          another program may at that moment, and the consumer said {}, not `failed` with \
          kind=exists{what}. Looking first, then creating, leaves that window open: create with \
          one mq_open(O_CREAT | O_EXCL) and map EEXIST to QueueError::Exists",
+        said(&answer)
+    )))
+}
+
+/// A producer is held as its first `mq_open()` returns, on a name nobody created (ENOENT); the
+/// grader then creates a queue under the name. The producer must still say `not-found`: ENOENT
+/// is `NotFound` at once, and a producer that calls `mq_open()` again (waiting for a consumer
+/// that may come) opens the queue instead.
+fn appeared_after_not_found(run: &mut Run) -> Result<(), Fail> {
+    let name = run.ipc_name("late");
+    let mut proc = spawn_producer_stopped(run, &name)?;
+    let pid = proc.pid.as_raw();
+    let tracer = Tracer::attach(pid, Call::any(libc::SYS_mq_open), Action::HoldAfter)?;
+    force::resume(pid)?;
+    let Some(mut tracer) = tracer else {
+        run.note("no ptrace here: a queue created after the producer's ENOENT not tried");
+        let _ = proc.recv_any()?;
+        return release(&mut proc);
+    };
+    let mut taken = None;
+    let first = match tracer.wait(&mut proc, Instant::now() + Duration::from_secs(5))? {
+        Reached::Call if !message_queue_exists(&name) => {
+            taken = Some(take_name(run, &name, 0)?);
+            None
+        }
+        Reached::Call => None,
+        Reached::Passed(message) => message,
+    };
+    tracer.release();
+    let answer = match first {
+        Some(message) => message,
+        None => proc.recv_any()?,
+    };
+    let created = taken.is_some();
+    if let Some((queue, _, _)) = taken {
+        let _ = mq_close(queue);
+        let _ = mq_unlink(name.as_str());
+    }
+    if failed_with(&answer, "not-found") || !created {
+        return release(&mut proc);
+    }
+    let how = if answer.kind == "ready" {
+        "it calls mq_open() again after ENOENT (waiting for the queue to appear) and opened \
+         the grader's queue"
+            .to_string()
+    } else {
+        "not not-found: it does not report ENOENT as it comes".to_string()
+    };
+    Err(Fail::failed(format!(
+        "a producer's first mq_open() naming {name:.40} returned while no queue had that name \
+         (ENOENT; the grader held it as the call returned), the grader then created a queue \
+         under the name, and the producer said {}: {how}. open() of a missing queue is \
+         QueueError::NotFound at once: map ENOENT to it, do not retry or wait for the name",
         said(&answer)
     )))
 }

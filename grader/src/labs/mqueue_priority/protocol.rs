@@ -202,10 +202,38 @@ pub fn spawn_producer_stopped(run: &mut Run, name: &str) -> Result<Proc, Fail> {
 pub fn consumer(run: &mut Run, name: &str, extra: &[String]) -> Result<Consumer, Fail> {
     let (proc, ready, output) = spawn_consumer(run, name, extra, None)?;
     if failed_with(&ready, "over-limit") {
-        // Every queue asked for here is within the limits of any user.
+        // Every queue asked for here is within the limits of any user; one at exactly a limit
+        // is named.
+        let limit = |file: &str| {
+            std::fs::read_to_string(format!("/proc/sys/fs/mqueue/{file}"))
+                .ok()
+                .and_then(|text| text.trim().parse::<u64>().ok())
+        };
+        let asked = |flag: &str| {
+            extra
+                .iter()
+                .position(|a| a == flag)
+                .and_then(|at| extra.get(at + 1))
+                .and_then(|value| value.parse::<u64>().ok())
+        };
+        let exact = [
+            ("--capacity", "msg_max", "messages"),
+            ("--msg-size", "msgsize_max", "bytes"),
+        ]
+        .iter()
+        .find_map(|&(flag, file, unit)| {
+            let value = asked(flag)?;
+            (Some(value) == limit(file)).then(|| {
+                format!(
+                    " {value} {unit} is exactly {file} (/proc/sys/fs/mqueue/{file}): the limits \
+                     are inclusive, refuse only what is more than a limit (>, not >=);"
+                )
+            })
+        })
+        .unwrap_or_default();
         return Err(Fail::failed(format!(
             "the consumer said {} where it should have created {name} ({}), which is within \
-             this user's limits: system_limits() reads msg_max and msgsize_max from \
+             this user's limits:{exact} system_limits() reads msg_max and msgsize_max from \
              /proc/sys/fs/mqueue and the soft RLIMIT_MSGQUEUE with getrlimit, and check() \
              compares each attribute with its own limit",
             said(&ready),
