@@ -260,6 +260,9 @@ pub fn spawn_errors(run: &mut Run) -> Result<String, Fail> {
              where two pipes need four",
             if free == 1 { "" } else { "s" }
         );
+        // Seen, not changed: the error spawn() returns must be the one its pipe() returned.
+        let pipes = Call::one_of(&[libc::SYS_pipe, libc::SYS_pipe2]);
+        let mut seen = Tracer::attach(parent, pipes, Action::Report)?;
         let launched = match launched.spawn_with(&[("descriptor-limit", limit.to_string())])? {
             Spawned::Ready(session) => {
                 return Err(Fail::failed(format!(
@@ -277,6 +280,18 @@ pub fn spawn_errors(run: &mut Run) -> Result<String, Fail> {
                              return PipeEchoError::Pipe with pipe()'s error"
                         )));
                     }
+                }
+                if let Some(tracer) = seen.as_mut()
+                    && !tracer.failed_the_call()?
+                {
+                    return Err(Fail::failed(format!(
+                        "{setting}, spawn() returned `{error}` without calling pipe() (the \
+                         grader traced the parent: no pipe() or pipe2() call before it reported \
+                         the error): the error must be the one pipe() returned, not one \
+                         foretold from a count of free descriptors (a count that is wrong \
+                         whenever a descriptor is held above the limit, or another thread opens \
+                         one); call pipe() and return PipeEchoError::Pipe with its errno"
+                    )));
                 }
                 launched
             }
