@@ -183,6 +183,29 @@ pub fn waits_for_exit(run: &mut Run) -> Result<String, Fail> {
                     pidfds.join(", ")
                 )));
             }
+            // Waiting for SIGCHLD, and calling waitpid() only once it came.
+            let for_a_signal: Vec<&str> = inspect::view(parent)
+                .map(|v| v.threads)
+                .unwrap_or_default()
+                .iter()
+                .filter(|t| t.state == 'S')
+                .filter_map(|t| match t.syscall?.0 {
+                    libc::SYS_rt_sigtimedwait => {
+                        Some("rt_sigtimedwait() (sigwait(), sigtimedwait())")
+                    }
+                    libc::SYS_rt_sigsuspend => Some("rt_sigsuspend() (sigsuspend())"),
+                    libc::SYS_pause => Some("pause()"),
+                    _ => None,
+                })
+                .collect();
+            if let Some(call) = for_a_signal.first() {
+                return Err(Fail::failed(format!(
+                    "{held}: it waits for a signal instead, blocked in {call}: it calls \
+                     waitpid() (with WNOHANG, or after SIGCHLD came) only once the child has \
+                     changed state; wait() must block in waitpid() itself (without WNOHANG, \
+                     and with no other wait before it), which returns once the child has exited"
+                )));
+            }
             // How it waits instead: the waiting verdict tells polling and spinning apart.
             let verdict =
                 waiting::expect_blocked(&[parent], &role_of(parent), WaitRules::untimed(), advice);

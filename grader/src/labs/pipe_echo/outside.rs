@@ -299,6 +299,12 @@ pub fn interrupt_waiting(
                     .map(|(tid, call)| {
                         let fate = match (exited, after.contains_key(tid)) {
                             (true, _) => "and the process exited".to_string(),
+                            (false, true) if blocks_signal(pid, *tid, libc::SIGUSR1) => {
+                                "never woke: it blocks SIGUSR1 (its signal mask, SigBlk in \
+                                 /proc/PID/task/TID/status), so the signal stayed pending and \
+                                 did not interrupt its call"
+                                    .to_string()
+                            }
                             (false, true) => format!("stopped waiting {place}"),
                             (false, false) => "ended".to_string(),
                         };
@@ -311,6 +317,17 @@ pub fn interrupt_waiting(
         }
     }
     Ok(())
+}
+
+/// Whether thread `tid` of `pid` blocks `signal` (its `SigBlk` mask in `/proc`).
+pub fn blocks_signal(pid: i32, tid: i32, signal: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/status"))
+        .ok()
+        .and_then(|status| {
+            let mask = status.lines().find_map(|l| l.strip_prefix("SigBlk:"))?;
+            u64::from_str_radix(mask.trim(), 16).ok()
+        })
+        .is_some_and(|mask| mask & (1 << (signal - 1)) != 0)
 }
 
 /// How many times each thread of `pid` has been switched out.
