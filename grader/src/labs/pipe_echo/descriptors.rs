@@ -315,11 +315,36 @@ pub fn spawn_errors(run: &mut Run) -> Result<String, Fail> {
         }
         launched.finish()?;
     }
+    exactly_enough(run)?;
     let fork = fork_fails(run)?;
     Ok(format!(
         "pipe() failing at the first and at the second pipe gave Pipe(EMFILE), with nothing left \
-         open; {fork}"
+         open; with exactly four descriptors free both pipes were made; {fork}"
     ))
+}
+
+/// The edge: exactly the four descriptors two pipes need are free. `spawn()` must succeed: it
+/// fails only when a call fails.
+fn exactly_enough(run: &mut Run) -> Result<(), Fail> {
+    let input = run.random_bytes(16);
+    let launched = launch(run, input, Flags::default())?;
+    let limit = outside::descriptor_limit(&launched.fds_before, 4);
+    match launched.spawn_with(&[("descriptor-limit", limit.to_string())])? {
+        Spawned::Ready(mut session) => {
+            let done = session.exchange()?;
+            session.verify_echo(&done)?;
+            session.finish()
+        }
+        Spawned::Failed(launched, error) => {
+            launched.finish()?;
+            Err(Fail::failed(format!(
+                "with the descriptor limit (RLIMIT_NOFILE) at {limit}, exactly four descriptors \
+                 free (what two pipes need), spawn() returned `{error}`: both pipes fit; spawn() \
+                 must fail only when pipe() or fork() does (no descriptor but the four pipe \
+                 ends opened, no count of free descriptors of its own)"
+            )))
+        }
+    }
 }
 
 /// `fork()` made to fail with `EAGAIN` (the grader skips the parent's `clone()`, as the kernel

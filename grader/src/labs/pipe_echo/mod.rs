@@ -90,8 +90,8 @@ pub static LAB: Lab = Lab {
             timeout: Duration::from_secs(10),
             description: "with too few descriptors for the first or the second pipe, spawn() \
                           returns Pipe(EMFILE) (the error of a pipe() call, traced), forks \
-                          nothing and leaves nothing open; when fork() fails, Fork(EAGAIN), \
-                          with both pipes closed",
+                          nothing and leaves nothing open; with exactly four free it \
+                          succeeds; when fork() fails, Fork(EAGAIN), with both pipes closed",
             exclusive: false,
             hint: Some(
                 "When pipe() fails, spawn() returns Pipe with its errno, forks nothing and closes what it already created; when fork() fails, Fork with its errno, both pipes closed. See docs/labs/01-pipe-echo.md, the rules table (\"pipe() failing is Pipe(errno)\", \"Fork(errno) when fork() fails\").",
