@@ -71,7 +71,10 @@ impl Activity {
             Activity::WaitChild => "blocked waiting for a child (waitpid)".into(),
             Activity::Sleep => "sleeping (nanosleep)".into(),
             Activity::Poll => "blocked in poll()/select()".into(),
-            Activity::Syscall(nr) => format!("blocked in system call {nr}"),
+            Activity::Syscall(nr) => match call_name(*nr) {
+                Some(name) => format!("blocked in {name}"),
+                None => format!("blocked in system call {nr}"),
+            },
             Activity::Blocked => "blocked".into(),
         }
     }
@@ -194,6 +197,26 @@ pub fn observe(pids: &[i32], role_of: &dyn Fn(&ProcessView) -> String) -> Hang {
         })
         .collect();
     Hang { processes }
+}
+
+/// The name of a call a thread may block in that [`Activity`] has no kind for, with the library
+/// functions that make it where its name is not theirs.
+pub fn call_name(number: i64) -> Option<&'static str> {
+    Some(match number {
+        libc::SYS_rt_sigtimedwait => {
+            "rt_sigtimedwait() (waiting for a signal: sigwait(), sigtimedwait(), sigwaitinfo())"
+        }
+        libc::SYS_rt_sigsuspend => "rt_sigsuspend() (waiting for a signal: sigsuspend())",
+        libc::SYS_pause => "pause() (waiting for a signal)",
+        libc::SYS_read => "read()",
+        libc::SYS_write => "write()",
+        libc::SYS_openat => "openat()",
+        libc::SYS_flock => "flock()",
+        libc::SYS_fcntl => "fcntl() (a record lock)",
+        libc::SYS_connect => "connect()",
+        libc::SYS_ioctl => "ioctl()",
+        _ => return None,
+    })
 }
 
 /// What a thread blocked in `syscall` (number, first argument) is waiting on.

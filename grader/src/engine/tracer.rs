@@ -191,6 +191,10 @@ pub enum Action {
     /// check says no more ([`Tracer::break_at`], [`Tracer::break_at_each`]); each stop reports
     /// the call's first two arguments and which address it is ([`Tracer::last_break`]).
     BreakAt([u64; 4]),
+    /// Let the call run untouched, and report that it was made (read as a failure is:
+    /// [`Tracer::failed_the_call`], [`Tracer::failed_before`]): whether the program made the
+    /// call at all, where the error it returns must be that call's.
+    Report,
     /// Send this signal (caught by a handler) to the thread, blocked in a call, and see what
     /// the kernel did with the call once the handler returned: made it fail with `EINTR`, or
     /// restarted it (`SA_RESTART`) ([`Tracer::signal_restarts`]).
@@ -818,6 +822,10 @@ unsafe fn trace(group: i32, pid: i32, call: Call, action: Action, pipes: Pipes) 
                         say(FAILED);
                         libc::ptrace(libc::PTRACE_DETACH, pid, 0usize, 0usize);
                         libc::_exit(0);
+                    }
+                    Action::Report => {
+                        // Said while the program is still stopped, as for a failed call.
+                        say(FAILED);
                     }
                     Action::Shorten(most) => {
                         let third = libc::ptrace(libc::PTRACE_PEEKUSER, pid, RDX, 0usize);

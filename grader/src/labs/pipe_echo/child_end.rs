@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
-use super::outside::{self, ExitHold, describe_status};
+use super::outside::{self, ContinuedHold, ExitHold, describe_status};
 use super::session::{
     Done, Flags, Returned, Session, pipes_of, refused_again, role_of, settle_in_read, start,
     started_twice_in_read,
@@ -181,6 +181,29 @@ pub fn waits_for_exit(run: &mut Run) -> Result<String, Fail> {
                      the child has exited",
                     doing(parent),
                     pidfds.join(", ")
+                )));
+            }
+            // Waiting for SIGCHLD, and calling waitpid() only once it came.
+            let for_a_signal: Vec<&str> = inspect::view(parent)
+                .map(|v| v.threads)
+                .unwrap_or_default()
+                .iter()
+                .filter(|t| t.state == 'S')
+                .filter_map(|t| match t.syscall?.0 {
+                    libc::SYS_rt_sigtimedwait => {
+                        Some("rt_sigtimedwait() (sigwait(), sigtimedwait())")
+                    }
+                    libc::SYS_rt_sigsuspend => Some("rt_sigsuspend() (sigsuspend())"),
+                    libc::SYS_pause => Some("pause()"),
+                    _ => None,
+                })
+                .collect();
+            if let Some(call) = for_a_signal.first() {
+                return Err(Fail::failed(format!(
+                    "{held}: it waits for a signal instead, blocked in {call}: it calls \
+                     waitpid() (with WNOHANG, or after SIGCHLD came) only once the child has \
+                     changed state; wait() must block in waitpid() itself (without WNOHANG, \
+                     and with no other wait before it), which returns once the child has exited"
                 )));
             }
             // How it waits instead: the waiting verdict tells polling and spinning apart.
@@ -416,9 +439,15 @@ fn stopped_while_waited(run: &mut Run) -> Result<String, Fail> {
             break Ok(None);
         }
     };
-    // Continued whatever happened: no process is left stopped.
-    let _ = kill(child_pid, Signal::SIGCONT);
-    if let Some(done) = early? {
+    let early = match early {
+        Ok(None) => None,
+        other => {
+            // Continued whatever happened: no process is left stopped.
+            let _ = kill(child_pid, Signal::SIGCONT);
+            other?
+        }
+    };
+    if let Some(done) = early {
         return Err(Fail::failed(format!(
             "the grader stopped the echo child (SIGSTOP) while wait() was blocked in waitpid(), \
              and wait() returned `{}` while the child was stopped: a stopped child has not \
@@ -428,6 +457,7 @@ fn stopped_while_waited(run: &mut Run) -> Result<String, Fail> {
             done.wait
         )));
     }
+    let continued = continued_while_waited(&mut session, &waiting)?;
     let done = session.recv_done()?;
     session.verify_echo(&done)?;
     if done.wait != "ok" {
@@ -444,7 +474,59 @@ fn stopped_while_waited(run: &mut Run) -> Result<String, Fail> {
         ));
     }
     session.finish()?;
-    Ok("a child stopped and continued while wait() waited was still waited for".into())
+    Ok(format!(
+        "a child stopped and continued while wait() waited was still waited for{continued}"
+    ))
+}
+
+/// The echo child, stopped while the parent waits in `waitpid()`, is continued (`SIGCONT`) and
+/// held right after, alive ([`ContinuedHold`]): the parent is woken by the continue and must go
+/// back to waiting (a continued child has not exited). Without the hold the child, continued,
+/// exits at once, and a parent that is told of continues (`WCONTINUED`) would see its exit
+/// first, as often as not. Returns what was tried, for the check's summary.
+fn continued_while_waited(
+    session: &mut Session,
+    waiting: &BTreeMap<i32, &'static str>,
+) -> Result<String, Fail> {
+    let (parent, child) = (session.parent, session.child);
+    let slept: Vec<(i32, Option<u64>)> = waiting
+        .keys()
+        .map(|&tid| (tid, sleeps(parent, tid)))
+        .collect();
+    let Some(hold) = ContinuedHold::continue_stopped(child)? else {
+        return Ok(String::new());
+    };
+    let woke_and_slept = || {
+        let again = in_waitpid(parent);
+        slept.iter().any(|&(tid, before)| {
+            again.contains_key(&tid) && sleeps(parent, tid).zip(before).is_some_and(|(n, b)| n > b)
+        })
+    };
+    let until = Instant::now() + Duration::from_secs(3);
+    let early = loop {
+        match session.message_within(Duration::from_millis(2)) {
+            Ok(Some(message)) => break session.done(message).map(Some),
+            Ok(None) => {}
+            Err(fail) => break Err(fail),
+        }
+        if woke_and_slept() || Instant::now() > until {
+            break Ok(None);
+        }
+    };
+    hold.release();
+    if let Some(done) = early? {
+        return Err(Fail::failed(format!(
+            "the grader stopped the echo child (SIGSTOP) while wait() was blocked in waitpid(), \
+             then continued it (SIGCONT) and held it, alive, right after the continue (traced): \
+             wait() returned `{}` for a child that had only been continued: a continued child \
+             has not exited; wait() must go on waiting until it exits (waitpid() without \
+             WCONTINUED or WUNTRACED, or back to waitpid() on Continued and Stopped, and \
+             ChildFailed only for an end: an exit status other than 0, or a signal that killed \
+             it)",
+            done.wait
+        )));
+    }
+    Ok("; continued and held alive, it was waited for still".into())
 }
 
 /// Waits until the held child stops at its exit; returns its exit status. A `done` before that

@@ -260,6 +260,9 @@ pub fn spawn_errors(run: &mut Run) -> Result<String, Fail> {
              where two pipes need four",
             if free == 1 { "" } else { "s" }
         );
+        // Seen, not changed: the error spawn() returns must be the one its pipe() returned.
+        let pipes = Call::one_of(&[libc::SYS_pipe, libc::SYS_pipe2]);
+        let mut seen = Tracer::attach(parent, pipes, Action::Report)?;
         let launched = match launched.spawn_with(&[("descriptor-limit", limit.to_string())])? {
             Spawned::Ready(session) => {
                 return Err(Fail::failed(format!(
@@ -277,6 +280,18 @@ pub fn spawn_errors(run: &mut Run) -> Result<String, Fail> {
                              return PipeEchoError::Pipe with pipe()'s error"
                         )));
                     }
+                }
+                if let Some(tracer) = seen.as_mut()
+                    && !tracer.failed_the_call()?
+                {
+                    return Err(Fail::failed(format!(
+                        "{setting}, spawn() returned `{error}` without calling pipe() (the \
+                         grader traced the parent: no pipe() or pipe2() call before it reported \
+                         the error): the error must be the one pipe() returned, not one \
+                         foretold from a count of free descriptors (a count that is wrong \
+                         whenever a descriptor is held above the limit, or another thread opens \
+                         one); call pipe() and return PipeEchoError::Pipe with its errno"
+                    )));
                 }
                 launched
             }
@@ -300,11 +315,36 @@ pub fn spawn_errors(run: &mut Run) -> Result<String, Fail> {
         }
         launched.finish()?;
     }
+    exactly_enough(run)?;
     let fork = fork_fails(run)?;
     Ok(format!(
         "pipe() failing at the first and at the second pipe gave Pipe(EMFILE), with nothing left \
-         open; {fork}"
+         open; with exactly four descriptors free both pipes were made; {fork}"
     ))
+}
+
+/// The edge: exactly the four descriptors two pipes need are free. `spawn()` must succeed: it
+/// fails only when a call fails.
+fn exactly_enough(run: &mut Run) -> Result<(), Fail> {
+    let input = run.random_bytes(16);
+    let launched = launch(run, input, Flags::default())?;
+    let limit = outside::descriptor_limit(&launched.fds_before, 4);
+    match launched.spawn_with(&[("descriptor-limit", limit.to_string())])? {
+        Spawned::Ready(mut session) => {
+            let done = session.exchange()?;
+            session.verify_echo(&done)?;
+            session.finish()
+        }
+        Spawned::Failed(launched, error) => {
+            launched.finish()?;
+            Err(Fail::failed(format!(
+                "with the descriptor limit (RLIMIT_NOFILE) at {limit}, exactly four descriptors \
+                 free (what two pipes need), spawn() returned `{error}`: both pipes fit; spawn() \
+                 must fail only when pipe() or fork() does (no descriptor but the four pipe \
+                 ends opened, no count of free descriptors of its own)"
+            )))
+        }
+    }
 }
 
 /// `fork()` made to fail with `EAGAIN` (the grader skips the parent's `clone()`, as the kernel

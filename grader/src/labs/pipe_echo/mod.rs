@@ -89,8 +89,9 @@ pub static LAB: Lab = Lab {
             points: 2,
             timeout: Duration::from_secs(10),
             description: "with too few descriptors for the first or the second pipe, spawn() \
-                          returns Pipe(EMFILE), forks nothing and leaves nothing open; when \
-                          fork() fails, Fork(EAGAIN), with both pipes closed",
+                          returns Pipe(EMFILE) (the error of a pipe() call, traced), forks \
+                          nothing and leaves nothing open; with exactly four free it \
+                          succeeds; when fork() fails, Fork(EAGAIN), with both pipes closed",
             exclusive: false,
             hint: Some(
                 "When pipe() fails, spawn() returns Pipe with its errno, forks nothing and closes what it already created; when fork() fails, Fork with its errno, both pipes closed. See docs/labs/01-pipe-echo.md, the rules table (\"pipe() failing is Pipe(errno)\", \"Fork(errno) when fork() fails\").",
@@ -127,8 +128,8 @@ pub static LAB: Lab = Lab {
             timeout: Duration::from_secs(10),
             description: "with the child held at its exit, wait() is blocked in waitpid() with \
                           both pipe ends closed, retries it when signals interrupt it, goes \
-                          on waiting while the child is only stopped, and reaps the child once \
-                          it exits",
+                          on waiting while the child is only stopped or continued, and reaps \
+                          the child once it exits",
             exclusive: false,
             hint: Some(
                 "wait() closes both pipe ends, then blocks in waitpid() (no WNOHANG, no sleep) and calls it again after EINTR. See docs/labs/01-pipe-echo.md, the rules table (the wait() rules) and Hints (\"Wait by blocking\").",
@@ -205,7 +206,7 @@ pub static LAB: Lab = Lab {
             timeout: Duration::from_secs(30),
             description: "4 MiB through pipes of one page come back intact while SIGUSR1 \
                           interrupts every thread of both processes every 0.2 ms (short writes \
-                          and EINTR handled)",
+                          and EINTR handled); a write() cut to one byte by a tracer is continued",
             exclusive: false,
             hint: Some(
                 "A signal can cut a read() or write() short or make it fail with EINTR: retry, and go on from where the last write stopped. See docs/labs/01-pipe-echo.md, the rules table (the EINTR and short-write rules).",

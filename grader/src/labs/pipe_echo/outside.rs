@@ -299,6 +299,12 @@ pub fn interrupt_waiting(
                     .map(|(tid, call)| {
                         let fate = match (exited, after.contains_key(tid)) {
                             (true, _) => "and the process exited".to_string(),
+                            (false, true) if blocks_signal(pid, *tid, libc::SIGUSR1) => {
+                                "never woke: it blocks SIGUSR1 (its signal mask, SigBlk in \
+                                 /proc/PID/task/TID/status), so the signal stayed pending and \
+                                 did not interrupt its call"
+                                    .to_string()
+                            }
                             (false, true) => format!("stopped waiting {place}"),
                             (false, false) => "ended".to_string(),
                         };
@@ -313,10 +319,143 @@ pub fn interrupt_waiting(
     Ok(())
 }
 
+/// Whether thread `tid` of `pid` blocks `signal` (its `SigBlk` mask in `/proc`).
+pub fn blocks_signal(pid: i32, tid: i32, signal: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/status"))
+        .ok()
+        .and_then(|status| {
+            let mask = status.lines().find_map(|l| l.strip_prefix("SigBlk:"))?;
+            u64::from_str_radix(mask.trim(), 16).ok()
+        })
+        .is_some_and(|mask| mask & (1 << (signal - 1)) != 0)
+}
+
 /// How many times each thread of `pid` has been switched out.
 fn switches(pid: i32) -> BTreeMap<i32, u64> {
     inspect::thread_times(pid)
         .into_iter()
         .map(|(tid, times)| (tid, times.switches))
         .collect()
+}
+
+/// A stopped process continued (`SIGCONT`) and held right after, alive: traced
+/// (`PTRACE_SEIZE`, listening through its stop, `PTRACE_LISTEN`), it is held as the `SIGCONT`
+/// reaches it, once the kernel has told its parent that it continued (`CLD_CONTINUED`: a
+/// `waitpid()` with `WCONTINUED` reports it) and before it runs on. Without the hold a child that
+/// exits at once is a zombie before its parent looks, and the continue is never reported. Only
+/// the thread that seized it may let it go.
+pub struct ContinuedHold {
+    pid: i32,
+    released: bool,
+}
+
+impl ContinuedHold {
+    /// Continues `pid`, stopped (`SIGSTOP`), and holds it at the delivery of the `SIGCONT`.
+    /// `None` if the machine does not allow tracing it, or it did not stop there (it is then
+    /// continued and untraced).
+    pub fn continue_stopped(pid: i32) -> Result<Option<ContinuedHold>, Fail> {
+        let options = libc::PTRACE_O_EXITKILL;
+        // SAFETY: PTRACE_SEIZE takes no pointers; `options` is passed by value.
+        let seized = unsafe { libc::ptrace(libc::PTRACE_SEIZE, pid, 0, options as libc::c_ulong) };
+        if seized != 0 {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), Signal::SIGCONT);
+            return Ok(None);
+        }
+        let mut hold = ContinuedHold {
+            pid,
+            released: false,
+        };
+        // Seized in its stop, it reports a group-stop trap; listening, it stays stopped until
+        // the SIGCONT, which makes it trap again.
+        let until = Instant::now() + Duration::from_secs(2);
+        let mut continued = false;
+        loop {
+            let Some(status) = hold.next_stop(until)? else {
+                return Ok(None);
+            };
+            let event = status >> 16;
+            let signal = libc::WSTOPSIG(status);
+            if event == libc::PTRACE_EVENT_STOP {
+                if !continued {
+                    // SAFETY: PTRACE_LISTEN takes no pointers.
+                    unsafe { libc::ptrace(libc::PTRACE_LISTEN, pid, 0, 0) };
+                    // SAFETY: a plain system call.
+                    unsafe { libc::kill(pid, libc::SIGCONT) };
+                    continued = true;
+                } else {
+                    // SAFETY: PTRACE_CONT takes the signal by value.
+                    unsafe { libc::ptrace(libc::PTRACE_CONT, pid, 0, 0) };
+                }
+            } else if signal == libc::SIGCONT && continued {
+                return Ok(Some(hold));
+            } else {
+                // Another signal on its way: deliver it.
+                // SAFETY: PTRACE_CONT takes the signal by value.
+                unsafe { libc::ptrace(libc::PTRACE_CONT, pid, 0, signal as libc::c_ulong) };
+            }
+        }
+    }
+
+    /// The next ptrace stop of the process, before `until`; `None` (and no hold any more) if
+    /// it ended or did not stop in time.
+    fn next_stop(&mut self, until: Instant) -> Result<Option<i32>, Fail> {
+        loop {
+            let mut status = 0;
+            // SAFETY: waitpid writes the status into `status`.
+            let got = unsafe { libc::waitpid(self.pid, &mut status, libc::WNOHANG | libc::__WALL) };
+            if got < 0 {
+                self.released = true;
+                return Ok(None);
+            }
+            if got == self.pid {
+                if libc::WIFSTOPPED(status) {
+                    return Ok(Some(status));
+                }
+                self.released = true;
+                return Ok(None);
+            }
+            if Instant::now() >= until {
+                self.detach();
+                return Ok(None);
+            }
+            std::thread::sleep(Duration::from_micros(200));
+        }
+    }
+
+    /// Lets the process go on (its `SIGCONT` delivered), untraced.
+    pub fn release(mut self) {
+        self.detach();
+    }
+
+    fn detach(&mut self) {
+        if self.released {
+            return;
+        }
+        self.released = true;
+        // Held at a signal's delivery, it may be detached at once; the signal is a no-op.
+        // SAFETY: PTRACE_DETACH takes the signal by value.
+        let detached = unsafe { libc::ptrace(libc::PTRACE_DETACH, self.pid, 0, libc::SIGCONT) };
+        if detached != 0 {
+            // Not in a stop: stop it, then detach.
+            // SAFETY: as above, and waitpid writes only `status`.
+            unsafe {
+                libc::ptrace(libc::PTRACE_INTERRUPT, self.pid, 0, 0);
+                let mut status = 0;
+                let until = Instant::now() + Duration::from_millis(200);
+                while Instant::now() < until
+                    && libc::waitpid(self.pid, &mut status, libc::WNOHANG | libc::__WALL) == 0
+                {
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                libc::ptrace(libc::PTRACE_DETACH, self.pid, 0, libc::SIGCONT);
+            }
+        }
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.pid), Signal::SIGCONT);
+    }
+}
+
+impl Drop for ContinuedHold {
+    fn drop(&mut self) {
+        self.detach();
+    }
 }

@@ -66,11 +66,61 @@ pub fn signals_during_transfer(run: &mut Run) -> Result<String, Fail> {
     stop.store(true, Ordering::SeqCst);
     let _ = signaller.join();
     judge_under_signals(session, done)?;
+    let cut = short_write_continued(run)?;
     Ok(format!(
-        "{} MiB echoed intact through pipes of one page and {} SIGUSR1 signals",
+        "{} MiB echoed intact through pipes of one page and {} SIGUSR1 signals; {cut}",
         len >> 20,
         sent.load(Ordering::SeqCst)
     ))
+}
+
+/// The echo child's first `write()` to pipe B cut short by the grader's tracer (its count cut
+/// to one byte, as a signal landing in a large write to a pipe cuts it): `write_all()` must go
+/// on with the rest. Signals cannot be counted on for this: a program that blocks them while it
+/// writes is never cut short by them, and drops the rest of a short write all the same.
+fn short_write_continued(run: &mut Run) -> Result<String, Fail> {
+    let input = run.random_bytes(4 << 10);
+    let mut session = start(run, input, Flags::default())?;
+    settle_in_read(session.child);
+    let pipes = session.pipes()?;
+    let write_b = Call::arg_is(libc::SYS_write, 0, pipes.child_writes_b as u64);
+    let Some(mut tracer) = Tracer::attach(session.child, write_b, Action::Shorten(1))? else {
+        run.note("the grader may not trace the echo child here (ptrace): no write() cut short");
+        let done = session.exchange()?;
+        session.verify_echo(&done)?;
+        session.finish()?;
+        return Ok("no write() cut short (no ptrace)".into());
+    };
+    session.go()?;
+    let cut = tracer.failed_before(Instant::now() + Duration::from_secs(3))?;
+    drop(tracer);
+    let done = session.recv_done()?;
+    if !cut {
+        // It wrote pipe B otherwise (writev(), splice()): nothing was cut.
+        session.verify_echo(&done)?;
+        session.finish()?;
+        return Ok("no write() cut short (pipe B written otherwise)".into());
+    }
+    if let Err(fail) = session.verify_echo(&done) {
+        let echoed = match Returned::parse(&done.exchange) {
+            Returned::ShortEcho { sent, echoed } if echoed < sent => format!(
+                "exchange() returned `{}` ({} bytes missing)",
+                done.exchange,
+                sent - echoed
+            ),
+            _ => format!("the exchange failed ({})", fail.message()),
+        };
+        return Err(Fail::failed(format!(
+            "the grader cut the echo child's first write() to pipe B short (its tracer cut the \
+             count to 1 byte: write() returned 1, as a signal landing during a large write to a \
+             pipe makes it return less than asked), and {echoed}: the rest of that buffer was \
+             never written; write_all() must go on with what is left after a short write, \
+             however it came (blocking signals around the write does not prevent short \
+             writes, it only hides them from signal tests)"
+        )));
+    }
+    session.finish()?;
+    Ok("a write() cut to 1 byte was continued with the rest".into())
 }
 
 /// Cuts the parent's writes short on purpose, `rounds` times: with the child held, the parent
@@ -186,6 +236,22 @@ fn interrupt_while_blocked(session: &Session, pid: i32, who: &str) -> Result<(),
     let Err((round, gave_up)) = result else {
         return Ok(());
     };
+    let masked: Vec<String> = blocked
+        .iter()
+        .filter(|(tid, _)| outside::blocks_signal(pid, **tid, libc::SIGUSR1))
+        .map(|(tid, call)| format!("thread {tid}, blocked in {call}"))
+        .collect();
+    if !masked.is_empty() {
+        return Err(Fail::failed(format!(
+            "the grader sent SIGUSR1 to every thread of {who} (pid {pid}) while it was blocked on \
+             its pipes, and the signal never interrupted {}: the thread blocks SIGUSR1 (its \
+             signal mask, SigBlk in /proc/PID/task/TID/status, has it), so the signal stays \
+             pending instead of being handled; the program's handler must run when the signal \
+             comes: do not block signals around reads and writes to escape EINTR and short \
+             writes; retry the call after EINTR and go on after a short write",
+            masked.join("; ")
+        )));
+    }
     let retried = if round > 1 {
         format!(
             " after it had retried {} times: there must be no limit on retries",
