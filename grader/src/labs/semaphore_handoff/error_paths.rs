@@ -16,7 +16,7 @@ use crate::engine::{Fail, Run, force};
 
 /// An object the grader made under one of the check's names before the program ran, removed
 /// when dropped.
-struct Planted {
+pub(super) struct Planted {
     mechanism: &'static str,
     name: String,
     /// A planted semaphore's value.
@@ -29,12 +29,12 @@ struct Planted {
 /// from it shows. The message a planted queue holds: an object the program must leave as it
 /// found it.
 const LIKE_NEW: u32 = 0;
-const PLANTED_VALUE: u32 = 3;
+pub(super) const PLANTED_VALUE: u32 = 3;
 const PLANTED_MESSAGE: &[u8] = b"grader";
 
 impl Planted {
     /// A planted object; a semaphore at `value`.
-    fn with_value(mechanism: &'static str, name: &str, value: u32) -> Result<Planted, Fail> {
+    pub(super) fn with_value(mechanism: &'static str, name: &str, value: u32) -> Result<Planted, Fail> {
         let c_name = CString::new(name).map_err(|e| Fail::Grader(e.to_string()))?;
         let failed =
             |what: &str| Fail::Grader(format!("{what} {name}: {}", nix::errno::Errno::last()));
@@ -94,7 +94,7 @@ impl Planted {
     }
 
     /// Whether it is still there as the grader made it; what became of it otherwise.
-    fn changed(&self) -> Option<String> {
+    pub(super) fn changed(&self) -> Option<String> {
         if self.mechanism == "semaphores" {
             match probe::semaphore_value(&self.name) {
                 None => Some("was removed".into()),

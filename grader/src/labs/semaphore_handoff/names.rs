@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use rand::RngExt;
 
 use super::handover::{Handover, Launch, arguments, report_failure};
+use super::error_paths::{PLANTED_VALUE, Planted};
 use super::probe;
 use super::{RECORD_SIZE, SIGNAL_SIZE};
 use crate::engine::audit::message_queue_mode;
@@ -283,6 +284,71 @@ fn mode_asked(run: &mut Run, mechanism: &'static str) -> Result<String, Fail> {
     })
 }
 
+/// The length the parent's `mmap()` of the slot asks for, read at its entry (the parent held
+/// there): at least one `Record`. The kernel rounds a mapping up to whole pages, so that
+/// `/proc/PID/maps` shows a page either way; the length asked for is what the program may use.
+fn slot_length_asked(run: &mut Run) -> Result<String, Fail> {
+    let names = [run.ipc_name("ready"), run.ipc_name("ok")];
+    let seed: u64 = run.rng().random();
+    let flags = (libc::MAP_SHARED | libc::MAP_ANONYMOUS) as u64;
+    let call = Call::bits(
+        libc::SYS_mmap,
+        3,
+        flags | libc::MAP_PRIVATE as u64,
+        flags,
+    );
+    let mut proc = run.spawn_stopped(&arguments("semaphores", &names, 10, &[]))?;
+    let pid = proc.pid.as_raw();
+    let tracer = Tracer::attach(pid, call, Action::Hold)?;
+    force::resume(pid)?;
+    let Some(mut tracer) = tracer else {
+        proc.kill_tree();
+        return Ok("the slot's length asked for not read (no ptrace)".into());
+    };
+    let reached = tracer.wait(&mut proc, Instant::now() + Duration::from_secs(5))?;
+    let asked = match reached {
+        Reached::Call => crate::engine::inspect::call_of(pid, pid).map(|(_, args)| args[1]),
+        Reached::Passed(_) => None,
+    };
+    tracer.release();
+    if let Reached::Passed(Some(message)) = reached {
+        proc.kill_tree();
+        return Err(match message.kind.as_str() {
+            "failed" => report_failure(&message, "semaphores"),
+            kind => Fail::failed(format!(
+                "the program said `{kind}` before it mapped the slot (semaphores)"
+            )),
+        });
+    }
+    if let Some(asked) = asked
+        && asked < RECORD_SIZE
+    {
+        proc.kill_tree();
+        return Err(Fail::failed(format!(
+            "the grader held the parent at its mmap() of the slot (MAP_SHARED | \
+             MAP_ANONYMOUS): it asked for {asked} bytes, less than one Record ({RECORD_SIZE} \
+             bytes: the number, the {} bytes of payload, the checksum), which put() and take() \
+             copy whole. Map size_of::<Record>() bytes: the kernel rounds the length up to a \
+             page, so that it works here, but the program uses memory beyond what it asked for",
+            super::PAYLOAD
+        )));
+    }
+    let launch = Launch {
+        proc,
+        names,
+        mechanism: "semaphores",
+        rounds: 10,
+        seed,
+    };
+    let mut handover = launch.ready()?;
+    let reports = handover.finish(|_, _| Ok(()))?;
+    handover.verify(&reports, "10 rounds with semaphores, the slot's mmap() traced")?;
+    Ok(match asked {
+        Some(asked) => format!("the slot's mmap() asked for {asked} bytes"),
+        None => "the slot's mmap() not seen".into(),
+    })
+}
+
 pub fn objects_created(run: &mut Run) -> Result<String, Fail> {
     for mechanism in ["semaphores", "queues"] {
         let names = [run.ipc_name("ready"), run.ipc_name("ok")];
@@ -303,7 +369,11 @@ pub fn objects_created(run: &mut Run) -> Result<String, Fail> {
         let reports = handover.finish(|_, _| Ok(()))?;
         handover.verify(&reports, &format!("10 rounds with {mechanism}"))?;
     }
-    let asked = [mode_asked(run, "semaphores")?, mode_asked(run, "queues")?];
+    let asked = [
+        mode_asked(run, "semaphores")?,
+        mode_asked(run, "queues")?,
+        slot_length_asked(run)?,
+    ];
     Ok(format!(
         "the slot was a shared anonymous mapping; the semaphores started at 0, the queues held \
          one message of SIGNAL_SIZE bytes; every object had mode 0600; {}",
@@ -313,7 +383,8 @@ pub fn objects_created(run: &mut Run) -> Result<String, Fail> {
 
 pub fn names_unlinked(run: &mut Run) -> Result<String, Fail> {
     for mechanism in ["semaphores", "queues"] {
-        let mut handover = Handover::start(run, mechanism, 100, &[])?;
+        // Held before record 50, so that the grader's objects below are there before close().
+        let mut handover = Handover::start(run, mechanism, 100, &["--pause-producer-at", "50"])?;
         for name in &handover.names {
             if probe::name_exists(name) {
                 return Err(Fail::failed(format!(
@@ -335,8 +406,47 @@ pub fn names_unlinked(run: &mut Run) -> Result<String, Fail> {
                  sem_open(name, O_CREAT | O_EXCL, 0600, 0)",
             ));
         }
-        let reports = handover.collect(|_, _| Ok(()))?;
+        // Once unlinked, the names belong to nobody: another handoff may take them. The grader
+        // does, with objects of its own, while the producer is held, which the parent's close()
+        // must leave alone.
+        let owner = run.program_user();
+        let names = handover.names.clone();
+        let mut planted = Vec::new();
+        let reports = handover.collect(|proc, _| {
+            for name in &names {
+                planted.push(Planted::with_value(mechanism, name, PLANTED_VALUE)?);
+                if mechanism == "semaphores"
+                    && let Some((uid, gid)) = owner
+                {
+                    // The program's user's, so that a program run as that user could remove it.
+                    std::os::unix::fs::chown(probe::semaphore_file(name), Some(uid), Some(gid))?;
+                }
+            }
+            proc.send("go", &[])
+        })?;
         // The parent has reaped both sides and closed the handoff: it waits for `exit`.
+        let changed: Vec<String> = handover
+            .names
+            .iter()
+            .zip(&planted)
+            .filter_map(|(name, plant)| plant.changed().map(|change| format!("{name} {change}")))
+            .collect();
+        if !changed.is_empty() {
+            let what = if mechanism == "semaphores" {
+                "semaphores"
+            } else {
+                "queues"
+            };
+            return Err(Fail::failed(format!(
+                "once both names were unlinked, the grader made {what} of its own under the same \
+                 names (a name unlinked belongs to nobody: another handoff may create it), and by \
+                 the time the parent had closed the handoff, {}: the program removed objects \
+                 that were not its own. Remove the names only in Handoff::unlink(), once; \
+                 close() closes both signals and unmaps the slot, and unlinks nothing",
+                changed.join(", ")
+            )));
+        }
+        drop(planted);
         let held = held_by(handover.proc.pid.as_raw(), &handover.names);
         if !held.is_empty() {
             return Err(Fail::failed(format!(
