@@ -248,6 +248,39 @@ fn interrupt(waiter: &Waiter) -> Result<String, Fail> {
         }
         return Ok(format!("{role} was seen in no timed wait"));
     }
+    // Its mask as it sits in the wait, SIGUSR1 aside (the signals below judge that one): any
+    // signal it blocks there is held pending until the slice ends, its handler late and the
+    // wait not interrupted.
+    let mask = probe::blocked_mask(pid).unwrap_or(0) & !(1 << (Signal::SIGUSR1 as i32 - 1));
+    if mask != 0
+        && matches!(
+            probe::sample(pid),
+            Some(Seen::Futex { .. } | Seen::Receive { .. })
+        )
+        && probe::blocked_mask(pid).is_some_and(|again| again & mask != 0)
+    {
+        let names: Vec<String> = (1..=64)
+            .filter(|n| mask & (1u64 << (n - 1)) != 0)
+            .map(|n| match Signal::try_from(n) {
+                Ok(signal) => signal.as_str().to_string(),
+                Err(_) => format!("signal {n}"),
+            })
+            .collect();
+        let shown = if names.len() > 6 {
+            format!("{}, ... ({} signals)", names[..6].join(", "), names.len())
+        } else {
+            names.join(", ")
+        };
+        return Err(Fail::failed(format!(
+            "the grader held {held} and looked at {role} as it sat in its timed wait ({}): it \
+             blocked {shown} there (its signal mask, SigBlk in /proc/PID/task/TID/status). A \
+             signal it blocks stays pending until the wait ends: its handler runs up to a slice \
+             late, and it does not interrupt the wait (Ctrl-C, SIGTERM, SIGALRM, SIGCHLD act \
+             only then). wait() must not block signals, not even around each timed wait: leave \
+             the mask as it is",
+            waiter.mechanism
+        )));
+    }
     let started = Instant::now();
     for sent in 1..=DIRECT {
         let mut ends = wait_ends(pid);
