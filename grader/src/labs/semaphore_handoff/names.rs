@@ -13,8 +13,8 @@ use super::error_paths::{PLANTED_VALUE, Planted};
 use super::probe;
 use super::{RECORD_SIZE, SIGNAL_SIZE};
 use crate::engine::audit::message_queue_mode;
-use crate::engine::tracer::{Action, Call, Reached, Step, Tracer};
-use crate::engine::{Fail, Proc, Run, force};
+use crate::engine::tracer::{Action, Breakpoint, Call, Reached, Step, Tracer};
+use crate::engine::{Fail, Proc, Run, force, inspect};
 
 /// What the parent still holds of the handoff: the slot, a named semaphore's mapping, a queue
 /// descriptor of `names`.
@@ -459,6 +459,7 @@ pub fn names_unlinked(run: &mut Run) -> Result<String, Fail> {
         handover.verify(&reports, &format!("100 rounds with {mechanism}"))?;
     }
     let steps = [
+        unlinked_by_sem_unlink(run)?,
         close_goes_on(run, "semaphores")?,
         close_goes_on(run, "queues")?,
         close_both_fail(run, "semaphores")?,
@@ -468,6 +469,110 @@ pub fn names_unlinked(run: &mut Run) -> Result<String, Fail> {
         "named semaphores and queues were unlinked once both sides held them, and released by \
          close(); {}",
         steps.join("; ")
+    ))
+}
+
+/// The parent's `unlink()` with a hardware breakpoint at the C library's `sem_unlink()` (set at
+/// `created`, the library loaded): it must call it for both names before it says `ready`. The
+/// names are files of `/dev/shm` only in glibc's way of keeping them: removing those files
+/// leaves the same system calls, but not the same program on another C library.
+fn unlinked_by_sem_unlink(run: &mut Run) -> Result<String, Fail> {
+    let names = [run.ipc_name("ready"), run.ipc_name("ok")];
+    let mut launch = Launch::new(run, "semaphores", names, 10, &["--pause-after-create"])?;
+    let created = launch.proc.recv_any()?;
+    match created.kind.as_str() {
+        "created" => {}
+        "failed" => return Err(report_failure(&created, "semaphores")),
+        kind => {
+            return Err(Fail::failed(format!(
+                "the program said `{kind}` where it should have said `created`"
+            )));
+        }
+    }
+    let pid = launch.proc.pid.as_raw();
+    let breaking = match inspect::library_function_in(pid, c"sem_unlink") {
+        Some(address) => Tracer::break_at(pid, address)?,
+        None => None,
+    };
+    let until = Instant::now() + Duration::from_secs(5);
+    let armed = match breaking {
+        Some(mut tracer) => loop {
+            match tracer.next_break(until)? {
+                Some(Breakpoint::Armed) => break Some(tracer),
+                None if Instant::now() < until => {}
+                _ => break None,
+            }
+        },
+        None => None,
+    };
+    launch.proc.send("go", &[])?;
+    let Some(mut tracer) = armed else {
+        let mut handover = launch.ready()?;
+        let reports = handover.finish(|_, _| Ok(()))?;
+        handover.verify(&reports, "10 rounds with semaphores")?;
+        return Ok("sem_unlink() not watched (no breakpoint)".into());
+    };
+    let mut unlinked = Vec::new();
+    let said = loop {
+        match tracer.next_break(Instant::now() + Duration::from_millis(2))? {
+            Some(Breakpoint::At([name, _])) => {
+                unlinked.push(
+                    probe::peek(pid, name, 300)
+                        .map(|bytes| {
+                            let end = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
+                            String::from_utf8_lossy(&bytes[..end]).into_owned()
+                        })
+                        .unwrap_or_default(),
+                );
+                tracer.go_on();
+            }
+            Some(Breakpoint::Armed) | None => {}
+            Some(Breakpoint::Lost | Breakpoint::Unavailable) => break None,
+        }
+        if let Some(message) = launch.proc.recv_before(Instant::now())? {
+            break Some(message);
+        }
+        if Instant::now() >= until {
+            break None;
+        }
+    };
+    drop(tracer);
+    let Some(said) = said else {
+        return Err(Fail::failed(
+            "the program said nothing within 5 s of `go` (semaphores)",
+        ));
+    };
+    if said.kind == "failed" {
+        return Err(report_failure(&said, "semaphores"));
+    }
+    let gone = launch.names.iter().all(|name| !probe::name_exists(name));
+    let missing: Vec<&String> = launch
+        .names
+        .iter()
+        .filter(|name| !unlinked.iter().any(|u| u == *name))
+        .collect();
+    if said.kind == "ready" && gone && !missing.is_empty() {
+        let missing = missing
+            .iter()
+            .map(|n| n.as_str())
+            .collect::<Vec<_>>()
+            .join(" and ");
+        return Err(Fail::failed(format!(
+            "the grader set a breakpoint at the C library's sem_unlink() in the parent: \
+             Handoff::unlink() never called it for {missing}, yet both names were gone when the \
+             parent said ready: it removed them another way (the files /dev/shm/sem.NAME). That is where \
+             glibc happens to keep a named semaphore, not a rule: on another C library or \
+             system the name would stay, or another file go. Remove a semaphore's name with \
+             sem_unlink(name)"
+        )));
+    }
+    launch.proc.put_back(said);
+    let mut handover = launch.ready()?;
+    let reports = handover.finish(|_, _| Ok(()))?;
+    handover.verify(&reports, "10 rounds with semaphores, sem_unlink() watched")?;
+    Ok(format!(
+        "unlink() called sem_unlink() for {}",
+        unlinked.join(" and ")
     ))
 }
 
