@@ -34,7 +34,11 @@ const PLANTED_MESSAGE: &[u8] = b"grader";
 
 impl Planted {
     /// A planted object; a semaphore at `value`.
-    pub(super) fn with_value(mechanism: &'static str, name: &str, value: u32) -> Result<Planted, Fail> {
+    pub(super) fn with_value(
+        mechanism: &'static str,
+        name: &str,
+        value: u32,
+    ) -> Result<Planted, Fail> {
         let c_name = CString::new(name).map_err(|e| Fail::Grader(e.to_string()))?;
         let failed =
             |what: &str| Fail::Grader(format!("{what} {name}: {}", nix::errno::Errno::last()));
@@ -591,7 +595,9 @@ fn create_map_fails(run: &mut Run, mechanism: &'static str) -> Result<String, Fa
     force::resume(pid)?;
     let Some(mut tracer) = tracer else {
         proc.kill_tree();
-        return Ok(format!("{mechanism}: a failing mmap() not tried (no ptrace)"));
+        return Ok(format!(
+            "{mechanism}: a failing mmap() not tried (no ptrace)"
+        ));
     };
     let message = proc.recv_any()?;
     let failed = tracer.failed_before(Instant::now() + Duration::from_millis(500))?;
@@ -664,7 +670,9 @@ fn create_map_fails(run: &mut Run, mechanism: &'static str) -> Result<String, Fa
     }
     proc.send("exit", &[])?;
     proc.wait()?;
-    Ok(format!("{mechanism}, the slot's mmap() failing: kind=mmap, nothing left"))
+    Ok(format!(
+        "{mechanism}, the slot's mmap() failing: kind=mmap, nothing left"
+    ))
 }
 
 /// `create()` with queue names at the exact edge: `/` and NAME_MAX (255) characters, which

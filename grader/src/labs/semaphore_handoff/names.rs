@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 
 use rand::RngExt;
 
-use super::handover::{Handover, Launch, arguments, report_failure};
 use super::error_paths::{PLANTED_VALUE, Planted};
+use super::handover::{Handover, Launch, arguments, report_failure};
 use super::probe;
 use super::{RECORD_SIZE, SIGNAL_SIZE};
 use crate::engine::audit::message_queue_mode;
@@ -291,12 +291,7 @@ fn slot_length_asked(run: &mut Run) -> Result<String, Fail> {
     let names = [run.ipc_name("ready"), run.ipc_name("ok")];
     let seed: u64 = run.rng().random();
     let flags = (libc::MAP_SHARED | libc::MAP_ANONYMOUS) as u64;
-    let call = Call::bits(
-        libc::SYS_mmap,
-        3,
-        flags | libc::MAP_PRIVATE as u64,
-        flags,
-    );
+    let call = Call::bits(libc::SYS_mmap, 3, flags | libc::MAP_PRIVATE as u64, flags);
     let mut proc = run.spawn_stopped(&arguments("semaphores", &names, 10, &[]))?;
     let pid = proc.pid.as_raw();
     let tracer = Tracer::attach(pid, call, Action::Hold)?;
@@ -342,7 +337,10 @@ fn slot_length_asked(run: &mut Run) -> Result<String, Fail> {
     };
     let mut handover = launch.ready()?;
     let reports = handover.finish(|_, _| Ok(()))?;
-    handover.verify(&reports, "10 rounds with semaphores, the slot's mmap() traced")?;
+    handover.verify(
+        &reports,
+        "10 rounds with semaphores, the slot's mmap() traced",
+    )?;
     Ok(match asked {
         Some(asked) => format!("the slot's mmap() asked for {asked} bytes"),
         None => "the slot's mmap() not seen".into(),

@@ -273,9 +273,7 @@ fn copy_before_ok(run: &mut Run) -> Result<String, Fail> {
         if filled > 0 && !held {
             post_not_held(consumer, CONSUMER, "post(ok)", &ok)?;
         }
-        if held
-            && let Some(slot) = slot
-        {
+        if held && let Some(slot) = slot {
             probe::poke(producer, slot, &whole_record(other, seq))?;
             swapped = true;
         }

@@ -500,8 +500,8 @@ fn post_in_eintr(run: &mut Run) -> Result<String, Fail> {
         proc.send("go", &[])?;
         // The producer writes record K, posts ready (the consumer stopped, it stays at 1) and
         // blocks in its wait for ok.
-        let posted = comes_to_futex(producer)
-            && probe::semaphores_of(producer).iter().any(|&(_, v)| v == 1);
+        let posted =
+            comes_to_futex(producer) && probe::semaphores_of(producer).iter().any(|&(_, v)| v == 1);
         if !posted || !stopped(producer)? {
             force::resume(producer)?;
             return force::resume(consumer);
