@@ -251,8 +251,11 @@ fn interrupt(waiter: &Waiter) -> Result<String, Fail> {
     // Its mask as it sits in the wait, SIGUSR1 aside (the signals below judge that one): any
     // signal it blocks there is held pending until the slice ends, its handler late and the
     // wait not interrupted.
-    let mask = probe::blocked_mask(pid).unwrap_or(0) & !(1 << (Signal::SIGUSR1 as i32 - 1));
+    let usr1 = 1u64 << (Signal::SIGUSR1 as i32 - 1);
+    let whole = probe::blocked_mask(pid).unwrap_or(0);
+    let mask = whole & !usr1;
     if mask != 0
+        && whole & usr1 == 0
         && matches!(
             probe::sample(pid),
             Some(Seen::Futex { .. } | Seen::Receive { .. })
@@ -530,8 +533,9 @@ fn post_in_eintr(run: &mut Run) -> Result<String, Fail> {
                  write the record, post ready and block in its wait for ok, stopped the producer \
                  there, and interrupted the consumer's wait with SIGUSR1 (EINTR, the ready \
                  semaphore at 1): the consumer then posted ok twice for that one ready (the ok \
-                 semaphore at {most}, the producer still stopped): its wait returned on EINTR \
-                 without taking the post, so that its next wait found it still there. A wait \
+                 semaphore at {most}, the producer still stopped): the consumer went on as if the \
+                 signal had come, its wait returned on EINTR without taking the post, so that \
+                 its next wait found it still there. A wait \
                  that a signal handler interrupts has received nothing, even when the signal is \
                  there meanwhile: wait again, and the wait takes it (looking at the value, \
                  sem_getvalue() or mq_getattr(), takes nothing)"
