@@ -11,9 +11,10 @@ use ipc_labs_driver::Message;
 use nix::time::{ClockId, clock_gettime};
 use rand::RngExt;
 
+use super::forced_waits::{the_wait, waiting_in};
 use super::handover::{Launch, arguments, report_failure};
 use super::{PRODUCER, WAIT_SLICE};
-use crate::engine::tracer::{Action, Call, Reached, Tracer};
+use crate::engine::tracer::{Action, Call, Reached, Step, Tracer};
 use crate::engine::{Fail, Proc, Run, force, inspect};
 
 /// Types of the auxiliary vector's entries (`<elf.h>`).
@@ -28,6 +29,11 @@ const STACK_SEARCHED: usize = 64 * 1024;
 /// The nanoseconds the grader sets the clock to: one short of the read whose deadline (+
 /// WAIT_SLICE, 100 ms) falls exactly on a whole second, that read, and one past.
 const EDGES: [u32; 3] = [899_999_999, 900_000_000, 900_000_001];
+
+/// How far the grader moves the producer's clock forward for one slice, as NTP or a resume
+/// from suspend can step it; that slice is made to time out at once. The consumer is alive: the
+/// producer must wait on, however far the clock went.
+const JUMP: Duration = Duration::from_secs(100);
 
 fn realtime() -> Duration {
     clock_gettime(ClockId::CLOCK_REALTIME)
@@ -274,13 +280,71 @@ fn set_edges(proc: &mut Proc, producer: i32) -> Result<String, Fail> {
             ClockRead::Said(message) => return Err(judge(&message, &set)),
         }
     }
+    let jumped = clock_jump(proc, producer)?;
     Ok(format!(
-        "the producer waited on with its clock set to {}",
+        "the producer waited on with its clock set to {}; {jumped}",
         set.iter()
             .map(|&at| time(at))
             .collect::<Vec<_>>()
             .join(", ")
     ))
+}
+
+/// The producer's clock stepped forward by [`JUMP`] for one slice within its wait for ok: the
+/// grader holds it as its next `CLOCK_REALTIME` read returns, writes now + JUMP there, and makes
+/// the timed wait that follows time out at once (its deadline is far ahead of the real clock).
+/// The consumer, held, is alive: a slice that times out is waited again, however long the wait
+/// has lasted by the clock.
+fn clock_jump(proc: &mut Proc, producer: i32) -> Result<String, Fail> {
+    let Some(wait) = waiting_in(producer).and_then(the_wait) else {
+        return Ok("the producer was seen in no timed wait for the clock's jump".into());
+    };
+    let read = Call::arg_is(libc::SYS_clock_gettime, 0, libc::CLOCK_REALTIME as u64);
+    let Some(mut tracer) = Tracer::in_turn(
+        producer,
+        [(read, Step::HoldAfter), (wait, Step::Fail(libc::ETIMEDOUT))],
+    )?
+    else {
+        return Ok("the clock's jump not tried (no ptrace)".into());
+    };
+    if !tracer.held_before(Instant::now() + WAIT_SLICE * 10)? {
+        return Ok("no clock read of the producer seen for the clock's jump".into());
+    }
+    let to = realtime() + JUMP;
+    let Some((_, args)) = inspect::call_of(producer, producer) else {
+        tracer.go_on();
+        return Ok("the clock's jump not tried (its read not seen)".into());
+    };
+    let mut time = [0u8; 16];
+    time[..8].copy_from_slice(&(to.as_secs() as i64).to_ne_bytes());
+    time[8..].copy_from_slice(&i64::from(to.subsec_nanos()).to_ne_bytes());
+    super::probe::poke(producer, args[1], &time)?;
+    tracer.go_on();
+    if !tracer.failed_before(Instant::now() + WAIT_SLICE * 5)? {
+        return Ok("the wait after the clock's jump not seen".into());
+    }
+    match proc.recv_before(Instant::now() + WAIT_SLICE * 3)? {
+        Some(message)
+            if message.kind == "failed"
+                && message.get("role") == Some("producer")
+                && message.get("kind") == Some("peer-gone") =>
+        {
+            Err(Fail::failed(format!(
+                "the grader held the consumer, alive, and moved the clock {PRODUCER} reads in \
+                 its wait for ok (CLOCK_REALTIME) {} s forward for one slice, as NTP or a resume \
+                 from suspend step it, and made that slice time out (ETIMEDOUT): {PRODUCER} then \
+                 gave up with kind=peer-gone. When a slice times out, ask Peer::gone() and wait \
+                 again while the peer is there, however long the wait has lasted by the clock: \
+                 a slow or stopped peer (Ctrl-Z, a debugger) is not a dead one",
+                JUMP.as_secs()
+            )))
+        }
+        Some(message) => Err(judge(&message, &[])),
+        None => Ok(format!(
+            "and waited on after a slice with its clock {} s ahead",
+            JUMP.as_secs()
+        )),
+    }
 }
 
 /// What the program's report after a clock the grader set means.

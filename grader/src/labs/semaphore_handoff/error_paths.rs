@@ -16,7 +16,7 @@ use crate::engine::{Fail, Run, force};
 
 /// An object the grader made under one of the check's names before the program ran, removed
 /// when dropped.
-struct Planted {
+pub(super) struct Planted {
     mechanism: &'static str,
     name: String,
     /// A planted semaphore's value.
@@ -29,12 +29,16 @@ struct Planted {
 /// from it shows. The message a planted queue holds: an object the program must leave as it
 /// found it.
 const LIKE_NEW: u32 = 0;
-const PLANTED_VALUE: u32 = 3;
+pub(super) const PLANTED_VALUE: u32 = 3;
 const PLANTED_MESSAGE: &[u8] = b"grader";
 
 impl Planted {
     /// A planted object; a semaphore at `value`.
-    fn with_value(mechanism: &'static str, name: &str, value: u32) -> Result<Planted, Fail> {
+    pub(super) fn with_value(
+        mechanism: &'static str,
+        name: &str,
+        value: u32,
+    ) -> Result<Planted, Fail> {
         let c_name = CString::new(name).map_err(|e| Fail::Grader(e.to_string()))?;
         let failed =
             |what: &str| Fail::Grader(format!("{what} {name}: {}", nix::errno::Errno::last()));
@@ -94,7 +98,7 @@ impl Planted {
     }
 
     /// Whether it is still there as the grader made it; what became of it otherwise.
-    fn changed(&self) -> Option<String> {
+    pub(super) fn changed(&self) -> Option<String> {
         if self.mechanism == "semaphores" {
             match probe::semaphore_value(&self.name) {
                 None => Some("was removed".into()),
@@ -121,20 +125,37 @@ impl Drop for Planted {
     }
 }
 
+/// What is wrong with the name `create_fails` gives.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Refused {
+    /// Nothing: an object the grader made has it (`EEXIST`).
+    Taken,
+    /// Longer than NAME_MAX (255): `sem_open()` and `mq_open()` say `ENAMETOOLONG`.
+    TooLong,
+    /// A short name with a second slash: glibc's `sem_open()` says `EINVAL`, `mq_open()`
+    /// `EACCES`. Neither is `EEXIST`, and the name is far below any length limit: only its
+    /// errno tells the kind.
+    Slashed,
+}
+
 /// `create()` with the name at `taken` (0 ready, 1 ok) already in use, or refused by the system
-/// (`planted` false: the check gave a name longer than NAME_MAX): the parent must report `kind`,
-/// remove what it made, leave the other object alone and release what it holds.
+/// (`refused`: a name longer than NAME_MAX, or one with a second slash): the parent must report
+/// `kind`, remove what it made, leave the other object alone and release what it holds.
 fn create_fails(
     run: &mut Run,
     mechanism: &'static str,
     taken: usize,
-    planted: bool,
+    refused: Refused,
 ) -> Result<String, Fail> {
     let roles = ["ready", "ok"];
+    let planted = refused == Refused::Taken;
     let mut names = [run.ipc_name("ready"), run.ipc_name("ok")];
-    if !planted {
-        // Longer than NAME_MAX (255): sem_open() and mq_open() say ENAMETOOLONG.
-        names[taken] = run.ipc_name(&format!("{}-{}", roles[taken], "x".repeat(256)));
+    match refused {
+        Refused::Taken => {}
+        Refused::TooLong => {
+            names[taken] = run.ipc_name(&format!("{}-{}", roles[taken], "x".repeat(256)));
+        }
+        Refused::Slashed => names[taken] = format!("{}/x", run.ipc_name(roles[taken])),
     }
     // The ok name is taken by a semaphore at 0, the program's own user's, as a semaphore it
     // made itself would be: only O_EXCL tells them apart. The ready name by one at 3.
@@ -157,10 +178,24 @@ fn create_fails(
         )
     } else if planted {
         ("exists", format!("with {name} already there"))
-    } else {
+    } else if refused == Refused::TooLong {
         (
             "open",
             format!("with a name longer than NAME_MAX ({}...)", &name[..24]),
+        )
+    } else {
+        let errno = if mechanism == "semaphores" {
+            "sem_open() says EINVAL"
+        } else {
+            "mq_open() says EACCES"
+        };
+        (
+            "open",
+            format!(
+                "with a short name that has a second slash ({name}, {} characters: {errno}, \
+                 not EEXIST)",
+                name.len()
+            ),
         )
     };
     let mut launch = Launch::new(run, mechanism, names.clone(), 10, &[])?;
@@ -185,6 +220,9 @@ fn create_fails(
     if kind != want || message.get("role") != Some("parent") {
         let rule = if planted {
             "EEXIST is HandoffError::Exists (kind=exists)"
+        } else if refused == Refused::Slashed && kind == "exists" {
+            "an error other than EEXIST is HandoffError::Open (kind=open): choose the kind by \
+             the errno of the failed call, not by the name (its length, its look)"
         } else {
             "an error other than EEXIST is HandoffError::Open (kind=open)"
         };
@@ -247,7 +285,11 @@ fn create_fails(
     Ok(format!(
         "{mechanism}, {} {}: kind={want}",
         roles[taken],
-        if planted { "taken" } else { "refused" }
+        match refused {
+            Refused::Taken => "taken",
+            Refused::TooLong => "too long",
+            Refused::Slashed => "with a second slash",
+        }
     ))
 }
 
@@ -464,9 +506,10 @@ fn create_races(run: &mut Run) -> Result<String, Fail> {
     Ok("semaphores, ready taken right after a look: kind=exists".into())
 }
 
-/// `unlink()` when the ready name is already gone (the grader removes it while the parent is
-/// paused after `create()`): the ok name must still be unlinked, and the error reported.
-fn unlink_fails(run: &mut Run) -> Result<String, Fail> {
+/// `unlink()` when one name is already gone (the grader removes it while the parent is paused
+/// after `create()`; `gone`: 0 the ready name, 1 the ok name): the other name must still be
+/// unlinked, and the error reported, whichever of the two failed.
+fn unlink_fails(run: &mut Run, gone: usize) -> Result<String, Fail> {
     let names = [run.ipc_name("ready"), run.ipc_name("ok")];
     let mut launch = Launch::new(run, "semaphores", names, 10, &["--pause-after-create"])?;
     let created = launch.proc.recv_any()?;
@@ -478,38 +521,158 @@ fn unlink_fails(run: &mut Run) -> Result<String, Fail> {
             )),
         });
     }
-    let (ready, ok) = (launch.names[0].clone(), launch.names[1].clone());
-    std::fs::remove_file(probe::semaphore_file(&ready))
-        .map_err(|e| Fail::Grader(format!("removing {ready}: {e}")))?;
+    let (removed, other) = (launch.names[gone].clone(), launch.names[1 - gone].clone());
+    let which = ["ready", "ok"][gone];
+    std::fs::remove_file(probe::semaphore_file(&removed))
+        .map_err(|e| Fail::Grader(format!("removing {removed}: {e}")))?;
     launch.proc.send("go", &[])?;
     let message = launch.proc.recv_any()?;
     let reported = message.kind == "failed" && message.get("kind") == Some("unlink");
     if message.kind == "failed" && !reported {
         return Err(report_failure(&message, "semaphores"));
     }
-    if probe::name_exists(&ok) && reported {
+    if probe::name_exists(&other) && reported {
         return Err(Fail::failed(format!(
-            "when unlinking {ready} failed (the grader had removed it), Handoff::unlink() left \
-             {ok} in place: try both names, then return the first error"
+            "when unlinking {removed} failed (the grader had removed it), Handoff::unlink() left \
+             {other} in place: try both names, then return the first error"
         )));
     }
-    if probe::name_exists(&ok) {
+    if probe::name_exists(&other) {
         return Err(Fail::failed(format!(
-            "Handoff::unlink() returned without an error and left {ok} in place (the grader had \
-             removed {ready} itself): unlink both names there, with sem_unlink(), and return \
-             the first error"
+            "Handoff::unlink() returned without an error and left {other} in place (the grader \
+             had removed {removed} itself): unlink both names there, with sem_unlink(), and \
+             return the first error"
         )));
     }
     if !reported {
+        let second = if gone == 1 {
+            format!(
+                " The ready name {other} was unlinked, and only the ok name's sem_unlink() \
+                 failed: its error was dropped. Keep the result of both unlinks and return the \
+                 first that failed, whichever name it was"
+            )
+        } else {
+            String::new()
+        };
         return Err(Fail::failed(format!(
-            "Handoff::unlink() reported no error although {ready} was already gone (sem_unlink \
-             said ENOENT): return the first error, as HandoffError::Unlink (kind=unlink)"
+            "Handoff::unlink() reported no error although the {which} name {removed} was \
+             already gone (sem_unlink said ENOENT): return the first error, as \
+             HandoffError::Unlink (kind=unlink).{second}"
+        )));
+    }
+    let error = message.get("error").unwrap_or("");
+    if !error.contains(removed.as_str()) {
+        return Err(Fail::failed(format!(
+            "the grader removed the {which} name {removed} before Handoff::unlink(): unlink() \
+             reported `{error}`, which does not name it: report the unlink that failed, as \
+             HandoffError::Unlink with its name and errno"
         )));
     }
     let mut handover = launch.ready()?;
     let reports = handover.finish(|_, _| Ok(()))?;
-    handover.verify(&reports, "10 rounds with semaphores after a failed unlink")?;
-    Ok("unlink: kind=unlink, the other name unlinked".into())
+    handover.verify(
+        &reports,
+        &format!("10 rounds with semaphores after a failed unlink of the {which} name"),
+    )?;
+    Ok(format!(
+        "unlink with the {which} name gone: kind=unlink, the other name unlinked"
+    ))
+}
+
+/// `create()` whose `mmap()` of the slot fails (the grader makes it say `ENOMEM`, as an
+/// address-space limit would): the parent must report `kind=mmap` and have nothing left, in
+/// whatever order create() makes the slot and the signals: no name, no semaphore, no queue.
+fn create_map_fails(run: &mut Run, mechanism: &'static str) -> Result<String, Fail> {
+    let names = [run.ipc_name("ready"), run.ipc_name("ok")];
+    // The slot's mapping: MAP_SHARED | MAP_ANONYMOUS (glibc maps a semaphore's file, not
+    // anonymous memory).
+    let flags = (libc::MAP_SHARED | libc::MAP_ANONYMOUS) as u64;
+    let mask = flags | libc::MAP_PRIVATE as u64;
+    let call = Call::bits(libc::SYS_mmap, 3, mask, flags);
+    let mut proc = run.spawn_stopped(&arguments(mechanism, &names, 10, &[]))?;
+    let pid = proc.pid.as_raw();
+    let tracer = Tracer::attach(pid, call, Action::Fail(libc::ENOMEM))?;
+    force::resume(pid)?;
+    let Some(mut tracer) = tracer else {
+        proc.kill_tree();
+        return Ok(format!(
+            "{mechanism}: a failing mmap() not tried (no ptrace)"
+        ));
+    };
+    let message = proc.recv_any()?;
+    let failed = tracer.failed_before(Instant::now() + Duration::from_millis(500))?;
+    let remove = || {
+        for name in &names {
+            if mechanism == "semaphores" {
+                let _ = std::fs::remove_file(probe::semaphore_file(name));
+            } else {
+                let _ = nix::mqueue::mq_unlink(name.as_str());
+            }
+        }
+    };
+    if !failed {
+        proc.kill_tree();
+        remove();
+        return Ok(format!(
+            "{mechanism}: no shared anonymous mmap() in create() seen"
+        ));
+    }
+    let situation = format!(
+        "the grader made the parent's mmap() of the slot (MAP_SHARED | MAP_ANONYMOUS) fail \
+         with ENOMEM ({mechanism})"
+    );
+    if message.kind != "failed" {
+        proc.kill_tree();
+        remove();
+        return Err(Fail::failed(format!(
+            "{situation}: the program went on and said `{}`: a failed mmap() is \
+             HandoffError::Map (kind=mmap)",
+            message.kind
+        )));
+    }
+    let kind = message.get("kind").unwrap_or("none");
+    if kind != "mmap" {
+        remove();
+        return Err(Fail::failed(format!(
+            "{situation}: Handoff::create() failed with kind={kind} ({}) instead of kind=mmap: \
+             a failed mmap() is HandoffError::Map",
+            message.get("error").unwrap_or("")
+        )));
+    }
+    let left: Vec<&String> = names.iter().filter(|n| probe::name_exists(n)).collect();
+    let held = held_by(pid, &names);
+    if !left.is_empty() {
+        let left = left
+            .iter()
+            .map(|n| n.as_str())
+            .collect::<Vec<_>>()
+            .join(" and ");
+        let and_held = if held.is_empty() {
+            String::new()
+        } else {
+            format!(", and the parent still held {}", held.join(", "))
+        };
+        remove();
+        return Err(Fail::failed(format!(
+            "{situation}: Handoff::create() failed with kind=mmap as it should, but left behind \
+             {left}, which it had created before the mapping failed{and_held}: when a step \
+             fails, remove what was already made (sem_unlink or mq_unlink, then close), the \
+             mapping's failure as much as an open's; a rerun with the same names would find \
+             them taken"
+        )));
+    }
+    if !held.is_empty() {
+        return Err(Fail::failed(format!(
+            "{situation}: Handoff::create() failed with kind=mmap as it should, but the parent \
+             still held {}: when a step fails, close what was already made",
+            held.join(", ")
+        )));
+    }
+    proc.send("exit", &[])?;
+    proc.wait()?;
+    Ok(format!(
+        "{mechanism}, the slot's mmap() failing: kind=mmap, nothing left"
+    ))
 }
 
 /// `create()` with queue names at the exact edge: `/` and NAME_MAX (255) characters, which
@@ -611,14 +774,17 @@ fn unlink_both_fail(run: &mut Run) -> Result<String, Fail> {
 pub fn error_paths(run: &mut Run) -> Result<String, Fail> {
     let mut notes = Vec::new();
     for mechanism in ["semaphores", "queues"] {
-        notes.push(create_fails(run, mechanism, 1, true)?);
-        notes.push(create_fails(run, mechanism, 0, true)?);
-        notes.push(create_fails(run, mechanism, 1, false)?);
+        notes.push(create_fails(run, mechanism, 1, Refused::Taken)?);
+        notes.push(create_fails(run, mechanism, 0, Refused::Taken)?);
+        notes.push(create_fails(run, mechanism, 1, Refused::TooLong)?);
+        notes.push(create_fails(run, mechanism, 1, Refused::Slashed)?);
         notes.push(create_cleanup_fails(run, mechanism)?);
     }
+    notes.push(create_map_fails(run, "semaphores")?);
     notes.push(create_races(run)?);
     notes.push(names_at_the_edge(run)?);
-    notes.push(unlink_fails(run)?);
+    notes.push(unlink_fails(run, 0)?);
+    notes.push(unlink_fails(run, 1)?);
     notes.push(unlink_both_fail(run)?);
     notes.push(super::forced_waits::wait_errors(run)?);
     Ok(format!(

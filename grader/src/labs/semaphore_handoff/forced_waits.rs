@@ -248,14 +248,16 @@ pub fn many_interruptions(
 
 /// A timed wait made to fail with `errno` (neither EINTR nor ETIMEDOUT) must end wait() with
 /// `HandoffError::Wait`: the waiting side reports `kind=wait`.
-fn wait_error(run: &mut Run, mechanism: &'static str) -> Result<String, Fail> {
-    let (pause, role, waiter_role, errno, errno_name, call) = if mechanism == "semaphores" {
+fn wait_error(
+    run: &mut Run,
+    mechanism: &'static str,
+    (errno, errno_name): (i32, &'static str),
+) -> Result<String, Fail> {
+    let (pause, role, waiter_role, call) = if mechanism == "semaphores" {
         (
             "--pause-consumer-at",
             "consumer",
             PRODUCER,
-            libc::EOVERFLOW,
-            "EOVERFLOW",
             "sem_timedwait()",
         )
     } else {
@@ -263,10 +265,18 @@ fn wait_error(run: &mut Run, mechanism: &'static str) -> Result<String, Fail> {
             "--pause-producer-at",
             "producer",
             CONSUMER,
-            libc::EBADF,
-            "EBADF",
             "mq_timedreceive()",
         )
+    };
+    // EAGAIN is what a queue whose description was made non-blocking (O_NONBLOCK, shared by
+    // both sides across fork()) says at once, again and again: taken for a slice that timed
+    // out, it makes a wait that spins.
+    let eagain = if errno == libc::EAGAIN {
+        " EAGAIN is no timeout: a blocking timed wait never says it, and when it does (a \
+         description made non-blocking) it says it at once, every time, so that waiting again \
+         spins on the CPU."
+    } else {
+        ""
     };
     let at = run.rng().random_range(10..50u64).to_string();
     let mut handover = Handover::start(run, mechanism, 100, &[pause, &at])?;
@@ -327,7 +337,7 @@ fn wait_error(run: &mut Run, mechanism: &'static str) -> Result<String, Fail> {
                                  ({mechanism}): {waiter_role} reported nothing and went on \
                                  waiting ({doing} 2 s later). Any other error of the timed wait \
                                  ends wait() with HandoffError::Wait (kind=wait): waiting again \
-                                 would loop for ever on an error that does not go away"
+                                 would loop for ever on an error that does not go away.{eagain}"
                             )));
                         }
                     }
@@ -358,9 +368,10 @@ fn wait_error(run: &mut Run, mechanism: &'static str) -> Result<String, Fail> {
 
 pub fn wait_errors(run: &mut Run) -> Result<String, Fail> {
     Ok(format!(
-        "{}; {}",
-        wait_error(run, "semaphores")?,
-        wait_error(run, "queues")?
+        "{}; {}; {}",
+        wait_error(run, "semaphores", (libc::EOVERFLOW, "EOVERFLOW"))?,
+        wait_error(run, "queues", (libc::EBADF, "EBADF"))?,
+        wait_error(run, "queues", (libc::EAGAIN, "EAGAIN"))?
     ))
 }
 

@@ -195,8 +195,9 @@ pub static LAB: Lab = Lab {
             timeout: Duration::from_secs(15),
             description: "a name already taken gives kind=exists, a name refused kind=open, a \
                           failed unlink kind=unlink, a name taken right after a look kind=exists, \
-                          a timed wait failing with another error kind=wait; create() removes \
-                          what it made and leaves the existing object alone",
+                          a failed mmap() kind=mmap, a timed wait failing with another error \
+                          kind=wait; create() removes what it made and leaves the existing \
+                          object alone",
             exclusive: false,
             hint: Some(
                 "O_EXCL: an existing name is Exists; a failed create() removes what it made, and only that; unlink() tries both names. See docs/labs/07-semaphore-handoff.md, the rules table (the error rules).",

@@ -8,12 +8,13 @@ use std::time::{Duration, Instant};
 
 use rand::RngExt;
 
+use super::error_paths::{PLANTED_VALUE, Planted};
 use super::handover::{Handover, Launch, arguments, report_failure};
 use super::probe;
 use super::{RECORD_SIZE, SIGNAL_SIZE};
 use crate::engine::audit::message_queue_mode;
-use crate::engine::tracer::{Action, Call, Reached, Step, Tracer};
-use crate::engine::{Fail, Proc, Run, force};
+use crate::engine::tracer::{Action, Breakpoint, Call, Reached, Step, Tracer};
+use crate::engine::{Fail, Proc, Run, force, inspect};
 
 /// What the parent still holds of the handoff: the slot, a named semaphore's mapping, a queue
 /// descriptor of `names`.
@@ -283,6 +284,69 @@ fn mode_asked(run: &mut Run, mechanism: &'static str) -> Result<String, Fail> {
     })
 }
 
+/// The length the parent's `mmap()` of the slot asks for, read at its entry (the parent held
+/// there): at least one `Record`. The kernel rounds a mapping up to whole pages, so that
+/// `/proc/PID/maps` shows a page either way; the length asked for is what the program may use.
+fn slot_length_asked(run: &mut Run) -> Result<String, Fail> {
+    let names = [run.ipc_name("ready"), run.ipc_name("ok")];
+    let seed: u64 = run.rng().random();
+    let flags = (libc::MAP_SHARED | libc::MAP_ANONYMOUS) as u64;
+    let call = Call::bits(libc::SYS_mmap, 3, flags | libc::MAP_PRIVATE as u64, flags);
+    let mut proc = run.spawn_stopped(&arguments("semaphores", &names, 10, &[]))?;
+    let pid = proc.pid.as_raw();
+    let tracer = Tracer::attach(pid, call, Action::Hold)?;
+    force::resume(pid)?;
+    let Some(mut tracer) = tracer else {
+        proc.kill_tree();
+        return Ok("the slot's length asked for not read (no ptrace)".into());
+    };
+    let reached = tracer.wait(&mut proc, Instant::now() + Duration::from_secs(5))?;
+    let asked = match reached {
+        Reached::Call => crate::engine::inspect::call_of(pid, pid).map(|(_, args)| args[1]),
+        Reached::Passed(_) => None,
+    };
+    tracer.release();
+    if let Reached::Passed(Some(message)) = reached {
+        proc.kill_tree();
+        return Err(match message.kind.as_str() {
+            "failed" => report_failure(&message, "semaphores"),
+            kind => Fail::failed(format!(
+                "the program said `{kind}` before it mapped the slot (semaphores)"
+            )),
+        });
+    }
+    if let Some(asked) = asked
+        && asked < RECORD_SIZE
+    {
+        proc.kill_tree();
+        return Err(Fail::failed(format!(
+            "the grader held the parent at its mmap() of the slot (MAP_SHARED | \
+             MAP_ANONYMOUS): it asked for {asked} bytes, less than one Record ({RECORD_SIZE} \
+             bytes: the number, the {} bytes of payload, the checksum), which put() and take() \
+             copy whole. Map size_of::<Record>() bytes: the kernel rounds the length up to a \
+             page, so that it works here, but the program uses memory beyond what it asked for",
+            super::PAYLOAD
+        )));
+    }
+    let launch = Launch {
+        proc,
+        names,
+        mechanism: "semaphores",
+        rounds: 10,
+        seed,
+    };
+    let mut handover = launch.ready()?;
+    let reports = handover.finish(|_, _| Ok(()))?;
+    handover.verify(
+        &reports,
+        "10 rounds with semaphores, the slot's mmap() traced",
+    )?;
+    Ok(match asked {
+        Some(asked) => format!("the slot's mmap() asked for {asked} bytes"),
+        None => "the slot's mmap() not seen".into(),
+    })
+}
+
 pub fn objects_created(run: &mut Run) -> Result<String, Fail> {
     for mechanism in ["semaphores", "queues"] {
         let names = [run.ipc_name("ready"), run.ipc_name("ok")];
@@ -303,7 +367,11 @@ pub fn objects_created(run: &mut Run) -> Result<String, Fail> {
         let reports = handover.finish(|_, _| Ok(()))?;
         handover.verify(&reports, &format!("10 rounds with {mechanism}"))?;
     }
-    let asked = [mode_asked(run, "semaphores")?, mode_asked(run, "queues")?];
+    let asked = [
+        mode_asked(run, "semaphores")?,
+        mode_asked(run, "queues")?,
+        slot_length_asked(run)?,
+    ];
     Ok(format!(
         "the slot was a shared anonymous mapping; the semaphores started at 0, the queues held \
          one message of SIGNAL_SIZE bytes; every object had mode 0600; {}",
@@ -313,7 +381,8 @@ pub fn objects_created(run: &mut Run) -> Result<String, Fail> {
 
 pub fn names_unlinked(run: &mut Run) -> Result<String, Fail> {
     for mechanism in ["semaphores", "queues"] {
-        let mut handover = Handover::start(run, mechanism, 100, &[])?;
+        // Held before record 50, so that the grader's objects below are there before close().
+        let mut handover = Handover::start(run, mechanism, 100, &["--pause-producer-at", "50"])?;
         for name in &handover.names {
             if probe::name_exists(name) {
                 return Err(Fail::failed(format!(
@@ -335,8 +404,47 @@ pub fn names_unlinked(run: &mut Run) -> Result<String, Fail> {
                  sem_open(name, O_CREAT | O_EXCL, 0600, 0)",
             ));
         }
-        let reports = handover.collect(|_, _| Ok(()))?;
+        // Once unlinked, the names belong to nobody: another handoff may take them. The grader
+        // does, with objects of its own, while the producer is held, which the parent's close()
+        // must leave alone.
+        let owner = run.program_user();
+        let names = handover.names.clone();
+        let mut planted = Vec::new();
+        let reports = handover.collect(|proc, _| {
+            for name in &names {
+                planted.push(Planted::with_value(mechanism, name, PLANTED_VALUE)?);
+                if mechanism == "semaphores"
+                    && let Some((uid, gid)) = owner
+                {
+                    // The program's user's, so that a program run as that user could remove it.
+                    std::os::unix::fs::chown(probe::semaphore_file(name), Some(uid), Some(gid))?;
+                }
+            }
+            proc.send("go", &[])
+        })?;
         // The parent has reaped both sides and closed the handoff: it waits for `exit`.
+        let changed: Vec<String> = handover
+            .names
+            .iter()
+            .zip(&planted)
+            .filter_map(|(name, plant)| plant.changed().map(|change| format!("{name} {change}")))
+            .collect();
+        if !changed.is_empty() {
+            let what = if mechanism == "semaphores" {
+                "semaphores"
+            } else {
+                "queues"
+            };
+            return Err(Fail::failed(format!(
+                "once both names were unlinked, the grader made {what} of its own under the same \
+                 names (a name unlinked belongs to nobody: another handoff may create it), and by \
+                 the time the parent had closed the handoff, {}: the program removed objects \
+                 that were not its own. Remove the names only in Handoff::unlink(), once; \
+                 close() closes both signals and unmaps the slot, and unlinks nothing",
+                changed.join(", ")
+            )));
+        }
+        drop(planted);
         let held = held_by(handover.proc.pid.as_raw(), &handover.names);
         if !held.is_empty() {
             return Err(Fail::failed(format!(
@@ -349,6 +457,7 @@ pub fn names_unlinked(run: &mut Run) -> Result<String, Fail> {
         handover.verify(&reports, &format!("100 rounds with {mechanism}"))?;
     }
     let steps = [
+        unlinked_by_sem_unlink(run)?,
         close_goes_on(run, "semaphores")?,
         close_goes_on(run, "queues")?,
         close_both_fail(run, "semaphores")?,
@@ -358,6 +467,110 @@ pub fn names_unlinked(run: &mut Run) -> Result<String, Fail> {
         "named semaphores and queues were unlinked once both sides held them, and released by \
          close(); {}",
         steps.join("; ")
+    ))
+}
+
+/// The parent's `unlink()` with a hardware breakpoint at the C library's `sem_unlink()` (set at
+/// `created`, the library loaded): it must call it for both names before it says `ready`. The
+/// names are files of `/dev/shm` only in glibc's way of keeping them: removing those files
+/// leaves the same system calls, but not the same program on another C library.
+fn unlinked_by_sem_unlink(run: &mut Run) -> Result<String, Fail> {
+    let names = [run.ipc_name("ready"), run.ipc_name("ok")];
+    let mut launch = Launch::new(run, "semaphores", names, 10, &["--pause-after-create"])?;
+    let created = launch.proc.recv_any()?;
+    match created.kind.as_str() {
+        "created" => {}
+        "failed" => return Err(report_failure(&created, "semaphores")),
+        kind => {
+            return Err(Fail::failed(format!(
+                "the program said `{kind}` where it should have said `created`"
+            )));
+        }
+    }
+    let pid = launch.proc.pid.as_raw();
+    let breaking = match inspect::library_function_in(pid, c"sem_unlink") {
+        Some(address) => Tracer::break_at(pid, address)?,
+        None => None,
+    };
+    let until = Instant::now() + Duration::from_secs(5);
+    let armed = match breaking {
+        Some(mut tracer) => loop {
+            match tracer.next_break(until)? {
+                Some(Breakpoint::Armed) => break Some(tracer),
+                None if Instant::now() < until => {}
+                _ => break None,
+            }
+        },
+        None => None,
+    };
+    launch.proc.send("go", &[])?;
+    let Some(mut tracer) = armed else {
+        let mut handover = launch.ready()?;
+        let reports = handover.finish(|_, _| Ok(()))?;
+        handover.verify(&reports, "10 rounds with semaphores")?;
+        return Ok("sem_unlink() not watched (no breakpoint)".into());
+    };
+    let mut unlinked = Vec::new();
+    let said = loop {
+        match tracer.next_break(Instant::now() + Duration::from_millis(2))? {
+            Some(Breakpoint::At([name, _])) => {
+                unlinked.push(
+                    probe::peek(pid, name, 300)
+                        .map(|bytes| {
+                            let end = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
+                            String::from_utf8_lossy(&bytes[..end]).into_owned()
+                        })
+                        .unwrap_or_default(),
+                );
+                tracer.go_on();
+            }
+            Some(Breakpoint::Armed) | None => {}
+            Some(Breakpoint::Lost | Breakpoint::Unavailable) => break None,
+        }
+        if let Some(message) = launch.proc.recv_before(Instant::now())? {
+            break Some(message);
+        }
+        if Instant::now() >= until {
+            break None;
+        }
+    };
+    drop(tracer);
+    let Some(said) = said else {
+        return Err(Fail::failed(
+            "the program said nothing within 5 s of `go` (semaphores)",
+        ));
+    };
+    if said.kind == "failed" {
+        return Err(report_failure(&said, "semaphores"));
+    }
+    let gone = launch.names.iter().all(|name| !probe::name_exists(name));
+    let missing: Vec<&String> = launch
+        .names
+        .iter()
+        .filter(|name| !unlinked.iter().any(|u| u == *name))
+        .collect();
+    if said.kind == "ready" && gone && !missing.is_empty() {
+        let missing = missing
+            .iter()
+            .map(|n| n.as_str())
+            .collect::<Vec<_>>()
+            .join(" and ");
+        return Err(Fail::failed(format!(
+            "the grader set a breakpoint at the C library's sem_unlink() in the parent: \
+             Handoff::unlink() never called it for {missing}, yet both names were gone when the \
+             parent said ready: it removed them another way (the files /dev/shm/sem.NAME). That is where \
+             glibc happens to keep a named semaphore, not a rule: on another C library or \
+             system the name would stay, or another file go. Remove a semaphore's name with \
+             sem_unlink(name)"
+        )));
+    }
+    launch.proc.put_back(said);
+    let mut handover = launch.ready()?;
+    let reports = handover.finish(|_, _| Ok(()))?;
+    handover.verify(&reports, "10 rounds with semaphores, sem_unlink() watched")?;
+    Ok(format!(
+        "unlink() called sem_unlink() for {}",
+        unlinked.join(" and ")
     ))
 }
 

@@ -14,6 +14,9 @@ use rand::RngExt;
 use super::handover::{Handover, expected_digest, expected_record, whole_record};
 use super::probe::{self, Seen};
 use super::slot::slot_holding;
+use super::{CONSUMER, PRODUCER};
+use crate::engine::inspect::ProcessView;
+use crate::engine::waiting::{self, WaitRules};
 use crate::engine::{Fail, Run, force};
 
 /// Rounds of each run; the forced round is drawn among the middle ones.
@@ -159,6 +162,37 @@ fn receiving(seen: Seen) -> bool {
     matches!(seen, Seen::Receive { .. })
 }
 
+/// The queue behind `poster`'s post was full (the grader filled it) and the poster did not come
+/// to block in `mq_send()` on it: how it waits instead (spinning, polling) or what it is in.
+/// A poster that ended is left to the reports.
+fn post_not_held(pid: i32, poster: &'static str, post: &str, queue: &str) -> Result<(), Fail> {
+    if !probe::alive(pid) || probe::sample(pid).is_some_and(sending) {
+        return Ok(());
+    }
+    let situation = format!(
+        "the grader filled {queue} (its one message), so that {poster}'s {post} would block in \
+         mq_send() until there was room, and held the reader"
+    );
+    let roles = move |_: &ProcessView| poster.to_string();
+    let advice = "post() is one mq_send(), which sleeps in the kernel on a full queue until \
+                  there is room: no looking at the queue (mq_getattr) first, no sleeps between \
+                  looks";
+    match waiting::expect_blocked(&[pid], &roles, WaitRules::default(), advice) {
+        Err(Fail::Failed(how)) => Err(Fail::failed(format!("{situation}: {how}"))),
+        Err(other) => Err(other),
+        Ok(_) if probe::sample(pid).is_some_and(sending) => Ok(()),
+        Ok(_) => {
+            let doing = match probe::sample(pid) {
+                Some(seen) => format!("in {}", probe::describe_call(pid, seen)),
+                None => "running".into(),
+            };
+            Err(Fail::failed(format!(
+                "{situation}: 2 s later it was {doing}, not in mq_send() on the queue: {advice}"
+            )))
+        }
+    }
+}
+
 /// The producer's post(ready) for record K is held (the ready queue full, the consumer stopped
 /// so that it takes nothing): the slot must already hold record K.
 fn write_before_ready(run: &mut Run) -> Result<String, Fail> {
@@ -179,8 +213,11 @@ fn write_before_ready(run: &mut Run) -> Result<String, Fail> {
         stop(consumer)?;
         let filled = fill(consumer, fd)?;
         proc.send("go", &[])?;
-        if filled > 0
-            && comes_to(producer, sending)
+        let held = filled > 0 && comes_to(producer, sending);
+        if filled > 0 && !held {
+            post_not_held(producer, PRODUCER, "post(ready)", &ready)?;
+        }
+        if held
             && let Some(slot) = slot
             && let Some(now) = probe::peek(producer, slot, previous.len())
         {
@@ -232,10 +269,11 @@ fn copy_before_ok(run: &mut Run) -> Result<String, Fail> {
         stop(producer)?;
         let filled = fill(producer, fd)?;
         proc.send("go", &[])?;
-        if filled > 0
-            && comes_to(consumer, sending)
-            && let Some(slot) = slot
-        {
+        let held = filled > 0 && comes_to(consumer, sending);
+        if filled > 0 && !held {
+            post_not_held(consumer, CONSUMER, "post(ok)", &ok)?;
+        }
+        if held && let Some(slot) = slot {
             probe::poke(producer, slot, &whole_record(other, seq))?;
             swapped = true;
         }

@@ -580,6 +580,16 @@ pub fn pending(pid: i32, signal: i32) -> bool {
     })
 }
 
+/// The signals the main thread of `pid` blocks (`SigBlk` in `/proc/PID/task/PID/status`, bit
+/// N-1 for signal N); `None` if it cannot be read.
+pub fn blocked_mask(pid: i32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/status")).ok()?;
+    status.lines().find_map(|line| {
+        line.strip_prefix("SigBlk:")
+            .and_then(|mask| u64::from_str_radix(mask.trim(), 16).ok())
+    })
+}
+
 /// Whether the main thread of `pid` blocks `signal` (`SigBlk` in `/proc/PID/task/PID/status`):
 /// a signal it blocks stays pending, and its handler does not run, until it unblocks it.
 pub fn blocks(pid: i32, signal: i32) -> bool {

@@ -19,7 +19,7 @@ use super::probe::{self, Deadline, Seen};
 use super::slot::slot_holding;
 use super::waits::{SLICE_LIMIT, millis};
 use super::{CONSUMER, PRODUCER, WAIT_SLICE};
-use crate::engine::{Fail, Run};
+use crate::engine::{Fail, Run, force};
 
 /// Records of each run; the producer is held before the first mark, the consumer before the
 /// second.
@@ -248,6 +248,42 @@ fn interrupt(waiter: &Waiter) -> Result<String, Fail> {
         }
         return Ok(format!("{role} was seen in no timed wait"));
     }
+    // Its mask as it sits in the wait, SIGUSR1 aside (the signals below judge that one): any
+    // signal it blocks there is held pending until the slice ends, its handler late and the
+    // wait not interrupted.
+    let usr1 = 1u64 << (Signal::SIGUSR1 as i32 - 1);
+    let whole = probe::blocked_mask(pid).unwrap_or(0);
+    let mask = whole & !usr1;
+    if mask != 0
+        && whole & usr1 == 0
+        && matches!(
+            probe::sample(pid),
+            Some(Seen::Futex { .. } | Seen::Receive { .. })
+        )
+        && probe::blocked_mask(pid).is_some_and(|again| again & mask != 0)
+    {
+        let names: Vec<String> = (1..=64)
+            .filter(|n| mask & (1u64 << (n - 1)) != 0)
+            .map(|n| match Signal::try_from(n) {
+                Ok(signal) => signal.as_str().to_string(),
+                Err(_) => format!("signal {n}"),
+            })
+            .collect();
+        let shown = if names.len() > 6 {
+            format!("{}, ... ({} signals)", names[..6].join(", "), names.len())
+        } else {
+            names.join(", ")
+        };
+        return Err(Fail::failed(format!(
+            "the grader held {held} and looked at {role} as it sat in its timed wait ({}): it \
+             blocked {shown} there (its signal mask, SigBlk in /proc/PID/task/TID/status). A \
+             signal it blocks stays pending until the wait ends: its handler runs up to a slice \
+             late, and it does not interrupt the wait (Ctrl-C, SIGTERM, SIGALRM, SIGCHLD act \
+             only then). wait() must not block signals, not even around each timed wait: leave \
+             the mask as it is",
+            waiter.mechanism
+        )));
+    }
     let started = Instant::now();
     for sent in 1..=DIRECT {
         let mut ends = wait_ends(pid);
@@ -415,8 +451,117 @@ fn upper_first(text: &str) -> String {
         .unwrap_or_default()
 }
 
+/// The record before which the producer is held in [`post_in_eintr`], and the rounds of that run.
+const EINTR_HELD_AT: u64 = 10;
+const EINTR_ROUNDS: u64 = 20;
+
+/// Whether `pid` comes to be blocked (state S) in a futex within a second.
+fn comes_to_futex(pid: i32) -> bool {
+    let until = Instant::now() + Duration::from_secs(1);
+    while Instant::now() < until {
+        if probe::state(pid) == Some('S') && matches!(probe::sample(pid), Some(Seen::Futex { .. }))
+        {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    false
+}
+
+/// Stops `pid` (`SIGSTOP`) and waits until it is stopped.
+fn stopped(pid: i32) -> Result<bool, Fail> {
+    force::hold(pid)?;
+    let until = Instant::now() + Duration::from_secs(2);
+    while probe::state(pid) != Some('T') {
+        if Instant::now() >= until {
+            return Ok(false);
+        }
+        std::thread::sleep(Duration::from_micros(200));
+    }
+    Ok(true)
+}
+
+/// A signal that comes while a wait is interrupted: the grader stops the consumer in its timed
+/// wait for ready (semaphores, a SIGUSR1 handler installed), lets the producer write record K,
+/// post ready and block in its wait for ok, stops it there, then sends SIGUSR1 to the consumer
+/// and lets it go on. Its wait returns `EINTR` with the ready semaphore at 1: wait() must wait
+/// again, which takes the post (the semaphore back to 0). The consumer copies record K, posts
+/// ok and waits for the next ready: with the producer stopped, the ok semaphore is at 1. A wait
+/// that returned on `EINTR` without taking the post leaves ready at 1, so that the consumer's
+/// next wait returns at once and posts ok a second time: ok at 2.
+fn post_in_eintr(run: &mut Run) -> Result<String, Fail> {
+    let at = EINTR_HELD_AT.to_string();
+    let args = ["--interruptible", "--pause-producer-at", at.as_str()];
+    let mut handover = Handover::start(run, "semaphores", EINTR_ROUNDS, &args)?;
+    let (producer, consumer) = (handover.producer, handover.consumer);
+    let mut note = "a post during EINTR not tried".to_string();
+    let reports = handover.finish(|proc, _| {
+        if !comes_to_futex(consumer) || !stopped(consumer)? {
+            force::resume(consumer)?;
+            return proc.send("go", &[]);
+        }
+        proc.send("go", &[])?;
+        // The producer writes record K, posts ready (the consumer stopped, it stays at 1) and
+        // blocks in its wait for ok.
+        let posted =
+            comes_to_futex(producer) && probe::semaphores_of(producer).iter().any(|&(_, v)| v == 1);
+        if !posted || !stopped(producer)? {
+            force::resume(producer)?;
+            return force::resume(consumer);
+        }
+        kill(Pid::from_raw(consumer), Signal::SIGUSR1)
+            .map_err(|e| Fail::Grader(format!("kill: {e}")))?;
+        force::resume(consumer)?;
+        // The consumer takes record K, posts ok, and waits for ready K+1, which does not come.
+        let mut values = Vec::new();
+        let until = Instant::now() + Duration::from_secs(1);
+        while Instant::now() < until && probe::alive(consumer) {
+            if comes_to_futex(consumer) {
+                std::thread::sleep(Duration::from_millis(5));
+                if probe::state(consumer) == Some('S') {
+                    values = probe::semaphores_of(producer);
+                    break;
+                }
+            }
+        }
+        force::resume(producer)?;
+        let most = values.iter().map(|&(_, v)| v).max().unwrap_or(0);
+        if most >= 2 {
+            return Err(Fail::failed(format!(
+                "the grader stopped the consumer in its wait for ready before record \
+                 {EINTR_HELD_AT} (semaphores, a SIGUSR1 handler installed), let the producer \
+                 write the record, post ready and block in its wait for ok, stopped the producer \
+                 there, and interrupted the consumer's wait with SIGUSR1 (EINTR, the ready \
+                 semaphore at 1): the consumer then posted ok twice for that one ready (the ok \
+                 semaphore at {most}, the producer still stopped): the consumer went on as if the \
+                 signal had come, its wait returned on EINTR without taking the post, so that \
+                 its next wait found it still there. A wait \
+                 that a signal handler interrupts has received nothing, even when the signal is \
+                 there meanwhile: wait again, and the wait takes it (looking at the value, \
+                 sem_getvalue() or mq_getattr(), takes nothing)"
+            )));
+        }
+        note = if values.is_empty() {
+            "the consumer was not seen back in its wait after EINTR".into()
+        } else {
+            format!(
+                "semaphores, ready posted while the consumer's wait was interrupted: taken once \
+                 (ok at {most})"
+            )
+        };
+        Ok(())
+    })?;
+    handover.verify(
+        &reports,
+        &format!("{EINTR_ROUNDS} rounds with semaphores, a post during EINTR"),
+    )?;
+    Ok(note)
+}
+
 pub fn signals_during_waits(run: &mut Run) -> Result<String, Fail> {
-    let mut notes = Vec::new();
+    // First: a wait that returns on EINTR without taking a post made meanwhile breaks the
+    // protocol later, under the storm of signals below, where a failure names no cause.
+    let mut notes = vec![post_in_eintr(run)?];
     for mechanism in ["semaphores", "queues"] {
         let (first, second) = (PRODUCER_HELD_AT.to_string(), CONSUMER_HELD_AT.to_string());
         let args = [
