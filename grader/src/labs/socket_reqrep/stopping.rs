@@ -360,7 +360,8 @@ pub fn sigterm_cleanup(run: &mut Run) -> Result<String, Fail> {
     accepting_ends_before_shutting(run)?;
     acceptor_held_at_registration(run)?;
     handlers_joined_blocked(run)?;
-    handlers_ended_before_return(run)?;
+    handlers_ended_before_return(run, false)?;
+    handlers_ended_before_return(run, true)?;
     if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
         return Err(Fail::failed(format!(
             "port {port} still accepts connections after the TCP server stopped"
@@ -527,9 +528,13 @@ fn handlers_joined_blocked(run: &mut Run) -> Result<(), Fail> {
 /// thing a thread does, after everything it ran): run_server must not return before it, so the
 /// server says nothing while the thread that stops it waits, blocked in a join (a futex wait).
 /// A wait that ends when the handler says it is done (a count and a condition variable, a
-/// channel) lets run_server return while the thread still runs. Skipped (with a note) when no
-/// thread of the server's own serves the client, or the machine allows no tracing.
-fn handlers_ended_before_return(run: &mut Run) -> Result<(), Fail> {
+/// channel) lets run_server return while the thread still runs. With `closed_first`, the client
+/// closes its connection before the signal, and the handler, its work done, is held at its
+/// exit() through the signal: a handle dropped at the stop because `is_finished()` said the
+/// handler was done (true once the closure has returned, before the thread ends) is a thread
+/// never waited for. Skipped (with a note) when no thread of the server's own serves the
+/// client, or the machine allows no tracing.
+fn handlers_ended_before_return(run: &mut Run, closed_first: bool) -> Result<(), Fail> {
     const READS: [i64; 4] = [
         libc::SYS_read,
         libc::SYS_recvfrom,
@@ -557,14 +562,28 @@ fn handlers_ended_before_return(run: &mut Run) -> Result<(), Fail> {
         server.stop()?;
         return Ok(());
     };
-    let _ = kill(server.proc.pid, Signal::SIGTERM);
+    let idle = if closed_first {
+        // Its handler ends, and is held at its exit() before the signal.
+        drop(idle);
+        None
+    } else {
+        let _ = kill(server.proc.pid, Signal::SIGTERM);
+        Some(idle)
+    };
     if !tracer.held_before(Instant::now() + Duration::from_secs(5))? {
         drop(tracer);
         run.note(format!(
             "the client's handler thread was not seen ending: {not_probed}"
         ));
-        server.finish(Signal::SIGTERM, Some(&idle), None)?;
+        if closed_first {
+            server.stop()?;
+        } else {
+            server.finish(Signal::SIGTERM, idle.as_ref(), None)?;
+        }
         return Ok(());
+    }
+    if closed_first {
+        let _ = kill(server.proc.pid, Signal::SIGTERM);
     }
     // Until `done` (too early), or the main thread asleep in a futex wait (a join, or a wait
     // that only this thread's end can end) several samples in a row.
@@ -594,6 +613,23 @@ fn handlers_ended_before_return(run: &mut Run) -> Result<(), Fail> {
     tracer.release();
     if let Some(message) = &early
         && message.kind == "done"
+        && closed_first
+    {
+        return Err(Fail::failed(format!(
+            "at SIGTERM, the server said `done` (run_server had returned) while the thread of a \
+             client's handler (tid {handler}) was still running: its client had closed its \
+             connection before the signal and the handler had returned, but the grader held \
+             its thread at the entry of its exit(), the last thing a thread does, through the \
+             signal. The stop did not wait for that thread: either its JoinHandle was dropped \
+             at the stop because is_finished() said it was done (is_finished() is true as soon \
+             as the handler's closure has returned, before its thread has ended), or the stop \
+             waits on something the handler signals as it ends (a count and a condition \
+             variable, a channel). Keep the handle of every handler not yet joined and join \
+             each one at the stop (JoinHandle::join), finished or not"
+        )));
+    }
+    if let Some(message) = &early
+        && message.kind == "done"
     {
         return Err(Fail::failed(format!(
             "at SIGTERM, the server said `done` (run_server had returned) while the thread of a \
@@ -604,7 +640,7 @@ fn handlers_ended_before_return(run: &mut Run) -> Result<(), Fail> {
              for every handler thread to end by joining it (JoinHandle::join)"
         )));
     }
-    server.finish(Signal::SIGTERM, Some(&idle), early)?;
+    server.finish(Signal::SIGTERM, idle.as_ref(), early)?;
     Ok(())
 }
 
