@@ -312,13 +312,32 @@ pub fn sigterm_cleanup(run: &mut Run) -> Result<String, Fail> {
             written.is_ok() && matches!(read_frame(&mut late), Ok(Some(_)))
         });
         if late_answered {
-            return Err(Fail::failed(
+            // Where the accepting thread went after serving it: back into accept() (it was not
+            // yet told to stop), or away (it was told, but did not look after that accept()).
+            let until = Instant::now() + Duration::from_millis(300);
+            let mut in_accept = true;
+            while in_accept && Instant::now() < until {
+                in_accept = observe::threads(pid)
+                    .iter()
+                    .any(|t| t.syscall.is_some_and(|n| ACCEPTS.contains(&n)));
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            let why = if in_accept {
+                "the accepting thread was woken before it was told to stop (it went back to \
+                 accept() after serving that client), so it took that client for a new one. Set \
+                 the stopping flag before you wake the accepting thread"
+            } else {
+                "the accepting thread served it, then ended without going back to accept(): it \
+                 was told to stop, but looked at the stopping flag only before accept() (a loop \
+                 `while !stopping { accept() ... }`), so what accept() returned once the flag \
+                 was set was served as a client (the server's own wake-up connection too)"
+            };
+            return Err(Fail::failed(format!(
                 "after SIGTERM, while the server was connecting to its own socket to wake its \
-                 accepting thread, a client that connected then was served: the accepting thread \
-                 was woken before it was told to stop, so it took that client for a new one. Set \
-                 the stopping flag before you wake the accepting thread, and check it after every \
-                 accept(): a connection accepted once it is set ends the loop, unserved",
-            ));
+                 accepting thread, a client that connected then was served: {why}. Check the \
+                 flag after every accept(): a connection accepted once it is set ends the loop, \
+                 unserved"
+            )));
         }
     }
     // Let the server's own connection through, and wake the accepting thread as it would have.

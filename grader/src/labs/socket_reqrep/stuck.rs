@@ -10,6 +10,7 @@ use super::programs::{STOP_PATIENCE, Server};
 use super::protocol::Conn;
 use crate::engine::Fail;
 use crate::engine::diagnose::Activity;
+use crate::engine::inspect;
 
 impl Server {
     /// The diagnosis of a server that did not say `done` after `signal`: where each thread is.
@@ -116,6 +117,11 @@ impl Server {
                     .into(),
             );
         }
+        if causes.is_empty()
+            && let Some(cause) = join_waits_on_lock(pid, &threads)
+        {
+            causes.push(cause);
+        }
         if causes.is_empty() {
             causes.push(
                 "every thread waits on another (a join or a lock): a thread it waits for never \
@@ -131,4 +137,41 @@ impl Server {
             causes.join("; ")
         ))
     }
+}
+
+/// A thread that joins another (its futex wait is on that thread's id, as `pthread_join` waits)
+/// while the thread it joins waits on a futex itself: what that second wait is, from its value
+/// (a contended mutex's word holds 2 in Rust's and glibc's locks).
+fn join_waits_on_lock(pid: i32, threads: &[observe::ThreadState]) -> Option<String> {
+    let futex_value = |tid: i32| match inspect::call_of(pid, tid) {
+        Some((number, args)) if number == libc::SYS_futex => Some(args[2] as u32 as i32),
+        _ => None,
+    };
+    let tids: Vec<i32> = threads.iter().map(|t| t.tid).collect();
+    let (joiner, joined) = threads.iter().find_map(|t| {
+        let value = futex_value(t.tid)?;
+        (value != t.tid && tids.contains(&value)).then_some((t.tid, value))
+    })?;
+    let joined_value = futex_value(joined)?;
+    let name = |tid: i32| {
+        if tid == pid {
+            "the main thread".to_string()
+        } else {
+            format!("thread {tid}")
+        }
+    };
+    let what = if joined_value == 2 {
+        "to take a mutex that is locked (its futex word holds 2, a contended lock)"
+    } else {
+        "on a lock or a condition (a futex wait)"
+    };
+    Some(format!(
+        "{} waits for thread {joined} to end (a join: its futex wait is on that thread's id), and \
+         thread {joined} waits {what}: neither goes on. Most likely the joining thread holds \
+         the lock the other waits for: a MutexGuard still alive across the join (a guard of the \
+         table of open connections kept in a variable while the handlers are joined, say); \
+         drop every guard before you join, or the other waits for a condition or a message \
+         nobody will send",
+        name(joiner)
+    ))
 }
