@@ -86,6 +86,15 @@ pub fn server_counts(run: &mut Run) -> Result<String, Fail> {
     );
     match reported("dropped") {
         Some(1) => {}
+        Some(0) if !server_log_drops(&done_log).contains("kind=") => {
+            return Err(Fail::failed(format!(
+                "the server's `done` says dropped=0 and its log has no `dropped client` line, \
+                 after {history}: the client that sent an empty frame lost its connection, but \
+                 was neither logged nor counted, as if it had ended normally: a length of 0 is \
+                 RpcError::EmptyFrame, an error that ends the client (logged with log_dropped \
+                 and counted in ServerStats::dropped), not a goodbye"
+            )));
+        }
         Some(0) | None => {
             return Err(Fail::failed(format!(
                 "the server's `done` says dropped={}, after {history}: count each client whose \
