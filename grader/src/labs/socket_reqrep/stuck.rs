@@ -6,7 +6,7 @@
 use nix::sys::signal::Signal;
 
 use super::observe;
-use super::programs::{STOP_PATIENCE, Server};
+use super::programs::{CONTROL_FD, STOP_PATIENCE, Server};
 use super::protocol::Conn;
 use crate::engine::Fail;
 use crate::engine::diagnose::Activity;
@@ -41,7 +41,8 @@ impl Server {
         let unshut: Vec<(i32, i32)> = threads
             .iter()
             .filter_map(|t| match t.activity {
-                Activity::SocketRead { fd } => Some((t.tid, fd)),
+                // The control channel is where the server waits for `exit`, no client's.
+                Activity::SocketRead { fd } if fd != CONTROL_FD => Some((t.tid, fd)),
                 _ => None,
             })
             .filter(|&(_, fd)| observe::read_side_shut(pid, fd) == Some(false))
@@ -74,7 +75,7 @@ impl Server {
                  handler under a key the two shared, such as a number two clients can get)",
                 reading.join(", ")
             ));
-        } else if any(&|a| matches!(a, Activity::SocketRead { .. })) {
+        } else if any(&|a| matches!(a, Activity::SocketRead { fd } if *fd != CONTROL_FD)) {
             let seen = match idle.map(Conn::peek_now) {
                 Some(Some(0)) => {
                     " (the client still connected did see end of stream: the connections were \
@@ -114,6 +115,14 @@ impl Server {
             causes.push(
                 "a thread is running or sleeping between looks: it polls for the stop instead \
                  of being woken"
+                    .into(),
+            );
+        }
+        if observe::main_receives_on(pid, CONTROL_FD) {
+            causes.push(
+                "its main thread waits for the grader's `exit` on its control channel, as after \
+                 `done`: run_server had returned and main.rs had sent `done`, which did not \
+                 reach the grader in time (a machine too loaded)"
                     .into(),
             );
         }
