@@ -382,6 +382,7 @@ fn stopped_mid_small_frames(run: &mut Run, server: &Server) -> Result<(), Fail> 
         p.extend_from_slice(&body);
         p
     };
+    let known = server.dropped_lines().len();
     let mut conn = server.connect()?;
     let all: Vec<u8> = (0..CALLS)
         .flat_map(|i| frame(OP_ECHO, &payload(i)))
@@ -409,7 +410,14 @@ fn stopped_mid_small_frames(run: &mut Run, server: &Server) -> Result<(), Fail> 
             stops += 1;
         }
         let want = payload(i);
-        let problem = match read_frame_counted(&mut conn) {
+        let got = read_frame_counted(&mut conn);
+        if matches!(got, Ok(Ok(None)))
+            && let Some(misread) = misread_stream(server, &conn, known, i, CALLS)
+        {
+            result = Err(misread);
+            break;
+        }
+        let problem = match got {
             Ok(Ok(Some((STATUS_OK, got)))) if got == want => continue,
             Ok(Ok(Some((status, got)))) => format!(
                 "it was status {status} with {} payload bytes, {} of them the echo's first",
@@ -420,6 +428,15 @@ fn stopped_mid_small_frames(run: &mut Run, server: &Server) -> Result<(), Fail> 
             Ok(Ok(None)) => "the server closed the connection instead".into(),
             Err(e) => format!("it did not come whole ({e})"),
         };
+        if stops == 0 {
+            result = Err(Fail::failed(format!(
+                "response {i} of {CALLS} pipelined echo requests of 48 KiB over TCP was wrong: \
+                 {problem}{}: each request gets its whole response, in order, however many \
+                 requests come together",
+                server.alive_note()
+            )));
+            break;
+        }
         result = Err(Fail::failed(format!(
             "response {i} of {CALLS} pipelined echo requests of 48 KiB over TCP was wrong: \
              {problem}{}. The server had been stopped and resumed (SIGSTOP, SIGCONT, as a \
