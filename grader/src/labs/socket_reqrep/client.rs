@@ -208,6 +208,27 @@ pub fn client_over_socket(run: &mut Run) -> Result<String, Fail> {
         let written = client.responses()?;
         if let Some(i) = written.iter().zip(&answers).position(|(w, a)| w != a) {
             let (op, payload) = &sent[i];
+            let (wrote, sent_back) = (&written[i], &answers[i]);
+            // Every payload the server's, only statuses wrong: the status was not read.
+            let payloads_right = written.len() == answers.len()
+                && written.iter().zip(&answers).all(|(w, a)| w.1 == a.1);
+            if payloads_right {
+                let known = if matches!(*op, OP_ECHO | OP_REVERSE | OP_HASH) {
+                    "a known op"
+                } else {
+                    "an unknown op"
+                };
+                return Err(Fail::failed(format!(
+                    "over {kind}, the client wrote status {} for request {i} (op {}, {known}), \
+                     where the grader's server had sent status {} (every payload it wrote was \
+                     the server's): the status is the response's first byte, as the server sent it, \
+                     whatever the op; Client::call must not derive it from the op, or set it \
+                     itself",
+                    wrote.0,
+                    op_name(*op),
+                    sent_back.0
+                )));
+            }
             let own = if written[i] == expected(*op, payload) {
                 " (it wrote the answer the protocol defines, computed by the client)"
             } else {
@@ -297,6 +318,9 @@ pub fn client_errors(run: &mut Run) -> Result<String, Fail> {
 
     // The grader's server reads the request, then hangs up without a word, or after a part of
     // its answer.
+    let partial = frame(STATUS_OK, b"partial");
+    // Far past any buffer a reader might fill first (a socket's, a BufReader's, a first chunk).
+    let big = frame(STATUS_OK, &run.random_bytes(1 << 20));
     let cases = [
         (
             "closed",
@@ -307,7 +331,7 @@ pub fn client_errors(run: &mut Run) -> Result<String, Fail> {
         ),
         (
             "truncated",
-            Some(1),
+            Some(&partial[..1]),
             "when the grader's server sent 1 byte of a response's 4-byte length prefix and \
              closed the connection",
             "end of stream inside a response frame, its length prefix included, is \
@@ -316,7 +340,7 @@ pub fn client_errors(run: &mut Run) -> Result<String, Fail> {
         ),
         (
             "truncated",
-            Some(3),
+            Some(&partial[..3]),
             "when the grader's server sent 3 bytes of a response's 4-byte length prefix and \
              closed the connection",
             "end of stream inside a response frame, its length prefix included, is \
@@ -325,11 +349,21 @@ pub fn client_errors(run: &mut Run) -> Result<String, Fail> {
         ),
         (
             "truncated",
-            Some(7),
+            Some(&partial[..7]),
             "when the grader's server sent 7 bytes of a 12-byte response and closed the \
              connection",
             "end of stream inside a response frame is RpcError::Truncated (read_frame's rules \
              hold for responses too)",
+        ),
+        (
+            "truncated",
+            Some(&big[..big.len() - 1]),
+            "when the grader's server sent a response frame with a body of 1 MiB + 1 bytes, \
+             all but its last byte, and closed the connection",
+            "end of stream anywhere inside a response frame, however far into a large body, is \
+             RpcError::Truncated, not Io: an end of stream is no i/o error (read_exact's \
+             UnexpectedEof is one: count what came against the whole length instead, as for a \
+             small frame)",
         ),
     ];
     for (kind, part, situation, rule) in cases {
@@ -355,8 +389,8 @@ pub fn client_errors(run: &mut Run) -> Result<String, Fail> {
                 }
             )));
         }
-        if let Some(n) = part {
-            conn.send(&frame(STATUS_OK, b"partial")[..n], 0)?;
+        if let Some(bytes) = part {
+            conn.send(bytes, 0)?;
         }
         drop(conn);
         expect_failure(&mut client, kind, situation, rule)?;

@@ -269,6 +269,8 @@ pub fn bad_input(run: &mut Run) -> Result<String, Fail> {
     let before = peak_kib(pid);
 
     let hundred = frame(OP_ECHO, &[7u8; 99]);
+    // Far past any buffer a reader might fill first (a socket's, a BufReader's, a first chunk).
+    let big = frame(OP_ECHO, &run.random_bytes(1 << 20));
     let cut = |what, bytes: &[u8]| BadClient {
         what,
         bytes: bytes.to_vec(),
@@ -298,6 +300,17 @@ pub fn bad_input(run: &mut Run) -> Result<String, Fail> {
              stream)",
             &hundred[..103],
         ),
+        BadClient {
+            what: "a frame of 1 MiB missing only its last byte (1 MiB of the 1 MiB + 1 announced, \
+                   then end of stream)",
+            bytes: big[..big.len() - 1].to_vec(),
+            end_of_stream: true,
+            kind: "truncated",
+            rule: "end of stream anywhere inside a frame, however far into a large body, is \
+                   RpcError::Truncated, not Io: an end of stream is no i/o error (read_exact's \
+                   UnexpectedEof is one: count what came against the whole length instead, as \
+                   for a small frame)",
+        },
         cut(
             "a frame of length 1 without its op byte, then end of stream",
             &[0, 0, 0, 1],

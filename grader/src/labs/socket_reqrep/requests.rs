@@ -34,6 +34,7 @@ pub fn unix_requests(run: &mut Run) -> Result<String, Fail> {
 /// One request per op byte (256), and E, R and H with an empty payload: only `E`, `R` and `H`
 /// are operations, every other byte is unknown.
 fn op_table(server: &Server) -> Result<(), Fail> {
+    let known = server.dropped_lines().len();
     let mut conn = server.connect()?;
     let mut requests: Vec<(u8, Vec<u8>)> = (0..=255u8)
         .map(|op| (op, format!("op {op}").into_bytes()))
@@ -52,6 +53,9 @@ fn op_table(server: &Server) -> Result<(), Fail> {
                      empty payload, and the connection goes on",
                     op_name(*op)
                 ));
+            }
+            if let Some(misread) = misread_stream(server, &conn, known, i, requests.len()) {
+                return misread;
             }
             // Op 0x00, unknown, came first: an unknown op is not why it closed later.
             closed_after(&conn, i, None).unwrap_or_else(|| {
@@ -234,8 +238,33 @@ pub fn byte_at_a_time(run: &mut Run) -> Result<String, Fail> {
     Ok("6 requests sent one byte per write were answered, over Unix and TCP sockets".into())
 }
 
+/// `total` good requests were written at once and `answered` of them answered; the server then
+/// closed the connection after logging it dropped: it took the good bytes that followed for a
+/// bad frame.
+fn misread_stream(
+    server: &Server,
+    conn: &Conn,
+    known: usize,
+    answered: usize,
+    total: usize,
+) -> Option<Fail> {
+    if answered == 0 || !conn.peer_closed() {
+        return None;
+    }
+    let line = server.next_dropped_line(known, Duration::from_millis(500))?;
+    Some(Fail::failed(format!(
+        "{total} good requests were written at once; the server answered {answered} of them, \
+         then dropped the connection, logging `{line}`: it misread the requests that followed, \
+         all of them well formed: one read may hold several requests, and the bytes read after \
+         a frame belong to the next one; a buffered reader made anew for each frame throws away \
+         what it read ahead (keep one for the whole connection), and so does a frame read with \
+         more or fewer bytes than its length prefix says"
+    )))
+}
+
 pub fn pipelined(run: &mut Run) -> Result<String, Fail> {
     let server = server(run, Transport::Unix)?;
+    let known = server.dropped_lines().len();
     let mut conn = server.connect()?;
     let requests: Vec<(u8, Vec<u8>)> = random_requests_for(run, 200, "p")
         .into_iter()
@@ -251,6 +280,9 @@ pub fn pipelined(run: &mut Run) -> Result<String, Fail> {
     let sender = std::thread::spawn(move || writer.write_all(&all));
     for (i, (op, payload)) in requests.iter().enumerate() {
         let got = read_response(&mut conn).map_err(|e| {
+            if let Some(misread) = misread_stream(&server, &conn, known, i, requests.len()) {
+                return misread;
+            }
             closed_after(&conn, i, Some(*op)).unwrap_or_else(|| {
                 Fail::failed(format!(
                     "200 requests were written in one write(); the server answered only {i} \
@@ -350,6 +382,7 @@ fn stopped_mid_small_frames(run: &mut Run, server: &Server) -> Result<(), Fail> 
         p.extend_from_slice(&body);
         p
     };
+    let known = server.dropped_lines().len();
     let mut conn = server.connect()?;
     let all: Vec<u8> = (0..CALLS)
         .flat_map(|i| frame(OP_ECHO, &payload(i)))
@@ -377,7 +410,14 @@ fn stopped_mid_small_frames(run: &mut Run, server: &Server) -> Result<(), Fail> 
             stops += 1;
         }
         let want = payload(i);
-        let problem = match read_frame_counted(&mut conn) {
+        let got = read_frame_counted(&mut conn);
+        if matches!(got, Ok(Ok(None)))
+            && let Some(misread) = misread_stream(server, &conn, known, i, CALLS)
+        {
+            result = Err(misread);
+            break;
+        }
+        let problem = match got {
             Ok(Ok(Some((STATUS_OK, got)))) if got == want => continue,
             Ok(Ok(Some((status, got)))) => format!(
                 "it was status {status} with {} payload bytes, {} of them the echo's first",
@@ -388,6 +428,15 @@ fn stopped_mid_small_frames(run: &mut Run, server: &Server) -> Result<(), Fail> 
             Ok(Ok(None)) => "the server closed the connection instead".into(),
             Err(e) => format!("it did not come whole ({e})"),
         };
+        if stops == 0 {
+            result = Err(Fail::failed(format!(
+                "response {i} of {CALLS} pipelined echo requests of 48 KiB over TCP was wrong: \
+                 {problem}{}: each request gets its whole response, in order, however many \
+                 requests come together",
+                server.alive_note()
+            )));
+            break;
+        }
         result = Err(Fail::failed(format!(
             "response {i} of {CALLS} pipelined echo requests of 48 KiB over TCP was wrong: \
              {problem}{}. The server had been stopped and resumed (SIGSTOP, SIGCONT, as a \

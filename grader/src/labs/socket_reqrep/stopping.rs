@@ -86,6 +86,15 @@ pub fn server_counts(run: &mut Run) -> Result<String, Fail> {
     );
     match reported("dropped") {
         Some(1) => {}
+        Some(0) if !server_log_drops(&done_log).contains("kind=") => {
+            return Err(Fail::failed(format!(
+                "the server's `done` says dropped=0 and its log has no `dropped client` line, \
+                 after {history}: the client that sent an empty frame lost its connection, but \
+                 was neither logged nor counted, as if it had ended normally: a length of 0 is \
+                 RpcError::EmptyFrame, an error that ends the client (logged with log_dropped \
+                 and counted in ServerStats::dropped), not a goodbye"
+            )));
+        }
         Some(0) | None => {
             return Err(Fail::failed(format!(
                 "the server's `done` says dropped={}, after {history}: count each client whose \
@@ -312,13 +321,32 @@ pub fn sigterm_cleanup(run: &mut Run) -> Result<String, Fail> {
             written.is_ok() && matches!(read_frame(&mut late), Ok(Some(_)))
         });
         if late_answered {
-            return Err(Fail::failed(
+            // Where the accepting thread went after serving it: back into accept() (it was not
+            // yet told to stop), or away (it was told, but did not look after that accept()).
+            let until = Instant::now() + Duration::from_millis(300);
+            let mut in_accept = true;
+            while in_accept && Instant::now() < until {
+                in_accept = observe::threads(pid)
+                    .iter()
+                    .any(|t| t.syscall.is_some_and(|n| ACCEPTS.contains(&n)));
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            let why = if in_accept {
+                "the accepting thread was woken before it was told to stop (it went back to \
+                 accept() after serving that client), so it took that client for a new one. Set \
+                 the stopping flag before you wake the accepting thread"
+            } else {
+                "the accepting thread served it, then ended without going back to accept(): it \
+                 was told to stop, but looked at the stopping flag only before accept() (a loop \
+                 `while !stopping { accept() ... }`), so what accept() returned once the flag \
+                 was set was served as a client (the server's own wake-up connection too)"
+            };
+            return Err(Fail::failed(format!(
                 "after SIGTERM, while the server was connecting to its own socket to wake its \
-                 accepting thread, a client that connected then was served: the accepting thread \
-                 was woken before it was told to stop, so it took that client for a new one. Set \
-                 the stopping flag before you wake the accepting thread, and check it after every \
-                 accept(): a connection accepted once it is set ends the loop, unserved",
-            ));
+                 accepting thread, a client that connected then was served: {why}. Check the \
+                 flag after every accept(): a connection accepted once it is set ends the loop, \
+                 unserved"
+            )));
         }
     }
     // Let the server's own connection through, and wake the accepting thread as it would have.
@@ -360,7 +388,8 @@ pub fn sigterm_cleanup(run: &mut Run) -> Result<String, Fail> {
     accepting_ends_before_shutting(run)?;
     acceptor_held_at_registration(run)?;
     handlers_joined_blocked(run)?;
-    handlers_ended_before_return(run)?;
+    handlers_ended_before_return(run, false)?;
+    handlers_ended_before_return(run, true)?;
     if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
         return Err(Fail::failed(format!(
             "port {port} still accepts connections after the TCP server stopped"
@@ -527,9 +556,13 @@ fn handlers_joined_blocked(run: &mut Run) -> Result<(), Fail> {
 /// thing a thread does, after everything it ran): run_server must not return before it, so the
 /// server says nothing while the thread that stops it waits, blocked in a join (a futex wait).
 /// A wait that ends when the handler says it is done (a count and a condition variable, a
-/// channel) lets run_server return while the thread still runs. Skipped (with a note) when no
-/// thread of the server's own serves the client, or the machine allows no tracing.
-fn handlers_ended_before_return(run: &mut Run) -> Result<(), Fail> {
+/// channel) lets run_server return while the thread still runs. With `closed_first`, the client
+/// closes its connection before the signal, and the handler, its work done, is held at its
+/// exit() through the signal: a handle dropped at the stop because `is_finished()` said the
+/// handler was done (true once the closure has returned, before the thread ends) is a thread
+/// never waited for. Skipped (with a note) when no thread of the server's own serves the
+/// client, or the machine allows no tracing.
+fn handlers_ended_before_return(run: &mut Run, closed_first: bool) -> Result<(), Fail> {
     const READS: [i64; 4] = [
         libc::SYS_read,
         libc::SYS_recvfrom,
@@ -557,14 +590,28 @@ fn handlers_ended_before_return(run: &mut Run) -> Result<(), Fail> {
         server.stop()?;
         return Ok(());
     };
-    let _ = kill(server.proc.pid, Signal::SIGTERM);
+    let idle = if closed_first {
+        // Its handler ends, and is held at its exit() before the signal.
+        drop(idle);
+        None
+    } else {
+        let _ = kill(server.proc.pid, Signal::SIGTERM);
+        Some(idle)
+    };
     if !tracer.held_before(Instant::now() + Duration::from_secs(5))? {
         drop(tracer);
         run.note(format!(
             "the client's handler thread was not seen ending: {not_probed}"
         ));
-        server.finish(Signal::SIGTERM, Some(&idle), None)?;
+        if closed_first {
+            server.stop()?;
+        } else {
+            server.finish(Signal::SIGTERM, idle.as_ref(), None)?;
+        }
         return Ok(());
+    }
+    if closed_first {
+        let _ = kill(server.proc.pid, Signal::SIGTERM);
     }
     // Until `done` (too early), or the main thread asleep in a futex wait (a join, or a wait
     // that only this thread's end can end) several samples in a row.
@@ -594,6 +641,23 @@ fn handlers_ended_before_return(run: &mut Run) -> Result<(), Fail> {
     tracer.release();
     if let Some(message) = &early
         && message.kind == "done"
+        && closed_first
+    {
+        return Err(Fail::failed(format!(
+            "at SIGTERM, the server said `done` (run_server had returned) while the thread of a \
+             client's handler (tid {handler}) was still running: its client had closed its \
+             connection before the signal and the handler had returned, but the grader held \
+             its thread at the entry of its exit(), the last thing a thread does, through the \
+             signal. The stop did not wait for that thread: either its JoinHandle was dropped \
+             at the stop because is_finished() said it was done (is_finished() is true as soon \
+             as the handler's closure has returned, before its thread has ended), or the stop \
+             waits on something the handler signals as it ends (a count and a condition \
+             variable, a channel). Keep the handle of every handler not yet joined and join \
+             each one at the stop (JoinHandle::join), finished or not"
+        )));
+    }
+    if let Some(message) = &early
+        && message.kind == "done"
     {
         return Err(Fail::failed(format!(
             "at SIGTERM, the server said `done` (run_server had returned) while the thread of a \
@@ -604,7 +668,7 @@ fn handlers_ended_before_return(run: &mut Run) -> Result<(), Fail> {
              for every handler thread to end by joining it (JoinHandle::join)"
         )));
     }
-    server.finish(Signal::SIGTERM, Some(&idle), early)?;
+    server.finish(Signal::SIGTERM, idle.as_ref(), early)?;
     Ok(())
 }
 

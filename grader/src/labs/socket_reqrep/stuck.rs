@@ -6,10 +6,11 @@
 use nix::sys::signal::Signal;
 
 use super::observe;
-use super::programs::{STOP_PATIENCE, Server};
+use super::programs::{CONTROL_FD, STOP_PATIENCE, Server};
 use super::protocol::Conn;
 use crate::engine::Fail;
 use crate::engine::diagnose::Activity;
+use crate::engine::inspect;
 
 impl Server {
     /// The diagnosis of a server that did not say `done` after `signal`: where each thread is.
@@ -40,7 +41,8 @@ impl Server {
         let unshut: Vec<(i32, i32)> = threads
             .iter()
             .filter_map(|t| match t.activity {
-                Activity::SocketRead { fd } => Some((t.tid, fd)),
+                // The control channel is where the server waits for `exit`, no client's.
+                Activity::SocketRead { fd } if fd != CONTROL_FD => Some((t.tid, fd)),
                 _ => None,
             })
             .filter(|&(_, fd)| observe::read_side_shut(pid, fd) == Some(false))
@@ -73,7 +75,7 @@ impl Server {
                  handler under a key the two shared, such as a number two clients can get)",
                 reading.join(", ")
             ));
-        } else if any(&|a| matches!(a, Activity::SocketRead { .. })) {
+        } else if any(&|a| matches!(a, Activity::SocketRead { fd } if *fd != CONTROL_FD)) {
             let seen = match idle.map(Conn::peek_now) {
                 Some(Some(0)) => {
                     " (the client still connected did see end of stream: the connections were \
@@ -116,6 +118,19 @@ impl Server {
                     .into(),
             );
         }
+        if observe::main_receives_on(pid, CONTROL_FD) {
+            causes.push(
+                "its main thread waits for the grader's `exit` on its control channel, as after \
+                 `done`: run_server had returned and main.rs had sent `done`, which did not \
+                 reach the grader in time (a machine too loaded)"
+                    .into(),
+            );
+        }
+        if causes.is_empty()
+            && let Some(cause) = join_waits_on_lock(pid, &threads)
+        {
+            causes.push(cause);
+        }
         if causes.is_empty() {
             causes.push(
                 "every thread waits on another (a join or a lock): a thread it waits for never \
@@ -131,4 +146,41 @@ impl Server {
             causes.join("; ")
         ))
     }
+}
+
+/// A thread that joins another (its futex wait is on that thread's id, as `pthread_join` waits)
+/// while the thread it joins waits on a futex itself: what that second wait is, from its value
+/// (a contended mutex's word holds 2 in Rust's and glibc's locks).
+fn join_waits_on_lock(pid: i32, threads: &[observe::ThreadState]) -> Option<String> {
+    let futex_value = |tid: i32| match inspect::call_of(pid, tid) {
+        Some((number, args)) if number == libc::SYS_futex => Some(args[2] as u32 as i32),
+        _ => None,
+    };
+    let tids: Vec<i32> = threads.iter().map(|t| t.tid).collect();
+    let (joiner, joined) = threads.iter().find_map(|t| {
+        let value = futex_value(t.tid)?;
+        (value != t.tid && tids.contains(&value)).then_some((t.tid, value))
+    })?;
+    let joined_value = futex_value(joined)?;
+    let name = |tid: i32| {
+        if tid == pid {
+            "the main thread".to_string()
+        } else {
+            format!("thread {tid}")
+        }
+    };
+    let what = if joined_value == 2 {
+        "to take a mutex that is locked (its futex word holds 2, a contended lock)"
+    } else {
+        "on a lock or a condition (a futex wait)"
+    };
+    Some(format!(
+        "{} waits for thread {joined} to end (a join: its futex wait is on that thread's id), and \
+         thread {joined} waits {what}: neither goes on. Most likely the joining thread holds \
+         the lock the other waits for: a MutexGuard still alive across the join (a guard of the \
+         table of open connections kept in a variable while the handlers are joined, say); \
+         drop every guard before you join, or the other waits for a condition or a message \
+         nobody will send",
+        name(joiner)
+    ))
 }
