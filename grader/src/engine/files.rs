@@ -277,7 +277,7 @@ fn made_by_the_grader(path: &Path) -> bool {
 /// The process of the check's tree that holds `path` open or mapped.
 fn holder(roots: &[i32], path: &Path) -> Option<i32> {
     let wanted = path.to_string_lossy();
-    let forks = grader_forks();
+    let forks = inspect::grader_forks();
     inspect::tree(roots, roots).into_iter().find_map(|row| {
         if forks(row.pid) {
             return None;
@@ -291,15 +291,6 @@ fn holder(roots: &[i32], path: &Path) -> Option<i32> {
             .is_ok_and(|maps| maps.lines().any(|l| l.ends_with(wanted.as_ref())));
         (open || mapped).then_some(row.pid)
     })
-}
-
-/// Whether a process still runs the grader's own executable: a tracer the grader forked into a
-/// program's group, or a program between fork and exec. Either holds, for a moment, copies of
-/// the grader's descriptors (a file another process opened, as the file audit is told), which
-/// are not the program's doing.
-fn grader_forks() -> impl Fn(i32) -> bool {
-    let own = std::fs::read_link("/proc/self/exe").ok();
-    move |pid| own.is_some() && std::fs::read_link(format!("/proc/{pid}/exe")).ok() == own
 }
 
 fn owner_of(path: &Path) -> Option<u32> {

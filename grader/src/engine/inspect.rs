@@ -110,6 +110,16 @@ pub fn is_anothers(pid: i32) -> bool {
     true
 }
 
+/// Whether a process still runs the grader's own executable: a tracer the grader forked into a
+/// program's group, or a program between fork and exec. Either holds, for a moment, copies of
+/// the grader's descriptors (a file another process opened, as the file audit is told), which
+/// are not the program's doing; nor is a tracer still on its way out when the program has
+/// exited.
+pub fn grader_forks() -> impl Fn(i32) -> bool {
+    let own = std::fs::read_link("/proc/self/exe").ok();
+    move |pid| own.is_some() && std::fs::read_link(format!("/proc/{pid}/exe")).ok() == own
+}
+
 /// The descendants of `pid` in `table`, not `pid` itself.
 fn descendants(table: &[Row], pid: i32) -> std::collections::BTreeSet<i32> {
     let mut found = std::collections::BTreeSet::from([pid]);

@@ -914,7 +914,7 @@ mod tests {
     #[test]
     fn a_pid_that_is_not_the_graders_is_no_part_of_a_check() {
         assert!(inspect::tree(&[1], &[1]).is_empty());
-        let mut program = shell("sleep 10");
+        let program = shell("sleep 10");
         let pid = program.pid.as_raw();
         let tree = inspect::tree(&[pid, 1], &[pid, 1]);
         assert!(inspect::is_anothers(1));

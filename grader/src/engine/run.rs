@@ -1001,9 +1001,10 @@ fn students_leftovers(roots: &[i32]) -> Vec<String> {
     while Instant::now() < until && roots.iter().any(|&root| alive(root)) {
         std::thread::sleep(Duration::from_millis(5));
     }
+    let forks = inspect::grader_forks();
     let left: Vec<i32> = inspect::tree(roots, roots)
         .into_iter()
-        .filter(|row| !roots.contains(&row.pid) && row.state != 'Z')
+        .filter(|row| !roots.contains(&row.pid) && row.state != 'Z' && !forks(row.pid))
         .map(|row| row.pid)
         .collect();
     let mut named: Vec<String> = left

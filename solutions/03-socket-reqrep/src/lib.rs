@@ -485,7 +485,13 @@ pub fn run_server(listener: Listener) -> Result<ServerStats, RpcError> {
                         }
                     }
                 }));
-                handlers.retain(|h| !h.is_finished());
+                // Join the handlers that have ended (at once: their closures have returned).
+                let (ended, running): (Vec<_>, Vec<_>) =
+                    handlers.drain(..).partition(|h| h.is_finished());
+                for handler in ended {
+                    let _ = handler.join();
+                }
+                handlers = running;
             }
             handlers
         })

@@ -464,16 +464,7 @@ fn spawn_with_sysctls(
     args: &[String],
     own: &OwnLimits,
 ) -> Result<Option<(crate::engine::Proc, ipc_labs_driver::Message)>, Fail> {
-    let tag: u32 = run.rng().random();
-    let output = run.path(&format!("served-{tag}.bin"));
-    let mut all = vec![
-        "consumer".to_string(),
-        "--name".into(),
-        name.into(),
-        "--output".into(),
-        output.display().to_string(),
-    ];
-    all.extend(args.iter().cloned());
+    let (all, _) = consumer_args(run, name, args);
     let Some(mut proc) = run.spawn_with_message_queue_sysctls_and_default(
         &all,
         (own.msg_max, own.msgsize_max),
@@ -678,6 +669,16 @@ fn consumer_watched_at_mq_open(
     ),
     Fail,
 > {
+    let (all, output) = consumer_args(run, name, args);
+    let mut proc = run.spawn_stopped_with_message_queue_bytes(&all, bytes)?;
+    proc.set_roles(|_| "the consumer".into());
+    let (proc, answer, reached, tracer) = watched_at_mq_open(proc)?;
+    Ok((proc, answer, output, reached, tracer))
+}
+
+/// The arguments of a consumer of queue `name` that writes what it serves to a file of its own,
+/// and that file.
+fn consumer_args(run: &mut Run, name: &str, args: &[String]) -> (Vec<String>, std::path::PathBuf) {
     let tag: u32 = run.rng().random();
     let output = run.path(&format!("served-{tag}.bin"));
     let mut all = vec![
@@ -688,8 +689,5 @@ fn consumer_watched_at_mq_open(
         output.display().to_string(),
     ];
     all.extend(args.iter().cloned());
-    let mut proc = run.spawn_stopped_with_message_queue_bytes(&all, bytes)?;
-    proc.set_roles(|_| "the consumer".into());
-    let (proc, answer, reached, tracer) = watched_at_mq_open(proc)?;
-    Ok((proc, answer, output, reached, tracer))
+    (all, output)
 }

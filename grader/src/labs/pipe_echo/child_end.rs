@@ -348,6 +348,31 @@ fn forced_eintrs(session: &mut Session, signals: u32) -> Result<Option<u32>, Fai
     Ok(Some(FORCED_EINTRS))
 }
 
+/// Waits (3 s at most) for the parent's answer, or for one of its threads that waited in
+/// `waitpid()` (`slept`: each with its count of sleeps then) to have woken and gone back to
+/// waiting there. The answer, if it came first.
+fn answer_or_back_in_waitpid(
+    session: &mut Session,
+    parent: i32,
+    slept: &[(i32, Option<u64>)],
+) -> Result<Option<Done>, Fail> {
+    let woke_and_slept = || {
+        let again = in_waitpid(parent);
+        slept.iter().any(|&(tid, before)| {
+            again.contains_key(&tid) && sleeps(parent, tid).zip(before).is_some_and(|(n, b)| n > b)
+        })
+    };
+    let until = Instant::now() + Duration::from_secs(3);
+    loop {
+        if let Some(message) = session.message_within(Duration::from_millis(2))? {
+            return session.done(message).map(Some);
+        }
+        if woke_and_slept() || Instant::now() > until {
+            return Ok(None);
+        }
+    }
+}
+
 /// How many times thread `tid` of `pid` has gone to sleep, from its `status` in `/proc`.
 fn sleeps(pid: i32, tid: i32) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/status")).ok()?;
@@ -422,23 +447,7 @@ fn stopped_while_waited(run: &mut Run) -> Result<String, Fail> {
     while inspect::view(child).is_some_and(|v| v.state != 'T') && Instant::now() < until {
         std::thread::sleep(Duration::from_millis(1));
     }
-    let woke_and_slept = || {
-        let again = in_waitpid(parent);
-        slept.iter().any(|&(tid, before)| {
-            again.contains_key(&tid) && sleeps(parent, tid).zip(before).is_some_and(|(n, b)| n > b)
-        })
-    };
-    let until = Instant::now() + Duration::from_secs(3);
-    let early = loop {
-        match session.message_within(Duration::from_millis(2)) {
-            Ok(Some(message)) => break session.done(message).map(Some),
-            Ok(None) => {}
-            Err(fail) => break Err(fail),
-        }
-        if woke_and_slept() || Instant::now() > until {
-            break Ok(None);
-        }
-    };
+    let early = answer_or_back_in_waitpid(&mut session, parent, &slept);
     let early = match early {
         Ok(None) => None,
         other => {
@@ -496,23 +505,7 @@ fn continued_while_waited(
     let Some(hold) = ContinuedHold::continue_stopped(child)? else {
         return Ok(String::new());
     };
-    let woke_and_slept = || {
-        let again = in_waitpid(parent);
-        slept.iter().any(|&(tid, before)| {
-            again.contains_key(&tid) && sleeps(parent, tid).zip(before).is_some_and(|(n, b)| n > b)
-        })
-    };
-    let until = Instant::now() + Duration::from_secs(3);
-    let early = loop {
-        match session.message_within(Duration::from_millis(2)) {
-            Ok(Some(message)) => break session.done(message).map(Some),
-            Ok(None) => {}
-            Err(fail) => break Err(fail),
-        }
-        if woke_and_slept() || Instant::now() > until {
-            break Ok(None);
-        }
-    };
+    let early = answer_or_back_in_waitpid(session, parent, &slept);
     hold.release();
     if let Some(done) = early? {
         return Err(Fail::failed(format!(

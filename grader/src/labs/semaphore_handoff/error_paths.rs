@@ -464,9 +464,7 @@ fn create_races(run: &mut Run) -> Result<String, Fail> {
             rounds: 10,
             seed,
         };
-        let mut handover = launch.ready()?;
-        let reports = handover.finish(|_, _| Ok(()))?;
-        handover.verify(&reports, "10 rounds with semaphores, the creation traced")?;
+        launch.run_through("10 rounds with semaphores, the creation traced")?;
         return Ok("semaphores: the first call naming the ready semaphore created it".into());
     };
     let situation = format!(
@@ -568,12 +566,9 @@ fn unlink_fails(run: &mut Run, gone: usize) -> Result<String, Fail> {
              HandoffError::Unlink with its name and errno"
         )));
     }
-    let mut handover = launch.ready()?;
-    let reports = handover.finish(|_, _| Ok(()))?;
-    handover.verify(
-        &reports,
-        &format!("10 rounds with semaphores after a failed unlink of the {which} name"),
-    )?;
+    launch.run_through(&format!(
+        "10 rounds with semaphores after a failed unlink of the {which} name"
+    ))?;
     Ok(format!(
         "unlink with the {which} name gone: kind=unlink, the other name unlinked"
     ))
@@ -711,12 +706,7 @@ fn names_at_the_edge(run: &mut Run) -> Result<String, Fail> {
         )));
     }
     launch.proc.put_back(first);
-    let mut handover = launch.ready()?;
-    let reports = handover.finish(|_, _| Ok(()))?;
-    handover.verify(
-        &reports,
-        "10 rounds with queues named by NAME_MAX characters after the slash",
-    )?;
+    launch.run_through("10 rounds with queues named by NAME_MAX characters after the slash")?;
     Ok("queues, names of NAME_MAX characters: created and used".into())
 }
 
@@ -762,12 +752,7 @@ fn unlink_both_fail(run: &mut Run) -> Result<String, Fail> {
              not the last"
         )));
     }
-    let mut handover = launch.ready()?;
-    let reports = handover.finish(|_, _| Ok(()))?;
-    handover.verify(
-        &reports,
-        "10 rounds with semaphores after two failed unlinks",
-    )?;
+    launch.run_through("10 rounds with semaphores after two failed unlinks")?;
     Ok("unlink of two names gone: the first error, the ready name's".into())
 }
 

@@ -272,12 +272,7 @@ fn mode_asked(run: &mut Run, mechanism: &'static str) -> Result<String, Fail> {
         rounds: 10,
         seed,
     };
-    let mut handover = launch.ready()?;
-    let reports = handover.finish(|_, _| Ok(()))?;
-    handover.verify(
-        &reports,
-        &format!("10 rounds with {mechanism}, the creation traced"),
-    )?;
+    launch.run_through(&format!("10 rounds with {mechanism}, the creation traced"))?;
     Ok(match judged {
         Some((_, mode, _)) => format!("{mechanism}: the creating call asked for mode {mode:o}"),
         None => format!("{mechanism}: the creating call not seen"),
@@ -335,12 +330,7 @@ fn slot_length_asked(run: &mut Run) -> Result<String, Fail> {
         rounds: 10,
         seed,
     };
-    let mut handover = launch.ready()?;
-    let reports = handover.finish(|_, _| Ok(()))?;
-    handover.verify(
-        &reports,
-        "10 rounds with semaphores, the slot's mmap() traced",
-    )?;
+    launch.run_through("10 rounds with semaphores, the slot's mmap() traced")?;
     Ok(match asked {
         Some(asked) => format!("the slot's mmap() asked for {asked} bytes"),
         None => "the slot's mmap() not seen".into(),
@@ -363,9 +353,7 @@ pub fn objects_created(run: &mut Run) -> Result<String, Fail> {
         }
         inspect_created(run, &launch.proc, mechanism, &launch.names)?;
         launch.proc.send("go", &[])?;
-        let mut handover = launch.ready()?;
-        let reports = handover.finish(|_, _| Ok(()))?;
-        handover.verify(&reports, &format!("10 rounds with {mechanism}"))?;
+        launch.run_through(&format!("10 rounds with {mechanism}"))?;
     }
     let asked = [
         mode_asked(run, "semaphores")?,
@@ -505,9 +493,7 @@ fn unlinked_by_sem_unlink(run: &mut Run) -> Result<String, Fail> {
     };
     launch.proc.send("go", &[])?;
     let Some(mut tracer) = armed else {
-        let mut handover = launch.ready()?;
-        let reports = handover.finish(|_, _| Ok(()))?;
-        handover.verify(&reports, "10 rounds with semaphores")?;
+        launch.run_through("10 rounds with semaphores")?;
         return Ok("sem_unlink() not watched (no breakpoint)".into());
     };
     let mut unlinked = Vec::new();
@@ -565,9 +551,7 @@ fn unlinked_by_sem_unlink(run: &mut Run) -> Result<String, Fail> {
         )));
     }
     launch.proc.put_back(said);
-    let mut handover = launch.ready()?;
-    let reports = handover.finish(|_, _| Ok(()))?;
-    handover.verify(&reports, "10 rounds with semaphores, sem_unlink() watched")?;
+    launch.run_through("10 rounds with semaphores, sem_unlink() watched")?;
     Ok(format!(
         "unlink() called sem_unlink() for {}",
         unlinked.join(" and ")
