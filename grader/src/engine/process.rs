@@ -442,7 +442,9 @@ fn watch_control(control: Arc<OwnedFd>, sender: Sender<Event>) {
                         return;
                     }
                 }
-                Err(nix::errno::Errno::EINTR) => continue,
+                // A program that ends with a message of the grader's unread resets the socket:
+                // the error comes before the messages it sent, which are still there to read.
+                Err(nix::errno::Errno::EINTR | nix::errno::Errno::ECONNRESET) => continue,
                 Err(_) => return,
             }
         }
@@ -922,6 +924,17 @@ mod tests {
         program.kill_tree();
         assert!(tree.iter().any(|row| row.pid == pid));
         assert!(tree.iter().all(|row| row.pgrp == pid), "{tree:?}");
+    }
+
+    /// The last message of a program that exits without reading one of the grader's is
+    /// delivered: the reset its exit makes is reported before the messages it sent.
+    #[test]
+    fn a_message_sent_before_an_exit_that_leaves_the_graders_unread_is_delivered() {
+        let mut program = shell("sleep 0.3; printf failed >&3; exit 1");
+        program.send("unread", &[]).expect("sent");
+        let message = program.recv_any();
+        program.kill_tree();
+        assert_eq!(message.expect("the last message").kind, "failed");
     }
 
     /// A message that reaches the grader after the program's exit is delivered while the

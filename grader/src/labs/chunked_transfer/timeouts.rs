@@ -503,6 +503,15 @@ fn orphan_answers(
                 (false, &mut transfer.sender),
                 (true, &mut transfer.receiver),
             ] {
+                // A side that has said its last word may have exited since: not asked again.
+                let ended = early.iter().any(|said| {
+                    said.index == index
+                        && said.receiver == receiver
+                        && matches!(said.message.kind.as_str(), "done" | "failed")
+                });
+                if ended {
+                    continue;
+                }
                 if let Some(message) = proc.recv_before(Instant::now())? {
                     early.push(Said {
                         index,
