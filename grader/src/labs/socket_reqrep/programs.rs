@@ -229,7 +229,8 @@ impl Server {
         if self.at_signal.is_none() {
             self.at_signal = Some(observe::connections(pid, self.port));
         }
-        let patience = (Instant::now() + STOP_PATIENCE).min(self.deadline);
+        let signalled = Instant::now();
+        let patience = (signalled + STOP_PATIENCE).min(self.deadline);
         // The moment the server reports, it waits for `exit` on its control channel: the threads
         // other than the main one, and what they have used of the CPU, are taken then.
         let mut at_done = None;
@@ -250,7 +251,7 @@ impl Server {
                     done = Some(message);
                     break;
                 }
-                return Err(self.stuck_after(signal, idle));
+                return Err(self.stuck_after(signal, idle, patience - signalled));
             }
             match self
                 .proc

@@ -200,10 +200,21 @@ impl Conn {
 
 /// Reads one frame: (head, payload), or `None` at end of stream before the frame starts.
 pub fn read_frame(conn: &mut Conn) -> std::io::Result<Option<(u8, Vec<u8>)>> {
-    match read_frame_counted(conn)? {
+    match read_frame_counted(conn).map_err(said_plainly)? {
         Ok(frame) => Ok(frame),
         Err(short) => Err(std::io::Error::new(short.error, short.to_string())),
     }
+}
+
+/// A read's error in the words of what happened: a read timeout is not the server's "Resource
+/// temporarily unavailable".
+fn said_plainly(error: std::io::Error) -> std::io::Error {
+    let plainly = match error.kind() {
+        ErrorKind::WouldBlock | ErrorKind::TimedOut => "nothing came within the grader's wait",
+        ErrorKind::UnexpectedEof => "the connection ended",
+        _ => return error,
+    };
+    std::io::Error::new(error.kind(), plainly)
 }
 
 /// A frame that did not arrive whole: how much of it did.
@@ -294,7 +305,7 @@ pub fn read_frame_timed(
 
 /// Reads one response frame: (status, payload).
 pub fn read_response(conn: &mut Conn) -> std::io::Result<(u8, Vec<u8>)> {
-    read_frame(conn)?.ok_or_else(|| ErrorKind::UnexpectedEof.into())
+    read_frame(conn)?.ok_or_else(|| said_plainly(ErrorKind::UnexpectedEof.into()))
 }
 
 /// Checks one response against the request, naming the request.

@@ -3,18 +3,26 @@
 //! shutdown() reached or shut for writing only, writing to a client that does not read, waiting
 //! for a signal, or polling).
 
+use std::time::Duration;
+
 use nix::sys::signal::Signal;
 
 use super::observe;
-use super::programs::{CONTROL_FD, STOP_PATIENCE, Server};
+use super::programs::{CONTROL_FD, Server};
 use super::protocol::Conn;
 use crate::engine::Fail;
 use crate::engine::diagnose::Activity;
 use crate::engine::inspect;
 
 impl Server {
-    /// The diagnosis of a server that did not say `done` after `signal`: where each thread is.
-    pub(super) fn stuck_after(&self, signal: Signal, idle: Option<&Conn>) -> Fail {
+    /// The diagnosis of a server that did not say `done` within `waited` after `signal`: where
+    /// each thread is.
+    pub(super) fn stuck_after(
+        &self,
+        signal: Signal,
+        idle: Option<&Conn>,
+        waited: Duration,
+    ) -> Fail {
         let pid = self.pid();
         let threads = observe::threads(pid);
         let list: Vec<String> = threads
@@ -139,9 +147,9 @@ impl Server {
             );
         }
         Fail::failed(format!(
-            "after {} the server did not say `done` within {} s; {}: {}",
+            "after {} the server did not say `done` within {:.1} s; {}: {}",
             signal.as_str(),
-            STOP_PATIENCE.as_secs(),
+            waited.as_secs_f64(),
             list.join(", "),
             causes.join("; ")
         ))
