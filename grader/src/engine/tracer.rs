@@ -269,6 +269,8 @@ pub struct Tracer {
     /// Which breakpoint (its index among [`Action::BreakAt`]'s addresses) the last
     /// [`Breakpoint::At`] was.
     last_break: usize,
+    /// Which watched field (its index among the fields given) the last [`Watched::Hit`] was.
+    last_hit: usize,
 }
 
 /// Where the program was when [`Tracer::wait`] returned.
@@ -348,6 +350,7 @@ impl Tracer {
                 Action::Watch(_) | Action::WatchAt(..) | Action::BreakAt(_)
             ),
             last_break: 0,
+            last_hit: 0,
         };
         match traced.next_byte(Instant::now() + Duration::from_secs(2))? {
             Some(ATTACHED) => Ok(Some(traced)),
@@ -494,7 +497,7 @@ impl Tracer {
             // is counted as fast as it comes; a message waits at most this short while.
             match self.next_byte(Instant::now() + Duration::from_millis(2))? {
                 Some(ARMED) => return Ok(Watched::Armed),
-                Some(HIT) => return Ok(Watched::Hit),
+                Some(HIT) => return self.hit(),
                 Some(NO_WATCHPOINTS) => return Ok(Watched::Unavailable),
                 Some(_) => return Ok(Watched::Lost),
                 None => {}
@@ -571,10 +574,27 @@ impl Tracer {
         Ok(match self.next_byte(until)? {
             None => None,
             Some(ARMED) => Some(Watched::Armed),
-            Some(HIT) => Some(Watched::Hit),
+            Some(HIT) => Some(self.hit()?),
             Some(NO_WATCHPOINTS) => Some(Watched::Unavailable),
             Some(_) => Some(Watched::Lost),
         })
+    }
+
+    /// The index (among the fields given) of the field of the last [`Watched::Hit`]: with
+    /// several fields watched, which one the program accessed.
+    pub fn last_hit(&self) -> usize {
+        self.last_hit
+    }
+
+    /// A hit: the tracer follows its byte with the index of the field, in the same write.
+    fn hit(&mut self) -> Result<Watched, Fail> {
+        match self.next_byte(Instant::now() + Duration::from_millis(500))? {
+            Some(which) if which < 4 => {
+                self.last_hit = which as usize;
+                Ok(Watched::Hit)
+            }
+            _ => Ok(Watched::Lost),
+        }
     }
 
     /// Lets a program stopped at a watched access go on, still watched; or one held at a call's
@@ -1107,7 +1127,9 @@ unsafe fn watch_from(pid: i32, address: u64, fields: &[Field], pipes: Pipes) -> 
             let hit = libc::ptrace(libc::PTRACE_PEEKUSER, pid, DEBUGREG + 8 * 6, 0usize);
             if stopped_by == libc::SIGTRAP && hit & 0xf != 0 {
                 libc::ptrace(libc::PTRACE_POKEUSER, pid, DEBUGREG + 8 * 6, 0usize);
-                say(HIT);
+                // Which field: the first whose DR6 bit is set, right after the hit.
+                let which = (hit as u64 & 0xf).trailing_zeros() as u8;
+                libc::write(pipes.report, [HIT, which].as_ptr().cast(), 2);
                 let mut word = [0u8];
                 if libc::read(pipes.resume, word.as_mut_ptr().cast(), 1) != 1 || word[0] != GO_ON {
                     leave(pid, Left::Stopped(status), pipes);

@@ -511,24 +511,34 @@ pub fn killed_mid_write(run: &mut Run) -> Result<String, Fail> {
 /// segment holds zeros there, and nothing may be stored there once the magic is.
 const TAIL_WORDS: [usize; 2] = [12288, 16384];
 
-/// The magic's 4 bytes, and the two words past the record, watched for stores.
-const MAGIC_STORES: &[Field] = &[
-    Field {
-        offset: 0,
-        len: 4,
-        loads: false,
-    },
-    Field {
-        offset: TAIL_WORDS[0],
-        len: 8,
-        loads: false,
-    },
-    Field {
-        offset: TAIL_WORDS[1],
-        len: 8,
-        loads: false,
-    },
-];
+/// The magic's 4 bytes, the two words past the record, and the word that holds the first byte
+/// after a payload of `len` bytes (where a terminator or a clearing of the rest would go),
+/// watched for stores. Leaked: a tracer watches fields that live as long as it may.
+fn magic_stores(len: usize) -> &'static [Field] {
+    let end = (HEADER_LEN + len) / 8 * 8;
+    Box::leak(Box::new([
+        Field {
+            offset: 0,
+            len: 4,
+            loads: false,
+        },
+        Field {
+            offset: TAIL_WORDS[0],
+            len: 8,
+            loads: false,
+        },
+        Field {
+            offset: TAIL_WORDS[1],
+            len: 8,
+            loads: false,
+        },
+        Field {
+            offset: end,
+            len: 8,
+            loads: false,
+        },
+    ]))
+}
 
 /// Watches the publisher's stores to the magic: when it stores `MAGIC`, the payload, the length
 /// and the sequence must all be in the segment already. `None` where the grader may not watch.
@@ -542,7 +552,7 @@ fn magic_stored_last(run: &mut Run) -> Result<Option<String>, Fail> {
     let _removed = RemoveKeyOnDrop(Some(name.key));
     let unwatched = "the grader may not watch the publisher's stores here (ptrace, hardware \
                      watchpoints, x86-64): the order of its stores was not seen";
-    let Some(mut watch) = Tracer::watch(proc.pid.as_raw(), MAGIC_STORES)? else {
+    let Some(mut watch) = Tracer::watch(proc.pid.as_raw(), magic_stores(len))? else {
         run.note(unwatched);
         proc.kill_tree();
         return Ok(None);
@@ -563,17 +573,40 @@ fn magic_stored_last(run: &mut Run) -> Result<Option<String>, Fail> {
                 return Ok(None);
             }
             Watched::Hit if magic_stored => {
+                let field = watch.last_hit();
                 drop(watch);
                 proc.kill_tree();
+                let end = HEADER_LEN + len;
+                let (wher, why) = match field {
+                    0 => (
+                        "the magic's 4 bytes".to_string(),
+                        "the magic once more".to_string(),
+                    ),
+                    3 => (
+                        format!(
+                            "the word that holds offset {end}, the first byte after the \
+                             {len}-byte payload"
+                        ),
+                        "a terminator after the payload, or the start of a clearing of the \
+                         rest of the segment"
+                            .to_string(),
+                    ),
+                    _ => (
+                        format!(
+                            "offset {}, far past the record's end (a {size}-byte segment \
+                             holding a {len}-byte payload)",
+                            TAIL_WORDS[field.min(2) - 1]
+                        ),
+                        "clearing or filling the rest of the segment".to_string(),
+                    ),
+                };
                 return Err(Fail::failed(format!(
-                    "{how}, and two words of the segment past the record's end (offsets {} and \
-                     {}, of a {size}-byte segment holding a {len}-byte payload): after it had \
-                     stored the magic, the publisher stored into its segment again (past the \
-                     record, clearing or filling the rest of the segment, say, or the magic \
-                     once more): a reader that sees the magic takes the record for complete \
-                     while its publisher is still writing the segment; store payload, length, \
-                     sequence, a release fence, the magic, and nothing after it",
-                    TAIL_WORDS[0], TAIL_WORDS[1]
+                    "{how}, the word after the payload and two words far past the record: after \
+                     it had stored the magic, the publisher stored into its segment again, at \
+                     {wher} ({why}, say): a reader that sees the magic takes the record for \
+                     complete while its publisher is still writing the segment; store payload, \
+                     length, sequence, a release fence, the magic, and nothing after it, not \
+                     even a byte past the payload"
                 )));
             }
             Watched::Said(message) if magic_stored => {
