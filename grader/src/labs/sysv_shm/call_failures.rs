@@ -39,6 +39,9 @@ enum Who {
     /// A publisher whose payload is one byte too big for its segment, as it detaches and
     /// removes the segment it made: it must still remove it, and report `no-room`.
     CleaningPublisher,
+    /// A publisher asked for a segment of 0 bytes: it must refuse the size before anything
+    /// else, so that the call made to fail, if it makes it at all, changes nothing.
+    ZeroSizePublisher,
 }
 
 /// One call made to fail, and what the program must report.
@@ -79,7 +82,7 @@ const FIRST_ERROR: &str = "the error that made publish() fail (no room for the r
                            one to report; a failure of the clean-up after it must neither \
                            replace it nor stop the clean-up";
 
-fn injected() -> [Injected; 14] {
+fn injected() -> [Injected; 16] {
     let shmctl = |command: i32| Match::Bits {
         arg: 1,
         mask: 0xff,
@@ -104,6 +107,27 @@ fn injected() -> [Injected; 14] {
             known: None,
             not_made: "the publisher never opened /proc/sys/kernel/shmmax: read the limit from \
                        it (max_segment_size()) each time a segment is created",
+            then: Then::Nothing,
+        },
+        // Size 0 is refused first: the limit is not even needed, and a failure to read it
+        // must not hide the zero size.
+        Injected {
+            who: Who::ZeroSizePublisher,
+            call: Call {
+                number: libc::SYS_openat,
+                matching: Match::Path("/proc/sys/kernel/shmmax"),
+            },
+            errno: libc::EACCES,
+            what: "the open of /proc/sys/kernel/shmmax by a publisher asked for size 0",
+            short: "open of shmmax (size 0)",
+            kind: "zero-size",
+            known: Some((
+                "limit",
+                "it read the limit before it checked the size, and the failure to read it hid \
+                 the zero size; check the size first: 0 is ShmError::ZeroSize, without reading \
+                 shmmax (only a size above 0 is compared with it)",
+            )),
+            not_made: "",
             then: Then::Nothing,
         },
         Injected {
@@ -139,6 +163,30 @@ fn injected() -> [Injected; 14] {
                 "exists",
                 "only EEXIST means that a segment has the key (and there was none); EACCES and \
                  any other shmget() error is ShmError::Get (kind=shmget)",
+            )),
+            not_made: "the publisher never called shmget() with IPC_CREAT on its main thread",
+            then: Then::Nothing,
+        },
+        // EINVAL too: the kernel's answer to a size it will not make (shmmax lowered between
+        // the read of the limit and the call, or more than a segment may be), which only the
+        // kernel judges: the lab's TooLarge is the comparison with shmmax, before shmget().
+        Injected {
+            who: Who::Publisher,
+            call: Call {
+                number: libc::SYS_shmget,
+                matching: shmget_creating(true),
+            },
+            errno: libc::EINVAL,
+            what: "the publisher's shmget(key, size, IPC_CREAT | ...) (as for a size the kernel \
+                   will not make: shmmax lowered after the publisher read it)",
+            short: "shmget (create)",
+            kind: "shmget",
+            known: Some((
+                "too-large",
+                "its size was within shmmax as max_segment_size() read it, so the failure is \
+                 shmget()'s own: it takes shmget()'s EINVAL for TooLarge; TooLarge is only the \
+                 comparison with shmmax before shmget(), and every shmget() error but EEXIST \
+                 (EINVAL included) is ShmError::Get (kind=shmget)",
             )),
             not_made: "the publisher never called shmget() with IPC_CREAT on its main thread",
             then: Then::Nothing,
@@ -370,7 +418,10 @@ pub fn system_call_failures(run: &mut Run) -> Result<String, Fail> {
         }
         let who = if matches!(
             case.who,
-            Who::Publisher | Who::DetachingPublisher | Who::CleaningPublisher
+            Who::Publisher
+                | Who::DetachingPublisher
+                | Who::CleaningPublisher
+                | Who::ZeroSizePublisher
         ) {
             "the publisher's"
         } else {
@@ -406,6 +457,12 @@ fn fail_one_call(
             let name = fresh_name(run)?;
             let payload = run.random_bytes(100);
             let proc = spawn_publisher(run, &name.path, name.id, 4096, n, &payload)?;
+            (proc, Some(name.key))
+        }
+        Who::ZeroSizePublisher => {
+            let name = fresh_name(run)?;
+            let payload = run.random_bytes(100);
+            let proc = spawn_publisher(run, &name.path, name.id, 0, n, &payload)?;
             (proc, Some(name.key))
         }
         Who::CleaningPublisher => {
@@ -575,9 +632,19 @@ fn judge(
     failed: bool,
 ) -> Result<bool, Fail> {
     let kind = message.get("kind");
-    if message.kind == "failed" && kind == Some(case.kind) && failed {
+    // A publisher asked for size 0 need not make the call at all.
+    let may_skip = case.who == Who::ZeroSizePublisher;
+    if message.kind == "failed" && kind == Some(case.kind) && (failed || may_skip) {
         proc.wait()?;
         return Ok(true);
+    }
+    if !failed && may_skip {
+        return Err(Fail::failed(format!(
+            "with size 0, the publisher said `{}`{}, the lab wants `failed` with kind={}",
+            message.kind,
+            kind.map(|k| format!(" (kind={k})")).unwrap_or_default(),
+            case.kind
+        )));
     }
     if !failed {
         return Err(Fail::failed(format!(
