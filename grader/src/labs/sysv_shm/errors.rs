@@ -14,7 +14,7 @@ use super::HEADER_LEN;
 use super::private_ipc::PrivateIpc;
 use super::protocol::{
     Name, expect, fresh_name, fresh_name_with_id, ftok, publish_record, spawn_publisher,
-    start_publisher, with_context,
+    spawn_reader, start_publisher, with_context,
 };
 use super::segments::{Planted, full_record, rmid, segment, segment_by_id};
 use crate::engine::tracer::{Action, Call, Reached, Tracer};
@@ -315,6 +315,7 @@ pub fn bad_input(run: &mut Run) -> Result<String, Fail> {
         };
         publisher_refuses(run, (&alias.path, id, ok.2), &payload, aliased)?;
     }
+    reader_refuses_ids(run, &missing)?;
     publisher_refuses(
         run,
         (ok.0, ok.1, 0),
@@ -358,7 +359,7 @@ pub fn bad_input(run: &mut Run) -> Result<String, Fail> {
     };
     publisher_refuses(run, (ok.0, ok.1, 15), &[], header_only)?;
     let mut tried = "a missing path, ids 0, 256, 257 and one far above (0 also with a missing \
-                     path), size 0 (also with the key taken), a payload one byte too big, a segment smaller than a header"
+                     path; 0 and 257 given to a reader too), size 0 (also with the key taken), a payload one byte too big, a segment smaller than a header"
         .to_string();
     // More than the publisher may map (its address space is limited): shmget() succeeds, the
     // segment's memory is not used yet, and shmat() fails.
@@ -399,6 +400,82 @@ pub fn bad_input(run: &mut Run) -> Result<String, Fail> {
         "{tried} were refused with their kinds, with nothing left behind; id 255 and an empty \
          payload in a 16-byte segment were accepted"
     ))
+}
+
+/// The reader derives its key with the same `key_for()`, which refuses an id outside `1..=255`
+/// first: id 0 with a path that does not exist is `bad-id` (not `ftok`), and id 257 is `bad-id`
+/// even with a record in the segment of `ftok(path, 1)`, which `ftok()` would take it for (the
+/// reader is given `--remove`: one that takes 257 for 1 reads that record and removes it).
+fn reader_refuses_ids(run: &mut Run, missing: &Path) -> Result<(), Fail> {
+    let publisher_too = "(the publisher refused this id: the id is checked on the publisher's path \
+                         only); key_for() refuses every id outside 1..=255, first, for every \
+                         caller: the reader derives its key with it too";
+    let zero = Name {
+        path: missing.to_path_buf(),
+        id: 0,
+        key: 0,
+        replaced: None,
+    };
+    let what = "a reader given id 0 and a path that does not exist";
+    let message = reader_verdict(run, &zero, what)?;
+    match (message.kind.as_str(), message.get("kind")) {
+        ("failed", Some("bad-id")) => {}
+        ("failed", Some(k)) => {
+            return Err(Fail::failed(format!(
+                "with {what}, the reader said kind={k}, the lab wants kind=bad-id: its \
+                 key_for() handed id 0 to ftok() {publisher_too}"
+            )));
+        }
+        (said, _) => {
+            return Err(Fail::failed(format!(
+                "with {what}, the reader said `{said}`, the lab wants `failed` with kind=bad-id"
+            )));
+        }
+    }
+    let alias = fresh_name_with_id(run, 1)?;
+    let sequence = run.rng().random_range(2..1_000_000u32);
+    let payload = run.random_bytes(64);
+    let planted = Planted::new(run, alias.key, 4096, &full_record(sequence, &payload))?;
+    let name = Name { id: 257, ..alias };
+    let what = "a reader given id 257 (and --remove), with a record in the segment of \
+                ftok(path, 1)";
+    let message = reader_verdict(run, &name, what)?;
+    match (message.kind.as_str(), message.get("kind")) {
+        ("failed", Some("bad-id")) => Ok(()),
+        ("done", _) => {
+            let removed = if segment_by_id(planted.id).is_none() {
+                " and removed it"
+            } else {
+                ""
+            };
+            Err(Fail::failed(format!(
+                "with {what}, the reader read that record (sequence {}){removed}: ftok() keeps \
+                 only the low 8 bits of the id, so 257 silently means 1 {publisher_too}",
+                message.get("sequence").unwrap_or("?")
+            )))
+        }
+        (said, got) => Err(Fail::failed(format!(
+            "with {what}, the reader said `{said}` (kind={}), the lab wants `failed` with \
+             kind=bad-id {publisher_too}",
+            got.unwrap_or("none")
+        ))),
+    }
+}
+
+/// A reader with `--remove` led to its end: its last message.
+fn reader_verdict(run: &mut Run, name: &Name, what: &str) -> Result<ipc_labs_driver::Message, Fail> {
+    let n = 200 + name.id;
+    let (mut reader, _) = spawn_reader(run, name, true, n)?;
+    let context = format!("with {what}");
+    let mut message = reader.recv_any().map_err(with_context(&context))?;
+    if message.kind == "attached" {
+        reader.send("go", &[])?;
+        message = reader.recv_any().map_err(with_context(&context))?;
+    }
+    if matches!(message.kind.as_str(), "failed" | "done") {
+        reader.wait()?;
+    }
+    Ok(message)
 }
 
 /// Whether the kernel lets a segment of `size` bytes be made (it counts its memory against
