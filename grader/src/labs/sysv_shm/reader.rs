@@ -396,6 +396,11 @@ pub fn reader_validates(run: &mut Run) -> Result<String, Fail> {
     if length_changed_after_its_load(run, &name, 9)?.is_some() {
         tried.push_str(", and copied the length it had checked when it changed afterwards");
     }
+    if magic_stored_after_its_look(run, &name, 10)?.is_some() {
+        tried.push_str(
+            ", and refused a record whose magic appeared only after its look (bad-magic at once)",
+        );
+    }
     Ok(format!("the reader rejected {tried}"))
 }
 
@@ -639,4 +644,88 @@ fn length_changed_after_its_load(run: &mut Run, name: &Name, n: u32) -> Result<O
         Err(Fail::Crashed(_)) => Fail::Crashed(text),
         _ => Fail::failed(text),
     })
+}
+
+/// The magic, watched for loads.
+const MAGIC_LOADS: &[Field] = &[Field {
+    offset: 0,
+    len: 4,
+    loads: true,
+}];
+
+/// A record complete but for its magic, which the grader stores right after the reader's first
+/// load of it (which found none): the reader judges what it found, `bad-magic` at once; one
+/// that waits for the magic (sleeps and loads it again, "a publisher may still be writing")
+/// reports the record. `None` where the grader may not watch.
+fn magic_stored_after_its_look(run: &mut Run, name: &Name, n: u32) -> Result<Option<()>, Fail> {
+    let size = 4096 + run.rng().random_range(100..3000usize);
+    let len = run.rng().random_range(100..size - HEADER_LEN);
+    let sequence = run.rng().random_range(2..1_000_000u32);
+    let payload = run.random_bytes(len);
+    let mut unfinished = full_record(sequence, &payload);
+    unfinished[..4].fill(0);
+    let planted = Planted::new(run, name.key, size, &unfinished)?;
+    let (mut reader, _) = spawn_held_reader(run, name, false, n)?;
+    let unwatched = "the grader may not watch the reader's loads here (ptrace, hardware \
+                     watchpoints, x86-64): a magic stored after the reader's look was not tried";
+    let Some(mut watch) = Tracer::watch(reader.pid.as_raw(), MAGIC_LOADS)? else {
+        run.note(unwatched);
+        reader.kill_tree();
+        return Ok(None);
+    };
+    reader.send("go", &[])?;
+    let what = format!(
+        "a {len}-byte record complete but for its magic (0), which the grader stored right \
+         after the reader's first load of the magic field (a hardware watchpoint)"
+    );
+    let context = format!("on {what}");
+    let mut loads = 0;
+    let outcome = loop {
+        match watch.next(&mut reader, run.deadline())? {
+            Watched::Armed => {}
+            Watched::Unavailable => {
+                drop(watch);
+                run.note(unwatched);
+                reader.kill_tree();
+                return Ok(None);
+            }
+            Watched::Said(message) if message.kind == "attached" => reader.send("go", &[])?,
+            Watched::Said(message) => break message,
+            Watched::Hit => {
+                loads += 1;
+                if loads == 1 {
+                    overwrite(planted.id, 0, &MAGIC.to_ne_bytes())?;
+                }
+                watch.go_on();
+            }
+            Watched::Lost => break reader.recv_any().map_err(with_context(&context))?,
+        }
+    };
+    drop(watch);
+    if matches!(outcome.kind.as_str(), "failed" | "done") {
+        reader.wait()?;
+    }
+    match (outcome.kind.as_str(), outcome.get("kind")) {
+        ("failed", Some("bad-magic")) => Ok(Some(())),
+        ("done", _) if loads > 1 => Err(Fail::failed(format!(
+            "{context}: its first load found no magic, yet it loaded the magic again ({loads} \
+             loads of it in all) and reported the record (sequence {}) once the grader had \
+             stored the magic: it waits for the magic to appear (a publisher still writing, it \
+             supposes) instead of judging what it found; a segment that does not start with \
+             MAGIC is BadMagic at once: load the magic once and refuse the segment if it is not \
+             there",
+            outcome.get("sequence").unwrap_or("?")
+        ))),
+        ("done", _) => Err(Fail::failed(format!(
+            "{context}: the reader reported the record (sequence {}) though its only load of \
+             the magic found none: check the magic you loaded, and refuse a segment without it \
+             (kind=bad-magic)",
+            outcome.get("sequence").unwrap_or("?")
+        ))),
+        (said, kind) => Err(Fail::failed(format!(
+            "{context}, the reader said `{said}` (kind={}), the lab wants `failed` with \
+             kind=bad-magic: the segment had no magic when it looked",
+            kind.unwrap_or("none")
+        ))),
+    }
 }
