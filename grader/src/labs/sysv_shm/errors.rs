@@ -598,11 +598,84 @@ pub fn size_limit(run: &mut Run) -> Result<String, Fail> {
     let setting = format!("shmmax set to {shmmax} (in a private IPC namespace)");
     over_the_limit_key_taken(run, &name, (shmmax, &setting), &payload)?;
     let shmall = shmall_bounds_no_segment(run, &namespace, &name, (shmmax, &setting), &payload)?;
+    let long = twenty_digit_limit(run, &namespace, &name, &payload)?;
     drop(namespace);
     Ok(format!(
         "with shmmax {shmmax}, a size of {shmmax} (id 1) was published and {over} was too-large, \
-         also with the key taken; {shmall}"
+         also with the key taken; {shmall}; with shmmax set to {long} (20 digits, as the \
+         default is), a size of exactly shmmax reached shmget()"
     ))
+}
+
+/// The limit read whole: with `shmmax` set to a number of 20 digits (as the kernel's default,
+/// 18446744073692774399, is), a size of exactly `shmmax` is allowed and must reach `shmget()`,
+/// which refuses it (`ENOSPC`: `shmall` is lowered; `kind=shmget`). Returns the limit tried.
+fn twenty_digit_limit(
+    run: &mut Run,
+    namespace: &PrivateIpc,
+    name: &Name,
+    payload: &[u8],
+) -> Result<u64, Fail> {
+    let shmmax = run
+        .rng()
+        .random_range(10_000_000_000_000_000_000u64..=u64::MAX - (1 << 24));
+    namespace.set("shmmax", shmmax)?;
+    let what = format!(
+        "with shmmax set to {shmmax} (20 digits, as the kernel's default is; in a private IPC \
+         namespace) and a size of exactly {shmmax}"
+    );
+    let mut proc = start_publisher(run, (&name.path, name.id, shmmax), 7, payload)?;
+    let message = proc.recv_any().map_err(with_context(&what))?;
+    proc.wait()?;
+    segment(name.key).into_iter().for_each(|s| rmid(s.id));
+    match (message.kind.as_str(), message.get("kind")) {
+        ("failed", Some("shmget")) => Ok(shmmax),
+        ("failed", Some("too-large")) => {
+            let error = message.get("error").unwrap_or("");
+            let why = limit_of(error)
+                .and_then(|l| digits_cut(l, shmmax))
+                .unwrap_or_else(|| {
+                    "its limit is below shmmax as the file has it now: read \
+                     /proc/sys/kernel/shmmax whole, each time, and refuse only a size above it"
+                        .to_string()
+                });
+            Err(Fail::failed(format!(
+                "{what}, the publisher said kind=too-large ({error}): {why}"
+            )))
+        }
+        (said, kind) => Err(Fail::failed(format!(
+            "{what}, the publisher said `{said}` (kind={}: {}), the lab wants it let through to \
+             shmget() (which refuses it: kind=shmget)",
+            kind.unwrap_or("none"),
+            message.get("error").unwrap_or("")
+        ))),
+    }
+}
+
+/// The limit a `TooLarge` message names (`... limit of N ...`).
+fn limit_of(error: &str) -> Option<u64> {
+    error
+        .split("limit of ")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.parse::<u64>().ok())
+}
+
+/// Why a limit `l` that is the first digits of `shmmax` was taken for it: the file was read in
+/// part.
+fn digits_cut(l: u64, shmmax: u64) -> Option<String> {
+    let (l, whole) = (l.to_string(), shmmax.to_string());
+    (l.len() < whole.len() && whole.starts_with(&l)).then(|| {
+        format!(
+            "it compared the size with {l}, the first {} of the {} digits of shmmax \
+             ({whole}): it read /proc/sys/kernel/shmmax only in part (one read() into a buffer \
+             too small for the number: a u64 takes up to 20 decimal digits and a newline, not 8 \
+             bytes); read the whole file (read_to_string, or read() until it returns 0) and \
+             parse that",
+            l.len(),
+            whole.len()
+        )
+    })
 }
 
 /// The size is judged before `shmget()`: one past the limit is too-large even when a segment
@@ -795,7 +868,12 @@ fn machine_limit(run: &mut Run, payload: &[u8]) -> Result<String, Fail> {
         }
         ("failed", Some("too-large")) => {
             proc.wait()?;
-            let why = below_the_limit(run, &name, shmmax, payload)?;
+            let cut = limit_of(message.get("error").unwrap_or(""))
+                .and_then(|l| digits_cut(l, shmmax));
+            let why = match cut {
+                Some(cut) => cut,
+                None => below_the_limit(run, &name, shmmax, payload)?,
+            };
             return Err(Fail::failed(format!(
                 "{at_limit}, the publisher said kind=too-large: {why}"
             )));
