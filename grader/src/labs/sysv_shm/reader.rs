@@ -351,6 +351,14 @@ pub fn reader_validates(run: &mut Run) -> Result<String, Fail> {
                     message.get("length").unwrap_or("?")
                 )));
             }
+            ("failed", Some("shmget")) => {
+                let error = message.get("error").unwrap_or("?").to_string();
+                let why = shmget_refused_small(run, &name, &error)?;
+                return Err(Fail::failed(format!(
+                    "on {what}, the reader said kind=shmget ({error}), the lab wants \
+                     kind=bad-length: {why}"
+                )));
+            }
             (said, got) => {
                 return Err(Fail::failed(format!(
                     "on {what}, the reader said `{said}` (kind={}), the lab wants `failed` with \
@@ -402,6 +410,62 @@ pub fn reader_validates(run: &mut Run) -> Result<String, Fail> {
         );
     }
     Ok(format!("the reader rejected {tried}"))
+}
+
+/// Why a reader's `shmget()` refused the 15-byte segment still planted at `name`'s key: the
+/// size it asks for, seen by holding another reader at the entry of its `shmget()` without
+/// `IPC_CREAT` (its arguments read from `/proc/PID/syscall`); without tracing, from the error
+/// (`EINVAL` from a find: the size asked for is larger than the segment).
+fn shmget_refused_small(run: &mut Run, name: &Name, error: &str) -> Result<String, Fail> {
+    let too_big = |asked: &str| {
+        format!(
+            "its shmget() asked for {asked}, and the kernel refuses (EINVAL) a segment smaller \
+             than the size asked for, so a segment too small for a header never reached the \
+             reader's own check; find the segment with shmget(key, 0, 0) (a size of 0 takes \
+             it as it is), take its size from shmctl(IPC_STAT), and refuse one smaller than a \
+             header yourself (BadLength)"
+        )
+    };
+    let finds = Call::bits(libc::SYS_shmget, 2, libc::IPC_CREAT as u64, 0);
+    let (mut reader, _) = spawn_held_reader(run, name, false, 50)?;
+    let asked = match Tracer::attach(reader.pid.as_raw(), finds, Action::Hold)? {
+        Some(mut tracer) => {
+            reader.send("go", &[])?;
+            let asked = if tracer.wait(&mut reader, run.deadline())? == Reached::Call {
+                std::fs::read_to_string(format!("/proc/{}/syscall", reader.pid.as_raw()))
+                    .ok()
+                    .and_then(|line| {
+                        let size = line.split_whitespace().nth(2)?;
+                        u64::from_str_radix(size.trim_start_matches("0x"), 16).ok()
+                    })
+            } else {
+                None
+            };
+            drop(tracer);
+            asked
+        }
+        None => None,
+    };
+    reader.kill_tree();
+    Ok(match asked {
+        Some(0) => format!(
+            "its shmget() asked for no size (held at it, the grader read its arguments: \
+             shmget(key, 0, ...)) and still refused the segment ({error}): its flags ask for \
+             something the segment does not allow; find it with shmget(key, 0, 0)"
+        ),
+        Some(size) => too_big(&format!(
+            "{size} bytes (held at its shmget(), the grader read its arguments: shmget(key, \
+             {size}, ...)), more than the segment's 15"
+        )),
+        None if error.contains("EINVAL") => too_big(
+            "more bytes than the segment's 15 (EINVAL is what shmget() says, when it finds a \
+             segment, to a size larger than it)",
+        ),
+        None => "a segment smaller than a header holds no record: the reader's shmget() \
+                 refused a segment that exists; find it with shmget(key, 0, 0), which asks for \
+                 no size and no access, and refuse it as too small (BadLength)"
+            .to_string(),
+    })
 }
 
 /// The sequence and the length fields, watched for loads (and stores).
