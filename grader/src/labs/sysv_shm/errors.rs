@@ -555,7 +555,7 @@ pub fn size_limit(run: &mut Run) -> Result<String, Fail> {
                      /proc/sys/kernel/shmmax each time"
                 ),
                 // Its limit is shmmax, or it does not say: smaller sizes tell how it compares.
-                _ => below_the_limit(run, &name, shmmax, &payload)?,
+                _ => below_the_limit(run, &name, (shmmax, false), &payload)?,
             };
             return Err(Fail::failed(format!(
                 "{at_limit}, the publisher said kind=too-large ({error}): {why}"
@@ -609,16 +609,22 @@ pub fn size_limit(run: &mut Run) -> Result<String, Fail> {
 
 /// The limit read whole: with `shmmax` set to a number of 20 digits (as the kernel's default,
 /// 18446744073692774399, is), a size of exactly `shmmax` is allowed and must reach `shmget()`,
-/// which refuses it (`ENOSPC`: `shmall` is lowered; `kind=shmget`). Returns the limit tried.
+/// which refuses it (`EINVAL`: more than a file may hold; `kind=shmget`, not `too-large`: that
+/// is the publisher's own comparison, which a size of exactly `shmmax` passed already). Returns
+/// the limit tried.
 fn twenty_digit_limit(
     run: &mut Run,
     namespace: &PrivateIpc,
     name: &Name,
     payload: &[u8],
 ) -> Result<u64, Fail> {
+    // Below the default, so that the size's pages do not wrap around; shmall back to its
+    // default, so that the kernel's answer is its own EINVAL (more than a file may hold).
+    let default = u64::MAX - (1 << 24);
     let shmmax = run
         .rng()
-        .random_range(10_000_000_000_000_000_000u64..=u64::MAX - (1 << 24));
+        .random_range(10_000_000_000_000_000_000u64..=default - (1 << 16));
+    namespace.set("shmall", default)?;
     namespace.set("shmmax", shmmax)?;
     let what = format!(
         "with shmmax set to {shmmax} (20 digits, as the kernel's default is; in a private IPC \
@@ -633,7 +639,7 @@ fn twenty_digit_limit(
         ("failed", Some("too-large")) => {
             let error = message.get("error").unwrap_or("");
             let why = limit_of(error)
-                .and_then(|l| digits_cut(l, shmmax))
+                .and_then(|l| digits_cut(l, shmmax).or(einval_taken(l, shmmax, shmmax)))
                 .unwrap_or_else(|| {
                     "its limit is below shmmax as the file has it now: read \
                      /proc/sys/kernel/shmmax whole, each time, and refuse only a size above it"
@@ -659,6 +665,27 @@ fn limit_of(error: &str) -> Option<u64> {
         .nth(1)
         .and_then(|rest| rest.split_whitespace().next())
         .and_then(|n| n.parse::<u64>().ok())
+}
+
+/// What [`below_the_limit`] calls a too-large whose message names `shmmax` itself as the limit,
+/// for a size within it, where the kernel refuses such sizes (the machine's own `shmmax`).
+const EINVAL_TAKEN: &str = "too-large (within the limit it named)";
+
+/// Why a size of `size`, no more than the limit `l` the publisher's own message names (which is
+/// `shmmax`), was too-large: not by its comparison with the limit, which the size passes, but
+/// by `shmget()`'s refusal (`EINVAL`: the kernel will not make a segment that large) taken for
+/// it.
+fn einval_taken(l: u64, size: u64, shmmax: u64) -> Option<String> {
+    (l == shmmax && size <= l).then(|| {
+        format!(
+            "its own message names the limit as {l}, shmmax itself, which the size does not \
+             exceed: the refusal did not come from its comparison with shmmax but from \
+             shmget(), which refuses a segment this large with EINVAL (more than a file may \
+             hold): it takes shmget()'s EINVAL for TooLarge; TooLarge is only the comparison \
+             with shmmax, before shmget(), and every shmget() error but EEXIST (EINVAL \
+             included) is ShmError::Get (kind=shmget)"
+        )
+    })
 }
 
 /// Why a limit `l` that is the first digits of `shmmax` was taken for it: the file was read in
@@ -793,7 +820,7 @@ fn shmall_bounds_no_segment(
 fn below_the_limit(
     run: &mut Run,
     name: &Name,
-    shmmax: u64,
+    (shmmax, kernel_refuses): (u64, bool),
     payload: &[u8],
 ) -> Result<String, Fail> {
     let below = shmmax - 1;
@@ -812,6 +839,14 @@ fn below_the_limit(
         proc.wait()?;
         Ok(match message.get("kind") {
             Some("shmget") => None,
+            Some("too-large")
+                if kernel_refuses
+                    && limit_of(message.get("error").unwrap_or(""))
+                        .and_then(|l| einval_taken(l, size, shmmax))
+                        .is_some() =>
+            {
+                Some(EINVAL_TAKEN.to_string())
+            }
             kind => Some(kind.unwrap_or("none").to_string()),
         })
     };
@@ -833,6 +868,13 @@ fn below_the_limit(
             "a size of {below} (shmmax - 1) was {kind} as well, while {page}, the last whole \
              page below it, was let through: it compares whole pages (the size rounded up, or \
              shmmax rounded down); compare the sizes in bytes: only size > shmmax is too large"
+        ),
+        // Both within the limit the program named, where the kernel refuses sizes that
+        // large: the refusals are shmget()'s.
+        Some(other) if kind == EINVAL_TAKEN && other == EINVAL_TAKEN => format!(
+            "sizes of {below} (shmmax - 1) and {page} (the last whole page below it) were \
+             too-large as well, and for each {}",
+            einval_taken(shmmax, page, shmmax).unwrap_or_default()
         ),
         Some(other) => format!(
             "sizes of {below} (shmmax - 1) and {page} were refused as well (kind={kind}, \
@@ -872,7 +914,7 @@ fn machine_limit(run: &mut Run, payload: &[u8]) -> Result<String, Fail> {
                 .and_then(|l| digits_cut(l, shmmax));
             let why = match cut {
                 Some(cut) => cut,
-                None => below_the_limit(run, &name, shmmax, payload)?,
+                None => below_the_limit(run, &name, (shmmax, true), payload)?,
             };
             return Err(Fail::failed(format!(
                 "{at_limit}, the publisher said kind=too-large: {why}"
