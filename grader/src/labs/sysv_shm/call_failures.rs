@@ -510,7 +510,14 @@ fn fail_one_call(
         Then::Fail(_, _, what) if failed => {
             let second = tracer.failed_the_call()?;
             drop(tracer);
-            return judge_second_failure(&mut proc, case, (&context, what), &message, second);
+            let gone = publisher_key.is_some_and(|key| segment(key).is_none());
+            return judge_second_failure(
+                &mut proc,
+                case,
+                (&context, what),
+                &message,
+                (second, gone),
+            );
         }
         Then::HoldAtExit if failed && message.kind == "failed" => {
             let until = Instant::now() + Duration::from_secs(5);
@@ -609,9 +616,21 @@ fn judge_second_failure(
     case: &Injected,
     (context, what): (&str, &str),
     message: &ipc_labs_driver::Message,
-    second: bool,
+    (second, gone): (bool, bool),
 ) -> Result<bool, Fail> {
     let said = (message.kind.as_str(), message.get("kind"));
+    if said == ("failed", Some(case.kind)) && !second && gone {
+        proc.wait()?;
+        return Err(Fail::failed(format!(
+            "{context}: the program reported kind={}, and its segment is gone, but its main \
+             thread never made {what}: the segment was removed some other way, by another \
+             process (a child running `ipcrm`, say) or another thread, whose failure the \
+             program cannot report with its own errno (and which the grader's failing \
+             shmctl(IPC_RMID) never reached); remove() is shmctl(id, IPC_RMID), made by the \
+             program itself",
+            case.kind
+        )));
+    }
     if said == ("failed", Some(case.kind)) && !second {
         proc.wait()?;
         return Err(Fail::failed(format!(
