@@ -463,7 +463,11 @@ fn reader_refuses_ids(run: &mut Run, missing: &Path) -> Result<(), Fail> {
 }
 
 /// A reader with `--remove` led to its end: its last message.
-fn reader_verdict(run: &mut Run, name: &Name, what: &str) -> Result<ipc_labs_driver::Message, Fail> {
+fn reader_verdict(
+    run: &mut Run,
+    name: &Name,
+    what: &str,
+) -> Result<ipc_labs_driver::Message, Fail> {
     let n = 200 + name.id;
     let (mut reader, _) = spawn_reader(run, name, true, n)?;
     let context = format!("with {what}");
@@ -910,8 +914,8 @@ fn machine_limit(run: &mut Run, payload: &[u8]) -> Result<String, Fail> {
         }
         ("failed", Some("too-large")) => {
             proc.wait()?;
-            let cut = limit_of(message.get("error").unwrap_or(""))
-                .and_then(|l| digits_cut(l, shmmax));
+            let cut =
+                limit_of(message.get("error").unwrap_or("")).and_then(|l| digits_cut(l, shmmax));
             let why = match cut {
                 Some(cut) => cut,
                 None => below_the_limit(run, &name, (shmmax, true), payload)?,

@@ -159,7 +159,8 @@ pub static LAB: Lab = Lab {
             description: "the reader rejects random bytes (bad-magic, whatever their length \
                           field), a length one byte past the end or wrapping around, a segment \
                           smaller than a header (bad-length), and a missing segment (not-found), \
-                          loads no field before the magic, and copies the length it checked",
+                          loads no field before the magic, copies the length it checked, and \
+                          never waits for a magic it did not find",
             exclusive: false,
             hint: Some(
                 "The reader checks the header, then the magic, then the length (without overflow), and loads the length and sequence after the magic. See docs/labs/04-sysv-shm.md, the rules table (the reader validation rules).",
@@ -171,7 +172,7 @@ pub static LAB: Lab = Lab {
             points: 3,
             timeout: Duration::from_secs(10),
             description: "a missing path, ids 0, 256, 257 and above (0 even with a missing \
-                          path), size 0, a payload one byte too big, a segment smaller than a \
+                          path; the reader's too), size 0, a payload one byte too big, a segment smaller than a \
                           header, and a segment too big to attach are typed errors that leave no \
                           segment; id 255 with an empty payload in 16 bytes works",
             exclusive: false,
@@ -187,7 +188,7 @@ pub static LAB: Lab = Lab {
             description: "a size of exactly shmmax is allowed and shmmax + 1 is too-large (even \
                           with the key taken), with shmmax as /proc/sys/kernel/shmmax says now \
                           (lowered in a private IPC namespace when the grader runs as root, and \
-                          shmall below it, which bounds no single segment)",
+                          shmall below it, which bounds no single segment; then 20 digits long)",
             exclusive: false,
             hint: Some(
                 "TooLarge only above shmmax, read in bytes when creating. See docs/labs/04-sysv-shm.md, the rules table (the TooLarge rule).",
@@ -199,8 +200,8 @@ pub static LAB: Lab = Lab {
             points: 3,
             timeout: Duration::from_secs(10),
             description: "a failing system call (shmget, shmctl, shmat, shmdt, the open of \
-                          shmmax) is reported with its own kind, never as not-found or exists, \
-                          whatever its errno, and a reader whose open failed holds nothing \
+                          shmmax) is reported with its own kind, never as not-found, exists or \
+                          too-large, whatever its errno (size 0 is judged before the limit), and a reader whose open failed holds nothing \
                           attached; a publisher whose clean-up after no-room or shmat fails \
                           still reports that first error",
             exclusive: false,
