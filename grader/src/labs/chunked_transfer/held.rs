@@ -431,9 +431,9 @@ pub fn held_mid_message(run: &mut Run) -> Result<String, Fail> {
     };
     let nanos = realtime()?.subsec_nanos();
     if !(2_000_000..800_000_000).contains(&nanos) {
-        std::thread::sleep(Duration::from_nanos(
-            u64::from((1_002_000_000 - nanos) % 1_000_000_000),
-        ));
+        std::thread::sleep(Duration::from_nanos(u64::from(
+            (1_002_000_000 - nanos) % 1_000_000_000,
+        )));
     }
     let since = realtime()?;
     pair.send("go", &[])?;

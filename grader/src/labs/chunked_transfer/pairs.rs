@@ -740,8 +740,9 @@ fn counts_now(pair: &mut Proc, queue: &FreeQueue, index: u64, free: usize) -> Re
                 String::new()
             }
         ),
-        Some(true) => "it did call mq_getattr(), yet its answer is not the queue's mq_curmsgs"
-            .to_string(),
+        Some(true) => {
+            "it did call mq_getattr(), yet its answer is not the queue's mq_curmsgs".to_string()
+        }
         None => "free_count() does not count the queue as it is now".to_string(),
     };
     Err(Fail::failed(format!(

@@ -353,7 +353,10 @@ fn whole_deadline(
              `go`, as a timeout of at most that would give (a timeout other than the one given, \
              such as a fixed one of its own, or a part of it dropped), or a deadline taken \
              before the wait began, or a wait cut into slices",
-            earliest.saturating_sub(short).saturating_sub(since).as_millis()
+            earliest
+                .saturating_sub(short)
+                .saturating_sub(since)
+                .as_millis()
         )
     };
     Err(Fail::failed(format!(
