@@ -30,6 +30,8 @@
 //!   the segment back; the parent says `done`. With `--hold-at B,...`, the child says `holding`
 //!   and waits for `release` before the write that reaches each byte B of the message; with
 //!   `--hold-sender-at B`, the parent does so before it reads byte B from its data source.
+//!   With `--count-again`, after `took` it waits for `count` and says `state` (`free`, the
+//!   pool's free count asked again) before it forks.
 //! - `pipe`: the same data through a pipe, for comparison: a child reads and hashes, the parent
 //!   writes at `go`; the child says `message` and waits for `exit`; the parent says `done`.
 //!
@@ -145,6 +147,10 @@ enum Command {
         /// message from its data source.
         #[arg(long)]
         hold_sender_at: Option<u64>,
+        /// After `took`, wait for `count` and say `state` with the pool's free count asked
+        /// again.
+        #[arg(long)]
+        count_again: bool,
     },
     /// The same data through a pipe, for comparison.
     Pipe {
@@ -582,6 +588,8 @@ struct PairHolds {
     receiver: Vec<u64>,
     /// The sender holds before it reads this byte.
     sender: Option<u64>,
+    /// After `took`, wait for `count` and say the free count again.
+    count_again: bool,
 }
 
 fn pair(
@@ -620,6 +628,16 @@ fn pair(
         "took",
         &[("id", id.to_string()), ("free", free.to_string())],
     );
+    if holds.count_again {
+        control.wait_for("count");
+        match pool.free_count() {
+            Ok(free) => control.send("state", &[("free", free.to_string())]),
+            Err(error) => {
+                report(control, &error, 0);
+                return ExitCode::FAILURE;
+            }
+        }
+    }
     // SAFETY: the program is single-threaded here.
     match unsafe { fork() }.expect("fork") {
         ForkResult::Child => {
@@ -787,6 +805,7 @@ fn main() -> ExitCode {
             timeout_ms,
             hold_at,
             hold_sender_at,
+            count_again,
         } => pair(
             &control,
             &prefix,
@@ -797,6 +816,7 @@ fn main() -> ExitCode {
             PairHolds {
                 receiver: hold_at,
                 sender: hold_sender_at,
+                count_again,
             },
         ),
         Command::Pipe { seed, len } => pipe_transfer(&control, seed, len),

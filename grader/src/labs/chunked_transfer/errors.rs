@@ -44,6 +44,8 @@ fn spawn_sender(run: &mut Run, name: &str, size: u64, role: &'static str) -> Res
 struct Refusals {
     /// A sender asked for 4095 bytes, and the name it was given.
     small: (Proc, String),
+    /// A sender asked for 4095 bytes on a name that an object of the grader's has.
+    small_taken: (Proc, String, Mapped),
     /// Senders whose `ftruncate()`, then `mmap()`, fails: their names, sizes, the step, its kind.
     half_way: Vec<(Proc, String, u64, &'static str, &'static str)>,
     /// A receiver of a segment that does not exist.
@@ -60,6 +62,15 @@ impl Refusals {
         let small = (
             spawn_sender(run, &name, MIN_SEGMENT as u64 - 1, "the sender")?,
             name,
+        );
+        // The size is the first thing create() judges: on a name that exists, a size below
+        // the minimum is still BadSize, not Exists.
+        let name = run.ipc_name("small-taken");
+        let object = Mapped::create(run, &name, MIN_SEGMENT, false)?;
+        let small_taken = (
+            spawn_sender(run, &name, MIN_SEGMENT as u64 - 1, "the sender")?,
+            name,
+            object,
         );
         // ftruncate() of more than an off_t holds fails; mmap() of the programs' whole address
         // space fails.
@@ -89,6 +100,7 @@ impl Refusals {
         }
         Ok(Refusals {
             small,
+            small_taken,
             half_way,
             missing,
             no_pool,
@@ -104,6 +116,19 @@ impl Refusals {
             return Err(Fail::failed(format!(
                 "a sender refused a segment of 4095 bytes, but {} exists: check the size before \
                  shm_open()",
+                dev_shm(name).display()
+            )));
+        }
+        let (sender, name, _object) = &mut self.small_taken;
+        let judged = small_on_a_taken_name(sender, name);
+        let still_there = dev_shm(name).exists();
+        let _ = nix::sys::mman::shm_unlink(name.as_str());
+        judged?;
+        if !still_there {
+            return Err(Fail::failed(format!(
+                "a sender asked for a segment of 4095 bytes on the name {}, which an object of \
+                 the grader's had, refused it with bad-size, but the grader's object is gone: a \
+                 refused create() touches nothing that was there",
                 dev_shm(name).display()
             )));
         }
@@ -154,6 +179,37 @@ impl Refusals {
         }
         Ok(())
     }
+}
+
+/// A sender asked for 4095 bytes on `name`, which the grader's object has: it must say
+/// `bad-size` (the size is judged first, before shm_open() or any look at the name), and exit.
+fn small_on_a_taken_name(sender: &mut Proc, name: &str) -> Result<(), Fail> {
+    let answer = sender.recv_any()?;
+    if answer.kind == "failed" && answer.get("kind") == Some("bad-size") {
+        sender.wait()?;
+        return Ok(());
+    }
+    let asked = format!(
+        "asked for a segment of 4095 bytes on a name that exists ({}, an object of the \
+         grader's)",
+        dev_shm(name).display()
+    );
+    let said = if answer.kind == "failed" {
+        format!("`failed` ({})", failure(&answer))
+    } else {
+        format!("`{}`", answer.kind)
+    };
+    let why = if answer.get("kind") == Some("exists") {
+        ": it tries the name (shm_open() with O_CREAT | O_EXCL, or a look at it) before it \
+         checks the size; with shm_open() first, a free name is made for a moment at a size \
+         that is then refused. Check the size first: a refused size makes and tries nothing"
+    } else {
+        ""
+    };
+    Err(Fail::failed(format!(
+        "{asked}, the program said {said}: this must fail with TransferError::BadSize \
+         (kind=bad-size), whatever the name{why}"
+    )))
 }
 
 /// A name that exists: refused, and the segment of that name still works.

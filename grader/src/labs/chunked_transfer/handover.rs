@@ -9,12 +9,18 @@ use super::layout::{Header, Sem, chunks_of};
 use super::observe::segment_mappings;
 use super::transfer::{Transfer, failure, in_chunks};
 use crate::engine::tracer::{Action, Call, Match, Reached, Tracer};
+use crate::engine::waiting::{self, WaitRules};
 use crate::engine::{Fail, force};
 
 /// How long the receiver may take to wait for chunk 0, and the sender to reach its post of
 /// `full`, then, let run alone, to fill the ring and wait on `empty`: a program that does it
 /// at all does it within milliseconds, even on a loaded machine.
 const SETTLE: Duration = Duration::from_secs(5);
+
+/// How long the receiver may take to be a waiter on `full` before the grader watches how it
+/// waits (`engine::waiting`): the watch (at most 1.4 s) ends well within its timeout of 3 s,
+/// so that a receiver that polls is named as such before it times out for want of chunk 0.
+const WAITER_DUE: Duration = Duration::from_millis(800);
 
 /// Starts `transfer` (messages `lens`, each at most one chunk) as [`Transfer::go`] does, with
 /// its first handovers held and looked at; returns what was seen, for the check's message
@@ -23,14 +29,28 @@ const SETTLE: Duration = Duration::from_secs(5);
 pub fn go_held(transfer: &mut Transfer, lens: &[u64]) -> Result<String, Fail> {
     transfer.started = Some(Instant::now());
     transfer.receiver.send("go", &[])?;
-    let until = Instant::now() + SETTLE;
-    while transfer.mapped.waiters(Sem::Full) == 0 && Instant::now() < until {
+    let due = Instant::now() + WAITER_DUE;
+    let mut said = false;
+    while transfer.mapped.waiters(Sem::Full) == 0 && Instant::now() < due {
         if transfer
             .receiver
             .says_before(Instant::now() + Duration::from_millis(1))
         {
+            said = true;
             break;
         }
+    }
+    if !said && transfer.mapped.waiters(Sem::Full) == 0 {
+        // Not waiting on `full` in a futex wait, with nothing to do (its sender has not begun):
+        // how it waits, told from /proc (a thread that polls or spins fails here).
+        let receiver = transfer.receiver.pid.as_raw();
+        waiting::expect_blocked(
+            &[receiver],
+            &|_| "the receiver, waiting for chunk 0 (its sender not yet started)".to_string(),
+            WaitRules::default(),
+            "wait in sem_timedwait() on the segment's `full` semaphore, which sleeps in a futex \
+             wait until the sender posts",
+        )?;
     }
     if transfer.mapped.waiters(Sem::Full) == 0 {
         // No waiter on `full`: its post makes no system call to hold the sender at.

@@ -30,8 +30,9 @@ use crate::engine::{Fail, Run};
 const HELD_TIMEOUT_MS: u64 = 10_000;
 
 /// The timeout of the pair that waits on an empty pool in `held-mid-message`: with 999 ms past
-/// the whole seconds, now + the timeout carries a second from the nanoseconds in all but one
-/// call in a thousand, and the grader reads the deadline of its `mq_timedreceive()`.
+/// the whole seconds, now + the timeout carries a second from the nanoseconds unless now is in
+/// the first millisecond of a second (the grader sends the pair's `go` 2 to 800 ms past one),
+/// and the grader reads the deadline of its `mq_timedreceive()`.
 const HELD_TAKE_TIMEOUT_MS: u64 = 10_999;
 
 pub fn through_the_segment(run: &mut Run) -> Result<String, Fail> {
@@ -418,10 +419,23 @@ pub fn held_mid_message(run: &mut Run) -> Result<String, Fail> {
     let mut c = start(run, &setup_c)?;
     let io_a = io_of(a.sender.pid.as_raw());
     let io_b = io_of(b.sender.pid.as_raw());
-    // Every wait watched below begins after this: the pair's take first, at its `go`.
-    let since = nix::time::clock_gettime(nix::time::ClockId::CLOCK_REALTIME)
-        .map(Duration::from)
-        .map_err(|e| Fail::Grader(format!("clock_gettime: {e}")))?;
+    // Every wait watched below begins after this: the pair's take first, at its `go`. The
+    // `go` goes 2 to 800 ms past a whole second of CLOCK_REALTIME (a wait of 100 ms on average
+    // one time in five): a take that starts before the next second (within milliseconds, on
+    // a machine however loaded) has 1 ms or more of nanoseconds, and now + 10.999 s must carry
+    // a second into tv_sec; only a take in the first millisecond of a second would not.
+    let realtime = || {
+        nix::time::clock_gettime(nix::time::ClockId::CLOCK_REALTIME)
+            .map(Duration::from)
+            .map_err(|e| Fail::Grader(format!("clock_gettime: {e}")))
+    };
+    let nanos = realtime()?.subsec_nanos();
+    if !(2_000_000..800_000_000).contains(&nanos) {
+        std::thread::sleep(Duration::from_nanos(u64::from(
+            (1_002_000_000 - nanos) % 1_000_000_000,
+        )));
+    }
+    let since = realtime()?;
     pair.send("go", &[])?;
     a.go()?;
     b.go()?;

@@ -257,6 +257,7 @@ fn held_pair(
     let holds = [0, (chunks - 2) * capacity, (chunks - 1) * capacity];
     let options = PairOptions {
         hold_at: holds.to_vec(),
+        count_again: true,
         ..Default::default()
     };
     let mut pair = spawn_pair(run, prefix, index, seed, len, &options)?;
@@ -273,6 +274,8 @@ fn held_pair(
         failures_expected: false,
     };
     let mut seen = PairSeen::default();
+    follow_pair(&mut pair, &how, &mut seen, |seen| seen.took.is_some())?;
+    counts_now(&mut pair, queue, index, free)?;
     let stages = [
         (
             "before writing out its first chunk, its sender still sending",
@@ -668,6 +671,86 @@ fn protocol_pair(
         )));
     }
     Ok(id.to_string())
+}
+
+/// With `pair` (started with `--count-again`) past its `took`, `free` ids on the queue: the
+/// grader takes one of them off and asks the pair's `free_count()` again, tracing it to see
+/// whether it asks the queue (`mq_getattr()`); the count must be the queue's now (`free - 1`),
+/// not the one at the take. The id goes back on the queue afterwards.
+fn counts_now(pair: &mut Proc, queue: &FreeQueue, index: u64, free: usize) -> Result<(), Fail> {
+    let mut ids = queue.take_all()?;
+    if ids.len() != free {
+        queue.put_all(&ids)?;
+        return Err(Fail::failed(format!(
+            "pair {index} said `took`, and the free queue then held {} ids, where {free} \
+             should be (the grader keeps one, the pair has one): take() took more than one id \
+             off the queue, or put something back",
+            ids.len()
+        )));
+    }
+    let kept = ids.pop();
+    queue.put_all(&ids)?;
+    let now = free - 1;
+    let pid = pair.pid.as_raw();
+    let traced = Tracer::attach(pid, Call::any(libc::SYS_mq_getsetattr), Action::Hold)?;
+    pair.send("count", &[])?;
+    // Whether it called mq_getattr() between the question and its answer (unknown untraced).
+    let mut asked = None;
+    let answer = match traced {
+        Some(mut tracer) => match tracer.wait(pair, Instant::now() + Duration::from_secs(10))? {
+            Reached::Call => {
+                asked = Some(true);
+                tracer.release();
+                pair.recv_any()?
+            }
+            Reached::Passed(Some(message)) => {
+                asked = (message.kind == "state").then_some(false);
+                message
+            }
+            Reached::Passed(None) => pair.recv_any()?,
+        },
+        None => pair.recv_any()?,
+    };
+    if let Some(id) = kept {
+        queue.put_all(&[id])?;
+    }
+    if answer.kind != "state" {
+        let said = if answer.kind == "failed" {
+            format!("`failed` ({})", failure(&answer))
+        } else {
+            format!("`{}`", answer.kind)
+        };
+        return Err(Fail::failed(format!(
+            "pair {index}, asked for free_count() again after its `took`, said {said} where \
+             it should have counted the free queue ({now} ids)"
+        )));
+    }
+    let said = answer.get("free").unwrap_or("nothing");
+    if said.parse::<usize>().ok() == Some(now) {
+        return Ok(());
+    }
+    let how = match asked {
+        Some(false) => format!(
+            "it answered without any mq_getattr() call (the grader traced it from the question \
+             to the answer){}: free_count() gives a number of its own, such as one remembered \
+             from the take, instead of asking the queue each time",
+            if said.parse::<usize>().ok() == Some(free) {
+                format!(", and {free} is the count at its take")
+            } else {
+                String::new()
+            }
+        ),
+        Some(true) => {
+            "it did call mq_getattr(), yet its answer is not the queue's mq_curmsgs".to_string()
+        }
+        None => "free_count() does not count the queue as it is now".to_string(),
+    };
+    Err(Fail::failed(format!(
+        "pair {index} said `took` with free_count() {free}; then the grader took one id off the \
+         free queue ({now} left) and asked free_count() again (`--count-again`): it said \
+         {said}, where {now} id(s) were on the queue: {how}. free_count() is how many segments \
+         are free now: mq_getattr's mq_curmsgs, asked at each call"
+    )))
 }
 
 /// Starts `pair` (alone on the pool: `free` ids are on the queue once it has taken one) with

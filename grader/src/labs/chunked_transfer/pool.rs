@@ -318,6 +318,8 @@ pub struct PairOptions {
     pub hold_sender_at: Option<u64>,
     /// The timeout of every wait (the programs' default when `None`).
     pub timeout_ms: Option<u64>,
+    /// After `took`, the pair waits for `count` and says `state` with its free count again.
+    pub count_again: bool,
 }
 
 /// Starts a `pair` process: pair `index` of `seed`, a message of `len` bytes.
@@ -348,6 +350,9 @@ pub fn spawn_pair(
     }
     if let Some(byte) = options.hold_sender_at {
         args.extend(["--hold-sender-at".into(), byte.to_string()]);
+    }
+    if options.count_again {
+        args.push("--count-again".into());
     }
     let mut pair = run.spawn(&args)?;
     let root = pair.pid.as_raw();

@@ -348,9 +348,16 @@ fn whole_deadline(
             timeout.subsec_millis()
         )
     } else {
-        "its deadline is not now + the whole timeout (a part of the timeout dropped, a \
-         deadline taken before the wait began, or a wait cut into slices)"
-            .to_string()
+        format!(
+            "its deadline is not now + the whole timeout: it lies {} ms after the grader's \
+             `go`, as a timeout of at most that would give (a timeout other than the one given, \
+             such as a fixed one of its own, or a part of it dropped), or a deadline taken \
+             before the wait began, or a wait cut into slices",
+            earliest
+                .saturating_sub(short)
+                .saturating_sub(since)
+                .as_millis()
+        )
     };
     Err(Fail::failed(format!(
         "{began}: {cause}. A wait's deadline is CLOCK_REALTIME now + the timeout, taken when \
