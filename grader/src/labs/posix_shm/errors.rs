@@ -151,6 +151,43 @@ fn past_the_end(run: &mut Run, table: &mut Table, op: Op, size: usize) -> Result
     Ok(())
 }
 
+/// A write of one byte more than a `size`-byte table holds, from its start: longer than a page,
+/// so a write that checks and copies piece by piece has copied whole pieces before it meets the
+/// one that does not fit. It must be refused, and change nothing.
+fn refused_long_write(run: &mut Run, table: &mut Table, size: usize) -> Result<(), Fail> {
+    let Some(before) = object_bytes(&table.name, 0, size) else {
+        return Ok(());
+    };
+    let len = size + 1;
+    let data = run.random_bytes(len);
+    let fields = table.write_fields(run, 0, &data)?;
+    let answer = table.command(&fields)?;
+    let what = format!("writing {len} bytes at offset 0 of a {size}-byte table (one byte too many)");
+    refused(
+        &answer,
+        "out-of-range",
+        &what,
+        "check the whole range (offset + len <= size) before copying anything",
+    )?;
+    let Some(after) = object_bytes(&table.name, 0, size) else {
+        return Ok(());
+    };
+    let changed: Vec<usize> = (0..size).filter(|&i| before[i] != after[i]).collect();
+    if let (Some(&first), Some(&last)) = (changed.first(), changed.last()) {
+        let theirs = (first..=last).filter(|&i| after[i] == data[i]).count();
+        return Err(Fail::failed(format!(
+            "{what}, the program said kind=out-of-range, but bytes {first}..{} of the table \
+             changed in {} ({theirs} of them now hold the refused data's): write() copied part \
+             of the data (a piece at a time, checking each piece as it went) before it found \
+             that the rest does not fit; a refused access copies nothing: check the whole \
+             range before copying anything",
+            last + 1,
+            dev_shm(&table.name).display()
+        )));
+    }
+    Ok(())
+}
+
 /// The table's bytes from the start of a refused read across the end, watched for loads.
 const REFUSED_READ: &[Field] = &[Field {
     offset: 0,
@@ -376,6 +413,7 @@ pub fn typed_errors(run: &mut Run) -> Result<String, Fail> {
             size - 1
         )));
     }
+    refused_long_write(run, &mut creator, size)?;
     past_the_end(run, &mut creator, Op::Read, size)?;
     // Nothing at the very end: the empty range ends at the size, so it is inside.
     for op in [Op::Write, Op::Read] {
@@ -475,6 +513,10 @@ struct Racer {
 /// The calls a pause is made of.
 const SLEEPS: &[i64] = &[libc::SYS_nanosleep, libc::SYS_clock_nanosleep];
 
+/// What a creator that does not answer `exists` at once does next: a pause, or the creating
+/// `shm_open()` again (a retry, with or without a pause or a busy loop before it).
+const PAUSE_OR_RETRY: &[Call] = &[Call::one_of(SLEEPS), creating_open()];
+
 const RACER: &str = "a racing creator";
 
 /// Starts the [`Racer`] and plants the grader's object once it is held; `None` where the
@@ -484,7 +526,7 @@ fn start_racer(run: &mut Run, name: &str) -> Result<Option<Racer>, Fail> {
     let pid = proc.pid.as_raw();
     let steps = [
         (creating_open(), Step::Hold),
-        (Call::one_of(SLEEPS), Step::Hold),
+        (Call::any_of(PAUSE_OR_RETRY), Step::Hold),
     ];
     let tracer = Tracer::in_turn(pid, steps)?;
     force::resume(pid)?;
@@ -544,8 +586,31 @@ impl Racer {
         let until = Instant::now() + Duration::from_secs(5);
         let answer = match tracer.wait(&mut proc, until)? {
             Reached::Call => {
-                let call = match inspect::call_of(pid, pid) {
-                    Some((libc::SYS_nanosleep, _)) => "nanosleep()",
+                let call = inspect::call_of(pid, pid).map(|(number, _)| number);
+                if call == Some(libc::SYS_openat) {
+                    // The name is free again as it tries again.
+                    drop(object);
+                    tracer.release();
+                    let answer = await_answer(&mut proc, RACER, &what, None)?;
+                    let then = if answer.kind == "mapped" {
+                        "the grader removed its object while the creator was held there, and \
+                         the creator then said `mapped`: its second try took a name that was \
+                         taken when it asked"
+                            .to_string()
+                    } else {
+                        format!("it then said {}", said(&answer))
+                    };
+                    return Err(Fail::failed(format!(
+                        "{told}; the shm_open() found the name taken (EEXIST), and before it \
+                         answered, the creator made a creating openat() (O_CREAT) again, where \
+                         the grader held it: it tries the create again (a retry loop, with or \
+                         without a pause or a spin between the tries) instead of answering; \
+                         {then}. EEXIST is kind=exists, at once, with no pause and no second \
+                         try"
+                    )));
+                }
+                let call = match call {
+                    Some(libc::SYS_nanosleep) => "nanosleep()",
                     _ => "clock_nanosleep()",
                 };
                 // The name is free again while it sleeps.
