@@ -162,7 +162,8 @@ fn refused_long_write(run: &mut Run, table: &mut Table, size: usize) -> Result<(
     let data = run.random_bytes(len);
     let fields = table.write_fields(run, 0, &data)?;
     let answer = table.command(&fields)?;
-    let what = format!("writing {len} bytes at offset 0 of a {size}-byte table (one byte too many)");
+    let what =
+        format!("writing {len} bytes at offset 0 of a {size}-byte table (one byte too many)");
     refused(
         &answer,
         "out-of-range",

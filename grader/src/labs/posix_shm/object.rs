@@ -85,9 +85,8 @@ fn modes_at_creation(run: &mut Run, name: &str) -> Result<Option<Creation>, Fail
         };
     // Held there with no object at the name yet: what the call created instead, as the
     // descriptors it holds in /dev/shm show.
-    let elsewhere = (said_first.is_none()
-        && std::fs::symlink_metadata(dev_shm(name)).is_err())
-    .then(|| shm_files_held(pid));
+    let elsewhere = (said_first.is_none() && std::fs::symlink_metadata(dev_shm(name)).is_err())
+        .then(|| shm_files_held(pid));
     // Held at the return of openat(): its arguments are still those it was called with.
     let (asked, umask) = if said_first.is_none() {
         let asked = crate::engine::inspect::call_of(pid, pid)
