@@ -473,6 +473,10 @@ fn held_at_copy(
     Ok(held.and_then(|(number, args, target)| Some((call_name(number), args[0] as i32, target?))))
 }
 
+/// A call the program was held at: its number, its arguments, and the file its descriptor
+/// argument is open on.
+type HeldAt = (i64, [u64; 6], Option<String>);
+
 /// Has `table` make one more access of `len` bytes at `at` (a write when `moved` is
 /// [`Moved::Wrote`]) and holds it at the entry of its first `call`: that call's number, its
 /// arguments and the file its argument `fd_arg` (a descriptor) is open on. `None` where the
@@ -485,7 +489,7 @@ fn held_at_call(
     len: usize,
     call: Call,
     fd_arg: usize,
-) -> Result<Option<(i64, [u64; 6], Option<String>)>, Fail> {
+) -> Result<Option<HeldAt>, Fail> {
     let pid = table.pid();
     let Some(mut tracer) = Tracer::attach(pid, call, Action::Hold)? else {
         return Ok(None);
