@@ -201,7 +201,23 @@ const REFUSED_READ: &[Field] = &[Field {
 /// a refused access copies nothing, so the program's instructions must not load it before the
 /// answer. Nothing where the grader cannot watch.
 fn refused_read_untouched(run: &mut Run, table: &mut Table, size: usize) -> Result<(), Fail> {
-    let at = size - 1;
+    refused_read_loads_nothing(run, table, size, size - 1, 2)?;
+    // One byte more than the table, from its start: more than a page, so a read that checks and
+    // copies piece by piece has loaded its first pieces before it meets the one that does not
+    // fit.
+    refused_read_loads_nothing(run, table, size, 0, size + 1)
+}
+
+/// A read of `len` bytes at `at` of a `size`-byte table, which does not fit, refused, with a
+/// hardware watchpoint on the table's byte `at` (and the 7 after it): it must load nothing
+/// before its answer. Nothing where the grader cannot watch.
+fn refused_read_loads_nothing(
+    run: &mut Run,
+    table: &mut Table,
+    size: usize,
+    at: usize,
+    len: usize,
+) -> Result<(), Fail> {
     let Some(mapping) = table_mapping(table.pid(), &table.name) else {
         return Ok(());
     };
@@ -212,9 +228,13 @@ fn refused_read_untouched(run: &mut Run, table: &mut Table, size: usize) -> Resu
     else {
         return Ok(());
     };
-    let (fields, _) = table.read_fields(run, at, 2);
+    let (fields, _) = table.read_fields(run, at, len);
     let WatchedCommand { answer, hit, .. } = table.command_watched(tracer, &fields)?;
-    let what = format!("reading 2 bytes at offset {at} of a {size}-byte table (again)");
+    let what = if len == 2 {
+        format!("reading 2 bytes at offset {at} of a {size}-byte table (again)")
+    } else {
+        format!("reading {len} bytes at offset {at} of a {size}-byte table (one byte too many)")
+    };
     let answer = match answer {
         Some(answer) => answer,
         None => await_answer(&mut table.proc, table.who, &what, Some("out-of-range"))?,
@@ -225,13 +245,23 @@ fn refused_read_untouched(run: &mut Run, table: &mut Table, size: usize) -> Resu
         &what,
         "check the range (offset + len <= size) before touching the mapping",
     )?;
-    if hit {
+    if hit && len == 2 {
         return Err(Fail::failed(format!(
             "{what}, the program said kind=out-of-range, but a hardware watchpoint on the \
              table's byte {at} (the one byte of the range inside the table) saw the program's \
              own instructions load it before that answer: read() copied the part that exists \
              into the caller's buffer, then refused (as read(2) gives a short count); a refused \
              access copies nothing: check_range() first, then copy"
+        )));
+    }
+    if hit {
+        return Err(Fail::failed(format!(
+            "{what}, the program said kind=out-of-range, but a hardware watchpoint on the \
+             table's byte {at} (the first of the range) saw the program's own instructions load \
+             it before that answer: read() copied part of the range into the caller's buffer \
+             (a piece at a time, checking each piece as it went) before it found that the rest \
+             does not fit; a refused access copies nothing: check the whole range before \
+             copying anything"
         )));
     }
     Ok(())
