@@ -82,13 +82,16 @@ pub enum Match {
     /// `epoll_wait()`, `sigtimedwait()`, `wait4()` unless they are told not to wait (a zero
     /// timeout, `WNOHANG`: Rust's runtime polls its standard descriptors so as it starts).
     Waits,
+    /// Any of these calls, each with its own condition: with [`Call::any_of`], the first of
+    /// several calls told apart by their arguments (a sleep, or a creating `openat()`).
+    AnyOf(&'static [Call]),
 }
 
 /// A call number that stands for every call.
 const ANY_NUMBER: i64 = -1;
 
 impl Call {
-    pub fn any(number: i64) -> Call {
+    pub const fn any(number: i64) -> Call {
         Call {
             number,
             matching: Match::Any,
@@ -96,17 +99,17 @@ impl Call {
     }
 
     /// Argument `arg` (from 0) is `value`: a descriptor, an address, a command.
-    pub fn arg_is(number: i64, arg: usize, value: u64) -> Call {
+    pub const fn arg_is(number: i64, arg: usize, value: u64) -> Call {
         Call::bits(number, arg, u64::MAX, value)
     }
 
     /// Argument `arg` has every bit of `flag` set: `IPC_CREAT`, `O_CREAT`, `MAP_SHARED`.
-    pub fn flag_set(number: i64, arg: usize, flag: u64) -> Call {
+    pub const fn flag_set(number: i64, arg: usize, flag: u64) -> Call {
         Call::bits(number, arg, flag, flag)
     }
 
     /// Argument `arg` masked with `mask` is `value` ([`Match::Bits`]).
-    pub fn bits(number: i64, arg: usize, mask: u64, value: u64) -> Call {
+    pub const fn bits(number: i64, arg: usize, mask: u64, value: u64) -> Call {
         Call {
             number,
             matching: Match::Bits { arg, mask, value },
@@ -114,7 +117,7 @@ impl Call {
     }
 
     /// The first of any of these calls.
-    pub fn one_of(numbers: &'static [i64]) -> Call {
+    pub const fn one_of(numbers: &'static [i64]) -> Call {
         Call {
             number: ANY_NUMBER,
             matching: Match::Numbers(numbers),
@@ -134,6 +137,14 @@ impl Call {
         Call {
             number: ANY_NUMBER,
             matching: Match::Waits,
+        }
+    }
+
+    /// The first call that is any of these, each matched as it says.
+    pub const fn any_of(calls: &'static [Call]) -> Call {
+        Call {
+            number: ANY_NUMBER,
+            matching: Match::AnyOf(calls),
         }
     }
 
@@ -1408,6 +1419,8 @@ unsafe fn at_entry_of(pid: i32, call: Call) -> bool {
     };
     match call.matching {
         Match::Any => true,
+        // SAFETY: as for this call, on the same stopped thread.
+        Match::AnyOf(calls) => calls.iter().any(|&one| unsafe { at_entry_of(pid, one) }),
         Match::Bits { arg, mask, value } => arg < 6 && word(32 + 8 * arg) & mask == value,
         Match::BothBits(both) => both
             .iter()

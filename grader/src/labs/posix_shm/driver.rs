@@ -95,7 +95,7 @@ fn start_traced(
 }
 
 /// The `shm_open()` that creates an object: glibc's `openat()` with `O_CREAT`.
-pub fn creating_open() -> Call {
+pub const fn creating_open() -> Call {
     Call::flag_set(libc::SYS_openat, 2, libc::O_CREAT as u64)
 }
 

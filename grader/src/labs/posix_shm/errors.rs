@@ -151,6 +151,44 @@ fn past_the_end(run: &mut Run, table: &mut Table, op: Op, size: usize) -> Result
     Ok(())
 }
 
+/// A write of one byte more than a `size`-byte table holds, from its start: longer than a page,
+/// so a write that checks and copies piece by piece has copied whole pieces before it meets the
+/// one that does not fit. It must be refused, and change nothing.
+fn refused_long_write(run: &mut Run, table: &mut Table, size: usize) -> Result<(), Fail> {
+    let Some(before) = object_bytes(&table.name, 0, size) else {
+        return Ok(());
+    };
+    let len = size + 1;
+    let data = run.random_bytes(len);
+    let fields = table.write_fields(run, 0, &data)?;
+    let answer = table.command(&fields)?;
+    let what =
+        format!("writing {len} bytes at offset 0 of a {size}-byte table (one byte too many)");
+    refused(
+        &answer,
+        "out-of-range",
+        &what,
+        "check the whole range (offset + len <= size) before copying anything",
+    )?;
+    let Some(after) = object_bytes(&table.name, 0, size) else {
+        return Ok(());
+    };
+    let changed: Vec<usize> = (0..size).filter(|&i| before[i] != after[i]).collect();
+    if let (Some(&first), Some(&last)) = (changed.first(), changed.last()) {
+        let theirs = (first..=last).filter(|&i| after[i] == data[i]).count();
+        return Err(Fail::failed(format!(
+            "{what}, the program said kind=out-of-range, but bytes {first}..{} of the table \
+             changed in {} ({theirs} of them now hold the refused data's): write() copied part \
+             of the data (a piece at a time, checking each piece as it went) before it found \
+             that the rest does not fit; a refused access copies nothing: check the whole \
+             range before copying anything",
+            last + 1,
+            dev_shm(&table.name).display()
+        )));
+    }
+    Ok(())
+}
+
 /// The table's bytes from the start of a refused read across the end, watched for loads.
 const REFUSED_READ: &[Field] = &[Field {
     offset: 0,
@@ -163,7 +201,23 @@ const REFUSED_READ: &[Field] = &[Field {
 /// a refused access copies nothing, so the program's instructions must not load it before the
 /// answer. Nothing where the grader cannot watch.
 fn refused_read_untouched(run: &mut Run, table: &mut Table, size: usize) -> Result<(), Fail> {
-    let at = size - 1;
+    refused_read_loads_nothing(run, table, size, size - 1, 2)?;
+    // One byte more than the table, from its start: more than a page, so a read that checks and
+    // copies piece by piece has loaded its first pieces before it meets the one that does not
+    // fit.
+    refused_read_loads_nothing(run, table, size, 0, size + 1)
+}
+
+/// A read of `len` bytes at `at` of a `size`-byte table, which does not fit, refused, with a
+/// hardware watchpoint on the table's byte `at` (and the 7 after it): it must load nothing
+/// before its answer. Nothing where the grader cannot watch.
+fn refused_read_loads_nothing(
+    run: &mut Run,
+    table: &mut Table,
+    size: usize,
+    at: usize,
+    len: usize,
+) -> Result<(), Fail> {
     let Some(mapping) = table_mapping(table.pid(), &table.name) else {
         return Ok(());
     };
@@ -174,9 +228,13 @@ fn refused_read_untouched(run: &mut Run, table: &mut Table, size: usize) -> Resu
     else {
         return Ok(());
     };
-    let (fields, _) = table.read_fields(run, at, 2);
+    let (fields, _) = table.read_fields(run, at, len);
     let WatchedCommand { answer, hit, .. } = table.command_watched(tracer, &fields)?;
-    let what = format!("reading 2 bytes at offset {at} of a {size}-byte table (again)");
+    let what = if len == 2 {
+        format!("reading 2 bytes at offset {at} of a {size}-byte table (again)")
+    } else {
+        format!("reading {len} bytes at offset {at} of a {size}-byte table (one byte too many)")
+    };
     let answer = match answer {
         Some(answer) => answer,
         None => await_answer(&mut table.proc, table.who, &what, Some("out-of-range"))?,
@@ -187,13 +245,23 @@ fn refused_read_untouched(run: &mut Run, table: &mut Table, size: usize) -> Resu
         &what,
         "check the range (offset + len <= size) before touching the mapping",
     )?;
-    if hit {
+    if hit && len == 2 {
         return Err(Fail::failed(format!(
             "{what}, the program said kind=out-of-range, but a hardware watchpoint on the \
              table's byte {at} (the one byte of the range inside the table) saw the program's \
              own instructions load it before that answer: read() copied the part that exists \
              into the caller's buffer, then refused (as read(2) gives a short count); a refused \
              access copies nothing: check_range() first, then copy"
+        )));
+    }
+    if hit {
+        return Err(Fail::failed(format!(
+            "{what}, the program said kind=out-of-range, but a hardware watchpoint on the \
+             table's byte {at} (the first of the range) saw the program's own instructions load \
+             it before that answer: read() copied part of the range into the caller's buffer \
+             (a piece at a time, checking each piece as it went) before it found that the rest \
+             does not fit; a refused access copies nothing: check the whole range before \
+             copying anything"
         )));
     }
     Ok(())
@@ -376,6 +444,7 @@ pub fn typed_errors(run: &mut Run) -> Result<String, Fail> {
             size - 1
         )));
     }
+    refused_long_write(run, &mut creator, size)?;
     past_the_end(run, &mut creator, Op::Read, size)?;
     // Nothing at the very end: the empty range ends at the size, so it is inside.
     for op in [Op::Write, Op::Read] {
@@ -475,6 +544,10 @@ struct Racer {
 /// The calls a pause is made of.
 const SLEEPS: &[i64] = &[libc::SYS_nanosleep, libc::SYS_clock_nanosleep];
 
+/// What a creator that does not answer `exists` at once does next: a pause, or the creating
+/// `shm_open()` again (a retry, with or without a pause or a busy loop before it).
+const PAUSE_OR_RETRY: &[Call] = &[Call::one_of(SLEEPS), creating_open()];
+
 const RACER: &str = "a racing creator";
 
 /// Starts the [`Racer`] and plants the grader's object once it is held; `None` where the
@@ -484,7 +557,7 @@ fn start_racer(run: &mut Run, name: &str) -> Result<Option<Racer>, Fail> {
     let pid = proc.pid.as_raw();
     let steps = [
         (creating_open(), Step::Hold),
-        (Call::one_of(SLEEPS), Step::Hold),
+        (Call::any_of(PAUSE_OR_RETRY), Step::Hold),
     ];
     let tracer = Tracer::in_turn(pid, steps)?;
     force::resume(pid)?;
@@ -544,8 +617,31 @@ impl Racer {
         let until = Instant::now() + Duration::from_secs(5);
         let answer = match tracer.wait(&mut proc, until)? {
             Reached::Call => {
-                let call = match inspect::call_of(pid, pid) {
-                    Some((libc::SYS_nanosleep, _)) => "nanosleep()",
+                let call = inspect::call_of(pid, pid).map(|(number, _)| number);
+                if call == Some(libc::SYS_openat) {
+                    // The name is free again as it tries again.
+                    drop(object);
+                    tracer.release();
+                    let answer = await_answer(&mut proc, RACER, &what, None)?;
+                    let then = if answer.kind == "mapped" {
+                        "the grader removed its object while the creator was held there, and \
+                         the creator then said `mapped`: its second try took a name that was \
+                         taken when it asked"
+                            .to_string()
+                    } else {
+                        format!("it then said {}", said(&answer))
+                    };
+                    return Err(Fail::failed(format!(
+                        "{told}; the shm_open() found the name taken (EEXIST), and before it \
+                         answered, the creator made a creating openat() (O_CREAT) again, where \
+                         the grader held it: it tries the create again (a retry loop, with or \
+                         without a pause or a spin between the tries) instead of answering; \
+                         {then}. EEXIST is kind=exists, at once, with no pause and no second \
+                         try"
+                    )));
+                }
+                let call = match call {
+                    Some(libc::SYS_nanosleep) => "nanosleep()",
                     _ => "clock_nanosleep()",
                 };
                 // The name is free again while it sleeps.

@@ -127,14 +127,24 @@ pub fn bytes_in_the_object(run: &mut Run) -> Result<String, Fail> {
         (load_seen, opener.who, "reading", back, "load from"),
     ] {
         if seen == Some(false) {
+            let moved = if doing == "writing" {
+                Moved::Wrote
+            } else {
+                Moved::Read
+            };
+            let table = if moved == Moved::Wrote {
+                &mut creator
+            } else {
+                &mut opener
+            };
+            let how = untouched_how(run, table, moved, at, len)?;
             return Err(Fail::failed(format!(
                 "{doing} {len} bytes at offset {at} of the table, {who} said `done` and the \
-                 bytes arrived, but none of its own instructions touched them: a hardware \
-                 watchpoint on the table's bytes at offset {} of its mapping saw no {access} \
-                 them (and /proc/PID/io counted no read or write): the kernel copied them for \
-                 it, by a system call such as process_vm_readv()/process_vm_writev() or an \
-                 access to /proc/self/mem; read() and write() copy the bytes themselves, with \
-                 a plain memory copy between the buffer and the mapping",
+                 bytes arrived, but none of its own instructions touched them at the table's \
+                 addresses: a hardware watchpoint on the table's bytes at offset {} of its \
+                 mapping saw no {access} them (and /proc/PID/io counted no read or write): \
+                 {how}; read() and write() copy the bytes themselves, with a plain memory copy \
+                 between the buffer and the mapping create() or open() made",
                 watched_offset(at)
             )));
         }
@@ -152,6 +162,77 @@ pub fn bytes_in_the_object(run: &mut Run) -> Result<String, Fail> {
          each way with no read or write system call{watched}",
         path.display()
     ))
+}
+
+/// The calls by which a program can move the table's bytes without its own instructions
+/// touching the table's mapping: a new shared mapping (of the object, opened again), or a copy
+/// the kernel makes between two places of its own memory.
+const ELSEWHERE: &[Call] = &[
+    Call::flag_set(libc::SYS_mmap, 3, libc::MAP_SHARED as u64),
+    Call::one_of(&[libc::SYS_process_vm_readv, libc::SYS_process_vm_writev]),
+];
+
+/// How a program that moved the bytes with no load or store at the table's addresses and no
+/// read or write call did it, as the grader sees it held at the first of [`ELSEWHERE`] in one
+/// more access of `len` bytes at `at`.
+fn untouched_how(
+    run: &mut Run,
+    table: &mut Table,
+    moved: Moved,
+    at: usize,
+    len: usize,
+) -> Result<String, Fail> {
+    let path = dev_shm(&table.name).display().to_string();
+    let access = if moved == Moved::Wrote {
+        "write"
+    } else {
+        "read"
+    };
+    let held = held_at_call(run, table, moved, at, len, Call::any_of(ELSEWHERE), 4)?;
+    Ok(match held {
+        Some((libc::SYS_mmap, args, target)) => {
+            let fd = args[4] as i32;
+            let what = match target {
+                Some(target) if target == path || target.starts_with(&format!("{path} ")) => {
+                    format!(
+                        "{path} again: it maps the object a second time for the access (opens \
+                         it again, mmap()) and copies through that fresh mapping, not through \
+                         the table's"
+                    )
+                }
+                Some(target) => format!(
+                    "{target}, not the table's mapping: it copies through another mapping made \
+                     for the access"
+                ),
+                None => "a descriptor the grader could not see: it copies through another \
+                         mapping made for the access"
+                    .into(),
+            };
+            format!(
+                "held at the first mmap(MAP_SHARED) of one more {access}, it was mapping (its \
+                 descriptor {fd}) {what}; each access then makes system calls, and after an \
+                 unlink and a new object at the name it would reach that other object"
+            )
+        }
+        Some((number, args, _)) => format!(
+            "held at one more {access}, it entered {}() of {}: the kernel copied the bytes \
+             for it",
+            if number == libc::SYS_process_vm_writev {
+                "process_vm_writev"
+            } else {
+                "process_vm_readv"
+            },
+            if args[0] == table.pid() as u64 {
+                "its own memory".to_string()
+            } else {
+                format!("process {}", args[0])
+            }
+        ),
+        None => "either the kernel copied them for it (process_vm_readv()/process_vm_writev() \
+                 or /proc/self/mem), or it copied them through another mapping of the object \
+                 (the grader saw neither as it held one more access)"
+            .into(),
+    })
 }
 
 /// A command whose copy the grader watches.
@@ -388,8 +469,29 @@ fn held_at_copy(
     at: usize,
     len: usize,
 ) -> Result<Option<(&'static str, i32, String)>, Fail> {
+    let held = held_at_call(run, table, moved, at, len, Call::one_of(moved.calls()), 0)?;
+    Ok(held.and_then(|(number, args, target)| Some((call_name(number), args[0] as i32, target?))))
+}
+
+/// A call the program was held at: its number, its arguments, and the file its descriptor
+/// argument is open on.
+type HeldAt = (i64, [u64; 6], Option<String>);
+
+/// Has `table` make one more access of `len` bytes at `at` (a write when `moved` is
+/// [`Moved::Wrote`]) and holds it at the entry of its first `call`: that call's number, its
+/// arguments and the file its argument `fd_arg` (a descriptor) is open on. `None` where the
+/// grader may not trace it, or it made no such call before it answered.
+fn held_at_call(
+    run: &mut Run,
+    table: &mut Table,
+    moved: Moved,
+    at: usize,
+    len: usize,
+    call: Call,
+    fd_arg: usize,
+) -> Result<Option<HeldAt>, Fail> {
     let pid = table.pid();
-    let Some(mut tracer) = Tracer::attach(pid, Call::one_of(moved.calls()), Action::Hold)? else {
+    let Some(mut tracer) = Tracer::attach(pid, call, Action::Hold)? else {
         return Ok(None);
     };
     let (fields, file) = match moved {
@@ -405,10 +507,12 @@ fn held_at_copy(
     let until = Instant::now() + Duration::from_secs(2);
     let (seen, said) = match tracer.wait(&mut table.proc, until)? {
         Reached::Call => {
-            let seen = inspect::call_of(pid, pid).and_then(|(number, args)| {
-                let fd = args[0] as i32;
-                let target = std::fs::read_link(format!("/proc/{pid}/fd/{fd}")).ok()?;
-                Some((call_name(number), fd, target.display().to_string()))
+            let seen = inspect::call_of(pid, pid).map(|(number, args)| {
+                let fd = args[fd_arg] as i32;
+                let target = std::fs::read_link(format!("/proc/{pid}/fd/{fd}"))
+                    .ok()
+                    .map(|target| target.display().to_string());
+                (number, args, target)
             });
             tracer.release();
             (seen, None)

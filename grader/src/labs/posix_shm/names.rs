@@ -50,6 +50,7 @@ pub fn invalid_names(run: &mut Run) -> Result<String, Fail> {
     let plain = run.ipc_name("noslash");
     let double = run.ipc_name("double");
     let nested = run.ipc_name("dir");
+    let trailing = run.ipc_name("trailing");
     let one_past = run.ipc_name("long");
     let wide = run.ipc_name("wide");
     let edge = run.ipc_name("edge");
@@ -74,6 +75,14 @@ pub fn invalid_names(run: &mut Run) -> Result<String, Fail> {
             name: format!("{nested}/table"),
             what: "a second slash".into(),
             why: "no '/' may follow the first",
+            lands: None,
+        },
+        BadName {
+            name: format!("{trailing}/"),
+            what: "a trailing slash".into(),
+            why: "no '/' may follow the first, at the end neither: a trailing slash does not \
+                  name the same object here, as it may a directory; refuse any '/' after the \
+                  first byte, wherever it is",
             lands: None,
         },
         BadName {
@@ -124,9 +133,11 @@ pub fn invalid_names(run: &mut Run) -> Result<String, Fail> {
     // With size 0 too, the bad names glibc's shm_open() refuses itself (EINVAL): only a name
     // check of the program's own, made before the size, says bad-name for them.
     let zero_nested = format!("{}/table", run.ipc_name("zero-dir"));
+    let zero_trailing = format!("{}/", run.ipc_name("zero-trailing"));
     let zero_glibc_refuses = [
         ("/".to_string(), "nothing after the slash"),
         (zero_nested, "a second slash"),
+        (zero_trailing, "a trailing slash"),
     ];
     // Any bytes but '/' may follow the slash: a space, punctuation, characters of 2 and 3
     // bytes, control characters (a tab, DEL) (well under 255 bytes in all).
@@ -279,8 +290,8 @@ pub fn invalid_names(run: &mut Run) -> Result<String, Fail> {
     odd_opened.close()?;
     odd_table.close()?;
     Ok(
-        "bad names (no leading slash, two leading slashes, a second slash, '/' alone, 256 \
-        bytes, 250 characters in more than 255 bytes, the empty name) were refused by create, \
+        "bad names (no leading slash, two leading slashes, a second slash, a trailing slash, \
+        '/' alone, 256 bytes, 250 characters in more than 255 bytes, the empty name) were refused by create, \
         the first two by open too, bad names with size 0 too; a 255-byte name, and one with a \
         space, punctuation and multi-byte characters, worked"
             .into(),

@@ -83,6 +83,10 @@ fn modes_at_creation(run: &mut Run, name: &str) -> Result<Option<Creation>, Fail
             Reached::Call => (mode(), None),
             Reached::Passed(message) => (None, message),
         };
+    // Held there with no object at the name yet: what the call created instead, as the
+    // descriptors it holds in /dev/shm show.
+    let elsewhere = (said_first.is_none() && std::fs::symlink_metadata(dev_shm(name)).is_err())
+        .then(|| shm_files_held(pid));
     // Held at the return of openat(): its arguments are still those it was called with.
     let (asked, umask) = if said_first.is_none() {
         let asked = crate::engine::inspect::call_of(pid, pid)
@@ -113,6 +117,28 @@ fn modes_at_creation(run: &mut Run, name: &str) -> Result<Option<Creation>, Fail
             dev_shm(name).display()
         )));
     }
+    if let Some(held) = elsewhere
+        && first.kind == "mapped"
+        && std::fs::symlink_metadata(dev_shm(name)).is_ok()
+    {
+        let made = if held.is_empty() {
+            "an object under another name (it held no descriptor of anything in /dev/shm \
+             then)"
+                .to_string()
+        } else {
+            format!("{} instead", held.join(", "))
+        };
+        return Err(Fail::failed(format!(
+            "held right after the creator's creating shm_open() (openat() with O_CREAT) \
+             returned, {} did not exist: that call created {made}; the table's name appeared \
+             only later, before `mapped`: it builds the object under a name of its own and then \
+             gives it the table's name (link(), rename() of /dev/shm paths); create it at its \
+             very name, with shm_open(name, O_CREAT | O_EXCL | O_RDWR, 0600): a second name \
+             is a file of the program's own in /dev/shm (left behind if it dies in between), \
+             and a link() of /dev/shm paths hard-codes where the C library keeps its objects",
+            dev_shm(name).display()
+        )));
+    }
     let mut creator = mapped(proc, first, name, CREATOR)?;
     let settled = mode();
     creator.unlink()?;
@@ -123,6 +149,22 @@ fn modes_at_creation(run: &mut Run, name: &str) -> Result<Option<Creation>, Fail
         asked,
         umask,
     }))
+}
+
+/// The files in `/dev/shm` (or under it) that `pid`'s descriptors are open on.
+fn shm_files_held(pid: i32) -> Vec<String> {
+    let Ok(entries) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return Vec::new();
+    };
+    let mut held: Vec<String> = entries
+        .flatten()
+        .filter_map(|entry| std::fs::read_link(entry.path()).ok())
+        .map(|target| target.display().to_string())
+        .filter(|target| target.starts_with("/dev/shm/"))
+        .collect();
+    held.sort();
+    held.dedup();
+    held
 }
 
 pub fn owner_only_mode(run: &mut Run) -> Result<String, Fail> {

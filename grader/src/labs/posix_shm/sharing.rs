@@ -25,12 +25,31 @@ pub fn mapped_by_each(run: &mut Run) -> Result<String, Fail> {
     for table in [&creator, &opener] {
         let pid = table.pid();
         let mapping = table_mapping(pid, &name).ok_or_else(|| {
-            Fail::failed(format!(
-                "{} (pid {pid}) says it has the table mapped, but /proc/{pid}/maps has no \
-                 mapping of {path}: map the object itself with mmap(MAP_SHARED) and keep it \
-                 mapped until close",
-                table.who
-            ))
+            // The object itself, mapped under a path that is not its name: a name it had
+            // before it was given the table's.
+            let inode = std::fs::metadata(&path).ok().map(|m| {
+                use std::os::unix::fs::MetadataExt;
+                m.ino()
+            });
+            let aliased = mappings(pid)
+                .into_iter()
+                .find(|m| Some(m.inode) == inode && m.path.starts_with("/dev/shm/"));
+            match aliased {
+                Some(other) => Fail::failed(format!(
+                    "{} (pid {pid}) maps the object that is {path} (inode {}), but under \
+                     another name: its /proc/{pid}/maps shows it as {}: it created the \
+                     object under a name of its own and gave it the table's name afterwards \
+                     (link(), rename()); create it at its very name with shm_open(name, \
+                     O_CREAT | O_EXCL | O_RDWR, 0600)",
+                    table.who, other.inode, other.path
+                )),
+                None => Fail::failed(format!(
+                    "{} (pid {pid}) says it has the table mapped, but /proc/{pid}/maps has no \
+                     mapping of {path}: map the object itself with mmap(MAP_SHARED) and keep \
+                     it mapped until close",
+                    table.who
+                )),
+            }
         })?;
         if !mapping.perms.ends_with('s') {
             return Err(Fail::failed(format!(
