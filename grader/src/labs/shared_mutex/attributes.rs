@@ -140,12 +140,24 @@ impl MutexInits {
             .iter()
             .position(|s| s.function == MUTEX_INIT && s.args[0] == mutex)
         else {
+            // A mutex initialized elsewhere and copied into the segment: the bytes look the
+            // same, but the mutex the C library initialized is not the bank's.
+            if let Some(elsewhere) = seen.iter().find(|s| s.function == MUTEX_INIT) {
+                return Err(initialized_elsewhere(
+                    session.coordinator,
+                    elsewhere.args[0],
+                    mutex,
+                    "pthread_mutex_init()",
+                    "mutex",
+                ));
+            }
             // Not seen (initialized another way, or not watched): the kind word is judged.
             return Ok(());
         };
         let flags = seen[at].flags;
         if flags.is_some_and(|f| f & ATTR_PSHARED != 0) {
-            return judge_the_rest(self.all_watched, self.opened_io, &seen, at, cond);
+            judge_the_rest(self.all_watched, self.opened_io, &seen, at, cond, session)?;
+            return filled_before_ready(self.opened_io, session.io_at_ready);
         }
         let given = match flags {
             None => "no attribute at all (the defaults: process-private, not robust)".to_string(),
@@ -167,6 +179,67 @@ impl MutexInits {
     }
 }
 
+/// The coordinator's `pthread_mutex_init()` (or `pthread_cond_init()`) of the bank's `what`
+/// was given `address`, not the object's place `wanted` in the mapping: it was initialized
+/// elsewhere (on the stack, in a local `Bank`) and copied in.
+fn initialized_elsewhere(pid: i32, address: u64, wanted: u64, call: &str, what: &str) -> Fail {
+    let place = match inspect::mapped_file(pid, address) {
+        Some(file) => format!("memory mapped from {file}"),
+        None if on_stack(pid, address) => "the coordinator's stack".to_string(),
+        None => "memory that is not the bank's mapping (anonymous memory or the heap)".to_string(),
+    };
+    Fail::failed(format!(
+        "the coordinator's {call} (seen with a breakpoint at that function) was given \
+         {address:#x}, in {place}, never the bank's {what} in the mapping ({wanted:#x}): \
+         create() built the {what} somewhere else and copied it into the segment; a mutex or \
+         condition variable must not move once initialized (a copy is not the object the C \
+         library initialized, and elsewhere than glibc an idle one may hold its own address); \
+         mmap() the segment first and call init_mutex(&raw mut bank.lock) and \
+         init_cond(&raw mut bank.all_done) on the bank in place"
+    ))
+}
+
+/// Whether `address` lies in `pid`'s main stack.
+fn on_stack(pid: i32, address: u64) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/maps")).is_ok_and(|maps| {
+        maps.lines().any(|line| {
+            line.ends_with("[stack]")
+                && line
+                    .split_whitespace()
+                    .next()
+                    .and_then(|range| range.split_once('-'))
+                    .and_then(|(s, e)| {
+                        Some((u64::from_str_radix(s, 16).ok()?, u64::from_str_radix(e, 16).ok()?))
+                    })
+                    .is_some_and(|(s, e)| (s..e).contains(&address))
+        })
+    })
+}
+
+/// No write call from the coordinator's `shm_open()` of the bank to its `ready` (its messages
+/// go by `send()`, which the write counters do not count): the bank is filled through the
+/// mapping, also after the mutex and condition variable are initialized.
+fn filled_before_ready(opened: Option<IoCounters>, ready: Option<IoCounters>) -> Result<(), Fail> {
+    let (Some(opened), Some(ready)) = (opened, ready) else {
+        return Ok(());
+    };
+    let wrote = ready.since(opened);
+    if wrote.write_calls == 0 {
+        return Ok(());
+    }
+    Err(Fail::failed(format!(
+        "between its shm_open() of the bank and its `ready` (create() and the forks), the \
+         coordinator made {} write system call(s) ({} bytes; workers and the accounts are {} \
+         bytes), after initializing the mutex and condition variable: it filled the bank \
+         through a descriptor (a write() or pwrite() to the segment) instead of through the \
+         mapping (or, if those bytes are not the bank's, it printed from inside create()); \
+         set workers and the accounts in place, through the pointer to the mapped Bank",
+        wrote.write_calls,
+        wrote.written_bytes,
+        4 + 8 * super::ACCOUNTS
+    )))
+}
+
 /// With the mutex's `pthread_mutex_init()` seen (`seen[at]`): the condition variable at
 /// `cond` initialized by `pthread_cond_init()` with a process-shared attribute, both
 /// attribute objects destroyed after use, and no write call made since the `shm_open()`.
@@ -176,6 +249,7 @@ fn judge_the_rest(
     seen: &[Seen],
     at: usize,
     cond: u64,
+    session: &Session,
 ) -> Result<(), Fail> {
     if !all_watched {
         return Ok(());
@@ -184,6 +258,17 @@ fn judge_the_rest(
     let cond_init = seen
         .iter()
         .position(|s| s.function == COND_INIT && s.args[0] == cond);
+    if cond_init.is_none()
+        && let Some(elsewhere) = seen.iter().find(|s| s.function == COND_INIT)
+    {
+        return Err(initialized_elsewhere(
+            session.coordinator,
+            elsewhere.args[0],
+            cond,
+            "pthread_cond_init()",
+            "condition variable",
+        ));
+    }
     let Some(cond_at) = cond_init else {
         return Err(Fail::failed(
             "the coordinator's create() never called pthread_cond_init() on the bank's \
