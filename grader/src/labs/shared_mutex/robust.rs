@@ -403,6 +403,18 @@ fn journal_written(
             before[to], now[to]
         )));
     }
+    // The count goes with the credit, after midway(): at the hold it is still the count before.
+    if count != done {
+        return Err(Fail::failed(format!(
+            "worker {crasher} stopped in midway() of its transfer from account {from} to \
+             account {to}, lock held, with the bank's transfer count already {count} where \
+             {done} transfers were complete (its journal saved {}; account {to} not yet \
+             credited): the count was raised with the debit, before midway(), so for that \
+             moment the bank counts a transfer whose credit is not made; set transfers to the \
+             journal's count plus one together with the credit, after midway()",
+            journal.transfers
+        )));
+    }
     Ok(Cut { from, to })
 }
 
