@@ -422,6 +422,72 @@ impl Broadcasts {
     }
 }
 
+/// The coordinator's calls of `pthread_cond_destroy()` and `pthread_mutex_destroy()` (in
+/// `destroy()`), watched with breakpoints: which function, and the object it was given.
+pub(super) struct Destroys {
+    cond: u64,
+    mutex: u64,
+    watching: Watching<(usize, u64)>,
+}
+
+impl Destroys {
+    /// Sets the breakpoints in the coordinator (ready, waiting for the workers). `None` if the
+    /// machine does not allow it.
+    pub fn watch(session: &Session) -> Result<Option<Destroys>, Fail> {
+        let pid = session.coordinator;
+        let Some(map) = probe::mappings(pid, &session.name)
+            .into_iter()
+            .find(|m| m.offset == 0)
+        else {
+            return Ok(None);
+        };
+        let functions = [c"pthread_cond_destroy", c"pthread_mutex_destroy"];
+        let Some(addresses) = functions
+            .iter()
+            .map(|f| inspect::library_function_in(pid, f))
+            .collect::<Option<Vec<u64>>>()
+        else {
+            return Ok(None);
+        };
+        let Some(tracer) = Tracer::break_at_each(pid, [addresses[0], addresses[1], 0, 0])? else {
+            return Ok(None);
+        };
+        let watching = Watching::start(tracer, |tracer, [object, _]| (tracer.last_break(), object));
+        Ok(Some(Destroys {
+            cond: map.start + session.segment.layout.cond_at as u64,
+            mutex: map.start + session.segment.layout.mutex_at as u64,
+            watching,
+        }))
+    }
+
+    /// Once the coordinator has said `closed`: both objects were destroyed by the C library's
+    /// own calls (a flag set by hand makes the bytes look destroyed, and skips what the call
+    /// does: wait for the waiters still on the condition variable).
+    pub fn judge(self) -> Result<(), Fail> {
+        let seen = self.watching.finish();
+        let called = |function: usize, object: u64| seen.contains(&(function, object));
+        let missing: Vec<&str> = [
+            (!called(0, self.cond)).then_some("pthread_cond_destroy() of all_done"),
+            (!called(1, self.mutex)).then_some("pthread_mutex_destroy() of the lock"),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        if missing.is_empty() {
+            return Ok(());
+        }
+        Err(Fail::failed(format!(
+            "the coordinator's destroy() never called {} (breakpoints at pthread_cond_destroy() \
+             and pthread_mutex_destroy() watched it from its `ready` to its `closed`), though \
+             the segment looked destroyed: writing a C library's \"destroyed\" flag by hand \
+             copies its private layout and skips what the call does (pthread_cond_destroy() \
+             waits for the waiters still on the condition variable); destroy() calls \
+             pthread_cond_destroy(), pthread_mutex_destroy(), munmap() and shm_unlink()",
+            missing.join(" nor ")
+        )))
+    }
+}
+
 /// A tracer's breakpoints watched on a thread of the grader's until [`Watching::finish`] (or
 /// [`WATCH_LIMIT`]): at each hit, `look` reads what it needs while the program is stopped there.
 struct Watching<T> {

@@ -406,6 +406,7 @@ fn as_created(session: &Session) -> Result<(), Fail> {
 
 pub(super) fn destroyed_and_removed(run: &mut Run) -> Result<String, Fail> {
     let mut session = Session::start(run, &[LIGHT_WORK; 4], &[])?;
+    let destroys = super::attributes::Destroys::watch(&session)?;
     session.go()?;
     let outcome = session.finish(0, |_| Ok(()))?;
     verify(&session, &outcome, &[], 0)?;
@@ -428,6 +429,9 @@ pub(super) fn destroyed_and_removed(run: &mut Run) -> Result<String, Fail> {
         return Err(Fail::failed(
             "the mutex was not destroyed: call pthread_mutex_destroy() once the workers are gone",
         ));
+    }
+    if let Some(destroys) = destroys {
+        destroys.judge()?;
     }
     let (mapped, fds) = &outcome.kept;
     if *mapped > 0 || !fds.is_empty() {
