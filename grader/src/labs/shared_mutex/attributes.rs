@@ -490,14 +490,14 @@ impl Destroys {
 
 /// A tracer's breakpoints watched on a thread of the grader's until [`Watching::finish`] (or
 /// [`WATCH_LIMIT`]): at each hit, `look` reads what it needs while the program is stopped there.
-struct Watching<T> {
+pub(super) struct Watching<T> {
     seen: Receiver<T>,
     stop: Sender<()>,
     thread: JoinHandle<()>,
 }
 
 impl<T: Send + 'static> Watching<T> {
-    fn start(
+    pub(super) fn start(
         mut tracer: Tracer,
         mut look: impl FnMut(&Tracer, [u64; 2]) -> T + Send + 'static,
     ) -> Watching<T> {
@@ -525,7 +525,7 @@ impl<T: Send + 'static> Watching<T> {
     }
 
     /// Stops watching; what was seen, in order.
-    fn finish(self) -> Vec<T> {
+    pub(super) fn finish(self) -> Vec<T> {
         let _ = self.stop.send(());
         let _ = self.thread.join();
         self.seen.try_iter().collect()

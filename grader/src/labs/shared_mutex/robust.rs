@@ -11,10 +11,11 @@ use rand::RngExt;
 use super::ACCOUNTS;
 use super::messages::{field, index_of, list};
 use super::probe::{self, DyingHolder, KIND_ROBUST, Place};
+use super::attributes::Watching;
 use super::session::{Session, let_coordinator_look};
 use super::totals::{expected, verify};
 use crate::engine::tracer::{Action, Call, Tracer};
-use crate::engine::{Fail, Run, force};
+use crate::engine::{Fail, Run, force, inspect};
 
 /// Transfers per worker in a run where a holder dies.
 const CRASH_WORK: u64 = 20_000;
@@ -557,6 +558,50 @@ pub(super) fn owner_dies_during_wait(run: &mut Run) -> Result<String, Fail> {
     ))
 }
 
+/// The workers the stand-in of [`dies_mid_transfer`] counts dead before it dies itself.
+const EARLIER_DEAD: u32 = 1;
+
+/// Breakpoints at the coordinator's `pthread_mutex_consistent()`: at each, whether the journal
+/// in the segment was still active (the repair not done). `None` if the machine does not allow
+/// it.
+fn watch_consistent(session: &Session) -> Result<Option<Watching<Option<u32>>>, Fail> {
+    let pid = session.coordinator;
+    let Some(address) = inspect::library_function_in(pid, c"pthread_mutex_consistent") else {
+        return Ok(None);
+    };
+    let Some(tracer) = Tracer::break_at(pid, address)? else {
+        return Ok(None);
+    };
+    let file = session.segment.file().try_clone()?;
+    let active_at = session.segment.layout.journal_at as u64;
+    Ok(Some(Watching::start(tracer, move |_, _| {
+        use std::os::unix::fs::FileExt;
+        let mut word = [0u8; 4];
+        file.read_exact_at(&mut word, active_at)
+            .ok()
+            .map(|()| u32::from_ne_bytes(word))
+    })))
+}
+
+/// The coordinator's `pthread_mutex_consistent()` calls after the stand-in died mid-transfer
+/// (from `from` to `to`): at the first, the journal must be cleared already (the repair done).
+fn judge_consistent(seen: Vec<Option<u32>>, from: usize, to: usize) -> Result<(), Fail> {
+    if let Some(Some(active)) = seen.first()
+        && *active != 0
+    {
+        return Err(Fail::failed(format!(
+            "a holder died in the middle of a transfer from account {from} to account {to} \
+             while the coordinator waited; its pthread_cond_wait() returned EOWNERDEAD and it \
+             called pthread_mutex_consistent() with the transfer not yet undone (at a \
+             breakpoint at that call the journal in the segment was still active): the order \
+             is recover() first, then pthread_mutex_consistent(); marked consistent before the \
+             repair, a recoverer that dies in between leaves a half-done transfer that the next \
+             locker, getting a plain 0 instead of EOWNERDEAD, never undoes"
+        )));
+    }
+    Ok(())
+}
+
 /// A second holder dies while the coordinator waits to take the lock back, this time in the
 /// middle of a transfer (journal written, debit, credit and count made, the journal not yet
 /// cleared): the coordinator's pthread_cond_wait() meets EOWNERDEAD and must repair as lock()
@@ -566,11 +611,16 @@ fn dies_mid_transfer(run: &mut Run, session: &mut Session) -> Result<Cut, Fail> 
     let from = run.rng().random_range(0..ACCOUNTS);
     let to = (from + run.rng().random_range(1..ACCOUNTS)) % ACCOUNTS;
     let amount = run.rng().random_range(1..1000i64);
+    // The coordinator's pthread_mutex_consistent(), watched: the repair comes first.
+    let consistents = watch_consistent(session)?;
     let holder = DyingHolder::start(&session.segment, true)?;
     let (count, before) = session.segment.bank()?;
     let layout = session.segment.layout;
     let at = layout.journal_at;
     let segment = &session.segment;
+    // A worker was found dead before (the stand-in, under the lock, counts it): the repair adds
+    // this one, dead += 1.
+    segment.write_at(layout.counts_at + 8, &EARLIER_DEAD.to_ne_bytes())?;
     segment.write_at(at + 4, &(from as u32).to_ne_bytes())?;
     segment.write_at(at + 8, &(to as u32).to_ne_bytes())?;
     segment.write_at(at + 16, &before[from].to_ne_bytes())?;
@@ -617,8 +667,26 @@ fn dies_mid_transfer(run: &mut Run, session: &mut Session) -> Result<Cut, Fail> 
     let journal = session.segment.journal()?;
     let (count_now, now) = session.segment.bank()?;
     let counts = session.segment.counts()?;
+    if let Some(consistents) = consistents {
+        judge_consistent(consistents.finish(), from, to)?;
+    }
+    let dead_after = EARLIER_DEAD + 1;
     if journal.active == 0
-        && counts.dead == 1
+        && counts.dead == EARLIER_DEAD
+        && now == before
+        && count_now == count
+    {
+        return Err(Fail::failed(format!(
+            "a holder died in the middle of a transfer while the coordinator waited, with \
+             dead = {EARLIER_DEAD} already in the bank (a worker found dead before); the \
+             coordinator's repair undid the transfer and cleared the journal, but left dead at \
+             {EARLIER_DEAD}, not {dead_after}: recover() counts the worker it found dead with \
+             dead += 1 (setting it, dead = 1, forgets every earlier dead worker, and the \
+             coordinator waiting for finished + dead to reach workers sleeps for ever)"
+        )));
+    }
+    if journal.active == 0
+        && counts.dead == dead_after
         && now[from] == before[from]
         && (now[to] != before[to] || count_now != count)
     {
@@ -644,7 +712,7 @@ fn dies_mid_transfer(run: &mut Run, session: &mut Session) -> Result<Cut, Fail> 
             left.join(", and ")
         )));
     }
-    if journal.active != 0 && now == before && count_now == count && counts.dead == 1 {
+    if journal.active != 0 && now == before && count_now == count && counts.dead == dead_after {
         return Err(Fail::failed(format!(
             "a holder died in the middle of a transfer from account {from} to account {to} \
              (journal written, debit, credit and count made) while the coordinator waited to \
@@ -655,7 +723,7 @@ fn dies_mid_transfer(run: &mut Run, session: &mut Session) -> Result<Cut, Fail> 
              and counts a second dead worker"
         )));
     }
-    if journal.active != 0 || now != before || count_now != count || counts.dead != 1 {
+    if journal.active != 0 || now != before || count_now != count || counts.dead != dead_after {
         let mut seen = Vec::new();
         if journal.active != 0 {
             seen.push("its journal is still active".to_string());
@@ -666,8 +734,11 @@ fn dies_mid_transfer(run: &mut Run, session: &mut Session) -> Result<Cut, Fail> 
                 before[from] - now[from]
             ));
         }
-        if counts.dead != 1 {
-            seen.push(format!("dead = {} (not 1)", counts.dead));
+        if counts.dead != dead_after {
+            seen.push(format!(
+                "dead = {} (not {dead_after}: it was {EARLIER_DEAD} before)",
+                counts.dead
+            ));
         }
         if now[to] != before[to] && now[from] != before[from] {
             seen.push(format!(
@@ -694,7 +765,7 @@ fn dies_mid_transfer(run: &mut Run, session: &mut Session) -> Result<Cut, Fail> 
             seen.join(", ")
         )));
     }
-    // The stand-in was no worker of the run: take its `dead` back.
+    // The stand-ins were no workers of the run: take their `dead` back.
     let held = probe::hold(&session.segment, Duration::from_secs(1))?;
     session
         .segment
