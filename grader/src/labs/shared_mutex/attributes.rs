@@ -356,15 +356,23 @@ fn attribute_word(pid: i32, address: u64) -> Option<u32> {
 
 /// A worker's calls of `pthread_cond_broadcast()` (in `finish()`), watched with a breakpoint:
 /// at each, the condition variable it was given and the bank's owner word then (read from the
-/// segment while the worker is stopped there).
+/// segment while the worker is stopped there); and its calls of `pthread_mutex_lock()` and
+/// `pthread_mutex_unlock()`, in order, so that a worker with no transfer to make (whose only
+/// locking is its `finish()`) shows whether it let go of the lock before broadcasting.
 pub(super) struct Broadcasts {
     worker: i32,
     cond: u64,
-    watching: Watching<(u64, i32)>,
+    mutex: u64,
+    watching: Watching<(usize, u64, i32)>,
 }
 
+/// The functions of [`Broadcasts`], in the order of its breakpoints.
+const BROADCAST: usize = 0;
+const LOCK: usize = 1;
+const UNLOCK: usize = 2;
+
 impl Broadcasts {
-    /// Sets the breakpoint in `worker` (ready, waiting for its `go`). `None` if the machine does
+    /// Sets the breakpoints in `worker` (ready, waiting for its `go`). `None` if the machine does
     /// not allow it.
     pub fn watch(session: &Session, worker: i32) -> Result<Option<Broadcasts>, Fail> {
         let Some(map) = probe::mappings(worker, &session.name)
@@ -376,32 +384,38 @@ impl Broadcasts {
         let Some(address) = inspect::library_function_in(worker, c"pthread_cond_broadcast") else {
             return Ok(None);
         };
-        let Some(tracer) = Tracer::break_at(worker, address)? else {
+        let [lock, unlock] = [c"pthread_mutex_lock", c"pthread_mutex_unlock"]
+            .map(|f| inspect::library_function_in(worker, f).unwrap_or(0));
+        let Some(tracer) = Tracer::break_at_each(worker, [address, lock, unlock, 0])? else {
             return Ok(None);
         };
         let owner_at = (session.segment.layout.mutex_at + probe::MUTEX_OWNER_AT) as u64;
         let segment = std::fs::File::open(dev_shm(&session.name))?;
-        let watching = Watching::start(tracer, move |_, [cond, _]| {
+        let watching = Watching::start(tracer, move |tracer, [object, _]| {
             let mut word = [0u8; 4];
             let owner = segment
                 .read_exact_at(&mut word, owner_at)
                 .map(|()| i32::from_ne_bytes(word))
                 .unwrap_or(-1);
-            (cond, owner)
+            (tracer.last_break(), object, owner)
         });
         Ok(Some(Broadcasts {
             worker,
             cond: map.start + session.segment.layout.cond_at as u64,
+            mutex: map.start + session.segment.layout.mutex_at as u64,
             watching,
         }))
     }
 
     /// Once the worker has finished: each broadcast of `all_done` made holding the mutex (the
-    /// owner word is the worker's thread id).
-    pub fn judge(self) -> Result<(), Fail> {
+    /// owner word is the worker's thread id). With `only_finish` (the worker made no
+    /// transfer), the broadcast made in the one section that took the lock: no unlock of the
+    /// bank's mutex before it.
+    pub fn judge(self, only_finish: bool) -> Result<(), Fail> {
         let worker = self.worker;
-        for (cond, owner) in self.watching.finish() {
-            if cond != self.cond || owner == worker {
+        let seen = self.watching.finish();
+        for &(function, cond, owner) in &seen {
+            if function != BROADCAST || cond != self.cond || owner == worker {
                 continue;
             }
             let holder = match owner {
@@ -416,6 +430,42 @@ impl Broadcasts {
                  broadcast both before the unlock (a broadcast after the unlock reaches a \
                  coordinator that may already have seen the count, returned and destroyed \
                  the condition variable)"
+            )));
+        }
+        if !only_finish {
+            return Ok(());
+        }
+        let calls: Vec<usize> = seen
+            .iter()
+            .filter(|&&(function, object, _)| match function {
+                BROADCAST => object == self.cond,
+                LOCK | UNLOCK => object == self.mutex,
+                _ => false,
+            })
+            .map(|&(function, _, _)| function)
+            .collect();
+        let Some(broadcast) = calls.iter().position(|&f| f == BROADCAST) else {
+            return Ok(());
+        };
+        let locks = calls[..broadcast].iter().filter(|&&f| f == LOCK).count();
+        if locks >= 1 && calls[..broadcast].contains(&UNLOCK) {
+            let said: Vec<&str> = calls
+                .iter()
+                .map(|&f| match f {
+                    BROADCAST => "broadcast",
+                    LOCK => "lock",
+                    _ => "unlock",
+                })
+                .collect();
+            return Err(Fail::failed(format!(
+                "a worker (pid {worker}) with no transfer to make, whose finish() was all it \
+                 did, unlocked the bank's mutex before it broadcast all_done (breakpoints at \
+                 pthread_mutex_lock(), pthread_mutex_unlock() and pthread_cond_broadcast() \
+                 saw: {}): finish() is one critical section, lock; finished += 1; broadcast; \
+                 unlock: split in two, a worker that dies or stops between them has counted \
+                 itself without waking anyone, and the coordinator sleeps on though \
+                 finished + dead reached workers",
+                said.join(", ")
             )));
         }
         Ok(())
