@@ -228,9 +228,96 @@ pub(super) fn waits_for_last_worker(run: &mut Run) -> Result<String, Fail> {
     session.go()?;
     let outcome = session.finish(0, |_| Ok(()))?;
     let transfers = verify(&session, &outcome, &[], 0)?;
+    let late = if late_wait_locks(run)? {
+        "; a coordinator that came to its wait after every worker had finished took the lock \
+         for its snapshot (it waited while the grader held it)"
+    } else {
+        ""
+    };
     Ok(format!(
-        "the coordinator returned after all 4 workers finished ({transfers} transfers)"
+        "the coordinator returned after all 4 workers finished ({transfers} transfers){late}"
     ))
+}
+
+/// A coordinator that comes to `wait_all_done()` once every worker has finished still takes
+/// the lock, for its look at the counts and for its snapshot: held by a tracer right after its
+/// `ready` (before its wait), it is let go once the workers are done and the grader holds the
+/// bank's mutex; it must wait for the mutex, and say `done` only after the grader lets go.
+/// `false` when the coordinator cannot be traced.
+fn late_wait_locks(run: &mut Run) -> Result<bool, Fail> {
+    let prepare = |proc: &mut crate::engine::Proc, _: &str| -> Result<Option<Tracer>, Fail> {
+        let pid = proc.pid.as_raw();
+        let tracer = Tracer::attach(pid, Call::any(libc::SYS_sendto), Action::HoldAfter)?;
+        crate::engine::force::resume(pid)?;
+        Ok(tracer)
+    };
+    let (mut session, tracer) =
+        Session::start_with(run, &[LIGHT_WORK / 10; 2], &[], Some(prepare))?;
+    let Some(mut tracer) = tracer else {
+        return Ok(false);
+    };
+    if !tracer.held_before(Instant::now() + Duration::from_secs(2))? {
+        return Ok(false);
+    }
+    // The coordinator is held just after its `ready`: the workers run and finish alone.
+    for _ in &session.workers {
+        session.proc.send("go", &[])?;
+    }
+    let until = Instant::now() + Duration::from_secs(5);
+    let mut finished = Vec::new();
+    while finished.len() < session.workers.len() {
+        match session.next_before(until)? {
+            Some(message) if message.kind == "finished" => finished.push(message),
+            Some(message) if message.kind == "failed" => {
+                tracer.release();
+                return Err(Fail::failed(format!(
+                    "a worker failed with kind={} ({}) while the coordinator was held before \
+                     its wait",
+                    message.get("kind").unwrap_or("none"),
+                    message.get("error").unwrap_or("")
+                )));
+            }
+            Some(message) => session.set_aside(message),
+            None => {
+                tracer.release();
+                return Ok(false);
+            }
+        }
+    }
+    let counts = session.segment.counts()?;
+    let held = probe::hold(&session.segment, Duration::from_secs(1))?;
+    tracer.release();
+    let until = Instant::now() + Duration::from_millis(1500);
+    let mut waited = false;
+    while Instant::now() < until {
+        if session.coordinator_place() == Some(Place::Mutex) {
+            waited = true;
+            break;
+        }
+        let Some(message) = session.next_before(Instant::now() + Duration::from_millis(1))? else {
+            continue;
+        };
+        if message.kind == "done" {
+            drop(held);
+            return Err(Fail::failed(format!(
+                "the coordinator came to wait_all_done() after both workers had finished \
+                 (the bank counted finished = {} of workers = {}), and said `done` while the \
+                 grader held the bank's mutex: it read the counts and took its snapshot \
+                 without the lock (a fast path for a wait already over); wait_all_done() \
+                 takes the lock first, whatever the counts, and reads them and the snapshot \
+                 under it (a holder may be changing the bank, a recovery half done)",
+                counts.finished, counts.workers
+            )));
+        }
+        session.set_aside(message);
+    }
+    drop(held);
+    for message in finished {
+        session.set_aside(message);
+    }
+    let outcome = session.finish(0, |_| Ok(()))?;
+    verify(&session, &outcome, &[], 0)?;
+    Ok(waited)
 }
 
 /// The coordinator seen asleep on the condition variable, and what the bank counted then: any
