@@ -64,6 +64,8 @@ pub(super) fn owner_dies(run: &mut Run) -> Result<String, Fail> {
     let mut held: Option<(u64, Vec<i64>)> = None;
     // The transfer the crasher died in, as the grader saw it at the hold.
     let mut cut: Option<Cut> = None;
+    // The count found raised at the hold, before the credit (judged after the totals).
+    let mut counted_early: Option<Fail> = None;
     // Whether the coordinator slept on the condition variable when the holder died: then only
     // a worker can be the next to lock, and meet EOWNERDEAD.
     let mut coordinator_waiting = false;
@@ -93,7 +95,13 @@ pub(super) fn owner_dies(run: &mut Run) -> Result<String, Fail> {
             )));
         }
         let before: Vec<i64> = delta.iter().map(|d| opening + d).collect();
-        cut = Some(journal_written(&segment, crasher, done, &before)?);
+        cut = Some(match journal_written(&segment, crasher, done, &before)? {
+            Ok(cut) => cut,
+            Err((cut, fail)) => {
+                counted_early = Some(fail);
+                cut
+            }
+        });
         coordinator_waiting = matches!(probe::sleeping(coordinator),
             probe::Sleep::Futex { address }
                 if probe::place(coordinator, &name, &layout, address) == Place::Cond);
@@ -135,6 +143,9 @@ pub(super) fn owner_dies(run: &mut Run) -> Result<String, Fail> {
         }
         (other, _) => other,
     })?;
+    if let Some(fail) = counted_early {
+        return Err(fail);
+    }
     let recovered: u64 = outcome.workers.values().map(|w| w.recovered).sum();
     if !coordinator_waiting {
         run.note(
@@ -350,7 +361,7 @@ fn journal_written(
     crasher: usize,
     done: u64,
     before: &[i64],
-) -> Result<Cut, Fail> {
+) -> Result<Result<Cut, (Cut, Fail)>, Fail> {
     let journal = segment.journal()?;
     let (count, now) = segment.bank()?;
     let rule = "before changing any balance, write the journal: active = 1, the two accounts, \
@@ -405,8 +416,10 @@ fn journal_written(
         )));
     }
     // The count goes with the credit, after midway(): at the hold it is still the count before.
+    // Told once the run is over (a repair that undoes the count as well as the balances hides
+    // it there; one that does not is the first thing to say).
     if count != done {
-        return Err(Fail::failed(format!(
+        return Ok(Err((Cut { from, to }, Fail::failed(format!(
             "worker {crasher} stopped in midway() of its transfer from account {from} to \
              account {to}, lock held, with the bank's transfer count already {count} where \
              {done} transfers were complete (its journal saved {}; account {to} not yet \
@@ -414,9 +427,9 @@ fn journal_written(
              moment the bank counts a transfer whose credit is not made; set transfers to the \
              journal's count plus one together with the credit, after midway()",
             journal.transfers
-        )));
+        )))));
     }
-    Ok(Cut { from, to })
+    Ok(Ok(Cut { from, to }))
 }
 
 pub(super) fn owner_dies_during_wait(run: &mut Run) -> Result<String, Fail> {
