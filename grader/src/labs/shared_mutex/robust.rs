@@ -9,12 +9,13 @@ use nix::unistd::Pid;
 use rand::RngExt;
 
 use super::ACCOUNTS;
-use super::messages::{field, index_of, list};
+use super::messages::{failure, field, index_of, layout_of, list};
+use super::segment::{dev_shm, open_segment};
 use super::probe::{self, DyingHolder, KIND_ROBUST, Place};
 use super::attributes::Watching;
 use super::session::{Session, let_coordinator_look};
 use super::totals::{expected, verify};
-use crate::engine::tracer::{Action, Call, Tracer};
+use crate::engine::tracer::{Action, Call, Field, Tracer, Watched};
 use crate::engine::{Fail, Run, force, inspect};
 
 /// Transfers per worker in a run where a holder dies.
@@ -165,11 +166,132 @@ pub(super) fn owner_dies(run: &mut Run) -> Result<String, Fail> {
     if !ends.contains("killed-SIGKILL") {
         run.note(format!("the workers ended: {ends}"));
     }
+    drop(session);
+    let watched = if journal_before_debit(run)? {
+        "; a watchpoint on the debited account saw the journal active at the debit"
+    } else {
+        ""
+    };
     Ok(format!(
         "worker {crasher} (pid {victim}) was killed holding the lock after {transfers} \
          transfers, its journal written; a worker met EOWNERDEAD and said so, the half-done \
-         transfer was undone and the totals add up"
+         transfer was undone and the totals add up{watched}"
     ))
+}
+
+/// A store to the watched account (8 bytes).
+static ACCOUNT_STORE: [Field; 1] = [Field {
+    offset: 0,
+    len: 8,
+    loads: false,
+}];
+
+/// The journal is active from the moment a transfer starts changing the bank: the coordinator
+/// makes one transfer (`--try-transfers`) with a hardware watchpoint on the account it debits;
+/// at the debit's store, the journal in the segment must be active already and hold the
+/// balances and the count from before. `false` when the machine does not allow watchpoints.
+fn journal_before_debit(run: &mut Run) -> Result<bool, Fail> {
+    let from = run.rng().random_range(0..ACCOUNTS);
+    let to = (from + run.rng().random_range(1..ACCOUNTS)) % ACCOUNTS;
+    let name = run.ipc_name("bank");
+    let args = [
+        "--name".to_string(),
+        name.clone(),
+        "--work".into(),
+        "1".into(),
+        "--try-transfers".into(),
+        format!("{from},{to}"),
+        "--try-when-told".into(),
+    ];
+    let mut proc = run.spawn(&args)?;
+    let pid = proc.pid.as_raw();
+    let outcome = watch_the_debit(&mut proc, &name, from);
+    // The run cannot end on its own: the grader ends it and removes the segment itself.
+    proc.kill_tree();
+    let _ = std::fs::remove_file(dev_shm(&name));
+    let Some((journal, opening)) = outcome? else {
+        return Ok(false);
+    };
+    let rule = "a transfer writes its journal, active = 1 with the two balances and the count \
+                as they are, before it changes any balance (Journal::active: 1 from the moment \
+                the transfer starts changing the bank)";
+    if journal.active != 1 {
+        return Err(Fail::failed(format!(
+            "the coordinator's transfer from account {from} to account {to} stored its debit \
+             while the journal in the segment was not active (active = {}; a hardware \
+             watchpoint on account {from} stopped it right after the store, pid {pid}): a \
+             holder that dies at that instruction leaves a debit that recover(), finding no \
+             transfer under way, never undoes, and the money is gone; {rule}",
+            journal.active
+        )));
+    }
+    let saved = (
+        journal.from as usize,
+        journal.to as usize,
+        journal.from_balance,
+        journal.to_balance,
+        journal.transfers,
+    );
+    if saved != (from, to, opening, opening, 0) {
+        return Err(Fail::failed(format!(
+            "the coordinator's first transfer, from account {from} to account {to} of a new \
+             bank, stored its debit with a journal naming accounts {} and {}, balances {} and \
+             {}, count {} (a hardware watchpoint on account {from} stopped it right after the \
+             store), not {from} and {to}, {opening} and {opening}, 0: {rule}",
+            saved.0, saved.1, saved.2, saved.3, saved.4
+        )));
+    }
+    Ok(true)
+}
+
+/// Watches the first store to account `from` of the coordinator's tried transfer: the
+/// journal then, and the opening balance. `None` when it could not be watched.
+fn watch_the_debit(
+    proc: &mut crate::engine::Proc,
+    name: &str,
+    from: usize,
+) -> Result<Option<(super::segment::Journal, i64)>, Fail> {
+    let pid = proc.pid.as_raw();
+    let until = Instant::now() + 2 * STEP;
+    let segment = loop {
+        let message = proc.recv_any()?;
+        match message.kind.as_str() {
+            "created" => break open_segment(name, layout_of(&message)?)?,
+            "ready" => {}
+            _ => return Err(failure(&message)),
+        }
+    };
+    let Some(map) = probe::mappings(pid, name).into_iter().find(|m| m.offset == 0) else {
+        return Ok(None);
+    };
+    let address = map.start + (segment.layout.accounts_at + 8 * from) as u64;
+    let Some(mut tracer) = Tracer::watch_at(pid, address, &ACCOUNT_STORE)? else {
+        return Ok(None);
+    };
+    let mut told = false;
+    loop {
+        match tracer.next(proc, until)? {
+            Watched::Armed if !told => {
+                proc.send("try", &[])?;
+                told = true;
+            }
+            Watched::Armed => {}
+            Watched::Hit => {
+                let journal = segment.journal()?;
+                drop(tracer);
+                return Ok(Some((journal, segment.layout.opening)));
+            }
+            Watched::Said(message) if message.kind == "failed" => {
+                return Err(failure(&message));
+            }
+            // Its `ready` without a store to the account: the transfer is judged elsewhere.
+            Watched::Said(message) if message.get("role") == Some("coordinator") => {
+                return Ok(None);
+            }
+            Watched::Said(_) => {}
+            Watched::Lost | Watched::Unavailable => return Ok(None),
+        }
+    }
 }
 
 /// `futex()`'s operation without its flags (`FUTEX_CMD_MASK`).
