@@ -802,9 +802,8 @@ fn dies_mid_transfer(run: &mut Run, session: &mut Session) -> Result<Cut, Fail> 
     let journal = session.segment.journal()?;
     let (count_now, now) = session.segment.bank()?;
     let counts = session.segment.counts()?;
-    if let Some(consistents) = consistents {
-        judge_consistent(consistents.finish(), from, to)?;
-    }
+    // Seen now, judged once the repair itself is (a repair that is wrong is said first).
+    let consistents = consistents.map(Watching::finish);
     let dead_after = EARLIER_DEAD + 1;
     if journal.active == 0
         && counts.dead == EARLIER_DEAD
@@ -899,6 +898,9 @@ fn dies_mid_transfer(run: &mut Run, session: &mut Session) -> Result<Cut, Fail> 
              to undo here)",
             seen.join(", ")
         )));
+    }
+    if let Some(seen) = consistents {
+        judge_consistent(seen, from, to)?;
     }
     // The stand-ins were no workers of the run: take their `dead` back.
     let held = probe::hold(&session.segment, Duration::from_secs(1))?;
