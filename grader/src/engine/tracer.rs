@@ -595,7 +595,13 @@ impl Tracer {
         bytes[0] = RETURN;
         bytes[1..].copy_from_slice(&value.to_ne_bytes());
         // SAFETY: nine bytes from a live buffer to our own pipe.
-        unsafe { libc::write(self.to_tracer.as_raw_fd(), bytes.as_ptr().cast(), bytes.len()) };
+        unsafe {
+            libc::write(
+                self.to_tracer.as_raw_fd(),
+                bytes.as_ptr().cast(),
+                bytes.len(),
+            )
+        };
     }
 
     /// Whether the call was made to fail, once the program has reported what followed it (the

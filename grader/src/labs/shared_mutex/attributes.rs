@@ -209,7 +209,10 @@ fn on_stack(pid: i32, address: u64) -> bool {
                     .next()
                     .and_then(|range| range.split_once('-'))
                     .and_then(|(s, e)| {
-                        Some((u64::from_str_radix(s, 16).ok()?, u64::from_str_radix(e, 16).ok()?))
+                        Some((
+                            u64::from_str_radix(s, 16).ok()?,
+                            u64::from_str_radix(e, 16).ok()?,
+                        ))
                     })
                     .is_some_and(|(s, e)| (s..e).contains(&address))
         })

@@ -9,10 +9,10 @@ use nix::unistd::Pid;
 use rand::RngExt;
 
 use super::ACCOUNTS;
-use super::messages::{failure, field, index_of, layout_of, list};
-use super::segment::{dev_shm, open_segment};
-use super::probe::{self, DyingHolder, KIND_ROBUST, Place};
 use super::attributes::Watching;
+use super::messages::{failure, field, index_of, layout_of, list};
+use super::probe::{self, DyingHolder, KIND_ROBUST, Place};
+use super::segment::{dev_shm, open_segment};
 use super::session::{Session, let_coordinator_look};
 use super::totals::{expected, verify};
 use crate::engine::tracer::{Action, Call, Field, Tracer, Watched};
@@ -261,7 +261,10 @@ fn watch_the_debit(
             _ => return Err(failure(&message)),
         }
     };
-    let Some(map) = probe::mappings(pid, name).into_iter().find(|m| m.offset == 0) else {
+    let Some(map) = probe::mappings(pid, name)
+        .into_iter()
+        .find(|m| m.offset == 0)
+    else {
         return Ok(None);
     };
     let address = map.start + (segment.layout.accounts_at + 8 * from) as u64;
@@ -541,15 +544,18 @@ fn journal_written(
     // Told once the run is over (a repair that undoes the count as well as the balances hides
     // it there; one that does not is the first thing to say).
     if count != done {
-        return Ok(Err((Cut { from, to }, Fail::failed(format!(
-            "worker {crasher} stopped in midway() of its transfer from account {from} to \
+        return Ok(Err((
+            Cut { from, to },
+            Fail::failed(format!(
+                "worker {crasher} stopped in midway() of its transfer from account {from} to \
              account {to}, lock held, with the bank's transfer count already {count} where \
              {done} transfers were complete (its journal saved {}; account {to} not yet \
              credited): the count was raised with the debit, before midway(), so for that \
              moment the bank counts a transfer whose credit is not made; set transfers to the \
              journal's count plus one together with the credit, after midway()",
-            journal.transfers
-        )))));
+                journal.transfers
+            )),
+        )));
     }
     Ok(Ok(Cut { from, to }))
 }
@@ -805,11 +811,7 @@ fn dies_mid_transfer(run: &mut Run, session: &mut Session) -> Result<Cut, Fail> 
     // Seen now, judged once the repair itself is (a repair that is wrong is said first).
     let consistents = consistents.map(Watching::finish);
     let dead_after = EARLIER_DEAD + 1;
-    if journal.active == 0
-        && counts.dead == EARLIER_DEAD
-        && now == before
-        && count_now == count
-    {
+    if journal.active == 0 && counts.dead == EARLIER_DEAD && now == before && count_now == count {
         return Err(Fail::failed(format!(
             "a holder died in the middle of a transfer while the coordinator waited, with \
              dead = {EARLIER_DEAD} already in the bank (a worker found dead before); the \

@@ -39,10 +39,7 @@ const POLLING_CALLS: &[i64] = &[
 /// the machine does not allow it.
 fn watch_polling(proc: &mut crate::engine::Proc, name: &str) -> Result<Option<Tracer>, Fail> {
     let pid = proc.pid.as_raw();
-    let opened: &'static str = super::segment::dev_shm(name)
-        .display()
-        .to_string()
-        .leak();
+    let opened: &'static str = super::segment::dev_shm(name).display().to_string().leak();
     let opening = Call {
         number: libc::SYS_openat,
         matching: Match::Path(opened),
@@ -76,10 +73,10 @@ fn no_polling_before_sleep(session: &Session, tracer: Option<Tracer>) -> Result<
     let until = Instant::now() + Duration::from_secs(2);
     while Instant::now() < until {
         if tracer.held_before(Instant::now() + Duration::from_millis(2))? {
-            let call = inspect::call_of(session.coordinator, session.coordinator)
-                .map_or("one of sched_yield(), nanosleep(), poll() or select()".to_string(), |c| {
-                    probe::call_name(c.0)
-                });
+            let call = inspect::call_of(session.coordinator, session.coordinator).map_or(
+                "one of sched_yield(), nanosleep(), poll() or select()".to_string(),
+                |c| probe::call_name(c.0),
+            );
             tracer.release();
             return Err(Fail::failed(format!(
                 "before it first slept on the condition variable, while no worker had started, \
@@ -100,8 +97,7 @@ fn no_polling_before_sleep(session: &Session, tracer: Option<Tracer>) -> Result<
 }
 
 pub(super) fn coordinator_sleeps(run: &mut Run) -> Result<String, Fail> {
-    let (session, polling) =
-        Session::start_with(run, &[LIGHT_WORK; 4], &[], Some(watch_polling))?;
+    let (session, polling) = Session::start_with(run, &[LIGHT_WORK; 4], &[], Some(watch_polling))?;
     let mut session = session;
     no_polling_before_sleep(&session, polling)?;
     // The workers wait for `go`: the coordinator has nothing to do but wait for them.
