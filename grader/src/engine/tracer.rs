@@ -41,6 +41,9 @@ const NO_WATCHPOINTS: u8 = b'N';
 /// What the check tells a watching tracer: go on watching (any other byte, or the pipe's end:
 /// stop watching, clear the watchpoints and let the program go).
 const GO_ON: u8 = b'c';
+/// What the check tells a tracer stopped at a breakpoint: return from the function at once,
+/// with the 8-byte value that follows (in `rax`), without running it, then go on watching.
+const RETURN: u8 = b'r';
 /// [`Action::Signal`]: the interrupted call was restarted, or failed with `EINTR`.
 const RESTARTED: u8 = b'R';
 const INTERRUPTED: u8 = b'I';
@@ -615,6 +618,23 @@ impl Tracer {
         unsafe { libc::write(self.to_tracer.as_raw_fd(), [GO_ON].as_ptr().cast(), 1) };
     }
 
+    /// Makes a program stopped at a breakpoint ([`Breakpoint::At`]) return from the function at
+    /// once with `value`, without running it (a C library call made to fail with an error it
+    /// may return, where no system call can be made to), and goes on watching.
+    pub fn return_now(&mut self, value: i64) {
+        let mut bytes = [0u8; 9];
+        bytes[0] = RETURN;
+        bytes[1..].copy_from_slice(&value.to_ne_bytes());
+        // SAFETY: nine bytes from a live buffer to our own pipe.
+        unsafe {
+            libc::write(
+                self.to_tracer.as_raw_fd(),
+                bytes.as_ptr().cast(),
+                bytes.len(),
+            )
+        };
+    }
+
     /// Whether the call was made to fail, once the program has reported what followed it (the
     /// tracer says so before the program goes on).
     pub fn failed_the_call(&mut self) -> Result<bool, Fail> {
@@ -708,6 +728,8 @@ struct Pipes {
 /// one was hit, DR7 what each watches).
 const ORIG_RAX: usize = 15 * 8;
 const RAX: usize = 10 * 8;
+const RIP: usize = 16 * 8;
+const RSP: usize = 19 * 8;
 /// The register of a call's third argument.
 const RDX: usize = 12 * 8;
 #[cfg(target_arch = "x86_64")]
@@ -1215,7 +1237,25 @@ unsafe fn break_from(pid: i32, addresses: [u64; 4], pipes: Pipes) -> ! {
                 // One write, so that the check reads the hit and its arguments together.
                 libc::write(pipes.report, report.as_ptr().cast(), report.len());
                 let mut word = [0u8];
-                if libc::read(pipes.resume, word.as_mut_ptr().cast(), 1) != 1 || word[0] != GO_ON {
+                let read = libc::read(pipes.resume, word.as_mut_ptr().cast(), 1);
+                if read == 1 && word[0] == RETURN {
+                    let mut value = [0u8; 8];
+                    if libc::read(pipes.resume, value.as_mut_ptr().cast(), 8) != 8 {
+                        leave(pid, Left::Stopped(status), pipes);
+                    }
+                    // At the function's first instruction the return address is at the top of
+                    // the stack: pop it into rip, as a `ret` would.
+                    let sp = libc::ptrace(libc::PTRACE_PEEKUSER, pid, RSP, 0usize) as usize;
+                    *libc::__errno_location() = 0;
+                    let back = libc::ptrace(libc::PTRACE_PEEKDATA, pid, sp, 0usize);
+                    if *libc::__errno_location() != 0 {
+                        leave(pid, Left::Stopped(status), pipes);
+                    }
+                    libc::ptrace(libc::PTRACE_POKEUSER, pid, RIP, back as usize);
+                    libc::ptrace(libc::PTRACE_POKEUSER, pid, RSP, sp + 8);
+                    let value = i64::from_ne_bytes(value);
+                    libc::ptrace(libc::PTRACE_POKEUSER, pid, RAX, value as usize);
+                } else if read != 1 || word[0] != GO_ON {
                     leave(pid, Left::Stopped(status), pipes);
                 }
             } else {

@@ -140,12 +140,24 @@ impl MutexInits {
             .iter()
             .position(|s| s.function == MUTEX_INIT && s.args[0] == mutex)
         else {
+            // A mutex initialized elsewhere and copied into the segment: the bytes look the
+            // same, but the mutex the C library initialized is not the bank's.
+            if let Some(elsewhere) = seen.iter().find(|s| s.function == MUTEX_INIT) {
+                return Err(initialized_elsewhere(
+                    session.coordinator,
+                    elsewhere.args[0],
+                    mutex,
+                    "pthread_mutex_init()",
+                    "mutex",
+                ));
+            }
             // Not seen (initialized another way, or not watched): the kind word is judged.
             return Ok(());
         };
         let flags = seen[at].flags;
         if flags.is_some_and(|f| f & ATTR_PSHARED != 0) {
-            return judge_the_rest(self.all_watched, self.opened_io, &seen, at, cond);
+            judge_the_rest(self.all_watched, self.opened_io, &seen, at, cond, session)?;
+            return filled_before_ready(self.opened_io, session.io_at_ready);
         }
         let given = match flags {
             None => "no attribute at all (the defaults: process-private, not robust)".to_string(),
@@ -167,6 +179,70 @@ impl MutexInits {
     }
 }
 
+/// The coordinator's `pthread_mutex_init()` (or `pthread_cond_init()`) of the bank's `what`
+/// was given `address`, not the object's place `wanted` in the mapping: it was initialized
+/// elsewhere (on the stack, in a local `Bank`) and copied in.
+fn initialized_elsewhere(pid: i32, address: u64, wanted: u64, call: &str, what: &str) -> Fail {
+    let place = match inspect::mapped_file(pid, address) {
+        Some(file) => format!("memory mapped from {file}"),
+        None if on_stack(pid, address) => "the coordinator's stack".to_string(),
+        None => "memory that is not the bank's mapping (anonymous memory or the heap)".to_string(),
+    };
+    Fail::failed(format!(
+        "the coordinator's {call} (seen with a breakpoint at that function) was given \
+         {address:#x}, in {place}, never the bank's {what} in the mapping ({wanted:#x}): \
+         create() built the {what} somewhere else and copied it into the segment; a mutex or \
+         condition variable must not move once initialized (a copy is not the object the C \
+         library initialized, and elsewhere than glibc an idle one may hold its own address); \
+         mmap() the segment first and call init_mutex(&raw mut bank.lock) and \
+         init_cond(&raw mut bank.all_done) on the bank in place"
+    ))
+}
+
+/// Whether `address` lies in `pid`'s main stack.
+fn on_stack(pid: i32, address: u64) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/maps")).is_ok_and(|maps| {
+        maps.lines().any(|line| {
+            line.ends_with("[stack]")
+                && line
+                    .split_whitespace()
+                    .next()
+                    .and_then(|range| range.split_once('-'))
+                    .and_then(|(s, e)| {
+                        Some((
+                            u64::from_str_radix(s, 16).ok()?,
+                            u64::from_str_radix(e, 16).ok()?,
+                        ))
+                    })
+                    .is_some_and(|(s, e)| (s..e).contains(&address))
+        })
+    })
+}
+
+/// No write call from the coordinator's `shm_open()` of the bank to its `ready` (its messages
+/// go by `send()`, which the write counters do not count): the bank is filled through the
+/// mapping, also after the mutex and condition variable are initialized.
+fn filled_before_ready(opened: Option<IoCounters>, ready: Option<IoCounters>) -> Result<(), Fail> {
+    let (Some(opened), Some(ready)) = (opened, ready) else {
+        return Ok(());
+    };
+    let wrote = ready.since(opened);
+    if wrote.write_calls == 0 {
+        return Ok(());
+    }
+    Err(Fail::failed(format!(
+        "between its shm_open() of the bank and its `ready` (create() and the forks), the \
+         coordinator made {} write system call(s) ({} bytes; workers and the accounts are {} \
+         bytes), after initializing the mutex and condition variable: it filled the bank \
+         through a descriptor (a write() or pwrite() to the segment) instead of through the \
+         mapping (or, if those bytes are not the bank's, it printed from inside create()); \
+         set workers and the accounts in place, through the pointer to the mapped Bank",
+        wrote.write_calls,
+        wrote.written_bytes,
+        4 + 8 * super::ACCOUNTS
+    )))
+}
+
 /// With the mutex's `pthread_mutex_init()` seen (`seen[at]`): the condition variable at
 /// `cond` initialized by `pthread_cond_init()` with a process-shared attribute, both
 /// attribute objects destroyed after use, and no write call made since the `shm_open()`.
@@ -176,6 +252,7 @@ fn judge_the_rest(
     seen: &[Seen],
     at: usize,
     cond: u64,
+    session: &Session,
 ) -> Result<(), Fail> {
     if !all_watched {
         return Ok(());
@@ -184,6 +261,17 @@ fn judge_the_rest(
     let cond_init = seen
         .iter()
         .position(|s| s.function == COND_INIT && s.args[0] == cond);
+    if cond_init.is_none()
+        && let Some(elsewhere) = seen.iter().find(|s| s.function == COND_INIT)
+    {
+        return Err(initialized_elsewhere(
+            session.coordinator,
+            elsewhere.args[0],
+            cond,
+            "pthread_cond_init()",
+            "condition variable",
+        ));
+    }
     let Some(cond_at) = cond_init else {
         return Err(Fail::failed(
             "the coordinator's create() never called pthread_cond_init() on the bank's \
@@ -271,15 +359,23 @@ fn attribute_word(pid: i32, address: u64) -> Option<u32> {
 
 /// A worker's calls of `pthread_cond_broadcast()` (in `finish()`), watched with a breakpoint:
 /// at each, the condition variable it was given and the bank's owner word then (read from the
-/// segment while the worker is stopped there).
+/// segment while the worker is stopped there); and its calls of `pthread_mutex_lock()` and
+/// `pthread_mutex_unlock()`, in order, so that a worker with no transfer to make (whose only
+/// locking is its `finish()`) shows whether it let go of the lock before broadcasting.
 pub(super) struct Broadcasts {
     worker: i32,
     cond: u64,
-    watching: Watching<(u64, i32)>,
+    mutex: u64,
+    watching: Watching<(usize, u64, i32)>,
 }
 
+/// The functions of [`Broadcasts`], in the order of its breakpoints.
+const BROADCAST: usize = 0;
+const LOCK: usize = 1;
+const UNLOCK: usize = 2;
+
 impl Broadcasts {
-    /// Sets the breakpoint in `worker` (ready, waiting for its `go`). `None` if the machine does
+    /// Sets the breakpoints in `worker` (ready, waiting for its `go`). `None` if the machine does
     /// not allow it.
     pub fn watch(session: &Session, worker: i32) -> Result<Option<Broadcasts>, Fail> {
         let Some(map) = probe::mappings(worker, &session.name)
@@ -291,32 +387,38 @@ impl Broadcasts {
         let Some(address) = inspect::library_function_in(worker, c"pthread_cond_broadcast") else {
             return Ok(None);
         };
-        let Some(tracer) = Tracer::break_at(worker, address)? else {
+        let [lock, unlock] = [c"pthread_mutex_lock", c"pthread_mutex_unlock"]
+            .map(|f| inspect::library_function_in(worker, f).unwrap_or(0));
+        let Some(tracer) = Tracer::break_at_each(worker, [address, lock, unlock, 0])? else {
             return Ok(None);
         };
         let owner_at = (session.segment.layout.mutex_at + probe::MUTEX_OWNER_AT) as u64;
         let segment = std::fs::File::open(dev_shm(&session.name))?;
-        let watching = Watching::start(tracer, move |_, [cond, _]| {
+        let watching = Watching::start(tracer, move |tracer, [object, _]| {
             let mut word = [0u8; 4];
             let owner = segment
                 .read_exact_at(&mut word, owner_at)
                 .map(|()| i32::from_ne_bytes(word))
                 .unwrap_or(-1);
-            (cond, owner)
+            (tracer.last_break(), object, owner)
         });
         Ok(Some(Broadcasts {
             worker,
             cond: map.start + session.segment.layout.cond_at as u64,
+            mutex: map.start + session.segment.layout.mutex_at as u64,
             watching,
         }))
     }
 
     /// Once the worker has finished: each broadcast of `all_done` made holding the mutex (the
-    /// owner word is the worker's thread id).
-    pub fn judge(self) -> Result<(), Fail> {
+    /// owner word is the worker's thread id). With `only_finish` (the worker made no
+    /// transfer), the broadcast made in the one section that took the lock: no unlock of the
+    /// bank's mutex before it.
+    pub fn judge(self, only_finish: bool) -> Result<(), Fail> {
         let worker = self.worker;
-        for (cond, owner) in self.watching.finish() {
-            if cond != self.cond || owner == worker {
+        let seen = self.watching.finish();
+        for &(function, cond, owner) in &seen {
+            if function != BROADCAST || cond != self.cond || owner == worker {
                 continue;
             }
             let holder = match owner {
@@ -333,20 +435,122 @@ impl Broadcasts {
                  the condition variable)"
             )));
         }
+        if !only_finish {
+            return Ok(());
+        }
+        let calls: Vec<usize> = seen
+            .iter()
+            .filter(|&&(function, object, _)| match function {
+                BROADCAST => object == self.cond,
+                LOCK | UNLOCK => object == self.mutex,
+                _ => false,
+            })
+            .map(|&(function, _, _)| function)
+            .collect();
+        let Some(broadcast) = calls.iter().position(|&f| f == BROADCAST) else {
+            return Ok(());
+        };
+        let locks = calls[..broadcast].iter().filter(|&&f| f == LOCK).count();
+        if locks >= 1 && calls[..broadcast].contains(&UNLOCK) {
+            let said: Vec<&str> = calls
+                .iter()
+                .map(|&f| match f {
+                    BROADCAST => "broadcast",
+                    LOCK => "lock",
+                    _ => "unlock",
+                })
+                .collect();
+            return Err(Fail::failed(format!(
+                "a worker (pid {worker}) with no transfer to make, whose finish() was all it \
+                 did, unlocked the bank's mutex before it broadcast all_done (breakpoints at \
+                 pthread_mutex_lock(), pthread_mutex_unlock() and pthread_cond_broadcast() \
+                 saw: {}): finish() is one critical section, lock; finished += 1; broadcast; \
+                 unlock: split in two, a worker that dies or stops between them has counted \
+                 itself without waking anyone, and the coordinator sleeps on though \
+                 finished + dead reached workers",
+                said.join(", ")
+            )));
+        }
         Ok(())
+    }
+}
+
+/// The coordinator's calls of `pthread_cond_destroy()` and `pthread_mutex_destroy()` (in
+/// `destroy()`), watched with breakpoints: which function, and the object it was given.
+pub(super) struct Destroys {
+    cond: u64,
+    mutex: u64,
+    watching: Watching<(usize, u64)>,
+}
+
+impl Destroys {
+    /// Sets the breakpoints in the coordinator (ready, waiting for the workers). `None` if the
+    /// machine does not allow it.
+    pub fn watch(session: &Session) -> Result<Option<Destroys>, Fail> {
+        let pid = session.coordinator;
+        let Some(map) = probe::mappings(pid, &session.name)
+            .into_iter()
+            .find(|m| m.offset == 0)
+        else {
+            return Ok(None);
+        };
+        let functions = [c"pthread_cond_destroy", c"pthread_mutex_destroy"];
+        let Some(addresses) = functions
+            .iter()
+            .map(|f| inspect::library_function_in(pid, f))
+            .collect::<Option<Vec<u64>>>()
+        else {
+            return Ok(None);
+        };
+        let Some(tracer) = Tracer::break_at_each(pid, [addresses[0], addresses[1], 0, 0])? else {
+            return Ok(None);
+        };
+        let watching = Watching::start(tracer, |tracer, [object, _]| (tracer.last_break(), object));
+        Ok(Some(Destroys {
+            cond: map.start + session.segment.layout.cond_at as u64,
+            mutex: map.start + session.segment.layout.mutex_at as u64,
+            watching,
+        }))
+    }
+
+    /// Once the coordinator has said `closed`: both objects were destroyed by the C library's
+    /// own calls (a flag set by hand makes the bytes look destroyed, and skips what the call
+    /// does: wait for the waiters still on the condition variable).
+    pub fn judge(self) -> Result<(), Fail> {
+        let seen = self.watching.finish();
+        let called = |function: usize, object: u64| seen.contains(&(function, object));
+        let missing: Vec<&str> = [
+            (!called(0, self.cond)).then_some("pthread_cond_destroy() of all_done"),
+            (!called(1, self.mutex)).then_some("pthread_mutex_destroy() of the lock"),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        if missing.is_empty() {
+            return Ok(());
+        }
+        Err(Fail::failed(format!(
+            "the coordinator's destroy() never called {} (breakpoints at pthread_cond_destroy() \
+             and pthread_mutex_destroy() watched it from its `ready` to its `closed`), though \
+             the segment looked destroyed: writing a C library's \"destroyed\" flag by hand \
+             copies its private layout and skips what the call does (pthread_cond_destroy() \
+             waits for the waiters still on the condition variable); destroy() calls \
+             pthread_cond_destroy(), pthread_mutex_destroy(), munmap() and shm_unlink()",
+            missing.join(" nor ")
+        )))
     }
 }
 
 /// A tracer's breakpoints watched on a thread of the grader's until [`Watching::finish`] (or
 /// [`WATCH_LIMIT`]): at each hit, `look` reads what it needs while the program is stopped there.
-struct Watching<T> {
+pub(super) struct Watching<T> {
     seen: Receiver<T>,
     stop: Sender<()>,
     thread: JoinHandle<()>,
 }
 
 impl<T: Send + 'static> Watching<T> {
-    fn start(
+    pub(super) fn start(
         mut tracer: Tracer,
         mut look: impl FnMut(&Tracer, [u64; 2]) -> T + Send + 'static,
     ) -> Watching<T> {
@@ -374,7 +578,7 @@ impl<T: Send + 'static> Watching<T> {
     }
 
     /// Stops watching; what was seen, in order.
-    fn finish(self) -> Vec<T> {
+    pub(super) fn finish(self) -> Vec<T> {
         let _ = self.stop.send(());
         let _ = self.thread.join();
         self.seen.try_iter().collect()

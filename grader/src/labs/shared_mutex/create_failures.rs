@@ -2,7 +2,10 @@
 //! segment that cannot be sized or mapped; a dangling link), each with its kind and with nothing
 //! left behind.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
 
 use ipc_labs_driver::Message;
 
@@ -11,7 +14,7 @@ use super::messages::failure;
 use super::probe;
 use super::segment::dev_shm;
 use crate::engine::inspect;
-use crate::engine::tracer::{Action, Call, Match, Reached, Tracer};
+use crate::engine::tracer::{Action, Breakpoint, Call, Match, Reached, Tracer};
 use crate::engine::{Fail, Run, force};
 
 pub(super) fn create_failures(run: &mut Run) -> Result<String, Fail> {
@@ -79,12 +82,130 @@ pub(super) fn create_failures(run: &mut Run) -> Result<String, Fail> {
     } else {
         ""
     };
+    let initialized = if forced_init_failure(run)? {
+        "; the grader failing pthread_cond_init(): kind=init, the name removed and no \
+         descriptor or mapping left"
+    } else {
+        ""
+    };
     Ok(format!(
         "{name:?} taken at the program's shm_open(): kind=exists, the segment there untouched; a name of {} characters: \
          kind=shm-open; ftruncate() failing: kind=ftruncate, with the name removed and no \
-         descriptor or mapping left{forced}{mapped}",
+         descriptor or mapping left{forced}{mapped}{initialized}",
         long.len()
     ))
+}
+
+/// A create whose `pthread_cond_init()` of the bank's condition variable fails (`EAGAIN`, made
+/// to return at once at a breakpoint on that function, the mutex initialized by then): it must
+/// say `init` and, as for any step after `shm_open()`, leave neither the name nor a descriptor
+/// nor a mapping behind. `false` if the grader may not trace the program, or the program made
+/// no `pthread_cond_init()` (judged elsewhere).
+fn forced_init_failure(run: &mut Run) -> Result<bool, Fail> {
+    let name = run.ipc_name("uninitializable");
+    let mut proc = run.spawn_stopped(&["--name", name.as_str(), "--work", "1"])?;
+    let pid = proc.pid.as_raw();
+    let outcome = fail_cond_init(&mut proc, &name);
+    let Ok(Some(message)) = outcome else {
+        proc.kill_tree();
+        let _ = std::fs::remove_file(dev_shm(&name));
+        return outcome.map(|_| false);
+    };
+    let judged = expect_kind(
+        &message,
+        "init",
+        "with the grader making its pthread_cond_init() of the bank's condition variable \
+         return EAGAIN, SharedBank::create()",
+        "the step that failed is the condition variable's initialization, which is \
+         BankError::Init",
+    );
+    let path = dev_shm(&name);
+    let mut left = Vec::new();
+    if path.exists() {
+        left.push(format!("{} still exists (shm_unlink() it)", path.display()));
+    }
+    let fds = probe::descriptors(pid, &name);
+    if !fds.is_empty() {
+        left.push(format!("descriptor {fds:?} is still open on it (close it)"));
+    }
+    if !probe::mappings(pid, &name).is_empty() {
+        left.push(format!(
+            "the coordinator still maps the segment (/proc/{pid}/maps lists {}, deleted): \
+             munmap() it",
+            path.display()
+        ));
+    }
+    if judged.is_err() {
+        proc.kill_tree();
+    } else {
+        release(&mut proc)?;
+    }
+    let _ = std::fs::remove_file(&path);
+    judged?;
+    if !left.is_empty() {
+        return Err(Fail::failed(format!(
+            "SharedBank::create() failed at pthread_cond_init() (the grader made it return \
+             EAGAIN, with a breakpoint at that function) with kind=init, as it should, but \
+             {}: when any step after shm_open() fails (ftruncate(), mmap(), the \
+             initializations), undo the steps before it (munmap() the bank, close the \
+             descriptor) and shm_unlink() the name",
+            left.join(", ")
+        )));
+    }
+    Ok(true)
+}
+
+/// Runs the stopped program to its `shm_open()` of `name`, sets a breakpoint at
+/// `pthread_cond_init()`, makes the first call return `EAGAIN`, and returns what the program
+/// said next. `None` if it could not be traced or made no such call.
+fn fail_cond_init(proc: &mut crate::engine::Proc, name: &str) -> Result<Option<Message>, Fail> {
+    let pid = proc.pid.as_raw();
+    let opened: &'static str = dev_shm(name).display().to_string().leak();
+    let opening = Call {
+        number: libc::SYS_openat,
+        matching: Match::Path(opened),
+    };
+    let Some(mut tracer) = Tracer::attach(pid, opening, Action::Hold)? else {
+        return Ok(None);
+    };
+    force::resume(pid)?;
+    if !tracer.held_before(Instant::now() + Duration::from_secs(5))? {
+        return Ok(None);
+    }
+    kill(Pid::from_raw(pid), Signal::SIGSTOP).map_err(|e| Fail::Grader(format!("SIGSTOP: {e}")))?;
+    tracer.release();
+    let until = Instant::now() + Duration::from_secs(1);
+    while inspect::view(pid).is_some_and(|v| v.state != 'T') && Instant::now() < until {
+        std::thread::sleep(Duration::from_micros(200));
+    }
+    let Some(address) = inspect::library_function_in(pid, c"pthread_cond_init") else {
+        return Ok(None);
+    };
+    let Some(mut breaking) = Tracer::break_at(pid, address)? else {
+        return Ok(None);
+    };
+    force::resume(pid)?;
+    let until = Instant::now() + Duration::from_secs(5);
+    loop {
+        match breaking.next_break(Instant::now() + Duration::from_millis(5))? {
+            Some(Breakpoint::At(_)) => {
+                breaking.return_now(i64::from(libc::EAGAIN));
+                break;
+            }
+            Some(Breakpoint::Armed) | None => {}
+            Some(Breakpoint::Lost | Breakpoint::Unavailable) => return Ok(None),
+        }
+        if proc.recv_before(Instant::now())?.is_some() {
+            // It said something before initializing a condition variable: judged elsewhere.
+            return Ok(None);
+        }
+        if Instant::now() > until {
+            return Ok(None);
+        }
+    }
+    let message = first_message(proc)?;
+    drop(breaking);
+    Ok(Some(message))
 }
 
 /// `O_CREAT`, `O_EXCL` and the permission bits, in an `openat()`'s flags and mode.

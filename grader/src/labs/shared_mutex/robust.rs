@@ -9,12 +9,14 @@ use nix::unistd::Pid;
 use rand::RngExt;
 
 use super::ACCOUNTS;
-use super::messages::{field, index_of, list};
+use super::attributes::Watching;
+use super::messages::{failure, field, index_of, layout_of, list};
 use super::probe::{self, DyingHolder, KIND_ROBUST, Place};
+use super::segment::{dev_shm, open_segment};
 use super::session::{Session, let_coordinator_look};
 use super::totals::{expected, verify};
-use crate::engine::tracer::{Action, Call, Tracer};
-use crate::engine::{Fail, Run, force};
+use crate::engine::tracer::{Action, Call, Field, Tracer, Watched};
+use crate::engine::{Fail, Run, force, inspect};
 
 /// Transfers per worker in a run where a holder dies.
 const CRASH_WORK: u64 = 20_000;
@@ -63,6 +65,8 @@ pub(super) fn owner_dies(run: &mut Run) -> Result<String, Fail> {
     let mut held: Option<(u64, Vec<i64>)> = None;
     // The transfer the crasher died in, as the grader saw it at the hold.
     let mut cut: Option<Cut> = None;
+    // The count found raised at the hold, before the credit (judged after the totals).
+    let mut counted_early: Option<Fail> = None;
     // Whether the coordinator slept on the condition variable when the holder died: then only
     // a worker can be the next to lock, and meet EOWNERDEAD.
     let mut coordinator_waiting = false;
@@ -92,7 +96,13 @@ pub(super) fn owner_dies(run: &mut Run) -> Result<String, Fail> {
             )));
         }
         let before: Vec<i64> = delta.iter().map(|d| opening + d).collect();
-        cut = Some(journal_written(&segment, crasher, done, &before)?);
+        cut = Some(match journal_written(&segment, crasher, done, &before)? {
+            Ok(cut) => cut,
+            Err((cut, fail)) => {
+                counted_early = Some(fail);
+                cut
+            }
+        });
         coordinator_waiting = matches!(probe::sleeping(coordinator),
             probe::Sleep::Futex { address }
                 if probe::place(coordinator, &name, &layout, address) == Place::Cond);
@@ -134,6 +144,9 @@ pub(super) fn owner_dies(run: &mut Run) -> Result<String, Fail> {
         }
         (other, _) => other,
     })?;
+    if let Some(fail) = counted_early {
+        return Err(fail);
+    }
     let recovered: u64 = outcome.workers.values().map(|w| w.recovered).sum();
     if !coordinator_waiting {
         run.note(
@@ -153,11 +166,135 @@ pub(super) fn owner_dies(run: &mut Run) -> Result<String, Fail> {
     if !ends.contains("killed-SIGKILL") {
         run.note(format!("the workers ended: {ends}"));
     }
+    drop(session);
+    let watched = if journal_before_debit(run)? {
+        "; a watchpoint on the debited account saw the journal active at the debit"
+    } else {
+        ""
+    };
     Ok(format!(
         "worker {crasher} (pid {victim}) was killed holding the lock after {transfers} \
          transfers, its journal written; a worker met EOWNERDEAD and said so, the half-done \
-         transfer was undone and the totals add up"
+         transfer was undone and the totals add up{watched}"
     ))
+}
+
+/// A store to the watched account (8 bytes).
+static ACCOUNT_STORE: [Field; 1] = [Field {
+    offset: 0,
+    len: 8,
+    loads: false,
+}];
+
+/// The journal is active from the moment a transfer starts changing the bank: the coordinator
+/// makes one transfer (`--try-transfers`) with a hardware watchpoint on the account it debits;
+/// at the debit's store, the journal in the segment must be active already and hold the
+/// balances and the count from before. `false` when the machine does not allow watchpoints.
+fn journal_before_debit(run: &mut Run) -> Result<bool, Fail> {
+    let from = run.rng().random_range(0..ACCOUNTS);
+    let to = (from + run.rng().random_range(1..ACCOUNTS)) % ACCOUNTS;
+    let name = run.ipc_name("bank");
+    let args = [
+        "--name".to_string(),
+        name.clone(),
+        "--work".into(),
+        "1".into(),
+        "--try-transfers".into(),
+        format!("{from},{to}"),
+        "--try-when-told".into(),
+    ];
+    let mut proc = run.spawn(&args)?;
+    let pid = proc.pid.as_raw();
+    let outcome = watch_the_debit(&mut proc, &name, from);
+    // The run cannot end on its own: the grader ends it and removes the segment itself.
+    proc.kill_tree();
+    let _ = std::fs::remove_file(dev_shm(&name));
+    let Some((journal, opening)) = outcome? else {
+        return Ok(false);
+    };
+    let rule = "a transfer writes its journal, active = 1 with the two balances and the count \
+                as they are, before it changes any balance (Journal::active: 1 from the moment \
+                the transfer starts changing the bank)";
+    if journal.active != 1 {
+        return Err(Fail::failed(format!(
+            "the coordinator's transfer from account {from} to account {to} stored its debit \
+             while the journal in the segment was not active (active = {}; a hardware \
+             watchpoint on account {from} stopped it right after the store, pid {pid}): a \
+             holder that dies at that instruction leaves a debit that recover(), finding no \
+             transfer under way, never undoes, and the money is gone; {rule}",
+            journal.active
+        )));
+    }
+    let saved = (
+        journal.from as usize,
+        journal.to as usize,
+        journal.from_balance,
+        journal.to_balance,
+        journal.transfers,
+    );
+    if saved != (from, to, opening, opening, 0) {
+        return Err(Fail::failed(format!(
+            "the coordinator's first transfer, from account {from} to account {to} of a new \
+             bank, stored its debit with a journal naming accounts {} and {}, balances {} and \
+             {}, count {} (a hardware watchpoint on account {from} stopped it right after the \
+             store), not {from} and {to}, {opening} and {opening}, 0: {rule}",
+            saved.0, saved.1, saved.2, saved.3, saved.4
+        )));
+    }
+    Ok(true)
+}
+
+/// Watches the first store to account `from` of the coordinator's tried transfer: the
+/// journal then, and the opening balance. `None` when it could not be watched.
+fn watch_the_debit(
+    proc: &mut crate::engine::Proc,
+    name: &str,
+    from: usize,
+) -> Result<Option<(super::segment::Journal, i64)>, Fail> {
+    let pid = proc.pid.as_raw();
+    let until = Instant::now() + 2 * STEP;
+    let segment = loop {
+        let message = proc.recv_any()?;
+        match message.kind.as_str() {
+            "created" => break open_segment(name, layout_of(&message)?)?,
+            "ready" => {}
+            _ => return Err(failure(&message)),
+        }
+    };
+    let Some(map) = probe::mappings(pid, name)
+        .into_iter()
+        .find(|m| m.offset == 0)
+    else {
+        return Ok(None);
+    };
+    let address = map.start + (segment.layout.accounts_at + 8 * from) as u64;
+    let Some(mut tracer) = Tracer::watch_at(pid, address, &ACCOUNT_STORE)? else {
+        return Ok(None);
+    };
+    let mut told = false;
+    loop {
+        match tracer.next(proc, until)? {
+            Watched::Armed if !told => {
+                proc.send("try", &[])?;
+                told = true;
+            }
+            Watched::Armed => {}
+            Watched::Hit => {
+                let journal = segment.journal()?;
+                drop(tracer);
+                return Ok(Some((journal, segment.layout.opening)));
+            }
+            Watched::Said(message) if message.kind == "failed" => {
+                return Err(failure(&message));
+            }
+            // Its `ready` without a store to the account: the transfer is judged elsewhere.
+            Watched::Said(message) if message.get("role") == Some("coordinator") => {
+                return Ok(None);
+            }
+            Watched::Said(_) => {}
+            Watched::Lost | Watched::Unavailable => return Ok(None),
+        }
+    }
 }
 
 /// `futex()`'s operation without its flags (`FUTEX_CMD_MASK`).
@@ -349,7 +486,7 @@ fn journal_written(
     crasher: usize,
     done: u64,
     before: &[i64],
-) -> Result<Cut, Fail> {
+) -> Result<Result<Cut, (Cut, Fail)>, Fail> {
     let journal = segment.journal()?;
     let (count, now) = segment.bank()?;
     let rule = "before changing any balance, write the journal: active = 1, the two accounts, \
@@ -403,7 +540,24 @@ fn journal_written(
             before[to], now[to]
         )));
     }
-    Ok(Cut { from, to })
+    // The count goes with the credit, after midway(): at the hold it is still the count before.
+    // Told once the run is over (a repair that undoes the count as well as the balances hides
+    // it there; one that does not is the first thing to say).
+    if count != done {
+        return Ok(Err((
+            Cut { from, to },
+            Fail::failed(format!(
+                "worker {crasher} stopped in midway() of its transfer from account {from} to \
+             account {to}, lock held, with the bank's transfer count already {count} where \
+             {done} transfers were complete (its journal saved {}; account {to} not yet \
+             credited): the count was raised with the debit, before midway(), so for that \
+             moment the bank counts a transfer whose credit is not made; set transfers to the \
+             journal's count plus one together with the credit, after midway()",
+                journal.transfers
+            )),
+        )));
+    }
+    Ok(Ok(Cut { from, to }))
 }
 
 pub(super) fn owner_dies_during_wait(run: &mut Run) -> Result<String, Fail> {
@@ -545,6 +699,50 @@ pub(super) fn owner_dies_during_wait(run: &mut Run) -> Result<String, Fail> {
     ))
 }
 
+/// The workers the stand-in of [`dies_mid_transfer`] counts dead before it dies itself.
+const EARLIER_DEAD: u32 = 1;
+
+/// Breakpoints at the coordinator's `pthread_mutex_consistent()`: at each, whether the journal
+/// in the segment was still active (the repair not done). `None` if the machine does not allow
+/// it.
+fn watch_consistent(session: &Session) -> Result<Option<Watching<Option<u32>>>, Fail> {
+    let pid = session.coordinator;
+    let Some(address) = inspect::library_function_in(pid, c"pthread_mutex_consistent") else {
+        return Ok(None);
+    };
+    let Some(tracer) = Tracer::break_at(pid, address)? else {
+        return Ok(None);
+    };
+    let file = session.segment.file().try_clone()?;
+    let active_at = session.segment.layout.journal_at as u64;
+    Ok(Some(Watching::start(tracer, move |_, _| {
+        use std::os::unix::fs::FileExt;
+        let mut word = [0u8; 4];
+        file.read_exact_at(&mut word, active_at)
+            .ok()
+            .map(|()| u32::from_ne_bytes(word))
+    })))
+}
+
+/// The coordinator's `pthread_mutex_consistent()` calls after the stand-in died mid-transfer
+/// (from `from` to `to`): at the first, the journal must be cleared already (the repair done).
+fn judge_consistent(seen: Vec<Option<u32>>, from: usize, to: usize) -> Result<(), Fail> {
+    if let Some(Some(active)) = seen.first()
+        && *active != 0
+    {
+        return Err(Fail::failed(format!(
+            "a holder died in the middle of a transfer from account {from} to account {to} \
+             while the coordinator waited; its pthread_cond_wait() returned EOWNERDEAD and it \
+             called pthread_mutex_consistent() with the transfer not yet undone (at a \
+             breakpoint at that call the journal in the segment was still active): the order \
+             is recover() first, then pthread_mutex_consistent(); marked consistent before the \
+             repair, a recoverer that dies in between leaves a half-done transfer that the next \
+             locker, getting a plain 0 instead of EOWNERDEAD, never undoes"
+        )));
+    }
+    Ok(())
+}
+
 /// A second holder dies while the coordinator waits to take the lock back, this time in the
 /// middle of a transfer (journal written, debit, credit and count made, the journal not yet
 /// cleared): the coordinator's pthread_cond_wait() meets EOWNERDEAD and must repair as lock()
@@ -554,11 +752,16 @@ fn dies_mid_transfer(run: &mut Run, session: &mut Session) -> Result<Cut, Fail> 
     let from = run.rng().random_range(0..ACCOUNTS);
     let to = (from + run.rng().random_range(1..ACCOUNTS)) % ACCOUNTS;
     let amount = run.rng().random_range(1..1000i64);
+    // The coordinator's pthread_mutex_consistent(), watched: the repair comes first.
+    let consistents = watch_consistent(session)?;
     let holder = DyingHolder::start(&session.segment, true)?;
     let (count, before) = session.segment.bank()?;
     let layout = session.segment.layout;
     let at = layout.journal_at;
     let segment = &session.segment;
+    // A worker was found dead before (the stand-in, under the lock, counts it): the repair adds
+    // this one, dead += 1.
+    segment.write_at(layout.counts_at + 8, &EARLIER_DEAD.to_ne_bytes())?;
     segment.write_at(at + 4, &(from as u32).to_ne_bytes())?;
     segment.write_at(at + 8, &(to as u32).to_ne_bytes())?;
     segment.write_at(at + 16, &before[from].to_ne_bytes())?;
@@ -605,8 +808,21 @@ fn dies_mid_transfer(run: &mut Run, session: &mut Session) -> Result<Cut, Fail> 
     let journal = session.segment.journal()?;
     let (count_now, now) = session.segment.bank()?;
     let counts = session.segment.counts()?;
+    // Seen now, judged once the repair itself is (a repair that is wrong is said first).
+    let consistents = consistents.map(Watching::finish);
+    let dead_after = EARLIER_DEAD + 1;
+    if journal.active == 0 && counts.dead == EARLIER_DEAD && now == before && count_now == count {
+        return Err(Fail::failed(format!(
+            "a holder died in the middle of a transfer while the coordinator waited, with \
+             dead = {EARLIER_DEAD} already in the bank (a worker found dead before); the \
+             coordinator's repair undid the transfer and cleared the journal, but left dead at \
+             {EARLIER_DEAD}, not {dead_after}: recover() counts the worker it found dead with \
+             dead += 1 (setting it, dead = 1, forgets every earlier dead worker, and the \
+             coordinator waiting for finished + dead to reach workers sleeps for ever)"
+        )));
+    }
     if journal.active == 0
-        && counts.dead == 1
+        && counts.dead == dead_after
         && now[from] == before[from]
         && (now[to] != before[to] || count_now != count)
     {
@@ -632,7 +848,7 @@ fn dies_mid_transfer(run: &mut Run, session: &mut Session) -> Result<Cut, Fail> 
             left.join(", and ")
         )));
     }
-    if journal.active != 0 && now == before && count_now == count && counts.dead == 1 {
+    if journal.active != 0 && now == before && count_now == count && counts.dead == dead_after {
         return Err(Fail::failed(format!(
             "a holder died in the middle of a transfer from account {from} to account {to} \
              (journal written, debit, credit and count made) while the coordinator waited to \
@@ -643,7 +859,7 @@ fn dies_mid_transfer(run: &mut Run, session: &mut Session) -> Result<Cut, Fail> 
              and counts a second dead worker"
         )));
     }
-    if journal.active != 0 || now != before || count_now != count || counts.dead != 1 {
+    if journal.active != 0 || now != before || count_now != count || counts.dead != dead_after {
         let mut seen = Vec::new();
         if journal.active != 0 {
             seen.push("its journal is still active".to_string());
@@ -654,8 +870,11 @@ fn dies_mid_transfer(run: &mut Run, session: &mut Session) -> Result<Cut, Fail> 
                 before[from] - now[from]
             ));
         }
-        if counts.dead != 1 {
-            seen.push(format!("dead = {} (not 1)", counts.dead));
+        if counts.dead != dead_after {
+            seen.push(format!(
+                "dead = {} (not {dead_after}: it was {EARLIER_DEAD} before)",
+                counts.dead
+            ));
         }
         if now[to] != before[to] && now[from] != before[from] {
             seen.push(format!(
@@ -682,7 +901,10 @@ fn dies_mid_transfer(run: &mut Run, session: &mut Session) -> Result<Cut, Fail> 
             seen.join(", ")
         )));
     }
-    // The stand-in was no worker of the run: take its `dead` back.
+    if let Some(seen) = consistents {
+        judge_consistent(seen, from, to)?;
+    }
+    // The stand-ins were no workers of the run: take their `dead` back.
     let held = probe::hold(&session.segment, Duration::from_secs(1))?;
     session
         .segment

@@ -12,7 +12,7 @@ use super::ACCOUNTS;
 use super::probe::{self, KIND_PSHARED, KIND_ROBUST, Place, Sleep};
 use super::session::{Session, role_of};
 use super::totals::verify;
-use crate::engine::tracer::{Action, Call, Tracer};
+use crate::engine::tracer::{Call, Step, Tracer};
 use crate::engine::{Fail, Run};
 
 /// Transfers per worker where only the set-up is judged.
@@ -216,9 +216,10 @@ impl Segment {
 }
 
 pub(super) fn process_shared_init(run: &mut Run) -> Result<String, Fail> {
+    // Worker 0 has no transfer to make: its finish() is all its locking (see Broadcasts).
     let (mut session, inits) = Session::start_with(
         run,
-        &[LIGHT_WORK; 4],
+        &[0, LIGHT_WORK, LIGHT_WORK, LIGHT_WORK],
         &[],
         Some(super::attributes::MutexInits::watch),
     )?;
@@ -265,7 +266,7 @@ pub(super) fn process_shared_init(run: &mut Run) -> Result<String, Fail> {
     session.go()?;
     let outcome = session.finish(0, |_| Ok(()))?;
     if let Some(broadcasts) = broadcasts {
-        broadcasts.judge()?;
+        broadcasts.judge(true)?;
     }
     verify(&session, &outcome, &[], 0)?;
     Ok(format!(
@@ -406,6 +407,7 @@ fn as_created(session: &Session) -> Result<(), Fail> {
 
 pub(super) fn destroyed_and_removed(run: &mut Run) -> Result<String, Fail> {
     let mut session = Session::start(run, &[LIGHT_WORK; 4], &[])?;
+    let destroys = super::attributes::Destroys::watch(&session)?;
     session.go()?;
     let outcome = session.finish(0, |_| Ok(()))?;
     verify(&session, &outcome, &[], 0)?;
@@ -429,6 +431,9 @@ pub(super) fn destroyed_and_removed(run: &mut Run) -> Result<String, Fail> {
             "the mutex was not destroyed: call pthread_mutex_destroy() once the workers are gone",
         ));
     }
+    if let Some(destroys) = destroys {
+        destroys.judge()?;
+    }
     let (mapped, fds) = &outcome.kept;
     if *mapped > 0 || !fds.is_empty() {
         return Err(Fail::failed(format!(
@@ -442,8 +447,8 @@ pub(super) fn destroyed_and_removed(run: &mut Run) -> Result<String, Fail> {
         )));
     }
     let forced = if forced_munmap_failure(run)? {
-        "; with its munmap() failed by the grader, destroy() still unlinked the name and said \
-         kind=munmap"
+        "; with its munmap() and then its shm_unlink() failed by the grader, destroy() still \
+         tried the unlink and said kind=munmap (the first error)"
     } else {
         ""
     };
@@ -453,9 +458,10 @@ pub(super) fn destroyed_and_removed(run: &mut Run) -> Result<String, Fail> {
 }
 
 /// `destroy()` goes on to the next step when one fails and returns the first error: the
-/// tracer fails the coordinator's `munmap()` of the bank (`EINVAL`), and the name must be gone
-/// all the same, with `kind=munmap` reported. `false` when the grader may not trace the
-/// coordinator, or it made no `munmap()` of the bank's mapping (judged above).
+/// tracer fails the coordinator's `munmap()` of the bank (`EINVAL`), then its `shm_unlink()` of
+/// the name (`EACCES`): the unlink must be tried all the same, and `kind=munmap` (the first
+/// error, not the last) reported. `false` when the grader may not trace the coordinator, or it
+/// made no `munmap()` of the bank's mapping (judged above).
 fn forced_munmap_failure(run: &mut Run) -> Result<bool, Fail> {
     let mut session = Session::start(run, &[LIGHT_WORK; 2], &[])?;
     let Some(map) = probe::mappings(session.coordinator, &session.name)
@@ -465,9 +471,13 @@ fn forced_munmap_failure(run: &mut Run) -> Result<bool, Fail> {
         return Ok(false);
     };
     let unmapping = Call::arg_is(libc::SYS_munmap, 0, map.start);
-    let Some(mut tracer) =
-        Tracer::attach(session.coordinator, unmapping, Action::Fail(libc::EINVAL))?
-    else {
+    // The path a glibc shm_unlink() unlinks, kept for the life of the grader (a few bytes a run).
+    let unlinked: &'static str = dev_shm(&session.name).display().to_string().leak();
+    let steps = [
+        (unmapping, Step::Fail(libc::EINVAL)),
+        (Call::naming(unlinked), Step::Fail(libc::EACCES)),
+    ];
+    let Some(mut tracer) = Tracer::in_turn(session.coordinator, steps)? else {
         return Ok(false);
     };
     session.go()?;
@@ -480,6 +490,7 @@ fn forced_munmap_failure(run: &mut Run) -> Result<bool, Fail> {
         }
     };
     let failed = tracer.failed_the_call()?;
+    let unlink_failed = failed && tracer.failed_the_call()?;
     drop(tracer);
     let Some(last) = last else {
         return Err(Fail::failed(
@@ -490,9 +501,33 @@ fn forced_munmap_failure(run: &mut Run) -> Result<bool, Fail> {
     if !failed {
         return Ok(false);
     }
+    let kind = last.get("kind").unwrap_or("none").to_string();
+    if unlink_failed {
+        let _ = session.proc.send("exit", &[]);
+        let _ = session.proc.wait();
+        let _ = std::fs::remove_file(dev_shm(&session.name));
+        if last.kind != "failed" || kind != "munmap" {
+            return Err(Fail::failed(format!(
+                "the grader failed the coordinator's munmap() of the bank in destroy() \
+                 (EINVAL) and then its shm_unlink() of the name (EACCES), and destroy() {}, \
+                 not kind=munmap: it returns the first error, munmap()'s BankError::Unmap, \
+                 not {}",
+                if last.kind == "failed" {
+                    format!("failed with kind={kind}")
+                } else {
+                    "said nothing went wrong (`closed`)".to_string()
+                },
+                if kind == "shm-unlink" {
+                    "the last one (an error kept from each failing step overwrites the first)"
+                } else {
+                    "another"
+                }
+            )));
+        }
+        return Ok(true);
+    }
     let path = dev_shm(&session.name);
     let left = path.exists();
-    let kind = last.get("kind").unwrap_or("none").to_string();
     let _ = session.proc.send("exit", &[]);
     let _ = session.proc.wait();
     if left {

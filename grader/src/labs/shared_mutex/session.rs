@@ -38,7 +38,7 @@ pub(super) struct Session {
     /// Messages received while the check watched something else.
     pending: VecDeque<Message>,
     /// The coordinator's I/O counters once every process was ready.
-    io_at_ready: Option<IoCounters>,
+    pub io_at_ready: Option<IoCounters>,
     /// When the check's time is up.
     deadline: Instant,
     /// Whether each finish but the last is followed by [`let_coordinator_look`].

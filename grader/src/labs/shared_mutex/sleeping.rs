@@ -9,7 +9,9 @@ use super::session::{Session, role_of};
 use super::totals::verify;
 use crate::engine::tracer::{Action, Call, Match, Tracer};
 use crate::engine::waiting::{self, WaitRules};
-use crate::engine::{Fail, Run, inspect};
+use crate::engine::{Fail, Run, force, inspect};
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
 
 /// `futex()`'s operation without its flags (`FUTEX_CMD_MASK`).
 const FUTEX_COMMAND: u64 = 0x7f;
@@ -18,8 +20,86 @@ const LIGHT_WORK: u64 = 1000;
 /// The work of the longest worker in `waits-for-last-worker`.
 const LONGEST_WORK: u64 = 150_000;
 
+/// The calls a waiter that polls makes (a yield, a sleep, a wait with a timeout on nothing).
+const POLLING_CALLS: &[i64] = &[
+    libc::SYS_sched_yield,
+    libc::SYS_nanosleep,
+    libc::SYS_clock_nanosleep,
+    libc::SYS_select,
+    libc::SYS_pselect6,
+    libc::SYS_poll,
+    libc::SYS_ppoll,
+    libc::SYS_epoll_wait,
+    libc::SYS_epoll_pwait,
+];
+
+/// Given the coordinator stopped before its first instruction: lets it run to its `shm_open()`
+/// of the bank (past the start-up of the Rust runtime, which polls its standard descriptors),
+/// then traces it until its first call of [`POLLING_CALLS`], held there. `None` (untraced) if
+/// the machine does not allow it.
+fn watch_polling(proc: &mut crate::engine::Proc, name: &str) -> Result<Option<Tracer>, Fail> {
+    let pid = proc.pid.as_raw();
+    let opened: &'static str = super::segment::dev_shm(name).display().to_string().leak();
+    let opening = Call {
+        number: libc::SYS_openat,
+        matching: Match::Path(opened),
+    };
+    let Some(mut tracer) = Tracer::attach(pid, opening, Action::Hold)? else {
+        force::resume(pid)?;
+        return Ok(None);
+    };
+    force::resume(pid)?;
+    if !tracer.held_before(Instant::now() + Duration::from_secs(5))? {
+        return Ok(None);
+    }
+    kill(Pid::from_raw(pid), Signal::SIGSTOP).map_err(|e| Fail::Grader(format!("SIGSTOP: {e}")))?;
+    tracer.release();
+    let until = Instant::now() + Duration::from_secs(1);
+    while inspect::view(pid).is_some_and(|v| v.state != 'T') && Instant::now() < until {
+        std::thread::sleep(Duration::from_micros(200));
+    }
+    let polling = Tracer::attach(pid, Call::one_of(POLLING_CALLS), Action::Hold)?;
+    force::resume(pid)?;
+    Ok(polling)
+}
+
+/// From its `ready` until it first sleeps on the condition variable, the coordinator makes
+/// none of [`POLLING_CALLS`]: a look at the counts in a loop with a yield or a sleep before
+/// the real wait is polling, however short.
+fn no_polling_before_sleep(session: &Session, tracer: Option<Tracer>) -> Result<(), Fail> {
+    let Some(mut tracer) = tracer else {
+        return Ok(());
+    };
+    let until = Instant::now() + Duration::from_secs(2);
+    while Instant::now() < until {
+        if tracer.held_before(Instant::now() + Duration::from_millis(2))? {
+            let call = inspect::call_of(session.coordinator, session.coordinator).map_or(
+                "one of sched_yield(), nanosleep(), poll() or select()".to_string(),
+                |c| probe::call_name(c.0),
+            );
+            tracer.release();
+            return Err(Fail::failed(format!(
+                "before it first slept on the condition variable, while no worker had started, \
+                 the coordinator called {call} (a tracer on it from its shm_open() held it \
+                 there): it polls the counts (look, unlock, yield or sleep, look again) before \
+                 it waits; wait_all_done() takes the lock and goes straight into \
+                 pthread_cond_wait() on all_done in a while loop: no spinning, no polling, not \
+                 even for a moment at the start"
+            )));
+        }
+        if session.coordinator_place() == Some(Place::Cond) {
+            break;
+        }
+    }
+    // Dropped: the tracer is killed and the coordinator, asleep, goes on untraced.
+    drop(tracer);
+    Ok(())
+}
+
 pub(super) fn coordinator_sleeps(run: &mut Run) -> Result<String, Fail> {
-    let mut session = Session::start(run, &[LIGHT_WORK; 4], &[])?;
+    let (session, polling) = Session::start_with(run, &[LIGHT_WORK; 4], &[], Some(watch_polling))?;
+    let mut session = session;
+    no_polling_before_sleep(&session, polling)?;
     // The workers wait for `go`: the coordinator has nothing to do but wait for them.
     let role = role_of(session.coordinator);
     let advice = "wait_all_done() must sleep in pthread_cond_wait() on all_done until a worker's \
@@ -228,9 +308,96 @@ pub(super) fn waits_for_last_worker(run: &mut Run) -> Result<String, Fail> {
     session.go()?;
     let outcome = session.finish(0, |_| Ok(()))?;
     let transfers = verify(&session, &outcome, &[], 0)?;
+    let late = if late_wait_locks(run)? {
+        "; a coordinator that came to its wait after every worker had finished took the lock \
+         for its snapshot (it waited while the grader held it)"
+    } else {
+        ""
+    };
     Ok(format!(
-        "the coordinator returned after all 4 workers finished ({transfers} transfers)"
+        "the coordinator returned after all 4 workers finished ({transfers} transfers){late}"
     ))
+}
+
+/// A coordinator that comes to `wait_all_done()` once every worker has finished still takes
+/// the lock, for its look at the counts and for its snapshot: held by a tracer right after its
+/// `ready` (before its wait), it is let go once the workers are done and the grader holds the
+/// bank's mutex; it must wait for the mutex, and say `done` only after the grader lets go.
+/// `false` when the coordinator cannot be traced.
+fn late_wait_locks(run: &mut Run) -> Result<bool, Fail> {
+    let prepare = |proc: &mut crate::engine::Proc, _: &str| -> Result<Option<Tracer>, Fail> {
+        let pid = proc.pid.as_raw();
+        let tracer = Tracer::attach(pid, Call::any(libc::SYS_sendto), Action::HoldAfter)?;
+        crate::engine::force::resume(pid)?;
+        Ok(tracer)
+    };
+    let (mut session, tracer) =
+        Session::start_with(run, &[LIGHT_WORK / 10; 2], &[], Some(prepare))?;
+    let Some(mut tracer) = tracer else {
+        return Ok(false);
+    };
+    if !tracer.held_before(Instant::now() + Duration::from_secs(2))? {
+        return Ok(false);
+    }
+    // The coordinator is held just after its `ready`: the workers run and finish alone.
+    for _ in &session.workers {
+        session.proc.send("go", &[])?;
+    }
+    let until = Instant::now() + Duration::from_secs(5);
+    let mut finished = Vec::new();
+    while finished.len() < session.workers.len() {
+        match session.next_before(until)? {
+            Some(message) if message.kind == "finished" => finished.push(message),
+            Some(message) if message.kind == "failed" => {
+                tracer.release();
+                return Err(Fail::failed(format!(
+                    "a worker failed with kind={} ({}) while the coordinator was held before \
+                     its wait",
+                    message.get("kind").unwrap_or("none"),
+                    message.get("error").unwrap_or("")
+                )));
+            }
+            Some(message) => session.set_aside(message),
+            None => {
+                tracer.release();
+                return Ok(false);
+            }
+        }
+    }
+    let counts = session.segment.counts()?;
+    let held = probe::hold(&session.segment, Duration::from_secs(1))?;
+    tracer.release();
+    let until = Instant::now() + Duration::from_millis(1500);
+    let mut waited = false;
+    while Instant::now() < until {
+        if session.coordinator_place() == Some(Place::Mutex) {
+            waited = true;
+            break;
+        }
+        let Some(message) = session.next_before(Instant::now() + Duration::from_millis(1))? else {
+            continue;
+        };
+        if message.kind == "done" {
+            drop(held);
+            return Err(Fail::failed(format!(
+                "the coordinator came to wait_all_done() after both workers had finished \
+                 (the bank counted finished = {} of workers = {}), and said `done` while the \
+                 grader held the bank's mutex: it read the counts and took its snapshot \
+                 without the lock (a fast path for a wait already over); wait_all_done() \
+                 takes the lock first, whatever the counts, and reads them and the snapshot \
+                 under it (a holder may be changing the bank, a recovery half done)",
+                counts.finished, counts.workers
+            )));
+        }
+        session.set_aside(message);
+    }
+    drop(held);
+    for message in finished {
+        session.set_aside(message);
+    }
+    let outcome = session.finish(0, |_| Ok(()))?;
+    verify(&session, &outcome, &[], 0)?;
+    Ok(waited)
 }
 
 /// The coordinator seen asleep on the condition variable, and what the bank counted then: any
