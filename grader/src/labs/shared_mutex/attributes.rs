@@ -13,14 +13,11 @@ use std::sync::mpsc::{Receiver, Sender, TryRecvError, channel};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use nix::sys::signal::{Signal, kill};
-use nix::unistd::Pid;
-
 use super::probe;
-use super::segment::dev_shm;
+use super::segment::{dev_shm, stopped_after_shm_open};
 use super::session::Session;
 use crate::engine::inspect::IoCounters;
-use crate::engine::tracer::{Action, Breakpoint, Call, Match, Tracer};
+use crate::engine::tracer::{Breakpoint, Tracer};
 use crate::engine::{Fail, Proc, force, inspect};
 
 /// glibc's flags in a mutex attribute's word (`struct pthread_mutexattr`'s `mutexkind`).
@@ -70,29 +67,11 @@ impl MutexInits {
     /// program going on unwatched) if the machine does not allow it.
     pub fn watch(proc: &mut Proc, name: &str) -> Result<Option<MutexInits>, Fail> {
         let pid = proc.pid.as_raw();
-        // The path a glibc shm_open() opens, kept for the life of the grader (a few bytes a run).
-        let opened: &'static str = dev_shm(name).display().to_string().leak();
-        let opening = Call {
-            number: libc::SYS_openat,
-            matching: Match::Path(opened),
-        };
-        let Some(mut tracer) = Tracer::attach(pid, opening, Action::Hold)? else {
-            force::resume(pid)?;
-            return Ok(None);
-        };
-        force::resume(pid)?;
-        if !tracer.held_before(Instant::now() + Duration::from_secs(5))? {
+        if !stopped_after_shm_open(pid, name)? {
             return Ok(None);
         }
+        // Stopped just after the call: its counters are those of the call's return.
         let opened_io = inspect::io(pid);
-        // Stopped as it comes back from the call, once the tracer has let go.
-        kill(Pid::from_raw(pid), Signal::SIGSTOP)
-            .map_err(|e| Fail::Grader(format!("SIGSTOP: {e}")))?;
-        tracer.release();
-        let until = Instant::now() + Duration::from_secs(1);
-        while inspect::view(pid).is_some_and(|v| v.state != 'T') && Instant::now() < until {
-            std::thread::sleep(Duration::from_micros(200));
-        }
         let addresses = FUNCTIONS.map(|f| inspect::library_function_in(pid, f).unwrap_or(0));
         let all_watched = addresses.iter().all(|&a| a != 0);
         let breaking = match addresses[MUTEX_INIT] {

@@ -4,15 +4,12 @@
 
 use std::time::{Duration, Instant};
 
-use nix::sys::signal::{Signal, kill};
-use nix::unistd::Pid;
-
 use ipc_labs_driver::Message;
 
 use super::errors::{Taken, first_message, release};
 use super::messages::failure;
 use super::probe;
-use super::segment::dev_shm;
+use super::segment::{dev_shm, stopped_after_shm_open};
 use crate::engine::inspect;
 use crate::engine::tracer::{Action, Breakpoint, Call, Match, Reached, Tracer};
 use crate::engine::{Fail, Run, force};
@@ -52,18 +49,7 @@ pub(super) fn create_failures(run: &mut Run) -> Result<String, Fail> {
         "ftruncate() fails with EFBIG, which is BankError::Truncate",
     )?;
     let pid = proc.pid.as_raw();
-    let path = dev_shm(&unsizable);
-    let mut left = Vec::new();
-    if path.exists() {
-        left.push(format!("{} still exists (shm_unlink() it)", path.display()));
-    }
-    let fds = probe::descriptors(pid, &unsizable);
-    if !fds.is_empty() {
-        left.push(format!("descriptor {fds:?} is still open on it (close it)"));
-    }
-    if !probe::mappings(pid, &unsizable).is_empty() {
-        left.push("it is still mapped (munmap() it)".to_string());
-    }
+    let left = left_by_failed_create(pid, &unsizable);
     release(&mut proc)?;
     if !left.is_empty() {
         return Err(Fail::failed(format!(
@@ -119,22 +105,8 @@ fn forced_init_failure(run: &mut Run) -> Result<bool, Fail> {
         "the step that failed is the condition variable's initialization, which is \
          BankError::Init",
     );
+    let left = left_by_failed_create(pid, &name);
     let path = dev_shm(&name);
-    let mut left = Vec::new();
-    if path.exists() {
-        left.push(format!("{} still exists (shm_unlink() it)", path.display()));
-    }
-    let fds = probe::descriptors(pid, &name);
-    if !fds.is_empty() {
-        left.push(format!("descriptor {fds:?} is still open on it (close it)"));
-    }
-    if !probe::mappings(pid, &name).is_empty() {
-        left.push(format!(
-            "the coordinator still maps the segment (/proc/{pid}/maps lists {}, deleted): \
-             munmap() it",
-            path.display()
-        ));
-    }
     if judged.is_err() {
         proc.kill_tree();
     } else {
@@ -155,28 +127,34 @@ fn forced_init_failure(run: &mut Run) -> Result<bool, Fail> {
     Ok(true)
 }
 
+/// What a `create()` that failed left of the bank `name`: its name in `/dev/shm`, descriptors
+/// on it, a mapping of it.
+fn left_by_failed_create(pid: i32, name: &str) -> Vec<String> {
+    let path = dev_shm(name);
+    let mut left = Vec::new();
+    if path.exists() {
+        left.push(format!("{} still exists (shm_unlink() it)", path.display()));
+    }
+    let fds = probe::descriptors(pid, name);
+    if !fds.is_empty() {
+        left.push(format!("descriptor {fds:?} is still open on it (close it)"));
+    }
+    if !probe::mappings(pid, name).is_empty() {
+        left.push(format!(
+            "the program still maps the segment (/proc/{pid}/maps lists {}): munmap() it",
+            path.display()
+        ));
+    }
+    left
+}
+
 /// Runs the stopped program to its `shm_open()` of `name`, sets a breakpoint at
 /// `pthread_cond_init()`, makes the first call return `EAGAIN`, and returns what the program
 /// said next. `None` if it could not be traced or made no such call.
 fn fail_cond_init(proc: &mut crate::engine::Proc, name: &str) -> Result<Option<Message>, Fail> {
     let pid = proc.pid.as_raw();
-    let opened: &'static str = dev_shm(name).display().to_string().leak();
-    let opening = Call {
-        number: libc::SYS_openat,
-        matching: Match::Path(opened),
-    };
-    let Some(mut tracer) = Tracer::attach(pid, opening, Action::Hold)? else {
+    if !stopped_after_shm_open(pid, name)? {
         return Ok(None);
-    };
-    force::resume(pid)?;
-    if !tracer.held_before(Instant::now() + Duration::from_secs(5))? {
-        return Ok(None);
-    }
-    kill(Pid::from_raw(pid), Signal::SIGSTOP).map_err(|e| Fail::Grader(format!("SIGSTOP: {e}")))?;
-    tracer.release();
-    let until = Instant::now() + Duration::from_secs(1);
-    while inspect::view(pid).is_some_and(|v| v.state != 'T') && Instant::now() < until {
-        std::thread::sleep(Duration::from_micros(200));
     }
     let Some(address) = inspect::library_function_in(pid, c"pthread_cond_init") else {
         return Ok(None);

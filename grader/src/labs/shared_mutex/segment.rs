@@ -12,11 +12,42 @@ use super::ACCOUNTS;
 use super::probe::{self, KIND_PSHARED, KIND_ROBUST, Place, Sleep};
 use super::session::{Session, role_of};
 use super::totals::verify;
-use crate::engine::tracer::{Call, Step, Tracer};
-use crate::engine::{Fail, Run};
+use crate::engine::tracer::{Action, Call, Match, Step, Tracer};
+use crate::engine::{Fail, Run, force, inspect};
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
 
 /// Transfers per worker where only the set-up is judged.
 const LIGHT_WORK: u64 = 1000;
+
+/// Given a program stopped before its first instruction: lets it run to its `shm_open()` of
+/// the bank `name` (past the start-up of the Rust runtime, the C library loaded, the bank not
+/// yet set up) and leaves it stopped just after that call, untraced. `false` (the program let
+/// go, untraced) if the machine does not allow tracing it or it made no such call within 5 s.
+pub(super) fn stopped_after_shm_open(pid: i32, name: &str) -> Result<bool, Fail> {
+    // The path a glibc shm_open() opens, kept for the life of the grader (a few bytes a run).
+    let opened: &'static str = dev_shm(name).display().to_string().leak();
+    let opening = Call {
+        number: libc::SYS_openat,
+        matching: Match::Path(opened),
+    };
+    let Some(mut tracer) = Tracer::attach(pid, opening, Action::Hold)? else {
+        force::resume(pid)?;
+        return Ok(false);
+    };
+    force::resume(pid)?;
+    if !tracer.held_before(Instant::now() + Duration::from_secs(5))? {
+        return Ok(false);
+    }
+    // Stopped as it comes back from the call, once the tracer has let go.
+    kill(Pid::from_raw(pid), Signal::SIGSTOP).map_err(|e| Fail::Grader(format!("SIGSTOP: {e}")))?;
+    tracer.release();
+    let until = Instant::now() + Duration::from_secs(1);
+    while inspect::view(pid).is_some_and(|v| v.state != 'T') && Instant::now() < until {
+        std::thread::sleep(Duration::from_micros(200));
+    }
+    Ok(true)
+}
 
 /// Where the program says the pieces of the bank lie.
 #[derive(Clone, Copy)]

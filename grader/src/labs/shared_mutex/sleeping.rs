@@ -10,8 +10,6 @@ use super::totals::verify;
 use crate::engine::tracer::{Action, Call, Match, Tracer};
 use crate::engine::waiting::{self, WaitRules};
 use crate::engine::{Fail, Run, force, inspect};
-use nix::sys::signal::{Signal, kill};
-use nix::unistd::Pid;
 
 /// `futex()`'s operation without its flags (`FUTEX_CMD_MASK`).
 const FUTEX_COMMAND: u64 = 0x7f;
@@ -39,24 +37,8 @@ const POLLING_CALLS: &[i64] = &[
 /// the machine does not allow it.
 fn watch_polling(proc: &mut crate::engine::Proc, name: &str) -> Result<Option<Tracer>, Fail> {
     let pid = proc.pid.as_raw();
-    let opened: &'static str = super::segment::dev_shm(name).display().to_string().leak();
-    let opening = Call {
-        number: libc::SYS_openat,
-        matching: Match::Path(opened),
-    };
-    let Some(mut tracer) = Tracer::attach(pid, opening, Action::Hold)? else {
-        force::resume(pid)?;
+    if !super::segment::stopped_after_shm_open(pid, name)? {
         return Ok(None);
-    };
-    force::resume(pid)?;
-    if !tracer.held_before(Instant::now() + Duration::from_secs(5))? {
-        return Ok(None);
-    }
-    kill(Pid::from_raw(pid), Signal::SIGSTOP).map_err(|e| Fail::Grader(format!("SIGSTOP: {e}")))?;
-    tracer.release();
-    let until = Instant::now() + Duration::from_secs(1);
-    while inspect::view(pid).is_some_and(|v| v.state != 'T') && Instant::now() < until {
-        std::thread::sleep(Duration::from_micros(200));
     }
     let polling = Tracer::attach(pid, Call::one_of(POLLING_CALLS), Action::Hold)?;
     force::resume(pid)?;

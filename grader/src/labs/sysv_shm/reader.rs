@@ -4,7 +4,9 @@
 
 use rand::RngExt;
 
-use crate::engine::{Fail, Run};
+use ipc_labs_driver::Message;
+
+use crate::engine::{Fail, Proc, Run};
 
 use super::protocol::{
     Name, as_expected, exits_cleanly, fresh_name, read_to_end, spawn_held_reader, spawn_reader,
@@ -191,6 +193,69 @@ const PAYLOAD_LOADS: &[Field] = &[Field {
     loads: true,
 }];
 
+/// What the grader does once a watched load has stopped the reader.
+enum AtLoad {
+    /// Let it run on, still watched.
+    GoOn,
+    /// Stop watching: it runs on untraced.
+    Release,
+}
+
+/// A watched reader's last word (`Err` if it ended without one) and the watched loads seen.
+struct WatchedRead {
+    said: Result<Message, Fail>,
+    loads: u32,
+}
+
+/// Leads a held reader under a watch of `fields`: `go` now and at its `attached`, `at_load`
+/// (given the loads so far) at each watched load, until its last word (`Err` if it ended
+/// without one). Returns that word and the loads seen; `None`, noted as `unwatched`, where the
+/// grader may not watch.
+fn watched_reader(
+    run: &mut Run,
+    reader: &mut Proc,
+    fields: &'static [Field],
+    unwatched: &str,
+    mut at_load: impl FnMut(u32) -> Result<AtLoad, Fail>,
+) -> Result<Option<WatchedRead>, Fail> {
+    let Some(mut watch) = Tracer::watch(reader.pid.as_raw(), fields)? else {
+        run.note(unwatched);
+        reader.kill_tree();
+        return Ok(None);
+    };
+    reader.send("go", &[])?;
+    let mut loads = 0;
+    let said = loop {
+        match watch.next(reader, run.deadline())? {
+            Watched::Armed => {}
+            Watched::Unavailable => {
+                drop(watch);
+                run.note(unwatched);
+                reader.kill_tree();
+                return Ok(None);
+            }
+            Watched::Said(message) if message.kind == "attached" => reader.send("go", &[])?,
+            Watched::Said(message) => break Ok(message),
+            Watched::Hit => {
+                loads += 1;
+                match at_load(loads)? {
+                    AtLoad::GoOn => watch.go_on(),
+                    AtLoad::Release => {
+                        drop(watch);
+                        return Ok(Some(WatchedRead {
+                            said: reader.recv_any(),
+                            loads,
+                        }));
+                    }
+                }
+            }
+            Watched::Lost => break reader.recv_any(),
+        }
+    };
+    drop(watch);
+    Ok(Some(WatchedRead { said, loads }))
+}
+
 /// Watches the reader's loads of the payload's first bytes: it must copy the payload out of its
 /// mapping itself, not have the kernel copy it (a `read()` of `/proc/self/mem`,
 /// `process_vm_readv()`), which no load of its own would show. `None` where the grader may not
@@ -204,38 +269,20 @@ fn payload_loaded_from_mapping(run: &mut Run, name: &Name, n: u32) -> Result<Opt
     let (mut reader, output) = spawn_held_reader(run, name, false, n)?;
     let unwatched = "the grader may not watch the reader's loads here (ptrace, hardware \
                      watchpoints, x86-64): how it copies the payload was not seen";
-    let Some(mut watch) = Tracer::watch(reader.pid.as_raw(), PAYLOAD_LOADS)? else {
-        run.note(unwatched);
-        reader.kill_tree();
+    let Some(WatchedRead { said, loads }) =
+        watched_reader(run, &mut reader, PAYLOAD_LOADS, unwatched, |_| {
+            Ok(AtLoad::GoOn)
+        })?
+    else {
         return Ok(None);
     };
-    reader.send("go", &[])?;
     let what = format!(
         "a {len}-byte record the grader planted in a {size}-byte segment, the loads of its \
          payload's first 8 bytes watched (a hardware watchpoint set when the reader's shmat() \
          returned)"
     );
     let context = format!("on {what}");
-    let mut loads = 0;
-    let message = loop {
-        match watch.next(&mut reader, run.deadline())? {
-            Watched::Armed => {}
-            Watched::Unavailable => {
-                drop(watch);
-                run.note(unwatched);
-                reader.kill_tree();
-                return Ok(None);
-            }
-            Watched::Said(message) if message.kind == "attached" => reader.send("go", &[])?,
-            Watched::Said(message) => break message,
-            Watched::Hit => {
-                loads += 1;
-                watch.go_on();
-            }
-            Watched::Lost => break reader.recv_any().map_err(with_context(&context))?,
-        }
-    };
-    drop(watch);
+    let message = said.map_err(with_context(&context))?;
     let done = as_expected(message, "reader", "done").map_err(with_context(&context))?;
     exits_cleanly(&mut reader, "reader")?;
     verify_read(&done, &output, sequence, &payload, "planted").map_err(with_context(&context))?;
@@ -496,45 +543,22 @@ fn record_completed_while_read(run: &mut Run, name: &Name, n: u32) -> Result<Opt
     let (mut reader, output) = spawn_held_reader(run, name, false, n)?;
     let unwatched = "the grader may not watch the reader's loads here (ptrace, hardware \
                      watchpoints, x86-64): a record completed under it was not tried";
-    let Some(mut watch) = Tracer::watch(reader.pid.as_raw(), FIELDS_AFTER_MAGIC)? else {
-        run.note(unwatched);
-        reader.kill_tree();
+    let header = full_record(sequence, &payload);
+    let Some(WatchedRead { said, loads }) =
+        watched_reader(run, &mut reader, FIELDS_AFTER_MAGIC, unwatched, |_| {
+            overwrite(planted.id, 0, &header[..HEADER_LEN])?;
+            Ok(AtLoad::Release)
+        })?
+    else {
         return Ok(None);
     };
-    reader.send("go", &[])?;
+    let completed = loads > 0;
     let what = format!(
         "a segment holding a {len}-byte payload but no header yet, as a publisher leaves it \
          halfway, whose length, sequence ({sequence}) and magic the grader wrote as soon as the \
          reader loaded the length or the sequence field"
     );
-    let mut completed = false;
-    let outcome = loop {
-        match watch.next(&mut reader, run.deadline())? {
-            Watched::Armed => {}
-            Watched::Unavailable => {
-                drop(watch);
-                run.note(unwatched);
-                reader.kill_tree();
-                return Ok(None);
-            }
-            Watched::Said(message) if message.kind == "attached" => reader.send("go", &[])?,
-            Watched::Said(message) => break message,
-            Watched::Hit => {
-                let header = full_record(sequence, &payload);
-                overwrite(planted.id, 0, &header[..HEADER_LEN])?;
-                completed = true;
-                drop(watch);
-                break reader
-                    .recv_any()
-                    .map_err(with_context(&format!("on {what}")))?;
-            }
-            Watched::Lost => {
-                break reader
-                    .recv_any()
-                    .map_err(with_context(&format!("on {what}")))?;
-            }
-        }
-    };
+    let outcome = said.map_err(with_context(&format!("on {what}")))?;
     if matches!(outcome.kind.as_str(), "failed" | "done") {
         reader.wait()?;
     }
@@ -624,40 +648,23 @@ fn length_changed_after_its_load(run: &mut Run, name: &Name, n: u32) -> Result<O
     let unwatched = "the grader may not watch the reader's loads here (ptrace, hardware \
                      watchpoints, x86-64): a length changed after the reader loaded it was not \
                      tried";
-    let Some(mut watch) = Tracer::watch(reader.pid.as_raw(), LENGTH_LOADS)? else {
-        run.note(unwatched);
-        reader.kill_tree();
+    let forged = (1u64 << 40) + run.rng().random_range(0..1u64 << 20);
+    let Some(WatchedRead {
+        said: outcome,
+        loads,
+    }) = watched_reader(run, &mut reader, LENGTH_LOADS, unwatched, |loads| {
+        if loads == 1 {
+            overwrite(planted.id, 8, &forged.to_ne_bytes())?;
+        }
+        Ok(AtLoad::GoOn)
+    })?
+    else {
         return Ok(None);
     };
-    reader.send("go", &[])?;
-    let forged = (1u64 << 40) + run.rng().random_range(0..1u64 << 20);
     let what = format!(
         "a {len}-byte record in a {size}-byte segment whose length field the grader changed to \
          {forged} (far past the segment's end) right after the reader's first load of it"
     );
-    let mut loads = 0;
-    let outcome = loop {
-        match watch.next(&mut reader, run.deadline())? {
-            Watched::Armed => {}
-            Watched::Unavailable => {
-                drop(watch);
-                run.note(unwatched);
-                reader.kill_tree();
-                return Ok(None);
-            }
-            Watched::Said(message) if message.kind == "attached" => reader.send("go", &[])?,
-            Watched::Said(message) => break Ok(message),
-            Watched::Hit => {
-                loads += 1;
-                if loads == 1 {
-                    overwrite(planted.id, 8, &forged.to_ne_bytes())?;
-                }
-                watch.go_on();
-            }
-            Watched::Lost => break reader.recv_any(),
-        }
-    };
-    drop(watch);
     if let Ok(message) = &outcome
         && matches!(message.kind.as_str(), "failed" | "done")
     {
@@ -732,40 +739,22 @@ fn magic_stored_after_its_look(run: &mut Run, name: &Name, n: u32) -> Result<Opt
     let (mut reader, _) = spawn_held_reader(run, name, false, n)?;
     let unwatched = "the grader may not watch the reader's loads here (ptrace, hardware \
                      watchpoints, x86-64): a magic stored after the reader's look was not tried";
-    let Some(mut watch) = Tracer::watch(reader.pid.as_raw(), MAGIC_LOADS)? else {
-        run.note(unwatched);
-        reader.kill_tree();
+    let Some(WatchedRead { said, loads }) =
+        watched_reader(run, &mut reader, MAGIC_LOADS, unwatched, |loads| {
+            if loads == 1 {
+                overwrite(planted.id, 0, &MAGIC.to_ne_bytes())?;
+            }
+            Ok(AtLoad::GoOn)
+        })?
+    else {
         return Ok(None);
     };
-    reader.send("go", &[])?;
     let what = format!(
         "a {len}-byte record complete but for its magic (0), which the grader stored right \
          after the reader's first load of the magic field (a hardware watchpoint)"
     );
     let context = format!("on {what}");
-    let mut loads = 0;
-    let outcome = loop {
-        match watch.next(&mut reader, run.deadline())? {
-            Watched::Armed => {}
-            Watched::Unavailable => {
-                drop(watch);
-                run.note(unwatched);
-                reader.kill_tree();
-                return Ok(None);
-            }
-            Watched::Said(message) if message.kind == "attached" => reader.send("go", &[])?,
-            Watched::Said(message) => break message,
-            Watched::Hit => {
-                loads += 1;
-                if loads == 1 {
-                    overwrite(planted.id, 0, &MAGIC.to_ne_bytes())?;
-                }
-                watch.go_on();
-            }
-            Watched::Lost => break reader.recv_any().map_err(with_context(&context))?,
-        }
-    };
-    drop(watch);
+    let outcome = said.map_err(with_context(&context))?;
     if matches!(outcome.kind.as_str(), "failed" | "done") {
         reader.wait()?;
     }
