@@ -38,7 +38,8 @@ pub fn child_exits_at_eof(run: &mut Run) -> Result<String, Fail> {
 /// One end of a pipe: its inode, and whether it is the write end.
 type PipeEnd = (u64, bool);
 
-/// The threads of `pid` blocked in `waitpid()` (or `waitid()`).
+/// The threads of `pid` blocked in `waitpid()` (the `wait4` system call) or `waitid()`, each
+/// with which of the two.
 fn in_waitpid(pid: i32) -> BTreeMap<i32, &'static str> {
     let Some(view) = inspect::view(pid) else {
         return BTreeMap::new();
@@ -50,7 +51,13 @@ fn in_waitpid(pid: i32) -> BTreeMap<i32, &'static str> {
             t.syscall
                 .is_some_and(|(n, _)| n == libc::SYS_wait4 || n == libc::SYS_waitid)
         })
-        .map(|t| (t.tid, "waitpid()"))
+        .map(|t| {
+            let call = match t.syscall {
+                Some((libc::SYS_waitid, _)) => "waitid()",
+                _ => "waitpid()",
+            };
+            (t.tid, call)
+        })
         .collect()
 }
 
@@ -215,6 +222,16 @@ pub fn waits_for_exit(run: &mut Run) -> Result<String, Fail> {
             }));
         }
     };
+    // The API's call is waitpid() (the wait4 system call): waitid() waits as well, but is not
+    // the call wait() promises.
+    if let Some((tid, _)) = waiting.iter().find(|(_, call)| **call == "waitid()") {
+        return Err(Fail::failed(format!(
+            "with the echo child held at its exit, the parent (thread {tid}) was blocked in the \
+             waitid system call, not in waitpid() (the wait4 system call, /proc/PID/task/TID/\
+             syscall): wait() must reap the child with waitpid(self.pid, ...), as its doc \
+             comment says, not with waitid()"
+        )));
+    }
     let leaked: Vec<String> = pipes_of(&session.proc, parent)
         .iter()
         .map(|(inode, (r, w))| format!("pipe:[{inode}] (read fds {r:?}, write fds {w:?})"))
@@ -273,10 +290,69 @@ pub fn waits_for_exit(run: &mut Run) -> Result<String, Fail> {
     }
     session.finish()?;
     let stopped = stopped_while_waited(run)?;
+    let failing = waitpid_fails(run)?;
     Ok(format!(
         "with the child held at its exit, wait() stayed blocked in waitpid() through {rounds} \
-         signals and {forced} more EINTRs in a row, then reaped it; {stopped}"
+         signals and {forced} more EINTRs in a row, then reaped it; {stopped}; {failing}"
     ))
+}
+
+/// `waitpid()` made to fail with `EINVAL` (the call skipped by the grader's tracer: an errno a
+/// correct `waitpid(self.pid, None)` never meets by itself): `wait()` must return `Wait(EINVAL)`,
+/// the error of the call, not `ChildFailed` (a failed `waitpid()` says nothing of how the child
+/// ended) nor another errno.
+fn waitpid_fails(run: &mut Run) -> Result<String, Fail> {
+    let input = run.random_bytes(4 << 10);
+    let mut session = start(run, input, Flags::default())?;
+    let waits = Call::one_of(&[libc::SYS_wait4, libc::SYS_waitid]);
+    let Some(mut tracer) = Tracer::attach(session.parent, waits, Action::Fail(libc::EINVAL))?
+    else {
+        run.note(
+            "the grader may not trace the parent here (ptrace): waitpid() failing was not tried",
+        );
+        session.exchange()?;
+        session.finish()?;
+        return Ok("waitpid() failing not tried".into());
+    };
+    let done = session.exchange()?;
+    let failed = tracer.failed_the_call()?;
+    drop(tracer);
+    session.verify_echo(&done)?;
+    if !failed {
+        // wait() reaped the child some other way, on another thread: the other checks judge it.
+        run.note("wait() made no waitpid() on the main thread: waitpid() failing was not tried");
+        session.finish()?;
+        return Ok("waitpid() failing not tried".into());
+    }
+    let setting = "the grader made wait()'s waitpid() fail with EINVAL (the call skipped by its \
+                   tracer, the child left unreaped)";
+    let verdict = match Returned::parse(&done.wait) {
+        Returned::Wait(errno) if errno == "EINVAL" => None,
+        Returned::ChildFailed => Some(format!(
+            "{setting}, and wait() returned `{}` (ChildFailed): a waitpid() that fails says \
+             nothing of how the child ended; return PipeEchoError::Wait with waitpid()'s errno",
+            done.wait
+        )),
+        Returned::Wait(errno) => Some(format!(
+            "{setting}, and wait() returned Wait({errno}): return PipeEchoError::Wait with the \
+             errno waitpid() returned, not a fixed or guessed one"
+        )),
+        Returned::Ok(_) => Some(format!(
+            "{setting}, and wait() returned `{}`: a failed waitpid() reaped nothing; return \
+             PipeEchoError::Wait with its errno",
+            done.wait
+        )),
+        _ => Some(format!(
+            "{setting}, and wait() returned `{}`: return PipeEchoError::Wait with the errno \
+             waitpid() returned (only EINTR is retried)",
+            done.wait
+        )),
+    };
+    session.finish()?;
+    match verdict {
+        Some(message) => Err(Fail::failed(message)),
+        None => Ok("waitpid() failing with EINVAL gave Wait(EINVAL)".into()),
+    }
 }
 
 /// How many times in a row the grader's tracer makes `waitpid()` fail with `EINTR` after the

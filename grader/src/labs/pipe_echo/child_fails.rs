@@ -10,7 +10,8 @@ use super::child_end::doing;
 use super::outside::{self, describe_status};
 use super::session::{Returned, ignores_signal, refused_again, started_twice_in_read};
 use crate::engine::inspect;
-use crate::engine::tracer::{Action, Call, Tracer};
+use super::session::pipes_of;
+use crate::engine::tracer::{Action, Call, Step, Tracer};
 use crate::engine::{Fail, Run};
 
 pub fn child_fails(run: &mut Run) -> Result<String, Fail> {
@@ -136,10 +137,128 @@ pub fn child_fails(run: &mut Run) -> Result<String, Fail> {
     refused_again(&done)?;
     session.finish()?;
     let broken = child_write_broken(run)?;
+    let read_failed = child_read_fails(run)?;
     Ok(format!(
         "when its write failed the child exited with status 1, and wait() said ChildFailed; \
-         {broken}"
+         {broken}; {read_failed}"
     ))
+}
+
+/// The child's `read()` of pipe A made to fail with `EIO` (the call skipped by the grader's
+/// tracer: an error no pipe gives by itself), then the child held at its `exit_group()`: only a
+/// `read()` that returns 0 is end-of-file, so `echo_loop()` must return `Read(EIO)` and the
+/// child `_exit(1)`; and `echo_loop()` closes both of its descriptors on that error path too.
+fn child_read_fails(run: &mut Run) -> Result<String, Fail> {
+    let input = run.random_bytes(16 << 10);
+    let (mut session, pipes) = started_twice_in_read(run, input)?;
+    let child = session.child;
+    let read_a = Call::arg_is(libc::SYS_read, 0, pipes.child_reads_a as u64);
+    let exit = Call::any(libc::SYS_exit_group);
+    let steps = [(read_a, Step::Fail(libc::EIO)), (exit, Step::Hold)];
+    // Opened before the tracer comes: the read it fails may be the one the child waits in.
+    let mut feed = outside::open_pipe(child, pipes.child_reads_a, true)?;
+    let Some(mut tracer) = Tracer::in_turn(child, steps)? else {
+        run.note(
+            "the grader may not trace the echo child here (ptrace): a read failing with EIO was \
+             not tried",
+        );
+        session.exchange()?;
+        session.finish()?;
+        return Ok("a read() failing not tried".into());
+    };
+    // A few bytes into pipe A: the child's blocked read() returns, and its next one is failed,
+    // whether or not the tracer saw the read it was blocked in restarted.
+    let _ = feed.write(b"echo me");
+    drop(feed);
+    let until = Instant::now() + Duration::from_secs(3);
+    if !tracer.failed_before(until)? {
+        let doing = doing(child);
+        drop(tracer);
+        session.exchange()?;
+        session.finish()?;
+        return Err(Fail::failed(format!(
+            "the grader fed bytes into pipe A and traced the echo child, which made no read() \
+             of its end of pipe A (fd {}) (it is {doing}): echo_loop() must read its input with \
+             read()",
+            pipes.child_reads_a
+        )));
+    }
+    let setting = format!(
+        "the grader made the echo child's read() of pipe A (fd {}) fail with EIO (the call \
+         skipped by its tracer)",
+        pipes.child_reads_a
+    );
+    let held = tracer.held_before(Instant::now() + Duration::from_secs(3))?;
+    let (status, kept) = if held {
+        let status = inspect::view(child)
+            .and_then(|v| v.threads.first().and_then(|t| t.syscall))
+            .filter(|(nr, _)| *nr == libc::SYS_exit_group)
+            .map(|(_, arg)| arg as i32);
+        let own = [(pipes.a, "the read end of pipe A"), (pipes.b, "the write end of pipe B")];
+        let kept: Vec<String> = pipes_of(&session.proc, child)
+            .iter()
+            .filter_map(|(inode, _)| {
+                own.iter()
+                    .find(|(i, _)| i == inode)
+                    .map(|(_, name)| format!("{name} (pipe:[{inode}])"))
+            })
+            .collect();
+        tracer.release();
+        (status.map(|s| s << 8), kept)
+    } else {
+        drop(tracer);
+        let until = Instant::now() + Duration::from_millis(500);
+        while Instant::now() < until && outside::zombie_status(child).is_none() {
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        (outside::zombie_status(child), Vec::new())
+    };
+    let _ = session.message_within(Duration::from_millis(2))?;
+    let verdict = match status {
+        Some(s) if libc::WIFEXITED(s) && libc::WEXITSTATUS(s) == 1 => None,
+        Some(s) if libc::WIFEXITED(s) && libc::WEXITSTATUS(s) == 0 => Some(format!(
+            "{setting}, and the child exited with status 0: it took the read error for \
+             end-of-file; only a read() that returns 0 is end-of-file, any other error but EINTR \
+             must make echo_loop() return PipeEchoError::Read(errno), and the child _exit(1)"
+        )),
+        Some(s) => Some(format!(
+            "{setting}, and the child {}: when echo_loop() returns an error the child must \
+             _exit(1)",
+            describe_status(s)
+        )),
+        None if inspect::view(child).is_some() => Some(format!(
+            "{setting}, and the child did not end (it is {}): echo_loop() must return the \
+             error (only EINTR is retried), and the child then _exit(1)",
+            doing(child)
+        )),
+        None => None,
+    };
+    if let Some(message) = verdict {
+        session.exchange()?;
+        session.finish()?;
+        return Err(Fail::failed(message));
+    }
+    if !kept.is_empty() {
+        session.exchange()?;
+        session.finish()?;
+        return Err(Fail::failed(format!(
+            "{setting}; the child then called _exit(1) still holding {}: echo_loop() must close \
+             both of its descriptors when it returns, on its error paths too (drop the OwnedFds; \
+             a raw descriptor closed only after the loop leaks on every early return)",
+            kept.join(" and ")
+        )));
+    }
+    let done = session.exchange()?;
+    if !matches!(Returned::parse(&done.wait), Returned::ChildFailed) {
+        session.finish()?;
+        return Err(Fail::failed(format!(
+            "{setting}, the child exited with status 1, and wait() returned `{}`: wait() must \
+             return ChildFailed for it",
+            done.wait
+        )));
+    }
+    session.finish()?;
+    Ok("when its read failed with EIO the child exited with status 1, its pipes closed".into())
 }
 
 /// The child's write to pipe B made to fail with `EPIPE`, and `SIGPIPE` raised in it, as the

@@ -316,10 +316,11 @@ pub fn spawn_errors(run: &mut Run) -> Result<String, Fail> {
         launched.finish()?;
     }
     exactly_enough(run)?;
+    let enfile = pipe_fails_enfile(run)?;
     let fork = fork_fails(run)?;
     Ok(format!(
         "pipe() failing at the first and at the second pipe gave Pipe(EMFILE), with nothing left \
-         open; with exactly four descriptors free both pipes were made; {fork}"
+         open; with exactly four descriptors free both pipes were made; {enfile}; {fork}"
     ))
 }
 
@@ -345,6 +346,89 @@ fn exactly_enough(run: &mut Run) -> Result<(), Fail> {
             )))
         }
     }
+}
+
+/// The first `pipe()` made to fail with `ENFILE` (the system-wide table of open files full,
+/// which no descriptor limit of the program's produces): `Pipe(ENFILE)`, the errno the call
+/// returned, and nothing forked or left open.
+fn pipe_fails_enfile(run: &mut Run) -> Result<String, Fail> {
+    let input = run.random_bytes(16);
+    let launched = launch(run, input, Flags::default())?;
+    let (parent, before) = (launched.parent, launched.fds_before.clone());
+    let pipes = Call::one_of(&[libc::SYS_pipe, libc::SYS_pipe2]);
+    let Some(mut tracer) = Tracer::attach(parent, pipes, Action::Fail(libc::ENFILE))? else {
+        run.note(
+            "the grader may not trace the program here (ptrace): pipe() failing with ENFILE was \
+             not tried",
+        );
+        match launched.spawn()? {
+            Spawned::Ready(mut session) => {
+                session.exchange()?;
+                session.finish()?;
+            }
+            Spawned::Failed(launched, _) => launched.finish()?,
+        }
+        return Ok("pipe() failing with ENFILE not tried".into());
+    };
+    let setting = "the grader made the parent's first pipe() fail with ENFILE (the call skipped, \
+                   as the kernel fails it when the system-wide table of open files is full)";
+    let launched = match launched.spawn()? {
+        Spawned::Ready(session) => {
+            let failed = tracer.failed_the_call()?;
+            drop(tracer);
+            let mut session = session;
+            session.exchange()?;
+            session.finish()?;
+            if !failed {
+                return Err(Fail::failed(
+                    "spawn() made its pipes without pipe() or pipe2() (the grader traced the \
+                     parent and saw neither): create them with pipe()",
+                ));
+            }
+            return Err(Fail::failed(format!(
+                "{setting}, and spawn() returned a child all the same: it must return \
+                 PipeEchoError::Pipe with the error of its pipe()"
+            )));
+        }
+        Spawned::Failed(launched, error) => {
+            match Returned::parse(&format!("error {error}")) {
+                Returned::Pipe(errno) if errno == "ENFILE" => {}
+                Returned::Pipe(errno) => {
+                    return Err(Fail::failed(format!(
+                        "{setting}, and spawn() returned `{error}`: Pipe({errno}) is not the \
+                         error pipe() returned; return PipeEchoError::Pipe with pipe()'s own \
+                         errno (map_err(PipeEchoError::Pipe)), not a fixed or guessed one"
+                    )));
+                }
+                _ => {
+                    return Err(Fail::failed(format!(
+                        "{setting}, and spawn() returned `{error}`: return \
+                         PipeEchoError::Pipe with pipe()'s error"
+                    )));
+                }
+            }
+            launched
+        }
+    };
+    drop(tracer);
+    let children = inspect::children(Pid::from_raw(parent));
+    if !children.is_empty() {
+        return Err(Fail::failed(format!(
+            "{setting}, and spawn() returned the error but left child processes {children:?}: \
+             fork() only once both pipes exist"
+        )));
+    }
+    let fds = inspect::view(parent).map(|v| v.fds).unwrap_or_default();
+    let leaked = listed(&fds, |fd, _| !before.contains_key(fd));
+    if !leaked.is_empty() {
+        return Err(Fail::failed(format!(
+            "{setting}, and spawn() returned the error but left {} open: close what spawn() \
+             created before the failure",
+            leaked.join(", ")
+        )));
+    }
+    launched.finish()?;
+    Ok("pipe() failing with ENFILE gave Pipe(ENFILE), with nothing left open".into())
 }
 
 /// `fork()` made to fail with `EAGAIN` (the grader skips the parent's `clone()`, as the kernel
