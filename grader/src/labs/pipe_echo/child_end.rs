@@ -679,11 +679,92 @@ pub fn child_dies_early(run: &mut Run) -> Result<String, Fail> {
     session.finish()?;
     let read_on = pipe_a_still_read(run)?;
     let late = killed_at_exit(run)?;
+    let write_failed = parent_write_fails(run)?;
     Ok(format!(
         "the parent reported the dead child: exchange: {}; wait: {}; a second exchange() was \
-         AlreadyExchanged; {read_on}; {late}",
+         AlreadyExchanged; {read_on}; {late}; {write_failed}",
         done.exchange, done.wait
     ))
+}
+
+/// The parent's `write()` to pipe A made to fail with `EIO` (skipped by the grader's tracer on
+/// the thread blocked writing pipe A, the child stopped so that pipe A is full; an errno no pipe
+/// gives by itself, with the child alive and reading): `exchange()` must return `Write(EIO)`,
+/// the error `write()` returned, not `EPIPE` or another guess.
+fn parent_write_fails(run: &mut Run) -> Result<String, Fail> {
+    let input = run.random_bytes(1 << 20);
+    let mut session = start(run, input, Flags::default())?;
+    let (parent, child) = (session.parent, session.child);
+    settle_in_read(child);
+    let pipes = session.pipes()?;
+    outside::hold_stopped(child)?;
+    session.go()?;
+    let fd = pipes.parent_writes_a;
+    // The thread that writes pipe A, once it is blocked there (pipe A full, the child stopped).
+    let until = Instant::now() + Duration::from_secs(3);
+    let writer = loop {
+        let blocked = inspect::view(parent).and_then(|v| {
+            v.threads
+                .iter()
+                .find(|t| t.syscall == Some((libc::SYS_write, fd as u64)))
+                .map(|t| t.tid)
+        });
+        if let Some(tid) = blocked {
+            break Some(tid);
+        }
+        if Instant::now() > until {
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    };
+    let cont = || kill(Pid::from_raw(child), Signal::SIGCONT);
+    let Some(tid) = writer else {
+        // It writes some other way (poll() and non-blocking writes): the other checks judge it.
+        let _ = cont();
+        let done = session.recv_done()?;
+        session.verify_echo(&done)?;
+        session.finish()?;
+        run.note("no thread of the parent blocked in write() on pipe A: a failing write() not tried");
+        return Ok("a write() to pipe A failing not tried".into());
+    };
+    let write_a = Call::arg_is(libc::SYS_write, 0, fd as u64);
+    let tracer = Tracer::attach_thread(parent, tid, write_a, Action::Fail(libc::EIO))?;
+    let _ = cont();
+    let Some(mut tracer) = tracer else {
+        run.note("the grader may not trace the parent here (ptrace): a failing write() not tried");
+        session.recv_done()?;
+        session.finish()?;
+        return Ok("a write() to pipe A failing not tried".into());
+    };
+    let failed = tracer.failed_before(Instant::now() + Duration::from_secs(3))?;
+    drop(tracer);
+    let done = session.recv_done()?;
+    if !failed {
+        session.finish()?;
+        return Ok("a write() to pipe A failing not tried (the input went in one write)".into());
+    }
+    let setting = format!(
+        "the grader made the parent's write() to pipe A (fd {fd}, thread {tid}) fail with EIO \
+         (the call skipped by its tracer) while the echo child was alive and reading"
+    );
+    let verdict = match Returned::parse(&done.exchange) {
+        Returned::Write(errno) if errno == "EIO" => None,
+        Returned::Write(errno) => Some(format!(
+            "{setting}, and exchange() returned Write({errno}): return PipeEchoError::Write \
+             with the errno write() returned, not a fixed or guessed one (EPIPE only when \
+             write() said EPIPE)"
+        )),
+        _ => Some(format!(
+            "{setting}, and exchange() returned `{}`: a write() that fails is an error; return \
+             PipeEchoError::Write with its errno",
+            done.exchange
+        )),
+    };
+    session.finish()?;
+    match verdict {
+        Some(message) => Err(Fail::failed(message)),
+        None => Ok("a write() to pipe A failing with EIO gave Write(EIO)".into()),
+    }
 }
 
 /// The child killed while the grader holds a read end of pipe A and takes what the parent
