@@ -209,6 +209,11 @@ pub enum Action {
     /// [`Tracer::failed_the_call`], [`Tracer::failed_before`]): whether the program made the
     /// call at all, where the error it returns must be that call's.
     Report,
+    /// At the call's entry, set this signal's disposition back to its default in the program
+    /// (an `rt_sigaction(signal, SIG_DFL)` made in the call's place), then make the call itself
+    /// as it was: a signal the program inherited ignored (Rust ignores `SIGPIPE`) can then end
+    /// it, as it ends a C program, when the check sends it. Reported as [`Action::Fail`] is.
+    DefaultDisposition(i32),
     /// Send this signal (caught by a handler) to the thread, blocked in a call, and see what
     /// the kernel did with the call once the handler returned: made it fail with `EINTR`, or
     /// restarted it (`SA_RESTART`) ([`Tracer::signal_restarts`]).
@@ -880,6 +885,12 @@ unsafe fn trace(group: i32, pid: i32, call: Call, action: Action, pipes: Pipes) 
                         // Said while the program is still stopped, as for a failed call.
                         say(FAILED);
                     }
+                    Action::DefaultDisposition(signal) => {
+                        if !default_disposition(pid, signal, &mut status) {
+                            gone();
+                        }
+                        say(FAILED);
+                    }
                     Action::Shorten(most) => {
                         let third = libc::ptrace(libc::PTRACE_PEEKUSER, pid, RDX, 0usize);
                         if third as u64 > most {
@@ -1031,6 +1042,48 @@ unsafe fn told_to_stop(resume: i32) -> bool {
     }];
     // SAFETY: one valid pollfd, no waiting.
     unsafe { libc::poll(fds.as_mut_ptr(), 1, 0) > 0 }
+}
+
+/// At the entry stop of a call of `pid`: makes an `rt_sigaction(signal, SIG_DFL)` in its place
+/// (the zeroed `struct sigaction` it reads put on the program's stack, below its red zone, where
+/// nothing of the program's lives), then puts the call's registers back with the instruction
+/// pointer on its `syscall` instruction, so that the program makes the call again once it goes
+/// on. False if the program is gone.
+#[cfg(target_arch = "x86_64")]
+unsafe fn default_disposition(pid: i32, signal: i32, status: &mut i32) -> bool {
+    // SAFETY: plain system calls on the traced process, and on registers of our own.
+    unsafe {
+        let mut regs: libc::user_regs_struct = std::mem::zeroed();
+        if libc::ptrace(libc::PTRACE_GETREGS, pid, 0usize, &mut regs) != 0 {
+            return false;
+        }
+        // The kernel's struct sigaction: handler (SIG_DFL is 0), flags, restorer, mask.
+        let at = (regs.rsp - 128 - 64) & !15;
+        for word in 0..4u64 {
+            libc::ptrace(libc::PTRACE_POKEDATA, pid, at + 8 * word, 0usize);
+        }
+        let mut made = regs;
+        made.orig_rax = libc::SYS_rt_sigaction as u64;
+        made.rdi = signal as u64;
+        made.rsi = at;
+        made.rdx = 0;
+        made.r10 = 8;
+        if libc::ptrace(libc::PTRACE_SETREGS, pid, 0usize, &made) != 0
+            || !to_exit_stop(pid, status)
+        {
+            return false;
+        }
+        // The `syscall` instruction is two bytes long; rax holds the call's number again.
+        let mut again = regs;
+        again.rip -= 2;
+        again.rax = regs.orig_rax;
+        libc::ptrace(libc::PTRACE_SETREGS, pid, 0usize, &again) == 0
+    }
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+unsafe fn default_disposition(_pid: i32, _signal: i32, _status: &mut i32) -> bool {
+    false
 }
 
 /// Resumes `pid`, stopped at a call's entry, up to that call's exit stop, delivering any signal

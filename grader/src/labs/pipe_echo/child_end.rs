@@ -11,7 +11,7 @@ use nix::unistd::Pid;
 
 use super::outside::{self, ContinuedHold, ExitHold, describe_status};
 use super::session::{
-    Done, Flags, Returned, Session, pipes_of, refused_again, role_of, settle_in_read, start,
+    Done, Flags, Returned, Session, ignores_signal, pipes_of, refused_again, role_of, settle_in_read, start,
     started_twice_in_read,
 };
 use crate::engine::diagnose::classify;
@@ -680,11 +680,85 @@ pub fn child_dies_early(run: &mut Run) -> Result<String, Fail> {
     let read_on = pipe_a_still_read(run)?;
     let late = killed_at_exit(run)?;
     let write_failed = parent_write_fails(run)?;
+    let sigpipe = killed_by_sigpipe(run)?;
     Ok(format!(
         "the parent reported the dead child: exchange: {}; wait: {}; a second exchange() was \
-         AlreadyExchanged; {read_on}; {late}; {write_failed}",
+         AlreadyExchanged; {read_on}; {late}; {write_failed}; {sigpipe}",
         done.exchange, done.wait
     ))
+}
+
+/// The child killed by `SIGPIPE`: the grader's tracer sets the child's `SIGPIPE` back to its
+/// default action (it inherits it ignored) as the child waits for input, then the grader sends
+/// it. A child killed by a signal did not `exit(0)`, whichever signal it was (a reader gone is
+/// no clean end either): `wait()` must say `ChildFailed`.
+fn killed_by_sigpipe(run: &mut Run) -> Result<String, Fail> {
+    let input = run.random_bytes(4 << 10);
+    let mut session = start(run, input, Flags::default())?;
+    let child = session.child;
+    settle_in_read(child);
+    let pipes = session.pipes()?;
+    // Opened before the tracer comes: a byte in pipe A makes the child read again.
+    let mut feed = outside::open_pipe(child, pipes.child_reads_a, true)?;
+    let read_a = Call::arg_is(libc::SYS_read, 0, pipes.child_reads_a as u64);
+    let Some(mut tracer) =
+        Tracer::attach(child, read_a, Action::DefaultDisposition(libc::SIGPIPE))?
+    else {
+        run.note("the grader may not trace the echo child here (ptrace): SIGPIPE was not tried");
+        drop(feed);
+        session.exchange()?;
+        session.finish()?;
+        return Ok("a child killed by SIGPIPE not tried".into());
+    };
+    use std::io::Write;
+    let _ = feed.write(b"x");
+    let made = tracer.failed_before(Instant::now() + Duration::from_secs(2))?;
+    drop(tracer);
+    let settle = Instant::now() + Duration::from_secs(1);
+    while Instant::now() < settle && ignores_signal(child, libc::SIGPIPE) {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    if !made || ignores_signal(child, libc::SIGPIPE) {
+        drop(feed);
+        run.note("the echo child's SIGPIPE could not be set back to its default: not tried");
+        session.exchange()?;
+        session.finish()?;
+        return Ok("a child killed by SIGPIPE not tried".into());
+    }
+    kill(Pid::from_raw(child), Signal::SIGPIPE).map_err(|e| Fail::Grader(format!("kill: {e}")))?;
+    let settle = Instant::now() + Duration::from_secs(2);
+    while Instant::now() < settle && outside::zombie_status(child).is_none() {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    drop(feed);
+    let status = outside::zombie_status(child);
+    if !status.is_some_and(|s| libc::WIFSIGNALED(s) && libc::WTERMSIG(s) == libc::SIGPIPE) {
+        session.exchange()?;
+        session.finish()?;
+        run.note("the echo child did not die of SIGPIPE: a child killed by SIGPIPE not tried");
+        return Ok("a child killed by SIGPIPE not tried".into());
+    }
+    let done = session.exchange()?;
+    let verdict = match Returned::parse(&done.wait) {
+        Returned::ChildFailed => None,
+        Returned::Ok(_) => Some(
+            "the echo child was killed by SIGPIPE (the grader set its SIGPIPE back to the \
+             default action and sent it; the zombie's status says so), yet wait() reported a \
+             clean exit: a child killed by a signal, SIGPIPE included, did not exit(0); only \
+             Exited(_, 0) is success, Signaled(..) of any signal is ChildFailed"
+                .to_string(),
+        ),
+        _ => Some(format!(
+            "wait() returned `{}` for a child killed by SIGPIPE: reap it with waitpid() and \
+             return ChildFailed for any end but Exited(_, 0)",
+            done.wait
+        )),
+    };
+    session.finish()?;
+    match verdict {
+        Some(message) => Err(Fail::failed(message)),
+        None => Ok("a child killed by SIGPIPE was ChildFailed".into()),
+    }
 }
 
 /// The parent's `write()` to pipe A made to fail with `EIO` (skipped by the grader's tracer on

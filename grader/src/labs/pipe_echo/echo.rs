@@ -347,11 +347,72 @@ pub fn reads_while_writing(run: &mut Run) -> Result<String, Fail> {
     for len in [64 << 10, PAGE as usize + 1, 1 << 20] {
         reads_while_writing_len(run, len)?;
     }
+    reads_while_writing_prefilled(run)?;
     Ok(format!(
         "with the child stopped and pipes of one page, the parent waited on pipe B while it \
-         wrote; resumed, 64 KiB, {} bytes, then 1 MiB came back",
+         wrote; resumed, 64 KiB, {} bytes, then 1 MiB came back; an input that fit pipe A, \
+         which the grader had filled, was written while pipe B was waited on too",
         PAGE + 1
     ))
+}
+
+/// An input exactly as long as pipe A holds (one page), which would fit an empty pipe A; but the
+/// grader has filled pipe A with a page of its own before `go`, with the child stopped: the
+/// write blocks all the same, and the parent must be waiting on pipe B meanwhile. Whether a
+/// write blocks depends on what the pipe holds, not only on its capacity, so no input is small
+/// enough to skip reading while writing. The grader takes its page back before the child goes
+/// on, so the echo is the input's.
+fn reads_while_writing_prefilled(run: &mut Run) -> Result<(), Fail> {
+    let len = PAGE as usize;
+    let input = run.random_bytes(len);
+    let mut session = start(run, input, Flags::default())?;
+    let (parent, child) = (session.parent, session.child);
+    settle_in_read(child);
+    let pipes = session.pipes()?;
+    force::shrink_pipe(parent, pipes.parent_writes_a, PAGE)?;
+    force::shrink_pipe(parent, pipes.parent_reads_b, PAGE)?;
+    outside::hold_stopped(child)?;
+    let filler = run.random_bytes(len);
+    let mut fill = outside::open_pipe(child, pipes.child_reads_a, true)?;
+    outside::put_bytes(&mut fill, &filler)?;
+    session.go()?;
+    let settled = parent_settles_held_small(&mut session, &mut None, pipes.parent_writes_a);
+    let seen = activities(parent);
+    // The grader's page back out of pipe A (it came first), whatever the verdict.
+    let mut drain = outside::open_pipe(child, pipes.child_reads_a, false)?;
+    let taken = outside::take_bytes(&mut drain, len)?;
+    drop((drain, fill));
+    if let Err(fail) = settled {
+        let _ = force::resume(child);
+        return Err(fail);
+    }
+    if taken != filler {
+        let _ = force::resume(child);
+        return Err(Fail::Grader(format!(
+            "the grader took {} bytes back out of pipe A, not the page it had put there",
+            taken.len()
+        )));
+    }
+    let reads_b = seen.iter().any(|a| match a {
+        Activity::PipeRead { inode, .. } => *inode == pipes.b,
+        Activity::Poll => true,
+        _ => false,
+    });
+    if !reads_b {
+        let verdict = not_reading(&session, &pipes, &seen, None);
+        let _ = force::resume(child);
+        return Err(Fail::failed(format!(
+            "{}; here the input ({len} bytes) was no longer than pipe A holds (F_GETPIPE_SZ: \
+             {PAGE}), but the grader had filled pipe A with a page of its own first: a write \
+             blocks when the pipe has no room, whatever the input's size, so read pipe B while \
+             writing for every input (no shortcut for inputs that fit the pipe)",
+            verdict.message()
+        )));
+    }
+    force::resume(child)?;
+    let done = session.recv_done()?;
+    session.verify_echo(&done)?;
+    session.finish()
 }
 
 fn reads_while_writing_len(run: &mut Run, len: usize) -> Result<(), Fail> {
