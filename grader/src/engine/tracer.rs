@@ -1068,8 +1068,7 @@ unsafe fn default_disposition(pid: i32, signal: i32, status: &mut i32) -> bool {
         made.rsi = at;
         made.rdx = 0;
         made.r10 = 8;
-        if libc::ptrace(libc::PTRACE_SETREGS, pid, 0usize, &made) != 0
-            || !to_exit_stop(pid, status)
+        if libc::ptrace(libc::PTRACE_SETREGS, pid, 0usize, &made) != 0 || !to_exit_stop(pid, status)
         {
             return false;
         }

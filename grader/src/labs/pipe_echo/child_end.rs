@@ -11,8 +11,8 @@ use nix::unistd::Pid;
 
 use super::outside::{self, ContinuedHold, ExitHold, describe_status};
 use super::session::{
-    Done, Flags, Returned, Session, ignores_signal, pipes_of, refused_again, role_of, settle_in_read, start,
-    started_twice_in_read,
+    Done, Flags, Returned, Session, ignores_signal, pipes_of, refused_again, role_of,
+    settle_in_read, start, started_twice_in_read,
 };
 use crate::engine::diagnose::classify;
 use crate::engine::inspect;
@@ -798,7 +798,9 @@ fn parent_write_fails(run: &mut Run) -> Result<String, Fail> {
         let done = session.recv_done()?;
         session.verify_echo(&done)?;
         session.finish()?;
-        run.note("no thread of the parent blocked in write() on pipe A: a failing write() not tried");
+        run.note(
+            "no thread of the parent blocked in write() on pipe A: a failing write() not tried",
+        );
         return Ok("a write() to pipe A failing not tried".into());
     };
     let write_a = Call::arg_is(libc::SYS_write, 0, fd as u64);

@@ -8,9 +8,9 @@ use std::time::{Duration, Instant};
 
 use super::child_end::doing;
 use super::outside::{self, describe_status};
+use super::session::pipes_of;
 use super::session::{Returned, ignores_signal, refused_again, started_twice_in_read};
 use crate::engine::inspect;
-use super::session::pipes_of;
 use crate::engine::tracer::{Action, Call, Step, Tracer};
 use crate::engine::{Fail, Run};
 
@@ -194,10 +194,13 @@ fn child_read_fails(run: &mut Run) -> Result<String, Fail> {
             .and_then(|v| v.threads.first().and_then(|t| t.syscall))
             .filter(|(nr, _)| *nr == libc::SYS_exit_group)
             .map(|(_, arg)| arg as i32);
-        let own = [(pipes.a, "the read end of pipe A"), (pipes.b, "the write end of pipe B")];
+        let own = [
+            (pipes.a, "the read end of pipe A"),
+            (pipes.b, "the write end of pipe B"),
+        ];
         let kept: Vec<String> = pipes_of(&session.proc, child)
-            .iter()
-            .filter_map(|(inode, _)| {
+            .keys()
+            .filter_map(|inode| {
                 own.iter()
                     .find(|(i, _)| i == inode)
                     .map(|(_, name)| format!("{name} (pipe:[{inode}])"))

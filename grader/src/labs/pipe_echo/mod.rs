@@ -91,7 +91,8 @@ pub static LAB: Lab = Lab {
             description: "with too few descriptors for the first or the second pipe, spawn() \
                           returns Pipe(EMFILE) (the error of a pipe() call, traced), forks \
                           nothing and leaves nothing open; with exactly four free it \
-                          succeeds; when fork() fails, Fork(EAGAIN), with both pipes closed",
+                          succeeds; a pipe() failed with ENFILE is Pipe(ENFILE); when fork() \
+                          fails, Fork(EAGAIN), with both pipes closed",
             exclusive: false,
             hint: Some(
                 "When pipe() fails, spawn() returns Pipe with its errno, forks nothing and closes what it already created; when fork() fails, Fork with its errno, both pipes closed. See docs/labs/01-pipe-echo.md, the rules table (\"pipe() failing is Pipe(errno)\", \"Fork(errno) when fork() fails\").",
@@ -129,7 +130,8 @@ pub static LAB: Lab = Lab {
             description: "with the child held at its exit, wait() is blocked in waitpid() with \
                           both pipe ends closed, retries it when signals interrupt it, goes \
                           on waiting while the child is only stopped or continued, and reaps \
-                          the child once it exits",
+                          the child once it exits; a waitpid() failed with EINVAL is \
+                          Wait(EINVAL)",
             exclusive: false,
             hint: Some(
                 "wait() closes both pipe ends, then blocks in waitpid() (no WNOHANG, no sleep) and calls it again after EINTR. See docs/labs/01-pipe-echo.md, the rules table (the wait() rules) and Hints (\"Wait by blocking\").",
@@ -143,7 +145,8 @@ pub static LAB: Lab = Lab {
             description: "a child killed before the transfer: exchange() returns Write(EPIPE) \
                           (from a write(): none with pipe A still read by the grader), a \
                           second exchange() AlreadyExchanged, and wait() ChildFailed, without a \
-                          hang or a crash",
+                          hang or a crash; a write() failed with EIO is Write(EIO); a child \
+                          killed by SIGPIPE is ChildFailed",
             exclusive: false,
             hint: Some(
                 "Check every write() and read(): a dead child makes writes fail with EPIPE, which exchange() returns (the error write() gave, not one guessed from the child's state); the write end is taken and closed whatever exchange() returns, so a second call is AlreadyExchanged; wait() succeeds only for Exited(_, 0). See docs/labs/01-pipe-echo.md, the rules table (\"Write(EPIPE) when the child is gone\", \"AlreadyExchanged when exchange() is called a second time\").",
@@ -156,7 +159,8 @@ pub static LAB: Lab = Lab {
             timeout: Duration::from_secs(10),
             description: "when the child's write to pipe B fails (EAGAIN, EPIPE), echo_loop() \
                           returns the error, the child exits with status 1, wait() returns \
-                          ChildFailed and a second exchange() AlreadyExchanged",
+                          ChildFailed and a second exchange() AlreadyExchanged; a read() failed \
+                          with EIO is no end-of-file, and echo_loop() closes both ends on error",
             exclusive: false,
             hint: Some(
                 "write_all() returns every error but EINTR, echo_loop() passes it on, the child then _exit(1)s, and wait() reports ChildFailed. See docs/labs/01-pipe-echo.md, the rules table (\"The child exits with status 1 when echo_loop() fails\").",
@@ -181,7 +185,8 @@ pub static LAB: Lab = Lab {
             timeout: Duration::from_secs(10),
             description: "with the child stopped and pipes of one page (pipe A set back to one \
                           page if the parent enlarges it), the parent waits on pipe B while it \
-                          writes pipe A; resumed, 64 KiB, then 1 MiB come back",
+                          writes pipe A, even for an input that fits pipe A (filled by the \
+                          grader first); resumed, 64 KiB, then 1 MiB come back",
             exclusive: false,
             hint: Some(
                 "A pipe may hold a single page, and an enlarged one may be shrunk again: the parent must wait on pipe B while it writes pipe A (a second thread, or poll()), and block rather than spin or sleep. See docs/labs/01-pipe-echo.md, Hints (\"Reading while writing\", \"Wait by blocking\").",
