@@ -72,9 +72,9 @@ fn flags_by_fcntl(pid: i32, name: &str) -> Option<Fail> {
     Some(Fail::failed(format!(
         "after it said ready and was told go, the non-blocking producer called {call} on its \
          descriptor {fd} of the queue (the grader held it there; set_nonblocking(false) before \
-         the shutdown): it sets and clears O_NONBLOCK as a file's flag, which works only because Linux \
-         makes an mqd_t a file descriptor. set_nonblocking() sets and clears it with \
-         mq_setattr (mq_set_nonblock, mq_remove_nonblock), the queue's own call"
+         the shutdown): it sets and clears O_NONBLOCK as a file's flag, which works only \
+         because Linux makes an mqd_t a file descriptor. set_nonblocking() sets and clears it \
+         with mq_setattr (mq_set_nonblock, mq_remove_nonblock), the queue's own call"
     )))
 }
 
