@@ -9,8 +9,8 @@ use nix::sys::signal::Signal;
 
 use super::observe::{Reached, interrupt, one_queue_fd, queue_fds, wait_in_call};
 use super::protocol::{
-    Job, Producer, consumer, failed_with, field, producer, queue_attributes, random_jobs, said,
-    same_order, shut_down, sized,
+    Job, Producer, consumer, failed_with, field, payload_change, producer, queue_attributes, random_jobs, said,
+    same_order, show, shut_down, sized,
 };
 use crate::engine::diagnose::{self, Activity, classify};
 use crate::engine::tracer::{Action, Call, Tracer};
@@ -643,6 +643,40 @@ fn exactly_once(served: &[Job], submitted: &[Vec<Job>], roles: &[&str]) -> Resul
         .filter(|j| !seen.contains_key(&j.payload))
         .count();
     let twice = seen.values().filter(|&&n| n > 1).count();
+    if missing > 0 && twice == 0 && served.len() == all.len() {
+        // As many served as submitted, some of them not as submitted: name what changed.
+        let unknown: Vec<&Job> = served
+            .iter()
+            .filter(|s| !all.iter().any(|j| j.payload == s.payload))
+            .collect();
+        let lost: Vec<&&Job> = all
+            .iter()
+            .filter(|j| !seen.contains_key(&j.payload))
+            .collect();
+        let pair = lost.iter().find_map(|sent| {
+            unknown
+                .iter()
+                .filter(|got| got.priority == sent.priority)
+                .max_by_key(|got| {
+                    got.payload
+                        .iter()
+                        .zip(&sent.payload)
+                        .take_while(|(a, b)| a == b)
+                        .count()
+                })
+                .map(|got| (sent, got))
+        });
+        if let Some((sent, got)) = pair {
+            return Err(Fail::failed(format!(
+                "of {} jobs, as many were served, but {missing} came out changed: a job of \
+                 {} came out as {}: {}",
+                all.len(),
+                show(&sent.payload),
+                show(&got.payload),
+                payload_change(&sent.payload, &got.payload)
+            )));
+        }
+    }
     if missing > 0 || twice > 0 || served.len() != all.len() {
         return Err(Fail::failed(format!(
             "of {} jobs, {missing} were never served and {twice} were served more than once \
