@@ -9,8 +9,8 @@ use nix::sys::signal::Signal;
 
 use super::observe::{Reached, interrupt, one_queue_fd, queue_fds, wait_in_call};
 use super::protocol::{
-    Job, Producer, consumer, failed_with, field, payload_change, producer, queue_attributes, random_jobs, said,
-    same_order, show, shut_down, sized,
+    Job, Producer, consumer, failed_with, field, payload_change, producer, queue_attributes,
+    random_jobs, said, same_order, show, shut_down, sized,
 };
 use crate::engine::diagnose::{self, Activity, classify};
 use crate::engine::tracer::{Action, Call, Tracer};

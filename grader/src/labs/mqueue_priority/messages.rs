@@ -9,8 +9,8 @@ use rand::RngExt;
 
 use super::protocol::{
     JOB_TAG, Job, MQ_PRIO_MAX, SHUTDOWN_TAG, consumer, failed_errno, failed_with, field,
-    grader_open, grader_send, job_message, producer, queue_attributes, said, show,
-    payload_change, shutdown_message, sized, total_payload,
+    grader_open, grader_send, job_message, payload_change, producer, queue_attributes, said, show,
+    shutdown_message, sized, total_payload,
 };
 use crate::engine::tracer::{Action, Call, Reached, Tracer};
 use crate::engine::{Fail, Run};
