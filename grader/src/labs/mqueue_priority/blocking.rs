@@ -45,13 +45,17 @@ enum Forced {
 }
 
 /// The thread of `pid` that waits in system call `call`, if one does.
+/// `ioctl()`'s request to set or clear `O_NONBLOCK` (`<asm-generic/ioctls.h>`; libc's type for it
+/// differs from one C library to another).
+const FIONBIO: u64 = 0x5421;
+
 /// After `ready`, a producer's calls that work on the queue by another way than its `mqd_t`
 /// and the `mq_*` calls: an `mq_open()` (the queue opened again by its name), and a descriptor's
 /// flags set by `fcntl(F_SETFL)` or `ioctl(FIONBIO)`.
 static REOPEN_OR_FLAGS: &[Call] = &[
     Call::any(libc::SYS_mq_open),
     Call::arg_is(libc::SYS_fcntl, 1, libc::F_SETFL as u64),
-    Call::arg_is(libc::SYS_ioctl, 1, libc::FIONBIO as u64),
+    Call::arg_is(libc::SYS_ioctl, 1, FIONBIO),
 ];
 
 /// Held at one of [`REOPEN_OR_FLAGS`]: the failure if it is an `fcntl()` or `ioctl()` on the
