@@ -9,8 +9,8 @@ use nix::sys::signal::Signal;
 
 use super::observe::{Reached, interrupt, one_queue_fd, queue_fds, wait_in_call};
 use super::protocol::{
-    Job, Producer, consumer, failed_with, field, producer, queue_attributes, random_jobs, said,
-    same_order, shut_down, sized,
+    Job, Producer, consumer, failed_with, field, payload_change, producer, queue_attributes,
+    random_jobs, said, same_order, show, shut_down, sized,
 };
 use crate::engine::diagnose::{self, Activity, classify};
 use crate::engine::tracer::{Action, Call, Tracer};
@@ -45,6 +45,49 @@ enum Forced {
 }
 
 /// The thread of `pid` that waits in system call `call`, if one does.
+/// `ioctl()`'s request to set or clear `O_NONBLOCK` (`<asm-generic/ioctls.h>`; libc's type for it
+/// differs from one C library to another).
+const FIONBIO: u64 = 0x5421;
+
+/// After `ready`, a producer's calls that work on the queue by another way than its `mqd_t`
+/// and the `mq_*` calls: an `mq_open()` (the queue opened again by its name), and a descriptor's
+/// flags set by `fcntl(F_SETFL)` or `ioctl(FIONBIO)`.
+static REOPEN_OR_FLAGS: &[Call] = &[
+    Call::any(libc::SYS_mq_open),
+    Call::arg_is(libc::SYS_fcntl, 1, libc::F_SETFL as u64),
+    Call::arg_is(libc::SYS_ioctl, 1, FIONBIO),
+];
+
+/// Held at one of [`REOPEN_OR_FLAGS`]: the failure if it is an `fcntl()` or `ioctl()` on the
+/// program's descriptor of `name` (`None` for an `mq_open()`, or another descriptor).
+fn flags_by_fcntl(pid: i32, name: &str) -> Option<Fail> {
+    let syscall = std::fs::read_to_string(format!("/proc/{pid}/syscall")).ok()?;
+    let fields: Vec<&str> = syscall.split_whitespace().collect();
+    let call = match held_call(pid)? {
+        libc::SYS_fcntl => "fcntl(F_SETFL)",
+        libc::SYS_ioctl => "ioctl(FIONBIO)",
+        _ => return None,
+    };
+    let fd = i32::from_str_radix(fields.get(1)?.trim_start_matches("0x"), 16).ok()?;
+    let queue = queue_fds(pid, name)?;
+    if !queue.iter().any(|q| q.fd == fd) {
+        return None;
+    }
+    Some(Fail::failed(format!(
+        "after it said ready and was told go, the non-blocking producer called {call} on its \
+         descriptor {fd} of the queue (the grader held it there; set_nonblocking(false) before \
+         the shutdown): it sets and clears O_NONBLOCK as a file's flag, which works only \
+         because Linux makes an mqd_t a file descriptor. set_nonblocking() sets and clears it \
+         with mq_setattr (mq_set_nonblock, mq_remove_nonblock), the queue's own call"
+    )))
+}
+
+/// The call the main thread of `pid`, held by a tracer at its entry, is making.
+fn held_call(pid: i32) -> Option<i64> {
+    let syscall = std::fs::read_to_string(format!("/proc/{pid}/syscall")).ok()?;
+    syscall.split_whitespace().next()?.parse().ok()
+}
+
 fn thread_waiting_in(pid: i32, call: i64) -> Option<i32> {
     inspect::view(pid).and_then(|view| {
         view.threads
@@ -604,6 +647,40 @@ fn exactly_once(served: &[Job], submitted: &[Vec<Job>], roles: &[&str]) -> Resul
         .filter(|j| !seen.contains_key(&j.payload))
         .count();
     let twice = seen.values().filter(|&&n| n > 1).count();
+    if missing > 0 && twice == 0 && served.len() == all.len() {
+        // As many served as submitted, some of them not as submitted: name what changed.
+        let unknown: Vec<&Job> = served
+            .iter()
+            .filter(|s| !all.iter().any(|j| j.payload == s.payload))
+            .collect();
+        let lost: Vec<&&Job> = all
+            .iter()
+            .filter(|j| !seen.contains_key(&j.payload))
+            .collect();
+        let pair = lost.iter().find_map(|sent| {
+            unknown
+                .iter()
+                .filter(|got| got.priority == sent.priority)
+                .max_by_key(|got| {
+                    got.payload
+                        .iter()
+                        .zip(&sent.payload)
+                        .take_while(|(a, b)| a == b)
+                        .count()
+                })
+                .map(|got| (sent, got))
+        });
+        if let Some((sent, got)) = pair {
+            return Err(Fail::failed(format!(
+                "of {} jobs, as many were served, but {missing} came out changed: a job of \
+                 {} came out as {}: {}",
+                all.len(),
+                show(&sent.payload),
+                show(&got.payload),
+                payload_change(&sent.payload, &got.payload)
+            )));
+        }
+    }
     if missing > 0 || twice > 0 || served.len() != all.len() {
         return Err(Fail::failed(format!(
             "of {} jobs, {missing} were never served and {twice} were served more than once \
@@ -658,7 +735,9 @@ pub fn nonblocking_full(run: &mut Run) -> Result<String, Fail> {
     }
     // Its queue is open: from here on every call works on that descriptor, so a second
     // mq_open() is the queue opened again by its name, held there.
-    let mut reopen = Tracer::attach(producer.pid(), Call::any(libc::SYS_mq_open), Action::Hold)?;
+    // So is a flag set on that descriptor by fcntl(F_SETFL) or ioctl(FIONBIO) instead of
+    // mq_setattr: the program's own file-descriptor calls on an mqd_t, held there too.
+    let mut reopen = Tracer::attach(producer.pid(), Call::any_of(REOPEN_OR_FLAGS), Action::Hold)?;
     producer.proc.send("go", &[])?;
     // 4 jobs fit, 3 find the queue full; then the producer turns blocking again and its
     // shutdown waits for room, which only the consumer can make.
@@ -667,6 +746,17 @@ pub fn nonblocking_full(run: &mut Run) -> Result<String, Fail> {
         if let Some(tracer) = reopen.as_mut()
             && tracer.held_before(Instant::now())?
         {
+            if let Some(fail) = flags_by_fcntl(producer.pid(), &name) {
+                return Err(fail);
+            }
+            if held_call(producer.pid()) != Some(libc::SYS_mq_open) {
+                // A file's flags set on another descriptor than the queue's: none of this
+                // check's business; let it go on, untraced.
+                if let Some(tracer) = reopen.take() {
+                    tracer.release();
+                }
+                continue;
+            }
             return Err(Fail::failed(
                 "after it said ready (its queue open, O_NONBLOCK set) and was told go, the \
                  non-blocking producer called mq_open() again, where the grader held it: it \

@@ -224,12 +224,14 @@ pub fn attributes_and_limits(run: &mut Run) -> Result<String, Fail> {
         (
             format!("{} messages (msg_max + 1)", msg_max + 1),
             vec!["--capacity".to_string(), (msg_max + 1).to_string()],
-            "a capacity of at most msg_max (root may exceed it, a student may not)",
+            "a capacity of at most msg_max, for root too (the kernel exempts root, check() does \
+             not)",
         ),
         (
             format!("messages of {} bytes (msgsize_max + 1)", msgsize_max + 1),
             vec!["--msg-size".to_string(), (msgsize_max + 1).to_string()],
-            "a message size of at most msgsize_max (root may exceed it, a student may not)",
+            "a message size of at most msgsize_max, for root too (the kernel exempts root, \
+             check() does not)",
         ),
         (
             "a capacity of 0".to_string(),
@@ -245,6 +247,16 @@ pub fn attributes_and_limits(run: &mut Run) -> Result<String, Fail> {
             format!("a capacity of {}", u64::MAX),
             vec!["--capacity".to_string(), u64::MAX.to_string()],
             "a capacity of at most msg_max, compared before the queue's bytes are computed",
+        ),
+        (
+            format!("a capacity of {} (2^32 + 1)", (1u64 << 32) + 1),
+            vec!["--capacity".to_string(), ((1u64 << 32) + 1).to_string()],
+            "a capacity of at most msg_max (compared as the u64 it is)",
+        ),
+        (
+            format!("messages of {} bytes (2^32 + 1)", (1u64 << 32) + 1),
+            vec!["--msg-size".to_string(), ((1u64 << 32) + 1).to_string()],
+            "a message size of at most msgsize_max (compared as the u64 it is)",
         ),
     ];
     let mut refused = Vec::new();
@@ -303,10 +315,25 @@ pub fn attributes_and_limits(run: &mut Run) -> Result<String, Fail> {
             } else {
                 String::new()
             };
+            let narrowed = if !refused.is_empty()
+                && failed_with(&answer, "mq-open")
+                && args.last() == Some(&((1u64 << 32) + 1).to_string())
+            {
+                "; 2^32 + 1 is 1 once narrowed to 32 bits, which passes every limit: it narrows \
+                 the value (to u32, C's int) before it compares, and mq_open got the whole \
+                 value; compare the u64 values with the limits before converting"
+            } else {
+                ""
+            };
+            let exempt = if refused.is_empty() {
+                root_exempted(run, &args, &answer)?
+            } else {
+                String::new()
+            };
             return Err(Fail::failed(format!(
                 "asking for {asked}, the consumer said {}, not `failed` with \
-                 kind=over-limit{checks}{signed}: check the config against system_limits() \
-                 before mq_open; only {rule} is allowed",
+                 kind=over-limit{checks}{signed}{narrowed}{exempt}: check the config against \
+                 system_limits() before mq_open; only {rule} is allowed",
                 said(&answer)
             )));
         }
@@ -497,6 +524,47 @@ fn shutdown_in_namespace_of(pid: i32, name: &str) -> Result<(), Fail> {
     })
     .join()
     .map_err(|_| Fail::Grader("the thread that joins the consumer's namespace panicked".into()))?
+}
+
+/// The kernel's hard caps, which no `msg_max` or `msgsize_max` may exceed (`HARD_MSGMAX`,
+/// `HARD_MSGSIZEMAX`): what root may ask for with `CAP_SYS_RESOURCE`.
+const HARD_MSGMAX: u64 = 65536;
+const HARD_MSGSIZEMAX: u64 = 16 * 1024 * 1024;
+
+/// Run as root, a consumer that let `msg_max + 1` (or `msgsize_max + 1`) through is asked for
+/// one more than the kernel's hard cap: refused as over-limit, it checks against a limit of its
+/// own for root (the exemption the kernel gives root), not against `system_limits()`.
+fn root_exempted(
+    run: &mut Run,
+    args: &[String],
+    answer: &ipc_labs_driver::Message,
+) -> Result<String, Fail> {
+    let root = match run.program_user() {
+        Some((uid, _)) => uid == 0,
+        None => nix::unistd::geteuid().is_root(),
+    };
+    let (flag, cap, limit) = match args.first().map(String::as_str) {
+        Some("--capacity") => ("--capacity", HARD_MSGMAX, "msg_max"),
+        Some("--msg-size") => ("--msg-size", HARD_MSGSIZEMAX, "msgsize_max"),
+        _ => return Ok(String::new()),
+    };
+    if !root || !(answer.kind == "ready" || failed_with(answer, "mq-open")) {
+        return Ok(String::new());
+    }
+    let name = run.ipc_name("over-cap");
+    let past = vec![flag.to_string(), (cap + 1).to_string()];
+    let (mut proc, said_then, _) = spawn_consumer(run, &name, &past, None)?;
+    let _ = release(&mut proc);
+    if !failed_with(&said_then, "over-limit") || message_queue_exists(&name) {
+        return Ok(String::new());
+    }
+    Ok(format!(
+        "; it runs as root here, and it did refuse {} ({cap} + 1, one past the kernel's hard \
+         cap) as over-limit: it exempts root from {limit} (raising the limit to the kernel's \
+         cap when the user is root). The kernel exempts root, the lab's check() does not: \
+         compare with the {limit} that system_limits() read, whoever runs the program",
+        cap + 1
+    ))
 }
 
 /// The kind of a refusal the program made itself, before `mq_open` (nothing under `name`, and

@@ -9,7 +9,7 @@ use rand::RngExt;
 
 use super::protocol::{
     JOB_TAG, Job, MQ_PRIO_MAX, SHUTDOWN_TAG, consumer, failed_errno, failed_with, field,
-    grader_open, grader_send, job_message, producer, queue_attributes, said, show,
+    grader_open, grader_send, job_message, payload_change, producer, queue_attributes, said, show,
     shutdown_message, sized, total_payload,
 };
 use crate::engine::tracer::{Action, Call, Reached, Tracer};
@@ -31,13 +31,26 @@ pub fn message_boundaries(run: &mut Run) -> Result<String, Fail> {
             )));
         }
         let priority = run.rng().random_range(1..100);
-        let jobs: Vec<Job> = sizes
+        let mut jobs: Vec<Job> = sizes
             .iter()
             .map(|&len| Job {
                 priority,
                 payload: run.random_bytes(len),
             })
             .collect();
+        // Some payloads end in NUL bytes (the 1-byte one is a NUL alone): a payload is opaque
+        // bytes, not a C string whose terminator may be dropped.
+        for job in &mut jobs {
+            let len = job.payload.len();
+            let nuls = match len {
+                1 => 1,
+                3 => 2,
+                4096 => 1,
+                _ if len == max => 3,
+                _ => 0,
+            };
+            job.payload[len - nuls..].fill(0);
+        }
         let mut producer = producer(run, &name, &jobs, true, false, "the producer")?;
         let done = producer.submit()?;
         if done.kind != "done" {
@@ -100,6 +113,20 @@ pub fn message_boundaries(run: &mut Run) -> Result<String, Fail> {
         let served = consumer.end(&answer)?;
         let lengths: Vec<usize> = served.iter().map(|j| j.payload.len()).collect();
         if lengths != sizes {
+            if served.len() == jobs.len()
+                && let Some((got, sent)) = served
+                    .iter()
+                    .zip(&jobs)
+                    .find(|(got, sent)| got.payload != sent.payload)
+            {
+                return Err(Fail::failed(format!(
+                    "payloads of {sizes:?} bytes were served as {lengths:?} bytes; the job of {} \
+                     came out as {}: {}",
+                    show(&sent.payload),
+                    show(&got.payload),
+                    payload_change(&sent.payload, &got.payload)
+                )));
+            }
             return Err(Fail::failed(format!(
                 "payloads of {sizes:?} bytes were served as {lengths:?} bytes: a message is one \
                  job; keep exactly the bytes mq_receive returned (its return value), minus the \

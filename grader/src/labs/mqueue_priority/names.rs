@@ -127,6 +127,10 @@ fn expect_bad_name(run: &mut Run, name: &str, what: &str, too_long: bool) -> Res
                 said(&answer),
                 edge - 1
             )));
+        } else if what.contains("right after the first") {
+            "a name has one leading slash and no other, a second one right after it included: \
+             strip the first slash only (strip_prefix('/')), not every leading one \
+             (trim_start_matches), before looking for another"
         } else if !consumer {
             "open() checks the name before mq_open() too (check_name), as create() does"
         } else {
@@ -178,6 +182,10 @@ pub fn name_errors(run: &mut Run) -> Result<String, Fail> {
             "no leading slash, a two-byte character ('é') first".to_string(),
         ),
         (format!("{nested}/jobs"), "a second slash".into()),
+        (
+            format!("/{nested}"),
+            "a second slash right after the first".into(),
+        ),
         ("/".to_string(), "nothing after the slash".into()),
         (
             too_long.clone(),
@@ -234,6 +242,7 @@ pub fn name_errors(run: &mut Run) -> Result<String, Fail> {
     }
     existing_name(run, 0)?;
     existing_name(run, 1)?;
+    open_refused(run)?;
     created_while_creating(run)?;
     Ok(
         "bad names were bad-name (256 bytes after the slash too, in multi-byte characters too), \
@@ -249,13 +258,16 @@ pub fn name_errors(run: &mut Run) -> Result<String, Fail> {
 fn existing_name(run: &mut Run, held: i64) -> Result<(), Fail> {
     let name = run.ipc_name(if held == 0 { "empty" } else { "taken" });
     let (queue, capacity, msg_size) = take_name(run, &name, held)?;
+    // The consumer asks for the very attributes of the grader's queue: a queue that looks like
+    // the one it would create, messages in it, is still not its own.
+    let asked = super::protocol::sized(capacity as u64, msg_size as u64);
     let whose = if held == 0 {
         "the grader's own queue, empty"
     } else {
         "the grader's own queue, with a message in it"
     };
     let outcome = (|| {
-        let (mut proc, answer, _) = spawn_consumer(run, &name, &[], None)?;
+        let (mut proc, answer, _) = spawn_consumer(run, &name, &asked, None)?;
         if !failed_with(&answer, "exists") {
             let same = if answer.kind == "ready" {
                 same_queue(&queue, &name)
@@ -265,8 +277,10 @@ fn existing_name(run: &mut Run, held: i64) -> Result<(), Fail> {
             let reports = (field(&answer, "capacity"), field(&answer, "msg_size"));
             let hint = match same {
                 Some(true) if reports == (capacity as u64, msg_size as u64) => format!(
-                    ": it reports the existing queue's {capacity} messages of {msg_size} bytes, \
-                     so it opened that queue instead of creating its own"
+                    ": the queue under the name is still the grader's (the same inode), and it \
+                     reports its {capacity} messages of {msg_size} bytes, so it opened that \
+                     queue instead of creating its own (a queue with the attributes asked for, \
+                     {held} message(s) in it, is still not its own to take over or serve)"
                 ),
                 Some(false) => format!(
                     ": the queue now under the name is another than the grader's (another inode; \
@@ -299,6 +313,60 @@ fn existing_name(run: &mut Run, held: i64) -> Result<(), Fail> {
             )));
         }
         Ok(())
+    })();
+    let _ = mq_close(queue);
+    let _ = mq_unlink(name.as_str());
+    outcome
+}
+
+/// A producer opening a queue that exists but that it may not open (the grader's, mode 0; its
+/// `mq_open()` made to fail with `EACCES` where the grader may trace it, as for a queue of
+/// another user) must say `mq-open`: only `ENOENT` is `not-found`, which would send the user
+/// looking for a queue that is there.
+fn open_refused(run: &mut Run) -> Result<(), Fail> {
+    let name = run.ipc_name("locked");
+    let queue = mq_open(
+        name.as_str(),
+        MQ_OFlag::O_CREAT | MQ_OFlag::O_EXCL | MQ_OFlag::O_RDONLY | MQ_OFlag::O_NONBLOCK,
+        Mode::empty(),
+        Some(&MqAttr::new(0, 2, 64, 0)),
+    )
+    .map_err(|e| Fail::Grader(format!("creating a queue the producer may not open: {e}")))?;
+    let outcome = (|| {
+        let mut proc = spawn_producer_stopped(run, &name)?;
+        let pid = proc.pid.as_raw();
+        let tracer = Tracer::attach(
+            pid,
+            Call::any(libc::SYS_mq_open),
+            Action::Fail(libc::EACCES),
+        )?;
+        force::resume(pid)?;
+        let answer = proc.recv_any()?;
+        drop(tracer);
+        if answer.kind == "ready" {
+            // Not traced, and allowed to open a queue of mode 0 (root): nothing to see here.
+            run.note("a queue the producer may not open not tried (no ptrace, and it may)");
+            return release(&mut proc);
+        }
+        if failed_with(&answer, "mq-open") {
+            return release(&mut proc);
+        }
+        let hint = if failed_with(&answer, "not-found") {
+            ": only ENOENT is not-found; it reports every mq_open() error as not-found, which \
+             sends the user looking for a queue that is there. Map ENOENT to \
+             QueueError::NotFound and any other error of mq_open() to QueueError::Open \
+             (kind=mq-open, with its errno)"
+        } else {
+            ": an mq_open() that fails for another reason than ENOENT is QueueError::Open \
+             (kind=mq-open)"
+        };
+        Err(Fail::failed(format!(
+            "a producer opening a queue that exists ({name:.40}, mode 0) had its mq_open() fail \
+             with EACCES (permission denied, as for a queue another user created; the grader \
+             made it fail where it may trace the producer), and said {}, not `failed` with \
+             kind=mq-open{hint}",
+            said(&answer)
+        )))
     })();
     let _ = mq_close(queue);
     let _ = mq_unlink(name.as_str());

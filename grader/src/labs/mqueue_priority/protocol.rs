@@ -89,6 +89,46 @@ pub fn show(payload: &[u8]) -> String {
     format!("{} bytes {text:?}", payload.len())
 }
 
+/// What became of a payload `sent` that came out as `got`, byte for byte: which bytes are
+/// missing, added or changed, and, for trailing NUL bytes dropped, that a payload is opaque.
+pub fn payload_change(sent: &[u8], got: &[u8]) -> String {
+    let same = sent.iter().zip(got).take_while(|(a, b)| a == b).count();
+    if got.len() < sent.len() && same == got.len() {
+        let cut = &sent[same..];
+        if cut.iter().all(|&b| b == 0) {
+            return format!(
+                "its first {same} bytes came out as sent, its last {} byte(s), all NUL (0x00), \
+                 are missing: trailing NUL bytes were stripped from the payload. A payload is \
+                 opaque bytes, NUL bytes at its end included (not a C string): keep exactly the \
+                 bytes mq_receive returned (its return value), after the tag",
+                cut.len()
+            );
+        }
+        return format!(
+            "its first {same} bytes came out as sent, its last {} byte(s) ({}) are missing: \
+             a job travels whole in its message, the tag 'J' and then exactly its payload",
+            cut.len(),
+            show(cut)
+        );
+    }
+    if got.len() > sent.len() && same == sent.len() {
+        return format!(
+            "it came out whole, then {} more byte(s) ({}): keep exactly the bytes mq_receive \
+             returned (its return value), not more of the buffer",
+            got.len() - sent.len(),
+            show(&got[same..])
+        );
+    }
+    format!(
+        "the bytes first differ at byte {same} (sent {}, served {}): a job travels whole in its \
+         message, the tag 'J' and then exactly its payload (no file name, no other encoding)",
+        sent.get(same)
+            .map_or("nothing".to_string(), |b| format!("0x{b:02x}")),
+        got.get(same)
+            .map_or("nothing".to_string(), |b| format!("0x{b:02x}")),
+    )
+}
+
 /// The `kind=` of a `failed` answer, with its error text, for messages.
 pub fn said(message: &Message) -> String {
     match message.kind.as_str() {
@@ -675,10 +715,10 @@ pub fn same_order(served: &[Job], submitted: &[Job], who: &str) -> Result<(), Fa
             && let Some((got, sent)) = changed
         {
             return Err(Fail::failed(format!(
-                "{who}: a job of {} came out as {}: a job travels whole in its message, the \
-                 tag 'J' and then exactly its payload (no file name, no other encoding)",
+                "{who}: a job of {} came out as {}: {}",
                 show(&sent.payload),
-                show(&got.payload)
+                show(&got.payload),
+                payload_change(&sent.payload, &got.payload)
             )));
         }
         if served.len() < expected.len() && served == &expected[..served.len()] {
