@@ -275,6 +275,10 @@ fn wait_error(
         " EAGAIN is no timeout: a blocking timed wait never says it, and when it does (a \
          description made non-blocking) it says it at once, every time, so that waiting again \
          spins on the CPU."
+    } else if errno == libc::EINVAL {
+        " EINVAL is no passing clock problem: with a deadline read from the clock just before \
+         the call, a timed wait says it only of a queue or semaphore it cannot use, or a \
+         deadline it refuses, and says it again at every retry."
     } else {
         ""
     };
@@ -317,6 +321,23 @@ fn wait_error(
                                 return Err(report_failure(&report, mechanism));
                             }
                             reported = true;
+                            // The held side has taken every signal it was sent: a signal there
+                            // now was posted by the side whose wait failed, after it failed.
+                            if let Some(posted) = posted_after_failure(&handover, role) {
+                                return Err(Fail::failed(format!(
+                                    "the grader held the {role} before record {at} and made \
+                                     {waiter_role}'s {call} fail with {errno_name} while it \
+                                     waited ({mechanism}): {waiter_role} reported kind=wait, as \
+                                     it should, but it had first posted {posted}, though its \
+                                     wait had failed and it had taken nothing: the {role}, once \
+                                     let go, would take that signal for one that answers its \
+                                     record, and go on as if it had been received. A side posts \
+                                     only after its wait succeeded and it did its part (take(): \
+                                     wait for ready, copy, then post ok; put(): write, post \
+                                     ready, wait for ok); a failed wait returns its error at \
+                                     once"
+                                )));
+                            }
                         }
                         Some(other) => {
                             return Err(Fail::failed(format!(
@@ -366,10 +387,40 @@ fn wait_error(
     })
 }
 
+/// What the consumer, its wait failed, posted to the held producer `held` (which has taken
+/// every ok it was sent), in words; `None` if nothing, or if `held` is the consumer.
+fn posted_after_failure(handover: &Handover, held: &str) -> Option<String> {
+    // A consumer held before record K has the producer's ready for K before it, rightly: only
+    // a held producer (which took the ok of K-1) has nothing to take.
+    if held != "producer" {
+        return None;
+    }
+    let pid = handover.producer;
+    let (index, what) = (1, "ok");
+    let name = &handover.names[index];
+    if handover.mechanism == "queues" {
+        let fd = *probe::queue_descriptors(pid, name).first()?;
+        let messages = probe::queue_messages(pid, fd)?;
+        (messages > 0).then(|| format!("{what} (the {what} queue {name} held {messages} message)"))
+    } else {
+        let value = probe::semaphore_value(name).or_else(|| {
+            // Unlinked: read the semaphores the held side maps; one at 1 is the posted one.
+            probe::semaphores_of(pid)
+                .into_iter()
+                .map(|(_, value)| value)
+                .max()
+        })?;
+        (value > 0).then(|| format!("{what} (a semaphore of the handoff was at {value})"))
+    }
+}
+
 pub fn wait_errors(run: &mut Run) -> Result<String, Fail> {
     Ok(format!(
-        "{}; {}; {}",
+        "{}; {}; {}; {}",
         wait_error(run, "semaphores", (libc::EOVERFLOW, "EOVERFLOW"))?,
+        // Queues: glibc's sem_timedwait() itself retries a futex wait that says EINVAL, and
+        // mq_timedreceive() hands it on.
+        wait_error(run, "queues", (libc::EINVAL, "EINVAL"))?,
         wait_error(run, "queues", (libc::EBADF, "EBADF"))?,
         wait_error(run, "queues", (libc::EAGAIN, "EAGAIN"))?
     ))

@@ -602,6 +602,17 @@ pub fn blocks(pid: i32, signal: i32) -> bool {
     })
 }
 
+/// Whether `pid` has `signal` set to be ignored (`SIG_IGN`: `SigIgn` in `/proc/PID/status`): an
+/// ignored signal is thrown away on arrival, its handler never runs and no wait is interrupted.
+pub fn ignores(pid: i32, signal: i32) -> bool {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status.lines().any(|line| {
+        line.strip_prefix("SigIgn:").is_some_and(|mask| {
+            u64::from_str_radix(mask.trim(), 16).is_ok_and(|mask| mask & (1 << (signal - 1)) != 0)
+        })
+    })
+}
+
 /// The value of the named semaphore `name` (glibc keeps it in the first 32 bits of the
 /// `/dev/shm/sem.NAME` file); `None` if it does not exist.
 pub fn semaphore_value(name: &str) -> Option<u32> {
