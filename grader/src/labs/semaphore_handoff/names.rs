@@ -701,10 +701,12 @@ fn close_both_fail(run: &mut Run, mechanism: &'static str) -> Result<String, Fai
             }
         })
         .collect();
-    let (number, errno, step) = if mechanism == "semaphores" {
-        (libc::SYS_munmap, libc::EINVAL, "sem_close()")
+    // With queues each with an errno of its own, so that the error reported tells which came
+    // first; glibc's sem_close() says EINVAL whatever its munmap() said.
+    let (number, errno, second_errno, step) = if mechanism == "semaphores" {
+        (libc::SYS_munmap, libc::EINVAL, libc::EINVAL, "sem_close()")
     } else {
-        (libc::SYS_close, libc::EIO, "mq_close()")
+        (libc::SYS_close, libc::EIO, libc::ENOSPC, "mq_close()")
     };
     let call = |value: u64| Call::arg_is(number, 0, value);
     let tracer = match (targets[0], targets[1]) {
@@ -712,7 +714,7 @@ fn close_both_fail(run: &mut Run, mechanism: &'static str) -> Result<String, Fai
             parent,
             [
                 (call(ready), Step::Fail(errno)),
-                (call(ok), Step::Fail(errno)),
+                (call(ok), Step::Fail(second_errno)),
             ],
         )?,
         _ => None,
@@ -725,11 +727,13 @@ fn close_both_fail(run: &mut Run, mechanism: &'static str) -> Result<String, Fai
     };
     handover.go()?;
     let mut kinds = Vec::new();
+    let mut errors = Vec::new();
     loop {
         let message = handover.proc.recv_any()?;
         match (message.kind.as_str(), message.get("role")) {
             ("failed", Some("parent")) => {
                 kinds.push(message.get("kind").unwrap_or("none").to_string());
+                errors.push(message.get("error").unwrap_or("").to_string());
             }
             ("failed", _) => return Err(handover.failure(&message)),
             ("done", _) => {}
@@ -751,9 +755,13 @@ fn close_both_fail(run: &mut Run, mechanism: &'static str) -> Result<String, Fai
         return Ok(format!("{mechanism}: the two closes not both made to fail"));
     }
     let (ready, ok) = (&handover.names[0], &handover.names[1]);
+    let (first, second) = (
+        nix::errno::Errno::from_raw(errno),
+        nix::errno::Errno::from_raw(second_errno),
+    );
     let situation = format!(
         "the grader made the {step} of both signals fail in the parent's Handoff::close() \
-         ({mechanism}), {ready}'s first, then {ok}'s"
+         ({mechanism}), {ready}'s first (with {first}), then {ok}'s (with {second})"
     );
     if slot {
         return Err(Fail::failed(format!(
@@ -772,7 +780,23 @@ fn close_both_fail(run: &mut Run, mechanism: &'static str) -> Result<String, Fai
             }
         )));
     }
+    let error = errors.first().map(String::as_str).unwrap_or("");
+    let named = |errno: nix::errno::Errno| {
+        let name = format!("{errno:?}");
+        error
+            .split(|c: char| !c.is_ascii_alphanumeric())
+            .any(|word| word == name)
+    };
+    if first != second && named(second) && !named(first) {
+        return Err(Fail::failed(format!(
+            "{situation}: the parent reported kind=close with `{error}`: the second close's \
+             error ({second}), not the first one ({first}, {ready}'s): close() kept the last \
+             error. Try every step (close both signals, unmap the slot), then return the first \
+             error, not one that came after it"
+        )));
+    }
     Ok(format!(
-        "{mechanism}: with both closes failed, close() unmapped the slot and said kind=close"
+        "{mechanism}: with both closes failed, close() unmapped the slot and said kind=close \
+         with the first error"
     ))
 }
