@@ -19,7 +19,7 @@ use super::probe::{self, Seen};
 use super::waits::millis;
 use super::{CONSUMER, PRODUCER, WAIT_SLICE};
 use crate::engine::tracer::{Action, Call, Field, Match, Tracer, Watched};
-use crate::engine::{Fail, Proc, Run};
+use crate::engine::{Fail, Proc, Run, force};
 
 /// How long the grader reads the deadline of every timed wait: a whole second of the clock,
 /// and a slice more, so that every moment of a second is met.
@@ -412,6 +412,115 @@ fn posted_after_failure(handover: &Handover, held: &str) -> Option<String> {
         })?;
         (value > 0).then(|| format!("{what} (a semaphore of the handoff was at {value})"))
     }
+}
+
+/// The largest value of a semaphore (`SEM_VALUE_MAX`): a `sem_post()` at it fails with
+/// `EOVERFLOW`.
+const SEM_VALUE_MAX: u32 = i32::MAX as u32;
+
+/// A `sem_post()` made to fail: with the producer held before record K and the consumer
+/// stopped in its wait for ready, the grader sets the ready semaphore's value to
+/// `SEM_VALUE_MAX` (in the consumer's mapping of it, which is the producer's too), then lets
+/// the producer put record K: its `sem_post(ready)` fails with `EOVERFLOW`, which post() must
+/// return as `HandoffError::Post` (`kind=post`). The value is set back to 0 before the
+/// consumer goes on.
+pub fn post_error(run: &mut Run) -> Result<String, Fail> {
+    let at = run.rng().random_range(10..50u64).to_string();
+    let mut handover = Handover::start(run, "semaphores", 100, &["--pause-producer-at", &at])?;
+    let consumer = handover.consumer;
+    handover.go()?;
+    let paused = handover.proc.recv_any()?;
+    match paused.kind.as_str() {
+        "paused" => {}
+        "failed" => return Err(handover.failure(&paused)),
+        kind => {
+            return Err(Fail::failed(format!(
+                "the program said an unexpected `{kind}`"
+            )));
+        }
+    }
+    let named = |addr: u64| {
+        probe::mappings(consumer)
+            .iter()
+            .any(|m| m.named_semaphore() && m.contains(addr))
+    };
+    let word = match waiting_in(consumer) {
+        Some(Seen::Futex { addr, .. }) if named(addr) => Some(addr),
+        _ => None,
+    };
+    let Some(word) = word else {
+        handover.proc.send("go", &[])?;
+        loop {
+            let message = handover.proc.recv_any()?;
+            match message.kind.as_str() {
+                "done" => {}
+                "ended" => break,
+                "failed" => return Err(handover.failure(&message)),
+                kind => {
+                    return Err(Fail::failed(format!(
+                        "the program said an unexpected `{kind}`"
+                    )));
+                }
+            }
+        }
+        handover.exit()?;
+        return Ok("semaphores: the consumer was not seen waiting on a named semaphore".into());
+    };
+    force::hold(consumer)?;
+    probe::poke(consumer, word, &SEM_VALUE_MAX.to_ne_bytes())?;
+    handover.proc.send("go", &[])?;
+    let report = handover
+        .proc
+        .recv_before(Instant::now() + Duration::from_secs(2))?;
+    // Whatever came, the consumer finds nothing to take once it goes on.
+    probe::poke(consumer, word, &0u32.to_ne_bytes())?;
+    force::resume(consumer)?;
+    let situation = format!(
+        "the grader held the producer before record {at}, stopped the consumer in its wait for \
+         ready and set the ready semaphore to SEM_VALUE_MAX (2147483647), so that the \
+         producer's sem_post(ready) for record {at} failed with EOVERFLOW (semaphores)"
+    );
+    match report {
+        Some(report) if report.kind == "failed" && report.get("role") == Some("producer") => {
+            if report.get("kind") != Some("post") {
+                return Err(Fail::failed(format!(
+                    "{situation}: the producer reported kind={} (`{}`), not kind=post: a \
+                     failed sem_post() or mq_send() is HandoffError::Post, whatever the error; \
+                     HandoffError::Wait is for the timed wait",
+                    report.get("kind").unwrap_or("none"),
+                    report.get("error").unwrap_or("")
+                )));
+            }
+        }
+        Some(report) if report.kind == "failed" => return Err(handover.failure(&report)),
+        Some(report) => {
+            return Err(Fail::failed(format!(
+                "{situation}: the program said `{}`, not the producer's kind=post",
+                report.kind
+            )));
+        }
+        None => {
+            return Err(Fail::failed(format!(
+                "{situation}: the producer reported nothing within 2 s: a failed sem_post() \
+                 ends post() with HandoffError::Post (kind=post), which put() returns"
+            )));
+        }
+    }
+    loop {
+        let message = handover.proc.recv_any()?;
+        match (message.kind.as_str(), message.get("kind")) {
+            ("failed", Some("peer-gone")) if message.get("role") == Some("consumer") => {}
+            ("failed", _) => return Err(handover.failure(&message)),
+            ("ended", _) => break,
+            (kind, _) => {
+                return Err(Fail::failed(format!(
+                    "the program said an unexpected `{kind}`"
+                )));
+            }
+        }
+    }
+    handover.exit()?;
+    Ok("semaphores: sem_post() at SEM_VALUE_MAX (EOVERFLOW): kind=post".into())
 }
 
 pub fn wait_errors(run: &mut Run) -> Result<String, Fail> {
