@@ -446,6 +446,7 @@ pub fn names_unlinked(run: &mut Run) -> Result<String, Fail> {
     }
     let steps = [
         unlinked_by_sem_unlink(run)?,
+        closed_by_sem_close(run)?,
         close_goes_on(run, "semaphores")?,
         close_goes_on(run, "queues")?,
         close_both_fail(run, "semaphores")?,
@@ -555,6 +556,103 @@ fn unlinked_by_sem_unlink(run: &mut Run) -> Result<String, Fail> {
     Ok(format!(
         "unlink() called sem_unlink() for {}",
         unlinked.join(" and ")
+    ))
+}
+
+/// The parent's `close()` with a hardware breakpoint at the C library's `sem_close()` (set once
+/// the parent has said `ready`): it must call it for both semaphores, the addresses
+/// `sem_open()` gave. A semaphore's mapping unmapped behind the library's back makes the same
+/// system calls, but leaves the library's table of open semaphores listing it: a later
+/// `sem_open()` of the name in the process would be handed the unmapped address.
+fn closed_by_sem_close(run: &mut Run) -> Result<String, Fail> {
+    let mut handover = Handover::start(run, "semaphores", 10, &[])?;
+    let pid = handover.proc.pid.as_raw();
+    let semaphores: Vec<u64> = probe::mappings(pid)
+        .iter()
+        .filter(|m| m.named_semaphore())
+        .map(|m| m.start)
+        .collect();
+    let breaking = match inspect::library_function_in(pid, c"sem_close") {
+        Some(address) => Tracer::break_at(pid, address)?,
+        None => None,
+    };
+    let until = Instant::now() + Duration::from_secs(5);
+    let armed = match breaking {
+        Some(mut tracer) => loop {
+            match tracer.next_break(until)? {
+                Some(Breakpoint::Armed) => break Some(tracer),
+                None if Instant::now() < until => {}
+                _ => break None,
+            }
+        },
+        None => None,
+    };
+    handover.go()?;
+    let Some(mut tracer) = armed.filter(|_| semaphores.len() == 2) else {
+        let reports = handover.finish(|_, _| Ok(()))?;
+        handover.verify(&reports, "10 rounds with semaphores")?;
+        return Ok("sem_close() not watched (no breakpoint)".into());
+    };
+    let mut closed = Vec::new();
+    let mut watched = true;
+    let ended = loop {
+        if watched {
+            match tracer.next_break(Instant::now() + Duration::from_millis(2))? {
+                Some(Breakpoint::At([sem, _])) => {
+                    closed.push(sem);
+                    tracer.go_on();
+                }
+                Some(Breakpoint::Armed) | None => {}
+                Some(Breakpoint::Lost | Breakpoint::Unavailable) => watched = false,
+            }
+        }
+        let wait = if watched {
+            Instant::now()
+        } else {
+            Instant::now() + Duration::from_millis(2)
+        };
+        if let Some(message) = handover.proc.recv_before(wait)? {
+            match message.kind.as_str() {
+                "done" => {}
+                "ended" => break true,
+                "failed" => return Err(handover.failure(&message)),
+                kind => {
+                    return Err(Fail::failed(format!(
+                        "the program said an unexpected `{kind}`"
+                    )));
+                }
+            }
+        }
+        if Instant::now() >= until {
+            break false;
+        }
+    };
+    drop(tracer);
+    if !ended {
+        return Err(Fail::failed(
+            "the program did not say `ended` within 5 s of `go` (semaphores, 10 rounds)",
+        ));
+    }
+    let released = probe::mappings(pid)
+        .iter()
+        .all(|m| !semaphores.contains(&m.start));
+    handover.exit()?;
+    let missing = semaphores.iter().filter(|sem| !closed.contains(sem)).count();
+    if watched && released && missing > 0 {
+        return Err(Fail::failed(format!(
+            "the grader set a breakpoint at the C library's sem_close() in the parent: \
+             Handoff::close() called it for {} of the 2 semaphores, yet both semaphores' \
+             mappings (/dev/shm/sem.*) were gone when the parent said ended: it unmapped them \
+             itself (munmap() of the sem_t), behind the C library's back. The library's table \
+             of open semaphores still lists them, and a later sem_open() of the same name in \
+             the process would be handed the unmapped address. Close a semaphore with \
+             sem_close(sem)",
+            2 - missing
+        )));
+    }
+    Ok(format!(
+        "close() called sem_close() for {} of the 2 semaphores",
+        2 - missing
     ))
 }
 
