@@ -637,7 +637,10 @@ fn closed_by_sem_close(run: &mut Run) -> Result<String, Fail> {
         .iter()
         .all(|m| !semaphores.contains(&m.start));
     handover.exit()?;
-    let missing = semaphores.iter().filter(|sem| !closed.contains(sem)).count();
+    let missing = semaphores
+        .iter()
+        .filter(|sem| !closed.contains(sem))
+        .count();
     if watched && released && missing > 0 {
         return Err(Fail::failed(format!(
             "the grader set a breakpoint at the C library's sem_close() in the parent: \
