@@ -471,7 +471,7 @@ pub fn post_error(run: &mut Run) -> Result<String, Fail> {
     handover.proc.send("go", &[])?;
     let report = handover
         .proc
-        .recv_before(Instant::now() + Duration::from_secs(2))?;
+        .recv_before(Instant::now() + Duration::from_secs(4))?;
     // Whatever came, the consumer finds nothing to take once it goes on.
     probe::poke(consumer, word, &0u32.to_ne_bytes())?;
     force::resume(consumer)?;
@@ -501,7 +501,7 @@ pub fn post_error(run: &mut Run) -> Result<String, Fail> {
         }
         None => {
             return Err(Fail::failed(format!(
-                "{situation}: the producer reported nothing within 2 s: a failed sem_post() \
+                "{situation}: the producer reported nothing within 4 s: a failed sem_post() \
                  ends post() with HandoffError::Post (kind=post), which put() returns"
             )));
         }
