@@ -772,6 +772,7 @@ pub fn error_paths(run: &mut Run) -> Result<String, Fail> {
     notes.push(unlink_fails(run, 1)?);
     notes.push(unlink_both_fail(run)?);
     notes.push(super::forced_waits::wait_errors(run)?);
+    notes.push(super::forced_waits::post_error(run)?);
     Ok(format!(
         "every failure was reported by kind, removed what create() had made and left the \
          existing object alone: {}",

@@ -19,7 +19,7 @@ use super::probe::{self, Seen};
 use super::waits::millis;
 use super::{CONSUMER, PRODUCER, WAIT_SLICE};
 use crate::engine::tracer::{Action, Call, Field, Match, Tracer, Watched};
-use crate::engine::{Fail, Proc, Run};
+use crate::engine::{Fail, Proc, Run, force};
 
 /// How long the grader reads the deadline of every timed wait: a whole second of the clock,
 /// and a slice more, so that every moment of a second is met.
@@ -275,6 +275,10 @@ fn wait_error(
         " EAGAIN is no timeout: a blocking timed wait never says it, and when it does (a \
          description made non-blocking) it says it at once, every time, so that waiting again \
          spins on the CPU."
+    } else if errno == libc::EINVAL {
+        " EINVAL is no passing clock problem: with a deadline read from the clock just before \
+         the call, a timed wait says it only of a queue or semaphore it cannot use, or a \
+         deadline it refuses, and says it again at every retry."
     } else {
         ""
     };
@@ -317,6 +321,23 @@ fn wait_error(
                                 return Err(report_failure(&report, mechanism));
                             }
                             reported = true;
+                            // The held side has taken every signal it was sent: a signal there
+                            // now was posted by the side whose wait failed, after it failed.
+                            if let Some(posted) = posted_after_failure(&handover, role) {
+                                return Err(Fail::failed(format!(
+                                    "the grader held the {role} before record {at} and made \
+                                     {waiter_role}'s {call} fail with {errno_name} while it \
+                                     waited ({mechanism}): {waiter_role} reported kind=wait, as \
+                                     it should, but it had first posted {posted}, though its \
+                                     wait had failed and it had taken nothing: the {role}, once \
+                                     let go, would take that signal for one that answers its \
+                                     record, and go on as if it had been received. A side posts \
+                                     only after its wait succeeded and it did its part (take(): \
+                                     wait for ready, copy, then post ok; put(): write, post \
+                                     ready, wait for ok); a failed wait returns its error at \
+                                     once"
+                                )));
+                            }
                         }
                         Some(other) => {
                             return Err(Fail::failed(format!(
@@ -366,10 +387,149 @@ fn wait_error(
     })
 }
 
+/// What the consumer, its wait failed, posted to the held producer `held` (which has taken
+/// every ok it was sent), in words; `None` if nothing, or if `held` is the consumer.
+fn posted_after_failure(handover: &Handover, held: &str) -> Option<String> {
+    // A consumer held before record K has the producer's ready for K before it, rightly: only
+    // a held producer (which took the ok of K-1) has nothing to take.
+    if held != "producer" {
+        return None;
+    }
+    let pid = handover.producer;
+    let (index, what) = (1, "ok");
+    let name = &handover.names[index];
+    if handover.mechanism == "queues" {
+        let fd = *probe::queue_descriptors(pid, name).first()?;
+        let messages = probe::queue_messages(pid, fd)?;
+        (messages > 0).then(|| format!("{what} (the {what} queue {name} held {messages} message)"))
+    } else {
+        let value = probe::semaphore_value(name).or_else(|| {
+            // Unlinked: read the semaphores the held side maps; one at 1 is the posted one.
+            probe::semaphores_of(pid)
+                .into_iter()
+                .map(|(_, value)| value)
+                .max()
+        })?;
+        (value > 0).then(|| format!("{what} (a semaphore of the handoff was at {value})"))
+    }
+}
+
+/// The largest value of a semaphore (`SEM_VALUE_MAX`): a `sem_post()` at it fails with
+/// `EOVERFLOW`.
+const SEM_VALUE_MAX: u32 = i32::MAX as u32;
+
+/// A `sem_post()` made to fail: with the producer held before record K and the consumer
+/// stopped in its wait for ready, the grader sets the ready semaphore's value to
+/// `SEM_VALUE_MAX` (in the consumer's mapping of it, which is the producer's too), then lets
+/// the producer put record K: its `sem_post(ready)` fails with `EOVERFLOW`, which post() must
+/// return as `HandoffError::Post` (`kind=post`). The value is set back to 0 before the
+/// consumer goes on.
+pub fn post_error(run: &mut Run) -> Result<String, Fail> {
+    let at = run.rng().random_range(10..50u64).to_string();
+    let mut handover = Handover::start(run, "semaphores", 100, &["--pause-producer-at", &at])?;
+    let consumer = handover.consumer;
+    handover.go()?;
+    let paused = handover.proc.recv_any()?;
+    match paused.kind.as_str() {
+        "paused" => {}
+        "failed" => return Err(handover.failure(&paused)),
+        kind => {
+            return Err(Fail::failed(format!(
+                "the program said an unexpected `{kind}`"
+            )));
+        }
+    }
+    let named = |addr: u64| {
+        probe::mappings(consumer)
+            .iter()
+            .any(|m| m.named_semaphore() && m.contains(addr))
+    };
+    let word = match waiting_in(consumer) {
+        Some(Seen::Futex { addr, .. }) if named(addr) => Some(addr),
+        _ => None,
+    };
+    let Some(word) = word else {
+        handover.proc.send("go", &[])?;
+        loop {
+            let message = handover.proc.recv_any()?;
+            match message.kind.as_str() {
+                "done" => {}
+                "ended" => break,
+                "failed" => return Err(handover.failure(&message)),
+                kind => {
+                    return Err(Fail::failed(format!(
+                        "the program said an unexpected `{kind}`"
+                    )));
+                }
+            }
+        }
+        handover.exit()?;
+        return Ok("semaphores: the consumer was not seen waiting on a named semaphore".into());
+    };
+    force::hold(consumer)?;
+    probe::poke(consumer, word, &SEM_VALUE_MAX.to_ne_bytes())?;
+    handover.proc.send("go", &[])?;
+    let report = handover
+        .proc
+        .recv_before(Instant::now() + Duration::from_secs(4))?;
+    // Whatever came, the consumer finds nothing to take once it goes on.
+    probe::poke(consumer, word, &0u32.to_ne_bytes())?;
+    force::resume(consumer)?;
+    let situation = format!(
+        "the grader held the producer before record {at}, stopped the consumer in its wait for \
+         ready and set the ready semaphore to SEM_VALUE_MAX (2147483647), so that the \
+         producer's sem_post(ready) for record {at} failed with EOVERFLOW (semaphores)"
+    );
+    match report {
+        Some(report) if report.kind == "failed" && report.get("role") == Some("producer") => {
+            if report.get("kind") != Some("post") {
+                return Err(Fail::failed(format!(
+                    "{situation}: the producer reported kind={} (`{}`), not kind=post: a \
+                     failed sem_post() or mq_send() is HandoffError::Post, whatever the error; \
+                     HandoffError::Wait is for the timed wait",
+                    report.get("kind").unwrap_or("none"),
+                    report.get("error").unwrap_or("")
+                )));
+            }
+        }
+        Some(report) if report.kind == "failed" => return Err(handover.failure(&report)),
+        Some(report) => {
+            return Err(Fail::failed(format!(
+                "{situation}: the program said `{}`, not the producer's kind=post",
+                report.kind
+            )));
+        }
+        None => {
+            return Err(Fail::failed(format!(
+                "{situation}: the producer reported nothing within 4 s: a failed sem_post() \
+                 ends post() with HandoffError::Post (kind=post), which put() returns"
+            )));
+        }
+    }
+    loop {
+        let message = handover.proc.recv_any()?;
+        match (message.kind.as_str(), message.get("kind")) {
+            ("failed", Some("peer-gone")) if message.get("role") == Some("consumer") => {}
+            ("failed", _) => return Err(handover.failure(&message)),
+            ("ended", _) => break,
+            (kind, _) => {
+                return Err(Fail::failed(format!(
+                    "the program said an unexpected `{kind}`"
+                )));
+            }
+        }
+    }
+    handover.exit()?;
+    Ok("semaphores: sem_post() at SEM_VALUE_MAX (EOVERFLOW): kind=post".into())
+}
+
 pub fn wait_errors(run: &mut Run) -> Result<String, Fail> {
     Ok(format!(
-        "{}; {}; {}",
+        "{}; {}; {}; {}",
         wait_error(run, "semaphores", (libc::EOVERFLOW, "EOVERFLOW"))?,
+        // Queues: glibc's sem_timedwait() itself retries a futex wait that says EINVAL, and
+        // mq_timedreceive() hands it on.
+        wait_error(run, "queues", (libc::EINVAL, "EINVAL"))?,
         wait_error(run, "queues", (libc::EBADF, "EBADF"))?,
         wait_error(run, "queues", (libc::EAGAIN, "EAGAIN"))?
     ))

@@ -446,6 +446,7 @@ pub fn names_unlinked(run: &mut Run) -> Result<String, Fail> {
     }
     let steps = [
         unlinked_by_sem_unlink(run)?,
+        closed_by_sem_close(run)?,
         close_goes_on(run, "semaphores")?,
         close_goes_on(run, "queues")?,
         close_both_fail(run, "semaphores")?,
@@ -555,6 +556,106 @@ fn unlinked_by_sem_unlink(run: &mut Run) -> Result<String, Fail> {
     Ok(format!(
         "unlink() called sem_unlink() for {}",
         unlinked.join(" and ")
+    ))
+}
+
+/// The parent's `close()` with a hardware breakpoint at the C library's `sem_close()` (set once
+/// the parent has said `ready`): it must call it for both semaphores, the addresses
+/// `sem_open()` gave. A semaphore's mapping unmapped behind the library's back makes the same
+/// system calls, but leaves the library's table of open semaphores listing it: a later
+/// `sem_open()` of the name in the process would be handed the unmapped address.
+fn closed_by_sem_close(run: &mut Run) -> Result<String, Fail> {
+    let mut handover = Handover::start(run, "semaphores", 10, &[])?;
+    let pid = handover.proc.pid.as_raw();
+    let semaphores: Vec<u64> = probe::mappings(pid)
+        .iter()
+        .filter(|m| m.named_semaphore())
+        .map(|m| m.start)
+        .collect();
+    let breaking = match inspect::library_function_in(pid, c"sem_close") {
+        Some(address) => Tracer::break_at(pid, address)?,
+        None => None,
+    };
+    let until = Instant::now() + Duration::from_secs(5);
+    let armed = match breaking {
+        Some(mut tracer) => loop {
+            match tracer.next_break(until)? {
+                Some(Breakpoint::Armed) => break Some(tracer),
+                None if Instant::now() < until => {}
+                _ => break None,
+            }
+        },
+        None => None,
+    };
+    handover.go()?;
+    let Some(mut tracer) = armed.filter(|_| semaphores.len() == 2) else {
+        let reports = handover.finish(|_, _| Ok(()))?;
+        handover.verify(&reports, "10 rounds with semaphores")?;
+        return Ok("sem_close() not watched (no breakpoint)".into());
+    };
+    let mut closed = Vec::new();
+    let mut watched = true;
+    let ended = loop {
+        if watched {
+            match tracer.next_break(Instant::now() + Duration::from_millis(2))? {
+                Some(Breakpoint::At([sem, _])) => {
+                    closed.push(sem);
+                    tracer.go_on();
+                }
+                Some(Breakpoint::Armed) | None => {}
+                Some(Breakpoint::Lost | Breakpoint::Unavailable) => watched = false,
+            }
+        }
+        let wait = if watched {
+            Instant::now()
+        } else {
+            Instant::now() + Duration::from_millis(2)
+        };
+        if let Some(message) = handover.proc.recv_before(wait)? {
+            match message.kind.as_str() {
+                "done" => {}
+                "ended" => break true,
+                "failed" => return Err(handover.failure(&message)),
+                kind => {
+                    return Err(Fail::failed(format!(
+                        "the program said an unexpected `{kind}`"
+                    )));
+                }
+            }
+        }
+        if Instant::now() >= until {
+            break false;
+        }
+    };
+    drop(tracer);
+    if !ended {
+        return Err(Fail::failed(
+            "the program did not say `ended` within 5 s of `go` (semaphores, 10 rounds)",
+        ));
+    }
+    let released = probe::mappings(pid)
+        .iter()
+        .all(|m| !semaphores.contains(&m.start));
+    handover.exit()?;
+    let missing = semaphores
+        .iter()
+        .filter(|sem| !closed.contains(sem))
+        .count();
+    if watched && released && missing > 0 {
+        return Err(Fail::failed(format!(
+            "the grader set a breakpoint at the C library's sem_close() in the parent: \
+             Handoff::close() called it for {} of the 2 semaphores, yet both semaphores' \
+             mappings (/dev/shm/sem.*) were gone when the parent said ended: it unmapped them \
+             itself (munmap() of the sem_t), behind the C library's back. The library's table \
+             of open semaphores still lists them, and a later sem_open() of the same name in \
+             the process would be handed the unmapped address. Close a semaphore with \
+             sem_close(sem)",
+            2 - missing
+        )));
+    }
+    Ok(format!(
+        "close() called sem_close() for {} of the 2 semaphores",
+        2 - missing
     ))
 }
 
@@ -701,10 +802,12 @@ fn close_both_fail(run: &mut Run, mechanism: &'static str) -> Result<String, Fai
             }
         })
         .collect();
-    let (number, errno, step) = if mechanism == "semaphores" {
-        (libc::SYS_munmap, libc::EINVAL, "sem_close()")
+    // With queues each with an errno of its own, so that the error reported tells which came
+    // first; glibc's sem_close() says EINVAL whatever its munmap() said.
+    let (number, errno, second_errno, step) = if mechanism == "semaphores" {
+        (libc::SYS_munmap, libc::EINVAL, libc::EINVAL, "sem_close()")
     } else {
-        (libc::SYS_close, libc::EIO, "mq_close()")
+        (libc::SYS_close, libc::EIO, libc::ENOSPC, "mq_close()")
     };
     let call = |value: u64| Call::arg_is(number, 0, value);
     let tracer = match (targets[0], targets[1]) {
@@ -712,7 +815,7 @@ fn close_both_fail(run: &mut Run, mechanism: &'static str) -> Result<String, Fai
             parent,
             [
                 (call(ready), Step::Fail(errno)),
-                (call(ok), Step::Fail(errno)),
+                (call(ok), Step::Fail(second_errno)),
             ],
         )?,
         _ => None,
@@ -725,11 +828,13 @@ fn close_both_fail(run: &mut Run, mechanism: &'static str) -> Result<String, Fai
     };
     handover.go()?;
     let mut kinds = Vec::new();
+    let mut errors = Vec::new();
     loop {
         let message = handover.proc.recv_any()?;
         match (message.kind.as_str(), message.get("role")) {
             ("failed", Some("parent")) => {
                 kinds.push(message.get("kind").unwrap_or("none").to_string());
+                errors.push(message.get("error").unwrap_or("").to_string());
             }
             ("failed", _) => return Err(handover.failure(&message)),
             ("done", _) => {}
@@ -751,9 +856,13 @@ fn close_both_fail(run: &mut Run, mechanism: &'static str) -> Result<String, Fai
         return Ok(format!("{mechanism}: the two closes not both made to fail"));
     }
     let (ready, ok) = (&handover.names[0], &handover.names[1]);
+    let (first, second) = (
+        nix::errno::Errno::from_raw(errno),
+        nix::errno::Errno::from_raw(second_errno),
+    );
     let situation = format!(
         "the grader made the {step} of both signals fail in the parent's Handoff::close() \
-         ({mechanism}), {ready}'s first, then {ok}'s"
+         ({mechanism}), {ready}'s first (with {first}), then {ok}'s (with {second})"
     );
     if slot {
         return Err(Fail::failed(format!(
@@ -772,7 +881,23 @@ fn close_both_fail(run: &mut Run, mechanism: &'static str) -> Result<String, Fai
             }
         )));
     }
+    let error = errors.first().map(String::as_str).unwrap_or("");
+    let named = |errno: nix::errno::Errno| {
+        let name = format!("{errno:?}");
+        error
+            .split(|c: char| !c.is_ascii_alphanumeric())
+            .any(|word| word == name)
+    };
+    if first != second && named(second) && !named(first) {
+        return Err(Fail::failed(format!(
+            "{situation}: the parent reported kind=close with `{error}`: the second close's \
+             error ({second}), not the first one ({first}, {ready}'s): close() kept the last \
+             error. Try every step (close both signals, unmap the slot), then return the first \
+             error, not one that came after it"
+        )));
+    }
     Ok(format!(
-        "{mechanism}: with both closes failed, close() unmapped the slot and said kind=close"
+        "{mechanism}: with both closes failed, close() unmapped the slot and said kind=close \
+         with the first error"
     ))
 }

@@ -142,7 +142,12 @@ fn stop(pid: i32) -> Result<(), Fail> {
 
 /// Whether `pid` comes to block in a call `is` within 2 s.
 fn comes_to(pid: i32, is: impl Fn(Seen) -> bool) -> bool {
-    let until = Instant::now() + Duration::from_secs(2);
+    comes_to_within(pid, is, Duration::from_secs(2))
+}
+
+/// Whether `pid` comes to block in a call `is` within `within`.
+fn comes_to_within(pid: i32, is: impl Fn(Seen) -> bool, within: Duration) -> bool {
+    let until = Instant::now() + within;
     while Instant::now() < until {
         if probe::state(pid) == Some('S') && probe::sample(pid).is_some_and(&is) {
             return true;
@@ -162,10 +167,59 @@ fn receiving(seen: Seen) -> bool {
     matches!(seen, Seen::Receive { .. })
 }
 
+fn realtime() -> Duration {
+    nix::time::clock_gettime(nix::time::ClockId::CLOCK_REALTIME)
+        .map(Duration::from)
+        .unwrap_or_default()
+}
+
+/// The poster sits in its send on the full queue: it must be `mq_send()`, with no deadline. A
+/// timed send is followed past its deadline to tell what it does there: send again (polling
+/// for room in slices) or leave its post with nothing sent.
+fn post_untimed(pid: i32, poster: &'static str, post: &str, queue: &str) -> Result<(), Fail> {
+    let Some(deadline) = probe::send_deadline(pid) else {
+        return Ok(());
+    };
+    let lead = deadline.saturating_sub(realtime());
+    std::thread::sleep(lead.min(Duration::from_secs(1)) + Duration::from_millis(30));
+    let after = if realtime() < deadline {
+        "".to_string()
+    } else {
+        match probe::send_deadline(pid) {
+            Some(next) if next > deadline => format!(
+                "; at that deadline it sent again, with a new deadline {} ms later: it polls \
+                 for room in timed slices, waking up for nothing while the queue stays full",
+                (next - deadline).as_millis()
+            ),
+            _ if probe::alive(pid) && !probe::sample(pid).is_some_and(sending) => {
+                "; at that deadline it left its send with the queue still full, its message \
+                 never sent"
+                    .into()
+            }
+            _ => "".into(),
+        }
+    };
+    Err(Fail::failed(format!(
+        "the grader filled {queue} (its one message), so that {poster}'s {post} would block in \
+         mq_send() until there was room, and held the reader: {poster} sent with \
+         mq_timedsend() and a deadline {} ms ahead, not with mq_send(){after}. post() is one \
+         mq_send(), which sleeps in the kernel on a full queue until there is room, for as long \
+         as it takes: no deadline, no retries",
+        lead.as_millis()
+    )))
+}
+
 /// The queue behind `poster`'s post was full (the grader filled it) and the poster did not come
 /// to block in `mq_send()` on it: how it waits instead (spinning, polling) or what it is in.
-/// A poster that ended is left to the reports.
-fn post_not_held(pid: i32, poster: &'static str, post: &str, queue: &str) -> Result<(), Fail> {
+/// A poster that ended is left to the reports. `full` is the queue, as (a holder's pid, its
+/// descriptor, the grader's messages in it).
+fn post_not_held(
+    pid: i32,
+    poster: &'static str,
+    post: &str,
+    queue: &str,
+    full: (i32, i32, usize),
+) -> Result<(), Fail> {
     if !probe::alive(pid) || probe::sample(pid).is_some_and(sending) {
         return Ok(());
     }
@@ -173,6 +227,25 @@ fn post_not_held(pid: i32, poster: &'static str, post: &str, queue: &str) -> Res
         "the grader filled {queue} (its one message), so that {poster}'s {post} would block in \
          mq_send() until there was room, and held the reader"
     );
+    // Past its post, waiting for the answer, while the queue still holds the grader's
+    // messages alone: the post returned with nothing sent (no room came: the reader is held).
+    let (holder, fd, filled) = full;
+    if comes_to_within(pid, receiving, Duration::from_millis(300))
+        && probe::queue_messages(holder, fd) == Some(filled as i64)
+    {
+        let waits = match probe::sample(pid) {
+            Some(seen) => probe::describe_call(pid, seen),
+            None => "its next wait".into(),
+        };
+        return Err(Fail::failed(format!(
+            "{situation}: {poster} went past its {post} to wait for the answer ({waits}), \
+             while {queue} still held only the grader's {filled} message(s): its post returned \
+             with nothing sent, without waiting for room, so the signal was lost and the \
+             handoff would wait for ever. post() is one mq_send(), which sleeps in the kernel \
+             on a full queue until there is room, then sends: never skip a post, nor give up \
+             on a full queue"
+        )));
+    }
     let roles = move |_: &ProcessView| poster.to_string();
     let advice = "post() is one mq_send(), which sleeps in the kernel on a full queue until \
                   there is room: no looking at the queue (mq_getattr) first, no sleeps between \
@@ -215,7 +288,16 @@ fn write_before_ready(run: &mut Run) -> Result<String, Fail> {
         proc.send("go", &[])?;
         let held = filled > 0 && comes_to(producer, sending);
         if filled > 0 && !held {
-            post_not_held(producer, PRODUCER, "post(ready)", &ready)?;
+            post_not_held(
+                producer,
+                PRODUCER,
+                "post(ready)",
+                &ready,
+                (consumer, fd, filled),
+            )?;
+        }
+        if held {
+            post_untimed(producer, PRODUCER, "post(ready)", &ready)?;
         }
         if held
             && let Some(slot) = slot
@@ -271,7 +353,10 @@ fn copy_before_ok(run: &mut Run) -> Result<String, Fail> {
         proc.send("go", &[])?;
         let held = filled > 0 && comes_to(consumer, sending);
         if filled > 0 && !held {
-            post_not_held(consumer, CONSUMER, "post(ok)", &ok)?;
+            post_not_held(consumer, CONSUMER, "post(ok)", &ok, (producer, fd, filled))?;
+        }
+        if held {
+            post_untimed(consumer, CONSUMER, "post(ok)", &ok)?;
         }
         if held && let Some(slot) = slot {
             probe::poke(producer, slot, &whole_record(other, seq))?;

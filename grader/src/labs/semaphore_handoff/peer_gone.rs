@@ -377,6 +377,96 @@ fn gone_at_first_timeout(run: &mut Run, mechanism: &'static str) -> Result<Strin
     ))
 }
 
+/// Both sides are held between records K-1 and K; the grader kills the producer and waits
+/// until the parent has reaped it, then lets the consumer go: it enters wait(ready) with
+/// nothing there and its peer already gone. PeerGone comes only after a slice has timed out,
+/// so not before a slice has passed since `go`.
+fn gone_before_wait(run: &mut Run, mechanism: &'static str) -> Result<String, Fail> {
+    let at = run.rng().random_range(10..50u64).to_string();
+    let args = ["--pause-producer-at", &at, "--pause-consumer-at", &at];
+    let mut handover = Handover::start(run, mechanism, 100, &args)?;
+    handover.go()?;
+    let (producer, consumer) = (handover.producer, handover.consumer);
+    let mut paused = 0;
+    while paused < 2 {
+        let message = handover.proc.recv_any()?;
+        match message.kind.as_str() {
+            "paused" => paused += 1,
+            "failed" => return Err(handover.failure(&message)),
+            kind => {
+                return Err(Fail::failed(format!(
+                    "the program said an unexpected `{kind}`"
+                )));
+            }
+        }
+    }
+    kill(Pid::from_raw(producer), Signal::SIGKILL)
+        .map_err(|e| Fail::Grader(format!("kill: {e}")))?;
+    let until = Instant::now() + Duration::from_secs(2);
+    while probe::state(producer).is_some() && Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    if probe::state(producer).is_some() {
+        return Err(Fail::Grader(
+            "the killed producer was not reaped within 2 s".into(),
+        ));
+    }
+    // The consumer alone reads the control channel now.
+    let went = Instant::now();
+    handover.proc.send("go", &[])?;
+    let mut noticed = None;
+    loop {
+        let message = if noticed.is_none() {
+            match handover.proc.recv_before(went + NOTICE_LIMIT)? {
+                Some(message) => message,
+                None => return Err(still_waiting(consumer, "consumer", "producer")),
+            }
+        } else {
+            handover.proc.recv_any()?
+        };
+        match (message.kind.as_str(), message.get("kind")) {
+            ("failed", Some("peer-gone")) if message.get("role") == Some("consumer") => {
+                noticed = Some(went.elapsed());
+            }
+            ("failed", _) => return Err(report_failure(&message, mechanism)),
+            ("ended", _) => break,
+            (kind, _) => {
+                return Err(Fail::failed(format!(
+                    "the program said an unexpected `{kind}`"
+                )));
+            }
+        }
+    }
+    handover.exit()?;
+    let Some(noticed) = noticed else {
+        return Err(Fail::failed(format!(
+            "the consumer ended without reporting kind=peer-gone after the producer was killed \
+             ({mechanism})"
+        )));
+    };
+    // Its first deadline is read after `go`, a slice ahead: no slice can have timed out
+    // before. Load only makes the report later.
+    if noticed < WAIT_SLICE * 9 / 10 {
+        return Err(Fail::failed(format!(
+            "the grader held both sides between records {} and {at}, killed the producer, \
+             waited until the parent had reaped it, then let the consumer go on to take record \
+             {at} ({mechanism}): the consumer reported kind=peer-gone {} after `go`, before any \
+             slice of its wait(ready) could have timed out (a slice is WAIT_SLICE, {} ms): it \
+             gave up without waiting a slice, having asked Peer::gone() (and perhaps looked at \
+             the signal) before its timed wait, or after a wait that did not run to its \
+             deadline. A signal already there is taken, even from a peer that is gone since: \
+             PeerGone only after a slice has timed out (ETIMEDOUT) with the peer gone",
+            at.parse::<u64>().unwrap_or(1) - 1,
+            millis(noticed),
+            WAIT_SLICE.as_millis()
+        )));
+    }
+    Ok(format!(
+        "{mechanism}: the consumer, let go with the producer already reaped, gave up after {}",
+        millis(noticed)
+    ))
+}
+
 pub fn peer_exits_early(run: &mut Run) -> Result<String, Fail> {
     let notes = [
         survives(run, "semaphores", false)?,
@@ -388,6 +478,7 @@ pub fn peer_exits_early(run: &mut Run) -> Result<String, Fail> {
         eintr_after_last_ok(run, "queues")?,
         gone_at_first_timeout(run, "semaphores")?,
         gone_at_first_timeout(run, "queues")?,
+        gone_before_wait(run, "semaphores")?,
     ];
     Ok(notes.join("; "))
 }

@@ -168,6 +168,18 @@ pub fn realtime_deadline(pid: i32) -> Option<Duration> {
     (after.nr == before.nr && after.args == before.args).then_some(deadline)
 }
 
+/// The absolute `CLOCK_REALTIME` deadline of the `mq_timedsend()` the main thread of `pid` sits
+/// in; `None` when it is in no such call or sends with no deadline (`mq_send()`).
+pub fn send_deadline(pid: i32) -> Option<Duration> {
+    let before = call(pid)?;
+    if before.nr != libc::SYS_mq_timedsend || before.args[4] == 0 {
+        return None;
+    }
+    let deadline = timespec(pid, before.args[4])?;
+    let after = call(pid)?;
+    (after.nr == before.nr && after.args == before.args).then_some(deadline)
+}
+
 /// The state letter of `pid` (`R`, `S`, `T`, `Z`, ...), `None` if it is gone.
 pub fn state(pid: i32) -> Option<char> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
@@ -597,6 +609,17 @@ pub fn blocks(pid: i32, signal: i32) -> bool {
         std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/status")).unwrap_or_default();
     status.lines().any(|line| {
         line.strip_prefix("SigBlk:").is_some_and(|mask| {
+            u64::from_str_radix(mask.trim(), 16).is_ok_and(|mask| mask & (1 << (signal - 1)) != 0)
+        })
+    })
+}
+
+/// Whether `pid` has `signal` set to be ignored (`SIG_IGN`: `SigIgn` in `/proc/PID/status`): an
+/// ignored signal is thrown away on arrival, its handler never runs and no wait is interrupted.
+pub fn ignores(pid: i32, signal: i32) -> bool {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status.lines().any(|line| {
+        line.strip_prefix("SigIgn:").is_some_and(|mask| {
             u64::from_str_radix(mask.trim(), 16).is_ok_and(|mask| mask & (1 << (signal - 1)) != 0)
         })
     })

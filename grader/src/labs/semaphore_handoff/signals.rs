@@ -303,6 +303,26 @@ fn interrupt(waiter: &Waiter) -> Result<String, Fail> {
             probe::sample(pid),
             Some(Seen::Futex { .. } | Seen::Receive { .. })
         ) && probe::blocks(pid, Signal::SIGUSR1 as i32);
+        // Its disposition as it sits in the wait: a SIGUSR1 set to SIG_IGN around the wait is
+        // thrown away on arrival, its handler never runs and the wait is not interrupted.
+        if probe::ignores(pid, Signal::SIGUSR1 as i32)
+            && matches!(
+                probe::sample(pid),
+                Some(Seen::Futex { .. } | Seen::Receive { .. })
+            )
+            && probe::ignores(pid, Signal::SIGUSR1 as i32)
+        {
+            return Err(Fail::failed(format!(
+                "the grader held {held} and, before sending SIGUSR1 (signal {sent} of {DIRECT}), \
+                 looked at {role} as it sat in its timed wait ({}): {role} had set SIGUSR1 to be \
+                 ignored (SIG_IGN: SigIgn in /proc/PID/status), though the program installs a \
+                 handler for it, so the signal would be thrown away on arrival: its handler never \
+                 runs and the wait is never interrupted (no EINTR). wait() must leave the \
+                 signals' actions and mask as they are: the handler runs when its signal comes, \
+                 and the wait it interrupts returns EINTR: wait again, with a deadline read anew",
+                waiter.mechanism
+            )));
+        }
         let signalled_at = realtime();
         kill(Pid::from_raw(pid), Signal::SIGUSR1)
             .map_err(|e| Fail::Grader(format!("kill: {e}")))?;
