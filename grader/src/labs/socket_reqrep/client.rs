@@ -22,6 +22,8 @@ pub fn client_over_socket(run: &mut Run) -> Result<String, Fail> {
     // A small request whose response the grader's server holds back while it watches how the
     // client waits.
     const WAIT_JUDGED: usize = 1;
+    // A response the grader's server sends with status 1 and a payload.
+    const ERROR_WITH_PAYLOAD: usize = 10;
     // How long the client's small requests took from their first byte to their last, over a
     // Unix socket and over TCP.
     let mut spread = Vec::new();
@@ -61,6 +63,12 @@ pub fn client_over_socket(run: &mut Run) -> Result<String, Fail> {
         // only such answers.
         let answers: Vec<(u8, Vec<u8>)> = (0..REQUESTS)
             .map(|i| {
+                // Status 1 with a payload, every seed: what the server sent, the client returns,
+                // whatever the status.
+                if i == ERROR_WITH_PAYLOAD {
+                    let len = run.rng().random_range(1..64);
+                    return (STATUS_UNKNOWN_OP, run.random_bytes(len));
+                }
                 if i != 18 && run.rng().random_range(0..4) == 0 {
                     return (STATUS_UNKNOWN_OP, Vec::new());
                 }
@@ -229,6 +237,24 @@ pub fn client_over_socket(run: &mut Run) -> Result<String, Fail> {
                     sent_back.0
                 )));
             }
+            // Only the payloads of responses with a status other than 0 missing.
+            let error_payloads_dropped = written.len() == answers.len()
+                && written
+                    .iter()
+                    .zip(&answers)
+                    .all(|(w, a)| w == a || (w.0 == a.0 && a.0 != STATUS_OK && w.1.is_empty()));
+            if error_payloads_dropped {
+                return Err(Fail::failed(format!(
+                    "over {kind}, the grader's server answered request {i} with status {} and a \
+                     payload of {} bytes; the client wrote status {} and an empty payload (every \
+                     response with status 0 it wrote as it came): Client::call returns the \
+                     response it read, status and payload as the server sent them, whatever the \
+                     status; it must not drop the payload of a response that is not OK",
+                    sent_back.0,
+                    sent_back.1.len(),
+                    wrote.0
+                )));
+            }
             let own = if written[i] == expected(*op, payload) {
                 " (it wrote the answer the protocol defines, computed by the client)"
             } else {
@@ -266,21 +292,56 @@ pub fn client_over_socket(run: &mut Run) -> Result<String, Fail> {
     ))
 }
 
-/// What the client must report next: `failed` with `kind`, within 5 s.
+/// What the client must report next: `failed` with `kind`, within 5 s. Meanwhile a second
+/// connection to `listener` (the grader's server, which hung up) is watched for: a client that
+/// connects again and sends its request again is told so. `if_done` explains a `done`.
 fn expect_failure(
     client: &mut super::programs::ClientProc,
+    listener: Option<&GraderListener>,
     kind: &str,
     situation: &str,
     rule: &str,
+    if_done: Option<&str>,
 ) -> Result<(), Fail> {
-    let message = client
-        .proc
-        .recv_before(Instant::now() + Duration::from_secs(5))?;
+    let until = Instant::now() + Duration::from_secs(5);
+    let message = loop {
+        let soon = (Instant::now() + Duration::from_millis(20)).min(until);
+        if let Some(message) = client.proc.recv_before(soon)? {
+            break Some(message);
+        }
+        if let Some(listener) = listener
+            && let Some(mut again) = listener.accept_within(Duration::ZERO)?
+        {
+            again.timeouts(Duration::from_secs(2));
+            let resent = match read_frame(&mut again) {
+                Ok(Some((op, payload))) => format!(
+                    " and sent a request over it again (op {}, {} payload bytes)",
+                    op_name(op),
+                    payload.len()
+                ),
+                _ => String::new(),
+            };
+            return Err(Fail::failed(format!(
+                "{situation}, the client connected to the grader's server a second time{resent}, \
+                 instead of reporting kind={kind}: Client::call makes one request and reads one \
+                 response over the connection Client::connect opened, never a new connection \
+                 (a request sent again may be done twice); {rule}"
+            )));
+        }
+        if Instant::now() >= until {
+            break None;
+        }
+    };
     match message {
         Some(m) if m.kind == "failed" && m.get("kind") == Some(kind) => {
             client.proc.wait()?;
             Ok(())
         }
+        Some(m) if m.kind == "done" && if_done.is_some() => Err(Fail::failed(format!(
+            "{situation}, the client said `done`, where `failed` with kind={kind} is expected: \
+             {}; {rule}",
+            if_done.unwrap_or_default()
+        ))),
         Some(m) => Err(Fail::failed(format!(
             "{situation}, the client said {}, where `failed` with kind={kind} is expected: {rule}",
             said(&m)
@@ -301,9 +362,11 @@ pub fn client_errors(run: &mut Run) -> Result<String, Fail> {
     let mut client = start_client(run, &at, request.clone(), "the client")?;
     expect_failure(
         &mut client,
+        None,
         "connect",
         &format!("with no socket at {}", nowhere.display()),
         connect_rule,
+        None,
     )?;
 
     let port = TcpListener::bind(("127.0.0.1", 0))?.local_addr()?.port();
@@ -311,9 +374,11 @@ pub fn client_errors(run: &mut Run) -> Result<String, Fail> {
     let mut client = start_client(run, &at, request.clone(), "the client")?;
     expect_failure(
         &mut client,
+        None,
         "connect",
         &format!("with nothing listening on TCP port {port}"),
         connect_rule,
+        None,
     )?;
 
     // The grader's server reads the request, then hangs up without a word, or after a part of
@@ -321,6 +386,9 @@ pub fn client_errors(run: &mut Run) -> Result<String, Fail> {
     let partial = frame(STATUS_OK, b"partial");
     // Far past any buffer a reader might fill first (a socket's, a BufReader's, a first chunk).
     let big = frame(STATUS_OK, &run.random_bytes(1 << 20));
+    // An empty frame, then a good response: the empty frame is the response, and an error.
+    let mut empty_then_good = vec![0u8; 4];
+    empty_then_good.extend_from_slice(&frame(STATUS_OK, b"anyone there?"));
     let cases = [
         (
             "closed",
@@ -346,6 +414,25 @@ pub fn client_errors(run: &mut Run) -> Result<String, Fail> {
             "end of stream inside a response frame, its length prefix included, is \
              RpcError::Truncated; Closed is only a stream that ends before a response's first \
              byte",
+        ),
+        (
+            "truncated",
+            Some(&partial[..4]),
+            "when the grader's server sent a response's whole 4-byte length prefix (a length of \
+             8), no byte of its body, and closed the connection",
+            "end of stream inside a response frame is RpcError::Truncated, right after its \
+             length prefix too (read_frame's `got` counts the bytes of the part being read, so \
+             got: 0 there is not \"nothing came\"); Closed is only a stream that ends before a \
+             response's first byte",
+        ),
+        (
+            "empty-frame",
+            Some(&empty_then_good[..]),
+            "when the grader's server answered with an empty frame (a length prefix of 0), then \
+             a good response frame, and closed the connection",
+            "a response frame needs at least its status byte: a length of 0 is \
+             RpcError::EmptyFrame, for responses too, the end of the call, not a keep-alive to \
+             skip",
         ),
         (
             "truncated",
@@ -393,7 +480,10 @@ pub fn client_errors(run: &mut Run) -> Result<String, Fail> {
             conn.send(bytes, 0)?;
         }
         drop(conn);
-        expect_failure(&mut client, kind, situation, rule)?;
+        let if_done = (kind == "empty-frame").then_some(
+            "it skipped the empty frame and took the frame that followed it for the response",
+        );
+        expect_failure(&mut client, Some(&listener), kind, situation, rule, if_done)?;
     }
     response_one_past_the_limit(run, &request)?;
     Ok(
