@@ -360,13 +360,16 @@ pub fn sigterm_cleanup(run: &mut Run) -> Result<String, Fail> {
         if late_answered {
             // Where the accepting thread went after serving it: back into accept() (it was not
             // yet told to stop), or away (it was told, but did not look after that accept()).
-            let until = Instant::now() + Duration::from_millis(300);
-            let mut in_accept = true;
-            while in_accept && Instant::now() < until {
+            // It may take a while to get back on a loaded machine: wait for it, up to a second.
+            let until = Instant::now() + Duration::from_secs(1);
+            let mut in_accept = false;
+            while !in_accept && Instant::now() < until {
                 in_accept = observe::threads(pid)
                     .iter()
                     .any(|t| t.syscall.is_some_and(|n| ACCEPTS.contains(&n)));
-                std::thread::sleep(Duration::from_millis(5));
+                if !in_accept {
+                    std::thread::sleep(Duration::from_millis(5));
+                }
             }
             let why = if in_accept {
                 "the accepting thread was woken before it was told to stop (it went back to \
