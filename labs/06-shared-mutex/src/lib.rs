@@ -304,7 +304,10 @@ impl SharedBank {
     /// see half done. With the lock held: write the journal (`active: 1` and the two balances
     /// and the count as they are), set `accounts[from]` to the journal's balance minus
     /// `amount`, call `midway()`, set `accounts[to]` to the journal's balance plus `amount` and
-    /// `transfers` to the journal's count plus one, clear `active`. The accounts must exist and
+    /// `transfers` to the journal's count plus one, clear `active`. A holder may be killed
+    /// between any two of these stores, so they must reach the segment in this order: a
+    /// [`compiler_fence`](std::sync::atomic::compiler_fence) after the journal and before the
+    /// clear keeps the compiler from moving them. The accounts must exist and
     /// differ ([`BankError::BadAccounts`]). Returns whether taking the lock recovered from a
     /// dead holder.
     ///
@@ -320,7 +323,7 @@ impl SharedBank {
     ) -> Result<bool, BankError> {
         let _ = (&from, &to, &amount, &midway);
         todo!(
-            "check accounts; lock; journal; debit; midway(); credit; count; clear journal; unlock"
+            "check accounts; lock; journal; fence; debit; midway(); credit; count; fence; clear journal; unlock"
         )
     }
 

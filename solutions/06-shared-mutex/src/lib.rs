@@ -449,7 +449,10 @@ impl SharedBank {
     /// see half done. With the lock held: write the journal (`active: 1` and the two balances
     /// and the count as they are), set `accounts[from]` to the journal's balance minus
     /// `amount`, call `midway()`, set `accounts[to]` to the journal's balance plus `amount` and
-    /// `transfers` to the journal's count plus one, clear `active`. The accounts must exist and
+    /// `transfers` to the journal's count plus one, clear `active`. A holder may be killed
+    /// between any two of these stores, so they must reach the segment in this order: a
+    /// [`compiler_fence`](std::sync::atomic::compiler_fence) after the journal and before the
+    /// clear keeps the compiler from moving them. The accounts must exist and
     /// differ ([`BankError::BadAccounts`]). Returns whether taking the lock recovered from a
     /// dead holder.
     ///
@@ -463,7 +466,7 @@ impl SharedBank {
         amount: i64,
         midway: impl FnOnce(),
     ) -> Result<bool, BankError> {
-        // SOLUTION todo(from, to, amount, midway): check accounts; lock; journal; debit; midway(); credit; count; clear journal; unlock
+        // SOLUTION todo(from, to, amount, midway): check accounts; lock; journal; fence; debit; midway(); credit; count; fence; clear journal; unlock
         if from >= ACCOUNTS || to >= ACCOUNTS || from == to {
             return Err(BankError::BadAccounts { from, to });
         }
@@ -480,10 +483,14 @@ impl SharedBank {
                 transfers: (*b).transfers,
             };
             (*b).journal = journal;
+            // A holder killed between two stores must leave them in this order: the compiler
+            // may not move the debit before the journal, nor the clear before the count.
+            std::sync::atomic::compiler_fence(std::sync::atomic::Ordering::SeqCst);
             (*b).accounts[from] = journal.from_balance - amount;
             midway();
             (*b).accounts[to] = journal.to_balance + amount;
             (*b).transfers = journal.transfers + 1;
+            std::sync::atomic::compiler_fence(std::sync::atomic::Ordering::SeqCst);
             (*b).journal.active = 0;
         }
         Ok(guard.recovered)
