@@ -541,6 +541,26 @@ impl Tracer {
         Tracer::break_at_each(pid, [address, 0, 0, 0])
     }
 
+    /// A breakpoint at the entry of the C library's function `name` in `pid`, once it is set
+    /// (waited for up to 5 s): `None` where the function is not found or the machine does not
+    /// allow the breakpoint.
+    pub fn break_at_function(pid: i32, name: &std::ffi::CStr) -> Result<Option<Tracer>, Fail> {
+        let Some(address) = crate::engine::inspect::library_function_in(pid, name) else {
+            return Ok(None);
+        };
+        let Some(mut tracer) = Tracer::break_at(pid, address)? else {
+            return Ok(None);
+        };
+        let until = Instant::now() + Duration::from_secs(5);
+        loop {
+            match tracer.next_break(until)? {
+                Some(Breakpoint::Armed) => return Ok(Some(tracer)),
+                None if Instant::now() < until => {}
+                _ => return Ok(None),
+            }
+        }
+    }
+
     /// As [`Tracer::break_at`], at each of these addresses (0: none); [`Tracer::last_break`]
     /// says which one a stop is at.
     pub fn break_at_each(pid: i32, addresses: [u64; 4]) -> Result<Option<Tracer>, Fail> {

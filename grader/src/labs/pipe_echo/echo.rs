@@ -356,6 +356,20 @@ pub fn reads_while_writing(run: &mut Run) -> Result<String, Fail> {
     ))
 }
 
+/// A session with `len` random bytes of input whose pipes A and B hold one page each, its child
+/// settled in its first read and then stopped by the grader.
+fn small_pipes_child_held(run: &mut Run, len: usize) -> Result<(Session, Pipes), Fail> {
+    let input = run.random_bytes(len);
+    let session = start(run, input, Flags::default())?;
+    let (parent, child) = (session.parent, session.child);
+    settle_in_read(child);
+    let pipes = session.pipes()?;
+    force::shrink_pipe(parent, pipes.parent_writes_a, PAGE)?;
+    force::shrink_pipe(parent, pipes.parent_reads_b, PAGE)?;
+    outside::hold_stopped(child)?;
+    Ok((session, pipes))
+}
+
 /// An input exactly as long as pipe A holds (one page), which would fit an empty pipe A; but the
 /// grader has filled pipe A with a page of its own before `go`, with the child stopped: the
 /// write blocks all the same, and the parent must be waiting on pipe B meanwhile. Whether a
@@ -364,14 +378,8 @@ pub fn reads_while_writing(run: &mut Run) -> Result<String, Fail> {
 /// on, so the echo is the input's.
 fn reads_while_writing_prefilled(run: &mut Run) -> Result<(), Fail> {
     let len = PAGE as usize;
-    let input = run.random_bytes(len);
-    let mut session = start(run, input, Flags::default())?;
+    let (mut session, pipes) = small_pipes_child_held(run, len)?;
     let (parent, child) = (session.parent, session.child);
-    settle_in_read(child);
-    let pipes = session.pipes()?;
-    force::shrink_pipe(parent, pipes.parent_writes_a, PAGE)?;
-    force::shrink_pipe(parent, pipes.parent_reads_b, PAGE)?;
-    outside::hold_stopped(child)?;
     let filler = run.random_bytes(len);
     let mut fill = outside::open_pipe(child, pipes.child_reads_a, true)?;
     outside::put_bytes(&mut fill, &filler)?;
@@ -416,14 +424,8 @@ fn reads_while_writing_prefilled(run: &mut Run) -> Result<(), Fail> {
 }
 
 fn reads_while_writing_len(run: &mut Run, len: usize) -> Result<(), Fail> {
-    let input = run.random_bytes(len);
-    let mut session = start(run, input, Flags::default())?;
+    let (mut session, pipes) = small_pipes_child_held(run, len)?;
     let (parent, child) = (session.parent, session.child);
-    settle_in_read(child);
-    let pipes = session.pipes()?;
-    force::shrink_pipe(parent, pipes.parent_writes_a, PAGE)?;
-    force::shrink_pipe(parent, pipes.parent_reads_b, PAGE)?;
-    outside::hold_stopped(child)?;
     // A parent that enlarges pipe A could write the whole input before reading: held right
     // after its F_SETPIPE_SZ (on its main thread), it gets pipe A set back to one page.
     let grow_a = Call {

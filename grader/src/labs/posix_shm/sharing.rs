@@ -387,27 +387,11 @@ const BREAKING: Duration = Duration::from_secs(5);
 /// grader cannot set it).
 fn unlink_watched(table: &mut Table) -> Result<Option<bool>, Fail> {
     let pid = table.pid();
-    let breaking = match inspect::library_function_in(pid, c"shm_unlink") {
-        Some(address) => Tracer::break_at(pid, address)?,
-        None => None,
-    };
-    let Some(mut tracer) = breaking else {
+    let Some(mut tracer) = Tracer::break_at_function(pid, c"shm_unlink")? else {
         table.unlink()?;
         return Ok(None);
     };
     let until = Instant::now() + BREAKING;
-    let armed = loop {
-        match tracer.next_break(until)? {
-            Some(Breakpoint::Armed) => break true,
-            None if Instant::now() < until => {}
-            _ => break false,
-        }
-    };
-    if !armed {
-        drop(tracer);
-        table.unlink()?;
-        return Ok(None);
-    }
     table.proc.send("cmd", &[("op", "unlink".into())])?;
     let mut entered = false;
     let answer = loop {

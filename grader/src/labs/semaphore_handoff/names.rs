@@ -14,7 +14,7 @@ use super::probe;
 use super::{RECORD_SIZE, SIGNAL_SIZE};
 use crate::engine::audit::message_queue_mode;
 use crate::engine::tracer::{Action, Breakpoint, Call, Reached, Step, Tracer};
-use crate::engine::{Fail, Proc, Run, force, inspect};
+use crate::engine::{Fail, Proc, Run, force};
 
 /// What the parent still holds of the handoff: the slot, a named semaphore's mapping, a queue
 /// descriptor of `names`.
@@ -477,21 +477,8 @@ fn unlinked_by_sem_unlink(run: &mut Run) -> Result<String, Fail> {
         }
     }
     let pid = launch.proc.pid.as_raw();
-    let breaking = match inspect::library_function_in(pid, c"sem_unlink") {
-        Some(address) => Tracer::break_at(pid, address)?,
-        None => None,
-    };
+    let armed = Tracer::break_at_function(pid, c"sem_unlink")?;
     let until = Instant::now() + Duration::from_secs(5);
-    let armed = match breaking {
-        Some(mut tracer) => loop {
-            match tracer.next_break(until)? {
-                Some(Breakpoint::Armed) => break Some(tracer),
-                None if Instant::now() < until => {}
-                _ => break None,
-            }
-        },
-        None => None,
-    };
     launch.proc.send("go", &[])?;
     let Some(mut tracer) = armed else {
         launch.run_through("10 rounds with semaphores")?;
@@ -572,21 +559,8 @@ fn closed_by_sem_close(run: &mut Run) -> Result<String, Fail> {
         .filter(|m| m.named_semaphore())
         .map(|m| m.start)
         .collect();
-    let breaking = match inspect::library_function_in(pid, c"sem_close") {
-        Some(address) => Tracer::break_at(pid, address)?,
-        None => None,
-    };
+    let armed = Tracer::break_at_function(pid, c"sem_close")?;
     let until = Instant::now() + Duration::from_secs(5);
-    let armed = match breaking {
-        Some(mut tracer) => loop {
-            match tracer.next_break(until)? {
-                Some(Breakpoint::Armed) => break Some(tracer),
-                None if Instant::now() < until => {}
-                _ => break None,
-            }
-        },
-        None => None,
-    };
     handover.go()?;
     let Some(mut tracer) = armed.filter(|_| semaphores.len() == 2) else {
         let reports = handover.finish(|_, _| Ok(()))?;

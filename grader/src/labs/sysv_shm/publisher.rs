@@ -65,28 +65,11 @@ fn key_from_ftok(run: &mut Run) -> Result<bool, Fail> {
     let unwatched = "the grader may not set a breakpoint at ftok() in the publisher here (ptrace, \
                      x86-64, the same C library as the grader's): that the key comes from \
                      ftok() itself was not seen";
-    let breaking = match inspect::library_function_in(pid, c"ftok") {
-        Some(address) => Tracer::break_at(pid, address)?,
-        None => None,
-    };
-    let Some(mut tracer) = breaking else {
+    let Some(mut tracer) = Tracer::break_at_function(pid, c"ftok")? else {
         run.note(unwatched);
         proc.kill_tree();
         return Ok(false);
     };
-    let until = Instant::now() + Duration::from_secs(5);
-    loop {
-        match tracer.next_break(until)? {
-            Some(Breakpoint::Armed) => break,
-            None if Instant::now() < until => {}
-            _ => {
-                drop(tracer);
-                run.note(unwatched);
-                proc.kill_tree();
-                return Ok(false);
-            }
-        }
-    }
     proc.send("go", &[])?;
     let mut ids = Vec::new();
     let message = loop {
