@@ -5,6 +5,7 @@
 //! closed the object's descriptor.
 
 use std::os::unix::fs::MetadataExt;
+use std::time::{Duration, Instant};
 
 use crate::engine::tracer::{Call, Step, Tracer};
 use crate::engine::{Fail, Run, force};
@@ -13,7 +14,7 @@ use super::driver::{
     CREATOR, await_answer, descriptors_at_exit, is_refusal, refused, said, start,
     start_held_at_exit, start_stopped,
 };
-use super::probes::{dev_shm, exists};
+use super::probes::{dev_shm, exists, plant_object};
 
 /// The address space, and the largest file, the grader allows each program (`RLIMIT_AS` and
 /// `RLIMIT_FSIZE`, see the instructor guide): a table a page smaller can be sized, not mapped.
@@ -124,11 +125,13 @@ pub fn failed_create(run: &mut Run) -> Result<String, Fail> {
         }
         proc.wait()?;
     }
-    let forced = if forced_ftruncate_failure(run)? {
-        ", and so did one whose ftruncate() the grader made fail"
+    let forced = if forced_ftruncate_failure(run)? && forced_cleanup_failure(run)? {
+        ", and so did one whose ftruncate() the grader made fail, also with its clean-up \
+         unlink failing"
     } else {
         ""
     };
+    unmappable_under_taken_name(run)?;
     Ok(format!(
         "creates that failed in ftruncate() and in mmap() said so and left nothing{forced}"
     ))
@@ -223,4 +226,123 @@ fn forced_ftruncate_failure(run: &mut Run) -> Result<bool, Fail> {
     }
     proc.wait()?;
     Ok(true)
+}
+
+/// The error the grader gives the clean-up `shm_unlink()` (glibc's `unlink()`) after the
+/// failed `ftruncate()`: one no unlink of a file in `/dev/shm` returns otherwise, so that an
+/// answer carrying it can only be the clean-up's.
+const CLEANUP_ERRNO: i32 = libc::EBUSY;
+
+/// A create whose `ftruncate()` the tracer fails ([`FORCED_ERRNO`]), and then the clean-up's
+/// unlink too ([`CLEANUP_ERRNO`]): the answer is still the first failure's kind, `ftruncate`;
+/// the clean-up's error is not the caller's. The name stays (its unlink failed) and the grader
+/// removes it. `false` if the grader may not trace the creator.
+fn forced_cleanup_failure(run: &mut Run) -> Result<bool, Fail> {
+    let name = run.ipc_name("unremoved");
+    let size = 10_000;
+    let mut proc = start_stopped(run, &name, Some(size), CREATOR)?;
+    let pid = proc.pid.as_raw();
+    let tracer = Tracer::in_turn(
+        pid,
+        [
+            (Call::any(libc::SYS_ftruncate), Step::Fail(FORCED_ERRNO)),
+            (
+                Call::one_of(&[libc::SYS_unlink, libc::SYS_unlinkat]),
+                Step::Fail(CLEANUP_ERRNO),
+            ),
+        ],
+    )?;
+    force::resume(pid)?;
+    let Some(mut tracer) = tracer else {
+        proc.kill_tree();
+        return Ok(false);
+    };
+    let first = nix::errno::Errno::from_raw(FORCED_ERRNO);
+    let then = nix::errno::Errno::from_raw(CLEANUP_ERRNO);
+    let what = format!(
+        "creating a {size}-byte table while the grader fails the creator's ftruncate() ({first}) \
+         and then the unlink of its clean-up ({then})"
+    );
+    let answer = await_answer(&mut proc, CREATOR, &what, Some("ftruncate"));
+    // Whatever it said, the name its failed clean-up left is the grader's to remove.
+    let _ = std::fs::remove_file(dev_shm(&name));
+    let answer = answer?;
+    let truncate_failed = tracer.failed_before(Instant::now() + Duration::from_millis(10))?;
+    let unlink_failed =
+        truncate_failed && tracer.failed_before(Instant::now() + Duration::from_millis(10))?;
+    drop(tracer);
+    if truncate_failed && unlink_failed && is_refusal(&answer, "shm-unlink") {
+        return Err(Fail::failed(format!(
+            "{what}: the program said {}, not `failed` with kind=ftruncate: the grader made \
+             the clean-up's shm_unlink() fail too (its unlink() returned {then}, which nothing \
+             else returns there), and the clean-up's error replaced the error of the step that \
+             failed (a `?` on the clean-up unlink?); the create failed in ftruncate(), and that \
+             is what it reports: the clean-up is best-effort (`let _ = shm_unlink(name);`)",
+            said(&answer)
+        )));
+    }
+    if truncate_failed && unlink_failed {
+        refused(
+            &answer,
+            "ftruncate",
+            &what,
+            "the step that failed is ftruncate(), whatever the clean-up after it does: report \
+             it as kind=ftruncate",
+        )?;
+    }
+    proc.wait()?;
+    Ok(true)
+}
+
+/// A create of a size the program cannot map (4 GiB less a page), under a name the grader's
+/// object already has: `shm_open(O_CREAT | O_EXCL)` comes first and says `exists`, and the
+/// object stays as it was; `mmap` there means the create decided the mapping fails before it
+/// made (or tried to make) the object.
+fn unmappable_under_taken_name(run: &mut Run) -> Result<(), Fail> {
+    let name = run.ipc_name("taken-big");
+    let bytes = run.random_bytes(64);
+    let planted = plant_object(run, &name, &bytes)?;
+    let inode = std::fs::metadata(dev_shm(&name))?.ino();
+    let size = ADDRESS_SPACE - 4096;
+    let what = format!(
+        "creating a table of {size} bytes (which the program's {} GiB of address space cannot \
+         map) under {}, a 64-byte object the grader had made",
+        ADDRESS_SPACE >> 30,
+        dev_shm(&name).display()
+    );
+    let mut proc = start(run, &name, Some(size), CREATOR)?;
+    let answer = await_answer(&mut proc, CREATOR, &what, Some("exists"))?;
+    let after = std::fs::symlink_metadata(dev_shm(&name)).ok();
+    let intact = after
+        .as_ref()
+        .is_some_and(|meta| meta.ino() == inode && meta.len() == bytes.len() as u64);
+    drop(planted);
+    if is_refusal(&answer, "mmap") && intact {
+        return Err(Fail::failed(format!(
+            "{what}: the program said {}, not `failed` with kind=exists, and left the object \
+             as it was: it decided the mapping would fail before any shm_open(O_CREAT | \
+             O_EXCL) of the name (a probe of the size first?); create() makes the object \
+             first, and its taken name is `exists`, whatever the size: shm_open(), then \
+             ftruncate(), then mmap() of that object",
+            said(&answer)
+        )));
+    }
+    if !intact && !is_refusal(&answer, "exists") {
+        return Err(Fail::failed(format!(
+            "{what}: the program said {}, and the grader's object is no longer as it was (gone, \
+             another object, or another size): it opened the existing object instead of \
+             creating a new one (no O_EXCL?) and sized or removed it; shm_open(O_CREAT | \
+             O_EXCL) of a taken name fails with EEXIST, which is `exists`, and changes nothing",
+            said(&answer)
+        )));
+    }
+    refused(
+        &answer,
+        "exists",
+        &what,
+        "the name is taken, whatever the size: shm_open(O_CREAT | O_EXCL) says EEXIST, which \
+         is TableError::Exists",
+    )?;
+    proc.wait()?;
+    Ok(())
 }
