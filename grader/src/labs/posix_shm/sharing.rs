@@ -51,6 +51,27 @@ pub fn mapped_by_each(run: &mut Run) -> Result<String, Fail> {
                 )),
             }
         })?;
+        let of_object: Vec<Mapping> = {
+            let deleted = format!("{path} (deleted)");
+            mappings(pid)
+                .into_iter()
+                .filter(|m| m.path == path || m.path == deleted)
+                .collect()
+        };
+        if of_object.len() > 1 {
+            let listed: Vec<String> = of_object.iter().map(Mapping::describe).collect();
+            return Err(Fail::failed(format!(
+                "{} (pid {pid}) maps {path} {} times, once the table is mapped: its \
+                 /proc/{pid}/maps shows {}; the table is one mapping of the object, shared, \
+                 readable and writable (PROT_READ | PROT_WRITE, MAP_SHARED), which read() and \
+                 write() both use in place: a second mapping of the same object (for reads, \
+                 or for writes) is a way around the table's own addresses; map the object \
+                 once",
+                table.who,
+                of_object.len(),
+                listed.join(" and ")
+            )));
+        }
         if !mapping.perms.ends_with('s') {
             return Err(Fail::failed(format!(
                 "{} maps the table privately ({}): its writes stay its own; map it with \
