@@ -335,6 +335,7 @@ pub fn odd_sizes(run: &mut Run) -> Result<String, Fail> {
     }
     let (first_name, first_size) = tables[0].clone();
     size_from_descriptor(run, &first_name, first_size)?;
+    creator_maps_its_object(run)?;
     for creator in &mut creators {
         creator.unlink()?;
     }
@@ -431,4 +432,93 @@ fn size_from_descriptor(run: &mut Run, name: &str, size: usize) -> Result<(), Fa
         )));
     }
     opener.close()
+}
+
+/// A creator held right after its `ftruncate()` returned, while the grader puts another object,
+/// of another size, at the name (as another program's `shm_unlink()` and create would): the
+/// object it maps and reports is the one its creating `shm_open()` made and it sized, mapped
+/// through that descriptor, not whatever the name means by then.
+fn creator_maps_its_object(run: &mut Run) -> Result<(), Fail> {
+    let name = run.ipc_name("swapped");
+    let path = dev_shm(&name);
+    let size = 3 * PAGE + 7;
+    let mut proc = start_stopped(run, &name, Some(size), CREATOR)?;
+    let pid = proc.pid.as_raw();
+    let tracer = Tracer::attach(pid, Call::any(libc::SYS_ftruncate), Action::HoldAfter)?;
+    force::resume(pid)?;
+    let Some(mut tracer) = tracer else {
+        run.note(
+            "the grader may not trace the creator here (ptrace): a name replaced under it was \
+             not tried",
+        );
+        proc.kill_tree();
+        return Ok(());
+    };
+    let other_len = size + 2 * PAGE + 9;
+    let inode = || std::fs::metadata(&path).map(|m| m.ino()).unwrap_or(0);
+    let (mut created_inode, mut other_inode) = (0, 0);
+    let until = Instant::now() + Duration::from_secs(5);
+    let replaced = if tracer.wait(&mut proc, until)? == Reached::Call {
+        created_inode = inode();
+        let next = dev_shm(&format!("{name}-next"));
+        std::fs::write(&next, vec![0u8; other_len])?;
+        if let Some((uid, gid)) = run.program_user() {
+            std::os::unix::fs::chown(&next, Some(uid), Some(gid))?;
+        }
+        std::fs::rename(&next, &path)?;
+        other_inode = inode();
+        true
+    } else {
+        false
+    };
+    tracer.release();
+    let answer = await_answer(&mut proc, CREATOR, &format!("creating {name:.60}"), None);
+    let done = |result: Result<(), Fail>| {
+        let _ = std::fs::remove_file(&path);
+        result
+    };
+    let first = match answer {
+        Ok(first) => first,
+        Err(fail) => return done(Err(fail)),
+    };
+    let held = format!(
+        "held right after its ftruncate() returned (sizing its new object, inode \
+         {created_inode}, to {size} bytes), the grader put another object at the name, of \
+         {other_len} bytes (inode {other_inode}), as another program may (shm_unlink(), then a \
+         create)"
+    );
+    if replaced && first.kind != "mapped" {
+        return done(Err(Fail::failed(format!(
+            "{held}; the creator then said {}, not `mapped`: its object exists, sized, and \
+             its descriptor is open; create() maps that descriptor (mmap() of the fd \
+             shm_open() returned), and what the name means by then does not matter",
+            super::driver::said(&first)
+        ))));
+    }
+    let creator = match mapped(proc, first, &name, CREATOR) {
+        Ok(creator) => creator,
+        Err(fail) => return done(Err(fail)),
+    };
+    let mapped_inode = super::probes::table_mapping(creator.pid(), &name).map(|m| m.inode);
+    if replaced && (creator.len == other_len || mapped_inode == Some(other_inode)) {
+        let maps = mapped_inode.map_or_else(
+            || "no mapping of the name".to_string(),
+            |inode| format!("inode {inode}"),
+        );
+        return done(Err(Fail::failed(format!(
+            "{held}; the creator then reported len={} and maps {maps} (in /proc/{}/maps): the \
+             grader's object, not the one it created: after sizing its object it opened the \
+             name again (a second shm_open(), as open() does) to map it; map the descriptor \
+             its creating shm_open() returned: the object created is the object mapped",
+            creator.len,
+            creator.pid()
+        ))));
+    }
+    if replaced && creator.len != size {
+        return done(Err(Fail::failed(format!(
+            "creating a {size}-byte table, the creator reported len={}",
+            creator.len
+        ))));
+    }
+    done(creator.close())
 }
