@@ -3,11 +3,11 @@
 
 use std::time::{Duration, Instant};
 
-use crate::engine::tracer::{Call, Match, Reached, Step, Tracer};
+use crate::engine::tracer::{Action, Call, Match, Reached, Step, Tracer};
 use crate::engine::{Fail, Run, force};
 
 use super::driver::{
-    OPENER, await_answer, await_answer_watching, descriptors_at_exit, refused, said, start,
+    CREATOR, OPENER, await_answer, await_answer_watching, descriptors_at_exit, refused, said, start,
     start_held_at_exit, start_stopped, start_watched,
 };
 use super::probes::{dev_shm, exists, plant_link, plant_object, plant_sparse, runnable_ns};
@@ -208,6 +208,7 @@ pub fn open_errors(run: &mut Run) -> Result<String, Fail> {
     unmappable.wait()?;
     drop(vast_object);
     size_looked_at_once(run)?;
+    beside_a_held_creator(run)?;
     Ok(
         "a name that does not exist was not-found and stayed so; a 0-byte object was empty, \
         both at once, also when it was sized right after the opener's fstat(); a link in \
@@ -338,4 +339,60 @@ fn at_once(
         spent / 1_000_000,
         baseline_ns / 1_000_000
     )))
+}
+
+/// An opener of an object whose creator the grader holds at the entry of its `ftruncate()`
+/// (created, still 0 bytes, its descriptor open): the opener must say `empty` at once; nothing
+/// the creator holds (a lock on the object, say) may make it wait for the size.
+fn beside_a_held_creator(run: &mut Run) -> Result<(), Fail> {
+    let name = run.ipc_name("sizing");
+    let path = dev_shm(&name);
+    let mut creator = start_stopped(run, &name, Some(PAGE), CREATOR)?;
+    let pid = creator.pid.as_raw();
+    let tracer = Tracer::attach(pid, Call::any(libc::SYS_ftruncate), Action::Hold)?;
+    force::resume(pid)?;
+    let Some(mut tracer) = tracer else {
+        creator.kill_tree();
+        return Ok(());
+    };
+    let until = Instant::now() + Duration::from_secs(5);
+    let held = matches!(tracer.wait(&mut creator, until), Ok(Reached::Call)) && exists(&name);
+    if !held {
+        // It made no ftruncate() before it answered: failed-create says what that means.
+        drop(tracer);
+        creator.kill_tree();
+        let _ = std::fs::remove_file(&path);
+        return Ok(());
+    }
+    let what = format!(
+        "opening {}, a 0-byte object whose creator the grader holds at the entry of its \
+         ftruncate() (between its shm_open() and the call that sizes it)",
+        path.display()
+    );
+    let (mut opener, mut opener_held) = start_watched(run, &name, None, OPENER)?;
+    let answer = await_answer_watching(
+        &mut opener,
+        opener_held.as_mut(),
+        OPENER,
+        &what,
+        Some("empty when fstat() says 0 bytes, whatever its creator is doing"),
+        &mut || {},
+    );
+    drop(opener_held);
+    tracer.release();
+    let checked = answer.and_then(|answer| {
+        refused(&answer, "empty", &what, EMPTY_HINT)?;
+        opener.wait()?;
+        Ok(())
+    });
+    if let Err(fail) = checked {
+        opener.kill_tree();
+        creator.kill_tree();
+        let _ = std::fs::remove_file(&path);
+        return Err(fail);
+    }
+    let first = await_answer(&mut creator, CREATOR, &format!("creating {name:.60}"), None)?;
+    let mut creator = super::driver::mapped(creator, first, &name, CREATOR)?;
+    creator.unlink()?;
+    creator.close()
 }
