@@ -6,7 +6,7 @@ use rand::RngExt;
 
 use std::time::{Duration, Instant};
 
-use crate::engine::tracer::{Action, Call, Match, Reached, Tracer};
+use crate::engine::tracer::{Action, Breakpoint, Call, Match, Reached, Tracer};
 use crate::engine::{Fail, Run, force};
 
 use super::driver::{
@@ -228,6 +228,7 @@ pub fn owner_only_mode(run: &mut Run) -> Result<String, Fail> {
     run.expect_owner_only()?;
     creator.unlink()?;
     creator.close()?;
+    created_through_shm_open(run)?;
     Ok(format!("{} has mode 600", path.display()))
 }
 
@@ -521,4 +522,92 @@ fn creator_maps_its_object(run: &mut Run) -> Result<(), Fail> {
         ))));
     }
     done(creator.close())
+}
+
+/// How long the grader waits for the creator's answer while a breakpoint watches it.
+const BREAKING: Duration = Duration::from_secs(5);
+
+/// A creator with a hardware breakpoint at the C library's `shm_open()`, set before its `main()`
+/// runs: it must enter that function before it says `mapped`. Held first at the Rust runtime's
+/// `sigaltstack()` (the C library is loaded by then, the create not begun), it is stopped
+/// there (`SIGSTOP`) so that the breakpoint's tracer, which replaces the first, finds it
+/// where it was.
+fn created_through_shm_open(run: &mut Run) -> Result<(), Fail> {
+    let name = run.ipc_name("called");
+    let mut proc = start_stopped(run, &name, Some(PAGE), CREATOR)?;
+    let pid = proc.pid.as_raw();
+    let early = Tracer::attach(pid, Call::any(libc::SYS_sigaltstack), Action::Hold)?;
+    force::resume(pid)?;
+    let gave_up = |run: &mut Run, proc: crate::engine::Proc| {
+        run.note(
+            "the grader could not set a breakpoint at the creator's shm_open() here: whether \
+             it calls it was not seen",
+        );
+        proc.kill_tree();
+        let _ = std::fs::remove_file(dev_shm(&name));
+        Ok(())
+    };
+    let Some(mut early) = early else {
+        return gave_up(run, proc);
+    };
+    let until = Instant::now() + Duration::from_secs(5);
+    if early.wait(&mut proc, until)? != Reached::Call {
+        drop(early);
+        return gave_up(run, proc);
+    }
+    // Stopped as soon as the first tracer lets it go (a signal pending while it is held).
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::SIGSTOP)
+        .map_err(|e| Fail::Grader(format!("SIGSTOP: {e}")))?;
+    early.release();
+    force::hold(pid)?;
+    let tracer = Tracer::break_at_function(pid, c"shm_open")?;
+    force::resume(pid)?;
+    let Some(mut tracer) = tracer else {
+        return gave_up(run, proc);
+    };
+    let until = Instant::now() + BREAKING;
+    let mut entered = false;
+    let answer = loop {
+        match tracer.next_break(Instant::now() + Duration::from_millis(2))? {
+            Some(Breakpoint::At(_)) => {
+                entered = true;
+                tracer.go_on();
+            }
+            Some(Breakpoint::Armed) | None => {}
+            Some(Breakpoint::Lost | Breakpoint::Unavailable) => break None,
+        }
+        if let Some(answer) = proc.recv_before(Instant::now())? {
+            break Some(answer);
+        }
+        if Instant::now() >= until {
+            break None;
+        }
+    };
+    // The stop at the breakpoint is reported before the program goes on to answer.
+    if let Some(Breakpoint::At(_)) = tracer.next_break(Instant::now())? {
+        entered = true;
+        tracer.go_on();
+    }
+    drop(tracer);
+    let watched = answer.is_some();
+    let first = match answer {
+        Some(answer) => answer,
+        None => await_answer(&mut proc, CREATOR, &format!("creating {name:.60}"), None)?,
+    };
+    let mut creator = mapped(proc, first, &name, CREATOR)?;
+    if watched && !entered && std::fs::symlink_metadata(dev_shm(&name)).is_ok() {
+        creator.proc.kill_tree();
+        let _ = std::fs::remove_file(dev_shm(&name));
+        return Err(Fail::failed(format!(
+            "the creator said `mapped` and {} exists, but a hardware breakpoint at the C \
+             library's shm_open(), set before its main() ran, saw it never call that \
+             function: it made the object with a system call of its own (open() or openat() \
+             of a /dev/shm path it builds): where shared memory objects live is the C \
+             library's business (glibc finds the tmpfs mount; other systems have none); \
+             create it with shm_open(name, O_CREAT | O_EXCL | O_RDWR, 0600)",
+            dev_shm(&name).display()
+        )));
+    }
+    creator.unlink()?;
+    creator.close()
 }
