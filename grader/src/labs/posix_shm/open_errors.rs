@@ -7,8 +7,8 @@ use crate::engine::tracer::{Action, Call, Match, Reached, Step, Tracer};
 use crate::engine::{Fail, Run, force};
 
 use super::driver::{
-    CREATOR, OPENER, await_answer, await_answer_watching, descriptors_at_exit, refused, said, start,
-    start_held_at_exit, start_stopped, start_watched,
+    CREATOR, OPENER, await_answer, await_answer_watching, descriptors_at_exit, refused, said,
+    start, start_held_at_exit, start_stopped, start_watched,
 };
 use super::probes::{dev_shm, exists, plant_link, plant_object, plant_sparse, runnable_ns};
 
