@@ -209,6 +209,7 @@ pub fn open_errors(run: &mut Run) -> Result<String, Fail> {
     drop(vast_object);
     size_looked_at_once(run)?;
     beside_a_held_creator(run)?;
+    failed_fstat(run)?;
     Ok(
         "a name that does not exist was not-found and stayed so; a 0-byte object was empty, \
         both at once, also when it was sized right after the opener's fstat(); a link in \
@@ -395,4 +396,68 @@ fn beside_a_held_creator(run: &mut Run) -> Result<(), Fail> {
     let mut creator = super::driver::mapped(creator, first, &name, CREATOR)?;
     creator.unlink()?;
     creator.close()
+}
+
+/// An opener of a sized object whose `fstat()` (the first after its `shm_open()` of the
+/// object's path) the grader makes fail with `EIO`, which `fstat()` of a `/dev/shm` object
+/// never returns otherwise: the answer is `fstat`, and the object stays as it was.
+fn failed_fstat(run: &mut Run) -> Result<(), Fail> {
+    let name = run.ipc_name("unstated");
+    let path = dev_shm(&name);
+    let bytes = run.random_bytes(64);
+    let planted = plant_object(run, &name, &bytes)?;
+    let opened: &'static str = Box::leak(path.display().to_string().into_boxed_str());
+    let mut proc = start_stopped(run, &name, None, OPENER)?;
+    let pid = proc.pid.as_raw();
+    let opening = Call {
+        number: libc::SYS_openat,
+        matching: Match::Path(opened),
+    };
+    let tracer = Tracer::in_turn(
+        pid,
+        [
+            (opening, Step::Hold),
+            (Call::one_of(STATS), Step::Fail(libc::EIO)),
+        ],
+    )?;
+    force::resume(pid)?;
+    let Some(mut tracer) = tracer else {
+        proc.kill_tree();
+        return Ok(());
+    };
+    let deadline = Instant::now() + Duration::from_secs(5);
+    if tracer.wait(&mut proc, deadline)? != Reached::Call {
+        drop(tracer);
+        proc.kill_tree();
+        return Ok(());
+    }
+    tracer.go_on();
+    let what = format!(
+        "opening {}, a 64-byte object, while the grader fails the opener's fstat() after its \
+         shm_open() with EIO (which nothing else returns there)",
+        path.display()
+    );
+    let answer = await_answer(&mut proc, OPENER, &what, Some("fstat"))?;
+    let failed = tracer.failed_before(Instant::now() + Duration::from_millis(10))?;
+    drop(tracer);
+    if failed {
+        refused(
+            &answer,
+            "fstat",
+            &what,
+            "the size comes from fstat() of the descriptor, and its failure is \
+             TableError::Stat (kind=fstat), not another kind nor a guess of the size",
+        )?;
+    }
+    let intact = std::fs::symlink_metadata(&path).is_ok_and(|meta| meta.len() == 64);
+    if !intact {
+        return Err(Fail::failed(format!(
+            "{what}: the opener said {}, but the object is no longer there at 64 bytes: a \
+             failed open leaves the object as it was",
+            said(&answer)
+        )));
+    }
+    drop(planted);
+    proc.wait()?;
+    Ok(())
 }
