@@ -12,7 +12,8 @@
 //! payload, and has not called the library yet), `ready` (the publisher holds the segment
 //! attached), `attached` (the reader does), `done`, or `failed` with `kind=` from
 //! [`ShmError::kind`]. It waits for `go` at `started`, `ready` and `attached`, and the
-//! publisher, detached, for `exit` after its `done`. Keep this file as it is.
+//! publisher, detached, for `exit` after its `done`. `create` calls [`Segment::create`] alone
+//! (no `publish()` around it) and removes what it made. Keep this file as it is.
 
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
@@ -49,6 +50,15 @@ enum Command {
         /// The publication's sequence number, stored in the header.
         #[arg(long, default_value_t = 1)]
         sequence: u32,
+    },
+    /// Only creates the segment for (path, id) with `Segment::create`, then removes it again.
+    Create {
+        #[arg(long)]
+        path: PathBuf,
+        #[arg(long)]
+        id: u32,
+        #[arg(long)]
+        size: u64,
     },
     /// Finds the segment for (path, id), validates the record and writes its payload to a file.
     Read {
@@ -149,6 +159,20 @@ fn main() -> ExitCode {
             // Still running, so that the grader sees the detach itself, not the exit's.
             control.send("done", &[]);
             control.wait_for("exit");
+            ExitCode::SUCCESS
+        }
+        Command::Create { path, id, size } => {
+            control.send("started", &[]);
+            control.wait_for("go");
+            let segment = match key_for(&path, id).and_then(|key| Segment::create(key, size)) {
+                Ok(segment) => segment,
+                Err(error) => return fail(&control, &error),
+            };
+            let shmid = segment.id;
+            if let Err(error) = remove(shmid).and(segment.detach()) {
+                return fail(&control, &error);
+            }
+            control.send("done", &[("shmid", shmid.to_string())]);
             ExitCode::SUCCESS
         }
         Command::Read {

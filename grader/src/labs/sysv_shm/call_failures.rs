@@ -82,7 +82,7 @@ const FIRST_ERROR: &str = "the error that made publish() fail (no room for the r
                            one to report; a failure of the clean-up after it must neither \
                            replace it nor stop the clean-up";
 
-fn injected() -> [Injected; 16] {
+fn injected() -> [Injected; 20] {
     let shmctl = |command: i32| Match::Bits {
         arg: 1,
         mask: 0xff,
@@ -379,6 +379,83 @@ fn injected() -> [Injected; 16] {
                        remove the segment it made",
             then: Then::Nothing,
         },
+        // Last, so that each call above is judged first with the errno it met before. ENOMEM
+        // is the kernel out of memory for the segment's bookkeeping, not a size past shmmax.
+        Injected {
+            who: Who::Publisher,
+            call: Call {
+                number: libc::SYS_shmget,
+                matching: shmget_creating(true),
+            },
+            errno: libc::ENOMEM,
+            what: "the publisher's shmget(key, size, IPC_CREAT | ...) (as for a kernel out of \
+                   memory)",
+            short: "shmget (create)",
+            kind: "shmget",
+            known: Some((
+                "too-large",
+                "its size was within shmmax as max_segment_size() read it, so the failure is \
+                 shmget()'s own: it takes shmget()'s ENOMEM for TooLarge; TooLarge is only the \
+                 comparison with shmmax before shmget(), and every shmget() error but EEXIST \
+                 is ShmError::Get (kind=shmget)",
+            )),
+            not_made: "the publisher never called shmget() with IPC_CREAT on its main thread",
+            then: Then::Nothing,
+        },
+        // shmat() alone fails: the removal of the new segment succeeds, and nothing is left
+        // (judged however much memory the machine has, unlike bad-input's huge segment).
+        Injected {
+            who: Who::Publisher,
+            call: Call::any(libc::SYS_shmat),
+            errno: libc::EINVAL,
+            what: "the publisher's shmat() (alone: its clean-up's removal left to succeed)",
+            short: "shmat (alone)",
+            kind: "shmat",
+            known: Some((
+                "shmctl",
+                "the error that made create() fail (shmat) is the one to report",
+            )),
+            not_made: "the publisher never called shmat() on its main thread",
+            then: Then::Nothing,
+        },
+        // A segment removed between the reader's shmget() and its next call: its id is gone,
+        // which is no ENOENT of shmget().
+        Injected {
+            who: Who::Reader,
+            call: Call {
+                number: libc::SYS_shmctl,
+                matching: shmctl(libc::IPC_STAT),
+            },
+            errno: libc::EIDRM,
+            what: "the reader's shmctl(IPC_STAT) (as for a segment removed after its shmget())",
+            short: "shmctl(IPC_STAT)",
+            kind: "shmctl",
+            known: Some((
+                "not-found",
+                "shmget() had found the segment, and a segment removed since is no ENOENT of \
+                 shmget(); a failing shmctl() is ShmError::Control (kind=shmctl), whatever its \
+                 errno",
+            )),
+            not_made: "the reader never called shmctl(IPC_STAT): take the segment's size from \
+                       it",
+            then: Then::HoldAtExit,
+        },
+        Injected {
+            who: Who::Reader,
+            call: Call::any(libc::SYS_shmat),
+            errno: libc::EIDRM,
+            what: "the reader's shmat() (as for a segment removed after its shmget())",
+            short: "shmat",
+            kind: "shmat",
+            known: Some((
+                "not-found",
+                "shmget() had found the segment, and a segment removed since is no ENOENT of \
+                 shmget(); a failing shmat() is ShmError::Attach (kind=shmat), whatever its \
+                 errno",
+            )),
+            not_made: "the reader never called shmat() on its main thread",
+            then: Then::HoldAtExit,
+        },
     ]
 }
 
@@ -559,7 +636,23 @@ fn fail_one_call(
     if case.who == Who::CleaningPublisher {
         return judge_clean_up(&mut proc, case, &context, &message, (failed, publisher_key));
     }
-    judge(&mut proc, case, &context, &message, failed)
+    let judged = judge(&mut proc, case, &context, &message, failed)?;
+    // A publisher that failed before `ready` leaves no segment (it has exited: judged).
+    if case.who == Who::Publisher
+        && let Some(left) = publisher_key.and_then(segment)
+    {
+        let advice = if case.call.number == libc::SYS_shmat {
+            "when shmat() fails, remove the segment shmget() just made (shmctl(IPC_RMID))"
+        } else {
+            "remove what you created on the error path"
+        };
+        return Err(Fail::failed(format!(
+            "{context}, the publisher reported kind={} but left segment {} behind as it \
+             exited: {advice}",
+            case.kind, left.id
+        )));
+    }
+    Ok(judged)
 }
 
 /// A publisher that failed to write and met a failing call as it cleaned up: it must report

@@ -249,6 +249,69 @@ fn publisher_refuses(
     Ok(())
 }
 
+/// `Segment::create(key, 0)` itself is `ZeroSize`, not only `publish()`: the program's `create`
+/// step calls it with no `publish()` around it (the key free, so that a size 0 handed on to
+/// `shmget()` comes back as its `EINVAL`).
+fn create_refuses_zero(run: &mut Run, name: &Name) -> Result<(), Fail> {
+    let args: Vec<std::ffi::OsString> = vec![
+        "create".into(),
+        "--path".into(),
+        name.path.clone().into(),
+        "--id".into(),
+        name.id.to_string().into(),
+        "--size".into(),
+        "0".into(),
+    ];
+    let what = "Segment::create(key, 0) called alone (`sysv-shm create --size 0`: no publish() \
+                around it, the key free)";
+    let mut proc = run.spawn(&args)?;
+    proc.set_roles(|_| "the create step".into());
+    expect(&mut proc, "create step", "started").map_err(with_context(what))?;
+    proc.send("go", &[])?;
+    let message = proc.recv_any().map_err(with_context(what))?;
+    let left = segment(name.key);
+    if let Some(left) = &left {
+        rmid(left.id);
+    }
+    let fault = "the size check is in publish() only (a publisher asked for size 0 said \
+                 zero-size), yet Segment::create() is the API's door for every caller: check \
+                 size 0 first in Segment::create itself, before the limit is read and before \
+                 shmget()";
+    match (message.kind.as_str(), message.get("kind")) {
+        ("failed", Some("zero-size")) => {}
+        ("failed", Some(k)) => {
+            return Err(Fail::failed(format!(
+                "with {what}, it said kind={k} ({}), the lab wants kind=zero-size: \
+                 create() let size 0 through{}; {fault}",
+                message.get("error").unwrap_or(""),
+                if k == "shmget" {
+                    " to shmget(), which refuses it (EINVAL)"
+                } else {
+                    ""
+                }
+            )));
+        }
+        (said, _) => {
+            let made = left
+                .map(|s| format!(" (segment {} of {} bytes)", s.id, s.size))
+                .unwrap_or_default();
+            return Err(Fail::failed(format!(
+                "with {what}, it said `{said}`{made}, the lab wants `failed` with \
+                 kind=zero-size; {fault}"
+            )));
+        }
+    }
+    proc.wait()?;
+    if let Some(left) = left {
+        return Err(Fail::failed(format!(
+            "with {what}, it said kind=zero-size but segment {} is there: refuse size 0 before \
+             shmget()",
+            left.id
+        )));
+    }
+    Ok(())
+}
+
 /// A refusal the check knows no other cause for.
 fn refusal<'a>(what: &'a str, kind: &'a str, key: Option<i32>) -> Refusal<'a> {
     Refusal {
@@ -338,6 +401,7 @@ pub fn bad_input(run: &mut Run) -> Result<String, Fail> {
         };
         publisher_refuses(run, (ok.0, ok.1, 0), &payload, taken)?;
     }
+    create_refuses_zero(run, &name)?;
     // One byte more than fits: the header counts.
     let size = run.rng().random_range(100..4000u64);
     let too_big = run.random_bytes(size as usize - HEADER_LEN + 1);
@@ -769,8 +833,20 @@ fn shmall_bounds_no_segment(
          byte past shmall's bytes, no more than shmmax)",
         pages * page
     );
-    let mut proc = start_publisher(run, (&name.path, name.id, size), 6, payload)?;
+    let mut proc = spawn_publisher(run, &name.path, name.id, size, 6, payload)?;
+    // Seen, not changed: whether the publisher's shmget() ran tells a limit of its own below
+    // shmmax from the kernel's refusal (ENOSPC) reported as too-large.
+    let seen = Tracer::attach(
+        proc.pid.as_raw(),
+        Call::any(libc::SYS_shmget),
+        Action::Report,
+    )?;
+    proc.send("go", &[])?;
     let message = proc.recv_any().map_err(with_context(&what))?;
+    let shmget_ran = match seen {
+        Some(mut seen) => Some(seen.failed_the_call()?),
+        None => None,
+    };
     match (message.kind.as_str(), message.get("kind")) {
         ("failed", Some("shmget")) => proc.wait().map(drop)?,
         ("ready", _) => {
@@ -788,13 +864,32 @@ fn shmall_bounds_no_segment(
                 .nth(1)
                 .and_then(|rest| rest.split_whitespace().next())
                 .and_then(|n| n.parse::<u64>().ok());
-            let why = if limit == Some(pages * page) {
+            let reported = limit
+                .map(|l| format!(" (it reported a limit of {l})"))
+                .unwrap_or_default();
+            let why = if shmget_ran == Some(true) {
+                // Its own limit let the size through: the kernel refused it.
+                return Err(Fail::failed(format!(
+                    "{what}, the publisher said kind=too-large ({error}), though its shmget() \
+                     ran (the grader saw the call), and the kernel can only have refused it \
+                     with ENOSPC (the total past shmall: {size} bytes is within shmmax, and \
+                     nothing else is in this IPC namespace){reported}: it takes shmget()'s \
+                     ENOSPC for TooLarge; only a size above shmmax, judged before shmget(), \
+                     is too-large, and every shmget() error but EEXIST is kind=shmget"
+                )));
+            } else if limit == Some(pages * page) {
                 format!(
-                    "it compared the size with {}, shmall times the page size",
+                    "it compared the size with {}, shmall times the page size, and never \
+                     called shmget()",
                     pages * page
                 )
+            } else if shmget_ran == Some(false) {
+                format!("it never called shmget(): its limit is below shmmax{reported}")
             } else {
-                "its limit is below shmmax".to_string()
+                format!(
+                    "its limit is below shmmax{reported}, or it takes shmget()'s ENOSPC for \
+                     TooLarge (the grader may not trace it here, to see which)"
+                )
             };
             return Err(Fail::failed(format!(
                 "{what}, the publisher said kind=too-large ({error}): {why}; shmall is the total \

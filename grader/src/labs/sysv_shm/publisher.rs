@@ -15,7 +15,7 @@ use super::protocol::{
     publish, publish_record, replace_file, spawn_publisher, with_context,
 };
 use super::segments::{
-    RemoveKeyOnDrop, bytes_past_end, mark_past_end, rmid, segment, segment_bytes,
+    RemoveKeyOnDrop, bytes_past_end, mark_past_end, overwrite, rmid, segment, segment_bytes,
 };
 use super::{HEADER_LEN, MAGIC};
 use crate::engine::tracer::{Action, Breakpoint, Call, Field, Reached, Tracer, Watched};
@@ -256,8 +256,12 @@ pub fn record_in_segment(run: &mut Run) -> Result<String, Fail> {
     let size = (HEADER_LEN + len) as u64;
     let context =
         format!("with a {len}-byte payload in a {size}-byte segment, which it fills exactly");
-    let (mut published, past_end) =
+    let (mut published, marks) =
         publish_with_past_end_marked(run, name, size, len).map_err(with_context(&context))?;
+    let (past_end, header_marked) = match marks {
+        Some((tail, header)) => (Some(tail), Some(header)),
+        None => (None, None),
+    };
     let found = published.segment()?;
     let bytes = segment_bytes(found.id, (found.size as usize).min(size as usize))?;
     let field = |at: usize, len: usize| bytes.get(at..at + len).unwrap_or_default();
@@ -280,6 +284,29 @@ pub fn record_in_segment(run: &mut Run) -> Result<String, Fail> {
     ];
     for (what, found, want) in header {
         if found != want {
+            // The grader's own bytes, left where the field was to be: a store narrower than
+            // the field (a u32 into the u64 length), seen only over a segment not zeroed.
+            let at = if what == "length" { 8 } else { 4 };
+            if let Some(marked) = header_marked {
+                let kept: Vec<usize> = (0..want.len())
+                    .filter(|&i| found[i] != want[i] && found[i] == marked[at + i])
+                    .collect();
+                let stored = (0..want.len()).filter(|&i| found[i] == want[i]).count();
+                if !kept.is_empty() && kept.len() + stored == want.len() {
+                    return Err(Fail::failed(format!(
+                        "{context}: the grader filled the header with bytes of its own (never \
+                         zero) when the publisher's shmat() returned, before it wrote anything, \
+                         and at `ready` the {what} field holds {found:02x?}, not {want:02x?}: \
+                         its bytes {}..{} are still the grader's, the others are the record's; \
+                         the publisher stored only part of the {}-byte {what} field (a narrower \
+                         store, such as a u32 into the u64 length, which a new, zeroed segment \
+                         hides): store each header field whole, at its full width",
+                        at + kept[0],
+                        at + kept[kept.len() - 1] + 1,
+                        want.len()
+                    )));
+                }
+            }
             return Err(Fail::failed(format!(
                 "the segment's {what} field holds {found:02x?}, the record's {what} is \
                  {want:02x?}: lay the header out as magic (u32), sequence (u32), length (u64)"
@@ -354,12 +381,15 @@ pub fn record_in_segment(run: &mut Run) -> Result<String, Fail> {
 /// number of pages) and waits until it holds the segment, as [`publish_record`]; held as its
 /// `shmat()` returns, before it writes anything, the rest of the segment's last page is filled
 /// with random bytes, returned with it (`None` where the grader may not trace it).
+/// What [`publish_with_past_end_marked`] filled: the rest of the last page, and the header.
+type PastEndMarks = Option<(Vec<u8>, [u8; HEADER_LEN])>;
+
 fn publish_with_past_end_marked(
     run: &mut Run,
     name: super::protocol::Name,
     size: u64,
     len: usize,
-) -> Result<(Published, Option<Vec<u8>>), Fail> {
+) -> Result<(Published, PastEndMarks), Fail> {
     let sequence = run.rng().random_range(2..1_000_000u32);
     let payload = run.random_bytes(len);
     let mut proc = spawn_publisher(run, &name.path, name.id, size, sequence, &payload)?;
@@ -377,7 +407,17 @@ fn publish_with_past_end_marked(
                     let bytes: Vec<u8> =
                         (0..tail).map(|_| run.rng().random_range(1..=255)).collect();
                     mark_past_end(found.id, size as usize, &bytes)?;
-                    marked = Some(bytes);
+                    // The header too, never zero and never the magic: a field stored only in
+                    // part keeps some of these bytes.
+                    let mut header = [0u8; HEADER_LEN];
+                    for byte in &mut header {
+                        *byte = run.rng().random_range(1..=255);
+                    }
+                    if header[..4] == MAGIC.to_ne_bytes() {
+                        header[0] ^= 0x80;
+                    }
+                    overwrite(found.id, 0, &header)?;
+                    marked = Some((bytes, header));
                 }
                 tracer.release();
             }
