@@ -371,7 +371,8 @@ impl Tracer {
             last_break: 0,
             last_hit: 0,
         };
-        match traced.next_byte(Instant::now() + Duration::from_secs(2))? {
+        // Attaching takes milliseconds; a loaded machine may hold the tracer back for seconds.
+        match traced.next_byte(Instant::now() + Duration::from_secs(10))? {
             Some(ATTACHED) => Ok(Some(traced)),
             Some(REFUSED) => Ok(None),
             other => Err(Fail::Grader(format!(
