@@ -8,7 +8,7 @@ use std::net::Shutdown;
 use std::time::{Duration, Instant};
 
 use super::observe;
-use super::programs::{CONTROL_FD, GraderListener, Server, spawn_client};
+use super::programs::{CONTROL_FD, GraderListener, Server, line_kind, spawn_client};
 use super::protocol::{frame, op_name, read_frame_counted, read_response, verify};
 use super::{OP_ECHO, STATUS_OK, Transport};
 use crate::engine::tracer::{Action, Call, Tracer};
@@ -631,4 +631,102 @@ pub fn short_request_write(run: &mut Run) -> Result<(), Fail> {
          received {how}. Write every byte of the frame, its 5-byte prefix too (write_all, or loop \
          on write() until all is written)"
     )))
+}
+
+/// Whether `text` (a log line, an `error=` field) carries the OS error `errno` as an
+/// `io::Error` displays it: "... (os error N)".
+pub fn carries_errno(text: &str, errno: i32) -> bool {
+    text.contains(&format!("(os error {errno})"))
+}
+
+/// The `(os error N)` numbers `text` carries, for a message: "os error 104", or "no OS error".
+pub fn errnos_in(text: &str) -> String {
+    let found: Vec<&str> = text
+        .match_indices("(os error ")
+        .filter_map(|(at, _)| text[at + 1..].split_once(')').map(|(n, _)| n))
+        .collect();
+    if found.is_empty() {
+        "no OS error number at all".into()
+    } else {
+        found.join(", ")
+    }
+}
+
+/// A handler's read() of a new connection fails once with EIO, an error no client can bring
+/// about (a reset is ECONNRESET): the client must be dropped (its connection closed) and logged
+/// with kind=io and that read's own error, EIO (os error 5), and the server serves on.
+/// Established in turn: a log line and its kind and errno, the connection's end, and, when
+/// neither came, whether the handler answers a request on it (it retried the failed read).
+/// Skipped (with a note) as [`interrupted_calls`] is.
+pub fn failed_read(run: &mut Run, server: &Server) -> Result<(), Fail> {
+    let pid = server.pid();
+    let before = observe::thread_ids(pid);
+    let known = server.dropped_lines().len();
+    let mut conn = server.connect()?;
+    let soon = || Instant::now() + Duration::from_secs(2);
+    let Some((handler, read)) = observe::new_thread_in(pid, &before, &READS, soon()) else {
+        run.note("no thread of the server's own was seen reading a new client: EIO not forced");
+        return Ok(());
+    };
+    if !fail_next(pid, handler, read, libc::EIO)? {
+        run.note("the handler's read() could not be made to fail: EIO not forced");
+        return Ok(());
+    }
+    let situation = "a client's handler, whose first read() on a new connection failed with EIO \
+                     (forced by the grader: an error no client can bring about, unlike a reset)";
+    let rule = "a read error other than EINTR is RpcError::Io carrying the io::Error the read() \
+                returned (map_err(RpcError::Io)): never a made-up or fixed one, never the end \
+                of the stream, never retried; the client is logged with log_dropped and its \
+                connection closed";
+    let line = server.next_dropped_line(known, Duration::from_secs(3));
+    let closed = {
+        let until = Instant::now() + Duration::from_secs(if line.is_some() { 3 } else { 0 });
+        loop {
+            if conn.peer_closed() {
+                break true;
+            }
+            if Instant::now() >= until {
+                break false;
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    };
+    match line {
+        Some(line) if line_kind(&line) != "io" => Err(Fail::failed(format!(
+            "{situation}, logged `{line}`: kind={}, where kind=io is expected: {rule}",
+            line_kind(&line)
+        ))),
+        Some(line) if !carries_errno(&line, libc::EIO) => Err(Fail::failed(format!(
+            "{situation}, logged kind=io as it should, but not the error the read() returned \
+             (EIO, os error 5): `{line}` carries {}; {rule}",
+            errnos_in(&line)
+        ))),
+        Some(line) if !closed => Err(Fail::failed(format!(
+            "{situation}, logged `{line}` but kept the connection open for 3 s: a dropped \
+             client's connection is closed at once, every handle on it"
+        ))),
+        Some(_) => Ok(()),
+        None if !server.alive_note().is_empty() => Err(Fail::failed(format!(
+            "the server died after {situation}: a failing client costs its own connection only"
+        ))),
+        None if closed => Err(Fail::failed(format!(
+            "{situation}, closed the connection but logged no `dropped client ... (kind=io)` \
+             line: it took the read error for the end of the stream (Ok(None)) or did not log \
+             the error; {rule}"
+        ))),
+        None => {
+            // Neither a log line nor the end: does the handler still serve this connection?
+            let payload = b"after a failed read".to_vec();
+            let answered = conn.send(&frame(OP_ECHO, &payload), 0).is_ok()
+                && read_response(&mut conn).is_ok_and(|got| got == (STATUS_OK, payload));
+            let how = if answered {
+                "went on reading the connection and answered the request sent after it: it \
+                 retried the failed read as if it were EINTR"
+            } else {
+                "neither logged the client nor closed its connection within 3 s, nor answered \
+                 a request sent after it"
+            };
+            Err(Fail::failed(format!("{situation}, {how}; {rule}")))
+        }
+    }
 }
