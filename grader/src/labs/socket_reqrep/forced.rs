@@ -8,7 +8,7 @@ use std::net::Shutdown;
 use std::time::{Duration, Instant};
 
 use super::observe;
-use super::programs::{CONTROL_FD, GraderListener, Server, line_kind, spawn_client};
+use super::programs::{CONTROL_FD, GraderListener, Server, line_kind, said, spawn_client};
 use super::protocol::{frame, op_name, read_frame_counted, read_response, verify};
 use super::{OP_ECHO, STATUS_OK, Transport};
 use crate::engine::tracer::{Action, Call, Tracer};
@@ -729,4 +729,115 @@ pub fn failed_read(run: &mut Run, server: &Server) -> Result<(), Fail> {
             Err(Fail::failed(format!("{situation}, {how}; {rule}")))
         }
     }
+}
+
+/// The student's client, connected to a server of the grader's, has its first read() of a
+/// response made to fail with EIO, then (another client) its first write() of a request with
+/// ENOBUFS: errors no server can bring about (a server that hangs up gives an end of stream,
+/// ECONNRESET or EPIPE). Each must end the client with `failed kind=io` carrying that call's
+/// own errno: not Closed or Truncated (a read error is no end of stream), not a made-up error,
+/// not retried. Skipped (with a note) when the client's socket is not seen or the machine
+/// allows no tracing.
+pub fn client_failed_calls(run: &mut Run) -> Result<(), Fail> {
+    let payload = b"a call whose socket fails".to_vec();
+    let cases: [(&'static [i64], i32, &str, &str); 2] = [
+        (&READS, libc::EIO, "read()", "EIO, os error 5"),
+        (&WRITES, libc::ENOBUFS, "write()", "ENOBUFS, os error 105"),
+    ];
+    for (calls, errno, call, name) in cases {
+        let (listener, at) = GraderListener::bind(run, Transport::Unix)?;
+        let mut client = spawn_client(run, &at, vec![(OP_ECHO, payload.clone())], "the client")?;
+        let mut conn = listener
+            .accept_within(Duration::from_secs(2))?
+            .ok_or_else(|| Fail::failed("the client said `ready` but never connected"))?;
+        let pid = client.pid();
+        let socket = observe::sockets(pid)
+            .into_iter()
+            .map(|(fd, _)| fd)
+            .find(|&fd| fd != CONTROL_FD);
+        let tracer = match socket {
+            Some(fd) => {
+                Tracer::attach_thread(pid, pid, Call::one_of_on(calls, fd), Action::Fail(errno))?
+            }
+            None => None,
+        };
+        client.proc.send("go", &[])?;
+        let failed = match tracer {
+            Some(mut tracer) => tracer.failed_before(Instant::now() + Duration::from_secs(2))?,
+            None => false,
+        };
+        if !failed {
+            run.note(format!(
+                "the client's {call} on its socket could not be made to fail: {name} not forced"
+            ));
+            client.proc.kill_tree();
+            continue;
+        }
+        let situation = format!(
+            "when its first {call} on its connection failed with {name} (forced by the grader: \
+             an error no server can bring about, unlike a hang-up)"
+        );
+        let rule = "a read or write that fails (other than with EINTR) is RpcError::Io carrying \
+                    the io::Error the call returned (map_err(RpcError::Io)): not Closed or \
+                    Truncated, which are ends of the stream, not a made-up error, and not \
+                    retried";
+        let message = client
+            .proc
+            .recv_before(Instant::now() + Duration::from_secs(2))?;
+        let error = message
+            .as_ref()
+            .and_then(|m| m.get("error"))
+            .unwrap_or("")
+            .to_string();
+        let verdict = match message {
+            Some(m) if m.kind == "failed" && m.get("kind") == Some("io") => {
+                if carries_errno(&error, errno) {
+                    Ok(())
+                } else {
+                    Err(Fail::failed(format!(
+                        "{situation}, the client reported kind=io as it should, but not the \
+                         error the call returned ({name}): `{error}` carries {}; {rule}",
+                        errnos_in(&error)
+                    )))
+                }
+            }
+            Some(m) => Err(Fail::failed(format!(
+                "{situation}, the client said {} where `failed` with kind=io is expected: {rule}",
+                said(&m)
+            ))),
+            None => {
+                // Nothing said: did it try the call again? A request that comes after a failed
+                // write, or a response taken after a failed read, says so.
+                let request = if errno == libc::EIO {
+                    None
+                } else {
+                    conn.timeouts(Duration::from_millis(500));
+                    super::protocol::read_frame(&mut conn).ok().flatten()
+                };
+                let retried = match request {
+                    Some(_) => true,
+                    None if errno == libc::EIO => {
+                        let _ = conn.send(&frame(STATUS_OK, &payload), 0);
+                        client
+                            .proc
+                            .recv_before(Instant::now() + Duration::from_secs(1))?
+                            .is_some_and(|m| m.kind == "done")
+                    }
+                    None => false,
+                };
+                let how = if retried {
+                    format!("tried the {call} again, and went on: it retried a failed call")
+                } else {
+                    "neither failed nor finished within 2 s".into()
+                };
+                Err(Fail::failed(format!("{situation}, the client {how}; {rule}")))
+            }
+        };
+        if verdict.is_err() {
+            client.proc.kill_tree();
+            return verdict;
+        }
+        client.proc.wait()?;
+    }
+    Ok(())
 }
