@@ -830,7 +830,9 @@ pub fn client_failed_calls(run: &mut Run) -> Result<(), Fail> {
                 } else {
                     "neither failed nor finished within 2 s".into()
                 };
-                Err(Fail::failed(format!("{situation}, the client {how}; {rule}")))
+                Err(Fail::failed(format!(
+                    "{situation}, the client {how}; {rule}"
+                )))
             }
         };
         if verdict.is_err() {
