@@ -8,7 +8,9 @@ use std::time::{Duration, Instant};
 use ipc_labs_driver::Message;
 
 use super::Transport;
+use super::forced;
 use super::programs::{Server, said, spawn_server};
+use crate::engine::tracer::{Action, Call, Tracer};
 use crate::engine::{Fail, Proc, Run};
 
 /// A server that was to fail: it must say `failed` with kind=bind, then exit.
@@ -171,10 +173,157 @@ pub fn socket_paths(run: &mut Run) -> Result<String, Fail> {
         ));
     }
 
+    failed_bind(run)?;
+    failed_remove(run)?;
     Ok(
         "a 107-byte socket path bound and a 108-byte one failed with kind=bind; a path with a \
         file, a live server's socket or a dead server's socket on it failed with kind=bind and \
-        the file stayed"
+        the file stayed; a bind() failed with EACCES was reported kind=bind with it, and an \
+        unlink() failed with EBUSY at the stop kind=remove with it"
             .into(),
     )
+}
+
+/// The server's bind() is made to fail with EACCES (the server started stopped, traced from its
+/// first instruction): an error no path of the check's gives (a file at the path is EADDRINUSE,
+/// a long path is refused before any bind()). The server must report `failed kind=bind` with
+/// that errno, leave no file at the path, and exit. Skipped (with a note) when the machine
+/// allows no tracing or the server makes no bind().
+fn failed_bind(run: &mut Run) -> Result<(), Fail> {
+    let path = run.path("denied.sock");
+    let args = [
+        "server".to_string(),
+        "--unix".to_string(),
+        path.display().to_string(),
+    ];
+    let mut proc = run.spawn_stopped(&args)?;
+    proc.set_roles(|_| "the server".into());
+    let pid = proc.pid.as_raw();
+    let tracer = Tracer::attach(pid, Call::any(libc::SYS_bind), Action::Fail(libc::EACCES))?;
+    crate::engine::force::resume(pid)?;
+    let failed = match tracer {
+        Some(mut tracer) => tracer.failed_before(Instant::now() + Duration::from_secs(5))?,
+        None => false,
+    };
+    let first = proc.recv_any()?;
+    if !failed {
+        run.note("the server's bind() could not be made to fail: EACCES not forced");
+        proc.kill_tree();
+        let _ = std::fs::remove_file(&path);
+        return Ok(());
+    }
+    let situation = "with its bind() made to fail with EACCES (os error 13, forced by the grader: \
+                     a directory the server may not write to gives it)";
+    let rule = "every failure of Listener::bind is RpcError::Bind carrying the io::Error the \
+                call returned (map_err with source: the error), not a made-up or fixed one";
+    if first.kind == "failed" && first.get("kind") == Some("bind") {
+        let error = first.get("error").unwrap_or("");
+        if !forced::carries_errno(error, libc::EACCES) {
+            proc.kill_tree();
+            return Err(Fail::failed(format!(
+                "{situation}, the server reported kind=bind as it should, but not the error \
+                 bind() returned: `{error}` carries {}; {rule}",
+                forced::errnos_in(error)
+            )));
+        }
+    } else {
+        proc.kill_tree();
+        return Err(Fail::failed(format!(
+            "{situation}, the server said {} where `failed` with kind=bind is expected: {rule}",
+            said(&first)
+        )));
+    }
+    if proc
+        .wait_until(Instant::now() + Duration::from_secs(5))?
+        .is_none()
+    {
+        proc.kill_tree();
+        return Err(Fail::failed(format!(
+            "{situation}, the server reported kind=bind but did not exit"
+        )));
+    }
+    if std::fs::symlink_metadata(&path).is_ok() {
+        let _ = std::fs::remove_file(&path);
+        return Err(Fail::failed(format!(
+            "{situation}, the server reported kind=bind but left a file at its path: a bind() \
+             that failed created nothing, and a failing Listener::bind creates nothing either"
+        )));
+    }
+    Ok(())
+}
+
+/// At the stop, the server's unlink() of its socket file is made to fail with EBUSY (forced: an
+/// error no other path gives). `Listener::remove` must report it as RpcError::Remove carrying
+/// that errno, and run_server return it: the server says `failed kind=remove`, not `done`.
+/// Skipped (with a note) when the machine allows no tracing or the server removes its file
+/// with no unlink().
+fn failed_remove(run: &mut Run) -> Result<(), Fail> {
+    let path = run.path("kept.sock");
+    let (proc, first) = spawn_server(run, &["--unix".to_string(), path.display().to_string()])?;
+    let server = Server::ready(run, proc, first, Transport::Unix, path.clone())?;
+    server.ping()?;
+    let pid = server.pid();
+    const UNLINKS: [i64; 2] = [libc::SYS_unlink, libc::SYS_unlinkat];
+    let tracer = Tracer::attach(pid, Call::one_of(&UNLINKS), Action::Fail(libc::EBUSY))?;
+    let mut proc = server.proc;
+    let _ = nix::sys::signal::kill(proc.pid, nix::sys::signal::Signal::SIGTERM);
+    let failed = match tracer {
+        Some(mut tracer) => tracer.failed_before(Instant::now() + Duration::from_secs(5))?,
+        None => false,
+    };
+    let message = proc.recv_before(Instant::now() + Duration::from_secs(5))?;
+    let cleanup = |proc: &Proc| {
+        proc.kill_tree();
+        let _ = std::fs::remove_file(&path);
+    };
+    if !failed {
+        run.note(
+            "the server's unlink() of its socket file could not be made to fail: EBUSY not forced",
+        );
+        cleanup(&proc);
+        return Ok(());
+    }
+    let situation = "when, at the stop, the server's unlink() of its socket file failed with \
+                     EBUSY (os error 16, forced by the grader)";
+    let rule = "a socket file that cannot be removed is RpcError::Remove carrying the io::Error \
+                remove_file returned, and run_server returns it (`?`): the caller must learn \
+                that the file is still there";
+    let verdict = match message {
+        Some(m) if m.kind == "failed" && m.get("kind") == Some("remove") => {
+            let error = m.get("error").unwrap_or("");
+            if forced::carries_errno(error, libc::EBUSY) {
+                Ok(())
+            } else {
+                Err(Fail::failed(format!(
+                    "{situation}, the server reported kind=remove as it should, but not the \
+                     error unlink() returned: `{error}` carries {}; {rule}",
+                    forced::errnos_in(error)
+                )))
+            }
+        }
+        Some(m) if m.kind == "done" => Err(Fail::failed(format!(
+            "{situation}, the server said `done` as if its socket file were gone (it is still \
+             there): the error was ignored; {rule}"
+        ))),
+        Some(m) => Err(Fail::failed(format!(
+            "{situation}, the server said {} where `failed` with kind=remove is expected: {rule}",
+            said(&m)
+        ))),
+        None => Err(Fail::failed(format!(
+            "{situation}, the server said nothing within 5 s, where `failed` with kind=remove is \
+             expected: {rule}"
+        ))),
+    };
+    if verdict.is_ok()
+        && proc
+            .wait_until(Instant::now() + Duration::from_secs(5))?
+            .is_none()
+    {
+        cleanup(&proc);
+        return Err(Fail::failed(format!(
+            "{situation}, the server reported kind=remove but did not exit"
+        )));
+    }
+    cleanup(&proc);
+    verdict
 }

@@ -486,6 +486,7 @@ pub fn client_errors(run: &mut Run) -> Result<String, Fail> {
         expect_failure(&mut client, Some(&listener), kind, situation, rule, if_done)?;
     }
     response_one_past_the_limit(run, &request)?;
+    forced::client_failed_calls(run)?;
     Ok(
         "the client reported kind=connect with no server (Unix and TCP), kind=closed for a \
         server that hung up, and kind=truncated for a response cut short (in its length prefix \

@@ -458,6 +458,8 @@ pub fn bad_input(run: &mut Run) -> Result<String, Fail> {
     // Error paths no client can bring about, forced: interrupted calls, a failed accept().
     forced::interrupted_calls(run, &server)?;
     forced::interrupted_body_read(run, &server)?;
+    forced::failed_read(run, &server)?;
+    good(&server, "a handler's read() failed with EIO")?;
     let aborted = forced::aborted_accept(run, &server)?;
     forced::failed_accept(run, &server, libc::EMFILE, aborted)?;
     let what = "a handler that ended while the thread that started it was held";

@@ -8,7 +8,7 @@ use std::net::Shutdown;
 use std::time::{Duration, Instant};
 
 use super::observe;
-use super::programs::{CONTROL_FD, GraderListener, Server, spawn_client};
+use super::programs::{CONTROL_FD, GraderListener, Server, line_kind, said, spawn_client};
 use super::protocol::{frame, op_name, read_frame_counted, read_response, verify};
 use super::{OP_ECHO, STATUS_OK, Transport};
 use crate::engine::tracer::{Action, Call, Tracer};
@@ -631,4 +631,215 @@ pub fn short_request_write(run: &mut Run) -> Result<(), Fail> {
          received {how}. Write every byte of the frame, its 5-byte prefix too (write_all, or loop \
          on write() until all is written)"
     )))
+}
+
+/// Whether `text` (a log line, an `error=` field) carries the OS error `errno` as an
+/// `io::Error` displays it: "... (os error N)".
+pub fn carries_errno(text: &str, errno: i32) -> bool {
+    text.contains(&format!("(os error {errno})"))
+}
+
+/// The `(os error N)` numbers `text` carries, for a message: "os error 104", or "no OS error".
+pub fn errnos_in(text: &str) -> String {
+    let found: Vec<&str> = text
+        .match_indices("(os error ")
+        .filter_map(|(at, _)| text[at + 1..].split_once(')').map(|(n, _)| n))
+        .collect();
+    if found.is_empty() {
+        "no OS error number at all".into()
+    } else {
+        found.join(", ")
+    }
+}
+
+/// A handler's read() of a new connection fails once with EIO, an error no client can bring
+/// about (a reset is ECONNRESET): the client must be dropped (its connection closed) and logged
+/// with kind=io and that read's own error, EIO (os error 5), and the server serves on.
+/// Established in turn: a log line and its kind and errno, the connection's end, and, when
+/// neither came, whether the handler answers a request on it (it retried the failed read).
+/// Skipped (with a note) as [`interrupted_calls`] is.
+pub fn failed_read(run: &mut Run, server: &Server) -> Result<(), Fail> {
+    let pid = server.pid();
+    let before = observe::thread_ids(pid);
+    let known = server.dropped_lines().len();
+    let mut conn = server.connect()?;
+    let soon = || Instant::now() + Duration::from_secs(2);
+    let Some((handler, read)) = observe::new_thread_in(pid, &before, &READS, soon()) else {
+        run.note("no thread of the server's own was seen reading a new client: EIO not forced");
+        return Ok(());
+    };
+    if !fail_next(pid, handler, read, libc::EIO)? {
+        run.note("the handler's read() could not be made to fail: EIO not forced");
+        return Ok(());
+    }
+    let situation = "a client's handler, whose first read() on a new connection failed with EIO \
+                     (forced by the grader: an error no client can bring about, unlike a reset)";
+    let rule = "a read error other than EINTR is RpcError::Io carrying the io::Error the read() \
+                returned (map_err(RpcError::Io)): never a made-up or fixed one, never the end \
+                of the stream, never retried; the client is logged with log_dropped and its \
+                connection closed";
+    let line = server.next_dropped_line(known, Duration::from_secs(3));
+    let closed = {
+        let until = Instant::now() + Duration::from_secs(if line.is_some() { 3 } else { 0 });
+        loop {
+            if conn.peer_closed() {
+                break true;
+            }
+            if Instant::now() >= until {
+                break false;
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    };
+    match line {
+        Some(line) if line_kind(&line) != "io" => Err(Fail::failed(format!(
+            "{situation}, logged `{line}`: kind={}, where kind=io is expected: {rule}",
+            line_kind(&line)
+        ))),
+        Some(line) if !carries_errno(&line, libc::EIO) => Err(Fail::failed(format!(
+            "{situation}, logged kind=io as it should, but not the error the read() returned \
+             (EIO, os error 5): `{line}` carries {}; {rule}",
+            errnos_in(&line)
+        ))),
+        Some(line) if !closed => Err(Fail::failed(format!(
+            "{situation}, logged `{line}` but kept the connection open for 3 s: a dropped \
+             client's connection is closed at once, every handle on it"
+        ))),
+        Some(_) => Ok(()),
+        None if !server.alive_note().is_empty() => Err(Fail::failed(format!(
+            "the server died after {situation}: a failing client costs its own connection only"
+        ))),
+        None if closed => Err(Fail::failed(format!(
+            "{situation}, closed the connection but logged no `dropped client ... (kind=io)` \
+             line: it took the read error for the end of the stream (Ok(None)) or did not log \
+             the error; {rule}"
+        ))),
+        None => {
+            // Neither a log line nor the end: does the handler still serve this connection?
+            let payload = b"after a failed read".to_vec();
+            let answered = conn.send(&frame(OP_ECHO, &payload), 0).is_ok()
+                && read_response(&mut conn).is_ok_and(|got| got == (STATUS_OK, payload));
+            let how = if answered {
+                "went on reading the connection and answered the request sent after it: it \
+                 retried the failed read as if it were EINTR"
+            } else {
+                "neither logged the client nor closed its connection within 3 s, nor answered \
+                 a request sent after it"
+            };
+            Err(Fail::failed(format!("{situation}, {how}; {rule}")))
+        }
+    }
+}
+
+/// The student's client, connected to a server of the grader's, has its first read() of a
+/// response made to fail with EIO, then (another client) its first write() of a request with
+/// ENOBUFS: errors no server can bring about (a server that hangs up gives an end of stream,
+/// ECONNRESET or EPIPE). Each must end the client with `failed kind=io` carrying that call's
+/// own errno: not Closed or Truncated (a read error is no end of stream), not a made-up error,
+/// not retried. Skipped (with a note) when the client's socket is not seen or the machine
+/// allows no tracing.
+pub fn client_failed_calls(run: &mut Run) -> Result<(), Fail> {
+    let payload = b"a call whose socket fails".to_vec();
+    let cases: [(&'static [i64], i32, &str, &str); 2] = [
+        (&READS, libc::EIO, "read()", "EIO, os error 5"),
+        (&WRITES, libc::ENOBUFS, "write()", "ENOBUFS, os error 105"),
+    ];
+    for (calls, errno, call, name) in cases {
+        let (listener, at) = GraderListener::bind(run, Transport::Unix)?;
+        let mut client = spawn_client(run, &at, vec![(OP_ECHO, payload.clone())], "the client")?;
+        let mut conn = listener
+            .accept_within(Duration::from_secs(2))?
+            .ok_or_else(|| Fail::failed("the client said `ready` but never connected"))?;
+        let pid = client.pid();
+        let socket = observe::sockets(pid)
+            .into_iter()
+            .map(|(fd, _)| fd)
+            .find(|&fd| fd != CONTROL_FD);
+        let tracer = match socket {
+            Some(fd) => {
+                Tracer::attach_thread(pid, pid, Call::one_of_on(calls, fd), Action::Fail(errno))?
+            }
+            None => None,
+        };
+        client.proc.send("go", &[])?;
+        let failed = match tracer {
+            Some(mut tracer) => tracer.failed_before(Instant::now() + Duration::from_secs(2))?,
+            None => false,
+        };
+        if !failed {
+            run.note(format!(
+                "the client's {call} on its socket could not be made to fail: {name} not forced"
+            ));
+            client.proc.kill_tree();
+            continue;
+        }
+        let situation = format!(
+            "when its first {call} on its connection failed with {name} (forced by the grader: \
+             an error no server can bring about, unlike a hang-up)"
+        );
+        let rule = "a read or write that fails (other than with EINTR) is RpcError::Io carrying \
+                    the io::Error the call returned (map_err(RpcError::Io)): not Closed or \
+                    Truncated, which are ends of the stream, not a made-up error, and not \
+                    retried";
+        let message = client
+            .proc
+            .recv_before(Instant::now() + Duration::from_secs(2))?;
+        let error = message
+            .as_ref()
+            .and_then(|m| m.get("error"))
+            .unwrap_or("")
+            .to_string();
+        let verdict = match message {
+            Some(m) if m.kind == "failed" && m.get("kind") == Some("io") => {
+                if carries_errno(&error, errno) {
+                    Ok(())
+                } else {
+                    Err(Fail::failed(format!(
+                        "{situation}, the client reported kind=io as it should, but not the \
+                         error the call returned ({name}): `{error}` carries {}; {rule}",
+                        errnos_in(&error)
+                    )))
+                }
+            }
+            Some(m) => Err(Fail::failed(format!(
+                "{situation}, the client said {} where `failed` with kind=io is expected: {rule}",
+                said(&m)
+            ))),
+            None => {
+                // Nothing said: did it try the call again? A request that comes after a failed
+                // write, or a response taken after a failed read, says so.
+                let request = if errno == libc::EIO {
+                    None
+                } else {
+                    conn.timeouts(Duration::from_millis(500));
+                    super::protocol::read_frame(&mut conn).ok().flatten()
+                };
+                let retried = match request {
+                    Some(_) => true,
+                    None if errno == libc::EIO => {
+                        let _ = conn.send(&frame(STATUS_OK, &payload), 0);
+                        client
+                            .proc
+                            .recv_before(Instant::now() + Duration::from_secs(1))?
+                            .is_some_and(|m| m.kind == "done")
+                    }
+                    None => false,
+                };
+                let how = if retried {
+                    format!("tried the {call} again, and went on: it retried a failed call")
+                } else {
+                    "neither failed nor finished within 2 s".into()
+                };
+                Err(Fail::failed(format!(
+                    "{situation}, the client {how}; {rule}"
+                )))
+            }
+        };
+        if verdict.is_err() {
+            client.proc.kill_tree();
+            return verdict;
+        }
+        client.proc.wait()?;
+    }
+    Ok(())
 }
