@@ -19,6 +19,8 @@ pub fn typed_errors(run: &mut Run) -> Result<String, Fail> {
     existing_segment(run)?;
     dangling_link(run)?;
     pool_errors(run)?;
+    super::failures::forced_failures(run)?;
+    super::failures::queue_made_meanwhile(run)?;
     Ok(
         "a 4095-byte segment, an existing name, a name taken by a dangling link, a missing \
          name, a segment whose ftruncate() or mmap() fails, a missing pool, pools of 0 and 11 \
@@ -416,7 +418,7 @@ fn pool_errors(run: &mut Run) -> Result<(), Fail> {
 
 /// A queue the grader makes under a pool's queue name before the pool: attributes and a
 /// message no pool makes, so that a queue removed and made again shows.
-struct GraderQueue {
+pub(super) struct GraderQueue {
     queue: Option<nix::mqueue::MqdT>,
 }
 
@@ -434,7 +436,7 @@ const GRADER_QUEUE_MSGSIZE: libc::c_long = 8;
 const GRADER_QUEUE_MESSAGE: &[u8] = b"grader!!";
 
 impl GraderQueue {
-    fn create(name: &str) -> Result<GraderQueue, Fail> {
+    pub(super) fn create(name: &str) -> Result<GraderQueue, Fail> {
         use nix::mqueue::{MQ_OFlag, MqAttr, mq_open, mq_send};
         let attr = MqAttr::new(0, GRADER_QUEUE_MAXMSG, GRADER_QUEUE_MSGSIZE, 0);
         let queue = mq_open(
@@ -451,7 +453,7 @@ impl GraderQueue {
 
     /// Whether the queue open here is still the one the grader made, as it made it: its
     /// attributes and its one message.
-    fn untouched(&self) -> bool {
+    pub(super) fn untouched(&self) -> bool {
         let Some(queue) = &self.queue else {
             return false;
         };

@@ -27,6 +27,7 @@ use crate::engine::{Check, Lab};
 
 mod data;
 mod errors;
+mod failures;
 mod handover;
 mod headers;
 mod held;
