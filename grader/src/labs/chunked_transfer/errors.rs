@@ -313,6 +313,10 @@ fn pool_errors(run: &mut Run) -> Result<(), Fail> {
     let names_q = PoolNames::new(run, "queued", 3);
     let taken_queue = GraderQueue::create(&names_q.queue)?;
     let pool_q = spawn_pool(run, &names_q, MIN_SEGMENT)?;
+    // A pool of too small segments on a prefix whose queue exists: the size is judged first.
+    let names_qs = PoolNames::new(run, "queuedsmall", 2);
+    let taken_small = GraderQueue::create(&names_qs.queue)?;
+    let pool_qs = spawn_pool(run, &names_qs, MIN_SEGMENT - 1)?;
 
     // The smallest pool works; a second one over its names is refused and leaves it whole.
     pool_ready(&mut first, &names, MIN_SEGMENT)?;
@@ -360,6 +364,7 @@ fn pool_errors(run: &mut Run) -> Result<(), Fail> {
     let _ = nix::sys::mman::shm_unlink(names.segments[2].as_str());
 
     queue_taken(pool_q, &names_q, taken_queue)?;
+    small_pool_on_a_taken_queue(pool_qs, &names_qs, taken_small)?;
 
     // The largest pool of the smallest segments works; destroy() goes on past two segments
     // that are already gone and reports the first.
@@ -497,6 +502,53 @@ fn queue_taken(mut pool: Proc, names: &PoolNames, queue: GraderQueue) -> Result<
         )));
     }
     Ok(())
+}
+
+/// A pool of 4095-byte segments on a prefix whose free queue exists (the grader's): the size
+/// is judged before anything is made or tried, so it is `bad-size`, not `exists`.
+fn small_pool_on_a_taken_queue(
+    mut pool: Proc,
+    names: &PoolNames,
+    queue: GraderQueue,
+) -> Result<(), Fail> {
+    let answer = pool.recv_any();
+    let same_queue = queue.untouched() && message_queue_exists(&names.queue);
+    let _ = nix::mqueue::mq_unlink(names.queue.as_str());
+    drop(queue);
+    let answer = answer?;
+    let asked = format!(
+        "asked for a pool of {} segments of {} bytes on a prefix whose free queue {} existed          (made by the grader)",
+        names.segments.len(),
+        MIN_SEGMENT - 1,
+        names.queue
+    );
+    if answer.kind != "failed" || answer.get("kind") != Some("bad-size") {
+        let said = if answer.kind == "failed" {
+            format!("`failed` ({})", failure(&answer))
+        } else {
+            format!("`{}`", answer.kind)
+        };
+        let why = if answer.get("kind") == Some("exists") {
+            ": it tried the queue (mq_open(O_CREAT | O_EXCL)) before it judged the size, \
+             leaving the size to Segment::create. Pool::create judges the count and the size \
+             first: a refused pool makes and tries nothing"
+        } else {
+            ""
+        };
+        pool.kill_tree();
+        return Err(Fail::failed(format!(
+            "{asked}, the program said {said}: this must fail with TransferError::BadSize \
+             (kind=bad-size), whatever the names{why}"
+        )));
+    }
+    pool.wait()?;
+    if !same_queue {
+        return Err(Fail::failed(format!(
+            "{asked}, the program said kind=bad-size, rightly, but the grader's queue is gone \
+             or changed: a refused create() touches nothing that was there"
+        )));
+    }
+    names.none_left(&format!("{asked} and refused"))
 }
 
 /// Waits for `proc` to refuse what it was asked (`asked`) with `failed` and the kind of
