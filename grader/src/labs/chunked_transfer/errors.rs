@@ -517,7 +517,7 @@ fn small_pool_on_a_taken_queue(
     drop(queue);
     let answer = answer?;
     let asked = format!(
-        "asked for a pool of {} segments of {} bytes on a prefix whose free queue {} existed          (made by the grader)",
+        "asked for a pool of {} segments of {} bytes on a prefix whose free queue {} existed (made by the grader)",
         names.segments.len(),
         MIN_SEGMENT - 1,
         names.queue
