@@ -527,6 +527,14 @@ pub fn pair_failed(
              never given back. The receiver gives its segment back once it has read \
              the end of the message"
         )),
+        Some("semaphore") if message.get("error").is_some_and(|e| e.contains("EINVAL")) => {
+            let who = if from_sender { "sender" } else { "receiver" };
+            Fail::failed(format!(
+                "pair {index}'s {who} said `failed` ({}): {}",
+                failure(message),
+                super::transfer::SEM_EINVAL
+            ))
+        }
         _ => {
             let who = if from_sender { "sender" } else { "receiver" };
             Fail::failed(format!(

@@ -502,6 +502,17 @@ impl Transfer {
 }
 
 /// `kind=...: error` of a `failed` message, for a diagnosis.
+/// What a semaphore call's `EINVAL` establishes: glibc's `sem_timedwait()` checks the
+/// deadline's `tv_nsec` before it touches the semaphore and fails with `EINVAL` for that alone
+/// (`sem_post()` gives `EOVERFLOW`, never `EINVAL`; `sem_init()` only for a value too large).
+pub const SEM_EINVAL: &str = "EINVAL from a semaphore wait: glibc's sem_timedwait() gives \
+     EINVAL for one reason only, a deadline whose tv_nsec is not in 0..=999999999 (checked \
+     before the semaphore is even looked at; sem_post() never gives EINVAL). The deadline was \
+     built by hand (now + the timeout, field by field) without carrying the nanoseconds into \
+     tv_sec: with a timeout that has a fraction of a second, about one wait in two gets a \
+     tv_nsec of a second or more. Normalize the deadline (or use TimeSpec addition), and \
+     nothing here says the segment was given back too early";
+
 pub fn failure(message: &Message) -> String {
     format!(
         "kind={}: {}",
