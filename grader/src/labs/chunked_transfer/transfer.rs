@@ -38,6 +38,8 @@ pub struct Setup {
     /// Watch the sender's stores to its semaphores from its mmap() of the segment until it
     /// says `ready`: create() must initialize them with sem_init().
     pub watch_init: bool,
+    /// The sender's data source gives short reads (`send --short-reads`).
+    pub short_reads: bool,
 }
 
 impl Setup {
@@ -54,6 +56,7 @@ impl Setup {
             receiver_holds: Vec::new(),
             seed: None,
             watch_init: false,
+            short_reads: false,
         }
     }
 }
@@ -124,6 +127,9 @@ pub fn start_sender(run: &mut Run, setup: &Setup) -> Result<Sender, Fail> {
     }
     if setup.sender_slow_ms > 0 {
         args.extend(["--slow-ms".into(), setup.sender_slow_ms.to_string()]);
+    }
+    if setup.short_reads {
+        args.push("--short-reads".into());
     }
     let (sender, ready, stores) = if setup.watch_init {
         let mut sender = run.spawn_stopped(&args)?;
