@@ -49,7 +49,12 @@ fn opening(name: &str) -> Call {
 
 /// Starts `args` stopped and attaches a tracer that fails its first `call` with `errno`;
 /// `None` if the machine does not allow tracing (the check does without).
-fn start(run: &mut Run, args: &[&str], call: Call, errno: i32) -> Result<Option<(Proc, Tracer)>, Fail> {
+fn start(
+    run: &mut Run,
+    args: &[&str],
+    call: Call,
+    errno: i32,
+) -> Result<Option<(Proc, Tracer)>, Fail> {
     let proc = run.spawn_stopped(args)?;
     let pid = proc.pid.as_raw();
     let Some(tracer) = Tracer::attach(pid, call, Action::Fail(errno))? else {
@@ -144,7 +149,15 @@ pub fn forced_failures(run: &mut Run) -> Result<(), Fail> {
     let call = opening(&name);
     let Some((mut proc, tracer)) = start(
         run,
-        &["recv", "--name", &name, "--count", "1", "--timeout-ms", "1000"],
+        &[
+            "recv",
+            "--name",
+            &name,
+            "--count",
+            "1",
+            "--timeout-ms",
+            "1000",
+        ],
         call,
         libc::EACCES,
     )?
@@ -190,7 +203,15 @@ pub fn forced_failures(run: &mut Run) -> Result<(), Fail> {
         let names = PoolNames::new(run, &format!("forced-{tag}"), 2);
         let Some((mut proc, tracer)) = start(
             run,
-            &["pool", "--prefix", &names.prefix, "--count", "2", "--size", &size],
+            &[
+                "pool",
+                "--prefix",
+                &names.prefix,
+                "--count",
+                "2",
+                "--size",
+                &size,
+            ],
             call,
             errno,
         )?
@@ -295,7 +316,13 @@ pub fn queue_made_meanwhile(run: &mut Run) -> Result<(), Fail> {
     let names = PoolNames::new(run, "raced", 2);
     let size = MIN_SEGMENT.to_string();
     let mut proc = run.spawn_stopped(&[
-        "pool", "--prefix", &names.prefix, "--count", "2", "--size", &size,
+        "pool",
+        "--prefix",
+        &names.prefix,
+        "--count",
+        "2",
+        "--size",
+        &size,
     ])?;
     proc.set_roles(|_| "the pool's creator".into());
     let pid = proc.pid.as_raw();
