@@ -27,7 +27,10 @@ pub fn typed_errors(run: &mut Run) -> Result<String, Fail> {
          segments, of 4095-byte segments, over an existing pool, segment or queue alone were \
          refused with their errors, leaving nothing of their own and everything that was there; \
          pools of 1 and 10 segments of 4096 bytes worked, and destroy() went on past two \
-         missing segments and reported the first"
+         missing segments and reported the first; ftruncate(), mmap(), shm_open() (creating \
+         and opening), the creating mq_open() and mq_send() made to fail each gave its kind \
+         and errno and left nothing; a 4095-byte pool on a taken queue was bad-size; a queue \
+         made while the creator was at its mq_open() was refused"
             .into(),
     )
 }

@@ -162,6 +162,8 @@ pub fn forced_failures(run: &mut Run) -> Result<(), Fail> {
         libc::EACCES,
     )?
     else {
+        abandon(&forced);
+        let _ = nix::sys::mman::shm_unlink(name.as_str());
         return Ok(());
     };
     proc.set_roles(|_| "the receiver".into());
@@ -216,6 +218,7 @@ pub fn forced_failures(run: &mut Run) -> Result<(), Fail> {
             errno,
         )?
         else {
+            abandon(&forced);
             return Ok(());
         };
         proc.set_roles(|_| "the pool's creator".into());
@@ -237,7 +240,14 @@ pub fn forced_failures(run: &mut Run) -> Result<(), Fail> {
         });
     }
     let outcome = forced.iter_mut().try_for_each(judge);
-    for forced in &forced {
+    abandon(&forced);
+    drop(object);
+    outcome
+}
+
+/// Ends the programs and removes what they may have left.
+fn abandon(forced: &[Forced]) {
+    for forced in forced {
         forced.proc.kill_tree();
         for name in &forced.segments {
             let _ = nix::sys::mman::shm_unlink(name.as_str());
@@ -245,12 +255,10 @@ pub fn forced_failures(run: &mut Run) -> Result<(), Fail> {
         for name in &forced.queues {
             let _ = nix::mqueue::mq_unlink(name.as_str());
         }
+        if let Some(name) = &forced.kept {
+            let _ = nix::sys::mman::shm_unlink(name.as_str());
+        }
     }
-    drop(object);
-    if let Some(name) = forced.iter().find_map(|f| f.kept.as_ref()) {
-        let _ = nix::sys::mman::shm_unlink(name.as_str());
-    }
-    outcome
 }
 
 fn judge(forced: &mut Forced) -> Result<(), Fail> {
