@@ -870,6 +870,11 @@ fn short_take(
     queue.put_all(&[id.to_vec()])?;
     let given = started.elapsed().as_millis();
     let answer = pair.recv_any()?;
+    if answer.get("kind") == Some("bad-id") {
+        // The pool's own id refused: the count is wrong, whatever the wait.
+        pair.kill_tree();
+        return Err(pair_failed(index, SEGMENTS, &answer, true));
+    }
     if answer.kind != "took" {
         pair.kill_tree();
         return Err(Fail::failed(format!(
