@@ -87,6 +87,10 @@ enum Command {
         /// Sleep this long before each read of the data source (a slow producer).
         #[arg(long, default_value_t = 0)]
         slow_ms: u64,
+        /// The data source gives at most half the bytes asked for in each read (as a pipe or a
+        /// socket may): short reads that are not the end of the data.
+        #[arg(long)]
+        short_reads: bool,
     },
     /// Opens the segment and receives messages from it.
     Recv {
@@ -390,6 +394,8 @@ struct Marks {
     hold_at: Option<u64>,
     /// Sleep this long before each read of the data source.
     slow: Duration,
+    /// Give at most half the bytes asked for in each read.
+    short: bool,
 }
 
 /// The sender's data, which says `progress` once `after` bytes have been read from it, and
@@ -403,6 +409,8 @@ struct Progress<'a> {
     hold: Option<u64>,
     /// How long to sleep before each read.
     slow: Duration,
+    /// Give at most half the bytes asked for in each read (at least one).
+    short: bool,
 }
 
 impl Read for Progress<'_> {
@@ -425,6 +433,12 @@ impl Read for Progress<'_> {
             self.control.wait_for("release");
             self.hold = None;
         }
+        let buf = if self.short && buf.len() > 1 {
+            let half = buf.len() / 2;
+            &mut buf[..half]
+        } else {
+            buf
+        };
         let n = self.data.read(buf)?;
         self.read += n as u64;
         if let Some(after) = self.after
@@ -478,6 +492,7 @@ fn send(
             after: after.take(),
             hold: marks.hold_at.filter(|_| index == 0),
             slow: marks.slow,
+            short: marks.short,
         };
         if let Err(error) = segment.send(len, &mut data, timeout) {
             report(control, &error, 0);
@@ -670,6 +685,7 @@ fn pair(
                 after: None,
                 hold: holds.sender,
                 slow: Duration::ZERO,
+                short: false,
             };
             let sent = pool.send(id, len, &mut data, timeout);
             if sent.is_ok() {
@@ -761,6 +777,7 @@ fn main() -> ExitCode {
             progress_after,
             hold_at,
             slow_ms,
+            short_reads,
         } => send(
             &control,
             &name,
@@ -772,6 +789,7 @@ fn main() -> ExitCode {
                 progress_after,
                 hold_at,
                 slow: ms(slow_ms),
+                short: short_reads,
             },
         ),
         Command::Recv {

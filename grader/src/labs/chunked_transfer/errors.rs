@@ -19,13 +19,18 @@ pub fn typed_errors(run: &mut Run) -> Result<String, Fail> {
     existing_segment(run)?;
     dangling_link(run)?;
     pool_errors(run)?;
+    super::failures::forced_failures(run)?;
+    super::failures::queue_made_meanwhile(run)?;
     Ok(
         "a 4095-byte segment, an existing name, a name taken by a dangling link, a missing \
          name, a segment whose ftruncate() or mmap() fails, a missing pool, pools of 0 and 11 \
          segments, of 4095-byte segments, over an existing pool, segment or queue alone were \
          refused with their errors, leaving nothing of their own and everything that was there; \
          pools of 1 and 10 segments of 4096 bytes worked, and destroy() went on past two \
-         missing segments and reported the first"
+         missing segments and reported the first; ftruncate(), mmap(), shm_open() (creating \
+         and opening), the creating mq_open() and mq_send() made to fail each gave its kind \
+         and errno and left nothing; a 4095-byte pool on a taken queue was bad-size; a queue \
+         made while the creator was at its mq_open() was refused"
             .into(),
     )
 }
@@ -311,6 +316,10 @@ fn pool_errors(run: &mut Run) -> Result<(), Fail> {
     let names_q = PoolNames::new(run, "queued", 3);
     let taken_queue = GraderQueue::create(&names_q.queue)?;
     let pool_q = spawn_pool(run, &names_q, MIN_SEGMENT)?;
+    // A pool of too small segments on a prefix whose queue exists: the size is judged first.
+    let names_qs = PoolNames::new(run, "queuedsmall", 2);
+    let taken_small = GraderQueue::create(&names_qs.queue)?;
+    let pool_qs = spawn_pool(run, &names_qs, MIN_SEGMENT - 1)?;
 
     // The smallest pool works; a second one over its names is refused and leaves it whole.
     pool_ready(&mut first, &names, MIN_SEGMENT)?;
@@ -358,6 +367,7 @@ fn pool_errors(run: &mut Run) -> Result<(), Fail> {
     let _ = nix::sys::mman::shm_unlink(names.segments[2].as_str());
 
     queue_taken(pool_q, &names_q, taken_queue)?;
+    small_pool_on_a_taken_queue(pool_qs, &names_qs, taken_small)?;
 
     // The largest pool of the smallest segments works; destroy() goes on past two segments
     // that are already gone and reports the first.
@@ -416,7 +426,7 @@ fn pool_errors(run: &mut Run) -> Result<(), Fail> {
 
 /// A queue the grader makes under a pool's queue name before the pool: attributes and a
 /// message no pool makes, so that a queue removed and made again shows.
-struct GraderQueue {
+pub(super) struct GraderQueue {
     queue: Option<nix::mqueue::MqdT>,
 }
 
@@ -434,7 +444,7 @@ const GRADER_QUEUE_MSGSIZE: libc::c_long = 8;
 const GRADER_QUEUE_MESSAGE: &[u8] = b"grader!!";
 
 impl GraderQueue {
-    fn create(name: &str) -> Result<GraderQueue, Fail> {
+    pub(super) fn create(name: &str) -> Result<GraderQueue, Fail> {
         use nix::mqueue::{MQ_OFlag, MqAttr, mq_open, mq_send};
         let attr = MqAttr::new(0, GRADER_QUEUE_MAXMSG, GRADER_QUEUE_MSGSIZE, 0);
         let queue = mq_open(
@@ -451,7 +461,7 @@ impl GraderQueue {
 
     /// Whether the queue open here is still the one the grader made, as it made it: its
     /// attributes and its one message.
-    fn untouched(&self) -> bool {
+    pub(super) fn untouched(&self) -> bool {
         let Some(queue) = &self.queue else {
             return false;
         };
@@ -495,6 +505,53 @@ fn queue_taken(mut pool: Proc, names: &PoolNames, queue: GraderQueue) -> Result<
         )));
     }
     Ok(())
+}
+
+/// A pool of 4095-byte segments on a prefix whose free queue exists (the grader's): the size
+/// is judged before anything is made or tried, so it is `bad-size`, not `exists`.
+fn small_pool_on_a_taken_queue(
+    mut pool: Proc,
+    names: &PoolNames,
+    queue: GraderQueue,
+) -> Result<(), Fail> {
+    let answer = pool.recv_any();
+    let same_queue = queue.untouched() && message_queue_exists(&names.queue);
+    let _ = nix::mqueue::mq_unlink(names.queue.as_str());
+    drop(queue);
+    let answer = answer?;
+    let asked = format!(
+        "asked for a pool of {} segments of {} bytes on a prefix whose free queue {} existed (made by the grader)",
+        names.segments.len(),
+        MIN_SEGMENT - 1,
+        names.queue
+    );
+    if answer.kind != "failed" || answer.get("kind") != Some("bad-size") {
+        let said = if answer.kind == "failed" {
+            format!("`failed` ({})", failure(&answer))
+        } else {
+            format!("`{}`", answer.kind)
+        };
+        let why = if answer.get("kind") == Some("exists") {
+            ": it tried the queue (mq_open(O_CREAT | O_EXCL)) before it judged the size, \
+             leaving the size to Segment::create. Pool::create judges the count and the size \
+             first: a refused pool makes and tries nothing"
+        } else {
+            ""
+        };
+        pool.kill_tree();
+        return Err(Fail::failed(format!(
+            "{asked}, the program said {said}: this must fail with TransferError::BadSize \
+             (kind=bad-size), whatever the names{why}"
+        )));
+    }
+    pool.wait()?;
+    if !same_queue {
+        return Err(Fail::failed(format!(
+            "{asked}, the program said kind=bad-size, rightly, but the grader's queue is gone \
+             or changed: a refused create() touches nothing that was there"
+        )));
+    }
+    names.none_left(&format!("{asked} and refused"))
 }
 
 /// Waits for `proc` to refuse what it was asked (`asked`) with `failed` and the kind of

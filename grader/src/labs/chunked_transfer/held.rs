@@ -152,6 +152,22 @@ pub fn through_the_segment(run: &mut Run) -> Result<String, Fail> {
             )));
         }
     };
+    // The slot the data source is filling: its header is still the chunk before's (two
+    // back), not the one whose data has not been read yet.
+    let next = held + 1;
+    let next_header = transfer.mapped.header(next % 2);
+    if next_header.seq == next && next_header.total == len {
+        return Err(Fail::failed(format!(
+            "{place}, inside its data source, which had been asked for the bytes of chunk \
+             {next}, slot {} already carried chunk {next}'s header ({}) over bytes not read \
+             yet: the sender writes a chunk's header before its data. Segment::send fills the \
+             slot with the data first (read_exact into the slot), then writes the ChunkHeader, \
+             then posts `full`: a header in a slot describes data that is already there (a data \
+             source that fails half-way would leave a header for bytes that never came)",
+            next % 2,
+            next_header.describe()
+        )));
+    }
     transfer.sender.send("release", &[])?;
     check_messages(run, &mut transfer, &setup)?;
     transfer.both_done()?;

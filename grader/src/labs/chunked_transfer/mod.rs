@@ -27,6 +27,7 @@ use crate::engine::{Check, Lab};
 
 mod data;
 mod errors;
+mod failures;
 mod handover;
 mod headers;
 mod held;
@@ -79,7 +80,8 @@ pub static LAB: Lab = Lab {
             points: 4,
             timeout: Duration::from_secs(15),
             description: "for three segment sizes S, messages of C-1, C, C+1, 2C, S-1, S, S+1 \
-                          and 10*S+7 bytes (C the chunk capacity) arrive byte for byte",
+                          and 10*S+7 bytes (C the chunk capacity) arrive byte for byte, one \
+                          size from a data source of short reads",
             exclusive: false,
             hint: Some(
                 "Chunks are capacity bytes, the last shorter, for sizes at and around the slot's capacity. See docs/labs/08-chunked-transfer.md, the rules table (the chunk rule).",
@@ -161,8 +163,10 @@ pub static LAB: Lab = Lab {
             points: 3,
             timeout: Duration::from_secs(20),
             description: "bad sizes and counts, names that exist or do not, steps that fail \
-                          half-way are each refused with their error, leaving nothing of their \
-                          own; pools of 1 and 10 segments of 4096 bytes work",
+                          half-way (made to fail with ptrace, each with an errno of its own) \
+                          are each refused with their error, leaving nothing of their own; a \
+                          queue made while the creator is at its mq_open() is refused; pools \
+                          of 1 and 10 segments of 4096 bytes work",
             exclusive: false,
             hint: Some(
                 "Each refusal has its kind and leaves nothing made; a create that fails part-way removes what it made, and only that. See docs/labs/08-chunked-transfer.md, the rules table (the error rules).",

@@ -158,6 +158,11 @@ pub fn pool_pairs(run: &mut Run) -> Result<String, Fail> {
         refused?;
     }
 
+    // A short timeout on an empty pool: the pair waits in mq_timedreceive(), and an id given
+    // back within its timeout is taken.
+    index += 1;
+    short_take(run, &queue, &prefix, index, seed, &ids[0])?;
+
     // The grader keeps one id: free_count() must count the queue, not guess.
     queue.put_all(&ids[1..])?;
     let held = held_pair(run, &queue, &names, seed, size)?;
@@ -806,4 +811,96 @@ fn counts_by_attributes(
         ))),
         Reached::Passed(None) => Ok(()),
     }
+}
+
+/// A pair with a timeout under a second (600 ms) asks an empty pool for a segment; once it is
+/// blocked in `mq_timedreceive()` the grader puts `id` on the queue: the pair must take it and
+/// carry its message through. Afterwards `id` is off the queue again (the grader's).
+fn short_take(
+    run: &mut Run,
+    queue: &FreeQueue,
+    prefix: &str,
+    index: u64,
+    seed: u64,
+    id: &[u8],
+) -> Result<(), Fail> {
+    const TIMEOUT_MS: u64 = 600;
+    let mut pair = spawn_pair(
+        run,
+        prefix,
+        index,
+        seed,
+        1000,
+        &PairOptions {
+            timeout_ms: Some(TIMEOUT_MS),
+            ..Default::default()
+        },
+    )?;
+    pair_ready(&mut pair, index)?;
+    pair.send("go", &[])?;
+    let asked = format!(
+        "pair {index}, given a timeout of {TIMEOUT_MS} ms, asked an empty pool for a segment \
+         (the grader had taken every id)"
+    );
+    let started = Instant::now();
+    let pid = pair.pid.as_raw();
+    // Blocked in mq_timedreceive(), or an answer first.
+    loop {
+        if let Some(answer) = pair.recv_before(Instant::now() + Duration::from_millis(2))? {
+            let after = started.elapsed().as_millis();
+            return Err(Fail::failed(format!(
+                "{asked}, and said `{}` ({}) {after} ms after `go`, before the grader ever saw \
+                 it wait in mq_timedreceive(): take() must wait for an id in \
+                 mq_timedreceive() up to its timeout, however short, and take one that comes \
+                 back meanwhile (only none in time is PoolEmpty)",
+                answer.kind,
+                failure(&answer)
+            )));
+        }
+        if inspect::call_of(pid, pid).is_some_and(|(nr, _)| nr == libc::SYS_mq_timedreceive) {
+            break;
+        }
+        if started.elapsed() > Duration::from_millis(TIMEOUT_MS / 2) {
+            // Not seen in the call (a slow machine): no judgement of the wait here.
+            pair.kill_tree();
+            let _ = queue.take_all();
+            return Ok(());
+        }
+    }
+    queue.put_all(&[id.to_vec()])?;
+    let given = started.elapsed().as_millis();
+    let answer = pair.recv_any()?;
+    if answer.get("kind") == Some("bad-id") {
+        // The pool's own id refused: the count is wrong, whatever the wait.
+        pair.kill_tree();
+        return Err(pair_failed(index, SEGMENTS, &answer, true));
+    }
+    if answer.kind != "took" {
+        pair.kill_tree();
+        return Err(Fail::failed(format!(
+            "{asked}; it was blocked in mq_timedreceive() and the grader put id {} on the queue \
+             {given} ms after `go`, within its timeout, yet the pair said `{}` ({}): an id that \
+             comes within the timeout must be taken",
+            u32::from_le_bytes(id.try_into().unwrap_or([0; 4])),
+            answer.kind,
+            failure(&answer)
+        )));
+    }
+    loop {
+        let message = pair.recv_any()?;
+        match message.kind.as_str() {
+            "done" => break,
+            "failed" => {
+                return Err(Fail::failed(format!(
+                    "{asked}, took the id the grader gave back, then said `failed` ({})",
+                    failure(&message)
+                )));
+            }
+            _ => {}
+        }
+    }
+    pair.wait()?;
+    // The id went back to the queue with the message's end: the grader keeps it again.
+    let _ = queue.take_all()?;
+    Ok(())
 }

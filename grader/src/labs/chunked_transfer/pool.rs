@@ -223,6 +223,7 @@ pub fn pool_ready(pool: &mut Proc, names: &PoolNames, size: usize) -> Result<(),
             names.queue
         )));
     }
+    nonblocking_queue(pool.pid.as_raw(), names)?;
     let queue = FreeQueue::open(&names.queue)?;
     let mode = queue.mode()?;
     if mode != 0o600 {
@@ -526,6 +527,14 @@ pub fn pair_failed(
              never given back. The receiver gives its segment back once it has read \
              the end of the message"
         )),
+        Some("semaphore") if message.get("error").is_some_and(|e| e.contains("EINVAL")) => {
+            let who = if from_sender { "sender" } else { "receiver" };
+            Fail::failed(format!(
+                "pair {index}'s {who} said `failed` ({}): {}",
+                failure(message),
+                super::transfer::SEM_EINVAL
+            ))
+        }
         _ => {
             let who = if from_sender { "sender" } else { "receiver" };
             Fail::failed(format!(
@@ -536,4 +545,40 @@ pub fn pair_failed(
             ))
         }
     }
+}
+
+/// The creator's descriptor of the free queue (the one its `Pool` keeps, from `mq_open()`)
+/// must not be `O_NONBLOCK`: a `take()` on that `Pool` from an empty queue would fail at once
+/// with `EAGAIN` instead of waiting up to its timeout. Read from `/proc/PID/fdinfo`.
+fn nonblocking_queue(pid: i32, names: &PoolNames) -> Result<(), Fail> {
+    let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return Ok(());
+    };
+    for fd in fds.flatten() {
+        let Ok(target) = std::fs::read_link(fd.path()) else {
+            continue;
+        };
+        if target.to_str() != Some(names.queue.as_str()) {
+            continue;
+        }
+        let fd = fd.file_name().to_string_lossy().into_owned();
+        let info = std::fs::read_to_string(format!("/proc/{pid}/fdinfo/{fd}")).unwrap_or_default();
+        let flags = info
+            .lines()
+            .find_map(|line| line.strip_prefix("flags:"))
+            .and_then(|f| u32::from_str_radix(f.trim(), 8).ok());
+        if let Some(flags) = flags
+            && flags & libc::O_NONBLOCK as u32 != 0
+        {
+            return Err(Fail::failed(format!(
+                "the pool's creator (pid {pid}) holds its free queue {} open with O_NONBLOCK \
+                 (fd {fd}, flags 0{flags:o} in /proc/{pid}/fdinfo/{fd}): a take() on the Pool \
+                 that Pool::create returned fails at once with EAGAIN when the queue is empty, \
+                 instead of waiting in mq_timedreceive() up to its timeout for an id to come \
+                 back. Open the queue blocking (no O_NONBLOCK) in Pool::create as in Pool::open",
+                names.queue
+            )));
+        }
+    }
+    Ok(())
 }

@@ -11,7 +11,7 @@ use super::data::pattern_hash;
 use super::handover::go_held;
 use super::layout::expected_capacity;
 use super::observe::{expect_copied_in_memory, io_of, peak_memory};
-use super::transfer::{Setup, check_messages, deliver, receive_failed, start};
+use super::transfer::{Setup, Transfer, check_messages, deliver, failure, receive_failed, start};
 use crate::engine::{Fail, Run};
 
 const MIB: u64 = 1 << 20;
@@ -48,8 +48,15 @@ pub fn chunk_boundaries(run: &mut Run) -> Result<String, Fail> {
             s + 1,
             10 * s + 7,
         ];
-        let setup = Setup::new(size, lens);
-        let transfer = deliver(run, &setup)?;
+        let mut setup = Setup::new(size, lens);
+        // One size with a data source whose reads are short (half of what is asked): a short
+        // read is not the end of the data.
+        setup.short_reads = size == odd;
+        let transfer = if setup.short_reads {
+            short_reads(run, &setup)?
+        } else {
+            deliver(run, &setup)?
+        };
         if transfer.capacity != capacity {
             return Err(Fail::failed(format!(
                 "the sender reports chunks of {} bytes in a {size}-byte segment; the layout \
@@ -63,8 +70,8 @@ pub fn chunk_boundaries(run: &mut Run) -> Result<String, Fail> {
     // The rubric's check of permissions: every segment, mode 600.
     run.expect_owner_only()?;
     Ok(format!(
-        "C-1, C, C+1, 2C-1, 2C, 2C+1, S-1, S, S+1 and 10S+7 bytes arrived exactly ({}); every \
-         segment had mode 600",
+        "C-1, C, C+1, 2C-1, 2C, 2C+1, S-1, S, S+1 and 10S+7 bytes arrived exactly ({}; the \
+         second size from a data source of short reads); every segment had mode 600",
         capacities.join(", ")
     ))
 }
@@ -185,4 +192,39 @@ pub fn one_gib_streamed(run: &mut Run) -> Result<String, Fail> {
         peak.saturating_sub(base) / 1024,
         limit / 1024
     ))
+}
+
+/// A transfer whose sender's data source gives short reads: on a failure, what the sender said
+/// tells whether it took a short read for the end of the data.
+fn short_reads(run: &mut Run, setup: &Setup) -> Result<Transfer, Fail> {
+    let mut transfer = start(run, setup)?;
+    transfer.go()?;
+    let Err(fail) = check_messages(run, &mut transfer, setup) else {
+        return Ok(transfer);
+    };
+    let Fail::Failed(what) = fail else {
+        return Err(fail);
+    };
+    let said = transfer
+        .sender
+        .recv_before(Instant::now() + Duration::from_millis(100))?
+        .filter(|message| message.kind == "failed");
+    let setting = "with a data source that gives short reads (each read() fills at most half \
+                   of the buffer it is given, as a pipe may; the data never ends before the \
+                   message's length)";
+    Err(match said {
+        Some(message) if message.get("kind") == Some("read") => Fail::failed(format!(
+            "{setting}, the sender said `failed` ({}); then: {what}. The data had not ended: a \
+             read() that gives fewer bytes than asked is not the end of the data (pipes, \
+             sockets and buffered readers do it all the time). Fill each chunk with \
+             read_exact() (read() again until the chunk is full); only the data ending before \
+             the message's length is TransferError::Read",
+            failure(&message)
+        )),
+        Some(message) => Fail::failed(format!(
+            "{setting}, the sender said `failed` ({}); then: {what}",
+            failure(&message)
+        )),
+        None => Fail::failed(format!("{setting}: {what}")),
+    })
 }

@@ -38,6 +38,8 @@ pub struct Setup {
     /// Watch the sender's stores to its semaphores from its mmap() of the segment until it
     /// says `ready`: create() must initialize them with sem_init().
     pub watch_init: bool,
+    /// The sender's data source gives short reads (`send --short-reads`).
+    pub short_reads: bool,
 }
 
 impl Setup {
@@ -54,6 +56,7 @@ impl Setup {
             receiver_holds: Vec::new(),
             seed: None,
             watch_init: false,
+            short_reads: false,
         }
     }
 }
@@ -124,6 +127,9 @@ pub fn start_sender(run: &mut Run, setup: &Setup) -> Result<Sender, Fail> {
     }
     if setup.sender_slow_ms > 0 {
         args.extend(["--slow-ms".into(), setup.sender_slow_ms.to_string()]);
+    }
+    if setup.short_reads {
+        args.push("--short-reads".into());
     }
     let (sender, ready, stores) = if setup.watch_init {
         let mut sender = run.spawn_stopped(&args)?;
@@ -502,6 +508,17 @@ impl Transfer {
 }
 
 /// `kind=...: error` of a `failed` message, for a diagnosis.
+/// What a semaphore call's `EINVAL` establishes: glibc's `sem_timedwait()` checks the
+/// deadline's `tv_nsec` before it touches the semaphore and fails with `EINVAL` for that alone
+/// (`sem_post()` gives `EOVERFLOW`, never `EINVAL`; `sem_init()` only for a value too large).
+pub const SEM_EINVAL: &str = "EINVAL from a semaphore wait: glibc's sem_timedwait() gives \
+     EINVAL for one reason only, a deadline whose tv_nsec is not in 0..=999999999 (checked \
+     before the semaphore is even looked at; sem_post() never gives EINVAL). The deadline was \
+     built by hand (now + the timeout, field by field) without carrying the nanoseconds into \
+     tv_sec: with a timeout that has a fraction of a second, about one wait in two gets a \
+     tv_nsec of a second or more. Normalize the deadline (or use TimeSpec addition), and \
+     nothing here says the segment was given back too early";
+
 pub fn failure(message: &Message) -> String {
     format!(
         "kind={}: {}",

@@ -1,0 +1,417 @@
+//! Each call the API wraps made to fail, with ptrace, with an errno that no other path of the
+//! program gives: the error must be that step's kind, carrying that errno, and what the failed
+//! call leaves behind must be nothing it made (and everything that was there). A failure the
+//! program predicts before the call (a size it judges too large) is never this one, so only a
+//! clean-up that really runs after the failed step passes.
+
+use std::time::{Duration, Instant};
+
+use super::layout::{MIN_SEGMENT, Mapped};
+use super::observe::dev_shm;
+use super::pool::PoolNames;
+use super::transfer::failure;
+use crate::engine::audit::message_queue_exists;
+use crate::engine::force;
+use crate::engine::tracer::{Action, Call, Match, Reached, Tracer};
+use crate::engine::{Fail, Proc, Run};
+
+/// One program, started stopped, whose `call` the tracer makes fail with `errno`.
+struct Forced {
+    proc: Proc,
+    tracer: Tracer,
+    /// What the program was asked, and which call failed how: the start of every message.
+    asked: String,
+    /// The kind the failure must be reported as, and the errno's name it must carry.
+    kind: &'static str,
+    errno: &'static str,
+    /// Why that kind (the API's words).
+    rule: &'static str,
+    /// Names of segments and queues the program made or might have: none may be left.
+    segments: Vec<String>,
+    queues: Vec<String>,
+    /// An object of the grader's that must still be there afterwards.
+    kept: Option<String>,
+}
+
+/// The name in `/dev/shm` a tracer matches `openat()` with: leaked, since a call's match is
+/// `'static`; a few short strings a grading.
+fn static_path(name: &str) -> &'static str {
+    Box::leak(dev_shm(name).display().to_string().into_boxed_str())
+}
+
+/// glibc's `shm_open()` of `name`: its `openat()` of the name in `/dev/shm`.
+fn opening(name: &str) -> Call {
+    Call {
+        number: libc::SYS_openat,
+        matching: Match::Path(static_path(name)),
+    }
+}
+
+/// Starts `args` stopped and attaches a tracer that fails its first `call` with `errno`;
+/// `None` if the machine does not allow tracing (the check does without).
+fn start(
+    run: &mut Run,
+    args: &[&str],
+    call: Call,
+    errno: i32,
+) -> Result<Option<(Proc, Tracer)>, Fail> {
+    let proc = run.spawn_stopped(args)?;
+    let pid = proc.pid.as_raw();
+    let Some(tracer) = Tracer::attach(pid, call, Action::Fail(errno))? else {
+        proc.kill_tree();
+        return Ok(None);
+    };
+    force::resume(pid)?;
+    Ok(Some((proc, tracer)))
+}
+
+pub fn forced_failures(run: &mut Run) -> Result<(), Fail> {
+    let mut forced = Vec::new();
+    let size = MIN_SEGMENT.to_string();
+    let send = |name: &str| {
+        vec![
+            "send".to_string(),
+            "--name".into(),
+            name.into(),
+            "--size".into(),
+            size.clone(),
+            "--seed".into(),
+            "1".into(),
+            "--lens".into(),
+            "0".into(),
+        ]
+    };
+    // Segment::create, a step after shm_open() at a time: ftruncate() (EIO), mmap() (ENODEV);
+    // and shm_open() itself (EMFILE: out of descriptors).
+    let creates: [(&str, Call, i32, &str, &str, &str); 3] = [
+        (
+            "trunc",
+            Call::any(libc::SYS_ftruncate),
+            libc::EIO,
+            "EIO",
+            "ftruncate() of the new segment",
+            "ftruncate",
+        ),
+        (
+            "map",
+            Call::flag_set(libc::SYS_mmap, 3, libc::MAP_SHARED as u64),
+            libc::ENODEV,
+            "ENODEV",
+            "mmap(MAP_SHARED) of the new segment",
+            "mmap",
+        ),
+        (
+            "open",
+            Call::any(0),
+            libc::EMFILE,
+            "EMFILE",
+            "shm_open() (its openat() of the name)",
+            "shm-open",
+        ),
+    ];
+    for (tag, call, errno, errno_name, step, kind) in creates {
+        let name = run.ipc_name(&format!("forced-{tag}"));
+        let call = if kind == "shm-open" {
+            opening(&name)
+        } else {
+            call
+        };
+        let args = send(&name);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let Some((mut proc, tracer)) = start(run, &args, call, errno)? else {
+            return Ok(());
+        };
+        proc.set_roles(|_| "the sender".into());
+        forced.push(Forced {
+            proc,
+            tracer,
+            asked: format!(
+                "creating a segment of {size} bytes ({}), with the grader making its {step} \
+                 fail with {errno_name} (with ptrace)",
+                dev_shm(&name).display()
+            ),
+            kind,
+            errno: errno_name,
+            rule: match kind {
+                "ftruncate" => "a failed ftruncate() is TransferError::Truncate",
+                "mmap" => "a failed mmap() is TransferError::Map",
+                _ => "a shm_open() failure other than EEXIST is TransferError::Open",
+            },
+            segments: vec![name],
+            queues: Vec::new(),
+            kept: None,
+        });
+    }
+    // Segment::open of a segment that exists, whose shm_open() fails with EACCES (another
+    // user's segment, a mode that forbids): not NotFound, the name is there.
+    let name = run.ipc_name("forced-denied");
+    let object = Mapped::create(run, &name, MIN_SEGMENT, true)?;
+    let call = opening(&name);
+    let Some((mut proc, tracer)) = start(
+        run,
+        &[
+            "recv",
+            "--name",
+            &name,
+            "--count",
+            "1",
+            "--timeout-ms",
+            "1000",
+        ],
+        call,
+        libc::EACCES,
+    )?
+    else {
+        abandon(&forced);
+        let _ = nix::sys::mman::shm_unlink(name.as_str());
+        return Ok(());
+    };
+    proc.set_roles(|_| "the receiver".into());
+    forced.push(Forced {
+        proc,
+        tracer,
+        asked: format!(
+            "opening the existing segment {} (the grader's), with the grader making its \
+             shm_open() fail with EACCES (with ptrace), as a segment of another user or of mode \
+             0400 does",
+            dev_shm(&name).display()
+        ),
+        kind: "shm-open",
+        errno: "EACCES",
+        rule: "only ENOENT is TransferError::NotFound; any other shm_open() failure is \
+               TransferError::Open with its errno: the segment is there, it cannot be opened",
+        segments: Vec::new(),
+        queues: Vec::new(),
+        kept: Some(name),
+    });
+    // Pool::create: the creating mq_open() (ENOSPC: the system's queues_max), then the
+    // mq_send() of an id (EIO): nothing of the pool may be left.
+    for (tag, call, errno, errno_name, step) in [
+        (
+            "qfull",
+            Call::flag_set(libc::SYS_mq_open, 1, libc::O_CREAT as u64),
+            libc::ENOSPC,
+            "ENOSPC",
+            "creating mq_open() of the free queue",
+        ),
+        (
+            "qsend",
+            Call::any(libc::SYS_mq_timedsend),
+            libc::EIO,
+            "EIO",
+            "first mq_send() of an id",
+        ),
+    ] {
+        let names = PoolNames::new(run, &format!("forced-{tag}"), 2);
+        let Some((mut proc, tracer)) = start(
+            run,
+            &[
+                "pool",
+                "--prefix",
+                &names.prefix,
+                "--count",
+                "2",
+                "--size",
+                &size,
+            ],
+            call,
+            errno,
+        )?
+        else {
+            abandon(&forced);
+            return Ok(());
+        };
+        proc.set_roles(|_| "the pool's creator".into());
+        forced.push(Forced {
+            proc,
+            tracer,
+            asked: format!(
+                "creating a pool of 2 segments ({}), with the grader making its {step} fail \
+                 with {errno_name} (with ptrace)",
+                names.prefix
+            ),
+            kind: "mqueue",
+            errno: errno_name,
+            rule: "a failed message queue call is TransferError::Queue, and a create() that \
+                   fails part-way removes what it made",
+            segments: names.segments.clone(),
+            queues: vec![names.queue.clone()],
+            kept: None,
+        });
+    }
+    let outcome = forced.iter_mut().try_for_each(judge);
+    abandon(&forced);
+    drop(object);
+    outcome
+}
+
+/// Ends the programs and removes what they may have left.
+fn abandon(forced: &[Forced]) {
+    for forced in forced {
+        forced.proc.kill_tree();
+        for name in &forced.segments {
+            let _ = nix::sys::mman::shm_unlink(name.as_str());
+        }
+        for name in &forced.queues {
+            let _ = nix::mqueue::mq_unlink(name.as_str());
+        }
+        if let Some(name) = &forced.kept {
+            let _ = nix::sys::mman::shm_unlink(name.as_str());
+        }
+    }
+}
+
+fn judge(forced: &mut Forced) -> Result<(), Fail> {
+    let answer = forced.proc.recv_any()?;
+    if !forced.tracer.failed_the_call()? && answer.kind != "failed" {
+        // It never made the call (judged elsewhere).
+        return Ok(());
+    }
+    let asked = &forced.asked;
+    let (kind, errno) = (forced.kind, forced.errno);
+    let error = answer.get("error").unwrap_or("");
+    if answer.kind != "failed" || answer.get("kind") != Some(kind) || !error.contains(errno) {
+        let said = if answer.kind == "failed" {
+            format!("`failed` ({})", failure(&answer))
+        } else {
+            format!("`{}`", answer.kind)
+        };
+        return Err(Fail::failed(format!(
+            "{asked}, the program said {said}: this must be kind={kind} with {errno} ({})",
+            forced.rule
+        )));
+    }
+    let _ = forced.proc.wait();
+    let mut left: Vec<String> = forced
+        .segments
+        .iter()
+        .filter(|name| dev_shm(name).exists())
+        .map(|name| dev_shm(name).display().to_string())
+        .collect();
+    left.extend(
+        forced
+            .queues
+            .iter()
+            .filter(|name| message_queue_exists(name))
+            .map(|name| format!("the queue {name}")),
+    );
+    if !left.is_empty() {
+        return Err(Fail::failed(format!(
+            "{asked}, the program said kind={kind} ({errno}), rightly, but left {}: when a \
+             step fails after an object was made, remove what this call made (shm_unlink() the \
+             segment, mq_unlink() the queue) before returning the error. A failure predicted \
+             before the call (a size judged too large) is not this one: the clean-up must run \
+             on a real failure",
+            left.join(", ")
+        )));
+    }
+    if let Some(name) = &forced.kept
+        && !dev_shm(name).exists()
+    {
+        return Err(Fail::failed(format!(
+            "{asked}, the program said kind={kind}, rightly, but the grader's segment is gone: \
+             a failed open removes nothing"
+        )));
+    }
+    Ok(())
+}
+
+/// Two creates of one pool at once: the program is held at its creating `mq_open()` of the free
+/// queue (after any look it took at whether the queue exists), and the grader makes the queue
+/// then, as another pool's creator could. Only `O_CREAT | O_EXCL` in that very call refuses it:
+/// kind=exists, the grader's queue untouched, no segment made.
+pub fn queue_made_meanwhile(run: &mut Run) -> Result<(), Fail> {
+    let names = PoolNames::new(run, "raced", 2);
+    let size = MIN_SEGMENT.to_string();
+    let mut proc = run.spawn_stopped(&[
+        "pool",
+        "--prefix",
+        &names.prefix,
+        "--count",
+        "2",
+        "--size",
+        &size,
+    ])?;
+    proc.set_roles(|_| "the pool's creator".into());
+    let pid = proc.pid.as_raw();
+    let call = Call::flag_set(libc::SYS_mq_open, 1, libc::O_CREAT as u64);
+    let Some(mut tracer) = Tracer::attach(pid, call, Action::Hold)? else {
+        proc.kill_tree();
+        return Ok(());
+    };
+    force::resume(pid)?;
+    let reached = tracer.wait(&mut proc, Instant::now() + Duration::from_secs(5));
+    let cleanup = |proc: &Proc| {
+        proc.kill_tree();
+        for name in &names.segments {
+            let _ = nix::sys::mman::shm_unlink(name.as_str());
+        }
+        let _ = nix::mqueue::mq_unlink(names.queue.as_str());
+    };
+    match reached {
+        Ok(Reached::Call) => {}
+        Ok(Reached::Passed(_)) => {
+            // It said something first, or created no queue (judged elsewhere).
+            drop(tracer);
+            cleanup(&proc);
+            return Ok(());
+        }
+        Err(error) => {
+            drop(tracer);
+            cleanup(&proc);
+            return Err(error);
+        }
+    }
+    let queue = super::errors::GraderQueue::create(&names.queue);
+    tracer.release();
+    let queue = match queue {
+        Ok(queue) => queue,
+        Err(error) => {
+            cleanup(&proc);
+            return Err(error);
+        }
+    };
+    let answer = proc.recv_any();
+    let same = queue.untouched() && message_queue_exists(&names.queue);
+    let segments: Vec<&String> = names
+        .segments
+        .iter()
+        .filter(|name| dev_shm(name).exists())
+        .collect();
+    let segments = format!("{segments:?}");
+    cleanup(&proc);
+    drop(queue);
+    let answer = answer?;
+    let asked = format!(
+        "the grader held a pool's creator at its creating mq_open() of the free queue {} (with \
+         ptrace, after any look it took at the name) and made that queue itself meanwhile, as \
+         a second pool's creator started at the same moment could",
+        names.queue
+    );
+    if answer.kind != "failed" || answer.get("kind") != Some("exists") {
+        let said = if answer.kind == "failed" {
+            format!("`failed` ({})", failure(&answer))
+        } else {
+            format!("`{}`", answer.kind)
+        };
+        return Err(Fail::failed(format!(
+            "{asked}; then the program said {said}: this must fail with TransferError::Exists \
+             (kind=exists). Its create did not refuse a queue that exists: it opens the queue \
+             without O_EXCL (a look first, then O_CREAT alone, leaves a gap in which another \
+             process makes the queue, and both pools then share it). Create the queue with \
+             O_CREAT | O_EXCL and let EEXIST say it is taken"
+        )));
+    }
+    if !same || segments != "[]" {
+        return Err(Fail::failed(format!(
+            "{asked}; the program said kind=exists, rightly, but {}: a refused create() \
+             touches nothing that was there and leaves nothing of its own",
+            if same {
+                format!("left {segments}")
+            } else {
+                "the grader's queue is gone or changed".to_string()
+            }
+        )));
+    }
+    Ok(())
+}
