@@ -10,6 +10,8 @@ use super::totals::verify;
 use crate::engine::tracer::{Action, Call, Match, Tracer};
 use crate::engine::waiting::{self, WaitRules};
 use crate::engine::{Fail, Run, force, inspect};
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
 
 /// `futex()`'s operation without its flags (`FUTEX_CMD_MASK`).
 const FUTEX_COMMAND: u64 = 0x7f;
@@ -290,6 +292,11 @@ pub(super) fn waits_for_last_worker(run: &mut Run) -> Result<String, Fail> {
     session.go()?;
     let outcome = session.finish(0, |_| Ok(()))?;
     let transfers = verify(&session, &outcome, &[], 0)?;
+    let unwatched = if finish_broadcasts_unwatched(run)? {
+        "; a finish with nobody waiting on all_done broadcast all the same"
+    } else {
+        ""
+    };
     let late = if late_wait_locks(run)? {
         "; a coordinator that came to its wait after every worker had finished took the lock \
          for its snapshot (it waited while the grader held it)"
@@ -297,7 +304,7 @@ pub(super) fn waits_for_last_worker(run: &mut Run) -> Result<String, Fail> {
         ""
     };
     Ok(format!(
-        "the coordinator returned after all 4 workers finished ({transfers} transfers){late}"
+        "the coordinator returned after all 4 workers finished ({transfers} transfers){late}{unwatched}"
     ))
 }
 
@@ -459,4 +466,78 @@ fn on_cond(segment: &Segment, coordinator: i32, name: &str) -> bool {
         }
         _ => false,
     }
+}
+
+/// `finish()` broadcasts every time, whoever waits: with nobody asleep on `all_done` (the
+/// grader holds the mutex and broadcasts, so that the coordinator leaves the condition
+/// variable for the mutex, and stops it there, SIGSTOP), a worker with no transfer to make
+/// finishes; a breakpoint at `pthread_cond_broadcast()` in it must be hit. A finish that skips
+/// the broadcast when it sees no waiter reads a private glibc word, and a waiter that is on
+/// its way into `pthread_cond_wait()` (on another C library, or counted otherwise) is never
+/// woken. `false` when the grader may not trace the worker or the coordinator was not seen
+/// asleep on the condition variable.
+fn finish_broadcasts_unwatched(run: &mut Run) -> Result<bool, Fail> {
+    let mut session = Session::start(run, &[0], &[])?;
+    if !matches!(session.coordinator_settled(), Sleep::Futex { .. })
+        || session.coordinator_place() != Some(Place::Cond)
+    {
+        return Ok(false);
+    }
+    let coordinator = Pid::from_raw(session.coordinator);
+    let held = probe::hold(&session.segment, Duration::from_secs(2))?;
+    if !probe::broadcast(&session.segment) {
+        return Ok(false);
+    }
+    let until = Instant::now() + Duration::from_secs(2);
+    while session.coordinator_place() != Some(Place::Mutex) {
+        if Instant::now() > until {
+            return Ok(false);
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    kill(coordinator, Signal::SIGSTOP).map_err(|e| Fail::Grader(format!("SIGSTOP: {e}")))?;
+    let until = Instant::now() + Duration::from_secs(1);
+    while inspect::view(session.coordinator).is_some_and(|v| v.state != 'T')
+        && Instant::now() < until
+    {
+        std::thread::sleep(Duration::from_micros(200));
+    }
+    drop(held);
+    let resume = |_: ()| kill(coordinator, Signal::SIGCONT);
+    let Some(broadcasts) = super::attributes::Broadcasts::watch(&session, session.workers[0])?
+    else {
+        let _ = resume(());
+        return Ok(false);
+    };
+    // The coordinator is stopped: no settling, just the one worker's `go`.
+    session.proc.send("go", &[])?;
+    let until = Instant::now() + Duration::from_secs(2);
+    let mut finished = false;
+    while !finished && Instant::now() < until {
+        match session.next_before(Instant::now() + Duration::from_millis(5))? {
+            Some(message) => {
+                finished = message.kind == "finished";
+                session.set_aside(message);
+            }
+            None => {}
+        }
+    }
+    let seen = broadcasts.broadcast_seen();
+    let _ = resume(());
+    if !finished {
+        return Ok(false);
+    }
+    let outcome = session.finish(0, |_| Ok(()))?;
+    verify(&session, &outcome, &[], 0)?;
+    if !seen {
+        return Err(Fail::failed(format!(
+            "a worker (pid {}) with no transfer to make finished while nobody waited on \
+             all_done (the coordinator was stopped on its way back from pthread_cond_wait(), \
+             waiting for the mutex), and a breakpoint at pthread_cond_broadcast() in it was \
+             never hit: finish() broadcasts every time, waiter or not (reading who waits from \
+             the condition variable's private bytes misses a waiter on its way in)",
+            session.workers[0]
+        )));
+    }
+    Ok(true)
 }
