@@ -7,7 +7,9 @@ use super::probe::{self, Place, Sleep};
 use super::segment::Segment;
 use super::session::{Session, role_of};
 use super::totals::verify;
-use crate::engine::tracer::{Action, Call, Match, Tracer};
+use std::os::unix::fs::FileExt;
+
+use crate::engine::tracer::{Action, Call, Field, Match, Tracer, Watched};
 use crate::engine::waiting::{self, WaitRules};
 use crate::engine::{Fail, Run, force, inspect};
 use nix::sys::signal::{Signal, kill};
@@ -166,9 +168,15 @@ pub(super) fn coordinator_sleeps(run: &mut Run) -> Result<String, Fail> {
     session.go()?;
     let outcome = session.finish(0, |_| Ok(()))?;
     verify(&session, &outcome, &[], 0)?;
+    drop(session);
+    let watched = if counts_read_under_the_lock(run)? {
+        "; its reads of finished and dead (a watchpoint, loads too) all made holding the lock"
+    } else {
+        ""
+    };
     Ok(format!(
         "while the workers were held, the coordinator slept on the condition variable in the \
-         segment, without waking up{}",
+         segment, without waking up{}{watched}",
         if queued {
             "; a broadcast made while it was held at its unlock of the mutex, going back to \
              sleep, woke it"
@@ -539,5 +547,105 @@ fn finish_broadcasts_unwatched(run: &mut Run) -> Result<bool, Fail> {
             session.workers[0]
         )));
     }
+    Ok(true)
+}
+
+/// `finished` and `dead`, loads too, from where `finished` lies.
+const DONE_COUNTS: &[Field] = &[
+    Field {
+        offset: 0,
+        len: 4,
+        loads: true,
+    },
+    Field {
+        offset: 4,
+        len: 4,
+        loads: true,
+    },
+];
+
+/// The coordinator reads the counts only holding the lock (every field of the bank but the
+/// lock is read under it), and so does not look at them before it waits: a program held at its
+/// `created` (before its tried transfer, before the workers) gets a hardware watchpoint, loads
+/// too, on the coordinator's `finished` and `dead`; at each access until it sleeps, the
+/// mutex's owner word must be the coordinator's thread id. `false` when it could not be
+/// watched.
+fn counts_read_under_the_lock(run: &mut Run) -> Result<bool, Fail> {
+    let name = run.ipc_name("bank");
+    let args = [
+        "--name".to_string(),
+        name.clone(),
+        "--work".into(),
+        "1".into(),
+        "--try-transfers".into(),
+        "0,1".into(),
+        "--try-when-told".into(),
+    ];
+    let mut proc = run.spawn(&args)?;
+    let outcome = watch_count_reads(&mut proc, &name);
+    proc.kill_tree();
+    let _ = std::fs::remove_file(super::segment::dev_shm(&name));
+    outcome
+}
+
+fn watch_count_reads(proc: &mut crate::engine::Proc, name: &str) -> Result<bool, Fail> {
+    let pid = proc.pid.as_raw();
+    let message = proc.recv_any()?;
+    if message.kind != "created" {
+        return Err(super::messages::failure(&message));
+    }
+    let segment = super::segment::open_segment(name, super::messages::layout_of(&message)?)?;
+    let Some(map) = probe::mappings(pid, name)
+        .into_iter()
+        .find(|m| m.offset == 0)
+    else {
+        return Ok(false);
+    };
+    let address = map.start + (segment.layout.counts_at + 4) as u64;
+    let Some(mut tracer) = Tracer::watch_at(pid, address, DONE_COUNTS)? else {
+        return Ok(false);
+    };
+    let owner_at = (segment.layout.mutex_at + probe::MUTEX_OWNER_AT) as u64;
+    let until = Instant::now() + Duration::from_secs(3);
+    let mut told = false;
+    while Instant::now() < until {
+        match tracer.next_watched(Instant::now() + Duration::from_millis(5))? {
+            Some(Watched::Armed) if !told => {
+                proc.send("try", &[])?;
+                told = true;
+            }
+            Some(Watched::Armed) => {}
+            Some(Watched::Hit) => {
+                let mut word = [0u8; 4];
+                segment.file().read_exact_at(&mut word, owner_at)?;
+                let owner = i32::from_ne_bytes(word);
+                if owner != pid {
+                    drop(tracer);
+                    return Err(Fail::failed(format!(
+                        "the coordinator read the bank's finished or dead count (a \
+                         hardware watchpoint, loads too, on both, in the coordinator) while the \
+                         mutex was {}: every field of the bank but the lock is read with the \
+                         lock held; wait_all_done() takes the lock first, then checks \
+                         finished + dead < workers and sleeps in pthread_cond_wait() (a look at \
+                         the counts before locking is a spin on them, and may see them half \
+                         updated)",
+                        if owner == 0 {
+                            "free".to_string()
+                        } else {
+                            format!("held by thread {owner}")
+                        }
+                    )));
+                }
+                tracer.go_on();
+            }
+            Some(_) => break,
+            None => {
+                if told && matches!(probe::sleeping(pid), Sleep::Futex { .. }) {
+                    break;
+                }
+            }
+        }
+    }
+    drop(tracer);
     Ok(true)
 }
