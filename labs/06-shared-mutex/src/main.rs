@@ -63,7 +63,12 @@ struct Args {
     try_transfers: Vec<usize>,
     /// The amount of each tried transfer, in order (1 where none is given): 0 and negative
     /// amounts too.
-    #[arg(long, value_delimiter = ',', allow_negative_numbers = true, requires = "try_transfers")]
+    #[arg(
+        long,
+        value_delimiter = ',',
+        allow_negative_numbers = true,
+        requires = "try_transfers"
+    )]
     try_amounts: Vec<i64>,
     /// Before trying the transfers, say `created` (where the pieces of the bank lie) and wait
     /// for the grader's `try`, so that it can act on the bank's mutex first.

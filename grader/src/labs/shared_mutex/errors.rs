@@ -248,7 +248,10 @@ pub(super) fn typed_errors(run: &mut Run) -> Result<String, Fail> {
     let good_transfers = [(0, last), (last, run.rng().random_range(1..last))];
     // Amounts are not limited: 0 moves nothing and a negative amount moves money the other way
     // (a refund), between two good accounts both go through. The first two are of 1.
-    let (c, d) = (run.rng().random_range(1..4), run.rng().random_range(4..last));
+    let (c, d) = (
+        run.rng().random_range(1..4),
+        run.rng().random_range(4..last),
+    );
     let refund = -run.rng().random_range(1..50i64);
     let amounts = [1, 1, 0, refund];
     let good_transfers = [good_transfers[0], good_transfers[1], (c, d), (d, c)];

@@ -951,13 +951,11 @@ fn judge_before_the_debit(
     from: usize,
     to: usize,
 ) -> Result<(), Fail> {
-    let segment = loop {
-        let message = proc.recv_any()?;
-        match message.kind.as_str() {
-            "created" => break open_segment(name, layout_of(&message)?)?,
-            _ => return Err(failure(&message)),
-        }
-    };
+    let message = proc.recv_any()?;
+    if message.kind != "created" {
+        return Err(failure(&message));
+    }
+    let segment = open_segment(name, layout_of(&message)?)?;
     let layout = segment.layout;
     let Some(waiters) = probe::CondWaiters::start(&segment, 2) else {
         return Ok(());

@@ -522,12 +522,9 @@ fn finish_broadcasts_unwatched(run: &mut Run) -> Result<bool, Fail> {
     let until = Instant::now() + Duration::from_secs(2);
     let mut finished = false;
     while !finished && Instant::now() < until {
-        match session.next_before(Instant::now() + Duration::from_millis(5))? {
-            Some(message) => {
-                finished = message.kind == "finished";
-                session.set_aside(message);
-            }
-            None => {}
+        if let Some(message) = session.next_before(Instant::now() + Duration::from_millis(5))? {
+            finished = message.kind == "finished";
+            session.set_aside(message);
         }
     }
     let seen = broadcasts.broadcast_seen();
