@@ -16,7 +16,7 @@
 //! `kind=` from [`BankError::kind`]. With `--crash-worker W --crash-after N`, worker W says
 //! `holding` in the middle of its transfer number N and waits, lock held, to be killed; the
 //! other workers start their transfers only then. With `--try-transfers F,T,...`, the
-//! coordinator first tries those transfers and reports how each ended in its `ready`; with
+//! coordinator first tries those transfers (of 1, or of the amounts `--try-amounts` gives) and reports how each ended in its `ready`; with
 //! `--try-when-told` too, it says `created` (where the pieces lie) and waits for `try` before. With
 //! `--file-size-limit B`, the program may not make files larger than B bytes, so that sizing the
 //! segment fails. When creating the bank fails, the program says `failed` and waits for `exit`,
@@ -58,9 +58,18 @@ struct Args {
     #[arg(long)]
     crash_after: Option<u64>,
     /// Transfers to try before the workers start, as pairs of accounts `from,to,from,to,...`
-    /// (of 1 each); the coordinator reports `ok` or the error's kind for each.
+    /// (of 1 each, or `--try-amounts`); the coordinator reports `ok` or the error's kind for each.
     #[arg(long, value_delimiter = ',')]
     try_transfers: Vec<usize>,
+    /// The amount of each tried transfer, in order (1 where none is given): 0 and negative
+    /// amounts too.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        allow_negative_numbers = true,
+        requires = "try_transfers"
+    )]
+    try_amounts: Vec<i64>,
     /// Before trying the transfers, say `created` (where the pieces of the bank lie) and wait
     /// for the grader's `try`, so that it can act on the bank's mutex first.
     #[arg(long, requires = "try_transfers")]
@@ -272,9 +281,13 @@ fn main() -> ExitCode {
     let tried: Vec<&str> = args
         .try_transfers
         .chunks_exact(2)
-        .map(|pair| match bank.transfer(pair[0], pair[1], 1, || {}) {
-            Ok(_) => "ok",
-            Err(error) => error.kind(),
+        .enumerate()
+        .map(|(i, pair)| {
+            let amount = args.try_amounts.get(i).copied().unwrap_or(1);
+            match bank.transfer(pair[0], pair[1], amount, || {}) {
+                Ok(_) => "ok",
+                Err(error) => error.kind(),
+            }
         })
         .collect();
     let held = match (args.crash_worker, args.crash_after) {

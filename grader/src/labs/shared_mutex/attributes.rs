@@ -389,6 +389,16 @@ impl Broadcasts {
         }))
     }
 
+    /// Once the worker has finished: whether it called `pthread_cond_broadcast()` on the bank's
+    /// `all_done` at all.
+    pub fn broadcast_seen(self) -> bool {
+        let cond = self.cond;
+        self.watching
+            .finish()
+            .iter()
+            .any(|&(function, object, _)| function == BROADCAST && object == cond)
+    }
+
     /// Once the worker has finished: each broadcast of `all_done` made holding the mutex (the
     /// owner word is the worker's thread id). With `only_finish` (the worker made no
     /// transfer), the broadcast made in the one section that took the lock: no unlock of the

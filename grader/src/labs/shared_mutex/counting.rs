@@ -119,9 +119,22 @@ pub(super) fn everything_under_the_lock(run: &mut Run) -> Result<String, Fail> {
             Some((pid, address)) => Tracer::watch_at(pid, address, LOCK_WORD)?.map(|t| (pid, t)),
             None => None,
         };
+    // And a worker with transfers to make: its first transfer's lock meets the grader's too.
+    let transferrer = work
+        .iter()
+        .position(|&w| w == HELD_WORK)
+        .map(|index| session.workers[index]);
+    let transfer_watch =
+        match transferrer.and_then(|pid| lock_word_address(&session, pid).map(|a| (pid, a))) {
+            Some((pid, address)) => Tracer::watch_at(pid, address, LOCK_WORD)?.map(|t| (pid, t)),
+            None => None,
+        };
     session.go()?;
     if let Some((pid, tracer)) = lock_watch {
-        looks_before_sleeping(pid, tracer)?;
+        looks_before_sleeping(pid, tracer, "finish()")?;
+    }
+    if let Some((pid, tracer)) = transfer_watch {
+        looks_before_sleeping(pid, tracer, "transfer()")?;
     }
     // Every worker should now wait for the grader's lock.
     let until = Instant::now() + Duration::from_secs(1);
@@ -301,7 +314,7 @@ fn lock_word_address(session: &Session, pid: i32) -> Option<u64> {
 
 /// While the grader holds the mutex, worker `pid` (watched on the lock word, loads too) must go
 /// to sleep after a few looks at it, not spin on it.
-fn looks_before_sleeping(pid: i32, mut tracer: Tracer) -> Result<(), Fail> {
+fn looks_before_sleeping(pid: i32, mut tracer: Tracer, called: &str) -> Result<(), Fail> {
     let started = Instant::now();
     let until = started + Duration::from_millis(800);
     let mut looks = 0;
@@ -314,7 +327,7 @@ fn looks_before_sleeping(pid: i32, mut tracer: Tracer) -> Result<(), Fail> {
                     drop(tracer);
                     return Err(Fail::failed(format!(
                         "while the grader held the bank's mutex, a worker (pid {pid}) that \
-                         called lock() read or wrote the mutex's lock word more than \
+                         called {called} read or wrote the mutex's lock word more than \
                          {LOOKS_ALLOWED} times in {} ms (a hardware watchpoint on it) without \
                          ever staying asleep for 20 ms: it spins on the mutex \
                          (pthread_mutex_trylock() in a loop, however short, before it sleeps), \

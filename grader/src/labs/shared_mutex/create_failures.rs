@@ -9,10 +9,12 @@ use ipc_labs_driver::Message;
 use super::errors::{Taken, first_message, release};
 use super::messages::failure;
 use super::probe;
-use super::segment::{dev_shm, stopped_after_shm_open};
+use super::segment::dev_shm;
 use crate::engine::inspect;
 use crate::engine::tracer::{Action, Breakpoint, Call, Match, Reached, Tracer};
 use crate::engine::{Fail, Run, force};
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
 
 pub(super) fn create_failures(run: &mut Run) -> Result<String, Fail> {
     let name = taken_at_the_open(run)?;
@@ -69,8 +71,9 @@ pub(super) fn create_failures(run: &mut Run) -> Result<String, Fail> {
         ""
     };
     let initialized = if forced_init_failure(run)? {
-        "; the grader failing pthread_cond_init(): kind=init, the name removed and no \
-         descriptor or mapping left"
+        "; the grader failing pthread_mutex_init(), pthread_mutexattr_setrobust() and \
+         pthread_cond_init() in turn: kind=init, the attribute destroyed, the name removed \
+         and no descriptor or mapping left, the segment made by shm_open()"
     } else {
         ""
     };
@@ -82,28 +85,94 @@ pub(super) fn create_failures(run: &mut Run) -> Result<String, Fail> {
     ))
 }
 
-/// A create whose `pthread_cond_init()` of the bank's condition variable fails (`EAGAIN`, made
-/// to return at once at a breakpoint on that function, the mutex initialized by then): it must
-/// say `init` and, as for any step after `shm_open()`, leave neither the name nor a descriptor
-/// nor a mapping behind. `false` if the grader may not trace the program, or the program made
-/// no `pthread_cond_init()` (judged elsewhere).
+/// The C library functions that `create()` must go through, watched with breakpoints while one
+/// initialization call is made to fail: `shm_open()` itself, the call failed, and the two
+/// attribute destroys.
+const SHM_OPEN: usize = 0;
+const FAILED: usize = 1;
+const MUTEXATTR_DESTROY: usize = 2;
+const CONDATTR_DESTROY: usize = 3;
+
+/// One initialization call of `create()` failed by the grader, and the attribute destroy that
+/// must follow it.
+struct InitFailure {
+    function: &'static std::ffi::CStr,
+    errno: i32,
+    errno_name: &'static str,
+    /// Which attribute destroy must follow ([`MUTEXATTR_DESTROY`] or [`CONDATTR_DESTROY`]).
+    destroy: usize,
+    what: &'static str,
+}
+
+const INIT_FAILURES: [InitFailure; 3] = [
+    InitFailure {
+        function: c"pthread_mutex_init",
+        errno: libc::EAGAIN,
+        errno_name: "EAGAIN",
+        destroy: MUTEXATTR_DESTROY,
+        what: "mutex",
+    },
+    InitFailure {
+        function: c"pthread_mutexattr_setrobust",
+        errno: libc::ENOTSUP,
+        errno_name: "ENOTSUP",
+        destroy: MUTEXATTR_DESTROY,
+        what: "mutex",
+    },
+    InitFailure {
+        function: c"pthread_cond_init",
+        errno: libc::EAGAIN,
+        errno_name: "EAGAIN",
+        destroy: CONDATTR_DESTROY,
+        what: "condition variable",
+    },
+];
+
+/// Each initialization call of `create()` in [`INIT_FAILURES`] made to fail (to return at once
+/// with its errno, at a breakpoint on that function, in a program held before it creates
+/// anything): `create()` must say `init`, destroy the attribute object it had initialized, and,
+/// as for any step after `shm_open()`, leave neither the name nor a descriptor nor a mapping
+/// behind. The same breakpoints see whether `create()` called `shm_open()` at all. `false` if
+/// the grader may not trace the program, or the program made none of these calls (judged
+/// elsewhere).
 fn forced_init_failure(run: &mut Run) -> Result<bool, Fail> {
+    let mut all = true;
+    for failure in &INIT_FAILURES {
+        all &= forced_one_init_failure(run, failure)?;
+    }
+    Ok(all)
+}
+
+fn forced_one_init_failure(run: &mut Run, failure: &InitFailure) -> Result<bool, Fail> {
     let name = run.ipc_name("uninitializable");
-    let mut proc = run.spawn_stopped(&["--name", name.as_str(), "--work", "1"])?;
+    let mut proc = run.spawn_stopped(&[
+        "--name",
+        name.as_str(),
+        "--work",
+        "1",
+        "--file-size-limit",
+        "1048576",
+    ])?;
     let pid = proc.pid.as_raw();
-    let outcome = fail_cond_init(&mut proc, &name);
-    let Ok(Some(message)) = outcome else {
+    let outcome = fail_init_call(&mut proc, failure);
+    let Ok(Some((message, seen))) = outcome else {
         proc.kill_tree();
         let _ = std::fs::remove_file(dev_shm(&name));
         return outcome.map(|_| false);
     };
+    let call = format!(
+        "{}() (the grader made it return {}, with a breakpoint at that function)",
+        failure.function.to_str().unwrap_or("?"),
+        failure.errno_name
+    );
     let judged = expect_kind(
         &message,
         "init",
-        "with the grader making its pthread_cond_init() of the bank's condition variable \
-         return EAGAIN, SharedBank::create()",
-        "the step that failed is the condition variable's initialization, which is \
-         BankError::Init",
+        &format!("with the grader making its {call}, SharedBank::create()"),
+        &format!(
+            "the step that failed is part of the {}'s initialization, which is BankError::Init",
+            failure.what
+        ),
     );
     let left = left_by_failed_create(pid, &name);
     let path = dev_shm(&name);
@@ -114,15 +183,134 @@ fn forced_init_failure(run: &mut Run) -> Result<bool, Fail> {
     }
     let _ = std::fs::remove_file(&path);
     judged?;
+    if !seen.contains(&SHM_OPEN) {
+        return Err(Fail::failed(format!(
+            "SharedBank::create() made the segment {} without calling shm_open() (a \
+             breakpoint at that function, set before create() began, was never hit): it opened \
+             the file under /dev/shm itself, which copies where one C library keeps its \
+             segments; create() calls shm_open(name, O_CREAT | O_EXCL | O_RDWR, 0600)",
+            path.display()
+        )));
+    }
     if !left.is_empty() {
         return Err(Fail::failed(format!(
-            "SharedBank::create() failed at pthread_cond_init() (the grader made it return \
-             EAGAIN, with a breakpoint at that function) with kind=init, as it should, but \
-             {}: when any step after shm_open() fails (ftruncate(), mmap(), the \
-             initializations), undo the steps before it (munmap() the bank, close the \
-             descriptor) and shm_unlink() the name",
+            "SharedBank::create() failed at {call} with kind=init, as it should, but {}: when \
+             any step after shm_open() fails (ftruncate(), mmap(), the initializations of the \
+             mutex and of the condition variable), undo the steps before it (munmap() the \
+             bank, close the descriptor) and shm_unlink() the name",
             left.join(", ")
         )));
+    }
+    let failed_at = seen.iter().position(|&s| s == FAILED);
+    let destroyed = failed_at.is_some_and(|at| seen[at..].contains(&failure.destroy));
+    if !destroyed {
+        let attr = if failure.destroy == MUTEXATTR_DESTROY {
+            "pthread_mutexattr_destroy()"
+        } else {
+            "pthread_condattr_destroy()"
+        };
+        return Err(Fail::failed(format!(
+            "SharedBank::create() failed at {call} with kind=init and removed the segment, as \
+             it should, but never called {attr} after the failure (a breakpoint at that \
+             function): the attribute object initialized before the failed call is leaked; \
+             destroy it on the way out whether the initialization succeeded or failed"
+        )));
+    }
+    Ok(true)
+}
+
+/// Runs the stopped program to its `prlimit64()` (`--file-size-limit`, before `create()`: the C
+/// library is loaded, nothing is created yet), sets breakpoints at `shm_open()`, the function
+/// to fail and the two attribute destroys, makes the first call of the one to fail return its
+/// errno, and returns what the program said next and which breakpoints were hit, in order.
+/// `None` if it could not be traced or made no such call.
+fn fail_init_call(
+    proc: &mut crate::engine::Proc,
+    failure: &InitFailure,
+) -> Result<Option<(Message, Vec<usize>)>, Fail> {
+    let pid = proc.pid.as_raw();
+    if !stopped_at_file_size_limit(pid)? {
+        return Ok(None);
+    }
+    let functions = [
+        c"shm_open",
+        failure.function,
+        c"pthread_mutexattr_destroy",
+        c"pthread_condattr_destroy",
+    ];
+    let Some(addresses) = functions
+        .iter()
+        .map(|f| inspect::library_function_in(pid, f))
+        .collect::<Option<Vec<u64>>>()
+    else {
+        force::resume(pid)?;
+        return Ok(None);
+    };
+    let addresses = [addresses[0], addresses[1], addresses[2], addresses[3]];
+    let Some(mut breaking) = Tracer::break_at_each(pid, addresses)? else {
+        force::resume(pid)?;
+        return Ok(None);
+    };
+    force::resume(pid)?;
+    let until = Instant::now() + Duration::from_secs(5);
+    let mut seen = Vec::new();
+    let mut failed = false;
+    let message = loop {
+        match breaking.next_break(Instant::now() + Duration::from_millis(5))? {
+            Some(Breakpoint::At(_)) => {
+                let which = breaking.last_break();
+                seen.push(which);
+                if which == FAILED && !failed {
+                    failed = true;
+                    breaking.return_now(i64::from(failure.errno));
+                } else {
+                    breaking.go_on();
+                }
+                continue;
+            }
+            Some(Breakpoint::Armed) | None => {}
+            Some(Breakpoint::Lost | Breakpoint::Unavailable) => return Ok(None),
+        }
+        if let Some(message) = proc.recv_before(Instant::now())? {
+            break message;
+        }
+        if Instant::now() > until {
+            return Ok(None);
+        }
+    };
+    // Whatever the tracer still has to say of the calls before the message.
+    while let Some(Breakpoint::At(_)) =
+        breaking.next_break(Instant::now() + Duration::from_millis(20))?
+    {
+        seen.push(breaking.last_break());
+        breaking.go_on();
+    }
+    drop(breaking);
+    if !failed {
+        // It said something before making the call: judged elsewhere.
+        return Ok(None);
+    }
+    Ok(Some((message, seen)))
+}
+
+/// Runs the program, stopped before its first instruction, to its `prlimit64()` (it sets the
+/// file size limit, before it creates the bank) and stops it there. `false` if it could not be
+/// traced.
+fn stopped_at_file_size_limit(pid: i32) -> Result<bool, Fail> {
+    let limiting = Call::any(libc::SYS_prlimit64);
+    let Some(mut tracer) = Tracer::attach(pid, limiting, Action::Hold)? else {
+        force::resume(pid)?;
+        return Ok(false);
+    };
+    force::resume(pid)?;
+    if !tracer.held_before(Instant::now() + Duration::from_secs(5))? {
+        return Ok(false);
+    }
+    kill(Pid::from_raw(pid), Signal::SIGSTOP).map_err(|e| Fail::Grader(format!("SIGSTOP: {e}")))?;
+    tracer.release();
+    let until = Instant::now() + Duration::from_secs(1);
+    while inspect::view(pid).is_some_and(|v| v.state != 'T') && Instant::now() < until {
+        std::thread::sleep(Duration::from_micros(200));
     }
     Ok(true)
 }
@@ -146,44 +334,6 @@ fn left_by_failed_create(pid: i32, name: &str) -> Vec<String> {
         ));
     }
     left
-}
-
-/// Runs the stopped program to its `shm_open()` of `name`, sets a breakpoint at
-/// `pthread_cond_init()`, makes the first call return `EAGAIN`, and returns what the program
-/// said next. `None` if it could not be traced or made no such call.
-fn fail_cond_init(proc: &mut crate::engine::Proc, name: &str) -> Result<Option<Message>, Fail> {
-    let pid = proc.pid.as_raw();
-    if !stopped_after_shm_open(pid, name)? {
-        return Ok(None);
-    }
-    let Some(address) = inspect::library_function_in(pid, c"pthread_cond_init") else {
-        return Ok(None);
-    };
-    let Some(mut breaking) = Tracer::break_at(pid, address)? else {
-        return Ok(None);
-    };
-    force::resume(pid)?;
-    let until = Instant::now() + Duration::from_secs(5);
-    loop {
-        match breaking.next_break(Instant::now() + Duration::from_millis(5))? {
-            Some(Breakpoint::At(_)) => {
-                breaking.return_now(i64::from(libc::EAGAIN));
-                break;
-            }
-            Some(Breakpoint::Armed) | None => {}
-            Some(Breakpoint::Lost | Breakpoint::Unavailable) => return Ok(None),
-        }
-        if proc.recv_before(Instant::now())?.is_some() {
-            // It said something before initializing a condition variable: judged elsewhere.
-            return Ok(None);
-        }
-        if Instant::now() > until {
-            return Ok(None);
-        }
-    }
-    let message = first_message(proc)?;
-    drop(breaking);
-    Ok(Some(message))
 }
 
 /// `O_CREAT`, `O_EXCL` and the permission bits, in an `openat()`'s flags and mode.

@@ -246,6 +246,15 @@ pub(super) fn typed_errors(run: &mut Run) -> Result<String, Fail> {
     let beyond = ACCOUNTS + run.rng().random_range(1..1000usize);
     let last = ACCOUNTS - 1;
     let good_transfers = [(0, last), (last, run.rng().random_range(1..last))];
+    // Amounts are not limited: 0 moves nothing and a negative amount moves money the other way
+    // (a refund), between two good accounts both go through. The first two are of 1.
+    let (c, d) = (
+        run.rng().random_range(1..4),
+        run.rng().random_range(4..last),
+    );
+    let refund = -run.rng().random_range(1..50i64);
+    let amounts = [1, 1, 0, refund];
+    let good_transfers = [good_transfers[0], good_transfers[1], (c, d), (d, c)];
     // 2^32 + k narrowed to u32 (the journal's type) is account k: a check made after
     // narrowing lets it through.
     let wide = |k: usize| (1usize << 32) + k;
@@ -266,7 +275,12 @@ pub(super) fn typed_errors(run: &mut Run) -> Result<String, Fail> {
         .iter()
         .flat_map(|(from, to)| [from.to_string(), to.to_string()])
         .collect();
-    let extra = ["--try-transfers".to_string(), pairs.join(",")];
+    let extra = [
+        "--try-transfers".to_string(),
+        pairs.join(","),
+        "--try-amounts".to_string(),
+        amounts.map(|a| a.to_string()).join(","),
+    ];
     let mut session = Session::start(run, &[1000; 2], &extra).map_err(|fail| match fail {
         Fail::Crashed(m) => Fail::Crashed(format!(
             "the coordinator crashed while it tried the transfers {tried:?} ({m}): an account \
@@ -282,7 +296,7 @@ pub(super) fn typed_errors(run: &mut Run) -> Result<String, Fail> {
             tried.len()
         )));
     }
-    for (&(from, to), result) in tried.iter().zip(&session.tried) {
+    for (i, (&(from, to), result)) in tried.iter().zip(&session.tried).enumerate() {
         let exists = from < ACCOUNTS && to < ACCOUNTS && from != to;
         let wanted = if exists { "ok" } else { "bad-accounts" };
         if result == wanted {
@@ -292,7 +306,14 @@ pub(super) fn typed_errors(run: &mut Run) -> Result<String, Fail> {
             "ok" => "went through".to_string(),
             kind => format!("failed with kind={kind}"),
         };
-        return Err(Fail::failed(if exists {
+        return Err(Fail::failed(if exists && i >= 2 {
+            format!(
+                "a transfer of {} from account {from} to account {to} {what}: nothing limits \
+                 the amount (0 moves nothing, a negative amount moves money the other way); \
+                 only accounts that do not exist or are the same are BankError::BadAccounts",
+                amounts[i]
+            )
+        } else if exists {
             format!(
                 "a transfer from account {from} to account {to} {what}: accounts 0 to {} \
                  exist, and a transfer between two different ones goes through",
@@ -315,10 +336,11 @@ pub(super) fn typed_errors(run: &mut Run) -> Result<String, Fail> {
             )
         }));
     }
-    // The coordinator's two transfers of 1, before any worker started: nothing overlapped.
+    // The coordinator's transfers, before any worker started: nothing overlapped.
     let done: Vec<(u64, Vec<i64>)> = good_transfers
         .iter()
-        .map(|&(from, to)| (1, delta_of(from, to, 1)))
+        .zip(amounts)
+        .map(|(&(from, to), amount)| (1, delta_of(from, to, amount)))
         .collect();
     let opening = session.segment.layout.opening;
     let mut want = vec![opening; ACCOUNTS];
@@ -328,13 +350,18 @@ pub(super) fn typed_errors(run: &mut Run) -> Result<String, Fail> {
         }
     }
     let (count, balances) = session.segment.bank()?;
-    if count != 2 || balances != want {
+    if count != good_transfers.len() as u64 || balances != want {
+        let made: Vec<String> = good_transfers
+            .iter()
+            .zip(amounts)
+            .map(|(&(from, to), amount)| format!("{amount} from {from} to {to}"))
+            .collect();
         return Err(Fail::failed(format!(
-            "after the coordinator's transfers of 1 from account {} to account {} and from {} to \
-             {}, before any worker started, the bank in the segment holds {count} transfers and \
-             balances {balances:?}, not 2 and {want:?}: a transfer takes `amount` from `from`, \
-             gives it to `to`, and counts one",
-            good_transfers[0].0, good_transfers[0].1, good_transfers[1].0, good_transfers[1].1
+            "after the coordinator's transfers ({}), before any worker started, the bank in the \
+             segment holds {count} transfers and balances {balances:?}, not {} and {want:?}: a \
+             transfer takes `amount` from `from`, gives it to `to`, and counts one",
+            made.join(", "),
+            good_transfers.len()
         )));
     }
     session.go()?;
@@ -344,7 +371,8 @@ pub(super) fn typed_errors(run: &mut Run) -> Result<String, Fail> {
     refused_before_lock(run, &bad_transfers)?;
     Ok(format!(
         "names {bad_names:?} refused with kind=bad-name, {short:?} accepted; transfers \
-         {bad_transfers:?} refused with kind=bad-accounts, {good_transfers:?} done, the bank \
+         {bad_transfers:?} refused with kind=bad-accounts, {good_transfers:?} done (amounts \
+         {amounts:?}), the bank \
          otherwise unchanged"
     ))
 }

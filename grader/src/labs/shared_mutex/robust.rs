@@ -689,12 +689,16 @@ pub(super) fn owner_dies_during_wait(run: &mut Run) -> Result<String, Fail> {
              decides only what to undo"
         )));
     }
+    drop(session);
+    dies_before_the_debit(run)?;
     Ok(format!(
         "a holder died while the coordinator waited: its pthread_cond_wait() met EOWNERDEAD, \
          it made the mutex consistent and went on waiting; a second one died in the middle of a \
          transfer from account {} to account {}, and the coordinator undid it and counted it \
          dead; a third died while the workers waited in transfer(), and one transfer said it \
-         had recovered",
+         had recovered; a fourth died between its journal and its debit, with one worker \
+         already dead: counted dead (dead 2 of 1 worker), the grader's two waiters on \
+         all_done woken, and the coordinator's wait ended",
         cut.from, cut.to
     ))
 }
@@ -911,4 +915,152 @@ fn dies_mid_transfer(run: &mut Run, session: &mut Session) -> Result<Cut, Fail> 
         .write_at(layout.counts_at + 8, &0u32.to_ne_bytes())?;
     drop(held);
     Ok(Cut { from, to })
+}
+
+/// A holder that dies right after writing its journal, before its debit (the accounts still
+/// hold what the journal saved), is a worker dead mid-transfer all the same: the journal is
+/// active, so the next locker counts it in `dead` and broadcasts `all_done`. The grader's
+/// stand-in does it (with `dead = 1` already in the bank of one worker: a worker found dead
+/// before), with two threads of the grader asleep on `all_done`; the coordinator's tried
+/// transfer meets `EOWNERDEAD`. The broadcast must wake both threads, `dead` must become 2,
+/// and the coordinator's wait must then end at once, `finished + dead` (2) being past
+/// `workers` (1).
+fn dies_before_the_debit(run: &mut Run) -> Result<(), Fail> {
+    let name = run.ipc_name("bank");
+    let from = run.rng().random_range(0..ACCOUNTS);
+    let to = (from + run.rng().random_range(1..ACCOUNTS)) % ACCOUNTS;
+    let args = [
+        "--name".to_string(),
+        name.clone(),
+        "--work".into(),
+        LIGHT_WORK.to_string(),
+        "--try-transfers".into(),
+        format!("{from},{to}"),
+        "--try-when-told".into(),
+    ];
+    let mut proc = run.spawn(&args)?;
+    let outcome = judge_before_the_debit(&mut proc, &name, from, to);
+    proc.kill_tree();
+    let _ = std::fs::remove_file(dev_shm(&name));
+    outcome
+}
+
+fn judge_before_the_debit(
+    proc: &mut crate::engine::Proc,
+    name: &str,
+    from: usize,
+    to: usize,
+) -> Result<(), Fail> {
+    let message = proc.recv_any()?;
+    if message.kind != "created" {
+        return Err(failure(&message));
+    }
+    let segment = open_segment(name, layout_of(&message)?)?;
+    let layout = segment.layout;
+    let Some(waiters) = probe::CondWaiters::start(&segment, 2) else {
+        return Ok(());
+    };
+    let holder = DyingHolder::start(&segment, false)?;
+    let (count, before) = segment.bank()?;
+    let at = layout.journal_at;
+    segment.write_at(layout.counts_at + 8, &EARLIER_DEAD.to_ne_bytes())?;
+    segment.write_at(at + 4, &(from as u32).to_ne_bytes())?;
+    segment.write_at(at + 8, &(to as u32).to_ne_bytes())?;
+    segment.write_at(at + 16, &before[from].to_ne_bytes())?;
+    segment.write_at(at + 24, &before[to].to_ne_bytes())?;
+    segment.write_at(at + 32, &count.to_ne_bytes())?;
+    segment.write_at(at, &1u32.to_ne_bytes())?;
+    holder.die();
+    proc.send("try", &[])?;
+    let (woken, ended) = waiters.woken(STEP);
+    // Whatever happened, the grader's waiters go before the segment does.
+    probe::broadcast(&segment);
+    let journal = segment.journal()?;
+    let counts = segment.counts()?;
+    let dead_after = EARLIER_DEAD + 1;
+    let what = format!(
+        "a holder died right after writing its journal for a transfer from account {from} to \
+         account {to}, before its debit (both accounts still held the balances the journal \
+         saved), with dead = {EARLIER_DEAD} already in the bank of one worker; the \
+         coordinator's next transfer met EOWNERDEAD"
+    );
+    if journal.active == 0 && counts.dead == EARLIER_DEAD {
+        return Err(Fail::failed(format!(
+            "{what} and cleared the journal, but left dead at {EARLIER_DEAD}{}: the journal was \
+             active, so a transfer was under way and its worker died in it, however little of \
+             it was done; recover() undoes it (here a no-op), counts the worker dead and \
+             broadcasts all_done whenever the journal is active, whatever the balances show \
+             (else the coordinator waits for that worker for ever)",
+            if woken == 0 && !ended {
+                " and woke none of the grader's two waiters on all_done"
+            } else {
+                ""
+            }
+        )));
+    }
+    if journal.active != 0 || counts.dead != dead_after {
+        return Err(Fail::failed(format!(
+            "{what}; then the journal is {} and dead = {} (not cleared and {dead_after}): \
+             recover() clears the journal, counts the worker dead and broadcasts whenever the \
+             journal is active",
+            if journal.active != 0 {
+                "still active"
+            } else {
+                "cleared"
+            },
+            counts.dead
+        )));
+    }
+    if !ended && woken < waiters.count() {
+        return Err(Fail::failed(format!(
+            "{what} and counted it dead, but only {woken} of the grader's {} threads asleep on \
+             all_done (beside the coordinator) woke within {} s: recover() must \
+             pthread_cond_broadcast() all_done, not pthread_cond_signal() it: every waiter \
+             re-checks its own condition, and a signal wakes one waiter at most",
+            waiters.count(),
+            STEP.as_secs()
+        )));
+    }
+    // Its wait: finished + dead = 2 is past workers = 1, so it ends at once.
+    let until = Instant::now() + STEP;
+    loop {
+        let message = match proc.recv_before(until) {
+            Ok(Some(message)) => message,
+            Ok(None) => {
+                return Err(Fail::failed(format!(
+                    "with workers = 1 and dead = {dead_after} in the bank (finished 0), the \
+                     coordinator's wait_all_done() did not end within {} s (it {}): the wait \
+                     ends once finished + dead reaches workers or passes it; compare \
+                     finished + dead >= workers (workers - dead underflows when more holders \
+                     died than there are workers)",
+                    STEP.as_secs(),
+                    probe::sleeping(proc.pid.as_raw()).describe()
+                )));
+            }
+            Err(Fail::Crashed(m)) => {
+                return Err(Fail::failed(format!(
+                    "with workers = 1 and dead = {dead_after} in the bank (finished 0), the \
+                     coordinator crashed in its wait ({m}): the wait ends once finished + dead \
+                     reaches workers or passes it; compare finished + dead >= workers \
+                     (workers - dead underflows when more holders died than there are \
+                     workers)"
+                )));
+            }
+            Err(other) => return Err(other),
+        };
+        match message.kind.as_str() {
+            "done" => return Ok(()),
+            "ready" => {}
+            "failed" => {
+                return Err(Fail::failed(format!(
+                    "with workers = 1 and dead = {dead_after} in the bank (finished 0), the \
+                     coordinator's wait failed with kind={} ({}): the wait ends once \
+                     finished + dead reaches workers or passes it",
+                    message.get("kind").unwrap_or("none"),
+                    message.get("error").unwrap_or("")
+                )));
+            }
+            _ => return Err(failure(&message)),
+        }
+    }
 }

@@ -12,7 +12,7 @@ use super::ACCOUNTS;
 use super::probe::{self, KIND_PSHARED, KIND_ROBUST, Place, Sleep};
 use super::session::{Session, role_of};
 use super::totals::verify;
-use crate::engine::tracer::{Action, Call, Match, Step, Tracer};
+use crate::engine::tracer::{Action, Breakpoint, Call, Match, Step, Tracer};
 use crate::engine::{Fail, Run, force, inspect};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
@@ -483,8 +483,14 @@ pub(super) fn destroyed_and_removed(run: &mut Run) -> Result<String, Fail> {
     } else {
         ""
     };
+    let destroy_failed = if forced_destroy_failure(run)? {
+        "; with its pthread_cond_destroy() failed by the grader, destroy() still destroyed the \
+         mutex, unmapped and unlinked, and said kind=destroy"
+    } else {
+        ""
+    };
     Ok(format!(
-        "condition variable and mutex destroyed, segment unmapped and unlinked{forced}"
+        "condition variable and mutex destroyed, segment unmapped and unlinked{forced}{destroy_failed}"
     ))
 }
 
@@ -576,6 +582,106 @@ fn forced_munmap_failure(run: &mut Run) -> Result<bool, Fail> {
             "the grader failed the coordinator's munmap() of the bank in destroy() (EINVAL), \
              and destroy() {}, not kind=munmap: it returns the first error, munmap()'s \
              BankError::Unmap",
+            if last.kind == "failed" {
+                format!("failed with kind={kind}")
+            } else {
+                "said nothing went wrong (`closed`)".to_string()
+            }
+        )));
+    }
+    Ok(true)
+}
+
+/// `destroy()` goes on to the next step when one fails, and returns the first error: the grader
+/// makes the coordinator's `pthread_cond_destroy()` return `EPERM` at once (at a breakpoint on
+/// that function; glibc's never fails, so only the grader gives that error), and watches
+/// `pthread_mutex_destroy()` with a second one. destroy() must still destroy the mutex, unmap
+/// the bank and unlink the name, and say `kind=destroy`. `false` when the grader may not trace
+/// the coordinator, or it made no `pthread_cond_destroy()` (judged above).
+fn forced_destroy_failure(run: &mut Run) -> Result<bool, Fail> {
+    let mut session = Session::start(run, &[LIGHT_WORK; 2], &[])?;
+    let pid = session.coordinator;
+    let functions = [c"pthread_cond_destroy", c"pthread_mutex_destroy"];
+    let Some(addresses) = functions
+        .iter()
+        .map(|f| inspect::library_function_in(pid, f))
+        .collect::<Option<Vec<u64>>>()
+    else {
+        return Ok(false);
+    };
+    let Some(mut tracer) = Tracer::break_at_each(pid, [addresses[0], addresses[1], 0, 0])? else {
+        return Ok(false);
+    };
+    session.go()?;
+    let until = Instant::now() + Duration::from_secs(8);
+    let mut failed = false;
+    let mut mutex_destroyed = false;
+    let mut left = (false, false);
+    let last = loop {
+        match tracer.next_break(Instant::now() + Duration::from_millis(5))? {
+            Some(Breakpoint::At(_)) => {
+                if tracer.last_break() == 0 && !failed {
+                    failed = true;
+                    tracer.return_now(i64::from(libc::EPERM));
+                } else {
+                    mutex_destroyed |= tracer.last_break() == 1;
+                    tracer.go_on();
+                }
+                continue;
+            }
+            Some(Breakpoint::Armed) | None => {}
+            Some(_) => break None,
+        }
+        match session.next_before(Instant::now())? {
+            Some(m) if m.kind == "failed" || m.kind == "closed" => {
+                left = (
+                    dev_shm(&session.name).exists(),
+                    !probe::mappings(pid, &session.name).is_empty(),
+                );
+                break Some(m);
+            }
+            Some(_) => {}
+            None if Instant::now() > until => break None,
+            None => {}
+        }
+    };
+    drop(tracer);
+    let _ = session.proc.send("exit", &[]);
+    let _ = session.proc.wait();
+    let _ = std::fs::remove_file(dev_shm(&session.name));
+    if !failed {
+        return Ok(false);
+    }
+    let Some(last) = last else {
+        return Err(Fail::failed(
+            "with the grader failing the coordinator's pthread_cond_destroy() (EPERM), the \
+             coordinator said neither `closed` nor `failed` within 8 s",
+        ));
+    };
+    let skipped: Vec<&str> = [
+        (!mutex_destroyed).then_some("never called pthread_mutex_destroy()"),
+        left.1.then_some("still maps the bank (no munmap())"),
+        left.0
+            .then_some("left the name in /dev/shm (no shm_unlink())"),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    if !skipped.is_empty() {
+        return Err(Fail::failed(format!(
+            "the grader made the coordinator's pthread_cond_destroy() of all_done return EPERM \
+             (at a breakpoint on that function), and destroy() then {}: it stopped at the \
+             failed step; destroy() goes on to the next step when one fails (destroy the \
+             mutex, munmap(), shm_unlink() all the same) and returns the first error",
+            skipped.join(", ")
+        )));
+    }
+    let kind = last.get("kind").unwrap_or("none");
+    if last.kind != "failed" || kind != "destroy" {
+        return Err(Fail::failed(format!(
+            "the grader made the coordinator's pthread_cond_destroy() of all_done return EPERM, \
+             and destroy() {}, not kind=destroy: a failed pthread_cond_destroy() is \
+             BankError::Destroy, and the first error is the one returned",
             if last.kind == "failed" {
                 format!("failed with kind={kind}")
             } else {

@@ -7,9 +7,13 @@ use super::probe::{self, Place, Sleep};
 use super::segment::Segment;
 use super::session::{Session, role_of};
 use super::totals::verify;
-use crate::engine::tracer::{Action, Call, Match, Tracer};
+use std::os::unix::fs::FileExt;
+
+use crate::engine::tracer::{Action, Call, Field, Match, Tracer, Watched};
 use crate::engine::waiting::{self, WaitRules};
 use crate::engine::{Fail, Run, force, inspect};
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
 
 /// `futex()`'s operation without its flags (`FUTEX_CMD_MASK`).
 const FUTEX_COMMAND: u64 = 0x7f;
@@ -164,9 +168,15 @@ pub(super) fn coordinator_sleeps(run: &mut Run) -> Result<String, Fail> {
     session.go()?;
     let outcome = session.finish(0, |_| Ok(()))?;
     verify(&session, &outcome, &[], 0)?;
+    drop(session);
+    let watched = if counts_read_under_the_lock(run)? {
+        "; its reads of finished and dead (a watchpoint, loads too) all made holding the lock"
+    } else {
+        ""
+    };
     Ok(format!(
         "while the workers were held, the coordinator slept on the condition variable in the \
-         segment, without waking up{}",
+         segment, without waking up{}{watched}",
         if queued {
             "; a broadcast made while it was held at its unlock of the mutex, going back to \
              sleep, woke it"
@@ -290,6 +300,11 @@ pub(super) fn waits_for_last_worker(run: &mut Run) -> Result<String, Fail> {
     session.go()?;
     let outcome = session.finish(0, |_| Ok(()))?;
     let transfers = verify(&session, &outcome, &[], 0)?;
+    let unwatched = if finish_broadcasts_unwatched(run)? {
+        "; a finish with nobody waiting on all_done broadcast all the same"
+    } else {
+        ""
+    };
     let late = if late_wait_locks(run)? {
         "; a coordinator that came to its wait after every worker had finished took the lock \
          for its snapshot (it waited while the grader held it)"
@@ -297,7 +312,7 @@ pub(super) fn waits_for_last_worker(run: &mut Run) -> Result<String, Fail> {
         ""
     };
     Ok(format!(
-        "the coordinator returned after all 4 workers finished ({transfers} transfers){late}"
+        "the coordinator returned after all 4 workers finished ({transfers} transfers){late}{unwatched}"
     ))
 }
 
@@ -459,4 +474,175 @@ fn on_cond(segment: &Segment, coordinator: i32, name: &str) -> bool {
         }
         _ => false,
     }
+}
+
+/// `finish()` broadcasts every time, whoever waits: with nobody asleep on `all_done` (the
+/// grader holds the mutex and broadcasts, so that the coordinator leaves the condition
+/// variable for the mutex, and stops it there, SIGSTOP), a worker with no transfer to make
+/// finishes; a breakpoint at `pthread_cond_broadcast()` in it must be hit. A finish that skips
+/// the broadcast when it sees no waiter reads a private glibc word, and a waiter that is on
+/// its way into `pthread_cond_wait()` (on another C library, or counted otherwise) is never
+/// woken. `false` when the grader may not trace the worker or the coordinator was not seen
+/// asleep on the condition variable.
+fn finish_broadcasts_unwatched(run: &mut Run) -> Result<bool, Fail> {
+    let mut session = Session::start(run, &[0], &[])?;
+    if !matches!(session.coordinator_settled(), Sleep::Futex { .. })
+        || session.coordinator_place() != Some(Place::Cond)
+    {
+        return Ok(false);
+    }
+    let coordinator = Pid::from_raw(session.coordinator);
+    let held = probe::hold(&session.segment, Duration::from_secs(2))?;
+    if !probe::broadcast(&session.segment) {
+        return Ok(false);
+    }
+    let until = Instant::now() + Duration::from_secs(2);
+    while session.coordinator_place() != Some(Place::Mutex) {
+        if Instant::now() > until {
+            return Ok(false);
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    kill(coordinator, Signal::SIGSTOP).map_err(|e| Fail::Grader(format!("SIGSTOP: {e}")))?;
+    let until = Instant::now() + Duration::from_secs(1);
+    while inspect::view(session.coordinator).is_some_and(|v| v.state != 'T')
+        && Instant::now() < until
+    {
+        std::thread::sleep(Duration::from_micros(200));
+    }
+    drop(held);
+    let resume = |_: ()| kill(coordinator, Signal::SIGCONT);
+    let Some(broadcasts) = super::attributes::Broadcasts::watch(&session, session.workers[0])?
+    else {
+        let _ = resume(());
+        return Ok(false);
+    };
+    // The coordinator is stopped: no settling, just the one worker's `go`.
+    session.proc.send("go", &[])?;
+    let until = Instant::now() + Duration::from_secs(2);
+    let mut finished = false;
+    while !finished && Instant::now() < until {
+        if let Some(message) = session.next_before(Instant::now() + Duration::from_millis(5))? {
+            finished = message.kind == "finished";
+            session.set_aside(message);
+        }
+    }
+    let seen = broadcasts.broadcast_seen();
+    let _ = resume(());
+    if !finished {
+        return Ok(false);
+    }
+    let outcome = session.finish(0, |_| Ok(()))?;
+    verify(&session, &outcome, &[], 0)?;
+    if !seen {
+        return Err(Fail::failed(format!(
+            "a worker (pid {}) with no transfer to make finished while nobody waited on \
+             all_done (the coordinator was stopped on its way back from pthread_cond_wait(), \
+             waiting for the mutex), and a breakpoint at pthread_cond_broadcast() in it was \
+             never hit: finish() broadcasts every time, waiter or not (reading who waits from \
+             the condition variable's private bytes misses a waiter on its way in)",
+            session.workers[0]
+        )));
+    }
+    Ok(true)
+}
+
+/// `finished` and `dead`, loads too, from where `finished` lies.
+const DONE_COUNTS: &[Field] = &[
+    Field {
+        offset: 0,
+        len: 4,
+        loads: true,
+    },
+    Field {
+        offset: 4,
+        len: 4,
+        loads: true,
+    },
+];
+
+/// The coordinator reads the counts only holding the lock (every field of the bank but the
+/// lock is read under it), and so does not look at them before it waits: a program held at its
+/// `created` (before its tried transfer, before the workers) gets a hardware watchpoint, loads
+/// too, on the coordinator's `finished` and `dead`; at each access until it sleeps, the
+/// mutex's owner word must be the coordinator's thread id. `false` when it could not be
+/// watched.
+fn counts_read_under_the_lock(run: &mut Run) -> Result<bool, Fail> {
+    let name = run.ipc_name("bank");
+    let args = [
+        "--name".to_string(),
+        name.clone(),
+        "--work".into(),
+        "1".into(),
+        "--try-transfers".into(),
+        "0,1".into(),
+        "--try-when-told".into(),
+    ];
+    let mut proc = run.spawn(&args)?;
+    let outcome = watch_count_reads(&mut proc, &name);
+    proc.kill_tree();
+    let _ = std::fs::remove_file(super::segment::dev_shm(&name));
+    outcome
+}
+
+fn watch_count_reads(proc: &mut crate::engine::Proc, name: &str) -> Result<bool, Fail> {
+    let pid = proc.pid.as_raw();
+    let message = proc.recv_any()?;
+    if message.kind != "created" {
+        return Err(super::messages::failure(&message));
+    }
+    let segment = super::segment::open_segment(name, super::messages::layout_of(&message)?)?;
+    let Some(map) = probe::mappings(pid, name)
+        .into_iter()
+        .find(|m| m.offset == 0)
+    else {
+        return Ok(false);
+    };
+    let address = map.start + (segment.layout.counts_at + 4) as u64;
+    let Some(mut tracer) = Tracer::watch_at(pid, address, DONE_COUNTS)? else {
+        return Ok(false);
+    };
+    let owner_at = (segment.layout.mutex_at + probe::MUTEX_OWNER_AT) as u64;
+    let until = Instant::now() + Duration::from_secs(3);
+    let mut told = false;
+    while Instant::now() < until {
+        match tracer.next_watched(Instant::now() + Duration::from_millis(5))? {
+            Some(Watched::Armed) if !told => {
+                proc.send("try", &[])?;
+                told = true;
+            }
+            Some(Watched::Armed) => {}
+            Some(Watched::Hit) => {
+                let mut word = [0u8; 4];
+                segment.file().read_exact_at(&mut word, owner_at)?;
+                let owner = i32::from_ne_bytes(word);
+                if owner != pid {
+                    drop(tracer);
+                    return Err(Fail::failed(format!(
+                        "the coordinator read the bank's finished or dead count (a \
+                         hardware watchpoint, loads too, on both, in the coordinator) while the \
+                         mutex was {}: every field of the bank but the lock is read with the \
+                         lock held; wait_all_done() takes the lock first, then checks \
+                         finished + dead < workers and sleeps in pthread_cond_wait() (a look at \
+                         the counts before locking is a spin on them, and may see them half \
+                         updated)",
+                        if owner == 0 {
+                            "free".to_string()
+                        } else {
+                            format!("held by thread {owner}")
+                        }
+                    )));
+                }
+                tracer.go_on();
+            }
+            Some(_) => break,
+            None => {
+                if told && matches!(probe::sleeping(pid), Sleep::Futex { .. }) {
+                    break;
+                }
+            }
+        }
+    }
+    drop(tracer);
+    Ok(true)
 }
