@@ -863,6 +863,16 @@ fn dies_mid_transfer(run: &mut Run, session: &mut Session) -> Result<Cut, Fail> 
              and counts a second dead worker"
         )));
     }
+    if journal.active == 0 && counts.dead == dead_after && now[from] != before[from] {
+        return Err(Fail::failed(format!(
+            "a holder died after the debit, the credit and the count of a transfer from \
+             account {from} to account {to}, before clearing its journal; the coordinator's \
+             repair cleared the journal and counted the worker dead, but undid nothing: \
+             balances {now:?} (not {before:?}), the count {count_now} (not {count}): recover() \
+             undoes the journaled transfer whatever step the holder reached; a raised count \
+             does not make the transfer complete, since the journal is cleared only after it"
+        )));
+    }
     if journal.active != 0 || now != before || count_now != count || counts.dead != dead_after {
         let mut seen = Vec::new();
         if journal.active != 0 {
