@@ -48,7 +48,13 @@ pub fn shrink_pipe(pid: i32, fd: i32, bytes: i32) -> Result<i32, Fail> {
 /// arrives after the signal was sent. It stays where it is until [`resume`].
 pub fn hold(pid: i32) -> Result<(), Fail> {
     kill(Pid::from_raw(pid), Signal::SIGSTOP).map_err(|e| Fail::Grader(format!("SIGSTOP: {e}")))?;
-    let until = std::time::Instant::now() + std::time::Duration::from_secs(1);
+    until_stopped(pid, std::time::Duration::from_secs(1));
+    Ok(())
+}
+
+/// Waits until `pid` has stopped (or is gone), for at most `within`.
+pub fn until_stopped(pid: i32, within: std::time::Duration) {
+    let until = std::time::Instant::now() + within;
     while std::time::Instant::now() < until {
         match super::inspect::view(pid) {
             // Stopped, or a zombie that will never run again.
@@ -58,7 +64,6 @@ pub fn hold(pid: i32) -> Result<(), Fail> {
             _ => break,
         }
     }
-    Ok(())
 }
 
 /// Lets a process stopped by [`hold`] go on (SIGCONT). One already gone is not an error: a

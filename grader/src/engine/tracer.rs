@@ -151,6 +151,15 @@ impl Call {
         }
     }
 
+    /// The `openat()` of `path` that glibc's `shm_open()` and `sem_open()` make. The path is
+    /// kept for the life of the grader, as the tracer matches against it: a few bytes a call.
+    pub fn opening(path: &std::path::Path) -> Call {
+        Call {
+            number: libc::SYS_openat,
+            matching: Match::Path(path.display().to_string().leak()),
+        }
+    }
+
     /// Any call whose first or second argument is `path`.
     pub fn naming(path: &'static str) -> Call {
         Call {
@@ -562,6 +571,20 @@ impl Tracer {
         }
     }
 
+    /// As [`Tracer::break_at_each`], at the entries of the C library's functions `names` (at
+    /// most 4; [`Tracer::last_break`] is an index into `names`): `None` where one of them is not
+    /// found or the machine does not allow the breakpoints.
+    pub fn break_at_functions(pid: i32, names: &[&std::ffi::CStr]) -> Result<Option<Tracer>, Fail> {
+        let mut addresses = [0u64; 4];
+        for (address, name) in addresses.iter_mut().zip(names) {
+            let Some(found) = crate::engine::inspect::library_function_in(pid, name) else {
+                return Ok(None);
+            };
+            *address = found;
+        }
+        Tracer::break_at_each(pid, addresses)
+    }
+
     /// As [`Tracer::break_at`], at each of these addresses (0: none); [`Tracer::last_break`]
     /// says which one a stop is at.
     pub fn break_at_each(pid: i32, addresses: [u64; 4]) -> Result<Option<Tracer>, Fail> {
@@ -678,6 +701,18 @@ impl Tracer {
                 None => {}
             }
         }
+    }
+
+    /// Lets the held call go on, untraced from now on, and leaves the program `pid` stopped
+    /// (SIGSTOP, sent while it is held) as it comes back from the call, until
+    /// [`super::force::resume`].
+    pub fn release_stopped(self, pid: i32) -> Result<(), Fail> {
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::SIGSTOP)
+            .map_err(|e| Fail::Grader(format!("SIGSTOP: {e}")))?;
+        self.release();
+        // A tracer slow to let go under load: the stop comes once it has.
+        super::force::until_stopped(pid, Duration::from_secs(3));
+        Ok(())
     }
 
     /// Lets the held call go on, untraced from now on.

@@ -515,20 +515,14 @@ fn stopped_while_waited(run: &mut Run) -> Result<String, Fail> {
         .keys()
         .map(|&tid| (tid, sleeps(parent, tid)))
         .collect();
-    let child_pid = Pid::from_raw(child);
-    kill(child_pid, Signal::SIGSTOP).map_err(|e| Fail::Grader(format!("kill: {e}")))?;
     // Let go, the child meets the stop on its way back from close().
-    tracer.release();
-    let until = Instant::now() + Duration::from_secs(3);
-    while inspect::view(child).is_some_and(|v| v.state != 'T') && Instant::now() < until {
-        std::thread::sleep(Duration::from_millis(1));
-    }
+    tracer.release_stopped(child)?;
     let early = answer_or_back_in_waitpid(&mut session, parent, &slept);
     let early = match early {
         Ok(None) => None,
         other => {
             // Continued whatever happened: no process is left stopped.
-            let _ = kill(child_pid, Signal::SIGCONT);
+            let _ = kill(Pid::from_raw(child), Signal::SIGCONT);
             other?
         }
     };

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use ipc_labs_driver::Message;
 
 use crate::engine::diagnose::{Activity, classify};
-use crate::engine::tracer::{Action, Call, Tracer, Watched};
+use crate::engine::tracer::{Action, Breakpoint, Call, Tracer, Watched};
 use crate::engine::{Fail, Proc, Run, force, inspect};
 
 pub const CREATOR: &str = "the creator";
@@ -657,4 +657,38 @@ pub fn pair(run: &mut Run, what: &str, size: usize) -> Result<(Table, Table), Fa
     let creator = creators(run, &[(name.clone(), size)])?.remove(0);
     let opener = openers(run, &[name])?.remove(0);
     Ok((creator, opener))
+}
+
+/// The program's next answer, read for up to 5 s while `tracer`'s breakpoint watches it (each
+/// stop let go on), and whether the program stopped at the breakpoint before it answered. The
+/// answer is `None` if none came in time or the tracer lost the program; the tracer is let go.
+pub fn answer_past_breakpoint(
+    mut tracer: Tracer,
+    proc: &mut Proc,
+) -> Result<(Option<Message>, bool), Fail> {
+    let until = Instant::now() + Duration::from_secs(5);
+    let mut entered = false;
+    let answer = loop {
+        match tracer.next_break(Instant::now() + Duration::from_millis(2))? {
+            Some(Breakpoint::At(_)) => {
+                entered = true;
+                tracer.go_on();
+            }
+            Some(Breakpoint::Armed) | None => {}
+            Some(Breakpoint::Lost | Breakpoint::Unavailable) => break None,
+        }
+        if let Some(answer) = proc.recv_before(Instant::now())? {
+            break Some(answer);
+        }
+        if Instant::now() >= until {
+            break None;
+        }
+    };
+    // The stop at the breakpoint is reported before the program goes on to answer.
+    if let Some(Breakpoint::At(_)) = tracer.next_break(Instant::now())? {
+        entered = true;
+        tracer.go_on();
+    }
+    drop(tracer);
+    Ok((answer, entered))
 }

@@ -8,7 +8,7 @@ use std::os::unix::fs::MetadataExt;
 use std::time::{Duration, Instant};
 
 use crate::engine::tracer::{Call, Step, Tracer};
-use crate::engine::{Fail, Run, force};
+use crate::engine::{Fail, Proc, Run, force};
 
 use super::driver::{
     CREATOR, await_answer, descriptors_at_exit, is_refusal, refused, said, start,
@@ -141,6 +141,23 @@ pub fn failed_create(run: &mut Run) -> Result<String, Fail> {
 /// the file-size limit.
 const FORCED_ERRNO: i32 = libc::EFBIG;
 
+/// Starts a creator of `name` with `size` bytes whose `ftruncate()` the tracer fails with
+/// [`FORCED_ERRNO`], and which it then meets at `then`; the tracer is `None` where the machine
+/// does not allow tracing.
+fn failed_ftruncate_then(
+    run: &mut Run,
+    name: &str,
+    size: usize,
+    then: (Call, Step),
+) -> Result<(Proc, Option<Tracer>), Fail> {
+    let proc = start_stopped(run, name, Some(size), CREATOR)?;
+    let pid = proc.pid.as_raw();
+    let failing = (Call::any(libc::SYS_ftruncate), Step::Fail(FORCED_ERRNO));
+    let tracer = Tracer::in_turn(pid, [failing, then])?;
+    force::resume(pid)?;
+    Ok((proc, tracer))
+}
+
 /// A create of an ordinary size whose `ftruncate()` the tracer makes fail with [`FORCED_ERRNO`]:
 /// it must say `ftruncate`, leave nothing, and hold no descriptor of the object as it exits. A
 /// create that says `mapped` without the tracer having seen any `ftruncate()` sized the object
@@ -148,17 +165,9 @@ const FORCED_ERRNO: i32 = libc::EFBIG;
 fn forced_ftruncate_failure(run: &mut Run) -> Result<bool, Fail> {
     let name = run.ipc_name("forced");
     let size = 10_000;
-    let mut proc = start_stopped(run, &name, Some(size), CREATOR)?;
-    let pid = proc.pid.as_raw();
-    // The ftruncate() fails; then the creator is held as it exits, to see what it still holds.
-    let tracer = Tracer::in_turn(
-        pid,
-        [
-            (Call::any(libc::SYS_ftruncate), Step::Fail(FORCED_ERRNO)),
-            (Call::any(libc::SYS_exit_group), Step::Hold),
-        ],
-    )?;
-    force::resume(pid)?;
+    // Then the creator is held as it exits, to see what it still holds.
+    let exiting = (Call::any(libc::SYS_exit_group), Step::Hold);
+    let (mut proc, tracer) = failed_ftruncate_then(run, &name, size, exiting)?;
     let Some(mut tracer) = tracer else {
         run.note(
             "the grader may not trace the creator here (ptrace): no ftruncate() was made to fail",
@@ -240,19 +249,9 @@ const CLEANUP_ERRNO: i32 = libc::EBUSY;
 fn forced_cleanup_failure(run: &mut Run) -> Result<bool, Fail> {
     let name = run.ipc_name("unremoved");
     let size = 10_000;
-    let mut proc = start_stopped(run, &name, Some(size), CREATOR)?;
-    let pid = proc.pid.as_raw();
-    let tracer = Tracer::in_turn(
-        pid,
-        [
-            (Call::any(libc::SYS_ftruncate), Step::Fail(FORCED_ERRNO)),
-            (
-                Call::one_of(&[libc::SYS_unlink, libc::SYS_unlinkat]),
-                Step::Fail(CLEANUP_ERRNO),
-            ),
-        ],
-    )?;
-    force::resume(pid)?;
+    let unlinking = Call::one_of(&[libc::SYS_unlink, libc::SYS_unlinkat]);
+    let (mut proc, tracer) =
+        failed_ftruncate_then(run, &name, size, (unlinking, Step::Fail(CLEANUP_ERRNO)))?;
     let Some(mut tracer) = tracer else {
         proc.kill_tree();
         return Ok(false);

@@ -6,12 +6,12 @@ use rand::RngExt;
 
 use std::time::{Duration, Instant};
 
-use crate::engine::tracer::{Action, Breakpoint, Call, Match, Reached, Tracer};
+use crate::engine::tracer::{Action, Call, Reached, Tracer};
 use crate::engine::{Fail, Run, force};
 
 use super::driver::{
-    CREATOR, OPENER, await_answer, close_all, creating_open, creators, mapped, openers,
-    start_stopped, table,
+    CREATOR, OPENER, answer_past_breakpoint, await_answer, close_all, creating_open, creators,
+    mapped, openers, start_stopped, table,
 };
 use super::explain::{Writer, expect_read};
 use super::probes::{dev_shm, object_bytes, object_size};
@@ -356,12 +356,7 @@ fn size_from_descriptor(run: &mut Run, name: &str, size: usize) -> Result<(), Fa
     let path = dev_shm(name);
     let mut proc = start_stopped(run, name, None, OPENER)?;
     let pid = proc.pid.as_raw();
-    // The path a glibc shm_open() opens, kept for the life of the grader (a few bytes a run).
-    let opened: &'static str = path.display().to_string().leak();
-    let opening = Call {
-        number: libc::SYS_openat,
-        matching: Match::Path(opened),
-    };
+    let opening = Call::opening(&path);
     let tracer = Tracer::attach(pid, opening, Action::HoldAround)?;
     force::resume(pid)?;
     let Some(mut tracer) = tracer else {
@@ -524,9 +519,6 @@ fn creator_maps_its_object(run: &mut Run) -> Result<(), Fail> {
     done(creator.close())
 }
 
-/// How long the grader waits for the creator's answer while a breakpoint watches it.
-const BREAKING: Duration = Duration::from_secs(5);
-
 /// A creator with a hardware breakpoint at the C library's `shm_open()`, set before its `main()`
 /// runs: it must enter that function before it says `mapped`. Held first at the Rust runtime's
 /// `sigaltstack()` (the C library is loaded by then, the create not begun), it is stopped
@@ -556,39 +548,13 @@ fn created_through_shm_open(run: &mut Run) -> Result<(), Fail> {
         return gave_up(run, proc);
     }
     // Stopped as soon as the first tracer lets it go (a signal pending while it is held).
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::SIGSTOP)
-        .map_err(|e| Fail::Grader(format!("SIGSTOP: {e}")))?;
-    early.release();
-    force::hold(pid)?;
+    early.release_stopped(pid)?;
     let tracer = Tracer::break_at_function(pid, c"shm_open")?;
     force::resume(pid)?;
-    let Some(mut tracer) = tracer else {
+    let Some(tracer) = tracer else {
         return gave_up(run, proc);
     };
-    let until = Instant::now() + BREAKING;
-    let mut entered = false;
-    let answer = loop {
-        match tracer.next_break(Instant::now() + Duration::from_millis(2))? {
-            Some(Breakpoint::At(_)) => {
-                entered = true;
-                tracer.go_on();
-            }
-            Some(Breakpoint::Armed) | None => {}
-            Some(Breakpoint::Lost | Breakpoint::Unavailable) => break None,
-        }
-        if let Some(answer) = proc.recv_before(Instant::now())? {
-            break Some(answer);
-        }
-        if Instant::now() >= until {
-            break None;
-        }
-    };
-    // The stop at the breakpoint is reported before the program goes on to answer.
-    if let Some(Breakpoint::At(_)) = tracer.next_break(Instant::now())? {
-        entered = true;
-        tracer.go_on();
-    }
-    drop(tracer);
+    let (answer, entered) = answer_past_breakpoint(tracer, &mut proc)?;
     let watched = answer.is_some();
     let first = match answer {
         Some(answer) => answer,

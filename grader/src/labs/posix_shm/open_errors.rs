@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::engine::tracer::{Action, Call, Match, Reached, Step, Tracer};
+use crate::engine::tracer::{Action, Call, Reached, Step, Tracer};
 use crate::engine::{Fail, Run, force};
 
 use super::driver::{
@@ -234,14 +234,9 @@ fn size_looked_at_once(run: &mut Run) -> Result<(), Fail> {
     let name = run.ipc_name("late");
     let path = dev_shm(&name);
     let planted = plant_object(run, &name, &[])?;
-    // The tracer's match wants a path that lives as long as the program: a few bytes per run.
-    let opened: &'static str = Box::leak(path.display().to_string().into_boxed_str());
     let mut proc = start_stopped(run, &name, None, OPENER)?;
     let pid = proc.pid.as_raw();
-    let opening = Call {
-        number: libc::SYS_openat,
-        matching: Match::Path(opened),
-    };
+    let opening = Call::opening(&path);
     let tracer = Tracer::in_turn(
         pid,
         [
@@ -406,13 +401,9 @@ fn failed_fstat(run: &mut Run) -> Result<(), Fail> {
     let path = dev_shm(&name);
     let bytes = run.random_bytes(64);
     let planted = plant_object(run, &name, &bytes)?;
-    let opened: &'static str = Box::leak(path.display().to_string().into_boxed_str());
     let mut proc = start_stopped(run, &name, None, OPENER)?;
     let pid = proc.pid.as_raw();
-    let opening = Call {
-        number: libc::SYS_openat,
-        matching: Match::Path(opened),
-    };
+    let opening = Call::opening(&path);
     let tracer = Tracer::in_turn(
         pid,
         [

@@ -7,10 +7,12 @@ use std::time::{Duration, Instant};
 use rand::RngExt;
 
 use crate::engine::diagnose::classify;
-use crate::engine::tracer::{Action, Breakpoint, Call, Reached, Tracer};
+use crate::engine::tracer::{Action, Call, Reached, Tracer};
 use crate::engine::{Fail, Run, force, inspect};
 
-use super::driver::{Table, await_answer, is_refusal, pair, refused, said, start};
+use super::driver::{
+    Table, answer_past_breakpoint, await_answer, is_refusal, pair, refused, said, start,
+};
 use super::explain::{Writer, expect_read};
 use super::probes::{
     Mapping, dev_shm, exists, mappings, name_still_there, object_bytes, object_fds,
@@ -400,43 +402,17 @@ fn no_call_in_access(
     Ok(())
 }
 
-/// How long the grader waits for a breakpoint to be set, or for the unlink's answer.
-const BREAKING: Duration = Duration::from_secs(5);
-
 /// The table's `unlink` command, which must say `done`, with a hardware breakpoint at the C
 /// library's `shm_unlink()`: whether the program called it before it answered (`None` where the
 /// grader cannot set it).
 fn unlink_watched(table: &mut Table) -> Result<Option<bool>, Fail> {
     let pid = table.pid();
-    let Some(mut tracer) = Tracer::break_at_function(pid, c"shm_unlink")? else {
+    let Some(tracer) = Tracer::break_at_function(pid, c"shm_unlink")? else {
         table.unlink()?;
         return Ok(None);
     };
-    let until = Instant::now() + BREAKING;
     table.proc.send("cmd", &[("op", "unlink".into())])?;
-    let mut entered = false;
-    let answer = loop {
-        match tracer.next_break(Instant::now() + Duration::from_millis(2))? {
-            Some(Breakpoint::At(_)) => {
-                entered = true;
-                tracer.go_on();
-            }
-            Some(Breakpoint::Armed) | None => {}
-            Some(Breakpoint::Lost | Breakpoint::Unavailable) => break None,
-        }
-        if let Some(answer) = table.proc.recv_before(Instant::now())? {
-            break Some(answer);
-        }
-        if Instant::now() >= until {
-            break None;
-        }
-    };
-    // The stop at the breakpoint is reported before the program goes on to answer.
-    if let Some(Breakpoint::At(_)) = tracer.next_break(Instant::now())? {
-        entered = true;
-        tracer.go_on();
-    }
-    drop(tracer);
+    let (answer, entered) = answer_past_breakpoint(tracer, &mut table.proc)?;
     let answer = match answer {
         Some(answer) => answer,
         None => await_answer(&mut table.proc, table.who, "asked for op=unlink", None)?,

@@ -483,15 +483,7 @@ impl Destroys {
         else {
             return Ok(None);
         };
-        let functions = [c"pthread_cond_destroy", c"pthread_mutex_destroy"];
-        let Some(addresses) = functions
-            .iter()
-            .map(|f| inspect::library_function_in(pid, f))
-            .collect::<Option<Vec<u64>>>()
-        else {
-            return Ok(None);
-        };
-        let Some(tracer) = Tracer::break_at_each(pid, [addresses[0], addresses[1], 0, 0])? else {
+        let Some(tracer) = Tracer::break_at_functions(pid, &super::segment::DESTROYS)? else {
             return Ok(None);
         };
         let watching = Watching::start(tracer, |tracer, [object, _]| (tracer.last_break(), object));

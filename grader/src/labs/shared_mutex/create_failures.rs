@@ -11,10 +11,8 @@ use super::messages::failure;
 use super::probe;
 use super::segment::dev_shm;
 use crate::engine::inspect;
-use crate::engine::tracer::{Action, Breakpoint, Call, Match, Reached, Tracer};
+use crate::engine::tracer::{Action, Breakpoint, Call, Reached, Tracer};
 use crate::engine::{Fail, Run, force};
-use nix::sys::signal::{Signal, kill};
-use nix::unistd::Pid;
 
 pub(super) fn create_failures(run: &mut Run) -> Result<String, Fail> {
     let name = taken_at_the_open(run)?;
@@ -238,16 +236,7 @@ fn fail_init_call(
         c"pthread_mutexattr_destroy",
         c"pthread_condattr_destroy",
     ];
-    let Some(addresses) = functions
-        .iter()
-        .map(|f| inspect::library_function_in(pid, f))
-        .collect::<Option<Vec<u64>>>()
-    else {
-        force::resume(pid)?;
-        return Ok(None);
-    };
-    let addresses = [addresses[0], addresses[1], addresses[2], addresses[3]];
-    let Some(mut breaking) = Tracer::break_at_each(pid, addresses)? else {
+    let Some(mut breaking) = Tracer::break_at_functions(pid, &functions)? else {
         force::resume(pid)?;
         return Ok(None);
     };
@@ -297,22 +286,7 @@ fn fail_init_call(
 /// file size limit, before it creates the bank) and stops it there. `false` if it could not be
 /// traced.
 fn stopped_at_file_size_limit(pid: i32) -> Result<bool, Fail> {
-    let limiting = Call::any(libc::SYS_prlimit64);
-    let Some(mut tracer) = Tracer::attach(pid, limiting, Action::Hold)? else {
-        force::resume(pid)?;
-        return Ok(false);
-    };
-    force::resume(pid)?;
-    if !tracer.held_before(Instant::now() + Duration::from_secs(5))? {
-        return Ok(false);
-    }
-    kill(Pid::from_raw(pid), Signal::SIGSTOP).map_err(|e| Fail::Grader(format!("SIGSTOP: {e}")))?;
-    tracer.release();
-    let until = Instant::now() + Duration::from_secs(1);
-    while inspect::view(pid).is_some_and(|v| v.state != 'T') && Instant::now() < until {
-        std::thread::sleep(Duration::from_micros(200));
-    }
-    Ok(true)
+    super::segment::stopped_after(pid, Call::any(libc::SYS_prlimit64))
 }
 
 /// What a `create()` that failed left of the bank `name`: its name in `/dev/shm`, descriptors
@@ -355,12 +329,7 @@ fn taken_at_the_open(run: &mut Run) -> Result<String, Fail> {
     let path = dev_shm(&name);
     let mut proc = run.spawn_stopped(&["--name", name.as_str(), "--work", "1"])?;
     let pid = proc.pid.as_raw();
-    // The path a glibc shm_open() opens, kept for the life of the grader (a few bytes a run).
-    let opened: &'static str = path.display().to_string().leak();
-    let opening = Call {
-        number: libc::SYS_openat,
-        matching: Match::Path(opened),
-    };
+    let opening = Call::opening(&path);
     let tracer = Tracer::attach(pid, opening, Action::Hold)?;
     let mut taken = None;
     // What the program's open of the name asked for: its flags and mode.

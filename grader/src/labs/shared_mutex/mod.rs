@@ -203,6 +203,9 @@ const COORDINATOR: &str = "the coordinator";
 const WORKER: &str = "a worker";
 /// How many accounts the bank has (`ACCOUNTS` in the lab).
 const ACCOUNTS: usize = 8;
+/// Transfers per worker in a run where only the set-up, the waiting or what surrounds a death
+/// is judged, not the totals under contention.
+const LIGHT_WORK: u64 = 1000;
 
 fn blocked_on_futex(activities: &[Activity]) -> bool {
     activities.contains(&Activity::Futex)

@@ -8,20 +8,18 @@ use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use rand::RngExt;
 
-use super::ACCOUNTS;
 use super::attributes::Watching;
 use super::messages::{failure, field, index_of, layout_of, list};
 use super::probe::{self, DyingHolder, KIND_ROBUST, Place};
-use super::segment::{dev_shm, open_segment};
+use super::segment::{open_segment, told_transfer};
 use super::session::{Session, let_coordinator_look};
 use super::totals::{expected, verify};
+use super::{ACCOUNTS, LIGHT_WORK};
 use crate::engine::tracer::{Action, Call, Field, Tracer, Watched};
 use crate::engine::{Fail, Run, force, inspect};
 
 /// Transfers per worker in a run where a holder dies.
 const CRASH_WORK: u64 = 20_000;
-/// Transfers per worker where only the set-up around a death is judged.
-pub(super) const LIGHT_WORK: u64 = 1000;
 /// How long the grader watches for a step a correct program takes at once.
 pub(super) const STEP: Duration = Duration::from_secs(2);
 
@@ -193,22 +191,11 @@ static ACCOUNT_STORE: [Field; 1] = [Field {
 fn journal_before_debit(run: &mut Run) -> Result<bool, Fail> {
     let from = run.rng().random_range(0..ACCOUNTS);
     let to = (from + run.rng().random_range(1..ACCOUNTS)) % ACCOUNTS;
-    let name = run.ipc_name("bank");
-    let args = [
-        "--name".to_string(),
-        name.clone(),
-        "--work".into(),
-        "1".into(),
-        "--try-transfers".into(),
-        format!("{from},{to}"),
-        "--try-when-told".into(),
-    ];
-    let mut proc = run.spawn(&args)?;
-    let pid = proc.pid.as_raw();
-    let outcome = watch_the_debit(&mut proc, &name, from);
-    // The run cannot end on its own: the grader ends it and removes the segment itself.
-    proc.kill_tree();
-    let _ = std::fs::remove_file(dev_shm(&name));
+    let mut pid = 0;
+    let outcome = told_transfer(run, 1, (from, to), |proc, name| {
+        pid = proc.pid.as_raw();
+        watch_the_debit(proc, name, from)
+    });
     let Some((journal, opening)) = outcome? else {
         return Ok(false);
     };
@@ -706,6 +693,27 @@ pub(super) fn owner_dies_during_wait(run: &mut Run) -> Result<String, Fail> {
 /// The workers the stand-in of [`dies_mid_transfer`] counts dead before it dies itself.
 const EARLIER_DEAD: u32 = 1;
 
+/// Writes, as the grader's stand-in holding the lock, `dead` = [`EARLIER_DEAD`] and an active
+/// journal of a transfer `from` → `to` over the balances `before` and the count `count`, filled
+/// before its flag is set, as a worker begins one.
+fn begin_transfer_after_a_death(
+    segment: &super::segment::Segment,
+    from: usize,
+    to: usize,
+    before: &[i64],
+    count: u64,
+) -> Result<(), Fail> {
+    let layout = segment.layout;
+    let at = layout.journal_at;
+    segment.write_at(layout.counts_at + 8, &EARLIER_DEAD.to_ne_bytes())?;
+    segment.write_at(at + 4, &(from as u32).to_ne_bytes())?;
+    segment.write_at(at + 8, &(to as u32).to_ne_bytes())?;
+    segment.write_at(at + 16, &before[from].to_ne_bytes())?;
+    segment.write_at(at + 24, &before[to].to_ne_bytes())?;
+    segment.write_at(at + 32, &count.to_ne_bytes())?;
+    segment.write_at(at, &1u32.to_ne_bytes())
+}
+
 /// Breakpoints at the coordinator's `pthread_mutex_consistent()`: at each, whether the journal
 /// in the segment was still active (the repair not done). `None` if the machine does not allow
 /// it.
@@ -761,17 +769,10 @@ fn dies_mid_transfer(run: &mut Run, session: &mut Session) -> Result<Cut, Fail> 
     let holder = DyingHolder::start(&session.segment, true)?;
     let (count, before) = session.segment.bank()?;
     let layout = session.segment.layout;
-    let at = layout.journal_at;
     let segment = &session.segment;
     // A worker was found dead before (the stand-in, under the lock, counts it): the repair adds
     // this one, dead += 1.
-    segment.write_at(layout.counts_at + 8, &EARLIER_DEAD.to_ne_bytes())?;
-    segment.write_at(at + 4, &(from as u32).to_ne_bytes())?;
-    segment.write_at(at + 8, &(to as u32).to_ne_bytes())?;
-    segment.write_at(at + 16, &before[from].to_ne_bytes())?;
-    segment.write_at(at + 24, &before[to].to_ne_bytes())?;
-    segment.write_at(at + 32, &count.to_ne_bytes())?;
-    segment.write_at(at, &1u32.to_ne_bytes())?;
+    begin_transfer_after_a_death(segment, from, to, &before, count)?;
     segment.write_at(
         layout.accounts_at + 8 * from,
         &(before[from] - amount).to_ne_bytes(),
@@ -936,23 +937,11 @@ fn dies_mid_transfer(run: &mut Run, session: &mut Session) -> Result<Cut, Fail> 
 /// and the coordinator's wait must then end at once, `finished + dead` (2) being past
 /// `workers` (1).
 fn dies_before_the_debit(run: &mut Run) -> Result<(), Fail> {
-    let name = run.ipc_name("bank");
     let from = run.rng().random_range(0..ACCOUNTS);
     let to = (from + run.rng().random_range(1..ACCOUNTS)) % ACCOUNTS;
-    let args = [
-        "--name".to_string(),
-        name.clone(),
-        "--work".into(),
-        LIGHT_WORK.to_string(),
-        "--try-transfers".into(),
-        format!("{from},{to}"),
-        "--try-when-told".into(),
-    ];
-    let mut proc = run.spawn(&args)?;
-    let outcome = judge_before_the_debit(&mut proc, &name, from, to);
-    proc.kill_tree();
-    let _ = std::fs::remove_file(dev_shm(&name));
-    outcome
+    told_transfer(run, LIGHT_WORK, (from, to), |proc, name| {
+        judge_before_the_debit(proc, name, from, to)
+    })
 }
 
 fn judge_before_the_debit(
@@ -966,20 +955,12 @@ fn judge_before_the_debit(
         return Err(failure(&message));
     }
     let segment = open_segment(name, layout_of(&message)?)?;
-    let layout = segment.layout;
     let Some(waiters) = probe::CondWaiters::start(&segment, 2) else {
         return Ok(());
     };
     let holder = DyingHolder::start(&segment, false)?;
     let (count, before) = segment.bank()?;
-    let at = layout.journal_at;
-    segment.write_at(layout.counts_at + 8, &EARLIER_DEAD.to_ne_bytes())?;
-    segment.write_at(at + 4, &(from as u32).to_ne_bytes())?;
-    segment.write_at(at + 8, &(to as u32).to_ne_bytes())?;
-    segment.write_at(at + 16, &before[from].to_ne_bytes())?;
-    segment.write_at(at + 24, &before[to].to_ne_bytes())?;
-    segment.write_at(at + 32, &count.to_ne_bytes())?;
-    segment.write_at(at, &1u32.to_ne_bytes())?;
+    begin_transfer_after_a_death(&segment, from, to, &before, count)?;
     holder.die();
     proc.send("try", &[])?;
     let (woken, ended) = waiters.woken(STEP);

@@ -8,30 +8,26 @@ use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use super::ACCOUNTS;
 use super::probe::{self, KIND_PSHARED, KIND_ROBUST, Place, Sleep};
 use super::session::{Session, role_of};
 use super::totals::verify;
-use crate::engine::tracer::{Action, Breakpoint, Call, Match, Step, Tracer};
-use crate::engine::{Fail, Run, force, inspect};
-use nix::sys::signal::{Signal, kill};
-use nix::unistd::Pid;
-
-/// Transfers per worker where only the set-up is judged.
-const LIGHT_WORK: u64 = 1000;
+use super::{ACCOUNTS, LIGHT_WORK};
+use crate::engine::tracer::{Action, Breakpoint, Call, Step, Tracer};
+use crate::engine::{Fail, Proc, Run, force};
 
 /// Given a program stopped before its first instruction: lets it run to its `shm_open()` of
 /// the bank `name` (past the start-up of the Rust runtime, the C library loaded, the bank not
 /// yet set up) and leaves it stopped just after that call, untraced. `false` (the program let
 /// go, untraced) if the machine does not allow tracing it or it made no such call within 5 s.
 pub(super) fn stopped_after_shm_open(pid: i32, name: &str) -> Result<bool, Fail> {
-    // The path a glibc shm_open() opens, kept for the life of the grader (a few bytes a run).
-    let opened: &'static str = dev_shm(name).display().to_string().leak();
-    let opening = Call {
-        number: libc::SYS_openat,
-        matching: Match::Path(opened),
-    };
-    let Some(mut tracer) = Tracer::attach(pid, opening, Action::Hold)? else {
+    stopped_after(pid, Call::opening(&dev_shm(name)))
+}
+
+/// Runs the program, stopped before its first instruction, to its first `call` and leaves it
+/// stopped just after that call, untraced. `false` (the program let go, untraced) if the
+/// machine does not allow tracing it or it made no such call within 5 s.
+pub(super) fn stopped_after(pid: i32, call: Call) -> Result<bool, Fail> {
+    let Some(mut tracer) = Tracer::attach(pid, call, Action::Hold)? else {
         force::resume(pid)?;
         return Ok(false);
     };
@@ -39,14 +35,34 @@ pub(super) fn stopped_after_shm_open(pid: i32, name: &str) -> Result<bool, Fail>
     if !tracer.held_before(Instant::now() + Duration::from_secs(5))? {
         return Ok(false);
     }
-    // Stopped as it comes back from the call, once the tracer has let go.
-    kill(Pid::from_raw(pid), Signal::SIGSTOP).map_err(|e| Fail::Grader(format!("SIGSTOP: {e}")))?;
-    tracer.release();
-    let until = Instant::now() + Duration::from_secs(1);
-    while inspect::view(pid).is_some_and(|v| v.state != 'T') && Instant::now() < until {
-        std::thread::sleep(Duration::from_micros(200));
-    }
+    tracer.release_stopped(pid)?;
     Ok(true)
+}
+
+/// Runs the program with `work` and one tried transfer `from` → `to`, made when the grader says
+/// `try` (`--try-when-told`), and hands it and the bank's name to `judge`. Such a run does not
+/// end on its own: the grader then ends it and removes the segment itself.
+pub(super) fn told_transfer<T>(
+    run: &mut Run,
+    work: u64,
+    (from, to): (usize, usize),
+    judge: impl FnOnce(&mut Proc, &str) -> Result<T, Fail>,
+) -> Result<T, Fail> {
+    let name = run.ipc_name("bank");
+    let args = [
+        "--name".to_string(),
+        name.clone(),
+        "--work".into(),
+        work.to_string(),
+        "--try-transfers".into(),
+        format!("{from},{to}"),
+        "--try-when-told".into(),
+    ];
+    let mut proc = run.spawn(&args)?;
+    let outcome = judge(&mut proc, &name);
+    proc.kill_tree();
+    let _ = std::fs::remove_file(dev_shm(&name));
+    outcome
 }
 
 /// Where the program says the pieces of the bank lie.
@@ -494,6 +510,10 @@ pub(super) fn destroyed_and_removed(run: &mut Run) -> Result<String, Fail> {
     ))
 }
 
+/// The C library's calls that destroy the condition variable and the mutex, in that order.
+pub(super) const DESTROYS: [&std::ffi::CStr; 2] =
+    [c"pthread_cond_destroy", c"pthread_mutex_destroy"];
+
 /// `destroy()` goes on to the next step when one fails and returns the first error: the
 /// tracer fails the coordinator's `munmap()` of the bank (`EINVAL`), then its `shm_unlink()` of
 /// the name (`EACCES`): the unlink must be tried all the same, and `kind=munmap` (the first
@@ -601,15 +621,7 @@ fn forced_munmap_failure(run: &mut Run) -> Result<bool, Fail> {
 fn forced_destroy_failure(run: &mut Run) -> Result<bool, Fail> {
     let mut session = Session::start(run, &[LIGHT_WORK; 2], &[])?;
     let pid = session.coordinator;
-    let functions = [c"pthread_cond_destroy", c"pthread_mutex_destroy"];
-    let Some(addresses) = functions
-        .iter()
-        .map(|f| inspect::library_function_in(pid, f))
-        .collect::<Option<Vec<u64>>>()
-    else {
-        return Ok(false);
-    };
-    let Some(mut tracer) = Tracer::break_at_each(pid, [addresses[0], addresses[1], 0, 0])? else {
+    let Some(mut tracer) = Tracer::break_at_functions(pid, &DESTROYS)? else {
         return Ok(false);
     };
     session.go()?;

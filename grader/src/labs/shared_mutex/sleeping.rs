@@ -3,6 +3,7 @@
 
 use std::time::{Duration, Instant};
 
+use super::LIGHT_WORK;
 use super::probe::{self, Place, Sleep};
 use super::segment::Segment;
 use super::session::{Session, role_of};
@@ -17,8 +18,6 @@ use nix::unistd::Pid;
 
 /// `futex()`'s operation without its flags (`FUTEX_CMD_MASK`).
 const FUTEX_COMMAND: u64 = 0x7f;
-/// Transfers per worker where only the waiting is judged.
-const LIGHT_WORK: u64 = 1000;
 /// The work of the longest worker in `waits-for-last-worker`.
 const LONGEST_WORK: u64 = 150_000;
 
@@ -568,21 +567,7 @@ const DONE_COUNTS: &[Field] = &[
 /// mutex's owner word must be the coordinator's thread id. `false` when it could not be
 /// watched.
 fn counts_read_under_the_lock(run: &mut Run) -> Result<bool, Fail> {
-    let name = run.ipc_name("bank");
-    let args = [
-        "--name".to_string(),
-        name.clone(),
-        "--work".into(),
-        "1".into(),
-        "--try-transfers".into(),
-        "0,1".into(),
-        "--try-when-told".into(),
-    ];
-    let mut proc = run.spawn(&args)?;
-    let outcome = watch_count_reads(&mut proc, &name);
-    proc.kill_tree();
-    let _ = std::fs::remove_file(super::segment::dev_shm(&name));
-    outcome
+    super::segment::told_transfer(run, 1, (0, 1), watch_count_reads)
 }
 
 fn watch_count_reads(proc: &mut crate::engine::Proc, name: &str) -> Result<bool, Fail> {

@@ -4,9 +4,10 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
+use super::LIGHT_WORK;
 use super::messages::field;
 use super::probe::{self, DyingHolder, Place};
-use super::robust::{LIGHT_WORK, STEP, robust};
+use super::robust::{STEP, robust};
 use super::segment::dev_shm;
 use super::session::Session;
 use crate::engine::tracer::{Action, Call, Tracer};
