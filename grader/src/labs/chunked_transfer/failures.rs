@@ -12,7 +12,7 @@ use super::pool::PoolNames;
 use super::transfer::failure;
 use crate::engine::audit::message_queue_exists;
 use crate::engine::force;
-use crate::engine::tracer::{Action, Call, Match, Reached, Tracer};
+use crate::engine::tracer::{Action, Call, Reached, Tracer};
 use crate::engine::{Fail, Proc, Run};
 
 /// One program, started stopped, whose `call` the tracer makes fail with `errno`.
@@ -33,18 +33,9 @@ struct Forced {
     kept: Option<String>,
 }
 
-/// The name in `/dev/shm` a tracer matches `openat()` with: leaked, since a call's match is
-/// `'static`; a few short strings a grading.
-fn static_path(name: &str) -> &'static str {
-    Box::leak(dev_shm(name).display().to_string().into_boxed_str())
-}
-
 /// glibc's `shm_open()` of `name`: its `openat()` of the name in `/dev/shm`.
 fn opening(name: &str) -> Call {
-    Call {
-        number: libc::SYS_openat,
-        matching: Match::Path(static_path(name)),
-    }
+    Call::opening(&dev_shm(name))
 }
 
 /// Starts `args` stopped and attaches a tracer that fails its first `call` with `errno`;

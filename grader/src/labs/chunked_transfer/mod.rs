@@ -37,6 +37,7 @@ mod pairs;
 mod pool;
 mod signals;
 mod speed;
+mod spinning;
 mod streams;
 mod timeouts;
 mod transfer;
@@ -55,7 +56,9 @@ pub static LAB: Lab = Lab {
             description: "messages of 0, 1, 0, 7 and 0 bytes follow each other through one \
                           4 KiB segment, each delivered exactly; the semaphores made by \
                           sem_init(); at the post of `full` for chunk 0 its header complete; \
-                          with the receiver stopped, the sender fills two slots and waits",
+                          with the receiver stopped, the sender fills two slots and waits; \
+                          a wait that nothing ends touches its semaphore a few times, not in \
+                          a loop",
             exclusive: false,
             hint: Some(
                 "An empty message is one empty chunk with end = 1; a message smaller than a slot is one chunk. See docs/labs/08-chunked-transfer.md, the rules table (the chunk rule) and \"The layout\".",

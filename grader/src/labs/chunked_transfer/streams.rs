@@ -23,8 +23,15 @@ pub fn empty_and_tiny(run: &mut Run) -> Result<String, Fail> {
     let held = go_held(&mut transfer, &setup.lens)?;
     check_messages(run, &mut transfer, &setup)?;
     transfer.finish()?;
+    let counted = match super::spinning::wait_accesses(run)? {
+        [Some(receiver), Some(sender)] => format!(
+            "; a receiver's wait on a segment where nothing is posted touched `full` {receiver} \
+             times, a sender's waits on a full ring `empty` {sender} times"
+        ),
+        _ => String::new(),
+    };
     Ok(format!(
-        "messages of 0, 1, 0, 7 and 0 bytes arrived in order, exactly{held}"
+        "messages of 0, 1, 0, 7 and 0 bytes arrived in order, exactly{held}{counted}"
     ))
 }
 

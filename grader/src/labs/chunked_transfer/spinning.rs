@@ -1,0 +1,202 @@
+//! How a wait is made, counted at the semaphore itself: a receiver waits on a segment where
+//! nothing is ever posted, and a sender on a full ring nobody empties, each with a hardware
+//! watchpoint (loads included) on the count word of the semaphore it waits on.
+//! The C library's `sem_timedwait()` looks at the word a few times and sleeps in the kernel;
+//! a program that tries the semaphore in a loop first (`sem_trywait()`, `sem_getvalue()`), or
+//! instead, touches it at every try. Where it then blocks, /proc finds nothing wrong: only the
+//! count of accesses tells.
+
+use std::time::{Duration, Instant};
+
+use crate::engine::tracer::{Call, Field, Match, Tracer, Watched};
+use crate::engine::{Fail, Run, force};
+
+use super::layout::{MIN_SEGMENT, Mapped};
+
+/// The count word of `empty` (the first `sem_t`), watched for loads and stores.
+const EMPTY_WORD: &[Field] = &[Field {
+    offset: 0,
+    len: 8,
+    loads: true,
+}];
+
+/// The count word of `full` (the second `sem_t`, at offset 32), watched for loads and stores.
+const FULL_WORD: &[Field] = &[Field {
+    offset: 32,
+    len: 8,
+    loads: true,
+}];
+
+/// The timeout of the program watched here: its wait that blocks ends with it.
+const TIMEOUT_MS: u64 = 300;
+
+/// The most accesses to the semaphore a side's waits may make here (the sender's include two
+/// that succeed at once). glibc's `sem_timedwait()` makes a handful (a look, a waiter
+/// registered, the futex wait, the waiter removed); a loop of tries makes one per try,
+/// thousands a second even slowed by the watchpoint's stops.
+const MOST_ACCESSES: u64 = 32;
+
+/// Past this many, the grader stops counting: the verdict is the same.
+const ENOUGH: u64 = 2000;
+
+/// glibc's `mmap()` of the `size`-byte segment, shared.
+pub fn mapping_the_segment(size: usize) -> Call {
+    let shared = libc::MAP_SHARED | libc::MAP_PRIVATE;
+    Call {
+        number: libc::SYS_mmap,
+        matching: Match::BothBits([
+            (1, u64::MAX, size as u64),
+            (3, shared as u64, libc::MAP_SHARED as u64),
+        ]),
+    }
+}
+
+/// A receiver on a 4 KiB segment of the grader's where nothing is posted, and a sender of three
+/// chunks with no receiver: from its `go` until it says it timed out, each side's accesses to
+/// the semaphore it waits on must be few (waits that block), not one per try of a loop. The
+/// counts, for the check's message (`None` where the machine does not allow the watchpoint).
+pub fn wait_accesses(run: &mut Run) -> Result<[Option<u64>; 2], Fail> {
+    let receiver = receiver_accesses(run)?;
+    let sender = sender_accesses(run)?;
+    Ok([receiver, sender])
+}
+
+fn receiver_accesses(run: &mut Run) -> Result<Option<u64>, Fail> {
+    let name = run.ipc_name("spin");
+    let mapped = Mapped::create(run, &name, MIN_SEGMENT, true)?;
+    let timeout = TIMEOUT_MS.to_string();
+    let args = [
+        "recv",
+        "--name",
+        &name,
+        "--count",
+        "1",
+        "--timeout-ms",
+        &timeout,
+    ];
+    let who = "a receiver given `go` on a segment where nothing is ever posted";
+    let counted = watched_waits(run, &args, FULL_WORD, who);
+    drop(mapped);
+    let _ = nix::sys::mman::shm_unlink(name.as_str());
+    judge(counted?, who, "`full`", "the receiver", "its sender")
+}
+
+fn sender_accesses(run: &mut Run) -> Result<Option<u64>, Fail> {
+    let name = run.ipc_name("spin");
+    let len = (3 * super::layout::expected_capacity(MIN_SEGMENT)).to_string();
+    let size = MIN_SEGMENT.to_string();
+    let timeout = TIMEOUT_MS.to_string();
+    let args = [
+        "send",
+        "--name",
+        &name,
+        "--size",
+        &size,
+        "--seed",
+        "1",
+        "--lens",
+        &len,
+        "--timeout-ms",
+        &timeout,
+    ];
+    let who = "a sender given `go` with a message of three chunks and no receiver (it fills \
+               both slots, then waits for one to be freed)";
+    let counted = watched_waits(run, &args, EMPTY_WORD, who);
+    let _ = nix::sys::mman::shm_unlink(name.as_str());
+    judge(counted?, who, "`empty`", "the sender", "its receiver")
+}
+
+/// Runs `args` with `word` of its 4 KiB segment watched from its mapping, and counts the
+/// accesses from its `go` until it answers: the count and what it said, `None` unwatched.
+fn watched_waits(
+    run: &mut Run,
+    args: &[&str],
+    word: &'static [Field],
+    who: &'static str,
+) -> Result<Option<(u64, String)>, Fail> {
+    let mut proc = run.spawn_stopped(args)?;
+    proc.set_roles(|_| who.into());
+    let pid = proc.pid.as_raw();
+    let watch = Tracer::watch_returned(pid, mapping_the_segment(MIN_SEGMENT), word)?;
+    force::resume(pid)?;
+    let counted = count_accesses(&mut proc, watch);
+    proc.kill_tree();
+    counted
+}
+
+fn judge(
+    counted: Option<(u64, String)>,
+    who: &str,
+    semaphore: &str,
+    side: &str,
+    peer: &str,
+) -> Result<Option<u64>, Fail> {
+    let Some((accesses, answer)) = counted else {
+        return Ok(None);
+    };
+    if accesses <= MOST_ACCESSES {
+        return Ok(Some(accesses));
+    }
+    let counted = if accesses >= ENOUGH {
+        format!("{accesses} times (where the grader stopped counting)")
+    } else {
+        format!("{accesses} times")
+    };
+    Err(Fail::failed(format!(
+        "{who} (its timeout {TIMEOUT_MS} ms) touched the count word of {semaphore} {counted} \
+         before it said {answer} (a hardware watchpoint on the word, loads included); one \
+         sem_timedwait() touches it at most a few times, then sleeps in the kernel until a \
+         post or its deadline: {side} tries the semaphore again and again (sem_trywait() or \
+         sem_getvalue() in a loop, with or without sleeps between tries) before it blocks, or \
+         instead of blocking: that is spinning or polling, and takes the CPU {peer} needs. \
+         Wait in one sem_timedwait() with the whole timeout"
+    )))
+}
+
+/// Lets the watched program say `ready`, gives it `go`, and counts the accesses to the watched
+/// word until it says something else: `None` where it could not be watched.
+fn count_accesses(
+    proc: &mut crate::engine::Proc,
+    watch: Option<Tracer>,
+) -> Result<Option<(u64, String)>, Fail> {
+    let Some(mut watch) = watch else {
+        return Ok(None);
+    };
+    let until = Instant::now() + Duration::from_secs(5);
+    let mut accesses = 0;
+    let mut started = false;
+    loop {
+        match watch.next(proc, until)? {
+            Watched::Armed => {}
+            Watched::Hit => {
+                accesses += u64::from(started);
+                if accesses >= ENOUGH {
+                    return Ok(Some((accesses, "anything".into())));
+                }
+                watch.go_on();
+            }
+            Watched::Said(message) if message.kind == "ready" && !started => {
+                started = true;
+                proc.send("go", &[])?;
+            }
+            Watched::Said(message) if started => {
+                return Ok(Some((accesses, format!("`{}`", message.kind))));
+            }
+            Watched::Said(message) => {
+                return Err(Fail::failed(format!(
+                    "a program starting on a 4 KiB segment said `{}` before `ready`: {}",
+                    message.kind,
+                    super::transfer::failure(&message)
+                )));
+            }
+            // It ended (its answer may still be on its way): the count is whole.
+            Watched::Lost if started => {
+                drop(watch);
+                let answer = proc.recv_before(Instant::now() + Duration::from_secs(1))?;
+                let said = answer.map_or("anything".to_string(), |m| format!("`{}`", m.kind));
+                return Ok(Some((accesses, said)));
+            }
+            Watched::Unavailable | Watched::Lost => return Ok(None),
+        }
+    }
+}
