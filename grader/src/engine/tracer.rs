@@ -151,6 +151,19 @@ impl Call {
         }
     }
 
+    /// An `mmap()` of `len` bytes, shared (`MAP_SHARED`, not `MAP_PRIVATE`): a program's mapping
+    /// of a shared object, told from its allocator's.
+    pub const fn mapping_shared(len: usize) -> Call {
+        let shared = (libc::MAP_SHARED | libc::MAP_PRIVATE) as u64;
+        Call {
+            number: libc::SYS_mmap,
+            matching: Match::BothBits([
+                (1, u64::MAX, len as u64),
+                (3, shared, libc::MAP_SHARED as u64),
+            ]),
+        }
+    }
+
     /// The `openat()` of `path` that glibc's `shm_open()` and `sem_open()` make. The path is
     /// kept for the life of the grader, as the tracer matches against it: a few bytes a call.
     pub fn opening(path: &std::path::Path) -> Call {

@@ -8,7 +8,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::engine::tracer::{Call, Field, Match, Tracer, Watched};
+use crate::engine::tracer::{Call, Field, Tracer, Watched};
 use crate::engine::{Fail, Run, force};
 
 use super::layout::{MIN_SEGMENT, Mapped};
@@ -38,18 +38,6 @@ const MOST_ACCESSES: u64 = 32;
 
 /// Past this many, the grader stops counting: the verdict is the same.
 const ENOUGH: u64 = 2000;
-
-/// glibc's `mmap()` of the `size`-byte segment, shared.
-pub fn mapping_the_segment(size: usize) -> Call {
-    let shared = libc::MAP_SHARED | libc::MAP_PRIVATE;
-    Call {
-        number: libc::SYS_mmap,
-        matching: Match::BothBits([
-            (1, u64::MAX, size as u64),
-            (3, shared as u64, libc::MAP_SHARED as u64),
-        ]),
-    }
-}
 
 /// A receiver on a 4 KiB segment of the grader's where nothing is posted, and a sender of three
 /// chunks with no receiver: from its `go` until it says it timed out, each side's accesses to
@@ -117,7 +105,7 @@ fn watched_waits(
     let mut proc = run.spawn_stopped(args)?;
     proc.set_roles(|_| who.into());
     let pid = proc.pid.as_raw();
-    let watch = Tracer::watch_returned(pid, mapping_the_segment(MIN_SEGMENT), word)?;
+    let watch = Tracer::watch_returned(pid, Call::mapping_shared(MIN_SEGMENT), word)?;
     force::resume(pid)?;
     let counted = count_accesses(&mut proc, watch);
     proc.kill_tree();

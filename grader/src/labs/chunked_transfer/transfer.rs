@@ -12,7 +12,7 @@ use super::data::{pattern_bytes, pattern_hash};
 use super::layout::{Header, Mapped, Sem, SemInit, chunks_of};
 use super::observe::dev_shm;
 use super::signals::waits_timed;
-use crate::engine::tracer::{Field, Tracer, Watched};
+use crate::engine::tracer::{Call, Field, Tracer, Watched};
 use crate::engine::{Fail, Proc, Run, force, inspect};
 
 /// How a transfer is run.
@@ -237,7 +237,7 @@ fn watch_semaphore_stores(
     size: usize,
 ) -> Result<(Message, Vec<StoreBy>), Fail> {
     let pid = sender.pid.as_raw();
-    let mmap = super::spinning::mapping_the_segment(size);
+    let mmap = Call::mapping_shared(size);
     let watch = Tracer::watch_returned(pid, mmap, SEMAPHORE_COUNTS)?;
     force::resume(pid)?;
     let Some(mut watch) = watch else {

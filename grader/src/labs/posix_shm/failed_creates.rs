@@ -14,6 +14,7 @@ use super::driver::{
     CREATOR, await_answer, descriptors_at_exit, is_refusal, refused, said, start,
     start_held_at_exit, start_stopped,
 };
+use super::forced::{failed_creator_calls, failed_unmap, refused_with};
 use super::probes::{dev_shm, exists, plant_object};
 
 /// The address space, and the largest file, the grader allows each program (`RLIMIT_AS` and
@@ -125,9 +126,14 @@ pub fn failed_create(run: &mut Run) -> Result<String, Fail> {
         }
         proc.wait()?;
     }
-    let forced = if forced_ftruncate_failure(run)? && forced_cleanup_failure(run)? {
-        ", and so did one whose ftruncate() the grader made fail, also with its clean-up \
-         unlink failing"
+    let forced = if forced_ftruncate_failure(run)?
+        && forced_cleanup_failure(run)?
+        && failed_creator_calls(run)?
+        && failed_unmap(run)?
+    {
+        ", and so did creates whose ftruncate() (also with its clean-up unlink failing), \
+         shm_open() and mmap() the grader made fail, each with its errno, and a close whose \
+         munmap() it made fail"
     } else {
         ""
     };
@@ -213,6 +219,7 @@ fn forced_ftruncate_failure(run: &mut Run) -> Result<bool, Fail> {
         &what,
         "the step that failed is ftruncate(): report it as kind=ftruncate",
     )?;
+    refused_with(&answer, "ftruncate", FORCED_ERRNO, &what, "Truncate")?;
     if exists(&name) {
         return Err(Fail::failed(format!(
             "{what}: it failed with kind=ftruncate, but {} was left behind: when a step after \
@@ -288,6 +295,7 @@ fn forced_cleanup_failure(run: &mut Run) -> Result<bool, Fail> {
             "the step that failed is ftruncate(), whatever the clean-up after it does: report \
              it as kind=ftruncate",
         )?;
+        refused_with(&answer, "ftruncate", FORCED_ERRNO, &what, "Truncate")?;
     }
     proc.wait()?;
     Ok(true)

@@ -26,6 +26,7 @@ mod driver;
 mod errors;
 mod explain;
 mod failed_creates;
+mod forced;
 mod in_place;
 mod names;
 mod object;
@@ -165,8 +166,9 @@ pub static LAB: Lab = Lab {
             name: "failed-create",
             points: 2,
             timeout: Duration::from_secs(10),
-            description: "a create whose ftruncate() or mmap() fails reports that step's kind \
-                          and leaves nothing in /dev/shm, nor a descriptor open",
+            description: "a create whose shm_open(), ftruncate() or mmap() fails, and a close \
+                          whose munmap() fails, report that step's kind with the call's errno; \
+                          a failed create leaves nothing in /dev/shm, nor a descriptor open",
             exclusive: false,
             hint: Some(
                 "A step after shm_open() that fails unlinks the name, closes the descriptor and reports that step's kind. See docs/labs/05-posix-shm.md, the rules table (\"a failed step after shm_open() unlinks the name\").",

@@ -7,8 +7,8 @@ use crate::engine::tracer::{Action, Call, Reached, Step, Tracer};
 use crate::engine::{Fail, Run, force};
 
 use super::driver::{
-    CREATOR, OPENER, await_answer, await_answer_watching, descriptors_at_exit, refused, said,
-    start, start_held_at_exit, start_stopped, start_watched,
+    CREATOR, OPENER, await_answer, await_answer_watching, descriptors_at_exit, is_refusal, refused,
+    said, start, start_held_at_exit, start_stopped, start_watched,
 };
 use super::probes::{dev_shm, exists, plant_link, plant_object, plant_sparse, runnable_ns};
 
@@ -98,6 +98,16 @@ pub fn open_errors(run: &mut Run) -> Result<String, Fail> {
         &mut look,
     )?;
     drop(hollow_held);
+    if is_refusal(&answer, "not-found") && std::fs::symlink_metadata(&empty_path).is_err() {
+        // Two openers of the program were started on it: one of them removed it.
+        return Err(Fail::failed(format!(
+            "{what}: the program said {}, and the grader's 0-byte object {empty_path} is gone: \
+             an open of it (this one, or another opener of the program started beside it) \
+             unlinked it; open() must not unlink a name it did not create, and a 0-byte object \
+             is TableError::Empty, left as it is",
+            said(&answer)
+        )));
+    }
     refused(&answer, "empty", what, EMPTY_HINT)?;
     let [baseline_ns, lost_ns, hollow_ns] = runnable;
     at_once(
@@ -439,6 +449,7 @@ fn failed_fstat(run: &mut Run) -> Result<(), Fail> {
             "the size comes from fstat() of the descriptor, and its failure is \
              TableError::Stat (kind=fstat), not another kind nor a guess of the size",
         )?;
+        super::forced::refused_with(&answer, "fstat", libc::EIO, &what, "Stat")?;
     }
     let intact = std::fs::symlink_metadata(&path).is_ok_and(|meta| meta.len() == 64);
     if !intact {

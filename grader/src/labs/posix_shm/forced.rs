@@ -1,0 +1,171 @@
+//! Calls of the lab made to fail by the tracer, each with an errno no other path gives it there:
+//! the answer must carry the step's kind and that very errno (the call's own, not one the
+//! program assumes), and a failed create must leave no name and no descriptor.
+
+use nix::errno::Errno;
+
+use crate::engine::tracer::{Action, Call, Match, Step, Tracer};
+use crate::engine::{Fail, Run, force};
+
+use super::driver::{
+    CREATOR, await_answer, descriptors_at_exit, refused, said, start_stopped, table,
+};
+use super::probes::{dev_shm, exists, mappings};
+
+/// Fails unless `answer` is `failed` with `kind` and its error names `errno`, the errno the
+/// grader gave the step's call.
+pub fn refused_with(
+    answer: &ipc_labs_driver::Message,
+    kind: &str,
+    errno: i32,
+    what: &str,
+    variant: &str,
+) -> Result<(), Fail> {
+    refused(
+        answer,
+        kind,
+        what,
+        &format!("the step that failed is the one to report: TableError::{variant}, kind={kind}"),
+    )?;
+    let errno = Errno::from_raw(errno);
+    if answer
+        .get("error")
+        .unwrap_or("")
+        .contains(&format!("{errno:?}"))
+    {
+        return Ok(());
+    }
+    Err(Fail::failed(format!(
+        "{what}: the program said {}: the kind is right, but the error does not carry {errno:?}, \
+         which the call returned (the grader made it fail with that errno, which no other path \
+         gives there): TableError::{variant} carries the errno of the failed call, read right \
+         after it, not one the program assumes",
+        said(answer)
+    )))
+}
+
+/// A creator whose creating `shm_open()` fails with `ENOSPC`, and one whose `mmap()` of the new
+/// object fails with `ENODEV`: each says its step's kind with that errno, leaves no name, and
+/// holds no descriptor of the object as it exits. `false` where the grader may not trace.
+pub fn failed_creator_calls(run: &mut Run) -> Result<bool, Fail> {
+    let size = 12_288;
+    let cases = [
+        (
+            "opening",
+            "shm_open() with O_CREAT",
+            libc::ENOSPC,
+            "shm-open",
+            "Open",
+        ),
+        ("mapping", "mmap()", libc::ENODEV, "mmap", "Map"),
+    ];
+    for (tag, step, errno, kind, variant) in cases {
+        let name = run.ipc_name(&format!("forced-{tag}"));
+        let call = match kind {
+            "shm-open" => Call::opening(&dev_shm(&name)),
+            _ => Call::mapping_shared(size),
+        };
+        let mut proc = start_stopped(run, &name, Some(size), CREATOR)?;
+        let pid = proc.pid.as_raw();
+        let exiting = (Call::any(libc::SYS_exit_group), Step::Hold);
+        let tracer = Tracer::in_turn(pid, [(call, Step::Fail(errno)), exiting])?;
+        force::resume(pid)?;
+        let Some(mut tracer) = tracer else {
+            proc.kill_tree();
+            return Ok(false);
+        };
+        let what = format!(
+            "creating a {size}-byte table while the grader fails its {step} with {:?}",
+            Errno::from_raw(errno)
+        );
+        let answer = await_answer(&mut proc, CREATOR, &what, Some(kind));
+        let left = exists(&name);
+        let _ = std::fs::remove_file(dev_shm(&name));
+        let answer = answer?;
+        if !tracer.failed_the_call()? {
+            proc.kill_tree();
+            return Err(Fail::failed(format!(
+                "{what}: the creator made no such call on its main thread before it said {}; a \
+                 table is created with shm_open(name, O_CREAT | O_EXCL | O_RDWR, 0600), sized \
+                 with ftruncate() and mapped with mmap(MAP_SHARED) of its whole size",
+                said(&answer)
+            )));
+        }
+        refused_with(&answer, kind, errno, &what, variant)?;
+        if left {
+            proc.kill_tree();
+            return Err(Fail::failed(format!(
+                "{what}: it said kind={kind} with the errno, but {} was left behind: a create \
+                 that fails after its shm_open() unlinks the name before it returns (a failed \
+                 create leaves nothing)",
+                dev_shm(&name).display()
+            )));
+        }
+        let kept = descriptors_at_exit(&proc, Some(tracer), &name)?;
+        if !kept.is_empty() {
+            return Err(Fail::failed(format!(
+                "{what}: it said kind={kind} and removed the name, but held as it exits it \
+                 still holds descriptor {kept:?} of {} (deleted): the descriptor shm_open() \
+                 gave it is not closed when a later step fails (keep it an OwnedFd, dropped \
+                 when create() returns)",
+                dev_shm(&name).display()
+            )));
+        }
+        proc.wait()?;
+    }
+    Ok(true)
+}
+
+/// A table whose `munmap()` at `close` the grader makes fail with `EINVAL`: the answer is
+/// `failed` with kind=munmap and that errno, not `done`. `false` where the grader may not trace.
+pub fn failed_unmap(run: &mut Run) -> Result<bool, Fail> {
+    let name = run.ipc_name("forced-unmap");
+    let size = 12_288;
+    let mut table = table(run, &name, Some(size), CREATOR)?;
+    let pid = table.pid();
+    let Some(start) = mappings(pid)
+        .into_iter()
+        .find(|m| m.path == dev_shm(&name).display().to_string())
+        .map(|m| m.start)
+    else {
+        table.proc.kill_tree();
+        let _ = std::fs::remove_file(dev_shm(&name));
+        return Ok(false);
+    };
+    let unmapping = Call {
+        number: libc::SYS_munmap,
+        matching: Match::Bits {
+            arg: 0,
+            mask: u64::MAX,
+            value: start,
+        },
+    };
+    let tracer = Tracer::attach(pid, unmapping, Action::Fail(libc::EINVAL))?;
+    let Some(mut tracer) = tracer else {
+        table.proc.kill_tree();
+        let _ = std::fs::remove_file(dev_shm(&name));
+        return Ok(false);
+    };
+    let what = "closing a created table while the grader fails its munmap() with EINVAL";
+    let answer = table.command(&[("op", "close".into())]);
+    let failed = tracer.failed_the_call();
+    drop(tracer);
+    table.proc.kill_tree();
+    let _ = std::fs::remove_file(dev_shm(&name));
+    let answer = answer?;
+    if !failed? {
+        return Err(Fail::failed(format!(
+            "{what}: the program made no munmap() of the table's mapping (at {start:#x}) on its \
+             main thread before it said {}: close() unmaps the table with munmap(addr, len)",
+            said(&answer)
+        )));
+    }
+    if answer.kind == "done" {
+        return Err(Fail::failed(format!(
+            "{what}: the program said `done`, as if it had succeeded: it ignores munmap()'s \
+             error; close() returns TableError::Unmap(errno) (kind=munmap) when munmap() fails"
+        )));
+    }
+    refused_with(&answer, "munmap", libc::EINVAL, what, "Unmap")?;
+    Ok(true)
+}
