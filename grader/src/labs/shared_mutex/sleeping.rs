@@ -387,6 +387,26 @@ fn late_wait_locks(run: &mut Run) -> Result<bool, Fail> {
         }
         session.set_aside(message);
     }
+    if !waited {
+        // Never seen asleep on the mutex the grader holds: how does it wait for it, then?
+        let coordinator = session.coordinator;
+        let judged = waiting::expect_blocked(
+            &[coordinator],
+            &|_| {
+                "the coordinator, let go into wait_all_done() while the grader held the bank's \
+                 mutex"
+                    .to_string()
+            },
+            WaitRules::default(),
+            "wait_all_done() takes the lock with pthread_mutex_lock(), which sleeps in a futex \
+             wait until the holder unlocks; trying it again and again (pthread_mutex_trylock() \
+             in a loop) spins on the CPU the holder needs",
+        );
+        if let Err(fail) = judged {
+            drop(held);
+            return Err(fail);
+        }
+    }
     drop(held);
     for message in finished {
         session.set_aside(message);
