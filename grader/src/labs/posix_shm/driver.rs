@@ -565,7 +565,18 @@ impl Table {
 
     /// Unmaps; the program then waits for `exit`.
     pub fn unmap(&mut self) -> Result<(), Fail> {
+        let who = self.who;
         self.must("unmap the table", &[("op", "close".into())])
+            .map_err(|fail| match fail {
+                Fail::Crashed(message) => Fail::Crashed(format!(
+                    "{who} died closing the table (asked for op=close, before its answer): \
+                     after munmap() it touched memory that is no longer mapped, the table \
+                     itself (used after close()) or memory past it, which munmap() unmaps too \
+                     when given a length larger than the table's (every page the range \
+                     touches) ({message})"
+                )),
+                other => other,
+            })
     }
 
     /// Lets the program, which has unmapped the table, exit, and wants a clean exit.

@@ -14,7 +14,7 @@ use super::driver::{
     CREATOR, await_answer, descriptors_at_exit, is_refusal, refused, said, start,
     start_held_at_exit, start_stopped,
 };
-use super::forced::{failed_creator_calls, failed_unmap, refused_with};
+use super::forced::{failed_creator_calls, failed_unmap, refused_with, unmapped_length};
 use super::probes::{dev_shm, exists, plant_object};
 
 /// The address space, and the largest file, the grader allows each program (`RLIMIT_AS` and
@@ -130,14 +130,15 @@ pub fn failed_create(run: &mut Run) -> Result<String, Fail> {
         && forced_cleanup_failure(run)?
         && failed_creator_calls(run)?
         && failed_unmap(run)?
+        && unmapped_length(run)?
     {
         ", and so did creates whose ftruncate() (also with its clean-up unlink failing), \
          shm_open() and mmap() the grader made fail, each with its errno, and a close whose \
-         munmap() it made fail"
+         munmap() it made fail; a close unmapped exactly the table"
     } else {
         ""
     };
-    unmappable_under_taken_name(run)?;
+    taken_name_before_size(run)?;
     Ok(format!(
         "creates that failed in ftruncate() and in mmap() said so and left nothing{forced}"
     ))
@@ -301,55 +302,73 @@ fn forced_cleanup_failure(run: &mut Run) -> Result<bool, Fail> {
     Ok(true)
 }
 
-/// A create of a size the program cannot map (4 GiB less a page), under a name the grader's
-/// object already has: `shm_open(O_CREAT | O_EXCL)` comes first and says `exists`, and the
-/// object stays as it was; `mmap` there means the create decided the mapping fails before it
-/// made (or tried to make) the object.
-fn unmappable_under_taken_name(run: &mut Run) -> Result<(), Fail> {
-    let name = run.ipc_name("taken-big");
-    let bytes = run.random_bytes(64);
-    let planted = plant_object(run, &name, &bytes)?;
-    let inode = std::fs::metadata(dev_shm(&name))?.ino();
-    let size = ADDRESS_SPACE - 4096;
-    let what = format!(
-        "creating a table of {size} bytes (which the program's {} GiB of address space cannot \
-         map) under {}, a 64-byte object the grader had made",
-        ADDRESS_SPACE >> 30,
-        dev_shm(&name).display()
-    );
-    let mut proc = start(run, &name, Some(size), CREATOR)?;
-    let answer = await_answer(&mut proc, CREATOR, &what, Some("exists"))?;
-    let after = std::fs::symlink_metadata(dev_shm(&name)).ok();
-    let intact = after
-        .as_ref()
-        .is_some_and(|meta| meta.ino() == inode && meta.len() == bytes.len() as u64);
-    drop(planted);
-    if is_refusal(&answer, "mmap") && intact {
-        return Err(Fail::failed(format!(
-            "{what}: the program said {}, not `failed` with kind=exists, and left the object \
-             as it was: it decided the mapping would fail before any shm_open(O_CREAT | \
-             O_EXCL) of the name (a probe of the size first?); create() makes the object \
-             first, and its taken name is `exists`, whatever the size: shm_open(), then \
-             ftruncate(), then mmap() of that object",
-            said(&answer)
-        )));
+/// Creates of sizes that cannot be made (4 GiB less a page, which cannot be mapped, and 2^63
+/// bytes, which cannot be given), each under a name the grader's object already has:
+/// `shm_open(O_CREAT | O_EXCL)` comes first and says `exists`, and the object stays as it
+/// was; `mmap` or `ftruncate` there means the create judged the size before it made (or tried
+/// to make) the object.
+fn taken_name_before_size(run: &mut Run) -> Result<(), Fail> {
+    let unmappable = ADDRESS_SPACE - 4096;
+    let sizes = [
+        (
+            unmappable,
+            format!(
+                "{unmappable} bytes (which the program's {} GiB of address space cannot map)",
+                ADDRESS_SPACE >> 30
+            ),
+        ),
+        (
+            1usize << 63,
+            "2^63 bytes (more than ftruncate()'s off_t holds)".to_string(),
+        ),
+    ];
+    for (size, described) in sizes {
+        let name = run.ipc_name("taken-big");
+        let bytes = run.random_bytes(64);
+        let planted = plant_object(run, &name, &bytes)?;
+        let inode = std::fs::metadata(dev_shm(&name))?.ino();
+        let what = format!(
+            "creating a table of {described} under {}, a 64-byte object the grader had made",
+            dev_shm(&name).display()
+        );
+        let mut proc = start(run, &name, Some(size), CREATOR)?;
+        let answer = await_answer(&mut proc, CREATOR, &what, Some("exists"))?;
+        let after = std::fs::symlink_metadata(dev_shm(&name)).ok();
+        let intact = after
+            .as_ref()
+            .is_some_and(|meta| meta.ino() == inode && meta.len() == bytes.len() as u64);
+        drop(planted);
+        let step = ["mmap", "ftruncate"]
+            .into_iter()
+            .find(|step| is_refusal(&answer, step));
+        if let Some(step) = step.filter(|_| intact) {
+            return Err(Fail::failed(format!(
+                "{what}: the program said {}, not `failed` with kind=exists, and left the \
+                 object as it was: it decided {step}() would fail before any shm_open(O_CREAT \
+                 | O_EXCL) of the name (the size judged first?); create() makes the object \
+                 first, and its taken name is `exists`, whatever the size: shm_open(), then \
+                 ftruncate(), then mmap() of that object",
+                said(&answer)
+            )));
+        }
+        if !intact && !is_refusal(&answer, "exists") {
+            return Err(Fail::failed(format!(
+                "{what}: the program said {}, and the grader's object is no longer as it was \
+                 (gone, another object, or another size): it opened the existing object instead \
+                 of creating a new one (no O_EXCL?) and sized or removed it; shm_open(O_CREAT | \
+                 O_EXCL) of a taken name fails with EEXIST, which is `exists`, and changes \
+                 nothing",
+                said(&answer)
+            )));
+        }
+        refused(
+            &answer,
+            "exists",
+            &what,
+            "the name is taken, whatever the size: shm_open(O_CREAT | O_EXCL) says EEXIST, \
+             which is TableError::Exists",
+        )?;
+        proc.wait()?;
     }
-    if !intact && !is_refusal(&answer, "exists") {
-        return Err(Fail::failed(format!(
-            "{what}: the program said {}, and the grader's object is no longer as it was (gone, \
-             another object, or another size): it opened the existing object instead of \
-             creating a new one (no O_EXCL?) and sized or removed it; shm_open(O_CREAT | \
-             O_EXCL) of a taken name fails with EEXIST, which is `exists`, and changes nothing",
-            said(&answer)
-        )));
-    }
-    refused(
-        &answer,
-        "exists",
-        &what,
-        "the name is taken, whatever the size: shm_open(O_CREAT | O_EXCL) says EEXIST, which \
-         is TableError::Exists",
-    )?;
-    proc.wait()?;
     Ok(())
 }

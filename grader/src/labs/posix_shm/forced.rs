@@ -2,9 +2,11 @@
 //! the answer must carry the step's kind and that very errno (the call's own, not one the
 //! program assumes), and a failed create must leave no name and no descriptor.
 
+use std::time::{Duration, Instant};
+
 use nix::errno::Errno;
 
-use crate::engine::tracer::{Action, Call, Match, Step, Tracer};
+use crate::engine::tracer::{Action, Call, Reached, Step, Tracer};
 use crate::engine::{Fail, Run, force};
 
 use super::driver::{
@@ -116,31 +118,86 @@ pub fn failed_creator_calls(run: &mut Run) -> Result<bool, Fail> {
     Ok(true)
 }
 
-/// A table whose `munmap()` at `close` the grader makes fail with `EINVAL`: the answer is
-/// `failed` with kind=munmap and that errno, not `done`. `false` where the grader may not trace.
-pub fn failed_unmap(run: &mut Run) -> Result<bool, Fail> {
-    let name = run.ipc_name("forced-unmap");
-    let size = 12_288;
-    let mut table = table(run, &name, Some(size), CREATOR)?;
-    let pid = table.pid();
-    let Some(start) = mappings(pid)
+/// A created table of [`WHOLE_PAGES`] and its mapping's start.
+fn mapped_table(run: &mut Run, tag: &str) -> Result<Option<(super::driver::Table, u64)>, Fail> {
+    let name = run.ipc_name(tag);
+    let table = table(run, &name, Some(WHOLE_PAGES), CREATOR)?;
+    let Some(start) = mappings(table.pid())
         .into_iter()
         .find(|m| m.path == dev_shm(&name).display().to_string())
         .map(|m| m.start)
     else {
         table.proc.kill_tree();
         let _ = std::fs::remove_file(dev_shm(&name));
+        return Ok(None);
+    };
+    Ok(Some((table, start)))
+}
+
+/// The `munmap()` of the mapping at `start`.
+fn unmapping(start: u64) -> Call {
+    Call::bits(libc::SYS_munmap, 0, u64::MAX, start)
+}
+
+/// The tables of [`failed_unmap`] and [`unmapped_length`]: three pages exactly, where a length
+/// rounded up one page too far shows.
+const WHOLE_PAGES: usize = 12_288;
+
+/// A table of three whole pages, held at the entry of its `munmap()` at `close`: the length
+/// asked (`/proc/PID/syscall`) must be the table's, not more (`munmap()` unmaps every page the
+/// range touches, whatever lies after the table included). `false` where the grader may not
+/// trace.
+pub fn unmapped_length(run: &mut Run) -> Result<bool, Fail> {
+    let Some((mut table, start)) = mapped_table(run, "unmapped-length")? else {
         return Ok(false);
     };
-    let unmapping = Call {
-        number: libc::SYS_munmap,
-        matching: Match::Bits {
-            arg: 0,
-            mask: u64::MAX,
-            value: start,
-        },
+    let pid = table.pid();
+    let Some(mut tracer) = Tracer::attach(pid, unmapping(start), Action::Hold)? else {
+        table.proc.kill_tree();
+        let _ = std::fs::remove_file(dev_shm(&table.name));
+        return Ok(false);
     };
-    let tracer = Tracer::attach(pid, unmapping, Action::Fail(libc::EINVAL))?;
+    table.proc.send("cmd", &[("op", "close".into())])?;
+    let held = tracer.wait(&mut table.proc, Instant::now() + Duration::from_secs(5))?;
+    let asked = match held {
+        Reached::Call => crate::engine::inspect::call_of(pid, pid).map(|(_, args)| args[1]),
+        _ => None,
+    };
+    tracer.release();
+    let name = table.name.clone();
+    let closed = await_answer(&mut table.proc, CREATOR, "asked for op=close", None);
+    table.proc.kill_tree();
+    let _ = std::fs::remove_file(dev_shm(&name));
+    if let Some(len) = asked.filter(|&len| len > WHOLE_PAGES as u64) {
+        return Err(Fail::failed(format!(
+            "closing a {WHOLE_PAGES}-byte table (three whole pages), the program called \
+             munmap() of its start with a length of {len} bytes: munmap() unmaps every page the \
+             range touches, so the {} bytes past the table were unmapped too, whatever the \
+             program had there (its heap, a library, another mapping); close() unmaps exactly \
+             the table, munmap(addr, len) with the length it mapped (rounding up to a page is \
+             the kernel's)",
+            len - WHOLE_PAGES as u64
+        )));
+    }
+    let closed = closed?;
+    if closed.kind != "done" {
+        return Err(Fail::failed(format!(
+            "closing a {WHOLE_PAGES}-byte table, the program said {}",
+            said(&closed)
+        )));
+    }
+    Ok(asked.is_some())
+}
+
+/// A table whose `munmap()` at `close` the grader makes fail with `EINVAL`: the answer is
+/// `failed` with kind=munmap and that errno, not `done`. `false` where the grader may not trace.
+pub fn failed_unmap(run: &mut Run) -> Result<bool, Fail> {
+    let Some((mut table, start)) = mapped_table(run, "forced-unmap")? else {
+        return Ok(false);
+    };
+    let pid = table.pid();
+    let name = table.name.clone();
+    let tracer = Tracer::attach(pid, unmapping(start), Action::Fail(libc::EINVAL))?;
     let Some(mut tracer) = tracer else {
         table.proc.kill_tree();
         let _ = std::fs::remove_file(dev_shm(&name));

@@ -14,7 +14,7 @@ use super::driver::{
     mapped, openers, start_stopped, table,
 };
 use super::explain::{Writer, expect_read};
-use super::probes::{dev_shm, object_bytes, object_size};
+use super::probes::{dev_shm, object_bytes, object_size, plant_object};
 
 const PAGE: usize = 4096;
 
@@ -519,22 +519,33 @@ fn creator_maps_its_object(run: &mut Run) -> Result<(), Fail> {
     done(creator.close())
 }
 
-/// A creator with a hardware breakpoint at the C library's `shm_open()`, set before its `main()`
-/// runs: it must enter that function before it says `mapped`. Held first at the Rust runtime's
-/// `sigaltstack()` (the C library is loaded by then, the create not begun), it is stopped
-/// there (`SIGSTOP`) so that the breakpoint's tracer, which replaces the first, finds it
-/// where it was.
+/// A creator, then an opener (of an object the grader made), each with a hardware breakpoint at
+/// the C library's `shm_open()` set before its `main()` runs: each must enter that function
+/// before it says `mapped`. Held first at the Rust runtime's `sigaltstack()` (the C library is
+/// loaded by then, the create not begun), it is stopped there (`SIGSTOP`) so that the
+/// breakpoint's tracer, which replaces the first, finds it where it was.
 fn created_through_shm_open(run: &mut Run) -> Result<(), Fail> {
+    through_shm_open(run, CREATOR)?;
+    through_shm_open(run, OPENER)
+}
+
+fn through_shm_open(run: &mut Run, who: &'static str) -> Result<(), Fail> {
     let name = run.ipc_name("called");
-    let mut proc = start_stopped(run, &name, Some(PAGE), CREATOR)?;
+    let bytes = run.random_bytes(PAGE);
+    let planted = match who {
+        CREATOR => None,
+        _ => Some(plant_object(run, &name, &bytes)?),
+    };
+    let create = planted.is_none().then_some(PAGE);
+    let mut proc = start_stopped(run, &name, create, who)?;
     let pid = proc.pid.as_raw();
     let early = Tracer::attach(pid, Call::any(libc::SYS_sigaltstack), Action::Hold)?;
     force::resume(pid)?;
     let gave_up = |run: &mut Run, proc: crate::engine::Proc| {
-        run.note(
-            "the grader could not set a breakpoint at the creator's shm_open() here: whether \
-             it calls it was not seen",
-        );
+        run.note(format!(
+            "the grader could not set a breakpoint at shm_open() in {who} here: whether it \
+             calls it was not seen"
+        ));
         proc.kill_tree();
         let _ = std::fs::remove_file(dev_shm(&name));
         Ok(())
@@ -556,24 +567,41 @@ fn created_through_shm_open(run: &mut Run) -> Result<(), Fail> {
     };
     let (answer, entered) = answer_past_breakpoint(tracer, &mut proc)?;
     let watched = answer.is_some();
+    let doing = if planted.is_some() {
+        "opening"
+    } else {
+        "creating"
+    };
     let first = match answer {
         Some(answer) => answer,
-        None => await_answer(&mut proc, CREATOR, &format!("creating {name:.60}"), None)?,
+        None => await_answer(&mut proc, who, &format!("{doing} {name:.60}"), None)?,
     };
-    let mut creator = mapped(proc, first, &name, CREATOR)?;
+    let mut table = mapped(proc, first, &name, who)?;
     if watched && !entered && std::fs::symlink_metadata(dev_shm(&name)).is_ok() {
-        creator.proc.kill_tree();
+        table.proc.kill_tree();
         let _ = std::fs::remove_file(dev_shm(&name));
+        let call = if planted.is_some() {
+            "open it with shm_open(name, O_RDWR, 0)"
+        } else {
+            "create it with shm_open(name, O_CREAT | O_EXCL | O_RDWR, 0600)"
+        };
         return Err(Fail::failed(format!(
-            "the creator said `mapped` and {} exists, but a hardware breakpoint at the C \
-             library's shm_open(), set before its main() ran, saw it never call that \
-             function: it made the object with a system call of its own (open() or openat() \
-             of a /dev/shm path it builds): where shared memory objects live is the C \
-             library's business (glibc finds the tmpfs mount; other systems have none); \
-             create it with shm_open(name, O_CREAT | O_EXCL | O_RDWR, 0600)",
+            "{who} said `mapped` {doing} {}, but a hardware breakpoint at the C library's \
+             shm_open(), set before its main() ran, saw it never call that function: it \
+             opened the object with a system call of its own (open() or openat() of a \
+             /dev/shm path it builds): where shared memory objects live is the C library's \
+             business (glibc finds the tmpfs mount; other systems have none); {call}",
             dev_shm(&name).display()
         )));
     }
-    creator.unlink()?;
-    creator.close()
+    match planted {
+        Some(planted) => {
+            drop(planted);
+            table.close()
+        }
+        None => {
+            table.unlink()?;
+            table.close()
+        }
+    }
 }

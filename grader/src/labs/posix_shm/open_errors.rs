@@ -413,26 +413,28 @@ fn failed_fstat(run: &mut Run) -> Result<(), Fail> {
     let planted = plant_object(run, &name, &bytes)?;
     let mut proc = start_stopped(run, &name, None, OPENER)?;
     let pid = proc.pid.as_raw();
-    let opening = Call::opening(&path);
-    let tracer = Tracer::in_turn(
-        pid,
-        [
-            (opening, Step::Hold),
-            (Call::one_of(STATS), Step::Fail(libc::EIO)),
-        ],
-    )?;
+    // Held as its shm_open() returns, then traced afresh: its next stat fails, and it is held
+    // again as it exits, to see what it still holds.
+    let opened = Tracer::attach(pid, Call::opening(&path), Action::HoldAfter)?;
+    force::resume(pid)?;
+    let Some(mut opened) = opened else {
+        proc.kill_tree();
+        return Ok(());
+    };
+    let deadline = Instant::now() + Duration::from_secs(5);
+    if opened.wait(&mut proc, deadline)? != Reached::Call {
+        drop(opened);
+        proc.kill_tree();
+        return Ok(());
+    }
+    opened.release_stopped(pid)?;
+    let exiting = (Call::any(libc::SYS_exit_group), Step::Hold);
+    let tracer = Tracer::in_turn(pid, [(Call::one_of(STATS), Step::Fail(libc::EIO)), exiting])?;
     force::resume(pid)?;
     let Some(mut tracer) = tracer else {
         proc.kill_tree();
         return Ok(());
     };
-    let deadline = Instant::now() + Duration::from_secs(5);
-    if tracer.wait(&mut proc, deadline)? != Reached::Call {
-        drop(tracer);
-        proc.kill_tree();
-        return Ok(());
-    }
-    tracer.go_on();
     let what = format!(
         "opening {}, a 64-byte object, while the grader fails the opener's fstat() after its \
          shm_open() with EIO (which nothing else returns there)",
@@ -440,7 +442,12 @@ fn failed_fstat(run: &mut Run) -> Result<(), Fail> {
     );
     let answer = await_answer(&mut proc, OPENER, &what, Some("fstat"))?;
     let failed = tracer.failed_before(Instant::now() + Duration::from_millis(10))?;
-    drop(tracer);
+    let kept = if failed {
+        descriptors_at_exit(&proc, Some(tracer), &name)?
+    } else {
+        drop(tracer);
+        Vec::new()
+    };
     if failed {
         refused(
             &answer,
@@ -450,6 +457,15 @@ fn failed_fstat(run: &mut Run) -> Result<(), Fail> {
              TableError::Stat (kind=fstat), not another kind nor a guess of the size",
         )?;
         super::forced::refused_with(&answer, "fstat", libc::EIO, &what, "Stat")?;
+    }
+    if !kept.is_empty() {
+        return Err(Fail::failed(format!(
+            "{what}: it said kind=fstat, but held as it exits (at its exit_group(), after that \
+             answer) it still holds descriptor {kept:?} of {}: open() does not close the \
+             descriptor shm_open() gave it when fstat() fails; a failed open releases what it \
+             opened, on every return (keep it an OwnedFd, dropped when open() returns)",
+            path.display()
+        )));
     }
     let intact = std::fs::symlink_metadata(&path).is_ok_and(|meta| meta.len() == 64);
     if !intact {

@@ -305,8 +305,8 @@ pub fn shared_updates(run: &mut Run) -> Result<String, Fail> {
     )
 }
 
-/// Calls that push a mapping's bytes to its file or pin its pages: what a program that believes
-/// a shared mapping needs a system call to be seen adds to its read or write.
+/// Calls that push a mapping's bytes to its file, pin its pages or advise the kernel of them:
+/// what a program that believes a shared mapping needs a system call adds to its read or write.
 const SYNCS: &[i64] = &[
     libc::SYS_msync,
     libc::SYS_fsync,
@@ -317,7 +317,14 @@ const SYNCS: &[i64] = &[
     libc::SYS_mlock,
     libc::SYS_mlock2,
     libc::SYS_munlock,
+    libc::SYS_madvise,
+    libc::SYS_mprotect,
+    libc::SYS_mincore,
 ];
+
+/// Of [`SYNCS`], the calls the program's allocator or runtime may make on memory of its own:
+/// held, they count only when they name the table's pages.
+const ON_MEMORY: &[i64] = &[libc::SYS_madvise, libc::SYS_mprotect, libc::SYS_mincore];
 
 /// The name of one of [`SYNCS`].
 fn sync_name(number: i64) -> &'static str {
@@ -330,13 +337,13 @@ fn sync_name(number: i64) -> &'static str {
         libc::SYS_sync => "sync()",
         libc::SYS_mlock | libc::SYS_mlock2 => "mlock()",
         libc::SYS_munlock => "munlock()",
-        _ => "a call that syncs or pins memory",
+        libc::SYS_madvise => "madvise() of the table's pages",
+        libc::SYS_mprotect => "mprotect() of the table's pages",
+        libc::SYS_mincore => "mincore() of the table's pages",
+        _ => "a call that syncs, pins or advises memory",
     }
 }
 
-/// One more write (or read) of `len` bytes at `at` by `table`, traced to be held at the first
-/// call of [`SYNCS`] it makes before it answers: read and write copy in place, with no system
-/// call (the mapping is the object's own pages). Nothing where the grader may not trace.
 fn no_call_in_access(
     run: &mut Run,
     table: &mut Table,
@@ -361,45 +368,53 @@ fn no_call_in_access(
     table.proc.send("cmd", &fields)?;
     let until = Instant::now() + Duration::from_secs(5);
     let reached = tracer.wait(&mut table.proc, until)?;
-    let held = match reached {
+    let (held, said_first) = match reached {
         Reached::Call => {
-            let number = inspect::call_of(pid, pid).map_or(-1, |(number, _)| number);
+            let call = inspect::call_of(pid, pid);
+            let table_at = super::probes::table_mapping(pid, &table.name);
             tracer.release();
-            Some(number)
+            let on_table = |&(number, args): &(i64, [u64; 6])| {
+                !ON_MEMORY.contains(&number)
+                    || table_at.is_some_and(|m| args[0] < m.end && m.start < args[0] + args[1])
+            };
+            match call {
+                // Memory of its own (its allocator's, its runtime's): not the table's.
+                Some(call) if !on_table(&call) => (None, None),
+                call => (Some(call.map_or(-1, |(number, _)| number)), None),
+            }
         }
         Reached::Passed(said_first) => {
             drop(tracer);
-            let answer = match said_first {
-                Some(answer) => answer,
-                None => await_answer(&mut table.proc, table.who, &what, None)?,
-            };
-            if answer.kind != "done" {
-                let _ = std::fs::remove_file(&file);
-                return Err(Fail::failed(format!(
-                    "{} could not finish {what}: it said {}",
-                    table.who,
-                    said(&answer)
-                )));
-            }
-            None
+            (None, said_first)
         }
     };
-    if let Some(number) = held {
-        await_answer(&mut table.proc, table.who, &what, None)?;
+    let Some(number) = held else {
+        let answer = match said_first {
+            Some(answer) => answer,
+            None => await_answer(&mut table.proc, table.who, &what, None)?,
+        };
         let _ = std::fs::remove_file(&file);
-        let doing = if write { "write()" } else { "read()" };
-        return Err(Fail::failed(format!(
-            "{what} of the table, {} entered {} (the grader, which traced it, held it there): \
-             {doing} copies {} the mapping in place, with no system call; a MAP_SHARED \
-             mapping is the object's own pages, which every process sees at once (msync() and \
-             fsync() are for files on a disk)",
-            table.who,
-            sync_name(number),
-            if write { "into" } else { "out of" }
-        )));
-    }
+        if answer.kind != "done" {
+            return Err(Fail::failed(format!(
+                "{} could not finish {what}: it said {}",
+                table.who,
+                said(&answer)
+            )));
+        }
+        return Ok(());
+    };
+    await_answer(&mut table.proc, table.who, &what, None)?;
     let _ = std::fs::remove_file(&file);
-    Ok(())
+    let doing = if write { "write()" } else { "read()" };
+    Err(Fail::failed(format!(
+        "{what} of the table, {} entered {} (the grader, which traced it, held it there): \
+         {doing} copies {} the mapping in place, with no system call; a MAP_SHARED mapping is \
+         the object's own pages, which every process sees at once (msync() and fsync() are for \
+         files on a disk, madvise() and mprotect() change nothing of what a copy sees)",
+        table.who,
+        sync_name(number),
+        if write { "into" } else { "out of" }
+    )))
 }
 
 /// The table's `unlink` command, which must say `done`, with a hardware breakpoint at the C
