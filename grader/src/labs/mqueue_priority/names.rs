@@ -127,6 +127,10 @@ fn expect_bad_name(run: &mut Run, name: &str, what: &str, too_long: bool) -> Res
                 said(&answer),
                 edge - 1
             )));
+        } else if what.contains("at the end") {
+            "a name is not a path: a slash at the end is a second slash like any other, not \
+             one to forgive or strip (the kernel refuses the name, so the queue could never be \
+             created); refuse a '/' anywhere after the first byte"
         } else if what.contains("right after the first") {
             "a name has one leading slash and no other, a second one right after it included: \
              strip the first slash only (strip_prefix('/')), not every leading one \
@@ -136,9 +140,14 @@ fn expect_bad_name(run: &mut Run, name: &str, what: &str, too_long: bool) -> Res
         } else {
             "check the name before mq_open()"
         };
+        let called = if reached {
+            " after calling mq_open() with that name (the grader saw the call)"
+        } else {
+            ""
+        };
         return Err(Fail::failed(format!(
-            "{doing} named with {what} ({name:.40}), {who} said {}, not `failed` with \
-             kind=bad-name: {hint}",
+            "{doing} named with {what} ({name:.40}), {who} said {}{called}, not `failed` with \
+             kind=bad-name before any mq_open(): {hint}",
             said(&answer)
         )));
     }
@@ -186,7 +195,14 @@ pub fn name_errors(run: &mut Run) -> Result<String, Fail> {
             format!("/{nested}"),
             "a second slash right after the first".into(),
         ),
+        (
+            format!("{plain}/"),
+            "a second slash at the end (as a directory's path may have)".into(),
+        ),
+        (format!("{plain}//"), "two slashes at the end".into()),
         ("/".to_string(), "nothing after the slash".into()),
+        ("//".to_string(), "a slash alone after the slash".into()),
+        (String::new(), "an empty name (0 bytes)".into()),
         (
             too_long.clone(),
             "256 bytes after the slash, one more than NAME_MAX".into(),
