@@ -66,47 +66,44 @@ pub fn unlinked_at_end(run: &mut Run) -> Result<String, Fail> {
     consumer.end(&done)?;
     ends_at_the_shutdown(run)?;
 
-    // The handler fails on the second job, and no shutdown follows: serve() hands each job to
-    // the handler as it comes and stops at the failure, so it must not wait for more.
+    // The handler fails on the second of three jobs, and no shutdown follows: serve() hands
+    // each job to the handler as it comes and stops at the failure, so it must not wait for
+    // more, and the third job stays in the queue (seen through a descriptor the grader keeps).
     let name = run.ipc_name("failing");
     let mut consumer = self::consumer(run, &name, &["--fail-after".into(), "1".into()])?;
-    grader_send(&name, &[job_message(&jobs[0]), job_message(&jobs[1])])?;
-    consumer.go()?;
-    let answer = match wait_in_call(&mut consumer.proc, libc::SYS_mq_timedreceive, PATIENCE)? {
-        Reached::Said(answer) => answer,
-        Reached::InCall if queue_attributes(&name).is_ok_and(|a| a.curmsgs() == 0) => {
-            // It took both jobs and waits for more: the shutdown tells whether it had handed
-            // them to the handler yet.
-            consumer.send_shutdown()?;
-            let after = consumer.answer_after_shutdown()?;
-            let why = if failed_with(&after, "handler") {
-                format!(
-                    "once the grader then sent the shutdown it said {}: it handed the jobs to \
-                     the handler only after the shutdown came, so it collects them first. \
-                     serve() passes each job to the handler as it is received",
-                    said(&after)
-                )
-            } else {
-                format!(
-                    "once the grader then sent the shutdown it said {}: it went on receiving \
-                     after the handler failed",
-                    said(&after)
-                )
-            };
-            return Err(Fail::failed(format!(
-                "the grader sent two jobs and no shutdown to a consumer whose handler fails on \
-                 the second (--fail-after 1); the consumer took both and waits in mq_receive \
-                 for more on the empty queue instead of saying kind=handler; {why}, and a \
-                 handler error ends serve() at once (kind=handler)"
-            )));
-        }
-        Reached::InCall | Reached::NotYet => consumer.answer()?,
-    };
+    grader_send(
+        &name,
+        &[
+            job_message(&jobs[0]),
+            job_message(&jobs[1]),
+            job_message(&jobs[2]),
+        ],
+    )?;
+    let kept = grader_open(&name, MQ_OFlag::O_WRONLY)?;
+    let answer = failing_handler(&mut consumer, &name);
+    let left = mq_getattr(&kept).map(|a| a.curmsgs()).unwrap_or(-1);
+    let _ = mq_close(kept);
+    let answer = answer?;
     if !failed_with(&answer, "handler") {
         return Err(Fail::failed(format!(
             "when the handler fails on the second job the consumer must report kind=handler; \
              it said {}",
             said(&answer)
+        )));
+    }
+    if left != 1 {
+        return Err(Fail::failed(format!(
+            "the grader queued three jobs for a consumer whose handler fails on the second \
+             (--fail-after 1); it said kind=handler, but the queue then held {left} message(s), \
+             not 1 (the third job, never served): {}",
+            if left == 0 {
+                "serve() received the job behind the failing one, which is now lost: it received \
+                 it ahead, before handing the failing job to the handler, or went on receiving \
+                 after the failure. serve() receives a message only once the handler has \
+                 returned, and a handler error ends it at once, leaving the rest in the queue"
+            } else {
+                "serve() takes one message at a time and stops at the handler's error"
+            }
         )));
     }
     expect_closed_and_unlinked(
@@ -162,6 +159,44 @@ pub fn unlinked_at_end(run: &mut Run) -> Result<String, Fail> {
         normal end, a failed job and a garbled message"
             .into(),
     )
+}
+
+/// Lets a consumer whose handler fails on the second job (of three queued, no shutdown) go, and
+/// returns its answer; a consumer that took every job and waits for more is a failure said at
+/// once.
+fn failing_handler(consumer: &mut Consumer, name: &str) -> Result<ipc_labs_driver::Message, Fail> {
+    consumer.go()?;
+    let answer = match wait_in_call(&mut consumer.proc, libc::SYS_mq_timedreceive, PATIENCE)? {
+        Reached::Said(answer) => answer,
+        Reached::InCall if queue_attributes(name).is_ok_and(|a| a.curmsgs() == 0) => {
+            // It took every job and waits for more: the shutdown tells whether it had handed
+            // them to the handler yet.
+            consumer.send_shutdown()?;
+            let after = consumer.answer_after_shutdown()?;
+            let why = if failed_with(&after, "handler") {
+                format!(
+                    "once the grader then sent the shutdown it said {}: it handed the jobs to \
+                     the handler only after the shutdown came, so it collects them first. \
+                     serve() passes each job to the handler as it is received",
+                    said(&after)
+                )
+            } else {
+                format!(
+                    "once the grader then sent the shutdown it said {}: it went on receiving \
+                     after the handler failed",
+                    said(&after)
+                )
+            };
+            return Err(Fail::failed(format!(
+                "the grader sent three jobs and no shutdown to a consumer whose handler fails \
+                 on the second (--fail-after 1); the consumer took all three and waits in \
+                 mq_receive for more on the empty queue instead of saying kind=handler; {why}, \
+                 and a handler error ends serve() at once (kind=handler)"
+            )));
+        }
+        Reached::InCall | Reached::NotYet => consumer.answer()?,
+    };
+    Ok(answer)
 }
 
 /// A job queued behind the shutdown (a lower priority): serving ends at the shutdown, and the
