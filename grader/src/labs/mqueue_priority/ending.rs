@@ -17,6 +17,7 @@ use super::protocol::{
 /// How long the consumer gets to answer after a garbled message, or to be seen waiting for more.
 const PATIENCE: Duration = Duration::from_secs(3);
 use crate::engine::audit::message_queue_exists;
+use crate::engine::tracer::{Action, Call, Tracer};
 use crate::engine::{Fail, Run};
 
 pub fn unlinked_at_end(run: &mut Run) -> Result<String, Fail> {
@@ -154,9 +155,11 @@ pub fn unlinked_at_end(run: &mut Run) -> Result<String, Fail> {
          instead of returning from inside it",
     )?;
     super::protocol::release(&mut consumer.proc)?;
+    failed_calls(run)?;
     Ok(
         "the producer closed its descriptor; the consumer closed and unlinked its queue after a \
-        normal end, a failed job and a garbled message"
+        normal end, a failed job, a garbled message and a failed mq_receive (mq-receive); a \
+        failed mq_send was mq-send"
             .into(),
     )
 }
@@ -197,6 +200,90 @@ fn failing_handler(consumer: &mut Consumer, name: &str) -> Result<ipc_labs_drive
         Reached::InCall | Reached::NotYet => consumer.answer()?,
     };
     Ok(answer)
+}
+
+/// The errno the grader makes `mq_send` and `mq_receive` fail with: one that neither call has
+/// a meaning of its own for in the library (not `EINTR`, `EAGAIN`, `EMSGSIZE`), so that the
+/// kind (`mq-send`, `mq-receive`) and the errno reported show the error went through as it
+/// came.
+const FORCED_ERRNO: (i32, &str) = (libc::EBADF, "EBADF");
+
+/// A producer whose `mq_send` fails (with ptrace) says `mq-send` with that errno, at once; a
+/// consumer whose `mq_receive` fails says `mq-receive` with that errno, and serve() closes and
+/// unlinks its queue then too.
+fn failed_calls(run: &mut Run) -> Result<(), Fail> {
+    let (errno, errno_name) = FORCED_ERRNO;
+    let name = run.ipc_name("failing-calls");
+    let mut consumer = consumer(run, &name, &[])?;
+    let jobs = random_jobs(run, 1, "f");
+    let mut producer = producer(run, &name, &jobs, false, false, "the producer")?;
+    let send = Call::any(libc::SYS_mq_timedsend);
+    let Some(tracer) = Tracer::attach(producer.pid(), send, Action::Fail(errno))? else {
+        run.note("no ptrace here: failed mq_send and mq_receive not tried");
+        let done = producer.submit()?;
+        producer.expect_done(&done)?;
+        producer.end()?;
+        consumer.send_shutdown()?;
+        return consumer.finish().map(drop);
+    };
+    let answer = producer.submit();
+    drop(tracer);
+    let answer = answer?;
+    let left = queue_attributes(&name)?.curmsgs();
+    if !(failed_with(&answer, "mq-send") && super::protocol::failed_errno(&answer, errno_name)) {
+        let how = if answer.kind == "done" && left == 1 {
+            "it called mq_send again and the job went: only EINTR is retried".to_string()
+        } else if answer.kind == "done" {
+            "it went on as if the job had been sent".to_string()
+        } else {
+            "an mq_send error other than EINTR, EAGAIN (full) and EMSGSIZE (too-big) is \
+             QueueError::Send, kind=mq-send, with the errno as it came"
+                .to_string()
+        };
+        return Err(Fail::failed(format!(
+            "the grader made the producer's mq_send of its one job fail with {errno_name} (with \
+             ptrace), and it said {}, not `failed` with kind=mq-send and {errno_name}: {how}",
+            said(&answer)
+        )));
+    }
+    producer.end()?;
+    // The consumer's receive fails, with a job in the queue.
+    grader_send(&name, &[job_message(&jobs[0])])?;
+    let receive = Call::any(libc::SYS_mq_timedreceive);
+    let tracer = Tracer::attach(consumer.pid(), receive, Action::Fail(errno))?;
+    consumer.go()?;
+    let answer = match wait_in_call(&mut consumer.proc, libc::SYS_mq_timedreceive, PATIENCE) {
+        Ok(Reached::Said(answer)) => Ok(answer),
+        Ok(Reached::InCall) if queue_attributes(&name).is_ok_and(|a| a.curmsgs() == 0) => {
+            drop(tracer);
+            return Err(Fail::failed(format!(
+                "the grader made the consumer's first mq_receive fail with {errno_name} (with \
+                 ptrace); it called mq_receive again, took the job and waits for more instead \
+                 of failing: only EINTR is retried, any other error of mq_receive is \
+                 QueueError::Receive (kind=mq-receive), which ends serve()"
+            )));
+        }
+        Ok(Reached::InCall | Reached::NotYet) => consumer.answer(),
+        Err(fail) => Err(fail),
+    };
+    drop(tracer);
+    let answer = answer?;
+    if !(failed_with(&answer, "mq-receive") && super::protocol::failed_errno(&answer, errno_name))
+    {
+        return Err(Fail::failed(format!(
+            "the grader made the consumer's first mq_receive fail with {errno_name} (with \
+             ptrace), and it said {}, not `failed` with kind=mq-receive and {errno_name}: an \
+             error of mq_receive other than EINTR is QueueError::Receive with its errno, which \
+             ends serve()",
+            said(&answer)
+        )));
+    }
+    expect_closed_and_unlinked(
+        &consumer,
+        "after the consumer's mq_receive failed (kind=mq-receive)",
+        "on every way it ends, a failed mq_receive too",
+    )?;
+    super::protocol::release(&mut consumer.proc)
 }
 
 /// A job queued behind the shutdown (a lower priority): serving ends at the shutdown, and the
