@@ -111,10 +111,10 @@ fn blocks_sigusr1(pid: i32, call: i64) -> bool {
         .is_some_and(|mask| mask & (1 << (libc::SIGUSR1 - 1)) != 0)
 }
 
-/// How SIGUSR1 is disposed of in `pid` when it is not caught by a handler, as
-/// `/proc/PID/status` shows it (`SigIgn`, `SigCgt`): ignored, or at its default disposition
-/// (which ends the program), each with an open parenthesis that the message closes; `None` when a handler catches it (or the file is
-/// unreadable).
+/// How SIGUSR1 is disposed of in `pid` when no handler catches it, as `/proc/PID/status`
+/// shows it (`SigIgn`, `SigCgt`): ignored, or at its default disposition (which ends the
+/// program), each with an open parenthesis that the message closes; `None` when a handler
+/// catches it (or the file is unreadable).
 fn sigusr1_disposition(pid: i32) -> Option<&'static str> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let has = |field: &str| {
@@ -126,7 +126,9 @@ fn sigusr1_disposition(pid: i32) -> Option<&'static str> {
     };
     match (has("SigIgn:")?, has("SigCgt:")?) {
         (true, _) => Some("ignored (SIG_IGN: set in SigIgn"),
-        (false, false) => Some("at its default disposition (SIG_DFL: neither in SigIgn nor in SigCgt"),
+        (false, false) => {
+            Some("at its default disposition (SIG_DFL: neither in SigIgn nor in SigCgt")
+        }
         (false, true) => None,
     }
 }
@@ -193,9 +195,10 @@ fn signal_restarts(pid: i32, call: i64) -> Result<Option<bool>, Fail> {
 }
 
 /// The failure for a process that waits in `call` (`name` for messages) with SIGUSR1 ignored,
-/// at its default disposition or blocked, if it does: a signal sent to it would stay pending, never interrupting the wait (and the
-/// grader would wait in vain for it to be taken). The forced EINTRs then tell whether it
-/// retries EINTR at all, for the message.
+/// at its default disposition or blocked, if it does: a signal sent to it would be discarded,
+/// end it or stay pending, never interrupting the wait (and the grader would wait in vain for
+/// it to be taken). The forced EINTRs then tell whether it retries EINTR at all, for the
+/// message.
 fn refuse_blocked_sigusr1(proc: &mut Proc, role: &str, call: i64, name: &str) -> Result<(), Fail> {
     let pid = proc.pid.as_raw();
     let (blocked, dodge, keep) = if let Some(disposition) = sigusr1_disposition(pid) {
@@ -211,7 +214,11 @@ fn refuse_blocked_sigusr1(proc: &mut Proc, role: &str, call: i64, name: &str) ->
                 "killing the program"
             }
         );
-        (what, "ignoring the signal", "leave SIGUSR1's handler as main.rs set it")
+        (
+            what,
+            "ignoring the signal",
+            "leave SIGUSR1's handler as main.rs set it",
+        )
     } else if blocks_sigusr1(pid, call) {
         let what = format!(
             "{role} waits in {name} with SIGUSR1 blocked (its thread's SigBlk in \
@@ -219,7 +226,11 @@ fn refuse_blocked_sigusr1(proc: &mut Proc, role: &str, call: i64, name: &str) ->
              queue stays pending instead of interrupting the wait; main.rs gives SIGUSR1 a \
              handler so that it interrupts the call (EINTR), and the program must not mask it"
         );
-        (what, "blocking the signal", "leave the signal mask as main.rs set it")
+        (
+            what,
+            "blocking the signal",
+            "leave the signal mask as main.rs set it",
+        )
     } else {
         return Ok(());
     };
@@ -228,9 +239,9 @@ fn refuse_blocked_sigusr1(proc: &mut Proc, role: &str, call: i64, name: &str) ->
             ". It does call {name} again when the grader makes it fail with EINTR {FORCED_EINTRS} \
              times (with ptrace), so only that is wrong: {keep}"
         ),
-        Forced::Untraced => format!(
-            ": {keep}, and call {name} again every time it fails with EINTR"
-        ),
+        Forced::Untraced => {
+            format!(": {keep}, and call {name} again every time it fails with EINTR")
+        }
         Forced::Said(failed, message) => format!(
             "; and after the grader made {name} fail with EINTR {failed} time(s) (with ptrace, \
              as a signal caught by a handler does), it said {}: it does not retry EINTR, and \

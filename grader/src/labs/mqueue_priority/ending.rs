@@ -268,8 +268,7 @@ fn failed_calls(run: &mut Run) -> Result<(), Fail> {
     };
     drop(tracer);
     let answer = answer?;
-    if !(failed_with(&answer, "mq-receive") && super::protocol::failed_errno(&answer, errno_name))
-    {
+    if !(failed_with(&answer, "mq-receive") && super::protocol::failed_errno(&answer, errno_name)) {
         return Err(Fail::failed(format!(
             "the grader made the consumer's first mq_receive fail with {errno_name} (with \
              ptrace), and it said {}, not `failed` with kind=mq-receive and {errno_name}: an \
