@@ -111,6 +111,28 @@ fn blocks_sigusr1(pid: i32, call: i64) -> bool {
         .is_some_and(|mask| mask & (1 << (libc::SIGUSR1 - 1)) != 0)
 }
 
+/// How SIGUSR1 is disposed of in `pid` when no handler catches it, as `/proc/PID/status`
+/// shows it (`SigIgn`, `SigCgt`): ignored, or at its default disposition (which ends the
+/// program), each with an open parenthesis that the message closes; `None` when a handler
+/// catches it (or the file is unreadable).
+fn sigusr1_disposition(pid: i32) -> Option<&'static str> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let has = |field: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(field))
+            .and_then(|mask| u64::from_str_radix(mask.trim(), 16).ok())
+            .map(|mask| mask & (1 << (libc::SIGUSR1 - 1)) != 0)
+    };
+    match (has("SigIgn:")?, has("SigCgt:")?) {
+        (true, _) => Some("ignored (SIG_IGN: set in SigIgn"),
+        (false, false) => {
+            Some("at its default disposition (SIG_DFL: neither in SigIgn nor in SigCgt")
+        }
+        (false, true) => None,
+    }
+}
+
 /// The timeout argument of `call` (`mq_timedsend` and `mq_timedreceive` take it fifth) that the
 /// thread of `pid` waits in: non-zero for a wait that gives up after a while.
 fn wait_timeout_argument(pid: i32, call: i64) -> Option<u64> {
@@ -172,42 +194,66 @@ fn signal_restarts(pid: i32, call: i64) -> Result<Option<bool>, Fail> {
     Tracer::signal_restarts(pid, tid, Signal::SIGUSR1 as i32, until)
 }
 
-/// The failure for a process that waits in `call` (`name` for messages) with SIGUSR1 blocked,
-/// if it does: a signal sent to it would stay pending, never interrupting the wait (and the
-/// grader would wait in vain for it to be taken). The forced EINTRs then tell whether it
-/// retries EINTR at all, for the message.
+/// The failure for a process that waits in `call` (`name` for messages) with SIGUSR1 ignored,
+/// at its default disposition or blocked, if it does: a signal sent to it would be discarded,
+/// end it or stay pending, never interrupting the wait (and the grader would wait in vain for
+/// it to be taken). The forced EINTRs then tell whether it retries EINTR at all, for the
+/// message.
 fn refuse_blocked_sigusr1(proc: &mut Proc, role: &str, call: i64, name: &str) -> Result<(), Fail> {
-    if !blocks_sigusr1(proc.pid.as_raw(), call) {
+    let pid = proc.pid.as_raw();
+    let (blocked, dodge, keep) = if let Some(disposition) = sigusr1_disposition(pid) {
+        let what = format!(
+            "{role} waits in {name} with SIGUSR1 {disposition} of /proc/{pid}/status): main.rs \
+             gives SIGUSR1 a handler that does nothing, so that the signal the grader sends to a \
+             program waiting on a queue interrupts the wait (EINTR) instead of {}; the library \
+             must not change the disposition main.rs set (no signal() or sigaction() of \
+             SIGUSR1 in create() or open())",
+            if disposition.contains("SIG_IGN") {
+                "being discarded"
+            } else {
+                "killing the program"
+            }
+        );
+        (
+            what,
+            "ignoring the signal",
+            "leave SIGUSR1's handler as main.rs set it",
+        )
+    } else if blocks_sigusr1(pid, call) {
+        let what = format!(
+            "{role} waits in {name} with SIGUSR1 blocked (its thread's SigBlk in \
+             /proc/PID/task/TID/status): the SIGUSR1 the grader sends to a program waiting on a \
+             queue stays pending instead of interrupting the wait; main.rs gives SIGUSR1 a \
+             handler so that it interrupts the call (EINTR), and the program must not mask it"
+        );
+        (
+            what,
+            "blocking the signal",
+            "leave the signal mask as main.rs set it",
+        )
+    } else {
         return Ok(());
-    }
-    let blocked = format!(
-        "{role} waits in {name} with SIGUSR1 blocked (its thread's SigBlk in \
-         /proc/PID/task/TID/status): the SIGUSR1 the grader sends to a program waiting on a \
-         queue stays pending instead of interrupting the wait; main.rs gives SIGUSR1 a handler \
-         so that it interrupts the call (EINTR), and the program must not mask it"
-    );
+    };
     let retries = match force_eintrs(proc, call)? {
         Forced::Retried => format!(
             ". It does call {name} again when the grader makes it fail with EINTR {FORCED_EINTRS} \
-             times (with ptrace), so only the mask is wrong: leave the signal mask as main.rs \
-             set it"
+             times (with ptrace), so only that is wrong: {keep}"
         ),
-        Forced::Untraced => format!(
-            ": leave the signal mask as main.rs set it, and call {name} again every time it \
-             fails with EINTR"
-        ),
+        Forced::Untraced => {
+            format!(": {keep}, and call {name} again every time it fails with EINTR")
+        }
         Forced::Said(failed, message) => format!(
             "; and after the grader made {name} fail with EINTR {failed} time(s) (with ptrace, \
              as a signal caught by a handler does), it said {}: it does not retry EINTR, and \
-             blocking the signal only hid that. Leave the signal mask as it is and call {name} \
-             again every time it fails with EINTR",
+             {dodge} only hid that: {keep}, and call {name} again every time it fails with \
+             EINTR",
             said(&message)
         ),
         Forced::Left(failed) => format!(
             "; and after the grader made {name} fail with EINTR {failed} time(s) (with ptrace, \
              as a signal caught by a handler does), it no longer waits in {name}: it does not \
-             retry EINTR, and blocking the signal only hid that. Leave the signal mask as it \
-             is and call {name} again every time it fails with EINTR"
+             retry EINTR, and {dodge} only hid that: {keep}, and call {name} again every time \
+             it fails with EINTR"
         ),
     };
     Err(Fail::failed(format!("{blocked}{retries}")))

@@ -17,6 +17,7 @@ use super::protocol::{
 /// How long the consumer gets to answer after a garbled message, or to be seen waiting for more.
 const PATIENCE: Duration = Duration::from_secs(3);
 use crate::engine::audit::message_queue_exists;
+use crate::engine::tracer::{Action, Call, Tracer};
 use crate::engine::{Fail, Run};
 
 pub fn unlinked_at_end(run: &mut Run) -> Result<String, Fail> {
@@ -66,47 +67,44 @@ pub fn unlinked_at_end(run: &mut Run) -> Result<String, Fail> {
     consumer.end(&done)?;
     ends_at_the_shutdown(run)?;
 
-    // The handler fails on the second job, and no shutdown follows: serve() hands each job to
-    // the handler as it comes and stops at the failure, so it must not wait for more.
+    // The handler fails on the second of three jobs, and no shutdown follows: serve() hands
+    // each job to the handler as it comes and stops at the failure, so it must not wait for
+    // more, and the third job stays in the queue (seen through a descriptor the grader keeps).
     let name = run.ipc_name("failing");
     let mut consumer = self::consumer(run, &name, &["--fail-after".into(), "1".into()])?;
-    grader_send(&name, &[job_message(&jobs[0]), job_message(&jobs[1])])?;
-    consumer.go()?;
-    let answer = match wait_in_call(&mut consumer.proc, libc::SYS_mq_timedreceive, PATIENCE)? {
-        Reached::Said(answer) => answer,
-        Reached::InCall if queue_attributes(&name).is_ok_and(|a| a.curmsgs() == 0) => {
-            // It took both jobs and waits for more: the shutdown tells whether it had handed
-            // them to the handler yet.
-            consumer.send_shutdown()?;
-            let after = consumer.answer_after_shutdown()?;
-            let why = if failed_with(&after, "handler") {
-                format!(
-                    "once the grader then sent the shutdown it said {}: it handed the jobs to \
-                     the handler only after the shutdown came, so it collects them first. \
-                     serve() passes each job to the handler as it is received",
-                    said(&after)
-                )
-            } else {
-                format!(
-                    "once the grader then sent the shutdown it said {}: it went on receiving \
-                     after the handler failed",
-                    said(&after)
-                )
-            };
-            return Err(Fail::failed(format!(
-                "the grader sent two jobs and no shutdown to a consumer whose handler fails on \
-                 the second (--fail-after 1); the consumer took both and waits in mq_receive \
-                 for more on the empty queue instead of saying kind=handler; {why}, and a \
-                 handler error ends serve() at once (kind=handler)"
-            )));
-        }
-        Reached::InCall | Reached::NotYet => consumer.answer()?,
-    };
+    grader_send(
+        &name,
+        &[
+            job_message(&jobs[0]),
+            job_message(&jobs[1]),
+            job_message(&jobs[2]),
+        ],
+    )?;
+    let kept = grader_open(&name, MQ_OFlag::O_WRONLY)?;
+    let answer = failing_handler(&mut consumer, &name);
+    let left = mq_getattr(&kept).map(|a| a.curmsgs()).unwrap_or(-1);
+    let _ = mq_close(kept);
+    let answer = answer?;
     if !failed_with(&answer, "handler") {
         return Err(Fail::failed(format!(
             "when the handler fails on the second job the consumer must report kind=handler; \
              it said {}",
             said(&answer)
+        )));
+    }
+    if left != 1 {
+        return Err(Fail::failed(format!(
+            "the grader queued three jobs for a consumer whose handler fails on the second \
+             (--fail-after 1); it said kind=handler, but the queue then held {left} message(s), \
+             not 1 (the third job, never served): {}",
+            if left == 0 {
+                "serve() received the job behind the failing one, which is now lost: it received \
+                 it ahead, before handing the failing job to the handler, or went on receiving \
+                 after the failure. serve() receives a message only once the handler has \
+                 returned, and a handler error ends it at once, leaving the rest in the queue"
+            } else {
+                "serve() takes one message at a time and stops at the handler's error"
+            }
         )));
     }
     expect_closed_and_unlinked(
@@ -157,11 +155,134 @@ pub fn unlinked_at_end(run: &mut Run) -> Result<String, Fail> {
          instead of returning from inside it",
     )?;
     super::protocol::release(&mut consumer.proc)?;
+    failed_calls(run)?;
     Ok(
         "the producer closed its descriptor; the consumer closed and unlinked its queue after a \
-        normal end, a failed job and a garbled message"
+        normal end, a failed job, a garbled message and a failed mq_receive (mq-receive); a \
+        failed mq_send was mq-send"
             .into(),
     )
+}
+
+/// Lets a consumer whose handler fails on the second job (of three queued, no shutdown) go, and
+/// returns its answer; a consumer that took every job and waits for more is a failure said at
+/// once.
+fn failing_handler(consumer: &mut Consumer, name: &str) -> Result<ipc_labs_driver::Message, Fail> {
+    consumer.go()?;
+    let answer = match wait_in_call(&mut consumer.proc, libc::SYS_mq_timedreceive, PATIENCE)? {
+        Reached::Said(answer) => answer,
+        Reached::InCall if queue_attributes(name).is_ok_and(|a| a.curmsgs() == 0) => {
+            // It took every job and waits for more: the shutdown tells whether it had handed
+            // them to the handler yet.
+            consumer.send_shutdown()?;
+            let after = consumer.answer_after_shutdown()?;
+            let why = if failed_with(&after, "handler") {
+                format!(
+                    "once the grader then sent the shutdown it said {}: it handed the jobs to \
+                     the handler only after the shutdown came, so it collects them first. \
+                     serve() passes each job to the handler as it is received",
+                    said(&after)
+                )
+            } else {
+                format!(
+                    "once the grader then sent the shutdown it said {}: it went on receiving \
+                     after the handler failed",
+                    said(&after)
+                )
+            };
+            return Err(Fail::failed(format!(
+                "the grader sent three jobs and no shutdown to a consumer whose handler fails \
+                 on the second (--fail-after 1); the consumer took all three and waits in \
+                 mq_receive for more on the empty queue instead of saying kind=handler; {why}, \
+                 and a handler error ends serve() at once (kind=handler)"
+            )));
+        }
+        Reached::InCall | Reached::NotYet => consumer.answer()?,
+    };
+    Ok(answer)
+}
+
+/// The errno the grader makes `mq_send` and `mq_receive` fail with: one that neither call has
+/// a meaning of its own for in the library (not `EINTR`, `EAGAIN`, `EMSGSIZE`), so that the
+/// kind (`mq-send`, `mq-receive`) and the errno reported show the error went through as it
+/// came.
+const FORCED_ERRNO: (i32, &str) = (libc::EBADF, "EBADF");
+
+/// A producer whose `mq_send` fails (with ptrace) says `mq-send` with that errno, at once; a
+/// consumer whose `mq_receive` fails says `mq-receive` with that errno, and serve() closes and
+/// unlinks its queue then too.
+fn failed_calls(run: &mut Run) -> Result<(), Fail> {
+    let (errno, errno_name) = FORCED_ERRNO;
+    let name = run.ipc_name("failing-calls");
+    let mut consumer = consumer(run, &name, &[])?;
+    let jobs = random_jobs(run, 1, "f");
+    let mut producer = producer(run, &name, &jobs, false, false, "the producer")?;
+    let send = Call::any(libc::SYS_mq_timedsend);
+    let Some(tracer) = Tracer::attach(producer.pid(), send, Action::Fail(errno))? else {
+        run.note("no ptrace here: failed mq_send and mq_receive not tried");
+        let done = producer.submit()?;
+        producer.expect_done(&done)?;
+        producer.end()?;
+        consumer.send_shutdown()?;
+        return consumer.finish().map(drop);
+    };
+    let answer = producer.submit();
+    drop(tracer);
+    let answer = answer?;
+    let left = queue_attributes(&name)?.curmsgs();
+    if !(failed_with(&answer, "mq-send") && super::protocol::failed_errno(&answer, errno_name)) {
+        let how = if answer.kind == "done" && left == 1 {
+            "it called mq_send again and the job went: only EINTR is retried".to_string()
+        } else if answer.kind == "done" {
+            "it went on as if the job had been sent".to_string()
+        } else {
+            "an mq_send error other than EINTR, EAGAIN (full) and EMSGSIZE (too-big) is \
+             QueueError::Send, kind=mq-send, with the errno as it came"
+                .to_string()
+        };
+        return Err(Fail::failed(format!(
+            "the grader made the producer's mq_send of its one job fail with {errno_name} (with \
+             ptrace), and it said {}, not `failed` with kind=mq-send and {errno_name}: {how}",
+            said(&answer)
+        )));
+    }
+    producer.end()?;
+    // The consumer's receive fails, with a job in the queue.
+    grader_send(&name, &[job_message(&jobs[0])])?;
+    let receive = Call::any(libc::SYS_mq_timedreceive);
+    let tracer = Tracer::attach(consumer.pid(), receive, Action::Fail(errno))?;
+    consumer.go()?;
+    let answer = match wait_in_call(&mut consumer.proc, libc::SYS_mq_timedreceive, PATIENCE) {
+        Ok(Reached::Said(answer)) => Ok(answer),
+        Ok(Reached::InCall) if queue_attributes(&name).is_ok_and(|a| a.curmsgs() == 0) => {
+            drop(tracer);
+            return Err(Fail::failed(format!(
+                "the grader made the consumer's first mq_receive fail with {errno_name} (with \
+                 ptrace); it called mq_receive again, took the job and waits for more instead \
+                 of failing: only EINTR is retried, any other error of mq_receive is \
+                 QueueError::Receive (kind=mq-receive), which ends serve()"
+            )));
+        }
+        Ok(Reached::InCall | Reached::NotYet) => consumer.answer(),
+        Err(fail) => Err(fail),
+    };
+    drop(tracer);
+    let answer = answer?;
+    if !(failed_with(&answer, "mq-receive") && super::protocol::failed_errno(&answer, errno_name)) {
+        return Err(Fail::failed(format!(
+            "the grader made the consumer's first mq_receive fail with {errno_name} (with \
+             ptrace), and it said {}, not `failed` with kind=mq-receive and {errno_name}: an \
+             error of mq_receive other than EINTR is QueueError::Receive with its errno, which \
+             ends serve()",
+            said(&answer)
+        )));
+    }
+    expect_closed_and_unlinked(
+        &consumer,
+        "after the consumer's mq_receive failed (kind=mq-receive)",
+        "on every way it ends, a failed mq_receive too",
+    )?;
+    super::protocol::release(&mut consumer.proc)
 }
 
 /// A job queued behind the shutdown (a lower priority): serving ends at the shutdown, and the

@@ -159,8 +159,10 @@ pub static LAB: Lab = Lab {
             points: 3,
             timeout: Duration::from_secs(10),
             description: "the consumer closes and removes its queue when it ends, also when a job \
-                          fails or a message is garbled, and stops at the shutdown with jobs \
-                          still queued behind it; a producer closes its descriptor",
+                          fails, a message is garbled or mq_receive fails, and stops at the \
+                          shutdown or a failed job with jobs still queued behind it; a producer \
+                          closes its descriptor; failed mq_send / mq_receive are mq-send / \
+                          mq-receive with their errno",
             exclusive: false,
             hint: Some(
                 "serve() closes and unlinks the queue however it ends, and close() calls mq_close. See docs/labs/02-mqueue-priority.md, the rules table (the close and unlink rules).",

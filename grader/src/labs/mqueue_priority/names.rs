@@ -127,6 +127,10 @@ fn expect_bad_name(run: &mut Run, name: &str, what: &str, too_long: bool) -> Res
                 said(&answer),
                 edge - 1
             )));
+        } else if what.contains("at the end") {
+            "a name is not a path: a slash at the end is a second slash like any other, not \
+             one to forgive or strip (the kernel refuses the name, so the queue could never be \
+             created); refuse a '/' anywhere after the first byte"
         } else if what.contains("right after the first") {
             "a name has one leading slash and no other, a second one right after it included: \
              strip the first slash only (strip_prefix('/')), not every leading one \
@@ -136,9 +140,14 @@ fn expect_bad_name(run: &mut Run, name: &str, what: &str, too_long: bool) -> Res
         } else {
             "check the name before mq_open()"
         };
+        let called = if reached {
+            " after calling mq_open() with that name (the grader saw the call)"
+        } else {
+            ""
+        };
         return Err(Fail::failed(format!(
-            "{doing} named with {what} ({name:.40}), {who} said {}, not `failed` with \
-             kind=bad-name: {hint}",
+            "{doing} named with {what} ({name:.40}), {who} said {}{called}, not `failed` with \
+             kind=bad-name before any mq_open(): {hint}",
             said(&answer)
         )));
     }
@@ -186,7 +195,14 @@ pub fn name_errors(run: &mut Run) -> Result<String, Fail> {
             format!("/{nested}"),
             "a second slash right after the first".into(),
         ),
+        (
+            format!("{plain}/"),
+            "a second slash at the end (as a directory's path may have)".into(),
+        ),
+        (format!("{plain}//"), "two slashes at the end".into()),
         ("/".to_string(), "nothing after the slash".into()),
+        ("//".to_string(), "a slash alone after the slash".into()),
+        (String::new(), "an empty name (0 bytes)".into()),
         (
             too_long.clone(),
             "256 bytes after the slash, one more than NAME_MAX".into(),
@@ -243,6 +259,7 @@ pub fn name_errors(run: &mut Run) -> Result<String, Fail> {
     existing_name(run, 0)?;
     existing_name(run, 1)?;
     open_refused(run)?;
+    create_refused(run)?;
     created_while_creating(run)?;
     Ok(
         "bad names were bad-name (256 bytes after the slash too, in multi-byte characters too), \
@@ -371,6 +388,50 @@ fn open_refused(run: &mut Run) -> Result<(), Fail> {
     let _ = mq_close(queue);
     let _ = mq_unlink(name.as_str());
     outcome
+}
+
+/// A consumer whose creating `mq_open()` fails with `ENOSPC` (made so where the grader may trace
+/// it, as when the system's `queues_max` is reached) must say `mq-open` with that errno: only
+/// `EEXIST` is `exists`, and `over-limit` is check()'s, before any `mq_open()`.
+fn create_refused(run: &mut Run) -> Result<(), Fail> {
+    let name = run.ipc_name("nospace");
+    let mut proc = spawn_consumer_stopped(run, &name)?;
+    let pid = proc.pid.as_raw();
+    let tracer = Tracer::attach(
+        pid,
+        Call::any(libc::SYS_mq_open),
+        Action::Fail(libc::ENOSPC),
+    )?;
+    force::resume(pid)?;
+    let answer = proc.recv_any()?;
+    drop(tracer);
+    if answer.kind == "ready" {
+        run.note("a creating mq_open() that fails not tried (no ptrace)");
+        return end_consumer(proc, &name, &answer);
+    }
+    if failed_with(&answer, "mq-open") && failed_errno(&answer, "ENOSPC") {
+        return release(&mut proc);
+    }
+    release(&mut proc)?;
+    let hint = if failed_with(&answer, "exists") {
+        "only EEXIST is QueueError::Exists; it reports another mq_open() error as exists, \
+         which sends the user looking for a queue that is not there"
+    } else if failed_with(&answer, "over-limit") {
+        "over-limit is check()'s verdict on the config, before any mq_open(); an error of \
+         mq_open() itself is QueueError::Open"
+    } else if failed_with(&answer, "not-found") {
+        "not-found is for open() of a missing queue; create() reports mq_open() errors other \
+         than EEXIST as QueueError::Open"
+    } else {
+        "an mq_open() that fails for another reason than EEXIST is QueueError::Open \
+         (kind=mq-open), with its errno"
+    };
+    Err(Fail::failed(format!(
+        "the consumer's mq_open() creating {name:.40} was made to fail with ENOSPC (no room for \
+         another queue, as when queues_max is reached; the grader made it fail with ptrace), \
+         and it said {}, not `failed` with kind=mq-open and ENOSPC: {hint}",
+        said(&answer)
+    )))
 }
 
 /// Whether the queue under `name` is `queue` (the same inode); `None` if no queue has the name.

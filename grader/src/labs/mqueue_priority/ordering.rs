@@ -102,11 +102,13 @@ pub fn priority_order(run: &mut Run) -> Result<String, Fail> {
     }
     served_as_received(run)?;
     served_one_at_a_time(run)?;
+    received_after_handled(run)?;
     run.expect_owner_only()?;
     Ok(
         "3 rounds of queued jobs were served highest priority first, FIFO within one; a job \
-        taken before a higher one arrived was served first, also with more jobs queued; the \
-        queue was mode 0600, the descriptors O_RDONLY and O_WRONLY"
+        taken before a higher one arrived was served first, also with more jobs queued; while \
+        the handler ran the next job was still in the queue; the queue was mode 0600, the \
+        descriptors O_RDONLY and O_WRONLY"
             .into(),
     )
 }
@@ -313,6 +315,129 @@ fn served_one_at_a_time(run: &mut Run) -> Result<(), Fail> {
         higher.priority,
         lower.priority,
         expected.iter().map(|j| j.priority).collect::<Vec<_>>()
+    )))
+}
+
+/// The descriptor of `pid` open on `path`, if any.
+fn fd_on(pid: i32, path: &std::path::Path) -> Option<i32> {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .ok()?
+        .flatten()
+        .find(|entry| std::fs::read_link(entry.path()).is_ok_and(|target| target == path))
+        .and_then(|entry| entry.file_name().to_str()?.parse().ok())
+}
+
+/// serve() hands each job to the handler as it is received, and receives the next message only
+/// once the handler has returned: the grader holds the consumer inside its handler of the first
+/// job (at the first write to its output file: main.rs's handler writes a job of 8191 bytes
+/// through a buffer of 8 KiB, so it writes while handling it) and reads the queue's count there:
+/// the job queued behind must still be in the queue. A job then sent, of a priority between the
+/// two, is received next, so served second.
+fn received_after_handled(run: &mut Run) -> Result<(), Fail> {
+    let name = run.ipc_name("handled");
+    let mut consumer = consumer(run, &name, &super::protocol::sized(4, 8192))?;
+    let job = |priority: u32, payload: Vec<u8>| Job { priority, payload };
+    let first_priority = run.rng().random_range(3..1000);
+    let long = run.random_bytes(consumer.max_payload.min(8191));
+    let first = job(first_priority, long);
+    let lower = job(
+        run.rng().random_range(1..first_priority - 1),
+        b"queued-lower".to_vec(),
+    );
+    let between = job(
+        run.rng().random_range(lower.priority + 1..first_priority),
+        b"sent-during-handler".to_vec(),
+    );
+    grader_send(
+        &name,
+        &[job_message(&first), job_message(&lower), shutdown_message()],
+    )?;
+    consumer.shutdown_from_grader = true;
+    let pid = consumer.pid();
+    // First held at its first mq_receive, by when main.rs has opened the output file, to learn
+    // its descriptor; then held at the first write to it, in the handler.
+    let receive = Call::any(libc::SYS_mq_timedreceive);
+    let Some(mut tracer) = Tracer::attach(pid, receive, Action::Hold)? else {
+        run.note("no ptrace here: the queue while the handler runs not seen");
+        consumer.finish()?;
+        return Ok(());
+    };
+    consumer.go()?;
+    let reached = tracer.wait(&mut consumer.proc, Instant::now() + Duration::from_secs(5))?;
+    let fd = fd_on(pid, &consumer.output);
+    let (TraceReached::Call, Some(fd)) = (reached, fd) else {
+        // Received on another thread, or no output file yet: the order is still checked.
+        tracer.release();
+        return same_order(
+            &consumer.finish()?,
+            &[first, lower],
+            "jobs queued for the consumer",
+        );
+    };
+    tracer.release_stopped(pid)?;
+    const WRITES: &[i64] = &[libc::SYS_write, libc::SYS_writev, libc::SYS_pwrite64];
+    let writes = Call::one_of_on(WRITES, fd);
+    let attached = Tracer::attach(pid, writes, Action::Hold);
+    crate::engine::force::resume(pid)?;
+    let Some(mut tracer) = attached? else {
+        return same_order(
+            &consumer.finish()?,
+            &[first, lower],
+            "jobs queued for the consumer",
+        );
+    };
+    let reached = tracer.wait(&mut consumer.proc, Instant::now() + Duration::from_secs(5))?;
+    if reached != TraceReached::Call {
+        tracer.release();
+        return same_order(
+            &consumer.finish()?,
+            &[first, lower],
+            "jobs queued for the consumer",
+        );
+    }
+    let queued = queue_attributes(&name).map(|a| a.curmsgs());
+    let sent = grader_send(&name, &[job_message(&between)]);
+    tracer.release();
+    let (queued, ()) = (queued?, sent?);
+    let served = consumer.finish()?;
+    let expected = [first.clone(), between.clone(), lower.clone()];
+    if served == expected && queued == 2 {
+        return Ok(());
+    }
+    let priorities: Vec<u32> = served.iter().map(|j| j.priority).collect();
+    let order = if served == expected {
+        String::new()
+    } else {
+        format!(
+            "; the grader then sent a priority-{} job and the consumer served priorities \
+             {priorities:?}, not {:?}",
+            between.priority,
+            expected.iter().map(|j| j.priority).collect::<Vec<_>>()
+        )
+    };
+    if queued < 2 {
+        return Err(Fail::failed(format!(
+            "the grader queued a job of {} bytes (priority {}), a priority-{} job and the \
+             shutdown, and held the consumer in its handler of the first job (at its first \
+             write to its output file): the queue then held {queued} message(s), not 2, so \
+             serve() had already received the message behind the job it was handing to the \
+             handler (reading ahead){order}. A message received ahead is served out of the \
+             kernel's order when a job arrives meanwhile, and lost if the handler fails: \
+             serve() hands each job to the handler as it is received and calls receive() again \
+             only once the handler has returned",
+            first.payload.len(),
+            first.priority,
+            lower.priority
+        )));
+    }
+    Err(Fail::failed(format!(
+        "the grader queued a job of {} bytes (priority {}), a priority-{} job and the shutdown, \
+         and held the consumer in its handler of the first job (the queue held {queued} \
+         messages then){order}: the job sent while the handler ran is the highest left, so \
+         the next receive takes it",
+        first.payload.len(),
+        first.priority,
+        lower.priority
     )))
 }
 
