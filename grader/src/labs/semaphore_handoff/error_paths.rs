@@ -771,11 +771,193 @@ pub fn error_paths(run: &mut Run) -> Result<String, Fail> {
     notes.push(unlink_fails(run, 0)?);
     notes.push(unlink_fails(run, 1)?);
     notes.push(unlink_both_fail(run)?);
+    notes.push(unlink_fails_with_eacces(run)?);
+    notes.push(create_fails_eacces_while_taken(run)?);
     notes.push(super::forced_waits::wait_errors(run)?);
     notes.push(super::forced_waits::post_error(run)?);
+    notes.push(super::forced_waits::consumer_post_error(run)?);
     Ok(format!(
         "every failure was reported by kind, removed what create() had made and left the \
          existing object alone: {}",
         notes.join("; ")
     ))
+}
+
+/// `unlink()` whose `sem_unlink()` of the ok name fails with `EACCES` (the grader makes it
+/// fail, as for a name another user owns): the error reported must carry that name and that
+/// errno, the one the call returned; every other test of unlink() gives `ENOENT`.
+fn unlink_fails_with_eacces(run: &mut Run) -> Result<String, Fail> {
+    let names = [run.ipc_name("ready"), run.ipc_name("ok")];
+    let ok = names[1].clone();
+    let file: &'static str = probe::semaphore_file(&ok).leak();
+    let seed: u64 = run.rng().random();
+    let mut proc = run.spawn_stopped(&arguments("semaphores", &names, 10, &[]))?;
+    let pid = proc.pid.as_raw();
+    let call = Call {
+        number: libc::SYS_unlink,
+        matching: Match::Names(file),
+    };
+    let tracer = Tracer::attach(pid, call, Action::Fail(libc::EACCES))?;
+    force::resume(pid)?;
+    let remove = || {
+        for name in &names {
+            let _ = std::fs::remove_file(probe::semaphore_file(name));
+        }
+    };
+    let Some(mut tracer) = tracer else {
+        proc.kill_tree();
+        remove();
+        return Ok("an unlink failing with EACCES: not tried (no ptrace)".into());
+    };
+    let message = proc.recv_any()?;
+    let failed = tracer.failed_before(Instant::now() + Duration::from_millis(500))?;
+    if !failed {
+        proc.put_back(message);
+        let launch = Launch {
+            proc,
+            names: names.clone(),
+            mechanism: "semaphores",
+            rounds: 10,
+            seed,
+        };
+        let ran = launch.run_through("10 rounds with semaphores, unlink() traced");
+        remove();
+        ran?;
+        return Ok(format!("semaphores: no unlink of {ok} seen"));
+    }
+    let situation = format!(
+        "the grader made the parent's sem_unlink() of the ok name {ok} in Handoff::unlink() fail \
+         with EACCES (as for a name another user owns; the ready name's went through)"
+    );
+    if message.kind != "failed" || message.get("kind") != Some("unlink") {
+        proc.kill_tree();
+        remove();
+        if message.kind == "failed" {
+            return Err(report_failure(&message, "semaphores"));
+        }
+        return Err(Fail::failed(format!(
+            "{situation}: the program said `{}`, with no error: return the first error of \
+             unlink(), as HandoffError::Unlink (kind=unlink)",
+            message.kind
+        )));
+    }
+    let error = message.get("error").unwrap_or("").to_string();
+    if !error.contains("EACCES") || !error.contains(ok.as_str()) {
+        proc.kill_tree();
+        remove();
+        let why = if !error.contains("EACCES") {
+            "not the errno sem_unlink() returned (EACCES): take the errno from the failed call \
+             (Errno::last() right after it), do not assume one: an unlink does not fail only \
+             when the name is gone"
+        } else {
+            "which does not name it: report the unlink that failed, with its name"
+        };
+        return Err(Fail::failed(format!(
+            "{situation}: unlink() reported `{error}`, {why} (HandoffError::Unlink {{ name, errno \
+             }})"
+        )));
+    }
+    let launch = Launch {
+        proc,
+        names: names.clone(),
+        mechanism: "semaphores",
+        rounds: 10,
+        seed,
+    };
+    let ran = launch.run_through("10 rounds with semaphores after an unlink failing with EACCES");
+    remove();
+    ran?;
+    Ok("unlink of the ok name failing with EACCES: kind=unlink, its name and EACCES".into())
+}
+
+/// `create()` whose `sem_open(O_CREAT | O_EXCL)` of the ok name fails with `EACCES` while a
+/// semaphore of that name exists (the grader planted one, and makes the `link()` by which
+/// glibc's `sem_open()` puts the new semaphore under its name fail with `EACCES`): the kind is
+/// the errno's, `open`, whatever is under the name; the ready semaphore made is removed, the
+/// planted one left as it was.
+fn create_fails_eacces_while_taken(run: &mut Run) -> Result<String, Fail> {
+    let names = [run.ipc_name("ready"), run.ipc_name("ok")];
+    let (ready, ok) = (names[0].clone(), names[1].clone());
+    let plant = Planted::with_value("semaphores", &ok, PLANTED_VALUE)?;
+    let file: &'static str = probe::semaphore_file(&ok).leak();
+    let mut proc = run.spawn_stopped(&arguments("semaphores", &names, 10, &[]))?;
+    let pid = proc.pid.as_raw();
+    let call = Call {
+        number: libc::SYS_link,
+        matching: Match::Names(file),
+    };
+    let tracer = Tracer::attach(pid, call, Action::Fail(libc::EACCES))?;
+    force::resume(pid)?;
+    let remove_ready = || {
+        let _ = std::fs::remove_file(probe::semaphore_file(&ready));
+    };
+    let Some(mut tracer) = tracer else {
+        proc.kill_tree();
+        remove_ready();
+        return Ok("an open failing with EACCES on a taken name: not tried (no ptrace)".into());
+    };
+    let message = proc.recv_any()?;
+    let failed = tracer.failed_before(Instant::now() + Duration::from_millis(500))?;
+    if !failed {
+        // No link() of the ok name: create() made it some other way, or not at all.
+        proc.kill_tree();
+        remove_ready();
+        if message.kind == "failed" && message.get("kind") != Some("exists") {
+            return Err(report_failure(&message, "semaphores"));
+        }
+        return Ok("semaphores: no link() of the ok name seen".into());
+    }
+    let kind = message.get("kind").unwrap_or("none");
+    let situation = format!(
+        "with {ok} already there (the grader's), the grader made the link() by which \
+         sem_open(O_CREAT | O_EXCL) puts the new ok semaphore under its name fail with EACCES, \
+         not EEXIST (semaphores)"
+    );
+    if message.kind != "failed" || kind != "open" || message.get("role") != Some("parent") {
+        proc.kill_tree();
+        remove_ready();
+        let rule = if kind == "exists" {
+            "the kind must come from the errno of the failed sem_open() (EACCES: \
+             HandoffError::Open), not from whether a file is under the name in /dev/shm: \
+             something being there does not say why the open failed"
+        } else {
+            "an error other than EEXIST is HandoffError::Open (kind=open), with that errno"
+        };
+        return Err(Fail::failed(format!(
+            "{situation}: the program said `{}` with kind={kind} ({}) instead of kind=open \
+             (EACCES): {rule}",
+            message.kind,
+            message.get("error").unwrap_or("")
+        )));
+    }
+    let error = message.get("error").unwrap_or("").to_string();
+    if !error.contains("EACCES") {
+        proc.kill_tree();
+        remove_ready();
+        return Err(Fail::failed(format!(
+            "{situation}: create() reported `{error}`, not EACCES: report the errno of the \
+             failed call (HandoffError::Open {{ name, errno }})"
+        )));
+    }
+    let left = probe::name_exists(&ready);
+    let change = plant.changed();
+    if left || change.is_some() {
+        proc.kill_tree();
+        remove_ready();
+        let what = match (left, change) {
+            (true, _) => format!("left behind {ready}, which it had created"),
+            (false, Some(change)) => {
+                format!("the existing {ok}, which was not the program's, {change}")
+            }
+            (false, None) => unreachable!(),
+        };
+        return Err(Fail::failed(format!(
+            "{situation}: create() failed with kind=open as it should, but {what}: remove what \
+             was already created, and only that"
+        )));
+    }
+    proc.send("exit", &[])?;
+    proc.wait()?;
+    drop(plant);
+    Ok("semaphores, ok open failing with EACCES on a taken name: kind=open".into())
 }

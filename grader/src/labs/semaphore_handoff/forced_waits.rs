@@ -679,3 +679,98 @@ pub fn spins_before_blocking(run: &mut Run) -> Result<String, Fail> {
         "the ok semaphore was not watched (no watchpoints here)".into()
     })
 }
+
+/// The consumer's post of ok fails (queues: the grader makes its `mq_timedsend()` fail with
+/// `EBADF`, as on a descriptor closed behind its back): take() must return that error
+/// (`kind=post`, from the consumer), not drop it and go on to the next record.
+pub fn consumer_post_error(run: &mut Run) -> Result<String, Fail> {
+    let at = run.rng().random_range(10..50u64).to_string();
+    let mut handover = Handover::start(run, "queues", 100, &["--pause-consumer-at", &at])?;
+    let consumer = handover.consumer;
+    handover.go()?;
+    let paused = handover.proc.recv_any()?;
+    match paused.kind.as_str() {
+        "paused" if paused.get("role") == Some("consumer") => {}
+        "failed" => return Err(handover.failure(&paused)),
+        kind => {
+            return Err(Fail::failed(format!(
+                "the program said an unexpected `{kind}`"
+            )));
+        }
+    }
+    let tracer = Tracer::attach(
+        consumer,
+        Call::any(libc::SYS_mq_timedsend),
+        Action::Fail(libc::EBADF),
+    )?;
+    handover.proc.send("go", &[])?;
+    let Some(mut tracer) = tracer else {
+        handover.finish(|_, _| Ok(()))?;
+        return Ok("queues: the consumer's post not made to fail (no ptrace)".into());
+    };
+    let report = handover
+        .proc
+        .recv_before(Instant::now() + Duration::from_secs(3))?;
+    let failed = tracer.failed_before(Instant::now() + Duration::from_millis(200))?;
+    drop(tracer);
+    let situation = format!(
+        "the grader made the consumer's mq_send() of ok after record {at} fail with EBADF \
+         (queues; the producer's posts went through)"
+    );
+    match report {
+        Some(report) if report.kind == "failed" && report.get("role") == Some("consumer") => {
+            if report.get("kind") != Some("post") {
+                handover.proc.kill_tree();
+                return Err(Fail::failed(format!(
+                    "{situation}: the consumer reported kind={} (`{}`), not kind=post: a failed \
+                     sem_post() or mq_send() is HandoffError::Post",
+                    report.get("kind").unwrap_or("none"),
+                    report.get("error").unwrap_or("")
+                )));
+            }
+        }
+        Some(report) if report.kind == "failed" => {
+            handover.proc.kill_tree();
+            return Err(handover.failure(&report));
+        }
+        _ if !failed => {
+            // The consumer made no mq_timedsend(): its post is judged elsewhere.
+            handover.proc.kill_tree();
+            return Ok("queues: no mq_send() of the consumer seen".into());
+        }
+        Some(report) => {
+            handover.proc.kill_tree();
+            return Err(Fail::failed(format!(
+                "{situation}: the program said `{}`, not the consumer's kind=post: take() \
+                 dropped the error of its post(ok) and went on. A failed step is the take's \
+                 error: return post()'s HandoffError::Post (kind=post), or the producer waits \
+                 for an ok that was never sent",
+                report.kind
+            )));
+        }
+        None => {
+            handover.proc.kill_tree();
+            return Err(Fail::failed(format!(
+                "{situation}: the consumer reported nothing within 3 s: take() dropped the \
+                 error of its post(ok) and went on to wait for the next record, while the \
+                 producer waits for an ok that was never sent. A failed step is the take's \
+                 error: return post()'s HandoffError::Post (kind=post)"
+            )));
+        }
+    }
+    loop {
+        let message = handover.proc.recv_any()?;
+        match (message.kind.as_str(), message.get("kind")) {
+            ("failed", Some("peer-gone")) if message.get("role") == Some("producer") => {}
+            ("failed", _) => return Err(handover.failure(&message)),
+            ("ended", _) => break,
+            (kind, _) => {
+                return Err(Fail::failed(format!(
+                    "the program said an unexpected `{kind}`"
+                )));
+            }
+        }
+    }
+    handover.exit()?;
+    Ok("queues: the consumer's mq_send() of ok failing (EBADF): kind=post".into())
+}

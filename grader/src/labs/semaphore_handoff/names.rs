@@ -359,6 +359,7 @@ pub fn objects_created(run: &mut Run) -> Result<String, Fail> {
         mode_asked(run, "semaphores")?,
         mode_asked(run, "queues")?,
         slot_length_asked(run)?,
+        created_at_zero(run)?,
     ];
     Ok(format!(
         "the slot was a shared anonymous mapping; the semaphores started at 0, the queues held \
@@ -447,8 +448,9 @@ pub fn names_unlinked(run: &mut Run) -> Result<String, Fail> {
     let steps = [
         unlinked_by_sem_unlink(run)?,
         closed_by_sem_close(run)?,
-        close_goes_on(run, "semaphores")?,
-        close_goes_on(run, "queues")?,
+        close_goes_on(run, "semaphores", false)?,
+        close_goes_on(run, "semaphores", true)?,
+        close_goes_on(run, "queues", false)?,
         close_both_fail(run, "semaphores")?,
         close_both_fail(run, "queues")?,
     ];
@@ -637,7 +639,7 @@ fn closed_by_sem_close(run: &mut Run) -> Result<String, Fail> {
 /// the ready semaphore's `sem_close()`, through the `munmap()` of its mapping; with queues, the
 /// slot's `munmap()`), and the parent must still have released the rest at `ended`, and
 /// reported the error.
-fn close_goes_on(run: &mut Run, mechanism: &'static str) -> Result<String, Fail> {
+fn close_goes_on(run: &mut Run, mechanism: &'static str, ok_alone: bool) -> Result<String, Fail> {
     let names = [run.ipc_name("ready"), run.ipc_name("ok")];
     let mut launch = Launch::new(run, mechanism, names, 10, &["--pause-after-create"])?;
     let created = launch.proc.recv_any()?;
@@ -650,18 +652,27 @@ fn close_goes_on(run: &mut Run, mechanism: &'static str) -> Result<String, Fail>
         });
     }
     let parent = launch.proc.pid.as_raw();
-    let ready = launch.names[0].clone();
+    // With `ok_alone`, the ok semaphore's close fails and nothing else: an error that only
+    // the second close() step returns.
+    let ready = launch.names[usize::from(ok_alone)].clone();
     let maps = probe::mappings(parent);
     let (target, step, kind) = if mechanism == "semaphores" {
-        // The mapping of the ready semaphore: the inode of its file, while its name exists.
+        // The mapping of the semaphore: the inode of its file, while its name exists.
         let inode = std::fs::metadata(probe::semaphore_file(&ready)).map(|m| m.ino());
         let mapping = inode.ok().and_then(|inode| {
             maps.iter()
                 .find(|m| m.named_semaphore() && m.inode == inode)
         });
+        let which = if ok_alone {
+            "the ok semaphore, alone (the ready one and the slot released fine)"
+        } else {
+            "the ready semaphore"
+        };
         (
             mapping.map(|m| m.start),
-            format!("the sem_close() of {ready} (the munmap() of its mapping said EINVAL)"),
+            format!(
+                "the sem_close() of {ready}, {which} (the munmap() of its mapping said EINVAL)"
+            ),
             "close",
         )
     } else {
@@ -729,9 +740,15 @@ fn close_goes_on(run: &mut Run, mechanism: &'static str) -> Result<String, Fail>
         )));
     }
     if !reported {
+        let dropped = if ok_alone {
+            ": the ok signal's close error was dropped. Keep the result of every step (both \
+             closes, the munmap) and return the first that failed, whichever it was"
+        } else {
+            ""
+        };
         return Err(Fail::failed(format!(
             "the grader made {step} fail in the parent's Handoff::close() ({mechanism}), and \
-             the parent reported no error: return the first error of close() \
+             the parent reported no error{dropped}: return the first error of close() \
              (HandoffError::Close or Unmap, kind={kind})"
         )));
     }
@@ -874,4 +891,68 @@ fn close_both_fail(run: &mut Run, mechanism: &'static str) -> Result<String, Fai
         "{mechanism}: with both closes failed, close() unmapped the slot and said kind=close \
          with the first error"
     ))
+}
+
+/// The value each semaphore is created with: the grader holds the parent as the `link()` by
+/// which glibc's `sem_open(O_CREAT | O_EXCL)` puts the new semaphore under its name returns,
+/// before create() does anything more, and reads the semaphore's value in its file. It must be
+/// 0: a semaphore made at 1 and taken down afterwards announces, for that while, a post that
+/// never happened to anyone who opens it.
+fn created_at_zero(run: &mut Run) -> Result<String, Fail> {
+    let names = [run.ipc_name("ready"), run.ipc_name("ok")];
+    let ready = names[0].clone();
+    let file: &'static str = probe::semaphore_file(&ready).leak();
+    let seed: u64 = run.rng().random();
+    let mut proc = run.spawn_stopped(&arguments("semaphores", &names, 10, &[]))?;
+    let pid = proc.pid.as_raw();
+    let call = Call {
+        number: libc::SYS_link,
+        matching: crate::engine::tracer::Match::Names(file),
+    };
+    let tracer = Tracer::attach(pid, call, Action::HoldAfter)?;
+    force::resume(pid)?;
+    let remove = || {
+        for name in &names {
+            let _ = std::fs::remove_file(probe::semaphore_file(name));
+        }
+    };
+    let Some(mut tracer) = tracer else {
+        proc.kill_tree();
+        remove();
+        return Ok("the creating value: not read (no ptrace)".into());
+    };
+    let mut value = None;
+    match tracer.wait(&mut proc, Instant::now() + Duration::from_secs(5))? {
+        Reached::Call => value = probe::semaphore_value(&ready),
+        Reached::Passed(Some(message)) => proc.put_back(message),
+        Reached::Passed(None) => {}
+    }
+    tracer.release();
+    if let Some(value) = value
+        && value != 0
+    {
+        proc.kill_tree();
+        remove();
+        return Err(Fail::failed(format!(
+            "the grader held the parent as the link() by which sem_open(O_CREAT | O_EXCL) put \
+             the new semaphore {ready} under its name returned, before create() did anything \
+             more: the semaphore was at {value}, not 0. Create each semaphore at 0 \
+             (sem_open(name, O_CREAT | O_EXCL, 0600, 0)); one made at {value} and taken down \
+             afterwards (sem_trywait) announces, meanwhile, a post that never happened"
+        )));
+    }
+    let launch = Launch {
+        proc,
+        names: names.clone(),
+        mechanism: "semaphores",
+        rounds: 10,
+        seed,
+    };
+    let ran = launch.run_through("10 rounds with semaphores, the creation held");
+    remove();
+    ran?;
+    Ok(match value {
+        Some(_) => "the ready semaphore was at 0 as sem_open() made it".into(),
+        None => "the ready semaphore's making not held".into(),
+    })
 }

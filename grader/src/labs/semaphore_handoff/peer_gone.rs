@@ -478,7 +478,119 @@ pub fn peer_exits_early(run: &mut Run) -> Result<String, Fail> {
         eintr_after_last_ok(run, "queues")?,
         gone_at_first_timeout(run, "semaphores")?,
         gone_at_first_timeout(run, "queues")?,
+        gone_at_early_timeout(run)?,
         gone_before_wait(run, "semaphores")?,
     ];
     Ok(notes.join("; "))
+}
+
+/// A slice that times out early, with the peer gone: the grader holds the producer (waiting
+/// for ok, the consumer held before a record) as its `kill(consumer, 0)` after a timed-out
+/// slice returns (the consumer alive: wait again), kills the consumer and waits until it is
+/// reaped, then makes the producer's next timed wait fail at once with `ETIMEDOUT` (as a
+/// `CLOCK_REALTIME` step forward does) and holds the one after. On `ETIMEDOUT`, whenever it
+/// comes, the side asks `Peer::gone()` and gives up: it makes no further wait.
+fn gone_at_early_timeout(run: &mut Run) -> Result<String, Fail> {
+    use crate::engine::tracer::{Action, Call};
+    let at = run.rng().random_range(10..50u64).to_string();
+    let mut handover = Handover::start(run, "semaphores", 100, &["--pause-consumer-at", &at])?;
+    handover.go()?;
+    let (producer, consumer) = (handover.producer, handover.consumer);
+    let paused = handover.proc.recv("paused")?;
+    if paused.get("role") != Some("consumer") {
+        return Err(Fail::Grader("the wrong side paused".into()));
+    }
+    let wait = forced_waits::waiting_in(producer).and_then(forced_waits::the_wait);
+    let asks = Call::arg_is(libc::SYS_kill, 0, consumer as u64);
+    let first = match wait {
+        Some(_) => Tracer::attach(producer, asks, Action::HoldAfter)?,
+        None => None,
+    };
+    let mut first = match first {
+        Some(mut tracer) => {
+            if tracer.held_before(Instant::now() + WAIT_SLICE * 20)? {
+                Some(tracer)
+            } else {
+                tracer.release();
+                None
+            }
+        }
+        None => None,
+    };
+    kill(Pid::from_raw(consumer), Signal::SIGKILL)
+        .map_err(|e| Fail::Grader(format!("kill: {e}")))?;
+    let killed = Instant::now();
+    let mut again = None;
+    if let (Some(tracer), Some(wait)) = (first.take(), wait) {
+        // Reaped: Peer::gone() says so from now on.
+        while probe::state(consumer).is_some() && killed.elapsed() < NOTICE_LIMIT {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        tracer.release_stopped(producer)?;
+        let second = Tracer::in_turn(
+            producer,
+            [(wait, Step::Fail(libc::ETIMEDOUT)), (wait, Step::Hold)],
+        )?;
+        force::resume(producer)?;
+        if let Some(mut second) = second {
+            if second.failed_before(Instant::now() + Duration::from_secs(2))?
+                && second.held_before(Instant::now() + Duration::from_millis(500))?
+            {
+                again = Some(probe::realtime_deadline(producer));
+            }
+            second.release();
+        }
+    }
+    if let Some(deadline) = again {
+        handover.proc.kill_tree();
+        let lead = deadline
+            .map(|deadline| {
+                let now = clock_gettime(ClockId::CLOCK_REALTIME)
+                    .map(Duration::from)
+                    .unwrap_or_default();
+                format!(
+                    " (its deadline {} ahead)",
+                    millis(deadline.saturating_sub(now))
+                )
+            })
+            .unwrap_or_default();
+        return Err(Fail::failed(format!(
+            "the grader killed the consumer while the producer waited for its ok (semaphores), \
+             waited until the parent had reaped it, then made the producer's next timed wait \
+             return ETIMEDOUT at once, before WAIT_SLICE had passed (as a step of CLOCK_REALTIME \
+             forward makes it): the producer, instead of giving up with kind=peer-gone, began \
+             another slice{lead}. ETIMEDOUT is a slice that timed out, however long it lasted: \
+             ask Peer::gone() then, and return PeerGone if the peer is gone; do not measure the \
+             slice and wait again"
+        )));
+    }
+    let mut noticed = false;
+    loop {
+        let message = match handover.proc.recv_before(killed + NOTICE_LIMIT)? {
+            Some(message) => message,
+            None => return Err(still_waiting(producer, "producer", "consumer")),
+        };
+        match (message.kind.as_str(), message.get("kind")) {
+            ("failed", Some("peer-gone")) if message.get("role") == Some("producer") => {
+                noticed = true;
+            }
+            ("failed", _) => return Err(report_failure(&message, "semaphores")),
+            ("ended", _) => break,
+            (kind, _) => {
+                return Err(Fail::failed(format!(
+                    "the program said an unexpected `{kind}`"
+                )));
+            }
+        }
+    }
+    handover.exit()?;
+    if !noticed {
+        return Err(Fail::failed(
+            "the producer ended without reporting kind=peer-gone after the consumer was killed",
+        ));
+    }
+    Ok(
+        "semaphores: the producer gave up at a slice that timed out early with the consumer gone"
+            .into(),
+    )
 }

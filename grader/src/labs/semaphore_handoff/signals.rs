@@ -581,7 +581,7 @@ fn post_in_eintr(run: &mut Run) -> Result<String, Fail> {
 pub fn signals_during_waits(run: &mut Run) -> Result<String, Fail> {
     // First: a wait that returns on EINTR without taking a post made meanwhile breaks the
     // protocol later, under the storm of signals below, where a failure names no cause.
-    let mut notes = vec![post_in_eintr(run)?];
+    let mut notes = vec![post_in_eintr(run)?, mask_between_slices(run)?];
     for mechanism in ["semaphores", "queues"] {
         let (first, second) = (PRODUCER_HELD_AT.to_string(), CONSUMER_HELD_AT.to_string());
         let args = [
@@ -648,4 +648,61 @@ pub fn signals_during_waits(run: &mut Run) -> Result<String, Fail> {
         "{ROUNDS} records intact each way; {}",
         notes.join("; ")
     ))
+}
+
+/// The consumer's blocked signals between two slices: the grader holds the producer before a
+/// record, so that the consumer's slices time out, and holds the consumer at the entry of the
+/// `kill(producer, 0)` by which `Peer::gone()` asks after its peer once a slice has timed out.
+/// Its mask there must be the one it waits with, the one `main.rs` set: a wait that blocks
+/// signals for its whole length and opens the mask only around its timed calls keeps a signal
+/// that comes between slices pending, and its handler then runs before a wait whose deadline was
+/// read before it.
+fn mask_between_slices(run: &mut Run) -> Result<String, Fail> {
+    let mut handover = Handover::start(
+        run,
+        "semaphores",
+        100,
+        &["--interruptible", "--pause-producer-at", "20"],
+    )?;
+    let (producer, consumer) = (handover.producer, handover.consumer);
+    let mut seen = None;
+    let reports = handover.finish(|proc, _| {
+        // The mask it waits with, read while it sits in its wait.
+        let waiting = super::forced_waits::waiting_in(consumer).is_some();
+        let during = probe::blocked_mask(consumer);
+        let asks = crate::engine::tracer::Call::arg_is(libc::SYS_kill, 0, producer as u64);
+        let tracer = crate::engine::tracer::Tracer::attach(
+            consumer,
+            asks,
+            crate::engine::tracer::Action::Hold,
+        )?;
+        if let Some(mut tracer) = tracer {
+            if waiting && tracer.held_before(Instant::now() + WAIT_SLICE * 20)? {
+                seen = Some((during, probe::blocked_mask(consumer)));
+            }
+            tracer.release();
+        }
+        proc.send("go", &[])
+    })?;
+    if let Some((Some(during), Some(between))) = seen
+        && between & !during & (1 << (libc::SIGUSR1 - 1)) != 0
+    {
+        return Err(Fail::failed(format!(
+            "the grader held the producer before record 20 and the consumer at its \
+             kill(producer, 0), the Peer::gone() it asks after a timed-out slice: there the \
+             consumer blocked SIGUSR1 (SigBlk {between:#x}), which it did not block in its \
+             timed wait (SigBlk {during:#x}) nor main.rs set: wait() blocks signals between \
+             its slices, so that one coming while it reads the clock or asks Peer::gone() stays \
+             pending, and its handler runs only at the next wait, whose deadline was read \
+             before it. Signals stay unblocked for the whole wait: do not block them around it"
+        )));
+    }
+    handover.verify(
+        &reports,
+        "100 rounds with semaphores, the consumer held between slices",
+    )?;
+    Ok(match seen {
+        Some(_) => "between slices, the consumer's mask was the one it waits with".into(),
+        None => "the consumer was not held between slices".into(),
+    })
 }

@@ -204,6 +204,7 @@ pub fn record_in_slot(run: &mut Run) -> Result<String, Fail> {
         notes.push(format!("{mechanism}: record {seq}"));
     }
     notes.push(copied_after_ready(run)?);
+    notes.push(checksum_copied(run)?);
     Ok(format!(
         "each record K was in the producer's shared anonymous slot, which the consumer maps too, \
          and the consumer took the record the grader put in its place ({}; {PAYLOAD}-byte \
@@ -261,4 +262,45 @@ fn copied_after_ready(run: &mut Run) -> Result<String, Fail> {
     } else {
         "queues: the consumer's wait for ready was not held".into()
     })
+}
+
+/// take() copies the slot into the record, checksum included: the grader writes record K into
+/// the slot (while the consumer is held before it) with a checksum that does not match, as a
+/// torn write leaves it, and the consumer must count that one record torn. A consumer that
+/// makes the checksum up itself hides the tearing the checksum is there to show.
+fn checksum_copied(run: &mut Run) -> Result<String, Fail> {
+    let seq = run.rng().random_range(10..90u64);
+    let at = seq.to_string();
+    let mut handover = Handover::start(run, "semaphores", 100, &["--pause-consumer-at", &at])?;
+    let (producer, consumer, seed) = (handover.producer, handover.consumer, handover.seed);
+    let reports = handover.finish(|proc, _| {
+        let slot = find_slot(producer, consumer, seed, seq)?;
+        let mut record = whole_record(seed, seq);
+        let last = record.len() - 1;
+        record[last] ^= 0x5a;
+        probe::poke(producer, slot, &record)?;
+        proc.send("go", &[])
+    })?;
+    if reports.torn != 1 || reports.digest != expected_digest(seed, 100, None) {
+        let counts = format!(
+            "{} good, {} torn, {} stale, {} skipped",
+            reports.good, reports.torn, reports.stale, reports.skipped
+        );
+        let why = if reports.torn == 0 && reports.digest == expected_digest(seed, 100, None) {
+            "take() did not copy the checksum out of the slot: the consumer saw a record whose \
+             checksum matched. take() copies the whole record, its checksum as it lies in the \
+             slot included; a checksum recomputed by the consumer is intact by construction \
+             and hides a torn record"
+        } else {
+            "take() copies the slot into the record, all of it, once ready has come"
+        };
+        return Err(Fail::failed(format!(
+            "the grader wrote record {seq} into the slot with a checksum that does not match \
+             (as a torn write leaves it) while the consumer was held before taking it \
+             (semaphores): the consumer reported {counts}, not 1 torn: {why}"
+        )));
+    }
+    Ok(format!(
+        "semaphores: record {seq} planted with a bad checksum, counted torn"
+    ))
 }
