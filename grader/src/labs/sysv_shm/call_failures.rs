@@ -82,7 +82,7 @@ const FIRST_ERROR: &str = "the error that made publish() fail (no room for the r
                            one to report; a failure of the clean-up after it must neither \
                            replace it nor stop the clean-up";
 
-fn injected() -> [Injected; 20] {
+fn injected() -> [Injected; 22] {
     let shmctl = |command: i32| Match::Bits {
         arg: 1,
         mask: 0xff,
@@ -455,6 +455,44 @@ fn injected() -> [Injected; 20] {
             )),
             not_made: "the reader never called shmat() on its main thread",
             then: Then::HoldAtExit,
+        },
+        // The same with EINVAL, what the kernel says of an id that names no segment any more:
+        // the errno a program might take for "gone", and report as not-found.
+        Injected {
+            who: Who::Reader,
+            call: Call {
+                number: libc::SYS_shmctl,
+                matching: shmctl(libc::IPC_STAT),
+            },
+            errno: libc::EINVAL,
+            what: "the reader's shmctl(IPC_STAT) (as for an id that names no segment any more)",
+            short: "shmctl(IPC_STAT)",
+            kind: "shmctl",
+            known: Some((
+                "not-found",
+                "shmget() had found the segment; only shmget()'s ENOENT is NotFound, and a \
+                 failing shmctl() is ShmError::Control (kind=shmctl) with its errno, EINVAL \
+                 included",
+            )),
+            not_made: "the reader never called shmctl(IPC_STAT): take the segment's size from \
+                       it",
+            then: Then::Nothing,
+        },
+        Injected {
+            who: Who::Reader,
+            call: Call::any(libc::SYS_shmat),
+            errno: libc::EINVAL,
+            what: "the reader's shmat() (as for an id that names no segment any more)",
+            short: "shmat",
+            kind: "shmat",
+            known: Some((
+                "not-found",
+                "shmget() had found the segment; only shmget()'s ENOENT is NotFound, and a \
+                 failing shmat() is ShmError::Attach (kind=shmat) with its errno, EINVAL \
+                 included",
+            )),
+            not_made: "the reader never called shmat() on its main thread",
+            then: Then::Nothing,
         },
     ]
 }

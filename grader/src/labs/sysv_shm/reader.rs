@@ -353,14 +353,31 @@ pub fn reader_validates(run: &mut Run) -> Result<String, Fail> {
              header is added"
                 .to_string(),
         ),
+        (
+            (1 << 32) + capacity as u64 / 2,
+            format!(
+                "a header claiming 2^32 + {} payload bytes (its low 32 bits a length that fits, \
+                 the high ones not zero)",
+                capacity / 2
+            ),
+        ),
     ];
-    for (n, (length, what)) in (3..).zip(lengths) {
+    for (n, (length, what)) in [3, 4, 11].into_iter().zip(lengths) {
         let payload = run.random_bytes(capacity);
         let lying = record(MAGIC, 9, length, &payload);
         let _planted = Planted::new(run, name.key, size, &lying)?;
         let message = reader_outcome(run, &name, n, &what)?;
         match (message.kind.as_str(), message.get("kind")) {
             ("failed", Some("bad-length")) => {}
+            ("done", _) if message.get("length") == Some(&(length & 0xffff_ffff).to_string()) => {
+                return Err(Fail::failed(format!(
+                    "on {what}, the reader reported a record of {} bytes, the length's low 32 \
+                     bits, instead of kind=bad-length: it loads the 8-byte length field \
+                     narrower than it is (a u32); the header's fields are read whole, and this \
+                     length does not fit after the header",
+                    message.get("length").unwrap_or("?")
+                )));
+            }
             ("done", _) => {
                 return Err(Fail::failed(format!(
                     "on {what}, the reader reported a record of {} bytes instead of \
