@@ -168,7 +168,7 @@ fn describe(wait: &TimedWait) -> String {
 /// absolute deadline (read from its memory before and after), never report a failure.
 /// `timeout` is the timeout of each one's waits, and `since` (`CLOCK_REALTIME`) a moment
 /// before each began its wait: the deadline of one timed wait with the whole timeout lies at
-/// least `timeout` after it, and at most `timeout` after now.
+/// least `timeout` after it, and at most `timeout` after now (it was taken before now).
 pub fn interrupt_waits(
     procs: &mut [(&mut Proc, &str, Duration)],
     since: Duration,
@@ -284,6 +284,21 @@ fn whole_deadline(
     // Clocks are read a microsecond apart, and the deadline is taken after `since`.
     let slack = Duration::from_millis(2);
     let earliest = since + timeout;
+    // Taken before the grader read it: now + the timeout at the latest.
+    let latest = realtime() + timeout;
+    if wait.deadline > latest + slack {
+        let pid = proc.pid.as_raw();
+        return Err(Fail::failed(format!(
+            "{who} (pid {pid}) was blocked in {}, given a timeout of {} ms: that deadline lies \
+             {} ms past the grader's clock now + the timeout, later than any deadline of this \
+             wait could be (it was taken before now): the wait is longer than its timeout (a \
+             timeout rounded up, to whole seconds or otherwise, or added twice). A wait's \
+             deadline is CLOCK_REALTIME now + exactly the timeout",
+            describe(&wait),
+            timeout.as_millis(),
+            (wait.deadline - latest).as_millis()
+        )));
+    }
     if wait.deadline + slack >= earliest {
         return Ok(());
     }
