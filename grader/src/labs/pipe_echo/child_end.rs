@@ -297,15 +297,16 @@ pub fn waits_for_exit(run: &mut Run) -> Result<String, Fail> {
     ))
 }
 
-/// `waitpid()` made to fail with `EINVAL` (the call skipped by the grader's tracer: an errno a
-/// correct `waitpid(self.pid, None)` never meets by itself): `wait()` must return `Wait(EINVAL)`,
+/// `waitpid()` made to fail with `ECHILD` (the call skipped by the grader's tracer, the child
+/// left unreaped: the errno of a child reaped elsewhere, which a correct `waitpid(self.pid, None)`
+/// never meets here): `wait()` must return `Wait(ECHILD)`,
 /// the error of the call, not `ChildFailed` (a failed `waitpid()` says nothing of how the child
 /// ended) nor another errno.
 fn waitpid_fails(run: &mut Run) -> Result<String, Fail> {
     let input = run.random_bytes(4 << 10);
     let mut session = start(run, input, Flags::default())?;
     let waits = Call::one_of(&[libc::SYS_wait4, libc::SYS_waitid]);
-    let Some(mut tracer) = Tracer::attach(session.parent, waits, Action::Fail(libc::EINVAL))?
+    let Some(mut tracer) = Tracer::attach(session.parent, waits, Action::Fail(libc::ECHILD))?
     else {
         run.note(
             "the grader may not trace the parent here (ptrace): waitpid() failing was not tried",
@@ -324,13 +325,15 @@ fn waitpid_fails(run: &mut Run) -> Result<String, Fail> {
         session.finish()?;
         return Ok("waitpid() failing not tried".into());
     }
-    let setting = "the grader made wait()'s waitpid() fail with EINVAL (the call skipped by its \
-                   tracer, the child left unreaped)";
+    let setting = "the grader made wait()'s waitpid() fail with ECHILD (the call skipped by its \
+                   tracer, the child left unreaped: \"no such child\", as if it had been reaped \
+                   elsewhere)";
     let verdict = match Returned::parse(&done.wait) {
-        Returned::Wait(errno) if errno == "EINVAL" => None,
+        Returned::Wait(errno) if errno == "ECHILD" => None,
         Returned::ChildFailed => Some(format!(
             "{setting}, and wait() returned `{}` (ChildFailed): a waitpid() that fails says \
-             nothing of how the child ended; return PipeEchoError::Wait with waitpid()'s errno",
+             nothing of how the child ended, ECHILD included (\"no such child\" is no exit \
+             status); return PipeEchoError::Wait with waitpid()'s errno",
             done.wait
         )),
         Returned::Wait(errno) => Some(format!(
@@ -351,7 +354,7 @@ fn waitpid_fails(run: &mut Run) -> Result<String, Fail> {
     session.finish()?;
     match verdict {
         Some(message) => Err(Fail::failed(message)),
-        None => Ok("waitpid() failing with EINVAL gave Wait(EINVAL)".into()),
+        None => Ok("waitpid() failing with ECHILD gave Wait(ECHILD)".into()),
     }
 }
 

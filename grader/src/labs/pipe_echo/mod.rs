@@ -130,8 +130,8 @@ pub static LAB: Lab = Lab {
             description: "with the child held at its exit, wait() is blocked in waitpid() with \
                           both pipe ends closed, retries it when signals interrupt it, goes \
                           on waiting while the child is only stopped or continued, and reaps \
-                          the child once it exits; a waitpid() failed with EINVAL is \
-                          Wait(EINVAL)",
+                          the child once it exits; a waitpid() failed with ECHILD is \
+                          Wait(ECHILD)",
             exclusive: false,
             hint: Some(
                 "wait() closes both pipe ends, then blocks in waitpid() (no WNOHANG, no sleep) and calls it again after EINTR. See docs/labs/01-pipe-echo.md, the rules table (the wait() rules) and Hints (\"Wait by blocking\").",
