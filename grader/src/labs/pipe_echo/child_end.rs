@@ -677,10 +677,11 @@ pub fn child_dies_early(run: &mut Run) -> Result<String, Fail> {
     let read_on = pipe_a_still_read(run)?;
     let late = killed_at_exit(run)?;
     let write_failed = parent_write_fails(run)?;
+    let read_failed = parent_read_fails(run)?;
     let sigpipe = killed_by_sigpipe(run)?;
     Ok(format!(
         "the parent reported the dead child: exchange: {}; wait: {}; a second exchange() was \
-         AlreadyExchanged; {read_on}; {late}; {write_failed}; {sigpipe}",
+         AlreadyExchanged; {read_on}; {late}; {write_failed}; {read_failed}; {sigpipe}",
         done.exchange, done.wait
     ))
 }
@@ -837,6 +838,92 @@ fn parent_write_fails(run: &mut Run) -> Result<String, Fail> {
     match verdict {
         Some(message) => Err(Fail::failed(message)),
         None => Ok("a write() to pipe A failing with EIO gave Write(EIO)".into()),
+    }
+}
+
+/// The parent's `read()` of pipe B made to fail with `EIO` (skipped by the grader's tracer on
+/// the thread blocked reading pipe B, the child stopped; the input fits pipe A, so the writer
+/// is done by then; an errno no pipe gives by itself): only a `read()` that returns 0 is
+/// end-of-file, so `exchange()` must return `Read(EIO)`, not the bytes it had as a whole echo
+/// (`Ok`, `ShortEcho`) nor another kind.
+fn parent_read_fails(run: &mut Run) -> Result<String, Fail> {
+    let input = run.random_bytes(16 << 10);
+    let mut session = start(run, input, Flags::default())?;
+    let (parent, child) = (session.parent, session.child);
+    settle_in_read(child);
+    let pipes = session.pipes()?;
+    outside::hold_stopped(child)?;
+    session.go()?;
+    let fd = pipes.parent_reads_b;
+    let until = Instant::now() + Duration::from_secs(3);
+    let reader = loop {
+        let blocked = inspect::view(parent).and_then(|v| {
+            v.threads
+                .iter()
+                .find(|t| t.syscall == Some((libc::SYS_read, fd as u64)))
+                .map(|t| t.tid)
+        });
+        if let Some(tid) = blocked {
+            break Some(tid);
+        }
+        if Instant::now() > until {
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    };
+    let cont = || kill(Pid::from_raw(child), Signal::SIGCONT);
+    let Some(tid) = reader else {
+        // It reads some other way (poll() and non-blocking reads): the other checks judge it.
+        let _ = cont();
+        let done = session.recv_done()?;
+        session.verify_echo(&done)?;
+        session.finish()?;
+        run.note("no thread of the parent blocked in read() on pipe B: a failing read() not tried");
+        return Ok("a read() of pipe B failing not tried".into());
+    };
+    let read_b = Call::arg_is(libc::SYS_read, 0, fd as u64);
+    let tracer = Tracer::attach_thread(parent, tid, read_b, Action::Fail(libc::EIO))?;
+    let _ = cont();
+    let Some(mut tracer) = tracer else {
+        run.note("the grader may not trace the parent here (ptrace): a failing read() not tried");
+        session.recv_done()?;
+        session.finish()?;
+        return Ok("a read() of pipe B failing not tried".into());
+    };
+    let failed = tracer.failed_before(Instant::now() + Duration::from_secs(3))?;
+    drop(tracer);
+    let done = session.recv_done()?;
+    if !failed {
+        session.finish()?;
+        return Ok("a read() of pipe B failing not tried".into());
+    }
+    let setting = format!(
+        "the grader made the parent's read() of pipe B (fd {fd}, thread {tid}) fail with EIO \
+         (the call skipped by its tracer) while the echo child was alive and echoing"
+    );
+    let verdict = match Returned::parse(&done.exchange) {
+        Returned::Read(errno) if errno == "EIO" => None,
+        Returned::Read(errno) => Some(format!(
+            "{setting}, and exchange() returned Read({errno}): return PipeEchoError::Read with \
+             the errno read() returned, not a fixed or guessed one"
+        )),
+        Returned::Ok(_) | Returned::ShortEcho { .. } => Some(format!(
+            "{setting}, and exchange() returned `{}`: it took the read error for end-of-file \
+             and returned what it had read so far; only a read() that returns 0 is \
+             end-of-file: any other error but EINTR must make exchange() return \
+             PipeEchoError::Read(errno)",
+            done.exchange
+        )),
+        _ => Some(format!(
+            "{setting}, and exchange() returned `{}`: a read() of pipe B that fails is \
+             PipeEchoError::Read with its errno (Write is for the writes to pipe A)",
+            done.exchange
+        )),
+    };
+    session.finish()?;
+    match verdict {
+        Some(message) => Err(Fail::failed(message)),
+        None => Ok("a read() of pipe B failing with EIO gave Read(EIO)".into()),
     }
 }
 
