@@ -245,11 +245,36 @@ pub fn waits_for_exit(run: &mut Run) -> Result<String, Fail> {
         )));
     }
     let rounds = 16;
-    if let Err((round, gave_up)) =
-        outside::interrupt_waiting(parent, &waiting, rounds, "in waitpid()", &|| {
-            in_waitpid(parent)
-        })
+    // Between a signal and its return to waitpid(), a waiting thread seen asleep in a timed
+    // sleep: it backs off before it retries, and the child's exit waits for the sleep's end.
+    let slept_instead = std::cell::Cell::new(None);
+    let interrupted = outside::interrupt_waiting(parent, &waiting, rounds, "in waitpid()", &|| {
+        if let Some(view) = inspect::view(parent) {
+            for thread in view.threads.iter().filter(|t| waiting.contains_key(&t.tid)) {
+                match thread.syscall {
+                    Some((libc::SYS_nanosleep, _)) => slept_instead.set(Some("nanosleep()")),
+                    Some((libc::SYS_clock_nanosleep, _)) => {
+                        slept_instead.set(Some("clock_nanosleep()"))
+                    }
+                    _ => {}
+                }
+            }
+        }
+        in_waitpid(parent)
+    });
+    if interrupted.is_ok()
+        && let Some(call) = slept_instead.get()
     {
+        return Err(Fail::failed(format!(
+            "with the echo child held at its exit, the grader interrupted the parent's waitpid() \
+             with SIGUSR1 {rounds} times, and between a signal and its next waitpid() the waiting \
+             thread was seen asleep in {call} (/proc/PID/task/TID/syscall): wait() sleeps before \
+             it retries after EINTR; a child that exits meanwhile is noticed only when the sleep \
+             ends, and a stream of signals turns the wait into sleep-and-retry: call waitpid() \
+             again at once after EINTR, no sleep"
+        )));
+    }
+    if let Err((round, gave_up)) = interrupted {
         let said = match session.message_within(Duration::from_millis(500))? {
             Some(message) => format!("; wait() returned `{}`", session.done(message)?.wait),
             None => String::new(),
