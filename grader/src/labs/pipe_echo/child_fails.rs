@@ -329,7 +329,9 @@ fn child_read_would_block(run: &mut Run) -> Result<String, Fail> {
     session.finish()?;
     match verdict {
         Some(message) => Err(Fail::failed(message)),
-        None => Ok("a read() of pipe A failing with EAGAIN made the child exit with status 1".into()),
+        None => {
+            Ok("a read() of pipe A failing with EAGAIN made the child exit with status 1".into())
+        }
     }
 }
 

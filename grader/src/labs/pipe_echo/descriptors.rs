@@ -362,7 +362,10 @@ fn pipe_fails_enfile(run: &mut Run, second: bool) -> Result<String, Fail> {
     let (parent, before) = (launched.parent, launched.fds_before.clone());
     let pipes = Call::one_of(&[libc::SYS_pipe, libc::SYS_pipe2]);
     let tracer = if second {
-        Tracer::in_turn(parent, [(pipes, Step::Pass), (pipes, Step::Fail(libc::ENFILE))])?
+        Tracer::in_turn(
+            parent,
+            [(pipes, Step::Pass), (pipes, Step::Fail(libc::ENFILE))],
+        )?
     } else {
         Tracer::attach(parent, pipes, Action::Fail(libc::ENFILE))?
     };
@@ -529,5 +532,7 @@ fn fork_fails(run: &mut Run, errno: Errno) -> Result<String, Fail> {
         )));
     }
     launched.finish()?;
-    Ok(format!("fork() failing with {name} gave Fork({name}), with both pipes closed"))
+    Ok(format!(
+        "fork() failing with {name} gave Fork({name}), with both pipes closed"
+    ))
 }

@@ -91,8 +91,9 @@ pub static LAB: Lab = Lab {
             description: "with too few descriptors for the first or the second pipe, spawn() \
                           returns Pipe(EMFILE) (the error of a pipe() call, traced), forks \
                           nothing and leaves nothing open; with exactly four free it \
-                          succeeds; a pipe() failed with ENFILE is Pipe(ENFILE); when fork() \
-                          fails, Fork(EAGAIN), with both pipes closed",
+                          succeeds; the first or the second pipe() failed with ENFILE is \
+                          Pipe(ENFILE); when fork() fails, Fork(EAGAIN), then Fork(ENOMEM), \
+                          with both pipes closed",
             exclusive: false,
             hint: Some(
                 "When pipe() fails, spawn() returns Pipe with its errno, forks nothing and closes what it already created; when fork() fails, Fork with its errno, both pipes closed. See docs/labs/01-pipe-echo.md, the rules table (\"pipe() failing is Pipe(errno)\", \"Fork(errno) when fork() fails\").",
@@ -128,7 +129,7 @@ pub static LAB: Lab = Lab {
             points: 2,
             timeout: Duration::from_secs(10),
             description: "with the child held at its exit, wait() is blocked in waitpid() with \
-                          both pipe ends closed, retries it when signals interrupt it, goes \
+                          both pipe ends closed, retries it at once when signals interrupt it, goes \
                           on waiting while the child is only stopped or continued, and reaps \
                           the child once it exits; a waitpid() failed with ECHILD is \
                           Wait(ECHILD)",
@@ -145,7 +146,8 @@ pub static LAB: Lab = Lab {
             description: "a child killed before the transfer: exchange() returns Write(EPIPE) \
                           (from a write(): none with pipe A still read by the grader), a \
                           second exchange() AlreadyExchanged, and wait() ChildFailed, without a \
-                          hang or a crash; a write() failed with EIO is Write(EIO); a child \
+                          hang or a crash; a write() failed with EIO is Write(EIO), a read() of \
+                          pipe B failed with EIO Read(EIO); a child \
                           killed by SIGPIPE is ChildFailed",
             exclusive: false,
             hint: Some(
@@ -160,7 +162,8 @@ pub static LAB: Lab = Lab {
             description: "when the child's write to pipe B fails (EAGAIN, EPIPE), echo_loop() \
                           returns the error, the child exits with status 1, wait() returns \
                           ChildFailed and a second exchange() AlreadyExchanged; a read() failed \
-                          with EIO is no end-of-file, and echo_loop() closes both ends on error",
+                          with EIO or EAGAIN is no end-of-file, and echo_loop() closes both ends \
+                          on every error",
             exclusive: false,
             hint: Some(
                 "write_all() returns every error but EINTR, echo_loop() passes it on, the child then _exit(1)s, and wait() reports ChildFailed. See docs/labs/01-pipe-echo.md, the rules table (\"The child exits with status 1 when echo_loop() fails\").",
@@ -171,8 +174,8 @@ pub static LAB: Lab = Lab {
             name: "exchange-errors",
             points: 2,
             timeout: Duration::from_secs(10),
-            description: "an echo one byte short or one byte over is ShortEcho with both \
-                          counts; a second exchange() is AlreadyExchanged",
+            description: "an echo one byte short, one byte over or 128 KiB over is ShortEcho \
+                          with both exact counts; a second exchange() is AlreadyExchanged",
             exclusive: false,
             hint: Some(
                 "Compare the echo's length with the input's, both ways, after reading pipe B to end-of-file; a second exchange() is AlreadyExchanged. See docs/labs/01-pipe-echo.md, the rules table (the ShortEcho and AlreadyExchanged rules).",
