@@ -14,7 +14,7 @@ use super::session::{
     Done, Flags, Returned, Session, ignores_signal, pipes_of, refused_again, role_of,
     settle_in_read, start, started_twice_in_read,
 };
-use crate::engine::diagnose::classify;
+use crate::engine::diagnose::{Activity, classify};
 use crate::engine::inspect;
 use crate::engine::tracer::{Action, Call, Reached, Tracer};
 use crate::engine::waiting::{self, WaitRules};
@@ -316,10 +316,94 @@ pub fn waits_for_exit(run: &mut Run) -> Result<String, Fail> {
     session.finish()?;
     let stopped = stopped_while_waited(run)?;
     let failing = waitpid_fails(run)?;
+    let alone = wait_without_exchange(run)?;
     Ok(format!(
         "with the child held at its exit, wait() stayed blocked in waitpid() through {rounds} \
-         signals and {forced} more EINTRs in a row, then reaped it; {stopped}; {failing}"
+         signals and {forced} more EINTRs in a row, then reaped it; {stopped}; {failing}; \
+         {alone}"
     ))
+}
+
+/// `wait()` called right after `spawn()`, with no `exchange()` (`--wait-only`): `to_child` is
+/// still the parent's, and `wait()` must close it before it blocks in `waitpid()`, or the
+/// child waits for an end-of-file on pipe A that only that close gives, and the parent for the
+/// child. A correct program ends at once (the child reads end-of-file, echoes nothing and
+/// exits 0); the deadlock is recognised from `/proc` (the parent in `wait4`, holding pipe A's
+/// write end, the child in a read of pipe A) and the processes are killed.
+fn wait_without_exchange(run: &mut Run) -> Result<String, Fail> {
+    let input = run.random_bytes(16);
+    let flags = Flags {
+        wait_only: true,
+        ..Flags::default()
+    };
+    let mut session = start(run, input, flags)?;
+    let (parent, child) = (session.parent, session.child);
+    settle_in_read(child);
+    let pipes = session.pipes()?;
+    session.go()?;
+    // Seen twice in a row: the state is the deadlock, not a step on the way out of it.
+    let mut seen = 0;
+    let until = Instant::now() + Duration::from_secs(3);
+    let done = loop {
+        if let Some(message) = session.message_within(Duration::from_millis(10))? {
+            break session.done(message)?;
+        }
+        let waiting = in_waitpid(parent);
+        let holds_a: Vec<i32> = pipes_of(&session.proc, parent)
+            .get(&pipes.a)
+            .map(|(_, writes)| writes.clone())
+            .unwrap_or_default();
+        let child_reads_a = inspect::view(child).is_some_and(|view| {
+            view.threads.iter().any(|t| {
+                t.state == 'S'
+                    && matches!(
+                        classify(&view, t.syscall),
+                        Activity::PipeRead { inode, .. } if inode == pipes.a
+                    )
+            })
+        });
+        if !waiting.is_empty() && !holds_a.is_empty() && child_reads_a {
+            seen += 1;
+        } else {
+            seen = 0;
+        }
+        if seen >= 2 {
+            let fds: Vec<String> = holds_a.iter().map(i32::to_string).collect();
+            session.proc.kill_tree();
+            return Err(Fail::failed(format!(
+                "with wait() called right after spawn(), no exchange() before it (main.rs \
+                 --wait-only), the parent was blocked in waitpid() (the wait4 system call) \
+                 while it still held the write end of pipe A (fd {} -> pipe:[{}], the pipe \
+                 whose read end, fd {}, the echo child was blocked in read() of): the child \
+                 waits for an end-of-file that only the parent's close can give, and the \
+                 parent waits for the child, for ever (the grader killed both). wait() must \
+                 close both of its pipe ends (to_child too, when exchange() has not taken it) \
+                 before it blocks in waitpid()",
+                fds.join(", "),
+                pipes.a,
+                pipes.child_reads_a
+            )));
+        }
+        if Instant::now() > until {
+            let hang = session.proc.diagnose();
+            session.proc.kill_tree();
+            return Err(Fail::TimedOut(format!(
+                "with wait() called right after spawn(), no exchange() before it (main.rs \
+                 --wait-only), wait() did not return within 3 s: it must close both pipe \
+                 ends, then reap the child, which sees end-of-file and exits 0. {hang}"
+            )));
+        }
+    };
+    if done.wait != "ok" {
+        return Err(Fail::failed(format!(
+            "with wait() called right after spawn(), no exchange() before it (main.rs \
+             --wait-only), wait() returned `{}`: closing pipe A's write end gives the child \
+             end-of-file at once, and it must exit with status 0, which wait() reports as Ok",
+            done.wait
+        )));
+    }
+    session.finish()?;
+    Ok("wait() with no exchange() before it closed pipe A and reaped the child".into())
 }
 
 /// `waitpid()` made to fail with `ECHILD` (the call skipped by the grader's tracer, the child
