@@ -1039,11 +1039,16 @@ fn parent_read_fails(run: &mut Run) -> Result<String, Fail> {
 /// The child killed while the grader holds a read end of pipe A and takes what the parent
 /// writes there: no `write()` to pipe A can fail, so an error of kind `Write` was not returned
 /// by one. It tells a `Write(EPIPE)` the kernel gave from one guessed from the child's state.
+///
+/// Before it takes anything, the grader lets pipe A fill: pipe B is at end-of-file (the child
+/// is dead) while the parent's writing is blocked on the full pipe A, and `exchange()` has
+/// nothing to do but wait for its writer; how the parent's threads wait is judged then.
 fn pipe_a_still_read(run: &mut Run) -> Result<String, Fail> {
-    let len = 256 << 10;
+    // More than pipe A holds, even enlarged to the 1 MiB an unprivileged process may set.
+    let len = 2 << 20;
     let input = run.random_bytes(len);
     let (mut session, pipes) = started_twice_in_read(run, input)?;
-    let child = session.child;
+    let (parent, child) = (session.parent, session.child);
     let mut pipe_a = outside::open_pipe(child, pipes.child_reads_a, false)?;
     kill(Pid::from_raw(child), Signal::SIGKILL).map_err(|e| Fail::Grader(format!("kill: {e}")))?;
     let settle = Instant::now() + Duration::from_secs(1);
@@ -1051,10 +1056,81 @@ fn pipe_a_still_read(run: &mut Run) -> Result<String, Fail> {
         std::thread::sleep(Duration::from_millis(2));
     }
     session.go()?;
+    // Pipe A full, nobody taking from it: the writing is blocked for as long as the grader
+    // wants, after pipe B's end-of-file.
+    let until = Instant::now() + Duration::from_secs(2);
+    let mut early = None;
+    let full = loop {
+        let full = match (
+            outside::bytes_in_pipe(&pipe_a),
+            outside::pipe_capacity(&pipe_a),
+        ) {
+            (Some(held), Some(capacity)) => held >= capacity.max(1) as usize,
+            _ => false,
+        };
+        if full || Instant::now() > until {
+            break full;
+        }
+        if let Some(message) = session.message_within(Duration::from_millis(2))? {
+            early = Some(session.done(message)?);
+            break false;
+        }
+    };
+    if full {
+        let writer = inspect::view(parent).and_then(|view| {
+            view.threads.iter().find_map(|t| {
+                matches!(
+                    classify(&view, t.syscall),
+                    Activity::PipeWrite { inode, .. } if inode == pipes.a
+                )
+                .then_some(t.tid)
+            })
+        });
+        /// Where the writer is blocked as it should be and another thread of the parent
+        /// polls: the one waiting for the writer.
+        const WAIT_FOR_WRITER: &str = "exchange() has nothing to do but wait for its writer \
+                                       thread: block in join(), not a loop that looks whether \
+                                       it has finished (is_finished(), a flag) and sleeps \
+                                       between looks";
+        const WAIT_FOR_ROOM: &str = "exchange() has nothing to do but wait until pipe A takes \
+                                     more bytes: block (in write(), in join() of a writer \
+                                     thread, or in poll() with no timeout)";
+        let (setting, advice) = match writer {
+            Some(tid) => (
+                format!(
+                    "with the echo child killed, pipe B at end-of-file, and the parent's writer \
+                     thread {tid} blocked writing pipe A (full: the grader holds a read end \
+                     and takes nothing)"
+                ),
+                WAIT_FOR_WRITER,
+            ),
+            None => (
+                "with the echo child killed, pipe B at end-of-file, and pipe A full (the \
+                 grader holds a read end and takes nothing)"
+                    .to_string(),
+                WAIT_FOR_ROOM,
+            ),
+        };
+        if let Err(fail) =
+            waiting::expect_blocked(&[parent], &role_of(parent), WaitRules::untimed(), advice)
+        {
+            let mut message = fail.message().to_string();
+            // The writer itself woke up: the advice about waiting for it does not apply.
+            if let Some(tid) = writer
+                && message.contains(&format!("thread {tid})"))
+            {
+                message = message.replace(WAIT_FOR_WRITER, WAIT_FOR_ROOM);
+            }
+            return Err(Fail::failed(format!("{setting}: {message}")));
+        }
+    }
     let until = Instant::now() + Duration::from_secs(5);
     let mut taken = 0;
     let done = loop {
-        taken += outside::take_bytes(&mut pipe_a, 64 << 10)?.len();
+        if let Some(done) = early.take() {
+            break done;
+        }
+        taken += outside::take_bytes(&mut pipe_a, 1 << 20)?.len();
         if let Some(message) = session.message_within(Duration::from_millis(2))? {
             break session.done(message)?;
         }

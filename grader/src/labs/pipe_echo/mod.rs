@@ -132,10 +132,11 @@ pub static LAB: Lab = Lab {
                           both pipe ends closed, retries it at once when signals interrupt it, goes \
                           on waiting while the child is only stopped or continued, and reaps \
                           the child once it exits; a waitpid() failed with ECHILD is \
-                          Wait(ECHILD)",
+                          Wait(ECHILD); called right after spawn(), with no exchange(), \
+                          wait() closes pipe A before waitpid()",
             exclusive: false,
             hint: Some(
-                "wait() closes both pipe ends, then blocks in waitpid() (no WNOHANG, no sleep) and calls it again after EINTR. See docs/labs/01-pipe-echo.md, the rules table (the wait() rules) and Hints (\"Wait by blocking\").",
+                "wait() closes both pipe ends (to_child too, when exchange() has not taken it), then blocks in waitpid() (no WNOHANG, no sleep) and calls it again after EINTR. See docs/labs/01-pipe-echo.md, the rules table (the wait() rules) and Hints (\"Wait by blocking\").",
             ),
             run: child_end::waits_for_exit,
         },
@@ -148,10 +149,12 @@ pub static LAB: Lab = Lab {
                           second exchange() AlreadyExchanged, and wait() ChildFailed, without a \
                           hang or a crash; a write() failed with EIO is Write(EIO), a read() of \
                           pipe B failed with EIO Read(EIO); a child \
-                          killed by SIGPIPE is ChildFailed",
+                          killed by SIGPIPE is ChildFailed; with pipe B at end-of-file and \
+                          the writer blocked on a full pipe A, exchange() waits for the \
+                          writer by blocking",
             exclusive: false,
             hint: Some(
-                "Check every write() and read(): a dead child makes writes fail with EPIPE, which exchange() returns (the error write() gave, not one guessed from the child's state); the write end is taken and closed whatever exchange() returns, so a second call is AlreadyExchanged; wait() succeeds only for Exited(_, 0). See docs/labs/01-pipe-echo.md, the rules table (\"Write(EPIPE) when the child is gone\", \"AlreadyExchanged when exchange() is called a second time\").",
+                "Check every write() and read(): a dead child makes writes fail with EPIPE, which exchange() returns (the error write() gave, not one guessed from the child's state); the write end is taken and closed whatever exchange() returns, so a second call is AlreadyExchanged; wait() succeeds only for Exited(_, 0); once pipe B is at end-of-file, exchange() waits for its writer by blocking in join(), no sleep-and-retry. See docs/labs/01-pipe-echo.md, the rules table (\"Write(EPIPE) when the child is gone\", \"AlreadyExchanged when exchange() is called a second time\", \"Waiting means blocking in a call\").",
             ),
             run: child_end::child_dies_early,
         },
