@@ -248,6 +248,12 @@ pub enum Step {
     /// Skip the call and make it return this errno (reported as [`Tracer::failed_before`]
     /// reads it).
     Fail(i32),
+    /// As [`Step::Fail`] (this errno), and raise this signal in the thread as the call returns,
+    /// as [`Action::FailRaising`] does.
+    FailRaising(i32, i32),
+    /// Let the call run untouched: the step only counts it, so that the next step is done at
+    /// the next such call (the second `pipe()`, not the first). Not reported.
+    Pass,
     /// Hold the program at the call's entry ([`Tracer::held_before`]) until the check says go
     /// on ([`Tracer::go_on`], or [`Tracer::release`] at the last step).
     Hold,
@@ -1014,6 +1020,22 @@ unsafe fn in_turn(pid: i32, steps: [(Call, Step); 2], pipes: Pipes) -> ! {
                         }
                         libc::ptrace(libc::PTRACE_POKEUSER, pid, RAX, -(errno as isize));
                         say(FAILED);
+                    }
+                    Step::FailRaising(errno, raised) => {
+                        libc::ptrace(libc::PTRACE_POKEUSER, pid, ORIG_RAX, -1isize);
+                        if !to_exit_stop(pid, &mut status) {
+                            gone();
+                        }
+                        libc::ptrace(libc::PTRACE_POKEUSER, pid, RAX, -(errno as isize));
+                        // Queued while the thread is traced, delivered (or dropped as ignored)
+                        // at its next stop, as the kernel's own would be.
+                        libc::syscall(libc::SYS_tkill, pid, raised);
+                        say(FAILED);
+                    }
+                    Step::Pass => {
+                        if !to_exit_stop(pid, &mut status) {
+                            gone();
+                        }
                     }
                     Step::Hold => {
                         say(HELD);

@@ -41,6 +41,11 @@ struct Args {
     /// wait() (reported as `other-child`): wait() must reap the echo child, not any child.
     #[arg(long)]
     other_child: bool,
+    /// Call wait() right after spawn(), with no exchange() at all, and report only what wait()
+    /// returned: wait() must close both pipe ends itself, so that the child sees end-of-file on
+    /// pipe A, exits, and waitpid() returns.
+    #[arg(long)]
+    wait_only: bool,
 }
 
 /// The program's own pid, and its control socket, for [`exit_in_a_child`].
@@ -123,6 +128,23 @@ fn main() -> ExitCode {
     };
     control.send("ready", &[("child", child.pid.to_string())]);
     control.wait_for("go");
+
+    if args.wait_only {
+        let (wait, ok) = match child.wait() {
+            Ok(()) => ("ok".to_string(), true),
+            Err(error) => {
+                eprintln!("pipe-echo: wait: {error}");
+                (format!("error {error}"), false)
+            }
+        };
+        control.send("done", &[("wait", wait)]);
+        control.wait_for("exit");
+        return if ok {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::FAILURE
+        };
+    }
 
     let echoed = child.exchange(&input);
     let again = args.twice.then(|| child.exchange(&input));

@@ -14,7 +14,7 @@ use super::session::{
     Done, Flags, Returned, Session, ignores_signal, pipes_of, refused_again, role_of,
     settle_in_read, start, started_twice_in_read,
 };
-use crate::engine::diagnose::classify;
+use crate::engine::diagnose::{Activity, classify};
 use crate::engine::inspect;
 use crate::engine::tracer::{Action, Call, Reached, Tracer};
 use crate::engine::waiting::{self, WaitRules};
@@ -245,11 +245,36 @@ pub fn waits_for_exit(run: &mut Run) -> Result<String, Fail> {
         )));
     }
     let rounds = 16;
-    if let Err((round, gave_up)) =
-        outside::interrupt_waiting(parent, &waiting, rounds, "in waitpid()", &|| {
-            in_waitpid(parent)
-        })
+    // Between a signal and its return to waitpid(), a waiting thread seen asleep in a timed
+    // sleep: it backs off before it retries, and the child's exit waits for the sleep's end.
+    let slept_instead = std::cell::Cell::new(None);
+    let interrupted = outside::interrupt_waiting(parent, &waiting, rounds, "in waitpid()", &|| {
+        if let Some(view) = inspect::view(parent) {
+            for thread in view.threads.iter().filter(|t| waiting.contains_key(&t.tid)) {
+                match thread.syscall {
+                    Some((libc::SYS_nanosleep, _)) => slept_instead.set(Some("nanosleep()")),
+                    Some((libc::SYS_clock_nanosleep, _)) => {
+                        slept_instead.set(Some("clock_nanosleep()"))
+                    }
+                    _ => {}
+                }
+            }
+        }
+        in_waitpid(parent)
+    });
+    if interrupted.is_ok()
+        && let Some(call) = slept_instead.get()
     {
+        return Err(Fail::failed(format!(
+            "with the echo child held at its exit, the grader interrupted the parent's waitpid() \
+             with SIGUSR1 {rounds} times, and between a signal and its next waitpid() the waiting \
+             thread was seen asleep in {call} (/proc/PID/task/TID/syscall): wait() sleeps before \
+             it retries after EINTR; a child that exits meanwhile is noticed only when the sleep \
+             ends, and a stream of signals turns the wait into sleep-and-retry: call waitpid() \
+             again at once after EINTR, no sleep"
+        )));
+    }
+    if let Err((round, gave_up)) = interrupted {
         let said = match session.message_within(Duration::from_millis(500))? {
             Some(message) => format!("; wait() returned `{}`", session.done(message)?.wait),
             None => String::new(),
@@ -291,21 +316,106 @@ pub fn waits_for_exit(run: &mut Run) -> Result<String, Fail> {
     session.finish()?;
     let stopped = stopped_while_waited(run)?;
     let failing = waitpid_fails(run)?;
+    let alone = wait_without_exchange(run)?;
     Ok(format!(
         "with the child held at its exit, wait() stayed blocked in waitpid() through {rounds} \
-         signals and {forced} more EINTRs in a row, then reaped it; {stopped}; {failing}"
+         signals and {forced} more EINTRs in a row, then reaped it; {stopped}; {failing}; \
+         {alone}"
     ))
 }
 
-/// `waitpid()` made to fail with `EINVAL` (the call skipped by the grader's tracer: an errno a
-/// correct `waitpid(self.pid, None)` never meets by itself): `wait()` must return `Wait(EINVAL)`,
+/// `wait()` called right after `spawn()`, with no `exchange()` (`--wait-only`): `to_child` is
+/// still the parent's, and `wait()` must close it before it blocks in `waitpid()`, or the
+/// child waits for an end-of-file on pipe A that only that close gives, and the parent for the
+/// child. A correct program ends at once (the child reads end-of-file, echoes nothing and
+/// exits 0); the deadlock is recognised from `/proc` (the parent in `wait4`, holding pipe A's
+/// write end, the child in a read of pipe A) and the processes are killed.
+fn wait_without_exchange(run: &mut Run) -> Result<String, Fail> {
+    let input = run.random_bytes(16);
+    let flags = Flags {
+        wait_only: true,
+        ..Flags::default()
+    };
+    let mut session = start(run, input, flags)?;
+    let (parent, child) = (session.parent, session.child);
+    settle_in_read(child);
+    let pipes = session.pipes()?;
+    session.go()?;
+    // Seen twice in a row: the state is the deadlock, not a step on the way out of it.
+    let mut seen = 0;
+    let until = Instant::now() + Duration::from_secs(3);
+    let done = loop {
+        if let Some(message) = session.message_within(Duration::from_millis(10))? {
+            break session.done(message)?;
+        }
+        let waiting = in_waitpid(parent);
+        let holds_a: Vec<i32> = pipes_of(&session.proc, parent)
+            .get(&pipes.a)
+            .map(|(_, writes)| writes.clone())
+            .unwrap_or_default();
+        let child_reads_a = inspect::view(child).is_some_and(|view| {
+            view.threads.iter().any(|t| {
+                t.state == 'S'
+                    && matches!(
+                        classify(&view, t.syscall),
+                        Activity::PipeRead { inode, .. } if inode == pipes.a
+                    )
+            })
+        });
+        if !waiting.is_empty() && !holds_a.is_empty() && child_reads_a {
+            seen += 1;
+        } else {
+            seen = 0;
+        }
+        if seen >= 2 {
+            let fds: Vec<String> = holds_a.iter().map(i32::to_string).collect();
+            session.proc.kill_tree();
+            return Err(Fail::failed(format!(
+                "with wait() called right after spawn(), no exchange() before it (main.rs \
+                 --wait-only), the parent was blocked in waitpid() (the wait4 system call) \
+                 while it still held the write end of pipe A (fd {} -> pipe:[{}], the pipe \
+                 whose read end, fd {}, the echo child was blocked in read() of): the child \
+                 waits for an end-of-file that only the parent's close can give, and the \
+                 parent waits for the child, for ever (the grader killed both). wait() must \
+                 close both of its pipe ends (to_child too, when exchange() has not taken it) \
+                 before it blocks in waitpid()",
+                fds.join(", "),
+                pipes.a,
+                pipes.child_reads_a
+            )));
+        }
+        if Instant::now() > until {
+            let hang = session.proc.diagnose();
+            session.proc.kill_tree();
+            return Err(Fail::TimedOut(format!(
+                "with wait() called right after spawn(), no exchange() before it (main.rs \
+                 --wait-only), wait() did not return within 3 s: it must close both pipe \
+                 ends, then reap the child, which sees end-of-file and exits 0. {hang}"
+            )));
+        }
+    };
+    if done.wait != "ok" {
+        return Err(Fail::failed(format!(
+            "with wait() called right after spawn(), no exchange() before it (main.rs \
+             --wait-only), wait() returned `{}`: closing pipe A's write end gives the child \
+             end-of-file at once, and it must exit with status 0, which wait() reports as Ok",
+            done.wait
+        )));
+    }
+    session.finish()?;
+    Ok("wait() with no exchange() before it closed pipe A and reaped the child".into())
+}
+
+/// `waitpid()` made to fail with `ECHILD` (the call skipped by the grader's tracer, the child
+/// left unreaped: the errno of a child reaped elsewhere, which a correct `waitpid(self.pid, None)`
+/// never meets here): `wait()` must return `Wait(ECHILD)`,
 /// the error of the call, not `ChildFailed` (a failed `waitpid()` says nothing of how the child
 /// ended) nor another errno.
 fn waitpid_fails(run: &mut Run) -> Result<String, Fail> {
     let input = run.random_bytes(4 << 10);
     let mut session = start(run, input, Flags::default())?;
     let waits = Call::one_of(&[libc::SYS_wait4, libc::SYS_waitid]);
-    let Some(mut tracer) = Tracer::attach(session.parent, waits, Action::Fail(libc::EINVAL))?
+    let Some(mut tracer) = Tracer::attach(session.parent, waits, Action::Fail(libc::ECHILD))?
     else {
         run.note(
             "the grader may not trace the parent here (ptrace): waitpid() failing was not tried",
@@ -324,13 +434,15 @@ fn waitpid_fails(run: &mut Run) -> Result<String, Fail> {
         session.finish()?;
         return Ok("waitpid() failing not tried".into());
     }
-    let setting = "the grader made wait()'s waitpid() fail with EINVAL (the call skipped by its \
-                   tracer, the child left unreaped)";
+    let setting = "the grader made wait()'s waitpid() fail with ECHILD (the call skipped by its \
+                   tracer, the child left unreaped: \"no such child\", as if it had been reaped \
+                   elsewhere)";
     let verdict = match Returned::parse(&done.wait) {
-        Returned::Wait(errno) if errno == "EINVAL" => None,
+        Returned::Wait(errno) if errno == "ECHILD" => None,
         Returned::ChildFailed => Some(format!(
             "{setting}, and wait() returned `{}` (ChildFailed): a waitpid() that fails says \
-             nothing of how the child ended; return PipeEchoError::Wait with waitpid()'s errno",
+             nothing of how the child ended, ECHILD included (\"no such child\" is no exit \
+             status); return PipeEchoError::Wait with waitpid()'s errno",
             done.wait
         )),
         Returned::Wait(errno) => Some(format!(
@@ -351,7 +463,7 @@ fn waitpid_fails(run: &mut Run) -> Result<String, Fail> {
     session.finish()?;
     match verdict {
         Some(message) => Err(Fail::failed(message)),
-        None => Ok("waitpid() failing with EINVAL gave Wait(EINVAL)".into()),
+        None => Ok("waitpid() failing with ECHILD gave Wait(ECHILD)".into()),
     }
 }
 
@@ -674,10 +786,11 @@ pub fn child_dies_early(run: &mut Run) -> Result<String, Fail> {
     let read_on = pipe_a_still_read(run)?;
     let late = killed_at_exit(run)?;
     let write_failed = parent_write_fails(run)?;
+    let read_failed = parent_read_fails(run)?;
     let sigpipe = killed_by_sigpipe(run)?;
     Ok(format!(
         "the parent reported the dead child: exchange: {}; wait: {}; a second exchange() was \
-         AlreadyExchanged; {read_on}; {late}; {write_failed}; {sigpipe}",
+         AlreadyExchanged; {read_on}; {late}; {write_failed}; {read_failed}; {sigpipe}",
         done.exchange, done.wait
     ))
 }
@@ -837,14 +950,105 @@ fn parent_write_fails(run: &mut Run) -> Result<String, Fail> {
     }
 }
 
+/// The parent's `read()` of pipe B made to fail with `EIO` (skipped by the grader's tracer on
+/// the thread blocked reading pipe B, the child stopped; the input fits pipe A, so the writer
+/// is done by then; an errno no pipe gives by itself): only a `read()` that returns 0 is
+/// end-of-file, so `exchange()` must return `Read(EIO)`, not the bytes it had as a whole echo
+/// (`Ok`, `ShortEcho`) nor another kind.
+fn parent_read_fails(run: &mut Run) -> Result<String, Fail> {
+    let input = run.random_bytes(16 << 10);
+    let mut session = start(run, input, Flags::default())?;
+    let (parent, child) = (session.parent, session.child);
+    settle_in_read(child);
+    let pipes = session.pipes()?;
+    outside::hold_stopped(child)?;
+    session.go()?;
+    let fd = pipes.parent_reads_b;
+    let until = Instant::now() + Duration::from_secs(3);
+    let reader = loop {
+        let blocked = inspect::view(parent).and_then(|v| {
+            v.threads
+                .iter()
+                .find(|t| t.syscall == Some((libc::SYS_read, fd as u64)))
+                .map(|t| t.tid)
+        });
+        if let Some(tid) = blocked {
+            break Some(tid);
+        }
+        if Instant::now() > until {
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    };
+    let cont = || kill(Pid::from_raw(child), Signal::SIGCONT);
+    let Some(tid) = reader else {
+        // It reads some other way (poll() and non-blocking reads): the other checks judge it.
+        let _ = cont();
+        let done = session.recv_done()?;
+        session.verify_echo(&done)?;
+        session.finish()?;
+        run.note("no thread of the parent blocked in read() on pipe B: a failing read() not tried");
+        return Ok("a read() of pipe B failing not tried".into());
+    };
+    let read_b = Call::arg_is(libc::SYS_read, 0, fd as u64);
+    let tracer = Tracer::attach_thread(parent, tid, read_b, Action::Fail(libc::EIO))?;
+    let _ = cont();
+    let Some(mut tracer) = tracer else {
+        run.note("the grader may not trace the parent here (ptrace): a failing read() not tried");
+        session.recv_done()?;
+        session.finish()?;
+        return Ok("a read() of pipe B failing not tried".into());
+    };
+    let failed = tracer.failed_before(Instant::now() + Duration::from_secs(3))?;
+    drop(tracer);
+    let done = session.recv_done()?;
+    if !failed {
+        session.finish()?;
+        return Ok("a read() of pipe B failing not tried".into());
+    }
+    let setting = format!(
+        "the grader made the parent's read() of pipe B (fd {fd}, thread {tid}) fail with EIO \
+         (the call skipped by its tracer) while the echo child was alive and echoing"
+    );
+    let verdict = match Returned::parse(&done.exchange) {
+        Returned::Read(errno) if errno == "EIO" => None,
+        Returned::Read(errno) => Some(format!(
+            "{setting}, and exchange() returned Read({errno}): return PipeEchoError::Read with \
+             the errno read() returned, not a fixed or guessed one"
+        )),
+        Returned::Ok(_) | Returned::ShortEcho { .. } => Some(format!(
+            "{setting}, and exchange() returned `{}`: it took the read error for end-of-file \
+             and returned what it had read so far; only a read() that returns 0 is \
+             end-of-file: any other error but EINTR must make exchange() return \
+             PipeEchoError::Read(errno)",
+            done.exchange
+        )),
+        _ => Some(format!(
+            "{setting}, and exchange() returned `{}`: a read() of pipe B that fails is \
+             PipeEchoError::Read with its errno (Write is for the writes to pipe A)",
+            done.exchange
+        )),
+    };
+    session.finish()?;
+    match verdict {
+        Some(message) => Err(Fail::failed(message)),
+        None => Ok("a read() of pipe B failing with EIO gave Read(EIO)".into()),
+    }
+}
+
 /// The child killed while the grader holds a read end of pipe A and takes what the parent
 /// writes there: no `write()` to pipe A can fail, so an error of kind `Write` was not returned
 /// by one. It tells a `Write(EPIPE)` the kernel gave from one guessed from the child's state.
+///
+/// Before it takes anything, the grader lets pipe A fill: pipe B is at end-of-file (the child
+/// is dead) while the parent's writing is blocked on the full pipe A, and `exchange()` has
+/// nothing to do but wait for its writer; how the parent's threads wait is judged then.
 fn pipe_a_still_read(run: &mut Run) -> Result<String, Fail> {
-    let len = 256 << 10;
+    // More than pipe A holds, even enlarged to the 1 MiB an unprivileged process may set.
+    let len = 2 << 20;
     let input = run.random_bytes(len);
     let (mut session, pipes) = started_twice_in_read(run, input)?;
-    let child = session.child;
+    let (parent, child) = (session.parent, session.child);
     let mut pipe_a = outside::open_pipe(child, pipes.child_reads_a, false)?;
     kill(Pid::from_raw(child), Signal::SIGKILL).map_err(|e| Fail::Grader(format!("kill: {e}")))?;
     let settle = Instant::now() + Duration::from_secs(1);
@@ -852,10 +1056,81 @@ fn pipe_a_still_read(run: &mut Run) -> Result<String, Fail> {
         std::thread::sleep(Duration::from_millis(2));
     }
     session.go()?;
+    // Pipe A full, nobody taking from it: the writing is blocked for as long as the grader
+    // wants, after pipe B's end-of-file.
+    let until = Instant::now() + Duration::from_secs(2);
+    let mut early = None;
+    let full = loop {
+        let full = match (
+            outside::bytes_in_pipe(&pipe_a),
+            outside::pipe_capacity(&pipe_a),
+        ) {
+            (Some(held), Some(capacity)) => held >= capacity.max(1) as usize,
+            _ => false,
+        };
+        if full || Instant::now() > until {
+            break full;
+        }
+        if let Some(message) = session.message_within(Duration::from_millis(2))? {
+            early = Some(session.done(message)?);
+            break false;
+        }
+    };
+    if full {
+        let writer = inspect::view(parent).and_then(|view| {
+            view.threads.iter().find_map(|t| {
+                matches!(
+                    classify(&view, t.syscall),
+                    Activity::PipeWrite { inode, .. } if inode == pipes.a
+                )
+                .then_some(t.tid)
+            })
+        });
+        /// Where the writer is blocked as it should be and another thread of the parent
+        /// polls: the one waiting for the writer.
+        const WAIT_FOR_WRITER: &str = "exchange() has nothing to do but wait for its writer \
+                                       thread: block in join(), not a loop that looks whether \
+                                       it has finished (is_finished(), a flag) and sleeps \
+                                       between looks";
+        const WAIT_FOR_ROOM: &str = "exchange() has nothing to do but wait until pipe A takes \
+                                     more bytes: block (in write(), in join() of a writer \
+                                     thread, or in poll() with no timeout)";
+        let (setting, advice) = match writer {
+            Some(tid) => (
+                format!(
+                    "with the echo child killed, pipe B at end-of-file, and the parent's writer \
+                     thread {tid} blocked writing pipe A (full: the grader holds a read end \
+                     and takes nothing)"
+                ),
+                WAIT_FOR_WRITER,
+            ),
+            None => (
+                "with the echo child killed, pipe B at end-of-file, and pipe A full (the \
+                 grader holds a read end and takes nothing)"
+                    .to_string(),
+                WAIT_FOR_ROOM,
+            ),
+        };
+        if let Err(fail) =
+            waiting::expect_blocked(&[parent], &role_of(parent), WaitRules::untimed(), advice)
+        {
+            let mut message = fail.message().to_string();
+            // The writer itself woke up: the advice about waiting for it does not apply.
+            if let Some(tid) = writer
+                && message.contains(&format!("thread {tid})"))
+            {
+                message = message.replace(WAIT_FOR_WRITER, WAIT_FOR_ROOM);
+            }
+            return Err(Fail::failed(format!("{setting}: {message}")));
+        }
+    }
     let until = Instant::now() + Duration::from_secs(5);
     let mut taken = 0;
     let done = loop {
-        taken += outside::take_bytes(&mut pipe_a, 64 << 10)?.len();
+        if let Some(done) = early.take() {
+            break done;
+        }
+        taken += outside::take_bytes(&mut pipe_a, 1 << 20)?.len();
         if let Some(message) = session.message_within(Duration::from_millis(2))? {
             break session.done(message)?;
         }

@@ -11,7 +11,7 @@ use super::outside::{self, describe_status};
 use super::session::pipes_of;
 use super::session::{Returned, ignores_signal, refused_again, started_twice_in_read};
 use crate::engine::inspect;
-use crate::engine::tracer::{Action, Call, Step, Tracer};
+use crate::engine::tracer::{Call, Step, Tracer};
 use crate::engine::{Fail, Run};
 
 pub fn child_fails(run: &mut Run) -> Result<String, Fail> {
@@ -138,9 +138,10 @@ pub fn child_fails(run: &mut Run) -> Result<String, Fail> {
     session.finish()?;
     let broken = child_write_broken(run)?;
     let read_failed = child_read_fails(run)?;
+    let would_block = child_read_would_block(run)?;
     Ok(format!(
         "when its write failed the child exited with status 1, and wait() said ChildFailed; \
-         {broken}; {read_failed}"
+         {broken}; {read_failed}; {would_block}"
     ))
 }
 
@@ -260,8 +261,78 @@ fn child_read_fails(run: &mut Run) -> Result<String, Fail> {
             done.wait
         )));
     }
+    // What the child said of its error, if it said anything (the parent's writes fail with
+    // EPIPE, never EIO): a Write error of the read's errno is the read reported as a write.
+    let stderr = session.proc.stderr.lock().expect("capture lock").text();
     session.finish()?;
+    if let Some(line) = stderr
+        .lines()
+        .find(|l| l.contains("writing to a pipe failed: EIO"))
+    {
+        return Err(Fail::failed(format!(
+            "{setting}, and the child reported `{}` on stderr before it exited with status 1: \
+             echo_loop() returned PipeEchoError::Write for the failed read(); a read() of pipe \
+             A that fails is PipeEchoError::Read(errno), Write is for the writes to pipe B",
+            line.trim()
+        )));
+    }
     Ok("when its read failed with EIO the child exited with status 1, its pipes closed".into())
+}
+
+/// The child's `read()` of pipe A failing with `EAGAIN`: the grader sets `O_NONBLOCK` on the
+/// child's read end (the file description it shares) while the child waits for input, then
+/// feeds a few bytes; once the child has read them, pipe A is empty, the parent still holds its
+/// write end (it waits for `go`), and the next `read()` fails with `EAGAIN`. That is no
+/// end-of-file (only a `read()` that returns 0 is): `echo_loop()` must return `Read(EAGAIN)` and
+/// the child `_exit(1)`.
+fn child_read_would_block(run: &mut Run) -> Result<String, Fail> {
+    let input = run.random_bytes(16 << 10);
+    let (mut session, pipes) = started_twice_in_read(run, input)?;
+    let child = session.child;
+    let shared = outside::share_descriptor(child, pipes.child_reads_a)?;
+    outside::set_nonblocking(&shared)?;
+    drop(shared);
+    let mut feed = outside::open_pipe(child, pipes.child_reads_a, true)?;
+    let _ = feed.write(b"echo me");
+    let until = Instant::now() + Duration::from_secs(2);
+    while Instant::now() < until && outside::zombie_status(child).is_none() {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    drop(feed);
+    let _ = session.message_within(Duration::from_millis(2))?;
+    let setting = format!(
+        "the grader set O_NONBLOCK on the echo child's read end of pipe A (fd {}) and fed it 7 \
+         bytes while the parent still held the write end: once those were read, the child's \
+         next read() failed with EAGAIN (pipe A empty, not closed)",
+        pipes.child_reads_a
+    );
+    let verdict = match outside::zombie_status(child) {
+        Some(s) if libc::WIFEXITED(s) && libc::WEXITSTATUS(s) == 1 => None,
+        Some(s) if libc::WIFEXITED(s) && libc::WEXITSTATUS(s) == 0 => Some(format!(
+            "{setting}, and the child exited with status 0: it took EAGAIN (\"no data now\") for \
+             end-of-file; only a read() that returns 0 is end-of-file, and every error but EINTR \
+             must make echo_loop() return PipeEchoError::Read(errno), the child then _exit(1)"
+        )),
+        Some(s) => Some(format!(
+            "{setting}, and the child {}: when echo_loop() returns an error the child must \
+             _exit(1)",
+            describe_status(s)
+        )),
+        None if inspect::view(child).is_some() => Some(format!(
+            "{setting}, and the child did not end (it is {}): echo_loop() must return the error \
+             (only EINTR is retried, EAGAIN is not waited out), and the child then _exit(1)",
+            doing(child)
+        )),
+        None => None,
+    };
+    session.exchange()?;
+    session.finish()?;
+    match verdict {
+        Some(message) => Err(Fail::failed(message)),
+        None => {
+            Ok("a read() of pipe A failing with EAGAIN made the child exit with status 1".into())
+        }
+    }
 }
 
 /// The child's write to pipe B made to fail with `EPIPE`, and `SIGPIPE` raised in it, as the
@@ -278,7 +349,9 @@ fn child_write_broken(run: &mut Run) -> Result<String, Fail> {
     // Its dispositions as it waits for input, after whatever it set up once forked.
     let ignored_sigpipe = ignores_signal(child, libc::SIGPIPE);
     let write_b = Call::arg_is(libc::SYS_write, 0, pipes.child_writes_b as u64);
-    let raising = Action::FailRaising(libc::EPIPE, libc::SIGPIPE);
+    // The failing write, then the child held at its exit_group(): what it still holds then.
+    let raising = Step::FailRaising(libc::EPIPE, libc::SIGPIPE);
+    let exit = Call::any(libc::SYS_exit_group);
     // The grader's own read end of pipe B, never read from: what the child passed on there.
     let probe_b = outside::open_pipe(child, pipes.child_writes_b, false)?;
     let mut feed = outside::open_pipe(child, pipes.child_reads_a, true)?;
@@ -290,7 +363,7 @@ fn child_write_broken(run: &mut Run) -> Result<String, Fail> {
         std::thread::sleep(Duration::from_millis(1));
     }
     let echoed_first = outside::bytes_in_pipe(&probe_b).unwrap_or(0);
-    let Some(mut tracer) = Tracer::attach(child, write_b, raising)? else {
+    let Some(mut tracer) = Tracer::in_turn(child, [(write_b, raising), (exit, Step::Hold)])? else {
         run.note(
             "the grader may not trace the echo child here (ptrace): a write failing with EPIPE \
              was not tried",
@@ -346,7 +419,26 @@ fn child_write_broken(run: &mut Run) -> Result<String, Fail> {
             pipes.child_writes_b
         )));
     }
-    drop(tracer);
+    // Held at its exit_group() (a child killed by SIGPIPE makes none): its pipe ends then.
+    let kept = if tracer.held_before(Instant::now() + Duration::from_secs(2))? {
+        let own = [
+            (pipes.a, "the read end of pipe A"),
+            (pipes.b, "the write end of pipe B"),
+        ];
+        let kept: Vec<String> = pipes_of(&session.proc, child)
+            .keys()
+            .filter_map(|inode| {
+                own.iter()
+                    .find(|(i, _)| i == inode)
+                    .map(|(_, name)| format!("{name} (pipe:[{inode}])"))
+            })
+            .collect();
+        tracer.release();
+        kept
+    } else {
+        drop(tracer);
+        Vec::new()
+    };
     let failed = format!(
         "the grader let the echo child's first echo through ({echoed_first} bytes in pipe B), \
          then made its next write to pipe B fail with EPIPE and raised SIGPIPE in it, as the \
@@ -362,7 +454,19 @@ fn child_write_broken(run: &mut Run) -> Result<String, Fail> {
     // A panic in the child comes as a message.
     let _ = session.message_within(Duration::from_millis(2))?;
     match outside::zombie_status(child) {
-        Some(status) if libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 1 => {}
+        Some(status) if libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 1 => {
+            if !kept.is_empty() {
+                session.exchange()?;
+                session.finish()?;
+                return Err(Fail::failed(format!(
+                    "{failed}; the child then called _exit(1) still holding {}: echo_loop() must \
+                     close both of its descriptors when it returns, on the write-error path too \
+                     (drop the OwnedFds; raw descriptors must be closed on every return path, the \
+                     early return of write_all()'s `?` included)",
+                    kept.join(" and ")
+                )));
+            }
+        }
         Some(status) if libc::WIFSIGNALED(status) && libc::WTERMSIG(status) == libc::SIGPIPE => {
             let disposition = if ignored_sigpipe {
                 " (it still ignored SIGPIPE while it waited for input: it changed that later, or \

@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 
+use nix::errno::Errno;
 use nix::unistd::Pid;
 
 use super::outside;
@@ -11,7 +12,7 @@ use super::session::{
     CHILD, Flags, PARENT, Returned, Session, Spawned, launch, pipes_of, settle_in_read, start,
 };
 use crate::engine::inspect;
-use crate::engine::tracer::{Action, Call, Tracer};
+use crate::engine::tracer::{Action, Call, Step, Tracer};
 use crate::engine::{Fail, Run};
 
 /// `fd (target)` for each descriptor of `fds` that `keep` rejects.
@@ -316,11 +317,14 @@ pub fn spawn_errors(run: &mut Run) -> Result<String, Fail> {
         launched.finish()?;
     }
     exactly_enough(run)?;
-    let enfile = pipe_fails_enfile(run)?;
-    let fork = fork_fails(run)?;
+    let enfile = pipe_fails_enfile(run, false)?;
+    let enfile_second = pipe_fails_enfile(run, true)?;
+    let fork = fork_fails(run, Errno::EAGAIN)?;
+    let fork_enomem = fork_fails(run, Errno::ENOMEM)?;
     Ok(format!(
         "pipe() failing at the first and at the second pipe gave Pipe(EMFILE), with nothing left \
-         open; with exactly four descriptors free both pipes were made; {enfile}; {fork}"
+         open; with exactly four descriptors free both pipes were made; {enfile}; {enfile_second}; \
+         {fork}; {fork_enomem}"
     ))
 }
 
@@ -348,15 +352,25 @@ fn exactly_enough(run: &mut Run) -> Result<(), Fail> {
     }
 }
 
-/// The first `pipe()` made to fail with `ENFILE` (the system-wide table of open files full,
-/// which no descriptor limit of the program's produces): `Pipe(ENFILE)`, the errno the call
-/// returned, and nothing forked or left open.
-fn pipe_fails_enfile(run: &mut Run) -> Result<String, Fail> {
+/// The first `pipe()`, then (`second`) the second one with the first let through, made to fail
+/// with `ENFILE` (the system-wide table of open files full, which no descriptor limit of the
+/// program's produces): `Pipe(ENFILE)`, the errno the call returned, not the `EMFILE` a
+/// descriptor limit gives, and nothing forked or left open.
+fn pipe_fails_enfile(run: &mut Run, second: bool) -> Result<String, Fail> {
     let input = run.random_bytes(16);
     let launched = launch(run, input, Flags::default())?;
     let (parent, before) = (launched.parent, launched.fds_before.clone());
     let pipes = Call::one_of(&[libc::SYS_pipe, libc::SYS_pipe2]);
-    let Some(mut tracer) = Tracer::attach(parent, pipes, Action::Fail(libc::ENFILE))? else {
+    let tracer = if second {
+        Tracer::in_turn(
+            parent,
+            [(pipes, Step::Pass), (pipes, Step::Fail(libc::ENFILE))],
+        )?
+    } else {
+        Tracer::attach(parent, pipes, Action::Fail(libc::ENFILE))?
+    };
+    let which = if second { "second" } else { "first" };
+    let Some(mut tracer) = tracer else {
         run.note(
             "the grader may not trace the program here (ptrace): pipe() failing with ENFILE was \
              not tried",
@@ -370,8 +384,10 @@ fn pipe_fails_enfile(run: &mut Run) -> Result<String, Fail> {
         }
         return Ok("pipe() failing with ENFILE not tried".into());
     };
-    let setting = "the grader made the parent's first pipe() fail with ENFILE (the call skipped, \
-                   as the kernel fails it when the system-wide table of open files is full)";
+    let setting = format!(
+        "the grader made the parent's {which} pipe() fail with ENFILE (the call skipped, as the \
+         kernel fails it when the system-wide table of open files is full)"
+    );
     let launched = match launched.spawn()? {
         Spawned::Ready(session) => {
             let failed = tracer.failed_the_call()?;
@@ -397,7 +413,8 @@ fn pipe_fails_enfile(run: &mut Run) -> Result<String, Fail> {
                     return Err(Fail::failed(format!(
                         "{setting}, and spawn() returned `{error}`: Pipe({errno}) is not the \
                          error pipe() returned; return PipeEchoError::Pipe with pipe()'s own \
-                         errno (map_err(PipeEchoError::Pipe)), not a fixed or guessed one"
+                         errno (map_err(PipeEchoError::Pipe)) at each of the two pipe() calls, \
+                         not a fixed or guessed one (EMFILE is only the per-process limit)"
                     )));
                 }
                 _ => {
@@ -428,17 +445,21 @@ fn pipe_fails_enfile(run: &mut Run) -> Result<String, Fail> {
         )));
     }
     launched.finish()?;
-    Ok("pipe() failing with ENFILE gave Pipe(ENFILE), with nothing left open".into())
+    Ok(format!(
+        "the {which} pipe() failing with ENFILE gave Pipe(ENFILE), with nothing left open"
+    ))
 }
 
-/// `fork()` made to fail with `EAGAIN` (the grader skips the parent's `clone()`, as the kernel
-/// fails it at a process limit that root does not meet): `Fork(EAGAIN)`, with both pipes closed.
-fn fork_fails(run: &mut Run) -> Result<String, Fail> {
+/// `fork()` made to fail with `errno` (the grader skips the parent's `clone()`): `EAGAIN`, as the
+/// kernel fails it at a process limit that root does not meet, then `ENOMEM`, as it fails it out
+/// of memory or in a PID namespace whose init is gone: `Fork(errno)` with that very errno, both
+/// pipes closed.
+fn fork_fails(run: &mut Run, errno: Errno) -> Result<String, Fail> {
     let input = run.random_bytes(16);
     let launched = launch(run, input, Flags::default())?;
     let (parent, before) = (launched.parent, launched.fds_before.clone());
     let clone = Call::any(libc::SYS_clone);
-    let Some(mut tracer) = Tracer::attach(parent, clone, Action::Fail(libc::EAGAIN))? else {
+    let Some(mut tracer) = Tracer::attach(parent, clone, Action::Fail(errno as i32))? else {
         run.note(
             "the grader may not trace the program here (ptrace): fork() failing was not tried",
         );
@@ -451,8 +472,15 @@ fn fork_fails(run: &mut Run) -> Result<String, Fail> {
         }
         return Ok("fork() failing not tried".into());
     };
-    let setting = "the grader made the parent's fork() fail with EAGAIN (its clone() skipped, as \
-                   the kernel fails it at the process limit)";
+    let why = if errno == Errno::EAGAIN {
+        "as the kernel fails it at the process limit"
+    } else {
+        "as the kernel fails it out of memory, or in a PID namespace whose init has died"
+    };
+    let name = format!("{errno:?}");
+    let setting = format!(
+        "the grader made the parent's fork() fail with {name} (its clone() skipped, {why})"
+    );
     let launched = match launched.spawn()? {
         Spawned::Ready(mut session) => {
             if !tracer.failed_the_call()? {
@@ -476,7 +504,14 @@ fn fork_fails(run: &mut Run) -> Result<String, Fail> {
                 )));
             }
             match Returned::parse(&format!("error {error}")) {
-                Returned::Fork(errno) if errno == "EAGAIN" => {}
+                Returned::Fork(got) if got == name => {}
+                Returned::Fork(got) => {
+                    return Err(Fail::failed(format!(
+                        "{setting}, and spawn() returned Fork({got}): return PipeEchoError::Fork \
+                         with the errno fork() returned (map_err(PipeEchoError::Fork)), not a \
+                         fixed or guessed one; fork() fails with EAGAIN, ENOMEM, ENOSYS, ..."
+                    )));
+                }
                 _ => {
                     return Err(Fail::failed(format!(
                         "{setting}, and spawn() returned `{error}`: return \
@@ -497,5 +532,7 @@ fn fork_fails(run: &mut Run) -> Result<String, Fail> {
         )));
     }
     launched.finish()?;
-    Ok("fork() failing gave Fork(EAGAIN), with both pipes closed".into())
+    Ok(format!(
+        "fork() failing with {name} gave Fork({name}), with both pipes closed"
+    ))
 }

@@ -186,6 +186,57 @@ pub fn exchange_errors(run: &mut Run) -> Result<String, Fail> {
     refused_again(&done)?;
     session.finish()?;
 
+    // Far more over than a pipe holds: the grader writes twice a pipe's worth and a byte into
+    // pipe B while the parent reads it, then lets it end. Every byte that came back before
+    // end-of-file counts, however many: `echoed` is exact, not capped at what was kept.
+    let input = run.random_bytes(len);
+    let mut session = start(run, input, flags)?;
+    settle_in_read(session.child);
+    let pipes = session.pipes()?;
+    let pipe_b = outside::open_pipe(session.child, pipes.child_writes_b, true)?;
+    let pipe_b = std::os::fd::OwnedFd::from(pipe_b);
+    outside::set_nonblocking(&pipe_b)?;
+    let mut pipe_b = std::fs::File::from(pipe_b);
+    let beyond = run.random_bytes((128 << 10) + 1);
+    session.go()?;
+    let mut put = 0;
+    let until = Instant::now() + Duration::from_secs(3);
+    while put < beyond.len() && Instant::now() < until {
+        match pipe_b.write(&beyond[put..]) {
+            Ok(n) => put += n,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            Err(_) => break,
+        }
+    }
+    drop(pipe_b);
+    let done = session.recv_done()?;
+    let came = len + put;
+    if put == beyond.len()
+        && let Returned::ShortEcho { sent, echoed } = Returned::parse(&done.exchange)
+        && sent == len
+        && echoed > len
+        && echoed < came
+    {
+        return Err(Fail::failed(format!(
+            "{len} bytes were sent and {came} came back through pipe B (the grader wrote {put} \
+             bytes into it while the parent read it), all of them taken out of pipe B (the grader's \
+             writes went through), and exchange() returned `{}`: \
+             ShortEcho counts {echoed}, {} fewer than came back: `echoed` is every byte that \
+             came back before end-of-file, however many (no cap on what is kept or counted)",
+            done.exchange,
+            came - echoed
+        )));
+    }
+    length_compared(
+        &done,
+        len,
+        came,
+        &format!("wrote {put} bytes into pipe B while the parent read it"),
+    )?;
+    session.finish()?;
+
     // A first call that succeeded: a second is refused all the same, whatever the first
     // returned (the child has gone, so nothing can come back through it again).
     let input = run.random_bytes(len);
@@ -195,8 +246,9 @@ pub fn exchange_errors(run: &mut Run) -> Result<String, Fail> {
     refused_again(&done)?;
     session.finish()?;
     Ok(format!(
-        "one byte short and one byte over ({len} bytes), one byte over an empty input, and {} \
-         bytes ahead of the echo, exchange() returned ShortEcho with the right counts; a second \
+        "one byte short and one byte over ({len} bytes), one byte over an empty input, {} \
+         bytes ahead of the echo and 128 KiB and a byte over, exchange() returned ShortEcho \
+         with the right counts; a second \
          call returned AlreadyExchanged, after those and after an exchange that succeeded",
         len + 1
     ))

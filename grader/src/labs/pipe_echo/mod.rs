@@ -91,8 +91,9 @@ pub static LAB: Lab = Lab {
             description: "with too few descriptors for the first or the second pipe, spawn() \
                           returns Pipe(EMFILE) (the error of a pipe() call, traced), forks \
                           nothing and leaves nothing open; with exactly four free it \
-                          succeeds; a pipe() failed with ENFILE is Pipe(ENFILE); when fork() \
-                          fails, Fork(EAGAIN), with both pipes closed",
+                          succeeds; the first or the second pipe() failed with ENFILE is \
+                          Pipe(ENFILE); when fork() fails, Fork(EAGAIN), then Fork(ENOMEM), \
+                          with both pipes closed",
             exclusive: false,
             hint: Some(
                 "When pipe() fails, spawn() returns Pipe with its errno, forks nothing and closes what it already created; when fork() fails, Fork with its errno, both pipes closed. See docs/labs/01-pipe-echo.md, the rules table (\"pipe() failing is Pipe(errno)\", \"Fork(errno) when fork() fails\").",
@@ -128,13 +129,14 @@ pub static LAB: Lab = Lab {
             points: 2,
             timeout: Duration::from_secs(10),
             description: "with the child held at its exit, wait() is blocked in waitpid() with \
-                          both pipe ends closed, retries it when signals interrupt it, goes \
+                          both pipe ends closed, retries it at once when signals interrupt it, goes \
                           on waiting while the child is only stopped or continued, and reaps \
-                          the child once it exits; a waitpid() failed with EINVAL is \
-                          Wait(EINVAL)",
+                          the child once it exits; a waitpid() failed with ECHILD is \
+                          Wait(ECHILD); called right after spawn(), with no exchange(), \
+                          wait() closes pipe A before waitpid()",
             exclusive: false,
             hint: Some(
-                "wait() closes both pipe ends, then blocks in waitpid() (no WNOHANG, no sleep) and calls it again after EINTR. See docs/labs/01-pipe-echo.md, the rules table (the wait() rules) and Hints (\"Wait by blocking\").",
+                "wait() closes both pipe ends (to_child too, when exchange() has not taken it), then blocks in waitpid() (no WNOHANG, no sleep) and calls it again after EINTR. See docs/labs/01-pipe-echo.md, the rules table (the wait() rules) and Hints (\"Wait by blocking\").",
             ),
             run: child_end::waits_for_exit,
         },
@@ -145,11 +147,14 @@ pub static LAB: Lab = Lab {
             description: "a child killed before the transfer: exchange() returns Write(EPIPE) \
                           (from a write(): none with pipe A still read by the grader), a \
                           second exchange() AlreadyExchanged, and wait() ChildFailed, without a \
-                          hang or a crash; a write() failed with EIO is Write(EIO); a child \
-                          killed by SIGPIPE is ChildFailed",
+                          hang or a crash; a write() failed with EIO is Write(EIO), a read() of \
+                          pipe B failed with EIO Read(EIO); a child \
+                          killed by SIGPIPE is ChildFailed; with pipe B at end-of-file and \
+                          the writer blocked on a full pipe A, exchange() waits for the \
+                          writer by blocking",
             exclusive: false,
             hint: Some(
-                "Check every write() and read(): a dead child makes writes fail with EPIPE, which exchange() returns (the error write() gave, not one guessed from the child's state); the write end is taken and closed whatever exchange() returns, so a second call is AlreadyExchanged; wait() succeeds only for Exited(_, 0). See docs/labs/01-pipe-echo.md, the rules table (\"Write(EPIPE) when the child is gone\", \"AlreadyExchanged when exchange() is called a second time\").",
+                "Check every write() and read(): a dead child makes writes fail with EPIPE, which exchange() returns (the error write() gave, not one guessed from the child's state); the write end is taken and closed whatever exchange() returns, so a second call is AlreadyExchanged; wait() succeeds only for Exited(_, 0); once pipe B is at end-of-file, exchange() waits for its writer by blocking in join(), no sleep-and-retry. See docs/labs/01-pipe-echo.md, the rules table (\"Write(EPIPE) when the child is gone\", \"AlreadyExchanged when exchange() is called a second time\", \"Waiting means blocking in a call\").",
             ),
             run: child_end::child_dies_early,
         },
@@ -160,7 +165,8 @@ pub static LAB: Lab = Lab {
             description: "when the child's write to pipe B fails (EAGAIN, EPIPE), echo_loop() \
                           returns the error, the child exits with status 1, wait() returns \
                           ChildFailed and a second exchange() AlreadyExchanged; a read() failed \
-                          with EIO is no end-of-file, and echo_loop() closes both ends on error",
+                          with EIO or EAGAIN is no end-of-file, and echo_loop() closes both ends \
+                          on every error",
             exclusive: false,
             hint: Some(
                 "write_all() returns every error but EINTR, echo_loop() passes it on, the child then _exit(1)s, and wait() reports ChildFailed. See docs/labs/01-pipe-echo.md, the rules table (\"The child exits with status 1 when echo_loop() fails\").",
@@ -171,8 +177,8 @@ pub static LAB: Lab = Lab {
             name: "exchange-errors",
             points: 2,
             timeout: Duration::from_secs(10),
-            description: "an echo one byte short or one byte over is ShortEcho with both \
-                          counts; a second exchange() is AlreadyExchanged",
+            description: "an echo one byte short, one byte over or 128 KiB over is ShortEcho \
+                          with both exact counts; a second exchange() is AlreadyExchanged",
             exclusive: false,
             hint: Some(
                 "Compare the echo's length with the input's, both ways, after reading pipe B to end-of-file; a second exchange() is AlreadyExchanged. See docs/labs/01-pipe-echo.md, the rules table (the ShortEcho and AlreadyExchanged rules).",

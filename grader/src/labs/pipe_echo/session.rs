@@ -1,7 +1,9 @@
 //! The protocol driver. The program says `started` and waits for `spawn`; it calls `spawn()`
 //! and says `ready` (with the child's pid) or `failed`; it waits for `go`, exchanges (twice with
 //! `--twice`), reaps the child, says `done` (with what `exchange` and `wait` returned, and with
-//! `--other-child` how it reaped a child of its own forked before `spawn()`) and waits for `exit`. Between those messages the grader looks at both processes in `/proc`.
+//! `--other-child` how it reaped a child of its own forked before `spawn()`) and waits for `exit`;
+//! with `--wait-only` it calls `wait()` at `go`, with no exchange, and reports only `wait`.
+//! Between those messages the grader looks at both processes in `/proc`.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -26,6 +28,9 @@ pub struct Flags {
     /// `--other-child`: the program forks a child of its own before `spawn()`, which exits at
     /// once, and reaps it after `wait()`, reporting how as `other-child`.
     pub other_child: bool,
+    /// `--wait-only`: no `exchange()` at all: at `go` the program calls `wait()` right away and
+    /// reports only what it returned, as `wait`.
+    pub wait_only: bool,
 }
 
 /// The program before `spawn()`.
@@ -119,6 +124,9 @@ pub fn launch(run: &mut Run, input: Vec<u8>, flags: Flags) -> Result<Launched, F
     }
     if flags.other_child {
         args.push("--other-child".into());
+    }
+    if flags.wait_only {
+        args.push("--wait-only".into());
     }
     let mut proc = run.spawn(&args)?;
     let parent = proc.pid.as_raw();
