@@ -5,7 +5,10 @@ use super::MAX_POOL;
 use super::headers::spawn_one_message_receiver;
 use super::layout::{MIN_SEGMENT, Mapped};
 use super::observe::dev_shm;
-use super::pool::{PairOptions, PoolNames, destroy_pool, pool_ready, spawn_pair, spawn_pool};
+use super::pool::{
+    PairOptions, PoolNames, destroy_pool, pool_ready, spawn_pair, spawn_pool,
+    spawn_pool_with_msg_max,
+};
 use super::transfer::{Setup, check_messages, failure, start_receiver, start_sender};
 use crate::engine::audit::message_queue_exists;
 use crate::engine::process::Limits;
@@ -59,6 +62,9 @@ struct Refusals {
     no_pool: Proc,
     /// Pools of a count or size out of range, and the error each must give.
     bad_pools: Vec<(Proc, PoolNames, usize, usize, &'static str)>,
+    /// A pool of `MAX_POOL + 1` segments in an IPC namespace whose `msg_max` would let its
+    /// queue be made (as root only).
+    over_count: Option<(Proc, PoolNames)>,
 }
 
 impl Refusals {
@@ -103,6 +109,9 @@ impl Refusals {
             let pool = spawn_pool(run, &names, size)?;
             bad_pools.push((pool, names, count, size, error));
         }
+        let names = PoolNames::new(run, "pool-over", MAX_POOL + 1);
+        let over_count =
+            spawn_pool_with_msg_max(run, &names, 65_536, ROOMY_MSG_MAX)?.map(|pool| (pool, names));
         Ok(Refusals {
             small,
             small_taken,
@@ -110,6 +119,7 @@ impl Refusals {
             missing,
             no_pool,
             bad_pools,
+            over_count,
         })
     }
 
@@ -182,8 +192,43 @@ impl Refusals {
             )?;
             names.none_left("a refused pool")?;
         }
+        if let Some((pool, names)) = &mut self.over_count {
+            over_count_refused(pool, names)?;
+        }
         Ok(())
     }
+}
+
+/// The `msg_max` of the namespace of [`Refusals::over_count`]: room for a queue of more
+/// messages than a pool may have segments.
+const ROOMY_MSG_MAX: u64 = 64;
+
+/// A pool of `MAX_POOL + 1` segments, asked where the kernel would make its queue
+/// ([`ROOMY_MSG_MAX`]): the count is the lab's limit, refused before anything is made, not
+/// what `mq_open()` happens to refuse.
+fn over_count_refused(pool: &mut Proc, names: &PoolNames) -> Result<(), Fail> {
+    let count = MAX_POOL + 1;
+    let answer = pool.recv_any()?;
+    if answer.kind == "failed" && answer.get("kind") == Some("bad-count") {
+        pool.wait()?;
+        return names.none_left("a refused pool");
+    }
+    pool.kill_tree();
+    for name in &names.segments {
+        let _ = nix::sys::mman::shm_unlink(name.as_str());
+    }
+    let said = if answer.kind == "failed" {
+        format!("`failed` ({})", failure(&answer))
+    } else {
+        format!("`{}`", answer.kind)
+    };
+    Err(Fail::failed(format!(
+        "asked for a pool of {count} segments in an IPC namespace whose msg_max is \
+         {ROOMY_MSG_MAX} (so that mq_open() can make a queue of {count} messages), the program \
+         said {said}: the limit of 1..=MAX_POOL_SEGMENTS ({MAX_POOL}) is the lab's, checked by \
+         Pool::create() before it makes anything (TransferError::BadCount), not whatever \
+         mq_open() refuses on a given machine (msg_max, or a privilege that passes it)"
+    )))
 }
 
 /// A sender asked for 4095 bytes on `name`, which the grader's object has: it must say

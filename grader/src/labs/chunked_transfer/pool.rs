@@ -150,6 +150,29 @@ pub fn id_message(id: u32) -> Vec<u8> {
 
 /// Starts a `pool` process that creates the pool `names` of segments of `size` bytes.
 pub fn spawn_pool(run: &mut Run, names: &PoolNames, size: usize) -> Result<Proc, Fail> {
+    let args = pool_args(names, size)?;
+    let mut pool = run.spawn(&args)?;
+    pool.set_roles(|_| "the pool's creator".into());
+    Ok(pool)
+}
+
+/// As [`spawn_pool`], in an IPC namespace of its own whose `msg_max` is `msg_max` (a queue of
+/// more messages than the machine allows): `None` where the grader may not make one (not root).
+pub fn spawn_pool_with_msg_max(
+    run: &mut Run,
+    names: &PoolNames,
+    size: usize,
+    msg_max: u64,
+) -> Result<Option<Proc>, Fail> {
+    let args = pool_args(names, size)?;
+    let Some(mut pool) = run.spawn_with_message_queue_sysctls(&args, msg_max, 8192)? else {
+        return Ok(None);
+    };
+    pool.set_roles(|_| "the pool's creator".into());
+    Ok(Some(pool))
+}
+
+fn pool_args(names: &PoolNames, size: usize) -> Result<Vec<String>, Fail> {
     if names.queue != format!("{}-free", names.prefix)
         || names
             .segments
@@ -160,17 +183,15 @@ pub fn spawn_pool(run: &mut Run, names: &PoolNames, size: usize) -> Result<Proc,
             "the pool's names do not derive from its prefix".into(),
         ));
     }
-    let mut pool = run.spawn(&[
-        "pool",
-        "--prefix",
-        &names.prefix,
-        "--count",
-        &names.segments.len().to_string(),
-        "--size",
-        &size.to_string(),
-    ])?;
-    pool.set_roles(|_| "the pool's creator".into());
-    Ok(pool)
+    Ok(vec![
+        "pool".into(),
+        "--prefix".into(),
+        names.prefix.clone(),
+        "--count".into(),
+        names.segments.len().to_string(),
+        "--size".into(),
+        size.to_string(),
+    ])
 }
 
 /// Waits for the pool's `ready` and checks what it made: its segments (`size` bytes each), and
