@@ -138,21 +138,9 @@ pub fn forced_failures(run: &mut Run) -> Result<(), Fail> {
     let name = run.ipc_name("forced-denied");
     let object = Mapped::create(run, &name, MIN_SEGMENT, true)?;
     let call = opening(&name);
-    let Some((mut proc, tracer)) = start(
-        run,
-        &[
-            "recv",
-            "--name",
-            &name,
-            "--count",
-            "1",
-            "--timeout-ms",
-            "1000",
-        ],
-        call,
-        libc::EACCES,
-    )?
-    else {
+    let args = super::headers::one_message_receiver(&name, 1000);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let Some((mut proc, tracer)) = start(run, &args, call, libc::EACCES)? else {
         abandon(&forced);
         let _ = nix::sys::mman::shm_unlink(name.as_str());
         return Ok(());

@@ -794,15 +794,16 @@ pub fn spawn_one_message_receiver(
     name: &str,
     timeout_ms: u64,
 ) -> Result<Proc, Fail> {
-    let mut receiver = run.spawn(&[
-        "recv",
-        "--name",
-        name,
-        "--count",
-        "1",
-        "--timeout-ms",
-        &timeout_ms.to_string(),
-    ])?;
+    let mut receiver = run.spawn(&one_message_receiver(name, timeout_ms))?;
     receiver.set_roles(|_| "the receiver".into());
     Ok(receiver)
+}
+
+/// The arguments of a receiver of one message from the segment `name`.
+pub fn one_message_receiver(name: &str, timeout_ms: u64) -> Vec<String> {
+    ["recv", "--name", name, "--count", "1", "--timeout-ms"]
+        .map(String::from)
+        .into_iter()
+        .chain([timeout_ms.to_string()])
+        .collect()
 }

@@ -52,16 +52,8 @@ pub fn wait_accesses(run: &mut Run) -> Result<[Option<u64>; 2], Fail> {
 fn receiver_accesses(run: &mut Run) -> Result<Option<u64>, Fail> {
     let name = run.ipc_name("spin");
     let mapped = Mapped::create(run, &name, MIN_SEGMENT, true)?;
-    let timeout = TIMEOUT_MS.to_string();
-    let args = [
-        "recv",
-        "--name",
-        &name,
-        "--count",
-        "1",
-        "--timeout-ms",
-        &timeout,
-    ];
+    let args = super::headers::one_message_receiver(&name, TIMEOUT_MS);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let who = "a receiver given `go` on a segment where nothing is ever posted";
     let counted = watched_waits(run, &args, FULL_WORD, who);
     drop(mapped);

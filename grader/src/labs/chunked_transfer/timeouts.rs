@@ -191,17 +191,9 @@ impl SlowWriter {
         let mapped = Mapped::create(run, &name, MIN_SEGMENT, true)?;
         let capacity = mapped.capacity();
         let data = run.random_bytes(capacity as usize);
-        let mut receiver = run.spawn(&[
-            "recv",
-            "--name",
-            &name,
-            "--count",
-            "1",
-            "--timeout-ms",
-            &WRITER_TIMEOUT_MS.to_string(),
-            "--slow-ms",
-            &WRITER_MS.to_string(),
-        ])?;
+        let mut args = super::headers::one_message_receiver(&name, WRITER_TIMEOUT_MS);
+        args.extend(["--slow-ms".to_string(), WRITER_MS.to_string()]);
+        let mut receiver = run.spawn(&args)?;
         receiver.set_roles(|_| "the receiver whose writer is slow".into());
         let ready = receiver.recv_any()?;
         if ready.kind != "ready" {
