@@ -897,11 +897,9 @@ unsafe fn trace(group: i32, pid: i32, call: Call, action: Action, pipes: Pipes) 
                 }
                 match action {
                     Action::FailTimes(errno, _) => {
-                        libc::ptrace(libc::PTRACE_POKEUSER, pid, ORIG_RAX, -1isize);
-                        if !to_exit_stop(pid, &mut status) {
+                        if !fail_call(pid, errno, &mut status) {
                             gone();
                         }
-                        libc::ptrace(libc::PTRACE_POKEUSER, pid, RAX, -(errno as isize));
                         say(FAILED);
                         left_to_fail = left_to_fail.saturating_sub(1);
                         if left_to_fail > 0 {
@@ -931,12 +929,9 @@ unsafe fn trace(group: i32, pid: i32, call: Call, action: Action, pipes: Pipes) 
                     | Action::InTurn(_)
                     | Action::Signal(_) => {}
                     Action::Fail(errno) => {
-                        // No call at all (number -1), and on its way out, the error.
-                        libc::ptrace(libc::PTRACE_POKEUSER, pid, ORIG_RAX, -1isize);
-                        if !to_exit_stop(pid, &mut status) {
+                        if !fail_call(pid, errno, &mut status) {
                             gone();
                         }
-                        libc::ptrace(libc::PTRACE_POKEUSER, pid, RAX, -(errno as isize));
                         // Said while the program is still stopped: the check hears it before
                         // anything the program says next.
                         say(FAILED);
@@ -944,11 +939,9 @@ unsafe fn trace(group: i32, pid: i32, call: Call, action: Action, pipes: Pipes) 
                         libc::_exit(0);
                     }
                     Action::FailRaising(errno, raised) => {
-                        libc::ptrace(libc::PTRACE_POKEUSER, pid, ORIG_RAX, -1isize);
-                        if !to_exit_stop(pid, &mut status) {
+                        if !fail_call(pid, errno, &mut status) {
                             gone();
                         }
-                        libc::ptrace(libc::PTRACE_POKEUSER, pid, RAX, -(errno as isize));
                         // Queued while the thread is traced (so not dropped as ignored yet), it
                         // meets the thread's disposition once detached, as the kernel's would.
                         libc::syscall(libc::SYS_tkill, pid, raised);
@@ -1014,19 +1007,15 @@ unsafe fn in_turn(pid: i32, steps: [(Call, Step); 2], pipes: Pipes) -> ! {
                 }
                 match step {
                     Step::Fail(errno) => {
-                        libc::ptrace(libc::PTRACE_POKEUSER, pid, ORIG_RAX, -1isize);
-                        if !to_exit_stop(pid, &mut status) {
+                        if !fail_call(pid, errno, &mut status) {
                             gone();
                         }
-                        libc::ptrace(libc::PTRACE_POKEUSER, pid, RAX, -(errno as isize));
                         say(FAILED);
                     }
                     Step::FailRaising(errno, raised) => {
-                        libc::ptrace(libc::PTRACE_POKEUSER, pid, ORIG_RAX, -1isize);
-                        if !to_exit_stop(pid, &mut status) {
+                        if !fail_call(pid, errno, &mut status) {
                             gone();
                         }
-                        libc::ptrace(libc::PTRACE_POKEUSER, pid, RAX, -(errno as isize));
                         // Queued while the thread is traced, delivered (or dropped as ignored)
                         // at its next stop, as the kernel's own would be.
                         libc::syscall(libc::SYS_tkill, pid, raised);
@@ -1174,6 +1163,20 @@ unsafe fn default_disposition(pid: i32, signal: i32, status: &mut i32) -> bool {
 #[cfg(not(target_arch = "x86_64"))]
 unsafe fn default_disposition(_pid: i32, _signal: i32, _status: &mut i32) -> bool {
     false
+}
+
+/// Makes the call `pid` is stopped at the entry of fail with `errno`: no call at all (number -1),
+/// and on its way out, the error. One way for every failing action; false if `pid` is gone.
+unsafe fn fail_call(pid: i32, errno: i32, status: &mut i32) -> bool {
+    // SAFETY: plain system calls on the traced process.
+    unsafe {
+        libc::ptrace(libc::PTRACE_POKEUSER, pid, ORIG_RAX, -1isize);
+        if !to_exit_stop(pid, status) {
+            return false;
+        }
+        libc::ptrace(libc::PTRACE_POKEUSER, pid, RAX, -(errno as isize));
+        true
+    }
 }
 
 /// Resumes `pid`, stopped at a call's entry, up to that call's exit stop, delivering any signal

@@ -11,7 +11,7 @@ use nix::unistd::Pid;
 
 use super::outside::{self, ContinuedHold, ExitHold, describe_status};
 use super::session::{
-    Done, Flags, Returned, Session, ignores_signal, pipes_of, refused_again, role_of,
+    Done, Flags, Pipes, Returned, Session, ignores_signal, pipes_of, refused_again, role_of,
     settle_in_read, start, started_twice_in_read,
 };
 use crate::engine::diagnose::{Activity, classify};
@@ -868,26 +868,55 @@ fn killed_by_sigpipe(run: &mut Run) -> Result<String, Fail> {
     }
 }
 
-/// The parent's `write()` to pipe A made to fail with `EIO` (skipped by the grader's tracer on
-/// the thread blocked writing pipe A, the child stopped so that pipe A is full; an errno no pipe
-/// gives by itself, with the child alive and reading): `exchange()` must return `Write(EIO)`,
-/// the error `write()` returned, not `EPIPE` or another guess.
-fn parent_write_fails(run: &mut Run) -> Result<String, Fail> {
-    let input = run.random_bytes(1 << 20);
+/// A call of the parent on a pipe made to fail by [`fail_blocked_call`], and the exchange's end.
+struct FailedCall {
+    session: Session,
+    fd: i32,
+    tid: i32,
+    done: Done,
+}
+
+impl FailedCall {
+    /// Ends the session, then gives the verdict: its message as the failure, or `passed`.
+    fn conclude(self, verdict: Option<String>, passed: &str) -> Result<String, Fail> {
+        self.session.finish()?;
+        match verdict {
+            Some(message) => Err(Fail::failed(message)),
+            None => Ok(passed.into()),
+        }
+    }
+}
+
+/// Starts an echo of `input` with the child stopped, waits (3 s) for a thread of the parent
+/// blocked in `number` on the descriptor `end` picks, and has the tracer fail that call with
+/// `EIO`: the write and read probes share it. The inner `Err` is a probe not tried, said.
+fn fail_blocked_call(
+    run: &mut Run,
+    input: Vec<u8>,
+    number: libc::c_long,
+    end: fn(&Pipes) -> i32,
+    not_tried: &str,
+    unfailed: &str,
+) -> Result<Result<FailedCall, String>, Fail> {
+    let name = if number == libc::SYS_write {
+        "write"
+    } else {
+        "read"
+    };
+    let pipe = if number == libc::SYS_write { "A" } else { "B" };
     let mut session = start(run, input, Flags::default())?;
     let (parent, child) = (session.parent, session.child);
     settle_in_read(child);
     let pipes = session.pipes()?;
     outside::hold_stopped(child)?;
     session.go()?;
-    let fd = pipes.parent_writes_a;
-    // The thread that writes pipe A, once it is blocked there (pipe A full, the child stopped).
+    let fd = end(&pipes);
     let until = Instant::now() + Duration::from_secs(3);
-    let writer = loop {
+    let blocked_thread = loop {
         let blocked = inspect::view(parent).and_then(|v| {
             v.threads
                 .iter()
-                .find(|t| t.syscall == Some((libc::SYS_write, fd as u64)))
+                .find(|t| t.syscall == Some((number, fd as u64)))
                 .map(|t| t.tid)
         });
         if let Some(tid) = blocked {
@@ -899,33 +928,62 @@ fn parent_write_fails(run: &mut Run) -> Result<String, Fail> {
         std::thread::sleep(Duration::from_millis(1));
     };
     let cont = || kill(Pid::from_raw(child), Signal::SIGCONT);
-    let Some(tid) = writer else {
-        // It writes some other way (poll() and non-blocking writes): the other checks judge it.
+    let Some(tid) = blocked_thread else {
+        // It uses the pipe some other way (poll(), non-blocking calls): other checks judge it.
         let _ = cont();
         let done = session.recv_done()?;
         session.verify_echo(&done)?;
         session.finish()?;
-        run.note(
-            "no thread of the parent blocked in write() on pipe A: a failing write() not tried",
-        );
-        return Ok("a write() to pipe A failing not tried".into());
+        run.note(format!(
+            "no thread of the parent blocked in {name}() on pipe {pipe}: a failing {name}() not \
+             tried"
+        ));
+        return Ok(Err(not_tried.into()));
     };
-    let write_a = Call::arg_is(libc::SYS_write, 0, fd as u64);
-    let tracer = Tracer::attach_thread(parent, tid, write_a, Action::Fail(libc::EIO))?;
+    let call = Call::arg_is(number, 0, fd as u64);
+    let tracer = Tracer::attach_thread(parent, tid, call, Action::Fail(libc::EIO))?;
     let _ = cont();
     let Some(mut tracer) = tracer else {
-        run.note("the grader may not trace the parent here (ptrace): a failing write() not tried");
+        run.note(format!(
+            "the grader may not trace the parent here (ptrace): a failing {name}() not tried"
+        ));
         session.recv_done()?;
         session.finish()?;
-        return Ok("a write() to pipe A failing not tried".into());
+        return Ok(Err(not_tried.into()));
     };
     let failed = tracer.failed_before(Instant::now() + Duration::from_secs(3))?;
     drop(tracer);
     let done = session.recv_done()?;
     if !failed {
         session.finish()?;
-        return Ok("a write() to pipe A failing not tried (the input went in one write)".into());
+        return Ok(Err(unfailed.into()));
     }
+    Ok(Ok(FailedCall {
+        session,
+        fd,
+        tid,
+        done,
+    }))
+}
+
+/// The parent's `write()` to pipe A made to fail with `EIO` (skipped by the grader's tracer on
+/// the thread blocked writing pipe A, the child stopped so that pipe A is full; an errno no pipe
+/// gives by itself, with the child alive and reading): `exchange()` must return `Write(EIO)`,
+/// the error `write()` returned, not `EPIPE` or another guess.
+fn parent_write_fails(run: &mut Run) -> Result<String, Fail> {
+    let input = run.random_bytes(1 << 20);
+    let failed = match fail_blocked_call(
+        run,
+        input,
+        libc::SYS_write,
+        |pipes| pipes.parent_writes_a,
+        "a write() to pipe A failing not tried",
+        "a write() to pipe A failing not tried (the input went in one write)",
+    )? {
+        Ok(failed) => failed,
+        Err(not_tried) => return Ok(not_tried),
+    };
+    let (fd, tid, done) = (failed.fd, failed.tid, &failed.done);
     let setting = format!(
         "the grader made the parent's write() to pipe A (fd {fd}, thread {tid}) fail with EIO \
          (the call skipped by its tracer) while the echo child was alive and reading"
@@ -943,11 +1001,10 @@ fn parent_write_fails(run: &mut Run) -> Result<String, Fail> {
             done.exchange
         )),
     };
-    session.finish()?;
-    match verdict {
-        Some(message) => Err(Fail::failed(message)),
-        None => Ok("a write() to pipe A failing with EIO gave Write(EIO)".into()),
-    }
+    failed.conclude(
+        verdict,
+        "a write() to pipe A failing with EIO gave Write(EIO)",
+    )
 }
 
 /// The parent's `read()` of pipe B made to fail with `EIO` (skipped by the grader's tracer on
@@ -957,55 +1014,18 @@ fn parent_write_fails(run: &mut Run) -> Result<String, Fail> {
 /// (`Ok`, `ShortEcho`) nor another kind.
 fn parent_read_fails(run: &mut Run) -> Result<String, Fail> {
     let input = run.random_bytes(16 << 10);
-    let mut session = start(run, input, Flags::default())?;
-    let (parent, child) = (session.parent, session.child);
-    settle_in_read(child);
-    let pipes = session.pipes()?;
-    outside::hold_stopped(child)?;
-    session.go()?;
-    let fd = pipes.parent_reads_b;
-    let until = Instant::now() + Duration::from_secs(3);
-    let reader = loop {
-        let blocked = inspect::view(parent).and_then(|v| {
-            v.threads
-                .iter()
-                .find(|t| t.syscall == Some((libc::SYS_read, fd as u64)))
-                .map(|t| t.tid)
-        });
-        if let Some(tid) = blocked {
-            break Some(tid);
-        }
-        if Instant::now() > until {
-            break None;
-        }
-        std::thread::sleep(Duration::from_millis(1));
+    let failed = match fail_blocked_call(
+        run,
+        input,
+        libc::SYS_read,
+        |pipes| pipes.parent_reads_b,
+        "a read() of pipe B failing not tried",
+        "a read() of pipe B failing not tried",
+    )? {
+        Ok(failed) => failed,
+        Err(not_tried) => return Ok(not_tried),
     };
-    let cont = || kill(Pid::from_raw(child), Signal::SIGCONT);
-    let Some(tid) = reader else {
-        // It reads some other way (poll() and non-blocking reads): the other checks judge it.
-        let _ = cont();
-        let done = session.recv_done()?;
-        session.verify_echo(&done)?;
-        session.finish()?;
-        run.note("no thread of the parent blocked in read() on pipe B: a failing read() not tried");
-        return Ok("a read() of pipe B failing not tried".into());
-    };
-    let read_b = Call::arg_is(libc::SYS_read, 0, fd as u64);
-    let tracer = Tracer::attach_thread(parent, tid, read_b, Action::Fail(libc::EIO))?;
-    let _ = cont();
-    let Some(mut tracer) = tracer else {
-        run.note("the grader may not trace the parent here (ptrace): a failing read() not tried");
-        session.recv_done()?;
-        session.finish()?;
-        return Ok("a read() of pipe B failing not tried".into());
-    };
-    let failed = tracer.failed_before(Instant::now() + Duration::from_secs(3))?;
-    drop(tracer);
-    let done = session.recv_done()?;
-    if !failed {
-        session.finish()?;
-        return Ok("a read() of pipe B failing not tried".into());
-    }
+    let (fd, tid, done) = (failed.fd, failed.tid, &failed.done);
     let setting = format!(
         "the grader made the parent's read() of pipe B (fd {fd}, thread {tid}) fail with EIO \
          (the call skipped by its tracer) while the echo child was alive and echoing"
@@ -1029,11 +1049,10 @@ fn parent_read_fails(run: &mut Run) -> Result<String, Fail> {
             done.exchange
         )),
     };
-    session.finish()?;
-    match verdict {
-        Some(message) => Err(Fail::failed(message)),
-        None => Ok("a read() of pipe B failing with EIO gave Read(EIO)".into()),
-    }
+    failed.conclude(
+        verdict,
+        "a read() of pipe B failing with EIO gave Read(EIO)",
+    )
 }
 
 /// The child killed while the grader holds a read end of pipe A and takes what the parent

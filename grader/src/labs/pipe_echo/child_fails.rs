@@ -8,11 +8,11 @@ use std::time::{Duration, Instant};
 
 use super::child_end::doing;
 use super::outside::{self, describe_status};
-use super::session::pipes_of;
+use super::session::{Pipes, pipes_of};
 use super::session::{Returned, ignores_signal, refused_again, started_twice_in_read};
 use crate::engine::inspect;
 use crate::engine::tracer::{Call, Step, Tracer};
-use crate::engine::{Fail, Run};
+use crate::engine::{Fail, Proc, Run};
 
 pub fn child_fails(run: &mut Run) -> Result<String, Fail> {
     let input = run.random_bytes(64 << 10);
@@ -195,18 +195,7 @@ fn child_read_fails(run: &mut Run) -> Result<String, Fail> {
             .and_then(|v| v.threads.first().and_then(|t| t.syscall))
             .filter(|(nr, _)| *nr == libc::SYS_exit_group)
             .map(|(_, arg)| arg as i32);
-        let own = [
-            (pipes.a, "the read end of pipe A"),
-            (pipes.b, "the write end of pipe B"),
-        ];
-        let kept: Vec<String> = pipes_of(&session.proc, child)
-            .keys()
-            .filter_map(|inode| {
-                own.iter()
-                    .find(|(i, _)| i == inode)
-                    .map(|(_, name)| format!("{name} (pipe:[{inode}])"))
-            })
-            .collect();
+        let kept = ends_kept(&session.proc, child, &pipes);
         tracer.release();
         (status.map(|s| s << 8), kept)
     } else {
@@ -421,18 +410,7 @@ fn child_write_broken(run: &mut Run) -> Result<String, Fail> {
     }
     // Held at its exit_group() (a child killed by SIGPIPE makes none): its pipe ends then.
     let kept = if tracer.held_before(Instant::now() + Duration::from_secs(2))? {
-        let own = [
-            (pipes.a, "the read end of pipe A"),
-            (pipes.b, "the write end of pipe B"),
-        ];
-        let kept: Vec<String> = pipes_of(&session.proc, child)
-            .keys()
-            .filter_map(|inode| {
-                own.iter()
-                    .find(|(i, _)| i == inode)
-                    .map(|(_, name)| format!("{name} (pipe:[{inode}])"))
-            })
-            .collect();
+        let kept = ends_kept(&session.proc, child, &pipes);
         tracer.release();
         kept
     } else {
@@ -574,4 +552,21 @@ fn reaped_by_kernel(parent: i32) -> String {
          and another waitpid() in the parent would have reaped it too"
             .into()
     }
+}
+
+/// The ends of the lab's pipes the child still holds, named: read while it is held at its
+/// `exit_group()`, when `echo_loop()` should have closed both.
+fn ends_kept(proc: &Proc, child: i32, pipes: &Pipes) -> Vec<String> {
+    let own = [
+        (pipes.a, "the read end of pipe A"),
+        (pipes.b, "the write end of pipe B"),
+    ];
+    pipes_of(proc, child)
+        .keys()
+        .filter_map(|inode| {
+            own.iter()
+                .find(|(i, _)| i == inode)
+                .map(|(_, name)| format!("{name} (pipe:[{inode}])"))
+        })
+        .collect()
 }

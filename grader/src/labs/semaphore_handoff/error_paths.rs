@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use rand::RngExt;
 
 use super::SIGNAL_SIZE;
-use super::handover::{Launch, arguments, report_failure};
+use super::handover::{Launch, arguments, report_failure, run_through_removing, spawn_traced};
 use super::names::held_by;
 use super::probe;
 use crate::engine::tracer::{Action, Call, Match, Reached, Tracer};
@@ -420,10 +420,7 @@ fn create_races(run: &mut Run) -> Result<String, Fail> {
     // Kept for the life of the grader (a few bytes a run).
     let file: &'static str = probe::semaphore_file(&ready).leak();
     let seed: u64 = run.rng().random();
-    let mut proc = run.spawn_stopped(&arguments("semaphores", &names, 10, &[]))?;
-    let pid = proc.pid.as_raw();
-    let tracer = Tracer::attach(pid, Call::naming(file), Action::HoldAfter)?;
-    force::resume(pid)?;
+    let (mut proc, tracer) = spawn_traced(run, &names, Call::naming(file), Action::HoldAfter)?;
     let Some(mut tracer) = tracer else {
         run.note(
             "the grader may not trace the parent here (ptrace): a name taken right after a \
@@ -791,19 +788,12 @@ fn unlink_fails_with_eacces(run: &mut Run) -> Result<String, Fail> {
     let ok = names[1].clone();
     let file: &'static str = probe::semaphore_file(&ok).leak();
     let seed: u64 = run.rng().random();
-    let mut proc = run.spawn_stopped(&arguments("semaphores", &names, 10, &[]))?;
-    let pid = proc.pid.as_raw();
     let call = Call {
         number: libc::SYS_unlink,
         matching: Match::Names(file),
     };
-    let tracer = Tracer::attach(pid, call, Action::Fail(libc::EACCES))?;
-    force::resume(pid)?;
-    let remove = || {
-        for name in &names {
-            let _ = std::fs::remove_file(probe::semaphore_file(name));
-        }
-    };
+    let (mut proc, tracer) = spawn_traced(run, &names, call, Action::Fail(libc::EACCES))?;
+    let remove = || probe::remove_semaphores(&names);
     let Some(mut tracer) = tracer else {
         proc.kill_tree();
         remove();
@@ -813,16 +803,12 @@ fn unlink_fails_with_eacces(run: &mut Run) -> Result<String, Fail> {
     let failed = tracer.failed_before(Instant::now() + Duration::from_millis(500))?;
     if !failed {
         proc.put_back(message);
-        let launch = Launch {
+        run_through_removing(
             proc,
-            names: names.clone(),
-            mechanism: "semaphores",
-            rounds: 10,
+            &names,
             seed,
-        };
-        let ran = launch.run_through("10 rounds with semaphores, unlink() traced");
-        remove();
-        ran?;
+            "10 rounds with semaphores, unlink() traced",
+        )?;
         return Ok(format!("semaphores: no unlink of {ok} seen"));
     }
     let situation = format!(
@@ -857,16 +843,12 @@ fn unlink_fails_with_eacces(run: &mut Run) -> Result<String, Fail> {
              }})"
         )));
     }
-    let launch = Launch {
+    run_through_removing(
         proc,
-        names: names.clone(),
-        mechanism: "semaphores",
-        rounds: 10,
+        &names,
         seed,
-    };
-    let ran = launch.run_through("10 rounds with semaphores after an unlink failing with EACCES");
-    remove();
-    ran?;
+        "10 rounds with semaphores after an unlink failing with EACCES",
+    )?;
     Ok("unlink of the ok name failing with EACCES: kind=unlink, its name and EACCES".into())
 }
 
@@ -880,14 +862,11 @@ fn create_fails_eacces_while_taken(run: &mut Run) -> Result<String, Fail> {
     let (ready, ok) = (names[0].clone(), names[1].clone());
     let plant = Planted::with_value("semaphores", &ok, PLANTED_VALUE)?;
     let file: &'static str = probe::semaphore_file(&ok).leak();
-    let mut proc = run.spawn_stopped(&arguments("semaphores", &names, 10, &[]))?;
-    let pid = proc.pid.as_raw();
     let call = Call {
         number: libc::SYS_link,
         matching: Match::Names(file),
     };
-    let tracer = Tracer::attach(pid, call, Action::Fail(libc::EACCES))?;
-    force::resume(pid)?;
+    let (mut proc, tracer) = spawn_traced(run, &names, call, Action::Fail(libc::EACCES))?;
     let remove_ready = || {
         let _ = std::fs::remove_file(probe::semaphore_file(&ready));
     };

@@ -506,20 +506,7 @@ pub fn post_error(run: &mut Run) -> Result<String, Fail> {
             )));
         }
     }
-    loop {
-        let message = handover.proc.recv_any()?;
-        match (message.kind.as_str(), message.get("kind")) {
-            ("failed", Some("peer-gone")) if message.get("role") == Some("consumer") => {}
-            ("failed", _) => return Err(handover.failure(&message)),
-            ("ended", _) => break,
-            (kind, _) => {
-                return Err(Fail::failed(format!(
-                    "the program said an unexpected `{kind}`"
-                )));
-            }
-        }
-    }
-    handover.exit()?;
+    finish_after_failed_post(&mut handover, "consumer")?;
     Ok("semaphores: sem_post() at SEM_VALUE_MAX (EOVERFLOW): kind=post".into())
 }
 
@@ -758,10 +745,17 @@ pub fn consumer_post_error(run: &mut Run) -> Result<String, Fail> {
             )));
         }
     }
+    finish_after_failed_post(&mut handover, "producer")?;
+    Ok("queues: the consumer's mq_send() of ok failing (EBADF): kind=post".into())
+}
+
+/// Reads what the program says to its end, then lets the parent exit: after a side's failed
+/// post, its peer's kind=peer-gone (`peer`, the role) is expected, any other failure is not.
+fn finish_after_failed_post(handover: &mut Handover, peer: &str) -> Result<(), Fail> {
     loop {
         let message = handover.proc.recv_any()?;
         match (message.kind.as_str(), message.get("kind")) {
-            ("failed", Some("peer-gone")) if message.get("role") == Some("producer") => {}
+            ("failed", Some("peer-gone")) if message.get("role") == Some(peer) => {}
             ("failed", _) => return Err(handover.failure(&message)),
             ("ended", _) => break,
             (kind, _) => {
@@ -771,6 +765,5 @@ pub fn consumer_post_error(run: &mut Run) -> Result<String, Fail> {
             }
         }
     }
-    handover.exit()?;
-    Ok("queues: the consumer's mq_send() of ok failing (EBADF): kind=post".into())
+    handover.exit()
 }

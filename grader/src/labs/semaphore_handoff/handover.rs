@@ -10,7 +10,8 @@ use rand::RngExt;
 
 use super::probe;
 use super::{CONSUMER, PARENT, PAYLOAD, PRODUCER, RECORD_SIZE};
-use crate::engine::{Fail, Proc, Run};
+use crate::engine::tracer::{Action, Call, Tracer};
+use crate::engine::{Fail, Proc, Run, force};
 
 /// FNV-1a's offset basis and prime: the consumer's digest folds 64-bit words with them, and a
 /// record's checksum folds bytes.
@@ -38,6 +39,41 @@ pub fn arguments(mechanism: &str, names: &[String; 2], rounds: u64, extra: &[&st
     ];
     args.extend(extra.iter().map(|s| s.to_string()));
     args
+}
+
+/// Starts the parent stopped (semaphores, 10 rounds) and lets it run with `call` traced for
+/// `action`, so that none of its calls is missed: the probes that fail or hold one start so.
+pub fn spawn_traced(
+    run: &mut Run,
+    names: &[String; 2],
+    call: Call,
+    action: Action,
+) -> Result<(Proc, Option<Tracer>), Fail> {
+    let proc = run.spawn_stopped(&arguments("semaphores", names, 10, &[]))?;
+    let pid = proc.pid.as_raw();
+    let tracer = Tracer::attach(pid, call, action)?;
+    force::resume(pid)?;
+    Ok((proc, tracer))
+}
+
+/// Lets a traced run go on untouched and verifies its rounds (`what`), then removes both
+/// semaphores whatever came of it: the trace may have left them behind.
+pub fn run_through_removing(
+    proc: Proc,
+    names: &[String; 2],
+    seed: u64,
+    what: &str,
+) -> Result<(), Fail> {
+    let launch = Launch {
+        proc,
+        names: names.clone(),
+        mechanism: "semaphores",
+        rounds: 10,
+        seed,
+    };
+    let ran = launch.run_through(what);
+    probe::remove_semaphores(names);
+    ran
 }
 
 /// The program started, before its `ready`.

@@ -9,7 +9,9 @@ use std::time::{Duration, Instant};
 use rand::RngExt;
 
 use super::error_paths::{PLANTED_VALUE, Planted};
-use super::handover::{Handover, Launch, arguments, report_failure};
+use super::handover::{
+    Handover, Launch, arguments, report_failure, run_through_removing, spawn_traced,
+};
 use super::probe;
 use super::{RECORD_SIZE, SIGNAL_SIZE};
 use crate::engine::audit::message_queue_mode;
@@ -287,10 +289,8 @@ fn slot_length_asked(run: &mut Run) -> Result<String, Fail> {
     let seed: u64 = run.rng().random();
     let flags = (libc::MAP_SHARED | libc::MAP_ANONYMOUS) as u64;
     let call = Call::bits(libc::SYS_mmap, 3, flags | libc::MAP_PRIVATE as u64, flags);
-    let mut proc = run.spawn_stopped(&arguments("semaphores", &names, 10, &[]))?;
+    let (mut proc, tracer) = spawn_traced(run, &names, call, Action::Hold)?;
     let pid = proc.pid.as_raw();
-    let tracer = Tracer::attach(pid, call, Action::Hold)?;
-    force::resume(pid)?;
     let Some(mut tracer) = tracer else {
         proc.kill_tree();
         return Ok("the slot's length asked for not read (no ptrace)".into());
@@ -903,19 +903,12 @@ fn created_at_zero(run: &mut Run) -> Result<String, Fail> {
     let ready = names[0].clone();
     let file: &'static str = probe::semaphore_file(&ready).leak();
     let seed: u64 = run.rng().random();
-    let mut proc = run.spawn_stopped(&arguments("semaphores", &names, 10, &[]))?;
-    let pid = proc.pid.as_raw();
     let call = Call {
         number: libc::SYS_link,
         matching: crate::engine::tracer::Match::Names(file),
     };
-    let tracer = Tracer::attach(pid, call, Action::HoldAfter)?;
-    force::resume(pid)?;
-    let remove = || {
-        for name in &names {
-            let _ = std::fs::remove_file(probe::semaphore_file(name));
-        }
-    };
+    let (mut proc, tracer) = spawn_traced(run, &names, call, Action::HoldAfter)?;
+    let remove = || probe::remove_semaphores(&names);
     let Some(mut tracer) = tracer else {
         proc.kill_tree();
         remove();
@@ -941,16 +934,12 @@ fn created_at_zero(run: &mut Run) -> Result<String, Fail> {
              afterwards (sem_trywait) announces, meanwhile, a post that never happened"
         )));
     }
-    let launch = Launch {
+    run_through_removing(
         proc,
-        names: names.clone(),
-        mechanism: "semaphores",
-        rounds: 10,
+        &names,
         seed,
-    };
-    let ran = launch.run_through("10 rounds with semaphores, the creation held");
-    remove();
-    ran?;
+        "10 rounds with semaphores, the creation held",
+    )?;
     Ok(match value {
         Some(_) => "the ready semaphore was at 0 as sem_open() made it".into(),
         None => "the ready semaphore's making not held".into(),

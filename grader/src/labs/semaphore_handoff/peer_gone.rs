@@ -341,31 +341,7 @@ fn gone_at_first_timeout(run: &mut Run, mechanism: &'static str) -> Result<Strin
              delays noticing a dead peer"
         )));
     }
-    let mut noticed = false;
-    loop {
-        let message = match handover.proc.recv_before(killed + NOTICE_LIMIT)? {
-            Some(message) => message,
-            None => return Err(still_waiting(producer, "producer", "consumer")),
-        };
-        match (message.kind.as_str(), message.get("kind")) {
-            ("failed", Some("peer-gone")) if message.get("role") == Some("producer") => {
-                noticed = true;
-            }
-            ("failed", _) => return Err(report_failure(&message, mechanism)),
-            ("ended", _) => break,
-            (kind, _) => {
-                return Err(Fail::failed(format!(
-                    "the program said an unexpected `{kind}`"
-                )));
-            }
-        }
-    }
-    handover.exit()?;
-    if !noticed {
-        return Err(Fail::failed(
-            "the producer ended without reporting kind=peer-gone after the consumer was killed",
-        ));
-    }
+    producer_gives_up(&mut handover, producer, killed, mechanism)?;
     Ok(format!(
         "{mechanism}: the producer gave up at the first slice that timed out with the consumer \
          gone{}",
@@ -564,6 +540,21 @@ fn gone_at_early_timeout(run: &mut Run) -> Result<String, Fail> {
              slice and wait again"
         )));
     }
+    producer_gives_up(&mut handover, producer, killed, "semaphores")?;
+    Ok(
+        "semaphores: the producer gave up at a slice that timed out early with the consumer gone"
+            .into(),
+    )
+}
+
+/// Reads what the program says to its end (the consumer killed at `killed`), then lets the
+/// parent exit: the producer must report kind=peer-gone within [`NOTICE_LIMIT`].
+fn producer_gives_up(
+    handover: &mut Handover,
+    producer: i32,
+    killed: Instant,
+    mechanism: &str,
+) -> Result<(), Fail> {
     let mut noticed = false;
     loop {
         let message = match handover.proc.recv_before(killed + NOTICE_LIMIT)? {
@@ -574,7 +565,7 @@ fn gone_at_early_timeout(run: &mut Run) -> Result<String, Fail> {
             ("failed", Some("peer-gone")) if message.get("role") == Some("producer") => {
                 noticed = true;
             }
-            ("failed", _) => return Err(report_failure(&message, "semaphores")),
+            ("failed", _) => return Err(report_failure(&message, mechanism)),
             ("ended", _) => break,
             (kind, _) => {
                 return Err(Fail::failed(format!(
@@ -589,8 +580,5 @@ fn gone_at_early_timeout(run: &mut Run) -> Result<String, Fail> {
             "the producer ended without reporting kind=peer-gone after the consumer was killed",
         ));
     }
-    Ok(
-        "semaphores: the producer gave up at a slice that timed out early with the consumer gone"
-            .into(),
-    )
+    Ok(())
 }

@@ -649,6 +649,13 @@ pub fn semaphore_file(name: &str) -> String {
     format!("/dev/shm/sem.{}", name.trim_start_matches('/'))
 }
 
+/// Removes the named semaphores' files, as they are: a traced run may leave them behind.
+pub fn remove_semaphores(names: &[String]) {
+    for name in names {
+        let _ = std::fs::remove_file(semaphore_file(name));
+    }
+}
+
 /// Whether a semaphore or a queue called `name` exists.
 pub fn name_exists(name: &str) -> bool {
     std::path::Path::new(&semaphore_file(name)).exists()
