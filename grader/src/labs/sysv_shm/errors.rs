@@ -698,16 +698,44 @@ fn twenty_digit_limit(
         "with shmmax set to {shmmax} (20 digits, as the kernel's default is; in a private IPC \
          namespace) and a size of exactly {shmmax}"
     );
-    let mut proc = start_publisher(run, (&name.path, name.id, shmmax), 7, payload)?;
+    let mut proc = spawn_publisher(run, &name.path, name.id, shmmax, 7, payload)?;
+    // Seen, not changed: whether its shmget() ran tells the kernel's EINVAL taken for
+    // too-large from a refusal of its own.
+    let seen = Tracer::attach(
+        proc.pid.as_raw(),
+        Call::any(libc::SYS_shmget),
+        Action::Report,
+    )?;
+    proc.send("go", &[])?;
     let message = proc.recv_any().map_err(with_context(&what))?;
+    let shmget_ran = match seen {
+        Some(mut seen) => Some(seen.failed_the_call()?),
+        None => None,
+    };
     proc.wait()?;
     segment(name.key).into_iter().for_each(|s| rmid(s.id));
     match (message.kind.as_str(), message.get("kind")) {
         ("failed", Some("shmget")) => Ok(shmmax),
         ("failed", Some("too-large")) => {
             let error = message.get("error").unwrap_or("");
+            let own_refusal = |l: u64| {
+                (shmget_ran == Some(false) && l == shmmax).then(|| {
+                    format!(
+                        "its own message names the limit as {l}, shmmax itself, which the size \
+                         does not exceed, and it never called shmget() (the grader watched): \
+                         it refused the size by a check of its own that a size of exactly \
+                         shmmax fails, such as a conversion to a narrower or signed type \
+                         (isize, i64, u32); only the comparison size > shmmax is TooLarge, and \
+                         a size within it goes to shmget() as it is"
+                    )
+                })
+            };
             let why = limit_of(error)
-                .and_then(|l| digits_cut(l, shmmax).or(einval_taken(l, shmmax, shmmax)))
+                .and_then(|l| {
+                    digits_cut(l, shmmax)
+                        .or(own_refusal(l))
+                        .or(einval_taken(l, shmmax, shmmax))
+                })
                 .unwrap_or_else(|| {
                     "its limit is below shmmax as the file has it now: read \
                      /proc/sys/kernel/shmmax whole, each time, and refuse only a size above it"
