@@ -173,33 +173,46 @@ pub fn socket_paths(run: &mut Run) -> Result<String, Fail> {
         ));
     }
 
-    failed_bind(run)?;
+    failed_bind(run, Transport::Unix)?;
+    failed_bind(run, Transport::Tcp)?;
     failed_remove(run)?;
     Ok(
         "a 107-byte socket path bound and a 108-byte one failed with kind=bind; a path with a \
         file, a live server's socket or a dead server's socket on it failed with kind=bind and \
-        the file stayed; a bind() failed with EACCES was reported kind=bind with it, and an \
-        unlink() failed with EBUSY at the stop kind=remove with it"
+        the file stayed; a bind() failed with EACCES (Unix) or EADDRINUSE (TCP) was reported \
+        kind=bind with it, and an unlink() failed with EBUSY at the stop kind=remove with it"
             .into(),
     )
 }
 
-/// The server's bind() is made to fail with EACCES (the server started stopped, traced from its
-/// first instruction): an error no path of the check's gives (a file at the path is EADDRINUSE,
-/// a long path is refused before any bind()). The server must report `failed kind=bind` with
-/// that errno, leave no file at the path, and exit. Skipped (with a note) when the machine
-/// allows no tracing or the server makes no bind().
-fn failed_bind(run: &mut Run) -> Result<(), Fail> {
+/// The server's bind() is made to fail (the server started stopped, traced from its first
+/// instruction): over a Unix socket with EACCES, an error no path of the check's gives (a file
+/// at the path is EADDRINUSE, a long path is refused before any bind()); over TCP with
+/// EADDRINUSE, as a port already taken gives it (`--tcp 0` never fails on its own). The server
+/// must report `failed kind=bind` with that errno, leave no file at the path, and exit. Skipped
+/// (with a note) when the machine allows no tracing or the server makes no bind().
+fn failed_bind(run: &mut Run, transport: Transport) -> Result<(), Fail> {
     let path = run.path("denied.sock");
-    let args = [
-        "server".to_string(),
-        "--unix".to_string(),
-        path.display().to_string(),
-    ];
+    let (args, errno, name, situation) = match transport {
+        Transport::Unix => (
+            ["server".to_string(), "--unix".to_string(), path.display().to_string()],
+            libc::EACCES,
+            "EACCES",
+            "with the bind() of its Unix socket made to fail with EACCES (os error 13, forced by \
+             the grader: a directory the server may not write to gives it)",
+        ),
+        Transport::Tcp => (
+            ["server".to_string(), "--tcp".to_string(), "0".to_string()],
+            libc::EADDRINUSE,
+            "EADDRINUSE",
+            "started with --tcp 0 and the bind() of its TCP socket made to fail with EADDRINUSE \
+             (os error 98, forced by the grader: a port already taken gives it)",
+        ),
+    };
     let mut proc = run.spawn_stopped(&args)?;
     proc.set_roles(|_| "the server".into());
     let pid = proc.pid.as_raw();
-    let tracer = Tracer::attach(pid, Call::any(libc::SYS_bind), Action::Fail(libc::EACCES))?;
+    let tracer = Tracer::attach(pid, Call::any(libc::SYS_bind), Action::Fail(errno))?;
     crate::engine::force::resume(pid)?;
     let failed = match tracer {
         Some(mut tracer) => tracer.failed_before(Instant::now() + Duration::from_secs(5))?,
@@ -207,18 +220,21 @@ fn failed_bind(run: &mut Run) -> Result<(), Fail> {
     };
     let first = proc.recv_any()?;
     if !failed {
-        run.note("the server's bind() could not be made to fail: EACCES not forced");
+        run.note(format!(
+            "the server's bind() over {} could not be made to fail: {} not forced",
+            transport.describe(),
+            name
+        ));
         proc.kill_tree();
         let _ = std::fs::remove_file(&path);
         return Ok(());
     }
-    let situation = "with its bind() made to fail with EACCES (os error 13, forced by the grader: \
-                     a directory the server may not write to gives it)";
-    let rule = "every failure of Listener::bind is RpcError::Bind carrying the io::Error the \
-                call returned (map_err with source: the error), not a made-up or fixed one";
+    let rule = "every failure of Listener::bind, over a Unix socket or TCP, is RpcError::Bind \
+                carrying the io::Error the call returned (map_err with source: the error), not \
+                a made-up or fixed one, nor Io";
     if first.kind == "failed" && first.get("kind") == Some("bind") {
         let error = first.get("error").unwrap_or("");
-        if !forced::carries_errno(error, libc::EACCES) {
+        if !forced::carries_errno(error, errno) {
             proc.kill_tree();
             return Err(Fail::failed(format!(
                 "{situation}, the server reported kind=bind as it should, but not the error \
