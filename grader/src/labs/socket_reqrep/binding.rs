@@ -7,11 +7,11 @@ use std::time::{Duration, Instant};
 
 use ipc_labs_driver::Message;
 
-use super::{OP_ECHO, Transport};
 use super::forced;
 use super::observe;
+use super::programs::{Server, said, spawn_server, spawn_stopped_server};
 use super::protocol::{frame, read_response};
-use super::programs::{Server, said, spawn_server};
+use super::{OP_ECHO, Transport};
 use crate::engine::tracer::{Action, Call, Step, Tracer};
 use crate::engine::{Fail, Proc, Run};
 
@@ -197,23 +197,21 @@ fn failed_bind(run: &mut Run, transport: Transport) -> Result<(), Fail> {
     let path = run.path("denied.sock");
     let (args, errno, name, situation) = match transport {
         Transport::Unix => (
-            ["server".to_string(), "--unix".to_string(), path.display().to_string()],
+            ["--unix".to_string(), path.display().to_string()],
             libc::EACCES,
             "EACCES",
             "with the bind() of its Unix socket made to fail with EACCES (os error 13, forced by \
              the grader: a directory the server may not write to gives it)",
         ),
         Transport::Tcp => (
-            ["server".to_string(), "--tcp".to_string(), "0".to_string()],
+            ["--tcp".to_string(), "0".to_string()],
             libc::EADDRINUSE,
             "EADDRINUSE",
             "started with --tcp 0 and the bind() of its TCP socket made to fail with EADDRINUSE \
              (os error 98, forced by the grader: a port already taken gives it)",
         ),
     };
-    let mut proc = run.spawn_stopped(&args)?;
-    proc.set_roles(|_| "the server".into());
-    let pid = proc.pid.as_raw();
+    let (mut proc, pid) = spawn_stopped_server(run, args)?;
     let tracer = Tracer::attach(pid, Call::any(libc::SYS_bind), Action::Fail(errno))?;
     crate::engine::force::resume(pid)?;
     let failed = match tracer {
@@ -296,9 +294,10 @@ fn failed_remove(run: &mut Run) -> Result<(), Fail> {
     idle.send(&frame(OP_ECHO, b"still here"), 0)?;
     read_response(&mut idle)
         .map_err(|e| Fail::failed(format!("no response to a first request: {e}")))?;
-    let handler = observe::new_thread_in(pid, &ids, &READS, Instant::now() + Duration::from_secs(2))
-        .map(|(tid, _)| tid)
-        .filter(|&tid| tid != pid);
+    let handler =
+        observe::new_thread_in(pid, &ids, &READS, Instant::now() + Duration::from_secs(2))
+            .map(|(tid, _)| tid)
+            .filter(|&tid| tid != pid);
     let steps = [
         (Call::one_of(&UNLINKS), Step::Fail(libc::EBUSY)),
         (Call::any(libc::SYS_exit_group), Step::Hold),

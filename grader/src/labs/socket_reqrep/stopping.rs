@@ -14,7 +14,7 @@ use rand::RngExt;
 use super::failures::dropped;
 use super::forced::{self, ACCEPTS};
 use super::observe;
-use super::programs::{Server, give_to_program_user, killed_by, server};
+use super::programs::{Server, give_to_program_user, killed_by, server, spawn_stopped_server};
 use super::protocol::{Conn, closed_after, frame, read_frame, read_response, verify};
 use super::{OP_ECHO, OP_HASH, Transport};
 use crate::engine::process::Captured;
@@ -745,7 +745,10 @@ fn handlers_ended_before_return(run: &mut Run, closed_first: bool) -> Result<(),
 /// the signal: watched until it says something (too early: run_server returned), or its main
 /// thread is asleep in a futex wait (a join, or a wait that only that thread's end can end)
 /// several samples in a row.
-fn said_while_held(server: &mut Server, pid: i32) -> Result<Option<ipc_labs_driver::Message>, Fail> {
+fn said_while_held(
+    server: &mut Server,
+    pid: i32,
+) -> Result<Option<ipc_labs_driver::Message>, Fail> {
     let until = Instant::now() + Duration::from_secs(3);
     let mut asleep = 0;
     while asleep < 5 && Instant::now() < until {
@@ -924,14 +927,8 @@ fn acceptor_held_at_registration(run: &mut Run) -> Result<(), Fail> {
 fn first_thread_inherits_the_block(run: &mut Run) -> Result<(), Fail> {
     use std::os::unix::fs::FileExt;
     let path = run.path("first-thread.sock");
-    let args = [
-        "server".to_string(),
-        "--unix".to_string(),
-        path.display().to_string(),
-    ];
-    let mut proc = run.spawn_stopped(&args)?;
-    proc.set_roles(|_| "the server".into());
-    let pid = proc.pid.as_raw();
+    let at = ["--unix".to_string(), path.display().to_string()];
+    let (mut proc, pid) = spawn_stopped_server(run, at)?;
     let not_probed = "the mask the first thread starts with was not read";
     let restore = Call::arg_is(libc::SYS_rt_sigprocmask, 0, libc::SIG_SETMASK as u64);
     let steps = [
