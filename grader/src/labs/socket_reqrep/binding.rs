@@ -7,10 +7,12 @@ use std::time::{Duration, Instant};
 
 use ipc_labs_driver::Message;
 
-use super::Transport;
 use super::forced;
-use super::programs::{Server, said, spawn_server};
-use crate::engine::tracer::{Action, Call, Tracer};
+use super::observe;
+use super::programs::{Server, said, spawn_server, spawn_stopped_server};
+use super::protocol::{frame, read_response};
+use super::{OP_ECHO, Transport};
+use crate::engine::tracer::{Action, Call, Step, Tracer};
 use crate::engine::{Fail, Proc, Run};
 
 /// A server that was to fail: it must say `failed` with kind=bind, then exit.
@@ -173,33 +175,44 @@ pub fn socket_paths(run: &mut Run) -> Result<String, Fail> {
         ));
     }
 
-    failed_bind(run)?;
+    failed_bind(run, Transport::Unix)?;
+    failed_bind(run, Transport::Tcp)?;
     failed_remove(run)?;
     Ok(
         "a 107-byte socket path bound and a 108-byte one failed with kind=bind; a path with a \
         file, a live server's socket or a dead server's socket on it failed with kind=bind and \
-        the file stayed; a bind() failed with EACCES was reported kind=bind with it, and an \
-        unlink() failed with EBUSY at the stop kind=remove with it"
+        the file stayed; a bind() failed with EACCES (Unix) or EADDRINUSE (TCP) was reported \
+        kind=bind with it, and an unlink() failed with EBUSY at the stop kind=remove with it"
             .into(),
     )
 }
 
-/// The server's bind() is made to fail with EACCES (the server started stopped, traced from its
-/// first instruction): an error no path of the check's gives (a file at the path is EADDRINUSE,
-/// a long path is refused before any bind()). The server must report `failed kind=bind` with
-/// that errno, leave no file at the path, and exit. Skipped (with a note) when the machine
-/// allows no tracing or the server makes no bind().
-fn failed_bind(run: &mut Run) -> Result<(), Fail> {
+/// The server's bind() is made to fail (the server started stopped, traced from its first
+/// instruction): over a Unix socket with EACCES, an error no path of the check's gives (a file
+/// at the path is EADDRINUSE, a long path is refused before any bind()); over TCP with
+/// EADDRINUSE, as a port already taken gives it (`--tcp 0` never fails on its own). The server
+/// must report `failed kind=bind` with that errno, leave no file at the path, and exit. Skipped
+/// (with a note) when the machine allows no tracing or the server makes no bind().
+fn failed_bind(run: &mut Run, transport: Transport) -> Result<(), Fail> {
     let path = run.path("denied.sock");
-    let args = [
-        "server".to_string(),
-        "--unix".to_string(),
-        path.display().to_string(),
-    ];
-    let mut proc = run.spawn_stopped(&args)?;
-    proc.set_roles(|_| "the server".into());
-    let pid = proc.pid.as_raw();
-    let tracer = Tracer::attach(pid, Call::any(libc::SYS_bind), Action::Fail(libc::EACCES))?;
+    let (args, errno, name, situation) = match transport {
+        Transport::Unix => (
+            ["--unix".to_string(), path.display().to_string()],
+            libc::EACCES,
+            "EACCES",
+            "with the bind() of its Unix socket made to fail with EACCES (os error 13, forced by \
+             the grader: a directory the server may not write to gives it)",
+        ),
+        Transport::Tcp => (
+            ["--tcp".to_string(), "0".to_string()],
+            libc::EADDRINUSE,
+            "EADDRINUSE",
+            "started with --tcp 0 and the bind() of its TCP socket made to fail with EADDRINUSE \
+             (os error 98, forced by the grader: a port already taken gives it)",
+        ),
+    };
+    let (mut proc, pid) = spawn_stopped_server(run, args)?;
+    let tracer = Tracer::attach(pid, Call::any(libc::SYS_bind), Action::Fail(errno))?;
     crate::engine::force::resume(pid)?;
     let failed = match tracer {
         Some(mut tracer) => tracer.failed_before(Instant::now() + Duration::from_secs(5))?,
@@ -207,18 +220,21 @@ fn failed_bind(run: &mut Run) -> Result<(), Fail> {
     };
     let first = proc.recv_any()?;
     if !failed {
-        run.note("the server's bind() could not be made to fail: EACCES not forced");
+        run.note(format!(
+            "the server's bind() over {} could not be made to fail: {} not forced",
+            transport.describe(),
+            name
+        ));
         proc.kill_tree();
         let _ = std::fs::remove_file(&path);
         return Ok(());
     }
-    let situation = "with its bind() made to fail with EACCES (os error 13, forced by the grader: \
-                     a directory the server may not write to gives it)";
-    let rule = "every failure of Listener::bind is RpcError::Bind carrying the io::Error the \
-                call returned (map_err with source: the error), not a made-up or fixed one";
+    let rule = "every failure of Listener::bind, over a Unix socket or TCP, is RpcError::Bind \
+                carrying the io::Error the call returned (map_err with source: the error), not \
+                a made-up or fixed one, nor Io";
     if first.kind == "failed" && first.get("kind") == Some("bind") {
         let error = first.get("error").unwrap_or("");
-        if !forced::carries_errno(error, libc::EACCES) {
+        if !forced::carries_errno(error, errno) {
             proc.kill_tree();
             return Err(Fail::failed(format!(
                 "{situation}, the server reported kind=bind as it should, but not the error \
@@ -254,22 +270,47 @@ fn failed_bind(run: &mut Run) -> Result<(), Fail> {
 
 /// At the stop, the server's unlink() of its socket file is made to fail with EBUSY (forced: an
 /// error no other path gives). `Listener::remove` must report it as RpcError::Remove carrying
-/// that errno, and run_server return it: the server says `failed kind=remove`, not `done`.
-/// Skipped (with a note) when the machine allows no tracing or the server removes its file
-/// with no unlink().
+/// that errno, and run_server return it: the server says `failed kind=remove`, not `done`. A
+/// client is still connected (idle, between requests) at the signal: the failed removal must
+/// not cut the stop short, so at the server's exit (its main thread held by the grader at
+/// exit_group()) that client's connection has been shut (it sees end-of-file) and its
+/// handler's thread has ended. Skipped (with a note) when the machine allows no tracing or the
+/// server removes its file with no unlink().
 fn failed_remove(run: &mut Run) -> Result<(), Fail> {
+    const READS: [i64; 4] = [
+        libc::SYS_read,
+        libc::SYS_recvfrom,
+        libc::SYS_readv,
+        libc::SYS_recvmsg,
+    ];
+    const UNLINKS: [i64; 2] = [libc::SYS_unlink, libc::SYS_unlinkat];
     let path = run.path("kept.sock");
     let (proc, first) = spawn_server(run, &["--unix".to_string(), path.display().to_string()])?;
     let server = Server::ready(run, proc, first, Transport::Unix, path.clone())?;
     server.ping()?;
     let pid = server.pid();
-    const UNLINKS: [i64; 2] = [libc::SYS_unlink, libc::SYS_unlinkat];
-    let tracer = Tracer::attach(pid, Call::one_of(&UNLINKS), Action::Fail(libc::EBUSY))?;
+    let ids = observe::thread_ids(pid);
+    let mut idle = server.connect()?;
+    idle.send(&frame(OP_ECHO, b"still here"), 0)?;
+    read_response(&mut idle)
+        .map_err(|e| Fail::failed(format!("no response to a first request: {e}")))?;
+    let handler =
+        observe::new_thread_in(pid, &ids, &READS, Instant::now() + Duration::from_secs(2))
+            .map(|(tid, _)| tid)
+            .filter(|&tid| tid != pid);
+    let steps = [
+        (Call::one_of(&UNLINKS), Step::Fail(libc::EBUSY)),
+        (Call::any(libc::SYS_exit_group), Step::Hold),
+    ];
+    let tracer = Tracer::in_turn(pid, steps)?;
     let mut proc = server.proc;
     let _ = nix::sys::signal::kill(proc.pid, nix::sys::signal::Signal::SIGTERM);
-    let failed = match tracer {
-        Some(mut tracer) => tracer.failed_before(Instant::now() + Duration::from_secs(5))?,
-        None => false,
+    let (failed, mut tracer) = match tracer {
+        Some(mut tracer) => (
+            tracer.failed_before(Instant::now() + Duration::from_secs(5))?,
+            Some(tracer),
+        ),
+        None => (false, None),
     };
     let message = proc.recv_before(Instant::now() + Duration::from_secs(5))?;
     let cleanup = |proc: &Proc| {
@@ -280,6 +321,9 @@ fn failed_remove(run: &mut Run) -> Result<(), Fail> {
         run.note(
             "the server's unlink() of its socket file could not be made to fail: EBUSY not forced",
         );
+        if let Some(tracer) = tracer {
+            tracer.release();
+        }
         cleanup(&proc);
         return Ok(());
     }
@@ -314,6 +358,43 @@ fn failed_remove(run: &mut Run) -> Result<(), Fail> {
              expected: {rule}"
         ))),
     };
+    // Held at its exit_group(): what the stop left running or open.
+    let mut left = Vec::new();
+    if verdict.is_ok()
+        && let Some(tracer) = tracer.as_mut()
+        && tracer.held_before(Instant::now() + Duration::from_secs(3))?
+    {
+        if !idle.peer_closed() {
+            left.push(
+                "the connection of a client still connected at the signal was never shut (the \
+                 client saw no end-of-file)"
+                    .to_string(),
+            );
+        }
+        if let Some(tid) = handler
+            && observe::thread_ids(pid).contains(&tid)
+        {
+            left.push(format!(
+                "that client's handler thread (tid {tid}) was still running"
+            ));
+        }
+    }
+    if let Some(tracer) = tracer {
+        tracer.release();
+    }
+    if !left.is_empty() {
+        cleanup(&proc);
+        return Err(Fail::failed(format!(
+            "{situation}, with a client still connected at the signal, the server reported \
+             kind=remove as it should, but at its exit (held by the grader at exit_group(), \
+             after run_server had returned) {}: the failed removal cut the stop short, \
+             returning before the open connections were shut and their handlers joined. The \
+             stop stops accepting, shuts the open connections, joins the handlers, and only \
+             then removes the listener, whose error comes last: when run_server returns, \
+             nothing it started runs or is open, error or not",
+            left.join(", and ")
+        )));
+    }
     if verdict.is_ok()
         && proc
             .wait_until(Instant::now() + Duration::from_secs(5))?

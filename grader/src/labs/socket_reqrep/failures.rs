@@ -121,7 +121,10 @@ fn client_at_the_limit(run: &mut Run, payload: &[u8]) -> Result<(), Fail> {
             ),
             (Some("too-long"), false) => format!(
                 "the client said {error} instead of sending a request with a payload of exactly \
-                 MAX_PAYLOAD (16 MiB): that payload is allowed, only a longer one is too long"
+                 MAX_PAYLOAD (16 MiB), the edge: no request reached the grader's server, so the \
+                 client refused its own request before writing it (Client::call's write_frame). \
+                 That payload is allowed, only a longer one is too long: MAX_BODY = MAX_PAYLOAD \
+                 + 1, for requests and responses"
             ),
             _ => format!(
                 "the client said {error} instead of `done`, with a request and a response of \
@@ -214,6 +217,55 @@ fn expect_logged(
     }
 }
 
+/// The `got` and `want` of a Truncated as its given Display writes them: "the peer closed the
+/// connection {got} bytes into a {want}-byte frame part".
+fn truncated_fields(line: &str) -> Option<(usize, usize)> {
+    let (_, rest) = line.split_once("closed the connection ")?;
+    let (got, rest) = rest.split_once(" bytes into a ")?;
+    let (want, _) = rest.split_once("-byte frame part")?;
+    Some((got.parse().ok()?, want.parse().ok()?))
+}
+
+/// The log line of a frame cut short (already judged of kind truncated) must carry the counts
+/// of the part the stream ended in, as RpcError::Truncated's doc says: `got`, the bytes received
+/// of that part (the 4-byte length, or the body), and `want`, the bytes it has. A line whose
+/// message is not the given Display's is not judged.
+fn truncated_counts(
+    server: &Server,
+    known: usize,
+    what: &str,
+    (got, want): (usize, usize),
+) -> Result<(), Fail> {
+    let Some(line) = server.next_dropped_line(known, Duration::ZERO) else {
+        return Ok(());
+    };
+    match truncated_fields(&line) {
+        Some(found) if found != (got, want) => {
+            let part = if want == 4 {
+                "the length prefix"
+            } else {
+                "the body"
+            };
+            let cause = if found == (got + 4, want + 4) {
+                ": both are 4 too many, the counts of the whole frame, its 4-byte prefix \
+                 included, where those of the body alone are wanted"
+                    .to_string()
+            } else {
+                String::new()
+            };
+            Err(Fail::failed(format!(
+                "after {what} the server logged `{line}`: the kind is right, but the counts are \
+                 got={} want={} where got={got} want={want} are expected (the stream ended in \
+                 {part}){cause}. RpcError::Truncated's got is the bytes received of the part the \
+                 stream ended in (the 4-byte length, or the body) and want the bytes that part \
+                 has",
+                found.0, found.1
+            )))
+        }
+        _ => Ok(()),
+    }
+}
+
 /// The server's `VmHWM` (peak resident memory) in KiB.
 fn peak_kib(pid: i32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
@@ -257,6 +309,9 @@ struct BadClient {
     end_of_stream: bool,
     kind: &'static str,
     rule: &'static str,
+    /// For a frame cut short: `got` and `want` of the Truncated its log line must carry, those
+    /// of the part the stream ended in (the 4-byte prefix, or the body).
+    counts: Option<(usize, usize)>,
 }
 
 pub fn bad_input(run: &mut Run) -> Result<String, Fail> {
@@ -271,34 +326,45 @@ pub fn bad_input(run: &mut Run) -> Result<String, Fail> {
     let hundred = frame(OP_ECHO, &[7u8; 99]);
     // Far past any buffer a reader might fill first (a socket's, a BufReader's, a first chunk).
     let big = frame(OP_ECHO, &run.random_bytes(1 << 20));
-    let cut = |what, bytes: &[u8]| BadClient {
+    let cut = |what, bytes: &[u8], got, want| BadClient {
         what,
         bytes: bytes.to_vec(),
         end_of_stream: true,
         kind: "truncated",
         rule: TRUNCATED,
+        counts: Some((got, want)),
     };
     let cases = [
         cut(
             "a frame cut after 1 byte of its length prefix, then end of stream",
             &[0],
+            1,
+            4,
         ),
         cut(
             "a frame cut after 3 bytes of its length prefix, then end of stream",
             &[0, 0, 0],
+            3,
+            4,
         ),
         cut(
             "a frame of 100 bytes cut right after its length prefix, then end of stream",
             &hundred[..4],
+            0,
+            100,
         ),
         cut(
             "a truncated frame (100 bytes announced, 10 sent, then end of stream)",
             &hundred[..14],
+            10,
+            100,
         ),
         cut(
             "a frame missing only its last byte (99 of the 100 bytes announced, then end of \
              stream)",
             &hundred[..103],
+            99,
+            100,
         ),
         BadClient {
             what: "a frame of 1 MiB missing only its last byte (1 MiB of the 1 MiB + 1 announced, \
@@ -310,10 +376,13 @@ pub fn bad_input(run: &mut Run) -> Result<String, Fail> {
                    RpcError::Truncated, not Io: an end of stream is no i/o error (read_exact's \
                    UnexpectedEof is one: count what came against the whole length instead, as \
                    for a small frame)",
+            counts: Some((1 << 20, (1 << 20) + 1)),
         },
         cut(
             "a frame of length 1 without its op byte, then end of stream",
             &[0, 0, 0, 1],
+            0,
+            1,
         ),
         BadClient {
             what: "an empty frame (length 0)",
@@ -321,6 +390,7 @@ pub fn bad_input(run: &mut Run) -> Result<String, Fail> {
             end_of_stream: false,
             kind: "empty-frame",
             rule: "a frame needs at least its op byte: a length of 0 is RpcError::EmptyFrame",
+            counts: None,
         },
     ];
     for case in &cases {
@@ -332,6 +402,9 @@ pub fn bad_input(run: &mut Run) -> Result<String, Fail> {
         }
         dropped(&mut conn, case.what, &server, known, case.rule)?;
         expect_logged(&server, known, case.what, case.kind, case.rule)?;
+        if let Some(counts) = case.counts {
+            truncated_counts(&server, known, case.what, counts)?;
+        }
         good(&server, case.what)?;
     }
 

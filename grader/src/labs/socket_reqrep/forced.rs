@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use super::observe;
 use super::programs::{CONTROL_FD, GraderListener, Server, line_kind, said, spawn_client};
-use super::protocol::{frame, op_name, read_frame_counted, read_response, verify};
+use super::protocol::{Conn, frame, op_name, read_frame_counted, read_response, verify};
 use super::{OP_ECHO, STATUS_OK, Transport};
 use crate::engine::tracer::{Action, Call, Tracer};
 use crate::engine::{Fail, Run};
@@ -43,24 +43,70 @@ fn fail_next(pid: i32, tid: i32, call: i64, errno: i32) -> Result<bool, Fail> {
     tracer.failed_before(Instant::now() + Duration::from_secs(2))
 }
 
+/// A new client of `server` whose handler's first read() has been made to fail once with
+/// `errno`, and what the check needs of it.
+struct FailedRead {
+    pid: i32,
+    /// The server's threads before the client connected.
+    before: Vec<i32>,
+    /// The server's `dropped client` lines before it.
+    known: usize,
+    /// The thread that serves it.
+    handler: i32,
+    conn: Conn,
+}
+
+/// Connects a client and makes its handler's first read() fail once with `errno` (`name` in
+/// the notes); `None`, with a note, when no thread of the server's own reads the new client or
+/// the machine allows no tracing.
+fn client_with_failed_read(
+    run: &mut Run,
+    server: &Server,
+    errno: i32,
+    name: &str,
+) -> Result<Option<FailedRead>, Fail> {
+    let pid = server.pid();
+    let before = observe::thread_ids(pid);
+    let known = server.dropped_lines().len();
+    let conn = server.connect()?;
+    let soon = Instant::now() + Duration::from_secs(2);
+    let Some((handler, read)) = observe::new_thread_in(pid, &before, &READS, soon) else {
+        run.note(format!(
+            "no thread of the server's own was seen reading a new client: {name} not forced"
+        ));
+        return Ok(None);
+    };
+    if !fail_next(pid, handler, read, errno)? {
+        run.note(format!(
+            "the handler's read() could not be made to fail: {name} not forced"
+        ));
+        return Ok(None);
+    }
+    Ok(Some(FailedRead {
+        pid,
+        before,
+        known,
+        handler,
+        conn,
+    }))
+}
+
 /// A handler whose read() and then write() are interrupted once each (EINTR, as a signal caught
 /// by a handler function anywhere in the process makes them fail) must retry them: the client
 /// still gets its whole response. Skipped (with a note) when the server serves its clients
 /// with no thread of their own, or the machine allows no tracing.
 pub fn interrupted_calls(run: &mut Run, server: &Server) -> Result<(), Fail> {
-    let pid = server.pid();
-    let before = observe::thread_ids(pid);
-    let known = server.dropped_lines().len();
-    let mut conn = server.connect()?;
-    let soon = || Instant::now() + Duration::from_secs(2);
-    let Some((handler, read)) = observe::new_thread_in(pid, &before, &READS, soon()) else {
-        run.note("no thread of the server's own was seen reading a new client: EINTR not forced");
+    let Some(FailedRead {
+        pid,
+        before,
+        known,
+        handler,
+        mut conn,
+    }) = client_with_failed_read(run, server, libc::EINTR, "EINTR")?
+    else {
         return Ok(());
     };
-    if !fail_next(pid, handler, read, libc::EINTR)? {
-        run.note("the handler's read() could not be made to fail: EINTR not forced");
-        return Ok(());
-    }
+    let soon = || Instant::now() + Duration::from_secs(2);
     // Larger than the socket's buffers: the handler blocks writing the response.
     let payload = run.random_bytes(3 << 20);
     let rule = "EINTR says the call was interrupted before it did anything: retry it (read_exact \
@@ -659,19 +705,12 @@ pub fn errnos_in(text: &str) -> String {
 /// neither came, whether the handler answers a request on it (it retried the failed read).
 /// Skipped (with a note) as [`interrupted_calls`] is.
 pub fn failed_read(run: &mut Run, server: &Server) -> Result<(), Fail> {
-    let pid = server.pid();
-    let before = observe::thread_ids(pid);
-    let known = server.dropped_lines().len();
-    let mut conn = server.connect()?;
-    let soon = || Instant::now() + Duration::from_secs(2);
-    let Some((handler, read)) = observe::new_thread_in(pid, &before, &READS, soon()) else {
-        run.note("no thread of the server's own was seen reading a new client: EIO not forced");
+    let Some(FailedRead {
+        known, mut conn, ..
+    }) = client_with_failed_read(run, server, libc::EIO, "EIO")?
+    else {
         return Ok(());
     };
-    if !fail_next(pid, handler, read, libc::EIO)? {
-        run.note("the handler's read() could not be made to fail: EIO not forced");
-        return Ok(());
-    }
     let situation = "a client's handler, whose first read() on a new connection failed with EIO \
                      (forced by the grader: an error no client can bring about, unlike a reset)";
     let rule = "a read error other than EINTR is RpcError::Io carrying the io::Error the read() \

@@ -60,6 +60,17 @@ pub fn spawn_server(run: &mut Run, at: &[String]) -> Result<(Proc, Message), Fai
     Ok((proc, first))
 }
 
+/// Starts `socket-reqrep server` with `at` (`--unix PATH` or `--tcp PORT`) stopped (SIGSTOP before its first
+/// instruction), for a tracer to attach before it runs ([`crate::engine::force::resume`] lets it
+/// go); returns it and its pid.
+pub fn spawn_stopped_server(run: &mut Run, at: [String; 2]) -> Result<(Proc, i32), Fail> {
+    let [how, place] = at;
+    let mut proc = run.spawn_stopped(&["server".to_string(), how, place])?;
+    proc.set_roles(|_| "the server".into());
+    let pid = proc.pid.as_raw();
+    Ok((proc, pid))
+}
+
 /// Starts a server and waits until it listens.
 pub fn server(run: &mut Run, transport: Transport) -> Result<Server, Fail> {
     // Short: a Unix socket's path must fit sun_path (108 bytes).

@@ -640,6 +640,7 @@ fn frames_leave_whole(run: &mut Run, server: &Server, payload_len: usize) -> Res
     let block = run.random_bytes(payload_len.min(100_000));
     let mut payload = block.repeat(payload_len.div_ceil(block.len()));
     payload.truncate(payload_len);
+    let known = server.dropped_lines().len();
     conn.send(&frame(OP_ECHO, &payload), 0)?;
     let whole = (payload_len + 5) as u64;
     let mut verdict = Ok(());
@@ -689,6 +690,9 @@ fn frames_leave_whole(run: &mut Run, server: &Server, payload_len: usize) -> Res
         ));
     }
     let got = read_response(&mut conn).map_err(|e| {
+        if payload_len == MAX_PAYLOAD {
+            return unanswered_at_the_limit(server, known, &payload, &e);
+        }
         Fail::failed(format!(
             "no response to a {payload_len}-byte echo request over TCP ({e}){}",
             server.alive_note()
@@ -701,6 +705,66 @@ fn frames_leave_whole(run: &mut Run, server: &Server, payload_len: usize) -> Res
         &format!("a {payload_len}-byte echo request over TCP"),
     )?;
     verdict
+}
+
+/// No response to an echo of exactly MAX_PAYLOAD bytes, the edge: what the server did instead,
+/// from its log (a refusal of its own, kind=too-long, or another drop), and, for a refusal,
+/// which frame it refused, probed with a hash of MAX_PAYLOAD bytes (a request at the limit whose
+/// response is 8 bytes): answered, the server accepts the request at the limit and refused its
+/// own response; refused too, it refused the request.
+fn unanswered_at_the_limit(
+    server: &Server,
+    known: usize,
+    payload: &[u8],
+    error: &std::io::Error,
+) -> Fail {
+    let edge = format!(
+        "an echo request with a payload of exactly MAX_PAYLOAD ({MAX_PAYLOAD} bytes, the largest \
+         allowed: the edge) got no response over TCP ({error})"
+    );
+    let rule = "one byte past MAX_PAYLOAD must be refused, but exactly MAX_PAYLOAD must be \
+                served both ways: a frame body is the op or status byte and the payload, so \
+                MAX_BODY = MAX_PAYLOAD + 1, for requests and responses (refuse a body only when \
+                it is longer than MAX_BODY, in read_frame and in write_frame)";
+    let alive = server.alive_note();
+    if !alive.is_empty() {
+        return Fail::failed(format!("{edge}{alive}"));
+    }
+    let line = match server.next_dropped_line(known, Duration::from_millis(500)) {
+        Some(line) if super::programs::line_kind(&line) == "too-long" => line,
+        Some(line) => {
+            return Fail::failed(format!(
+                "{edge}: the server ended the connection and logged `{line}`; {rule}"
+            ));
+        }
+        None => {
+            return Fail::failed(format!(
+                "{edge}: the server ended the connection without a response and logged \
+                 nothing; {rule}"
+            ));
+        }
+    };
+    let hashed = server.connect().ok().and_then(|mut conn| {
+        conn.timeouts(Duration::from_secs(3));
+        conn.send(&frame(OP_HASH, payload), 0).ok()?;
+        read_response(&mut conn).ok()
+    });
+    let which = match hashed {
+        Some((STATUS_OK, hash)) if hash.len() == 8 => {
+            "a hash request of the same MAX_PAYLOAD bytes (an 8-byte response) was answered, so \
+             the request at the limit is accepted and what the server refused is its own \
+             response of MAX_PAYLOAD bytes (write_frame's guard)"
+        }
+        _ => {
+            "a hash request of the same MAX_PAYLOAD bytes (an 8-byte response) got no answer \
+             either, so what the server refused is the request at the limit (read_frame's limit, \
+             or the limit serve_client gives it)"
+        }
+    };
+    Fail::failed(format!(
+        "{edge}: the server ended the connection and logged `{line}`, a refusal of its own at \
+         the limit; {which}. {rule}"
+    ))
 }
 
 /// One write holds a whole request and the first 2 bytes of the next one: the first must be

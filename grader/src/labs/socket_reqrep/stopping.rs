@@ -14,7 +14,7 @@ use rand::RngExt;
 use super::failures::dropped;
 use super::forced::{self, ACCEPTS};
 use super::observe;
-use super::programs::{Server, give_to_program_user, killed_by, server};
+use super::programs::{Server, give_to_program_user, killed_by, server, spawn_stopped_server};
 use super::protocol::{Conn, closed_after, frame, read_frame, read_response, verify};
 use super::{OP_ECHO, OP_HASH, Transport};
 use crate::engine::process::Captured;
@@ -450,8 +450,10 @@ pub fn sigterm_cleanup(run: &mut Run) -> Result<String, Fail> {
     accepting_ends_before_shutting(run)?;
     acceptor_held_at_registration(run)?;
     handlers_joined_blocked(run)?;
-    handlers_ended_before_return(run, false)?;
-    handlers_ended_before_return(run, true)?;
+    handlers_ended_before_return(run, false, false)?;
+    handlers_ended_before_return(run, true, false)?;
+    handlers_ended_before_return(run, true, true)?;
+    acceptor_ended_before_return(run)?;
     if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
         return Err(Fail::failed(format!(
             "port {port} still accepts connections after the TCP server stopped"
@@ -622,9 +624,15 @@ fn handlers_joined_blocked(run: &mut Run) -> Result<(), Fail> {
 /// closes its connection before the signal, and the handler, its work done, is held at its
 /// exit() through the signal: a handle dropped at the stop because `is_finished()` said the
 /// handler was done (true once the closure has returned, before the thread ends) is a thread
-/// never waited for. Skipped (with a note) when no thread of the server's own serves the
-/// client, or the machine allows no tracing.
-fn handlers_ended_before_return(run: &mut Run, closed_first: bool) -> Result<(), Fail> {
+/// never waited for. With `then_another` too, another client is accepted while the handler is
+/// held there, before the signal: a handle dropped from the list at an accept for the same
+/// reason is never waited for either. Skipped (with a note) when no thread of the server's own
+/// serves the client, or the machine allows no tracing.
+fn handlers_ended_before_return(
+    run: &mut Run,
+    closed_first: bool,
+    then_another: bool,
+) -> Result<(), Fail> {
     const READS: [i64; 4] = [
         libc::SYS_read,
         libc::SYS_recvfrom,
@@ -672,34 +680,35 @@ fn handlers_ended_before_return(run: &mut Run, closed_first: bool) -> Result<(),
         }
         return Ok(());
     }
+    // With the handler held at its exit(), another client is accepted (its handler seen
+    // reading) before the signal: a list of handlers tidied at each accept must not lose the
+    // held one.
+    let mut next = None;
+    let mut accepted_next = false;
+    if closed_first && then_another {
+        let ids = observe::thread_ids(pid);
+        let conn = server.connect()?;
+        let until = Instant::now() + Duration::from_secs(2);
+        accepted_next = observe::new_thread_in(pid, &ids, &READS, until).is_some();
+        if !accepted_next {
+            run.note(
+                "no thread of the server's own was seen reading a client accepted while \
+                 another's handler was held at its exit(): the list of handlers was not \
+                 probed at an accept",
+            );
+        }
+        next = Some(conn);
+    }
     if closed_first {
         let _ = kill(server.proc.pid, Signal::SIGTERM);
     }
-    // Until `done` (too early), or the main thread asleep in a futex wait (a join, or a wait
-    // that only this thread's end can end) several samples in a row.
-    let until = Instant::now() + Duration::from_secs(3);
-    let mut asleep = 0;
-    let mut early = None;
-    while asleep < 5 && Instant::now() < until {
-        match server
-            .proc
-            .recv_before(Instant::now() + Duration::from_millis(10))
-        {
-            Ok(Some(message)) => {
-                early = Some(message);
-                break;
-            }
-            Ok(None) => {}
-            Err(fail) => {
-                tracer.release();
-                return Err(killed_by(fail, Signal::SIGTERM));
-            }
+    let early = match said_while_held(&mut server, pid) {
+        Ok(early) => early,
+        Err(fail) => {
+            tracer.release();
+            return Err(fail);
         }
-        let joining = observe::threads(pid)
-            .iter()
-            .any(|t| t.tid == pid && t.state == 'S' && t.syscall == Some(libc::SYS_futex));
-        asleep = if joining { asleep + 1 } else { 0 };
-    }
+    };
     tracer.release();
     if let Some(message) = &early
         && message.kind == "done"
@@ -710,12 +719,19 @@ fn handlers_ended_before_return(run: &mut Run, closed_first: bool) -> Result<(),
              client's handler (tid {handler}) was still running: its client had closed its \
              connection before the signal and the handler had returned, but the grader held \
              its thread at the entry of its exit(), the last thing a thread does, through the \
-             signal. The stop did not wait for that thread: either its JoinHandle was dropped \
-             at the stop because is_finished() said it was done (is_finished() is true as soon \
-             as the handler's closure has returned, before its thread has ended), or the stop \
+             signal{}. The stop did not wait for that thread: either its JoinHandle was dropped because \
+             is_finished() said it was done (is_finished() is true as soon as the handler's \
+             closure has returned, before its thread has ended), when the next client was \
+             accepted (a retain(|h| !h.is_finished()) of the list) or at the stop, or the stop \
              waits on something the handler signals as it ends (a count and a condition \
              variable, a channel). Keep the handle of every handler not yet joined and join \
-             each one at the stop (JoinHandle::join), finished or not"
+             each one (JoinHandle::join), finished or not: a finished handle is joined, never \
+             dropped",
+            if accepted_next {
+                ", and another client was accepted (its handler seen reading) in the meantime"
+            } else {
+                ""
+            }
         )));
     }
     if let Some(message) = &early
@@ -730,7 +746,93 @@ fn handlers_ended_before_return(run: &mut Run, closed_first: bool) -> Result<(),
              for every handler thread to end by joining it (JoinHandle::join)"
         )));
     }
-    server.finish(Signal::SIGTERM, idle.as_ref(), early)?;
+    server.finish(Signal::SIGTERM, idle.as_ref().or(next.as_ref()), early)?;
+    Ok(())
+}
+
+/// What the server said while a thread of its own is held by the grader at its exit(), after
+/// the signal: watched until it says something (too early: run_server returned), or its main
+/// thread is asleep in a futex wait (a join, or a wait that only that thread's end can end)
+/// several samples in a row.
+fn said_while_held(
+    server: &mut Server,
+    pid: i32,
+) -> Result<Option<ipc_labs_driver::Message>, Fail> {
+    let until = Instant::now() + Duration::from_secs(3);
+    let mut asleep = 0;
+    while asleep < 5 && Instant::now() < until {
+        match server
+            .proc
+            .recv_before(Instant::now() + Duration::from_millis(10))
+        {
+            Ok(Some(message)) => return Ok(Some(message)),
+            Ok(None) => {}
+            Err(fail) => return Err(killed_by(fail, Signal::SIGTERM)),
+        }
+        let joining = observe::threads(pid)
+            .iter()
+            .any(|t| t.tid == pid && t.state == 'S' && t.syscall == Some(libc::SYS_futex));
+        asleep = if joining { asleep + 1 } else { 0 };
+    }
+    Ok(None)
+}
+
+/// At SIGTERM the accepting thread is held by the grader at the entry of its exit() (after
+/// everything it ran, its list of handlers handed over): run_server must not return before
+/// it, so the server says nothing while the thread that stops it waits for it, blocked in a
+/// join. A stop that takes what the accepting thread sends as it ends (its handlers over a
+/// channel) instead of joining it returns while that thread still runs. Skipped (with a note)
+/// when no thread of the server's own accepts, or the machine allows no tracing.
+fn acceptor_ended_before_return(run: &mut Run) -> Result<(), Fail> {
+    let (mut server, idle) = server_with_idle_client(run)?;
+    let pid = server.pid();
+    let not_probed = "whether run_server returns before its accepting thread ends was not probed";
+    let soon = || Instant::now() + Duration::from_secs(2);
+    let acceptor = observe::new_thread_in(pid, &[], &ACCEPTS, soon()).map(|(tid, _)| tid);
+    let Some(acceptor) = acceptor.filter(|&tid| tid != pid) else {
+        run.note(format!(
+            "no thread of the server's own was seen in accept(): {not_probed}"
+        ));
+        server.stop()?;
+        return Ok(());
+    };
+    let exit = Call::any(libc::SYS_exit);
+    let Some(mut tracer) = Tracer::attach_thread(pid, acceptor, exit, Action::Hold)? else {
+        run.note(format!("the server could not be traced: {not_probed}"));
+        server.stop()?;
+        return Ok(());
+    };
+    let _ = kill(server.proc.pid, Signal::SIGTERM);
+    if !tracer.held_before(Instant::now() + Duration::from_secs(5))? {
+        drop(tracer);
+        run.note(format!(
+            "the accepting thread was not seen ending at the stop: {not_probed}"
+        ));
+        server.finish(Signal::SIGTERM, Some(&idle), None)?;
+        return Ok(());
+    }
+    let early = match said_while_held(&mut server, pid) {
+        Ok(early) => early,
+        Err(fail) => {
+            tracer.release();
+            return Err(fail);
+        }
+    };
+    tracer.release();
+    if let Some(message) = &early
+        && message.kind == "done"
+    {
+        return Err(Fail::failed(format!(
+            "at SIGTERM, the server said `done` (run_server had returned) while its accepting \
+             thread (tid {acceptor}) was still running: the grader held it at the entry of its \
+             exit(), the last thing a thread does, after it had left its loop (and handed over \
+             whatever it hands over). The stop did not join it: a wait for what the accepting \
+             thread sends or sets as it ends (its list of handlers over a channel, a flag) ends \
+             before the thread does. Join the accepting thread (JoinHandle::join, which can \
+             return its list of handlers), then shut the connections and join the handlers"
+        )));
+    }
+    server.finish(Signal::SIGTERM, Some(&idle), early)?;
     Ok(())
 }
 
@@ -834,14 +936,8 @@ fn acceptor_held_at_registration(run: &mut Run) -> Result<(), Fail> {
 fn first_thread_inherits_the_block(run: &mut Run) -> Result<(), Fail> {
     use std::os::unix::fs::FileExt;
     let path = run.path("first-thread.sock");
-    let args = [
-        "server".to_string(),
-        "--unix".to_string(),
-        path.display().to_string(),
-    ];
-    let mut proc = run.spawn_stopped(&args)?;
-    proc.set_roles(|_| "the server".into());
-    let pid = proc.pid.as_raw();
+    let at = ["--unix".to_string(), path.display().to_string()];
+    let (mut proc, pid) = spawn_stopped_server(run, at)?;
     let not_probed = "the mask the first thread starts with was not read";
     let restore = Call::arg_is(libc::SYS_rt_sigprocmask, 0, libc::SIG_SETMASK as u64);
     let steps = [
