@@ -26,9 +26,8 @@ use crate::engine::waiting::{self, WaitRules};
 use crate::engine::{Fail, Run};
 
 /// The programs' timeout in the checks that hold one side: the other side waits for as long as
-/// the grader looks, which is more than a second on a loaded machine. A part of a second, so
-/// that a deadline whose timeout was rounded up (to whole seconds) lies past now + the timeout.
-const HELD_TIMEOUT_MS: u64 = 10_300;
+/// the grader looks, which is more than a second on a loaded machine.
+const HELD_TIMEOUT_MS: u64 = 10_000;
 
 /// The timeout of the pair that waits on an empty pool in `held-mid-message`: with 999 ms past
 /// the whole seconds, now + the timeout carries a second from the nanoseconds unless now is in

@@ -19,9 +19,9 @@ const SETTLE: Duration = Duration::from_secs(3);
 /// The timed wait the main thread of `pid` is blocked in: the system call's number, and its
 /// absolute `CLOCK_REALTIME` deadline as read from the program's memory.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct TimedWait {
+pub(super) struct TimedWait {
     nr: i64,
-    deadline: Duration,
+    pub deadline: Duration,
 }
 
 /// Whether the main thread of `pid` sleeps in a timed wait.
@@ -86,7 +86,7 @@ fn sleeping(pid: i32) -> bool {
 /// The timed wait (a futex wait on `CLOCK_REALTIME`, as `sem_timedwait()` makes, or
 /// `mq_timedreceive()`) the main thread of `pid` sleeps in; `None` when it is in no such wait.
 /// The call is read again after the deadline, so that a wait left meanwhile gives nothing.
-fn timed_wait(pid: i32) -> Option<TimedWait> {
+pub(super) fn timed_wait(pid: i32) -> Option<TimedWait> {
     if !sleeping(pid) {
         return None;
     }
@@ -132,7 +132,7 @@ fn masks(pid: i32, field: &str) -> Vec<(i32, u64)> {
         .collect()
 }
 
-fn realtime() -> Duration {
+pub(super) fn realtime() -> Duration {
     clock_gettime(ClockId::CLOCK_REALTIME)
         .map(Duration::from)
         .unwrap_or_default()

@@ -46,7 +46,61 @@ const ENOUGH: u64 = 2000;
 pub fn wait_accesses(run: &mut Run) -> Result<[Option<u64>; 2], Fail> {
     let receiver = receiver_accesses(run)?;
     let sender = sender_accesses(run)?;
+    deadline_within_timeout(run)?;
     Ok([receiver, sender])
+}
+
+/// A receiver on a 4 KiB segment of the grader's where nothing is posted, given a timeout of
+/// [`TIMEOUT_MS`] (a part of a second): once it sleeps in its timed wait, the deadline read from
+/// its memory is at most the grader's clock now + the timeout, since the program took it before
+/// now. Past that, the wait is longer than its timeout (rounded up to whole seconds).
+fn deadline_within_timeout(run: &mut Run) -> Result<(), Fail> {
+    let name = run.ipc_name("deadline");
+    let mapped = Mapped::create(run, &name, MIN_SEGMENT, true)?;
+    let args = super::headers::one_message_receiver(&name, TIMEOUT_MS);
+    let mut receiver = run.spawn(&args)?;
+    receiver.set_roles(|_| "a receiver waiting on a segment where nothing is posted".into());
+    let judged = judge_deadline(&mut receiver);
+    receiver.kill_tree();
+    drop(mapped);
+    let _ = nix::sys::mman::shm_unlink(name.as_str());
+    judged
+}
+
+fn judge_deadline(receiver: &mut crate::engine::Proc) -> Result<(), Fail> {
+    let ready = receiver.recv_any()?;
+    if ready.kind != "ready" {
+        return Ok(());
+    }
+    receiver.send("go", &[])?;
+    let pid = receiver.pid.as_raw();
+    let until = Instant::now() + Duration::from_millis(TIMEOUT_MS);
+    while Instant::now() < until {
+        if let Some(wait) = super::signals::timed_wait(pid) {
+            let timeout = Duration::from_millis(TIMEOUT_MS);
+            let latest = super::signals::realtime() + timeout;
+            // Clocks read a microsecond apart.
+            if wait.deadline > latest + Duration::from_millis(2) {
+                return Err(Fail::failed(format!(
+                    "a receiver given a timeout of {TIMEOUT_MS} ms, asleep in its timed wait \
+                     (nothing posted), had a deadline {} ms past the grader's clock now + \
+                     {TIMEOUT_MS} ms, later than any deadline of this wait could be (it was \
+                     taken before now): the wait is longer than its timeout (a timeout rounded \
+                     up, to whole seconds or otherwise, or added twice). A wait's deadline is \
+                     CLOCK_REALTIME now + exactly the timeout",
+                    (wait.deadline - latest).as_millis()
+                )));
+            }
+            return Ok(());
+        }
+        if receiver
+            .recv_before(Instant::now() + Duration::from_millis(1))?
+            .is_some()
+        {
+            return Ok(());
+        }
+    }
+    Ok(())
 }
 
 fn receiver_accesses(run: &mut Run) -> Result<Option<u64>, Fail> {
