@@ -44,8 +44,52 @@ const ENOUGH: u64 = 2000;
 /// the semaphore it waits on must be few (waits that block), not one per try of a loop. The
 /// counts, for the check's message (`None` where the machine does not allow the watchpoint).
 pub fn wait_accesses(run: &mut Run) -> Result<[Option<u64>; 2], Fail> {
-    let receiver = receiver_accesses(run)?;
-    let sender = sender_accesses(run)?;
+    // The receiver's segment, made by the grader; the sender makes its own.
+    let receiving = run.ipc_name("spin-receiver");
+    let mapped = Mapped::create(run, &receiving, MIN_SEGMENT, true)?;
+    let receiver_args = super::headers::one_message_receiver(&receiving, TIMEOUT_MS);
+    let sending = run.ipc_name("spin-sender");
+    let len = (3 * super::layout::expected_capacity(MIN_SEGMENT)).to_string();
+    let sender_args = [
+        "send",
+        "--name",
+        &sending,
+        "--size",
+        &MIN_SEGMENT.to_string(),
+        "--seed",
+        "1",
+        "--lens",
+        &len,
+        "--timeout-ms",
+        &TIMEOUT_MS.to_string(),
+    ]
+    .map(String::from);
+    let receiver = "a receiver given `go` on a segment where nothing is ever posted";
+    let sender = "a sender given `go` with a message of three chunks and no receiver (it fills \
+                  both slots, then waits for one to be freed)";
+    // Both watched at once: each waits out its timeout.
+    let watched = [
+        start_watched(run, &receiver_args, FULL_WORD, receiver),
+        start_watched(run, &sender_args, EMPTY_WORD, sender),
+    ];
+    let counted = std::thread::scope(|scope| {
+        watched
+            .map(|started| {
+                scope.spawn(move || {
+                    let (mut proc, watch) = started?;
+                    let counted = count_accesses(&mut proc, watch);
+                    proc.kill_tree();
+                    counted
+                })
+            })
+            .map(|counting| counting.join().expect("a counting thread panicked"))
+    });
+    drop(mapped);
+    let _ = nix::sys::mman::shm_unlink(receiving.as_str());
+    let _ = nix::sys::mman::shm_unlink(sending.as_str());
+    let [received, sent] = counted;
+    let receiver = judge(received?, receiver, "`full`", "the receiver", "its sender")?;
+    let sender = judge(sent?, sender, "`empty`", "the sender", "its receiver")?;
     deadline_within_timeout(run)?;
     Ok([receiver, sender])
 }
@@ -103,59 +147,19 @@ fn judge_deadline(receiver: &mut crate::engine::Proc) -> Result<(), Fail> {
     Ok(())
 }
 
-fn receiver_accesses(run: &mut Run) -> Result<Option<u64>, Fail> {
-    let name = run.ipc_name("spin");
-    let mapped = Mapped::create(run, &name, MIN_SEGMENT, true)?;
-    let args = super::headers::one_message_receiver(&name, TIMEOUT_MS);
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let who = "a receiver given `go` on a segment where nothing is ever posted";
-    let counted = watched_waits(run, &args, FULL_WORD, who);
-    drop(mapped);
-    let _ = nix::sys::mman::shm_unlink(name.as_str());
-    judge(counted?, who, "`full`", "the receiver", "its sender")
-}
-
-fn sender_accesses(run: &mut Run) -> Result<Option<u64>, Fail> {
-    let name = run.ipc_name("spin");
-    let len = (3 * super::layout::expected_capacity(MIN_SEGMENT)).to_string();
-    let size = MIN_SEGMENT.to_string();
-    let timeout = TIMEOUT_MS.to_string();
-    let args = [
-        "send",
-        "--name",
-        &name,
-        "--size",
-        &size,
-        "--seed",
-        "1",
-        "--lens",
-        &len,
-        "--timeout-ms",
-        &timeout,
-    ];
-    let who = "a sender given `go` with a message of three chunks and no receiver (it fills \
-               both slots, then waits for one to be freed)";
-    let counted = watched_waits(run, &args, EMPTY_WORD, who);
-    let _ = nix::sys::mman::shm_unlink(name.as_str());
-    judge(counted?, who, "`empty`", "the sender", "its receiver")
-}
-
-/// Runs `args` with `word` of its 4 KiB segment watched from its mapping, and counts the
-/// accesses from its `go` until it answers: the count and what it said, `None` unwatched.
-fn watched_waits(
+/// Starts `args` stopped, with `word` of its 4 KiB segment to be watched from its mapping.
+fn start_watched(
     run: &mut Run,
-    args: &[&str],
+    args: &[String],
     word: &'static [Field],
     who: &'static str,
-) -> Result<Option<(u64, String)>, Fail> {
+) -> Result<(crate::engine::Proc, Option<Tracer>), Fail> {
     let mut proc = run.spawn_stopped(args)?;
     proc.set_roles(|_| who.into());
     let pid = proc.pid.as_raw();
     let watch = Tracer::watch_returned(pid, Call::mapping_shared(MIN_SEGMENT), word)?;
     force::resume(pid)?;
-    let counted = count_accesses(&mut proc, watch);
-    proc.kill_tree();
-    counted
+    Ok((proc, watch))
 }
 
 fn judge(
