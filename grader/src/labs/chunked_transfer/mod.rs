@@ -17,8 +17,10 @@
 //! The files: `data` (the messages' bytes and hash), `layout` (the segment as the handout lays
 //! it out, and the grader's mapping of it), `observe` (what /proc shows of a transfer),
 //! `transfer` (driving a sender and a receiver), `pool` (the pool, its queue and its pairs,
-//! as the grader drives them), `signals` (interrupting a blocked wait), and the groups of
-//! checks: `streams`, `headers`, `held`, `errors`, `timeouts`, `pairs`, `speed`.
+//! as the grader drives them), `signals` (interrupting a blocked wait), `spinning` (a wait's
+//! accesses to its semaphore, and its deadline), `handover` and `failures` (a handover held,
+//! calls made to fail), and the groups of checks: `streams`, `headers`, `held`, `errors`,
+//! `timeouts`, `pairs`, `speed`.
 
 use std::time::Duration;
 

@@ -4,7 +4,8 @@
 //! The C library's `sem_timedwait()` looks at the word a few times and sleeps in the kernel;
 //! a program that tries the semaphore in a loop first (`sem_trywait()`, `sem_getvalue()`), or
 //! instead, touches it at every try. Where it then blocks, /proc finds nothing wrong: only the
-//! count of accesses tells.
+//! count of accesses tells. And a receiver's deadline, read from its memory, bounded from above:
+//! a timeout rounded up lies past now + the timeout.
 
 use std::time::{Duration, Instant};
 

@@ -15,7 +15,9 @@
 //! - `in_place`: the bytes in the object, copied by the program's own instructions;
 //! - `names`: bad names refused, unusual good ones accepted;
 //! - `errors`: every other error kind;
-//! - `failed_creates`: creates that fail after `shm_open()`, and what they leave.
+//! - `open_errors`: opens that fail, and what they leave;
+//! - `failed_creates`: creates that fail after `shm_open()`, and what they leave;
+//! - `forced`: calls made to fail with an errno no other path gives, the errno compared.
 
 use std::time::Duration;
 
