@@ -11,14 +11,14 @@
 //! held by nobody when the grader looks), or when it belongs to the user the programs run as.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, AsRawFd};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::thread::JoinHandle;
 
 use nix::fcntl::{AT_FDCWD, OFlag};
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+use nix::sys::eventfd::{EfdFlags, EventFd};
 use nix::sys::fanotify::{EventFFlags, Fanotify, MarkFlags, MaskFlags};
 use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify, WatchDescriptor};
 
@@ -44,7 +44,7 @@ impl std::fmt::Display for Created {
 /// Watches for files created while a check runs.
 pub struct FileWatch {
     dir: PathBuf,
-    stop: Arc<AtomicBool>,
+    stop: Option<Arc<EventFd>>,
     thread: Option<JoinHandle<BTreeSet<Created>>>,
 }
 
@@ -66,9 +66,6 @@ fn shared_places() -> Vec<PathBuf> {
     places
 }
 
-/// How often the watcher looks at its stop flag, in milliseconds.
-const POLL_MS: u8 = 20;
-
 const EVENTS: AddWatchFlags = AddWatchFlags::IN_CREATE.union(AddWatchFlags::IN_MOVED_TO);
 
 impl FileWatch {
@@ -76,7 +73,9 @@ impl FileWatch {
     /// programs the check starts (filled as it starts them); `owner` is the user they run as,
     /// when it is not the grader's.
     pub fn start(dir: &Path, roots: Arc<Mutex<Vec<i32>>>, owner: Option<u32>) -> FileWatch {
-        let stop = Arc::new(AtomicBool::new(false));
+        let stop = EventFd::from_flags(EfdFlags::EFD_CLOEXEC | EfdFlags::EFD_NONBLOCK)
+            .ok()
+            .map(Arc::new);
         let inotify = Inotify::init(InitFlags::IN_NONBLOCK | InitFlags::IN_CLOEXEC).ok();
         let mut watches: Vec<(WatchDescriptor, PathBuf, bool)> = Vec::new();
         if let Some(inotify) = &inotify {
@@ -92,9 +91,8 @@ impl FileWatch {
                 }
             }
         }
-        let openings = openers(&watches);
-        let thread = inotify.map(|inotify| {
-            let stop = stop.clone();
+        let openings = OpenWatch::get().map(|group| group.subscribe(roots.clone()));
+        let thread = inotify.zip(stop.clone()).map(|(inotify, stop)| {
             std::thread::spawn(move || watch(inotify, openings, watches, &stop, &roots, owner))
         });
         FileWatch {
@@ -106,7 +104,7 @@ impl FileWatch {
 
     /// Stops watching; returns what appeared, with whatever is in the check's directory now.
     pub fn finish(mut self) -> Vec<Created> {
-        self.stop.store(true, Ordering::SeqCst);
+        self.wake();
         let mut created = self
             .thread
             .take()
@@ -119,18 +117,127 @@ impl FileWatch {
         }
         created.into_iter().collect()
     }
+
+    /// Tells the watcher to read what is queued and stop.
+    fn wake(&self) {
+        if let Some(stop) = &self.stop {
+            let _ = stop.write(1);
+        }
+    }
 }
 
 impl Drop for FileWatch {
     /// A check abandoned on the way (its own code hung) stops its watcher too.
     fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
+        self.wake();
     }
 }
 
-/// A fanotify group that reports who opens the files of the shared places, when the grader
-/// may have one (root).
-fn openers(watches: &[(WatchDescriptor, PathBuf, bool)]) -> Option<Fanotify> {
+/// Who opened which file of the shared places, for one check: the paths opened by a process
+/// of the check's tree, with its pid.
+struct Openings {
+    /// The programs the check started.
+    roots: Arc<Mutex<Vec<i32>>>,
+    /// Every pid seen in the check's tree, so that a process killed since still counts.
+    members: BTreeSet<i32>,
+    opened: BTreeMap<PathBuf, i32>,
+}
+
+/// The fanotify group that reports who opens the files of the shared places, one for the
+/// grader's whole run when it may have one (root): marking a directory walks its cached
+/// entries, which in a busy `/tmp` takes tens of milliseconds, too long to pay for each check.
+struct OpenWatch {
+    group: Fanotify,
+    /// The checks watching now. Held while events are read and handed out, so that once a
+    /// check has taken it, every open made before was handed out.
+    checks: Mutex<Vec<std::sync::Weak<Mutex<Openings>>>>,
+}
+
+impl OpenWatch {
+    /// The grader's group, made (and read by a thread of its own) on first use.
+    fn get() -> Option<&'static OpenWatch> {
+        static GROUP: OnceLock<Option<OpenWatch>> = OnceLock::new();
+        GROUP
+            .get_or_init(|| {
+                let group = OpenWatch {
+                    group: open_group()?,
+                    checks: Mutex::new(Vec::new()),
+                };
+                Some(group)
+            })
+            .as_ref()
+            .inspect(|&group| {
+                static READER: std::sync::Once = std::sync::Once::new();
+                READER.call_once(|| {
+                    std::thread::spawn(move || group.read_for_ever());
+                });
+            })
+    }
+
+    fn subscribe(&self, roots: Arc<Mutex<Vec<i32>>>) -> Arc<Mutex<Openings>> {
+        let openings = Arc::new(Mutex::new(Openings {
+            roots,
+            members: BTreeSet::new(),
+            opened: BTreeMap::new(),
+        }));
+        let mut checks = self.checks.lock().expect("checks lock");
+        checks.retain(|check| check.strong_count() > 0);
+        checks.push(Arc::downgrade(&openings));
+        openings
+    }
+
+    fn read_for_ever(&self) {
+        loop {
+            let mut fds = [PollFd::new(self.group.as_fd(), PollFlags::POLLIN)];
+            if poll(&mut fds, PollTimeout::NONE).is_ok() {
+                self.read();
+            }
+        }
+    }
+
+    /// Reads until no event is left, handing each open to the check whose tree made it.
+    fn read(&self) {
+        let checks = self.checks.lock().expect("checks lock");
+        let checks: Vec<Arc<Mutex<Openings>>> =
+            checks.iter().filter_map(std::sync::Weak::upgrade).collect();
+        while let Ok(events) = self.group.read_events() {
+            if events.is_empty() {
+                break;
+            }
+            let mut refreshed = vec![false; checks.len()];
+            for event in events {
+                let Some(fd) = event.fd() else { continue };
+                let pid = event.pid();
+                let mut path = None;
+                for (check, refreshed) in checks.iter().zip(&mut refreshed) {
+                    let mut check = check.lock().expect("openings lock");
+                    if !check.members.contains(&pid) && !*refreshed {
+                        let roots = check.roots.lock().expect("roots lock").clone();
+                        let tree = inspect::tree(&roots, &roots).into_iter().map(|r| r.pid);
+                        check.members.extend(tree);
+                        // A program that has ended is no longer in the tree, but was the check's.
+                        check.members.extend(roots);
+                        *refreshed = true;
+                    }
+                    // A member that has ended may have left its pid to a program of another's.
+                    if !check.members.contains(&pid) || inspect::is_anothers(pid) {
+                        continue;
+                    }
+                    let path = path.get_or_insert_with(|| {
+                        let link = format!("/proc/self/fd/{}", fd.as_raw_fd());
+                        std::fs::read_link(link).ok()
+                    });
+                    if let Some(path) = path {
+                        check.opened.entry(path.clone()).or_insert(pid);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// A fanotify group on the shared places, when the grader may have one (root).
+fn open_group() -> Option<Fanotify> {
     if !nix::unistd::geteuid().is_root() {
         return None;
     }
@@ -145,60 +252,22 @@ fn openers(watches: &[(WatchDescriptor, PathBuf, bool)]) -> Option<Fanotify> {
     )
     .ok()?;
     let mask = MaskFlags::FAN_OPEN | MaskFlags::FAN_EVENT_ON_CHILD;
-    for (_, place, private) in watches {
-        if !private {
-            let _ = group.mark(
-                MarkFlags::FAN_MARK_ADD,
-                mask,
-                AT_FDCWD,
-                Some(place.as_path()),
-            );
-        }
+    for place in shared_places() {
+        let _ = group.mark(
+            MarkFlags::FAN_MARK_ADD,
+            mask,
+            AT_FDCWD,
+            Some(place.as_path()),
+        );
     }
     Some(group)
 }
 
-/// Who opened which file of the shared places: the paths opened by a process of the check's
-/// tree (`members`: every pid seen in it, so that a process killed since still counts), with
-/// its pid. Reads until no event is left.
-fn read_openings(
-    group: &Fanotify,
-    roots: &Mutex<Vec<i32>>,
-    members: &mut BTreeSet<i32>,
-    opened: &mut BTreeMap<PathBuf, i32>,
-) {
-    while let Ok(events) = group.read_events() {
-        if events.is_empty() {
-            break;
-        }
-        let mut refreshed = false;
-        for event in events {
-            let Some(fd) = event.fd() else { continue };
-            let pid = event.pid();
-            if !members.contains(&pid) && !refreshed {
-                let roots = roots.lock().expect("roots lock").clone();
-                members.extend(inspect::tree(&roots, &roots).into_iter().map(|r| r.pid));
-                // A program that has ended is no longer in the tree, but was the check's.
-                members.extend(roots);
-                refreshed = true;
-            }
-            // A member that has ended may have left its pid to a program of another's.
-            if !members.contains(&pid) || inspect::is_anothers(pid) {
-                continue;
-            }
-            let link = format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&fd));
-            if let Ok(path) = std::fs::read_link(link) {
-                opened.entry(path).or_insert(pid);
-            }
-        }
-    }
-}
-
 fn watch(
     inotify: Inotify,
-    openings: Option<Fanotify>,
+    openings: Option<Arc<Mutex<Openings>>>,
     mut watches: Vec<(WatchDescriptor, PathBuf, bool)>,
-    stop: &AtomicBool,
+    stop: &EventFd,
     roots: &Mutex<Vec<i32>>,
     owner: Option<u32>,
 ) -> BTreeSet<Created> {
@@ -206,24 +275,27 @@ fn watch(
     // Files that appeared in the shared places with no process of the check holding them, and
     // the files of the shared places that a process of the check opened.
     let mut unclaimed: BTreeSet<PathBuf> = BTreeSet::new();
-    let mut opened: BTreeMap<PathBuf, i32> = BTreeMap::new();
-    let mut members: BTreeSet<i32> = BTreeSet::new();
+    let mut stopping = false;
     loop {
         // Once stopped, what is queued is still read: the last files a program made count.
-        let stopping = stop.load(Ordering::SeqCst);
-        let mut fds = vec![PollFd::new(inotify.as_fd(), PollFlags::POLLIN)];
-        if let Some(group) = &openings {
-            fds.push(PollFd::new(group.as_fd(), PollFlags::POLLIN));
+        let mut fds = [
+            PollFd::new(inotify.as_fd(), PollFlags::POLLIN),
+            PollFd::new(stop.as_fd(), PollFlags::POLLIN),
+        ];
+        let wait = if stopping {
+            PollTimeout::ZERO
+        } else {
+            PollTimeout::NONE
+        };
+        let ready = poll(&mut fds, wait);
+        if fds[1].any().unwrap_or(false) {
+            stopping = true;
         }
-        let wait = if stopping { 0 } else { POLL_MS };
-        if !matches!(poll(&mut fds, PollTimeout::from(wait)), Ok(n) if n > 0) {
-            if stopping {
+        if !matches!(fds[0].any(), Some(true)) {
+            if stopping && ready.is_ok() {
                 break;
             }
             continue;
-        }
-        if let Some(group) = &openings {
-            read_openings(group, roots, &mut members, &mut opened);
         }
         while let Ok(events) = inotify.read_events() {
             if events.is_empty() {
@@ -257,11 +329,21 @@ fn watch(
             }
         }
     }
+    let opened = match (openings, OpenWatch::get()) {
+        (Some(openings), Some(group)) => {
+            group.read();
+            std::mem::take(&mut openings.lock().expect("openings lock").opened)
+        }
+        _ => BTreeMap::new(),
+    };
     for path in unclaimed {
         if let Some(&by) = opened.get(&path) {
             created.insert(Created { path, by: Some(by) });
         }
     }
+    // Closing an inotify instance waits for the kernel to retire its watches, tens of
+    // milliseconds: the check need not wait for it.
+    std::thread::spawn(move || drop(inotify));
     created
 }
 
