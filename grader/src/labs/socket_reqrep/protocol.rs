@@ -328,6 +328,13 @@ pub fn verify(got: (u8, Vec<u8>), op: u8, payload: &[u8], what: &str) -> Result<
          (to_be_bytes)"
     } else if op == OP_REVERSE && got.1 == payload {
         "it is the payload as it came: R answers it reversed"
+    } else if op == OP_REVERSE
+        && std::str::from_utf8(payload)
+            .is_ok_and(|text| got.1 == text.chars().rev().collect::<String>().into_bytes())
+    {
+        "it is the payload reversed character by character, as UTF-8 text: a payload is bytes, \
+         whatever they spell; R reverses the bytes, one by one, so a character of several \
+         bytes comes back with its bytes in reverse order"
     } else if got.1.len() == answer.len() {
         match op {
             OP_ECHO => "the length is right, the bytes are not: E answers the payload as it is",
@@ -378,10 +385,21 @@ pub fn closed_after(conn: &Conn, answered: usize, next: Option<u8>) -> Option<Fa
     }))
 }
 
-/// Random requests: mostly small, some up to 64 KiB, one of them with an unknown op.
+/// Characters of two, three and four bytes in UTF-8, for payloads that are valid text.
+const MULTI_BYTE: [char; 6] = ['é', 'ß', '日', '€', '🦀', '𝄞'];
+
+/// Random requests: mostly small, some up to 64 KiB, one of them with an unknown op, and a
+/// reverse request whose payload is valid UTF-8 text with multi-byte characters (a payload is
+/// bytes: reversed byte by byte, such a character comes back with its bytes in reverse order).
 pub fn random_requests_for(run: &mut Run, n: usize, tag: &str) -> Vec<(u8, Vec<u8>)> {
     (0..n)
         .map(|i| {
+            if i == 1 && n > 2 {
+                let text: String = (0..run.rng().random_range(4..40))
+                    .map(|_| MULTI_BYTE[run.rng().random_range(0..MULTI_BYTE.len())])
+                    .collect();
+                return (OP_REVERSE, format!("{tag}-{i}-{text}").into_bytes());
+            }
             let op = if i == n / 2 {
                 b'Z'
             } else {

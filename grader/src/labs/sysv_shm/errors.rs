@@ -121,6 +121,23 @@ pub fn stale_segment_refused(run: &mut Run) -> Result<String, Fail> {
     let until = Instant::now() + Duration::from_secs(5);
     let planted = match stop.wait(&mut proc, until)? {
         Reached::Call => {
+            // A create without IPC_EXCL opens a segment that is there; a look afterwards (its
+            // creator, its attachments) cannot tell the two cases apart in one step.
+            let flags = crate::engine::inspect::call_of(proc.pid.as_raw(), proc.pid.as_raw())
+                .map(|(_, args)| args[2]);
+            if let Some(flags) = flags
+                && flags & libc::IPC_EXCL as u64 == 0
+            {
+                stop.release();
+                proc.kill_tree();
+                return Err(Fail::failed(format!(
+                    "the publisher's shmget() that creates its segment had IPC_CREAT without \
+                     IPC_EXCL (flags {flags:#o}): it then opens a segment that is already \
+                     there, and one smaller than its size or that it may not access fails \
+                     with EINVAL or EACCES instead of EEXIST; create with IPC_CREAT | IPC_EXCL \
+                     | 0600 and report EEXIST as ShmError::Exists"
+                )));
+            }
             let planted = Planted::new(run, name.key, size, &rival)?;
             stop.release();
             planted

@@ -24,6 +24,17 @@ fn reader_outcome(
     n: u32,
     what: &str,
 ) -> Result<ipc_labs_driver::Message, Fail> {
+    reader_outcome_of_length(run, name, n, what, "")
+}
+
+/// [`reader_outcome`] on a planted length that a reader accepts only for `why_accepted`.
+fn reader_outcome_of_length(
+    run: &mut Run,
+    name: &Name,
+    n: u32,
+    what: &str,
+    why_accepted: &str,
+) -> Result<ipc_labs_driver::Message, Fail> {
     let (mut reader, _) = spawn_reader(run, name, false, n)?;
     let context = format!("on {what}");
     let mut message = reader.recv_any().map_err(with_context(&context))?;
@@ -39,9 +50,9 @@ fn reader_outcome(
             }
             Fail::Crashed(m) if m.contains("capacity overflow") => Fail::Crashed(format!(
                 "on {what}, the reader crashed: {m}; it accepted the length and tried to \
-                 allocate that many bytes: its length check let it through (16 + length wraps \
-                 around to a small number): compare the length with the room after the header \
-                 (size - 16) instead of adding to it"
+                 allocate that many bytes: its length check let it through{why_accepted}: \
+                 compare the length, unsigned, with the room after the header (size - 16) \
+                 instead of adding to it"
             )),
             Fail::Crashed(m) => Fail::Crashed(format!(
                 "on {what}, the reader crashed: {m}; it was to refuse this segment: check \
@@ -346,12 +357,23 @@ pub fn reader_validates(run: &mut Run) -> Result<String, Fail> {
                  after the 16-byte header",
                 capacity + 1
             ),
+            "",
+        ),
+        (
+            1 << 63,
+            "a header claiming 2^63 payload bytes (16 + 2^63 does not wrap around; as a signed \
+             64-bit number it is negative)"
+                .to_string(),
+            " (it compared the length as a signed number, which a length of 2^63 or more is \
+             not)",
         ),
         (
             u64::MAX - 7,
             "a header claiming 2^64 - 8 payload bytes, which wraps around to 8 when the 16-byte \
              header is added"
                 .to_string(),
+            " (16 + length wraps around to a small number; 2^63, which does not wrap, it \
+             refused)",
         ),
         (
             (1 << 32) + capacity as u64 / 2,
@@ -360,13 +382,14 @@ pub fn reader_validates(run: &mut Run) -> Result<String, Fail> {
                  the high ones not zero)",
                 capacity / 2
             ),
+            "",
         ),
     ];
-    for (n, (length, what)) in [3, 4, 11].into_iter().zip(lengths) {
+    for (n, (length, what, why_accepted)) in [3, 12, 4, 11].into_iter().zip(lengths) {
         let payload = run.random_bytes(capacity);
         let lying = record(MAGIC, 9, length, &payload);
         let _planted = Planted::new(run, name.key, size, &lying)?;
-        let message = reader_outcome(run, &name, n, &what)?;
+        let message = reader_outcome_of_length(run, &name, n, &what, why_accepted)?;
         match (message.kind.as_str(), message.get("kind")) {
             ("failed", Some("bad-length")) => {}
             ("done", _) if message.get("length") == Some(&(length & 0xffff_ffff).to_string()) => {
