@@ -702,14 +702,9 @@ fn handlers_ended_before_return(
     if closed_first {
         let _ = kill(server.proc.pid, Signal::SIGTERM);
     }
-    let early = match said_while_held(&mut server, pid) {
-        Ok(early) => early,
-        Err(fail) => {
-            tracer.release();
-            return Err(fail);
-        }
-    };
+    let early = said_while_held(&mut server, pid);
     tracer.release();
+    let early = early?;
     if let Some(message) = &early
         && message.kind == "done"
         && closed_first
@@ -811,14 +806,9 @@ fn acceptor_ended_before_return(run: &mut Run) -> Result<(), Fail> {
         server.finish(Signal::SIGTERM, Some(&idle), None)?;
         return Ok(());
     }
-    let early = match said_while_held(&mut server, pid) {
-        Ok(early) => early,
-        Err(fail) => {
-            tracer.release();
-            return Err(fail);
-        }
-    };
+    let early = said_while_held(&mut server, pid);
     tracer.release();
+    let early = early?;
     if let Some(message) = &early
         && message.kind == "done"
     {

@@ -715,20 +715,10 @@ fn twenty_digit_limit(
         "with shmmax set to {shmmax} (20 digits, as the kernel's default is; in a private IPC \
          namespace) and a size of exactly {shmmax}"
     );
-    let mut proc = spawn_publisher(run, &name.path, name.id, shmmax, 7, payload)?;
-    // Seen, not changed: whether its shmget() ran tells the kernel's EINVAL taken for
-    // too-large from a refusal of its own.
-    let seen = Tracer::attach(
-        proc.pid.as_raw(),
-        Call::any(libc::SYS_shmget),
-        Action::Report,
-    )?;
-    proc.send("go", &[])?;
-    let message = proc.recv_any().map_err(with_context(&what))?;
-    let shmget_ran = match seen {
-        Some(mut seen) => Some(seen.failed_the_call()?),
-        None => None,
-    };
+    // Whether its shmget() ran tells the kernel's EINVAL taken for too-large from a refusal
+    // of its own.
+    let (mut proc, message, shmget_ran) =
+        answer_watching_shmget(run, name, (shmmax, 7), payload, &what)?;
     proc.wait()?;
     segment(name.key).into_iter().for_each(|s| rmid(s.id));
     match (message.kind.as_str(), message.get("kind")) {
@@ -818,6 +808,30 @@ fn digits_cut(l: u64, shmmax: u64) -> Option<String> {
     })
 }
 
+/// Starts publisher `n` with `size` and returns its first answer, with whether its `shmget()`
+/// ran (seen, not changed; `None` when it could not be watched).
+fn answer_watching_shmget(
+    run: &mut Run,
+    name: &Name,
+    (size, n): (u64, u32),
+    payload: &[u8],
+    what: &str,
+) -> Result<(crate::engine::Proc, ipc_labs_driver::Message, Option<bool>), Fail> {
+    let mut proc = spawn_publisher(run, &name.path, name.id, size, n, payload)?;
+    let seen = Tracer::attach(
+        proc.pid.as_raw(),
+        Call::any(libc::SYS_shmget),
+        Action::Report,
+    )?;
+    proc.send("go", &[])?;
+    let message = proc.recv_any().map_err(with_context(what))?;
+    let shmget_ran = match seen {
+        Some(mut seen) => Some(seen.failed_the_call()?),
+        None => None,
+    };
+    Ok((proc, message, shmget_ran))
+}
+
 /// The size is judged before `shmget()`: one past the limit is too-large even when a segment
 /// has the key already (`shmget()` reports a taken key before it looks at the size).
 fn over_the_limit_key_taken(
@@ -878,20 +892,10 @@ fn shmall_bounds_no_segment(
          byte past shmall's bytes, no more than shmmax)",
         pages * page
     );
-    let mut proc = spawn_publisher(run, &name.path, name.id, size, 6, payload)?;
-    // Seen, not changed: whether the publisher's shmget() ran tells a limit of its own below
-    // shmmax from the kernel's refusal (ENOSPC) reported as too-large.
-    let seen = Tracer::attach(
-        proc.pid.as_raw(),
-        Call::any(libc::SYS_shmget),
-        Action::Report,
-    )?;
-    proc.send("go", &[])?;
-    let message = proc.recv_any().map_err(with_context(&what))?;
-    let shmget_ran = match seen {
-        Some(mut seen) => Some(seen.failed_the_call()?),
-        None => None,
-    };
+    // Whether the publisher's shmget() ran tells a limit of its own below shmmax from the
+    // kernel's refusal (ENOSPC) reported as too-large.
+    let (mut proc, message, shmget_ran) =
+        answer_watching_shmget(run, name, (size, 6), payload, &what)?;
     match (message.kind.as_str(), message.get("kind")) {
         ("failed", Some("shmget")) => proc.wait().map(drop)?,
         ("ready", _) => {
