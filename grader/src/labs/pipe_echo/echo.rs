@@ -111,12 +111,15 @@ pub fn exchange_errors(run: &mut Run) -> Result<String, Fail> {
             }
             _ => String::new(),
         };
+        session.finish()?;
+        let how = empty_input_read(run, &extra, flags)?;
         return Err(Fail::failed(format!(
-            "with an empty input, exchange() returned `{}` without reading pipe B (the byte the \
-             grader had put there was still in it){again}: an empty input is no shortcut: \
-             exchange() must still take and close the write end (the child's end-of-file; a \
-             second call is then AlreadyExchanged) and read pipe B until read() returns 0, \
-             which here gives ShortEcho {{ sent: 0, echoed: 1 }}",
+            "with an empty input, exchange() returned `{}` without taking anything off pipe B \
+             (the byte the grader had put there was still in it){again}: {how}: an empty input \
+             is no shortcut: exchange() must still take and close the write end (the child's \
+             end-of-file; a second call is then AlreadyExchanged) and read pipe B into a buffer \
+             of its own size (not the input's) until read() returns 0, which here gives \
+             ShortEcho {{ sent: 0, echoed: 1 }}",
             done.exchange
         )));
     }
@@ -826,4 +829,54 @@ fn threads_in(pid: i32, wanted: impl Fn(&Activity) -> bool) -> bool {
         .iter()
         .filter(|t| t.state == 'S')
         .any(|t| wanted(&classify(&view, t.syscall)))
+}
+
+/// Why an empty input's exchange left pipe B unread, found in a second exchange of an empty
+/// input (only a program that left it unread pays for it): the parent's main thread held by the
+/// grader's tracer at its first read() of pipe B, whose byte count is read from
+/// `/proc/PID/syscall`. A read() of 0 bytes returns 0 at once, whatever the pipe holds.
+fn empty_input_read(run: &mut Run, extra: &[u8], flags: Flags) -> Result<String, Fail> {
+    let mut session = start(run, Vec::new(), flags)?;
+    settle_in_read(session.child);
+    let pipes = session.pipes()?;
+    let mut pipe_b = outside::open_pipe(session.child, pipes.child_writes_b, true)?;
+    outside::put_bytes(&mut pipe_b, extra)?;
+    drop(pipe_b);
+    let parent = session.parent;
+    let read_b = Call::one_of_on(&[libc::SYS_read, libc::SYS_readv], pipes.parent_reads_b);
+    let Some(mut tracer) = Tracer::attach(parent, read_b, Action::Hold)? else {
+        session.exchange()?;
+        session.finish()?;
+        return Ok(
+            "it either returned before any read() of pipe B or read it into an empty \
+                   buffer (a read() of 0 bytes returns 0 at once, taken for end-of-file)"
+                .into(),
+        );
+    };
+    session.go()?;
+    let held = tracer.held_before(Instant::now() + Duration::from_secs(1))?;
+    let count = held
+        .then(|| std::fs::read_to_string(format!("/proc/{parent}/task/{parent}/syscall")).ok())
+        .flatten()
+        .and_then(|line| {
+            let count = line.split_whitespace().nth(3)?;
+            u64::from_str_radix(count.trim_start_matches("0x"), 16).ok()
+        });
+    tracer.release();
+    session.recv_done()?;
+    session.finish()?;
+    Ok(match (held, count) {
+        (true, Some(0)) => "its read() of pipe B asked for 0 bytes (the grader held it there \
+                            and read its count in /proc/PID/syscall): a read() of 0 bytes \
+                            returns 0 at once, whatever the pipe holds, and exchange() took that \
+                            0 for end-of-file (a buffer sized by the \
+                            input is empty for an empty input)"
+            .into(),
+        (true, _) => "its main thread did call read() on pipe B, with a buffer, yet took \
+                      nothing off it"
+            .into(),
+        (false, _) => "its main thread made no read() of pipe B at all (the grader's tracer \
+                       waited for one): it returned before reading the echo"
+            .into(),
+    })
 }

@@ -230,8 +230,10 @@ pub static LAB: Lab = Lab {
             timeout: Duration::from_secs(15),
             description: "SIGUSR1 lands 40 times on each process while it is blocked reading or \
                           writing its pipes (the child waiting for input, the parent with the \
-                          child stopped), then the tracer fails the child's read with EINTR \
-                          itself: every interrupted call is retried (EINTR)",
+                          child stopped), then the tracer fails 1000 times in a row each call \
+                          they wait in with EINTR (the child's read of pipe A and write to pipe \
+                          B, the parent's write to pipe A and read of pipe B): every interrupted \
+                          call is retried, with no limit",
             exclusive: false,
             hint: Some(
                 "A call interrupted by a signal fails with EINTR; that is no error: call it again, with no limit on retries. See docs/labs/01-pipe-echo.md, the rules table (\"EINTR is retried and short writes continued, with no limit\").",

@@ -268,43 +268,184 @@ fn interrupt_while_blocked(session: &Session, pid: i32, who: &str) -> Result<(),
     )))
 }
 
-/// The child's read of pipe A, as it waits for input, failed with `EINTR` by the grader's
-/// tracer (re-entered once a `SIGUSR1` interrupts it): what every signal does to a read whose
-/// handler has no `SA_RESTART`, forced whatever flags the program gave its handlers. Run after
-/// real signals interrupted that read, which tells a missing retry hidden by `SA_RESTART` (the
-/// kernel restarted the reads) from one that real signals would have shown.
-fn injected_eintr(session: &Session) -> Result<(), Fail> {
-    let child = session.child;
-    let pipes = session.pipes()?;
-    let read_a = Call::arg_is(libc::SYS_read, 0, pipes.child_reads_a as u64);
-    let Some(mut tracer) = Tracer::attach(child, read_a, Action::Fail(libc::EINTR))? else {
-        return Ok(()); // Not traceable here: the real signals were the test.
+/// How many times in a row the grader's tracer makes each of the calls the processes wait in
+/// fail with `EINTR`: far more than any limit a program might set itself on retries (none is
+/// allowed), in a few milliseconds per site.
+const FORCED_EINTRS: u32 = 1000;
+
+/// Makes `call` of thread `tid` of `pid` fail with `EINTR` [`FORCED_EINTRS`] times in a row
+/// (the tracer skipping the call, as a signal caught by a handler without `SA_RESTART` ends
+/// it; attaching interrupts a blocked call, which the kernel restarts, and the restart fails).
+/// How many failed before the thread stopped making the call: all of them for a thread that
+/// retries every time; `None` if it may not be traced here.
+fn force_eintrs(pid: i32, tid: i32, call: Call) -> Result<Option<u32>, Fail> {
+    let fail = Action::FailTimes(libc::EINTR, FORCED_EINTRS);
+    let Some(mut tracer) = Tracer::attach_thread(pid, tid, call, fail)? else {
+        return Ok(None);
     };
-    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(child), Signal::SIGUSR1);
-    if !tracer.failed_before(Instant::now() + Duration::from_secs(2))? {
-        return Ok(());
+    let mut failed = 0;
+    // A thread that retries is back in the call within microseconds; the margin is for a
+    // loaded machine. One that gave up ends (the tracer says so at once) or waits elsewhere.
+    while failed < FORCED_EINTRS && tracer.failed_before(Instant::now() + Duration::from_secs(2))? {
+        failed += 1;
     }
     drop(tracer);
-    // A correct child is back in read() at once; one that gave up ends.
-    let until = Instant::now() + Duration::from_millis(500);
-    while outside::zombie_status(child).is_none() && !waits_on_own_pipes(session, child) {
+    Ok(Some(failed))
+}
+
+/// What became of `pid` after it stopped retrying: its exit status, or what it is doing.
+fn fate(pid: i32) -> String {
+    // An exit takes a moment to show.
+    let until = Instant::now() + Duration::from_millis(200);
+    loop {
+        if let Some(status) = outside::zombie_status(pid) {
+            return format!("it {}", outside::describe_status(status));
+        }
+        if inspect::view(pid).is_none() {
+            return "it ended".into();
+        }
         if Instant::now() > until {
-            break;
+            return format!("it is {}", super::child_end::doing(pid));
         }
         std::thread::sleep(Duration::from_millis(2));
     }
-    let Some(status) = outside::zombie_status(child) else {
+}
+
+/// The failure of a site that gave up after `failed` forced `EINTR`s in a row, `before` real
+/// signals having interrupted the same wait first.
+fn gave_up_after(site: &str, who: &str, pid: i32, failed: u32, before: u32) -> Fail {
+    let before = if before > 0 {
+        format!(
+            ", after the {before} real SIGUSR1s that had interrupted the same wait first (up \
+             to {} interruptions in a row in all)",
+            before + failed
+        )
+    } else {
+        String::new()
+    };
+    Fail::failed(format!(
+        "the grader's tracer made {site} fail with EINTR again and again (the call skipped, as a \
+         signal caught by a handler without SA_RESTART ends it; {FORCED_EINTRS} times in a row \
+         were to come), and {who} (pid {pid}) stopped calling it after {failed} of them{before}; \
+         {}: there must be no limit on retries: call it again every time it fails with EINTR, \
+         however many times in a row",
+        fate(pid)
+    ))
+}
+
+/// The child's read of pipe A, as it waits for input, failed with `EINTR` by the grader's
+/// tracer [`FORCED_EINTRS`] times in a row (re-entered once the tracer interrupts it): what
+/// signals do to a read whose handler has no `SA_RESTART`, forced whatever flags the program
+/// gave its handlers, and far more often than a retry limit. Run after real signals interrupted
+/// that read, which tells a missing retry hidden by `SA_RESTART` (the kernel restarted the
+/// reads) from one that real signals would have shown.
+fn injected_eintr(session: &Session) -> Result<(), Fail> {
+    let child = session.child;
+    let pipes = session.pipes()?;
+    let read_a = Call::one_of_on(READS, pipes.child_reads_a);
+    let Some(failed) = force_eintrs(child, child, read_a)? else {
+        return Ok(()); // Not traceable here: the real signals were the test.
+    };
+    if failed == 0 || failed == FORCED_EINTRS {
+        // A correct child is back in read() at once; one that gave up at the last one ends.
+        let until = Instant::now() + Duration::from_millis(500);
+        while outside::zombie_status(child).is_none() && !waits_on_own_pipes(session, child) {
+            if Instant::now() > until {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        if failed == 0 || outside::zombie_status(child).is_none() {
+            return Ok(());
+        }
+    }
+    let site = "the echo child's read() of pipe A (as it waited for input)";
+    let fail = gave_up_after(site, CHILD, child, failed, ROUNDS);
+    if failed > 1 {
+        return Err(fail);
+    }
+    Err(Fail::failed(format!(
+        "{}; the {ROUNDS} real SIGUSR1s before it had not made it give up, so the kernel \
+         restarted its reads: a handler installed with SA_RESTART (main.rs installs SIGUSR1 \
+         without it) hides the EINTR retry that is missing; leave the handlers as they are and \
+         retry EINTR in every read() loop",
+        fail.message()
+    )))
+}
+
+const READS: &[i64] = &[libc::SYS_read, libc::SYS_readv];
+const WRITES: &[i64] = &[libc::SYS_write, libc::SYS_writev];
+const POLLS: &[i64] = &[
+    libc::SYS_poll,
+    libc::SYS_ppoll,
+    libc::SYS_select,
+    libc::SYS_pselect6,
+    libc::SYS_epoll_wait,
+    libc::SYS_epoll_pwait,
+];
+
+/// With the child stopped, each thread of the parent blocked on its pipes (its write() to pipe
+/// A, its read() of pipe B, or a poll()) has that call failed with `EINTR` [`FORCED_EINTRS`]
+/// times in a row, and must be back in it each time.
+fn parent_forced_eintrs(session: &Session) -> Result<(), Fail> {
+    let parent = session.parent;
+    let pipes = session.pipes()?;
+    let Some(view) = inspect::view(parent) else {
         return Ok(());
     };
-    Err(Fail::failed(format!(
-        "the grader's tracer made the echo child's read() of pipe A fail with EINTR as it \
-         waited for input (what a signal does to a read when its handler has no SA_RESTART), \
-         and the child {}; the {ROUNDS} real SIGUSR1s before it had not made it give up, so the \
-         kernel restarted its reads: a handler installed with SA_RESTART (main.rs installs \
-         SIGUSR1 without it) hides the EINTR retry that is missing; leave the handlers as they \
-         are and retry EINTR in every read() loop",
-        outside::describe_status(status)
-    )))
+    let blocked = threads_on_own_pipes(session, parent);
+    for thread in view.threads.iter().filter(|t| blocked.contains_key(&t.tid)) {
+        let Some((number, fd)) = thread.syscall else {
+            continue;
+        };
+        let fd = fd as i32;
+        let (call, site) = if READS.contains(&number) && fd == pipes.parent_reads_b {
+            (Call::one_of_on(READS, fd), "the parent's read() of pipe B")
+        } else if WRITES.contains(&number) && fd == pipes.parent_writes_a {
+            (
+                Call::one_of_on(WRITES, fd),
+                "the parent's write() to pipe A",
+            )
+        } else if POLLS.contains(&number) {
+            (Call::one_of(POLLS), "the parent's poll() on its pipes")
+        } else {
+            continue;
+        };
+        let Some(failed) = force_eintrs(parent, thread.tid, call)? else {
+            return Ok(());
+        };
+        let site = format!("{site} (thread {}, with the child stopped)", thread.tid);
+        if failed < FORCED_EINTRS {
+            return Err(gave_up_after(&site, PARENT, parent, failed, ROUNDS));
+        }
+        // Back in the call, or gave up at the very last one.
+        let until = Instant::now() + Duration::from_millis(500);
+        while !threads_on_own_pipes(session, parent).contains_key(&thread.tid) {
+            if Instant::now() > until {
+                return Err(gave_up_after(&site, PARENT, parent, failed, ROUNDS));
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+    Ok(())
+}
+
+/// The stopped child's write() to pipe B failed with `EINTR` [`FORCED_EINTRS`] times in a row:
+/// seized from its stop, it runs under the tracer, reads the full pipe A and writes pipe B.
+/// Detached, it stops again until the grader resumes it.
+fn child_write_forced_eintrs(session: &Session) -> Result<(), Fail> {
+    let child = session.child;
+    let pipes = session.pipes()?;
+    let write_b = Call::one_of_on(WRITES, pipes.child_writes_b);
+    let Some(failed) = force_eintrs(child, child, write_b)? else {
+        return Ok(());
+    };
+    // None: it wrote pipe B otherwise (splice()), which the transfer's verdict judges.
+    if failed == 0 || failed == FORCED_EINTRS {
+        return Ok(());
+    }
+    let site = "the echo child's write() to pipe B (with pipe A full)";
+    Err(gave_up_after(site, CHILD, child, failed, 0))
 }
 
 pub fn interrupted_while_blocked(run: &mut Run) -> Result<String, Fail> {
@@ -325,14 +466,16 @@ pub fn interrupted_while_blocked(run: &mut Run) -> Result<String, Fail> {
     session.go()?;
     // The first signal may cut a write short; the next ones find it blocked with nothing
     // written, which is EINTR.
-    let parent = interrupt_while_blocked(&session, session.parent, PARENT);
+    let parent = interrupt_while_blocked(&session, session.parent, PARENT)
+        .and_then(|()| parent_forced_eintrs(&session))
+        .and_then(|()| child_write_forced_eintrs(&session));
     force::resume(child)?;
     parent?;
     let done = session.watch_done(run.deadline() - Duration::from_secs(2));
     judge_under_signals(session, done)?;
     Ok(format!(
-        "interrupted {ROUNDS} times while blocked on its pipes, each process retried; 4 MiB came \
-         back"
+        "interrupted {ROUNDS} times while blocked on its pipes, then {FORCED_EINTRS} EINTRs in a \
+         row forced on each call they waited in, each process retried; 4 MiB came back"
     ))
 }
 
