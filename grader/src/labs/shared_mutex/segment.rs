@@ -499,9 +499,10 @@ pub(super) fn destroyed_and_removed(run: &mut Run) -> Result<String, Fail> {
     } else {
         ""
     };
-    let destroy_failed = if forced_destroy_failure(run)? {
-        "; with its pthread_cond_destroy() failed by the grader, destroy() still destroyed the \
-         mutex, unmapped and unlinked, and said kind=destroy"
+    let destroy_failed = if forced_destroy_failure(run, 0)? & forced_destroy_failure(run, 1)? {
+        "; with its pthread_cond_destroy(), then (in another run) its pthread_mutex_destroy() \
+         failed by the grader, destroy() still made the later steps (the mutex destroyed, \
+         unmapped, unlinked) and said kind=destroy"
     } else {
         ""
     };
@@ -613,12 +614,18 @@ fn forced_munmap_failure(run: &mut Run) -> Result<bool, Fail> {
 }
 
 /// `destroy()` goes on to the next step when one fails, and returns the first error: the grader
-/// makes the coordinator's `pthread_cond_destroy()` return `EPERM` at once (at a breakpoint on
-/// that function; glibc's never fails, so only the grader gives that error), and watches
-/// `pthread_mutex_destroy()` with a second one. destroy() must still destroy the mutex, unmap
-/// the bank and unlink the name, and say `kind=destroy`. `false` when the grader may not trace
-/// the coordinator, or it made no `pthread_cond_destroy()` (judged above).
-fn forced_destroy_failure(run: &mut Run) -> Result<bool, Fail> {
+/// makes the coordinator's `DESTROYS[which]` (`pthread_cond_destroy()` or
+/// `pthread_mutex_destroy()`) return `EPERM` at once (at a breakpoint on that function; glibc's
+/// never fail on these objects, so only the grader gives that error), and watches the other
+/// with a second one. destroy() must still make every later step (destroy the mutex after a
+/// failed condition variable, unmap the bank, unlink the name), and say `kind=destroy`. `false`
+/// when the grader may not trace the coordinator, or it made no such call (judged above).
+fn forced_destroy_failure(run: &mut Run, which: usize) -> Result<bool, Fail> {
+    let function = if which == 0 {
+        "pthread_cond_destroy() of all_done"
+    } else {
+        "pthread_mutex_destroy() of the lock"
+    };
     let mut session = Session::start(run, &[LIGHT_WORK; 2], &[])?;
     let pid = session.coordinator;
     let Some(mut tracer) = Tracer::break_at_functions(pid, &DESTROYS)? else {
@@ -632,7 +639,7 @@ fn forced_destroy_failure(run: &mut Run) -> Result<bool, Fail> {
     let last = loop {
         match tracer.next_break(Instant::now() + Duration::from_millis(5))? {
             Some(Breakpoint::At(_)) => {
-                if tracer.last_break() == 0 && !failed {
+                if tracer.last_break() == which && !failed {
                     failed = true;
                     tracer.return_now(i64::from(libc::EPERM));
                 } else {
@@ -666,12 +673,14 @@ fn forced_destroy_failure(run: &mut Run) -> Result<bool, Fail> {
     }
     let Some(last) = last else {
         return Err(Fail::failed(
-            "with the grader failing the coordinator's pthread_cond_destroy() (EPERM), the \
-             coordinator said neither `closed` nor `failed` within 8 s",
+        format!(
+            "with the grader failing the coordinator's {function} (EPERM), the coordinator \
+             said neither `closed` nor `failed` within 8 s"
+        ),
         ));
     };
     let skipped: Vec<&str> = [
-        (!mutex_destroyed).then_some("never called pthread_mutex_destroy()"),
+        (which == 0 && !mutex_destroyed).then_some("never called pthread_mutex_destroy()"),
         left.1.then_some("still maps the bank (no munmap())"),
         left.0
             .then_some("left the name in /dev/shm (no shm_unlink())"),
@@ -681,18 +690,18 @@ fn forced_destroy_failure(run: &mut Run) -> Result<bool, Fail> {
     .collect();
     if !skipped.is_empty() {
         return Err(Fail::failed(format!(
-            "the grader made the coordinator's pthread_cond_destroy() of all_done return EPERM \
-             (at a breakpoint on that function), and destroy() then {}: it stopped at the \
-             failed step; destroy() goes on to the next step when one fails (destroy the \
-             mutex, munmap(), shm_unlink() all the same) and returns the first error",
+            "the grader made the coordinator's {function} return EPERM (at a breakpoint on \
+             that function), and destroy() then {}: it stopped at the failed step; destroy() \
+             goes on to the next step when one fails (destroy the mutex, munmap(), \
+             shm_unlink() all the same, whichever step failed) and returns the first error",
             skipped.join(", ")
         )));
     }
     let kind = last.get("kind").unwrap_or("none");
     if last.kind != "failed" || kind != "destroy" {
         return Err(Fail::failed(format!(
-            "the grader made the coordinator's pthread_cond_destroy() of all_done return EPERM, \
-             and destroy() {}, not kind=destroy: a failed pthread_cond_destroy() is \
+            "the grader made the coordinator's {function} return EPERM, and destroy() {}, not \
+             kind=destroy: a failed pthread_cond_destroy() or pthread_mutex_destroy() is \
              BankError::Destroy, and the first error is the one returned",
             if last.kind == "failed" {
                 format!("failed with kind={kind}")
