@@ -69,9 +69,11 @@ pub(super) fn create_failures(run: &mut Run) -> Result<String, Fail> {
         ""
     };
     let initialized = if forced_init_failure(run)? {
-        "; the grader failing pthread_mutex_init(), pthread_mutexattr_setrobust() and \
-         pthread_cond_init() in turn: kind=init, the attribute destroyed, the name removed \
-         and no descriptor or mapping left, the segment made by shm_open()"
+        "; the grader failing each pthread call of the initializations in turn \
+         (pthread_mutexattr_init(), _setpshared(), _setrobust(), pthread_mutex_init(), \
+         pthread_condattr_init(), _setpshared(), pthread_cond_init()): kind=init, the \
+         attribute destroyed, the name removed and no descriptor or mapping left, the segment \
+         made by shm_open()"
     } else {
         ""
     };
@@ -97,31 +99,62 @@ struct InitFailure {
     function: &'static std::ffi::CStr,
     errno: i32,
     errno_name: &'static str,
-    /// Which attribute destroy must follow ([`MUTEXATTR_DESTROY`] or [`CONDATTR_DESTROY`]).
-    destroy: usize,
+    /// Which attribute destroy must follow ([`MUTEXATTR_DESTROY`] or [`CONDATTR_DESTROY`]);
+    /// none when the attribute object's own initialization failed (there is nothing to destroy).
+    destroy: Option<usize>,
     what: &'static str,
 }
 
-const INIT_FAILURES: [InitFailure; 3] = [
+/// Every pthread call of `create()`'s initializations, each failed alone: the attribute
+/// object must be destroyed after a failure at any call after its own `*_init()`.
+const INIT_FAILURES: [InitFailure; 7] = [
+    InitFailure {
+        function: c"pthread_mutexattr_init",
+        errno: libc::ENOMEM,
+        errno_name: "ENOMEM",
+        destroy: None,
+        what: "mutex",
+    },
+    InitFailure {
+        function: c"pthread_mutexattr_setpshared",
+        errno: libc::EINVAL,
+        errno_name: "EINVAL",
+        destroy: Some(MUTEXATTR_DESTROY),
+        what: "mutex",
+    },
     InitFailure {
         function: c"pthread_mutex_init",
         errno: libc::EAGAIN,
         errno_name: "EAGAIN",
-        destroy: MUTEXATTR_DESTROY,
+        destroy: Some(MUTEXATTR_DESTROY),
         what: "mutex",
     },
     InitFailure {
         function: c"pthread_mutexattr_setrobust",
         errno: libc::ENOTSUP,
         errno_name: "ENOTSUP",
-        destroy: MUTEXATTR_DESTROY,
+        destroy: Some(MUTEXATTR_DESTROY),
         what: "mutex",
+    },
+    InitFailure {
+        function: c"pthread_condattr_init",
+        errno: libc::ENOMEM,
+        errno_name: "ENOMEM",
+        destroy: None,
+        what: "condition variable",
+    },
+    InitFailure {
+        function: c"pthread_condattr_setpshared",
+        errno: libc::EINVAL,
+        errno_name: "EINVAL",
+        destroy: Some(CONDATTR_DESTROY),
+        what: "condition variable",
     },
     InitFailure {
         function: c"pthread_cond_init",
         errno: libc::EAGAIN,
         errno_name: "EAGAIN",
-        destroy: CONDATTR_DESTROY,
+        destroy: Some(CONDATTR_DESTROY),
         what: "condition variable",
     },
 ];
@@ -200,9 +233,12 @@ fn forced_one_init_failure(run: &mut Run, failure: &InitFailure) -> Result<bool,
         )));
     }
     let failed_at = seen.iter().position(|&s| s == FAILED);
-    let destroyed = failed_at.is_some_and(|at| seen[at..].contains(&failure.destroy));
+    let Some(destroy) = failure.destroy else {
+        return Ok(true);
+    };
+    let destroyed = failed_at.is_some_and(|at| seen[at..].contains(&destroy));
     if !destroyed {
-        let attr = if failure.destroy == MUTEXATTR_DESTROY {
+        let attr = if destroy == MUTEXATTR_DESTROY {
             "pthread_mutexattr_destroy()"
         } else {
             "pthread_condattr_destroy()"
