@@ -39,13 +39,13 @@ pub(super) fn stopped_after(pid: i32, call: Call) -> Result<bool, Fail> {
     Ok(true)
 }
 
-/// Runs the program with `work` and one tried transfer `from` → `to`, made when the grader says
+/// Runs the program with `work` and one tried transfer of `amount` `from` → `to`, made when the grader says
 /// `try` (`--try-when-told`), and hands it and the bank's name to `judge`. Such a run does not
 /// end on its own: the grader then ends it and removes the segment itself.
 pub(super) fn told_transfer<T>(
     run: &mut Run,
     work: u64,
-    (from, to): (usize, usize),
+    (from, to, amount): (usize, usize, i64),
     judge: impl FnOnce(&mut Proc, &str) -> Result<T, Fail>,
 ) -> Result<T, Fail> {
     let name = run.ipc_name("bank");
@@ -56,6 +56,8 @@ pub(super) fn told_transfer<T>(
         work.to_string(),
         "--try-transfers".into(),
         format!("{from},{to}"),
+        "--try-amounts".into(),
+        amount.to_string(),
         "--try-when-told".into(),
     ];
     let mut proc = run.spawn(&args)?;
