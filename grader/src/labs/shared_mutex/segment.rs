@@ -266,10 +266,18 @@ impl Segment {
 
 pub(super) fn process_shared_init(run: &mut Run) -> Result<String, Fail> {
     // Worker 0 has no transfer to make: its finish() is all its locking (see Broadcasts).
+    // An opening balance of the seed's (not the program's usual one): create() must use its
+    // argument.
+    let opening = loop {
+        let opening = rand::RngExt::random_range(run.rng(), 1..2_000_000_000i64);
+        if opening != USUAL_OPENING {
+            break opening;
+        }
+    };
     let (mut session, inits) = Session::start_with(
         run,
         &[0, LIGHT_WORK, LIGHT_WORK, LIGHT_WORK],
-        &[],
+        &["--opening".to_string(), opening.to_string()],
         Some(super::attributes::MutexInits::watch),
     )?;
     // A mutex never initialized in the segment is all zero, like one initialized with default
@@ -400,6 +408,9 @@ fn mapped_by_everyone(session: &Session) -> Result<(), Fail> {
     Ok(())
 }
 
+/// The program's opening balance when `--opening` does not give one.
+const USUAL_OPENING: i64 = 1_000_000_000;
+
 /// The bank as `create()` must leave it: `workers` set, every account at the opening balance,
 /// the rest zero.
 fn as_created(session: &Session) -> Result<(), Fail> {
@@ -441,7 +452,17 @@ fn as_created(session: &Session) -> Result<(), Fail> {
         ));
     }
     if accounts != vec![opening; ACCOUNTS] {
-        wrong.push(format!("balances {accounts:?} (not {opening} each)"));
+        let constant = if accounts.iter().all(|&a| a == accounts[0]) {
+            format!(
+                "; every account holds {}, where the program passed {opening} (--opening) as \
+                 create()'s opening_balance: the argument was ignored, fill the accounts with \
+                 opening_balance, not a constant",
+                accounts[0]
+            )
+        } else {
+            String::new()
+        };
+        wrong.push(format!("balances {accounts:?} (not {opening} each){constant}"));
     }
     if wrong.is_empty() {
         return Ok(());
