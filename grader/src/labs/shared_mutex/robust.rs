@@ -269,11 +269,7 @@ enum Debit {
 }
 
 /// Watches the first store to account `from` of the coordinator's tried transfer.
-fn watch_the_debit(
-    proc: &mut crate::engine::Proc,
-    name: &str,
-    from: usize,
-) -> Result<Debit, Fail> {
+fn watch_the_debit(proc: &mut crate::engine::Proc, name: &str, from: usize) -> Result<Debit, Fail> {
     let pid = proc.pid.as_raw();
     let until = Instant::now() + 2 * STEP;
     let segment = loop {
@@ -314,7 +310,11 @@ fn watch_the_debit(
             // but for one that went through without storing its debit.
             Watched::Said(message) if message.get("role") == Some("coordinator") => {
                 let tried = message.get("tried").unwrap_or("").to_string();
-                return Ok(if told { Debit::NoStore(tried) } else { Debit::Unwatched });
+                return Ok(if told {
+                    Debit::NoStore(tried)
+                } else {
+                    Debit::Unwatched
+                });
             }
             Watched::Said(_) => {}
             Watched::Lost | Watched::Unavailable => return Ok(Debit::Unwatched),

@@ -462,7 +462,9 @@ fn as_created(session: &Session) -> Result<(), Fail> {
         } else {
             String::new()
         };
-        wrong.push(format!("balances {accounts:?} (not {opening} each){constant}"));
+        wrong.push(format!(
+            "balances {accounts:?} (not {opening} each){constant}"
+        ));
     }
     if wrong.is_empty() {
         return Ok(());
@@ -695,12 +697,10 @@ fn forced_destroy_failure(run: &mut Run, which: usize) -> Result<bool, Fail> {
         return Ok(false);
     }
     let Some(last) = last else {
-        return Err(Fail::failed(
-        format!(
+        return Err(Fail::failed(format!(
             "with the grader failing the coordinator's {function} (EPERM), the coordinator \
              said neither `closed` nor `failed` within 8 s"
-        ),
-        ));
+        )));
     };
     let skipped: Vec<&str> = [
         (which == 0 && !mutex_destroyed).then_some("never called pthread_mutex_destroy()"),
