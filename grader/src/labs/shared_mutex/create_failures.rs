@@ -174,23 +174,10 @@ struct InitFailure {
     what: &'static str,
 }
 
-/// Every pthread call of `create()`'s initializations, each failed alone: the attribute
-/// object must be destroyed after a failure at any call after its own `*_init()`.
+/// Every pthread call of `create()`'s initializations, each failed alone (the three whose
+/// failures were judged first, then the rest): the attribute object must be destroyed after a
+/// failure at any call after its own `*_init()`.
 const INIT_FAILURES: [InitFailure; 7] = [
-    InitFailure {
-        function: c"pthread_mutexattr_init",
-        errno: libc::ENOMEM,
-        errno_name: "ENOMEM",
-        destroy: None,
-        what: "mutex",
-    },
-    InitFailure {
-        function: c"pthread_mutexattr_setpshared",
-        errno: libc::EINVAL,
-        errno_name: "EINVAL",
-        destroy: Some(MUTEXATTR_DESTROY),
-        what: "mutex",
-    },
     InitFailure {
         function: c"pthread_mutex_init",
         errno: libc::EAGAIN,
@@ -206,6 +193,27 @@ const INIT_FAILURES: [InitFailure; 7] = [
         what: "mutex",
     },
     InitFailure {
+        function: c"pthread_cond_init",
+        errno: libc::EAGAIN,
+        errno_name: "EAGAIN",
+        destroy: Some(CONDATTR_DESTROY),
+        what: "condition variable",
+    },
+    InitFailure {
+        function: c"pthread_mutexattr_init",
+        errno: libc::ENOMEM,
+        errno_name: "ENOMEM",
+        destroy: None,
+        what: "mutex",
+    },
+    InitFailure {
+        function: c"pthread_mutexattr_setpshared",
+        errno: libc::EINVAL,
+        errno_name: "EINVAL",
+        destroy: Some(MUTEXATTR_DESTROY),
+        what: "mutex",
+    },
+    InitFailure {
         function: c"pthread_condattr_init",
         errno: libc::ENOMEM,
         errno_name: "ENOMEM",
@@ -216,13 +224,6 @@ const INIT_FAILURES: [InitFailure; 7] = [
         function: c"pthread_condattr_setpshared",
         errno: libc::EINVAL,
         errno_name: "EINVAL",
-        destroy: Some(CONDATTR_DESTROY),
-        what: "condition variable",
-    },
-    InitFailure {
-        function: c"pthread_cond_init",
-        errno: libc::EAGAIN,
-        errno_name: "EAGAIN",
         destroy: Some(CONDATTR_DESTROY),
         what: "condition variable",
     },
