@@ -16,10 +16,11 @@
 //! `kind=` from [`BankError::kind`]. With `--crash-worker W --crash-after N`, worker W says
 //! `holding` in the middle of its transfer number N and waits, lock held, to be killed; the
 //! other workers start their transfers only then. With `--try-transfers F,T,...`, the
-//! coordinator first tries those transfers (of 1, or of the amounts `--try-amounts` gives) and reports how each ended in its `ready`; with
+//! coordinator first tries those transfers (of 1, or of the amounts `--try-amounts` gives) and reports how each ended in its `ready` (and, for
+//! a `BadAccounts`, the accounts it named); with
 //! `--try-when-told` too, it says `created` (where the pieces lie) and waits for `try` before. With
 //! `--file-size-limit B`, the program may not make files larger than B bytes, so that sizing the
-//! segment fails. When creating the bank fails, the program says `failed` and waits for `exit`,
+//! segment fails. `--opening B` is every account's opening balance. When creating the bank fails, the program says `failed` and waits for `exit`,
 //! so that the grader can see what the failure left behind. Keep this file as it is.
 
 use std::io::{Read, Write};
@@ -32,7 +33,7 @@ use nix::sys::wait::{WaitStatus, waitpid};
 use nix::unistd::{ForkResult, Pid, fork};
 use shared_mutex::{ACCOUNTS, Bank, BankError, Guard, SharedBank};
 
-/// What every account holds at the start.
+/// What every account holds at the start, unless `--opening` says otherwise.
 const OPENING_BALANCE: i64 = 1_000_000_000;
 
 /// Runs a bank in shared memory: workers transfer money, a coordinator waits for them.
@@ -74,6 +75,9 @@ struct Args {
     /// for the grader's `try`, so that it can act on the bank's mutex first.
     #[arg(long, requires = "try_transfers")]
     try_when_told: bool,
+    /// What every account holds at the start.
+    #[arg(long, default_value_t = OPENING_BALANCE, allow_negative_numbers = true)]
+    opening: i64,
     /// The largest file the program may make (`RLIMIT_FSIZE`), in bytes.
     #[arg(long)]
     file_size_limit: Option<u64>,
@@ -94,7 +98,7 @@ fn limit_file_size(bytes: u64) {
 }
 
 /// Where the pieces of the bank lie in the segment, its size and the opening balance.
-fn layout() -> Vec<(&'static str, String)> {
+fn layout(opening: i64) -> Vec<(&'static str, String)> {
     vec![
         ("mutex_at", std::mem::offset_of!(Bank, lock).to_string()),
         ("cond_at", std::mem::offset_of!(Bank, all_done).to_string()),
@@ -112,7 +116,7 @@ fn layout() -> Vec<(&'static str, String)> {
             std::mem::offset_of!(Bank, accounts).to_string(),
         ),
         ("size", std::mem::size_of::<Bank>().to_string()),
-        ("opening", OPENING_BALANCE.to_string()),
+        ("opening", opening.to_string()),
     ]
 }
 
@@ -265,7 +269,7 @@ fn main() -> ExitCode {
     if let Some(bytes) = args.file_size_limit {
         limit_file_size(bytes);
     }
-    let bank = match SharedBank::create(&args.name, args.work.len() as u32, OPENING_BALANCE) {
+    let bank = match SharedBank::create(&args.name, args.work.len() as u32, args.opening) {
         Ok(bank) => bank,
         Err(error) => {
             report(&control, &error);
@@ -275,21 +279,26 @@ fn main() -> ExitCode {
         }
     };
     if args.try_when_told {
-        control.send("created", &layout());
+        control.send("created", &layout(args.opening));
         control.wait_for("try");
     }
-    let tried: Vec<&str> = args
+    // How each tried transfer ended, and the accounts a BadAccounts named (`from>to`; `-` for
+    // any other result).
+    let (tried, refused): (Vec<&str>, Vec<String>) = args
         .try_transfers
         .chunks_exact(2)
         .enumerate()
         .map(|(i, pair)| {
             let amount = args.try_amounts.get(i).copied().unwrap_or(1);
             match bank.transfer(pair[0], pair[1], amount, || {}) {
-                Ok(_) => "ok",
-                Err(error) => error.kind(),
+                Ok(_) => ("ok", "-".to_string()),
+                Err(BankError::BadAccounts { from, to }) => {
+                    ("bad-accounts", format!("{from}>{to}"))
+                }
+                Err(error) => (error.kind(), "-".to_string()),
             }
         })
-        .collect();
+        .unzip();
     let held = match (args.crash_worker, args.crash_after) {
         (Some(crasher), Some(after)) => {
             let (reader, writer) = std::io::pipe().expect("pipe() failed");
@@ -317,8 +326,9 @@ fn main() -> ExitCode {
         ("role", "coordinator".to_string()),
         ("workers", list(&workers)),
         ("tried", tried.join(",")),
+        ("refused", refused.join(",")),
     ];
-    ready.extend(layout());
+    ready.extend(layout(args.opening));
     control.send("ready", &ready);
     let mut ok = true;
     match bank.wait_all_done() {

@@ -30,6 +30,7 @@ pub(super) fn create_failures(run: &mut Run) -> Result<String, Fail> {
          (ENAMETOOLONG), which is BankError::Open",
     )?;
     release(&mut proc)?;
+    names_at_the_edge(run)?;
 
     // The segment cannot be sized: kind=ftruncate, and create() leaves nothing behind.
     let unsizable = run.ipc_name("unsizable");
@@ -69,18 +70,88 @@ pub(super) fn create_failures(run: &mut Run) -> Result<String, Fail> {
         ""
     };
     let initialized = if forced_init_failure(run)? {
-        "; the grader failing pthread_mutex_init(), pthread_mutexattr_setrobust() and \
-         pthread_cond_init() in turn: kind=init, the attribute destroyed, the name removed \
-         and no descriptor or mapping left, the segment made by shm_open()"
+        "; the grader failing each pthread call of the initializations in turn \
+         (pthread_mutexattr_init(), _setpshared(), _setrobust(), pthread_mutex_init(), \
+         pthread_condattr_init(), _setpshared(), pthread_cond_init()): kind=init, the \
+         attribute destroyed, the name removed and no descriptor or mapping left, the segment \
+         made by shm_open()"
     } else {
         ""
     };
     Ok(format!(
         "{name:?} taken at the program's shm_open(): kind=exists, the segment there untouched; a name of {} characters: \
-         kind=shm-open; ftruncate() failing: kind=ftruncate, with the name removed and no \
+         kind=shm-open; names of '/' and 255 characters and of characters other than letters \
+         and digits (':', ' ', '#', 'ä') reach shm_open() (kind=exists, taken by the grader), \
+         '/' and 256 is kind=shm-open; ftruncate() failing: kind=ftruncate, with the name removed and no \
          descriptor or mapping left{forced}{mapped}{initialized}",
         long.len()
     ))
+}
+
+/// Valid names at the edges of what a file of `/dev/shm` can be called: `/` and 255 characters
+/// (NAME_MAX counts the part after the `/`, the file's name), and a name of characters other
+/// than letters and digits (`:`, a space, `#`, a non-ASCII letter: the name rule forbids only
+/// `/`). The grader takes each name first (a segment of its own there), so `create()` must get
+/// as far as `shm_open()` and say kind=exists, and creates nothing. `/` and 256 characters, one
+/// past, is too long for the file system: `shm_open()` fails (ENAMETOOLONG), kind=shm-open.
+fn names_at_the_edge(run: &mut Run) -> Result<(), Fail> {
+    let base = run.ipc_name("edge");
+    let padded = |len: usize| format!("{base}-{}", "x".repeat(len - base.len() - 1));
+    let longest = padded(256);
+    let characters = format!("{}:1 #\u{e4}", run.ipc_name("chars"));
+    for (name, what) in [
+        (
+            &longest,
+            "a name of '/' and 255 characters: the file /dev/shm/<255 characters> is within \
+             NAME_MAX (255 bytes, the '/' is not part of it); the name rule has no length \
+             limit of its own, and only shm_open() may say a name is too long",
+        ),
+        (
+            &characters,
+            "a name holding ':', ' ', '#' and a non-ASCII letter ('\u{e4}'): the name rule is \
+             a '/' and at least one character, none of them '/'; any other character (not \
+             only letters, digits, '.', '_' and '-') is allowed",
+        ),
+    ] {
+        let path = dev_shm(name);
+        let Some(_taken) = Taken::create(path.clone(), run.program_user(), b"taken")? else {
+            return Err(Fail::Grader(format!("{} exists already", path.display())));
+        };
+        run.made_by_grader(&path);
+        let mut proc = run.spawn(&["--name", name.as_str(), "--work", "1"])?;
+        let message = first_message(&mut proc)?;
+        let judged = expect_kind(
+            &message,
+            "exists",
+            &format!(
+                "with the grader's segment at that name already, SharedBank::create() of {what}, \
+                 so create() must hand it to shm_open(O_CREAT | O_EXCL), whose EEXIST is \
+                 BankError::Exists; it"
+            ),
+            "a valid name that is taken is kind=exists",
+        );
+        if judged.is_err() {
+            proc.kill_tree();
+            return judged;
+        }
+        release(&mut proc)?;
+    }
+    let past = padded(257);
+    let mut proc = run.spawn(&["--name", past.as_str(), "--work", "1"])?;
+    let message = first_message(&mut proc)?;
+    let judged = expect_kind(
+        &message,
+        "shm-open",
+        "SharedBank::create() of a name of '/' and 256 characters",
+        "the name is valid, and one byte past NAME_MAX for the file /dev/shm/<name>: shm_open() \
+         fails (ENAMETOOLONG), which is BankError::Open",
+    );
+    if judged.is_err() {
+        proc.kill_tree();
+        let _ = std::fs::remove_file(dev_shm(&past));
+        return judged;
+    }
+    release(&mut proc)
 }
 
 /// The C library functions that `create()` must go through, watched with breakpoints while one
@@ -97,31 +168,63 @@ struct InitFailure {
     function: &'static std::ffi::CStr,
     errno: i32,
     errno_name: &'static str,
-    /// Which attribute destroy must follow ([`MUTEXATTR_DESTROY`] or [`CONDATTR_DESTROY`]).
-    destroy: usize,
+    /// Which attribute destroy must follow ([`MUTEXATTR_DESTROY`] or [`CONDATTR_DESTROY`]);
+    /// none when the attribute object's own initialization failed (there is nothing to destroy).
+    destroy: Option<usize>,
     what: &'static str,
 }
 
-const INIT_FAILURES: [InitFailure; 3] = [
+/// Every pthread call of `create()`'s initializations, each failed alone (the three whose
+/// failures were judged first, then the rest): the attribute object must be destroyed after a
+/// failure at any call after its own `*_init()`.
+const INIT_FAILURES: [InitFailure; 7] = [
     InitFailure {
         function: c"pthread_mutex_init",
         errno: libc::EAGAIN,
         errno_name: "EAGAIN",
-        destroy: MUTEXATTR_DESTROY,
+        destroy: Some(MUTEXATTR_DESTROY),
         what: "mutex",
     },
     InitFailure {
         function: c"pthread_mutexattr_setrobust",
         errno: libc::ENOTSUP,
         errno_name: "ENOTSUP",
-        destroy: MUTEXATTR_DESTROY,
+        destroy: Some(MUTEXATTR_DESTROY),
         what: "mutex",
     },
     InitFailure {
         function: c"pthread_cond_init",
         errno: libc::EAGAIN,
         errno_name: "EAGAIN",
-        destroy: CONDATTR_DESTROY,
+        destroy: Some(CONDATTR_DESTROY),
+        what: "condition variable",
+    },
+    InitFailure {
+        function: c"pthread_mutexattr_init",
+        errno: libc::ENOMEM,
+        errno_name: "ENOMEM",
+        destroy: None,
+        what: "mutex",
+    },
+    InitFailure {
+        function: c"pthread_mutexattr_setpshared",
+        errno: libc::EINVAL,
+        errno_name: "EINVAL",
+        destroy: Some(MUTEXATTR_DESTROY),
+        what: "mutex",
+    },
+    InitFailure {
+        function: c"pthread_condattr_init",
+        errno: libc::ENOMEM,
+        errno_name: "ENOMEM",
+        destroy: None,
+        what: "condition variable",
+    },
+    InitFailure {
+        function: c"pthread_condattr_setpshared",
+        errno: libc::EINVAL,
+        errno_name: "EINVAL",
+        destroy: Some(CONDATTR_DESTROY),
         what: "condition variable",
     },
 ];
@@ -200,9 +303,12 @@ fn forced_one_init_failure(run: &mut Run, failure: &InitFailure) -> Result<bool,
         )));
     }
     let failed_at = seen.iter().position(|&s| s == FAILED);
-    let destroyed = failed_at.is_some_and(|at| seen[at..].contains(&failure.destroy));
+    let Some(destroy) = failure.destroy else {
+        return Ok(true);
+    };
+    let destroyed = failed_at.is_some_and(|at| seen[at..].contains(&destroy));
     if !destroyed {
-        let attr = if failure.destroy == MUTEXATTR_DESTROY {
+        let attr = if destroy == MUTEXATTR_DESTROY {
             "pthread_mutexattr_destroy()"
         } else {
             "pthread_condattr_destroy()"

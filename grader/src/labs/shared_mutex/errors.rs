@@ -336,6 +336,25 @@ pub(super) fn typed_errors(run: &mut Run) -> Result<String, Fail> {
             )
         }));
     }
+    // A BadAccounts names the accounts tried, `from` then `to` (its fields' docs).
+    for (&(from, to), named) in tried.iter().zip(&session.refused) {
+        let exists = from < ACCOUNTS && to < ACCOUNTS && from != to;
+        if exists || *named == format!("{from}>{to}") {
+            continue;
+        }
+        let swapped = if *named == format!("{to}>{from}") {
+            " (the two the other way round)"
+        } else {
+            ""
+        };
+        let named = named.replace('>', " and to = ");
+        return Err(Fail::failed(format!(
+            "a transfer from account {from} to account {to} was refused with kind=bad-accounts, \
+             as it should, but its BankError::BadAccounts says from = {named}{swapped}: its \
+             fields are the accounts tried, `from` the account to debit and `to` the account \
+             to credit, as transfer() was given them"
+        )));
+    }
     // The coordinator's transfers, before any worker started: nothing overlapped.
     let done: Vec<(u64, Vec<i64>)> = good_transfers
         .iter()

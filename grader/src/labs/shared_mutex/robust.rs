@@ -165,11 +165,15 @@ pub(super) fn owner_dies(run: &mut Run) -> Result<String, Fail> {
         run.note(format!("the workers ended: {ends}"));
     }
     drop(session);
-    let watched = if journal_before_debit(run)? {
-        "; a watchpoint on the debited account saw the journal active at the debit"
-    } else {
-        ""
-    };
+    // Any amount: nothing limits it, and 0 or a negative one is a transfer like any other.
+    let refund = -run.rng().random_range(1..1000i64);
+    let mut watched = "";
+    for amount in [1, 0, refund] {
+        if journal_before_debit(run, amount)? {
+            watched = "; a watchpoint on the debited account saw the journal active at the \
+                       debit (transfers of 1, 0 and a negative amount)";
+        }
+    }
     Ok(format!(
         "worker {crasher} (pid {victim}) was killed holding the lock after {transfers} \
          transfers, its journal written; a worker met EOWNERDEAD and said so, the half-done \
@@ -185,30 +189,45 @@ static ACCOUNT_STORE: [Field; 1] = [Field {
 }];
 
 /// The journal is active from the moment a transfer starts changing the bank: the coordinator
-/// makes one transfer (`--try-transfers`) with a hardware watchpoint on the account it debits;
-/// at the debit's store, the journal in the segment must be active already and hold the
-/// balances and the count from before. `false` when the machine does not allow watchpoints.
-fn journal_before_debit(run: &mut Run) -> Result<bool, Fail> {
+/// makes one transfer of `amount` (`--try-transfers`, `--try-amounts`) with a hardware
+/// watchpoint on the account it debits; at the debit's store, the journal in the segment must
+/// be active already and name `from` and `to` as given, with the balances and the count from
+/// before. A transfer of 0 or of a negative amount is no exception: it stores the debit too (a
+/// store of the same value fires the watchpoint). `false` when the machine does not allow
+/// watchpoints.
+fn journal_before_debit(run: &mut Run, amount: i64) -> Result<bool, Fail> {
     let from = run.rng().random_range(0..ACCOUNTS);
     let to = (from + run.rng().random_range(1..ACCOUNTS)) % ACCOUNTS;
     let mut pid = 0;
-    let outcome = told_transfer(run, 1, (from, to), |proc, name| {
+    let outcome = told_transfer(run, 1, (from, to, amount), |proc, name| {
         pid = proc.pid.as_raw();
         watch_the_debit(proc, name, from)
-    });
-    let Some((journal, opening)) = outcome? else {
-        return Ok(false);
+    })?;
+    let (journal, opening) = match outcome {
+        Debit::Stored(journal, opening) => (journal, opening),
+        Debit::Unwatched => return Ok(false),
+        Debit::NoStore(tried) if tried == "ok" && amount == 0 => {
+            return Err(Fail::failed(format!(
+                "the coordinator's transfer of 0 from account {from} to account {to} went \
+                 through (ok) without ever storing to account {from} (a hardware watchpoint on \
+                 it, set before the transfer, never fired): a transfer of 0 was short-cut; \
+                 nothing limits the amount, and every transfer, 0 too, writes the journal, \
+                 debits `from`, calls midway(), credits `to`, counts and clears the journal, \
+                 so that a holder killed at midway() leaves the same trace for any amount"
+            )));
+        }
+        Debit::NoStore(_) => return Ok(false),
     };
     let rule = "a transfer writes its journal, active = 1 with the two balances and the count \
                 as they are, before it changes any balance (Journal::active: 1 from the moment \
                 the transfer starts changing the bank)";
     if journal.active != 1 {
         return Err(Fail::failed(format!(
-            "the coordinator's transfer from account {from} to account {to} stored its debit \
-             while the journal in the segment was not active (active = {}; a hardware \
-             watchpoint on account {from} stopped it right after the store, pid {pid}): a \
-             holder that dies at that instruction leaves a debit that recover(), finding no \
-             transfer under way, never undoes, and the money is gone; {rule}",
+            "the coordinator's transfer of {amount} from account {from} to account {to} stored \
+             its debit while the journal in the segment was not active (active = {}; a \
+             hardware watchpoint on account {from} stopped it right after the store, pid \
+             {pid}): a holder that dies at that instruction leaves a debit that recover(), \
+             finding no transfer under way, never undoes, and the money is gone; {rule}",
             journal.active
         )));
     }
@@ -220,24 +239,37 @@ fn journal_before_debit(run: &mut Run) -> Result<bool, Fail> {
         journal.transfers,
     );
     if saved != (from, to, opening, opening, 0) {
+        let swapped = if (saved.0, saved.1) == (to, from) && amount < 0 {
+            " (the accounts the other way round: a negative amount is not turned into a \
+             positive one from `to` to `from`; the journal names `from` and `to` as given, \
+             `from` is debited by `amount` before midway(), whatever its sign)"
+        } else {
+            ""
+        };
         return Err(Fail::failed(format!(
-            "the coordinator's first transfer, from account {from} to account {to} of a new \
-             bank, stored its debit with a journal naming accounts {} and {}, balances {} and \
-             {}, count {} (a hardware watchpoint on account {from} stopped it right after the \
-             store), not {from} and {to}, {opening} and {opening}, 0: {rule}",
+            "the coordinator's first transfer, of {amount} from account {from} to account {to} \
+             of a new bank, stored to account {from} with a journal naming accounts {} and {}, \
+             balances {} and {}, count {} (a hardware watchpoint on account {from} stopped it \
+             right after the store), not {from} and {to}, {opening} and {opening}, \
+             0{swapped}: {rule}",
             saved.0, saved.1, saved.2, saved.3, saved.4
         )));
     }
     Ok(true)
 }
 
-/// Watches the first store to account `from` of the coordinator's tried transfer: the
-/// journal then, and the opening balance. `None` when it could not be watched.
-fn watch_the_debit(
-    proc: &mut crate::engine::Proc,
-    name: &str,
-    from: usize,
-) -> Result<Option<(super::segment::Journal, i64)>, Fail> {
+/// What the watchpoint on the debited account saw of the coordinator's tried transfer.
+enum Debit {
+    /// The first store to it: the journal then, and the opening balance.
+    Stored(super::segment::Journal, i64),
+    /// No store before the coordinator's `ready`, with how the transfer ended (`tried`).
+    NoStore(String),
+    /// It could not be watched.
+    Unwatched,
+}
+
+/// Watches the first store to account `from` of the coordinator's tried transfer.
+fn watch_the_debit(proc: &mut crate::engine::Proc, name: &str, from: usize) -> Result<Debit, Fail> {
     let pid = proc.pid.as_raw();
     let until = Instant::now() + 2 * STEP;
     let segment = loop {
@@ -252,11 +284,11 @@ fn watch_the_debit(
         .into_iter()
         .find(|m| m.offset == 0)
     else {
-        return Ok(None);
+        return Ok(Debit::Unwatched);
     };
     let address = map.start + (segment.layout.accounts_at + 8 * from) as u64;
     let Some(mut tracer) = Tracer::watch_at(pid, address, &ACCOUNT_STORE)? else {
-        return Ok(None);
+        return Ok(Debit::Unwatched);
     };
     let mut told = false;
     loop {
@@ -269,17 +301,23 @@ fn watch_the_debit(
             Watched::Hit => {
                 let journal = segment.journal()?;
                 drop(tracer);
-                return Ok(Some((journal, segment.layout.opening)));
+                return Ok(Debit::Stored(journal, segment.layout.opening));
             }
             Watched::Said(message) if message.kind == "failed" => {
                 return Err(failure(&message));
             }
-            // Its `ready` without a store to the account: the transfer is judged elsewhere.
+            // Its `ready` without a store to the account: the transfer is judged elsewhere,
+            // but for one that went through without storing its debit.
             Watched::Said(message) if message.get("role") == Some("coordinator") => {
-                return Ok(None);
+                let tried = message.get("tried").unwrap_or("").to_string();
+                return Ok(if told {
+                    Debit::NoStore(tried)
+                } else {
+                    Debit::Unwatched
+                });
             }
             Watched::Said(_) => {}
-            Watched::Lost | Watched::Unavailable => return Ok(None),
+            Watched::Lost | Watched::Unavailable => return Ok(Debit::Unwatched),
         }
     }
 }
@@ -939,7 +977,7 @@ fn dies_mid_transfer(run: &mut Run, session: &mut Session) -> Result<Cut, Fail> 
 fn dies_before_the_debit(run: &mut Run) -> Result<(), Fail> {
     let from = run.rng().random_range(0..ACCOUNTS);
     let to = (from + run.rng().random_range(1..ACCOUNTS)) % ACCOUNTS;
-    told_transfer(run, LIGHT_WORK, (from, to), |proc, name| {
+    told_transfer(run, LIGHT_WORK, (from, to, 1), |proc, name| {
         judge_before_the_debit(proc, name, from, to)
     })
 }

@@ -39,13 +39,13 @@ pub(super) fn stopped_after(pid: i32, call: Call) -> Result<bool, Fail> {
     Ok(true)
 }
 
-/// Runs the program with `work` and one tried transfer `from` → `to`, made when the grader says
+/// Runs the program with `work` and one tried transfer of `amount` `from` → `to`, made when the grader says
 /// `try` (`--try-when-told`), and hands it and the bank's name to `judge`. Such a run does not
 /// end on its own: the grader then ends it and removes the segment itself.
 pub(super) fn told_transfer<T>(
     run: &mut Run,
     work: u64,
-    (from, to): (usize, usize),
+    (from, to, amount): (usize, usize, i64),
     judge: impl FnOnce(&mut Proc, &str) -> Result<T, Fail>,
 ) -> Result<T, Fail> {
     let name = run.ipc_name("bank");
@@ -56,6 +56,8 @@ pub(super) fn told_transfer<T>(
         work.to_string(),
         "--try-transfers".into(),
         format!("{from},{to}"),
+        "--try-amounts".into(),
+        amount.to_string(),
         "--try-when-told".into(),
     ];
     let mut proc = run.spawn(&args)?;
@@ -264,10 +266,18 @@ impl Segment {
 
 pub(super) fn process_shared_init(run: &mut Run) -> Result<String, Fail> {
     // Worker 0 has no transfer to make: its finish() is all its locking (see Broadcasts).
+    // An opening balance of the seed's (not the program's usual one): create() must use its
+    // argument.
+    let opening = loop {
+        let opening = rand::RngExt::random_range(run.rng(), 1..2_000_000_000i64);
+        if opening != USUAL_OPENING {
+            break opening;
+        }
+    };
     let (mut session, inits) = Session::start_with(
         run,
         &[0, LIGHT_WORK, LIGHT_WORK, LIGHT_WORK],
-        &[],
+        &["--opening".to_string(), opening.to_string()],
         Some(super::attributes::MutexInits::watch),
     )?;
     // A mutex never initialized in the segment is all zero, like one initialized with default
@@ -398,6 +408,9 @@ fn mapped_by_everyone(session: &Session) -> Result<(), Fail> {
     Ok(())
 }
 
+/// The program's opening balance when `--opening` does not give one.
+const USUAL_OPENING: i64 = 1_000_000_000;
+
 /// The bank as `create()` must leave it: `workers` set, every account at the opening balance,
 /// the rest zero.
 fn as_created(session: &Session) -> Result<(), Fail> {
@@ -439,7 +452,19 @@ fn as_created(session: &Session) -> Result<(), Fail> {
         ));
     }
     if accounts != vec![opening; ACCOUNTS] {
-        wrong.push(format!("balances {accounts:?} (not {opening} each)"));
+        let constant = if accounts.iter().all(|&a| a == accounts[0]) {
+            format!(
+                "; every account holds {}, where the program passed {opening} (--opening) as \
+                 create()'s opening_balance: the argument was ignored, fill the accounts with \
+                 opening_balance, not a constant",
+                accounts[0]
+            )
+        } else {
+            String::new()
+        };
+        wrong.push(format!(
+            "balances {accounts:?} (not {opening} each){constant}"
+        ));
     }
     if wrong.is_empty() {
         return Ok(());
@@ -499,9 +524,10 @@ pub(super) fn destroyed_and_removed(run: &mut Run) -> Result<String, Fail> {
     } else {
         ""
     };
-    let destroy_failed = if forced_destroy_failure(run)? {
-        "; with its pthread_cond_destroy() failed by the grader, destroy() still destroyed the \
-         mutex, unmapped and unlinked, and said kind=destroy"
+    let destroy_failed = if forced_destroy_failure(run, 0)? & forced_destroy_failure(run, 1)? {
+        "; with its pthread_cond_destroy(), then (in another run) its pthread_mutex_destroy() \
+         failed by the grader, destroy() still made the later steps (the mutex destroyed, \
+         unmapped, unlinked) and said kind=destroy"
     } else {
         ""
     };
@@ -613,12 +639,18 @@ fn forced_munmap_failure(run: &mut Run) -> Result<bool, Fail> {
 }
 
 /// `destroy()` goes on to the next step when one fails, and returns the first error: the grader
-/// makes the coordinator's `pthread_cond_destroy()` return `EPERM` at once (at a breakpoint on
-/// that function; glibc's never fails, so only the grader gives that error), and watches
-/// `pthread_mutex_destroy()` with a second one. destroy() must still destroy the mutex, unmap
-/// the bank and unlink the name, and say `kind=destroy`. `false` when the grader may not trace
-/// the coordinator, or it made no `pthread_cond_destroy()` (judged above).
-fn forced_destroy_failure(run: &mut Run) -> Result<bool, Fail> {
+/// makes the coordinator's `DESTROYS[which]` (`pthread_cond_destroy()` or
+/// `pthread_mutex_destroy()`) return `EPERM` at once (at a breakpoint on that function; glibc's
+/// never fail on these objects, so only the grader gives that error), and watches the other
+/// with a second one. destroy() must still make every later step (destroy the mutex after a
+/// failed condition variable, unmap the bank, unlink the name), and say `kind=destroy`. `false`
+/// when the grader may not trace the coordinator, or it made no such call (judged above).
+fn forced_destroy_failure(run: &mut Run, which: usize) -> Result<bool, Fail> {
+    let function = if which == 0 {
+        "pthread_cond_destroy() of all_done"
+    } else {
+        "pthread_mutex_destroy() of the lock"
+    };
     let mut session = Session::start(run, &[LIGHT_WORK; 2], &[])?;
     let pid = session.coordinator;
     let Some(mut tracer) = Tracer::break_at_functions(pid, &DESTROYS)? else {
@@ -632,7 +664,7 @@ fn forced_destroy_failure(run: &mut Run) -> Result<bool, Fail> {
     let last = loop {
         match tracer.next_break(Instant::now() + Duration::from_millis(5))? {
             Some(Breakpoint::At(_)) => {
-                if tracer.last_break() == 0 && !failed {
+                if tracer.last_break() == which && !failed {
                     failed = true;
                     tracer.return_now(i64::from(libc::EPERM));
                 } else {
@@ -665,13 +697,13 @@ fn forced_destroy_failure(run: &mut Run) -> Result<bool, Fail> {
         return Ok(false);
     }
     let Some(last) = last else {
-        return Err(Fail::failed(
-            "with the grader failing the coordinator's pthread_cond_destroy() (EPERM), the \
-             coordinator said neither `closed` nor `failed` within 8 s",
-        ));
+        return Err(Fail::failed(format!(
+            "with the grader failing the coordinator's {function} (EPERM), the coordinator \
+             said neither `closed` nor `failed` within 8 s"
+        )));
     };
     let skipped: Vec<&str> = [
-        (!mutex_destroyed).then_some("never called pthread_mutex_destroy()"),
+        (which == 0 && !mutex_destroyed).then_some("never called pthread_mutex_destroy()"),
         left.1.then_some("still maps the bank (no munmap())"),
         left.0
             .then_some("left the name in /dev/shm (no shm_unlink())"),
@@ -681,18 +713,18 @@ fn forced_destroy_failure(run: &mut Run) -> Result<bool, Fail> {
     .collect();
     if !skipped.is_empty() {
         return Err(Fail::failed(format!(
-            "the grader made the coordinator's pthread_cond_destroy() of all_done return EPERM \
-             (at a breakpoint on that function), and destroy() then {}: it stopped at the \
-             failed step; destroy() goes on to the next step when one fails (destroy the \
-             mutex, munmap(), shm_unlink() all the same) and returns the first error",
+            "the grader made the coordinator's {function} return EPERM (at a breakpoint on \
+             that function), and destroy() then {}: it stopped at the failed step; destroy() \
+             goes on to the next step when one fails (destroy the mutex, munmap(), \
+             shm_unlink() all the same, whichever step failed) and returns the first error",
             skipped.join(", ")
         )));
     }
     let kind = last.get("kind").unwrap_or("none");
     if last.kind != "failed" || kind != "destroy" {
         return Err(Fail::failed(format!(
-            "the grader made the coordinator's pthread_cond_destroy() of all_done return EPERM, \
-             and destroy() {}, not kind=destroy: a failed pthread_cond_destroy() is \
+            "the grader made the coordinator's {function} return EPERM, and destroy() {}, not \
+             kind=destroy: a failed pthread_cond_destroy() or pthread_mutex_destroy() is \
              BankError::Destroy, and the first error is the one returned",
             if last.kind == "failed" {
                 format!("failed with kind={kind}")

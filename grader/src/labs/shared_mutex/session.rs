@@ -35,6 +35,8 @@ pub(super) struct Session {
     pub segment: Segment,
     /// How each of the `--try-transfers` ended, as the coordinator reported: `ok` or a kind.
     pub tried: Vec<String>,
+    /// For each tried transfer, the accounts its `BadAccounts` named (`from>to`), `-` else.
+    pub refused: Vec<String>,
     /// Messages received while the check watched something else.
     pending: VecDeque<Message>,
     /// The coordinator's I/O counters once every process was ready.
@@ -162,6 +164,7 @@ impl Session {
         let mut workers = vec![0; work.len()];
         let mut layout = None;
         let mut tried = Vec::new();
+        let mut refused = Vec::new();
         while layout.is_none() || workers.contains(&0) {
             let message = proc.recv_any()?;
             match (message.kind.as_str(), message.get("role")) {
@@ -169,6 +172,13 @@ impl Session {
                     layout = Some(layout_of(&message)?);
                     tried = message
                         .get("tried")
+                        .unwrap_or("")
+                        .split(',')
+                        .filter(|s| !s.is_empty())
+                        .map(String::from)
+                        .collect();
+                    refused = message
+                        .get("refused")
                         .unwrap_or("")
                         .split(',')
                         .filter(|s| !s.is_empty())
@@ -198,6 +208,7 @@ impl Session {
             workers,
             segment,
             tried,
+            refused,
             pending: VecDeque::new(),
             io_at_ready: inspect::io(coordinator),
             deadline: run.deadline(),

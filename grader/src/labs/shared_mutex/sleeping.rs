@@ -306,7 +306,8 @@ pub(super) fn waits_for_last_worker(run: &mut Run) -> Result<String, Fail> {
     };
     let late = if late_wait_locks(run)? {
         "; a coordinator that came to its wait after every worker had finished took the lock \
-         for its snapshot (it waited while the grader held it)"
+         for its snapshot (it waited, with no timeout, while the grader held it, and recovered \
+         when the grader's holder died with it)"
     } else {
         ""
     };
@@ -318,8 +319,10 @@ pub(super) fn waits_for_last_worker(run: &mut Run) -> Result<String, Fail> {
 /// A coordinator that comes to `wait_all_done()` once every worker has finished still takes
 /// the lock, for its look at the counts and for its snapshot: held by a tracer right after its
 /// `ready` (before its wait), it is let go once the workers are done and the grader holds the
-/// bank's mutex; it must wait for the mutex, and say `done` only after the grader lets go.
-/// `false` when the coordinator cannot be traced.
+/// bank's mutex; it must wait for the mutex, asleep with no timeout (a timed lock polls), and
+/// say `done` only after the grader lets go. The grader's holder then dies with the lock: that
+/// first lock of `wait_all_done()` must meet `EOWNERDEAD` and recover, as `lock()` does, and
+/// the coordinator say `done`. `false` when the coordinator cannot be traced.
 fn late_wait_locks(run: &mut Run) -> Result<bool, Fail> {
     let prepare = |proc: &mut crate::engine::Proc, _: &str| -> Result<Option<Tracer>, Fail> {
         let pid = proc.pid.as_raw();
@@ -361,7 +364,9 @@ fn late_wait_locks(run: &mut Run) -> Result<bool, Fail> {
         }
     }
     let counts = session.segment.counts()?;
-    let held = probe::hold(&session.segment, Duration::from_secs(1))?;
+    // A thread of the grader's holds the mutex, and ends with it held once the coordinator
+    // waits: its first lock must then meet EOWNERDEAD and recover as lock() does.
+    let held = probe::DyingHolder::start(&session.segment, false)?;
     tracer.release();
     let until = Instant::now() + Duration::from_millis(1500);
     let mut waited = false;
@@ -407,7 +412,41 @@ fn late_wait_locks(run: &mut Run) -> Result<bool, Fail> {
             return Err(fail);
         }
     }
-    drop(held);
+    if waited && probe::futex_has_timeout(session.coordinator) == Some(true) {
+        drop(held);
+        return Err(Fail::failed(
+            "the coordinator, let go into wait_all_done() while the grader held the bank's \
+             mutex, waits for its first lock in a futex wait with a timeout (its futex() call's \
+             fourth argument, in /proc/PID/syscall): a pthread_mutex_timedlock() (or a timed \
+             retry) wakes up by itself and tries again, which is a poll, whatever its period; \
+             wait_all_done() takes the lock as lock() does, with pthread_mutex_lock(), asleep \
+             with no timeout until the holder unlocks or dies",
+        ));
+    }
+    held.die();
+    // The holder is dead: the coordinator's first lock returns EOWNERDEAD, and it must repair
+    // (nothing was under way), make the mutex consistent and go on to its `done`.
+    let until = Instant::now() + Duration::from_secs(2);
+    while let Some(message) = session.next_before(until)? {
+        if message.kind == "failed" {
+            return Err(Fail::failed(format!(
+                "while the coordinator {} the bank's mutex in wait_all_done() (every worker \
+                 had finished; its first lock there), the grader's thread that held it ended \
+                 without unlocking it, and the coordinator then failed with kind={} ({}): that \
+                 first lock met EOWNERDEAD and treated it as an error; wait_all_done() takes \
+                 the lock as lock() does: on EOWNERDEAD, recover() the bank, \
+                 pthread_mutex_consistent(), and go on waiting (a dead holder is not an error)",
+                if waited { "waited for" } else { "came to take" },
+                message.get("kind").unwrap_or("none"),
+                message.get("error").unwrap_or("")
+            )));
+        }
+        let done = message.kind == "done";
+        session.set_aside(message);
+        if done {
+            break;
+        }
+    }
     for message in finished {
         session.set_aside(message);
     }
@@ -587,7 +626,7 @@ const DONE_COUNTS: &[Field] = &[
 /// mutex's owner word must be the coordinator's thread id. `false` when it could not be
 /// watched.
 fn counts_read_under_the_lock(run: &mut Run) -> Result<bool, Fail> {
-    super::segment::told_transfer(run, 1, (0, 1), watch_count_reads)
+    super::segment::told_transfer(run, 1, (0, 1, 1), watch_count_reads)
 }
 
 fn watch_count_reads(proc: &mut crate::engine::Proc, name: &str) -> Result<bool, Fail> {
