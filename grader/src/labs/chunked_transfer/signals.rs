@@ -194,8 +194,7 @@ pub fn take_deadline_ahead(
         "that is the timeout itself: a relative time where the call wants an absolute one"
             .to_string()
     } else {
-        "a deadline taken on another clock than CLOCK_REALTIME, or long before the wait"
-            .to_string()
+        "a deadline taken on another clock than CLOCK_REALTIME, or long before the wait".to_string()
     };
     Err(Fail::failed(format!(
         "{who} (pid {pid}), given a timeout of {} ms, entered mq_timedreceive() (held there by \

@@ -205,7 +205,9 @@ fn outlived_timeout(
     realtime: Duration,
 ) -> Fail {
     let pid = proc.pid.as_raw();
-    let past = went.elapsed().saturating_sub(Duration::from_millis(TIMEOUT_MS));
+    let past = went
+        .elapsed()
+        .saturating_sub(Duration::from_millis(TIMEOUT_MS));
     let still = format!(
         "{who} (pid {pid}), given a timeout of {TIMEOUT_MS} ms, was still waiting {} ms after \
          that timeout (nothing posted, no answer)",
@@ -249,7 +251,9 @@ fn count_accesses(
     // When `go` was sent (the grader's clocks): the wait, and its timeout, begin after it.
     let mut went: Option<(Instant, Duration)> = None;
     loop {
-        let bound = went.map_or(until, |(at, _)| at + Duration::from_millis(TIMEOUT_MS) + MARGIN);
+        let bound = went.map_or(until, |(at, _)| {
+            at + Duration::from_millis(TIMEOUT_MS) + MARGIN
+        });
         let next = watch.next(proc, bound);
         if let (Err(Fail::TimedOut(_)), Some((at, realtime))) = (&next, went) {
             return Err(outlived_timeout(proc, who, at, realtime));

@@ -9,9 +9,9 @@ use rand::RngExt;
 
 use super::data::pattern_hash;
 use super::handover::go_held;
+use super::layout::chunks_of;
 use super::layout::expected_capacity;
 use super::observe::{expect_copied_in_memory, io_of, peak_memory};
-use super::layout::chunks_of;
 use super::transfer::{
     Setup, Transfer, check_messages, deliver, failure, in_chunks, receive_failed, start,
 };
