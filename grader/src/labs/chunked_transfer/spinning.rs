@@ -193,7 +193,7 @@ fn judge(
 /// How long past its timeout a watched program may take to say it timed out, on a loaded
 /// machine with its accesses watched: a wait of the given timeout ends within milliseconds of
 /// it.
-const MARGIN: Duration = Duration::from_millis(2000);
+const MARGIN: Duration = Duration::from_millis(3000);
 
 /// What a watched program that has said nothing [`MARGIN`] after its timeout of [`TIMEOUT_MS`]
 /// (counted from `go`, sent at `went`, `realtime` on `CLOCK_REALTIME`) is doing: the deadline
