@@ -24,6 +24,9 @@ pub fn chunk_headers(run: &mut Run) -> Result<String, Fail> {
         let lens = vec![2 * c + 1, 0, 1, c - 1, c, c + 1, 2 * c, 0, 3 * c];
         let mut setup = Setup::new(size, lens.clone());
         setup.save = false;
+        // One size with a data source of short reads (half of what is asked, as a pipe may
+        // give): a chunk is still `capacity` bytes but the last, however the source gives them.
+        setup.short_reads = size == odd;
         // The sender stands still before it reads the data of chunk 1: it must not have posted
         // that chunk yet.
         setup.hold_at = Some(c);
@@ -45,6 +48,7 @@ pub fn chunk_headers(run: &mut Run) -> Result<String, Fail> {
                     seq,
                     stream,
                     capacity: c,
+                    short_reads: setup.short_reads,
                 };
                 if index == 0 && seq == 1 {
                     no_chunk_before_its_data(&mut sender, &at)?;
@@ -122,7 +126,8 @@ pub fn chunk_headers(run: &mut Run) -> Result<String, Fail> {
     Ok(format!(
         "with the grader as the receiver, every chunk of messages of 2C+1, 0, 1, C-1, C, C+1, \
          2C, 0 and 3C bytes was in slot k % 2 with the right seq, total, len (full chunks but \
-         the last) and end, and its bytes ({})",
+         the last) and end, and its bytes ({}; the second size from a data source of short \
+         reads)",
         sizes.join(", ")
     ))
 }
@@ -137,6 +142,8 @@ struct Place<'a> {
     /// The chunk of the transfer due: it lies in slot `stream % 2`.
     stream: u64,
     capacity: u64,
+    /// The sender's data source gives short reads (at most half of what is asked).
+    short_reads: bool,
 }
 
 impl Place<'_> {
@@ -301,6 +308,28 @@ fn judge_header(mapped: &Mapped, at: &Place, received: u64, sender: i32) -> Resu
             h.describe()
         )));
     }
+    if h.len < want_len && at.short_reads {
+        // This source gives at most half of what one read() asks for.
+        let one_read = if h.len == want_len / 2 {
+            format!(
+                "{} bytes, what one read() of this source gives for a buffer of {want_len}",
+                h.len
+            )
+        } else {
+            format!("{} bytes", h.len)
+        };
+        return Err(Fail::failed(format!(
+            "{place}: with a data source that gives short reads (each read() fills at most half \
+             of the buffer it is given, as a pipe or a socket may; the data never ends before \
+             the message's length), its header says {}, a chunk of {one_read}, where {want_len} \
+             bytes fit ({} of the message left, capacity {}): a short read is not the end of a \
+             chunk. Fill each chunk with read_exact() (read() again until the chunk is full): \
+             every chunk is `capacity` bytes but the message's last",
+            h.describe(),
+            len - received,
+            at.capacity
+        )));
+    }
     if h.len < want_len {
         return Err(Fail::failed(format!(
             "{place}: its header says {}, where {want_len} bytes fit ({} of the message left, \
@@ -355,7 +384,7 @@ fn judge_header(mapped: &Mapped, at: &Place, received: u64, sender: i32) -> Resu
 }
 
 /// The header chunk `stream` of the transfer must have, for messages of `lens` bytes.
-fn chunk_at(lens: &[u64], capacity: u64, stream: u64) -> Option<Header> {
+pub(super) fn chunk_at(lens: &[u64], capacity: u64, stream: u64) -> Option<Header> {
     let mut before = 0;
     for &len in lens {
         let chunks = chunks_of(len, capacity);

@@ -17,7 +17,9 @@ use super::pool::{
     Follow, FreeQueue, PairOptions, PairSeen, PoolNames, destroy_pool, follow_pair, pair_ready,
     pool_ready, spawn_pair, spawn_pool,
 };
-use super::signals::{force_eintrs, interrupt_waits, posix_timers, waits_untimed};
+use super::signals::{
+    force_eintrs, hold_take, interrupt_waits, posix_timers, take_deadline_ahead, waits_untimed,
+};
 use super::transfer::{Setup, Transfer, check_messages, start};
 use crate::engine::diagnose::Activity;
 use crate::engine::inspect::{IoCounters, ProcessView};
@@ -429,6 +431,8 @@ pub fn held_mid_message(run: &mut Run) -> Result<String, Fail> {
     };
     let mut pair = spawn_pair(run, &names.prefix, 0, seed, len_w, &options)?;
     pair_ready(&mut pair, 0)?;
+    // Held at the entry of its take's mq_timedreceive(), to read the deadline it passes.
+    let take = hold_take(pair.pid.as_raw())?;
 
     let mut a = start(run, &setup_a)?;
     let mut b = start(run, &setup_b)?;
@@ -453,6 +457,14 @@ pub fn held_mid_message(run: &mut Run) -> Result<String, Fail> {
     }
     let since = realtime()?;
     pair.send("go", &[])?;
+    if let Some(take) = take {
+        take_deadline_ahead(
+            &mut pair,
+            take,
+            "a pair taking a segment from an empty pool",
+            Duration::from_millis(HELD_TAKE_TIMEOUT_MS),
+        )?;
+    }
     a.go()?;
     b.go()?;
     c.go()?;

@@ -60,7 +60,7 @@ pub static LAB: Lab = Lab {
                           sem_init(); at the post of `full` for chunk 0 its header complete; \
                           with the receiver stopped, the sender fills two slots and waits; \
                           a wait that nothing ends touches its semaphore a few times, not in \
-                          a loop",
+                          a loop, and gives up at its timeout",
             exclusive: false,
             hint: Some(
                 "An empty message is one empty chunk with end = 1; a message smaller than a slot is one chunk. See docs/labs/08-chunked-transfer.md, the rules table (the chunk rule) and \"The layout\".",
@@ -73,7 +73,8 @@ pub static LAB: Lab = Lab {
             timeout: Duration::from_secs(15),
             description: "the grader plays the receiver: every chunk the sender puts in the \
                           segment is in slot k % 2 with the right seq, total, len (full chunks \
-                          but the last) and end, and its bytes",
+                          but the last, from a data source of short reads too) and end, and its \
+                          bytes",
             exclusive: false,
             hint: Some(
                 "Each chunk's header: seq from 0, total in every chunk, end on the chunk that completes the message; full posted only once data and header are in the slot. See docs/labs/08-chunked-transfer.md, \"The layout\" and the rules table (the chunk rules).",
@@ -139,9 +140,10 @@ pub static LAB: Lab = Lab {
             description: "with a receiver held while it writes out a chunk, its slot stays \
                           untouched, its writer was handed the slot itself and its sender \
                           blocks; with a sender held, its receiver blocks; a pair on an empty \
-                          pool blocks in mq_timedreceive(), each wait one timed wait with the \
-                          whole timeout; SIGUSR1 is delivered and each wait entered again with \
-                          its deadline, and 200 EINTRs in a row are retried; \
+                          pool blocks in mq_timedreceive() with a deadline ahead, each wait one \
+                          timed wait with the whole timeout; SIGUSR1 is delivered and each \
+                          wait entered again with its deadline, and 200 EINTRs in a row are \
+                          retried; \
                           a receiver held after its post of `empty` reads nothing of the \
                           refilled slot",
             exclusive: false,

@@ -69,16 +69,14 @@ pub fn wait_accesses(run: &mut Run) -> Result<[Option<u64>; 2], Fail> {
     let sender = "a sender given `go` with a message of three chunks and no receiver (it fills \
                   both slots, then waits for one to be freed)";
     // Both watched at once: each waits out its timeout.
-    let watched = [
-        start_watched(run, &receiver_args, FULL_WORD, receiver),
-        start_watched(run, &sender_args, EMPTY_WORD, sender),
-    ];
+    let watched_receiver = start_watched(run, &receiver_args, FULL_WORD, receiver);
+    let watched_sender = start_watched(run, &sender_args, EMPTY_WORD, sender);
     let counted = std::thread::scope(|scope| {
-        watched
-            .map(|started| {
+        [(watched_receiver, receiver), (watched_sender, sender)]
+            .map(|(started, who)| {
                 scope.spawn(move || {
                     let (mut proc, watch) = started?;
-                    let counted = count_accesses(&mut proc, watch);
+                    let counted = count_accesses(&mut proc, watch, who);
                     proc.kill_tree();
                     counted
                 })
@@ -192,11 +190,57 @@ fn judge(
     )))
 }
 
+/// How long past its timeout a watched program may take to say it timed out, on a loaded
+/// machine with its accesses watched: a wait of the given timeout ends within milliseconds of
+/// it.
+const MARGIN: Duration = Duration::from_millis(3000);
+
+/// What a watched program that has said nothing [`MARGIN`] after its timeout of [`TIMEOUT_MS`]
+/// (counted from `go`, sent at `went`, `realtime` on `CLOCK_REALTIME`) is doing: the deadline
+/// of the timed wait it sleeps in, read from its memory, tells how long a wait it made.
+fn outlived_timeout(
+    proc: &crate::engine::Proc,
+    who: &str,
+    went: Instant,
+    realtime: Duration,
+) -> Fail {
+    let pid = proc.pid.as_raw();
+    let past = went
+        .elapsed()
+        .saturating_sub(Duration::from_millis(TIMEOUT_MS));
+    let still = format!(
+        "{who} (pid {pid}), given a timeout of {TIMEOUT_MS} ms, was still waiting {} ms after \
+         that timeout (nothing posted, no answer)",
+        past.as_millis()
+    );
+    let doing = if let Some(wait) = super::signals::timed_wait(pid) {
+        let after = wait.deadline.saturating_sub(realtime);
+        format!(
+            ", asleep in a timed wait whose deadline lies {} ms after the grader's `go`: the \
+             wait was given a timeout of its own of about {} ms, not the {TIMEOUT_MS} ms asked \
+             for (a fixed or default timeout, a timeout rounded up or added twice)",
+            after.as_millis(),
+            after.as_millis()
+        )
+    } else if super::signals::waits_untimed(pid) {
+        ", asleep in a futex wait with no deadline at all (sem_wait() instead of \
+         sem_timedwait())"
+            .to_string()
+    } else {
+        String::new()
+    };
+    Fail::failed(format!(
+        "{still}{doing}. A wait's deadline is CLOCK_REALTIME now + the timeout it is given; \
+         once it passes, the wait ends with TransferError::Timeout"
+    ))
+}
+
 /// Lets the watched program say `ready`, gives it `go`, and counts the accesses to the watched
 /// word until it says something else: `None` where it could not be watched.
 fn count_accesses(
     proc: &mut crate::engine::Proc,
     watch: Option<Tracer>,
+    who: &str,
 ) -> Result<Option<(u64, String)>, Fail> {
     let Some(mut watch) = watch else {
         return Ok(None);
@@ -204,8 +248,22 @@ fn count_accesses(
     let until = Instant::now() + Duration::from_secs(5);
     let mut accesses = 0;
     let mut started = false;
+    // When `go` was sent (the grader's clocks): the wait, and its timeout, begin after it.
+    let mut went: Option<(Instant, Duration)> = None;
     loop {
-        match watch.next(proc, until)? {
+        let bound = went.map_or(until, |(at, _)| {
+            at + Duration::from_millis(TIMEOUT_MS) + MARGIN
+        });
+        let next = watch.next(proc, bound);
+        if let (Err(Fail::TimedOut(_)), Some((at, realtime))) = (&next, went) {
+            // Many accesses meanwhile: it was slowed by the watchpoint's stops on a loop of
+            // tries, which is the verdict.
+            if accesses > MOST_ACCESSES {
+                return Ok(Some((accesses, "anything within its timeout + 3 s".into())));
+            }
+            return Err(outlived_timeout(proc, who, at, realtime));
+        }
+        match next? {
             Watched::Armed => {}
             Watched::Hit => {
                 accesses += u64::from(started);
@@ -216,6 +274,7 @@ fn count_accesses(
             }
             Watched::Said(message) if message.kind == "ready" && !started => {
                 started = true;
+                went = Some((Instant::now(), super::signals::realtime()));
                 proc.send("go", &[])?;
             }
             Watched::Said(message) if started => {

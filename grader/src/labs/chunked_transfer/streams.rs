@@ -9,9 +9,12 @@ use rand::RngExt;
 
 use super::data::pattern_hash;
 use super::handover::go_held;
+use super::layout::chunks_of;
 use super::layout::expected_capacity;
 use super::observe::{expect_copied_in_memory, io_of, peak_memory};
-use super::transfer::{Setup, Transfer, check_messages, deliver, failure, receive_failed, start};
+use super::transfer::{
+    Setup, Transfer, check_messages, deliver, failure, in_chunks, receive_failed, start,
+};
 use crate::engine::{Fail, Run};
 
 const MIB: u64 = 1 << 20;
@@ -70,6 +73,9 @@ pub fn chunk_boundaries(run: &mut Run) -> Result<String, Fail> {
                  gives {capacity}: keep the given capacity()",
                 transfer.capacity
             )));
+        }
+        if setup.short_reads {
+            last_chunks_full(&transfer, &setup.lens)?;
         }
         transfer.finish()?;
         capacities.push(format!("S={size} C={capacity}"));
@@ -199,6 +205,41 @@ pub fn one_gib_streamed(run: &mut Run) -> Result<String, Fail> {
         peak.saturating_sub(base) / 1024,
         limit / 1024
     ))
+}
+
+/// Once every message of a transfer whose sender's data source gives short reads has arrived,
+/// the two slots hold the transfer's last two chunks: their headers (seq, len) tell whether the
+/// sender filled every chunk up to the capacity, which the receiver alone does not show.
+fn last_chunks_full(transfer: &Transfer, lens: &[u64]) -> Result<(), Fail> {
+    let capacity = transfer.capacity;
+    let chunks: u64 = lens.iter().map(|&len| chunks_of(len, capacity)).sum();
+    let mut wrong = Vec::new();
+    for stream in chunks.saturating_sub(2)..chunks {
+        let want = super::headers::chunk_at(lens, capacity, stream);
+        let got = transfer.mapped.header(stream);
+        if want != Some(got) {
+            wrong.push(format!(
+                "slot {} holds {} where chunk {stream} of the transfer ({}) belongs",
+                stream % 2,
+                got.describe(),
+                want.map_or("none".into(), |h| h.describe())
+            ));
+        }
+    }
+    if wrong.is_empty() {
+        return Ok(());
+    }
+    let last = lens.last().copied().unwrap_or(0);
+    Err(Fail::failed(format!(
+        "with a data source that gives short reads (each read() fills at most half of the \
+         buffer it is given, as a pipe may), every message arrived, but once the last ({last} \
+         bytes, {}) was in, {}: the sender cut its chunks where a read() came back short, \
+         sending more and shorter chunks than the protocol's. A short read is not the end of a \
+         chunk: fill each with read_exact() (read() again until the chunk is full); every \
+         chunk is `capacity` bytes but the message's last",
+        in_chunks(last, capacity),
+        wrong.join("; ")
+    )))
 }
 
 /// A transfer whose sender's data source gives short reads: on a failure, what the sender said
