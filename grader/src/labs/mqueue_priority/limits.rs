@@ -348,6 +348,8 @@ pub fn attributes_and_limits(run: &mut Run) -> Result<String, Fail> {
     }
     limit.expect_refused(run, renamed)?;
     limits_read_from_proc(run, msg_max, msgsize_max)?;
+    default_config_checked(run)?;
+    unreadable_limits(run)?;
     Ok(format!(
         "the queue had the {capacity} x {msg_size} bytes asked for; the defaults fit; exactly \
          msg_max ({msg_max}), msgsize_max ({msgsize_max}) and RLIMIT_MSGQUEUE ({bytes} bytes) \
@@ -441,6 +443,100 @@ fn limits_read_from_proc(run: &mut Run, msg_max: u64, msgsize_max: u64) -> Resul
         )));
     }
     release(&mut proc)
+}
+
+/// The default config (8 messages of 1024 bytes) is checked like any other: in an IPC namespace
+/// whose `msg_max` is 7, or whose `msgsize_max` is 1023, a consumer asked for no attributes must
+/// refuse with kind=over-limit before `mq_open()` (as root, the kernel would create it anyway).
+fn default_config_checked(run: &mut Run) -> Result<(), Fail> {
+    for (msg_max, msgsize_max, what) in
+        [(7, 8192, "msg_max is 7"), (10, 1023, "msgsize_max is 1023")]
+    {
+        let own = OwnLimits {
+            msg_max,
+            msgsize_max,
+            msg_default: msg_max,
+        };
+        let name = run.ipc_name("default-over");
+        let Some((mut proc, answer)) = spawn_with_sysctls(run, &name, &[], &own)? else {
+            return Ok(());
+        };
+        release(&mut proc)?;
+        if failed_with(&answer, "over-limit") {
+            continue;
+        }
+        let hint = if answer.kind == "ready" {
+            "it created the queue (root passes the kernel's own check): "
+        } else {
+            ""
+        };
+        return Err(Fail::failed(format!(
+            "in an IPC namespace of its own whose /proc/sys/fs/mqueue/{what}, a consumer given \
+             no attributes (the default config, 8 messages of 1024 bytes) said {}, not `failed` \
+             with kind=over-limit: {hint}create() checks every config against system_limits() \
+             before mq_open(), the default one too; the defaults fit the usual limits, not \
+             every machine's",
+            said(&answer)
+        )));
+    }
+    Ok(())
+}
+
+/// The limit files, each made unreadable in turn: the consumer's `openat()` of it fails with
+/// `EACCES` (with ptrace). system_limits() must fail with kind=limits, not guess a value.
+fn unreadable_limits(run: &mut Run) -> Result<(), Fail> {
+    use crate::engine::force;
+    use crate::engine::tracer::{Action, Call, Match, Tracer};
+    const FILES: [&str; 2] = [
+        "/proc/sys/fs/mqueue/msg_max",
+        "/proc/sys/fs/mqueue/msgsize_max",
+    ];
+    for path in FILES {
+        let name = run.ipc_name("unreadable-limits");
+        let mut proc = super::protocol::spawn_consumer_stopped(run, &name)?;
+        let pid = proc.pid.as_raw();
+        let open = Call {
+            number: libc::SYS_openat,
+            matching: Match::Path(path),
+        };
+        let tracer = Tracer::attach(pid, open, Action::Fail(libc::EACCES))?;
+        force::resume(pid)?;
+        let answer = proc.recv_any()?;
+        let Some(mut tracer) = tracer else {
+            run.note("unreadable limit files not tried (no ptrace)");
+            if answer.kind == "ready" {
+                grader_send(&name, &[super::protocol::shutdown_message()])?;
+                proc.send("go", &[])?;
+                let _ = proc.recv_any()?;
+            }
+            return release(&mut proc);
+        };
+        let failed = tracer.failed_the_call()?;
+        drop(tracer);
+        let created = message_queue_exists(&name);
+        if answer.kind == "ready" {
+            grader_send(&name, &[super::protocol::shutdown_message()])?;
+            proc.send("go", &[])?;
+            let _ = proc.recv_any()?;
+        }
+        release(&mut proc)?;
+        if !failed || failed_with(&answer, "limits") {
+            continue;
+        }
+        let created = if created {
+            ", and created the queue"
+        } else {
+            ""
+        };
+        return Err(Fail::failed(format!(
+            "the grader made the consumer's open of {path} fail with EACCES (with ptrace), and \
+             it said {}{created}, not `failed` with kind=limits: system_limits() fails with \
+             QueueError::Limits when a limit cannot be read; it never guesses a value (a \
+             default, a constant) in its place",
+            said(&answer)
+        )));
+    }
+    Ok(())
 }
 
 /// The limits of a consumer's IPC namespace of its own.
