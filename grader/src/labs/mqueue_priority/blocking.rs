@@ -82,6 +82,65 @@ fn flags_by_fcntl(pid: i32, name: &str) -> Option<Fail> {
     )))
 }
 
+/// How many system calls a consumer may make between `go` and its first `mq_receive` on an
+/// empty queue: reading `go` and the few calls of its way to the receive. A receive() that
+/// looks at the queue (mq_getattr, sched_yield) in a loop before it sleeps makes hundreds.
+const CALLS_BEFORE_RECEIVING: u64 = 40;
+
+/// The voluntary context switches of `pid`'s main thread, from `/proc/PID/status`.
+fn voluntary_switches(pid: i32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("voluntary_ctxt_switches:"))?
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// Lets the consumer of an empty queue go, traced until its first `mq_receive`: each system
+/// call it makes on the way stops it for the tracer (twice: at entry and at return), which its
+/// voluntary context switches count. The reference makes a handful; a receive() that polls the
+/// empty queue before it sleeps (mq_getattr and sched_yield in a loop) makes hundreds, burning
+/// CPU where the wait belongs inside mq_receive.
+fn calls_before_receiving(idle: &mut super::protocol::Consumer) -> Result<(), Fail> {
+    let pid = idle.pid();
+    let tracer = Tracer::attach(pid, Call::any(RECEIVE), Action::Hold)?;
+    let before = voluntary_switches(pid);
+    idle.go()?;
+    let Some(mut tracer) = tracer else {
+        return Ok(());
+    };
+    let reached = tracer.wait(&mut idle.proc, Instant::now() + PATIENCE);
+    let after = voluntary_switches(pid);
+    tracer.release();
+    match reached? {
+        crate::engine::tracer::Reached::Call => {}
+        crate::engine::tracer::Reached::Passed(Some(answer)) => {
+            return Err(Fail::failed(format!(
+                "{IDLE}, let go, said {} before it called mq_receive: serve() waits for a \
+                 message inside mq_receive",
+                said(&answer)
+            )));
+        }
+        crate::engine::tracer::Reached::Passed(None) => return Ok(()),
+    }
+    let (Some(before), Some(after)) = (before, after) else {
+        return Ok(());
+    };
+    let calls = after.saturating_sub(before) / 2;
+    if calls > CALLS_BEFORE_RECEIVING {
+        return Err(Fail::failed(format!(
+            "{IDLE} made about {calls} system calls between `go` and its first mq_receive (the \
+             grader traced it: each call stops it twice), where a handful do: it looks at the \
+             empty queue in a loop (mq_getattr, sched_yield, a sleep) before it waits. \
+             receive() calls mq_receive at once and waits inside it, using no CPU while the \
+             queue is empty"
+        )));
+    }
+    Ok(())
+}
+
 /// The call the main thread of `pid`, held by a tracer at its entry, is making.
 fn held_call(pid: i32) -> Option<i64> {
     let syscall = std::fs::read_to_string(format!("/proc/{pid}/syscall")).ok()?;
@@ -350,7 +409,7 @@ pub fn full_queue_blocks(run: &mut Run) -> Result<String, Fail> {
     // A second consumer, on a queue nobody sends to, shows how receiving on an empty queue waits.
     let idle_name = run.ipc_name("idle");
     let mut idle = self::consumer(run, &idle_name, &[])?;
-    idle.go()?;
+    calls_before_receiving(&mut idle)?;
     let mut producers = Vec::new();
     let mut submitted = Vec::new();
     for (p, role) in ROLES.iter().enumerate() {

@@ -1,6 +1,8 @@
 //! Attributes and limits: the queue gets what was asked for, and what is over a limit is refused
 //! before `mq_open`.
 
+use std::time::{Duration, Instant};
+
 use nix::sys::resource::{Resource, getrlimit};
 use rand::RngExt;
 
@@ -350,6 +352,7 @@ pub fn attributes_and_limits(run: &mut Run) -> Result<String, Fail> {
     limits_read_from_proc(run, msg_max, msgsize_max)?;
     default_config_checked(run)?;
     unreadable_limits(run)?;
+    unlimited_queue_bytes(run)?;
     Ok(format!(
         "the queue had the {capacity} x {msg_size} bytes asked for; the defaults fit; exactly \
          msg_max ({msg_max}), msgsize_max ({msgsize_max}) and RLIMIT_MSGQUEUE ({bytes} bytes) \
@@ -537,6 +540,93 @@ fn unreadable_limits(run: &mut Run) -> Result<(), Fail> {
         )));
     }
     Ok(())
+}
+
+/// An unlimited `RLIMIT_MSGQUEUE` (`RLIM_INFINITY`) is no limit: in an IPC namespace whose
+/// `msg_max` and `msgsize_max` allow it, a consumer whose `getrlimit()` reports
+/// `RLIM_INFINITY` (the grader writes it into the result, held at the return of the
+/// `prlimit64()` call, with ptrace: raising the real limit takes `CAP_SYS_RESOURCE`) must let a
+/// queue of more than 819200 bytes through its check to `mq_open()` (which may then refuse it
+/// against the real limit: kind=mq-open), not refuse it as over-limit.
+fn unlimited_queue_bytes(run: &mut Run) -> Result<(), Fail> {
+    use crate::engine::force;
+    use crate::engine::tracer::{Action, Call, Reached, Tracer};
+    use std::os::unix::fs::FileExt;
+    const CAPACITY: u64 = 100;
+    const MSG_SIZE: u64 = 8192;
+    let name = run.ipc_name("unlimited-bytes");
+    let (all, _) = consumer_args(run, &name, &sized(CAPACITY, MSG_SIZE));
+    let Some(mut proc) =
+        run.spawn_stopped_with_message_queue_sysctls(&all, (2 * CAPACITY, MSG_SIZE))?
+    else {
+        return Ok(());
+    };
+    proc.set_roles(|_| "the consumer".into());
+    let pid = proc.pid.as_raw();
+    let getrlimit = Call::arg_is(libc::SYS_prlimit64, 1, libc::RLIMIT_MSGQUEUE as u64);
+    let tracer = Tracer::attach(pid, getrlimit, Action::HoldAfter)?;
+    force::resume(pid)?;
+    let Some(mut tracer) = tracer else {
+        run.note("an unlimited RLIMIT_MSGQUEUE not tried (no ptrace)");
+        let _ = proc.recv_any()?;
+        return release(&mut proc);
+    };
+    let mut faked = false;
+    let first = match tracer.wait(&mut proc, Instant::now() + Duration::from_secs(5))? {
+        Reached::Call => {
+            // prlimit64(pid, resource, new, old): the limit returned is at `old`.
+            let old = std::fs::read_to_string(format!("/proc/{pid}/syscall"))
+                .ok()
+                .and_then(|s| {
+                    let arg = s.split_whitespace().nth(4)?.to_string();
+                    u64::from_str_radix(arg.strip_prefix("0x")?, 16).ok()
+                })
+                .filter(|&old| old != 0);
+            if let Some(old) = old {
+                let unlimited = [libc::RLIM_INFINITY.to_ne_bytes(); 2].concat();
+                faked = std::fs::OpenOptions::new()
+                    .write(true)
+                    .open(format!("/proc/{pid}/mem"))
+                    .and_then(|mem| mem.write_all_at(&unlimited, old))
+                    .is_ok();
+            }
+            tracer.release();
+            None
+        }
+        Reached::Passed(message) => {
+            drop(tracer);
+            message
+        }
+    };
+    let answer = match first {
+        Some(answer) => answer,
+        None => proc.recv_any()?,
+    };
+    if answer.kind == "ready" {
+        shutdown_in_namespace_of(pid, &name)?;
+        proc.send("go", &[])?;
+        let _ = proc.recv_any()?;
+    }
+    release(&mut proc)?;
+    if !faked {
+        run.note("an unlimited RLIMIT_MSGQUEUE not tried (the limit getrlimit returned not seen)");
+        return Ok(());
+    }
+    if !failed_with(&answer, "over-limit") && !failed_with(&answer, "limits") {
+        return Ok(());
+    }
+    let bytes = CAPACITY * (MSG_SIZE + MESSAGE_OVERHEAD);
+    Err(Fail::failed(format!(
+        "in an IPC namespace of its own whose msg_max is {} and msgsize_max {MSG_SIZE}, asked \
+         for {CAPACITY} messages of {MSG_SIZE} bytes ({bytes} bytes with the overhead, more than \
+         819200), a consumer whose getrlimit(RLIMIT_MSGQUEUE) said unlimited (RLIM_INFINITY, \
+         the grader's doing with ptrace) said {}: it takes the unlimited soft limit for a \
+         finite one (the usual default of 819200 bytes, say). system_limits() returns \
+         getrlimit()'s soft limit as it is: RLIM_INFINITY (u64::MAX) is larger than any queue, \
+         and check() lets the queue through to mq_open()",
+        2 * CAPACITY,
+        said(&answer)
+    )))
 }
 
 /// The limits of a consumer's IPC namespace of its own.
