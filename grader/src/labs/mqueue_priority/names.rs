@@ -427,6 +427,11 @@ fn open_refused(run: &mut Run) -> Result<(), Fail> {
                  which sends the user looking for a queue that is there. Map ENOENT to \
                  QueueError::NotFound and any other error of mq_open() to QueueError::Open \
                  (kind=mq-open, with its errno)"
+            } else if failed_with(&answer, "exists") {
+                ": only EEXIST is QueueError::Exists; it reports another mq_open() error as \
+                 exists, which sends the user looking elsewhere for a queue that is there (and \
+                 open() never creates, so it never meets EEXIST). Map any error of mq_open() \
+                 but ENOENT to QueueError::Open (kind=mq-open, with its errno)"
             } else if failed_with(&answer, "bad-name") {
                 ": bad-name is check_name()'s verdict on the name, before any mq_open(); this \
                  name passed it, so an error of mq_open() (EINVAL and ENAMETOOLONG have other \
