@@ -266,9 +266,9 @@ fn failed_calls(run: &mut Run) -> Result<(), Fail> {
             return Err(Fail::failed(format!(
                 "the grader made the consumer's first mq_receive fail with {errno_name} (with \
                  ptrace); it called mq_receive again, took the job and waits for more instead \
-                 of failing: only EINTR is retried, any other error of mq_receive (EAGAIN too: \
-                 on a non-blocking descriptor, retrying it spins) is QueueError::Receive \
-                 (kind=mq-receive), which ends serve()"
+                 of failing: only EINTR is retried, any other error of mq_receive is \
+                 QueueError::Receive (kind=mq-receive), which ends serve(), EAGAIN too (on a \
+                 non-blocking descriptor, retrying it spins)"
             )));
         }
         Ok(Reached::InCall | Reached::NotYet) => consumer.answer(),
