@@ -199,6 +199,25 @@ impl Run {
         self.spawn_in_message_queue_namespace(args, (msg_max, msgsize_max), Some(msg_default))
     }
 
+    /// As [`Run::spawn_with_message_queue_sysctls`], stopped before its first instruction (as
+    /// [`Run::spawn_stopped`]): a tracer sees or changes what the program learns of its limits.
+    pub fn spawn_stopped_with_message_queue_sysctls<S: AsRef<OsStr>>(
+        &mut self,
+        args: &[S],
+        (msg_max, msgsize_max): (u64, u64),
+    ) -> Result<Option<Proc>, Fail> {
+        if !nix::unistd::geteuid().is_root()
+            || !process::message_queue_sysctls_allowed(msg_max, msgsize_max)
+        {
+            return Ok(None);
+        }
+        let limits = Limits {
+            message_queue_sysctls: Some((msg_max, msgsize_max)),
+            ..self.limits
+        };
+        self.spawn_stopped_limited(args, limits).map(Some)
+    }
+
     fn spawn_in_message_queue_namespace<S: AsRef<OsStr>>(
         &mut self,
         args: &[S],

@@ -82,6 +82,99 @@ fn flags_by_fcntl(pid: i32, name: &str) -> Option<Fail> {
     )))
 }
 
+/// How many system calls a consumer may make between `go` and its first `mq_receive` on an
+/// empty queue: reading `go` and the few calls of its way to the receive. A receive() that
+/// looks at the queue (mq_getattr, sched_yield) in a loop before it sleeps makes hundreds.
+const CALLS_BEFORE_RECEIVING: u64 = 40;
+
+/// The voluntary context switches of `pid`'s main thread, from `/proc/PID/status`.
+fn voluntary_switches(pid: i32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("voluntary_ctxt_switches:"))?
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// Lets the consumer of an empty queue go, traced until its first `mq_receive`: each system
+/// call it makes on the way stops it for the tracer (twice: at entry and at return), which its
+/// voluntary context switches count. The reference makes a handful; a receive() that polls the
+/// empty queue before it sleeps (mq_getattr and sched_yield in a loop) makes hundreds, burning
+/// CPU where the wait belongs inside mq_receive.
+fn calls_before_receiving(idle: &mut super::protocol::Consumer) -> Result<(), Fail> {
+    /// Its first `mq_receive`, or the first call it waits in otherwise (`poll()`, a
+    /// `sigtimedwait()` after `mq_notify()`, a sleep...: the checks below say what is wrong with
+    /// that); not `sched_yield()`, which a loop that looks at the queue makes at each turn.
+    const RECEIVE_OR_WAIT: [Call; 13] = [
+        Call::any(RECEIVE),
+        Call::any(libc::SYS_poll),
+        Call::any(libc::SYS_ppoll),
+        Call::any(libc::SYS_select),
+        Call::any(libc::SYS_pselect6),
+        Call::any(libc::SYS_epoll_wait),
+        Call::any(libc::SYS_epoll_pwait),
+        Call::any(libc::SYS_rt_sigtimedwait),
+        Call::any(libc::SYS_rt_sigsuspend),
+        Call::any(libc::SYS_pause),
+        Call::any(libc::SYS_nanosleep),
+        Call::any(libc::SYS_clock_nanosleep),
+        Call::any(libc::SYS_futex),
+    ];
+    let pid = idle.pid();
+    // Reported, not held: a wait the grader holds and lets go is restarted (restart_syscall),
+    // which the checks that follow would see instead of the call the program made.
+    let tracer = Tracer::attach(pid, Call::any_of(&RECEIVE_OR_WAIT), Action::Report)?;
+    let before = voluntary_switches(pid);
+    idle.go()?;
+    let Some(mut tracer) = tracer else {
+        return Ok(());
+    };
+    let reached = tracer.wait(&mut idle.proc, Instant::now() + PATIENCE);
+    let after = voluntary_switches(pid);
+    drop(tracer);
+    let calls = match (before, after) {
+        (Some(before), Some(after)) => after.saturating_sub(before) / 2,
+        _ => 0,
+    };
+    let spin = calls > CALLS_BEFORE_RECEIVING;
+    let waited = match reached {
+        Ok(crate::engine::tracer::Reached::Passed(Some(answer))) => {
+            return Err(Fail::failed(format!(
+                "{IDLE}, let go, said {} before it called mq_receive: serve() waits for a \
+                 message inside mq_receive",
+                said(&answer)
+            )));
+        }
+        // The call reported (or the program lost): the one it waits in now.
+        Ok(_) => held_call(pid).map(|nr| {
+            if nr == RECEIVE {
+                "its first mq_receive".to_string()
+            } else {
+                format!(
+                    "its first wait ({})",
+                    diagnose::call_name(nr).unwrap_or("another call")
+                )
+            }
+        }),
+        // Still busy after PATIENCE: said below if it made that many calls, else left to the
+        // checks that follow.
+        Err(Fail::TimedOut(_)) => None,
+        Err(fail) => return Err(fail),
+    };
+    if !spin {
+        return Ok(());
+    }
+    let until = waited.unwrap_or_else(|| "any mq_receive or wait, for 3 s".to_string());
+    Err(Fail::failed(format!(
+        "{IDLE} made about {calls} system calls between `go` and {until} (the grader traced \
+         it: each call stops it twice), where a handful do: it looks at the empty queue in a \
+         loop (mq_getattr, sched_yield, a sleep) before it waits. receive() calls mq_receive \
+         at once and waits inside it, using no CPU while the queue is empty"
+    )))
+}
+
 /// The call the main thread of `pid`, held by a tracer at its entry, is making.
 fn held_call(pid: i32) -> Option<i64> {
     let syscall = std::fs::read_to_string(format!("/proc/{pid}/syscall")).ok()?;
@@ -557,6 +650,13 @@ pub fn full_queue_blocks(run: &mut Run) -> Result<String, Fail> {
     shut_down(run, &name)?;
     let served = consumer.finish()?;
     exactly_once(&served, &submitted, &ROLES)?;
+    // How the wait is reached: a fresh consumer of an empty queue, traced from `go` to its
+    // first mq_receive (apart from the idle one above, whose waits are judged untraced).
+    let traced_name = run.ipc_name("idle-traced");
+    let mut traced = self::consumer(run, &traced_name, &[])?;
+    calls_before_receiving(&mut traced)?;
+    shut_down(run, &traced_name)?;
+    traced.finish()?;
     Ok(format!(
         "{PRODUCERS} producers waited in mq_send on the full queue and a consumer in mq_receive \
          on an empty one, without CPU and through SIGUSR1; all {} jobs were served once",

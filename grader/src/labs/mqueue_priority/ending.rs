@@ -156,6 +156,7 @@ pub fn unlinked_at_end(run: &mut Run) -> Result<String, Fail> {
     )?;
     super::protocol::release(&mut consumer.proc)?;
     failed_calls(run)?;
+    close_fails(run)?;
     Ok(
         "the producer closed its descriptor; the consumer closed and unlinked its queue after a \
         normal end, a failed job, a garbled message and a failed mq_receive (mq-receive); a \
@@ -208,6 +209,11 @@ fn failing_handler(consumer: &mut Consumer, name: &str) -> Result<ipc_labs_drive
 /// came.
 const FORCED_ERRNO: (i32, &str) = (libc::EBADF, "EBADF");
 
+/// The errno the grader makes the consumer's `mq_receive` fail with: `EAGAIN`, which a blocking
+/// descriptor never gives (a receive on an empty queue sleeps), so that a receive() that takes
+/// it for "nothing there yet" and asks again (a spin on a non-blocking descriptor) is seen.
+const RECEIVE_ERRNO: (i32, &str) = (libc::EAGAIN, "EAGAIN");
+
 /// A producer whose `mq_send` fails (with ptrace) says `mq-send` with that errno, at once; a
 /// consumer whose `mq_receive` fails says `mq-receive` with that errno, and serve() closes and
 /// unlinks its queue then too.
@@ -248,6 +254,7 @@ fn failed_calls(run: &mut Run) -> Result<(), Fail> {
     }
     producer.end()?;
     // The consumer's receive fails, with a job in the queue.
+    let (errno, errno_name) = RECEIVE_ERRNO;
     grader_send(&name, &[job_message(&jobs[0])])?;
     let receive = Call::any(libc::SYS_mq_timedreceive);
     let tracer = Tracer::attach(consumer.pid(), receive, Action::Fail(errno))?;
@@ -260,7 +267,8 @@ fn failed_calls(run: &mut Run) -> Result<(), Fail> {
                 "the grader made the consumer's first mq_receive fail with {errno_name} (with \
                  ptrace); it called mq_receive again, took the job and waits for more instead \
                  of failing: only EINTR is retried, any other error of mq_receive is \
-                 QueueError::Receive (kind=mq-receive), which ends serve()"
+                 QueueError::Receive (kind=mq-receive), which ends serve(), EAGAIN too (on a \
+                 non-blocking descriptor, retrying it spins)"
             )));
         }
         Ok(Reached::InCall | Reached::NotYet) => consumer.answer(),
@@ -283,6 +291,60 @@ fn failed_calls(run: &mut Run) -> Result<(), Fail> {
         "on every way it ends, a failed mq_receive too",
     )?;
     super::protocol::release(&mut consumer.proc)
+}
+
+/// The consumer's `mq_close` of its queue at the end of serve() made to fail (with ptrace, with
+/// `EIO`, which nothing else gives): serve() still unlinks the queue, and reports the error as
+/// mq-close with that errno.
+fn close_fails(run: &mut Run) -> Result<(), Fail> {
+    let name = run.ipc_name("close-fails");
+    let mut consumer = consumer(run, &name, &[])?;
+    let Some(fd) = queue_fds(consumer.pid(), &name).and_then(|fds| fds.first().copied()) else {
+        return Err(Fail::failed(format!(
+            "the consumer holds no descriptor of {name} at `ready`: create() keeps the \
+             descriptor mq_open() gave it"
+        )));
+    };
+    let close = Call::arg_is(libc::SYS_close, 0, fd.fd as u64);
+    let Some(mut tracer) = Tracer::attach(consumer.pid(), close, Action::Fail(libc::EIO))? else {
+        run.note("no ptrace here: a failed mq_close in serve() not tried");
+        consumer.send_shutdown()?;
+        return consumer.finish().map(drop);
+    };
+    grader_send(&name, &[super::protocol::shutdown_message()])?;
+    consumer.go()?;
+    let answer = consumer.answer();
+    let failed = tracer.failed_the_call()?;
+    drop(tracer);
+    let answer = answer?;
+    let left = message_queue_exists(&name);
+    if left {
+        let _ = nix::mqueue::mq_unlink(name.as_str());
+    }
+    super::protocol::release(&mut consumer.proc)?;
+    if !failed {
+        return Ok(());
+    }
+    if left {
+        return Err(Fail::failed(format!(
+            "the grader made the consumer's mq_close of its queue fail with EIO (with ptrace) \
+             at the end of serve(), after the shutdown message, and {name} was still there once \
+             it said {}: serve() unlinks the queue however it ends, a failed mq_close too. Keep \
+             close()'s result, unlink, and only then return the first error (no `?` on the \
+             close before the unlink)",
+            said(&answer)
+        )));
+    }
+    if !(failed_with(&answer, "mq-close") && super::protocol::failed_errno(&answer, "EIO")) {
+        return Err(Fail::failed(format!(
+            "the grader made the consumer's mq_close of its queue fail with EIO (with ptrace) \
+             at the end of serve(), after the shutdown message; it unlinked the queue but said \
+             {}, not `failed` with kind=mq-close and EIO: an error of mq_close is \
+             QueueError::Close with its errno, returned once the queue is unlinked",
+            said(&answer)
+        )));
+    }
+    Ok(())
 }
 
 /// A job queued behind the shutdown (a lower priority): serving ends at the shutdown, and the

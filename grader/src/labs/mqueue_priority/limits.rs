@@ -1,6 +1,8 @@
 //! Attributes and limits: the queue gets what was asked for, and what is over a limit is refused
 //! before `mq_open`.
 
+use std::time::{Duration, Instant};
+
 use nix::sys::resource::{Resource, getrlimit};
 use rand::RngExt;
 
@@ -348,6 +350,9 @@ pub fn attributes_and_limits(run: &mut Run) -> Result<String, Fail> {
     }
     limit.expect_refused(run, renamed)?;
     limits_read_from_proc(run, msg_max, msgsize_max)?;
+    default_config_checked(run)?;
+    unreadable_limits(run)?;
+    unlimited_queue_bytes(run)?;
     Ok(format!(
         "the queue had the {capacity} x {msg_size} bytes asked for; the defaults fit; exactly \
          msg_max ({msg_max}), msgsize_max ({msgsize_max}) and RLIMIT_MSGQUEUE ({bytes} bytes) \
@@ -441,6 +446,187 @@ fn limits_read_from_proc(run: &mut Run, msg_max: u64, msgsize_max: u64) -> Resul
         )));
     }
     release(&mut proc)
+}
+
+/// The default config (8 messages of 1024 bytes) is checked like any other: in an IPC namespace
+/// whose `msg_max` is 7, or whose `msgsize_max` is 1023, a consumer asked for no attributes must
+/// refuse with kind=over-limit before `mq_open()` (as root, the kernel would create it anyway).
+fn default_config_checked(run: &mut Run) -> Result<(), Fail> {
+    for (msg_max, msgsize_max, what) in
+        [(7, 8192, "msg_max is 7"), (10, 1023, "msgsize_max is 1023")]
+    {
+        let own = OwnLimits {
+            msg_max,
+            msgsize_max,
+            msg_default: msg_max,
+        };
+        let name = run.ipc_name("default-over");
+        let Some((mut proc, answer)) = spawn_with_sysctls(run, &name, &[], &own)? else {
+            return Ok(());
+        };
+        release(&mut proc)?;
+        if failed_with(&answer, "over-limit") {
+            continue;
+        }
+        let hint = if answer.kind == "ready" {
+            "it created the queue (root passes the kernel's own check): "
+        } else {
+            ""
+        };
+        return Err(Fail::failed(format!(
+            "in an IPC namespace of its own whose /proc/sys/fs/mqueue/{what}, a consumer given \
+             no attributes (the default config, 8 messages of 1024 bytes) said {}, not `failed` \
+             with kind=over-limit: {hint}create() checks every config against system_limits() \
+             before mq_open(), the default one too; the defaults fit the usual limits, not \
+             every machine's",
+            said(&answer)
+        )));
+    }
+    Ok(())
+}
+
+/// The limit files, each made unreadable in turn: the consumer's `openat()` of it fails with
+/// `EACCES` (with ptrace). system_limits() must fail with kind=limits, not guess a value.
+fn unreadable_limits(run: &mut Run) -> Result<(), Fail> {
+    use crate::engine::force;
+    use crate::engine::tracer::{Action, Call, Match, Tracer};
+    const FILES: [&str; 2] = [
+        "/proc/sys/fs/mqueue/msg_max",
+        "/proc/sys/fs/mqueue/msgsize_max",
+    ];
+    for path in FILES {
+        let name = run.ipc_name("unreadable-limits");
+        let mut proc = super::protocol::spawn_consumer_stopped(run, &name)?;
+        let pid = proc.pid.as_raw();
+        let open = Call {
+            number: libc::SYS_openat,
+            matching: Match::Path(path),
+        };
+        let tracer = Tracer::attach(pid, open, Action::Fail(libc::EACCES))?;
+        force::resume(pid)?;
+        let answer = proc.recv_any()?;
+        let Some(mut tracer) = tracer else {
+            run.note("unreadable limit files not tried (no ptrace)");
+            if answer.kind == "ready" {
+                grader_send(&name, &[super::protocol::shutdown_message()])?;
+                proc.send("go", &[])?;
+                let _ = proc.recv_any()?;
+            }
+            return release(&mut proc);
+        };
+        let failed = tracer.failed_the_call()?;
+        drop(tracer);
+        let created = message_queue_exists(&name);
+        if answer.kind == "ready" {
+            grader_send(&name, &[super::protocol::shutdown_message()])?;
+            proc.send("go", &[])?;
+            let _ = proc.recv_any()?;
+        }
+        release(&mut proc)?;
+        if !failed || failed_with(&answer, "limits") {
+            continue;
+        }
+        let created = if created {
+            ", and created the queue"
+        } else {
+            ""
+        };
+        return Err(Fail::failed(format!(
+            "the grader made the consumer's open of {path} fail with EACCES (with ptrace), and \
+             it said {}{created}, not `failed` with kind=limits: system_limits() fails with \
+             QueueError::Limits when a limit cannot be read; it never guesses a value (a \
+             default, a constant) in its place",
+            said(&answer)
+        )));
+    }
+    Ok(())
+}
+
+/// An unlimited `RLIMIT_MSGQUEUE` (`RLIM_INFINITY`) is no limit: in an IPC namespace whose
+/// `msg_max` and `msgsize_max` allow it, a consumer whose `getrlimit()` reports
+/// `RLIM_INFINITY` (the grader writes it into the result, held at the return of the
+/// `prlimit64()` call, with ptrace: raising the real limit takes `CAP_SYS_RESOURCE`) must let a
+/// queue of more than 819200 bytes through its check to `mq_open()` (which may then refuse it
+/// against the real limit: kind=mq-open), not refuse it as over-limit.
+fn unlimited_queue_bytes(run: &mut Run) -> Result<(), Fail> {
+    use crate::engine::force;
+    use crate::engine::tracer::{Action, Call, Reached, Tracer};
+    use std::os::unix::fs::FileExt;
+    const CAPACITY: u64 = 100;
+    const MSG_SIZE: u64 = 8192;
+    let name = run.ipc_name("unlimited-bytes");
+    let (all, _) = consumer_args(run, &name, &sized(CAPACITY, MSG_SIZE));
+    let Some(mut proc) =
+        run.spawn_stopped_with_message_queue_sysctls(&all, (2 * CAPACITY, MSG_SIZE))?
+    else {
+        return Ok(());
+    };
+    proc.set_roles(|_| "the consumer".into());
+    let pid = proc.pid.as_raw();
+    let getrlimit = Call::arg_is(libc::SYS_prlimit64, 1, libc::RLIMIT_MSGQUEUE as u64);
+    let tracer = Tracer::attach(pid, getrlimit, Action::HoldAfter)?;
+    force::resume(pid)?;
+    let Some(mut tracer) = tracer else {
+        run.note("an unlimited RLIMIT_MSGQUEUE not tried (no ptrace)");
+        let _ = proc.recv_any()?;
+        return release(&mut proc);
+    };
+    let mut faked = false;
+    let first = match tracer.wait(&mut proc, Instant::now() + Duration::from_secs(5))? {
+        Reached::Call => {
+            // prlimit64(pid, resource, new, old): the limit returned is at `old`.
+            let old = std::fs::read_to_string(format!("/proc/{pid}/syscall"))
+                .ok()
+                .and_then(|s| {
+                    let arg = s.split_whitespace().nth(4)?.to_string();
+                    u64::from_str_radix(arg.strip_prefix("0x")?, 16).ok()
+                })
+                .filter(|&old| old != 0);
+            if let Some(old) = old {
+                let unlimited = [libc::RLIM_INFINITY.to_ne_bytes(); 2].concat();
+                faked = std::fs::OpenOptions::new()
+                    .write(true)
+                    .open(format!("/proc/{pid}/mem"))
+                    .and_then(|mem| mem.write_all_at(&unlimited, old))
+                    .is_ok();
+            }
+            tracer.release();
+            None
+        }
+        Reached::Passed(message) => {
+            drop(tracer);
+            message
+        }
+    };
+    let answer = match first {
+        Some(answer) => answer,
+        None => proc.recv_any()?,
+    };
+    if answer.kind == "ready" {
+        shutdown_in_namespace_of(pid, &name)?;
+        proc.send("go", &[])?;
+        let _ = proc.recv_any()?;
+    }
+    release(&mut proc)?;
+    if !faked {
+        run.note("an unlimited RLIMIT_MSGQUEUE not tried (the limit getrlimit returned not seen)");
+        return Ok(());
+    }
+    if !failed_with(&answer, "over-limit") && !failed_with(&answer, "limits") {
+        return Ok(());
+    }
+    let bytes = CAPACITY * (MSG_SIZE + MESSAGE_OVERHEAD);
+    Err(Fail::failed(format!(
+        "in an IPC namespace of its own whose msg_max is {} and msgsize_max {MSG_SIZE}, asked \
+         for {CAPACITY} messages of {MSG_SIZE} bytes ({bytes} bytes with the overhead, more than \
+         819200), a consumer whose getrlimit(RLIMIT_MSGQUEUE) said unlimited (RLIM_INFINITY, \
+         the grader's doing with ptrace) said {}: it takes the unlimited soft limit for a \
+         finite one (the usual default of 819200 bytes, say). system_limits() returns \
+         getrlimit()'s soft limit as it is: RLIM_INFINITY (u64::MAX) is larger than any queue, \
+         and check() lets the queue through to mq_open()",
+        2 * CAPACITY,
+        said(&answer)
+    )))
 }
 
 /// The limits of a consumer's IPC namespace of its own.

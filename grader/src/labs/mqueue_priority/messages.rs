@@ -310,9 +310,32 @@ pub fn bad_priority(run: &mut Run) -> Result<String, Fail> {
         });
         let queued_before = queue_attributes(&name)?.curmsgs();
         let mut producer = producer(run, &name, &jobs, false, false, "the producer")?;
-        let answer = producer.submit()?;
+        // The priority must be compared before sending: an mq_send with it is reported, whatever
+        // the kernel then says of it.
+        let tried = Call::arg_is(libc::SYS_mq_timedsend, 3, u64::from(priority));
+        let tracer = Tracer::attach(producer.pid(), tried, Action::Report)?;
+        let answer = producer.submit();
+        let sent = match tracer {
+            Some(mut tracer) => tracer.failed_the_call()?,
+            None => false,
+        };
+        let answer = answer?;
         let queued = queue_attributes(&name)?.curmsgs() - queued_before;
         let refused_at = field(&answer, "index") as usize;
+        if failed_with(&answer, "bad-priority")
+            && refused_at == index
+            && queued == index as i64
+            && sent
+        {
+            return Err(Fail::failed(format!(
+                "submitting a job with priority {priority}, the producer called mq_send with \
+                 that priority (the grader saw the call) and then said {}: it leaves the range \
+                 to the kernel (mq_send's EINVAL, which has other causes too) instead of \
+                 comparing the priority with MQ_PRIO_MAX first. A priority of MQ_PRIO_MAX or \
+                 more is QueueError::BadPriority and nothing is sent: check it before mq_send",
+                said(&answer)
+            )));
+        }
         if failed_with(&answer, "bad-priority") && refused_at == index && queued == index as i64 {
             producer.end()?;
             continue;

@@ -131,6 +131,9 @@ fn expect_bad_name(run: &mut Run, name: &str, what: &str, too_long: bool) -> Res
             "a name is not a path: a slash at the end is a second slash like any other, not \
              one to forgive or strip (the kernel refuses the name, so the queue could never be \
              created); refuse a '/' anywhere after the first byte"
+        } else if what.contains("space") {
+            "a name is used as given: a space is a byte like any other, and a name that does \
+             not start with '/' is bad-name; do not trim the name before checking or using it"
         } else if what.contains("right after the first") {
             "a name has one leading slash and no other, a second one right after it included: \
              strip the first slash only (strip_prefix('/')), not every leading one \
@@ -178,6 +181,7 @@ pub fn name_errors(run: &mut Run) -> Result<String, Fail> {
     // Built from handed-out names, so that whatever a lax program creates is audited.
     let plain = run.ipc_name("noslash");
     let nested = run.ipc_name("dir");
+    let spaced = run.ipc_name("spaced");
     let wide = name_of_length(run, MAX_NAME_LEN + 1, true);
     let wide_chars = wide.chars().count() - 1;
     let too_long = name_of_length(run, MAX_NAME_LEN + 1, false);
@@ -189,6 +193,10 @@ pub fn name_errors(run: &mut Run) -> Result<String, Fail> {
         (
             format!("é{}", plain.trim_start_matches('/')),
             "no leading slash, a two-byte character ('é') first".to_string(),
+        ),
+        (
+            format!(" {spaced}"),
+            "a space before the slash (no leading slash)".to_string(),
         ),
         (format!("{nested}/jobs"), "a second slash".into()),
         (
@@ -258,6 +266,7 @@ pub fn name_errors(run: &mut Run) -> Result<String, Fail> {
     }
     existing_name(run, 0)?;
     existing_name(run, 1)?;
+    spaces_kept(run)?;
     open_refused(run)?;
     create_refused(run)?;
     created_while_creating(run)?;
@@ -336,10 +345,57 @@ fn existing_name(run: &mut Run, held: i64) -> Result<(), Fail> {
     outcome
 }
 
-/// A producer opening a queue that exists but that it may not open (the grader's, mode 0; its
-/// `mq_open()` made to fail with `EACCES` where the grader may trace it, as for a queue of
-/// another user) must say `mq-open`: only `ENOENT` is `not-found`, which would send the user
-/// looking for a queue that is there.
+/// A valid name that ends with a space (`/name `: a slash, then bytes none of which is a slash)
+/// is used as given: the consumer creates exactly that queue, not the name without its space.
+fn spaces_kept(run: &mut Run) -> Result<(), Fail> {
+    let bare = run.ipc_name("trailing");
+    let name = format!("{bare} ");
+    let (proc, answer, output) = spawn_consumer(run, &name, &[], None)?;
+    let exact = message_queue_exists(&name);
+    let trimmed = message_queue_exists(&bare);
+    if answer.kind == "ready" && exact && !trimmed {
+        let mut consumer = Consumer::ready(proc, &name, &answer, output);
+        consumer.send_shutdown()?;
+        consumer.serve()?;
+        return Ok(());
+    }
+    let mut proc = proc;
+    if trimmed {
+        let _ = grader_send(&bare, &[super::protocol::shutdown_message()]);
+        let _ = proc.send("go", &[]);
+        let _ = proc.recv_any();
+        let _ = mq_unlink(bare.as_str());
+    }
+    release(&mut proc)?;
+    let found = if trimmed {
+        format!("{bare:.40} (the name without its space) exists instead: it trims the name")
+    } else if exact {
+        "the queue exists under the exact name".to_string()
+    } else {
+        "no queue of that name exists".to_string()
+    };
+    Err(Fail::failed(format!(
+        "creating a queue named {name:?}, with a space at its end (valid: a slash, then \
+         bytes none of which is a slash), the consumer said {}; {found}. A name is used as \
+         given, spaces included: do not trim it before checking or using it",
+        said(&answer)
+    )))
+}
+
+/// The errors the grader makes open()'s `mq_open()` fail with, one producer each: `EACCES` (a
+/// queue of another user), and `EINVAL` and `ENAMETOOLONG`, which the kernel also gives for a bad
+/// name, but which check_name() has ruled out before the call: none of them is `not-found`
+/// (only `ENOENT` is) nor `bad-name` (check_name()'s verdict, before any `mq_open()`).
+const OPEN_ERRNOS: [(i32, &str); 3] = [
+    (libc::EACCES, "EACCES"),
+    (libc::EINVAL, "EINVAL"),
+    (libc::ENAMETOOLONG, "ENAMETOOLONG"),
+];
+
+/// A producer opening a queue that exists, its `mq_open()` made to fail (where the grader may
+/// trace it) with each of [`OPEN_ERRNOS`], must say `mq-open` with that errno: only `ENOENT` is
+/// `not-found`, which would send the user looking for a queue that is there, and a name
+/// check_name() let through is not `bad-name` whatever the kernel says of it.
 fn open_refused(run: &mut Run) -> Result<(), Fail> {
     let name = run.ipc_name("locked");
     let queue = mq_open(
@@ -350,88 +406,115 @@ fn open_refused(run: &mut Run) -> Result<(), Fail> {
     )
     .map_err(|e| Fail::Grader(format!("creating a queue the producer may not open: {e}")))?;
     let outcome = (|| {
-        let mut proc = spawn_producer_stopped(run, &name)?;
-        let pid = proc.pid.as_raw();
-        let tracer = Tracer::attach(
-            pid,
-            Call::any(libc::SYS_mq_open),
-            Action::Fail(libc::EACCES),
-        )?;
-        force::resume(pid)?;
-        let answer = proc.recv_any()?;
-        drop(tracer);
-        if answer.kind == "ready" {
-            // Not traced, and allowed to open a queue of mode 0 (root): nothing to see here.
-            run.note("a queue the producer may not open not tried (no ptrace, and it may)");
-            return release(&mut proc);
+        for (errno, errno_name) in OPEN_ERRNOS {
+            let mut proc = spawn_producer_stopped(run, &name)?;
+            let pid = proc.pid.as_raw();
+            let tracer = Tracer::attach(pid, Call::any(libc::SYS_mq_open), Action::Fail(errno))?;
+            force::resume(pid)?;
+            let answer = proc.recv_any()?;
+            drop(tracer);
+            if answer.kind == "ready" {
+                // Not traced, and allowed to open a queue of mode 0 (root): nothing to see here.
+                run.note("a queue the producer may not open not tried (no ptrace, and it may)");
+                return release(&mut proc);
+            }
+            release(&mut proc)?;
+            if failed_with(&answer, "mq-open") && failed_errno(&answer, errno_name) {
+                continue;
+            }
+            let hint = if failed_with(&answer, "not-found") {
+                ": only ENOENT is not-found; it reports another mq_open() error as not-found, \
+                 which sends the user looking for a queue that is there. Map ENOENT to \
+                 QueueError::NotFound and any other error of mq_open() to QueueError::Open \
+                 (kind=mq-open, with its errno)"
+            } else if failed_with(&answer, "exists") {
+                ": only EEXIST is QueueError::Exists; it reports another mq_open() error as \
+                 exists, which sends the user looking elsewhere for a queue that is there (and \
+                 open() never creates, so it never meets EEXIST). Map any error of mq_open() \
+                 but ENOENT to QueueError::Open (kind=mq-open, with its errno)"
+            } else if failed_with(&answer, "bad-name") {
+                ": bad-name is check_name()'s verdict on the name, before any mq_open(); this \
+                 name passed it, so an error of mq_open() (EINVAL and ENAMETOOLONG have other \
+                 causes than the name) is QueueError::Open (kind=mq-open) with its errno, not \
+                 bad-name"
+            } else if failed_with(&answer, "mq-open") {
+                ": kind=mq-open is right, but the errno reported is not the one mq_open() \
+                 returned: QueueError::Open carries it as it came"
+            } else {
+                ": an mq_open() that fails for another reason than ENOENT is QueueError::Open \
+                 (kind=mq-open), with its errno"
+            };
+            return Err(Fail::failed(format!(
+                "a producer opening a queue that exists ({name:.40}) had its mq_open() fail with \
+                 {errno_name} (the grader made it fail with ptrace), and said {}, not `failed` \
+                 with kind=mq-open and {errno_name}{hint}",
+                said(&answer)
+            )));
         }
-        if failed_with(&answer, "mq-open") {
-            return release(&mut proc);
-        }
-        let hint = if failed_with(&answer, "not-found") {
-            ": only ENOENT is not-found; it reports every mq_open() error as not-found, which \
-             sends the user looking for a queue that is there. Map ENOENT to \
-             QueueError::NotFound and any other error of mq_open() to QueueError::Open \
-             (kind=mq-open, with its errno)"
-        } else {
-            ": an mq_open() that fails for another reason than ENOENT is QueueError::Open \
-             (kind=mq-open)"
-        };
-        Err(Fail::failed(format!(
-            "a producer opening a queue that exists ({name:.40}, mode 0) had its mq_open() fail \
-             with EACCES (permission denied, as for a queue another user created; the grader \
-             made it fail where it may trace the producer), and said {}, not `failed` with \
-             kind=mq-open{hint}",
-            said(&answer)
-        )))
+        Ok(())
     })();
     let _ = mq_close(queue);
     let _ = mq_unlink(name.as_str());
     outcome
 }
 
-/// A consumer whose creating `mq_open()` fails with `ENOSPC` (made so where the grader may trace
-/// it, as when the system's `queues_max` is reached) must say `mq-open` with that errno: only
-/// `EEXIST` is `exists`, and `over-limit` is check()'s, before any `mq_open()`.
+/// The errors the grader makes create()'s `mq_open()` fail with, one consumer each: `ENOSPC` (as
+/// when `queues_max` is reached), `EACCES` (creating refused for permission) and `EINVAL` (which
+/// the kernel also gives for attributes over its limits, but which check() has ruled out before
+/// the call): none is `exists` (only `EEXIST` is) nor `over-limit` (check()'s verdict).
+const CREATE_ERRNOS: [(i32, &str); 3] = [
+    (libc::ENOSPC, "ENOSPC"),
+    (libc::EACCES, "EACCES"),
+    (libc::EINVAL, "EINVAL"),
+];
+
+/// A consumer whose creating `mq_open()` fails with each of [`CREATE_ERRNOS`] (made so where the
+/// grader may trace it) must say `mq-open` with that errno: only `EEXIST` is `exists`, and
+/// `over-limit` is check()'s, before any `mq_open()`.
 fn create_refused(run: &mut Run) -> Result<(), Fail> {
-    let name = run.ipc_name("nospace");
-    let mut proc = spawn_consumer_stopped(run, &name)?;
-    let pid = proc.pid.as_raw();
-    let tracer = Tracer::attach(
-        pid,
-        Call::any(libc::SYS_mq_open),
-        Action::Fail(libc::ENOSPC),
-    )?;
-    force::resume(pid)?;
-    let answer = proc.recv_any()?;
-    drop(tracer);
-    if answer.kind == "ready" {
-        run.note("a creating mq_open() that fails not tried (no ptrace)");
-        return end_consumer(proc, &name, &answer);
+    for (errno, errno_name) in CREATE_ERRNOS {
+        let name = run.ipc_name(&format!("refused-{}", errno_name.to_lowercase()));
+        let mut proc = spawn_consumer_stopped(run, &name)?;
+        let pid = proc.pid.as_raw();
+        let tracer = Tracer::attach(pid, Call::any(libc::SYS_mq_open), Action::Fail(errno))?;
+        force::resume(pid)?;
+        let answer = proc.recv_any()?;
+        drop(tracer);
+        if answer.kind == "ready" {
+            run.note("a creating mq_open() that fails not tried (no ptrace)");
+            return end_consumer(proc, &name, &answer);
+        }
+        release(&mut proc)?;
+        if failed_with(&answer, "mq-open") && failed_errno(&answer, errno_name) {
+            continue;
+        }
+        let why = match errno {
+            libc::ENOSPC => "no room for another queue, as when queues_max is reached",
+            libc::EACCES => "creating refused for permission, as for the names /. and /..",
+            _ => "an error the kernel also gives for attributes over its limits",
+        };
+        let hint = if failed_with(&answer, "exists") {
+            "only EEXIST is QueueError::Exists; it reports another mq_open() error as exists, \
+             which sends the user looking for a queue that is not there"
+        } else if failed_with(&answer, "over-limit") {
+            "over-limit is check()'s verdict on the config, against system_limits(), before any \
+             mq_open(): msg_max and msgsize_max are the program's to check, not left to the \
+             kernel's EINVAL; an error of mq_open() itself is QueueError::Open with its errno"
+        } else if failed_with(&answer, "not-found") {
+            "not-found is for open() of a missing queue; create() reports mq_open() errors other \
+             than EEXIST as QueueError::Open"
+        } else {
+            "an mq_open() that fails for another reason than EEXIST is QueueError::Open \
+             (kind=mq-open), with its errno as it came"
+        };
+        return Err(Fail::failed(format!(
+            "the consumer's mq_open() creating {name:.40} (a valid config) was made to fail with \
+             {errno_name} ({why}; the grader made it fail with ptrace), and it said {}, not \
+             `failed` with kind=mq-open and {errno_name}: {hint}",
+            said(&answer)
+        )));
     }
-    if failed_with(&answer, "mq-open") && failed_errno(&answer, "ENOSPC") {
-        return release(&mut proc);
-    }
-    release(&mut proc)?;
-    let hint = if failed_with(&answer, "exists") {
-        "only EEXIST is QueueError::Exists; it reports another mq_open() error as exists, \
-         which sends the user looking for a queue that is not there"
-    } else if failed_with(&answer, "over-limit") {
-        "over-limit is check()'s verdict on the config, before any mq_open(); an error of \
-         mq_open() itself is QueueError::Open"
-    } else if failed_with(&answer, "not-found") {
-        "not-found is for open() of a missing queue; create() reports mq_open() errors other \
-         than EEXIST as QueueError::Open"
-    } else {
-        "an mq_open() that fails for another reason than EEXIST is QueueError::Open \
-         (kind=mq-open), with its errno"
-    };
-    Err(Fail::failed(format!(
-        "the consumer's mq_open() creating {name:.40} was made to fail with ENOSPC (no room for \
-         another queue, as when queues_max is reached; the grader made it fail with ptrace), \
-         and it said {}, not `failed` with kind=mq-open and ENOSPC: {hint}",
-        said(&answer)
-    )))
+    Ok(())
 }
 
 /// Whether the queue under `name` is `queue` (the same inode); `None` if no queue has the name.
@@ -555,7 +638,12 @@ fn appeared_after_not_found(run: &mut Run) -> Result<(), Fail> {
         return release(&mut proc);
     };
     let mut taken = None;
-    let first = match tracer.wait(&mut proc, Instant::now() + Duration::from_secs(5))? {
+    let reached = tracer.wait(&mut proc, Instant::now() + Duration::from_secs(5))?;
+    // The flags open() gave its mq_open(), read while the call is held (its second argument).
+    let flags = (reached == Reached::Call)
+        .then(|| held_call_argument(pid, 1))
+        .flatten();
+    let first = match reached {
         Reached::Call if !message_queue_exists(&name) => {
             taken = Some(take_name(run, &name, 0)?);
             None
@@ -572,6 +660,18 @@ fn appeared_after_not_found(run: &mut Run) -> Result<(), Fail> {
     if let Some((queue, _, _)) = taken {
         let _ = mq_close(queue);
         let _ = mq_unlink(name.as_str());
+    }
+    if let Some(flags) = flags
+        && flags & libc::O_NONBLOCK as u64 != 0
+    {
+        release(&mut proc)?;
+        return Err(Fail::failed(format!(
+            "a producer's open() called mq_open() naming {name:.40} with O_NONBLOCK in its flags \
+             ({flags:#o}; the grader read them at the call): open() opens the queue with \
+             O_WRONLY alone, blocking, so that submit() on a full queue waits; only \
+             set_nonblocking(true) makes the descriptor non-blocking (main.rs calling it after \
+             open() hides this, a library user does not)"
+        )));
     }
     if failed_with(&answer, "not-found") || !created {
         return release(&mut proc);
@@ -590,6 +690,14 @@ fn appeared_after_not_found(run: &mut Run) -> Result<(), Fail> {
          QueueError::NotFound at once: map ENOENT to it, do not retry or wait for the name",
         said(&answer)
     )))
+}
+
+/// Argument `index` (from 0) of the call the main thread of `pid` is held at (by a tracer, at the
+/// call's entry or its return), from `/proc/PID/syscall`.
+fn held_call_argument(pid: i32, index: usize) -> Option<u64> {
+    let syscall = std::fs::read_to_string(format!("/proc/{pid}/syscall")).ok()?;
+    let arg = syscall.split_whitespace().nth(1 + index)?;
+    u64::from_str_radix(arg.strip_prefix("0x")?, 16).ok()
 }
 
 /// Ends a consumer of `name` that gave `answer`, with the grader's shutdown if it is ready.
