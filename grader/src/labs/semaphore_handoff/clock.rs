@@ -280,14 +280,120 @@ fn set_edges(proc: &mut Proc, producer: i32) -> Result<String, Fail> {
             ClockRead::Said(message) => return Err(judge(&message, &set)),
         }
     }
+    let exact = exact_deadline(producer)?;
     let jumped = clock_jump(proc, producer)?;
     Ok(format!(
-        "the producer waited on with its clock set to {}; {jumped}",
+        "the producer waited on with its clock set to {}; {exact}; {jumped}",
         set.iter()
             .map(|&at| time(at))
             .collect::<Vec<_>>()
             .join(", ")
     ))
+}
+
+/// How far a deadline may be from the clock read the grader set + WAIT_SLICE: a program that
+/// rounds the time to the millisecond on its way.
+const DEADLINE_MARGIN: Duration = Duration::from_millis(1);
+
+/// The deadline is now + WAIT_SLICE, from one clock read: the grader holds the producer as its
+/// next `CLOCK_REALTIME` read returns, writes a time of its own there (two seconds back, with
+/// nanoseconds of its choosing, so that the wait times out at once), and holds it again at the
+/// entry of its timed wait: the deadline must be that time + WAIT_SLICE. A deadline on the real
+/// clock (a later read used instead) is let pass.
+fn exact_deadline(producer: i32) -> Result<String, Fail> {
+    let Some(wait) = waiting_in(producer).and_then(the_wait) else {
+        return Ok("the producer was seen in no timed wait for its deadline".into());
+    };
+    let read = Call::arg_is(libc::SYS_clock_gettime, 0, libc::CLOCK_REALTIME as u64);
+    let Some(mut tracer) =
+        Tracer::in_turn(producer, [(read, Step::HoldAfter), (wait, Step::Hold)])?
+    else {
+        return Ok("the deadline not read (no ptrace)".into());
+    };
+    if !tracer.held_before(Instant::now() + WAIT_SLICE * 10)? {
+        return Ok("no clock read of the producer seen for its deadline".into());
+    }
+    // Nanoseconds half a second from those of the real clock.
+    let real = realtime();
+    let nanos = (real.subsec_nanos() + 500_000_000) % 1_000_000_000;
+    let to = Duration::new(real.as_secs().saturating_sub(2), nanos);
+    let Some((_, args)) = inspect::call_of(producer, producer) else {
+        tracer.go_on();
+        return Ok("the deadline not read (the clock read not seen)".into());
+    };
+    let mut time_set = [0u8; 16];
+    time_set[..8].copy_from_slice(&(to.as_secs() as i64).to_ne_bytes());
+    time_set[8..].copy_from_slice(&i64::from(to.subsec_nanos()).to_ne_bytes());
+    super::probe::poke(producer, args[1], &time_set)?;
+    tracer.go_on();
+    if !tracer.held_before(Instant::now() + WAIT_SLICE * 5)? {
+        return Ok("the timed wait after the clock read not seen".into());
+    }
+    let before = realtime();
+    let deadline = super::probe::realtime_deadline(producer);
+    tracer.release();
+    let Some(deadline) = deadline else {
+        return Ok("the deadline not read".into());
+    };
+    let expected = to + WAIT_SLICE;
+    let off = deadline.abs_diff(expected);
+    // A later read of the real clock, used for the deadline: a deadline now + WAIT_SLICE too.
+    let on_real_clock = deadline + WAIT_SLICE * 10 >= before && deadline <= realtime() + WAIT_SLICE;
+    if off <= DEADLINE_MARGIN || on_real_clock {
+        return Ok(format!(
+            "its deadline was the clock read the grader set ({}) + WAIT_SLICE",
+            time(to)
+        ));
+    }
+    let seen = format!(
+        "the grader held {PRODUCER} in its wait for ok (the consumer held) as a clock read \
+         (CLOCK_REALTIME) returned, set that read to {}, and held it again at the entry of its \
+         timed wait: the deadline was {}",
+        time(to),
+        time(deadline)
+    );
+    // The seconds of one read, the nanoseconds of another (the real clock's).
+    let same_seconds = deadline.as_secs() == expected.as_secs()
+        || deadline.as_secs() == to.as_secs()
+        || deadline.as_secs() == to.as_secs() + 1;
+    let real_nanos = Duration::from_nanos(u64::from(
+        (deadline.subsec_nanos() + 1_000_000_000 - WAIT_SLICE.subsec_nanos()) % 1_000_000_000,
+    ));
+    let real_now = Duration::from_nanos(u64::from(before.subsec_nanos()));
+    let from_real = real_nanos.abs_diff(real_now) < Duration::from_millis(50)
+        || real_nanos.abs_diff(real_now) > Duration::from_millis(950);
+    if same_seconds && from_real {
+        return Err(Fail::failed(format!(
+            "{seen}: its seconds are those of the read the grader set, its nanoseconds those \
+             of the real clock ({}.{:09} s then): the deadline was built from two clock reads \
+             (tv_sec of one, tv_nsec of another), which near a second's end gives a deadline a \
+             second off. Read the clock once per slice and add WAIT_SLICE to that one timespec",
+            before.as_secs(),
+            before.subsec_nanos()
+        )));
+    }
+    if deadline > to && deadline - to > WAIT_SLICE && deadline - to < Duration::from_secs(1) {
+        return Err(Fail::failed(format!(
+            "{seen}, {} after the clock read, not WAIT_SLICE ({} ms): each slice's deadline is \
+             now + WAIT_SLICE exactly; a longer slice notices a dead peer that much later",
+            super::waits::millis(deadline - to),
+            WAIT_SLICE.as_millis()
+        )));
+    }
+    if deadline > to && deadline - to < WAIT_SLICE {
+        return Err(Fail::failed(format!(
+            "{seen}, {} after the clock read, not WAIT_SLICE ({} ms): each slice's deadline is \
+             now + WAIT_SLICE exactly",
+            super::waits::millis(deadline - to),
+            WAIT_SLICE.as_millis()
+        )));
+    }
+    Err(Fail::failed(format!(
+        "{seen}, not that read + WAIT_SLICE ({}): the deadline was not now + WAIT_SLICE from \
+         the clock read just before the wait (several reads combined, a time kept from \
+         earlier, or another computation)",
+        time(expected)
+    )))
 }
 
 /// The producer's clock stepped forward by [`JUMP`] for one slice within its wait for ok: the

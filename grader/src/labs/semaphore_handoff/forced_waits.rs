@@ -667,6 +667,154 @@ pub fn spins_before_blocking(run: &mut Run) -> Result<String, Fail> {
     })
 }
 
+/// Words of the slot a consumer that polls it would read: the record's number, the first and
+/// a middle word of its payload, its checksum.
+const SLOT_WORDS: &[Field] = &[
+    Field {
+        offset: 0,
+        len: 8,
+        loads: true,
+    },
+    Field {
+        offset: 8,
+        len: 8,
+        loads: true,
+    },
+    Field {
+        offset: 2048,
+        len: 8,
+        loads: true,
+    },
+    Field {
+        offset: super::RECORD_SIZE as usize - 8,
+        len: 8,
+        loads: true,
+    },
+];
+/// How long the grader counts the consumer's looks at the slot once the producer is held.
+const SLOT_WATCH: Duration = Duration::from_millis(150);
+/// The record before which the producer is held: one record copied before, with the
+/// watchpoints (each look a stop of the consumer) armed.
+const SLOT_HELD_AT: u64 = 1;
+/// Looks at the watched words of the slot a consumer that reads the slot only after ready
+/// makes, from the start of the rounds: its copy of each record (a copy in pieces reads a word
+/// a few times; 17 to 25 a record measured); none once the producer is held (a few allowed,
+/// for looks already under way).
+const MOST_SLOT_LOOKS: u64 = 100;
+const SLOT_LOOKS_PER_ROUND: u64 = 50;
+const HELD_SLOT_LOOKS: u64 = 4;
+
+/// The consumer reads the slot only once ready came: hardware watchpoints on words of the
+/// consumer's slot count its loads while the grader holds the producer before a record (no
+/// ready can come): none then, a copy's few a round before.
+pub fn consumer_polls_slot(run: &mut Run) -> Result<String, Fail> {
+    let held_at = SLOT_HELD_AT.to_string();
+    let mut handover = Handover::start(
+        run,
+        "semaphores",
+        SLOT_HELD_AT + 2,
+        &["--pause-producer-at", &held_at],
+    )?;
+    let consumer = handover.consumer;
+    let slot = probe::mappings(consumer)
+        .into_iter()
+        .find(|m| m.shared_anonymous() && m.len() >= super::RECORD_SIZE)
+        .map(|m| m.start);
+    let tracer = match slot {
+        Some(slot) => Tracer::watch_at(consumer, slot, SLOT_WORDS)?,
+        None => None,
+    };
+    let Some(mut tracer) = tracer else {
+        handover.finish(|proc, _| proc.send("go", &[]))?;
+        return Ok("the consumer's slot was not watched (no watchpoints here)".into());
+    };
+    handover.go()?;
+    let started = Instant::now();
+    let until = started + Duration::from_secs(5);
+    let mut held_since: Option<Instant> = None;
+    let mut looks = 0u64;
+    let mut held_looks = 0u64;
+    let mut watched = true;
+    let allowed = MOST_SLOT_LOOKS + SLOT_LOOKS_PER_ROUND * SLOT_HELD_AT;
+    loop {
+        // Once the producer is held, only the consumer's looks are read, for SLOT_WATCH: one
+        // that blocks touches nothing.
+        let next = match held_since {
+            Some(since) => match tracer.next_watched(since + SLOT_WATCH)? {
+                Some(next) => next,
+                None => break,
+            },
+            None => tracer.next(&mut handover.proc, until)?,
+        };
+        match next {
+            Watched::Armed => {}
+            Watched::Hit => {
+                looks += 1;
+                if held_since.is_some() {
+                    held_looks += 1;
+                }
+                if looks > allowed || held_looks > HELD_SLOT_LOOKS {
+                    break;
+                }
+                tracer.go_on();
+            }
+            Watched::Said(message) => match (message.kind.as_str(), message.get("role")) {
+                ("paused", Some("producer")) => held_since = Some(Instant::now()),
+                ("failed", _) => return Err(handover.failure(&message)),
+                ("done", _) => {}
+                (kind, _) => {
+                    return Err(Fail::failed(format!(
+                        "the program said an unexpected `{kind}`"
+                    )));
+                }
+            },
+            Watched::Lost | Watched::Unavailable => {
+                watched = false;
+                break;
+            }
+        }
+    }
+    let watched_for = started.elapsed();
+    drop(tracer);
+    if looks > allowed || held_looks > HELD_SLOT_LOOKS {
+        return Err(Fail::failed(format!(
+            "in {SLOT_HELD_AT} round and then while the grader held the producer before record \
+             {SLOT_HELD_AT} (so that no ready came), the consumer read the slot at least {looks} \
+             times in {} ({held_looks} of them once the producer had said it paused, when a \
+             consumer waiting for ready reads nothing; counted with hardware watchpoints on the \
+             record's number, payload and checksum in the consumer's slot): \
+             take() polls the slot (for a new number or checksum) before, or instead of, waiting \
+             for ready. The slot is read only once ready came: wait(ready) blocks from the start, \
+             then copy the record",
+            millis(watched_for)
+        )));
+    }
+    if held_since.is_none() {
+        return Err(Fail::failed(format!(
+            "the producer did not pause before record {SLOT_HELD_AT}"
+        )));
+    }
+    handover.proc.send("go", &[])?;
+    loop {
+        let message = handover.proc.recv_any()?;
+        match message.kind.as_str() {
+            "failed" => return Err(handover.failure(&message)),
+            "ended" => break,
+            _ => {}
+        }
+    }
+    handover.exit()?;
+    Ok(if watched {
+        format!(
+            "the consumer read the watched words of its slot {looks} times in {} \
+             ({SLOT_HELD_AT} round, then {held_looks} while the producer was held)",
+            millis(watched_for)
+        )
+    } else {
+        "the consumer's slot was not watched (no watchpoints here)".into()
+    })
+}
+
 /// The consumer's post of ok fails (queues: the grader makes its `mq_timedsend()` fail with
 /// `EBADF`, as on a descriptor closed behind its back): take() must return that error
 /// (`kind=post`, from the consumer), not drop it and go on to the next record.

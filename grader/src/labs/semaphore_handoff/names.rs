@@ -287,8 +287,18 @@ fn mode_asked(run: &mut Run, mechanism: &'static str) -> Result<String, Fail> {
 fn slot_length_asked(run: &mut Run) -> Result<String, Fail> {
     let names = [run.ipc_name("ready"), run.ipc_name("ok")];
     let seed: u64 = run.rng().random();
-    let flags = (libc::MAP_SHARED | libc::MAP_ANONYMOUS) as u64;
-    let call = Call::bits(libc::SYS_mmap, 3, flags | libc::MAP_PRIVATE as u64, flags);
+    // The slot's mmap(MAP_SHARED | MAP_ANONYMOUS), or an openat() of /dev/zero before it: a
+    // shared mapping of /dev/zero by descriptor, which /proc/PID/maps shows as it shows an
+    // anonymous one ("/dev/zero (deleted)").
+    const FLAGS: u64 = (libc::MAP_SHARED | libc::MAP_ANONYMOUS) as u64;
+    static SLOT_OR_DEV_ZERO: [Call; 2] = [
+        Call::bits(libc::SYS_mmap, 3, FLAGS | libc::MAP_PRIVATE as u64, FLAGS),
+        Call {
+            number: libc::SYS_openat,
+            matching: crate::engine::tracer::Match::Path("/dev/zero"),
+        },
+    ];
+    let call = Call::any_of(&SLOT_OR_DEV_ZERO);
     let (mut proc, tracer) = spawn_traced(run, &names, call, Action::Hold)?;
     let pid = proc.pid.as_raw();
     let Some(mut tracer) = tracer else {
@@ -296,11 +306,38 @@ fn slot_length_asked(run: &mut Run) -> Result<String, Fail> {
         return Ok("the slot's length asked for not read (no ptrace)".into());
     };
     let reached = tracer.wait(&mut proc, Instant::now() + Duration::from_secs(5))?;
-    let asked = match reached {
-        Reached::Call => crate::engine::inspect::call_of(pid, pid).map(|(_, args)| args[1]),
+    let at = match reached {
+        Reached::Call => crate::engine::inspect::call_of(pid, pid),
         Reached::Passed(_) => None,
     };
     tracer.release();
+    if let Some((number, _)) = at
+        && number == libc::SYS_openat
+    {
+        // Let it go on to `ready`, and see what it mapped.
+        let said = proc.recv_any()?;
+        let slot = probe::mappings(pid)
+            .into_iter()
+            .any(|m| m.shared_anonymous() && m.len() >= RECORD_SIZE);
+        proc.kill_tree();
+        probe::remove_semaphores(&names);
+        if said.kind == "failed" {
+            return Err(report_failure(&said, "semaphores"));
+        }
+        let what = if slot {
+            ", and at `ready` it had a shared mapping shown as /dev/zero (deleted), the size of \
+             the slot: it mapped /dev/zero by descriptor (MAP_SHARED without MAP_ANONYMOUS)"
+        } else {
+            ""
+        };
+        return Err(Fail::failed(format!(
+            "the grader traced the parent's creation of the handoff (semaphores): it opened \
+             /dev/zero (openat) before any mmap(MAP_SHARED | MAP_ANONYMOUS){what}. The slot is \
+             an anonymous shared mapping, mmap_anonymous(MAP_SHARED), no file, no descriptor: \
+             a mapping of /dev/zero only looks like one in /proc/PID/maps"
+        )));
+    }
+    let asked = at.map(|(_, args)| args[1]);
     if let Reached::Passed(Some(message)) = reached {
         proc.kill_tree();
         return Err(match message.kind.as_str() {
@@ -704,6 +741,22 @@ fn close_goes_on(run: &mut Run, mechanism: &'static str, ok_alone: bool) -> Resu
         let message = handover.proc.recv_any()?;
         match (message.kind.as_str(), message.get("role")) {
             ("failed", Some("parent")) if message.get("kind") == Some(kind) => reported = true,
+            // The other kind close() can give: the step the grader failed, given the kind of
+            // another step.
+            ("failed", Some("parent"))
+                if matches!(message.get("kind"), Some("close" | "munmap"))
+                    && tracer.failed_before(Instant::now() + Duration::from_millis(100))? =>
+            {
+                let got = message.get("kind").unwrap_or("");
+                let error = message.get("error").unwrap_or("");
+                return Err(Fail::failed(format!(
+                    "the grader made {step} fail in the parent's Handoff::close() \
+                     ({mechanism}), and the parent reported kind={got} ({error}) instead of \
+                     kind={kind}: a failed munmap() of the slot is HandoffError::Unmap \
+                     (kind=munmap), a failed sem_close() or mq_close() HandoffError::Close \
+                     (kind=close)"
+                )));
+            }
             ("failed", _) => return Err(handover.failure(&message)),
             ("done", _) => {}
             ("ended", _) => break,

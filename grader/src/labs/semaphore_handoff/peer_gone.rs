@@ -455,6 +455,7 @@ pub fn peer_exits_early(run: &mut Run) -> Result<String, Fail> {
         gone_at_first_timeout(run, "semaphores")?,
         gone_at_first_timeout(run, "queues")?,
         gone_at_early_timeout(run)?,
+        not_gone_at_eintr(run)?,
         gone_before_wait(run, "semaphores")?,
     ];
     Ok(notes.join("; "))
@@ -545,6 +546,100 @@ fn gone_at_early_timeout(run: &mut Run) -> Result<String, Fail> {
         "semaphores: the producer gave up at a slice that timed out early with the consumer gone"
             .into(),
     )
+}
+
+/// `EINTR` with the peer gone and nothing there is no timed-out slice: the grader holds the
+/// producer (waiting for ok, the consumer held before a record) as its `kill(consumer, 0)`
+/// after a timed-out slice returns, kills the consumer and waits until it is reaped, then makes
+/// the producer's next timed wait fail at once with `EINTR` (as a signal handler does) and
+/// holds the one after. `EINTR` is waited through: the producer must wait again, a whole slice,
+/// and give up only when that slice has timed out.
+fn not_gone_at_eintr(run: &mut Run) -> Result<String, Fail> {
+    use crate::engine::tracer::{Action, Call};
+    let at = run.rng().random_range(10..50u64).to_string();
+    let mut handover = Handover::start(run, "semaphores", 100, &["--pause-consumer-at", &at])?;
+    handover.go()?;
+    let (producer, consumer) = (handover.producer, handover.consumer);
+    let paused = handover.proc.recv("paused")?;
+    if paused.get("role") != Some("consumer") {
+        return Err(Fail::Grader("the wrong side paused".into()));
+    }
+    let wait = forced_waits::waiting_in(producer).and_then(forced_waits::the_wait);
+    let asks = Call::arg_is(libc::SYS_kill, 0, consumer as u64);
+    let first = match wait {
+        Some(_) => Tracer::attach(producer, asks, Action::HoldAfter)?,
+        None => None,
+    };
+    let mut first = match first {
+        Some(mut tracer) => {
+            if tracer.held_before(Instant::now() + WAIT_SLICE * 20)? {
+                Some(tracer)
+            } else {
+                tracer.release();
+                None
+            }
+        }
+        None => None,
+    };
+    kill(Pid::from_raw(consumer), Signal::SIGKILL)
+        .map_err(|e| Fail::Grader(format!("kill: {e}")))?;
+    let killed = Instant::now();
+    // Whether the EINTR was given, and whether a timed wait followed it.
+    let mut tried = None;
+    if let (Some(tracer), Some(wait)) = (first.take(), wait) {
+        // Reaped: Peer::gone() says so from now on.
+        while probe::state(consumer).is_some() && killed.elapsed() < NOTICE_LIMIT {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        tracer.release_stopped(producer)?;
+        let second = Tracer::in_turn(
+            producer,
+            [(wait, Step::Fail(libc::EINTR)), (wait, Step::Hold)],
+        )?;
+        force::resume(producer)?;
+        if let Some(mut second) = second {
+            if second.failed_before(Instant::now() + Duration::from_secs(2))? {
+                tried = Some(second.held_before(Instant::now() + Duration::from_millis(500))?);
+            }
+            second.release();
+        }
+    }
+    if tried == Some(false) {
+        let mut said = None;
+        while let Some(message) = handover.proc.recv_before(Instant::now() + WAIT_SLICE * 5)? {
+            if message.kind == "failed" && message.get("role") == Some("producer") {
+                said = Some(message);
+                break;
+            }
+        }
+        handover.proc.kill_tree();
+        return Err(match said {
+            Some(message) if message.get("kind") == Some("peer-gone") => Fail::failed(
+                "the grader killed the consumer while the producer waited for its ok \
+                 (semaphores), waited until the parent had reaped it, then made the producer's \
+                 next timed wait return EINTR at once (as a signal handler makes it), with \
+                 nothing posted: the producer gave up with kind=peer-gone at that EINTR, \
+                 without another timed wait. EINTR is no timed-out slice: wait again, with a \
+                 fresh deadline, and ask Peer::gone() only when a slice has timed out \
+                 (ETIMEDOUT)",
+            ),
+            Some(message) => report_failure(&message, "semaphores"),
+            None => Fail::failed(
+                "the grader killed the consumer while the producer waited for its ok \
+                 (semaphores), waited until the parent had reaped it, then made the producer's \
+                 next timed wait return EINTR at once: the producer made no timed wait after \
+                 it, and reported nothing. EINTR is waited through: wait again, with a fresh \
+                 deadline, and ask Peer::gone() only when a slice has timed out",
+            ),
+        });
+    }
+    producer_gives_up(&mut handover, producer, killed, "semaphores")?;
+    Ok(match tried {
+        Some(true) => "semaphores: the producer waited again after an EINTR with the consumer \
+                       gone, and gave up when that slice timed out"
+            .into(),
+        _ => "semaphores: the EINTR with the consumer gone not tried".into(),
+    })
 }
 
 /// Reads what the program says to its end (the consumer killed at `killed`), then lets the

@@ -423,6 +423,7 @@ pub fn waits_block(run: &mut Run) -> Result<String, Fail> {
     handover.verify(&reports, "100 rounds with queues, the producer held")?;
     notes.push(put_waits_for_last_ok(run)?);
     notes.push(forced_waits::spins_before_blocking(run)?);
+    notes.push(forced_waits::consumer_polls_slot(run)?);
     notes.push(super::clock::deadline_edges(run)?);
     Ok(format!(
         "{}; the producer waited {} ms for the held consumer without giving up",
