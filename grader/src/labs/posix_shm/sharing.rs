@@ -515,12 +515,18 @@ fn no_call_in_access(
         "after main.rs had received the command and before it opened the file for the bytes"
     };
     let why = if SYNCS.contains(&number) {
-        "a MAP_SHARED mapping is the object's own pages, which every process sees at once          (msync() and fsync() are for files on a disk, madvise() and mprotect() change nothing          of what a copy sees)"
+        "a MAP_SHARED mapping is the object's own pages, which every process sees at once \
+         (msync() and fsync() are for files on a disk, madvise() and mprotect() change nothing \
+         of what a copy sees)"
     } else {
-        "the bytes are in every process's view the moment the store is made: nothing needs to          be flushed, yielded for, locked or waited for"
+        "the bytes are in every process's view the moment the store is made: nothing needs to \
+         be flushed, yielded for, locked or waited for"
     };
     Err(Fail::failed(format!(
-        "{what} of the table, {} entered {} {window}, that is, inside {doing} itself (the          grader, which traced it, held it there; only its allocator's brk()/mmap()/munmap()          may come there): {doing} copies {} the mapping in place, with no system call at all;          {why}",
+        "{what} of the table, {} entered {} {window}, that is, inside {doing} itself (the \
+         grader, which traced it, held it there; only its allocator's brk()/mmap()/munmap() \
+         may come there): {doing} copies {} the mapping in place, with no system call at all; \
+         {why}",
         table.who,
         any_call_name(number),
         if write { "into" } else { "out of" }
