@@ -126,6 +126,9 @@ pub fn failed_create(run: &mut Run) -> Result<String, Fail> {
         }
         proc.wait()?;
     }
+    // First the size under a taken name: a create that decides a step fails before any
+    // shm_open() is told so, before the forced calls (which it never makes) are looked for.
+    taken_name_before_size(run)?;
     let forced = if forced_ftruncate_failure(run)?
         && forced_cleanup_failure(run)?
         && failed_creator_calls(run)?
@@ -138,7 +141,6 @@ pub fn failed_create(run: &mut Run) -> Result<String, Fail> {
     } else {
         ""
     };
-    taken_name_before_size(run)?;
     Ok(format!(
         "creates that failed in ftruncate() and in mmap() said so and left nothing{forced}"
     ))

@@ -46,26 +46,102 @@ pub fn refused_with(
     )))
 }
 
-/// A creator whose creating `shm_open()` fails with `ENOSPC`, and one whose `mmap()` of the new
-/// object fails with `ENODEV`: each says its step's kind with that errno, leaves no name, and
-/// holds no descriptor of the object as it exits. `false` where the grader may not trace.
+/// One create whose call the grader fails: what it is, the size, the call, the errno.
+struct Forced {
+    tag: &'static str,
+    size: usize,
+    step: &'static str,
+    errno: i32,
+    kind: &'static str,
+    variant: &'static str,
+    /// An object of the grader's own is at the name already.
+    taken: bool,
+    /// Why it matters that the call was made, when it was not.
+    unmade: &'static str,
+}
+
+/// The calls of [`failed_creator_calls`]: each site with an errno no other path gives there,
+/// other than the one another check forces at it (`EFBIG` for `ftruncate()`), and at the edges
+/// of sizes: a size of exactly `i64::MAX` (an `off_t`: `ftruncate()` must be asked), and 4 GiB
+/// less a page (`mmap()` must be asked: only the call knows what can be mapped).
+const FORCED: [Forced; 5] = [
+    Forced {
+        tag: "opening",
+        size: 12_288,
+        step: "shm_open() with O_CREAT",
+        errno: libc::ENOSPC,
+        kind: "shm-open",
+        variant: "Open",
+        taken: false,
+        unmade: "a table is created with shm_open(name, O_CREAT | O_EXCL | O_RDWR, 0600)",
+    },
+    Forced {
+        tag: "opening-taken",
+        size: 12_288,
+        step: "shm_open() with O_CREAT, under a name the grader's object has,",
+        errno: libc::ENOSPC,
+        kind: "shm-open",
+        variant: "Open",
+        taken: true,
+        unmade: "the name was taken, but `exists` is shm_open()'s answer (EEXIST), not a look \
+                 at /dev/shm/NAME (lstat(), access(), Path::exists()) made instead of it: \
+                 create() always calls shm_open(O_CREAT | O_EXCL), and answers from its errno \
+                 (here the grader's ENOSPC: shm-open)",
+    },
+    Forced {
+        tag: "mapping",
+        size: 12_288,
+        step: "mmap()",
+        errno: libc::ENODEV,
+        kind: "mmap",
+        variant: "Map",
+        taken: false,
+        unmade: "a table is sized with ftruncate() and mapped with mmap(MAP_SHARED) of its \
+                 whole size",
+    },
+    Forced {
+        tag: "mapping-vast",
+        size: (4 << 30) - 4096,
+        step: "mmap() (of 4 GiB less a page)",
+        errno: libc::ENODEV,
+        kind: "mmap",
+        variant: "Map",
+        taken: false,
+        unmade: "whether a size can be mapped is mmap()'s to say: a size limit of the \
+                 program's own (the address space it assumes) answers for the call; the table \
+                 is mapped with mmap(MAP_SHARED) of its whole size, whatever that is, and \
+                 TableError::Map carries mmap()'s own errno",
+    },
+    Forced {
+        tag: "sizing-edge",
+        size: i64::MAX as usize,
+        step: "ftruncate() (to exactly i64::MAX bytes)",
+        errno: libc::EPERM,
+        kind: "ftruncate",
+        variant: "Truncate",
+        taken: false,
+        unmade: "i64::MAX is a valid off_t (on tmpfs ftruncate() to it even succeeds): only a \
+                 size past i64::MAX may be refused without the call (i64::try_from(size)); the \
+                 bound is off by one",
+    },
+];
+
+/// Creators whose creating `shm_open()` ([`FORCED`]), `ftruncate()` or `mmap()` the grader
+/// fails: each says its step's kind with that errno, leaves no name, and holds no descriptor
+/// of the object as it exits. `false` where the grader may not trace.
 pub fn failed_creator_calls(run: &mut Run) -> Result<bool, Fail> {
-    let size = 12_288;
-    let cases = [
-        (
-            "opening",
-            "shm_open() with O_CREAT",
-            libc::ENOSPC,
-            "shm-open",
-            "Open",
-        ),
-        ("mapping", "mmap()", libc::ENODEV, "mmap", "Map"),
-    ];
-    for (tag, step, errno, kind, variant) in cases {
-        let name = run.ipc_name(&format!("forced-{tag}"));
-        let call = match kind {
-            "shm-open" => Call::opening(&dev_shm(&name)),
+    for case in &FORCED {
+        let (size, errno, kind) = (case.size, case.errno, case.kind);
+        let name = run.ipc_name(&format!("forced-{}", case.tag));
+        let call = match case.variant {
+            "Open" => Call::opening(&dev_shm(&name)),
+            "Truncate" => Call::any(libc::SYS_ftruncate),
             _ => Call::mapping_shared(size),
+        };
+        let planted = if case.taken {
+            Some(super::probes::plant_object(run, &name, &[7u8; 64])?)
+        } else {
+            None
         };
         let mut proc = start_stopped(run, &name, Some(size), CREATOR)?;
         let pid = proc.pid.as_raw();
@@ -77,30 +153,39 @@ pub fn failed_creator_calls(run: &mut Run) -> Result<bool, Fail> {
             return Ok(false);
         };
         let what = format!(
-            "creating a {size}-byte table while the grader fails its {step} with {:?}",
+            "creating a {size}-byte table while the grader fails its {} with {:?}",
+            case.step,
             Errno::from_raw(errno)
         );
         let answer = await_answer(&mut proc, CREATOR, &what, Some(kind));
-        let left = exists(&name);
+        let left = !case.taken && exists(&name);
+        let intact = !case.taken
+            || std::fs::symlink_metadata(dev_shm(&name)).is_ok_and(|meta| meta.len() == 64);
+        drop(planted);
         let _ = std::fs::remove_file(dev_shm(&name));
         let answer = answer?;
         if !tracer.failed_the_call()? {
             proc.kill_tree();
             return Err(Fail::failed(format!(
-                "{what}: the creator made no such call on its main thread before it said {}; a \
-                 table is created with shm_open(name, O_CREAT | O_EXCL | O_RDWR, 0600), sized \
-                 with ftruncate() and mapped with mmap(MAP_SHARED) of its whole size",
-                said(&answer)
+                "{what}: the creator made no such call on its main thread before it said {}: \
+                 {}",
+                said(&answer),
+                case.unmade
             )));
         }
-        refused_with(&answer, kind, errno, &what, variant)?;
-        if left {
+        refused_with(&answer, kind, errno, &what, case.variant)?;
+        if left || !intact {
             proc.kill_tree();
             return Err(Fail::failed(format!(
-                "{what}: it said kind={kind} with the errno, but {} was left behind: a create \
-                 that fails after its shm_open() unlinks the name before it returns (a failed \
-                 create leaves nothing)",
-                dev_shm(&name).display()
+                "{what}: it said kind={kind} with the errno, but {} {}: a create that fails \
+                 after its shm_open() unlinks the name before it returns (a failed create \
+                 leaves nothing), and one whose shm_open() failed made nothing to remove",
+                dev_shm(&name).display(),
+                if left {
+                    "was left behind"
+                } else {
+                    "(the grader's object) is no longer there as it was"
+                }
             )));
         }
         let kept = descriptors_at_exit(&proc, Some(tracer), &name)?;

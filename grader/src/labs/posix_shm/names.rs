@@ -3,9 +3,10 @@
 
 use ipc_labs_driver::Message;
 
-use crate::engine::{Fail, Proc, Run};
+use crate::engine::tracer::{Action, Call, Tracer};
+use crate::engine::{Fail, Proc, Run, force};
 
-use super::driver::{CREATOR, OPENER, await_answer, is_refusal, said, start};
+use super::driver::{CREATOR, OPENER, await_answer, is_refusal, said, start, start_stopped};
 use super::probes::{dev_shm, exists, plant_object};
 
 /// A name the program must refuse, and what is wrong with it.
@@ -149,7 +150,26 @@ pub fn invalid_names(run: &mut Run) -> Result<String, Fail> {
     let opened: Vec<String> = cases.iter().map(|(asked, _, _)| asked.clone()).collect();
     // None of these depends on another: all start at once, and are judged in order.
     let creating = start_all(run, &names, Some(64), CREATOR)?;
-    let opening = start_all(run, &opened, None, OPENER)?;
+    // Each opener traced from its start: the openat() its shm_open() would make of the object
+    // the grader planted is reported if it is made (the name is checked first: it must not be).
+    let mut opening = Vec::new();
+    let mut open_tracers = Vec::new();
+    for (asked, target, _) in &cases {
+        let proc = start_stopped(run, asked, None, OPENER)?;
+        let pid = proc.pid.as_raw();
+        open_tracers.push(Tracer::attach(
+            pid,
+            Call::opening(&dev_shm(target)),
+            Action::Report,
+        )?);
+        force::resume(pid)?;
+        opening.push(proc);
+    }
+    // Names with nothing wrong but a look: '/.' and '/..' are '/' and 1 or 2 bytes, no other
+    // '/': valid by the rule, so they reach shm_open() (which refuses them, or finds the
+    // directory): any answer but bad-name.
+    let mut dot_create = start(run, "/.", Some(64), CREATOR)?;
+    let mut dot_open = start(run, "/..", None, OPENER)?;
     let mut zero_proc = start(run, &zero_bad, Some(0), CREATOR)?;
     let mut zero_procs = Vec::new();
     for (name, _) in &zero_glibc_refuses {
@@ -176,8 +196,25 @@ pub fn invalid_names(run: &mut Run) -> Result<String, Fail> {
     longest_table.close()?;
 
     let answers = first_answers(opening, &opened, OPENER)?;
-    for ((asked, target, what), (mut proc, answer)) in cases.iter().zip(answers) {
+    for (((asked, target, what), (mut proc, answer)), tracer) in
+        cases.iter().zip(answers).zip(open_tracers)
+    {
         if is_refusal(&answer, "bad-name") {
+            let opened_it = match tracer {
+                Some(mut tracer) => tracer.failed_the_call()?,
+                None => false,
+            };
+            if opened_it {
+                proc.kill_tree();
+                return Err(Fail::failed(format!(
+                    "open() of a name with {what} ({asked:.40}) said kind=bad-name, but before \
+                     that answer it had opened {} (the grader traced it from its start and saw \
+                     the openat() that glibc's shm_open() makes for that name): it calls \
+                     shm_open() first and checks the name afterwards; open() checks the name \
+                     (check_name) before any shm_open(), so a bad name reaches no system call",
+                    dev_shm(target).display()
+                )));
+            }
             proc.wait()?;
             continue;
         }
@@ -275,6 +312,32 @@ pub fn invalid_names(run: &mut Run) -> Result<String, Fail> {
             said(&answer)
         )));
     }
+    for (proc, who, op, name) in [
+        (&mut dot_create, CREATOR, "creating a table", "/."),
+        (&mut dot_open, OPENER, "opening", "/.."),
+    ] {
+        let what = format!("{op} named {name:?}");
+        let answer = await_answer(proc, who, &what, None)?;
+        if is_refusal(&answer, "bad-name") {
+            return Err(Fail::failed(format!(
+                "{what}, the program said {}: {name:?} is '/' then {} byte(s), none of them \
+                 '/': valid by the name rule, so it goes to shm_open(), whose answer (glibc \
+                 refuses '.' and '..' with EINVAL, and /dev/shm/{} is a directory that exists) \
+                 is the one to report (kind=shm-open or exists); check_name() checks only the \
+                 slashes and the length, it refuses no name for what its bytes are",
+                said(&answer),
+                name.len() - 1,
+                &name[1..]
+            )));
+        }
+        if answer.kind == "mapped" {
+            return Err(Fail::failed(format!(
+                "{what}, the program said `mapped`: shm_open() cannot open {name:?} (glibc \
+                 refuses it, EINVAL); its answer is the one to report"
+            )));
+        }
+        proc.wait()?;
+    }
     let mut odd_table = super::driver::mapped(odd_proc, answer, &odd, CREATOR)?;
     let mut odd_opener = start(run, &odd, None, OPENER)?;
     let answer = await_answer(&mut odd_opener, OPENER, &format!("opening {odd:?}"), None)?;
@@ -292,8 +355,9 @@ pub fn invalid_names(run: &mut Run) -> Result<String, Fail> {
     Ok(
         "bad names (no leading slash, two leading slashes, a second slash, a trailing slash, \
         '/' alone, 256 bytes, 250 characters in more than 255 bytes, the empty name) were refused by create, \
-        the first two by open too, bad names with size 0 too; a 255-byte name, and one with a \
-        space, punctuation and multi-byte characters, worked"
+        the first two by open too (with no shm_open() of them), bad names with size 0 too; a \
+        255-byte name, and one with a space, punctuation and multi-byte characters, worked; '/.' \
+        and '/..' reached shm_open()"
             .into(),
     )
 }

@@ -220,6 +220,8 @@ pub fn open_errors(run: &mut Run) -> Result<String, Fail> {
     size_looked_at_once(run)?;
     beside_a_held_creator(run)?;
     failed_fstat(run)?;
+    refused_open(run)?;
+    missing_opened_once(run)?;
     Ok(
         "a name that does not exist was not-found and stayed so; a 0-byte object was empty, \
         both at once, also when it was sized right after the opener's fstat(); a link in \
@@ -476,6 +478,108 @@ fn failed_fstat(run: &mut Run) -> Result<(), Fail> {
         )));
     }
     drop(planted);
+    proc.wait()?;
+    Ok(())
+}
+
+/// An opener of a 64-byte object whose `shm_open()` the grader fails with `EACCES` (what an
+/// object of another user, mode 600, gives): only `ENOENT` is `not-found`; any other failure of
+/// `shm_open()` is `shm-open` with its errno, and the object stays.
+fn refused_open(run: &mut Run) -> Result<(), Fail> {
+    let name = run.ipc_name("forbidden");
+    let path = dev_shm(&name);
+    let planted = plant_object(run, &name, &[9u8; 64])?;
+    let mut proc = start_stopped(run, &name, None, OPENER)?;
+    let pid = proc.pid.as_raw();
+    let tracer = Tracer::attach(pid, Call::opening(&path), Action::Fail(libc::EACCES))?;
+    force::resume(pid)?;
+    let Some(mut tracer) = tracer else {
+        proc.kill_tree();
+        return Ok(());
+    };
+    let what = format!(
+        "opening {}, a 64-byte object, while the grader fails the opener's shm_open() with \
+         EACCES (as for an object of another user)",
+        path.display()
+    );
+    let answer = await_answer(&mut proc, OPENER, &what, Some("shm-open"))?;
+    let failed = tracer.failed_the_call()?;
+    drop(tracer);
+    if !failed {
+        proc.kill_tree();
+        return Err(Fail::failed(format!(
+            "{what}: the opener made no openat() of {} on its main thread before it said {}: \
+             open() opens the object with shm_open(name, O_RDWR)",
+            path.display(),
+            said(&answer)
+        )));
+    }
+    if is_refusal(&answer, "not-found") {
+        return Err(Fail::failed(format!(
+            "{what}: it said {}, but the object exists: shm_open() refused it with EACCES (a \
+             permission), not ENOENT; only ENOENT is TableError::NotFound (kind=not-found), \
+             every other errno of shm_open() is TableError::Open(errno) (kind=shm-open)",
+            said(&answer)
+        )));
+    }
+    super::forced::refused_with(&answer, "shm-open", libc::EACCES, &what, "Open")?;
+    let intact = std::fs::symlink_metadata(&path).is_ok_and(|meta| meta.len() == 64);
+    drop(planted);
+    if !intact {
+        return Err(Fail::failed(format!(
+            "{what}: the opener said {}, but the object is no longer there at 64 bytes: a \
+             failed open leaves the object as it was",
+            said(&answer)
+        )));
+    }
+    proc.wait()?;
+    Ok(())
+}
+
+/// An opener of a name that does not exist, traced from its start: its first `shm_open()` of
+/// the name says `ENOENT` (the grader's answer, as the kernel's), and it answers `not-found`
+/// with no second one: no retry, no waiting for the name to appear.
+fn missing_opened_once(run: &mut Run) -> Result<(), Fail> {
+    let name = run.ipc_name("absent");
+    let path = dev_shm(&name);
+    let mut proc = start_stopped(run, &name, None, OPENER)?;
+    let pid = proc.pid.as_raw();
+    let tracer = Tracer::fail_times(pid, Call::opening(&path), libc::ENOENT, 2)?;
+    force::resume(pid)?;
+    let Some(tracer) = tracer else {
+        proc.kill_tree();
+        return Ok(());
+    };
+    let what = format!("opening {}, which does not exist", path.display());
+    let answer = await_answer(&mut proc, OPENER, &what, Some("not-found"));
+    let count = tracer.failed_count(Instant::now() + Duration::from_millis(200))?;
+    let answer = answer?;
+    if count >= 2 {
+        proc.kill_tree();
+        return Err(Fail::failed(format!(
+            "{what}: its shm_open() said ENOENT, and before it answered ({}) the opener opened \
+             the name again (the grader, which traced it, saw a second openat() of {}): it \
+             retries a missing name, waiting in a loop for a creator to make it; ENOENT is \
+             TableError::NotFound at once, after one shm_open() (no call of this lab waits)",
+            said(&answer),
+            path.display()
+        )));
+    }
+    if count == 0 {
+        proc.kill_tree();
+        return Err(Fail::failed(format!(
+            "{what}: the opener made no openat() of {} on its main thread before it said {}: \
+             open() opens the object with shm_open(name, O_RDWR)",
+            path.display(),
+            said(&answer)
+        )));
+    }
+    refused(
+        &answer,
+        "not-found",
+        &what,
+        "shm_open()'s ENOENT is TableError::NotFound (kind=not-found)",
+    )?;
     proc.wait()?;
     Ok(())
 }

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use rand::RngExt;
 
 use crate::engine::diagnose::classify;
-use crate::engine::tracer::{Action, Call, Reached, Tracer};
+use crate::engine::tracer::{Action, Call, Reached, Step, Tracer};
 use crate::engine::{Fail, Run, force, inspect};
 
 use super::driver::{
@@ -344,6 +344,88 @@ fn sync_name(number: i64) -> &'static str {
     }
 }
 
+/// The calls a program's allocator makes on memory of its own (a buffer allocated or freed
+/// around an access), which say nothing of the access itself.
+const ALLOCATOR: [i64; 4] = [
+    libc::SYS_brk,
+    libc::SYS_mmap,
+    libc::SYS_munmap,
+    libc::SYS_mremap,
+];
+
+/// Every call number but `allowed` (those are -2, which no call has): with [`Call::one_of`],
+/// the first call the program makes that is not one of them, whatever it is.
+const fn all_but<const N: usize>(allowed: [i64; N]) -> [i64; 512] {
+    let mut numbers = [-2i64; 512];
+    let mut n = 0;
+    while n < 512 {
+        let mut seen = false;
+        let mut i = 0;
+        while i < N {
+            if allowed[i] == n as i64 {
+                seen = true;
+            }
+            i += 1;
+        }
+        if !seen {
+            numbers[n] = n as i64;
+        }
+        n += 1;
+    }
+    numbers
+}
+
+/// A `write` command: after the `close()` of the data file the program read, and before its
+/// answer (`sendto()`, with the `getpid()` of its message), only the allocator may call.
+static AFTER_DATA_FILE: [i64; 512] = all_but([
+    ALLOCATOR[0],
+    ALLOCATOR[1],
+    ALLOCATOR[2],
+    ALLOCATOR[3],
+    libc::SYS_getpid,
+]);
+
+/// A `read` command: after the command's `recvfrom()` and before the `openat()` of the file it
+/// writes the bytes to, only the allocator may call (the buffer).
+static BEFORE_RESULT_FILE: [i64; 512] = all_but([
+    ALLOCATOR[0],
+    ALLOCATOR[1],
+    ALLOCATOR[2],
+    ALLOCATOR[3],
+    libc::SYS_recvfrom,
+    libc::SYS_restart_syscall,
+]);
+
+/// The name of a call made inside an access.
+fn any_call_name(number: i64) -> String {
+    if SYNCS.contains(&number) {
+        return sync_name(number).into();
+    }
+    let known = match number {
+        libc::SYS_sched_yield => Some("sched_yield() (std::thread::yield_now())"),
+        libc::SYS_getpid => Some("getpid()"),
+        libc::SYS_futex => Some("futex() (a lock or a condition variable)"),
+        libc::SYS_nanosleep | libc::SYS_clock_nanosleep => Some("a sleep (nanosleep())"),
+        libc::SYS_membarrier => Some("membarrier()"),
+        libc::SYS_pread64 | libc::SYS_pwrite64 => Some("pread()/pwrite()"),
+        libc::SYS_process_vm_readv | libc::SYS_process_vm_writev => {
+            Some("process_vm_readv()/process_vm_writev()")
+        }
+        libc::SYS_sendto => Some("sendto()"),
+        _ => crate::engine::diagnose::call_name(number),
+    };
+    match known {
+        Some(name) => name.into(),
+        None => format!("system call number {number}"),
+    }
+}
+
+/// One more write (or read) by `table`, traced: between the command's own steps (the data file
+/// read in, or the result file written out) and the access, the program may make no system call
+/// at all but its allocator's: the first other call it makes, held, must be the next step of
+/// `main.rs` (the answer's `sendto()` after a write, the result file's `openat()` after a
+/// read). Any other call (a sync, a yield, a lock, a sleep, a look at the object) is made inside
+/// the access, which the rules forbid.
 fn no_call_in_access(
     run: &mut Run,
     table: &mut Table,
@@ -352,7 +434,18 @@ fn no_call_in_access(
     write: bool,
 ) -> Result<(), Fail> {
     let pid = table.pid();
-    let Some(mut tracer) = Tracer::attach(pid, Call::one_of(SYNCS), Action::Hold)? else {
+    let tracer = if write {
+        Tracer::in_turn(
+            pid,
+            [
+                (Call::any(libc::SYS_close), Step::Pass),
+                (Call::one_of(&AFTER_DATA_FILE), Step::Hold),
+            ],
+        )?
+    } else {
+        Tracer::attach(pid, Call::one_of(&BEFORE_RESULT_FILE), Action::Hold)?
+    };
+    let Some(mut tracer) = tracer else {
         return Ok(());
     };
     let (fields, file, what) = if write {
@@ -367,26 +460,36 @@ fn no_call_in_access(
     };
     table.proc.send("cmd", &fields)?;
     let until = Instant::now() + Duration::from_secs(5);
-    let reached = tracer.wait(&mut table.proc, until)?;
-    let (held, said_first) = match reached {
-        Reached::Call => {
-            let call = inspect::call_of(pid, pid);
-            let table_at = super::probes::table_mapping(pid, &table.name);
-            tracer.release();
-            let on_table = |&(number, args): &(i64, [u64; 6])| {
-                !ON_MEMORY.contains(&number)
-                    || table_at.is_some_and(|m| args[0] < m.end && m.start < args[0] + args[1])
-            };
-            match call {
-                // Memory of its own (its allocator's, its runtime's): not the table's.
-                Some(call) if !on_table(&call) => (None, None),
-                call => (Some(call.map_or(-1, |(number, _)| number)), None),
-            }
+    let (held, said_first) = if write {
+        (tracer.held_before(until)?, None)
+    } else {
+        match tracer.wait(&mut table.proc, until)? {
+            Reached::Call => (true, None),
+            Reached::Passed(said_first) => (false, said_first),
         }
-        Reached::Passed(said_first) => {
-            drop(tracer);
-            (None, said_first)
+    };
+    let expected = if write {
+        libc::SYS_sendto
+    } else {
+        libc::SYS_openat
+    };
+    let held = if held {
+        let call = inspect::call_of(pid, pid);
+        let table_at = super::probes::table_mapping(pid, &table.name);
+        tracer.release();
+        let on_table = |&(number, args): &(i64, [u64; 6])| {
+            !ON_MEMORY.contains(&number)
+                || table_at.is_some_and(|m| args[0] < m.end && m.start < args[0] + args[1])
+        };
+        match call {
+            Some((number, _)) if number == expected => None,
+            // Memory of its own (its allocator's, its runtime's): not the table's.
+            Some(call) if ON_MEMORY.contains(&call.0) && !on_table(&call) => None,
+            call => Some(call.map_or(-1, |(number, _)| number)),
         }
+    } else {
+        drop(tracer);
+        None
     };
     let Some(number) = held else {
         let answer = match said_first {
@@ -406,13 +509,26 @@ fn no_call_in_access(
     await_answer(&mut table.proc, table.who, &what, None)?;
     let _ = std::fs::remove_file(&file);
     let doing = if write { "write()" } else { "read()" };
+    let window = if write {
+        "after main.rs had read the data file (its close()) and before it sent its answer"
+    } else {
+        "after main.rs had received the command and before it opened the file for the bytes"
+    };
+    let why = if SYNCS.contains(&number) {
+        "a MAP_SHARED mapping is the object's own pages, which every process sees at once \
+         (msync() and fsync() are for files on a disk, madvise() and mprotect() change nothing \
+         of what a copy sees)"
+    } else {
+        "the bytes are in every process's view the moment the store is made: nothing needs to \
+         be flushed, yielded for, locked or waited for"
+    };
     Err(Fail::failed(format!(
-        "{what} of the table, {} entered {} (the grader, which traced it, held it there): \
-         {doing} copies {} the mapping in place, with no system call; a MAP_SHARED mapping is \
-         the object's own pages, which every process sees at once (msync() and fsync() are for \
-         files on a disk, madvise() and mprotect() change nothing of what a copy sees)",
+        "{what} of the table, {} entered {} {window}, that is, inside {doing} itself (the \
+         grader, which traced it, held it there; only its allocator's brk()/mmap()/munmap() \
+         may come there): {doing} copies {} the mapping in place, with no system call at all; \
+         {why}",
         table.who,
-        sync_name(number),
+        any_call_name(number),
         if write { "into" } else { "out of" }
     )))
 }
