@@ -42,8 +42,8 @@ pub struct Args {
     /// `--write junit=junit.xml --write github-summary=$GITHUB_STEP_SUMMARY`.
     #[arg(long = "write", value_name = "FORMAT=PATH")]
     pub write: Vec<report::Destination>,
-    /// How many checks run at once (checks that measure time always run alone) [default: the
-    /// number of CPUs].
+    /// How many checks run at once (checks that measure time always run alone) [default: one
+    /// more than the number of CPUs].
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
     pub jobs: Option<u32>,
     /// Where each check's full log is written [default: target/grade/logs].
@@ -295,8 +295,10 @@ fn grade(args: Args) -> ExitCode {
     let options = Options {
         variant,
         seed,
+        // Most of a check's time is spent waiting (for its programs, for a hold to end), so one
+        // check more than there are CPUs keeps them busy.
         jobs: args.jobs.map_or_else(
-            || std::thread::available_parallelism().map_or(1, |n| n.get()),
+            || std::thread::available_parallelism().map_or(1, |n| n.get()) + 1,
             |n| n as usize,
         ),
         log_dir: args

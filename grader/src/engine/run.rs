@@ -206,16 +206,26 @@ impl Run {
         args: &[S],
         (msg_max, msgsize_max): (u64, u64),
     ) -> Result<Option<Proc>, Fail> {
-        if !nix::unistd::geteuid().is_root()
-            || !process::message_queue_sysctls_allowed(msg_max, msgsize_max)
-        {
-            return Ok(None);
+        match self.message_queue_namespace((msg_max, msgsize_max), None) {
+            Some(limits) => self.spawn_stopped_limited(args, limits).map(Some),
+            None => Ok(None),
         }
-        let limits = Limits {
+    }
+
+    /// The limits of a program in an IPC namespace of its own with these message queue limits:
+    /// `None` unless the grader is root and the limits can be set.
+    fn message_queue_namespace(
+        &self,
+        (msg_max, msgsize_max): (u64, u64),
+        msg_default: Option<u64>,
+    ) -> Option<Limits> {
+        let allowed = nix::unistd::geteuid().is_root()
+            && process::message_queue_sysctls_allowed(msg_max, msgsize_max);
+        allowed.then_some(Limits {
             message_queue_sysctls: Some((msg_max, msgsize_max)),
+            message_queue_msg_default: msg_default,
             ..self.limits
-        };
-        self.spawn_stopped_limited(args, limits).map(Some)
+        })
     }
 
     fn spawn_in_message_queue_namespace<S: AsRef<OsStr>>(
@@ -224,17 +234,10 @@ impl Run {
         (msg_max, msgsize_max): (u64, u64),
         msg_default: Option<u64>,
     ) -> Result<Option<Proc>, Fail> {
-        if !nix::unistd::geteuid().is_root()
-            || !process::message_queue_sysctls_allowed(msg_max, msgsize_max)
-        {
-            return Ok(None);
+        match self.message_queue_namespace((msg_max, msgsize_max), msg_default) {
+            Some(limits) => self.spawn_limited(args, limits).map(Some),
+            None => Ok(None),
         }
-        let limits = Limits {
-            message_queue_sysctls: Some((msg_max, msgsize_max)),
-            message_queue_msg_default: msg_default,
-            ..self.limits
-        };
-        self.spawn_limited(args, limits).map(Some)
     }
 
     /// Starts the lab's program like [`Run::spawn`], without the capability that lets root pass

@@ -408,11 +408,7 @@ fn open_refused(run: &mut Run) -> Result<(), Fail> {
     let outcome = (|| {
         for (errno, errno_name) in OPEN_ERRNOS {
             let mut proc = spawn_producer_stopped(run, &name)?;
-            let pid = proc.pid.as_raw();
-            let tracer = Tracer::attach(pid, Call::any(libc::SYS_mq_open), Action::Fail(errno))?;
-            force::resume(pid)?;
-            let answer = proc.recv_any()?;
-            drop(tracer);
+            let answer = answer_with_mq_open_failed(&mut proc, errno)?;
             if answer.kind == "ready" {
                 // Not traced, and allowed to open a queue of mode 0 (root): nothing to see here.
                 run.note("a queue the producer may not open not tried (no ptrace, and it may)");
@@ -475,11 +471,7 @@ fn create_refused(run: &mut Run) -> Result<(), Fail> {
     for (errno, errno_name) in CREATE_ERRNOS {
         let name = run.ipc_name(&format!("refused-{}", errno_name.to_lowercase()));
         let mut proc = spawn_consumer_stopped(run, &name)?;
-        let pid = proc.pid.as_raw();
-        let tracer = Tracer::attach(pid, Call::any(libc::SYS_mq_open), Action::Fail(errno))?;
-        force::resume(pid)?;
-        let answer = proc.recv_any()?;
-        drop(tracer);
+        let answer = answer_with_mq_open_failed(&mut proc, errno)?;
         if answer.kind == "ready" {
             run.note("a creating mq_open() that fails not tried (no ptrace)");
             return end_consumer(proc, &name, &answer);
@@ -722,4 +714,18 @@ fn end_consumer(
         )));
     }
     release(&mut proc)
+}
+
+/// What `proc`, started stopped, answers with its `mq_open()` failed with `errno` (a tracer;
+/// where the grader may not trace it, the call goes through).
+fn answer_with_mq_open_failed(
+    proc: &mut crate::engine::Proc,
+    errno: i32,
+) -> Result<ipc_labs_driver::Message, Fail> {
+    let pid = proc.pid.as_raw();
+    let tracer = Tracer::attach(pid, Call::any(libc::SYS_mq_open), Action::Fail(errno))?;
+    force::resume(pid)?;
+    let answer = proc.recv_any();
+    drop(tracer);
+    answer
 }

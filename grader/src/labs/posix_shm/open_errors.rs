@@ -507,12 +507,7 @@ fn refused_open(run: &mut Run) -> Result<(), Fail> {
     drop(tracer);
     if !failed {
         proc.kill_tree();
-        return Err(Fail::failed(format!(
-            "{what}: the opener made no openat() of {} on its main thread before it said {}: \
-             open() opens the object with shm_open(name, O_RDWR)",
-            path.display(),
-            said(&answer)
-        )));
+        return Err(no_open_of(&what, &path, &answer));
     }
     if is_refusal(&answer, "not-found") {
         return Err(Fail::failed(format!(
@@ -567,12 +562,7 @@ fn missing_opened_once(run: &mut Run) -> Result<(), Fail> {
     }
     if count == 0 {
         proc.kill_tree();
-        return Err(Fail::failed(format!(
-            "{what}: the opener made no openat() of {} on its main thread before it said {}: \
-             open() opens the object with shm_open(name, O_RDWR)",
-            path.display(),
-            said(&answer)
-        )));
+        return Err(no_open_of(&what, &path, &answer));
     }
     refused(
         &answer,
@@ -582,4 +572,14 @@ fn missing_opened_once(run: &mut Run) -> Result<(), Fail> {
     )?;
     proc.wait()?;
     Ok(())
+}
+
+/// The opener answered (`answer`) without opening `path` on its main thread.
+fn no_open_of(what: &str, path: &std::path::Path, answer: &ipc_labs_driver::Message) -> Fail {
+    Fail::failed(format!(
+        "{what}: the opener made no openat() of {} on its main thread before it said {}: open() \
+         opens the object with shm_open(name, O_RDWR)",
+        path.display(),
+        said(answer)
+    ))
 }

@@ -612,16 +612,11 @@ pub fn spins_before_blocking(run: &mut Run) -> Result<String, Fail> {
                 }
                 tracer.go_on();
             }
-            Watched::Said(message) => match (message.kind.as_str(), message.get("role")) {
-                ("paused", Some("consumer")) => held_since = Some(Instant::now()),
-                ("failed", _) => return Err(handover.failure(&message)),
-                ("done", _) => {}
-                (kind, _) => {
-                    return Err(Fail::failed(format!(
-                        "the program said an unexpected `{kind}`"
-                    )));
+            Watched::Said(message) => {
+                if paused_for_the_grader(&handover, &message, "consumer")? {
+                    held_since = Some(Instant::now());
                 }
-            },
+            }
             Watched::Lost | Watched::Unavailable => {
                 watched = false;
                 break;
@@ -641,21 +636,12 @@ pub fn spins_before_blocking(run: &mut Run) -> Result<String, Fail> {
             millis(watched_for)
         )));
     }
-    if held_since.is_none() {
-        return Err(Fail::failed(format!(
-            "the consumer did not pause before record {SPIN_HELD_AT}"
-        )));
-    }
-    handover.proc.send("go", &[])?;
-    loop {
-        let message = handover.proc.recv_any()?;
-        match message.kind.as_str() {
-            "failed" => return Err(handover.failure(&message)),
-            "ended" => break,
-            _ => {}
-        }
-    }
-    handover.exit()?;
+    release_to_the_end(
+        &mut handover,
+        held_since.is_some(),
+        "the consumer",
+        SPIN_HELD_AT,
+    )?;
     Ok(if watched {
         format!(
             "the producer looked at the ok semaphore {looks} times in {} ({SPIN_HELD_AT} \
@@ -758,16 +744,11 @@ pub fn consumer_polls_slot(run: &mut Run) -> Result<String, Fail> {
                 }
                 tracer.go_on();
             }
-            Watched::Said(message) => match (message.kind.as_str(), message.get("role")) {
-                ("paused", Some("producer")) => held_since = Some(Instant::now()),
-                ("failed", _) => return Err(handover.failure(&message)),
-                ("done", _) => {}
-                (kind, _) => {
-                    return Err(Fail::failed(format!(
-                        "the program said an unexpected `{kind}`"
-                    )));
+            Watched::Said(message) => {
+                if paused_for_the_grader(&handover, &message, "producer")? {
+                    held_since = Some(Instant::now());
                 }
-            },
+            }
             Watched::Lost | Watched::Unavailable => {
                 watched = false;
                 break;
@@ -789,21 +770,12 @@ pub fn consumer_polls_slot(run: &mut Run) -> Result<String, Fail> {
             millis(watched_for)
         )));
     }
-    if held_since.is_none() {
-        return Err(Fail::failed(format!(
-            "the producer did not pause before record {SLOT_HELD_AT}"
-        )));
-    }
-    handover.proc.send("go", &[])?;
-    loop {
-        let message = handover.proc.recv_any()?;
-        match message.kind.as_str() {
-            "failed" => return Err(handover.failure(&message)),
-            "ended" => break,
-            _ => {}
-        }
-    }
-    handover.exit()?;
+    release_to_the_end(
+        &mut handover,
+        held_since.is_some(),
+        "the producer",
+        SLOT_HELD_AT,
+    )?;
     Ok(if watched {
         format!(
             "the consumer read the watched words of its slot {looks} times in {} \
@@ -911,6 +883,48 @@ fn finish_after_failed_post(handover: &mut Handover, peer: &str) -> Result<(), F
                     "the program said an unexpected `{kind}`"
                 )));
             }
+        }
+    }
+    handover.exit()
+}
+
+/// Whether `message`, said while a side is watched, is `role` pausing for the grader; a failure
+/// or any other message but `done` ends the watch.
+fn paused_for_the_grader(
+    handover: &Handover,
+    message: &ipc_labs_driver::Message,
+    role: &str,
+) -> Result<bool, Fail> {
+    match (message.kind.as_str(), message.get("role")) {
+        ("paused", Some(paused)) if paused == role => Ok(true),
+        ("failed", _) => Err(handover.failure(message)),
+        ("done", _) => Ok(false),
+        (kind, _) => Err(Fail::failed(format!(
+            "the program said an unexpected `{kind}`"
+        ))),
+    }
+}
+
+/// Lets a run whose `role` the grader held before record `at` (`paused`: it said so) go on,
+/// and reads it to its end.
+fn release_to_the_end(
+    handover: &mut Handover,
+    paused: bool,
+    role: &str,
+    at: u64,
+) -> Result<(), Fail> {
+    if !paused {
+        return Err(Fail::failed(format!(
+            "{role} did not pause before record {at}"
+        )));
+    }
+    handover.proc.send("go", &[])?;
+    loop {
+        let message = handover.proc.recv_any()?;
+        match message.kind.as_str() {
+            "failed" => return Err(handover.failure(&message)),
+            "ended" => break,
+            _ => {}
         }
     }
     handover.exit()

@@ -468,56 +468,20 @@ pub fn peer_exits_early(run: &mut Run) -> Result<String, Fail> {
 /// `CLOCK_REALTIME` step forward does) and holds the one after. On `ETIMEDOUT`, whenever it
 /// comes, the side asks `Peer::gone()` and gives up: it makes no further wait.
 fn gone_at_early_timeout(run: &mut Run) -> Result<String, Fail> {
-    use crate::engine::tracer::{Action, Call};
-    let at = run.rng().random_range(10..50u64).to_string();
-    let mut handover = Handover::start(run, "semaphores", 100, &["--pause-consumer-at", &at])?;
-    handover.go()?;
-    let (producer, consumer) = (handover.producer, handover.consumer);
-    let paused = handover.proc.recv("paused")?;
-    if paused.get("role") != Some("consumer") {
-        return Err(Fail::Grader("the wrong side paused".into()));
-    }
-    let wait = forced_waits::waiting_in(producer).and_then(forced_waits::the_wait);
-    let asks = Call::arg_is(libc::SYS_kill, 0, consumer as u64);
-    let first = match wait {
-        Some(_) => Tracer::attach(producer, asks, Action::HoldAfter)?,
-        None => None,
-    };
-    let mut first = match first {
-        Some(mut tracer) => {
-            if tracer.held_before(Instant::now() + WAIT_SLICE * 20)? {
-                Some(tracer)
-            } else {
-                tracer.release();
-                None
-            }
-        }
-        None => None,
-    };
-    kill(Pid::from_raw(consumer), Signal::SIGKILL)
-        .map_err(|e| Fail::Grader(format!("kill: {e}")))?;
-    let killed = Instant::now();
-    let mut again = None;
-    if let (Some(tracer), Some(wait)) = (first.take(), wait) {
-        // Reaped: Peer::gone() says so from now on.
-        while probe::state(consumer).is_some() && killed.elapsed() < NOTICE_LIMIT {
-            std::thread::sleep(Duration::from_millis(1));
-        }
-        tracer.release_stopped(producer)?;
-        let second = Tracer::in_turn(
-            producer,
-            [(wait, Step::Fail(libc::ETIMEDOUT)), (wait, Step::Hold)],
-        )?;
-        force::resume(producer)?;
-        if let Some(mut second) = second {
-            if second.failed_before(Instant::now() + Duration::from_secs(2))?
-                && second.held_before(Instant::now() + Duration::from_millis(500))?
-            {
-                again = Some(probe::realtime_deadline(producer));
-            }
-            second.release();
-        }
-    }
+    let (mut handover, killed, again) =
+        consumer_reaped_then_wait_fails(run, libc::ETIMEDOUT, |second, producer| {
+            Ok(
+                if second.failed_before(Instant::now() + Duration::from_secs(2))?
+                    && second.held_before(Instant::now() + Duration::from_millis(500))?
+                {
+                    Some(probe::realtime_deadline(producer))
+                } else {
+                    None
+                },
+            )
+        })?;
+    let producer = handover.producer;
+    let again = again.flatten();
     if let Some(deadline) = again {
         handover.proc.kill_tree();
         let lead = deadline
@@ -555,55 +519,19 @@ fn gone_at_early_timeout(run: &mut Run) -> Result<String, Fail> {
 /// holds the one after. `EINTR` is waited through: the producer must wait again, a whole slice,
 /// and give up only when that slice has timed out.
 fn not_gone_at_eintr(run: &mut Run) -> Result<String, Fail> {
-    use crate::engine::tracer::{Action, Call};
-    let at = run.rng().random_range(10..50u64).to_string();
-    let mut handover = Handover::start(run, "semaphores", 100, &["--pause-consumer-at", &at])?;
-    handover.go()?;
-    let (producer, consumer) = (handover.producer, handover.consumer);
-    let paused = handover.proc.recv("paused")?;
-    if paused.get("role") != Some("consumer") {
-        return Err(Fail::Grader("the wrong side paused".into()));
-    }
-    let wait = forced_waits::waiting_in(producer).and_then(forced_waits::the_wait);
-    let asks = Call::arg_is(libc::SYS_kill, 0, consumer as u64);
-    let first = match wait {
-        Some(_) => Tracer::attach(producer, asks, Action::HoldAfter)?,
-        None => None,
-    };
-    let mut first = match first {
-        Some(mut tracer) => {
-            if tracer.held_before(Instant::now() + WAIT_SLICE * 20)? {
-                Some(tracer)
-            } else {
-                tracer.release();
-                None
-            }
-        }
-        None => None,
-    };
-    kill(Pid::from_raw(consumer), Signal::SIGKILL)
-        .map_err(|e| Fail::Grader(format!("kill: {e}")))?;
-    let killed = Instant::now();
     // Whether the EINTR was given, and whether a timed wait followed it.
-    let mut tried = None;
-    if let (Some(tracer), Some(wait)) = (first.take(), wait) {
-        // Reaped: Peer::gone() says so from now on.
-        while probe::state(consumer).is_some() && killed.elapsed() < NOTICE_LIMIT {
-            std::thread::sleep(Duration::from_millis(1));
-        }
-        tracer.release_stopped(producer)?;
-        let second = Tracer::in_turn(
-            producer,
-            [(wait, Step::Fail(libc::EINTR)), (wait, Step::Hold)],
-        )?;
-        force::resume(producer)?;
-        if let Some(mut second) = second {
-            if second.failed_before(Instant::now() + Duration::from_secs(2))? {
-                tried = Some(second.held_before(Instant::now() + Duration::from_millis(500))?);
-            }
-            second.release();
-        }
-    }
+    let (mut handover, killed, tried) =
+        consumer_reaped_then_wait_fails(run, libc::EINTR, |second, _| {
+            Ok(
+                if second.failed_before(Instant::now() + Duration::from_secs(2))? {
+                    Some(second.held_before(Instant::now() + Duration::from_millis(500))?)
+                } else {
+                    None
+                },
+            )
+        })?;
+    let producer = handover.producer;
+    let tried = tried.flatten();
     if tried == Some(false) {
         let mut said = None;
         while let Some(message) = handover.proc.recv_before(Instant::now() + WAIT_SLICE * 5)? {
@@ -640,6 +568,62 @@ fn not_gone_at_eintr(run: &mut Run) -> Result<String, Fail> {
             .into(),
         _ => "semaphores: the EINTR with the consumer gone not tried".into(),
     })
+}
+
+/// Holds the producer (waiting for ok, the consumer held before a record) as its
+/// `kill(consumer, 0)` after a timed-out slice returns, kills the consumer and waits until it
+/// is reaped, then makes the producer's next timed wait fail at once with `errno` and holds the
+/// one after. Returns the run, when the consumer was killed, and what `judge` made of the
+/// tracer of those two waits (given the producer), `None` when the producer could not be held.
+fn consumer_reaped_then_wait_fails<T>(
+    run: &mut Run,
+    errno: i32,
+    judge: impl FnOnce(&mut Tracer, i32) -> Result<T, Fail>,
+) -> Result<(Handover, Instant, Option<T>), Fail> {
+    use crate::engine::tracer::{Action, Call};
+    let at = run.rng().random_range(10..50u64).to_string();
+    let mut handover = Handover::start(run, "semaphores", 100, &["--pause-consumer-at", &at])?;
+    handover.go()?;
+    let (producer, consumer) = (handover.producer, handover.consumer);
+    let paused = handover.proc.recv("paused")?;
+    if paused.get("role") != Some("consumer") {
+        return Err(Fail::Grader("the wrong side paused".into()));
+    }
+    let wait = forced_waits::waiting_in(producer).and_then(forced_waits::the_wait);
+    let asks = Call::arg_is(libc::SYS_kill, 0, consumer as u64);
+    let first = match wait {
+        Some(_) => Tracer::attach(producer, asks, Action::HoldAfter)?,
+        None => None,
+    };
+    let first = match first {
+        Some(mut tracer) => {
+            if tracer.held_before(Instant::now() + WAIT_SLICE * 20)? {
+                Some(tracer)
+            } else {
+                tracer.release();
+                None
+            }
+        }
+        None => None,
+    };
+    kill(Pid::from_raw(consumer), Signal::SIGKILL)
+        .map_err(|e| Fail::Grader(format!("kill: {e}")))?;
+    let killed = Instant::now();
+    let mut judged = None;
+    if let (Some(tracer), Some(wait)) = (first, wait) {
+        // Reaped: Peer::gone() says so from now on.
+        while probe::state(consumer).is_some() && killed.elapsed() < NOTICE_LIMIT {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        tracer.release_stopped(producer)?;
+        let second = Tracer::in_turn(producer, [(wait, Step::Fail(errno)), (wait, Step::Hold)])?;
+        force::resume(producer)?;
+        if let Some(mut second) = second {
+            judged = Some(judge(&mut second, producer)?);
+            second.release();
+        }
+    }
+    Ok((handover, killed, judged))
 }
 
 /// Reads what the program says to its end (the consumer killed at `killed`), then lets the
