@@ -8,20 +8,21 @@
 //! does that many random transfers), waits as the coordinator until every worker is done, prints
 //! the balances, reaps the workers and tears the bank down.
 //!
-//! Run by the grader, every process reports over the control channel: each worker says `ready`
-//! and waits for `go`, then `finished` (with the changes it made to each account); the
-//! coordinator says `ready` (with the workers' pids and where the mutex, the condition variable,
-//! the counters, the journal and the accounts lie in the segment), `done` (what it saw when its
-//! wait ended) and `closed` (after the teardown), and waits for `exit`. Errors are `failed` with
-//! `kind=` from [`BankError::kind`]. With `--crash-worker W --crash-after N`, worker W says
-//! `holding` in the middle of its transfer number N and waits, lock held, to be killed; the
-//! other workers start their transfers only then. With `--try-transfers F,T,...`, the
-//! coordinator first tries those transfers (of 1, or of the amounts `--try-amounts` gives) and reports how each ended in its `ready` (and, for
-//! a `BadAccounts`, the accounts it named); with
-//! `--try-when-told` too, it says `created` (where the pieces lie) and waits for `try` before. With
-//! `--file-size-limit B`, the program may not make files larger than B bytes, so that sizing the
-//! segment fails. `--opening B` is every account's opening balance. When creating the bank fails, the program says `failed` and waits for `exit`,
-//! so that the grader can see what the failure left behind. Keep this file as it is.
+//! Run by the grader, every process reports over the control channel: each worker says `ready` and
+//! waits for `go`, then `finished` (with the changes it made to each account); the coordinator says
+//! `ready` (with the workers' pids and where the mutex, the condition variable, the counters, the
+//! journal and the accounts lie in the segment), `done` (what it saw when its wait ended) and
+//! `closed` (after the teardown), and waits for `exit`. Errors are `failed` with `kind=` from
+//! [`BankError::kind`]. With `--crash-worker W --crash-after N`, worker W says `holding` in the
+//! middle of its transfer number N and waits, lock held, to be killed; the other workers start
+//! their transfers only then. With `--try-transfers F,T,...`, the coordinator first tries those
+//! transfers (of 1, or of the amounts `--try-amounts` gives) and reports how each ended in its
+//! `ready` (and, for a `BadAccounts`, the accounts it named); with `--try-when-told` too, it says
+//! `created` (where the pieces lie) and waits for `try` before. With `--file-size-limit B`, the
+//! program may not make files larger than B bytes, so that sizing the segment fails. `--opening B`
+//! is every account's opening balance. When creating the bank fails, the program says `failed` and
+//! waits for `exit`, so that the grader can see what the failure left behind. Keep this file as it
+//! is.
 
 use std::io::{Read, Write};
 use std::process::ExitCode;
