@@ -19,6 +19,7 @@ use super::probe::{self, Deadline, Seen};
 use super::slot::slot_holding;
 use super::waits::{SLICE_LIMIT, millis};
 use super::{CONSUMER, PRODUCER, WAIT_SLICE};
+use crate::engine::tracer::{Call, Step, Tracer};
 use crate::engine::{Fail, Run, force};
 
 /// Records of each run; the producer is held before the first mark, the consumer before the
@@ -262,18 +263,7 @@ fn interrupt(waiter: &Waiter) -> Result<String, Fail> {
         )
         && probe::blocked_mask(pid).is_some_and(|again| again & mask != 0)
     {
-        let names: Vec<String> = (1..=64)
-            .filter(|n| mask & (1u64 << (n - 1)) != 0)
-            .map(|n| match Signal::try_from(n) {
-                Ok(signal) => signal.as_str().to_string(),
-                Err(_) => format!("signal {n}"),
-            })
-            .collect();
-        let shown = if names.len() > 6 {
-            format!("{}, ... ({} signals)", names[..6].join(", "), names.len())
-        } else {
-            names.join(", ")
-        };
+        let shown = signal_names(mask);
         return Err(Fail::failed(format!(
             "the grader held {held} and looked at {role} as it sat in its timed wait ({}): it \
              blocked {shown} there (its signal mask, SigBlk in /proc/PID/task/TID/status). A \
@@ -650,59 +640,89 @@ pub fn signals_during_waits(run: &mut Run) -> Result<String, Fail> {
     ))
 }
 
-/// The consumer's blocked signals between two slices: the grader holds the producer before a
-/// record, so that the consumer's slices time out, and holds the consumer at the entry of the
-/// `kill(producer, 0)` by which `Peer::gone()` asks after its peer once a slice has timed out.
-/// Its mask there must be the one it waits with, the one `main.rs` set: a wait that blocks
-/// signals for its whole length and opens the mask only around its timed calls keeps a signal
-/// that comes between slices pending, and its handler then runs before a wait whose deadline was
-/// read before it.
+/// The consumer's blocked signals between two slices: the grader starts the program with its
+/// vDSO hidden (each clock read a system call), holds the producer before a record, so that the
+/// consumer's slices time out, and holds the consumer at the entry of the `kill(producer, 0)` by
+/// which `Peer::gone()` asks after its peer once a slice has timed out, then as its next
+/// `CLOCK_REALTIME` read, for the next slice's deadline, returns. Its mask at both must be the
+/// one it waits with, the one `main.rs` set: a wait that blocks signals for its whole length, or
+/// only while it reads the clock, keeps a signal that comes then pending, and its handler runs
+/// late, at the next unblocking.
 fn mask_between_slices(run: &mut Run) -> Result<String, Fail> {
-    let mut handover = Handover::start(
-        run,
-        "semaphores",
-        100,
-        &["--interruptible", "--pause-producer-at", "20"],
-    )?;
+    let names = [run.ipc_name("ready"), run.ipc_name("ok")];
+    let extra = ["--interruptible", "--pause-producer-at", "20"];
+    let (launch, _) = super::clock::launch_without_vdso(run, "semaphores", names, 100, &extra)?;
+    let mut handover = launch.ready()?;
     let (producer, consumer) = (handover.producer, handover.consumer);
-    let mut seen = None;
+    let mut blocked = None;
+    let mut held_at = Vec::new();
     let reports = handover.finish(|proc, _| {
         // The mask it waits with, read while it sits in its wait.
-        let waiting = super::forced_waits::waiting_in(consumer).is_some();
-        let during = probe::blocked_mask(consumer);
-        let asks = crate::engine::tracer::Call::arg_is(libc::SYS_kill, 0, producer as u64);
-        let tracer = crate::engine::tracer::Tracer::attach(
-            consumer,
-            asks,
-            crate::engine::tracer::Action::Hold,
-        )?;
-        if let Some(mut tracer) = tracer {
-            if waiting && tracer.held_before(Instant::now() + WAIT_SLICE * 20)? {
-                seen = Some((during, probe::blocked_mask(consumer)));
+        let during = super::forced_waits::waiting_in(consumer)
+            .and_then(|_| probe::blocked_mask(consumer));
+        let asks = Call::arg_is(libc::SYS_kill, 0, producer as u64);
+        let read = Call::arg_is(libc::SYS_clock_gettime, 0, libc::CLOCK_REALTIME as u64);
+        let steps = [(asks, Step::Hold), (read, Step::HoldAfter)];
+        if let (Some(during), Some(mut tracer)) = (during, Tracer::in_turn(consumer, steps)?) {
+            for place in [BETWEEN_AT_PEER, BETWEEN_AT_CLOCK] {
+                if !tracer.held_before(Instant::now() + WAIT_SLICE * 20)? {
+                    break;
+                }
+                held_at.push(place);
+                let more = probe::blocked_mask(consumer).map_or(0, |mask| mask & !during);
+                if more != 0 && blocked.is_none() {
+                    blocked = Some((place, during, more));
+                }
+                tracer.go_on();
             }
             tracer.release();
         }
         proc.send("go", &[])
     })?;
-    if let Some((Some(during), Some(between))) = seen
-        && between & !during & (1 << (libc::SIGUSR1 - 1)) != 0
-    {
+    if let Some((place, during, more)) = blocked {
         return Err(Fail::failed(format!(
-            "the grader held the producer before record 20 and the consumer at its \
-             kill(producer, 0), the Peer::gone() it asks after a timed-out slice: there the \
-             consumer blocked SIGUSR1 (SigBlk {between:#x}), which it did not block in its \
-             timed wait (SigBlk {during:#x}) nor main.rs set: wait() blocks signals between \
-             its slices, so that one coming while it reads the clock or asks Peer::gone() stays \
-             pending, and its handler runs only at the next wait, whose deadline was read \
-             before it. Signals stay unblocked for the whole wait: do not block them around it"
+            "the grader held the producer before record 20 and the consumer {place}: there \
+             the consumer blocked {} (SigBlk {:#x}), which it did not block in its timed wait \
+             (SigBlk {during:#x}) nor main.rs set: wait() blocks signals between its slices, \
+             so that one coming then stays pending, and its handler runs only once wait() \
+             unblocks it, late. Signals stay unblocked for the whole wait, also while it reads \
+             the clock: do not block them around any part of it",
+            signal_names(more),
+            during | more
         )));
     }
     handover.verify(
         &reports,
         "100 rounds with semaphores, the consumer held between slices",
     )?;
-    Ok(match seen {
-        Some(_) => "between slices, the consumer's mask was the one it waits with".into(),
-        None => "the consumer was not held between slices".into(),
+    Ok(if held_at.is_empty() {
+        "the consumer was not held between slices".into()
+    } else {
+        format!(
+            "{}, the consumer's mask was the one it waits with",
+            held_at.join(" and ")
+        )
     })
+}
+
+/// Where [`mask_between_slices`] holds the consumer.
+const BETWEEN_AT_PEER: &str =
+    "at its kill(producer, 0), the Peer::gone() it asks after a timed-out slice";
+const BETWEEN_AT_CLOCK: &str =
+    "as its clock read (CLOCK_REALTIME) for the next slice's deadline returned";
+
+/// The signals of `mask` (bit N-1 for signal N), by name, the first six.
+fn signal_names(mask: u64) -> String {
+    let names: Vec<String> = (1..=64)
+        .filter(|n| mask & (1u64 << (n - 1)) != 0)
+        .map(|n| match Signal::try_from(n) {
+            Ok(signal) => signal.as_str().to_string(),
+            Err(_) => format!("signal {n}"),
+        })
+        .collect();
+    if names.len() > 6 {
+        format!("{}, ... ({} signals)", names[..6].join(", "), names.len())
+    } else {
+        names.join(", ")
+    }
 }
