@@ -720,6 +720,10 @@ pub fn consumer_polls_slot(run: &mut Run) -> Result<String, Fail> {
     let mut held_since: Option<Instant> = None;
     let mut looks = 0u64;
     let mut held_looks = 0u64;
+    let mut armed = false;
+    // The looks counted by the time the producer paused: the consumer had taken the records
+    // before the hold by then.
+    let mut looks_before_hold = None;
     let mut watched = true;
     let allowed = MOST_SLOT_LOOKS + SLOT_LOOKS_PER_ROUND * SLOT_HELD_AT;
     loop {
@@ -733,7 +737,7 @@ pub fn consumer_polls_slot(run: &mut Run) -> Result<String, Fail> {
             None => tracer.next(&mut handover.proc, until)?,
         };
         match next {
-            Watched::Armed => {}
+            Watched::Armed => armed = true,
             Watched::Hit => {
                 looks += 1;
                 if held_since.is_some() {
@@ -747,6 +751,7 @@ pub fn consumer_polls_slot(run: &mut Run) -> Result<String, Fail> {
             Watched::Said(message) => {
                 if paused_for_the_grader(&handover, &message, "producer")? {
                     held_since = Some(Instant::now());
+                    looks_before_hold = Some(looks);
                 }
             }
             Watched::Lost | Watched::Unavailable => {
@@ -768,6 +773,17 @@ pub fn consumer_polls_slot(run: &mut Run) -> Result<String, Fail> {
              for ready. The slot is read only once ready came: wait(ready) blocks from the start, \
              then copy the record",
             millis(watched_for)
+        )));
+    }
+    if watched && armed && looks_before_hold == Some(0) {
+        return Err(Fail::failed(format!(
+            "the consumer took {SLOT_HELD_AT} record(s) and posted ok before the grader held the \
+             producer before record {SLOT_HELD_AT}, without once reading its slot (hardware \
+             watchpoints on the record's number, payload and checksum in the consumer's own \
+             mapping of the slot counted no load): take() got the record some other way, such \
+             as a copy out of the producer's memory (process_vm_readv(), /proc/PID/mem, \
+             ptrace()), a file or a pipe. take() copies the record out of its own mapping of \
+             the shared slot: the records travel through the slot, and only through it"
         )));
     }
     release_to_the_end(
