@@ -950,7 +950,8 @@ fn close_both_fail(run: &mut Run, mechanism: &'static str) -> Result<String, Fai
 /// which glibc's `sem_open(O_CREAT | O_EXCL)` puts the new semaphore under its name returns,
 /// before create() does anything more, and reads the semaphore's value in its file. It must be
 /// 0: a semaphore made at 1 and taken down afterwards announces, for that while, a post that
-/// never happened to anyone who opens it.
+/// never happened to anyone who opens it. A create() that succeeds with no such `link()` did not
+/// make the semaphore with `sem_open(O_CREAT)` (glibc's and musl's both link a new one in place).
 fn created_at_zero(run: &mut Run) -> Result<String, Fail> {
     let names = [run.ipc_name("ready"), run.ipc_name("ok")];
     let ready = names[0].clone();
@@ -968,12 +969,30 @@ fn created_at_zero(run: &mut Run) -> Result<String, Fail> {
         return Ok("the creating value: not read (no ptrace)".into());
     };
     let mut value = None;
+    let mut made_without_link = false;
     match tracer.wait(&mut proc, Instant::now() + Duration::from_secs(5))? {
         Reached::Call => value = probe::semaphore_value(&ready),
-        Reached::Passed(Some(message)) => proc.put_back(message),
+        Reached::Passed(Some(message)) => {
+            // `ready`: create() made both semaphores, and no link() put the ready one in place.
+            made_without_link = message.kind == "ready";
+            proc.put_back(message);
+        }
         Reached::Passed(None) => {}
     }
     tracer.release();
+    if made_without_link {
+        proc.kill_tree();
+        remove();
+        return Err(Fail::failed(format!(
+            "the grader traced the parent through create() (semaphores): create() succeeded, \
+             yet no link() put the ready semaphore's file {file} under its name. \
+             sem_open(name, O_CREAT | O_EXCL, 0600, 0) makes a new semaphore under a temporary \
+             name and link()s it into place, so that no process ever opens a half-made one: \
+             the semaphore was made some other way (its file written by hand and then opened \
+             with sem_open(name, 0), say). Create each semaphore with sem_open(name, O_CREAT | \
+             O_EXCL, 0600, 0), and leave /dev/shm/sem.* to the C library"
+        )));
+    }
     if let Some(value) = value
         && value != 0
     {
