@@ -658,8 +658,8 @@ fn mask_between_slices(run: &mut Run) -> Result<String, Fail> {
     let mut held_at = Vec::new();
     let reports = handover.finish(|proc, _| {
         // The mask it waits with, read while it sits in its wait.
-        let during = super::forced_waits::waiting_in(consumer)
-            .and_then(|_| probe::blocked_mask(consumer));
+        let during =
+            super::forced_waits::waiting_in(consumer).and_then(|_| probe::blocked_mask(consumer));
         let asks = Call::arg_is(libc::SYS_kill, 0, producer as u64);
         let read = Call::arg_is(libc::SYS_clock_gettime, 0, libc::CLOCK_REALTIME as u64);
         let steps = [(asks, Step::Hold), (read, Step::HoldAfter)];

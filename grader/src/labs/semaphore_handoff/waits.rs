@@ -17,6 +17,7 @@ use super::probe::{self, Deadline, Samples, Seen};
 use super::slot::slot_holding;
 use super::{CONSUMER, PRODUCER, WAIT_SLICE};
 use crate::engine::inspect::{self, ProcessView};
+use crate::engine::tracer::{Breakpoint, Tracer};
 use crate::engine::waiting::{self, WaitRules};
 use crate::engine::{Fail, Run};
 
@@ -360,6 +361,66 @@ fn judge_wait(
     ))
 }
 
+/// How long the grader waits for a semaphore wait of the C library once its breakpoints are set:
+/// a wait in slices starts one every `WAIT_SLICE`.
+const C_LIBRARY_WAIT: Duration = Duration::from_millis(1000);
+
+/// A side that sits in timed futex waits on a semaphore makes them through the C library's
+/// semaphore wait: hardware breakpoints at the entries of `sem_timedwait()` and `sem_clockwait()`
+/// in `waiter` (its peer held, its slices timing out) must be hit within a few slices. A wait
+/// that makes the futex calls itself, on the C library's private `sem_t` layout, looks the same
+/// from the kernel's side.
+fn waits_in_the_c_library(waiter: i32, role: &str) -> Result<String, Fail> {
+    let timed = |seen: Option<Seen>| matches!(seen, Some(Seen::Futex { deadline, .. }) if deadline != Deadline::Never);
+    if !timed(forced_waits::waiting_in(waiter)) {
+        return Ok(format!(
+            "{role}'s semaphore waits not watched (in no timed futex wait)"
+        ));
+    }
+    let both = Tracer::break_at_functions(waiter, &[c"sem_timedwait", c"sem_clockwait"])?;
+    // A C library without sem_clockwait() (before glibc 2.30).
+    let tracer = match both {
+        Some(tracer) => Some(tracer),
+        None => Tracer::break_at_functions(waiter, &[c"sem_timedwait"])?,
+    };
+    let Some(mut tracer) = tracer else {
+        return Ok(format!(
+            "{role}'s semaphore waits not watched (no breakpoint)"
+        ));
+    };
+    let until = Instant::now() + C_LIBRARY_WAIT;
+    let mut armed = false;
+    let hit = loop {
+        match tracer.next_break(until)? {
+            Some(Breakpoint::Armed) => armed = true,
+            Some(Breakpoint::At(_)) => break true,
+            Some(Breakpoint::Lost | Breakpoint::Unavailable) => break false,
+            None if Instant::now() >= until => break false,
+            None => {}
+        }
+    };
+    drop(tracer);
+    if armed && !hit && probe::alive(waiter) && timed(forced_waits::waiting_in(waiter)) {
+        return Err(Fail::failed(format!(
+            "{role}, waiting (the other side held), sat in timed futex waits on the semaphore, \
+             but in {} with breakpoints at the entries of the C library's sem_timedwait() and \
+             sem_clockwait() it called neither: wait() makes the futex calls itself, on the C \
+             library's private sem_t layout (its value, its count of waiters), which that \
+             library may change. The timed wait on a semaphore is sem_timedwait(sem, \
+             deadline)",
+            millis(C_LIBRARY_WAIT)
+        )));
+    }
+    Ok(format!(
+        "{role} waited through the C library's {}",
+        if hit {
+            "semaphore wait"
+        } else {
+            "semaphore wait (not seen)"
+        }
+    ))
+}
+
 pub fn waits_block(run: &mut Run) -> Result<String, Fail> {
     let mut notes = Vec::new();
     // Semaphores: the consumer is held for forty slices; the producer waits for ok.
@@ -388,6 +449,7 @@ pub fn waits_block(run: &mut Run) -> Result<String, Fail> {
             None => Ok(()),
         };
         notes.push(judge_wait(producer, PRODUCER, "semaphores", &ok)?);
+        notes.push(waits_in_the_c_library(producer, PRODUCER)?);
         slot_moved()?;
         notes.push(forced_waits::every_deadline(producer, PRODUCER)?);
         slot_moved()?;
