@@ -99,6 +99,9 @@ pub fn every_deadline(waiter: i32, role: &str) -> Result<String, Fail> {
         read += 1;
         if deadline + BEHIND_LIMIT < now {
             let behind = now - deadline;
+            if behind > probe::FAR_PAST {
+                return Err(Fail::failed(super::waits::far_past_deadline(role, behind)));
+            }
             let seen = format!(
                 "the grader held {role} at the entry of each of its timed waits for a second \
                  (the other side held, so that it only waited): one wait, made {} ms into a \

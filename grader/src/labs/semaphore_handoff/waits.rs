@@ -86,25 +86,13 @@ fn signal(mechanism: &str, name: &str) -> String {
 /// Why a side that should have been blocked was not, when the samples tell: a timed wait whose
 /// deadline is already past, or only a moment ahead, returns at once or almost.
 fn explain_busy(waiter: i32, role: &str, fail: Fail, passive: &Samples) -> Fail {
-    let judge = |samples: &Samples| {
-        let leads = samples.leads();
-        if let Some(by) = samples.past(PAST_SLACK) {
-            if by <= probe::FAR_PAST {
-                // A deadline reused after it passed, or built without a carry near the end of
-                // a second: the deadline of every wait, read with the clock, tells which.
-                if let Err(Fail::Failed(message)) = forced_waits::every_deadline(waiter, role) {
-                    return Some(message);
-                }
-            }
-            Some(if by > probe::FAR_PAST {
-                format!(
-                    "{role} did not block while it waited for the other side (held by the \
-                     grader): its timed wait was called again and again with a deadline {} hours \
-                     in the past, which returns ETIMEDOUT at once. The deadline is an absolute \
-                     time on CLOCK_REALTIME: clock_gettime(CLOCK_REALTIME) + WAIT_SLICE, not a \
-                     duration or a time on another clock",
-                    by.as_secs() / 3600
-                )
+    // A deadline behind the clock is the most specific cause: looked for first, in the samples
+    // and then by reading every wait's deadline, before how the waiting looked, which on a
+    // loaded machine may show only the spinning it causes.
+    let past = |samples: &Samples| {
+        samples.past(PAST_SLACK).map(|by| {
+            if by > probe::FAR_PAST {
+                far_past_deadline(role, by)
             } else {
                 format!(
                     "{role} did not block while it waited for the other side (held by the \
@@ -113,8 +101,12 @@ fn explain_busy(waiter: i32, role: &str, fail: Fail, passive: &Samples) -> Fail 
                      for each slice, just before the timed wait: now + WAIT_SLICE",
                     by.as_millis()
                 )
-            })
-        } else if leads.len() >= 2 && leads[0] < WAIT_SLICE / 5 {
+            }
+        })
+    };
+    let looks = |samples: &Samples| {
+        let leads = samples.leads();
+        if leads.len() >= 2 && leads[0] < WAIT_SLICE / 5 {
             Some(format!(
                 "{role} woke up again and again while it waited for the other side (held by the \
                  grader): its timed waits were at most {} long (the deadline at most that far \
@@ -142,15 +134,35 @@ fn explain_busy(waiter: i32, role: &str, fail: Fail, passive: &Samples) -> Fail 
             None
         }
     };
-    match judge(passive).or_else(|| judge(&probe::watch_stopped(waiter, 12))) {
-        Some(message) => Fail::failed(message),
-        // A deadline wrong only at some moments of each second (past then, so that the side
-        // spins a while) shows in the deadline of every wait, read for a second.
-        None => match forced_waits::every_deadline(waiter, role) {
-            Err(Fail::Failed(message)) => Fail::failed(message),
-            _ => fail,
-        },
-    }
+    let traced = || match forced_waits::every_deadline(waiter, role) {
+        Err(Fail::Failed(message)) => Some(message),
+        _ => None,
+    };
+    let far_past = passive
+        .past(PAST_SLACK)
+        .filter(|by| *by > probe::FAR_PAST)
+        .map(|by| far_past_deadline(role, by));
+    let message = far_past
+        .or_else(traced)
+        .or_else(|| past(passive))
+        .or_else(|| looks(passive))
+        .or_else(|| {
+            let stopped = probe::watch_stopped(waiter, 12);
+            past(&stopped).or_else(|| looks(&stopped))
+        });
+    message.map_or(fail, Fail::failed)
+}
+
+/// A deadline `by` behind the clock, hours: a duration or a time on another clock taken for
+/// an absolute `CLOCK_REALTIME` time.
+pub(super) fn far_past_deadline(role: &str, by: Duration) -> String {
+    format!(
+        "{role} did not block while it waited for the other side (held by the grader): its \
+         timed wait was called again and again with a deadline {} hours in the past, which \
+         returns ETIMEDOUT at once. The deadline is an absolute time on CLOCK_REALTIME: \
+         clock_gettime(CLOCK_REALTIME) + WAIT_SLICE, not a duration or a time on another clock",
+        by.as_secs() / 3600
+    )
 }
 
 /// How many times all threads of `pid` went to sleep so far (voluntary context switches).
