@@ -397,7 +397,7 @@ static BEFORE_RESULT_FILE: [i64; 512] = all_but([
 ]);
 
 /// The name of a call made inside an access.
-fn any_call_name(number: i64) -> String {
+pub fn any_call_name(number: i64) -> String {
     if SYNCS.contains(&number) {
         return sync_name(number).into();
     }
