@@ -701,6 +701,9 @@ pub fn start_breaking_at(
     Ok((proc, tracer))
 }
 
+/// How long an answer sent just before the program exited may take to reach the grader.
+const ANSWER_AFTER_EXIT: Duration = Duration::from_secs(1);
+
 /// The program's next answer, read for up to 5 s while `tracer`'s breakpoint watches it (each
 /// stop let go on), and whether the program stopped at the breakpoint before it answered. The
 /// answer is `None` if none came in time, or the tracer lost the program before it answered;
@@ -719,8 +722,10 @@ pub fn answer_past_breakpoint(
             }
             Some(Breakpoint::Armed) | None => {}
             // Its stops are reported before its exit: an answer it sent before it exited was
-            // watched all the way.
-            Some(Breakpoint::Lost) => break proc.recv_before(Instant::now())?,
+            // watched all the way, though it may reach the grader after the exit is seen.
+            Some(Breakpoint::Lost) => {
+                break proc.recv_before(Instant::now() + ANSWER_AFTER_EXIT)?;
+            }
             Some(Breakpoint::Unavailable) => break None,
         }
         if let Some(answer) = proc.recv_before(Instant::now())? {
