@@ -136,7 +136,7 @@ impl Call {
     }
 
     /// The first call that may wait ([`Match::Waits`]).
-    pub fn waiting() -> Call {
+    pub const fn waiting() -> Call {
         Call {
             number: ANY_NUMBER,
             matching: Match::Waits,

@@ -11,11 +11,14 @@
 //!
 //! - `op=write offset=O file=F`: writes F's bytes into the table at O;
 //! - `op=read offset=O len=L file=F`: writes L bytes of the table from O to F;
+//! - `op=open name=N`: opens the table N as well ([`SharedTable::open`]) and keeps it mapped
+//!   beside the first one, as table 1 (the next as table 2, ...), answering with its `len`;
 //! - `op=unlink`: unlinks the table's name (the mapping stays);
 //! - `op=close`: unmaps the table, answers, waits for `exit` and exits.
 //!
-//! and answers each with `done`, or `failed` with `kind=` from [`TableError::kind`]. Keep this
-//! file as it is.
+//! A `write` or `read` with `table=K` works on table K (0, the table the program started with,
+//! when not given). Each answer is `done`, or `failed` with `kind=` from [`TableError::kind`].
+//! Keep this file as it is.
 
 use std::process::ExitCode;
 
@@ -77,7 +80,7 @@ fn main() -> ExitCode {
         (true, Some(size)) => SharedTable::create(&name, size),
         _ => SharedTable::open(&name),
     };
-    let mut table = match opened {
+    let table = match opened {
         Ok(table) => table,
         Err(error) => {
             report(&control, &error);
@@ -95,23 +98,39 @@ fn main() -> ExitCode {
             }
         };
     }
+    // Table 0 is the one the program started with; `op=open` adds the others.
+    let mut tables = vec![table];
     loop {
         let command = control.wait_for("cmd");
         let file = command.get("file").unwrap_or_default().to_string();
+        let which = command.get("table").map_or(0, |_| number(&command, "table"));
         let outcome = match command.get("op").unwrap_or_default() {
             "write" => {
                 let data = std::fs::read(&file).expect("the grader's data file");
-                table.write(number(&command, "offset"), &data)
+                tables[which]
+                    .write(number(&command, "offset"), &data)
+                    .map(|()| Vec::new())
             }
             "read" => {
                 let mut buf = vec![0u8; number(&command, "len")];
-                table
+                tables[which]
                     .read(number(&command, "offset"), &mut buf)
-                    .map(|()| std::fs::write(&file, &buf).expect("writing the grader's file"))
+                    .map(|()| {
+                        std::fs::write(&file, &buf).expect("writing the grader's file");
+                        Vec::new()
+                    })
             }
-            "unlink" => unlink(&name),
+            "open" => {
+                let other = command.get("name").expect("the grader's command has no `name`");
+                SharedTable::open(other).map(|table| {
+                    let len = table.len().to_string();
+                    tables.push(table);
+                    vec![("len", len)]
+                })
+            }
+            "unlink" => unlink(&name).map(|()| Vec::new()),
             "close" => {
-                return match table.close() {
+                return match tables.swap_remove(0).close() {
                     Ok(()) => {
                         // Still running, so that the grader sees the munmap itself, not the
                         // exit's.
@@ -128,7 +147,7 @@ fn main() -> ExitCode {
             other => panic!("the grader sent an unknown command {other:?}"),
         };
         match outcome {
-            Ok(()) => control.send("done", &[]),
+            Ok(fields) => control.send("done", &fields),
             Err(error) => report(&control, &error),
         }
     }

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use ipc_labs_driver::Message;
 
 use crate::engine::diagnose::{Activity, classify};
-use crate::engine::tracer::{Action, Breakpoint, Call, Tracer, Watched};
+use crate::engine::tracer::{Action, Breakpoint, Call, Reached, Tracer, Watched};
 use crate::engine::{Fail, Proc, Run, force, inspect};
 
 pub const CREATOR: &str = "the creator";
@@ -670,9 +670,44 @@ pub fn pair(run: &mut Run, what: &str, size: usize) -> Result<(Table, Table), Fa
     Ok((creator, opener))
 }
 
+/// Starts `posix-shm open` with a hardware breakpoint at the C library's `function`, set before
+/// its `main()` runs: held first at the Rust runtime's `sigaltstack()` (the C library is loaded
+/// by then, the table's work not begun), it is stopped there (`SIGSTOP`) so that the
+/// breakpoint's tracer, which replaces the first, finds it where it was. No tracer (the program
+/// running untraced) where the grader cannot set it.
+pub fn start_breaking_at(
+    run: &mut Run,
+    name: &str,
+    create: Option<usize>,
+    who: &'static str,
+    function: &std::ffi::CStr,
+) -> Result<(Proc, Option<Tracer>), Fail> {
+    let mut proc = start_stopped(run, name, create, who)?;
+    let pid = proc.pid.as_raw();
+    let early = Tracer::attach(pid, Call::any(libc::SYS_sigaltstack), Action::Hold)?;
+    force::resume(pid)?;
+    let Some(mut early) = early else {
+        return Ok((proc, None));
+    };
+    let until = Instant::now() + Duration::from_secs(5);
+    if early.wait(&mut proc, until)? != Reached::Call {
+        drop(early);
+        return Ok((proc, None));
+    }
+    // Stopped as soon as the first tracer lets it go (a signal pending while it is held).
+    early.release_stopped(pid)?;
+    let tracer = Tracer::break_at_function(pid, function)?;
+    force::resume(pid)?;
+    Ok((proc, tracer))
+}
+
+/// How long an answer sent just before the program exited may take to reach the grader.
+const ANSWER_AFTER_EXIT: Duration = Duration::from_secs(1);
+
 /// The program's next answer, read for up to 5 s while `tracer`'s breakpoint watches it (each
 /// stop let go on), and whether the program stopped at the breakpoint before it answered. The
-/// answer is `None` if none came in time or the tracer lost the program; the tracer is let go.
+/// answer is `None` if none came in time, or the tracer lost the program before it answered;
+/// the tracer is let go.
 pub fn answer_past_breakpoint(
     mut tracer: Tracer,
     proc: &mut Proc,
@@ -686,7 +721,12 @@ pub fn answer_past_breakpoint(
                 tracer.go_on();
             }
             Some(Breakpoint::Armed) | None => {}
-            Some(Breakpoint::Lost | Breakpoint::Unavailable) => break None,
+            // Its stops are reported before its exit: an answer it sent before it exited was
+            // watched all the way, though it may reach the grader after the exit is seen.
+            Some(Breakpoint::Lost) => {
+                break proc.recv_before(Instant::now() + ANSWER_AFTER_EXIT)?;
+            }
+            Some(Breakpoint::Unavailable) => break None,
         }
         if let Some(answer) = proc.recv_before(Instant::now())? {
             break Some(answer);

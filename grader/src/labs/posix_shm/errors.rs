@@ -151,9 +151,18 @@ fn past_the_end(run: &mut Run, table: &mut Table, op: Op, size: usize) -> Result
     Ok(())
 }
 
+/// The table's first bytes during a refused write, watched for stores.
+const REFUSED_WRITE: &[Field] = &[Field {
+    offset: 0,
+    len: 8,
+    loads: false,
+}];
+
 /// A write of one byte more than a `size`-byte table holds, from its start: longer than a page,
 /// so a write that checks and copies piece by piece has copied whole pieces before it meets the
-/// one that does not fit. It must be refused, and change nothing.
+/// one that does not fit. It must be refused, and change nothing, not even for a moment: a
+/// hardware watchpoint on byte 0 must see no store before the answer (where the grader can
+/// watch).
 fn refused_long_write(run: &mut Run, table: &mut Table, size: usize) -> Result<(), Fail> {
     let Some(before) = object_bytes(&table.name, 0, size) else {
         return Ok(());
@@ -161,9 +170,23 @@ fn refused_long_write(run: &mut Run, table: &mut Table, size: usize) -> Result<(
     let len = size + 1;
     let data = run.random_bytes(len);
     let fields = table.write_fields(run, 0, &data)?;
-    let answer = table.command(&fields)?;
     let what =
         format!("writing {len} bytes at offset 0 of a {size}-byte table (one byte too many)");
+    let tracer = match table_mapping(table.pid(), &table.name) {
+        Some(mapping) => Tracer::watch_at(table.pid(), mapping.start, REFUSED_WRITE)?,
+        None => None,
+    };
+    let (answer, stored) = match tracer {
+        Some(tracer) => {
+            let WatchedCommand { answer, hit, .. } = table.command_watched(tracer, &fields)?;
+            let answer = match answer {
+                Some(answer) => answer,
+                None => await_answer(&mut table.proc, table.who, &what, Some("out-of-range"))?,
+            };
+            (answer, hit)
+        }
+        None => (table.command(&fields)?, false),
+    };
     refused(
         &answer,
         "out-of-range",
@@ -184,6 +207,17 @@ fn refused_long_write(run: &mut Run, table: &mut Table, size: usize) -> Result<(
              range before copying anything",
             last + 1,
             dev_shm(&table.name).display()
+        )));
+    }
+    if stored {
+        return Err(Fail::failed(format!(
+            "{what}, the program said kind=out-of-range and the table's bytes are as they \
+             were, but a hardware watchpoint on the table's byte 0 saw the program's own \
+             instructions store into it before that answer: write() copied data in and then \
+             put the old bytes back (or wrote them over themselves), so another process \
+             reading meanwhile sees bytes of a refused write, and a write of its own there is \
+             undone; a refused access copies nothing: check the whole range before touching \
+             the mapping"
         )));
     }
     Ok(())

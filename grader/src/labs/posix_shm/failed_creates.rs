@@ -7,15 +7,16 @@
 use std::os::unix::fs::MetadataExt;
 use std::time::{Duration, Instant};
 
-use crate::engine::tracer::{Call, Step, Tracer};
+use crate::engine::tracer::{Call, Reached, Step, Tracer};
 use crate::engine::{Fail, Proc, Run, force};
 
 use super::driver::{
-    CREATOR, await_answer, descriptors_at_exit, is_refusal, refused, said, start,
-    start_held_at_exit, start_stopped,
+    CREATOR, answer_past_breakpoint, await_answer, descriptors_at_exit, is_refusal, refused, said,
+    start, start_breaking_at, start_held_at_exit, start_stopped,
 };
 use super::forced::{failed_creator_calls, failed_unmap, refused_with, unmapped_length};
 use super::probes::{dev_shm, exists, plant_object};
+use super::sharing::any_call_name;
 
 /// The address space, and the largest file, the grader allows each program (`RLIMIT_AS` and
 /// `RLIMIT_FSIZE`, see the instructor guide): a table a page smaller can be sized, not mapped.
@@ -134,10 +135,13 @@ pub fn failed_create(run: &mut Run) -> Result<String, Fail> {
         && failed_creator_calls(run)?
         && failed_unmap(run)?
         && unmapped_length(run)?
+        && cleanup_answers_at_once(run)?
+        && cleanup_through_shm_unlink(run)?
     {
-        ", and so did creates whose ftruncate() (also with its clean-up unlink failing), \
-         shm_open() and mmap() the grader made fail, each with its errno, and a close whose \
-         munmap() it made fail; a close unmapped exactly the table"
+        ", and so did creates whose ftruncate() (also with its clean-up unlink failing, \
+         answered at once), shm_open() and mmap() the grader made fail, each with its errno, \
+         and a close whose munmap() it made fail; a clean-up called shm_unlink(); a close \
+         unmapped exactly the table"
     } else {
         ""
     };
@@ -302,6 +306,106 @@ fn forced_cleanup_failure(run: &mut Run) -> Result<bool, Fail> {
     }
     proc.wait()?;
     Ok(true)
+}
+
+/// The calls of a clean-up unlink (glibc's `shm_unlink()` makes the first).
+const UNLINKS: &[i64] = &[libc::SYS_unlink, libc::SYS_unlinkat];
+
+/// What a clean-up that does not answer at once does after its failed unlink: a call that
+/// waits, or the unlink again.
+const WAIT_OR_UNLINK: &[Call] = &[Call::waiting(), Call::one_of(UNLINKS)];
+
+/// A create of 2^63 bytes (no `ftruncate()` gives it) whose clean-up unlink the tracer fails
+/// with [`CLEANUP_ERRNO`]: the answer is due at once, so the creator is held if it then enters
+/// a call that waits (a sleep before another try) or unlinks again before it answers. `false`
+/// if the grader may not trace the creator.
+fn cleanup_answers_at_once(run: &mut Run) -> Result<bool, Fail> {
+    let name = run.ipc_name("unremoved-at-once");
+    let mut proc = start_stopped(run, &name, Some(1usize << 63), CREATOR)?;
+    let pid = proc.pid.as_raw();
+    let steps = [
+        (Call::one_of(UNLINKS), Step::Fail(CLEANUP_ERRNO)),
+        (Call::any_of(WAIT_OR_UNLINK), Step::Hold),
+    ];
+    let tracer = Tracer::in_turn(pid, steps)?;
+    force::resume(pid)?;
+    let Some(mut tracer) = tracer else {
+        proc.kill_tree();
+        return Ok(false);
+    };
+    // The program exits after its answer: a tracer that lost it says so at once.
+    let until = Instant::now() + Duration::from_secs(5);
+    let reached = if tracer.failed_before(until)? {
+        tracer.wait(&mut proc, until)?
+    } else {
+        Reached::Passed(None)
+    };
+    let held_in = (reached == Reached::Call)
+        .then(|| crate::engine::inspect::call_of(pid, pid).map(|(number, _)| number))
+        .flatten();
+    drop(tracer);
+    // Whatever it did, the name its failed clean-up left is the grader's to remove.
+    let _ = std::fs::remove_file(dev_shm(&name));
+    let Some(number) = held_in else {
+        if let Reached::Passed(None) = reached {
+            await_answer(&mut proc, CREATOR, "creating a table of 2^63 bytes", None)?;
+        }
+        proc.wait()?;
+        return Ok(true);
+    };
+    proc.kill_tree();
+    let then = if UNLINKS.contains(&number) {
+        "unlinked the name again: it retries the clean-up".to_string()
+    } else {
+        format!(
+            "entered {}, where the grader held it: it waits before it answers (a pause before \
+             another try?)",
+            any_call_name(number)
+        )
+    };
+    Err(Fail::failed(format!(
+        "creating a table of 2^63 bytes (more than ftruncate()'s off_t holds) while the grader \
+         fails the unlink of its clean-up with {:?} (which nothing else returns there): before \
+         it answered, the creator {then}. Nothing in this lab waits: the clean-up is one \
+         shm_unlink(), best effort (`let _ = shm_unlink(name);`), and the answer \
+         (kind=ftruncate) is due at once",
+        nix::errno::Errno::from_raw(CLEANUP_ERRNO)
+    )))
+}
+
+/// A create of 2^63 bytes with a hardware breakpoint at the C library's `shm_unlink()`, set
+/// before its `main()` runs: its clean-up must enter that function before the answer (an
+/// `unlink()` of a `/dev/shm` path makes the same system call, but hard-codes where the C
+/// library keeps the objects). `false` where the grader cannot set the breakpoint.
+fn cleanup_through_shm_unlink(run: &mut Run) -> Result<bool, Fail> {
+    let name = run.ipc_name("cleanup-called");
+    let (mut proc, tracer) =
+        start_breaking_at(run, &name, Some(1usize << 63), CREATOR, c"shm_unlink")?;
+    let Some(tracer) = tracer else {
+        proc.kill_tree();
+        let _ = std::fs::remove_file(dev_shm(&name));
+        return Ok(false);
+    };
+    let what = "creating a table of 2^63 bytes (more than ftruncate()'s off_t holds)";
+    let (answer, entered) = answer_past_breakpoint(tracer, &mut proc)?;
+    let watched = answer.is_some();
+    let answer = match answer {
+        Some(answer) => answer,
+        None => await_answer(&mut proc, CREATOR, what, None)?,
+    };
+    let left = exists(&name);
+    let _ = std::fs::remove_file(dev_shm(&name));
+    if watched && !entered && !left && is_refusal(&answer, "ftruncate") {
+        return Err(Fail::failed(format!(
+            "{what}: it said kind=ftruncate and its name is gone, but a hardware breakpoint at \
+             the C library's shm_unlink(), set before its main() ran, saw it never call that \
+             function: its clean-up removed the object as a file (unlink() or remove_file() of \
+             a /dev/shm path it builds); where shared memory objects live is the C library's \
+             business: the clean-up is shm_unlink(name)"
+        )));
+    }
+    proc.wait()?;
+    Ok(watched)
 }
 
 /// Creates of sizes that cannot be made (4 GiB less a page, which cannot be mapped, and 2^63

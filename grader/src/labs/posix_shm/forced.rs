@@ -10,7 +10,7 @@ use crate::engine::tracer::{Action, Call, Reached, Step, Tracer};
 use crate::engine::{Fail, Run, force};
 
 use super::driver::{
-    CREATOR, await_answer, descriptors_at_exit, refused, said, start_stopped, table,
+    CREATOR, await_answer, descriptors_at_exit, is_refusal, refused, said, start_stopped, table,
 };
 use super::probes::{dev_shm, exists, mappings};
 
@@ -64,7 +64,7 @@ struct Forced {
 /// other than the one another check forces at it (`EFBIG` for `ftruncate()`), and at the edges
 /// of sizes: a size of exactly `i64::MAX` (an `off_t`: `ftruncate()` must be asked), and 4 GiB
 /// less a page (`mmap()` must be asked: only the call knows what can be mapped).
-const FORCED: [Forced; 5] = [
+const FORCED: [Forced; 6] = [
     Forced {
         tag: "opening",
         size: 12_288,
@@ -87,6 +87,16 @@ const FORCED: [Forced; 5] = [
                  at /dev/shm/NAME (lstat(), access(), Path::exists()) made instead of it: \
                  create() always calls shm_open(O_CREAT | O_EXCL), and answers from its errno \
                  (here the grader's ENOSPC: shm-open)",
+    },
+    Forced {
+        tag: "opening-denied",
+        size: 12_288,
+        step: "shm_open() with O_CREAT, under a name nothing has,",
+        errno: libc::EACCES,
+        kind: "shm-open",
+        variant: "Open",
+        taken: false,
+        unmade: "a table is created with shm_open(name, O_CREAT | O_EXCL | O_RDWR, 0600)",
     },
     Forced {
         tag: "mapping",
@@ -171,6 +181,15 @@ pub fn failed_creator_calls(run: &mut Run) -> Result<bool, Fail> {
                  {}",
                 said(&answer),
                 case.unmade
+            )));
+        }
+        if case.variant == "Open" && !case.taken && is_refusal(&answer, "exists") {
+            proc.kill_tree();
+            return Err(Fail::failed(format!(
+                "{what}: the program said kind=exists, but nothing had the name: only EEXIST \
+                 is TableError::Exists; shm_open()'s other errors, {:?} included, are \
+                 TableError::Open (kind=shm-open) with that errno",
+                Errno::from_raw(errno)
             )));
         }
         refused_with(&answer, kind, errno, &what, case.variant)?;

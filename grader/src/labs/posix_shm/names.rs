@@ -40,10 +40,34 @@ fn first_answers(
 ) -> Result<Vec<(Proc, Message)>, Fail> {
     let mut answers = Vec::new();
     for (mut proc, name) in procs.into_iter().zip(names) {
-        let first = await_answer(&mut proc, who, &format!("given the name {name:.40}"), None)?;
+        let first = await_answer(&mut proc, who, &format!("given the name {name:.40}"), None)
+            .map_err(|fail| crashed_on(fail, name))?;
         answers.push((proc, first));
     }
     Ok(answers)
+}
+
+/// A crash on `name` named: a name is refused (`BadName`) or used, never a panic.
+fn crashed_on(fail: Fail, name: &str) -> Fail {
+    let Fail::Crashed(message) = fail else {
+        return fail;
+    };
+    let wide_first = name.chars().next().is_some_and(|c| c.len_utf8() > 1);
+    let cause = if wide_first {
+        format!(
+            "; its first character, {:?}, is more than one byte long: a byte index or slice \
+             of the name that ends inside it (such as &name[..1]) panics; compare bytes or use \
+             name.strip_prefix('/')",
+            name.chars().next().unwrap_or_default()
+        )
+    } else {
+        String::new()
+    };
+    Fail::Crashed(format!(
+        "given the name {name:.40?}, the program crashed ({message}), where it must say \
+         `failed` with kind=bad-name or use the name: check_name() refuses a name it cannot \
+         take (BadName), whatever its bytes{cause}"
+    ))
 }
 
 pub fn invalid_names(run: &mut Run) -> Result<String, Fail> {
@@ -55,6 +79,8 @@ pub fn invalid_names(run: &mut Run) -> Result<String, Fail> {
     let one_past = run.ipc_name("long");
     let wide = run.ipc_name("wide");
     let edge = run.ipc_name("edge");
+    let wide_first = run.ipc_name("wide-first");
+    let spaced = run.ipc_name("spaced");
     // Characters of two bytes each: at most 255 characters, but more than 255 bytes.
     let wide_chars = 250 - wide.len();
     let wide_name = format!("{wide}{}", "é".repeat(wide_chars));
@@ -108,6 +134,22 @@ pub fn invalid_names(run: &mut Run) -> Result<String, Fail> {
             why: "the limit is in bytes (name.len()), not in characters: 'é' is 2 bytes",
             lands: None,
         },
+        // Its first character takes 2 bytes; the slash after it makes glibc refuse it too, so
+        // a lax program creates nothing the grader cannot claim.
+        BadName {
+            name: format!("é{wide_first}"),
+            what: "a 2-byte first character and no leading slash".into(),
+            why: "a name starts with '/', the byte; look at the name's first byte, whatever \
+                  character it begins",
+            lands: None,
+        },
+        BadName {
+            name: format!(" {spaced}"),
+            what: "a space before the slash".into(),
+            why: "the name is taken as given, its space included: it does not start with '/' \
+                  (trimming it names another object)",
+            lands: Some(spaced.clone()),
+        },
     ];
     let longest = format!("{edge}{}", "x".repeat(255 - edge.len()));
     let mut names: Vec<String> = bad.iter().map(|b| b.name.clone()).collect();
@@ -141,8 +183,8 @@ pub fn invalid_names(run: &mut Run) -> Result<String, Fail> {
         (zero_trailing, "a trailing slash"),
     ];
     // Any bytes but '/' may follow the slash: a space, punctuation, characters of 2 and 3
-    // bytes, control characters (a tab, DEL) (well under 255 bytes in all).
-    let odd = format!("{} a+b:c,d=é数据!\t\u{7f}", run.ipc_name("odd"));
+    // bytes, control characters (DEL, a tab), whitespace at the end (well under 255 bytes).
+    let odd = format!("{} a+b:c,d=é数据!\u{7f}\t ", run.ipc_name("odd"));
     let mut planted = Vec::new();
     for (_, target, _) in &cases {
         planted.push(plant_object(run, target, &[0u8; 64])?);
@@ -339,6 +381,20 @@ pub fn invalid_names(run: &mut Run) -> Result<String, Fail> {
         proc.wait()?;
     }
     let mut odd_table = super::driver::mapped(odd_proc, answer, &odd, CREATOR)?;
+    if !exists(&odd) {
+        let made = [odd.trim_end(), odd.trim()]
+            .into_iter()
+            .find(|made| *made != odd && exists(made))
+            .map(|made| format!(", but {:?} does", dev_shm(made)))
+            .unwrap_or_default();
+        odd_table.proc.kill_tree();
+        return Err(Fail::failed(format!(
+            "{what}, the program said `mapped`, yet {:?} does not exist{made}: the name is \
+             taken as given, its whitespace at either end included (trimming it names \
+             another object)",
+            dev_shm(&odd)
+        )));
+    }
     let mut odd_opener = start(run, &odd, None, OPENER)?;
     let answer = await_answer(&mut odd_opener, OPENER, &format!("opening {odd:?}"), None)?;
     if is_refusal(&answer, "bad-name") {
@@ -354,9 +410,11 @@ pub fn invalid_names(run: &mut Run) -> Result<String, Fail> {
     odd_table.close()?;
     Ok(
         "bad names (no leading slash, two leading slashes, a second slash, a trailing slash, \
-        '/' alone, 256 bytes, 250 characters in more than 255 bytes, the empty name) were refused by create, \
+        '/' alone, 256 bytes, 250 characters in more than 255 bytes, the empty name, a 2-byte first \
+        character, a space before the slash) were refused by create, \
         the first two by open too (with no shm_open() of them), bad names with size 0 too; a \
-        255-byte name, and one with a space, punctuation and multi-byte characters, worked; '/.' \
+        255-byte name, and one with a space, punctuation, multi-byte characters and whitespace at \
+        its end, worked; '/.' \
         and '/..' reached shm_open()"
             .into(),
     )

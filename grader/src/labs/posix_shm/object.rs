@@ -11,7 +11,7 @@ use crate::engine::{Fail, Run, force};
 
 use super::driver::{
     CREATOR, OPENER, answer_past_breakpoint, await_answer, close_all, creating_open, creators,
-    mapped, openers, start_stopped, table,
+    mapped, openers, start_breaking_at, start_stopped, table,
 };
 use super::explain::{Writer, expect_read};
 use super::probes::{dev_shm, object_bytes, object_size, plant_object};
@@ -521,9 +521,7 @@ fn creator_maps_its_object(run: &mut Run) -> Result<(), Fail> {
 
 /// A creator, then an opener (of an object the grader made), each with a hardware breakpoint at
 /// the C library's `shm_open()` set before its `main()` runs: each must enter that function
-/// before it says `mapped`. Held first at the Rust runtime's `sigaltstack()` (the C library is
-/// loaded by then, the create not begun), it is stopped there (`SIGSTOP`) so that the
-/// breakpoint's tracer, which replaces the first, finds it where it was.
+/// before it says `mapped`.
 fn created_through_shm_open(run: &mut Run) -> Result<(), Fail> {
     through_shm_open(run, CREATOR)?;
     through_shm_open(run, OPENER)
@@ -537,33 +535,15 @@ fn through_shm_open(run: &mut Run, who: &'static str) -> Result<(), Fail> {
         _ => Some(plant_object(run, &name, &bytes)?),
     };
     let create = planted.is_none().then_some(PAGE);
-    let mut proc = start_stopped(run, &name, create, who)?;
-    let pid = proc.pid.as_raw();
-    let early = Tracer::attach(pid, Call::any(libc::SYS_sigaltstack), Action::Hold)?;
-    force::resume(pid)?;
-    let gave_up = |run: &mut Run, proc: crate::engine::Proc| {
+    let (mut proc, tracer) = start_breaking_at(run, &name, create, who, c"shm_open")?;
+    let Some(tracer) = tracer else {
         run.note(format!(
             "the grader could not set a breakpoint at shm_open() in {who} here: whether it \
              calls it was not seen"
         ));
         proc.kill_tree();
         let _ = std::fs::remove_file(dev_shm(&name));
-        Ok(())
-    };
-    let Some(mut early) = early else {
-        return gave_up(run, proc);
-    };
-    let until = Instant::now() + Duration::from_secs(5);
-    if early.wait(&mut proc, until)? != Reached::Call {
-        drop(early);
-        return gave_up(run, proc);
-    }
-    // Stopped as soon as the first tracer lets it go (a signal pending while it is held).
-    early.release_stopped(pid)?;
-    let tracer = Tracer::break_at_function(pid, c"shm_open")?;
-    force::resume(pid)?;
-    let Some(tracer) = tracer else {
-        return gave_up(run, proc);
+        return Ok(());
     };
     let (answer, entered) = answer_past_breakpoint(tracer, &mut proc)?;
     let watched = answer.is_some();

@@ -123,14 +123,128 @@ pub fn mapped_by_each(run: &mut Run) -> Result<String, Fail> {
     stays("the opener closed the table (op=close)")?;
     opener.exit()?;
     stays("the opener exited")?;
-    creator.unlink()?;
+    // Then the creator: the object outlives every process that mapped it, until an unlink.
     unmapped(&mut creator, &ranges[0], &path)?;
-    creator.exit()?;
+    stays("the creator closed the table (op=close)")?;
+    let outlived = exit_holding_children(creator)?;
+    let kept = object_bytes(&name, at, data.len());
+    // Nobody unlinks it in this check: the grader removes it.
+    let removed = std::fs::remove_file(dev_shm(&name));
+    if removed.is_err() || kept.as_deref() != Some(&data[..]) {
+        let left = outlived
+            .left
+            .iter()
+            .map(|(pid, what)| format!("pid {pid} ({what})"))
+            .collect::<Vec<_>>();
+        let after = if left.is_empty() {
+            String::new()
+        } else {
+            format!(
+                "; {}, which the creator had started, still ran after it exited (the grader had \
+                 stopped it, SIGSTOP, before that exit, and let it go on once the creator was \
+                 gone)",
+                left.join(", ")
+            )
+        };
+        return Err(Fail::failed(format!(
+            "{path} held the 1000 bytes the creator wrote at offset {at}, but {} once the \
+             creator had closed the table (op=close) and exited, and nobody had asked for an \
+             unlink{after}: close() only munmap()s; the object, its name and its bytes stay \
+             until unlink(), after every process that mapped it has gone",
+            if removed.is_err() {
+                "it was gone"
+            } else {
+                "no longer"
+            }
+        )));
+    }
+    if let Some((pid, what)) = outlived.running.first() {
+        return Err(Fail::failed(format!(
+            "pid {pid} ({what}), which the creator had started, was still running {} ms after \
+             the creator exited (the grader killed it): the program leaves no process behind; \
+             nothing in this lab needs a child",
+            GONE_WITHIN.as_millis()
+        )));
+    }
     Ok(
         "both processes map the object shared, read-write, without a descriptor, and unmap it \
-        on close, leaving the name and the bytes"
+        on close, leaving the name and the bytes, also once both have exited"
             .into(),
     )
+}
+
+/// How long a process a creator started may take to end once the creator has exited.
+const GONE_WITHIN: Duration = Duration::from_millis(1000);
+
+/// The processes a creator had started, seen once it had exited.
+struct Outlived {
+    /// Those still alive right after its exit (stopped by the grader before it), with what
+    /// they are: `comm`, and whether in a session of their own.
+    left: Vec<(i32, String)>,
+    /// Those of them still running [`GONE_WITHIN`] after they were let go (then killed).
+    running: Vec<(i32, String)>,
+}
+
+/// Lets `creator`, which has closed its table, exit, with every process it started stopped
+/// (`SIGSTOP`) before that exit, so that what they do once it is gone happens after the grader
+/// has seen them alive; then lets them go on and waits [`GONE_WITHIN`] for them to end, and
+/// kills what is left (they are the grader's, its subreaper's, once the creator is gone).
+fn exit_holding_children(creator: Table) -> Result<Outlived, Fail> {
+    let pid = creator.pid();
+    let session = |pid: i32| {
+        procfs::process::Process::new(pid)
+            .ok()
+            .and_then(|p| p.stat().ok())
+            .map(|s| s.session)
+    };
+    let own_session = session(pid);
+    let forks = inspect::grader_forks();
+    let children: Vec<i32> = inspect::tree(&[pid], &[])
+        .into_iter()
+        .filter(|row| row.pid != pid && row.state != 'Z' && !forks(row.pid))
+        .map(|row| row.pid)
+        .collect();
+    let mut described = Vec::new();
+    for &child in &children {
+        // One that has just ended is not stopped: it no longer counts.
+        let _ = force::hold(child);
+        let comm = inspect::view(child).map_or_else(|| "?".to_string(), |v| v.comm);
+        let what = if session(child).is_some() && session(child) != own_session {
+            format!("{comm}, in a session of its own")
+        } else {
+            comm
+        };
+        described.push((child, what));
+    }
+    let exited = creator.exit();
+    let alive =
+        |pid: i32| inspect::view(pid).is_some_and(|v| v.state != 'Z') && !inspect::is_anothers(pid);
+    let left: Vec<(i32, String)> = described
+        .iter()
+        .filter(|(pid, _)| alive(*pid))
+        .cloned()
+        .collect();
+    for (pid, _) in &left {
+        let _ = force::resume(*pid);
+    }
+    let until = Instant::now() + GONE_WITHIN;
+    while Instant::now() < until && left.iter().any(|(pid, _)| alive(*pid)) {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let running: Vec<(i32, String)> = left
+        .iter()
+        .filter(|(pid, _)| alive(*pid))
+        .cloned()
+        .collect();
+    for (pid, _) in &running {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(*pid),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+    }
+    crate::engine::process::reap_orphans();
+    exited?;
+    Ok(Outlived { left, running })
 }
 
 /// Closes `table`, which mapped the object at `range`, and checks, while it still runs, that
@@ -397,7 +511,7 @@ static BEFORE_RESULT_FILE: [i64; 512] = all_but([
 ]);
 
 /// The name of a call made inside an access.
-fn any_call_name(number: i64) -> String {
+pub fn any_call_name(number: i64) -> String {
     if SYNCS.contains(&number) {
         return sync_name(number).into();
     }
@@ -609,6 +723,31 @@ pub fn unlinked_but_mapped(run: &mut Run) -> Result<String, Fail> {
         )));
     }
     late.wait()?;
+    // The creator still maps the unlinked object; asked to open the name as well, it finds
+    // nothing there either: open() asks shm_open() each time, whatever the process maps.
+    let pid = creator.pid();
+    let before = object_mappings(pid, &path);
+    let reopened = creator.command(&[("op", "open".into()), ("name", name.clone())])?;
+    if !is_refusal(&reopened, "not-found") {
+        let now = object_mappings(pid, &path);
+        let how = if reopened.kind == "done" && now == before {
+            format!(
+                " (len={}), and its /proc/{pid}/maps shows no new mapping of the object: it \
+                 answered without mapping anything",
+                reopened.get("len").unwrap_or("none")
+            )
+        } else {
+            String::new()
+        };
+        return Err(Fail::failed(format!(
+            "after the unlink (a new process's open of {name} was not-found), the creator, which \
+             still maps the unlinked object, was asked to open {name} as well (op=open) and said \
+             {}{how}, not `failed` with kind=not-found: nothing has the name; open() calls \
+             shm_open() each time, and its ENOENT is TableError::NotFound, whatever the process \
+             already maps",
+            said(&reopened)
+        )));
+    }
     let again = opener.command(&[("op", "unlink".into())])?;
     refused(
         &again,
@@ -617,8 +756,10 @@ pub fn unlinked_but_mapped(run: &mut Run) -> Result<String, Fail> {
         "shm_unlink() fails with ENOENT for a name that does not exist, which is \
          TableError::NotFound",
     )?;
-    // A new object takes the name: the two processes must go on sharing the old one.
-    let fresh = run.random_bytes(size);
+    // A new object, of another size, takes the name: the two processes must go on sharing the
+    // old one, and the creator, asked to open the name as well, maps the new one beside it.
+    let fresh_size = size + 3000;
+    let fresh = run.random_bytes(fresh_size);
     let planted = plant_object(run, &name, &fresh)?;
     let len = 2000;
     let at = run.rng().random_range(0..size - len);
@@ -652,6 +793,31 @@ pub fn unlinked_but_mapped(run: &mut Run) -> Result<String, Fail> {
             "after the unlink the grader created a new object named {name}, and the programs' \
              writes to their table changed it: write() must store into the process's own \
              mapping, not into whatever file has the name now"
+        )));
+    }
+    // Once they have shared their writes, the creator opens the new object as well (before,
+    // its table would not be the one mapping of the name's path in its /proc/PID/maps).
+    second_table(&mut creator, &path, size, fresh_size)?;
+    // What the creator's second table holds is the new object's bytes.
+    let at2 = run.rng().random_range(0..fresh_size - len);
+    let (mut fields, file) = creator.read_fields(run, at2, len);
+    fields.push(("table", "1".into()));
+    let answer = creator.command(&fields)?;
+    if answer.kind != "done" {
+        return Err(Fail::failed(format!(
+            "the creator could not read {len} bytes at offset {at2} of its second table (the \
+             new object at {name}, opened with op=open): it said {}",
+            said(&answer)
+        )));
+    }
+    let got = std::fs::read(&file)?;
+    std::fs::remove_file(&file)?;
+    if got != fresh[at2..at2 + len] {
+        return Err(Fail::failed(format!(
+            "the creator opened the grader's new object at {name} as a second table (op=open), \
+             but {len} bytes it read there at offset {at2} are not the object's (the grader \
+             reads them in {path}): open() maps the object shm_open() opened, the one that has \
+             the name now"
         )));
     }
     // The name is the grader's object's now: the creator's second unlink must remove it, as
@@ -743,4 +909,91 @@ pub fn unlinked_but_mapped(run: &mut Run) -> Result<String, Fail> {
         with ENOENT was shm-unlink; a symbolic link at the name was unlinked"
             .into(),
     )
+}
+
+/// The mappings of the object at `path` in `pid`, linked or unlinked (` (deleted)`), as
+/// (start, inode).
+fn object_mappings(pid: i32, path: &str) -> Vec<(u64, u64)> {
+    let deleted = format!("{path} (deleted)");
+    mappings(pid)
+        .into_iter()
+        .filter(|m| m.path == path || m.path == deleted)
+        .map(|m| (m.start, m.inode))
+        .collect()
+}
+
+/// The creator, which maps the unlinked `size`-byte object as its table, opens the grader's new
+/// `fresh_size`-byte object at the name as a second table (`op=open`): that one is mapped
+/// beside the first, which stays where it was, and has the new object's size.
+fn second_table(
+    creator: &mut Table,
+    path: &str,
+    size: usize,
+    fresh_size: usize,
+) -> Result<(), Fail> {
+    let pid = creator.pid();
+    let name = creator.name.clone();
+    let Some(first) = table_mapping(pid, &name) else {
+        return Err(Fail::failed(format!(
+            "after its unlink the creator no longer maps the table (not in /proc/{pid}/maps): \
+             unlink() removes the name only; the mapping stays until close()"
+        )));
+    };
+    let answer = creator.command(&[("op", "open".into()), ("name", name.clone())])?;
+    if answer.kind != "done" {
+        return Err(Fail::failed(format!(
+            "after the unlink the grader created a new {fresh_size}-byte object at {name}; the \
+             creator, asked to open it as well (op=open), said {}: an existing, sized object \
+             opens and maps, also in a process that maps another one",
+            said(&answer)
+        )));
+    }
+    let now = mappings(pid);
+    let kept = now
+        .iter()
+        .any(|m| m.start == first.start && m.end == first.end && m.inode == first.inode);
+    if !kept {
+        let there: Vec<String> = now
+            .iter()
+            .filter(|m| m.start < first.end && m.end > first.start)
+            .map(Mapping::describe)
+            .collect();
+        return Err(Fail::failed(format!(
+            "the creator mapped its table at {:x}-{:x} (the unlinked object, inode {}); once it \
+             had opened a second table (op=open of the new object at {name}), {}: the new \
+             mapping took the first table's addresses, so the first table reads and writes \
+             something else now; only a mapping at a fixed address (MAP_FIXED) replaces \
+             another: mmap(NULL, ...) lets the kernel pick addresses no other mapping uses",
+            first.start,
+            first.end,
+            first.inode,
+            if there.is_empty() {
+                "nothing was mapped there".to_string()
+            } else {
+                format!("those addresses held {}", there.join(" and "))
+            }
+        )));
+    }
+    let len: Option<usize> = answer.get("len").and_then(|l| l.parse().ok());
+    if len != Some(fresh_size) {
+        return Err(Fail::failed(format!(
+            "after the unlink the grader created a new {fresh_size}-byte object at {name}; the \
+             creator, asked to open it as well (op=open), said `done` with len={}, not \
+             {fresh_size} (the unlinked object it maps is {size} bytes): open() takes the size \
+             from fstat() of the object its shm_open() opened",
+            answer.get("len").unwrap_or("none")
+        )));
+    }
+    let inode = std::fs::metadata(path).map(|m| {
+        use std::os::unix::fs::MetadataExt;
+        m.ino()
+    })?;
+    if !now.iter().any(|m| m.path == path && m.inode == inode) {
+        return Err(Fail::failed(format!(
+            "the creator, asked to open the grader's new object at {name} as well (op=open), \
+             said `done` (len={fresh_size}), but /proc/{pid}/maps shows no mapping of {path} \
+             (inode {inode}): open() maps the object it opened"
+        )));
+    }
+    Ok(())
 }
