@@ -103,7 +103,9 @@ fn main() -> ExitCode {
     loop {
         let command = control.wait_for("cmd");
         let file = command.get("file").unwrap_or_default().to_string();
-        let which = command.get("table").map_or(0, |_| number(&command, "table"));
+        let which = command
+            .get("table")
+            .map_or(0, |_| number(&command, "table"));
         let outcome = match command.get("op").unwrap_or_default() {
             "write" => {
                 let data = std::fs::read(&file).expect("the grader's data file");
@@ -121,7 +123,9 @@ fn main() -> ExitCode {
                     })
             }
             "open" => {
-                let other = command.get("name").expect("the grader's command has no `name`");
+                let other = command
+                    .get("name")
+                    .expect("the grader's command has no `name`");
                 SharedTable::open(other).map(|table| {
                     let len = table.len().to_string();
                     tables.push(table);
