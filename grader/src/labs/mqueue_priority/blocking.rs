@@ -438,6 +438,8 @@ pub fn full_queue_blocks(run: &mut Run) -> Result<String, Fail> {
     const PRODUCERS: usize = 4;
     const JOBS: usize = 50;
     const ROLES: [&str; PRODUCERS] = ["producer 1", "producer 2", "producer 3", "producer 4"];
+    // First, deterministically, the loss that several producers on a full queue make likely.
+    super::retries::interrupted_send_resent(run)?;
     let name = run.ipc_name("jobs");
     let consumer = consumer(run, &name, &sized(4, 64))?;
     // A second consumer, on a queue nobody sends to, shows how receiving on an empty queue waits.
