@@ -9,11 +9,11 @@ use nix::sys::signal::Signal;
 
 use super::observe::{Reached, interrupt, one_queue_fd, queue_fds, wait_in_call};
 use super::protocol::{
-    Job, Producer, consumer, failed_with, field, payload_change, producer, queue_attributes,
-    random_jobs, said, same_order, show, shut_down, sized,
+    Job, Producer, consumer, failed_with, field, grader_send, job_message, payload_change,
+    producer, queue_attributes, random_jobs, said, same_order, show, shut_down, sized,
 };
 use crate::engine::diagnose::{self, Activity, classify};
-use crate::engine::tracer::{Action, Call, Tracer};
+use crate::engine::tracer::{Action, Call, Step, Tracer};
 use crate::engine::waiting::{self, WaitRules};
 use crate::engine::{Fail, Proc, Run, inspect};
 
@@ -173,6 +173,103 @@ fn calls_before_receiving(idle: &mut super::protocol::Consumer) -> Result<(), Fa
          sched_yield) before it waits. receive() calls mq_receive at once and waits inside it, \
          using no CPU while the queue is empty"
     )))
+}
+
+/// How many system calls a consumer may make between taking a job from its queue and its next
+/// `mq_receive` on the (then empty) queue, besides those two receives: its handler writes the
+/// small job to a buffer, and the reference makes none. A receive() that looks at the queue
+/// (mq_getattr) in a loop before it waits makes one call per look, at every receive.
+const CALLS_BETWEEN_RECEIVES: u64 = 4;
+/// How many jobs the grader sends one at a time, each to an empty queue, to judge the receives
+/// after the first.
+const ROUNDS: usize = 3;
+
+/// The consumer of an empty queue, waiting in `mq_receive`, is sent one job at a time; each
+/// time it is traced from the receive that takes the job to its next `mq_receive`, and the
+/// calls in between are counted (its voluntary context switches: two per traced call, and the
+/// receive's own sleep). Every receive on an empty queue must go straight to its wait, not only
+/// the first after `go`.
+fn calls_between_receives(
+    run: &mut Run,
+    consumer: &mut super::protocol::Consumer,
+) -> Result<Vec<Job>, Fail> {
+    let pid = consumer.pid();
+    let mut sent = Vec::new();
+    for round in 1..=ROUNDS {
+        match wait_in_call(&mut consumer.proc, RECEIVE, PATIENCE)? {
+            Reached::InCall => {}
+            Reached::Said(answer) => {
+                return Err(Fail::failed(format!(
+                    "{IDLE} said {} after the grader sent it {} job(s) one at a time: it serves \
+                     each job and waits in mq_receive for the next",
+                    said(&answer),
+                    round - 1
+                )));
+            }
+            // Not back in its wait: left to the checks of its serving (it is sent the shutdown).
+            Reached::NotYet => return Ok(sent),
+        }
+        // The receive it waits in, interrupted by the attach and restarted, takes the job; the
+        // program is held at the entry of the next one.
+        let steps = [
+            (Call::any(RECEIVE), Step::Pass),
+            (Call::any(RECEIVE), Step::Hold),
+        ];
+        let Some(mut tracer) = Tracer::in_turn(pid, steps)? else {
+            run.note("no ptrace here: the receives after a job were not traced");
+            return Ok(sent);
+        };
+        let before = voluntary_switches(pid);
+        let job = Job {
+            priority: 1,
+            payload: format!("job {round} of {ROUNDS}, sent alone").into_bytes(),
+        };
+        grader_send(&consumer.name, &[job_message(&job)])?;
+        sent.push(job);
+        let until = Instant::now() + PATIENCE;
+        let held = loop {
+            if tracer.held_before(Instant::now() + Duration::from_millis(5))? {
+                break true;
+            }
+            if let Some(answer) = consumer.proc.recv_before(Instant::now())? {
+                return Err(Fail::failed(format!(
+                    "{IDLE} said {} after the grader sent it job {round} alone: it serves each \
+                     job and waits in mq_receive for the next",
+                    said(&answer)
+                )));
+            }
+            if Instant::now() >= until {
+                break false;
+            }
+        };
+        let after = voluntary_switches(pid);
+        tracer.release();
+        // The receive that took the job (its entry and return) and the next one's entry, and
+        // the sleep before the job came: two calls' worth.
+        let calls = match (before, after) {
+            (Some(before), Some(after)) => (after.saturating_sub(before) / 2).saturating_sub(2),
+            _ => 0,
+        };
+        if calls > CALLS_BETWEEN_RECEIVES {
+            let next = if held {
+                "its next mq_receive"
+            } else {
+                "its next mq_receive (not reached in 3 s)"
+            };
+            return Err(Fail::failed(format!(
+                "{IDLE} made about {calls} system calls between taking job {round} (sent alone, \
+                 the queue then empty) from the queue and {next}, where at most \
+                 {CALLS_BETWEEN_RECEIVES} may come between (the grader traced it: each call \
+                 stops it twice): it looks at the empty queue in a loop (mq_getattr, a spin) \
+                 before every wait, burning CPU each time the queue runs empty. receive() \
+                 calls mq_receive at once, every time, and waits inside it"
+            )));
+        }
+        if !held {
+            return Ok(sent);
+        }
+    }
+    Ok(sent)
 }
 
 /// The call the main thread of `pid`, held by a tracer at its entry, is making.
@@ -443,7 +540,7 @@ pub fn full_queue_blocks(run: &mut Run) -> Result<String, Fail> {
     // How the wait is reached, first: a consumer of an empty queue, traced from `go` to its
     // first mq_receive. A loop that looks at the queue before it waits is named by its calls,
     // before the watchers below can see it run (how long it runs depends on the machine's load).
-    // It stays, waiting, until the end.
+    // It stays, waiting, for the receives after it to be judged at the end.
     let traced_name = run.ipc_name("idle-traced");
     let mut traced = self::consumer(run, &traced_name, &[])?;
     calls_before_receiving(&mut traced)?;
@@ -659,8 +756,11 @@ pub fn full_queue_blocks(run: &mut Run) -> Result<String, Fail> {
     shut_down(run, &name)?;
     let served = consumer.finish()?;
     exactly_once(&served, &submitted, &ROLES)?;
+    // Every receive after the first goes straight to its wait too.
+    let sent = calls_between_receives(run, &mut traced)?;
     shut_down(run, &traced_name)?;
-    traced.finish()?;
+    let served = traced.finish()?;
+    same_order(&served, &sent, "the jobs sent one at a time")?;
     Ok(format!(
         "{PRODUCERS} producers waited in mq_send on the full queue and a consumer in mq_receive \
          on an empty one, without CPU and through SIGUSR1; all {} jobs were served once",
