@@ -272,6 +272,86 @@ fn calls_between_receives(
     Ok(sent)
 }
 
+/// How much a consumer's memory (`VmData` and `VmStk` of `/proc/PID/status`, in kB) may grow
+/// while the grader makes its `mq_receive` fail with EINTR [`FORCED_EINTRS`] times: a retry in
+/// a loop keeps nothing per EINTR and the reference grows by none; a retry that keeps a
+/// receive buffer of 8192 bytes per EINTR grows by 1600 kB.
+const RETRY_GROWTH_KB: u64 = 256;
+
+/// The memory of `pid` as `/proc/PID/status` shows it: `VmData` (its heap and other private
+/// writable mappings) and `VmStk` (its main thread's stack), in kB.
+fn data_and_stack_kb(pid: i32) -> Option<(u64, u64)> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let kb = |field: &str| -> Option<u64> {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(field))?
+            .trim()
+            .trim_end_matches("kB")
+            .trim()
+            .parse()
+            .ok()
+    };
+    Some((kb("VmData:")?, kb("VmStk:")?))
+}
+
+/// The consumer of an empty queue (8192-byte messages), waiting in `mq_receive`, has the call
+/// made to fail with EINTR [`FORCED_EINTRS`] times in a row (ptrace): it must call it again
+/// each time (judged before on another consumer) without its memory growing with the count: a
+/// retry that keeps something per EINTR (a receive() that calls itself, each level keeping its
+/// buffer and its frame) ends, after enough signals, out of stack or memory.
+fn retries_keep_nothing(
+    run: &mut Run,
+    consumer: &mut super::protocol::Consumer,
+) -> Result<(), Fail> {
+    let pid = consumer.pid();
+    if !matches!(
+        wait_in_call(&mut consumer.proc, RECEIVE, PATIENCE)?,
+        Reached::InCall
+    ) {
+        return Ok(());
+    }
+    let Some(before) = data_and_stack_kb(pid) else {
+        return Ok(());
+    };
+    match force_eintrs(&mut consumer.proc, RECEIVE)? {
+        Forced::Retried => {}
+        Forced::Untraced => {
+            run.note("no ptrace here: the memory kept by EINTR retries was not measured");
+            return Ok(());
+        }
+        // A retry that gives up was judged on the idle consumer already; here only what a
+        // retry keeps is.
+        Forced::Said(..) | Forced::Left(_) => return Ok(()),
+    }
+    let Some(after) = data_and_stack_kb(pid) else {
+        return Ok(());
+    };
+    let grown = (after.0 + after.1).saturating_sub(before.0 + before.1);
+    if grown <= RETRY_GROWTH_KB {
+        return Ok(());
+    }
+    let per_retry = grown * 1024 / u64::from(FORCED_EINTRS);
+    let buffer = if per_retry >= consumer.msg_size {
+        format!(
+            ", at least a receive buffer's worth (its mq_msgsize is {})",
+            consumer.msg_size
+        )
+    } else {
+        String::new()
+    };
+    Err(Fail::failed(format!(
+        "while the grader made its mq_receive fail with EINTR {FORCED_EINTRS} times in a row \
+         (ptrace), {IDLE} called it again each time, but its memory grew by {grown} kB (VmData \
+         {} to {} kB, VmStk {} to {} kB in /proc/{pid}/status), about {per_retry} bytes per \
+         EINTR{buffer}: each retry keeps memory (as a receive() that calls itself again on \
+         EINTR keeps each level's buffer and stack frame), so a stream of signals exhausts the \
+         stack or the memory and the retry gives up in the end. Retry in a loop that keeps \
+         nothing per EINTR: the same buffer, the same frame",
+        before.0, after.0, before.1, after.1
+    )))
+}
+
 /// The call the main thread of `pid`, held by a tracer at its entry, is making.
 fn held_call(pid: i32) -> Option<i64> {
     let syscall = std::fs::read_to_string(format!("/proc/{pid}/syscall")).ok()?;
@@ -542,7 +622,7 @@ pub fn full_queue_blocks(run: &mut Run) -> Result<String, Fail> {
     // before the watchers below can see it run (how long it runs depends on the machine's load).
     // It stays, waiting, for the receives after it to be judged at the end.
     let traced_name = run.ipc_name("idle-traced");
-    let mut traced = self::consumer(run, &traced_name, &[])?;
+    let mut traced = self::consumer(run, &traced_name, &["--msg-size".into(), "8192".into()])?;
     calls_before_receiving(&mut traced)?;
     let name = run.ipc_name("jobs");
     let consumer = consumer(run, &name, &sized(4, 64))?;
@@ -756,8 +836,10 @@ pub fn full_queue_blocks(run: &mut Run) -> Result<String, Fail> {
     shut_down(run, &name)?;
     let served = consumer.finish()?;
     exactly_once(&served, &submitted, &ROLES)?;
-    // Every receive after the first goes straight to its wait too.
+    // Every receive after the first goes straight to its wait too; and the retries of its
+    // wait keep nothing.
     let sent = calls_between_receives(run, &mut traced)?;
+    retries_keep_nothing(run, &mut traced)?;
     shut_down(run, &traced_name)?;
     let served = traced.finish()?;
     same_order(&served, &sent, "the jobs sent one at a time")?;
