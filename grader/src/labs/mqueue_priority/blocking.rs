@@ -260,8 +260,8 @@ fn calls_between_receives(
                 "{IDLE} made about {calls} system calls between taking job {round} (sent alone, \
                  the queue then empty) from the queue and {next}, where at most \
                  {CALLS_BETWEEN_RECEIVES} may come between (the grader traced it: each call \
-                 stops it twice): it looks at the empty queue in a loop (mq_getattr, a spin) \
-                 before every wait, burning CPU each time the queue runs empty. receive() \
+                 stops it twice): a receive that looks at the empty queue (mq_getattr) before \
+                 every wait makes one call per look, each time the queue runs empty. receive() \
                  calls mq_receive at once, every time, and waits inside it"
             )));
         }
@@ -343,7 +343,7 @@ fn retries_keep_nothing(
     Err(Fail::failed(format!(
         "while the grader made its mq_receive fail with EINTR {FORCED_EINTRS} times in a row \
          (ptrace), {IDLE} called it again each time, but its memory grew by {grown} kB (VmData \
-         {} to {} kB, VmStk {} to {} kB in /proc/{pid}/status), about {per_retry} bytes per \
+         {} to {} kB, VmStk {} to {} kB in /proc/PID/status), about {per_retry} bytes per \
          EINTR{buffer}: each retry keeps memory (as a receive() that calls itself again on \
          EINTR keeps each level's buffer and stack frame), so a stream of signals exhausts the \
          stack or the memory and the retry gives up in the end. Retry in a loop that keeps \
