@@ -9,11 +9,11 @@ use nix::sys::signal::Signal;
 
 use super::observe::{Reached, interrupt, one_queue_fd, queue_fds, wait_in_call};
 use super::protocol::{
-    Job, Producer, consumer, failed_with, field, payload_change, producer, queue_attributes,
-    random_jobs, said, same_order, show, shut_down, sized,
+    Job, Producer, consumer, failed_with, field, grader_send, job_message, payload_change,
+    producer, queue_attributes, random_jobs, said, same_order, show, shut_down, sized,
 };
 use crate::engine::diagnose::{self, Activity, classify};
-use crate::engine::tracer::{Action, Call, Tracer};
+use crate::engine::tracer::{Action, Call, Step, Tracer};
 use crate::engine::waiting::{self, WaitRules};
 use crate::engine::{Fail, Proc, Run, inspect};
 
@@ -102,7 +102,9 @@ fn voluntary_switches(pid: i32) -> Option<u64> {
 /// call it makes on the way stops it for the tracer (twice: at entry and at return), which its
 /// voluntary context switches count. The reference makes a handful; a receive() that polls the
 /// empty queue before it sleeps (mq_getattr and sched_yield in a loop) makes hundreds, burning
-/// CPU where the wait belongs inside mq_receive.
+/// CPU where the wait belongs inside mq_receive. The count is judged as it goes: once it is over
+/// [`CALLS_BEFORE_RECEIVING`] the verdict is the same whether the receive has come yet or not,
+/// however slowly a loaded machine runs the loop.
 fn calls_before_receiving(idle: &mut super::protocol::Consumer) -> Result<(), Fail> {
     /// Its first `mq_receive`, or the first call it waits in otherwise (`poll()`, a
     /// `sigtimedwait()` after `mq_notify()`, a sleep...: the checks below say what is wrong with
@@ -131,47 +133,222 @@ fn calls_before_receiving(idle: &mut super::protocol::Consumer) -> Result<(), Fa
     let Some(mut tracer) = tracer else {
         return Ok(());
     };
-    let reached = tracer.wait(&mut idle.proc, Instant::now() + PATIENCE);
-    let after = voluntary_switches(pid);
-    drop(tracer);
-    let calls = match (before, after) {
-        (Some(before), Some(after)) => after.saturating_sub(before) / 2,
+    let calls_since_go = || match (before, voluntary_switches(pid)) {
+        (Some(before), Some(now)) => now.saturating_sub(before) / 2,
         _ => 0,
     };
-    let spin = calls > CALLS_BEFORE_RECEIVING;
-    let waited = match reached {
-        Ok(crate::engine::tracer::Reached::Passed(Some(answer))) => {
+    let until = Instant::now() + PATIENCE;
+    let (reported, calls) = loop {
+        if let Some(answer) = idle.proc.recv_before(Instant::now())? {
             return Err(Fail::failed(format!(
                 "{IDLE}, let go, said {} before it called mq_receive: serve() waits for a \
                  message inside mq_receive",
                 said(&answer)
             )));
         }
-        // The call reported (or the program lost): the one it waits in now.
-        Ok(_) => held_call(pid).map(|nr| {
-            if nr == RECEIVE {
-                "its first mq_receive".to_string()
-            } else {
-                format!(
-                    "its first wait ({})",
-                    diagnose::call_name(nr).unwrap_or("another call")
-                )
-            }
-        }),
-        // Still busy after PATIENCE: said below if it made that many calls, else left to the
-        // checks that follow.
-        Err(Fail::TimedOut(_)) => None,
-        Err(fail) => return Err(fail),
+        let reported = tracer.failed_before(Instant::now() + Duration::from_millis(5))?;
+        let calls = calls_since_go();
+        if reported || calls > CALLS_BEFORE_RECEIVING || Instant::now() >= until {
+            break (reported, calls);
+        }
     };
-    if !spin {
+    drop(tracer);
+    if calls <= CALLS_BEFORE_RECEIVING {
+        // Its wait reached within the allowance, or not reached at all in PATIENCE with few
+        // calls: what it waits in (or does) is left to the checks that follow.
         return Ok(());
     }
-    let until = waited.unwrap_or_else(|| "any mq_receive or wait, for 3 s".to_string());
+    // The call reported is the one it waits in now; one other than mq_receive is named.
+    let other_wait = held_call(pid)
+        .filter(|&nr| reported && nr != RECEIVE)
+        .map(|nr| diagnose::call_name(nr).unwrap_or("another call"));
+    let until = match other_wait {
+        Some(call) => format!("its first wait ({call})"),
+        None => "its first mq_receive".to_string(),
+    };
     Err(Fail::failed(format!(
-        "{IDLE} made about {calls} system calls between `go` and {until} (the grader traced \
-         it: each call stops it twice), where a handful do: it looks at the empty queue in a \
-         loop (mq_getattr, sched_yield, a sleep) before it waits. receive() calls mq_receive \
-         at once and waits inside it, using no CPU while the queue is empty"
+        "{IDLE} made more than {CALLS_BEFORE_RECEIVING} system calls between `go` and {until} \
+         (the grader traced it: each call stops it twice; {calls} counted when it stopped \
+         counting), where a handful do: it looks at the empty queue in a loop (mq_getattr, \
+         sched_yield) before it waits. receive() calls mq_receive at once and waits inside it, \
+         using no CPU while the queue is empty"
+    )))
+}
+
+/// How many system calls a consumer may make between taking a job from its queue and its next
+/// `mq_receive` on the (then empty) queue, besides those two receives: its handler writes the
+/// small job to a buffer, and the reference makes none. A receive() that looks at the queue
+/// (mq_getattr) in a loop before it waits makes one call per look, at every receive.
+const CALLS_BETWEEN_RECEIVES: u64 = 4;
+/// How many jobs the grader sends one at a time, each to an empty queue, to judge the receives
+/// after the first.
+const ROUNDS: usize = 3;
+
+/// The consumer of an empty queue, waiting in `mq_receive`, is sent one job at a time; each
+/// time it is traced from the receive that takes the job to its next `mq_receive`, and the
+/// calls in between are counted (its voluntary context switches: two per traced call, and the
+/// receive's own sleep). Every receive on an empty queue must go straight to its wait, not only
+/// the first after `go`.
+fn calls_between_receives(
+    run: &mut Run,
+    consumer: &mut super::protocol::Consumer,
+) -> Result<Vec<Job>, Fail> {
+    let pid = consumer.pid();
+    let mut sent = Vec::new();
+    for round in 1..=ROUNDS {
+        match wait_in_call(&mut consumer.proc, RECEIVE, PATIENCE)? {
+            Reached::InCall => {}
+            Reached::Said(answer) => {
+                return Err(Fail::failed(format!(
+                    "{IDLE} said {} after the grader sent it {} job(s) one at a time: it serves \
+                     each job and waits in mq_receive for the next",
+                    said(&answer),
+                    round - 1
+                )));
+            }
+            // Not back in its wait: left to the checks of its serving (it is sent the shutdown).
+            Reached::NotYet => return Ok(sent),
+        }
+        // The receive it waits in, interrupted by the attach and restarted, takes the job; the
+        // program is held at the entry of the next one.
+        let steps = [
+            (Call::any(RECEIVE), Step::Pass),
+            (Call::any(RECEIVE), Step::Hold),
+        ];
+        let Some(mut tracer) = Tracer::in_turn(pid, steps)? else {
+            run.note("no ptrace here: the receives after a job were not traced");
+            return Ok(sent);
+        };
+        let before = voluntary_switches(pid);
+        let job = Job {
+            priority: 1,
+            payload: format!("job {round} of {ROUNDS}, sent alone").into_bytes(),
+        };
+        grader_send(&consumer.name, &[job_message(&job)])?;
+        sent.push(job);
+        let until = Instant::now() + PATIENCE;
+        let held = loop {
+            if tracer.held_before(Instant::now() + Duration::from_millis(5))? {
+                break true;
+            }
+            if let Some(answer) = consumer.proc.recv_before(Instant::now())? {
+                return Err(Fail::failed(format!(
+                    "{IDLE} said {} after the grader sent it job {round} alone: it serves each \
+                     job and waits in mq_receive for the next",
+                    said(&answer)
+                )));
+            }
+            if Instant::now() >= until {
+                break false;
+            }
+        };
+        let after = voluntary_switches(pid);
+        tracer.release();
+        // The receive that took the job (its entry and return) and the next one's entry, and
+        // the sleep before the job came: two calls' worth.
+        let calls = match (before, after) {
+            (Some(before), Some(after)) => (after.saturating_sub(before) / 2).saturating_sub(2),
+            _ => 0,
+        };
+        if calls > CALLS_BETWEEN_RECEIVES {
+            let next = if held {
+                "its next mq_receive"
+            } else {
+                "its next mq_receive (not reached in 3 s)"
+            };
+            return Err(Fail::failed(format!(
+                "{IDLE} made about {calls} system calls between taking job {round} (sent alone, \
+                 the queue then empty) from the queue and {next}, where at most \
+                 {CALLS_BETWEEN_RECEIVES} may come between (the grader traced it: each call \
+                 stops it twice): a receive that looks at the empty queue (mq_getattr) before \
+                 every wait makes one call per look, each time the queue runs empty. receive() \
+                 calls mq_receive at once, every time, and waits inside it"
+            )));
+        }
+        if !held {
+            return Ok(sent);
+        }
+    }
+    Ok(sent)
+}
+
+/// How much a consumer's memory (`VmData` and `VmStk` of `/proc/PID/status`, in kB) may grow
+/// while the grader makes its `mq_receive` fail with EINTR [`FORCED_EINTRS`] times: a retry in
+/// a loop keeps nothing per EINTR and the reference grows by none; a retry that keeps a
+/// receive buffer of 8192 bytes per EINTR grows by 1600 kB.
+const RETRY_GROWTH_KB: u64 = 256;
+
+/// The memory of `pid` as `/proc/PID/status` shows it: `VmData` (its heap and other private
+/// writable mappings) and `VmStk` (its main thread's stack), in kB.
+fn data_and_stack_kb(pid: i32) -> Option<(u64, u64)> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let kb = |field: &str| -> Option<u64> {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(field))?
+            .trim()
+            .trim_end_matches("kB")
+            .trim()
+            .parse()
+            .ok()
+    };
+    Some((kb("VmData:")?, kb("VmStk:")?))
+}
+
+/// The consumer of an empty queue (8192-byte messages), waiting in `mq_receive`, has the call
+/// made to fail with EINTR [`FORCED_EINTRS`] times in a row (ptrace): it must call it again
+/// each time (judged before on another consumer) without its memory growing with the count: a
+/// retry that keeps something per EINTR (a receive() that calls itself, each level keeping its
+/// buffer and its frame) ends, after enough signals, out of stack or memory.
+fn retries_keep_nothing(
+    run: &mut Run,
+    consumer: &mut super::protocol::Consumer,
+) -> Result<(), Fail> {
+    let pid = consumer.pid();
+    if !matches!(
+        wait_in_call(&mut consumer.proc, RECEIVE, PATIENCE)?,
+        Reached::InCall
+    ) {
+        return Ok(());
+    }
+    let Some(before) = data_and_stack_kb(pid) else {
+        return Ok(());
+    };
+    match force_eintrs(&mut consumer.proc, RECEIVE)? {
+        Forced::Retried => {}
+        Forced::Untraced => {
+            run.note("no ptrace here: the memory kept by EINTR retries was not measured");
+            return Ok(());
+        }
+        // A retry that gives up was judged on the idle consumer already; here only what a
+        // retry keeps is.
+        Forced::Said(..) | Forced::Left(_) => return Ok(()),
+    }
+    let Some(after) = data_and_stack_kb(pid) else {
+        return Ok(());
+    };
+    let grown = (after.0 + after.1).saturating_sub(before.0 + before.1);
+    if grown <= RETRY_GROWTH_KB {
+        return Ok(());
+    }
+    let per_retry = grown * 1024 / u64::from(FORCED_EINTRS);
+    let buffer = if per_retry >= consumer.msg_size {
+        format!(
+            ", at least a receive buffer's worth (its mq_msgsize is {})",
+            consumer.msg_size
+        )
+    } else {
+        String::new()
+    };
+    Err(Fail::failed(format!(
+        "while the grader made its mq_receive fail with EINTR {FORCED_EINTRS} times in a row \
+         (ptrace), {IDLE} called it again each time, but its memory grew by {grown} kB (VmData \
+         {} to {} kB, VmStk {} to {} kB in /proc/PID/status), about {per_retry} bytes per \
+         EINTR{buffer}: each retry keeps memory (as a receive() that calls itself again on \
+         EINTR keeps each level's buffer and stack frame), so a stream of signals exhausts the \
+         stack or the memory and the retry gives up in the end. Retry in a loop that keeps \
+         nothing per EINTR: the same buffer, the same frame",
+        before.0, after.0, before.1, after.1
     )))
 }
 
@@ -438,6 +615,15 @@ pub fn full_queue_blocks(run: &mut Run) -> Result<String, Fail> {
     const PRODUCERS: usize = 4;
     const JOBS: usize = 50;
     const ROLES: [&str; PRODUCERS] = ["producer 1", "producer 2", "producer 3", "producer 4"];
+    // First, deterministically, the loss that several producers on a full queue make likely.
+    super::retries::interrupted_send_resent(run)?;
+    // How the wait is reached, first: a consumer of an empty queue, traced from `go` to its
+    // first mq_receive. A loop that looks at the queue before it waits is named by its calls,
+    // before the watchers below can see it run (how long it runs depends on the machine's load).
+    // It stays, waiting, for the receives after it to be judged at the end.
+    let traced_name = run.ipc_name("idle-traced");
+    let mut traced = self::consumer(run, &traced_name, &["--msg-size".into(), "8192".into()])?;
+    calls_before_receiving(&mut traced)?;
     let name = run.ipc_name("jobs");
     let consumer = consumer(run, &name, &sized(4, 64))?;
     // A second consumer, on a queue nobody sends to, shows how receiving on an empty queue waits.
@@ -650,13 +836,13 @@ pub fn full_queue_blocks(run: &mut Run) -> Result<String, Fail> {
     shut_down(run, &name)?;
     let served = consumer.finish()?;
     exactly_once(&served, &submitted, &ROLES)?;
-    // How the wait is reached: a fresh consumer of an empty queue, traced from `go` to its
-    // first mq_receive (apart from the idle one above, whose waits are judged untraced).
-    let traced_name = run.ipc_name("idle-traced");
-    let mut traced = self::consumer(run, &traced_name, &[])?;
-    calls_before_receiving(&mut traced)?;
+    // Every receive after the first goes straight to its wait too; and the retries of its
+    // wait keep nothing.
+    let sent = calls_between_receives(run, &mut traced)?;
+    retries_keep_nothing(run, &mut traced)?;
     shut_down(run, &traced_name)?;
-    traced.finish()?;
+    let served = traced.finish()?;
+    same_order(&served, &sent, "the jobs sent one at a time")?;
     Ok(format!(
         "{PRODUCERS} producers waited in mq_send on the full queue and a consumer in mq_receive \
          on an empty one, without CPU and through SIGUSR1; all {} jobs were served once",

@@ -157,6 +157,7 @@ pub fn unlinked_at_end(run: &mut Run) -> Result<String, Fail> {
     super::protocol::release(&mut consumer.proc)?;
     failed_calls(run)?;
     close_fails(run)?;
+    unlink_fails(run)?;
     Ok(
         "the producer closed its descriptor; the consumer closed and unlinked its queue after a \
         normal end, a failed job, a garbled message and a failed mq_receive (mq-receive); a \
@@ -345,6 +346,43 @@ fn close_fails(run: &mut Run) -> Result<(), Fail> {
         )));
     }
     Ok(())
+}
+
+/// The queue's name removed by someone else (the grader's `mq_unlink`, as an administrator's
+/// clean-up may) while the consumer serves, the shutdown then sent through a descriptor the
+/// grader kept: the consumer's own `mq_unlink` at the end of serve() finds nothing (ENOENT), and
+/// serve() must close its descriptor all the same.
+fn unlink_fails(run: &mut Run) -> Result<(), Fail> {
+    let name = run.ipc_name("unlinked-by-others");
+    let mut consumer = consumer(run, &name, &[])?;
+    let kept = grader_open(&name, MQ_OFlag::O_WRONLY)?;
+    let removed = nix::mqueue::mq_unlink(name.as_str());
+    let (bytes, priority) = super::protocol::shutdown_message();
+    let sent = nix::mqueue::mq_send(&kept, &bytes, priority);
+    let _ = mq_close(kept);
+    if let Err(e) = removed.and(sent) {
+        return Err(Fail::Grader(format!(
+            "removing {name} and sending the shutdown: {e}"
+        )));
+    }
+    consumer.go()?;
+    let answer = consumer.answer()?;
+    let held = queue_fds(consumer.pid(), &name).and_then(|fds| fds.first().copied());
+    super::protocol::release(&mut consumer.proc)?;
+    match held {
+        Some(fd) => Err(Fail::failed(format!(
+            "the grader removed {name} (mq_unlink) while the consumer served, as an \
+             administrator's clean-up may, and sent the shutdown through a descriptor it kept, so \
+             that the consumer's own mq_unlink at the end of serve() finds no such name \
+             (ENOENT); the consumer said {} and still holds its descriptor {} of the queue: \
+             serve() closes the descriptor however it ends, when the unlink fails too. Do both \
+             whatever the other returned, and only then return the first error (no `?` on \
+             the unlink before the close)",
+            said(&answer),
+            fd.fd
+        ))),
+        None => Ok(()),
+    }
 }
 
 /// A job queued behind the shutdown (a lower priority): serving ends at the shutdown, and the

@@ -486,7 +486,7 @@ fn default_config_checked(run: &mut Run) -> Result<(), Fail> {
 }
 
 /// The limit files, each made unreadable in turn: the consumer's `openat()` of it fails with
-/// `EACCES` (with ptrace). system_limits() must fail with kind=limits, not guess a value.
+/// `EACCES`, then with `ENOENT` (with ptrace). system_limits() must fail with kind=limits, not guess a value.
 fn unreadable_limits(run: &mut Run) -> Result<(), Fail> {
     use crate::engine::force;
     use crate::engine::tracer::{Action, Call, Match, Tracer};
@@ -494,7 +494,12 @@ fn unreadable_limits(run: &mut Run) -> Result<(), Fail> {
         "/proc/sys/fs/mqueue/msg_max",
         "/proc/sys/fs/mqueue/msgsize_max",
     ];
-    for path in FILES {
+    // EACCES as for a file others may not read, ENOENT as where /proc lacks the sysctls.
+    let failures = [("EACCES", libc::EACCES), ("ENOENT", libc::ENOENT)];
+    for (path, (errno_name, errno)) in FILES
+        .into_iter()
+        .flat_map(|path| failures.map(|failure| (path, failure)))
+    {
         let name = run.ipc_name("unreadable-limits");
         let mut proc = super::protocol::spawn_consumer_stopped(run, &name)?;
         let pid = proc.pid.as_raw();
@@ -502,7 +507,7 @@ fn unreadable_limits(run: &mut Run) -> Result<(), Fail> {
             number: libc::SYS_openat,
             matching: Match::Path(path),
         };
-        let tracer = Tracer::attach(pid, open, Action::Fail(libc::EACCES))?;
+        let tracer = Tracer::attach(pid, open, Action::Fail(errno))?;
         force::resume(pid)?;
         let answer = proc.recv_any()?;
         let Some(mut tracer) = tracer else {
@@ -532,10 +537,10 @@ fn unreadable_limits(run: &mut Run) -> Result<(), Fail> {
             ""
         };
         return Err(Fail::failed(format!(
-            "the grader made the consumer's open of {path} fail with EACCES (with ptrace), and \
-             it said {}{created}, not `failed` with kind=limits: system_limits() fails with \
-             QueueError::Limits when a limit cannot be read; it never guesses a value (a \
-             default, a constant) in its place",
+            "the grader made the consumer's open of {path} fail with {errno_name} (with \
+             ptrace), and it said {}{created}, not `failed` with kind=limits: system_limits() \
+             fails with QueueError::Limits when a limit cannot be read, whatever the error; it \
+             never guesses a value (a default, a constant) in its place",
             said(&answer)
         )));
     }
@@ -572,6 +577,7 @@ fn unlimited_queue_bytes(run: &mut Run) -> Result<(), Fail> {
         return release(&mut proc);
     };
     let mut faked = false;
+    let mut asked = true;
     let first = match tracer.wait(&mut proc, Instant::now() + Duration::from_secs(5))? {
         Reached::Call => {
             // prlimit64(pid, resource, new, old): the limit returned is at `old`.
@@ -595,6 +601,7 @@ fn unlimited_queue_bytes(run: &mut Run) -> Result<(), Fail> {
         }
         Reached::Passed(message) => {
             drop(tracer);
+            asked = false;
             message
         }
     };
@@ -608,6 +615,19 @@ fn unlimited_queue_bytes(run: &mut Run) -> Result<(), Fail> {
         let _ = proc.recv_any()?;
     }
     release(&mut proc)?;
+    let refused = failed_with(&answer, "over-limit") || failed_with(&answer, "limits");
+    if !asked && refused {
+        return Err(Fail::failed(format!(
+            "asked for {CAPACITY} messages of {MSG_SIZE} bytes in an IPC namespace of its own \
+             whose msg_max is {}, the consumer said {} without ever calling \
+             getrlimit(RLIMIT_MSGQUEUE) (the grader watched for its prlimit64 call from the \
+             start): its limit on the queue's bytes comes from elsewhere (/proc/self/limits, a \
+             constant, another process), which is not what this process's getrlimit() says. \
+             system_limits() reads the soft RLIMIT_MSGQUEUE with getrlimit() each time",
+            2 * CAPACITY,
+            said(&answer)
+        )));
+    }
     if !faked {
         run.note("an unlimited RLIMIT_MSGQUEUE not tried (the limit getrlimit returned not seen)");
         return Ok(());

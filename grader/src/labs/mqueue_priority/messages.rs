@@ -301,7 +301,9 @@ pub fn bad_priority(run: &mut Run) -> Result<String, Fail> {
         payload: b"highest-priority".to_vec(),
     };
     let beyond = run.rng().random_range(MQ_PRIO_MAX + 1..=u32::MAX);
-    for (priority, before) in [(MQ_PRIO_MAX, Some(&top)), (beyond, None)] {
+    // u32::MAX: the largest value a priority can hold, where arithmetic on it overflows.
+    let probes = [(MQ_PRIO_MAX, Some(&top)), (beyond, None), (u32::MAX, None)];
+    for (priority, before) in probes {
         let mut jobs: Vec<Job> = before.into_iter().cloned().collect();
         let index = jobs.len();
         jobs.push(Job {
@@ -319,7 +321,24 @@ pub fn bad_priority(run: &mut Run) -> Result<String, Fail> {
             Some(mut tracer) => tracer.failed_the_call()?,
             None => false,
         };
-        let answer = answer?;
+        let answer = match answer {
+            Err(Fail::Crashed(crash)) => {
+                let largest = if priority == u32::MAX {
+                    " (u32::MAX, the largest a priority can hold; smaller ones past the range \
+                     were refused)"
+                } else {
+                    ""
+                };
+                return Err(Fail::failed(format!(
+                    "submitting a job with priority {priority}{largest}, the producer crashed \
+                     ({crash}) instead of saying `failed` with kind=bad-priority: compare the \
+                     priority itself with MQ_PRIO_MAX (priority >= MQ_PRIO_MAX); arithmetic on \
+                     it before the comparison (priority + 1) overflows at the type's largest \
+                     value"
+                )));
+            }
+            other => other?,
+        };
         let queued = queue_attributes(&name)?.curmsgs() - queued_before;
         let refused_at = field(&answer, "index") as usize;
         if failed_with(&answer, "bad-priority")
@@ -399,9 +418,10 @@ pub fn bad_priority(run: &mut Run) -> Result<String, Fail> {
         )));
     }
     Ok(format!(
-        "priority {} went; {MQ_PRIO_MAX} and {beyond} were kind=bad-priority and nothing of \
-         them was queued",
-        MQ_PRIO_MAX - 1
+        "priority {} went; {MQ_PRIO_MAX}, {beyond} and {} were kind=bad-priority and nothing \
+         of them was queued",
+        MQ_PRIO_MAX - 1,
+        u32::MAX
     ))
 }
 

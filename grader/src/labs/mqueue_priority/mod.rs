@@ -18,7 +18,7 @@
 //! The checks are grouped by what they judge: `ordering` (priorities, and the format other
 //! programs rely on), `blocking` (how a full or empty queue waits), `messages` (what a message
 //! may hold), `names` (queue names), `limits` (attributes and limits), `ending` (closing and
-//! unlinking). `protocol` drives the programs; `observe` reads what `/proc` shows of them.
+//! unlinking), `retries` (what a retried call redoes). `protocol` drives the programs; `observe` reads what `/proc` shows of them.
 
 mod blocking;
 mod ending;
@@ -28,6 +28,7 @@ mod names;
 mod observe;
 mod ordering;
 mod protocol;
+mod retries;
 
 use std::time::Duration;
 

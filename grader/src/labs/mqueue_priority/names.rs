@@ -570,9 +570,17 @@ fn created_while_creating(run: &mut Run) -> Result<(), Fail> {
         return end_consumer(proc, &name, &answer);
     };
     let mut taken = None;
+    let mut creating_mode = None;
     let first = match tracer.wait(&mut proc, Instant::now() + Duration::from_secs(5))? {
         Reached::Call => {
-            if !message_queue_exists(&name) {
+            if message_queue_exists(&name) {
+                // mq_open(name, flags, mode, attr): the mode it was created with, read at the
+                // call, before anything the program does afterwards (an fchmod) narrows it.
+                let flags = held_call_argument(pid, 1).unwrap_or(0);
+                if flags & libc::O_CREAT as u64 != 0 {
+                    creating_mode = held_call_argument(pid, 2).map(|mode| mode as u32 & 0o7777);
+                }
+            } else {
                 taken = Some(take_name(run, &name, 1)?);
             }
             None
@@ -585,7 +593,18 @@ fn created_while_creating(run: &mut Run) -> Result<(), Fail> {
         None => proc.recv_any()?,
     };
     let Some((queue, capacity, msg_size)) = taken else {
-        return end_consumer(proc, &name, &answer);
+        end_consumer(proc, &name, &answer)?;
+        return match creating_mode {
+            Some(mode) if mode != 0o600 => Err(Fail::failed(format!(
+                "the consumer's create() called mq_open() with O_CREAT and mode {mode:o} (the \
+                 grader read it at the call): from that moment the queue {name:.40} exists with \
+                 that mode (less the umask), so {}, until a later change of its mode; a \
+                 descriptor opened in between keeps its access. Pass S_IRUSR | S_IWUSR (0600) \
+                 to mq_open() itself",
+                super::ordering::what_mode_allows(mode)
+            ))),
+            _ => Ok(()),
+        };
     };
     let _ = mq_close(queue);
     if failed_with(&answer, "exists") {

@@ -161,21 +161,23 @@ fn drain(name: &str, jobs: &[Job]) -> Result<Found, Fail> {
 /// file system is mounted), must be read and write for the owner only.
 fn expect_private(name: &str) -> Result<(), Fail> {
     match queue_mode(name) {
-        Some(mode) if mode != 0o600 => {
-            let why = if mode & 0o600 != 0o600 {
-                "its owner's other processes (the producers) cannot open it"
-            } else if mode & 0o077 != 0 {
-                "other users can open it, to take jobs or to send them"
-            } else {
-                "it has other bits than read and write for its owner (execute means nothing \
-                 for a queue)"
-            };
-            Err(Fail::failed(format!(
-                "the consumer created {name} with mode {mode:o}: {why}; create it with mode \
-                 S_IRUSR | S_IWUSR (0600), read and write for its owner only"
-            )))
-        }
+        Some(mode) if mode != 0o600 => Err(Fail::failed(format!(
+            "the consumer created {name} with mode {mode:o}: {}; create it with mode S_IRUSR | \
+             S_IWUSR (0600), read and write for its owner only",
+            what_mode_allows(mode)
+        ))),
         _ => Ok(()),
+    }
+}
+
+/// What is wrong with a queue's permission bits `mode` (not 0600).
+pub(super) fn what_mode_allows(mode: u32) -> &'static str {
+    if mode & 0o600 != 0o600 {
+        "its owner's other processes (the producers) cannot open it"
+    } else if mode & 0o077 != 0 {
+        "other users can open it, to take jobs or to send them"
+    } else {
+        "it has other bits than read and write for its owner (execute means nothing for a queue)"
     }
 }
 

@@ -802,10 +802,19 @@ pub fn queue_attributes(name: &str) -> Result<MqAttr, Fail> {
 /// Takes every message out of the queue `name` with plain `mq_receive` (none waits); returns
 /// how many.
 pub fn grader_take_all(name: &str, msg_size: u64) -> Result<u64, Fail> {
+    grader_take_at_most(name, msg_size, u64::MAX)
+}
+
+/// Takes at most `most` messages out of the queue `name` with plain `mq_receive` (none waits),
+/// the first in the queue's order; returns how many.
+pub fn grader_take_at_most(name: &str, msg_size: u64, most: u64) -> Result<u64, Fail> {
     let queue = grader_open(name, MQ_OFlag::O_RDONLY)?;
     let mut buffer = vec![0u8; msg_size as usize];
     let mut taken = 0;
     let outcome = loop {
+        if taken == most {
+            break Ok(taken);
+        }
         let mut priority = 0;
         match mq_receive(&queue, &mut buffer, &mut priority) {
             Ok(_) => taken += 1,
