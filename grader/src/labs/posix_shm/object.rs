@@ -528,7 +528,12 @@ fn created_through_shm_open(run: &mut Run) -> Result<(), Fail> {
 }
 
 fn through_shm_open(run: &mut Run, who: &'static str) -> Result<(), Fail> {
-    let name = run.ipc_name("called");
+    // A name of each side's own: what the creator's process leaves must not reach the opener's.
+    let name = run.ipc_name(if who == CREATOR {
+        "created-called"
+    } else {
+        "opened-called"
+    });
     let bytes = run.random_bytes(PAGE);
     let planted = match who {
         CREATOR => None,
