@@ -33,6 +33,7 @@ mod segment;
 mod session;
 mod sleeping;
 mod snapshot;
+mod stores;
 mod totals;
 mod unrecoverable;
 
@@ -142,6 +143,20 @@ pub static LAB: Lab = Lab {
                 "pthread_cond_wait() can return EOWNERDEAD too: handle it as lock() does. See docs/labs/06-shared-mutex.md, the rules table (the pthread_cond_wait rule).",
             ),
             run: robust::owner_dies_during_wait,
+        },
+        Check {
+            name: "killed-at-every-store",
+            points: 3,
+            timeout: Duration::from_secs(20),
+            description: "a worker killed right after each store of its transfer in turn (the \
+                          journal's fields, active, the two accounts, the count, the clear), \
+                          and a repairer right after each store of its recover(): the next \
+                          holder's repair leaves the bank exact and the dead counted",
+            exclusive: false,
+            hint: Some(
+                "A holder may die between any two stores: the journal's fields first, active last; debit, credit, count; active cleared last; recover() clears active last too, and compiler fences keep the stores in that order. See docs/labs/06-shared-mutex.md, the API table (transfer, recover) and the rules table.",
+            ),
+            run: stores::killed_at_every_store,
         },
         Check {
             name: "not-recoverable",
