@@ -44,6 +44,9 @@ pub const ACCOUNTS: usize = 8;
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Journal {
     /// 1 from the moment the transfer starts changing the bank until it is complete, else 0.
+    /// Set last when the journal is written (after every field below), and cleared last, once
+    /// the transfer is complete (or undone): an active journal always describes the transfer
+    /// under way.
     pub active: u32,
     /// The account debited.
     pub from: u32,
@@ -228,13 +231,19 @@ pub unsafe fn init_cond(cond: *mut pthread_cond_t) -> Result<(), BankError> {
 /// transfer count the journal saved, clear the journal, count the worker in `dead`, and
 /// broadcast `all_done` (the coordinator may be waiting for that worker).
 ///
+/// The repairer holds the lock too, and may be killed between any two of its stores like any
+/// holder: so `active` is cleared last, once both balances and the count are back, and those
+/// stores must reach the segment in that order
+/// ([`compiler_fence`](std::sync::atomic::compiler_fence) between them). A repairer killed
+/// before it clears leaves the journal active, and the next holder repeats the repair.
+///
 /// # Safety
 ///
 /// `bank` is the mapped bank and this process holds its lock.
 pub unsafe fn recover(bank: *mut Bank) -> Result<(), BankError> {
     let _ = (&bank,);
     todo!(
-        "if journal.active: restore from/to balances and transfers, clear it, dead += 1, broadcast all_done"
+        "if journal.active: restore from/to balances and transfers; fence; clear it; fence; dead += 1; broadcast all_done"
     )
 }
 
@@ -301,14 +310,17 @@ impl SharedBank {
     }
 
     /// Moves `amount` from account `from` to account `to` as one step that no other process can
-    /// see half done. With the lock held: write the journal (`active: 1` and the two balances
-    /// and the count as they are), set `accounts[from]` to the journal's balance minus
-    /// `amount`, call `midway()`, set `accounts[to]` to the journal's balance plus `amount` and
-    /// `transfers` to the journal's count plus one, clear `active`. A holder may be killed
-    /// between any two of these stores, so they must reach the segment in this order: a
-    /// [`compiler_fence`](std::sync::atomic::compiler_fence) after the journal and before the
-    /// clear keeps the compiler from moving them. The accounts must exist and
-    /// differ ([`BankError::BadAccounts`]). Returns whether taking the lock recovered from a
+    /// see half done. With the lock held: write the journal (`from`, `to`, the two balances and
+    /// the count as they are, then `active: 1` last), set `accounts[from]` to the journal's
+    /// balance minus `amount`, call `midway()`, set `accounts[to]` to the journal's balance plus
+    /// `amount`, then `transfers` to the journal's count plus one, and clear `active` last. A
+    /// holder may be killed between any two of these stores, and a kill leaves in the segment
+    /// exactly the stores made before it; so they must reach the segment in this order. Plain
+    /// stores (a struct assigned at once too) may be reordered by the compiler: a
+    /// [`compiler_fence`](std::sync::atomic::compiler_fence) between the journal's saved fields
+    /// and `active`, and between each step and the next, keeps it from moving them (one thread
+    /// makes them, so only the compiler could). The accounts must exist and differ
+    /// ([`BankError::BadAccounts`]). Returns whether taking the lock recovered from a
     /// dead holder.
     ///
     /// `midway` is the grader's hook, run in the middle of the transfer with the lock held: it
@@ -323,7 +335,7 @@ impl SharedBank {
     ) -> Result<bool, BankError> {
         let _ = (&from, &to, &amount, &midway);
         todo!(
-            "check accounts; lock; journal; fence; debit; midway(); credit; count; fence; clear journal; unlock"
+            "check accounts; lock; journal's saved fields; fence; active = 1; fence; debit; fence; midway(); credit; fence; count; fence; clear journal; unlock"
         )
     }
 

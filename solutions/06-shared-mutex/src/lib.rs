@@ -33,6 +33,7 @@
 use std::ptr::NonNull;
 // SOLUTION
 use std::num::NonZeroUsize;
+use std::sync::atomic::{Ordering, compiler_fence};
 
 use nix::fcntl::OFlag;
 use nix::sys::mman::{MapFlags, ProtFlags, mmap, munmap, shm_open, shm_unlink};
@@ -52,6 +53,9 @@ pub const ACCOUNTS: usize = 8;
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Journal {
     /// 1 from the moment the transfer starts changing the bank until it is complete, else 0.
+    /// Set last when the journal is written (after every field below), and cleared last, once
+    /// the transfer is complete (or undone): an active journal always describes the transfer
+    /// under way.
     pub active: u32,
     /// The account debited.
     pub from: u32,
@@ -273,11 +277,17 @@ pub unsafe fn init_cond(cond: *mut pthread_cond_t) -> Result<(), BankError> {
 /// transfer count the journal saved, clear the journal, count the worker in `dead`, and
 /// broadcast `all_done` (the coordinator may be waiting for that worker).
 ///
+/// The repairer holds the lock too, and may be killed between any two of its stores like any
+/// holder: so `active` is cleared last, once both balances and the count are back, and those
+/// stores must reach the segment in that order
+/// ([`compiler_fence`](std::sync::atomic::compiler_fence) between them). A repairer killed
+/// before it clears leaves the journal active, and the next holder repeats the repair.
+///
 /// # Safety
 ///
 /// `bank` is the mapped bank and this process holds its lock.
 pub unsafe fn recover(bank: *mut Bank) -> Result<(), BankError> {
-    // SOLUTION todo(bank): if journal.active: restore from/to balances and transfers, clear it, dead += 1, broadcast all_done
+    // SOLUTION todo(bank): if journal.active: restore from/to balances and transfers; fence; clear it; fence; dead += 1; broadcast all_done
     // SAFETY: the caller holds the lock, so nobody else touches the bank.
     unsafe {
         let journal = (*bank).journal;
@@ -285,7 +295,11 @@ pub unsafe fn recover(bank: *mut Bank) -> Result<(), BankError> {
             (*bank).accounts[journal.from as usize] = journal.from_balance;
             (*bank).accounts[journal.to as usize] = journal.to_balance;
             (*bank).transfers = journal.transfers;
+            // Cleared last: a repairer killed before this store leaves the journal active, and
+            // the next holder puts back the same values again.
+            compiler_fence(Ordering::SeqCst);
             (*bank).journal.active = 0;
+            compiler_fence(Ordering::SeqCst);
             (*bank).dead += 1;
             pthread_result(libc::pthread_cond_broadcast(&raw mut (*bank).all_done))
                 .map_err(BankError::Broadcast)?;
@@ -446,14 +460,17 @@ impl SharedBank {
     // END SOLUTION
 
     /// Moves `amount` from account `from` to account `to` as one step that no other process can
-    /// see half done. With the lock held: write the journal (`active: 1` and the two balances
-    /// and the count as they are), set `accounts[from]` to the journal's balance minus
-    /// `amount`, call `midway()`, set `accounts[to]` to the journal's balance plus `amount` and
-    /// `transfers` to the journal's count plus one, clear `active`. A holder may be killed
-    /// between any two of these stores, so they must reach the segment in this order: a
-    /// [`compiler_fence`](std::sync::atomic::compiler_fence) after the journal and before the
-    /// clear keeps the compiler from moving them. The accounts must exist and
-    /// differ ([`BankError::BadAccounts`]). Returns whether taking the lock recovered from a
+    /// see half done. With the lock held: write the journal (`from`, `to`, the two balances and
+    /// the count as they are, then `active: 1` last), set `accounts[from]` to the journal's
+    /// balance minus `amount`, call `midway()`, set `accounts[to]` to the journal's balance plus
+    /// `amount`, then `transfers` to the journal's count plus one, and clear `active` last. A
+    /// holder may be killed between any two of these stores, and a kill leaves in the segment
+    /// exactly the stores made before it; so they must reach the segment in this order. Plain
+    /// stores (a struct assigned at once too) may be reordered by the compiler: a
+    /// [`compiler_fence`](std::sync::atomic::compiler_fence) between the journal's saved fields
+    /// and `active`, and between each step and the next, keeps it from moving them (one thread
+    /// makes them, so only the compiler could). The accounts must exist and differ
+    /// ([`BankError::BadAccounts`]). Returns whether taking the lock recovered from a
     /// dead holder.
     ///
     /// `midway` is the grader's hook, run in the middle of the transfer with the lock held: it
@@ -466,7 +483,7 @@ impl SharedBank {
         amount: i64,
         midway: impl FnOnce(),
     ) -> Result<bool, BankError> {
-        // SOLUTION todo(from, to, amount, midway): check accounts; lock; journal; fence; debit; midway(); credit; count; fence; clear journal; unlock
+        // SOLUTION todo(from, to, amount, midway): check accounts; lock; journal's saved fields; fence; active = 1; fence; debit; fence; midway(); credit; fence; count; fence; clear journal; unlock
         if from >= ACCOUNTS || to >= ACCOUNTS || from == to {
             return Err(BankError::BadAccounts { from, to });
         }
@@ -482,15 +499,24 @@ impl SharedBank {
                 to_balance: (*b).accounts[to],
                 transfers: (*b).transfers,
             };
-            (*b).journal = journal;
-            // A holder killed between two stores must leave them in this order: the compiler
-            // may not move the debit before the journal, nor the clear before the count.
-            std::sync::atomic::compiler_fence(std::sync::atomic::Ordering::SeqCst);
+            // A holder killed between two stores leaves exactly the stores before it: one
+            // thread makes them, so only the compiler could reorder them, and a compiler_fence
+            // keeps it from moving a store across. The saved fields first, `active` last: a
+            // journal seen active describes this transfer.
+            (*b).journal = Journal {
+                active: 0,
+                ..journal
+            };
+            compiler_fence(Ordering::SeqCst);
+            (*b).journal.active = journal.active;
+            compiler_fence(Ordering::SeqCst);
             (*b).accounts[from] = journal.from_balance - amount;
+            compiler_fence(Ordering::SeqCst);
             midway();
             (*b).accounts[to] = journal.to_balance + amount;
+            compiler_fence(Ordering::SeqCst);
             (*b).transfers = journal.transfers + 1;
-            std::sync::atomic::compiler_fence(std::sync::atomic::Ordering::SeqCst);
+            compiler_fence(Ordering::SeqCst);
             (*b).journal.active = 0;
         }
         Ok(guard.recovered)

@@ -464,8 +464,9 @@ impl Broadcasts {
     }
 }
 
-/// The coordinator's calls of `pthread_cond_destroy()` and `pthread_mutex_destroy()` (in
-/// `destroy()`), watched with breakpoints: which function, and the object it was given.
+/// The coordinator's calls of `pthread_cond_destroy()`, `pthread_mutex_destroy()` and
+/// `shm_unlink()` (in `destroy()`), watched with breakpoints: which function, and the object
+/// (the name) it was given.
 pub(super) struct Destroys {
     cond: u64,
     mutex: u64,
@@ -483,7 +484,9 @@ impl Destroys {
         else {
             return Ok(None);
         };
-        let Some(tracer) = Tracer::break_at_functions(pid, &super::segment::DESTROYS)? else {
+        let [cond_destroy, mutex_destroy] = super::segment::DESTROYS;
+        let functions = [cond_destroy, mutex_destroy, c"shm_unlink"];
+        let Some(tracer) = Tracer::break_at_functions(pid, &functions)? else {
             return Ok(None);
         };
         let watching = Watching::start(tracer, |tracer, [object, _]| (tracer.last_break(), object));
@@ -496,10 +499,20 @@ impl Destroys {
 
     /// Once the coordinator has said `closed`: both objects were destroyed by the C library's
     /// own calls (a flag set by hand makes the bytes look destroyed, and skips what the call
-    /// does: wait for the waiters still on the condition variable).
+    /// does: wait for the waiters still on the condition variable), and the name, gone, was
+    /// removed by `shm_unlink()`.
     pub fn judge(self) -> Result<(), Fail> {
         let seen = self.watching.finish();
         let called = |function: usize, object: u64| seen.contains(&(function, object));
+        if !seen.iter().any(|&(function, _)| function == 2) {
+            return Err(Fail::failed(
+                "the coordinator's destroy() never called shm_unlink() (a breakpoint at it \
+                 watched the coordinator from its `ready` to its `closed`), yet the segment's \
+                 name is gone: it was removed another way, such as an unlink() of the file in \
+                 /dev/shm, where glibc happens to keep its shared memory objects; the name \
+                 shm_open() made is removed with shm_unlink()",
+            ));
+        }
         let missing: Vec<&str> = [
             (!called(0, self.cond)).then_some("pthread_cond_destroy() of all_done"),
             (!called(1, self.mutex)).then_some("pthread_mutex_destroy() of the lock"),

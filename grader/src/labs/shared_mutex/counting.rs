@@ -222,11 +222,22 @@ pub(super) fn everything_under_the_lock(run: &mut Run) -> Result<String, Fail> {
         Some((pid, address)) => Tracer::watch_at(pid, address, COUNT_WORD)?.map(|t| (pid, t)),
         None => None,
     };
+    // The other worker with transfers to do: between two of its stores to the count it lets go
+    // of the mutex and takes it again.
+    let relocks = work
+        .iter()
+        .enumerate()
+        .filter(|&(_, &w)| w > 0)
+        .nth(1)
+        .and_then(|(index, _)| Relocks::watch(&session, session.workers[index]));
     drop(held);
     let stores = match tracer {
         Some((pid, tracer)) => count_stores_locked(&mut session, pid, tracer)?,
         None => 0,
     };
+    if let Some(relocks) = relocks {
+        relocks.judge()?;
+    }
     let outcome = session.finish(0, |_| Ok(()))?;
     let transfers = verify(&session, &outcome, &[], 0)?;
     Ok(format!(
@@ -292,6 +303,92 @@ const COUNT_WORD: &[Field] = &[Field {
 }];
 /// How many stores to the count are judged: enough to meet every store a transfer makes.
 const WATCHED_STORES: u32 = 300;
+/// How many transfers of the second worker are watched for their lock and unlock (each stops
+/// it at a few stores to the lock word).
+const RELOCKS_WATCHED: u32 = 30;
+
+/// A worker's stores to the count and to the mutex's lock word, watched on a thread of the
+/// grader: between two stores to the count (two transfers) it must store to the lock word (its
+/// unlock, then its next lock). A lock kept from one transfer to the next still holds the mutex
+/// at every store and keeps the totals exact, but the workers then take turns by whole runs
+/// and transfer() returns with the lock held.
+struct Relocks {
+    pid: i32,
+    /// Whether two transfers in a row came without a store to the lock word; `None` if the
+    /// watch saw too few.
+    seen: std::sync::mpsc::Receiver<Option<bool>>,
+}
+
+impl Relocks {
+    /// `None` when the worker's mapping is not found or it cannot be watched.
+    fn watch(session: &Session, pid: i32) -> Option<Relocks> {
+        let map = probe::mappings(pid, &session.name)
+            .into_iter()
+            .find(|m| m.offset == 0)?;
+        let layout = session.segment.layout;
+        // The tracer keeps its fields for its life: a few bytes a run.
+        let fields: &'static [Field] = Box::leak(Box::new([
+            Field {
+                offset: layout.transfers_at,
+                len: 8,
+                loads: false,
+            },
+            Field {
+                offset: layout.mutex_at,
+                len: 4,
+                loads: false,
+            },
+        ]));
+        let mut tracer = Tracer::watch_at(pid, map.start, fields).ok()??;
+        let (tell, seen) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let until = Instant::now() + Duration::from_secs(5);
+            let (mut transfers, mut lock_stores) = (0, 0);
+            let mut kept = None;
+            while Instant::now() < until && transfers < RELOCKS_WATCHED {
+                match tracer.next_watched(until) {
+                    Ok(None | Some(Watched::Armed)) => {}
+                    Ok(Some(Watched::Hit)) => {
+                        if tracer.last_hit() == 1 {
+                            lock_stores += 1;
+                        } else {
+                            transfers += 1;
+                            if transfers > 1 {
+                                kept = Some(lock_stores == 0);
+                                if lock_stores == 0 {
+                                    break;
+                                }
+                            }
+                            lock_stores = 0;
+                        }
+                        tracer.go_on();
+                    }
+                    _ => break,
+                }
+            }
+            // Dropped here: the watchpoints are cleared and the worker let go.
+            drop(tracer);
+            let _ = tell.send(kept);
+        });
+        Some(Relocks { pid, seen })
+    }
+
+    fn judge(self) -> Result<(), Fail> {
+        match self.seen.recv_timeout(Duration::from_secs(6)) {
+            Ok(Some(true)) => Err(Fail::failed(format!(
+                "a worker (pid {}) made two transfers in a row (two stores to Bank::transfers, \
+                 seen with a hardware watchpoint on the count) without a single store to the \
+                 mutex's lock word between them (a second watchpoint on it): it kept the bank's \
+                 mutex from one transfer to the next, so the workers take turns by whole runs \
+                 of transfers; each transfer is a critical section of its own: lock, journal, \
+                 debit, midway(), credit, count, clear the journal, unlock (transfer() returns \
+                 with the mutex released)",
+                self.pid
+            ))),
+            _ => Ok(()),
+        }
+    }
+}
 
 /// The mutex's lock word (glibc's `__lock`, at the mutex's start), loads and stores.
 const LOCK_WORD: &[Field] = &[Field {

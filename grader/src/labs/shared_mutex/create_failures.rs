@@ -81,7 +81,7 @@ pub(super) fn create_failures(run: &mut Run) -> Result<String, Fail> {
     Ok(format!(
         "{name:?} taken at the program's shm_open(): kind=exists, the segment there untouched; a name of {} characters: \
          kind=shm-open; names of '/' and 255 characters and of characters other than letters \
-         and digits (':', ' ', '#', 'ä') reach shm_open() (kind=exists, taken by the grader), \
+         and digits (':', ' ', '#', 'ä', a blank at the end) reach shm_open() (kind=exists, taken by the grader), \
          '/' and 256 is kind=shm-open; ftruncate() failing: kind=ftruncate, with the name removed and no \
          descriptor or mapping left{forced}{mapped}{initialized}",
         long.len()
@@ -99,6 +99,7 @@ fn names_at_the_edge(run: &mut Run) -> Result<(), Fail> {
     let padded = |len: usize| format!("{base}-{}", "x".repeat(len - base.len() - 1));
     let longest = padded(256);
     let characters = format!("{}:1 #\u{e4}", run.ipc_name("chars"));
+    let blank_last = format!("{} ", run.ipc_name("blank"));
     for (name, what) in [
         (
             &longest,
@@ -111,6 +112,11 @@ fn names_at_the_edge(run: &mut Run) -> Result<(), Fail> {
             "a name holding ':', ' ', '#' and a non-ASCII letter ('\u{e4}'): the name rule is \
              a '/' and at least one character, none of them '/'; any other character (not \
              only letters, digits, '.', '_' and '-') is allowed",
+        ),
+        (
+            &blank_last,
+            "a name that ends in a blank: the name is taken as given, and trimmed it would be \
+             another name, another segment",
         ),
     ] {
         let path = dev_shm(name);

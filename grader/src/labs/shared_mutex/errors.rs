@@ -109,6 +109,9 @@ fn refuses_name(run: &mut Run, name: &str) -> Result<(), Fail> {
             let leading = if name.starts_with("//") {
                 " (a second '/' at the start is one of those: do not strip the leading '/'s \
                  as shm_open() does, remove exactly one)"
+            } else if name.starts_with(char::is_whitespace) {
+                " (the name is checked as given: its first character is a blank, not a '/'; \
+                 trimming it checks, and creates, another name)"
             } else {
                 ""
             };
@@ -228,6 +231,8 @@ pub(super) fn typed_errors(run: &mut Run) -> Result<String, Fail> {
         format!("{bare}/"),
         // glibc strips every leading '/', but the rule allows exactly one.
         format!("/{good}"),
+        // Taken as given: a blank first is not a '/'.
+        format!(" {good}"),
     ];
     for name in &bad_names {
         refuses_name(run, name)?;

@@ -33,6 +33,7 @@ mod segment;
 mod session;
 mod sleeping;
 mod snapshot;
+mod stores;
 mod totals;
 mod unrecoverable;
 
@@ -81,7 +82,8 @@ pub static LAB: Lab = Lab {
             description: "while the grader holds the bank's mutex, workers that start transfers \
                           or finish change nothing in the bank and sleep on the mutex, with no \
                           timeout; once it lets go, every transfer and every finish counts, \
-                          each store to the count made holding the mutex",
+                          each store to the count made holding the mutex, and the mutex \
+                          released and taken again between two transfers",
             exclusive: false,
             hint: Some(
                 "Everything that touches the bank, finish() too, happens under the lock, and lock() sleeps in pthread_mutex_lock(). See docs/labs/06-shared-mutex.md, the rules table (the lock rules).",
@@ -142,6 +144,20 @@ pub static LAB: Lab = Lab {
                 "pthread_cond_wait() can return EOWNERDEAD too: handle it as lock() does. See docs/labs/06-shared-mutex.md, the rules table (the pthread_cond_wait rule).",
             ),
             run: robust::owner_dies_during_wait,
+        },
+        Check {
+            name: "killed-at-every-store",
+            points: 3,
+            timeout: Duration::from_secs(20),
+            description: "a worker killed right after each store of its transfer in turn (the \
+                          journal's fields, active, the two accounts, the count, the clear), \
+                          and a repairer right after each store of its recover(): the next \
+                          holder's repair leaves the bank exact and the dead counted",
+            exclusive: false,
+            hint: Some(
+                "A holder may die between any two stores: the journal's fields first, active last; debit, credit, count; active cleared last; recover() clears active last too, and compiler fences keep the stores in that order. See docs/labs/06-shared-mutex.md, the API table (transfer, recover) and the rules table.",
+            ),
+            run: stores::killed_at_every_store,
         },
         Check {
             name: "not-recoverable",

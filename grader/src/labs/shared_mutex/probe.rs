@@ -164,6 +164,20 @@ pub(super) fn mappings(pid: i32, name: &str) -> Vec<MapLine> {
         .collect()
 }
 
+/// The file another name than `name` maps in `pid` for the same segment (inode `inode` of
+/// `/dev/shm`): a second name, a hard link, of the object at `name`.
+pub(super) fn mapped_under_another_name(pid: i32, name: &str, inode: u64) -> Option<String> {
+    let path = dev_shm(name).display().to_string();
+    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).ok()?;
+    maps.lines().find_map(|line| {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        let file = words.get(5..)?.join(" ");
+        let same = words.get(4)?.parse::<u64>().ok()? == inode;
+        let other = file.starts_with("/dev/shm/") && !file.starts_with(&format!("{path} "));
+        (same && other && file != path).then_some(file)
+    })
+}
+
 /// The descriptors of `pid` open on segment `name`.
 pub(super) fn descriptors(pid: i32, name: &str) -> Vec<i32> {
     let path = dev_shm(name).display().to_string();

@@ -658,6 +658,23 @@ pub(super) fn owner_dies_during_wait(run: &mut Run) -> Result<String, Fail> {
             probe::sleeping(session.coordinator).describe()
         )));
     }
+    // Back asleep, it waits as before: a wait with a timeout wakes by itself, a poll.
+    let timed = (0..3).any(|_| {
+        std::thread::sleep(Duration::from_millis(2));
+        session.coordinator_place() == Some(Place::Cond)
+            && probe::futex_has_timeout(session.coordinator) == Some(true)
+    });
+    if timed {
+        return Err(Fail::failed(
+            "a holder of the bank's mutex died while the coordinator waited in \
+             pthread_cond_wait(); the coordinator repaired and went back to sleep on the \
+             condition variable, but now with a timeout (its futex() wait has a deadline: \
+             pthread_cond_timedwait()): it wakes up to look again when nothing has changed, \
+             which is polling, whatever its period; a dead holder changes nothing in how the \
+             wait is woken (recover() broadcasts): wait again with pthread_cond_wait(), no \
+             timeout",
+        ));
+    }
     match probe::try_lock(&session.segment, Duration::from_secs(1))? {
         0 => {}
         libc::ENOTRECOVERABLE => {

@@ -369,6 +369,7 @@ fn segment_mutex_used(session: &mut Session) -> Result<bool, Fail> {
 fn mapped_by_everyone(session: &Session) -> Result<(), Fail> {
     let path = dev_shm(&session.name);
     let role = role_of(session.coordinator);
+    let inode = std::os::unix::fs::MetadataExt::ino(&session.segment.file().metadata()?);
     let processes = std::iter::once(session.coordinator).chain(session.workers.iter().copied());
     for pid in processes {
         let who = match crate::engine::inspect::view(pid) {
@@ -389,9 +390,17 @@ fn mapped_by_everyone(session: &Session) -> Result<(), Fail> {
                      PROT_WRITE and MAP_SHARED",
                     m.perms
                 ),
-                None => "has no mapping of it: create() maps it with mmap(MAP_SHARED) before \
-                         the workers are forked, so that they inherit it"
-                    .to_string(),
+                None => match probe::mapped_under_another_name(pid, &session.name, inode) {
+                    Some(other) => format!(
+                        "maps this segment (the same inode) only under another name, {other}: \
+                         the object was made under that name and linked to the bank's name \
+                         afterwards, never opened by that name; create() makes the segment \
+                         with shm_open() of the name it is given (O_CREAT | O_EXCL)"
+                    ),
+                    None => "has no mapping of it: create() maps it with mmap(MAP_SHARED) \
+                             before the workers are forked, so that they inherit it"
+                        .to_string(),
+                },
             };
             return Err(Fail::failed(format!("{who} {how} ({})", path.display())));
         }
@@ -524,6 +533,11 @@ pub(super) fn destroyed_and_removed(run: &mut Run) -> Result<String, Fail> {
     } else {
         ""
     };
+    let unlink_failed = if forced_unlink_failure(run)? {
+        "; with its shm_unlink() alone failed by the grader, destroy() said kind=shm-unlink"
+    } else {
+        ""
+    };
     let destroy_failed = if forced_destroy_failure(run, 0)? & forced_destroy_failure(run, 1)? {
         "; with its pthread_cond_destroy(), then (in another run) its pthread_mutex_destroy() \
          failed by the grader, destroy() still made the later steps (the mutex destroyed, \
@@ -532,7 +546,8 @@ pub(super) fn destroyed_and_removed(run: &mut Run) -> Result<String, Fail> {
         ""
     };
     Ok(format!(
-        "condition variable and mutex destroyed, segment unmapped and unlinked{forced}{destroy_failed}"
+        "condition variable and mutex destroyed, segment unmapped and unlinked{forced}\
+         {unlink_failed}{destroy_failed}"
     ))
 }
 
@@ -564,14 +579,7 @@ fn forced_munmap_failure(run: &mut Run) -> Result<bool, Fail> {
         return Ok(false);
     };
     session.go()?;
-    let until = Instant::now() + Duration::from_secs(8);
-    let last = loop {
-        match session.next_before(until)? {
-            Some(m) if m.kind == "failed" || m.kind == "closed" => break Some(m),
-            Some(_) => {}
-            None => break None,
-        }
-    };
+    let last = last_word(&mut session)?;
     let failed = tracer.failed_the_call()?;
     let unlink_failed = failed && tracer.failed_the_call()?;
     drop(tracer);
@@ -636,6 +644,69 @@ fn forced_munmap_failure(run: &mut Run) -> Result<bool, Fail> {
         )));
     }
     Ok(true)
+}
+
+/// The coordinator's `closed` or `failed` after its workers were let go, or `None` if it said
+/// neither within 8 s.
+fn last_word(session: &mut Session) -> Result<Option<ipc_labs_driver::Message>, Fail> {
+    let until = Instant::now() + Duration::from_secs(8);
+    loop {
+        match session.next_before(until)? {
+            Some(m) if m.kind == "failed" || m.kind == "closed" => return Ok(Some(m)),
+            Some(_) => {}
+            None => return Ok(None),
+        }
+    }
+}
+
+/// Each step's failure is its own error: the tracer fails the coordinator's `shm_unlink()` of
+/// the name alone (`EACCES`; its `munmap()` goes through), and `destroy()` must say
+/// `kind=shm-unlink`. `false` when the grader may not trace the coordinator, or it made no call
+/// naming the segment (judged above).
+fn forced_unlink_failure(run: &mut Run) -> Result<bool, Fail> {
+    let mut session = Session::start(run, &[LIGHT_WORK; 2], &[])?;
+    // The path a glibc shm_unlink() unlinks, kept for the life of the grader (a few bytes a run).
+    let unlinked: &'static str = dev_shm(&session.name).display().to_string().leak();
+    let failing = Action::Fail(libc::EACCES);
+    let Some(mut tracer) = Tracer::attach(session.coordinator, Call::naming(unlinked), failing)?
+    else {
+        return Ok(false);
+    };
+    session.go()?;
+    let last = last_word(&mut session)?;
+    let failed = tracer.failed_the_call()?;
+    drop(tracer);
+    let _ = session.proc.send("exit", &[]);
+    let _ = session.proc.wait();
+    let _ = std::fs::remove_file(dev_shm(&session.name));
+    if !failed {
+        return Ok(false);
+    }
+    let Some(last) = last else {
+        return Err(Fail::failed(
+            "with the grader failing the coordinator's shm_unlink() of the name, the \
+             coordinator said neither `closed` nor `failed` within 8 s",
+        ));
+    };
+    let kind = last.get("kind").unwrap_or("none");
+    if last.kind == "failed" && kind == "shm-unlink" {
+        return Ok(true);
+    }
+    Err(Fail::failed(format!(
+        "the grader failed the coordinator's shm_unlink() of the name in destroy() (EACCES), \
+         and nothing else (its munmap() went through), and destroy() {}, not kind=shm-unlink: \
+         a failed shm_unlink() is BankError::Unlink{}",
+        if last.kind == "failed" {
+            format!("failed with kind={kind}")
+        } else {
+            "said nothing went wrong (`closed`)".to_string()
+        },
+        if kind == "munmap" {
+            " (its error was mapped to BankError::Unmap)"
+        } else {
+            ""
+        }
+    )))
 }
 
 /// `destroy()` goes on to the next step when one fails, and returns the first error: the grader

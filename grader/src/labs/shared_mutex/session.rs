@@ -33,6 +33,8 @@ pub(super) struct Session {
     /// Worker pids, by index.
     pub workers: Vec<i32>,
     pub segment: Segment,
+    /// The `--seed` the workers' random transfers come from.
+    pub seed: u64,
     /// How each of the `--try-transfers` ended, as the coordinator reported: `ok` or a kind.
     pub tried: Vec<String>,
     /// For each tried transfer, the accounts its `BadAccounts` named (`from>to`), `-` else.
@@ -207,6 +209,7 @@ impl Session {
             coordinator,
             workers,
             segment,
+            seed: u64::from(seed),
             tried,
             refused,
             pending: VecDeque::new(),
