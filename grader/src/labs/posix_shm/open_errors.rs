@@ -554,7 +554,7 @@ fn missing_opened_once(run: &mut Run) -> Result<(), Fail> {
         return Err(Fail::failed(format!(
             "{what}: its shm_open() said ENOENT, and before it answered ({}) the opener opened \
              the name again (the grader, which traced it, saw a second openat() of {}): it \
-             retries a missing name, waiting in a loop for a creator to make it; ENOENT is \
+             retries a missing name, waiting in a loop for the name to appear; ENOENT is \
              TableError::NotFound at once, after one shm_open() (no call of this lab waits)",
             said(&answer),
             path.display()
