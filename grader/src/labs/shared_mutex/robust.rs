@@ -231,13 +231,7 @@ fn journal_before_debit(run: &mut Run, amount: i64) -> Result<bool, Fail> {
             journal.active
         )));
     }
-    let saved = (
-        journal.from as usize,
-        journal.to as usize,
-        journal.from_balance,
-        journal.to_balance,
-        journal.transfers,
-    );
+    let saved = journal.saved();
     if saved != (from, to, opening, opening, 0) {
         let swapped = if (saved.0, saved.1) == (to, from) && amount < 0 {
             " (the accounts the other way round: a negative amount is not turned into a \

@@ -92,6 +92,19 @@ pub(super) struct Journal {
     pub transfers: u64,
 }
 
+impl Journal {
+    /// What the journal saved: from, to, their balances and the transfer count.
+    pub fn saved(&self) -> (usize, usize, i64, i64, u64) {
+        (
+            self.from as usize,
+            self.to as usize,
+            self.from_balance,
+            self.to_balance,
+            self.transfers,
+        )
+    }
+}
+
 /// `workers`, `finished` and `dead` as they are in the segment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) struct Counts {
@@ -594,9 +607,7 @@ fn forced_munmap_failure(run: &mut Run) -> Result<bool, Fail> {
     }
     let kind = last.get("kind").unwrap_or("none").to_string();
     if unlink_failed {
-        let _ = session.proc.send("exit", &[]);
-        let _ = session.proc.wait();
-        let _ = std::fs::remove_file(dev_shm(&session.name));
+        dismiss(&mut session);
         if last.kind != "failed" || kind != "munmap" {
             return Err(Fail::failed(format!(
                 "the grader failed the coordinator's munmap() of the bank in destroy() \
@@ -676,9 +687,7 @@ fn forced_unlink_failure(run: &mut Run) -> Result<bool, Fail> {
     let last = last_word(&mut session)?;
     let failed = tracer.failed_the_call()?;
     drop(tracer);
-    let _ = session.proc.send("exit", &[]);
-    let _ = session.proc.wait();
-    let _ = std::fs::remove_file(dev_shm(&session.name));
+    dismiss(&mut session);
     if !failed {
         return Ok(false);
     }
@@ -761,9 +770,7 @@ fn forced_destroy_failure(run: &mut Run, which: usize) -> Result<bool, Fail> {
         }
     };
     drop(tracer);
-    let _ = session.proc.send("exit", &[]);
-    let _ = session.proc.wait();
-    let _ = std::fs::remove_file(dev_shm(&session.name));
+    dismiss(&mut session);
     if !failed {
         return Ok(false);
     }
@@ -805,4 +812,12 @@ fn forced_destroy_failure(run: &mut Run, which: usize) -> Result<bool, Fail> {
         )));
     }
     Ok(true)
+}
+
+/// Ends `session` whatever state its check left it in: the coordinator told to exit and
+/// reaped, the segment's name removed if the program left it.
+fn dismiss(session: &mut Session) {
+    let _ = session.proc.send("exit", &[]);
+    let _ = session.proc.wait();
+    let _ = std::fs::remove_file(dev_shm(&session.name));
 }

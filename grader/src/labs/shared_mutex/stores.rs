@@ -533,13 +533,7 @@ fn judge_kill(
     }
     // Active at the kill: the transfer must be undone and its worker counted.
     let journal = at.journal;
-    let saved = (
-        journal.from as usize,
-        journal.to as usize,
-        journal.from_balance,
-        journal.to_balance,
-        journal.transfers,
-    );
+    let saved = journal.saved();
     let right = (
         from,
         to,
