@@ -1,22 +1,24 @@
-//! `create-failures`: the ways `create()` fails (a name taken, also as its `shm_open()` begins; a
-//! segment that cannot be sized or mapped; a dangling link), each with its kind and with nothing
-//! left behind.
+//! `create-failures`: the ways `create()` fails (a name taken, see `taken_names`; a name too
+//! long; a segment that cannot be sized or mapped; an initialization that fails), each with its
+//! kind and with nothing left behind.
 
 use std::time::{Duration, Instant};
 
 use ipc_labs_driver::Message;
 
-use super::errors::{Taken, first_message, release};
-use super::messages::failure;
+use super::errors::{first_message, release};
 use super::probe;
 use super::segment::dev_shm;
-use crate::engine::inspect;
-use crate::engine::tracer::{Action, Breakpoint, Call, Reached, Tracer};
+use super::taken_names::{
+    names_at_the_edge, refuses_dangling_link, taken_at_the_open, taken_by_a_bank_whose_holder_died,
+};
+use crate::engine::tracer::{Action, Breakpoint, Call, Tracer};
 use crate::engine::{Fail, Run, force};
 
 pub(super) fn create_failures(run: &mut Run) -> Result<String, Fail> {
     let name = taken_at_the_open(run)?;
     refuses_dangling_link(run)?;
+    taken_by_a_bank_whose_holder_died(run)?;
 
     // A valid name too long for the system: shm_open() fails, kind=shm-open.
     let long = format!("{}-{}", run.ipc_name("long"), "x".repeat(300));
@@ -79,85 +81,14 @@ pub(super) fn create_failures(run: &mut Run) -> Result<String, Fail> {
         ""
     };
     Ok(format!(
-        "{name:?} taken at the program's shm_open(): kind=exists, the segment there untouched; a name of {} characters: \
+        "{name:?} taken at the program's shm_open(): kind=exists, the segment there untouched; \
+         a bank whose holder died: kind=exists, the bank untouched; a name of {} characters: \
          kind=shm-open; names of '/' and 255 characters and of characters other than letters \
          and digits (':', ' ', '#', 'ä', a blank at the end) reach shm_open() (kind=exists, taken by the grader), \
          '/' and 256 is kind=shm-open; ftruncate() failing: kind=ftruncate, with the name removed and no \
          descriptor or mapping left{forced}{mapped}{initialized}",
         long.len()
     ))
-}
-
-/// Valid names at the edges of what a file of `/dev/shm` can be called: `/` and 255 characters
-/// (NAME_MAX counts the part after the `/`, the file's name), and a name of characters other
-/// than letters and digits (`:`, a space, `#`, a non-ASCII letter: the name rule forbids only
-/// `/`). The grader takes each name first (a segment of its own there), so `create()` must get
-/// as far as `shm_open()` and say kind=exists, and creates nothing. `/` and 256 characters, one
-/// past, is too long for the file system: `shm_open()` fails (ENAMETOOLONG), kind=shm-open.
-fn names_at_the_edge(run: &mut Run) -> Result<(), Fail> {
-    let base = run.ipc_name("edge");
-    let padded = |len: usize| format!("{base}-{}", "x".repeat(len - base.len() - 1));
-    let longest = padded(256);
-    let characters = format!("{}:1 #\u{e4}", run.ipc_name("chars"));
-    let blank_last = format!("{} ", run.ipc_name("blank"));
-    for (name, what) in [
-        (
-            &longest,
-            "a name of '/' and 255 characters: the file /dev/shm/<255 characters> is within \
-             NAME_MAX (255 bytes, the '/' is not part of it); the name rule has no length \
-             limit of its own, and only shm_open() may say a name is too long",
-        ),
-        (
-            &characters,
-            "a name holding ':', ' ', '#' and a non-ASCII letter ('\u{e4}'): the name rule is \
-             a '/' and at least one character, none of them '/'; any other character (not \
-             only letters, digits, '.', '_' and '-') is allowed",
-        ),
-        (
-            &blank_last,
-            "a name that ends in a blank: the name is taken as given, and trimmed it would be \
-             another name, another segment",
-        ),
-    ] {
-        let path = dev_shm(name);
-        let Some(_taken) = Taken::create(path.clone(), run.program_user(), b"taken")? else {
-            return Err(Fail::Grader(format!("{} exists already", path.display())));
-        };
-        run.made_by_grader(&path);
-        let mut proc = run.spawn(&["--name", name.as_str(), "--work", "1"])?;
-        let message = first_message(&mut proc)?;
-        let judged = expect_kind(
-            &message,
-            "exists",
-            &format!(
-                "with the grader's segment at that name already, SharedBank::create() of {what}, \
-                 so create() must hand it to shm_open(O_CREAT | O_EXCL), whose EEXIST is \
-                 BankError::Exists; it"
-            ),
-            "a valid name that is taken is kind=exists",
-        );
-        if judged.is_err() {
-            proc.kill_tree();
-            return judged;
-        }
-        release(&mut proc)?;
-    }
-    let past = padded(257);
-    let mut proc = run.spawn(&["--name", past.as_str(), "--work", "1"])?;
-    let message = first_message(&mut proc)?;
-    let judged = expect_kind(
-        &message,
-        "shm-open",
-        "SharedBank::create() of a name of '/' and 256 characters",
-        "the name is valid, and one byte past NAME_MAX for the file /dev/shm/<name>: shm_open() \
-         fails (ENAMETOOLONG), which is BankError::Open",
-    );
-    if judged.is_err() {
-        proc.kill_tree();
-        let _ = std::fs::remove_file(dev_shm(&past));
-        return judged;
-    }
-    release(&mut proc)
 }
 
 /// The C library functions that `create()` must go through, watched with breakpoints while one
@@ -422,148 +353,6 @@ fn left_by_failed_create(pid: i32, name: &str) -> Vec<String> {
     left
 }
 
-/// `O_CREAT`, `O_EXCL` and the permission bits, in an `openat()`'s flags and mode.
-const CREATE: u64 = libc::O_CREAT as u64;
-const EXCLUSIVE: u64 = libc::O_EXCL as u64;
-const PERMISSIONS: u64 = 0o7777;
-
-/// A name someone else takes while the program creates it: the program is held at its
-/// `shm_open()` of the name (glibc's `openat()` of `/dev/shm/<name>`), after any look it took
-/// at whether the name was free, and the grader creates a segment there before letting it go.
-/// Only `O_CREAT | O_EXCL` in that very call refuses the name then: kind=exists, and the
-/// grader's segment stays as it was. The same call must ask for mode 0600 itself. Without
-/// ptrace the segment is there before the program starts. Returns the name.
-fn taken_at_the_open(run: &mut Run) -> Result<String, Fail> {
-    let name = run.ipc_name("taken");
-    // Empty, as another creator's segment is between its shm_open() and its ftruncate(): it is
-    // that creator's all the same.
-    let content: Vec<u8> = Vec::new();
-    let path = dev_shm(&name);
-    let mut proc = run.spawn_stopped(&["--name", name.as_str(), "--work", "1"])?;
-    let pid = proc.pid.as_raw();
-    let opening = Call::opening(&path);
-    let tracer = Tracer::attach(pid, opening, Action::Hold)?;
-    let mut taken = None;
-    // What the program's open of the name asked for: its flags and mode.
-    let mut asked = None;
-    let mut early = None;
-    match tracer {
-        Some(mut tracer) => {
-            force::resume(pid)?;
-            let until = std::time::Instant::now() + Duration::from_secs(5);
-            match tracer.wait(&mut proc, until)? {
-                Reached::Call => {
-                    asked = inspect::call_of(pid, pid).map(|(_, args)| (args[2], args[3]));
-                    taken = Taken::create(path.clone(), run.program_user(), &content)?;
-                }
-                Reached::Passed(message) => early = message,
-            }
-            tracer.release();
-        }
-        None => {
-            run.note(
-                "the grader may not trace the program here (ptrace): the name was taken \
-                 before it started, not at its shm_open()",
-            );
-            taken = Taken::create(path.clone(), run.program_user(), &content)?;
-            force::resume(pid)?;
-        }
-    }
-    let message = match early {
-        Some(message) => message,
-        None => first_message(&mut proc)?,
-    };
-    let Some(taken) = taken else {
-        proc.kill_tree();
-        return Err(match asked {
-            None if message.kind == "failed" => failure(&message),
-            None => Fail::failed(format!(
-                "SharedBank::create({name:?}) said `{}` without ever opening {} (no openat() of \
-                 it): create the segment with shm_open()",
-                message.kind,
-                path.display()
-            )),
-            Some(_) => Fail::Grader(format!("{name} exists already")),
-        });
-    };
-    let refused = message.kind == "failed" && message.get("kind") == Some("exists");
-    let disturbed = taken.disturbed();
-    if let Some((flags, _)) = asked
-        && !refused
-        && flags & EXCLUSIVE == 0
-    {
-        let outcome = match message.kind.as_str() {
-            "failed" => format!("failed with kind={}", message.get("kind").unwrap_or("none")),
-            said => format!("went on (it said `{said}`)"),
-        };
-        let took = match disturbed {
-            Some(what) => format!(", and the grader's segment was {what}"),
-            None => String::new(),
-        };
-        proc.kill_tree();
-        return Err(Fail::failed(format!(
-            "the grader held the program at its shm_open() of {} (its openat() of the name) and \
-             created a segment there just before the call; SharedBank::create({name:?}) \
-             {outcome}{took}: its openat() of the name had flags {flags:#o}, without O_EXCL \
-             ({:#o}), so it opened the segment that was there instead of failing; a look at \
-             the name before the open (stat(), a probe) cannot see a name taken between the \
-             look and the open; only shm_open(O_CREAT | O_EXCL) makes the test and the \
-             creation one step, and its EEXIST is BankError::Exists, with the segment there \
-             left alone",
-            path.display(),
-            libc::O_EXCL
-        )));
-    }
-    if !refused && let Some(what) = disturbed {
-        let outcome = match message.kind.as_str() {
-            "failed" => format!("failed with kind={}", message.get("kind").unwrap_or("none")),
-            said => format!("went on (it said `{said}`)"),
-        };
-        proc.kill_tree();
-        return Err(Fail::failed(format!(
-            "the grader held the program at its shm_open() of {} and created an empty segment \
-             there (0 bytes, as another creator's is between its shm_open() and its \
-             ftruncate()) just before the call; SharedBank::create({name:?}) {outcome}, and \
-             the grader's segment was {what}: an EEXIST makes the name someone else's whatever \
-             its size or contents (an empty segment is not a leftover to reclaim: its creator \
-             may be about to size it); return BankError::Exists and leave it alone",
-            path.display()
-        )));
-    }
-    expect_kind(
-        &message,
-        "exists",
-        &format!(
-            "with {} already there, SharedBank::create({name:?})",
-            path.display()
-        ),
-        "shm_open(O_CREAT | O_EXCL) fails with EEXIST, which is BankError::Exists",
-    )?;
-    release(&mut proc)?;
-    if let Some(what) = disturbed {
-        return Err(Fail::failed(format!(
-            "SharedBank::create({name:?}) reported kind=exists, but the segment that was \
-             already there was {what}: a name shm_open(O_CREAT | O_EXCL) refused is someone \
-             else's; unlink the name only when a step after your own shm_open() fails"
-        )));
-    }
-    if let Some((flags, mode)) = asked
-        && flags & CREATE != 0
-        && mode & PERMISSIONS != 0o600
-    {
-        return Err(Fail::failed(format!(
-            "the program's shm_open() that creates {} asked for mode {:o}, not 600: the \
-             segment is created with those permissions (less the umask) and stays so until a \
-             later chmod, open to other users meanwhile, who keep what they opened; give mode \
-             0600 (S_IRUSR | S_IWUSR) in the shm_open(O_CREAT | O_EXCL) itself",
-            path.display(),
-            mode & PERMISSIONS
-        )));
-    }
-    drop(taken);
-    Ok(name)
-}
-
 /// A create whose `ftruncate()` the tracer makes fail (`EFBIG`), with no file-size limit: it
 /// must say `ftruncate` and leave the name gone. One that goes on without the tracer having
 /// seen any `ftruncate()` sized the segment another way (a `write()` of the bank's bytes).
@@ -675,74 +464,14 @@ fn forced_mmap_failure(run: &mut Run) -> Result<bool, Fail> {
     Ok(true)
 }
 
-/// A dangling symbolic link at the name (given to the programs' user, so that the program may
-/// follow it): `shm_open(O_CREAT | O_EXCL)` refuses it with `EEXIST` without following it; a
-/// create without `O_EXCL` follows it and creates the file it names, a probe that opens the name
-/// first (`ENOENT` through the link) does not see it: the create must rely on `O_EXCL` alone.
-pub(super) fn refuses_dangling_link(run: &mut Run) -> Result<(), Fail> {
-    let linked = run.ipc_name("linked");
-    let target = dev_shm(&run.ipc_name("link-target"));
-    let link = dev_shm(&linked);
-    std::os::unix::fs::symlink(&target, &link)
-        .map_err(|e| Fail::Grader(format!("making {}: {e}", link.display())))?;
-    if let Some((uid, gid)) = run.program_user() {
-        std::os::unix::fs::lchown(&link, Some(uid), Some(gid))?;
-    }
-    let spawned = run.spawn(&["--name", linked.as_str(), "--work", "1"]);
-    let outcome = spawned.and_then(|mut proc| {
-        let message = first_message(&mut proc)?;
-        let created = target.symlink_metadata().is_ok();
-        if created {
-            return Err(Fail::failed(format!(
-                "with a symbolic link at {} naming a file that does not exist, \
-                 SharedBank::create({linked:?}) {} and created {}, the file the link names: \
-                 the segment was opened with O_CREAT but without O_EXCL (an existence probe \
-                 before it does not see a name that is there, or appears, in between); create \
-                 it with one shm_open(O_CREAT | O_EXCL), which fails with EEXIST (Exists) \
-                 whatever is at the name",
-                link.display(),
-                if message.kind == "failed" {
-                    format!("failed with kind={}", message.get("kind").unwrap_or("none"))
-                } else {
-                    "went on".to_string()
-                },
-                target.display()
-            )));
-        }
-        if message.kind == "failed" && message.get("error").is_some_and(|e| e.contains("ELOOP")) {
-            return Err(Fail::failed(format!(
-                "with a symbolic link at {} (naming no file), SharedBank::create({linked:?}) \
-                 failed with kind={} ({}), not exists: ELOOP comes from a shm_open() of the \
-                 name without O_EXCL (shm_open() does not follow links), such as a probe \
-                 whether the name exists, or a create with O_CREAT alone; with O_CREAT | \
-                 O_EXCL it fails with EEXIST for any name that is taken. Create it with one \
-                 shm_open(O_CREAT | O_EXCL): a probe first cannot see a name that appears \
-                 between the probe and the create",
-                link.display(),
-                message.get("kind").unwrap_or("none"),
-                message.get("error").unwrap_or("")
-            )));
-        }
-        expect_kind(
-            &message,
-            "exists",
-            &format!(
-                "with a symbolic link already at {}, SharedBank::create({linked:?})",
-                link.display()
-            ),
-            "shm_open(O_CREAT | O_EXCL) fails with EEXIST for any name that is taken, a link \
-             too, which is BankError::Exists",
-        )?;
-        release(&mut proc)
-    });
-    let _ = std::fs::remove_file(&target);
-    let _ = std::fs::remove_file(&link);
-    outcome
-}
-
 /// Fails unless `message` is `failed` with `kind`; `what` is what was tried, `rule` what
 /// should happen.
-fn expect_kind(message: &Message, kind: &str, what: &str, rule: &str) -> Result<(), Fail> {
+pub(super) fn expect_kind(
+    message: &Message,
+    kind: &str,
+    what: &str,
+    rule: &str,
+) -> Result<(), Fail> {
     let got = message.get("kind").unwrap_or("none");
     match message.kind.as_str() {
         "failed" if got == kind => Ok(()),

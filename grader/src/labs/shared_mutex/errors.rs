@@ -4,17 +4,15 @@
 use std::io::{Read, Write};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::PathBuf;
-use std::time::Duration;
 
 use ipc_labs_driver::Message;
 use rand::RngExt;
 
 use super::ACCOUNTS;
-use super::create_failures::refuses_dangling_link;
 use super::messages::{failure, layout_of};
-use super::probe;
-use super::segment::{Segment, dev_shm, open_segment};
+use super::segment::{dev_shm, open_segment};
 use super::session::Session;
+use super::taken_names::refuses_dangling_link;
 use super::totals::{delta_of, verify};
 use crate::engine::{Fail, Proc, Run};
 
@@ -433,7 +431,7 @@ fn refused_before_lock(run: &mut Run, bad: &[(usize, usize)]) -> Result<(), Fail
         match (message.kind.as_str(), message.get("role")) {
             ("created", _) => {
                 let opened = open_segment(&name, layout_of(&message)?)?;
-                outcome = make_unrecoverable(&opened);
+                outcome = super::unrecoverable::make_unrecoverable(&opened);
                 if outcome.is_ok() {
                     proc.send("try", &[])?;
                 }
@@ -495,22 +493,6 @@ fn refused_before_lock(run: &mut Run, bad: &[(usize, usize)]) -> Result<(), Fail
              account {} gave {last}, not kind=not-recoverable: pthread_mutex_lock()'s \
              ENOTRECOVERABLE is BankError::NotRecoverable",
             good.0, good.1
-        )));
-    }
-    Ok(())
-}
-
-/// Makes the bank's mutex unusable for good: a holder dies, and the grader meets EOWNERDEAD
-/// and lets go without pthread_mutex_consistent().
-fn make_unrecoverable(segment: &Segment) -> Result<(), Fail> {
-    probe::DyingHolder::start(segment, false)?.die();
-    let first = probe::try_lock(segment, Duration::from_secs(1))?;
-    let second = probe::try_lock(segment, Duration::from_secs(1))?;
-    if first != libc::EOWNERDEAD || second != libc::ENOTRECOVERABLE {
-        return Err(Fail::Grader(format!(
-            "making the mutex unrecoverable failed: {} then {}",
-            probe::errno_name(first),
-            probe::errno_name(second)
         )));
     }
     Ok(())

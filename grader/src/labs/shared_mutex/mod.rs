@@ -34,6 +34,7 @@ mod session;
 mod sleeping;
 mod snapshot;
 mod stores;
+mod taken_names;
 mod totals;
 mod unrecoverable;
 
@@ -164,7 +165,8 @@ pub static LAB: Lab = Lab {
             points: 1,
             timeout: Duration::from_secs(15),
             description: "a mutex left unrecoverable (ENOTRECOVERABLE) makes every transfer fail \
-                          with kind=not-recoverable",
+                          with kind=not-recoverable, and a lock answers what the mutex says \
+                          now: re-initialized, it serves every process again",
             exclusive: false,
             hint: Some(
                 "ENOTRECOVERABLE is NotRecoverable. See docs/labs/06-shared-mutex.md, the rules table (the ENOTRECOVERABLE rule).",
@@ -189,8 +191,8 @@ pub static LAB: Lab = Lab {
             name: "create-failures",
             points: 2,
             timeout: Duration::from_secs(15),
-            description: "a name already taken (a segment, a dangling link) is kind=exists and \
-                          what is there is left alone; a name too long for shm_open is \
+            description: "a name already taken (a segment, a dangling link, a bank whose holder \
+                          died) is kind=exists and what is there is left alone; a name too long for shm_open is \
                           kind=shm-open; a failing ftruncate (a limit, a tracer) is \
                           kind=ftruncate with the name removed and nothing left open",
             exclusive: false,

@@ -417,6 +417,36 @@ pub(super) fn try_lock(segment: &Segment, within: Duration) -> Result<i32, Fail>
     Ok(rc)
 }
 
+/// Destroys the bank's mutex and initializes it again in place, process-shared and robust as
+/// `create()` makes it: what a new bank mapped at the same address holds. Only while no process
+/// uses the mutex (an unrecoverable one, which nobody can hold, is such).
+pub(super) fn reinitialize_mutex(segment: &Segment) -> Result<(), Fail> {
+    let (mutex, _) = lockable(segment)?;
+    let mutex = mutex as *mut libc::pthread_mutex_t;
+    let mut attr = std::mem::MaybeUninit::<libc::pthread_mutexattr_t>::uninit();
+    // SAFETY: the mutex lies in the grader's mapping, initialized by glibc (checked by
+    // `lockable`) and used by nobody; the attribute object is initialized before any other use
+    // and destroyed after the init.
+    let results = unsafe {
+        let results = [
+            libc::pthread_mutex_destroy(mutex),
+            libc::pthread_mutexattr_init(attr.as_mut_ptr()),
+            libc::pthread_mutexattr_setpshared(attr.as_mut_ptr(), libc::PTHREAD_PROCESS_SHARED),
+            libc::pthread_mutexattr_setrobust(attr.as_mut_ptr(), libc::PTHREAD_MUTEX_ROBUST),
+            libc::pthread_mutex_init(mutex, attr.as_ptr()),
+        ];
+        libc::pthread_mutexattr_destroy(attr.as_mut_ptr());
+        results
+    };
+    match results.iter().find(|&&rc| rc != 0) {
+        None => Ok(()),
+        Some(&rc) => Err(Fail::Grader(format!(
+            "re-initializing the bank's mutex: {}",
+            errno_name(rc)
+        ))),
+    }
+}
+
 /// A thread of the grader that holds the bank's mutex and then ends without unlocking it: a
 /// holder that dies, which the next locker must meet as `EOWNERDEAD`.
 pub(super) struct DyingHolder {

@@ -199,7 +199,7 @@ fn journal_before_debit(run: &mut Run, amount: i64) -> Result<bool, Fail> {
     let from = run.rng().random_range(0..ACCOUNTS);
     let to = (from + run.rng().random_range(1..ACCOUNTS)) % ACCOUNTS;
     let mut pid = 0;
-    let outcome = told_transfer(run, 1, (from, to, amount), |proc, name| {
+    let outcome = told_transfer(run, 1, (from, to, amount), |_, proc, name| {
         pid = proc.pid.as_raw();
         watch_the_debit(proc, name, from)
     })?;
@@ -988,7 +988,7 @@ fn dies_mid_transfer(run: &mut Run, session: &mut Session) -> Result<Cut, Fail> 
 fn dies_before_the_debit(run: &mut Run) -> Result<(), Fail> {
     let from = run.rng().random_range(0..ACCOUNTS);
     let to = (from + run.rng().random_range(1..ACCOUNTS)) % ACCOUNTS;
-    told_transfer(run, LIGHT_WORK, (from, to, 1), |proc, name| {
+    told_transfer(run, LIGHT_WORK, (from, to, 1), |_, proc, name| {
         judge_before_the_debit(proc, name, from, to)
     })
 }

@@ -39,14 +39,15 @@ pub(super) fn stopped_after(pid: i32, call: Call) -> Result<bool, Fail> {
     Ok(true)
 }
 
-/// Runs the program with `work` and one tried transfer of `amount` `from` → `to`, made when the grader says
-/// `try` (`--try-when-told`), and hands it and the bank's name to `judge`. Such a run does not
-/// end on its own: the grader then ends it and removes the segment itself.
+/// Runs the program with `work` and one tried transfer of `amount` `from` → `to`, made when the
+/// grader says `try` (`--try-when-told`), and hands it and the bank's name to `judge` (with
+/// `run`, to start more programs). Such a run does not end on its own: the grader then ends it
+/// and removes the segment itself.
 pub(super) fn told_transfer<T>(
     run: &mut Run,
     work: u64,
     (from, to, amount): (usize, usize, i64),
-    judge: impl FnOnce(&mut Proc, &str) -> Result<T, Fail>,
+    judge: impl FnOnce(&mut Run, &mut Proc, &str) -> Result<T, Fail>,
 ) -> Result<T, Fail> {
     let name = run.ipc_name("bank");
     let args = [
@@ -61,7 +62,7 @@ pub(super) fn told_transfer<T>(
         "--try-when-told".into(),
     ];
     let mut proc = run.spawn(&args)?;
-    let outcome = judge(&mut proc, &name);
+    let outcome = judge(run, &mut proc, &name);
     proc.kill_tree();
     let _ = std::fs::remove_file(dev_shm(&name));
     outcome
@@ -261,7 +262,15 @@ impl Segment {
     /// Everything in the bank but the mutex and the condition variable: what only the mutex's
     /// holder may change.
     pub fn guarded_bytes(&self) -> Result<Vec<u8>, Fail> {
-        let start = self.layout.counts_at;
+        self.bytes_from(self.layout.counts_at)
+    }
+
+    /// The whole bank, the mutex and the condition variable too.
+    pub fn all_bytes(&self) -> Result<Vec<u8>, Fail> {
+        self.bytes_from(0)
+    }
+
+    fn bytes_from(&self, start: usize) -> Result<Vec<u8>, Fail> {
         let mut bytes = vec![0u8; self.layout.size.saturating_sub(start)];
         self.file
             .read_exact_at(&mut bytes, start as u64)

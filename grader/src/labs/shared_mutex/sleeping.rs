@@ -626,7 +626,9 @@ const DONE_COUNTS: &[Field] = &[
 /// mutex's owner word must be the coordinator's thread id. `false` when it could not be
 /// watched.
 fn counts_read_under_the_lock(run: &mut Run) -> Result<bool, Fail> {
-    super::segment::told_transfer(run, 1, (0, 1, 1), watch_count_reads)
+    super::segment::told_transfer(run, 1, (0, 1, 1), |_, proc, name| {
+        watch_count_reads(proc, name)
+    })
 }
 
 fn watch_count_reads(proc: &mut crate::engine::Proc, name: &str) -> Result<bool, Fail> {

@@ -5,30 +5,20 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use super::LIGHT_WORK;
-use super::messages::field;
+use super::messages::{failure, field, layout_of};
 use super::probe::{self, DyingHolder, Place};
 use super::robust::{STEP, robust};
-use super::segment::dev_shm;
+use super::segment::{Segment, dev_shm, open_segment};
 use super::session::Session;
+use super::totals::verify;
 use crate::engine::tracer::{Action, Call, Tracer};
-use crate::engine::{Fail, Run, force, inspect};
+use crate::engine::{Fail, Proc, Run, force, inspect};
 
 pub(super) fn not_recoverable(run: &mut Run) -> Result<String, Fail> {
     let mut session = Session::start(run, &[LIGHT_WORK; 2], &[])?;
     robust(&session)?;
     session.coordinator_settled();
-    // A holder dies; the grader meets EOWNERDEAD and lets go without
-    // pthread_mutex_consistent(): the mutex is unusable for good.
-    DyingHolder::start(&session.segment, false)?.die();
-    let first = probe::try_lock(&session.segment, Duration::from_secs(1))?;
-    let second = probe::try_lock(&session.segment, Duration::from_secs(1))?;
-    if first != libc::EOWNERDEAD || second != libc::ENOTRECOVERABLE {
-        return Err(Fail::Grader(format!(
-            "making the mutex unrecoverable failed: {} then {}",
-            probe::errno_name(first),
-            probe::errno_name(second)
-        )));
-    }
+    make_unrecoverable(&session.segment)?;
     // A worker that sleeps before its transfer reports is waiting for the mutex to come back.
     let mut sleepers: Vec<(i32, Tracer)> = session
         .workers
@@ -117,11 +107,128 @@ pub(super) fn not_recoverable(run: &mut Run) -> Result<String, Fail> {
     } else {
         ""
     };
+    let usable = if usable_again(run)? {
+        "; re-initialized by the grader after the coordinator's lock met ENOTRECOVERABLE, the \
+         mutex served the coordinator and the workers forked from it again"
+    } else {
+        ""
+    };
     Ok(format!(
         "on a mutex made unrecoverable, all {} workers' transfers failed with \
-         kind=not-recoverable{during_wait}",
+         kind=not-recoverable{during_wait}{usable}",
         kinds.len()
     ))
+}
+
+/// Makes the bank's mutex unusable for good: a holder dies, and the grader meets EOWNERDEAD
+/// and lets go without pthread_mutex_consistent().
+pub(super) fn make_unrecoverable(segment: &Segment) -> Result<(), Fail> {
+    probe::DyingHolder::start(segment, false)?.die();
+    let first = probe::try_lock(segment, Duration::from_secs(1))?;
+    let second = probe::try_lock(segment, Duration::from_secs(1))?;
+    if first != libc::EOWNERDEAD || second != libc::ENOTRECOVERABLE {
+        return Err(Fail::Grader(format!(
+            "making the mutex unrecoverable failed: {} then {}",
+            probe::errno_name(first),
+            probe::errno_name(second)
+        )));
+    }
+    Ok(())
+}
+
+/// `lock()` answers what the mutex in the segment says now: the mutex made unrecoverable while
+/// the coordinator waits for `try`, its tried transfer fails with kind=not-recoverable; held
+/// right after its `ready` (a tracer: its workers forked, waiting for their `go`), the grader
+/// destroys the mutex and initializes it again in place, as a new bank mapped at the same
+/// address would hold it; let go, the coordinator's wait and every worker's transfers must go
+/// through on it, the totals exact. `false` when the coordinator could not be brought there.
+fn usable_again(run: &mut Run) -> Result<bool, Fail> {
+    let prepare = |proc: &mut Proc, name: &str| -> Result<Option<Tracer>, Fail> {
+        let pid = proc.pid.as_raw();
+        force::resume(pid)?;
+        let message = proc.recv_any()?;
+        if message.kind != "created" {
+            return Err(failure(&message));
+        }
+        make_unrecoverable(&open_segment(name, layout_of(&message)?)?)?;
+        // Its next message is its `ready`, after the tried transfer and the forks.
+        let tracer = Tracer::attach(pid, Call::any(libc::SYS_sendto), Action::HoldAfter)?;
+        proc.send("try", &[])?;
+        Ok(tracer)
+    };
+    let tried = [
+        "--try-transfers".to_string(),
+        "0,1".into(),
+        "--try-when-told".into(),
+    ];
+    let (mut session, tracer) = Session::start_with(run, &[LIGHT_WORK; 2], &tried, Some(prepare))?;
+    let held = match tracer {
+        Some(mut tracer) if session.tried == ["not-recoverable"] => tracer
+            .held_before(Instant::now() + Duration::from_secs(2))?
+            .then_some(tracer),
+        _ => None,
+    };
+    let Some(tracer) = held else {
+        // Not traced, or the tried transfer is judged elsewhere (typed-errors).
+        session.proc.kill_tree();
+        let _ = std::fs::remove_file(dev_shm(&session.name));
+        return Ok(false);
+    };
+    probe::reinitialize_mutex(&session.segment)?;
+    let rc = probe::try_lock(&session.segment, Duration::from_secs(1))?;
+    if rc != 0 {
+        return Err(Fail::Grader(format!(
+            "the re-initialized mutex could not be locked: {}",
+            probe::errno_name(rc)
+        )));
+    }
+    tracer.release();
+    session.go()?;
+    let mut seen = Vec::new();
+    loop {
+        let message = session.next()?;
+        match message.kind.as_str() {
+            "failed" if message.get("kind") == Some("not-recoverable") => {
+                let rc = probe::try_lock(&session.segment, Duration::from_millis(200))?;
+                let pid = message.get("pid").unwrap_or("?");
+                let who = if pid == session.coordinator.to_string() {
+                    "the coordinator's wait_all_done()".to_string()
+                } else {
+                    format!("worker pid {pid}'s transfer")
+                };
+                let usable = if rc == 0 {
+                    " and the grader's lock of it still succeeds"
+                } else {
+                    ""
+                };
+                return Err(Fail::failed(format!(
+                    "the grader made the bank's mutex unrecoverable and the coordinator's tried \
+                     transfer met it (kind=not-recoverable, as it should); then, the \
+                     coordinator held right after its `ready` (its workers forked, waiting for \
+                     their `go`), the grader destroyed the mutex and initialized it again in \
+                     place, process-shared and robust, as a new bank mapped at the same address \
+                     would hold it (its own lock of it succeeded), and let them go: {who} \
+                     failed with kind=not-recoverable ({}), though the mutex was usable{usable}: \
+                     that answer did not come from the mutex; lock() calls \
+                     pthread_mutex_lock() every time and reports what it returns then, not an \
+                     ENOTRECOVERABLE met before (by this process or the one it was forked from)",
+                    message.get("error").unwrap_or("")
+                )));
+            }
+            "failed" => return Err(failure(&message)),
+            "closed" => {
+                seen.push(message);
+                break;
+            }
+            _ => seen.push(message),
+        }
+    }
+    for message in seen {
+        session.set_aside(message);
+    }
+    let outcome = session.finish(0, |_| Ok(()))?;
+    verify(&session, &outcome, &[], 0)?;
+    Ok(true)
 }
 
 /// `pthread_cond_wait()`'s errors other than `EOWNERDEAD` are `BankError::Wait`, its
