@@ -13,7 +13,7 @@
 
 use std::time::Duration;
 
-use crate::engine::diagnose::Hang;
+use crate::engine::diagnose::{Activity, Hang};
 use crate::engine::{Check, Lab};
 
 mod call_failures;
@@ -213,6 +213,18 @@ pub static LAB: Lab = Lab {
     ],
 };
 
-fn explain_hang(_: &Hang) -> Option<String> {
-    None
+fn explain_hang(hang: &Hang) -> Option<String> {
+    let opening = [libc::SYS_open, libc::SYS_openat, libc::SYS_openat2];
+    let stuck = hang.processes.iter().find(|p| {
+        p.activities
+            .iter()
+            .any(|a| matches!(a, Activity::Syscall(n) if opening.contains(n)))
+    })?;
+    Some(format!(
+        "{} is blocked in an open(): the files this lab's programs open (the payload file, \
+         /proc/sys/kernel/shmmax) never make an open wait, but a FIFO does, until a writer \
+         comes, and segment-key-and-size puts one at --path; ftok() needs the path to exist, \
+         nothing more (it only looks it up): never open the path, hand ftok() its own bytes",
+        stuck.role
+    ))
 }

@@ -11,8 +11,8 @@ use rand::RngExt;
 use crate::engine::{Fail, Run, inspect};
 
 use super::protocol::{
-    Published, as_expected, expect, first_difference, fresh_name, fresh_name_in, payload_file,
-    publish, publish_record, replace_file, spawn_publisher, with_context,
+    Published, as_expected, expect, first_difference, fresh_fifo_name, fresh_name, fresh_name_in,
+    payload_file, publish, publish_record, replace_file, spawn_publisher, with_context,
 };
 use super::segments::{
     RemoveKeyOnDrop, bytes_past_end, mark_past_end, overwrite, rmid, segment, segment_bytes,
@@ -41,6 +41,13 @@ pub fn segment_key_and_size(run: &mut Run) -> Result<String, Fail> {
     let second = again.segment()?;
     again.finish()?;
     let bytes_key = key_of_path_not_utf8(run)?;
+    // ftok() needs the path to exist, nothing more: a FIFO there is a file like any other.
+    let fifo = fresh_fifo_name(run)?;
+    let context = "with a FIFO at the path (ftok() only looks a path up, it never opens it)";
+    let mut published =
+        publish_record(run, true, fifo, 4000, 100).map_err(with_context(context))?;
+    published.segment().map_err(with_context(context))?;
+    published.finish()?;
     let called = if key_from_ftok(run)? {
         ", computed by the C library's ftok()"
     } else {
@@ -48,7 +55,8 @@ pub fn segment_key_and_size(run: &mut Run) -> Result<String, Fail> {
     };
     Ok(format!(
         "segment {} had key {:#x} = ftok(path, {}) and {} bytes, key {:#x} once the file at the \
-         path was replaced, and key {bytes_key:#x} for a path whose name is not UTF-8{called}",
+         path was replaced, key {bytes_key:#x} for a path whose name is not UTF-8, and a FIFO at the path did as well \
+         as a file{called}",
         found.id, found.key, published.name.id, found.size, second.key
     ))
 }
@@ -650,6 +658,19 @@ fn magic_stored_last(run: &mut Run) -> Result<Option<String>, Fail> {
                     continue;
                 };
                 let bytes = segment_bytes(found.id, (found.size as usize).min(size as usize))?;
+                if watch.last_hit() == 0
+                    && let Some(part) = part_of_magic(&bytes)
+                {
+                    drop(watch);
+                    return Err(Fail::failed(format!(
+                        "{how}: after one of its stores to it, the magic's word (0 in a new \
+                         segment) held {part:#010x}, a part of MAGIC ({MAGIC:#010x}) with the \
+                         rest still 0: the publisher stores the magic in pieces, narrower than \
+                         its u32; store each header field whole, at its width (the magic and \
+                         the sequence one u32 store each, the length one u64 store), so that \
+                         no reader ever sees a field half written"
+                    )));
+                }
                 if bytes.get(..4) != Some(&MAGIC.to_ne_bytes()[..]) {
                     // Another value (a zero, say, to mark the record invalid first): not yet.
                     watch.go_on();
@@ -705,6 +726,16 @@ fn magic_stored_last(run: &mut Run) -> Result<Option<String>, Fail> {
          length and the sequence, and nothing in its segment after it"
             .into(),
     ))
+}
+
+/// The magic's word in `bytes` (the segment, 0 there when it was made) if it holds a part of
+/// `MAGIC`: some of its bytes, the others still 0.
+fn part_of_magic(bytes: &[u8]) -> Option<u32> {
+    let word: [u8; 4] = bytes.get(..4)?.try_into().ok()?;
+    let magic = MAGIC.to_ne_bytes();
+    let partial =
+        word != magic && word != [0; 4] && word.iter().zip(magic).all(|(&b, m)| b == 0 || b == m);
+    partial.then(|| u32::from_ne_bytes(word))
 }
 
 /// What of the record is not yet in `bytes` (the segment), if anything.
