@@ -674,6 +674,19 @@ fn fail_one_call(
     if case.who == Who::CleaningPublisher {
         return judge_clean_up(&mut proc, case, &context, &message, (failed, publisher_key));
     }
+    // The failed shmget() made nothing: a segment with the key now is another call's.
+    if failed
+        && message.kind == "ready"
+        && case.call.number == libc::SYS_shmget
+        && let Some(made) = publisher_key.and_then(segment)
+    {
+        return Err(Fail::failed(format!(
+            "{context}, the publisher said `ready` with segment {} at its key, which the failed \
+             call did not make: it called shmget() again after the failure and went on with \
+             what that call made; a failing call is reported (kind={}) at once, not retried",
+            made.id, case.kind
+        )));
+    }
     let judged = judge(&mut proc, case, &context, &message, failed)?;
     // A publisher that failed before `ready` leaves no segment (it has exited: judged).
     if case.who == Who::Publisher
@@ -819,7 +832,8 @@ fn judge(
         ),
         (said, _) => format!(
             "{context}, the program said `{said}` as if the call had succeeded: return its \
-             error (kind={}) instead of ignoring it",
+             error (kind={}) instead of going on without it (ignoring it, or making the call \
+             again until it works)",
             case.kind
         ),
     }))

@@ -13,8 +13,8 @@ use crate::engine::{Fail, Run};
 use super::HEADER_LEN;
 use super::private_ipc::PrivateIpc;
 use super::protocol::{
-    Name, expect, fresh_name, fresh_name_with_id, ftok, publish_record, spawn_publisher,
-    spawn_reader, start_publisher, with_context,
+    Name, expect, fresh_name, fresh_name_with_id, ftok, publish_record, run_create_step,
+    spawn_publisher, spawn_reader, start_publisher, with_context,
 };
 use super::segments::{Planted, full_record, rmid, segment, segment_by_id};
 use crate::engine::tracer::{Action, Call, Reached, Tracer};
@@ -270,26 +270,9 @@ fn publisher_refuses(
 /// step calls it with no `publish()` around it (the key free, so that a size 0 handed on to
 /// `shmget()` comes back as its `EINVAL`).
 fn create_refuses_zero(run: &mut Run, name: &Name) -> Result<(), Fail> {
-    let args: Vec<std::ffi::OsString> = vec![
-        "create".into(),
-        "--path".into(),
-        name.path.clone().into(),
-        "--id".into(),
-        name.id.to_string().into(),
-        "--size".into(),
-        "0".into(),
-    ];
     let what = "Segment::create(key, 0) called alone (`sysv-shm create --size 0`: no publish() \
                 around it, the key free)";
-    let mut proc = run.spawn(&args)?;
-    proc.set_roles(|_| "the create step".into());
-    expect(&mut proc, "create step", "started").map_err(with_context(what))?;
-    proc.send("go", &[])?;
-    let message = proc.recv_any().map_err(with_context(what))?;
-    let left = segment(name.key);
-    if let Some(left) = &left {
-        rmid(left.id);
-    }
+    let (message, left) = run_create_step(run, name, 0, what)?;
     let fault = "the size check is in publish() only (a publisher asked for size 0 said \
                  zero-size), yet Segment::create() is the API's door for every caller: check \
                  size 0 first in Segment::create itself, before the limit is read and before \
@@ -318,7 +301,6 @@ fn create_refuses_zero(run: &mut Run, name: &Name) -> Result<(), Fail> {
             )));
         }
     }
-    proc.wait()?;
     if let Some(left) = left {
         return Err(Fail::failed(format!(
             "with {what}, it said kind=zero-size but segment {} is there: refuse size 0 before \
@@ -327,6 +309,33 @@ fn create_refuses_zero(run: &mut Run, name: &Name) -> Result<(), Fail> {
         )));
     }
     Ok(())
+}
+
+/// `Segment::create` itself removes the segment it just made when its `shmat()` fails, not
+/// only `publish()` around it: the program's `create` step calls it alone with a size the
+/// program may not map (`huge`).
+fn create_cleans_up_failed_attach(run: &mut Run, name: &Name, huge: u64) -> Result<(), Fail> {
+    let what = format!(
+        "Segment::create() called alone (`sysv-shm create`, no publish() around it) for \
+         {huge} bytes, more than the program's address space, so that shmat() fails (ENOMEM) \
+         after shmget() made the segment"
+    );
+    let (message, left) = run_create_step(run, name, huge, &what)?;
+    match (message.kind.as_str(), message.get("kind"), left) {
+        ("failed", Some("shmat"), None) => Ok(()),
+        ("failed", Some("shmat"), Some(left)) => Err(Fail::failed(format!(
+            "with {what}, it said kind=shmat but left segment {} behind (a publisher given the \
+             same size left none): the clean-up is in publish(), yet Segment::create is the \
+             API's door for every caller; when its shmat() fails, Segment::create itself \
+             removes the segment its shmget() just made, before returning Attach",
+            left.id
+        ))),
+        (said, kind, _) => Err(Fail::failed(format!(
+            "with {what}, it said `{said}` (kind={}: {}), the lab wants `failed` with kind=shmat",
+            kind.unwrap_or("none"),
+            message.get("error").unwrap_or("")
+        ))),
+    }
 }
 
 /// A refusal the check knows no other cause for.
@@ -458,7 +467,8 @@ pub fn bad_input(run: &mut Run) -> Result<String, Fail> {
             &payload,
             refusal(&what, "shmat", key),
         )?;
-        tried.push_str(", a segment too big to attach");
+        create_cleans_up_failed_attach(run, &name, huge)?;
+        tried.push_str(", a segment too big to attach (by the publisher and by create alone)");
     } else {
         run.note(format!(
             "the machine's memory does not allow a {huge}-byte segment: a failing shmat() was not \

@@ -13,7 +13,7 @@
 
 use std::time::Duration;
 
-use crate::engine::diagnose::Hang;
+use crate::engine::diagnose::{Activity, Hang};
 use crate::engine::{Check, Lab};
 
 mod call_failures;
@@ -213,6 +213,33 @@ pub static LAB: Lab = Lab {
     ],
 };
 
-fn explain_hang(_: &Hang) -> Option<String> {
-    None
+fn explain_hang(hang: &Hang) -> Option<String> {
+    let opening = [libc::SYS_open, libc::SYS_openat, libc::SYS_openat2];
+    let stuck = hang.processes.iter().find(|p| {
+        p.activities
+            .iter()
+            .any(|a| matches!(a, Activity::Syscall(n) if opening.contains(n)))
+            && fifo_path_given(p.view.pid)
+    })?;
+    Some(format!(
+        "{} is blocked in an open(), and its --path is a FIFO, which an open() waits on until \
+         a writer comes (nothing else the program opens here can wait); ftok() needs the path \
+         to exist, nothing more (it only looks it up): never open the path, hand ftok() its \
+         own bytes",
+        stuck.role
+    ))
+}
+
+/// Whether process `pid` was given a FIFO as its `--path`.
+fn fifo_path_given(pid: i32) -> bool {
+    use std::os::unix::ffi::OsStrExt;
+    use std::os::unix::fs::FileTypeExt;
+    let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+        return false;
+    };
+    let mut args = cmdline.split(|&b| b == 0);
+    args.by_ref().any(|a| a == b"--path");
+    args.next()
+        .and_then(|path| std::fs::metadata(std::ffi::OsStr::from_bytes(path)).ok())
+        .is_some_and(|m| m.file_type().is_fifo())
 }

@@ -64,6 +64,21 @@ pub fn fresh_name_in(run: &mut Run, file_name: &std::ffi::OsStr) -> Result<Name,
     Err(Fail::Grader("every ftok key tried is taken".into()))
 }
 
+/// A fresh name as [`fresh_name`], whose file is a FIFO: `ftok()` only looks the path up
+/// (`stat()`), whereas an `open()` of it waits for a writer that never comes.
+pub fn fresh_fifo_name(run: &mut Run) -> Result<Name, Fail> {
+    let path = run.path("anchor-fifo");
+    nix::unistd::mkfifo(&path, nix::sys::stat::Mode::from_bits_truncate(0o600))
+        .map_err(|e| Fail::Grader(format!("mkfifo: {e}")))?;
+    for _ in 0..64 {
+        let id = run.rng().random_range(1..=255u32);
+        if let Some(name) = free_name(run, &path, id)? {
+            return Ok(name);
+        }
+    }
+    Err(Fail::Grader("every ftok key tried is taken".into()))
+}
+
 /// A fresh name with the given id: when its key is taken, another file (another inode) is tried.
 pub fn fresh_name_with_id(run: &mut Run, id: u32) -> Result<Name, Fail> {
     for attempt in 0..64 {
@@ -162,6 +177,37 @@ pub fn start_publisher(
     let mut proc = spawn_publisher(run, path, id, size, sequence, payload)?;
     proc.send("go", &[])?;
     Ok(proc)
+}
+
+/// Runs the program's `create` step (`Segment::create` alone, no `publish()` around it, then
+/// `remove()` and `detach()`) to its last word; `what` names the call in diagnoses. Returns
+/// that word and the segment with the key left as it exited, which the grader removes.
+pub fn run_create_step(
+    run: &mut Run,
+    name: &Name,
+    size: u64,
+    what: &str,
+) -> Result<(Message, Option<ShmSegment>), Fail> {
+    let args: Vec<OsString> = vec![
+        "create".into(),
+        "--path".into(),
+        name.path.clone().into(),
+        "--id".into(),
+        name.id.to_string().into(),
+        "--size".into(),
+        size.to_string().into(),
+    ];
+    let mut proc = run.spawn(&args)?;
+    proc.set_roles(|_| "the create step".into());
+    expect(&mut proc, "create step", "started").map_err(with_context(what))?;
+    proc.send("go", &[])?;
+    let message = proc.recv_any().map_err(with_context(what))?;
+    proc.wait()?;
+    let left = segment(name.key);
+    if let Some(left) = &left {
+        rmid(left.id);
+    }
+    Ok((message, left))
 }
 
 /// Starts `sysv-shm read` and lets it go on; returns it and its output file.

@@ -11,8 +11,8 @@ use rand::RngExt;
 use crate::engine::{Fail, Run, inspect};
 
 use super::protocol::{
-    Published, as_expected, expect, first_difference, fresh_name, fresh_name_in, payload_file,
-    publish, publish_record, replace_file, spawn_publisher, with_context,
+    Published, as_expected, expect, first_difference, fresh_fifo_name, fresh_name, fresh_name_in,
+    payload_file, publish, publish_record, replace_file, spawn_publisher, with_context,
 };
 use super::segments::{
     RemoveKeyOnDrop, bytes_past_end, mark_past_end, overwrite, rmid, segment, segment_bytes,
@@ -41,6 +41,13 @@ pub fn segment_key_and_size(run: &mut Run) -> Result<String, Fail> {
     let second = again.segment()?;
     again.finish()?;
     let bytes_key = key_of_path_not_utf8(run)?;
+    // ftok() needs the path to exist, nothing more: a FIFO there is a file like any other.
+    let fifo = fresh_fifo_name(run)?;
+    let context = "with a FIFO at the path (ftok() only looks a path up, it never opens it)";
+    let mut published =
+        publish_record(run, true, fifo, 4000, 100).map_err(with_context(context))?;
+    published.segment().map_err(with_context(context))?;
+    published.finish()?;
     let called = if key_from_ftok(run)? {
         ", computed by the C library's ftok()"
     } else {
@@ -48,7 +55,8 @@ pub fn segment_key_and_size(run: &mut Run) -> Result<String, Fail> {
     };
     Ok(format!(
         "segment {} had key {:#x} = ftok(path, {}) and {} bytes, key {:#x} once the file at the \
-         path was replaced, and key {bytes_key:#x} for a path whose name is not UTF-8{called}",
+         path was replaced, key {bytes_key:#x} for a path whose name is not UTF-8, and a FIFO at the path did as well \
+         as a file{called}",
         found.id, found.key, published.name.id, found.size, second.key
     ))
 }
@@ -443,28 +451,48 @@ fn page_size() -> usize {
     unsafe { libc::sysconf(libc::_SC_PAGESIZE) as usize }
 }
 
-/// The payload's first 8 bytes, watched for stores.
-const PAYLOAD_STORES: &[Field] = &[Field {
-    offset: HEADER_LEN,
-    len: 8,
-    loads: false,
-}];
+/// The payload's first 8 bytes, the sequence and the length, watched for stores.
+const RECORD_STORES: &[Field] = &[
+    Field {
+        offset: HEADER_LEN,
+        len: 8,
+        loads: false,
+    },
+    Field {
+        offset: 4,
+        len: 4,
+        loads: false,
+    },
+    Field {
+        offset: 8,
+        len: 8,
+        loads: false,
+    },
+];
 
 /// Watches the publisher's stores to the payload's first bytes: one of them must leave those
 /// bytes in the segment. A payload the kernel copies in (`process_vm_writev()`, a write to
-/// `/proc/self/mem`) comes with no store of the publisher's own. `None` where the grader may
-/// not watch.
+/// `/proc/self/mem`) comes with no store of the publisher's own. Watches its stores to the
+/// sequence and the length too: each field is stored whole, so that after each store it holds
+/// 0 (a new segment's) or its value, never a part of it. `None` where the grader may not watch.
 fn payload_stored_by_publisher(run: &mut Run) -> Result<Option<()>, Fail> {
     let name = fresh_name(run)?;
-    let len = run.rng().random_range(2000..12000usize);
+    // Two bytes of the length and all four of the sequence are not 0: a store of a part of
+    // either leaves a value that is neither 0 nor the field's.
+    let len = loop {
+        let len = run.rng().random_range(2000..12000usize);
+        if len % 256 != 0 {
+            break len;
+        }
+    };
     let size = (HEADER_LEN + len + run.rng().random_range(0..100usize)) as u64;
-    let sequence = run.rng().random_range(2..1_000_000u32);
+    let sequence = u32::from_ne_bytes(std::array::from_fn(|_| run.rng().random_range(1..=255u8)));
     let payload = run.random_bytes(len);
     let mut proc = spawn_publisher(run, &name.path, name.id, size, sequence, &payload)?;
     let _removed = RemoveKeyOnDrop(Some(name.key));
     let unwatched = "the grader may not watch the publisher's stores here (ptrace, hardware \
                      watchpoints, x86-64): how it copies the payload was not seen";
-    let Some(mut watch) = Tracer::watch(proc.pid.as_raw(), PAYLOAD_STORES)? else {
+    let Some(mut watch) = Tracer::watch(proc.pid.as_raw(), RECORD_STORES)? else {
         run.note(unwatched);
         proc.kill_tree();
         return Ok(None);
@@ -485,10 +513,18 @@ fn payload_stored_by_publisher(run: &mut Run) -> Result<Option<()>, Fail> {
                 return Ok(None);
             }
             Watched::Hit => {
-                stores += 1;
-                stored |= segment(name.key)
-                    .and_then(|s| segment_bytes(s.id, HEADER_LEN + 8).ok())
-                    .is_some_and(|b| b[HEADER_LEN..] == payload[..8]);
+                let bytes =
+                    segment(name.key).and_then(|s| segment_bytes(s.id, HEADER_LEN + 8).ok());
+                let field = watch.last_hit();
+                if field == 0 {
+                    stores += 1;
+                    stored |= bytes.is_some_and(|b| b[HEADER_LEN..] == payload[..8]);
+                } else if let Some(part) =
+                    bytes.and_then(|b| part_of_field(&b, field, sequence, len))
+                {
+                    drop(watch);
+                    return Err(Fail::failed(part));
+                }
                 watch.go_on();
             }
             Watched::Said(message) => break message,
@@ -650,6 +686,19 @@ fn magic_stored_last(run: &mut Run) -> Result<Option<String>, Fail> {
                     continue;
                 };
                 let bytes = segment_bytes(found.id, (found.size as usize).min(size as usize))?;
+                if watch.last_hit() == 0
+                    && let Some(part) = part_of_magic(&bytes)
+                {
+                    drop(watch);
+                    return Err(Fail::failed(format!(
+                        "{how}: after one of its stores to it, the magic's word (0 in a new \
+                         segment) held {part:#010x}, a part of MAGIC ({MAGIC:#010x}) with the \
+                         rest still 0: the publisher stores the magic in pieces, narrower than \
+                         its u32; store each header field whole, at its width (the magic and \
+                         the sequence one u32 store each, the length one u64 store), so that \
+                         no reader ever sees a field half written"
+                    )));
+                }
                 if bytes.get(..4) != Some(&MAGIC.to_ne_bytes()[..]) {
                     // Another value (a zero, say, to mark the record invalid first): not yet.
                     watch.go_on();
@@ -705,6 +754,42 @@ fn magic_stored_last(run: &mut Run) -> Result<Option<String>, Fail> {
          length and the sequence, and nothing in its segment after it"
             .into(),
     ))
+}
+
+/// What the header field `field` of [`RECORD_STORES`] (1: the sequence, 2: the length) holds
+/// in `bytes` right after a store to it, if that is a part of its value (`sequence`, `len`):
+/// neither 0, as a new segment holds it, nor the value.
+fn part_of_field(bytes: &[u8], field: usize, sequence: u32, len: usize) -> Option<String> {
+    let (name, at, width, value) = match field {
+        1 => ("sequence", 4, 4, u64::from(sequence)),
+        _ => ("length", 8, 8, len as u64),
+    };
+    let held = bytes
+        .get(at..at + width)?
+        .iter()
+        .rev()
+        .fold(0u64, |n, &b| n << 8 | u64::from(b));
+    (held != 0 && held != value).then(|| {
+        format!(
+            "with the stores to the header watched (hardware watchpoints set when its shmat() \
+             returned), right after one of the publisher's stores to the {name} field ({width} \
+             bytes at offset {at}, 0 in a new segment) it held {held:#x}, a part of the \
+             {name} {value:#x}: the publisher stores it in pieces, narrower than the field; \
+             store each header field whole, at its width (the magic and the sequence one u32 \
+             store each, the length one u64 store), so that no reader ever sees a field half \
+             written"
+        )
+    })
+}
+
+/// The magic's word in `bytes` (the segment, 0 there when it was made) if it holds a part of
+/// `MAGIC`: some of its bytes, the others still 0.
+fn part_of_magic(bytes: &[u8]) -> Option<u32> {
+    let word: [u8; 4] = bytes.get(..4)?.try_into().ok()?;
+    let magic = MAGIC.to_ne_bytes();
+    let partial =
+        word != magic && word != [0; 4] && word.iter().zip(magic).all(|(&b, m)| b == 0 || b == m);
+    partial.then(|| u32::from_ne_bytes(word))
 }
 
 /// What of the record is not yet in `bytes` (the segment), if anything.

@@ -184,11 +184,28 @@ pub fn reader_reads_segment(run: &mut Run) -> Result<String, Fail> {
         let what = "an empty record the grader planted in a segment of just a 16-byte header";
         reader_accepts(run, &name, (empty_sequence, &[]), 2, what)?;
     }
-    let watched = payload_loaded_from_mapping(run, &name, 3)?;
+    // Every u32 is a sequence: the same record as the first but for the sequence, so that a
+    // refusal can only be of the sequence.
+    for (n, edge) in [(3, 0), (4, u32::MAX)] {
+        let _planted = Planted::new(run, name.key, size, &full_record(edge, &payload))?;
+        let what = format!(
+            "the same planted record with sequence {edge} (accepted with sequence {sequence})"
+        );
+        reader_accepts(run, &name, (edge, &payload), n, &what).map_err(|fail| match fail {
+            Fail::Failed(m) => Fail::Failed(format!(
+                "{m}; a sequence is whatever u32 the publisher was told, {edge} too: a record \
+                 is refused only when a header does not fit, its magic is not MAGIC or its \
+                 length does not fit"
+            )),
+            other => other,
+        })?;
+    }
+    let watched = payload_loaded_from_mapping(run, &name, 5)?;
     Ok(format!(
-        "the reader copied out planted records: {} bytes filling a {size}-byte segment, and an \
-         empty one in 16 bytes{}",
+        "the reader copied out planted records: {} bytes filling a {size}-byte segment (with \
+         sequences {sequence}, 0 and {}), and an empty one in 16 bytes{}",
         payload.len(),
+        u32::MAX,
         if watched.is_some() {
             "; watched, it loaded the payload from its mapping itself"
         } else {
@@ -200,6 +217,17 @@ pub fn reader_reads_segment(run: &mut Run) -> Result<String, Fail> {
 /// The payload's first 8 bytes, watched for loads.
 const PAYLOAD_LOADS: &[Field] = &[Field {
     offset: HEADER_LEN,
+    len: 8,
+    loads: true,
+}];
+
+/// Where the last 8 bytes of the long payload watched for loads start: three pages in, far
+/// past the first bytes, so that a reader that loads only a first part itself is seen.
+const FAR_WORD: usize = HEADER_LEN + 3 * 4096;
+
+/// The long payload's last 8 bytes, watched for loads.
+const FAR_PAYLOAD_LOADS: &[Field] = &[Field {
+    offset: FAR_WORD,
     len: 8,
     loads: true,
 }];
@@ -267,13 +295,33 @@ fn watched_reader(
     Ok(Some(WatchedRead { said, loads }))
 }
 
-/// Watches the reader's loads of the payload's first bytes: it must copy the payload out of its
-/// mapping itself, not have the kernel copy it (a `read()` of `/proc/self/mem`,
-/// `process_vm_readv()`), which no load of its own would show. `None` where the grader may not
-/// watch.
+/// Watches the reader's loads of the payload's first bytes, then of the last bytes of a
+/// payload three pages long: it must copy the whole payload out of its mapping itself, not have
+/// the kernel copy it or a part of it (a `read()` of `/proc/self/mem`, `process_vm_readv()`),
+/// which no load of its own would show. `None` where the grader may not watch.
 fn payload_loaded_from_mapping(run: &mut Run, name: &Name, n: u32) -> Result<Option<()>, Fail> {
     let size = 4096 + run.rng().random_range(100..8000usize);
     let len = size - HEADER_LEN - run.rng().random_range(0..100usize);
+    let first = "the payload's first bytes";
+    if loads_of(run, name, (size, len), (PAYLOAD_LOADS, first), n)?.is_none() {
+        return Ok(None);
+    }
+    let len = FAR_WORD + 8 - HEADER_LEN;
+    let size = len + HEADER_LEN + run.rng().random_range(0..100usize);
+    let last = format!("the payload's last 8 bytes (at offset {FAR_WORD})");
+    loads_of(run, name, (size, len), (FAR_PAYLOAD_LOADS, &last), n + 1)
+}
+
+/// Runs a reader on a planted record of `len` bytes in a `size`-byte segment with the loads of
+/// `fields` (`what` they are) watched, and requires at least one. `None` where the grader may
+/// not watch.
+fn loads_of(
+    run: &mut Run,
+    name: &Name,
+    (size, len): (usize, usize),
+    (fields, watched): (&'static [Field], &str),
+    n: u32,
+) -> Result<Option<()>, Fail> {
     let sequence = run.rng().random_range(2..1_000_000u32);
     let payload = run.random_bytes(len);
     let _planted = Planted::new(run, name.key, size, &full_record(sequence, &payload))?;
@@ -281,18 +329,14 @@ fn payload_loaded_from_mapping(run: &mut Run, name: &Name, n: u32) -> Result<Opt
     let unwatched = "the grader may not watch the reader's loads here (ptrace, hardware \
                      watchpoints, x86-64): how it copies the payload was not seen";
     let Some(WatchedRead { said, loads }) =
-        watched_reader(run, &mut reader, PAYLOAD_LOADS, unwatched, |_| {
-            Ok(AtLoad::GoOn)
-        })?
+        watched_reader(run, &mut reader, fields, unwatched, |_| Ok(AtLoad::GoOn))?
     else {
         return Ok(None);
     };
-    let what = format!(
-        "a {len}-byte record the grader planted in a {size}-byte segment, the loads of its \
-         payload's first 8 bytes watched (a hardware watchpoint set when the reader's shmat() \
-         returned)"
+    let context = format!(
+        "on a {len}-byte record the grader planted in a {size}-byte segment, the loads of \
+         {watched} watched (a hardware watchpoint set when the reader's shmat() returned)"
     );
-    let context = format!("on {what}");
     let message = said.map_err(with_context(&context))?;
     let done = as_expected(message, "reader", "done").map_err(with_context(&context))?;
     exits_cleanly(&mut reader, "reader")?;
@@ -300,10 +344,10 @@ fn payload_loaded_from_mapping(run: &mut Run, name: &Name, n: u32) -> Result<Opt
     if loads == 0 {
         return Err(Fail::failed(format!(
             "{context}: the reader wrote the planted payload, but no instruction of its main \
-             thread ever loaded the payload's first bytes from its mapping of the segment: the \
-             bytes reached it another way, copied by the kernel (a read() of /proc/self/mem, \
-             process_vm_readv()) or by another thread; copy the payload out of the segment \
-             through the address shmat() returned"
+             thread ever loaded {watched} from its mapping of the segment: they reached it \
+             another way, copied by the kernel (a read() of /proc/self/mem, \
+             process_vm_readv()) or by another thread; copy the whole payload out of the \
+             segment through the address shmat() returned"
         )));
     }
     Ok(Some(()))

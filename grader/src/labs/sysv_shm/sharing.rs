@@ -4,8 +4,11 @@
 use crate::engine::{Fail, Run};
 
 use super::HEADER_LEN;
+use rand::RngExt;
+
 use super::protocol::{
-    exits_cleanly, expect, first_difference, publish, read_to_end, spawn_reader, verify_read,
+    as_expected, exits_cleanly, expect, first_difference, fresh_name, publish, read_to_end,
+    run_create_step, spawn_reader, verify_read, with_context,
 };
 use super::segments::{mapping_of, may_write, overwrite, segment, segment_by_id};
 
@@ -164,14 +167,50 @@ pub fn outlives_publisher(run: &mut Run) -> Result<String, Fail> {
 pub fn removal(run: &mut Run) -> Result<String, Fail> {
     let mut published = publish(run, false)?;
     let id = published.segment()?.id;
-    published.finish()?;
+    // IPC_RMID marks the segment whatever its nattch: the publisher still holds it, so the
+    // kernel keeps it until that last detach, but its key is gone at once.
     published.read_back(run, true, 1)?;
-    if let Some(left) = segment(published.name.key).or_else(|| segment_by_id(id)) {
+    if let Some(left) = segment(published.name.key) {
         return Err(Fail::failed(format!(
-            "segment {} (key {:#x}, nattch {}) still exists after `read --remove` exited: \
-             call shmctl(id, IPC_RMID) to remove it",
+            "`read --remove` said `done` while the publisher still held the segment, yet \
+             segment {} keeps its key {:#x} (nattch {}, not marked for removal): call \
+             shmctl(id, IPC_RMID) whatever nattch is; it marks the segment, which the kernel \
+             frees at the last detach, and nobody would remove it later",
             left.id, left.key, left.attached
         )));
     }
-    Ok(format!("segment {id} is gone after `read --remove`"))
+    published.finish()?;
+    if let Some(left) = segment_by_id(id) {
+        return Err(Fail::failed(format!(
+            "segment {} (nattch {}) still exists after `read --remove` and the publisher's \
+             detach: call shmctl(id, IPC_RMID) to remove it",
+            left.id, left.attached
+        )));
+    }
+    // The create step removes its segment before it detaches it: while attached itself.
+    let name = fresh_name(run)?;
+    let size = run.rng().random_range(5000..20000u64);
+    let what = format!(
+        "`sysv-shm create` of {size} bytes (Segment::create, then remove() while it is still \
+         attached, then detach())"
+    );
+    match run_create_step(run, &name, size, &what)? {
+        (done, None) if done.kind == "done" => {}
+        (done, Some(left)) if done.kind == "done" => {
+            return Err(Fail::failed(format!(
+                "{what} said `done` but left segment {} (nattch {}) behind: its remove() did \
+                 not mark the segment while the caller itself still held it; call \
+                 shmctl(id, IPC_RMID) whatever nattch is",
+                left.id, left.attached
+            )));
+        }
+        (message, _) => {
+            as_expected(message, "create step", "done").map_err(with_context(&what))?;
+        }
+    }
+    Ok(format!(
+        "segment {id} lost its key at `read --remove` while the publisher still held it and \
+         was gone at its detach; the create step's segment, removed while attached, was gone \
+         too"
+    ))
 }
