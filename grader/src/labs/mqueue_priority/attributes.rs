@@ -110,12 +110,13 @@ pub fn asked_each_time(run: &mut Run, name: &str) -> Result<(), Fail> {
     let tracer = Tracer::count_calls(pid, Call::any(libc::SYS_mq_getsetattr))?;
     monitor.send("go", &[])?;
     let done = monitor.recv_any()?;
-    // Each call was reported while the monitor was stopped in it, before its `done`.
+    // Let go first: the tracer ends with the monitor, and each call was reported while the
+    // monitor was stopped in it, before its `done`.
+    release(&mut monitor)?;
     let asked = match tracer {
-        Some(tracer) => Some(tracer.failed_count(Instant::now() + Duration::from_millis(20))?),
+        Some(tracer) => Some(tracer.failed_count(Instant::now() + Duration::from_secs(2))?),
         None => None,
     };
-    release(&mut monitor)?;
     if done.kind != "done" {
         return Err(Fail::failed(format!(
             "a monitor reading the attributes of {name} {SAMPLES} times said {} instead of \
