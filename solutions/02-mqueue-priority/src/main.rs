@@ -16,7 +16,8 @@
 //! found the queue full, and how many messages the queue then holds; the monitor with the
 //! fewest and the most messages its samples saw), or `failed` with `kind=`
 //! from [`QueueError::kind`]; then it waits for `exit`, so that the grader can see which
-//! descriptors it still holds. SIGUSR1 does nothing but interrupt a blocking call (`EINTR`): the
+//! descriptors it still holds (a consumer with `--again`, once `done`, waits for `again` and
+//! starts over). SIGUSR1 does nothing but interrupt a blocking call (`EINTR`): the
 //! grader sends it to a process that waits on a queue. Keep this file as it is.
 
 use std::io::Write;
@@ -57,6 +58,10 @@ enum Command {
         /// Fail while serving the job after the first N (to see that the queue goes anyway).
         #[arg(long)]
         fail_after: Option<usize>,
+        /// Once served, create the queue anew when told `again` and serve it too, as a
+        /// dispatcher that outlives its queue does.
+        #[arg(long)]
+        again: bool,
     },
     /// Opens the queue and submits the jobs of a file, in order.
     Producer {
@@ -119,6 +124,7 @@ fn consumer(
     output: &Path,
     config: QueueConfig,
     fail_after: Option<usize>,
+    again: bool,
 ) -> ExitCode {
     let queue = match JobQueue::create(name, &config) {
         Ok(queue) => queue,
@@ -154,6 +160,10 @@ fn consumer(
     match served {
         Ok(served) => {
             control.send("done", &[("served", served.to_string())]);
+            if again {
+                control.wait_for("again");
+                return consumer(control, name, output, config, fail_after, false);
+            }
             control.wait_for("exit");
             if !control.is_graded() {
                 println!("served {served} jobs");
@@ -273,11 +283,12 @@ fn main() -> ExitCode {
             capacity,
             msg_size,
             fail_after,
+            again,
         } => {
             let mut config = QueueConfig::default();
             config.capacity = capacity.unwrap_or(config.capacity);
             config.msg_size = msg_size.unwrap_or(config.msg_size);
-            consumer(&control, &name, &output, config, fail_after)
+            consumer(&control, &name, &output, config, fail_after, again)
         }
         Command::Producer {
             name,

@@ -295,6 +295,7 @@ pub fn attributes_and_limits(run: &mut Run) -> Result<String, Fail> {
         release(&mut proc)?;
     }
     limit.expect_refused(run, renamed)?;
+    limit.read_at_each_create(run)?;
     limits_read_from_proc(run, msg_max, msgsize_max)?;
     default_config_checked(run)?;
     unreadable_limits(run)?;
