@@ -231,6 +231,10 @@ pub enum Action {
     /// [`Tracer::failed_the_call`], [`Tracer::failed_before`]): whether the program made the
     /// call at all, where the error it returns must be that call's.
     Report,
+    /// Let every one of the calls run untouched and report each, until the check says no more
+    /// ([`Tracer::count_calls`], read with [`Tracer::failed_count`]): how many times the
+    /// program asked the kernel, where an answer it keeps would make fewer calls.
+    ReportEach,
     /// At the call's entry, set this signal's disposition back to its default in the program
     /// (an `rt_sigaction(signal, SIG_DFL)` made in the call's place), then make the call itself
     /// as it was: a signal the program inherited ignored (Rust ignores `SIGPIPE`) can then end
@@ -457,7 +461,15 @@ impl Tracer {
         Tracer::attach(pid, call, Action::FailTimes(errno, times))
     }
 
-    /// How many calls a [`Tracer::fail_times`] tracer has made fail, waiting until it has made
+    /// Starts tracing `pid` (its main thread) to count its calls `call`, each let run
+    /// ([`Action::ReportEach`]); [`Tracer::failed_count`] reads the count. `None` if the machine
+    /// does not allow it.
+    pub fn count_calls(pid: i32, call: Call) -> Result<Option<Tracer>, Fail> {
+        Tracer::attach(pid, call, Action::ReportEach)
+    }
+
+    /// How many calls a [`Tracer::fail_times`] tracer has made fail (or a
+    /// [`Tracer::count_calls`] tracer has seen), waiting until it has made
     /// them all fail, or lost the program (it exited, or made no such call before the check
     /// let it go), or `until`; then lets the program go on untraced.
     pub fn failed_count(mut self, until: Instant) -> Result<u32, Fail> {
@@ -888,7 +900,9 @@ unsafe fn trace(group: i32, pid: i32, call: Call, action: Action, pipes: Pipes) 
             signal = 0;
             let stopped_by = libc::WSTOPSIG(status);
             if stopped_by == libc::SIGTRAP | 0x80 {
-                if matches!(action, Action::FailTimes(..)) && told_to_stop(pipes.resume) {
+                if matches!(action, Action::FailTimes(..) | Action::ReportEach)
+                    && told_to_stop(pipes.resume)
+                {
                     libc::ptrace(libc::PTRACE_DETACH, pid, 0usize, 0usize);
                     libc::_exit(0);
                 }
@@ -952,6 +966,10 @@ unsafe fn trace(group: i32, pid: i32, call: Call, action: Action, pipes: Pipes) 
                     Action::Report => {
                         // Said while the program is still stopped, as for a failed call.
                         say(FAILED);
+                    }
+                    Action::ReportEach => {
+                        say(FAILED);
+                        continue;
                     }
                     Action::DefaultDisposition(signal) => {
                         if !default_disposition(pid, signal, &mut status) {

@@ -1,8 +1,9 @@
-//! The mqueue-priority program. The grader runs it; you can too, in two terminals:
+//! The mqueue-priority program. The grader runs it; you can too, in separate terminals:
 //!
 //! ```text
 //! cargo run -p mqueue-priority -- consumer --name /jobs --output served.bin
 //! cargo run -p mqueue-priority -- producer --name /jobs --jobs jobs.bin --shutdown
+//! cargo run -p mqueue-priority -- monitor --name /jobs --samples 5
 //! ```
 //!
 //! A job file (the producer's input, the consumer's output) is a sequence of records: the
@@ -12,9 +13,11 @@
 //! Run by the grader, each program says `ready` once its queue is open (the consumer with the
 //! queue's attributes), waits for `go`, does its work, and says `done` (the consumer with how
 //! many jobs it served, the producer with how many it submitted, with `--nonblocking` how many
-//! found the queue full, and how many messages the queue then holds), or `failed` with `kind=`
+//! found the queue full, and how many messages the queue then holds; the monitor with the
+//! fewest and the most messages its samples saw), or `failed` with `kind=`
 //! from [`QueueError::kind`]; then it waits for `exit`, so that the grader can see which
-//! descriptors it still holds. SIGUSR1 does nothing but interrupt a blocking call (`EINTR`): the
+//! descriptors it still holds (a consumer with `--again`, once `done`, waits for `again` and
+//! starts over). SIGUSR1 does nothing but interrupt a blocking call (`EINTR`): the
 //! grader sends it to a process that waits on a queue. Keep this file as it is.
 
 use std::io::Write;
@@ -55,6 +58,10 @@ enum Command {
         /// Fail while serving the job after the first N (to see that the queue goes anyway).
         #[arg(long)]
         fail_after: Option<usize>,
+        /// Once served, create the queue anew when told `again` and serve it too, as a
+        /// dispatcher that outlives its queue does.
+        #[arg(long)]
+        again: bool,
     },
     /// Opens the queue and submits the jobs of a file, in order.
     Producer {
@@ -70,6 +77,16 @@ enum Command {
         /// Do not wait on a full queue: count the jobs that did not fit and go on.
         #[arg(long)]
         nonblocking: bool,
+    },
+    /// Opens the queue and reads its attributes several times in a row, as a tool that watches
+    /// a queue's length does.
+    Monitor {
+        /// The queue's name.
+        #[arg(long)]
+        name: String,
+        /// How many times to read the attributes.
+        #[arg(long, default_value_t = 10)]
+        samples: u32,
     },
 }
 
@@ -107,6 +124,7 @@ fn consumer(
     output: &Path,
     config: QueueConfig,
     fail_after: Option<usize>,
+    again: bool,
 ) -> ExitCode {
     let queue = match JobQueue::create(name, &config) {
         Ok(queue) => queue,
@@ -142,6 +160,10 @@ fn consumer(
     match served {
         Ok(served) => {
             control.send("done", &[("served", served.to_string())]);
+            if again {
+                control.wait_for("again");
+                return consumer(control, name, output, config, fail_after, false);
+            }
             control.wait_for("exit");
             if !control.is_graded() {
                 println!("served {served} jobs");
@@ -213,6 +235,41 @@ fn producer(control: &Control, name: &str, jobs: &Path, shutdown: bool, nb: bool
     ExitCode::SUCCESS
 }
 
+fn monitor(control: &Control, name: &str, samples: u32) -> ExitCode {
+    let queue = match JobQueue::open(name) {
+        Ok(queue) => queue,
+        Err(error) => return report(control, &error, &[]),
+    };
+    control.send("ready", &[]);
+    control.wait_for("go");
+    let (mut lowest, mut highest) = (u64::MAX, 0);
+    for _ in 0..samples {
+        match queue.attributes() {
+            Ok(attributes) => {
+                lowest = lowest.min(attributes.queued);
+                highest = highest.max(attributes.queued);
+            }
+            Err(error) => return report(control, &error, &[]),
+        }
+    }
+    if let Err(error) = queue.close() {
+        return report(control, &error, &[]);
+    }
+    control.send(
+        "done",
+        &[
+            ("samples", samples.to_string()),
+            ("lowest", lowest.to_string()),
+            ("highest", highest.to_string()),
+        ],
+    );
+    control.wait_for("exit");
+    if !control.is_graded() {
+        println!("{samples} samples: {lowest} to {highest} messages queued");
+    }
+    ExitCode::SUCCESS
+}
+
 fn main() -> ExitCode {
     let control = Control::start("mqueue-priority");
     install_noop_handler(Signal::SIGUSR1).expect("installing the SIGUSR1 handler");
@@ -226,11 +283,12 @@ fn main() -> ExitCode {
             capacity,
             msg_size,
             fail_after,
+            again,
         } => {
             let mut config = QueueConfig::default();
             config.capacity = capacity.unwrap_or(config.capacity);
             config.msg_size = msg_size.unwrap_or(config.msg_size);
-            consumer(&control, &name, &output, config, fail_after)
+            consumer(&control, &name, &output, config, fail_after, again)
         }
         Command::Producer {
             name,
@@ -238,6 +296,7 @@ fn main() -> ExitCode {
             shutdown,
             nonblocking,
         } => producer(&control, &name, &jobs, shutdown, nonblocking),
+        Command::Monitor { name, samples } => monitor(&control, &name, samples),
     }
 }
 

@@ -6,14 +6,14 @@ use std::time::{Duration, Instant};
 use nix::sys::resource::{Resource, getrlimit};
 use rand::RngExt;
 
-use super::names::watched_at_mq_open;
+use super::attributes;
 use super::protocol::{
-    Consumer, Job, MESSAGE_OVERHEAD, consumer, failed_errno, failed_with, grader_send,
-    grader_take_all, job_message, queue_attributes, release, said, sized, spawn_consumer,
-    spawn_producer,
+    Consumer, MESSAGE_OVERHEAD, consumer, failed_errno, failed_with, grader_send, queue_attributes,
+    release, said, sized, spawn_consumer,
 };
+use super::queue_bytes::{BytesLimit, consumer_watched_at_mq_open};
 use crate::engine::audit::message_queue_exists;
-use crate::engine::{Fail, Proc, Run};
+use crate::engine::{Fail, Run};
 
 /// A value of `/proc/sys/fs/mqueue/`.
 fn mqueue_limit(file: &str) -> Result<u64, Fail> {
@@ -46,62 +46,8 @@ pub fn attributes_and_limits(run: &mut Run) -> Result<String, Fail> {
             seen.0, seen.1, consumer.capacity, consumer.msg_size
         )));
     }
-    // Messages waiting: attributes() must read them from mq_getattr() (mq_curmsgs), which a
-    // producer that opens the queue now sees. Then the grader takes them all out and the
-    // producer submits one job: its `done` says what attributes() reports then (1), which a
-    // count read at open misses, and so does one that adds its own sends to it. At least 2
-    // wait, so that neither of those is 1; room is left for the producer's job.
-    let waiting = run.rng().random_range(2..capacity);
-    let jobs: Vec<(Vec<u8>, u32)> = (0..waiting)
-        .map(|_| {
-            job_message(&Job {
-                priority: 1,
-                payload: b"waiting".to_vec(),
-            })
-        })
-        .collect();
-    grader_send(&name, &jobs)?;
-    let own = [Job {
-        priority: 1,
-        payload: b"one-more".to_vec(),
-    }];
-    let (mut producer, ready, _) = spawn_producer(run, &name, &own, false, false, "a producer")?;
-    if ready.kind == "ready" {
-        let reported = ready.get("queued").unwrap_or("nothing").to_string();
-        let taken = grader_take_all(&name, msg_size)?;
-        producer.send("go", &[])?;
-        let done = producer.recv_any()?;
-        release(&mut producer)?;
-        if reported != waiting.to_string() {
-            return Err(Fail::failed(format!(
-                "with {waiting} messages waiting in the queue (mq_curmsgs {waiting} in the \
-                 grader's mq_getattr), a producer that opened it says its attributes() reports \
-                 queued = {reported}: return mq_getattr's mq_curmsgs, as the kernel counts it \
-                 now"
-            )));
-        }
-        let now = queue_attributes(&name)?.curmsgs() as u64;
-        let after = done.get("queued").unwrap_or("nothing").to_string();
-        if done.kind == "done" && taken == waiting && now == 1 && after != "1" {
-            let cause = if after == waiting.to_string() {
-                ", the count when it opened the queue: it keeps what it read at open"
-            } else if after == (waiting + 1).to_string() {
-                ", the count when it opened the queue plus the job it sent itself: it counts its \
-                 own sends instead of asking the kernel, blind to what other processes send and \
-                 receive"
-            } else {
-                ""
-            };
-            return Err(Fail::failed(format!(
-                "with {waiting} messages waiting, a producer said `ready` (attributes() then \
-                 reported queued = {waiting}); the grader then took those {waiting} out, the \
-                 producer submitted one job and says its attributes() then reports queued = \
-                 {after}, where the grader's mq_getattr counts {now}{cause}: attributes() calls \
-                 mq_getattr each time, for the queue's count changes as any process sends and \
-                 receives"
-            )));
-        }
-    }
+    attributes::counted_by_the_kernel(run, &name, capacity, msg_size)?;
+    attributes::asked_each_time(run, &name)?;
     consumer.send_shutdown()?;
     consumer.serve()?;
 
@@ -349,6 +295,7 @@ pub fn attributes_and_limits(run: &mut Run) -> Result<String, Fail> {
         release(&mut proc)?;
     }
     limit.expect_refused(run, renamed)?;
+    limit.read_at_each_create(run)?;
     limits_read_from_proc(run, msg_max, msgsize_max)?;
     default_config_checked(run)?;
     unreadable_limits(run)?;
@@ -775,7 +722,7 @@ fn root_exempted(
 
 /// The kind of a refusal the program made itself, before `mq_open` (nothing under `name`, and
 /// not the kind of a failed system call), with another kind than `over-limit`.
-fn own_refusal(answer: &ipc_labs_driver::Message, name: &str) -> Option<String> {
+pub(super) fn own_refusal(answer: &ipc_labs_driver::Message, name: &str) -> Option<String> {
     let kind = answer.get("kind")?;
     let of_a_call = kind.starts_with("mq-");
     (answer.kind == "failed" && kind != "over-limit" && !of_a_call && !message_queue_exists(name))
@@ -783,7 +730,7 @@ fn own_refusal(answer: &ipc_labs_driver::Message, name: &str) -> Option<String> 
 }
 
 /// What to say of a config over a limit refused with `kind`.
-fn kind_advice(kind: &str) -> String {
+pub(super) fn kind_advice(kind: &str) -> String {
     let meant = match kind {
         "limits" => " is for limits that cannot be read (system_limits() failing), and",
         "bad-name" => " is for a name that breaks the rules, and",
@@ -795,164 +742,13 @@ fn kind_advice(kind: &str) -> String {
     )
 }
 
-/// A queue sized against a lowered `RLIMIT_MSGQUEUE`.
-struct BytesLimit {
-    capacity: u64,
-    msg_size: u64,
-    /// The hard limit, which a lowered soft limit leaves as it is.
-    hard: u64,
-}
-
-impl BytesLimit {
-    /// What the queue takes by the lab's rule.
-    fn bytes(&self) -> u64 {
-        self.capacity * (self.msg_size + MESSAGE_OVERHEAD)
-    }
-
-    fn describe(&self) -> String {
-        format!(
-            "{} messages of {} bytes, which take {} bytes ({} x ({} + {MESSAGE_OVERHEAD})),",
-            self.capacity,
-            self.msg_size,
-            self.bytes(),
-            self.capacity,
-            self.msg_size
-        )
-    }
-
-    /// The queue must be over-limit with the soft limit one byte under what it takes. When it
-    /// is not, a second consumer, with the limit under even `capacity x msg_size`, tells a
-    /// count that leaves out the overhead from a limit that is not the soft RLIMIT_MSGQUEUE.
-    /// `renamed`: at exactly the limit it said over-limit after its mq_open() (what of it).
-    fn expect_refused(&self, run: &mut Run, renamed: Option<String>) -> Result<(), Fail> {
-        let args = sized(self.capacity, self.msg_size);
-        let soft = self.bytes() - 1;
-        let name = run.ipc_name("bytes");
-        let (mut proc, answer, _, reached, tracer) =
-            consumer_watched_at_mq_open(run, &name, &args, soft)?;
-        if reached && failed_with(&answer, "over-limit") {
-            // The kernel's EMFILE, called over-limit: what its own check counts, if anything,
-            // the limit under even capacity x msg_size tells.
-            release(&mut proc)?;
-            drop(tracer);
-            let exact = renamed
-                .map(|r| format!("; at exactly the limit, {r}"))
-                .unwrap_or_default();
-            let first = format!(
-                "asking for {} with its soft RLIMIT_MSGQUEUE at {soft}, one byte less, the \
-                 consumer called mq_open() to create the queue (the grader saw the call) and \
-                 then said {}{exact}: that refusal was the kernel's (mq_open's EMFILE), not \
-                 check()'s",
-                self.describe(),
-                said(&answer)
-            );
-            let bare = self.capacity * self.msg_size - 1;
-            let name = run.ipc_name("bare-bytes");
-            let (_, second, _, bare_reached, bare_tracer) =
-                consumer_watched_at_mq_open(run, &name, &args, bare)?;
-            drop(bare_tracer);
-            if failed_with(&second, "over-limit") && !bare_reached {
-                return Err(Fail::failed(format!(
-                    "{first}; with the limit at {bare}, under even {} x {}, it refused before \
-                     mq_open: it counts fewer bytes than the kernel charges: count capacity x \
-                     (msg_size + MESSAGE_OVERHEAD), the overhead once per message",
-                    self.capacity, self.msg_size
-                )));
-            }
-            return Err(Fail::failed(format!(
-                "{first}; with the limit at {bare}, under even {} x {} bytes, it called \
-                 mq_open() too: check() does not compare the queue's bytes with the soft \
-                 RLIMIT_MSGQUEUE (not at all, or with another limit: a constant, the hard \
-                 one) and leaves the refusal to the kernel. check() compares capacity x \
-                 (msg_size + MESSAGE_OVERHEAD) with system_limits()'s queue_bytes (getrlimit's \
-                 soft limit) before mq_open, and refuses with QueueError::OverLimit",
-                self.capacity, self.msg_size
-            )));
-        }
-        if failed_with(&answer, "over-limit") {
-            release(&mut proc)?;
-            drop(tracer);
-            if let Some(renamed) = renamed {
-                return Err(Fail::failed(format!(
-                    "{renamed}; one byte under the queue's bytes it refused the queue itself, \
-                     before mq_open, so its own check is right, but a failed mq_open() is \
-                     kind=mq-open, not over-limit: over-limit is for what check() refuses \
-                     against system_limits()"
-                )));
-            }
-            return Ok(());
-        }
-        drop(tracer);
-        if let Some(kind) = own_refusal(&answer, &name) {
-            return Err(Fail::failed(format!(
-                "asking for {} with its soft RLIMIT_MSGQUEUE at {soft}, one byte less, the \
-                 consumer refused the queue itself (nothing was created), but said {}: {}",
-                self.describe(),
-                said(&answer),
-                kind_advice(&kind)
-            )));
-        }
-        let first = format!(
-            "asking for {} with its soft RLIMIT_MSGQUEUE at {soft}, one byte less, the consumer \
-             said {}, not `failed` with kind=over-limit",
-            self.describe(),
-            said(&answer)
-        );
-        let bare = self.capacity * self.msg_size - 1;
-        let name = run.ipc_name("bare-bytes");
-        let (_, second, _) = spawn_consumer(run, &name, &args, Some(bare))?;
-        if failed_with(&second, "over-limit") {
-            return Err(Fail::failed(format!(
-                "{first}; with the limit at {bare}, under even {} x {}, it did refuse: it counts \
-                 fewer bytes than the kernel charges: count capacity x (msg_size + \
-                 MESSAGE_OVERHEAD), the overhead once per message",
-                self.capacity, self.msg_size
-            )));
-        }
-        Err(Fail::failed(format!(
-            "{first}; with the limit at {bare}, under even {} x {} bytes, it said {} too: it \
-             does not compare the queue's bytes with the soft RLIMIT_MSGQUEUE of the process \
-             (its hard limit stayed at {}). \
-             system_limits() reads the soft limit with getrlimit(RLIMIT_MSGQUEUE) (not the hard \
-             one, not a constant), and check() compares capacity x (msg_size + \
-             MESSAGE_OVERHEAD) with it",
-            self.capacity,
-            self.msg_size,
-            said(&second),
-            self.hard
-        )))
-    }
-}
-
-/// A consumer asking for `args`, with its soft `RLIMIT_MSGQUEUE` at `bytes`, started stopped and
-/// watched until its first `mq_open()`: its first answer, and whether it called `mq_open()`
-/// before it (false where the grader may not trace it). Drop the tracer that comes back once
-/// the program has ended.
-fn consumer_watched_at_mq_open(
+/// The arguments of a consumer of queue `name` that writes what it serves to a file of its own,
+/// and that file.
+pub(super) fn consumer_args(
     run: &mut Run,
     name: &str,
     args: &[String],
-    bytes: u64,
-) -> Result<
-    (
-        Proc,
-        ipc_labs_driver::Message,
-        std::path::PathBuf,
-        bool,
-        Option<crate::engine::tracer::Tracer>,
-    ),
-    Fail,
-> {
-    let (all, output) = consumer_args(run, name, args);
-    let mut proc = run.spawn_stopped_with_message_queue_bytes(&all, bytes)?;
-    proc.set_roles(|_| "the consumer".into());
-    let (proc, answer, reached, tracer) = watched_at_mq_open(proc)?;
-    Ok((proc, answer, output, reached, tracer))
-}
-
-/// The arguments of a consumer of queue `name` that writes what it serves to a file of its own,
-/// and that file.
-fn consumer_args(run: &mut Run, name: &str, args: &[String]) -> (Vec<String>, std::path::PathBuf) {
+) -> (Vec<String>, std::path::PathBuf) {
     let tag: u32 = run.rng().random();
     let output = run.path(&format!("served-{tag}.bin"));
     let mut all = vec![

@@ -17,9 +17,12 @@
 //!
 //! The checks are grouped by what they judge: `ordering` (priorities, and the format other
 //! programs rely on), `blocking` (how a full or empty queue waits), `messages` (what a message
-//! may hold), `names` (queue names), `limits` (attributes and limits), `ending` (closing and
-//! unlinking), `retries` (what a retried call redoes). `protocol` drives the programs; `observe` reads what `/proc` shows of them.
+//! may hold), `names` (queue names), `attributes` (what `attributes()` reports), `limits` (the
+//! limits on a queue's attributes), `queue_bytes` (the limit on its bytes), `ending` (closing
+//! and unlinking), `retries` (what a retried call redoes). `protocol` drives the programs;
+//! `observe` reads what `/proc` shows of them.
 
+mod attributes;
 mod blocking;
 mod ending;
 mod limits;
@@ -28,6 +31,7 @@ mod names;
 mod observe;
 mod ordering;
 mod protocol;
+mod queue_bytes;
 mod retries;
 
 use std::time::Duration;
