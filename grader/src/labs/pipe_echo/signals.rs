@@ -375,6 +375,8 @@ fn injected_eintr(session: &Session) -> Result<(), Fail> {
 
 const READS: &[i64] = &[libc::SYS_read, libc::SYS_readv];
 const WRITES: &[i64] = &[libc::SYS_write, libc::SYS_writev];
+/// The calls a thread waits in on several descriptors, and `restart_syscall()`: attaching the
+/// tracer interrupts a blocked `poll()`, which the kernel resumes under that number.
 const POLLS: &[i64] = &[
     libc::SYS_poll,
     libc::SYS_ppoll,
@@ -382,6 +384,7 @@ const POLLS: &[i64] = &[
     libc::SYS_pselect6,
     libc::SYS_epoll_wait,
     libc::SYS_epoll_pwait,
+    libc::SYS_restart_syscall,
 ];
 
 /// With the child stopped, each thread of the parent blocked on its pipes (its write() to pipe
