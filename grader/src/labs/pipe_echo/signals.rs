@@ -10,7 +10,8 @@ use nix::sys::signal::Signal;
 
 use super::outside;
 use super::session::{
-    CHILD, Done, Flags, PARENT, Returned, Session, WRITTEN_TWICE, role_of, settle_in_read, start,
+    CHILD, Done, Flags, PARENT, Returned, Session, WRITTEN_TWICE, ignores_signal, role_of,
+    settle_in_read, start,
 };
 use crate::engine::inspect::{self, pipe_inode};
 use crate::engine::tracer::{Action, Call, Tracer};
@@ -250,6 +251,15 @@ fn interrupt_while_blocked(session: &Session, pid: i32, who: &str) -> Result<(),
              comes: do not block signals around reads and writes to escape EINTR and short \
              writes; retry the call after EINTR and go on after a short write",
             masked.join("; ")
+        )));
+    }
+    if ignores_signal(pid, libc::SIGUSR1) {
+        return Err(Fail::failed(format!(
+            "the grader sent SIGUSR1 to every thread of {who} (pid {pid}) while it was blocked \
+             on its pipes, and the signal never interrupted it: it ignores SIGUSR1 (SigIgn in \
+             /proc/PID/status), so the kernel discards the signal; main.rs installs a SIGUSR1 \
+             handler, which the child inherits: leave the signal dispositions as they are, and \
+             retry every call a signal interrupts (EINTR)"
         )));
     }
     let retried = if round > 1 {
