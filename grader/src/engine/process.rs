@@ -214,6 +214,8 @@ pub enum Event {
 pub struct Captured {
     pub bytes: Vec<u8>,
     pub dropped: u64,
+    /// The stream reached its end: every process that held it has closed it.
+    pub ended: bool,
 }
 
 impl Captured {
@@ -423,6 +425,7 @@ fn capture(mut stream: impl Read + Send + 'static) -> Arc<Mutex<Captured>> {
             out.bytes.extend_from_slice(&buffer[..room]);
             out.dropped += (n - room) as u64;
         }
+        sink.lock().expect("capture lock").ended = true;
     });
     captured
 }

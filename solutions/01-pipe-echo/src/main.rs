@@ -7,8 +7,9 @@
 //!
 //! Keep this file as it is: the grader talks to it over its control channel.
 
-use std::os::fd::{AsFd, AsRawFd};
-use std::path::PathBuf;
+use std::os::fd::{AsFd, AsRawFd, IntoRawFd, RawFd};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI32, AtomicU32, Ordering};
@@ -46,7 +47,15 @@ struct Args {
     /// pipe A, exits, and waitpid() returns.
     #[arg(long)]
     wait_only: bool,
+    /// Open the input file twice after spawn(), and after wait() report whether both
+    /// descriptors still refer to it (as `own-files`): the lab's code closes only what it opened.
+    #[arg(long)]
+    own_files: bool,
 }
+
+/// Printed without a newline before spawn(), so that it is still in stdout's buffer when the
+/// child is forked: the child, which ends with _exit(), must not print it a second time.
+const BEFORE_SPAWN: &str = "pipe-echo: spawning the echo child; ";
 
 /// The program's own pid, and its control socket, for [`exit_in_a_child`].
 static PROGRAM_PID: AtomicU32 = AtomicU32::new(0);
@@ -117,6 +126,7 @@ fn main() -> ExitCode {
         // SAFETY: setrlimit reads the struct it is given.
         unsafe { nix::libc::setrlimit(nix::libc::RLIMIT_NOFILE, &limit) };
     }
+    print!("{BEFORE_SPAWN}");
     let mut child = match EchoChild::spawn() {
         Ok(child) => child,
         Err(error) => {
@@ -128,6 +138,14 @@ fn main() -> ExitCode {
     };
     control.send("ready", &[("child", child.pid.to_string())]);
     control.wait_for("go");
+    let own_files: Vec<RawFd> = if args.own_files {
+        (0..2)
+            .filter_map(|_| std::fs::File::open(&args.input).ok())
+            .map(IntoRawFd::into_raw_fd)
+            .collect()
+    } else {
+        Vec::new()
+    };
 
     if args.wait_only {
         let (wait, ok) = match child.wait() {
@@ -188,12 +206,38 @@ fn main() -> ExitCode {
         };
         report.push(("other-child", reaped));
     }
+    if args.own_files {
+        report.push(("own-files", own_files_kept(&own_files, &args.input)));
+    }
     control.send("done", &report);
     control.wait_for("exit");
     if ok {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
+    }
+}
+
+/// `ok` if every descriptor in `fds` still refers to `file`; else `lost FD,FD`. Those that do
+/// are closed.
+fn own_files_kept(fds: &[RawFd], file: &Path) -> String {
+    let wanted = std::fs::metadata(file).map(|m| (m.dev(), m.ino())).ok();
+    let mut lost = Vec::new();
+    for &fd in fds {
+        // SAFETY: fstat writes into the zeroed struct it is given.
+        let mut stat: nix::libc::stat = unsafe { std::mem::zeroed() };
+        let open = unsafe { nix::libc::fstat(fd, &mut stat) } == 0;
+        if open && Some((stat.st_dev, stat.st_ino)) == wanted {
+            // SAFETY: the descriptor is still the one opened above, and nothing else owns it.
+            unsafe { nix::libc::close(fd) };
+        } else {
+            lost.push(fd.to_string());
+        }
+    }
+    if lost.is_empty() {
+        "ok".into()
+    } else {
+        format!("lost {}", lost.join(","))
     }
 }
 

@@ -953,6 +953,9 @@ fn fail_blocked_call(
     };
     let failed = tracer.failed_before(Instant::now() + Duration::from_secs(3))?;
     drop(tracer);
+    if failed && number == libc::SYS_write {
+        session.write_failed_with = Some("EIO");
+    }
     let done = session.recv_done()?;
     if !failed {
         session.finish()?;

@@ -172,6 +172,7 @@ fn reaps_its_own_child(run: &mut Run) -> Result<(), Fail> {
     let input = run.random_bytes(4 << 10);
     let flags = Flags {
         other_child: true,
+        own_files: true,
         ..Flags::default()
     };
     let launched = launch(run, input, flags)?;
@@ -210,6 +211,18 @@ fn reaps_its_own_child(run: &mut Run) -> Result<(), Fail> {
             "with another child of the program already exited, wait() returned `{}` but the echo \
              child (pid {echo_child}) was not reaped{reaped_other}",
             done.wait
+        )));
+    }
+    if let Some(lost) = done
+        .own_files
+        .as_deref()
+        .and_then(|o| o.strip_prefix("lost "))
+    {
+        return Err(Fail::failed(format!(
+            "main.rs opened the input file twice after spawn() (two descriptors of the \
+             program's own), and after wait() fd {lost} no longer referred to it: spawn(), exchange() or wait() closed a descriptor \
+             they did not open (close_range(), or a loop over descriptor numbers, closes the \
+             program's files too); close only your own pipe ends, by dropping them"
         )));
     }
     if done.wait != "ok" {

@@ -24,13 +24,29 @@ const PAGE: i32 = 4096;
 const WAIT_ADVICE: &str = "wait in read() or write() on the pipes (a thread each), or in \
                            poll() on both, until there is something to do";
 
+/// 125 × 64 KiB: every power-of-two block up to 64 KiB divides it, and so do the decimal 1000,
+/// 64 000 and 128 000, so a last block as long as the others is the one a program must not drop.
+const BLOCK_MULTIPLE: usize = 125 << 16;
+
 /// 16 MiB and an odd number of bytes more, at least half a page past a page boundary: no block
 /// size a program might send in (a page, 64 KiB, a MiB) divides it, and a last block left
-/// unsent is too large to hide among the other bytes the parent writes.
+/// unsent is too large to hide among the other bytes the parent writes. Then
+/// [`BLOCK_MULTIPLE`] bytes, where the last block is a whole one.
 pub fn echo_large(run: &mut Run) -> Result<String, Fail> {
     let pages = run.rng().random_range(1..16usize);
     let rest = run.rng().random_range(1024..2048usize) * 2 + 1;
-    echo(run, (16 << 20) + pages * PAGE as usize + rest)
+    let odd = (16 << 20) + pages * PAGE as usize + rest;
+    echo(run, odd)?;
+    echo(run, BLOCK_MULTIPLE).map_err(|fail| match fail {
+        Fail::Failed(message) => Fail::failed(format!(
+            "with an input of {BLOCK_MULTIPLE} bytes (125 × 64 KiB: a whole number of blocks \
+             of any power of two up to 64 KiB, of 1000 or of 64000 bytes), {message}"
+        )),
+        other => other,
+    })?;
+    Ok(format!(
+        "{odd} bytes, then {BLOCK_MULTIPLE}, echoed byte for byte"
+    ))
 }
 
 pub fn echo(run: &mut Run, len: usize) -> Result<String, Fail> {
@@ -189,9 +205,11 @@ pub fn exchange_errors(run: &mut Run) -> Result<String, Fail> {
     refused_again(&done)?;
     session.finish()?;
 
-    // Far more over than a pipe holds: the grader writes twice a pipe's worth and a byte into
-    // pipe B while the parent reads it, then lets it end. Every byte that came back before
-    // end-of-file counts, however many: `echoed` is exact, not capped at what was kept.
+    // Far more over than a pipe holds, and past the caps a program might set on what it keeps
+    // (64 MiB, 64 MB): the grader writes them into pipe B while the parent reads it, then lets
+    // it end. Every byte that came back before end-of-file counts, however many: `echoed` is
+    // exact, not capped at what was kept. The bytes are one random block over and over: only
+    // their number matters.
     let input = run.random_bytes(len);
     let mut session = start(run, input, flags)?;
     settle_in_read(session.child);
@@ -200,15 +218,17 @@ pub fn exchange_errors(run: &mut Run) -> Result<String, Fail> {
     let pipe_b = std::os::fd::OwnedFd::from(pipe_b);
     outside::set_nonblocking(&pipe_b)?;
     let mut pipe_b = std::fs::File::from(pipe_b);
-    let beyond = run.random_bytes((128 << 10) + 1);
+    let block = run.random_bytes(128 << 10);
     session.go()?;
     let mut put = 0;
-    let until = Instant::now() + Duration::from_secs(3);
-    while put < beyond.len() && Instant::now() < until {
-        match pipe_b.write(&beyond[put..]) {
+    let until = Instant::now() + Duration::from_secs(5);
+    while put < BEYOND_CAPS && Instant::now() < until {
+        let at = put % block.len();
+        let end = block.len().min(at + BEYOND_CAPS - put);
+        match pipe_b.write(&block[at..end]) {
             Ok(n) => put += n,
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                std::thread::sleep(Duration::from_millis(1));
+                outside::until_writable(&pipe_b, Duration::from_millis(100));
             }
             Err(_) => break,
         }
@@ -216,12 +236,23 @@ pub fn exchange_errors(run: &mut Run) -> Result<String, Fail> {
     drop(pipe_b);
     let done = session.recv_done()?;
     let came = len + put;
-    if put == beyond.len()
-        && let Returned::ShortEcho { sent, echoed } = Returned::parse(&done.exchange)
+    if let Returned::ShortEcho { sent, echoed } = Returned::parse(&done.exchange)
         && sent == len
         && echoed > len
         && echoed < came
     {
+        if put < BEYOND_CAPS {
+            return Err(Fail::failed(format!(
+                "{len} bytes were sent, and the grader was writing {BEYOND_CAPS} more into \
+                 pipe B while the parent read it; the parent stopped reading after {} of them, \
+                 before end-of-file ({} were left unread in pipe B, the rest never written), and \
+                 exchange() returned `{}`: read pipe B until read() returns 0, however much \
+                 comes back (no cap on what is kept or counted)",
+                echoed - len,
+                came - echoed,
+                done.exchange
+            )));
+        }
         return Err(Fail::failed(format!(
             "{len} bytes were sent and {came} came back through pipe B (the grader wrote {put} \
              bytes into it while the parent read it), all of them taken out of pipe B (the grader's \
@@ -248,14 +279,19 @@ pub fn exchange_errors(run: &mut Run) -> Result<String, Fail> {
     session.verify_echo(&done)?;
     refused_again(&done)?;
     session.finish()?;
+    let hang_up = super::hang_up::reads_past_hang_up(run)?;
     Ok(format!(
-        "one byte short and one byte over ({len} bytes), one byte over an empty input, {} \
-         bytes ahead of the echo and 128 KiB and a byte over, exchange() returned ShortEcho \
+        "{hang_up}; one byte short and one byte over ({len} bytes), one byte over an empty input, {} \
+         bytes ahead of the echo and {BEYOND_CAPS} bytes over, exchange() returned ShortEcho \
          with the right counts; a second \
          call returned AlreadyExchanged, after those and after an exchange that succeeded",
         len + 1
     ))
 }
+
+/// What the grader writes into pipe B past the echo: 64 MiB, 128 KiB and a byte, above the caps
+/// a program might set on what it keeps (64 MiB, 64 MB), and no multiple of a block size.
+const BEYOND_CAPS: usize = (64 << 20) + (128 << 10) + 1;
 
 /// Whether `exchange()` returned `ShortEcho { sent, echoed }` for an echo the grader made
 /// `echoed` bytes long.
@@ -626,12 +662,26 @@ pub fn through_the_child(run: &mut Run) -> Result<String, Fail> {
         )));
     }
     // A read shorter than any buffer: the child must write it back before it reads again.
+    // Traced meanwhile: going back to wait for input, it must arm no timer.
     let late_byte = run.random_bytes(1);
     let before_late = inspect::io(child).unwrap_or_default();
+    let timers = Tracer::attach(child, Call::one_of(TIMERS), Action::Report)?;
     (&eof_held)
         .write_all(&late_byte)
         .map_err(|e| Fail::Grader(format!("writing into pipe A: {e}")))?;
     all_through(&mut session, &pipes, parent_io, &eof_held)?;
+    if let Some(mut timers) = timers
+        && timers.failed_before(Instant::now() + Duration::from_millis(10))?
+    {
+        return Err(Fail::failed(
+            "the grader wrote one byte into pipe A; the echo child echoed it and, going back to \
+             wait for input, armed a timer (alarm(), setitimer(), timer_settime() or \
+             timerfd_settime(), seen by the grader's tracer): a wait for input with a deadline \
+             ends the child (SIGALRM kills it) whenever the parent is slower than that, stopped \
+             or busy; the child waits by blocking in read() until input or end-of-file comes, \
+             with no timeout, however long",
+        ));
+    }
     let late = inspect::io(child).unwrap_or_default().since(before_late);
     if late.written_bytes < late.read_bytes {
         return Err(Fail::failed(format!(
@@ -720,6 +770,14 @@ pub fn through_the_child(run: &mut Run) -> Result<String, Fail> {
          pipe B, copied as it was read, {swapped} bytes replaced on the way"
     ))
 }
+
+/// The calls that arm a timer: a deadline set on a wait.
+const TIMERS: &[i64] = &[
+    libc::SYS_alarm,
+    libc::SYS_setitimer,
+    libc::SYS_timer_settime,
+    libc::SYS_timerfd_settime,
+];
 
 /// Waits until every byte has gone through and both processes wait for end-of-file, which the
 /// grader holds back: the parent has written the input and closed its end of pipe A, no thread

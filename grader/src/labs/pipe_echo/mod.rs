@@ -9,6 +9,7 @@ mod child_end;
 mod child_fails;
 mod descriptors;
 mod echo;
+mod hang_up;
 mod outside;
 mod session;
 mod signals;
@@ -64,7 +65,8 @@ pub static LAB: Lab = Lab {
             points: 4,
             timeout: Duration::from_secs(15),
             description: "16 MiB and some KiB (a length no block size divides), far beyond \
-                          the pipe's capacity, come back whole without deadlock",
+                          the pipe's capacity, come back whole without deadlock; then 125 × \
+                          64 KiB, a whole number of blocks",
             exclusive: false,
             hint: Some(
                 "Far more than a pipe holds: the parent must read the echo while it writes, and send every byte, the last short block too. See docs/labs/01-pipe-echo.md, Hints (\"Reading while writing\", \"A pipe's capacity is not a constant\") and \"Which common bug each check catches\".",
@@ -117,7 +119,7 @@ pub static LAB: Lab = Lab {
             timeout: Duration::from_secs(5),
             description: "after wait() the child is reaped (the echo child, not another child of \
                           the program) and the parent holds no descriptor it did not hold before \
-                          spawn()",
+                          spawn(); files main.rs opened after spawn() are still open",
             exclusive: false,
             hint: Some(
                 "wait() reaps the echo child with waitpid(self.pid) (not any child) and the parent ends holding exactly the descriptors it held before spawn(). See docs/labs/01-pipe-echo.md, the rules table (\"No zombie after wait()\", \"Close only the descriptors you opened\").",
@@ -177,8 +179,10 @@ pub static LAB: Lab = Lab {
             name: "exchange-errors",
             points: 2,
             timeout: Duration::from_secs(10),
-            description: "an echo one byte short, one byte over or 128 KiB over is ShortEcho \
-                          with both exact counts; a second exchange() is AlreadyExchanged",
+            description: "an echo one byte short, one byte over or 64 MiB over is ShortEcho \
+                          with both exact counts; a second exchange() is AlreadyExchanged; an \
+                          echo waiting whole in an enlarged pipe B behind its hang-up is read \
+                          to end-of-file",
             exclusive: false,
             hint: Some(
                 "Compare the echo's length with the input's, both ways, after reading pipe B to end-of-file; a second exchange() is AlreadyExchanged. See docs/labs/01-pipe-echo.md, the rules table (the ShortEcho and AlreadyExchanged rules).",
@@ -204,7 +208,7 @@ pub static LAB: Lab = Lab {
             points: 3,
             timeout: Duration::from_secs(10),
             description: "the echo is what came back through pipe B, copied by the child as it \
-                          read it; with nothing to do, both processes block",
+                          read it; with nothing to do, both processes block, with no timer armed",
             exclusive: false,
             hint: Some(
                 "The echo is what the child copied back through pipe B as it read it; the parent closes its write end after the last byte and waits by blocking. See docs/labs/01-pipe-echo.md, the rules table (\"What exchange() returns is what came back through pipe B\").",

@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{Read, Write};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::fs::OpenOptionsExt;
 use std::time::{Duration, Instant};
 
@@ -68,6 +68,16 @@ pub fn take_bytes(pipe: &mut File, len: usize) -> Result<Vec<u8>, Fail> {
 pub fn put_bytes(pipe: &mut File, bytes: &[u8]) -> Result<(), Fail> {
     pipe.write_all(bytes)
         .map_err(|e| Fail::Grader(format!("writing into a pipe of the program: {e}")))
+}
+
+/// Waits until `pipe` has room for a write, for at most `within`.
+pub fn until_writable(pipe: &File, within: Duration) {
+    let mut fds = [nix::poll::PollFd::new(
+        pipe.as_fd(),
+        nix::poll::PollFlags::POLLOUT,
+    )];
+    let timeout = nix::poll::PollTimeout::try_from(within).unwrap_or(nix::poll::PollTimeout::MAX);
+    let _ = nix::poll::poll(&mut fds, timeout);
 }
 
 /// How many bytes a pipe holds now (`FIONREAD`).

@@ -31,6 +31,9 @@ pub struct Flags {
     /// `--wait-only`: no `exchange()` at all: at `go` the program calls `wait()` right away and
     /// reports only what it returned, as `wait`.
     pub wait_only: bool,
+    /// `--own-files`: the program opens the input file twice after `spawn()` and reports after
+    /// `wait()` whether both descriptors still refer to it, as `own-files`.
+    pub own_files: bool,
 }
 
 /// The program before `spawn()`.
@@ -58,6 +61,9 @@ pub struct Session {
     /// What each process had moved since `go` when last looked at, by [`Session::watch_done`]:
     /// still known once a process has died.
     traffic: Traffic,
+    /// The errno the grader's tracer made a `write()` of the parent to pipe A fail with, if it
+    /// did: a hang after it is the write end kept open past the error.
+    pub write_failed_with: Option<&'static str>,
 }
 
 /// What the parent and the child had read and written since `go`.
@@ -73,6 +79,9 @@ pub const WRITTEN_TWICE: &str = "write_all() must go on with the bytes not yet w
                                  each write() returned (added to what was written before, not \
                                  in place of it), and after a write() that failed with EINTR, \
                                  retry that same rest (not the whole buffer from its start)";
+
+/// What `main.rs` prints without a newline just before `spawn()` (its `BEFORE_SPAWN`).
+const BEFORE_SPAWN: &str = "pipe-echo: spawning the echo child; ";
 
 /// Bytes a process writes besides its pipe: the control messages, an error on stderr.
 const BESIDES_PIPES: u64 = 4096;
@@ -90,6 +99,8 @@ pub struct Done {
     pub again: Option<String>,
     /// How `main.rs` reaped its other child (`--other-child`): `ok STATUS` or `error ERRNO`.
     pub other_child: Option<String>,
+    /// Whether the program's own files survived (`--own-files`): `ok` or `lost FD,FD`.
+    pub own_files: Option<String>,
 }
 
 /// Names the processes of the program in diagnoses.
@@ -121,6 +132,9 @@ pub fn launch(run: &mut Run, input: Vec<u8>, flags: Flags) -> Result<Launched, F
     }
     if flags.twice {
         args.push("--twice".into());
+    }
+    if flags.own_files {
+        args.push("--own-files".into());
     }
     if flags.other_child {
         args.push("--other-child".into());
@@ -214,6 +228,7 @@ impl Launched {
             io_at_go: None,
             child_io_at_go: None,
             traffic: Traffic::default(),
+            write_failed_with: None,
         }))
     }
 
@@ -276,7 +291,16 @@ impl Session {
         if let Some((first, processes)) = hang.split_once('\n')
             && first.contains(super::PARENT_HOLDS_A)
         {
-            let cause = if written >= len {
+            let cause = if let Some(errno) = self.write_failed_with {
+                format!(
+                    "its write() to pipe A failed with {errno} (the grader's tracer made it \
+                     fail) after {written} of the input's {len} bytes, and the parent still holds \
+                     the write end: a failed write ends the sending, and the write end must be \
+                     closed on that path too (a `?` that returns before the close, or a raw \
+                     descriptor nobody owns, leaves it open), so that the child sees \
+                     end-of-file; exchange() then returns Write({errno})"
+                )
+            } else if written >= len {
                 format!(
                     "the parent wrote all {len} bytes and kept the write end: close it (drop \
                      to_child) right after the last byte, and read the echo until end-of-file \
@@ -394,6 +418,7 @@ impl Session {
             wait: done.get("wait").unwrap_or("?").to_string(),
             again: done.get("again").map(str::to_string),
             other_child: done.get("other-child").map(str::to_string),
+            own_files: done.get("own-files").map(str::to_string),
         })
     }
 
@@ -410,10 +435,38 @@ impl Session {
     pub fn finish(mut self) -> Result<(), Fail> {
         self.proc.send("exit", &[])?;
         let status = self.proc.wait()?;
-        match status.code() {
-            Some(_) => Ok(()),
-            None => Err(Fail::Crashed(format!("the parent died: {status}"))),
+        if status.code().is_none() {
+            return Err(Fail::Crashed(format!("the parent died: {status}")));
         }
+        self.printed_once()
+    }
+
+    /// Whether `main.rs`'s [`BEFORE_SPAWN`], left in stdout's buffer when the child was forked,
+    /// was printed once: by the parent, not also by a child that flushed its copy.
+    fn printed_once(&self) -> Result<(), Fail> {
+        // Both processes have ended: the stream ends once the grader has read it all.
+        let until = Instant::now() + Duration::from_secs(1);
+        while !self.proc.stdout.lock().expect("capture lock").ended && Instant::now() < until {
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        let printed = self
+            .proc
+            .stdout
+            .lock()
+            .expect("capture lock")
+            .text()
+            .matches(BEFORE_SPAWN)
+            .count();
+        if printed > 1 {
+            return Err(Fail::failed(format!(
+                "main.rs prints `{BEFORE_SPAWN}` without a newline just before spawn(), so the \
+                 text is still in stdout's buffer when the child is forked, and stdout has it \
+                 {printed} times: the echo child flushed its copy of the parent's buffer \
+                 before it ended; the child must end with _exit() and flush no stdio buffer \
+                 before it: the buffers belong to the parent"
+            )));
+        }
+        Ok(())
     }
 
     /// Whether `exchange()` succeeded and the echo written to the output file is the input,
@@ -502,7 +555,8 @@ impl Session {
             return Fail::failed(format!(
                 "{returned}, and the parent wrote at most {written} bytes since it was told to \
                  exchange (its I/O counters), {} short of the input: exchange() did not send all \
-                 of the input; send every byte (a last block shorter than the others too, and \
+                 of the input; send every byte (the last block too, shorter than the others \
+                 or, for a length that is a multiple of the block size, as long as them, and \
                  the rest of each short write)",
                 sent as u64 - written
             ));

@@ -10,7 +10,8 @@ use nix::sys::signal::Signal;
 
 use super::outside;
 use super::session::{
-    CHILD, Done, Flags, PARENT, Returned, Session, WRITTEN_TWICE, role_of, settle_in_read, start,
+    CHILD, Done, Flags, PARENT, Returned, Session, WRITTEN_TWICE, ignores_signal, role_of,
+    settle_in_read, start,
 };
 use crate::engine::inspect::{self, pipe_inode};
 use crate::engine::tracer::{Action, Call, Tracer};
@@ -252,6 +253,15 @@ fn interrupt_while_blocked(session: &Session, pid: i32, who: &str) -> Result<(),
             masked.join("; ")
         )));
     }
+    if ignores_signal(pid, libc::SIGUSR1) {
+        return Err(Fail::failed(format!(
+            "the grader sent SIGUSR1 to every thread of {who} (pid {pid}) while it was blocked \
+             on its pipes, and the signal never interrupted it: it ignores SIGUSR1 (SigIgn in \
+             /proc/PID/status), so the kernel discards the signal; main.rs installs a SIGUSR1 \
+             handler, which the child inherits: leave the signal dispositions as they are, and \
+             retry every call a signal interrupts (EINTR)"
+        )));
+    }
     let retried = if round > 1 {
         format!(
             " after it had retried {} times: there must be no limit on retries",
@@ -375,6 +385,8 @@ fn injected_eintr(session: &Session) -> Result<(), Fail> {
 
 const READS: &[i64] = &[libc::SYS_read, libc::SYS_readv];
 const WRITES: &[i64] = &[libc::SYS_write, libc::SYS_writev];
+/// The calls a thread waits in on several descriptors, and `restart_syscall()`: attaching the
+/// tracer interrupts a blocked `poll()`, which the kernel resumes under that number.
 const POLLS: &[i64] = &[
     libc::SYS_poll,
     libc::SYS_ppoll,
@@ -382,6 +394,7 @@ const POLLS: &[i64] = &[
     libc::SYS_pselect6,
     libc::SYS_epoll_wait,
     libc::SYS_epoll_pwait,
+    libc::SYS_restart_syscall,
 ];
 
 /// With the child stopped, each thread of the parent blocked on its pipes (its write() to pipe
