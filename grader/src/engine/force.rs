@@ -32,8 +32,9 @@ pub fn signal_every_thread(pid: i32, signal: Signal) -> u64 {
 
 /// Sets the capacity of the pipe behind descriptor `fd` of `pid` to `bytes` (rounded up by the
 /// kernel to a page at least): with a one-page pipe, reads and writes of more than a page come
-/// back short however the program was written. Returns the capacity set.
-pub fn shrink_pipe(pid: i32, fd: i32, bytes: i32) -> Result<i32, Fail> {
+/// back short however the program was written; with a large one, a writer can finish and exit
+/// before its reader has read anything. Returns the capacity set.
+pub fn set_pipe_capacity(pid: i32, fd: i32, bytes: i32) -> Result<i32, Fail> {
     let path = format!("/proc/{pid}/fd/{fd}");
     let pipe = std::fs::OpenOptions::new()
         .read(true)

@@ -370,7 +370,7 @@ fn parent_settles_held_small(
             let pipe = outside::open_pipe(session.parent, fd, false)?;
             grown = outside::pipe_capacity(&pipe);
             drop(pipe);
-            force::shrink_pipe(session.parent, fd, PAGE)?;
+            force::set_pipe_capacity(session.parent, fd, PAGE)?;
             if let Some(tracer) = growing.take() {
                 tracer.release();
             }
@@ -455,8 +455,8 @@ fn small_pipes_child_held(run: &mut Run, len: usize) -> Result<(Session, Pipes),
     let (parent, child) = (session.parent, session.child);
     settle_in_read(child);
     let pipes = session.pipes()?;
-    force::shrink_pipe(parent, pipes.parent_writes_a, PAGE)?;
-    force::shrink_pipe(parent, pipes.parent_reads_b, PAGE)?;
+    force::set_pipe_capacity(parent, pipes.parent_writes_a, PAGE)?;
+    force::set_pipe_capacity(parent, pipes.parent_reads_b, PAGE)?;
     outside::hold_stopped(child)?;
     Ok((session, pipes))
 }

@@ -27,8 +27,8 @@ pub fn reads_past_hang_up(run: &mut Run) -> Result<String, Fail> {
     settle_in_read(child);
     let pipes = session.pipes()?;
     // A user over its pipe memory may not enlarge a pipe: then there is nothing to try.
-    let enlarged = force::shrink_pipe(child, pipes.child_reads_a, ENLARGED)
-        .and_then(|_| force::shrink_pipe(child, pipes.child_writes_b, ENLARGED));
+    let enlarged = force::set_pipe_capacity(child, pipes.child_reads_a, ENLARGED)
+        .and_then(|_| force::set_pipe_capacity(child, pipes.child_writes_b, ENLARGED));
     let Ok(capacity) = enlarged else {
         let done = session.exchange()?;
         session.verify_echo(&done)?;

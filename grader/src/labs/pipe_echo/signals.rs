@@ -32,8 +32,8 @@ pub fn signals_during_transfer(run: &mut Run) -> Result<String, Fail> {
     let mut session = start(run, input, flags)?;
     settle_in_read(session.child);
     let pipes = session.pipes()?;
-    force::shrink_pipe(session.parent, pipes.parent_writes_a, PAGE)?;
-    force::shrink_pipe(session.parent, pipes.parent_reads_b, PAGE)?;
+    force::set_pipe_capacity(session.parent, pipes.parent_writes_a, PAGE)?;
+    force::set_pipe_capacity(session.parent, pipes.parent_reads_b, PAGE)?;
     let pids = [session.parent, session.child];
     let stop = Arc::new(AtomicBool::new(false));
     let sent = Arc::new(AtomicU64::new(0));
