@@ -586,10 +586,22 @@ impl Tracer {
     /// (waited for up to 5 s): `None` where the function is not found or the machine does not
     /// allow the breakpoint.
     pub fn break_at_function(pid: i32, name: &std::ffi::CStr) -> Result<Option<Tracer>, Fail> {
+        Tracer::break_at_function_in(pid, pid, name)
+    }
+
+    /// As [`Tracer::break_at_function`], in thread `tid` of `pid` (an accepting thread, say)
+    /// instead of its main thread.
+    pub fn break_at_function_in(
+        pid: i32,
+        tid: i32,
+        name: &std::ffi::CStr,
+    ) -> Result<Option<Tracer>, Fail> {
         let Some(address) = crate::engine::inspect::library_function_in(pid, name) else {
             return Ok(None);
         };
-        let Some(mut tracer) = Tracer::break_at(pid, address)? else {
+        let breaking = Action::BreakAt([address, 0, 0, 0]);
+        let Some(mut tracer) = Tracer::attach_thread(pid, tid, Call::any(ANY_NUMBER), breaking)?
+        else {
             return Ok(None);
         };
         let until = Instant::now() + Duration::from_secs(5);

@@ -24,6 +24,8 @@ pub fn client_over_socket(run: &mut Run) -> Result<String, Fail> {
     const WAIT_JUDGED: usize = 1;
     // A response the grader's server sends with status 1 and a payload.
     const ERROR_WITH_PAYLOAD: usize = 10;
+    // The copies of request 4, each answered as request 4 was.
+    const AGREEING_REPEATS: [usize; 3] = [8, 13, 17];
     // How long the client's small requests took from their first byte to their last, over a
     // Unix socket and over TCP.
     let mut spread = Vec::new();
@@ -31,10 +33,14 @@ pub fn client_over_socket(run: &mut Run) -> Result<String, Fail> {
         let kind = transport.describe();
         let (listener, at) = GraderListener::bind(run, transport)?;
         let mut requests = random_requests_for(run, REQUESTS, "g");
-        // Repeats, which the grader's server answers differently each time.
+        // Repeats, which the grader's server answers differently each time (2), and the same
+        // every time (4), as a real server does: a client that keeps an answer once the server
+        // has confirmed it sends the third copy no more.
         requests[7] = requests[2].clone();
         requests[15] = requests[2].clone();
-        requests[17] = requests[4].clone();
+        for i in AGREEING_REPEATS {
+            requests[i] = requests[4].clone();
+        }
         // The edges of a payload's length, which a client might think it can answer itself:
         // nothing at all, and a hash of far more than a socket's buffer.
         requests[3] = (OP_ECHO, Vec::new());
@@ -54,15 +60,23 @@ pub fn client_over_socket(run: &mut Run) -> Result<String, Fail> {
         // and resumed there.
         let hold_at = (transport == Transport::Unix).then_some(LARGE);
         let judge_wait_at = (transport == Transport::Unix).then_some(WAIT_JUDGED);
-        if hold_at.is_some() {
-            requests[LARGE] = (OP_ECHO, run.random_bytes(1 << 20));
-        }
+        // A large echo, over TCP of a size of its own, answered with random bytes of the
+        // request's length: what the client writes is what came, even when it looks like an
+        // echo's answer.
+        let large = match transport {
+            Transport::Unix => 1 << 20,
+            Transport::Tcp => (1 << 20) + run.rng().random_range(1..(2 << 20)),
+        };
+        requests[LARGE] = (OP_ECHO, run.random_bytes(large));
         // Random bytes no client can compute; now and then status 1, which the client must pass
         // on as it came.
         // The first of the big hashes is answered with status 0, every seed: a client may keep
         // only such answers.
-        let answers: Vec<(u8, Vec<u8>)> = (0..REQUESTS)
+        let mut answers: Vec<(u8, Vec<u8>)> = (0..REQUESTS)
             .map(|i| {
+                if i == LARGE {
+                    return (STATUS_OK, run.random_bytes(large));
+                }
                 // Status 1 with a payload, every seed: what the server sent, the client returns,
                 // whatever the status.
                 if i == ERROR_WITH_PAYLOAD {
@@ -76,6 +90,9 @@ pub fn client_over_socket(run: &mut Run) -> Result<String, Fail> {
                 (STATUS_OK, run.random_bytes(len))
             })
             .collect();
+        for i in AGREEING_REPEATS {
+            answers[i] = answers[4].clone();
+        }
         let mut client = spawn_client(run, &at, requests, "the client")?;
         // The client says `ready` once connected, so its connection is already queued.
         let conn = listener
@@ -193,11 +210,24 @@ pub fn client_over_socket(run: &mut Run) -> Result<String, Fail> {
                 .collect();
             if repeats.len() == missing.len() {
                 let (i, j) = repeats[0];
+                let earlier = (0..i).filter(|&k| sent[k] == sent[i]).count();
+                let agreed = if (0..i)
+                    .filter(|&k| sent[k] == sent[i])
+                    .all(|k| answers[k] == answers[i])
+                {
+                    format!(
+                        " (it had been sent {earlier} time(s) before, and the server had given \
+                         the same answer each time)"
+                    )
+                } else {
+                    String::new()
+                };
                 return Err(Fail::failed(format!(
                     "over {kind}, the grader's server received {} of the client's {} requests: \
-                     request {i}, the same as request {j}, never came, yet the client wrote an \
-                     answer for it: each call sends its request and reads a new response, even \
-                     for a request made before (a server may answer it differently: no cache)",
+                     request {i}, the same as request {j}, never came{agreed}, yet the client \
+                     wrote an answer for it: each call sends its request and reads a new \
+                     response, even for a request made before, however often it was answered \
+                     alike (a server may answer it differently: no cache)",
                     received.len(),
                     sent.len()
                 )));
@@ -255,10 +285,17 @@ pub fn client_over_socket(run: &mut Run) -> Result<String, Fail> {
                     wrote.0
                 )));
             }
-            let own = if written[i] == expected(*op, payload) {
-                " (it wrote the answer the protocol defines, computed by the client)"
+            let own = if *op == OP_ECHO && written[i] == (STATUS_OK, payload.clone()) {
+                format!(
+                    " (it wrote its own request's payload back, where the server had sent {} \
+                     other bytes with status 0: an echo's answer is what came over the socket \
+                     too)",
+                    sent_back.1.len()
+                )
+            } else if written[i] == expected(*op, payload) {
+                " (it wrote the answer the protocol defines, computed by the client)".into()
             } else {
-                ""
+                String::new()
             };
             return Err(Fail::failed(format!(
                 "over {kind}, the client wrote a response to request {i} that is not the one the \
@@ -487,10 +524,12 @@ pub fn client_errors(run: &mut Run) -> Result<String, Fail> {
     }
     response_one_past_the_limit(run, &request)?;
     forced::client_failed_calls(run)?;
+    hung_up_with_an_error(run, &request)?;
     Ok(
         "the client reported kind=connect with no server (Unix and TCP), kind=closed for a \
-        server that hung up, and kind=truncated for a response cut short (in its length prefix \
-        and in its body), and kind=too-long for a response one byte over MAX_BODY"
+        server that hung up, kind=io for one that reset the connection or was gone before the \
+        request, kind=truncated for a response cut short (in its length prefix and in its \
+        body), and kind=too-long for a response one byte over MAX_BODY"
             .into(),
     )
 }
@@ -553,4 +592,107 @@ fn response_one_past_the_limit(run: &mut Run, request: &[(u8, Vec<u8>)]) -> Resu
             "{situation}, the client neither failed nor finished within 5 s: {rule}"
         ))),
     }
+}
+
+/// The grader's server hangs up in ways that make the client's own call fail, not end: it
+/// closes with the request unread (the kernel resets the connection: the client's read fails
+/// with ECONNRESET), over a Unix socket and TCP, and it closes before the request is written
+/// (the client's write fails with EPIPE, over a Unix socket, where that is certain). Each is
+/// `kind=io` carrying that error: a failed call is no end of stream.
+fn hung_up_with_an_error(run: &mut Run, request: &[(u8, Vec<u8>)]) -> Result<(), Fail> {
+    let request_len: usize = request.iter().map(|(_, p)| 5 + p.len()).sum();
+    let cases = [
+        (
+            Transport::Unix,
+            true,
+            libc::ECONNRESET,
+            "read()",
+            "ECONNRESET, os error 104",
+        ),
+        (
+            Transport::Tcp,
+            true,
+            libc::ECONNRESET,
+            "read()",
+            "ECONNRESET, os error 104",
+        ),
+        (
+            Transport::Unix,
+            false,
+            libc::EPIPE,
+            "write()",
+            "EPIPE, os error 32",
+        ),
+    ];
+    for (transport, request_first, errno, call, name) in cases {
+        let (listener, at) = GraderListener::bind(run, transport)?;
+        let mut client = spawn_client(run, &at, request.to_vec(), "the client")?;
+        let conn = listener
+            .accept_within(Duration::from_secs(2))?
+            .ok_or_else(|| {
+                Fail::failed(
+                    "the client said `ready` but never connected to the grader's server: \
+                     Client::connect must connect to the endpoint it is given",
+                )
+            })?;
+        let situation = if request_first {
+            client.proc.send("go", &[])?;
+            if !conn.queued_within(request_len, Duration::from_secs(2)) {
+                return Err(Fail::failed(
+                    "the client sent no request to the grader's server: Client::call must send \
+                     each request over the socket",
+                ));
+            }
+            drop(conn);
+            format!(
+                "over {}, when the grader's server closed the connection with the request \
+                 unread (the kernel then resets it: the client's {call} fails with {name})",
+                transport.describe()
+            )
+        } else {
+            drop(conn);
+            client.proc.send("go", &[])?;
+            format!(
+                "over {}, when the grader's server had closed the connection before the \
+                 request was written (the client's {call} fails with {name})",
+                transport.describe()
+            )
+        };
+        let rule = format!(
+            "a read or write that fails is RpcError::Io carrying the error the call returned, \
+             {name} too; Closed is only the end of the stream (a read that returns 0) before a \
+             response's first byte, and a failed {call} is no end of stream"
+        );
+        let message = client
+            .proc
+            .recv_before(Instant::now() + Duration::from_secs(5))?;
+        let verdict = match message {
+            Some(m) if m.kind == "failed" && m.get("kind") == Some("io") => {
+                let error = m.get("error").unwrap_or("");
+                if forced::carries_errno(error, errno) {
+                    Ok(())
+                } else {
+                    Err(Fail::failed(format!(
+                        "{situation}, the client reported kind=io as it should, but not the \
+                         error the call returned: `{error}` carries {}; {rule}",
+                        forced::errnos_in(error)
+                    )))
+                }
+            }
+            Some(m) => Err(Fail::failed(format!(
+                "{situation}, the client said {}, where `failed` with kind=io is expected: \
+                 {rule}",
+                said(&m)
+            ))),
+            None => Err(Fail::failed(format!(
+                "{situation}, the client neither failed nor finished within 5 s: {rule}"
+            ))),
+        };
+        if verdict.is_err() {
+            client.proc.kill_tree();
+            return verdict;
+        }
+        client.proc.wait()?;
+    }
+    Ok(())
 }

@@ -35,12 +35,19 @@ pub fn size_limit(run: &mut Run) -> Result<String, Fail> {
     // One byte more: refused as soon as the length prefix is in.
     let what = "a length prefix of MAX_BODY + 1 (a payload one byte over MAX_PAYLOAD)";
     let known = server.dropped_lines().len();
+    let sockets_before = observe::connections(server.pid(), 0);
+    let threads = observe::thread_ids(server.pid());
     let mut conn = server.connect()?;
     let mut header = ((MAX_BODY + 1) as u32).to_be_bytes().to_vec();
     header.push(OP_ECHO);
     conn.send(&header, 0)?;
     let refuse = "a length above MAX_BODY is RpcError::TooLong, refused before the body is read";
     dropped(&mut conn, what, &server, known, refuse)?;
+    let kept = Kept {
+        sockets_before,
+        threads: &threads,
+    };
+    kept.nothing_after_dropping(&server, what)?;
     expect_logged(&server, known, what, "too-long", refuse)?;
     server.stop()?;
     Ok(
@@ -185,6 +192,59 @@ pub(super) fn dropped(
         Ok(_) => Err(Fail::failed(format!(
             "the server answered {what} instead of dropping the client: {rule}"
         ))),
+    }
+}
+
+/// What the server had before a bad client connected: its client connections (their inodes)
+/// and its threads.
+struct Kept<'a> {
+    sockets_before: std::collections::BTreeSet<u64>,
+    threads: &'a [i32],
+}
+
+impl Kept<'_> {
+    /// The bad client, still connected, has read the end of its stream: the server must have
+    /// closed its connection, every handle on it, not only shut it (within 2 s). A thread
+    /// started since that still reads a socket tells a lingering close from a handle left over.
+    fn nothing_after_dropping(&self, server: &Server, what: &str) -> Result<(), Fail> {
+        let pid = server.pid();
+        // Descriptors of connections that came since: this client's, the only one.
+        let new_fds = || {
+            let now = observe::connections(pid, 0);
+            observe::sockets(pid)
+                .into_iter()
+                .filter(|(_, inode)| now.contains(inode) && !self.sockets_before.contains(inode))
+                .count()
+        };
+        let until = Instant::now() + Duration::from_secs(2);
+        let mut extra = new_fds();
+        while extra > 0 && Instant::now() < until {
+            std::thread::sleep(Duration::from_millis(5));
+            extra = new_fds();
+        }
+        if extra == 0 {
+            return Ok(());
+        }
+        let reading = observe::new_thread_in(pid, self.threads, &forced::READS, Instant::now());
+        let why = match reading {
+            Some((tid, _)) => format!(
+                "and a thread started for it (tid {tid}) still blocks reading a socket: the \
+                 handler shut the connection and reads on until the client hangs up (a \
+                 lingering close), which keeps a descriptor and a thread for as long as the \
+                 client likes"
+            ),
+            None => "with no thread of it reading: a handle on the connection (a second one, \
+                     try_clone or dup, in a table of open connections say) was left open"
+                .into(),
+        };
+        Err(Fail::failed(format!(
+            "after {what}, the server ended the connection for the client (its read returned: \
+             end of stream or a reset) but 2 s later, with the client still connected, it \
+             still held {extra} descriptor(s) of that client's connection (/proc/{pid}/fd, \
+             sockets carrying the listener's path in /proc/net/unix), {why}. \
+             A dropped client loses its connection at once: close it, every handle on it, as \
+             soon as its handler has logged it, without waiting for the client"
+        )))
     }
 }
 
@@ -395,12 +455,21 @@ pub fn bad_input(run: &mut Run) -> Result<String, Fail> {
     ];
     for case in &cases {
         let known = server.dropped_lines().len();
+        let threads = observe::thread_ids(pid);
+        let sockets_at_connect = observe::connections(pid, 0);
         let mut conn = server.connect()?;
         conn.send(&case.bytes, 0)?;
         if case.end_of_stream {
             conn.shutdown(Shutdown::Write);
         }
         dropped(&mut conn, case.what, &server, known, case.rule)?;
+        if !case.end_of_stream {
+            let kept = Kept {
+                sockets_before: sockets_at_connect,
+                threads: &threads,
+            };
+            kept.nothing_after_dropping(&server, case.what)?;
+        }
         expect_logged(&server, known, case.what, case.kind, case.rule)?;
         if let Some(counts) = case.counts {
             truncated_counts(&server, known, case.what, counts)?;
@@ -414,6 +483,8 @@ pub fn bad_input(run: &mut Run) -> Result<String, Fail> {
     let refuse = "a length above MAX_BODY is RpcError::TooLong, refused before anything is \
                   allocated or read";
     let known = server.dropped_lines().len();
+    let threads = observe::thread_ids(pid);
+    let sockets_at_connect = observe::connections(pid, 0);
     let mut conn = server.connect()?;
     conn.send(&[0xff, 0xff, 0xff, 0xf0], 0)?;
     let filler = vec![0x5au8; 1 << 20];
@@ -424,6 +495,11 @@ pub fn bad_input(run: &mut Run) -> Result<String, Fail> {
         }
     }
     dropped(&mut conn, what, &server, known, refuse)?;
+    let kept = Kept {
+        sockets_before: sockets_at_connect,
+        threads: &threads,
+    };
+    kept.nothing_after_dropping(&server, what)?;
     expect_logged(&server, known, what, "too-long", refuse)?;
     good(&server, what)?;
     let grown = peak_kib(pid).saturating_sub(before);

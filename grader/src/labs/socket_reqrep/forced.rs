@@ -15,7 +15,7 @@ use crate::engine::tracer::{Action, Call, Tracer};
 use crate::engine::{Fail, Run};
 
 /// The calls a handler may read a socket with, and write one with.
-const READS: [i64; 4] = [
+pub const READS: [i64; 4] = [
     libc::SYS_read,
     libc::SYS_recvfrom,
     libc::SYS_readv,

@@ -14,6 +14,7 @@
 //! description of a server that does not stop), `observe.rs` what is read
 //! of them in `/proc`, and the other files the checks, by what they judge.
 
+mod accept_wakeup;
 mod binding;
 mod client;
 mod concurrency;
@@ -157,7 +158,7 @@ pub static LAB: Lab = Lab {
         Check {
             name: "sigterm-cleanup",
             points: 3,
-            timeout: Duration::from_secs(15),
+            timeout: Duration::from_secs(20),
             description: "SIGTERM and SIGINT, blocked and waited for, stop the server cleanly \
                           with clients connected: no new client is served, every handler is \
                           waited for, the socket file goes and the port closes",
@@ -208,7 +209,7 @@ pub static LAB: Lab = Lab {
         Check {
             name: "client-errors",
             points: 2,
-            timeout: Duration::from_secs(10),
+            timeout: Duration::from_secs(15),
             description: "the client reports kind=connect with no server there, kind=closed when \
                           the server hangs up instead of answering, and kind=truncated when the \
                           answer is cut short, in its length prefix too",

@@ -183,6 +183,32 @@ impl Server {
         verify(got, OP_ECHO, b"ping", "a one-request client")
     }
 
+    /// Stops the server (see [`Server::stop_settled`]) after `client`, which answered every
+    /// one of its calls right, has gone, with `grader_calls` calls of the grader's own on it
+    /// besides (the stop's own one included): its `done` must count the client's calls too. A
+    /// server that counts the grader's calls and not the client's never got those requests;
+    /// one that counts fewer than the grader's is judged by `server-counts`.
+    pub fn stop_counting(self, grader_calls: usize, client: &ClientProc) -> Result<(), Fail> {
+        let (done, _) = self.stop_settled(0)?;
+        let Some(counted) = done.get("requests").and_then(|n| n.parse::<usize>().ok()) else {
+            return Ok(());
+        };
+        let calls = client.requests.len();
+        if (grader_calls..grader_calls + calls).contains(&counted) {
+            return Err(Fail::failed(format!(
+                "{} made its {calls} calls to the lab's own server and wrote the right answers, \
+                 but the server's `done` counts {counted} requests answered: the grader's own \
+                 {grader_calls} and only {} of the client's, so the others never reached the \
+                 server. Client::call sends each request over the socket and returns the \
+                 response the server sent, whichever server it is (even one it takes for its \
+                 own program): never answer a call in the client",
+                client.role,
+                counted - grader_calls
+            )));
+        }
+        Ok(())
+    }
+
     /// Stops the server with SIGTERM: see [`Server::finish`].
     pub fn stop(self) -> Result<Message, Fail> {
         self.stop_with(Signal::SIGTERM)

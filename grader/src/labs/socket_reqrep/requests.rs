@@ -4,6 +4,8 @@
 use std::io::Write;
 use std::time::{Duration, Instant};
 
+use rand::RngExt;
+
 use super::forced;
 use super::observe;
 use super::programs::{Ran, Server, external, server, spawn_client};
@@ -23,16 +25,20 @@ pub fn unix_requests(run: &mut Run) -> Result<String, Fail> {
     let requests = random_requests_for(run, 40, "c");
     let client = spawn_client(run, &server.where_args(), requests, "the client")?.finish()?;
     client.verify()?;
-    server.stop()?;
+    // The op table's calls and the stop's own.
+    server.stop_counting(OP_TABLE_CALLS + 1, &client)?;
     Ok(
-        "40 random requests were answered correctly over a Unix socket; every op byte but E, R \
-        and H got status 1, and empty payloads were answered"
+        "40 random requests were answered correctly over a Unix socket, all of them read by the \
+        server; every op byte but E, R and H got status 1, and empty payloads were answered"
             .into(),
     )
 }
 
 /// One request per op byte (256), and E, R and H with an empty payload: only `E`, `R` and `H`
 /// are operations, every other byte is unknown.
+/// The op table's requests: one per op byte, and E, R and H with an empty payload.
+const OP_TABLE_CALLS: usize = 256 + 3;
+
 fn op_table(server: &Server) -> Result<(), Fail> {
     let known = server.dropped_lines().len();
     let mut conn = server.connect()?;
@@ -141,20 +147,21 @@ pub fn tcp_requests(run: &mut Run) -> Result<String, Fail> {
         )));
     }
     second.ping()?;
-    second.stop()?;
     let requests = random_requests_for(run, 40, "c");
-    let client = spawn_client(run, &server.where_args(), requests, "the client")?;
+    let client = spawn_client(run, &second.where_args(), requests, "the client")?;
     // Connected (it said ready): over TCP, to the port it was given.
-    if !observe::connected_to(client.pid(), server.port) {
+    if !observe::connected_to(client.pid(), second.port) {
         return Err(Fail::failed(format!(
             "the client, given --tcp {} and connected (it said ready), holds no TCP connection \
              to that port (/proc/PID/net/tcp): the calls must go over TCP to the port given, not \
              another way (a Unix socket, abstract or not, is another transport)",
-            server.port
+            second.port
         )));
     }
     let client = client.finish()?;
     client.verify()?;
+    // The ping above and the stop's own.
+    second.stop_counting(2, &client)?;
 
     // Calls one after the other, over TCP and, for comparison, over a Unix socket to the same
     // program: a response written in two pieces without TCP_NODELAY waits for the client's
@@ -301,7 +308,7 @@ pub fn pipelined(run: &mut Run) -> Result<String, Fail> {
     server.stop()?;
     Ok(
         "200 requests in one write got 200 correct responses, in order; a request followed in \
-        its write by a part of the next was answered at once"
+        its write by 1 to 9 bytes of the next was answered at once"
             .into(),
     )
 }
@@ -317,6 +324,7 @@ pub fn large_payloads(run: &mut Run) -> Result<String, Fail> {
         ];
         let client = spawn_client(run, &server.where_args(), requests, "the client")?.finish()?;
         client.verify()?;
+        hash_of_every_byte(run, &server)?;
         match transport {
             Transport::Unix => stopped_mid_write(run, &server)?,
             Transport::Tcp => stopped_mid_small_frames(run, &server)?,
@@ -328,10 +336,58 @@ pub fn large_payloads(run: &mut Run) -> Result<String, Fail> {
         server.stop()?;
     }
     Ok(
-        "2 and 3 MiB payloads went both ways over Unix and TCP sockets; a response came whole \
-        through a stop and resume of the server"
+        "2 and 3 MiB payloads went both ways over Unix and TCP sockets; two large payloads one \
+        byte apart got each its own hash; a response came whole through a stop and resume of the \
+        server"
             .into(),
     )
+}
+
+/// Two hash requests of the same large length, one after the other, the second the first with
+/// one byte changed somewhere in its middle: each answer is fnv1a of its own payload, whatever
+/// was asked before (an answer remembered by length, or by a part of the payload, is stale).
+fn hash_of_every_byte(run: &mut Run, server: &Server) -> Result<(), Fail> {
+    let len = (1 << 20) + run.rng().random_range(0..(2 << 20));
+    let first = run.random_bytes(len);
+    let mut second = first.clone();
+    let changed = run.rng().random_range(len / 4..len * 3 / 4);
+    second[changed] ^= 1 << run.rng().random_range(0..8);
+    let mut conn = server.connect()?;
+    let mut answers = Vec::new();
+    for (i, payload) in [&first, &second].into_iter().enumerate() {
+        conn.send(&frame(OP_HASH, payload), i)?;
+        let got = read_response(&mut conn).map_err(|e| {
+            closed_after(&conn, i, Some(OP_HASH)).unwrap_or_else(|| {
+                Fail::failed(format!(
+                    "a hash request of {len} bytes got no response ({e}){}",
+                    server.alive_note()
+                ))
+            })
+        })?;
+        answers.push(got);
+    }
+    if answers[1] == answers[0] {
+        return Err(Fail::failed(format!(
+            "two hash requests of {len} bytes, one after the other, the second the same as the \
+             first but for byte {changed}, got the same answer (fnv1a of the first), where \
+             fnv1a of the second is {:016x}: H answers fnv1a of the payload it was sent, every \
+             byte of it, every time; an answer remembered for another payload (a cache keyed by \
+             the length, or by a part of the payload) is a wrong answer",
+            super::protocol::fnv1a(&second)
+        )));
+    }
+    for (got, (payload, which)) in answers
+        .into_iter()
+        .zip([(&first, "first"), (&second, "second")])
+    {
+        verify(
+            got,
+            OP_HASH,
+            payload,
+            &format!("the {which} of two hash requests of {len} bytes one byte apart"),
+        )?;
+    }
+    Ok(())
 }
 
 /// The server, blocked writing a large response nobody reads yet, is stopped and resumed: the
@@ -767,44 +823,58 @@ fn unanswered_at_the_limit(
     ))
 }
 
-/// One write holds a whole request and the first 2 bytes of the next one: the first must be
+/// One write holds a whole request and the first bytes of the next one, from 1 byte of its
+/// length prefix to the prefix, the op byte and a part of the payload: the first must be
 /// answered at once, before the rest of the second comes (the grader waits for that answer
 /// before it sends the rest, as a client that calls one request at a time does).
 fn answered_before_the_next_is_whole(conn: &mut Conn) -> Result<(), Fail> {
     let first = b"answer me now".to_vec();
     let second = b"and me later".to_vec();
     let next = frame(OP_REVERSE, &second);
-    let mut bytes = frame(OP_ECHO, &first);
-    bytes.extend_from_slice(&next[..2]);
-    conn.send(&bytes, 200)?;
     conn.timeouts(Duration::from_secs(3));
-    let got = read_response(conn).map_err(|e| {
-        Fail::failed(format!(
-            "a write() that held a whole echo request and the first 2 bytes of the next \
-             request's length prefix got no response to the first within 3 s ({e}): the \
-             server held the answer back while the next request was still partial (waiting \
-             for more bytes, or batching responses until its read buffer is empty). Write each \
-             response as soon as its request is read: the client may wait for it before it \
-             sends the rest"
-        ))
-    })?;
-    verify(
-        got,
-        OP_ECHO,
-        &first,
-        "a request followed by a part of the next",
-    )?;
-    conn.send(&next[2..], 201)?;
-    let got = read_response(conn).map_err(|e| {
-        Fail::failed(format!(
-            "a request whose first 2 bytes came in the write of the request before it got no \
-             response ({e}): bytes read after a frame belong to the next one"
-        ))
-    })?;
-    verify(
-        got,
-        OP_REVERSE,
-        &second,
-        "a request begun in the write before it",
-    )
+    let mut answered = 200;
+    for part in [1, 2, 3, 4, 5, 9] {
+        let which = match part {
+            1..4 => format!("the first {part} byte(s) of the next request's length prefix"),
+            4 => "the next request's whole length prefix".into(),
+            5 => "the next request's length prefix and op byte".into(),
+            _ => format!(
+                "the next request's length prefix, op byte and {} payload bytes",
+                part - 5
+            ),
+        };
+        let mut bytes = frame(OP_ECHO, &first);
+        bytes.extend_from_slice(&next[..part]);
+        conn.send(&bytes, answered)?;
+        let got = read_response(conn).map_err(|e| {
+            Fail::failed(format!(
+                "a write() that held a whole echo request and {which} got no response to the \
+                 first within 3 s ({e}): the server held the answer back while the next \
+                 request was still partial (waiting for more bytes, or batching responses \
+                 while more is buffered). Write each response as soon as its request is read: \
+                 the client may wait for it before it sends the rest"
+            ))
+        })?;
+        verify(
+            got,
+            OP_ECHO,
+            &first,
+            &format!("a request followed in its write by {which}"),
+        )?;
+        conn.send(&next[part..], answered + 1)?;
+        let got = read_response(conn).map_err(|e| {
+            Fail::failed(format!(
+                "a request whose first {part} byte(s) came in the write of the request before \
+                 it got no response ({e}): bytes read after a frame belong to the next one"
+            ))
+        })?;
+        verify(
+            got,
+            OP_REVERSE,
+            &second,
+            "a request begun in the write before it",
+        )?;
+        answered += 2;
+    }
+    Ok(())
 }

@@ -449,6 +449,7 @@ pub fn sigterm_cleanup(run: &mut Run) -> Result<String, Fail> {
 
     accepting_ends_before_shutting(run)?;
     acceptor_held_at_registration(run)?;
+    super::accept_wakeup::wake_up_not_lost(run)?;
     handlers_joined_blocked(run)?;
     handlers_ended_before_return(run, false, false)?;
     handlers_ended_before_return(run, true, false)?;
@@ -485,7 +486,7 @@ fn server_with_idle_client(run: &mut Run) -> Result<(Server, Conn), Fail> {
 /// At SIGTERM the server's main thread is held right after its first shutdown() of a client's
 /// connection; a client that connects then, while a thread still accepts, must not be served:
 /// the stop begins by no longer accepting. Meanwhile every thread still blocks SIGTERM and
-/// SIGINT, and a second SIGTERM does not end the stop. Skipped (with a note) when the main thread shuts no
+/// SIGINT, and a second SIGTERM and a SIGINT sent then do not end the stop. Skipped (with a note) when the main thread shuts no
 /// connection itself, or the machine allows no tracing.
 fn accepting_ends_before_shutting(run: &mut Run) -> Result<(), Fail> {
     let (mut server, idle) = server_with_idle_client(run)?;
@@ -547,8 +548,9 @@ fn accepting_ends_before_shutting(run: &mut Run) -> Result<(), Fail> {
             )));
         }
     }
-    // The second signal, sent: it stays pending, blocked, and the stop goes on.
+    // A second signal of each kind, sent: they stay pending, blocked, and the stop goes on.
     let _ = kill(server.proc.pid, Signal::SIGTERM);
+    let _ = kill(server.proc.pid, Signal::SIGINT);
     tracer.release();
     if let Some(mut late) = late
         && matches!(read_frame(&mut late), Ok(Some(_)))
@@ -562,6 +564,23 @@ fn accepting_ends_before_shutting(run: &mut Run) -> Result<(), Fail> {
              flag, wake the accepting thread and wait for it to end), then shut the open \
              connections",
         ));
+    }
+    // A server ended by the second signals exits before `done`: told apart from other early
+    // ends, which finish() describes.
+    if server
+        .proc
+        .says_before(Instant::now() + Duration::from_secs(5))
+        && let Some(status) = server.proc.exit_status()
+        && !status.success()
+    {
+        return Err(Fail::failed(format!(
+            "a second SIGTERM and a SIGINT sent during the stop (the server's main thread held \
+             by the grader right after its first shutdown(), both signals then blocked in \
+             every thread as they must be) ended the server: it exited ({status}) without \
+             `done`, its stop unfinished. A signal that comes during the stop, of either kind, \
+             must not end it: SIGTERM and SIGINT stay blocked until run_server returns, and \
+             nothing takes a pending one (sigpending, a second sigwait) as an order to quit"
+        )));
     }
     server.finish(Signal::SIGTERM, Some(&idle), None)?;
     Ok(())
