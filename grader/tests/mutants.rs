@@ -338,10 +338,7 @@ impl Slots {
             if let Some(index) = free.pop() {
                 return Slot { slots: self, index };
             }
-            free = self
-                .returned
-                .wait(free)
-                .unwrap_or_else(|e| e.into_inner());
+            free = self.returned.wait(free).unwrap_or_else(|e| e.into_inner());
         }
     }
 

@@ -19,7 +19,7 @@
 //! `transfer` (driving a sender and a receiver), `pool` (the pool, its queue and its pairs,
 //! as the grader drives them), `signals` (interrupting a blocked wait), `spinning` (a wait's
 //! accesses to its semaphore, and its deadline), `handover` and `failures` (a handover held,
-//! calls made to fail), and the groups of checks: `streams`, `headers`, `held`, `errors`,
+//! calls made to fail), and the groups of checks: `streams`, `headers`, `broken`, `held`, `errors`,
 //! `timeouts`, `pairs`, `speed`.
 
 use std::time::Duration;
@@ -27,6 +27,7 @@ use std::time::Duration;
 use crate::engine::diagnose::{Activity, Hang};
 use crate::engine::{Check, Lab};
 
+mod broken;
 mod data;
 mod errors;
 mod failures;
@@ -163,7 +164,7 @@ pub static LAB: Lab = Lab {
             hint: Some(
                 "The receiver checks seq, total, len and end on every chunk and refuses a broken one with Protocol, without writing its data out. See docs/labs/08-chunked-transfer.md, the rules table (the receiver rule).",
             ),
-            run: headers::broken_chunks,
+            run: broken::broken_chunks,
         },
         Check {
             name: "typed-errors",
