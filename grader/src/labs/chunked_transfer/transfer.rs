@@ -40,6 +40,8 @@ pub struct Setup {
     pub watch_init: bool,
     /// The sender's data source gives short reads (`send --short-reads`).
     pub short_reads: bool,
+    /// The receiver's writer takes at most half of each write (`recv --short-writes`).
+    pub short_writes: bool,
 }
 
 impl Setup {
@@ -57,6 +59,7 @@ impl Setup {
             seed: None,
             watch_init: false,
             short_reads: false,
+            short_writes: false,
         }
     }
 }
@@ -376,6 +379,9 @@ pub fn start_receiver(run: &mut Run, setup: &Setup, sender: Sender) -> Result<Tr
     if setup.save {
         args.push("--save".into());
     }
+    if setup.short_writes {
+        args.push("--short-writes".into());
+    }
     if !setup.receiver_holds.is_empty() {
         let holds: Vec<String> = setup.receiver_holds.iter().map(u64::to_string).collect();
         args.extend(["--hold-at".into(), holds.join(",")]);
@@ -657,6 +663,9 @@ pub fn check_messages(run: &mut Run, transfer: &mut Transfer, setup: &Setup) -> 
         }
         if setup.save {
             let saved = std::fs::read(run.path(&format!("message-{index}.bin")))?;
+            if (saved.len() as u64) < len {
+                return Err(writer_short_of(setup, index, len, saved.len()));
+            }
             let want = pattern_bytes(transfer.seed, index as u64, len as usize);
             compare(&saved, &want, index, setup, capacity, transfer.seed)?;
         }
@@ -669,6 +678,23 @@ pub fn check_messages(run: &mut Run, transfer: &mut Transfer, setup: &Setup) -> 
         }
     }
     Ok(())
+}
+
+/// A message the receiver reported whole while its writer got fewer bytes.
+fn writer_short_of(setup: &Setup, index: usize, len: u64, written: usize) -> Fail {
+    let writer = if setup.short_writes {
+        "its writer takes at most half of each buffer, `recv --short-writes`"
+    } else {
+        "its writer takes every byte it is given"
+    };
+    Fail::failed(format!(
+        "message {} of {}: the receiver reported all {len} bytes, but its writer got only \
+         {written} ({writer}): a write() that takes fewer bytes than it is given is not the \
+         whole chunk, and the rest is lost. Hand each chunk's data to the writer with \
+         write_all(), which writes again until all of it is taken",
+        index + 1,
+        setup.lens.len()
+    ))
 }
 
 /// Byte-for-byte comparison of a saved message, naming the first wrong byte's chunk and, when
