@@ -194,7 +194,7 @@ pub fn start_sender(run: &mut Run, setup: &Setup) -> Result<Sender, Fail> {
         .write(true)
         .open(&path)?;
     let mapped = Mapped::open(&segment, setup.size)?;
-    initialized_by_library(&stores)?;
+    initialized_by_library(sender.pid.as_raw(), &stores)?;
     fresh_semaphores(&mapped)?;
     Ok(Sender {
         proc: sender,
@@ -221,13 +221,20 @@ const SEMAPHORE_COUNTS: &[Field] = &[
     },
 ];
 
-/// Where a store to a semaphore came from: the program's own code (its executable), or a
-/// shared library (the C library's `sem_init()`), with the instruction's address.
+/// Where a store to a semaphore came from: the program's own code (its executable), with the
+/// instruction's address, or a shared library, with the exported function whose code made it
+/// (`sem_init`; `None` for an internal one, such as the C library's `memcpy()` variants).
 #[derive(Debug)]
 enum StoreBy {
     Program(String, u64),
-    Library(String),
+    Library(String, Option<String>),
     Unknown,
+}
+
+impl StoreBy {
+    fn by_sem_init(&self) -> bool {
+        matches!(self, StoreBy::Library(_, Some(function)) if function == "sem_init")
+    }
 }
 
 /// Lets the sender (spawned stopped) go with its stores to the semaphores' count words
@@ -258,7 +265,9 @@ fn watch_semaphore_stores(
                 let pc = inspect::stopped_at(pid, pid);
                 stores.push(match pc.map(|pc| (pc, inspect::mapped_file(pid, pc))) {
                     Some((pc, Some(file))) if file == program => StoreBy::Program(file, pc),
-                    Some((_, Some(file))) => StoreBy::Library(file),
+                    Some((pc, Some(file))) => {
+                        StoreBy::Library(file, inspect::library_function_at(pid, pc))
+                    }
                     _ => StoreBy::Unknown,
                 });
                 watch.go_on();
@@ -278,27 +287,32 @@ fn watch_semaphore_stores(
     Ok((said, stores))
 }
 
-/// Fails if the program's own code wrote the semaphores' count words after mapping the
-/// segment, and the C library did not initialize both (`sem_init()` stores each count once).
-fn initialized_by_library(stores: &[StoreBy]) -> Result<(), Fail> {
+/// Fails unless the C library's `sem_init()` initialized both semaphores' count words after
+/// the segment was mapped (`sem_init()` stores each count once): not the program's own code,
+/// nor other code of the C library (a copy of semaphores made elsewhere).
+fn initialized_by_library(pid: i32, stores: &[StoreBy]) -> Result<(), Fail> {
+    let by_sem_init = stores.iter().filter(|s| s.by_sem_init()).count();
+    if by_sem_init >= 2 || stores.is_empty() {
+        return Ok(());
+    }
     let by_library = stores
         .iter()
-        .filter(|s| matches!(s, StoreBy::Library(_)))
+        .filter(|s| matches!(s, StoreBy::Library(..)))
         .count();
     let Some(StoreBy::Program(file, pc)) =
         stores.iter().find(|s| matches!(s, StoreBy::Program(..)))
     else {
-        return Ok(());
+        return copied_in(pid, stores, by_sem_init);
     };
     if by_library >= 2 {
-        return Ok(());
+        return copied_in(pid, stores, by_sem_init);
     }
     let by_program = stores.len() - by_library;
     let name = std::path::Path::new(file)
         .file_name()
         .map_or(file.clone(), |n| n.to_string_lossy().into_owned());
     let library = match stores.iter().find_map(|s| match s {
-        StoreBy::Library(file) => Some(file.as_str()),
+        StoreBy::Library(file, _) => Some(file.as_str()),
         _ => None,
     }) {
         Some(file) => format!("{by_library} from a library ({file})"),
@@ -313,6 +327,42 @@ fn initialized_by_library(stores: &[StoreBy]) -> Result<(), Fail> {
          semaphores' bytes by hand instead of initializing them with sem_init(). A sem_t is \
          opaque, its layout the C library's own: sem_init(empty, 1, 2) and sem_init(full, 1, \
          0)"
+    )))
+}
+
+/// Fails for stores to the count words made by the C library, but not from within
+/// `sem_init()`: the semaphores were initialized elsewhere and their bytes copied in.
+fn copied_in(pid: i32, stores: &[StoreBy], by_sem_init: usize) -> Result<(), Fail> {
+    // Only where the grader can place sem_init()'s own code in the program.
+    let placed = inspect::library_function_in(pid, c"sem_init")
+        .and_then(|entry| inspect::library_function_at(pid, entry));
+    if placed.as_deref() != Some("sem_init") {
+        return Ok(());
+    }
+    let from: Vec<String> = stores
+        .iter()
+        .filter(|s| !s.by_sem_init())
+        .map(|s| match s {
+            StoreBy::Library(file, Some(function)) => format!("{function}() in {file}"),
+            StoreBy::Library(file, None) => format!(
+                "an internal function of {file} (such as the variants of memcpy() or memset())"
+            ),
+            StoreBy::Program(file, pc) => format!("the program's own code ({file}, {pc:#x})"),
+            StoreBy::Unknown => "code the grader could not place".into(),
+        })
+        .collect();
+    let elsewhere = from.len();
+    let mut from = from;
+    from.dedup();
+    Err(Fail::failed(format!(
+        "with the stores to the count words of the segment's semaphores (`empty` at offset 0, \
+         `full` at 32) watched from the return of the sender's mmap() of the segment until it \
+         said `ready` (hardware watchpoints), {by_sem_init} came from sem_init() and \
+         {elsewhere} from elsewhere: {}. The semaphores in the segment were not initialized by sem_init() on \
+         them: semaphores initialized elsewhere (on the stack, say) and copied in are not the \
+         segment's (POSIX leaves a copy of a sem_t undefined). Call sem_init(empty, 1, 2) and \
+         sem_init(full, 1, 0) on the segment's own semaphores",
+        from.join("; ")
     )))
 }
 
