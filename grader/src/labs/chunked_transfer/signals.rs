@@ -44,6 +44,32 @@ pub(super) fn waits_untimed(pid: i32) -> bool {
     untimed() && untimed()
 }
 
+/// How far ahead of `CLOCK_MONOTONIC`'s now lies the deadline of the futex wait the main thread
+/// of `pid` sleeps in, when that deadline is an absolute time on `CLOCK_MONOTONIC` (a bitset
+/// wait without `FUTEX_CLOCK_REALTIME`, as `sem_clockwait(CLOCK_MONOTONIC)` makes it, where
+/// `sem_timedwait()` sets the flag); `None` for any other wait.
+pub(super) fn monotonic_deadline_ahead(pid: i32) -> Option<Duration> {
+    if !sleeping(pid) {
+        return None;
+    }
+    let (nr, args) = inspect::call_of(pid, pid)?;
+    let op = args[1] as i32;
+    if nr != libc::SYS_futex
+        || op & libc::FUTEX_CMD_MASK != libc::FUTEX_WAIT_BITSET
+        || op & libc::FUTEX_CLOCK_REALTIME != 0
+        || args[3] == 0
+    {
+        return None;
+    }
+    let memory = std::fs::File::open(format!("/proc/{pid}/mem")).ok()?;
+    let mut bytes = [0u8; 16];
+    memory.read_exact_at(&mut bytes, args[3]).ok()?;
+    let secs = u64::try_from(i64::from_ne_bytes(bytes[..8].try_into().ok()?)).ok()?;
+    let nanos = u32::try_from(i64::from_ne_bytes(bytes[8..].try_into().ok()?)).ok()?;
+    let now = Duration::from(nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC).ok()?);
+    Some(Duration::new(secs, nanos.min(999_999_999)).saturating_sub(now))
+}
+
 /// The POSIX timers `pid` has made (`/proc/PID/timers`: the signal each sends and to whom), in
 /// words; `None` when it has none (or the kernel does not list them).
 pub(super) fn posix_timers(pid: i32) -> Option<String> {
