@@ -18,7 +18,7 @@ use super::pool::{
     pool_ready, spawn_pair, spawn_pool,
 };
 use super::signals::{
-    force_eintrs, hold_take, interrupt_waits, monotonic_deadline_ahead, posix_timers,
+    CoarseTicks, force_eintrs, hold_take, interrupt_waits, monotonic_deadline_ahead, posix_timers,
     take_deadline_ahead, waits_untimed,
 };
 use super::transfer::{Setup, Transfer, check_messages, start};
@@ -456,6 +456,7 @@ pub fn held_mid_message(run: &mut Run) -> Result<String, Fail> {
             (1_002_000_000 - nanos) % 1_000_000_000,
         )));
     }
+    let ticks = CoarseTicks::start();
     let since = realtime()?;
     pair.send("go", &[])?;
     if let Some(take) = take {
@@ -464,6 +465,7 @@ pub fn held_mid_message(run: &mut Run) -> Result<String, Fail> {
             take,
             "a pair taking a segment from an empty pool",
             Duration::from_millis(HELD_TAKE_TIMEOUT_MS),
+            ticks,
         )?;
     }
     a.go()?;
