@@ -394,6 +394,20 @@ pub fn interrupt_waits(
                  retried after EINTR, until the deadline it had"
             )));
         }
+        // An ignored signal is discarded on arrival: the program's handler never runs.
+        let ignores_usr1 = masks(pid, "SigIgn:")
+            .iter()
+            .any(|(tid, mask)| *tid == pid && mask & bit(Signal::SIGUSR1) != 0);
+        if ignores_usr1 && (first.is_some() || sleeping(pid)) {
+            let wait = first.map_or("its wait".to_string(), |wait| describe(&wait));
+            return Err(Fail::failed(format!(
+                "{who} (pid {pid}) ignores SIGUSR1 (SIG_IGN: SigIgn in \
+                 /proc/{pid}/task/{pid}/status) while it sleeps in {wait}, though main.rs gives \
+                 SIGUSR1 a handler: a signal sent now is discarded and the program's handler \
+                 never runs. Leave the program's signal handlers alone around a wait: let the \
+                 signal interrupt it and retry after EINTR, until the deadline it had"
+            )));
+        }
         // What it said before any signal came is no answer to a signal.
         if let Some(said) = proc.recv_before(Instant::now())? {
             let seen = first.map_or(
