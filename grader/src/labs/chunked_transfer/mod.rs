@@ -18,8 +18,8 @@
 //! it out, and the grader's mapping of it), `observe` (what /proc shows of a transfer),
 //! `transfer` (driving a sender and a receiver), `pool` (the pool, its queue and its pairs,
 //! as the grader drives them), `signals` (interrupting a blocked wait), `spinning` (a wait's
-//! accesses to its semaphore, and its deadline), `handover` and `failures` (a handover held,
-//! calls made to fail), and the groups of checks: `streams`, `headers`, `broken`, `held`, `errors`,
+//! accesses to its semaphore, and its deadline), `handover`, `handback` and `failures` (a handover held, a
+//! pool segment handed back, calls made to fail), and the groups of checks: `streams`, `headers`, `broken`, `held`, `errors`,
 //! `timeouts`, `pairs`, `speed`.
 
 use std::time::Duration;
@@ -31,6 +31,7 @@ mod broken;
 mod data;
 mod errors;
 mod failures;
+mod handback;
 mod handover;
 mod headers;
 mod held;
