@@ -16,6 +16,8 @@ enum Outcome {
     Failed { kind: String, received: Option<u64> },
     /// It reported the message, of this length.
     Delivered { len: String },
+    /// It crashed (what the grader saw of it).
+    Crashed(String),
 }
 
 /// One broken stream the grader plays.
@@ -350,15 +352,11 @@ fn play(run: &mut Run, size: usize, index: usize, case: &Case) -> Result<Outcome
             break;
         }
     }
-    let broken = format!("the grader sent a chunk that {}", case.what);
-    let answer = receiver.recv_any().map_err(|fail| match fail {
-        Fail::Crashed(text) => Fail::Crashed(format!(
-            "{broken}, and the receiver crashed: {text}. Check every header: {}; such a chunk \
-             is a protocol error: TransferError::Protocol (kind=protocol)",
-            case.advice
-        )),
-        other => other,
-    })?;
+    let answer = match receiver.recv_any() {
+        Ok(answer) => answer,
+        Err(Fail::Crashed(text)) => return Ok(Outcome::Crashed(text)),
+        Err(fail) => return Err(fail),
+    };
     let outcome = if answer.kind == "failed" {
         Outcome::Failed {
             kind: answer.get("kind").unwrap_or("none").into(),
@@ -387,6 +385,7 @@ impl Outcome {
                 received.map_or("?".into(), |r| r.to_string())
             ),
             Outcome::Delivered { len } => format!("it said {len}"),
+            Outcome::Crashed(_) => "it crashed".into(),
         }
     }
 }
@@ -394,8 +393,16 @@ impl Outcome {
 /// Fails unless the receiver refused `case` as a protocol error, after only the good bytes.
 fn judge_case(case: &Case, outcome: &Outcome) -> Result<(), Fail> {
     let broken = format!("the grader sent a chunk that {}", case.what);
+    let crashed = |text: &str| {
+        Err(Fail::Crashed(format!(
+            "{broken}, and the receiver crashed: {text}. Check every header: {}; such a chunk \
+             is a protocol error: TransferError::Protocol (kind=protocol)",
+            case.advice
+        )))
+    };
     if case.no_end {
         return match outcome {
+            Outcome::Crashed(text) => crashed(text),
             Outcome::Delivered { len } => Err(Fail::failed(format!(
                 "{broken}, and the receiver said {len}: it ends a message once `total` bytes \
                  have arrived, not at the chunk with end = 1. Stop only after the chunk with \
@@ -411,6 +418,7 @@ fn judge_case(case: &Case, outcome: &Outcome) -> Result<(), Fail> {
         };
     }
     match outcome {
+        Outcome::Crashed(text) => crashed(text),
         Outcome::Delivered { len } => Err(Fail::failed(format!(
             "{broken}, and the receiver said {len}: it took the broken chunk for a good one. \
              Check every header: {}; fail with TransferError::Protocol",

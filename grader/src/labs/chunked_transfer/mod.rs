@@ -89,7 +89,7 @@ pub static LAB: Lab = Lab {
             timeout: Duration::from_secs(15),
             description: "for three segment sizes S, messages of C-1, C, C+1, 2C, S-1, S, S+1 \
                           and 10*S+7 bytes (C the chunk capacity) arrive byte for byte, one \
-                          size from a data source of short reads",
+                          size from a data source of short reads to a writer of short writes",
             exclusive: false,
             hint: Some(
                 "Chunks are capacity bytes, the last shorter, for sizes at and around the slot's capacity. See docs/labs/08-chunked-transfer.md, the rules table (the chunk rule).",
@@ -159,8 +159,9 @@ pub static LAB: Lab = Lab {
             points: 2,
             timeout: Duration::from_secs(15),
             description: "the grader plays a broken sender: chunks out of sequence, a changed \
-                          length, chunks longer than the capacity or than what is left, an \
-                          early end are each a protocol error, after only the good chunks",
+                          length, chunks longer than the capacity or than what is left (lengths \
+                          near 2^64 too), an early end are each a protocol error, after only the \
+                          good chunks",
             exclusive: false,
             hint: Some(
                 "The receiver checks seq, total, len and end on every chunk and refuses a broken one with Protocol, without writing its data out. See docs/labs/08-chunked-transfer.md, the rules table (the receiver rule).",
@@ -215,7 +216,8 @@ pub static LAB: Lab = Lab {
             timeout: Duration::from_secs(25),
             description: "the free queue as created; take() on an empty pool and of a foreign \
                           id; a held pair keeps its segment until its receiver has written the \
-                          end, a failed one for good; 8 concurrent pairs share the rest, each \
+                          end, and writes nothing into it once given back, a failed one keeps it \
+                          for good; 8 concurrent pairs share the rest, each \
                           receiver gets its own sender's message; free_count() counts the queue",
             exclusive: false,
             hint: Some(
