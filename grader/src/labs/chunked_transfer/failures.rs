@@ -221,7 +221,7 @@ pub fn forced_failures(run: &mut Run) -> Result<(), Fail> {
     }
     // Pool::open of a pool that exists, whose mq_open() fails with EACCES (another user's
     // queue of mode 0600), then EMFILE (out of descriptors): not NotFound, the queue is there.
-    let mut queues = Vec::new();
+    let mut queues: Vec<(GraderQueue, String)> = Vec::new();
     for (tag, errno, errno_name, why) in [
         (
             "qdenied",
@@ -237,7 +237,7 @@ pub fn forced_failures(run: &mut Run) -> Result<(), Fail> {
         ),
     ] {
         let names = PoolNames::new(run, &format!("forced-{tag}"), 1);
-        queues.push(GraderQueue::create(&names.queue)?);
+        queues.push((GraderQueue::create(&names.queue)?, names.queue.clone()));
         let Some((mut proc, tracer)) = start(
             run,
             &[
@@ -256,6 +256,7 @@ pub fn forced_failures(run: &mut Run) -> Result<(), Fail> {
         )?
         else {
             abandon(&forced);
+            remove_queues(queues);
             return Ok(());
         };
         proc.set_roles(|_| "the pair".into());
@@ -280,8 +281,16 @@ pub fn forced_failures(run: &mut Run) -> Result<(), Fail> {
     let outcome = forced.iter_mut().try_for_each(judge);
     abandon(&forced);
     drop(object);
-    drop(queues);
+    remove_queues(queues);
     outcome
+}
+
+/// Removes the grader's own queues.
+fn remove_queues(queues: Vec<(GraderQueue, String)>) {
+    for (queue, name) in queues {
+        drop(queue);
+        let _ = nix::mqueue::mq_unlink(name.as_str());
+    }
 }
 
 /// Ends the programs and removes what they may have left.
