@@ -16,11 +16,12 @@
 //!
 //! The files: `data` (the messages' bytes and hash), `layout` (the segment as the handout lays
 //! it out, and the grader's mapping of it), `observe` (what /proc shows of a transfer),
-//! `transfer` (driving a sender and a receiver), `pool` (the pool, its queue and its pairs,
-//! as the grader drives them), `signals` (interrupting a blocked wait), `spinning` (a wait's
-//! accesses to its semaphore, and its deadline), `handover`, `handback` and `failures` (a handover held, a
-//! pool segment handed back, calls made to fail), and the groups of checks: `streams`, `headers`, `broken`, `held`, `errors`,
-//! `timeouts`, `pairs`, `speed`.
+//! `transfer` (driving a sender and a receiver), `init` (how a new segment's semaphores were
+//! made), `pool` (the pool, its queue and its pairs, as the grader drives them), `signals`
+//! (interrupting a blocked wait), `spinning` (a wait's accesses to its semaphore, and its
+//! deadline), `handover`, `handback` and `failures` (a handover held, a pool segment handed
+//! back, calls made to fail), and the groups of checks: `streams`, `headers`, `broken`, `held`,
+//! `errors`, `timeouts`, `pairs`, `speed`.
 
 use std::time::Duration;
 
@@ -35,6 +36,7 @@ mod handback;
 mod handover;
 mod headers;
 mod held;
+mod init;
 mod layout;
 mod observe;
 mod pairs;
