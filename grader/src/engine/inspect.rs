@@ -361,6 +361,42 @@ pub fn children(pid: Pid) -> Vec<i32> {
         .collect()
 }
 
+/// The file mappings of process `pid` ("self" for the grader): start, end, offset, and the
+/// file as "device inode path".
+fn file_mappings(pid: &str) -> Option<Vec<(u64, u64, u64, String)>> {
+    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).ok()?;
+    Some(
+        maps.lines()
+            .filter_map(|line| {
+                let words: Vec<&str> = line.split_whitespace().collect();
+                let (range, offset) = (words.first()?, words.get(2)?);
+                let file = words.get(3..)?.join(" ");
+                let (start, end) = range.split_once('-')?;
+                Some((
+                    u64::from_str_radix(start, 16).ok()?,
+                    u64::from_str_radix(end, 16).ok()?,
+                    u64::from_str_radix(offset, 16).ok()?,
+                    file,
+                ))
+            })
+            .collect(),
+    )
+}
+
+/// `address` of process `from` moved to process `to`'s mapping of the same file (same device
+/// and inode); `None` if either mapping is not found.
+fn same_place_in(from: &str, address: u64, to: &str) -> Option<u64> {
+    let theirs = file_mappings(from)?;
+    let (start, _, offset, file) = theirs
+        .iter()
+        .find(|(s, e, _, _)| (*s..*e).contains(&address))?;
+    let at_in_file = address - start + offset;
+    file_mappings(to)?
+        .into_iter()
+        .find(|(s, e, o, f)| f == file && (*o..*o + (e - s)).contains(&at_in_file))
+        .map(|(s, _, o, _)| s + (at_in_file - o))
+}
+
 /// Where function `name` of the C library lies in `pid`: its address in the grader (the dynamic
 /// linker's answer) moved from the grader's mapping of that library to `pid`'s mapping of the
 /// same file (same device and inode). `None` if the function or either mapping is not found.
@@ -370,31 +406,23 @@ pub fn library_function_in(pid: i32, name: &std::ffi::CStr) -> Option<u64> {
     if own == 0 {
         return None;
     }
-    // Each mapping: start, end, offset, and the file as "device inode path".
-    let mappings = |pid: &str| -> Option<Vec<(u64, u64, u64, String)>> {
-        let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).ok()?;
-        Some(
-            maps.lines()
-                .filter_map(|line| {
-                    let words: Vec<&str> = line.split_whitespace().collect();
-                    let (range, offset) = (words.first()?, words.get(2)?);
-                    let file = words.get(3..)?.join(" ");
-                    let (start, end) = range.split_once('-')?;
-                    Some((
-                        u64::from_str_radix(start, 16).ok()?,
-                        u64::from_str_radix(end, 16).ok()?,
-                        u64::from_str_radix(offset, 16).ok()?,
-                        file,
-                    ))
-                })
-                .collect(),
-        )
-    };
-    let ours = mappings("self")?;
-    let (start, _, offset, file) = ours.iter().find(|(s, e, _, _)| (*s..*e).contains(&own))?;
-    let at_in_file = own - start + offset;
-    mappings(&pid.to_string())?
-        .into_iter()
-        .find(|(s, e, o, f)| f == file && (*o..*o + (e - s)).contains(&at_in_file))
-        .map(|(s, _, o, _)| s + (at_in_file - o))
+    same_place_in("self", own, &pid.to_string())
+}
+
+/// The exported function of a shared library whose code holds `address` in `pid` (the dynamic
+/// linker's answer for the same place in the grader's mapping of that library): `None` for
+/// code outside every exported function (an internal one) or a library the grader has not
+/// loaded.
+pub fn library_function_at(pid: i32, address: u64) -> Option<String> {
+    let own = same_place_in(&pid.to_string(), address, "self")?;
+    // SAFETY: dladdr only reads the address and fills `info`.
+    let mut info: libc::Dl_info = unsafe { std::mem::zeroed() };
+    if unsafe { libc::dladdr(own as *const libc::c_void, &mut info) } == 0
+        || info.dli_sname.is_null()
+    {
+        return None;
+    }
+    // SAFETY: dladdr's symbol name is a C string of the loaded library.
+    let name = unsafe { std::ffi::CStr::from_ptr(info.dli_sname) };
+    Some(name.to_string_lossy().into_owned())
 }

@@ -21,7 +21,8 @@
 //!   its writer take that long before each write (a slow disk); with `--hold-at B,...` the
 //!   writer says `holding` (with `from` and `len`: the address and length of the buffer it was
 //!   given) and waits for `release` before the write that reaches each byte B of the stream (the
-//!   messages one after the other).
+//!   messages one after the other); with `--short-writes` each write takes at most half of what
+//!   it is given (as a pipe or a socket may).
 //! - `pool`: creates a pool, says `ready`, and at `finish` says `state` (`free`), destroys the
 //!   pool and says `done`.
 //! - `pair`: opens a pool, says `ready`, at `go` takes a segment (`took`, `id`, and `free`, the
@@ -113,6 +114,10 @@ enum Command {
         /// bytes of the stream (the messages one after the other).
         #[arg(long, value_delimiter = ',')]
         hold_at: Vec<u64>,
+        /// Each write takes at most half the bytes it is given (as a pipe or a socket may):
+        /// short writes that the receiver must finish.
+        #[arg(long)]
+        short_writes: bool,
     },
     /// Creates a pool of segments and removes it at `finish`.
     Pool {
@@ -330,6 +335,8 @@ struct Sink<'a> {
     holds: Vec<u64>,
     /// The stream's bytes before this message.
     base: u64,
+    /// Take at most half of each write (at least one byte).
+    short: bool,
 }
 
 impl<'a> Sink<'a> {
@@ -341,7 +348,14 @@ impl<'a> Sink<'a> {
             control,
             holds: Vec::new(),
             base: 0,
+            short: false,
         }
+    }
+
+    /// Takes at most half of each write, as a pipe or a socket may.
+    fn short_writes(mut self, short: bool) -> Sink<'a> {
+        self.short = short;
+        self
     }
 
     /// Holds before the writes that reach `holds` (bytes of the stream, of which `base` came
@@ -374,6 +388,11 @@ impl Write for Sink<'_> {
         if !self.slow.is_zero() {
             std::thread::sleep(self.slow);
         }
+        let buf = if self.short && buf.len() > 1 {
+            &buf[..buf.len() / 2]
+        } else {
+            buf
+        };
         if let Some(file) = &mut self.file {
             file.write_all(buf)?;
         }
@@ -515,6 +534,8 @@ struct Writer {
     slow: Duration,
     /// Hold before the writes that reach these bytes of the stream.
     holds: Vec<u64>,
+    /// Take at most half of each write.
+    short: bool,
 }
 
 fn recv(
@@ -545,7 +566,9 @@ fn recv(
         let file = writer.save.then(|| {
             File::create(format!("message-{index}.bin")).expect("creating the message file")
         });
-        let mut sink = Sink::new(file, writer.slow, control).held_at(holds, base);
+        let mut sink = Sink::new(file, writer.slow, control)
+            .held_at(holds, base)
+            .short_writes(writer.short);
         let received = segment.receive(&mut sink, timeout);
         holds = std::mem::take(&mut sink.holds);
         match received {
@@ -799,6 +822,7 @@ fn main() -> ExitCode {
             save,
             slow_ms,
             hold_at,
+            short_writes,
         } => recv(
             &control,
             &name,
@@ -808,6 +832,7 @@ fn main() -> ExitCode {
                 save,
                 slow: ms(slow_ms),
                 holds: hold_at,
+                short: short_writes,
             },
         ),
         Command::Pool {

@@ -6,6 +6,7 @@
 
 use std::time::{Duration, Instant};
 
+use super::errors::GraderQueue;
 use super::layout::{MIN_SEGMENT, Mapped};
 use super::observe::dev_shm;
 use super::pool::PoolNames;
@@ -218,10 +219,78 @@ pub fn forced_failures(run: &mut Run) -> Result<(), Fail> {
             kept: None,
         });
     }
+    // Pool::open of a pool that exists, whose mq_open() fails with EACCES (another user's
+    // queue of mode 0600), then EMFILE (out of descriptors): not NotFound, the queue is there.
+    let mut queues: Vec<(GraderQueue, String)> = Vec::new();
+    for (tag, errno, errno_name, why) in [
+        (
+            "qdenied",
+            libc::EACCES,
+            "EACCES",
+            "as another user's queue of mode 0600 does",
+        ),
+        (
+            "qfiles",
+            libc::EMFILE,
+            "EMFILE",
+            "as a process out of descriptors sees",
+        ),
+    ] {
+        let names = PoolNames::new(run, &format!("forced-{tag}"), 1);
+        queues.push((GraderQueue::create(&names.queue)?, names.queue.clone()));
+        let Some((mut proc, tracer)) = start(
+            run,
+            &[
+                "pair",
+                "--prefix",
+                &names.prefix,
+                "--index",
+                "1",
+                "--seed",
+                "1",
+                "--len",
+                "0",
+            ],
+            Call::any(libc::SYS_mq_open),
+            errno,
+        )?
+        else {
+            abandon(&forced);
+            remove_queues(queues);
+            return Ok(());
+        };
+        proc.set_roles(|_| "the pair".into());
+        forced.push(Forced {
+            proc,
+            tracer,
+            asked: format!(
+                "opening the existing pool {} (its free queue {} the grader's), with the grader \
+                 making its mq_open() fail with {errno_name} (with ptrace), {why}",
+                names.prefix, names.queue
+            ),
+            kind: "mqueue",
+            errno: errno_name,
+            rule: "only ENOENT is TransferError::NotFound; any other mq_open() failure of \
+                   Pool::open is TransferError::Queue with its errno: the pool is there, it \
+                   cannot be opened",
+            segments: Vec::new(),
+            queues: Vec::new(),
+            kept: None,
+        });
+    }
     let outcome = forced.iter_mut().try_for_each(judge);
     abandon(&forced);
     drop(object);
+    remove_queues(queues);
     outcome
+}
+
+/// Removes the grader's own queues.
+fn remove_queues(queues: Vec<(GraderQueue, String)>) {
+    for (queue, name) in queues {
+        drop(queue);
+        let _ = nix::mqueue::mq_unlink(name.as_str());
+    }
 }
 
 /// Ends the programs and removes what they may have left.
@@ -341,7 +410,7 @@ pub fn queue_made_meanwhile(run: &mut Run) -> Result<(), Fail> {
             return Err(error);
         }
     }
-    let queue = super::errors::GraderQueue::create(&names.queue);
+    let queue = GraderQueue::create(&names.queue);
     tracer.release();
     let queue = match queue {
         Ok(queue) => queue,

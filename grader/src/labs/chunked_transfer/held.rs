@@ -18,7 +18,8 @@ use super::pool::{
     pool_ready, spawn_pair, spawn_pool,
 };
 use super::signals::{
-    force_eintrs, hold_take, interrupt_waits, posix_timers, take_deadline_ahead, waits_untimed,
+    CoarseTicks, force_eintrs, hold_take, interrupt_waits, monotonic_deadline_ahead, posix_timers,
+    take_deadline_ahead, waits_untimed,
 };
 use super::transfer::{Setup, Transfer, check_messages, start};
 use crate::engine::diagnose::Activity;
@@ -455,6 +456,7 @@ pub fn held_mid_message(run: &mut Run) -> Result<String, Fail> {
             (1_002_000_000 - nanos) % 1_000_000_000,
         )));
     }
+    let ticks = CoarseTicks::start();
     let since = realtime()?;
     pair.send("go", &[])?;
     if let Some(take) = take {
@@ -463,6 +465,7 @@ pub fn held_mid_message(run: &mut Run) -> Result<String, Fail> {
             take,
             "a pair taking a segment from an empty pool",
             Duration::from_millis(HELD_TAKE_TIMEOUT_MS),
+            ticks,
         )?;
     }
     a.go()?;
@@ -593,6 +596,22 @@ pub fn held_mid_message(run: &mut Run) -> Result<String, Fail> {
                  the wait's timeout argument is NULL, as sem_wait() makes it){timers}: a wait \
                  with no deadline blocks for ever if the other side dies. Wait in \
                  sem_timedwait() with an absolute deadline (CLOCK_REALTIME now + the timeout)"
+            )));
+        }
+    }
+    // A semaphore wait whose deadline is on the monotonic clock is no sem_timedwait(): its
+    // deadline, read as the CLOCK_REALTIME time the handout asks for, passed long ago.
+    for (pid, who, want) in &waiting {
+        if *want == Activity::Futex
+            && let Some(ahead) = monotonic_deadline_ahead(*pid)
+        {
+            return Err(Fail::failed(format!(
+                "{who} (pid {pid}) sleeps in a futex wait whose deadline is on CLOCK_MONOTONIC \
+                 (/proc/{pid}/syscall: FUTEX_WAIT_BITSET without FUTEX_CLOCK_REALTIME, as \
+                 sem_clockwait(CLOCK_MONOTONIC) makes; the deadline lies {} ms past the \
+                 monotonic clock's now), not on CLOCK_REALTIME: the wait is sem_timedwait() with \
+                 an absolute CLOCK_REALTIME deadline, now + the timeout",
+                ahead.as_millis()
             )));
         }
     }

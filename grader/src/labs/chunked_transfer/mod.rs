@@ -16,23 +16,27 @@
 //!
 //! The files: `data` (the messages' bytes and hash), `layout` (the segment as the handout lays
 //! it out, and the grader's mapping of it), `observe` (what /proc shows of a transfer),
-//! `transfer` (driving a sender and a receiver), `pool` (the pool, its queue and its pairs,
-//! as the grader drives them), `signals` (interrupting a blocked wait), `spinning` (a wait's
-//! accesses to its semaphore, and its deadline), `handover` and `failures` (a handover held,
-//! calls made to fail), and the groups of checks: `streams`, `headers`, `held`, `errors`,
-//! `timeouts`, `pairs`, `speed`.
+//! `transfer` (driving a sender and a receiver), `init` (how a new segment's semaphores were
+//! made), `pool` (the pool, its queue and its pairs, as the grader drives them), `signals`
+//! (interrupting a blocked wait), `spinning` (a wait's accesses to its semaphore, and its
+//! deadline), `handover`, `handback` and `failures` (a handover held, a pool segment handed
+//! back, calls made to fail), and the groups of checks: `streams`, `headers`, `broken`, `held`,
+//! `errors`, `timeouts`, `pairs`, `speed`.
 
 use std::time::Duration;
 
 use crate::engine::diagnose::{Activity, Hang};
 use crate::engine::{Check, Lab};
 
+mod broken;
 mod data;
 mod errors;
 mod failures;
+mod handback;
 mod handover;
 mod headers;
 mod held;
+mod init;
 mod layout;
 mod observe;
 mod pairs;
@@ -87,7 +91,7 @@ pub static LAB: Lab = Lab {
             timeout: Duration::from_secs(15),
             description: "for three segment sizes S, messages of C-1, C, C+1, 2C, S-1, S, S+1 \
                           and 10*S+7 bytes (C the chunk capacity) arrive byte for byte, one \
-                          size from a data source of short reads",
+                          size from a data source of short reads to a writer of short writes",
             exclusive: false,
             hint: Some(
                 "Chunks are capacity bytes, the last shorter, for sizes at and around the slot's capacity. See docs/labs/08-chunked-transfer.md, the rules table (the chunk rule).",
@@ -157,13 +161,14 @@ pub static LAB: Lab = Lab {
             points: 2,
             timeout: Duration::from_secs(15),
             description: "the grader plays a broken sender: chunks out of sequence, a changed \
-                          length, chunks longer than the capacity or than what is left, an \
-                          early end are each a protocol error, after only the good chunks",
+                          length, chunks longer than the capacity or than what is left (lengths \
+                          near 2^64 too), an early end are each a protocol error, after only the \
+                          good chunks",
             exclusive: false,
             hint: Some(
                 "The receiver checks seq, total, len and end on every chunk and refuses a broken one with Protocol, without writing its data out. See docs/labs/08-chunked-transfer.md, the rules table (the receiver rule).",
             ),
-            run: headers::broken_chunks,
+            run: broken::broken_chunks,
         },
         Check {
             name: "typed-errors",
@@ -213,7 +218,8 @@ pub static LAB: Lab = Lab {
             timeout: Duration::from_secs(25),
             description: "the free queue as created; take() on an empty pool and of a foreign \
                           id; a held pair keeps its segment until its receiver has written the \
-                          end, a failed one for good; 8 concurrent pairs share the rest, each \
+                          end, and writes nothing into it once given back, a failed one keeps it \
+                          for good; 8 concurrent pairs share the rest, each \
                           receiver gets its own sender's message; free_count() counts the queue",
             exclusive: false,
             hint: Some(

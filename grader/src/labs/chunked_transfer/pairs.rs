@@ -5,6 +5,7 @@
 use rand::RngExt;
 
 use super::data::pattern_hash;
+use super::handback::GiveBackHeld;
 use super::layout::{Header, MIN_SEGMENT, Mapped, expected_capacity};
 use super::observe::{describe_descriptors, dev_shm, expect_writes_from_slot, io_of};
 use super::pool::{
@@ -302,6 +303,7 @@ fn held_pair(
              whole message, last chunk included, has been written out",
         ),
     ];
+    let mut give_back = None;
     for (stage, (where_, why)) in stages.iter().enumerate() {
         follow_pair(&mut pair, &how, &mut seen, |seen| seen.holding.is_some())?;
         let id = seen.took.clone().unwrap_or_else(|| "?".into());
@@ -327,11 +329,26 @@ fn held_pair(
                  should be (the grader keeps one, the pair has segment {id}): {why}"
             )));
         }
+        // Before its last chunk: held again as its give-back returns.
+        if stage == stages.len() - 1 {
+            let receiver = seen.holding_said.as_ref().and_then(|said| said.get("pid"));
+            if let Some(receiver) = receiver.and_then(|pid| pid.parse().ok()) {
+                give_back = GiveBackHeld::attach(receiver)?;
+            }
+        }
         seen.holding = None;
         pair.send("release", &[])?;
     }
+    let id = seen.took.clone().unwrap_or_else(|| "?".into());
+    let given_back = match give_back {
+        Some(held) => held.read_slots(&format!("{prefix}-seg-{id}"), size)?,
+        None => None,
+    };
     follow_pair(&mut pair, &how, &mut seen, |seen| seen.done)?;
     pair.wait()?;
+    if let Some(given_back) = given_back {
+        given_back.unchanged(index, &id)?;
+    }
     let on_queue = queue.len()?;
     if on_queue != free + 1 {
         return Err(Fail::failed(format!(

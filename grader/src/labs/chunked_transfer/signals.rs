@@ -44,6 +44,32 @@ pub(super) fn waits_untimed(pid: i32) -> bool {
     untimed() && untimed()
 }
 
+/// How far ahead of `CLOCK_MONOTONIC`'s now lies the deadline of the futex wait the main thread
+/// of `pid` sleeps in, when that deadline is an absolute time on `CLOCK_MONOTONIC` (a bitset
+/// wait without `FUTEX_CLOCK_REALTIME`, as `sem_clockwait(CLOCK_MONOTONIC)` makes it, where
+/// `sem_timedwait()` sets the flag); `None` for any other wait.
+pub(super) fn monotonic_deadline_ahead(pid: i32) -> Option<Duration> {
+    if !sleeping(pid) {
+        return None;
+    }
+    let (nr, args) = inspect::call_of(pid, pid)?;
+    let op = args[1] as i32;
+    if nr != libc::SYS_futex
+        || op & libc::FUTEX_CMD_MASK != libc::FUTEX_WAIT_BITSET
+        || op & libc::FUTEX_CLOCK_REALTIME != 0
+        || args[3] == 0
+    {
+        return None;
+    }
+    let memory = std::fs::File::open(format!("/proc/{pid}/mem")).ok()?;
+    let mut bytes = [0u8; 16];
+    memory.read_exact_at(&mut bytes, args[3]).ok()?;
+    let secs = u64::try_from(i64::from_ne_bytes(bytes[..8].try_into().ok()?)).ok()?;
+    let nanos = u32::try_from(i64::from_ne_bytes(bytes[8..].try_into().ok()?)).ok()?;
+    let now = Duration::from(nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC).ok()?);
+    Some(Duration::new(secs, nanos.min(999_999_999)).saturating_sub(now))
+}
+
 /// The POSIX timers `pid` has made (`/proc/PID/timers`: the signal each sends and to whom), in
 /// words; `None` when it has none (or the kernel does not list them).
 pub(super) fn posix_timers(pid: i32) -> Option<String> {
@@ -133,6 +159,62 @@ fn held_mq_deadline(pid: i32) -> Option<Duration> {
     Some(Duration::new(secs.max(0) as u64, nanos as u32))
 }
 
+/// The values `CLOCK_REALTIME_COARSE` (the time of the kernel's last tick) takes while a wait
+/// begins, sampled by a thread of the grader more often than the clock ticks: a deadline that is
+/// one of them + the timeout, to the nanosecond, was read from that clock, up to a tick behind
+/// the real time.
+pub struct CoarseTicks {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    sampler: Option<std::thread::JoinHandle<Vec<Duration>>>,
+}
+
+impl Drop for CoarseTicks {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+impl CoarseTicks {
+    pub fn start() -> CoarseTicks {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stopped = stop.clone();
+        // The first value read now: the tick before the `go` that follows.
+        let first = clock_gettime(ClockId::CLOCK_REALTIME_COARSE).map(Duration::from);
+        let sampler = std::thread::spawn(move || {
+            let mut seen: Vec<Duration> = first.into_iter().collect();
+            while !stopped.load(std::sync::atomic::Ordering::Relaxed) {
+                if let Ok(now) = clock_gettime(ClockId::CLOCK_REALTIME_COARSE)
+                    && seen.last() != Some(&Duration::from(now))
+                {
+                    seen.push(Duration::from(now));
+                }
+                std::thread::sleep(Duration::from_micros(200));
+            }
+            seen
+        });
+        CoarseTicks {
+            stop,
+            sampler: Some(sampler),
+        }
+    }
+
+    /// The values seen, once sampling stops.
+    fn stop(mut self) -> Vec<Duration> {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.sampler
+            .take()
+            .and_then(|sampler| sampler.join().ok())
+            .unwrap_or_default()
+    }
+}
+
+/// How far `CLOCK_REALTIME_COARSE` may lag the real time: one tick.
+fn coarse_tick() -> Duration {
+    nix::time::clock_getres(ClockId::CLOCK_REALTIME_COARSE)
+        .map(Duration::from)
+        .unwrap_or(Duration::from_millis(4))
+}
+
 /// Starts holding the pair `pid` at its next `mq_timedreceive()` (the wait of its `take()`,
 /// once it is told `go`): `None` if the machine does not allow tracing it.
 pub fn hold_take(pid: i32) -> Result<Option<Tracer>, Fail> {
@@ -142,15 +224,18 @@ pub fn hold_take(pid: i32) -> Result<Option<Tracer>, Fail> {
 /// With `tracer` from [`hold_take`] and the pair told `go` on an empty pool: at the entry of
 /// its `mq_timedreceive()`, the deadline it passes (read from its memory) must lie ahead, since
 /// a deadline already past (on another clock, or the timeout itself) makes the call return
-/// `ETIMEDOUT` at once, without a wait: `take()` would then never block. Lets it go on.
+/// `ETIMEDOUT` at once, without a wait: `take()` would then never block; nor may it be a value
+/// of the coarse clock (`ticks`, sampled from before the `go`) + the timeout. Lets it go on.
 pub fn take_deadline_ahead(
     proc: &mut Proc,
     mut tracer: Tracer,
     who: &str,
     timeout: Duration,
+    ticks: CoarseTicks,
 ) -> Result<(), Fail> {
     let pid = proc.pid.as_raw();
     let reached = tracer.wait(proc, Instant::now() + SETTLE);
+    let ticks = ticks.stop();
     let reached = match reached {
         Ok(reached) => reached,
         // Where it waits instead is judged by the checks that follow.
@@ -177,6 +262,23 @@ pub fn take_deadline_ahead(
     let Some(deadline) = deadline else {
         return Ok(());
     };
+    if let Some(read) = deadline.checked_sub(timeout)
+        && ticks.contains(&read)
+    {
+        return Err(Fail::failed(format!(
+            "{who} (pid {pid}), given a timeout of {} ms, entered mq_timedreceive() (held there \
+             by the grader, which read its arguments) with the deadline {:.9} s: minus the \
+             timeout that is {:.9} s, to the nanosecond a value CLOCK_REALTIME_COARSE had while \
+             the pair took its deadline (the time of the kernel's last tick, which the grader \
+             read meanwhile): a deadline taken on the coarse clock, which lags the real time by \
+             up to a tick ({} ms here), so every wait can give up that much before its \
+             timeout. The deadline is CLOCK_REALTIME now + the timeout",
+            timeout.as_millis(),
+            deadline.as_secs_f64(),
+            read.as_secs_f64(),
+            coarse_tick().as_millis()
+        )));
+    }
     if deadline > now {
         return Ok(());
     }
@@ -290,6 +392,20 @@ pub fn interrupt_waits(
                  while it sleeps in {wait}: a signal sent now stays pending until the wait \
                  ends. The wait must stay open to signals (main.rs handles SIGUSR1) and be \
                  retried after EINTR, until the deadline it had"
+            )));
+        }
+        // An ignored signal is discarded on arrival: the program's handler never runs.
+        let ignores_usr1 = masks(pid, "SigIgn:")
+            .iter()
+            .any(|(tid, mask)| *tid == pid && mask & bit(Signal::SIGUSR1) != 0);
+        if ignores_usr1 && (first.is_some() || sleeping(pid)) {
+            let wait = first.map_or("its wait".to_string(), |wait| describe(&wait));
+            return Err(Fail::failed(format!(
+                "{who} (pid {pid}) ignores SIGUSR1 (SIG_IGN: SigIgn in \
+                 /proc/{pid}/task/{pid}/status) while it sleeps in {wait}, though main.rs gives \
+                 SIGUSR1 a handler: a signal sent now is discarded and the program's handler \
+                 never runs. Leave the program's signal handlers alone around a wait: let the \
+                 signal interrupt it and retry after EINTR, until the deadline it had"
             )));
         }
         // What it said before any signal came is no answer to a signal.
@@ -481,11 +597,20 @@ fn whole_deadline(
             "its deadline is not now + the whole timeout: it lies {} ms after the grader's \
              `go`, as a timeout of at most that would give (a timeout other than the one given, \
              such as a fixed one of its own, or a part of it dropped), or a deadline taken \
-             before the wait began, or a wait cut into slices",
+             before the wait began, or a wait cut into slices{}",
             earliest
                 .saturating_sub(short)
                 .saturating_sub(since)
-                .as_millis()
+                .as_millis(),
+            if short <= coarse_tick() + slack {
+                format!(
+                    ", or a deadline read from a coarse clock (CLOCK_REALTIME_COARSE: the time \
+                     of the kernel's last tick, up to {} ms behind)",
+                    coarse_tick().as_millis()
+                )
+            } else {
+                String::new()
+            }
         )
     };
     Err(Fail::failed(format!(

@@ -59,9 +59,10 @@ pub fn chunk_boundaries(run: &mut Run) -> Result<String, Fail> {
             10 * s + 7,
         ];
         let mut setup = Setup::new(size, lens);
-        // One size with a data source whose reads are short (half of what is asked): a short
-        // read is not the end of the data.
+        // One size with a data source whose reads are short and a writer whose writes are
+        // short (half of what is asked): neither is the end of the data or of a chunk.
         setup.short_reads = size == odd;
+        setup.short_writes = size == odd;
         let transfer = if setup.short_reads {
             short_reads(run, &setup)?
         } else {
@@ -84,7 +85,7 @@ pub fn chunk_boundaries(run: &mut Run) -> Result<String, Fail> {
     run.expect_owner_only()?;
     Ok(format!(
         "C-1, C, C+1, 2C-1, 2C, 2C+1, S-1, S, S+1 and 10S+7 bytes arrived exactly ({}; the \
-         second size from a data source of short reads); every segment had mode 600",
+         second size from a data source of short reads, to a writer of short writes); every segment had mode 600",
         capacities.join(", ")
     ))
 }
@@ -242,7 +243,7 @@ fn last_chunks_full(transfer: &Transfer, lens: &[u64]) -> Result<(), Fail> {
     )))
 }
 
-/// A transfer whose sender's data source gives short reads: on a failure, what the sender said
+/// A transfer whose sender's data source gives short reads (and whose writer short writes): on a failure, what the sender said
 /// tells whether it took a short read for the end of the data.
 fn short_reads(run: &mut Run, setup: &Setup) -> Result<Transfer, Fail> {
     let mut transfer = start(run, setup)?;
@@ -259,7 +260,8 @@ fn short_reads(run: &mut Run, setup: &Setup) -> Result<Transfer, Fail> {
         .filter(|message| message.kind == "failed");
     let setting = "with a data source that gives short reads (each read() fills at most half \
                    of the buffer it is given, as a pipe may; the data never ends before the \
-                   message's length)";
+                   message's length) and a writer that gives short writes (each write() takes \
+                   at most half of what it is given)";
     Err(match said {
         Some(message) if message.get("kind") == Some("read") => Fail::failed(format!(
             "{setting}, the sender said `failed` ({}); then: {what}. The data had not ended: a \

@@ -9,11 +9,11 @@ use rand::RngExt;
 
 use super::PEER_TIMEOUT_MS;
 use super::data::{pattern_bytes, pattern_hash};
-use super::layout::{Header, Mapped, Sem, SemInit, chunks_of};
+use super::init::{fresh_semaphores, initialized_by_library, watch_semaphore_stores};
+use super::layout::{Header, Mapped, chunks_of};
 use super::observe::dev_shm;
 use super::signals::waits_timed;
-use crate::engine::tracer::{Call, Field, Tracer, Watched};
-use crate::engine::{Fail, Proc, Run, force, inspect};
+use crate::engine::{Fail, Proc, Run};
 
 /// How a transfer is run.
 pub struct Setup {
@@ -40,6 +40,8 @@ pub struct Setup {
     pub watch_init: bool,
     /// The sender's data source gives short reads (`send --short-reads`).
     pub short_reads: bool,
+    /// The receiver's writer takes at most half of each write (`recv --short-writes`).
+    pub short_writes: bool,
 }
 
 impl Setup {
@@ -57,6 +59,7 @@ impl Setup {
             seed: None,
             watch_init: false,
             short_reads: false,
+            short_writes: false,
         }
     }
 }
@@ -191,7 +194,7 @@ pub fn start_sender(run: &mut Run, setup: &Setup) -> Result<Sender, Fail> {
         .write(true)
         .open(&path)?;
     let mapped = Mapped::open(&segment, setup.size)?;
-    initialized_by_library(&stores)?;
+    initialized_by_library(sender.pid.as_raw(), &stores)?;
     fresh_semaphores(&mapped)?;
     Ok(Sender {
         proc: sender,
@@ -201,163 +204,6 @@ pub fn start_sender(run: &mut Run, setup: &Setup) -> Result<Sender, Fail> {
         segment,
         mapped,
     })
-}
-
-/// The count words of the two semaphores (`empty` at offset 0, `full` at 32), watched for
-/// stores.
-const SEMAPHORE_COUNTS: &[Field] = &[
-    Field {
-        offset: 0,
-        len: 8,
-        loads: false,
-    },
-    Field {
-        offset: 32,
-        len: 8,
-        loads: false,
-    },
-];
-
-/// Where a store to a semaphore came from: the program's own code (its executable), or a
-/// shared library (the C library's `sem_init()`), with the instruction's address.
-#[derive(Debug)]
-enum StoreBy {
-    Program(String, u64),
-    Library(String),
-    Unknown,
-}
-
-/// Lets the sender (spawned stopped) go with its stores to the semaphores' count words
-/// watched from the return of its mmap() of the `size`-byte segment (shared) until it says
-/// something; returns what it said and where each store came from (none where the grader may
-/// not watch).
-fn watch_semaphore_stores(
-    run: &Run,
-    sender: &mut Proc,
-    size: usize,
-) -> Result<(Message, Vec<StoreBy>), Fail> {
-    let pid = sender.pid.as_raw();
-    let mmap = Call::mapping_shared(size);
-    let watch = Tracer::watch_returned(pid, mmap, SEMAPHORE_COUNTS)?;
-    force::resume(pid)?;
-    let Some(mut watch) = watch else {
-        return Ok((sender.recv_any()?, Vec::new()));
-    };
-    let mut stores = Vec::new();
-    let said = loop {
-        match watch.next(sender, run.deadline())? {
-            Watched::Armed => {}
-            Watched::Hit => {
-                // Read now: spawned stopped before its exec, it was the grader until then.
-                let program = std::fs::read_link(format!("/proc/{pid}/exe"))
-                    .map(|p| p.display().to_string())
-                    .unwrap_or_default();
-                let pc = inspect::stopped_at(pid, pid);
-                stores.push(match pc.map(|pc| (pc, inspect::mapped_file(pid, pc))) {
-                    Some((pc, Some(file))) if file == program => StoreBy::Program(file, pc),
-                    Some((_, Some(file))) => StoreBy::Library(file),
-                    _ => StoreBy::Unknown,
-                });
-                watch.go_on();
-            }
-            Watched::Said(message) => break message,
-            Watched::Unavailable => {
-                drop(watch);
-                return Ok((sender.recv_any()?, Vec::new()));
-            }
-            Watched::Lost => {
-                drop(watch);
-                return Ok((sender.recv_any()?, stores));
-            }
-        }
-    };
-    drop(watch);
-    Ok((said, stores))
-}
-
-/// Fails if the program's own code wrote the semaphores' count words after mapping the
-/// segment, and the C library did not initialize both (`sem_init()` stores each count once).
-fn initialized_by_library(stores: &[StoreBy]) -> Result<(), Fail> {
-    let by_library = stores
-        .iter()
-        .filter(|s| matches!(s, StoreBy::Library(_)))
-        .count();
-    let Some(StoreBy::Program(file, pc)) =
-        stores.iter().find(|s| matches!(s, StoreBy::Program(..)))
-    else {
-        return Ok(());
-    };
-    if by_library >= 2 {
-        return Ok(());
-    }
-    let by_program = stores.len() - by_library;
-    let name = std::path::Path::new(file)
-        .file_name()
-        .map_or(file.clone(), |n| n.to_string_lossy().into_owned());
-    let library = match stores.iter().find_map(|s| match s {
-        StoreBy::Library(file) => Some(file.as_str()),
-        _ => None,
-    }) {
-        Some(file) => format!("{by_library} from a library ({file})"),
-        None => "none from the C library".into(),
-    };
-    Err(Fail::failed(format!(
-        "with the stores to the count words of the segment's semaphores (`empty` at offset 0, \
-         `full` at 32) watched from the return of the sender's mmap() of the segment until it \
-         said `ready` (hardware watchpoints), create() wrote them {by_program} time(s) from the \
-         program's own code (its executable {name}, just before {pc:#x}) and {library}: it \
-         sets the \
-         semaphores' bytes by hand instead of initializing them with sem_init(). A sem_t is \
-         opaque, its layout the C library's own: sem_init(empty, 1, 2) and sem_init(full, 1, \
-         0)"
-    )))
-}
-
-/// Fails unless the semaphores of a segment nobody has used yet are as `create()` must leave
-/// them: `empty` 2 at offset 0, `full` 0 at offset 32, both process-shared.
-fn fresh_semaphores(mapped: &Mapped) -> Result<(), Fail> {
-    for (sem, want) in [(Sem::Empty, 2), (Sem::Full, 0)] {
-        match mapped.init_kind(sem, want) {
-            SemInit::Shared => {}
-            SemInit::Private => {
-                return Err(Fail::failed(format!(
-                    "right after create(), the segment's `{}` semaphore holds {want} but was \
-                     initialized for the threads of one process (sem_init's pshared = 0): a \
-                     post in one process would never wake a waiter in the other. Initialize \
-                     both semaphores with pshared = 1",
-                    sem.name()
-                )));
-            }
-            SemInit::Zeros if want > 0 => {
-                return Err(Fail::failed(format!(
-                    "right after create(), the bytes of the segment's `{}` semaphore (at the \
-                     start of the segment) are all zeros: create() must sem_init() it there, \
-                     process-shared, to SLOTS (2)",
-                    sem.name()
-                )));
-            }
-            SemInit::Zeros => {
-                return Err(Fail::failed(format!(
-                    "right after create(), the bytes of the segment's `{}` semaphore (offset \
-                     32) are all zeros, as sem_init() leaves them only with pshared = 0 (one \
-                     process) or not at all: sem_init(full, 1, 0)",
-                    sem.name()
-                )));
-            }
-            SemInit::Other => {
-                let (empty, full) = (mapped.value(Sem::Empty), mapped.value(Sem::Full));
-                if (empty, full) != (2, 0) {
-                    return Err(Fail::failed(format!(
-                        "right after create(), the segment's semaphores hold empty = {empty} \
-                         and full = {full}: create() must initialize `empty` (offset 0) to \
-                         SLOTS (2) and `full` (offset 32) to 0, process-shared, as \
-                         SegmentHeader lays them out"
-                    )));
-                }
-            }
-        }
-    }
-    Ok(())
 }
 
 /// Starts the receiver of `sender`'s segment.
@@ -375,6 +221,9 @@ pub fn start_receiver(run: &mut Run, setup: &Setup, sender: Sender) -> Result<Tr
     ];
     if setup.save {
         args.push("--save".into());
+    }
+    if setup.short_writes {
+        args.push("--short-writes".into());
     }
     if !setup.receiver_holds.is_empty() {
         let holds: Vec<String> = setup.receiver_holds.iter().map(u64::to_string).collect();
@@ -657,6 +506,9 @@ pub fn check_messages(run: &mut Run, transfer: &mut Transfer, setup: &Setup) -> 
         }
         if setup.save {
             let saved = std::fs::read(run.path(&format!("message-{index}.bin")))?;
+            if (saved.len() as u64) < len {
+                return Err(writer_short_of(setup, index, len, saved.len()));
+            }
             let want = pattern_bytes(transfer.seed, index as u64, len as usize);
             compare(&saved, &want, index, setup, capacity, transfer.seed)?;
         }
@@ -669,6 +521,23 @@ pub fn check_messages(run: &mut Run, transfer: &mut Transfer, setup: &Setup) -> 
         }
     }
     Ok(())
+}
+
+/// A message the receiver reported whole while its writer got fewer bytes.
+fn writer_short_of(setup: &Setup, index: usize, len: u64, written: usize) -> Fail {
+    let writer = if setup.short_writes {
+        "its writer takes at most half of each buffer, `recv --short-writes`"
+    } else {
+        "its writer takes every byte it is given"
+    };
+    Fail::failed(format!(
+        "message {} of {}: the receiver reported all {len} bytes, but its writer got only \
+         {written} ({writer}): a write() that takes fewer bytes than it is given is not the \
+         whole chunk, and the rest is lost. Hand each chunk's data to the writer with \
+         write_all(), which writes again until all of it is taken",
+        index + 1,
+        setup.lens.len()
+    ))
 }
 
 /// Byte-for-byte comparison of a saved message, naming the first wrong byte's chunk and, when
