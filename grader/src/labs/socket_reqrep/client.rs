@@ -493,14 +493,7 @@ pub fn client_errors(run: &mut Run) -> Result<String, Fail> {
     for (kind, part, situation, rule) in cases {
         let (listener, at) = GraderListener::bind(run, Transport::Unix)?;
         let mut client = spawn_client(run, &at, request.clone(), "the client")?;
-        let mut conn = listener
-            .accept_within(Duration::from_secs(2))?
-            .ok_or_else(|| {
-                Fail::failed(
-                    "the client said `ready` but never connected to the grader's server: \
-                     Client::connect must connect to the endpoint it is given",
-                )
-            })?;
+        let mut conn = listener.accept_client()?;
         client.proc.send("go", &[])?;
         let got = read_frame(&mut conn);
         if !matches!(got, Ok(Some(_))) {
@@ -540,14 +533,7 @@ pub fn client_errors(run: &mut Run) -> Result<String, Fail> {
 fn response_one_past_the_limit(run: &mut Run, request: &[(u8, Vec<u8>)]) -> Result<(), Fail> {
     let (listener, at) = GraderListener::bind(run, Transport::Unix)?;
     let mut client = spawn_client(run, &at, request.to_vec(), "the client")?;
-    let mut conn = listener
-        .accept_within(Duration::from_secs(2))?
-        .ok_or_else(|| {
-            Fail::failed(
-                "the client said `ready` but never connected to the grader's server: \
-                 Client::connect must connect to the endpoint it is given",
-            )
-        })?;
+    let mut conn = listener.accept_client()?;
     client.proc.send("go", &[])?;
     if !matches!(read_frame(&mut conn), Ok(Some(_))) {
         return Err(Fail::failed(
@@ -627,14 +613,7 @@ fn hung_up_with_an_error(run: &mut Run, request: &[(u8, Vec<u8>)]) -> Result<(),
     for (transport, request_first, errno, call, name) in cases {
         let (listener, at) = GraderListener::bind(run, transport)?;
         let mut client = spawn_client(run, &at, request.to_vec(), "the client")?;
-        let conn = listener
-            .accept_within(Duration::from_secs(2))?
-            .ok_or_else(|| {
-                Fail::failed(
-                    "the client said `ready` but never connected to the grader's server: \
-                     Client::connect must connect to the endpoint it is given",
-                )
-            })?;
+        let conn = listener.accept_client()?;
         let situation = if request_first {
             client.proc.send("go", &[])?;
             if !conn.queued_within(request_len, Duration::from_secs(2)) {
