@@ -1,7 +1,6 @@
 //! What `/proc` shows of the processes a check started.
 
 use std::collections::BTreeMap;
-use std::path::Path;
 
 use nix::unistd::Pid;
 
@@ -145,12 +144,11 @@ pub fn view(pid: i32) -> Option<ProcessView> {
     if let Ok(tasks) = process.tasks() {
         for task in tasks.flatten() {
             let Ok(task_stat) = task.stat() else { continue };
-            let base = format!("/proc/{pid}/task/{}", task.tid);
             threads.push(ThreadView {
                 tid: task.tid,
                 state: task_stat.state,
-                syscall: read_syscall(&Path::new(&base).join("syscall")),
-                wchan: std::fs::read_to_string(Path::new(&base).join("wchan")).unwrap_or_default(),
+                syscall: call_of(pid, task.tid).map(|(number, args)| (number, args[0])),
+                wchan: wchan(pid, task.tid),
             });
         }
     }
@@ -180,8 +178,35 @@ pub fn view(pid: i32) -> Option<ProcessView> {
 
 /// The system call thread `tid` of `pid` is in (blocked, or held by a tracer), with its six
 /// arguments, from `/proc/PID/task/TID/syscall`; `None` when it runs in user space or is gone.
+/// A call the kernel resumes as `restart_syscall()` (a timed wait interrupted by a signal or
+/// by a tracer's attach) is named by the call it resumes.
 pub fn call_of(pid: i32, tid: i32) -> Option<(i64, [u64; 6])> {
-    parse_syscall(&std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/syscall")).ok()?)
+    let (number, args) =
+        parse_syscall(&std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/syscall")).ok()?)?;
+    if number != libc::SYS_restart_syscall {
+        return Some((number, args));
+    }
+    Some((resumed_call(&wchan(pid, tid)).unwrap_or(number), args))
+}
+
+/// The kernel function thread `tid` of `pid` sleeps in (`/proc/PID/task/TID/wchan`).
+fn wchan(pid: i32, tid: i32) -> String {
+    std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/wchan")).unwrap_or_default()
+}
+
+/// The call a `restart_syscall()` resumes, from the kernel function it sleeps in: its
+/// registers still hold that call's arguments, only its number is replaced.
+fn resumed_call(wchan: &str) -> Option<i64> {
+    if wchan.starts_with("futex") {
+        Some(libc::SYS_futex)
+    } else if wchan.contains("poll") {
+        Some(libc::SYS_poll)
+    } else if wchan.contains("nanosleep") {
+        // Shown by some kernels only; others name the system call's entry.
+        Some(libc::SYS_clock_nanosleep)
+    } else {
+        None
+    }
 }
 
 /// Where thread `tid` of `pid`, stopped outside any system call (at a watchpoint, held by a
@@ -225,10 +250,6 @@ fn parse_syscall(text: &str) -> Option<(i64, [u64; 6])> {
         *arg = u64::from_str_radix(words.next()?.trim_start_matches("0x"), 16).ok()?;
     }
     Some((number, args))
-}
-
-fn read_syscall(path: &Path) -> Option<(i64, u64)> {
-    parse_syscall(&std::fs::read_to_string(path).ok()?).map(|(number, args)| (number, args[0]))
 }
 
 /// The pipe inode in a descriptor target like `pipe:[1234]`.
@@ -425,4 +446,55 @@ pub fn library_function_at(pid: i32, address: u64) -> Option<String> {
     // SAFETY: dladdr's symbol name is a C string of the loaded library.
     let name = unsafe { std::ffi::CStr::from_ptr(info.dli_sname) };
     Some(name.to_string_lossy().into_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use nix::sys::signal::{Signal, kill};
+    use nix::sys::wait::{WaitPidFlag, waitpid};
+    use nix::unistd::Pid;
+    use std::time::{Duration, Instant};
+
+    /// The raw number `/proc` shows for `pid`'s call, once `ready` accepts it.
+    fn raw_call_once(pid: i32, ready: impl Fn(i64) -> bool) -> i64 {
+        let until = Instant::now() + Duration::from_secs(5);
+        loop {
+            let text = std::fs::read_to_string(format!("/proc/{pid}/syscall")).unwrap_or_default();
+            if let Some((number, _)) = parse_syscall(&text)
+                && (ready(number) || Instant::now() > until)
+            {
+                return number;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    #[test]
+    fn a_timed_wait_resumed_after_a_stop_is_named_by_its_call() {
+        // SAFETY: the child makes async-signal-safe calls only.
+        let child = unsafe { crate::engine::process::fork_registered() };
+        if child == 0 {
+            unsafe {
+                libc::poll(std::ptr::null_mut(), 0, 60_000);
+                libc::_exit(0);
+            }
+        }
+        let pid = Pid::from_raw(child);
+        assert_eq!(
+            raw_call_once(child, |n| n == libc::SYS_poll),
+            libc::SYS_poll
+        );
+        // A stop interrupts the wait; the kernel resumes it as restart_syscall().
+        kill(pid, Signal::SIGSTOP).expect("stop");
+        waitpid(pid, Some(WaitPidFlag::WUNTRACED)).expect("stopped");
+        kill(pid, Signal::SIGCONT).expect("continue");
+        let raw = raw_call_once(child, |n| n == libc::SYS_restart_syscall);
+        let named = call_of(child, child).map(|(number, _)| number);
+        kill(pid, Signal::SIGKILL).expect("kill");
+        waitpid(pid, None).expect("reaped");
+        crate::engine::process::forget(child as u32);
+        assert_eq!(raw, libc::SYS_restart_syscall);
+        assert_eq!(named, Some(libc::SYS_poll));
+    }
 }

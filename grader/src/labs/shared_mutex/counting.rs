@@ -170,14 +170,6 @@ pub(super) fn everything_under_the_lock(run: &mut Run) -> Result<String, Fail> {
             std::thread::sleep(Duration::from_millis(5));
             sleep = probe::sleeping(waiter.pid);
         }
-        // The lock-word watch's end interrupted the watched worker's sleep: a wait with a
-        // timeout goes on in restart_syscall() (one without goes back to futex()); the other
-        // workers are judged on theirs.
-        if Some(waiter.pid) == spinner
-            && matches!(sleep, Sleep::Call(nr) if nr == libc::SYS_restart_syscall)
-        {
-            continue;
-        }
         let Sleep::Futex { address } = sleep else {
             let doing = match sleep {
                 Sleep::Call(nr) => format!("waited in {}", probe::call_name(nr)),
