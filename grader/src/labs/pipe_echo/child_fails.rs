@@ -6,10 +6,11 @@
 use std::io::Write;
 use std::time::{Duration, Instant};
 
-use super::child_end::doing;
+use super::child_exit::doing;
 use super::outside::{self, describe_status};
+use super::returned::{Returned, refused_again};
 use super::session::{Pipes, pipes_of};
-use super::session::{Returned, ignores_signal, refused_again, started_twice_in_read};
+use super::session::{ignores_signal, started_twice_in_read};
 use crate::engine::inspect;
 use crate::engine::tracer::{Call, Step, Tracer};
 use crate::engine::{Fail, Proc, Run};

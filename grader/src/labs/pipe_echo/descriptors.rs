@@ -8,8 +8,9 @@ use nix::errno::Errno;
 use nix::unistd::Pid;
 
 use super::outside;
+use super::returned::Returned;
 use super::session::{
-    CHILD, Flags, PARENT, Returned, Session, Spawned, launch, pipes_of, settle_in_read, start,
+    CHILD, Flags, PARENT, Session, Spawned, launch, pipes_of, settle_in_read, start,
 };
 use crate::engine::inspect;
 use crate::engine::tracer::{Action, Call, Step, Tracer};

@@ -5,7 +5,8 @@
 use std::time::{Duration, Instant};
 
 use super::outside;
-use super::session::{Flags, Returned, pipes_of, settle_in_read, start};
+use super::returned::Returned;
+use super::session::{Flags, pipes_of, settle_in_read, start};
 use crate::engine::{Fail, Run, force};
 
 /// What the grader enlarges both pipes to: the most an unprivileged process may ask for

@@ -1,18 +1,23 @@
 //! Checks of lab 1, pipe echo: the program forks an echo child, streams a file through it over
 //! two pipes and writes the echo to another file.
 //!
-//! The protocol driver is in `session`; what the grader does to the processes from outside
-//! (its own pipe ends, a shared descriptor, a descriptor limit, a hold at exit, repeated
-//! signals) in `outside`; the checks, by what they look at, in the other modules.
+//! The protocol driver is in `session`, and what the API's functions returned, read from the
+//! program's report, in `returned`; what the grader does to the processes from outside (its own
+//! pipe ends, a shared descriptor, a descriptor limit, a hold at exit, repeated signals) in
+//! `outside`; the checks, by what they look at, in the other modules.
 
-mod child_end;
+mod child_dies;
+mod child_exit;
 mod child_fails;
+mod child_stopped;
 mod descriptors;
 mod echo;
 mod hang_up;
 mod outside;
+mod returned;
 mod session;
 mod signals;
+mod wait_probes;
 
 use std::time::Duration;
 
@@ -111,7 +116,7 @@ pub static LAB: Lab = Lab {
             hint: Some(
                 "The child leaves echo_loop() at end-of-file (read() returns 0) and ends with _exit(0). See docs/labs/01-pipe-echo.md, the rules table (\"The child exits with status 0 after end-of-file\", \"The child ends in spawn() with _exit()\").",
             ),
-            run: child_end::child_exits_at_eof,
+            run: child_exit::child_exits_at_eof,
         },
         Check {
             name: "reaped-no-fd-leak",
@@ -140,7 +145,7 @@ pub static LAB: Lab = Lab {
             hint: Some(
                 "wait() closes both pipe ends (to_child too, when exchange() has not taken it), then blocks in waitpid() (no WNOHANG, no sleep) and calls it again after EINTR. See docs/labs/01-pipe-echo.md, the rules table (the wait() rules) and Hints (\"Wait by blocking\").",
             ),
-            run: child_end::waits_for_exit,
+            run: child_exit::waits_for_exit,
         },
         Check {
             name: "child-dies-early",
@@ -158,7 +163,7 @@ pub static LAB: Lab = Lab {
             hint: Some(
                 "Check every write() and read(): a dead child makes writes fail with EPIPE, which exchange() returns (the error write() gave, not one guessed from the child's state); the write end is taken and closed whatever exchange() returns, so a second call is AlreadyExchanged; wait() succeeds only for Exited(_, 0); once pipe B is at end-of-file, exchange() waits for its writer by blocking in join(), no sleep-and-retry. See docs/labs/01-pipe-echo.md, the rules table (\"Write(EPIPE) when the child is gone\", \"AlreadyExchanged when exchange() is called a second time\", \"Waiting means blocking in a call\").",
             ),
-            run: child_end::child_dies_early,
+            run: child_dies::child_dies_early,
         },
         Check {
             name: "child-fails",
@@ -201,7 +206,7 @@ pub static LAB: Lab = Lab {
             hint: Some(
                 "A pipe may hold a single page, and an enlarged one may be shrunk again: the parent must wait on pipe B while it writes pipe A (a second thread, or poll()), and block rather than spin or sleep. See docs/labs/01-pipe-echo.md, Hints (\"Reading while writing\", \"Wait by blocking\").",
             ),
-            run: echo::reads_while_writing,
+            run: child_stopped::reads_while_writing,
         },
         Check {
             name: "through-the-child",
@@ -213,7 +218,7 @@ pub static LAB: Lab = Lab {
             hint: Some(
                 "The echo is what the child copied back through pipe B as it read it; the parent closes its write end after the last byte and waits by blocking. See docs/labs/01-pipe-echo.md, the rules table (\"What exchange() returns is what came back through pipe B\").",
             ),
-            run: echo::through_the_child,
+            run: child_stopped::through_the_child,
         },
         Check {
             name: "signals-during-transfer",

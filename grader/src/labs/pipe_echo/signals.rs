@@ -9,9 +9,10 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::Signal;
 
 use super::outside;
+use super::returned::Returned;
 use super::session::{
-    CHILD, Done, Flags, PARENT, Returned, Session, WRITTEN_TWICE, ignores_signal, role_of,
-    settle_in_read, start,
+    CHILD, Done, Flags, PARENT, Session, WRITTEN_TWICE, ignores_signal, role_of, settle_in_read,
+    start,
 };
 use crate::engine::inspect::{self, pipe_inode};
 use crate::engine::tracer::{Action, Call, Tracer};
@@ -225,7 +226,7 @@ fn interrupt_while_blocked(session: &Session, pid: i32, who: &str) -> Result<(),
             );
             return Err(Fail::failed(match verdict {
                 Err(fail) => format!("{never}: {}", fail.message()),
-                Ok(_) => format!("{never}: it is {}", super::child_end::doing(pid)),
+                Ok(_) => format!("{never}: it is {}", super::child_exit::doing(pid)),
             }));
         }
         std::thread::sleep(Duration::from_millis(2));
@@ -315,7 +316,7 @@ fn fate(pid: i32) -> String {
             return "it ended".into();
         }
         if Instant::now() > until {
-            return format!("it is {}", super::child_end::doing(pid));
+            return format!("it is {}", super::child_exit::doing(pid));
         }
         std::thread::sleep(Duration::from_millis(2));
     }

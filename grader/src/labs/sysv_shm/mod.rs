@@ -5,8 +5,10 @@
 //! What a segment is (key, size, mode, attachments) the grader reads from `/proc/sysvipc/shm`,
 //! how a process maps it from `/proc/PID/maps`, and what it holds by attaching it itself, never
 //! from the program. The protocol is in [`protocol`]; the checks are grouped by what they judge:
-//! the publisher ([`publisher`]), publisher and readers together ([`sharing`]), the reader
-//! ([`reader`]), the error paths ([`errors`]), and failing system calls ([`call_failures`]).
+//! the publisher ([`publisher`], and the order of its stores in [`magic_last`]), publisher and
+//! readers together ([`sharing`]), the reader ([`reader`], and records changed under it in
+//! [`watched_reads`]), the error paths ([`errors`], the size limit in [`size_limit`]), and
+//! failing system calls ([`call_failures`], the calls made to fail in [`injected`]).
 //! Two tools make timings and failures happen: a tracer ([`tracer`]), which also watches the
 //! program's loads and stores in its segment with hardware watchpoints, and an IPC namespace of
 //! the check's own ([`private_ipc`]).
@@ -18,12 +20,16 @@ use crate::engine::{Check, Lab};
 
 mod call_failures;
 mod errors;
+mod injected;
+mod magic_last;
 mod private_ipc;
 mod protocol;
 mod publisher;
 mod reader;
 mod segments;
 mod sharing;
+mod size_limit;
+mod watched_reads;
 
 /// The record layout the lab prescribes: magic, sequence, length, payload.
 const MAGIC: u32 = u32::from_le_bytes(*b"IPCR");
@@ -100,7 +106,7 @@ pub static LAB: Lab = Lab {
             hint: Some(
                 "The magic is written last, once the payload, the length and the sequence are in place. See docs/labs/04-sysv-shm.md, the rules table (\"the magic is written last\").",
             ),
-            run: publisher::killed_mid_write,
+            run: magic_last::killed_mid_write,
         },
         Check {
             name: "reader-reads-segment",
@@ -193,7 +199,7 @@ pub static LAB: Lab = Lab {
             hint: Some(
                 "TooLarge only above shmmax, read in bytes when creating. See docs/labs/04-sysv-shm.md, the rules table (the TooLarge rule).",
             ),
-            run: errors::size_limit,
+            run: size_limit::size_limit,
         },
         Check {
             name: "system-call-failures",

@@ -1,0 +1,539 @@
+//! The check of a child that dies (killed before the transfer, at its exit, by `SIGPIPE`) and of
+//! the parent's failing `write()` and `read()`. A child whose write fails is `child_fails`'s.
+
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+
+use super::outside;
+use super::returned::{Returned, refused_again};
+use super::session::{
+    Done, Flags, Pipes, Session, ignores_signal, role_of, settle_in_read, start,
+    started_twice_in_read,
+};
+use crate::engine::diagnose::{Activity, classify};
+use crate::engine::inspect;
+use crate::engine::tracer::{Action, Call, Reached, Tracer};
+use crate::engine::waiting::{self, WaitRules};
+use crate::engine::{Fail, Run};
+
+pub fn child_dies_early(run: &mut Run) -> Result<String, Fail> {
+    // More than both pipes hold, even enlarged: the writes cannot all fit before the error.
+    let input = run.random_bytes(2 << 20);
+    let twice = Flags {
+        twice: true,
+        ..Flags::default()
+    };
+    let mut session = start(run, input, twice)?;
+    let child = Pid::from_raw(session.child);
+    kill(child, Signal::SIGKILL).map_err(|e| Fail::Grader(format!("kill: {e}")))?;
+    // Let the kill land before the transfer starts.
+    let settle = Instant::now() + Duration::from_secs(1);
+    while Instant::now() < settle && inspect::view(session.child).is_some_and(|v| v.state != 'Z') {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let done = session.exchange()?;
+    match Returned::parse(&done.exchange) {
+        Returned::Write(errno) if errno == "EPIPE" => {}
+        Returned::Ok(_) => {
+            return Err(Fail::failed(
+                "the echo child was killed before the transfer, yet exchange() reported success: \
+                 check the result of every write() and read(), and compare the echo's length",
+            ));
+        }
+        Returned::ShortEcho { .. } => {
+            return Err(Fail::failed(format!(
+                "the echo child was killed before the transfer, and exchange() returned `{}` \
+                 (ShortEcho): every write() to pipe A failed with EPIPE, and that write error is \
+                 what exchange() must return (PipeEchoError::Write(EPIPE)); the write error was \
+                 dropped, or the lengths were compared before the writer's result was looked at",
+                done.exchange
+            )));
+        }
+        _ => {
+            return Err(Fail::failed(format!(
+                "the echo child was killed before the transfer, and exchange() returned `{}`: \
+                 with nobody left to read pipe A, write() fails with EPIPE, and exchange() must \
+                 return that write error (PipeEchoError::Write(EPIPE))",
+                done.exchange
+            )));
+        }
+    }
+    match Returned::parse(&done.wait) {
+        Returned::ChildFailed => {}
+        Returned::Ok(_) => {
+            return Err(Fail::failed(
+                "the echo child was killed by SIGKILL, yet wait() reported a clean exit: only \
+                 Exited(_, 0) is success",
+            ));
+        }
+        _ => {
+            return Err(Fail::failed(format!(
+                "wait() returned `{}` for a child killed by SIGKILL: reap it with waitpid() and \
+                 return ChildFailed for any end but Exited(_, 0)",
+                done.wait
+            )));
+        }
+    }
+    refused_again(&done)?;
+    session.finish()?;
+    let read_on = pipe_a_still_read(run)?;
+    let late = killed_at_exit(run)?;
+    let write_failed = parent_write_fails(run)?;
+    let read_failed = parent_read_fails(run)?;
+    let sigpipe = killed_by_sigpipe(run)?;
+    Ok(format!(
+        "the parent reported the dead child: exchange: {}; wait: {}; a second exchange() was \
+         AlreadyExchanged; {read_on}; {late}; {write_failed}; {read_failed}; {sigpipe}",
+        done.exchange, done.wait
+    ))
+}
+
+/// The child killed by `SIGPIPE`: the grader's tracer sets the child's `SIGPIPE` back to its
+/// default action (it inherits it ignored) as the child waits for input, then the grader sends
+/// it. A child killed by a signal did not `exit(0)`, whichever signal it was (a reader gone is
+/// no clean end either): `wait()` must say `ChildFailed`.
+fn killed_by_sigpipe(run: &mut Run) -> Result<String, Fail> {
+    let input = run.random_bytes(4 << 10);
+    let mut session = start(run, input, Flags::default())?;
+    let child = session.child;
+    settle_in_read(child);
+    let pipes = session.pipes()?;
+    // Opened before the tracer comes: a byte in pipe A makes the child read again.
+    let mut feed = outside::open_pipe(child, pipes.child_reads_a, true)?;
+    let read_a = Call::arg_is(libc::SYS_read, 0, pipes.child_reads_a as u64);
+    let Some(mut tracer) =
+        Tracer::attach(child, read_a, Action::DefaultDisposition(libc::SIGPIPE))?
+    else {
+        run.note("the grader may not trace the echo child here (ptrace): SIGPIPE was not tried");
+        drop(feed);
+        session.exchange()?;
+        session.finish()?;
+        return Ok("a child killed by SIGPIPE not tried".into());
+    };
+    use std::io::Write;
+    let _ = feed.write(b"x");
+    let made = tracer.failed_before(Instant::now() + Duration::from_secs(2))?;
+    drop(tracer);
+    let settle = Instant::now() + Duration::from_secs(1);
+    while Instant::now() < settle && ignores_signal(child, libc::SIGPIPE) {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    if !made || ignores_signal(child, libc::SIGPIPE) {
+        drop(feed);
+        run.note("the echo child's SIGPIPE could not be set back to its default: not tried");
+        session.exchange()?;
+        session.finish()?;
+        return Ok("a child killed by SIGPIPE not tried".into());
+    }
+    kill(Pid::from_raw(child), Signal::SIGPIPE).map_err(|e| Fail::Grader(format!("kill: {e}")))?;
+    let settle = Instant::now() + Duration::from_secs(2);
+    while Instant::now() < settle && outside::zombie_status(child).is_none() {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    drop(feed);
+    let status = outside::zombie_status(child);
+    if !status.is_some_and(|s| libc::WIFSIGNALED(s) && libc::WTERMSIG(s) == libc::SIGPIPE) {
+        session.exchange()?;
+        session.finish()?;
+        run.note("the echo child did not die of SIGPIPE: a child killed by SIGPIPE not tried");
+        return Ok("a child killed by SIGPIPE not tried".into());
+    }
+    let done = session.exchange()?;
+    let verdict = match Returned::parse(&done.wait) {
+        Returned::ChildFailed => None,
+        Returned::Ok(_) => Some(
+            "the echo child was killed by SIGPIPE (the grader set its SIGPIPE back to the \
+             default action and sent it; the zombie's status says so), yet wait() reported a \
+             clean exit: a child killed by a signal, SIGPIPE included, did not exit(0); only \
+             Exited(_, 0) is success, Signaled(..) of any signal is ChildFailed"
+                .to_string(),
+        ),
+        _ => Some(format!(
+            "wait() returned `{}` for a child killed by SIGPIPE: reap it with waitpid() and \
+             return ChildFailed for any end but Exited(_, 0)",
+            done.wait
+        )),
+    };
+    session.finish()?;
+    match verdict {
+        Some(message) => Err(Fail::failed(message)),
+        None => Ok("a child killed by SIGPIPE was ChildFailed".into()),
+    }
+}
+
+/// A call of the parent on a pipe made to fail by [`fail_blocked_call`], and the exchange's end.
+struct FailedCall {
+    session: Session,
+    fd: i32,
+    tid: i32,
+    done: Done,
+}
+
+impl FailedCall {
+    /// Ends the session, then gives the verdict: its message as the failure, or `passed`.
+    fn conclude(self, verdict: Option<String>, passed: &str) -> Result<String, Fail> {
+        self.session.finish()?;
+        match verdict {
+            Some(message) => Err(Fail::failed(message)),
+            None => Ok(passed.into()),
+        }
+    }
+}
+
+/// Starts an echo of `input` with the child stopped, waits (3 s) for a thread of the parent
+/// blocked in `number` on the descriptor `end` picks, and has the tracer fail that call with
+/// `EIO`: the write and read probes share it. The inner `Err` is a probe not tried, said.
+fn fail_blocked_call(
+    run: &mut Run,
+    input: Vec<u8>,
+    number: libc::c_long,
+    end: fn(&Pipes) -> i32,
+    not_tried: &str,
+    unfailed: &str,
+) -> Result<Result<FailedCall, String>, Fail> {
+    let name = if number == libc::SYS_write {
+        "write"
+    } else {
+        "read"
+    };
+    let pipe = if number == libc::SYS_write { "A" } else { "B" };
+    let mut session = start(run, input, Flags::default())?;
+    let (parent, child) = (session.parent, session.child);
+    settle_in_read(child);
+    let pipes = session.pipes()?;
+    outside::hold_stopped(child)?;
+    session.go()?;
+    let fd = end(&pipes);
+    let until = Instant::now() + Duration::from_secs(3);
+    let blocked_thread = loop {
+        let blocked = inspect::view(parent).and_then(|v| {
+            v.threads
+                .iter()
+                .find(|t| t.syscall == Some((number, fd as u64)))
+                .map(|t| t.tid)
+        });
+        if let Some(tid) = blocked {
+            break Some(tid);
+        }
+        if Instant::now() > until {
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    };
+    let cont = || kill(Pid::from_raw(child), Signal::SIGCONT);
+    let Some(tid) = blocked_thread else {
+        // It uses the pipe some other way (poll(), non-blocking calls): other checks judge it.
+        let _ = cont();
+        let done = session.recv_done()?;
+        session.verify_echo(&done)?;
+        session.finish()?;
+        run.note(format!(
+            "no thread of the parent blocked in {name}() on pipe {pipe}: a failing {name}() not \
+             tried"
+        ));
+        return Ok(Err(not_tried.into()));
+    };
+    let call = Call::arg_is(number, 0, fd as u64);
+    let tracer = Tracer::attach_thread(parent, tid, call, Action::Fail(libc::EIO))?;
+    let _ = cont();
+    let Some(mut tracer) = tracer else {
+        run.note(format!(
+            "the grader may not trace the parent here (ptrace): a failing {name}() not tried"
+        ));
+        session.recv_done()?;
+        session.finish()?;
+        return Ok(Err(not_tried.into()));
+    };
+    let failed = tracer.failed_before(Instant::now() + Duration::from_secs(3))?;
+    drop(tracer);
+    if failed && number == libc::SYS_write {
+        session.write_failed_with = Some("EIO");
+    }
+    let done = session.recv_done()?;
+    if !failed {
+        session.finish()?;
+        return Ok(Err(unfailed.into()));
+    }
+    Ok(Ok(FailedCall {
+        session,
+        fd,
+        tid,
+        done,
+    }))
+}
+
+/// The parent's `write()` to pipe A made to fail with `EIO` (skipped by the grader's tracer on
+/// the thread blocked writing pipe A, the child stopped so that pipe A is full; an errno no pipe
+/// gives by itself, with the child alive and reading): `exchange()` must return `Write(EIO)`,
+/// the error `write()` returned, not `EPIPE` or another guess.
+fn parent_write_fails(run: &mut Run) -> Result<String, Fail> {
+    let input = run.random_bytes(1 << 20);
+    let failed = match fail_blocked_call(
+        run,
+        input,
+        libc::SYS_write,
+        |pipes| pipes.parent_writes_a,
+        "a write() to pipe A failing not tried",
+        "a write() to pipe A failing not tried (the input went in one write)",
+    )? {
+        Ok(failed) => failed,
+        Err(not_tried) => return Ok(not_tried),
+    };
+    let (fd, tid, done) = (failed.fd, failed.tid, &failed.done);
+    let setting = format!(
+        "the grader made the parent's write() to pipe A (fd {fd}, thread {tid}) fail with EIO \
+         (the call skipped by its tracer) while the echo child was alive and reading"
+    );
+    let verdict = match Returned::parse(&done.exchange) {
+        Returned::Write(errno) if errno == "EIO" => None,
+        Returned::Write(errno) => Some(format!(
+            "{setting}, and exchange() returned Write({errno}): return PipeEchoError::Write \
+             with the errno write() returned, not a fixed or guessed one (EPIPE only when \
+             write() said EPIPE)"
+        )),
+        _ => Some(format!(
+            "{setting}, and exchange() returned `{}`: a write() that fails is an error; return \
+             PipeEchoError::Write with its errno",
+            done.exchange
+        )),
+    };
+    failed.conclude(
+        verdict,
+        "a write() to pipe A failing with EIO gave Write(EIO)",
+    )
+}
+
+/// The parent's `read()` of pipe B made to fail with `EIO` (skipped by the grader's tracer on
+/// the thread blocked reading pipe B, the child stopped; the input fits pipe A, so the writer
+/// is done by then; an errno no pipe gives by itself): only a `read()` that returns 0 is
+/// end-of-file, so `exchange()` must return `Read(EIO)`, not the bytes it had as a whole echo
+/// (`Ok`, `ShortEcho`) nor another kind.
+fn parent_read_fails(run: &mut Run) -> Result<String, Fail> {
+    let input = run.random_bytes(16 << 10);
+    let failed = match fail_blocked_call(
+        run,
+        input,
+        libc::SYS_read,
+        |pipes| pipes.parent_reads_b,
+        "a read() of pipe B failing not tried",
+        "a read() of pipe B failing not tried",
+    )? {
+        Ok(failed) => failed,
+        Err(not_tried) => return Ok(not_tried),
+    };
+    let (fd, tid, done) = (failed.fd, failed.tid, &failed.done);
+    let setting = format!(
+        "the grader made the parent's read() of pipe B (fd {fd}, thread {tid}) fail with EIO \
+         (the call skipped by its tracer) while the echo child was alive and echoing"
+    );
+    let verdict = match Returned::parse(&done.exchange) {
+        Returned::Read(errno) if errno == "EIO" => None,
+        Returned::Read(errno) => Some(format!(
+            "{setting}, and exchange() returned Read({errno}): return PipeEchoError::Read with \
+             the errno read() returned, not a fixed or guessed one"
+        )),
+        Returned::Ok(_) | Returned::ShortEcho { .. } => Some(format!(
+            "{setting}, and exchange() returned `{}`: it took the read error for end-of-file \
+             and returned what it had read so far; only a read() that returns 0 is \
+             end-of-file: any other error but EINTR must make exchange() return \
+             PipeEchoError::Read(errno)",
+            done.exchange
+        )),
+        _ => Some(format!(
+            "{setting}, and exchange() returned `{}`: a read() of pipe B that fails is \
+             PipeEchoError::Read with its errno (Write is for the writes to pipe A)",
+            done.exchange
+        )),
+    };
+    failed.conclude(
+        verdict,
+        "a read() of pipe B failing with EIO gave Read(EIO)",
+    )
+}
+
+/// The child killed while the grader holds a read end of pipe A and takes what the parent
+/// writes there: no `write()` to pipe A can fail, so an error of kind `Write` was not returned
+/// by one. It tells a `Write(EPIPE)` the kernel gave from one guessed from the child's state.
+///
+/// Before it takes anything, the grader lets pipe A fill: pipe B is at end-of-file (the child
+/// is dead) while the parent's writing is blocked on the full pipe A, and `exchange()` has
+/// nothing to do but wait for its writer; how the parent's threads wait is judged then.
+fn pipe_a_still_read(run: &mut Run) -> Result<String, Fail> {
+    // More than pipe A holds, even enlarged to the 1 MiB an unprivileged process may set.
+    let len = 2 << 20;
+    let input = run.random_bytes(len);
+    let (mut session, pipes) = started_twice_in_read(run, input)?;
+    let (parent, child) = (session.parent, session.child);
+    let mut pipe_a = outside::open_pipe(child, pipes.child_reads_a, false)?;
+    kill(Pid::from_raw(child), Signal::SIGKILL).map_err(|e| Fail::Grader(format!("kill: {e}")))?;
+    let settle = Instant::now() + Duration::from_secs(1);
+    while Instant::now() < settle && outside::zombie_status(child).is_none() {
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    session.go()?;
+    // Pipe A full, nobody taking from it: the writing is blocked for as long as the grader
+    // wants, after pipe B's end-of-file.
+    let until = Instant::now() + Duration::from_secs(2);
+    let mut early = None;
+    let full = loop {
+        let full = match (
+            outside::bytes_in_pipe(&pipe_a),
+            outside::pipe_capacity(&pipe_a),
+        ) {
+            (Some(held), Some(capacity)) => held >= capacity.max(1) as usize,
+            _ => false,
+        };
+        if full || Instant::now() > until {
+            break full;
+        }
+        if let Some(message) = session.message_within(Duration::from_millis(2))? {
+            early = Some(session.done(message)?);
+            break false;
+        }
+    };
+    if full {
+        let writer = inspect::view(parent).and_then(|view| {
+            view.threads.iter().find_map(|t| {
+                matches!(
+                    classify(&view, t.syscall),
+                    Activity::PipeWrite { inode, .. } if inode == pipes.a
+                )
+                .then_some(t.tid)
+            })
+        });
+        /// Where the writer is blocked as it should be and another thread of the parent
+        /// polls: the one waiting for the writer.
+        const WAIT_FOR_WRITER: &str = "exchange() has nothing to do but wait for its writer \
+                                       thread: block in join(), not a loop that looks whether \
+                                       it has finished (is_finished(), a flag) and sleeps \
+                                       between looks";
+        const WAIT_FOR_ROOM: &str = "exchange() has nothing to do but wait until pipe A takes \
+                                     more bytes: block (in write(), in join() of a writer \
+                                     thread, or in poll() with no timeout)";
+        let (setting, advice) = match writer {
+            Some(tid) => (
+                format!(
+                    "with the echo child killed, pipe B at end-of-file, and the parent's writer \
+                     thread {tid} blocked writing pipe A (full: the grader holds a read end \
+                     and takes nothing)"
+                ),
+                WAIT_FOR_WRITER,
+            ),
+            None => (
+                "with the echo child killed, pipe B at end-of-file, and pipe A full (the \
+                 grader holds a read end and takes nothing)"
+                    .to_string(),
+                WAIT_FOR_ROOM,
+            ),
+        };
+        if let Err(fail) =
+            waiting::expect_blocked(&[parent], &role_of(parent), WaitRules::untimed(), advice)
+        {
+            let mut message = fail.message().to_string();
+            // The writer itself woke up: the advice about waiting for it does not apply.
+            if let Some(tid) = writer
+                && message.contains(&format!("thread {tid})"))
+            {
+                message = message.replace(WAIT_FOR_WRITER, WAIT_FOR_ROOM);
+            }
+            return Err(Fail::failed(format!("{setting}: {message}")));
+        }
+    }
+    let until = Instant::now() + Duration::from_secs(5);
+    let mut taken = 0;
+    let done = loop {
+        if let Some(done) = early.take() {
+            break done;
+        }
+        taken += outside::take_bytes(&mut pipe_a, 1 << 20)?.len();
+        if let Some(message) = session.message_within(Duration::from_millis(2))? {
+            break session.done(message)?;
+        }
+        if Instant::now() > until {
+            return Err(Fail::TimedOut(session.proc.diagnose()));
+        }
+    };
+    drop(pipe_a);
+    let setting = format!(
+        "the grader killed the echo child (SIGKILL) but kept a read end of pipe A open itself, \
+         taking what the parent wrote there ({taken} of the {len} bytes came)"
+    );
+    match Returned::parse(&done.exchange) {
+        Returned::Write(_) => {
+            return Err(Fail::failed(format!(
+                "{setting}, so no write() to pipe A could fail, yet exchange() returned `{}`: \
+                 that error did not come from a write(); exchange() must write the input to \
+                 pipe A and return the error write() gives (EPIPE once nobody holds pipe A's \
+                 read end), not one made up from the child's state",
+                done.exchange
+            )));
+        }
+        Returned::Ok(_) => {
+            return Err(Fail::failed(format!(
+                "{setting}, and nothing came back through pipe B, yet exchange() returned `{}`: \
+                 compare the echo's length with the input's (ShortEcho)",
+                done.exchange
+            )));
+        }
+        _ => {}
+    }
+    refused_again(&done)?;
+    session.finish()?;
+    Ok(format!(
+        "with the child killed and pipe A still read, exchange() returned `{}`",
+        done.exchange
+    ))
+}
+
+/// A child that echoed everything and is then killed at its `_exit()` (held there by the
+/// grader): `wait()` must still say `ChildFailed`, judging the status `waitpid()` gives and not
+/// the echo that came back.
+fn killed_at_exit(run: &mut Run) -> Result<String, Fail> {
+    let input = run.random_bytes(64 << 10);
+    let mut session = start(run, input, Flags::default())?;
+    let child = session.child;
+    settle_in_read(child);
+    let exit = Call::any(libc::SYS_exit_group);
+    let Some(mut tracer) = Tracer::attach(child, exit, Action::Hold)? else {
+        run.note(
+            "the grader may not trace the echo child here (ptrace): a child killed at its exit              after a whole echo was not tried",
+        );
+        return session
+            .finish()
+            .map(|()| "a kill at the exit not tried".into());
+    };
+    session.go()?;
+    match tracer.wait(&mut session.proc, Instant::now() + Duration::from_secs(5))? {
+        Reached::Call => {
+            kill(Pid::from_raw(child), Signal::SIGKILL)
+                .map_err(|e| Fail::Grader(format!("kill: {e}")))?;
+            // The tracer goes; the kill ends the child where it was held.
+            drop(tracer);
+        }
+        Reached::Passed(_) => {
+            return Err(Fail::failed(
+                "the parent reported before its echo child reached _exit(): wait() must block in \
+                 waitpid() until the child has exited",
+            ));
+        }
+    }
+    let done = session.recv_done()?;
+    session.verify_echo(&done)?;
+    match Returned::parse(&done.wait) {
+        Returned::ChildFailed => {}
+        _ => {
+            return Err(Fail::failed(format!(
+                "the echo child echoed all {} bytes, then was killed by SIGKILL on its way out \
+                 (the grader held it at its _exit()), yet wait() returned `{}`: wait() judges \
+                 the status waitpid() gives, whatever came back through the pipes; only \
+                 Exited(_, 0) is success",
+                64 << 10,
+                done.wait
+            )));
+        }
+    }
+    session.finish()?;
+    Ok("a child killed at its exit after a whole echo was ChildFailed".into())
+}
