@@ -9,9 +9,9 @@
 //! readers together ([`sharing`]), the reader ([`reader`], and records changed under it in
 //! [`watched_reads`]), the error paths ([`errors`], the size limit in [`size_limit`]), and
 //! failing system calls ([`call_failures`], the calls made to fail in [`injected`]).
-//! Two tools make timings and failures happen: a tracer ([`tracer`]), which also watches the
-//! program's loads and stores in its segment with hardware watchpoints, and an IPC namespace of
-//! the check's own ([`private_ipc`]).
+//! Two tools make timings and failures happen: a tracer ([`crate::engine::tracer`]), which also
+//! watches the program's loads and stores in its segment with hardware watchpoints, and an IPC
+//! namespace of the check's own ([`private_ipc`]).
 
 use std::time::Duration;
 
