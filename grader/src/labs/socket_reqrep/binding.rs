@@ -277,12 +277,6 @@ fn failed_bind(run: &mut Run, transport: Transport) -> Result<(), Fail> {
 /// handler's thread has ended. Skipped (with a note) when the machine allows no tracing or the
 /// server removes its file with no unlink().
 fn failed_remove(run: &mut Run) -> Result<(), Fail> {
-    const READS: [i64; 4] = [
-        libc::SYS_read,
-        libc::SYS_recvfrom,
-        libc::SYS_readv,
-        libc::SYS_recvmsg,
-    ];
     const UNLINKS: [i64; 2] = [libc::SYS_unlink, libc::SYS_unlinkat];
     let path = run.path("kept.sock");
     let (proc, first) = spawn_server(run, &["--unix".to_string(), path.display().to_string()])?;
@@ -294,10 +288,14 @@ fn failed_remove(run: &mut Run) -> Result<(), Fail> {
     idle.send(&frame(OP_ECHO, b"still here"), 0)?;
     read_response(&mut idle)
         .map_err(|e| Fail::failed(format!("no response to a first request: {e}")))?;
-    let handler =
-        observe::new_thread_in(pid, &ids, &READS, Instant::now() + Duration::from_secs(2))
-            .map(|(tid, _)| tid)
-            .filter(|&tid| tid != pid);
+    let handler = observe::new_thread_in(
+        pid,
+        &ids,
+        &forced::READS,
+        Instant::now() + Duration::from_secs(2),
+    )
+    .map(|(tid, _)| tid)
+    .filter(|&tid| tid != pid);
     let steps = [
         (Call::one_of(&UNLINKS), Step::Fail(libc::EBUSY)),
         (Call::any(libc::SYS_exit_group), Step::Hold),

@@ -6,12 +6,12 @@ use std::time::{Duration, Instant};
 
 use rand::RngExt;
 
-use super::forced;
 use super::programs::{GraderListener, answer_all, said, spawn_client, start_client};
 use super::protocol::{expected, frame, median, op_name, random_requests_for, read_frame};
 use super::{
     MAX_BODY, MAX_PAYLOAD, OP_ECHO, OP_HASH, OP_REVERSE, STATUS_OK, STATUS_UNKNOWN_OP, Transport,
 };
+use super::{forced, forced_client};
 use crate::engine::{Fail, Run};
 
 /// The student's client against a server of the grader's: what the client writes must be what
@@ -305,8 +305,8 @@ pub fn client_over_socket(run: &mut Run) -> Result<String, Fail> {
             )));
         }
     }
-    forced::short_request_write(run)?;
-    forced::client_frames_leave_whole(run)?;
+    forced_client::short_request_write(run)?;
+    forced_client::client_frames_leave_whole(run)?;
     // A request written in pieces without TCP_NODELAY waits for the grader's delayed
     // acknowledgement of the first piece, about 40 ms.
     if let [unix, tcp] = spread[..]
@@ -516,7 +516,7 @@ pub fn client_errors(run: &mut Run) -> Result<String, Fail> {
         expect_failure(&mut client, Some(&listener), kind, situation, rule, if_done)?;
     }
     response_one_past_the_limit(run, &request)?;
-    forced::client_failed_calls(run)?;
+    forced_client::client_failed_calls(run)?;
     hung_up_with_an_error(run, &request)?;
     Ok(
         "the client reported kind=connect with no server (Unix and TCP), kind=closed for a \

@@ -20,10 +20,12 @@ mod client;
 mod concurrency;
 mod failures;
 mod forced;
+mod forced_client;
 mod observe;
 mod programs;
 mod protocol;
 mod requests;
+mod stop_held;
 mod stopping;
 mod stuck;
 

@@ -670,18 +670,12 @@ pub fn foreign_clients(run: &mut Run) -> Result<String, Fail> {
 /// response. Skipped (with a note) when no thread of the server's own serves the client, it
 /// writes with another call, or the machine allows no tracing.
 fn frames_leave_whole(run: &mut Run, server: &Server, payload_len: usize) -> Result<(), Fail> {
-    const READS: [i64; 4] = [
-        libc::SYS_read,
-        libc::SYS_recvfrom,
-        libc::SYS_readv,
-        libc::SYS_recvmsg,
-    ];
     let pid = server.pid();
     let before = observe::thread_ids(pid);
     let mut conn = server.connect()?;
     let soon = || Instant::now() + Duration::from_secs(2);
     let not_probed = "how a large response leaves over TCP was not probed";
-    let Some((handler, _)) = observe::new_thread_in(pid, &before, &READS, soon()) else {
+    let Some((handler, _)) = observe::new_thread_in(pid, &before, &forced::READS, soon()) else {
         run.note(format!(
             "no thread of the server's own was seen reading a client: {not_probed}"
         ));
