@@ -166,21 +166,29 @@ pub fn tcp_requests(run: &mut Run) -> Result<String, Fail> {
     // Calls one after the other, over TCP and, for comparison, over a Unix socket to the same
     // program: a response written in two pieces without TCP_NODELAY waits for the client's
     // delayed acknowledgement, about 40 ms each time. A few bytes, and a few KiB (more than a
-    // small buffer, less than a TCP segment on loopback).
+    // small buffer, less than a TCP segment on loopback). The delay comes back in every round;
+    // a busy machine's, not: a gap seen in one round is measured again, up to three rounds.
     let baseline = self::server(run, Transport::Unix)?;
     let mut took = Vec::new();
     for size in [16, 4000] {
-        let unix = median(timed_calls(&mut baseline.connect()?, 9, size)?);
-        let tcp = median(timed_calls(&mut server.connect()?, 9, size)?);
-        run.note(format!(
-            "median call of {size} bytes: {tcp:?} over TCP, {unix:?} over a Unix socket"
-        ));
+        let mut rounds = 0;
+        let (tcp, unix) = loop {
+            rounds += 1;
+            let unix = median(timed_calls(&mut baseline.connect()?, 9, size)?);
+            let tcp = median(timed_calls(&mut server.connect()?, 9, size)?);
+            run.note(format!(
+                "median call of {size} bytes: {tcp:?} over TCP, {unix:?} over a Unix socket"
+            ));
+            if tcp <= unix + Duration::from_millis(25) || rounds == 3 {
+                break (tcp, unix);
+            }
+        };
         if tcp > unix + Duration::from_millis(25) {
             return Err(Fail::failed(format!(
-                "a call with a payload of {size} bytes over TCP took {} ms (the median of 9), one \
-                 over a Unix socket to the same program {} ms: a frame written in pieces waits \
-                 for the peer's acknowledgement of the first piece (Nagle's algorithm, about 40 \
-                 ms): set TCP_NODELAY on every TCP connection (set_nodelay(true) after connect \
+                "a call with a payload of {size} bytes over TCP took {} ms (the median of 9, in \
+                 each of 3 rounds), one over a Unix socket to the same program {} ms: a frame \
+                 written in pieces waits for the peer's acknowledgement of the first piece \
+                 (Nagle's algorithm, about 40 ms): set TCP_NODELAY on every TCP connection (set_nodelay(true) after connect \
                  and after accept), or write every frame, whatever its size, with a single \
                  write()",
                 tcp.as_millis(),
