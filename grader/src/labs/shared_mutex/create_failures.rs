@@ -212,6 +212,13 @@ fn forced_one_init_failure(run: &mut Run, failure: &InitFailure) -> Result<bool,
             failure.what
         ),
     );
+    let judged = judged.and_then(|()| {
+        expect_errno(
+            &message,
+            failure.errno,
+            &format!("SharedBank::create() failed at {call} with kind=init, as it should, but"),
+        )
+    });
     let left = left_by_failed_create(pid, &name);
     let path = dev_shm(&name);
     if judged.is_err() {
@@ -466,6 +473,23 @@ fn forced_mmap_failure(run: &mut Run) -> Result<bool, Fail> {
 
 /// Fails unless `message` is `failed` with `kind`; `what` is what was tried, `rule` what
 /// should happen.
+/// A pthread call's failure must carry the error number the call returned (pthread functions
+/// return it and leave `errno` alone): the `error=` text names it.
+pub(super) fn expect_errno(message: &Message, errno: i32, what: &str) -> Result<(), Fail> {
+    let error = message.get("error").unwrap_or("");
+    // By number: ENOTSUP and EOPNOTSUPP are one error, which nix names EOPNOTSUPP.
+    let errno_name = format!("{:?}", nix::errno::Errno::from_raw(errno));
+    if error.contains(&errno_name) {
+        return Ok(());
+    }
+    Err(Fail::failed(format!(
+        "{what} its error says {error:?}, not {errno_name}, the error number the call \
+         returned: pthread functions return their error number and do not set errno, so \
+         Errno::last() after one holds whatever an earlier call left there; build the error \
+         from the returned number (pthread_result())"
+    )))
+}
+
 pub(super) fn expect_kind(
     message: &Message,
     kind: &str,

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use super::LIGHT_WORK;
+use super::create_failures::expect_errno;
 use super::messages::{failure, field, layout_of};
 use super::probe::{self, DyingHolder, Place};
 use super::robust::{STEP, robust};
@@ -314,6 +315,11 @@ fn unrecoverable_during_wait(run: &mut Run) -> Result<bool, Fail> {
             message.get("error").unwrap_or("")
         )));
     }
+    expect_errno(
+        &message,
+        libc::ENOTRECOVERABLE,
+        &format!("{what}; wait_all_done() failed with kind=wait, as it should, but"),
+    )?;
     Ok(true)
 }
 
