@@ -9,8 +9,9 @@ use ipc_labs_driver::Message;
 use super::errors::{first_message, release};
 use super::probe;
 use super::segment::dev_shm;
+use super::stores::ordinal;
 use super::taken_names::{
-    names_at_the_edge, refuses_dangling_link, taken_at_the_open, taken_by_a_bank_whose_holder_died,
+    names_at_the_edge, refuses_dangling_link, taken_at_the_open, taken_by_a_bank_in_use,
 };
 use crate::engine::tracer::{Action, Breakpoint, Call, Tracer};
 use crate::engine::{Fail, Run, force};
@@ -18,7 +19,7 @@ use crate::engine::{Fail, Run, force};
 pub(super) fn create_failures(run: &mut Run) -> Result<String, Fail> {
     let name = taken_at_the_open(run)?;
     refuses_dangling_link(run)?;
-    taken_by_a_bank_whose_holder_died(run)?;
+    taken_by_a_bank_in_use(run)?;
 
     // A valid name too long for the system: shm_open() fails, kind=shm-open.
     let long = format!("{}-{}", run.ipc_name("long"), "x".repeat(300));
@@ -176,12 +177,18 @@ const INIT_FAILURES: [InitFailure; 7] = [
 fn forced_init_failure(run: &mut Run) -> Result<bool, Fail> {
     let mut all = true;
     for failure in &INIT_FAILURES {
-        all &= forced_one_init_failure(run, failure)?;
+        all &= forced_one_init_failure(run, failure, 1)?;
+    }
+    // A second call of the bank's initializations, if there is one (the reference makes none):
+    // whichever call fails, the failure is undone; an earlier one may have been a rehearsal.
+    for failure in [&INIT_FAILURES[0], &INIT_FAILURES[2]] {
+        forced_one_init_failure(run, failure, 2)?;
     }
     Ok(all)
 }
 
-fn forced_one_init_failure(run: &mut Run, failure: &InitFailure) -> Result<bool, Fail> {
+/// Fails the `nth` call of `failure`'s function (from 1); `false` if there was none.
+fn forced_one_init_failure(run: &mut Run, failure: &InitFailure, nth: usize) -> Result<bool, Fail> {
     let name = run.ipc_name("uninitializable");
     let mut proc = run.spawn_stopped(&[
         "--name",
@@ -192,15 +199,20 @@ fn forced_one_init_failure(run: &mut Run, failure: &InitFailure) -> Result<bool,
         "1048576",
     ])?;
     let pid = proc.pid.as_raw();
-    let outcome = fail_init_call(&mut proc, failure);
+    let outcome = fail_init_call(&mut proc, failure, nth);
     let Ok(Some((message, seen))) = outcome else {
         proc.kill_tree();
         let _ = std::fs::remove_file(dev_shm(&name));
         return outcome.map(|_| false);
     };
     let call = format!(
-        "{}() (the grader made it return {}, with a breakpoint at that function)",
+        "{}(){} (the grader made it return {}, with a breakpoint at that function)",
         failure.function.to_str().unwrap_or("?"),
+        if nth > 1 {
+            format!(", its {} call,", ordinal(nth))
+        } else {
+            String::new()
+        },
         failure.errno_name
     );
     let judged = expect_kind(
@@ -246,7 +258,12 @@ fn forced_one_init_failure(run: &mut Run, failure: &InitFailure) -> Result<bool,
             left.join(", ")
         )));
     }
-    let failed_at = seen.iter().position(|&s| s == FAILED);
+    let failed_at = seen
+        .iter()
+        .enumerate()
+        .filter(|&(_, &s)| s == FAILED)
+        .nth(nth - 1)
+        .map(|(at, _)| at);
     let Some(destroy) = failure.destroy else {
         return Ok(true);
     };
@@ -269,12 +286,13 @@ fn forced_one_init_failure(run: &mut Run, failure: &InitFailure) -> Result<bool,
 
 /// Runs the stopped program to its `prlimit64()` (`--file-size-limit`, before `create()`: the C
 /// library is loaded, nothing is created yet), sets breakpoints at `shm_open()`, the function
-/// to fail and the two attribute destroys, makes the first call of the one to fail return its
-/// errno, and returns what the program said next and which breakpoints were hit, in order.
-/// `None` if it could not be traced or made no such call.
+/// to fail and the two attribute destroys, makes the one to fail return its
+/// errno at its `nth` call, and returns what the program said next and which breakpoints were
+/// hit, in order. `None` if it could not be traced or made no such call.
 fn fail_init_call(
     proc: &mut crate::engine::Proc,
     failure: &InitFailure,
+    nth: usize,
 ) -> Result<Option<(Message, Vec<usize>)>, Fail> {
     let pid = proc.pid.as_raw();
     if !stopped_at_file_size_limit(pid)? {
@@ -293,13 +311,15 @@ fn fail_init_call(
     force::resume(pid)?;
     let until = Instant::now() + Duration::from_secs(5);
     let mut seen = Vec::new();
+    let mut calls = 0;
     let mut failed = false;
     let message = loop {
         match breaking.next_break(Instant::now() + Duration::from_millis(5))? {
             Some(Breakpoint::At(_)) => {
                 let which = breaking.last_break();
                 seen.push(which);
-                if which == FAILED && !failed {
+                calls += usize::from(which == FAILED);
+                if which == FAILED && calls == nth {
                     failed = true;
                     breaking.return_now(i64::from(failure.errno));
                 } else {

@@ -152,8 +152,9 @@ pub static LAB: Lab = Lab {
             timeout: Duration::from_secs(20),
             description: "a worker killed right after each store of its transfer in turn (the \
                           journal's fields, active, the two accounts, the count, the clear), \
-                          and a repairer right after each store of its recover(): the next \
-                          holder's repair leaves the bank exact and the dead counted",
+                          and a repairer right after each store of its recover(): the stores \
+                          come in order, and the next holder's repair leaves the bank exact and \
+                          the dead counted",
             exclusive: false,
             hint: Some(
                 "A holder may die between any two stores: the journal's fields first, active last; debit, credit, count; active cleared last; recover() clears active last too, and compiler fences keep the stores in that order. See docs/labs/06-shared-mutex.md, the API table (transfer, recover) and the rules table.",
@@ -192,7 +193,7 @@ pub static LAB: Lab = Lab {
             points: 2,
             timeout: Duration::from_secs(15),
             description: "a name already taken (a segment, a dangling link, a bank whose holder \
-                          died) is kind=exists and what is there is left alone; a name too long for shm_open is \
+                          died, a finished bank) is kind=exists and what is there is left alone; a name too long for shm_open is \
                           kind=shm-open; a failing ftruncate (a limit, a tracer) is \
                           kind=ftruncate with the name removed and nothing left open",
             exclusive: false,

@@ -166,7 +166,7 @@ fn wrong(now: &Bank, transfers: u64, accounts: &[i64]) -> Vec<String> {
     seen
 }
 
-fn ordinal(n: usize) -> String {
+pub(super) fn ordinal(n: usize) -> String {
     let suffix = match (n % 10, n % 100) {
         (1, 11) | (2, 12) | (3, 13) => "th",
         (1, _) => "st",
