@@ -13,7 +13,7 @@ use super::stores::ordinal;
 use super::taken_names::{
     names_at_the_edge, refuses_dangling_link, taken_at_the_open, taken_by_a_bank_in_use,
 };
-use crate::engine::tracer::{Action, Breakpoint, Call, Tracer};
+use crate::engine::tracer::{Action, Breakpoint, Call, Step, Tracer};
 use crate::engine::{Fail, Run, force};
 
 pub(super) fn create_failures(run: &mut Run) -> Result<String, Fail> {
@@ -62,8 +62,9 @@ pub(super) fn create_failures(run: &mut Run) -> Result<String, Fail> {
             left.join(", ")
         )));
     }
-    let forced = if forced_ftruncate_failure(run)? {
-        "; the grader failing ftruncate() itself: kind=ftruncate"
+    let forced = if forced_ftruncate_failure(run)? && ftruncate_failure_outlives_cleanup(run)? {
+        "; the grader failing ftruncate() itself: kind=ftruncate, also when the clean-up's \
+         shm_unlink() fails too"
     } else {
         ""
     };
@@ -436,6 +437,53 @@ fn forced_ftruncate_failure(run: &mut Run) -> Result<bool, Fail> {
         )));
     }
     Ok(true)
+}
+
+/// A create whose `ftruncate()` the tracer makes fail (`EFBIG`), and then the `shm_unlink()` of
+/// its clean-up (`EACCES`): the error is still the step's, kind=ftruncate; a clean-up that fails
+/// leaves nothing more to do, and must not replace the error that made it run. `false` if the
+/// grader may not trace the program, or it made no such calls (judged elsewhere).
+fn ftruncate_failure_outlives_cleanup(run: &mut Run) -> Result<bool, Fail> {
+    let name = run.ipc_name("uncleanable");
+    let path = dev_shm(&name);
+    // The path a glibc shm_unlink() unlinks, kept for the life of the grader (a few bytes).
+    let unlinked: &'static str = path.display().to_string().leak();
+    let mut proc = run.spawn_stopped(&["--name", name.as_str(), "--work", "1"])?;
+    let pid = proc.pid.as_raw();
+    let steps = [
+        (Call::any(libc::SYS_ftruncate), Step::Fail(libc::EFBIG)),
+        (Call::naming(unlinked), Step::Fail(libc::EACCES)),
+    ];
+    let tracer = Tracer::in_turn(pid, steps)?;
+    force::resume(pid)?;
+    let Some(mut tracer) = tracer else {
+        proc.kill_tree();
+        return Ok(false);
+    };
+    let message = first_message(&mut proc)?;
+    let both = tracer.failed_the_call()? && tracer.failed_the_call()?;
+    drop(tracer);
+    let judged = if both {
+        expect_kind(
+            &message,
+            "ftruncate",
+            "with the grader failing its ftruncate() (EFBIG) and then the shm_unlink() of its \
+             clean-up (EACCES), SharedBank::create()",
+            "the error create() returns is the failed step's, ftruncate()'s BankError::Truncate; \
+             a clean-up call that fails as well does not replace it (undo what can be undone, \
+             then return the step's error)",
+        )
+    } else {
+        Ok(())
+    };
+    if judged.is_err() || message.kind != "failed" {
+        proc.kill_tree();
+    } else {
+        release(&mut proc)?;
+    }
+    // The grader's failed unlink left the name.
+    let _ = std::fs::remove_file(&path);
+    judged.map(|()| both)
 }
 
 /// A create whose `mmap()` of the segment (the first shared one) the tracer makes fail
