@@ -5,6 +5,7 @@ use std::time::{Duration, Instant};
 
 use rand::RngExt;
 
+use super::LIGHT_WORK;
 use super::probe::{self, Place, Sleep};
 use super::segment::{Counts, Journal, Segment};
 use super::session::{Session, role_of};
@@ -232,11 +233,33 @@ pub(super) fn everything_under_the_lock(run: &mut Run) -> Result<String, Fail> {
     }
     let outcome = session.finish(0, |_| Ok(()))?;
     let transfers = verify(&session, &outcome, &[], 0)?;
+    let alone = if relocks_alone(run)? {
+        "; a worker alone also let go of the mutex between two transfers"
+    } else {
+        ""
+    };
     Ok(format!(
         "while the grader held the mutex the bank stood still and all 4 workers slept on it; \
          then {transfers} transfers and 4 finishes all counted ({stores} stores to the count \
-         watched, each made holding the mutex, the journal still active)"
+         watched, each made holding the mutex, the journal still active){alone}"
     ))
+}
+
+/// A worker alone in its run (nobody waits for the mutex, the coordinator asleep on the
+/// condition variable) still unlocks after each transfer and locks again: a lock kept while
+/// nobody waits is still kept outside any transfer. `false` if it could not be watched.
+fn relocks_alone(run: &mut Run) -> Result<bool, Fail> {
+    let mut session = Session::start(run, &[LIGHT_WORK], &[])?;
+    session.coordinator_settled();
+    let relocks = Relocks::watch(&session, session.workers[0]);
+    session.go()?;
+    let watched = relocks.is_some();
+    if let Some(relocks) = relocks {
+        relocks.judge()?;
+    }
+    let outcome = session.finish(0, |_| Ok(()))?;
+    verify(&session, &outcome, &[], 0)?;
+    Ok(watched)
 }
 
 /// A thread that was never seen in a system call is listed with no call: say so.
