@@ -84,7 +84,8 @@ pub static LAB: Lab = Lab {
                           or finish change nothing in the bank and sleep on the mutex, with no \
                           timeout; once it lets go, every transfer and every finish counts, \
                           each store to the count made holding the mutex, and the mutex \
-                          released and taken again between two transfers",
+                          released and taken again between two transfers, a worker alone \
+                          too; workers meeting the coordinator's hold wait for it",
             exclusive: false,
             hint: Some(
                 "Everything that touches the bank, finish() too, happens under the lock, and lock() sleeps in pthread_mutex_lock(). See docs/labs/06-shared-mutex.md, the rules table (the lock rules).",
