@@ -210,7 +210,7 @@ fn forced_one_init_failure(run: &mut Run, failure: &InitFailure, nth: usize) -> 
         "{}(){} (the grader made it return {}, with a breakpoint at that function)",
         failure.function.to_str().unwrap_or("?"),
         if nth > 1 {
-            format!(", its {} call,", ordinal(nth))
+            format!(", its {} call", ordinal(nth))
         } else {
             String::new()
         },
