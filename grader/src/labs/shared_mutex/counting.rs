@@ -9,6 +9,7 @@ use super::probe::{self, Place, Sleep};
 use super::segment::{Counts, Journal, Segment};
 use super::session::{Session, role_of};
 use super::totals::verify;
+use super::{ACCOUNTS, LIGHT_WORK};
 use crate::engine::tracer::{Field, Tracer, Watched};
 use crate::engine::waiting::{self, WaitRules};
 use crate::engine::{Fail, Run};
@@ -232,11 +233,138 @@ pub(super) fn everything_under_the_lock(run: &mut Run) -> Result<String, Fail> {
     }
     let outcome = session.finish(0, |_| Ok(()))?;
     let transfers = verify(&session, &outcome, &[], 0)?;
+    let alone = if relocks_alone(run)? {
+        "; a worker alone also let go of the mutex between two transfers"
+    } else {
+        ""
+    };
+    let coordinator_held = if waits_for_the_coordinators_hold(run)? {
+        "; workers forked from a coordinator that had locked before (tried transfers) slept \
+         while it held the mutex"
+    } else {
+        ""
+    };
     Ok(format!(
         "while the grader held the mutex the bank stood still and all 4 workers slept on it; \
          then {transfers} transfers and 4 finishes all counted ({stores} stores to the count \
-         watched, each made holding the mutex, the journal still active)"
+         watched, each made holding the mutex, the journal still active){alone}{coordinator_held}"
     ))
+}
+
+/// Workers whose first lock meets the coordinator's hold wait for it, as for any holder: the
+/// coordinator has locked before its forks (`--try-transfers`), so the workers are its copies
+/// from after a lock; woken by the grader's broadcast, it is stopped by a watchpoint at its read
+/// of the counts in `wait_all_done()`, the mutex held, and the workers are let go. Each must
+/// sleep on the mutex until the coordinator goes on. `false` if it could not be stopped there.
+fn waits_for_the_coordinators_hold(run: &mut Run) -> Result<bool, Fail> {
+    let tried = ["--try-transfers".to_string(), "0,1".into()];
+    // The tried transfer: 1 from account 0 to account 1.
+    let mut delta = vec![0i64; ACCOUNTS];
+    (delta[0], delta[1]) = (-1, 1);
+    let tried_transfer = [(1u64, delta)];
+    let mut session = Session::start(run, &[LIGHT_WORK; 2], &tried)?;
+    session.coordinator_settled();
+    let coordinator = session.coordinator;
+    let counts: &'static [Field] = Box::leak(Box::new([Field {
+        // The counts, loads too: the coordinator reads them in wait_all_done(), mutex held.
+        offset: session.segment.layout.counts_at,
+        len: 8,
+        loads: true,
+    }]));
+    let tracer = match probe::mappings(coordinator, &session.name)
+        .into_iter()
+        .find(|m| m.offset == 0)
+    {
+        Some(map) => Tracer::watch_at(coordinator, map.start, counts)?,
+        None => None,
+    };
+    let Some(mut tracer) = tracer else {
+        return finish_unjudged(session, &tried_transfer);
+    };
+    let until = Instant::now() + Duration::from_secs(2);
+    let mut broadcast = false;
+    let held = loop {
+        match tracer.next_watched(Instant::now() + Duration::from_millis(5))? {
+            Some(Watched::Hit) => break true,
+            Some(Watched::Armed) | None if !broadcast => {
+                broadcast = probe::broadcast(&session.segment)
+            }
+            Some(Watched::Armed) | None if Instant::now() < until => {}
+            _ => break false,
+        }
+    };
+    if !held || session.segment.mutex_owner()? != coordinator {
+        drop(tracer);
+        return finish_unjudged(session, &tried_transfer);
+    }
+    // Not Session::go(), which waits for the coordinator to sleep on the condition variable.
+    for _ in &session.workers {
+        session.proc.send("go", &[])?;
+    }
+    let until = Instant::now() + Duration::from_millis(500);
+    let mut failed = None;
+    while Instant::now() < until && failed.is_none() {
+        let asleep = session
+            .workers
+            .iter()
+            .all(|&w| matches!(probe::sleeping(w), Sleep::Futex { .. }));
+        if asleep {
+            break;
+        }
+        match session.next_before(Instant::now() + Duration::from_millis(2))? {
+            Some(message) if message.kind == "failed" => failed = Some(message),
+            Some(message) => session.set_aside(message),
+            None => {}
+        }
+    }
+    // Dropped: the coordinator goes on and lets go of the mutex.
+    drop(tracer);
+    if let Some(message) = failed {
+        session.proc.kill_tree();
+        let _ = std::fs::remove_file(super::segment::dev_shm(&session.name));
+        return Err(Fail::failed(format!(
+            "the coordinator had locked the bank's mutex before forking its workers (tried \
+             transfers), and held it again in wait_all_done() (stopped by a watchpoint at its \
+             read of the counts, its thread id {coordinator} in the mutex's owner word) when \
+             the workers started: worker pid {}'s transfer failed with kind={} ({}) instead of \
+             waiting: a mutex held by another process is waited for, pthread_mutex_lock() \
+             sleeps until it is unlocked; if lock() compares the owner word with a thread id, \
+             that id must be the calling thread's (a value kept from before fork() is the \
+             coordinator's)",
+            message.get("pid").unwrap_or("?"),
+            message.get("kind").unwrap_or("none"),
+            message.get("error").unwrap_or("")
+        )));
+    }
+    let outcome = session.finish(0, |_| Ok(()))?;
+    verify(&session, &outcome, &tried_transfer, 0)?;
+    Ok(true)
+}
+
+/// Lets a session that could not be brought where its check wanted run to its end; `extra` as
+/// [`verify`] takes it.
+fn finish_unjudged(mut session: Session, extra: &[(u64, Vec<i64>)]) -> Result<bool, Fail> {
+    session.go()?;
+    let outcome = session.finish(0, |_| Ok(()))?;
+    verify(&session, &outcome, extra, 0)?;
+    Ok(false)
+}
+
+/// A worker alone in its run (nobody waits for the mutex, the coordinator asleep on the
+/// condition variable) still unlocks after each transfer and locks again: a lock kept while
+/// nobody waits is still kept outside any transfer. `false` if it could not be watched.
+fn relocks_alone(run: &mut Run) -> Result<bool, Fail> {
+    let mut session = Session::start(run, &[LIGHT_WORK], &[])?;
+    session.coordinator_settled();
+    let relocks = Relocks::watch(&session, session.workers[0]);
+    session.go()?;
+    let watched = relocks.is_some();
+    if let Some(relocks) = relocks {
+        relocks.judge()?;
+    }
+    let outcome = session.finish(0, |_| Ok(()))?;
+    verify(&session, &outcome, &[], 0)?;
+    Ok(watched)
 }
 
 /// A thread that was never seen in a system call is listed with no call: say so.

@@ -9,16 +9,17 @@ use ipc_labs_driver::Message;
 use super::errors::{first_message, release};
 use super::probe;
 use super::segment::dev_shm;
+use super::stores::ordinal;
 use super::taken_names::{
-    names_at_the_edge, refuses_dangling_link, taken_at_the_open, taken_by_a_bank_whose_holder_died,
+    names_at_the_edge, refuses_dangling_link, taken_at_the_open, taken_by_a_bank_in_use,
 };
-use crate::engine::tracer::{Action, Breakpoint, Call, Tracer};
+use crate::engine::tracer::{Action, Breakpoint, Call, Step, Tracer};
 use crate::engine::{Fail, Run, force};
 
 pub(super) fn create_failures(run: &mut Run) -> Result<String, Fail> {
     let name = taken_at_the_open(run)?;
     refuses_dangling_link(run)?;
-    taken_by_a_bank_whose_holder_died(run)?;
+    taken_by_a_bank_in_use(run)?;
 
     // A valid name too long for the system: shm_open() fails, kind=shm-open.
     let long = format!("{}-{}", run.ipc_name("long"), "x".repeat(300));
@@ -61,8 +62,9 @@ pub(super) fn create_failures(run: &mut Run) -> Result<String, Fail> {
             left.join(", ")
         )));
     }
-    let forced = if forced_ftruncate_failure(run)? {
-        "; the grader failing ftruncate() itself: kind=ftruncate"
+    let forced = if forced_ftruncate_failure(run)? && ftruncate_failure_outlives_cleanup(run)? {
+        "; the grader failing ftruncate() itself: kind=ftruncate, also when the clean-up's \
+         shm_unlink() fails too"
     } else {
         ""
     };
@@ -176,12 +178,18 @@ const INIT_FAILURES: [InitFailure; 7] = [
 fn forced_init_failure(run: &mut Run) -> Result<bool, Fail> {
     let mut all = true;
     for failure in &INIT_FAILURES {
-        all &= forced_one_init_failure(run, failure)?;
+        all &= forced_one_init_failure(run, failure, 1)?;
+    }
+    // A second call of the bank's initializations, if there is one (the reference makes none):
+    // whichever call fails, the failure is undone; an earlier one may have been a rehearsal.
+    for failure in [&INIT_FAILURES[0], &INIT_FAILURES[2]] {
+        forced_one_init_failure(run, failure, 2)?;
     }
     Ok(all)
 }
 
-fn forced_one_init_failure(run: &mut Run, failure: &InitFailure) -> Result<bool, Fail> {
+/// Fails the `nth` call of `failure`'s function (from 1); `false` if there was none.
+fn forced_one_init_failure(run: &mut Run, failure: &InitFailure, nth: usize) -> Result<bool, Fail> {
     let name = run.ipc_name("uninitializable");
     let mut proc = run.spawn_stopped(&[
         "--name",
@@ -192,15 +200,20 @@ fn forced_one_init_failure(run: &mut Run, failure: &InitFailure) -> Result<bool,
         "1048576",
     ])?;
     let pid = proc.pid.as_raw();
-    let outcome = fail_init_call(&mut proc, failure);
+    let outcome = fail_init_call(&mut proc, failure, nth);
     let Ok(Some((message, seen))) = outcome else {
         proc.kill_tree();
         let _ = std::fs::remove_file(dev_shm(&name));
         return outcome.map(|_| false);
     };
     let call = format!(
-        "{}() (the grader made it return {}, with a breakpoint at that function)",
+        "{}(){} (the grader made it return {}, with a breakpoint at that function)",
         failure.function.to_str().unwrap_or("?"),
+        if nth > 1 {
+            format!(", its {} call", ordinal(nth))
+        } else {
+            String::new()
+        },
         failure.errno_name
     );
     let judged = expect_kind(
@@ -212,6 +225,13 @@ fn forced_one_init_failure(run: &mut Run, failure: &InitFailure) -> Result<bool,
             failure.what
         ),
     );
+    let judged = judged.and_then(|()| {
+        expect_errno(
+            &message,
+            failure.errno,
+            &format!("SharedBank::create() failed at {call} with kind=init, as it should, but"),
+        )
+    });
     let left = left_by_failed_create(pid, &name);
     let path = dev_shm(&name);
     if judged.is_err() {
@@ -239,7 +259,12 @@ fn forced_one_init_failure(run: &mut Run, failure: &InitFailure) -> Result<bool,
             left.join(", ")
         )));
     }
-    let failed_at = seen.iter().position(|&s| s == FAILED);
+    let failed_at = seen
+        .iter()
+        .enumerate()
+        .filter(|&(_, &s)| s == FAILED)
+        .nth(nth - 1)
+        .map(|(at, _)| at);
     let Some(destroy) = failure.destroy else {
         return Ok(true);
     };
@@ -262,12 +287,13 @@ fn forced_one_init_failure(run: &mut Run, failure: &InitFailure) -> Result<bool,
 
 /// Runs the stopped program to its `prlimit64()` (`--file-size-limit`, before `create()`: the C
 /// library is loaded, nothing is created yet), sets breakpoints at `shm_open()`, the function
-/// to fail and the two attribute destroys, makes the first call of the one to fail return its
-/// errno, and returns what the program said next and which breakpoints were hit, in order.
-/// `None` if it could not be traced or made no such call.
+/// to fail and the two attribute destroys, makes the one to fail return its
+/// errno at its `nth` call, and returns what the program said next and which breakpoints were
+/// hit, in order. `None` if it could not be traced or made no such call.
 fn fail_init_call(
     proc: &mut crate::engine::Proc,
     failure: &InitFailure,
+    nth: usize,
 ) -> Result<Option<(Message, Vec<usize>)>, Fail> {
     let pid = proc.pid.as_raw();
     if !stopped_at_file_size_limit(pid)? {
@@ -286,13 +312,15 @@ fn fail_init_call(
     force::resume(pid)?;
     let until = Instant::now() + Duration::from_secs(5);
     let mut seen = Vec::new();
+    let mut calls = 0;
     let mut failed = false;
     let message = loop {
         match breaking.next_break(Instant::now() + Duration::from_millis(5))? {
             Some(Breakpoint::At(_)) => {
                 let which = breaking.last_break();
                 seen.push(which);
-                if which == FAILED && !failed {
+                calls += usize::from(which == FAILED);
+                if which == FAILED && calls == nth {
                     failed = true;
                     breaking.return_now(i64::from(failure.errno));
                 } else {
@@ -411,6 +439,53 @@ fn forced_ftruncate_failure(run: &mut Run) -> Result<bool, Fail> {
     Ok(true)
 }
 
+/// A create whose `ftruncate()` the tracer makes fail (`EFBIG`), and then the `shm_unlink()` of
+/// its clean-up (`EACCES`): the error is still the step's, kind=ftruncate; a clean-up that fails
+/// leaves nothing more to do, and must not replace the error that made it run. `false` if the
+/// grader may not trace the program, or it made no such calls (judged elsewhere).
+fn ftruncate_failure_outlives_cleanup(run: &mut Run) -> Result<bool, Fail> {
+    let name = run.ipc_name("uncleanable");
+    let path = dev_shm(&name);
+    // The path a glibc shm_unlink() unlinks, kept for the life of the grader (a few bytes).
+    let unlinked: &'static str = path.display().to_string().leak();
+    let mut proc = run.spawn_stopped(&["--name", name.as_str(), "--work", "1"])?;
+    let pid = proc.pid.as_raw();
+    let steps = [
+        (Call::any(libc::SYS_ftruncate), Step::Fail(libc::EFBIG)),
+        (Call::naming(unlinked), Step::Fail(libc::EACCES)),
+    ];
+    let tracer = Tracer::in_turn(pid, steps)?;
+    force::resume(pid)?;
+    let Some(mut tracer) = tracer else {
+        proc.kill_tree();
+        return Ok(false);
+    };
+    let message = first_message(&mut proc)?;
+    let both = tracer.failed_the_call()? && tracer.failed_the_call()?;
+    drop(tracer);
+    let judged = if both {
+        expect_kind(
+            &message,
+            "ftruncate",
+            "with the grader failing its ftruncate() (EFBIG) and then the shm_unlink() of its \
+             clean-up (EACCES), SharedBank::create()",
+            "the error create() returns is the failed step's, ftruncate()'s BankError::Truncate; \
+             a clean-up call that fails as well does not replace it (undo what can be undone, \
+             then return the step's error)",
+        )
+    } else {
+        Ok(())
+    };
+    if judged.is_err() || message.kind != "failed" {
+        proc.kill_tree();
+    } else {
+        release(&mut proc)?;
+    }
+    // The grader's failed unlink left the name.
+    let _ = std::fs::remove_file(&path);
+    judged.map(|()| both)
+}
+
 /// A create whose `mmap()` of the segment (the first shared one) the tracer makes fail
 /// (`ENOMEM`): it must say `mmap` and, as for any step after `shm_open()`, leave neither the
 /// name nor a descriptor behind. `false` if the grader may not trace the program, or the
@@ -466,6 +541,23 @@ fn forced_mmap_failure(run: &mut Run) -> Result<bool, Fail> {
 
 /// Fails unless `message` is `failed` with `kind`; `what` is what was tried, `rule` what
 /// should happen.
+/// A pthread call's failure must carry the error number the call returned (pthread functions
+/// return it and leave `errno` alone): the `error=` text names it.
+pub(super) fn expect_errno(message: &Message, errno: i32, what: &str) -> Result<(), Fail> {
+    let error = message.get("error").unwrap_or("");
+    // By number: ENOTSUP and EOPNOTSUPP are one error, which nix names EOPNOTSUPP.
+    let errno_name = format!("{:?}", nix::errno::Errno::from_raw(errno));
+    if error.contains(&errno_name) {
+        return Ok(());
+    }
+    Err(Fail::failed(format!(
+        "{what} its error says {error:?}, not {errno_name}, the error number the call \
+         returned: pthread functions return their error number and do not set errno, so \
+         Errno::last() after one holds whatever an earlier call left there; build the error \
+         from the returned number (pthread_result())"
+    )))
+}
+
 pub(super) fn expect_kind(
     message: &Message,
     kind: &str,

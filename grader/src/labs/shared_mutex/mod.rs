@@ -84,7 +84,8 @@ pub static LAB: Lab = Lab {
                           or finish change nothing in the bank and sleep on the mutex, with no \
                           timeout; once it lets go, every transfer and every finish counts, \
                           each store to the count made holding the mutex, and the mutex \
-                          released and taken again between two transfers",
+                          released and taken again between two transfers, a worker alone \
+                          too; workers meeting the coordinator's hold wait for it",
             exclusive: false,
             hint: Some(
                 "Everything that touches the bank, finish() too, happens under the lock, and lock() sleeps in pthread_mutex_lock(). See docs/labs/06-shared-mutex.md, the rules table (the lock rules).",
@@ -152,8 +153,9 @@ pub static LAB: Lab = Lab {
             timeout: Duration::from_secs(20),
             description: "a worker killed right after each store of its transfer in turn (the \
                           journal's fields, active, the two accounts, the count, the clear), \
-                          and a repairer right after each store of its recover(): the next \
-                          holder's repair leaves the bank exact and the dead counted",
+                          and a repairer right after each store of its recover(): the stores \
+                          come in order, and the next holder's repair leaves the bank exact and \
+                          the dead counted",
             exclusive: false,
             hint: Some(
                 "A holder may die between any two stores: the journal's fields first, active last; debit, credit, count; active cleared last; recover() clears active last too, and compiler fences keep the stores in that order. See docs/labs/06-shared-mutex.md, the API table (transfer, recover) and the rules table.",
@@ -192,7 +194,7 @@ pub static LAB: Lab = Lab {
             points: 2,
             timeout: Duration::from_secs(15),
             description: "a name already taken (a segment, a dangling link, a bank whose holder \
-                          died) is kind=exists and what is there is left alone; a name too long for shm_open is \
+                          died, a finished bank) is kind=exists and what is there is left alone; a name too long for shm_open is \
                           kind=shm-open; a failing ftruncate (a limit, a tracer) is \
                           kind=ftruncate with the name removed and nothing left open",
             exclusive: false,

@@ -31,11 +31,12 @@ use crate::engine::{Fail, Run, force, inspect};
 /// The most stores one transfer is expected to make to one set of watched words (the reference
 /// makes 7 to the journal's first four words, 4 to the other four): the kills stop there.
 const MOST_STORES: usize = 8;
-/// The same for `recover()`'s stores to the four words it repairs (the reference makes 4).
+/// The same for `recover()`'s stores to one set of its watched words (the reference makes 4 to
+/// the words it repairs, 1 to the journal).
 const MOST_REPAIR_STORES: usize = 5;
 /// Workers with one transfer (killed in it) and with none (repairers, in `finish()`).
-const VICTIMS: usize = 2 * (MOST_STORES + 1) + MOST_REPAIR_STORES + 1;
-const REPAIRERS: usize = 2 * (MOST_STORES + 1) + 2 * (MOST_REPAIR_STORES + 1);
+const VICTIMS: usize = 2 * (MOST_STORES + 1) + 2 * (MOST_REPAIR_STORES + 1);
+const REPAIRERS: usize = 2 * (MOST_STORES + 1) + 4 * (MOST_REPAIR_STORES + 1);
 
 /// The bank as the grader reads it from the segment, but for the mutex and the condition
 /// variable.
@@ -165,7 +166,7 @@ fn wrong(now: &Bank, transfers: u64, accounts: &[i64]) -> Vec<String> {
     seen
 }
 
-fn ordinal(n: usize) -> String {
+pub(super) fn ordinal(n: usize) -> String {
     let suffix = match (n % 10, n % 100) {
         (1, 11) | (2, 12) | (3, 13) => "th",
         (1, _) => "st",
@@ -541,6 +542,24 @@ fn judge_kill(
         before.accounts[to],
         before.transfers,
     );
+    let debited = at.accounts[from] != before.accounts[from];
+    let credited = at.accounts[to] != before.accounts[to];
+    let counted = at.transfers != before.transfers;
+    if (credited && !debited) || (counted && !credited) {
+        let (made, missing) = if credited && !debited {
+            ("its credit", "its debit")
+        } else {
+            ("its count", "its credit")
+        };
+        return Err(Fail::failed(format!(
+            "{what}, the journal active; at that store the bank held {made} but not {missing} \
+             ({}): a transfer's stores reach the segment in the order debit, midway(), credit, \
+             count, then `active` cleared, with a compiler_fence between each two, so that a \
+             holder's death leaves only a beginning of them (the repair hid it this time, but \
+             no other order is the transfer the handout asks for)",
+            wrong(at, before.transfers, &before.accounts).join(", ")
+        )));
+    }
     let mut off = wrong(after, before.transfers, &before.accounts);
     if after.journal.active != 0 {
         off.push("the journal still active".into());
@@ -608,121 +627,186 @@ fn judge_kill(
     )))
 }
 
-/// Kills a worker right after its debit, then the worker that repairs right after each store of
-/// its `recover()` in turn; another worker then repairs. `None` without watchpoints; else how
-/// many stores.
-fn every_repair_store(session: &mut Session, pool: &mut Pool) -> Result<usize, Fail> {
-    let mut stores = 0;
-    for k in 1..=MOST_REPAIR_STORES + 1 {
-        settle(session);
-        let victim = pool.victim()?;
-        let transfer = first_transfer(session.seed, victim);
-        let Transfer { from, to, .. } = transfer;
-        let before = look(&session.segment)?;
-        let layout = session.segment.layout;
-        let debit = [Word {
-            offset: layout.accounts_at + 8 * from,
-            name: "the debited account",
-        }];
-        match kill_at(session, victim, &debit, 1)? {
-            Watch::Killed(killed) if killed.bank.journal.active != 0 => {}
-            Watch::Killed(_) => {
-                // Judged with the transfer's own stores: let a worker repair and stop here.
-                let repairer = pool.repairer()?;
-                repair(session, repairer)?;
-                break;
-            }
-            Watch::Finished | Watch::Unwatched => break,
-        }
-        let repairer = pool.repairer()?;
-        let words = [
+/// The words `recover()` may write, in two sets of four: the two accounts, the count and
+/// `active`; then the journal's saved balances and count with `active` (a repairer killed
+/// while the journal is still active leaves it for the next one, so it must be left whole).
+fn repair_words(segment: &Segment, transfer: Transfer) -> [[Word; 4]; 2] {
+    let (j, layout) = (segment.layout.journal_at, segment.layout);
+    let active = Word {
+        offset: j,
+        name: "journal.active",
+    };
+    [
+        [
             Word {
-                offset: layout.accounts_at + 8 * from,
+                offset: layout.accounts_at + 8 * transfer.from,
                 name: "the debited account",
             },
             Word {
-                offset: layout.accounts_at + 8 * to,
+                offset: layout.accounts_at + 8 * transfer.to,
                 name: "the credited account",
             },
             Word {
                 offset: layout.transfers_at,
                 name: "the bank's count (transfers)",
             },
+            active,
+        ],
+        [
             Word {
-                offset: layout.journal_at,
-                name: "journal.active",
+                offset: j + 16,
+                name: "journal.from_balance",
             },
-        ];
-        let what = format!(
-            "{} was killed (SIGKILL) right after the debit of its transfer of {} from account \
-             {from} to account {to} (the journal active)",
-            who(session, victim),
-            transfer.amount
-        );
-        let (killed, last) = match kill_at(session, repairer, &words, k)? {
-            Watch::Killed(killed) => (Some(killed), pool.repairer()?),
-            Watch::Finished | Watch::Unwatched => (None, repairer),
-        };
-        if killed.is_some() {
-            stores += 1;
-            repair(session, last)?;
-        }
-        let after = look(&session.segment)?;
-        let mut off = wrong(&after, before.transfers, &before.accounts);
-        if after.journal.active != 0 {
-            off.push("the journal still active".into());
-        }
-        // A repairer killed after its clear may not have counted the dead worker yet.
-        let cleared = killed.as_ref().is_some_and(|k| k.bank.journal.active == 0);
-        let counted = after.dead == before.dead + 1 || (cleared && after.dead == before.dead);
-        if !counted {
-            off.push(format!("dead = {} (not {})", after.dead, before.dead + 1));
-        }
-        let Some(killed) = killed else {
-            if !off.is_empty() {
-                return Err(Fail::failed(format!(
-                    "{what}; {} met EOWNERDEAD in finish() and repaired, but then {}: recover() \
-                     puts back both balances and the count the journal saved, clears the \
-                     journal and counts the worker dead",
-                    who(session, repairer),
-                    off.join(", ")
-                )));
+            Word {
+                offset: j + 24,
+                name: "journal.to_balance",
+            },
+            Word {
+                offset: j + 32,
+                name: "journal.transfers",
+            },
+            active,
+        ],
+    ]
+}
+
+const REPAIR_SETS: [&str; 2] = [
+    "the two accounts, the count and journal.active",
+    "the journal's saved balances and count and journal.active",
+];
+
+/// Kills a worker right after its debit, then the worker that repairs right after each store of
+/// its `recover()` to each set of [`repair_words`] in turn; another worker then repairs. `None`
+/// without watchpoints; else how many stores.
+fn every_repair_store(session: &mut Session, pool: &mut Pool) -> Result<usize, Fail> {
+    let mut stores = 0;
+    for set in 0..2 {
+        for k in 1..=MOST_REPAIR_STORES + 1 {
+            if !repair_killed_at(session, pool, set, k)? {
+                break;
             }
-            break;
-        };
-        if off.is_empty() {
-            continue;
+            stores += 1;
         }
-        let undone =
-            killed.bank.accounts == before.accounts && killed.bank.transfers == before.transfers;
-        let cause = if killed.bank.journal.active == 0 && !undone {
-            format!(
-                "the repairer had cleared the journal before putting back everything it saved \
-                 (at its death {}), so the next holder found no transfer under way and the half \
-                 transfer stays for good: ",
-                wrong(&killed.bank, before.transfers, &before.accounts).join(", ")
-            )
-        } else if after.dead > before.dead + 1 {
-            "the repairer had counted the dead worker before clearing the journal, so the next \
-             holder, finding the journal still active, counted it again (count it once the \
-             journal is cleared): "
-                .to_string()
-        } else {
-            String::new()
-        };
-        return Err(Fail::failed(format!(
-            "{what}; the next to lock, {} (in finish()), met EOWNERDEAD and was killed in its \
-             repair {}; then {} locked (EOWNERDEAD again), and after that {}: {cause}a repairer holds the lock like any holder and \
-             may die between any two stores too: recover() puts back both balances and the \
-             count first and clears `active` last (a compiler_fence before the clear), so that \
-             a repair cut short leaves the journal active and the next holder repeats it",
-            who(session, repairer),
-            killed.describe("the two accounts, the count and journal.active"),
-            who(session, last),
-            off.join(", ")
-        )));
     }
     Ok(stores)
+}
+
+/// One kill of a repairer right after its `k`-th store to the set `set` of [`repair_words`]:
+/// `true` if it was killed there, `false` when it made fewer stores (the set is done).
+fn repair_killed_at(
+    session: &mut Session,
+    pool: &mut Pool,
+    set: usize,
+    k: usize,
+) -> Result<bool, Fail> {
+    settle(session);
+    let victim = pool.victim()?;
+    let transfer = first_transfer(session.seed, victim);
+    let Transfer { from, to, .. } = transfer;
+    let before = look(&session.segment)?;
+    let layout = session.segment.layout;
+    let debit = [Word {
+        offset: layout.accounts_at + 8 * from,
+        name: "the debited account",
+    }];
+    let journal = match kill_at(session, victim, &debit, 1)? {
+        Watch::Killed(killed) if killed.bank.journal.active != 0 => killed.bank.journal,
+        Watch::Killed(_) => {
+            // Judged with the transfer's own stores: let a worker repair and stop here.
+            let repairer = pool.repairer()?;
+            repair(session, repairer)?;
+            return Ok(false);
+        }
+        Watch::Finished | Watch::Unwatched => return Ok(false),
+    };
+    let repairer = pool.repairer()?;
+    let words = repair_words(&session.segment, transfer);
+    let what = format!(
+        "{} was killed (SIGKILL) right after the debit of its transfer of {} from account \
+         {from} to account {to} (the journal active)",
+        who(session, victim),
+        transfer.amount
+    );
+    let (killed, last) = match kill_at(session, repairer, &words[set], k)? {
+        Watch::Killed(killed) => (Some(killed), pool.repairer()?),
+        Watch::Finished | Watch::Unwatched => (None, repairer),
+    };
+    if killed.is_some() {
+        repair(session, last)?;
+    }
+    let after = look(&session.segment)?;
+    let mut off = wrong(&after, before.transfers, &before.accounts);
+    if after.journal.active != 0 {
+        off.push("the journal still active".into());
+    }
+    // A repairer killed after its clear may not have counted the dead worker yet.
+    let cleared = killed.as_ref().is_some_and(|k| k.bank.journal.active == 0);
+    let counted = after.dead == before.dead + 1 || (cleared && after.dead == before.dead);
+    if !counted {
+        off.push(format!("dead = {} (not {})", after.dead, before.dead + 1));
+    }
+    let Some(killed) = killed else {
+        if !off.is_empty() {
+            return Err(Fail::failed(format!(
+                "{what}; {} met EOWNERDEAD in finish() and repaired, but then {}: recover() \
+                 puts back both balances and the count the journal saved, clears the \
+                 journal and counts the worker dead",
+                who(session, repairer),
+                off.join(", ")
+            )));
+        }
+        return Ok(false);
+    };
+    if off.is_empty() {
+        return Ok(true);
+    }
+    let at = &killed.bank;
+    let undone = at.accounts == before.accounts && at.transfers == before.transfers;
+    let cause = if at.journal.active == 0 && !undone {
+        format!(
+            "the repairer had cleared the journal before putting back everything it saved (at \
+             its death {}), so the next holder found no transfer under way and the half \
+             transfer stays for good: ",
+            wrong(at, before.transfers, &before.accounts).join(", ")
+        )
+    } else if at.journal.active != 0 && at.journal.saved() != journal.saved() {
+        format!(
+            "the repairer had changed what the journal saved while it was still active \
+             (accounts {} and {}, balances {} and {}, count {}; the dead holder saved {}, {}, \
+             {}, {}, {}), so the next holder repeated the repair from the changed values: an \
+             active journal always describes the transfer under way, and recover() leaves it \
+             as it is but for `active`: ",
+            at.journal.from,
+            at.journal.to,
+            at.journal.from_balance,
+            at.journal.to_balance,
+            at.journal.transfers,
+            journal.from,
+            journal.to,
+            journal.from_balance,
+            journal.to_balance,
+            journal.transfers
+        )
+    } else if after.dead > before.dead + 1 {
+        "the repairer had counted the dead worker before clearing the journal, so the next \
+         holder, finding the journal still active, counted it again (count it once the \
+         journal is cleared): "
+            .to_string()
+    } else {
+        String::new()
+    };
+    Err(Fail::failed(format!(
+        "{what}; the next to lock, {} (in finish()), met EOWNERDEAD and was killed in its \
+         repair {}; then {} locked (EOWNERDEAD again), and after that {}: {cause}a repairer \
+         holds the lock like any holder and may die between any two stores too: recover() \
+         puts back both balances and the count first and clears `active` last (a \
+         compiler_fence before the clear), so that a repair cut short leaves the journal \
+         active and the next holder repeats it",
+        who(session, repairer),
+        killed.describe(REPAIR_SETS[set]),
+        who(session, last),
+        off.join(", ")
+    )))
 }
 
 /// Lets the workers not used go (their transfers, their finishes), counts the ones killed

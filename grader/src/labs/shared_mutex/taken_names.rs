@@ -17,8 +17,9 @@ use crate::engine::{Fail, Run, force};
 /// Valid names at the edges of what a file of `/dev/shm` can be called: `/` and 255 characters
 /// (NAME_MAX counts the part after the `/`, the file's name), and a name of characters other
 /// than letters and digits (`:`, a space, `#`, a non-ASCII letter: the name rule forbids only
-/// `/`). The grader takes each name first (a segment of its own there), so `create()` must get
-/// as far as `shm_open()` and say kind=exists, and creates nothing. `/` and 256 characters, one
+/// `/`; a tab, a control character, DEL too). The grader takes each name first (a segment of its own there), so `create()` must get
+/// as far as `shm_open()` and say kind=exists, and creates nothing, even under a file size limit
+/// no bank fits in (`ftruncate()` comes after). `/` and 256 characters, one
 /// past, is too long for the file system: `shm_open()` fails (ENAMETOOLONG), kind=shm-open.
 pub(super) fn names_at_the_edge(run: &mut Run) -> Result<(), Fail> {
     let base = run.ipc_name("edge");
@@ -26,6 +27,8 @@ pub(super) fn names_at_the_edge(run: &mut Run) -> Result<(), Fail> {
     let longest = padded(256);
     let characters = format!("{}:1 #\u{e4}", run.ipc_name("chars"));
     let blank_last = format!("{} ", run.ipc_name("blank"));
+    // A tab, a control character and DEL: the control channel's fields end at a newline only.
+    let control = format!("{}\t\u{1}\u{7f}", run.ipc_name("control"));
     for (name, what) in [
         (
             &longest,
@@ -44,23 +47,44 @@ pub(super) fn names_at_the_edge(run: &mut Run) -> Result<(), Fail> {
             "a name that ends in a blank: the name is taken as given, and trimmed it would be \
              another name, another segment",
         ),
+        (
+            &control,
+            "a name holding a tab, a control character (0x01) and DEL: the name rule forbids \
+             only '/', and a file name may hold any byte but '/' and NUL",
+        ),
     ] {
         let path = dev_shm(name);
         let Some(_taken) = Taken::create(path.clone(), run.program_user(), b"taken")? else {
             return Err(Fail::Grader(format!("{} exists already", path.display())));
         };
         run.made_by_grader(&path);
-        let mut proc = run.spawn(&["--name", name.as_str(), "--work", "1"])?;
+        // A size limit no bank fits in changes nothing: shm_open() comes first, and its EEXIST
+        // is the answer.
+        let mut proc = run.spawn(&[
+            "--name",
+            name.as_str(),
+            "--work",
+            "1",
+            "--file-size-limit",
+            "0",
+        ])?;
         let message = first_message(&mut proc)?;
         let judged = expect_kind(
             &message,
             "exists",
             &format!(
-                "with the grader's segment at that name already, SharedBank::create() of {what}, \
-                 so create() must hand it to shm_open(O_CREAT | O_EXCL), whose EEXIST is \
-                 BankError::Exists; it"
+                "with the grader's segment at that name already (and a file size limit of 0 \
+                 bytes), SharedBank::create() of {what}, so create() must hand it to \
+                 shm_open(O_CREAT | O_EXCL), whose EEXIST is BankError::Exists; it"
             ),
-            "a valid name that is taken is kind=exists",
+            if message.get("kind") == Some("ftruncate") {
+                "a valid name that is taken is kind=exists; create()'s steps come in their \
+                 order (shm_open(), then ftruncate()), and each error is what that call \
+                 returned, so a size that will not fit is found by ftruncate() once the segment \
+                 is created, never predicted before shm_open()"
+            } else {
+                "a valid name that is taken is kind=exists"
+            },
         );
         if judged.is_err() {
             proc.kill_tree();
@@ -293,19 +317,44 @@ pub(super) fn refuses_dangling_link(run: &mut Run) -> Result<(), Fail> {
     outcome
 }
 
-/// A bank whose mutex's holder died with the lock held (a thread of the grader's, ended holding
-/// it, as a worker killed in the middle of a transfer leaves it), its creator alive: another
-/// `create()` of its name is kind=exists, and the bank stays exactly as it was (the name its
-/// segment's, every byte unchanged, the mutex still marked owner-dead), so that the bank's own
-/// next locker meets `EOWNERDEAD` and repairs it. A dead holder does not make a bank a leftover.
-pub(super) fn taken_by_a_bank_whose_holder_died(run: &mut Run) -> Result<(), Fail> {
+/// What the grader makes of a bank before another `create()` of its name: neither makes it a
+/// leftover that `create()` may reclaim.
+#[derive(Clone, Copy)]
+enum BankState {
+    /// Its mutex's holder died with the lock held (a thread of the grader's, ended holding it,
+    /// as a worker killed in the middle of a transfer leaves it).
+    HolderDied,
+    /// Idle and finished: no holder, no journal active, every worker counted finished (as a
+    /// coordinator leaves it between its `done` and its `destroy()`, or someone keeping it to
+    /// look at).
+    Finished,
+}
+
+/// A bank at the name, its creator alive, made [`BankState::HolderDied`] or
+/// [`BankState::Finished`]: another `create()` of its name is kind=exists, and the bank stays
+/// exactly as it was (the name its segment's, every byte unchanged; after a dead holder, the
+/// mutex still marked owner-dead, so that the bank's own next locker meets `EOWNERDEAD` and
+/// repairs it). What a segment holds never makes it a leftover: `O_EXCL` decides.
+pub(super) fn taken_by_a_bank_in_use(run: &mut Run) -> Result<(), Fail> {
+    taken_by_a_bank(run, BankState::HolderDied)?;
+    taken_by_a_bank(run, BankState::Finished)
+}
+
+fn taken_by_a_bank(run: &mut Run, state: BankState) -> Result<(), Fail> {
     told_transfer(run, 1, (0, 1, 1), |run, proc, name| {
         let message = first_message(proc)?;
         if message.kind != "created" {
             return Err(failure(&message));
         }
         let segment = open_segment(name, layout_of(&message)?)?;
-        probe::DyingHolder::start(&segment, false)?.die();
+        match state {
+            BankState::HolderDied => probe::DyingHolder::start(&segment, false)?.die(),
+            BankState::Finished => {
+                // workers = finished = 1, dead = 0: as its one worker leaves it.
+                let counts = [1u32, 1, 0].map(u32::to_ne_bytes).concat();
+                segment.write_at(segment.layout.counts_at, &counts)?;
+            }
+        }
         let path = dev_shm(name);
         let inode = segment.file().metadata()?.ino();
         let before = segment.all_bytes()?;
@@ -338,11 +387,17 @@ pub(super) fn taken_by_a_bank_whose_holder_died(run: &mut Run) -> Result<(), Fai
         };
         if before.get(mutex.clone()) != after.get(mutex) {
             changed.push(format!(
-                "the bank's mutex was changed: its lock word went from {:#x} (FUTEX_OWNER_DIED, \
-                 set by the kernel when the holder died) to {:#x}, so the bank's next locker \
-                 no longer meets the EOWNERDEAD it needs to repair the bank",
+                "the bank's mutex was changed: its lock word went from {:#x} to {:#x}{}",
                 lock_word(&before),
-                lock_word(&after)
+                lock_word(&after),
+                match state {
+                    BankState::HolderDied => {
+                        " (FUTEX_OWNER_DIED, set by the kernel when the holder died, is gone), \
+                         so the bank's next locker no longer meets the EOWNERDEAD it needs to \
+                         repair the bank"
+                    }
+                    BankState::Finished => "",
+                }
             ));
         } else if before != after {
             changed.push("the bank's bytes were changed".to_string());
@@ -363,16 +418,34 @@ pub(super) fn taken_by_a_bank_whose_holder_died(run: &mut Run) -> Result<(), Fai
         } else {
             format!(", and {}", changed.join("; "))
         };
+        let (bank, not_leftover) = match state {
+            BankState::HolderDied => (
+                format!(
+                    "a bank was in use at {} (its creator alive) when its mutex's holder died \
+                     with the lock held, as a worker killed in the middle of a transfer does \
+                     (the kernel marked the mutex's lock word FUTEX_OWNER_DIED: {:#x})",
+                    path.display(),
+                    lock_word(&before)
+                ),
+                "a bank whose holder died is not a leftover to reclaim, its processes go on \
+                 with it and its next locker repairs it (EOWNERDEAD)",
+            ),
+            BankState::Finished => (
+                format!(
+                    "a finished bank was at {} (its creator alive, its mutex free, no journal \
+                     active, workers = finished = 1, as a coordinator leaves it between its \
+                     wait and its destroy())",
+                    path.display()
+                ),
+                "a finished bank is not a leftover to reclaim either, its creator may still \
+                 read it or destroy it, and create() may not judge another's segment from its \
+                 bytes",
+            ),
+        };
         Err(Fail::failed(format!(
-            "a bank was in use at {} (its creator alive) when its mutex's holder died with the \
-             lock held, as a worker killed in the middle of a transfer does (the kernel \
-             marked the mutex's lock word FUTEX_OWNER_DIED: {:#x}); a second \
-             SharedBank::create({name:?}) {outcome}{left}: a bank whose holder died is not a \
-             leftover to reclaim, its processes go on with it and its next locker repairs it \
-             (EOWNERDEAD); shm_open(O_CREAT | O_EXCL)'s EEXIST is BankError::Exists, and the \
-             segment at the name is left as it is",
-            path.display(),
-            lock_word(&before)
+            "{bank}; a second SharedBank::create({name:?}) {outcome}{left}: {not_leftover}; \
+             shm_open(O_CREAT | O_EXCL)'s EEXIST is BankError::Exists, and the segment at the \
+             name is left as it is"
         )))
     })
 }

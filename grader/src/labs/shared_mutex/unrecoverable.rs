@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use super::LIGHT_WORK;
+use super::create_failures::expect_errno;
 use super::messages::{failure, field, layout_of};
 use super::probe::{self, DyingHolder, Place};
 use super::robust::{STEP, robust};
@@ -13,6 +14,7 @@ use super::session::Session;
 use super::totals::verify;
 use crate::engine::tracer::{Action, Call, Tracer};
 use crate::engine::{Fail, Proc, Run, force, inspect};
+use ipc_labs_driver::Message;
 
 pub(super) fn not_recoverable(run: &mut Run) -> Result<String, Fail> {
     let mut session = Session::start(run, &[LIGHT_WORK; 2], &[])?;
@@ -107,6 +109,12 @@ pub(super) fn not_recoverable(run: &mut Run) -> Result<String, Fail> {
     } else {
         ""
     };
+    let before_wait = if unrecoverable_before_wait(run)? {
+        "; made unrecoverable before the coordinator's wait, its first lock failed: \
+         kind=not-recoverable"
+    } else {
+        ""
+    };
     let usable = if usable_again(run)? {
         "; re-initialized by the grader after the coordinator's lock met ENOTRECOVERABLE, the \
          mutex served the coordinator and the workers forked from it again"
@@ -115,7 +123,7 @@ pub(super) fn not_recoverable(run: &mut Run) -> Result<String, Fail> {
     };
     Ok(format!(
         "on a mutex made unrecoverable, all {} workers' transfers failed with \
-         kind=not-recoverable{during_wait}{usable}",
+         kind=not-recoverable{during_wait}{before_wait}{usable}",
         kinds.len()
     ))
 }
@@ -307,7 +315,67 @@ fn unrecoverable_during_wait(run: &mut Run) -> Result<bool, Fail> {
             message.get("error").unwrap_or("")
         )));
     }
+    expect_errno(
+        &message,
+        libc::ENOTRECOVERABLE,
+        &format!("{what}; wait_all_done() failed with kind=wait, as it should, but"),
+    )?;
     Ok(true)
+}
+
+/// `wait_all_done()` takes the lock as `lock()` does: the mutex made unrecoverable while the
+/// coordinator waits for `try`, its first `pthread_mutex_lock()` in `wait_all_done()` gets
+/// `ENOTRECOVERABLE`, which is `kind=not-recoverable` (`Wait` is for `pthread_cond_wait()`'s
+/// errors). `false` when the coordinator could not be brought there (judged elsewhere).
+fn unrecoverable_before_wait(run: &mut Run) -> Result<bool, Fail> {
+    let name = run.ipc_name("unrecoverable");
+    let mut proc = run.spawn_stopped(&[
+        "--name",
+        name.as_str(),
+        "--work",
+        "1",
+        "--try-transfers",
+        "0,1",
+        "--try-when-told",
+    ])?;
+    let coordinator = proc.pid.as_raw().to_string();
+    force::resume(proc.pid.as_raw())?;
+    let said = (|| -> Result<Option<Message>, Fail> {
+        let message = proc.recv_any()?;
+        if message.kind != "created" {
+            return Ok(None);
+        }
+        make_unrecoverable(&open_segment(&name, layout_of(&message)?)?)?;
+        proc.send("try", &[])?;
+        let until = Instant::now() + STEP;
+        while let Some(message) = proc.recv_before(until)? {
+            let from_coordinator = message.get("pid") == Some(coordinator.as_str());
+            match message.kind.as_str() {
+                "failed" | "done" if from_coordinator => return Ok(Some(message)),
+                _ => {}
+            }
+        }
+        Ok(None)
+    })();
+    // The workers wait for a `go` that never comes: the grader ends the run.
+    proc.kill_tree();
+    let _ = std::fs::remove_file(dev_shm(&name));
+    let Some(message) = said? else {
+        return Ok(false);
+    };
+    let kind = message.get("kind").unwrap_or("none");
+    if message.kind == "failed" && kind != "not-recoverable" {
+        return Err(Fail::failed(format!(
+            "the grader made the bank's mutex unrecoverable before the coordinator's wait \
+             (its holder died, the next one unlocked without pthread_mutex_consistent()), so \
+             the first pthread_mutex_lock() of wait_all_done() returned ENOTRECOVERABLE: \
+             wait_all_done() failed with kind={kind} ({}), not not-recoverable: it takes the \
+             lock as lock() does, whose ENOTRECOVERABLE is BankError::NotRecoverable; \
+             BankError::Wait is for pthread_cond_wait()'s errors",
+            message.get("error").unwrap_or("")
+        )));
+    }
+    Ok(message.kind == "failed")
 }
 
 /// The calls that put a thread to sleep for a while.
