@@ -278,6 +278,11 @@ fn calls_between_receives(
 /// receive buffer of 8192 bytes per EINTR grows by 1600 kB.
 const RETRY_GROWTH_KB: u64 = 256;
 
+/// How much lower a consumer's stack pointer may be, waiting in `mq_receive` after the
+/// [`FORCED_EINTRS`], than before them: a retry in a loop waits with the same one; a receive()
+/// that calls itself again, 48 bytes or more a level, is 9600 bytes or more lower.
+const RETRY_STACK_BYTES: u64 = 4096;
+
 /// The memory of `pid` as `/proc/PID/status` shows it: `VmData` (its heap and other private
 /// writable mappings) and `VmStk` (its main thread's stack), in kB.
 fn data_and_stack_kb(pid: i32) -> Option<(u64, u64)> {
@@ -314,6 +319,7 @@ fn retries_keep_nothing(
     let Some(before) = data_and_stack_kb(pid) else {
         return Ok(());
     };
+    let sp_before = waiting_stack_pointer(pid, RECEIVE);
     match force_eintrs(&mut consumer.proc, RECEIVE)? {
         Forced::Retried => {}
         Forced::Untraced => {
@@ -327,9 +333,24 @@ fn retries_keep_nothing(
     let Some(after) = data_and_stack_kb(pid) else {
         return Ok(());
     };
+    let deeper = sp_before
+        .zip(waiting_stack_pointer(pid, RECEIVE))
+        .map_or(0, |(before, after)| before.saturating_sub(after));
     let grown = (after.0 + after.1).saturating_sub(before.0 + before.1);
     if grown <= RETRY_GROWTH_KB {
-        return Ok(());
+        // Too little memory to tell; a frame a retry deeper shows in the stack pointer.
+        if deeper < RETRY_STACK_BYTES {
+            return Ok(());
+        }
+        return Err(Fail::failed(format!(
+            "while the grader made its mq_receive fail with EINTR {FORCED_EINTRS} times in a \
+             row (ptrace), {IDLE} called it again each time, but waits in it now with its \
+             stack pointer {deeper} bytes lower than before (/proc/PID/syscall), about {} bytes \
+             per EINTR: each retry is a call deeper (as a receive() that calls itself again on \
+             EINTR), so a stream of signals ends in a stack overflow. Retry in a loop that \
+             keeps nothing per EINTR: the same frame",
+            deeper / u64::from(FORCED_EINTRS)
+        )));
     }
     let per_retry = grown * 1024 / u64::from(FORCED_EINTRS);
     let buffer = if per_retry >= consumer.msg_size {
@@ -406,13 +427,25 @@ fn sigusr1_disposition(pid: i32) -> Option<&'static str> {
 /// The timeout argument of `call` (`mq_timedsend` and `mq_timedreceive` take it fifth) that the
 /// thread of `pid` waits in: non-zero for a wait that gives up after a while.
 fn wait_timeout_argument(pid: i32, call: i64) -> Option<u64> {
+    waiting_call_field(pid, call, 5)
+}
+
+/// The stack pointer of the thread of `pid` that waits in `call`: a retry in a loop waits again
+/// with the same one, a retry that calls itself one frame deeper each time.
+fn waiting_stack_pointer(pid: i32, call: i64) -> Option<u64> {
+    waiting_call_field(pid, call, 7)
+}
+
+/// Field `index` of `/proc/PID/task/TID/syscall` (the call's number, its six arguments, the
+/// stack pointer, the program counter) of the thread of `pid` that waits in `call`.
+fn waiting_call_field(pid: i32, call: i64, index: usize) -> Option<u64> {
     let tid = thread_waiting_in(pid, call)?;
     let syscall = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/syscall")).ok()?;
     let fields: Vec<&str> = syscall.split_whitespace().collect();
     if fields.first()?.parse::<i64>().ok()? != call {
         return None;
     }
-    u64::from_str_radix(fields.get(5)?.trim_start_matches("0x"), 16).ok()
+    u64::from_str_radix(fields.get(index)?.trim_start_matches("0x"), 16).ok()
 }
 
 /// Makes the call `proc` waits in (`call`, on whichever thread waits in it) fail with EINTR
@@ -1191,9 +1224,12 @@ pub fn nonblocking_full(run: &mut Run) -> Result<String, Fail> {
     let served = consumer.finish()?;
     submitted_in_file_order(&served, &jobs, 4)?;
     same_order(&served, &jobs[..4], "the jobs that fitted")?;
+    super::sending::full_only_when_full(run)?;
+    super::sending::sent_in_file_order(run)?;
     Ok(
         "a full non-blocking queue refused 3 of 7 jobs with kind=full, the shutdown then waited \
-        for room (through SIGUSR1), and the 4 jobs that fitted were served"
+        for room (through SIGUSR1), and the 4 jobs that fitted were served; a queue emptied \
+        meanwhile took every job; a blocking producer sent its jobs in its file's order"
             .into(),
     )
 }

@@ -16,7 +16,7 @@ use crate::engine::audit::message_queue_exists;
 use crate::engine::{Fail, Run};
 
 /// A value of `/proc/sys/fs/mqueue/`.
-fn mqueue_limit(file: &str) -> Result<u64, Fail> {
+pub(super) fn mqueue_limit(file: &str) -> Result<u64, Fail> {
     let path = format!("/proc/sys/fs/mqueue/{file}");
     std::fs::read_to_string(&path)?
         .trim()
@@ -300,6 +300,7 @@ pub fn attributes_and_limits(run: &mut Run) -> Result<String, Fail> {
     default_config_checked(run)?;
     unreadable_limits(run)?;
     unlimited_queue_bytes(run)?;
+    super::proc_limits::read_whole_at_each_create(run, msg_max)?;
     Ok(format!(
         "the queue had the {capacity} x {msg_size} bytes asked for; the defaults fit; exactly \
          msg_max ({msg_max}), msgsize_max ({msgsize_max}) and RLIMIT_MSGQUEUE ({bytes} bytes) \
@@ -525,6 +526,8 @@ fn unlimited_queue_bytes(run: &mut Run) -> Result<(), Fail> {
     };
     let mut faked = false;
     let mut asked = true;
+    // Once the limit is faked, whether the consumer then tries to create the queue.
+    let mut creating = None;
     let first = match tracer.wait(&mut proc, Instant::now() + Duration::from_secs(5))? {
         Reached::Call => {
             // prlimit64(pid, resource, new, old): the limit returned is at `old`.
@@ -543,7 +546,11 @@ fn unlimited_queue_bytes(run: &mut Run) -> Result<(), Fail> {
                     .and_then(|mem| mem.write_all_at(&unlimited, old))
                     .is_ok();
             }
-            tracer.release();
+            tracer.release_stopped(pid)?;
+            let create = Call::flag_set(libc::SYS_mq_open, 1, libc::O_CREAT as u64);
+            let attached = Tracer::attach(pid, create, Action::Report);
+            force::resume(pid)?;
+            creating = attached?;
             None
         }
         Reached::Passed(message) => {
@@ -555,6 +562,10 @@ fn unlimited_queue_bytes(run: &mut Run) -> Result<(), Fail> {
     let answer = match first {
         Some(answer) => answer,
         None => proc.recv_any()?,
+    };
+    let tried_mq_open = match creating {
+        Some(mut tracer) => tracer.failed_the_call()?,
+        None => false,
     };
     if answer.kind == "ready" {
         shutdown_in_namespace_of(pid, &name)?;
@@ -583,6 +594,18 @@ fn unlimited_queue_bytes(run: &mut Run) -> Result<(), Fail> {
         return Ok(());
     }
     let bytes = CAPACITY * (MSG_SIZE + MESSAGE_OVERHEAD);
+    if tried_mq_open {
+        return Err(Fail::failed(format!(
+            "asked for {CAPACITY} messages of {MSG_SIZE} bytes ({bytes} bytes with the \
+             overhead), a consumer whose getrlimit(RLIMIT_MSGQUEUE) said unlimited (the \
+             grader's doing with ptrace) let the queue through its check, as it should, and \
+             called mq_open() to create it (the grader saw the call), which the kernel refuses \
+             against the real limit (EMFILE); it then said {}: the kernel's refusal was renamed. \
+             An mq_open() error other than EEXIST is QueueError::Open (kind=mq-open) with its \
+             errno; over-limit is check()'s verdict, before any mq_open()",
+            said(&answer)
+        )));
+    }
     Err(Fail::failed(format!(
         "in an IPC namespace of its own whose msg_max is {} and msgsize_max {MSG_SIZE}, asked \
          for {CAPACITY} messages of {MSG_SIZE} bytes ({bytes} bytes with the overhead, more than \
@@ -597,10 +620,10 @@ fn unlimited_queue_bytes(run: &mut Run) -> Result<(), Fail> {
 }
 
 /// The limits of a consumer's IPC namespace of its own.
-struct OwnLimits {
-    msg_max: u64,
-    msgsize_max: u64,
-    msg_default: u64,
+pub(super) struct OwnLimits {
+    pub msg_max: u64,
+    pub msgsize_max: u64,
+    pub msg_default: u64,
 }
 
 impl OwnLimits {
@@ -638,7 +661,7 @@ impl OwnLimits {
 
 /// A consumer of `name` with `args` in an IPC namespace of its own with these limits, and its
 /// first answer; `None` where the grader may not make one.
-fn spawn_with_sysctls(
+pub(super) fn spawn_with_sysctls(
     run: &mut Run,
     name: &str,
     args: &[String],
@@ -658,12 +681,22 @@ fn spawn_with_sysctls(
     Ok(Some((proc, answer)))
 }
 
-/// Sends the shutdown into the queue `name` of the IPC namespace process `pid` is in, from a
-/// thread that joins that namespace and ends.
-fn shutdown_in_namespace_of(pid: i32, name: &str) -> Result<(), Fail> {
+/// Sends the shutdown into the queue `name` of the IPC namespace process `pid` is in.
+pub(super) fn shutdown_in_namespace_of(pid: i32, name: &str) -> Result<(), Fail> {
+    let name = name.to_string();
+    in_namespace_of(pid, move || {
+        grader_send(&name, &[super::protocol::shutdown_message()])
+    })
+}
+
+/// Runs `work` in the IPC namespace process `pid` is in, from a thread that joins that
+/// namespace and ends: its queues, and its `/proc/sys/fs/mqueue`.
+pub(super) fn in_namespace_of<T: Send + 'static>(
+    pid: i32,
+    work: impl FnOnce() -> Result<T, Fail> + Send + 'static,
+) -> Result<T, Fail> {
     use std::os::fd::AsRawFd;
     let path = format!("/proc/{pid}/ns/ipc");
-    let name = name.to_string();
     std::thread::spawn(move || {
         let namespace = std::fs::File::open(&path)?;
         // SAFETY: a plain system call on a descriptor we own; it moves this thread only.
@@ -673,7 +706,7 @@ fn shutdown_in_namespace_of(pid: i32, name: &str) -> Result<(), Fail> {
                 std::io::Error::last_os_error()
             )));
         }
-        grader_send(&name, &[super::protocol::shutdown_message()])
+        work()
     })
     .join()
     .map_err(|_| Fail::Grader("the thread that joins the consumer's namespace panicked".into()))?

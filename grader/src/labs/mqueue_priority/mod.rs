@@ -18,8 +18,10 @@
 //! The checks are grouped by what they judge: `ordering` (priorities, and the format other
 //! programs rely on), `blocking` (how a full or empty queue waits), `messages` (what a message
 //! may hold), `names` (queue names), `attributes` (what `attributes()` reports), `limits` (the
-//! limits on a queue's attributes), `queue_bytes` (the limit on its bytes), `ending` (closing
-//! and unlinking), `retries` (what a retried call redoes). `protocol` drives the programs;
+//! limits on a queue's attributes), `proc_limits` (those limits read whole, at each create),
+//! `queue_bytes` (the limit on its bytes), `ending` (closing
+//! and unlinking), `retries` (what a retried call redoes), `sending` (what a producer's sends
+//! show: `full` only from `mq_send`, the file's order). `protocol` drives the programs;
 //! `observe` reads what `/proc` shows of them.
 
 mod attributes;
@@ -30,9 +32,11 @@ mod messages;
 mod names;
 mod observe;
 mod ordering;
+mod proc_limits;
 mod protocol;
 mod queue_bytes;
 mod retries;
+mod sending;
 
 use std::time::Duration;
 

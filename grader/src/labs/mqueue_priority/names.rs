@@ -10,7 +10,8 @@ use rand::RngExt;
 
 use super::protocol::{
     Consumer, MAX_NAME_LEN, failed_errno, failed_with, field, grader_send, release, said,
-    spawn_consumer, spawn_consumer_stopped, spawn_producer, spawn_producer_stopped,
+    spawn_consumer, spawn_consumer_stopped, spawn_consumer_stopped_with, spawn_producer,
+    spawn_producer_stopped,
 };
 use crate::engine::audit::message_queue_exists;
 use crate::engine::force;
@@ -264,12 +265,13 @@ pub fn name_errors(run: &mut Run) -> Result<String, Fail> {
         consumer.send_shutdown()?;
         consumer.serve()?;
     }
-    existing_name(run, 0)?;
-    existing_name(run, 1)?;
+    existing_name(run, 0, false)?;
+    existing_name(run, 1, false)?;
     spaces_kept(run)?;
     open_refused(run)?;
     create_refused(run)?;
     created_while_creating(run)?;
+    existing_name(run, 1, true)?;
     Ok(
         "bad names were bad-name (256 bytes after the slash too, in multi-byte characters too), \
         a 255-byte name worked, a missing queue was not-found, an existing one exists and was \
@@ -280,20 +282,48 @@ pub fn name_errors(run: &mut Run) -> Result<String, Fail> {
 
 /// A consumer asked to create a queue that exists (the grader's, with other attributes, empty
 /// and then with a message in it) must refuse with kind=exists and leave that queue alone: an
-/// empty queue is no more a leftover to replace than a full one.
-fn existing_name(run: &mut Run, held: i64) -> Result<(), Fail> {
+/// empty queue is no more a leftover to replace than a full one. When `locked`, the consumer's
+/// every `mq_open()` without `O_CREAT` (a look-up) is made to fail with `EACCES`, as for a queue
+/// of another user: a name taken by a queue it may not open is still `exists`.
+fn existing_name(run: &mut Run, held: i64, locked: bool) -> Result<(), Fail> {
     let name = run.ipc_name(if held == 0 { "empty" } else { "taken" });
     let (queue, capacity, msg_size) = take_name(run, &name, held)?;
     // The consumer asks for the very attributes of the grader's queue: a queue that looks like
     // the one it would create, messages in it, is still not its own.
     let asked = super::protocol::sized(capacity as u64, msg_size as u64);
-    let whose = if held == 0 {
-        "the grader's own queue, empty"
-    } else {
-        "the grader's own queue, with a message in it"
+    let whose = match (held, locked) {
+        (0, _) => "the grader's own queue, empty",
+        (_, false) => "the grader's own queue, with a message in it",
+        (_, true) => {
+            "the grader's own queue, with a message in it, which the consumer may not open: its \
+             mq_open() without O_CREAT made to fail with EACCES, as for a queue of another user"
+        }
     };
     let outcome = (|| {
-        let (mut proc, answer, _) = spawn_consumer(run, &name, &asked, None)?;
+        let mut proc = spawn_consumer_stopped_with(run, &name, &asked)?;
+        let pid = proc.pid.as_raw();
+        let lookup = Call::bits(libc::SYS_mq_open, 1, libc::O_CREAT as u64, 0);
+        let tracer = match locked {
+            true => Tracer::attach(pid, lookup, Action::Fail(libc::EACCES))?,
+            false => None,
+        };
+        force::resume(pid)?;
+        let answer = proc.recv_any()?;
+        let looked_up = match tracer {
+            Some(mut tracer) => tracer.failed_the_call()?,
+            None => false,
+        };
+        if looked_up && !failed_with(&answer, "exists") {
+            release(&mut proc)?;
+            return Err(Fail::failed(format!(
+                "creating a queue whose name exists ({whose}), the consumer first opened the \
+                 name without O_CREAT (a look-up), and with that mq_open() failed it said {}, \
+                 not `failed` with kind=exists: a name taken by a queue it may not open is still \
+                 taken. Do not look the name up: create with one mq_open(O_CREAT | O_EXCL) and \
+                 map its EEXIST, and only that, to QueueError::Exists",
+                said(&answer)
+            )));
+        }
         if !failed_with(&answer, "exists") {
             let same = if answer.kind == "ready" {
                 same_queue(&queue, &name)
@@ -345,41 +375,59 @@ fn existing_name(run: &mut Run, held: i64) -> Result<(), Fail> {
     outcome
 }
 
-/// A valid name that ends with a space (`/name `: a slash, then bytes none of which is a slash)
-/// is used as given: the consumer creates exactly that queue, not the name without its space.
+/// Valid names are used as given: one that ends with a space (`/name `), and one with control
+/// characters (tab, newline, escape, DEL, and U+0085, a two-byte one) in it: a slash, then bytes
+/// none of which is a slash. The consumer creates exactly that queue, not the name trimmed, and
+/// refuses neither.
 fn spaces_kept(run: &mut Run) -> Result<(), Fail> {
-    let bare = run.ipc_name("trailing");
-    let name = format!("{bare} ");
-    let (proc, answer, output) = spawn_consumer(run, &name, &[], None)?;
-    let exact = message_queue_exists(&name);
-    let trimmed = message_queue_exists(&bare);
-    if answer.kind == "ready" && exact && !trimmed {
-        let mut consumer = Consumer::ready(proc, &name, &answer, output);
-        consumer.send_shutdown()?;
-        consumer.serve()?;
-        return Ok(());
+    let cases = [
+        ("trailing", " ", "with a space at its end"),
+        (
+            "controls",
+            "\t\n\x1b\x7f\u{85}",
+            "with control characters in it (tab, newline, ESC, DEL, U+0085)",
+        ),
+    ];
+    for (what, suffix, described) in cases {
+        let bare = run.ipc_name(what);
+        let name = format!("{bare}{suffix}");
+        let (proc, answer, output) = spawn_consumer(run, &name, &[], None)?;
+        let exact = message_queue_exists(&name);
+        let trimmed = message_queue_exists(&bare);
+        if answer.kind == "ready" && exact && !trimmed {
+            let mut consumer = Consumer::ready(proc, &name, &answer, output);
+            consumer.send_shutdown()?;
+            consumer.serve()?;
+            continue;
+        }
+        let mut proc = proc;
+        if trimmed {
+            let _ = grader_send(&bare, &[super::protocol::shutdown_message()]);
+            let _ = proc.send("go", &[]);
+            let _ = proc.recv_any();
+            let _ = mq_unlink(bare.as_str());
+        }
+        release(&mut proc)?;
+        let found = if trimmed {
+            format!("{bare:.40} (the name without them) exists instead: it trims the name")
+        } else if exact {
+            "the queue exists under the exact name".to_string()
+        } else if failed_with(&answer, "bad-name") {
+            "check_name() refuses only what the rules say (no leading slash, nothing after it, \
+             another '/', more than 255 bytes): every other byte is allowed, control \
+             characters too"
+                .to_string()
+        } else {
+            "no queue of that name exists".to_string()
+        };
+        return Err(Fail::failed(format!(
+            "creating a queue named {name:?}, {described} (valid: a slash, then bytes none of \
+             which is a slash), the consumer said {}; {found}. A name is used as given: do not \
+             trim or filter it before checking or using it",
+            said(&answer)
+        )));
     }
-    let mut proc = proc;
-    if trimmed {
-        let _ = grader_send(&bare, &[super::protocol::shutdown_message()]);
-        let _ = proc.send("go", &[]);
-        let _ = proc.recv_any();
-        let _ = mq_unlink(bare.as_str());
-    }
-    release(&mut proc)?;
-    let found = if trimmed {
-        format!("{bare:.40} (the name without its space) exists instead: it trims the name")
-    } else if exact {
-        "the queue exists under the exact name".to_string()
-    } else {
-        "no queue of that name exists".to_string()
-    };
-    Err(Fail::failed(format!(
-        "creating a queue named {name:?}, with a space at its end (valid: a slash, then \
-         bytes none of which is a slash), the consumer said {}; {found}. A name is used as \
-         given, spaces included: do not trim it before checking or using it",
-        said(&answer)
-    )))
+    Ok(())
 }
 
 /// The errors the grader makes open()'s `mq_open()` fail with, one producer each: `EACCES` (a
@@ -455,13 +503,16 @@ fn open_refused(run: &mut Run) -> Result<(), Fail> {
 }
 
 /// The errors the grader makes create()'s `mq_open()` fail with, one consumer each: `ENOSPC` (as
-/// when `queues_max` is reached), `EACCES` (creating refused for permission) and `EINVAL` (which
+/// when `queues_max` is reached), `EACCES` (creating refused for permission), `EINVAL` (which
 /// the kernel also gives for attributes over its limits, but which check() has ruled out before
-/// the call): none is `exists` (only `EEXIST` is) nor `over-limit` (check()'s verdict).
-const CREATE_ERRNOS: [(i32, &str); 3] = [
+/// the call) and `EMFILE` (this user's queues together over `RLIMIT_MSGQUEUE`, which check()
+/// cannot see, or no descriptor left): none is `exists` (only `EEXIST` is) nor `over-limit`
+/// (check()'s verdict).
+const CREATE_ERRNOS: [(i32, &str); 4] = [
     (libc::ENOSPC, "ENOSPC"),
     (libc::EACCES, "EACCES"),
     (libc::EINVAL, "EINVAL"),
+    (libc::EMFILE, "EMFILE"),
 ];
 
 /// A consumer whose creating `mq_open()` fails with each of [`CREATE_ERRNOS`] (made so where the
@@ -483,11 +534,20 @@ fn create_refused(run: &mut Run) -> Result<(), Fail> {
         let why = match errno {
             libc::ENOSPC => "no room for another queue, as when queues_max is reached",
             libc::EACCES => "creating refused for permission, as for the names /. and /..",
+            libc::EMFILE => {
+                "this user's queues together over RLIMIT_MSGQUEUE, or no descriptor left (the \
+                 config alone fits every limit)"
+            }
             _ => "an error the kernel also gives for attributes over its limits",
         };
         let hint = if failed_with(&answer, "exists") {
             "only EEXIST is QueueError::Exists; it reports another mq_open() error as exists, \
              which sends the user looking for a queue that is not there"
+        } else if failed_with(&answer, "over-limit") && errno == libc::EMFILE {
+            "over-limit is check()'s verdict on this config against system_limits(), before any \
+             mq_open(), and check() let it through; the kernel's EMFILE counts this user's other \
+             queues too (or the process's descriptors), so it is mq_open()'s own error, \
+             QueueError::Open with EMFILE, not OverLimit"
         } else if failed_with(&answer, "over-limit") {
             "over-limit is check()'s verdict on the config, against system_limits(), before any \
              mq_open(): msg_max and msgsize_max are the program's to check, not left to the \

@@ -11,9 +11,9 @@ use rand::RngExt;
 
 use super::observe::{one_queue_fd, queue_mode};
 use super::protocol::{
-    JOB_TAG, Job, MQ_PRIO_MAX, SHUTDOWN_TAG, consumer, failure_hint, grader_open, grader_send,
-    job_message, jobs_at, producer, queue_attributes, random_jobs, said, same_order, show,
-    shutdown_message, total_payload,
+    Consumer, JOB_TAG, Job, MQ_PRIO_MAX, SHUTDOWN_TAG, consumer, failure_hint, grader_open,
+    grader_send, job_message, jobs_at, producer, queue_attributes, random_jobs, release, said,
+    same_order, show, shutdown_message, total_payload,
 };
 use crate::engine::tracer::{Action, Call, Reached as TraceReached, Tracer};
 use crate::engine::{Fail, Run};
@@ -101,13 +101,15 @@ pub fn priority_order(run: &mut Run) -> Result<String, Fail> {
         same_order(&served, &jobs, &format!("round {round}"))?;
     }
     served_as_received(run)?;
+    served_again(run)?;
     served_one_at_a_time(run)?;
     received_after_handled(run)?;
     run.expect_owner_only()?;
     Ok(
         "3 rounds of queued jobs were served highest priority first, FIFO within one; a job \
-        taken before a higher one arrived was served first, also with more jobs queued; while \
-        the handler ran the next job was still in the queue; the queue was mode 0600, the \
+        taken before a higher one arrived was served first, also with more jobs queued; a queue \
+        created again (--again) was served too; while the handler ran the next job was still \
+        in the queue; the queue was mode 0600, the \
         descriptors O_RDONLY and O_WRONLY"
             .into(),
     )
@@ -240,6 +242,74 @@ fn served_as_received(run: &mut Run) -> Result<(), Fail> {
     )))
 }
 
+/// A consumer that outlives its queue (`--again`) serves the queue it creates next as it served
+/// the first: a shutdown ends one queue's serve(), not every receive() after it.
+fn served_again(run: &mut Run) -> Result<(), Fail> {
+    let name = run.ipc_name("again-served");
+    let mut first = consumer(run, &name, &["--again".to_string()])?;
+    first.send_shutdown()?;
+    first.go()?;
+    let done = first.answer_after_shutdown()?;
+    if done.kind != "done" {
+        release(&mut first.proc)?;
+        return Err(Fail::failed(format!(
+            "a consumer told to serve its queue and then create it again (`--again`) said {} \
+             after the first queue's shutdown message, not `done`{}",
+            said(&done),
+            failure_hint(&done)
+        )));
+    }
+    first.proc.send("again", &[])?;
+    let ready = first.proc.recv_any()?;
+    if ready.kind != "ready" {
+        release(&mut first.proc)?;
+        return Err(Fail::failed(format!(
+            "a consumer that had served its queue, told to create it again (`--again`), said \
+             {} instead of `ready`",
+            said(&ready)
+        )));
+    }
+    let mut second = Consumer::ready(first.proc, &name, &ready, first.output);
+    let jobs = random_jobs(run, 3, "again");
+    let mut messages: Vec<_> = jobs.iter().map(job_message).collect();
+    messages.push(shutdown_message());
+    grader_send(&name, &messages)?;
+    second.shutdown_from_grader = true;
+    // The grader's own descriptor outlives the consumer's unlink: what is left in the queue.
+    let watch = grader_open(&name, MQ_OFlag::O_RDONLY)?;
+    second.go()?;
+    let done = second.answer_after_shutdown();
+    let left = mq_getattr(&watch).map(|a| a.curmsgs());
+    let _ = mq_close(watch);
+    let done = done?;
+    if done.kind == "done" && left == Ok(messages.len() as i64) {
+        release(&mut second.proc)?;
+        return Err(Fail::failed(format!(
+            "a consumer that had served its first queue to its shutdown created it again \
+             (`--again`), the grader queued {} jobs and a shutdown in it, and the consumer said \
+             {} without taking a single message from it (the grader's descriptor of the queue \
+             still counts {}): the first queue's shutdown is remembered beyond that queue (in a \
+             static, a thread-local or the like), where each serve() receives from its own \
+             queue until its own shutdown",
+            jobs.len(),
+            said(&done),
+            messages.len()
+        )));
+    }
+    if done.kind != "done" {
+        release(&mut second.proc)?;
+        return Err(Fail::failed(format!(
+            "a consumer that had served its first queue created it again (`--again`), and with \
+             {} jobs and a shutdown queued in the new one said {} instead of `done`{}",
+            jobs.len(),
+            said(&done),
+            failure_hint(&done)
+        )));
+    }
+    let served = second.end(&done)?;
+    same_order(&served, &jobs, "the queue created again (`--again`)")
+}
+
 /// A consumer takes one job at a time: held as its first mq_receive returns (it took the highest
 /// of two queued jobs), the grader sends a job between the two in priority; served in the order
 /// taken, the job it holds comes first, the new one second. A consumer that takes what is
@@ -337,7 +407,8 @@ fn fd_on(pid: i32, path: &std::path::Path) -> Option<i32> {
 /// two, is received next, so served second.
 fn received_after_handled(run: &mut Run) -> Result<(), Fail> {
     let name = run.ipc_name("handled");
-    let mut consumer = consumer(run, &name, &super::protocol::sized(4, 8192))?;
+    // Full: a consumer that empties a full queue at once shows it as one that reads ahead.
+    let mut consumer = consumer(run, &name, &super::protocol::sized(3, 8192))?;
     let job = |priority: u32, payload: Vec<u8>| Job { priority, payload };
     let first_priority = run.rng().random_range(3..1000);
     let long = run.random_bytes(consumer.max_payload.min(8191));
@@ -419,17 +490,19 @@ fn received_after_handled(run: &mut Run) -> Result<(), Fail> {
     };
     if queued < 2 {
         return Err(Fail::failed(format!(
-            "the grader queued a job of {} bytes (priority {}), a priority-{} job and the \
-             shutdown, and held the consumer in its handler of the first job (at its first \
-             write to its output file): the queue then held {queued} message(s), not 2, so \
-             serve() had already received the message behind the job it was handing to the \
-             handler (reading ahead){order}. A message received ahead is served out of the \
+            "the grader filled the 3-message queue with a job of {} bytes (priority {}), a \
+             priority-{} job and the shutdown, and held the consumer in its handler of the \
+             first job (at its first write to its output file): the queue then held {queued} \
+             message(s), not 2, so serve() had already received {} message(s) behind the job \
+             it was handing to the handler (reading ahead, or taking a full queue's messages \
+             all at once){order}. A message received ahead is served out of the \
              kernel's order when a job arrives meanwhile, and lost if the handler fails: \
              serve() hands each job to the handler as it is received and calls receive() again \
              only once the handler has returned",
             first.payload.len(),
             first.priority,
-            lower.priority
+            lower.priority,
+            2 - queued
         )));
     }
     Err(Fail::failed(format!(

@@ -206,15 +206,25 @@ pub fn spawn_consumer(
 /// Starts a consumer of `name` stopped before its first instruction (see
 /// [`Run::spawn_stopped`]), without waiting for its first message.
 pub fn spawn_consumer_stopped(run: &mut Run, name: &str) -> Result<Proc, Fail> {
+    spawn_consumer_stopped_with(run, name, &[])
+}
+
+/// As [`spawn_consumer_stopped`], with `extra` arguments.
+pub fn spawn_consumer_stopped_with(
+    run: &mut Run,
+    name: &str,
+    extra: &[String],
+) -> Result<Proc, Fail> {
     let tag: u32 = run.rng().random();
     let output = run.path(&format!("served-{tag}.bin"));
-    let args = [
+    let mut args = vec![
         "consumer".to_string(),
         "--name".into(),
         name.into(),
         "--output".into(),
         output.display().to_string(),
     ];
+    args.extend(extra.iter().cloned());
     let mut proc = run.spawn_stopped(&args)?;
     proc.set_roles(|_| "the consumer".into());
     Ok(proc)

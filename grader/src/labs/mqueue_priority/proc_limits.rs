@@ -1,0 +1,121 @@
+//! The limits in `/proc/sys/fs/mqueue` are read whole, and again at each create: a consumer in
+//! an IPC namespace of its own, whose limits the grader sets and then changes.
+
+use rand::RngExt;
+
+use super::limits::{OwnLimits, in_namespace_of, shutdown_in_namespace_of, spawn_with_sysctls};
+use super::protocol::{failed_with, release, said, sized};
+use crate::engine::{Fail, Run};
+
+/// `msgsize_max` here has 7 digits (the machine's usually 4): a message size over its first 6
+/// digits and within it must be accepted, which a read of the file that stops early (a small
+/// buffer, or one `read()` taken for the whole file) refuses. The consumer serves that queue and
+/// is told to create it again (`--again`) once the grader has lowered `msgsize_max` under its
+/// message size: it must refuse the second queue as over-limit, before `mq_open()`, which one
+/// that keeps the limits it read for the first does not. Root only.
+pub fn read_whole_at_each_create(run: &mut Run, msg_max: u64) -> Result<(), Fail> {
+    let msgsize_max = run.rng().random_range(1_000_000..1_090_000);
+    let msg_size = msgsize_max / 10 + run.rng().random_range(1..=1000);
+    let own = OwnLimits {
+        msg_max,
+        msgsize_max,
+        msg_default: msg_max.min(10),
+    };
+    let name = run.ipc_name("proc-limits");
+    let mut args = sized(1, msg_size);
+    args.push("--again".into());
+    let Some((mut proc, answer)) = spawn_with_sysctls(run, &name, &args, &own)? else {
+        run.note(
+            "no IPC namespace of its own for the consumer here (root only): limits read whole \
+             and at each create not tried",
+        );
+        return Ok(());
+    };
+    let pid = proc.pid.as_raw();
+    let limits = format!(
+        "in an IPC namespace of its own whose /proc/sys/fs/mqueue/msgsize_max is {msgsize_max} \
+         (7 digits)"
+    );
+    if answer.kind != "ready" {
+        release(&mut proc)?;
+        if failed_with(&answer, "mq-open") {
+            // The kernel's refusal (this user's other queues, say): nothing of the check's.
+            run.note(format!(
+                "{limits}, a queue of 1 x {msg_size} bytes: {}",
+                said(&answer)
+            ));
+            return Ok(());
+        }
+        return Err(Fail::failed(format!(
+            "{limits}, asked for 1 message of {msg_size} bytes, the consumer said {}: \
+             {msg_size} is within msgsize_max{}",
+            said(&answer),
+            cut_limit(&answer, msgsize_max)
+        )));
+    }
+    shutdown_in_namespace_of(pid, &name)?;
+    proc.send("go", &[])?;
+    let done = proc.recv_any()?;
+    if done.kind != "done" {
+        release(&mut proc)?;
+        return Err(Fail::failed(format!(
+            "{limits}, with a queue of 1 x {msg_size} bytes, the consumer said {} instead of \
+             `done` after the shutdown message",
+            said(&done)
+        )));
+    }
+    let lowered = msg_size - run.rng().random_range(1..=100);
+    in_namespace_of(pid, move || {
+        std::fs::write("/proc/sys/fs/mqueue/msgsize_max", lowered.to_string())
+            .map_err(|e| Fail::Grader(format!("writing the namespace's msgsize_max: {e}")))
+    })?;
+    proc.send("again", &[])?;
+    let again = proc.recv_any()?;
+    if again.kind == "ready" {
+        // Created after all (root passes the kernel's check): served, so that it goes.
+        shutdown_in_namespace_of(pid, &name)?;
+        proc.send("go", &[])?;
+        let _ = proc.recv_any()?;
+    }
+    release(&mut proc)?;
+    if failed_with(&again, "over-limit") {
+        return Ok(());
+    }
+    Err(Fail::failed(format!(
+        "{limits}, the consumer created and served a queue of 1 message of {msg_size} bytes; \
+         the grader then lowered that msgsize_max to {lowered} and told it to create the queue \
+         again (`--again`): it said {}, not `failed` with kind=over-limit before mq_open(): it \
+         checked the second queue against the msgsize_max it read for the first. \
+         system_limits() reads /proc/sys/fs/mqueue/msg_max and msgsize_max at each create, as \
+         it reads RLIMIT_MSGQUEUE",
+        said(&again)
+    )))
+}
+
+/// What a refusal's message says of the limit it compared with, when that is `msgsize_max`
+/// cut to its first digits.
+fn cut_limit(answer: &ipc_labs_driver::Message, msgsize_max: u64) -> String {
+    let error = answer.get("error").unwrap_or_default();
+    let numbers: Vec<u64> = error
+        .split(|c: char| !c.is_ascii_digit())
+        .filter_map(|word| word.parse().ok())
+        .collect();
+    let digits = msgsize_max.to_string().len();
+    let cut = (1..digits).find_map(|dropped| {
+        let prefix = msgsize_max / 10u64.pow(dropped as u32);
+        numbers
+            .contains(&prefix)
+            .then_some((prefix, digits - dropped))
+    });
+    match cut {
+        Some((prefix, kept)) => format!(
+            "; its limit, {prefix}, is the first {kept} digits of msgsize_max: it read the \
+             file only in part (a buffer too small for the number, or one read() taken for \
+             the whole file). Read /proc/sys/fs/mqueue/msgsize_max to its end"
+        ),
+        None => ": the limit it compared with is not this namespace's msgsize_max (read in \
+                  part, or taken from elsewhere): system_limits() reads \
+                  /proc/sys/fs/mqueue/msgsize_max whole, at each create"
+            .to_string(),
+    }
+}
