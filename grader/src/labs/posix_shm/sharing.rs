@@ -166,9 +166,11 @@ pub fn mapped_by_each(run: &mut Run) -> Result<String, Fail> {
             GONE_WITHIN.as_millis()
         )));
     }
+    super::killed::killed_creators_leave_the_name(run)?;
     Ok(
         "both processes map the object shared, read-write, without a descriptor, and unmap it \
-        on close, leaving the name and the bytes, also once both have exited"
+        on close, leaving the name and the bytes, also once both have exited, and once \
+        creators were killed by SIGTERM, SIGINT and SIGHUP"
             .into(),
     )
 }
@@ -407,14 +409,17 @@ pub fn shared_updates(run: &mut Run) -> Result<String, Fail> {
         false,
         "the creator wrote over the opener's bytes; as the opener read them back",
     )?;
-    no_call_in_access(run, &mut creator, at, len, true)?;
-    no_call_in_access(run, &mut creator, at, len, false)?;
+    // Both ends: a table open() mapped is accessed like the one create() mapped.
+    for (table, offset) in [(&mut creator, at), (&mut opener, back)] {
+        no_call_in_access(run, table, offset, len, true)?;
+        no_call_in_access(run, table, offset, len, false)?;
+    }
     creator.unlink()?;
     opener.close()?;
     creator.close()?;
     Ok(
         "writes went both ways in place, each side saw the other's newest bytes, with the writer \
-        stopped"
+        stopped; the creator's and the opener's accesses made no system call"
             .into(),
     )
 }
