@@ -409,6 +409,7 @@ pub fn shared_updates(run: &mut Run) -> Result<String, Fail> {
         false,
         "the creator wrote over the opener's bytes; as the opener read them back",
     )?;
+    middle_changed_then_read_again(run, &mut creator, &mut opener, back, len)?;
     // Both ends: a table open() mapped is accessed like the one create() mapped.
     for (table, offset) in [(&mut creator, at), (&mut opener, back)] {
         no_call_in_access(run, table, offset, len, true)?;
@@ -421,6 +422,46 @@ pub fn shared_updates(run: &mut Run) -> Result<String, Fail> {
         "writes went both ways in place, each side saw the other's newest bytes, with the writer \
         stopped; the creator's and the opener's accesses made no system call"
             .into(),
+    )
+}
+
+/// `reader`, which has just read `len` bytes at `at`, reads them again after `writer` changed
+/// a few bytes inside the range, away from its ends: it must see them (a change is a change
+/// wherever it lies).
+fn middle_changed_then_read_again(
+    run: &mut Run,
+    writer: &mut Table,
+    reader: &mut Table,
+    at: usize,
+    len: usize,
+) -> Result<(), Fail> {
+    let before = reader.read(run, at, len)?;
+    let (edge, piece) = (16, 7);
+    let inside = at + run.rng().random_range(edge..len - edge - piece);
+    let mut data = run.random_bytes(piece);
+    // Every byte of it new.
+    for (new, old) in data.iter_mut().zip(&before[inside - at..]) {
+        if new == old {
+            *new = !*old;
+        }
+    }
+    writer.write(run, inside, &data)?;
+    let mut want = before;
+    want[inside - at..inside - at + piece].copy_from_slice(&data);
+    let got = reader.read(run, at, len)?;
+    expect_read(
+        reader,
+        Writer::Program(writer),
+        at,
+        &got,
+        &want,
+        &format!(
+            "{} read {len} bytes at offset {at}, then {} wrote {piece} bytes at offset \
+             {inside}, inside that range (its first and last {edge} bytes unchanged); as {} \
+             read the range again",
+            reader.who, writer.who, reader.who
+        ),
+        None,
     )
 }
 
