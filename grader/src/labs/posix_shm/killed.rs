@@ -22,6 +22,16 @@ pub fn killed_creators_leave_the_name(run: &mut Run) -> Result<(), Fail> {
         .map(|(signal, _)| (run.ipc_name(&format!("killed-{}", signal.as_str())), 4096))
         .collect();
     for (mut creator, (signal, sender)) in creators(run, &tables)?.into_iter().zip(ENDINGS) {
+        if ignores(creator.pid(), signal) {
+            // Born ignoring it (a grader started with nohup, or in the background): the
+            // signal would not end it.
+            run.note(format!(
+                "{CREATOR} ignores {signal} from its start: a creator killed by it was not tried"
+            ));
+            creator.proc.kill_tree();
+            let _ = std::fs::remove_file(dev_shm(&creator.name));
+            continue;
+        }
         kill(creator.proc.pid, signal)
             .map_err(|e| Fail::Grader(format!("sending {signal} to {CREATOR}: {e}")))?;
         creator.proc.wait()?;
@@ -40,4 +50,16 @@ pub fn killed_creators_leave_the_name(run: &mut Run) -> Result<(), Fail> {
         }
     }
     Ok(())
+}
+
+/// Whether `pid` ignores `signal` (its `SigIgn` mask in `/proc/PID/status`).
+fn ignores(pid: i32, signal: Signal) -> bool {
+    let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
+        return false;
+    };
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("SigIgn:"))
+        .and_then(|mask| u64::from_str_radix(mask.trim(), 16).ok())
+        .is_some_and(|mask| mask & (1 << (signal as i32 - 1)) != 0)
 }
