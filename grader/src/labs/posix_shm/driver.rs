@@ -23,6 +23,9 @@ pub struct Table {
     /// What this process was told to write, in order, as (offset, bytes): a read answered from a
     /// copy of its own writes gives one of these back.
     pub wrote: Vec<(usize, Vec<u8>)>,
+    /// What this process's reads returned, in order, as (offset, bytes): a read answered from
+    /// a copy of an earlier one gives one of these back.
+    pub read_back: Vec<(usize, Vec<u8>)>,
 }
 
 /// What [`Table::command_watched`] saw.
@@ -391,6 +394,7 @@ pub fn mapped(proc: Proc, first: Message, name: &str, who: &'static str) -> Resu
         who,
         len,
         wrote: Vec::new(),
+        read_back: Vec::new(),
     })
 }
 
@@ -515,6 +519,7 @@ impl Table {
             .map_err(|fail| self.died_in(fail, seen, "reading", offset, len))?;
         let bytes = std::fs::read(&file)?;
         std::fs::remove_file(&file)?;
+        self.read_back.push((offset, bytes.clone()));
         Ok(bytes)
     }
 

@@ -85,6 +85,22 @@ fn cause(
                 reader.who
             );
         }
+        // The last read recorded is this one.
+        let earlier = reader
+            .read_back
+            .iter()
+            .rev()
+            .skip(1)
+            .any(|(offset, bytes)| *offset == at && bytes.as_slice() == got);
+        if earlier {
+            return format!(
+                "{} got back what an earlier read of the same range had returned, although its \
+                 own mapping now holds the newer bytes: its read() answers from a copy of an \
+                 earlier read (a change that leaves some bytes, the range's ends say, as they \
+                 were is still a change); copy out of the mapping on every read",
+                reader.who
+            );
+        }
         let from_new = new_object
             .and_then(|bytes| bytes.get(at..at + got.len()))
             .is_some_and(|bytes| bytes == got);

@@ -175,7 +175,21 @@ pub fn failed_creator_calls(run: &mut Run) -> Result<bool, Fail> {
         let _ = std::fs::remove_file(dev_shm(&name));
         let answer = answer?;
         if !tracer.failed_the_call()? {
+            // An mmap() of another length than the table's is not the one the grader failed.
+            let mapped_len = super::probes::table_mapping(pid, &name)
+                .map(|m| m.end - m.start)
+                .filter(|&len| case.variant == "Map" && len != size.next_multiple_of(4096) as u64);
             proc.kill_tree();
+            if let Some(len) = mapped_len {
+                return Err(Fail::failed(format!(
+                    "{what}: the grader failed only an mmap(MAP_SHARED) of exactly {size} \
+                     bytes, the table's size, and the creator said {}, having mapped {len} \
+                     bytes of the object (its /proc/{pid}/maps): its mmap() asks for another \
+                     length than the table's size; map exactly the table's size (a {size}-byte \
+                     object is whole pages already: a page more maps past its end)",
+                    said(&answer)
+                )));
+            }
             return Err(Fail::failed(format!(
                 "{what}: the creator made no such call on its main thread before it said {}: \
                  {}",

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use rand::RngExt;
 
-use crate::engine::tracer::{Action, Call, Field, Reached, Tracer};
+use crate::engine::tracer::{Action, Call, Field, Reached, Tracer, Watched};
 use crate::engine::{Fail, Run, inspect};
 
 use super::driver::{Table, WatchedCommand, await_answer, pair, said};
@@ -149,6 +149,7 @@ pub fn bytes_in_the_object(run: &mut Run) -> Result<String, Fail> {
             )));
         }
     }
+    read_beside_a_writer(run, &mut opener, &object, back, len)?;
     creator.unlink()?;
     opener.close()?;
     creator.close()?;
@@ -532,4 +533,80 @@ fn held_at_call(
     }
     let _ = std::fs::remove_file(file);
     Ok(seen)
+}
+
+/// How many loads of the same byte one read of it may make: a copy that loads it twice
+/// (overlapping vector loads) is still one copy.
+const LOADS_IN_ONE_COPY: usize = 4;
+
+/// A byte, loads included: a string copy (`rep movsb`) stopped at a watched access goes on a
+/// byte at a time, so each byte of a wider field would count as a load of its own.
+const ONE_BYTE_LOADED: &[Field] = &[Field {
+    offset: 0,
+    len: 1,
+    loads: true,
+}];
+
+/// One more read of `len` bytes at `at` by `table`, while the grader changes the byte watched
+/// in the middle of the range after each load of it, as a writer in another process
+/// may at any moment: the read must answer after one copy, whatever it copied, not copy again
+/// until the bytes stop changing. `object` is the object's file, the very pages mapped.
+fn read_beside_a_writer(
+    run: &mut Run,
+    table: &mut Table,
+    object: &std::fs::File,
+    at: usize,
+    len: usize,
+) -> Result<(), Fail> {
+    let watched = watched_offset(at + len / 2);
+    let Some(mapping) = table_mapping(table.pid(), &table.name) else {
+        return Ok(());
+    };
+    let Some(mut tracer) =
+        Tracer::watch_at(table.pid(), mapping.start + watched as u64, ONE_BYTE_LOADED)?
+    else {
+        return Ok(());
+    };
+    let what = format!("reading {len} bytes at offset {at} of the table");
+    let (fields, file) = table.read_fields(run, at, len);
+    let until = Instant::now() + Duration::from_secs(5);
+    let (mut loads, mut sent) = (0, false);
+    let answer = loop {
+        match tracer.next(&mut table.proc, until)? {
+            Watched::Armed => {
+                table.proc.send("cmd", &fields)?;
+                sent = true;
+            }
+            Watched::Hit if loads < LOADS_IN_ONE_COPY => {
+                loads += 1;
+                object.write_all_at(&[loads as u8], watched as u64)?;
+                tracer.go_on();
+            }
+            Watched::Hit => {
+                drop(tracer);
+                table.proc.kill_tree();
+                let _ = std::fs::remove_file(&file);
+                return Err(Fail::failed(format!(
+                    "{what}, {} loaded the byte at offset {watched} more than \
+                     {LOADS_IN_ONE_COPY} times without answering, while the grader changed \
+                     it after each load (as another process writing the table may; a \
+                     hardware watchpoint saw the loads): read() copies the range again until \
+                     it stops changing, that is, it waits for writers; read() makes one copy \
+                     and answers at once, whatever another process stores meanwhile",
+                    table.who
+                )));
+            }
+            Watched::Said(answer) => break Some(answer),
+            Watched::Lost | Watched::Unavailable => break None,
+        }
+    };
+    drop(tracer);
+    if !sent {
+        table.proc.send("cmd", &fields)?;
+    }
+    let answer = match answer {
+        Some(answer) => answer,
+        None => await_answer(&mut table.proc, table.who, &what, None)?,
+    };
+    finish(table, &what, answer, Some(file))
 }

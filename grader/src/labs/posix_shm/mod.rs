@@ -12,6 +12,7 @@
 //! - `explain`: why a read did not return what was written;
 //! - `object`: mode and exact size;
 //! - `sharing`: the mapping, shared, before and after close and unlink;
+//! - `killed`: the name outlives a creator killed by a signal;
 //! - `in_place`: the bytes in the object, copied by the program's own instructions;
 //! - `names`: bad names refused, unusual good ones accepted;
 //! - `errors`: every other error kind;
@@ -30,6 +31,7 @@ mod explain;
 mod failed_creates;
 mod forced;
 mod in_place;
+mod killed;
 mod names;
 mod object;
 mod open_errors;

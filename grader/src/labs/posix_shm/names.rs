@@ -182,9 +182,14 @@ pub fn invalid_names(run: &mut Run) -> Result<String, Fail> {
         (zero_nested, "a second slash"),
         (zero_trailing, "a trailing slash"),
     ];
-    // Any bytes but '/' may follow the slash: a space, punctuation, characters of 2 and 3
-    // bytes, control characters (DEL, a tab), whitespace at the end (well under 255 bytes).
-    let odd = format!("{} a+b:c,d=é数据!\u{7f}\t ", run.ipc_name("odd"));
+    // Any bytes but '/' may follow the slash: every ASCII byte but NUL (no C string holds it)
+    // and '/' (control characters, a backslash and the other punctuation included), characters
+    // of 2 and 3 bytes, whitespace at the end (well under 255 bytes).
+    let every_ascii: String = (1u8..=0x7f)
+        .filter(|&byte| byte != b'/')
+        .map(char::from)
+        .collect();
+    let odd = format!("{} a+b:c,d=é数据{every_ascii}\t ", run.ipc_name("odd"));
     let mut planted = Vec::new();
     for (_, target, _) in &cases {
         planted.push(plant_object(run, target, &[0u8; 64])?);
@@ -342,8 +347,8 @@ pub fn invalid_names(run: &mut Run) -> Result<String, Fail> {
     empty_proc.wait()?;
 
     let what = format!(
-        "creating a table named {odd:?} (a space, punctuation, 2- and 3-byte characters, a \
-             tab and a DEL)"
+        "creating a table named {odd:?} (every ASCII byte but NUL and '/', a backslash \
+             included, and 2- and 3-byte characters)"
     );
     let answer = await_answer(&mut odd_proc, CREATOR, &what, None)?;
     if is_refusal(&answer, "bad-name") {
@@ -413,8 +418,8 @@ pub fn invalid_names(run: &mut Run) -> Result<String, Fail> {
         '/' alone, 256 bytes, 250 characters in more than 255 bytes, the empty name, a 2-byte first \
         character, a space before the slash) were refused by create, \
         the first two by open too (with no shm_open() of them), bad names with size 0 too; a \
-        255-byte name, and one with a space, punctuation, multi-byte characters and whitespace at \
-        its end, worked; '/.' \
+        255-byte name, and one with every ASCII byte but NUL and '/', multi-byte characters and \
+        whitespace at its end, worked; '/.' \
         and '/..' reached shm_open()"
             .into(),
     )

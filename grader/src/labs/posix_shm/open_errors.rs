@@ -10,7 +10,10 @@ use super::driver::{
     CREATOR, OPENER, await_answer, await_answer_watching, descriptors_at_exit, is_refusal, refused,
     said, start, start_held_at_exit, start_stopped, start_watched,
 };
-use super::probes::{dev_shm, exists, plant_link, plant_object, plant_sparse, runnable_ns};
+use super::probes::{
+    Attributes, attribute_change, attributes, dev_shm, exists, plant_link, plant_object,
+    plant_sparse, runnable_ns,
+};
 
 pub fn open_errors(run: &mut Run) -> Result<String, Fail> {
     let missing = run.ipc_name("missing");
@@ -19,6 +22,9 @@ pub fn open_errors(run: &mut Run) -> Result<String, Fail> {
     let empty = run.ipc_name("empty");
     let empty_path = dev_shm(&empty).display().to_string();
     let planted = plant_object(run, &empty, &[])?;
+    // Another program's objects may have another mode: an open leaves it, and all else, as it was.
+    planted.set_mode(OTHER_MODE)?;
+    let empty_before = attributes(&empty).expect("the object just planted");
     // A link to an object: shm_open() refuses it, a program that opens the path maps the object.
     let linked = run.ipc_name("linked");
     let behind = format!("{linked}-behind");
@@ -30,6 +36,8 @@ pub fn open_errors(run: &mut Run) -> Result<String, Fail> {
     let vast = run.ipc_name("vast");
     let vast_len = (4u64 << 30) + 4096;
     let vast_object = plant_sparse(run, &vast, vast_len)?;
+    vast_object.set_mode(OTHER_MODE)?;
+    let vast_before = attributes(&vast).expect("the object just planted");
     // A name refused before any system call: how long starting and answering takes the
     // program, in this run.
     let baseline_name = run.ipc_name("baseline").trim_start_matches('/').to_string();
@@ -155,6 +163,12 @@ pub fn open_errors(run: &mut Run) -> Result<String, Fail> {
         )));
     }
     hollow_exit.wait()?;
+    left_as_it_was(
+        &empty,
+        &empty_before,
+        "opening a 0-byte object, twice",
+        &answer,
+    )?;
     drop(planted);
 
     let what = format!(
@@ -185,19 +199,7 @@ pub fn open_errors(run: &mut Run) -> Result<String, Fail> {
          4 GiB of address space can map)"
     );
     let answer = await_answer(&mut unmappable, OPENER, &what, None)?;
-    let left = std::fs::metadata(&vast_path).map(|m| m.len()).ok();
-    if left != Some(vast_len) {
-        let done = match left {
-            None => "it is gone".to_string(),
-            Some(len) => format!("it is {len} bytes now"),
-        };
-        return Err(Fail::failed(format!(
-            "{what}, the program said {}, and {done}: open() never removes or changes an \
-             object, even when it cannot map it (only create() unlinks, the name it has just \
-             made, when a later step fails)",
-            said(&answer)
-        )));
-    }
+    left_as_it_was(&vast, &vast_before, &what, &answer)?;
     refused(
         &answer,
         "mmap",
@@ -228,6 +230,31 @@ pub fn open_errors(run: &mut Run) -> Result<String, Fail> {
         /dev/shm was not followed; an object too big to map was mmap, and stayed"
             .into(),
     )
+}
+
+/// The mode of the objects the grader makes for openers to refuse: another program's, group
+/// readable, not the 600 a table of this lab's gets.
+const OTHER_MODE: u32 = 0o640;
+
+/// Fails unless the object `name` is as it was `before` once `what` was answered.
+fn left_as_it_was(
+    name: &str,
+    before: &Attributes,
+    what: &str,
+    answer: &ipc_labs_driver::Message,
+) -> Result<(), Fail> {
+    match attribute_change(before, attributes(name).as_ref()) {
+        None => Ok(()),
+        Some(change) => Err(Fail::failed(format!(
+            "{what} ({}, mode {:o}, made by the grader), the program said {}, and {change}: \
+             open() never removes or changes an object, whoever made it and whatever its mode, \
+             even when it refuses or cannot map it (only create() unlinks, the name it has just \
+             made, when a later step fails)",
+            dev_shm(name).display(),
+            OTHER_MODE,
+            said(answer)
+        ))),
+    }
 }
 
 /// A page: the size the grader gives an object behind an opener's back.
@@ -351,13 +378,15 @@ fn at_once(
 
 /// An opener of an object whose creator the grader holds at the entry of its `ftruncate()`
 /// (created, still 0 bytes, its descriptor open): the opener must say `empty` at once; nothing
-/// the creator holds (a lock on the object, say) may make it wait for the size.
+/// the creator holds (a lock on the object, say) may make it wait for the size. Then, the
+/// creator held as that call returns (sized, not yet mapped), another opener must map the
+/// object at its size: the size, as `fstat()` gives it, alone decides.
 fn beside_a_held_creator(run: &mut Run) -> Result<(), Fail> {
     let name = run.ipc_name("sizing");
     let path = dev_shm(&name);
     let mut creator = start_stopped(run, &name, Some(PAGE), CREATOR)?;
     let pid = creator.pid.as_raw();
-    let tracer = Tracer::attach(pid, Call::any(libc::SYS_ftruncate), Action::Hold)?;
+    let tracer = Tracer::attach(pid, Call::any(libc::SYS_ftruncate), Action::HoldAround)?;
     force::resume(pid)?;
     let Some(mut tracer) = tracer else {
         creator.kill_tree();
@@ -387,12 +416,20 @@ fn beside_a_held_creator(run: &mut Run) -> Result<(), Fail> {
         &mut || {},
     );
     drop(opener_held);
-    tracer.release();
     let checked = answer.and_then(|answer| {
         refused(&answer, "empty", &what, EMPTY_HINT)?;
         opener.wait()?;
         Ok(())
     });
+    let checked = checked.and_then(|()| {
+        tracer.go_on();
+        let until = Instant::now() + Duration::from_secs(5);
+        match tracer.wait(&mut creator, until)? {
+            Reached::Call => opened_beside_a_sized_creator(run, &name),
+            Reached::Passed(_) => Ok(()),
+        }
+    });
+    tracer.release();
     if let Err(fail) = checked {
         opener.kill_tree();
         creator.kill_tree();
@@ -403,6 +440,45 @@ fn beside_a_held_creator(run: &mut Run) -> Result<(), Fail> {
     let mut creator = super::driver::mapped(creator, first, &name, CREATOR)?;
     creator.unlink()?;
     creator.close()
+}
+
+/// An opener of `name`, a page-sized object whose creator the grader holds right after its
+/// `ftruncate()` returned: `mapped`, at that size.
+fn opened_beside_a_sized_creator(run: &mut Run, name: &str) -> Result<(), Fail> {
+    let what = format!(
+        "opening {}, a {PAGE}-byte object (fstat() says so) whose creator the grader holds \
+         right after its ftruncate() returned (sized, not yet mapped, its descriptor still \
+         open)",
+        dev_shm(name).display()
+    );
+    let (mut opener, mut opener_held) = start_watched(run, name, None, OPENER)?;
+    let answer = await_answer_watching(
+        &mut opener,
+        opener_held.as_mut(),
+        OPENER,
+        &what,
+        Some("mapped: the object has its size"),
+        &mut || {},
+    )?;
+    drop(opener_held);
+    if answer.kind != "mapped" {
+        opener.kill_tree();
+        return Err(Fail::failed(format!(
+            "{what}, the opener said {}, not `mapped`: the object's size, as fstat() gives it, \
+             alone decides (0 bytes is empty, anything else is mapped); nothing its creator \
+             holds or has yet to do (a lock on the object, its mmap()) makes a sized object \
+             empty or unopenable",
+            said(&answer)
+        )));
+    }
+    let opened = super::driver::mapped(opener, answer, name, OPENER)?;
+    if opened.len != PAGE {
+        return Err(Fail::failed(format!(
+            "{what}, the opener reported len={}, not {PAGE}: the size is fstat()'s",
+            opened.len
+        )));
+    }
+    opened.close()
 }
 
 /// An opener of a sized object whose `fstat()` (the first after its `shm_open()` of the

@@ -2,7 +2,7 @@
 //! (`/proc/PID/maps`, `smaps`), what its mapping holds (`/proc/PID/mem`), its descriptors and
 //! its I/O counters; and the objects the grader itself puts at a name.
 
-use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::PathBuf;
 
 use crate::engine::inspect::{self, IoCounters};
@@ -197,6 +197,67 @@ impl Drop for Planted {
     fn drop(&mut self) {
         let _ = std::fs::remove_file(&self.path);
     }
+}
+
+impl Planted {
+    /// Gives the object another mode, as another program may have made it.
+    pub fn set_mode(&self, mode: u32) -> Result<(), Fail> {
+        std::fs::set_permissions(&self.path, std::fs::Permissions::from_mode(mode))?;
+        Ok(())
+    }
+}
+
+/// What an object is besides its bytes: what opening it must leave as it was.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Attributes {
+    inode: u64,
+    mode: u32,
+    owner: (u32, u32),
+    len: u64,
+    /// The last change of any of these (`chmod()`, `chown()`, `ftruncate()`, a write).
+    changed: (i64, i64),
+}
+
+/// The attributes of `/dev/shm/<name>`; `None` if nothing has the name.
+pub fn attributes(name: &str) -> Option<Attributes> {
+    let meta = std::fs::symlink_metadata(dev_shm(name)).ok()?;
+    Some(Attributes {
+        inode: meta.ino(),
+        mode: meta.mode() & 0o7777,
+        owner: (meta.uid(), meta.gid()),
+        len: meta.len(),
+        changed: (meta.ctime(), meta.ctime_nsec()),
+    })
+}
+
+/// In words, how `after` differs from `before` (`None`: the object is gone); `None` if in
+/// nothing.
+pub fn attribute_change(before: &Attributes, after: Option<&Attributes>) -> Option<String> {
+    let Some(after) = after else {
+        return Some("it is gone".into());
+    };
+    let change = if after.inode != before.inode {
+        "another object has its name now".into()
+    } else if after.mode != before.mode {
+        format!(
+            "its mode is {:o} now, not {:o}: it was chmod()ed",
+            after.mode, before.mode
+        )
+    } else if after.owner != before.owner {
+        format!(
+            "its owner is {}:{} now, not {}:{}: it was chown()ed",
+            after.owner.0, after.owner.1, before.owner.0, before.owner.1
+        )
+    } else if after.len != before.len {
+        format!("it is {} bytes now, not {}", after.len, before.len)
+    } else if after.changed != before.changed {
+        "its status changed (its ctime moved: a chmod(), chown() or write to it), though its \
+         mode, owner and size are as they were"
+            .into()
+    } else {
+        return None;
+    };
+    Some(change)
 }
 
 /// An object the grader creates at `name`, mode 600, holding `bytes` (its size), owned by the

@@ -166,9 +166,11 @@ pub fn mapped_by_each(run: &mut Run) -> Result<String, Fail> {
             GONE_WITHIN.as_millis()
         )));
     }
+    super::killed::killed_creators_leave_the_name(run)?;
     Ok(
         "both processes map the object shared, read-write, without a descriptor, and unmap it \
-        on close, leaving the name and the bytes, also once both have exited"
+        on close, leaving the name and the bytes, also once both have exited, and once \
+        creators were killed by SIGTERM, SIGINT and SIGHUP"
             .into(),
     )
 }
@@ -407,15 +409,59 @@ pub fn shared_updates(run: &mut Run) -> Result<String, Fail> {
         false,
         "the creator wrote over the opener's bytes; as the opener read them back",
     )?;
-    no_call_in_access(run, &mut creator, at, len, true)?;
-    no_call_in_access(run, &mut creator, at, len, false)?;
+    middle_changed_then_read_again(run, &mut creator, &mut opener, back, len)?;
+    // Both ends: a table open() mapped is accessed like the one create() mapped.
+    for (table, offset) in [(&mut creator, at), (&mut opener, back)] {
+        no_call_in_access(run, table, offset, len, true)?;
+        no_call_in_access(run, table, offset, len, false)?;
+    }
     creator.unlink()?;
     opener.close()?;
     creator.close()?;
     Ok(
         "writes went both ways in place, each side saw the other's newest bytes, with the writer \
-        stopped"
+        stopped; the creator's and the opener's accesses made no system call"
             .into(),
+    )
+}
+
+/// `reader`, which has just read `len` bytes at `at`, reads them again after `writer` changed
+/// a few bytes inside the range, away from its ends: it must see them (a change is a change
+/// wherever it lies).
+fn middle_changed_then_read_again(
+    run: &mut Run,
+    writer: &mut Table,
+    reader: &mut Table,
+    at: usize,
+    len: usize,
+) -> Result<(), Fail> {
+    let before = reader.read(run, at, len)?;
+    let (edge, piece) = (16, 7);
+    let inside = at + run.rng().random_range(edge..len - edge - piece);
+    let mut data = run.random_bytes(piece);
+    // Every byte of it new.
+    for (new, old) in data.iter_mut().zip(&before[inside - at..]) {
+        if new == old {
+            *new = !*old;
+        }
+    }
+    writer.write(run, inside, &data)?;
+    let mut want = before;
+    want[inside - at..inside - at + piece].copy_from_slice(&data);
+    let got = reader.read(run, at, len)?;
+    expect_read(
+        reader,
+        Writer::Program(writer),
+        at,
+        &got,
+        &want,
+        &format!(
+            "{} read {len} bytes at offset {at}, then {} wrote {piece} bytes at offset \
+             {inside}, inside that range (its first and last {edge} bytes unchanged); as {} \
+             read the range again",
+            reader.who, writer.who, reader.who
+        ),
+        None,
     )
 }
 
