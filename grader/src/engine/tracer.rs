@@ -90,6 +90,10 @@ pub enum Match {
     AnyOf(&'static [Call]),
 }
 
+/// [`Tracer::last_break`] of a stop at the entry of the system call of
+/// [`Tracer::break_at_functions_and_call`], past the four breakpoints.
+pub const AT_CALL: usize = 4;
+
 /// A call number that stands for every call.
 const ANY_NUMBER: i64 = -1;
 
@@ -225,8 +229,11 @@ pub enum Action {
     /// Stop the program at each entry of the code at these addresses (functions' first
     /// instructions: hardware breakpoints, at most four; 0 is none), from now on, until the
     /// check says no more ([`Tracer::break_at`], [`Tracer::break_at_each`]); each stop reports
-    /// the call's first two arguments and which address it is ([`Tracer::last_break`]).
-    BreakAt([u64; 4]),
+    /// the call's first two arguments and which address it is ([`Tracer::last_break`]). With a
+    /// call, the program also stops at each entry of that system call, reported as a stop at
+    /// [`AT_CALL`] ([`Tracer::break_at_functions_and_call`]): a function and the system call
+    /// that bypasses it, or what a function's result goes into.
+    BreakAt([u64; 4], Option<Call>),
     /// Let the call run untouched, and report that it was made (read as a failure is:
     /// [`Tracer::failed_the_call`], [`Tracer::failed_before`]): whether the program made the
     /// call at all, where the error it returns must be that call's.
@@ -398,7 +405,7 @@ impl Tracer {
             released: false,
             watching: matches!(
                 action,
-                Action::Watch(_) | Action::WatchAt(..) | Action::BreakAt(_)
+                Action::Watch(_) | Action::WatchAt(..) | Action::BreakAt(..)
             ),
             last_break: 0,
             last_hit: 0,
@@ -599,7 +606,7 @@ impl Tracer {
         let Some(address) = crate::engine::inspect::library_function_in(pid, name) else {
             return Ok(None);
         };
-        let breaking = Action::BreakAt([address, 0, 0, 0]);
+        let breaking = Action::BreakAt([address, 0, 0, 0], None);
         let Some(mut tracer) = Tracer::attach_thread(pid, tid, Call::any(ANY_NUMBER), breaking)?
         else {
             return Ok(None);
@@ -631,7 +638,37 @@ impl Tracer {
     /// As [`Tracer::break_at`], at each of these addresses (0: none); [`Tracer::last_break`]
     /// says which one a stop is at.
     pub fn break_at_each(pid: i32, addresses: [u64; 4]) -> Result<Option<Tracer>, Fail> {
-        Tracer::attach(pid, Call::any(ANY_NUMBER), Action::BreakAt(addresses))
+        Tracer::attach(pid, Call::any(ANY_NUMBER), Action::BreakAt(addresses, None))
+    }
+
+    /// As [`Tracer::break_at_functions`], and the program also stops at each entry of the
+    /// system call `call`, a stop whose [`Tracer::last_break`] is [`AT_CALL`] (its arguments
+    /// are in `/proc/PID/syscall` meanwhile); returns once the breakpoints are set (waited for
+    /// up to 5 s). `None` where a function is not found or the machine does not allow it.
+    pub fn break_at_functions_and_call(
+        pid: i32,
+        names: &[&std::ffi::CStr],
+        call: Call,
+    ) -> Result<Option<Tracer>, Fail> {
+        let mut addresses = [0u64; 4];
+        for (address, name) in addresses.iter_mut().zip(names) {
+            let Some(found) = crate::engine::inspect::library_function_in(pid, name) else {
+                return Ok(None);
+            };
+            *address = found;
+        }
+        let breaking = Action::BreakAt(addresses, Some(call));
+        let Some(mut tracer) = Tracer::attach(pid, Call::any(ANY_NUMBER), breaking)? else {
+            return Ok(None);
+        };
+        let until = Instant::now() + Duration::from_secs(5);
+        loop {
+            match tracer.next_break(until)? {
+                Some(Breakpoint::Armed) => return Ok(Some(tracer)),
+                None if Instant::now() < until => {}
+                _ => return Ok(None),
+            }
+        }
     }
 
     /// The index (among the addresses given) of the breakpoint of the last
@@ -891,8 +928,8 @@ unsafe fn trace(group: i32, pid: i32, call: Call, action: Action, pipes: Pipes) 
         if let Action::InTurn(steps) = action {
             in_turn(pid, steps, pipes);
         }
-        if let Action::BreakAt(addresses) = action {
-            break_from(pid, addresses, pipes);
+        if let Action::BreakAt(addresses, call) = action {
+            break_from(pid, addresses, call, pipes);
         }
         if let Action::Signal(signal) = action {
             signal_in_call(pid, signal, pipes);
@@ -951,7 +988,7 @@ unsafe fn trace(group: i32, pid: i32, call: Call, action: Action, pipes: Pipes) 
                     }
                     Action::Watch(fields) => watch(pid, call, fields, pipes),
                     Action::WatchAt(..)
-                    | Action::BreakAt(_)
+                    | Action::BreakAt(..)
                     | Action::InTurn(_)
                     | Action::Signal(_) => {}
                     Action::Fail(errno) => {
@@ -1356,9 +1393,10 @@ const RDI: usize = 14 * 8;
 const RSI: usize = 13 * 8;
 
 /// A breakpoint, in the forked child: `pid` is stopped. Sets a hardware breakpoint on the
-/// instruction at `address`, then stops the program at each execution of it, reporting each
-/// with the first two arguments, until the check says no more. Never returns.
-unsafe fn break_from(pid: i32, addresses: [u64; 4], pipes: Pipes) -> ! {
+/// instruction at `address`, then stops the program at each execution of it (and at each entry
+/// of `call`, if given), reporting each with the first two arguments, until the check says no
+/// more. Never returns.
+unsafe fn break_from(pid: i32, addresses: [u64; 4], call: Option<Call>, pipes: Pipes) -> ! {
     // SAFETY: plain system calls on our own descriptors and memory, and on the traced process.
     unsafe {
         let say = |byte: u8| libc::write(pipes.report, [byte].as_ptr().cast(), 1);
@@ -1388,9 +1426,31 @@ unsafe fn break_from(pid: i32, addresses: [u64; 4], pipes: Pipes) -> ! {
             libc::_exit(0);
         }
         say(ARMED);
+        // Stops at system calls too only when one is asked for.
+        let request = if call.is_some() {
+            libc::PTRACE_SYSCALL
+        } else {
+            libc::PTRACE_CONT
+        };
+        // The stop, reported with the first two arguments (`rdi`, `rsi`: a function's, or a
+        // system call's at its entry) in one write, so that the check reads them together;
+        // then the check's word.
+        let report = |which: u8| {
+            let mut report = [0u8; 18];
+            report[17] = which;
+            report[0] = HIT;
+            for (n, register) in [RDI, RSI].into_iter().enumerate() {
+                let value = libc::ptrace(libc::PTRACE_PEEKUSER, pid, register, 0usize) as u64;
+                report[1 + 8 * n..9 + 8 * n].copy_from_slice(&value.to_ne_bytes());
+            }
+            libc::write(pipes.report, report.as_ptr().cast(), report.len());
+            let mut word = [0u8];
+            let read = libc::read(pipes.resume, word.as_mut_ptr().cast(), 1);
+            (read == 1).then_some(word[0])
+        };
         let mut signal = 0usize;
         loop {
-            match next_stop(pid, libc::PTRACE_CONT, signal, pipes.resume, &mut status) {
+            match next_stop(pid, request, signal, pipes.resume, &mut status) {
                 Stop::Stopped => {}
                 Stop::Word => leave(pid, Left::RunningWatched, pipes),
                 Stop::Gone => gone(),
@@ -1400,21 +1460,21 @@ unsafe fn break_from(pid: i32, addresses: [u64; 4], pipes: Pipes) -> ! {
             if status >> 16 != 0 {
                 continue; // An event stop (a group stop): it goes on.
             }
+            if stopped_by == libc::SIGTRAP | 0x80 {
+                // A system call's entry or exit: only the entries of `call` are reported.
+                if let Some(call) = call
+                    && at_entry_of(pid, call)
+                    && report(AT_CALL as u8) != Some(GO_ON)
+                {
+                    leave(pid, Left::Stopped(status), pipes);
+                }
+                continue;
+            }
             let hit = libc::ptrace(libc::PTRACE_PEEKUSER, pid, DEBUGREG + 8 * 6, 0usize);
             if stopped_by == libc::SIGTRAP && hit & enabled_hits(enabled) != 0 {
                 libc::ptrace(libc::PTRACE_POKEUSER, pid, DEBUGREG + 8 * 6, 0usize);
-                let mut report = [0u8; 18];
-                report[17] = (hit & 0xf).trailing_zeros() as u8;
-                report[0] = HIT;
-                for (n, register) in [RDI, RSI].into_iter().enumerate() {
-                    let value = libc::ptrace(libc::PTRACE_PEEKUSER, pid, register, 0usize) as u64;
-                    report[1 + 8 * n..9 + 8 * n].copy_from_slice(&value.to_ne_bytes());
-                }
-                // One write, so that the check reads the hit and its arguments together.
-                libc::write(pipes.report, report.as_ptr().cast(), report.len());
-                let mut word = [0u8];
-                let read = libc::read(pipes.resume, word.as_mut_ptr().cast(), 1);
-                if read == 1 && word[0] == RETURN {
+                let word = report((hit & 0xf).trailing_zeros() as u8);
+                if word == Some(RETURN) {
                     let mut value = [0u8; 8];
                     if libc::read(pipes.resume, value.as_mut_ptr().cast(), 8) != 8 {
                         leave(pid, Left::Stopped(status), pipes);
@@ -1431,7 +1491,7 @@ unsafe fn break_from(pid: i32, addresses: [u64; 4], pipes: Pipes) -> ! {
                     libc::ptrace(libc::PTRACE_POKEUSER, pid, RSP, sp + 8);
                     let value = i64::from_ne_bytes(value);
                     libc::ptrace(libc::PTRACE_POKEUSER, pid, RAX, value as usize);
-                } else if read != 1 || word[0] != GO_ON {
+                } else if word != Some(GO_ON) {
                     leave(pid, Left::Stopped(status), pipes);
                 }
             } else {
@@ -1549,10 +1609,10 @@ unsafe fn leave(pid: i32, left: Left, pipes: Pipes) -> ! {
 }
 
 /// The signal a stop with `status` was for, to pass on to the program as it goes on: none for
-/// an event stop or a watchpoint's SIGTRAP.
+/// an event stop, a watchpoint's SIGTRAP or a system call stop.
 fn passed_on(status: i32) -> usize {
     let stopped_by = libc::WSTOPSIG(status);
-    if status >> 16 == 0 && stopped_by != libc::SIGTRAP {
+    if status >> 16 == 0 && stopped_by != libc::SIGTRAP && stopped_by != libc::SIGTRAP | 0x80 {
         stopped_by as usize
     } else {
         0

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use rand::RngExt;
 
 use super::data::{pattern_bytes, pattern_hash};
+use super::deadline::{take_set_up, watch_take};
 use super::layout::{Header, Sem, chunks_of, expected_capacity};
 use super::observe::{
     describe_descriptors, expect_copied_in_memory, expect_descriptor_closed,
@@ -18,8 +19,7 @@ use super::pool::{
     pool_ready, spawn_pair, spawn_pool,
 };
 use super::signals::{
-    CoarseTicks, force_eintrs, hold_take, interrupt_waits, monotonic_deadline_ahead, posix_timers,
-    take_deadline_ahead, waits_untimed,
+    force_eintrs, interrupt_waits, monotonic_deadline_ahead, posix_timers, waits_untimed,
 };
 use super::transfer::{Setup, Transfer, check_messages, start};
 use crate::engine::diagnose::Activity;
@@ -432,8 +432,9 @@ pub fn held_mid_message(run: &mut Run) -> Result<String, Fail> {
     };
     let mut pair = spawn_pair(run, &names.prefix, 0, seed, len_w, &options)?;
     pair_ready(&mut pair, 0)?;
-    // Held at the entry of its take's mq_timedreceive(), to read the deadline it passes.
-    let take = hold_take(pair.pid.as_raw())?;
+    // Stopped at each clock read of its take, and at the entry of its mq_timedreceive(), to
+    // see what the deadline it passes is made of.
+    let take = watch_take(pair.pid.as_raw())?;
 
     let mut a = start(run, &setup_a)?;
     let mut b = start(run, &setup_b)?;
@@ -456,18 +457,18 @@ pub fn held_mid_message(run: &mut Run) -> Result<String, Fail> {
             (1_002_000_000 - nanos) % 1_000_000_000,
         )));
     }
-    let ticks = CoarseTicks::start();
     let since = realtime()?;
     pair.send("go", &[])?;
-    if let Some(take) = take {
-        take_deadline_ahead(
+    let take = match take {
+        Some(tracer) => take_set_up(
             &mut pair,
-            take,
+            tracer,
             "a pair taking a segment from an empty pool",
             Duration::from_millis(HELD_TAKE_TIMEOUT_MS),
-            ticks,
-        )?;
-    }
+            since,
+        )?,
+        None => None,
+    };
     a.go()?;
     b.go()?;
     c.go()?;
@@ -635,6 +636,11 @@ pub fn held_mid_message(run: &mut Run) -> Result<String, Fail> {
     // is retried however often, by the program itself.
     force_eintrs(&mut c.receiver, waiting[2].1, true)?;
     force_eintrs(&mut pair, waiting[3].1, false)?;
+    // A deadline short of the timeout by less than the waits above tell: judged against the
+    // pair's own clock reads.
+    if let Some(take) = &take {
+        take.counted_from_its_start()?;
+    }
 
     let overwritten = release_past_post(&mut a, k)?;
     b.receiver.send("release", &[])?;

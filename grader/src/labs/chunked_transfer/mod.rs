@@ -18,10 +18,12 @@
 //! it out, and the grader's mapping of it), `observe` (what /proc shows of a transfer),
 //! `transfer` (driving a sender and a receiver), `init` (how a new segment's semaphores were
 //! made), `pool` (the pool, its queue and its pairs, as the grader drives them), `signals`
-//! (interrupting a blocked wait), `spinning` (a wait's accesses to its semaphore, and its
-//! deadline), `handover`, `handback` and `failures` (a handover held, a pool segment handed
-//! back, calls made to fail), and the groups of checks: `streams`, `headers`, `broken`, `held`,
-//! `errors`, `timeouts`, `pairs`, `speed`.
+//! (interrupting a blocked wait), `deadline` (how a take's deadline is made), `spinning` (a
+//! wait's accesses to its semaphore, and its deadline), `handover`, `handback` and `failures` (a handover held, a pool segment handed
+//! back, calls made to fail), `pair_held`, `pair_failures` and `pair_queue` (the parts of the
+//! pool check: a pair held giving its segment back, pairs that fail, a pair against the free
+//! queue), and the groups of checks: `streams`, `headers`, `broken`, `held`, `errors`,
+//! `timeouts`, `pairs`, `speed`.
 
 use std::time::Duration;
 
@@ -30,6 +32,7 @@ use crate::engine::{Check, Lab};
 
 mod broken;
 mod data;
+mod deadline;
 mod errors;
 mod failures;
 mod handback;
@@ -39,6 +42,9 @@ mod held;
 mod init;
 mod layout;
 mod observe;
+mod pair_failures;
+mod pair_held;
+mod pair_queue;
 mod pairs;
 mod pool;
 mod signals;

@@ -9,7 +9,7 @@ use nix::sys::signal::Signal;
 use nix::time::{ClockId, clock_gettime};
 
 use super::transfer::failure;
-use crate::engine::tracer::{Action, Call, Reached, Tracer};
+use crate::engine::tracer::{Action, Call, Tracer};
 use crate::engine::{Fail, Proc, force, inspect};
 
 /// How long a signal may take to be delivered, and the wait to be entered again, on a loaded
@@ -141,175 +141,11 @@ pub(super) fn timed_wait(pid: i32) -> Option<TimedWait> {
     })
 }
 
-/// The deadline argument of the `mq_timedreceive()` the main thread of `pid` is held at (at the
-/// call's entry, by a tracer): `None` when it is not held at that call or passes no deadline.
-fn held_mq_deadline(pid: i32) -> Option<Duration> {
-    let (nr, args) = inspect::call_of(pid, pid)?;
-    if nr != libc::SYS_mq_timedreceive || args[4] == 0 {
-        return None;
-    }
-    let memory = std::fs::File::open(format!("/proc/{pid}/mem")).ok()?;
-    let mut bytes = [0u8; 16];
-    memory.read_exact_at(&mut bytes, args[4]).ok()?;
-    let secs = i64::from_ne_bytes(bytes[..8].try_into().ok()?);
-    let nanos = i64::from_ne_bytes(bytes[8..].try_into().ok()?);
-    if !(0..1_000_000_000).contains(&nanos) {
-        return None;
-    }
-    Some(Duration::new(secs.max(0) as u64, nanos as u32))
-}
-
-/// The values `CLOCK_REALTIME_COARSE` (the time of the kernel's last tick) takes while a wait
-/// begins, sampled by a thread of the grader more often than the clock ticks: a deadline that is
-/// one of them + the timeout, to the nanosecond, was read from that clock, up to a tick behind
-/// the real time.
-pub struct CoarseTicks {
-    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
-    sampler: Option<std::thread::JoinHandle<Vec<Duration>>>,
-}
-
-impl Drop for CoarseTicks {
-    fn drop(&mut self) {
-        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    }
-}
-
-impl CoarseTicks {
-    pub fn start() -> CoarseTicks {
-        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let stopped = stop.clone();
-        // The first value read now: the tick before the `go` that follows.
-        let first = clock_gettime(ClockId::CLOCK_REALTIME_COARSE).map(Duration::from);
-        let sampler = std::thread::spawn(move || {
-            let mut seen: Vec<Duration> = first.into_iter().collect();
-            while !stopped.load(std::sync::atomic::Ordering::Relaxed) {
-                if let Ok(now) = clock_gettime(ClockId::CLOCK_REALTIME_COARSE)
-                    && seen.last() != Some(&Duration::from(now))
-                {
-                    seen.push(Duration::from(now));
-                }
-                std::thread::sleep(Duration::from_micros(200));
-            }
-            seen
-        });
-        CoarseTicks {
-            stop,
-            sampler: Some(sampler),
-        }
-    }
-
-    /// The values seen, once sampling stops.
-    fn stop(mut self) -> Vec<Duration> {
-        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
-        self.sampler
-            .take()
-            .and_then(|sampler| sampler.join().ok())
-            .unwrap_or_default()
-    }
-}
-
 /// How far `CLOCK_REALTIME_COARSE` may lag the real time: one tick.
-fn coarse_tick() -> Duration {
+pub(super) fn coarse_tick() -> Duration {
     nix::time::clock_getres(ClockId::CLOCK_REALTIME_COARSE)
         .map(Duration::from)
         .unwrap_or(Duration::from_millis(4))
-}
-
-/// Starts holding the pair `pid` at its next `mq_timedreceive()` (the wait of its `take()`,
-/// once it is told `go`): `None` if the machine does not allow tracing it.
-pub fn hold_take(pid: i32) -> Result<Option<Tracer>, Fail> {
-    Tracer::attach(pid, Call::any(libc::SYS_mq_timedreceive), Action::Hold)
-}
-
-/// With `tracer` from [`hold_take`] and the pair told `go` on an empty pool: at the entry of
-/// its `mq_timedreceive()`, the deadline it passes (read from its memory) must lie ahead, since
-/// a deadline already past (on another clock, or the timeout itself) makes the call return
-/// `ETIMEDOUT` at once, without a wait: `take()` would then never block; nor may it be a value
-/// of the coarse clock (`ticks`, sampled from before the `go`) + the timeout. Lets it go on.
-pub fn take_deadline_ahead(
-    proc: &mut Proc,
-    mut tracer: Tracer,
-    who: &str,
-    timeout: Duration,
-    ticks: CoarseTicks,
-) -> Result<(), Fail> {
-    let pid = proc.pid.as_raw();
-    let reached = tracer.wait(proc, Instant::now() + SETTLE);
-    let ticks = ticks.stop();
-    let reached = match reached {
-        Ok(reached) => reached,
-        // Where it waits instead is judged by the checks that follow.
-        Err(Fail::TimedOut(_)) => return Ok(()),
-        Err(fail) => return Err(fail),
-    };
-    let deadline = match reached {
-        Reached::Call => held_mq_deadline(pid),
-        Reached::Passed(Some(said)) => {
-            return Err(Fail::failed(format!(
-                "{who} (pid {pid}), given a timeout of {} ms, said `{}` ({}) before it ever \
-                 called mq_timedreceive(): take() on an empty pool waits in mq_timedreceive() \
-                 until an id comes back or its timeout has passed (TransferError::PoolEmpty \
-                 only then)",
-                timeout.as_millis(),
-                said.kind,
-                failure(&said)
-            )));
-        }
-        Reached::Passed(None) => None,
-    };
-    let now = realtime();
-    tracer.release();
-    let Some(deadline) = deadline else {
-        return Ok(());
-    };
-    if let Some(read) = deadline.checked_sub(timeout)
-        && ticks.contains(&read)
-    {
-        return Err(Fail::failed(format!(
-            "{who} (pid {pid}), given a timeout of {} ms, entered mq_timedreceive() (held there \
-             by the grader, which read its arguments) with the deadline {:.9} s: minus the \
-             timeout that is {:.9} s, to the nanosecond a value CLOCK_REALTIME_COARSE had while \
-             the pair took its deadline (the time of the kernel's last tick, which the grader \
-             read meanwhile): a deadline taken on the coarse clock, which lags the real time by \
-             up to a tick ({} ms here), so every wait can give up that much before its \
-             timeout. The deadline is CLOCK_REALTIME now + the timeout",
-            timeout.as_millis(),
-            deadline.as_secs_f64(),
-            read.as_secs_f64(),
-            coarse_tick().as_millis()
-        )));
-    }
-    if deadline > now {
-        return Ok(());
-    }
-    let monotonic = clock_gettime(ClockId::CLOCK_MONOTONIC)
-        .map(Duration::from)
-        .unwrap_or_default();
-    let near = |a: Duration, b: Duration| a.abs_diff(b) < Duration::from_secs(2);
-    let cause = if near(deadline, monotonic + timeout) {
-        format!(
-            "that is CLOCK_MONOTONIC's now ({:.3} s, time since boot) + the timeout: a deadline \
-             taken on the monotonic clock",
-            monotonic.as_secs_f64()
-        )
-    } else if near(deadline, timeout) {
-        "that is the timeout itself: a relative time where the call wants an absolute one"
-            .to_string()
-    } else {
-        "a deadline taken on another clock than CLOCK_REALTIME, or long before the wait".to_string()
-    };
-    Err(Fail::failed(format!(
-        "{who} (pid {pid}), given a timeout of {} ms, entered mq_timedreceive() (held there by \
-         the grader, which read its arguments) with the deadline {:.3} s, {:.0} s before the \
-         grader's CLOCK_REALTIME now ({:.3} s): {cause}. mq_timedreceive() takes an absolute \
-         CLOCK_REALTIME deadline; one already past makes it return ETIMEDOUT at once, without \
-         waiting, so take() on an empty pool fails with PoolEmpty at once instead of waiting up \
-         to its timeout for an id. The deadline is CLOCK_REALTIME now + the timeout",
-        timeout.as_millis(),
-        deadline.as_secs_f64(),
-        (now - deadline).as_secs_f64(),
-        now.as_secs_f64()
-    )))
 }
 
 /// A signal mask of `/proc/PID/task/TID/status` (`SigBlk:`, `SigPnd:`) of every thread of

@@ -84,6 +84,12 @@ impl SlowReader {
                 return Ok(None);
             }
             if let Some(said) = self.sender.proc.recv_before(Instant::now())? {
+                // A post made after the look at `full` above and before the message: the
+                // message comes after the chunk, and is read again later.
+                if self.sender.mapped.wait(Sem::Full, Duration::ZERO) {
+                    self.sender.proc.put_back(said);
+                    return Ok(None);
+                }
                 return Ok(Some(said));
             }
             if Instant::now() >= until {

@@ -1,0 +1,201 @@
+//! Pairs whose transfer fails (a receiver that times out, a chunk that breaks the protocol):
+//! the segment they took stays off the free queue.
+
+use super::data::pattern_hash;
+use super::layout::{Header, Mapped};
+use super::observe::dev_shm;
+use super::pool::{
+    Follow, FreeQueue, PairOptions, PairSeen, follow_pair, pair_failed, pair_ready, spawn_pair,
+};
+use super::transfer::failure;
+use super::{SEGMENTS, STRANDED_RECEIVER};
+use crate::engine::{Fail, Run};
+
+/// A pair whose sender the grader holds mid-message until its receiver times out: the
+/// receiver must not give the segment back (the sender may still write into it), nor the
+/// sender once released, when its send fails in turn. Returns the id it took.
+pub(super) fn failed_pair(
+    run: &mut Run,
+    queue: &FreeQueue,
+    prefix: &str,
+    seed: u64,
+    capacity: u64,
+) -> Result<String, Fail> {
+    let index = 9;
+    let len = 6 * capacity;
+    let timeout_ms = 150;
+    let options = PairOptions {
+        hold_sender_at: Some(3 * capacity),
+        timeout_ms: Some(timeout_ms),
+        ..Default::default()
+    };
+    let mut pair = spawn_pair(run, prefix, index, seed, len, &options)?;
+    let root = pair.pid.as_raw();
+    pair.set_roles(move |view| {
+        if view.pid == root {
+            format!("pair {index}'s sender")
+        } else {
+            STRANDED_RECEIVER.into()
+        }
+    });
+    pair_ready(&mut pair, index)?;
+    pair.send("go", &[])?;
+    let want = pattern_hash(seed, index, len);
+    // The grader keeps one id, the held pair gave its own back.
+    let free = SEGMENTS - 2;
+    let how = Follow {
+        index,
+        want: &want,
+        free_after_take: free..=free,
+        segments: SEGMENTS,
+        failures_expected: true,
+    };
+    let mut seen = PairSeen::default();
+    // On a loaded machine the sender may time out too before it reaches its hold point.
+    follow_pair(&mut pair, &how, &mut seen, |seen| {
+        let failed = |side: bool| seen.failed.iter().any(|(sender, _)| *sender == side);
+        failed(false) && (seen.sender_holding.is_some() || failed(true))
+    })?;
+    let id = seen.took.clone().unwrap_or_else(|| "?".into());
+    let (_, answer) = seen
+        .failed
+        .iter()
+        .find(|(sender, _)| !sender)
+        .expect("waited for above");
+    if answer.get("kind") != Some("timeout") {
+        return Err(Fail::failed(format!(
+            "pair {index}'s sender stood still mid-message (held by the grader) and its \
+             receiver said `failed` ({}): a peer that hands over nothing within the timeout is \
+             TransferError::Timeout (kind=timeout)",
+            failure(answer)
+        )));
+    }
+    let on_queue = queue.len()?;
+    if on_queue != free {
+        return Err(Fail::failed(format!(
+            "pair {index}'s receiver timed out (its sender, held by the grader, stood still \
+             mid-message), and the free queue then held {on_queue} ids, where {free} should be: \
+             segment {id} went back to the pool after a failed receive. Give a segment back only \
+             after a whole message: after a failure its sender may still write into it"
+        )));
+    }
+    pair.send("release", &[])?;
+    // The sender, alone now, fails in its turn; the segment stays out of the pool for good.
+    follow_pair(&mut pair, &how, &mut seen, |seen| {
+        seen.failed.iter().any(|(sender, _)| *sender)
+    })?;
+    let _ = pair.wait()?;
+    let on_queue = queue.len()?;
+    if on_queue != free {
+        return Err(Fail::failed(format!(
+            "pair {index}'s receiver timed out (its sender, held by the grader, stood still \
+             mid-message), then its sender, released, failed in turn; the free queue then held \
+             {on_queue} ids, where {free} should be: segment {id} went back to the pool after a \
+             failed send. Only the receiver gives a segment back, after a whole message: a \
+             segment whose transfer failed still holds chunks and its semaphores are out of \
+             step, so it stays out of the pool"
+        )));
+    }
+    Ok(id)
+}
+
+/// A pair whose receiver finds a broken chunk: the grader puts chunk 1 where chunk 0 is due in
+/// the segment of the only id it leaves on the queue, and holds the pair's sender before its
+/// first chunk. The receiver fails (`protocol`; `timeout` for a sender that writes the header
+/// before the data) and must keep the segment off the queue, as after any failed receive; so
+/// must the sender, which then fails too. Returns the id.
+pub(super) fn protocol_pair(
+    run: &mut Run,
+    queue: &FreeQueue,
+    prefix: &str,
+    seed: u64,
+    capacity: u64,
+    size: usize,
+) -> Result<String, Fail> {
+    let index = 10;
+    let ids = queue.take_all()?;
+    let Some((planted, kept)) = ids.split_first() else {
+        return Err(Fail::Grader(
+            "no id on the free queue for the broken pair".into(),
+        ));
+    };
+    let id = <[u8; 4]>::try_from(planted.as_slice())
+        .map(u32::from_le_bytes)
+        .map_err(|_| Fail::Grader("an id of the wrong size on the free queue".into()))?;
+    let segment = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(dev_shm(&format!("{prefix}-seg-{id}")))?;
+    let mapped = Mapped::open(&segment, size)?;
+    let len = 3 * capacity;
+    let broken = Header {
+        seq: 1,
+        total: len,
+        len: capacity,
+        end: 0,
+    };
+    mapped.put(0, broken, &run.random_bytes(capacity as usize));
+    queue.put_all(std::slice::from_ref(planted))?;
+    let options = PairOptions {
+        hold_sender_at: Some(0),
+        timeout_ms: Some(200),
+        ..Default::default()
+    };
+    let mut pair = spawn_pair(run, prefix, index, seed, len, &options)?;
+    pair_ready(&mut pair, index)?;
+    pair.send("go", &[])?;
+    let want = pattern_hash(seed, index, len);
+    let how = Follow {
+        index,
+        want: &want,
+        free_after_take: 0..=0,
+        segments: SEGMENTS,
+        failures_expected: true,
+    };
+    let mut seen = PairSeen::default();
+    follow_pair(&mut pair, &how, &mut seen, |seen| {
+        let failed = |side: bool| seen.failed.iter().any(|(sender, _)| *sender == side);
+        // Before its `took`, only its take can fail, and nothing provoked that.
+        (failed(true) && seen.took.is_none())
+            || (failed(false) && (seen.sender_holding.is_some() || failed(true)))
+    })?;
+    if seen.took.is_none()
+        && let Some((_, message)) = seen.failed.first()
+    {
+        return Err(pair_failed(index, SEGMENTS, message, true));
+    }
+    let (_, answer) = seen
+        .failed
+        .iter()
+        .find(|(sender, _)| !sender)
+        .expect("waited for above");
+    let on_queue = queue.len()?;
+    if on_queue != 0 {
+        return Err(Fail::failed(format!(
+            "the grader put a broken chunk (numbered 1 where chunk 0 is due) in segment {id}, \
+             the only one on the free queue, and held pair {index}'s sender before its first \
+             chunk; the pair's receiver said `failed` ({}), and the free queue then held \
+             {on_queue} id(s), where 0 should be: segment {id} went back to the pool after a \
+             failed receive. Never give a segment back after a failed receive, whatever the \
+             error (a protocol error too, not only a timeout): its sender may still write into \
+             it",
+            failure(answer)
+        )));
+    }
+    pair.send("release", &[])?;
+    follow_pair(&mut pair, &how, &mut seen, |seen| {
+        seen.failed.iter().any(|(sender, _)| *sender)
+    })?;
+    let _ = pair.wait()?;
+    let on_queue = queue.len()?;
+    queue.put_all(kept)?;
+    if on_queue != 0 {
+        return Err(Fail::failed(format!(
+            "pair {index}'s receiver failed on a broken chunk the grader put in segment {id}, \
+             then its sender, released, failed in turn; the free queue then held {on_queue} \
+             id(s), where 0 should be: segment {id} went back to the pool after a failed \
+             transfer. Only the receiver gives a segment back, after a whole message"
+        )));
+    }
+    Ok(id.to_string())
+}
