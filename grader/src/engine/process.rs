@@ -168,6 +168,20 @@ pub fn message_queue_sysctls_allowed(msg_max: u64, msgsize_max: u64) -> bool {
     reaped == child && libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0
 }
 
+/// Sets every signal's action back to the default. A signal ignored by the grader's own
+/// starter (`nohup` ignores `SIGHUP`, a shell's background job `SIGINT` and `SIGQUIT`) stays
+/// ignored across `exec`: the program would not die of it, nor see it as the checks expect.
+/// Async-signal-safe: for `pre_exec`.
+fn default_signal_actions() {
+    for signal in 1..libc::SIGRTMAX() {
+        if signal != libc::SIGKILL && signal != libc::SIGSTOP {
+            // SAFETY: sigaction() is async-signal-safe; numbers the C library keeps for
+            // itself fail with EINVAL and keep their action.
+            unsafe { libc::signal(signal, libc::SIG_DFL) };
+        }
+    }
+}
+
 /// Writes `value` in decimal to the file at `path`, with async-signal-safe calls only (between
 /// fork and exec).
 fn write_number(path: &std::ffi::CStr, value: u64) -> std::io::Result<()> {
@@ -301,6 +315,7 @@ pub fn spawn(
     unsafe {
         command.pre_exec(move || {
             nix::unistd::setpgid(Pid::from_raw(0), Pid::from_raw(0))?;
+            default_signal_actions();
             // Before setuid: only root may make the namespace and write its limits.
             if let Some((msg_max, msgsize_max)) = limits.message_queue_sysctls {
                 if libc::unshare(libc::CLONE_NEWIPC) != 0 {
@@ -927,6 +942,25 @@ mod tests {
         program.kill_tree();
         assert!(tree.iter().any(|row| row.pid == pid));
         assert!(tree.iter().all(|row| row.pgrp == pid), "{tree:?}");
+    }
+
+    /// A signal the grader was started ignoring (`nohup`'s `SIGHUP`) is not ignored by the
+    /// programs it runs.
+    #[test]
+    fn a_program_does_not_inherit_the_graders_ignored_signals() {
+        // SAFETY: no test here handles SIGHUP; its action is put back below.
+        let before = unsafe { libc::signal(libc::SIGHUP, libc::SIG_IGN) };
+        let program = shell("exec sleep 10");
+        let status = std::fs::read_to_string(format!("/proc/{}/status", program.pid));
+        program.kill_tree();
+        unsafe { libc::signal(libc::SIGHUP, before) };
+        let ignored = status
+            .expect("the program's status")
+            .lines()
+            .find_map(|line| line.strip_prefix("SigIgn:"))
+            .and_then(|mask| u64::from_str_radix(mask.trim(), 16).ok())
+            .expect("a SigIgn line");
+        assert_eq!(ignored & (1 << (libc::SIGHUP - 1)), 0, "SigIgn {ignored:x}");
     }
 
     /// The last message of a program that exits without reading one of the grader's is
