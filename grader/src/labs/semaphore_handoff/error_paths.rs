@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use rand::RngExt;
 
 use super::SIGNAL_SIZE;
+use super::create_cleanup::{CleanupStep, create_cleanup_fails};
 use super::handover::{Launch, arguments, report_failure, run_through_removing, spawn_traced};
 use super::names::held_by;
 use super::probe;
@@ -311,122 +312,6 @@ fn create_fails(
             Refused::TooLong => "too long",
             Refused::Slashed => "with a second slash",
         }
-    ))
-}
-
-/// `create()` whose clean-up itself fails: the ok name is taken (`EEXIST`), and the grader
-/// makes the clean-up's unlink of the ready name fail with `ENOENT`, as if another process had
-/// removed it meanwhile. The error of `create()` is still the open's (`kind=exists`), and the
-/// other clean-up steps are still done: the ready signal closed, the slot unmapped.
-fn create_cleanup_fails(run: &mut Run, mechanism: &'static str) -> Result<String, Fail> {
-    let names = [run.ipc_name("ready"), run.ipc_name("ok")];
-    let (ready, ok) = (names[0].clone(), names[1].clone());
-    let plant = Planted::with_value(mechanism, &ok, PLANTED_VALUE)?;
-    let (call, step) = if mechanism == "semaphores" {
-        let file: &'static str = probe::semaphore_file(&ready).leak();
-        (
-            Call {
-                number: libc::SYS_unlink,
-                matching: Match::Names(file),
-            },
-            "sem_unlink()",
-        )
-    } else {
-        // mq_unlink() passes the name without its slash.
-        let bare: &'static str = ready.trim_start_matches('/').to_string().leak();
-        (
-            Call {
-                number: libc::SYS_mq_unlink,
-                matching: Match::Names(bare),
-            },
-            "mq_unlink()",
-        )
-    };
-    let mut proc = run.spawn_stopped(&arguments(mechanism, &names, 10, &[]))?;
-    let pid = proc.pid.as_raw();
-    let tracer = Tracer::attach(pid, call, Action::Fail(libc::ENOENT))?;
-    force::resume(pid)?;
-    let Some(mut tracer) = tracer else {
-        proc.kill_tree();
-        return Ok(format!(
-            "{mechanism}: a failing clean-up not tried (no ptrace)"
-        ));
-    };
-    let message = proc.recv_any()?;
-    let failed = tracer.failed_before(Instant::now() + Duration::from_millis(500))?;
-    let remove_ready = || {
-        if mechanism == "semaphores" {
-            let _ = std::fs::remove_file(probe::semaphore_file(&ready));
-        } else {
-            let _ = nix::mqueue::mq_unlink(ready.as_str());
-        }
-    };
-    if message.kind != "failed" {
-        proc.kill_tree();
-        remove_ready();
-        return Err(Fail::failed(format!(
-            "with {ok} already there ({mechanism}), Handoff::create() did not fail (the program \
-             said `{}`): open each name with O_CREAT | O_EXCL, so that a name in use is an \
-             error, not shared",
-            message.kind
-        )));
-    }
-    let held = held_by(pid, &names);
-    let kind = message.get("kind").unwrap_or("none");
-    let situation = format!(
-        "with {ok} already there ({mechanism}), the grader made the clean-up's {step} of \
-         {ready}, which create() had made, fail with ENOENT (as if another process had removed \
-         it meanwhile)"
-    );
-    if !failed {
-        remove_ready();
-        if kind != "exists" {
-            return Err(report_failure(&message, mechanism));
-        }
-        proc.send("exit", &[])?;
-        proc.wait()?;
-        drop(plant);
-        return Ok(format!(
-            "{mechanism}: no unlink of {ready} in create()'s clean-up seen"
-        ));
-    }
-    if kind != "exists" {
-        remove_ready();
-        let and_held = if held.is_empty() {
-            String::new()
-        } else {
-            format!(", and the parent still held {}", held.join(", "))
-        };
-        return Err(Fail::failed(format!(
-            "{situation}: Handoff::create() then failed with kind={kind} ({}) instead of \
-             kind=exists{and_held}: the error create() returns is the one that made it fail \
-             (EEXIST of {ok}); a clean-up step that fails must neither replace it nor stop the \
-             other steps (close the ready signal, unmap the slot, ignoring their errors)",
-            message.get("error").unwrap_or("")
-        )));
-    }
-    if !held.is_empty() {
-        remove_ready();
-        return Err(Fail::failed(format!(
-            "{situation}: Handoff::create() failed with kind=exists as it should, but the parent \
-             still held {}: a clean-up step that fails must not stop the others (close the ready \
-             signal and unmap the slot all the same)",
-            held.join(", ")
-        )));
-    }
-    if let Some(change) = plant.changed() {
-        remove_ready();
-        return Err(Fail::failed(format!(
-            "{situation}: the existing {ok}, which was not the program's, {change}: when \
-             create() fails, remove only what it created itself"
-        )));
-    }
-    remove_ready();
-    proc.send("exit", &[])?;
-    proc.wait()?;
-    drop(plant);
-    Ok(format!(
-        "{mechanism}, ok taken and the clean-up's unlink failing: kind=exists, the rest released"
     ))
 }
 
@@ -805,7 +690,8 @@ pub fn error_paths(run: &mut Run) -> Result<String, Fail> {
         notes.push(create_fails(run, mechanism, 0, Refused::Taken)?);
         notes.push(create_fails(run, mechanism, 1, Refused::TooLong)?);
         notes.push(create_fails(run, mechanism, 1, Refused::Slashed)?);
-        notes.push(create_cleanup_fails(run, mechanism)?);
+        notes.push(create_cleanup_fails(run, mechanism, CleanupStep::Unlink)?);
+        notes.push(create_cleanup_fails(run, mechanism, CleanupStep::Close)?);
     }
     notes.push(create_map_fails(run, "semaphores")?);
     notes.push(create_races(run)?);
