@@ -304,11 +304,12 @@ fn torn_after_ready(run: &mut Run) -> Result<String, Fail> {
             "the grader held the consumer at the entry of its mq_timedreceive() for ready of \
              record {seq} (the producer had written record {seq} and posted ready) and only then \
              wrote record {seq} back torn (one payload byte changed, its number and checksum as \
-             the producer wrote them): the consumer counted no record torn and took the record \
-             that was there before its wait, so it read the slot before wait(ready) returned \
-             and kept that copy (a number and checksum looked at after the wait do not show a \
-             torn payload). take() copies the whole slot only after its wait for ready: until \
-             then the slot is the producer's"
+             the producer wrote them): the consumer counted no record torn and took record {seq} \
+             intact, as it was before its wait, not the payload in the slot: it read the slot \
+             before wait(ready) returned and kept that copy, or it makes up the records it \
+             expects (a number and checksum looked at after the wait do not show a torn \
+             payload). take() copies the whole slot, payload included, only after its wait for \
+             ready: until then the slot is the producer's"
         )));
     }
     if (reports.good, reports.torn, reports.stale, reports.skipped) != (ROUNDS - 1, 1, 0, 0) {
