@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use rand::RngExt;
 
 use super::SIGNAL_SIZE;
+use super::create_cleanup::{CleanupStep, create_cleanup_fails};
 use super::handover::{Launch, arguments, report_failure, run_through_removing, spawn_traced};
 use super::names::held_by;
 use super::probe;
@@ -130,7 +131,8 @@ impl Drop for Planted {
 enum Refused {
     /// Nothing: an object the grader made has it (`EEXIST`).
     Taken,
-    /// Longer than NAME_MAX (255): `sem_open()` and `mq_open()` say `ENAMETOOLONG`.
+    /// One character past the system's limit (`ENAMETOOLONG`): NAME_MAX (255) after the slash
+    /// for a queue, 251 for a semaphore (its file is `sem.` and the name).
     TooLong,
     /// A short name with a second slash: glibc's `sem_open()` says `EINVAL`, `mq_open()`
     /// `EACCES`. Neither is `EEXIST`, and the name is far below any length limit: only its
@@ -153,7 +155,7 @@ fn create_fails(
     match refused {
         Refused::Taken => {}
         Refused::TooLong => {
-            names[taken] = run.ipc_name(&format!("{}-{}", roles[taken], "x".repeat(256)));
+            names[taken] = name_of_length(run, roles[taken], longest_name(mechanism) + 1);
         }
         Refused::Slashed => names[taken] = format!("{}/x", run.ipc_name(roles[taken])),
     }
@@ -181,7 +183,12 @@ fn create_fails(
     } else if refused == Refused::TooLong {
         (
             "open",
-            format!("with a name longer than NAME_MAX ({}...)", &name[..24]),
+            format!(
+                "with a name one character past the limit ({}..., {} characters after the \
+                 slash: ENAMETOOLONG)",
+                &name[..24],
+                name.len() - 1
+            ),
         )
     } else {
         let errno = if mechanism == "semaphores" {
@@ -220,9 +227,10 @@ fn create_fails(
     if kind != want || message.get("role") != Some("parent") {
         let rule = if planted {
             "EEXIST is HandoffError::Exists (kind=exists)"
-        } else if refused == Refused::Slashed && kind == "exists" {
+        } else if kind == "exists" {
             "an error other than EEXIST is HandoffError::Open (kind=open): choose the kind by \
-             the errno of the failed call, not by the name (its length, its look)"
+             the errno of the failed call (not by the name, its length or its look, nor Exists \
+             for every failure)"
         } else {
             "an error other than EEXIST is HandoffError::Open (kind=open)"
         };
@@ -231,6 +239,20 @@ fn create_fails(
              kind={want}: {rule}",
             message.get("role").unwrap_or("?"),
             message.get("error").unwrap_or("")
+        )));
+    }
+    // The error names the name that failed, so that the user knows which one to look at.
+    let error = message.get("error").unwrap_or("");
+    if !error.contains(name.as_str()) || error.contains(other.as_str()) {
+        return Err(Fail::failed(format!(
+            "{situation} ({mechanism}), the parent reported kind={kind} as it should, but its \
+             error `{error}` does not name {name}, whose open failed{}: the error carries the \
+             name of the call that failed",
+            if error.contains(other.as_str()) {
+                format!(" (it names {other}, which create() had made)")
+            } else {
+                String::new()
+            }
         )));
     }
     // The parent waits for `exit`: what it made must be gone, what it holds released.
@@ -290,122 +312,6 @@ fn create_fails(
             Refused::TooLong => "too long",
             Refused::Slashed => "with a second slash",
         }
-    ))
-}
-
-/// `create()` whose clean-up itself fails: the ok name is taken (`EEXIST`), and the grader
-/// makes the clean-up's unlink of the ready name fail with `ENOENT`, as if another process had
-/// removed it meanwhile. The error of `create()` is still the open's (`kind=exists`), and the
-/// other clean-up steps are still done: the ready signal closed, the slot unmapped.
-fn create_cleanup_fails(run: &mut Run, mechanism: &'static str) -> Result<String, Fail> {
-    let names = [run.ipc_name("ready"), run.ipc_name("ok")];
-    let (ready, ok) = (names[0].clone(), names[1].clone());
-    let plant = Planted::with_value(mechanism, &ok, PLANTED_VALUE)?;
-    let (call, step) = if mechanism == "semaphores" {
-        let file: &'static str = probe::semaphore_file(&ready).leak();
-        (
-            Call {
-                number: libc::SYS_unlink,
-                matching: Match::Names(file),
-            },
-            "sem_unlink()",
-        )
-    } else {
-        // mq_unlink() passes the name without its slash.
-        let bare: &'static str = ready.trim_start_matches('/').to_string().leak();
-        (
-            Call {
-                number: libc::SYS_mq_unlink,
-                matching: Match::Names(bare),
-            },
-            "mq_unlink()",
-        )
-    };
-    let mut proc = run.spawn_stopped(&arguments(mechanism, &names, 10, &[]))?;
-    let pid = proc.pid.as_raw();
-    let tracer = Tracer::attach(pid, call, Action::Fail(libc::ENOENT))?;
-    force::resume(pid)?;
-    let Some(mut tracer) = tracer else {
-        proc.kill_tree();
-        return Ok(format!(
-            "{mechanism}: a failing clean-up not tried (no ptrace)"
-        ));
-    };
-    let message = proc.recv_any()?;
-    let failed = tracer.failed_before(Instant::now() + Duration::from_millis(500))?;
-    let remove_ready = || {
-        if mechanism == "semaphores" {
-            let _ = std::fs::remove_file(probe::semaphore_file(&ready));
-        } else {
-            let _ = nix::mqueue::mq_unlink(ready.as_str());
-        }
-    };
-    if message.kind != "failed" {
-        proc.kill_tree();
-        remove_ready();
-        return Err(Fail::failed(format!(
-            "with {ok} already there ({mechanism}), Handoff::create() did not fail (the program \
-             said `{}`): open each name with O_CREAT | O_EXCL, so that a name in use is an \
-             error, not shared",
-            message.kind
-        )));
-    }
-    let held = held_by(pid, &names);
-    let kind = message.get("kind").unwrap_or("none");
-    let situation = format!(
-        "with {ok} already there ({mechanism}), the grader made the clean-up's {step} of \
-         {ready}, which create() had made, fail with ENOENT (as if another process had removed \
-         it meanwhile)"
-    );
-    if !failed {
-        remove_ready();
-        if kind != "exists" {
-            return Err(report_failure(&message, mechanism));
-        }
-        proc.send("exit", &[])?;
-        proc.wait()?;
-        drop(plant);
-        return Ok(format!(
-            "{mechanism}: no unlink of {ready} in create()'s clean-up seen"
-        ));
-    }
-    if kind != "exists" {
-        remove_ready();
-        let and_held = if held.is_empty() {
-            String::new()
-        } else {
-            format!(", and the parent still held {}", held.join(", "))
-        };
-        return Err(Fail::failed(format!(
-            "{situation}: Handoff::create() then failed with kind={kind} ({}) instead of \
-             kind=exists{and_held}: the error create() returns is the one that made it fail \
-             (EEXIST of {ok}); a clean-up step that fails must neither replace it nor stop the \
-             other steps (close the ready signal, unmap the slot, ignoring their errors)",
-            message.get("error").unwrap_or("")
-        )));
-    }
-    if !held.is_empty() {
-        remove_ready();
-        return Err(Fail::failed(format!(
-            "{situation}: Handoff::create() failed with kind=exists as it should, but the parent \
-             still held {}: a clean-up step that fails must not stop the others (close the ready \
-             signal and unmap the slot all the same)",
-            held.join(", ")
-        )));
-    }
-    if let Some(change) = plant.changed() {
-        remove_ready();
-        return Err(Fail::failed(format!(
-            "{situation}: the existing {ok}, which was not the program's, {change}: when \
-             create() fails, remove only what it created itself"
-        )));
-    }
-    remove_ready();
-    proc.send("exit", &[])?;
-    proc.wait()?;
-    drop(plant);
-    Ok(format!(
-        "{mechanism}, ok taken and the clean-up's unlink failing: kind=exists, the rest released"
     ))
 }
 
@@ -667,31 +573,51 @@ fn create_map_fails(run: &mut Run, mechanism: &'static str) -> Result<String, Fa
     ))
 }
 
-/// `create()` with queue names at the exact edge: `/` and NAME_MAX (255) characters, which
-/// `mq_open()` accepts (NAME_MAX bounds the name without its leading slash). The handoff must
-/// be made and work; one character more is refused by the system (`create_fails`).
-fn names_at_the_edge(run: &mut Run) -> Result<String, Fail> {
-    let edge = |run: &mut Run, role: &str| {
-        let short = run.ipc_name(role);
-        let prefix = short.len() - role.len();
-        let name = run.ipc_name(&format!(
-            "{role}-{}",
-            "x".repeat(256 - prefix - role.len() - 1)
-        ));
-        debug_assert_eq!(name.len(), 256);
-        name
-    };
-    let names = [edge(run, "ready"), edge(run, "ok")];
-    let mut launch = Launch::new(run, "queues", names, 10, &[])?;
+/// The most characters after the slash that the system accepts in a name: NAME_MAX (255) for
+/// a queue; for a semaphore 251, as its file `/dev/shm/sem.NAME` must fit in NAME_MAX.
+fn longest_name(mechanism: &str) -> usize {
+    if mechanism == "semaphores" { 251 } else { 255 }
+}
+
+/// A name of `role` with `length` characters after its slash.
+fn name_of_length(run: &mut Run, role: &str, length: usize) -> String {
+    let prefix = run.ipc_name(role).len() - role.len();
+    let name = run.ipc_name(&format!(
+        "{role}-{}",
+        "x".repeat(length + 1 - prefix - role.len() - 1)
+    ));
+    debug_assert_eq!(name.len(), length + 1);
+    name
+}
+
+/// `create()` with names at the exact edge of what the system accepts (`longest_name`): the
+/// handoff must be made and work; one character more is refused by the system (`create_fails`).
+fn names_at_the_edge(run: &mut Run, mechanism: &'static str) -> Result<String, Fail> {
+    let longest = longest_name(mechanism);
+    let names = [
+        name_of_length(run, "ready", longest),
+        name_of_length(run, "ok", longest),
+    ];
+    let mut launch = Launch::new(run, mechanism, names, 10, &[])?;
     let first = launch.proc.recv_any()?;
     if first.kind == "failed" {
         let kind = first.get("kind").unwrap_or("none");
+        let (call, limit) = if mechanism == "semaphores" {
+            (
+                "sem_open()",
+                "its file /dev/shm/sem.NAME, of NAME_MAX characters, is within the limit",
+            )
+        } else {
+            (
+                "mq_open()",
+                "NAME_MAX bounds the name without its leading slash",
+            )
+        };
         return Err(Fail::failed(format!(
-            "with queue names of exactly NAME_MAX (255) characters after their slash ({}..., \
-             256 with the slash), which mq_open() accepts, Handoff::create() failed with \
-             kind={kind} ({}): NAME_MAX bounds the name without its leading slash. Leave the \
-             limit to mq_open() and report its error; a length checked by hand must not count \
-             the slash",
+            "with {mechanism} names of exactly {longest} characters after their slash ({}...), \
+             which {call} accepts, Handoff::create() failed with kind={kind} ({}): {limit}. \
+             Leave the limit to {call} and report its error; a length checked by hand must \
+             match the system's",
             &launch.names[0][..24],
             first.get("error").unwrap_or("")
         )));
@@ -703,8 +629,12 @@ fn names_at_the_edge(run: &mut Run) -> Result<String, Fail> {
         )));
     }
     launch.proc.put_back(first);
-    launch.run_through("10 rounds with queues named by NAME_MAX characters after the slash")?;
-    Ok("queues, names of NAME_MAX characters: created and used".into())
+    launch.run_through(&format!(
+        "10 rounds with {mechanism} named by {longest} characters after the slash"
+    ))?;
+    Ok(format!(
+        "{mechanism}, names of {longest} characters: created and used"
+    ))
 }
 
 /// `unlink()` when both names are already gone (the grader removes them while the parent is
@@ -760,11 +690,13 @@ pub fn error_paths(run: &mut Run) -> Result<String, Fail> {
         notes.push(create_fails(run, mechanism, 0, Refused::Taken)?);
         notes.push(create_fails(run, mechanism, 1, Refused::TooLong)?);
         notes.push(create_fails(run, mechanism, 1, Refused::Slashed)?);
-        notes.push(create_cleanup_fails(run, mechanism)?);
+        notes.push(create_cleanup_fails(run, mechanism, CleanupStep::Unlink)?);
+        notes.push(create_cleanup_fails(run, mechanism, CleanupStep::Close)?);
     }
     notes.push(create_map_fails(run, "semaphores")?);
     notes.push(create_races(run)?);
-    notes.push(names_at_the_edge(run)?);
+    notes.push(names_at_the_edge(run, "semaphores")?);
+    notes.push(names_at_the_edge(run, "queues")?);
     notes.push(unlink_fails(run, 0)?);
     notes.push(unlink_fails(run, 1)?);
     notes.push(unlink_both_fail(run)?);

@@ -174,15 +174,16 @@ fn inspect_created(
 
 /// The mode the creating call asks for, read at its entry (the parent held there): the
 /// `openat()` inside `sem_open()` that creates the semaphore's file, or `mq_open()`. It must be
-/// 0600 itself: a wider mode narrowed by the umask (set by the program around the call) leaves
+/// 0600 itself, and a queue's `mq_open()` carries `O_EXCL`: a wider mode narrowed by the umask (set by the program around the call) leaves
 /// the object's mode to the process's state, and changes it for every thread meanwhile.
 fn mode_asked(run: &mut Run, mechanism: &'static str) -> Result<String, Fail> {
     let names = [run.ipc_name("ready"), run.ipc_name("ok")];
     let seed: u64 = run.rng().random();
+    // The creating call, not a look-up before it: a call without O_CREAT asks for no mode.
     let call = if mechanism == "semaphores" {
         Call::flag_set(libc::SYS_openat, 2, libc::O_CREAT as u64)
     } else {
-        Call::any(libc::SYS_mq_open)
+        Call::flag_set(libc::SYS_mq_open, 1, libc::O_CREAT as u64)
     };
     let mut proc = run.spawn_stopped(&arguments(mechanism, &names, 10, &[]))?;
     let pid = proc.pid.as_raw();
@@ -199,10 +200,12 @@ fn mode_asked(run: &mut Run, mechanism: &'static str) -> Result<String, Fail> {
     if let Reached::Call = reached
         && let Some((_, args)) = crate::engine::inspect::call_of(pid, pid)
     {
-        let (path_arg, mode) = if mechanism == "semaphores" {
-            (args[1], args[3])
+        // glibc's sem_open() creates a file of its own and link()s it under the name: only
+        // mq_open() carries O_EXCL itself.
+        let (path_arg, mode, exclusive) = if mechanism == "semaphores" {
+            (args[1], args[3], true)
         } else {
-            (args[0], args[2])
+            (args[0], args[2], args[1] & libc::O_EXCL as u64 != 0)
         };
         let path = probe::peek(pid, path_arg, 300)
             .map(|bytes| {
@@ -224,7 +227,7 @@ fn mode_asked(run: &mut Run, mechanism: &'static str) -> Result<String, Fail> {
             true
         };
         if ours {
-            judged = Some((path, mode as u32 & 0o7777, umask));
+            judged = Some((path, mode as u32 & 0o7777, umask, exclusive));
         }
     }
     tracer.release();
@@ -241,7 +244,17 @@ fn mode_asked(run: &mut Run, mechanism: &'static str) -> Result<String, Fail> {
             )),
         });
     }
-    if let Some((path, mode, umask)) = &judged
+    if let Some((path, _, _, false)) = &judged {
+        proc.kill_tree();
+        return Err(Fail::failed(format!(
+            "the grader held the parent at its first call that creates a queue ({mechanism}): \
+             mq_open() of {path} asked for O_CREAT without O_EXCL. Without O_EXCL it opens a \
+             queue that exists, or that another process makes between a look at the name and \
+             this call, and shares it: open with O_CREAT | O_EXCL | O_RDWR and take EEXIST as \
+             Exists"
+        )));
+    }
+    if let Some((path, mode, umask, _)) = &judged
         && *mode != 0o600
     {
         proc.kill_tree();
@@ -276,7 +289,9 @@ fn mode_asked(run: &mut Run, mechanism: &'static str) -> Result<String, Fail> {
     };
     launch.run_through(&format!("10 rounds with {mechanism}, the creation traced"))?;
     Ok(match judged {
-        Some((_, mode, _)) => format!("{mechanism}: the creating call asked for mode {mode:o}"),
+        Some((_, mode, _, _)) => {
+            format!("{mechanism}: the creating call asked for mode {mode:o}")
+        }
         None => format!("{mechanism}: the creating call not seen"),
     })
 }

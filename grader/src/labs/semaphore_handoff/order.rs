@@ -9,6 +9,8 @@ use std::os::fd::AsRawFd;
 use std::os::unix::fs::OpenOptionsExt;
 use std::time::{Duration, Instant};
 
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
 use rand::RngExt;
 
 use super::handover::{Handover, expected_digest, expected_record, whole_record};
@@ -185,7 +187,14 @@ fn post_untimed(pid: i32, poster: &'static str, post: &str, queue: &str) -> Resu
     let after = if realtime() < deadline {
         "".to_string()
     } else {
-        match probe::send_deadline(pid) {
+        // Under load the next send may come a little after the deadline: look a while.
+        let until = Instant::now() + Duration::from_millis(200);
+        let mut next = probe::send_deadline(pid);
+        while !next.is_some_and(|next| next > deadline) && Instant::now() < until {
+            std::thread::sleep(Duration::from_millis(2));
+            next = probe::send_deadline(pid);
+        }
+        match next {
             Some(next) if next > deadline => format!(
                 "; at that deadline it sent again, with a new deadline {} ms later: it polls \
                  for room in timed slices, waking up for nothing while the queue stays full",
@@ -385,8 +394,92 @@ fn copy_before_ok(run: &mut Run) -> Result<String, Fail> {
     })
 }
 
+/// The producer's post(ready), blocked in `mq_send()` on the ready queue the grader filled, is
+/// interrupted by `SIGUSR1` (its handler installed without `SA_RESTART`): `mq_send()` returns
+/// `EINTR` with nothing sent. `post()` may report it (`kind=post`) or send again; it must not
+/// return as if it had sent, which loses the signal: both sides would then wait for ever.
+fn post_interrupted(run: &mut Run) -> Result<String, Fail> {
+    let seq = run.rng().random_range(10..50u64);
+    let at = seq.to_string();
+    let extra = ["--interruptible", "--pause-producer-at", &at];
+    let mut handover = Handover::start(run, "queues", ROUNDS, &extra)?;
+    let (producer, consumer) = (handover.producer, handover.consumer);
+    let ready = handover.names[0].clone();
+    let result = interrupt_post(&mut handover, producer, consumer, &ready);
+    handover.proc.kill_tree();
+    let _ = handover.proc.wait();
+    result
+}
+
+/// The body of [`post_interrupted`]; the caller ends the program whatever comes of it.
+fn interrupt_post(
+    handover: &mut Handover,
+    producer: i32,
+    consumer: i32,
+    ready: &str,
+) -> Result<String, Fail> {
+    handover.go()?;
+    let paused = handover.proc.recv_any()?;
+    if paused.kind != "paused" {
+        return Err(match paused.kind.as_str() {
+            "failed" => handover.failure(&paused),
+            kind => Fail::failed(format!(
+                "the program said `{kind}` where the producer should have paused"
+            )),
+        });
+    }
+    // Stopped in its wait for ready, the consumer takes none of the grader's messages.
+    let fd = probe::queue_descriptors(consumer, ready).first().copied();
+    let Some(fd) = fd.filter(|_| comes_to(consumer, receiving)) else {
+        return Ok("an interrupted post(ready) not tried".into());
+    };
+    stop(consumer)?;
+    let filled = fill(consumer, fd)?;
+    handover.proc.send("go", &[])?;
+    if filled == 0 || !comes_to(producer, sending) {
+        // A post that does not block on a full queue is judged by `write_before_ready`.
+        return Ok("an interrupted post(ready) not tried (it did not block)".into());
+    }
+    kill(Pid::from_raw(producer), Signal::SIGUSR1)
+        .map_err(|e| Fail::Grader(format!("kill: {e}")))?;
+    let said = handover
+        .proc
+        .recv_before(Instant::now() + Duration::from_millis(300))?;
+    if let Some(message) = said {
+        return match (message.kind.as_str(), message.get("kind")) {
+            ("failed", Some("post")) => Ok(format!(
+                "post(ready) interrupted in mq_send(): reported ({})",
+                message.get("error").unwrap_or("")
+            )),
+            ("failed", _) => Err(handover.failure(&message)),
+            (kind, _) => Err(Fail::failed(format!(
+                "the program said an unexpected `{kind}`"
+            ))),
+        };
+    }
+    if comes_to_within(producer, receiving, Duration::from_millis(300))
+        && probe::queue_messages(consumer, fd) == Some(filled as i64)
+    {
+        let waits = match probe::sample(producer) {
+            Some(seen) => probe::describe_call(producer, seen),
+            None => "its next wait".into(),
+        };
+        return Err(Fail::failed(format!(
+            "the grader filled {ready} (its one message) and held the consumer, so that the \
+             producer's post(ready) blocked in mq_send(), then sent the producer SIGUSR1 (its \
+             handler installed without SA_RESTART): mq_send() returned EINTR, having sent \
+             nothing, and the producer went on to wait for ok ({waits}) while {ready} still \
+             held only the grader's {filled} message(s): post() took the EINTR of mq_send() \
+             for a sent message, and the signal was lost. An interrupted mq_send() sent \
+             nothing: report it (HandoffError::Post) or send again"
+        )));
+    }
+    Ok("post(ready) interrupted in mq_send(): still posting".into())
+}
+
 pub fn posts_in_order(run: &mut Run) -> Result<String, Fail> {
     let write = write_before_ready(run)?;
     let copy = copy_before_ok(run)?;
-    Ok(format!("{write}; {copy}"))
+    let interrupted = post_interrupted(run)?;
+    Ok(format!("{write}; {copy}; {interrupted}"))
 }

@@ -204,6 +204,7 @@ pub fn record_in_slot(run: &mut Run) -> Result<String, Fail> {
         notes.push(format!("{mechanism}: record {seq}"));
     }
     notes.push(copied_after_ready(run)?);
+    notes.push(torn_after_ready(run)?);
     notes.push(checksum_copied(run)?);
     Ok(format!(
         "each record K was in the producer's shared anonymous slot, which the consumer maps too, \
@@ -262,6 +263,72 @@ fn copied_after_ready(run: &mut Run) -> Result<String, Fail> {
     } else {
         "queues: the consumer's wait for ready was not held".into()
     })
+}
+
+/// The consumer copies the slot only once its wait for ready has returned, all of it: as in
+/// [`copied_after_ready`], but the grader writes record K back torn (one payload byte changed,
+/// its number and checksum left as the producer wrote them), which the consumer must count
+/// torn. A consumer that copied the slot before its wait and, after it, looked only at the
+/// number and the checksum keeps its intact copy.
+fn torn_after_ready(run: &mut Run) -> Result<String, Fail> {
+    const ROUNDS: u64 = 100;
+    let seq = run.rng().random_range(10..90u64);
+    let at = seq.to_string();
+    let mut handover = Handover::start(run, "queues", ROUNDS, &["--pause-consumer-at", &at])?;
+    let (producer, consumer, seed) = (handover.producer, handover.consumer, handover.seed);
+    let mut torn = false;
+    let reports = handover.finish(|proc, _| {
+        let slot = find_slot(producer, consumer, seed, seq)?;
+        let tracer = Tracer::attach(consumer, Call::any(libc::SYS_mq_timedreceive), Action::Hold)?;
+        proc.send("go", &[])?;
+        let Some(mut tracer) = tracer else {
+            return Ok(());
+        };
+        if tracer.held_before(Instant::now() + Duration::from_secs(2))? {
+            let mut record = whole_record(seed, seq);
+            // A payload byte: the number (the first 8 bytes) and the checksum (the last 8)
+            // stay as they were.
+            record[8 + PAYLOAD / 2] ^= 0x5a;
+            probe::poke(producer, slot, &record)?;
+            torn = true;
+        }
+        tracer.release();
+        Ok(())
+    })?;
+    if !torn {
+        handover.verify(&reports, "100 rounds with queues")?;
+        return Ok("queues: the consumer's wait for ready was not held".into());
+    }
+    if reports.torn == 0 && reports.digest == expected_digest(seed, ROUNDS, None) {
+        return Err(Fail::failed(format!(
+            "the grader held the consumer at the entry of its mq_timedreceive() for ready of \
+             record {seq} (the producer had written record {seq} and posted ready) and only then \
+             wrote record {seq} back torn (one payload byte changed, its number and checksum as \
+             the producer wrote them): the consumer counted no record torn and took record {seq} \
+             intact, as it was before its wait, not the payload in the slot: it read the slot \
+             before wait(ready) returned and kept that copy, or it makes up the records it \
+             expects (a number and checksum looked at after the wait do not show a torn \
+             payload). take() copies the whole slot, payload included, only after its wait for \
+             ready: until then the slot is the producer's"
+        )));
+    }
+    if (reports.good, reports.torn, reports.stale, reports.skipped) != (ROUNDS - 1, 1, 0, 0) {
+        return Err(Fail::failed(format!(
+            "the grader held the consumer at the entry of its mq_timedreceive() for ready of \
+             record {seq} and only then wrote record {seq} back torn (one payload byte changed, \
+             its checksum as the producer wrote it): the consumer reported {} good, {} torn, {} \
+             stale, {} skipped, not {} good and 1 torn. take() copies the whole slot, once \
+             ready has come",
+            reports.good,
+            reports.torn,
+            reports.stale,
+            reports.skipped,
+            ROUNDS - 1
+        )));
+    }
+    Ok(format!(
+        "queues: record {seq} torn while the consumer entered its wait for ready, counted torn"
+    ))
 }
 
 /// take() copies the slot into the record, checksum included: the grader writes record K into

@@ -19,7 +19,7 @@ use super::{CONSUMER, PRODUCER, WAIT_SLICE};
 use crate::engine::inspect::{self, ProcessView};
 use crate::engine::tracer::{Breakpoint, Tracer};
 use crate::engine::waiting::{self, WaitRules};
-use crate::engine::{Fail, Run};
+use crate::engine::{Fail, Run, force};
 
 /// How long the grader holds the consumer in the semaphore run: forty slices, so that a wait()
 /// that gives up on a live peer after any plausible count of silent slices does it while the
@@ -496,6 +496,7 @@ pub fn waits_block(run: &mut Run) -> Result<String, Fail> {
     })?;
     handover.verify(&reports, "100 rounds with queues, the producer held")?;
     notes.push(put_waits_for_last_ok(run)?);
+    notes.push(first_deadline_fresh(run)?);
     notes.push(forced_waits::spins_before_blocking(run)?);
     notes.push(forced_waits::consumer_polls_slot(run)?);
     notes.push(super::clock::deadline_edges(run)?);
@@ -560,4 +561,63 @@ fn put_waits_for_last_ok(run: &mut Run) -> Result<String, Fail> {
         &format!("{LAST_HELD_ROUNDS} rounds with semaphores, the last record held"),
     )?;
     Ok("the producer stayed in put() while the consumer was held before the last record".into())
+}
+
+/// How long the grader holds the producer between two of its wait() calls: less than a slice,
+/// so that a deadline kept from the last call's slice would still be ahead of the clock.
+const BETWEEN_WAITS: Duration = Duration::from_millis(30);
+
+/// How far below `go` + WAIT_SLICE a fresh deadline may be: a program that rounds the time to
+/// the millisecond on its way.
+const FRESH_MARGIN: Duration = Duration::from_millis(1);
+
+/// The first slice of each wait() reads the clock too: the grader holds the producer before
+/// record K (between its wait(ok) for record K-1 and the next one) for less than a slice, stops
+/// the consumer so that no ok comes, reads the clock, lets the producer go and reads the
+/// deadline of the timed wait it comes to: at least that clock + WAIT_SLICE. A deadline kept
+/// from an earlier slice, or read before this wait() began, is short by the hold.
+fn first_deadline_fresh(run: &mut Run) -> Result<String, Fail> {
+    let at = run.rng().random_range(5..20u64);
+    let held = at.to_string();
+    let extra = ["--pause-producer-at", held.as_str()];
+    let mut handover = Handover::start(run, "semaphores", at + 5, &extra)?;
+    let (producer, consumer) = (handover.producer, handover.consumer);
+    let mut note = "the producer's first deadline of a wait() not seen".to_string();
+    let reports = handover.finish(|proc, _| {
+        force::hold(consumer)?;
+        std::thread::sleep(BETWEEN_WAITS);
+        let go = forced_waits::realtime();
+        proc.send("go", &[])?;
+        let deadline =
+            forced_waits::waiting_in(producer).and_then(|_| probe::realtime_deadline(producer));
+        force::resume(consumer)?;
+        let Some(deadline) = deadline else {
+            return Ok(());
+        };
+        if deadline + FRESH_MARGIN < go + WAIT_SLICE {
+            return Err(Fail::failed(format!(
+                "the grader held {PRODUCER} before record {at}, between two of its wait() calls, \
+                 for {} ms (less than a slice), stopped the consumer so that no ok came, and \
+                 let the producer go: the timed wait it then sat in, the first slice of its \
+                 wait(ok), had a deadline {} after the clock at that go, not a whole slice \
+                 ({} ms): that deadline was not read from the clock when this wait() began \
+                 (one kept from an earlier slice or call, or read before). Read the clock \
+                 before every timed wait, the first of each wait() too: now + WAIT_SLICE",
+                BETWEEN_WAITS.as_millis(),
+                if deadline > go {
+                    millis(deadline - go)
+                } else {
+                    format!("-{}", millis(go - deadline))
+                },
+                WAIT_SLICE.as_millis()
+            )));
+        }
+        note = format!(
+            "the first deadline of a wait() after a {} ms hold was a slice after the clock",
+            BETWEEN_WAITS.as_millis()
+        );
+        Ok(())
+    })?;
+    handover.verify(&reports, "semaphores, the producer held between two waits")?;
+    Ok(note)
 }
