@@ -77,17 +77,25 @@ pub(super) fn the_wait(seen: Seen) -> Option<Call> {
     }
 }
 
+/// What [`every_deadline`] found when no deadline was behind the clock.
+pub struct DeadlinesRead {
+    pub note: String,
+    /// How many deadlines were read at a wait's entry: 0 when none could be.
+    pub read: usize,
+}
+
 /// Holds `waiter` (`role`, its peer held by the grader) at the entry of each of its timed waits
 /// for a second and more, reading each deadline: none may be behind the clock.
-pub fn every_deadline(waiter: i32, role: &str) -> Result<String, Fail> {
+pub fn every_deadline(waiter: i32, role: &str) -> Result<DeadlinesRead, Fail> {
+    let unread = |note: String| Ok(DeadlinesRead { note, read: 0 });
     let Some(wait) = waiting_in(waiter).and_then(the_wait) else {
-        return Ok(format!("{role} was seen in no timed wait"));
+        return unread(format!("{role} was seen in no timed wait"));
     };
     let started = Instant::now();
     let mut read = 0;
     while started.elapsed() < EVERY_DEADLINE && probe::alive(waiter) {
         let Some(mut tracer) = Tracer::attach(waiter, wait, Action::Hold)? else {
-            return Ok("the grader may not trace the waiting side (ptrace)".into());
+            return unread("the grader may not trace the waiting side (ptrace)".into());
         };
         if !tracer.held_before(Instant::now() + WAIT_SLICE * 3)? {
             break;
@@ -130,10 +138,13 @@ pub fn every_deadline(waiter: i32, role: &str) -> Result<String, Fail> {
             }));
         }
     }
-    Ok(format!(
-        "every deadline of {role}'s timed waits over {} ms was ahead ({read} read)",
-        started.elapsed().as_millis()
-    ))
+    Ok(DeadlinesRead {
+        note: format!(
+            "every deadline of {role}'s timed waits over {} ms was ahead ({read} read)",
+            started.elapsed().as_millis()
+        ),
+        read,
+    })
 }
 
 /// Whether `deadline`, read at the entry of a wait made at `now`, is now + `WAIT_SLICE` with the

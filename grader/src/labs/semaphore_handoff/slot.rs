@@ -204,8 +204,9 @@ pub fn record_in_slot(run: &mut Run) -> Result<String, Fail> {
         notes.push(format!("{mechanism}: record {seq}"));
     }
     notes.push(copied_after_ready(run)?);
-    notes.push(torn_after_ready(run)?);
+    // Before the torn payload: a checksum made up by the consumer is named by its own step.
     notes.push(checksum_copied(run)?);
+    notes.push(torn_after_ready(run)?);
     Ok(format!(
         "each record K was in the producer's shared anonymous slot, which the consumer maps too, \
          and the consumer took the record the grader put in its place ({}; {PAYLOAD}-byte \

@@ -134,10 +134,16 @@ fn explain_busy(waiter: i32, role: &str, fail: Fail, passive: &Samples) -> Fail 
             None
         }
     };
-    let traced = || match forced_waits::every_deadline(waiter, role) {
+    // Read at each wait's entry, the deadlines are certain; seen in passing, a deadline past by
+    // a moment may be one that timed out while its side waited for a CPU. So the passive
+    // samples explain only where the entries could not be read.
+    let traced = forced_waits::every_deadline(waiter, role);
+    let entries_read = matches!(traced, Ok(ref found) if found.read > 0);
+    let traced = || match traced {
         Err(Fail::Failed(message)) => Some(message),
         _ => None,
     };
+    let past = |samples: &Samples| (!entries_read).then(|| past(samples)).flatten();
     let far_past = passive
         .past(PAST_SLACK)
         .filter(|by| *by > probe::FAR_PAST)
@@ -274,11 +280,15 @@ fn judge_wait(
     // then, a blocked side is always found in its wait, and a deadline already past shows.
     samples.merge(probe::watch_stopped(waiter, STOPS));
     let runnable = samples.runnable_share();
-    if used > BUSY_CPU
-        || runnable > RUNNABLE_SHARE
-        || samples.outside >= 3
-        || samples.past(PAST_SLACK).is_some()
-    {
+    let busy = used > BUSY_CPU || runnable > RUNNABLE_SHARE || samples.outside >= 3;
+    // A deadline seen past in passing may have timed out while its side waited for a CPU: read
+    // at the waits' entries, the deadlines say whether it was reused.
+    let reused_deadline = || match samples.past(PAST_SLACK) {
+        None => Ok(false),
+        Some(by) if by > probe::FAR_PAST => Ok(true),
+        Some(_) => forced_waits::every_deadline(waiter, role).map(|found| found.read == 0),
+    };
+    if busy || reused_deadline()? {
         let fail = Fail::failed(format!(
             "{role} used {} ms of CPU in {} ms while it had nothing to do, and was runnable \
              (on a CPU or waiting for one) at {:.0}% of the grader's looks: it does not block; \
@@ -463,7 +473,7 @@ pub fn waits_block(run: &mut Run) -> Result<String, Fail> {
         notes.push(judge_wait(producer, PRODUCER, "semaphores", &ok)?);
         notes.push(waits_in_the_c_library(producer, PRODUCER)?);
         slot_moved()?;
-        notes.push(forced_waits::every_deadline(producer, PRODUCER)?);
+        notes.push(forced_waits::every_deadline(producer, PRODUCER)?.note);
         slot_moved()?;
         notes.push(forced_waits::many_timeouts(
             proc, producer, PRODUCER, CONSUMER,
