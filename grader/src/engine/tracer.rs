@@ -94,6 +94,15 @@ pub enum Match {
 /// [`Tracer::break_at_functions_and_call`], past the four breakpoints.
 pub const AT_CALL: usize = 4;
 
+/// The calls that arm (or disarm) a timer, for [`Call::one_of`]: a deadline set on a wait, or
+/// a tick that wakes the program up by itself.
+pub const TIMERS: &[i64] = &[
+    libc::SYS_alarm,
+    libc::SYS_setitimer,
+    libc::SYS_timer_settime,
+    libc::SYS_timerfd_settime,
+];
+
 /// A call number that stands for every call.
 const ANY_NUMBER: i64 = -1;
 

@@ -12,7 +12,7 @@ use super::session::{
     Flags, Pipes, Session, first_difference, pipes_of, role_of, settle_in_read, start,
 };
 use crate::engine::diagnose::{Activity, classify};
-use crate::engine::tracer::{Action, Call, Match, Tracer};
+use crate::engine::tracer::{Action, Call, Match, TIMERS, Tracer};
 use crate::engine::waiting::{self, WaitRules};
 use crate::engine::{Fail, Run, force, inspect};
 
@@ -461,14 +461,6 @@ pub fn through_the_child(run: &mut Run) -> Result<String, Fail> {
          pipe B, copied as it was read, {swapped} bytes replaced on the way"
     ))
 }
-
-/// The calls that arm a timer: a deadline set on a wait.
-const TIMERS: &[i64] = &[
-    libc::SYS_alarm,
-    libc::SYS_setitimer,
-    libc::SYS_timer_settime,
-    libc::SYS_timerfd_settime,
-];
 
 /// Waits until every byte has gone through and both processes wait for end-of-file, which the
 /// grader holds back: the parent has written the input and closed its end of pipe A, no thread

@@ -35,6 +35,7 @@ mod sleeping;
 mod snapshot;
 mod stores;
 mod taken_names;
+mod timers;
 mod totals;
 mod unrecoverable;
 
@@ -98,7 +99,7 @@ pub static LAB: Lab = Lab {
             timeout: Duration::from_secs(15),
             description: "while the workers are held at the start, the coordinator sleeps on the \
                           condition variable in the segment (no spinning, no polling, no other \
-                          call, no timeout, no other thread)",
+                          call, no timeout, no timer, no other thread)",
             exclusive: false,
             hint: Some(
                 "The coordinator sleeps on the condition variable in a while loop: no spinning, no polling. See docs/labs/06-shared-mutex.md, \"The idea\" (\"Condition variables\").",

@@ -7,10 +7,11 @@ use super::LIGHT_WORK;
 use super::probe::{self, Place, Sleep};
 use super::segment::Segment;
 use super::session::{Session, role_of};
+use super::timers::{self, TimerCall};
 use super::totals::verify;
 use std::os::unix::fs::FileExt;
 
-use crate::engine::tracer::{Action, Call, Field, Match, Tracer, Watched};
+use crate::engine::tracer::{Action, Call, Field, Match, TIMERS, Tracer, Watched};
 use crate::engine::waiting::{self, WaitRules};
 use crate::engine::{Fail, Run, force, inspect};
 use nix::sys::signal::{Signal, kill};
@@ -34,31 +35,58 @@ const POLLING_CALLS: &[i64] = &[
     libc::SYS_epoll_pwait,
 ];
 
+/// [`POLLING_CALLS`] and the arming of a timer ([`TIMERS`]): the ways of waking up by itself.
+const SELF_WAKING: &[Call] = &[Call::one_of(POLLING_CALLS), Call::one_of(TIMERS)];
+
 /// Given the coordinator stopped before its first instruction: lets it run to its `shm_open()`
 /// of the bank (past the start-up of the Rust runtime, which polls its standard descriptors),
-/// then traces it until its first call of [`POLLING_CALLS`], held there. `None` (untraced) if
-/// the machine does not allow it.
+/// traced for the arming of a timer, then traces it until its first call of [`SELF_WAKING`],
+/// held there. `None` (untraced) if the machine does not allow it.
 fn watch_polling(proc: &mut crate::engine::Proc, name: &str) -> Result<Option<Tracer>, Fail> {
     let pid = proc.pid.as_raw();
-    if !super::segment::stopped_after_shm_open(pid, name)? {
+    if !timers::stopped_after_arming_none(pid, Call::opening(&super::segment::dev_shm(name)))? {
         return Ok(None);
     }
-    let polling = Tracer::attach(pid, Call::one_of(POLLING_CALLS), Action::Hold)?;
+    trace_self_waking(pid)
+}
+
+/// Traces the coordinator, stopped, until its next call of [`SELF_WAKING`], and lets it go.
+fn trace_self_waking(pid: i32) -> Result<Option<Tracer>, Fail> {
+    let polling = Tracer::attach(pid, Call::any_of(SELF_WAKING), Action::Hold)?;
     force::resume(pid)?;
     Ok(polling)
 }
 
 /// From its `ready` until it first sleeps on the condition variable, the coordinator makes
-/// none of [`POLLING_CALLS`]: a look at the counts in a loop with a yield or a sleep before
-/// the real wait is polling, however short.
+/// none of [`POLLING_CALLS`] and arms no timer: a look at the counts in a loop with a yield or a
+/// sleep before the real wait is polling, however short, and so is a tick that wakes the wait.
 fn no_polling_before_sleep(session: &Session, tracer: Option<Tracer>) -> Result<(), Fail> {
     let Some(mut tracer) = tracer else {
         return Ok(());
     };
+    let coordinator = session.coordinator;
     let until = Instant::now() + Duration::from_secs(2);
     while Instant::now() < until {
         if tracer.held_before(Instant::now() + Duration::from_millis(2))? {
-            let call = inspect::call_of(session.coordinator, session.coordinator).map_or(
+            match timers::held_at_timer(coordinator) {
+                Some(TimerCall::Arms(armed)) => {
+                    tracer.release();
+                    return Err(timers::armed_a_timer(
+                        &armed,
+                        "before it first slept on the condition variable",
+                    ));
+                }
+                Some(TimerCall::Disarms) => {
+                    tracer.release_stopped(coordinator)?;
+                    match trace_self_waking(coordinator)? {
+                        Some(again) => tracer = again,
+                        None => return Ok(()),
+                    }
+                    continue;
+                }
+                None => {}
+            }
+            let call = inspect::call_of(coordinator, coordinator).map_or(
                 "one of sched_yield(), nanosleep(), poll() or select()".to_string(),
                 |c| probe::call_name(c.0),
             );
