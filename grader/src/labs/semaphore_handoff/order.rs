@@ -190,7 +190,7 @@ fn post_untimed(pid: i32, poster: &'static str, post: &str, queue: &str) -> Resu
         // Under load the next send may come a little after the deadline: look a while.
         let until = Instant::now() + Duration::from_millis(200);
         let mut next = probe::send_deadline(pid);
-        while !next.is_some_and(|next| next > deadline) && Instant::now() < until {
+        while next.is_none_or(|next| next <= deadline) && Instant::now() < until {
             std::thread::sleep(Duration::from_millis(2));
             next = probe::send_deadline(pid);
         }
