@@ -562,7 +562,23 @@ impl Tracer {
         address: u64,
         fields: &'static [Field],
     ) -> Result<Option<Tracer>, Fail> {
-        Tracer::attach(pid, Call::any(ANY_NUMBER), Action::WatchAt(address, fields))
+        Tracer::watch_at_in(pid, pid, address, fields)
+    }
+
+    /// As [`Tracer::watch_at`], in thread `tid` of `pid` (debug registers are per thread): to
+    /// see which thread makes an access.
+    pub fn watch_at_in(
+        pid: i32,
+        tid: i32,
+        address: u64,
+        fields: &'static [Field],
+    ) -> Result<Option<Tracer>, Fail> {
+        Tracer::attach_thread(
+            pid,
+            tid,
+            Call::any(ANY_NUMBER),
+            Action::WatchAt(address, fields),
+        )
     }
 
     /// What comes next from a watching tracer or from the program, before `until`.

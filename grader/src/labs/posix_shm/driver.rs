@@ -508,7 +508,8 @@ impl Table {
         // Read by now: no other process may find the data anywhere but in the table.
         std::fs::remove_file(&file)?;
         self.wrote.push((offset, data.to_vec()));
-        written
+        written?;
+        super::explain::stored_before_done(self, offset, data)
     }
 
     pub fn read(&mut self, run: &mut Run, offset: usize, len: usize) -> Result<Vec<u8>, Fail> {

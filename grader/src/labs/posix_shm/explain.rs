@@ -1,10 +1,14 @@
 //! Why a read did not return what was written: the grader looks at how each process maps the
 //! object and at what its mapping holds, and names the cause it established.
 
+use std::time::{Duration, Instant};
+
 use crate::engine::Fail;
 
 use super::driver::Table;
-use super::probes::{dev_shm, difference, find, mapped_bytes, object_bytes, table_mapping};
+use super::probes::{
+    dev_shm, difference, find, mapped_bytes, object_bytes, other_threads, table_mapping,
+};
 
 /// Who wrote the bytes a read should have returned.
 pub enum Writer<'a> {
@@ -70,6 +74,22 @@ fn cause(
         }
     }
     let reader_sees = mapped_bytes(reader.pid(), name, at, want.len());
+    if reader_sees.as_deref() == Some(want)
+        && let Writer::Program(writer) = writer
+        && writer.pid() != reader.pid()
+    {
+        let threads = other_threads(writer.pid());
+        if !threads.is_empty() {
+            return format!(
+                "{}'s own mapping of the object holds the bytes now, and {} runs threads \
+                 besides the one that answers ({threads:?}): either {}'s read() copies from \
+                 somewhere else than the mapping, or one of {}'s threads stored the bytes after \
+                 its write() had said `done`; write() copies into the mapping, and read() out of \
+                 it, each itself, before it answers",
+                reader.who, writer.who, reader.who, writer.who
+            );
+        }
+    }
     if reader_sees.as_deref() == Some(want) {
         let own = reader
             .wrote
@@ -187,6 +207,42 @@ fn cause(
         }
     }
 }
+
+/// Fails if `table`'s mapping, looked at right after its `done` to a write of `data` at
+/// `offset`, lacks some of the bytes and holds them all a moment later: they were stored after
+/// write() returned. Bytes that never arrive are left to the reads that miss them.
+pub fn stored_before_done(table: &Table, offset: usize, data: &[u8]) -> Result<(), Fail> {
+    let lacking = |bytes: Option<Vec<u8>>| {
+        bytes.map(|bytes| bytes.iter().zip(data).filter(|(a, b)| a != b).count())
+    };
+    let pid = table.pid();
+    let Some(missing) = lacking(mapped_bytes(pid, &table.name, offset, data.len())) else {
+        return Ok(());
+    };
+    if missing == 0 {
+        return Ok(());
+    }
+    let until = Instant::now() + LATE_STORE;
+    while Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(1));
+        if lacking(mapped_bytes(pid, &table.name, offset, data.len())) == Some(0) {
+            return Err(Fail::failed(format!(
+                "{} said `done` to a write of {} bytes at offset {offset}, but its own mapping, \
+                 which the grader read right after the `done` (/proc/{pid}/mem), lacked {missing} \
+                 of them, and a moment later held them all: they were stored after write() had \
+                 returned (by another thread of the program, or code that runs later), so a \
+                 process that reads right after the `done` finds the old bytes; write() copies \
+                 the bytes into the mapping itself, before it returns",
+                table.who,
+                data.len()
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// How long the grader looks for the bytes of a write that its mapping lacked at `done`.
+const LATE_STORE: Duration = Duration::from_millis(200);
 
 /// "N of the L bytes, the others differ from byte F", when most of `got` is `want` but not all.
 pub fn partly(got: &[u8], want: &[u8]) -> Option<String> {

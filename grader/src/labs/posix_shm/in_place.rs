@@ -13,7 +13,9 @@ use crate::engine::{Fail, Run, inspect};
 
 use super::driver::{Table, WatchedCommand, await_answer, pair, said};
 use super::explain::{Writer, expect_read};
-use super::probes::{dev_shm, find, io_of, object_fds, resident_bytes, table_mapping};
+use super::probes::{
+    dev_shm, find, io_of, mapped_bytes, object_fds, other_threads, resident_bytes, table_mapping,
+};
 
 pub fn bytes_in_the_object(run: &mut Run) -> Result<String, Fail> {
     let size = 64 << 10;
@@ -137,6 +139,11 @@ pub fn bytes_in_the_object(run: &mut Run) -> Result<String, Fail> {
             } else {
                 &mut opener
             };
+            if moved == Moved::Wrote
+                && let Some(elsewhere) = stored_by_other_thread(run, table, at, len)?
+            {
+                return Err(Fail::failed(elsewhere));
+            }
             let how = untouched_how(run, table, moved, at, len)?;
             return Err(Fail::failed(format!(
                 "{doing} {len} bytes at offset {at} of the table, {who} said `done` and the \
@@ -609,4 +616,115 @@ fn read_beside_a_writer(
         None => await_answer(&mut table.proc, table.who, &what, None)?,
     };
     finish(table, &what, answer, Some(file))
+}
+
+/// One more write of `len` bytes at `at` by `table`, whose own thread stored nothing into
+/// them, with a hardware watchpoint on the same 8 bytes in each of its other threads: which
+/// thread stores them, and whether write() answered while that thread, held at its store, had
+/// not finished the copy. `None` when no other thread stored them.
+fn stored_by_other_thread(
+    run: &mut Run,
+    table: &mut Table,
+    at: usize,
+    len: usize,
+) -> Result<Option<String>, Fail> {
+    let pid = table.pid();
+    let Some(mapping) = table_mapping(pid, &table.name) else {
+        return Ok(None);
+    };
+    let offset = watched_offset(at);
+    let until = Instant::now() + Duration::from_secs(5);
+    let mut watchers = Vec::new();
+    // Four debug registers a thread: a copier among more threads than that is not looked for.
+    for tid in other_threads(pid).into_iter().take(4) {
+        let Some(mut tracer) =
+            Tracer::watch_at_in(pid, tid, mapping.start + offset as u64, STORES)?
+        else {
+            continue;
+        };
+        let armed = loop {
+            match tracer.next_watched(until)? {
+                Some(Watched::Armed) => break true,
+                Some(_) => break false,
+                None if Instant::now() >= until => break false,
+                None => {}
+            }
+        };
+        if armed {
+            watchers.push((tid, tracer));
+        }
+    }
+    if watchers.is_empty() {
+        return Ok(None);
+    }
+    let data = run.random_bytes(len);
+    let fields = table.write_fields(run, at, &data)?;
+    let file = std::path::PathBuf::from(&fields[2].1);
+    table.proc.send("cmd", &fields)?;
+    // The thread that stores, held at its store, and how much of the copy its mapping lacked
+    // once the write had answered (`None`: it did not answer while the thread was held).
+    let (mut storer, mut answer, mut missing) = (None, None, None);
+    // When the store was seen, and when the answer came: a store held 300 ms with no answer (a
+    // write() that waits for its copier), or an answer with no store 300 ms after, ends the
+    // watch.
+    let (mut stored_at, mut answered_at) = (None, None);
+    let waited = |since: Option<Instant>| {
+        since.is_some_and(|t: Instant| t.elapsed() > Duration::from_millis(300))
+    };
+    while Instant::now() < until && !waited(stored_at) && !waited(answered_at) {
+        for (tid, tracer) in &mut watchers {
+            if storer.is_none()
+                && let Some(Watched::Hit) = tracer.next_watched(Instant::now())?
+            {
+                storer = Some(*tid);
+                stored_at = Some(Instant::now());
+            }
+        }
+        if answer.is_none() {
+            answer = table
+                .proc
+                .recv_before(Instant::now() + Duration::from_millis(1))?;
+            answered_at = answer.as_ref().map(|_| Instant::now());
+        }
+        if storer.is_some() && answer.is_some() {
+            // The storer is still held: what the table holds now is what it held at `done`.
+            let now = mapped_bytes(pid, &table.name, at, len).unwrap_or_default();
+            missing = Some(now.iter().zip(&data).filter(|(a, b)| a != b).count());
+            break;
+        }
+    }
+    drop(watchers);
+    let answer = match answer {
+        Some(answer) => answer,
+        None => await_answer(&mut table.proc, table.who, "asked to write", None)?,
+    };
+    finish(table, "write", answer, Some(file))?;
+    table.wrote.push((at, data));
+    let Some(tid) = storer else {
+        return Ok(None);
+    };
+    let seen = format!(
+        "writing {len} bytes at offset {at} of the table, {} said `done`, but no store by the \
+         thread that called write() reached them: one more write, with a hardware watchpoint \
+         on the table's bytes at offset {offset} in each of its other threads, saw its thread \
+         {tid} store them",
+        table.who
+    );
+    Ok(Some(match missing {
+        Some(missing) => format!(
+            "{seen}, and write() said `done` while the grader held that thread at its store, \
+             its copy unfinished{}: the bytes reach the table after write() has returned, so a \
+             process that reads right after the `done` finds the old ones; write() copies the \
+             bytes into the mapping itself, before it returns",
+            if missing > 0 {
+                format!(" (the table then lacked {missing} of the {len} bytes)")
+            } else {
+                String::new()
+            }
+        ),
+        None => format!(
+            "{seen}: write() hands the copy to another thread; it copies the bytes into the \
+             mapping itself, with a plain memory copy and no system call"
+        ),
+    }))
 }

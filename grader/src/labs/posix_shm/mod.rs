@@ -12,6 +12,7 @@
 //! - `explain`: why a read did not return what was written;
 //! - `object`: mode and exact size;
 //! - `sharing`: the mapping, shared, before and after close and unlink;
+//! - `unlinked`: the name removed while mapped; unlink and open ask the C library each time;
 //! - `killed`: the name outlives a creator killed by a signal;
 //! - `in_place`: the bytes in the object, copied by the program's own instructions;
 //! - `names`: bad names refused, unusual good ones accepted;
@@ -37,6 +38,7 @@ mod object;
 mod open_errors;
 mod probes;
 mod sharing;
+mod unlinked;
 
 pub static LAB: Lab = Lab {
     number: 5,
@@ -122,7 +124,7 @@ pub static LAB: Lab = Lab {
             hint: Some(
                 "unlink removes the name while the mappings live on; an unlinked name is not-found. See docs/labs/05-posix-shm.md, the rules table (the unlink rules).",
             ),
-            run: sharing::unlinked_but_mapped,
+            run: unlinked::unlinked_but_mapped,
         },
         Check {
             name: "invalid-names",

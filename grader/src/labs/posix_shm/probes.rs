@@ -333,3 +333,15 @@ pub fn runnable_ns(pid: i32) -> u64 {
         })
         .sum()
 }
+
+/// The threads of `pid` other than its main one (the one that reads the commands and answers).
+pub fn other_threads(pid: i32) -> Vec<i32> {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return Vec::new();
+    };
+    tasks
+        .flatten()
+        .filter_map(|task| task.file_name().to_str()?.parse().ok())
+        .filter(|&tid| tid != pid)
+        .collect()
+}
