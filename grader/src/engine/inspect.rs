@@ -263,10 +263,15 @@ pub fn pipe_inode(target: &str) -> Option<u64> {
 
 /// Whether descriptor `fd` of `pid` is open for writing (from `/proc/PID/fdinfo/FD`).
 pub fn fd_writable(pid: i32, fd: i32) -> Option<bool> {
+    Some(fd_flags(pid, fd)? & 0o3 != 0)
+}
+
+/// The flags of the open file description behind descriptor `fd` of `pid` (`O_NONBLOCK`, the
+/// access mode), from `/proc/PID/fdinfo/FD`: shared by every process that inherited it.
+pub fn fd_flags(pid: i32, fd: i32) -> Option<u32> {
     let info = std::fs::read_to_string(format!("/proc/{pid}/fdinfo/{fd}")).ok()?;
     let flags = info.lines().find_map(|l| l.strip_prefix("flags:"))?.trim();
-    let flags = u32::from_str_radix(flags, 8).ok()?;
-    Some(flags & 0o3 != 0)
+    u32::from_str_radix(flags, 8).ok()
 }
 
 /// What one thread has done so far: how often it went to sleep and how long it ran.

@@ -69,6 +69,14 @@ pub enum Match {
     /// Two arguments, each masked as in [`Match::Bits`], have these values (`arg`, `mask`,
     /// `value`), both at once: `futex()`'s address and its operation.
     BothBits([(usize, u64, u64); 2]),
+    /// Argument `arg` points to a 64-bit word that, masked with `mask`, is `value` (a null
+    /// pointer never matches): a flag in the first field of a structure passed in, as
+    /// `mq_getsetattr()`'s new attributes.
+    PointsToBits {
+        arg: usize,
+        mask: u64,
+        value: u64,
+    },
     /// The second argument points to this path (`openat`'s).
     Path(&'static str),
     /// The first or the second argument points to this path: with [`Call::naming`], the first
@@ -129,6 +137,19 @@ impl Call {
         Call {
             number,
             matching: Match::Bits { arg, mask, value },
+        }
+    }
+
+    /// Argument `arg` points to a word with every bit of `flag` set ([`Match::PointsToBits`]):
+    /// `O_NONBLOCK` in the attributes an `mq_getsetattr()` sets.
+    pub const fn pointed_flag_set(number: i64, arg: usize, flag: u64) -> Call {
+        Call {
+            number,
+            matching: Match::PointsToBits {
+                arg,
+                mask: flag,
+                value: flag,
+            },
         }
     }
 
@@ -1726,6 +1747,21 @@ unsafe fn at_entry_of(pid: i32, call: Call) -> bool {
         Match::BothBits(both) => both
             .iter()
             .all(|&(arg, mask, value)| arg < 6 && word(32 + 8 * arg) & mask == value),
+        Match::PointsToBits { arg, mask, value } => {
+            let addr = if arg < 6 { word(32 + 8 * arg) } else { 0 };
+            let mut pointed = [0u8; 8];
+            let local = libc::iovec {
+                iov_base: pointed.as_mut_ptr().cast(),
+                iov_len: 8,
+            };
+            let remote = libc::iovec {
+                iov_base: addr as usize as *mut libc::c_void,
+                iov_len: 8,
+            };
+            // SAFETY: reads 8 bytes of the traced process into our own buffer.
+            let n = unsafe { libc::process_vm_readv(pid, &local, 1, &remote, 1, 0) };
+            addr != 0 && n == 8 && u64::from_ne_bytes(pointed) & mask == value
+        }
         Match::Path(path) => points_to(word(40), path),
         Match::Names(path) => points_to(word(32), path) || points_to(word(40), path),
         Match::Numbers(numbers) => numbers.iter().any(|&n| word(24) == n as u64),

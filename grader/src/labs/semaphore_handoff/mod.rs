@@ -101,7 +101,8 @@ pub static LAB: Lab = Lab {
             timeout: Duration::from_secs(10),
             description: "the grader holds a post in the middle (its queue full): the producer \
                           has written the record before it posts ready, the consumer has \
-                          copied it before it posts ok",
+                          copied it before it posts ok; neither side makes a queue both \
+                          hold non-blocking",
             exclusive: false,
             hint: Some(
                 "A post promises the data is there: post only after the write or the copy it announces. See docs/labs/07-semaphore-handoff.md, \"The idea\" (\"Order\").",

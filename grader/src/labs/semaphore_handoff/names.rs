@@ -498,7 +498,8 @@ pub fn names_unlinked(run: &mut Run) -> Result<String, Fail> {
         handover.verify(&reports, &format!("100 rounds with {mechanism}"))?;
     }
     let steps = [
-        unlinked_by_sem_unlink(run)?,
+        unlinked_by_api(run, "semaphores")?,
+        unlinked_by_api(run, "queues")?,
         closed_by_sem_close(run)?,
         close_goes_on(run, "semaphores", false)?,
         close_goes_on(run, "semaphores", true)?,
@@ -513,17 +514,21 @@ pub fn names_unlinked(run: &mut Run) -> Result<String, Fail> {
     ))
 }
 
-/// The parent's `unlink()` with a hardware breakpoint at the C library's `sem_unlink()` (set at
-/// `created`, the library loaded): it must call it for both names before it says `ready`. The
-/// names are files of `/dev/shm` only in glibc's way of keeping them: removing those files
-/// leaves the same system calls, but not the same program on another C library.
-fn unlinked_by_sem_unlink(run: &mut Run) -> Result<String, Fail> {
+/// The parent's `unlink()` watched from `created` (the library loaded) until it says `ready`:
+/// with semaphores a hardware breakpoint at the C library's `sem_unlink()`, with queues a stop
+/// at each `mq_unlink` system call (glibc's `mq_unlink()` is that call alone, given the name
+/// without its slash); it must be made for both names. The names are files of `/dev/shm` or of
+/// a mounted mqueue file system only in one system's way of keeping them: removing those files
+/// leaves the names gone, but not the same program where they are kept another way.
+fn unlinked_by_api(run: &mut Run, mechanism: &'static str) -> Result<String, Fail> {
+    let queues = mechanism == "queues";
+    let api = if queues { "mq_unlink" } else { "sem_unlink" };
     let names = [run.ipc_name("ready"), run.ipc_name("ok")];
-    let mut launch = Launch::new(run, "semaphores", names, 10, &["--pause-after-create"])?;
+    let mut launch = Launch::new(run, mechanism, names, 10, &["--pause-after-create"])?;
     let created = launch.proc.recv_any()?;
     match created.kind.as_str() {
         "created" => {}
-        "failed" => return Err(report_failure(&created, "semaphores")),
+        "failed" => return Err(report_failure(&created, mechanism)),
         kind => {
             return Err(Fail::failed(format!(
                 "the program said `{kind}` where it should have said `created`"
@@ -531,25 +536,28 @@ fn unlinked_by_sem_unlink(run: &mut Run) -> Result<String, Fail> {
         }
     }
     let pid = launch.proc.pid.as_raw();
-    let armed = Tracer::break_at_function(pid, c"sem_unlink")?;
+    let armed = if queues {
+        Tracer::break_at_functions_and_call(pid, &[], Call::any(libc::SYS_mq_unlink))?
+    } else {
+        Tracer::break_at_function(pid, c"sem_unlink")?
+    };
     let until = Instant::now() + Duration::from_secs(5);
     launch.proc.send("go", &[])?;
     let Some(mut tracer) = armed else {
-        launch.run_through("10 rounds with semaphores")?;
-        return Ok("sem_unlink() not watched (no breakpoint)".into());
+        launch.run_through(&format!("10 rounds with {mechanism}"))?;
+        return Ok(format!("{api}() not watched (no breakpoint)"));
     };
     let mut unlinked = Vec::new();
     let said = loop {
         match tracer.next_break(Instant::now() + Duration::from_millis(2))? {
             Some(Breakpoint::At([name, _])) => {
-                unlinked.push(
-                    probe::peek(pid, name, 300)
-                        .map(|bytes| {
-                            let end = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
-                            String::from_utf8_lossy(&bytes[..end]).into_owned()
-                        })
-                        .unwrap_or_default(),
-                );
+                let name = probe::peek(pid, name, 300)
+                    .map(|bytes| {
+                        let end = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
+                        String::from_utf8_lossy(&bytes[..end]).into_owned()
+                    })
+                    .unwrap_or_default();
+                unlinked.push(format!("/{}", name.trim_start_matches('/')));
                 tracer.go_on();
             }
             Some(Breakpoint::Armed) | None => {}
@@ -564,12 +572,12 @@ fn unlinked_by_sem_unlink(run: &mut Run) -> Result<String, Fail> {
     };
     drop(tracer);
     let Some(said) = said else {
-        return Err(Fail::failed(
-            "the program said nothing within 5 s of `go` (semaphores)",
-        ));
+        return Err(Fail::failed(format!(
+            "the program said nothing within 5 s of `go` ({mechanism})"
+        )));
     };
     if said.kind == "failed" {
-        return Err(report_failure(&said, "semaphores"));
+        return Err(report_failure(&said, mechanism));
     }
     let gone = launch.names.iter().all(|name| !probe::name_exists(name));
     let missing: Vec<&String> = launch
@@ -583,19 +591,33 @@ fn unlinked_by_sem_unlink(run: &mut Run) -> Result<String, Fail> {
             .map(|n| n.as_str())
             .collect::<Vec<_>>()
             .join(" and ");
+        let (watched, files, kept) = if queues {
+            (
+                "stopped the parent at each mq_unlink system call (the C library's mq_unlink() \
+                 is that call alone)",
+                "the files NAME of a mounted mqueue file system",
+                "A mount found in the process's table may be another IPC namespace's, and where \
+                 none is mounted the queue stays. Remove a queue's name with mq_unlink(name)",
+            )
+        } else {
+            (
+                "set a breakpoint at the C library's sem_unlink() in the parent",
+                "the files /dev/shm/sem.NAME",
+                "That is where glibc happens to keep a named semaphore, not a rule: on another C \
+                 library or system the name would stay, or another file go. Remove a \
+                 semaphore's name with sem_unlink(name)",
+            )
+        };
         return Err(Fail::failed(format!(
-            "the grader set a breakpoint at the C library's sem_unlink() in the parent: \
-             Handoff::unlink() never called it for {missing}, yet both names were gone when the \
-             parent said ready: it removed them another way (the files /dev/shm/sem.NAME). That is where \
-             glibc happens to keep a named semaphore, not a rule: on another C library or \
-             system the name would stay, or another file go. Remove a semaphore's name with \
-             sem_unlink(name)"
+            "the grader {watched}: Handoff::unlink() never called {api}() for {missing}, yet \
+             both names were gone when the parent said ready: it removed them another way \
+             ({files}). {kept}"
         )));
     }
     launch.proc.put_back(said);
-    launch.run_through("10 rounds with semaphores, sem_unlink() watched")?;
+    launch.run_through(&format!("10 rounds with {mechanism}, {api}() watched"))?;
     Ok(format!(
-        "unlink() called sem_unlink() for {}",
+        "unlink() called {api}() for {}",
         unlinked.join(" and ")
     ))
 }

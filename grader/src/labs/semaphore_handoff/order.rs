@@ -4,6 +4,8 @@
 //! poster blocks inside its post, then looks at the slot (the producer's record must be there
 //! already) or changes it (the consumer must have copied it already). The order is `put()`'s
 //! and `take()`'s, the same with either mechanism; only a queue can be made to hold a post.
+//! And for a post to block on a full queue at all, the queue descriptions both sides share
+//! must stay blocking: a side that makes one `O_NONBLOCK`, even for a moment, is held there.
 
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::OpenOptionsExt;
@@ -17,7 +19,8 @@ use super::handover::{Handover, expected_digest, expected_record, whole_record};
 use super::probe::{self, Seen};
 use super::slot::slot_holding;
 use super::{CONSUMER, PRODUCER};
-use crate::engine::inspect::ProcessView;
+use crate::engine::inspect::{self, ProcessView};
+use crate::engine::tracer::{Action, Call, Tracer};
 use crate::engine::waiting::{self, WaitRules};
 use crate::engine::{Fail, Run, force};
 
@@ -481,5 +484,100 @@ pub fn posts_in_order(run: &mut Run) -> Result<String, Fail> {
     let write = write_before_ready(run)?;
     let copy = copy_before_ok(run)?;
     let interrupted = post_interrupted(run)?;
-    Ok(format!("{write}; {copy}; {interrupted}"))
+    let blocking = queues_stay_blocking(run)?;
+    Ok(format!("{write}; {copy}; {interrupted}; {blocking}"))
+}
+
+/// Rounds of the run in which each side is traced for an `O_NONBLOCK` set on a queue.
+const BLOCKING_ROUNDS: u64 = 20;
+
+/// With queues, each side is traced from `ready` and held as an `mq_getsetattr()` that sets
+/// `O_NONBLOCK` (`mq_setattr()`, nix's `mq_set_nonblock()`) returns: the queues were opened
+/// before `fork()`, so both sides hold the same open descriptions, and the flag set by one is
+/// then on the other's descriptor too, where it makes a post to a full queue fail with
+/// `EAGAIN` instead of blocking. Judged on the other side's `/proc/PID/fdinfo` while held.
+fn queues_stay_blocking(run: &mut Run) -> Result<String, Fail> {
+    let mut handover = Handover::start(run, "queues", BLOCKING_ROUNDS, &[])?;
+    let (producer, consumer) = (handover.producer, handover.consumer);
+    let setting = Call::pointed_flag_set(libc::SYS_mq_getsetattr, 1, libc::O_NONBLOCK as u64);
+    let mut watchers = Vec::new();
+    for (role, pid, other_role, other) in [
+        (PRODUCER, producer, CONSUMER, consumer),
+        (CONSUMER, consumer, PRODUCER, producer),
+    ] {
+        let Some(tracer) = Tracer::attach(pid, setting, Action::HoldAfter)? else {
+            continue;
+        };
+        // Each side's tracer is waited on in a thread of its own: a side held there keeps the
+        // other waiting for it, and the handover below waits for both.
+        watchers.push(std::thread::spawn(move || {
+            held_nonblocking(tracer, pid, role, other, other_role)
+        }));
+    }
+    let traced = watchers.len();
+    let reports = handover.finish(|proc, _| proc.send("go", &[]));
+    let mut verdict = None;
+    for watcher in watchers {
+        let seen = watcher
+            .join()
+            .map_err(|_| Fail::Grader("a tracing thread panicked".into()))??;
+        verdict = verdict.or(seen);
+    }
+    if let Some(verdict) = verdict {
+        return Err(Fail::failed(verdict));
+    }
+    let reports = reports?;
+    let what = format!("{BLOCKING_ROUNDS} rounds with queues, every mq_setattr() traced");
+    handover.verify(&reports, &what)?;
+    if traced < 2 {
+        return Ok("queues' O_NONBLOCK not traced".into());
+    }
+    Ok(format!(
+        "{BLOCKING_ROUNDS} rounds with queues: neither side made a shared queue non-blocking"
+    ))
+}
+
+/// Waits (up to 5 s, or until `pid` ends) for `pid` to be held at a call that set
+/// `O_NONBLOCK`, judges it there, then lets it go: the verdict, if a shared queue was made
+/// non-blocking.
+fn held_nonblocking(
+    mut tracer: Tracer,
+    pid: i32,
+    role: &str,
+    other: i32,
+    other_role: &str,
+) -> Result<Option<String>, Fail> {
+    if !tracer.held_before(Instant::now() + Duration::from_secs(5))? {
+        return Ok(None);
+    }
+    let verdict = shared_nonblock(pid, role, other, other_role);
+    tracer.release();
+    Ok(verdict)
+}
+
+/// `pid` is held as its `mq_getsetattr()` that set `O_NONBLOCK` returns: what that did to
+/// `other`'s descriptor of the same queue, if it is non-blocking now too.
+fn shared_nonblock(pid: i32, role: &str, other: i32, other_role: &str) -> Option<String> {
+    let (_, args) = inspect::call_of(pid, pid)?;
+    let fd = i32::try_from(args[0]).ok()?;
+    let target = probe::descriptor(pid, fd);
+    let queue = target.trim_end_matches(" (deleted)");
+    let nonblock = libc::O_NONBLOCK as u32;
+    let (other_fd, flags) = probe::queue_descriptors(other, queue)
+        .into_iter()
+        .find_map(|other_fd| {
+            let flags = inspect::fd_flags(other, other_fd)?;
+            (flags & nonblock != 0).then_some((other_fd, flags))
+        })?;
+    Some(format!(
+        "the grader stopped {role} as its mq_setattr() (the mq_getsetattr call) setting \
+         O_NONBLOCK on {queue} (fd {fd}) returned: {other_role}'s own descriptor of {queue} \
+         (fd {other_fd}) was then non-blocking too (flags 0{flags:o} in \
+         /proc/{other}/fdinfo/{other_fd}). O_NONBLOCK is a flag of the open queue description, \
+         which both processes share since fork(): while it is set, a post to {queue} when it is \
+         full fails at once with EAGAIN instead of blocking in mq_send(), and a side stopped or \
+         killed there leaves the queue non-blocking for good. The queues stay blocking: wait \
+         with mq_timedreceive() (a signal already there is taken at once), and never change \
+         the flags of a queue both sides hold"
+    ))
 }
