@@ -1724,20 +1724,10 @@ unsafe fn at_entry_of(pid: i32, call: Call) -> bool {
     let points_to = |addr: u64, path: &str| {
         let mut read = [0u8; 256];
         let want = path.len() + 1;
-        if want > read.len() {
-            return false;
-        }
-        let local = libc::iovec {
-            iov_base: read.as_mut_ptr().cast(),
-            iov_len: want,
-        };
-        let remote = libc::iovec {
-            iov_base: addr as usize as *mut libc::c_void,
-            iov_len: want,
-        };
-        // SAFETY: reads `want` bytes of the traced process into our own buffer.
-        let n = unsafe { libc::process_vm_readv(pid, &local, 1, &remote, 1, 0) };
-        n == want as isize && &read[..path.len()] == path.as_bytes() && read[path.len()] == 0
+        want <= read.len()
+            && read_memory(pid, addr, &mut read[..want])
+            && &read[..path.len()] == path.as_bytes()
+            && read[path.len()] == 0
     };
     match call.matching {
         Match::Any => true,
@@ -1750,17 +1740,9 @@ unsafe fn at_entry_of(pid: i32, call: Call) -> bool {
         Match::PointsToBits { arg, mask, value } => {
             let addr = if arg < 6 { word(32 + 8 * arg) } else { 0 };
             let mut pointed = [0u8; 8];
-            let local = libc::iovec {
-                iov_base: pointed.as_mut_ptr().cast(),
-                iov_len: 8,
-            };
-            let remote = libc::iovec {
-                iov_base: addr as usize as *mut libc::c_void,
-                iov_len: 8,
-            };
-            // SAFETY: reads 8 bytes of the traced process into our own buffer.
-            let n = unsafe { libc::process_vm_readv(pid, &local, 1, &remote, 1, 0) };
-            addr != 0 && n == 8 && u64::from_ne_bytes(pointed) & mask == value
+            addr != 0
+                && read_memory(pid, addr, &mut pointed)
+                && u64::from_ne_bytes(pointed) & mask == value
         }
         Match::Path(path) => points_to(word(40), path),
         Match::Names(path) => points_to(word(32), path) || points_to(word(40), path),
@@ -1772,18 +1754,8 @@ unsafe fn at_entry_of(pid: i32, call: Call) -> bool {
             let arg = |n: usize| word(32 + 8 * n);
             // A timespec or timeval a timeout argument points to: zero (not null) does not wait.
             let zero_time = |addr: u64| {
-                let mut time = [0u64; 2];
-                let local = libc::iovec {
-                    iov_base: time.as_mut_ptr().cast(),
-                    iov_len: 16,
-                };
-                let remote = libc::iovec {
-                    iov_base: addr as usize as *mut libc::c_void,
-                    iov_len: 16,
-                };
-                // SAFETY: reads 16 bytes of the traced process into our own buffer.
-                let n = unsafe { libc::process_vm_readv(pid, &local, 1, &remote, 1, 0) };
-                addr != 0 && n == 16 && time == [0, 0]
+                let mut time = [0u8; 16];
+                addr != 0 && read_memory(pid, addr, &mut time) && time == [0; 16]
             };
             let no_hang = libc::WNOHANG as u64;
             match word(24) as i64 {
@@ -1803,4 +1775,19 @@ unsafe fn at_entry_of(pid: i32, call: Call) -> bool {
             }
         }
     }
+}
+
+/// Reads `into.len()` bytes at `addr` in the memory of `pid`; false unless all were read.
+fn read_memory(pid: i32, addr: u64, into: &mut [u8]) -> bool {
+    let local = libc::iovec {
+        iov_base: into.as_mut_ptr().cast(),
+        iov_len: into.len(),
+    };
+    let remote = libc::iovec {
+        iov_base: addr as usize as *mut libc::c_void,
+        iov_len: into.len(),
+    };
+    // SAFETY: reads into our own buffer, of its length; the kernel checks the remote range.
+    let n = unsafe { libc::process_vm_readv(pid, &local, 1, &remote, 1, 0) };
+    n == into.len() as isize
 }

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use rand::RngExt;
 
-use super::handover::{Handover, expected_digest, expected_record, whole_record};
+use super::handover::{Handover, Reports, expected_digest, expected_record, whole_record};
 use super::probe::{self, Mapping};
 use super::{PAYLOAD, RECORD_SIZE};
 use crate::engine::tracer::{Action, Call, Tracer};
@@ -215,21 +215,21 @@ pub fn record_in_slot(run: &mut Run) -> Result<String, Fail> {
     ))
 }
 
-/// The consumer copies the slot only once its wait for ready has returned: with queues, the
-/// grader lets the consumer (held before record K, which the producer has written and
-/// announced) go on, holds it at the entry of its `mq_timedreceive()` for ready, and only then
-/// writes another record K into the slot. A consumer that copied the slot before that wait
-/// takes the record that was there before.
-fn copied_after_ready(run: &mut Run) -> Result<String, Fail> {
-    let seq = run.rng().random_range(10..90u64);
-    let mut other: u64 = run.rng().random();
+/// 100 rounds with queues, the consumer paused before record `seq`: the grader lets it go,
+/// holds it at the entry of its `mq_timedreceive()` for ready (the producer has written record
+/// `seq` and posted ready), and only then writes `record(seed)` into the slot. Returns the
+/// handover, its reports, and whether the record was written (false when the wait could not be
+/// held).
+fn written_at_ready(
+    run: &mut Run,
+    seq: u64,
+    record: impl FnOnce(u64) -> Vec<u8>,
+) -> Result<(Handover, Reports, bool), Fail> {
     let at = seq.to_string();
     let mut handover = Handover::start(run, "queues", 100, &["--pause-consumer-at", &at])?;
     let (producer, consumer, seed) = (handover.producer, handover.consumer, handover.seed);
-    if other == seed {
-        other ^= 1;
-    }
-    let mut swapped = false;
+    let record = record(seed);
+    let mut written = false;
     let reports = handover.finish(|proc, _| {
         let slot = find_slot(producer, consumer, seed, seq)?;
         let tracer = Tracer::attach(consumer, Call::any(libc::SYS_mq_timedreceive), Action::Hold)?;
@@ -238,12 +238,30 @@ fn copied_after_ready(run: &mut Run) -> Result<String, Fail> {
             return Ok(());
         };
         if tracer.held_before(Instant::now() + Duration::from_secs(2))? {
-            probe::poke(producer, slot, &whole_record(other, seq))?;
-            swapped = true;
+            probe::poke(producer, slot, &record)?;
+            written = true;
         }
         tracer.release();
         Ok(())
     })?;
+    Ok((handover, reports, written))
+}
+
+/// The consumer copies the slot only once its wait for ready has returned: with queues, the
+/// grader lets the consumer (held before record K, which the producer has written and
+/// announced) go on, holds it at the entry of its `mq_timedreceive()` for ready, and only then
+/// writes another record K into the slot. A consumer that copied the slot before that wait
+/// takes the record that was there before.
+fn copied_after_ready(run: &mut Run) -> Result<String, Fail> {
+    let seq = run.rng().random_range(10..90u64);
+    let mut other: u64 = run.rng().random();
+    let (handover, reports, swapped) = written_at_ready(run, seq, |seed| {
+        if other == seed {
+            other ^= 1;
+        }
+        whole_record(other, seq)
+    })?;
+    let seed = handover.seed;
     if swapped && reports.digest == expected_digest(seed, 100, None) {
         return Err(Fail::failed(format!(
             "the grader held the consumer at the entry of its mq_timedreceive() for ready of \
@@ -274,28 +292,14 @@ fn copied_after_ready(run: &mut Run) -> Result<String, Fail> {
 fn torn_after_ready(run: &mut Run) -> Result<String, Fail> {
     const ROUNDS: u64 = 100;
     let seq = run.rng().random_range(10..90u64);
-    let at = seq.to_string();
-    let mut handover = Handover::start(run, "queues", ROUNDS, &["--pause-consumer-at", &at])?;
-    let (producer, consumer, seed) = (handover.producer, handover.consumer, handover.seed);
-    let mut torn = false;
-    let reports = handover.finish(|proc, _| {
-        let slot = find_slot(producer, consumer, seed, seq)?;
-        let tracer = Tracer::attach(consumer, Call::any(libc::SYS_mq_timedreceive), Action::Hold)?;
-        proc.send("go", &[])?;
-        let Some(mut tracer) = tracer else {
-            return Ok(());
-        };
-        if tracer.held_before(Instant::now() + Duration::from_secs(2))? {
-            let mut record = whole_record(seed, seq);
-            // A payload byte: the number (the first 8 bytes) and the checksum (the last 8)
-            // stay as they were.
-            record[8 + PAYLOAD / 2] ^= 0x5a;
-            probe::poke(producer, slot, &record)?;
-            torn = true;
-        }
-        tracer.release();
-        Ok(())
+    let (handover, reports, torn) = written_at_ready(run, seq, |seed| {
+        let mut record = whole_record(seed, seq);
+        // A payload byte: the number (the first 8 bytes) and the checksum (the last 8) stay as
+        // they were.
+        record[8 + PAYLOAD / 2] ^= 0x5a;
+        record
     })?;
+    let seed = handover.seed;
     if !torn {
         handover.verify(&reports, "100 rounds with queues")?;
         return Ok("queues: the consumer's wait for ready was not held".into());
