@@ -140,7 +140,7 @@ pub static LAB: Lab = Lab {
         Check {
             name: "name-errors",
             points: 2,
-            timeout: Duration::from_secs(10),
+            timeout: Duration::from_secs(20),
             description: "invalid names (256 bytes after the slash too, in multi-byte characters \
                           too) are kind=bad-name, 255 bytes work, a missing queue is not-found, \
                           an existing one exists and stays",
