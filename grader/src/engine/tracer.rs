@@ -653,17 +653,9 @@ impl Tracer {
             return Ok(None);
         };
         let breaking = Action::BreakAt([address, 0, 0, 0], None);
-        let Some(mut tracer) = Tracer::attach_thread(pid, tid, Call::any(ANY_NUMBER), breaking)?
-        else {
-            return Ok(None);
-        };
-        let until = Instant::now() + Duration::from_secs(5);
-        loop {
-            match tracer.next_break(until)? {
-                Some(Breakpoint::Armed) => return Ok(Some(tracer)),
-                None if Instant::now() < until => {}
-                _ => return Ok(None),
-            }
+        match Tracer::attach_thread(pid, tid, Call::any(ANY_NUMBER), breaking)? {
+            Some(tracer) => tracer.armed(),
+            None => Ok(None),
         }
     }
 
@@ -671,14 +663,10 @@ impl Tracer {
     /// most 4; [`Tracer::last_break`] is an index into `names`): `None` where one of them is not
     /// found or the machine does not allow the breakpoints.
     pub fn break_at_functions(pid: i32, names: &[&std::ffi::CStr]) -> Result<Option<Tracer>, Fail> {
-        let mut addresses = [0u64; 4];
-        for (address, name) in addresses.iter_mut().zip(names) {
-            let Some(found) = crate::engine::inspect::library_function_in(pid, name) else {
-                return Ok(None);
-            };
-            *address = found;
+        match library_functions(pid, names) {
+            Some(addresses) => Tracer::break_at_each(pid, addresses),
+            None => Ok(None),
         }
-        Tracer::break_at_each(pid, addresses)
     }
 
     /// As [`Tracer::break_at`], at each of these addresses (0: none); [`Tracer::last_break`]
@@ -696,21 +684,23 @@ impl Tracer {
         names: &[&std::ffi::CStr],
         call: Call,
     ) -> Result<Option<Tracer>, Fail> {
-        let mut addresses = [0u64; 4];
-        for (address, name) in addresses.iter_mut().zip(names) {
-            let Some(found) = crate::engine::inspect::library_function_in(pid, name) else {
-                return Ok(None);
-            };
-            *address = found;
-        }
-        let breaking = Action::BreakAt(addresses, Some(call));
-        let Some(mut tracer) = Tracer::attach(pid, Call::any(ANY_NUMBER), breaking)? else {
+        let Some(addresses) = library_functions(pid, names) else {
             return Ok(None);
         };
+        let breaking = Action::BreakAt(addresses, Some(call));
+        match Tracer::attach(pid, Call::any(ANY_NUMBER), breaking)? {
+            Some(tracer) => tracer.armed(),
+            None => Ok(None),
+        }
+    }
+
+    /// This breaking tracer once its breakpoints are set (waited for up to 5 s); `None` if
+    /// they could not be.
+    fn armed(mut self) -> Result<Option<Tracer>, Fail> {
         let until = Instant::now() + Duration::from_secs(5);
         loop {
-            match tracer.next_break(until)? {
-                Some(Breakpoint::Armed) => return Ok(Some(tracer)),
+            match self.next_break(until)? {
+                Some(Breakpoint::Armed) => return Ok(Some(self)),
                 None if Instant::now() < until => {}
                 _ => return Ok(None),
             }
@@ -1775,6 +1765,16 @@ unsafe fn at_entry_of(pid: i32, call: Call) -> bool {
             }
         }
     }
+}
+
+/// The addresses in `pid` of the C library's functions `names` (at most 4; 0 for the rest);
+/// `None` if one is not found.
+fn library_functions(pid: i32, names: &[&std::ffi::CStr]) -> Option<[u64; 4]> {
+    let mut addresses = [0u64; 4];
+    for (address, name) in addresses.iter_mut().zip(names) {
+        *address = crate::engine::inspect::library_function_in(pid, name)?;
+    }
+    Some(addresses)
 }
 
 /// Reads `into.len()` bytes at `addr` in the memory of `pid`; false unless all were read.
