@@ -33,6 +33,8 @@ mod support;
 /// diagnosis: words the check's message must contain
 /// file: src/lib.rs
 /// user: nobody              (optional: run as `nobody`; needs root, ignored otherwise)
+/// needs: mqueue-mount        (optional: the bug shows only where the mqueue file system is
+///                            mounted, as systemd does at /dev/mqueue; ignored otherwise)
 /// --- find
 /// text of the solution (exactly once)
 /// --- replace
@@ -54,6 +56,9 @@ struct Mutant {
     /// bomb is held by RLIMIT_NPROC, which root escapes, and what a user of its own leaves
     /// behind is known to be the mutant's. Such mutants need the test to run as root.
     as_nobody: bool,
+    /// `needs: mqueue-mount`: the mutant behaves as the solution where no mqueue file system is
+    /// mounted (it looks for one), so there it has no bug to catch.
+    needs_mqueue_mount: bool,
 }
 
 fn parse(lab: &str, name: &str, text: &str) -> Result<Mutant, String> {
@@ -80,6 +85,11 @@ fn parse(lab: &str, name: &str, text: &str) -> Result<Mutant, String> {
     if diagnosis.is_empty() {
         return Err("an empty `diagnosis:` would accept any message".into());
     }
+    let needs_mqueue_mount = match field("needs") {
+        Err(_) => false,
+        Ok(needs) if needs == "mqueue-mount" => true,
+        Ok(other) => return Err(format!("`needs: {other}`: only `mqueue-mount` is known")),
+    };
     Ok(Mutant {
         lab: lab.into(),
         name: name.into(),
@@ -88,6 +98,7 @@ fn parse(lab: &str, name: &str, text: &str) -> Result<Mutant, String> {
         status: field("status")?,
         diagnosis,
         as_nobody: field("user").is_ok_and(|user| user == "nobody"),
+        needs_mqueue_mount,
         file: field("file")?,
         edits,
     })
@@ -290,12 +301,24 @@ fn trials() -> Vec<Trial> {
         return Vec::new(); // A student's copy has no solutions to mutate.
     }
     let root = nix::unistd::geteuid().is_root();
+    let mqueue_mounted = std::fs::read_to_string("/proc/self/mounts").is_ok_and(|mounts| {
+        mounts
+            .lines()
+            .any(|line| line.split(' ').nth(2) == Some("mqueue"))
+    });
     let mut slots: BTreeMap<String, Arc<Slots>> = BTreeMap::new();
     let mut trials = Vec::new();
     for mutant in in_turn_by_lab(mutants()) {
         let name = format!("{}::{}", mutant.lab, mutant.name);
         if mutant.as_nobody && !root {
             eprintln!("{name}: ignored: it runs as nobody, which needs the test to run as root");
+            trials.push(Trial::test(name, || Ok(())).with_ignored_flag(true));
+            continue;
+        }
+        if mutant.needs_mqueue_mount && !mqueue_mounted {
+            eprintln!(
+                "{name}: ignored: its bug shows only where the mqueue file system is mounted"
+            );
             trials.push(Trial::test(name, || Ok(())).with_ignored_flag(true));
             continue;
         }

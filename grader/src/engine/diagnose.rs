@@ -452,6 +452,23 @@ pub fn explain(hang: &Hang) -> String {
     "the processes did not finish in time".into()
 }
 
+/// A clock's name (`clock_gettime()`'s first argument), with its id: "CLOCK_TAI (clock 11)".
+pub fn clock_name(clock: i32) -> String {
+    let name = match clock {
+        libc::CLOCK_REALTIME => "CLOCK_REALTIME",
+        libc::CLOCK_MONOTONIC => "CLOCK_MONOTONIC",
+        libc::CLOCK_PROCESS_CPUTIME_ID => "CLOCK_PROCESS_CPUTIME_ID",
+        libc::CLOCK_THREAD_CPUTIME_ID => "CLOCK_THREAD_CPUTIME_ID",
+        libc::CLOCK_MONOTONIC_RAW => "CLOCK_MONOTONIC_RAW",
+        libc::CLOCK_REALTIME_COARSE => "CLOCK_REALTIME_COARSE",
+        libc::CLOCK_MONOTONIC_COARSE => "CLOCK_MONOTONIC_COARSE",
+        libc::CLOCK_BOOTTIME => "CLOCK_BOOTTIME",
+        libc::CLOCK_TAI => "CLOCK_TAI",
+        _ => return format!("clock {clock}"),
+    };
+    format!("{name} (clock {clock})")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -669,6 +669,34 @@ impl Tracer {
         }
     }
 
+    /// For a program spawned stopped (`Run::spawn_stopped`), a breakpoint at the entries of the
+    /// C library's functions `names` (as [`Tracer::break_at_functions`]) set before its `main()`
+    /// runs: held first at the Rust runtime's `sigaltstack()` (the C library is loaded by then,
+    /// the program's own work not begun), it is stopped there (`SIGSTOP`) so that the
+    /// breakpoint's tracer, which replaces the first, finds it where it was; then let go. `None`
+    /// (the program running untraced) where the grader cannot set it.
+    pub fn break_from_main(
+        program: &mut super::Proc,
+        names: &[&std::ffi::CStr],
+    ) -> Result<Option<Tracer>, Fail> {
+        let pid = program.pid.as_raw();
+        let early = Tracer::attach(pid, Call::any(libc::SYS_sigaltstack), Action::Hold)?;
+        super::force::resume(pid)?;
+        let Some(mut early) = early else {
+            return Ok(None);
+        };
+        let until = Instant::now() + Duration::from_secs(5);
+        if early.wait(program, until)? != Reached::Call {
+            drop(early);
+            return Ok(None);
+        }
+        // Stopped as soon as the first tracer lets it go (a signal pending while it is held).
+        early.release_stopped(pid)?;
+        let tracer = Tracer::break_at_functions(pid, names)?;
+        super::force::resume(pid)?;
+        Ok(tracer)
+    }
+
     /// As [`Tracer::break_at`], at each of these addresses (0: none); [`Tracer::last_break`]
     /// says which one a stop is at.
     pub fn break_at_each(pid: i32, addresses: [u64; 4]) -> Result<Option<Tracer>, Fail> {

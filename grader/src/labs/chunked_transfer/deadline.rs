@@ -11,6 +11,7 @@ use nix::time::{ClockId, clock_gettime};
 
 use super::signals::{coarse_tick, realtime};
 use super::transfer::failure;
+use crate::engine::diagnose::clock_name;
 use crate::engine::tracer::{AT_CALL, Breakpoint, Call, Tracer};
 use crate::engine::{Fail, Proc, inspect};
 
@@ -66,23 +67,6 @@ fn read_clock(clock: i32) -> Option<Duration> {
     clock_gettime(ClockId::from_raw(clock))
         .ok()
         .map(Duration::from)
-}
-
-/// A clock's name, with its id.
-fn clock_name(clock: i32) -> String {
-    let name = match clock {
-        libc::CLOCK_REALTIME => "CLOCK_REALTIME",
-        libc::CLOCK_MONOTONIC => "CLOCK_MONOTONIC",
-        libc::CLOCK_PROCESS_CPUTIME_ID => "CLOCK_PROCESS_CPUTIME_ID",
-        libc::CLOCK_THREAD_CPUTIME_ID => "CLOCK_THREAD_CPUTIME_ID",
-        libc::CLOCK_MONOTONIC_RAW => "CLOCK_MONOTONIC_RAW",
-        libc::CLOCK_REALTIME_COARSE => "CLOCK_REALTIME_COARSE",
-        libc::CLOCK_MONOTONIC_COARSE => "CLOCK_MONOTONIC_COARSE",
-        libc::CLOCK_BOOTTIME => "CLOCK_BOOTTIME",
-        libc::CLOCK_TAI => "CLOCK_TAI",
-        _ => return format!("clock {clock}"),
-    };
-    format!("{name} (clock {clock})")
 }
 
 /// What that clock is, where it is not `CLOCK_REALTIME`.

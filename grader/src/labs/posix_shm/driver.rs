@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use ipc_labs_driver::Message;
 
 use crate::engine::diagnose::{Activity, classify};
-use crate::engine::tracer::{Action, Breakpoint, Call, Reached, Tracer, Watched};
+use crate::engine::tracer::{Action, Breakpoint, Call, Tracer, Watched};
 use crate::engine::{Fail, Proc, Run, force, inspect};
 
 pub const CREATOR: &str = "the creator";
@@ -676,11 +676,9 @@ pub fn pair(run: &mut Run, what: &str, size: usize) -> Result<(Table, Table), Fa
     Ok((creator, opener))
 }
 
-/// Starts `posix-shm open` with a hardware breakpoint at the C library's `function`, set before
-/// its `main()` runs: held first at the Rust runtime's `sigaltstack()` (the C library is loaded
-/// by then, the table's work not begun), it is stopped there (`SIGSTOP`) so that the
-/// breakpoint's tracer, which replaces the first, finds it where it was. No tracer (the program
-/// running untraced) where the grader cannot set it.
+/// Starts `posix-shm open` with a breakpoint at the C library's `function`, set before its
+/// `main()` runs ([`Tracer::break_from_main`]). No tracer (the program running untraced) where
+/// the grader cannot set it.
 pub fn start_breaking_at(
     run: &mut Run,
     name: &str,
@@ -689,21 +687,7 @@ pub fn start_breaking_at(
     function: &std::ffi::CStr,
 ) -> Result<(Proc, Option<Tracer>), Fail> {
     let mut proc = start_stopped(run, name, create, who)?;
-    let pid = proc.pid.as_raw();
-    let early = Tracer::attach(pid, Call::any(libc::SYS_sigaltstack), Action::Hold)?;
-    force::resume(pid)?;
-    let Some(mut early) = early else {
-        return Ok((proc, None));
-    };
-    let until = Instant::now() + Duration::from_secs(5);
-    if early.wait(&mut proc, until)? != Reached::Call {
-        drop(early);
-        return Ok((proc, None));
-    }
-    // Stopped as soon as the first tracer lets it go (a signal pending while it is held).
-    early.release_stopped(pid)?;
-    let tracer = Tracer::break_at_function(pid, function)?;
-    force::resume(pid)?;
+    let tracer = Tracer::break_from_main(&mut proc, &[function])?;
     Ok((proc, tracer))
 }
 

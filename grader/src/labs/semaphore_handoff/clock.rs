@@ -8,12 +8,12 @@
 use std::time::{Duration, Instant};
 
 use ipc_labs_driver::Message;
-use nix::time::{ClockId, clock_gettime};
 use rand::RngExt;
 
-use super::forced_waits::{the_wait, waiting_in};
+use super::forced_waits::{realtime, the_wait, waiting_in};
 use super::handover::{Launch, arguments, report_failure};
 use super::{PRODUCER, WAIT_SLICE};
+use crate::engine::diagnose::clock_name;
 use crate::engine::tracer::{Action, Call, Reached, Step, Tracer};
 use crate::engine::{Fail, Proc, Run, force, inspect};
 
@@ -34,12 +34,6 @@ const EDGES: [u32; 3] = [899_999_999, 900_000_000, 900_000_001];
 /// from suspend can step it; that slice is made to time out at once. The consumer is alive: the
 /// producer must wait on, however far the clock went.
 const JUMP: Duration = Duration::from_secs(100);
-
-fn realtime() -> Duration {
-    clock_gettime(ClockId::CLOCK_REALTIME)
-        .map(Duration::from)
-        .unwrap_or_default()
-}
 
 /// Starts the program like [`Launch::new`], its C library shown no vDSO: each clock read is a
 /// system call. The flag says whether the vDSO was hidden (the grader may not trace here, or
@@ -191,21 +185,6 @@ fn other_clock_read(proc: &mut Proc, pid: i32) -> Result<Option<u64>, Fail> {
     }))
 }
 
-/// A clock's name, from its id.
-fn clock_name(clock: u64) -> String {
-    let name = match clock as i32 {
-        libc::CLOCK_MONOTONIC => "CLOCK_MONOTONIC",
-        libc::CLOCK_PROCESS_CPUTIME_ID => "CLOCK_PROCESS_CPUTIME_ID",
-        libc::CLOCK_THREAD_CPUTIME_ID => "CLOCK_THREAD_CPUTIME_ID",
-        libc::CLOCK_MONOTONIC_RAW => "CLOCK_MONOTONIC_RAW",
-        libc::CLOCK_MONOTONIC_COARSE => "CLOCK_MONOTONIC_COARSE",
-        libc::CLOCK_BOOTTIME => "CLOCK_BOOTTIME",
-        libc::CLOCK_TAI => "CLOCK_TAI",
-        _ => return format!("clock {clock}"),
-    };
-    format!("{name} (clock {clock})")
-}
-
 /// `secs.nanos`, as a time is written.
 fn time(at: Duration) -> String {
     format!("{}.{:09}", at.as_secs(), at.subsec_nanos())
@@ -259,7 +238,7 @@ fn set_edges(proc: &mut Proc, producer: i32) -> Result<String, Fail> {
                          timed waits, and never CLOCK_REALTIME: sem_timedwait() and \
                          mq_timedreceive() measure their absolute deadline on CLOCK_REALTIME, so \
                          the deadline is now + WAIT_SLICE on that clock. {}",
-                        clock_name(clock),
+                        clock_name(clock as i32),
                         if clock == libc::CLOCK_TAI as u64 {
                             "CLOCK_TAI is CLOCK_REALTIME plus the kernel's TAI offset, 0 unless \
                              a time daemon sets it and 37 s when one does: every slice would \
@@ -282,8 +261,9 @@ fn set_edges(proc: &mut Proc, producer: i32) -> Result<String, Fail> {
     }
     let exact = exact_deadline(producer)?;
     let jumped = clock_jump(proc, producer)?;
+    let stopped = monotonic_jump(proc, producer)?;
     Ok(format!(
-        "the producer waited on with its clock set to {}; {exact}; {jumped}",
+        "the producer waited on with its clock set to {}; {exact}; {jumped}; {stopped}",
         set.iter()
             .map(|&at| time(at))
             .collect::<Vec<_>>()
@@ -448,6 +428,60 @@ fn clock_jump(proc: &mut Proc, producer: i32) -> Result<String, Fail> {
         Some(message) => Err(judge(&message, &[])),
         None => Ok(format!(
             "and waited on after a slice with its clock {} s ahead",
+            JUMP.as_secs()
+        )),
+    }
+}
+
+/// A stop of [`JUMP`] within the producer's wait for ok, as SIGSTOP, a debugger or a paused
+/// machine make one: the grader holds it as its next `CLOCK_MONOTONIC` read returns (the clock
+/// a patience measured with `Instant` reads, once a slice has timed out) and writes that clock
+/// plus JUMP there. The consumer, held, is alive: the producer must wait on, however long it
+/// has waited. A wait that reads no such clock is let be.
+fn monotonic_jump(proc: &mut Proc, producer: i32) -> Result<String, Fail> {
+    let read = Call::arg_is(libc::SYS_clock_gettime, 0, libc::CLOCK_MONOTONIC as u64);
+    let Some(mut tracer) = Tracer::attach(producer, read, Action::HoldAfter)? else {
+        return Ok("the stop of the monotonic clock not tried (no ptrace)".into());
+    };
+    match tracer.wait(proc, Instant::now() + WAIT_SLICE * 3) {
+        Ok(Reached::Call) => {}
+        Ok(Reached::Passed(Some(message))) => return Err(judge(&message, &[])),
+        Ok(Reached::Passed(None)) | Err(Fail::TimedOut(_)) => {
+            return Ok("the producer read no CLOCK_MONOTONIC in 3 slices of its wait".into());
+        }
+        Err(other) => return Err(other),
+    }
+    let Some((_, args)) = inspect::call_of(producer, producer) else {
+        tracer.release();
+        return Ok("the stop of the monotonic clock not tried (its read not seen)".into());
+    };
+    let to = Duration::from(
+        nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)
+            .map_err(|e| Fail::Grader(format!("CLOCK_MONOTONIC: {e}")))?,
+    ) + JUMP;
+    let mut time = [0u8; 16];
+    time[..8].copy_from_slice(&(to.as_secs() as i64).to_ne_bytes());
+    time[8..].copy_from_slice(&i64::from(to.subsec_nanos()).to_ne_bytes());
+    super::probe::poke(producer, args[1], &time)?;
+    tracer.release();
+    match proc.recv_before(Instant::now() + WAIT_SLICE * 3)? {
+        Some(message)
+            if message.kind == "failed"
+                && message.get("role") == Some("producer")
+                && message.get("kind") == Some("peer-gone") =>
+        {
+            Err(Fail::failed(format!(
+                "the grader held the consumer, alive, and moved the CLOCK_MONOTONIC {PRODUCER} \
+                 read in its wait for ok {} s forward, as a stop that long (Ctrl-Z, a debugger, \
+                 a paused machine) would: {PRODUCER} then gave up with kind=peer-gone. A wait \
+                 gives up only when Peer::gone() says the peer is gone, never after some time \
+                 however long: a slow or stopped peer is not a dead one",
+                JUMP.as_secs()
+            )))
+        }
+        Some(message) => Err(judge(&message, &[])),
+        None => Ok(format!(
+            "waited on after its CLOCK_MONOTONIC moved {} s forward",
             JUMP.as_secs()
         )),
     }

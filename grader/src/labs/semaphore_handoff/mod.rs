@@ -33,7 +33,9 @@
 //! when the sides sit on different CPUs), so 10,000 free rounds take at most a few seconds.
 
 mod clock;
+mod clock_reads;
 mod create_cleanup;
+mod creating_calls;
 mod error_paths;
 mod forced_waits;
 mod handover;

@@ -15,6 +15,7 @@ use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use rand::RngExt;
 
+use super::forced_waits::realtime;
 use super::handover::{Handover, expected_digest, expected_record, whole_record};
 use super::probe::{self, Seen};
 use super::slot::slot_holding;
@@ -170,12 +171,6 @@ fn sending(seen: Seen) -> bool {
 /// A wait for a message.
 fn receiving(seen: Seen) -> bool {
     matches!(seen, Seen::Receive { .. })
-}
-
-fn realtime() -> Duration {
-    nix::time::clock_gettime(nix::time::ClockId::CLOCK_REALTIME)
-        .map(Duration::from)
-        .unwrap_or_default()
 }
 
 /// The poster sits in its send on the full queue: it must be `mq_send()`, with no deadline. A

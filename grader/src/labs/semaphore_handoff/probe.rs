@@ -72,7 +72,7 @@ fn now(clock: ClockId) -> Duration {
 }
 
 /// Reads a `struct timespec` at `addr` in the memory of `pid`.
-fn timespec(pid: i32, addr: u64) -> Option<Duration> {
+pub(super) fn timespec(pid: i32, addr: u64) -> Option<Duration> {
     let memory = std::fs::File::open(format!("/proc/{pid}/mem")).ok()?;
     let mut bytes = [0u8; 16];
     memory.read_exact_at(&mut bytes, addr).ok()?;

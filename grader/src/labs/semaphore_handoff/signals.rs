@@ -11,9 +11,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::{Signal, kill, killpg};
-use nix::time::{ClockId, clock_gettime};
 use nix::unistd::Pid;
 
+use super::forced_waits::realtime;
 use super::handover::{Handover, expected_record};
 use super::probe::{self, Deadline, Seen};
 use super::slot::slot_holding;
@@ -209,12 +209,6 @@ impl Waiter<'_> {
         }
         changes
     }
-}
-
-fn realtime() -> Duration {
-    clock_gettime(ClockId::CLOCK_REALTIME)
-        .map(Duration::from)
-        .unwrap_or_default()
 }
 
 /// When the wait `pid` sits in ends on its own, on CLOCK_REALTIME; `None` if it never does

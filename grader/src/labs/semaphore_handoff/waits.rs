@@ -510,6 +510,7 @@ pub fn waits_block(run: &mut Run) -> Result<String, Fail> {
     notes.push(forced_waits::spins_before_blocking(run)?);
     notes.push(forced_waits::consumer_polls_slot(run)?);
     notes.push(super::clock::deadline_edges(run)?);
+    notes.push(super::clock_reads::every_wait_reads_the_clock(run)?);
     Ok(format!(
         "{}; the producer waited {} ms for the held consumer without giving up",
         notes.join("; "),
