@@ -4,6 +4,8 @@
 //! cargo run -p mqueue-priority -- consumer --name /jobs --output served.bin
 //! cargo run -p mqueue-priority -- producer --name /jobs --jobs jobs.bin --shutdown
 //! cargo run -p mqueue-priority -- monitor --name /jobs --samples 5
+//! cargo run -p mqueue-priority -- check --capacity 50 --msg-size 65536 --msg-max 100 \
+//!     --msgsize-max 65536 --queue-bytes 8388608
 //! ```
 //!
 //! A job file (the producer's input, the consumer's output) is a sequence of records: the
@@ -14,7 +16,8 @@
 //! queue's attributes), waits for `go`, does its work, and says `done` (the consumer with how
 //! many jobs it served, the producer with how many it submitted, with `--nonblocking` how many
 //! found the queue full, and how many messages the queue then holds; the monitor with the
-//! fewest and the most messages its samples saw), or `failed` with `kind=`
+//! fewest and the most messages its samples saw; `check`, which judges a config against limits
+//! given to it rather than this machine's, says `within`), or `failed` with `kind=`
 //! from [`QueueError::kind`]; then it waits for `exit`, so that the grader can see which
 //! descriptors it still holds (a consumer with `--again`, once `done`, waits for `again` and
 //! starts over). SIGUSR1 does nothing but interrupt a blocking call (`EINTR`): the
@@ -27,7 +30,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use ipc_labs_driver::bench::{Bench, Side};
 use ipc_labs_driver::{Control, install_noop_handler};
-use mqueue_priority::{Job, JobQueue, Message, QueueConfig, QueueError, unlink};
+use mqueue_priority::{Job, JobQueue, Limits, Message, QueueConfig, QueueError, unlink};
 use nix::sys::signal::Signal;
 use nix::sys::wait::{WaitStatus, waitpid};
 use nix::unistd::{ForkResult, Pid, fork};
@@ -87,6 +90,25 @@ enum Command {
         /// How many times to read the attributes.
         #[arg(long, default_value_t = 10)]
         samples: u32,
+    },
+    /// Judges a queue config against the limits given here, not this machine's, as a tool that
+    /// plans the queues of another machine does.
+    Check {
+        /// How many messages the queue would hold.
+        #[arg(long)]
+        capacity: u64,
+        /// The largest message in bytes, the tag byte included.
+        #[arg(long)]
+        msg_size: u64,
+        /// The other machine's `msg_max`.
+        #[arg(long)]
+        msg_max: u64,
+        /// The other machine's `msgsize_max`.
+        #[arg(long)]
+        msgsize_max: u64,
+        /// The other user's `RLIMIT_MSGQUEUE`, in bytes.
+        #[arg(long)]
+        queue_bytes: u64,
     },
 }
 
@@ -270,6 +292,18 @@ fn monitor(control: &Control, name: &str, samples: u32) -> ExitCode {
     ExitCode::SUCCESS
 }
 
+fn check(control: &Control, config: &QueueConfig, limits: &Limits) -> ExitCode {
+    if let Err(error) = config.check(limits) {
+        return report(control, &error, &[]);
+    }
+    control.send("within", &[]);
+    control.wait_for("exit");
+    if !control.is_graded() {
+        println!("within the limits");
+    }
+    ExitCode::SUCCESS
+}
+
 fn main() -> ExitCode {
     let control = Control::start("mqueue-priority");
     install_noop_handler(Signal::SIGUSR1).expect("installing the SIGUSR1 handler");
@@ -297,6 +331,21 @@ fn main() -> ExitCode {
             nonblocking,
         } => producer(&control, &name, &jobs, shutdown, nonblocking),
         Command::Monitor { name, samples } => monitor(&control, &name, samples),
+        Command::Check {
+            capacity,
+            msg_size,
+            msg_max,
+            msgsize_max,
+            queue_bytes,
+        } => {
+            let config = QueueConfig { capacity, msg_size };
+            let limits = Limits {
+                msg_max,
+                msgsize_max,
+                queue_bytes,
+            };
+            check(&control, &config, &limits)
+        }
     }
 }
 

@@ -27,6 +27,7 @@
 mod attributes;
 mod blocking;
 mod ending;
+mod given_limits;
 mod limits;
 mod messages;
 mod names;
