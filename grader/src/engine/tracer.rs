@@ -254,8 +254,9 @@ pub enum Action {
     /// At the next entry of the first call, do its step; then at the next entry of the second
     /// call, do its step; then let the program go on untraced ([`Tracer::in_turn`]): a call made
     /// to fail and the one the program makes to clean up after it made to fail too, or a call
-    /// made to fail and the program held as it exits, to see what it still holds.
-    InTurn([(Call, Step); 2]),
+    /// made to fail and the program held as it exits, to see what it still holds. Up to three
+    /// calls ([`MAX_STEPS`]); the unused places are `None`.
+    InTurn([Option<(Call, Step)>; MAX_STEPS]),
     /// Stop the program at each entry of the code at these addresses (functions' first
     /// instructions: hardware breakpoints, at most four; 0 is none), from now on, until the
     /// check says no more ([`Tracer::break_at`], [`Tracer::break_at_each`]); each stop reports
@@ -282,6 +283,9 @@ pub enum Action {
     /// restarted it (`SA_RESTART`) ([`Tracer::signal_restarts`]).
     Signal(i32),
 }
+
+/// The most calls [`Action::InTurn`] acts at.
+pub const MAX_STEPS: usize = 3;
 
 /// What [`Action::InTurn`] does at one of its calls.
 #[derive(Debug, Clone, Copy)]
@@ -526,10 +530,18 @@ impl Tracer {
         Ok(count)
     }
 
-    /// Starts tracing `pid` (its main thread) to act at two calls in turn ([`Action::InTurn`]);
-    /// `None` if the machine does not allow it.
-    pub fn in_turn(pid: i32, steps: [(Call, Step); 2]) -> Result<Option<Tracer>, Fail> {
-        Tracer::attach(pid, steps[0].0, Action::InTurn(steps))
+    /// Starts tracing `pid` (its main thread) to act at these calls in turn, at most
+    /// [`MAX_STEPS`] ([`Action::InTurn`]); `None` if the machine does not allow it.
+    pub fn in_turn<const N: usize>(
+        pid: i32,
+        steps: [(Call, Step); N],
+    ) -> Result<Option<Tracer>, Fail> {
+        const { assert!(N >= 1 && N <= MAX_STEPS) };
+        let mut turns = [None; MAX_STEPS];
+        for (turn, step) in turns.iter_mut().zip(steps) {
+            *turn = Some(step);
+        }
+        Tracer::attach(pid, steps[0].0, Action::InTurn(turns))
     }
 
     /// Sends `signal` to thread `tid` of `pid`, blocked in a system call, traced, and tells
@@ -1111,7 +1123,7 @@ unsafe fn trace(group: i32, pid: i32, call: Call, action: Action, pipes: Pipes) 
 
 /// [`Action::InTurn`], in the forked child: `pid` is stopped, traced. Does each step at the next
 /// entry of its call, in turn, then detaches. Never returns.
-unsafe fn in_turn(pid: i32, steps: [(Call, Step); 2], pipes: Pipes) -> ! {
+unsafe fn in_turn(pid: i32, steps: [Option<(Call, Step)>; MAX_STEPS], pipes: Pipes) -> ! {
     // SAFETY: plain system calls on our own descriptors and memory, and on the traced process.
     unsafe {
         let say = |byte: u8| libc::write(pipes.report, [byte].as_ptr().cast(), 1);
@@ -1122,7 +1134,7 @@ unsafe fn in_turn(pid: i32, steps: [(Call, Step); 2], pipes: Pipes) -> ! {
         let mut status = 0;
         let mut signal = 0usize;
         let mut next = 0;
-        while next < steps.len() {
+        while let Some(&Some((call, step))) = steps.get(next) {
             if libc::ptrace(libc::PTRACE_SYSCALL, pid, 0usize, signal) != 0
                 || libc::waitpid(pid, &mut status, libc::__WALL) != pid
                 || !libc::WIFSTOPPED(status)
@@ -1132,7 +1144,6 @@ unsafe fn in_turn(pid: i32, steps: [(Call, Step); 2], pipes: Pipes) -> ! {
             signal = 0;
             let stopped_by = libc::WSTOPSIG(status);
             if stopped_by == libc::SIGTRAP | 0x80 {
-                let (call, step) = steps[next];
                 if !at_entry_of(pid, call) {
                     continue;
                 }

@@ -24,7 +24,7 @@ use super::protocol::{
     spawn_reader_bound_by_modes, verify_read, with_context,
 };
 use super::segments::{Planted, RemoveKeyOnDrop, full_record, last_attacher, mapping_of, segment};
-use crate::engine::tracer::{Action, Call, Step, Tracer};
+use crate::engine::tracer::{Action, Call, Match, Step, Tracer};
 
 const NOT_FOUND_IS_ENOENT: &str = "only shmget()'s ENOENT (no segment has the key) is NotFound";
 
@@ -74,6 +74,12 @@ pub fn system_call_failures(run: &mut Run) -> Result<String, Fail> {
             "the reader's"
         };
         tried.push(format!("{who} {} ({errno:?})", case.short));
+    }
+    if every_call_failed {
+        open_failing_after_attach(run, (&reader_name, planted.id))?;
+        tried.push("the reader's first shmctl() after its shmat(), if it makes one".into());
+        limit_read_failing(run)?;
+        tried.push("the publisher's read of /proc/sys/kernel/shmmax".into());
     }
     // Last: a kind=shmget here has two causes, which the failing calls above tell apart.
     unreadable_segment(run, every_call_failed)?;
@@ -280,6 +286,107 @@ fn judge_clean_up(
 }
 
 /// The exit of a program, where a [`Then::HoldAtExit`] holds it.
+/// A reader whose first `shmctl()` after its `shmat()` fails (as it does for a segment removed
+/// meanwhile): an open() that fails there must detach what it attached. The lab's open() makes
+/// no call after `shmat()`, and says `attached`.
+fn open_failing_after_attach(run: &mut Run, (reader, planted): (&Name, i32)) -> Result<(), Fail> {
+    let (mut proc, _) = spawn_held_reader(run, reader, false, 40)?;
+    let pid = proc.pid.as_raw();
+    let steps = [
+        (Call::any(libc::SYS_shmat), Step::Pass),
+        (Call::any(libc::SYS_shmctl), Step::Fail(libc::EIDRM)),
+        (exit(), Step::Hold),
+    ];
+    let Some(mut tracer) = Tracer::in_turn(pid, steps)? else {
+        proc.kill_tree();
+        return Ok(());
+    };
+    proc.send("go", &[])?;
+    let context = "with the reader's first shmctl() after its shmat() made to fail (EIDRM, as \
+                   for a segment removed meanwhile)";
+    let message = proc.recv_any().map_err(with_context(context))?;
+    if message.kind != "failed" || !tracer.failed_the_call()? {
+        drop(tracer);
+        proc.kill_tree();
+        return Ok(());
+    }
+    let until = Instant::now() + Duration::from_secs(5);
+    let left = if tracer.held_before(until)? {
+        mapping_of(pid, planted)
+    } else {
+        None
+    };
+    tracer.release();
+    proc.wait()?;
+    match left {
+        Some(perms) => Err(Fail::failed(format!(
+            "{context}, the reader said kind={}, but as it exited it still had the segment (id \
+             {planted}) attached (its /proc/PID/maps maps it {perms}): its open() attached the \
+             segment, then failed at a shmctl() after shmat() and returned without detaching; \
+             an open() that fails leaves nothing attached (shmat() last, or shmdt() before it \
+             returns the error)",
+            message.get("kind").unwrap_or("none")
+        ))),
+        None => Ok(()),
+    }
+}
+
+/// A publisher whose first read after its open of `shmmax` fails (`EIO`): the limit is read
+/// from that file, and a failure to read it is `limit`.
+fn limit_read_failing(run: &mut Run) -> Result<(), Fail> {
+    const READS: &[i64] = &[
+        libc::SYS_read,
+        libc::SYS_pread64,
+        libc::SYS_readv,
+        libc::SYS_preadv,
+    ];
+    let name = fresh_name(run)?;
+    let payload = run.random_bytes(100);
+    let mut proc = spawn_publisher(run, &name.path, name.id, 4096, 41, &payload)?;
+    let _removed = RemoveKeyOnDrop(Some(name.key));
+    let steps = [
+        (
+            Call {
+                number: libc::SYS_openat,
+                matching: Match::Path("/proc/sys/kernel/shmmax"),
+            },
+            Step::Pass,
+        ),
+        (Call::one_of(READS), Step::Fail(libc::EIO)),
+    ];
+    let Some(mut tracer) = Tracer::in_turn(proc.pid.as_raw(), steps)? else {
+        proc.kill_tree();
+        return Ok(());
+    };
+    proc.send("go", &[])?;
+    let context = "with the publisher's first read after its open of /proc/sys/kernel/shmmax \
+                   made to fail (EIO)";
+    let message = proc.recv_any().map_err(with_context(context))?;
+    // The failure is reported before the program goes on: one made before `ready` is seen.
+    let read_failed = tracer.failed_the_call()?;
+    drop(tracer);
+    proc.kill_tree();
+    match (message.kind.as_str(), message.get("kind")) {
+        ("failed", Some("limit")) => Ok(()),
+        ("ready", _) if !read_failed => Err(Fail::failed(format!(
+            "{context}, the publisher said `ready`, its main thread having read nothing after that open: it \
+             opens shmmax but takes the limit from elsewhere (shmctl(IPC_INFO), say); \
+             max_segment_size() reads /proc/sys/kernel/shmmax as it is now, and a failure to \
+             read it is ShmError::Limit"
+        ))),
+        ("ready", _) => Err(Fail::failed(format!(
+            "{context}, the publisher said `ready`: it went on after the failed read, or the \
+             read that failed was of another file (it never reads shmmax); a failure to read \
+             the limit is ShmError::Limit (kind=limit)"
+        ))),
+        (said, kind) => Err(Fail::failed(format!(
+            "{context}, the publisher said `{said}` (kind={}), the lab wants kind=limit: a \
+             failure to read the limit is ShmError::Limit",
+            kind.unwrap_or("none")
+        ))),
+    }
+}
+
 fn exit() -> Call {
     Call::one_of(&[libc::SYS_exit_group, libc::SYS_exit])
 }

@@ -39,7 +39,16 @@ fn refused_existing(
             let planted_now = segment_by_id(planted.id);
             let took_over = planted_now.as_ref().is_some_and(|s| s.attached > 0);
             let replacement = segment(key).filter(|s| s.id != planted.id);
-            return Err(Fail::failed(if took_over {
+            let unchanged = took_over && planted.contents(size)? == before;
+            return Err(Fail::failed(if unchanged {
+                format!(
+                    "{how}, and the publisher attached it (segment {}) and said `ready` with its \
+                     bytes as they were: it took that segment for its own publication; a \
+                     segment that has the key is never reused, whatever it holds: report EEXIST \
+                     as ShmError::Exists and leave the segment alone",
+                    planted.id
+                )
+            } else if took_over {
                 format!(
                     "{how}, and the publisher attached it (segment {}) and wrote over it: \
                      create with IPC_CREAT | IPC_EXCL and report EEXIST as ShmError::Exists",
@@ -97,6 +106,19 @@ pub fn stale_segment_refused(run: &mut Run) -> Result<String, Fail> {
                as a crashed run leaves it";
     refused_existing(&mut proc, message, (&planted, &before, size), name.key, how)?;
     let stale_id = planted.id;
+    drop(planted);
+    // A crashed run of this very publication: the segment already holds the record the
+    // publisher is asked to write, and is still not its own.
+    let name = fresh_name_with_id(run, name.id)?;
+    let same = full_record(2, &payload);
+    let planted = Planted::left_by_exited_process(run, name.key, size, &same)?;
+    let before = planted.contents(size)?;
+    let mut proc = start_publisher(run, (&name.path, name.id, size as u64), 2, &payload)?;
+    let message = proc.recv_any()?;
+    let how = "a segment with the key was already there (not attached, its creator exited) \
+               holding the very record the publisher was asked to write (same size, sequence \
+               and payload), as a crash of the same publication after its magic leaves it";
+    refused_existing(&mut proc, message, (&planted, &before, size), name.key, how)?;
     drop(planted);
     // The same, but the segment appears only once the publisher has started, just as it calls
     // shmget(): what it may have looked up before saw nothing.

@@ -297,6 +297,29 @@ pub fn as_expected(message: Message, who: &str, expected: &str) -> Result<Messag
     Ok(message)
 }
 
+/// A publisher's `failed kind=shmget` while a segment its own process created is there: its
+/// `shmget()` succeeded, and the program took the id it returned for a failure.
+pub fn failed_after_creating(message: &Message, pid: i32) -> Option<Fail> {
+    if message.kind != "failed" || message.get("kind") != Some("shmget") {
+        return None;
+    }
+    let made = shm_segments().into_iter().find(|s| s.creator == pid)?;
+    let zero = if made.id == 0 {
+        " (id 0, the first id an IPC namespace hands out, is a valid one)"
+    } else {
+        ""
+    };
+    Some(Fail::failed(format!(
+        "the publisher failed (kind=shmget: {}), yet segment {} (key {:#x}), made by the \
+         publisher's own process, is there: its shmget() succeeded and returned {}{zero}; \
+         shmget() fails only with -1, every other value is the segment's id",
+        message.get("error").unwrap_or("?"),
+        made.id,
+        made.key,
+        made.id
+    )))
+}
+
 /// Puts the circumstances (`on ...`, `with ...`) before the message of a failure or a crash.
 pub fn with_context(context: &str) -> impl Fn(Fail) -> Fail + '_ {
     move |fail| match fail {
@@ -368,6 +391,9 @@ impl Published {
             Some(message) => message,
             None => self.proc.recv_any()?,
         };
+        if let Some(fail) = failed_after_creating(&message, self.proc.pid.as_raw()) {
+            return Err(fail);
+        }
         as_expected(message, "publisher", "ready")?;
         std::fs::remove_file(payload_file(run, self.sequence))?;
         Ok(self)

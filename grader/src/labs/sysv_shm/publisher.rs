@@ -16,7 +16,7 @@ use super::segments::{
     RemoveKeyOnDrop, bytes_past_end, mark_past_end, overwrite, rmid, segment, segment_bytes,
 };
 use super::{HEADER_LEN, MAGIC};
-use crate::engine::tracer::{Action, Breakpoint, Call, Field, Reached, Tracer, Watched};
+use crate::engine::tracer::{Action, Breakpoint, Call, Field, Reached, Step, Tracer, Watched};
 
 pub fn segment_key_and_size(run: &mut Run) -> Result<String, Fail> {
     let mut published = publish(run, true)?;
@@ -372,6 +372,7 @@ pub fn record_in_segment(run: &mut Run) -> Result<String, Fail> {
         )));
     }
     published.finish()?;
+    nothing_past_a_segment_without_room(run)?;
     let stored = match payload_stored_by_publisher(run)? {
         Some(()) => ", and stored the payload into the segment itself (watched)",
         None => "",
@@ -381,6 +382,72 @@ pub fn record_in_segment(run: &mut Run) -> Result<String, Fail> {
          itself, and the publisher wrote it nowhere else{stored}",
         published.sequence
     ))
+}
+
+/// A publisher asked for a 1-byte segment, too small even for the header (`no-room`): held as
+/// its `shmat()` returns, the rest of the segment's page is filled with non-zero bytes, and held
+/// again at its first call of the clean-up (or its exit), it must have stored none there.
+fn nothing_past_a_segment_without_room(run: &mut Run) -> Result<(), Fail> {
+    const CLEAN_UP: &[i64] = &[
+        libc::SYS_shmdt,
+        libc::SYS_shmctl,
+        libc::SYS_exit_group,
+        libc::SYS_exit,
+    ];
+    let name = fresh_name(run)?;
+    let size = 1;
+    let mut proc = spawn_publisher(run, &name.path, name.id, size as u64, 3, &[])?;
+    let _removed = RemoveKeyOnDrop(Some(name.key));
+    let steps = [
+        (Call::any(libc::SYS_shmat), Step::HoldAfter),
+        (Call::one_of(CLEAN_UP), Step::Hold),
+    ];
+    let Some(mut tracer) = Tracer::in_turn(proc.pid.as_raw(), steps)? else {
+        proc.kill_tree();
+        return Ok(());
+    };
+    proc.send("go", &[])?;
+    let until = Instant::now() + Duration::from_secs(5);
+    let Some(found) = tracer
+        .held_before(until)?
+        .then(|| segment(name.key))
+        .flatten()
+    else {
+        drop(tracer);
+        proc.kill_tree();
+        return Ok(());
+    };
+    let marks: Vec<u8> = (size..page_size())
+        .map(|_| run.rng().random_range(1..=255))
+        .collect();
+    mark_past_end(found.id, size, &marks)?;
+    tracer.go_on();
+    let after = if tracer.held_before(until)? {
+        bytes_past_end(found.id, size, marks.len()).ok()
+    } else {
+        None
+    };
+    tracer.release();
+    proc.kill_tree();
+    let Some(after) = after else {
+        return Ok(());
+    };
+    let changed: Vec<usize> = (0..marks.len())
+        .filter(|&i| after[i] != marks[i])
+        .map(|i| size + i)
+        .collect();
+    match (changed.first(), changed.last()) {
+        (Some(first), Some(last)) => Err(Fail::failed(format!(
+            "with an empty payload for a {size}-byte segment (no room even for the 16-byte \
+             header: kind=no-room), the publisher stored past the end of its segment before \
+             its clean-up: the rest of the segment's page, which the grader filled when its \
+             shmat() returned, had changed at {} of its bytes, offsets {first} to {last}; check \
+             the room before you store anything: nothing is stored outside the segment's size \
+             bytes",
+            changed.len()
+        ))),
+        _ => Ok(()),
+    }
 }
 
 /// Starts a publisher of a random `len`-byte record in a segment of `size` bytes (no whole
@@ -466,10 +533,20 @@ const RECORD_STORES: &[Field] = &[
         len: 8,
         loads: false,
     },
+    Field {
+        offset: PAYLOAD_MIDDLE,
+        len: 8,
+        loads: false,
+    },
 ];
 
-/// Watches the publisher's stores to the payload's first bytes: one of them must leave those
-/// bytes in the segment. A payload the kernel copies in (`process_vm_writev()`, a write to
+/// The first word of the segment's second page: inside the payload of
+/// [`payload_stored_by_publisher`], on a whole page of it, which a program may hand to the
+/// kernel to copy while it stores the first bytes itself.
+const PAYLOAD_MIDDLE: usize = 4096;
+
+/// Watches the publisher's stores to the payload's first bytes, and to 8 bytes on a whole page
+/// in its middle: for each, one of them must leave those bytes in the segment. A payload the kernel copies in (`process_vm_writev()`, a write to
 /// `/proc/self/mem`) comes with no store of the publisher's own. Watches its stores to the
 /// sequence and the length too: each field is stored whole, so that after each store it holds
 /// 0 (a new segment's) or its value, never a part of it. `None` where the grader may not watch.
@@ -478,7 +555,7 @@ fn payload_stored_by_publisher(run: &mut Run) -> Result<Option<()>, Fail> {
     // Two bytes of the length and all four of the sequence are not 0: a store of a part of
     // either leaves a value that is neither 0 nor the field's.
     let len = loop {
-        let len = run.rng().random_range(2000..12000usize);
+        let len = run.rng().random_range(2 * PAYLOAD_MIDDLE..12000usize);
         if len % 256 != 0 {
             break len;
         }
@@ -497,10 +574,17 @@ fn payload_stored_by_publisher(run: &mut Run) -> Result<Option<()>, Fail> {
     };
     proc.send("go", &[])?;
     let how = format!(
-        "with the stores to the first 8 bytes of its {len}-byte payload in the segment watched \
-         (a hardware watchpoint set when its shmat() returned)"
+        "with the stores to the first 8 bytes of its {len}-byte payload in the segment, and to \
+         the 8 at offset {PAYLOAD_MIDDLE} (on the payload's second page), watched (hardware \
+         watchpoints set when its shmat() returned)"
     );
-    let (mut stores, mut stored) = (0, false);
+    // Per watched part of the payload (its first bytes, its middle): the stores seen, and
+    // whether one of them left the payload's bytes there.
+    let parts = [HEADER_LEN, PAYLOAD_MIDDLE];
+    let mut seen = [(0, false); 2];
+    let holds_payload = |bytes: &[u8], at: usize| {
+        bytes.get(at..at + 8) == Some(&payload[at - HEADER_LEN..at - HEADER_LEN + 8])
+    };
     let message = loop {
         match watch.next(&mut proc, run.deadline())? {
             Watched::Armed => {}
@@ -512,11 +596,11 @@ fn payload_stored_by_publisher(run: &mut Run) -> Result<Option<()>, Fail> {
             }
             Watched::Hit => {
                 let bytes =
-                    segment(name.key).and_then(|s| segment_bytes(s.id, HEADER_LEN + 8).ok());
+                    segment(name.key).and_then(|s| segment_bytes(s.id, PAYLOAD_MIDDLE + 8).ok());
                 let field = watch.last_hit();
-                if field == 0 {
-                    stores += 1;
-                    stored |= bytes.is_some_and(|b| b[HEADER_LEN..] == payload[..8]);
+                if let Some(part) = [0, 3].iter().position(|&f| f == field) {
+                    seen[part].0 += 1;
+                    seen[part].1 |= bytes.is_some_and(|b| holds_payload(&b, parts[part]));
                 } else if let Some(part) =
                     bytes.and_then(|b| part_of_field(&b, field, sequence, len))
                 {
@@ -531,21 +615,22 @@ fn payload_stored_by_publisher(run: &mut Run) -> Result<Option<()>, Fail> {
     };
     drop(watch);
     as_expected(message, "publisher", "ready").map_err(with_context(&how))?;
-    let in_segment = segment(name.key)
-        .and_then(|s| segment_bytes(s.id, HEADER_LEN + 8).ok())
-        .is_some_and(|b| b[HEADER_LEN..] == payload[..8]);
-    if in_segment && !stored {
-        let seen = match stores {
-            0 => "no store to them at all".to_string(),
-            n => format!("{n} stores to them, none leaving the payload's bytes"),
-        };
-        return Err(Fail::failed(format!(
-            "{how}, the publisher said `ready` with the payload in its segment, but no \
-             instruction of its main thread stored those bytes there ({seen}): they got there \
-             another way, copied by the \
-             kernel (process_vm_writev(), a write to /proc/self/mem) or by another thread; copy \
-             the payload into the segment through the address shmat() returned"
-        )));
+    let bytes = segment(name.key).and_then(|s| segment_bytes(s.id, PAYLOAD_MIDDLE + 8).ok());
+    for (at, (stores, stored)) in parts.into_iter().zip(seen) {
+        let in_segment = bytes.as_ref().is_some_and(|b| holds_payload(b, at));
+        if in_segment && !stored {
+            let seen = match stores {
+                0 => "no store to them at all".to_string(),
+                n => format!("{n} stores to them, none leaving the payload's bytes"),
+            };
+            return Err(Fail::failed(format!(
+                "{how}, the publisher said `ready` with the payload in its segment, but no \
+                 instruction of its main thread stored the 8 bytes at offset {at} there \
+                 ({seen}): they got there another way, copied by the kernel \
+                 (process_vm_writev(), a write to /proc/self/mem) or by another thread; copy \
+                 the whole payload into the segment through the address shmat() returned"
+            )));
+        }
     }
     proc.send("go", &[])?;
     expect(&mut proc, "publisher", "done")?;

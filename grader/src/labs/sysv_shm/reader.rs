@@ -87,10 +87,24 @@ fn not_found_at_once(run: &mut Run, name: &Name, n: u32) -> Result<(), Fail> {
         return reader_refuses(run, name, "not-found", n, what);
     };
     reader.send("go", &[])?;
-    if tracer.wait(&mut reader, run.deadline())? != Reached::Call {
-        // It said something first, or looked on another thread: judged without the late segment.
+    if let Reached::Passed(first) = tracer.wait(&mut reader, run.deadline())? {
         drop(tracer);
+        // The tracer lost it (it exited, or looked on another thread): what it said tells.
+        let message = match first {
+            Some(message) => message,
+            None => reader.recv_any()?,
+        };
         reader.kill_tree();
+        if message.kind == "failed" && message.get("kind") == Some("not-found") {
+            return Err(Fail::failed(format!(
+                "on {what}, the reader said kind=not-found, but its main thread never called \
+                 shmget() to look for the key: it decided NotFound from something other than \
+                 shmget()'s ENOENT (a look in /proc/sysvipc/shm, say), or it called shmget() \
+                 from another thread; NotFound is what Segment::open's shmget(key, 0, 0) \
+                 answers, called from the thread that calls it"
+            )));
+        }
+        // It said something else first: judged without the late segment.
         return reader_refuses(run, name, "not-found", n, what);
     }
     let payload = run.random_bytes(64);
@@ -332,6 +346,25 @@ pub fn reader_validates(run: &mut Run) -> Result<String, Fail> {
             )));
         }
     }
+    {
+        // MAGIC's bytes in the other order, before a header that fits in either order (an
+        // empty payload): only MAGIC as the publisher stores it starts a record.
+        let swapped = record(MAGIC.swap_bytes(), run.rng().random(), 0, &[]);
+        let _planted = Planted::new(run, name.key, size, &swapped)?;
+        let what = "a segment that starts with MAGIC's bytes in the other byte order (\"RCPI\"), \
+                    then a header that fits in either order";
+        let message = reader_outcome(run, &name, 13, what)?;
+        if message.kind == "done" {
+            return Err(Fail::failed(format!(
+                "on {what}, the reader reported a record (sequence {}, {} bytes) instead of \
+                 kind=bad-magic: it accepts the byte-swapped magic; a segment whose first word \
+                 is not MAGIC, as the publisher stores it, holds no record",
+                message.get("sequence").unwrap_or("?"),
+                message.get("length").unwrap_or("?")
+            )));
+        }
+        refused(&message, "bad-magic", what)?;
+    }
     let lengths = [
         (
             capacity as u64 + 1,
@@ -464,8 +497,8 @@ pub fn reader_validates(run: &mut Run) -> Result<String, Fail> {
         }
     }
     not_found_at_once(run, &name, 7)?;
-    let mut tried = "random bytes (with a plausible and a random length), a length one past \
-                     the end and one that wraps, a 15-byte segment (with the magic and \
+    let mut tried = "random bytes (with a plausible and a random length), the byte-swapped \
+                     magic, a length one past the end and one that wraps, a 15-byte segment (with the magic and \
                      without) and a missing segment"
         .to_string();
     if record_completed_while_read(run, &name, 8)?.is_some() {

@@ -7,7 +7,8 @@ use crate::engine::{Fail, Run};
 
 use super::private_ipc::PrivateIpc;
 use super::protocol::{
-    Name, expect, fresh_name, ftok, spawn_publisher, start_publisher, with_context,
+    Name, expect, failed_after_creating, fresh_name, ftok, spawn_publisher, start_publisher,
+    with_context,
 };
 use super::segments::{Planted, rmid, segment};
 use crate::engine::tracer::{Action, Call, Tracer};
@@ -41,6 +42,9 @@ pub fn size_limit(run: &mut Run) -> Result<String, Fail> {
     );
     let mut proc = start_publisher(run, (&name.path, 1, shmmax), 1, &payload)?;
     let message = proc.recv_any().map_err(with_context(&at_limit))?;
+    if let Some(fail) = failed_after_creating(&message, proc.pid.as_raw()) {
+        return Err(with_context(&at_limit)(fail));
+    }
     match (message.kind.as_str(), message.get("kind")) {
         ("ready", _) => {
             let found = segment(name.key);
