@@ -6,10 +6,11 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
+use super::descriptors::listed;
 use super::outside;
 use super::returned::{Returned, refused_again};
 use super::session::{
-    Done, Flags, Pipes, Session, ignores_signal, role_of, settle_in_read, start,
+    Done, Flags, Pipes, Session, ignores_signal, pipes_of, role_of, settle_in_read, start,
     started_twice_in_read,
 };
 use crate::engine::diagnose::{Activity, classify};
@@ -79,13 +80,15 @@ pub fn child_dies_early(run: &mut Run) -> Result<String, Fail> {
     refused_again(&done)?;
     session.finish()?;
     let read_on = pipe_a_still_read(run)?;
+    let reader_gone = last_reader_gone(run)?;
     let late = killed_at_exit(run)?;
     let write_failed = parent_write_fails(run)?;
     let read_failed = parent_read_fails(run)?;
     let sigpipe = killed_by_sigpipe(run)?;
     Ok(format!(
         "the parent reported the dead child: exchange: {}; wait: {}; a second exchange() was \
-         AlreadyExchanged; {read_on}; {late}; {write_failed}; {read_failed}; {sigpipe}",
+         AlreadyExchanged; {read_on}; {reader_gone}; {late}; {write_failed}; {read_failed}; \
+         {sigpipe}",
         done.exchange, done.wait
     ))
 }
@@ -169,6 +172,9 @@ struct FailedCall {
     fd: i32,
     tid: i32,
     done: Done,
+    /// The pipe ends the parent held while it was already in `waitpid()`, the child still
+    /// stopped after the failed call, with the threads reading them.
+    waited_holding: Option<String>,
 }
 
 impl FailedCall {
@@ -236,9 +242,11 @@ fn fail_blocked_call(
         return Ok(Err(not_tried.into()));
     };
     let call = Call::arg_is(number, 0, fd as u64);
-    let tracer = Tracer::attach_thread(parent, tid, call, Action::Fail(libc::EIO))?;
-    let _ = cont();
-    let Some(mut tracer) = tracer else {
+    // Attached, the tracer interrupts the blocked call, which it fails as it starts again: the
+    // child may stay stopped meanwhile.
+    let Some(mut tracer) = Tracer::attach_thread(parent, tid, call, Action::Fail(libc::EIO))?
+    else {
+        let _ = cont();
         run.note(format!(
             "the grader may not trace the parent here (ptrace): a failing {name}() not tried"
         ));
@@ -248,6 +256,10 @@ fn fail_blocked_call(
     };
     let failed = tracer.failed_before(Instant::now() + Duration::from_secs(3))?;
     drop(tracer);
+    let waited_holding = failed
+        .then(|| waits_holding_pipes(&session, &pipes))
+        .flatten();
+    let _ = cont();
     if failed && number == libc::SYS_write {
         session.write_failed_with = Some("EIO");
     }
@@ -261,7 +273,79 @@ fn fail_blocked_call(
         fd,
         tid,
         done,
+        waited_holding,
     }))
+}
+
+/// Once the parent has settled after its failed call (the child stopped, pipe B still open),
+/// whether it is in `waitpid()` already (`exchange()` returned early, which it may) while it
+/// holds a pipe end: the ends, what its threads do, and why it is wrong; or `None`. A parent
+/// still in `exchange()` settles reading pipe B, and is not judged.
+fn waits_holding_pipes(session: &Session, pipes: &Pipes) -> Option<String> {
+    let parent = session.parent;
+    let until = Instant::now() + Duration::from_secs(1);
+    let mut last = None;
+    let mut steady_since = Instant::now();
+    while Instant::now() < until {
+        let view = inspect::view(parent)?;
+        let calls: Vec<_> = view
+            .threads
+            .iter()
+            .map(|t| (t.tid, t.state, t.syscall))
+            .collect();
+        let waiting = view
+            .threads
+            .iter()
+            .any(|t| t.state == 'S' && t.syscall.is_some_and(|(n, _)| n == libc::SYS_wait4));
+        if waiting {
+            let held = pipes_of(&session.proc, parent);
+            if held.is_empty() {
+                return None;
+            }
+            let ends: Vec<String> = held
+                .iter()
+                .map(|(inode, (r, w))| {
+                    let name = match *inode {
+                        inode if inode == pipes.a => "pipe A",
+                        inode if inode == pipes.b => "pipe B",
+                        _ => "a pipe",
+                    };
+                    format!("{name} (pipe:[{inode}], read fds {r:?}, write fds {w:?})")
+                })
+                .collect();
+            let threads: Vec<String> = view
+                .threads
+                .iter()
+                .map(|t| format!("thread {} {}", t.tid, classify(&view, t.syscall).describe()))
+                .collect();
+            let reader_left = view.threads.iter().any(|t| {
+                matches!(
+                    classify(&view, t.syscall),
+                    Activity::PipeRead { inode, .. } if inode == pipes.b
+                )
+            });
+            let advice = if reader_left {
+                "a thread still reading pipe B once exchange() has returned is one exchange() \
+                 left running, with a descriptor of pipe B of its own: join every thread \
+                 exchange() starts, on its error paths too, before it returns"
+            } else {
+                "wait() closes both pipe ends before it blocks in waitpid()"
+            };
+            return Some(format!(
+                "{} ({}): {advice}",
+                ends.join(", "),
+                threads.join("; ")
+            ));
+        }
+        if last.as_ref() != Some(&calls) {
+            last = Some(calls);
+            steady_since = Instant::now();
+        } else if steady_since.elapsed() > Duration::from_millis(50) {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    None
 }
 
 /// The parent's `write()` to pipe A made to fail with `EIO` (skipped by the grader's tracer on
@@ -286,6 +370,14 @@ fn parent_write_fails(run: &mut Run) -> Result<String, Fail> {
         "the grader made the parent's write() to pipe A (fd {fd}, thread {tid}) fail with EIO \
          (the call skipped by its tracer) while the echo child was alive and reading"
     );
+    if let Some(held) = &failed.waited_holding {
+        let verdict = format!(
+            "{setting}, then kept the child stopped: exchange() returned `{}`, and the parent \
+             was blocked in waitpid() inside wait() while it still held {held}",
+            done.exchange
+        );
+        return failed.conclude(Some(verdict), "");
+    }
     let verdict = match Returned::parse(&done.exchange) {
         Returned::Write(errno) if errno == "EIO" => None,
         Returned::Write(errno) => Some(format!(
@@ -365,33 +457,11 @@ fn pipe_a_still_read(run: &mut Run) -> Result<String, Fail> {
     let len = 2 << 20;
     let input = run.random_bytes(len);
     let (mut session, pipes) = started_twice_in_read(run, input)?;
-    let (parent, child) = (session.parent, session.child);
-    let mut pipe_a = outside::open_pipe(child, pipes.child_reads_a, false)?;
-    kill(Pid::from_raw(child), Signal::SIGKILL).map_err(|e| Fail::Grader(format!("kill: {e}")))?;
-    let settle = Instant::now() + Duration::from_secs(1);
-    while Instant::now() < settle && outside::zombie_status(child).is_none() {
-        std::thread::sleep(Duration::from_millis(2));
-    }
-    session.go()?;
-    // Pipe A full, nobody taking from it: the writing is blocked for as long as the grader
-    // wants, after pipe B's end-of-file.
-    let until = Instant::now() + Duration::from_secs(2);
-    let mut early = None;
-    let full = loop {
-        let full = match (
-            outside::bytes_in_pipe(&pipe_a),
-            outside::pipe_capacity(&pipe_a),
-        ) {
-            (Some(held), Some(capacity)) => held >= capacity.max(1) as usize,
-            _ => false,
-        };
-        if full || Instant::now() > until {
-            break full;
-        }
-        if let Some(message) = session.message_within(Duration::from_millis(2))? {
-            early = Some(session.done(message)?);
-            break false;
-        }
+    let parent = session.parent;
+    let (mut pipe_a, filled) = killed_pipe_a_filled(&mut session, &pipes)?;
+    let (full, mut early) = match filled {
+        Ok(()) => (true, None),
+        Err(early) => (false, early),
     };
     if full {
         let writer = inspect::view(parent).and_then(|view| {
@@ -485,6 +555,168 @@ fn pipe_a_still_read(run: &mut Run) -> Result<String, Fail> {
         "with the child killed and pipe A still read, exchange() returned `{}`",
         done.exchange
     ))
+}
+
+/// Kills the child of a session whose child waits in `read()`, keeping a read end of pipe A
+/// open (returned), then lets the program go and waits (2 s) until pipe A is full, the parent's
+/// writing blocked (after pipe B's end-of-file, unless the check holds a write end of pipe B):
+/// `Ok`; or the program's report, if it came first.
+fn killed_pipe_a_filled(
+    session: &mut Session,
+    pipes: &Pipes,
+) -> Result<(std::fs::File, Result<(), Option<Done>>), Fail> {
+    let child = session.child;
+    let pipe_a = outside::open_pipe(child, pipes.child_reads_a, false)?;
+    kill(Pid::from_raw(child), Signal::SIGKILL).map_err(|e| Fail::Grader(format!("kill: {e}")))?;
+    let settle = Instant::now() + Duration::from_secs(1);
+    while Instant::now() < settle && outside::zombie_status(child).is_none() {
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    session.go()?;
+    let until = Instant::now() + Duration::from_secs(2);
+    loop {
+        let full = match (
+            outside::bytes_in_pipe(&pipe_a),
+            outside::pipe_capacity(&pipe_a),
+        ) {
+            (Some(held), Some(capacity)) => held >= capacity.max(1) as usize,
+            _ => false,
+        };
+        if full {
+            return Ok((pipe_a, Ok(())));
+        }
+        if Instant::now() > until {
+            return Ok((pipe_a, Err(None)));
+        }
+        if let Some(message) = session.message_within(Duration::from_millis(2))? {
+            let done = session.done(message)?;
+            return Ok((pipe_a, Err(Some(done))));
+        }
+    }
+}
+
+/// The child killed, pipe A full (the grader holds its last read end and takes nothing) and
+/// pipe B not at end-of-file (the grader holds a write end), then the grader closes pipe A's
+/// read end: the parent's next `write()` to pipe A fails with `EPIPE`, and that is what
+/// `exchange()` returns. While the writing waits, the parent holds nothing but its two pipe ends
+/// and the program's descriptors (the input goes from its memory into pipe A, through no other
+/// file). A parent that is one thread waiting in `poll()` is traced meanwhile: `POLLERR` says
+/// the reader is gone, but the `EPIPE` to return is a `write()`'s, and one that makes none made
+/// its error up.
+fn last_reader_gone(run: &mut Run) -> Result<String, Fail> {
+    let input = run.random_bytes(2 << 20);
+    let mut session = start(run, input, Flags::default())?;
+    let parent = session.parent;
+    settle_in_read(session.child);
+    let pipes = session.pipes()?;
+    let pipe_b = outside::open_pipe(session.child, pipes.child_writes_b, true)?;
+    let (pipe_a, filled) = killed_pipe_a_filled(&mut session, &pipes)?;
+    if let Err(early) = filled {
+        // It ended, or never filled pipe A: pipe_a_still_read judges the same setting.
+        drop((pipe_a, pipe_b));
+        match early {
+            Some(_) => session.finish()?,
+            None => session.proc.kill_tree(),
+        }
+        return Ok("a last reader of pipe A gone not tried".into());
+    }
+    let setting = "with the echo child killed, pipe A full and pipe B not at end-of-file (the \
+                   grader held pipe A's last read end, taking nothing, and a write end of pipe \
+                   B)";
+    let view = blocked_view(parent);
+    let fds = view.as_ref().map(|v| v.fds.clone()).unwrap_or_default();
+    let own = [pipes.parent_writes_a, pipes.parent_reads_b];
+    // A copy of a pipe end (dup()) is still the pipe; another file is not.
+    let extra = listed(&fds, |fd, target| {
+        !session.fds_before.contains_key(fd)
+            && !own.contains(fd)
+            && !inspect::pipe_inode(target)
+                .is_some_and(|inode| inode == pipes.a || inode == pipes.b)
+    });
+    if !extra.is_empty() {
+        let calls: Vec<String> = view
+            .as_ref()
+            .map(|v| {
+                v.threads
+                    .iter()
+                    .map(|t| match t.syscall {
+                        Some((libc::SYS_sendfile, fd)) => {
+                            format!("thread {} blocked in sendfile() to fd {fd}", t.tid)
+                        }
+                        _ => format!("thread {} {}", t.tid, classify(v, t.syscall).describe()),
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        session.proc.kill_tree();
+        return Err(Fail::failed(format!(
+            "{setting}, the parent, sending the input, held descriptors besides its pipe ends \
+             and the program's own: {} ({}): the input travels through pipe A only, \
+             written from the parent's memory with write() (write_all()), through no other \
+             file",
+            extra.join(", "),
+            calls.join("; ")
+        )));
+    }
+    // One thread, waiting in poll(): the thread that must write.
+    let poller = view.as_ref().and_then(|v| match v.threads.as_slice() {
+        [t] if classify(v, t.syscall) == Activity::Poll => Some(t.tid),
+        _ => None,
+    });
+    let writes_a = Call::one_of_on(&[libc::SYS_write, libc::SYS_writev], pipes.parent_writes_a);
+    let counting = match poller {
+        Some(tid) => Tracer::attach_thread(parent, tid, writes_a, Action::ReportEach)?,
+        None => None,
+    };
+    drop(pipe_a);
+    // Pipe B's end-of-file only once the parent has met the reader's end and waits again.
+    blocked_view(parent);
+    drop(pipe_b);
+    let done = session.recv_done()?;
+    let writes = match counting {
+        Some(tracer) => Some(tracer.failed_count(Instant::now() + Duration::from_secs(1))?),
+        None => None,
+    };
+    session.finish()?;
+    let closed = format!("{setting}, the grader closed pipe A's read end");
+    match Returned::parse(&done.exchange) {
+        Returned::Write(errno) if errno == "EPIPE" && writes == Some(0) => {
+            Err(Fail::failed(format!(
+                "{closed}; the parent, one thread blocked in poll() on both pipes, then made \
+                 no write() to pipe A (the grader traced it), yet exchange() returned `{}`: \
+                 that EPIPE did not come from a write(); POLLERR from poll() says the reader \
+                 is gone, but PipeEchoError::Write carries the error write() returns: call \
+                 write() and return its errno",
+                done.exchange
+            )))
+        }
+        Returned::Write(errno) if errno == "EPIPE" => Ok(
+            "a last reader of pipe A gone while the parent waited to write gave Write(EPIPE)"
+                .into(),
+        ),
+        _ => Err(Fail::failed(format!(
+            "{closed}: a write() to pipe A fails with EPIPE once nobody holds its read end, \
+             and exchange() must return that error (PipeEchoError::Write(EPIPE)); it returned \
+             `{}`",
+            done.exchange
+        ))),
+    }
+}
+
+/// The parent seen once every thread of it is blocked (1 s at most): a thread between two calls
+/// says nothing yet.
+fn blocked_view(parent: i32) -> Option<inspect::ProcessView> {
+    let settle = Instant::now() + Duration::from_secs(1);
+    let mut view = inspect::view(parent);
+    while Instant::now() < settle
+        && !view
+            .as_ref()
+            .is_some_and(|v| v.threads.iter().all(|t| t.state == 'S'))
+    {
+        std::thread::sleep(Duration::from_millis(1));
+        view = inspect::view(parent);
+    }
+    view
 }
 
 /// A child that echoed everything and is then killed at its `_exit()` (held there by the

@@ -8,7 +8,9 @@ use nix::unistd::Pid;
 
 use super::outside::{self, ExitHold, describe_status};
 use super::session::{Done, Flags, Session, pipes_of, role_of, settle_in_read, start};
-use super::wait_probes::{stopped_while_waited, wait_without_exchange, waitpid_fails};
+use super::wait_probes::{
+    status_collected_early, stopped_while_waited, wait_without_exchange, waitpid_fails,
+};
 use crate::engine::diagnose::classify;
 use crate::engine::inspect;
 use crate::engine::tracer::{Action, Call, Tracer};
@@ -310,12 +312,13 @@ pub fn waits_for_exit(run: &mut Run) -> Result<String, Fail> {
     }
     session.finish()?;
     let stopped = stopped_while_waited(run)?;
+    let looked = status_collected_early(run)?;
     let failing = waitpid_fails(run)?;
     let alone = wait_without_exchange(run)?;
     Ok(format!(
         "with the child held at its exit, wait() stayed blocked in waitpid() through {rounds} \
-         signals and {forced} more EINTRs in a row, then reaped it; {stopped}; {failing}; \
-         {alone}"
+         signals and {forced} more EINTRs in a row, then reaped it; {stopped}; {looked}; \
+         {failing}; {alone}"
     ))
 }
 

@@ -17,7 +17,10 @@ use crate::engine::tracer::{Action, Call, Step, Tracer};
 use crate::engine::{Fail, Run};
 
 /// `fd (target)` for each descriptor of `fds` that `keep` rejects.
-fn listed(fds: &BTreeMap<i32, String>, keep: impl Fn(&i32, &String) -> bool) -> Vec<String> {
+pub(super) fn listed(
+    fds: &BTreeMap<i32, String>,
+    keep: impl Fn(&i32, &String) -> bool,
+) -> Vec<String> {
     fds.iter()
         .filter(|(fd, target)| keep(fd, target))
         .map(|(fd, target)| format!("fd {fd} ({target})"))

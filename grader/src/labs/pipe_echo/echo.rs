@@ -26,13 +26,7 @@ pub fn echo_large(run: &mut Run) -> Result<String, Fail> {
     let rest = run.rng().random_range(1024..2048usize) * 2 + 1;
     let odd = (16 << 20) + pages * PAGE as usize + rest;
     echo(run, odd)?;
-    echo(run, BLOCK_MULTIPLE).map_err(|fail| match fail {
-        Fail::Failed(message) => Fail::failed(format!(
-            "with an input of {BLOCK_MULTIPLE} bytes (125 × 64 KiB: a whole number of blocks \
-             of any power of two up to 64 KiB, of 1000 or of 64000 bytes), {message}"
-        )),
-        other => other,
-    })?;
+    echo_pipe_size_refused(run)?;
     Ok(format!(
         "{odd} bytes, then {BLOCK_MULTIPLE}, echoed byte for byte"
     ))
@@ -45,6 +39,42 @@ pub fn echo(run: &mut Run, len: usize) -> Result<String, Fail> {
     session.verify_echo(&done)?;
     session.finish()?;
     Ok(format!("{len} bytes echoed byte for byte"))
+}
+
+/// As [`echo`] of [`BLOCK_MULTIPLE`] bytes, with the parent's `fcntl(F_SETPIPE_SZ)` (on its
+/// main thread) refused with `EPERM`, as the kernel refuses a user past its pipe-memory limits
+/// (`fs.pipe-max-size`, `fs.pipe-user-pages-soft`): a pipe that keeps its size is no error, and
+/// the echo must come back all the same. A program that never resizes a pipe meets nothing.
+fn echo_pipe_size_refused(run: &mut Run) -> Result<(), Fail> {
+    let input = run.random_bytes(BLOCK_MULTIPLE);
+    let mut session = start(run, input, Flags::default())?;
+    let resize = Call::arg_is(libc::SYS_fcntl, 1, libc::F_SETPIPE_SZ as u64);
+    let refusing = Tracer::attach(session.parent, resize, Action::Fail(libc::EPERM))?;
+    let done = session.exchange()?;
+    let refused = match refusing {
+        Some(mut tracer) => tracer.failed_the_call()?,
+        None => false,
+    };
+    if refused && !matches!(Returned::parse(&done.exchange), Returned::Ok(_)) {
+        return Err(Fail::failed(format!(
+            "with {BLOCK_MULTIPLE} bytes to send, the parent resized a pipe \
+             (fcntl(F_SETPIPE_SZ)), the grader's tracer made that call fail with EPERM, as the \
+             kernel does for a user past its pipe-memory limits (fs.pipe-max-size, \
+             fs.pipe-user-pages-soft), and exchange() returned `{}`: no write() or read() of a \
+             pipe failed; a refused F_SETPIPE_SZ leaves the pipe as it was, which still works: \
+             go on with it (PipeEchoError::Write and Read carry the errors of write() and read() \
+             only)",
+            done.exchange
+        )));
+    }
+    session.verify_echo(&done).map_err(|fail| match fail {
+        Fail::Failed(message) => Fail::failed(format!(
+            "with an input of {BLOCK_MULTIPLE} bytes (125 × 64 KiB: a whole number of blocks \
+             of any power of two up to 64 KiB, of 1000 or of 64000 bytes), {message}"
+        )),
+        other => other,
+    })?;
+    session.finish()
 }
 
 pub fn exchange_errors(run: &mut Run) -> Result<String, Fail> {
@@ -97,17 +127,19 @@ pub fn exchange_errors(run: &mut Run) -> Result<String, Fail> {
     session.finish()?;
 
     // An empty input, the edge: nothing to send, yet the write end must be closed and pipe B
-    // read to end-of-file. The grader's own read end of pipe B, never read from, shows
-    // afterwards whether the parent read the byte the grader put there.
+    // read to end-of-file. Two bytes, not one: a single read() of one byte takes one only. The
+    // grader's own read end of pipe B, never read from, shows afterwards whether the parent
+    // read the bytes the grader put there.
     let mut session = start(run, Vec::new(), flags)?;
     settle_in_read(session.child);
     let pipes = session.pipes()?;
     let probe_b = outside::open_pipe(session.child, pipes.child_writes_b, false)?;
     let mut pipe_b = outside::open_pipe(session.child, pipes.child_writes_b, true)?;
-    outside::put_bytes(&mut pipe_b, &extra)?;
+    let stray = run.random_bytes(2);
+    outside::put_bytes(&mut pipe_b, &stray)?;
     drop(pipe_b);
     let done = session.exchange()?;
-    let unread = outside::bytes_in_pipe(&probe_b) == Some(extra.len());
+    let unread = outside::bytes_in_pipe(&probe_b) == Some(stray.len());
     drop(probe_b);
     if unread && Returned::parse(&done.exchange) == Returned::Ok(0) {
         let again = match done.again.as_deref() {
@@ -117,22 +149,22 @@ pub fn exchange_errors(run: &mut Run) -> Result<String, Fail> {
             _ => String::new(),
         };
         session.finish()?;
-        let how = empty_input_read(run, &extra, flags)?;
+        let how = empty_input_read(run, &stray, flags)?;
         return Err(Fail::failed(format!(
             "with an empty input, exchange() returned `{}` without taking anything off pipe B \
-             (the byte the grader had put there was still in it){again}: {how}: an empty input \
+             (the bytes the grader had put there were still in it){again}: {how}: an empty input \
              is no shortcut: exchange() must still take and close the write end (the child's \
              end-of-file; a second call is then AlreadyExchanged) and read pipe B into a buffer \
              of its own size (not the input's) until read() returns 0, which here gives \
-             ShortEcho {{ sent: 0, echoed: 1 }}",
+             ShortEcho {{ sent: 0, echoed: 2 }}",
             done.exchange
         )));
     }
     length_compared(
         &done,
         0,
-        1,
-        "put one byte into pipe B, the input being empty",
+        2,
+        "put two bytes into pipe B, the input being empty",
     )?;
     refused_again(&done)?;
     session.finish()?;
@@ -270,7 +302,8 @@ pub fn exchange_errors(run: &mut Run) -> Result<String, Fail> {
     session.finish()?;
     let hang_up = super::hang_up::reads_past_hang_up(run)?;
     Ok(format!(
-        "{hang_up}; one byte short and one byte over ({len} bytes), one byte over an empty input, {} \
+        "{hang_up}; one byte short and one byte over ({len} bytes), two bytes over an empty \
+         input, {} \
          bytes ahead of the echo and {BEYOND_CAPS} bytes over, exchange() returned ShortEcho \
          with the right counts; a second \
          call returned AlreadyExchanged, after those and after an exchange that succeeded",

@@ -8,7 +8,7 @@ use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
 use super::child_exit::{in_waitpid, returned_early};
-use super::outside::ContinuedHold;
+use super::outside::{self, ContinuedHold};
 use super::returned::Returned;
 use super::session::{Done, Flags, Session, pipes_of, settle_in_read, start};
 use crate::engine::diagnose::{Activity, classify};
@@ -21,7 +21,9 @@ use crate::engine::{Fail, Run};
 /// child waits for an end-of-file on pipe A that only that close gives, and the parent for the
 /// child. A correct program ends at once (the child reads end-of-file, echoes nothing and
 /// exits 0); the deadlock is recognised from `/proc` (the parent in `wait4`, holding pipe A's
-/// write end, the child in a read of pipe A) and the processes are killed.
+/// write end, the child in a read of pipe A) and the processes are killed. The grader holds a
+/// write end of pipe B of its own meanwhile, as any process may: a `wait()` that reads pipe B
+/// to its end-of-file before `waitpid()` never gets there, and is named.
 pub(super) fn wait_without_exchange(run: &mut Run) -> Result<String, Fail> {
     let input = run.random_bytes(16);
     let flags = Flags {
@@ -32,9 +34,11 @@ pub(super) fn wait_without_exchange(run: &mut Run) -> Result<String, Fail> {
     let (parent, child) = (session.parent, session.child);
     settle_in_read(child);
     let pipes = session.pipes()?;
+    let held_b = outside::open_pipe(child, pipes.child_writes_b, true)?;
     session.go()?;
     // Seen twice in a row: the state is the deadlock, not a step on the way out of it.
     let mut seen = 0;
+    let mut drains = 0;
     let until = Instant::now() + Duration::from_secs(3);
     let done = loop {
         if let Some(message) = session.message_within(Duration::from_millis(10))? {
@@ -58,6 +62,21 @@ pub(super) fn wait_without_exchange(run: &mut Run) -> Result<String, Fail> {
             seen += 1;
         } else {
             seen = 0;
+        }
+        let reads_b = outside::zombie_status(child).and_then(|_| thread_reading(parent, pipes.b));
+        drains = if reads_b.is_some() { drains + 1 } else { 0 };
+        if let Some((tid, fd)) = reads_b.filter(|_| drains >= 2) {
+            session.proc.kill_tree();
+            return Err(Fail::failed(format!(
+                "with wait() called right after spawn(), no exchange() before it (main.rs \
+                 --wait-only), and the grader holding a write end of pipe B of its own (as any \
+                 process may), the echo child had exited (a zombie, unreaped), and the parent \
+                 was blocked in read() of pipe B (fd {fd}, thread {tid}) instead of waitpid(): \
+                 wait() reads pipe B to its end-of-file before it reaps the child, and that \
+                 end-of-file never comes while another process holds a write end (the grader \
+                 killed both). wait() must close both of its pipe ends, unread, then block in \
+                 waitpid()"
+            )));
         }
         if seen >= 2 {
             let fds: Vec<String> = holds_a.iter().map(i32::to_string).collect();
@@ -86,6 +105,7 @@ pub(super) fn wait_without_exchange(run: &mut Run) -> Result<String, Fail> {
             )));
         }
     };
+    drop(held_b);
     if done.wait != "ok" {
         return Err(Fail::failed(format!(
             "with wait() called right after spawn(), no exchange() before it (main.rs \
@@ -96,6 +116,112 @@ pub(super) fn wait_without_exchange(run: &mut Run) -> Result<String, Fail> {
     }
     session.finish()?;
     Ok("wait() with no exchange() before it closed pipe A and reaped the child".into())
+}
+
+/// A thread of `pid` blocked in a read of the pipe `inode`, and the descriptor it reads.
+fn thread_reading(pid: i32, inode: u64) -> Option<(i32, i32)> {
+    let view = inspect::view(pid)?;
+    view.threads
+        .iter()
+        .find_map(|t| match classify(&view, t.syscall) {
+            Activity::PipeRead { fd, inode: read } if read == inode && t.state == 'S' => {
+                Some((t.tid, fd))
+            }
+            _ => None,
+        })
+}
+
+/// A `waitpid()` with `WNOHANG` that the parent makes while it still holds pipe B's read end
+/// (before `wait()` has closed it, so in `exchange()`), held by the grader's tracer until the
+/// echo child has exited, then let run: on the child, it reaps it there, and the status is no
+/// longer `wait()`'s to collect with its own `waitpid()`. A program that makes no such call
+/// meets nothing; one that makes it in `wait()`, after closing its pipe ends, is judged by the
+/// other cases.
+pub(super) fn status_collected_early(run: &mut Run) -> Result<String, Fail> {
+    const LOOKS: &[Call] = &[
+        Call::bits(
+            libc::SYS_wait4,
+            2,
+            libc::WNOHANG as u64,
+            libc::WNOHANG as u64,
+        ),
+        Call::bits(
+            libc::SYS_waitid,
+            3,
+            libc::WNOHANG as u64,
+            libc::WNOHANG as u64,
+        ),
+    ];
+    let not_tried = "no waitpid() with WNOHANG before wait()";
+    let input = run.random_bytes(4 << 10);
+    let mut session = start(run, input, Flags::default())?;
+    let (parent, child) = (session.parent, session.child);
+    settle_in_read(child);
+    let pipes = session.pipes()?;
+    let Some(mut tracer) = Tracer::attach(parent, Call::any_of(LOOKS), Action::Hold)? else {
+        session.exchange()?;
+        session.finish()?;
+        return Ok(not_tried.into());
+    };
+    session.go()?;
+    let until = Instant::now() + Duration::from_secs(5);
+    let mut done = None;
+    let held = loop {
+        if tracer.held_before(Instant::now() + Duration::from_millis(5))? {
+            break true;
+        }
+        if let Some(message) = session.message_within(Duration::from_millis(5))? {
+            done = Some(session.done(message)?);
+            break false;
+        }
+        if Instant::now() > until {
+            break false;
+        }
+    };
+    let holds_b: Vec<i32> = pipes_of(&session.proc, parent)
+        .get(&pipes.b)
+        .map(|(reads, _)| reads.clone())
+        .unwrap_or_default();
+    // The pid the call waits for: the child, any child (-1) or the group (0) reap the child.
+    let on_child = std::fs::read_to_string(format!("/proc/{parent}/task/{parent}/syscall"))
+        .ok()
+        .and_then(|line| {
+            let pid = line.split_whitespace().nth(1)?;
+            u64::from_str_radix(pid.trim_start_matches("0x"), 16).ok()
+        })
+        .is_some_and(|pid| [child as u64, u64::MAX, 0, u32::MAX as u64].contains(&pid));
+    if !held || holds_b.is_empty() || !on_child {
+        if held {
+            tracer.release();
+        }
+        if done.is_none() {
+            session.recv_done()?;
+        }
+        session.finish()?;
+        return Ok(not_tried.into());
+    }
+    let settle = Instant::now() + Duration::from_secs(2);
+    while Instant::now() < settle && outside::zombie_status(child).is_none() {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let exited = outside::zombie_status(child).is_some();
+    tracer.release();
+    let done = session.recv_done()?;
+    session.finish()?;
+    if !exited {
+        return Ok(not_tried.into());
+    }
+    let fds: Vec<String> = holds_b.iter().map(i32::to_string).collect();
+    Err(Fail::failed(format!(
+        "the parent called waitpid() with WNOHANG on the echo child while it still held the \
+         read end of pipe B (fd {}: before wait() had closed it, so in exchange()); the grader \
+         held that call until the child had exited, then let it run, and it reaped the child \
+         there (wait() then returned `{}`): the child's status is wait()'s to collect, with a \
+         blocking waitpid() once both pipe ends are closed; exchange() leaves the child alone, \
+         a zombie until wait() reaps it",
+        fds.join(", "),
+        done.wait
+    )))
 }
 
 /// `waitpid()` made to fail with `ECHILD` (the call skipped by the grader's tracer, the child
