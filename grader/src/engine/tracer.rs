@@ -207,6 +207,22 @@ impl Call {
         }
     }
 
+    /// The `unlink()` (or `unlinkat()`) of `path` that glibc's `shm_unlink()` makes. The path
+    /// and the pair of calls are kept for the life of the grader, as for [`Call::opening`].
+    pub fn unlinking(path: &std::path::Path) -> Call {
+        let path: &'static str = path.display().to_string().leak();
+        Call::any_of(Vec::leak(vec![
+            Call {
+                number: libc::SYS_unlink,
+                matching: Match::Names(path),
+            },
+            Call {
+                number: libc::SYS_unlinkat,
+                matching: Match::Names(path),
+            },
+        ]))
+    }
+
     /// Any call whose first or second argument is `path`.
     pub fn naming(path: &'static str) -> Call {
         Call {

@@ -6,7 +6,7 @@ use std::time::Duration;
 use rand::RngExt;
 
 use super::headers::spawn_one_message_receiver;
-use super::layout::{Header, Mapped, Sem, expected_capacity, expected_slot_size};
+use super::layout::{Header, MIN_SEGMENT, Mapped, Sem, expected_capacity, expected_slot_size};
 use super::transfer::failure;
 use crate::engine::{Fail, Run};
 
@@ -50,7 +50,10 @@ const OVERFLOW_ADVICE: &str = "compare len with what is left of the total as tot
                                with overflow checks) for a len near 2^64";
 
 pub fn broken_chunks(run: &mut Run) -> Result<String, Fail> {
-    let size = 4096;
+    // (S - 64) / 2 is 1 to 7 bytes past a multiple of 8, so that the slot's rounding down
+    // matters: a capacity worked out from the unrounded half is that many bytes too large.
+    let unrounded_by = run.rng().random_range(1..=7u64);
+    let size = MIN_SEGMENT + 2 * unrounded_by as usize;
     let c = expected_capacity(size) as u64;
     let slot = expected_slot_size(size) as u64;
     // A message of one full chunk and a half one.
@@ -117,6 +120,21 @@ pub fn broken_chunks(run: &mut Run) -> Result<String, Fail> {
             chunks: vec![header(0, long, slot + 1, 0)],
             good: 0,
             advice: "compare len with the chunk capacity before using it",
+            no_end: false,
+        },
+        // One past the capacity worked out from the unrounded half of the segment.
+        Case {
+            what: format!(
+                "carries {} bytes, {} more than the chunk capacity {c} (one more than \
+                 (S - 64) / 2 - 32 for S = {size}, the slot not rounded down to a multiple \
+                 of 8)",
+                c + unrounded_by + 1,
+                unrounded_by + 1
+            ),
+            chunks: vec![header(0, long, c + unrounded_by + 1, 0)],
+            good: 0,
+            advice: "compare len with the chunk capacity (capacity(): the slot, rounded down to \
+                     a multiple of 8, minus its 32-byte chunk header)",
             no_end: false,
         },
         // The last chunk too: what is left of the total does not bound it by the capacity.
@@ -263,18 +281,27 @@ pub fn broken_chunks(run: &mut Run) -> Result<String, Fail> {
         matches!(&outcomes[i], Outcome::Failed { kind, received } if kind == "protocol"
             && *received == Some(cases[i].good))
     };
-    if (!refused(4) || !refused(5)) && refused(6) {
+    if !refused(4) && refused(5) && refused(7) {
+        return Err(Fail::failed(format!(
+            "the grader sent a chunk that {}, and the receiver took it for a good one, while it \
+             refused one that {}: on this segment of {size} bytes its bound lies between, as \
+             (S - 64) / 2 - 32 = {} does. The slot is (S - 64) / 2 rounded down to a multiple \
+             of 8 ({slot}), the capacity that minus its 32-byte header ({c}): use capacity(), \
+             not a size of your own. A chunk longer than the capacity is a protocol error: \
+             TransferError::Protocol (kind=protocol)",
+            cases[4].what,
+            cases[7].what,
+            c + unrounded_by
+        )));
+    }
+    if !refused(5) && refused(6) {
         return Err(Fail::failed(format!(
             "the grader sent a chunk that {}, and the receiver took it for a good one, while it \
              refused one of {} bytes: it compares len with the slot size ({slot}), header \
              included, not with the chunk capacity ({c} = the slot minus its 32-byte header). \
              A chunk longer than the capacity is a protocol error: TransferError::Protocol \
              (kind=protocol)",
-            if refused(4) {
-                &cases[5].what
-            } else {
-                &cases[4].what
-            },
+            cases[5].what,
             slot + 1
         )));
     }
@@ -283,7 +310,7 @@ pub fn broken_chunks(run: &mut Run) -> Result<String, Fail> {
     let deep_first = cases.len() - 3;
     if refused(1)
         && refused(2)
-        && refused(9)
+        && refused(10)
         && let Some(taken) = (deep_first..cases.len()).find(|&i| !refused(i))
     {
         return Err(Fail::failed(format!(
@@ -303,7 +330,8 @@ pub fn broken_chunks(run: &mut Run) -> Result<String, Fail> {
     }
     Ok(
         "chunks out of sequence (ahead and behind), a changed length (longer and shorter), \
-         chunks of capacity + 1 (a middle one and a last one), of a whole slot and longer, one \
+         chunks of capacity + 1 (a middle one and a last one), one past the capacity of a slot not \
+         rounded down, of a whole slot and longer, one \
          longer than what is left, lengths near 2^64 and an early end were each reported as \
          kind=protocol, after only the good chunks had been written out; a message whose bytes \
          all came with end = 0 was not reported"

@@ -12,6 +12,7 @@ use super::pool::{
 use super::transfer::{Setup, check_messages, failure, start_receiver, start_sender};
 use crate::engine::audit::message_queue_exists;
 use crate::engine::process::Limits;
+use crate::engine::tracer::{Action, Call, Tracer};
 use crate::engine::{Fail, Proc, Run};
 
 pub fn typed_errors(run: &mut Run) -> Result<String, Fail> {
@@ -21,19 +22,22 @@ pub fn typed_errors(run: &mut Run) -> Result<String, Fail> {
     alone.judge()?;
     existing_segment(run)?;
     dangling_link(run)?;
+    empty_object(run)?;
     pool_errors(run)?;
     super::failures::forced_failures(run)?;
     super::failures::queue_made_meanwhile(run)?;
+    super::failures::ids_after_their_segments(run)?;
     Ok(
-        "a 4095-byte segment, an existing name, a name taken by a dangling link, a missing \
-         name, a segment whose ftruncate() or mmap() fails, a missing pool, pools of 0 and 11 \
+        "a 4095-byte segment, an existing name, a name taken by a dangling link or an empty \
+         object, a missing name, a segment whose ftruncate() or mmap() fails, a missing pool, pools of 0 and 11 \
          segments, of 4095-byte segments, over an existing pool, segment or queue alone were \
          refused with their errors, leaving nothing of their own and everything that was there; \
          pools of 1 and 10 segments of 4096 bytes worked, and destroy() went on past two \
          missing segments and reported the first; ftruncate(), mmap(), shm_open() (creating \
          and opening), the creating mq_open() and mq_send() made to fail each gave its kind \
          and errno and left nothing; a 4095-byte pool on a taken queue was bad-size; a queue \
-         made while the creator was at its mq_open() was refused"
+         made while the creator was at its mq_open() was refused; segment 0 was there, \
+         initialized, at the first id's mq_send()"
             .into(),
     )
 }
@@ -346,6 +350,67 @@ fn dangling_link(run: &mut Run) -> Result<(), Fail> {
     Ok(())
 }
 
+/// A name taken by an object of 0 bytes (the program's user's), as a segment is between its
+/// creator's `shm_open()` and `ftruncate()`: `EEXIST` is `Exists` whatever the object holds,
+/// and the object is left as it was.
+fn empty_object(run: &mut Run) -> Result<(), Fail> {
+    use std::os::unix::fs::MetadataExt;
+    let name = run.ipc_name("empty-object");
+    let object = nix::sys::mman::shm_open(
+        name.as_str(),
+        nix::fcntl::OFlag::O_CREAT | nix::fcntl::OFlag::O_EXCL | nix::fcntl::OFlag::O_RDWR,
+        nix::sys::stat::Mode::S_IRUSR | nix::sys::stat::Mode::S_IWUSR,
+    )
+    .map_err(|errno| Fail::Grader(format!("shm_open({name}): {errno}")))?;
+    if let Some((uid, gid)) = run.program_user() {
+        std::os::unix::fs::fchown(&object, Some(uid), Some(gid))?;
+    }
+    let inode = std::fs::metadata(dev_shm(&name))?.ino();
+    let mut sender = match spawn_sender(run, &name, MIN_SEGMENT as u64, "the sender") {
+        Ok(sender) => sender,
+        Err(fail) => {
+            let _ = nix::sys::mman::shm_unlink(name.as_str());
+            return Err(fail);
+        }
+    };
+    let answer = sender.recv_any();
+    let now = std::fs::metadata(dev_shm(&name)).ok();
+    let _ = nix::sys::mman::shm_unlink(name.as_str());
+    let answer = answer?;
+    let asked = format!(
+        "asked to create a segment whose name {} an object of 0 bytes has (as a segment has \
+         between its creator's shm_open() and its ftruncate())",
+        dev_shm(&name).display()
+    );
+    let same = now.is_some_and(|now| now.ino() == inode && now.len() == 0);
+    if answer.kind != "failed" || answer.get("kind") != Some("exists") {
+        let said = if answer.kind == "failed" {
+            format!("`failed` ({})", failure(&answer))
+        } else {
+            format!("`{}`", answer.kind)
+        };
+        let took_over = if same {
+            ""
+        } else {
+            ", and the object is gone or replaced: it removed another's object and took the \
+             name over. An empty object is not left over: its creator may be about to give it \
+             its size"
+        };
+        return Err(Fail::failed(format!(
+            "{asked}, the program said {said}{took_over}. EEXIST from shm_open(O_CREAT | \
+             O_EXCL) is TransferError::Exists (kind=exists), whatever the object holds"
+        )));
+    }
+    if !same {
+        return Err(Fail::failed(format!(
+            "{asked}, the program said kind=exists, rightly, but the object is gone or \
+             changed: a create that fails touches nothing that was there"
+        )));
+    }
+    sender.wait()?;
+    Ok(())
+}
+
 fn pool_errors(run: &mut Run) -> Result<(), Fail> {
     // Three pools at once, on prefixes of their own: the smallest, one with a segment's name
     // taken by another object, the largest of the smallest segments.
@@ -415,7 +480,8 @@ fn pool_errors(run: &mut Run) -> Result<(), Fail> {
     small_pool_on_a_taken_queue(pool_qs, &names_qs, taken_small)?;
 
     // The largest pool of the smallest segments works; destroy() goes on past two segments
-    // that are already gone and reports the first.
+    // that are already gone and a queue whose mq_unlink() fails (EACCES, with ptrace, as
+    // another user's queue), and reports the first error, segment 3's.
     let (names, mut pool) = (names10, pool10);
     pool_ready(&mut pool, &names, MIN_SEGMENT)?;
     let (first_gone, second_gone) = (3, MAX_POOL / 2);
@@ -423,6 +489,12 @@ fn pool_errors(run: &mut Run) -> Result<(), Fail> {
         nix::sys::mman::shm_unlink(gone.as_str())
             .map_err(|errno| Fail::Grader(format!("shm_unlink({gone}): {errno}")))?;
     }
+    let unlinking_queue = Call::any(libc::SYS_mq_unlink);
+    let mut tracer = Tracer::attach(
+        pool.pid.as_raw(),
+        unlinking_queue,
+        Action::Fail(libc::EACCES),
+    )?;
     pool.send("finish", &[])?;
     let state = pool.recv_any()?;
     if state.kind != "state" {
@@ -433,10 +505,52 @@ fn pool_errors(run: &mut Run) -> Result<(), Fail> {
         )));
     }
     let answer = pool.recv_any()?;
+    let queue_tried = match &mut tracer {
+        Some(tracer) => Some(tracer.failed_the_call()?),
+        None => None,
+    };
+    drop(tracer);
+    pool.wait()?;
     let asked = format!(
         "destroy() of a pool of {MAX_POOL} segments whose segments {first_gone} and \
-         {second_gone} the grader had unlinked"
+         {second_gone} the grader had unlinked{}",
+        if queue_tried.is_some() {
+            format!(
+                ", the grader making the mq_unlink() of its free queue {} fail with EACCES \
+                 (with ptrace, as another user's queue does)",
+                names.queue
+            )
+        } else {
+            String::new()
+        }
     );
+    let left = names.left();
+    let queue_left = left.contains(&&names.queue);
+    let _ = nix::mqueue::mq_unlink(names.queue.as_str());
+    let segments_left: Vec<&String> = left.into_iter().filter(|n| **n != names.queue).collect();
+    if !segments_left.is_empty() && answer.get("kind") == Some("mqueue") {
+        return Err(Fail::failed(format!(
+            "{asked} said `{}` ({}), the queue's error, and left {segments_left:?}: it stops at \
+             the queue's failure. destroy() unlinks the segments (ids 0 to {}, in order), then \
+             the queue, trying every one whatever fails, and returns the first error: segment \
+             {first_gone}'s, kind=not-found",
+            answer.kind,
+            failure(&answer),
+            MAX_POOL - 1
+        )));
+    }
+    if queue_tried == Some(true) && answer.get("kind") == Some("mqueue") {
+        return Err(Fail::failed(format!(
+            "{asked} said `failed` ({}), the queue's error, not segment {first_gone}'s, which \
+             comes first: either it keeps the last error it met instead of the first, or it \
+             does not take a segment already gone for an error, where unlinking a segment \
+             that is not there fails with ENOENT, TransferError::NotFound (kind=not-found). \
+             destroy() tries every segment (0 to {}) and the queue, then returns the first \
+             error, segment {first_gone}'s",
+            failure(&answer),
+            MAX_POOL - 1
+        )));
+    }
     if answer.kind != "failed" || answer.get("kind") != Some("not-found") {
         return Err(Fail::failed(format!(
             "{asked} said `{}` ({}): unlinking a segment that is not there fails with ENOENT, \
@@ -445,11 +559,15 @@ fn pool_errors(run: &mut Run) -> Result<(), Fail> {
             failure(&answer)
         )));
     }
-    pool.wait()?;
-    let left = names.left();
-    if !left.is_empty() {
+    let queue_kept = queue_tried.map_or(queue_left, |tried| !tried);
+    if !segments_left.is_empty() || queue_kept {
+        let left = match (segments_left.is_empty(), queue_tried) {
+            (false, _) => format!("{segments_left:?}"),
+            (true, Some(_)) => "the queue, which it never tried to unlink (no mq_unlink())".into(),
+            (true, None) => format!("the queue {}", names.queue),
+        };
         return Err(Fail::failed(format!(
-            "{asked} reported kind=not-found, rightly, but left {left:?}: destroy() tries every \
+            "{asked} reported kind=not-found, rightly, but left {left}: destroy() tries every \
              segment and the queue, then returns the first error"
         )));
     }

@@ -7,9 +7,9 @@
 use std::time::{Duration, Instant};
 
 use super::errors::GraderQueue;
-use super::layout::{MIN_SEGMENT, Mapped};
+use super::layout::{MIN_SEGMENT, Mapped, Sem};
 use super::observe::dev_shm;
-use super::pool::PoolNames;
+use super::pool::{PoolNames, destroy_pool, pool_args, pool_ready};
 use super::transfer::failure;
 use crate::engine::audit::message_queue_exists;
 use crate::engine::force;
@@ -164,6 +164,37 @@ pub fn forced_failures(run: &mut Run) -> Result<(), Fail> {
         queues: Vec::new(),
         kept: Some(name),
     });
+    // unlink() of a segment that exists, in `recv` once it has it open, whose shm_unlink()
+    // fails with EACCES (another user's name in the sticky /dev/shm: glibc reports the
+    // kernel's EPERM as EACCES): not NotFound, the name is there.
+    let name = run.ipc_name("forced-kept");
+    let undeletable = Mapped::create(run, &name, MIN_SEGMENT, true)?;
+    let call = Call::unlinking(&dev_shm(&name));
+    let args = super::headers::one_message_receiver(&name, 1000);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let Some((mut proc, tracer)) = start(run, &args, call, libc::EACCES)? else {
+        abandon(&forced);
+        let _ = nix::sys::mman::shm_unlink(name.as_str());
+        return Ok(());
+    };
+    proc.set_roles(|_| "the receiver".into());
+    forced.push(Forced {
+        proc,
+        tracer,
+        asked: format!(
+            "opening the existing segment {} (the grader's), with the grader making its \
+             shm_unlink() fail with EACCES (with ptrace), as a name of another user in the \
+             sticky /dev/shm does",
+            dev_shm(&name).display()
+        ),
+        kind: "shm-unlink",
+        errno: "EACCES",
+        rule: "only ENOENT is TransferError::NotFound; any other shm_unlink() failure is \
+               TransferError::Unlink with its errno: the name is there, it cannot be removed",
+        segments: Vec::new(),
+        queues: Vec::new(),
+        kept: Some(name),
+    });
     // Pool::create: the creating mq_open() (ENOSPC: the system's queues_max), then the
     // mq_send() of an id (EIO): nothing of the pool may be left.
     for (tag, call, errno, errno_name, step) in [
@@ -281,6 +312,7 @@ pub fn forced_failures(run: &mut Run) -> Result<(), Fail> {
     let outcome = forced.iter_mut().try_for_each(judge);
     abandon(&forced);
     drop(object);
+    drop(undeletable);
     remove_queues(queues);
     outcome
 }
@@ -358,7 +390,7 @@ fn judge(forced: &mut Forced) -> Result<(), Fail> {
     {
         return Err(Fail::failed(format!(
             "{asked}, the program said kind={kind}, rightly, but the grader's segment is gone: \
-             a failed open removes nothing"
+             a failed call removes nothing it did not make"
         )));
     }
     Ok(())
@@ -462,4 +494,86 @@ pub fn queue_made_meanwhile(run: &mut Run) -> Result<(), Fail> {
         )));
     }
     Ok(())
+}
+
+/// A pool's creator held (ptrace) at its first `mq_send()` of an id, id 0: an id on the queue is
+/// free for any pair to take, so segment 0 must exist by then, of the pool's size, its
+/// semaphores initialized (`empty` 2, `full` 0).
+pub fn ids_after_their_segments(run: &mut Run) -> Result<(), Fail> {
+    let names = PoolNames::new(run, "ordered", 2);
+    let args = pool_args(&names, MIN_SEGMENT)?;
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut proc = run.spawn_stopped(&args)?;
+    proc.set_roles(|_| "the pool's creator".into());
+    let pid = proc.pid.as_raw();
+    let Some(mut tracer) = Tracer::attach(pid, Call::any(libc::SYS_mq_timedsend), Action::Hold)?
+    else {
+        proc.kill_tree();
+        return Ok(());
+    };
+    force::resume(pid)?;
+    let reached = tracer.wait(&mut proc, Instant::now() + Duration::from_secs(5));
+    // What segment 0 is at the first id's send: missing, its size, its semaphores' values.
+    let first = &names.segments[0];
+    let segment = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(dev_shm(first))
+        .ok()
+        .and_then(|file| Some((file.metadata().ok()?.len(), file)))
+        .map(|(len, file)| {
+            let values = (len == MIN_SEGMENT as u64)
+                .then(|| Mapped::open(&file, MIN_SEGMENT).ok())
+                .flatten()
+                .map(|mapped| (mapped.value(Sem::Empty), mapped.value(Sem::Full)));
+            (len, values)
+        });
+    let outcome = match reached {
+        Ok(Reached::Call) => {
+            tracer.release();
+            pool_ready(&mut proc, &names, MIN_SEGMENT)
+        }
+        // It said something first, or sent no id (judged elsewhere).
+        Ok(Reached::Passed(_)) => {
+            drop(tracer);
+            proc.kill_tree();
+            names.remove();
+            return Ok(());
+        }
+        Err(error) => Err(error),
+    };
+    let asked = format!(
+        "the grader held a pool's creator (a pool of 2 segments of {MIN_SEGMENT} bytes, \
+         {}) at its first mq_send() of an id to the free queue (with ptrace)",
+        names.prefix
+    );
+    let wrong = match segment {
+        None => Some(format!("segment 0 ({first}) did not exist yet")),
+        Some((len, _)) if len != MIN_SEGMENT as u64 => Some(format!(
+            "segment 0 ({first}) was {len} bytes, not {MIN_SEGMENT} yet"
+        )),
+        Some((_, Some((2, 0)))) => None,
+        Some((_, Some((empty, full)))) => Some(format!(
+            "segment 0's semaphores were not initialized yet (empty {empty}, full {full}, \
+             where sem_init() leaves 2 and 0)"
+        )),
+        Some((_, None)) => Some("segment 0 could not be mapped".into()),
+    };
+    let outcome = outcome.and_then(|()| match wrong {
+        Some(wrong) => Err(Fail::failed(format!(
+            "{asked}: {wrong}. An id on the queue is free for any pair to take at once: a pair \
+             that opened the pool then would find no segment (not-found) or one whose \
+             semaphores sem_init() resets under it. Create and initialize the segments first, \
+             then put their ids on the queue (or each id right after its own segment)"
+        ))),
+        None => Ok(()),
+    });
+    match outcome {
+        Ok(()) => destroy_pool(&mut proc, &names, "after the pool was created", 2),
+        Err(fail) => {
+            proc.kill_tree();
+            names.remove();
+            Err(fail)
+        }
+    }
 }

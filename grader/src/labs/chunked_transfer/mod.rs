@@ -263,8 +263,8 @@ const MAX_POOL: usize = 10;
 const ORPHANED_RECEIVER: &str = "the receiver, whose sender was killed";
 /// The role of a sender whose receiver the check killed.
 const ORPHANED_SENDER: &str = "the sender, whose receiver was killed";
-/// The role of a pair's receiver whose sender the check holds mid-message past its timeout.
-const STRANDED_RECEIVER: &str = "the pair's receiver, whose sender the grader holds mid-message";
+/// The role of a pair's receiver whose sender the check holds past its timeout.
+const STRANDED_RECEIVER: &str = "the pair's receiver, whose sender the grader holds";
 
 /// Why a side blocked on a futex well past its timeout is still there: what the grader saw,
 /// and the two ways a wait outlives its timeout.
@@ -297,7 +297,7 @@ fn explain_hang(hang: &Hang) -> Option<String> {
     if blocked(STRANDED_RECEIVER) {
         return Some(outlived(
             "the pair's receiver",
-            "sender stands still mid-message (held by the grader)",
+            "sender stands still (held by the grader)",
         ));
     }
     None

@@ -11,9 +11,10 @@ use super::transfer::failure;
 use super::{SEGMENTS, STRANDED_RECEIVER};
 use crate::engine::{Fail, Run};
 
-/// A pair whose sender the grader holds mid-message until its receiver times out: the
-/// receiver must not give the segment back (the sender may still write into it), nor the
-/// sender once released, when its send fails in turn. Returns the id it took.
+/// A pair whose sender the grader holds before its first chunk until its receiver times out:
+/// the receiver must not give the segment back, though nothing came through it yet (the sender
+/// may still write into it), nor the sender once released, when its send fails in turn.
+/// Returns the id it took.
 pub(super) fn failed_pair(
     run: &mut Run,
     queue: &FreeQueue,
@@ -25,7 +26,7 @@ pub(super) fn failed_pair(
     let len = 6 * capacity;
     let timeout_ms = 150;
     let options = PairOptions {
-        hold_sender_at: Some(3 * capacity),
+        hold_sender_at: Some(0),
         timeout_ms: Some(timeout_ms),
         ..Default::default()
     };
@@ -64,8 +65,8 @@ pub(super) fn failed_pair(
         .expect("waited for above");
     if answer.get("kind") != Some("timeout") {
         return Err(Fail::failed(format!(
-            "pair {index}'s sender stood still mid-message (held by the grader) and its \
-             receiver said `failed` ({}): a peer that hands over nothing within the timeout is \
+            "pair {index}'s sender stood still before its first chunk (held by the grader) and \
+             its receiver said `failed` ({}): a peer that hands over nothing within the timeout is \
              TransferError::Timeout (kind=timeout)",
             failure(answer)
         )));
@@ -74,9 +75,10 @@ pub(super) fn failed_pair(
     if on_queue != free {
         return Err(Fail::failed(format!(
             "pair {index}'s receiver timed out (its sender, held by the grader, stood still \
-             mid-message), and the free queue then held {on_queue} ids, where {free} should be: \
-             segment {id} went back to the pool after a failed receive. Give a segment back only \
-             after a whole message: after a failure its sender may still write into it"
+             before its first chunk), and the free queue then held {on_queue} ids, where {free} \
+             should be: segment {id} went back to the pool after a failed receive. Give a \
+             segment back only after a whole message, never after a failure, even one before \
+             any chunk came: its sender may still wake up and write into it"
         )));
     }
     pair.send("release", &[])?;
@@ -89,7 +91,7 @@ pub(super) fn failed_pair(
     if on_queue != free {
         return Err(Fail::failed(format!(
             "pair {index}'s receiver timed out (its sender, held by the grader, stood still \
-             mid-message), then its sender, released, failed in turn; the free queue then held \
+             before its first chunk), then its sender, released, failed in turn; the free queue then held \
              {on_queue} ids, where {free} should be: segment {id} went back to the pool after a \
              failed send. Only the receiver gives a segment back, after a whole message: a \
              segment whose transfer failed still holds chunks and its semaphores are out of \

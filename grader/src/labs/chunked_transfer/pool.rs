@@ -39,6 +39,14 @@ impl PoolNames {
             .collect()
     }
 
+    /// Removes every segment and the queue of these names that is there.
+    pub fn remove(&self) {
+        for name in &self.segments {
+            let _ = nix::sys::mman::shm_unlink(name.as_str());
+        }
+        let _ = nix::mqueue::mq_unlink(self.queue.as_str());
+    }
+
     /// Fails if a segment or the queue is still there, `after` something.
     pub fn none_left(&self, after: &str) -> Result<(), Fail> {
         let left = self.left();
@@ -172,7 +180,7 @@ pub fn spawn_pool_with_msg_max(
     Ok(Some(pool))
 }
 
-fn pool_args(names: &PoolNames, size: usize) -> Result<Vec<String>, Fail> {
+pub fn pool_args(names: &PoolNames, size: usize) -> Result<Vec<String>, Fail> {
     if names.queue != format!("{}-free", names.prefix)
         || names
             .segments
