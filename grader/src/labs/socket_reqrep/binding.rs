@@ -182,7 +182,7 @@ pub fn socket_paths(run: &mut Run) -> Result<String, Fail> {
         "a 107-byte socket path bound and a 108-byte one failed with kind=bind; a path with a \
         file, a live server's socket or a dead server's socket on it failed with kind=bind and \
         the file stayed; a bind() failed with EACCES (Unix) or EADDRINUSE (TCP) was reported \
-        kind=bind with it, and an unlink() failed with EBUSY at the stop kind=remove with it"
+        kind=bind with it, and an unlink() failed with ENOENT at the stop kind=remove with it"
             .into(),
     )
 }
@@ -268,8 +268,9 @@ fn failed_bind(run: &mut Run, transport: Transport) -> Result<(), Fail> {
     Ok(())
 }
 
-/// At the stop, the server's unlink() of its socket file is made to fail with EBUSY (forced: an
-/// error no other path gives). `Listener::remove` must report it as RpcError::Remove carrying
+/// At the stop, the server's unlink() of its socket file is made to fail with ENOENT (forced:
+/// the file gone, as when someone removed it while the server ran, which a server that wakes
+/// its accepting thread through the path cannot live through). `Listener::remove` must report it as RpcError::Remove carrying
 /// that errno, and run_server return it: the server says `failed kind=remove`, not `done`. A
 /// client is still connected (idle, between requests) at the signal: the failed removal must
 /// not cut the stop short, so at the server's exit (its main thread held by the grader at
@@ -297,7 +298,7 @@ fn failed_remove(run: &mut Run) -> Result<(), Fail> {
     .map(|(tid, _)| tid)
     .filter(|&tid| tid != pid);
     let steps = [
-        (Call::one_of(&UNLINKS), Step::Fail(libc::EBUSY)),
+        (Call::one_of(&UNLINKS), Step::Fail(libc::ENOENT)),
         (Call::any(libc::SYS_exit_group), Step::Hold),
     ];
     let tracer = Tracer::in_turn(pid, steps)?;
@@ -317,7 +318,7 @@ fn failed_remove(run: &mut Run) -> Result<(), Fail> {
     };
     if !failed {
         run.note(
-            "the server's unlink() of its socket file could not be made to fail: EBUSY not forced",
+            "the server's unlink() of its socket file could not be made to fail: ENOENT not forced",
         );
         if let Some(tracer) = tracer {
             tracer.release();
@@ -326,14 +327,15 @@ fn failed_remove(run: &mut Run) -> Result<(), Fail> {
         return Ok(());
     }
     let situation = "when, at the stop, the server's unlink() of its socket file failed with \
-                     EBUSY (os error 16, forced by the grader)";
+                     ENOENT (os error 2, forced by the grader: the file gone)";
     let rule = "a socket file that cannot be removed is RpcError::Remove carrying the io::Error \
-                remove_file returned, and run_server returns it (`?`): the caller must learn \
-                that the file is still there";
+                remove_file returned, whatever the error, NotFound included (the server's own \
+                file gone is no success), and run_server returns it (`?`): the caller must learn \
+                that the removal failed";
     let verdict = match message {
         Some(m) if m.kind == "failed" && m.get("kind") == Some("remove") => {
             let error = m.get("error").unwrap_or("");
-            if forced::carries_errno(error, libc::EBUSY) {
+            if forced::carries_errno(error, libc::ENOENT) {
                 Ok(())
             } else {
                 Err(Fail::failed(format!(
@@ -344,8 +346,8 @@ fn failed_remove(run: &mut Run) -> Result<(), Fail> {
             }
         }
         Some(m) if m.kind == "done" => Err(Fail::failed(format!(
-            "{situation}, the server said `done` as if its socket file were gone (it is still \
-             there): the error was ignored; {rule}"
+            "{situation}, the server said `done` as if it had removed its socket file (it is \
+             still there): the error was ignored; {rule}"
         ))),
         Some(m) => Err(Fail::failed(format!(
             "{situation}, the server said {} where `failed` with kind=remove is expected: {rule}",

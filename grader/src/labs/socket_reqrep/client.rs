@@ -24,8 +24,10 @@ pub fn client_over_socket(run: &mut Run) -> Result<String, Fail> {
     const WAIT_JUDGED: usize = 1;
     // A response the grader's server sends with status 1 and a payload.
     const ERROR_WITH_PAYLOAD: usize = 10;
-    // The copies of request 4, each answered as request 4 was.
-    const AGREEING_REPEATS: [usize; 3] = [8, 13, 17];
+    // The copies of request 4, each answered as request 4 was, then one more answered otherwise
+    // (the server's state changed): an answer confirmed twice is still no answer to keep.
+    const AGREEING_REPEATS: [usize; 2] = [8, 13];
+    const CHANGED_REPEAT: usize = 17;
     // How long the client's small requests took from their first byte to their last, over a
     // Unix socket and over TCP.
     let mut spread = Vec::new();
@@ -38,7 +40,7 @@ pub fn client_over_socket(run: &mut Run) -> Result<String, Fail> {
         // has confirmed it sends the third copy no more.
         requests[7] = requests[2].clone();
         requests[15] = requests[2].clone();
-        for i in AGREEING_REPEATS {
+        for i in AGREEING_REPEATS.into_iter().chain([CHANGED_REPEAT]) {
             requests[i] = requests[4].clone();
         }
         // The edges of a payload's length, which a client might think it can answer itself:
@@ -93,6 +95,8 @@ pub fn client_over_socket(run: &mut Run) -> Result<String, Fail> {
         for i in AGREEING_REPEATS {
             answers[i] = answers[4].clone();
         }
+        let len = run.rng().random_range(8..64);
+        answers[CHANGED_REPEAT] = (STATUS_OK, run.random_bytes(len));
         let mut client = spawn_client(run, &at, requests, "the client")?;
         // The client says `ready` once connected, so its connection is already queued.
         let conn = listener
@@ -294,6 +298,14 @@ pub fn client_over_socket(run: &mut Run) -> Result<String, Fail> {
                 )
             } else if written[i] == expected(*op, payload) {
                 " (it wrote the answer the protocol defines, computed by the client)".into()
+            } else if let Some(j) = (0..i).find(|&j| sent[j] == sent[i] && answers[j] == written[i])
+            {
+                format!(
+                    " (it wrote the answer the server had given to the same request before, \
+                     request {j}: an answer remembered, where the server answered this copy \
+                     otherwise; each call returns the response read for it, no cache, even one \
+                     that still sends the request)"
+                )
             } else {
                 String::new()
             };
@@ -418,6 +430,8 @@ pub fn client_errors(run: &mut Run) -> Result<String, Fail> {
         None,
     )?;
 
+    response_at_the_limit(run, &request)?;
+
     // The grader's server reads the request, then hangs up without a word, or after a part of
     // its answer.
     let partial = frame(STATUS_OK, b"partial");
@@ -525,6 +539,74 @@ pub fn client_errors(run: &mut Run) -> Result<String, Fail> {
         body), and kind=too-long for a response one byte over MAX_BODY"
             .into(),
     )
+}
+
+/// The grader's server answers a small request with a response of `MAX_BODY` bytes, the largest
+/// frame body: the client must take it and write it out as it came (a limit taken from the
+/// request's size, or any limit under `MAX_BODY`, refuses a response the protocol allows).
+fn response_at_the_limit(run: &mut Run, request: &[(u8, Vec<u8>)]) -> Result<(), Fail> {
+    let (listener, at) = GraderListener::bind(run, Transport::Unix)?;
+    let mut client = spawn_client(run, &at, request.to_vec(), "the client")?;
+    let mut conn = listener.accept_client()?;
+    client.proc.send("go", &[])?;
+    let Ok(Some((_, sent))) = read_frame(&mut conn) else {
+        return Err(Fail::failed(
+            "the client sent no request to the grader's server: Client::call must send each \
+             request over the socket",
+        ));
+    };
+    // A random block repeated: random bytes are costly to draw by the MiB.
+    let block = run.random_bytes(64 << 10);
+    let payload = block.repeat(MAX_PAYLOAD / block.len());
+    // Sent from a thread: a client that refuses the response stops reading it.
+    let mut writer = conn.try_clone()?;
+    let response = frame(STATUS_OK, &payload);
+    let sender = std::thread::spawn(move || {
+        let _ = writer.stream().write_all(&response);
+    });
+    let message = client
+        .proc
+        .recv_before(Instant::now() + Duration::from_secs(10))?;
+    conn.shutdown(Shutdown::Both);
+    let _ = sender.join();
+    let situation = format!(
+        "when the grader's server answered a request of {} payload bytes with a response of \
+         MAX_BODY bytes (status 0 and MAX_PAYLOAD payload bytes, the largest frame body)",
+        sent.len()
+    );
+    let rule = "a response may be any size up to MAX_BODY = MAX_PAYLOAD + 1, whatever its \
+                request's size (the server decides what it answers): read the response with \
+                the limit MAX_BODY, and return what the server sent";
+    match message {
+        Some(m) if m.kind == "done" => {
+            client.proc.wait()?;
+            let got = client.responses()?.swap_remove(0);
+            if got != (STATUS_OK, payload) {
+                return Err(Fail::failed(format!(
+                    "{situation}, the client wrote a response of status {} and {} payload \
+                     bytes that is not the one sent: {rule}",
+                    got.0,
+                    got.1.len()
+                )));
+            }
+            Ok(())
+        }
+        Some(m) if m.kind == "failed" && m.get("kind") == Some("too-long") => {
+            Err(Fail::failed(format!(
+                "{situation}, the client said {}: it refused a response the protocol allows, \
+                 as if a response could not be larger than some limit of its own (its \
+                 request's size, say); {rule}",
+                said(&m)
+            )))
+        }
+        Some(m) => Err(Fail::failed(format!(
+            "{situation}, the client said {}, where `done` is expected: {rule}",
+            said(&m)
+        ))),
+        None => Err(Fail::failed(format!(
+            "{situation}, the client neither failed nor finished within 10 s: {rule}"
+        ))),
+    }
 }
 
 /// The grader's server answers with a length prefix of `MAX_BODY + 1` (a payload one byte over

@@ -609,8 +609,16 @@ pub fn bad_input(run: &mut Run) -> Result<String, Fail> {
     forced::interrupted_body_read(run, &server)?;
     forced::failed_read(run, &server)?;
     good(&server, "a handler's read() failed with EIO")?;
-    let aborted = forced::aborted_accept(run, &server)?;
-    forced::failed_accept(run, &server, libc::EMFILE, aborted)?;
+    let mut gone_past = Vec::new();
+    if forced::aborted_accept(run, &server)? {
+        gone_past.push(libc::ECONNABORTED);
+    }
+    // Errors a list of transient ones names, and one it does not: the loop ends on none.
+    for errno in [libc::EMFILE, libc::EPERM] {
+        if forced::failed_accept(run, &server, errno, &gone_past)? {
+            gone_past.push(errno);
+        }
+    }
     let what = "a handler that ended while the thread that started it was held";
     forced::handler_ends_before_its_start_returns(run, &server)?;
     good(&server, what)?;

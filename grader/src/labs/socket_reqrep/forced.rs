@@ -230,35 +230,49 @@ pub fn interrupted_body_read(run: &mut Run, server: &Server) -> Result<(), Fail>
 /// of the server is seen blocked in accept(), or the machine allows no tracing. Says whether the
 /// accept() was made to fail, and a client served after it.
 pub fn aborted_accept(run: &mut Run, server: &Server) -> Result<bool, Fail> {
-    failed_accept(run, server, libc::ECONNABORTED, false)
+    failed_accept(run, server, libc::ECONNABORTED, &[])
+}
+
+/// An accept() error's name, and what brings it about.
+fn accept_error(errno: i32) -> (&'static str, &'static str) {
+    match errno {
+        libc::ECONNABORTED => (
+            "ECONNABORTED",
+            "a client that resets its connection before it is accepted does it",
+        ),
+        libc::EMFILE => (
+            "EMFILE",
+            "a server that runs out of descriptors gets it until some of its clients leave",
+        ),
+        libc::EPERM => (
+            "EPERM",
+            "a firewall rule that refuses one connection does it (accept(2))",
+        ),
+        _ => ("an error", "forced"),
+    }
 }
 
 /// As [`aborted_accept`], with another error: `EMFILE` (the process has run out of
-/// descriptors, until some of its clients leave) must not end the accepting either.
-/// `after_aborted`: an accept() made to fail with ECONNABORTED was gone past just before.
+/// descriptors, until some of its clients leave) or `EPERM` (a firewall rule refused that
+/// connection, an error no list of transient ones names) must not end the accepting either.
+/// `gone_past`: the errors of accept() calls made to fail before, which the accepting went on
+/// after.
 pub fn failed_accept(
     run: &mut Run,
     server: &Server,
     errno: i32,
-    after_aborted: bool,
+    gone_past: &[i32],
 ) -> Result<bool, Fail> {
-    let name = match errno {
-        libc::ECONNABORTED => "ECONNABORTED",
-        libc::EMFILE => "EMFILE",
-        _ => "an error",
-    };
-    let why = match (errno, after_aborted) {
-        (libc::ECONNABORTED, _) => {
-            "a client that resets its connection before it is accepted does it"
-        }
-        (_, true) => {
-            "a server that runs out of descriptors gets it until some of its clients leave; \
-             the accepting went on after an accept() that failed with ECONNABORTED just \
-             before, so the loop ends on some errors only"
-        }
-        (_, false) => {
-            "a server that runs out of descriptors gets it until some of its clients leave"
-        }
+    let (name, cause) = accept_error(errno);
+    let why = if gone_past.is_empty() {
+        cause.to_string()
+    } else {
+        let before: Vec<&str> = gone_past.iter().map(|&e| accept_error(e).0).collect();
+        format!(
+            "{cause}; the accepting went on after accept() calls that failed with {} before, \
+             so the loop ends on some errors only",
+            before.join(" and ")
+        )
     };
     let pid = server.pid();
     let Some((acceptor, accept)) =

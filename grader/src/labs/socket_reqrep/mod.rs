@@ -21,6 +21,7 @@ mod concurrency;
 mod failures;
 mod forced;
 mod forced_client;
+mod half_close;
 mod observe;
 mod programs;
 mod protocol;

@@ -2,6 +2,7 @@
 //! blocked, which signals a process blocks or catches, its sockets and what they listen on. None
 //! of it is specific to sockets' lab but the socket parts; the rest could serve other labs.
 
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
@@ -299,25 +300,52 @@ pub fn write_args(pid: i32, tid: i32) -> Option<(i32, u64)> {
     Some((i32::try_from(args[0]).ok()?, args[2]))
 }
 
-/// Whether socket `fd` of `pid` has TCP_NODELAY set, read on a copy of the descriptor
-/// (`pidfd_getfd`); `None` if the copy cannot be had.
-pub fn tcp_nodelay(pid: i32, fd: i32) -> Option<bool> {
-    use std::os::fd::{FromRawFd, OwnedFd};
+/// A copy of descriptor `fd` of `pid` (`pidfd_getfd`), to read its socket's state; `None` if it
+/// cannot be had.
+fn descriptor_copy(pid: i32, fd: i32) -> Option<OwnedFd> {
     // SAFETY: plain system calls; each descriptor returned is owned once, and closed.
     unsafe {
         let pidfd = libc::syscall(libc::SYS_pidfd_open, pid, 0);
         let pidfd = OwnedFd::from_raw_fd(i32::try_from(pidfd).ok().filter(|&f| f >= 0)?);
-        let copy = libc::syscall(
-            libc::SYS_pidfd_getfd,
-            std::os::fd::AsRawFd::as_raw_fd(&pidfd),
-            fd,
-            0,
-        );
-        let copy = OwnedFd::from_raw_fd(i32::try_from(copy).ok().filter(|&f| f >= 0)?);
+        let copy = libc::syscall(libc::SYS_pidfd_getfd, pidfd.as_raw_fd(), fd, 0);
+        Some(OwnedFd::from_raw_fd(
+            i32::try_from(copy).ok().filter(|&f| f >= 0)?,
+        ))
+    }
+}
+
+/// Whether socket `fd` of `pid` closes by aborting its connection: `SO_LINGER` on with a time of
+/// 0, read on a copy of the descriptor. `None` if the copy cannot be had.
+pub fn aborts_on_close(pid: i32, fd: i32) -> Option<bool> {
+    let copy = descriptor_copy(pid, fd)?;
+    let mut linger = libc::linger {
+        l_onoff: 0,
+        l_linger: 0,
+    };
+    let mut len = std::mem::size_of::<libc::linger>() as libc::socklen_t;
+    // SAFETY: getsockopt() into a linger of the length passed.
+    let got = unsafe {
+        libc::getsockopt(
+            copy.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            (&raw mut linger).cast(),
+            &mut len,
+        )
+    };
+    (got == 0).then_some(linger.l_onoff != 0 && linger.l_linger == 0)
+}
+
+/// Whether socket `fd` of `pid` has TCP_NODELAY set, read on a copy of the descriptor
+/// (`pidfd_getfd`); `None` if the copy cannot be had.
+pub fn tcp_nodelay(pid: i32, fd: i32) -> Option<bool> {
+    let copy = descriptor_copy(pid, fd)?;
+    // SAFETY: getsockopt() into a c_int of the length passed.
+    unsafe {
         let mut on: libc::c_int = 0;
         let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
         let got = libc::getsockopt(
-            std::os::fd::AsRawFd::as_raw_fd(&copy),
+            copy.as_raw_fd(),
             libc::IPPROTO_TCP,
             libc::TCP_NODELAY,
             (&raw mut on).cast(),
@@ -331,13 +359,9 @@ pub fn tcp_nodelay(pid: i32, fd: i32) -> Option<bool> {
 /// on a copy of the descriptor (`pidfd_getfd`); `None` if the copy cannot be had or `fd` is no
 /// socket. A timeout of zero is none.
 pub fn socket_timeouts(pid: i32, fd: i32) -> Option<[Duration; 2]> {
-    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-    // SAFETY: plain system calls; each descriptor returned is owned once, and closed.
+    let copy = descriptor_copy(pid, fd)?;
+    // SAFETY: getsockopt() into a timeval of the length passed.
     unsafe {
-        let pidfd = libc::syscall(libc::SYS_pidfd_open, pid, 0);
-        let pidfd = OwnedFd::from_raw_fd(i32::try_from(pidfd).ok().filter(|&f| f >= 0)?);
-        let copy = libc::syscall(libc::SYS_pidfd_getfd, pidfd.as_raw_fd(), fd, 0);
-        let copy = OwnedFd::from_raw_fd(i32::try_from(copy).ok().filter(|&f| f >= 0)?);
         let read = |option| {
             let mut tv = libc::timeval {
                 tv_sec: 0,
@@ -434,13 +458,9 @@ pub fn connection_fds(pid: i32, port: u16) -> usize {
 /// peer's end of writing): a `poll()` of a copy of it (`pidfd_getfd`) reports `POLLRDHUP` or
 /// `POLLHUP`. `None` if the copy cannot be had.
 pub fn read_side_shut(pid: i32, fd: i32) -> Option<bool> {
-    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-    // SAFETY: plain system calls; each descriptor returned is owned once, and closed.
+    let copy = descriptor_copy(pid, fd)?;
+    // SAFETY: poll() of one pollfd.
     unsafe {
-        let pidfd = libc::syscall(libc::SYS_pidfd_open, pid, 0);
-        let pidfd = OwnedFd::from_raw_fd(i32::try_from(pidfd).ok().filter(|&f| f >= 0)?);
-        let copy = libc::syscall(libc::SYS_pidfd_getfd, pidfd.as_raw_fd(), fd, 0);
-        let copy = OwnedFd::from_raw_fd(i32::try_from(copy).ok().filter(|&f| f >= 0)?);
         let mut poll = libc::pollfd {
             fd: copy.as_raw_fd(),
             events: libc::POLLRDHUP,

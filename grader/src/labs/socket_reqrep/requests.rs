@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use rand::RngExt;
 
 use super::forced;
+use super::half_close;
 use super::observe;
 use super::programs::{Ran, Server, external, server, spawn_client};
 use super::protocol::{
@@ -332,6 +333,7 @@ pub fn large_payloads(run: &mut Run) -> Result<String, Fail> {
         ];
         let client = spawn_client(run, &server.where_args(), requests, "the client")?.finish()?;
         client.verify()?;
+        half_close::half_closed_client(run, &server)?;
         hash_of_every_byte(run, &server)?;
         match transport {
             Transport::Unix => stopped_mid_write(run, &server)?,

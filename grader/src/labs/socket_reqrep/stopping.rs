@@ -21,7 +21,7 @@ use super::stop_held;
 use super::{OP_ECHO, OP_HASH, Transport};
 use crate::engine::process::Captured;
 use crate::engine::tracer::{Call, Step, Tracer};
-use crate::engine::{Fail, Run};
+use crate::engine::{Fail, Run, inspect};
 
 /// The server's `done` counts after a known history: connections that asked a few questions
 /// and closed between frames, two that are still connected (idle) at SIGTERM, one bad client,
@@ -256,7 +256,43 @@ fn signal_disposition(server: &Server) -> Result<(), Fail> {
             )));
         }
     }
-    Ok(())
+    waits_in_sigwait(pid)
+}
+
+/// The signal is waited for with sigwait() (`SigSet::wait`, rt_sigtimedwait), as run_server()
+/// asks: a server that reads it from a signalfd instead (no thread in rt_sigtimedwait, a
+/// signalfd among its descriptors) is told so.
+fn waits_in_sigwait(pid: i32) -> Result<(), Fail> {
+    let in_sigwait = || {
+        observe::threads(pid)
+            .iter()
+            .any(|t| t.syscall == Some(libc::SYS_rt_sigtimedwait))
+    };
+    let until = Instant::now() + Duration::from_secs(2);
+    while !in_sigwait() && Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    if in_sigwait() {
+        return Ok(());
+    }
+    let signalfds: Vec<i32> = inspect::view(pid)
+        .map(|view| {
+            view.fds
+                .into_iter()
+                .filter(|(_, target)| target == "anon_inode:[signalfd]")
+                .map(|(fd, _)| fd)
+                .collect()
+        })
+        .unwrap_or_default();
+    if signalfds.is_empty() {
+        return Ok(());
+    }
+    Err(Fail::failed(format!(
+        "while the server runs, none of its threads waits in sigwait() (rt_sigtimedwait), and it \
+         holds a signalfd (descriptor {signalfds:?}, anon_inode:[signalfd] in /proc/{pid}/fd): \
+         it reads the signal from a signalfd, where run_server() asks to wait for it with \
+         SigSet::wait() (sigwait), the call the lab teaches"
+    )))
 }
 
 /// A socket of the grader's at the server's path, with a backlog of 0 already full: a connect()
