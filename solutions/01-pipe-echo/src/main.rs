@@ -20,7 +20,7 @@ use ipc_labs_driver::{Control, install_noop_handler};
 use nix::sys::signal::Signal;
 use nix::sys::wait::{WaitStatus, waitpid};
 use nix::unistd::{ForkResult, Pid, fork, pipe};
-use pipe_echo::{EchoChild, echo_loop, write_all};
+use pipe_echo::{EchoChild, PipeEchoError, echo_loop, write_all};
 
 /// Sends a file's bytes through an echo child and writes what comes back to another file.
 #[derive(Parser)]
@@ -38,6 +38,12 @@ struct Args {
     /// Call exchange() a second time after the first, and report what it returned.
     #[arg(long)]
     twice: bool,
+    /// Once the first child is reaped, spawn a second one in the same process (saying
+    /// `again-ready` with its pid, then waiting for `again-go`) and send it the same input: the
+    /// output and the report's `exchange` and `wait` are the second child's, the first's are
+    /// reported as `first-exchange` and `first-wait`.
+    #[arg(long)]
+    again: bool,
     /// Fork a child of the program's own before spawn(), which exits at once, and reap it after
     /// wait() (reported as `other-child`): wait() must reap the echo child, not any child.
     #[arg(long)]
@@ -129,12 +135,7 @@ fn main() -> ExitCode {
     print!("{BEFORE_SPAWN}");
     let mut child = match EchoChild::spawn() {
         Ok(child) => child,
-        Err(error) => {
-            eprintln!("pipe-echo: {error}");
-            control.send("failed", &[("error", error.to_string())]);
-            control.wait_for("exit");
-            return ExitCode::FAILURE;
-        }
+        Err(error) => return spawn_failed(&control, &error),
     };
     control.send("ready", &[("child", child.pid.to_string())]);
     control.wait_for("go");
@@ -164,9 +165,25 @@ fn main() -> ExitCode {
         };
     }
 
-    let echoed = child.exchange(&input);
+    let mut echoed = child.exchange(&input);
     let again = args.twice.then(|| child.exchange(&input));
-    let waited = child.wait();
+    let mut waited = child.wait();
+    let mut first = None;
+    if args.again {
+        // The same process, the same input, a new child: its echo must come through it too.
+        let mut second = match EchoChild::spawn() {
+            Ok(child) => child,
+            Err(error) => return spawn_failed(&control, &error),
+        };
+        control.send("again-ready", &[("child", second.pid.to_string())]);
+        control.wait_for("again-go");
+        let second_echoed = second.exchange(&input);
+        let second_waited = second.wait();
+        first = Some((
+            std::mem::replace(&mut echoed, second_echoed),
+            std::mem::replace(&mut waited, second_waited),
+        ));
+    }
     let mut ok = true;
     let exchange = match &echoed {
         Ok(bytes) => match std::fs::write(&args.output, bytes) {
@@ -193,11 +210,15 @@ fn main() -> ExitCode {
     drop(input);
     let mut report = vec![("exchange", exchange), ("wait", wait)];
     if let Some(again) = again {
-        let again = match again {
-            Ok(bytes) => format!("ok {}", bytes.len()),
-            Err(error) => format!("error {error}"),
-        };
-        report.push(("again", again));
+        report.push((
+            "again",
+            outcome(&again, |bytes| format!("ok {}", bytes.len())),
+        ));
+    }
+    if let Some((echoed, waited)) = first {
+        let exchange = outcome(&echoed, |bytes| format!("ok {}", bytes.len()));
+        report.push(("first-exchange", exchange));
+        report.push(("first-wait", outcome(&waited, |()| "ok".into())));
     }
     if let Some(other) = other_child {
         let reaped = match waitpid(other, None) {
@@ -215,6 +236,22 @@ fn main() -> ExitCode {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
+    }
+}
+
+/// Reports a spawn() that failed, and waits for the grader to let the program exit.
+fn spawn_failed(control: &Control, error: &PipeEchoError) -> ExitCode {
+    eprintln!("pipe-echo: {error}");
+    control.send("failed", &[("error", error.to_string())]);
+    control.wait_for("exit");
+    ExitCode::FAILURE
+}
+
+/// What a call returned, as reported: `ok...` as `ok` says, or `error MESSAGE`.
+fn outcome<T>(returned: &Result<T, PipeEchoError>, ok: impl FnOnce(&T) -> String) -> String {
+    match returned {
+        Ok(value) => ok(value),
+        Err(error) => format!("error {error}"),
     }
 }
 

@@ -324,15 +324,7 @@ pub fn through_the_child(run: &mut Run) -> Result<String, Fail> {
     let mut pipe_a = outside::open_pipe(child, pipes.child_reads_a, false)?;
     let taken = outside::take_bytes(&mut pipe_a, swapped)?;
     drop(pipe_a);
-    if taken[..] != session.input[..taken.len()] {
-        let _ = force::resume(child);
-        return Err(Fail::failed(format!(
-            "the first {} bytes the parent wrote into pipe A are not the input's first bytes \
-             (first difference at byte {}): send the input in order",
-            taken.len(),
-            first_difference(&taken, &session.input)
-        )));
-    }
+    sent_in_order(&taken, &session.input, child)?;
     let swapped = taken.len();
     // One byte fewer than taken: the grader's own byte, sent once every byte has gone through,
     // makes up the length.
@@ -456,10 +448,128 @@ pub fn through_the_child(run: &mut Run) -> Result<String, Fail> {
         )));
     }
     session.finish()?;
+    let replaced = through_a_second_child(run)?;
     Ok(format!(
         "with the child stopped the parent waited; the echo of {len} bytes came back through \
-         pipe B, copied as it was read, {swapped} bytes replaced on the way"
+         pipe B, copied as it was read, {swapped} bytes replaced on the way; so did the echo \
+         of a second child of the same process, given the same input ({replaced} bytes \
+         replaced)"
     ))
+}
+
+/// Fails, resuming the stopped `child`, unless the bytes `taken` off pipe A are the input's
+/// first bytes.
+fn sent_in_order(taken: &[u8], input: &[u8], child: i32) -> Result<(), Fail> {
+    if taken[..] == input[..taken.len()] {
+        return Ok(());
+    }
+    let _ = force::resume(child);
+    Err(Fail::failed(format!(
+        "the first {} bytes the parent wrote into pipe A are not the input's first bytes \
+         (first difference at byte {}): send the input in order",
+        taken.len(),
+        first_difference(taken, input)
+    )))
+}
+
+/// The same rule for a second `EchoChild` of the same process, spawned once the first is reaped
+/// and given the same input (`--again`): nothing kept from the first exchange may stand in for
+/// the second child's echo. With that child stopped, the parent's whole input waits in pipe A
+/// (it fits) once the parent closes it; the grader replaces its first bytes on pipe B. Returns
+/// how many it replaced.
+fn through_a_second_child(run: &mut Run) -> Result<usize, Fail> {
+    let len = 4096;
+    let input = run.random_bytes(len);
+    let replaced = run.rng().random_range(1..len);
+    let again = Flags {
+        again: true,
+        ..Flags::default()
+    };
+    let mut session = start(run, input, again)?;
+    session.go()?;
+    let child = session.second_child()?;
+    settle_in_read(child);
+    let pipes = session.pipes()?;
+    let mut pipe_a = outside::open_pipe(child, pipes.child_reads_a, false)?;
+    outside::hold_stopped(child)?;
+    session.go_again()?;
+    let until = Instant::now() + Duration::from_secs(4);
+    // Until the parent has closed its write end of pipe A.
+    while pipes_of(&session.proc, session.parent)
+        .get(&pipes.a)
+        .is_some_and(|(_, writes)| !writes.is_empty())
+    {
+        if Instant::now() > until {
+            force::resume(child)?;
+            return Err(Fail::TimedOut(
+                session.stopped_reading(session.proc.diagnose()),
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    // The child is stopped: what the parent sent is all still in pipe A.
+    let sent = outside::bytes_in_pipe(&pipe_a).unwrap_or(0);
+    if sent < len {
+        force::resume(child)?;
+        let done = session.recv_done()?;
+        return Err(Fail::failed(format!(
+            "a second EchoChild, spawned by the same process once the first was reaped, was \
+             given the same {len} bytes; with that child stopped, exchange() closed pipe A \
+             having sent it {sent} of them, and returned `{}`: exchange() sends the whole input \
+             through the child it is called on, and returns what came back through its pipe B, \
+             every time, not an echo kept from an earlier exchange",
+            done.exchange
+        )));
+    }
+    let taken = outside::take_bytes(&mut pipe_a, replaced)?;
+    drop(pipe_a);
+    sent_in_order(&taken, &session.input, child)?;
+    let injected: Vec<u8> = taken.iter().map(|b| !b).collect();
+    let mut pipe_b = outside::open_pipe(child, pipes.child_writes_b, true)?;
+    outside::put_bytes(&mut pipe_b, &injected)?;
+    drop(pipe_b);
+    force::resume(child)?;
+    let done = session.recv_done()?;
+    let first = (done.first_exchange.as_deref(), done.first_wait.as_deref());
+    if first != (Some(&format!("ok {len}")[..]), Some("ok")) {
+        return Err(Fail::failed(format!(
+            "the first of two children exchanged {len} bytes: exchange() returned `{}` and \
+             wait() `{}`",
+            first.0.unwrap_or("?"),
+            first.1.unwrap_or("?")
+        )));
+    }
+    if !done.exchange.starts_with("ok") || done.wait != "ok" {
+        return Err(Fail::failed(format!(
+            "with a second EchoChild, spawned by the same process once the first was reaped and \
+             given the same {len} bytes, exchange() returned `{}` and wait() `{}`",
+            done.exchange, done.wait
+        )));
+    }
+    let mut expected = injected;
+    expected.extend_from_slice(&session.input[replaced..]);
+    let echoed = session.echoed()?;
+    if echoed != expected {
+        let what = if echoed == session.input {
+            "it is the input, as the first child echoed it".to_string()
+        } else {
+            format!(
+                "{} bytes for {len} expected, first difference at byte {}",
+                echoed.len(),
+                first_difference(&echoed, &expected)
+            )
+        };
+        return Err(Fail::failed(format!(
+            "a second EchoChild, spawned by the same process once the first was reaped, was \
+             given the same {len} bytes; the grader took the first {replaced} off its pipe A \
+             and put {replaced} other bytes into its pipe B, but the echo exchange() returned \
+             is not what came through that pipe B: {what}; exchange() returns what came back \
+             through the pipe B of the child it is called on, every time, not an echo kept \
+             from an earlier exchange"
+        )));
+    }
+    session.finish()?;
+    Ok(replaced)
 }
 
 /// Waits until every byte has gone through and both processes wait for end-of-file, which the

@@ -213,10 +213,11 @@ pub static LAB: Lab = Lab {
             points: 3,
             timeout: Duration::from_secs(10),
             description: "the echo is what came back through pipe B, copied by the child as it \
-                          read it; with nothing to do, both processes block, with no timer armed",
+                          read it, also for a second child of the same process given the same \
+                          input; with nothing to do, both processes block, with no timer armed",
             exclusive: false,
             hint: Some(
-                "The echo is what the child copied back through pipe B as it read it; the parent closes its write end after the last byte and waits by blocking. See docs/labs/01-pipe-echo.md, the rules table (\"What exchange() returns is what came back through pipe B\").",
+                "The echo is what the child copied back through pipe B as it read it, for every exchange (keep no echo for a later one); the parent closes its write end after the last byte and waits by blocking. See docs/labs/01-pipe-echo.md, the rules table (\"What exchange() returns is what came back through pipe B\").",
             ),
             run: child_stopped::through_the_child,
         },

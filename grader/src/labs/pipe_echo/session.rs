@@ -2,7 +2,9 @@
 //! and says `ready` (with the child's pid) or `failed`; it waits for `go`, exchanges (twice with
 //! `--twice`), reaps the child, says `done` (with what `exchange` and `wait` returned, and with
 //! `--other-child` how it reaped a child of its own forked before `spawn()`) and waits for `exit`;
-//! with `--wait-only` it calls `wait()` at `go`, with no exchange, and reports only `wait`.
+//! with `--wait-only` it calls `wait()` at `go`, with no exchange, and reports only `wait`; with
+//! `--again`, once the first child is reaped, it spawns a second, says `again-ready` (with its
+//! pid), waits for `again-go` and exchanges with it too.
 //! Between those messages the grader looks at both processes in `/proc`.
 
 use std::collections::BTreeMap;
@@ -35,6 +37,10 @@ pub struct Flags {
     /// `--own-files`: the program opens the input file twice after `spawn()` and reports after
     /// `wait()` whether both descriptors still refer to it, as `own-files`.
     pub own_files: bool,
+    /// `--again`: once the first child is reaped, the program spawns a second one and sends it
+    /// the same input; `exchange` and `wait` are then the second child's, the first's are
+    /// reported as `first-exchange` and `first-wait`.
+    pub again: bool,
 }
 
 /// The program before `spawn()`.
@@ -102,6 +108,9 @@ pub struct Done {
     pub other_child: Option<String>,
     /// Whether the program's own files survived (`--own-files`): `ok` or `lost FD,FD`.
     pub own_files: Option<String>,
+    /// What the first child's `exchange()` and `wait()` returned, with `--again`.
+    pub first_exchange: Option<String>,
+    pub first_wait: Option<String>,
 }
 
 /// Names the processes of the program in diagnoses.
@@ -142,6 +151,9 @@ pub fn launch(run: &mut Run, input: Vec<u8>, flags: Flags) -> Result<Launched, F
     }
     if flags.wait_only {
         args.push("--wait-only".into());
+    }
+    if flags.again {
+        args.push("--again".into());
     }
     let mut proc = run.spawn(&args)?;
     let parent = proc.pid.as_raw();
@@ -209,16 +221,7 @@ impl Launched {
             )));
         }
         let parent = self.parent;
-        let child = ready
-            .get("child")
-            .and_then(|c| c.parse::<i32>().ok())
-            .ok_or_else(|| Fail::failed("spawn() returned no child pid"))?;
-        if child <= 0 || child == parent {
-            return Err(Fail::failed(format!(
-                "spawn() says the child is pid {child}, but the parent is pid {parent}: fork() \
-                 returns the child's pid in the parent"
-            )));
-        }
+        let child = child_of(&ready, parent)?;
         Ok(Spawned::Ready(Session {
             proc: self.proc,
             parent,
@@ -239,6 +242,21 @@ impl Launched {
         self.proc.wait()?;
         Ok(())
     }
+}
+
+/// The child's pid in a `ready` message: a pid other than the parent's.
+fn child_of(ready: &Message, parent: i32) -> Result<i32, Fail> {
+    let child = ready
+        .get("child")
+        .and_then(|c| c.parse::<i32>().ok())
+        .ok_or_else(|| Fail::failed("spawn() returned no child pid"))?;
+    if child <= 0 || child == parent {
+        return Err(Fail::failed(format!(
+            "spawn() says the child is pid {child}, but the parent is pid {parent}: fork() \
+             returns the child's pid in the parent"
+        )));
+    }
+    Ok(child)
 }
 
 /// A message from a process other than the one the grader started means the forked child went
@@ -265,9 +283,44 @@ pub fn from_parent(message: &Message, parent: i32) -> Result<(), Fail> {
 impl Session {
     /// Tells the program to exchange.
     pub fn go(&mut self) -> Result<(), Fail> {
+        self.go_as("go")
+    }
+
+    /// Sends the go-ahead `kind`, noting both processes' I/O counters.
+    fn go_as(&mut self, kind: &str) -> Result<(), Fail> {
         self.io_at_go = inspect::io(self.parent);
         self.child_io_at_go = inspect::io(self.child);
-        self.proc.send("go", &[])
+        self.proc.send(kind, &[])
+    }
+
+    /// With `--again`, after [`Session::go`]: waits until the program, its first child reaped,
+    /// has spawned the second, which the session follows from then on (its pid is returned).
+    pub fn second_child(&mut self) -> Result<i32, Fail> {
+        let ready = match self.proc.recv_any() {
+            Ok(ready) => ready,
+            Err(Fail::TimedOut(hang)) => return Err(Fail::TimedOut(self.stopped_reading(hang))),
+            Err(fail) => return Err(fail),
+        };
+        from_parent(&ready, self.parent)?;
+        if ready.kind == "failed" {
+            return Err(Fail::failed(format!(
+                "spawn() called a second time, once the first child was reaped, failed: {}",
+                ready.get("error").unwrap_or("?")
+            )));
+        }
+        if ready.kind != "again-ready" {
+            return Err(Fail::failed(format!(
+                "expected `again-ready`, got `{}`",
+                ready.kind
+            )));
+        }
+        self.child = child_of(&ready, self.parent)?;
+        Ok(self.child)
+    }
+
+    /// With `--again`: lets the program exchange with its second child.
+    pub fn go_again(&mut self) -> Result<(), Fail> {
+        self.go_as("again-go")
     }
 
     /// Waits for the program's report.
@@ -420,6 +473,8 @@ impl Session {
             again: done.get("again").map(str::to_string),
             other_child: done.get("other-child").map(str::to_string),
             own_files: done.get("own-files").map(str::to_string),
+            first_exchange: done.get("first-exchange").map(str::to_string),
+            first_wait: done.get("first-wait").map(str::to_string),
         })
     }
 
