@@ -13,7 +13,10 @@
 //! attached), `attached` (the reader does), `done`, or `failed` with `kind=` from
 //! [`ShmError::kind`]. It waits for `go` at `started`, `ready` and `attached`, and the
 //! publisher, detached, for `exit` after its `done`. `create` calls [`Segment::create`] alone
-//! (no `publish()` around it) and removes what it made. Keep this file as it is.
+//! (no `publish()` around it) and removes what it made. Two steps use the library twice in one
+//! process, with a pause between for the grader to change the world: `create --then-id` says
+//! `created` and waits for `go` before it creates a second segment, and `read --first-output`
+//! says `read` and waits for `go` before it reads the record again. Keep this file as it is.
 
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
@@ -59,6 +62,9 @@ enum Command {
         id: u32,
         #[arg(long)]
         size: u64,
+        /// Then, after `created` and `go`, does the same for (path, this id) in the same process.
+        #[arg(long)]
+        then_id: Option<u32>,
     },
     /// Finds the segment for (path, id), validates the record and writes its payload to a file.
     Read {
@@ -74,6 +80,10 @@ enum Command {
         /// Remove the segment after reading it.
         #[arg(long)]
         remove: bool,
+        /// Read the record twice: first into this file, then, after `read` and `go`, from the
+        /// same attached segment again into `--output`.
+        #[arg(long)]
+        first_output: Option<PathBuf>,
     },
 }
 
@@ -109,6 +119,14 @@ fn map_payload(path: &Path) -> std::io::Result<&'static [u8]> {
     }
     // SAFETY: the mapping is `len` bytes long and lives as long as the process.
     Ok(unsafe { std::slice::from_raw_parts(addr.cast::<u8>(), len) })
+}
+
+/// `Segment::create` alone for (path, id), then `remove()` and `detach()`; the segment's id.
+fn create_and_remove(path: &Path, id: u32, size: u64) -> Result<i32, ShmError> {
+    let segment = key_for(path, id).and_then(|key| Segment::create(key, size))?;
+    let shmid = segment.id;
+    remove(shmid).and(segment.detach())?;
+    Ok(shmid)
 }
 
 /// Reports `error` to the grader and on stderr.
@@ -161,25 +179,35 @@ fn main() -> ExitCode {
             control.wait_for("exit");
             ExitCode::SUCCESS
         }
-        Command::Create { path, id, size } => {
+        Command::Create {
+            path,
+            id,
+            size,
+            then_id,
+        } => {
             control.send("started", &[]);
             control.wait_for("go");
-            let segment = match key_for(&path, id).and_then(|key| Segment::create(key, size)) {
-                Ok(segment) => segment,
-                Err(error) => return fail(&control, &error),
-            };
-            let shmid = segment.id;
-            if let Err(error) = remove(shmid).and(segment.detach()) {
-                return fail(&control, &error);
+            let mut made = create_and_remove(&path, id, size);
+            if let (Some(then_id), Ok(shmid)) = (then_id, &made) {
+                // What the first create left in the process must hold for the second one too.
+                control.send("created", &[("shmid", shmid.to_string())]);
+                control.wait_for("go");
+                made = create_and_remove(&path, then_id, size);
             }
-            control.send("done", &[("shmid", shmid.to_string())]);
-            ExitCode::SUCCESS
+            match made {
+                Ok(shmid) => {
+                    control.send("done", &[("shmid", shmid.to_string())]);
+                    ExitCode::SUCCESS
+                }
+                Err(error) => fail(&control, &error),
+            }
         }
         Command::Read {
             path,
             id,
             output,
             remove: remove_after,
+            first_output,
         } => {
             control.send("started", &[]);
             control.wait_for("go");
@@ -196,7 +224,17 @@ fn main() -> ExitCode {
             );
             control.wait_for("go");
             let shmid = segment.id;
-            let record = segment.read_record();
+            let mut record = segment.read_record();
+            if let (Some(first_output), Ok(first)) = (first_output, &record) {
+                if let Err(error) = std::fs::write(&first_output, &first.payload) {
+                    eprintln!("sysv-shm: cannot write {}: {error}", first_output.display());
+                    return ExitCode::from(2);
+                }
+                // The same segment, read again: the grader may have changed it in between.
+                control.send("read", &[("sequence", first.sequence.to_string())]);
+                control.wait_for("go");
+                record = segment.read_record();
+            }
             if let Err(error) = segment.detach() {
                 return fail(&control, &error);
             }

@@ -126,8 +126,8 @@ pub static LAB: Lab = Lab {
             points: 3,
             timeout: Duration::from_secs(10),
             description: "after the publisher exited, two readers in turn read the record byte \
-                          for byte, the second after the grader rewrote the payload under the \
-                          same header",
+                          for byte, the first reader twice; before every read but the first, the \
+                          grader rewrote the payload under the same header",
             exclusive: false,
             hint: Some(
                 "A segment is not tied to a process: it outlives its publisher until someone removes it. See docs/labs/04-sysv-shm.md, \"The idea\" (\"Segments are not tied to any process\").",
@@ -192,8 +192,9 @@ pub static LAB: Lab = Lab {
             points: 2,
             timeout: Duration::from_secs(10),
             description: "a size of exactly shmmax is allowed and shmmax + 1 is too-large (even \
-                          with the key taken), with shmmax as /proc/sys/kernel/shmmax says now \
-                          (lowered in a private IPC namespace when the grader runs as root, and \
+                          with the key taken), with shmmax as /proc/sys/kernel/shmmax says now, at \
+                          every call (lowered in a private IPC namespace when the grader runs as \
+                          root, again between two creates of one process, and \
                           shmall below it, which bounds no single segment; then 20 digits long)",
             exclusive: false,
             hint: Some(

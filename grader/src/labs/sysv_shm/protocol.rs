@@ -7,7 +7,9 @@
 //! `done` and waits for `exit`. `sysv-shm read ...` says `attached` while attached and waits for
 //! `go`, then reads, detaches, removes (with `--remove`), writes the payload and says `done`
 //! (with `sequence` and `length`). Either says `failed` with `kind=` (the error variant) and
-//! exits.
+//! exits. Two steps use the library twice in one process: `create --then-id` says `created`
+//! and waits for `go` between its two creates, `read --first-output` says `read` (with
+//! `sequence`) and waits for `go` between its two reads of the same segment.
 
 use std::ffi::{CString, OsString};
 use std::os::unix::ffi::OsStrExt;
@@ -188,7 +190,26 @@ pub fn run_create_step(
     size: u64,
     what: &str,
 ) -> Result<(Message, Option<ShmSegment>), Fail> {
-    let args: Vec<OsString> = vec![
+    let mut proc = start_create_step(run, name, size, None, what)?;
+    let message = proc.recv_any().map_err(with_context(what))?;
+    proc.wait()?;
+    let left = segment(name.key);
+    if let Some(left) = &left {
+        rmid(left.id);
+    }
+    Ok((message, left))
+}
+
+/// Starts the program's `create` step and lets it go on; with `then_id`, once it says `created`
+/// and is told `go`, the same process creates (and removes) a segment for that id too.
+pub fn start_create_step(
+    run: &mut Run,
+    name: &Name,
+    size: u64,
+    then_id: Option<u32>,
+    what: &str,
+) -> Result<Proc, Fail> {
+    let mut args: Vec<OsString> = vec![
         "create".into(),
         "--path".into(),
         name.path.clone().into(),
@@ -197,17 +218,30 @@ pub fn run_create_step(
         "--size".into(),
         size.to_string().into(),
     ];
+    if let Some(id) = then_id {
+        args.extend(["--then-id".into(), id.to_string().into()]);
+    }
     let mut proc = run.spawn(&args)?;
     proc.set_roles(|_| "the create step".into());
     expect(&mut proc, "create step", "started").map_err(with_context(what))?;
     proc.send("go", &[])?;
-    let message = proc.recv_any().map_err(with_context(what))?;
-    proc.wait()?;
-    let left = segment(name.key);
-    if let Some(left) = &left {
-        rmid(left.id);
-    }
-    Ok((message, left))
+    Ok(proc)
+}
+
+/// Starts `sysv-shm read --first-output` (without `--remove`) and lets it go on: it reads the
+/// record twice from the same attached segment, saying `read` and waiting for `go` in between.
+/// Returns it and its output files, of the first read and of the second.
+pub fn spawn_reader_reading_twice(
+    run: &mut Run,
+    name: &Name,
+    n: u32,
+) -> Result<(Proc, PathBuf, PathBuf), Fail> {
+    let (mut args, output) = reader_args(run, name, false, n);
+    let first_output = run.path(&format!("read-{n}-first.bin"));
+    args.extend(["--first-output".into(), first_output.clone().into()]);
+    let mut proc = spawn_started_reader(run, &args)?;
+    proc.send("go", &[])?;
+    Ok((proc, first_output, output))
 }
 
 /// Starts `sysv-shm read` and lets it go on; returns it and its output file.
@@ -231,10 +265,15 @@ pub fn spawn_held_reader(
     n: u32,
 ) -> Result<(Proc, PathBuf), Fail> {
     let (args, output) = reader_args(run, name, remove, n);
-    let mut proc = run.spawn(&args)?;
+    Ok((spawn_started_reader(run, &args)?, output))
+}
+
+/// Starts `sysv-shm` with the reader's `args` and waits for its `started`.
+fn spawn_started_reader(run: &mut Run, args: &[OsString]) -> Result<Proc, Fail> {
+    let mut proc = run.spawn(args)?;
     proc.set_roles(|_| "the reader".into());
     expect(&mut proc, "reader", "started")?;
-    Ok((proc, output))
+    Ok(proc)
 }
 
 /// Starts `sysv-shm read` (without `--remove`) as a reader that the modes of segments apply to,

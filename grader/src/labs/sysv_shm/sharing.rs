@@ -1,14 +1,17 @@
 //! Checks of publisher and readers together: attached at the same time, the segment outliving
 //! its publisher, and its removal.
 
+use std::path::Path;
+
+use ipc_labs_driver::Message;
+use rand::RngExt;
+
 use crate::engine::{Fail, Run};
 
 use super::HEADER_LEN;
-use rand::RngExt;
-
 use super::protocol::{
     as_expected, exits_cleanly, expect, first_difference, fresh_name, publish, read_to_end,
-    run_create_step, spawn_reader, verify_read, with_context,
+    run_create_step, spawn_reader, spawn_reader_reading_twice, verify_read, with_context,
 };
 use super::segments::{mapping_of, may_write, overwrite, segment, segment_by_id};
 
@@ -125,43 +128,79 @@ pub fn outlives_publisher(run: &mut Run) -> Result<String, Fail> {
             left.attached
         )));
     }
-    published.read_back(run, false, 1)?;
+    // One reader reads the record, and, in the same process and the same attachment, again
+    // after the grader rewrote the payload: a copy kept in the process shows there.
+    let name = &published.name;
+    let (mut reader, first_output, output) = spawn_reader_reading_twice(run, name, 1)?;
+    expect(&mut reader, "reader", "attached")?;
+    reader.send("go", &[])?;
+    let first = expect(&mut reader, "reader", "read")?;
+    published.verify(&first, &first_output)?;
+    let rewritten = run.random_bytes(published.payload.len());
+    overwrite(left.id, HEADER_LEN, &rewritten)?;
+    reader.send("go", &[])?;
+    let done = expect(&mut reader, "reader", "done")?;
+    exits_cleanly(&mut reader, "reader")?;
+    let again = "the same reader process, reading the record again from the same attachment,";
+    let sequence = published.sequence;
+    read_after_rewrite(
+        &done,
+        &output,
+        sequence,
+        (&published.payload, &rewritten),
+        again,
+    )?;
     if segment(published.name.key).is_none() {
         return Err(Fail::failed(
             "the segment is gone after a `read` without --remove: remove it only when asked",
         ));
     }
-    // Other payload bytes under the same header (the same segment, sequence and length): only
-    // a reader that copies the payload out of the segment each time outputs the new ones; one
-    // that kept the first somewhere, under any name the header gives, outputs the old again.
-    let sequence = published.sequence;
-    let payload = run.random_bytes(published.payload.len());
-    overwrite(left.id, HEADER_LEN, &payload)?;
+    // A new reader process after another rewrite: a copy kept outside the process shows there.
+    let rewritten_again = run.random_bytes(published.payload.len());
+    overwrite(left.id, HEADER_LEN, &rewritten_again)?;
     let (done, output) = read_to_end(run, &published.name, true, 2)?;
-    let read = std::fs::read(&output)?;
-    if read == published.payload {
-        return Err(Fail::failed(format!(
-            "the grader rewrote the payload in the segment ({} new bytes under the same header: \
-             sequence {sequence}, the same length), and the next reader output the publisher's \
-             old payload, which was no longer anywhere in the segment (first difference from \
-             it at byte {}): the payload was taken from a copy kept outside the segment; copy \
-             it out of the segment every time",
-            payload.len(),
-            first_difference(&read, &payload)
-        )));
-    }
-    verify_read(&done, &output, sequence, &payload, "rewritten").map_err(|fail| match fail {
-        Fail::Failed(m) => Fail::Failed(format!(
-            "after the grader rewrote the payload in the segment: {m}"
-        )),
-        other => other,
-    })?;
+    read_after_rewrite(
+        &done,
+        &output,
+        sequence,
+        (&rewritten, &rewritten_again),
+        "the next reader",
+    )?;
     Ok(format!(
-        "the record ({} bytes, sequence {}) outlived its publisher and was read twice, the \
-         second time with the payload the grader had rewritten",
+        "the record ({} bytes, sequence {}) outlived its publisher and was read three times, \
+         by one reader twice and by a second one, each time with the payload the grader had \
+         just rewritten under the same header",
         published.payload.len(),
         published.sequence
     ))
+}
+
+/// What `who` output (`done`, `output`) after the grader replaced payload `old` by `new` under
+/// the same header (the same segment, `sequence` and length): only a reader that copies the
+/// payload out of the segment each time outputs the new bytes; one that kept the old ones
+/// somewhere, under any name the header gives, outputs them again.
+fn read_after_rewrite(
+    done: &Message,
+    output: &Path,
+    sequence: u32,
+    (old, new): (&[u8], &[u8]),
+    who: &str,
+) -> Result<(), Fail> {
+    let read = std::fs::read(output)?;
+    if read == old {
+        return Err(Fail::failed(format!(
+            "the grader rewrote the payload in the segment ({} new bytes under the same header: \
+             the same segment, sequence {sequence}, the same length), and {who} output the old \
+             payload, which was no longer anywhere in the segment (first difference from the \
+             new one at byte {}): the payload was taken from a copy kept outside the segment; \
+             copy it out of the segment every time",
+            new.len(),
+            first_difference(&read, new)
+        )));
+    }
+    verify_read(done, output, sequence, new, "rewritten").map_err(with_context(&format!(
+        "after the grader rewrote the payload in the segment, {who}"
+    )))
 }
 
 pub fn removal(run: &mut Run) -> Result<String, Fail> {

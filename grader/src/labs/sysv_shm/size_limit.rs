@@ -7,8 +7,8 @@ use crate::engine::{Fail, Run};
 
 use super::private_ipc::PrivateIpc;
 use super::protocol::{
-    Name, expect, failed_after_creating, fresh_name, ftok, spawn_publisher, start_publisher,
-    with_context,
+    Name, as_expected, expect, failed_after_creating, fresh_name, ftok, spawn_publisher,
+    start_create_step, start_publisher, with_context,
 };
 use super::segments::{Planted, rmid, segment};
 use crate::engine::tracer::{Action, Call, Tracer};
@@ -120,14 +120,73 @@ pub fn size_limit(run: &mut Run) -> Result<String, Fail> {
     proc.wait()?;
     let setting = format!("shmmax set to {shmmax} (in a private IPC namespace)");
     over_the_limit_key_taken(run, &name, (shmmax, &setting), &payload)?;
+    let lowered = limit_read_each_time(run, &namespace, &name, shmmax)?;
     let shmall = shmall_bounds_no_segment(run, &namespace, &name, (shmmax, &setting), &payload)?;
     let long = twenty_digit_limit(run, &namespace, &name, &payload)?;
     drop(namespace);
     Ok(format!(
         "with shmmax {shmmax}, a size of {shmmax} (id 1) was published and {over} was too-large, \
-         also with the key taken; {shmall}; with shmmax set to {long} (20 digits, as the \
+         also with the key taken; {lowered}; {shmall}; with shmmax set to {long} (20 digits, as the \
          default is), a size of exactly shmmax reached shmget()"
     ))
+}
+
+/// The limit read each time: one process (the program's `create` step) creates a segment of
+/// exactly `shmmax` bytes, then, with `shmmax` lowered in between, another of the same size,
+/// which is now too-large. Leaves `shmmax` as it found it.
+fn limit_read_each_time(
+    run: &mut Run,
+    namespace: &PrivateIpc,
+    name: &Name,
+    shmmax: u64,
+) -> Result<String, Fail> {
+    let lowered = run.rng().random_range(shmmax / 2..shmmax);
+    // Another id, so another key: the first segment's removal is not what the second awaits.
+    let then_id = name.id % 255 + 1;
+    let what = format!(
+        "with shmmax set to {shmmax} (in a private IPC namespace), `sysv-shm create --size \
+         {shmmax} --then-id {then_id}` (two Segment::create calls in one process)"
+    );
+    let mut proc = start_create_step(run, name, shmmax, Some(then_id), &what)?;
+    as_expected(proc.recv_any()?, "create step", "created").map_err(with_context(&format!(
+        "{what}, its first create, of exactly shmmax"
+    )))?;
+    let second = format!(
+        "{what}, shmmax lowered to {lowered} after its first create had made and removed a \
+         segment, its second create of {shmmax} bytes"
+    );
+    namespace.set("shmmax", lowered)?;
+    proc.send("go", &[])?;
+    let message = proc.recv_any().map_err(with_context(&second));
+    namespace.set("shmmax", shmmax)?;
+    let message = message?;
+    proc.wait()?;
+    let second_key = ftok(&name.path, then_id)?;
+    [name.key, second_key]
+        .into_iter()
+        .filter_map(segment)
+        .for_each(|s| rmid(s.id));
+    match (message.kind.as_str(), message.get("kind")) {
+        ("failed", Some("too-large")) => Ok(format!(
+            "a second create in the same process was too-large once shmmax was lowered to \
+             {lowered}"
+        )),
+        (said, kind) => {
+            let judged = if said == "done" || kind == Some("shmget") {
+                ", let through to shmget(), though a publisher started afresh refused a size \
+                 over the limit as it then was: the process judged its second create by the \
+                 limit it had read for its first (a limit kept from before); read \
+                 /proc/sys/kernel/shmmax each time, an administrator may change it"
+            } else {
+                ", the lab wants too-large"
+            };
+            Err(Fail::failed(format!(
+                "{second} said `{said}` (kind={}: {}){judged}",
+                kind.unwrap_or("none"),
+                message.get("error").unwrap_or("")
+            )))
+        }
+    }
 }
 
 /// The limit read whole: with `shmmax` set to a number of 20 digits (as the kernel's default,
