@@ -32,6 +32,10 @@ struct Forced {
     queues: Vec<String>,
     /// An object of the grader's that must still be there afterwards.
     kept: Option<String>,
+    /// Why the program must make the call at all, where no other way is right (the
+    /// `shm_open()` of the very name it was given); `None` where skipping it is judged
+    /// elsewhere.
+    required: Option<&'static str>,
 }
 
 /// glibc's `shm_open()` of `name`: its `openat()` of the name in `/dev/shm`.
@@ -129,6 +133,11 @@ pub fn forced_failures(run: &mut Run) -> Result<(), Fail> {
                 "mmap" => "a failed mmap() is TransferError::Map",
                 _ => "a shm_open() failure other than EEXIST is TransferError::Open",
             },
+            required: (kind == "shm-open").then_some(
+                "Segment::create makes the segment with shm_open(name, O_CREAT | O_EXCL | \
+                 O_RDWR, 0600) of the very name it was given: O_EXCL on that name is what \
+                 refuses one that exists, and nothing is made under a name of its own",
+            ),
             segments: vec![name],
             queues: Vec::new(),
             kept: None,
@@ -160,6 +169,9 @@ pub fn forced_failures(run: &mut Run) -> Result<(), Fail> {
         errno: "EACCES",
         rule: "only ENOENT is TransferError::NotFound; any other shm_open() failure is \
                TransferError::Open with its errno: the segment is there, it cannot be opened",
+        required: Some(
+            "Segment::open opens the segment with shm_open() of its name, O_RDWR, no O_CREAT",
+        ),
         segments: Vec::new(),
         queues: Vec::new(),
         kept: Some(name),
@@ -191,6 +203,7 @@ pub fn forced_failures(run: &mut Run) -> Result<(), Fail> {
         errno: "EACCES",
         rule: "only ENOENT is TransferError::NotFound; any other shm_unlink() failure is \
                TransferError::Unlink with its errno: the name is there, it cannot be removed",
+        required: None,
         segments: Vec::new(),
         queues: Vec::new(),
         kept: Some(name),
@@ -245,6 +258,7 @@ pub fn forced_failures(run: &mut Run) -> Result<(), Fail> {
             errno: errno_name,
             rule: "a failed message queue call is TransferError::Queue, and a create() that \
                    fails part-way removes what it made",
+            required: None,
             segments: names.segments.clone(),
             queues: vec![names.queue.clone()],
             kept: None,
@@ -304,6 +318,7 @@ pub fn forced_failures(run: &mut Run) -> Result<(), Fail> {
             rule: "only ENOENT is TransferError::NotFound; any other mq_open() failure of \
                    Pool::open is TransferError::Queue with its errno: the pool is there, it \
                    cannot be opened",
+            required: None,
             segments: Vec::new(),
             queues: Vec::new(),
             kept: None,
@@ -343,11 +358,17 @@ fn abandon(forced: &[Forced]) {
 
 fn judge(forced: &mut Forced) -> Result<(), Fail> {
     let answer = forced.proc.recv_any()?;
-    if !forced.tracer.failed_the_call()? && answer.kind != "failed" {
-        // It never made the call (judged elsewhere).
-        return Ok(());
-    }
     let asked = &forced.asked;
+    if !forced.tracer.failed_the_call()? && answer.kind != "failed" {
+        return match forced.required {
+            Some(rule) => Err(Fail::failed(format!(
+                "{asked}, the program never made that call, and said `{}`: {rule}",
+                answer.kind
+            ))),
+            // Skipping it is judged elsewhere.
+            None => Ok(()),
+        };
+    }
     let (kind, errno) = (forced.kind, forced.errno);
     let error = answer.get("error").unwrap_or("");
     if answer.kind != "failed" || answer.get("kind") != Some(kind) || !error.contains(errno) {

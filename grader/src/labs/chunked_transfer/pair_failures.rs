@@ -2,14 +2,16 @@
 //! the segment they took stays off the free queue.
 
 use super::data::pattern_hash;
-use super::layout::{Header, Mapped};
+use super::layout::{Header, Mapped, SLOTS, Sem};
 use super::observe::dev_shm;
 use super::pool::{
     Follow, FreeQueue, PairOptions, PairSeen, follow_pair, pair_failed, pair_ready, spawn_pair,
 };
+use super::signals::waits_timed;
 use super::transfer::failure;
 use super::{SEGMENTS, STRANDED_RECEIVER};
 use crate::engine::{Fail, Run};
+use std::time::Duration;
 
 /// A pair whose sender the grader holds before its first chunk until its receiver times out:
 /// the receiver must not give the segment back, though nothing came through it yet (the sender
@@ -102,10 +104,11 @@ pub(super) fn failed_pair(
 }
 
 /// A pair whose receiver finds a broken chunk: the grader puts chunk 1 where chunk 0 is due in
-/// the segment of the only id it leaves on the queue, and holds the pair's sender before its
-/// first chunk. The receiver fails (`protocol`; `timeout` for a sender that writes the header
-/// before the data) and must keep the segment off the queue, as after any failed receive; so
-/// must the sender, which then fails too. Returns the id.
+/// slot 0 of the segment of the only id it leaves on the queue, posts its `full` and takes both
+/// of its `empty` (no slot is free for the sender, which cannot overwrite the chunk), and holds
+/// the pair's sender before its first chunk. The receiver, waiting on the segment's `full`,
+/// must fail with `protocol` and keep the segment off the queue, as after any failed receive;
+/// so must the sender, which then fails too. Returns the id.
 pub(super) fn protocol_pair(
     run: &mut Run,
     queue: &FreeQueue,
@@ -136,11 +139,21 @@ pub(super) fn protocol_pair(
         len: capacity,
         end: 0,
     };
+    for slot in 0..SLOTS {
+        if !mapped.wait(Sem::Empty, Duration::ZERO) {
+            return Err(Fail::failed(format!(
+                "segment {id}, on the free queue with no pair using it, had {slot} free slot(s) \
+                 (its `empty`), where {SLOTS} should be: a segment goes back to the pool only \
+                 after its receiver took every chunk, its semaphores as create() left them"
+            )));
+        }
+    }
     mapped.put(0, broken, &run.random_bytes(capacity as usize));
     queue.put_all(std::slice::from_ref(planted))?;
     let options = PairOptions {
         hold_sender_at: Some(0),
-        timeout_ms: Some(200),
+        // Long enough that the sender still waits for a slot when its receiver has failed.
+        timeout_ms: Some(400),
         ..Default::default()
     };
     let mut pair = spawn_pair(run, prefix, index, seed, len, &options)?;
@@ -158,8 +171,7 @@ pub(super) fn protocol_pair(
     follow_pair(&mut pair, &how, &mut seen, |seen| {
         let failed = |side: bool| seen.failed.iter().any(|(sender, _)| *sender == side);
         // Before its `took`, only its take can fail, and nothing provoked that.
-        (failed(true) && seen.took.is_none())
-            || (failed(false) && (seen.sender_holding.is_some() || failed(true)))
+        (failed(true) && seen.took.is_none()) || failed(false)
     })?;
     if seen.took.is_none()
         && let Some((_, message)) = seen.failed.first()
@@ -171,8 +183,34 @@ pub(super) fn protocol_pair(
         .iter()
         .find(|(sender, _)| !sender)
         .expect("waited for above");
+    if answer.get("kind") != Some("protocol") {
+        let planted = format!(
+            "the grader put a broken chunk (numbered 1 where chunk 0 is due) in slot 0 of \
+             segment {id}, the only one on the free queue, posted the segment's `full` and held \
+             both of its slots (its `empty` at 0), and held pair {index}'s sender before its \
+             first chunk; the pair's receiver said `failed` ({})",
+            failure(answer)
+        );
+        return Err(Fail::failed(if mapped.value(Sem::Full) > 0 {
+            format!(
+                "{planted}, and the segment's `full` was still posted: the receiver never \
+                 waited on it. A pair hands its chunks over with the two semaphores in the \
+                 SegmentHeader of the segment it took (`empty` and `full`), not semaphores of \
+                 its own: the id may go to any process that opens the pool"
+            )
+        } else {
+            format!(
+                "{planted}: it took the chunk from the segment's `full` but did not refuse it. \
+                 A chunk numbered other than the one due is TransferError::Protocol \
+                 (kind=protocol)"
+            )
+        }));
+    }
     let on_queue = queue.len()?;
-    if on_queue != 0 {
+    // A sender still in its wait for a slot (or held) has given nothing back yet; otherwise
+    // the check after its failure below tells the whole story.
+    let sender_waits = seen.sender_holding.is_some() || waits_timed(pair.pid.as_raw());
+    if on_queue != 0 && sender_waits {
         return Err(Fail::failed(format!(
             "the grader put a broken chunk (numbered 1 where chunk 0 is due) in segment {id}, \
              the only one on the free queue, and held pair {index}'s sender before its first \
@@ -184,17 +222,24 @@ pub(super) fn protocol_pair(
             failure(answer)
         )));
     }
-    pair.send("release", &[])?;
+    // The sender, blocked on `empty`, times out unless it waits elsewhere (held at its first
+    // chunk, then released).
+    let sender_failed = |seen: &PairSeen| seen.failed.iter().any(|(sender, _)| *sender);
     follow_pair(&mut pair, &how, &mut seen, |seen| {
-        seen.failed.iter().any(|(sender, _)| *sender)
+        sender_failed(seen) || seen.sender_holding.is_some()
     })?;
+    if !sender_failed(&seen) {
+        pair.send("release", &[])?;
+        follow_pair(&mut pair, &how, &mut seen, sender_failed)?;
+    }
     let _ = pair.wait()?;
+    drop(mapped);
     let on_queue = queue.len()?;
     queue.put_all(kept)?;
     if on_queue != 0 {
         return Err(Fail::failed(format!(
             "pair {index}'s receiver failed on a broken chunk the grader put in segment {id}, \
-             then its sender, released, failed in turn; the free queue then held {on_queue} \
+             then its sender failed in turn; the free queue then held {on_queue} \
              id(s), where 0 should be: segment {id} went back to the pool after a failed \
              transfer. Only the receiver gives a segment back, after a whole message"
         )));

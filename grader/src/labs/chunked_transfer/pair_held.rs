@@ -8,7 +8,9 @@ use super::SEGMENTS;
 use super::data::pattern_hash;
 use super::handback::GiveBackHeld;
 use super::layout::{Mapped, expected_capacity};
-use super::observe::{describe_descriptors, dev_shm, expect_writes_from_slot, io_of};
+use super::observe::{
+    describe_descriptors, dev_shm, expect_writes_from_slot, io_of, segment_mappings,
+};
 use super::pair_queue::{counts_by_attributes, counts_now};
 use super::pairs::MIB;
 use super::pool::{
@@ -16,6 +18,7 @@ use super::pool::{
 };
 use super::transfer::failure;
 use crate::engine::{Fail, Proc, Run};
+use std::os::unix::fs::MetadataExt;
 use std::time::{Duration, Instant};
 
 /// One pair alone on the pool (the grader keeps one id), its receiver held before it writes
@@ -91,6 +94,9 @@ pub(super) fn held_pair(
             };
             await_sent(&mut pair, &mut seen, &at)?;
         }
+        if stage == 1 {
+            expect_unmapped_after_send(&pair, index, &dev_shm(&format!("{prefix}-seg-{id}")), &id)?;
+        }
         if stage == 0 {
             expect_pair_writes_from_slot(&seen, names, index, size, &id)?;
         }
@@ -136,6 +142,35 @@ pub(super) fn held_pair(
         "a pair kept its segment off the free queue until its receiver had written out the \
          last chunk ({free} of {SEGMENTS} ids free, the grader keeping one)"
     ))
+}
+
+/// That the sender of pair `index`, whose send() has returned (`sent`), no longer maps the
+/// segment it sent through (`id`, at `segment`): Pool::send opens the segment for the transfer
+/// and drops it after, so nothing of the pool stays mapped in a process between its transfers.
+fn expect_unmapped_after_send(
+    pair: &Proc,
+    index: u64,
+    segment: &std::path::Path,
+    id: &str,
+) -> Result<(), Fail> {
+    let pid = pair.pid.as_raw();
+    let inode = std::fs::metadata(segment)?.ino();
+    let mappings = segment_mappings(pid, inode)?;
+    if mappings.is_empty() {
+        return Ok(());
+    }
+    let listed: Vec<String> = mappings
+        .iter()
+        .map(|(start, end, _)| format!("{start:x}-{end:x}"))
+        .collect();
+    Err(Fail::failed(format!(
+        "pair {index}'s sender (pid {pid}) said `sent` (its Pool::send() had returned), yet \
+         it still mapped segment {id} ({}: /proc/{pid}/maps): a mapping of the segment \
+         outlives the send. Pool::send(id, ..) opens segment id and drops it when the transfer \
+         ends (Segment's Drop unmaps it); take() only takes the id off the queue, and keeps no \
+         mapping for the pair",
+        listed.join(", ")
+    )))
 }
 
 /// The held pair whose sender must say `sent`: its message and its segment.
