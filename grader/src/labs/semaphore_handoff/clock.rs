@@ -123,6 +123,15 @@ fn hide_vdso(pid: i32) -> bool {
     super::probe::poke(pid, address, &AT_IGNORE.to_ne_bytes()).is_ok()
 }
 
+/// Writes `to` as the `timespec` at `addr` in `pid`: the time a clock read held as it returns
+/// gives the program.
+fn write_time(pid: i32, addr: u64, to: Duration) -> Result<(), Fail> {
+    let mut time = [0u8; 16];
+    time[..8].copy_from_slice(&(to.as_secs() as i64).to_ne_bytes());
+    time[8..].copy_from_slice(&i64::from(to.subsec_nanos()).to_ne_bytes());
+    super::probe::poke(pid, addr, &time)
+}
+
 /// What came of a clock read the grader waited for.
 enum ClockRead {
     /// Held as it returned (and changed, if asked).
@@ -152,10 +161,7 @@ fn next_clock_read(proc: &mut Proc, pid: i32, to: Option<Duration>) -> Result<Cl
             tracer.release();
             return Ok(ClockRead::NotSeen);
         };
-        let mut time = [0u8; 16];
-        time[..8].copy_from_slice(&(to.as_secs() as i64).to_ne_bytes());
-        time[8..].copy_from_slice(&i64::from(to.subsec_nanos()).to_ne_bytes());
-        super::probe::poke(pid, args[1], &time)?;
+        write_time(pid, args[1], to)?;
     }
     tracer.release();
     Ok(ClockRead::Read)
@@ -401,10 +407,7 @@ fn clock_jump(proc: &mut Proc, producer: i32) -> Result<String, Fail> {
         tracer.go_on();
         return Ok("the clock's jump not tried (its read not seen)".into());
     };
-    let mut time = [0u8; 16];
-    time[..8].copy_from_slice(&(to.as_secs() as i64).to_ne_bytes());
-    time[8..].copy_from_slice(&i64::from(to.subsec_nanos()).to_ne_bytes());
-    super::probe::poke(producer, args[1], &time)?;
+    write_time(producer, args[1], to)?;
     tracer.go_on();
     if !tracer.failed_before(Instant::now() + WAIT_SLICE * 5)? {
         return Ok("the wait after the clock's jump not seen".into());
@@ -459,10 +462,7 @@ fn monotonic_jump(proc: &mut Proc, producer: i32) -> Result<String, Fail> {
         nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)
             .map_err(|e| Fail::Grader(format!("CLOCK_MONOTONIC: {e}")))?,
     ) + JUMP;
-    let mut time = [0u8; 16];
-    time[..8].copy_from_slice(&(to.as_secs() as i64).to_ne_bytes());
-    time[8..].copy_from_slice(&i64::from(to.subsec_nanos()).to_ne_bytes());
-    super::probe::poke(producer, args[1], &time)?;
+    write_time(producer, args[1], to)?;
     tracer.release();
     match proc.recv_before(Instant::now() + WAIT_SLICE * 3)? {
         Some(message)
