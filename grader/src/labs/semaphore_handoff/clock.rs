@@ -413,21 +413,15 @@ fn clock_jump(proc: &mut Proc, producer: i32) -> Result<String, Fail> {
         return Ok("the wait after the clock's jump not seen".into());
     }
     match proc.recv_before(Instant::now() + WAIT_SLICE * 3)? {
-        Some(message)
-            if message.kind == "failed"
-                && message.get("role") == Some("producer")
-                && message.get("kind") == Some("peer-gone") =>
-        {
-            Err(Fail::failed(format!(
-                "the grader held the consumer, alive, and moved the clock {PRODUCER} reads in \
+        Some(message) if gave_up(&message) => Err(Fail::failed(format!(
+            "the grader held the consumer, alive, and moved the clock {PRODUCER} reads in \
                  its wait for ok (CLOCK_REALTIME) {} s forward for one slice, as NTP or a resume \
                  from suspend step it, and made that slice time out (ETIMEDOUT): {PRODUCER} then \
                  gave up with kind=peer-gone. When a slice times out, ask Peer::gone() and wait \
                  again while the peer is there, however long the wait has lasted by the clock: \
                  a slow or stopped peer (Ctrl-Z, a debugger) is not a dead one",
-                JUMP.as_secs()
-            )))
-        }
+            JUMP.as_secs()
+        ))),
         Some(message) => Err(judge(&message, &[])),
         None => Ok(format!(
             "and waited on after a slice with its clock {} s ahead",
@@ -465,26 +459,27 @@ fn monotonic_jump(proc: &mut Proc, producer: i32) -> Result<String, Fail> {
     write_time(producer, args[1], to)?;
     tracer.release();
     match proc.recv_before(Instant::now() + WAIT_SLICE * 3)? {
-        Some(message)
-            if message.kind == "failed"
-                && message.get("role") == Some("producer")
-                && message.get("kind") == Some("peer-gone") =>
-        {
-            Err(Fail::failed(format!(
-                "the grader held the consumer, alive, and moved the CLOCK_MONOTONIC {PRODUCER} \
+        Some(message) if gave_up(&message) => Err(Fail::failed(format!(
+            "the grader held the consumer, alive, and moved the CLOCK_MONOTONIC {PRODUCER} \
                  read in its wait for ok {} s forward, as a stop that long (Ctrl-Z, a debugger, \
                  a paused machine) would: {PRODUCER} then gave up with kind=peer-gone. A wait \
                  gives up only when Peer::gone() says the peer is gone, never after some time \
                  however long: a slow or stopped peer is not a dead one",
-                JUMP.as_secs()
-            )))
-        }
+            JUMP.as_secs()
+        ))),
         Some(message) => Err(judge(&message, &[])),
         None => Ok(format!(
             "waited on after its CLOCK_MONOTONIC moved {} s forward",
             JUMP.as_secs()
         )),
     }
+}
+
+/// Whether the producer said it gave up on its peer (`failed`, kind=peer-gone).
+fn gave_up(message: &Message) -> bool {
+    message.kind == "failed"
+        && message.get("role") == Some("producer")
+        && message.get("kind") == Some("peer-gone")
 }
 
 /// What the program's report after a clock the grader set means.
