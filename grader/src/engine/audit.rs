@@ -165,8 +165,10 @@ impl IpcObject {
 pub struct CheckObjects {
     /// POSIX names handed out to the check.
     pub names: Mutex<Vec<String>>,
-    /// SysV keys the check declared.
-    pub keys: Mutex<Vec<i32>>,
+    /// SysV keys the check declared (see [`CheckObjects::claim_key`]).
+    keys: Mutex<Vec<i32>>,
+    /// What holds each of those keys for the check while it runs.
+    key_claims: Mutex<Vec<std::os::unix::net::UnixDatagram>>,
     /// The programs the check started.
     pub roots: Arc<Mutex<Vec<i32>>>,
     /// The user the programs run as, when not the grader's.
@@ -191,6 +193,7 @@ impl CheckObjects {
         CheckObjects {
             names: Mutex::new(Vec::new()),
             keys: Mutex::new(Vec::new()),
+            key_claims: Mutex::new(Vec::new()),
             roots,
             user,
             before: snapshot(),
@@ -252,6 +255,25 @@ impl CheckObjects {
             self.used.lock().expect("used lock").insert(object.clone());
         }
         ours
+    }
+
+    /// Declares SysV key `key` the check's, unless another check holds it: `false` then. Two
+    /// checks running side by side, in this grader or in another on the machine, may compute one
+    /// key from two files (`ftok()` keeps 16 bits of the inode number and 8 of the id); were
+    /// both to use it, one check's audit would remove the other's segment. The claim is an
+    /// abstract Unix socket name, bound until the check's objects are dropped (after its audit)
+    /// and freed by the kernel however the grader ends.
+    pub fn claim_key(&self, key: i32) -> bool {
+        use std::os::linux::net::SocketAddrExt;
+        use std::os::unix::net::{SocketAddr, UnixDatagram};
+        let claim = SocketAddr::from_abstract_name(format!("ipc-labs/sysv-key/{key:08x}"))
+            .and_then(|name| UnixDatagram::bind_addr(&name));
+        let Ok(claim) = claim else {
+            return false;
+        };
+        self.key_claims.lock().expect("key claims lock").push(claim);
+        self.keys.lock().expect("keys lock").push(key);
+        true
     }
 
     /// Registers a check that starts, so that checks running alongside can tell its objects
@@ -367,7 +389,7 @@ fn used_by(object: &IpcObject) -> Vec<i32> {
             .into_iter()
             .find(|row| row[1] == i64::from(id))
     };
-    let pids = |row: Option<Vec<i64>>, columns: [usize; 2]| -> Vec<i32> {
+    let pids = |row: Option<Vec<i64>>, columns: &[usize]| -> Vec<i32> {
         row.map(|row| {
             columns
                 .iter()
@@ -378,8 +400,10 @@ fn used_by(object: &IpcObject) -> Vec<i32> {
         .unwrap_or_default()
     };
     match object {
-        IpcObject::SysvShm { id, .. } => pids(row("shm", *id), [4, 5]),
-        IpcObject::SysvMsg { id, .. } => pids(row("msg", *id), [5, 6]),
+        // Its creator only: the last to attach or detach may be a process the grader forked for
+        // another check, that inherited the grader's own attachment until its exec().
+        IpcObject::SysvShm { id, .. } => pids(row("shm", *id), &[4]),
+        IpcObject::SysvMsg { id, .. } => pids(row("msg", *id), &[5, 6]),
         IpcObject::SysvSem { id, .. } => {
             let count = row("sem", *id)
                 .and_then(|row| row.get(3).copied())
@@ -424,10 +448,17 @@ pub fn shm_segments() -> Vec<ShmSegment> {
         .collect()
 }
 
+/// The mode bit of a segment marked for removal, still attached (`<linux/shm.h>`).
+pub const SHM_DEST: u32 = 0o1000;
+
 /// Every IPC object the machine lists now.
 pub fn snapshot() -> BTreeSet<IpcObject> {
     let mut objects = BTreeSet::new();
-    for segment in shm_segments() {
+    // A segment marked for removal (SHM_DEST) goes with its last attachment: nobody can leak it.
+    for segment in shm_segments()
+        .into_iter()
+        .filter(|s| s.mode & SHM_DEST == 0)
+    {
         objects.insert(IpcObject::SysvShm {
             key: segment.key,
             id: segment.id,
@@ -513,6 +544,30 @@ pub fn socket_files(dir: &std::path::Path) -> Vec<IpcObject> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Two checks that compute one key: the second to claim it is refused until the first's
+    /// objects are dropped, at the end of its audit.
+    #[test]
+    fn a_key_is_held_by_one_check_at_a_time() {
+        let key = 0x5e00_0000 | (std::process::id() as i32 & 0xff_ffff);
+        let first = CheckObjects::new(Arc::new(Mutex::new(Vec::new())), None);
+        let second = CheckObjects::new(Arc::new(Mutex::new(Vec::new())), None);
+        assert!(first.claim_key(key), "a free key could not be claimed");
+        assert!(
+            !second.claim_key(key),
+            "a key held by another check was claimed"
+        );
+        assert!(first.claims(&IpcObject::SysvShm {
+            key,
+            id: 1,
+            creator: 0
+        }));
+        drop(first);
+        assert!(
+            second.claim_key(key),
+            "a key was still held after its check ended"
+        );
+    }
 
     /// A semaphore set made with `IPC_PRIVATE` carries no key or name of the check's: it is the
     /// check's because one of its processes used it (here the test stands for that process).

@@ -103,9 +103,14 @@ impl Run {
 
     /// Declares a SysV IPC key the check's programs will use (from `ftok()` of a path in
     /// [`Run::path`], say): objects with this key are audited and removed after the check.
-    pub fn ipc_key(&mut self, key: i32) {
+    /// `false` when another check running on the machine holds the key: take another.
+    #[must_use]
+    pub fn ipc_key(&mut self, key: i32) -> bool {
+        if !self.objects.claim_key(key) {
+            return false;
+        }
         self.ledger.record(&format!("key {key:#x}"));
-        self.objects.keys.lock().expect("keys lock").push(key);
+        true
     }
 
     /// The check's IPC objects seen so far (whenever a program sent a message, and now), each

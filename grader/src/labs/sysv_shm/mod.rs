@@ -34,8 +34,6 @@ mod watched_reads;
 /// The record layout the lab prescribes: magic, sequence, length, payload.
 const MAGIC: u32 = u32::from_le_bytes(*b"IPCR");
 const HEADER_LEN: usize = 16;
-/// `SHM_DEST` in the mode column: the segment was marked for removal while still attached.
-const SHM_DEST: u32 = 0o1000;
 
 pub static LAB: Lab = Lab {
     number: 4,

@@ -21,8 +21,9 @@ use rand::RngExt;
 use crate::engine::audit::{ShmSegment, shm_segments};
 use crate::engine::{Fail, Proc, Run};
 
+use super::HEADER_LEN;
 use super::segments::{rmid, segment};
-use super::{HEADER_LEN, SHM_DEST};
+use crate::engine::audit::SHM_DEST;
 
 /// The file and id the programs derive the key from.
 pub struct Name {
@@ -95,13 +96,13 @@ pub fn fresh_name_with_id(run: &mut Run, id: u32) -> Result<Name, Fail> {
     )))
 }
 
-/// `path` and `id` as a name, declared for the audit, unless a segment has their key already.
+/// `path` and `id` as a name, declared for the audit, unless a segment has their key already
+/// or another check running alongside holds it.
 fn free_name(run: &mut Run, path: &Path, id: u32) -> Result<Option<Name>, Fail> {
     let key = ftok(path, id)?;
-    if segment(key).is_some() {
+    if segment(key).is_some() || !run.ipc_key(key) {
         return Ok(None);
     }
-    run.ipc_key(key);
     Ok(Some(Name {
         path: path.to_path_buf(),
         id,
@@ -120,8 +121,7 @@ pub fn replace_file(run: &mut Run, name: &Name) -> Result<Name, Fail> {
         std::fs::write(&new, b"another ftok anchor\n")?;
         std::fs::rename(&new, &name.path)?;
         let key = ftok(&name.path, name.id)?;
-        if key != name.key && segment(key).is_none() {
-            run.ipc_key(key);
+        if key != name.key && segment(key).is_none() && run.ipc_key(key) {
             return Ok(Name {
                 path: name.path.clone(),
                 id: name.id,

@@ -26,32 +26,56 @@ fn os_error(what: &str) -> Fail {
     Fail::Grader(format!("{what}: {}", std::io::Error::last_os_error()))
 }
 
+/// Segment `id` attached to the grader, detached when dropped. Processes the grader forks
+/// meanwhile (for checks running alongside) do not inherit it: one holding it until its
+/// `exec()` would count as an attachment (`nattch`), keep a removed segment alive, and be its
+/// last attacher (`shm_lpid`).
+struct Attached(std::ptr::NonNull<libc::c_void>);
+
+impl Attached {
+    fn new(id: i32, flags: i32) -> Result<Attached, Fail> {
+        // SAFETY: a null address lets the kernel choose where.
+        let addr = unsafe { libc::shmat(id, std::ptr::null(), flags) };
+        let Some(addr) = std::ptr::NonNull::new(addr).filter(|a| a.as_ptr() as isize != -1) else {
+            return Err(os_error("shmat"));
+        };
+        let attached = Attached(addr);
+        let size = segment_by_id(id).map_or(0, |s| s.size as usize);
+        // SAFETY: the range is the mapping just made, as long as the segment.
+        unsafe {
+            nix::sys::mman::madvise(addr, size, nix::sys::mman::MmapAdvise::MADV_DONTFORK)
+                .map_err(|e| Fail::Grader(format!("madvise(MADV_DONTFORK): {e}")))?;
+        }
+        Ok(attached)
+    }
+
+    fn bytes(&self) -> *mut u8 {
+        self.0.as_ptr().cast()
+    }
+}
+
+impl Drop for Attached {
+    fn drop(&mut self) {
+        // SAFETY: attached by `new`; nothing refers to it any more.
+        unsafe { libc::shmdt(self.0.as_ptr()) };
+    }
+}
+
 /// The first `size` bytes (no more than its size) of segment `id`, as the grader itself sees
 /// them.
 pub fn segment_bytes(id: i32, size: usize) -> Result<Vec<u8>, Fail> {
-    // SAFETY: attached read-only, read `size` bytes (no more than its size), detached.
-    unsafe {
-        let addr = libc::shmat(id, std::ptr::null(), libc::SHM_RDONLY);
-        if addr as isize == -1 {
-            return Err(os_error("shmat"));
-        }
-        let bytes = std::slice::from_raw_parts(addr.cast::<u8>(), size).to_vec();
-        libc::shmdt(addr);
-        Ok(bytes)
-    }
+    let attached = Attached::new(id, libc::SHM_RDONLY)?;
+    // SAFETY: the caller keeps `size` within the segment.
+    Ok(unsafe { std::slice::from_raw_parts(attached.bytes(), size) }.to_vec())
 }
 
 /// Writes `bytes` at `offset` of segment `id` (which must hold them), as another process
 /// attached to it could.
 pub fn overwrite(id: i32, offset: usize, bytes: &[u8]) -> Result<(), Fail> {
-    // SAFETY: attached read-write; the caller keeps offset + bytes.len() within the segment.
+    let attached = Attached::new(id, 0)?;
+    // SAFETY: the caller keeps offset + bytes.len() within the segment.
     unsafe {
-        let addr = libc::shmat(id, std::ptr::null(), 0);
-        if addr as isize == -1 {
-            return Err(os_error("shmat"));
-        }
-        std::ptr::copy_nonoverlapping(bytes.as_ptr(), addr.cast::<u8>().add(offset), bytes.len());
-        libc::shmdt(addr);
+        std::ptr::copy_nonoverlapping(bytes.as_ptr(), attached.bytes().add(offset), bytes.len());
     }
     Ok(())
 }
@@ -72,19 +96,9 @@ pub fn bytes_past_end(id: i32, size: usize, len: usize) -> Result<Vec<u8>, Fail>
 /// Attaches segment `id` (of `size` bytes) and hands `f` the `len` bytes past its end, which the
 /// caller keeps within its last page.
 fn past_end(id: i32, size: usize, len: usize, f: impl FnOnce(&mut [u8])) -> Result<(), Fail> {
-    // SAFETY: attached read-write; the mapping covers the segment's last page whole, and
-    // size + len stays within it.
-    unsafe {
-        let addr = libc::shmat(id, std::ptr::null(), 0);
-        if addr as isize == -1 {
-            return Err(os_error("shmat"));
-        }
-        f(std::slice::from_raw_parts_mut(
-            addr.cast::<u8>().add(size),
-            len,
-        ));
-        libc::shmdt(addr);
-    }
+    let attached = Attached::new(id, 0)?;
+    // SAFETY: the mapping covers the segment's last page whole, and size + len stays within it.
+    f(unsafe { std::slice::from_raw_parts_mut(attached.bytes().add(size), len) });
     Ok(())
 }
 
@@ -139,8 +153,7 @@ impl Planted {
         size: usize,
         bytes: &[u8],
     ) -> Result<Planted, Fail> {
-        // Tried again once: the reason of a failure seen once (unprivileged, checks running side
-        // by side) is not known yet, and the grader's own set-up is not the code under test.
+        // Tried again once: the grader's own set-up is not the code under test.
         let mut failure = String::new();
         for _ in 0..2 {
             match create_in_exiting_child(key, size) {
@@ -164,16 +177,7 @@ impl Planted {
         mode: u16,
     ) -> Result<Planted, Fail> {
         let id = planted.id;
-        // SAFETY: a null address lets the kernel choose; the segment is `size` bytes long.
-        let addr = unsafe { libc::shmat(id, std::ptr::null(), 0) };
-        if addr as isize == -1 {
-            return Err(os_error("shmat"));
-        }
-        // SAFETY: the segment is attached read-write and at least bytes.len() long.
-        unsafe {
-            std::ptr::copy_nonoverlapping(bytes.as_ptr(), addr.cast::<u8>(), bytes.len().min(size));
-            libc::shmdt(addr);
-        }
+        overwrite(id, 0, &bytes[..bytes.len().min(size)])?;
         let owner = run.program_user();
         if owner.is_some() || mode != 0o600 {
             // SAFETY: IPC_STAT fills the zeroed shmid_ds; IPC_SET reads it back.
