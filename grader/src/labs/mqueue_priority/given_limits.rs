@@ -86,6 +86,20 @@ fn cases(run: &mut Run) -> Result<Vec<Case>, Fail> {
             "3 messages of msgsize_max bytes in queue_bytes - 1",
             false,
         ),
+        // 2^32 x 2^32 bytes is 2^64: a product that wraps (wrapping_mul, an unchecked `*`)
+        // comes out 0 and fits any queue_bytes.
+        Case {
+            msg_max: u64::MAX,
+            msgsize_max: u64::MAX,
+            ..case(
+                1 << 32,
+                (1 << 32) - MESSAGE_OVERHEAD,
+                1000,
+                "a queue of 2^64 bytes (capacity x (msg_size + 96), past what a u64 holds: a \
+                 product that wraps comes out 0) in 1000 queue_bytes",
+                false,
+            )
+        },
     ])
 }
 
@@ -113,7 +127,7 @@ pub fn judged_against_given_limits(run: &mut Run) -> Result<String, Fail> {
             "within them: check() judges the config against the limits it is given (here \
              above this machine's), not against /proc or limits of its own"
         } else {
-            "over-limit: one past a limit given is refused"
+            "over-limit: a config past a limit given is refused"
         };
         return Err(Fail::failed(format!(
             "QueueConfig::check() given the limits {limits} (another machine's) and {} ({} \

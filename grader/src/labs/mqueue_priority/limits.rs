@@ -298,7 +298,7 @@ pub fn attributes_and_limits(run: &mut Run) -> Result<String, Fail> {
     limit.read_at_each_create(run)?;
     limits_read_from_proc(run, msg_max, msgsize_max)?;
     default_config_checked(run)?;
-    unreadable_limits(run)?;
+    super::proc_limits::unreadable_limits(run)?;
     unlimited_queue_bytes(run)?;
     super::proc_limits::read_whole_at_each_create(run, msg_max)?;
     let given = super::given_limits::judged_against_given_limits(run)?;
@@ -428,68 +428,6 @@ fn default_config_checked(run: &mut Run) -> Result<(), Fail> {
              with kind=over-limit: {hint}create() checks every config against system_limits() \
              before mq_open(), the default one too; the defaults fit the usual limits, not \
              every machine's",
-            said(&answer)
-        )));
-    }
-    Ok(())
-}
-
-/// The limit files, each made unreadable in turn: the consumer's `openat()` of it fails with
-/// `EACCES`, then with `ENOENT` (with ptrace). system_limits() must fail with kind=limits, not guess a value.
-fn unreadable_limits(run: &mut Run) -> Result<(), Fail> {
-    use crate::engine::force;
-    use crate::engine::tracer::{Action, Call, Match, Tracer};
-    const FILES: [&str; 2] = [
-        "/proc/sys/fs/mqueue/msg_max",
-        "/proc/sys/fs/mqueue/msgsize_max",
-    ];
-    // EACCES as for a file others may not read, ENOENT as where /proc lacks the sysctls.
-    let failures = [("EACCES", libc::EACCES), ("ENOENT", libc::ENOENT)];
-    for (path, (errno_name, errno)) in FILES
-        .into_iter()
-        .flat_map(|path| failures.map(|failure| (path, failure)))
-    {
-        let name = run.ipc_name("unreadable-limits");
-        let mut proc = super::protocol::spawn_consumer_stopped(run, &name)?;
-        let pid = proc.pid.as_raw();
-        let open = Call {
-            number: libc::SYS_openat,
-            matching: Match::Path(path),
-        };
-        let tracer = Tracer::attach(pid, open, Action::Fail(errno))?;
-        force::resume(pid)?;
-        let answer = proc.recv_any()?;
-        let Some(mut tracer) = tracer else {
-            run.note("unreadable limit files not tried (no ptrace)");
-            if answer.kind == "ready" {
-                grader_send(&name, &[super::protocol::shutdown_message()])?;
-                proc.send("go", &[])?;
-                let _ = proc.recv_any()?;
-            }
-            return release(&mut proc);
-        };
-        let failed = tracer.failed_the_call()?;
-        drop(tracer);
-        let created = message_queue_exists(&name);
-        if answer.kind == "ready" {
-            grader_send(&name, &[super::protocol::shutdown_message()])?;
-            proc.send("go", &[])?;
-            let _ = proc.recv_any()?;
-        }
-        release(&mut proc)?;
-        if !failed || failed_with(&answer, "limits") {
-            continue;
-        }
-        let created = if created {
-            ", and created the queue"
-        } else {
-            ""
-        };
-        return Err(Fail::failed(format!(
-            "the grader made the consumer's open of {path} fail with {errno_name} (with \
-             ptrace), and it said {}{created}, not `failed` with kind=limits: system_limits() \
-             fails with QueueError::Limits when a limit cannot be read, whatever the error; it \
-             never guesses a value (a default, a constant) in its place",
             said(&answer)
         )));
     }

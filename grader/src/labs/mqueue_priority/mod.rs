@@ -16,22 +16,26 @@
 //! read the file instead of the queue.
 //!
 //! The checks are grouped by what they judge: `ordering` (priorities, and the format other
-//! programs rely on), `blocking` (how a full or empty queue waits), `messages` (what a message
-//! may hold), `names` (queue names), `attributes` (what `attributes()` reports), `limits` (the
-//! limits on a queue's attributes), `proc_limits` (those limits read whole, at each create),
-//! `queue_bytes` (the limit on its bytes), `ending` (closing
-//! and unlinking), `retries` (what a retried call redoes), `sending` (what a producer's sends
-//! show: `full` only from `mq_send`, the file's order). `protocol` drives the programs;
-//! `observe` reads what `/proc` shows of them.
+//! programs rely on), `blocking` (how a full or empty queue waits), `direct_receive` (`receive()`
+//! retrying `EINTR` outside `serve()`), `messages` (what a message may hold), `names` (queue
+//! names), `open_errors` (the kinds of `mq_open()`'s errors), `attributes` (what `attributes()`
+//! reports), `limits` (the limits on a queue's attributes), `proc_limits` (those limits read by
+//! the program itself, whole, at each create), `given_limits` (`check()` against limits it is
+//! given), `queue_bytes` (the limit on its bytes), `ending` (closing and unlinking), `retries`
+//! (what a retried call redoes), `sending` (what a producer's sends show: `full` only from
+//! `mq_send`, the file's order). `protocol` drives the programs; `observe` reads what `/proc`
+//! shows of them.
 
 mod attributes;
 mod blocking;
+mod direct_receive;
 mod ending;
 mod given_limits;
 mod limits;
 mod messages;
 mod names;
 mod observe;
+mod open_errors;
 mod ordering;
 mod proc_limits;
 mod protocol;

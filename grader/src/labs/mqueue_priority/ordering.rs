@@ -15,7 +15,7 @@ use super::protocol::{
     grader_send, job_message, jobs_at, producer, queue_attributes, random_jobs, release, said,
     same_order, show, shutdown_message, total_payload,
 };
-use crate::engine::tracer::{Action, Call, Reached as TraceReached, Tracer};
+use crate::engine::tracer::{Action, Call, Reached as TraceReached, Step, Tracer};
 use crate::engine::{Fail, Run};
 
 pub fn priority_order(run: &mut Run) -> Result<String, Fail> {
@@ -400,35 +400,56 @@ fn fd_on(pid: i32, path: &std::path::Path) -> Option<i32> {
 }
 
 /// serve() hands each job to the handler as it is received, and receives the next message only
-/// once the handler has returned: the grader holds the consumer inside its handler of the first
-/// job (at the first write to its output file: main.rs's handler writes a job of 8191 bytes
-/// through a buffer of 8 KiB, so it writes while handling it) and reads the queue's count there:
-/// the job queued behind must still be in the queue. A job then sent, of a priority between the
-/// two, is received next, so served second.
+/// once the handler has returned. The grader fills a 4-message queue with a job of 8191 bytes, two
+/// small ones and the shutdown, and holds the consumer in its handler twice (at its writes to the
+/// output file: main.rs's handler writes through a buffer of 8 KiB, so the long job's handler
+/// writes, and so does the next one's, which flushes the long payload): in the long job's
+/// handler, and in that of a small job the grader sent then. Each time the queue's count must
+/// still hold every message behind the job, and a job the grader then sends, higher than those
+/// left, is served next: a read-ahead, whether behind long or small jobs, is seen.
 fn received_after_handled(run: &mut Run) -> Result<(), Fail> {
     let name = run.ipc_name("handled");
     // Full: a consumer that empties a full queue at once shows it as one that reads ahead.
-    let mut consumer = consumer(run, &name, &super::protocol::sized(3, 8192))?;
-    let job = |priority: u32, payload: Vec<u8>| Job { priority, payload };
-    let first_priority = run.rng().random_range(3..1000);
-    let long = run.random_bytes(consumer.max_payload.min(8191));
-    let first = job(first_priority, long);
-    let lower = job(
-        run.rng().random_range(1..first_priority - 1),
-        b"queued-lower".to_vec(),
+    let mut consumer = consumer(run, &name, &super::protocol::sized(4, 8192))?;
+    let above = |below: u32, run: &mut Run| below + run.rng().random_range(1..200);
+    let lowest = above(0, run);
+    let small = above(lowest, run);
+    let second_sent = above(small, run);
+    let first_sent = above(second_sent, run);
+    let long_priority = above(first_sent, run);
+    let job = |priority: u32, payload: &[u8]| Job {
+        priority,
+        payload: payload.to_vec(),
+    };
+    let long = job(
+        long_priority,
+        &run.random_bytes(consumer.max_payload.min(8191)),
     );
-    let between = job(
-        run.rng().random_range(lower.priority + 1..first_priority),
-        b"sent-during-handler".to_vec(),
-    );
-    grader_send(
-        &name,
-        &[job_message(&first), job_message(&lower), shutdown_message()],
-    )?;
+    let queued_small = [job(small, b"queued-small"), job(lowest, b"queued-lowest")];
+    let sent = [
+        job(first_sent, b"sent-in-long-handler"),
+        job(second_sent, b"sent-in-small-handler"),
+    ];
+    let mut messages = vec![job_message(&long)];
+    messages.extend(queued_small.iter().map(job_message));
+    messages.push(shutdown_message());
+    grader_send(&name, &messages)?;
     consumer.shutdown_from_grader = true;
+    let expected = [
+        long.clone(),
+        sent[0].clone(),
+        sent[1].clone(),
+        queued_small[0].clone(),
+        queued_small[1].clone(),
+    ];
+    let queued_jobs = [
+        long.clone(),
+        queued_small[0].clone(),
+        queued_small[1].clone(),
+    ];
     let pid = consumer.pid();
     // First held at its first mq_receive, by when main.rs has opened the output file, to learn
-    // its descriptor; then held at the first write to it, in the handler.
+    // its descriptor; then held at the first two writes to it, in the handlers.
     let receive = Call::any(libc::SYS_mq_timedreceive);
     let Some(mut tracer) = Tracer::attach(pid, receive, Action::Hold)? else {
         run.note("no ptrace here: the queue while the handler runs not seen");
@@ -443,76 +464,92 @@ fn received_after_handled(run: &mut Run) -> Result<(), Fail> {
         tracer.release();
         return same_order(
             &consumer.finish()?,
-            &[first, lower],
+            &queued_jobs,
             "jobs queued for the consumer",
         );
     };
     tracer.release_stopped(pid)?;
     const WRITES: &[i64] = &[libc::SYS_write, libc::SYS_writev, libc::SYS_pwrite64];
     let writes = Call::one_of_on(WRITES, fd);
-    let attached = Tracer::attach(pid, writes, Action::Hold);
+    let attached = Tracer::in_turn(pid, [(writes, Step::Hold), (writes, Step::Hold)]);
     crate::engine::force::resume(pid)?;
     let Some(mut tracer) = attached? else {
         return same_order(
             &consumer.finish()?,
-            &[first, lower],
+            &queued_jobs,
             "jobs queued for the consumer",
         );
     };
-    let reached = tracer.wait(&mut consumer.proc, Instant::now() + Duration::from_secs(5))?;
-    if reached != TraceReached::Call {
-        tracer.release();
-        return same_order(
-            &consumer.finish()?,
-            &[first, lower],
-            "jobs queued for the consumer",
-        );
+    let handlers = [
+        format!(
+            "its handler of the first job ({} bytes)",
+            long.payload.len()
+        ),
+        format!(
+            "its handler of the {}-byte job the grader sent while it was held in the first",
+            sent[0].payload.len()
+        ),
+    ];
+    // What the queue held at each hold, while it should hold 3.
+    let mut seen = Vec::new();
+    for (hold, job) in sent.iter().enumerate() {
+        let until = Instant::now() + Duration::from_secs(5);
+        if tracer.wait(&mut consumer.proc, until)? != TraceReached::Call {
+            break;
+        }
+        let queued = queue_attributes(&name).map(|a| a.curmsgs());
+        let sending = grader_send(&name, &[job_message(job)]);
+        if hold + 1 < sent.len() {
+            tracer.go_on();
+        }
+        seen.push(queued.and_then(|queued| sending.map(|()| queued))?);
     }
-    let queued = queue_attributes(&name).map(|a| a.curmsgs());
-    let sent = grader_send(&name, &[job_message(&between)]);
     tracer.release();
-    let (queued, ()) = (queued?, sent?);
     let served = consumer.finish()?;
-    let expected = [first.clone(), between.clone(), lower.clone()];
-    if served == expected && queued == 2 {
-        return Ok(());
-    }
-    let priorities: Vec<u32> = served.iter().map(|j| j.priority).collect();
+    let priorities = |jobs: &[Job]| jobs.iter().map(|j| j.priority).collect::<Vec<_>>();
     let order = if served == expected {
         String::new()
     } else {
         format!(
-            "; the grader then sent a priority-{} job and the consumer served priorities \
-             {priorities:?}, not {:?}",
-            between.priority,
-            expected.iter().map(|j| j.priority).collect::<Vec<_>>()
+            "; the consumer served priorities {:?}, not {:?}",
+            priorities(&served),
+            priorities(&expected)
         )
     };
-    if queued < 2 {
+    let setup = format!(
+        "the grader filled the 4-message queue with a job of {} bytes (priority {}), jobs of \
+         priority {} and {} and the shutdown",
+        long.payload.len(),
+        long.priority,
+        small,
+        lowest
+    );
+    if let Some((hold, queued)) = seen.iter().enumerate().find(|(_, q)| **q < 3) {
         return Err(Fail::failed(format!(
-            "the grader filled the 3-message queue with a job of {} bytes (priority {}), a \
-             priority-{} job and the shutdown, and held the consumer in its handler of the \
-             first job (at its first write to its output file): the queue then held {queued} \
-             message(s), not 2, so serve() had already received {} message(s) behind the job \
-             it was handing to the handler (reading ahead, or taking a full queue's messages \
-             all at once){order}. A message received ahead is served out of the \
-             kernel's order when a job arrives meanwhile, and lost if the handler fails: \
-             serve() hands each job to the handler as it is received and calls receive() again \
-             only once the handler has returned",
-            first.payload.len(),
-            first.priority,
-            lower.priority,
-            2 - queued
+            "{setup}, and held the consumer in {} (at a write to its output file): the queue \
+             then held {queued} message(s), not 3, so serve() had already received {} \
+             message(s) behind the job it was handing to the handler (reading ahead, or taking \
+             a full queue's messages all at once){order}. A message received ahead is served \
+             out of the kernel's order when a job arrives meanwhile, and lost if the handler \
+             fails: serve() hands each job to the handler as it is received and calls \
+             receive() again only once the handler has returned",
+            handlers[hold],
+            3 - queued
         )));
     }
+    if seen.len() < sent.len() {
+        // Not held twice: the jobs sent are not known; the queued ones are still checked.
+        let queued: Vec<Job> = served.into_iter().filter(|j| !sent.contains(j)).collect();
+        return same_order(&queued, &queued_jobs, "jobs queued for the consumer");
+    }
+    if served == expected {
+        return Ok(());
+    }
     Err(Fail::failed(format!(
-        "the grader queued a job of {} bytes (priority {}), a priority-{} job and the shutdown, \
-         and held the consumer in its handler of the first job (the queue held {queued} \
-         messages then){order}: the job sent while the handler ran is the highest left, so \
-         the next receive takes it",
-        first.payload.len(),
-        first.priority,
-        lower.priority
+        "{setup}, held the consumer in its handlers (the queue held {seen:?} messages then) and \
+         sent a job of priority {} in the first, {} in the second{order}: a job sent while the \
+         handler ran is the highest left, so the next receive takes it",
+        sent[0].priority, sent[1].priority
     )))
 }
 

@@ -1,10 +1,12 @@
-//! The limits in `/proc/sys/fs/mqueue` are read whole, and again at each create: a consumer in
-//! an IPC namespace of its own, whose limits the grader sets and then changes.
+//! The limits in `/proc/sys/fs/mqueue` are read by the program itself, whole, and again at each
+//! create: a consumer whose opens of the files fail, and a consumer in an IPC namespace of its
+//! own, whose limits the grader sets and then changes.
 
 use rand::RngExt;
 
 use super::limits::{OwnLimits, in_namespace_of, shutdown_in_namespace_of, spawn_with_sysctls};
-use super::protocol::{failed_with, release, said, sized};
+use super::protocol::{failed_with, grader_send, release, said, sized};
+use crate::engine::audit::message_queue_exists;
 use crate::engine::{Fail, Run};
 
 /// `msgsize_max` here has 7 digits (the machine's usually 4): a message size over its first 6
@@ -118,4 +120,87 @@ fn cut_limit(answer: &ipc_labs_driver::Message, msgsize_max: u64) -> String {
                   /proc/sys/fs/mqueue/msgsize_max whole, at each create"
             .to_string(),
     }
+}
+
+/// The limit files, each made unreadable in turn: the consumer's `openat()` of it fails with
+/// `EACCES`, then with `ENOENT` (with ptrace). system_limits() must fail with kind=limits, not guess a value.
+pub fn unreadable_limits(run: &mut Run) -> Result<(), Fail> {
+    use crate::engine::force;
+    use crate::engine::tracer::{Action, Call, Match, Tracer};
+    const FILES: [&str; 2] = [
+        "/proc/sys/fs/mqueue/msg_max",
+        "/proc/sys/fs/mqueue/msgsize_max",
+    ];
+    // EACCES as for a file others may not read, ENOENT as where /proc lacks the sysctls.
+    let failures = [("EACCES", libc::EACCES), ("ENOENT", libc::ENOENT)];
+    for (path, (errno_name, errno)) in FILES
+        .into_iter()
+        .flat_map(|path| failures.map(|failure| (path, failure)))
+    {
+        let name = run.ipc_name("unreadable-limits");
+        let mut proc = super::protocol::spawn_consumer_stopped(run, &name)?;
+        let pid = proc.pid.as_raw();
+        let open = Call {
+            number: libc::SYS_openat,
+            matching: Match::Path(path),
+        };
+        let tracer = Tracer::attach(pid, open, Action::Fail(errno))?;
+        force::resume(pid)?;
+        let answer = proc.recv_any()?;
+        let Some(mut tracer) = tracer else {
+            run.note("unreadable limit files not tried (no ptrace)");
+            if answer.kind == "ready" {
+                grader_send(&name, &[super::protocol::shutdown_message()])?;
+                proc.send("go", &[])?;
+                let _ = proc.recv_any()?;
+            }
+            return release(&mut proc);
+        };
+        let failed = tracer.failed_the_call()?;
+        drop(tracer);
+        let created = message_queue_exists(&name);
+        let children_faults = (!failed).then(|| waited_children_faults(pid)).flatten();
+        if answer.kind == "ready" {
+            grader_send(&name, &[super::protocol::shutdown_message()])?;
+            proc.send("go", &[])?;
+            let _ = proc.recv_any()?;
+        }
+        release(&mut proc)?;
+        if let Some(faults) = children_faults.filter(|&faults| faults > 0) {
+            return Err(Fail::failed(format!(
+                "the grader was to make the consumer's open of {path} fail with {errno_name} \
+                 (with ptrace), but the consumer never opened it, and said {}; it waited for a \
+                 child process meanwhile (its ended children's page faults, cminflt in \
+                 /proc/PID/stat, are {faults}): the limit was read by another process (a `cat`, \
+                 a shell), whose errors are not the program's. system_limits() reads the files \
+                 itself, in the program's own process",
+                said(&answer)
+            )));
+        }
+        if !failed || failed_with(&answer, "limits") {
+            continue;
+        }
+        let created = if created {
+            ", and created the queue"
+        } else {
+            ""
+        };
+        return Err(Fail::failed(format!(
+            "the grader made the consumer's open of {path} fail with {errno_name} (with \
+             ptrace), and it said {}{created}, not `failed` with kind=limits: system_limits() \
+             fails with QueueError::Limits when a limit cannot be read, whatever the error; it \
+             never guesses a value (a default, a constant) in its place",
+            said(&answer)
+        )));
+    }
+    Ok(())
+}
+
+/// The page faults of the children `pid` has waited for (`cminflt` in `/proc/PID/stat`): more than
+/// 0 once it ran a program and waited for it.
+fn waited_children_faults(pid: i32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The fields after the command's closing parenthesis start at the state (field 3).
+    let after_command = &stat[stat.rfind(')')? + 1..];
+    after_command.split_whitespace().nth(11 - 3)?.parse().ok()
 }
