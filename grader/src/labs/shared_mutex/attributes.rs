@@ -130,7 +130,17 @@ impl MutexInits {
                     "mutex",
                 ));
             }
-            // Not seen (initialized another way, or not watched): the kind word is judged.
+            if self.all_watched {
+                return Err(Fail::failed(
+                    "the coordinator's create() never called pthread_mutex_init() on the bank's \
+                     mutex (a breakpoint at that function, set at its shm_open(), was never \
+                     hit), yet the mutex in the segment says process-shared (its kind word): a \
+                     mutex written by hand (zeroed, its kind word set) copies one C library's \
+                     private layout and is not initialized; init_mutex() makes a robust, \
+                     process-shared attribute and calls pthread_mutex_init() with it",
+                ));
+            }
+            // Not watched: the kind word is judged.
             return Ok(());
         };
         let flags = seen[at].flags;
@@ -484,7 +494,7 @@ impl Destroys {
         else {
             return Ok(None);
         };
-        let [cond_destroy, mutex_destroy] = super::segment::DESTROYS;
+        let [cond_destroy, mutex_destroy] = super::teardown::DESTROYS;
         let functions = [cond_destroy, mutex_destroy, c"shm_unlink"];
         let Some(tracer) = Tracer::break_at_functions(pid, &functions)? else {
             return Ok(None);

@@ -226,11 +226,10 @@ fn forced_one_init_failure(run: &mut Run, failure: &InitFailure, nth: usize) -> 
         ),
     );
     let judged = judged.and_then(|()| {
-        expect_errno(
-            &message,
-            failure.errno,
-            &format!("SharedBank::create() failed at {call} with kind=init, as it should, but"),
-        )
+        let doing =
+            format!("SharedBank::create() failed at {call} with kind=init, as it should, but");
+        expect_errno(&message, failure.errno, &doing)
+            .and_then(|()| expect_object(&message, failure.what, &doing))
     });
     let left = left_by_failed_create(pid, &name);
     let path = dev_shm(&name);
@@ -539,8 +538,19 @@ fn forced_mmap_failure(run: &mut Run) -> Result<bool, Fail> {
     Ok(true)
 }
 
-/// Fails unless `message` is `failed` with `kind`; `what` is what was tried, `rule` what
-/// should happen.
+/// A failed pthread call's error names the object the call was for (`BankError`'s `what`:
+/// "mutex" or "condition variable"): the `error=` text says "the {what} failed".
+pub(super) fn expect_object(message: &Message, what: &str, doing: &str) -> Result<(), Fail> {
+    let error = message.get("error").unwrap_or("");
+    if error.contains(&format!("the {what} failed")) {
+        return Ok(());
+    }
+    Err(Fail::failed(format!(
+        "{doing} its error says {error:?}: the call that failed was the {what}'s, and the \
+         error's `what` names the object whose call failed (what: \"{what}\")"
+    )))
+}
+
 /// A pthread call's failure must carry the error number the call returned (pthread functions
 /// return it and leave `errno` alone): the `error=` text names it.
 pub(super) fn expect_errno(message: &Message, errno: i32, what: &str) -> Result<(), Fail> {
@@ -558,6 +568,8 @@ pub(super) fn expect_errno(message: &Message, errno: i32, what: &str) -> Result<
     )))
 }
 
+/// Fails unless `message` is `failed` with `kind`; `what` is what was tried, `rule` what
+/// should happen.
 pub(super) fn expect_kind(
     message: &Message,
     kind: &str,

@@ -430,7 +430,7 @@ fn refused_before_lock(run: &mut Run, bad: &[(usize, usize)]) -> Result<(), Fail
         let message = proc.recv_any()?;
         match (message.kind.as_str(), message.get("role")) {
             ("created", _) => {
-                let opened = open_segment(&name, layout_of(&message)?)?;
+                let opened = open_segment(&name, layout_of(&message)?, proc.pid.as_raw())?;
                 outcome = super::unrecoverable::make_unrecoverable(&opened);
                 if outcome.is_ok() {
                     proc.send("try", &[])?;

@@ -25,6 +25,7 @@
 mod attributes;
 mod counting;
 mod create_failures;
+mod during_wait;
 mod errors;
 mod messages;
 mod probe;
@@ -35,6 +36,7 @@ mod sleeping;
 mod snapshot;
 mod stores;
 mod taken_names;
+mod teardown;
 mod timers;
 mod totals;
 mod unrecoverable;
@@ -146,7 +148,7 @@ pub static LAB: Lab = Lab {
             hint: Some(
                 "pthread_cond_wait() can return EOWNERDEAD too: handle it as lock() does. See docs/labs/06-shared-mutex.md, the rules table (the pthread_cond_wait rule).",
             ),
-            run: robust::owner_dies_during_wait,
+            run: during_wait::owner_dies_during_wait,
         },
         Check {
             name: "killed-at-every-store",
@@ -214,7 +216,7 @@ pub static LAB: Lab = Lab {
             hint: Some(
                 "destroy() destroys the condition variable and the mutex, unmaps and unlinks. See docs/labs/06-shared-mutex.md, the rules table (the destroy rule).",
             ),
-            run: segment::destroyed_and_removed,
+            run: teardown::destroyed_and_removed,
         },
     ],
 };

@@ -202,7 +202,7 @@ impl Session {
                 }
             }
         }
-        let segment = open_segment(&name, layout.expect("loop ends with a layout"))?;
+        let segment = open_segment(&name, layout.expect("loop ends with a layout"), coordinator)?;
         let session = Session {
             proc,
             name,

@@ -665,7 +665,11 @@ fn watch_count_reads(proc: &mut crate::engine::Proc, name: &str) -> Result<bool,
     if message.kind != "created" {
         return Err(super::messages::failure(&message));
     }
-    let segment = super::segment::open_segment(name, super::messages::layout_of(&message)?)?;
+    let segment = super::segment::open_segment(
+        name,
+        super::messages::layout_of(&message)?,
+        proc.pid.as_raw(),
+    )?;
     let Some(map) = probe::mappings(pid, name)
         .into_iter()
         .find(|m| m.offset == 0)

@@ -32,7 +32,7 @@ use crate::engine::{Fail, Run, force, inspect};
 /// makes 7 to the journal's first four words, 4 to the other four): the kills stop there.
 const MOST_STORES: usize = 8;
 /// The same for `recover()`'s stores to one set of its watched words (the reference makes 4 to
-/// the words it repairs, 1 to the journal).
+/// the words it repairs, 1 to `dead`).
 const MOST_REPAIR_STORES: usize = 5;
 /// Workers with one transfer (killed in it) and with none (repairers, in `finish()`).
 const VICTIMS: usize = 2 * (MOST_STORES + 1) + 2 * (MOST_REPAIR_STORES + 1);
@@ -628,8 +628,8 @@ fn judge_kill(
 }
 
 /// The words `recover()` may write, in two sets of four: the two accounts, the count and
-/// `active`; then the journal's saved balances and count with `active` (a repairer killed
-/// while the journal is still active leaves it for the next one, so it must be left whole).
+/// `active`; then the journal's saved balances and count (left whole while active, for the next
+/// repairer) and `dead` (counted while the journal is active, the worker is counted again).
 fn repair_words(segment: &Segment, transfer: Transfer) -> [[Word; 4]; 2] {
     let (j, layout) = (segment.layout.journal_at, segment.layout);
     let active = Word {
@@ -665,14 +665,17 @@ fn repair_words(segment: &Segment, transfer: Transfer) -> [[Word; 4]; 2] {
                 offset: j + 32,
                 name: "journal.transfers",
             },
-            active,
+            Word {
+                offset: layout.counts_at + 8,
+                name: "dead",
+            },
         ],
     ]
 }
 
 const REPAIR_SETS: [&str; 2] = [
     "the two accounts, the count and journal.active",
-    "the journal's saved balances and count and journal.active",
+    "the journal's saved balances and count and dead",
 ];
 
 /// Kills a worker right after its debit, then the worker that repairs right after each store of

@@ -346,7 +346,7 @@ fn taken_by_a_bank(run: &mut Run, state: BankState) -> Result<(), Fail> {
         if message.kind != "created" {
             return Err(failure(&message));
         }
-        let segment = open_segment(name, layout_of(&message)?)?;
+        let segment = open_segment(name, layout_of(&message)?, proc.pid.as_raw())?;
         match state {
             BankState::HolderDied => probe::DyingHolder::start(&segment, false)?.die(),
             BankState::Finished => {

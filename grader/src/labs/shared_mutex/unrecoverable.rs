@@ -158,7 +158,11 @@ fn usable_again(run: &mut Run) -> Result<bool, Fail> {
         if message.kind != "created" {
             return Err(failure(&message));
         }
-        make_unrecoverable(&open_segment(name, layout_of(&message)?)?)?;
+        make_unrecoverable(&open_segment(
+            name,
+            layout_of(&message)?,
+            proc.pid.as_raw(),
+        )?)?;
         // Its next message is its `ready`, after the tried transfer and the forks.
         let tracer = Tracer::attach(pid, Call::any(libc::SYS_sendto), Action::HoldAfter)?;
         proc.send("try", &[])?;
@@ -346,7 +350,11 @@ fn unrecoverable_before_wait(run: &mut Run) -> Result<bool, Fail> {
         if message.kind != "created" {
             return Ok(None);
         }
-        make_unrecoverable(&open_segment(&name, layout_of(&message)?)?)?;
+        make_unrecoverable(&open_segment(
+            &name,
+            layout_of(&message)?,
+            proc.pid.as_raw(),
+        )?)?;
         proc.send("try", &[])?;
         let until = Instant::now() + STEP;
         while let Some(message) = proc.recv_before(until)? {

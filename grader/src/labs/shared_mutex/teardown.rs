@@ -1,0 +1,343 @@
+//! How `destroy()` ends the bank: both pthread objects destroyed by their calls, the bank
+//! unmapped and its name unlinked, every step tried when one fails, the first error returned.
+
+use std::time::{Duration, Instant};
+
+use super::LIGHT_WORK;
+use super::probe;
+use super::segment::dev_shm;
+use super::session::Session;
+use super::totals::verify;
+use crate::engine::tracer::{Action, Breakpoint, Call, Step, Tracer};
+use crate::engine::{Fail, Run};
+
+pub(super) fn destroyed_and_removed(run: &mut Run) -> Result<String, Fail> {
+    let mut session = Session::start(run, &[LIGHT_WORK; 4], &[])?;
+    let destroys = super::attributes::Destroys::watch(&session)?;
+    session.go()?;
+    let outcome = session.finish(0, |_| Ok(()))?;
+    verify(&session, &outcome, &[], 0)?;
+    if dev_shm(&session.name).exists() {
+        return Err(Fail::failed(format!(
+            "{} is still there after the coordinator exited: remove the segment's name with \
+             shm_unlink()",
+            dev_shm(&session.name).display()
+        )));
+    }
+    let wrefs = session.segment.cond_wrefs()?;
+    if wrefs & 4 == 0 {
+        return Err(Fail::failed(
+            "the condition variable was not destroyed: call pthread_cond_destroy() once the \
+             workers are gone",
+        ));
+    }
+    let kind = session.segment.mutex_kind()?;
+    if kind != -1 {
+        return Err(Fail::failed(
+            "the mutex was not destroyed: call pthread_mutex_destroy() once the workers are gone",
+        ));
+    }
+    if let Some(destroys) = destroys {
+        destroys.judge()?;
+    }
+    let (mapped, fds) = &outcome.kept;
+    if *mapped > 0 || !fds.is_empty() {
+        return Err(Fail::failed(format!(
+            "after destroy(), the coordinator still {}: destroy() unmaps the bank (munmap()) \
+             and nothing else keeps the segment",
+            if *mapped > 0 {
+                "maps the segment".to_string()
+            } else {
+                format!("holds the segment open as descriptor {fds:?}")
+            }
+        )));
+    }
+    let forced = if forced_munmap_failure(run)? {
+        "; with its munmap() and then its shm_unlink() failed by the grader, destroy() still \
+         tried the unlink and said kind=munmap (the first error)"
+    } else {
+        ""
+    };
+    let unlink_failed = if forced_unlink_failure(run)? {
+        "; with its shm_unlink() alone failed by the grader, destroy() said kind=shm-unlink"
+    } else {
+        ""
+    };
+    let destroy_failed = if forced_destroy_failure(run, 0)? & forced_destroy_failure(run, 1)? {
+        "; with its pthread_cond_destroy(), then (in another run) its pthread_mutex_destroy() \
+         failed by the grader, destroy() still made the later steps (the mutex destroyed, \
+         unmapped, unlinked) and said kind=destroy"
+    } else {
+        ""
+    };
+    Ok(format!(
+        "condition variable and mutex destroyed, segment unmapped and unlinked{forced}\
+         {unlink_failed}{destroy_failed}"
+    ))
+}
+
+/// The C library's calls that destroy the condition variable and the mutex, in that order.
+pub(super) const DESTROYS: [&std::ffi::CStr; 2] =
+    [c"pthread_cond_destroy", c"pthread_mutex_destroy"];
+
+/// `destroy()` goes on to the next step when one fails and returns the first error: the
+/// tracer fails the coordinator's `munmap()` of the bank (`EINVAL`), then its `shm_unlink()` of
+/// the name (`EACCES`): the unlink must be tried all the same, and `kind=munmap` (the first
+/// error, not the last) reported. `false` when the grader may not trace the coordinator, or it
+/// made no `munmap()` of the bank's mapping (judged above).
+fn forced_munmap_failure(run: &mut Run) -> Result<bool, Fail> {
+    let mut session = Session::start(run, &[LIGHT_WORK; 2], &[])?;
+    let Some(map) = probe::mappings(session.coordinator, &session.name)
+        .into_iter()
+        .find(|m| m.offset == 0)
+    else {
+        return Ok(false);
+    };
+    let unmapping = Call::arg_is(libc::SYS_munmap, 0, map.start);
+    // The path a glibc shm_unlink() unlinks, kept for the life of the grader (a few bytes a run).
+    let unlinked: &'static str = dev_shm(&session.name).display().to_string().leak();
+    let steps = [
+        (unmapping, Step::Fail(libc::EINVAL)),
+        (Call::naming(unlinked), Step::Fail(libc::EACCES)),
+    ];
+    let Some(mut tracer) = Tracer::in_turn(session.coordinator, steps)? else {
+        return Ok(false);
+    };
+    session.go()?;
+    let last = last_word(&mut session)?;
+    let failed = tracer.failed_the_call()?;
+    let unlink_failed = failed && tracer.failed_the_call()?;
+    drop(tracer);
+    let Some(last) = last else {
+        return Err(Fail::failed(
+            "with the grader failing the coordinator's munmap() of the bank, the coordinator \
+             said neither `closed` nor `failed` within 8 s",
+        ));
+    };
+    if !failed {
+        return Ok(false);
+    }
+    let kind = last.get("kind").unwrap_or("none").to_string();
+    if unlink_failed {
+        dismiss(&mut session);
+        if last.kind != "failed" || kind != "munmap" {
+            return Err(Fail::failed(format!(
+                "the grader failed the coordinator's munmap() of the bank in destroy() \
+                 (EINVAL) and then its shm_unlink() of the name (EACCES), and destroy() {}, \
+                 not kind=munmap: it returns the first error, munmap()'s BankError::Unmap, \
+                 not {}",
+                if last.kind == "failed" {
+                    format!("failed with kind={kind}")
+                } else {
+                    "said nothing went wrong (`closed`)".to_string()
+                },
+                if kind == "shm-unlink" {
+                    "the last one (an error kept from each failing step overwrites the first)"
+                } else {
+                    "another"
+                }
+            )));
+        }
+        return Ok(true);
+    }
+    let path = dev_shm(&session.name);
+    let left = path.exists();
+    let _ = session.proc.send("exit", &[]);
+    let _ = session.proc.wait();
+    if left {
+        let _ = std::fs::remove_file(&path);
+        return Err(Fail::failed(format!(
+            "the grader failed the coordinator's munmap() of the bank in destroy() (EINVAL), \
+             and {} is still there: destroy() stopped at the failed step; it goes on to the \
+             next step when one fails (shm_unlink() the name all the same) and returns the \
+             first error",
+            path.display()
+        )));
+    }
+    if last.kind != "failed" || kind != "munmap" {
+        return Err(Fail::failed(format!(
+            "the grader failed the coordinator's munmap() of the bank in destroy() (EINVAL), \
+             and destroy() {}, not kind=munmap: it returns the first error, munmap()'s \
+             BankError::Unmap",
+            if last.kind == "failed" {
+                format!("failed with kind={kind}")
+            } else {
+                "said nothing went wrong (`closed`)".to_string()
+            }
+        )));
+    }
+    Ok(true)
+}
+
+/// The coordinator's `closed` or `failed` after its workers were let go, or `None` if it said
+/// neither within 8 s.
+fn last_word(session: &mut Session) -> Result<Option<ipc_labs_driver::Message>, Fail> {
+    let until = Instant::now() + Duration::from_secs(8);
+    loop {
+        match session.next_before(until)? {
+            Some(m) if m.kind == "failed" || m.kind == "closed" => return Ok(Some(m)),
+            Some(_) => {}
+            None => return Ok(None),
+        }
+    }
+}
+
+/// Each step's failure is its own error: the tracer fails the coordinator's `shm_unlink()` of
+/// the name alone (`EACCES`; its `munmap()` goes through), and `destroy()` must say
+/// `kind=shm-unlink`. `false` when the grader may not trace the coordinator, or it made no call
+/// naming the segment (judged above).
+fn forced_unlink_failure(run: &mut Run) -> Result<bool, Fail> {
+    let mut session = Session::start(run, &[LIGHT_WORK; 2], &[])?;
+    // The path a glibc shm_unlink() unlinks, kept for the life of the grader (a few bytes a run).
+    let unlinked: &'static str = dev_shm(&session.name).display().to_string().leak();
+    let failing = Action::Fail(libc::EACCES);
+    let Some(mut tracer) = Tracer::attach(session.coordinator, Call::naming(unlinked), failing)?
+    else {
+        return Ok(false);
+    };
+    session.go()?;
+    let last = last_word(&mut session)?;
+    let failed = tracer.failed_the_call()?;
+    drop(tracer);
+    dismiss(&mut session);
+    if !failed {
+        return Ok(false);
+    }
+    let Some(last) = last else {
+        return Err(Fail::failed(
+            "with the grader failing the coordinator's shm_unlink() of the name, the \
+             coordinator said neither `closed` nor `failed` within 8 s",
+        ));
+    };
+    let kind = last.get("kind").unwrap_or("none");
+    if last.kind == "failed" && kind == "shm-unlink" {
+        return Ok(true);
+    }
+    Err(Fail::failed(format!(
+        "the grader failed the coordinator's shm_unlink() of the name in destroy() (EACCES), \
+         and nothing else (its munmap() went through), and destroy() {}, not kind=shm-unlink: \
+         a failed shm_unlink() is BankError::Unlink{}",
+        if last.kind == "failed" {
+            format!("failed with kind={kind}")
+        } else {
+            "said nothing went wrong (`closed`)".to_string()
+        },
+        if kind == "munmap" {
+            " (its error was mapped to BankError::Unmap)"
+        } else {
+            ""
+        }
+    )))
+}
+
+/// `destroy()` goes on to the next step when one fails, and returns the first error: the grader
+/// makes the coordinator's `DESTROYS[which]` (`pthread_cond_destroy()` or
+/// `pthread_mutex_destroy()`) return `EPERM` at once (at a breakpoint on that function; glibc's
+/// never fail on these objects, so only the grader gives that error), and watches the other
+/// with a second one. destroy() must still make every later step (destroy the mutex after a
+/// failed condition variable, unmap the bank, unlink the name), and say `kind=destroy`. `false`
+/// when the grader may not trace the coordinator, or it made no such call (judged above).
+fn forced_destroy_failure(run: &mut Run, which: usize) -> Result<bool, Fail> {
+    let (function, object) = if which == 0 {
+        ("pthread_cond_destroy() of all_done", "condition variable")
+    } else {
+        ("pthread_mutex_destroy() of the lock", "mutex")
+    };
+    let mut session = Session::start(run, &[LIGHT_WORK; 2], &[])?;
+    let pid = session.coordinator;
+    let Some(mut tracer) = Tracer::break_at_functions(pid, &DESTROYS)? else {
+        return Ok(false);
+    };
+    session.go()?;
+    let until = Instant::now() + Duration::from_secs(8);
+    let mut failed = false;
+    let mut mutex_destroyed = false;
+    let mut left = (false, false);
+    let last = loop {
+        match tracer.next_break(Instant::now() + Duration::from_millis(5))? {
+            Some(Breakpoint::At(_)) => {
+                if tracer.last_break() == which && !failed {
+                    failed = true;
+                    tracer.return_now(i64::from(libc::EPERM));
+                } else {
+                    mutex_destroyed |= tracer.last_break() == 1;
+                    tracer.go_on();
+                }
+                continue;
+            }
+            Some(Breakpoint::Armed) | None => {}
+            Some(_) => break None,
+        }
+        match session.next_before(Instant::now())? {
+            Some(m) if m.kind == "failed" || m.kind == "closed" => {
+                left = (
+                    dev_shm(&session.name).exists(),
+                    !probe::mappings(pid, &session.name).is_empty(),
+                );
+                break Some(m);
+            }
+            Some(_) => {}
+            None if Instant::now() > until => break None,
+            None => {}
+        }
+    };
+    drop(tracer);
+    dismiss(&mut session);
+    if !failed {
+        return Ok(false);
+    }
+    let Some(last) = last else {
+        return Err(Fail::failed(format!(
+            "with the grader failing the coordinator's {function} (EPERM), the coordinator \
+             said neither `closed` nor `failed` within 8 s"
+        )));
+    };
+    let skipped: Vec<&str> = [
+        (which == 0 && !mutex_destroyed).then_some("never called pthread_mutex_destroy()"),
+        left.1.then_some("still maps the bank (no munmap())"),
+        left.0
+            .then_some("left the name in /dev/shm (no shm_unlink())"),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    if !skipped.is_empty() {
+        return Err(Fail::failed(format!(
+            "the grader made the coordinator's {function} return EPERM (at a breakpoint on \
+             that function), and destroy() then {}: it stopped at the failed step; destroy() \
+             goes on to the next step when one fails (destroy the mutex, munmap(), \
+             shm_unlink() all the same, whichever step failed) and returns the first error",
+            skipped.join(", ")
+        )));
+    }
+    let kind = last.get("kind").unwrap_or("none");
+    if last.kind != "failed" || kind != "destroy" {
+        return Err(Fail::failed(format!(
+            "the grader made the coordinator's {function} return EPERM, and destroy() {}, not \
+             kind=destroy: a failed pthread_cond_destroy() or pthread_mutex_destroy() is \
+             BankError::Destroy, and the first error is the one returned",
+            if last.kind == "failed" {
+                format!("failed with kind={kind}")
+            } else {
+                "said nothing went wrong (`closed`)".to_string()
+            }
+        )));
+    }
+    super::create_failures::expect_object(
+        &last,
+        object,
+        &format!(
+            "the grader made the coordinator's {function} return EPERM, and destroy() failed \
+             with kind=destroy, as it should, but"
+        ),
+    )?;
+    Ok(true)
+}
+
+/// Ends `session` whatever state its check left it in: the coordinator told to exit and
+/// reaped, the segment's name removed if the program left it.
+fn dismiss(session: &mut Session) {
+    let _ = session.proc.send("exit", &[]);
+    let _ = session.proc.wait();
+    let _ = std::fs::remove_file(dev_shm(&session.name));
+}
