@@ -10,7 +10,7 @@ use super::error_paths::{PLANTED_VALUE, Planted};
 use super::handover::{Handover, Launch, report_failure};
 use super::{RECORD_SIZE, SIGNAL_SIZE};
 use super::{creating_calls, probe};
-use crate::engine::audit::message_queue_mode;
+use crate::engine::audit::{message_queue_exists, message_queue_mode};
 use crate::engine::tracer::{Action, Breakpoint, Call, Step, Tracer};
 use crate::engine::{Fail, Proc, Run};
 
@@ -202,10 +202,26 @@ pub fn objects_created(run: &mut Run) -> Result<String, Fail> {
 
 pub fn names_unlinked(run: &mut Run) -> Result<String, Fail> {
     for mechanism in ["semaphores", "queues"] {
+        // Objects of the other kind under the same names, the grader's: the names of
+        // semaphores and of queues are apart, and unlink() removes only its own kind.
+        let names = [run.ipc_name("ready"), run.ipc_name("ok")];
+        let (other_kind, others) = match mechanism {
+            "semaphores" => ("queues", "a queue"),
+            _ => ("semaphores", "a semaphore"),
+        };
+        let strangers = names
+            .iter()
+            .map(|name| Planted::with_value(other_kind, name, PLANTED_VALUE))
+            .collect::<Result<Vec<_>, _>>()?;
         // Held before record 50, so that the grader's objects below are there before close().
-        let mut handover = Handover::start(run, mechanism, 100, &["--pause-producer-at", "50"])?;
+        let extra = ["--pause-producer-at", "50"];
+        let mut handover = Launch::new(run, mechanism, names, 100, &extra)?.ready()?;
         for name in &handover.names {
-            if probe::name_exists(name) {
+            let exists = match mechanism {
+                "semaphores" => std::path::Path::new(&probe::semaphore_file(name)).exists(),
+                _ => message_queue_exists(name),
+            };
+            if exists {
                 return Err(Fail::failed(format!(
                     "{name} still exists once both sides hold it: unlink the names \
                      (sem_unlink / mq_unlink) in Handoff::unlink(); the processes that have \
@@ -225,6 +241,23 @@ pub fn names_unlinked(run: &mut Run) -> Result<String, Fail> {
                  sem_open(name, O_CREAT | O_EXCL, 0600, 0)",
             ));
         }
+        let removed: Vec<String> = handover
+            .names
+            .iter()
+            .zip(&strangers)
+            .filter_map(|(name, other)| other.changed().map(|change| format!("{name} {change}")))
+            .collect();
+        if !removed.is_empty() {
+            return Err(Fail::failed(format!(
+                "before the program ran, the grader made {others} of its own under each name \
+                 (its own kind of object, whose names are apart from those of {mechanism}), and \
+                 by the time both sides held the handoff, {}: Handoff::unlink() (or create()) \
+                 removed an object of the other kind, which was not the program's. Remove only \
+                 the names create() made, with sem_unlink() or mq_unlink() by the mechanism",
+                removed.join(", ")
+            )));
+        }
+        drop(strangers);
         // Once unlinked, the names belong to nobody: another handoff may take them. The grader
         // does, with objects of its own, while the producer is held, which the parent's close()
         // must leave alone.
