@@ -14,6 +14,15 @@ use crate::engine::audit::{message_queue_exists, message_queue_mode};
 use crate::engine::tracer::{Action, Breakpoint, Call, Step, Tracer};
 use crate::engine::{Fail, Proc, Run};
 
+/// Characters outside the portable file name set (`[A-Za-z0-9._-]`) that `sem_open()` and
+/// `mq_open()` accept in a name: everything but a `/` after the first and NUL.
+pub(super) const UNUSUAL_CHARACTERS: &str = " :+~@é";
+
+/// A name of the check for `role` that ends in [`UNUSUAL_CHARACTERS`].
+fn unusual_name(run: &mut Run, role: &str) -> String {
+    format!("{}{UNUSUAL_CHARACTERS}", run.ipc_name(role))
+}
+
 /// What the parent still holds of the handoff: the slot, a named semaphore's mapping, a queue
 /// descriptor of `names`.
 pub(super) fn held_by(pid: i32, names: &[String; 2]) -> Vec<String> {
@@ -204,7 +213,7 @@ pub fn names_unlinked(run: &mut Run) -> Result<String, Fail> {
     for mechanism in ["semaphores", "queues"] {
         // Objects of the other kind under the same names, the grader's: the names of
         // semaphores and of queues are apart, and unlink() removes only its own kind.
-        let names = [run.ipc_name("ready"), run.ipc_name("ok")];
+        let names = [unusual_name(run, "ready"), unusual_name(run, "ok")];
         let (other_kind, others) = match mechanism {
             "semaphores" => ("queues", "a queue"),
             _ => ("semaphores", "a semaphore"),
