@@ -436,8 +436,16 @@ const ELAPSED_CLOCKS: &[Call] = &[
     Call::arg_is(libc::SYS_clock_gettime, 0, libc::CLOCK_MONOTONIC as u64),
     Call::arg_is(libc::SYS_clock_gettime, 0, libc::CLOCK_BOOTTIME as u64),
     Call::arg_is(libc::SYS_clock_gettime, 0, libc::CLOCK_MONOTONIC_RAW as u64),
-    Call::arg_is(libc::SYS_clock_gettime, 0, libc::CLOCK_MONOTONIC_COARSE as u64),
-    Call::arg_is(libc::SYS_clock_gettime, 0, libc::CLOCK_BOOTTIME_ALARM as u64),
+    Call::arg_is(
+        libc::SYS_clock_gettime,
+        0,
+        libc::CLOCK_MONOTONIC_COARSE as u64,
+    ),
+    Call::arg_is(
+        libc::SYS_clock_gettime,
+        0,
+        libc::CLOCK_BOOTTIME_ALARM as u64,
+    ),
 ];
 
 /// A stop of [`JUMP`] within the producer's wait for ok, as SIGSTOP, a debugger or a paused
