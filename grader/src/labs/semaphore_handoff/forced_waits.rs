@@ -602,17 +602,18 @@ const SPIN_WATCH: Duration = Duration::from_millis(300);
 /// each allows `LOOKS_PER_SLICE` more.
 const MOST_LOOKS: u64 = 60;
 const LOOKS_PER_SLICE: u64 = 10;
-/// How long after its first look at the ok semaphore the producer's first block is judged:
-/// half a slice, so that no slice has timed out yet (its deadline is a slice after a clock
-/// read made before that look).
-const FIRST_BLOCK: Duration = Duration::from_millis(50);
+/// A pause this long between two looks at the ok semaphore is the producer's first block: a
+/// timed wait looks next when its slice times out, a slice after the clock read made before its
+/// first look; the looks before it, however slowly a loaded machine lets them come, are those
+/// of the waits up to their block.
+const FIRST_BLOCK: Duration = Duration::from_millis(80);
 /// Looks a wait makes before it blocks: the C library's sem_timedwait() tries the word once,
 /// counts itself a waiter and looks again before its futex wait, and takes the post and counts
 /// itself out when woken; a few sem_trywait() tries before the timed wait, however brief, are
 /// one look each.
 const LOOKS_BEFORE_BLOCKING: u64 = 8;
-/// Looks allowed within `FIRST_BLOCK` of the first one: the waits of the rounds before the
-/// hold, and the held one up to its block.
+/// Looks allowed before the first block: the waits of the rounds before the hold, and the held
+/// one up to its block.
 const FIRST_BLOCK_LOOKS: u64 = LOOKS_BEFORE_BLOCKING * (SPIN_HELD_AT + 1);
 
 /// How many looks at the ok semaphore are allowed since the rounds started at `started`.
@@ -662,9 +663,10 @@ pub fn spins_before_blocking(run: &mut Run) -> Result<String, Fail> {
     let started = Instant::now();
     let mut held_since: Option<Instant> = None;
     let mut looks = 0u64;
-    // Looks within FIRST_BLOCK of the first one, and when that one came.
+    // Looks before the first pause of FIRST_BLOCK between two (`blocked` once it came).
     let mut first_looks = 0u64;
-    let mut first_look: Option<Instant> = None;
+    let mut last_look: Option<Instant> = None;
+    let mut blocked = false;
     let until = started + Duration::from_secs(5);
     let mut watched = true;
     // Judged at the look that went past the allowance: later, more slices would allow more.
@@ -679,9 +681,11 @@ pub fn spins_before_blocking(run: &mut Run) -> Result<String, Fail> {
             Watched::Armed => {}
             Watched::Hit => {
                 looks += 1;
-                if first_look.get_or_insert_with(Instant::now).elapsed() < FIRST_BLOCK {
+                blocked |= last_look.is_some_and(|last| last.elapsed() >= FIRST_BLOCK);
+                if !blocked {
                     first_looks += 1;
                 }
+                last_look = Some(Instant::now());
                 if looks > most_looks(started) {
                     spun = true;
                     break;
@@ -716,7 +720,7 @@ pub fn spins_before_blocking(run: &mut Run) -> Result<String, Fail> {
         return Err(Fail::failed(format!(
             "in its wait(ok) for record 0, then for record {SPIN_HELD_AT} while the grader held \
              the consumer (so that no ok came), the producer loaded or changed the ok semaphore \
-             {first_looks} times within {} of its first look, before any slice could time out \
+             {first_looks} times before its first pause of {} between two looks, its block \
              (counted with a hardware watchpoint on the semaphore's word): its wait(ok) tries \
              the semaphore again and again (sem_trywait() in a loop, however short?) before it \
              blocks. The C library's sem_timedwait() looks at the word a few times a wait \
@@ -734,8 +738,8 @@ pub fn spins_before_blocking(run: &mut Run) -> Result<String, Fail> {
     )?;
     Ok(if watched {
         format!(
-            "the producer looked at the ok semaphore {looks} times in {} ({first_looks} in its \
-             first {}), in {SPIN_HELD_AT} round, then the wait for a held consumer",
+            "the producer looked at the ok semaphore {looks} times in {} ({first_looks} before \
+             a pause of {}), in {SPIN_HELD_AT} round, then the wait for a held consumer",
             millis(watched_for),
             millis(FIRST_BLOCK)
         )
