@@ -430,13 +430,31 @@ fn clock_jump(proc: &mut Proc, producer: i32) -> Result<String, Fail> {
     }
 }
 
+/// The clocks that measure elapsed time, on which a patience would be counted: `Instant`'s,
+/// and those a program picks so that a set `CLOCK_REALTIME` or a suspend does not move it.
+const ELAPSED_CLOCKS: &[Call] = &[
+    Call::arg_is(libc::SYS_clock_gettime, 0, libc::CLOCK_MONOTONIC as u64),
+    Call::arg_is(libc::SYS_clock_gettime, 0, libc::CLOCK_BOOTTIME as u64),
+    Call::arg_is(libc::SYS_clock_gettime, 0, libc::CLOCK_MONOTONIC_RAW as u64),
+    Call::arg_is(
+        libc::SYS_clock_gettime,
+        0,
+        libc::CLOCK_MONOTONIC_COARSE as u64,
+    ),
+    Call::arg_is(
+        libc::SYS_clock_gettime,
+        0,
+        libc::CLOCK_BOOTTIME_ALARM as u64,
+    ),
+];
+
 /// A stop of [`JUMP`] within the producer's wait for ok, as SIGSTOP, a debugger or a paused
-/// machine make one: the grader holds it as its next `CLOCK_MONOTONIC` read returns (the clock
-/// a patience measured with `Instant` reads, once a slice has timed out) and writes that clock
-/// plus JUMP there. The consumer, held, is alive: the producer must wait on, however long it
-/// has waited. A wait that reads no such clock is let be.
+/// machine make one: the grader holds it as its next read of a clock of elapsed time returns
+/// (`CLOCK_MONOTONIC`, which `Instant` reads, `CLOCK_BOOTTIME`, ..., once a slice has timed
+/// out) and writes that clock plus JUMP there. The consumer, held, is alive: the producer must
+/// wait on, however long it has waited. A wait that reads no such clock is let be.
 fn monotonic_jump(proc: &mut Proc, producer: i32) -> Result<String, Fail> {
-    let read = Call::arg_is(libc::SYS_clock_gettime, 0, libc::CLOCK_MONOTONIC as u64);
+    let read = Call::any_of(ELAPSED_CLOCKS);
     let Some(mut tracer) = Tracer::attach(producer, read, Action::HoldAfter)? else {
         return Ok("the stop of the monotonic clock not tried (no ptrace)".into());
     };
@@ -444,7 +462,7 @@ fn monotonic_jump(proc: &mut Proc, producer: i32) -> Result<String, Fail> {
         Ok(Reached::Call) => {}
         Ok(Reached::Passed(Some(message))) => return Err(judge(&message, &[])),
         Ok(Reached::Passed(None)) | Err(Fail::TimedOut(_)) => {
-            return Ok("the producer read no CLOCK_MONOTONIC in 3 slices of its wait".into());
+            return Ok("the producer read no clock of elapsed time in 3 slices of its wait".into());
         }
         Err(other) => return Err(other),
     }
@@ -452,24 +470,27 @@ fn monotonic_jump(proc: &mut Proc, producer: i32) -> Result<String, Fail> {
         tracer.release();
         return Ok("the stop of the monotonic clock not tried (its read not seen)".into());
     };
+    let clock = args[0] as libc::clockid_t;
     let to = Duration::from(
-        nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)
-            .map_err(|e| Fail::Grader(format!("CLOCK_MONOTONIC: {e}")))?,
+        nix::time::clock_gettime(nix::time::ClockId::from_raw(clock))
+            .map_err(|e| Fail::Grader(format!("{}: {e}", clock_name(clock))))?,
     ) + JUMP;
     write_time(producer, args[1], to)?;
     tracer.release();
     match proc.recv_before(Instant::now() + WAIT_SLICE * 3)? {
         Some(message) if gave_up(&message) => Err(Fail::failed(format!(
-            "the grader held the consumer, alive, and moved the CLOCK_MONOTONIC {PRODUCER} \
-                 read in its wait for ok {} s forward, as a stop that long (Ctrl-Z, a debugger, \
-                 a paused machine) would: {PRODUCER} then gave up with kind=peer-gone. A wait \
-                 gives up only when Peer::gone() says the peer is gone, never after some time \
-                 however long: a slow or stopped peer is not a dead one",
+            "the grader held the consumer, alive, and moved the {} {PRODUCER} read in its wait \
+             for ok {} s forward, as a stop that long (Ctrl-Z, a debugger, a paused machine) \
+             would: {PRODUCER} then gave up with kind=peer-gone. A wait gives up only when \
+             Peer::gone() says the peer is gone, never after some time however long, on \
+             whatever clock: a slow or stopped peer is not a dead one",
+            clock_name(clock),
             JUMP.as_secs()
         ))),
         Some(message) => Err(judge(&message, &[])),
         None => Ok(format!(
-            "waited on after its CLOCK_MONOTONIC moved {} s forward",
+            "waited on after its {} moved {} s forward",
+            clock_name(clock),
             JUMP.as_secs()
         )),
     }

@@ -22,6 +22,8 @@ pub(super) struct Planted {
     name: String,
     /// A planted semaphore's value.
     value: u32,
+    /// A planted semaphore's file: a process that maps it uses the grader's semaphore.
+    pub(super) inode: Option<u64>,
 }
 
 /// The values a planted semaphore has: 0, as a semaphore the program makes itself starts (so
@@ -32,6 +34,9 @@ pub(super) struct Planted {
 const LIKE_NEW: u32 = 0;
 pub(super) const PLANTED_VALUE: u32 = 3;
 const PLANTED_MESSAGE: &[u8] = b"grader";
+/// How old a planted semaphore's file is made: a day, older than any "left over from a crashed
+/// run" a program may guess from a file's time.
+const PLANTED_AGE: Duration = Duration::from_secs(24 * 3600);
 
 impl Planted {
     /// A planted object; a semaphore at `value`.
@@ -58,6 +63,20 @@ impl Planted {
             }
             // SAFETY: opened just above.
             unsafe { libc::sem_close(sem) };
+            // Made long ago, as by a program that still runs: its age does not make it the
+            // program's.
+            let long_ago = std::time::SystemTime::now() - PLANTED_AGE;
+            std::fs::File::options()
+                .write(true)
+                .open(probe::semaphore_file(name))
+                .and_then(|file| {
+                    file.set_times(
+                        std::fs::FileTimes::new()
+                            .set_accessed(long_ago)
+                            .set_modified(long_ago),
+                    )
+                })
+                .map_err(|e| Fail::Grader(format!("dating {name} back: {e}")))?;
         } else {
             // SAFETY: a zeroed mq_attr, then filled in.
             let mut attr: libc::mq_attr = unsafe { std::mem::zeroed() };
@@ -91,10 +110,15 @@ impl Planted {
                 return Err(failed("mq_send"));
             }
         }
+        let inode = std::fs::metadata(probe::semaphore_file(name))
+            .ok()
+            .filter(|_| mechanism == "semaphores")
+            .map(|m| std::os::unix::fs::MetadataExt::ino(&m));
         Ok(Planted {
             mechanism,
             name: name.to_string(),
             value,
+            inode,
         })
     }
 
@@ -207,6 +231,24 @@ fn create_fails(
     };
     let mut launch = Launch::new(run, mechanism, names.clone(), 10, &[])?;
     let message = launch.proc.recv_any()?;
+    // At `ready` the parent still maps the semaphores it uses: the grader's, shared, or one
+    // made in its stead.
+    let replaced = message.kind == "ready"
+        && plant.as_ref().and_then(|p| p.inode).is_some_and(|inode| {
+            probe::mappings(launch.proc.pid.as_raw())
+                .iter()
+                .all(|m| !(m.named_semaphore() && m.inode == inode))
+        });
+    if replaced {
+        return Err(Fail::failed(format!(
+            "{situation} ({mechanism}), Handoff::create() did not fail (the program said \
+             `ready`), and the parent did not map the grader's semaphore (its file, dated a day \
+             back, as one another program made long ago would be): create() removed the \
+             existing {name} and made its own in its place. sem_open(O_CREAT | O_EXCL) says \
+             EEXIST for it, and EEXIST is HandoffError::Exists, however old or unused the \
+             semaphore looks: a name that existed before is not yours to remove"
+        )));
+    }
     if message.kind != "failed" {
         let what = if like_new {
             "open each name with O_CREAT | O_EXCL, so that a name in use is an error, not \

@@ -31,6 +31,9 @@ const BEHIND_LIMIT: Duration = Duration::from_millis(400);
 /// Slices the grader makes time out at once, the other side alive: a hundred times a plausible
 /// patience (50 s of slices), in well under a second of the grader's time.
 const TIMEOUTS: u32 = 500;
+/// Slices the grader makes time out at once after those, the other side stopped by `SIGSTOP`:
+/// ten seconds of slices, five times a plausible patience with a stopped peer.
+const STOPPED_TIMEOUTS: u32 = 100;
 /// Waits the grader makes return `EINTR` in a row: twice a plausible cap on the retries.
 const INTERRUPTIONS: u32 = 200;
 /// How far past a slice the deadline read after the forced timeouts may be: a program
@@ -175,21 +178,46 @@ fn lost_carry(now: Duration, deadline: Duration) -> bool {
 }
 
 /// Makes the timed wait of `waiter` (`role`, waiting for `other`, which the grader holds) time
-/// out `TIMEOUTS` times at once: it must go on waiting, whatever the count.
+/// out `TIMEOUTS` times at once: it must go on waiting, whatever the count. Then, `other`
+/// stopped as job control stops a process (`SIGSTOP`), `STOPPED_TIMEOUTS` times more: a
+/// stopped peer is alive.
 pub fn many_timeouts(
     proc: &mut Proc,
     waiter: i32,
     role: &str,
+    (other, other_pid): (&str, i32),
+) -> Result<String, Fail> {
+    let note = timeouts(proc, waiter, role, other, TIMEOUTS)?;
+    if !probe::alive(waiter) {
+        return Ok(note);
+    }
+    force::hold(other_pid)?;
+    let stopped = format!(
+        "{other}, stopped by SIGSTOP (state T, as Ctrl-Z leaves it; {role} had waited on \
+         through {TIMEOUTS} such slices with it held and running)"
+    );
+    let outcome = timeouts(proc, waiter, role, &stopped, STOPPED_TIMEOUTS);
+    force::resume(other_pid)?;
+    Ok(format!("{note}; then {}", outcome?))
+}
+
+/// Makes the timed wait of `waiter` (`role`, waiting for `other`, held) time out `count` times
+/// at once; then reads its next deadline.
+fn timeouts(
+    proc: &mut Proc,
+    waiter: i32,
+    role: &str,
     other: &str,
+    count: u32,
 ) -> Result<String, Fail> {
     let Some(wait) = waiting_in(waiter).and_then(the_wait) else {
         return Ok(format!("{role} was seen in no timed wait"));
     };
-    let Some(tracer) = Tracer::fail_times(waiter, wait, libc::ETIMEDOUT, TIMEOUTS)? else {
+    let Some(tracer) = Tracer::fail_times(waiter, wait, libc::ETIMEDOUT, count)? else {
         return Ok("the grader may not trace the waiting side (ptrace)".into());
     };
     let failed = tracer.failed_count(Instant::now() + TIMEOUTS_TAKE)?;
-    if failed < TIMEOUTS && !probe::alive(waiter) {
+    if failed < count && !probe::alive(waiter) {
         let report = proc.recv_before(Instant::now() + Duration::from_secs(1))?;
         if let Some(report) = report
             && report.kind == "failed"
@@ -202,7 +230,7 @@ pub fn many_timeouts(
                  again, while it held {other}, alive: {failed} such slices later, {role} gave \
                  up with kind=peer-gone. When a slice times out and Peer::gone() \
                  says the peer is still there, wait again, however many slices have passed: a \
-                 slow peer is not a dead one"
+                 slow or stopped peer is not a dead one"
             )));
         }
         return Ok(format!(
@@ -231,8 +259,8 @@ pub fn many_timeouts(
         std::thread::sleep(Duration::from_millis(2));
     }
     Ok(format!(
-        "{role} waited on through {failed} slices made to time out at once, its next deadline \
-         a slice ahead"
+        "{role} waited on through {failed} slices made to time out at once ({other} held), \
+         its next deadline a slice ahead"
     ))
 }
 
@@ -560,26 +588,38 @@ const SEMAPHORE_WORD: &[Field] = &[Field {
     len: 8,
     loads: true,
 }];
-/// The record before which the consumer is held: the producer's wait for its ok starts while
-/// the consumer is held, whatever the timing.
-const SPIN_HELD_AT: u64 = 5;
+/// The record before which the consumer is held: the second, so that the producer's looks at
+/// the ok semaphore are those of two waits, the second of which no ok ends.
+const SPIN_HELD_AT: u64 = 1;
 /// How long the grader counts the producer's looks at the ok semaphore once the consumer is
 /// held: three slices.
 const SPIN_WATCH: Duration = Duration::from_millis(300);
-/// Looks at the ok semaphore a blocking producer makes, counted from the start of the rounds:
-/// a timed wait loads and updates the word a few times a round and a few times a slice (a try,
-/// the count of waiters up and down); a loop of sem_trywait() before the timed wait looks
-/// hundreds or thousands of times a wait. The count starts with the rounds, not when the
-/// consumer is seen held, so that a spin over before the grader hears of the hold is counted
-/// too. A grader slow to count lets more slices pass: each allows `LOOKS_PER_SLICE` more.
+/// Looks at the ok semaphore a blocking producer makes, counted from its `go`: a timed wait
+/// loads and updates the word a few times a round and a slice (a try, the count of waiters up and down); a
+/// loop of sem_trywait() before the timed wait looks hundreds or thousands of times a wait. The
+/// count starts with the `go`, not when the consumer is seen held, so that a spin over before
+/// the grader hears of the hold is counted too. A grader slow to count lets more slices pass:
+/// each allows `LOOKS_PER_SLICE` more.
 const MOST_LOOKS: u64 = 60;
-const LOOKS_PER_ROUND: u64 = 10;
 const LOOKS_PER_SLICE: u64 = 10;
+/// A pause this long between two looks at the ok semaphore is the producer's first block: a
+/// timed wait looks next when its slice times out, a slice after the clock read made before its
+/// first look; the looks before it, however slowly a loaded machine lets them come, are those
+/// of the waits up to their block.
+const FIRST_BLOCK: Duration = Duration::from_millis(80);
+/// Looks a wait makes before it blocks: the C library's sem_timedwait() tries the word once,
+/// counts itself a waiter and looks again before its futex wait, and takes the post and counts
+/// itself out when woken; a few sem_trywait() tries before the timed wait, however brief, are
+/// one look each.
+const LOOKS_BEFORE_BLOCKING: u64 = 8;
+/// Looks allowed before the first block: the waits of the rounds before the hold, and the held
+/// one up to its block.
+const FIRST_BLOCK_LOOKS: u64 = LOOKS_BEFORE_BLOCKING * (SPIN_HELD_AT + 1);
 
 /// How many looks at the ok semaphore are allowed since the rounds started at `started`.
 fn most_looks(started: Instant) -> u64 {
     let slices = (started.elapsed().as_millis() / WAIT_SLICE.as_millis()) as u64;
-    MOST_LOOKS + LOOKS_PER_ROUND * SPIN_HELD_AT + LOOKS_PER_SLICE * slices
+    MOST_LOOKS + LOOKS_BEFORE_BLOCKING * SPIN_HELD_AT + LOOKS_PER_SLICE * slices
 }
 
 /// The producer must block in its wait for ok, not try the semaphore again and again first:
@@ -623,6 +663,10 @@ pub fn spins_before_blocking(run: &mut Run) -> Result<String, Fail> {
     let started = Instant::now();
     let mut held_since: Option<Instant> = None;
     let mut looks = 0u64;
+    // Looks before the first pause of FIRST_BLOCK between two (`blocked` once it came).
+    let mut first_looks = 0u64;
+    let mut last_look: Option<Instant> = None;
+    let mut blocked = false;
     let until = started + Duration::from_secs(5);
     let mut watched = true;
     // Judged at the look that went past the allowance: later, more slices would allow more.
@@ -637,6 +681,11 @@ pub fn spins_before_blocking(run: &mut Run) -> Result<String, Fail> {
             Watched::Armed => {}
             Watched::Hit => {
                 looks += 1;
+                blocked |= last_look.is_some_and(|last| last.elapsed() >= FIRST_BLOCK);
+                if !blocked {
+                    first_looks += 1;
+                }
+                last_look = Some(Instant::now());
                 if looks > most_looks(started) {
                     spun = true;
                     break;
@@ -658,13 +707,27 @@ pub fn spins_before_blocking(run: &mut Run) -> Result<String, Fail> {
     drop(tracer);
     if spun {
         return Err(Fail::failed(format!(
-            "in {SPIN_HELD_AT} rounds and then while the grader held the consumer before record \
-             {SPIN_HELD_AT} (so that no ok came), the producer loaded or changed the ok \
+            "while the grader held the consumer before record {SPIN_HELD_AT} (so that no ok \
+             came), the producer loaded or changed the ok \
              semaphore at least {looks} times in {} (counted with a hardware watchpoint on the \
              semaphore's word): its wait(ok) tries the semaphore again and again (a loop around \
              sem_trywait()?) before, or instead of, blocking. A wait blocks in sem_timedwait() \
-             from the start, which looks at the semaphore a few times a round and a slice",
+             from the start, which looks at the semaphore a few times a slice",
             millis(watched_for)
+        )));
+    }
+    if first_looks > FIRST_BLOCK_LOOKS {
+        return Err(Fail::failed(format!(
+            "in its wait(ok) for record 0, then for record {SPIN_HELD_AT} while the grader held \
+             the consumer (so that no ok came), the producer loaded or changed the ok semaphore \
+             {first_looks} times before its first pause of {} between two looks, its block \
+             (counted with a hardware watchpoint on the semaphore's word): its wait(ok) tries \
+             the semaphore again and again (sem_trywait() in a loop, however short?) before it \
+             blocks. The C library's sem_timedwait() looks at the word a few times a wait \
+             before its futex wait (at most {FIRST_BLOCK_LOOKS} in {} waits): block in it from \
+             the start",
+            millis(FIRST_BLOCK),
+            SPIN_HELD_AT + 1
         )));
     }
     release_to_the_end(
@@ -675,9 +738,10 @@ pub fn spins_before_blocking(run: &mut Run) -> Result<String, Fail> {
     )?;
     Ok(if watched {
         format!(
-            "the producer looked at the ok semaphore {looks} times in {} ({SPIN_HELD_AT} \
-             rounds, then the wait for a held consumer)",
-            millis(watched_for)
+            "the producer looked at the ok semaphore {looks} times in {} ({first_looks} before \
+             a pause of {}), in {SPIN_HELD_AT} round, then the wait for a held consumer",
+            millis(watched_for),
+            millis(FIRST_BLOCK)
         )
     } else {
         "the ok semaphore was not watched (no watchpoints here)".into()

@@ -453,6 +453,14 @@ pub fn report_failure(message: &Message, mechanism: &str) -> Fail {
              buffer; make them SIGNAL_SIZE bytes (mq_msgsize) and receive into SIGNAL_SIZE bytes"
                 .to_string()
         }
+        "open" if error.contains(super::names::UNUSUAL_CHARACTERS) => format!(
+            "its names end in \"{}\", characters outside [A-Za-z0-9._-] that sem_open() and \
+             mq_open() accept (the grader made objects of the other kind under the same names): \
+             a name checked by hand must be checked as the system does, which refuses only a \
+             '/' after the first character and a name too long; else leave the check to \
+             sem_open() / mq_open()",
+            super::names::UNUSUAL_CHARACTERS
+        ),
         "open" if error.contains("EINVAL") && mechanism == "queues" => {
             "mq_open() said EINVAL: the attributes must be one message (mq_maxmsg 1) of \
              SIGNAL_SIZE bytes (mq_msgsize), and the name the one given"

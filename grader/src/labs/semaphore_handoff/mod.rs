@@ -34,6 +34,7 @@
 
 mod clock;
 mod clock_reads;
+mod closing;
 mod create_cleanup;
 mod creating_calls;
 mod error_paths;

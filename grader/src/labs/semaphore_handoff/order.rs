@@ -77,8 +77,9 @@ fn drain(pid: i32, fd: i32, count: usize) -> Result<(), Fail> {
 
 /// Once the held post has gone into the queue behind descriptor `fd` of `pid` (the grader's
 /// messages taken back), takes the program's message out, reads it, and puts it back as it
-/// was: what the post said, trimmed of trailing NULs; `None` if it did not come within a second.
-fn relay(pid: i32, fd: i32) -> Result<Option<Vec<u8>>, Fail> {
+/// was: what the post said, trimmed of trailing NULs, and its priority; `None` if it did not
+/// come within a second.
+fn relay(pid: i32, fd: i32) -> Result<Option<(Vec<u8>, u32)>, Fail> {
     let until = Instant::now() + Duration::from_secs(1);
     while probe::queue_messages(pid, fd) != Some(1) {
         if Instant::now() >= until {
@@ -119,13 +120,24 @@ fn relay(pid: i32, fd: i32) -> Result<Option<Vec<u8>>, Fail> {
         )));
     }
     let end = message.iter().rposition(|&b| b != 0).map_or(0, |i| i + 1);
-    Ok(Some(message[..end].to_vec()))
+    Ok(Some((message[..end].to_vec(), priority)))
 }
 
-/// A post's message must be its signal's text (`"ready"` or `"ok"`).
-fn judge_text(said: Option<Vec<u8>>, queue: &str, want: &str, poster: &str) -> Result<(), Fail> {
+/// A post's message must be its signal's text (`"ready"` or `"ok"`), sent with priority 0.
+fn judge_text(
+    said: Option<(Vec<u8>, u32)>,
+    queue: &str,
+    want: &str,
+    poster: &str,
+) -> Result<(), Fail> {
     match said {
-        Some(text) if text != want.as_bytes() => Err(Fail::failed(format!(
+        Some((_, priority)) if priority != 0 => Err(Fail::failed(format!(
+            "the grader held {poster}'s post on {queue} (the queue was full), then let it go \
+             and read the message it put there: mq_receive() gave its priority as {priority}, \
+             not 0: post() sends \"ready\" and \"ok\" alike with priority 0 (mq_send()'s \
+             last argument)"
+        ))),
+        Some((text, _)) if text != want.as_bytes() => Err(Fail::failed(format!(
             "the grader held {poster}'s post on {queue} (the queue was full), then let it go \
              and read the message it put there: `{}`, not `{want}`: post({queue}) sends \
              \"{want}\" (the ready queue carries \"ready\", the ok queue \"ok\"); check which \

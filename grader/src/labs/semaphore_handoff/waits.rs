@@ -449,6 +449,7 @@ pub fn waits_block(run: &mut Run) -> Result<String, Fail> {
     let at = run.rng().random_range(20..80u64).to_string();
     let mut handover = Handover::start(run, "semaphores", 100, &["--pause-consumer-at", &at])?;
     let (producer, ok, seed) = (handover.producer, handover.names[1].clone(), handover.seed);
+    let consumer = handover.consumer;
     let seq: u64 = at.parse().expect("a number");
     let reports = handover.finish(|proc, _| {
         let held = Instant::now();
@@ -476,7 +477,10 @@ pub fn waits_block(run: &mut Run) -> Result<String, Fail> {
         notes.push(forced_waits::every_deadline(producer, PRODUCER)?.note);
         slot_moved()?;
         notes.push(forced_waits::many_timeouts(
-            proc, producer, PRODUCER, CONSUMER,
+            proc,
+            producer,
+            PRODUCER,
+            (CONSUMER, consumer),
         )?);
         slot_moved()?;
         notes.push(forced_waits::many_interruptions(
