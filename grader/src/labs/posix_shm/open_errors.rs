@@ -396,7 +396,9 @@ fn at_once(
     kind: &str,
     awaited: &str,
 ) -> Result<(), Fail> {
-    if spent <= baseline_ns + BUSY_NS || spent <= 2 * baseline_ns {
+    // A baseline gone before the grader's first look was not measured: nothing to compare with
+    // (a loaded machine may keep the opener waiting for a CPU that long).
+    if baseline_ns == 0 || spent <= baseline_ns + BUSY_NS || spent <= 2 * baseline_ns {
         return Ok(());
     }
     Err(Fail::failed(format!(
