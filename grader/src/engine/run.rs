@@ -92,6 +92,21 @@ impl Run {
     /// audited and removed after the check.
     pub fn ipc_name(&mut self, what: &str) -> String {
         let name = format!("/{}-{what}", self.tag);
+        self.hand_out(name)
+    }
+
+    /// A POSIX IPC name as [`Run::ipc_name`] whose bytes after the slash are all whitespace
+    /// (spaces and tabs spelling the tag and `what`), for names that are valid although blank.
+    pub fn blank_ipc_name(&mut self, what: &str) -> String {
+        let name = format!(
+            "/{}",
+            super::ledger::in_blanks(&format!("{}-{what}", self.tag))
+        );
+        self.hand_out(name)
+    }
+
+    /// Writes `name` down and audits whatever carries it.
+    fn hand_out(&mut self, name: String) -> String {
         self.ledger.record(&name);
         self.objects
             .names

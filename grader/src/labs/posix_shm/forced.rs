@@ -155,8 +155,14 @@ pub fn failed_creator_calls(run: &mut Run) -> Result<bool, Fail> {
         };
         let mut proc = start_stopped(run, &name, Some(size), CREATOR)?;
         let pid = proc.pid.as_raw();
-        let exiting = (Call::any(libc::SYS_exit_group), Step::Hold);
-        let tracer = Tracer::in_turn(pid, [(call, Step::Fail(errno)), exiting])?;
+        // A failed mmap() comes after the object was sized, when others may map it already:
+        // held at any ftruncate() of its clean-up too, before its exit.
+        let exiting = if case.variant == "Map" {
+            Call::any_of(RESIZED_OR_EXITING)
+        } else {
+            Call::any(libc::SYS_exit_group)
+        };
+        let tracer = Tracer::in_turn(pid, [(call, Step::Fail(errno)), (exiting, Step::Hold)])?;
         force::resume(pid)?;
         let Some(mut tracer) = tracer else {
             proc.kill_tree();
@@ -167,14 +173,28 @@ pub fn failed_creator_calls(run: &mut Run) -> Result<bool, Fail> {
             case.step,
             Errno::from_raw(errno)
         );
-        let answer = await_answer(&mut proc, CREATOR, &what, Some(kind));
+        // Held at an ftruncate() of its clean-up, a creator whose mmap() failed answers only
+        // once the grader has seen it there.
+        let (answer, failed, held_at_exit) = if case.variant == "Map" {
+            answer_unless_resized(&mut tracer, &mut proc, &what)
+        } else {
+            (
+                await_answer(&mut proc, CREATOR, &what, Some(kind)),
+                None,
+                false,
+            )
+        };
         let left = !case.taken && exists(&name);
         let intact = !case.taken
             || std::fs::symlink_metadata(dev_shm(&name)).is_ok_and(|meta| meta.len() == 64);
         drop(planted);
         let _ = std::fs::remove_file(dev_shm(&name));
         let answer = answer?;
-        if !tracer.failed_the_call()? {
+        let failed = match failed {
+            Some(failed) => failed,
+            None => tracer.failed_the_call()?,
+        };
+        if !failed {
             // An mmap() of another length than the table's is not the one the grader failed.
             let mapped_len = super::probes::table_mapping(pid, &name)
                 .map(|m| m.end - m.start)
@@ -221,7 +241,13 @@ pub fn failed_creator_calls(run: &mut Run) -> Result<bool, Fail> {
                 }
             )));
         }
-        let kept = descriptors_at_exit(&proc, Some(tracer), &name)?;
+        let kept = if held_at_exit {
+            let fds = super::probes::object_fds(pid, &name);
+            tracer.release();
+            fds
+        } else {
+            descriptors_at_exit(&proc, Some(tracer), &name)?
+        };
         if !kept.is_empty() {
             return Err(Fail::failed(format!(
                 "{what}: it said kind={kind} and removed the name, but held as it exits it \
@@ -234,6 +260,79 @@ pub fn failed_creator_calls(run: &mut Run) -> Result<bool, Fail> {
         proc.wait()?;
     }
     Ok(true)
+}
+
+/// A creator's `ftruncate()` or its `exit_group()`, whichever comes first.
+const RESIZED_OR_EXITING: &[Call] = &[
+    Call::any(libc::SYS_ftruncate),
+    Call::any(libc::SYS_exit_group),
+];
+
+/// The answer of a creator whose `mmap()` the grader fails, traced by `tracer` to be held at
+/// its next `ftruncate()` or `exit_group()`; whether the call was failed (read on the way); and
+/// whether it is held at its `exit_group()` already. A failure if it is held at an
+/// `ftruncate()` before it answers, in its clean-up: the sized object may be mapped by others
+/// by then.
+fn answer_unless_resized(
+    tracer: &mut Tracer,
+    proc: &mut crate::engine::Proc,
+    what: &str,
+) -> (Result<ipc_labs_driver::Message, Fail>, Option<bool>, bool) {
+    let pid = proc.pid.as_raw();
+    let until = Instant::now() + Duration::from_secs(5);
+    let (mut failed, mut answer) = (false, None);
+    // The tracer reports the failure, then the hold; the answer comes between them, or after
+    // a hold at an ftruncate().
+    while Instant::now() < until {
+        if answer.is_none() {
+            match proc.recv_before(Instant::now() + Duration::from_millis(2)) {
+                Ok(Some(message)) => answer = Some(message),
+                Ok(None) => {}
+                Err(fail) => return (Err(fail), Some(failed), false),
+            }
+        }
+        let soon = Instant::now() + Duration::from_millis(2);
+        if !failed {
+            // Reported before the program goes on, so before any answer.
+            failed = match tracer.failed_before(soon) {
+                Ok(failed) => failed,
+                Err(fail) => return (Err(fail), Some(false), false),
+            };
+            if !failed && answer.is_some() {
+                break;
+            }
+            continue;
+        }
+        match tracer.held_before(soon) {
+            Ok(true) => {}
+            Ok(false) => continue,
+            Err(fail) => return (Err(fail), Some(failed), false),
+        }
+        let Some((libc::SYS_ftruncate, args)) = crate::engine::inspect::call_of(pid, pid) else {
+            let answer = match answer {
+                Some(answer) => Ok(answer),
+                None => await_answer(proc, CREATOR, what, None),
+            };
+            return (answer, Some(failed), true);
+        };
+        proc.kill_tree();
+        let before = if answer.is_some() { "after" } else { "before" };
+        let fail = Fail::failed(format!(
+            "{what}: after that failure, {before} it answered, the creator called ftruncate() \
+             of its object to {} bytes (the grader held it there): its clean-up resizes the \
+             object before it unlinks the name, while an opener may map it already (sized, at \
+             the name): pages past the new end raise SIGBUS at that opener's next access; the \
+             clean-up is shm_unlink() of the name and closing the descriptor, nothing more (the \
+             memory goes with the last mapping)",
+            args[1] as i64
+        ));
+        return (Err(fail), Some(failed), false);
+    }
+    let answer = match answer {
+        Some(answer) => Ok(answer),
+        None => await_answer(proc, CREATOR, what, None),
+    };
+    (answer, Some(failed), false)
 }
 
 /// A created table of [`WHOLE_PAGES`] and its mapping's start.

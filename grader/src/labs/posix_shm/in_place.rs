@@ -18,7 +18,9 @@ use super::probes::{
 };
 
 pub fn bytes_in_the_object(run: &mut Run) -> Result<String, Fail> {
-    let size = 64 << 10;
+    // Each access is nearly half the table: a copy the program hands to the kernel past some
+    // length would hide below it.
+    let size = 256 << 10;
     let (mut creator, mut opener) = pair(run, "table", size)?;
     let path = dev_shm(&creator.name);
     // read() and write() on the object reach the very pages the programs map, and, unlike a
@@ -27,7 +29,7 @@ pub fn bytes_in_the_object(run: &mut Run) -> Result<String, Fail> {
         .read(true)
         .write(true)
         .open(&path)?;
-    let len = (16 << 10) + run.rng().random_range(0..1024);
+    let len = size / 2 - run.rng().random_range(1..1024);
     let at = run.rng().random_range(0..size / 2 - len);
     let data = run.random_bytes(len);
     // /proc/PID/io counts the bytes of read-like and write-like calls, not loads and stores: a

@@ -102,7 +102,7 @@ pub static LAB: Lab = Lab {
             points: 4,
             timeout: Duration::from_secs(10),
             description: "the bytes are in the object itself and go through the mappings: the \
-                          grader sees the creator's 16 KiB write in /dev/shm/<name>, the opener \
+                          grader sees the creator's 128 KiB write in /dev/shm/<name>, the opener \
                           reads the grader's, and neither moves them with a read or write \
                           system call (read from /proc/PID/io): their own instructions copy \
                           them (a hardware watchpoint sees it)",

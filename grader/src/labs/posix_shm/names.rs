@@ -70,21 +70,21 @@ fn crashed_on(fail: Fail, name: &str) -> Fail {
     ))
 }
 
-pub fn invalid_names(run: &mut Run) -> Result<String, Fail> {
-    // Built from handed-out names, so that whatever a lax program creates is audited.
-    let plain = run.ipc_name("noslash");
-    let double = run.ipc_name("double");
-    let nested = run.ipc_name("dir");
-    let trailing = run.ipc_name("trailing");
-    let one_past = run.ipc_name("long");
-    let wide = run.ipc_name("wide");
-    let edge = run.ipc_name("edge");
-    let wide_first = run.ipc_name("wide-first");
-    let spaced = run.ipc_name("spaced");
+/// Every kind of bad name, under names handed out with `suffix` (so that whatever a lax
+/// program creates is audited).
+fn bad_names(run: &mut Run, suffix: &str) -> Vec<BadName> {
+    let plain = run.ipc_name(&format!("noslash{suffix}"));
+    let double = run.ipc_name(&format!("double{suffix}"));
+    let nested = run.ipc_name(&format!("dir{suffix}"));
+    let trailing = run.ipc_name(&format!("trailing{suffix}"));
+    let one_past = run.ipc_name(&format!("long{suffix}"));
+    let wide = run.ipc_name(&format!("wide{suffix}"));
+    let wide_first = run.ipc_name(&format!("wide-first{suffix}"));
+    let spaced = run.ipc_name(&format!("spaced{suffix}"));
     // Characters of two bytes each: at most 255 characters, but more than 255 bytes.
     let wide_chars = 250 - wide.len();
     let wide_name = format!("{wide}{}", "é".repeat(wide_chars));
-    let bad = [
+    vec![
         BadName {
             name: plain.trim_start_matches('/').to_string(),
             what: "no leading slash".into(),
@@ -150,7 +150,15 @@ pub fn invalid_names(run: &mut Run) -> Result<String, Fail> {
                   (trimming it names another object)",
             lands: Some(spaced.clone()),
         },
-    ];
+    ]
+}
+
+pub fn invalid_names(run: &mut Run) -> Result<String, Fail> {
+    // Built from handed-out names, so that whatever a lax program creates is audited.
+    let bad = bad_names(run, "");
+    // open() checks the name as create() does: every bad name, under names of its own.
+    let bad_opened = bad_names(run, "-o");
+    let edge = run.ipc_name("edge");
     let longest = format!("{edge}{}", "x".repeat(255 - edge.len()));
     let mut names: Vec<String> = bad.iter().map(|b| b.name.clone()).collect();
     names.push(longest.clone());
@@ -197,6 +205,8 @@ pub fn invalid_names(run: &mut Run) -> Result<String, Fail> {
     let opened: Vec<String> = cases.iter().map(|(asked, _, _)| asked.clone()).collect();
     // None of these depends on another: all start at once, and are judged in order.
     let creating = start_all(run, &names, Some(64), CREATOR)?;
+    let bad_opened_names: Vec<String> = bad_opened.iter().map(|b| b.name.clone()).collect();
+    let opening_bad = start_all(run, &bad_opened_names, None, OPENER)?;
     // Each opener traced from its start: the openat() its shm_open() would make of the object
     // the grader planted is reported if it is made (the name is checked first: it must not be).
     let mut opening = Vec::new();
@@ -224,7 +234,9 @@ pub fn invalid_names(run: &mut Run) -> Result<String, Fail> {
     }
     // The empty name: no first byte to look at.
     let mut empty_proc = start(run, "", Some(64), CREATOR)?;
-    let mut odd_proc = start(run, &odd, Some(64), CREATOR)?;
+    let odd_proc = start(run, &odd, Some(64), CREATOR)?;
+    let blank = run.blank_ipc_name("b");
+    let blank_proc = start(run, &blank, Some(64), CREATOR)?;
     let mut answers = first_answers(creating, &names, CREATOR)?;
     let (edge_proc, edge_answer) = answers.pop().expect("the longest name's answer");
     for (case, (mut proc, answer)) in bad.iter().zip(answers) {
@@ -275,6 +287,11 @@ pub fn invalid_names(run: &mut Run) -> Result<String, Fail> {
              kind=bad-name; create() refused such a name, so open() must check it too \
              (check_name) before shm_open()"
         )));
+    }
+    let answers = first_answers(opening_bad, &bad_opened_names, OPENER)?;
+    for (case, (mut proc, answer)) in bad_opened.iter().zip(answers) {
+        judge_bad_name(case, &answer, "open")?;
+        proc.wait()?;
     }
     drop(planted);
 
@@ -346,19 +363,6 @@ pub fn invalid_names(run: &mut Run) -> Result<String, Fail> {
     )?;
     empty_proc.wait()?;
 
-    let what = format!(
-        "creating a table named {odd:?} (every ASCII byte but NUL and '/', a backslash \
-             included, and 2- and 3-byte characters)"
-    );
-    let answer = await_answer(&mut odd_proc, CREATOR, &what, None)?;
-    if is_refusal(&answer, "bad-name") {
-        return Err(Fail::failed(format!(
-            "{what}, the program said {}: a name is '/' then 1 or more bytes, any but '/', at \
-             most 255 bytes in all; no character set is asked for, control characters \
-             included, so check only the slashes and the length",
-            said(&answer)
-        )));
-    }
     for (proc, who, op, name) in [
         (&mut dot_create, CREATOR, "creating a table", "/."),
         (&mut dot_open, OPENER, "opening", "/.."),
@@ -385,44 +389,88 @@ pub fn invalid_names(run: &mut Run) -> Result<String, Fail> {
         }
         proc.wait()?;
     }
-    let mut odd_table = super::driver::mapped(odd_proc, answer, &odd, CREATOR)?;
-    if !exists(&odd) {
-        let made = [odd.trim_end(), odd.trim()]
-            .into_iter()
-            .find(|made| *made != odd && exists(made))
-            .map(|made| format!(", but {:?} does", dev_shm(made)))
-            .unwrap_or_default();
-        odd_table.proc.kill_tree();
-        return Err(Fail::failed(format!(
-            "{what}, the program said `mapped`, yet {:?} does not exist{made}: the name is \
-             taken as given, its whitespace at either end included (trimming it names \
-             another object)",
-            dev_shm(&odd)
-        )));
-    }
-    let mut odd_opener = start(run, &odd, None, OPENER)?;
-    let answer = await_answer(&mut odd_opener, OPENER, &format!("opening {odd:?}"), None)?;
-    if is_refusal(&answer, "bad-name") {
-        return Err(Fail::failed(format!(
-            "opening {odd:?}, which the creator had created, the program said {}: open() \
-             must accept every name create() accepts ('/' then any bytes but '/', at most 255)",
-            said(&answer)
-        )));
-    }
-    let odd_opened = super::driver::mapped(odd_opener, answer, &odd, OPENER)?;
-    odd_table.unlink()?;
-    odd_opened.close()?;
-    odd_table.close()?;
+    judge_good_name(
+        run,
+        odd_proc,
+        &odd,
+        "every ASCII byte but NUL and '/', a backslash included, and 2- and 3-byte characters",
+        "no character set is asked for, control characters included",
+    )?;
+    judge_good_name(
+        run,
+        blank_proc,
+        &blank,
+        "'/' and then only spaces and tabs",
+        "whitespace is bytes like any other: a name of blanks after the slash is not empty \
+         (trimmed, it would be); take the name as given",
+    )?;
     Ok(
         "bad names (no leading slash, two leading slashes, a second slash, a trailing slash, \
         '/' alone, 256 bytes, 250 characters in more than 255 bytes, the empty name, a 2-byte first \
         character, a space before the slash) were refused by create, \
-        the first two by open too (with no shm_open() of them), bad names with size 0 too; a \
-        255-byte name, and one with every ASCII byte but NUL and '/', multi-byte characters and \
-        whitespace at its end, worked; '/.' \
+        and by open (the first two with no shm_open() of them), bad names with size 0 too; a \
+        255-byte name, one with every ASCII byte but NUL and '/', multi-byte characters and \
+        whitespace at its end, and one of blanks only, worked; '/.' \
         and '/..' reached shm_open()"
             .into(),
     )
+}
+
+/// A valid name with unusual bytes: created under that very name, and opened.
+fn judge_good_name(
+    run: &mut Run,
+    mut proc: Proc,
+    name: &str,
+    holds: &str,
+    why: &str,
+) -> Result<(), Fail> {
+    let shown = shown(name);
+    let what = format!("creating a table named {shown} ({holds})");
+    let answer = await_answer(&mut proc, CREATOR, &what, None)?;
+    if is_refusal(&answer, "bad-name") {
+        return Err(Fail::failed(format!(
+            "{what}, the program said {}: a name is '/' then 1 or more bytes, any but '/', at \
+             most 255 bytes in all; {why}, so check only the slashes and the length",
+            said(&answer)
+        )));
+    }
+    let mut table = super::driver::mapped(proc, answer, name, CREATOR)?;
+    if !exists(name) {
+        let made = [name.trim_end(), name.trim()]
+            .into_iter()
+            .find(|made| *made != name && made.len() > 1 && exists(made))
+            .map(|made| format!(", but {:?} does", dev_shm(made)))
+            .unwrap_or_default();
+        table.proc.kill_tree();
+        return Err(Fail::failed(format!(
+            "{what}, the program said `mapped`, yet no object in /dev/shm has that very \
+             name{made}: the name is taken as given, its whitespace at either end included \
+             (trimming it names another object)"
+        )));
+    }
+    let mut opener = start(run, name, None, OPENER)?;
+    let answer = await_answer(&mut opener, OPENER, &format!("opening {shown}"), None)?;
+    if is_refusal(&answer, "bad-name") {
+        return Err(Fail::failed(format!(
+            "opening {shown}, which the creator had created, the program said {}: open() \
+             must accept every name create() accepts ('/' then any bytes but '/', at most 255)",
+            said(&answer)
+        )));
+    }
+    let opened = super::driver::mapped(opener, answer, name, OPENER)?;
+    table.unlink()?;
+    opened.close()?;
+    table.close()
+}
+
+/// A name for a message: quoted, its first 48 characters and its length when it is longer.
+fn shown(name: &str) -> String {
+    let head: String = name.chars().take(48).collect();
+    if head.len() < name.len() {
+        format!("{head:?}... ({} bytes)", name.len())
+    } else {
+        format!("{name:?}")
+    }
 }
 
 fn judge_bad_name(case: &BadName, answer: &Message, op: &str) -> Result<(), Fail> {

@@ -383,7 +383,10 @@ fn size_from_descriptor(run: &mut Run, name: &str, size: usize) -> Result<(), Fa
     // The inodes of the object the opener's shm_open() opened, and of the one after it.
     let inode = || std::fs::metadata(&path).map(|m| m.ino()).unwrap_or(0);
     let (mut opened_inode, mut later_inode) = (0, 0);
+    // The flags of the opener's open of the name, read at its entry.
+    let mut flags = None;
     if tracer.wait(&mut proc, until)? == Reached::Call {
+        flags = crate::engine::inspect::call_of(pid, pid).map(|(_, args)| args[2]);
         replace(run, opened_len)?;
         opened_inode = inode();
         tracer.go_on();
@@ -394,6 +397,17 @@ fn size_from_descriptor(run: &mut Run, name: &str, size: usize) -> Result<(), Fa
         }
     }
     tracer.release();
+    if let Some(flags) = flags.filter(|flags| flags & libc::O_CREAT as u64 != 0) {
+        proc.kill_tree();
+        return Err(Fail::failed(format!(
+            "opening {name:.60}, an existing object, the opener's first openat() of {} (held \
+             at its entry, from its shm_open()) asked for O_CREAT (flags {flags:#o}): open() \
+             never creates; it is shm_open(name, O_RDWR) alone, once (a creating probe makes an \
+             object nobody asked for exist for a moment, for a creator to find taken and an \
+             opener to find empty, and needs a second open of the name)",
+            path.display()
+        )));
+    }
     let first = await_answer(&mut proc, OPENER, &format!("opening {name:.60}"), None)?;
     let opener = mapped(proc, first, name, OPENER)?;
     if replaced && opener.len != opened_len {
@@ -454,8 +468,17 @@ fn creator_maps_its_object(run: &mut Run) -> Result<(), Fail> {
     let inode = || std::fs::metadata(&path).map(|m| m.ino()).unwrap_or(0);
     let (mut created_inode, mut other_inode) = (0, 0);
     let until = Instant::now() + Duration::from_secs(5);
+    // What an early opener may store, once the object is sized: no step of create() after its
+    // ftruncate() may undo it.
+    let early = run.random_bytes(64);
+    let early_at = run.rng().random_range(0..size - early.len());
     let replaced = if tracer.wait(&mut proc, until)? == Reached::Call {
         created_inode = inode();
+        std::os::unix::fs::FileExt::write_all_at(
+            &std::fs::OpenOptions::new().write(true).open(&path)?,
+            &early,
+            early_at as u64,
+        )?;
         let next = dev_shm(&format!("{name}-next"));
         std::fs::write(&next, vec![0u8; other_len])?;
         if let Some((uid, gid)) = run.program_user() {
@@ -515,6 +538,28 @@ fn creator_maps_its_object(run: &mut Run) -> Result<(), Fail> {
             "creating a {size}-byte table, the creator reported len={}",
             creator.len
         ))));
+    }
+    let mut creator = creator;
+    if replaced {
+        let seen = match creator.read(run, early_at, early.len()) {
+            Ok(seen) => seen,
+            Err(fail) => return done(Err(fail)),
+        };
+        if seen != early {
+            let how = if seen.iter().all(|&byte| byte == 0) {
+                "zeros: after its ftruncate() create() cleared the bytes again (a store of zeros \
+                 into the mapping, or a second sizing)"
+            } else {
+                "other bytes: after its ftruncate() create() stored into the object"
+            };
+            return done(Err(Fail::failed(format!(
+                "creating a {size}-byte table, held right after its ftruncate() returned, the \
+                 grader wrote 64 bytes at offset {early_at} of the object it created (as an \
+                 opener may, once the object is sized); the creator then said `mapped`, and \
+                 reading them back it got {how}: ftruncate() alone zeroes the new bytes, and \
+                 create() stores nothing into the table, which others may use already"
+            ))));
+        }
     }
     done(creator.close())
 }

@@ -50,8 +50,20 @@ pub fn open_errors(run: &mut Run) -> Result<String, Fail> {
     let (mut hollow_exit, hollow_exit_tracer) = start_held_at_exit(run, &empty, None, OPENER)?;
     let mut through = start(run, &linked, None, OPENER)?;
     let mut baseline = start(run, &baseline_name, None, OPENER)?;
-    // Held as it exits: a failed open must have closed what it opened.
-    let (mut unmappable, unmappable_tracer) = start_held_at_exit(run, &vast, None, OPENER)?;
+    // Its mmap() made to fail with ENODEV, which that call alone gives there (only the call
+    // knows what maps), then held as it exits: a failed open must have closed what it opened.
+    let mut unmappable = start_stopped(run, &vast, None, OPENER)?;
+    let unmappable_tracer = Tracer::in_turn(
+        unmappable.pid.as_raw(),
+        [
+            (
+                Call::mapping_shared(vast_len as usize),
+                Step::Fail(libc::ENODEV),
+            ),
+            (Call::any(libc::SYS_exit_group), Step::Hold),
+        ],
+    )?;
+    force::resume(unmappable.pid.as_raw())?;
     // How long each was runnable, read at every look while the grader waits for any of them
     // (the engine reaps a process soon after it exits).
     let pids = [
@@ -194,18 +206,39 @@ pub fn open_errors(run: &mut Run) -> Result<String, Fail> {
     drop(behind_object);
 
     let vast_path = dev_shm(&vast);
+    let forced = if unmappable_tracer.is_some() {
+        " while the grader fails its mmap() of that size with ENODEV"
+    } else {
+        ""
+    };
     let what = format!(
         "opening {vast}, an object of {vast_len} bytes the grader made (more than the program's \
-         4 GiB of address space can map)"
+         4 GiB of address space can map){forced}"
     );
     let answer = await_answer(&mut unmappable, OPENER, &what, None)?;
     left_as_it_was(&vast, &vast_before, &what, &answer)?;
+    let mut unmappable_tracer = unmappable_tracer;
+    if let Some(tracer) = unmappable_tracer.as_mut()
+        && !tracer.failed_the_call()?
+    {
+        unmappable.kill_tree();
+        return Err(Fail::failed(format!(
+            "{what}: the opener made no mmap(MAP_SHARED) of {vast_len} bytes on its main thread \
+             before it said {}: whether a size can be mapped is mmap()'s to say, not a limit of \
+             the program's own (the address space it assumes); open() maps the size fstat() \
+             gave, and TableError::Map carries mmap()'s own errno",
+            said(&answer)
+        )));
+    }
     refused(
         &answer,
         "mmap",
         &what,
         "fstat() gives its size, mmap() of that size fails: TableError::Map",
     )?;
+    if unmappable_tracer.is_some() {
+        super::forced::refused_with(&answer, "mmap", libc::ENODEV, &what, "Map")?;
+    }
     let kept = descriptors_at_exit(&unmappable, unmappable_tracer, &vast)?;
     if !kept.is_empty() {
         return Err(Fail::failed(format!(
@@ -363,7 +396,9 @@ fn at_once(
     kind: &str,
     awaited: &str,
 ) -> Result<(), Fail> {
-    if spent <= baseline_ns + BUSY_NS || spent <= 2 * baseline_ns {
+    // A baseline gone before the grader's first look was not measured: nothing to compare with
+    // (a loaded machine may keep the opener waiting for a CPU that long).
+    if baseline_ns == 0 || spent <= baseline_ns + BUSY_NS || spent <= 2 * baseline_ns {
         return Ok(());
     }
     Err(Fail::failed(format!(

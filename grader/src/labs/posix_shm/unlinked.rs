@@ -10,7 +10,7 @@ use crate::engine::tracer::{Call, Tracer};
 use crate::engine::{Fail, Run};
 
 use super::driver::{
-    Table, answer_past_breakpoint, await_answer, is_refusal, pair, refused, said, start,
+    CREATOR, Table, answer_past_breakpoint, await_answer, is_refusal, pair, refused, said, start,
 };
 use super::explain::{Writer, expect_read};
 use super::probes::{
@@ -42,6 +42,13 @@ pub fn unlinked_but_mapped(run: &mut Run) -> Result<String, Fail> {
     let name = creator.name.clone();
     let path = dev_shm(&name).display().to_string();
     let (opener_first, opener_second) = opened_twice(&mut opener, &path)?;
+    // Its creator too, which a program may tell apart (it made the object), maps it again.
+    let own_name = run.ipc_name("own");
+    let mut own = super::driver::table(run, &own_name, Some(4096), CREATOR)?;
+    let (own_first, own_second) =
+        opened_twice(&mut own, &dev_shm(&own_name).display().to_string())?;
+    own.unlink()?;
+    closed_first_of_two(own, &own_first, &own_second)?;
     let (answer, through_shm_unlink) = unlink_watched(&mut creator)?;
     if answer.kind != "done" {
         return Err(Fail::failed(format!(
@@ -284,7 +291,7 @@ pub fn unlinked_but_mapped(run: &mut Run) -> Result<String, Fail> {
     closed_first_of_two(opener, &opener_first, &opener_second)?;
     creator.close()?;
     Ok(
-        "an object opened again was mapped again, and a close unmapped its own table only; the \
+        "an object opened again, by its opener and by its creator, was mapped again, and a close unmapped its own table only; the \
         name went, the shared memory stayed while mapped, apart from a new object of that \
         name, which the creator's second unlink removed; an unlink that failed otherwise than \
         with ENOENT was shm-unlink; a symbolic link at the name was unlinked"
@@ -379,22 +386,22 @@ fn second_table(
     Ok(())
 }
 
-/// The opener, which maps the object at `path` as its table, opens the name again (`op=open`)
-/// while it is the same object: open() maps each time, so the process now maps it twice.
+/// A table's process (opener or creator), which maps the object at `path` as its table, opens
+/// the name again (`op=open`) while it is the same object: open() maps each time, so the process now maps it twice.
 /// Returns the first table's mapping and the second's.
-fn opened_twice(opener: &mut Table, path: &str) -> Result<(Mapping, Mapping), Fail> {
-    let pid = opener.pid();
-    let name = opener.name.clone();
+fn opened_twice(table: &mut Table, path: &str) -> Result<(Mapping, Mapping), Fail> {
+    let (pid, who) = (table.pid(), table.who);
+    let name = table.name.clone();
     let Some(first) = table_mapping(pid, &name) else {
         return Err(Fail::failed(format!(
-            "the opener said `mapped`, but /proc/{pid}/maps shows no mapping of {path}: map the \
+            "{who} said `mapped`, but /proc/{pid}/maps shows no mapping of {path}: map the \
              object with mmap(MAP_SHARED) and keep it mapped until close"
         )));
     };
-    let answer = opener.command(&[("op", "open".into()), ("name", name.clone())])?;
+    let answer = table.command(&[("op", "open".into()), ("name", name.clone())])?;
     if answer.kind != "done" {
         return Err(Fail::failed(format!(
-            "the opener, which maps {name} as its table, was asked to open it again (op=open) \
+            "{who}, which maps {name} as its table, was asked to open it again (op=open) \
              and said {}: an existing, sized object opens and maps, also in a process that \
              maps it already",
             said(&answer)
@@ -407,7 +414,7 @@ fn opened_twice(opener: &mut Table, path: &str) -> Result<(Mapping, Mapping), Fa
         return Ok((first, second));
     }
     let told = format!(
-        "the opener, which maps {path} as its table at {:x}-{:x}, was asked to open {name} \
+        "{who}, which maps {path} as its table at {:x}-{:x}, was asked to open {name} \
          again (op=open) and said `done` (len={}), but its /proc/{pid}/maps shows no second \
          mapping of the object",
         first.start,
@@ -416,7 +423,7 @@ fn opened_twice(opener: &mut Table, path: &str) -> Result<(Mapping, Mapping), Fa
     );
     let why = "open() is shm_open(), fstat() and mmap() each time, and each table is a mapping \
                of its own, which its close() unmaps";
-    Err(Fail::failed(match mmaps_in_open(opener)? {
+    Err(Fail::failed(match mmaps_in_open(table)? {
         Some(0) => format!(
             "{told}: it handed out the mapping it had (opened once more, traced, it made no \
              mmap() call); {why}"
@@ -445,14 +452,14 @@ fn mmaps_in_open(table: &mut Table) -> Result<Option<u32>, Fail> {
     )?))
 }
 
-/// The opener, which maps the object twice ([`opened_twice`]), closes its first table: its
+/// A table's process, which maps the object twice ([`opened_twice`]), closes its first table: its
 /// addresses are unmapped while the second table's mapping stays; then it exits.
-fn closed_first_of_two(mut opener: Table, first: &Mapping, second: &Mapping) -> Result<(), Fail> {
-    opener.unmap()?;
-    let pid = opener.pid();
+fn closed_first_of_two(mut table: Table, first: &Mapping, second: &Mapping) -> Result<(), Fail> {
+    table.unmap()?;
+    let (pid, who) = (table.pid(), table.who);
     let now = mappings(pid);
     let tables = format!(
-        "the opener mapped the object twice, as its table at {:x}-{:x} and as a second table \
+        "{who} mapped the object twice, as its table at {:x}-{:x} and as a second table \
          (op=open of the same name) at {:x}-{:x}; once it had closed the first (op=close, \
          `done`), while it still ran,",
         first.start, first.end, second.start, second.end
@@ -476,5 +483,5 @@ fn closed_first_of_two(mut opener: Table, first: &Mapping, second: &Mapping) -> 
              only; the other table stays mapped until its own close"
         )));
     }
-    opener.exit()
+    table.exit()
 }
