@@ -20,7 +20,7 @@
 //! given to it rather than this machine's, says `within`), or `failed` with `kind=`
 //! from [`QueueError::kind`]; then it waits for `exit`, so that the grader can see which
 //! descriptors it still holds (a consumer with `--again`, once `done`, waits for `again` and
-//! starts over). SIGUSR1 does nothing but interrupt a blocking call (`EINTR`): the
+//! starts over, its queue of the size `again` gives, if it gives one). SIGUSR1 does nothing but interrupt a blocking call (`EINTR`): the
 //! grader sends it to a process that waits on a queue. Keep this file as it is.
 
 use std::io::Write;
@@ -61,8 +61,9 @@ enum Command {
         /// Fail while serving the job after the first N (to see that the queue goes anyway).
         #[arg(long)]
         fail_after: Option<usize>,
-        /// Once served, create the queue anew when told `again` and serve it too, as a
-        /// dispatcher that outlives its queue does.
+        /// Once served, create the queue anew when told `again` (with the `capacity` and
+        /// `msg_size` that message gives, if any) and serve it too, as a dispatcher that
+        /// outlives its queue does.
         #[arg(long)]
         again: bool,
     },
@@ -183,7 +184,17 @@ fn consumer(
         Ok(served) => {
             control.send("done", &[("served", served.to_string())]);
             if again {
-                control.wait_for("again");
+                // The queue created again may be of another size, if the grader says so.
+                let told = control.wait_for("again");
+                let size = |key: &str, given: u64| {
+                    told.get(key)
+                        .and_then(|value| value.parse().ok())
+                        .unwrap_or(given)
+                };
+                let config = QueueConfig {
+                    capacity: size("capacity", config.capacity),
+                    msg_size: size("msg_size", config.msg_size),
+                };
                 return consumer(control, name, output, config, fail_after, false);
             }
             control.wait_for("exit");

@@ -16,7 +16,8 @@
 //! read the file instead of the queue.
 //!
 //! The checks are grouped by what they judge: `ordering` (priorities, and the format other
-//! programs rely on), `blocking` (how a full or empty queue waits), `direct_receive` (`receive()`
+//! programs rely on), `blocking` (how a full or empty queue waits), `descriptor_flags` (`O_NONBLOCK` as the
+//! descriptor's, set by anyone sharing it), `direct_receive` (`receive()`
 //! retrying `EINTR` outside `serve()`), `messages` (what a message may hold), `names` (queue
 //! names), `open_errors` (the kinds of `mq_open()`'s errors), `attributes` (what `attributes()`
 //! reports), `limits` (the limits on a queue's attributes), `proc_limits` (those limits read by
@@ -28,6 +29,7 @@
 
 mod attributes;
 mod blocking;
+mod descriptor_flags;
 mod direct_receive;
 mod ending;
 mod given_limits;
@@ -92,7 +94,7 @@ pub static LAB: Lab = Lab {
             hint: Some(
                 "set_nonblocking() sets or clears O_NONBLOCK with mq_setattr; a full non-blocking queue is `full`. See docs/labs/02-mqueue-priority.md, the rules table (the set_nonblocking rules).",
             ),
-            run: blocking::nonblocking_full,
+            run: descriptor_flags::nonblocking_full,
         },
         Check {
             name: "message-boundaries",

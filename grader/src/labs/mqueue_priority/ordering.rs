@@ -11,9 +11,9 @@ use rand::RngExt;
 
 use super::observe::{one_queue_fd, queue_mode};
 use super::protocol::{
-    Consumer, JOB_TAG, Job, MQ_PRIO_MAX, SHUTDOWN_TAG, consumer, failure_hint, grader_open,
-    grader_send, job_message, jobs_at, producer, queue_attributes, random_jobs, release, said,
-    same_order, show, shutdown_message, total_payload,
+    Consumer, JOB_TAG, Job, MQ_PRIO_MAX, SHUTDOWN_TAG, consumer, failed_errno, failure_hint,
+    grader_open, grader_send, job_message, jobs_at, producer, queue_attributes, random_jobs,
+    release, said, same_order, show, shutdown_message, sized, total_payload,
 };
 use crate::engine::tracer::{Action, Call, Reached as TraceReached, Step, Tracer};
 use crate::engine::{Fail, Run};
@@ -242,11 +242,18 @@ fn served_as_received(run: &mut Run) -> Result<(), Fail> {
     )))
 }
 
+/// The first queue's message size, and the larger one of the queue created again.
+const FIRST_MSG_SIZE: u64 = 64;
+const AGAIN_MSG_SIZE: u64 = 8192;
+
 /// A consumer that outlives its queue (`--again`) serves the queue it creates next as it served
-/// the first: a shutdown ends one queue's serve(), not every receive() after it.
+/// the first: a shutdown ends one queue's serve(), not every receive() after it; and the new
+/// queue's larger messages are received whole, into a buffer of that queue's `msg_size`.
 fn served_again(run: &mut Run) -> Result<(), Fail> {
     let name = run.ipc_name("again-served");
-    let mut first = consumer(run, &name, &["--again".to_string()])?;
+    let mut asked = sized(4, FIRST_MSG_SIZE);
+    asked.push("--again".to_string());
+    let mut first = consumer(run, &name, &asked)?;
     first.send_shutdown()?;
     first.go()?;
     let done = first.answer_after_shutdown()?;
@@ -259,7 +266,9 @@ fn served_again(run: &mut Run) -> Result<(), Fail> {
             failure_hint(&done)
         )));
     }
-    first.proc.send("again", &[])?;
+    first
+        .proc
+        .send("again", &[("msg_size", AGAIN_MSG_SIZE.to_string())])?;
     let ready = first.proc.recv_any()?;
     if ready.kind != "ready" {
         release(&mut first.proc)?;
@@ -294,6 +303,18 @@ fn served_again(run: &mut Run) -> Result<(), Fail> {
             jobs.len(),
             said(&done),
             messages.len()
+        )));
+    }
+    if failed_errno(&done, "EMSGSIZE") {
+        release(&mut second.proc)?;
+        return Err(Fail::failed(format!(
+            "a consumer that had served its first queue ({FIRST_MSG_SIZE}-byte messages) \
+             created it again (`--again`) with {AGAIN_MSG_SIZE}-byte messages, and with {} jobs \
+             and a shutdown queued in the new one said {}: its mq_receive was given a buffer \
+             smaller than the new queue's mq_msgsize, as if sized for the first queue and kept; \
+             receive() uses a buffer of this queue's msg_size",
+            jobs.len(),
+            said(&done)
         )));
     }
     if done.kind != "done" {

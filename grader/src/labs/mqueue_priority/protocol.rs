@@ -233,16 +233,26 @@ pub fn spawn_consumer_stopped_with(
 /// Starts a producer of `name` with no jobs, stopped before its first instruction (see
 /// [`Run::spawn_stopped`]), without waiting for its first message.
 pub fn spawn_producer_stopped(run: &mut Run, name: &str) -> Result<Proc, Fail> {
+    spawn_producer_stopped_with(run, name, &[])
+}
+
+/// As [`spawn_producer_stopped`], with `extra` arguments.
+pub fn spawn_producer_stopped_with(
+    run: &mut Run,
+    name: &str,
+    extra: &[&str],
+) -> Result<Proc, Fail> {
     let tag: u32 = run.rng().random();
     let file = run.path(&format!("jobs-{tag}.bin"));
     std::fs::write(&file, [])?;
-    let args = [
+    let mut args = vec![
         "producer".to_string(),
         "--name".into(),
         name.into(),
         "--jobs".into(),
         file.display().to_string(),
     ];
+    args.extend(extra.iter().map(|arg| arg.to_string()));
     let mut proc = run.spawn_stopped(&args)?;
     proc.set_roles(|_| "the producer".into());
     Ok(proc)
