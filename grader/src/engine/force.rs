@@ -2,6 +2,8 @@
 //! process, a pipe shrunk from outside so that reads and writes come back short, a process held
 //! still at a step of its protocol.
 
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
+
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
@@ -88,4 +90,35 @@ mod tests {
         child.wait().unwrap();
         resume(pid).unwrap();
     }
+}
+
+/// A copy of descriptor `fd` of `pid` that shares its open file (`pidfd_getfd`): a flag set on
+/// it, such as `O_NONBLOCK`, is set for the process too.
+pub fn share_descriptor(pid: i32, fd: i32) -> Result<OwnedFd, Fail> {
+    // SAFETY: plain system calls; the descriptors they return are owned below.
+    let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    if pidfd < 0 {
+        let e = std::io::Error::last_os_error();
+        return Err(Fail::Grader(format!("pidfd_open({pid}): {e}")));
+    }
+    // SAFETY: pidfd_open returned a new descriptor that nothing else owns.
+    let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd as i32) };
+    // SAFETY: as above.
+    let copy = unsafe { libc::syscall(libc::SYS_pidfd_getfd, pidfd.as_raw_fd(), fd, 0) };
+    if copy < 0 {
+        let e = std::io::Error::last_os_error();
+        return Err(Fail::Grader(format!("pidfd_getfd({pid}, {fd}): {e}")));
+    }
+    // SAFETY: pidfd_getfd returned a new descriptor that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(copy as i32) })
+}
+
+/// Sets `O_NONBLOCK` on an open file, one shared with a process ([`share_descriptor`]) say.
+pub fn set_nonblocking(fd: impl AsFd) -> Result<(), Fail> {
+    use nix::fcntl::{FcntlArg, OFlag, fcntl};
+    let fd = fd.as_fd();
+    let flags = fcntl(fd, FcntlArg::F_GETFL).map_err(|e| Fail::Grader(format!("F_GETFL: {e}")))?;
+    let flags = OFlag::from_bits_truncate(flags) | OFlag::O_NONBLOCK;
+    fcntl(fd, FcntlArg::F_SETFL(flags)).map_err(|e| Fail::Grader(format!("F_SETFL: {e}")))?;
+    Ok(())
 }

@@ -2,7 +2,6 @@
 //! `set_nonblocking(false)` clears it whatever it was before, and a shutdown on a descriptor
 //! that has it fails on a full queue like a job, `full`.
 
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::time::{Duration, Instant};
 
 use super::observe::queue_fds;
@@ -24,36 +23,6 @@ pub fn nonblocking_full(run: &mut Run) -> Result<String, Fail> {
         "{summary}; set_nonblocking(false) cleared an O_NONBLOCK set before set_nonblocking(true), \
          and a shutdown on a descriptor made non-blocking meanwhile was kind=full"
     ))
-}
-
-/// A copy of descriptor `fd` of `pid` that shares its open file (`pidfd_getfd`): a flag set on
-/// it is set on the program's descriptor too.
-fn share_descriptor(pid: i32, fd: i32) -> Result<OwnedFd, Fail> {
-    // SAFETY: plain system calls; the descriptors they return are owned below.
-    let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
-    if pidfd < 0 {
-        let e = std::io::Error::last_os_error();
-        return Err(Fail::Grader(format!("pidfd_open({pid}): {e}")));
-    }
-    // SAFETY: pidfd_open returned a new descriptor that nothing else owns.
-    let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd as i32) };
-    // SAFETY: as above.
-    let copy = unsafe { libc::syscall(libc::SYS_pidfd_getfd, pidfd.as_raw_fd(), fd, 0) };
-    if copy < 0 {
-        let e = std::io::Error::last_os_error();
-        return Err(Fail::Grader(format!("pidfd_getfd({pid}, {fd}): {e}")));
-    }
-    // SAFETY: pidfd_getfd returned a new descriptor that nothing else owns.
-    Ok(unsafe { OwnedFd::from_raw_fd(copy as i32) })
-}
-
-/// Sets `O_NONBLOCK` on the open queue behind `fd` (shared with a program).
-fn set_nonblocking(fd: &OwnedFd) -> Result<(), Fail> {
-    use nix::fcntl::{FcntlArg, OFlag, fcntl};
-    let flags = fcntl(fd, FcntlArg::F_GETFL).map_err(|e| Fail::Grader(format!("F_GETFL: {e}")))?;
-    let flags = OFlag::from_bits_truncate(flags) | OFlag::O_NONBLOCK;
-    fcntl(fd, FcntlArg::F_SETFL(flags)).map_err(|e| Fail::Grader(format!("F_SETFL: {e}")))?;
-    Ok(())
 }
 
 /// A producer with `--nonblocking --shutdown` and no jobs, on a full 1-message queue. Held at
@@ -89,8 +58,8 @@ fn flag_set_by_another(run: &mut Run) -> Result<(), Fail> {
         tracer.release();
         return Ok(());
     };
-    let shared = share_descriptor(pid, fd.fd)?;
-    set_nonblocking(&shared)?;
+    let shared = force::share_descriptor(pid, fd.fd)?;
+    force::set_nonblocking(&shared)?;
     tracer.release();
     let ready = proc.recv_any()?;
     if ready.kind != "ready" {
@@ -128,7 +97,7 @@ fn flag_set_by_another(run: &mut Run) -> Result<(), Fail> {
             still.describe(pid)
         )));
     }
-    set_nonblocking(&shared)?;
+    force::set_nonblocking(&shared)?;
     drop(shared);
     tracer.release();
     let mut tracer = hold_at_send(pid)?;

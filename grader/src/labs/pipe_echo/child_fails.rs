@@ -13,7 +13,7 @@ use super::session::{Pipes, pipes_of};
 use super::session::{ignores_signal, started_twice_in_read};
 use crate::engine::inspect;
 use crate::engine::tracer::{Call, Step, Tracer};
-use crate::engine::{Fail, Proc, Run};
+use crate::engine::{Fail, Proc, Run, force};
 
 pub fn child_fails(run: &mut Run) -> Result<String, Fail> {
     let input = run.random_bytes(64 << 10);
@@ -21,8 +21,8 @@ pub fn child_fails(run: &mut Run) -> Result<String, Fail> {
     let child = session.child;
     // The child's own write end of pipe B, made non-blocking: once pipe B is full (the parent
     // reads nothing before `go`), the child's next write() fails with EAGAIN.
-    let shared = outside::share_descriptor(child, pipes.child_writes_b)?;
-    outside::set_nonblocking(&shared)?;
+    let shared = force::share_descriptor(child, pipes.child_writes_b)?;
+    force::set_nonblocking(&shared)?;
     drop(shared);
     let child_io = inspect::io(child).unwrap_or_default();
     // The grader's own read end of pipe B, never read from: it shows what the child wrote there,
@@ -279,8 +279,8 @@ fn child_read_would_block(run: &mut Run) -> Result<String, Fail> {
     let input = run.random_bytes(16 << 10);
     let (mut session, pipes) = started_twice_in_read(run, input)?;
     let child = session.child;
-    let shared = outside::share_descriptor(child, pipes.child_reads_a)?;
-    outside::set_nonblocking(&shared)?;
+    let shared = force::share_descriptor(child, pipes.child_reads_a)?;
+    force::set_nonblocking(&shared)?;
     drop(shared);
     let mut feed = outside::open_pipe(child, pipes.child_reads_a, true)?;
     let _ = feed.write(b"echo me");

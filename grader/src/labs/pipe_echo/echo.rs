@@ -237,7 +237,7 @@ pub fn exchange_errors(run: &mut Run) -> Result<String, Fail> {
     let pipes = session.pipes()?;
     let pipe_b = outside::open_pipe(session.child, pipes.child_writes_b, true)?;
     let pipe_b = std::os::fd::OwnedFd::from(pipe_b);
-    outside::set_nonblocking(&pipe_b)?;
+    force::set_nonblocking(&pipe_b)?;
     let mut pipe_b = std::fs::File::from(pipe_b);
     let block = run.random_bytes(128 << 10);
     session.go()?;

@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{Read, Write};
-use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd};
 use std::os::unix::fs::OpenOptionsExt;
 use std::time::{Duration, Instant};
 
@@ -91,36 +91,6 @@ pub fn bytes_in_pipe(pipe: &File) -> Option<usize> {
 /// How many bytes a pipe can hold (`F_GETPIPE_SZ`).
 pub fn pipe_capacity(pipe: &File) -> Option<i32> {
     nix::fcntl::fcntl(pipe, nix::fcntl::FcntlArg::F_GETPIPE_SZ).ok()
-}
-
-/// A copy of descriptor `fd` of `pid` that shares its open file (`pidfd_getfd`): unlike
-/// [`open_pipe`], a flag set on it, such as `O_NONBLOCK`, is set for the process too.
-pub fn share_descriptor(pid: i32, fd: i32) -> Result<OwnedFd, Fail> {
-    // SAFETY: plain system calls; the descriptors they return are owned below.
-    let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
-    if pidfd < 0 {
-        let e = std::io::Error::last_os_error();
-        return Err(Fail::Grader(format!("pidfd_open({pid}): {e}")));
-    }
-    // SAFETY: pidfd_open returned a new descriptor that nothing else owns.
-    let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd as i32) };
-    // SAFETY: as above.
-    let copy = unsafe { libc::syscall(libc::SYS_pidfd_getfd, pidfd.as_raw_fd(), fd, 0) };
-    if copy < 0 {
-        let e = std::io::Error::last_os_error();
-        return Err(Fail::Grader(format!("pidfd_getfd({pid}, {fd}): {e}")));
-    }
-    // SAFETY: pidfd_getfd returned a new descriptor that nothing else owns.
-    Ok(unsafe { OwnedFd::from_raw_fd(copy as i32) })
-}
-
-/// Sets `O_NONBLOCK` on an open file shared with a process ([`share_descriptor`]).
-pub fn set_nonblocking(fd: &OwnedFd) -> Result<(), Fail> {
-    use nix::fcntl::{FcntlArg, OFlag, fcntl};
-    let flags = fcntl(fd, FcntlArg::F_GETFL).map_err(|e| Fail::Grader(format!("F_GETFL: {e}")))?;
-    let flags = OFlag::from_bits_truncate(flags) | OFlag::O_NONBLOCK;
-    fcntl(fd, FcntlArg::F_SETFL(flags)).map_err(|e| Fail::Grader(format!("F_SETFL: {e}")))?;
-    Ok(())
 }
 
 /// The descriptor limit (`RLIMIT_NOFILE`, one more than the highest number allowed) that leaves
