@@ -5,9 +5,9 @@
 use std::os::unix::fs::MetadataExt;
 use std::time::{Duration, Instant};
 
-use super::error_paths::{PLANTED_VALUE, Planted};
 use super::handover::{arguments, report_failure};
 use super::names::held_by;
+use super::planted::{PLANTED_VALUE, Planted};
 use super::probe;
 use crate::engine::process::Proc;
 use crate::engine::tracer::{Action, Call, Match, Reached, Tracer};

@@ -27,7 +27,10 @@
 //! semaphore's word watched), `clock.rs` (the waiting side's clock set by the grader, its vDSO
 //! hidden), `signals.rs` (signal handlers during waits), `names.rs` (the objects' creation, names
 //! and release), `error_paths.rs` (failures and their clean-up) and `create_cleanup.rs` (a
-//! failed `create()` whose clean-up fails too).
+//! failed `create()` whose clean-up fails too). Split from them for size: `failed_calls.rs`
+//! (waits and posts made to fail) and `watchpoints.rs` (looks counted with hardware
+//! watchpoints) from `forced_waits.rs`; `planted.rs` (the objects the grader plants),
+//! `create_errors.rs`, `name_limits.rs` and `unlink_errors.rs` from `error_paths.rs`.
 //!
 //! Sizes from measurements on a 2-CPU machine: a correct round trip takes 2-100 us (up to ~90 us
 //! when the sides sit on different CPUs), so 10,000 free rounds take at most a few seconds.
@@ -36,18 +39,24 @@ mod clock;
 mod clock_reads;
 mod closing;
 mod create_cleanup;
+mod create_errors;
 mod creating_calls;
 mod error_paths;
+mod failed_calls;
 mod forced_waits;
 mod handover;
+mod name_limits;
 mod names;
 mod order;
 mod peer_gone;
+mod planted;
 mod probe;
 mod rounds;
 mod signals;
 mod slot;
+mod unlink_errors;
 mod waits;
+mod watchpoints;
 
 use std::time::Duration;
 

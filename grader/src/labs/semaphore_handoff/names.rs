@@ -7,8 +7,8 @@
 use std::os::unix::fs::MetadataExt;
 use std::time::{Duration, Instant};
 
-use super::error_paths::{PLANTED_VALUE, Planted};
 use super::handover::{Launch, report_failure};
+use super::planted::{PLANTED_VALUE, Planted};
 use super::{RECORD_SIZE, SIGNAL_SIZE};
 use super::{closing, creating_calls, probe};
 use crate::engine::audit::{message_queue_exists, message_queue_mode};

@@ -15,6 +15,7 @@ use super::forced_waits;
 use super::handover::{Handover, expected_record};
 use super::probe::{self, Deadline, Samples, Seen};
 use super::slot::slot_holding;
+use super::watchpoints;
 use super::{CONSUMER, PRODUCER, WAIT_SLICE};
 use crate::engine::inspect::{self, ProcessView};
 use crate::engine::tracer::{Breakpoint, Tracer};
@@ -511,8 +512,8 @@ pub fn waits_block(run: &mut Run) -> Result<String, Fail> {
     handover.verify(&reports, "100 rounds with queues, the producer held")?;
     notes.push(put_waits_for_last_ok(run)?);
     notes.push(first_deadline_fresh(run)?);
-    notes.push(forced_waits::spins_before_blocking(run)?);
-    notes.push(forced_waits::consumer_polls_slot(run)?);
+    notes.push(watchpoints::spins_before_blocking(run)?);
+    notes.push(watchpoints::consumer_polls_slot(run)?);
     notes.push(super::clock::deadline_edges(run)?);
     notes.push(super::clock_reads::every_wait_reads_the_clock(run)?);
     Ok(format!(

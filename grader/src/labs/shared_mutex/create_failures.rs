@@ -6,10 +6,10 @@ use std::time::{Duration, Instant};
 
 use ipc_labs_driver::Message;
 
+use super::bank_view::ordinal;
 use super::errors::{first_message, release};
 use super::probe;
 use super::segment::dev_shm;
-use super::stores::ordinal;
 use super::taken_names::{
     names_at_the_edge, refuses_dangling_link, taken_at_the_open, taken_by_a_bank_in_use,
 };

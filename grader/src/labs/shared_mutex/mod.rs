@@ -23,22 +23,29 @@
 //! destroyed). These are glibc's layouts on 64-bit Linux; the program reports the offsets.
 
 mod attributes;
+mod bank_view;
+mod coordinator_look;
 mod counting;
 mod create_failures;
+mod diagnoses;
 mod during_wait;
 mod errors;
+mod last_finish;
 mod messages;
 mod probe;
+mod repair_stores;
 mod robust;
 mod segment;
 mod session;
 mod sleeping;
 mod snapshot;
+mod store_kills;
 mod stores;
 mod taken_names;
 mod teardown;
 mod timers;
 mod totals;
+mod transfer_stores;
 mod unrecoverable;
 
 use std::time::Duration;

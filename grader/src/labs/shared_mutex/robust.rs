@@ -10,10 +10,11 @@ use nix::unistd::Pid;
 use rand::RngExt;
 
 use super::ACCOUNTS;
+use super::coordinator_look::let_coordinator_look;
 use super::messages::{failure, field, index_of, layout_of, list};
 use super::probe::{self, KIND_ROBUST, Place};
 use super::segment::{open_segment, told_transfer};
-use super::session::{Session, let_coordinator_look};
+use super::session::Session;
 use super::totals::{expected, verify};
 use crate::engine::tracer::{Action, Call, Field, Tracer, Watched};
 use crate::engine::{Fail, Run, force};

@@ -191,7 +191,7 @@ pub(super) fn coordinator_sleeps(run: &mut Run) -> Result<String, Fail> {
         )));
     }
     let queued = queued_before_unlock(&session)?;
-    super::session::plant_dead_worker(&mut session)?;
+    super::coordinator_look::plant_dead_worker(&mut session)?;
     session.go()?;
     let outcome = session.finish(0, |_| Ok(()))?;
     verify(&session, &outcome, &[], 0)?;

@@ -6,7 +6,9 @@ use std::time::{Duration, Instant};
 
 use rand::RngExt;
 
-use super::programs::{GraderListener, answer_all, said, spawn_client, start_client};
+use super::client_procs::{spawn_client, start_client};
+use super::grader_server::{GraderListener, answer_all};
+use super::programs::said;
 use super::protocol::{expected, frame, median, op_name, random_requests_for, read_frame};
 use super::{
     MAX_BODY, MAX_PAYLOAD, OP_ECHO, OP_HASH, OP_REVERSE, STATUS_OK, STATUS_UNKNOWN_OP, Transport,
@@ -345,7 +347,7 @@ pub fn client_over_socket(run: &mut Run) -> Result<String, Fail> {
 /// connection to `listener` (the grader's server, which hung up) is watched for: a client that
 /// connects again and sends its request again is told so. `if_done` explains a `done`.
 fn expect_failure(
-    client: &mut super::programs::ClientProc,
+    client: &mut super::client_procs::ClientProc,
     listener: Option<&GraderListener>,
     kind: &str,
     situation: &str,

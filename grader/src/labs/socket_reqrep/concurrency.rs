@@ -6,8 +6,9 @@ use std::time::{Duration, Instant};
 
 use rand::RngExt;
 
+use super::client_procs::spawn_client;
 use super::observe;
-use super::programs::{server, spawn_client};
+use super::programs::server;
 use super::protocol::{frame, random_requests_for, read_response, verify};
 use super::{OP_ECHO, OP_HASH, OP_REVERSE, Transport};
 use crate::engine::diagnose::Activity;

@@ -8,7 +8,9 @@ use std::time::{Duration, Instant};
 
 use ipc_labs_driver::Message;
 
-use super::programs::{GraderListener, Server, answer_all, line_kind, said, server, spawn_client};
+use super::client_procs::spawn_client;
+use super::grader_server::{GraderListener, answer_all};
+use super::programs::{Server, line_kind, said, server};
 use super::protocol::{Conn, frame, read_response, verify};
 use super::{MAX_BODY, MAX_PAYLOAD, OP_ECHO, OP_HASH, OP_REVERSE, STATUS_OK, Transport};
 use super::{forced, observe};

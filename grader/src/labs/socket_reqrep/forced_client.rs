@@ -6,9 +6,11 @@
 use std::net::Shutdown;
 use std::time::{Duration, Instant};
 
+use super::client_procs::spawn_client;
 use super::forced::{READS, SHORTENABLE_WRITES, WRITES, carries_errno, errnos_in};
+use super::grader_server::GraderListener;
 use super::observe;
-use super::programs::{CONTROL_FD, GraderListener, said, spawn_client};
+use super::programs::{CONTROL_FD, said};
 use super::protocol::{frame, op_name, read_frame_counted};
 use super::{OP_ECHO, STATUS_OK, Transport};
 use crate::engine::tracer::{Action, Call, Tracer};

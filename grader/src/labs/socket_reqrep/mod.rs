@@ -13,15 +13,23 @@
 //! client, `programs.rs` the driving of the server and client programs (and `stuck.rs` the
 //! description of a server that does not stop), `observe.rs` what is read
 //! of them in `/proc`, and the other files the checks, by what they judge.
+//! Split from `programs.rs` for size: `client_procs.rs` (the client processes),
+//! `grader_server.rs` (the grader's own server) and `external_programs.rs` (the grader's client
+//! programs).
 
 mod accept_wakeup;
 mod binding;
 mod client;
+mod client_procs;
 mod concurrency;
+mod external_programs;
 mod failures;
 mod forced;
 mod forced_client;
+mod foreign_clients;
+mod grader_server;
 mod half_close;
+mod large_payloads;
 mod observe;
 mod programs;
 mod protocol;
@@ -29,6 +37,7 @@ mod requests;
 mod stop_held;
 mod stopping;
 mod stuck;
+mod tcp_frames;
 
 use std::time::Duration;
 
@@ -65,7 +74,7 @@ pub static LAB: Lab = Lab {
             hint: Some(
                 "Over TCP: bind 127.0.0.1, report the port, and let each frame leave at once. See docs/labs/03-socket-reqrep.md, the rules table (the TCP rules).",
             ),
-            run: requests::tcp_requests,
+            run: tcp_frames::tcp_requests,
         },
         Check {
             name: "byte-at-a-time",
@@ -101,7 +110,7 @@ pub static LAB: Lab = Lab {
             hint: Some(
                 "Large frames arrive and leave in many pieces: read_frame loops and write_frame writes every byte. See docs/labs/03-socket-reqrep.md, the rules table (the read_frame and write_frame rules).",
             ),
-            run: requests::large_payloads,
+            run: large_payloads::large_payloads,
         },
         Check {
             name: "size-limit",
@@ -194,7 +203,7 @@ pub static LAB: Lab = Lab {
             hint: Some(
                 "The server speaks the frame format exactly, so that clients written by others understand it. See docs/labs/03-socket-reqrep.md, the task and the rules table (the frame rule).",
             ),
-            run: requests::foreign_clients,
+            run: foreign_clients::foreign_clients,
         },
         Check {
             name: "client-over-socket",

@@ -14,8 +14,9 @@ use rand::RngExt;
 
 use super::failures::dropped;
 use super::forced::{self, ACCEPTS};
+use super::grader_server::give_to_program_user;
 use super::observe;
-use super::programs::{Server, give_to_program_user, killed_by, server, spawn_stopped_server};
+use super::programs::{Server, killed_by, server, spawn_stopped_server};
 use super::protocol::{Conn, closed_after, frame, read_frame, read_response, verify};
 use super::stop_held;
 use super::{OP_ECHO, OP_HASH, Transport};

@@ -1,0 +1,199 @@
+//! The error paths of `unlink()` (split from `error_paths.rs`): a name removed behind the
+//! program's back, both names gone, an unlink failing with `EACCES`.
+
+use std::time::{Duration, Instant};
+
+use rand::RngExt;
+
+use super::handover::{Launch, report_failure, run_through_removing, spawn_traced};
+use super::probe;
+use crate::engine::tracer::{Action, Call, Match};
+use crate::engine::{Fail, Run};
+
+/// `unlink()` when one name is already gone (the grader removes it while the parent is paused
+/// after `create()`; `gone`: 0 the ready name, 1 the ok name): the other name must still be
+/// unlinked, and the error reported, whichever of the two failed.
+pub(super) fn unlink_fails(run: &mut Run, gone: usize) -> Result<String, Fail> {
+    let names = [run.ipc_name("ready"), run.ipc_name("ok")];
+    let mut launch = Launch::new(run, "semaphores", names, 10, &["--pause-after-create"])?;
+    let created = launch.proc.recv_any()?;
+    if created.kind != "created" {
+        return Err(match created.kind.as_str() {
+            "failed" => report_failure(&created, "semaphores"),
+            kind => Fail::failed(format!(
+                "the program said `{kind}` where it should have said `created`"
+            )),
+        });
+    }
+    let (removed, other) = (launch.names[gone].clone(), launch.names[1 - gone].clone());
+    let which = ["ready", "ok"][gone];
+    std::fs::remove_file(probe::semaphore_file(&removed))
+        .map_err(|e| Fail::Grader(format!("removing {removed}: {e}")))?;
+    launch.proc.send("go", &[])?;
+    let message = launch.proc.recv_any()?;
+    let reported = message.kind == "failed" && message.get("kind") == Some("unlink");
+    if message.kind == "failed" && !reported {
+        return Err(report_failure(&message, "semaphores"));
+    }
+    if probe::name_exists(&other) && reported {
+        return Err(Fail::failed(format!(
+            "when unlinking {removed} failed (the grader had removed it), Handoff::unlink() left \
+             {other} in place: try both names, then return the first error"
+        )));
+    }
+    if probe::name_exists(&other) {
+        return Err(Fail::failed(format!(
+            "Handoff::unlink() returned without an error and left {other} in place (the grader \
+             had removed {removed} itself): unlink both names there, with sem_unlink(), and \
+             return the first error"
+        )));
+    }
+    if !reported {
+        let second = if gone == 1 {
+            format!(
+                " The ready name {other} was unlinked, and only the ok name's sem_unlink() \
+                 failed: its error was dropped. Keep the result of both unlinks and return the \
+                 first that failed, whichever name it was"
+            )
+        } else {
+            String::new()
+        };
+        return Err(Fail::failed(format!(
+            "Handoff::unlink() reported no error although the {which} name {removed} was \
+             already gone (sem_unlink said ENOENT): return the first error, as \
+             HandoffError::Unlink (kind=unlink).{second}"
+        )));
+    }
+    let error = message.get("error").unwrap_or("");
+    if !error.contains(removed.as_str()) {
+        return Err(Fail::failed(format!(
+            "the grader removed the {which} name {removed} before Handoff::unlink(): unlink() \
+             reported `{error}`, which does not name it: report the unlink that failed, as \
+             HandoffError::Unlink with its name and errno"
+        )));
+    }
+    launch.run_through(&format!(
+        "10 rounds with semaphores after a failed unlink of the {which} name"
+    ))?;
+    Ok(format!(
+        "unlink with the {which} name gone: kind=unlink, the other name unlinked"
+    ))
+}
+
+/// `unlink()` when both names are already gone (the grader removes them while the parent is
+/// paused after `create()`): both `sem_unlink()` calls fail, and the error reported must be the
+/// first, the ready name's.
+pub(super) fn unlink_both_fail(run: &mut Run) -> Result<String, Fail> {
+    let names = [run.ipc_name("ready"), run.ipc_name("ok")];
+    let mut launch = Launch::new(run, "semaphores", names, 10, &["--pause-after-create"])?;
+    let created = launch.proc.recv_any()?;
+    if created.kind != "created" {
+        return Err(match created.kind.as_str() {
+            "failed" => report_failure(&created, "semaphores"),
+            kind => Fail::failed(format!(
+                "the program said `{kind}` where it should have said `created`"
+            )),
+        });
+    }
+    let (ready, ok) = (launch.names[0].clone(), launch.names[1].clone());
+    for name in [&ready, &ok] {
+        std::fs::remove_file(probe::semaphore_file(name))
+            .map_err(|e| Fail::Grader(format!("removing {name}: {e}")))?;
+    }
+    launch.proc.send("go", &[])?;
+    let message = launch.proc.recv_any()?;
+    if message.kind != "failed" || message.get("kind") != Some("unlink") {
+        if message.kind == "failed" {
+            return Err(report_failure(&message, "semaphores"));
+        }
+        return Err(Fail::failed(format!(
+            "Handoff::unlink() reported no error although the grader had removed both {ready} \
+             and {ok} (each sem_unlink() said ENOENT; the program said `{}`): return the first \
+             error, as HandoffError::Unlink (kind=unlink)",
+            message.kind
+        )));
+    }
+    let error = message.get("error").unwrap_or("");
+    if !error.contains(ready.as_str()) || error.contains(ok.as_str()) {
+        return Err(Fail::failed(format!(
+            "the grader removed both {ready} and {ok} before Handoff::unlink(), so that both \
+             sem_unlink() calls failed: unlink() reported `{error}`, not the first failure (of \
+             the ready name {ready}). Try both names in order, then return the first error, \
+             not the last"
+        )));
+    }
+    launch.run_through("10 rounds with semaphores after two failed unlinks")?;
+    Ok("unlink of two names gone: the first error, the ready name's".into())
+}
+
+/// `unlink()` whose `sem_unlink()` of the ok name fails with `EACCES` (the grader makes it
+/// fail, as for a name another user owns): the error reported must carry that name and that
+/// errno, the one the call returned; every other test of unlink() gives `ENOENT`.
+pub(super) fn unlink_fails_with_eacces(run: &mut Run) -> Result<String, Fail> {
+    let names = [run.ipc_name("ready"), run.ipc_name("ok")];
+    let ok = names[1].clone();
+    let file: &'static str = probe::semaphore_file(&ok).leak();
+    let seed: u64 = run.rng().random();
+    let call = Call {
+        number: libc::SYS_unlink,
+        matching: Match::Names(file),
+    };
+    let (mut proc, tracer) = spawn_traced(run, &names, call, Action::Fail(libc::EACCES))?;
+    let remove = || probe::remove_semaphores(&names);
+    let Some(mut tracer) = tracer else {
+        proc.kill_tree();
+        remove();
+        return Ok("an unlink failing with EACCES: not tried (no ptrace)".into());
+    };
+    let message = proc.recv_any()?;
+    let failed = tracer.failed_before(Instant::now() + Duration::from_millis(500))?;
+    if !failed {
+        proc.put_back(message);
+        run_through_removing(
+            proc,
+            &names,
+            seed,
+            "10 rounds with semaphores, unlink() traced",
+        )?;
+        return Ok(format!("semaphores: no unlink of {ok} seen"));
+    }
+    let situation = format!(
+        "the grader made the parent's sem_unlink() of the ok name {ok} in Handoff::unlink() fail \
+         with EACCES (as for a name another user owns; the ready name's went through)"
+    );
+    if message.kind != "failed" || message.get("kind") != Some("unlink") {
+        proc.kill_tree();
+        remove();
+        if message.kind == "failed" {
+            return Err(report_failure(&message, "semaphores"));
+        }
+        return Err(Fail::failed(format!(
+            "{situation}: the program said `{}`, with no error: return the first error of \
+             unlink(), as HandoffError::Unlink (kind=unlink)",
+            message.kind
+        )));
+    }
+    let error = message.get("error").unwrap_or("").to_string();
+    if !error.contains("EACCES") || !error.contains(ok.as_str()) {
+        proc.kill_tree();
+        remove();
+        let why = if !error.contains("EACCES") {
+            "not the errno sem_unlink() returned (EACCES): take the errno from the failed call \
+             (Errno::last() right after it), do not assume one: an unlink does not fail only \
+             when the name is gone"
+        } else {
+            "which does not name it: report the unlink that failed, with its name"
+        };
+        return Err(Fail::failed(format!(
+            "{situation}: unlink() reported `{error}`, {why} (HandoffError::Unlink {{ name, errno \
+             }})"
+        )));
+    }
+    run_through_removing(
+        proc,
+        &names,
+        seed,
+        "10 rounds with semaphores after an unlink failing with EACCES",
+    )?;
+    Ok("unlink of the ok name failing with EACCES: kind=unlink, its name and EACCES".into())
+}
