@@ -1,4 +1,4 @@
-//! The error paths of `create()` (split from `error_paths.rs`): a name already taken, a name
+//! The error paths of `create()`: a name already taken, a name
 //! taken right after the program's first look at it, a name the system refuses, a failed
 //! `mmap()` of the slot, an open failing with `EACCES` while the name is taken.
 

@@ -1,4 +1,4 @@
-//! Wait and post calls the grader makes fail (split from `forced_waits.rs`): a timed wait made
+//! Wait and post calls the grader makes fail: a timed wait made
 //! to fail with an error that is neither `EINTR` nor `ETIMEDOUT`, which wait() must return as
 //! `HandoffError::Wait`; a `sem_post()` made to fail with `EOVERFLOW` and a consumer's
 //! `mq_timedsend()` with `EBADF`, which post() must return as `HandoffError::Post`.

@@ -27,10 +27,11 @@
 //! semaphore's word watched), `clock.rs` (the waiting side's clock set by the grader, its vDSO
 //! hidden), `signals.rs` (signal handlers during waits), `names.rs` (the objects' creation, names
 //! and release), `error_paths.rs` (failures and their clean-up) and `create_cleanup.rs` (a
-//! failed `create()` whose clean-up fails too). Split from them for size: `failed_calls.rs`
-//! (waits and posts made to fail) and `watchpoints.rs` (looks counted with hardware
-//! watchpoints) from `forced_waits.rs`; `planted.rs` (the objects the grader plants),
-//! `create_errors.rs`, `name_limits.rs` and `unlink_errors.rs` from `error_paths.rs`.
+//! failed `create()` whose clean-up fails too). Beside them: `failed_calls.rs`
+//! (waits and posts made to fail), `watchpoints.rs` (looks counted with hardware watchpoints),
+//! `clock_reads.rs` (a clock read before every timed wait), `creating_calls.rs` (the calls that
+//! create the objects), `closing.rs` (`close()`), `planted.rs` (the objects the grader plants),
+//! and `create_errors.rs`, `name_limits.rs` and `unlink_errors.rs` (the error paths).
 //!
 //! Sizes from measurements on a 2-CPU machine: a correct round trip takes 2-100 us (up to ~90 us
 //! when the sides sit on different CPUs), so 10,000 free rounds take at most a few seconds.

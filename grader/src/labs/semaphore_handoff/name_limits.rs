@@ -1,4 +1,4 @@
-//! Names at the system's length limit (split from `error_paths.rs`): the longest name it
+//! Names at the system's length limit: the longest name it
 //! accepts, names of a given length, and a handoff made with names exactly at the edge.
 
 use super::handover::Launch;

@@ -1,5 +1,4 @@
-//! The objects the grader plants under a check's names before the program runs (split from
-//! `error_paths.rs`): a semaphore at a given value, dated a day back, or a queue holding one
+//! The objects the grader plants under a check's names before the program runs: a semaphore at a given value, dated a day back, or a queue holding one
 //! message, removed when dropped.
 
 use std::ffi::CString;

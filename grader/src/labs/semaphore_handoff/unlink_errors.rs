@@ -1,4 +1,4 @@
-//! The error paths of `unlink()` (split from `error_paths.rs`): a name removed behind the
+//! The error paths of `unlink()`: a name removed behind the
 //! program's back, both names gone, an unlink failing with `EACCES`.
 
 use std::time::{Duration, Instant};

@@ -1,4 +1,4 @@
-//! Looks counted with hardware watchpoints (split from `forced_waits.rs`): on the ok
+//! Looks counted with hardware watchpoints: on the ok
 //! semaphore's word, how often the producer looks at it while no ok can come (a wait tries it a
 //! few times a slice, a spin before blocking thousands); on words of the consumer's slot, how
 //! often the consumer reads it while no ready can come.

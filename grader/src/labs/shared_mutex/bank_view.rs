@@ -1,6 +1,5 @@
 //! The bank as the grader reads it from the segment, the words a store may hit and the
-//! transfers the workers make, as the kills at every store judge them (split from
-//! `stores.rs`).
+//! transfers the workers make, as the kills at every store judge them.
 
 use super::ACCOUNTS;
 use super::segment::{Journal, Segment};

@@ -1,5 +1,4 @@
-//! The pause in which the coordinator takes in a wake-up before the workers go on (split from
-//! `session.rs`), and the dead holders the grader counts in the bank itself.
+//! The pause in which the coordinator takes in a wake-up before the workers go on, and the dead holders the grader counts in the bank itself.
 
 use std::time::{Duration, Instant};
 

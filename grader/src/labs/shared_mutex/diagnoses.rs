@@ -1,4 +1,4 @@
-//! Why a run does not move on (split from `session.rs`): a run that stalls with every process
+//! Why a run does not move on: a run that stalls with every process
 //! asleep, finishes lost from the bank's count, a coordinator that does not say `done`, a
 //! finish that woke one waiter only.
 

@@ -1,5 +1,5 @@
 //! A repairer killed right after each store of its `recover()` in turn, and the next repair
-//! judged (split from `stores.rs`).
+//! judged.
 
 use super::bank_view::{Transfer, Word, first_transfer, look, wrong};
 use super::segment::Segment;

@@ -1,7 +1,7 @@
 //! The protocol driver: one run of the program from the `ready`s to `closed`, the roles of its
 //! processes, and the pause in which the coordinator takes in a wake-up before the workers go on.
 //!
-//! Split from this file for size: the pause in `coordinator_look.rs`, the last finish watched in
+//! Beside it: the pause in `coordinator_look.rs`, the last finish watched in
 //! `last_finish.rs`, the diagnoses of a run that stalls or does not end in `diagnoses.rs`.
 
 use std::collections::{BTreeMap, VecDeque};

@@ -13,7 +13,7 @@
 //! generator, which `main.rs` keeps as it is), so it can watch the two accounts before the
 //! transfer starts.
 //!
-//! Split from this file for size: the bank as the grader reads it in `bank_view.rs`, the kill
+//! Beside it: the bank as the grader reads it in `bank_view.rs`, the kill
 //! after a watched store in `store_kills.rs`, the kills in a transfer in `transfer_stores.rs`
 //! and in a repair in `repair_stores.rs`.
 

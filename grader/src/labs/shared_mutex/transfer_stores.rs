@@ -1,5 +1,5 @@
 //! A transfer's holder killed right after each of its stores in turn, and the bank the next
-//! holder's repair leaves judged (split from `stores.rs`).
+//! holder's repair leaves judged.
 
 use super::bank_view::{Bank, Transfer, Word, applied, first_transfer, look, wrong};
 use super::segment::Segment;

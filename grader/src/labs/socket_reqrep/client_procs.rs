@@ -1,5 +1,5 @@
 //! Client processes of the student's: started with their requests, waited for, their
-//! responses read and verified (split from `programs.rs`).
+//! responses read and verified.
 
 use std::path::PathBuf;
 

@@ -1,4 +1,4 @@
-//! Client programs of the grader's, run with their output read (split from `programs.rs`).
+//! Client programs of the grader's, run with their output read.
 
 use std::io::{ErrorKind, Read, Write};
 use std::process::{Command, Stdio};

@@ -1,5 +1,5 @@
 //! Requests from clients the grader does not write itself: a Python client and programs found
-//! on the machine (split from `requests.rs`).
+//! on the machine.
 
 use std::time::Duration;
 

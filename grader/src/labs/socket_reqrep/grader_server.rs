@@ -1,4 +1,4 @@
-//! The grader's own server, for the student's client to talk to (split from `programs.rs`).
+//! The grader's own server, for the student's client to talk to.
 
 use std::io::ErrorKind;
 use std::net::{Shutdown, TcpListener};

@@ -1,5 +1,5 @@
 //! Payloads far larger than a socket's buffers, and responses that must come whole through a
-//! stop and resume of the server (split from `requests.rs`).
+//! stop and resume of the server.
 
 use std::io::Write;
 use std::time::{Duration, Instant};

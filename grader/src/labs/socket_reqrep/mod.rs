@@ -13,7 +13,7 @@
 //! client, `programs.rs` the driving of the server and client programs (and `stuck.rs` the
 //! description of a server that does not stop), `observe.rs` what is read
 //! of them in `/proc`, and the other files the checks, by what they judge.
-//! Split from `programs.rs` for size: `client_procs.rs` (the client processes),
+//! Beside `programs.rs`: `client_procs.rs` (the client processes),
 //! `grader_server.rs` (the grader's own server) and `external_programs.rs` (the grader's client
 //! programs).
 

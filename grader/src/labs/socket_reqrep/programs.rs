@@ -1,7 +1,7 @@
 //! Driving the lab's programs: a server (started, talked to, stopped and looked at when it says
 //! `done`), client processes, and the grader's own server for the client to talk to.
 //!
-//! Split from this file for size: client processes in `client_procs.rs`, the grader's own server
+//! Beside it: client processes in `client_procs.rs`, the grader's own server
 //! in `grader_server.rs`, the grader's client programs in `external_programs.rs`.
 
 use std::collections::BTreeMap;

@@ -1,7 +1,7 @@
 //! Requests answered right: the protocol's answers over both transports, in whatever pieces the
 //! stream delivers them, to clients the grader writes itself or finds on the machine.
 //!
-//! Split from this file for size: TCP and its large frames in `tcp_frames.rs`, large payloads
+//! Beside it: TCP and its large frames in `tcp_frames.rs`, large payloads
 //! in `large_payloads.rs`, clients the grader finds on the machine in `foreign_clients.rs`.
 
 use std::io::Write;

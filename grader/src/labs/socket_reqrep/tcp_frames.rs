@@ -1,5 +1,4 @@
-//! Requests answered over TCP, and large responses leaving whole, up to the limit (split from
-//! `requests.rs`).
+//! Requests answered over TCP, and large responses leaving whole, up to the limit.
 
 use std::time::{Duration, Instant};
 
