@@ -79,19 +79,6 @@ pub fn resume(pid: i32) -> Result<(), Fail> {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn resuming_a_process_already_reaped_is_not_an_error() {
-        let mut child = std::process::Command::new("true").spawn().unwrap();
-        let pid = child.id() as i32;
-        child.wait().unwrap();
-        resume(pid).unwrap();
-    }
-}
-
 /// A copy of descriptor `fd` of `pid` that shares its open file (`pidfd_getfd`): a flag set on
 /// it, such as `O_NONBLOCK`, is set for the process too.
 pub fn share_descriptor(pid: i32, fd: i32) -> Result<OwnedFd, Fail> {
@@ -121,4 +108,17 @@ pub fn set_nonblocking(fd: impl AsFd) -> Result<(), Fail> {
     let flags = OFlag::from_bits_truncate(flags) | OFlag::O_NONBLOCK;
     fcntl(fd, FcntlArg::F_SETFL(flags)).map_err(|e| Fail::Grader(format!("F_SETFL: {e}")))?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resuming_a_process_already_reaped_is_not_an_error() {
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let pid = child.id() as i32;
+        child.wait().unwrap();
+        resume(pid).unwrap();
+    }
 }
