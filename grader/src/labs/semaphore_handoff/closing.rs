@@ -5,7 +5,7 @@
 use std::os::unix::fs::MetadataExt;
 use std::time::{Duration, Instant};
 
-use super::handover::{Handover, Launch, report_failure};
+use super::handover::{Handover, Launch};
 use super::names::held_by;
 use super::{RECORD_SIZE, probe};
 use crate::engine::tracer::{Action, Breakpoint, Call, Step, Tracer};
@@ -109,15 +109,7 @@ pub(super) fn close_goes_on(
 ) -> Result<String, Fail> {
     let names = [run.ipc_name("ready"), run.ipc_name("ok")];
     let mut launch = Launch::new(run, mechanism, names, 10, &["--pause-after-create"])?;
-    let created = launch.proc.recv_any()?;
-    if created.kind != "created" {
-        return Err(match created.kind.as_str() {
-            "failed" => report_failure(&created, mechanism),
-            kind => Fail::failed(format!(
-                "the program said `{kind}` where it should have said `created`"
-            )),
-        });
-    }
+    launch.created()?;
     let parent = launch.proc.pid.as_raw();
     // With `ok_alone`, the ok semaphore's close fails and nothing else: an error that only
     // the second close() step returns.
@@ -247,15 +239,7 @@ pub(super) fn close_goes_on(
 pub(super) fn close_both_fail(run: &mut Run, mechanism: &'static str) -> Result<String, Fail> {
     let names = [run.ipc_name("ready"), run.ipc_name("ok")];
     let mut launch = Launch::new(run, mechanism, names, 10, &["--pause-after-create"])?;
-    let created = launch.proc.recv_any()?;
-    if created.kind != "created" {
-        return Err(match created.kind.as_str() {
-            "failed" => report_failure(&created, mechanism),
-            kind => Fail::failed(format!(
-                "the program said `{kind}` where it should have said `created`"
-            )),
-        });
-    }
+    launch.created()?;
     let parent = launch.proc.pid.as_raw();
     let maps = probe::mappings(parent);
     let targets: Vec<Option<u64>> = launch

@@ -106,6 +106,18 @@ impl Launch {
         })
     }
 
+    /// Waits for the program's `created` (started with `--pause-after-create`).
+    pub fn created(&mut self) -> Result<(), Fail> {
+        let created = self.proc.recv_any()?;
+        match created.kind.as_str() {
+            "created" => Ok(()),
+            "failed" => Err(report_failure(&created, self.mechanism)),
+            kind => Err(Fail::failed(format!(
+                "the program said `{kind}` where it should have said `created`"
+            ))),
+        }
+    }
+
     /// Waits for `ready`, then lets every round run untouched and verifies them (`what`: the
     /// rounds, for the messages).
     pub fn run_through(self, what: &str) -> Result<(), Fail> {

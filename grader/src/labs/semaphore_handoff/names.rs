@@ -203,16 +203,7 @@ pub fn objects_created(run: &mut Run) -> Result<String, Fail> {
     for mechanism in ["semaphores", "queues"] {
         let names = [run.ipc_name("ready"), run.ipc_name("ok")];
         let mut launch = Launch::new(run, mechanism, names, 10, &["--pause-after-create"])?;
-        let created = launch.proc.recv_any()?;
-        match created.kind.as_str() {
-            "created" => {}
-            "failed" => return Err(report_failure(&created, mechanism)),
-            kind => {
-                return Err(Fail::failed(format!(
-                    "the program said `{kind}` where it should have said `created`"
-                )));
-            }
-        }
+        launch.created()?;
         inspect_created(run, &launch.proc, mechanism, &launch.names)?;
         launch.proc.send("go", &[])?;
         launch.run_through(&format!("10 rounds with {mechanism}"))?;
@@ -388,16 +379,7 @@ fn unlinked_by_api(run: &mut Run, mechanism: &'static str) -> Result<String, Fai
     let api = if queues { "mq_unlink" } else { "sem_unlink" };
     let names = [run.ipc_name("ready"), run.ipc_name("ok")];
     let mut launch = Launch::new(run, mechanism, names, 10, &["--pause-after-create"])?;
-    let created = launch.proc.recv_any()?;
-    match created.kind.as_str() {
-        "created" => {}
-        "failed" => return Err(report_failure(&created, mechanism)),
-        kind => {
-            return Err(Fail::failed(format!(
-                "the program said `{kind}` where it should have said `created`"
-            )));
-        }
-    }
+    launch.created()?;
     let pid = launch.proc.pid.as_raw();
     let armed = if queues {
         Tracer::break_at_functions_and_call(pid, &[], Call::any(libc::SYS_mq_unlink))?

@@ -16,15 +16,7 @@ use crate::engine::{Fail, Run};
 pub(super) fn unlink_fails(run: &mut Run, gone: usize) -> Result<String, Fail> {
     let names = [run.ipc_name("ready"), run.ipc_name("ok")];
     let mut launch = Launch::new(run, "semaphores", names, 10, &["--pause-after-create"])?;
-    let created = launch.proc.recv_any()?;
-    if created.kind != "created" {
-        return Err(match created.kind.as_str() {
-            "failed" => report_failure(&created, "semaphores"),
-            kind => Fail::failed(format!(
-                "the program said `{kind}` where it should have said `created`"
-            )),
-        });
-    }
+    launch.created()?;
     let (removed, other) = (launch.names[gone].clone(), launch.names[1 - gone].clone());
     let which = ["ready", "ok"][gone];
     std::fs::remove_file(probe::semaphore_file(&removed))
@@ -86,15 +78,7 @@ pub(super) fn unlink_fails(run: &mut Run, gone: usize) -> Result<String, Fail> {
 pub(super) fn unlink_both_fail(run: &mut Run) -> Result<String, Fail> {
     let names = [run.ipc_name("ready"), run.ipc_name("ok")];
     let mut launch = Launch::new(run, "semaphores", names, 10, &["--pause-after-create"])?;
-    let created = launch.proc.recv_any()?;
-    if created.kind != "created" {
-        return Err(match created.kind.as_str() {
-            "failed" => report_failure(&created, "semaphores"),
-            kind => Fail::failed(format!(
-                "the program said `{kind}` where it should have said `created`"
-            )),
-        });
-    }
+    launch.created()?;
     let (ready, ok) = (launch.names[0].clone(), launch.names[1].clone());
     for name in [&ready, &ok] {
         std::fs::remove_file(probe::semaphore_file(name))

@@ -7,7 +7,7 @@ use std::os::unix::fs::MetadataExt;
 use std::time::{Duration, Instant};
 
 use super::WAIT_SLICE;
-use super::handover::{Handover, Launch, report_failure};
+use super::handover::{Handover, Launch};
 use super::probe;
 use super::waits::millis;
 use crate::engine::tracer::{Field, Tracer, Watched};
@@ -63,15 +63,7 @@ pub fn spins_before_blocking(run: &mut Run) -> Result<String, Fail> {
     let held_at = SPIN_HELD_AT.to_string();
     let extra = ["--pause-after-create", "--pause-consumer-at", &held_at];
     let mut launch = Launch::new(run, "semaphores", names, rounds, &extra)?;
-    let created = launch.proc.recv_any()?;
-    if created.kind != "created" {
-        return Err(match created.kind.as_str() {
-            "failed" => report_failure(&created, "semaphores"),
-            kind => Fail::failed(format!(
-                "the program said `{kind}` where it should have said `created`"
-            )),
-        });
-    }
+    launch.created()?;
     // The ok semaphore's file, known by its inode while its name exists.
     let ok_inode = std::fs::metadata(probe::semaphore_file(&launch.names[1])).map(|m| m.ino());
     launch.proc.send("go", &[])?;
