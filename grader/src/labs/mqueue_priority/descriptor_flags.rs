@@ -17,7 +17,7 @@ const MSG_SIZE: u64 = 64;
 
 /// The nonblocking-full check: the blocking module's part, then this one's.
 pub fn nonblocking_full(run: &mut Run) -> Result<String, Fail> {
-    let summary = super::blocking::nonblocking_full(run)?;
+    let summary = super::nonblocking::nonblocking_full(run)?;
     flag_set_by_another(run)?;
     Ok(format!(
         "{summary}; set_nonblocking(false) cleared an O_NONBLOCK set before set_nonblocking(true), \

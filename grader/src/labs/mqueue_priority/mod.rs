@@ -16,8 +16,10 @@
 //! read the file instead of the queue.
 //!
 //! The checks are grouped by what they judge: `ordering` (priorities, and the format other
-//! programs rely on), `blocking` (how a full or empty queue waits), `descriptor_flags` (`O_NONBLOCK` as the
-//! descriptor's, set by anyone sharing it), `direct_receive` (`receive()`
+//! programs rely on), `blocking` (how a full or empty queue waits), `interrupted_waits` (waits
+//! through signals and forced `EINTR`), `wait_costs` (the calls, switches and memory a wait
+//! costs), `nonblocking` (a full queue with `O_NONBLOCK`), `descriptor_flags` (`O_NONBLOCK` as
+//! the descriptor's, set by anyone sharing it), `direct_receive` (`receive()`
 //! retrying `EINTR` outside `serve()`), `messages` (what a message may hold), `names` (queue
 //! names), `open_errors` (the kinds of `mq_open()`'s errors), `attributes` (what `attributes()`
 //! reports), `limits` (the limits on a queue's attributes), `proc_limits` (those limits read by
@@ -33,9 +35,11 @@ mod descriptor_flags;
 mod direct_receive;
 mod ending;
 mod given_limits;
+mod interrupted_waits;
 mod limits;
 mod messages;
 mod names;
+mod nonblocking;
 mod observe;
 mod open_errors;
 mod ordering;
@@ -44,6 +48,7 @@ mod protocol;
 mod queue_bytes;
 mod retries;
 mod sending;
+mod wait_costs;
 
 use std::time::Duration;
 

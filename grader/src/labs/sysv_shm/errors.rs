@@ -100,6 +100,7 @@ pub fn stale_segment_refused(run: &mut Run) -> Result<String, Fail> {
     let stale = stale_record(run);
     let planted = Planted::left_by_exited_process(run, name.key, size, &stale)?;
     let before = planted.contents(size)?;
+    planted.unattached()?;
     let mut proc = start_publisher(run, (&name.path, name.id, size as u64), 2, &payload)?;
     let message = proc.recv_any()?;
     let how = "a segment with the key was already there (not attached, its creator exited), \
@@ -113,6 +114,7 @@ pub fn stale_segment_refused(run: &mut Run) -> Result<String, Fail> {
     let same = full_record(2, &payload);
     let planted = Planted::left_by_exited_process(run, name.key, size, &same)?;
     let before = planted.contents(size)?;
+    planted.unattached()?;
     let mut proc = start_publisher(run, (&name.path, name.id, size as u64), 2, &payload)?;
     let message = proc.recv_any()?;
     let how = "a segment with the key was already there (not attached, its creator exited) \

@@ -34,13 +34,14 @@ struct Attached(std::ptr::NonNull<libc::c_void>);
 
 impl Attached {
     fn new(id: i32, flags: i32) -> Result<Attached, Fail> {
+        // Looked up first: a fork between the attach and the advice would inherit it.
+        let size = segment_by_id(id).map_or(0, |s| s.size as usize);
         // SAFETY: a null address lets the kernel choose where.
         let addr = unsafe { libc::shmat(id, std::ptr::null(), flags) };
         let Some(addr) = std::ptr::NonNull::new(addr).filter(|a| a.as_ptr() as isize != -1) else {
             return Err(os_error("shmat"));
         };
         let attached = Attached(addr);
-        let size = segment_by_id(id).map_or(0, |s| s.size as usize);
         // SAFETY: the range is the mapping just made, as long as the segment.
         unsafe {
             nix::sys::mman::madvise(addr, size, nix::sys::mman::MmapAdvise::MADV_DONTFORK)
@@ -202,6 +203,22 @@ impl Planted {
     /// Its bytes now.
     pub fn contents(&self, size: usize) -> Result<Vec<u8>, Fail> {
         segment_bytes(self.id, size)
+    }
+
+    /// Waits until nobody is attached (`shm_nattch` 0), as a crashed run leaves a segment: a
+    /// process forked by the grader just as it attached may hold it until its `exec()`.
+    pub fn unattached(&self) -> Result<(), Fail> {
+        let until = std::time::Instant::now() + std::time::Duration::from_secs(1);
+        while segment_by_id(self.id).is_some_and(|s| s.attached > 0) {
+            if std::time::Instant::now() > until {
+                return Err(Fail::Grader(format!(
+                    "segment {} the grader planted stayed attached for a second",
+                    self.id
+                )));
+            }
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        Ok(())
     }
 }
 
