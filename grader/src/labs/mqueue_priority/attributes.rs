@@ -5,8 +5,9 @@ use std::time::{Duration, Instant};
 
 use rand::RngExt;
 
+use super::jobs::Job;
 use super::protocol::{
-    Job, grader_send, grader_take_all, job_message, queue_attributes, release, said, spawn_producer,
+    grader_send, grader_take_all, job_message, queue_attributes, release, said, spawn_producer,
 };
 use crate::engine::tracer::{Call, Tracer};
 use crate::engine::{Fail, Run};

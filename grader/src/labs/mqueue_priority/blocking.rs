@@ -11,10 +11,10 @@ use super::interrupted_waits::{
     INTERRUPTIONS, blocks_sigusr1, force_eintrs, interrupted, refuse_blocked_sigusr1,
     retried_every_eintr, signal_restarts, wait_timeout_argument,
 };
+use super::jobs::{Job, payload_change, random_jobs, same_order, show};
 use super::observe::{Reached, interrupt, one_queue_fd, queue_fds, wait_in_call};
 use super::protocol::{
-    Job, Producer, consumer, failed_with, field, payload_change, producer, queue_attributes,
-    random_jobs, said, same_order, show, shut_down, sized,
+    Producer, consumer, failed_with, field, producer, queue_attributes, said, shut_down, sized,
 };
 use super::wait_costs::{calls_before_receiving, calls_between_receives, retries_keep_nothing};
 use crate::engine::diagnose::Activity;

@@ -4,9 +4,10 @@
 
 use std::time::{Duration, Instant};
 
+use super::jobs::Job;
 use super::observe::queue_fds;
 use super::protocol::{
-    Job, consumer, failed_with, grader_send, grader_take_all, job_message, release, said,
+    consumer, failed_with, grader_send, grader_take_all, job_message, release, said,
     shutdown_message, sized, spawn_producer_stopped_with,
 };
 use crate::engine::tracer::{Action, Call, Reached, Tracer};

@@ -9,9 +9,10 @@ use std::time::Duration;
 use super::observe::{Reached, queue_fds, wait_in_call};
 use nix::mqueue::{MQ_OFlag, mq_close, mq_getattr};
 
+use super::jobs::{Job, random_jobs, show};
 use super::protocol::{
-    Consumer, Job, SHUTDOWN_TAG, consumer, failed_with, grader_open, grader_send, job_message,
-    producer, queue_attributes, random_jobs, said, show,
+    Consumer, SHUTDOWN_TAG, consumer, failed_with, grader_open, grader_send, job_message, producer,
+    queue_attributes, said,
 };
 
 /// How long the consumer gets to answer after a garbled message, or to be seen waiting for more.

@@ -7,10 +7,10 @@ use ipc_labs_driver::Message;
 use nix::mqueue::{MQ_OFlag, mq_close, mq_getattr};
 use rand::RngExt;
 
+use super::jobs::{Job, payload_change, show, total_payload};
 use super::protocol::{
-    JOB_TAG, Job, MQ_PRIO_MAX, SHUTDOWN_TAG, consumer, failed_errno, failed_with, field,
-    grader_open, grader_send, job_message, payload_change, producer, queue_attributes, said, show,
-    shutdown_message, sized, total_payload,
+    JOB_TAG, MQ_PRIO_MAX, SHUTDOWN_TAG, consumer, failed_errno, failed_with, field, grader_open,
+    grader_send, job_message, producer, queue_attributes, said, shutdown_message, sized,
 };
 use crate::engine::tracer::{Action, Call, Reached, Tracer};
 use crate::engine::{Fail, Run};

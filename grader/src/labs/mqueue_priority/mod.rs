@@ -36,6 +36,7 @@ mod direct_receive;
 mod ending;
 mod given_limits;
 mod interrupted_waits;
+mod jobs;
 mod limits;
 mod messages;
 mod names;

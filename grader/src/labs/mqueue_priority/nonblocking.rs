@@ -11,11 +11,9 @@ use super::interrupted_waits::{
     INTERRUPTIONS, blocks_sigusr1, force_eintrs, held_call, interrupted, nth_time,
     refuse_blocked_sigusr1, retried_every_eintr, signal_restarts,
 };
+use super::jobs::{Job, random_jobs, same_order};
 use super::observe::{Reached, interrupt, one_queue_fd, queue_fds, wait_in_call};
-use super::protocol::{
-    Job, Producer, consumer, failed_with, field, producer, queue_attributes, random_jobs, said,
-    same_order,
-};
+use super::protocol::{Producer, consumer, failed_with, field, producer, queue_attributes, said};
 use crate::engine::diagnose::{self};
 use crate::engine::tracer::{Action, Call, Tracer};
 use crate::engine::{Fail, Run};

@@ -9,11 +9,12 @@ use nix::sys::stat::Mode;
 use nix::unistd::{Gid, Uid, fchown};
 use rand::RngExt;
 
+use super::jobs::{Job, jobs_at, random_jobs, same_order, show, total_payload};
 use super::observe::{one_queue_fd, queue_mode};
 use super::protocol::{
-    Consumer, JOB_TAG, Job, MQ_PRIO_MAX, SHUTDOWN_TAG, consumer, failed_errno, failure_hint,
-    grader_open, grader_send, job_message, jobs_at, producer, queue_attributes, random_jobs,
-    release, said, same_order, show, shutdown_message, sized, total_payload,
+    Consumer, JOB_TAG, MQ_PRIO_MAX, SHUTDOWN_TAG, consumer, failed_errno, failure_hint,
+    grader_open, grader_send, job_message, producer, queue_attributes, release, said,
+    shutdown_message, sized,
 };
 use crate::engine::tracer::{Action, Call, Reached as TraceReached, Step, Tracer};
 use crate::engine::{Fail, Run};

@@ -6,9 +6,10 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::Signal;
 use rand::RngExt;
 
+use super::jobs::Job;
 use super::observe::{Reached as Waited, interrupt, wait_in_call};
 use super::protocol::{
-    Job, consumer, grader_send, grader_take_all, grader_take_at_most, job_message, producer,
+    consumer, grader_send, grader_take_all, grader_take_at_most, job_message, producer,
     queue_attributes, said, sized,
 };
 use crate::engine::tracer::{Action, Call, Reached, Tracer};

@@ -7,9 +7,10 @@ use nix::errno::Errno;
 use nix::mqueue::{MQ_OFlag, mq_close, mq_receive};
 use rand::RngExt;
 
+use super::jobs::Job;
 use super::protocol::{
-    Job, consumer, field, grader_open, grader_send, grader_take_all, job_message, produce,
-    producer, shutdown_message, sized,
+    consumer, field, grader_open, grader_send, grader_take_all, job_message, produce, producer,
+    shutdown_message, sized,
 };
 use crate::engine::{Fail, Run};
 

@@ -7,8 +7,9 @@ use super::blocking::{IDLE, PATIENCE, RECEIVE};
 use super::interrupted_waits::{
     FORCED_EINTRS, Forced, force_eintrs, held_call, waiting_stack_pointer,
 };
+use super::jobs::Job;
 use super::observe::{Reached, wait_in_call};
-use super::protocol::{Job, grader_send, job_message, said};
+use super::protocol::{grader_send, job_message, said};
 use crate::engine::diagnose::{self};
 use crate::engine::tracer::{Action, Call, Step, Tracer};
 use crate::engine::{Fail, Run};

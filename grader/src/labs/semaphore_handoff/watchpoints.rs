@@ -27,11 +27,11 @@ const SPIN_HELD_AT: u64 = 1;
 /// held: three slices.
 const SPIN_WATCH: Duration = Duration::from_millis(300);
 /// Looks at the ok semaphore a blocking producer makes, counted from its `go`: a timed wait
-/// loads and updates the word a few times a round and a slice (a try, the count of waiters up and down); a
-/// loop of sem_trywait() before the timed wait looks hundreds or thousands of times a wait. The
-/// count starts with the `go`, not when the consumer is seen held, so that a spin over before
-/// the grader hears of the hold is counted too. A grader slow to count lets more slices pass:
-/// each allows `LOOKS_PER_SLICE` more.
+/// loads and updates the word a few times a round and a slice (a try, the count of waiters up
+/// and down); a loop of sem_trywait() before the timed wait looks hundreds or thousands of times
+/// a wait. The count starts with the `go`, not when the consumer is seen held, so that a spin
+/// over before the grader hears of the hold is counted too. A grader slow to count lets more
+/// slices pass: each allows `LOOKS_PER_SLICE` more.
 const MOST_LOOKS: u64 = 60;
 const LOOKS_PER_SLICE: u64 = 10;
 /// A pause this long between two looks at the ok semaphore is the producer's first block: a

@@ -32,9 +32,8 @@ pub fn unix_requests(run: &mut Run) -> Result<String, Fail> {
     )
 }
 
-/// One request per op byte (256), and E, R and H with an empty payload: only `E`, `R` and `H`
-/// are operations, every other byte is unknown.
-/// The op table's requests: one per op byte, and E, R and H with an empty payload.
+/// The op table's requests: one per op byte (256; only `E`, `R` and `H` are operations, every
+/// other byte is unknown), and E, R and H with an empty payload.
 const OP_TABLE_CALLS: usize = 256 + 3;
 
 fn op_table(server: &Server) -> Result<(), Fail> {
