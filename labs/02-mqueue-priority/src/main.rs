@@ -20,8 +20,9 @@
 //! given to it rather than this machine's, says `within`), or `failed` with `kind=`
 //! from [`QueueError::kind`]; then it waits for `exit`, so that the grader can see which
 //! descriptors it still holds (a consumer with `--again`, once `done`, waits for `again` and
-//! starts over, its queue of the size `again` gives, if it gives one). SIGUSR1 does nothing but interrupt a blocking call (`EINTR`): the
-//! grader sends it to a process that waits on a queue. Keep this file as it is.
+//! starts over, its queue of the size `again` gives, if it gives one). SIGUSR1 does nothing
+//! but interrupt a blocking call (`EINTR`): the grader sends it to a process that waits on a
+//! queue. Keep this file as it is.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};

@@ -225,7 +225,8 @@ pub struct Handoff {
 }
 
 /// Sends one signal: `sem_post()`, or `mq_send()` of a short message (`"ready"` or `"ok"`,
-/// priority 0). Errors are [`HandoffError::Post`].
+/// priority 0). Errors are [`HandoffError::Post`]. Signals stay unblocked meanwhile: a handler
+/// runs when its signal comes (an `mq_send()` it interrupts returns `EINTR`, having sent nothing).
 pub fn post(signal: &Signal, message: &str) -> Result<(), HandoffError> {
     // SOLUTION todo(signal, message): sem_post, or mq_send of the message
     match signal {

@@ -484,6 +484,22 @@ fn interrupt_post(
              nothing: report it (HandoffError::Post) or send again"
         )));
     }
+    let usr1 = Signal::SIGUSR1 as i32;
+    if probe::pending(producer, usr1) {
+        let blocked = if probe::blocks(producer, usr1) {
+            ", blocked in its signal mask (SigBlk in /proc/PID/task/TID/status)"
+        } else {
+            ""
+        };
+        return Err(Fail::failed(format!(
+            "the grader filled {ready} and held the consumer, so that the producer's \
+             post(ready) blocked in mq_send(), then sent the producer SIGUSR1 (its handler \
+             installed): 300 ms and more later the signal was still pending, not \
+             handled{blocked}: post() holds signals back while it sends. Signals stay \
+             unblocked in post() as in wait(): the handler runs when its signal comes, and an \
+             mq_send() it interrupts returns EINTR (report it or send again)"
+        )));
+    }
     Ok("post(ready) interrupted in mq_send(): still posting".into())
 }
 

@@ -614,6 +614,16 @@ pub fn blocks(pid: i32, signal: i32) -> bool {
     })
 }
 
+/// Whether `pid` catches `signal` with a handler (`SigCgt` in `/proc/PID/status`).
+pub fn catches(pid: i32, signal: i32) -> bool {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status.lines().any(|line| {
+        line.strip_prefix("SigCgt:").is_some_and(|mask| {
+            u64::from_str_radix(mask.trim(), 16).is_ok_and(|mask| mask & (1 << (signal - 1)) != 0)
+        })
+    })
+}
+
 /// Whether `pid` has `signal` set to be ignored (`SIG_IGN`: `SigIgn` in `/proc/PID/status`): an
 /// ignored signal is thrown away on arrival, its handler never runs and no wait is interrupted.
 pub fn ignores(pid: i32, signal: i32) -> bool {
