@@ -18,12 +18,14 @@ use rand::RngExt;
 use crate::engine::{Fail, Proc, Run};
 
 use super::HEADER_LEN;
-use super::injected::{Injected, Then, Who, injected};
+use super::injected::{Injected, Then, Who, injected, shmget_creating};
 use super::protocol::{
     Name, exits_cleanly, expect, fresh_name, spawn_held_reader, spawn_publisher,
     spawn_reader_bound_by_modes, verify_read, with_context,
 };
-use super::segments::{Planted, RemoveKeyOnDrop, full_record, last_attacher, mapping_of, segment};
+use super::segments::{
+    Attached, Planted, RemoveKeyOnDrop, full_record, last_attacher, mapping_of, segment,
+};
 use crate::engine::tracer::{Action, Call, Match, Step, Tracer};
 
 const NOT_FOUND_IS_ENOENT: &str = "only shmget()'s ENOENT (no segment has the key) is NotFound";
@@ -65,6 +67,7 @@ pub fn system_call_failures(run: &mut Run) -> Result<String, Fail> {
         let who = if matches!(
             case.who,
             Who::Publisher
+                | Who::SharingPublisher
                 | Who::DetachingPublisher
                 | Who::CleaningPublisher
                 | Who::ZeroSizePublisher
@@ -105,7 +108,7 @@ fn fail_one_call(
         context.push_str(&format!(", then {what} ({errno})"));
     }
     let (mut proc, publisher_key) = match case.who {
-        Who::Publisher | Who::DetachingPublisher => {
+        Who::Publisher | Who::SharingPublisher | Who::DetachingPublisher => {
             let name = fresh_name(run)?;
             let payload = run.random_bytes(100);
             let proc = spawn_publisher(run, &name.path, name.id, 4096, n, &payload)?;
@@ -132,7 +135,14 @@ fn fail_one_call(
     let _removed = RemoveKeyOnDrop(publisher_key);
     let pid = proc.pid.as_raw();
     let first = (case.call, Step::Fail(case.errno));
+    let creating = Call {
+        number: libc::SYS_shmget,
+        matching: shmget_creating(true),
+    };
     let traced = match case.then {
+        Then::Nothing if case.who == Who::SharingPublisher => {
+            Tracer::in_turn(pid, [(creating, Step::HoldAfter), first])?
+        }
         Then::Nothing => Tracer::attach(pid, case.call, Action::Fail(case.errno))?,
         Then::Fail(call, errno, _) => Tracer::in_turn(pid, [first, (call, Step::Fail(errno))])?,
         Then::HoldAtExit => Tracer::in_turn(pid, [first, (exit(), Step::Hold)])?,
@@ -142,6 +152,16 @@ fn fail_one_call(
         return Ok(false);
     };
     proc.send("go", &[])?;
+    // The grader's attachment, as a reader's: the publisher must remove the segment anyway.
+    let mut shared = None;
+    if case.who == Who::SharingPublisher
+        && tracer.held_before(Instant::now() + Duration::from_secs(5))?
+    {
+        if let Some(made) = publisher_key.and_then(segment) {
+            shared = Some(Attached::new(made.id, libc::SHM_RDONLY)?);
+        }
+        tracer.go_on();
+    }
     let before = match case.who {
         Who::DetachingPublisher => Some("ready"),
         Who::RemovingReader => Some("attached"),
@@ -226,10 +246,15 @@ fn fail_one_call(
     }
     let judged = judge(&mut proc, case, &context, &message, failed)?;
     // A publisher that failed before `ready` leaves no segment (it has exited: judged).
-    if case.who == Who::Publisher
+    if matches!(case.who, Who::Publisher | Who::SharingPublisher)
         && let Some(left) = publisher_key.and_then(segment)
     {
-        let advice = if case.call.number == libc::SYS_shmat {
+        let advice = if shared.is_some() {
+            "when shmat() fails, remove the segment shmget() just made (shmctl(IPC_RMID)), \
+             whoever else has it attached (the grader did, as a reader that found the key may: \
+             nattch 1): IPC_RMID takes its key away at once, and the kernel frees it at the \
+             last detach; left alone, nobody ever removes it"
+        } else if case.call.number == libc::SYS_shmat {
             "when shmat() fails, remove the segment shmget() just made (shmctl(IPC_RMID))"
         } else {
             "remove what you created on the error path"

@@ -15,13 +15,19 @@ use super::protocol::{
     Name, fresh_name, fresh_name_in, fresh_name_with_id, ftok, publish_record, run_create_step,
     spawn_publisher, spawn_reader, start_publisher, with_context,
 };
-use super::segments::{Planted, full_record, rmid, segment, segment_by_id};
+use super::segments::{Planted, full_record, last_attacher, record, rmid, segment, segment_by_id};
 use crate::engine::tracer::{Action, Call, Reached, Tracer};
 
 /// A stale segment: a complete record an earlier publication left.
 fn stale_record(run: &mut Run) -> Vec<u8> {
     let payload = run.random_bytes(3000);
     full_record(1, &payload)
+}
+
+/// What a publisher killed before its magic leaves: payload, length and sequence, no magic.
+fn record_without_magic(run: &mut Run) -> Vec<u8> {
+    let payload = run.random_bytes(3000);
+    record(0, 1, payload.len() as u64, &payload)
 }
 
 /// Judges a publisher that met a segment with its key (`planted`, holding `before`): it must
@@ -70,9 +76,22 @@ fn refused_existing(
             }));
         }
         (kind, error) => {
+            // Its own shmat() or shmdt() of the segment makes the publisher its `lpid`.
+            let looked_inside = last_attacher(planted.id) == Some(proc.pid.as_raw());
+            let why = if looked_inside {
+                format!(
+                    ", yet it had attached that segment (the publisher is its lpid in \
+                     /proc/sysvipc/shm) and reported the error `{}`: after EEXIST it went on \
+                     to look into a segment that is not its own, and reported another error \
+                     than EEXIST; on EEXIST, return ShmError::Exists at once and leave the \
+                     segment alone",
+                    message.get("error").unwrap_or("?")
+                )
+            } else {
+                ": map EEXIST to ShmError::Exists".into()
+            };
             return Err(Fail::failed(format!(
-                "{how}; the publisher said `{kind}` (kind={}), not `failed` with kind=exists: \
-                 map EEXIST to ShmError::Exists",
+                "{how}; the publisher said `{kind}` (kind={}), not `failed` with kind=exists{why}",
                 error.unwrap_or("none")
             )));
         }
@@ -97,14 +116,14 @@ pub fn stale_segment_refused(run: &mut Run) -> Result<String, Fail> {
     let payload = run.random_bytes(1000);
     // What a crashed run of an older publication left, before the publisher starts.
     let name = fresh_name(run)?;
-    let stale = stale_record(run);
+    let stale = record_without_magic(run);
     let planted = Planted::left_by_exited_process(run, name.key, size, &stale)?;
     let before = planted.contents(size)?;
     planted.unattached()?;
     let mut proc = start_publisher(run, (&name.path, name.id, size as u64), 2, &payload)?;
     let message = proc.recv_any()?;
-    let how = "a segment with the key was already there (not attached, its creator exited), \
-               as a crashed run leaves it";
+    let how = "a segment with the key was already there (not attached, its creator exited, a \
+               record in it but no magic: its writer was killed), as a crashed run leaves it";
     refused_existing(&mut proc, message, (&planted, &before, size), name.key, how)?;
     let stale_id = planted.id;
     drop(planted);

@@ -17,6 +17,10 @@ pub(super) enum Who {
     /// A publisher whose payload is one byte too big for its segment, as it detaches and
     /// removes the segment it made: it must still remove it, and report `no-room`.
     CleaningPublisher,
+    /// The publisher, before it says `ready`, whose new segment the grader attaches as its
+    /// `shmget()` returns, as a reader that found the key may: the segment is still its own to
+    /// remove when it fails.
+    SharingPublisher,
     /// A publisher asked for a segment of 0 bytes: it must refuse the size before anything
     /// else, so that the call made to fail, if it makes it at all, changes nothing.
     ZeroSizePublisher,
@@ -58,16 +62,20 @@ const FIRST_ERROR: &str = "the error that made publish() fail (no room for the r
                            one to report; a failure of the clean-up after it must neither \
                            replace it nor stop the clean-up";
 
+/// A `shmget()` with `IPC_CREAT` (`creating`), or without it.
+pub(super) fn shmget_creating(creating: bool) -> Match {
+    Match::Bits {
+        arg: 2,
+        mask: libc::IPC_CREAT as u64,
+        value: if creating { libc::IPC_CREAT as u64 } else { 0 },
+    }
+}
+
 pub(super) fn injected() -> [Injected; 22] {
     let shmctl = |command: i32| Match::Bits {
         arg: 1,
         mask: 0xff,
         value: command as u64,
-    };
-    let shmget_creating = |creating: bool| Match::Bits {
-        arg: 2,
-        mask: libc::IPC_CREAT as u64,
-        value: if creating { libc::IPC_CREAT as u64 } else { 0 },
     };
     [
         Injected {
@@ -378,18 +386,24 @@ pub(super) fn injected() -> [Injected; 22] {
             not_made: "the publisher never called shmget() with IPC_CREAT on its main thread",
             then: Then::Nothing,
         },
-        // shmat() alone fails: the removal of the new segment succeeds, and nothing is left
-        // (judged however much memory the machine has, unlike bad-input's huge segment).
+        // shmat() alone fails, with the grader attached to the new segment: the removal of
+        // the new segment succeeds whatever nattch is, and its key is gone (judged however much
+        // memory the machine has, unlike bad-input's huge segment). EIDRM: the segment is no
+        // segment that had the key before shmget() made it.
         Injected {
-            who: Who::Publisher,
+            who: Who::SharingPublisher,
             call: Call::any(libc::SYS_shmat),
-            errno: libc::EINVAL,
-            what: "the publisher's shmat() (alone: its clean-up's removal left to succeed)",
+            errno: libc::EIDRM,
+            what: "the publisher's shmat() (as for a segment removed as it attaches; its clean-up's \
+                   removal left to succeed, the grader attached to the new segment since its \
+                   shmget() returned, as a reader that found the key may be)",
             short: "shmat (alone)",
             kind: "shmat",
             known: Some((
-                "shmctl",
-                "the error that made create() fail (shmat) is the one to report",
+                "exists",
+                "its shmget(IPC_CREAT | IPC_EXCL) had succeeded: no other segment had the key, \
+                 and only that EEXIST is ShmError::Exists; a shmat() that fails, whatever its \
+                 errno, is ShmError::Attach (kind=shmat)",
             )),
             not_made: "the publisher never called shmat() on its main thread",
             then: Then::Nothing,

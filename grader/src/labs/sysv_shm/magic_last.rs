@@ -256,10 +256,12 @@ fn missing_before_magic(bytes: &[u8], sequence: u32, payload: &[u8]) -> Option<S
 }
 
 /// Cuts the payload file short while the publisher is about to copy it: the copy dies with
-/// SIGBUS, and the segment it leaves must hold no magic.
+/// SIGBUS, and the segment it leaves must hold no magic. The payload is megabytes long, and cut
+/// in its last eighth: a copy a program splits among threads for size is underway there well
+/// after the last thread starts.
 fn killed_by_a_cut(run: &mut Run) -> Result<String, Fail> {
     let name = fresh_name(run)?;
-    let pages = run.rng().random_range(12..24usize);
+    let pages = run.rng().random_range(300..600usize);
     let len = pages * 4096 + run.rng().random_range(1..4096usize);
     let size = (HEADER_LEN + len) as u64;
     let sequence = run.rng().random_range(2..1_000_000u32);
@@ -267,7 +269,7 @@ fn killed_by_a_cut(run: &mut Run) -> Result<String, Fail> {
     let mut proc = spawn_publisher(run, &name.path, name.id, size, sequence, &payload)?;
     // main.rs maps the payload file: cut short now, the copy into the segment dies with
     // SIGBUS at the first page past the cut, as a crash mid-write would.
-    let kept = run.rng().random_range(2..pages - 2) * 4096;
+    let kept = run.rng().random_range(pages - pages / 8..pages - 2) * 4096;
     std::fs::OpenOptions::new()
         .write(true)
         .open(payload_file(run, sequence))?
@@ -301,15 +303,20 @@ fn killed_by_a_cut(run: &mut Run) -> Result<String, Fail> {
     };
     let bytes = segment_bytes(left.id, (left.size as usize).min(size as usize))?;
     if bytes.get(..4) == Some(&MAGIC.to_ne_bytes()[..]) {
-        let copied = match first_difference(&bytes[HEADER_LEN.min(bytes.len())..], &payload) {
-            0 => "none".to_string(),
-            n => format!("only {n}"),
-        };
+        let in_segment = &bytes[HEADER_LEN.min(bytes.len())..];
+        let missing = first_difference(in_segment, &payload);
+        let copied = in_segment
+            .chunks(4096)
+            .zip(payload.chunks(4096))
+            .filter(|(a, b)| a == b)
+            .count();
         return Err(Fail::failed(format!(
-            "the publisher was killed {cut}, with {copied} of the {len} payload bytes in its \
-             segment, and the segment already holds the magic: a reader would take this torn \
-             record for a complete one; write the payload, the length and the sequence first, \
-             and the magic last, after a release fence"
+            "the publisher was killed {cut}, with the payload in its segment wrong from byte \
+             {missing} on ({copied} of its {} pages in place), and the segment already holds \
+             the magic: a reader would take this torn record for a complete one; write the \
+             whole payload, the length and the sequence first (every thread that copies a part \
+             of it joined), and the magic last, after a release fence",
+            len.div_ceil(4096)
         )));
     }
     Ok(format!(

@@ -5,10 +5,11 @@
 //! What a segment is (key, size, mode, attachments) the grader reads from `/proc/sysvipc/shm`,
 //! how a process maps it from `/proc/PID/maps`, and what it holds by attaching it itself, never
 //! from the program. The protocol is in [`protocol`]; the checks are grouped by what they judge:
-//! the publisher ([`publisher`], and the order of its stores in [`magic_last`]), publisher and
-//! readers together ([`sharing`]), the reader ([`reader`], and records changed under it in
-//! [`watched_reads`]), the error paths ([`errors`], the size limit in [`size_limit`]), and
-//! failing system calls ([`call_failures`], the calls made to fail in [`injected`]).
+//! the publisher ([`publisher`], its stores watched in [`watched_stores`], and their order in
+//! [`magic_last`]), publisher and readers together ([`sharing`]), the reader ([`reader`], and
+//! records changed under it in [`watched_reads`]), the calls that would copy the record for
+//! either ([`kernel_copies`]), the error paths ([`errors`], the size limit in [`size_limit`]),
+//! and failing system calls ([`call_failures`], the calls made to fail in [`injected`]).
 //! Two tools make timings and failures happen: a tracer ([`crate::engine::tracer`]), which also
 //! watches the program's loads and stores in its segment with hardware watchpoints, and an IPC
 //! namespace of the check's own ([`private_ipc`]).
@@ -21,6 +22,7 @@ use crate::engine::{Check, Lab};
 mod call_failures;
 mod errors;
 mod injected;
+mod kernel_copies;
 mod magic_last;
 mod private_ipc;
 mod protocol;
@@ -30,6 +32,7 @@ mod segments;
 mod sharing;
 mod size_limit;
 mod watched_reads;
+mod watched_stores;
 
 /// The record layout the lab prescribes: magic, sequence, length, payload.
 const MAGIC: u32 = u32::from_le_bytes(*b"IPCR");

@@ -115,9 +115,10 @@ fn free_name(run: &mut Run, path: &Path, id: u32) -> Result<Option<Name>, Fail> 
 /// another name, so that its inode number cannot come back) until the path's key is another
 /// free one; the same path and id then name another segment.
 pub fn replace_file(run: &mut Run, name: &Name) -> Result<Name, Fail> {
-    std::fs::hard_link(&name.path, run.path("anchor-before-replacement"))?;
+    let kept = format!("anchor-before-replacement-{:x}", name.key);
+    std::fs::hard_link(&name.path, run.path(&kept))?;
     for attempt in 0..64 {
-        let new = run.path(&format!("anchor-replacement-{attempt}"));
+        let new = run.path(&format!("anchor-replacement-{:x}-{attempt}", name.key));
         std::fs::write(&new, b"another ftok anchor\n")?;
         std::fs::rename(&new, &name.path)?;
         let key = ftok(&name.path, name.id)?;
@@ -228,20 +229,20 @@ pub fn start_create_step(
     Ok(proc)
 }
 
-/// Starts `sysv-shm read --first-output` (without `--remove`) and lets it go on: it reads the
-/// record twice from the same attached segment, saying `read` and waiting for `go` in between.
-/// Returns it and its output files, of the first read and of the second.
+/// Starts `sysv-shm read --first-output` (with `--remove` if `remove`) and waits for its
+/// `started`: told `go`, it reads the record twice from the same attached segment, saying
+/// `read` and waiting for `go` in between. Returns it and its output files, of the first read
+/// and of the second.
 pub fn spawn_reader_reading_twice(
     run: &mut Run,
     name: &Name,
+    remove: bool,
     n: u32,
 ) -> Result<(Proc, PathBuf, PathBuf), Fail> {
-    let (mut args, output) = reader_args(run, name, false, n);
+    let (mut args, output) = reader_args(run, name, remove, n);
     let first_output = run.path(&format!("read-{n}-first.bin"));
     args.extend(["--first-output".into(), first_output.clone().into()]);
-    let mut proc = spawn_started_reader(run, &args)?;
-    proc.send("go", &[])?;
-    Ok((proc, first_output, output))
+    Ok((spawn_started_reader(run, &args)?, first_output, output))
 }
 
 /// Starts `sysv-shm read` and lets it go on; returns it and its output file.

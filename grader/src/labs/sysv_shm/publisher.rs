@@ -9,14 +9,14 @@ use rand::RngExt;
 use crate::engine::{Fail, Run, inspect};
 
 use super::protocol::{
-    Published, as_expected, expect, fresh_fifo_name, fresh_name, fresh_name_in, publish,
-    publish_record, replace_file, spawn_publisher, with_context,
+    Name, Published, as_expected, expect, fresh_fifo_name, fresh_name, fresh_name_in, ftok,
+    publish, publish_record, replace_file, spawn_publisher, start_create_step, with_context,
 };
 use super::segments::{
     RemoveKeyOnDrop, bytes_past_end, mark_past_end, overwrite, rmid, segment, segment_bytes,
 };
-use super::{HEADER_LEN, MAGIC};
-use crate::engine::tracer::{Action, Breakpoint, Call, Field, Reached, Step, Tracer, Watched};
+use super::{HEADER_LEN, MAGIC, kernel_copies, watched_stores};
+use crate::engine::tracer::{Action, Breakpoint, Call, Reached, Step, Tracer};
 
 pub fn segment_key_and_size(run: &mut Run) -> Result<String, Fail> {
     let mut published = publish(run, true)?;
@@ -38,6 +38,7 @@ pub fn segment_key_and_size(run: &mut Run) -> Result<String, Fail> {
     let mut again = publish_record(run, true, name, size, 100).map_err(with_context(context))?;
     let second = again.segment()?;
     again.finish()?;
+    key_of_each_call(run)?;
     let bytes_key = key_of_path_not_utf8(run)?;
     // ftok() needs the path to exist, nothing more: a FIFO there is a file like any other.
     let fifo = fresh_fifo_name(run)?;
@@ -57,6 +58,67 @@ pub fn segment_key_and_size(run: &mut Run) -> Result<String, Fail> {
          as a file{called}",
         found.id, found.key, published.name.id, found.size, second.key
     ))
+}
+
+/// One process, two keys: the `create` step with `--then-id`, the file at the path replaced
+/// between its two `Segment::create` calls. Held at its second `shmget()` with `IPC_CREAT`, it
+/// must ask for `ftok()` of the new file, with the second id: nothing kept from the first call
+/// (the file's inode, a key) may make it.
+fn key_of_each_call(run: &mut Run) -> Result<(), Fail> {
+    let name = &fresh_name(run)?;
+    let then_id = name.id % 255 + 1;
+    let what =
+        format!("`sysv-shm create --then-id {then_id}` (two Segment::create calls in one process)");
+    let mut proc = start_create_step(run, name, 4000, Some(then_id), &what)?;
+    let _removed = RemoveKeyOnDrop(Some(name.key));
+    as_expected(proc.recv_any()?, "create step", "created").map_err(with_context(&what))?;
+    let old_key = ftok(&name.path, then_id)?;
+    let second = Name {
+        path: name.path.clone(),
+        id: then_id,
+        key: old_key,
+        replaced: None,
+    };
+    let replaced = replace_file(run, &second)?;
+    let _removed_too = RemoveKeyOnDrop(Some(replaced.key));
+    let pid = proc.pid.as_raw();
+    let creating = Call::flag_set(libc::SYS_shmget, 2, libc::IPC_CREAT as u64);
+    let Some(mut held) = Tracer::attach(pid, creating, Action::Hold)? else {
+        proc.kill_tree();
+        return Ok(());
+    };
+    proc.send("go", &[])?;
+    let asked = if held.held_before(run.deadline())? {
+        inspect::call_of(pid, pid).map(|(_, args)| args[0] as i32)
+    } else {
+        None
+    };
+    held.release();
+    let message = proc.recv_any().map_err(with_context(&what))?;
+    proc.wait()?;
+    match asked {
+        Some(key) if key == replaced.key => Ok(()),
+        Some(key) => {
+            let why = if key == old_key {
+                format!(
+                    "ftok() of the file that was there before, {old_key:#x}: the key, or the \
+                     inode it comes from, was kept from the first call"
+                )
+            } else {
+                "no key ftok() gives for the path now".into()
+            };
+            Err(Fail::failed(format!(
+                "{what}: after its first create, the grader replaced the file at the path by a \
+                 new one (another inode), and the second create's shmget() asked for key \
+                 {key:#x}, not ftok(path, {then_id}) = {:#x} of the file now there; it is {why}; \
+                 call ftok() every time, of the path as it is",
+                replaced.key
+            )))
+        }
+        None => as_expected(message, "create step", "done")
+            .map(|_| ())
+            .map_err(with_context(&what)),
+    }
 }
 
 /// A publisher watched with a breakpoint at the C library's `ftok()`: it must call it, with the
@@ -255,7 +317,7 @@ pub fn record_in_segment(run: &mut Run) -> Result<String, Fail> {
     let name = fresh_name(run)?;
     // The payload fills the segment to its last byte: header + payload = size fits. The size is
     // no whole number of pages, so that the rest of its last page is there to watch.
-    let mut len = run.rng().random_range(3000..12000usize);
+    let mut len = run.rng().random_range(16000..40000usize);
     if (HEADER_LEN + len).is_multiple_of(page_size()) {
         len -= 1;
     }
@@ -264,9 +326,13 @@ pub fn record_in_segment(run: &mut Run) -> Result<String, Fail> {
         format!("with a {len}-byte payload in a {size}-byte segment, which it fills exactly");
     let (mut published, marks) =
         publish_with_past_end_marked(run, name, size, len).map_err(with_context(&context))?;
-    let (past_end, header_marked) = match marks {
-        Some((tail, header)) => (Some(tail), Some(header)),
-        None => (None, None),
+    let (past_end, header_marked, copy) = match marks {
+        Some(Marked {
+            past_end,
+            header,
+            copy,
+        }) => (Some(past_end), Some(header), copy),
+        None => (None, None, None),
     };
     let found = published.segment()?;
     let bytes = segment_bytes(found.id, (found.size as usize).min(size as usize))?;
@@ -373,10 +439,20 @@ pub fn record_in_segment(run: &mut Run) -> Result<String, Fail> {
     }
     published.finish()?;
     nothing_past_a_segment_without_room(run)?;
-    let stored = match payload_stored_by_publisher(run)? {
+    let stored = match watched_stores::payload_stored_by_publisher(run)? {
         Some(()) => ", and stored the payload into the segment itself (watched)",
         None => "",
     };
+    // Last: a copy the watched stores missed, made by a call.
+    if let Some(copy) = copy {
+        return Err(Fail::failed(format!(
+            "{context}: between its shmat() and its `ready` the publisher's main thread called \
+             {copy}, a system call that moves bytes: the kernel copied (a part of) the record \
+             for it, or was handed it; the record goes into the segment by the publisher's own \
+             stores, through the address shmat() returned (after setup, the kernel is out of \
+             the way), and no call comes between its shmat() and `ready`"
+        )));
+    }
     Ok(format!(
         "the grader found the record (sequence {}, {len} bytes) in the {size}-byte segment \
          itself, and the publisher wrote it nowhere else{stored}",
@@ -450,51 +526,54 @@ fn nothing_past_a_segment_without_room(run: &mut Run) -> Result<(), Fail> {
     }
 }
 
+/// What [`publish_with_past_end_marked`] filled (the rest of the last page, and the header),
+/// and the call the publisher made that moves bytes between its `shmat()` and `ready`, if any.
+struct Marked {
+    past_end: Vec<u8>,
+    header: [u8; HEADER_LEN],
+    copy: Option<String>,
+}
+
 /// Starts a publisher of a random `len`-byte record in a segment of `size` bytes (no whole
 /// number of pages) and waits until it holds the segment, as [`publish_record`]; held as its
-/// `shmat()` returns, before it writes anything, the rest of the segment's last page is filled
-/// with random bytes, returned with it (`None` where the grader may not trace it).
-/// What [`publish_with_past_end_marked`] filled: the rest of the last page, and the header.
-type PastEndMarks = Option<(Vec<u8>, [u8; HEADER_LEN])>;
-
+/// `shmat()` returns, before it writes anything, the rest of the segment's last page and the
+/// header are filled with random bytes, returned with the call it makes that moves bytes, if
+/// any, before `ready` (`None` where the grader may not trace it).
 fn publish_with_past_end_marked(
     run: &mut Run,
     name: super::protocol::Name,
     size: u64,
     len: usize,
-) -> Result<(Published, PastEndMarks), Fail> {
+) -> Result<(Published, Option<Marked>), Fail> {
     let sequence = run.rng().random_range(2..1_000_000u32);
     let payload = run.random_bytes(len);
     let mut proc = spawn_publisher(run, &name.path, name.id, size, sequence, &payload)?;
+    let pid = proc.pid.as_raw();
     let tail = page_size() - size as usize % page_size();
     let mut marked = None;
-    let attach = Call::any(libc::SYS_shmat);
-    let traced = Tracer::attach(proc.pid.as_raw(), attach, Action::HoldAfter)?;
+    let steps = [
+        (Call::any(libc::SYS_shmat), Step::HoldAfter),
+        kernel_copies::publisher_step(),
+    ];
+    let traced = Tracer::in_turn(pid, steps)?;
     proc.send("go", &[])?;
-    let mut said = None;
     if let Some(mut tracer) = traced {
-        match tracer.wait(&mut proc, run.deadline())? {
-            Reached::Call => {
-                if let Some(found) = segment(name.key) {
-                    // Never zero: a store of zeros shows.
-                    let bytes: Vec<u8> =
-                        (0..tail).map(|_| run.rng().random_range(1..=255)).collect();
-                    mark_past_end(found.id, size as usize, &bytes)?;
-                    // The header too, never zero and never the magic: a field stored only in
-                    // part keeps some of these bytes.
-                    let mut header = [0u8; HEADER_LEN];
-                    for byte in &mut header {
-                        *byte = run.rng().random_range(1..=255);
-                    }
-                    if header[..4] == MAGIC.to_ne_bytes() {
-                        header[0] ^= 0x80;
-                    }
-                    overwrite(found.id, 0, &header)?;
-                    marked = Some((bytes, header));
-                }
-                tracer.release();
-            }
-            Reached::Passed(message) => said = message,
+        if tracer.held_before(run.deadline())?
+            && let Some(found) = segment(name.key)
+        {
+            // Never zero: a store of zeros shows.
+            let bytes: Vec<u8> = (0..tail).map(|_| run.rng().random_range(1..=255)).collect();
+            mark_past_end(found.id, size as usize, &bytes)?;
+            let header = mark_header(run, found.id)?;
+            tracer.go_on();
+            let copy = kernel_copies::copy_made(tracer, pid, run.deadline())?;
+            marked = Some(Marked {
+                past_end: bytes,
+                header,
+                copy,
+            });
+        } else {
+            tracer.release();
         }
     } else {
         run.note("the grader may not trace the publisher here (ptrace): its stores past the end of its segment were not looked for");
@@ -507,160 +586,26 @@ fn publish_with_past_end_marked(
         sequence,
         payload,
     }
-    .once_ready(run, said)?;
+    .once_ready(run, None)?;
     Ok((published, marked))
+}
+
+/// Fills the header of segment `id` with random bytes, never zero and never the magic, and
+/// returns them: a field stored only in part keeps some of them, which a new, zeroed segment
+/// would hide.
+pub(super) fn mark_header(run: &mut Run, id: i32) -> Result<[u8; HEADER_LEN], Fail> {
+    let mut header = [0u8; HEADER_LEN];
+    for byte in &mut header {
+        *byte = run.rng().random_range(1..=255);
+    }
+    if header[..4] == MAGIC.to_ne_bytes() {
+        header[0] ^= 0x80;
+    }
+    overwrite(id, 0, &header)?;
+    Ok(header)
 }
 
 fn page_size() -> usize {
     // SAFETY: a plain query.
     unsafe { libc::sysconf(libc::_SC_PAGESIZE) as usize }
-}
-
-/// The payload's first 8 bytes, the sequence and the length, watched for stores.
-const RECORD_STORES: &[Field] = &[
-    Field {
-        offset: HEADER_LEN,
-        len: 8,
-        loads: false,
-    },
-    Field {
-        offset: 4,
-        len: 4,
-        loads: false,
-    },
-    Field {
-        offset: 8,
-        len: 8,
-        loads: false,
-    },
-    Field {
-        offset: PAYLOAD_MIDDLE,
-        len: 8,
-        loads: false,
-    },
-];
-
-/// The first word of the segment's second page: inside the payload of
-/// [`payload_stored_by_publisher`], on a whole page of it, which a program may hand to the
-/// kernel to copy while it stores the first bytes itself.
-const PAYLOAD_MIDDLE: usize = 4096;
-
-/// Watches the publisher's stores to the payload's first bytes, and to 8 bytes on a whole page
-/// in its middle: for each, one of them must leave those bytes in the segment. A payload the kernel copies in (`process_vm_writev()`, a write to
-/// `/proc/self/mem`) comes with no store of the publisher's own. Watches its stores to the
-/// sequence and the length too: each field is stored whole, so that after each store it holds
-/// 0 (a new segment's) or its value, never a part of it. `None` where the grader may not watch.
-fn payload_stored_by_publisher(run: &mut Run) -> Result<Option<()>, Fail> {
-    let name = fresh_name(run)?;
-    // Two bytes of the length and all four of the sequence are not 0: a store of a part of
-    // either leaves a value that is neither 0 nor the field's.
-    let len = loop {
-        let len = run.rng().random_range(2 * PAYLOAD_MIDDLE..12000usize);
-        if len % 256 != 0 {
-            break len;
-        }
-    };
-    let size = (HEADER_LEN + len + run.rng().random_range(0..100usize)) as u64;
-    let sequence = u32::from_ne_bytes(std::array::from_fn(|_| run.rng().random_range(1..=255u8)));
-    let payload = run.random_bytes(len);
-    let mut proc = spawn_publisher(run, &name.path, name.id, size, sequence, &payload)?;
-    let _removed = RemoveKeyOnDrop(Some(name.key));
-    let unwatched = "the grader may not watch the publisher's stores here (ptrace, hardware \
-                     watchpoints, x86-64): how it copies the payload was not seen";
-    let Some(mut watch) = Tracer::watch(proc.pid.as_raw(), RECORD_STORES)? else {
-        run.note(unwatched);
-        proc.kill_tree();
-        return Ok(None);
-    };
-    proc.send("go", &[])?;
-    let how = format!(
-        "with the stores to the first 8 bytes of its {len}-byte payload in the segment, and to \
-         the 8 at offset {PAYLOAD_MIDDLE} (on the payload's second page), watched (hardware \
-         watchpoints set when its shmat() returned)"
-    );
-    // Per watched part of the payload (its first bytes, its middle): the stores seen, and
-    // whether one of them left the payload's bytes there.
-    let parts = [HEADER_LEN, PAYLOAD_MIDDLE];
-    let mut seen = [(0, false); 2];
-    let holds_payload = |bytes: &[u8], at: usize| {
-        bytes.get(at..at + 8) == Some(&payload[at - HEADER_LEN..at - HEADER_LEN + 8])
-    };
-    let message = loop {
-        match watch.next(&mut proc, run.deadline())? {
-            Watched::Armed => {}
-            Watched::Unavailable => {
-                drop(watch);
-                run.note(unwatched);
-                proc.kill_tree();
-                return Ok(None);
-            }
-            Watched::Hit => {
-                let bytes =
-                    segment(name.key).and_then(|s| segment_bytes(s.id, PAYLOAD_MIDDLE + 8).ok());
-                let field = watch.last_hit();
-                if let Some(part) = [0, 3].iter().position(|&f| f == field) {
-                    seen[part].0 += 1;
-                    seen[part].1 |= bytes.is_some_and(|b| holds_payload(&b, parts[part]));
-                } else if let Some(part) =
-                    bytes.and_then(|b| part_of_field(&b, field, sequence, len))
-                {
-                    drop(watch);
-                    return Err(Fail::failed(part));
-                }
-                watch.go_on();
-            }
-            Watched::Said(message) => break message,
-            Watched::Lost => break proc.recv_any()?,
-        }
-    };
-    drop(watch);
-    as_expected(message, "publisher", "ready").map_err(with_context(&how))?;
-    let bytes = segment(name.key).and_then(|s| segment_bytes(s.id, PAYLOAD_MIDDLE + 8).ok());
-    for (at, (stores, stored)) in parts.into_iter().zip(seen) {
-        let in_segment = bytes.as_ref().is_some_and(|b| holds_payload(b, at));
-        if in_segment && !stored {
-            let seen = match stores {
-                0 => "no store to them at all".to_string(),
-                n => format!("{n} stores to them, none leaving the payload's bytes"),
-            };
-            return Err(Fail::failed(format!(
-                "{how}, the publisher said `ready` with the payload in its segment, but no \
-                 instruction of its main thread stored the 8 bytes at offset {at} there \
-                 ({seen}): they got there another way, copied by the kernel \
-                 (process_vm_writev(), a write to /proc/self/mem) or by another thread; copy \
-                 the whole payload into the segment through the address shmat() returned"
-            )));
-        }
-    }
-    proc.send("go", &[])?;
-    expect(&mut proc, "publisher", "done")?;
-    proc.send("exit", &[])?;
-    proc.wait()?;
-    Ok(Some(()))
-}
-
-/// What the header field `field` of [`RECORD_STORES`] (1: the sequence, 2: the length) holds
-/// in `bytes` right after a store to it, if that is a part of its value (`sequence`, `len`):
-/// neither 0, as a new segment holds it, nor the value.
-fn part_of_field(bytes: &[u8], field: usize, sequence: u32, len: usize) -> Option<String> {
-    let (name, at, width, value) = match field {
-        1 => ("sequence", 4, 4, u64::from(sequence)),
-        _ => ("length", 8, 8, len as u64),
-    };
-    let held = bytes
-        .get(at..at + width)?
-        .iter()
-        .rev()
-        .fold(0u64, |n, &b| n << 8 | u64::from(b));
-    (held != 0 && held != value).then(|| {
-        format!(
-            "with the stores to the header watched (hardware watchpoints set when its shmat() \
-             returned), right after one of the publisher's stores to the {name} field ({width} \
-             bytes at offset {at}, 0 in a new segment) it held {held:#x}, a part of the \
-             {name} {value:#x}: the publisher stores it in pieces, narrower than the field; \
-             store each header field whole, at its width (the magic and the sequence one u32 \
-             store each, the length one u64 store), so that no reader ever sees a field half \
-             written"
-        )
-    })
 }

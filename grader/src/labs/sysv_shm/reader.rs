@@ -7,15 +7,15 @@ use rand::RngExt;
 use crate::engine::{Fail, Run};
 
 use super::protocol::{
-    Name, as_expected, exits_cleanly, fresh_name, read_to_end, spawn_held_reader, spawn_reader,
-    verify_read, with_context,
+    Name, as_expected, exits_cleanly, expect, fresh_name, read_to_end, spawn_held_reader,
+    spawn_reader, verify_read, with_context,
 };
 use super::segments::{Planted, full_record, record};
 use super::watched_reads::{
     AtLoad, WatchedRead, length_changed_after_its_load, magic_stored_after_its_look,
     record_completed_while_read, watched_reader,
 };
-use super::{HEADER_LEN, MAGIC};
+use super::{HEADER_LEN, MAGIC, kernel_copies};
 use crate::engine::tracer::{Action, Call, Field, Reached, Tracer};
 
 /// Runs a reader on what the check planted and returns its last message: `failed` (with its
@@ -178,21 +178,55 @@ fn reader_accepts(
     verify_read(&done, &output, sequence, payload, "planted").map_err(with_context(&context))
 }
 
+/// As [`reader_accepts`], with the reader traced from its `shmat()` to its `shmdt()`: a call
+/// that moves bytes in between ([`kernel_copies`]), judged by the caller after the watched
+/// reads, whose diagnoses say more.
+fn reader_copies_itself(
+    run: &mut Run,
+    name: &Name,
+    (sequence, payload): (u32, &[u8]),
+    what: &str,
+) -> Result<Option<Fail>, Fail> {
+    let context = format!("on {what}");
+    let (mut reader, output) = spawn_held_reader(run, name, false, 1)?;
+    let pid = reader.pid.as_raw();
+    let traced = kernel_copies::trace_reader(pid)?;
+    reader.send("go", &[])?;
+    expect(&mut reader, "reader", "attached").map_err(with_context(&context))?;
+    reader.send("go", &[])?;
+    let copy = match traced {
+        Some(tracer) => kernel_copies::copy_made(tracer, pid, run.deadline())?,
+        None => None,
+    };
+    let done = expect(&mut reader, "reader", "done").map_err(with_context(&context))?;
+    exits_cleanly(&mut reader, "reader")?;
+    verify_read(&done, &output, sequence, payload, "planted").map_err(with_context(&context))?;
+    Ok(copy.map(|copy| {
+        Fail::failed(format!(
+            "{context}: between its shmat() and its shmdt() the reader's main thread called \
+             {copy}, a system call that moves bytes: the kernel copied (a part of) the payload \
+             for it; the reader copies the payload out by its own loads, through the address \
+             shmat() returned, and makes no call between its shmat() and its shmdt() but to \
+             say `attached` and hear `go`"
+        ))
+    }))
+}
+
 pub fn reader_reads_segment(run: &mut Run) -> Result<String, Fail> {
     let name = fresh_name(run)?;
     // Not a multiple of the page size, and the payload fills the segment to its last byte.
-    let size = run.rng().random_range(5000..20000usize);
+    let size = run.rng().random_range(9000..24000usize);
     let sequence = run.rng().random_range(2..1_000_000u32);
     let payload = run.random_bytes(size - HEADER_LEN);
-    {
+    let copied_by_a_call = {
         let _planted = Planted::new(run, name.key, size, &full_record(sequence, &payload))?;
         let what = format!(
             "a {}-byte payload the grader planted in a {size}-byte segment, which it fills \
              exactly",
             payload.len()
         );
-        reader_accepts(run, &name, (sequence, &payload), 1, &what)?;
-    }
+        reader_copies_itself(run, &name, (sequence, &payload), &what)?
+    };
     let empty_sequence = run.rng().random_range(2..1_000_000u32);
     {
         let empty = record(MAGIC, empty_sequence, 0, &[]);
@@ -217,6 +251,9 @@ pub fn reader_reads_segment(run: &mut Run) -> Result<String, Fail> {
         })?;
     }
     let watched = payload_loaded_from_mapping(run, &name, 5)?;
+    if let Some(fail) = copied_by_a_call {
+        return Err(fail);
+    }
     Ok(format!(
         "the reader copied out planted records: {} bytes filling a {size}-byte segment (with \
          sequences {sequence}, 0 and {}), and an empty one in 16 bytes{}",

@@ -30,10 +30,10 @@ fn os_error(what: &str) -> Fail {
 /// meanwhile (for checks running alongside) do not inherit it: one holding it until its
 /// `exec()` would count as an attachment (`nattch`), keep a removed segment alive, and be its
 /// last attacher (`shm_lpid`).
-struct Attached(std::ptr::NonNull<libc::c_void>);
+pub struct Attached(std::ptr::NonNull<libc::c_void>);
 
 impl Attached {
-    fn new(id: i32, flags: i32) -> Result<Attached, Fail> {
+    pub fn new(id: i32, flags: i32) -> Result<Attached, Fail> {
         // Looked up first: a fork between the attach and the advice would inherit it.
         let size = segment_by_id(id).map_or(0, |s| s.size as usize);
         // SAFETY: a null address lets the kernel choose where.
@@ -244,12 +244,24 @@ pub fn last_attacher(shmid: i32) -> Option<i32> {
 /// `/proc/PID/maps` (`rw-s`, `r--s`), or `None` if it has no mapping of it. A SysV segment is
 /// mapped from a file named `/SYSV<key>` whose inode number is the segment's id.
 pub fn mapping_of(pid: i32, shmid: i32) -> Option<String> {
+    maps_line_of(pid, shmid).map(|(_, perms)| perms)
+}
+
+/// Where process `pid` has segment `shmid` mapped: the start address of its mapping.
+pub fn mapped_at(pid: i32, shmid: i32) -> Option<u64> {
+    let (range, _) = maps_line_of(pid, shmid)?;
+    u64::from_str_radix(range.split('-').next()?, 16).ok()
+}
+
+/// The address range and the permissions of segment `shmid` in `/proc/PID/maps`.
+fn maps_line_of(pid: i32, shmid: i32) -> Option<(String, String)> {
     let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).ok()?;
     maps.lines().find_map(|line| {
         let fields: Vec<&str> = line.split_whitespace().collect();
-        let (perms, inode, path) = (fields.get(1)?, fields.get(4)?, fields.get(5)?);
+        let (range, perms) = (fields.first()?, fields.get(1)?);
+        let (inode, path) = (fields.get(4)?, fields.get(5)?);
         (path.starts_with("/SYSV") && inode.parse::<i64>().ok()? == i64::from(shmid))
-            .then(|| perms.to_string())
+            .then(|| (range.to_string(), perms.to_string()))
     })
 }
 

@@ -2,16 +2,18 @@
 //! its publisher, and its removal.
 
 use std::path::Path;
+use std::time::{Duration, Instant};
 
 use ipc_labs_driver::Message;
 use rand::RngExt;
 
+use crate::engine::tracer::{Call, Tracer};
 use crate::engine::{Fail, Run};
 
 use super::HEADER_LEN;
 use super::protocol::{
-    as_expected, exits_cleanly, expect, first_difference, fresh_name, publish, read_to_end,
-    run_create_step, spawn_reader, spawn_reader_reading_twice, verify_read, with_context,
+    as_expected, exits_cleanly, expect, first_difference, fresh_name, publish, run_create_step,
+    spawn_reader, spawn_reader_reading_twice, verify_read, with_context,
 };
 use super::segments::{mapping_of, may_write, overwrite, segment, segment_by_id};
 
@@ -131,16 +133,38 @@ pub fn outlives_publisher(run: &mut Run) -> Result<String, Fail> {
     // One reader reads the record, and, in the same process and the same attachment, again
     // after the grader rewrote the payload: a copy kept in the process shows there.
     let name = &published.name;
-    let (mut reader, first_output, output) = spawn_reader_reading_twice(run, name, 1)?;
+    let (mut reader, first_output, output) = spawn_reader_reading_twice(run, name, false, 1)?;
+    // Its looks for the key, counted: the one segment it measures and attaches.
+    let looks = Tracer::count_calls(reader.pid.as_raw(), Call::any(libc::SYS_shmget))?;
+    reader.send("go", &[])?;
     expect(&mut reader, "reader", "attached")?;
     reader.send("go", &[])?;
     let first = expect(&mut reader, "reader", "read")?;
     published.verify(&first, &first_output)?;
-    let rewritten = run.random_bytes(published.payload.len());
+    // A few bytes at random places: a reader that samples the payload to tell whether it
+    // changed misses them.
+    let mut rewritten = published.payload.clone();
+    for _ in 0..3 {
+        let at = run.rng().random_range(0..rewritten.len());
+        rewritten[at] ^= run.rng().random_range(1..=255u8);
+    }
     overwrite(left.id, HEADER_LEN, &rewritten)?;
     reader.send("go", &[])?;
     let done = expect(&mut reader, "reader", "done")?;
     exits_cleanly(&mut reader, "reader")?;
+    let looks = match looks {
+        Some(tracer) => Some(tracer.failed_count(Instant::now() + Duration::from_secs(2))?),
+        None => None,
+    };
+    if let Some(looks @ 2..) = looks {
+        return Err(Fail::failed(format!(
+            "a reader that opened the segment once made {looks} shmget() calls (the grader \
+             counted them with ptrace): the segment it measured with shmctl(IPC_STAT) and the \
+             one it attached may be two different segments, for the key can change hands \
+             between two looks (a `read --remove`, then a new publisher); look once, \
+             shmget(key, 0, 0), and use that one id for shmctl(IPC_STAT) and shmat()"
+        )));
+    }
     let again = "the same reader process, reading the record again from the same attachment,";
     let sequence = published.sequence;
     read_after_rewrite(
@@ -158,21 +182,56 @@ pub fn outlives_publisher(run: &mut Run) -> Result<String, Fail> {
     // A new reader process after another rewrite: a copy kept outside the process shows there.
     let rewritten_again = run.random_bytes(published.payload.len());
     overwrite(left.id, HEADER_LEN, &rewritten_again)?;
-    let (done, output) = read_to_end(run, &published.name, true, 2)?;
+    let (mut reader, first_output, _) = spawn_reader_reading_twice(run, name, true, 2)?;
+    reader.send("go", &[])?;
+    expect(&mut reader, "reader", "attached")?;
+    reader.send("go", &[])?;
+    let first = expect(&mut reader, "reader", "read")?;
     read_after_rewrite(
-        &done,
-        &output,
+        &first,
+        &first_output,
         sequence,
         (&rewritten, &rewritten_again),
         "the next reader",
     )?;
+    magic_judged_again(&mut reader, left.id)?;
     Ok(format!(
         "the record ({} bytes, sequence {}) outlived its publisher and was read three times, \
          by one reader twice and by a second one, each time with the payload the grader had \
-         just rewritten under the same header",
+         just rewritten under the same header; the second reader, reading again once the \
+         grader had cleared the magic, said bad-magic",
         published.payload.len(),
         published.sequence
     ))
+}
+
+/// A reader (`read --first-output`, said `read`) reading segment `id` again once the grader
+/// has cleared its magic, as a publisher that began a new record over it and died leaves it:
+/// it must say `bad-magic`, whatever it kept from its first read.
+fn magic_judged_again(reader: &mut crate::engine::Proc, id: i32) -> Result<(), Fail> {
+    overwrite(id, 0, &[0; 4])?;
+    reader.send("go", &[])?;
+    let said = reader.recv_any()?;
+    match (said.kind.as_str(), said.get("kind")) {
+        ("failed", Some("bad-magic")) => Ok(reader.wait().map(|_| ())?),
+        ("done", _) => Err(Fail::failed(format!(
+            "a reader read the record, then the grader cleared the magic (4 zero bytes at \
+             offset 0, as a publisher that began a new record over it and died leaves it), and \
+             the same reader, reading again from the same attachment, reported a record \
+             (sequence {}, {} bytes): its second read_record() did not check the magic it \
+             found, but trusted what its first read had checked; check the header (the magic, \
+             then the length) at every read_record(): whatever it keeps from one call must \
+             still be right for the next",
+            said.get("sequence").unwrap_or("?"),
+            said.get("length").unwrap_or("?")
+        ))),
+        (kind, error) => Err(Fail::failed(format!(
+            "a reader read the record, then the grader cleared the magic, and the same reader, \
+             reading again from the same attachment, said `{kind}` (kind={}), not `failed` \
+             with kind=bad-magic",
+            error.unwrap_or("none")
+        ))),
+    }
 }
 
 /// What `who` output (`done`, `output`) after the grader replaced payload `old` by `new` under
@@ -189,11 +248,12 @@ fn read_after_rewrite(
     let read = std::fs::read(output)?;
     if read == old {
         return Err(Fail::failed(format!(
-            "the grader rewrote the payload in the segment ({} new bytes under the same header: \
-             the same segment, sequence {sequence}, the same length), and {who} output the old \
-             payload, which was no longer anywhere in the segment (first difference from the \
-             new one at byte {}): the payload was taken from a copy kept outside the segment; \
-             copy it out of the segment every time",
+            "the grader rewrote the payload in the segment ({} of its {} bytes changed, under \
+             the same header: the same segment, sequence {sequence}, the same length), and \
+             {who} output the old payload, which was no longer anywhere in the segment (first \
+             difference from the new one at byte {}): the payload was taken from a copy kept \
+             outside the segment; copy it out of the segment every time, all of it",
+            old.iter().zip(new).filter(|(a, b)| a != b).count(),
             new.len(),
             first_difference(&read, new)
         )));
