@@ -32,6 +32,21 @@ pub fn signal_every_thread(pid: i32, signal: Signal) -> u64 {
     sent
 }
 
+/// Binds thread `tid` (a single-threaded program's pid) to one CPU, the first the grader may
+/// use, as on a machine or container of one CPU: threads it starts later inherit the mask, and
+/// `sched_getaffinity()` (Rust's `available_parallelism()`) then says 1.
+pub fn one_cpu(tid: i32) -> Result<(), Fail> {
+    use nix::sched::{CpuSet, sched_getaffinity, sched_setaffinity};
+    let grader = |e: nix::Error| Fail::Grader(format!("sched_setaffinity({tid}): {e}"));
+    let allowed = sched_getaffinity(Pid::from_raw(0)).map_err(grader)?;
+    let first = (0..CpuSet::count())
+        .find(|&cpu| allowed.is_set(cpu).unwrap_or(false))
+        .ok_or_else(|| Fail::Grader("no CPU in the grader's affinity mask".into()))?;
+    let mut one = CpuSet::new();
+    one.set(first).map_err(grader)?;
+    sched_setaffinity(Pid::from_raw(tid), &one).map_err(grader)
+}
+
 /// Sets the capacity of the pipe behind descriptor `fd` of `pid` to `bytes` (rounded up by the
 /// kernel to a page at least): with a one-page pipe, reads and writes of more than a page come
 /// back short however the program was written; with a large one, a writer can finish and exit

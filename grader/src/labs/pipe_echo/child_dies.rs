@@ -1,5 +1,6 @@
-//! The check of a child that dies (killed before the transfer, at its exit, by `SIGPIPE`) and of
-//! the parent's failing `write()` and `read()`. A child whose write fails is `child_fails`'s.
+//! The check of a child that dies (killed before the transfer, at its exit, by `SIGPIPE`); the
+//! parent's failing `write()` and `read()`, part of it, are `failing_calls`'. A child whose
+//! write fails is `child_fails`'s.
 
 use std::time::{Duration, Instant};
 
@@ -7,10 +8,11 @@ use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
 use super::descriptors::listed;
+use super::failing_calls;
 use super::outside;
 use super::returned::{Returned, refused_again};
 use super::session::{
-    Done, Flags, Pipes, Session, ignores_signal, pipes_of, role_of, settle_in_read, start,
+    Done, Flags, Pipes, Session, ignores_signal, role_of, settle_in_read, start,
     started_twice_in_read,
 };
 use crate::engine::diagnose::{Activity, classify};
@@ -82,8 +84,8 @@ pub fn child_dies_early(run: &mut Run) -> Result<String, Fail> {
     let read_on = pipe_a_still_read(run)?;
     let reader_gone = last_reader_gone(run)?;
     let late = killed_at_exit(run)?;
-    let write_failed = parent_write_fails(run)?;
-    let read_failed = parent_read_fails(run)?;
+    let write_failed = failing_calls::parent_write_fails(run)?;
+    let read_failed = failing_calls::parent_read_fails(run)?;
     let sigpipe = killed_by_sigpipe(run)?;
     Ok(format!(
         "the parent reported the dead child: exchange: {}; wait: {}; a second exchange() was \
@@ -164,285 +166,6 @@ fn killed_by_sigpipe(run: &mut Run) -> Result<String, Fail> {
         Some(message) => Err(Fail::failed(message)),
         None => Ok("a child killed by SIGPIPE was ChildFailed".into()),
     }
-}
-
-/// A call of the parent on a pipe made to fail by [`fail_blocked_call`], and the exchange's end.
-struct FailedCall {
-    session: Session,
-    fd: i32,
-    tid: i32,
-    done: Done,
-    /// The pipe ends the parent held while it was already in `waitpid()`, the child still
-    /// stopped after the failed call, with the threads reading them.
-    waited_holding: Option<String>,
-}
-
-impl FailedCall {
-    /// Ends the session, then gives the verdict: its message as the failure, or `passed`.
-    fn conclude(self, verdict: Option<String>, passed: &str) -> Result<String, Fail> {
-        self.session.finish()?;
-        match verdict {
-            Some(message) => Err(Fail::failed(message)),
-            None => Ok(passed.into()),
-        }
-    }
-}
-
-/// Starts an echo of `input` with the child stopped, waits (3 s) for a thread of the parent
-/// blocked in `number` on the descriptor `end` picks, and has the tracer fail that call with
-/// `EIO`: the write and read probes share it. The inner `Err` is a probe not tried, said.
-fn fail_blocked_call(
-    run: &mut Run,
-    input: Vec<u8>,
-    number: libc::c_long,
-    end: fn(&Pipes) -> i32,
-    not_tried: &str,
-    unfailed: &str,
-) -> Result<Result<FailedCall, String>, Fail> {
-    let name = if number == libc::SYS_write {
-        "write"
-    } else {
-        "read"
-    };
-    let pipe = if number == libc::SYS_write { "A" } else { "B" };
-    let mut session = start(run, input, Flags::default())?;
-    let (parent, child) = (session.parent, session.child);
-    settle_in_read(child);
-    let pipes = session.pipes()?;
-    outside::hold_stopped(child)?;
-    session.go()?;
-    let fd = end(&pipes);
-    let until = Instant::now() + Duration::from_secs(3);
-    let blocked_thread = loop {
-        let blocked = inspect::view(parent).and_then(|v| {
-            v.threads
-                .iter()
-                .find(|t| t.syscall == Some((number, fd as u64)))
-                .map(|t| t.tid)
-        });
-        if let Some(tid) = blocked {
-            break Some(tid);
-        }
-        if Instant::now() > until {
-            break None;
-        }
-        std::thread::sleep(Duration::from_millis(1));
-    };
-    let cont = || kill(Pid::from_raw(child), Signal::SIGCONT);
-    let Some(tid) = blocked_thread else {
-        // It uses the pipe some other way (poll(), non-blocking calls): other checks judge it.
-        let _ = cont();
-        let done = session.recv_done()?;
-        session.verify_echo(&done)?;
-        session.finish()?;
-        run.note(format!(
-            "no thread of the parent blocked in {name}() on pipe {pipe}: a failing {name}() not \
-             tried"
-        ));
-        return Ok(Err(not_tried.into()));
-    };
-    let call = Call::arg_is(number, 0, fd as u64);
-    // Attached, the tracer interrupts the blocked call, which it fails as it starts again: the
-    // child may stay stopped meanwhile.
-    let Some(mut tracer) = Tracer::attach_thread(parent, tid, call, Action::Fail(libc::EIO))?
-    else {
-        let _ = cont();
-        run.note(format!(
-            "the grader may not trace the parent here (ptrace): a failing {name}() not tried"
-        ));
-        session.recv_done()?;
-        session.finish()?;
-        return Ok(Err(not_tried.into()));
-    };
-    let failed = tracer.failed_before(Instant::now() + Duration::from_secs(3))?;
-    drop(tracer);
-    let waited_holding = failed
-        .then(|| waits_holding_pipes(&session, &pipes))
-        .flatten();
-    let _ = cont();
-    if failed && number == libc::SYS_write {
-        session.write_failed_with = Some("EIO");
-    }
-    let done = session.recv_done()?;
-    if !failed {
-        session.finish()?;
-        return Ok(Err(unfailed.into()));
-    }
-    Ok(Ok(FailedCall {
-        session,
-        fd,
-        tid,
-        done,
-        waited_holding,
-    }))
-}
-
-/// Once the parent has settled after its failed call (the child stopped, pipe B still open),
-/// whether it is in `waitpid()` already (`exchange()` returned early, which it may) while it
-/// holds a pipe end: the ends, what its threads do, and why it is wrong; or `None`. A parent
-/// still in `exchange()` settles reading pipe B, and is not judged.
-fn waits_holding_pipes(session: &Session, pipes: &Pipes) -> Option<String> {
-    let parent = session.parent;
-    let until = Instant::now() + Duration::from_secs(1);
-    let mut last = None;
-    let mut steady_since = Instant::now();
-    while Instant::now() < until {
-        let view = inspect::view(parent)?;
-        let calls: Vec<_> = view
-            .threads
-            .iter()
-            .map(|t| (t.tid, t.state, t.syscall))
-            .collect();
-        let waiting = view
-            .threads
-            .iter()
-            .any(|t| t.state == 'S' && t.syscall.is_some_and(|(n, _)| n == libc::SYS_wait4));
-        if waiting {
-            let held = pipes_of(&session.proc, parent);
-            if held.is_empty() {
-                return None;
-            }
-            let ends: Vec<String> = held
-                .iter()
-                .map(|(inode, (r, w))| {
-                    let name = match *inode {
-                        inode if inode == pipes.a => "pipe A",
-                        inode if inode == pipes.b => "pipe B",
-                        _ => "a pipe",
-                    };
-                    format!("{name} (pipe:[{inode}], read fds {r:?}, write fds {w:?})")
-                })
-                .collect();
-            let threads: Vec<String> = view
-                .threads
-                .iter()
-                .map(|t| format!("thread {} {}", t.tid, classify(&view, t.syscall).describe()))
-                .collect();
-            let reader_left = view.threads.iter().any(|t| {
-                matches!(
-                    classify(&view, t.syscall),
-                    Activity::PipeRead { inode, .. } if inode == pipes.b
-                )
-            });
-            let advice = if reader_left {
-                "a thread still reading pipe B once exchange() has returned is one exchange() \
-                 left running, with a descriptor of pipe B of its own: join every thread \
-                 exchange() starts, on its error paths too, before it returns"
-            } else {
-                "wait() closes both pipe ends before it blocks in waitpid()"
-            };
-            return Some(format!(
-                "{} ({}): {advice}",
-                ends.join(", "),
-                threads.join("; ")
-            ));
-        }
-        if last.as_ref() != Some(&calls) {
-            last = Some(calls);
-            steady_since = Instant::now();
-        } else if steady_since.elapsed() > Duration::from_millis(50) {
-            return None;
-        }
-        std::thread::sleep(Duration::from_millis(2));
-    }
-    None
-}
-
-/// The parent's `write()` to pipe A made to fail with `EIO` (skipped by the grader's tracer on
-/// the thread blocked writing pipe A, the child stopped so that pipe A is full; an errno no pipe
-/// gives by itself, with the child alive and reading): `exchange()` must return `Write(EIO)`,
-/// the error `write()` returned, not `EPIPE` or another guess.
-fn parent_write_fails(run: &mut Run) -> Result<String, Fail> {
-    let input = run.random_bytes(1 << 20);
-    let failed = match fail_blocked_call(
-        run,
-        input,
-        libc::SYS_write,
-        |pipes| pipes.parent_writes_a,
-        "a write() to pipe A failing not tried",
-        "a write() to pipe A failing not tried (the input went in one write)",
-    )? {
-        Ok(failed) => failed,
-        Err(not_tried) => return Ok(not_tried),
-    };
-    let (fd, tid, done) = (failed.fd, failed.tid, &failed.done);
-    let setting = format!(
-        "the grader made the parent's write() to pipe A (fd {fd}, thread {tid}) fail with EIO \
-         (the call skipped by its tracer) while the echo child was alive and reading"
-    );
-    if let Some(held) = &failed.waited_holding {
-        let verdict = format!(
-            "{setting}, then kept the child stopped: exchange() returned `{}`, and the parent \
-             was blocked in waitpid() inside wait() while it still held {held}",
-            done.exchange
-        );
-        return failed.conclude(Some(verdict), "");
-    }
-    let verdict = match Returned::parse(&done.exchange) {
-        Returned::Write(errno) if errno == "EIO" => None,
-        Returned::Write(errno) => Some(format!(
-            "{setting}, and exchange() returned Write({errno}): return PipeEchoError::Write \
-             with the errno write() returned, not a fixed or guessed one (EPIPE only when \
-             write() said EPIPE)"
-        )),
-        _ => Some(format!(
-            "{setting}, and exchange() returned `{}`: a write() that fails is an error; return \
-             PipeEchoError::Write with its errno",
-            done.exchange
-        )),
-    };
-    failed.conclude(
-        verdict,
-        "a write() to pipe A failing with EIO gave Write(EIO)",
-    )
-}
-
-/// The parent's `read()` of pipe B made to fail with `EIO` (skipped by the grader's tracer on
-/// the thread blocked reading pipe B, the child stopped; the input fits pipe A, so the writer
-/// is done by then; an errno no pipe gives by itself): only a `read()` that returns 0 is
-/// end-of-file, so `exchange()` must return `Read(EIO)`, not the bytes it had as a whole echo
-/// (`Ok`, `ShortEcho`) nor another kind.
-fn parent_read_fails(run: &mut Run) -> Result<String, Fail> {
-    let input = run.random_bytes(16 << 10);
-    let failed = match fail_blocked_call(
-        run,
-        input,
-        libc::SYS_read,
-        |pipes| pipes.parent_reads_b,
-        "a read() of pipe B failing not tried",
-        "a read() of pipe B failing not tried",
-    )? {
-        Ok(failed) => failed,
-        Err(not_tried) => return Ok(not_tried),
-    };
-    let (fd, tid, done) = (failed.fd, failed.tid, &failed.done);
-    let setting = format!(
-        "the grader made the parent's read() of pipe B (fd {fd}, thread {tid}) fail with EIO \
-         (the call skipped by its tracer) while the echo child was alive and echoing"
-    );
-    let verdict = match Returned::parse(&done.exchange) {
-        Returned::Read(errno) if errno == "EIO" => None,
-        Returned::Read(errno) => Some(format!(
-            "{setting}, and exchange() returned Read({errno}): return PipeEchoError::Read with \
-             the errno read() returned, not a fixed or guessed one"
-        )),
-        Returned::Ok(_) | Returned::ShortEcho { .. } => Some(format!(
-            "{setting}, and exchange() returned `{}`: it took the read error for end-of-file \
-             and returned what it had read so far; only a read() that returns 0 is \
-             end-of-file: any other error but EINTR must make exchange() return \
-             PipeEchoError::Read(errno)",
-            done.exchange
-        )),
-        _ => Some(format!(
-            "{setting}, and exchange() returned `{}`: a read() of pipe B that fails is \
-             PipeEchoError::Read with its errno (Write is for the writes to pipe A)",
-            done.exchange
-        )),
-    };
-    failed.conclude(
-        verdict,
-        "a read() of pipe B failing with EIO gave Read(EIO)",
-    )
 }
 
 /// The child killed while the grader holds a read end of pipe A and takes what the parent

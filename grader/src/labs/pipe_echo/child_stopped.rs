@@ -8,6 +8,7 @@ use nix::unistd::Pid;
 use rand::RngExt;
 
 use super::outside;
+use super::returned::Returned;
 use super::session::{
     Flags, Pipes, Session, first_difference, pipes_of, role_of, settle_in_read, start,
 };
@@ -139,11 +140,13 @@ pub fn reads_while_writing(run: &mut Run) -> Result<String, Fail> {
 }
 
 /// A session with `len` random bytes of input whose pipes A and B hold one page each, its child
-/// settled in its first read and then stopped by the grader.
+/// settled in its first read and then stopped by the grader, its parent bound to one CPU (a
+/// second thread is needed to block on pipe B, not for speed: one CPU changes nothing).
 fn small_pipes_child_held(run: &mut Run, len: usize) -> Result<(Session, Pipes), Fail> {
     let input = run.random_bytes(len);
     let session = start(run, input, Flags::default())?;
     let (parent, child) = (session.parent, session.child);
+    force::one_cpu(parent)?;
     settle_in_read(child);
     let pipes = session.pipes()?;
     force::set_pipe_capacity(parent, pipes.parent_writes_a, PAGE)?;
@@ -295,11 +298,12 @@ fn not_reading(session: &Session, pipes: &Pipes, seen: &[Activity], grown_a: Opt
     };
     Fail::failed(format!(
         "with the echo child stopped (SIGSTOP) and both pipes holding one page (4 KiB, as the \
-         kernel gives a user short of pipe memory), exchanging {} bytes, the parent {doing}, and none of its threads \
-         reads pipe B{grown}: the parent must read the echo while it writes (a second thread \
-         blocked in read() on pipe B, or one thread in poll() on both pipes); a parent that only \
-         writes, or writes a block before reading, blocks for ever once both pipes are full, \
-         whatever the input's size",
+         kernel gives a user short of pipe memory), exchanging {} bytes, the parent {doing}, \
+         and none of its threads reads pipe B{grown} (it ran bound to one CPU, as on a machine \
+         of one CPU: available_parallelism() is 1): the parent must read the echo while it \
+         writes (a second thread blocked in read() on pipe B, or one thread in poll() on both \
+         pipes), on any number of CPUs; a parent that only writes, or writes a block before \
+         reading, blocks for ever once both pipes are full, whatever the input's size",
         session.input.len()
     ))
 }
@@ -448,12 +452,14 @@ pub fn through_the_child(run: &mut Run) -> Result<String, Fail> {
         )));
     }
     session.finish()?;
-    let replaced = through_a_second_child(run)?;
+    let replaced = through_a_second_child(run, false)?;
+    let replaced_after_failure = through_a_second_child(run, true)?;
     Ok(format!(
         "with the child stopped the parent waited; the echo of {len} bytes came back through \
          pipe B, copied as it was read, {swapped} bytes replaced on the way; so did the echo \
          of a second child of the same process, given the same input ({replaced} bytes \
-         replaced)"
+         replaced), after a first exchange that succeeded, then after one that failed \
+         ({replaced_after_failure} bytes replaced)"
     ))
 }
 
@@ -474,10 +480,12 @@ fn sent_in_order(taken: &[u8], input: &[u8], child: i32) -> Result<(), Fail> {
 
 /// The same rule for a second `EchoChild` of the same process, spawned once the first is reaped
 /// and given the same input (`--again`): nothing kept from the first exchange may stand in for
-/// the second child's echo. With that child stopped, the parent's whole input waits in pipe A
-/// (it fits) once the parent closes it; the grader replaces its first bytes on pipe B. Returns
-/// how many it replaced.
-fn through_a_second_child(run: &mut Run) -> Result<usize, Fail> {
+/// the second child's echo (an echo kept after a success), or add to it (a buffer left full by
+/// a failure: with `first_fails`, a byte of the grader's on the first child's pipe B makes that
+/// exchange `ShortEcho`). With that child stopped, the parent's whole input
+/// waits in pipe A (it fits) once the parent closes it; the grader replaces its first bytes on
+/// pipe B. Returns how many it replaced.
+fn through_a_second_child(run: &mut Run, first_fails: bool) -> Result<usize, Fail> {
     let len = 4096;
     let input = run.random_bytes(len);
     let replaced = run.rng().random_range(1..len);
@@ -486,6 +494,12 @@ fn through_a_second_child(run: &mut Run) -> Result<usize, Fail> {
         ..Flags::default()
     };
     let mut session = start(run, input, again)?;
+    if first_fails {
+        settle_in_read(session.child);
+        let first_pipes = session.pipes()?;
+        let mut first_pipe_b = outside::open_pipe(session.child, first_pipes.child_writes_b, true)?;
+        outside::put_bytes(&mut first_pipe_b, b"!")?;
+    }
     session.go()?;
     let child = session.second_child()?;
     settle_in_read(child);
@@ -530,13 +544,42 @@ fn through_a_second_child(run: &mut Run) -> Result<usize, Fail> {
     drop(pipe_b);
     force::resume(child)?;
     let done = session.recv_done()?;
-    let first = (done.first_exchange.as_deref(), done.first_wait.as_deref());
-    if first != (Some(&format!("ok {len}")[..]), Some("ok")) {
+    let first = (
+        done.first_exchange.as_deref().unwrap_or("?"),
+        done.first_wait.as_deref().unwrap_or("?"),
+    );
+    let (first_expected, added) = match first_fails {
+        true => (
+            Returned::ShortEcho {
+                sent: len,
+                echoed: len + 1,
+            },
+            ", and the grader had put one byte of its own into its pipe B",
+        ),
+        false => (Returned::Ok(len), ""),
+    };
+    if (Returned::parse(first.0), first.1) != (first_expected.clone(), "ok") {
         return Err(Fail::failed(format!(
-            "the first of two children exchanged {len} bytes: exchange() returned `{}` and \
-             wait() `{}`",
-            first.0.unwrap_or("?"),
-            first.1.unwrap_or("?")
+            "the first of two children was sent {len} bytes{added}: exchange() returned `{}` \
+             (not {first_expected:?}) and wait() `{}`",
+            first.0, first.1
+        )));
+    }
+    if Returned::parse(&done.exchange)
+        == (Returned::ShortEcho {
+            sent: len,
+            echoed: 2 * len + 1,
+        })
+    {
+        return Err(Fail::failed(format!(
+            "the first of two children, its exchange() made to fail (ShortEcho, the grader added \
+             a byte to its pipe B), was reaped; a second EchoChild of the same process, given \
+             the same {len} bytes, echoed them, and exchange() returned `{}`: {} bytes more than \
+             came through its pipe B, as many as the first, failed exchange had read: read the \
+             echo into a buffer of the exchange's own, not one kept from call to call (a \
+             static, a thread-local) and left full on an error path",
+            done.exchange,
+            len + 1
         )));
     }
     if !done.exchange.starts_with("ok") || done.wait != "ok" {

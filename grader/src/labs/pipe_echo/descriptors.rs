@@ -10,7 +10,7 @@ use nix::unistd::Pid;
 use super::outside;
 use super::returned::Returned;
 use super::session::{
-    CHILD, Flags, PARENT, Session, Spawned, launch, pipes_of, settle_in_read, start,
+    CHILD, Flags, PARENT, Pipes, Session, Spawned, launch, pipes_of, settle_in_read, start,
 };
 use crate::engine::inspect;
 use crate::engine::tracer::{Action, Call, Step, Tracer};
@@ -71,6 +71,7 @@ pub fn real_pipes(run: &mut Run) -> Result<String, Fail> {
             problems.join("; ")
         )));
     }
+    packet_mode(&pipes, parent, child)?;
     // The child inherits the program's descriptors; they are not the student's to close.
     let child_fds = inspect::view(child).map(|v| v.fds).unwrap_or_default();
     // Replaced: the number is there, but names another file now (dup2() onto it).
@@ -139,6 +140,38 @@ pub fn real_pipes(run: &mut Run) -> Result<String, Fail> {
         "parent {parent} and child {child} are joined by pipe:[{a}] and pipe:[{b}], unused ends \
          closed, the program's descriptors left alone"
     ))
+}
+
+/// A pipe made with `pipe2(O_DIRECT)` is in packet mode: each `write()` is a packet, and a
+/// `read()` with a buffer shorter than the packet drops the rest of it, so it is no byte
+/// stream. The flag is on each end's open file description (`/proc/PID/fdinfo/FD`).
+fn packet_mode(pipes: &Pipes, parent: i32, child: i32) -> Result<(), Fail> {
+    let ends = [
+        (
+            parent,
+            pipes.parent_writes_a,
+            "parent's write end of pipe A",
+        ),
+        (parent, pipes.parent_reads_b, "parent's read end of pipe B"),
+        (child, pipes.child_reads_a, "child's read end of pipe A"),
+        (child, pipes.child_writes_b, "child's write end of pipe B"),
+    ];
+    let direct: Vec<String> = ends
+        .iter()
+        .filter(|(pid, fd, _)| {
+            inspect::fd_flags(*pid, *fd).is_some_and(|f| f & libc::O_DIRECT as u32 != 0)
+        })
+        .map(|(_, fd, name)| format!("{name} (fd {fd})"))
+        .collect();
+    if direct.is_empty() {
+        return Ok(());
+    }
+    Err(Fail::failed(format!(
+        "O_DIRECT is set on {} (/proc/PID/fdinfo): a pipe made with pipe2(O_DIRECT) is in packet \
+         mode, where each write() is a packet and a read() shorter than the packet silently \
+         drops the rest of it: no byte stream; create the pipes with pipe(), no flags",
+        direct.join(", ")
+    )))
 }
 
 pub fn reaped_no_fd_leak(run: &mut Run) -> Result<String, Fail> {

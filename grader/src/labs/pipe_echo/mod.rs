@@ -12,6 +12,7 @@ mod child_fails;
 mod child_stopped;
 mod descriptors;
 mod echo;
+mod failing_calls;
 mod hang_up;
 mod outside;
 mod returned;
@@ -83,8 +84,8 @@ pub static LAB: Lab = Lab {
             points: 3,
             timeout: Duration::from_secs(5),
             description: "the child is a separate process, joined to the parent by two pipes \
-                          whose unused ends are closed, and holding the program's descriptors \
-                          (read from /proc)",
+                          (byte streams, no O_DIRECT) whose unused ends are closed, and holding \
+                          the program's descriptors (read from /proc)",
             exclusive: false,
             hint: Some(
                 "Right after fork() each process closes the two pipe ends it does not use, and only those: close only what you opened. See docs/labs/01-pipe-echo.md, the rules table (the first three rules) and Hints (\"Closing is dropping\").",
@@ -155,7 +156,8 @@ pub static LAB: Lab = Lab {
                           (from a write(): none with pipe A still read by the grader), a \
                           second exchange() AlreadyExchanged, and wait() ChildFailed, without a \
                           hang or a crash; a write() failed with EIO is Write(EIO), a read() of \
-                          pipe B failed with EIO Read(EIO); a child \
+                          pipe B failed with EIO Read(EIO), the write end closed by then, even \
+                          with input unsent; a child \
                           killed by SIGPIPE is ChildFailed; with pipe B at end-of-file and \
                           the writer blocked on a full pipe A, exchange() waits for the \
                           writer by blocking",
@@ -198,10 +200,11 @@ pub static LAB: Lab = Lab {
             name: "reads-while-writing",
             points: 3,
             timeout: Duration::from_secs(10),
-            description: "with the child stopped and pipes of one page (pipe A set back to one \
-                          page if the parent enlarges it), the parent waits on pipe B while it \
-                          writes pipe A, even for an input that fits pipe A (filled by the \
-                          grader first); resumed, 64 KiB, then 1 MiB come back",
+            description: "with the child stopped, pipes of one page (pipe A set back to one \
+                          page if the parent enlarges it) and the parent on one CPU, the \
+                          parent waits on pipe B while it writes pipe A, even for an input \
+                          that fits pipe A (filled by the grader first); resumed, 64 KiB, \
+                          then 1 MiB come back",
             exclusive: false,
             hint: Some(
                 "A pipe may hold a single page, and an enlarged one may be shrunk again: the parent must wait on pipe B while it writes pipe A (a second thread, or poll()), and block rather than spin or sleep. See docs/labs/01-pipe-echo.md, Hints (\"Reading while writing\", \"Wait by blocking\").",
@@ -214,7 +217,8 @@ pub static LAB: Lab = Lab {
             timeout: Duration::from_secs(10),
             description: "the echo is what came back through pipe B, copied by the child as it \
                           read it, also for a second child of the same process given the same \
-                          input; with nothing to do, both processes block, with no timer armed",
+                          input after a first exchange that failed; with nothing to do, both \
+                          processes block, with no timer armed",
             exclusive: false,
             hint: Some(
                 "The echo is what the child copied back through pipe B as it read it, for every exchange (keep no echo for a later one); the parent closes its write end after the last byte and waits by blocking. See docs/labs/01-pipe-echo.md, the rules table (\"What exchange() returns is what came back through pipe B\").",
