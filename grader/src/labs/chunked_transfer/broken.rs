@@ -86,11 +86,15 @@ pub fn broken_chunks(run: &mut Run) -> Result<String, Fail> {
             no_end: false,
         },
         Case {
-            what: "says the message is 8 bytes shorter than its chunk 0 said".into(),
-            chunks: vec![header(0, total, c, 0), header(1, total - 8, rest - 8, 1)],
+            what: format!(
+                "says the message is 8 bytes shorter than its chunk 0 said, with end = 1 and \
+                 len {rest}, exactly what chunk 0's total leaves"
+            ),
+            chunks: vec![header(0, total, c, 0), header(1, total - 8, rest, 1)],
             good: c,
-            advice: "keep the total of chunk 0 and compare every later chunk's total with it; \
-                     a total read afresh from each chunk follows the broken one",
+            advice: "keep the total of chunk 0 and compare every later chunk's total with it, \
+                     the last chunk's too: a len that completes the message does not make \
+                     another total right",
             no_end: false,
         },
         Case {
@@ -329,7 +333,7 @@ pub fn broken_chunks(run: &mut Run) -> Result<String, Fail> {
         judge_case(case, outcome)?;
     }
     Ok(
-        "chunks out of sequence (ahead and behind), a changed length (longer and shorter), \
+        "chunks out of sequence (ahead and behind), a changed total (longer, and shorter on a last chunk of the right length), \
          chunks of capacity + 1 (a middle one and a last one), one past the capacity of a slot not \
          rounded down, of a whole slot and longer, one \
          longer than what is left, lengths near 2^64 and an early end were each reported as \

@@ -2,6 +2,7 @@
 //! path must leave behind: nothing it made, and everything that was there before.
 
 use super::MAX_POOL;
+use super::failures::HalfWay;
 use super::headers::spawn_one_message_receiver;
 use super::layout::{MIN_SEGMENT, Mapped};
 use super::observe::dev_shm;
@@ -11,7 +12,6 @@ use super::pool::{
 };
 use super::transfer::{Setup, check_messages, failure, start_receiver, start_sender};
 use crate::engine::audit::message_queue_exists;
-use crate::engine::process::Limits;
 use crate::engine::tracer::{Action, Call, Tracer};
 use crate::engine::{Fail, Proc, Run};
 
@@ -58,8 +58,8 @@ struct Refusals {
     small: (Proc, String),
     /// A sender asked for 4095 bytes on a name that an object of the grader's has.
     small_taken: (Proc, String, Mapped),
-    /// Senders whose `ftruncate()`, then `mmap()`, fails: their names, sizes, the step, its kind.
-    half_way: Vec<(Proc, String, u64, &'static str, &'static str)>,
+    /// Senders whose `ftruncate()`, then `mmap()`, fails.
+    half_way: Vec<HalfWay>,
     /// A receiver of a segment that does not exist.
     missing: Proc,
     /// A pair on a pool that does not exist.
@@ -87,18 +87,7 @@ impl Refusals {
             name,
             object,
         );
-        // ftruncate() of more than an off_t holds fails; mmap() of the programs' whole address
-        // space fails.
-        let address_space = Limits::for_user(run.program_user()).address_space;
-        let mut half_way = Vec::new();
-        for (size, step, kind) in [
-            (1u64 << 63, "ftruncate()", "ftruncate"),
-            (address_space, "mmap()", "mmap"),
-        ] {
-            let name = run.ipc_name(&format!("fails-{kind}"));
-            let sender = spawn_sender(run, &name, size, "the sender")?;
-            half_way.push((sender, name, size, step, kind));
-        }
+        let half_way = HalfWay::start(run)?;
         let name = run.ipc_name("missing");
         let missing = spawn_one_message_receiver(run, &name, 1000)?;
         let name = run.ipc_name("nopool");
@@ -151,31 +140,8 @@ impl Refusals {
                 dev_shm(name).display()
             )));
         }
-        // Steps after shm_open() that fail: the name must go again.
-        for (sender, name, size, step, kind) in &mut self.half_way {
-            let answer = sender.recv_any()?;
-            let asked = format!(
-                "asked for a segment of {size} bytes, whose {step} fails (after shm_open() has \
-                 made the name)"
-            );
-            if answer.kind != "failed" || answer.get("kind") != Some(*kind) {
-                let said = if answer.kind == "failed" {
-                    format!("`failed` ({})", failure(&answer))
-                } else {
-                    format!("`{}`", answer.kind)
-                };
-                return Err(Fail::failed(format!(
-                    "{asked}, the sender said {said}: that step's error is kind={kind}"
-                )));
-            }
-            sender.wait()?;
-            if dev_shm(name).exists() {
-                return Err(Fail::failed(format!(
-                    "{asked}, the sender reported `failed` (kind={kind}) but left {} behind: \
-                     when a step after shm_open() fails, create() must unlink the name again",
-                    dev_shm(name).display()
-                )));
-            }
+        for sender in &mut self.half_way {
+            sender.judge()?;
         }
         refused(
             &mut self.missing,
@@ -417,7 +383,9 @@ fn pool_errors(run: &mut Run) -> Result<(), Fail> {
     let names = PoolNames::new(run, "pool1", 1);
     let mut first = spawn_pool(run, &names, MIN_SEGMENT)?;
     let names4 = PoolNames::new(run, "pool4", 4);
-    let in_the_way = Mapped::create(run, &names4.segments[2], MIN_SEGMENT, false)?;
+    // Segments 2 and 3 taken by other objects: the pool fails at 2 and never reaches 3.
+    let in_the_way = [2, 3].map(|id| Mapped::create(run, &names4.segments[id], MIN_SEGMENT, false));
+    let in_the_way = in_the_way.into_iter().collect::<Result<Vec<_>, _>>()?;
     let mut pool4 = spawn_pool(run, &names4, MIN_SEGMENT)?;
     let names10 = PoolNames::new(run, "pool10", MAX_POOL);
     let pool10 = spawn_pool(run, &names10, MIN_SEGMENT)?;
@@ -466,15 +434,28 @@ fn pool_errors(run: &mut Run) -> Result<(), Fail> {
     )?;
     drop(in_the_way);
     let left = names.left();
-    if left != [&names.segments[2]] {
+    let others = [&names.segments[2], &names.segments[3]];
+    for name in others {
+        let _ = nix::sys::mman::shm_unlink(name.as_str());
+    }
+    if left.contains(&others[0]) && !left.contains(&others[1]) {
         return Err(Fail::failed(format!(
-            "a pool of 4 segments failed at segment 2, whose name another object had, and left \
-             {left:?} where only that object ({}) should be: a create() that fails part-way \
-             removes everything it made (the queue, the segments before), and nothing else",
-            names.segments[2]
+            "a pool of 4 segments failed at segment 2, whose name another object had, and \
+             removed {}, another object's, which it never reached (it left {left:?}): a create() \
+             that fails part-way removes what it made itself (the queue, the segments before \
+             the failure), not every name of the pool's range",
+            others[1]
         )));
     }
-    let _ = nix::sys::mman::shm_unlink(names.segments[2].as_str());
+    if left != others {
+        return Err(Fail::failed(format!(
+            "a pool of 4 segments failed at segment 2, whose name another object had (as had \
+             segment 3's), and left {left:?} where only those objects ({}, {}) should be: a \
+             create() that fails part-way removes everything it made (the queue, the segments \
+             before), and nothing else",
+            others[0], others[1]
+        )));
+    }
 
     queue_taken(pool_q, &names_q, taken_queue)?;
     small_pool_on_a_taken_queue(pool_qs, &names_qs, taken_small)?;

@@ -13,6 +13,7 @@ use super::pool::{PoolNames, destroy_pool, pool_args, pool_ready};
 use super::transfer::failure;
 use crate::engine::audit::message_queue_exists;
 use crate::engine::force;
+use crate::engine::process::Limits;
 use crate::engine::tracer::{Action, Call, Reached, Tracer};
 use crate::engine::{Fail, Proc, Run};
 
@@ -78,7 +79,9 @@ pub fn forced_failures(run: &mut Run) -> Result<(), Fail> {
         ]
     };
     // Segment::create, a step after shm_open() at a time: ftruncate() (EIO), mmap() (ENODEV);
-    // and shm_open() itself (EMFILE: out of descriptors).
+    // and shm_open() itself (EMFILE: out of descriptors, which the kernel reports before it
+    // looks the name up), on a name an object of the grader's has: a failed shm_open() made
+    // nothing, so the clean-up of the later steps must not run.
     let creates: [(&str, Call, i32, &str, &str, &str); 3] = [
         (
             "trunc",
@@ -105,9 +108,12 @@ pub fn forced_failures(run: &mut Run) -> Result<(), Fail> {
             "shm-open",
         ),
     ];
+    let mut objects = Vec::new();
     for (tag, call, errno, errno_name, step, kind) in creates {
         let name = run.ipc_name(&format!("forced-{tag}"));
-        let call = if kind == "shm-open" {
+        let opens = kind == "shm-open";
+        let call = if opens {
+            objects.push(Mapped::create(run, &name, MIN_SEGMENT, true)?);
             opening(&name)
         } else {
             call
@@ -115,6 +121,10 @@ pub fn forced_failures(run: &mut Run) -> Result<(), Fail> {
         let args = send(&name);
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let Some((mut proc, tracer)) = start(run, &args, call, errno)? else {
+            abandon(&forced);
+            if opens {
+                let _ = nix::sys::mman::shm_unlink(name.as_str());
+            }
             return Ok(());
         };
         proc.set_roles(|_| "the sender".into());
@@ -122,9 +132,14 @@ pub fn forced_failures(run: &mut Run) -> Result<(), Fail> {
             proc,
             tracer,
             asked: format!(
-                "creating a segment of {size} bytes ({}), with the grader making its {step} \
+                "creating a segment of {size} bytes ({}{}), with the grader making its {step} \
                  fail with {errno_name} (with ptrace)",
-                dev_shm(&name).display()
+                dev_shm(&name).display(),
+                if opens {
+                    ", a name an object of the grader's has"
+                } else {
+                    ""
+                }
             ),
             kind,
             errno: errno_name,
@@ -138,9 +153,13 @@ pub fn forced_failures(run: &mut Run) -> Result<(), Fail> {
                  O_RDWR, 0600) of the very name it was given: O_EXCL on that name is what \
                  refuses one that exists, and nothing is made under a name of its own",
             ),
-            segments: vec![name],
+            segments: if opens {
+                Vec::new()
+            } else {
+                vec![name.clone()]
+            },
             queues: Vec::new(),
-            kept: None,
+            kept: opens.then_some(name),
         });
     }
     // Segment::open of a segment that exists, whose shm_open() fails with EACCES (another
@@ -326,6 +345,7 @@ pub fn forced_failures(run: &mut Run) -> Result<(), Fail> {
     }
     let outcome = forced.iter_mut().try_for_each(judge);
     abandon(&forced);
+    drop(objects);
     drop(object);
     drop(undeletable);
     remove_queues(queues);
@@ -359,15 +379,18 @@ fn abandon(forced: &[Forced]) {
 fn judge(forced: &mut Forced) -> Result<(), Fail> {
     let answer = forced.proc.recv_any()?;
     let asked = &forced.asked;
-    if !forced.tracer.failed_the_call()? && answer.kind != "failed" {
-        return match forced.required {
-            Some(rule) => Err(Fail::failed(format!(
-                "{asked}, the program never made that call, and said `{}`: {rule}",
-                answer.kind
-            ))),
+    if !forced.tracer.failed_the_call()? {
+        match forced.required {
+            Some(rule) => {
+                return Err(Fail::failed(format!(
+                    "{asked}, the program never made that call, and said `{}`: {rule}",
+                    answer.kind
+                )));
+            }
             // Skipping it is judged elsewhere.
-            None => Ok(()),
-        };
+            None if answer.kind != "failed" => return Ok(()),
+            None => {}
+        }
     }
     let (kind, errno) = (forced.kind, forced.errno);
     let error = answer.get("error").unwrap_or("");
@@ -410,8 +433,11 @@ fn judge(forced: &mut Forced) -> Result<(), Fail> {
         && !dev_shm(name).exists()
     {
         return Err(Fail::failed(format!(
-            "{asked}, the program said kind={kind}, rightly, but the grader's segment is gone: \
-             a failed call removes nothing it did not make"
+            "{asked}, the program said kind={kind}, rightly, but the grader's segment {} is \
+             gone: the program removed it. A failed call removes nothing it did not make: a \
+             shm_open() that failed made nothing (only a step after it, ftruncate() or mmap(), \
+             leaves a name of this call's to unlink), and the name may be another's",
+            dev_shm(name).display()
         )));
     }
     Ok(())
@@ -596,5 +622,113 @@ pub fn ids_after_their_segments(run: &mut Run) -> Result<(), Fail> {
             names.remove();
             Err(fail)
         }
+    }
+}
+
+/// A sender asked for a segment whose `ftruncate()` (2^63 bytes: more than an `off_t` holds) or
+/// `mmap()` (the programs' whole address space) fails, its `shm_open()` counted (ptrace): the
+/// step's kind, met after the segment was made, not predicted from the size, and the name gone
+/// again.
+pub struct HalfWay {
+    sender: Proc,
+    name: String,
+    size: u64,
+    step: &'static str,
+    kind: &'static str,
+    /// Counts the `shm_open()` of the name; `None` where the machine does not allow tracing.
+    opens: Option<Tracer>,
+}
+
+impl HalfWay {
+    pub fn start(run: &mut Run) -> Result<Vec<HalfWay>, Fail> {
+        let address_space = Limits::for_user(run.program_user()).address_space;
+        let mut half_way = Vec::new();
+        for (size, step, kind) in [
+            (1u64 << 63, "ftruncate()", "ftruncate"),
+            (address_space, "mmap()", "mmap"),
+        ] {
+            let name = run.ipc_name(&format!("fails-{kind}"));
+            let args = [
+                "send",
+                "--name",
+                &name,
+                "--size",
+                &size.to_string(),
+                "--seed",
+                "1",
+                "--lens",
+                "0",
+            ]
+            .map(String::from);
+            let mut sender = run.spawn_stopped(&args)?;
+            sender.set_roles(|_| "the sender".into());
+            let pid = sender.pid.as_raw();
+            let opens = Tracer::count_calls(pid, opening(&name))?;
+            force::resume(pid)?;
+            half_way.push(HalfWay {
+                sender,
+                name,
+                size,
+                step,
+                kind,
+                opens,
+            });
+        }
+        Ok(half_way)
+    }
+
+    /// Fails unless the sender said the step's kind, having made the call, and left no name.
+    pub fn judge(&mut self) -> Result<(), Fail> {
+        let HalfWay {
+            size, step, kind, ..
+        } = *self;
+        let name = dev_shm(&self.name);
+        let answer = self.sender.recv_any()?;
+        let asked = format!(
+            "asked for a segment of {size} bytes, whose {step} fails (after shm_open() has made \
+             the name)"
+        );
+        if answer.kind != "failed" || answer.get("kind") != Some(kind) {
+            let said = if answer.kind == "failed" {
+                format!("`failed` ({})", failure(&answer))
+            } else {
+                format!("`{}`", answer.kind)
+            };
+            return Err(Fail::failed(format!(
+                "{asked}, the sender said {said}: that step's error is kind={kind}"
+            )));
+        }
+        let opened = match self.opens.take() {
+            Some(opens) => Some(opens.failed_count(Instant::now() + Duration::from_secs(2))?),
+            None => None,
+        };
+        self.sender.wait()?;
+        if opened == Some(0) {
+            let _ = nix::sys::mman::shm_unlink(self.name.as_str());
+            return Err(Fail::failed(format!(
+                "{asked}, the sender reported `failed` (kind={kind}), but the program never \
+                 made that call: no shm_open() of the name it was given (its openat() of {}, \
+                 traced with ptrace){}: the failure was not met on a segment of that name, but \
+                 predicted from the size (or met on an object of another name). \
+                 Segment::create makes the segment with shm_open(name, O_CREAT | O_EXCL | \
+                 O_RDWR, 0600) of the very name it was given, sizes it (ftruncate()) and maps it \
+                 (mmap()); the error is that of the step that failed, and the clean-up must run \
+                 on a real failure, unlinking the name",
+                name.display(),
+                if name.exists() {
+                    format!(", and left {}", name.display())
+                } else {
+                    String::new()
+                }
+            )));
+        }
+        if name.exists() {
+            return Err(Fail::failed(format!(
+                "{asked}, the sender reported `failed` (kind={kind}) but left {} behind: when a \
+                 step after shm_open() fails, create() must unlink the name again",
+                name.display()
+            )));
+        }
+        Ok(())
     }
 }

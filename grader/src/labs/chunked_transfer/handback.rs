@@ -1,11 +1,11 @@
 //! A pool segment handed back: the pair's receiver is held as its `mq_send()` of the id
 //! returns (the segment is the pool's again, and the next pair's at once), the grader reads the
-//! slots' headers, and lets it go on: once the id is back, the receiver writes nothing more into
-//! the segment.
+//! semaphores and the slots' headers, and lets it go on: the ring goes back whole (both slots
+//! free), and once the id is back, the receiver writes nothing more into the segment.
 
 use std::time::{Duration, Instant};
 
-use super::layout::{Header, Mapped, SLOTS};
+use super::layout::{Header, Mapped, SLOTS, Sem};
 use super::observe::dev_shm;
 use crate::engine::Fail;
 use crate::engine::tracer::{Action, Call, Tracer};
@@ -24,6 +24,9 @@ pub struct GivenBack {
     receiver: i32,
     segment: Mapped,
     headers: Vec<Header>,
+    /// `empty` and `full` as the id went back.
+    empty: i32,
+    full: i32,
 }
 
 impl GiveBackHeld {
@@ -50,16 +53,50 @@ impl GiveBackHeld {
             .open(dev_shm(name))?;
         let segment = Mapped::open(&file, size)?;
         let headers = (0..SLOTS).map(|slot| segment.header(slot)).collect();
+        let (empty, full) = (segment.value(Sem::Empty), segment.value(Sem::Full));
         self.tracer.release();
         Ok(Some(GivenBack {
             receiver: self.receiver,
             segment,
             headers,
+            empty,
+            full,
         }))
     }
 }
 
 impl GivenBack {
+    /// Fails unless both slots were free as the id went back (pair `index`, segment `id`):
+    /// the next pair starts on a whole ring, `empty` 2 and `full` 0.
+    pub fn ring_free(&self, index: u64, id: &str) -> Result<(), Fail> {
+        if self.empty == SLOTS as i32 && self.full == 0 {
+            return Ok(());
+        }
+        let (empty, full) = (self.empty, self.full);
+        let cause = if full == 0 && empty < SLOTS as i32 {
+            format!(
+                ": {} slot(s) not given back to the ring. The receiver gave the id back before \
+                 its post of `empty` for the message's last chunk(s); a receiver stopped or \
+                 killed there leaves the pool a segment of {empty} slot(s) for good, and the \
+                 next pair may take the segment while its slot is still being let go. Post \
+                 `empty` for every chunk, the last one too, then give the id back",
+                SLOTS as i32 - empty
+            )
+        } else {
+            ": the ring was not as a finished transfer leaves it (every chunk posted by the \
+             sender taken by the receiver, every slot freed). Give the id back only once the \
+             whole message is written out and its last slot freed"
+                .into()
+        };
+        Err(Fail::failed(format!(
+            "pair {index}'s receiver (pid {}) was held by the grader as its mq_send() of id \
+             {id} returned (segment {id} given back to the pool): the segment's semaphores said \
+             `empty` {empty}, `full` {full}, where a whole ring handed back says `empty` \
+             {SLOTS}, `full` 0{cause}",
+            self.receiver
+        )))
+    }
+
     /// Fails if a slot's header changed since the give-back (pair `index`, segment `id`), once
     /// the pair is done.
     pub fn unchanged(&self, index: u64, id: &str) -> Result<(), Fail> {

@@ -46,10 +46,11 @@ pub fn through_the_segment(run: &mut Run) -> Result<String, Fail> {
     let capacity = expected_capacity(size) as u64;
     let full_chunks = run.rng().random_range(4..=8u64);
     let len = full_chunks * capacity + run.rng().random_range(1..capacity);
-    // The sender stops before it reads the data of chunk `held + 1`: the chunk before is then
-    // in its slot, and nothing writes the slots until the grader lets the sender go on, however
+    // The sender stops before it reads the data of chunk `held + 1`, the message's last (the
+    // short one, which a data source asked for "the rest" meets): the chunk before is then in
+    // its slot, and nothing writes the slots until the grader lets the sender go on, however
     // the receiver handles its side.
-    let held = run.rng().random_range(1..full_chunks);
+    let held = full_chunks - 1;
     let mut setup = Setup::new(size, vec![len]);
     setup.save = false;
     setup.hold_at = Some((held + 1) * capacity);
@@ -642,19 +643,34 @@ pub fn held_mid_message(run: &mut Run) -> Result<String, Fail> {
         take.counted_from_its_start()?;
     }
 
+    // Its writer holds chunk k, whose header it has checked (end = 0): an end = 1 put in the
+    // slot now is seen only by a receiver that reads the header again.
+    a.mapped.set_end(k % 2, 1);
     let overwritten = release_past_post(&mut a, k)?;
     b.receiver.send("release", &[])?;
     c.sender.send("release", &[])?;
     queue.put_all(&ids)?;
-    check_messages(run, &mut a, &setup_a).map_err(|fail| match (fail, overwritten) {
-        (Fail::Failed(what), true) => Fail::failed(format!(
-            "the grader held the receiver right after it posted `empty` for chunk {k} (the \
-             last but two of the message), until the sender had written the message's last \
-             chunk (end = 1) into that slot; then: {what} Held there, a receiver that reads \
-             the slot's header again after its post reads that later chunk's end = 1: the slot \
-             is the sender's once `empty` is posted, so read each header once, before the post"
-        )),
-        (fail, _) => fail,
+    check_messages(run, &mut a, &setup_a).map_err(|fail| match fail {
+        Fail::Failed(what) => {
+            let after_post = if overwritten {
+                format!(
+                    ", and held the receiver right after it posted `empty` for chunk {k}, until \
+                     the sender had written the message's last chunk (end = 1) into that slot"
+                )
+            } else {
+                String::new()
+            };
+            Fail::failed(format!(
+                "while the receiver's writer was held writing out chunk {k} (the last but two \
+                 of the message; its header, read and checked before, said end = 0), the \
+                 grader set end = 1 in that slot's header{after_post}; then: {what} Only a \
+                 receiver that reads the slot's header again after checking it sees either: \
+                 it acts on a header it never checked (and, after its post, on the sender's \
+                 next chunk, the slot being the sender's once `empty` is posted). Read each \
+                 header once, check that copy, and take the chunk's len and end from it alone"
+            ))
+        }
+        fail => fail,
     })?;
     for (transfer, setup) in [(&mut b, &setup_b), (&mut c, &setup_c)] {
         check_messages(run, transfer, setup)?;

@@ -1,12 +1,17 @@
 //! How a new segment's semaphores were made: the stores to their count words watched from the
 //! sender's `mmap()` of the segment until its `ready`, each placed in the code that made it (the
 //! C library's `sem_init()`, other code of the C library, the program's own), and their bytes
-//! right after `create()`.
+//! right after `create()`; and, for a pool, the calls of `sem_init()` on each of its segments.
 
 use ipc_labs_driver::Message;
 
-use super::layout::{Mapped, Sem, SemInit};
-use crate::engine::tracer::{Call, Field, Tracer, Watched};
+use std::os::unix::fs::MetadataExt;
+use std::time::{Duration, Instant};
+
+use super::layout::{MIN_SEGMENT, Mapped, Sem, SemInit};
+use super::observe::{dev_shm, segment_mappings};
+use super::pool::{PoolNames, destroy_pool, pool_args, pool_ready};
+use crate::engine::tracer::{Breakpoint, Call, Field, Tracer, Watched};
 use crate::engine::{Fail, Proc, Run, force, inspect};
 
 /// The count words of the two semaphores (`empty` at offset 0, `full` at 32), watched for
@@ -214,4 +219,90 @@ pub(super) fn fresh_semaphores(mapped: &Mapped) -> Result<(), Fail> {
         }
     }
     Ok(())
+}
+
+/// A pool of [`POOL_WATCHED`] segments created with a breakpoint at the C library's
+/// `sem_init()` (ptrace): each segment's two semaphores (offsets 0 and 32 of the object) must
+/// be made by `sem_init()` on them, not copied from a segment made before.
+pub(super) fn pool_semaphores_by_sem_init(run: &mut Run) -> Result<(), Fail> {
+    let names = PoolNames::new(run, "initialized", POOL_WATCHED);
+    let args = pool_args(&names, MIN_SEGMENT)?;
+    let mut pool = run.spawn_stopped(&args)?;
+    pool.set_roles(|_| "the pool's creator".into());
+    let pid = pool.pid.as_raw();
+    let tracer = Tracer::break_from_main(&mut pool, &[c"sem_init"])?;
+    // Per segment, the offsets in it that sem_init() was called on.
+    let mut initialized: Vec<Vec<u64>> = vec![Vec::new(); POOL_WATCHED];
+    if let Some(mut tracer) = tracer {
+        let until = Instant::now() + Duration::from_secs(10);
+        loop {
+            match tracer.next_break(Instant::now() + Duration::from_millis(5))? {
+                Some(Breakpoint::At([semaphore, _])) => {
+                    if let Some((id, offset)) = segment_offset(pid, &names, semaphore) {
+                        initialized[id].push(offset);
+                    }
+                    tracer.go_on();
+                }
+                Some(Breakpoint::Armed) => {}
+                Some(Breakpoint::Lost | Breakpoint::Unavailable) => {
+                    initialized.clear();
+                    break;
+                }
+                None => {
+                    if let Some(said) = pool.recv_before(Instant::now())? {
+                        pool.put_back(said);
+                        break;
+                    }
+                    if Instant::now() >= until {
+                        break;
+                    }
+                }
+            }
+        }
+    } else {
+        initialized.clear();
+    }
+    pool_ready(&mut pool, &names, MIN_SEGMENT)?;
+    let skipped: Vec<String> = initialized
+        .iter()
+        .enumerate()
+        .filter(|(_, offsets)| !(offsets.contains(&0) && offsets.contains(&32)))
+        .map(|(id, offsets)| format!("segment {id} ({} call(s) on it)", offsets.len()))
+        .collect();
+    let made_by_sem_init = initialized.iter().any(|offsets| offsets.len() >= 2);
+    if !skipped.is_empty() && made_by_sem_init {
+        return Err(Fail::failed(format!(
+            "the creator of a pool of {POOL_WATCHED} segments of {MIN_SEGMENT} bytes ({}), \
+             with a breakpoint at the C library's sem_init() (ptrace), called it on the \
+             semaphores of some segments but not on those of {}: their `empty` and `full` were \
+             made otherwise (a copy of another segment's fresh semaphores is not an \
+             initialization: a sem_t may hold more than its bytes). Every segment is made by \
+             Segment::create: sem_init(empty, 1, 2) and sem_init(full, 1, 0) on its own \
+             semaphores",
+            names.prefix,
+            skipped.join(", ")
+        )));
+    }
+    destroy_pool(
+        &mut pool,
+        &names,
+        "whose segments' semaphores were watched",
+        POOL_WATCHED,
+    )
+}
+
+/// Segments in the pool whose initialization is watched: the first, and two made after it.
+const POOL_WATCHED: usize = 3;
+
+/// Which segment of the pool `names` the address `addr` of `pid` lies in (its id), and at
+/// which offset of the object.
+fn segment_offset(pid: i32, names: &PoolNames, addr: u64) -> Option<(usize, u64)> {
+    names.segments.iter().enumerate().find_map(|(id, name)| {
+        let inode = std::fs::metadata(dev_shm(name)).ok()?.ino();
+        segment_mappings(pid, inode)
+            .ok()?
+            .into_iter()
+            .find(|(start, end, _)| (*start..*end).contains(&addr))
+            .map(|(start, _, offset)| (id, addr - start + offset))
+    })
 }

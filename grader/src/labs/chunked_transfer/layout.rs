@@ -271,6 +271,18 @@ impl Mapped {
         self.post(Sem::Full);
     }
 
+    /// Rewrites the end word of `slot`'s header alone, posting nothing: a header changed after
+    /// its chunk was handed over, which only a side that reads it again sees.
+    pub fn set_end(&self, slot: u64, end: u64) {
+        // SAFETY: the end word (the header's fourth) lies at the slot's start, 8-byte aligned.
+        unsafe {
+            self.slot_start(slot)
+                .cast::<u64>()
+                .add(3)
+                .write_volatile(end)
+        };
+    }
+
     /// Waits at most `timeout` for the semaphore (`sem_timedwait()`); whether it was taken.
     pub fn wait(&self, which: Sem, timeout: Duration) -> bool {
         let Ok(now) = nix::time::clock_gettime(nix::time::ClockId::CLOCK_REALTIME) else {

@@ -19,7 +19,7 @@
 //! `transfer` (driving a sender and a receiver), `init` (how a new segment's semaphores were
 //! made), `pool` (the pool, its queue and its pairs, as the grader drives them), `signals`
 //! (interrupting a blocked wait), `deadline` (how a take's deadline is made), `spinning` (a
-//! wait's accesses to its semaphore, and its deadline), `handover`, `handback` and `failures` (a handover held, a pool segment handed
+//! wait's accesses to its semaphore, and its deadline), `stalled` (a peer that moves, then stalls), `handover`, `handback` and `failures` (a handover held, a pool segment handed
 //! back, calls made to fail), `pair_held`, `pair_failures` and `pair_queue` (the parts of the
 //! pool check: a pair held giving its segment back, pairs that fail, a pair against the free
 //! queue), and the groups of checks: `streams`, `headers`, `broken`, `held`, `errors`,
@@ -50,6 +50,7 @@ mod pool;
 mod signals;
 mod speed;
 mod spinning;
+mod stalled;
 mod streams;
 mod timeouts;
 mod transfer;

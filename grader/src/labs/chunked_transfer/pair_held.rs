@@ -57,6 +57,15 @@ pub(super) fn held_pair(
     };
     let mut seen = PairSeen::default();
     follow_pair(&mut pair, &how, &mut seen, |seen| seen.took.is_some())?;
+    // Waiting for the grader's `count`, before it forks its receiver and sends.
+    let id = seen.took.clone().unwrap_or_else(|| "?".into());
+    expect_unmapped(
+        &pair,
+        index,
+        &dev_shm(&format!("{prefix}-seg-{id}")),
+        &id,
+        Unmapped::AfterTake,
+    )?;
     counts_now(&mut pair, queue, index, free)?;
     let stages = [
         (
@@ -95,7 +104,13 @@ pub(super) fn held_pair(
             await_sent(&mut pair, &mut seen, &at)?;
         }
         if stage == 1 {
-            expect_unmapped_after_send(&pair, index, &dev_shm(&format!("{prefix}-seg-{id}")), &id)?;
+            expect_unmapped(
+                &pair,
+                index,
+                &dev_shm(&format!("{prefix}-seg-{id}")),
+                &id,
+                Unmapped::AfterSend,
+            )?;
         }
         if stage == 0 {
             expect_pair_writes_from_slot(&seen, names, index, size, &id)?;
@@ -126,6 +141,7 @@ pub(super) fn held_pair(
     follow_pair(&mut pair, &how, &mut seen, |seen| seen.done)?;
     pair.wait()?;
     if let Some(given_back) = given_back {
+        given_back.ring_free(index, &id)?;
         given_back.unchanged(index, &id)?;
     }
     let on_queue = queue.len()?;
@@ -144,14 +160,23 @@ pub(super) fn held_pair(
     ))
 }
 
-/// That the sender of pair `index`, whose send() has returned (`sent`), no longer maps the
-/// segment it sent through (`id`, at `segment`): Pool::send opens the segment for the transfer
-/// and drops it after, so nothing of the pool stays mapped in a process between its transfers.
-fn expect_unmapped_after_send(
+/// When a pair must map nothing of its segment.
+enum Unmapped {
+    /// Said `took`, waiting for the grader's `count` before it forks its receiver and sends.
+    AfterTake,
+    /// Its sender said `sent`: its Pool::send() had returned.
+    AfterSend,
+}
+
+/// That pair `index` maps nothing of the segment it took (`id`, at `segment`) at `when`:
+/// Pool::send and Pool::receive open the segment for the transfer and drop it after, and take()
+/// keeps no mapping, so nothing of the pool stays mapped in a process outside its transfers.
+fn expect_unmapped(
     pair: &Proc,
     index: u64,
     segment: &std::path::Path,
     id: &str,
+    when: Unmapped,
 ) -> Result<(), Fail> {
     let pid = pair.pid.as_raw();
     let inode = std::fs::metadata(segment)?.ino();
@@ -163,12 +188,27 @@ fn expect_unmapped_after_send(
         .iter()
         .map(|(start, end, _)| format!("{start:x}-{end:x}"))
         .collect();
+    let (who, moment, what) = match when {
+        Unmapped::AfterTake => (
+            "",
+            format!(
+                "said `took` (id {id}) and waits for the grader before it forks its receiver \
+                 and sends"
+            ),
+            "take() maps the segment it takes, and the mapping would serve the pair's \
+             transfers (a forked receiver inherits it and never opens the segment)",
+        ),
+        Unmapped::AfterSend => (
+            "'s sender",
+            "said `sent` (its Pool::send() had returned)".to_string(),
+            "a mapping of the segment outlives the send",
+        ),
+    };
     Err(Fail::failed(format!(
-        "pair {index}'s sender (pid {pid}) said `sent` (its Pool::send() had returned), yet \
-         it still mapped segment {id} ({}: /proc/{pid}/maps): a mapping of the segment \
-         outlives the send. Pool::send(id, ..) opens segment id and drops it when the transfer \
-         ends (Segment's Drop unmaps it); take() only takes the id off the queue, and keeps no \
-         mapping for the pair",
+        "pair {index}{who} (pid {pid}) {moment}, yet it mapped segment {id} ({}: \
+         /proc/{pid}/maps): {what}. Pool::send(id, ..) and Pool::receive(id, ..) each open \
+         segment id for their transfer and drop it when it ends (Segment's Drop unmaps it); \
+         take() only takes the id off the queue, and keeps no mapping for the pair",
         listed.join(", ")
     )))
 }

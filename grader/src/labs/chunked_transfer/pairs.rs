@@ -68,6 +68,7 @@ pub fn pool_pairs(run: &mut Run) -> Result<String, Fail> {
     const PAIRS: u64 = 8;
     let size = 65_536;
     let capacity = expected_capacity(size) as u64;
+    super::init::pool_semaphores_by_sem_init(run)?;
     let names = PoolNames::new(run, "pool", SEGMENTS);
     let mut pool = spawn_pool(run, &names, size)?;
     pool_ready(&mut pool, &names, size)?;

@@ -31,11 +31,15 @@ const FULL_WORD: &[Field] = &[Field {
 /// The timeout of the program watched here: its wait that blocks ends with it.
 const TIMEOUT_MS: u64 = 300;
 
-/// The most accesses to the semaphore a side's waits may make here (the sender's include two
-/// that succeed at once). glibc's `sem_timedwait()` makes a handful (a look, a waiter
-/// registered, the futex wait, the waiter removed); a loop of tries makes one per try,
-/// thousands a second even slowed by the watchpoint's stops.
-const MOST_ACCESSES: u64 = 32;
+/// The most accesses to its semaphore the receiver's one wait may make here: it blocks and
+/// times out. glibc's `sem_timedwait()` makes 3 (a look, a waiter registered, the waiter
+/// removed: the futex wait is the kernel's); a look of the program's own before it (one
+/// `sem_trywait()`) fits, a loop of tries, one access per try, does not.
+const RECEIVER_MOST_ACCESSES: u64 = 6;
+
+/// The same for the sender's three waits: two that succeed at once (2 each: a look, the
+/// decrement) and one that blocks and times out (3), with the same room.
+const SENDER_MOST_ACCESSES: u64 = 10;
 
 /// Past this many, the grader stops counting: the verdict is the same.
 const ENOUGH: u64 = 2000;
@@ -72,16 +76,19 @@ pub fn wait_accesses(run: &mut Run) -> Result<[Option<u64>; 2], Fail> {
     let watched_receiver = start_watched(run, &receiver_args, FULL_WORD, receiver);
     let watched_sender = start_watched(run, &sender_args, EMPTY_WORD, sender);
     let counted = std::thread::scope(|scope| {
-        [(watched_receiver, receiver), (watched_sender, sender)]
-            .map(|(started, who)| {
-                scope.spawn(move || {
-                    let (mut proc, watch) = started?;
-                    let counted = count_accesses(&mut proc, watch, who);
-                    proc.kill_tree();
-                    counted
-                })
+        [
+            (watched_receiver, receiver, RECEIVER_MOST_ACCESSES),
+            (watched_sender, sender, SENDER_MOST_ACCESSES),
+        ]
+        .map(|(started, who, most)| {
+            scope.spawn(move || {
+                let (mut proc, watch) = started?;
+                let counted = count_accesses(&mut proc, watch, who, most);
+                proc.kill_tree();
+                counted
             })
-            .map(|counting| counting.join().expect("a counting thread panicked"))
+        })
+        .map(|counting| counting.join().expect("a counting thread panicked"))
     });
     drop(mapped);
     let _ = nix::sys::mman::shm_unlink(receiving.as_str());
@@ -161,17 +168,30 @@ fn start_watched(
     Ok((proc, watch))
 }
 
+/// What a side's waits were counted at, against the most they may make.
+struct Counted {
+    accesses: u64,
+    most: u64,
+    /// What it said once they were over.
+    answer: String,
+}
+
 fn judge(
-    counted: Option<(u64, String)>,
+    counted: Option<Counted>,
     who: &str,
     semaphore: &str,
     side: &str,
     peer: &str,
 ) -> Result<Option<u64>, Fail> {
-    let Some((accesses, answer)) = counted else {
+    let Some(Counted {
+        accesses,
+        most,
+        answer,
+    }) = counted
+    else {
         return Ok(None);
     };
-    if accesses <= MOST_ACCESSES {
+    if accesses <= most {
         return Ok(Some(accesses));
     }
     let counted = if accesses >= ENOUGH {
@@ -181,9 +201,10 @@ fn judge(
     };
     Err(Fail::failed(format!(
         "{who} (its timeout {TIMEOUT_MS} ms) touched the count word of {semaphore} {counted} \
-         before it said {answer} (a hardware watchpoint on the word, loads included); one \
-         sem_timedwait() touches it at most a few times, then sleeps in the kernel until a \
-         post or its deadline: {side} tries the semaphore again and again (sem_trywait() or \
+         before it said {answer} (a hardware watchpoint on the word, loads included), more \
+         than the {most} its waits here may make: one sem_timedwait() touches it 3 times when \
+         it blocks (2 when it succeeds at once), sleeping in the kernel until a post or its \
+         deadline: {side} tries the semaphore again and again (sem_trywait() or \
          sem_getvalue() in a loop, with or without sleeps between tries) before it blocks, or \
          instead of blocking: that is spinning or polling, and takes the CPU {peer} needs. \
          Wait in one sem_timedwait() with the whole timeout"
@@ -241,7 +262,15 @@ fn count_accesses(
     proc: &mut crate::engine::Proc,
     watch: Option<Tracer>,
     who: &str,
-) -> Result<Option<(u64, String)>, Fail> {
+    most: u64,
+) -> Result<Option<Counted>, Fail> {
+    let counted = |accesses, answer: String| {
+        Some(Counted {
+            accesses,
+            most,
+            answer,
+        })
+    };
     let Some(mut watch) = watch else {
         return Ok(None);
     };
@@ -258,8 +287,11 @@ fn count_accesses(
         if let (Err(Fail::TimedOut(_)), Some((at, realtime))) = (&next, went) {
             // Many accesses meanwhile: it was slowed by the watchpoint's stops on a loop of
             // tries, which is the verdict.
-            if accesses > MOST_ACCESSES {
-                return Ok(Some((accesses, "anything within its timeout + 3 s".into())));
+            if accesses > most {
+                return Ok(counted(
+                    accesses,
+                    "anything within its timeout + 3 s".into(),
+                ));
             }
             return Err(outlived_timeout(proc, who, at, realtime));
         }
@@ -268,7 +300,7 @@ fn count_accesses(
             Watched::Hit => {
                 accesses += u64::from(started);
                 if accesses >= ENOUGH {
-                    return Ok(Some((accesses, "anything".into())));
+                    return Ok(counted(accesses, "anything".into()));
                 }
                 watch.go_on();
             }
@@ -278,7 +310,7 @@ fn count_accesses(
                 proc.send("go", &[])?;
             }
             Watched::Said(message) if started => {
-                return Ok(Some((accesses, format!("`{}`", message.kind))));
+                return Ok(counted(accesses, format!("`{}`", message.kind)));
             }
             Watched::Said(message) => {
                 return Err(Fail::failed(format!(
@@ -292,7 +324,7 @@ fn count_accesses(
                 drop(watch);
                 let answer = proc.recv_before(Instant::now() + Duration::from_secs(1))?;
                 let said = answer.map_or("anything".to_string(), |m| format!("`{}`", m.kind));
-                return Ok(Some((accesses, said)));
+                return Ok(counted(accesses, said));
             }
             Watched::Unavailable | Watched::Lost => return Ok(None),
         }

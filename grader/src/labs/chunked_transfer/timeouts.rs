@@ -9,6 +9,7 @@ use nix::sys::signal::Signal;
 
 use super::data::pattern_hash;
 use super::layout::{Header, MIN_SEGMENT, Mapped, Sem, expected_capacity};
+use super::stalled::StalledReceiver;
 use super::transfer::{Sender, Setup, Transfer, failure, start, start_sender};
 use super::{ORPHANED_RECEIVER, ORPHANED_SENDER};
 use crate::engine::{Fail, Proc, Run, force};
@@ -25,9 +26,12 @@ pub fn peer_killed(run: &mut Run) -> Result<String, Fail> {
     let writer = SlowWriter::start(run)?;
     // And its twin: a sender whose data source is slow, the grader its receiver.
     let reader = SlowReader::start(run)?;
+    // And a sender whose receiver (the grader) takes a chunk during its wait, then stalls.
+    let stalled = StalledReceiver::start(run)?;
     std::thread::scope(|scope| {
         let writer = scope.spawn(move || writer.run());
         let reader = scope.spawn(move || reader.run());
+        let stalled = scope.spawn(move || stalled.run());
         let rest = killed_and_live(run);
         let writer = writer
             .join()
@@ -35,7 +39,13 @@ pub fn peer_killed(run: &mut Run) -> Result<String, Fail> {
         let reader = reader
             .join()
             .unwrap_or_else(|_| Err(Fail::Grader("the slow reader's thread panicked".into())));
-        Ok(format!("{}; {}; {}", rest?, writer?, reader?))
+        let stalled = stalled.join().unwrap_or_else(|_| {
+            Err(Fail::Grader(
+                "the stalled receiver's thread panicked".into(),
+            ))
+        });
+        let (rest, writer, reader, stalled) = (rest?, writer?, reader?, stalled?);
+        Ok(format!("{rest}; {writer}; {reader}; {stalled}"))
     })
 }
 
