@@ -175,6 +175,7 @@ pub fn socket_paths(run: &mut Run) -> Result<String, Fail> {
         ));
     }
 
+    in_missing_directory(run)?;
     failed_bind(run, Transport::Unix)?;
     failed_bind(run, Transport::Tcp)?;
     failed_remove(run)?;
@@ -185,6 +186,42 @@ pub fn socket_paths(run: &mut Run) -> Result<String, Fail> {
         kind=bind with it, and an unlink() failed with ENOENT at the stop kind=remove with it"
             .into(),
     )
+}
+
+/// A path in a directory that does not exist: bind() fails there with ENOENT, which the server
+/// reports (`kind=bind`, os error 2), creating nothing: the programs may create only the files
+/// they are given, and the directory is none of them.
+fn in_missing_directory(run: &mut Run) -> Result<(), Fail> {
+    let directory = run.path("absent");
+    let path = directory.join("rpc.sock");
+    let (proc, first) = spawn_server(run, &["--unix".to_string(), path.display().to_string()])?;
+    let made = directory.exists();
+    let situation = "given a socket path in a directory that does not exist";
+    let rule = "bind() fails there with ENOENT (RpcError::Bind carrying it); Listener::bind \
+                creates the socket file and nothing else: the programs may create only the \
+                files they are given, and the directory is not one of them";
+    let error = first.get("error").unwrap_or("").to_string();
+    let outcome = if made {
+        proc.kill_tree();
+        Err(Fail::failed(format!(
+            "{situation} ({}), the server created that directory (and said {}): {rule}",
+            directory.display(),
+            said(&first)
+        )))
+    } else if first.get("kind") == Some("bind") && !forced::carries_errno(&error, libc::ENOENT) {
+        proc.kill_tree();
+        Err(Fail::failed(format!(
+            "{situation}, the server reported kind=bind as it should, but not the error bind() \
+             returned (ENOENT, os error 2): `{error}` carries {}; every failure of \
+             Listener::bind is RpcError::Bind carrying the io::Error the call returned",
+            forced::errnos_in(&error)
+        )))
+    } else {
+        expect_bind_failure(proc, first, situation, rule)
+    };
+    // Whatever the server made there, gone before the next case.
+    let _ = std::fs::remove_dir_all(&directory);
+    outcome
 }
 
 /// The server's bind() is made to fail (the server started stopped, traced from its first

@@ -408,17 +408,7 @@ pub fn client_errors(run: &mut Run) -> Result<String, Fail> {
     let request = vec![(OP_ECHO, b"anyone there?".to_vec())];
     let connect_rule = "a connect() that fails is RpcError::Connect, reported at once";
 
-    let nowhere = run.path("nobody-listens.sock");
-    let at = vec!["--unix".to_string(), nowhere.display().to_string()];
-    let mut client = start_client(run, &at, request.clone(), "the client")?;
-    expect_failure(
-        &mut client,
-        None,
-        "connect",
-        &format!("with no socket at {}", nowhere.display()),
-        connect_rule,
-        None,
-    )?;
+    forced_client::failed_connect_not_retried(run)?;
 
     let port = TcpListener::bind(("127.0.0.1", 0))?.local_addr()?.port();
     let at = vec!["--tcp".to_string(), port.to_string()];

@@ -23,6 +23,27 @@ pub fn start_client(
     requests: Vec<(u8, Vec<u8>)>,
     role: &str,
 ) -> Result<ClientProc, Fail> {
+    start_client_as(run, at, requests, role, false)
+}
+
+/// As [`start_client`], stopped before its first instruction (SIGSTOP), for a tracer to attach
+/// before it runs ([`crate::engine::force::resume`] lets it go).
+pub fn start_stopped_client(
+    run: &mut Run,
+    at: &[String],
+    requests: Vec<(u8, Vec<u8>)>,
+    role: &str,
+) -> Result<ClientProc, Fail> {
+    start_client_as(run, at, requests, role, true)
+}
+
+fn start_client_as(
+    run: &mut Run,
+    at: &[String],
+    requests: Vec<(u8, Vec<u8>)>,
+    role: &str,
+    stopped: bool,
+) -> Result<ClientProc, Fail> {
     let tag = role.replace(' ', "-");
     let input = run.path(&format!("{tag}.requests"));
     let output = run.path(&format!("{tag}.responses"));
@@ -41,7 +62,11 @@ pub fn start_client(
         "--output".into(),
         output.display().to_string(),
     ]);
-    let mut proc = run.spawn(&args)?;
+    let mut proc = if stopped {
+        run.spawn_stopped(&args)?
+    } else {
+        run.spawn(&args)?
+    };
     let name = role.to_string();
     proc.set_roles(move |_| name.clone());
     Ok(ClientProc {

@@ -386,6 +386,7 @@ pub fn bad_input(run: &mut Run) -> Result<String, Fail> {
     let before = peak_kib(pid);
 
     let hundred = frame(OP_ECHO, &[7u8; 99]);
+    let unknown_op = frame(b'Z', &[7u8; 99]);
     // Far past any buffer a reader might fill first (a socket's, a BufReader's, a first chunk).
     let big = frame(OP_ECHO, &run.random_bytes(1 << 20));
     let cut = |what, bytes: &[u8], got, want| BadClient {
@@ -415,12 +416,17 @@ pub fn bad_input(run: &mut Run) -> Result<String, Fail> {
             0,
             100,
         ),
-        cut(
-            "a truncated frame (100 bytes announced, 10 sent, then end of stream)",
-            &hundred[..14],
-            10,
-            100,
-        ),
+        BadClient {
+            what: "a truncated frame with an unknown op ('Z'; 100 bytes announced, 10 sent, then \
+                   end of stream)",
+            bytes: unknown_op[..14].to_vec(),
+            end_of_stream: true,
+            kind: "truncated",
+            rule: "a request is answered once it has all come, whatever its op: an unknown op's \
+                   answer too waits for the whole frame (its payload read, then dropped), and a \
+                   frame the stream ends inside is RpcError::Truncated, never answered",
+            counts: Some((10, 100)),
+        },
         cut(
             "a frame missing only its last byte (99 of the 100 bytes announced, then end of \
              stream)",

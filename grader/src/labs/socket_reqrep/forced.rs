@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use super::observe;
 use super::programs::{Server, line_kind};
-use super::protocol::{Conn, frame, read_frame_counted, read_response, verify};
+use super::protocol::{Conn, frame, hex, read_frame_counted, read_response, verify};
 use super::{OP_ECHO, STATUS_OK};
 use crate::engine::tracer::{Action, Call, Tracer};
 use crate::engine::{Fail, Run};
@@ -137,12 +137,15 @@ pub fn interrupted_calls(run: &mut Run, server: &Server) -> Result<(), Fail> {
         "its read() of the request failed once"
     };
     match read_frame_counted(&mut conn) {
-        Ok(Ok(Some(got))) => verify(
-            got,
-            OP_ECHO,
-            &payload,
-            "a 3 MiB echo request whose handler was interrupted",
-        ),
+        Ok(Ok(Some(got))) => {
+            verify(
+                got,
+                OP_ECHO,
+                &payload,
+                "a 3 MiB echo request whose handler was interrupted",
+            )?;
+            interrupted_small_write(run, server, &mut conn, handler, known)
+        }
         outcome => {
             let how = match outcome {
                 Ok(Err(short)) => format!("the response stopped short: {short}"),
@@ -161,6 +164,59 @@ pub fn interrupted_calls(run: &mut Run, server: &Server) -> Result<(), Fail> {
             )))
         }
     }
+}
+
+/// The same handler's write() of a small response (one that fits the socket's buffer, written
+/// without blocking) is interrupted once (EINTR): a frame of any size is retried there.
+fn interrupted_small_write(
+    run: &mut Run,
+    server: &Server,
+    conn: &mut Conn,
+    handler: i32,
+    known: usize,
+) -> Result<(), Fail> {
+    let pid = server.pid();
+    // Attached while the handler blocks reading the next request: its next write of any kind.
+    let Some(mut tracer) = Tracer::attach_thread(
+        pid,
+        handler,
+        Call::one_of(&WRITES),
+        Action::Fail(libc::EINTR),
+    )?
+    else {
+        return Ok(());
+    };
+    let payload = run.random_bytes(1000);
+    conn.send(&frame(OP_ECHO, &payload), 1)?;
+    if !tracer.failed_before(Instant::now() + Duration::from_secs(2))? {
+        run.note("the handler's write() of a 1000-byte response could not be made to fail");
+        return Ok(());
+    }
+    let how = match read_frame_counted(conn) {
+        Ok(Ok(Some(got))) => {
+            return verify(
+                got,
+                OP_ECHO,
+                &payload,
+                "a 1000-byte echo request whose response's write() was interrupted",
+            );
+        }
+        Ok(Err(short)) => format!("the response stopped short: {short}"),
+        Ok(Ok(None)) => "the connection ended without a response".into(),
+        Err(e) => format!("no response ({e})"),
+    };
+    let log = server
+        .next_dropped_line(known, Duration::from_millis(500))
+        .map(|l| format!(" (the server's log: `{l}`)"))
+        .unwrap_or_default();
+    Err(Fail::failed(format!(
+        "a client's handler, when its write() of the response to a 1000-byte echo request (a \
+         frame that fits the socket's buffer) failed once with EINTR (forced by the grader, as a \
+         signal caught anywhere in the process does), did not go on: {how}{log}{}; the write \
+         of a 3 MiB response on that connection, interrupted the same way, went on. Retry EINTR \
+         wherever a frame is written, whatever its size (write_all does)",
+        server.alive_note()
+    )))
 }
 
 /// A handler's read() inside the body of a 3 MiB request, once the length prefix and 100 KiB of
@@ -472,15 +528,6 @@ fn replayed(
         .map(|from| (from, common(from)))
         .filter(|&(_, run)| run > 0 && run >= 4.min(rest.len()))
         .max_by_key(|&(from, run)| (run, std::cmp::Reverse(from)))
-}
-
-/// Bytes in hex, for messages: `00 30 00 01`.
-fn hex(bytes: &[u8]) -> String {
-    bytes
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect::<Vec<_>>()
-        .join(" ")
 }
 
 /// The thread that starts a client's handler is held right after the clone3() that starts it,

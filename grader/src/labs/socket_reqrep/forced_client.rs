@@ -6,15 +6,15 @@
 use std::net::Shutdown;
 use std::time::{Duration, Instant};
 
-use super::client_procs::spawn_client;
+use super::client_procs::{spawn_client, start_stopped_client};
 use super::forced::{READS, SHORTENABLE_WRITES, WRITES, carries_errno, errnos_in};
-use super::grader_server::GraderListener;
+use super::grader_server::{GraderListener, give_to_program_user};
 use super::observe;
 use super::programs::{CONTROL_FD, said};
 use super::protocol::{frame, op_name, read_frame_counted};
 use super::{OP_ECHO, STATUS_OK, Transport};
 use crate::engine::tracer::{Action, Call, Tracer};
-use crate::engine::{Fail, Run};
+use crate::engine::{Fail, Run, force};
 
 /// Over TCP, the client's first send() of a 1 MiB request, on its connection to a server of the
 /// grader's, is held: it must hold the whole frame, or the connection must have TCP_NODELAY
@@ -267,4 +267,94 @@ pub fn client_failed_calls(run: &mut Run) -> Result<(), Fail> {
         client.proc.wait()?;
     }
     Ok(())
+}
+
+/// With no socket at its path, the client's connect() fails (ENOENT); the client, held right
+/// after that connect() returns while the grader binds a socket at the path, must still report
+/// kind=connect, and never connect: a failed connect is reported at once, not tried again (a
+/// wait between tries is a poll, and a later try reaches whatever came to the path since).
+/// Skipped (with a note) when the machine allows no tracing.
+pub fn failed_connect_not_retried(run: &mut Run) -> Result<(), Fail> {
+    let path = run.path("appears-later.sock");
+    let at = ["--unix".to_string(), path.display().to_string()];
+    let request = vec![(OP_ECHO, b"anyone there?".to_vec())];
+    let mut client = start_stopped_client(run, &at, request, "the client")?;
+    let pid = client.pid();
+    let tracer = Tracer::attach(pid, Call::any(libc::SYS_connect), Action::HoldAfter)?;
+    force::resume(pid)?;
+    let Some(mut tracer) = tracer else {
+        run.note("the client could not be traced: no socket bound after its failed connect()");
+        return expect_connect_failure(&mut client, None, &path);
+    };
+    if !tracer.held_before(Instant::now() + Duration::from_secs(5))? {
+        // The client reported (or failed) without a connect(): its message says which.
+        drop(tracer);
+        return expect_connect_failure(&mut client, None, &path);
+    }
+    let listener = std::os::unix::net::UnixListener::bind(&path)?;
+    give_to_program_user(run, &path)?;
+    listener.set_nonblocking(true)?;
+    tracer.release();
+    let outcome = expect_connect_failure(&mut client, Some(&listener), &path);
+    drop(listener);
+    let _ = std::fs::remove_file(&path);
+    outcome
+}
+
+/// The client's last word must be `failed` with kind=connect, and `listener` (a socket the
+/// grader bound at `path` after the client's failed connect()) must get no connection.
+fn expect_connect_failure(
+    client: &mut super::client_procs::ClientProc,
+    listener: Option<&std::os::unix::net::UnixListener>,
+    path: &std::path::Path,
+) -> Result<(), Fail> {
+    let bound_after = if listener.is_some() {
+        " at its connect() (the grader bound one there only once that connect() had failed \
+         with ENOENT)"
+    } else {
+        ""
+    };
+    let situation = format!("with no socket at {}{bound_after}", path.display());
+    let rule = "a connect() that fails is RpcError::Connect, reported at once: never try again \
+                (sleeping between tries is polling, and a later try reaches whatever came to the \
+                path since)";
+    let until = Instant::now() + Duration::from_secs(5);
+    let message = loop {
+        if let Some(message) = client
+            .proc
+            .recv_before(Instant::now() + Duration::from_millis(20))?
+        {
+            break Some(message);
+        }
+        if Instant::now() >= until {
+            break None;
+        }
+    };
+    let connected = listener.is_some_and(|l| l.accept().is_ok());
+    match message {
+        Some(m) if m.kind == "failed" && m.get("kind") == Some("connect") && !connected => {
+            client.proc.wait()?;
+            Ok(())
+        }
+        Some(m) => {
+            client.proc.kill_tree();
+            let how = if connected {
+                ", having connected to the socket the grader bound after its failed connect(): \
+                 it tried again"
+            } else {
+                ""
+            };
+            Err(Fail::failed(format!(
+                "{situation}, the client said {}{how}, where `failed` with kind=connect is \
+                 expected: {rule}",
+                said(&m)
+            )))
+        }
+        None => {
+            client.proc.kill_tree();
+            Err(Fail::failed(format!(
+                "{situation}, the client neither failed nor connected within 5 s: {rule}"
+            )))
+        }
+    }
 }

@@ -264,6 +264,36 @@ pub fn connected_to(pid: i32, port: u16) -> bool {
         .any(|s| s.state == "01" && TcpSocket::port_of(&s.remote) == Some(port))
 }
 
+/// A copy (`pidfd_getfd`) of `pid`'s TCP connection to `port`: it stays readable once the
+/// program has closed its own. `None` if there is none or the copy cannot be had.
+pub fn tcp_connection_copy(pid: i32, port: u16) -> Option<OwnedFd> {
+    let inode = tcp_sockets(pid)
+        .into_iter()
+        .find(|s| s.state == "01" && TcpSocket::port_of(&s.remote) == Some(port))?
+        .inode;
+    let (fd, _) = sockets(pid).into_iter().find(|(_, i)| *i == inode)?;
+    descriptor_copy(pid, fd)
+}
+
+/// How many bytes TCP connection `socket` has received so far (`TCP_INFO`'s
+/// `tcpi_bytes_received`); `None` if it cannot be read.
+pub fn tcp_bytes_received(socket: &OwnedFd) -> Option<u64> {
+    // SAFETY: tcp_info is plain data; getsockopt() writes at most the length passed.
+    unsafe {
+        let mut info: libc::tcp_info = std::mem::zeroed();
+        let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
+        let got = libc::getsockopt(
+            socket.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_INFO,
+            (&raw mut info).cast(),
+            &mut len,
+        );
+        (got == 0 && len as usize >= std::mem::size_of::<libc::tcp_info>())
+            .then_some(info.tcpi_bytes_received)
+    }
+}
+
 /// Whether a `/proc/net/tcp` address is the loopback one (127.0.0.0/8, or ::1).
 pub fn is_loopback(address: &str) -> bool {
     match address.len() {
@@ -442,6 +472,28 @@ pub fn connections(pid: i32, port: u16) -> std::collections::BTreeSet<u64> {
         );
     }
     found
+}
+
+/// A copy (`pidfd_getfd`) of `pid`'s listening Unix socket bound to a path: what it accepts,
+/// the grader accepts in its place. `None` if there is none or the copy cannot be had.
+pub fn unix_listener_copy(pid: i32) -> Option<std::os::unix::net::UnixListener> {
+    let unix = std::fs::read_to_string(format!("/proc/{pid}/net/unix")).ok()?;
+    let listening: Vec<u64> = unix
+        .lines()
+        .skip(1)
+        .filter_map(|line| {
+            // Num RefCount Protocol Flags Type St Inode Path
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let flags = u32::from_str_radix(fields.get(3)?, 16).ok()?;
+            let path = fields.get(7)?;
+            (flags & 0x0001_0000 != 0 && !path.starts_with('@')).then_some(())?;
+            fields.get(6)?.parse().ok()
+        })
+        .collect();
+    let (fd, _) = sockets(pid)
+        .into_iter()
+        .find(|(_, inode)| listening.contains(inode))?;
+    descriptor_copy(pid, fd).map(std::os::unix::net::UnixListener::from)
 }
 
 /// How many descriptors of `pid` are client connections ([`connections`]): a copy of one

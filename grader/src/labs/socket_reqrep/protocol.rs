@@ -335,6 +335,39 @@ pub fn verify(got: (u8, Vec<u8>), op: u8, payload: &[u8], what: &str) -> Result<
         "it is the payload reversed character by character, as UTF-8 text: a payload is bytes, \
          whatever they spell; R reverses the bytes, one by one, so a character of several \
          bytes comes back with its bytes in reverse order"
+    } else if let Some(shift) = shifted(&got.1, &answer) {
+        let by = shift.unsigned_abs();
+        let (extra, ends) = if shift > 0 {
+            let extra = &got.1[got.1.len() - by..];
+            (
+                extra,
+                format!(
+                    "its first {by} byte(s) missing, and {by} other byte(s) at its end ({})",
+                    hex(extra)
+                ),
+            )
+        } else {
+            let extra = &got.1[..by];
+            (
+                extra,
+                format!(
+                    "{by} other byte(s) in front ({}), and its last {by} byte(s) missing",
+                    hex(extra)
+                ),
+            )
+        };
+        let op_byte = if extra == [op] {
+            format!(", the op byte {} among them", op_name(op))
+        } else {
+            String::new()
+        };
+        return Err(Fail::failed(format!(
+            "{what}: the response to op {} with {} payload bytes is the expected answer shifted \
+             by {by} byte(s): {ends}{op_byte}: a slice off by one (or more), the payload taken \
+             from the wrong offset of the frame's body",
+            op_name(op),
+            payload.len(),
+        )));
     } else if got.1.len() == answer.len() {
         match op {
             OP_ECHO => "the length is right, the bytes are not: E answers the payload as it is",
@@ -356,6 +389,34 @@ pub fn verify(got: (u8, Vec<u8>), op: u8, payload: &[u8], what: &str) -> Result<
         got.1.len(),
         answer.len()
     )))
+}
+
+/// How far `got`, of the length of `answer` (and not equal to it), is `answer` shifted, for a
+/// shift of up to 8 bytes and an answer of at least 16: positive when `got` begins with what
+/// comes `shift` bytes into `answer`, negative when `answer` begins `-shift` bytes into `got`.
+fn shifted(got: &[u8], answer: &[u8]) -> Option<isize> {
+    let len = answer.len();
+    if got.len() != len || len < 16 {
+        return None;
+    }
+    (1..=8).find_map(|by: usize| {
+        if got[..len - by] == answer[by..] {
+            Some(by as isize)
+        } else if got[by..] == answer[..len - by] {
+            Some(-(by as isize))
+        } else {
+            None
+        }
+    })
+}
+
+/// Bytes in hex, for messages: `00 30 00 01`.
+pub fn hex(bytes: &[u8]) -> String {
+    bytes
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// The failure of a server that closed the connection, between frames, after answering

@@ -5,15 +5,20 @@
 //! in `large_payloads.rs`, clients the grader finds on the machine in `foreign_clients.rs`.
 
 use std::io::Write;
+use std::os::fd::AsRawFd;
 use std::time::Duration;
 
+use rand::RngExt;
+
 use super::client_procs::spawn_client;
+use super::grader_server::answer_all;
+use super::observe;
 use super::programs::{Server, server};
 use super::protocol::{
     Conn, closed_after, expected, frame, op_name, random_requests_for, read_response, verify,
 };
-use super::{OP_ECHO, OP_HASH, OP_REVERSE, STATUS_UNKNOWN_OP, Transport};
-use crate::engine::{Fail, Run};
+use super::{OP_ECHO, OP_HASH, OP_REVERSE, STATUS_OK, STATUS_UNKNOWN_OP, Transport};
+use crate::engine::{Fail, Run, force};
 
 pub fn unix_requests(run: &mut Run) -> Result<String, Fail> {
     let server = server(run, Transport::Unix)?;
@@ -23,6 +28,7 @@ pub fn unix_requests(run: &mut Run) -> Result<String, Fail> {
     let requests = random_requests_for(run, 40, "c");
     let client = spawn_client(run, &server.where_args(), requests, "the client")?.finish()?;
     client.verify()?;
+    answered_in_the_servers_place(run, &server)?;
     // The op table's calls and the stop's own.
     server.stop_counting(OP_TABLE_CALLS + 1, &client)?;
     Ok(
@@ -30,6 +36,111 @@ pub fn unix_requests(run: &mut Run) -> Result<String, Fail> {
         server; every op byte but E, R and H got status 1, and empty payloads were answered"
             .into(),
     )
+}
+
+/// The student's client connects to the lab's own server, whose listening socket the grader
+/// accepts on in its place (a copy of the descriptor, the server stopped meanwhile): the
+/// client's peer is the server's program, but the answers are the grader's random bytes. The
+/// requests must come over the socket as they are, and the client must write the answers as
+/// they came. Skipped (with a note) when the listener cannot be copied.
+fn answered_in_the_servers_place(run: &mut Run, server: &Server) -> Result<(), Fail> {
+    let Some(listener) = observe::unix_listener_copy(server.pid()) else {
+        run.note("the server's listening socket could not be copied: its place not taken");
+        return Ok(());
+    };
+    // Small and large (more than a socket's buffer, where another path pays off).
+    let requests = vec![
+        (OP_ECHO, run.random_bytes(20_000)),
+        (OP_HASH, run.random_bytes(1 << 20)),
+        (OP_REVERSE, run.random_bytes(30)),
+    ];
+    let answers: Vec<(u8, Vec<u8>)> = (0..requests.len())
+        .map(|_| {
+            let len = run.rng().random_range(1..64);
+            (STATUS_OK, run.random_bytes(len))
+        })
+        .collect();
+    observe::hold_every_thread(server.pid())?;
+    let outcome = client_of_the_grader(run, server, &listener, requests.clone(), &answers);
+    force::resume(server.pid())?;
+    let (received, written) = outcome?;
+    let situation = "the client, connected to the lab's own server's socket, on which the grader \
+                     accepted and answered in the server's place (with random bytes, the server \
+                     stopped meanwhile)";
+    if received.len() < requests.len() && requests.starts_with(&received) {
+        return Err(Fail::failed(format!(
+            "{situation}: the client made its {} calls and wrote answers, but only {} of its \
+             requests came over the socket: the others never reached the server. Client::call \
+             sends each request over the socket and returns the response that came, whoever \
+             the peer is (even the lab's own program): never answer a call in the client",
+            requests.len(),
+            received.len()
+        )));
+    }
+    if let Some(i) = (0..requests.len()).find(|&i| received.get(i) != Some(&requests[i])) {
+        let (op, payload) = &requests[i];
+        let came = match received.get(i) {
+            Some((got_op, got)) => {
+                format!("op {} and {} payload bytes", op_name(*got_op), got.len())
+            }
+            None => "nothing".into(),
+        };
+        return Err(Fail::failed(format!(
+            "{situation}: request {i} (op {}, {} payload bytes) came over the socket as {came}: \
+             Client::call sends the request itself over the socket, every byte of its payload, \
+             whoever the peer is; the data travels over the sockets only",
+            op_name(*op),
+            payload.len()
+        )));
+    }
+    if let Some(i) = (0..answers.len()).find(|&i| written.get(i) != Some(&answers[i])) {
+        return Err(Fail::failed(format!(
+            "{situation}: the client wrote a response to request {i} that is not the one that \
+             came over the socket (the grader's {} bytes): Client::call returns the response \
+             it read, whoever the peer is (even the lab's own program); never compute an \
+             answer in the client",
+            answers[i].1.len()
+        )));
+    }
+    Ok(())
+}
+
+/// Runs a client of `server`'s address whose connection the grader accepts on `listener` and
+/// answers with `answers`: the requests that came, and the responses the client wrote.
+#[allow(clippy::type_complexity)]
+fn client_of_the_grader(
+    run: &mut Run,
+    server: &Server,
+    listener: &std::os::unix::net::UnixListener,
+    requests: Vec<(u8, Vec<u8>)>,
+    answers: &[(u8, Vec<u8>)],
+) -> Result<(Vec<(u8, Vec<u8>)>, Vec<(u8, Vec<u8>)>), Fail> {
+    let client = spawn_client(run, &server.where_args(), requests, "the client")?;
+    // The client said `ready` once connected: its connection waits to be accepted. Polled, so
+    // as not to change the listener's flags, which the server shares.
+    let mut ready = libc::pollfd {
+        fd: listener.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one pollfd, alive for the call.
+    if unsafe { libc::poll(&mut ready, 1, 2000) } != 1 {
+        return Err(Fail::failed(
+            "the client said `ready` but no connection of it waited at the server's socket: \
+             Client::connect must connect to the endpoint it is given",
+        ));
+    }
+    let (stream, _) = listener.accept()?;
+    let conn = Conn::Unix(stream);
+    conn.timeouts(Duration::from_secs(5));
+    let pid = client.pid();
+    let answers = answers.to_vec();
+    let answering = std::thread::spawn(move || answer_all(conn, answers, pid, None, None));
+    let client = client.finish()?;
+    let answered = answering
+        .join()
+        .map_err(|_| Fail::Grader("the grader's server panicked".into()))?;
+    Ok((answered.received, client.responses()?))
 }
 
 /// The op table's requests: one per op byte (256; only `E`, `R` and `H` are operations, every

@@ -2,11 +2,13 @@
 
 use std::time::{Duration, Instant};
 
-use super::client_procs::spawn_client;
+use super::client_procs::{ClientProc, spawn_client};
 use super::forced;
 use super::observe;
 use super::programs::{Server, server};
-use super::protocol::{frame, median, random_requests_for, read_response, timed_calls, verify};
+use super::protocol::{
+    expected, frame, median, random_requests_for, read_response, timed_calls, verify,
+};
 use super::{MAX_PAYLOAD, OP_ECHO, OP_HASH, STATUS_OK, Transport};
 use crate::engine::tracer::{Action, Call, Tracer};
 use crate::engine::{Fail, Run};
@@ -53,8 +55,11 @@ pub fn tcp_requests(run: &mut Run) -> Result<String, Fail> {
             second.port
         )));
     }
+    // Read once the client has gone: the copy keeps the connection's counts.
+    let connection = observe::tcp_connection_copy(client.pid(), second.port);
     let client = client.finish()?;
     client.verify()?;
+    responses_came_over_tcp(run, connection, &client, second.port)?;
     // The ping above and the stop's own.
     second.stop_counting(2, &client)?;
 
@@ -259,4 +264,35 @@ fn unanswered_at_the_limit(
         "{edge}: the server ended the connection and logged `{line}`, a refusal of its own at \
          the limit; {which}. {rule}"
     ))
+}
+
+/// The responses the client wrote must have come over its TCP connection to `port`
+/// (`connection`, a copy of it): that connection received at least their frames' bytes
+/// (`TCP_INFO`), or the calls went another way while it stood idle.
+fn responses_came_over_tcp(
+    run: &mut Run,
+    connection: Option<std::os::fd::OwnedFd>,
+    client: &ClientProc,
+    port: u16,
+) -> Result<(), Fail> {
+    let Some(received) = connection.as_ref().and_then(observe::tcp_bytes_received) else {
+        run.note("the client's TCP connection could not be read: its bytes not counted");
+        return Ok(());
+    };
+    let answers: u64 = client
+        .requests
+        .iter()
+        .map(|(op, payload)| 5 + expected(*op, payload).1.len() as u64)
+        .sum();
+    if received < answers {
+        return Err(Fail::failed(format!(
+            "the client, given --tcp {port}, wrote the right answers to its {} calls, but its \
+             TCP connection to that port received {received} bytes, where the response frames \
+             take {answers} (TCP_INFO, read on a copy of the client's socket): the calls went \
+             another way while that connection stood idle. Every call goes over the \
+             connection to the endpoint given, and over nothing else",
+            client.requests.len()
+        )));
+    }
+    Ok(())
 }
