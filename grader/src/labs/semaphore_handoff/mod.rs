@@ -42,6 +42,7 @@ mod closing;
 mod create_cleanup;
 mod create_errors;
 mod creating_calls;
+mod default_action;
 mod error_paths;
 mod failed_calls;
 mod forced_waits;

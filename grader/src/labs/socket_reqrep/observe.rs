@@ -135,23 +135,9 @@ pub fn main_receives_on(pid: i32, fd: i32) -> bool {
 /// inherit it): its threads then take turns instead of running side by side, so that one busy
 /// on the CPU makes no progress while another runs. Returns whether it could.
 pub fn pin_to_one_cpu(pid: i32) -> bool {
-    // SAFETY: cpu_set_t is plain data; the calls get its size and a valid pointer.
-    unsafe {
-        let mut allowed: libc::cpu_set_t = std::mem::zeroed();
-        let size = std::mem::size_of::<libc::cpu_set_t>();
-        if libc::sched_getaffinity(0, size, &mut allowed) != 0 {
-            return false;
-        }
-        let Some(cpu) = (0..libc::CPU_SETSIZE as usize).find(|&c| libc::CPU_ISSET(c, &allowed))
-        else {
-            return false;
-        };
-        let mut one: libc::cpu_set_t = std::mem::zeroed();
-        libc::CPU_SET(cpu, &mut one);
-        threads(pid)
-            .iter()
-            .all(|t| libc::sched_setaffinity(t.tid, size, &one) == 0)
-    }
+    threads(pid)
+        .iter()
+        .all(|t| crate::engine::force::one_cpu(t.tid).is_ok())
 }
 
 fn mask_bit(signal: Signal) -> u64 {
