@@ -10,7 +10,7 @@ use super::pool::{
     PairOptions, PoolNames, destroy_pool, pool_ready, spawn_pair, spawn_pool,
     spawn_pool_with_msg_max,
 };
-use super::transfer::{Setup, check_messages, failure, start_receiver, start_sender};
+use super::transfer::{Setup, check_messages, failure, said, start_receiver, start_sender};
 use crate::engine::audit::message_queue_exists;
 use crate::engine::tracer::{Action, Call, Tracer};
 use crate::engine::{Fail, Proc, Run};
@@ -187,11 +187,7 @@ fn over_count_refused(pool: &mut Proc, names: &PoolNames) -> Result<(), Fail> {
     for name in &names.segments {
         let _ = nix::sys::mman::shm_unlink(name.as_str());
     }
-    let said = if answer.kind == "failed" {
-        format!("`failed` ({})", failure(&answer))
-    } else {
-        format!("`{}`", answer.kind)
-    };
+    let said = said(&answer);
     Err(Fail::failed(format!(
         "asked for a pool of {count} segments in an IPC namespace whose msg_max is \
          {ROOMY_MSG_MAX} (so that mq_open() can make a queue of {count} messages), the program \
@@ -214,11 +210,7 @@ fn small_on_a_taken_name(sender: &mut Proc, name: &str) -> Result<(), Fail> {
          grader's)",
         dev_shm(name).display()
     );
-    let said = if answer.kind == "failed" {
-        format!("`failed` ({})", failure(&answer))
-    } else {
-        format!("`{}`", answer.kind)
-    };
+    let said = said(&answer);
     let why = if answer.get("kind") == Some("exists") {
         ": it tries the name (shm_open() with O_CREAT | O_EXCL, or a look at it) before it \
          checks the size; with shm_open() first, a free name is made for a moment at a size \
@@ -278,11 +270,7 @@ fn dangling_link(run: &mut Run) -> Result<(), Fail> {
         link.display()
     );
     if answer.kind != "failed" || answer.get("kind") != Some("exists") {
-        let said = if answer.kind == "failed" {
-            format!("`failed` ({})", failure(&answer))
-        } else {
-            format!("`{}`", answer.kind)
-        };
+        let said = said(&answer);
         // glibc's shm_open() adds O_NOFOLLOW: without O_EXCL the link is refused with ELOOP;
         // with it, EEXIST comes first.
         let why = if answer.get("error").is_some_and(|e| e.contains("ELOOP")) {
@@ -350,11 +338,7 @@ fn empty_object(run: &mut Run) -> Result<(), Fail> {
     );
     let same = now.is_some_and(|now| now.ino() == inode && now.len() == 0);
     if answer.kind != "failed" || answer.get("kind") != Some("exists") {
-        let said = if answer.kind == "failed" {
-            format!("`failed` ({})", failure(&answer))
-        } else {
-            format!("`{}`", answer.kind)
-        };
+        let said = said(&answer);
         let took_over = if same {
             ""
         } else {
@@ -670,11 +654,7 @@ fn small_pool_on_a_taken_queue(
         names.queue
     );
     if answer.kind != "failed" || answer.get("kind") != Some("bad-size") {
-        let said = if answer.kind == "failed" {
-            format!("`failed` ({})", failure(&answer))
-        } else {
-            format!("`{}`", answer.kind)
-        };
+        let said = said(&answer);
         let why = if answer.get("kind") == Some("exists") {
             ": it tried the queue (mq_open(O_CREAT | O_EXCL)) before it judged the size, \
              leaving the size to Segment::create. Pool::create judges the count and the size \
@@ -710,11 +690,7 @@ pub fn refused(proc: &mut Proc, asked: &str, error: &str) -> Result<(), Fail> {
     };
     let answer = proc.recv_any()?;
     if answer.kind != "failed" || answer.get("kind") != Some(kind) {
-        let said = if answer.kind == "failed" {
-            format!("`failed` ({})", failure(&answer))
-        } else {
-            format!("`{}`", answer.kind)
-        };
+        let said = said(&answer);
         return Err(Fail::failed(format!(
             "{asked}, the program said {said}: this must fail with TransferError::{error} \
              (kind={kind})"

@@ -10,7 +10,7 @@ use super::errors::GraderQueue;
 use super::layout::{MIN_SEGMENT, Mapped, Sem};
 use super::observe::dev_shm;
 use super::pool::{PoolNames, destroy_pool, pool_args, pool_ready};
-use super::transfer::failure;
+use super::transfer::said;
 use crate::engine::audit::message_queue_exists;
 use crate::engine::force;
 use crate::engine::process::Limits;
@@ -395,11 +395,7 @@ fn judge(forced: &mut Forced) -> Result<(), Fail> {
     let (kind, errno) = (forced.kind, forced.errno);
     let error = answer.get("error").unwrap_or("");
     if answer.kind != "failed" || answer.get("kind") != Some(kind) || !error.contains(errno) {
-        let said = if answer.kind == "failed" {
-            format!("`failed` ({})", failure(&answer))
-        } else {
-            format!("`{}`", answer.kind)
-        };
+        let said = said(&answer);
         return Err(Fail::failed(format!(
             "{asked}, the program said {said}: this must be kind={kind} with {errno} ({})",
             forced.rule
@@ -516,11 +512,7 @@ pub fn queue_made_meanwhile(run: &mut Run) -> Result<(), Fail> {
         names.queue
     );
     if answer.kind != "failed" || answer.get("kind") != Some("exists") {
-        let said = if answer.kind == "failed" {
-            format!("`failed` ({})", failure(&answer))
-        } else {
-            format!("`{}`", answer.kind)
-        };
+        let said = said(&answer);
         return Err(Fail::failed(format!(
             "{asked}; then the program said {said}: this must fail with TransferError::Exists \
              (kind=exists). Its create did not refuse a queue that exists: it opens the queue \
@@ -689,11 +681,7 @@ impl HalfWay {
              the name)"
         );
         if answer.kind != "failed" || answer.get("kind") != Some(kind) {
-            let said = if answer.kind == "failed" {
-                format!("`failed` ({})", failure(&answer))
-            } else {
-                format!("`{}`", answer.kind)
-            };
+            let said = said(&answer);
             return Err(Fail::failed(format!(
                 "{asked}, the sender said {said}: that step's error is kind={kind}"
             )));

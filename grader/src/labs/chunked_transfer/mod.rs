@@ -31,6 +31,7 @@ use crate::engine::diagnose::{Activity, Hang};
 use crate::engine::{Check, Lab};
 
 mod broken;
+mod clock_reads;
 mod data;
 mod deadline;
 mod errors;
@@ -122,7 +123,8 @@ pub static LAB: Lab = Lab {
             points: 3,
             timeout: Duration::from_secs(15),
             description: "a receiver whose writer takes 1 ms per chunk still gets every byte: \
-                          the sender never refills a slot before the receiver is done with it",
+                          the sender never refills a slot before the receiver is done with it, \
+                          and reads CLOCK_REALTIME for each wait's deadline",
             exclusive: false,
             hint: Some(
                 "The sender fills a slot only after empty; the receiver posts empty only once it is done with the slot. See docs/labs/08-chunked-transfer.md, the rules table (the empty and full rules).",

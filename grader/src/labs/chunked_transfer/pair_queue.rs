@@ -3,7 +3,7 @@
 
 use super::SEGMENTS;
 use super::pool::{FreeQueue, PairOptions, pair_failed, pair_ready, spawn_pair};
-use super::transfer::failure;
+use super::transfer::{failure, said};
 use crate::engine::tracer::{Action, Call, Reached, Tracer};
 use crate::engine::{Fail, Proc, Run, inspect};
 use std::time::{Duration, Instant};
@@ -55,11 +55,7 @@ pub(super) fn counts_now(
         queue.put_all(&[id])?;
     }
     if answer.kind != "state" {
-        let said = if answer.kind == "failed" {
-            format!("`failed` ({})", failure(&answer))
-        } else {
-            format!("`{}`", answer.kind)
-        };
+        let said = said(&answer);
         return Err(Fail::failed(format!(
             "pair {index}, asked for free_count() again after its `took`, said {said} where \
              it should have counted the free queue ({now} ids)"

@@ -361,6 +361,15 @@ pub const SEM_EINVAL: &str = "EINVAL from a semaphore wait: glibc's sem_timedwai
      tv_nsec of a second or more. Normalize the deadline (or use TimeSpec addition), and \
      nothing here says the segment was given back too early";
 
+/// What a program answered, for a diagnosis: `failed` with its kind and error, or the word.
+pub fn said(message: &Message) -> String {
+    if message.kind == "failed" {
+        format!("`failed` ({})", failure(message))
+    } else {
+        format!("`{}`", message.kind)
+    }
+}
+
 pub fn failure(message: &Message) -> String {
     format!(
         "kind={}: {}",

@@ -29,6 +29,16 @@ struct FailedCall {
 }
 
 impl FailedCall {
+    /// The verdict on a parent seen in `waitpid()` while it still held a pipe end, if it was.
+    fn waited_holding_verdict(&self, setting: &str) -> Option<String> {
+        let held = self.waited_holding.as_ref()?;
+        Some(format!(
+            "{setting}, then kept the child stopped: exchange() returned `{}`, and the parent \
+             was blocked in waitpid() inside wait() while it still held {held}",
+            self.done.exchange
+        ))
+    }
+
     /// Ends the session, then gives the verdict: its message as the failure, or `passed`.
     fn conclude(self, verdict: Option<String>, passed: &str) -> Result<String, Fail> {
         self.session.finish()?;
@@ -254,12 +264,7 @@ pub(super) fn parent_write_fails(run: &mut Run) -> Result<String, Fail> {
         "the grader made the parent's write() to pipe A (fd {fd}, thread {tid}) fail with EIO \
          (the call skipped by its tracer) while the echo child was alive and reading"
     );
-    if let Some(held) = &failed.waited_holding {
-        let verdict = format!(
-            "{setting}, then kept the child stopped: exchange() returned `{}`, and the parent \
-             was blocked in waitpid() inside wait() while it still held {held}",
-            done.exchange
-        );
+    if let Some(verdict) = failed.waited_holding_verdict(&setting) {
         return failed.conclude(Some(verdict), "");
     }
     let verdict = match Returned::parse(&done.exchange) {
@@ -312,12 +317,7 @@ pub(super) fn parent_read_fails(run: &mut Run) -> Result<String, Fail> {
          (the call skipped by its tracer) while the echo child was alive and echoing, and \
          pipe A, shrunk to one page, held the rest of the 16 KiB input back"
     );
-    if let Some(held) = &failed.waited_holding {
-        let verdict = format!(
-            "{setting}, then kept the child stopped: exchange() returned `{}`, and the parent \
-             was blocked in waitpid() inside wait() while it still held {held}",
-            done.exchange
-        );
+    if let Some(verdict) = failed.waited_holding_verdict(&setting) {
         return failed.conclude(Some(verdict), "");
     }
     let again = done.again.as_deref().unwrap_or("?");

@@ -288,7 +288,20 @@ impl Server {
                     done = Some(message);
                     break;
                 }
-                return Err(self.stuck_after(signal, idle, patience - signalled));
+                let stuck = self.stuck_after(signal, idle, patience - signalled);
+                // The check's own time ran out first: what the server did is not established.
+                if patience < signalled + STOP_PATIENCE
+                    && let Fail::Failed(state) = stuck
+                {
+                    return Err(Fail::TimedOut(format!(
+                        "the check's time ran out {:.1} s after {name}, before the server said \
+                         `done` (it has {} s for that, which a machine this loaded did not \
+                         leave); where it was: {state}",
+                        (patience - signalled).as_secs_f64(),
+                        STOP_PATIENCE.as_secs()
+                    )));
+                }
+                return Err(stuck);
             }
             match self
                 .proc
