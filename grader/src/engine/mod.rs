@@ -9,6 +9,7 @@ pub mod force;
 pub mod inspect;
 pub mod ledger;
 pub mod model;
+mod order;
 pub mod process;
 pub mod run;
 pub mod tracer;

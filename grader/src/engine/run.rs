@@ -17,6 +17,7 @@ use super::files::{self, Created, FileWatch};
 use super::inspect;
 use super::ledger::Ledger;
 use super::model::{CLEANUP_CHECK, Check, CheckResult, Fail, Lab, LabResult, Report, Status};
+use super::order::{self, Durations};
 use super::process::{self, Limits, Proc};
 
 /// Extra time a check's own code gets past its timeout before the grader gives up on it.
@@ -595,9 +596,8 @@ pub fn grade_built(
         .flat_map(|(p, plan)| plan.checks.iter().map(move |check| (p, plan, *check)))
         .enumerate()
         .collect();
-    // Exclusive checks first: one taken later waits for the checks running beside it to end (a
-    // long one takes seconds), and the other workers wait behind it, their CPUs idle.
-    jobs.sort_by_key(|(_, (_, _, check))| !check.exclusive);
+    let durations = Durations::read(&options.log_dir);
+    jobs.sort_by_key(|(_, (_, plan, check))| durations.sort_key(plan.lab.slug, check));
     let queue = Mutex::new(jobs.iter());
     // Per plan: its checks' results by job index, and how many are still to come.
     type Graded = (usize, CheckResult, Vec<IpcObject>);
@@ -654,13 +654,14 @@ pub fn grade_built(
         }
     });
     let cleanups = cleanups.into_inner().expect("cleanups lock");
+    let labs = labs.into_inner().expect("labs lock");
+    durations.record(labs.iter().zip(plans).flat_map(|((graded, _), plan)| {
+        graded
+            .iter()
+            .map(|(_, result, _)| (order::key(plan.lab.slug, &result.name), result.duration_ms))
+    }));
     let mut results = Vec::new();
-    for ((mut graded, _), (plan, cleanup)) in labs
-        .into_inner()
-        .expect("labs lock")
-        .into_iter()
-        .zip(plans.iter().zip(cleanups))
-    {
+    for ((mut graded, _), (plan, cleanup)) in labs.into_iter().zip(plans.iter().zip(cleanups)) {
         if graded.is_empty() && cleanup.is_none() && interrupted().is_some() {
             continue;
         }
