@@ -3,6 +3,7 @@
 
 use std::cmp::Reverse;
 use std::collections::BTreeMap;
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use super::model::Check;
@@ -40,14 +41,15 @@ impl Durations {
         let Ok(json) = serde_json::to_vec(&self.millis) else {
             return;
         };
-        // Written beside, then renamed: a grading running at the same time reads either file
-        // whole.
-        let partial = self
-            .path
-            .with_extension(format!("json.{}", std::process::id()));
-        if std::fs::write(&partial, json).is_ok() && std::fs::rename(&partial, &self.path).is_err()
+        // Written beside, then renamed: a grading running at the same time (another thread of
+        // the tests, say) reads either file whole.
+        let Some(dir) = self.path.parent() else {
+            return;
+        };
+        if let Ok(mut partial) = tempfile::NamedTempFile::new_in(dir)
+            && partial.write_all(&json).is_ok()
         {
-            let _ = std::fs::remove_file(&partial);
+            let _ = partial.persist(&self.path);
         }
     }
 }
