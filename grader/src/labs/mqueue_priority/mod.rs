@@ -45,6 +45,7 @@ mod observe;
 mod open_errors;
 mod ordering;
 mod proc_limits;
+mod process_state;
 mod protocol;
 mod queue_bytes;
 mod retries;
