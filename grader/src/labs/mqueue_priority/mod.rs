@@ -43,6 +43,7 @@ mod names;
 mod nonblocking;
 mod observe;
 mod open_errors;
+mod opening;
 mod ordering;
 mod proc_limits;
 mod process_state;
