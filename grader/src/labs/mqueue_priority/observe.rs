@@ -214,12 +214,10 @@ pub fn wait_in_call(proc: &mut Proc, syscall: i64, patience: Duration) -> Result
 /// one.
 pub fn soft_message_queue_bytes(pid: i32) -> Option<u64> {
     let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).ok()?;
-    let line = limits.lines().find(|l| l.starts_with("Max msgqueue size"))?;
-    line["Max msgqueue size".len()..]
-        .split_whitespace()
-        .next()?
-        .parse()
-        .ok()
+    let soft = limits
+        .lines()
+        .find_map(|l| l.strip_prefix("Max msgqueue size"))?;
+    soft.split_whitespace().next()?.parse().ok()
 }
 
 /// The file-mode creation mask of `pid` (`Umask` in `/proc/PID/status`).
