@@ -27,17 +27,16 @@ const CONTROL_FD: i32 = 3;
 pub fn left_as_main_set(run: &mut Run) -> Result<(), Fail> {
     let name = run.ipc_name("untouched");
     let (args, output) = consumer_args(run, &name, &sized(2, 64));
-    let given = 100_000;
+    // What the program is started with: lowered to 100000 if its hard limit allows.
+    let hard = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_MSGQUEUE)
+        .map_or(u64::MAX, |(_, hard)| hard);
+    let given = hard.min(100_000);
     let mut proc = run.spawn_stopped_with_message_queue_bytes(&args, given)?;
     proc.set_roles(|_| "the consumer".into());
     let pid = proc.pid.as_raw();
     let handlers = Tracer::count_calls(pid, SETS_SIGUSR1)?;
     force::resume(pid)?;
     let ready = proc.recv_any()?;
-    let set_handler = match handlers {
-        Some(tracer) => Some(tracer.failed_count(Instant::now() + Duration::from_millis(200))?),
-        None => None,
-    };
     if ready.kind != "ready" {
         super::protocol::release(&mut proc)?;
         return Err(Fail::failed(format!(
@@ -52,6 +51,12 @@ pub fn left_as_main_set(run: &mut Run) -> Result<(), Fail> {
     let mut consumer = Consumer::ready(proc, &name, &ready, output);
     consumer.send_shutdown()?;
     consumer.serve()?;
+    // Read once the consumer has ended, which ends the tracer: each call was reported while
+    // the consumer was stopped in it, before its `ready`.
+    let set_handler = match handlers {
+        Some(tracer) => Some(tracer.failed_count(Instant::now() + Duration::from_secs(2))?),
+        None => None,
+    };
     let when = "when the consumer said `ready`, create() done";
     if let (Some(inherited), Some(now)) = (inherited, its_umask)
         && inherited != now
