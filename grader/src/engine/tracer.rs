@@ -96,6 +96,10 @@ pub enum Match {
     /// Any of these calls, each with its own condition: with [`Call::any_of`], the first of
     /// several calls told apart by their arguments (a sleep, or a creating `openat()`).
     AnyOf(&'static [Call]),
+    /// Every one of these conditions at once (the calls' numbers must agree): with
+    /// [`Call::all_of`], a call told apart by two arguments of which one points to something
+    /// (`rt_sigaction()` of one signal that sets a disposition, not one that only reads it).
+    AllOf(&'static [Call]),
 }
 
 /// [`Tracer::last_break`] of a stop at the entry of the system call of
@@ -182,6 +186,14 @@ impl Call {
         Call {
             number: ANY_NUMBER,
             matching: Match::AnyOf(calls),
+        }
+    }
+
+    /// A call that is each of these at once.
+    pub const fn all_of(calls: &'static [Call]) -> Call {
+        Call {
+            number: ANY_NUMBER,
+            matching: Match::AllOf(calls),
         }
     }
 
@@ -1778,6 +1790,8 @@ unsafe fn at_entry_of(pid: i32, call: Call) -> bool {
         Match::Any => true,
         // SAFETY: as for this call, on the same stopped thread.
         Match::AnyOf(calls) => calls.iter().any(|&one| unsafe { at_entry_of(pid, one) }),
+        // SAFETY: as for this call, on the same stopped thread.
+        Match::AllOf(calls) => calls.iter().all(|&one| unsafe { at_entry_of(pid, one) }),
         Match::Bits { arg, mask, value } => arg < 6 && word(32 + 8 * arg) & mask == value,
         Match::BothBits(both) => both
             .iter()

@@ -206,7 +206,9 @@ pub struct Limits {
 }
 
 /// Reads the limits from `/proc/sys/fs/mqueue/msg_max` and `msgsize_max`, and the soft
-/// `RLIMIT_MSGQUEUE` from `getrlimit()`. Any failure is [`QueueError::Limits`].
+/// `RLIMIT_MSGQUEUE` from `getrlimit()`. Any failure is [`QueueError::Limits`]: a file that
+/// cannot be opened or read, or that holds no number. It changes no limit, and closes the files
+/// it opens.
 pub fn system_limits() -> Result<Limits, QueueError> {
     todo!("read msg_max and msgsize_max from /proc/sys/fs/mqueue, RLIMIT_MSGQUEUE from getrlimit()")
 }
@@ -223,7 +225,8 @@ impl QueueConfig {
 }
 
 /// Checks that `name` is a valid queue name: a leading `/`, then 1 to [`MAX_NAME_LEN`]
-/// characters, none of them `/`.
+/// characters, none of them `/`. Blanks and control characters are characters like any other:
+/// `"/ "` is a valid name.
 pub fn check_name(name: &str) -> Result<(), QueueError> {
     let _ = (&name,);
     todo!("BadName unless \"/\" + 1..=255 bytes without another \"/\"")
@@ -255,7 +258,9 @@ pub struct JobQueue {
 impl JobQueue {
     /// The consumer's side: checks the name and the config (against [`system_limits`]), then
     /// creates the queue for receiving: `mq_open(name, O_CREAT | O_EXCL | O_RDONLY, 0600,
-    /// attributes)`. `EEXIST` is [`QueueError::Exists`].
+    /// attributes)`. `EEXIST` is [`QueueError::Exists`]. It changes nothing of the process
+    /// that `main.rs` set (its umask, its limits, SIGUSR1's handler); if the `mq_getattr()` of
+    /// the new descriptor fails ([`QueueError::Attributes`]), it closes that descriptor first.
     pub fn create(name: &str, config: &QueueConfig) -> Result<JobQueue, QueueError> {
         let _ = (&name, &config);
         todo!(
@@ -264,7 +269,8 @@ impl JobQueue {
     }
 
     /// A producer's side: opens the existing queue for sending, `mq_open(name, O_WRONLY)`.
-    /// `ENOENT` is [`QueueError::NotFound`].
+    /// `ENOENT` is [`QueueError::NotFound`]. As [`JobQueue::create`], it closes the new
+    /// descriptor if its `mq_getattr()` fails.
     pub fn open(name: &str) -> Result<JobQueue, QueueError> {
         let _ = (&name,);
         todo!("check_name, mq_open(O_WRONLY); ENOENT is NotFound")
@@ -281,7 +287,8 @@ impl JobQueue {
     }
 
     /// Makes [`JobQueue::submit`] fail with [`QueueError::Full`] instead of blocking on a full
-    /// queue (`O_NONBLOCK`), or blocking again.
+    /// queue (`O_NONBLOCK`), or blocking again. It calls `mq_setattr()` each time: another
+    /// holder of the descriptor may have changed the flag since.
     pub fn set_nonblocking(&self, nonblocking: bool) -> Result<(), QueueError> {
         let _ = (&nonblocking,);
         todo!("mq_set_nonblock() or mq_remove_nonblock(); errors are Attributes")
@@ -290,8 +297,8 @@ impl JobQueue {
     /// Sends `job` as one message, [`JOB_TAG`] followed by the payload, with the job's
     /// priority. A payload longer than [`JobQueue::max_payload`] is [`QueueError::TooBig`] and
     /// nothing is sent; a priority of [`MQ_PRIO_MAX`] or more is [`QueueError::BadPriority`].
-    /// On a full queue it blocks until there is room ([`QueueError::Full`] if non-blocking).
-    /// Retries `EINTR`.
+    /// On a full queue it blocks until there is room, with no deadline ([`QueueError::Full`] if
+    /// non-blocking: only when its `mq_send()` fails with `EAGAIN`). Retries `EINTR`.
     pub fn submit(&self, job: &Job) -> Result<(), QueueError> {
         let _ = (&job,);
         todo!(
@@ -317,7 +324,9 @@ impl JobQueue {
     /// shutdown message. Returns how many jobs were served. Whether it ends with the shutdown
     /// or with an error (a failed receive, a garbled message, or the handler's error as
     /// [`QueueError::Handler`]), it closes the descriptor and unlinks the queue before it
-    /// returns: a consumer that fails must not leave its queue behind.
+    /// returns: a consumer that fails must not leave its queue behind. If serving ended well,
+    /// an error of the close or the unlink is returned (the unlink's `ENOENT` as
+    /// [`QueueError::NotFound`]), never discarded.
     pub fn serve<F>(self, handler: F) -> Result<usize, QueueError>
     where
         F: FnMut(Job) -> Result<(), String>,

@@ -87,6 +87,9 @@ pub fn full_queue_blocks(run: &mut Run) -> Result<String, Fail> {
         Reached::Said(answer) => return Err(idle_said(&answer, false, "")),
         Reached::NotYet => late.push(idle.pid()),
     }
+    for producer in &producers {
+        no_deadline_on_send(producer)?;
+    }
     let mut roles: BTreeMap<i32, String> = producers
         .iter()
         .map(|p| (p.pid(), p.role.to_string()))
@@ -426,4 +429,41 @@ fn exactly_once(served: &[Job], submitted: &[Vec<Job>], roles: &[&str]) -> Resul
         }
     }
     Ok(())
+}
+
+/// A blocking producer waiting for room in `mq_send` must wait with no deadline: the timeout
+/// argument of its `mq_timedsend` (`/proc/PID/task/TID/syscall`) is 0. With one, the call fails
+/// with `ETIMEDOUT` when it passes, however long it is, while the queue is still full.
+fn no_deadline_on_send(producer: &Producer) -> Result<(), Fail> {
+    let pid = producer.pid();
+    let Some(at) = wait_timeout_argument(pid, SEND).filter(|&at| at != 0) else {
+        return Ok(());
+    };
+    let ahead = deadline_ahead(pid, at)
+        .map(|secs| format!(", {secs:.0} s from now (CLOCK_REALTIME)"))
+        .unwrap_or_default();
+    Err(Fail::failed(format!(
+        "{} waits for room on the full queue in mq_timedsend with a deadline (its timeout \
+         argument points at {at:#x}{ahead}; read in /proc/PID/task/TID/syscall): when it \
+         passes, mq_timedsend fails with ETIMEDOUT while the queue may still be full, and a \
+         submit() that gives up then (taking ETIMEDOUT for `full`, or failing) loses the job, \
+         while one that sends again polls, however long its period. On a blocking descriptor \
+         submit() waits for room as long as it takes: mq_send, with no deadline",
+        producer.role
+    )))
+}
+
+/// How many seconds after now (`CLOCK_REALTIME`) the `timespec` at `address` in `pid` lies, if
+/// the grader may read its memory.
+fn deadline_ahead(pid: i32, address: u64) -> Option<f64> {
+    use std::os::unix::fs::FileExt;
+    let mem = std::fs::File::open(format!("/proc/{pid}/mem")).ok()?;
+    let mut raw = [0u8; 16];
+    mem.read_exact_at(&mut raw, address).ok()?;
+    let secs = i64::from_ne_bytes(raw[..8].try_into().ok()?);
+    let nanos = i64::from_ne_bytes(raw[8..].try_into().ok()?);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .ok()?;
+    Some(secs as f64 + nanos as f64 / 1e9 - now.as_secs_f64())
 }

@@ -20,6 +20,7 @@ const MSG_SIZE: u64 = 64;
 pub fn nonblocking_full(run: &mut Run) -> Result<String, Fail> {
     let summary = super::nonblocking::nonblocking_full(run)?;
     flag_set_by_another(run)?;
+    flag_cleared_for_a_blocking_producer(run)?;
     Ok(format!(
         "{summary}; set_nonblocking(false) cleared an O_NONBLOCK set before set_nonblocking(true), \
          and a shutdown on a descriptor made non-blocking meanwhile was kind=full"
@@ -135,6 +136,68 @@ fn flag_set_by_another(run: &mut Run) -> Result<(), Fail> {
 }
 
 /// A tracer that holds the main thread of `pid` at its next `mq_send`.
+/// `O_NONBLOCK` set on a blocking producer's descriptor by the grader (through a copy of it),
+/// held at its first `mq_getsetattr()`, before main.rs's `set_nonblocking(false)`: at `ready`
+/// the descriptor is blocking again. A `set_nonblocking()` that remembers the state it set and
+/// skips the call when asked for it again never clears a flag set by another holder.
+fn flag_cleared_for_a_blocking_producer(run: &mut Run) -> Result<(), Fail> {
+    let name = run.ipc_name("cleared");
+    let consumer = consumer(run, &name, &sized(1, MSG_SIZE))?;
+    let mut proc = spawn_producer_stopped_with(run, &name, &[])?;
+    let pid = proc.pid.as_raw();
+    let tracer = Tracer::attach(pid, Call::any(libc::SYS_mq_getsetattr), Action::Hold)?;
+    force::resume(pid)?;
+    let Some(mut tracer) = tracer else {
+        let _ = proc.recv_any()?;
+        return release(&mut proc);
+    };
+    let until = Instant::now() + Duration::from_secs(5);
+    if tracer.wait(&mut proc, until)? != Reached::Call {
+        drop(tracer);
+        return release(&mut proc);
+    }
+    let Some(&[fd]) = queue_fds(pid, &name).as_deref() else {
+        tracer.release();
+        let _ = proc.recv_any()?;
+        return release(&mut proc);
+    };
+    let shared = force::share_descriptor(pid, fd.fd)?;
+    force::set_nonblocking(&shared)?;
+    drop(shared);
+    tracer.release();
+    let ready = proc.recv_any()?;
+    let still = queue_fds(pid, &name)
+        .unwrap_or_default()
+        .into_iter()
+        .find(|fd| fd.nonblocking());
+    if ready.kind == "ready" {
+        proc.send("go", &[])?;
+        let _ = proc.recv_any()?;
+    }
+    release(&mut proc)?;
+    grader_send(&name, &[shutdown_message()])?;
+    consumer.serve()?;
+    if ready.kind != "ready" {
+        return Err(Fail::failed(format!(
+            "a blocking producer whose descriptor the grader had made non-blocking during its \
+             open() said {} where it should have said ready",
+            said(&ready)
+        )));
+    }
+    if let Some(still) = still {
+        return Err(Fail::failed(format!(
+            "the grader set O_NONBLOCK on a blocking producer's queue descriptor (through a \
+             copy of it, pidfd_getfd, as another holder of the open queue may) during its \
+             open(), before main.rs's set_nonblocking(false); at `ready` the descriptor still \
+             had O_NONBLOCK ({}): set_nonblocking(false) did not call mq_setattr. A state \
+             remembered in the JobQueue (skipping the call when it seems unchanged) is not the \
+             descriptor's: set and clear O_NONBLOCK with mq_setattr at every call",
+            still.describe(pid)
+        )));
+    }
+    Ok(())
+}
+
 fn hold_at_send(pid: i32) -> Result<Tracer, Fail> {
     Tracer::attach(pid, Call::any(SEND), Action::Hold)?
         .ok_or_else(|| Fail::Grader(format!("ptrace of {pid} refused after it was allowed")))

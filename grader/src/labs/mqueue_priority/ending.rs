@@ -159,6 +159,7 @@ pub fn unlinked_at_end(run: &mut Run) -> Result<String, Fail> {
     failed_calls(run)?;
     close_fails(run)?;
     unlink_fails(run)?;
+    super::opening::getattr_fails_at_open(run)?;
     Ok(
         "the producer closed its descriptor; the consumer closed and unlinked its queue after a \
         normal end, a failed job, a garbled message and a failed mq_receive (mq-receive); a \
@@ -382,8 +383,66 @@ fn unlink_fails(run: &mut Run) -> Result<(), Fail> {
             said(&answer),
             fd.fd
         ))),
-        None => Ok(()),
+        None if !failed_with(&answer, "not-found") => Err(Fail::failed(format!(
+            "the grader removed {name} (mq_unlink) while the consumer served, and sent the \
+             shutdown through a descriptor it kept, so that the consumer's own mq_unlink at \
+             the end of serve() failed with ENOENT; the consumer closed its descriptor but said \
+             {}, not `failed` with kind=not-found: serve() returns unlink()'s error (ENOENT is \
+             QueueError::NotFound) once it has closed, it does not discard it",
+            said(&answer)
+        ))),
+        None => unlink_refused(run),
     }
+}
+
+/// The consumer's `mq_unlink` at the end of serve() made to fail with `EACCES` (ptrace; as for
+/// a name in a directory it may not write): serve() reports it, kind=mq-unlink with that errno,
+/// once it has closed its descriptor.
+fn unlink_refused(run: &mut Run) -> Result<(), Fail> {
+    let name = run.ipc_name("unlink-refused");
+    let mut consumer = consumer(run, &name, &[])?;
+    let unlink = Call::any(libc::SYS_mq_unlink);
+    let Some(mut tracer) = Tracer::attach(consumer.pid(), unlink, Action::Fail(libc::EACCES))?
+    else {
+        run.note("no ptrace here: a failed mq_unlink in serve() not tried");
+        consumer.send_shutdown()?;
+        return consumer.finish().map(drop);
+    };
+    grader_send(&name, &[super::protocol::shutdown_message()])?;
+    consumer.go()?;
+    let answer = consumer.answer();
+    let failed = tracer.failed_the_call()?;
+    drop(tracer);
+    let answer = answer?;
+    let held = queue_fds(consumer.pid(), &name).and_then(|fds| fds.first().copied());
+    let _ = nix::mqueue::mq_unlink(name.as_str());
+    super::protocol::release(&mut consumer.proc)?;
+    if !failed {
+        return Err(Fail::failed(format!(
+            "after the shutdown message the consumer said {} without calling mq_unlink (the \
+             grader traced it): serve() unlinks its queue when serving ends",
+            said(&answer)
+        )));
+    }
+    if let Some(fd) = held {
+        return Err(Fail::failed(format!(
+            "the grader made the consumer's mq_unlink at the end of serve() fail with EACCES \
+             (ptrace); the consumer said {} and still holds its descriptor {} of {name}: \
+             serve() closes the descriptor however the unlink goes",
+            said(&answer),
+            fd.fd
+        )));
+    }
+    if !(failed_with(&answer, "mq-unlink") && super::protocol::failed_errno(&answer, "EACCES")) {
+        return Err(Fail::failed(format!(
+            "the grader made the consumer's mq_unlink at the end of serve() fail with EACCES \
+             (ptrace), after the shutdown message; the consumer said {}, not `failed` with \
+             kind=mq-unlink and EACCES: serve() returns unlink()'s error \
+             (QueueError::Unlink with its errno) once it has closed, it does not discard it",
+            said(&answer)
+        )));
+    }
+    Ok(())
 }
 
 /// A job queued behind the shutdown (a lower priority): serving ends at the shutdown, and the

@@ -299,6 +299,7 @@ pub fn attributes_and_limits(run: &mut Run) -> Result<String, Fail> {
     limits_read_from_proc(run, msg_max, msgsize_max)?;
     default_config_checked(run)?;
     super::proc_limits::unreadable_limits(run)?;
+    super::proc_limits::limit_not_a_number(run)?;
     unlimited_queue_bytes(run)?;
     super::proc_limits::read_whole_at_each_create(run, msg_max)?;
     let given = super::given_limits::judged_against_given_limits(run)?;

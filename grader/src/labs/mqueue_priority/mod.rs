@@ -21,7 +21,9 @@
 //! costs), `nonblocking` (a full queue with `O_NONBLOCK`), `descriptor_flags` (`O_NONBLOCK` as
 //! the descriptor's, set by anyone sharing it), `direct_receive` (`receive()`
 //! retrying `EINTR` outside `serve()`), `messages` (what a message may hold), `names` (queue
-//! names), `open_errors` (the kinds of `mq_open()`'s errors), `attributes` (what `attributes()`
+//! names), `open_errors` (the kinds of `mq_open()`'s errors), `opening` (a failed `mq_getattr()`
+//! of a new descriptor), `process_state` (what `create()` leaves of the process main.rs set
+//! up), `attributes` (what `attributes()`
 //! reports), `limits` (the limits on a queue's attributes), `proc_limits` (those limits read by
 //! the program itself, whole, at each create), `given_limits` (`check()` against limits it is
 //! given), `queue_bytes` (the limit on its bytes), `ending` (closing and unlinking), `retries`
@@ -43,8 +45,10 @@ mod names;
 mod nonblocking;
 mod observe;
 mod open_errors;
+mod opening;
 mod ordering;
 mod proc_limits;
+mod process_state;
 mod protocol;
 mod queue_bytes;
 mod retries;
@@ -69,7 +73,9 @@ pub static LAB: Lab = Lab {
             timeout: Duration::from_secs(10),
             description: "queued jobs (the grader sees them all in the queue) are served highest \
                           priority first, FIFO within one, a job taken earlier is served earlier; \
-                          the queue is mode 0600, its descriptors O_RDONLY and O_WRONLY",
+                          the queue is mode 0600, its descriptors O_RDONLY and O_WRONLY; \
+                          create() leaves the umask, limits and SIGUSR1 handler as main.rs set \
+                          them, and no file open",
             exclusive: false,
             hint: Some(
                 "One mq_send per job with its priority; receive takes the highest priority first; the queue mode 0600 and the descriptors O_RDONLY / O_WRONLY. See docs/labs/02-mqueue-priority.md, the rules table (the rules naming priority-order).",
@@ -183,8 +189,9 @@ pub static LAB: Lab = Lab {
             description: "the consumer closes and removes its queue when it ends, also when a job \
                           fails, a message is garbled or mq_receive fails, and stops at the \
                           shutdown or a failed job with jobs still queued behind it; a producer \
-                          closes its descriptor; failed mq_send / mq_receive are mq-send / \
-                          mq-receive with their errno",
+                          closes its descriptor; failed mq_send / mq_receive / mq_unlink / \
+                          mq_getattr are mq-send / mq-receive / mq-unlink / mq-attr with their \
+                          errno, a descriptor whose mq_getattr failed closed",
             exclusive: false,
             hint: Some(
                 "serve() closes and unlinks the queue however it ends, and close() calls mq_close. See docs/labs/02-mqueue-priority.md, the rules table (the close and unlink rules).",

@@ -375,10 +375,10 @@ fn existing_name(run: &mut Run, held: i64, locked: bool) -> Result<(), Fail> {
     outcome
 }
 
-/// Valid names are used as given: one that ends with a space (`/name `), and one with control
-/// characters (tab, newline, escape, DEL, and U+0085, a two-byte one) in it: a slash, then bytes
-/// none of which is a slash. The consumer creates exactly that queue, not the name trimmed, and
-/// refuses neither.
+/// Valid names are used as given: one that ends with a space (`/name `), one with control
+/// characters (tab, newline, escape, DEL, and U+0085, a two-byte one) in it, and one whose bytes
+/// after the slash are all spaces and tabs: a slash, then bytes none of which is a slash. The
+/// consumer creates exactly that queue, not the name trimmed, and refuses none of them.
 fn spaces_kept(run: &mut Run) -> Result<(), Fail> {
     let cases = [
         ("trailing", " ", "with a space at its end"),
@@ -387,13 +387,20 @@ fn spaces_kept(run: &mut Run) -> Result<(), Fail> {
             "\t\n\x1b\x7f\u{85}",
             "with control characters in it (tab, newline, ESC, DEL, U+0085)",
         ),
+        ("", "", "of spaces and tabs alone after its slash"),
     ];
     for (what, suffix, described) in cases {
-        let bare = run.ipc_name(what);
-        let name = format!("{bare}{suffix}");
+        let (bare, name) = if what.is_empty() {
+            // Trimmed, nothing is left of it: the bare name is the empty one, never a queue.
+            (String::new(), run.blank_ipc_name("b"))
+        } else {
+            let bare = run.ipc_name(what);
+            let name = format!("{bare}{suffix}");
+            (bare, name)
+        };
         let (proc, answer, output) = spawn_consumer(run, &name, &[], None)?;
         let exact = message_queue_exists(&name);
-        let trimmed = message_queue_exists(&bare);
+        let trimmed = !bare.is_empty() && message_queue_exists(&bare);
         if answer.kind == "ready" && exact && !trimmed {
             let mut consumer = Consumer::ready(proc, &name, &answer, output);
             consumer.send_shutdown()?;
@@ -415,7 +422,8 @@ fn spaces_kept(run: &mut Run) -> Result<(), Fail> {
         } else if failed_with(&answer, "bad-name") {
             "check_name() refuses only what the rules say (no leading slash, nothing after it, \
              another '/', more than 255 bytes): every other byte is allowed, control \
-             characters too"
+             characters too, and blanks alone after the slash are not an empty name (a \
+             trim() before the emptiness test refuses them)"
                 .to_string()
         } else {
             "no queue of that name exists".to_string()

@@ -202,6 +202,7 @@ pub fn nonblocking_full(run: &mut Run) -> Result<String, Fail> {
     submitted_in_file_order(&served, &jobs, 4)?;
     same_order(&served, &jobs[..4], "the jobs that fitted")?;
     super::sending::full_only_when_full(run)?;
+    super::sending::full_from_each_send(run)?;
     super::sending::sent_in_file_order(run)?;
     Ok(
         "a full non-blocking queue refused 3 of 7 jobs with kind=full, the shutdown then waited \

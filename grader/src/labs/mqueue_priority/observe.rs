@@ -209,3 +209,45 @@ pub fn wait_in_call(proc: &mut Proc, syscall: i64, patience: Duration) -> Result
         }
     }
 }
+
+/// The soft `RLIMIT_MSGQUEUE` of `pid` (`Max msgqueue size` in `/proc/PID/limits`), if it has
+/// one.
+pub fn soft_message_queue_bytes(pid: i32) -> Option<u64> {
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).ok()?;
+    let soft = limits
+        .lines()
+        .find_map(|l| l.strip_prefix("Max msgqueue size"))?;
+    soft.split_whitespace().next()?.parse().ok()
+}
+
+/// The file-mode creation mask of `pid` (`Umask` in `/proc/PID/status`).
+pub fn umask(pid: i32) -> Option<u32> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find_map(|l| l.strip_prefix("Umask:"))?;
+    u32::from_str_radix(line.trim(), 8).ok()
+}
+
+/// The descriptors of `pid` above the standard three that name a file by its path (not a pipe,
+/// a socket or a queue of `queue`), with that path: files the program left open.
+pub fn open_files(pid: i32, queue: &str, control_fd: i32) -> Vec<(i32, String)> {
+    let queues: Vec<i32> = queue_fds(pid, queue)
+        .unwrap_or_default()
+        .iter()
+        .map(|fd| fd.fd)
+        .collect();
+    let Ok(entries) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return Vec::new();
+    };
+    let mut files: Vec<(i32, String)> = entries
+        .flatten()
+        .filter_map(|entry| {
+            let fd: i32 = entry.file_name().to_str()?.parse().ok()?;
+            let target = std::fs::read_link(entry.path()).ok()?;
+            let target = target.to_string_lossy().into_owned();
+            let file = target.starts_with('/') && !target.starts_with("/dev/");
+            (fd > 2 && fd != control_fd && !queues.contains(&fd) && file).then_some((fd, target))
+        })
+        .collect();
+    files.sort();
+    files
+}

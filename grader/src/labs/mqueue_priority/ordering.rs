@@ -105,13 +105,15 @@ pub fn priority_order(run: &mut Run) -> Result<String, Fail> {
     served_again(run)?;
     served_one_at_a_time(run)?;
     received_after_handled(run)?;
+    super::process_state::left_as_main_set(run)?;
     run.expect_owner_only()?;
     Ok(
         "3 rounds of queued jobs were served highest priority first, FIFO within one; a job \
         taken before a higher one arrived was served first, also with more jobs queued; a queue \
         created again (--again) was served too; while the handler ran the next job was still \
         in the queue; the queue was mode 0600, the \
-        descriptors O_RDONLY and O_WRONLY"
+        descriptors O_RDONLY and O_WRONLY; create() left the umask, the soft RLIMIT_MSGQUEUE, \
+        SIGUSR1's handler and no file open behind it"
             .into(),
     )
 }

@@ -189,7 +189,8 @@ pub fn unreadable_limits(run: &mut Run) -> Result<(), Fail> {
             "the grader made the consumer's open of {path} fail with {errno_name} (with \
              ptrace), and it said {}{created}, not `failed` with kind=limits: system_limits() \
              fails with QueueError::Limits when a limit cannot be read, whatever the error; it \
-             never guesses a value (a default, a constant) in its place",
+             never puts another value in its place: a default, a constant, or the same file \
+             read again by another path (/proc/self/root{path}, say) after the first failed",
             said(&answer)
         )));
     }
@@ -203,4 +204,89 @@ fn waited_children_faults(pid: i32) -> Option<u64> {
     // The fields after the command's closing parenthesis start at the state (field 3).
     let after_command = &stat[stat.rfind(')')? + 1..];
     after_command.split_whitespace().nth(11 - 3)?.parse().ok()
+}
+
+/// A limit file that holds no number: the consumer's first `read()` after its open of
+/// `/proc/sys/fs/mqueue/msg_max` returns the file's length, its bytes (but the newline) turned
+/// to `x` in the program's buffer as the call returns (ptrace). system_limits() must fail with
+/// kind=limits: a value it cannot parse is a limit it could not read, not a reason to panic.
+pub fn limit_not_a_number(run: &mut Run) -> Result<(), Fail> {
+    use std::os::unix::fs::FileExt;
+
+    use crate::engine::force;
+    use crate::engine::tracer::{Call, Match, Step, Tracer};
+    const FILE: &str = "/proc/sys/fs/mqueue/msg_max";
+    let len = std::fs::read(FILE).map_or(0, |text| text.len());
+    let name = run.ipc_name("garbled-limit");
+    let mut proc = super::protocol::spawn_consumer_stopped(run, &name)?;
+    let pid = proc.pid.as_raw();
+    let open = Call {
+        number: libc::SYS_openat,
+        matching: Match::Path(FILE),
+    };
+    let read = Call::any(libc::SYS_read);
+    let tracer = Tracer::in_turn(pid, [(open, Step::Pass), (read, Step::HoldAfter)])?;
+    force::resume(pid)?;
+    let Some(mut tracer) = tracer else {
+        run.note("a limit file that holds no number not tried (no ptrace)");
+        let answer = proc.recv_any()?;
+        if answer.kind == "ready" {
+            grader_send(&name, &[super::protocol::shutdown_message()])?;
+            proc.send("go", &[])?;
+            let _ = proc.recv_any()?;
+        }
+        return release(&mut proc);
+    };
+    let held = tracer.held_before(std::time::Instant::now() + std::time::Duration::from_secs(5))?;
+    let mut garbled = false;
+    if held && len > 1 {
+        // The buffer is read()'s second argument, still in its register as the call returns.
+        let buffer = std::fs::read_to_string(format!("/proc/{pid}/syscall"))
+            .ok()
+            .and_then(|syscall| {
+                let field = syscall.split_whitespace().nth(2)?.to_string();
+                u64::from_str_radix(field.trim_start_matches("0x"), 16).ok()
+            });
+        let mem = std::fs::OpenOptions::new()
+            .write(true)
+            .open(format!("/proc/{pid}/mem"));
+        if let (Some(buffer), Ok(mem)) = (buffer, mem) {
+            garbled = mem.write_all_at(&vec![b'x'; len - 1], buffer).is_ok();
+        }
+    }
+    tracer.release();
+    let answer = proc.recv_any();
+    let created = message_queue_exists(&name);
+    let answer = match answer {
+        Ok(answer) => answer,
+        Err(Fail::Failed(ended) | Fail::Crashed(ended)) if garbled => {
+            if created {
+                let _ = nix::mqueue::mq_unlink(name.as_str());
+            }
+            return Err(Fail::failed(format!(
+                "the grader turned the text the consumer read from {FILE} into {len} bytes that \
+                 are no number (x, then the newline; with ptrace, as its read() returned), and \
+                 the consumer ended without an answer ({ended}): system_limits() must fail with \
+                 QueueError::Limits when a limit file holds no number, as when it cannot be \
+                 read; a parse with expect() or unwrap() panics instead"
+            )));
+        }
+        Err(other) => return Err(other),
+    };
+    if answer.kind == "ready" {
+        grader_send(&name, &[super::protocol::shutdown_message()])?;
+        proc.send("go", &[])?;
+        let _ = proc.recv_any()?;
+    }
+    release(&mut proc)?;
+    if garbled && !failed_with(&answer, "limits") {
+        return Err(Fail::failed(format!(
+            "the grader turned the text the consumer read from {FILE} into {len} bytes that are \
+             no number (x, then the newline; with ptrace, as its read() returned), and it said \
+             {}, not `failed` with kind=limits: a limit file that holds no number is a limit \
+             that cannot be read (QueueError::Limits), never a value guessed in its place",
+            said(&answer)
+        )));
+    }
+    Ok(())
 }

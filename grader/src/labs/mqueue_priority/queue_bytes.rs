@@ -116,6 +116,16 @@ impl BytesLimit {
             self.describe(),
             said(&answer)
         );
+        let now = super::observe::soft_message_queue_bytes(proc.pid.as_raw());
+        if let Some(raised) = now.filter(|&now| now != soft) {
+            return Err(Fail::failed(format!(
+                "{first}, and its soft RLIMIT_MSGQUEUE is now {raised} (/proc/PID/limits), not \
+                 the {soft} it was started with: it raised its own limit (setrlimit) and \
+                 checked against that. The limit is the one the process was given: \
+                 system_limits() reads it with getrlimit() and changes nothing; a queue over \
+                 it is QueueError::OverLimit"
+            )));
+        }
         let bare = self.capacity * self.msg_size - 1;
         let name = run.ipc_name("bare-bytes");
         let (_, second, _) = spawn_consumer(run, &name, &args, Some(bare))?;

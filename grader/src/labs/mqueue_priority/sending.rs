@@ -12,6 +12,7 @@ use super::protocol::{
     consumer, field, grader_open, grader_send, grader_take_all, job_message, produce, producer,
     shutdown_message, sized,
 };
+use crate::engine::tracer::{Call, Tracer};
 use crate::engine::{Fail, Run};
 
 /// `full` is the queue's answer at each send (`EAGAIN`), not a count the producer keeps: a
@@ -52,6 +53,64 @@ pub fn full_only_when_full(run: &mut Run) -> Result<(), Fail> {
          set_nonblocking). Others send and receive meanwhile: submit() calls mq_send for every \
          job and reports QueueError::Full only when that mq_send fails with EAGAIN"
     )))
+}
+
+/// Each `full` is an `mq_send` that failed with `EAGAIN`: a non-blocking producer of 3 jobs on
+/// a queue the grader filled makes an `mq_send` for each (ptrace counts them). A producer that
+/// looks at the queue's count first and says `full` without sending loses a job whenever a
+/// receiver makes room between its look and its decision.
+pub fn full_from_each_send(run: &mut Run) -> Result<(), Fail> {
+    const JOBS: u64 = 3;
+    let name = run.ipc_name("still-full");
+    let mut consumer = consumer(run, &name, &sized(2, 64))?;
+    let filler = Job {
+        priority: 1,
+        payload: b"grader-filler".to_vec(),
+    };
+    grader_send(&name, &[job_message(&filler), job_message(&filler)])?;
+    let jobs: Vec<Job> = (1..=JOBS)
+        .map(|i| Job {
+            priority: run.rng().random_range(0..100),
+            payload: format!("no-room-{i}").into_bytes(),
+        })
+        .collect();
+    let mut producer = producer(run, &name, &jobs, false, true, "the non-blocking producer")?;
+    let sends = Tracer::count_calls(producer.pid(), Call::any(libc::SYS_mq_timedsend))?;
+    let done = producer.submit()?;
+    producer.expect_done(&done)?;
+    // Let go first: the tracer ends with the producer, and each call was reported while the
+    // producer was stopped in it, before its `done`.
+    producer.end()?;
+    let sent = match sends {
+        Some(tracer) => Some(tracer.failed_count(Instant::now() + Duration::from_secs(2))?),
+        None => None,
+    };
+    grader_take_all(&name, consumer.msg_size)?;
+    consumer.send_shutdown()?;
+    consumer.serve()?;
+    let (submitted, full) = (field(&done, "submitted"), field(&done, "full"));
+    if (submitted, full) != (0, JOBS) {
+        return Err(Fail::failed(format!(
+            "a non-blocking producer of {JOBS} jobs on a 2-message queue the grader had filled \
+             said {submitted} submitted and {full} full, not 0 and {JOBS}: each mq_send on the \
+             full queue fails with EAGAIN, which submit() reports as QueueError::Full"
+        )));
+    }
+    let Some(sent) = sent else {
+        run.note("`full` from mq_send: ptrace not allowed here, not checked");
+        return Ok(());
+    };
+    if u64::from(sent) < full {
+        return Err(Fail::failed(format!(
+            "a non-blocking producer of {JOBS} jobs on a 2-message queue the grader had filled \
+             said {full} full, but made only {sent} mq_send call(s) (ptrace counted them): it \
+             judged the queue full without sending, from a count (mq_getattr's mq_curmsgs \
+             against mq_maxmsg, or one of its own). Between that look and its decision a \
+             receiver may make room, and the job is lost as `full`: submit() calls mq_send for \
+             every job and reports QueueError::Full only when that mq_send fails with EAGAIN"
+        )));
+    }
+    Ok(())
 }
 
 /// A blocking producer sends its file's jobs in the file's order, each in its own `mq_send`: a

@@ -1,0 +1,78 @@
+//! What `create()` and `open()` do when the `mq_getattr()` that reads the new descriptor's
+//! `mq_msgsize` fails: they report it (`mq-attr`, with its errno) and close the descriptor
+//! first, for `MqdT` does not close itself.
+
+use std::time::{Duration, Instant};
+
+use super::observe::queue_fds;
+use super::protocol::{
+    consumer, failed_errno, failed_with, release, said, spawn_consumer_stopped,
+    spawn_producer_stopped,
+};
+use crate::engine::tracer::{Action, Call, Tracer};
+use crate::engine::{Fail, Proc, Run, force};
+
+/// The first `mq_getattr()` of a consumer (in `create()`), then of a producer (in `open()`),
+/// made to fail with `EIO` (ptrace; nothing else gives it): each says `mq-attr` naming `EIO`,
+/// and holds no descriptor of the queue while it waits for `exit`.
+pub fn getattr_fails_at_open(run: &mut Run) -> Result<(), Fail> {
+    let name = run.ipc_name("getattr-create");
+    let proc = spawn_consumer_stopped(run, &name)?;
+    let outcome = getattr_fails(run, proc, &name, "the consumer", "create()");
+    let _ = nix::mqueue::mq_unlink(name.as_str());
+    outcome?;
+    let name = run.ipc_name("getattr-open");
+    let consumer = consumer(run, &name, &[])?;
+    let proc = spawn_producer_stopped(run, &name)?;
+    getattr_fails(run, proc, &name, "a producer", "open()")?;
+    let mut consumer = consumer;
+    consumer.send_shutdown()?;
+    consumer.serve().map(drop)
+}
+
+fn getattr_fails(
+    run: &mut Run,
+    mut proc: Proc,
+    name: &str,
+    who: &str,
+    call: &str,
+) -> Result<(), Fail> {
+    let pid = proc.pid.as_raw();
+    let getattr = Call::any(libc::SYS_mq_getsetattr);
+    let tracer = Tracer::attach(pid, getattr, Action::Fail(libc::EIO))?;
+    force::resume(pid)?;
+    let Some(mut tracer) = tracer else {
+        run.note("no ptrace here: a failed mq_getattr at open not tried");
+        let _ = proc.recv_any()?;
+        return release(&mut proc);
+    };
+    let answer = proc.recv_any();
+    let failed = tracer.failed_before(Instant::now() + Duration::from_millis(100))?;
+    drop(tracer);
+    let answer = answer?;
+    let held = queue_fds(pid, name).and_then(|fds| fds.first().copied());
+    release(&mut proc)?;
+    if !failed {
+        return Ok(());
+    }
+    if !(failed_with(&answer, "mq-attr") && failed_errno(&answer, "EIO")) {
+        return Err(Fail::failed(format!(
+            "the grader made {who}'s first mq_getattr (mq_getsetattr) fail with EIO (ptrace), \
+             and it said {}, not `failed` with kind=mq-attr and EIO: an error of mq_getattr is \
+             QueueError::Attributes with its errno",
+            said(&answer)
+        )));
+    }
+    if let Some(fd) = held {
+        return Err(Fail::failed(format!(
+            "the grader made {who}'s first mq_getattr (mq_getsetattr) fail with EIO (ptrace); \
+             it said kind=mq-attr, but still holds its descriptor {} of {name} while it waits \
+             for `exit`: {call} returned the error without mq_close of the descriptor it had \
+             just opened (a `?` on mq_getattr leaks it; MqdT does not close itself), or it did \
+             not read mq_msgsize in {call} (its doc: read once at open) and a later call failed. \
+             Close the new descriptor before returning mq_getattr's error",
+            fd.fd
+        )));
+    }
+    Ok(())
+}
