@@ -260,7 +260,8 @@ impl JobQueue {
     /// creates the queue for receiving: `mq_open(name, O_CREAT | O_EXCL | O_RDONLY, 0600,
     /// attributes)`. `EEXIST` is [`QueueError::Exists`]. It changes nothing of the process
     /// that `main.rs` set (its umask, its limits, SIGUSR1's handler); if the `mq_getattr()` of
-    /// the new descriptor fails ([`QueueError::Attributes`]), it closes that descriptor first.
+    /// the new descriptor fails ([`QueueError::Attributes`]), it closes that descriptor and
+    /// removes the queue it made: a failed create leaves nothing.
     pub fn create(name: &str, config: &QueueConfig) -> Result<JobQueue, QueueError> {
         let _ = (&name, &config);
         todo!(
@@ -270,7 +271,7 @@ impl JobQueue {
 
     /// A producer's side: opens the existing queue for sending, `mq_open(name, O_WRONLY)`.
     /// `ENOENT` is [`QueueError::NotFound`]. As [`JobQueue::create`], it closes the new
-    /// descriptor if its `mq_getattr()` fails.
+    /// descriptor if its `mq_getattr()` fails (and leaves the queue, which is not its own).
     pub fn open(name: &str) -> Result<JobQueue, QueueError> {
         let _ = (&name,);
         todo!("check_name, mq_open(O_WRONLY); ENOENT is NotFound")

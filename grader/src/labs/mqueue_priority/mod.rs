@@ -191,7 +191,8 @@ pub static LAB: Lab = Lab {
                           shutdown or a failed job with jobs still queued behind it; a producer \
                           closes its descriptor; failed mq_send / mq_receive / mq_unlink / \
                           mq_getattr are mq-send / mq-receive / mq-unlink / mq-attr with their \
-                          errno, a descriptor whose mq_getattr failed closed",
+                          errno, a descriptor whose mq_getattr failed closed (and the queue \
+                          a create made removed)",
             exclusive: false,
             hint: Some(
                 "serve() closes and unlinks the queue however it ends, and close() calls mq_close. See docs/labs/02-mqueue-priority.md, the rules table (the close and unlink rules).",

@@ -1,6 +1,6 @@
 //! What `create()` and `open()` do when the `mq_getattr()` that reads the new descriptor's
 //! `mq_msgsize` fails: they report it (`mq-attr`, with its errno) and close the descriptor
-//! first, for `MqdT` does not close itself.
+//! first, for `MqdT` does not close itself; `create()` also removes the queue it made.
 
 use std::time::{Duration, Instant};
 
@@ -14,13 +14,23 @@ use crate::engine::{Fail, Proc, Run, force};
 
 /// The first `mq_getattr()` of a consumer (in `create()`), then of a producer (in `open()`),
 /// made to fail with `EIO` (ptrace; nothing else gives it): each says `mq-attr` naming `EIO`,
-/// and holds no descriptor of the queue while it waits for `exit`.
+/// and holds no descriptor of the queue while it waits for `exit`; the consumer's queue is gone
+/// by then (a failed create leaves nothing), the producer's still there.
 pub fn getattr_fails_at_open(run: &mut Run) -> Result<(), Fail> {
     let name = run.ipc_name("getattr-create");
     let proc = spawn_consumer_stopped(run, &name)?;
     let outcome = getattr_fails(run, proc, &name, "the consumer", "create()");
-    let _ = nix::mqueue::mq_unlink(name.as_str());
-    outcome?;
+    // Removed by the grader whatever the verdict: the check's own clean-up.
+    let left = nix::mqueue::mq_unlink(name.as_str()).is_ok();
+    if outcome? && left {
+        return Err(Fail::failed(format!(
+            "the grader made the consumer's first mq_getattr (mq_getsetattr) fail with EIO \
+             (ptrace); it said kind=mq-attr and closed its descriptor, but the queue {name} it \
+             had just created was still there once it answered: a failed create leaves \
+             nothing, so create() removes the queue it made (mq_unlink) before it returns \
+             mq_getattr's error"
+        )));
+    }
     let name = run.ipc_name("getattr-open");
     let consumer = consumer(run, &name, &[])?;
     let proc = spawn_producer_stopped(run, &name)?;
@@ -36,7 +46,7 @@ fn getattr_fails(
     name: &str,
     who: &str,
     call: &str,
-) -> Result<(), Fail> {
+) -> Result<bool, Fail> {
     let pid = proc.pid.as_raw();
     let getattr = Call::any(libc::SYS_mq_getsetattr);
     let tracer = Tracer::attach(pid, getattr, Action::Fail(libc::EIO))?;
@@ -44,7 +54,7 @@ fn getattr_fails(
     let Some(mut tracer) = tracer else {
         run.note("no ptrace here: a failed mq_getattr at open not tried");
         let _ = proc.recv_any()?;
-        return release(&mut proc);
+        return release(&mut proc).map(|()| false);
     };
     let answer = proc.recv_any();
     let failed = tracer.failed_before(Instant::now() + Duration::from_millis(100))?;
@@ -53,7 +63,7 @@ fn getattr_fails(
     let held = queue_fds(pid, name).and_then(|fds| fds.first().copied());
     release(&mut proc)?;
     if !failed {
-        return Ok(());
+        return Ok(false);
     }
     if !(failed_with(&answer, "mq-attr") && failed_errno(&answer, "EIO")) {
         return Err(Fail::failed(format!(
@@ -74,5 +84,5 @@ fn getattr_fails(
             fd.fd
         )));
     }
-    Ok(())
+    Ok(true)
 }
