@@ -473,61 +473,70 @@ pub fn failed_unlinks(run: &mut Run) -> Result<bool, Fail> {
     let Some((mut table, _)) = mapped_table(run, "forced-unlink")? else {
         return Ok(false);
     };
-    let pid = table.pid();
     let name = table.name.clone();
-    let outcome = (|| {
-        {
-            let errno = UNLINK_REFUSAL;
-            let call = Call::unlinking(&dev_shm(&name));
-            let Some(mut tracer) = Tracer::attach(pid, call, Action::Fail(errno))? else {
-                return Ok(false);
-            };
-            let what = format!(
-                "unlinking {}, which exists, while the grader fails the program's \
-                 shm_unlink() with {:?} (as for another user's object in the sticky /dev/shm)",
-                dev_shm(&name).display(),
-                Errno::from_raw(errno)
-            );
-            let answer = table.command(&[("op", "unlink".into())]);
-            let failed = tracer.failed_the_call();
-            drop(tracer);
-            let answer = answer?;
-            if !failed? {
-                return Err(Fail::failed(format!(
-                    "{what}: the program made no unlink of the name on its main thread before \
-                     it said {}: unlink() calls shm_unlink() and answers from its errno",
-                    said(&answer)
-                )));
-            }
-            if is_refusal(&answer, "not-found") {
-                return Err(Fail::failed(format!(
-                    "{what}: the program said kind=not-found, but the name exists (and is \
-                     still there): it takes {:?} of shm_unlink() for a missing name; only \
-                     ENOENT is TableError::NotFound, every other error is TableError::Unlink \
-                     (kind=shm-unlink) with its errno",
-                    Errno::from_raw(errno)
-                )));
-            }
-            let carried = |errno: Errno| {
-                answer
-                    .get("error")
-                    .unwrap_or("")
-                    .contains(&format!("{errno:?}"))
-            };
-            if !(carried(Errno::EPERM) || carried(Errno::EACCES)) {
-                refused_with(&answer, "shm-unlink", errno, &what, "Unlink")?;
-            } else {
-                refused(
-                    &answer,
-                    "shm-unlink",
-                    &what,
-                    "every shm_unlink() error but ENOENT is TableError::Unlink, kind=shm-unlink",
-                )?;
-            }
-        }
-        Ok(true)
-    })();
+    let outcome = refused_unlink(&mut table, &name);
     table.proc.kill_tree();
     let _ = std::fs::remove_file(dev_shm(&name));
     outcome
+}
+
+/// The `unlink` of [`failed_unlinks`], on `table`, whose name is `name`.
+fn refused_unlink(table: &mut super::driver::Table, name: &str) -> Result<bool, Fail> {
+    let errno = UNLINK_REFUSAL;
+    let call = Call::unlinking(&dev_shm(name));
+    let Some(mut tracer) = Tracer::attach(table.pid(), call, Action::Fail(errno))? else {
+        return Ok(false);
+    };
+    let what = format!(
+        "unlinking {}, which exists, while the grader fails the program's shm_unlink() with \
+         {:?} (as for another user's object in the sticky /dev/shm)",
+        dev_shm(name).display(),
+        Errno::from_raw(errno)
+    );
+    let answer = table.command(&[("op", "unlink".into())]);
+    let failed = tracer.failed_the_call();
+    drop(tracer);
+    let answer = answer?;
+    if !failed? {
+        return Err(Fail::failed(format!(
+            "{what}: the program made no unlink of the name on its main thread before it said \
+             {}: unlink() calls shm_unlink() and answers from its errno",
+            said(&answer)
+        )));
+    }
+    if is_refusal(&answer, "not-found") {
+        return Err(Fail::failed(format!(
+            "{what}: the program said kind=not-found, but the name exists (and is still there): \
+             it takes {:?} of shm_unlink() for a missing name; only ENOENT is \
+             TableError::NotFound, every other error is TableError::Unlink (kind=shm-unlink) \
+             with its errno",
+            Errno::from_raw(errno)
+        )));
+    }
+    // glibc's shm_unlink() reports the kernel's EPERM as EACCES: either is the call's own.
+    let carries = |errno: Errno| {
+        answer
+            .get("error")
+            .unwrap_or("")
+            .contains(&format!("{errno:?}"))
+    };
+    if carries(Errno::EPERM) || carries(Errno::EACCES) {
+        refused(
+            &answer,
+            "shm-unlink",
+            &what,
+            "every shm_unlink() error but ENOENT is TableError::Unlink, kind=shm-unlink",
+        )?;
+    } else {
+        refused_with(&answer, "shm-unlink", errno, &what, "Unlink")?;
+    }
+    if !exists(name) {
+        return Err(Fail::failed(format!(
+            "{what}: the program said {}, but {} is gone: after shm_unlink() failed it removed \
+             the name another way; unlink() is shm_unlink() alone, and its error is the answer",
+            said(&answer),
+            dev_shm(name).display()
+        )));
+    }
+    Ok(true)
 }
