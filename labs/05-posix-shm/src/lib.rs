@@ -142,17 +142,21 @@ impl SharedTable {
     /// size `ftruncate()` cannot take (more than `i64::MAX`) is [`TableError::Truncate`]. If a
     /// step after `shm_open()` fails, unlink the name again and close the descriptor: a failed
     /// create leaves nothing. Once mapped, close the descriptor: the process keeps the mapping
-    /// only.
+    /// only. Leave the process's umask as it is (it is the whole process's): the mode is
+    /// `shm_open()`'s argument.
     pub fn create(name: &str, size: usize) -> Result<SharedTable, TableError> {
         let _ = (&name, &size);
         todo!("check, shm_open(O_CREAT|O_EXCL|O_RDWR, 0600), ftruncate, mmap")
     }
 
     /// Opens the existing object `name` (`ENOENT` is [`TableError::NotFound`]; never create it)
-    /// and maps all of it shared, for reading and writing. Check the name first
-    /// ([`check_name`]), as [`SharedTable::create`] does. Its size comes from `fstat()`; 0 bytes
-    /// is [`TableError::Empty`] at once (`mmap()` cannot map nothing; do not wait for a size).
+    /// and maps all of it shared, for reading and writing (`MAP_SHARED` and nothing more: a
+    /// locked mapping pins the table, and past `RLIMIT_MEMLOCK` cannot be made). Check the name
+    /// first ([`check_name`]), as [`SharedTable::create`] does. Its size comes from `fstat()`; 0
+    /// bytes is [`TableError::Empty`] at once (`mmap()` cannot map nothing; do not wait for a size).
     /// Once mapped, close the descriptor; if a step after `shm_open()` fails, close it too.
+    /// Each open is `shm_open()`, `fstat()` and `mmap()`, even of a name this process maps
+    /// already: another object may have the name by now.
     pub fn open(name: &str) -> Result<SharedTable, TableError> {
         let _ = (&name,);
         todo!("check, shm_open(O_RDWR), fstat() for the size, mmap(MAP_SHARED)")
@@ -168,16 +172,18 @@ impl SharedTable {
         self.len == 0
     }
 
-    /// Copies `buf.len()` bytes starting at `offset` out of the mapping (no system call);
-    /// [`TableError::OutOfRange`] if they are not all inside it.
+    /// Copies `buf.len()` bytes starting at `offset` out of the mapping (no system call), once,
+    /// whatever another process stores meanwhile; [`TableError::OutOfRange`] if they are not
+    /// all inside it.
     pub fn read(&self, offset: usize, buf: &mut [u8]) -> Result<(), TableError> {
         let _ = (&offset, &buf);
         todo!("check_range(), then copy addr + offset into buf")
     }
 
     /// Copies `data` into the mapping at `offset` (no system call): every process that maps it
-    /// sees the bytes at once. [`TableError::OutOfRange`] if they do not all fit; then nothing
-    /// is copied.
+    /// sees the bytes at once. Only the bytes of the range are stored: the ones around it may
+    /// be another process's, written meanwhile. [`TableError::OutOfRange`] if they do not all
+    /// fit; then nothing is copied.
     pub fn write(&mut self, offset: usize, data: &[u8]) -> Result<(), TableError> {
         let _ = (&offset, &data);
         todo!("check_range(), then copy data to addr + offset")
@@ -197,9 +203,10 @@ impl SharedTable {
     }
 }
 
-/// Removes the name `name` with `shm_unlink()` (`ENOENT` is [`TableError::NotFound`]): the
-/// answer is the call's, which removes whatever has the name, a symbolic link too. The memory
-/// lives on in every process that still maps it.
+/// Removes the name `name` with `shm_unlink()` (`ENOENT` is [`TableError::NotFound`], every
+/// other errno, `EACCES` and `EPERM` too, [`TableError::Unlink`]): the answer is the call's,
+/// which removes whatever has the name, a symbolic link too. The memory lives on in every
+/// process that still maps it.
 pub fn unlink(name: &str) -> Result<(), TableError> {
     let _ = (&name,);
     todo!("check_name(), shm_unlink(); ENOENT is NotFound, others Unlink")

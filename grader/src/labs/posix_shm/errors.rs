@@ -301,6 +301,44 @@ fn refused_read_loads_nothing(
     Ok(())
 }
 
+/// The size of the object a create of that very size finds at its name.
+const TWIN_SIZE: usize = 4096;
+
+/// A create of exactly the size of the grader's object at its name (`theirs`, [`TWIN_SIZE`]
+/// bytes): `exists`, and the object as it was.
+fn same_size_exists(creator: &mut Proc, name: &str, theirs: &[u8]) -> Result<(), Fail> {
+    let what = format!(
+        "creating a {TWIN_SIZE}-byte table under {name}, whose object (made by another program, \
+         not this one) has exactly that size"
+    );
+    let answer = await_answer(creator, "a second creator", &what, None)?;
+    if answer.kind == "mapped" {
+        return Err(Fail::failed(format!(
+            "{what}: the program said `mapped`, not `failed` with kind=exists: after its \
+             shm_open(O_CREAT | O_EXCL) failed with EEXIST it took over the existing object \
+             (opened and mapped it, as the size matched): a create never uses an object it did \
+             not make, whatever its size (two creators of one name would both succeed, and \
+             share another program's table); EEXIST is TableError::Exists, at once"
+        )));
+    }
+    refused(
+        &answer,
+        "exists",
+        &what,
+        "use O_CREAT | O_EXCL and map EEXIST to TableError::Exists, whatever the size",
+    )?;
+    if object_bytes(name, 0, theirs.len() + 1).is_some()
+        || object_bytes(name, 0, theirs.len()).as_deref() != Some(theirs)
+    {
+        return Err(Fail::failed(format!(
+            "{what}: it said kind=exists, but the object is gone or changed: a create that \
+             fails must not touch an object it did not create"
+        )));
+    }
+    creator.wait()?;
+    Ok(())
+}
+
 pub fn typed_errors(run: &mut Run) -> Result<String, Fail> {
     let size = 4097;
     let empty = run.ipc_name("empty");
@@ -327,6 +365,11 @@ pub fn typed_errors(run: &mut Run) -> Result<String, Fail> {
     let mut zero_taken = start(run, &occupied, Some(0), CREATOR)?;
     let mut first = start(run, &name, Some(size), CREATOR)?;
     let mut again = start(run, &existing, Some(8000), "a second creator")?;
+    // The very size of the object at the name: as much `exists` as any other size.
+    let twin = run.ipc_name("twin");
+    let twin_bytes = run.random_bytes(TWIN_SIZE);
+    let twin_object = plant_object(run, &twin, &twin_bytes)?;
+    let mut same_size = start(run, &twin, Some(TWIN_SIZE), "a second creator")?;
     let mut linked = start(run, &taken, Some(64), "a creator")?;
     let mut over_hollow = start(run, &hollow, Some(64), "a creator")?;
     let raced = run.ipc_name("raced");
@@ -409,6 +452,8 @@ pub fn typed_errors(run: &mut Run) -> Result<String, Fail> {
     }
     again.wait()?;
     drop(object);
+    same_size_exists(&mut same_size, &twin, &twin_bytes)?;
+    drop(twin_object);
 
     let answer = await_answer(&mut linked, "a creator", &format!("creating {taken}"), None)?;
     if !is_refusal(&answer, "exists") {

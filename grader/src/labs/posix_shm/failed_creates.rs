@@ -14,7 +14,9 @@ use super::driver::{
     CREATOR, answer_past_breakpoint, await_answer, descriptors_at_exit, is_refusal, refused, said,
     start, start_breaking_at, start_held_at_exit, start_stopped,
 };
-use super::forced::{failed_creator_calls, failed_unmap, refused_with, unmapped_length};
+use super::forced::{
+    failed_creator_calls, failed_unlinks, failed_unmap, refused_with, unmapped_length,
+};
 use super::probes::{dev_shm, exists, plant_object};
 use super::sharing::any_call_name;
 
@@ -33,20 +35,22 @@ pub fn failed_create(run: &mut Run) -> Result<String, Fail> {
     // not pass; tmpfs gives no pages before they are touched), mmap() does not.
     let wide = run.ipc_name("wide");
     let past_u32 = 1usize << 32;
-    let mut huge_proc = start(run, &huge, Some(too_big), CREATOR)?;
-    let mut big_proc = start(run, &big, Some(unmappable), CREATOR)?;
-    // Held as it exits: a create whose mmap() failed must have closed what it opened.
+    // Each held as it exits: a create that failed, at whichever step, closed what it opened
+    // (the size refused before ftruncate() included).
+    let (mut huge_proc, huge_tracer) = start_held_at_exit(run, &huge, Some(too_big), CREATOR)?;
+    let (mut big_proc, big_tracer) = start_held_at_exit(run, &big, Some(unmappable), CREATOR)?;
     let (mut wide_proc, wide_tracer) = start_held_at_exit(run, &wide, Some(past_u32), CREATOR)?;
-    let mut wide_tracer = Some(wide_tracer);
     let cases = [
         (
             &mut huge_proc,
+            huge_tracer,
             &huge,
             "ftruncate",
             "2^63 bytes, more than ftruncate()'s off_t holds".to_string(),
         ),
         (
             &mut big_proc,
+            big_tracer,
             &big,
             "mmap",
             format!(
@@ -57,6 +61,7 @@ pub fn failed_create(run: &mut Run) -> Result<String, Fail> {
         ),
         (
             &mut wide_proc,
+            wide_tracer,
             &wide,
             "mmap",
             format!(
@@ -66,7 +71,7 @@ pub fn failed_create(run: &mut Run) -> Result<String, Fail> {
             ),
         ),
     ];
-    for (proc, name, kind, what) in cases {
+    for (proc, tracer, name, kind, what) in cases {
         let answer = await_answer(proc, CREATOR, &format!("creating a table of {what}"), None)
             .map_err(|fail| match fail {
                 Fail::Crashed(message) => Fail::Crashed(format!(
@@ -110,20 +115,22 @@ pub fn failed_create(run: &mut Run) -> Result<String, Fail> {
                 dev_shm(name).display()
             )));
         }
-        if name == &wide {
-            let kept = descriptors_at_exit(proc, wide_tracer.take().flatten(), name)?;
-            if !kept.is_empty() {
-                return Err(Fail::failed(format!(
-                    "creating a table of {what} failed with kind={kind} and left no name, but \
-                     held as it exits (at its exit_group(), after that answer), the creator \
-                     still holds descriptor {kept:?} of the unlinked object ({} (deleted)), \
-                     and with it the object's memory: create() does not close the descriptor \
-                     shm_open() gave it when a later step fails (here mmap()); a failed create must release what \
-                     it opened, on every return (keep it an OwnedFd, dropped when create() \
-                     returns)",
-                    dev_shm(name).display()
-                )));
-            }
+        let kept = descriptors_at_exit(proc, tracer, name)?;
+        if !kept.is_empty() {
+            let path = if kind == "ftruncate" {
+                "the early return for a size past i64::MAX, which makes no ftruncate()"
+            } else {
+                "mmap()"
+            };
+            return Err(Fail::failed(format!(
+                "creating a table of {what} failed with kind={kind} and left no name, but held \
+                 as it exits (at its exit_group(), after that answer), the creator still holds \
+                 descriptor {kept:?} of the unlinked object ({} (deleted)), and with it the \
+                 object's memory: create() does not close the descriptor shm_open() gave it \
+                 when a later step fails (here {path}); a failed create must release what it \
+                 opened, on every return (keep it an OwnedFd, dropped when create() returns)",
+                dev_shm(name).display()
+            )));
         }
         proc.wait()?;
     }
@@ -134,14 +141,15 @@ pub fn failed_create(run: &mut Run) -> Result<String, Fail> {
         && forced_cleanup_failure(run)?
         && failed_creator_calls(run)?
         && failed_unmap(run)?
+        && failed_unlinks(run)?
         && unmapped_length(run)?
         && cleanup_answers_at_once(run)?
         && cleanup_through_shm_unlink(run)?
     {
         ", and so did creates whose ftruncate() (also with its clean-up unlink failing, \
          answered at once), shm_open() and mmap() the grader made fail, each with its errno, \
-         and a close whose munmap() it made fail; a clean-up called shm_unlink(); a close \
-         unmapped exactly the table"
+         a close whose munmap() and unlinks whose shm_unlink() it made fail; a clean-up \
+         called shm_unlink(); a close unmapped exactly the table"
     } else {
         ""
     };

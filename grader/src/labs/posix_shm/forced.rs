@@ -227,6 +227,23 @@ pub fn failed_creator_calls(run: &mut Run) -> Result<bool, Fail> {
             )));
         }
         refused_with(&answer, kind, errno, &what, case.variant)?;
+        if !intact && case.variant == "Open" {
+            proc.kill_tree();
+            let gone = !dev_shm(&name).exists();
+            return Err(Fail::failed(format!(
+                "{what}: it said kind={kind} with the errno, but {} (the grader's object) {}: \
+                 the create's clean-up ran although its own shm_open() had failed, so it \
+                 removed another program's object (a clean-up that unlinks the name for every \
+                 error but Exists, say); the clean-up is for the steps after shm_open() only: \
+                 one whose shm_open() failed made nothing to remove",
+                dev_shm(&name).display(),
+                if gone {
+                    "is gone"
+                } else {
+                    "is no longer there as it was"
+                }
+            )));
+        }
         if left || !intact {
             proc.kill_tree();
             return Err(Fail::failed(format!(
@@ -441,5 +458,85 @@ pub fn failed_unmap(run: &mut Run) -> Result<bool, Fail> {
         )));
     }
     refused_with(&answer, "munmap", libc::EINVAL, what, "Unmap")?;
+    Ok(true)
+}
+
+/// The errno the grader gives the program's `shm_unlink()` in [`failed_unlinks`]: the kernel's
+/// answer to an unlink of another user's object in the sticky `/dev/shm`, which glibc's
+/// `shm_unlink()` reports as `EACCES`.
+const UNLINK_REFUSAL: i32 = libc::EPERM;
+
+/// A table's own unlink, whose `shm_unlink()` the grader fails with [`UNLINK_REFUSAL`]:
+/// `shm-unlink` with that errno (or glibc's `EACCES` for it), not `not-found` (only `ENOENT`
+/// is), and the name still there. `false` where the grader may not trace.
+pub fn failed_unlinks(run: &mut Run) -> Result<bool, Fail> {
+    let Some((mut table, _)) = mapped_table(run, "forced-unlink")? else {
+        return Ok(false);
+    };
+    let name = table.name.clone();
+    let outcome = refused_unlink(&mut table, &name);
+    table.proc.kill_tree();
+    let _ = std::fs::remove_file(dev_shm(&name));
+    outcome
+}
+
+/// The `unlink` of [`failed_unlinks`], on `table`, whose name is `name`.
+fn refused_unlink(table: &mut super::driver::Table, name: &str) -> Result<bool, Fail> {
+    let errno = UNLINK_REFUSAL;
+    let call = Call::unlinking(&dev_shm(name));
+    let Some(mut tracer) = Tracer::attach(table.pid(), call, Action::Fail(errno))? else {
+        return Ok(false);
+    };
+    let what = format!(
+        "unlinking {}, which exists, while the grader fails the program's shm_unlink() with \
+         {:?} (as for another user's object in the sticky /dev/shm)",
+        dev_shm(name).display(),
+        Errno::from_raw(errno)
+    );
+    let answer = table.command(&[("op", "unlink".into())]);
+    let failed = tracer.failed_the_call();
+    drop(tracer);
+    let answer = answer?;
+    if !failed? {
+        return Err(Fail::failed(format!(
+            "{what}: the program made no unlink of the name on its main thread before it said \
+             {}: unlink() calls shm_unlink() and answers from its errno",
+            said(&answer)
+        )));
+    }
+    if is_refusal(&answer, "not-found") {
+        return Err(Fail::failed(format!(
+            "{what}: the program said kind=not-found, but the name exists (and is still there): \
+             it takes {:?} of shm_unlink() for a missing name; only ENOENT is \
+             TableError::NotFound, every other error is TableError::Unlink (kind=shm-unlink) \
+             with its errno",
+            Errno::from_raw(errno)
+        )));
+    }
+    // glibc's shm_unlink() reports the kernel's EPERM as EACCES: either is the call's own.
+    let carries = |errno: Errno| {
+        answer
+            .get("error")
+            .unwrap_or("")
+            .contains(&format!("{errno:?}"))
+    };
+    if carries(Errno::EPERM) || carries(Errno::EACCES) {
+        refused(
+            &answer,
+            "shm-unlink",
+            &what,
+            "every shm_unlink() error but ENOENT is TableError::Unlink, kind=shm-unlink",
+        )?;
+    } else {
+        refused_with(&answer, "shm-unlink", errno, &what, "Unlink")?;
+    }
+    if !exists(name) {
+        return Err(Fail::failed(format!(
+            "{what}: the program said {}, but {} is gone: after shm_unlink() failed it removed \
+             the name another way; unlink() is shm_unlink() alone, and its error is the answer",
+            said(&answer),
+            dev_shm(name).display()
+        )));
+    }
     Ok(true)
 }

@@ -546,7 +546,12 @@ fn held_at_call(
 
 /// How many loads of the same byte one read of it may make: a copy that loads it twice
 /// (overlapping vector loads) is still one copy.
-const LOADS_IN_ONE_COPY: usize = 4;
+const LOADS_IN_ONE_COPY: usize = 2;
+
+/// How many loads of the byte the grader lets a read make, changing it after each, before it
+/// judges that the read copies until the bytes stop changing (a read that answers after more
+/// than [`LOADS_IN_ONE_COPY`], but no more than this, copies a fixed number of times).
+const LOADS_SEEN: usize = 8;
 
 /// A byte, loads included: a string copy (`rep movsb`) stopped at a watched access goes on a
 /// byte at a time, so each byte of a wider field would count as a load of its own.
@@ -586,7 +591,7 @@ fn read_beside_a_writer(
                 table.proc.send("cmd", &fields)?;
                 sent = true;
             }
-            Watched::Hit if loads < LOADS_IN_ONE_COPY => {
+            Watched::Hit if loads < LOADS_SEEN => {
                 loads += 1;
                 object.write_all_at(&[loads as u8], watched as u64)?;
                 tracer.go_on();
@@ -597,7 +602,7 @@ fn read_beside_a_writer(
                 let _ = std::fs::remove_file(&file);
                 return Err(Fail::failed(format!(
                     "{what}, {} loaded the byte at offset {watched} more than \
-                     {LOADS_IN_ONE_COPY} times without answering, while the grader changed \
+                     {LOADS_SEEN} times without answering, while the grader changed \
                      it after each load (as another process writing the table may; a \
                      hardware watchpoint saw the loads): read() copies the range again until \
                      it stops changing, that is, it waits for writers; read() makes one copy \
@@ -617,6 +622,20 @@ fn read_beside_a_writer(
         Some(answer) => answer,
         None => await_answer(&mut table.proc, table.who, &what, None)?,
     };
+    if loads > LOADS_IN_ONE_COPY {
+        let _ = std::fs::remove_file(&file);
+        return Err(Fail::failed(format!(
+            "{what}, {} loaded the byte at offset {watched}, in the middle of the range, \
+             {loads} times before it said {}, while the grader changed it after each load (as \
+             another process writing the table may; a hardware watchpoint saw the loads): \
+             read() copies the range {loads} times (a second copy to compare with the first, \
+             and another when they differ, say); more copies make no read untorn while a \
+             writer is at work, they only cost time: read() makes one copy of the range and \
+             answers with it, whatever another process stores meanwhile",
+            table.who,
+            said(&answer)
+        )));
+    }
     finish(table, &what, answer, Some(file))
 }
 

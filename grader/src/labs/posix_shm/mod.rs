@@ -15,6 +15,7 @@
 //! - `unlinked`: the name removed while mapped; unlink and open ask the C library each time;
 //! - `killed`: the name outlives a creator killed by a signal;
 //! - `in_place`: the bytes in the object, copied by the program's own instructions;
+//! - `own_range`: a write stores its own bytes only, none around them;
 //! - `names`: bad names refused, unusual good ones accepted;
 //! - `errors`: every other error kind;
 //! - `open_errors`: opens that fail, and what they leave;
@@ -36,6 +37,7 @@ mod killed;
 mod names;
 mod object;
 mod open_errors;
+mod own_range;
 mod probes;
 mod sharing;
 mod unlinked;

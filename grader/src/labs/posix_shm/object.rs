@@ -50,6 +50,31 @@ struct Creation {
     umask: Option<u32>,
 }
 
+/// Fails if the creator `pid`, mapped, has another umask than the one it was started with (the
+/// grader's own, which it inherits): the umask is the whole process's, and a create that
+/// changes it widens (or narrows) every file the program makes afterwards.
+fn umask_kept(pid: i32) -> Result<(), Fail> {
+    let (Some(started), Some(now)) = (umask_of(std::process::id() as i32), umask_of(pid)) else {
+        return Ok(());
+    };
+    if started == now {
+        return Ok(());
+    }
+    Err(Fail::failed(format!(
+        "the creator was started with umask {started:04o} and, once it said `mapped`, its \
+         umask is {now:04o} (/proc/{pid}/status): create() changed the process's umask and did \
+         not put it back; the umask belongs to the whole process, so every file the program \
+         makes afterwards (the op=read data files among them) gets {}; shm_open()'s mode \
+         argument, 0600, is all the object needs (a umask only takes bits away), so leave the \
+         umask alone, or restore it right after the call",
+        if now & !started == 0 {
+            "a wider mode than the user asked for: files others may write"
+        } else {
+            "another mode than the user asked for"
+        }
+    )))
+}
+
 /// The umask of `pid`, from `/proc/PID/status`.
 fn umask_of(pid: i32) -> Option<u32> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
@@ -226,6 +251,7 @@ pub fn owner_only_mode(run: &mut Run) -> Result<String, Fail> {
         )));
     }
     run.expect_owner_only()?;
+    umask_kept(creator.pid())?;
     creator.unlink()?;
     creator.close()?;
     created_through_shm_open(run)?;

@@ -628,6 +628,33 @@ fn refused_open(run: &mut Run) -> Result<(), Fail> {
             said(&answer)
         )));
     }
+    if answer.kind == "mapped" {
+        let mapping = super::probes::table_mapping(pid, &name);
+        proc.kill_tree();
+        let how = match mapping {
+            Some(m) if !m.perms.starts_with("rw") => format!(
+                "after its shm_open() (O_RDWR) failed, it opened the name again and mapped the \
+                 object {} ({} in /proc/{pid}/maps): a fallback to O_RDONLY and PROT_READ, so \
+                 the first write to the table kills the program (SIGSEGV) and the caller never \
+                 learns that it may not write it",
+                if m.perms.starts_with("r-") {
+                    "read-only"
+                } else {
+                    "without write access"
+                },
+                m.perms
+            ),
+            Some(_) => "after its shm_open() failed, it opened the object another way and \
+                        mapped it anyway"
+                .to_string(),
+            None => "it maps no such object".to_string(),
+        };
+        return Err(Fail::failed(format!(
+            "{what}: the program said `mapped`, not `failed` with kind=shm-open: {how}; open() \
+             is shm_open(O_RDWR) and mmap(PROT_READ | PROT_WRITE), and when shm_open() fails \
+             it answers TableError::Open(errno) (kind=shm-open), with no second try"
+        )));
+    }
     super::forced::refused_with(&answer, "shm-open", libc::EACCES, &what, "Open")?;
     let intact = std::fs::symlink_metadata(&path).is_ok_and(|meta| meta.len() == 64);
     drop(planted);

@@ -139,6 +139,23 @@ pub fn resident_bytes(pid: i32, name: &str) -> Option<u64> {
     Some(kib * 1024)
 }
 
+/// The kernel's flags of `pid`'s mapping `mapping` (`VmFlags` in `/proc/PID/smaps`: `lo` for
+/// locked pages, ...); empty if they cannot be read.
+pub fn vm_flags(pid: i32, mapping: &Mapping) -> Vec<String> {
+    let Ok(smaps) = std::fs::read_to_string(format!("/proc/{pid}/smaps")) else {
+        return Vec::new();
+    };
+    let header = format!("{:x}-{:x} ", mapping.start, mapping.end);
+    smaps
+        .lines()
+        .skip_while(|l| !l.starts_with(&header))
+        .skip(1)
+        // The entry's last line: the first after its header is its own.
+        .find_map(|l| l.strip_prefix("VmFlags:"))
+        .map(|flags| flags.split_whitespace().map(str::to_string).collect())
+        .unwrap_or_default()
+}
+
 /// The descriptors of `pid` open on the object `name` (deleted or not).
 pub fn object_fds(pid: i32, name: &str) -> Vec<i32> {
     let path = dev_shm(name).display().to_string();

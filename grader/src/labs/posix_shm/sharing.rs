@@ -10,10 +10,10 @@ use crate::engine::diagnose::classify;
 use crate::engine::tracer::{Action, Call, Reached, Step, Tracer};
 use crate::engine::{Fail, Run, force, inspect};
 
-use super::driver::{Table, await_answer, pair, said};
+use super::driver::{CREATOR, Table, await_answer, pair, said};
 use super::explain::{Writer, expect_read};
 use super::probes::{
-    Mapping, dev_shm, mappings, name_still_there, object_bytes, object_fds, table_mapping,
+    Mapping, dev_shm, mappings, name_still_there, object_bytes, object_fds, table_mapping, vm_flags,
 };
 
 pub fn mapped_by_each(run: &mut Run) -> Result<String, Fail> {
@@ -82,6 +82,17 @@ pub fn mapped_by_each(run: &mut Run) -> Result<String, Fail> {
             return Err(Fail::failed(format!(
                 "{} maps the table {}: map it for reading and writing (PROT_READ | PROT_WRITE)",
                 table.who, mapping.perms
+            )));
+        }
+        if vm_flags(pid, &mapping).iter().any(|flag| flag == "lo") {
+            return Err(Fail::failed(format!(
+                "{} (pid {pid}) maps the table locked: /proc/{pid}/smaps shows `lo` in the \
+                 mapping's VmFlags (MAP_LOCKED, or mlock() of it): every page of the table is \
+                 pinned in memory for as long as it is mapped, and a table larger than \
+                 RLIMIT_MEMLOCK cannot be mapped at all by an unprivileged user (mmap() fails \
+                 with EAGAIN); map it with mmap(NULL, size, PROT_READ | PROT_WRITE, \
+                 MAP_SHARED, fd, 0), no other flag, and lock nothing",
+                table.who
             )));
         }
         let fds = object_fds(pid, &name);
@@ -408,10 +419,14 @@ pub fn shared_updates(run: &mut Run) -> Result<String, Fail> {
     )?;
     middle_changed_then_read_again(run, &mut creator, &mut opener, back, len)?;
     // Both ends: a table open() mapped is accessed like the one create() mapped.
+    for table in [&mut creator, &mut opener] {
+        super::own_range::stores_only_its_range(run, table)?;
+    }
     for (table, offset) in [(&mut creator, at), (&mut opener, back)] {
         no_call_in_access(run, table, offset, len, true)?;
         no_call_in_access(run, table, offset, len, false)?;
     }
+    large_accesses_make_no_call(run)?;
     creator.unlink()?;
     opener.close()?;
     creator.close()?;
@@ -577,6 +592,24 @@ pub fn any_call_name(number: i64) -> String {
     }
 }
 
+const PAGE: usize = 4096;
+
+/// The length of [`large_accesses_make_no_call`]'s write and read: far more than the other
+/// checks copy, as a program may take another way past some length.
+const LARGE_ACCESS: usize = 8 << 20;
+
+/// A write and a read of [`LARGE_ACCESS`] bytes, the whole of a table that large, traced as
+/// [`no_call_in_access`]: a copy of any length is the program's own, with no system call.
+fn large_accesses_make_no_call(run: &mut Run) -> Result<(), Fail> {
+    let name = run.ipc_name("large");
+    let mut large = super::driver::table(run, &name, Some(LARGE_ACCESS), CREATOR)?;
+    let outcome = no_call_in_access(run, &mut large, 0, LARGE_ACCESS, true)
+        .and_then(|()| no_call_in_access(run, &mut large, 0, LARGE_ACCESS, false));
+    large.proc.kill_tree();
+    let _ = std::fs::remove_file(dev_shm(&name));
+    outcome
+}
+
 /// One more write (or read) by `table`, traced: between the command's own steps (the data file
 /// read in, or the result file written out) and the access, the program may make no system call
 /// at all but its allocator's: the first other call it makes, held, must be the next step of
@@ -606,7 +639,13 @@ fn no_call_in_access(
         return Ok(());
     };
     let (fields, file, what) = if write {
-        let data = run.random_bytes(len);
+        // Megabytes are a random page repeated: filling them all at random costs the grader
+        // more time than the access.
+        let data = if len > PAGE {
+            run.random_bytes(PAGE).repeat(len.div_ceil(PAGE))[..len].to_vec()
+        } else {
+            run.random_bytes(len)
+        };
         let fields = table.write_fields(run, at, &data)?;
         let file = std::path::PathBuf::from(&fields[2].1);
         table.wrote.push((at, data));
@@ -671,7 +710,11 @@ fn no_call_in_access(
     } else {
         "after main.rs had received the command and before it opened the file for the bytes"
     };
-    let why = if SYNCS.contains(&number) {
+    let why = if [libc::SYS_process_vm_readv, libc::SYS_process_vm_writev].contains(&number) {
+        "the kernel copies the bytes for it (of its own memory), so its own instructions never \
+         touch the table: a copy of any length, however long, is the program's own \
+         (copy_nonoverlapping)"
+    } else if SYNCS.contains(&number) {
         "a MAP_SHARED mapping is the object's own pages, which every process sees at once \
          (msync() and fsync() are for files on a disk, madvise() and mprotect() change nothing \
          of what a copy sees)"

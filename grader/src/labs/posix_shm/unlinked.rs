@@ -49,6 +49,7 @@ pub fn unlinked_but_mapped(run: &mut Run) -> Result<String, Fail> {
         opened_twice(&mut own, &dev_shm(&own_name).display().to_string())?;
     own.unlink()?;
     closed_first_of_two(own, &own_first, &own_second)?;
+    replaced_then_opened(run)?;
     let (answer, through_shm_unlink) = unlink_watched(&mut creator)?;
     if answer.kind != "done" {
         return Err(Fail::failed(format!(
@@ -291,7 +292,7 @@ pub fn unlinked_but_mapped(run: &mut Run) -> Result<String, Fail> {
     closed_first_of_two(opener, &opener_first, &opener_second)?;
     creator.close()?;
     Ok(
-        "an object opened again, by its opener and by its creator, was mapped again, and a close unmapped its own table only; the \
+        "an object opened again, by its opener and by its creator, was mapped again, and a close unmapped its own table only; once another object had the name, opening it again mapped that one; the \
         name went, the shared memory stayed while mapped, apart from a new object of that \
         name, which the creator's second unlink removed; an unlink that failed otherwise than \
         with ENOENT was shm-unlink; a symbolic link at the name was unlinked"
@@ -484,4 +485,79 @@ fn closed_first_of_two(mut table: Table, first: &Mapping, second: &Mapping) -> R
         )));
     }
     table.exit()
+}
+
+/// The size of the object the grader puts at a name a process maps, in [`replaced_then_opened`]:
+/// another than the first's.
+const REPLACEMENT_SIZE: usize = 6000;
+
+/// A process that maps the object at a name (its creator, and an opener of an object the
+/// grader made), asked to open the name again (`op=open`) once the grader has put another
+/// object of another size there (renamed over it, as another program's unlink and create
+/// leave it): it maps the new object, at its size, beside its table. open() asks shm_open()
+/// each time, whatever the process maps already under that name.
+fn replaced_then_opened(run: &mut Run) -> Result<(), Fail> {
+    for who in [CREATOR, "an opener"] {
+        let creates = who == CREATOR;
+        let name = run.ipc_name(if creates { "replaced-own" } else { "replaced" });
+        let first_bytes = run.random_bytes(4096);
+        let first = if creates {
+            None
+        } else {
+            Some(plant_object(run, &name, &first_bytes)?)
+        };
+        let mut table = super::driver::table(run, &name, creates.then_some(4096), who)?;
+        let pid = table.pid();
+        let outcome = (|| {
+            let old = table_mapping(pid, &name).map(|m| m.inode);
+            let next = run.ipc_name("replacement");
+            let bytes = run.random_bytes(REPLACEMENT_SIZE);
+            let planted = plant_object(run, &next, &bytes)?;
+            std::fs::rename(dev_shm(&next), dev_shm(&name))?;
+            drop(planted);
+            let inode = std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(dev_shm(&name))?);
+            let answer = table.command(&[("op", "open".into()), ("name", name.clone())])?;
+            let what = format!(
+                "{who}, which maps {} as its table (inode {}), was asked to open {name} again \
+                 (op=open) after the grader had put another object there (inode {inode}, \
+                 {REPLACEMENT_SIZE} bytes, renamed over the name, as another program's unlink \
+                 and create would leave it)",
+                dev_shm(&name).display(),
+                old.map_or_else(|| "?".to_string(), |i| i.to_string())
+            );
+            if answer.kind != "done" {
+                return Err(Fail::failed(format!(
+                    "{what}: it said {}: an existing, sized object opens and maps",
+                    said(&answer)
+                )));
+            }
+            let maps = mappings(pid);
+            let of_new = maps.iter().any(|m| m.inode == inode);
+            let len = answer.get("len").unwrap_or("none");
+            if of_new && len == REPLACEMENT_SIZE.to_string() {
+                return Ok(());
+            }
+            let old_twice =
+                old.is_some_and(|old| maps.iter().filter(|m| m.inode == old).count() > 1);
+            let how = if old_twice {
+                "it mapped the object it had a second time (another mapping of the old inode in \
+                 its /proc/PID/maps), without asking for the name: a table remembered by name \
+                 and copied (mremap(), or a mapping kept aside)"
+            } else {
+                "it handed out the object it had"
+            };
+            Err(Fail::failed(format!(
+                "{what}: it said `done` with len={len}, and its /proc/{pid}/maps has {} mapping \
+                 of the new object: {how}; a process that maps a name never sees another \
+                 object there that way. open() is shm_open(), fstat() and mmap() each time, \
+                 whatever the process maps already",
+                if of_new { "a" } else { "no" }
+            )))
+        })();
+        table.proc.kill_tree();
+        let _ = std::fs::remove_file(dev_shm(&name));
+        drop(first);
+        outcome?;
+    }
+    Ok(())
 }
