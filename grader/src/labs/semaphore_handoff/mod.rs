@@ -46,6 +46,7 @@ mod default_action;
 mod error_paths;
 mod failed_calls;
 mod forced_waits;
+mod gone_after_post;
 mod handover;
 mod name_limits;
 mod names;
