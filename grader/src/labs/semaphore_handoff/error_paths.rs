@@ -31,8 +31,13 @@ pub fn error_paths(run: &mut Run) -> Result<String, Fail> {
     notes.push(unlink_fails(run, 0)?);
     notes.push(unlink_fails(run, 1)?);
     notes.push(unlink_both_fail(run)?);
-    notes.push(unlink_fails_with_eacces(run)?);
-    notes.push(create_fails_eacces_while_taken(run)?);
+    notes.push(unlink_fails_with_eacces(run, 0)?);
+    notes.push(unlink_fails_with_eacces(run, 1)?);
+    for mechanism in ["semaphores", "queues"] {
+        for failing in [0, 1] {
+            notes.push(create_fails_eacces_while_taken(run, mechanism, failing)?);
+        }
+    }
     notes.push(super::failed_calls::wait_errors(run)?);
     notes.push(super::failed_calls::post_error(run)?);
     notes.push(super::failed_calls::consumer_post_error(run)?);

@@ -54,6 +54,7 @@ mod order;
 mod peer_gone;
 mod planted;
 mod probe;
+mod queue_looks;
 mod rounds;
 mod signals;
 mod slot;
