@@ -482,12 +482,19 @@ pub(super) fn create_fails_eacces_while_taken(
     if message.kind != "failed" || kind != "open" || message.get("role") != Some("parent") {
         proc.kill_tree();
         remove_other();
-        let rule = if kind == "exists" {
-            "the kind must come from the errno of the failed open (EACCES: HandoffError::Open), \
-             not from whether something is under the name: something being there does not say \
-             why the open failed"
+        let under = if mechanism == "semaphores" {
+            "a file is under the name in /dev/shm"
         } else {
-            "an error other than EEXIST is HandoffError::Open (kind=open), with that errno"
+            "a queue has the name"
+        };
+        let rule = if kind == "exists" {
+            format!(
+                "the kind must come from the errno of the failed open (EACCES: \
+                 HandoffError::Open), not from whether {under}: something being there does not \
+                 say why the open failed"
+            )
+        } else {
+            "an error other than EEXIST is HandoffError::Open (kind=open), with that errno".into()
         };
         return Err(Fail::failed(format!(
             "{situation}: the program said `{}` with kind={kind} ({}) instead of kind=open \

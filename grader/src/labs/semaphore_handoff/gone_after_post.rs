@@ -74,9 +74,7 @@ fn record_of_a_gone_producer(run: &mut Run, mechanism: &'static str) -> Result<S
     }
     force::hold(parent)?;
     handover.proc.send("go", &[])?;
-    let report = handover
-        .proc
-        .recv_before(Instant::now() + NOTICE_LIMIT)?;
+    let report = handover.proc.recv_before(Instant::now() + NOTICE_LIMIT)?;
     let left = pending(&handover, parent, ready);
     force::resume(parent)?;
     let situation = format!(
@@ -175,10 +173,7 @@ fn wait_error_with_peer_gone(run: &mut Run) -> Result<String, Fail> {
         })?;
     let mut said = None;
     loop {
-        let Some(message) = handover
-            .proc
-            .recv_before(Instant::now() + NOTICE_LIMIT)?
-        else {
+        let Some(message) = handover.proc.recv_before(Instant::now() + NOTICE_LIMIT)? else {
             handover.proc.kill_tree();
             return Err(Fail::failed(format!(
                 "the grader killed the consumer, waited until it was reaped, and made the \

@@ -459,7 +459,11 @@ pub fn peer_exits_early(run: &mut Run) -> Result<String, Fail> {
         gone_before_wait(run, "semaphores")?,
     ];
     let after_post = super::gone_after_post::gone_after_post(run)?;
-    Ok(notes.into_iter().chain(after_post).collect::<Vec<_>>().join("; "))
+    Ok(notes
+        .into_iter()
+        .chain(after_post)
+        .collect::<Vec<_>>()
+        .join("; "))
 }
 
 /// A slice that times out early, with the peer gone: the grader holds the producer (waiting

@@ -389,8 +389,7 @@ fn put_copies_every_record(run: &mut Run, mechanism: &'static str) -> Result<Str
     const ROUNDS: u64 = 100;
     let seq = run.rng().random_range(10..90u64);
     let at = seq.to_string();
-    let mut handover =
-        Handover::start(run, mechanism, ROUNDS, &["--pause-producer-at", &at])?;
+    let mut handover = Handover::start(run, mechanism, ROUNDS, &["--pause-producer-at", &at])?;
     let (producer, seed) = (handover.producer, handover.seed);
     let mut planted = false;
     let reports = handover.finish(|proc, _| {

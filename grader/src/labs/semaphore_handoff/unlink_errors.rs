@@ -193,9 +193,11 @@ pub(super) fn unlink_fails_with_eacces(run: &mut Run, failing: usize) -> Result<
         let why = if !error.contains(name.as_str()) {
             "which does not name it: report the first unlink that failed, with its name"
         } else if failing == 0 && error.contains("ENOENT") {
-            "the errno of the ok name's sem_unlink(), made after it: the ready name's error \
-             was read from errno only after the second call had overwritten it. Read \
-             Errno::last() right after each sem_unlink() that fails, and keep it with its name"
+            "the errno of the ok name's sem_unlink(), made after it (the ok name's EACCES, \
+             made to fail alone before, was reported as it came, so the errno is not assumed): \
+             the ready name's error was read from errno only after the second call had \
+             overwritten it. Read Errno::last() right after each sem_unlink() that fails, and \
+             keep it with its name"
         } else {
             "not the errno sem_unlink() returned (EACCES): take the errno from the failed call \
              (Errno::last() right after it), do not assume one: an unlink does not fail only \
