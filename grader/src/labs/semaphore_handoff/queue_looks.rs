@@ -7,13 +7,17 @@ use std::time::{Duration, Instant};
 use rand::RngExt;
 
 use super::handover::Handover;
-use super::{CONSUMER, WAIT_SLICE};
+use super::CONSUMER;
+
+/// How long the producer is held: half a slice, ample for a spin of looks (each a system call)
+/// to show, even traced.
+const HOLD: Duration = Duration::from_millis(50);
 use crate::engine::tracer::{Call, Tracer};
 use crate::engine::{Fail, Run};
 
 /// The consumer is traced from `ready`, every `mq_getsetattr()` counted, over the rounds up to
-/// record K, before which the producer is held for a slice and a half: the consumer's wait for
-/// ready of record K then finds nothing for that long. A wait that blocks makes no such call;
+/// record K, before which the producer is held for [`HOLD`]: the consumer's wait for ready of
+/// record K then finds nothing for that long. A wait that blocks makes no such call;
 /// one that looks before each block makes many in that wait alone. More looks than two per
 /// wait is judged a poll.
 pub fn queue_waits_do_not_look(run: &mut Run) -> Result<String, Fail> {
@@ -25,7 +29,7 @@ pub fn queue_waits_do_not_look(run: &mut Run) -> Result<String, Fail> {
     let mut tracer = Some(tracer);
     let mut looks = None;
     let reports = handover.finish(|proc, _| {
-        std::thread::sleep(WAIT_SLICE * 3 / 2);
+        std::thread::sleep(HOLD);
         if let Some(Some(tracer)) = tracer.take() {
             looks = Some(tracer.failed_count(Instant::now() + Duration::from_millis(20))?);
         }
@@ -44,7 +48,7 @@ pub fn queue_waits_do_not_look(run: &mut Run) -> Result<String, Fail> {
              count) before, or instead of, blocking. A wait blocks: mq_timedreceive() takes a \
              message already there at once and sleeps in the kernel until one comes, with no \
              look first",
-            (WAIT_SLICE * 3 / 2).as_millis()
+            HOLD.as_millis()
         )));
     }
     handover.verify(
