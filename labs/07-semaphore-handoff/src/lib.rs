@@ -243,7 +243,8 @@ impl Handoff {
     /// [`Mechanism::Queues`], `mq_open(O_CREAT | O_EXCL | O_RDWR, 0600)` with room for one
     /// message of [`SIGNAL_SIZE`] bytes. `EEXIST` is [`HandoffError::Exists`]. If a step fails,
     /// remove what was already created (unlink and close it, unmap the slot), and only that: a
-    /// name that existed before is not this handoff's.
+    /// name that existed before is not this handoff's. The processes' CPU affinity is left as
+    /// it is: where the sides run is `main.rs`'s to say (`--cpu`).
     pub fn create(
         mechanism: Mechanism,
         ready_name: &str,

@@ -409,55 +409,92 @@ pub(super) fn create_map_fails(run: &mut Run, mechanism: &'static str) -> Result
     ))
 }
 
-/// `create()` whose `sem_open(O_CREAT | O_EXCL)` of the ok name fails with `EACCES` while a
-/// semaphore of that name exists (the grader planted one, and makes the `link()` by which
-/// glibc's `sem_open()` puts the new semaphore under its name fail with `EACCES`): the kind is
-/// the errno's, `open`, whatever is under the name; the ready semaphore made is removed, the
-/// planted one left as it was.
-pub(super) fn create_fails_eacces_while_taken(run: &mut Run) -> Result<String, Fail> {
+/// `create()` whose open of one name (`failing`: 0 ready, 1 ok) fails with `EACCES` while an
+/// object of that name exists (the grader planted one, and makes the call that would create
+/// the new one fail with `EACCES`: the `link()` by which glibc's `sem_open()` puts a new
+/// semaphore under its name, or `mq_open()`): the kind is the errno's, `open`, whatever is
+/// under the name; what create() made before is removed, the planted object left as it was.
+/// A failed `O_CREAT | O_EXCL` open made nothing: the name that failed is never create()'s
+/// to remove.
+pub(super) fn create_fails_eacces_while_taken(
+    run: &mut Run,
+    mechanism: &'static str,
+    failing: usize,
+) -> Result<String, Fail> {
     let names = [run.ipc_name("ready"), run.ipc_name("ok")];
-    let (ready, ok) = (names[0].clone(), names[1].clone());
-    let plant = Planted::with_value("semaphores", &ok, PLANTED_VALUE)?;
-    let file: &'static str = probe::semaphore_file(&ok).leak();
-    let call = Call {
-        number: libc::SYS_link,
-        matching: Match::Names(file),
+    let (name, other) = (names[failing].clone(), names[1 - failing].clone());
+    let which = ["ready", "ok"][failing];
+    let plant = Planted::with_value(mechanism, &name, PLANTED_VALUE)?;
+    let (call, creating) = if mechanism == "semaphores" {
+        let file: &'static str = probe::semaphore_file(&name).leak();
+        let call = Call {
+            number: libc::SYS_link,
+            matching: Match::Names(file),
+        };
+        (
+            call,
+            "the link() by which sem_open(O_CREAT | O_EXCL) puts the new semaphore under its name",
+        )
+    } else {
+        // glibc's mq_open() passes the name without its leading slash.
+        let bare: &'static str = name[1..].to_string().leak();
+        let call = Call {
+            number: libc::SYS_mq_open,
+            matching: Match::Names(bare),
+        };
+        (call, "its mq_open(O_CREAT | O_EXCL)")
     };
-    let (mut proc, tracer) = spawn_traced(run, &names, call, Action::Fail(libc::EACCES))?;
-    let remove_ready = || {
-        let _ = std::fs::remove_file(probe::semaphore_file(&ready));
+    let args = arguments(mechanism, &names, 10, &[]);
+    let proc = run.spawn_stopped(&args)?;
+    let tracer = Tracer::attach(proc.pid.as_raw(), call, Action::Fail(libc::EACCES))?;
+    force::resume(proc.pid.as_raw())?;
+    let mut proc = proc;
+    let remove_other = || {
+        if mechanism == "semaphores" {
+            let _ = std::fs::remove_file(probe::semaphore_file(&other));
+        } else {
+            let _ = nix::mqueue::mq_unlink(other.as_str());
+        }
     };
     let Some(mut tracer) = tracer else {
         proc.kill_tree();
-        remove_ready();
+        remove_other();
         return Ok("an open failing with EACCES on a taken name: not tried (no ptrace)".into());
     };
     let message = proc.recv_any()?;
     let failed = tracer.failed_before(Instant::now() + Duration::from_millis(500))?;
     if !failed {
-        // No link() of the ok name: create() made it some other way, or not at all.
+        // No such call for that name: create() made it some other way, or not at all.
         proc.kill_tree();
-        remove_ready();
+        remove_other();
         if message.kind == "failed" && message.get("kind") != Some("exists") {
-            return Err(report_failure(&message, "semaphores"));
+            return Err(report_failure(&message, mechanism));
         }
-        return Ok("semaphores: no link() of the ok name seen".into());
+        return Ok(format!(
+            "{mechanism}: no creating call of the {which} name seen"
+        ));
     }
     let kind = message.get("kind").unwrap_or("none");
     let situation = format!(
-        "with {ok} already there (the grader's), the grader made the link() by which \
-         sem_open(O_CREAT | O_EXCL) puts the new ok semaphore under its name fail with EACCES, \
-         not EEXIST (semaphores)"
+        "with {name} already there (the grader's), the grader made {creating} for the {which} \
+         name fail with EACCES, not EEXIST ({mechanism})"
     );
     if message.kind != "failed" || kind != "open" || message.get("role") != Some("parent") {
         proc.kill_tree();
-        remove_ready();
-        let rule = if kind == "exists" {
-            "the kind must come from the errno of the failed sem_open() (EACCES: \
-             HandoffError::Open), not from whether a file is under the name in /dev/shm: \
-             something being there does not say why the open failed"
+        remove_other();
+        let under = if mechanism == "semaphores" {
+            "a file is under the name in /dev/shm"
         } else {
-            "an error other than EEXIST is HandoffError::Open (kind=open), with that errno"
+            "a queue has the name"
+        };
+        let rule = if kind == "exists" {
+            format!(
+                "the kind must come from the errno of the failed open (EACCES: \
+                 HandoffError::Open), not from whether {under}: something being there does not \
+                 say why the open failed"
+            )
+        } else {
+            "an error other than EEXIST is HandoffError::Open (kind=open), with that errno".into()
         };
         return Err(Fail::failed(format!(
             "{situation}: the program said `{}` with kind={kind} ({}) instead of kind=open \
@@ -469,22 +506,25 @@ pub(super) fn create_fails_eacces_while_taken(run: &mut Run) -> Result<String, F
     let error = message.get("error").unwrap_or("").to_string();
     if !error.contains("EACCES") {
         proc.kill_tree();
-        remove_ready();
+        remove_other();
         return Err(Fail::failed(format!(
             "{situation}: create() reported `{error}`, not EACCES: report the errno of the \
              failed call (HandoffError::Open {{ name, errno }})"
         )));
     }
-    let left = probe::name_exists(&ready);
+    let left = probe::name_exists(&other);
     let change = plant.changed();
     if left || change.is_some() {
         proc.kill_tree();
-        remove_ready();
+        remove_other();
         let what = match (left, change) {
-            (true, _) => format!("left behind {ready}, which it had created"),
-            (false, Some(change)) => {
-                format!("the existing {ok}, which was not the program's, {change}")
-            }
+            (true, _) => format!("left behind {other}, which it had created"),
+            (false, Some(change)) => format!(
+                "the existing {name}, which was not the program's, {change}: create() removed \
+                 the name whose open had failed. An open with O_CREAT | O_EXCL that fails has \
+                 made nothing, whatever the errno, so there is nothing of create()'s under that \
+                 name; what is there belongs to someone else"
+            ),
             (false, None) => unreachable!(),
         };
         return Err(Fail::failed(format!(
@@ -495,5 +535,8 @@ pub(super) fn create_fails_eacces_while_taken(run: &mut Run) -> Result<String, F
     proc.send("exit", &[])?;
     proc.wait()?;
     drop(plant);
-    Ok("semaphores, ok open failing with EACCES on a taken name: kind=open".into())
+    Ok(format!(
+        "{mechanism}, {which} open failing with EACCES on a taken name: kind=open, the existing \
+         object left"
+    ))
 }

@@ -31,8 +31,18 @@ pub fn error_paths(run: &mut Run) -> Result<String, Fail> {
     notes.push(unlink_fails(run, 0)?);
     notes.push(unlink_fails(run, 1)?);
     notes.push(unlink_both_fail(run)?);
-    notes.push(unlink_fails_with_eacces(run)?);
-    notes.push(create_fails_eacces_while_taken(run)?);
+    // The ok name's first: an errno assumed, not read, shows there; the ready name's then
+    // shows an errno read late.
+    notes.push(unlink_fails_with_eacces(run, 1)?);
+    notes.push(unlink_fails_with_eacces(run, 0)?);
+    for (mechanism, failing) in [
+        ("semaphores", 1),
+        ("semaphores", 0),
+        ("queues", 1),
+        ("queues", 0),
+    ] {
+        notes.push(create_fails_eacces_while_taken(run, mechanism, failing)?);
+    }
     notes.push(super::failed_calls::wait_errors(run)?);
     notes.push(super::failed_calls::post_error(run)?);
     notes.push(super::failed_calls::consumer_post_error(run)?);

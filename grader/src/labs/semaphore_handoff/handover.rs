@@ -49,7 +49,18 @@ pub fn spawn_traced(
     call: Call,
     action: Action,
 ) -> Result<(Proc, Option<Tracer>), Fail> {
-    let proc = run.spawn_stopped(&arguments("semaphores", names, 10, &[]))?;
+    spawn_traced_with(run, names, &[], call, action)
+}
+
+/// As [`spawn_traced`], with `extra` arguments (`--pause-after-create`).
+pub fn spawn_traced_with(
+    run: &mut Run,
+    names: &[String; 2],
+    extra: &[&str],
+    call: Call,
+    action: Action,
+) -> Result<(Proc, Option<Tracer>), Fail> {
+    let proc = run.spawn_stopped(&arguments("semaphores", names, 10, extra))?;
     let pid = proc.pid.as_raw();
     let tracer = Tracer::attach(pid, call, action)?;
     force::resume(pid)?;

@@ -19,19 +19,21 @@
 //! while the consumer is held. It looks at how a side waits from outside: the call it sits in,
 //! the futex or queue that call waits on, the deadline of its timed wait.
 //!
-//! Files: `handover.rs` drives the protocol and judges the reports, `probe.rs` reads the
-//! processes from `/proc`, and the checks are grouped in `rounds.rs` (many records), `order.rs`
-//! (the order of writes, copies and posts, forced), `slot.rs` (the records go through the
-//! slot), `waits.rs` (blocking), `peer_gone.rs` (a dead peer), `forced_waits.rs` (waits driven
-//! through their system calls: every deadline read, slices made to time out or fail, the
-//! semaphore's word watched), `clock.rs` (the waiting side's clock set by the grader, its vDSO
-//! hidden), `signals.rs` (signal handlers during waits), `names.rs` (the objects' creation, names
-//! and release), `error_paths.rs` (failures and their clean-up) and `create_cleanup.rs` (a
-//! failed `create()` whose clean-up fails too). Beside them: `failed_calls.rs`
-//! (waits and posts made to fail), `watchpoints.rs` (looks counted with hardware watchpoints),
-//! `clock_reads.rs` (a clock read before every timed wait), `creating_calls.rs` (the calls that
-//! create the objects), `closing.rs` (`close()`), `planted.rs` (the objects the grader plants),
-//! and `create_errors.rs`, `name_limits.rs` and `unlink_errors.rs` (the error paths).
+//! Files: `handover.rs` drives the protocol and judges the reports, `probe.rs` reads the processes
+//! from `/proc`, and the checks are grouped in `rounds.rs` (many records), `order.rs` (the order of
+//! writes, copies and posts, forced), `slot.rs` (the records go through the slot), `waits.rs`
+//! (blocking), `peer_gone.rs` (a dead peer), `gone_after_post.rs` (a peer gone after its part: its
+//! record still taken, a wait error still `Wait`), `forced_waits.rs` (waits driven through their
+//! system calls: every deadline read, slices made to time out or fail, the semaphore's word
+//! watched), `clock.rs` (the waiting side's clock set by the grader, its vDSO hidden), `signals.rs`
+//! (signal handlers during waits), `names.rs` (the objects' creation, names and release),
+//! `error_paths.rs` (failures and their clean-up) and `create_cleanup.rs` (a failed `create()`
+//! whose clean-up fails too). Beside them: `failed_calls.rs` (waits and posts made to fail),
+//! `watchpoints.rs` (looks counted with hardware watchpoints), `clock_reads.rs` (a clock read
+//! before every timed wait), `queue_looks.rs` (no looks at a queue before its wait blocks),
+//! `creating_calls.rs` (the calls that create the objects), `closing.rs` (`close()`), `planted.rs`
+//! (the objects the grader plants), and `create_errors.rs`, `name_limits.rs` and `unlink_errors.rs`
+//! (the error paths).
 //!
 //! Sizes from measurements on a 2-CPU machine: a correct round trip takes 2-100 us (up to ~90 us
 //! when the sides sit on different CPUs), so 10,000 free rounds take at most a few seconds.
@@ -46,6 +48,7 @@ mod default_action;
 mod error_paths;
 mod failed_calls;
 mod forced_waits;
+mod gone_after_post;
 mod handover;
 mod name_limits;
 mod names;
@@ -53,6 +56,7 @@ mod order;
 mod peer_gone;
 mod planted;
 mod probe;
+mod queue_looks;
 mod rounds;
 mod signals;
 mod slot;
@@ -76,8 +80,9 @@ pub static LAB: Lab = Lab {
             name: "sem-free-rounds",
             points: 4,
             timeout: Duration::from_secs(20),
-            description: "10,000 records handed over with semaphores, sides on any CPU: none \
-                          lost, repeated, stale or torn; the round-trip time is reported",
+            description: "10,000 records handed over with semaphores, sides on any CPU (their \
+                          affinity left as the grader's): none lost, repeated, stale or torn; \
+                          the round-trip time is reported",
             exclusive: false,
             hint: Some(
                 "Write the record, then post ready; copy it, then post ok. See docs/labs/07-semaphore-handoff.md, \"The idea\" (\"Order\") and the rules table.",
@@ -130,7 +135,7 @@ pub static LAB: Lab = Lab {
             description: "while the consumer is held before record K, the producer's shared \
                           slot holds record K (and no other shared mapping a copy), the consumer \
                           maps it, and the consumer takes the record the grader writes there in \
-                          its place",
+                          its place; put() copies each record over whatever the slot holds",
             exclusive: false,
             hint: Some(
                 "The records travel through the shared slot mapped before fork(), and only through it. See docs/labs/07-semaphore-handoff.md, the rules table (the slot rules).",
@@ -174,7 +179,9 @@ pub static LAB: Lab = Lab {
             timeout: Duration::from_secs(20),
             description: "when one side is killed, the other reports kind=peer-gone within \
                           seconds instead of waiting for ever (semaphores both ways, queues); \
-                          a side that posted its last signal and exited is not given up on, even after EINTR",
+                          a side that posted its last signal and exited is not given up on, even after EINTR; \
+                          a record put before the producer died is taken; a wait error with \
+                          the peer gone is kind=wait",
             exclusive: false,
             hint: Some(
                 "A peer that dies never posts: after a timed-out slice, check whether the peer is gone (PeerGone), but take a signal already there first. See docs/labs/07-semaphore-handoff.md, \"The idea\" (\"A peer that dies never posts\").",

@@ -458,7 +458,12 @@ pub fn peer_exits_early(run: &mut Run) -> Result<String, Fail> {
         not_gone_at_eintr(run)?,
         gone_before_wait(run, "semaphores")?,
     ];
-    Ok(notes.join("; "))
+    let after_post = super::gone_after_post::gone_after_post(run)?;
+    Ok(notes
+        .into_iter()
+        .chain(after_post)
+        .collect::<Vec<_>>()
+        .join("; "))
 }
 
 /// A slice that times out early, with the peer gone: the grader holds the producer (waiting
@@ -575,7 +580,7 @@ fn not_gone_at_eintr(run: &mut Run) -> Result<String, Fail> {
 /// is reaped, then makes the producer's next timed wait fail at once with `errno` and holds the
 /// one after. Returns the run, when the consumer was killed, and what `judge` made of the
 /// tracer of those two waits (given the producer), `None` when the producer could not be held.
-fn consumer_reaped_then_wait_fails<T>(
+pub(super) fn consumer_reaped_then_wait_fails<T>(
     run: &mut Run,
     errno: i32,
     judge: impl FnOnce(&mut Tracer, i32) -> Result<T, Fail>,

@@ -13,11 +13,15 @@ use crate::engine::tracer::{Action, Call, Tracer};
 use crate::engine::{Fail, Run};
 
 use super::handover::Handover;
+use super::{CONSUMER, PARENT, PRODUCER};
 
 /// A plain run of `rounds` records; returns the mean round trip in microseconds.
 fn rounds(run: &mut Run, mechanism: &'static str, rounds: u64, pinned: bool) -> Result<f64, Fail> {
     let extra: &[&str] = if pinned { &["--cpu", "0"] } else { &[] };
     let mut handover = Handover::start(run, mechanism, rounds, extra)?;
+    if !pinned {
+        cpus_left_alone(&handover, mechanism)?;
+    }
     let reports = handover.finish(|_, _| Ok(()))?;
     let what = format!(
         "{rounds} rounds with {mechanism}{}",
@@ -25,6 +29,51 @@ fn rounds(run: &mut Run, mechanism: &'static str, rounds: u64, pinned: bool) -> 
     );
     handover.verify(&reports, &what)?;
     Ok(reports.round_trip_us)
+}
+
+/// The CPUs `pid` may run on (its affinity); `None` if it cannot be read.
+fn cpus_of(pid: i32) -> Option<Vec<usize>> {
+    let set = nix::sched::sched_getaffinity(nix::unistd::Pid::from_raw(pid)).ok()?;
+    Some(
+        (0..nix::sched::CpuSet::count())
+            .filter(|&cpu| set.is_set(cpu).unwrap_or(false))
+            .collect(),
+    )
+}
+
+/// Started without `--cpu`, the program runs where the grader does: at `ready`, the parent
+/// and both sides may still run on every CPU the grader may. Where the sides run is main.rs's
+/// to decide (`--cpu`); a lab that narrows its affinity (in `create()`, which both sides
+/// inherit) pins the sides together and makes the free round trip a pinned one.
+fn cpus_left_alone(handover: &Handover, mechanism: &str) -> Result<(), Fail> {
+    let Some(ours) = cpus_of(0) else {
+        return Ok(());
+    };
+    if ours.len() < 2 {
+        return Ok(());
+    }
+    let sides = [
+        (PARENT, handover.proc.pid.as_raw()),
+        (PRODUCER, handover.producer),
+        (CONSUMER, handover.consumer),
+    ];
+    for (role, pid) in sides {
+        match cpus_of(pid) {
+            Some(theirs) if theirs != ours => {
+                return Err(Fail::failed(format!(
+                    "started without --cpu ({mechanism}), {role} may run only on CPU(s) \
+                     {theirs:?} at ready (its affinity, sched_getaffinity()), where the grader \
+                     that started it may run on {ours:?}: the lab's code narrowed the CPU \
+                     affinity (sched_setaffinity(), in Handoff::create() or another call before \
+                     fork(), which both sides inherit), which pins the sides together and makes \
+                     the free round trip a pinned one. Where the sides run is main.rs's to say \
+                     (--cpu); the handoff leaves the affinity as it found it"
+                )));
+            }
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 pub fn sem_free_rounds(run: &mut Run) -> Result<String, Fail> {

@@ -207,6 +207,8 @@ pub fn record_in_slot(run: &mut Run) -> Result<String, Fail> {
     // Before the torn payload: a checksum made up by the consumer is named by its own step.
     notes.push(checksum_copied(run)?);
     notes.push(torn_after_ready(run)?);
+    // The copy into the slot is the same whichever signals carry the posts: one mechanism.
+    notes.push(put_copies_every_record(run, "semaphores")?);
     Ok(format!(
         "each record K was in the producer's shared anonymous slot, which the consumer maps too, \
          and the consumer took the record the grader put in its place ({}; {PAYLOAD}-byte \
@@ -375,4 +377,51 @@ fn checksum_copied(run: &mut Run) -> Result<String, Fail> {
     Ok(format!(
         "semaphores: record {seq} planted with a bad checksum, counted torn"
     ))
+}
+
+/// put() copies every record into the slot, whatever the slot holds: with the producer held
+/// before record K (the consumer has taken K-1 and waits for ready), the grader writes record K
+/// into the slot torn (one payload byte changed, its number and checksum as the producer will
+/// write them). The producer's copy overwrites it, and the consumer takes record K intact; a
+/// put() that looks at the slot first and skips the copy leaves the torn one there.
+fn put_copies_every_record(run: &mut Run, mechanism: &'static str) -> Result<String, Fail> {
+    const ROUNDS: u64 = 100;
+    let seq = run.rng().random_range(10..90u64);
+    let at = seq.to_string();
+    let mut handover = Handover::start(run, mechanism, ROUNDS, &["--pause-producer-at", &at])?;
+    let (producer, seed) = (handover.producer, handover.seed);
+    let mut planted = false;
+    let reports = handover.finish(|proc, _| {
+        let previous = whole_record(seed, seq - 1);
+        if let Some(slot) = slot_holding(producer, &previous, SLOT_PATIENCE) {
+            let mut record = whole_record(seed, seq);
+            // A payload byte: the number (the first 8 bytes) and the checksum (the last 8) are
+            // those of the record the producer is about to put.
+            record[8 + PAYLOAD / 3] ^= 0xa5;
+            probe::poke(producer, slot, &record)?;
+            planted = true;
+        }
+        proc.send("go", &[])
+    })?;
+    if planted && reports.torn > 0 {
+        return Err(Fail::failed(format!(
+            "the grader held the producer before record {seq} and wrote record {seq} into the \
+             slot beforehand, torn (one payload byte changed; its number and checksum those of \
+             the record the producer was about to put) ({mechanism}): the consumer then counted \
+             {} torn record(s) ({}): put() did not copy record {seq} over what the slot held; \
+             it looked at the slot's number and checksum and skipped the copy when they matched. \
+             put() copies the whole record into the slot every time, whatever the slot shows: a \
+             matching number and checksum do not make the payload the same",
+            reports.torn, reports.first
+        )));
+    }
+    handover.verify(
+        &reports,
+        &format!("{ROUNDS} rounds with {mechanism}, record {seq} planted torn before its put()"),
+    )?;
+    Ok(if planted {
+        format!("{mechanism}: record {seq} planted torn before its put(), overwritten by it")
+    } else {
+        format!("{mechanism}: the slot was not found before record {seq}'s put()")
+    })
 }

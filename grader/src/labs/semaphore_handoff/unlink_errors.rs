@@ -1,11 +1,12 @@
 //! The error paths of `unlink()`: a name removed behind the
-//! program's back, both names gone, an unlink failing with `EACCES`.
+//! program's back, both names gone, an unlink failing with `EACCES` (the ready name's
+//! or the ok name's).
 
 use std::time::{Duration, Instant};
 
 use rand::RngExt;
 
-use super::handover::{Launch, report_failure, run_through_removing, spawn_traced};
+use super::handover::{Launch, report_failure, run_through_removing, spawn_traced_with};
 use super::probe;
 use crate::engine::tracer::{Action, Call, Match};
 use crate::engine::{Fail, Run};
@@ -110,24 +111,52 @@ pub(super) fn unlink_both_fail(run: &mut Run) -> Result<String, Fail> {
     Ok("unlink of two names gone: the first error, the ready name's".into())
 }
 
-/// `unlink()` whose `sem_unlink()` of the ok name fails with `EACCES` (the grader makes it
-/// fail, as for a name another user owns): the error reported must carry that name and that
-/// errno, the one the call returned; every other test of unlink() gives `ENOENT`.
-pub(super) fn unlink_fails_with_eacces(run: &mut Run) -> Result<String, Fail> {
+/// `unlink()` whose `sem_unlink()` of one name fails with `EACCES` (the grader makes it fail,
+/// as for a name another user owns; `failing`: 0 the ready name, 1 the ok name): the error
+/// reported must carry that name and that errno, the one the call returned. When the ready
+/// name's fails, the grader has removed the ok name too (its `sem_unlink()` then says
+/// `ENOENT`): the first error is still the ready name's, with `EACCES`, not the errno of the
+/// call made after it.
+pub(super) fn unlink_fails_with_eacces(run: &mut Run, failing: usize) -> Result<String, Fail> {
     let names = [run.ipc_name("ready"), run.ipc_name("ok")];
-    let ok = names[1].clone();
-    let file: &'static str = probe::semaphore_file(&ok).leak();
+    let name = names[failing].clone();
+    let which = ["ready", "ok"][failing];
+    let file: &'static str = probe::semaphore_file(&name).leak();
     let seed: u64 = run.rng().random();
     let call = Call {
         number: libc::SYS_unlink,
         matching: Match::Names(file),
     };
-    let (mut proc, tracer) = spawn_traced(run, &names, call, Action::Fail(libc::EACCES))?;
+    let extra: &[&str] = if failing == 0 {
+        &["--pause-after-create"]
+    } else {
+        &[]
+    };
+    let (mut proc, tracer) =
+        spawn_traced_with(run, &names, extra, call, Action::Fail(libc::EACCES))?;
     let remove = || probe::remove_semaphores(&names);
     let Some(mut tracer) = tracer else {
         proc.kill_tree();
         remove();
         return Ok("an unlink failing with EACCES: not tried (no ptrace)".into());
+    };
+    let other = if failing == 0 {
+        let created = proc.recv_any()?;
+        if created.kind != "created" {
+            proc.kill_tree();
+            remove();
+            return Err(report_failure(&created, "semaphores"));
+        }
+        std::fs::remove_file(probe::semaphore_file(&names[1]))
+            .map_err(|e| Fail::Grader(format!("removing {}: {e}", names[1])))?;
+        proc.send("go", &[])?;
+        format!(
+            "; the grader had removed the ok name {} itself, so that its sem_unlink() said \
+             ENOENT",
+            names[1]
+        )
+    } else {
+        "; the ready name's went through".to_string()
     };
     let message = proc.recv_any()?;
     let failed = tracer.failed_before(Instant::now() + Duration::from_millis(500))?;
@@ -139,11 +168,11 @@ pub(super) fn unlink_fails_with_eacces(run: &mut Run) -> Result<String, Fail> {
             seed,
             "10 rounds with semaphores, unlink() traced",
         )?;
-        return Ok(format!("semaphores: no unlink of {ok} seen"));
+        return Ok(format!("semaphores: no unlink of {name} seen"));
     }
     let situation = format!(
-        "the grader made the parent's sem_unlink() of the ok name {ok} in Handoff::unlink() fail \
-         with EACCES (as for a name another user owns; the ready name's went through)"
+        "the grader made the parent's sem_unlink() of the {which} name {name} in \
+         Handoff::unlink() fail with EACCES (as for a name another user owns{other})"
     );
     if message.kind != "failed" || message.get("kind") != Some("unlink") {
         proc.kill_tree();
@@ -158,15 +187,21 @@ pub(super) fn unlink_fails_with_eacces(run: &mut Run) -> Result<String, Fail> {
         )));
     }
     let error = message.get("error").unwrap_or("").to_string();
-    if !error.contains("EACCES") || !error.contains(ok.as_str()) {
+    if !error.contains("EACCES") || !error.contains(name.as_str()) {
         proc.kill_tree();
         remove();
-        let why = if !error.contains("EACCES") {
+        let why = if !error.contains(name.as_str()) {
+            "which does not name it: report the first unlink that failed, with its name"
+        } else if failing == 0 && error.contains("ENOENT") {
+            "the errno of the ok name's sem_unlink(), made after it (the ok name's EACCES, \
+             made to fail alone before, was reported as it came, so the errno is not assumed): \
+             the ready name's error was read from errno only after the second call had \
+             overwritten it. Read Errno::last() right after each sem_unlink() that fails, and \
+             keep it with its name"
+        } else {
             "not the errno sem_unlink() returned (EACCES): take the errno from the failed call \
              (Errno::last() right after it), do not assume one: an unlink does not fail only \
              when the name is gone"
-        } else {
-            "which does not name it: report the unlink that failed, with its name"
         };
         return Err(Fail::failed(format!(
             "{situation}: unlink() reported `{error}`, {why} (HandoffError::Unlink {{ name, errno \
@@ -179,5 +214,7 @@ pub(super) fn unlink_fails_with_eacces(run: &mut Run) -> Result<String, Fail> {
         seed,
         "10 rounds with semaphores after an unlink failing with EACCES",
     )?;
-    Ok("unlink of the ok name failing with EACCES: kind=unlink, its name and EACCES".into())
+    Ok(format!(
+        "unlink of the {which} name failing with EACCES: kind=unlink, its name and EACCES"
+    ))
 }
