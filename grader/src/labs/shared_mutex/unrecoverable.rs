@@ -345,18 +345,34 @@ fn unrecoverable_before_wait(run: &mut Run) -> Result<bool, Fail> {
     ])?;
     let coordinator = proc.pid.as_raw().to_string();
     force::resume(proc.pid.as_raw())?;
+    let mut locks = None;
     let said = (|| -> Result<Option<Message>, Fail> {
         let message = proc.recv_any()?;
         if message.kind != "created" {
             return Ok(None);
         }
-        make_unrecoverable(&open_segment(
-            &name,
-            layout_of(&message)?,
-            proc.pid.as_raw(),
-        )?)?;
+        let layout = layout_of(&message)?;
+        make_unrecoverable(&open_segment(&name, layout, proc.pid.as_raw())?)?;
+        let mutex = probe::mappings(proc.pid.as_raw(), &name)
+            .into_iter()
+            .find(|m| m.offset == 0)
+            .map(|m| m.start + layout.mutex_at as u64);
+        let counting = match mutex {
+            Some(mutex) => LockCalls::start(proc.pid.as_raw(), mutex)?,
+            None => None,
+        };
         proc.send("try", &[])?;
         let until = Instant::now() + STEP;
+        if let Some(counting) = counting {
+            // The tried transfer is made before the `ready`.
+            let (calls, ready) = counting.until_message(&mut proc, until)?;
+            if let Some(message) = ready {
+                locks = Some(calls);
+                if message.kind == "failed" {
+                    return Ok(Some(message));
+                }
+            }
+        }
         while let Some(message) = proc.recv_before(until)? {
             let from_coordinator = message.get("pid") == Some(coordinator.as_str());
             match message.kind.as_str() {
@@ -372,6 +388,19 @@ fn unrecoverable_before_wait(run: &mut Run) -> Result<bool, Fail> {
     let Some(message) = said? else {
         return Ok(false);
     };
+    if let Some(calls) = locks
+        && calls > 1
+    {
+        return Err(Fail::failed(format!(
+            "the grader made the bank's mutex unrecoverable (its holder died, the next one \
+             unlocked without pthread_mutex_consistent()), and the coordinator's one tried \
+             transfer called pthread_mutex_lock() or _trylock() on it {calls} times (a \
+             breakpoint at each) before it reported: lock() tries again after \
+             ENOTRECOVERABLE, which is final (no later lock succeeds, nobody is still \
+             recovering the mutex); the first ENOTRECOVERABLE is BankError::NotRecoverable, \
+             returned at once"
+        )));
+    }
     let kind = message.get("kind").unwrap_or("none");
     if message.kind == "failed" && kind != "not-recoverable" {
         return Err(Fail::failed(format!(
@@ -385,6 +414,68 @@ fn unrecoverable_before_wait(run: &mut Run) -> Result<bool, Fail> {
         )));
     }
     Ok(message.kind == "failed")
+}
+
+/// Breakpoints at the C library's lock functions in one process, counting the calls on one
+/// mutex (by its address there: the C library locks mutexes of its own too).
+struct LockCalls {
+    breaking: Tracer,
+    mutex: u64,
+}
+
+impl LockCalls {
+    const FUNCTIONS: [&std::ffi::CStr; 4] = [
+        c"pthread_mutex_lock",
+        c"pthread_mutex_trylock",
+        c"pthread_mutex_timedlock",
+        c"pthread_mutex_clocklock",
+    ];
+
+    fn start(pid: i32, mutex: u64) -> Result<Option<LockCalls>, Fail> {
+        Ok(Tracer::break_at_functions(pid, &Self::FUNCTIONS)?
+            .map(|breaking| LockCalls { breaking, mutex }))
+    }
+
+    /// Counts the calls on the mutex until the program's next message (`None`: none before
+    /// `until`, or the tracer lost the program).
+    fn until_message(
+        mut self,
+        proc: &mut Proc,
+        until: Instant,
+    ) -> Result<(u32, Option<Message>), Fail> {
+        let mut calls = 0;
+        loop {
+            match self
+                .breaking
+                .next_break(Instant::now() + Duration::from_millis(5))?
+            {
+                Some(crate::engine::tracer::Breakpoint::At([first, _])) => {
+                    // A message already sent came before this call (the program is stopped
+                    // at it): the call is not the tried transfer's.
+                    let said = proc.recv_before(Instant::now())?;
+                    if said.is_none() {
+                        calls += u32::from(first == self.mutex);
+                    }
+                    self.breaking.go_on();
+                    if said.is_some() {
+                        return Ok((calls, said));
+                    }
+                    continue;
+                }
+                Some(
+                    crate::engine::tracer::Breakpoint::Lost
+                    | crate::engine::tracer::Breakpoint::Unavailable,
+                ) => return Ok((calls, None)),
+                _ => {}
+            }
+            if let Some(message) = proc.recv_before(Instant::now())? {
+                return Ok((calls, Some(message)));
+            }
+            if Instant::now() > until {
+                return Ok((calls, None));
+            }
+        }
+    }
 }
 
 /// The calls that put a thread to sleep for a while.
