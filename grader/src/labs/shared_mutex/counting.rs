@@ -5,6 +5,7 @@ use std::time::{Duration, Instant};
 
 use rand::RngExt;
 
+use super::lock_calls::{self, LockCalls, LockEvent};
 use super::probe::{self, Place, Sleep};
 use super::segment::{Counts, Journal, Segment};
 use super::session::{Session, role_of};
@@ -130,7 +131,26 @@ pub(super) fn everything_under_the_lock(run: &mut Run) -> Result<String, Fail> {
             Some((pid, address)) => Tracer::watch_at(pid, address, LOCK_WORD)?.map(|t| (pid, t)),
             None => None,
         };
+    // The other two are stopped at their lock calls on the mutex (breakpoints): a waiter calls
+    // pthread_mutex_lock() first, no try or timed lock before it.
+    let mut lock_calls = Vec::new();
+    for (index, _) in work.iter().enumerate().filter(|&(index, &w)| {
+        work[..index].contains(&w)
+    }) {
+        let pid = session.workers[index];
+        if let Some(address) = lock_word_address(&session, pid)
+            && let Some(calls) = LockCalls::start(pid, address)?
+        {
+            let called = if work[index] == 0 { "finish()" } else { "transfer()" };
+            lock_calls.push((pid, calls, called));
+        }
+    }
     session.go()?;
+    // Judged once the other ways of waiting have been (their messages say more).
+    let mut first_calls = Vec::new();
+    for (pid, calls, called) in lock_calls {
+        first_calls.push(first_lock_call(pid, calls, called));
+    }
     if let Some((pid, tracer)) = lock_watch {
         looks_before_sleeping(pid, tracer, "finish()")?;
     }
@@ -205,6 +225,7 @@ pub(super) fn everything_under_the_lock(run: &mut Run) -> Result<String, Fail> {
             )));
         }
     }
+    first_calls.into_iter().collect::<Result<Vec<()>, Fail>>()?;
     // One worker with transfers to do is watched: each store to the count must be made with
     // the mutex held by that worker.
     let watched = work
@@ -521,6 +542,35 @@ const LOCK_WORD: &[Field] = &[Field {
 /// compare-and-swap that sets the waiters bit, one more if another waiter set it first); a
 /// trylock makes two, so even a few tries before sleeping pass this.
 const LOOKS_ALLOWED: u32 = 10;
+
+/// While the grader holds the mutex, worker `pid`'s first call on it (breakpoints at the lock
+/// functions) must be `pthread_mutex_lock()`: a try or a timed lock first is a spin or a poll
+/// before it sleeps, however short.
+fn first_lock_call(pid: i32, mut calls: LockCalls, called: &str) -> Result<(), Fail> {
+    let until = Instant::now() + Duration::from_millis(800);
+    let which = loop {
+        match calls.next(until)? {
+            LockEvent::Call(which) => break which,
+            LockEvent::Nothing if Instant::now() < until => {}
+            // Never seen locking: judged below (it must sleep on the mutex).
+            _ => return Ok(()),
+        }
+    };
+    calls.go_on();
+    drop(calls);
+    if which == lock_calls::LOCK {
+        return Ok(());
+    }
+    Err(Fail::failed(format!(
+        "while the grader held the bank's mutex, a worker (pid {pid}) that called {called} \
+         first called {}() on the mutex (a breakpoint at each of the C library's lock \
+         functions), not pthread_mutex_lock(): it tries the lock before it sleeps (a spin \
+         before sleeping, however short: a few pthread_mutex_trylock() calls) or polls it (a \
+         timed lock); a process that waits for the lock calls pthread_mutex_lock() at once, \
+         which sleeps in the kernel until the holder unlocks",
+        lock_calls::function_name(which)
+    )))
+}
 
 /// Where `pid` maps the bank's mutex.
 fn lock_word_address(session: &Session, pid: i32) -> Option<u64> {

@@ -31,6 +31,7 @@ mod diagnoses;
 mod during_wait;
 mod errors;
 mod last_finish;
+mod lock_calls;
 mod messages;
 mod probe;
 mod repair_stores;

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use super::LIGHT_WORK;
+use super::lock_calls::LockCalls;
 use super::create_failures::expect_errno;
 use super::messages::{failure, field, layout_of};
 use super::probe::{self, DyingHolder, Place};
@@ -414,68 +415,6 @@ fn unrecoverable_before_wait(run: &mut Run) -> Result<bool, Fail> {
         )));
     }
     Ok(message.kind == "failed")
-}
-
-/// Breakpoints at the C library's lock functions in one process, counting the calls on one
-/// mutex (by its address there: the C library locks mutexes of its own too).
-struct LockCalls {
-    breaking: Tracer,
-    mutex: u64,
-}
-
-impl LockCalls {
-    const FUNCTIONS: [&std::ffi::CStr; 4] = [
-        c"pthread_mutex_lock",
-        c"pthread_mutex_trylock",
-        c"pthread_mutex_timedlock",
-        c"pthread_mutex_clocklock",
-    ];
-
-    fn start(pid: i32, mutex: u64) -> Result<Option<LockCalls>, Fail> {
-        Ok(Tracer::break_at_functions(pid, &Self::FUNCTIONS)?
-            .map(|breaking| LockCalls { breaking, mutex }))
-    }
-
-    /// Counts the calls on the mutex until the program's next message (`None`: none before
-    /// `until`, or the tracer lost the program).
-    fn until_message(
-        mut self,
-        proc: &mut Proc,
-        until: Instant,
-    ) -> Result<(u32, Option<Message>), Fail> {
-        let mut calls = 0;
-        loop {
-            match self
-                .breaking
-                .next_break(Instant::now() + Duration::from_millis(5))?
-            {
-                Some(crate::engine::tracer::Breakpoint::At([first, _])) => {
-                    // A message already sent came before this call (the program is stopped
-                    // at it): the call is not the tried transfer's.
-                    let said = proc.recv_before(Instant::now())?;
-                    if said.is_none() {
-                        calls += u32::from(first == self.mutex);
-                    }
-                    self.breaking.go_on();
-                    if said.is_some() {
-                        return Ok((calls, said));
-                    }
-                    continue;
-                }
-                Some(
-                    crate::engine::tracer::Breakpoint::Lost
-                    | crate::engine::tracer::Breakpoint::Unavailable,
-                ) => return Ok((calls, None)),
-                _ => {}
-            }
-            if let Some(message) = proc.recv_before(Instant::now())? {
-                return Ok((calls, Some(message)));
-            }
-            if Instant::now() > until {
-                return Ok((calls, None));
-            }
-        }
-    }
 }
 
 /// The calls that put a thread to sleep for a while.
