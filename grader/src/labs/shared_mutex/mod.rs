@@ -24,6 +24,7 @@
 
 mod attributes;
 mod bank_view;
+mod coordinator_locks;
 mod coordinator_look;
 mod counting;
 mod create_failures;
