@@ -5,6 +5,7 @@ use std::time::{Duration, Instant};
 
 use rand::RngExt;
 
+use super::bank_view::ordinal;
 use super::lock_calls::{self, LockCalls, LockEvent};
 use super::probe::{self, Place, Sleep};
 use super::segment::{Counts, Journal, Segment};
@@ -13,7 +14,7 @@ use super::totals::verify;
 use super::{ACCOUNTS, LIGHT_WORK};
 use crate::engine::tracer::{Field, Tracer, Watched};
 use crate::engine::waiting::{self, WaitRules};
-use crate::engine::{Fail, Run};
+use crate::engine::{Fail, Run, force};
 
 /// Transfers per worker, so that a correct run takes 0.1-0.3 s and an unprotected one loses
 /// updates every time, even with all workers on one CPU (measured: 0 misses in 800 runs).
@@ -375,13 +376,33 @@ fn finish_unjudged(mut session: Session, extra: &[(u64, Vec<i64>)]) -> Result<bo
 /// condition variable) still unlocks after each transfer and locks again: a lock kept while
 /// nobody waits is still kept outside any transfer. `false` if it could not be watched.
 fn relocks_alone(run: &mut Run) -> Result<bool, Fail> {
-    let mut session = Session::start(run, &[LIGHT_WORK], &[])?;
+    // Slowed down (busy work in the middle of each transfer), so that the grader can pick the
+    // moment of its second watch: a transfer late in the run is judged too, not only the first.
+    let stretch = ["--stretch".to_string(), ALONE_STRETCH.to_string()];
+    let mut session = Session::start(run, &[ALONE_WORK], &stretch)?;
     session.coordinator_settled();
-    let relocks = Relocks::watch(&session, session.workers[0]);
+    let worker = session.workers[0];
+    let relocks = Relocks::watch(&session, worker);
     session.go()?;
     let watched = relocks.is_some();
     if let Some(relocks) = relocks {
         relocks.judge()?;
+    }
+    let from = run.rng().random_range(ALONE_WORK / 3..ALONE_WORK / 2);
+    let until = Instant::now() + Duration::from_secs(3);
+    while Instant::now() < until && session.segment.bank()?.0 < from {
+        std::thread::sleep(Duration::from_micros(200));
+    }
+    // Stopped while the watch is set (the tracer lets it go on once it has seized it).
+    force::hold(worker)?;
+    let made = session.segment.bank()?.0;
+    let late = (from..ALONE_WORK - 2 * u64::from(RELOCKS_WATCHED))
+        .contains(&made)
+        .then(|| Relocks::watch(&session, worker))
+        .flatten();
+    force::resume(worker)?;
+    if let Some(late) = late {
+        late.judge_after(made)?;
     }
     let outcome = session.finish(0, |_| Ok(()))?;
     verify(&session, &outcome, &[], 0)?;
@@ -442,6 +463,10 @@ const COUNT_WORD: &[Field] = &[Field {
     len: 8,
     loads: false,
 }];
+/// The transfers of the worker alone, and the busy work in the middle of each (iterations).
+const ALONE_WORK: u64 = 3000;
+const ALONE_STRETCH: u32 = 6_000;
+
 /// How many stores to the count are judged: enough to meet every store a transfer makes.
 const WATCHED_STORES: u32 = 300;
 /// How many transfers of the second worker are watched for their lock and unlock (each stops
@@ -457,12 +482,18 @@ struct Relocks {
     pid: i32,
     /// Whether two transfers in a row came without a store to the lock word; `None` if the
     /// watch saw too few.
-    seen: std::sync::mpsc::Receiver<Option<bool>>,
+    /// The transfer (from 1) that followed the last without one.
+    seen: std::sync::mpsc::Receiver<Option<Option<u32>>>,
 }
 
 impl Relocks {
     /// `None` when the worker's mapping is not found or it cannot be watched.
     fn watch(session: &Session, pid: i32) -> Option<Relocks> {
+        Relocks::watch_through(session, pid, RELOCKS_WATCHED)
+    }
+
+    /// As [`Relocks::watch`], for its first `transfers`.
+    fn watch_through(session: &Session, pid: i32, watched: u32) -> Option<Relocks> {
         let map = probe::mappings(pid, &session.name)
             .into_iter()
             .find(|m| m.offset == 0)?;
@@ -486,7 +517,7 @@ impl Relocks {
             let until = Instant::now() + Duration::from_secs(5);
             let (mut transfers, mut lock_stores) = (0, 0);
             let mut kept = None;
-            while Instant::now() < until && transfers < RELOCKS_WATCHED {
+            while Instant::now() < until && transfers < watched {
                 match tracer.next_watched(until) {
                     Ok(None | Some(Watched::Armed)) => {}
                     Ok(Some(Watched::Hit)) => {
@@ -495,7 +526,7 @@ impl Relocks {
                         } else {
                             transfers += 1;
                             if transfers > 1 {
-                                kept = Some(lock_stores == 0);
+                                kept = Some((lock_stores == 0).then_some(transfers));
                                 if lock_stores == 0 {
                                     break;
                                 }
@@ -515,17 +546,44 @@ impl Relocks {
     }
 
     fn judge(self) -> Result<(), Fail> {
+        self.judge_after(0)
+    }
+
+    /// As [`Relocks::judge`], for a watch begun once the worker had made `made` transfers
+    /// (its first ones judged by an earlier watch).
+    fn judge_after(self, made: u64) -> Result<(), Fail> {
         match self.seen.recv_timeout(Duration::from_secs(6)) {
-            Ok(Some(true)) => Err(Fail::failed(format!(
-                "a worker (pid {}) made two transfers in a row (two stores to Bank::transfers, \
-                 seen with a hardware watchpoint on the count) without a single store to the \
-                 mutex's lock word between them (a second watchpoint on it): it kept the bank's \
-                 mutex from one transfer to the next, so the workers take turns by whole runs \
-                 of transfers; each transfer is a critical section of its own: lock, journal, \
-                 debit, midway(), credit, count, clear the journal, unlock (transfer() returns \
-                 with the mutex released)",
-                self.pid
-            ))),
+            Ok(Some(Some(at))) => {
+                let second = made + u64::from(at);
+                let warmed_up = if made > 0 {
+                    format!(
+                        " (a watch begun with {made} transfers made; its first ones, watched \
+                         too, each took and released the mutex: a lock kept only once the \
+                         worker has warmed up is kept all the same)"
+                    )
+                } else if at > 2 {
+                    format!(
+                        ", after {} transfers that each took and released the mutex (a lock \
+                         kept only once the worker has warmed up is kept all the same)",
+                        at - 2
+                    )
+                } else {
+                    String::new()
+                };
+                Err(Fail::failed(format!(
+                    "a worker (pid {}) made two transfers in a row, its {} and {}{warmed_up} \
+                     (two stores to Bank::transfers, seen with a hardware watchpoint on the \
+                     count) without a single store to the mutex's lock word between them (a \
+                     second watchpoint on it): it kept the bank's mutex from one transfer to \
+                     the next, so the workers take turns by whole runs of transfers; each \
+                     transfer is a critical section of its own: lock, journal, debit, \
+                     midway(), credit, count, clear the journal, unlock (transfer() returns \
+                     with the mutex released)",
+                    self.pid,
+                    ordinal(second as usize - 1),
+                    ordinal(second as usize),
+                )))
+            }
             _ => Ok(()),
         }
     }
