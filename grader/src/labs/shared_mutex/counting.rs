@@ -135,14 +135,20 @@ pub(super) fn everything_under_the_lock(run: &mut Run) -> Result<String, Fail> {
     // The other two are stopped at their lock calls on the mutex (breakpoints): a waiter calls
     // pthread_mutex_lock() first, no try or timed lock before it.
     let mut lock_calls = Vec::new();
-    for (index, _) in work.iter().enumerate().filter(|&(index, &w)| {
-        work[..index].contains(&w)
-    }) {
+    for (index, _) in work
+        .iter()
+        .enumerate()
+        .filter(|&(index, &w)| work[..index].contains(&w))
+    {
         let pid = session.workers[index];
         if let Some(address) = lock_word_address(&session, pid)
             && let Some(calls) = LockCalls::start(pid, address)?
         {
-            let called = if work[index] == 0 { "finish()" } else { "transfer()" };
+            let called = if work[index] == 0 {
+                "finish()"
+            } else {
+                "transfer()"
+            };
             lock_calls.push((pid, calls, called));
         }
     }

@@ -5,8 +5,8 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use super::LIGHT_WORK;
-use super::lock_calls::LockCalls;
 use super::create_failures::expect_errno;
+use super::lock_calls::LockCalls;
 use super::messages::{failure, field, layout_of};
 use super::probe::{self, DyingHolder, Place};
 use super::robust::{STEP, robust};
