@@ -3,12 +3,10 @@
 //! own too): a lock that meets `ENOTRECOVERABLE` calls `pthread_mutex_lock()` once, and a
 //! waiter calls it at once, with no try or timed lock before it.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use ipc_labs_driver::Message;
-
+use crate::engine::Fail;
 use crate::engine::tracer::{Breakpoint, Tracer};
-use crate::engine::{Fail, Proc};
 
 /// The lock functions, in the order of [`LockCalls::next`]'s answers.
 const FUNCTIONS: [&std::ffi::CStr; 4] = [
@@ -17,6 +15,16 @@ const FUNCTIONS: [&std::ffi::CStr; 4] = [
     c"pthread_mutex_timedlock",
     c"pthread_mutex_clocklock",
 ];
+/// As [`FUNCTIONS`] with `fork()` in the place of the rarest lock, `pthread_mutex_clocklock()`:
+/// the coordinator forks its workers right after its tried transfers, which ends the count.
+const UNTIL_FORK: [&std::ffi::CStr; 4] = [
+    c"pthread_mutex_lock",
+    c"pthread_mutex_trylock",
+    c"pthread_mutex_timedlock",
+    c"fork",
+];
+/// [`UNTIL_FORK`]'s index of `fork()`.
+const FORK: usize = 3;
 /// [`FUNCTIONS`]' index of `pthread_mutex_lock()`.
 pub(super) const LOCK: usize = 0;
 
@@ -71,37 +79,30 @@ impl LockCalls {
         self.breaking.go_on();
     }
 
-    /// Counts the calls on the mutex until the program's next message (`None`: none before
-    /// `until`, or the tracer lost the program).
-    pub(super) fn until_message(
-        mut self,
-        proc: &mut Proc,
-        until: Instant,
-    ) -> Result<(u32, Option<Message>), Fail> {
+    /// Breakpoints at the lock functions but `pthread_mutex_clocklock()`, and at `fork()`, for
+    /// [`LockCalls::until_fork`].
+    pub(super) fn start_until_fork(pid: i32, mutex: u64) -> Result<Option<LockCalls>, Fail> {
+        Ok(Tracer::break_at_functions(pid, &UNTIL_FORK)?
+            .map(|breaking| LockCalls { breaking, mutex }))
+    }
+
+    /// Counts the lock calls on the mutex until the program's first `fork()` (`None`: no fork
+    /// before `until`, or the tracer lost the program). The program's messages are left to be
+    /// read afterwards.
+    pub(super) fn until_fork(mut self, until: Instant) -> Result<Option<u32>, Fail> {
         let mut calls = 0;
         loop {
-            match self.next(Instant::now() + Duration::from_millis(5))? {
-                LockEvent::Call(_) => {
-                    // A message already sent came before this call (the program is stopped
-                    // at it): the call is not the one counted.
-                    let said = proc.recv_before(Instant::now())?;
-                    if said.is_none() {
-                        calls += 1;
-                    }
-                    self.go_on();
-                    if said.is_some() {
-                        return Ok((calls, said));
-                    }
-                    continue;
+            match self.breaking.next_break(until)? {
+                Some(Breakpoint::At(_)) if self.breaking.last_break() == FORK => {
+                    self.breaking.go_on();
+                    return Ok(Some(calls));
                 }
-                LockEvent::Lost => return Ok((calls, None)),
-                LockEvent::Nothing => {}
-            }
-            if let Some(message) = proc.recv_before(Instant::now())? {
-                return Ok((calls, Some(message)));
-            }
-            if Instant::now() > until {
-                return Ok((calls, None));
+                Some(Breakpoint::At([first, _])) => {
+                    calls += u32::from(first == self.mutex);
+                    self.breaking.go_on();
+                }
+                Some(Breakpoint::Armed) => {}
+                None | Some(Breakpoint::Lost | Breakpoint::Unavailable) => return Ok(None),
             }
         }
     }

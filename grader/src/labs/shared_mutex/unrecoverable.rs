@@ -359,20 +359,14 @@ fn unrecoverable_before_wait(run: &mut Run) -> Result<bool, Fail> {
             .find(|m| m.offset == 0)
             .map(|m| m.start + layout.mutex_at as u64);
         let counting = match mutex {
-            Some(mutex) => LockCalls::start(proc.pid.as_raw(), mutex)?,
+            Some(mutex) => LockCalls::start_until_fork(proc.pid.as_raw(), mutex)?,
             None => None,
         };
         proc.send("try", &[])?;
         let until = Instant::now() + STEP;
         if let Some(counting) = counting {
-            // The tried transfer is made before the `ready`.
-            let (calls, ready) = counting.until_message(&mut proc, until)?;
-            if let Some(message) = ready {
-                locks = Some(calls);
-                if message.kind == "failed" {
-                    return Ok(Some(message));
-                }
-            }
+            // The tried transfer is made before the workers are forked.
+            locks = counting.until_fork(until)?;
         }
         while let Some(message) = proc.recv_before(until)? {
             let from_coordinator = message.get("pid") == Some(coordinator.as_str());
