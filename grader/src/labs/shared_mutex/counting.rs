@@ -388,22 +388,27 @@ fn relocks_alone(run: &mut Run) -> Result<bool, Fail> {
     let mut session = Session::start(run, &[ALONE_WORK], &stretch)?;
     session.coordinator_settled();
     let worker = session.workers[0];
-    let relocks = Relocks::watch(&session, worker);
+    let relocks = Relocks::watch_then_hold(&session, worker);
     session.go()?;
     let watched = relocks.is_some();
     if let Some(relocks) = relocks {
         relocks.judge()?;
     }
-    let from = run.rng().random_range(ALONE_WORK / 3..ALONE_WORK / 2);
+    // Held since the first watch ended: let go a millisecond at a time up to the second, so
+    // that a grader slowed by the machine's load does not miss it.
+    let from = run.rng().random_range(ALONE_WORK / 4..ALONE_WORK / 3);
     let until = Instant::now() + Duration::from_secs(3);
-    while Instant::now() < until && session.segment.bank()?.0 < from {
-        std::thread::sleep(Duration::from_micros(200));
+    let mut made = session.segment.bank()?.0;
+    while watched && Instant::now() < until && made < from {
+        force::resume(worker)?;
+        std::thread::sleep(Duration::from_millis(1));
+        if force::hold(worker).is_err() {
+            break;
+        }
+        made = session.segment.bank()?.0;
     }
-    // Stopped while the watch is set (the tracer lets it go on once it has seized it); one
-    // already gone (a fast machine) is not watched again.
-    let stopped = force::hold(worker).is_ok();
-    let made = session.segment.bank()?.0;
-    let late = (stopped && (from..ALONE_WORK - 2 * u64::from(RELOCKS_WATCHED)).contains(&made))
+    // The tracer lets the stopped worker go on once it has seized it.
+    let late = (watched && (from..ALONE_WORK - 2 * u64::from(RELOCKS_WATCHED)).contains(&made))
         .then(|| Relocks::watch(&session, worker))
         .flatten();
     force::resume(worker)?;
@@ -470,7 +475,7 @@ const COUNT_WORD: &[Field] = &[Field {
     loads: false,
 }];
 /// The transfers of the worker alone, and the busy work in the middle of each (iterations).
-const ALONE_WORK: u64 = 3000;
+const ALONE_WORK: u64 = 4000;
 const ALONE_STRETCH: u32 = 6_000;
 
 /// How many stores to the count are judged: enough to meet every store a transfer makes.
@@ -495,11 +500,15 @@ struct Relocks {
 impl Relocks {
     /// `None` when the worker's mapping is not found or it cannot be watched.
     fn watch(session: &Session, pid: i32) -> Option<Relocks> {
-        Relocks::watch_through(session, pid, RELOCKS_WATCHED)
+        Relocks::start(session, pid, false)
     }
 
-    /// As [`Relocks::watch`], for its first `transfers`.
-    fn watch_through(session: &Session, pid: i32, watched: u32) -> Option<Relocks> {
+    /// As [`Relocks::watch`], and the worker left stopped (SIGSTOP) when the watch ends.
+    fn watch_then_hold(session: &Session, pid: i32) -> Option<Relocks> {
+        Relocks::start(session, pid, true)
+    }
+
+    fn start(session: &Session, pid: i32, hold_after: bool) -> Option<Relocks> {
         let map = probe::mappings(pid, &session.name)
             .into_iter()
             .find(|m| m.offset == 0)?;
@@ -523,7 +532,7 @@ impl Relocks {
             let until = Instant::now() + Duration::from_secs(5);
             let (mut transfers, mut lock_stores) = (0, 0);
             let mut kept = None;
-            while Instant::now() < until && transfers < watched {
+            while Instant::now() < until && transfers < RELOCKS_WATCHED {
                 match tracer.next_watched(until) {
                     Ok(None | Some(Watched::Armed)) => {}
                     Ok(Some(Watched::Hit)) => {
@@ -543,6 +552,10 @@ impl Relocks {
                     }
                     _ => break,
                 }
+            }
+            if hold_after {
+                // Stopped by the tracer now: it stays stopped once let go.
+                let _ = force::hold(pid);
             }
             // Dropped here: the watchpoints are cleared and the worker let go.
             drop(tracer);
