@@ -420,10 +420,12 @@ impl SharedBank {
         unsafe { &raw mut (*self.bank.as_ptr()).all_done }
     }
 
-    /// Takes the lock. `EOWNERDEAD` means the previous holder died holding it: the lock is now
+    /// Takes the lock with `pthread_mutex_lock()`, called at once: a waiter sleeps in it, with
+    /// no `pthread_mutex_trylock()` or timed lock before it (a spin or a poll, however short).
+    /// `EOWNERDEAD` means the previous holder died holding it: the lock is now
     /// ours, so [`recover`] the bank, then `pthread_mutex_consistent()`, and return a guard with
-    /// `recovered: true`. `ENOTRECOVERABLE` is [`BankError::NotRecoverable`]; other errors are
-    /// [`BankError::Lock`].
+    /// `recovered: true`. `ENOTRECOVERABLE` is [`BankError::NotRecoverable`], returned at once
+    /// (it is final: no retry); other errors are [`BankError::Lock`].
     pub fn lock(&self) -> Result<Guard<'_>, BankError> {
         // SOLUTION todo: pthread_mutex_lock; on EOWNERDEAD recover() and pthread_mutex_consistent()
         // SAFETY: the mutex lies in the mapped bank and was initialized by create().

@@ -5,6 +5,8 @@ use std::time::{Duration, Instant};
 
 use rand::RngExt;
 
+use super::bank_view::ordinal;
+use super::lock_calls::{self, LockCalls, LockEvent};
 use super::probe::{self, Place, Sleep};
 use super::segment::{Counts, Journal, Segment};
 use super::session::{Session, role_of};
@@ -12,7 +14,7 @@ use super::totals::verify;
 use super::{ACCOUNTS, LIGHT_WORK};
 use crate::engine::tracer::{Field, Tracer, Watched};
 use crate::engine::waiting::{self, WaitRules};
-use crate::engine::{Fail, Run};
+use crate::engine::{Fail, Run, force};
 
 /// Transfers per worker, so that a correct run takes 0.1-0.3 s and an unprotected one loses
 /// updates every time, even with all workers on one CPU (measured: 0 misses in 800 runs).
@@ -130,7 +132,32 @@ pub(super) fn everything_under_the_lock(run: &mut Run) -> Result<String, Fail> {
             Some((pid, address)) => Tracer::watch_at(pid, address, LOCK_WORD)?.map(|t| (pid, t)),
             None => None,
         };
+    // The other two are stopped at their lock calls on the mutex (breakpoints): a waiter calls
+    // pthread_mutex_lock() first, no try or timed lock before it.
+    let mut lock_calls = Vec::new();
+    for (index, _) in work
+        .iter()
+        .enumerate()
+        .filter(|&(index, &w)| work[..index].contains(&w))
+    {
+        let pid = session.workers[index];
+        if let Some(address) = lock_word_address(&session, pid)
+            && let Some(calls) = LockCalls::start(pid, address)?
+        {
+            let called = if work[index] == 0 {
+                "finish()"
+            } else {
+                "transfer()"
+            };
+            lock_calls.push((pid, calls, called));
+        }
+    }
     session.go()?;
+    // Judged once the other ways of waiting have been (their messages say more).
+    let mut first_calls = Vec::new();
+    for (pid, calls, called) in lock_calls {
+        first_calls.push(first_lock_call(pid, calls, called));
+    }
     if let Some((pid, tracer)) = lock_watch {
         looks_before_sleeping(pid, tracer, "finish()")?;
     }
@@ -205,6 +232,7 @@ pub(super) fn everything_under_the_lock(run: &mut Run) -> Result<String, Fail> {
             )));
         }
     }
+    first_calls.into_iter().collect::<Result<Vec<()>, Fail>>()?;
     // One worker with transfers to do is watched: each store to the count must be made with
     // the mutex held by that worker.
     let watched = work
@@ -354,13 +382,38 @@ fn finish_unjudged(mut session: Session, extra: &[(u64, Vec<i64>)]) -> Result<bo
 /// condition variable) still unlocks after each transfer and locks again: a lock kept while
 /// nobody waits is still kept outside any transfer. `false` if it could not be watched.
 fn relocks_alone(run: &mut Run) -> Result<bool, Fail> {
-    let mut session = Session::start(run, &[LIGHT_WORK], &[])?;
+    // Slowed down (busy work in the middle of each transfer), so that the grader can pick the
+    // moment of its second watch: a transfer late in the run is judged too, not only the first.
+    let stretch = ["--stretch".to_string(), ALONE_STRETCH.to_string()];
+    let mut session = Session::start(run, &[ALONE_WORK], &stretch)?;
     session.coordinator_settled();
-    let relocks = Relocks::watch(&session, session.workers[0]);
+    let worker = session.workers[0];
+    let relocks = Relocks::watch_then_hold(&session, worker);
     session.go()?;
     let watched = relocks.is_some();
     if let Some(relocks) = relocks {
         relocks.judge()?;
+    }
+    // Held since the first watch ended: let go a millisecond at a time up to the second, so
+    // that a grader slowed by the machine's load does not miss it.
+    let from = run.rng().random_range(ALONE_WORK / 4..ALONE_WORK / 3);
+    let until = Instant::now() + Duration::from_secs(3);
+    let mut made = session.segment.bank()?.0;
+    while watched && Instant::now() < until && made < from {
+        force::resume(worker)?;
+        std::thread::sleep(Duration::from_millis(1));
+        if force::hold(worker).is_err() {
+            break;
+        }
+        made = session.segment.bank()?.0;
+    }
+    // The tracer lets the stopped worker go on once it has seized it.
+    let late = (watched && (from..ALONE_WORK - 2 * u64::from(RELOCKS_WATCHED)).contains(&made))
+        .then(|| Relocks::watch(&session, worker))
+        .flatten();
+    force::resume(worker)?;
+    if let Some(late) = late {
+        late.judge_after(made)?;
     }
     let outcome = session.finish(0, |_| Ok(()))?;
     verify(&session, &outcome, &[], 0)?;
@@ -421,6 +474,10 @@ const COUNT_WORD: &[Field] = &[Field {
     len: 8,
     loads: false,
 }];
+/// The transfers of the worker alone, and the busy work in the middle of each (iterations).
+const ALONE_WORK: u64 = 4000;
+const ALONE_STRETCH: u32 = 6_000;
+
 /// How many stores to the count are judged: enough to meet every store a transfer makes.
 const WATCHED_STORES: u32 = 300;
 /// How many transfers of the second worker are watched for their lock and unlock (each stops
@@ -436,12 +493,22 @@ struct Relocks {
     pid: i32,
     /// Whether two transfers in a row came without a store to the lock word; `None` if the
     /// watch saw too few.
-    seen: std::sync::mpsc::Receiver<Option<bool>>,
+    /// The transfer (from 1) that followed the last without one.
+    seen: std::sync::mpsc::Receiver<Option<Option<u32>>>,
 }
 
 impl Relocks {
     /// `None` when the worker's mapping is not found or it cannot be watched.
     fn watch(session: &Session, pid: i32) -> Option<Relocks> {
+        Relocks::start(session, pid, false)
+    }
+
+    /// As [`Relocks::watch`], and the worker left stopped (SIGSTOP) when the watch ends.
+    fn watch_then_hold(session: &Session, pid: i32) -> Option<Relocks> {
+        Relocks::start(session, pid, true)
+    }
+
+    fn start(session: &Session, pid: i32, hold_after: bool) -> Option<Relocks> {
         let map = probe::mappings(pid, &session.name)
             .into_iter()
             .find(|m| m.offset == 0)?;
@@ -474,7 +541,7 @@ impl Relocks {
                         } else {
                             transfers += 1;
                             if transfers > 1 {
-                                kept = Some(lock_stores == 0);
+                                kept = Some((lock_stores == 0).then_some(transfers));
                                 if lock_stores == 0 {
                                     break;
                                 }
@@ -486,6 +553,10 @@ impl Relocks {
                     _ => break,
                 }
             }
+            if hold_after {
+                // Stopped by the tracer now: it stays stopped once let go.
+                let _ = force::hold(pid);
+            }
             // Dropped here: the watchpoints are cleared and the worker let go.
             drop(tracer);
             let _ = tell.send(kept);
@@ -494,17 +565,44 @@ impl Relocks {
     }
 
     fn judge(self) -> Result<(), Fail> {
+        self.judge_after(0)
+    }
+
+    /// As [`Relocks::judge`], for a watch begun once the worker had made `made` transfers
+    /// (its first ones judged by an earlier watch).
+    fn judge_after(self, made: u64) -> Result<(), Fail> {
         match self.seen.recv_timeout(Duration::from_secs(6)) {
-            Ok(Some(true)) => Err(Fail::failed(format!(
-                "a worker (pid {}) made two transfers in a row (two stores to Bank::transfers, \
-                 seen with a hardware watchpoint on the count) without a single store to the \
-                 mutex's lock word between them (a second watchpoint on it): it kept the bank's \
-                 mutex from one transfer to the next, so the workers take turns by whole runs \
-                 of transfers; each transfer is a critical section of its own: lock, journal, \
-                 debit, midway(), credit, count, clear the journal, unlock (transfer() returns \
-                 with the mutex released)",
-                self.pid
-            ))),
+            Ok(Some(Some(at))) => {
+                let second = made + u64::from(at);
+                let warmed_up = if made > 0 {
+                    format!(
+                        " (a watch begun with {made} transfers made; its first ones, watched \
+                         too, each took and released the mutex: a lock kept only once the \
+                         worker has warmed up is kept all the same)"
+                    )
+                } else if at > 2 {
+                    format!(
+                        ", after {} transfers that each took and released the mutex (a lock \
+                         kept only once the worker has warmed up is kept all the same)",
+                        at - 2
+                    )
+                } else {
+                    String::new()
+                };
+                Err(Fail::failed(format!(
+                    "a worker (pid {}) made two transfers in a row, its {} and {}{warmed_up} \
+                     (two stores to Bank::transfers, seen with a hardware watchpoint on the \
+                     count) without a single store to the mutex's lock word between them (a \
+                     second watchpoint on it): it kept the bank's mutex from one transfer to \
+                     the next, so the workers take turns by whole runs of transfers; each \
+                     transfer is a critical section of its own: lock, journal, debit, \
+                     midway(), credit, count, clear the journal, unlock (transfer() returns \
+                     with the mutex released)",
+                    self.pid,
+                    ordinal(second as usize - 1),
+                    ordinal(second as usize),
+                )))
+            }
             _ => Ok(()),
         }
     }
@@ -521,6 +619,35 @@ const LOCK_WORD: &[Field] = &[Field {
 /// compare-and-swap that sets the waiters bit, one more if another waiter set it first); a
 /// trylock makes two, so even a few tries before sleeping pass this.
 const LOOKS_ALLOWED: u32 = 10;
+
+/// While the grader holds the mutex, worker `pid`'s first call on it (breakpoints at the lock
+/// functions) must be `pthread_mutex_lock()`: a try or a timed lock first is a spin or a poll
+/// before it sleeps, however short.
+fn first_lock_call(pid: i32, mut calls: LockCalls, called: &str) -> Result<(), Fail> {
+    let until = Instant::now() + Duration::from_millis(800);
+    let which = loop {
+        match calls.next(until)? {
+            LockEvent::Call(which) => break which,
+            LockEvent::Nothing if Instant::now() < until => {}
+            // Never seen locking: judged below (it must sleep on the mutex).
+            _ => return Ok(()),
+        }
+    };
+    calls.go_on();
+    drop(calls);
+    if which == lock_calls::LOCK {
+        return Ok(());
+    }
+    Err(Fail::failed(format!(
+        "while the grader held the bank's mutex, a worker (pid {pid}) that called {called} \
+         first called {}() on the mutex (a breakpoint at each of the C library's lock \
+         functions), not pthread_mutex_lock(): it tries the lock before it sleeps (a spin \
+         before sleeping, however short: a few pthread_mutex_trylock() calls) or polls it (a \
+         timed lock); a process that waits for the lock calls pthread_mutex_lock() at once, \
+         which sleeps in the kernel until the holder unlocks",
+        lock_calls::function_name(which)
+    )))
+}
 
 /// Where `pid` maps the bank's mutex.
 fn lock_word_address(session: &Session, pid: i32) -> Option<u64> {

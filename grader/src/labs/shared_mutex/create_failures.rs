@@ -73,12 +73,13 @@ pub(super) fn create_failures(run: &mut Run) -> Result<String, Fail> {
     } else {
         ""
     };
-    let initialized = if forced_init_failure(run)? {
+    let initialized = if forced_init_failure(run)? && init_failure_outlives_failed_unmap(run)? {
         "; the grader failing each pthread call of the initializations in turn \
          (pthread_mutexattr_init(), _setpshared(), _setrobust(), pthread_mutex_init(), \
          pthread_condattr_init(), _setpshared(), pthread_cond_init()): kind=init, the \
          attribute destroyed, the name removed and no descriptor or mapping left, the segment \
-         made by shm_open()"
+         made by shm_open(); with the clean-up's munmap() failed too, still kind=init and \
+         the name removed"
     } else {
         ""
     };
@@ -110,6 +111,9 @@ struct InitFailure {
     /// Which attribute destroy must follow ([`MUTEXATTR_DESTROY`] or [`CONDATTR_DESTROY`]);
     /// none when the attribute object's own initialization failed (there is nothing to destroy).
     destroy: Option<usize>,
+    /// The destroy of the attribute object this call belongs to: after its own `*attr_init()`
+    /// failed, never called (the object was never initialized).
+    attribute_destroy: usize,
     what: &'static str,
 }
 
@@ -123,6 +127,7 @@ const INIT_FAILURES: [InitFailure; 7] = [
         errno_name: "EAGAIN",
         destroy: Some(MUTEXATTR_DESTROY),
         what: "mutex",
+        attribute_destroy: MUTEXATTR_DESTROY,
     },
     InitFailure {
         function: c"pthread_mutexattr_setrobust",
@@ -130,6 +135,7 @@ const INIT_FAILURES: [InitFailure; 7] = [
         errno_name: "ENOTSUP",
         destroy: Some(MUTEXATTR_DESTROY),
         what: "mutex",
+        attribute_destroy: MUTEXATTR_DESTROY,
     },
     InitFailure {
         function: c"pthread_cond_init",
@@ -137,6 +143,7 @@ const INIT_FAILURES: [InitFailure; 7] = [
         errno_name: "EAGAIN",
         destroy: Some(CONDATTR_DESTROY),
         what: "condition variable",
+        attribute_destroy: CONDATTR_DESTROY,
     },
     InitFailure {
         function: c"pthread_mutexattr_init",
@@ -144,6 +151,7 @@ const INIT_FAILURES: [InitFailure; 7] = [
         errno_name: "ENOMEM",
         destroy: None,
         what: "mutex",
+        attribute_destroy: MUTEXATTR_DESTROY,
     },
     InitFailure {
         function: c"pthread_mutexattr_setpshared",
@@ -151,6 +159,7 @@ const INIT_FAILURES: [InitFailure; 7] = [
         errno_name: "EINVAL",
         destroy: Some(MUTEXATTR_DESTROY),
         what: "mutex",
+        attribute_destroy: MUTEXATTR_DESTROY,
     },
     InitFailure {
         function: c"pthread_condattr_init",
@@ -158,6 +167,7 @@ const INIT_FAILURES: [InitFailure; 7] = [
         errno_name: "ENOMEM",
         destroy: None,
         what: "condition variable",
+        attribute_destroy: CONDATTR_DESTROY,
     },
     InitFailure {
         function: c"pthread_condattr_setpshared",
@@ -165,12 +175,14 @@ const INIT_FAILURES: [InitFailure; 7] = [
         errno_name: "EINVAL",
         destroy: Some(CONDATTR_DESTROY),
         what: "condition variable",
+        attribute_destroy: CONDATTR_DESTROY,
     },
 ];
 
 /// Each initialization call of `create()` in [`INIT_FAILURES`] made to fail (to return at once
 /// with its errno, at a breakpoint on that function, in a program held before it creates
-/// anything): `create()` must say `init`, destroy the attribute object it had initialized, and,
+/// anything): `create()` must say `init`, destroy the attribute object it had initialized (and
+/// not one whose own `*attr_init()` failed), and,
 /// as for any step after `shm_open()`, leave neither the name nor a descriptor nor a mapping
 /// behind. The same breakpoints see whether `create()` called `shm_open()` at all. `false` if
 /// the grader may not trace the program, or the program made none of these calls (judged
@@ -264,16 +276,30 @@ fn forced_one_init_failure(run: &mut Run, failure: &InitFailure, nth: usize) -> 
         .filter(|&(_, &s)| s == FAILED)
         .nth(nth - 1)
         .map(|(at, _)| at);
+    let attr = |destroy| {
+        if destroy == MUTEXATTR_DESTROY {
+            "pthread_mutexattr_destroy()"
+        } else {
+            "pthread_condattr_destroy()"
+        }
+    };
     let Some(destroy) = failure.destroy else {
+        let uninitialized = failure.attribute_destroy;
+        if failed_at.is_some_and(|at| seen[at..].contains(&uninitialized)) {
+            return Err(Fail::failed(format!(
+                "SharedBank::create() failed at {call} with kind=init and removed the \
+                 segment, as it should, but then called {} (a breakpoint at that function): \
+                 the attribute object was never initialized, and destroying one that was not \
+                 is undefined behaviour; when *attr_init() fails, return at once, and destroy \
+                 the object only once its *attr_init() succeeded",
+                attr(uninitialized)
+            )));
+        }
         return Ok(true);
     };
     let destroyed = failed_at.is_some_and(|at| seen[at..].contains(&destroy));
     if !destroyed {
-        let attr = if destroy == MUTEXATTR_DESTROY {
-            "pthread_mutexattr_destroy()"
-        } else {
-            "pthread_condattr_destroy()"
-        };
+        let attr = attr(destroy);
         return Err(Fail::failed(format!(
             "SharedBank::create() failed at {call} with kind=init and removed the segment, as \
              it should, but never called {attr} after the failure (a breakpoint at that \
@@ -282,6 +308,123 @@ fn forced_one_init_failure(run: &mut Run, failure: &InitFailure, nth: usize) -> 
         )));
     }
     Ok(true)
+}
+
+/// A create whose `pthread_mutex_init()` the grader makes fail (`EAGAIN`), and then the
+/// `munmap()` of the bank in its clean-up (made to return -1 at once, at a breakpoint on that
+/// function): the clean-up goes on past a step that fails (the name is still unlinked), and the
+/// error is still the initialization's, kind=init. `false` if the grader may not trace the
+/// program, or it made no such calls (judged elsewhere).
+fn init_failure_outlives_failed_unmap(run: &mut Run) -> Result<bool, Fail> {
+    let name = run.ipc_name("unmappable-init");
+    let path = dev_shm(&name);
+    let mut proc = run.spawn_stopped(&[
+        "--name",
+        name.as_str(),
+        "--work",
+        "1",
+        "--file-size-limit",
+        "1048576",
+    ])?;
+    let outcome = fail_init_then_unmap(&mut proc, &path);
+    let Ok(Some(message)) = outcome else {
+        proc.kill_tree();
+        let _ = std::fs::remove_file(&path);
+        return outcome.map(|_| false);
+    };
+    let left = path.exists();
+    let doing = "with the grader making its pthread_mutex_init() return EAGAIN and then the \
+                 munmap() of the bank in the clean-up fail (it returned -1), \
+                 SharedBank::create()";
+    let judged = expect_kind(
+        &message,
+        "init",
+        doing,
+        &format!(
+            "the error create() returns is the failed step's, the initialization's \
+             BankError::Init; a clean-up call that fails does not replace it{}",
+            if left {
+                format!(
+                    ", and {} was left: the clean-up stopped at the failed munmap() (a `?` on \
+                     each clean-up step); undo what can be undone whatever fails (shm_unlink() \
+                     the name all the same), then return the step's error",
+                    path.display()
+                )
+            } else {
+                String::new()
+            }
+        ),
+    );
+    let judged = judged.and_then(|()| {
+        if !left {
+            return Ok(());
+        }
+        Err(Fail::failed(format!(
+            "{doing} failed with kind=init, as it should, but {} was left: the clean-up stopped \
+             at the failed munmap(); undo what can be undone whatever fails (shm_unlink() the \
+             name all the same), then return the step's error",
+            path.display()
+        )))
+    });
+    if judged.is_err() || message.kind != "failed" {
+        proc.kill_tree();
+    } else {
+        release(&mut proc)?;
+    }
+    let _ = std::fs::remove_file(&path);
+    judged.map(|()| true)
+}
+
+/// Runs the stopped program to its `prlimit64()`, fails its first `pthread_mutex_init()`, then
+/// its first `munmap()` of the segment at `path` (a length of the segment's size: the C library
+/// unmaps memory of its own through the same function), and returns what it said next. `None`
+/// if it could not be traced or made no such calls.
+fn fail_init_then_unmap(
+    proc: &mut crate::engine::Proc,
+    path: &std::path::Path,
+) -> Result<Option<Message>, Fail> {
+    const INIT: usize = 0;
+    const UNMAP: usize = 1;
+    let pid = proc.pid.as_raw();
+    if !stopped_at_file_size_limit(pid)? {
+        return Ok(None);
+    }
+    let functions = [c"pthread_mutex_init", c"munmap"];
+    let Some(mut breaking) = Tracer::break_at_functions(pid, &functions)? else {
+        force::resume(pid)?;
+        return Ok(None);
+    };
+    force::resume(pid)?;
+    let until = Instant::now() + Duration::from_secs(5);
+    let (mut init_failed, mut unmap_failed) = (false, false);
+    let message = loop {
+        match breaking.next_break(Instant::now() + Duration::from_millis(5))? {
+            Some(Breakpoint::At([_, length])) => {
+                let which = breaking.last_break();
+                let size = std::fs::metadata(path).map_or(u64::MAX, |m| m.len());
+                if which == INIT && !init_failed {
+                    init_failed = true;
+                    breaking.return_now(i64::from(libc::EAGAIN));
+                } else if which == UNMAP && init_failed && !unmap_failed && length == size {
+                    unmap_failed = true;
+                    breaking.return_now(-1);
+                } else {
+                    breaking.go_on();
+                }
+                continue;
+            }
+            Some(Breakpoint::Armed) | None => {}
+            Some(Breakpoint::Lost | Breakpoint::Unavailable) => return Ok(None),
+        }
+        if let Some(message) = proc.recv_before(Instant::now())? {
+            break message;
+        }
+        if Instant::now() > until {
+            return Ok(None);
+        }
+    };
+    drop(breaking);
+    Ok((init_failed && unmap_failed).then_some(message))
 }
 
 /// Runs the stopped program to its `prlimit64()` (`--file-size-limit`, before `create()`: the C

@@ -173,6 +173,59 @@ fn accepts_one_character(run: &mut Run) -> Result<String, Fail> {
     Ok(name)
 }
 
+/// Names whose every character after the `/` is a blank: valid names (the rule counts
+/// characters, blanks among them, and the name is checked as given, not trimmed). Each is taken
+/// by the grader first, so that the program meets `EEXIST`, kind=exists.
+fn blank_name_is_a_name(run: &mut Run, blanks: &[&str]) -> Result<String, Fail> {
+    let mut taken = None;
+    for tail in blanks {
+        let path = dev_shm(&format!("/{tail}"));
+        if let Some(t) = Taken::create(path.clone(), None, b"taken")? {
+            run.made_by_grader(&path);
+            taken = Some((*tail, t));
+            break;
+        }
+    }
+    let Some((tail, _taken)) = taken else {
+        return Err(Fail::Grader(format!(
+            "every name of blanks {blanks:?} in /dev/shm is taken"
+        )));
+    };
+    let name = format!("/{tail}");
+    let mut proc = run.spawn(&["--name", name.as_str(), "--work", "1"])?;
+    let message = first_message(&mut proc)?;
+    let kind = message.get("kind").unwrap_or("none");
+    match (message.kind.as_str(), kind) {
+        ("failed", "exists") => release(&mut proc)?,
+        ("failed", "bad-name") => {
+            proc.kill_tree();
+            return Err(Fail::failed(format!(
+                "SharedBank::create({name:?}) refused a valid name with kind=bad-name: a name \
+                 is a '/' followed by at least one character, none of them '/', and a blank \
+                 is a character; the name is checked as given (a check of the part after the \
+                 '/' trimmed, or of its non-blank characters, refuses it)"
+            )));
+        }
+        ("failed", _) => {
+            proc.kill_tree();
+            return Err(Fail::failed(format!(
+                "with /dev/shm/{tail:?} already there, SharedBank::create({name:?}) failed \
+                 with kind={kind} ({}), not exists: shm_open()'s EEXIST is BankError::Exists",
+                message.get("error").unwrap_or("")
+            )));
+        }
+        (said, _) => {
+            proc.kill_tree();
+            return Err(Fail::failed(format!(
+                "SharedBank::create({name:?}) went on (it said `{said}`) although \
+                 /dev/shm/{tail:?} already existed: open with O_CREAT | O_EXCL, and return \
+                 BankError::Exists on EEXIST"
+            )));
+        }
+    }
+    Ok(name)
+}
+
 /// Names at the edge of the rule: a `/` and then only dots. They are names like any other
 /// (no `/` after the first), so create() hands them to `shm_open()`, which finds `/dev/shm/.`
 /// and `/dev/shm/..` there (the directories): `EEXIST`, kind=exists.
@@ -242,6 +295,10 @@ pub(super) fn typed_errors(run: &mut Run) -> Result<String, Fail> {
     for name in DOT_NAMES {
         dot_name_is_a_name(run, name)?;
     }
+    let blank = [
+        blank_name_is_a_name(run, &[" ", "  ", "   "])?,
+        blank_name_is_a_name(run, &["\t", " \t", "\t "])?,
+    ];
     // The first and last accounts work; one past the last, further out, and the same account
     // twice do not.
     let mut account = || run.rng().random_range(0..ACCOUNTS);
@@ -392,7 +449,7 @@ pub(super) fn typed_errors(run: &mut Run) -> Result<String, Fail> {
     drop(session);
     refused_before_lock(run, &bad_transfers)?;
     Ok(format!(
-        "names {bad_names:?} refused with kind=bad-name, {short:?} accepted; transfers \
+        "names {bad_names:?} refused with kind=bad-name, {short:?} and {blank:?} accepted; transfers \
          {bad_transfers:?} refused with kind=bad-accounts, {good_transfers:?} done (amounts \
          {amounts:?}), the bank \
          otherwise unchanged"

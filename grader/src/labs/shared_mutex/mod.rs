@@ -24,6 +24,7 @@
 
 mod attributes;
 mod bank_view;
+mod coordinator_locks;
 mod coordinator_look;
 mod counting;
 mod create_failures;
@@ -31,6 +32,7 @@ mod diagnoses;
 mod during_wait;
 mod errors;
 mod last_finish;
+mod lock_calls;
 mod messages;
 mod probe;
 mod repair_stores;
@@ -190,7 +192,7 @@ pub static LAB: Lab = Lab {
             points: 2,
             timeout: Duration::from_secs(15),
             description: "bad segment names are refused with kind=bad-name and a one-character \
-                          name is not; transfers from or to an account that does not exist, or \
+                          name or one of blanks is not; transfers from or to an account that does not exist, or \
                           to itself, are refused with kind=bad-accounts, before the lock; \
                           accounts 0 and 7 work",
             exclusive: false,
@@ -204,7 +206,7 @@ pub static LAB: Lab = Lab {
             points: 2,
             timeout: Duration::from_secs(15),
             description: "a name already taken (a segment, a dangling link, a bank whose holder \
-                          died, a finished bank) is kind=exists and what is there is left alone; a name too long for shm_open is \
+                          died, a finished bank, one a year old) is kind=exists and what is there is left alone; a name too long for shm_open is \
                           kind=shm-open; a failing ftruncate (a limit, a tracer) is \
                           kind=ftruncate with the name removed and nothing left open",
             exclusive: false,

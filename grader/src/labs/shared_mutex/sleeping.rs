@@ -196,6 +196,12 @@ pub(super) fn coordinator_sleeps(run: &mut Run) -> Result<String, Fail> {
     let outcome = session.finish(0, |_| Ok(()))?;
     verify(&session, &outcome, &[], 0)?;
     drop(session);
+    let locked_once = if super::coordinator_locks::locks_once_before_waiting(run)? {
+        "; from a tried transfer to its first sleep, it locked the mutex twice (the transfer, \
+         its wait): no poll of the counts before the wait"
+    } else {
+        ""
+    };
     let watched = if counts_read_under_the_lock(run)? {
         "; its reads of finished and dead (a watchpoint, loads too) all made holding the lock"
     } else {
@@ -203,7 +209,7 @@ pub(super) fn coordinator_sleeps(run: &mut Run) -> Result<String, Fail> {
     };
     Ok(format!(
         "while the workers were held, the coordinator slept on the condition variable in the \
-         segment, without waking up{}{watched}",
+         segment, without waking up{}{watched}{locked_once}",
         if queued {
             "; a broadcast made while it was held at its unlock of the mutex, going back to \
              sleep, woke it"

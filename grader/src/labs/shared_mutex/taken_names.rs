@@ -317,7 +317,7 @@ pub(super) fn refuses_dangling_link(run: &mut Run) -> Result<(), Fail> {
     outcome
 }
 
-/// What the grader makes of a bank before another `create()` of its name: neither makes it a
+/// What the grader makes of a bank before another `create()` of its name: none makes it a
 /// leftover that `create()` may reclaim.
 #[derive(Clone, Copy)]
 enum BankState {
@@ -328,16 +328,24 @@ enum BankState {
     /// coordinator leaves it between its `done` and its `destroy()`, or someone keeping it to
     /// look at).
     Finished,
+    /// Just created and left as it is, its times set a year back: tmpfs does not update a
+    /// segment's times on stores made through a mapping, so a bank in use for long looks that
+    /// old.
+    LongUntouched,
 }
 
-/// A bank at the name, its creator alive, made [`BankState::HolderDied`] or
-/// [`BankState::Finished`]: another `create()` of its name is kind=exists, and the bank stays
+/// How far back the grader sets the times of a [`BankState::LongUntouched`] bank.
+const LONG_AGO: Duration = Duration::from_secs(365 * 24 * 3600);
+
+/// A bank at the name, its creator alive, made [`BankState::HolderDied`],
+/// [`BankState::Finished`] or [`BankState::LongUntouched`]: another `create()` of its name is kind=exists, and the bank stays
 /// exactly as it was (the name its segment's, every byte unchanged; after a dead holder, the
 /// mutex still marked owner-dead, so that the bank's own next locker meets `EOWNERDEAD` and
-/// repairs it). What a segment holds never makes it a leftover: `O_EXCL` decides.
+/// repairs it). Neither what a segment holds nor its age makes it a leftover: `O_EXCL` decides.
 pub(super) fn taken_by_a_bank_in_use(run: &mut Run) -> Result<(), Fail> {
     taken_by_a_bank(run, BankState::HolderDied)?;
-    taken_by_a_bank(run, BankState::Finished)
+    taken_by_a_bank(run, BankState::Finished)?;
+    taken_by_a_bank(run, BankState::LongUntouched)
 }
 
 fn taken_by_a_bank(run: &mut Run, state: BankState) -> Result<(), Fail> {
@@ -353,6 +361,13 @@ fn taken_by_a_bank(run: &mut Run, state: BankState) -> Result<(), Fail> {
                 // workers = finished = 1, dead = 0: as its one worker leaves it.
                 let counts = [1u32, 1, 0].map(u32::to_ne_bytes).concat();
                 segment.write_at(segment.layout.counts_at, &counts)?;
+            }
+            BankState::LongUntouched => {
+                let long_ago = std::time::SystemTime::now() - LONG_AGO;
+                let times = std::fs::FileTimes::new()
+                    .set_accessed(long_ago)
+                    .set_modified(long_ago);
+                segment.file().set_times(times)?;
             }
         }
         let path = dev_shm(name);
@@ -396,7 +411,7 @@ fn taken_by_a_bank(run: &mut Run, state: BankState) -> Result<(), Fail> {
                          so the bank's next locker no longer meets the EOWNERDEAD it needs to \
                          repair the bank"
                     }
-                    BankState::Finished => "",
+                    BankState::Finished | BankState::LongUntouched => "",
                 }
             ));
         } else if before != after {
@@ -440,6 +455,18 @@ fn taken_by_a_bank(run: &mut Run, state: BankState) -> Result<(), Fail> {
                 "a finished bank is not a leftover to reclaim either, its creator may still \
                  read it or destroy it, and create() may not judge another's segment from its \
                  bytes",
+            ),
+            BankState::LongUntouched => (
+                format!(
+                    "a bank was at {} (its creator alive, just created), its access and \
+                     modification times set a year back, as tmpfs leaves a segment used for \
+                     long only through its mapping (stores to a mapping do not touch the \
+                     times)",
+                    path.display()
+                ),
+                "a segment's age is no sign that it is a leftover (judging by its times, \
+                 create() takes the name of a bank in use), and a create() that unlinks a \
+                 segment it did not make breaks it for the processes using it",
             ),
         };
         Err(Fail::failed(format!(

@@ -119,7 +119,9 @@ fn forced_munmap_failure(run: &mut Run) -> Result<bool, Fail> {
     }
     let kind = last.get("kind").unwrap_or("none").to_string();
     if unlink_failed {
+        let kept = name_kept_after_failed_unlink(&session.name, "munmap() (EINVAL) and then its ");
         dismiss(&mut session);
+        kept?;
         if last.kind != "failed" || kind != "munmap" {
             return Err(Fail::failed(format!(
                 "the grader failed the coordinator's munmap() of the bank in destroy() \
@@ -199,10 +201,12 @@ fn forced_unlink_failure(run: &mut Run) -> Result<bool, Fail> {
     let last = last_word(&mut session)?;
     let failed = tracer.failed_the_call()?;
     drop(tracer);
+    let kept = failed.then(|| name_kept_after_failed_unlink(&session.name, ""));
     dismiss(&mut session);
     if !failed {
         return Ok(false);
     }
+    kept.unwrap_or(Ok(()))?;
     let Some(last) = last else {
         return Err(Fail::failed(
             "with the grader failing the coordinator's shm_unlink() of the name, the \
@@ -332,6 +336,22 @@ fn forced_destroy_failure(run: &mut Run, which: usize) -> Result<bool, Fail> {
         ),
     )?;
     Ok(true)
+}
+
+/// A name is removed by `shm_unlink()` alone: once the grader failed the coordinator's
+/// `shm_unlink()` (after `before`, the calls it failed first), the name must still be in
+/// `/dev/shm`, however `destroy()` ended.
+fn name_kept_after_failed_unlink(name: &str, before: &str) -> Result<(), Fail> {
+    if dev_shm(name).exists() {
+        return Ok(());
+    }
+    Err(Fail::failed(format!(
+        "the grader failed the coordinator's {before}shm_unlink() of the name in destroy() \
+         (EACCES), and yet {name} was gone from /dev/shm when destroy() returned: another call \
+         removed it, an unlink() or std::fs::remove_file() of /dev/shm{name} as a fallback (or \
+         a shm_unlink() tried again); the name is removed by shm_unlink() alone, and when that \
+         fails the name stays and destroy() reports BankError::Unlink"
+    )))
 }
 
 /// Ends `session` whatever state its check left it in: the coordinator told to exit and

@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use super::LIGHT_WORK;
 use super::create_failures::expect_errno;
+use super::lock_calls::LockCalls;
 use super::messages::{failure, field, layout_of};
 use super::probe::{self, DyingHolder, Place};
 use super::robust::{STEP, robust};
@@ -345,18 +346,28 @@ fn unrecoverable_before_wait(run: &mut Run) -> Result<bool, Fail> {
     ])?;
     let coordinator = proc.pid.as_raw().to_string();
     force::resume(proc.pid.as_raw())?;
+    let mut locks = None;
     let said = (|| -> Result<Option<Message>, Fail> {
         let message = proc.recv_any()?;
         if message.kind != "created" {
             return Ok(None);
         }
-        make_unrecoverable(&open_segment(
-            &name,
-            layout_of(&message)?,
-            proc.pid.as_raw(),
-        )?)?;
+        let layout = layout_of(&message)?;
+        make_unrecoverable(&open_segment(&name, layout, proc.pid.as_raw())?)?;
+        let mutex = probe::mappings(proc.pid.as_raw(), &name)
+            .into_iter()
+            .find(|m| m.offset == 0)
+            .map(|m| m.start + layout.mutex_at as u64);
+        let counting = match mutex {
+            Some(mutex) => LockCalls::start_until_fork(proc.pid.as_raw(), mutex)?,
+            None => None,
+        };
         proc.send("try", &[])?;
         let until = Instant::now() + STEP;
+        if let Some(counting) = counting {
+            // The tried transfer is made before the workers are forked.
+            locks = counting.until_fork(until)?;
+        }
         while let Some(message) = proc.recv_before(until)? {
             let from_coordinator = message.get("pid") == Some(coordinator.as_str());
             match message.kind.as_str() {
@@ -372,6 +383,19 @@ fn unrecoverable_before_wait(run: &mut Run) -> Result<bool, Fail> {
     let Some(message) = said? else {
         return Ok(false);
     };
+    if let Some(calls) = locks
+        && calls > 1
+    {
+        return Err(Fail::failed(format!(
+            "the grader made the bank's mutex unrecoverable (its holder died, the next one \
+             unlocked without pthread_mutex_consistent()), and the coordinator's one tried \
+             transfer called pthread_mutex_lock() or _trylock() on it {calls} times (a \
+             breakpoint at each) before it reported: lock() tries again after \
+             ENOTRECOVERABLE, which is final (no later lock succeeds, nobody is still \
+             recovering the mutex); the first ENOTRECOVERABLE is BankError::NotRecoverable, \
+             returned at once"
+        )));
+    }
     let kind = message.get("kind").unwrap_or("none");
     if message.kind == "failed" && kind != "not-recoverable" {
         return Err(Fail::failed(format!(
