@@ -6,8 +6,8 @@ use std::time::{Duration, Instant};
 
 use rand::RngExt;
 
-use super::handover::Handover;
 use super::CONSUMER;
+use super::handover::Handover;
 
 /// How long the producer is held: half a slice, ample for a spin of looks (each a system call)
 /// to show, even traced.
