@@ -395,36 +395,49 @@ fn fail_init_then_unmap(
         return Ok(None);
     };
     force::resume(pid)?;
-    let until = Instant::now() + Duration::from_secs(5);
     let (mut init_failed, mut unmap_failed) = (false, false);
-    let message = loop {
+    let message = run_to_message(proc, &mut breaking, |breaking, [_, length]| {
+        let which = breaking.last_break();
+        let size = std::fs::metadata(path).map_or(u64::MAX, |m| m.len());
+        if which == INIT && !init_failed {
+            init_failed = true;
+            breaking.return_now(i64::from(libc::EAGAIN));
+        } else if which == UNMAP && init_failed && !unmap_failed && length == size {
+            unmap_failed = true;
+            breaking.return_now(-1);
+        } else {
+            breaking.go_on();
+        }
+    })?;
+    drop(breaking);
+    Ok(message.filter(|_| init_failed && unmap_failed))
+}
+
+/// Lets the program run from breakpoint to breakpoint, each handled by `on_break` (which makes
+/// the function return at once or lets it go on), until it says something. `None` if the
+/// breakpoints were lost or it said nothing within 5 s.
+fn run_to_message(
+    proc: &mut crate::engine::Proc,
+    breaking: &mut Tracer,
+    mut on_break: impl FnMut(&mut Tracer, [u64; 2]),
+) -> Result<Option<Message>, Fail> {
+    let until = Instant::now() + Duration::from_secs(5);
+    loop {
         match breaking.next_break(Instant::now() + Duration::from_millis(5))? {
-            Some(Breakpoint::At([_, length])) => {
-                let which = breaking.last_break();
-                let size = std::fs::metadata(path).map_or(u64::MAX, |m| m.len());
-                if which == INIT && !init_failed {
-                    init_failed = true;
-                    breaking.return_now(i64::from(libc::EAGAIN));
-                } else if which == UNMAP && init_failed && !unmap_failed && length == size {
-                    unmap_failed = true;
-                    breaking.return_now(-1);
-                } else {
-                    breaking.go_on();
-                }
+            Some(Breakpoint::At(arguments)) => {
+                on_break(breaking, arguments);
                 continue;
             }
             Some(Breakpoint::Armed) | None => {}
             Some(Breakpoint::Lost | Breakpoint::Unavailable) => return Ok(None),
         }
         if let Some(message) = proc.recv_before(Instant::now())? {
-            break message;
+            return Ok(Some(message));
         }
         if Instant::now() > until {
             return Ok(None);
         }
-    };
-    drop(breaking);
-    Ok((init_failed && unmap_failed).then_some(message))
+    }
 }
 
 /// Runs the stopped program to its `prlimit64()` (`--file-size-limit`, before `create()`: the C
@@ -452,33 +465,22 @@ fn fail_init_call(
         return Ok(None);
     };
     force::resume(pid)?;
-    let until = Instant::now() + Duration::from_secs(5);
     let mut seen = Vec::new();
     let mut calls = 0;
     let mut failed = false;
-    let message = loop {
-        match breaking.next_break(Instant::now() + Duration::from_millis(5))? {
-            Some(Breakpoint::At(_)) => {
-                let which = breaking.last_break();
-                seen.push(which);
-                calls += usize::from(which == FAILED);
-                if which == FAILED && calls == nth {
-                    failed = true;
-                    breaking.return_now(i64::from(failure.errno));
-                } else {
-                    breaking.go_on();
-                }
-                continue;
-            }
-            Some(Breakpoint::Armed) | None => {}
-            Some(Breakpoint::Lost | Breakpoint::Unavailable) => return Ok(None),
+    let message = run_to_message(proc, &mut breaking, |breaking, _| {
+        let which = breaking.last_break();
+        seen.push(which);
+        calls += usize::from(which == FAILED);
+        if which == FAILED && calls == nth {
+            failed = true;
+            breaking.return_now(i64::from(failure.errno));
+        } else {
+            breaking.go_on();
         }
-        if let Some(message) = proc.recv_before(Instant::now())? {
-            break message;
-        }
-        if Instant::now() > until {
-            return Ok(None);
-        }
+    })?;
+    let Some(message) = message else {
+        return Ok(None);
     };
     // Whatever the tracer still has to say of the calls before the message.
     while let Some(Breakpoint::At(_)) =
