@@ -309,17 +309,11 @@ fn close_fails(run: &mut Run) -> Result<(), Fail> {
         )));
     };
     let close = Call::arg_is(libc::SYS_close, 0, fd.fd as u64);
-    let Some(mut tracer) = Tracer::attach(consumer.pid(), close, Action::Fail(libc::EIO))? else {
-        run.note("no ptrace here: a failed mq_close in serve() not tried");
-        consumer.send_shutdown()?;
+    let Some((answer, failed)) =
+        shutdown_with_failing(run, &mut consumer, &name, close, libc::EIO, "mq_close")?
+    else {
         return consumer.finish().map(drop);
     };
-    grader_send(&name, &[super::protocol::shutdown_message()])?;
-    consumer.go()?;
-    let answer = consumer.answer();
-    let failed = tracer.failed_the_call()?;
-    drop(tracer);
-    let answer = answer?;
     let left = message_queue_exists(&name);
     if left {
         let _ = nix::mqueue::mq_unlink(name.as_str());
@@ -348,6 +342,32 @@ fn close_fails(run: &mut Run) -> Result<(), Fail> {
         )));
     }
     Ok(())
+}
+
+/// The shutdown sent to a consumer whose `call` at the end of serve() is made to fail with
+/// `errno` (ptrace): what it said, and whether the call was made and failed. `None` where it
+/// may not be traced: the shutdown is then sent as usual, the failure not tried.
+fn shutdown_with_failing(
+    run: &mut Run,
+    consumer: &mut Consumer,
+    name: &str,
+    call: Call,
+    errno: i32,
+    call_name: &str,
+) -> Result<Option<(ipc_labs_driver::Message, bool)>, Fail> {
+    let Some(mut tracer) = Tracer::attach(consumer.pid(), call, Action::Fail(errno))? else {
+        run.note(format!(
+            "no ptrace here: a failed {call_name} in serve() not tried"
+        ));
+        consumer.send_shutdown()?;
+        return Ok(None);
+    };
+    grader_send(name, &[super::protocol::shutdown_message()])?;
+    consumer.go()?;
+    let answer = consumer.answer();
+    let failed = tracer.failed_the_call()?;
+    drop(tracer);
+    Ok(Some((answer?, failed)))
 }
 
 /// The queue's name removed by someone else (the grader's `mq_unlink`, as an administrator's
@@ -402,18 +422,11 @@ fn unlink_refused(run: &mut Run) -> Result<(), Fail> {
     let name = run.ipc_name("unlink-refused");
     let mut consumer = consumer(run, &name, &[])?;
     let unlink = Call::any(libc::SYS_mq_unlink);
-    let Some(mut tracer) = Tracer::attach(consumer.pid(), unlink, Action::Fail(libc::EACCES))?
+    let Some((answer, failed)) =
+        shutdown_with_failing(run, &mut consumer, &name, unlink, libc::EACCES, "mq_unlink")?
     else {
-        run.note("no ptrace here: a failed mq_unlink in serve() not tried");
-        consumer.send_shutdown()?;
         return consumer.finish().map(drop);
     };
-    grader_send(&name, &[super::protocol::shutdown_message()])?;
-    consumer.go()?;
-    let answer = consumer.answer();
-    let failed = tracer.failed_the_call()?;
-    drop(tracer);
-    let answer = answer?;
     let held = queue_fds(consumer.pid(), &name).and_then(|fds| fds.first().copied());
     let _ = nix::mqueue::mq_unlink(name.as_str());
     super::protocol::release(&mut consumer.proc)?;
