@@ -31,6 +31,7 @@ mod create_failures;
 mod diagnoses;
 mod during_wait;
 mod errors;
+mod journal_at_lock;
 mod last_finish;
 mod lock_calls;
 mod messages;

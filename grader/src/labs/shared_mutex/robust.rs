@@ -11,6 +11,7 @@ use rand::RngExt;
 
 use super::ACCOUNTS;
 use super::coordinator_look::let_coordinator_look;
+use super::journal_at_lock::journal_at_the_lock;
 use super::messages::{failure, field, index_of, layout_of, list};
 use super::probe::{self, KIND_ROBUST, Place};
 use super::segment::{open_segment, told_transfer};
@@ -175,10 +176,16 @@ pub(super) fn owner_dies(run: &mut Run) -> Result<String, Fail> {
                        debit (transfers of 1, 0 and a negative amount)";
         }
     }
+    let at_lock = if journal_at_the_lock(run)? {
+        "; a worker that waited for the grader's hold, every balance changed meanwhile, \
+         journaled the balances as they were at its lock"
+    } else {
+        ""
+    };
     Ok(format!(
         "worker {crasher} (pid {victim}) was killed holding the lock after {transfers} \
          transfers, its journal written; a worker met EOWNERDEAD and said so, the half-done \
-         transfer was undone and the totals add up{watched}"
+         transfer was undone and the totals add up{watched}{at_lock}"
     ))
 }
 
