@@ -18,73 +18,20 @@ usage: grader/scripts/automatic-mutants.py [--match TEXT] [LAB ...]
 """
 
 import json
-import os
-import shutil
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
+from scratch import ROOT, fresh_scratch, grader_copy, labs, run
+from scratch import grade as grade_in_scratch
+
 SCRATCH = Path(tempfile.gettempdir()) / "ipc-labs-automatic-mutants"
 CLEANUP = "cleanup"
 
 
-def run(command, **kwargs):
-    return subprocess.run(command, check=False, text=True, capture_output=True, **kwargs)
-
-
-def labs():
-    found = []
-    for crate in sorted((ROOT / "solutions").iterdir()):
-        if (crate / "Cargo.toml").is_file():
-            found.append(crate.name.split("-", 1)[1])
-    return found
-
-
-def fresh_scratch():
-    """A copy of the repository without its build output (the scratch's own is kept)."""
-    workspace = SCRATCH / "workspace"
-    workspace.mkdir(parents=True, exist_ok=True)
-    for entry in ROOT.iterdir():
-        if entry.name in ("target", ".git"):
-            continue
-        destination = workspace / entry.name
-        if destination.exists():
-            shutil.rmtree(destination) if destination.is_dir() else destination.unlink()
-        # Fresh modification times (shutil.copy, not copy2): the scratch's build may be of a
-        # mutant, and cargo must not take it for the build of these sources.
-        if entry.is_dir():
-            shutil.copytree(
-                entry,
-                destination,
-                ignore=shutil.ignore_patterns("target"),
-                copy_function=shutil.copy,
-            )
-        else:
-            shutil.copy(entry, destination)
-    # Start from the repository's build of the solutions, if any: the dependencies are the same.
-    built = ROOT / "target" / "grade" / "solutions"
-    scratch_built = workspace / "target" / "grade" / "solutions"
-    if built.is_dir() and not scratch_built.exists():
-        shutil.copytree(built, scratch_built, symlinks=True)
-    return workspace
-
-
 def grade(grader, workspace, selection, prebuilt=False):
     """The JSON report of grading `selection` (a lab, or a lab/check) in the scratch copy."""
-    env = dict(os.environ, IPC_LABS_WORKSPACE=str(workspace))
-    if prebuilt:
-        env["IPC_LABS_PREBUILT"] = "1"
-    else:
-        env.pop("IPC_LABS_PREBUILT", None)
-    command = [grader, "--solutions", "--format", "json", "--seed", "1"]
-    command += ["--log-dir", str(SCRATCH / "logs"), selection]
-    result = run(command, env=env)
-    try:
-        return json.loads(result.stdout)
-    except json.JSONDecodeError:
-        return None
+    return grade_in_scratch(grader, workspace, SCRATCH / "logs", selection, prebuilt=prebuilt)
 
 
 def left_behind(lab, check):
@@ -131,13 +78,8 @@ def main():
             sys.exit(__doc__)
         only, arguments = arguments[1], arguments[2:]
     selected = arguments or labs()
-    built = run(["cargo", "build", "-q", "-p", "ipc-grader", "--bin", "cargo-grade"], cwd=ROOT)
-    if built.returncode != 0:
-        sys.exit(built.stderr)
-    workspace = fresh_scratch()
-    # A copy of the grader, so that rebuilding the repository's during a run changes nothing.
-    grader = str(SCRATCH / "cargo-grade")
-    shutil.copy2(ROOT / "target" / "debug" / "cargo-grade", grader)
+    grader = grader_copy(SCRATCH)
+    workspace = fresh_scratch(SCRATCH)
     survivors = []
     totals = {"caught": 0, "missed": 0, "unviable": 0}
     for lab in selected:
