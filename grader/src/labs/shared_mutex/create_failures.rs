@@ -203,14 +203,7 @@ fn forced_init_failure(run: &mut Run) -> Result<bool, Fail> {
 /// Fails the `nth` call of `failure`'s function (from 1); `false` if there was none.
 fn forced_one_init_failure(run: &mut Run, failure: &InitFailure, nth: usize) -> Result<bool, Fail> {
     let name = run.ipc_name("uninitializable");
-    let mut proc = run.spawn_stopped(&[
-        "--name",
-        name.as_str(),
-        "--work",
-        "1",
-        "--file-size-limit",
-        "1048576",
-    ])?;
+    let mut proc = spawn_stopped_with_file_size_limit(run, &name)?;
     let pid = proc.pid.as_raw();
     let outcome = fail_init_call(&mut proc, failure, nth);
     let Ok(Some((message, seen))) = outcome else {
@@ -318,14 +311,7 @@ fn forced_one_init_failure(run: &mut Run, failure: &InitFailure, nth: usize) -> 
 fn init_failure_outlives_failed_unmap(run: &mut Run) -> Result<bool, Fail> {
     let name = run.ipc_name("unmappable-init");
     let path = dev_shm(&name);
-    let mut proc = run.spawn_stopped(&[
-        "--name",
-        name.as_str(),
-        "--work",
-        "1",
-        "--file-size-limit",
-        "1048576",
-    ])?;
+    let mut proc = spawn_stopped_with_file_size_limit(run, &name)?;
     let outcome = fail_init_then_unmap(&mut proc, &path);
     let Ok(Some(message)) = outcome else {
         proc.kill_tree();
@@ -495,6 +481,23 @@ fn fail_init_call(
         return Ok(None);
     }
     Ok(Some((message, seen)))
+}
+
+/// A program for the bank `name`, stopped before its first instruction, that sets a file size
+/// limit (1 MiB, ample) before it creates the bank: its `prlimit64()` is where
+/// [`stopped_at_file_size_limit`] stops it, the C library loaded and nothing created yet.
+fn spawn_stopped_with_file_size_limit(
+    run: &mut Run,
+    name: &str,
+) -> Result<crate::engine::Proc, Fail> {
+    run.spawn_stopped(&[
+        "--name",
+        name,
+        "--work",
+        "1",
+        "--file-size-limit",
+        "1048576",
+    ])
 }
 
 /// Runs the program, stopped before its first instruction, to its `prlimit64()` (it sets the
