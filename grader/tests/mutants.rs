@@ -30,6 +30,8 @@ mod support;
 /// bug: what the student got wrong
 /// check: the check that must catch it
 /// status: failed | timed_out | crashed | not_implemented
+///                            (or `passed`, with `kind: correct`: a correct design the check
+///                            once failed, which it must accept, its message naming the pass)
 /// diagnosis: words the check's message must contain
 /// file: src/lib.rs
 /// user: nobody              (optional: run as `nobody`; needs root, ignored otherwise)

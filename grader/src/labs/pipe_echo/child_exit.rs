@@ -9,7 +9,8 @@ use nix::unistd::Pid;
 use super::outside::{self, ExitHold, describe_status};
 use super::session::{Done, Flags, Session, pipes_of, role_of, settle_in_read, start};
 use super::wait_probes::{
-    status_collected_early, stopped_while_waited, wait_without_exchange, waitpid_fails,
+    status_collected_early, stopped_while_waited, wait_only_child_ends_by_itself,
+    wait_without_exchange, waitpid_fails,
 };
 use crate::engine::diagnose::classify;
 use crate::engine::inspect;
@@ -315,10 +316,11 @@ pub fn waits_for_exit(run: &mut Run) -> Result<String, Fail> {
     let looked = status_collected_early(run)?;
     let failing = waitpid_fails(run)?;
     let alone = wait_without_exchange(run)?;
+    let ended = wait_only_child_ends_by_itself(run)?;
     Ok(format!(
         "with the child held at its exit, wait() stayed blocked in waitpid() through {rounds} \
          signals and {forced} more EINTRs in a row, then reaped it; {stopped}; {looked}; \
-         {failing}; {alone}"
+         {failing}; {alone}; {ended}"
     ))
 }
 

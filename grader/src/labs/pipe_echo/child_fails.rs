@@ -11,8 +11,9 @@ use super::outside::{self, describe_status};
 use super::returned::{Returned, refused_again};
 use super::session::{Pipes, pipes_of};
 use super::session::{ignores_signal, started_twice_in_read};
+use crate::engine::diagnose::{Activity, classify};
 use crate::engine::inspect;
-use crate::engine::tracer::{Call, Step, Tracer};
+use crate::engine::tracer::{Action, Call, Step, Tracer};
 use crate::engine::{Fail, Proc, Run, force};
 
 pub fn child_fails(run: &mut Run) -> Result<String, Fail> {
@@ -274,7 +275,9 @@ fn child_read_fails(run: &mut Run) -> Result<String, Fail> {
 /// feeds a few bytes; once the child has read them, pipe A is empty, the parent still holds its
 /// write end (it waits for `go`), and the next `read()` fails with `EAGAIN`. That is no
 /// end-of-file (only a `read()` that returns 0 is): `echo_loop()` must return `Read(EAGAIN)` and
-/// the child `_exit(1)`.
+/// the child `_exit(1)`. A child that waits for input in `poll()` makes no such `read()`: back in
+/// `poll()` with pipe A empty, it waits as it should; the grader then feeds one byte more and its
+/// tracer makes the `read()` that follows fail with `EAGAIN`.
 fn child_read_would_block(run: &mut Run) -> Result<String, Fail> {
     let input = run.random_bytes(16 << 10);
     let (mut session, pipes) = started_twice_in_read(run, input)?;
@@ -284,18 +287,45 @@ fn child_read_would_block(run: &mut Run) -> Result<String, Fail> {
     drop(shared);
     let mut feed = outside::open_pipe(child, pipes.child_reads_a, true)?;
     let _ = feed.write(b"echo me");
-    let until = Instant::now() + Duration::from_secs(2);
-    while Instant::now() < until && outside::zombie_status(child).is_none() {
-        std::thread::sleep(Duration::from_millis(1));
+    let polls = ended_or_polling(child, &feed, Instant::now() + Duration::from_secs(2));
+    let mut made_to_fail = false;
+    if polls {
+        let read_a = Call::one_of_on(&[libc::SYS_read, libc::SYS_readv], pipes.child_reads_a);
+        if let Some(mut tracer) = Tracer::attach(child, read_a, Action::Fail(libc::EAGAIN))? {
+            let _ = feed.write(b"!");
+            made_to_fail = tracer.failed_before(Instant::now() + Duration::from_secs(2))?;
+            drop(tracer);
+            ended_or_polling(child, &feed, Instant::now() + Duration::from_secs(1));
+        }
     }
     drop(feed);
     let _ = session.message_within(Duration::from_millis(2))?;
-    let setting = format!(
-        "the grader set O_NONBLOCK on the echo child's read end of pipe A (fd {}) and fed it 7 \
-         bytes while the parent still held the write end: once those were read, the child's \
-         next read() failed with EAGAIN (pipe A empty, not closed)",
-        pipes.child_reads_a
-    );
+    let fd = pipes.child_reads_a;
+    let setting = match (polls, made_to_fail) {
+        (false, _) => format!(
+            "the grader set O_NONBLOCK on the echo child's read end of pipe A (fd {fd}) and fed \
+             it 7 bytes while the parent still held the write end: once those were read, the \
+             child's next read() failed with EAGAIN (pipe A empty, not closed)"
+        ),
+        (true, true) => format!(
+            "the echo child waits for input in poll(): the grader set O_NONBLOCK on its read end \
+             of pipe A (fd {fd}) and fed it 7 bytes while the parent still held the write end; \
+             with the child back in poll() and pipe A empty, it fed one byte more and its tracer \
+             made the child's next read() of pipe A fail with EAGAIN (as a non-blocking read of \
+             an empty pipe does)"
+        ),
+        (true, false) => {
+            session.exchange()?;
+            session.finish()?;
+            return Err(Fail::failed(format!(
+                "the echo child waits for input in poll(): the grader set O_NONBLOCK on its read \
+                 end of pipe A (fd {fd}), fed it 7 bytes, then one byte more once it was back in \
+                 poll() with pipe A empty, and the child made no read() of pipe A within 2 s \
+                 (it is {}): once poll() says pipe A is readable, read it",
+                doing(child)
+            )));
+        }
+    };
     let verdict = match outside::zombie_status(child) {
         Some(s) if libc::WIFEXITED(s) && libc::WEXITSTATUS(s) == 1 => None,
         Some(s) if libc::WIFEXITED(s) && libc::WEXITSTATUS(s) == 0 => Some(format!(
@@ -323,6 +353,23 @@ fn child_read_would_block(run: &mut Run) -> Result<String, Fail> {
             Ok("a read() of pipe A failing with EAGAIN made the child exit with status 1".into())
         }
     }
+}
+
+/// Waits until `child` has ended, or until every thread of it sits in `poll()`/`select()` with
+/// pipe A (`feed`, the grader's write end) empty: whether it was seen polling.
+fn ended_or_polling(child: i32, feed: &std::fs::File, until: Instant) -> bool {
+    while Instant::now() < until && outside::zombie_status(child).is_none() {
+        let polling = inspect::view(child).is_some_and(|view| {
+            view.threads
+                .iter()
+                .all(|t| t.state != 'R' && classify(&view, t.syscall) == Activity::Poll)
+        });
+        if polling && outside::bytes_in_pipe(feed) == Some(0) {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    false
 }
 
 /// The child's write to pipe B made to fail with `EPIPE`, and `SIGPIPE` raised in it, as the

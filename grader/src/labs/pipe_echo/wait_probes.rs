@@ -8,7 +8,7 @@ use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
 use super::child_exit::{in_waitpid, returned_early};
-use super::outside::{self, ContinuedHold};
+use super::outside::{self, ContinuedHold, describe_status};
 use super::returned::Returned;
 use super::session::{Done, Flags, Session, pipes_of, settle_in_read, start};
 use crate::engine::diagnose::{Activity, classify};
@@ -116,6 +116,57 @@ pub(super) fn wait_without_exchange(run: &mut Run) -> Result<String, Fail> {
     }
     session.finish()?;
     Ok("wait() with no exchange() before it closed pipe A and reaped the child".into())
+}
+
+/// `wait()` with no `exchange()` before it (`--wait-only`) again, the parent's `waitpid()` held
+/// by the grader's tracer until the echo child has ended: the child must end on its own, as
+/// closing pipe A's write end makes it (end-of-file, exit 0), and not by a signal, which the
+/// grader sends none of here. A child killed by the program and reported `Ok` hides the wait.
+pub(super) fn wait_only_child_ends_by_itself(run: &mut Run) -> Result<String, Fail> {
+    let not_tried = "the child's end with no exchange() not seen (no waitpid() held)";
+    let input = run.random_bytes(16);
+    let flags = Flags {
+        wait_only: true,
+        ..Flags::default()
+    };
+    let mut session = start(run, input, flags)?;
+    let (parent, child) = (session.parent, session.child);
+    settle_in_read(child);
+    let waits = Call::one_of(&[libc::SYS_wait4, libc::SYS_waitid]);
+    let Some(mut tracer) = Tracer::attach(parent, waits, Action::Hold)? else {
+        session.go()?;
+        session.recv_done()?;
+        session.finish()?;
+        return Ok(not_tried.into());
+    };
+    session.go()?;
+    if !tracer.held_before(Instant::now() + Duration::from_secs(3))? {
+        drop(tracer);
+        session.recv_done()?;
+        session.finish()?;
+        return Ok(not_tried.into());
+    }
+    let settle = Instant::now() + Duration::from_secs(2);
+    while Instant::now() < settle && outside::zombie_status(child).is_none() {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let status = outside::zombie_status(child);
+    tracer.release();
+    let done = session.recv_done()?;
+    session.finish()?;
+    match status {
+        Some(s) if libc::WIFSIGNALED(s) => Err(Fail::failed(format!(
+            "with wait() called right after spawn(), no exchange() before it (main.rs \
+             --wait-only), the grader held the parent's waitpid() until the echo child had \
+             ended: the child {} (the grader sent it no signal), and wait() then returned `{}`. \
+             Closing pipe A's write end is what ends the child (end-of-file, then exit 0): \
+             wait() must not signal it, and a child killed by a signal is ChildFailed",
+            describe_status(s),
+            done.wait
+        ))),
+        Some(_) => Ok("with no exchange() the child ended on its own".into()),
+        None => Ok(not_tried.into()),
+    }
 }
 
 /// A thread of `pid` blocked in a read of the pipe `inode`, and the descriptor it reads.
