@@ -242,7 +242,9 @@ impl Segment {
     /// Reads the record, trusting nothing: the segment must be large enough for a header
     /// ([`ShmError::BadLength`]), the magic must be [`MAGIC`] ([`ShmError::BadMagic`]) and the
     /// length must fit in the segment after the header ([`ShmError::BadLength`]). Then copies
-    /// the payload out.
+    /// the payload out. The length and the sequence are loaded after the magic (and an acquire
+    /// fence), never with it, and again at every call: the record may have been republished
+    /// since the last one.
     pub fn read_record(&self) -> Result<Record, ShmError> {
         todo!("a header must fit (BadLength), check MAGIC, fence(Acquire), length, copy out")
     }

@@ -71,7 +71,7 @@ pub(super) fn shmget_creating(creating: bool) -> Match {
     }
 }
 
-pub(super) fn injected() -> [Injected; 22] {
+pub(super) fn injected() -> [Injected; 23] {
     let shmctl = |command: i32| Match::Bits {
         arg: 1,
         mask: 0xff,
@@ -246,6 +246,29 @@ pub(super) fn injected() -> [Injected; 22] {
                 "not-found",
                 "shmget() failed with EIDRM, not ENOENT; only ENOENT (no segment has the key) \
                  is NotFound, any other error is ShmError::Get (kind=shmget)",
+            )),
+            not_made: "the reader never called shmget(key, 0, 0) on its main thread: find the \
+                       segment with it (not by a look elsewhere, /proc/sysvipc/shm say), so that \
+                       its errors reach the reader",
+            then: Then::HoldAtExit,
+        },
+        // EINVAL (a segment has the key, smaller than the size asked for) is no ENOENT either.
+        Injected {
+            who: Who::Reader,
+            call: Call {
+                number: libc::SYS_shmget,
+                matching: shmget_creating(false),
+            },
+            errno: libc::EINVAL,
+            what: "the reader's shmget(key, 0, 0) (as for a segment smaller than the size asked \
+                   for)",
+            short: "shmget (find)",
+            kind: "shmget",
+            known: Some((
+                "not-found",
+                "shmget() failed with EINVAL, not ENOENT: a segment has the key (EINVAL from a \
+                 find says it is smaller than the size asked for); only ENOENT (no segment has \
+                 the key) is NotFound, any other error is ShmError::Get (kind=shmget)",
             )),
             not_made: "the reader never called shmget(key, 0, 0) on its main thread: find the \
                        segment with it (not by a look elsewhere, /proc/sysvipc/shm say), so that \

@@ -20,6 +20,7 @@ use crate::engine::diagnose::{Activity, Hang};
 use crate::engine::{Check, Lab};
 
 mod call_failures;
+mod changed_at_magic;
 mod errors;
 mod injected;
 mod kernel_copies;
@@ -28,6 +29,7 @@ mod private_ipc;
 mod protocol;
 mod publisher;
 mod reader;
+mod republished;
 mod segments;
 mod sharing;
 mod size_limit;
@@ -114,7 +116,8 @@ pub static LAB: Lab = Lab {
             points: 3,
             timeout: Duration::from_secs(10),
             description: "the reader copies out records the grader planted itself: one that \
-                          fills its segment, and an empty one in a 16-byte segment; it loads the \
+                          fills its segment, an empty one in a 16-byte segment, and one \
+                          republished between two reads of one attachment; it loads the \
                           payload from its mapping itself",
             exclusive: false,
             hint: Some(
@@ -166,7 +169,8 @@ pub static LAB: Lab = Lab {
             description: "the reader rejects random bytes (bad-magic, whatever their length \
                           field), a length one byte past the end or wrapping around, a segment \
                           smaller than a header (bad-length), and a missing segment (not-found), \
-                          loads no field before the magic, copies the length it checked, and \
+                          loads no field before the magic or with it, copies the length it \
+                          checked, and \
                           never waits for a magic it did not find",
             exclusive: false,
             hint: Some(

@@ -6,10 +6,12 @@ use rand::RngExt;
 
 use crate::engine::{Fail, Run};
 
+use super::changed_at_magic::record_replaced_at_magic_load;
 use super::protocol::{
     Name, as_expected, exits_cleanly, expect, fresh_name, read_to_end, spawn_held_reader,
     spawn_reader, verify_read, with_context,
 };
+use super::republished::republished_between_reads;
 use super::segments::{Planted, full_record, record};
 use super::watched_reads::{
     AtLoad, WatchedRead, length_changed_after_its_load, magic_stored_after_its_look,
@@ -250,13 +252,15 @@ pub fn reader_reads_segment(run: &mut Run) -> Result<String, Fail> {
             other => other,
         })?;
     }
+    republished_between_reads(run, &name, 7)?;
     let watched = payload_loaded_from_mapping(run, &name, 5)?;
     if let Some(fail) = copied_by_a_call {
         return Err(fail);
     }
     Ok(format!(
         "the reader copied out planted records: {} bytes filling a {size}-byte segment (with \
-         sequences {sequence}, 0 and {}), and an empty one in 16 bytes{}",
+         sequences {sequence}, 0 and {}), and an empty one in 16 bytes, and, from the same \
+         attachment, a record republished after its first read{}",
         payload.len(),
         u32::MAX,
         if watched.is_some() {
@@ -548,6 +552,10 @@ pub fn reader_validates(run: &mut Run) -> Result<String, Fail> {
         tried.push_str(
             ", and refused a record whose magic appeared only after its look (bad-magic at once)",
         );
+    }
+    if record_replaced_at_magic_load(run, &name, 14)?.is_some() {
+        tried
+            .push_str(", and loaded every field of a record replaced at its magic's load after it");
     }
     Ok(format!("the reader rejected {tried}"))
 }
