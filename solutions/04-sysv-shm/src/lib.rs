@@ -217,6 +217,8 @@ pub fn key_for(path: &Path, id: u32) -> Result<Key, ShmError> {
 
 /// The largest segment the system allows, read from [`SHMMAX_PATH`] each time (an administrator
 /// may change it; `shmall`, next to it, is another limit: the total of all segments, in pages).
+/// A failure to open or read it is [`ShmError::Limit`], and the file is closed on that path too:
+/// a long-lived caller that meets the failure again and again must not run out of descriptors.
 pub fn max_segment_size() -> Result<u64, ShmError> {
     // SOLUTION todo: read and parse SHMMAX_PATH (errors are Limit)
     let text = std::fs::read_to_string(SHMMAX_PATH).map_err(ShmError::Limit)?;
@@ -235,7 +237,11 @@ impl Segment {
     /// IPC_EXCL`, so that a segment that already has this key (left by a crashed run, say, or
     /// made by another process a moment ago) is [`ShmError::Exists`] and is never written over:
     /// looking for it first cannot tell, since it may appear between the look and `shmget()`.
-    /// If `shmat()` fails, remove the segment just created before returning the error.
+    /// However unused it looks (all zeros, nobody attached, its creator gone: its maker may be
+    /// about to write it), it is not yours; and `EEXIST` is `Exists` at once, with no second
+    /// `shmget()` after a pause, in which the key may change hands.
+    /// If `shmat()` fails, remove the segment just created before returning the error, which
+    /// carries `shmat()`'s errno: take it right after the call, since the removal sets errno too.
     pub fn create(key: Key, size: u64) -> Result<Segment, ShmError> {
         // SOLUTION todo(key, size): check size, shmget(IPC_CREAT | IPC_EXCL | 0o600), shmat()
         if size == 0 {
@@ -372,7 +378,8 @@ impl Segment {
         // END SOLUTION
     }
 
-    /// Detaches the segment with `shmdt()`. The segment itself stays until it is removed.
+    /// Detaches the segment with `shmdt()`. The segment itself stays until it is removed, with
+    /// the mode it was created with: nothing changes it afterwards (no `IPC_SET`).
     pub fn detach(self) -> Result<(), ShmError> {
         // SOLUTION todo: shmdt(self.addr); -1 is Detach(Errno::last())
         // SAFETY: addr is where shmat attached this segment, and `self` is consumed, so nothing
@@ -386,7 +393,8 @@ impl Segment {
 }
 
 /// Marks the segment `id` for removal with `shmctl(id, IPC_RMID)`: it disappears once the last
-/// process has detached (at once if none is attached).
+/// process has detached (at once if none is attached). That one segment and no other: a
+/// segment nobody holds, whose creator has exited, may be a record waiting for its reader.
 pub fn remove(id: i32) -> Result<(), ShmError> {
     // SOLUTION todo(id): shmctl(id, IPC_RMID, null); -1 is Control(Errno::last())
     // SAFETY: IPC_RMID takes no buffer.

@@ -19,6 +19,7 @@ use crate::engine::{Fail, Proc, Run};
 
 use super::HEADER_LEN;
 use super::injected::{Injected, Then, Who, injected, shmget_creating};
+use super::open_files::left_open_at_exit;
 use super::protocol::{
     Name, exits_cleanly, expect, fresh_name, spawn_held_reader, spawn_publisher,
     spawn_reader_bound_by_modes, verify_read, with_context,
@@ -27,6 +28,8 @@ use super::segments::{
     Attached, Planted, RemoveKeyOnDrop, full_record, last_attacher, mapping_of, segment,
 };
 use crate::engine::tracer::{Action, Call, Match, Step, Tracer};
+
+const SHMMAX: &str = "/proc/sys/kernel/shmmax";
 
 const NOT_FOUND_IS_ENOENT: &str = "only shmget()'s ENOENT (no segment has the key) is NotFound";
 
@@ -373,13 +376,15 @@ fn limit_read_failing(run: &mut Run) -> Result<(), Fail> {
         (
             Call {
                 number: libc::SYS_openat,
-                matching: Match::Path("/proc/sys/kernel/shmmax"),
+                matching: Match::Path(SHMMAX),
             },
             Step::Pass,
         ),
         (Call::one_of(READS), Step::Fail(libc::EIO)),
+        (exit(), Step::Hold),
     ];
-    let Some(mut tracer) = Tracer::in_turn(proc.pid.as_raw(), steps)? else {
+    let pid = proc.pid.as_raw();
+    let Some(mut tracer) = Tracer::in_turn(pid, steps)? else {
         proc.kill_tree();
         return Ok(());
     };
@@ -389,9 +394,18 @@ fn limit_read_failing(run: &mut Run) -> Result<(), Fail> {
     let message = proc.recv_any().map_err(with_context(context))?;
     // The failure is reported before the program goes on: one made before `ready` is seen.
     let read_failed = tracer.failed_the_call()?;
-    drop(tracer);
+    let failed = message.kind == "failed";
+    let left_open = left_open_at_exit(tracer, read_failed && failed, pid, SHMMAX)?;
     proc.kill_tree();
     match (message.kind.as_str(), message.get("kind")) {
+        ("failed", Some("limit")) if let Some(fd) = left_open => Err(Fail::failed(format!(
+            "{context}, the publisher reported kind=limit, but as it exited (held there by the \
+             grader, before the kernel closes its files) it still had {SHMMAX} open (descriptor \
+             {fd}): max_segment_size() returned its error without closing the file it opened; \
+             close it on every path (a std::fs::File, which closes on drop, or close() before \
+             returning), or a long-lived caller that meets the failure again runs out of \
+             descriptors"
+        ))),
         ("failed", Some("limit")) => Ok(()),
         ("ready", _) if !read_failed => Err(Fail::failed(format!(
             "{context}, the publisher said `ready`, its main thread having read nothing after that open: it \
@@ -426,6 +440,9 @@ fn judge_second_failure(
     (second, gone): (bool, bool),
 ) -> Result<bool, Fail> {
     let said = (message.kind.as_str(), message.get("kind"));
+    if said == ("failed", Some(case.kind)) && second {
+        super::first_errno::first_errno_kept(case, (context, what), message)?;
+    }
     if said == ("failed", Some(case.kind)) && !second && gone {
         proc.wait()?;
         return Err(Fail::failed(format!(

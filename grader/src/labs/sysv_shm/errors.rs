@@ -32,7 +32,7 @@ fn record_without_magic(run: &mut Run) -> Vec<u8> {
 
 /// Judges a publisher that met a segment with its key (`planted`, holding `before`): it must
 /// fail with kind=exists and leave the segment as it was. `how` says how the segment came.
-fn refused_existing(
+pub(super) fn refused_existing(
     proc: &mut crate::engine::Proc,
     message: ipc_labs_driver::Message,
     (planted, before, size): (&Planted, &[u8], usize),
@@ -141,6 +141,7 @@ pub fn stale_segment_refused(run: &mut Run) -> Result<String, Fail> {
                and payload), as a crash of the same publication after its magic leaves it";
     refused_existing(&mut proc, message, (&planted, &before, size), name.key, how)?;
     drop(planted);
+    super::taken_key::blank_segment_refused_at_once(run)?;
     // The same, but the segment appears only once the publisher has started, just as it calls
     // shmget(): what it may have looked up before saw nothing.
     let name = fresh_name_with_id(run, name.id)?;

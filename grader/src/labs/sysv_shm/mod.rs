@@ -19,12 +19,16 @@ use std::time::Duration;
 use crate::engine::diagnose::{Activity, Hang};
 use crate::engine::{Check, Lab};
 
+mod bystanders;
 mod call_failures;
 mod changed_at_magic;
 mod errors;
+mod first_errno;
 mod injected;
 mod kernel_copies;
+mod lifelong_mode;
 mod magic_last;
+mod open_files;
 mod private_ipc;
 mod protocol;
 mod publisher;
@@ -33,6 +37,7 @@ mod republished;
 mod segments;
 mod sharing;
 mod size_limit;
+mod taken_key;
 mod watched_reads;
 mod watched_stores;
 
@@ -65,7 +70,7 @@ pub static LAB: Lab = Lab {
             points: 2,
             timeout: Duration::from_secs(10),
             description: "the segment is created with mode 0600, as its shmget() returns and \
-                          at ready",
+                          at ready, and keeps it after the publisher's exit and a read",
             exclusive: false,
             hint: Some(
                 "Create the segment with mode 0600. See docs/labs/04-sysv-shm.md, the rules table (\"mode 0600\").",
@@ -142,7 +147,8 @@ pub static LAB: Lab = Lab {
             name: "removal",
             points: 2,
             timeout: Duration::from_secs(10),
-            description: "after `read --remove` the segment is gone",
+            description: "after `read --remove` the segment is gone, and no other: a finished \
+                          publication of another key is left alone",
             exclusive: false,
             hint: Some(
                 "read --remove removes the segment with IPC_RMID. See docs/labs/04-sysv-shm.md, the rules table (\"read --remove removes\").",
@@ -155,7 +161,8 @@ pub static LAB: Lab = Lab {
             timeout: Duration::from_secs(10),
             description: "a segment with the same key, left by a crashed run (its creator \
                           exited) or appearing just as the publisher calls shmget(), is \
-                          reported (kind=exists) and left untouched, never written over",
+                          reported (kind=exists) and left untouched, never written over, a blank \
+                          one too, after a single shmget()",
             exclusive: false,
             hint: Some(
                 "Create with IPC_CREAT | IPC_EXCL: an existing segment is Exists, never written over nor removed. See docs/labs/04-sysv-shm.md, the rules table (the IPC_EXCL rule).",
@@ -215,7 +222,8 @@ pub static LAB: Lab = Lab {
                           shmmax) is reported with its own kind, never as not-found, exists or \
                           too-large, whatever its errno (size 0 is judged before the limit), and a reader whose open failed holds nothing \
                           attached; a publisher whose clean-up after no-room or shmat fails \
-                          still reports that first error",
+                          still reports that first error, with its errno; shmmax is closed when \
+                          its read fails",
             exclusive: false,
             hint: Some(
                 "Each failing system call has its own error kind. See docs/labs/04-sysv-shm.md, the rules table (\"each failing call has its kind\").",

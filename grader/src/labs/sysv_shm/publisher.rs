@@ -261,7 +261,7 @@ pub fn owner_only_permissions(run: &mut Run) -> Result<String, Fail> {
              write for its owner only)"
         )));
     }
-    published.finish()?;
+    super::lifelong_mode::mode_kept_after_ready(run, &mut published)?;
     // Any other object the publisher made must be its owner's only as well.
     run.expect_owner_only()?;
     Ok("the segment's mode is 600".into())

@@ -264,11 +264,13 @@ fn read_after_rewrite(
 }
 
 pub fn removal(run: &mut Run) -> Result<String, Fail> {
+    let bystander = super::bystanders::leave_bystander(run)?;
     let mut published = publish(run, false)?;
     let id = published.segment()?.id;
     // IPC_RMID marks the segment whatever its nattch: the publisher still holds it, so the
     // kernel keeps it until that last detach, but its key is gone at once.
     published.read_back(run, true, 1)?;
+    bystander.still_there("`read --remove` of another record")?;
     if let Some(left) = segment(published.name.key) {
         return Err(Fail::failed(format!(
             "`read --remove` said `done` while the publisher still held the segment, yet \
@@ -307,9 +309,11 @@ pub fn removal(run: &mut Run) -> Result<String, Fail> {
             as_expected(message, "create step", "done").map_err(with_context(&what))?;
         }
     }
+    bystander.still_there("the create step's remove()")?;
     Ok(format!(
         "segment {id} lost its key at `read --remove` while the publisher still held it and \
          was gone at its detach; the create step's segment, removed while attached, was gone \
-         too"
+         too; segment {}, a finished publication of another key, was left alone",
+        bystander.id
     ))
 }
