@@ -230,8 +230,9 @@ pub enum Listener {
 
 impl Listener {
     /// Binds and listens: `UnixListener::bind(path)` (which creates the socket file; an
-    /// existing file is `EADDRINUSE`) or `TcpListener::bind(addr)`. Failures are
-    /// [`RpcError::Bind`].
+    /// existing file is `EADDRINUSE`, left alone however old it is) or `TcpListener::bind(addr)`
+    /// (a port already listened on is `EADDRINUSE`: no `SO_REUSEPORT`, which would let this
+    /// listener share a running server's port and clients). Failures are [`RpcError::Bind`].
     pub fn bind(endpoint: &Endpoint) -> Result<Listener, RpcError> {
         let _ = (&endpoint,);
         todo!("UnixListener::bind or TcpListener::bind; errors are Bind")
@@ -251,7 +252,10 @@ impl Listener {
     }
 
     /// Closes the listening socket and, for a Unix socket, removes its file (errors are
-    /// [`RpcError::Remove`]): the file outlives the socket otherwise.
+    /// [`RpcError::Remove`], a file already gone too): the file outlives the socket otherwise.
+    /// Nothing else removes it: a `Listener` dropped without `remove` leaves its file, as
+    /// main.rs's `bench` needs (it forks the server after binding, and the parent drops its
+    /// copy).
     pub fn remove(self) -> Result<(), RpcError> {
         todo!("drop the listener; for Unix, std::fs::remove_file(path); errors are Remove")
     }

@@ -31,9 +31,11 @@ mod grader_server;
 mod half_close;
 mod large_payloads;
 mod observe;
+mod port_in_use;
 mod programs;
 mod protocol;
 mod requests;
+mod socket_file_owner;
 mod stop_held;
 mod stopping;
 mod stuck;
@@ -192,6 +194,32 @@ pub static LAB: Lab = Lab {
                 "bind creates the socket file, an existing path is EADDRINUSE and is left alone, and a path holds at most 107 bytes. See docs/labs/03-socket-reqrep.md, the rules table (the Listener::bind rules).",
             ),
             run: binding::socket_paths,
+        },
+        Check {
+            name: "socket-file-owner",
+            points: 2,
+            timeout: Duration::from_secs(15),
+            description: "only Listener::remove removes the socket file: a file already gone at \
+                          the stop is kind=remove, a forked copy of the listener dropped leaves \
+                          it, and a dead socket file however old is kind=bind and left alone",
+            exclusive: false,
+            hint: Some(
+                "The server's stop removes its socket file and reports any failure, a file already gone too; nothing else removes it, not a Drop, not a bind over an old file. See docs/labs/03-socket-reqrep.md, the rules table (the Listener::bind and Listener::remove rules).",
+            ),
+            run: socket_file_owner::socket_file_owner,
+        },
+        Check {
+            name: "port-in-use",
+            points: 1,
+            timeout: Duration::from_secs(10),
+            description: "a server given a TCP port already listened on fails with kind=bind \
+                          and EADDRINUSE, even where the listener there shares its port \
+                          (SO_REUSEPORT)",
+            exclusive: false,
+            hint: Some(
+                "A port in use is EADDRINUSE: bind with TcpListener::bind, without SO_REUSEPORT. See docs/labs/03-socket-reqrep.md, the rules table (the Listener::bind rules).",
+            ),
+            run: port_in_use::port_in_use,
         },
         Check {
             name: "foreign-clients",
