@@ -316,6 +316,12 @@ pub struct ServerStats {
 /// without a handler function: block it in every thread (`SigSet::thread_block` before the first
 /// thread starts: threads inherit the mask) and wait for it with `SigSet::wait`; keep it blocked
 /// until `run_server` returns, so that a second signal during the stop does not end the server.
+///
+/// Block `SIGTERM` and `SIGINT` only: every other signal keeps its default effect. Every client
+/// gets a handler of its own, however many are connected (no pool of a fixed size). A failed
+/// `accept()` costs that connection only, whatever its error, and so does a failed second
+/// handle on it (`try_clone`); the stopping flag is looked at whatever `accept()` returned. A
+/// dropped client's connection is closed at once (no lingering close).
 pub fn run_server(listener: Listener) -> Result<ServerStats, RpcError> {
     let _ = (&listener,);
     todo!(

@@ -231,16 +231,19 @@ pub fn many_clients(run: &mut Run) -> Result<String, Fail> {
         &unread_payload,
         "a client that read its response late",
     )?;
-    // More idle clients than any small pool of threads holds: one more must still be served.
-    let crowd = (0..IDLE)
+    // More idle clients than any small pool of threads holds, and than the threads the server
+    // has now (a pool started in advance, whatever its size): one more must still be served.
+    let (idle, threads) = super::crowd::idle_clients_past_the_threads(server.pid(), IDLE);
+    let crowd = (0..idle)
         .map(|_| server.connect())
         .collect::<Result<Vec<_>, Fail>>()?;
     server.ping().map_err(|fail| match fail {
         Fail::Failed(m) => Fail::failed(format!(
-            "with {IDLE} clients connected and idle, {m}: the new client waits behind the \
+            "with {idle} clients connected and idle{}, {m}: the new client waits behind the \
              others, as if the server served a fixed number of clients at a time; serve every \
              client concurrently, however many are connected (a thread or process per client, \
-             or poll())"
+             or poll())",
+            super::crowd::pool_note(idle, threads)
         )),
         other => other,
     })?;
@@ -249,7 +252,7 @@ pub fn many_clients(run: &mut Run) -> Result<String, Fail> {
     Ok(format!(
         "{CLIENTS} clients got their own 40 responses each while {STALLED} others stalled and \
          one did not read its response; the idle server blocked, the stalled clients were \
-         answered when they went on, and a client was served while {IDLE} others were connected \
+         answered when they went on, and a client was served while {idle} others were connected \
          and idle"
     ))
 }

@@ -612,6 +612,8 @@ pub fn bad_input(run: &mut Run) -> Result<String, Fail> {
     )?;
     good(&server, what)?;
 
+    super::lingering::no_lingering_close(&server)?;
+
     // Error paths no client can bring about, forced: interrupted calls, a failed accept().
     forced::interrupted_calls(run, &server)?;
     forced::interrupted_body_read(run, &server)?;
@@ -621,12 +623,14 @@ pub fn bad_input(run: &mut Run) -> Result<String, Fail> {
     if forced::aborted_accept(run, &server)? {
         gone_past.push(libc::ECONNABORTED);
     }
-    // Errors a list of transient ones names, and one it does not: the loop ends on none.
-    for errno in [libc::EMFILE, libc::EPERM] {
+    // Errors a list of transient ones names, and ones it does not: the loop ends on none.
+    let unnamed = super::accept_errors::one_no_list_names(run);
+    for errno in [libc::EMFILE, libc::EPERM, unnamed] {
         if forced::failed_accept(run, &server, errno, &gone_past)? {
             gone_past.push(errno);
         }
     }
+    super::dup_failure::failed_dup_costs_one_client(run, &server)?;
     let what = "a handler that ended while the thread that started it was held";
     forced::handler_ends_before_its_start_returns(run, &server)?;
     good(&server, what)?;

@@ -304,7 +304,7 @@ fn accept_error(errno: i32) -> (&'static str, &'static str) {
             "EPERM",
             "a firewall rule that refuses one connection does it (accept(2))",
         ),
-        _ => ("an error", "forced"),
+        _ => super::accept_errors::name_and_cause(errno).unwrap_or(("an error", "forced")),
     }
 }
 

@@ -17,11 +17,14 @@
 //! `grader_server.rs` (the grader's own server) and `external_programs.rs` (the grader's client
 //! programs).
 
+mod accept_errors;
 mod accept_wakeup;
 mod binding;
 mod client;
 mod client_procs;
 mod concurrency;
+mod crowd;
+mod dup_failure;
 mod external_programs;
 mod failures;
 mod forced;
@@ -30,12 +33,15 @@ mod foreign_clients;
 mod grader_server;
 mod half_close;
 mod large_payloads;
+mod lingering;
 mod observe;
+mod other_signals;
 mod port_in_use;
 mod programs;
 mod protocol;
 mod requests;
 mod socket_file_owner;
+mod stop_accept_failure;
 mod stop_held;
 mod stopping;
 mod stuck;

@@ -358,6 +358,7 @@ pub fn sigterm_cleanup(run: &mut Run) -> Result<String, Fail> {
         ));
     }
     signal_disposition(&server)?;
+    super::other_signals::blocks_only_the_stop_signals(&server)?;
     first_thread_inherits_the_block(run)?;
 
     // The server wakes its accepting thread by connecting to its own socket: the grader holds
@@ -494,6 +495,7 @@ pub fn sigterm_cleanup(run: &mut Run) -> Result<String, Fail> {
     stop_held::handlers_ended_before_return(run, true, true)?;
     stop_held::acceptor_ended_before_return(run)?;
     stop_held::accepted_while_a_handler_finishes(run)?;
+    super::stop_accept_failure::accept_failing_at_the_stop(run)?;
     if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
         return Err(Fail::failed(format!(
             "port {port} still accepts connections after the TCP server stopped"

@@ -1,0 +1,27 @@
+//! How many idle clients it takes to show that a server serves every client at once: more than
+//! a small pool of threads holds, and more than the threads the server has before they come, so
+//! that a pool of threads started in advance, however large, is full before the last client.
+
+use super::observe;
+
+/// The most idle clients the grader connects: a pool larger than this is named for its size.
+const MOST: usize = 2000;
+
+/// The number of idle clients to connect (at least `least`, and more than the server's
+/// threads now), and the server's threads now.
+pub fn idle_clients_past_the_threads(pid: i32, least: usize) -> (usize, usize) {
+    let threads = observe::thread_ids(pid).len();
+    (least.max(threads + 8).min(MOST), threads)
+}
+
+/// What the failure adds when the server had more threads than a thread per client explains.
+pub fn pool_note(idle: usize, threads: usize) -> String {
+    if threads + 8 <= idle.min(150) {
+        return String::new();
+    }
+    format!(
+        " (more than the {threads} threads the server had before they came, with none of \
+         its clients connected but the grader's last few: a fixed pool of handler threads, \
+         whatever its size, is full once that many clients are connected)"
+    )
+}
