@@ -305,7 +305,13 @@ pub fn pool_creator_holds_no_segment(pool: &Proc, names: &PoolNames) -> Result<(
     };
     let ids: Vec<String> = held.iter().map(|(id, _)| id.to_string()).collect();
     Err(Fail::failed(format!(
-        "the creator of a pool of {} segments ({}, pid {pid}), its pool ready, still holds          segments {} (/proc/{pid}/maps and fd; segment {first}: {}). Pool::create keeps each          segment it made (a Segment kept in the pool, or leaked with mem::forget, never          unmapped): every segment's memory stays mapped in the creator for its whole life,          destroy() or not. Create each segment and drop it (dropping a Segment unmaps it; the          object lives on under its name): the pool holds ids, and a pair maps segment `id` in          Pool::send/receive for its transfer",
+        "the creator of a pool of {} segments ({}, pid {pid}), its pool ready, still holds \
+         segments {} (/proc/{pid}/maps and fd; segment {first}: {}). Pool::create keeps each \
+         segment it made (a Segment kept in the pool, or leaked with mem::forget, never \
+         unmapped): every segment's memory stays mapped in the creator for its whole life, \
+         destroy() or not. Create each segment and drop it (dropping a Segment unmaps it; the \
+         object lives on under its name): the pool holds ids, and a pair maps segment `id` in \
+         Pool::send/receive for its transfer",
         names.segments.len(),
         names.prefix,
         ids.join(", "),
