@@ -720,21 +720,57 @@ impl Tracer {
         names: &[&std::ffi::CStr],
     ) -> Result<Option<Tracer>, Fail> {
         let pid = program.pid.as_raw();
+        if !Tracer::stopped_before_main(program)? {
+            return Ok(None);
+        }
+        let tracer = Tracer::break_at_functions(pid, names)?;
+        super::force::resume(pid)?;
+        Ok(tracer)
+    }
+
+    /// As [`Tracer::break_from_main`], and the program also stops at each entry of the system
+    /// call `call` ([`AT_CALL`], as [`Tracer::break_at_functions_and_call`]): a C library
+    /// function made to fail from the start, and the program stopped at its `exit_group()` to
+    /// see what it still holds.
+    pub fn break_from_main_and_call(
+        program: &mut super::Proc,
+        names: &[&std::ffi::CStr],
+        call: Call,
+    ) -> Result<Option<Tracer>, Fail> {
+        let pid = program.pid.as_raw();
+        if !Tracer::stopped_before_main(program)? {
+            return Ok(None);
+        }
+        let tracer = match library_functions(pid, names) {
+            Some(addresses) => Tracer::attach(
+                pid,
+                Call::any(ANY_NUMBER),
+                Action::BreakAt(addresses, Some(call)),
+            )?,
+            None => None,
+        };
+        super::force::resume(pid)?;
+        Ok(tracer)
+    }
+
+    /// Lets a program spawned stopped run to the Rust runtime's `sigaltstack()` (the C library
+    /// is loaded by then, the program's own work not begun) and leaves it stopped there
+    /// (`SIGSTOP`), untraced; false (the program running untraced) where the grader cannot.
+    fn stopped_before_main(program: &mut super::Proc) -> Result<bool, Fail> {
+        let pid = program.pid.as_raw();
         let early = Tracer::attach(pid, Call::any(libc::SYS_sigaltstack), Action::Hold)?;
         super::force::resume(pid)?;
         let Some(mut early) = early else {
-            return Ok(None);
+            return Ok(false);
         };
         let until = Instant::now() + Duration::from_secs(5);
         if early.wait(program, until)? != Reached::Call {
             drop(early);
-            return Ok(None);
+            return Ok(false);
         }
         // Stopped as soon as the first tracer lets it go (a signal pending while it is held).
         early.release_stopped(pid)?;
-        let tracer = Tracer::break_at_functions(pid, names)?;
-        super::force::resume(pid)?;
-        Ok(tracer)
+        Ok(true)
     }
 
     /// As [`Tracer::break_at`], at each of these addresses (0: none); [`Tracer::last_break`]

@@ -214,7 +214,8 @@ impl Segment {
     /// [`SegmentHeader`]: `empty` to [`SLOTS`], `full` to 0, both process-shared.
     ///
     /// A `size` below [`MIN_SEGMENT_SIZE`] is [`TransferError::BadSize`]. If a step after
-    /// `shm_open()` fails, unlink the name again.
+    /// `shm_open()` fails, unlink the name again; whether it fails or not, the descriptor is
+    /// closed before `create` returns, and a failed `create` keeps no mapping either.
     pub fn create(name: &str, size: usize) -> Result<Segment, TransferError> {
         let _ = (&name, &size);
         todo!(
@@ -222,8 +223,10 @@ impl Segment {
         )
     }
 
-    /// Opens the existing segment `name` (`ENOENT` is [`TransferError::NotFound`]) and maps all
-    /// of it (its size from `fstat()`) shared, for reading and writing.
+    /// Opens the existing segment `name` with `shm_open()` (`ENOENT` is
+    /// [`TransferError::NotFound`]; a symbolic link at the name, or a name with a `/` inside, is
+    /// refused by it, [`TransferError::Open`]) and maps all of it (its size from `fstat()`)
+    /// shared, for reading and writing.
     pub fn open(name: &str) -> Result<Segment, TransferError> {
         let _ = (&name,);
         todo!("shm_open(O_RDWR), fstat for the size, mmap(MAP_SHARED)")
@@ -326,7 +329,9 @@ impl Pool {
     /// little-endian bytes.
     ///
     /// `count` outside `1..=MAX_POOL_SEGMENTS` is [`TransferError::BadCount`]. If a step fails,
-    /// remove what was already created.
+    /// remove what this call already created, and only that (a name another process took
+    /// meanwhile is not this call's). The creator keeps no segment mapped: the pool is the ids
+    /// on the queue, and a pair maps a segment for its transfer.
     pub fn create(prefix: &str, count: usize, size: usize) -> Result<Pool, TransferError> {
         let _ = (&prefix, &count, &size);
         todo!(
@@ -389,8 +394,8 @@ impl Pool {
         todo!("Segment::open(segment_name(..)), receive, then give_back(id)")
     }
 
-    /// Removes the pool: unlinks every segment and the free queue, and closes the queue. Tries
-    /// them all, and returns the first error.
+    /// Removes the pool: unlinks every segment (ids `0..count`, no other name) and the free
+    /// queue, and closes the queue. Tries them all, and returns the first error.
     pub fn destroy(self) -> Result<(), TransferError> {
         todo!("unlink each segment_name(0..count), mq_unlink(queue_name), mq_close")
     }

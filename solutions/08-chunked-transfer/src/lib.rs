@@ -227,7 +227,8 @@ impl Segment {
     /// [`SegmentHeader`]: `empty` to [`SLOTS`], `full` to 0, both process-shared.
     ///
     /// A `size` below [`MIN_SEGMENT_SIZE`] is [`TransferError::BadSize`]. If a step after
-    /// `shm_open()` fails, unlink the name again.
+    /// `shm_open()` fails, unlink the name again; whether it fails or not, the descriptor is
+    /// closed before `create` returns, and a failed `create` keeps no mapping either.
     pub fn create(name: &str, size: usize) -> Result<Segment, TransferError> {
         // SOLUTION todo(name, size): check the size; shm_open(O_CREAT|O_EXCL|O_RDWR, 0600), ftruncate, mmap; sem_init(empty, 1, SLOTS) and sem_init(full, 1, 0)
         if size < MIN_SEGMENT_SIZE {
@@ -264,8 +265,10 @@ impl Segment {
         // END SOLUTION
     }
 
-    /// Opens the existing segment `name` (`ENOENT` is [`TransferError::NotFound`]) and maps all
-    /// of it (its size from `fstat()`) shared, for reading and writing.
+    /// Opens the existing segment `name` with `shm_open()` (`ENOENT` is
+    /// [`TransferError::NotFound`]; a symbolic link at the name, or a name with a `/` inside, is
+    /// refused by it, [`TransferError::Open`]) and maps all of it (its size from `fstat()`)
+    /// shared, for reading and writing.
     pub fn open(name: &str) -> Result<Segment, TransferError> {
         // SOLUTION todo(name): shm_open(O_RDWR), fstat for the size, mmap(MAP_SHARED)
         let fd = shm_open(name, OFlag::O_RDWR, Mode::empty())
@@ -460,7 +463,9 @@ impl Pool {
     /// little-endian bytes.
     ///
     /// `count` outside `1..=MAX_POOL_SEGMENTS` is [`TransferError::BadCount`]. If a step fails,
-    /// remove what was already created.
+    /// remove what this call already created, and only that (a name another process took
+    /// meanwhile is not this call's). The creator keeps no segment mapped: the pool is the ids
+    /// on the queue, and a pair maps a segment for its transfer.
     pub fn create(prefix: &str, count: usize, size: usize) -> Result<Pool, TransferError> {
         // SOLUTION todo(prefix, count, size): mq_open(O_CREAT|O_EXCL|O_RDWR, 0600, maxmsg=count, msgsize=4); Segment::create each; mq_send each id
         if count == 0 || count > MAX_POOL_SEGMENTS {
@@ -605,8 +610,8 @@ impl Pool {
         // END SOLUTION
     }
 
-    /// Removes the pool: unlinks every segment and the free queue, and closes the queue. Tries
-    /// them all, and returns the first error.
+    /// Removes the pool: unlinks every segment (ids `0..count`, no other name) and the free
+    /// queue, and closes the queue. Tries them all, and returns the first error.
     pub fn destroy(self) -> Result<(), TransferError> {
         // SOLUTION todo: unlink each segment_name(0..count), mq_unlink(queue_name), mq_close
         let mut pool = self;

@@ -27,6 +27,8 @@ pub fn typed_errors(run: &mut Run) -> Result<String, Fail> {
     super::failures::forced_failures(run)?;
     super::failures::queue_made_meanwhile(run)?;
     super::failures::ids_after_their_segments(run)?;
+    super::held_after_create::failed_steps_leave_nothing(run)?;
+    super::others_objects::others_objects_left_alone(run)?;
     Ok(
         "a 4095-byte segment, an existing name, a name taken by a dangling link or an empty \
          object, a missing name, a segment whose ftruncate() or mmap() fails, a missing pool, pools of 0 and 11 \
@@ -37,7 +39,11 @@ pub fn typed_errors(run: &mut Run) -> Result<String, Fail> {
          and opening), the creating mq_open() and mq_send() made to fail each gave its kind \
          and errno and left nothing; a 4095-byte pool on a taken queue was bad-size; a queue \
          made while the creator was at its mq_open() was refused; segment 0 was there, \
-         initialized, at the first id's mq_send()"
+         initialized, at the first id's mq_send(); with ftruncate(), mmap() and each sem_init() \
+         made to fail, the sender held no descriptor or mapping of the segment at its exit; the \
+         pool's creator held none of its segments; a segment name taken while the creator was at \
+         its shm_open() was refused and left; destroy() left names past the pool's ids; a link \
+         and a name with a `/` inside were refused by open"
             .into(),
     )
 }
@@ -449,6 +455,7 @@ fn pool_errors(run: &mut Run) -> Result<(), Fail> {
     // another user's queue), and reports the first error, segment 3's.
     let (names, mut pool) = (names10, pool10);
     pool_ready(&mut pool, &names, MIN_SEGMENT)?;
+    super::held_after_create::pool_creator_holds_no_segment(&pool, &names)?;
     let (first_gone, second_gone) = (3, MAX_POOL / 2);
     for gone in [&names.segments[first_gone], &names.segments[second_gone]] {
         nix::sys::mman::shm_unlink(gone.as_str())

@@ -24,6 +24,8 @@
 //! pool check: a pair held giving its segment back, pairs that fail, a pair against the free
 //! queue), and the groups of checks: `streams`, `headers`, `broken`, `held`, `errors`,
 //! `timeouts`, `pairs`, `speed`.
+//! `held_after_create` (what a create leaves its own process holding) and `others_objects`
+//! (objects under the program's names that are not its own) are parts of `typed-errors`.
 
 use std::time::Duration;
 
@@ -40,9 +42,11 @@ mod handback;
 mod handover;
 mod headers;
 mod held;
+mod held_after_create;
 mod init;
 mod layout;
 mod observe;
+mod others_objects;
 mod pair_failures;
 mod pair_held;
 mod pair_queue;
