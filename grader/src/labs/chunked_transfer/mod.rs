@@ -288,8 +288,8 @@ pub static LAB: Lab = Lab {
             name: "queue-message-length",
             points: 1,
             timeout: Duration::from_secs(15),
-            description: "messages of 0, 1, 2 and 3 bytes on the free queue (each the start of \
-                          a valid id) are each refused by take() as Queue, no segment taken",
+            description: "messages of 0 and 3 bytes on the free queue (each the start of a \
+                          valid id) are each refused by take() as Queue, no segment taken",
             exclusive: false,
             hint: Some(
                 "An id on the free queue is exactly 4 bytes: compare the length mq_timedreceive() returns. See docs/labs/08-chunked-transfer.md, the rules table (the pool rules).",
