@@ -348,7 +348,8 @@ impl Pool {
     }
 
     /// Takes a free segment's id from the queue, waiting at most `timeout`
-    /// (`mq_timedreceive()`; none in time is [`TransferError::PoolEmpty`]). An id outside
+    /// (`mq_timedreceive()`; none in time is [`TransferError::PoolEmpty`]). A message that is
+    /// not 4 bytes long is no id: [`TransferError::Queue`] (`EBADMSG`). An id outside
     /// `0..count` is [`TransferError::BadId`].
     pub fn take(&self, timeout: Duration) -> Result<u32, TransferError> {
         let _ = (&timeout,);

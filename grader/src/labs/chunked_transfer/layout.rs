@@ -283,6 +283,14 @@ impl Mapped {
         };
     }
 
+    /// Rewrites byte `at` of `slot`'s chunk header alone, posting nothing: one byte, so that a
+    /// side stopped right after it read that byte (even one byte at a time) has what it read.
+    pub fn set_header_byte(&self, slot: u64, at: usize, byte: u8) {
+        assert!(at < CHUNK_HEADER as usize, "byte {at} of a chunk header");
+        // SAFETY: the byte lies in the slot's chunk header, inside the mapping.
+        unsafe { self.slot_start(slot).add(at).write_volatile(byte) };
+    }
+
     /// Waits at most `timeout` for the semaphore (`sem_timedwait()`); whether it was taken.
     pub fn wait(&self, which: Sem, timeout: Duration) -> bool {
         let Ok(now) = nix::time::clock_gettime(nix::time::ClockId::CLOCK_REALTIME) else {

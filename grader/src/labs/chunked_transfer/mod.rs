@@ -23,9 +23,11 @@
 //! back, calls made to fail), `pair_held`, `pair_failures` and `pair_queue` (the parts of the
 //! pool check: a pair held giving its segment back, pairs that fail, a pair against the free
 //! queue), and the groups of checks: `streams`, `headers`, `broken`, `held`, `errors`,
-//! `timeouts`, `pairs`, `speed`.
-//! `held_after_create` (what a create leaves its own process holding) and `others_objects`
-//! (objects under the program's names that are not its own) are parts of `typed-errors`.
+//! `timeouts`, `pairs`, `speed`. `held_after_create` (what a create leaves its own process
+//! holding) and `others_objects` (objects under the program's names that are not its own) are
+//! parts of `typed-errors`. Checks of one rule each: `header_reads` (a header read once, its copy acted on),
+//! `writer_failures` (a writer that fails), `deadline_carry` (a deadline's nanoseconds carried)
+//! and `queue_messages` (a free-queue message that is no id).
 
 use std::time::Duration;
 
@@ -36,10 +38,12 @@ mod broken;
 mod clock_reads;
 mod data;
 mod deadline;
+mod deadline_carry;
 mod errors;
 mod failures;
 mod handback;
 mod handover;
+mod header_reads;
 mod headers;
 mod held;
 mod held_after_create;
@@ -52,6 +56,7 @@ mod pair_held;
 mod pair_queue;
 mod pairs;
 mod pool;
+mod queue_messages;
 mod signals;
 mod speed;
 mod spinning;
@@ -59,6 +64,7 @@ mod stalled;
 mod streams;
 mod timeouts;
 mod transfer;
+mod writer_failures;
 
 pub static LAB: Lab = Lab {
     number: 8,
@@ -184,6 +190,33 @@ pub static LAB: Lab = Lab {
             run: broken::broken_chunks,
         },
         Check {
+            name: "header-read-once",
+            points: 2,
+            timeout: Duration::from_secs(15),
+            description: "the grader plays the sender and, watching the receiver's loads of \
+                          each slot's len (hardware watchpoints), changes that len right after \
+                          the receiver's first load of it: the message still arrives exactly, \
+                          the length written out and counted the one checked",
+            exclusive: false,
+            hint: Some(
+                "Read each chunk header once, check that copy, and take len and end from it alone: the slot is shared memory. See docs/labs/08-chunked-transfer.md, the rules table (the receiver rule).",
+            ),
+            run: header_reads::header_read_once,
+        },
+        Check {
+            name: "writer-fails",
+            points: 1,
+            timeout: Duration::from_secs(15),
+            description: "the receiver's write of a saved message's first chunk, then of its \
+                          last, made to fail (ptrace, ENOSPC): each receive fails with Write, \
+                          after only the bytes the writer took",
+            exclusive: false,
+            hint: Some(
+                "A writer that fails ends the receive with TransferError::Write: never drop its error. See docs/labs/08-chunked-transfer.md, the rules table (the receiver rule).",
+            ),
+            run: writer_failures::writer_fails,
+        },
+        Check {
             name: "typed-errors",
             points: 3,
             timeout: Duration::from_secs(20),
@@ -226,6 +259,20 @@ pub static LAB: Lab = Lab {
             run: timeouts::peer_killed,
         },
         Check {
+            name: "deadline-carry",
+            points: 1,
+            timeout: Duration::from_secs(15),
+            description: "each CLOCK_REALTIME read of a sender and a receiver made to return \
+                          nanoseconds that, with the timeout's fraction of a second, sum to \
+                          exactly one second (and one nanosecond either side): every \
+                          sem_timedwait() deadline has tv_nsec below 10^9",
+            exclusive: false,
+            hint: Some(
+                "A deadline's nanoseconds are carried into the seconds from exactly 10^9 on: add with TimeSpec, or carry when they reach 1_000_000_000. See docs/labs/08-chunked-transfer.md, the rules table (the timeout rule).",
+            ),
+            run: deadline_carry::deadline_carry,
+        },
+        Check {
             name: "pool-pairs",
             points: 5,
             timeout: Duration::from_secs(25),
@@ -239,6 +286,18 @@ pub static LAB: Lab = Lab {
                 "The pool's free queue hands out each id once; only the receiver gives it back, once the message is written out; pairs never share a segment. See docs/labs/08-chunked-transfer.md, the rules table (the pool rules).",
             ),
             run: pairs::pool_pairs,
+        },
+        Check {
+            name: "queue-message-length",
+            points: 1,
+            timeout: Duration::from_secs(15),
+            description: "messages of 0 and 3 bytes on the free queue (each the start of a \
+                          valid id) are each refused by take() as Queue, no segment taken",
+            exclusive: false,
+            hint: Some(
+                "An id on the free queue is exactly 4 bytes: compare the length mq_timedreceive() returns. See docs/labs/08-chunked-transfer.md, the rules table (the pool rules).",
+            ),
+            run: queue_messages::queue_message_length,
         },
         Check {
             name: "as-fast-as-pipe",
