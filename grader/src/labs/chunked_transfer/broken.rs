@@ -5,9 +5,8 @@ use std::time::Duration;
 
 use rand::RngExt;
 
-use super::headers::spawn_one_message_receiver;
+use super::headers::{ready_on_grader_segment, spawn_one_message_receiver};
 use super::layout::{Header, MIN_SEGMENT, Mapped, Sem, expected_capacity, expected_slot_size};
-use super::transfer::failure;
 use crate::engine::{Fail, Run};
 
 /// What a receiver did with one broken chunk.
@@ -369,15 +368,7 @@ fn play(run: &mut Run, size: usize, index: usize, case: &Case) -> Result<Outcome
     // times out later, only in a failing run).
     let timeout_ms = if case.chunks.len() > 2 { 1500 } else { 500 };
     let mut receiver = spawn_one_message_receiver(run, &name, timeout_ms)?;
-    let ready = receiver.recv_any()?;
-    if ready.kind != "ready" {
-        return Err(Fail::failed(format!(
-            "the receiver could not open a segment the grader made as the handout lays it out: \
-             it said `{}` ({})",
-            ready.kind,
-            failure(&ready)
-        )));
-    }
+    ready_on_grader_segment(&mut receiver)?;
     receiver.send("go", &[])?;
     for k in first..case.chunks.len() {
         if !put(k, run) {

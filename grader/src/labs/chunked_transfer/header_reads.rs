@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use rand::RngExt;
 
 use super::data::{pattern_bytes, pattern_hash};
-use super::headers::spawn_one_message_receiver;
+use super::headers::{ready_on_grader_segment, spawn_one_message_receiver};
 use super::layout::{CHUNK_HEADER, Header, MIN_SEGMENT, Mapped, SEGMENT_HEADER, SLOTS, Sem};
 use super::observe::{dev_shm, segment_mappings};
 use super::transfer::failure;
@@ -70,15 +70,7 @@ pub fn header_read_once(run: &mut Run) -> Result<String, Fail> {
         planted.put(k as u64 % 2, header, &bytes[from..from + lens[k] as usize]);
     };
     let mut receiver = spawn_one_message_receiver(run, &name, 3000)?;
-    let ready = receiver.recv_any()?;
-    if ready.kind != "ready" {
-        return Err(Fail::failed(format!(
-            "the receiver could not open a segment the grader made as the handout lays it out: \
-             it said `{}` ({})",
-            ready.kind,
-            failure(&ready)
-        )));
-    }
+    ready_on_grader_segment(&mut receiver)?;
     let pid = receiver.pid.as_raw();
     let base = segment_mappings(pid, inode)?
         .iter()

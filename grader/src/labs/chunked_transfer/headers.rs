@@ -429,6 +429,21 @@ pub fn spawn_one_message_receiver(
     Ok(receiver)
 }
 
+/// The receiver's first message, which must be `ready`: it opened a segment the grader made as
+/// the handout lays it out.
+pub fn ready_on_grader_segment(receiver: &mut Proc) -> Result<(), Fail> {
+    let ready = receiver.recv_any()?;
+    if ready.kind != "ready" {
+        return Err(Fail::failed(format!(
+            "the receiver could not open a segment the grader made as the handout lays it out: \
+             it said `{}` ({})",
+            ready.kind,
+            super::transfer::failure(&ready)
+        )));
+    }
+    Ok(())
+}
+
 /// The arguments of a receiver of one message from the segment `name`.
 pub fn one_message_receiver(name: &str, timeout_ms: u64) -> Vec<String> {
     ["recv", "--name", name, "--count", "1", "--timeout-ms"]

@@ -6,7 +6,7 @@ use std::path::Path;
 
 use rand::RngExt;
 
-use super::headers::one_message_receiver;
+use super::headers::{one_message_receiver, ready_on_grader_segment};
 use super::layout::{Header, MIN_SEGMENT, Mapped};
 use super::transfer::failure;
 use crate::engine::tracer::{Call, Step, Tracer};
@@ -68,15 +68,7 @@ fn fail_one_write(run: &mut Run, failing: u64) -> Result<bool, Fail> {
     run.path("message-0.bin");
     let mut receiver = run.spawn(&args)?;
     receiver.set_roles(|_| "the receiver".into());
-    let ready = receiver.recv_any()?;
-    if ready.kind != "ready" {
-        return Err(Fail::failed(format!(
-            "the receiver could not open a segment the grader made as the handout lays it out: \
-             it said `{}` ({})",
-            ready.kind,
-            failure(&ready)
-        )));
-    }
+    ready_on_grader_segment(&mut receiver)?;
     // The saved file is opened at the start of the message; then each chunk is one write.
     let opening = Call::opening(Path::new("message-0.bin"));
     let write = Call::any(libc::SYS_write);

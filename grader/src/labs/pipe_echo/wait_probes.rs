@@ -25,14 +25,8 @@ use crate::engine::{Fail, Run};
 /// write end of pipe B of its own meanwhile, as any process may: a `wait()` that reads pipe B
 /// to its end-of-file before `waitpid()` never gets there, and is named.
 pub(super) fn wait_without_exchange(run: &mut Run) -> Result<String, Fail> {
-    let input = run.random_bytes(16);
-    let flags = Flags {
-        wait_only: true,
-        ..Flags::default()
-    };
-    let mut session = start(run, input, flags)?;
+    let mut session = started_wait_only(run)?;
     let (parent, child) = (session.parent, session.child);
-    settle_in_read(child);
     let pipes = session.pipes()?;
     let held_b = outside::open_pipe(child, pipes.child_writes_b, true)?;
     session.go()?;
@@ -124,14 +118,8 @@ pub(super) fn wait_without_exchange(run: &mut Run) -> Result<String, Fail> {
 /// grader sends none of here. A child killed by the program and reported `Ok` hides the wait.
 pub(super) fn wait_only_child_ends_by_itself(run: &mut Run) -> Result<String, Fail> {
     let not_tried = "the child's end with no exchange() not seen (no waitpid() held)";
-    let input = run.random_bytes(16);
-    let flags = Flags {
-        wait_only: true,
-        ..Flags::default()
-    };
-    let mut session = start(run, input, flags)?;
+    let mut session = started_wait_only(run)?;
     let (parent, child) = (session.parent, session.child);
-    settle_in_read(child);
     let waits = Call::one_of(&[libc::SYS_wait4, libc::SYS_waitid]);
     let Some(mut tracer) = Tracer::attach(parent, waits, Action::Hold)? else {
         session.go()?;
@@ -167,6 +155,19 @@ pub(super) fn wait_only_child_ends_by_itself(run: &mut Run) -> Result<String, Fa
         Some(_) => Ok("with no exchange() the child ended on its own".into()),
         None => Ok(not_tried.into()),
     }
+}
+
+/// The program started with `--wait-only` (a 16-byte input never exchanged), its child waiting
+/// for input.
+fn started_wait_only(run: &mut Run) -> Result<Session, Fail> {
+    let input = run.random_bytes(16);
+    let flags = Flags {
+        wait_only: true,
+        ..Flags::default()
+    };
+    let session = start(run, input, flags)?;
+    settle_in_read(session.child);
+    Ok(session)
 }
 
 /// A thread of `pid` blocked in a read of the pipe `inode`, and the descriptor it reads.

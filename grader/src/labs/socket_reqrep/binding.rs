@@ -432,16 +432,27 @@ fn failed_remove(run: &mut Run) -> Result<(), Fail> {
             left.join(", and ")
         )));
     }
-    if verdict.is_ok()
-        && proc
+    ended_after_remove(&mut proc, &path, situation, verdict)
+}
+
+/// The end of a case whose server reported (or should have) `kind=remove`: once it has, it must
+/// exit; the server is then killed and its socket file removed, whatever the verdict.
+pub(super) fn ended_after_remove(
+    proc: &mut Proc,
+    path: &Path,
+    situation: &str,
+    verdict: Result<(), Fail>,
+) -> Result<(), Fail> {
+    let exited = verdict.is_err()
+        || proc
             .wait_until(Instant::now() + Duration::from_secs(5))?
-            .is_none()
-    {
-        cleanup(&proc);
+            .is_some();
+    proc.kill_tree();
+    let _ = std::fs::remove_file(path);
+    if !exited {
         return Err(Fail::failed(format!(
             "{situation}, the server reported kind=remove but did not exit"
         )));
     }
-    cleanup(&proc);
     verdict
 }

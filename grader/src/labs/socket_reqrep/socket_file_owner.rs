@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::{Signal, kill};
 
 use super::Transport;
+use super::binding::ended_after_remove;
 use super::forced;
 use super::programs::{Server, said, spawn_server, spawn_stopped_server};
 use crate::engine::inspect;
@@ -118,18 +119,7 @@ fn gone_at_the_stop(run: &mut Run) -> Result<(), Fail> {
              expected: {rule}"
         ))),
     };
-    if verdict.is_ok()
-        && proc
-            .wait_until(Instant::now() + Duration::from_secs(5))?
-            .is_none()
-    {
-        cleanup(&proc);
-        return Err(Fail::failed(format!(
-            "{situation}, the server reported kind=remove but did not exit"
-        )));
-    }
-    cleanup(&proc);
-    verdict
+    ended_after_remove(&mut proc, &path, situation, verdict)
 }
 
 /// `socket-reqrep bench unix` (main.rs): Listener::bind, fork(), the child runs run_server on
