@@ -47,8 +47,8 @@ fn fail_next(pid: i32, tid: i32, call: i64, errno: i32) -> Result<bool, Fail> {
 /// `errno`, and what the check needs of it.
 struct FailedRead {
     pid: i32,
-    /// The server's threads before the client connected.
-    before: Vec<i32>,
+    /// The server's threads and their calls before the client connected.
+    before: Vec<(i32, Option<(i64, u64)>)>,
     /// The server's `dropped client` lines before it.
     known: usize,
     /// The thread that serves it.
@@ -66,11 +66,11 @@ fn client_with_failed_read(
     name: &str,
 ) -> Result<Option<FailedRead>, Fail> {
     let pid = server.pid();
-    let before = observe::thread_ids(pid);
+    let before = observe::blocked_calls(pid);
     let known = server.dropped_lines().len();
     let conn = server.connect()?;
     let soon = Instant::now() + Duration::from_secs(2);
-    let Some((handler, read)) = observe::new_thread_in(pid, &before, &READS, soon) else {
+    let Some((handler, read)) = observe::thread_newly_in(pid, &before, &READS, soon) else {
         run.note(format!(
             "no thread of the server's own was seen reading a new client: {name} not forced"
         ));
@@ -124,7 +124,7 @@ pub fn interrupted_calls(run: &mut Run, server: &Server) -> Result<(), Fail> {
             server.alive_note()
         )));
     }
-    let writing = observe::new_thread_in(pid, &before, &WRITES, soon())
+    let writing = observe::thread_newly_in(pid, &before, &WRITES, soon())
         .filter(|(tid, _)| *tid == handler)
         .map(|(_, call)| call);
     let write_failed = match writing {
@@ -225,11 +225,11 @@ fn interrupted_small_write(
 /// [`interrupted_calls`] is.
 pub fn interrupted_body_read(run: &mut Run, server: &Server) -> Result<(), Fail> {
     let pid = server.pid();
-    let before = observe::thread_ids(pid);
+    let before = observe::blocked_calls(pid);
     let known = server.dropped_lines().len();
     let mut conn = server.connect()?;
     let soon = || Instant::now() + Duration::from_secs(2);
-    let Some((handler, read)) = observe::new_thread_in(pid, &before, &READS, soon()) else {
+    let Some((handler, read)) = observe::thread_newly_in(pid, &before, &READS, soon()) else {
         run.note("no thread of the server's own was seen reading a new client: EINTR not forced");
         return Ok(());
     };
@@ -372,11 +372,11 @@ pub fn short_response_write(
     len: usize,
 ) -> Result<(), Fail> {
     let pid = server.pid();
-    let before = observe::thread_ids(pid);
+    let before = observe::blocked_calls(pid);
     let mut conn = server.connect()?;
     let soon = || Instant::now() + Duration::from_secs(2);
     let not_forced = "a short write of a response was not forced";
-    let Some((handler, _)) = observe::new_thread_in(pid, &before, &READS, soon()) else {
+    let Some((handler, _)) = observe::thread_newly_in(pid, &before, &READS, soon()) else {
         run.note(format!(
             "no thread of the server's own was seen reading a new client: {not_forced}"
         ));

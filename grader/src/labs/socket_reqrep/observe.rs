@@ -76,6 +76,44 @@ pub fn new_thread_in(
     }
 }
 
+/// Each thread of `pid` with the call it is blocked in and that call's first argument, taken
+/// before a client connects: the thread that then reads that client is told apart from it.
+pub fn blocked_calls(pid: i32) -> Vec<(i32, Option<(i64, u64)>)> {
+    inspect::view(pid)
+        .map(|view| view.threads.iter().map(|t| (t.tid, t.syscall)).collect())
+        .unwrap_or_default()
+}
+
+/// Waits until a thread of `pid` is blocked in one of `calls` and was not in `before` (from
+/// [`blocked_calls`]), or was blocked there in another call (a pool's thread that has taken up
+/// a new client), or `until`. A thread on the CPU in `before` is left out: it may have been on
+/// its way back to a read of its own client. Returns the thread and its call.
+pub fn thread_newly_in(
+    pid: i32,
+    before: &[(i32, Option<(i64, u64)>)],
+    calls: &[i64],
+    until: Instant,
+) -> Option<(i32, i64)> {
+    let was_elsewhere = |tid: i32| match before.iter().find(|(t, _)| *t == tid) {
+        None => true,
+        Some((_, Some((number, _)))) => !calls.contains(number),
+        Some((_, None)) => false,
+    };
+    loop {
+        let found = inspect::view(pid).and_then(|view| {
+            view.threads.iter().find_map(|t| {
+                let (number, _) = t.syscall?;
+                let new = t.state == 'S' && calls.contains(&number) && was_elsewhere(t.tid);
+                new.then_some((t.tid, number))
+            })
+        });
+        if found.is_some() || Instant::now() >= until {
+            return found;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
 /// The ids of the threads of `pid` now.
 pub fn thread_ids(pid: i32) -> Vec<i32> {
     threads(pid).iter().map(|t| t.tid).collect()
