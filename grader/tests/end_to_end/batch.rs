@@ -1,7 +1,7 @@
 //! `cargo grade batch` end to end, on two labs: a class of submissions built from the solutions
 //! and the skeletons (a full one, a skeleton, a half-done mix, one that does not compile, an
 //! empty one, a malformed archive and, as root, a hostile one graded alongside the full one);
-//! the CSV files agree with grading each submission alone, the hostile submission removes
+//! the CSV files agree with grading the same sources alone, the hostile submission removes
 //! nothing outside its own namespaces, and the page renders in a headless Chromium with charts
 //! whose numbers are those of `checks.csv`.
 
@@ -115,8 +115,8 @@ fn write_tar_gz(path: &Path, files: &[(String, Vec<u8>)]) {
     tar.into_inner().unwrap().finish().unwrap();
 }
 
-/// The submissions, in SUBMISSIONS; returns those that are graded alone for comparison.
-fn make_submissions(dir: &Path, hostile: bool) -> Vec<PathBuf> {
+/// The submissions, in SUBMISSIONS.
+fn make_submissions(dir: &Path, hostile: bool) {
     let solution: Vec<_> = LAB_DIRS
         .iter()
         .flat_map(|l| sources("solutions", l))
@@ -159,9 +159,16 @@ fn make_submissions(dir: &Path, hostile: bool) -> Vec<PathBuf> {
         }
         write_dir(&dir.join("a-hostile"), &files);
     }
-    ["a-solution", "skeleton.zip", "half.tar.gz", "broken"]
-        .iter()
-        .map(|name| dir.join(name))
+}
+
+/// A grading's (lab, check) to (status, score).
+type Rows = BTreeMap<(String, String), (String, u64)>;
+
+/// The rows of `lab` alone.
+fn of_lab(rows: &Rows, lab: &str) -> Rows {
+    rows.iter()
+        .filter(|((of, _), _)| of == lab)
+        .map(|(key, value)| (key.clone(), value.clone()))
         .collect()
 }
 
@@ -230,9 +237,9 @@ fn read_csv(path: &Path) -> Vec<BTreeMap<String, String>> {
         .collect()
 }
 
-/// Grades `submission` alone, as `cargo grade` would in a workspace of its own: (lab, check) to
-/// (status, score).
-fn grade_alone(workspace: &Path, submission: &Path) -> BTreeMap<(String, String), (String, u64)> {
+/// Grades the labs `labs` of `submission` alone, as `cargo grade` would in a workspace of its
+/// own.
+fn grade_alone(workspace: &Path, submission: &Path, labs: &[&str]) -> Rows {
     let import = grader()
         .env("IPC_LABS_WORKSPACE", workspace)
         .args(["import"])
@@ -245,7 +252,7 @@ fn grade_alone(workspace: &Path, submission: &Path) -> BTreeMap<(String, String)
     let output = grader()
         .env("IPC_LABS_WORKSPACE", workspace)
         .args(["--format", "json", "--seed", SEED])
-        .args(LABS)
+        .args(labs)
         .output()
         .unwrap();
     let report: serde_json::Value = serde_json::from_slice(&output.stdout)
@@ -341,7 +348,7 @@ fn a_class_is_graded_isolated_and_reported() {
              would remove this user's IPC objects) and isolation is not tested"
         );
     }
-    let alone = make_submissions(&subs, root);
+    make_submissions(&subs, root);
     let bystanders = Bystanders::create();
     let out = scratch.path().join("out");
     let output = grader()
@@ -404,20 +411,29 @@ fn a_class_is_graded_isolated_and_reported() {
     }
     drop(bystanders);
 
-    // checks.csv against each submission graded alone, in a pristine workspace of the test's.
+    // checks.csv against grading alone, in a pristine workspace of the test's: each lab's sources
+    // graded once (half holds a-solution's pipe-echo and the skeleton's posix-shm, broken
+    // a-solution's pipe-echo).
     let checks = read_csv(&out.join("checks.csv"));
     let lone = scratch.path().join("alone");
     ipc_grader::deliver::batch::pristine_copy(&workspace(), &lone).unwrap();
-    for submission in &alone {
-        let id = submission
-            .file_name()
-            .unwrap()
-            .to_str()
-            .unwrap()
-            .trim_end_matches(".zip")
-            .trim_end_matches(".tar.gz");
-        let expected = grade_alone(&lone, submission);
-        let batch: BTreeMap<(String, String), (String, u64)> = checks
+    let solution = grade_alone(&lone, &subs.join("a-solution"), &LABS);
+    let skeleton = grade_alone(&lone, &subs.join("skeleton.zip"), &LABS);
+    let broken: Rows = of_lab(&solution, LABS[0])
+        .into_iter()
+        .chain(grade_alone(&lone, &subs.join("broken"), &LABS[1..]))
+        .collect();
+    let half: Rows = of_lab(&solution, LABS[0])
+        .into_iter()
+        .chain(of_lab(&skeleton, LABS[1]))
+        .collect();
+    for (id, expected) in [
+        ("a-solution", solution),
+        ("skeleton", skeleton),
+        ("half", half),
+        ("broken", broken),
+    ] {
+        let batch: Rows = checks
             .iter()
             .filter(|c| c["submission"] == id)
             .map(|c| {

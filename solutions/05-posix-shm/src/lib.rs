@@ -203,7 +203,8 @@ impl SharedTable {
 
     /// Opens the existing object `name` (`ENOENT` is [`TableError::NotFound`]; never create it)
     /// and maps all of it shared, for reading and writing (`MAP_SHARED` and nothing more: a
-    /// locked mapping pins the table, and past `RLIMIT_MEMLOCK` cannot be made). Check the name
+    /// locked mapping pins the table, and past `RLIMIT_MEMLOCK` cannot be made; a populated one
+    /// faults every page in at once, where pages should come in as reads and writes touch them). Check the name
     /// first ([`check_name`]), as [`SharedTable::create`] does. Its size comes from `fstat()`; 0
     /// bytes is [`TableError::Empty`] at once (`mmap()` cannot map nothing; do not wait for a size).
     /// Once mapped, close the descriptor; if a step after `shm_open()` fails, close it too.

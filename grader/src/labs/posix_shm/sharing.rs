@@ -13,7 +13,8 @@ use crate::engine::{Fail, Run, force, inspect};
 use super::driver::{CREATOR, Table, await_answer, pair, said};
 use super::explain::{Writer, expect_read};
 use super::probes::{
-    Mapping, dev_shm, mappings, name_still_there, object_bytes, object_fds, table_mapping, vm_flags,
+    Mapping, dev_shm, mappings, name_still_there, object_bytes, object_fds, resident_bytes,
+    table_mapping, vm_flags,
 };
 
 pub fn mapped_by_each(run: &mut Run) -> Result<String, Fail> {
@@ -92,6 +93,21 @@ pub fn mapped_by_each(run: &mut Run) -> Result<String, Fail> {
                  RLIMIT_MEMLOCK cannot be mapped at all by an unprivileged user (mmap() fails \
                  with EAGAIN); map it with mmap(NULL, size, PROT_READ | PROT_WRITE, \
                  MAP_SHARED, fd, 0), no other flag, and lock nothing",
+                table.who
+            )));
+        }
+        // Nothing has read or written the table yet: a page already resident was faulted in
+        // at map time.
+        let size = mapping.end - mapping.start;
+        if resident_bytes(pid, &name).is_some_and(|resident| resident >= size) {
+            return Err(Fail::failed(format!(
+                "{} (pid {pid}) has every page of the table resident ({size} bytes in Rss of \
+                 its mapping in /proc/{pid}/smaps) once mapped, before any read() or write() \
+                 was asked: it faulted the whole table in at map time (MAP_POPULATE, or a pass \
+                 over every page); a huge table would commit all its memory at once, and an \
+                 opener of a large sparse object would fill it; map it with mmap(NULL, size, \
+                 PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0), no other flag: pages come in as \
+                 read() and write() touch them",
                 table.who
             )));
         }
