@@ -8,8 +8,9 @@
 //! `target/grade/mutants/`, applies the replacements, builds it, grades the one check, and wants
 //! the expected status and words in the message. Each lab has two such workspaces, reused from
 //! mutant to mutant, so at most two of a lab's mutants run at a time; the labs are taken in turn
-//! so that the threads rarely wait for the same lab. Grading is mostly waiting (for programs, for timeouts), so the
-//! harness runs four at a time unless `--test-threads` says otherwise. Pass a filter to run a
+//! so that the threads rarely wait for the same lab, and a lab's mutants in the order of the
+//! place they change, so that a build recompiles little. Grading is mostly waiting (for programs,
+//! for timeouts), so the harness runs four at a time unless `--test-threads` says otherwise. Pass a filter to run a
 //! subset: `cargo test -p ipc-grader --test mutants -- pipe-echo`.
 
 use std::collections::BTreeMap;
@@ -310,7 +311,7 @@ fn trials() -> Vec<Trial> {
     });
     let mut slots: BTreeMap<String, Arc<Slots>> = BTreeMap::new();
     let mut trials = Vec::new();
-    for mutant in in_turn_by_lab(mutants()) {
+    for mutant in in_turn_by_lab(by_place(&workspace, mutants())) {
         let name = format!("{}::{}", mutant.lab, mutant.name);
         if mutant.as_nobody && !root {
             eprintln!("{name}: ignored: it runs as nobody, which needs the test to run as root");
@@ -386,6 +387,34 @@ impl Drop for Slot<'_> {
         free.sort_unstable_by(|a, b| b.cmp(a));
         self.slots.returned.notify_one();
     }
+}
+
+/// The mutants of each lab in the order of the place they change in the solution (its file,
+/// then where its last edit is): a slot's next build then mostly recompiles the function its
+/// previous one changed, not two functions apart.
+fn by_place(workspace: &Path, mut mutants: Vec<Mutant>) -> Vec<Mutant> {
+    let mut texts: BTreeMap<(String, String), String> = BTreeMap::new();
+    let mut place = |mutant: &Mutant| {
+        let text = texts
+            .entry((mutant.lab.clone(), mutant.file.clone()))
+            .or_insert_with(|| {
+                compile::crate_dir(workspace, Variant::Solutions, &mutant.lab)
+                    .and_then(|dir| std::fs::read_to_string(dir.join(&mutant.file)).ok())
+                    .unwrap_or_default()
+            });
+        // The last edit: a first one is often an import at the top.
+        let places = mutant
+            .edits
+            .iter()
+            .filter_map(|(find, _)| text.find(find.as_str()));
+        places.max().unwrap_or(usize::MAX)
+    };
+    let mut keyed: Vec<((String, String, usize), Mutant)> = mutants
+        .drain(..)
+        .map(|m| ((m.lab.clone(), m.file.clone(), place(&m)), m))
+        .collect();
+    keyed.sort_by(|a, b| a.0.cmp(&b.0));
+    keyed.into_iter().map(|(_, m)| m).collect()
 }
 
 /// The mutants reordered so that consecutive ones belong to different labs: the first of each

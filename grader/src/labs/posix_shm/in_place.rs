@@ -84,9 +84,18 @@ pub fn bytes_in_the_object(run: &mut Run) -> Result<String, Fail> {
                         "it holds only {part}: write() must copy all of them, to the mapping's \
                          address plus the offset"
                     ),
-                    (None, None) => "write into the mapping of the object itself, not into a \
-                                     copy or a file of your own"
-                        .into(),
+                    (None, None) => match arrived_later(&object, at, &data) {
+                        Some(after) => format!(
+                            "they arrived only {after} ms later, its copy unfinished at its \
+                             `done`: the bytes reach the table after write() has returned \
+                             (copied by another thread or process of the program), so a \
+                             process that reads right after the `done` finds the old ones; \
+                             write() copies the bytes into the mapping itself, before it returns"
+                        ),
+                        None => "write into the mapping of the object itself, not into a copy \
+                                 or a file of your own"
+                            .into(),
+                    },
                 }
             }
         };
@@ -748,4 +757,18 @@ fn stored_by_other_thread(
              mapping itself, with a plain memory copy and no system call"
         ),
     }))
+}
+
+/// When `data` appears at `at` of `object` within a second, after it was not there: how many
+/// milliseconds it took (a copy finished after the answer).
+fn arrived_later(object: &std::fs::File, at: usize, data: &[u8]) -> Option<u128> {
+    let started = Instant::now();
+    let mut seen = vec![0u8; data.len()];
+    while started.elapsed() < Duration::from_secs(1) {
+        std::thread::sleep(Duration::from_millis(10));
+        if object.read_exact_at(&mut seen, at as u64).is_ok() && seen == data {
+            return Some(started.elapsed().as_millis());
+        }
+    }
+    None
 }
