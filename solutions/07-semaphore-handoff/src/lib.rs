@@ -245,8 +245,10 @@ pub fn post(signal: &Signal, message: &str) -> Result<(), HandoffError> {
 /// `WAIT_SLICE`, computed anew for each slice. `EINTR` (a signal handler ran): wait again.
 /// `ETIMEDOUT`: if `peer` is [`Peer::gone`], [`HandoffError::PeerGone`], else wait again. A
 /// signal already there is taken, even from a peer that is gone since: `PeerGone` only after a
-/// slice has timed out. Other errors are [`HandoffError::Wait`]. Signals stay unblocked
-/// meanwhile: a handler runs when its signal comes, and the wait it interrupts returns `EINTR`.
+/// slice has timed out. Other errors are [`HandoffError::Wait`]: `EINVAL` too (a deadline or
+/// semaphore the call refuses is refused again). Signals stay unblocked meanwhile, each with the
+/// action the program set (its handler, its default, ignored): a handler runs when its signal
+/// comes, and the wait it interrupts returns `EINTR`, whenever it comes.
 pub fn wait(signal: &Signal, peer: &Peer) -> Result<(), HandoffError> {
     // SOLUTION todo(signal, peer): loop: timed wait with deadline now + WAIT_SLICE; EINTR again; ETIMEDOUT: PeerGone if peer.gone(), else again
     loop {

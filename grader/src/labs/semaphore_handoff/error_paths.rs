@@ -44,6 +44,7 @@ pub fn error_paths(run: &mut Run) -> Result<String, Fail> {
         notes.push(create_fails_eacces_while_taken(run, mechanism, failing)?);
     }
     notes.push(super::failed_calls::wait_errors(run)?);
+    notes.push(super::refused_deadline::refused_deadline(run)?);
     notes.push(super::failed_calls::post_error(run)?);
     notes.push(super::failed_calls::consumer_post_error(run)?);
     Ok(format!(

@@ -45,11 +45,13 @@ mod create_cleanup;
 mod create_errors;
 mod creating_calls;
 mod default_action;
+mod dispositions;
 mod error_paths;
 mod failed_calls;
 mod forced_waits;
 mod gone_after_post;
 mod handover;
+mod late_eintr;
 mod name_limits;
 mod names;
 mod order;
@@ -57,6 +59,8 @@ mod peer_gone;
 mod planted;
 mod probe;
 mod queue_looks;
+mod ready_looks;
+mod refused_deadline;
 mod rounds;
 mod signals;
 mod slot;
@@ -145,7 +149,7 @@ pub static LAB: Lab = Lab {
         Check {
             name: "waits-block",
             points: 3,
-            timeout: Duration::from_secs(15),
+            timeout: Duration::from_secs(20),
             description: "a side waiting for the other (held by the grader) blocks on the named \
                           semaphore or the queue, in timed slices of WAIT_SLICE with deadlines \
                           ahead on CLOCK_REALTIME, without trying the semaphore again and again, \

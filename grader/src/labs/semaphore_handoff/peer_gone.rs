@@ -173,7 +173,7 @@ fn post_last(consumer: i32, seed: u64, last: u64) -> Result<String, Fail> {
 
 /// Stops `producer` (SIGSTOP) inside its timed wait, early enough in a slice that the wait is
 /// interrupted, not timed out: true once it is stopped before the deadline of that wait.
-fn stop_inside_wait(producer: i32) -> Result<bool, Fail> {
+pub(super) fn stop_inside_wait(producer: i32) -> Result<bool, Fail> {
     let realtime = || {
         clock_gettime(ClockId::CLOCK_REALTIME)
             .map(Duration::from)
@@ -452,6 +452,8 @@ pub fn peer_exits_early(run: &mut Run) -> Result<String, Fail> {
         last_signal(run, "queues")?,
         eintr_after_last_ok(run, "semaphores")?,
         eintr_after_last_ok(run, "queues")?,
+        super::late_eintr::late_eintr_after_last_ok(run, "semaphores")?,
+        super::late_eintr::late_eintr_after_last_ok(run, "queues")?,
         gone_at_first_timeout(run, "semaphores")?,
         gone_at_first_timeout(run, "queues")?,
         gone_at_early_timeout(run)?,

@@ -630,6 +630,10 @@ pub fn signals_during_waits(run: &mut Run) -> Result<String, Fail> {
             seen.join(", ")
         ));
     }
+    for mechanism in ["semaphores", "queues"] {
+        let actions = super::dispositions::wait_keeps_signal_actions(run, mechanism)?;
+        notes.push(actions);
+    }
     // Last: what it establishes (the signal held back) the steps above name more precisely.
     for mechanism in ["semaphores", "queues"] {
         notes.push(default_action::mid_wait(run, mechanism)?);
@@ -712,7 +716,7 @@ const BETWEEN_AT_CLOCK: &str =
     "as its clock read (CLOCK_REALTIME) for the next slice's deadline returned";
 
 /// The signals of `mask` (bit N-1 for signal N), by name, the first six.
-fn signal_names(mask: u64) -> String {
+pub(super) fn signal_names(mask: u64) -> String {
     let names: Vec<String> = (1..=64)
         .filter(|n| mask & (1u64 << (n - 1)) != 0)
         .map(|n| match Signal::try_from(n) {

@@ -513,6 +513,7 @@ pub fn waits_block(run: &mut Run) -> Result<String, Fail> {
     notes.push(put_waits_for_last_ok(run)?);
     notes.push(first_deadline_fresh(run)?);
     notes.push(watchpoints::spins_before_blocking(run)?);
+    notes.push(super::ready_looks::consumer_spins_before_blocking(run)?);
     notes.push(super::queue_looks::queue_waits_do_not_look(run)?);
     notes.push(watchpoints::consumer_polls_slot(run)?);
     notes.push(super::clock::deadline_edges(run)?);

@@ -15,17 +15,17 @@ use crate::engine::{Fail, Run};
 
 /// The data word of a named semaphore (glibc, 64-bit: the value and the count of waiters), at
 /// the start of its mapping: every load and store of it by the program.
-const SEMAPHORE_WORD: &[Field] = &[Field {
+pub(super) const SEMAPHORE_WORD: &[Field] = &[Field {
     offset: 0,
     len: 8,
     loads: true,
 }];
 /// The record before which the consumer is held: the second, so that the producer's looks at
 /// the ok semaphore are those of two waits, the second of which no ok ends.
-const SPIN_HELD_AT: u64 = 1;
+pub(super) const SPIN_HELD_AT: u64 = 1;
 /// How long the grader counts the producer's looks at the ok semaphore once the consumer is
 /// held: three slices.
-const SPIN_WATCH: Duration = Duration::from_millis(300);
+pub(super) const SPIN_WATCH: Duration = Duration::from_millis(300);
 /// Looks at the ok semaphore a blocking producer makes, counted from its `go`: a timed wait
 /// loads and updates the word a few times a round and a slice (a try, the count of waiters up
 /// and down); a loop of sem_trywait() before the timed wait looks hundreds or thousands of times
@@ -38,7 +38,7 @@ const LOOKS_PER_SLICE: u64 = 10;
 /// timed wait looks next when its slice times out, a slice after the clock read made before its
 /// first look; the looks before it, however slowly a loaded machine lets them come, are those
 /// of the waits up to their block.
-const FIRST_BLOCK: Duration = Duration::from_millis(80);
+pub(super) const FIRST_BLOCK: Duration = Duration::from_millis(80);
 /// Looks a wait makes before it blocks: the C library's sem_timedwait() tries the word once,
 /// counts itself a waiter and looks again before its futex wait, and takes the post and counts
 /// itself out when woken; a few sem_trywait() tries before the timed wait, however brief, are
@@ -46,10 +46,10 @@ const FIRST_BLOCK: Duration = Duration::from_millis(80);
 const LOOKS_BEFORE_BLOCKING: u64 = 8;
 /// Looks allowed before the first block: the waits of the rounds before the hold, and the held
 /// one up to its block.
-const FIRST_BLOCK_LOOKS: u64 = LOOKS_BEFORE_BLOCKING * (SPIN_HELD_AT + 1);
+pub(super) const FIRST_BLOCK_LOOKS: u64 = LOOKS_BEFORE_BLOCKING * (SPIN_HELD_AT + 1);
 
 /// How many looks at the ok semaphore are allowed since the rounds started at `started`.
-fn most_looks(started: Instant) -> u64 {
+pub(super) fn most_looks(started: Instant) -> u64 {
     let slices = (started.elapsed().as_millis() / WAIT_SLICE.as_millis()) as u64;
     MOST_LOOKS + LOOKS_BEFORE_BLOCKING * SPIN_HELD_AT + LOOKS_PER_SLICE * slices
 }
@@ -324,7 +324,7 @@ pub fn consumer_polls_slot(run: &mut Run) -> Result<String, Fail> {
 
 /// Whether `message`, said while a side is watched, is `role` pausing for the grader; a failure
 /// or any other message but `done` ends the watch.
-fn paused_for_the_grader(
+pub(super) fn paused_for_the_grader(
     handover: &Handover,
     message: &ipc_labs_driver::Message,
     role: &str,
@@ -341,7 +341,7 @@ fn paused_for_the_grader(
 
 /// Lets a run whose `role` the grader held before record `at` (`paused`: it said so) go on,
 /// and reads it to its end.
-fn release_to_the_end(
+pub(super) fn release_to_the_end(
     handover: &mut Handover,
     paused: bool,
     role: &str,
