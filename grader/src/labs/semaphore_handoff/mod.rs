@@ -38,6 +38,8 @@
 //! Sizes from measurements on a 2-CPU machine: a correct round trip takes 2-100 us (up to ~90 us
 //! when the sides sit on different CPUs), so 10,000 free rounds take at most a few seconds.
 
+mod affinity_kept;
+mod after_unlink;
 mod clock;
 mod clock_reads;
 mod closing;
@@ -52,15 +54,18 @@ mod gone_after_post;
 mod handover;
 mod name_limits;
 mod names;
+mod open_errnos;
 mod order;
 mod peer_gone;
 mod planted;
 mod probe;
 mod queue_looks;
+mod resent_post;
 mod rounds;
 mod signals;
 mod slot;
 mod unlink_errors;
+mod unposted_record;
 mod waits;
 mod watchpoints;
 
