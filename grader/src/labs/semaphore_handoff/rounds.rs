@@ -11,7 +11,7 @@ use super::handover::{expected_digest, whole_record};
 use super::probe;
 use super::slot::find_slot;
 use crate::engine::tracer::{Action, Call, Tracer};
-use crate::engine::{Fail, Run};
+use crate::engine::{Fail, Run, force};
 
 use super::handover::Handover;
 use super::{CONSUMER, PARENT, PRODUCER};
@@ -137,8 +137,16 @@ fn ok_after_copy(run: &mut Run) -> Result<String, Fail> {
             return Ok(());
         };
         if tracer.held_before(Instant::now() + Duration::from_secs(3))? {
-            probe::poke(producer, slot, &whole_record(other, seq))?;
-            held = true;
+            // sem_post() raises the value before its wake: a producer not yet asleep takes the
+            // ok without it and may be writing the next record already. Stopped, it is judged
+            // only while the slot still holds record `seq`.
+            force::hold(producer)?;
+            let want = whole_record(seed, seq);
+            if probe::peek(producer, slot, want.len()).is_some_and(|now| now == want) {
+                probe::poke(producer, slot, &whole_record(other, seq))?;
+                held = true;
+            }
+            force::resume(producer)?;
         }
         tracer.release();
         Ok(())
