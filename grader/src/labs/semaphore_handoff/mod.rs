@@ -34,6 +34,10 @@
 //! `creating_calls.rs` (the calls that create the objects), `closing.rs` (`close()`), `planted.rs`
 //! (the objects the grader plants), and `create_errors.rs`, `name_limits.rs` and `unlink_errors.rs`
 //! (the error paths).
+//! And `affinity_kept.rs` (the affinity after the rounds), `after_unlink.rs` (what `unlink()`
+//! leaves, and the parent's exit), `open_errnos.rs` (opens failing with errnos named nowhere),
+//! `resent_post.rs` (signals during a send made again) and `unposted_record.rs` (a record in
+//! the slot with no ready posted).
 //!
 //! Sizes from measurements on a 2-CPU machine: a correct round trip takes 2-100 us (up to ~90 us
 //! when the sides sit on different CPUs), so 10,000 free rounds take at most a few seconds.
