@@ -226,7 +226,8 @@ pub struct Handoff {
 
 /// Sends one signal: `sem_post()`, or `mq_send()` of a short message (`"ready"` or `"ok"`,
 /// priority 0). Errors are [`HandoffError::Post`]. Signals stay unblocked meanwhile: a handler
-/// runs when its signal comes (an `mq_send()` it interrupts returns `EINTR`, having sent nothing).
+/// runs when its signal comes (an `mq_send()` it interrupts returns `EINTR`, having sent nothing),
+/// and so during a send made again after one.
 pub fn post(signal: &Signal, message: &str) -> Result<(), HandoffError> {
     // SOLUTION todo(signal, message): sem_post, or mq_send of the message
     match signal {
@@ -361,10 +362,13 @@ impl Handoff {
     /// `fork()` shares) and the two signals named `ready_name` and `ok_name`: with
     /// [`Mechanism::Semaphores`], `sem_open(O_CREAT | O_EXCL, 0600, 0)`; with
     /// [`Mechanism::Queues`], `mq_open(O_CREAT | O_EXCL | O_RDWR, 0600)` with room for one
-    /// message of [`SIGNAL_SIZE`] bytes. `EEXIST` is [`HandoffError::Exists`]. If a step fails,
+    /// message of [`SIGNAL_SIZE`] bytes. `EEXIST` is [`HandoffError::Exists`], any other errno
+    /// [`HandoffError::Open`], whichever it is. If a step fails,
     /// remove what was already created (unlink and close it, unmap the slot), and only that: a
     /// name that existed before is not this handoff's. The processes' CPU affinity is left as
-    /// it is: where the sides run is `main.rs`'s to say (`--cpu`).
+    /// it is, by this call and every other of the handoff, of this process and of the peer:
+    /// where the sides run is `main.rs`'s to say (`--cpu`). The queues stay blocking: no call
+    /// sets `O_NONBLOCK` on a queue both sides hold (`mq_setattr()`, `fcntl()`).
     pub fn create(
         mechanism: Mechanism,
         ready_name: &str,
@@ -413,7 +417,10 @@ impl Handoff {
     }
 
     /// Removes both names (`sem_unlink()` or `mq_unlink()`); the processes that have the
-    /// objects open go on using them. Try both, return the first error.
+    /// objects open go on using them. Try both, return the first error. Only the names: the
+    /// handoff stays whole (slot mapped, both signals open) until [`Handoff::close`]. The names
+    /// are removed here, once, and nowhere else, not even at exit: once unlinked they belong to
+    /// nobody, and another program may make objects under them.
     pub fn unlink(&self) -> Result<(), HandoffError> {
         // SOLUTION todo: sem_unlink or mq_unlink both names; first error wins
         let ready = unlink_signal(&self.ready, &self.names[0]);
@@ -435,7 +442,8 @@ impl Handoff {
     }
 
     /// The consumer's half of a round: [`wait`] for *ready* from `producer`, copy the slot
-    /// into `record`, then [`post`] *ok*.
+    /// into `record`, then [`post`] *ok*. Only a record whose ready was posted is taken: when
+    /// the wait gives up ([`HandoffError::PeerGone`]), so does `take()`, whatever the slot holds.
     pub fn take(&self, record: &mut Record, producer: &Peer) -> Result<(), HandoffError> {
         // SOLUTION todo(record, producer): wait(ready); copy the slot into record; post(ok)
         wait(&self.ready, producer)?;

@@ -144,6 +144,10 @@ pub(super) fn close_goes_on(
             "munmap",
         )
     };
+    launch.proc.send("go", &[])?;
+    let mut handover = launch.ready()?;
+    // Traced from ready, once unlink() has returned: the munmap() made to fail is one that
+    // close() makes, not one made before it.
     let tracer = match target {
         Some(addr) => {
             let call = Call::arg_is(libc::SYS_munmap, 0, addr);
@@ -151,8 +155,6 @@ pub(super) fn close_goes_on(
         }
         None => None,
     };
-    launch.proc.send("go", &[])?;
-    let mut handover = launch.ready()?;
     let Some(mut tracer) = tracer else {
         handover.finish(|_, _| Ok(()))?;
         return Ok(format!("{mechanism}: no step of close() made to fail"));

@@ -11,6 +11,7 @@ use super::create_errors::{
     Refused, create_fails, create_fails_eacces_while_taken, create_map_fails, create_races,
 };
 use super::name_limits::names_at_the_edge;
+use super::open_errnos::create_fails_unlisted_errno;
 use super::unlink_errors::{unlink_both_fail, unlink_fails, unlink_fails_with_eacces};
 use crate::engine::{Fail, Run};
 
@@ -42,6 +43,14 @@ pub fn error_paths(run: &mut Run) -> Result<String, Fail> {
         ("queues", 0),
     ] {
         notes.push(create_fails_eacces_while_taken(run, mechanism, failing)?);
+    }
+    for (mechanism, failing, errno) in [
+        ("semaphores", 0, (libc::ENOSPC, "ENOSPC")),
+        ("semaphores", 1, (libc::EMFILE, "EMFILE")),
+        ("queues", 0, (libc::EMFILE, "EMFILE")),
+        ("queues", 1, (libc::ENOSPC, "ENOSPC")),
+    ] {
+        notes.push(create_fails_unlisted_errno(run, mechanism, failing, errno)?);
     }
     notes.push(super::failed_calls::wait_errors(run)?);
     notes.push(super::refused_deadline::refused_deadline(run)?);

@@ -29,10 +29,9 @@ const EVERY_DEADLINE: Duration = Duration::from_millis(1150);
 /// WAIT_SLICE: read just before the call, it is ahead, and even a program preempted between its
 /// clock read and its call, and a grader slow to look, stay well under it.
 const BEHIND_LIMIT: Duration = Duration::from_millis(400);
-/// Slices the grader makes time out at once, the other side alive: past five minutes of slices
-/// (a cap of 3000, as well as the round caps below it), in under a second of the grader's time
-/// (each is four stops of the waiting side: its timed wait and its `Peer::gone()`).
-const TIMEOUTS: u32 = 3100;
+/// Slices the grader makes time out at once, the other side alive: a hundred times a plausible
+/// patience (50 s of slices), in well under a second of the grader's time.
+const TIMEOUTS: u32 = 500;
 /// Slices the grader makes time out at once after those, the other side stopped by `SIGSTOP`:
 /// ten seconds of slices, five times a plausible patience with a stopped peer.
 const STOPPED_TIMEOUTS: u32 = 100;

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use super::handover::{Launch, report_failure};
 use super::planted::{PLANTED_VALUE, Planted};
 use super::{RECORD_SIZE, SIGNAL_SIZE};
-use super::{closing, creating_calls, probe};
+use super::{after_unlink, closing, creating_calls, probe};
 use crate::engine::audit::{message_queue_exists, message_queue_mode};
 use crate::engine::tracer::{Breakpoint, Call, Tracer};
 use crate::engine::{Fail, Proc, Run};
@@ -238,6 +238,7 @@ pub fn names_unlinked(run: &mut Run) -> Result<String, Fail> {
         // Held before record 50, so that the grader's objects below are there before close().
         let extra = ["--pause-producer-at", "50"];
         let mut handover = Launch::new(run, mechanism, names, 100, &extra)?.ready()?;
+        after_unlink::whole_after_unlink(handover.proc.pid.as_raw(), &handover.names, mechanism)?;
         for name in &handover.names {
             let exists = match mechanism {
                 "semaphores" => std::path::Path::new(&probe::semaphore_file(name)).exists(),
@@ -339,7 +340,6 @@ pub fn names_unlinked(run: &mut Run) -> Result<String, Fail> {
                 changed.join(", ")
             )));
         }
-        drop(planted);
         let held = held_by(handover.proc.pid.as_raw(), &handover.names);
         if !held.is_empty() {
             return Err(Fail::failed(format!(
@@ -349,6 +349,8 @@ pub fn names_unlinked(run: &mut Run) -> Result<String, Fail> {
             )));
         }
         handover.exit()?;
+        after_unlink::left_alone_after_exit(&handover.names, &planted, mechanism)?;
+        drop(planted);
         handover.verify(&reports, &format!("100 rounds with {mechanism}"))?;
     }
     let steps = [

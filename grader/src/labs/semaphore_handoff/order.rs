@@ -164,7 +164,7 @@ fn comes_to(pid: i32, is: impl Fn(Seen) -> bool) -> bool {
 }
 
 /// Whether `pid` comes to block in a call `is` within `within`.
-fn comes_to_within(pid: i32, is: impl Fn(Seen) -> bool, within: Duration) -> bool {
+pub(super) fn comes_to_within(pid: i32, is: impl Fn(Seen) -> bool, within: Duration) -> bool {
     let until = Instant::now() + within;
     while Instant::now() < until {
         if probe::state(pid) == Some('S') && probe::sample(pid).is_some_and(&is) {
@@ -176,7 +176,7 @@ fn comes_to_within(pid: i32, is: impl Fn(Seen) -> bool, within: Duration) -> boo
 }
 
 /// A post into a full queue.
-fn sending(seen: Seen) -> bool {
+pub(super) fn sending(seen: Seen) -> bool {
     seen.is_call(libc::SYS_mq_timedsend)
 }
 
@@ -506,7 +506,7 @@ fn interrupt_post(
              mq_send() it interrupts returns EINTR (report it or send again)"
         )));
     }
-    Ok("post(ready) interrupted in mq_send(): still posting".into())
+    super::resent_post::later_signals_handled(handover, producer, ready)
 }
 
 pub fn posts_in_order(run: &mut Run) -> Result<String, Fail> {
@@ -517,18 +517,33 @@ pub fn posts_in_order(run: &mut Run) -> Result<String, Fail> {
     Ok(format!("{write}; {copy}; {interrupted}; {blocking}"))
 }
 
+/// Every call that makes a descriptor `O_NONBLOCK`: `mq_setattr()` (the `mq_getsetattr` call),
+/// `fcntl(F_SETFL)` (a queue descriptor is a file descriptor) and `ioctl(FIONBIO)`. All three set
+/// the flag on the open description, not on the descriptor alone.
+const SETTING_NONBLOCK: Call = Call::any_of(&[
+    Call::pointed_flag_set(libc::SYS_mq_getsetattr, 1, libc::O_NONBLOCK as u64),
+    Call::all_of(&[
+        Call::arg_is(libc::SYS_fcntl, 1, libc::F_SETFL as u64),
+        Call::flag_set(libc::SYS_fcntl, 2, libc::O_NONBLOCK as u64),
+    ]),
+    Call::all_of(&[
+        Call::arg_is(libc::SYS_ioctl, 1, libc::FIONBIO),
+        Call::pointed_flag_set(libc::SYS_ioctl, 2, 1),
+    ]),
+]);
+
 /// Rounds of the run in which each side is traced for an `O_NONBLOCK` set on a queue.
 const BLOCKING_ROUNDS: u64 = 20;
 
-/// With queues, each side is traced from `ready` and held as an `mq_getsetattr()` that sets
-/// `O_NONBLOCK` (`mq_setattr()`, nix's `mq_set_nonblock()`) returns: the queues were opened
+/// With queues, each side is traced from `ready` and held as a call that sets `O_NONBLOCK`
+/// ([`SETTING_NONBLOCK`]: `mq_setattr()`, nix's `mq_set_nonblock()`, `fcntl()`) returns: the queues were opened
 /// before `fork()`, so both sides hold the same open descriptions, and the flag set by one is
 /// then on the other's descriptor too, where it makes a post to a full queue fail with
 /// `EAGAIN` instead of blocking. Judged on the other side's `/proc/PID/fdinfo` while held.
 fn queues_stay_blocking(run: &mut Run) -> Result<String, Fail> {
     let mut handover = Handover::start(run, "queues", BLOCKING_ROUNDS, &[])?;
     let (producer, consumer) = (handover.producer, handover.consumer);
-    let setting = Call::pointed_flag_set(libc::SYS_mq_getsetattr, 1, libc::O_NONBLOCK as u64);
+    let setting = SETTING_NONBLOCK;
     let mut watchers = Vec::new();
     for (role, pid, other_role, other) in [
         (PRODUCER, producer, CONSUMER, consumer),
@@ -587,7 +602,12 @@ fn held_nonblocking(
 /// `pid` is held as its `mq_getsetattr()` that set `O_NONBLOCK` returns: what that did to
 /// `other`'s descriptor of the same queue, if it is non-blocking now too.
 fn shared_nonblock(pid: i32, role: &str, other: i32, other_role: &str) -> Option<String> {
-    let (_, args) = inspect::call_of(pid, pid)?;
+    let (number, args) = inspect::call_of(pid, pid)?;
+    let call = match number {
+        libc::SYS_fcntl => "fcntl(F_SETFL)",
+        libc::SYS_ioctl => "ioctl(FIONBIO)",
+        _ => "mq_setattr() (the mq_getsetattr call)",
+    };
     let fd = i32::try_from(args[0]).ok()?;
     let target = probe::descriptor(pid, fd);
     let queue = target.trim_end_matches(" (deleted)");
@@ -599,9 +619,8 @@ fn shared_nonblock(pid: i32, role: &str, other: i32, other_role: &str) -> Option
             (flags & nonblock != 0).then_some((other_fd, flags))
         })?;
     Some(format!(
-        "the grader stopped {role} as its mq_setattr() (the mq_getsetattr call) setting \
-         O_NONBLOCK on {queue} (fd {fd}) returned: {other_role}'s own descriptor of {queue} \
-         (fd {other_fd}) was then non-blocking too (flags 0{flags:o} in \
+        "the grader stopped {role} as its {call} setting O_NONBLOCK on {queue} (fd {fd}) \
+         returned: {other_role}'s own descriptor of {queue} (fd {other_fd}) was then non-blocking too (flags 0{flags:o} in \
          /proc/{other}/fdinfo/{other_fd}). O_NONBLOCK is a flag of the open queue description, \
          which both processes share since fork(): while it is set, a post to {queue} when it is \
          full fails at once with EAGAIN instead of blocking in mq_send(), and a side stopped or \

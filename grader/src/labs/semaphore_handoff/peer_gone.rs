@@ -459,6 +459,7 @@ pub fn peer_exits_early(run: &mut Run) -> Result<String, Fail> {
         gone_at_early_timeout(run)?,
         not_gone_at_eintr(run)?,
         gone_before_wait(run, "semaphores")?,
+        super::unposted_record::unposted_record_not_taken(run, "semaphores")?,
     ];
     let after_post = super::gone_after_post::gone_after_post(run)?;
     Ok(notes

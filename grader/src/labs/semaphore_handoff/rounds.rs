@@ -6,23 +6,41 @@ use std::time::{Duration, Instant};
 
 use rand::RngExt;
 
+use super::affinity_kept::cpus_kept_through_rounds;
 use super::handover::{expected_digest, whole_record};
 use super::probe;
 use super::slot::find_slot;
 use crate::engine::tracer::{Action, Call, Tracer};
-use crate::engine::{Fail, Run};
+use crate::engine::{Fail, Run, force};
 
 use super::handover::Handover;
 use super::{CONSUMER, PARENT, PRODUCER};
 
 /// A plain run of `rounds` records; returns the mean round trip in microseconds.
 fn rounds(run: &mut Run, mechanism: &'static str, rounds: u64, pinned: bool) -> Result<f64, Fail> {
-    let extra: &[&str] = if pinned { &["--cpu", "0"] } else { &[] };
+    // Free, the consumer pauses before the last record, where the affinity is read again.
+    let last = (rounds - 1).to_string();
+    let extra: &[&str] = if pinned {
+        &["--cpu", "0"]
+    } else {
+        &["--pause-consumer-at", &last]
+    };
     let mut handover = Handover::start(run, mechanism, rounds, extra)?;
+    let grader_cpus = cpus_of(0).filter(|cpus| !pinned && cpus.len() >= 2);
     if !pinned {
         cpus_left_alone(&handover, mechanism)?;
     }
-    let reports = handover.finish(|_, _| Ok(()))?;
+    let (parent, producer, consumer) = (
+        handover.proc.pid.as_raw(),
+        handover.producer,
+        handover.consumer,
+    );
+    let reports = handover.finish(|proc, _| {
+        if let Some(ours) = &grader_cpus {
+            cpus_kept_through_rounds(mechanism, rounds, [parent, producer, consumer], ours)?;
+        }
+        proc.send("go", &[])
+    })?;
     let what = format!(
         "{rounds} rounds with {mechanism}{}",
         if pinned { " on one CPU" } else { "" }
@@ -32,7 +50,7 @@ fn rounds(run: &mut Run, mechanism: &'static str, rounds: u64, pinned: bool) -> 
 }
 
 /// The CPUs `pid` may run on (its affinity); `None` if it cannot be read.
-fn cpus_of(pid: i32) -> Option<Vec<usize>> {
+pub(super) fn cpus_of(pid: i32) -> Option<Vec<usize>> {
     let set = nix::sched::sched_getaffinity(nix::unistd::Pid::from_raw(pid)).ok()?;
     Some(
         (0..nix::sched::CpuSet::count())
@@ -119,8 +137,16 @@ fn ok_after_copy(run: &mut Run) -> Result<String, Fail> {
             return Ok(());
         };
         if tracer.held_before(Instant::now() + Duration::from_secs(3))? {
-            probe::poke(producer, slot, &whole_record(other, seq))?;
-            held = true;
+            // sem_post() raises the value before its wake: a producer not yet asleep takes the
+            // ok without it and may be writing the next record already. Stopped, it is judged
+            // only while the slot still holds record `seq`.
+            force::hold(producer)?;
+            let want = whole_record(seed, seq);
+            if probe::peek(producer, slot, want.len()).is_some_and(|now| now == want) {
+                probe::poke(producer, slot, &whole_record(other, seq))?;
+                held = true;
+            }
+            force::resume(producer)?;
         }
         tracer.release();
         Ok(())
