@@ -360,7 +360,9 @@ impl SharedBank {
 
     /// Tears the bank down once no other process uses it: `pthread_cond_destroy()`,
     /// `pthread_mutex_destroy()`, `munmap()`, `shm_unlink()`. Go on to the next step when one
-    /// fails, and return the first error.
+    /// fails, and return the first error. This `shm_unlink()` is the one removal of the name:
+    /// nothing unlinks it again afterwards (by the program's exit the name may be another
+    /// bank's), nor after a failed unlink.
     pub fn destroy(self) -> Result<(), BankError> {
         todo!("pthread_cond_destroy, pthread_mutex_destroy, munmap, shm_unlink; first error wins")
     }

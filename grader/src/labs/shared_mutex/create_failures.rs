@@ -20,6 +20,7 @@ pub(super) fn create_failures(run: &mut Run) -> Result<String, Fail> {
     let name = taken_at_the_open(run)?;
     refuses_dangling_link(run)?;
     taken_by_a_bank_in_use(run)?;
+    super::abandoned_bank::abandoned_bank_left_alone(run)?;
 
     // A valid name too long for the system: shm_open() fails, kind=shm-open.
     let long = format!("{}-{}", run.ipc_name("long"), "x".repeat(300));
@@ -34,6 +35,7 @@ pub(super) fn create_failures(run: &mut Run) -> Result<String, Fail> {
     )?;
     release(&mut proc)?;
     names_at_the_edge(run)?;
+    super::unusual_names::long_names_reach_shm_open(run)?;
 
     // The segment cannot be sized: kind=ftruncate, and create() leaves nothing behind.
     let unsizable = run.ipc_name("unsizable");

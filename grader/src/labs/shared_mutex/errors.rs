@@ -288,6 +288,7 @@ pub(super) fn typed_errors(run: &mut Run) -> Result<String, Fail> {
     for name in &bad_names {
         refuses_name(run, name)?;
     }
+    super::unusual_names::wide_first_characters_are_bad_names(run)?;
     // Before the name the grader takes below: a create that opens a name without O_EXCL first
     // is told by a link, not by its open of the grader's segment.
     refuses_dangling_link(run)?;

@@ -22,6 +22,7 @@
 //! condition variable's process-shared flag as bit 0 of its `__wrefs` word (bit 2 once
 //! destroyed). These are glibc's layouts on 64-bit Linux; the program reports the offsets.
 
+mod abandoned_bank;
 mod attributes;
 mod bank_view;
 mod coordinator_locks;
@@ -31,10 +32,13 @@ mod create_failures;
 mod diagnoses;
 mod during_wait;
 mod errors;
+mod finish_past_workers;
 mod journal_at_lock;
 mod last_finish;
 mod lock_calls;
+mod lock_errors;
 mod messages;
+mod name_after_exit;
 mod probe;
 mod repair_stores;
 mod robust;
@@ -50,6 +54,7 @@ mod timers;
 mod totals;
 mod transfer_stores;
 mod unrecoverable;
+mod unusual_names;
 
 use std::time::Duration;
 
@@ -125,7 +130,7 @@ pub static LAB: Lab = Lab {
             description: "workers that finish one after another each wake the coordinator and \
                           every other waiter, which returns only once the last one has \
                           finished, with the bank's counts in a snapshot read through the \
-                          mapping before it unlocks",
+                          mapping before it unlocks; every finish counts, past workers too",
             exclusive: false,
             hint: Some(
                 "The coordinator waits while finished + dead < workers and reads its snapshot before unlocking; each finish() broadcasts. See docs/labs/06-shared-mutex.md, the rules table (the finish and coordinator rules).",
@@ -181,7 +186,8 @@ pub static LAB: Lab = Lab {
             timeout: Duration::from_secs(15),
             description: "a mutex left unrecoverable (ENOTRECOVERABLE) makes every transfer fail \
                           with kind=not-recoverable, and a lock answers what the mutex says \
-                          now: re-initialized, it serves every process again",
+                          now: re-initialized, it serves every process again; its other \
+                          errors (EINVAL, EDEADLK, EAGAIN) are kind=lock",
             exclusive: false,
             hint: Some(
                 "ENOTRECOVERABLE is NotRecoverable. See docs/labs/06-shared-mutex.md, the rules table (the ENOTRECOVERABLE rule).",
@@ -195,7 +201,8 @@ pub static LAB: Lab = Lab {
             description: "bad segment names are refused with kind=bad-name and a one-character \
                           name or one of blanks is not; transfers from or to an account that does not exist, or \
                           to itself, are refused with kind=bad-accounts, before the lock; \
-                          accounts 0 and 7 work",
+                          accounts 0 and 7 work; a bad name starting with a multi-byte \
+                          character is kind=bad-name, not a crash",
             exclusive: false,
             hint: Some(
                 "Bad names and bad accounts are refused with their kind, before anything is created or locked. See docs/labs/06-shared-mutex.md, the rules table (the BadName and BadAccounts rules).",
@@ -207,7 +214,7 @@ pub static LAB: Lab = Lab {
             points: 2,
             timeout: Duration::from_secs(15),
             description: "a name already taken (a segment, a dangling link, a bank whose holder \
-                          died, a finished bank, one a year old) is kind=exists and what is there is left alone; a name too long for shm_open is \
+                          died, a finished bank, one a year old, one nobody maps) is kind=exists and what is there is left alone; a name too long for shm_open (PATH_MAX and past too) is \
                           kind=shm-open; a failing ftruncate (a limit, a tracer) is \
                           kind=ftruncate with the name removed and nothing left open",
             exclusive: false,
@@ -221,7 +228,8 @@ pub static LAB: Lab = Lab {
             points: 2,
             timeout: Duration::from_secs(15),
             description: "at the end the condition variable and mutex are destroyed and the \
-                          segment is unlinked",
+                          segment is unlinked, by destroy() alone: the program's exit leaves \
+                          the name to whoever has it then",
             exclusive: false,
             hint: Some(
                 "destroy() destroys the condition variable and the mutex, unmaps and unlinks. See docs/labs/06-shared-mutex.md, the rules table (the destroy rule).",

@@ -345,8 +345,10 @@ pub(super) fn waits_for_last_worker(run: &mut Run) -> Result<String, Fail> {
     } else {
         ""
     };
+    super::finish_past_workers::finish_counted_past_workers(run)?;
     Ok(format!(
-        "the coordinator returned after all 4 workers finished ({transfers} transfers){late}{unwatched}"
+        "the coordinator returned after all 4 workers finished ({transfers} transfers){late}{unwatched}; \
+         finished set to workers - 1 by the grader, each finish still counted"
     ))
 }
 

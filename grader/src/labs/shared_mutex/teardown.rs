@@ -70,9 +70,15 @@ pub(super) fn destroyed_and_removed(run: &mut Run) -> Result<String, Fail> {
     } else {
         ""
     };
+    let at_exit = if super::name_after_exit::name_left_alone_at_exit(run)? {
+        "; the name left alone by the program's exit, after destroy() and after a failed \
+         shm_unlink()"
+    } else {
+        "; the name left alone by the program's exit after destroy()"
+    };
     Ok(format!(
         "condition variable and mutex destroyed, segment unmapped and unlinked{forced}\
-         {unlink_failed}{destroy_failed}"
+         {unlink_failed}{destroy_failed}{at_exit}"
     ))
 }
 

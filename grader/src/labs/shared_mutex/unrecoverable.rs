@@ -122,9 +122,11 @@ pub(super) fn not_recoverable(run: &mut Run) -> Result<String, Fail> {
     } else {
         ""
     };
+    super::lock_errors::other_lock_errors_are_lock(run)?;
+    let other_errors = "; a lock failing with EINVAL, EDEADLK or EAGAIN: kind=lock";
     Ok(format!(
         "on a mutex made unrecoverable, all {} workers' transfers failed with \
-         kind=not-recoverable{during_wait}{before_wait}{usable}",
+         kind=not-recoverable{during_wait}{before_wait}{usable}{other_errors}",
         kinds.len()
     ))
 }
