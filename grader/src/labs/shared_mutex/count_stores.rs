@@ -11,6 +11,8 @@ use crate::engine::tracer::{Field, Tracer, Watched};
 
 /// How many stores to the count are judged: enough to meet every store a transfer makes.
 const WATCHED_STORES: u32 = 300;
+/// How many are judged however slow the machine.
+const FEWEST_STORES: u32 = 30;
 /// [`watch`]'s fields, in this order.
 const COUNT: usize = 0;
 const ACTIVE: usize = 1;
@@ -54,12 +56,13 @@ fn holder(owner: i32) -> String {
 /// store to `active`, the owner word must be its own too. Returns how many count stores were
 /// judged.
 pub(super) fn judge(session: &mut Session, pid: i32, mut tracer: Tracer) -> Result<u32, Fail> {
-    let until = Instant::now() + Duration::from_secs(5);
+    // Three stops a transfer: on a loaded machine the watch ends early, once it has seen a few.
+    let budget = Instant::now() + Duration::from_secs(3);
     let mut stores = 0;
     // What the worker's own last store to `active` left there.
     let mut own_active = None;
-    while stores < WATCHED_STORES {
-        match tracer.next(&mut session.proc, until)? {
+    while stores < WATCHED_STORES && (stores < FEWEST_STORES || Instant::now() < budget) {
+        match tracer.next(&mut session.proc, Instant::now() + Duration::from_secs(5))? {
             Watched::Armed => {}
             Watched::Hit if tracer.last_hit() == ACTIVE => {
                 let owner = session.segment.mutex_owner()?;

@@ -25,8 +25,8 @@ const WORK: u64 = 150_000;
 const HELD_WORK: u64 = 20_000;
 /// Between which of the bank's counts the first run's worker watched from the middle of its run
 /// is stopped and watched: far from every worker's end.
-const MIDWAY_FROM: u64 = WORK / 8;
-const MIDWAY_TO: u64 = WORK / 3;
+const MIDWAY_FROM: u64 = WORK / 50;
+const MIDWAY_TO: u64 = WORK / 10;
 
 pub(super) fn exact_totals(run: &mut Run) -> Result<String, Fail> {
     let mut times = Vec::new();
