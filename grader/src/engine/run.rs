@@ -138,22 +138,39 @@ impl Run {
     /// Fails unless every IPC object of the check seen so far was created for its owner only
     /// (mode 600), as every lab's handout requires: others must not read or change it.
     pub fn expect_owner_only(&self) -> Result<(), Fail> {
-        let wrong: Vec<String> = self
+        let wrong: Vec<(String, u32)> = self
             .objects_seen()
             .into_iter()
             .filter(|(object, _)| !matches!(object, IpcObject::SocketFile { .. }))
             .filter_map(|(object, mode)| {
-                let mode = mode?;
-                (mode & 0o777 != 0o600).then(|| format!("{object} has mode {:o}", mode & 0o777))
+                let mode = mode? & 0o777;
+                (mode != 0o600).then(|| (format!("{object} has mode {mode:o}"), mode))
             })
             .collect();
         if wrong.is_empty() {
             return Ok(());
         }
+        let bits = wrong.iter().fold(0, |all, (_, mode)| all | mode);
+        // What the wrong bits do, so that the message names the mistake made.
+        let mut meaning = Vec::new();
+        if bits & 0o077 != 0 {
+            meaning.push("bits for group or others let other users read or change it");
+        }
+        if bits & 0o100 != 0 {
+            meaning.push(
+                "the owner's execute bit (S_IXUSR, as in S_IRWXU = 0700) is not asked for: an IPC \
+                 object is never executed",
+            );
+        }
+        if bits & 0o600 != 0o600 {
+            meaning.push("without read and write for its owner, its owner is locked out");
+        }
+        let objects: Vec<String> = wrong.into_iter().map(|(object, _)| object).collect();
         Err(Fail::failed(format!(
             "{}: create every IPC object with mode 0600 (S_IRUSR | S_IWUSR), read and write for \
-             its owner only; wider bits let any user read or change it, none lock out its owner",
-            wrong.join("; ")
+             its owner only, no other bit; {}",
+            objects.join("; "),
+            meaning.join("; ")
         )))
     }
 

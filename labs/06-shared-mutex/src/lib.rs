@@ -351,7 +351,8 @@ impl SharedBank {
     /// `workers`: the wait ends once they reach it or pass it); then return a
     /// [`Snapshot`] taken before unlocking. `pthread_cond_wait()` returns `EOWNERDEAD` like
     /// `pthread_mutex_lock()` does, and needs the same repair; other errors are
-    /// [`BankError::Wait`].
+    /// [`BankError::Wait`]. Only the workers' broadcasts wake the wait: no timeout, no timer,
+    /// no other thread or process (a helper that broadcasts now and then is a poll by proxy).
     pub fn wait_all_done(&self) -> Result<Snapshot, BankError> {
         todo!(
             "lock; pthread_cond_wait in a while loop while finished + dead < workers (EOWNERDEAD: recover); snapshot; unlock"

@@ -6,6 +6,8 @@ use std::time::{Duration, Instant};
 use rand::RngExt;
 
 use super::bank_view::ordinal;
+use super::count_stores;
+use super::late_watches;
 use super::lock_calls::{self, LockCalls, LockEvent};
 use super::probe::{self, Place, Sleep};
 use super::segment::{Counts, Journal, Segment};
@@ -21,6 +23,10 @@ use crate::engine::{Fail, Run, force};
 const WORK: u64 = 150_000;
 /// Transfers of each worker that transfers while the grader holds the lock.
 const HELD_WORK: u64 = 20_000;
+/// Between which of the bank's counts the first run's worker watched from the middle of its run
+/// is stopped and watched: far from every worker's end.
+const MIDWAY_FROM: u64 = WORK / 50;
+const MIDWAY_TO: u64 = WORK / 10;
 
 pub(super) fn exact_totals(run: &mut Run) -> Result<String, Fail> {
     let mut times = Vec::new();
@@ -29,6 +35,12 @@ pub(super) fn exact_totals(run: &mut Run) -> Result<String, Fail> {
         let mut session = Session::start(run, &[WORK; 4], &[])?;
         let started = Instant::now();
         session.go()?;
+        // In the first run, one worker is watched from the middle of its run, untraced before.
+        let midway = if round == 1 {
+            late_watches::watch_midway(run, &session, MIDWAY_FROM, MIDWAY_TO)?
+        } else {
+            None
+        };
         let outcome = session.finish(0, |_| Ok(()))?;
         times.push(started.elapsed().as_millis());
         let in_round = |fail| match fail {
@@ -36,6 +48,9 @@ pub(super) fn exact_totals(run: &mut Run) -> Result<String, Fail> {
             other => other,
         };
         let transfers = verify(&session, &outcome, &[], 0).map_err(in_round)?;
+        if let Some(midway) = midway {
+            midway.judge().map_err(in_round)?;
+        }
         if let Some(io) = outcome.io {
             calls = calls.max(io.read_calls + io.write_calls);
             through_the_mapping(&session, transfers, io).map_err(in_round)?;
@@ -239,8 +254,8 @@ pub(super) fn everything_under_the_lock(run: &mut Run) -> Result<String, Fail> {
         .iter()
         .position(|&w| w > 0)
         .map(|index| session.workers[index]);
-    let tracer = match watched.and_then(|pid| count_address(&session, pid).map(|a| (pid, a))) {
-        Some((pid, address)) => Tracer::watch_at(pid, address, COUNT_WORD)?.map(|t| (pid, t)),
+    let tracer = match watched {
+        Some(pid) => count_stores::watch(&session, pid)?.map(|t| (pid, t)),
         None => None,
     };
     // The other worker with transfers to do: between two of its stores to the count it lets go
@@ -253,7 +268,7 @@ pub(super) fn everything_under_the_lock(run: &mut Run) -> Result<String, Fail> {
         .and_then(|(index, _)| Relocks::watch(&session, session.workers[index]));
     drop(held);
     let stores = match tracer {
-        Some((pid, tracer)) => count_stores_locked(&mut session, pid, tracer)?,
+        Some((pid, tracer)) => count_stores::judge(&mut session, pid, tracer)?,
         None => 0,
     };
     if let Some(relocks) = relocks {
@@ -407,13 +422,15 @@ fn relocks_alone(run: &mut Run) -> Result<bool, Fail> {
         }
         made = session.segment.bank()?.0;
     }
-    // The tracer lets the stopped worker go on once it has seized it.
+    // The tracer lets the stopped worker go on once it has seized it; it is held again when
+    // the watch ends, for the breakpoints at its lock calls.
     let late = (watched && (from..ALONE_WORK - 2 * u64::from(RELOCKS_WATCHED)).contains(&made))
-        .then(|| Relocks::watch(&session, worker))
+        .then(|| Relocks::watch_then_hold(&session, worker))
         .flatten();
     force::resume(worker)?;
     if let Some(late) = late {
         late.judge_after(made)?;
+        late_watches::late_lock_calls(&session, worker, made)?;
     }
     let outcome = session.finish(0, |_| Ok(()))?;
     verify(&session, &outcome, &[], 0)?;
@@ -468,18 +485,10 @@ fn changed_under_the_lock(before: &Fields, after: &Fields) -> Fail {
     ))
 }
 
-/// The count, watched for stores from where the watched worker maps it.
-const COUNT_WORD: &[Field] = &[Field {
-    offset: 0,
-    len: 8,
-    loads: false,
-}];
 /// The transfers of the worker alone, and the busy work in the middle of each (iterations).
 const ALONE_WORK: u64 = 4000;
 const ALONE_STRETCH: u32 = 6_000;
 
-/// How many stores to the count are judged: enough to meet every store a transfer makes.
-const WATCHED_STORES: u32 = 300;
 /// How many transfers of the second worker are watched for their lock and unlock (each stops
 /// it at a few stores to the lock word).
 const RELOCKS_WATCHED: u32 = 30;
@@ -489,7 +498,7 @@ const RELOCKS_WATCHED: u32 = 30;
 /// unlock, then its next lock). A lock kept from one transfer to the next still holds the mutex
 /// at every store and keeps the totals exact, but the workers then take turns by whole runs
 /// and transfer() returns with the lock held.
-struct Relocks {
+pub(super) struct Relocks {
     pid: i32,
     /// Whether two transfers in a row came without a store to the lock word; `None` if the
     /// watch saw too few.
@@ -499,7 +508,7 @@ struct Relocks {
 
 impl Relocks {
     /// `None` when the worker's mapping is not found or it cannot be watched.
-    fn watch(session: &Session, pid: i32) -> Option<Relocks> {
+    pub(super) fn watch(session: &Session, pid: i32) -> Option<Relocks> {
         Relocks::start(session, pid, false)
     }
 
@@ -570,9 +579,18 @@ impl Relocks {
 
     /// As [`Relocks::judge`], for a watch begun once the worker had made `made` transfers
     /// (its first ones judged by an earlier watch).
-    fn judge_after(self, made: u64) -> Result<(), Fail> {
+    /// The transfer (from 1 in the watch) that followed another with no store to the lock
+    /// word between them, if the watch saw one.
+    pub(super) fn kept_at(&self) -> Option<u32> {
         match self.seen.recv_timeout(Duration::from_secs(6)) {
-            Ok(Some(Some(at))) => {
+            Ok(Some(Some(at))) => Some(at),
+            _ => None,
+        }
+    }
+
+    fn judge_after(self, made: u64) -> Result<(), Fail> {
+        match self.kept_at() {
+            Some(at) => {
                 let second = made + u64::from(at);
                 let warmed_up = if made > 0 {
                     format!(
@@ -603,7 +621,7 @@ impl Relocks {
                     ordinal(second as usize),
                 )))
             }
-            _ => Ok(()),
+            None => Ok(()),
         }
     }
 }
@@ -650,7 +668,7 @@ fn first_lock_call(pid: i32, mut calls: LockCalls, called: &str) -> Result<(), F
 }
 
 /// Where `pid` maps the bank's mutex.
-fn lock_word_address(session: &Session, pid: i32) -> Option<u64> {
+pub(super) fn lock_word_address(session: &Session, pid: i32) -> Option<u64> {
     let map = probe::mappings(pid, &session.name)
         .into_iter()
         .find(|m| m.offset == 0)?;
@@ -696,65 +714,4 @@ fn looks_before_sleeping(pid: i32, mut tracer: Tracer, called: &str) -> Result<(
     }
     drop(tracer);
     Ok(())
-}
-
-/// Where `pid` maps `Bank::transfers`.
-fn count_address(session: &Session, pid: i32) -> Option<u64> {
-    let map = probe::mappings(pid, &session.name)
-        .into_iter()
-        .find(|m| m.offset == 0)?;
-    Some(map.start + session.segment.layout.transfers_at as u64)
-}
-
-/// At each store of worker `pid` to the count (a hardware watchpoint stops it right after),
-/// the mutex's owner word must be its own thread id (the count changes only under the lock),
-/// and the journal must still be active (it is cleared only once the transfer is complete).
-/// Returns how many stores were judged.
-fn count_stores_locked(session: &mut Session, pid: i32, mut tracer: Tracer) -> Result<u32, Fail> {
-    let until = Instant::now() + Duration::from_secs(5);
-    let mut stores = 0;
-    while stores < WATCHED_STORES {
-        match tracer.next(&mut session.proc, until)? {
-            Watched::Armed => {}
-            Watched::Hit => {
-                stores += 1;
-                let owner = session.segment.mutex_owner()?;
-                if owner != pid {
-                    let held = if owner == 0 {
-                        "the mutex was free".to_string()
-                    } else {
-                        format!("the mutex was held by thread {owner}")
-                    };
-                    drop(tracer);
-                    return Err(Fail::failed(format!(
-                        "a worker (pid {pid}) changed Bank::transfers while it did not hold the \
-                         bank's mutex ({held} at that store, seen with a hardware watchpoint on \
-                         the count): the count is updated outside the lock (an atomic add is no \
-                         lock: recover() puts the journal's count back over it); set it, with \
-                         the balances, before the guard is dropped"
-                    )));
-                }
-                // The journal says "active" until the transfer is complete, its count too: a
-                // holder that dies right after a store to the count must still be undone.
-                let journal = session.segment.journal()?;
-                if journal.active == 0 {
-                    drop(tracer);
-                    return Err(Fail::failed(format!(
-                        "a worker (pid {pid}) stored a new Bank::transfers while the journal in \
-                         the segment was no longer active (seen with a hardware watchpoint on the \
-                         count, the mutex held by that worker): the journal was cleared before \
-                         the transfer was complete, so a holder that dies between clearing it \
-                         and counting leaves the money moved but the count one short, with \
-                         nothing for recover() to undo; write the count with the balances, then \
-                         clear the journal last"
-                    )));
-                }
-                tracer.go_on();
-            }
-            Watched::Said(message) => session.set_aside(message),
-            Watched::Lost | Watched::Unavailable => break,
-        }
-    }
-    drop(tracer);
-    Ok(stores)
 }

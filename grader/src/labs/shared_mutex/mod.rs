@@ -27,6 +27,7 @@ mod attributes;
 mod bank_view;
 mod coordinator_locks;
 mod coordinator_look;
+mod count_stores;
 mod counting;
 mod create_failures;
 mod diagnoses;
@@ -35,10 +36,12 @@ mod errors;
 mod finish_past_workers;
 mod journal_at_lock;
 mod last_finish;
+mod late_watches;
 mod lock_calls;
 mod lock_errors;
 mod messages;
 mod name_after_exit;
+mod other_processes;
 mod probe;
 mod repair_stores;
 mod robust;
@@ -116,7 +119,7 @@ pub static LAB: Lab = Lab {
             timeout: Duration::from_secs(15),
             description: "while the workers are held at the start, the coordinator sleeps on the \
                           condition variable in the segment (no spinning, no polling, no other \
-                          call, no timeout, no timer, no other thread)",
+                          call, no timeout, no timer, no other thread or process)",
             exclusive: false,
             hint: Some(
                 "The coordinator sleeps on the condition variable in a while loop: no spinning, no polling. See docs/labs/06-shared-mutex.md, \"The idea\" (\"Condition variables\").",
