@@ -444,7 +444,8 @@ impl JobQueue {
     /// [`QueueError::Handler`]), it closes the descriptor and unlinks the queue before it
     /// returns: a consumer that fails must not leave its queue behind. If serving ended well,
     /// an error of the close or the unlink is returned (the unlink's `ENOENT` as
-    /// [`QueueError::NotFound`]), never discarded.
+    /// [`QueueError::NotFound`]), never discarded; if serving failed, its own error is returned,
+    /// whatever the close and the unlink gave.
     pub fn serve<F>(self, handler: F) -> Result<usize, QueueError>
     where
         F: FnMut(Job) -> Result<(), String>,

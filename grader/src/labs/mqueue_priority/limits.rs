@@ -303,6 +303,7 @@ pub fn attributes_and_limits(run: &mut Run) -> Result<String, Fail> {
     unlimited_queue_bytes(run)?;
     super::proc_limits::read_whole_at_each_create(run, msg_max)?;
     let given = super::given_limits::judged_against_given_limits(run)?;
+    super::exact_byte_budget::bytes_compared_exactly(run)?;
     Ok(format!(
         "the queue had the {capacity} x {msg_size} bytes asked for; the defaults fit; exactly \
          msg_max ({msg_max}), msgsize_max ({msgsize_max}) and RLIMIT_MSGQUEUE ({bytes} bytes) \

@@ -35,7 +35,10 @@ mod attributes;
 mod blocking;
 mod descriptor_flags;
 mod direct_receive;
+mod dot_names;
 mod ending;
+mod exact_byte_budget;
+mod failed_create_state;
 mod given_limits;
 mod interrupted_waits;
 mod jobs;
@@ -53,6 +56,7 @@ mod protocol;
 mod queue_bytes;
 mod retries;
 mod sending;
+mod serving_error_first;
 mod wait_costs;
 
 use std::time::Duration;

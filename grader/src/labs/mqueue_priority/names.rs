@@ -272,6 +272,7 @@ pub fn name_errors(run: &mut Run) -> Result<String, Fail> {
     super::open_errors::create_refused(run)?;
     created_while_creating(run)?;
     existing_name(run, 1, true)?;
+    super::dot_names::dot_names_reach_the_kernel(run)?;
     Ok(
         "bad names were bad-name (256 bytes after the slash too, in multi-byte characters too), \
         a 255-byte name worked, a missing queue was not-found, an existing one exists and was \

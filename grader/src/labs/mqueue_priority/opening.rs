@@ -9,6 +9,7 @@ use super::protocol::{
     consumer, failed_errno, failed_with, release, said, spawn_consumer_stopped,
     spawn_producer_stopped,
 };
+use crate::engine::audit::message_queue_exists;
 use crate::engine::tracer::{Action, Call, Tracer};
 use crate::engine::{Fail, Proc, Run, force};
 
@@ -34,8 +35,20 @@ pub fn getattr_fails_at_open(run: &mut Run) -> Result<(), Fail> {
     let name = run.ipc_name("getattr-open");
     let consumer = consumer(run, &name, &[])?;
     let proc = spawn_producer_stopped(run, &name)?;
-    getattr_fails(run, proc, &name, "a producer", "open()")?;
+    let failed = getattr_fails(run, proc, &name, "a producer", "open()")?;
     let mut consumer = consumer;
+    // The consumer waits for `go` meanwhile: the producer alone can have removed the queue.
+    if failed && !message_queue_exists(&name) {
+        consumer.proc.kill_tree();
+        return Err(Fail::failed(format!(
+            "the grader made a producer's first mq_getattr (mq_getsetattr) fail with EIO \
+             (ptrace); it said kind=mq-attr and closed its descriptor, but the consumer's queue \
+             {name} was gone once it answered, while the consumer, which created it, waited for \
+             `go`: the producer's failed open() removed (mq_unlink) a queue that is not its own. \
+             open() closes its new descriptor and leaves the queue; only create() removes the \
+             queue it made itself (a clean-up shared by both must not unlink for open())"
+        )));
+    }
     consumer.send_shutdown()?;
     consumer.serve().map(drop)
 }

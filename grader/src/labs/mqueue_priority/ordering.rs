@@ -106,6 +106,7 @@ pub fn priority_order(run: &mut Run) -> Result<String, Fail> {
     served_one_at_a_time(run)?;
     received_after_handled(run)?;
     super::process_state::left_as_main_set(run)?;
+    super::failed_create_state::umask_kept_when_create_fails(run)?;
     run.expect_owner_only()?;
     Ok(
         "3 rounds of queued jobs were served highest priority first, FIFO within one; a job \

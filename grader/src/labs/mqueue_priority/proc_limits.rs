@@ -208,9 +208,15 @@ fn waited_children_faults(pid: i32) -> Option<u64> {
 
 /// A limit file that holds no number: the consumer's first `read()` after its open of
 /// `/proc/sys/fs/mqueue/msg_max` returns the file's length, its bytes (but the newline) turned
-/// to `x` in the program's buffer as the call returns (ptrace). system_limits() must fail with
-/// kind=limits: a value it cannot parse is a limit it could not read, not a reason to panic.
+/// to `x`, then to blanks, in the program's buffer as the call returns (ptrace). system_limits()
+/// must fail with kind=limits: a value it cannot parse, or no word at all, is a limit it could
+/// not read, not a reason to panic.
 pub fn limit_not_a_number(run: &mut Run) -> Result<(), Fail> {
+    limit_text_replaced(run, b'x', "x, then the newline")?;
+    limit_text_replaced(run, b' ', "spaces, then the newline")
+}
+
+fn limit_text_replaced(run: &mut Run, fill: u8, shown: &str) -> Result<(), Fail> {
     use std::os::unix::fs::FileExt;
 
     use crate::engine::force;
@@ -251,7 +257,7 @@ pub fn limit_not_a_number(run: &mut Run) -> Result<(), Fail> {
             .write(true)
             .open(format!("/proc/{pid}/mem"));
         if let (Some(buffer), Ok(mem)) = (buffer, mem) {
-            garbled = mem.write_all_at(&vec![b'x'; len - 1], buffer).is_ok();
+            garbled = mem.write_all_at(&vec![fill; len - 1], buffer).is_ok();
         }
     }
     tracer.release();
@@ -263,12 +269,18 @@ pub fn limit_not_a_number(run: &mut Run) -> Result<(), Fail> {
             if created {
                 let _ = nix::mqueue::mq_unlink(name.as_str());
             }
+            let how = if fill == b' ' {
+                "the first word taken with unwrap() (split_whitespace().next(), which is None \
+                 for a blank text) or a parse with expect() or unwrap() panics instead"
+            } else {
+                "a parse with expect() or unwrap() panics instead"
+            };
             return Err(Fail::failed(format!(
                 "the grader turned the text the consumer read from {FILE} into {len} bytes that \
-                 are no number (x, then the newline; with ptrace, as its read() returned), and \
-                 the consumer ended without an answer ({ended}): system_limits() must fail with \
-                 QueueError::Limits when a limit file holds no number, as when it cannot be \
-                 read; a parse with expect() or unwrap() panics instead"
+                 are no number ({shown}; with ptrace, as its read() returned), and the consumer \
+                 ended without an answer ({ended}): system_limits() must fail with \
+                 QueueError::Limits when a limit file holds no number, a blank one too, as when \
+                 it cannot be read; {how}"
             )));
         }
         Err(other) => return Err(other),
@@ -282,7 +294,7 @@ pub fn limit_not_a_number(run: &mut Run) -> Result<(), Fail> {
     if garbled && !failed_with(&answer, "limits") {
         return Err(Fail::failed(format!(
             "the grader turned the text the consumer read from {FILE} into {len} bytes that are \
-             no number (x, then the newline; with ptrace, as its read() returned), and it said \
+             no number ({shown}; with ptrace, as its read() returned), and it said \
              {}, not `failed` with kind=limits: a limit file that holds no number is a limit \
              that cannot be read (QueueError::Limits), never a value guessed in its place",
             said(&answer)
