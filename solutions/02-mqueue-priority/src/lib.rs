@@ -350,6 +350,7 @@ impl JobQueue {
     }
 
     /// The queue's attributes, from `mq_getattr()`.
+    /// Its failure is [`QueueError::Attributes`], never values read before.
     pub fn attributes(&self) -> Result<Attributes, QueueError> {
         // SOLUTION todo: mq_getattr(&self.mqd); errors are Attributes
         let attr = mq_getattr(&self.mqd).map_err(QueueError::Attributes)?;
@@ -369,6 +370,8 @@ impl JobQueue {
     /// Makes [`JobQueue::submit`] fail with [`QueueError::Full`] instead of blocking on a full
     /// queue (`O_NONBLOCK`), or blocking again. It calls `mq_setattr()` each time: another
     /// holder of the descriptor may have changed the flag since.
+    /// Its failure is [`QueueError::Attributes`]: the program must not go on in a mode it did
+    /// not get.
     pub fn set_nonblocking(&self, nonblocking: bool) -> Result<(), QueueError> {
         // SOLUTION todo(nonblocking): mq_set_nonblock() or mq_remove_nonblock(); errors are Attributes
         if nonblocking {

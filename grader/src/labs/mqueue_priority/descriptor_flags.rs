@@ -21,6 +21,7 @@ pub fn nonblocking_full(run: &mut Run) -> Result<String, Fail> {
     let summary = super::nonblocking::nonblocking_full(run)?;
     flag_set_by_another(run)?;
     flag_cleared_for_a_blocking_producer(run)?;
+    super::attribute_errors::setattr_fails(run)?;
     Ok(format!(
         "{summary}; set_nonblocking(false) cleared an O_NONBLOCK set before set_nonblocking(true), \
          and a shutdown on a descriptor made non-blocking meanwhile was kind=full"

@@ -48,6 +48,7 @@ pub fn attributes_and_limits(run: &mut Run) -> Result<String, Fail> {
     }
     attributes::counted_by_the_kernel(run, &name, capacity, msg_size)?;
     attributes::asked_each_time(run, &name)?;
+    super::attribute_errors::getattr_fails_after_open(run)?;
     consumer.send_shutdown()?;
     consumer.serve()?;
 
@@ -304,6 +305,7 @@ pub fn attributes_and_limits(run: &mut Run) -> Result<String, Fail> {
     super::proc_limits::read_whole_at_each_create(run, msg_max)?;
     let given = super::given_limits::judged_against_given_limits(run)?;
     super::exact_byte_budget::bytes_compared_exactly(run)?;
+    super::kernel_ceilings::limits_above_kernel_ceilings(run)?;
     Ok(format!(
         "the queue had the {capacity} x {msg_size} bytes asked for; the defaults fit; exactly \
          msg_max ({msg_max}), msgsize_max ({msgsize_max}) and RLIMIT_MSGQUEUE ({bytes} bytes) \

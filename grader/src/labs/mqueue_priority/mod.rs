@@ -30,7 +30,13 @@
 //! (what a retried call redoes), `sending` (what a producer's sends show: `full` only from
 //! `mq_send`, the file's order). `protocol` drives the programs; `observe` reads what `/proc`
 //! shows of them.
+//!
+//! Besides: `attribute_errors` (a failed `mq_getattr()` or `mq_setattr()` after open),
+//! `existing_unheld` (a name taken by a queue nobody holds open), `kernel_ceilings` (`check()`
+//! given limits past the kernel's own), `limit_retries` (a failed limit read retried), and
+//! `queue_limit_untouched` (`RLIMIT_MSGQUEUE` never set).
 
+mod attribute_errors;
 mod attributes;
 mod blocking;
 mod descriptor_flags;
@@ -38,10 +44,13 @@ mod direct_receive;
 mod dot_names;
 mod ending;
 mod exact_byte_budget;
+mod existing_unheld;
 mod failed_create_state;
 mod given_limits;
 mod interrupted_waits;
 mod jobs;
+mod kernel_ceilings;
+mod limit_retries;
 mod limits;
 mod messages;
 mod names;
@@ -54,6 +63,7 @@ mod proc_limits;
 mod process_state;
 mod protocol;
 mod queue_bytes;
+mod queue_limit_untouched;
 mod retries;
 mod sending;
 mod serving_error_first;
@@ -105,7 +115,7 @@ pub static LAB: Lab = Lab {
             timeout: Duration::from_secs(10),
             description: "with O_NONBLOCK on the descriptor a full queue is kind=full (EAGAIN), \
                           and set_nonblocking(false) makes the shutdown wait for room, through \
-                          signals",
+                          signals; a failed mq_setattr is mq-attr",
             exclusive: false,
             hint: Some(
                 "set_nonblocking() sets or clears O_NONBLOCK with mq_setattr; a full non-blocking queue is `full`. See docs/labs/02-mqueue-priority.md, the rules table (the set_nonblocking rules).",

@@ -273,6 +273,7 @@ pub fn name_errors(run: &mut Run) -> Result<String, Fail> {
     created_while_creating(run)?;
     existing_name(run, 1, true)?;
     super::dot_names::dot_names_reach_the_kernel(run)?;
+    super::existing_unheld::existing_queue_nobody_holds(run)?;
     Ok(
         "bad names were bad-name (256 bytes after the slash too, in multi-byte characters too), \
         a 255-byte name worked, a missing queue was not-found, an existing one exists and was \
@@ -457,7 +458,7 @@ fn same_queue(queue: &MqdT, name: &str) -> Option<bool> {
 /// The grader's own queue under `name`, as another program of the user would create it: 3
 /// messages of a random size, `held` messages in it. Returns it with its capacity and message
 /// size.
-fn take_name(run: &mut Run, name: &str, held: i64) -> Result<(MqdT, i64, i64), Fail> {
+pub(super) fn take_name(run: &mut Run, name: &str, held: i64) -> Result<(MqdT, i64, i64), Fail> {
     let (capacity, msg_size) = (3, run.rng().random_range(40..90));
     let queue = mq_open(
         name,

@@ -102,6 +102,7 @@ pub fn priority_order(run: &mut Run) -> Result<String, Fail> {
         same_order(&served, &jobs, &format!("round {round}"))?;
     }
     served_as_received(run)?;
+    super::queue_limit_untouched::queue_limit_never_set(run)?;
     served_again(run)?;
     served_one_at_a_time(run)?;
     received_after_handled(run)?;

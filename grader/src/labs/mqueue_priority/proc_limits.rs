@@ -185,12 +185,23 @@ pub fn unreadable_limits(run: &mut Run) -> Result<(), Fail> {
         } else {
             ""
         };
+        let opens = super::limit_retries::opens_of_failing_file(run, path, errno)?;
+        let cause = match opens {
+            Some(opens) if opens > 1 => format!(
+                "; a consumer whose every open of {path} failed opened it {opens} times: it \
+                 retries a failed read, which hides a failure that passes. Any failure is \
+                 QueueError::Limits at once, never retried"
+            ),
+            _ => format!(
+                ": it never puts another value in its place: a default, a constant, or the same \
+                 file read again by another path (/proc/self/root{path}, say) after the first \
+                 failed"
+            ),
+        };
         return Err(Fail::failed(format!(
             "the grader made the consumer's open of {path} fail with {errno_name} (with \
              ptrace), and it said {}{created}, not `failed` with kind=limits: system_limits() \
-             fails with QueueError::Limits when a limit cannot be read, whatever the error; it \
-             never puts another value in its place: a default, a constant, or the same file \
-             read again by another path (/proc/self/root{path}, say) after the first failed",
+             fails with QueueError::Limits when a limit cannot be read, whatever the error{cause}",
             said(&answer)
         )));
     }

@@ -27,10 +27,17 @@ const CONTROL_FD: i32 = 3;
 pub fn left_as_main_set(run: &mut Run) -> Result<(), Fail> {
     let name = run.ipc_name("untouched");
     let (args, output) = consumer_args(run, &name, &sized(2, 64));
-    // What the program is started with: lowered to 100000 if its hard limit allows.
+    // What the program is started with: one byte under its hard limit (64 MiB where that is
+    // unlimited), so that a limit raised to the hard one shows. The budget is the user's, shared
+    // with every queue of the gradings beside this one: a low soft limit would make its
+    // mq_open() fail with EMFILE when they hold more.
     let hard = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_MSGQUEUE)
         .map_or(u64::MAX, |(_, hard)| hard);
-    let given = hard.min(100_000);
+    let given = if hard == libc::RLIM_INFINITY {
+        64 << 20
+    } else {
+        hard.saturating_sub(1)
+    };
     let mut proc = run.spawn_stopped_with_message_queue_bytes(&args, given)?;
     proc.set_roles(|_| "the consumer".into());
     let pid = proc.pid.as_raw();

@@ -133,12 +133,8 @@ fn killed_by_sigpipe(run: &mut Run) -> Result<String, Fail> {
         return Ok("a child killed by SIGPIPE not tried".into());
     }
     kill(Pid::from_raw(child), Signal::SIGPIPE).map_err(|e| Fail::Grader(format!("kill: {e}")))?;
-    let settle = Instant::now() + Duration::from_secs(2);
-    while Instant::now() < settle && outside::zombie_status(child).is_none() {
-        std::thread::sleep(Duration::from_millis(1));
-    }
+    let status = outside::zombie_status_within(child, Duration::from_secs(2));
     drop(feed);
-    let status = outside::zombie_status(child);
     if !status.is_some_and(|s| libc::WIFSIGNALED(s) && libc::WTERMSIG(s) == libc::SIGPIPE) {
         session.exchange()?;
         session.finish()?;
@@ -291,10 +287,7 @@ fn killed_pipe_a_filled(
     let child = session.child;
     let pipe_a = outside::open_pipe(child, pipes.child_reads_a, false)?;
     kill(Pid::from_raw(child), Signal::SIGKILL).map_err(|e| Fail::Grader(format!("kill: {e}")))?;
-    let settle = Instant::now() + Duration::from_secs(1);
-    while Instant::now() < settle && outside::zombie_status(child).is_none() {
-        std::thread::sleep(Duration::from_millis(2));
-    }
+    outside::zombie_status_within(child, Duration::from_secs(1));
     session.go()?;
     let until = Instant::now() + Duration::from_secs(2);
     loop {

@@ -45,10 +45,7 @@ pub fn child_fails(run: &mut Run) -> Result<String, Fail> {
         }
     }
     drop(feed);
-    let until = Instant::now() + Duration::from_millis(500);
-    while Instant::now() < until && outside::zombie_status(child).is_none() {
-        std::thread::sleep(Duration::from_millis(2));
-    }
+    outside::zombie_status_within(child, Duration::from_millis(500));
     // A panic in the child comes as a message.
     let _ = session.message_within(Duration::from_millis(5))?;
     let in_b = outside::bytes_in_pipe(&probe_b).unwrap_or(0);
@@ -202,11 +199,10 @@ fn child_read_fails(run: &mut Run) -> Result<String, Fail> {
         (status.map(|s| s << 8), kept)
     } else {
         drop(tracer);
-        let until = Instant::now() + Duration::from_millis(500);
-        while Instant::now() < until && outside::zombie_status(child).is_none() {
-            std::thread::sleep(Duration::from_millis(2));
-        }
-        (outside::zombie_status(child), Vec::new())
+        (
+            outside::zombie_status_within(child, Duration::from_millis(500)),
+            Vec::new(),
+        )
     };
     let _ = session.message_within(Duration::from_millis(2))?;
     let verdict = match status {

@@ -55,10 +55,7 @@ pub fn reads_past_hang_up(run: &mut Run) -> Result<String, Fail> {
     if all_sent {
         force::hold(parent)?;
         force::resume(child)?;
-        let until = Instant::now() + Duration::from_secs(3);
-        while outside::zombie_status(child).is_none() && Instant::now() < until {
-            std::thread::sleep(Duration::from_millis(2));
-        }
+        outside::zombie_status_within(child, Duration::from_secs(3));
     }
     let child_ended = outside::zombie_status(child).is_some();
     force::resume(child)?;

@@ -131,6 +131,18 @@ pub fn zombie_status(pid: i32) -> Option<i32> {
     (stat.state == 'Z').then_some(stat.exit_code?)
 }
 
+/// The exit status of `pid` once it is a zombie, waiting up to `wait` for it to become one.
+pub fn zombie_status_within(pid: i32, wait: Duration) -> Option<i32> {
+    let until = Instant::now() + wait;
+    loop {
+        let status = zombie_status(pid);
+        if status.is_some() || Instant::now() >= until {
+            return status;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
 /// A process held on its way out: traced (`PTRACE_SEIZE` with `PTRACE_O_TRACEEXIT`), it stops
 /// when it exits, after everything it did, before its descriptors are closed by the exit and
 /// before it becomes a zombie: for its parent it has not exited yet. Only the thread that
