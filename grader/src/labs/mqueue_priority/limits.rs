@@ -304,8 +304,10 @@ pub fn attributes_and_limits(run: &mut Run) -> Result<String, Fail> {
     unlimited_queue_bytes(run)?;
     super::proc_limits::read_whole_at_each_create(run, msg_max)?;
     let given = super::given_limits::judged_against_given_limits(run)?;
-    super::exact_byte_budget::bytes_compared_exactly(run)?;
+    // Ceilings first: a check() clamped to the kernel's ceilings also refuses the huge sizes
+    // of the exact budget, where the message would blame the comparison.
     super::kernel_ceilings::limits_above_kernel_ceilings(run)?;
+    super::exact_byte_budget::bytes_compared_exactly(run)?;
     Ok(format!(
         "the queue had the {capacity} x {msg_size} bytes asked for; the defaults fit; exactly \
          msg_max ({msg_max}), msgsize_max ({msgsize_max}) and RLIMIT_MSGQUEUE ({bytes} bytes) \
