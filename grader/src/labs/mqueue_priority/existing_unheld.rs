@@ -4,8 +4,8 @@
 
 use std::os::fd::AsFd;
 
-use nix::mqueue::{MQ_OFlag, mq_close, mq_getattr, mq_open, mq_unlink};
-use nix::sys::stat::{Mode, fstat};
+use nix::mqueue::{mq_close, mq_getattr, mq_unlink};
+use nix::sys::stat::fstat;
 
 use super::names::{end_consumer, take_name};
 use super::protocol::{failed_with, release, said, sized, spawn_consumer_stopped_with};
@@ -77,13 +77,7 @@ pub fn existing_queue_nobody_holds(run: &mut Run) -> Result<(), Fail> {
 
 /// The inode and message count of the queue under `name`, if there is one.
 fn under_the_name(name: &str) -> Option<(u64, i64)> {
-    let queue = mq_open(
-        name,
-        MQ_OFlag::O_RDONLY | MQ_OFlag::O_NONBLOCK,
-        Mode::empty(),
-        None,
-    )
-    .ok()?;
+    let queue = super::observe::open_to_look(name)?;
     let inode = fstat(queue.as_fd()).ok().map(|stat| stat.st_ino);
     let count = mq_getattr(&queue).ok().map(|attr| attr.curmsgs());
     let _ = mq_close(queue);

@@ -443,13 +443,7 @@ fn spaces_kept(run: &mut Run) -> Result<(), Fail> {
 /// Whether the queue under `name` is `queue` (the same inode); `None` if no queue has the name.
 fn same_queue(queue: &MqdT, name: &str) -> Option<bool> {
     let mine = fstat(queue.as_fd()).ok()?;
-    let named = mq_open(
-        name,
-        MQ_OFlag::O_RDONLY | MQ_OFlag::O_NONBLOCK,
-        Mode::empty(),
-        None,
-    )
-    .ok()?;
+    let named = super::observe::open_to_look(name)?;
     let theirs = fstat(named.as_fd()).ok();
     let _ = mq_close(named);
     Some(theirs?.st_ino == mine.st_ino)

@@ -8,7 +8,7 @@ use std::os::fd::AsFd;
 use std::time::{Duration, Instant};
 
 use ipc_labs_driver::Message;
-use nix::mqueue::{MQ_OFlag, mq_close, mq_open};
+use nix::mqueue::{MQ_OFlag, MqdT, mq_close, mq_open};
 use nix::sys::signal::Signal;
 use nix::sys::stat::{Mode, fstat};
 
@@ -131,15 +131,21 @@ pub fn one_queue_fd(pid: i32, name: &str, who: &str, when: &str) -> Result<Queue
     }
 }
 
-/// The permission bits of the queue `name`, from `fstat` of the grader's own descriptor.
-pub fn queue_mode(name: &str) -> Option<u32> {
-    let queue = mq_open(
+/// The grader's own descriptor of the queue `name`, to look at it (read-only, non-blocking: it
+/// takes nothing and never waits); `None` if no queue has the name.
+pub fn open_to_look(name: &str) -> Option<MqdT> {
+    mq_open(
         name,
         MQ_OFlag::O_RDONLY | MQ_OFlag::O_NONBLOCK,
         Mode::empty(),
         None,
     )
-    .ok()?;
+    .ok()
+}
+
+/// The permission bits of the queue `name`, from `fstat` of the grader's own descriptor.
+pub fn queue_mode(name: &str) -> Option<u32> {
+    let queue = open_to_look(name)?;
     let mode = fstat(queue.as_fd()).ok().map(|s| s.st_mode & 0o777);
     let _ = mq_close(queue);
     mode

@@ -307,12 +307,7 @@ impl Consumer {
         if !observe::sleeps_in(self.pid(), libc::SYS_mq_timedreceive) {
             return false;
         }
-        let Ok(queue) = mq_open(
-            self.name.as_str(),
-            MQ_OFlag::O_RDONLY | MQ_OFlag::O_NONBLOCK,
-            Mode::empty(),
-            None,
-        ) else {
+        let Some(queue) = observe::open_to_look(&self.name) else {
             return false;
         };
         let empty = mq_getattr(&queue).is_ok_and(|a| a.curmsgs() == 0);

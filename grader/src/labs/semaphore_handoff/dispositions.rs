@@ -97,21 +97,7 @@ pub fn wait_keeps_signal_actions(run: &mut Run, mechanism: &'static str) -> Resu
         }
     }
     let Some((ignored, caught)) = changed else {
-        handover.proc.send("go", &[])?;
-        loop {
-            let message = handover.proc.recv_any()?;
-            match message.kind.as_str() {
-                "done" => {}
-                "ended" => break,
-                "failed" => return Err(handover.failure(&message)),
-                kind => {
-                    return Err(Fail::failed(format!(
-                        "the program said an unexpected `{kind}`"
-                    )));
-                }
-            }
-        }
-        handover.exit()?;
+        handover.go_on_to_the_end()?;
         return Ok(format!(
             "{mechanism}: the consumer's signal actions in its wait were the program's ({reads} \
              reads)"

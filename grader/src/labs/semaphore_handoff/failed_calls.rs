@@ -217,21 +217,7 @@ pub fn post_error(run: &mut Run) -> Result<String, Fail> {
         _ => None,
     };
     let Some(word) = word else {
-        handover.proc.send("go", &[])?;
-        loop {
-            let message = handover.proc.recv_any()?;
-            match message.kind.as_str() {
-                "done" => {}
-                "ended" => break,
-                "failed" => return Err(handover.failure(&message)),
-                kind => {
-                    return Err(Fail::failed(format!(
-                        "the program said an unexpected `{kind}`"
-                    )));
-                }
-            }
-        }
-        handover.exit()?;
+        handover.go_on_to_the_end()?;
         return Ok("semaphores: the consumer was not seen waiting on a named semaphore".into());
     };
     force::hold(consumer)?;

@@ -267,6 +267,25 @@ impl Handover {
         self.proc.send("go", &[("seed", self.seed.to_string())])
     }
 
+    /// Lets a run the grader held go on (`go`), reads it to `ended` and says `exit`.
+    pub fn go_on_to_the_end(&mut self) -> Result<(), Fail> {
+        self.proc.send("go", &[])?;
+        loop {
+            let message = self.proc.recv_any()?;
+            match message.kind.as_str() {
+                "done" => {}
+                "ended" => break,
+                "failed" => return Err(self.failure(&message)),
+                kind => {
+                    return Err(Fail::failed(format!(
+                        "the program said an unexpected `{kind}`"
+                    )));
+                }
+            }
+        }
+        self.exit()
+    }
+
     /// Lets the producer start, collects the reports up to `ended` and says `exit`.
     /// `on_paused` is called with the pid of the side that paused and must send `go` when done.
     pub fn finish(

@@ -10,6 +10,7 @@ use nix::unistd::Pid;
 use rand::RngExt;
 
 use super::WAIT_SLICE;
+use super::eintr_after_last_ok::{Interrupted, eintr_after_last_ok};
 use super::forced_waits;
 use super::handover::{Handover, expected_record, report_failure, whole_record};
 use super::probe::{self, Deadline, Seen};
@@ -160,11 +161,7 @@ fn post_last(consumer: i32, seed: u64, last: u64) -> Result<String, Fail> {
     };
     probe::poke(consumer, slot.start, &whole_record(seed, last))?;
     probe::post_for(consumer, seen)?;
-    let until = Instant::now() + NOTICE_LIMIT;
-    while probe::state(consumer).is_some() && Instant::now() < until {
-        std::thread::sleep(Duration::from_millis(1));
-    }
-    Ok(if probe::state(consumer).is_some() {
+    Ok(if !probe::gone_within(consumer, NOTICE_LIMIT) {
         "the consumer did not end after the grader posted its last ready".into()
     } else {
         "the producer took the ok of a consumer already gone".into()
@@ -200,60 +197,6 @@ pub(super) fn stop_inside_wait(producer: i32) -> Result<bool, Fail> {
 
 /// How far ahead the deadline of the producer's wait must be when the grader stops it.
 const STOP_MARGIN: Duration = Duration::from_millis(30);
-
-/// The ok of the last record comes while the producer's wait is interrupted: the grader stops
-/// the producer inside its timed wait for that ok, lets the consumer take the record, post ok,
-/// exit and be reaped, then sends the producer SIGUSR1 (its handler installed) and lets it go
-/// on. Its wait returns EINTR with the ok there and the peer gone: it must wait again and take
-/// the ok, not give up.
-fn eintr_after_last_ok(run: &mut Run, mechanism: &'static str) -> Result<String, Fail> {
-    let last = LAST_ROUNDS - 1;
-    let at = last.to_string();
-    let args = ["--interruptible", "--pause-consumer-at", &at];
-    let mut handover = Handover::start(run, mechanism, LAST_ROUNDS, &args)?;
-    let (producer, consumer) = (handover.producer, handover.consumer);
-    let mut interrupted = false;
-    let result = handover.finish(|proc, _| {
-        if !stop_inside_wait(producer)? {
-            return proc.send("go", &[]);
-        }
-        proc.send("go", &[])?;
-        let until = Instant::now() + NOTICE_LIMIT;
-        while probe::state(consumer).is_some() && Instant::now() < until {
-            std::thread::sleep(Duration::from_millis(1));
-        }
-        interrupted = probe::state(consumer).is_none();
-        kill(Pid::from_raw(producer), Signal::SIGUSR1)
-            .map_err(|e| Fail::Grader(format!("kill: {e}")))?;
-        force::resume(producer)
-    });
-    let reports = match result {
-        Err(Fail::Failed(message))
-            if interrupted && message.contains("the producer gave up with kind=peer-gone") =>
-        {
-            return Err(Fail::failed(format!(
-                "the grader stopped the producer inside its timed wait for the ok of the last \
-                 record ({last}), let the consumer take that record, post ok, exit and be \
-                 reaped, then interrupted the producer's wait with SIGUSR1 (a handler \
-                 installed) and let it go on: the producer gave up with kind=peer-gone, though \
-                 the ok was there ({mechanism}). A wait that a signal handler interrupts \
-                 (EINTR) waits again, and so takes a signal already there; ask Peer::gone() \
-                 only when a slice has timed out"
-            )));
-        }
-        other => other?,
-    };
-    handover.verify(&reports, &format!("{LAST_ROUNDS} rounds with {mechanism}"))?;
-    Ok(format!(
-        "{mechanism}: {}",
-        if interrupted {
-            "the producer, interrupted once the consumer had posted its last ok and exited, \
-             took that ok"
-        } else {
-            "the producer was not stopped inside its wait (the EINTR after the last ok not tried)"
-        }
-    ))
-}
 
 /// A timed wait whose deadline is further ahead than this, entered once a slice has timed out
 /// with the peer gone, is another slice: a last look without blocking (a deadline already
@@ -378,11 +321,7 @@ fn gone_before_wait(run: &mut Run, mechanism: &'static str) -> Result<String, Fa
     }
     kill(Pid::from_raw(producer), Signal::SIGKILL)
         .map_err(|e| Fail::Grader(format!("kill: {e}")))?;
-    let until = Instant::now() + Duration::from_secs(2);
-    while probe::state(producer).is_some() && Instant::now() < until {
-        std::thread::sleep(Duration::from_millis(1));
-    }
-    if probe::state(producer).is_some() {
+    if !probe::gone_within(producer, Duration::from_secs(2)) {
         return Err(Fail::Grader(
             "the killed producer was not reaped within 2 s".into(),
         ));
@@ -450,10 +389,10 @@ pub fn peer_exits_early(run: &mut Run) -> Result<String, Fail> {
         survives(run, "queues", false)?,
         last_signal(run, "semaphores")?,
         last_signal(run, "queues")?,
-        eintr_after_last_ok(run, "semaphores")?,
-        eintr_after_last_ok(run, "queues")?,
-        super::late_eintr::late_eintr_after_last_ok(run, "semaphores")?,
-        super::late_eintr::late_eintr_after_last_ok(run, "queues")?,
+        eintr_after_last_ok(run, "semaphores", Interrupted::InTime)?,
+        eintr_after_last_ok(run, "queues", Interrupted::InTime)?,
+        eintr_after_last_ok(run, "semaphores", Interrupted::PastTheDeadline)?,
+        eintr_after_last_ok(run, "queues", Interrupted::PastTheDeadline)?,
         gone_at_first_timeout(run, "semaphores")?,
         gone_at_first_timeout(run, "queues")?,
         gone_at_early_timeout(run)?,

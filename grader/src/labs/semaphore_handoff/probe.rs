@@ -186,6 +186,15 @@ pub fn state(pid: i32) -> Option<char> {
     stat.rsplit_once(") ")?.1.chars().next()
 }
 
+/// Whether `pid` is gone (reaped) within `limit`, looked at every millisecond.
+pub fn gone_within(pid: i32, limit: Duration) -> bool {
+    let until = Instant::now() + limit;
+    while state(pid).is_some() && Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    state(pid).is_none()
+}
+
 /// Whether `pid` still runs (a zombie does not).
 pub fn alive(pid: i32) -> bool {
     state(pid).is_some_and(|s| s != 'Z')

@@ -54,54 +54,90 @@ pub(super) fn most_looks(started: Instant) -> u64 {
     MOST_LOOKS + LOOKS_BEFORE_BLOCKING * SPIN_HELD_AT + LOOKS_PER_SLICE * slices
 }
 
-/// The producer must block in its wait for ok, not try the semaphore again and again first:
-/// hardware watchpoints on the ok semaphore's word in the producer count its loads and stores
-/// while the grader holds the consumer before a record, so that no ok comes.
-pub fn spins_before_blocking(run: &mut Run) -> Result<String, Fail> {
+/// The side whose looks at a semaphore are counted while the grader holds the other one
+/// before record `SPIN_HELD_AT`: the producer at ok, or the consumer at ready.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(super) enum Looker {
+    Producer,
+    Consumer,
+}
+
+/// What a watch of one side's looks at its semaphore counted.
+pub(super) struct Looks {
+    pub looks: u64,
+    /// Looks before the first pause of `FIRST_BLOCK` between two, its block.
+    pub first_looks: u64,
+    /// Judged at the look that went past the allowance: later, more slices would allow more.
+    pub spun: bool,
+    /// Whether the watchpoint stayed armed to the end.
+    pub watched: bool,
+    pub watched_for: Duration,
+}
+
+impl Looks {
+    pub fn too_many(&self) -> bool {
+        self.spun || self.first_looks > FIRST_BLOCK_LOOKS
+    }
+}
+
+/// Counts `looker`'s loads and stores of its semaphore's word (a hardware watchpoint) from its
+/// `go`, over record 0 and record `SPIN_HELD_AT`, the other side held before it, for `watch`
+/// once that one is held. The run then goes on to its end, or is ended when the looks went
+/// past the allowance. `None`: no watchpoints here.
+pub(super) fn count_looks(
+    run: &mut Run,
+    looker: Looker,
+    watch: Duration,
+) -> Result<Option<Looks>, Fail> {
     let names = [run.ipc_name("ready"), run.ipc_name("ok")];
-    let rounds = SPIN_HELD_AT + 5;
     let held_at = SPIN_HELD_AT.to_string();
-    let extra = ["--pause-after-create", "--pause-consumer-at", &held_at];
+    let (held, pause, rounds, watched_name) = match looker {
+        Looker::Producer => ("consumer", "--pause-consumer-at", SPIN_HELD_AT + 5, 1),
+        Looker::Consumer => ("producer", "--pause-producer-at", SPIN_HELD_AT + 2, 0),
+    };
+    let extra = ["--pause-after-create", pause, &held_at];
     let mut launch = Launch::new(run, "semaphores", names, rounds, &extra)?;
     launch.created()?;
-    // The ok semaphore's file, known by its inode while its name exists.
-    let ok_inode = std::fs::metadata(probe::semaphore_file(&launch.names[1])).map(|m| m.ino());
+    // The semaphore's file, known by its inode while its name exists.
+    let inode =
+        std::fs::metadata(probe::semaphore_file(&launch.names[watched_name])).map(|m| m.ino());
     launch.proc.send("go", &[])?;
     let mut handover = launch.ready()?;
-    let producer = handover.producer;
-    let ok_word = ok_inode.ok().and_then(|inode| {
-        probe::mappings(producer)
+    let pid = match looker {
+        Looker::Producer => handover.producer,
+        Looker::Consumer => handover.consumer,
+    };
+    let word = inode.ok().and_then(|inode| {
+        probe::mappings(pid)
             .into_iter()
             .find(|m| m.named_semaphore() && m.inode == inode)
             .map(|m| m.start)
     });
-    let tracer = match ok_word {
-        Some(word) => Tracer::watch_at(producer, word, SEMAPHORE_WORD)?,
+    let tracer = match word {
+        Some(word) => Tracer::watch_at(pid, word, SEMAPHORE_WORD)?,
         None => None,
     };
     let Some(mut tracer) = tracer else {
         handover.finish(|proc, _| proc.send("go", &[]))?;
-        return Ok("the ok semaphore was not watched (no watchpoints here)".into());
+        return Ok(None);
     };
     handover.go()?;
     let started = Instant::now();
-    let mut held_since: Option<Instant> = None;
-    let mut looks = 0u64;
-    // Looks before the first pause of FIRST_BLOCK between two (`blocked` once it came).
-    let mut first_looks = 0u64;
-    let mut last_look: Option<Instant> = None;
-    let mut blocked = false;
     let until = started + Duration::from_secs(5);
-    let mut watched = true;
-    // Judged at the look that went past the allowance: later, more slices would allow more.
-    let mut spun = false;
+    let mut held_since: Option<Instant> = None;
+    let (mut looks, mut first_looks) = (0u64, 0u64);
+    let mut last_look: Option<Instant> = None;
+    let (mut blocked, mut spun, mut watched) = (false, false, true);
     loop {
-        if let Some(since) = held_since
-            && since.elapsed() >= SPIN_WATCH
-        {
-            break;
-        }
-        match tracer.next(&mut handover.proc, until)? {
+        // Once the other side is held, only the watched side's looks are read.
+        let next = match held_since {
+            Some(since) => match tracer.next_watched(since + watch)? {
+                Some(next) => next,
+                None => break,
+            },
+            None => tracer.next(&mut handover.proc, until)?,
+        };
+        match next {
             Watched::Armed => {}
             Watched::Hit => {
                 looks += 1;
@@ -117,7 +153,7 @@ pub fn spins_before_blocking(run: &mut Run) -> Result<String, Fail> {
                 tracer.go_on();
             }
             Watched::Said(message) => {
-                if paused_for_the_grader(&handover, &message, "consumer")? {
+                if paused_for_the_grader(&handover, &message, held)? {
                     held_since = Some(Instant::now());
                 }
             }
@@ -127,8 +163,41 @@ pub fn spins_before_blocking(run: &mut Run) -> Result<String, Fail> {
             }
         }
     }
-    let watched_for = started.elapsed();
+    let counted = Looks {
+        looks,
+        first_looks,
+        spun,
+        watched,
+        watched_for: started.elapsed(),
+    };
     drop(tracer);
+    if counted.too_many() {
+        handover.proc.kill_tree();
+    } else {
+        release_to_the_end(
+            &mut handover,
+            held_since.is_some(),
+            &format!("the {held}"),
+            SPIN_HELD_AT,
+        )?;
+    }
+    Ok(Some(counted))
+}
+
+/// The producer must block in its wait for ok, not try the semaphore again and again first:
+/// hardware watchpoints on the ok semaphore's word in the producer count its loads and stores
+/// while the grader holds the consumer before a record, so that no ok comes.
+pub fn spins_before_blocking(run: &mut Run) -> Result<String, Fail> {
+    let Some(Looks {
+        looks,
+        first_looks,
+        spun,
+        watched,
+        watched_for,
+    }) = count_looks(run, Looker::Producer, SPIN_WATCH)?
+    else {
+        return Ok("the ok semaphore was not watched (no watchpoints here)".into());
+    };
     if spun {
         return Err(Fail::failed(format!(
             "while the grader held the consumer before record {SPIN_HELD_AT} (so that no ok \
@@ -154,12 +223,6 @@ pub fn spins_before_blocking(run: &mut Run) -> Result<String, Fail> {
             SPIN_HELD_AT + 1
         )));
     }
-    release_to_the_end(
-        &mut handover,
-        held_since.is_some(),
-        "the consumer",
-        SPIN_HELD_AT,
-    )?;
     Ok(if watched {
         format!(
             "the producer looked at the ok semaphore {looks} times in {} ({first_looks} before \

@@ -49,14 +49,7 @@ pub(super) fn abandoned_bank_left_alone(run: &mut Run) -> Result<(), Fail> {
         if refused && left.is_empty() {
             return Ok(());
         }
-        let outcome = match said.kind.as_str() {
-            "failed" => format!(
-                "failed with kind={} ({})",
-                said.get("kind").unwrap_or("none"),
-                said.get("error").unwrap_or("")
-            ),
-            other => format!("went on (it said `{other}`): it made a bank of its own"),
-        };
+        let outcome = super::taken_names::create_outcome(&said);
         Err(Fail::failed(format!(
             "a program was killed right after its create(), leaving its bank at {} (exactly \
              one bank, owned by the programs' user, no process mapping it or holding it open); \

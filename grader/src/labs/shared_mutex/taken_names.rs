@@ -420,14 +420,7 @@ fn taken_by_a_bank(run: &mut Run, state: BankState) -> Result<(), Fail> {
         if refused && changed.is_empty() {
             return Ok(());
         }
-        let outcome = match said.kind.as_str() {
-            "failed" => format!(
-                "failed with kind={} ({})",
-                said.get("kind").unwrap_or("none"),
-                said.get("error").unwrap_or("")
-            ),
-            other => format!("went on (it said `{other}`): it made a bank of its own"),
-        };
+        let outcome = create_outcome(&said);
         let left = if changed.is_empty() {
             String::new()
         } else {
@@ -479,3 +472,16 @@ fn taken_by_a_bank(run: &mut Run, state: BankState) -> Result<(), Fail> {
 
 /// A `pthread_mutex_t`'s bytes.
 const MUTEX_SIZE: usize = std::mem::size_of::<libc::pthread_mutex_t>();
+
+/// What a `create()` under a taken name did, as its first answer says: failed (with its kind
+/// and error), or went on with a bank of its own.
+pub(super) fn create_outcome(said: &ipc_labs_driver::Message) -> String {
+    match said.kind.as_str() {
+        "failed" => format!(
+            "failed with kind={} ({})",
+            said.get("kind").unwrap_or("none"),
+            said.get("error").unwrap_or("")
+        ),
+        other => format!("went on (it said `{other}`): it made a bank of its own"),
+    }
+}
