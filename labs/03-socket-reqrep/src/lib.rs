@@ -355,8 +355,9 @@ impl Client {
     }
 
     /// Sends one request and reads its response, waiting for it blocked in `read()` (no
-    /// timeout: the response wakes the client). A server that closes the connection instead of
-    /// answering is [`RpcError::Closed`].
+    /// timeout: the response wakes the client). The request is written blocked too, with no
+    /// timeout, however long the server takes to read it. A server that closes the connection
+    /// instead of answering is [`RpcError::Closed`].
     pub fn call(&mut self, op: u8, payload: &[u8]) -> Result<Response, RpcError> {
         let _ = (&op, &payload);
         todo!("write_frame the request, read_frame the response (None is Closed)")

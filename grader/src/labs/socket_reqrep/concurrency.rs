@@ -176,7 +176,8 @@ pub fn many_clients(run: &mut Run) -> Result<String, Fail> {
     // A wait with a timeout is a poll however long the timeout, and a write timeout drops a
     // client that only reads late: no socket of the server may have one.
     for &pid in &tree {
-        if let Some((fd, what)) = observe::sockets_with_timeouts(pid).into_iter().next() {
+        if let Some(timeouts) = observe::sockets_with_timeouts(pid).into_iter().next() {
+            let (fd, what) = (timeouts.fd, timeouts.describe());
             return Err(Fail::failed(format!(
                 "the server's socket {fd} (pid {pid}, read on a copy of the descriptor while \
                  only stalled clients were connected, one of them not reading a response) has \

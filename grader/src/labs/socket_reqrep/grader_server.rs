@@ -179,13 +179,22 @@ fn client_waits_blocked(pid: i32) -> Result<(), Fail> {
          read() on the connection, with no timeout (no set_read_timeout, no non-blocking \
          socket): the response wakes it",
     )?;
-    if let Some((fd, what)) = observe::sockets_with_timeouts(pid).into_iter().next() {
+    if let Some(timeouts) = observe::sockets_with_timeouts(pid).into_iter().next() {
+        let (fd, what) = (timeouts.fd, timeouts.describe());
+        let effect = if timeouts.receive.is_zero() {
+            // Only a send timeout: the wait for the response is not its concern, the request is.
+            "a write of a request that the server reads slowly, or not yet (the socket's buffer \
+             full: a large request), fails with EAGAIN when the timeout ends, and the call with \
+             it (kind=io), where it must wait. Client::call sends its request blocked in write() \
+             with no timeout, however long the server takes to read it"
+        } else {
+            "the read wakes when the timeout ends, and a read timeout retried is a poll, however \
+             long its period (a response held back longer fails the call). Client::call waits \
+             for the response blocked in read() with no timeout: the response wakes it"
+        };
         return Err(Fail::failed(format!(
             "while the server has not answered, the client is blocked in read(), but its socket \
-             {fd} (read on a copy of the descriptor) has {what}: the read wakes when the timeout \
-             ends, and a read timeout retried is a poll, however long its period (a response \
-             held back longer fails the call). Client::call waits for the response blocked in \
-             read() with no timeout: the response wakes it"
+             {fd} (read on a copy of the descriptor) has {what}: {effect}"
         )));
     }
     Ok(())

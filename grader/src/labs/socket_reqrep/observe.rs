@@ -437,28 +437,41 @@ pub fn socket_timeouts(pid: i32, fd: i32) -> Option<[Duration; 2]> {
     }
 }
 
-/// The sockets of `pid` but the control channel that have a receive or a send timeout: for
-/// each, its descriptor and a description (`a receive timeout of 20 s (SO_RCVTIMEO)`).
-pub fn sockets_with_timeouts(pid: i32) -> Vec<(i32, String)> {
+/// A socket's receive and send timeouts (`SO_RCVTIMEO`, `SO_SNDTIMEO`); zero is none.
+pub struct Timeouts {
+    pub fd: i32,
+    pub receive: Duration,
+    pub send: Duration,
+}
+
+impl Timeouts {
+    /// `a receive timeout of 20.000 s (SO_RCVTIMEO: set_read_timeout)`, the send one, or both.
+    pub fn describe(&self) -> String {
+        let mut said = Vec::new();
+        if !self.receive.is_zero() {
+            said.push(format!(
+                "a receive timeout of {:.3} s (SO_RCVTIMEO: set_read_timeout)",
+                self.receive.as_secs_f64()
+            ));
+        }
+        if !self.send.is_zero() {
+            said.push(format!(
+                "a send timeout of {:.3} s (SO_SNDTIMEO: set_write_timeout)",
+                self.send.as_secs_f64()
+            ));
+        }
+        said.join(" and ")
+    }
+}
+
+/// The sockets of `pid` but the control channel that have a receive or a send timeout.
+pub fn sockets_with_timeouts(pid: i32) -> Vec<Timeouts> {
     sockets(pid)
         .into_iter()
         .filter(|&(fd, _)| fd != super::programs::CONTROL_FD)
         .filter_map(|(fd, _)| {
             let [receive, send] = socket_timeouts(pid, fd)?;
-            let mut said = Vec::new();
-            if !receive.is_zero() {
-                said.push(format!(
-                    "a receive timeout of {:.3} s (SO_RCVTIMEO: set_read_timeout)",
-                    receive.as_secs_f64()
-                ));
-            }
-            if !send.is_zero() {
-                said.push(format!(
-                    "a send timeout of {:.3} s (SO_SNDTIMEO: set_write_timeout)",
-                    send.as_secs_f64()
-                ));
-            }
-            (!said.is_empty()).then(|| (fd, said.join(" and ")))
+            (!receive.is_zero() || !send.is_zero()).then_some(Timeouts { fd, receive, send })
         })
         .collect()
 }
