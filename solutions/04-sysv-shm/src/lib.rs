@@ -217,7 +217,8 @@ pub fn key_for(path: &Path, id: u32) -> Result<Key, ShmError> {
 
 /// The largest segment the system allows, read from [`SHMMAX_PATH`] each time (an administrator
 /// may change it; `shmall`, next to it, is another limit: the total of all segments, in pages).
-/// A failure to open or read it is [`ShmError::Limit`], and the file is closed on that path too:
+/// A failure to open or read it is [`ShmError::Limit`], at every call (never a limit read by an
+/// earlier call instead), and the file is closed on that path too:
 /// a long-lived caller that meets the failure again and again must not run out of descriptors.
 pub fn max_segment_size() -> Result<u64, ShmError> {
     // SOLUTION todo: read and parse SHMMAX_PATH (errors are Limit)
@@ -242,6 +243,8 @@ impl Segment {
     /// `shmget()` after a pause, in which the key may change hands.
     /// If `shmat()` fails, remove the segment just created before returning the error, which
     /// carries `shmat()`'s errno: take it right after the call, since the removal sets errno too.
+    /// So for any call that fails once `shmget()` has made the segment (one of your own, such as
+    /// an `IPC_STAT`, too): a `create` that fails leaves no segment behind.
     pub fn create(key: Key, size: u64) -> Result<Segment, ShmError> {
         // SOLUTION todo(key, size): check size, shmget(IPC_CREAT | IPC_EXCL | 0o600), shmat()
         if size == 0 {
@@ -395,6 +398,8 @@ impl Segment {
 /// Marks the segment `id` for removal with `shmctl(id, IPC_RMID)`: it disappears once the last
 /// process has detached (at once if none is attached). That one segment and no other: a
 /// segment nobody holds, whose creator has exited, may be a record waiting for its reader.
+/// Nothing else of it changes: a segment still attached lives on with the mode it was created
+/// with (no `IPC_SET` first, to lock it: the key is gone at once, which is enough).
 pub fn remove(id: i32) -> Result<(), ShmError> {
     // SOLUTION todo(id): shmctl(id, IPC_RMID, null); -1 is Control(Errno::last())
     // SAFETY: IPC_RMID takes no buffer.

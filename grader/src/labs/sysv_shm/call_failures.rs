@@ -86,6 +86,12 @@ pub fn system_call_failures(run: &mut Run) -> Result<String, Fail> {
         tried.push("the reader's first shmctl() after its shmat(), if it makes one".into());
         limit_read_failing(run)?;
         tried.push("the publisher's read of /proc/sys/kernel/shmmax".into());
+        if super::second_create_limit::limit_failing_at_second_create(run)? {
+            tried.push("the open and the read of shmmax for a process's second create".into());
+        }
+        if super::failed_after_shmget::shmctl_failing_after_creation(run)? {
+            tried.push("the publisher's shmctl() after its shmget(), if it makes one".into());
+        }
     }
     // Last: a kind=shmget here has two causes, which the failing calls above tell apart.
     unreadable_segment(run, every_call_failed)?;

@@ -23,17 +23,20 @@ mod bystanders;
 mod call_failures;
 mod changed_at_magic;
 mod errors;
+mod failed_after_shmget;
 mod first_errno;
 mod injected;
 mod kernel_copies;
 mod lifelong_mode;
 mod magic_last;
+mod mode_at_removal;
 mod open_files;
 mod private_ipc;
 mod protocol;
 mod publisher;
 mod reader;
 mod republished;
+mod second_create_limit;
 mod segments;
 mod sharing;
 mod size_limit;
@@ -148,7 +151,8 @@ pub static LAB: Lab = Lab {
             points: 2,
             timeout: Duration::from_secs(10),
             description: "after `read --remove` the segment is gone, and no other: a finished \
-                          publication of another key is left alone",
+                          publication of another key is left alone; still held, it keeps its \
+                          mode 0600 until its last detach",
             exclusive: false,
             hint: Some(
                 "read --remove removes the segment with IPC_RMID. See docs/labs/04-sysv-shm.md, the rules table (\"read --remove removes\").",
@@ -223,7 +227,8 @@ pub static LAB: Lab = Lab {
                           too-large, whatever its errno (size 0 is judged before the limit), and a reader whose open failed holds nothing \
                           attached; a publisher whose clean-up after no-room or shmat fails \
                           still reports that first error, with its errno; shmmax is closed when \
-                          its read fails",
+                          its read fails; a process's second create reports a failure to read \
+                          shmmax too, and a create that fails after its shmget() leaves no segment",
             exclusive: false,
             hint: Some(
                 "Each failing system call has its own error kind. See docs/labs/04-sysv-shm.md, the rules table (\"each failing call has its kind\").",

@@ -280,6 +280,7 @@ pub fn removal(run: &mut Run) -> Result<String, Fail> {
             left.id, left.key, left.attached
         )));
     }
+    super::mode_at_removal::mode_kept_at_removal(id)?;
     published.finish()?;
     if let Some(left) = segment_by_id(id) {
         return Err(Fail::failed(format!(
