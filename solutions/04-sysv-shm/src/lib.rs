@@ -193,8 +193,8 @@ pub struct Segment {
 ///
 /// Reject an `id` outside `1..=255` with [`ShmError::BadId`] first, before `ftok()` looks at the
 /// path: `ftok()` keeps only 8 bits of it, so 256 would silently mean 0. The path must exist.
-/// Call `ftok()` every time: the key comes from the file's inode, so a file replaced at the same
-/// path gives another key. Hand it the path's own bytes: a file name need not be UTF-8 text.
+/// Call `ftok()` every time, for the same path and id too: the key comes from the file's inode,
+/// so a file replaced at the same path gives another key. Hand it the path's own bytes: a file name need not be UTF-8 text.
 pub fn key_for(path: &Path, id: u32) -> Result<Key, ShmError> {
     // SOLUTION todo(path, id): reject id 0 or > 255 (BadId), then libc::ftok(); -1 is Ftok
     if id == 0 || id > 255 {
@@ -218,8 +218,8 @@ pub fn key_for(path: &Path, id: u32) -> Result<Key, ShmError> {
 /// The largest segment the system allows, read from [`SHMMAX_PATH`] each time (an administrator
 /// may change it; `shmall`, next to it, is another limit: the total of all segments, in pages).
 /// A failure to open or read it is [`ShmError::Limit`], at every call (never a limit read by an
-/// earlier call instead), and the file is closed on that path too:
-/// a long-lived caller that meets the failure again and again must not run out of descriptors.
+/// earlier call instead). The file is closed before this returns, after a read that went well
+/// and on that error path too: a long-lived caller must not run out of descriptors.
 pub fn max_segment_size() -> Result<u64, ShmError> {
     // SOLUTION todo: read and parse SHMMAX_PATH (errors are Limit)
     let text = std::fs::read_to_string(SHMMAX_PATH).map_err(ShmError::Limit)?;
@@ -239,8 +239,11 @@ impl Segment {
     /// made by another process a moment ago) is [`ShmError::Exists`] and is never written over:
     /// looking for it first cannot tell, since it may appear between the look and `shmget()`.
     /// However unused it looks (all zeros, nobody attached, its creator gone: its maker may be
-    /// about to write it), it is not yours; and `EEXIST` is `Exists` at once, with no second
-    /// `shmget()` after a pause, in which the key may change hands.
+    /// about to write it), and whatever it holds (a record of an older publication is still
+    /// waiting for its reader), it is not yours; and `EEXIST` is `Exists` at once, with no other
+    /// call on the key or the segment (no look with `shmget()`, `shmctl()` or `shmat()`: what it
+    /// would find decides nothing) and no second `shmget()` after a pause, in which the key may
+    /// change hands.
     /// If `shmat()` fails, remove the segment just created before returning the error, which
     /// carries `shmat()`'s errno: take it right after the call, since the removal sets errno too.
     /// So for any call that fails once `shmget()` has made the segment (one of your own, such as
@@ -338,7 +341,8 @@ impl Segment {
     /// Reads the record, trusting nothing: the segment must be large enough for a header
     /// ([`ShmError::BadLength`]), the magic must be [`MAGIC`] ([`ShmError::BadMagic`]) and the
     /// length must fit in the segment after the header ([`ShmError::BadLength`]). Then copies
-    /// the payload out. The length and the sequence are loaded after the magic (and an acquire
+    /// the payload out by its own loads from the mapping, whatever its size (no system call
+    /// copies it). The length and the sequence are loaded after the magic (and an acquire
     /// fence), never with it, and again at every call: the record may have been republished
     /// since the last one.
     pub fn read_record(&self) -> Result<Record, ShmError> {

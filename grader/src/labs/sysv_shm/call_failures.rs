@@ -93,6 +93,7 @@ pub fn system_call_failures(run: &mut Run) -> Result<String, Fail> {
             tried.push("the publisher's shmctl() after its shmget(), if it makes one".into());
         }
     }
+    super::shmmax_closed::closed_after_a_good_read(run)?;
     // Last: a kind=shmget here has two causes, which the failing calls above tell apart.
     unreadable_segment(run, every_call_failed)?;
     tried.push("a reader on a segment it may not read (mode 000)".into());

@@ -162,7 +162,7 @@ pub fn stale_segment_refused(run: &mut Run) -> Result<String, Fail> {
     };
     proc.send("go", &[])?;
     let until = Instant::now() + Duration::from_secs(5);
-    let planted = match stop.wait(&mut proc, until)? {
+    let (planted, before) = match stop.wait(&mut proc, until)? {
         Reached::Call => {
             // A create without IPC_EXCL opens a segment that is there; a look afterwards (its
             // creator, its attachments) cannot tell the two cases apart in one step.
@@ -182,8 +182,10 @@ pub fn stale_segment_refused(run: &mut Run) -> Result<String, Fail> {
                 )));
             }
             let planted = Planted::new(run, name.key, size, &rival)?;
+            // Read before the publisher goes on: it may remove the segment.
+            let before = planted.contents(size)?;
             stop.release();
-            planted
+            (planted, before)
         }
         Reached::Passed(message) => {
             drop(stop);
@@ -207,10 +209,11 @@ pub fn stale_segment_refused(run: &mut Run) -> Result<String, Fail> {
             });
         }
     };
-    let before = planted.contents(size)?;
     let message = proc.recv_any()?;
     let how = "a segment with the key appeared only once the publisher had started, just as it \
-               called shmget() with IPC_CREAT (the grader made it then, as another process may)";
+               called shmget() with IPC_CREAT (the grader made it then, as another process may), \
+               holding a complete record of an older publication (sequence 1; the publisher's \
+               is 3)";
     refused_existing(&mut proc, message, (&planted, &before, size), name.key, how).map_err(
         |fail| match fail {
             Fail::Failed(m) if m.contains("wrote over it") => Fail::Failed(format!(
@@ -222,9 +225,10 @@ pub fn stale_segment_refused(run: &mut Run) -> Result<String, Fail> {
             other => other,
         },
     )?;
+    super::older_publication::older_record_refused_unlooked(run)?;
     Ok(
-        "the publisher refused a stale segment and one that appeared at its shmget() \
-        (kind=exists), and left both as they were"
+        "the publisher refused a stale segment, one that appeared at its shmget() and an \
+        older publication's record, each at once (kind=exists), and left them as they were"
             .into(),
     )
 }

@@ -19,6 +19,7 @@ use std::time::Duration;
 use crate::engine::diagnose::{Activity, Hang};
 use crate::engine::{Check, Lab};
 
+mod big_record;
 mod bystanders;
 mod call_failures;
 mod changed_at_magic;
@@ -30,6 +31,7 @@ mod kernel_copies;
 mod lifelong_mode;
 mod magic_last;
 mod mode_at_removal;
+mod older_publication;
 mod open_files;
 mod private_ipc;
 mod protocol;
@@ -39,6 +41,7 @@ mod republished;
 mod second_create_limit;
 mod segments;
 mod sharing;
+mod shmmax_closed;
 mod size_limit;
 mod taken_key;
 mod watched_reads;
@@ -126,7 +129,7 @@ pub static LAB: Lab = Lab {
             description: "the reader copies out records the grader planted itself: one that \
                           fills its segment, an empty one in a 16-byte segment, and one \
                           republished between two reads of one attachment; it loads the \
-                          payload from its mapping itself",
+                          payload from its mapping itself, one of over 8 MiB too",
             exclusive: false,
             hint: Some(
                 "The reader copies the payload out of the segment each time it runs. See docs/labs/04-sysv-shm.md, the rules table (the reader rules).",
@@ -166,7 +169,8 @@ pub static LAB: Lab = Lab {
             description: "a segment with the same key, left by a crashed run (its creator \
                           exited) or appearing just as the publisher calls shmget(), is \
                           reported (kind=exists) and left untouched, never written over, a blank \
-                          one too, after a single shmget()",
+                          one too, after a single shmget(), and one holding an older \
+                          publication's record, with no other call on it after EEXIST",
             exclusive: false,
             hint: Some(
                 "Create with IPC_CREAT | IPC_EXCL: an existing segment is Exists, never written over nor removed. See docs/labs/04-sysv-shm.md, the rules table (the IPC_EXCL rule).",
@@ -227,8 +231,9 @@ pub static LAB: Lab = Lab {
                           too-large, whatever its errno (size 0 is judged before the limit), and a reader whose open failed holds nothing \
                           attached; a publisher whose clean-up after no-room or shmat fails \
                           still reports that first error, with its errno; shmmax is closed when \
-                          its read fails; a process's second create reports a failure to read \
-                          shmmax too, and a create that fails after its shmget() leaves no segment",
+                          its read fails, and after a read that went well; a process's second \
+                          create reports a failure to read shmmax too, and a create that fails \
+                          after its shmget() leaves no segment",
             exclusive: false,
             hint: Some(
                 "Each failing system call has its own error kind. See docs/labs/04-sysv-shm.md, the rules table (\"each failing call has its kind\").",

@@ -27,7 +27,7 @@ pub fn left_open_at_exit(
 }
 
 /// The lowest descriptor of `pid` open on `path`.
-fn descriptor_on(pid: i32, path: &str) -> Option<i32> {
+pub fn descriptor_on(pid: i32, path: &str) -> Option<i32> {
     let entries = std::fs::read_dir(format!("/proc/{pid}/fd")).ok()?;
     entries
         .filter_map(Result::ok)

@@ -63,10 +63,16 @@ pub fn segment_key_and_size(run: &mut Run) -> Result<String, Fail> {
 /// One process, two keys: the `create` step with `--then-id`, the file at the path replaced
 /// between its two `Segment::create` calls. Held at its second `shmget()` with `IPC_CREAT`, it
 /// must ask for `ftok()` of the new file, with the second id: nothing kept from the first call
-/// (the file's inode, a key) may make it.
+/// (the file's inode, a key) may make it. Tried with another id and with the same one (a key
+/// kept by path and id).
 fn key_of_each_call(run: &mut Run) -> Result<(), Fail> {
-    let name = &fresh_name(run)?;
-    let then_id = name.id % 255 + 1;
+    let name = fresh_name(run)?;
+    key_of_second_create(run, &name, name.id % 255 + 1)?;
+    let name = fresh_name(run)?;
+    key_of_second_create(run, &name, name.id)
+}
+
+fn key_of_second_create(run: &mut Run, name: &Name, then_id: u32) -> Result<(), Fail> {
     let what =
         format!("`sysv-shm create --then-id {then_id}` (two Segment::create calls in one process)");
     let mut proc = start_create_step(run, name, 4000, Some(then_id), &what)?;
@@ -99,7 +105,14 @@ fn key_of_each_call(run: &mut Run) -> Result<(), Fail> {
     match asked {
         Some(key) if key == replaced.key => Ok(()),
         Some(key) => {
-            let why = if key == old_key {
+            let why = if key == old_key && then_id == name.id {
+                format!(
+                    "ftok() of the file that was there before, {old_key:#x}, which the first \
+                     create, of the same path and id, had used: the key (or the inode it comes \
+                     from) was remembered by path and id and handed out again without a new \
+                     ftok()"
+                )
+            } else if key == old_key {
                 format!(
                     "ftok() of the file that was there before, {old_key:#x}: the key, or the \
                      inode it comes from, was kept from the first call"

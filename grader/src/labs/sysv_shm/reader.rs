@@ -183,7 +183,7 @@ fn reader_accepts(
 /// As [`reader_accepts`], with the reader traced from its `shmat()` to its `shmdt()`: a call
 /// that moves bytes in between ([`kernel_copies`]), judged by the caller after the watched
 /// reads, whose diagnoses say more.
-fn reader_copies_itself(
+pub(super) fn reader_copies_itself(
     run: &mut Run,
     name: &Name,
     (sequence, payload): (u32, &[u8]),
@@ -229,6 +229,8 @@ pub fn reader_reads_segment(run: &mut Run) -> Result<String, Fail> {
         );
         reader_copies_itself(run, &name, (sequence, &payload), &what)?
     };
+    let big_copied_by_a_call =
+        super::big_record::big_record_copied_by_loads(run, &name, payload.len())?;
     let empty_sequence = run.rng().random_range(2..1_000_000u32);
     {
         let empty = record(MAGIC, empty_sequence, 0, &[]);
@@ -255,6 +257,9 @@ pub fn reader_reads_segment(run: &mut Run) -> Result<String, Fail> {
     republished_between_reads(run, &name, 7)?;
     let watched = payload_loaded_from_mapping(run, &name, 5)?;
     if let Some(fail) = copied_by_a_call {
+        return Err(fail);
+    }
+    if let Some(fail) = big_copied_by_a_call {
         return Err(fail);
     }
     Ok(format!(
