@@ -361,7 +361,9 @@ pub fn read_frame(stream: &mut impl Read, max: usize) -> Result<Option<Vec<u8>>,
 
 /// Writes one frame: the 4-byte big-endian length of `head` and `payload` together, then
 /// both (so an 8 MiB payload is not copied just to put a byte in front of it). Every byte is
-/// written (`write_all`).
+/// written (`write_all`). A payload of more than 64 KiB is never copied behind its prefix into
+/// a new buffer, whatever its size (write the prefix and then the payload, or both with one
+/// `write_vectored`); a smaller one may be, for one write() instead of two.
 pub fn write_frame(stream: &mut impl Write, head: u8, payload: &[u8]) -> Result<(), RpcError> {
     // SOLUTION todo(stream, head, payload): write_all the length (payload + 1, u32 big-endian), the head byte and the payload
     let len = u32::try_from(payload.len() + 1).map_err(|_| RpcError::TooLong {

@@ -502,14 +502,18 @@ pub fn bad_input(run: &mut Run) -> Result<String, Fail> {
             break;
         }
     }
-    dropped(&mut conn, what, &server, known, refuse)?;
+    dropped(&mut conn, what, &server, known, refuse).map_err(|fail| {
+        super::announced_allocation::named_if_the_length_was_allocated(&server, 0xffff_fff0, fail)
+    })?;
     let kept = Kept {
         sockets_before: sockets_at_connect,
         threads: &threads,
     };
     kept.nothing_after_dropping(&server, what)?;
     expect_logged(&server, known, what, "too-long", refuse)?;
-    good(&server, what)?;
+    good(&server, what).map_err(|fail| {
+        super::announced_allocation::named_if_the_length_was_allocated(&server, 0xffff_fff0, fail)
+    })?;
     let grown = peak_kib(pid).saturating_sub(before);
     if grown > 24 << 10 {
         return Err(Fail::failed(format!(

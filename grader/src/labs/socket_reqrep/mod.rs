@@ -19,6 +19,7 @@
 
 mod accept_errors;
 mod accept_wakeup;
+mod announced_allocation;
 mod binding;
 mod client;
 mod client_procs;
@@ -39,6 +40,7 @@ mod other_signals;
 mod port_in_use;
 mod programs;
 mod protocol;
+mod repeated_requests;
 mod requests;
 mod socket_file_owner;
 mod stop_accept_failure;

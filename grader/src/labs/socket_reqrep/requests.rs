@@ -49,11 +49,12 @@ fn answered_in_the_servers_place(run: &mut Run, server: &Server) -> Result<(), F
         return Ok(());
     };
     // Small and large (more than a socket's buffer, where another path pays off).
-    let requests = vec![
+    let mut requests = vec![
         (OP_ECHO, run.random_bytes(20_000)),
         (OP_HASH, run.random_bytes(1 << 20)),
         (OP_REVERSE, run.random_bytes(30)),
     ];
+    super::repeated_requests::repeat_each(&mut requests);
     let answers: Vec<(u8, Vec<u8>)> = (0..requests.len())
         .map(|_| {
             let len = run.rng().random_range(1..64);
@@ -67,6 +68,11 @@ fn answered_in_the_servers_place(run: &mut Run, server: &Server) -> Result<(), F
     let situation = "the client, connected to the lab's own server's socket, on which the grader \
                      accepted and answered in the server's place (with random bytes, the server \
                      stopped meanwhile)";
+    if let Some(fail) =
+        super::repeated_requests::repeat_not_sent(&requests, &received, written.len(), situation)
+    {
+        return Err(fail);
+    }
     if received.len() < requests.len() && requests.starts_with(&received) {
         return Err(Fail::failed(format!(
             "{situation}: the client made its {} calls and wrote answers, but only {} of its \
