@@ -221,7 +221,7 @@ pub static LAB: Lab = Lab {
             description: "the echo is what came back through pipe B, copied by the child as it \
                           read it, also for a second child of the same process given the same \
                           input after a first exchange that failed; the child's write() calls \
-                          carry every byte it echoes (none spliced, pipes enlarged to the \
+                          carry every byte it echoes (none spliced, pipe B enlarged to the \
                           input); with nothing to do, both processes block, with no timer armed",
             exclusive: false,
             hint: Some(

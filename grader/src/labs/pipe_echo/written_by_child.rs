@@ -5,14 +5,12 @@
 use super::session::Pipes;
 use crate::engine::{Fail, Run, force, inspect};
 
-/// Makes pipes A and B hold `len` bytes, the whole input: resumed, the child finds far more
-/// waiting than a `read()` of any usual buffer takes, and room for all of it in pipe B, which is
-/// when a copy may look for a faster way than `write()`.
+/// Makes pipe B hold `len` bytes, the whole input: the child always finds room there, which is
+/// when a copy may move what waits in pipe A by a faster way than `write()`. Pipe A keeps its
+/// size: a read of exactly a full default pipe, with nothing after it, must be echoed too.
 pub(super) fn room_for_the_whole_input(run: &mut Run, child: i32, pipes: &Pipes, len: usize) {
-    for end in [pipes.child_reads_a, pipes.child_writes_b] {
-        if force::set_pipe_capacity(child, end, len as i32).is_err() {
-            run.note("a pipe could not be enlarged here: the input went through in pieces");
-        }
+    if force::set_pipe_capacity(child, pipes.child_writes_b, len as i32).is_err() {
+        run.note("pipe B could not be enlarged here: the echo went back in pieces");
     }
 }
 
@@ -24,8 +22,8 @@ pub(super) fn every_byte_written(copied: inspect::IoCounters, echoed: u64) -> Re
         return Ok(());
     }
     Err(Fail::failed(format!(
-        "with every byte sent and end-of-file held back (pipes A and B enlarged to hold the \
-         whole input, so that the child found far more waiting than a full buffer, and room), \
+        "with every byte sent and end-of-file held back (pipe B enlarged to hold the whole \
+         input), \
          {echoed} bytes had gone from pipe A through the echo child into pipe B, but the \
          child's write() calls had written only {} bytes in all (read(): {}): the rest reached \
          pipe B without a write(), moved from pipe to pipe by the kernel (splice(), tee(), \
