@@ -310,6 +310,10 @@ pub enum Action {
     /// the kernel did with the call once the handler returned: made it fail with `EINTR`, or
     /// restarted it (`SA_RESTART`) ([`Tracer::signal_restarts`]).
     Signal(i32),
+    /// As [`Action::Fail`] (this errno), or as [`Action::HoldAfter`] (`None`), at the call made
+    /// on any thread of the program, those it creates from now on too (each traced from its
+    /// first instruction): a call a program makes on a thread it starts for the work.
+    OnAnyThread(Option<i32>),
 }
 
 /// The most calls [`Action::InTurn`] acts at.
@@ -1050,7 +1054,12 @@ unsafe fn trace(group: i32, pid: i32, call: Call, action: Action, pipes: Pipes) 
         };
         libc::setpgid(0, group);
         libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-        let options = libc::PTRACE_O_TRACESYSGOOD as usize;
+        let follow = if matches!(action, Action::OnAnyThread(_)) {
+            libc::PTRACE_O_TRACECLONE as usize
+        } else {
+            0
+        };
+        let options = libc::PTRACE_O_TRACESYSGOOD as usize | follow;
         if libc::ptrace(libc::PTRACE_SEIZE, pid, 0usize, options) != 0 {
             say(REFUSED);
             libc::_exit(1);
@@ -1073,6 +1082,9 @@ unsafe fn trace(group: i32, pid: i32, call: Call, action: Action, pipes: Pipes) 
         }
         if let Action::Signal(signal) = action {
             signal_in_call(pid, signal, pipes);
+        }
+        if let Action::OnAnyThread(errno) = action {
+            on_any_thread(pid, call, errno, pipes);
         }
         let mut signal = 0usize;
         let mut left_to_fail = match action {
@@ -1130,7 +1142,8 @@ unsafe fn trace(group: i32, pid: i32, call: Call, action: Action, pipes: Pipes) 
                     Action::WatchAt(..)
                     | Action::BreakAt(..)
                     | Action::InTurn(_)
-                    | Action::Signal(_) => {}
+                    | Action::Signal(_)
+                    | Action::OnAnyThread(_) => {}
                     Action::Fail(errno) => {
                         if !fail_call(pid, errno, &mut status) {
                             gone();
@@ -1181,6 +1194,67 @@ unsafe fn trace(group: i32, pid: i32, call: Call, action: Action, pipes: Pipes) 
                 // A signal on its way to the program: deliver it.
                 signal = stopped_by as usize;
             }
+        }
+    }
+}
+
+/// [`Action::OnAnyThread`], in the forked child: `pid` is stopped, traced, and the threads it
+/// creates are traced as they start. At the first entry of `call` on any of them, fails it with
+/// `errno` or holds that thread as the call returns until the check lets it go; then ends,
+/// which lets every thread go on untraced. Never returns.
+unsafe fn on_any_thread(pid: i32, call: Call, errno: Option<i32>, pipes: Pipes) -> ! {
+    // SAFETY: plain system calls on our own descriptors and memory, and on the traced threads.
+    unsafe {
+        let say = |byte: u8| libc::write(pipes.report, [byte].as_ptr().cast(), 1);
+        let gone = || -> ! {
+            say(GONE);
+            libc::_exit(0)
+        };
+        let mut status = 0;
+        let mut next = Some((pid, 0usize));
+        loop {
+            if let Some((tid, signal)) = next.take() {
+                libc::ptrace(libc::PTRACE_SYSCALL, tid, 0usize, signal);
+            }
+            let tid = libc::waitpid(-1, &mut status, libc::__WALL);
+            if tid == -1 {
+                gone();
+            }
+            if !libc::WIFSTOPPED(status) {
+                if tid == pid {
+                    gone();
+                }
+                continue;
+            }
+            let by = libc::WSTOPSIG(status);
+            if by == libc::SIGTRAP | 0x80 && at_entry_of(tid, call) {
+                match errno {
+                    Some(errno) => {
+                        if !fail_call(tid, errno, &mut status) {
+                            gone();
+                        }
+                        say(FAILED);
+                    }
+                    None => {
+                        if !to_exit_stop(tid, &mut status) {
+                            gone();
+                        }
+                        say(HELD);
+                        let mut byte = [0u8];
+                        libc::read(pipes.resume, byte.as_mut_ptr().cast(), 1);
+                    }
+                }
+                libc::ptrace(libc::PTRACE_DETACH, tid, 0usize, 0usize);
+                libc::_exit(0);
+            }
+            // Event stops (a thread created, a new thread's first stop) and call stops carry
+            // no signal; any other stop is a signal on its way to the thread: deliver it.
+            let signal = if by != libc::SIGTRAP | 0x80 && status >> 16 == 0 && by != libc::SIGTRAP {
+                by as usize
+            } else {
+                0
+            };
+            next = Some((tid, signal));
         }
     }
 }

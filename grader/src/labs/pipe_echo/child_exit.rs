@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use nix::unistd::Pid;
+use rand::RngExt;
 
 use super::outside::{self, ExitHold, describe_status};
 use super::session::{Done, Flags, Session, pipes_of, role_of, settle_in_read, start};
@@ -285,7 +286,8 @@ pub fn waits_for_exit(run: &mut Run) -> Result<String, Fail> {
     }
     // Far more interruptions than signals can bring in the time: waitpid() made to fail with
     // EINTR again and again by the grader's tracer.
-    let forced = match forced_eintrs(&mut session, rounds)? {
+    let times = run.rng().random_range(FORCED_EINTRS);
+    let forced = match forced_eintrs(&mut session, rounds, times)? {
         Some(forced) => forced,
         None => {
             run.note(
@@ -325,21 +327,22 @@ pub fn waits_for_exit(run: &mut Run) -> Result<String, Fail> {
 }
 
 /// How many times in a row the grader's tracer makes `waitpid()` fail with `EINTR` after the
-/// signals: far more than any limit a program might set itself on retries (none is allowed),
-/// in a few milliseconds.
-const FORCED_EINTRS: u32 = 1000;
+/// signals, drawn anew each run: past any limit of 11 bits a program might set itself on
+/// retries (none is allowed), and never the same count, so that no limit can be set just above
+/// the one a failure message showed; a few tens of milliseconds.
+const FORCED_EINTRS: std::ops::RangeInclusive<u32> = (1 << 11) + 1..=1 << 12;
 
 /// With the child held at its exit and the parent blocked in `waitpid()`, makes that call fail
-/// with `EINTR` [`FORCED_EINTRS`] times in a row (the tracer skips it, as a signal caught by a
-/// handler ends it), and sees the parent call it again each time and block in it at the end.
+/// with `EINTR` `times` times in a row (one of [`FORCED_EINTRS`]; the tracer skips it, as a
+/// signal caught by a handler ends it), and sees the parent call it again each time and block in it at the end.
 /// `None` if the parent may not be traced here.
-fn forced_eintrs(session: &mut Session, signals: u32) -> Result<Option<u32>, Fail> {
+fn forced_eintrs(session: &mut Session, signals: u32, times: u32) -> Result<Option<u32>, Fail> {
     let parent = session.parent;
     let Some(&tid) = in_waitpid(parent).keys().next() else {
         return Ok(None);
     };
     let waits = Call::one_of(&[libc::SYS_wait4, libc::SYS_waitid]);
-    let fail = Action::FailTimes(libc::EINTR, FORCED_EINTRS);
+    let fail = Action::FailTimes(libc::EINTR, times);
     let Some(mut tracer) = Tracer::attach_thread(parent, tid, waits, fail)? else {
         return Ok(None);
     };
@@ -355,7 +358,7 @@ fn forced_eintrs(session: &mut Session, signals: u32) -> Result<Option<u32>, Fai
     };
     // Attaching interrupts the blocked call, which the kernel restarts: the restart fails, and
     // each call after it.
-    for failed in 0..FORCED_EINTRS {
+    for failed in 0..times {
         let until = Instant::now() + Duration::from_secs(2);
         loop {
             if tracer.failed_before(Instant::now() + Duration::from_millis(5))? {
@@ -378,19 +381,16 @@ fn forced_eintrs(session: &mut Session, signals: u32) -> Result<Option<u32>, Fai
     while in_waitpid(parent).is_empty() {
         if let Some(message) = session.message_within(Duration::from_millis(1))? {
             let done = session.done(message)?;
-            return Err(gave_up(
-                FORCED_EINTRS,
-                format!("wait() returned `{}`", done.wait),
-            ));
+            return Err(gave_up(times, format!("wait() returned `{}`", done.wait)));
         }
         if Instant::now() >= until {
             return Err(gave_up(
-                FORCED_EINTRS,
+                times,
                 format!("it no longer waits in waitpid() (it is {})", doing(parent)),
             ));
         }
     }
-    Ok(Some(FORCED_EINTRS))
+    Ok(Some(times))
 }
 
 /// Waits until the held child stops at its exit; returns its exit status. A `done` before that

@@ -12,6 +12,7 @@ use super::returned::Returned;
 use super::session::{
     Flags, Pipes, Session, first_difference, pipes_of, role_of, settle_in_read, start,
 };
+use super::written_by_child;
 use crate::engine::diagnose::{Activity, classify};
 use crate::engine::tracer::{Action, Call, Match, TIMERS, Tracer};
 use crate::engine::waiting::{self, WaitRules};
@@ -130,11 +131,17 @@ pub fn reads_while_writing(run: &mut Run) -> Result<String, Fail> {
     for len in [64 << 10, PAGE as usize + 1, 1 << 20] {
         reads_while_writing_len(run, len)?;
     }
-    reads_while_writing_prefilled(run)?;
+    // Inputs that fit an empty pipe A: one byte, one under PIPE_BUF (a write the kernel keeps
+    // whole), and exactly PIPE_BUF; none of them may be written before reading.
+    let fitting = [1, libc::PIPE_BUF - 1, libc::PIPE_BUF];
+    for len in fitting {
+        reads_while_writing_prefilled(run, len)?;
+    }
     Ok(format!(
         "with the child stopped and pipes of one page, the parent waited on pipe B while it \
-         wrote; resumed, 64 KiB, {} bytes, then 1 MiB came back; an input that fit pipe A, \
-         which the grader had filled, was written while pipe B was waited on too",
+         wrote; resumed, 64 KiB, {} bytes, then 1 MiB came back; inputs that fit pipe A \
+         ({fitting:?} bytes), which the grader had filled, were written while pipe B was \
+         waited on too",
         PAGE + 1
     ))
 }
@@ -155,17 +162,17 @@ fn small_pipes_child_held(run: &mut Run, len: usize) -> Result<(Session, Pipes),
     Ok((session, pipes))
 }
 
-/// An input exactly as long as pipe A holds (one page), which would fit an empty pipe A; but the
-/// grader has filled pipe A with a page of its own before `go`, with the child stopped: the
-/// write blocks all the same, and the parent must be waiting on pipe B meanwhile. Whether a
-/// write blocks depends on what the pipe holds, not only on its capacity, so no input is small
-/// enough to skip reading while writing. The grader takes its page back before the child goes
-/// on, so the echo is the input's.
-fn reads_while_writing_prefilled(run: &mut Run) -> Result<(), Fail> {
-    let len = PAGE as usize;
+/// An input of `len` bytes, no longer than pipe A holds (one page), which would fit an empty
+/// pipe A (in one atomic write, up to `PIPE_BUF`); but the grader has filled pipe A with a page
+/// of its own before `go`, with the child stopped: the write blocks all the same, and the parent
+/// must be waiting on pipe B meanwhile. Whether a write blocks depends on what the pipe holds,
+/// not only on its capacity, so no input is small enough to skip reading while writing. The
+/// grader takes its page back before the child goes on, so the echo is the input's.
+fn reads_while_writing_prefilled(run: &mut Run, len: usize) -> Result<(), Fail> {
     let (mut session, pipes) = small_pipes_child_held(run, len)?;
     let (parent, child) = (session.parent, session.child);
-    let filler = run.random_bytes(len);
+    let page = PAGE as usize;
+    let filler = run.random_bytes(page);
     let mut fill = outside::open_pipe(child, pipes.child_reads_a, true)?;
     outside::put_bytes(&mut fill, &filler)?;
     session.go()?;
@@ -173,7 +180,7 @@ fn reads_while_writing_prefilled(run: &mut Run) -> Result<(), Fail> {
     let seen = activities(parent);
     // The grader's page back out of pipe A (it came first), whatever the verdict.
     let mut drain = outside::open_pipe(child, pipes.child_reads_a, false)?;
-    let taken = outside::take_bytes(&mut drain, len)?;
+    let taken = outside::take_bytes(&mut drain, page)?;
     drop((drain, fill));
     if let Err(fail) = settled {
         let _ = force::resume(child);
@@ -196,10 +203,13 @@ fn reads_while_writing_prefilled(run: &mut Run) -> Result<(), Fail> {
         let _ = force::resume(child);
         return Err(Fail::failed(format!(
             "{}; here the input ({len} bytes) was no longer than pipe A holds (F_GETPIPE_SZ: \
-             {PAGE}), but the grader had filled pipe A with a page of its own first: a write \
-             blocks when the pipe has no room, whatever the input's size, so read pipe B while \
-             writing for every input (no shortcut for inputs that fit the pipe)",
-            verdict.message()
+             {PAGE}; PIPE_BUF is {}), but the grader had filled pipe A with a page of its own \
+             first: a write blocks when the pipe has no room, whatever the input's size (a \
+             write of at most PIPE_BUF bytes is atomic, not sure to go through at once), so \
+             read pipe B while writing for every input (no shortcut for inputs that fit the \
+             pipe or PIPE_BUF)",
+            verdict.message(),
+            libc::PIPE_BUF,
         )));
     }
     force::resume(child)?;
@@ -212,7 +222,8 @@ fn reads_while_writing_len(run: &mut Run, len: usize) -> Result<(), Fail> {
     let (mut session, pipes) = small_pipes_child_held(run, len)?;
     let (parent, child) = (session.parent, session.child);
     // A parent that enlarges pipe A could write the whole input before reading: held right
-    // after its F_SETPIPE_SZ (on its main thread), it gets pipe A set back to one page.
+    // after its F_SETPIPE_SZ (on any thread, a writer thread's too), it gets pipe A set back to
+    // one page.
     let grow_a = Call {
         number: libc::SYS_fcntl,
         matching: Match::BothBits([
@@ -220,7 +231,7 @@ fn reads_while_writing_len(run: &mut Run, len: usize) -> Result<(), Fail> {
             (1, u64::MAX, libc::F_SETPIPE_SZ as u64),
         ]),
     };
-    let mut growing = Tracer::attach(parent, grow_a, Action::HoldAfter)?;
+    let mut growing = Tracer::attach(parent, grow_a, Action::OnAnyThread(None))?;
     if growing.is_none() {
         run.note(
             "the grader may not trace the parent here (ptrace): an enlarged pipe A was not set \
@@ -320,6 +331,7 @@ pub fn through_the_child(run: &mut Run) -> Result<String, Fail> {
     // so the grader can look at both processes once every byte has gone through.
     let eof_held = outside::open_pipe(child, pipes.child_reads_a, true)?;
     outside::hold_stopped(child)?;
+    written_by_child::room_for_the_whole_input(run, child, &pipes, len);
     let parent_io = inspect::io(parent).unwrap_or_default();
     let child_io = inspect::io(child).unwrap_or_default();
     session.go()?;
@@ -348,6 +360,7 @@ pub fn through_the_child(run: &mut Run) -> Result<String, Fail> {
             copied.read_bytes, copied.written_bytes
         )));
     }
+    written_by_child::every_byte_written(copied, (len - swapped) as u64)?;
     // A read shorter than any buffer: the child must write it back before it reads again.
     // Traced meanwhile: going back to wait for input, it must arm no timer.
     let late_byte = run.random_bytes(1);

@@ -41,15 +41,19 @@ pub fn echo(run: &mut Run, len: usize) -> Result<String, Fail> {
     Ok(format!("{len} bytes echoed byte for byte"))
 }
 
-/// As [`echo`] of [`BLOCK_MULTIPLE`] bytes, with the parent's `fcntl(F_SETPIPE_SZ)` (on its
-/// main thread) refused with `EPERM`, as the kernel refuses a user past its pipe-memory limits
+/// As [`echo`] of [`BLOCK_MULTIPLE`] bytes, with the parent's `fcntl(F_SETPIPE_SZ)` (on any of
+/// its threads: a writer thread may resize the pipe it writes) refused with `EPERM`, as the kernel refuses a user past its pipe-memory limits
 /// (`fs.pipe-max-size`, `fs.pipe-user-pages-soft`): a pipe that keeps its size is no error, and
 /// the echo must come back all the same. A program that never resizes a pipe meets nothing.
 fn echo_pipe_size_refused(run: &mut Run) -> Result<(), Fail> {
     let input = run.random_bytes(BLOCK_MULTIPLE);
     let mut session = start(run, input, Flags::default())?;
     let resize = Call::arg_is(libc::SYS_fcntl, 1, libc::F_SETPIPE_SZ as u64);
-    let refusing = Tracer::attach(session.parent, resize, Action::Fail(libc::EPERM))?;
+    let refusing = Tracer::attach(
+        session.parent,
+        resize,
+        Action::OnAnyThread(Some(libc::EPERM)),
+    )?;
     let done = session.exchange()?;
     let refused = match refusing {
         Some(mut tracer) => tracer.failed_the_call()?,
@@ -58,12 +62,12 @@ fn echo_pipe_size_refused(run: &mut Run) -> Result<(), Fail> {
     if refused && !matches!(Returned::parse(&done.exchange), Returned::Ok(_)) {
         return Err(Fail::failed(format!(
             "with {BLOCK_MULTIPLE} bytes to send, the parent resized a pipe \
-             (fcntl(F_SETPIPE_SZ)), the grader's tracer made that call fail with EPERM, as the \
-             kernel does for a user past its pipe-memory limits (fs.pipe-max-size, \
-             fs.pipe-user-pages-soft), and exchange() returned `{}`: no write() or read() of a \
-             pipe failed; a refused F_SETPIPE_SZ leaves the pipe as it was, which still works: \
-             go on with it (PipeEchoError::Write and Read carry the errors of write() and read() \
-             only)",
+             (fcntl(F_SETPIPE_SZ), on whichever of its threads), the grader's tracer made \
+             that call fail with EPERM, as the kernel does for a user past its pipe-memory \
+             limits (fs.pipe-max-size, fs.pipe-user-pages-soft), and exchange() returned `{}`: \
+             no write() or read() of a pipe failed; a refused F_SETPIPE_SZ leaves the pipe as it \
+             was, which still works: go on with it, on the writer thread too (PipeEchoError::\
+             Write and Read carry the errors of write() and read() only)",
             done.exchange
         )));
     }

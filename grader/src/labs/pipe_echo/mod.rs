@@ -19,6 +19,7 @@ mod returned;
 mod session;
 mod signals;
 mod wait_probes;
+mod written_by_child;
 
 use std::time::Duration;
 
@@ -72,7 +73,8 @@ pub static LAB: Lab = Lab {
             timeout: Duration::from_secs(15),
             description: "16 MiB and some KiB (a length no block size divides), far beyond \
                           the pipe's capacity, come back whole without deadlock; then 125 × \
-                          64 KiB, a whole number of blocks",
+                          64 KiB, a whole number of blocks, with F_SETPIPE_SZ refused (EPERM) \
+                          on every thread of the parent",
             exclusive: false,
             hint: Some(
                 "Far more than a pipe holds: the parent must read the echo while it writes, and send every byte, the last short block too. See docs/labs/01-pipe-echo.md, Hints (\"Reading while writing\", \"A pipe's capacity is not a constant\") and \"Which common bug each check catches\".",
@@ -137,7 +139,8 @@ pub static LAB: Lab = Lab {
             points: 2,
             timeout: Duration::from_secs(10),
             description: "with the child held at its exit, wait() is blocked in waitpid() with \
-                          both pipe ends closed, retries it at once when signals interrupt it, goes \
+                          both pipe ends closed, retries it at once when signals interrupt it \
+                          (then 2049 to 4096 forced EINTRs, drawn anew each run), goes \
                           on waiting while the child is only stopped or continued, and reaps \
                           the child once it exits; a waitpid() failed with ECHILD is \
                           Wait(ECHILD); called right after spawn(), with no exchange(), \
@@ -203,8 +206,8 @@ pub static LAB: Lab = Lab {
             description: "with the child stopped, pipes of one page (pipe A set back to one \
                           page if the parent enlarges it) and the parent on one CPU, the \
                           parent waits on pipe B while it writes pipe A, even for an input \
-                          that fits pipe A (filled by the grader first); resumed, 64 KiB, \
-                          then 1 MiB come back",
+                          that fits pipe A (1 byte, PIPE_BUF - 1 and PIPE_BUF bytes, pipe A \
+                          filled by the grader first); resumed, 64 KiB, then 1 MiB come back",
             exclusive: false,
             hint: Some(
                 "A pipe may hold a single page, and an enlarged one may be shrunk again: the parent must wait on pipe B while it writes pipe A (a second thread, or poll()), and block rather than spin or sleep. See docs/labs/01-pipe-echo.md, Hints (\"Reading while writing\", \"Wait by blocking\").",
@@ -217,8 +220,9 @@ pub static LAB: Lab = Lab {
             timeout: Duration::from_secs(10),
             description: "the echo is what came back through pipe B, copied by the child as it \
                           read it, also for a second child of the same process given the same \
-                          input after a first exchange that failed; with nothing to do, both \
-                          processes block, with no timer armed",
+                          input after a first exchange that failed; the child's write() calls \
+                          carry every byte it echoes (none spliced, pipe B enlarged to the \
+                          input); with nothing to do, both processes block, with no timer armed",
             exclusive: false,
             hint: Some(
                 "The echo is what the child copied back through pipe B as it read it, for every exchange (keep no echo for a later one); the parent closes its write end after the last byte and waits by blocking. See docs/labs/01-pipe-echo.md, the rules table (\"What exchange() returns is what came back through pipe B\").",
