@@ -18,6 +18,8 @@ use crate::engine::{Fail, Run, force, inspect};
 /// thread that returned the error is asleep again by then (in `waitpid()`, the child stopped).
 const SETTLE: Duration = Duration::from_millis(20);
 const WINDOW: Duration = Duration::from_millis(60);
+/// Looks at a thread needed to judge it.
+const MIN_LOOKS: u32 = 8;
 
 /// Less than pipe A holds: the parent has written it all and only waits for the echo.
 const INPUT: usize = 4 << 10;
@@ -70,8 +72,7 @@ pub fn parent_read_would_block(run: &mut Run) -> Result<String, Fail> {
         session.finish()?;
         return Err(Fail::failed(format!(
             "{advice} (its thread {tid} was running or ready to run in {runnable} of {looks} \
-             looks over {} ms, with nothing to read)",
-            WINDOW.as_millis()
+             looks, with nothing to read)",
         )));
     }
     let done = session.recv_done()?;
@@ -96,7 +97,12 @@ fn spinning_thread(pid: i32) -> Option<(i32, u32, u32)> {
     std::thread::sleep(SETTLE);
     let mut counts: std::collections::BTreeMap<i32, (u32, u32)> = Default::default();
     let started = Instant::now();
-    while started.elapsed() < WINDOW {
+    // On a loaded machine the grader's own looks are few: the window stretches until it has
+    // made enough of them to judge, at most five times over.
+    let enough = |counts: &std::collections::BTreeMap<i32, (u32, u32)>| {
+        counts.values().all(|(_, looks)| *looks >= MIN_LOOKS) && !counts.is_empty()
+    };
+    while started.elapsed() < WINDOW || (!enough(&counts) && started.elapsed() < 5 * WINDOW) {
         for (tid, state) in thread_states(pid) {
             let count = counts.entry(tid).or_default();
             count.1 += 1;
@@ -108,7 +114,7 @@ fn spinning_thread(pid: i32) -> Option<(i32, u32, u32)> {
     }
     counts
         .into_iter()
-        .find(|(_, (runnable, looks))| *looks >= 5 && *runnable * 10 >= *looks * 9)
+        .find(|(_, (runnable, looks))| *looks >= MIN_LOOKS && *runnable * 10 >= *looks * 9)
         .map(|(tid, (runnable, looks))| (tid, runnable, looks))
 }
 
