@@ -72,6 +72,10 @@ pub struct Limits {
     /// The program (run as root) lacks `CAP_IPC_OWNER`, with which root passes every System V
     /// IPC permission check: the modes of the objects it uses apply to it as to any user.
     pub without_ipc_owner: bool,
+    /// Descriptors the program finds open when it starts, besides stdio and the control channel,
+    /// each on `/dev/null`: files it holds before the lab's code runs, which that code must leave
+    /// alone (the first free number, 4, and a high one).
+    pub held_descriptors: &'static [i32],
 }
 
 impl Limits {
@@ -88,6 +92,7 @@ impl Limits {
             message_queue_sysctls: None,
             message_queue_msg_default: None,
             without_ipc_owner: false,
+            held_descriptors: &[],
         }
     }
 }
@@ -359,6 +364,15 @@ pub fn spawn(
                 // Kernels before 5.9 have no close_range.
                 for fd in CONTROL_FD + 1..4096 {
                     libc::close(fd);
+                }
+            }
+            for &fd in limits.held_descriptors {
+                let null = libc::open(c"/dev/null".as_ptr(), libc::O_RDONLY);
+                if null < 0 || (null != fd && libc::dup2(null, fd) < 0) {
+                    return Err(std::io::Error::last_os_error());
+                }
+                if null != fd {
+                    libc::close(null);
                 }
             }
             if limits.stopped_at_start {

@@ -195,6 +195,20 @@ impl Run {
         self.spawn_limited(args, self.limits)
     }
 
+    /// Starts the lab's program like [`Run::spawn`], holding `fds` besides stdio and the control
+    /// channel, each open on `/dev/null` ([`Limits::held_descriptors`]).
+    pub fn spawn_holding<S: AsRef<OsStr>>(
+        &mut self,
+        args: &[S],
+        fds: &'static [i32],
+    ) -> Result<Proc, Fail> {
+        let limits = Limits {
+            held_descriptors: fds,
+            ..self.limits
+        };
+        self.spawn_limited(args, limits)
+    }
+
     /// Starts the lab's program like [`Run::spawn`], with its soft `RLIMIT_MSGQUEUE` lowered to
     /// `bytes`: the default limit is out of reach of the queues a user may create, so a check
     /// of how a program counts against it has to lower it.

@@ -47,6 +47,9 @@ const RETURN: u8 = b'r';
 /// [`Action::Signal`]: the interrupted call was restarted, or failed with `EINTR`.
 const RESTARTED: u8 = b'R';
 const INTERRUPTED: u8 = b'I';
+/// [`Action::ReadRealTimer`]'s answers.
+const TIMER_ARMED: u8 = b'T';
+const NO_TIMER: u8 = b'0';
 
 /// Which call: its number, and what its arguments must be.
 #[derive(Debug, Clone, Copy)]
@@ -306,6 +309,11 @@ pub enum Action {
     /// as it was: a signal the program inherited ignored (Rust ignores `SIGPIPE`) can then end
     /// it, as it ends a C program, when the check sends it. Reported as [`Action::Fail`] is.
     DefaultDisposition(i32),
+    /// At the call's entry, read the program's real-time interval timer (a `getitimer
+    /// (ITIMER_REAL)` made in the call's place), then make the call itself as it was: whether an
+    /// `alarm()` or `setitimer()` is pending, which nothing in `/proc` shows (read with
+    /// [`Tracer::real_timer_armed`]).
+    ReadRealTimer,
     /// Send this signal (caught by a handler) to the thread, blocked in a call, and see what
     /// the kernel did with the call once the handler returned: made it fail with `EINTR`, or
     /// restarted it (`SA_RESTART`) ([`Tracer::signal_restarts`]).
@@ -599,6 +607,20 @@ impl Tracer {
         };
         // The tracer detached after its answer; without one it is killed, which detaches too.
         tracer.released = outcome.is_some();
+        Ok(outcome)
+    }
+
+    /// With [`Action::ReadRealTimer`]: whether the program's real-time interval timer
+    /// (`alarm()`, `setitimer(ITIMER_REAL)`) was armed at the call's entry; `None` if the call was
+    /// not made before `until`.
+    pub fn real_timer_armed(&mut self, until: Instant) -> Result<Option<bool>, Fail> {
+        let outcome = match self.next_byte(until)? {
+            Some(TIMER_ARMED) => Some(true),
+            Some(NO_TIMER) => Some(false),
+            _ => None,
+        };
+        // The tracer detached after its answer; without one it is killed, which detaches too.
+        self.released = outcome.is_some();
         Ok(outcome)
     }
 
@@ -1179,6 +1201,12 @@ unsafe fn trace(group: i32, pid: i32, call: Call, action: Action, pipes: Pipes) 
                         }
                         say(FAILED);
                     }
+                    Action::ReadRealTimer => match real_timer_armed(pid, &mut status) {
+                        Some(armed) => {
+                            say(if armed { TIMER_ARMED } else { NO_TIMER });
+                        }
+                        None => gone(),
+                    },
                     Action::Shorten(most) => {
                         let third = libc::ptrace(libc::PTRACE_PEEKUSER, pid, RDX, 0usize);
                         if third as u64 > most {
@@ -1438,6 +1466,45 @@ unsafe fn default_disposition(pid: i32, signal: i32, status: &mut i32) -> bool {
         again.rax = regs.orig_rax;
         libc::ptrace(libc::PTRACE_SETREGS, pid, 0usize, &again) == 0
     }
+}
+
+/// At the entry stop of a call of `pid`: makes a `getitimer(ITIMER_REAL)` in its place (the
+/// `struct itimerval` it writes put on the program's stack below its red zone, as
+/// [`default_disposition`] does), reads it, then puts the call back to be made again. Whether
+/// the timer's value (what is left before it fires) is not zero; `None` if the program is gone.
+#[cfg(target_arch = "x86_64")]
+unsafe fn real_timer_armed(pid: i32, status: &mut i32) -> Option<bool> {
+    // SAFETY: plain system calls on the traced process, and on registers of our own.
+    unsafe {
+        let mut regs: libc::user_regs_struct = std::mem::zeroed();
+        if libc::ptrace(libc::PTRACE_GETREGS, pid, 0usize, &mut regs) != 0 {
+            return None;
+        }
+        let at = (regs.rsp - 128 - 64) & !15;
+        let mut made = regs;
+        made.orig_rax = libc::SYS_getitimer as u64;
+        made.rdi = libc::ITIMER_REAL as u64;
+        made.rsi = at;
+        if libc::ptrace(libc::PTRACE_SETREGS, pid, 0usize, &made) != 0 || !to_exit_stop(pid, status)
+        {
+            return None;
+        }
+        // struct itimerval: the interval (seconds, microseconds), then the value.
+        let value =
+            [2u64, 3].map(|word| libc::ptrace(libc::PTRACE_PEEKDATA, pid, at + 8 * word, 0usize));
+        let mut again = regs;
+        again.rip -= 2;
+        again.rax = regs.orig_rax;
+        if libc::ptrace(libc::PTRACE_SETREGS, pid, 0usize, &again) != 0 {
+            return None;
+        }
+        Some(value.iter().any(|word| *word != 0))
+    }
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+unsafe fn real_timer_armed(_pid: i32, _status: &mut i32) -> Option<bool> {
+    None
 }
 
 #[cfg(not(target_arch = "x86_64"))]

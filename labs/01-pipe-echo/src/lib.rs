@@ -88,6 +88,10 @@ impl EchoChild {
     ///
     /// In the parent: close the child's ends and return the handle.
     ///
+    /// A `spawn()` that fails leaves the program as it found it: nothing forked, nothing left
+    /// open, and its signal mask as it was (a mask changed around `fork()` is put back on every
+    /// way out, the error returns too).
+    ///
     /// ```no_run
     /// let child = pipe_echo::EchoChild::spawn()?;
     /// println!("echo child is pid {}", child.pid);
@@ -107,7 +111,9 @@ impl EchoChild {
     ///
     /// After the last byte, close the write end (take it out of `to_child`), so the child sees
     /// end-of-file; then read until end-of-file. Returns [`PipeEchoError::ShortEcho`] if the
-    /// echo is not as long as the input, and the write error if the child went away.
+    /// echo is not as long as the input, and the write error if the child went away. Only
+    /// `EINTR` is retried: a `read()` of pipe B failing with `EAGAIN` (its read end made
+    /// non-blocking) is `Read(EAGAIN)`, not a cue to read again.
     pub fn exchange(&mut self, input: &[u8]) -> Result<Vec<u8>, PipeEchoError> {
         let _ = (&input,);
         todo!(

@@ -15,6 +15,7 @@ use super::session::{
     Done, Flags, Pipes, Session, ignores_signal, role_of, settle_in_read, start,
     started_twice_in_read,
 };
+use super::small_inputs;
 use crate::engine::diagnose::{Activity, classify};
 use crate::engine::inspect;
 use crate::engine::tracer::{Action, Call, Reached, Tracer};
@@ -87,10 +88,11 @@ pub fn child_dies_early(run: &mut Run) -> Result<String, Fail> {
     let write_failed = failing_calls::parent_write_fails(run)?;
     let read_failed = failing_calls::parent_read_fails(run)?;
     let sigpipe = killed_by_sigpipe(run)?;
+    let small = small_inputs::small_input_to_dead_child(run)?;
     Ok(format!(
         "the parent reported the dead child: exchange: {}; wait: {}; a second exchange() was \
          AlreadyExchanged; {read_on}; {reader_gone}; {late}; {write_failed}; {read_failed}; \
-         {sigpipe}",
+         {sigpipe}; {small}",
         done.exchange, done.wait
     ))
 }

@@ -7,6 +7,7 @@ use std::io::Write;
 use std::time::{Duration, Instant};
 
 use super::child_exit::doing;
+use super::error_kinds;
 use super::outside::{self, describe_status};
 use super::returned::{Returned, refused_again};
 use super::session::{Pipes, pipes_of};
@@ -109,6 +110,7 @@ pub fn child_fails(run: &mut Run) -> Result<String, Fail> {
             )));
         }
     }
+    error_kinds::write_error_reported_as_write(&session, "EAGAIN", failed)?;
     let done = session.exchange()?;
     if done.exchange.starts_with("ok") {
         return Err(Fail::failed(format!(
@@ -534,6 +536,7 @@ fn child_write_broken(run: &mut Run) -> Result<String, Fail> {
             )));
         }
     }
+    error_kinds::write_error_reported_as_write(&session, "EPIPE", &failed)?;
     let done = session.exchange()?;
     if done.exchange.starts_with("ok") {
         return Err(Fail::failed(format!(

@@ -7,7 +7,9 @@ use std::time::{Duration, Instant};
 use nix::unistd::Pid;
 use rand::RngExt;
 
+use super::child_timers;
 use super::outside;
+use super::parent_would_block;
 use super::returned::Returned;
 use super::session::{
     Flags, Pipes, Session, first_difference, pipes_of, role_of, settle_in_read, start,
@@ -137,11 +139,12 @@ pub fn reads_while_writing(run: &mut Run) -> Result<String, Fail> {
     for len in fitting {
         reads_while_writing_prefilled(run, len)?;
     }
+    let would_block = parent_would_block::parent_read_would_block(run)?;
     Ok(format!(
         "with the child stopped and pipes of one page, the parent waited on pipe B while it \
          wrote; resumed, 64 KiB, {} bytes, then 1 MiB came back; inputs that fit pipe A \
          ({fitting:?} bytes), which the grader had filled, were written while pipe B was \
-         waited on too",
+         waited on too; {would_block}",
         PAGE + 1
     ))
 }
@@ -467,12 +470,13 @@ pub fn through_the_child(run: &mut Run) -> Result<String, Fail> {
     session.finish()?;
     let replaced = through_a_second_child(run, false)?;
     let replaced_after_failure = through_a_second_child(run, true)?;
+    let timer = child_timers::child_arms_no_timer(run)?;
     Ok(format!(
         "with the child stopped the parent waited; the echo of {len} bytes came back through \
          pipe B, copied as it was read, {swapped} bytes replaced on the way; so did the echo \
          of a second child of the same process, given the same input ({replaced} bytes \
          replaced), after a first exchange that succeeded, then after one that failed \
-         ({replaced_after_failure} bytes replaced)"
+         ({replaced_after_failure} bytes replaced); {timer}"
     ))
 }
 

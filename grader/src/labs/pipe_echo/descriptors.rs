@@ -12,6 +12,7 @@ use super::returned::Returned;
 use super::session::{
     CHILD, Flags, PARENT, Pipes, Session, Spawned, launch, pipes_of, settle_in_read, start,
 };
+use super::signal_mask;
 use crate::engine::inspect;
 use crate::engine::tracer::{Action, Call, Step, Tracer};
 use crate::engine::{Fail, Run};
@@ -29,7 +30,11 @@ pub(super) fn listed(
 
 pub fn real_pipes(run: &mut Run) -> Result<String, Fail> {
     let input = run.random_bytes(64 << 10);
-    let mut session = start(run, input, Flags::default())?;
+    let holding = Flags {
+        holding: true,
+        ..Flags::default()
+    };
+    let mut session = start(run, input, holding)?;
     let (parent, child) = (session.parent, session.child);
     settle_in_read(child);
     let child_view = inspect::view(child).ok_or_else(|| {
@@ -109,6 +114,16 @@ pub fn real_pipes(run: &mut Run) -> Result<String, Fail> {
         )));
     }
     let parent_fds = inspect::view(parent).map(|v| v.fds).unwrap_or_default();
+    let closed = listed(&session.fds_before, |fd, target| {
+        parent_fds.get(fd) != Some(target)
+    });
+    if !closed.is_empty() {
+        return Err(Fail::failed(format!(
+            "the parent closed or replaced descriptors spawn() did not open: {} (the program held \
+             them before spawn()): spawn() closes only the child's two pipe ends in the parent",
+            closed.join(", ")
+        )));
+    }
     let ends = [
         (
             PARENT,
@@ -312,6 +327,7 @@ pub fn spawn_errors(run: &mut Run) -> Result<String, Fail> {
             if free == 1 { "" } else { "s" }
         );
         // Seen, not changed: the error spawn() returns must be the one its pipe() returned.
+        let mask = signal_mask::blocked(parent);
         let pipes = Call::one_of(&[libc::SYS_pipe, libc::SYS_pipe2]);
         let mut seen = Tracer::attach(parent, pipes, Action::Report)?;
         let launched = match launched.spawn_with(&[("descriptor-limit", limit.to_string())])? {
@@ -364,6 +380,11 @@ pub fn spawn_errors(run: &mut Run) -> Result<String, Fail> {
                 leaked.join(", ")
             )));
         }
+        signal_mask::kept(
+            parent,
+            mask,
+            &format!("{setting}, spawn() returned Pipe(EMFILE)"),
+        )?;
         launched.finish()?;
     }
     exactly_enough(run)?;
@@ -384,8 +405,15 @@ fn exactly_enough(run: &mut Run) -> Result<(), Fail> {
     let input = run.random_bytes(16);
     let launched = launch(run, input, Flags::default())?;
     let limit = outside::descriptor_limit(&launched.fds_before, 4);
+    let mask = signal_mask::blocked(launched.parent);
     match launched.spawn_with(&[("descriptor-limit", limit.to_string())])? {
         Spawned::Ready(mut session) => {
+            let spawned = "spawn() returned the echo child";
+            if let Err(fail) = signal_mask::kept(session.parent, mask, spawned) {
+                session.exchange()?;
+                session.finish()?;
+                return Err(fail);
+            }
             let done = session.exchange()?;
             session.verify_echo(&done)?;
             session.finish()
@@ -410,6 +438,7 @@ fn pipe_fails_enfile(run: &mut Run, second: bool) -> Result<String, Fail> {
     let input = run.random_bytes(16);
     let launched = launch(run, input, Flags::default())?;
     let (parent, before) = (launched.parent, launched.fds_before.clone());
+    let mask = signal_mask::blocked(parent);
     let pipes = Call::one_of(&[libc::SYS_pipe, libc::SYS_pipe2]);
     let tracer = if second {
         Tracer::in_turn(
@@ -494,6 +523,11 @@ fn pipe_fails_enfile(run: &mut Run, second: bool) -> Result<String, Fail> {
             leaked.join(", ")
         )));
     }
+    signal_mask::kept(
+        parent,
+        mask,
+        &format!("{setting}, and spawn() returned Pipe(ENFILE)"),
+    )?;
     launched.finish()?;
     Ok(format!(
         "the {which} pipe() failing with ENFILE gave Pipe(ENFILE), with nothing left open"
@@ -508,6 +542,7 @@ fn fork_fails(run: &mut Run, errno: Errno) -> Result<String, Fail> {
     let input = run.random_bytes(16);
     let launched = launch(run, input, Flags::default())?;
     let (parent, before) = (launched.parent, launched.fds_before.clone());
+    let mask = signal_mask::blocked(parent);
     let clone = Call::any(libc::SYS_clone);
     let Some(mut tracer) = Tracer::attach(parent, clone, Action::Fail(errno as i32))? else {
         run.note(
@@ -581,6 +616,11 @@ fn fork_fails(run: &mut Run, errno: Errno) -> Result<String, Fail> {
             leaked.join(", ")
         )));
     }
+    signal_mask::kept(
+        parent,
+        mask,
+        &format!("{setting}, and spawn() returned Fork({name})"),
+    )?;
     launched.finish()?;
     Ok(format!(
         "fork() failing with {name} gave Fork({name}), with both pipes closed"

@@ -10,14 +10,19 @@ mod child_dies;
 mod child_exit;
 mod child_fails;
 mod child_stopped;
+mod child_timers;
 mod descriptors;
 mod echo;
+mod error_kinds;
 mod failing_calls;
 mod hang_up;
 mod outside;
+mod parent_would_block;
 mod returned;
 mod session;
+mod signal_mask;
 mod signals;
+mod small_inputs;
 mod wait_probes;
 mod written_by_child;
 
@@ -87,7 +92,8 @@ pub static LAB: Lab = Lab {
             timeout: Duration::from_secs(5),
             description: "the child is a separate process, joined to the parent by two pipes \
                           (byte streams, no O_DIRECT) whose unused ends are closed, and holding \
-                          the program's descriptors (read from /proc)",
+                          the program's descriptors (read from /proc), with the program holding \
+                          descriptors of its own (fd 4 and fd 200) in both processes",
             exclusive: false,
             hint: Some(
                 "Right after fork() each process closes the two pipe ends it does not use, and only those: close only what you opened. See docs/labs/01-pipe-echo.md, the rules table (the first three rules) and Hints (\"Closing is dropping\").",
@@ -103,7 +109,8 @@ pub static LAB: Lab = Lab {
                           nothing and leaves nothing open; with exactly four free it \
                           succeeds; the first or the second pipe() failed with ENFILE is \
                           Pipe(ENFILE); when fork() fails, Fork(EAGAIN), then Fork(ENOMEM), \
-                          with both pipes closed",
+                          with both pipes closed; failed or not, the program's signal mask is \
+                          as it was before spawn()",
             exclusive: false,
             hint: Some(
                 "When pipe() fails, spawn() returns Pipe with its errno, forks nothing and closes what it already created; when fork() fails, Fork with its errno, both pipes closed. See docs/labs/01-pipe-echo.md, the rules table (\"pipe() failing is Pipe(errno)\", \"Fork(errno) when fork() fails\").",
@@ -163,7 +170,8 @@ pub static LAB: Lab = Lab {
                           with input unsent; a child \
                           killed by SIGPIPE is ChildFailed; with pipe B at end-of-file and \
                           the writer blocked on a full pipe A, exchange() waits for the \
-                          writer by blocking",
+                          writer by blocking; a 1-byte input to a dead child is Write(EPIPE) \
+                          too",
             exclusive: false,
             hint: Some(
                 "Check every write() and read(): a dead child makes writes fail with EPIPE, which exchange() returns (the error write() gave, not one guessed from the child's state); the write end is taken and closed whatever exchange() returns, so a second call is AlreadyExchanged; wait() succeeds only for Exited(_, 0); once pipe B is at end-of-file, exchange() waits for its writer by blocking in join(), no sleep-and-retry. See docs/labs/01-pipe-echo.md, the rules table (\"Write(EPIPE) when the child is gone\", \"AlreadyExchanged when exchange() is called a second time\", \"Waiting means blocking in a call\").",
@@ -178,7 +186,7 @@ pub static LAB: Lab = Lab {
                           returns the error, the child exits with status 1, wait() returns \
                           ChildFailed and a second exchange() AlreadyExchanged; a read() failed \
                           with EIO or EAGAIN is no end-of-file, and echo_loop() closes both ends \
-                          on every error",
+                          on every error; a failed write the child reports is Write, not Read",
             exclusive: false,
             hint: Some(
                 "write_all() returns every error but EINTR, echo_loop() passes it on, the child then _exit(1)s, and wait() reports ChildFailed. See docs/labs/01-pipe-echo.md, the rules table (\"The child exits with status 1 when echo_loop() fails\").",
@@ -207,7 +215,9 @@ pub static LAB: Lab = Lab {
                           page if the parent enlarges it) and the parent on one CPU, the \
                           parent waits on pipe B while it writes pipe A, even for an input \
                           that fits pipe A (1 byte, PIPE_BUF - 1 and PIPE_BUF bytes, pipe A \
-                          filled by the grader first); resumed, 64 KiB, then 1 MiB come back",
+                          filled by the grader first); resumed, 64 KiB, then 1 MiB come back; \
+                          with pipe B's read end made non-blocking and the echo held, the \
+                          parent does not spin on EAGAIN",
             exclusive: false,
             hint: Some(
                 "A pipe may hold a single page, and an enlarged one may be shrunk again: the parent must wait on pipe B while it writes pipe A (a second thread, or poll()), and block rather than spin or sleep. See docs/labs/01-pipe-echo.md, Hints (\"Reading while writing\", \"Wait by blocking\").",
@@ -222,7 +232,9 @@ pub static LAB: Lab = Lab {
                           read it, also for a second child of the same process given the same \
                           input after a first exchange that failed; the child's write() calls \
                           carry every byte it echoes (none spliced, pipe B enlarged to the \
-                          input); with nothing to do, both processes block, with no timer armed",
+                          input); with nothing to do, both processes block, with no timer \
+                          armed, and no alarm() pending in the child (read by the tracer) \
+                          however early it was armed",
             exclusive: false,
             hint: Some(
                 "The echo is what the child copied back through pipe B as it read it, for every exchange (keep no echo for a later one); the parent closes its write end after the last byte and waits by blocking. See docs/labs/01-pipe-echo.md, the rules table (\"What exchange() returns is what came back through pipe B\").",

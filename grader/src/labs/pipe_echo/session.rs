@@ -41,7 +41,15 @@ pub struct Flags {
     /// the same input; `exchange` and `wait` are then the second child's, the first's are
     /// reported as `first-exchange` and `first-wait`.
     pub again: bool,
+    /// The program starts holding descriptors of its own besides stdio and the control channel
+    /// ([`HELD_DESCRIPTORS`]): files it opened before `spawn()`, which the lab's code must leave
+    /// open in both processes.
+    pub holding: bool,
 }
+
+/// The descriptors a program started with [`Flags::holding`] holds: the first number free after
+/// the control channel, and one far above the pipe ends `spawn()` makes.
+pub const HELD_DESCRIPTORS: &[i32] = &[4, 200];
 
 /// The program before `spawn()`.
 pub struct Launched {
@@ -155,7 +163,11 @@ pub fn launch(run: &mut Run, input: Vec<u8>, flags: Flags) -> Result<Launched, F
     if flags.again {
         args.push("--again".into());
     }
-    let mut proc = run.spawn(&args)?;
+    let mut proc = if flags.holding {
+        run.spawn_holding(&args, HELD_DESCRIPTORS)?
+    } else {
+        run.spawn(&args)?
+    };
     let parent = proc.pid.as_raw();
     proc.set_roles(role_of(parent));
     let started = proc.recv_any()?;
