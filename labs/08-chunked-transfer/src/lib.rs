@@ -226,7 +226,9 @@ impl Segment {
     /// Opens the existing segment `name` with `shm_open()` (`ENOENT` is
     /// [`TransferError::NotFound`]; a symbolic link at the name, or a name with a `/` inside, is
     /// refused by it, [`TransferError::Open`]) and maps all of it (its size from `fstat()`)
-    /// shared, for reading and writing.
+    /// shared, for reading and writing. Each later step's failure is its own error: `fstat()`
+    /// [`TransferError::Stat`], an object below 4096 bytes [`TransferError::BadSize`], `mmap()`
+    /// [`TransferError::Map`]. The descriptor is closed on every path, a failed one too.
     pub fn open(name: &str) -> Result<Segment, TransferError> {
         let _ = (&name,);
         todo!("shm_open(O_RDWR), fstat for the size, mmap(MAP_SHARED)")
@@ -330,8 +332,9 @@ impl Pool {
     ///
     /// `count` outside `1..=MAX_POOL_SEGMENTS` is [`TransferError::BadCount`]. If a step fails,
     /// remove what this call already created, and only that (a name another process took
-    /// meanwhile is not this call's). The creator keeps no segment mapped: the pool is the ids
-    /// on the queue, and a pair maps a segment for its transfer.
+    /// meanwhile is not this call's), and close what it opened (the queue's descriptor too).
+    /// The creator keeps no segment mapped: the pool is the ids on the queue, and a pair maps
+    /// a segment for its transfer.
     pub fn create(prefix: &str, count: usize, size: usize) -> Result<Pool, TransferError> {
         let _ = (&prefix, &count, &size);
         todo!(
@@ -348,7 +351,9 @@ impl Pool {
     }
 
     /// Takes a free segment's id from the queue, waiting at most `timeout`
-    /// (`mq_timedreceive()`; none in time is [`TransferError::PoolEmpty`]). A message that is
+    /// (`mq_timedreceive()` with the deadline now + `timeout` on `CLOCK_REALTIME`, a valid
+    /// time: its nanoseconds below 10^9; none in time is [`TransferError::PoolEmpty`]). A
+    /// message that is
     /// not 4 bytes long is no id: [`TransferError::Queue`] (`EBADMSG`). An id outside
     /// `0..count` is [`TransferError::BadId`].
     pub fn take(&self, timeout: Duration) -> Result<u32, TransferError> {
@@ -396,7 +401,8 @@ impl Pool {
     }
 
     /// Removes the pool: unlinks every segment (ids `0..count`, no other name) and the free
-    /// queue, and closes the queue. Tries them all, and returns the first error.
+    /// queue, and closes the queue. Tries them all, and returns the first error (the queue's
+    /// too, when every segment went fine).
     pub fn destroy(self) -> Result<(), TransferError> {
         todo!("unlink each segment_name(0..count), mq_unlink(queue_name), mq_close")
     }

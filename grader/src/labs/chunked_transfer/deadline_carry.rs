@@ -120,10 +120,11 @@ pub fn deadline_carry(run: &mut Run) -> Result<String, Fail> {
         fail => fail,
     })?;
     transfer.finish()?;
+    let takes = super::take_deadline_carry::take_deadline_carry(run, timeout_ms, edge)?;
     Ok(format!(
         "with CLOCK_REALTIME reads made to return nanoseconds of {edge} and one either side \
          ({}), and a timeout of {timeout}, every sem_timedwait() deadline had its nanoseconds \
-         carried (tv_nsec below 10^9) and the messages arrived",
+         carried (tv_nsec below 10^9) and the messages arrived; {takes}",
         forged.join(", ")
     ))
 }
@@ -213,7 +214,7 @@ impl Followed {
     }
 }
 
-fn write_memory(pid: i32, address: u64, bytes: &[u8]) -> bool {
+pub(super) fn write_memory(pid: i32, address: u64, bytes: &[u8]) -> bool {
     std::fs::OpenOptions::new()
         .write(true)
         .open(format!("/proc/{pid}/mem"))
@@ -221,7 +222,7 @@ fn write_memory(pid: i32, address: u64, bytes: &[u8]) -> bool {
         .is_ok()
 }
 
-fn read_timespec(pid: i32, address: u64) -> Option<(i64, i64)> {
+pub(super) fn read_timespec(pid: i32, address: u64) -> Option<(i64, i64)> {
     let memory = std::fs::File::open(format!("/proc/{pid}/mem")).ok()?;
     let mut bytes = [0u8; 16];
     memory.read_exact_at(&mut bytes, address).ok()?;

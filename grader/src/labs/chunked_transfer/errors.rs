@@ -28,6 +28,9 @@ pub fn typed_errors(run: &mut Run) -> Result<String, Fail> {
     super::failures::queue_made_meanwhile(run)?;
     super::failures::ids_after_their_segments(run)?;
     super::held_after_create::failed_steps_leave_nothing(run)?;
+    super::failed_opens::failed_opens_leave_nothing(run)?;
+    super::failed_pool_creates::failed_pool_creates_hold_nothing(run)?;
+    super::destroy_queue::destroy_reports_the_queue(run)?;
     super::others_objects::others_objects_left_alone(run)?;
     Ok(
         "a 4095-byte segment, an existing name, a name taken by a dangling link or an empty \

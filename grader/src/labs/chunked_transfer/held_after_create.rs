@@ -141,7 +141,7 @@ fn sender_args(name: &str) -> Vec<String> {
 }
 
 /// What `pid` holds of the object `name`: a descriptor, mappings (from /proc/PID/maps).
-fn held_of(pid: i32, name: &str) -> Vec<String> {
+pub(super) fn held_of(pid: i32, name: &str) -> Vec<String> {
     let path = dev_shm(name).display().to_string();
     let mut held: Vec<String> = object_descriptor(pid, name)
         .map(|fd| format!("descriptor {fd} (/proc/{pid}/fd/{fd} -> {path})"))

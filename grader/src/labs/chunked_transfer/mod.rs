@@ -28,6 +28,9 @@
 //! parts of `typed-errors`. Checks of one rule each: `header_reads` (a header read once, its copy acted on),
 //! `writer_failures` (a writer that fails), `deadline_carry` (a deadline's nanoseconds carried)
 //! and `queue_messages` (a free-queue message that is no id).
+//! `failed_opens` (what a failed open leaves, and its kinds), `failed_pool_creates` (what a
+//! failed pool create holds) and `destroy_queue` (the queue's error from destroy) are parts of
+//! `typed-errors`; `take_deadline_carry` (a take's deadline carried) of `deadline-carry`.
 
 use std::time::Duration;
 
@@ -39,7 +42,10 @@ mod clock_reads;
 mod data;
 mod deadline;
 mod deadline_carry;
+mod destroy_queue;
 mod errors;
+mod failed_opens;
+mod failed_pool_creates;
 mod failures;
 mod handback;
 mod handover;
@@ -62,6 +68,7 @@ mod speed;
 mod spinning;
 mod stalled;
 mod streams;
+mod take_deadline_carry;
 mod timeouts;
 mod transfer;
 mod writer_failures;
@@ -222,7 +229,8 @@ pub static LAB: Lab = Lab {
             timeout: Duration::from_secs(20),
             description: "bad sizes and counts, names that exist or do not, steps that fail \
                           half-way (made to fail with ptrace, each with an errno of its own) \
-                          are each refused with their error, leaving nothing of their own; a \
+                          are each refused with their error, leaving nothing of their own (nor \
+                          a descriptor in the failed process); a \
                           queue made while the creator is at its mq_open() is refused; pools \
                           of 1 and 10 segments of 4096 bytes work",
             exclusive: false,
@@ -265,7 +273,8 @@ pub static LAB: Lab = Lab {
             description: "each CLOCK_REALTIME read of a sender and a receiver made to return \
                           nanoseconds that, with the timeout's fraction of a second, sum to \
                           exactly one second (and one nanosecond either side): every \
-                          sem_timedwait() deadline has tv_nsec below 10^9",
+                          sem_timedwait() deadline, and a take's mq_timedreceive() one, has \
+                          tv_nsec below 10^9",
             exclusive: false,
             hint: Some(
                 "A deadline's nanoseconds are carried into the seconds from exactly 10^9 on: add with TimeSpec, or carry when they reach 1_000_000_000. See docs/labs/08-chunked-transfer.md, the rules table (the timeout rule).",
