@@ -6,10 +6,10 @@
 use std::net::Shutdown;
 use std::time::Duration;
 
+use super::OP_REVERSE;
 use super::Transport;
 use super::programs::{Server, server};
 use super::protocol::{frame, read_response, verify};
-use super::OP_REVERSE;
 use crate::engine::{Fail, Run};
 
 /// Clients served before the server is first measured (allocator arenas, stack caches).
