@@ -4,10 +4,11 @@
 //! by the next accept at the latest, and its stack freed (or reused for the next thread).
 
 use std::net::Shutdown;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use super::OP_REVERSE;
 use super::Transport;
+use super::observe;
 use super::programs::{Server, server};
 use super::protocol::{frame, read_response, verify};
 use crate::engine::{Fail, Run};
@@ -54,9 +55,10 @@ pub fn ended_handlers_joined(run: &mut Run) -> Result<String, Fail> {
 }
 
 /// A client connects, makes one call and shuts its writing side; returns once the server has
-/// closed the connection (its handler has ended).
+/// closed the connection and its handler's thread has ended.
 fn one_client(run: &mut Run, server: &Server, i: usize) -> Result<(), Fail> {
     let payload = run.random_bytes(16 + i);
+    let threads = observe::thread_ids(server.pid()).len();
     let mut conn = server.connect()?;
     conn.send(&frame(OP_REVERSE, &payload), 0)?;
     let got = read_response(&mut conn).map_err(|e| {
@@ -78,6 +80,12 @@ fn one_client(run: &mut Run, server: &Server, i: usize) -> Result<(), Fail> {
              client that closes ends its handler, which closes its connection",
             server.alive_note()
         )));
+    }
+    // Its thread gone too (joined or not), so that the next client's thread is not started
+    // beside it: on a loaded machine that would take a new stack and allocator arena.
+    let until = Instant::now() + Duration::from_secs(2);
+    while observe::thread_ids(server.pid()).len() > threads && Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(1));
     }
     Ok(())
 }
