@@ -120,15 +120,15 @@ pub fn drop_counts(run: &mut Run) -> Result<String, Fail> {
         want.1,
         want.2
     );
-    if held == Some(Meanwhile::Served)
+    if held.is_some()
         && (clients < Some(want.0) || requests < Some(want.1))
         && dropped == Some(want.2)
     {
         return Err(Fail::failed(format!(
-            "after {history}: {said}. The counts the other client added while that handler \
-             logged are lost: the handler took a copy of the stats, logged, and wrote the \
-             whole copy back (a read-modify-write split across two lock sections, so an \
-             update made in between is overwritten). Update ServerStats in place, under one \
+            "after {history}: {said}. The counts of the other client (its acceptance, its call) \
+             made while that handler logged are lost: the handler took a copy of the stats, \
+             logged, and wrote the whole copy back (a read-modify-write split across two lock \
+             sections, so an update made in between is overwritten). Update ServerStats in place, under one \
              lock (or with atomics)"
         )));
     }
@@ -220,10 +220,12 @@ fn held_log(
         if other.queued_within(request.len(), Duration::ZERO) {
             break Some(Meanwhile::Served);
         }
-        let locked = observe::blocked_calls(pid).iter().any(|(tid, call)| {
-            *tid != handler && matches!(call, Some((n, _)) if *n == libc::SYS_futex)
-        });
-        if locked && !observe::connections(pid, 0).is_empty() {
+        let locked = waits_on_a_lock(pid, handler);
+        // A lock held by the held handler stays taken; a passing wait does not.
+        if locked && !observe::connections(pid, 0).is_empty() && {
+            std::thread::sleep(Duration::from_millis(20));
+            waits_on_a_lock(pid, handler)
+        } {
             break Some(Meanwhile::Locked);
         }
         if Instant::now() >= until {
@@ -267,4 +269,11 @@ fn held_log(
     }
     drop(first);
     Ok(Some(meanwhile.unwrap_or(Meanwhile::Locked)))
+}
+
+/// Whether a thread of `pid` other than `handler` is blocked in a futex wait (a lock).
+fn waits_on_a_lock(pid: i32, handler: i32) -> bool {
+    observe::blocked_calls(pid)
+        .iter()
+        .any(|(tid, call)| *tid != handler && matches!(call, Some((n, _)) if *n == libc::SYS_futex))
 }
