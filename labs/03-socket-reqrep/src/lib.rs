@@ -298,14 +298,17 @@ pub fn serve_client(conn: &mut Connection) -> Result<u64, RpcError> {
     todo!("loop read_frame, respond, write_frame until read_frame says the client is done")
 }
 
-/// What a server did, reported when it stops.
+/// What a server did, reported when it stops. Each count is updated in place, under one lock
+/// (or atomically): a copy taken, changed and written back later loses the updates made in
+/// between.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct ServerStats {
     /// Clients accepted.
     pub clients: u64,
     /// Requests answered.
     pub requests: u64,
-    /// Clients dropped because of an error (each one logged with [`log_dropped`]).
+    /// Clients dropped because of an error, whatever the error (each one logged with
+    /// [`log_dropped`]).
     pub dropped: u64,
 }
 
@@ -323,7 +326,9 @@ pub struct ServerStats {
 /// gets a handler of its own, however many are connected (no pool of a fixed size). A failed
 /// `accept()` costs that connection only, whatever its error, and so does a failed second
 /// handle on it (`try_clone`); the stopping flag is looked at whatever `accept()` returned. A
-/// dropped client's connection is closed at once (no lingering close).
+/// dropped client's connection is closed at once (no lingering close). A server runs long:
+/// what a client costs goes with it, so a handler that has ended is joined as the server goes
+/// (at the next accept at the latest), not kept to the stop.
 pub fn run_server(listener: Listener) -> Result<ServerStats, RpcError> {
     let _ = (&listener,);
     todo!(

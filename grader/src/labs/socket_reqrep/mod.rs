@@ -23,9 +23,12 @@ mod announced_allocation;
 mod binding;
 mod client;
 mod client_procs;
+mod client_reads;
 mod concurrency;
 mod crowd;
+mod drop_counts;
 mod dup_failure;
+mod ended_handlers;
 mod external_programs;
 mod failures;
 mod forced;
@@ -178,6 +181,30 @@ pub static LAB: Lab = Lab {
             run: stopping::server_counts,
         },
         Check {
+            name: "drop-counts",
+            points: 1,
+            timeout: Duration::from_secs(10),
+            description: "every client dropped with an error, a reset and a broken pipe too, is \
+                          counted as it is logged, and no count is lost while a handler logs",
+            exclusive: false,
+            hint: Some(
+                "ServerStats::dropped counts every client logged with log_dropped, and each count is updated in place under one lock. See docs/labs/03-socket-reqrep.md, the rules table (the ServerStats rules).",
+            ),
+            run: drop_counts::drop_counts,
+        },
+        Check {
+            name: "ended-handlers-joined",
+            points: 1,
+            timeout: Duration::from_secs(10),
+            description: "clients served one after another leave the server no bigger: a \
+                          handler that has ended is joined as the server goes, not at the stop",
+            exclusive: false,
+            hint: Some(
+                "A server runs long: join the handlers that have ended as it goes (each time a client is accepted), so that their threads' stacks are freed. See docs/labs/03-socket-reqrep.md, the rules table (the run_server rules).",
+            ),
+            run: ended_handlers::ended_handlers_joined,
+        },
+        Check {
             name: "sigterm-cleanup",
             points: 3,
             timeout: Duration::from_secs(20),
@@ -253,6 +280,18 @@ pub static LAB: Lab = Lab {
                 "Client::call sends one request over the connection Client::connect opened and returns what the server sent. See docs/labs/03-socket-reqrep.md, the rules table (the Client::call rule).",
             ),
             run: client::client_over_socket,
+        },
+        Check {
+            name: "client-reads",
+            points: 1,
+            timeout: Duration::from_secs(10),
+            description: "the client reads a small response, its length and its body, in one \
+                          read(), through its buffer",
+            exclusive: false,
+            hint: Some(
+                "Client::conn is read through its BufReader, so that a response's length and a small body come in one read(). See docs/labs/03-socket-reqrep.md, the rules table (the Client::conn rule).",
+            ),
+            run: client_reads::client_reads,
         },
         Check {
             name: "client-errors",
