@@ -213,7 +213,7 @@ impl Followed {
     }
 }
 
-fn write_memory(pid: i32, address: u64, bytes: &[u8]) -> bool {
+pub(super) fn write_memory(pid: i32, address: u64, bytes: &[u8]) -> bool {
     std::fs::OpenOptions::new()
         .write(true)
         .open(format!("/proc/{pid}/mem"))
@@ -221,7 +221,7 @@ fn write_memory(pid: i32, address: u64, bytes: &[u8]) -> bool {
         .is_ok()
 }
 
-fn read_timespec(pid: i32, address: u64) -> Option<(i64, i64)> {
+pub(super) fn read_timespec(pid: i32, address: u64) -> Option<(i64, i64)> {
     let memory = std::fs::File::open(format!("/proc/{pid}/mem")).ok()?;
     let mut bytes = [0u8; 16];
     memory.read_exact_at(&mut bytes, address).ok()?;
