@@ -48,6 +48,12 @@ const OVERFLOW_ADVICE: &str = "compare len with what is left of the total as tot
                                which cannot overflow: received + len wraps around (or panics, \
                                with overflow checks) for a len near 2^64";
 
+/// A chunk 0 longer than its message: the bound holds from the first chunk on.
+const FIRST_CHUNK_ADVICE: &str = "compare len with what is left of the total (total - \
+                                  received) for every chunk, chunk 0 too, where what is left \
+                                  is the whole total: a chunk 0 longer than its message is \
+                                  broken at once, whatever it says of the end";
+
 pub fn broken_chunks(run: &mut Run) -> Result<String, Fail> {
     // (S - 64) / 2 is 1 to 7 bytes past a multiple of 8, so that the slot's rounding down
     // matters: a capacity worked out from the unrounded half is that many bytes too large.
@@ -59,6 +65,8 @@ pub fn broken_chunks(run: &mut Run) -> Result<String, Fail> {
     let total = c + c / 2;
     let rest = total - c;
     let long = 4 * c;
+    // A message shorter than a chunk, for chunk 0 longer than the whole of it.
+    let short = run.rng().random_range(1..c / 2);
     let cases = [
         Case {
             what: "is numbered 1 where chunk 0 is due".into(),
@@ -224,6 +232,41 @@ pub fn broken_chunks(run: &mut Run) -> Result<String, Fail> {
             advice: "",
             no_end: true,
         },
+        // Chunk 0 longer than the whole message, within the capacity: nothing has been received
+        // yet, so what is left is the total, and it bounds chunk 0 like any other (end = 0 and
+        // end = 1; one past the total, and a full chunk).
+        Case {
+            what: format!(
+                "is chunk 0 of a {short}-byte message and carries {} bytes with end = 0 (one \
+                 more than the whole message, within the capacity {c})",
+                short + 1
+            ),
+            chunks: vec![header(0, short, short + 1, 0)],
+            good: 0,
+            advice: FIRST_CHUNK_ADVICE,
+            no_end: false,
+        },
+        Case {
+            what: format!(
+                "is chunk 0 of a {short}-byte message and carries a full chunk ({c} bytes) \
+                 with end = 0"
+            ),
+            chunks: vec![header(0, short, c, 0)],
+            good: 0,
+            advice: FIRST_CHUNK_ADVICE,
+            no_end: false,
+        },
+        Case {
+            what: format!(
+                "is chunk 0 of a {short}-byte message and carries {} bytes with end = 1 (one \
+                 more than the whole message)",
+                short + 1
+            ),
+            chunks: vec![header(0, short, short + 1, 1)],
+            good: 0,
+            advice: FIRST_CHUNK_ADVICE,
+            no_end: false,
+        },
     ];
     // The same faults deep inside a longer message, at a chunk drawn from the seed past the
     // first two (both slots) and before the last: every header is checked, not the first few.
@@ -335,7 +378,8 @@ pub fn broken_chunks(run: &mut Run) -> Result<String, Fail> {
         "chunks out of sequence (ahead and behind), a changed total (longer, and shorter on a last chunk of the right length), \
          chunks of capacity + 1 (a middle one and a last one), one past the capacity of a slot not \
          rounded down, of a whole slot and longer, one \
-         longer than what is left, lengths near 2^64 and an early end were each reported as \
+         longer than what is left, a chunk 0 longer than its whole message (end = 0 and 1), \
+         lengths near 2^64 and an early end were each reported as \
          kind=protocol, after only the good chunks had been written out; a message whose bytes \
          all came with end = 0 was not reported"
             .into(),

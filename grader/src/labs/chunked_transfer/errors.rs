@@ -23,6 +23,8 @@ pub fn typed_errors(run: &mut Run) -> Result<String, Fail> {
     existing_segment(run)?;
     dangling_link(run)?;
     empty_object(run)?;
+    super::missing_name::missing_name_reported_at_once(run)?;
+    super::creation_modes::segments_created_with_their_mode(run)?;
     pool_errors(run)?;
     super::failures::forced_failures(run)?;
     super::failures::queue_made_meanwhile(run)?;

@@ -102,6 +102,7 @@ pub fn pool_pairs(run: &mut Run) -> Result<String, Fail> {
         None,
         "",
     )?;
+    super::take_clock::take_reads_the_wall_clock(run, &prefix, seed)?;
     // Ids that are not the pool's: one between its count and the largest pool's (a bound
     // taken from MAX_POOL_SEGMENTS), then the count itself (one past the last).
     // Then id 4 again, with an object named as segment 4 would be in /dev/shm (the grader's):

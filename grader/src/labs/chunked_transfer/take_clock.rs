@@ -1,0 +1,129 @@
+//! A take's deadline is read from `CLOCK_REALTIME` as the take begins: the grader stops a pair
+//! on an empty pool at each `clock_gettime()` from its `go` to its take's `mq_timedreceive()`
+//! and makes each `CLOCK_REALTIME` read return the real time less [`SET_BACK`] (the wall clock
+//! set back, as an administrator or NTP may). The deadline `mq_timedreceive()` is given must
+//! be that time + the timeout: one counted on from an earlier read (at `Pool::open`) with
+//! `CLOCK_MONOTONIC`'s time since is off by the whole step.
+
+use std::time::{Duration, Instant};
+
+use super::deadline_carry::{read_timespec, write_memory};
+use super::pool::{PairOptions, pair_ready, spawn_pair};
+use crate::engine::tracer::{AT_CALL, Breakpoint, Call, Tracer};
+use crate::engine::{Fail, Run, inspect};
+
+/// How far back the grader sets the pair's wall clock, in seconds.
+const SET_BACK: i64 = 3600;
+/// The pair's timeout: short, as the pool stays empty.
+const TIMEOUT_MS: u64 = 400;
+/// How far a deadline may lie from the read + the timeout (the read's own rounding).
+const SLACK_NS: i64 = 1_000_000;
+
+/// The calls the pair is stopped at besides the C library's `clock_gettime()`: the clock read
+/// that bypasses it, and the take's wait.
+const CALLS: &[Call] = &[
+    Call::any(libc::SYS_clock_gettime),
+    Call::any(libc::SYS_mq_timedreceive),
+];
+
+/// A pair on the pool `prefix`, whose ids the grader holds, takes with its clock set back.
+pub fn take_reads_the_wall_clock(run: &mut Run, prefix: &str, seed: u64) -> Result<(), Fail> {
+    let index = 150;
+    let options = PairOptions {
+        timeout_ms: Some(TIMEOUT_MS),
+        ..Default::default()
+    };
+    let mut pair = spawn_pair(run, prefix, index, seed, 1000, &options)?;
+    pair_ready(&mut pair, index)?;
+    let pid = pair.pid.as_raw();
+    let Some(mut tracer) =
+        Tracer::break_at_functions_and_call(pid, &[c"clock_gettime"], Call::any_of(CALLS))?
+    else {
+        pair.kill_tree();
+        return Ok(());
+    };
+    pair.send("go", &[])?;
+    let until = Instant::now() + Duration::from_secs(3);
+    // The last CLOCK_REALTIME read forged; a read the grader could not forge (the system call).
+    let mut forged: Option<(i64, i64)> = None;
+    let mut unforged = false;
+    let mut deadline: Option<(i64, i64)> = None;
+    while Instant::now() < until {
+        let [first, second] = match tracer.next_break(Instant::now() + Duration::from_millis(5))? {
+            Some(Breakpoint::At(args)) => args,
+            Some(Breakpoint::Armed) | None => continue,
+            Some(Breakpoint::Lost | Breakpoint::Unavailable) => break,
+        };
+        if tracer.last_break() == AT_CALL {
+            match inspect::call_of(pid, pid) {
+                Some((number, args)) if number == libc::SYS_mq_timedreceive => {
+                    deadline = read_timespec(pid, args[4]);
+                    break;
+                }
+                Some((_, args)) if args[0] as i32 == libc::CLOCK_REALTIME => unforged = true,
+                _ => {}
+            }
+            tracer.go_on();
+            continue;
+        }
+        if first as i32 == libc::CLOCK_REALTIME && second != 0 {
+            let now = nix::time::clock_gettime(nix::time::ClockId::CLOCK_REALTIME)
+                .map_err(|e| Fail::Grader(format!("clock_gettime: {e}")))?;
+            let set_back = (now.tv_sec() - SET_BACK, now.tv_nsec());
+            let mut bytes = [0u8; 16];
+            bytes[..8].copy_from_slice(&set_back.0.to_ne_bytes());
+            bytes[8..].copy_from_slice(&set_back.1.to_ne_bytes());
+            if write_memory(pid, second, &bytes) {
+                forged = Some(set_back);
+                tracer.return_now(0);
+                continue;
+            }
+            unforged = true;
+        }
+        tracer.go_on();
+    }
+    tracer.release();
+    let answer = pair.recv_any();
+    pair.kill_tree();
+    answer?;
+    let (Some(deadline), false) = (deadline, unforged) else {
+        // No take's mq_timedreceive() seen (judged elsewhere), or a read the grader could not
+        // set back: nothing to compare.
+        return Ok(());
+    };
+    let nanos = |(s, ns): (i64, i64)| i128::from(s) * 1_000_000_000 + i128::from(ns);
+    let timeout = i128::from(TIMEOUT_MS) * 1_000_000;
+    let setting = format!(
+        "the grader stopped a pair on an empty pool (ptrace) at each clock_gettime() from its \
+         `go` to its take's mq_timedreceive(), and made each CLOCK_REALTIME read return the \
+         real time less {SET_BACK} s (the wall clock set back, as an administrator or NTP may); \
+         its timeout was {TIMEOUT_MS} ms"
+    );
+    let Some(read) = forged else {
+        return Err(Fail::failed(format!(
+            "{setting}: it read no CLOCK_REALTIME at all before its mq_timedreceive(), whose \
+             deadline was {}.{:09}: the take's deadline was not read from the real-time clock \
+             as the take began (counted on from an earlier read, at Pool::open, with \
+             CLOCK_MONOTONIC's time since, or kept from before), which is wrong once the wall \
+             clock is set. A take's deadline is clock_gettime(CLOCK_REALTIME) + the timeout, \
+             read as the take begins",
+            deadline.0, deadline.1
+        )));
+    };
+    let off = nanos(deadline) - (nanos(read) + timeout);
+    if off.abs() > i128::from(SLACK_NS) {
+        return Err(Fail::failed(format!(
+            "{setting}: its last read said {}.{:09}, and its mq_timedreceive() deadline was \
+             {}.{:09}, {:.3} s from that + the timeout: the deadline was not counted from the \
+             CLOCK_REALTIME read of this take (another clock's time added, or an earlier read \
+             kept), which is wrong once the wall clock is set. A take's deadline is \
+             clock_gettime(CLOCK_REALTIME) + the timeout, read as the take begins",
+            read.0,
+            read.1,
+            deadline.0,
+            deadline.1,
+            off as f64 / 1e9
+        )));
+    }
+    Ok(())
+}
