@@ -600,23 +600,22 @@ impl Tracer {
         else {
             return Ok(None);
         };
-        let outcome = match tracer.next_byte(until)? {
-            Some(RESTARTED) => Some(true),
-            Some(INTERRUPTED) => Some(false),
-            _ => None,
-        };
-        // The tracer detached after its answer; without one it is killed, which detaches too.
-        tracer.released = outcome.is_some();
-        Ok(outcome)
+        tracer.yes_or_no(until, RESTARTED, INTERRUPTED)
     }
 
     /// With [`Action::ReadRealTimer`]: whether the program's real-time interval timer
     /// (`alarm()`, `setitimer(ITIMER_REAL)`) was armed at the call's entry; `None` if the call was
     /// not made before `until`.
     pub fn real_timer_armed(&mut self, until: Instant) -> Result<Option<bool>, Fail> {
+        self.yes_or_no(until, TIMER_ARMED, NO_TIMER)
+    }
+
+    /// The tracer's one-byte answer before `until`: `yes`, `no`, or `None` (no answer, or
+    /// another byte).
+    fn yes_or_no(&mut self, until: Instant, yes: u8, no: u8) -> Result<Option<bool>, Fail> {
         let outcome = match self.next_byte(until)? {
-            Some(TIMER_ARMED) => Some(true),
-            Some(NO_TIMER) => Some(false),
+            Some(byte) if byte == yes => Some(true),
+            Some(byte) if byte == no => Some(false),
             _ => None,
         };
         // The tracer detached after its answer; without one it is killed, which detaches too.

@@ -41,19 +41,10 @@ pub fn drop_counts(run: &mut Run) -> Result<String, Fail> {
 
     let what = "a client that closed its connection with a response unread (ECONNRESET)";
     let known = server.dropped_lines().len();
-    let mut conn = server.connect()?;
+    super::failures::reset_with_a_response_unread(&server, &[])?;
     connections += 1;
-    let request = frame(OP_ECHO, b"never read");
-    conn.send(&request, 0)?;
-    if !conn.queued_within(request.len(), Duration::from_secs(5)) {
-        return Err(Fail::failed(format!(
-            "no response within 5 s to a good request{}",
-            server.alive_note()
-        )));
-    }
     // Answered, but its handler ends with an error: not counted in `requests`, as in
     // `server-counts`' history.
-    drop(conn);
     bad.push(logged(&server, known, what)?);
 
     let what = "a client that closed before its answer was written (EPIPE)";

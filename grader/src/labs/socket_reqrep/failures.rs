@@ -250,6 +250,26 @@ impl Kept<'_> {
     }
 }
 
+/// A client that makes a good request and, once the whole response is in its socket, sends
+/// `then` (a part of a next frame, or nothing) and closes with the response unread: the
+/// server's read after those bytes meets `ECONNRESET`.
+pub(super) fn reset_with_a_response_unread(server: &Server, then: &[u8]) -> Result<(), Fail> {
+    let mut conn = server.connect()?;
+    let request = frame(OP_ECHO, b"never read");
+    conn.send(&request, 0)?;
+    if !conn.queued_within(request.len(), Duration::from_secs(5)) {
+        return Err(Fail::failed(format!(
+            "no complete response within 5 s to a good request{}",
+            server.alive_note()
+        )));
+    }
+    if !then.is_empty() {
+        conn.send(then, 1)?;
+    }
+    drop(conn);
+    Ok(())
+}
+
 /// The next `dropped client` line after the first `known` must come, and be of `kind`.
 fn expect_logged(
     server: &Server,
@@ -537,16 +557,7 @@ pub fn bad_input(run: &mut Run) -> Result<String, Fail> {
     // server's next call is that read, not the end of its write.
     let what = "a client that closed its connection with a response unread (a reset)";
     let known = server.dropped_lines().len();
-    let mut conn = server.connect()?;
-    let request = frame(OP_ECHO, b"never read");
-    conn.send(&request, 0)?;
-    if !conn.queued_within(request.len(), Duration::from_secs(5)) {
-        return Err(Fail::failed(format!(
-            "no complete response within 5 s to a good request{}",
-            server.alive_note()
-        )));
-    }
-    drop(conn);
+    reset_with_a_response_unread(&server, &[])?;
     expect_logged(
         &server,
         known,
@@ -576,17 +587,8 @@ pub fn bad_input(run: &mut Run) -> Result<String, Fail> {
         ),
     ] {
         let known = server.dropped_lines().len();
-        let mut conn = server.connect()?;
-        conn.send(&request, 0)?;
-        if !conn.queued_within(request.len(), Duration::from_secs(5)) {
-            return Err(Fail::failed(format!(
-                "no complete response within 5 s to a good request{}",
-                server.alive_note()
-            )));
-        }
         // The bytes already sent are read first; the read after them fails.
-        conn.send(part, 1)?;
-        drop(conn);
+        reset_with_a_response_unread(&server, part)?;
         expect_logged(&server, known, what, "io", reset_rule)?;
         good(&server, what)?;
     }
