@@ -343,6 +343,15 @@ pub fn through_the_child(run: &mut Run) -> Result<String, Fail> {
     let mut pipe_a = outside::open_pipe(child, pipes.child_reads_a, false)?;
     let taken = outside::take_bytes(&mut pipe_a, swapped)?;
     drop(pipe_a);
+    if taken.is_empty() {
+        return Err(Fail::failed(
+            "with the echo child stopped and the parent settled (every thread of it waiting), \
+             pipe A held none of the input: the parent had written nothing into it, or another \
+             process writes it in the parent's place. exchange() writes the input into pipe A \
+             itself (from a second thread, or in a poll() loop) while it reads pipe B: it must \
+             not hand the writing to another process, nor wait before it writes",
+        ));
+    }
     sent_in_order(&taken, &session.input, child)?;
     let swapped = taken.len();
     // One byte fewer than taken: the grader's own byte, sent once every byte has gone through,
