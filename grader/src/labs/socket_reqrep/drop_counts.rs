@@ -9,9 +9,9 @@ use super::forced::{READS, WRITES};
 use super::observe;
 use super::programs::{Server, line_kind, server};
 use super::protocol::{frame, read_response, verify};
-use super::{OP_ECHO, OP_HASH, OP_REVERSE, Transport};
+use super::{OP_ECHO, OP_HASH, Transport};
 use crate::engine::tracer::{Action, Call, Tracer};
-use crate::engine::{Fail, Run, force};
+use crate::engine::{Fail, Run};
 
 /// How the held handler's wait ended for the client that came meanwhile.
 #[derive(PartialEq)]
@@ -49,14 +49,7 @@ pub fn drop_counts(run: &mut Run) -> Result<String, Fail> {
 
     let what = "a client that closed before its answer was written (EPIPE)";
     let known = server.dropped_lines().len();
-    observe::hold_every_thread(pid)?;
-    let gone = server.connect().and_then(|mut conn| {
-        conn.send(&frame(OP_REVERSE, b"nobody reads this"), 0)?;
-        drop(conn);
-        Ok(())
-    });
-    force::resume(pid)?;
-    gone?;
+    super::failures::closed_before_the_answer(&server, pid)?;
     connections += 1;
     bad.push(logged(&server, known, what)?);
 

@@ -250,6 +250,19 @@ impl Kept<'_> {
     }
 }
 
+/// A client that sends a request and closes its connection while every thread of the server
+/// (`pid`) is held: once let go, the server's write of the response fails with `EPIPE`.
+pub(super) fn closed_before_the_answer(server: &Server, pid: i32) -> Result<(), Fail> {
+    observe::hold_every_thread(pid)?;
+    let gone = server.connect().and_then(|mut conn| {
+        conn.send(&frame(OP_REVERSE, b"nobody reads this"), 0)?;
+        drop(conn);
+        Ok(())
+    });
+    force::resume(pid)?;
+    gone
+}
+
 /// A client that makes a good request and, once the whole response is in its socket, sends
 /// `then` (a part of a next frame, or nothing) and closes with the response unread: the
 /// server's read after those bytes meets `ECONNRESET`.
@@ -599,14 +612,7 @@ pub fn bad_input(run: &mut Run) -> Result<String, Fail> {
     let what = "a client that sent a request and closed its connection before the answer (the \
                 server's write of the response then fails with EPIPE)";
     let known = server.dropped_lines().len();
-    observe::hold_every_thread(pid)?;
-    let gone = server.connect().and_then(|mut conn| {
-        conn.send(&frame(OP_REVERSE, b"nobody reads this"), 0)?;
-        drop(conn);
-        Ok(())
-    });
-    force::resume(pid)?;
-    gone?;
+    closed_before_the_answer(&server, pid)?;
     expect_logged(
         &server,
         known,
