@@ -328,7 +328,9 @@ pub struct ServerStats {
 /// handle on it (`try_clone`); the stopping flag is looked at whatever `accept()` returned. A
 /// dropped client's connection is closed at once (no lingering close). A server runs long:
 /// what a client costs goes with it, so a handler that has ended is joined as the server goes
-/// (at the next accept at the latest), not kept to the stop.
+/// (at the next accept at the latest), not kept to the stop. Each call is a server of its own:
+/// its state lives in the call (not in `static`s), so that a second call, once the first has
+/// returned, serves until its own signal and counts from zero.
 pub fn run_server(listener: Listener) -> Result<ServerStats, RpcError> {
     let _ = (&listener,);
     todo!(

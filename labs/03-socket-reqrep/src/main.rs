@@ -12,7 +12,8 @@
 //!
 //! Run by the grader, the server says `ready` (with `port` for TCP) once it listens, serves until
 //! SIGTERM or SIGINT, then says `done` with its counts and waits for `exit` (so that the grader can
-//! look at what is left of it); the client says `ready` once connected, waits for `go`, makes its
+//! look at what is left of it); with `--runs N`, it binds and serves again after each of the first
+//! N - 1 stops, once the grader says `again` (run_server called again in the same process); the client says `ready` once connected, waits for `go`, makes its
 //! calls and says `done`. Failures are `failed` with `kind=` from
 //! [`RpcError::kind`]. Keep this file as it is.
 
@@ -64,6 +65,9 @@ enum Command {
     Server {
         #[command(flatten)]
         at: Where,
+        /// How many servers to run in turn in this process, each until SIGTERM.
+        #[arg(long, default_value_t = 1)]
+        runs: u32,
     },
     /// Sends the requests of a file, one call at a time, and writes the responses.
     Client {
@@ -105,10 +109,22 @@ fn read_requests(path: &Path) -> Vec<(u8, Vec<u8>)> {
     requests
 }
 
-fn server(control: &Control, endpoint: &Endpoint) -> ExitCode {
+fn server(control: &Control, endpoint: &Endpoint, runs: u32) -> ExitCode {
+    for run in 1..=runs {
+        let last = run == runs;
+        if let Err(code) = serve_once(control, endpoint, last) {
+            return code;
+        }
+    }
+    ExitCode::SUCCESS
+}
+
+/// One server: bind, run_server() until the signal, report; then wait for `exit` (`last`) or for
+/// `again`.
+fn serve_once(control: &Control, endpoint: &Endpoint, last: bool) -> Result<(), ExitCode> {
     let listener = match Listener::bind(endpoint) {
         Ok(listener) => listener,
-        Err(error) => return report(control, &error),
+        Err(error) => return Err(report(control, &error)),
     };
     let port = match listener.endpoint() {
         Ok(Endpoint::Tcp(addr)) => addr.port().to_string(),
@@ -134,10 +150,10 @@ fn server(control: &Control, endpoint: &Endpoint) -> ExitCode {
             if !control.is_graded() {
                 println!("{stats:?}");
             }
-            control.wait_for("exit");
-            ExitCode::SUCCESS
+            control.wait_for(if last { "exit" } else { "again" });
+            Ok(())
         }
-        Err(error) => report(control, &error),
+        Err(error) => Err(report(control, &error)),
     }
 }
 
@@ -172,7 +188,7 @@ fn main() -> ExitCode {
         return bench_calls(&control, bench);
     }
     match Args::parse().command {
-        Command::Server { at } => server(&control, &at.endpoint()),
+        Command::Server { at, runs } => server(&control, &at.endpoint(), runs),
         Command::Client {
             at,
             requests,

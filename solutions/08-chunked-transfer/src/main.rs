@@ -32,7 +32,8 @@
 //!   and waits for `release` before the write that reaches each byte B of the message; with
 //!   `--hold-sender-at B`, the parent does so before it reads byte B from its data source.
 //!   With `--count-again`, after `took` it waits for `count` and says `state` (`free`, the
-//!   pool's free count asked again) before it forks.
+//!   pool's free count asked again) before it forks; with `--fail-write-at B`, the child's
+//!   writer fails (`StorageFull`, as a full disk) at the write that reaches byte B.
 //! - `pipe`: the same data through a pipe, for comparison: a child reads and hashes, the parent
 //!   writes at `go`; the child says `message` and waits for `exit`; the parent says `done`.
 //!
@@ -160,6 +161,10 @@ enum Command {
         /// again.
         #[arg(long)]
         count_again: bool,
+        /// The receiver's writer fails (a full disk) at the write that reaches this byte of the
+        /// message.
+        #[arg(long)]
+        fail_write_at: Option<u64>,
     },
     /// The same data through a pipe, for comparison.
     Pipe {
@@ -337,6 +342,8 @@ struct Sink<'a> {
     base: u64,
     /// Take at most half of each write (at least one byte).
     short: bool,
+    /// Fail the write that reaches this byte of the stream, as a full disk would.
+    fail_at: Option<u64>,
 }
 
 impl<'a> Sink<'a> {
@@ -349,6 +356,7 @@ impl<'a> Sink<'a> {
             holds: Vec::new(),
             base: 0,
             short: false,
+            fail_at: None,
         }
     }
 
@@ -384,6 +392,9 @@ impl Write for Sink<'_> {
                 ],
             );
             self.control.wait_for("release");
+        }
+        if self.fail_at.is_some_and(|byte| end > byte) {
+            return Err(std::io::ErrorKind::StorageFull.into());
         }
         if !self.slow.is_zero() {
             std::thread::sleep(self.slow);
@@ -628,6 +639,8 @@ struct PairHolds {
     sender: Option<u64>,
     /// After `took`, wait for `count` and say the free count again.
     count_again: bool,
+    /// The receiver's writer fails at the write that reaches this byte.
+    fail_write_at: Option<u64>,
 }
 
 fn pair(
@@ -680,6 +693,7 @@ fn pair(
     match unsafe { fork() }.expect("fork") {
         ForkResult::Child => {
             let mut sink = Sink::new(None, Duration::ZERO, control).held_at(holds.receiver, 0);
+            sink.fail_at = holds.fail_write_at;
             let code = match pool.receive(id, &mut sink, timeout) {
                 Ok(len) => {
                     control.send(
@@ -849,6 +863,7 @@ fn main() -> ExitCode {
             hold_at,
             hold_sender_at,
             count_again,
+            fail_write_at,
         } => pair(
             &control,
             &prefix,
@@ -860,6 +875,7 @@ fn main() -> ExitCode {
                 receiver: hold_at,
                 sender: hold_sender_at,
                 count_again,
+                fail_write_at,
             },
         ),
         Command::Pipe { seed, len } => pipe_transfer(&control, seed, len),

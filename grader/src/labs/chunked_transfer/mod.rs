@@ -219,7 +219,8 @@ pub static LAB: Lab = Lab {
             timeout: Duration::from_secs(15),
             description: "the receiver's write of a saved message's first chunk, then of its \
                           last, made to fail (ptrace, ENOSPC): each receive fails with Write, \
-                          after only the bytes the writer took",
+                          after only the bytes the writer took; a pool pair whose receiver's \
+                          writer fails mid-message keeps its segment off the free queue",
             exclusive: false,
             hint: Some(
                 "A writer that fails ends the receive with TransferError::Write: never drop its error. See docs/labs/08-chunked-transfer.md, the rules table (the receiver rule).",

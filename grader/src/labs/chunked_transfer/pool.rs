@@ -350,6 +350,8 @@ pub struct PairOptions {
     pub timeout_ms: Option<u64>,
     /// After `took`, the pair waits for `count` and says `state` with its free count again.
     pub count_again: bool,
+    /// The receiver's writer fails at the write that reaches this byte.
+    pub fail_write_at: Option<u64>,
 }
 
 /// Starts a `pair` process: pair `index` of `seed`, a message of `len` bytes.
@@ -383,6 +385,9 @@ pub fn spawn_pair(
     }
     if options.count_again {
         args.push("--count-again".into());
+    }
+    if let Some(byte) = options.fail_write_at {
+        args.extend(["--fail-write-at".into(), byte.to_string()]);
     }
     let mut pair = run.spawn(&args)?;
     let root = pair.pid.as_raw();

@@ -1,13 +1,20 @@
 //! A writer that fails: the receiver saves the message (`recv --save`) and the grader makes one
 //! `write()` of the saved file fail (ptrace), that of the first chunk, then that of the last.
 //! The receiver must report `Write`, after only the bytes its writer took, never the message.
+//! A pool pair's receiver whose writer fails mid-message (`pair --fail-write-at`) must keep its
+//! segment off the free queue, as after any failed receive.
 
 use std::path::Path;
 
 use rand::RngExt;
 
+use super::data::pattern_hash;
 use super::headers::{one_message_receiver, ready_on_grader_segment};
-use super::layout::{Header, MIN_SEGMENT, Mapped};
+use super::layout::{Header, MIN_SEGMENT, Mapped, expected_capacity};
+use super::pool::{
+    Follow, FreeQueue, PairOptions, PairSeen, PoolNames, destroy_pool, follow_pair, pair_ready,
+    pool_ready, spawn_pair, spawn_pool,
+};
 use super::transfer::failure;
 use crate::engine::tracer::{Call, Step, Tracer};
 use crate::engine::{Fail, Run};
@@ -23,13 +30,90 @@ pub fn writer_fails(run: &mut Run) -> Result<String, Fail> {
             followed += 1;
         }
     }
+    let pool = pool_pair_writer_fails(run)?;
     Ok(if followed == 2 {
-        "with the write of the saved message's first chunk, then of its last, made to fail \
-         (ENOSPC), the receiver reported kind=write after only the bytes its writer took"
-            .into()
+        format!(
+            "with the write of the saved message's first chunk, then of its last, made to fail \
+             (ENOSPC), the receiver reported kind=write after only the bytes its writer took; \
+             {pool}"
+        )
     } else {
-        "the receiver's writes could not be made to fail here (no ptrace)".into()
+        format!("the receiver's writes could not be made to fail here (no ptrace); {pool}")
     })
+}
+
+/// A pool of one segment and a pair whose receiver's writer fails in the middle of chunk 1 of
+/// a four-chunk message: the receive fails with `Write`, and the segment stays off the free
+/// queue, its sender still writing the rest of the message into it.
+fn pool_pair_writer_fails(run: &mut Run) -> Result<String, Fail> {
+    let size = MIN_SEGMENT;
+    let names = PoolNames::new(run, "writer-fails", 1);
+    let mut pool = spawn_pool(run, &names, size)?;
+    pool_ready(&mut pool, &names, size)?;
+    let queue = FreeQueue::open(&names.queue)?;
+    let capacity = expected_capacity(size) as u64;
+    let len = 4 * capacity;
+    let fail_at = capacity + run.rng().random_range(0..capacity);
+    let seed: u64 = run.rng().random();
+    let options = PairOptions {
+        fail_write_at: Some(fail_at),
+        ..Default::default()
+    };
+    let mut pair = spawn_pair(run, &names.prefix, 0, seed, len, &options)?;
+    pair_ready(&mut pair, 0)?;
+    pair.send("go", &[])?;
+    let want = pattern_hash(seed, 0, len);
+    let how = Follow {
+        index: 0,
+        want: &want,
+        free_after_take: 0..=0,
+        segments: 1,
+        failures_expected: true,
+    };
+    let mut seen = PairSeen::default();
+    follow_pair(&mut pair, &how, &mut seen, |seen| {
+        seen.failed.iter().any(|(sender, _)| !sender)
+    })?;
+    let id = seen.took.clone().unwrap_or_else(|| "?".into());
+    let (_, answer) = seen
+        .failed
+        .iter()
+        .find(|(sender, _)| !sender)
+        .expect("waited for above");
+    let setting = format!(
+        "in a pool of one segment, pair 0 took segment {id} for a {len}-byte message (4 chunks \
+         of {capacity}), and its receiver's writer failed (StorageFull, as a full disk) at byte \
+         {fail_at}, in chunk 1 (`pair --fail-write-at`)"
+    );
+    if answer.get("kind") != Some("write") {
+        pair.kill_tree();
+        return Err(Fail::failed(format!(
+            "{setting}; the receiver said `failed` ({}): a writer that fails is \
+             TransferError::Write (kind=write)",
+            failure(answer)
+        )));
+    }
+    let on_queue = queue.len()?;
+    pair.kill_tree();
+    if on_queue != 0 {
+        return Err(Fail::failed(format!(
+            "{setting}; the receiver reported kind=write, rightly, and the free queue then held \
+             segment {id} again: a segment went back to the pool after a failed receive. Give a \
+             segment back only after a whole message, whatever failed (the writer too): its \
+             sender was still writing the rest of the message into it, and the next pair to \
+             take it would find those chunks"
+        )));
+    }
+    destroy_pool(
+        &mut pool,
+        &names,
+        &format!("after pair 0's receive failed in its writer, segment {id} lost to it"),
+        0,
+    )?;
+    Ok(format!(
+        "a pool pair whose receiver's writer failed in chunk 1 reported kind=write and kept \
+         segment {id} off the free queue"
+    ))
 }
 
 /// Plays the sender of a two-chunk message and fails the receiver's write of chunk `failing`;

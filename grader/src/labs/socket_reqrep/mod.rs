@@ -45,6 +45,7 @@ mod programs;
 mod protocol;
 mod repeated_requests;
 mod requests;
+mod served_again;
 mod socket_file_owner;
 mod stop_accept_failure;
 mod stop_held;
@@ -173,7 +174,8 @@ pub static LAB: Lab = Lab {
             timeout: Duration::from_secs(10),
             description: "the server's `done` counts the clients it accepted, the requests it \
                           answered (those of clients still connected at SIGTERM included) and \
-                          the clients it dropped",
+                          the clients it dropped; run_server() called again in the same process \
+                          serves and counts afresh",
             exclusive: false,
             hint: Some(
                 "ServerStats counts clients, requests answered and clients dropped; end of stream between frames is a normal end. See docs/labs/03-socket-reqrep.md, the rules table (the ServerStats rule).",

@@ -262,6 +262,52 @@ impl Server {
         early: Option<Message>,
     ) -> Result<Message, Fail> {
         let name = signal.as_str();
+        let done = self.await_done(signal, idle, early)?;
+        self.proc.send("exit", &[])?;
+        let status = self.proc.wait()?;
+        if !status.success() {
+            return Err(Fail::failed(format!(
+                "after {name} the server exited with {status}: stop cleanly with status 0"
+            )));
+        }
+        // main.rs writes this line once run_server() has returned: a handler's line after it
+        // comes from a handler still running then.
+        let log = self.log();
+        if let Some((_, after)) = log.split_once(RETURNED)
+            && let Some(line) = after.lines().find(|l| l.contains("dropped client"))
+        {
+            return Err(Fail::failed(format!(
+                "after {name} a client's handler logged `{line}` after run_server() had returned \
+                 (the server's log has it after main.rs's `{RETURNED}` line): run_server() must \
+                 wait for every client's handler to end (join it) before it reports its counts \
+                 and returns"
+            )));
+        }
+        Ok(done)
+    }
+
+    /// Stops a server started with `--runs 2` or more with SIGTERM (see [`Server::finish`], up
+    /// to `done`), then tells it `again`: returns its `done` and the server of its next run,
+    /// once that one says `ready`.
+    pub fn stop_then_again(mut self, run: &Run) -> Result<(Message, Server), Fail> {
+        self.ping()?;
+        self.at_signal = Some(observe::connections(self.pid(), self.port));
+        let _ = kill(self.proc.pid, Signal::SIGTERM);
+        let done = self.await_done(Signal::SIGTERM, None, None)?;
+        self.proc.send("again", &[])?;
+        let ready = self.proc.recv_any()?;
+        let next = Server::ready(run, self.proc, ready, self.transport, self.path)?;
+        Ok((done, next))
+    }
+
+    /// [`Server::finish`] up to the server's `done`, and what is left of it then.
+    fn await_done(
+        &mut self,
+        signal: Signal,
+        idle: Option<&Conn>,
+        early: Option<Message>,
+    ) -> Result<Message, Fail> {
+        let name = signal.as_str();
         let pid = self.pid();
         if self.at_signal.is_none() {
             self.at_signal = Some(observe::connections(pid, self.port));
@@ -320,26 +366,6 @@ impl Server {
         }
         let at_done = at_done.unwrap_or_else(|| observe::cpu_ns(pid));
         self.left_at_done(name, at_done)?;
-        self.proc.send("exit", &[])?;
-        let status = self.proc.wait()?;
-        if !status.success() {
-            return Err(Fail::failed(format!(
-                "after {name} the server exited with {status}: stop cleanly with status 0"
-            )));
-        }
-        // main.rs writes this line once run_server() has returned: a handler's line after it
-        // comes from a handler still running then.
-        let log = self.log();
-        if let Some((_, after)) = log.split_once(RETURNED)
-            && let Some(line) = after.lines().find(|l| l.contains("dropped client"))
-        {
-            return Err(Fail::failed(format!(
-                "after {name} a client's handler logged `{line}` after run_server() had returned \
-                 (the server's log has it after main.rs's `{RETURNED}` line): run_server() must \
-                 wait for every client's handler to end (join it) before it reports its counts \
-                 and returns"
-            )));
-        }
         Ok(done)
     }
 

@@ -18,6 +18,7 @@ use super::grader_server::give_to_program_user;
 use super::observe;
 use super::programs::{Server, killed_by, server, spawn_stopped_server};
 use super::protocol::{Conn, closed_after, frame, read_frame, read_response, verify};
+use super::served_again;
 use super::stop_held;
 use super::{OP_ECHO, OP_HASH, Transport};
 use crate::engine::process::Captured;
@@ -204,8 +205,10 @@ pub fn server_counts(run: &mut Run) -> Result<String, Fail> {
             done.get("clients").unwrap_or("nothing")
         )));
     }
+    let again = served_again::second_run(run)?;
     Ok(format!(
-        "the server counted {connections} clients, {requests} requests and 1 dropped client"
+        "the server counted {connections} clients, {requests} requests and 1 dropped client; \
+         {again}"
     ))
 }
 
