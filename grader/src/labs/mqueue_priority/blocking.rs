@@ -8,8 +8,8 @@ use ipc_labs_driver::Message;
 use nix::sys::signal::Signal;
 
 use super::interrupted_waits::{
-    INTERRUPTIONS, blocks_sigusr1, force_eintrs, interrupted, refuse_blocked_sigusr1,
-    retried_every_eintr, signal_restarts, wait_timeout_argument,
+    EINTR_STORM, INTERRUPTIONS, blocks_sigusr1, force_eintrs_times, interrupted,
+    refuse_blocked_sigusr1, retried_every_eintr, signal_restarts, wait_timeout_argument,
 };
 use super::jobs::{Job, payload_change, random_jobs, same_order, show};
 use super::observe::{Reached, interrupt, one_queue_fd, queue_fds, wait_in_call};
@@ -178,11 +178,11 @@ pub fn full_queue_blocks(run: &mut Run) -> Result<String, Fail> {
         interrupted(reached, idle.pid(), IDLE, "mq_receive", round)?;
     }
     let blocked = blocks_sigusr1(idle.pid(), RECEIVE);
-    let forced = force_eintrs(&mut idle.proc, RECEIVE)?;
+    let forced = force_eintrs_times(&mut idle.proc, RECEIVE, EINTR_STORM)?;
     let restarted = restarts.get(&idle.pid()).copied().flatten();
     retried_every_eintr(run, forced, IDLE, "mq_receive", restarted, blocked)?;
     let blocked = blocks_sigusr1(producers[0].pid(), SEND);
-    let forced = force_eintrs(&mut producers[0].proc, SEND)?;
+    let forced = force_eintrs_times(&mut producers[0].proc, SEND, EINTR_STORM)?;
     let restarted = restarts.get(&producers[0].pid()).copied().flatten();
     retried_every_eintr(
         run,

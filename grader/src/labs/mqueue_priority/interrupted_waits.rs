@@ -21,6 +21,10 @@ pub(super) const INTERRUPTIONS: u32 = 6;
 /// count a program would pick (8, 10, 100) is caught.
 pub(super) const FORCED_EINTRS: u32 = 200;
 
+/// How many EINTRs in a row the grader forces on the waits of `full-queue-blocks`: past 1000
+/// and 1024, the round bounds a retry that counts its tries picks.
+pub(super) const EINTR_STORM: u32 = 1100;
+
 /// What a process did once the grader had made its waiting call fail with EINTR again and again.
 pub(super) enum Forced {
     /// It made the call again every time, and waits in it.
@@ -112,16 +116,21 @@ fn waiting_call_field(pid: i32, call: i64, index: usize) -> Option<u64> {
 /// Makes the call `proc` waits in (`call`, on whichever thread waits in it) fail with EINTR
 /// [`FORCED_EINTRS`] times in a row, and sees whether it made the call again each time.
 pub(super) fn force_eintrs(proc: &mut Proc, call: i64) -> Result<Forced, Fail> {
+    force_eintrs_times(proc, call, FORCED_EINTRS)
+}
+
+/// As [`force_eintrs`], `times` times in a row.
+pub(super) fn force_eintrs_times(proc: &mut Proc, call: i64, times: u32) -> Result<Forced, Fail> {
     let pid = proc.pid.as_raw();
     let waiting = thread_waiting_in(pid, call);
     let Some(tid) = waiting else {
         return Ok(Forced::Untraced);
     };
-    let fail = Action::FailTimes(libc::EINTR, FORCED_EINTRS);
+    let fail = Action::FailTimes(libc::EINTR, times);
     let Some(mut tracer) = Tracer::attach_thread(pid, tid, Call::any(call), fail)? else {
         return Ok(Forced::Untraced);
     };
-    for failed in 0..FORCED_EINTRS {
+    for failed in 0..times {
         // Attaching interrupts the blocked call, which the kernel restarts: the restart fails,
         // and each call after it. A program that gave up makes no more calls of the kind, and
         // says so or not.
@@ -141,8 +150,8 @@ pub(super) fn force_eintrs(proc: &mut Proc, call: i64) -> Result<Forced, Fail> {
     drop(tracer);
     Ok(match wait_in_call(proc, call, PATIENCE)? {
         Reached::InCall => Forced::Retried,
-        Reached::Said(message) => Forced::Said(FORCED_EINTRS, message),
-        Reached::NotYet => Forced::Left(FORCED_EINTRS),
+        Reached::Said(message) => Forced::Said(times, message),
+        Reached::NotYet => Forced::Left(times),
     })
 }
 

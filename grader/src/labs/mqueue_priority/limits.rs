@@ -301,9 +301,11 @@ pub fn attributes_and_limits(run: &mut Run) -> Result<String, Fail> {
     default_config_checked(run)?;
     super::proc_limits::unreadable_limits(run)?;
     super::proc_limits::limit_not_a_number(run)?;
+    super::limit_read_failures::every_limit_read_fails(run)?;
     unlimited_queue_bytes(run)?;
     super::proc_limits::read_whole_at_each_create(run, msg_max)?;
     let given = super::given_limits::judged_against_given_limits(run)?;
+    super::unlimited_given_limits::limits_judged_when_bytes_unlimited(run)?;
     // Ceilings first: a check() clamped to the kernel's ceilings also refuses the huge sizes
     // of the exact budget, where the message would blame the comparison.
     super::kernel_ceilings::limits_above_kernel_ceilings(run)?;

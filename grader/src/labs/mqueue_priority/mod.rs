@@ -33,7 +33,9 @@
 //!
 //! Besides: `attribute_errors` (a failed `mq_getattr()` or `mq_setattr()` after open),
 //! `existing_unheld` (a name taken by a queue nobody holds open), `kernel_ceilings` (`check()`
-//! given limits past the kernel's own), `limit_retries` (a failed limit read retried), and
+//! given limits past the kernel's own), `limit_retries` (a failed limit read retried),
+//! `limit_read_failures` (each call reading a limit made to fail), `unlimited_given_limits`
+//! (`check()` with `RLIM_INFINITY` bytes) and
 //! `queue_limit_untouched` (`RLIMIT_MSGQUEUE` never set).
 
 mod attribute_errors;
@@ -50,6 +52,7 @@ mod given_limits;
 mod interrupted_waits;
 mod jobs;
 mod kernel_ceilings;
+mod limit_read_failures;
 mod limit_retries;
 mod limits;
 mod messages;
@@ -67,6 +70,7 @@ mod queue_limit_untouched;
 mod retries;
 mod sending;
 mod serving_error_first;
+mod unlimited_given_limits;
 mod wait_costs;
 
 use std::time::Duration;

@@ -218,28 +218,38 @@ fn waited_children_faults(pid: i32) -> Option<u64> {
 }
 
 /// A limit file that holds no number: the consumer's first `read()` after its open of
-/// `/proc/sys/fs/mqueue/msg_max` returns the file's length, its bytes (but the newline) turned
-/// to `x`, then to blanks, in the program's buffer as the call returns (ptrace). system_limits()
-/// must fail with kind=limits: a value it cannot parse, or no word at all, is a limit it could
-/// not read, not a reason to panic.
+/// `/proc/sys/fs/mqueue/msg_max`, then of `msgsize_max`, returns the file's length, its bytes
+/// (but the newline) turned to `x`, then to blanks, in the program's buffer as the call returns
+/// (ptrace). system_limits() must fail with kind=limits: a value it cannot parse, or no word at
+/// all, is a limit it could not read, not a reason to panic; and it closes the file then too.
 pub fn limit_not_a_number(run: &mut Run) -> Result<(), Fail> {
-    limit_text_replaced(run, b'x', "x, then the newline")?;
-    limit_text_replaced(run, b' ', "spaces, then the newline")
+    for file in [
+        "/proc/sys/fs/mqueue/msg_max",
+        "/proc/sys/fs/mqueue/msgsize_max",
+    ] {
+        limit_text_replaced(run, file, b'x', "x, then the newline")?;
+        limit_text_replaced(run, file, b' ', "spaces, then the newline")?;
+    }
+    Ok(())
 }
 
-fn limit_text_replaced(run: &mut Run, fill: u8, shown: &str) -> Result<(), Fail> {
+fn limit_text_replaced(
+    run: &mut Run,
+    file: &'static str,
+    fill: u8,
+    shown: &str,
+) -> Result<(), Fail> {
     use std::os::unix::fs::FileExt;
 
     use crate::engine::force;
     use crate::engine::tracer::{Call, Match, Step, Tracer};
-    const FILE: &str = "/proc/sys/fs/mqueue/msg_max";
-    let len = std::fs::read(FILE).map_or(0, |text| text.len());
+    let len = std::fs::read(file).map_or(0, |text| text.len());
     let name = run.ipc_name("garbled-limit");
     let mut proc = super::protocol::spawn_consumer_stopped(run, &name)?;
     let pid = proc.pid.as_raw();
     let open = Call {
         number: libc::SYS_openat,
-        matching: Match::Path(FILE),
+        matching: Match::Path(file),
     };
     let read = Call::any(libc::SYS_read);
     let tracer = Tracer::in_turn(pid, [(open, Step::Pass), (read, Step::HoldAfter)])?;
@@ -287,7 +297,7 @@ fn limit_text_replaced(run: &mut Run, fill: u8, shown: &str) -> Result<(), Fail>
                 "a parse with expect() or unwrap() panics instead"
             };
             return Err(Fail::failed(format!(
-                "the grader turned the text the consumer read from {FILE} into {len} bytes that \
+                "the grader turned the text the consumer read from {file} into {len} bytes that \
                  are no number ({shown}; with ptrace, as its read() returned), and the consumer \
                  ended without an answer ({ended}): system_limits() must fail with \
                  QueueError::Limits when a limit file holds no number, a blank one too, as when \
@@ -296,15 +306,26 @@ fn limit_text_replaced(run: &mut Run, fill: u8, shown: &str) -> Result<(), Fail>
         }
         Err(other) => return Err(other),
     };
+    let left_open = super::limit_read_failures::limit_files_open(pid);
     if answer.kind == "ready" {
         grader_send(&name, &[super::protocol::shutdown_message()])?;
         proc.send("go", &[])?;
         let _ = proc.recv_any()?;
     }
     release(&mut proc)?;
+    if garbled && failed_with(&answer, "limits") && !left_open.is_empty() {
+        return Err(Fail::failed(format!(
+            "the grader turned the text the consumer read from {file} into {len} bytes that are \
+             no number ({shown}; with ptrace, as its read() returned); it rightly said \
+             kind=limits, but then still held {} open (/proc/PID/fd): system_limits() closes \
+             the files it opens on every path, a parse error's too (a close() after the parse's \
+             `?` is never reached)",
+            left_open.join(" and ")
+        )));
+    }
     if garbled && !failed_with(&answer, "limits") {
         return Err(Fail::failed(format!(
-            "the grader turned the text the consumer read from {FILE} into {len} bytes that are \
+            "the grader turned the text the consumer read from {file} into {len} bytes that are \
              no number ({shown}; with ptrace, as its read() returned), and it said \
              {}, not `failed` with kind=limits: a limit file that holds no number is a limit \
              that cannot be read (QueueError::Limits), never a value guessed in its place",
