@@ -183,6 +183,7 @@ pub(super) fn coordinator_sleeps(run: &mut Run) -> Result<String, Fail> {
         }
     }
     super::other_processes::only_the_workers(&session)?;
+    super::signal_wakeups::no_wakeup_by_signals(&session)?;
     // A wait with a timeout wakes up by itself to look again: a poll, whatever its period.
     if probe::futex_has_timeout(session.coordinator) == Some(true) {
         return Err(Fail::failed(format!(
