@@ -424,7 +424,11 @@ impl SharedBank {
     /// no `pthread_mutex_trylock()` or timed lock before it (a spin or a poll, however short).
     /// `EOWNERDEAD` means the previous holder died holding it: the lock is now
     /// ours, so [`recover`] the bank, then `pthread_mutex_consistent()`, and return a guard with
-    /// `recovered: true`. `ENOTRECOVERABLE` is [`BankError::NotRecoverable`], returned at once
+    /// `recovered: true`. If that repair fails (`recover()`'s broadcast, or
+    /// `pthread_mutex_consistent()`), return its error with the lock given back, never kept:
+    /// the mutex, unlocked without `pthread_mutex_consistent()`, becomes `ENOTRECOVERABLE` for
+    /// every process, while a lock kept by a process that goes on holds all the others up.
+    /// `ENOTRECOVERABLE` is [`BankError::NotRecoverable`], returned at once
     /// (it is final: no retry); other errors are [`BankError::Lock`].
     pub fn lock(&self) -> Result<Guard<'_>, BankError> {
         // SOLUTION todo: pthread_mutex_lock; on EOWNERDEAD recover() and pthread_mutex_consistent()
@@ -542,8 +546,9 @@ impl SharedBank {
     /// `workers`: the wait ends once they reach it or pass it); then return a
     /// [`Snapshot`] taken before unlocking. `pthread_cond_wait()` returns `EOWNERDEAD` like
     /// `pthread_mutex_lock()` does, and needs the same repair; other errors are
-    /// [`BankError::Wait`]. Only the workers' broadcasts wake the wait: no timeout, no timer,
-    /// no other thread or process (a helper that broadcasts now and then is a poll by proxy).
+    /// [`BankError::Wait`]. Only the workers' broadcasts wake the wait: no timeout (after the
+    /// first wake-up either), no timer, no signal handler (a worker's exit sends `SIGCHLD`), no
+    /// other thread or process (a helper that broadcasts now and then is a poll by proxy).
     pub fn wait_all_done(&self) -> Result<Snapshot, BankError> {
         // SOLUTION todo: lock; pthread_cond_wait in a while loop while finished + dead < workers (EOWNERDEAD: recover); snapshot; unlock
         let _guard = self.lock()?;

@@ -73,6 +73,7 @@ pub(super) fn let_coordinator_look(
             looked.asleep = AsleepOnCond::observe(segment, coordinator, name);
         }
     }
+    super::later_sleeps::untimed_after_finish(segment, coordinator, name)?;
     // Not before the last finish: the coordinator is held at its unlock then, and the waiters
     // could not take the mutex back.
     let not_last = segment

@@ -500,10 +500,10 @@ const RELOCKS_WATCHED: u32 = 30;
 /// and transfer() returns with the lock held.
 pub(super) struct Relocks {
     pid: i32,
-    /// Whether two transfers in a row came without a store to the lock word; `None` if the
-    /// watch saw too few.
-    /// The transfer (from 1) that followed the last without one.
-    seen: std::sync::mpsc::Receiver<Option<Option<u32>>>,
+    /// Whether two transfers in a row came without a release of the lock word between them;
+    /// `None` if the watch saw too few. The transfer (from 1) that followed the last without
+    /// one, and how many stores between the two left the word holding the worker's thread id.
+    seen: std::sync::mpsc::Receiver<Option<Option<(u32, u32)>>>,
 }
 
 impl Relocks {
@@ -535,27 +535,34 @@ impl Relocks {
                 loads: false,
             },
         ]));
+        let lock_word = super::relock_values::LockWord::open(&session.name, layout.mutex_at)?;
         let mut tracer = Tracer::watch_at(pid, map.start, fields).ok()??;
         let (tell, seen) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
             let until = Instant::now() + Duration::from_secs(5);
-            let (mut transfers, mut lock_stores) = (0, 0);
+            let (mut transfers, mut releases, mut kept_stores) = (0, 0, 0);
             let mut kept = None;
             while Instant::now() < until && transfers < RELOCKS_WATCHED {
                 match tracer.next_watched(until) {
                     Ok(None | Some(Watched::Armed)) => {}
                     Ok(Some(Watched::Hit)) => {
                         if tracer.last_hit() == 1 {
-                            lock_stores += 1;
+                            // Stopped right after its store: an unlock leaves the word without
+                            // its thread id (no later store of its own can come in between).
+                            if lock_word.released_by(pid) {
+                                releases += 1;
+                            } else {
+                                kept_stores += 1;
+                            }
                         } else {
                             transfers += 1;
                             if transfers > 1 {
-                                kept = Some((lock_stores == 0).then_some(transfers));
-                                if lock_stores == 0 {
+                                kept = Some((releases == 0).then_some((transfers, kept_stores)));
+                                if releases == 0 {
                                     break;
                                 }
                             }
-                            lock_stores = 0;
+                            (releases, kept_stores) = (0, 0);
                         }
                         tracer.go_on();
                     }
@@ -581,7 +588,8 @@ impl Relocks {
     /// (its first ones judged by an earlier watch).
     /// The transfer (from 1 in the watch) that followed another with no store to the lock
     /// word between them, if the watch saw one.
-    pub(super) fn kept_at(&self) -> Option<u32> {
+    /// With it, how many stores to the lock word between the two left it the worker's.
+    pub(super) fn kept_at(&self) -> Option<(u32, u32)> {
         match self.seen.recv_timeout(Duration::from_secs(6)) {
             Ok(Some(Some(at))) => Some(at),
             _ => None,
@@ -590,7 +598,7 @@ impl Relocks {
 
     fn judge_after(self, made: u64) -> Result<(), Fail> {
         match self.kept_at() {
-            Some(at) => {
+            Some((at, kept_stores)) => {
                 let second = made + u64::from(at);
                 let warmed_up = if made > 0 {
                     format!(
@@ -610,8 +618,7 @@ impl Relocks {
                 Err(Fail::failed(format!(
                     "a worker (pid {}) made two transfers in a row, its {} and {}{warmed_up} \
                      (two stores to Bank::transfers, seen with a hardware watchpoint on the \
-                     count) without a single store to the mutex's lock word between them (a \
-                     second watchpoint on it): it kept the bank's mutex from one transfer to \
+                     count) without {}: it kept the bank's mutex from one transfer to \
                      the next, so the workers take turns by whole runs of transfers; each \
                      transfer is a critical section of its own: lock, journal, debit, \
                      midway(), credit, count, clear the journal, unlock (transfer() returns \
@@ -619,6 +626,7 @@ impl Relocks {
                     self.pid,
                     ordinal(second as usize - 1),
                     ordinal(second as usize),
+                    super::relock_values::no_release(kept_stores),
                 )))
             }
             None => Ok(()),

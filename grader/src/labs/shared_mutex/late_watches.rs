@@ -73,15 +73,14 @@ pub(super) fn watch_midway(
 
 impl Midway {
     pub(super) fn judge(self) -> Result<(), Fail> {
-        let Some(at) = self.relocks.kept_at() else {
+        let Some((at, kept_stores)) = self.relocks.kept_at() else {
             return Ok(());
         };
         Err(Fail::failed(format!(
             "a worker (pid {}) first watched in the middle of a run of contending workers (the \
              bank's count at {}, the worker not traced before) made two transfers in a row, \
              the {} and {} of the watch (two stores to Bank::transfers, seen with a hardware \
-             watchpoint on the count), without a single store to the mutex's lock word between \
-             them (a second watchpoint on it): it kept the bank's mutex from one transfer to \
+             watchpoint on the count), without {}: it kept the bank's mutex from one transfer to \
              the next, whether always, once warmed up, or only while it saw no tracer (a \
              TracerPid of 0 in /proc/self/status when it looked): a lock kept while nobody \
              watches is kept all the same; each transfer is a critical section of its own: \
@@ -91,6 +90,7 @@ impl Midway {
             self.count,
             ordinal(at as usize - 1),
             ordinal(at as usize),
+            super::relock_values::no_release(kept_stores),
         )))
     }
 }

@@ -33,20 +33,24 @@ mod create_failures;
 mod diagnoses;
 mod during_wait;
 mod errors;
+mod failed_repairs;
 mod finish_past_workers;
 mod journal_at_lock;
 mod last_finish;
 mod late_watches;
+mod later_sleeps;
 mod lock_calls;
 mod lock_errors;
 mod messages;
 mod name_after_exit;
 mod other_processes;
 mod probe;
+mod relock_values;
 mod repair_stores;
 mod robust;
 mod segment;
 mod session;
+mod signal_wakeups;
 mod sleeping;
 mod snapshot;
 mod store_kills;
@@ -119,7 +123,8 @@ pub static LAB: Lab = Lab {
             timeout: Duration::from_secs(15),
             description: "while the workers are held at the start, the coordinator sleeps on the \
                           condition variable in the segment (no spinning, no polling, no other \
-                          call, no timeout, no timer, no other thread or process)",
+                          call, no timeout, no timer, no signal handler that wakes it, no \
+                          other thread or process)",
             exclusive: false,
             hint: Some(
                 "The coordinator sleeps on the condition variable in a while loop: no spinning, no polling. See docs/labs/06-shared-mutex.md, \"The idea\" (\"Condition variables\").",
@@ -133,7 +138,8 @@ pub static LAB: Lab = Lab {
             description: "workers that finish one after another each wake the coordinator and \
                           every other waiter, which returns only once the last one has \
                           finished, with the bank's counts in a snapshot read through the \
-                          mapping before it unlocks; every finish counts, past workers too",
+                          mapping before it unlocks, each sleep with no timeout; every \
+                          finish counts, past workers too",
             exclusive: false,
             hint: Some(
                 "The coordinator waits while finished + dead < workers and reads its snapshot before unlocking; each finish() broadcasts. See docs/labs/06-shared-mutex.md, the rules table (the finish and coordinator rules).",
@@ -190,7 +196,9 @@ pub static LAB: Lab = Lab {
             description: "a mutex left unrecoverable (ENOTRECOVERABLE) makes every transfer fail \
                           with kind=not-recoverable, and a lock answers what the mutex says \
                           now: re-initialized, it serves every process again; its other \
-                          errors (EINVAL, EDEADLK, EAGAIN) are kind=lock",
+                          errors (EINVAL, EDEADLK, EAGAIN) are kind=lock; a repair whose \
+                          pthread_mutex_consistent() or broadcast fails is its kind, the \
+                          lock given back",
             exclusive: false,
             hint: Some(
                 "ENOTRECOVERABLE is NotRecoverable. See docs/labs/06-shared-mutex.md, the rules table (the ENOTRECOVERABLE rule).",

@@ -191,6 +191,8 @@ pub(super) fn coordinator_sleeps(run: &mut Run) -> Result<String, Fail> {
              changed, which is polling; {advice}, with no timeout"
         )));
     }
+    // After the timeout's verdict: a timed wait changes the condition variable by itself.
+    super::signal_wakeups::no_wakeup_by_signals(&session)?;
     let queued = queued_before_unlock(&session)?;
     super::coordinator_look::plant_dead_worker(&mut session)?;
     session.go()?;

@@ -124,9 +124,15 @@ pub(super) fn not_recoverable(run: &mut Run) -> Result<String, Fail> {
     };
     super::lock_errors::other_lock_errors_are_lock(run)?;
     let other_errors = "; a lock failing with EINVAL, EDEADLK or EAGAIN: kind=lock";
+    let failed_repairs = if super::failed_repairs::failed_repairs_give_the_lock_back(run)? {
+        "; a repair whose pthread_mutex_consistent() or broadcast failed: its kind, and the \
+         lock given back"
+    } else {
+        ""
+    };
     Ok(format!(
         "on a mutex made unrecoverable, all {} workers' transfers failed with \
-         kind=not-recoverable{during_wait}{before_wait}{usable}{other_errors}",
+         kind=not-recoverable{during_wait}{before_wait}{usable}{other_errors}{failed_repairs}",
         kinds.len()
     ))
 }
