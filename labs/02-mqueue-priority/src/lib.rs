@@ -259,7 +259,9 @@ impl JobQueue {
     /// The consumer's side: checks the name and the config (against [`system_limits`]), then
     /// creates the queue for receiving: `mq_open(name, O_CREAT | O_EXCL | O_RDONLY, 0600,
     /// attributes)`. `EEXIST` is [`QueueError::Exists`]. It changes nothing of the process
-    /// that `main.rs` set (its umask, its limits, SIGUSR1's handler); if the `mq_getattr()` of
+    /// that `main.rs` set (its umask, its limits, SIGUSR1's handler), not even for a moment
+    /// (no `umask()` call: the mode 0600 needs none). Errors of `mq_open()` are the kernel's,
+    /// for any name that passed [`check_name`] (`/.` and `/..` too). If the `mq_getattr()` of
     /// the new descriptor fails ([`QueueError::Attributes`]), it closes that descriptor and
     /// removes the queue it made: a failed create leaves nothing.
     pub fn create(name: &str, config: &QueueConfig) -> Result<JobQueue, QueueError> {
@@ -312,14 +314,18 @@ impl JobQueue {
 
     /// Sends the shutdown message, [`SHUTDOWN_TAG`] alone, with priority 0: the lowest, so that
     /// every job already queued is served before it. Blocks on a full queue like
-    /// [`JobQueue::submit`].
+    /// [`JobQueue::submit`], on the descriptor as it is: on a non-blocking one a full queue is
+    /// [`QueueError::Full`]. It never changes `O_NONBLOCK`: that is
+    /// [`JobQueue::set_nonblocking`]'s, the caller's switch.
     pub fn shutdown(&self) -> Result<(), QueueError> {
         todo!("mq_send([SHUTDOWN_TAG], 0), as submit() sends")
     }
 
     /// Receives the next message: the oldest of the highest priority, blocking while the queue
     /// is empty (retry `EINTR`). The buffer holds `msg_size` bytes; only the bytes received
-    /// belong to the message. Anything but a job or a shutdown is [`QueueError::Garbled`].
+    /// belong to the message. Anything but a job or a shutdown is [`QueueError::Garbled`]
+    /// (`Q` with a line ending after it too). It calls `mq_receive()` at once, every time: no
+    /// look at the queue (`mq_getattr()`), no yield or sleep before the wait.
     pub fn receive(&self) -> Result<Message, QueueError> {
         todo!("mq_receive into a msg_size buffer, keep only the length received, decode the tag")
     }
@@ -327,8 +333,9 @@ impl JobQueue {
     /// The consumer's loop: receives messages and passes each job to `handler` until the
     /// shutdown message. Returns how many jobs were served. Whether it ends with the shutdown
     /// or with an error (a failed receive, a garbled message, or the handler's error as
-    /// [`QueueError::Handler`]), it closes the descriptor and unlinks the queue before it
-    /// returns: a consumer that fails must not leave its queue behind. If serving ended well,
+    /// [`QueueError::Handler`]: the job is not handed to the handler again, and no job after it
+    /// is served), it closes the descriptor and unlinks the queue before it returns: a consumer
+    /// that fails must not leave its queue behind. If serving ended well,
     /// an error of the close or the unlink is returned (the unlink's `ENOENT` as
     /// [`QueueError::NotFound`]), never discarded; if serving failed, its own error is returned,
     /// whatever the close and the unlink gave.

@@ -274,6 +274,7 @@ pub fn full_queue_blocks(run: &mut Run) -> Result<String, Fail> {
     let served = traced.finish()?;
     same_order(&served, &sent, "the jobs sent one at a time")?;
     super::direct_receive::receive_retries_eintr(run)?;
+    super::receive_calls::receives_look_at_nothing(run)?;
     Ok(format!(
         "{PRODUCERS} producers waited in mq_send on the full queue and a consumer in mq_receive \
          on an empty one, without CPU and through SIGUSR1; all {} jobs were served once",

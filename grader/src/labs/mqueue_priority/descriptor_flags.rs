@@ -22,6 +22,7 @@ pub fn nonblocking_full(run: &mut Run) -> Result<String, Fail> {
     flag_set_by_another(run)?;
     flag_cleared_for_a_blocking_producer(run)?;
     super::attribute_errors::setattr_fails(run)?;
+    super::shutdown_flags::shutdown_keeps_the_flag(run)?;
     Ok(format!(
         "{summary}; set_nonblocking(false) cleared an O_NONBLOCK set before set_nonblocking(true), \
          and a shutdown on a descriptor made non-blocking meanwhile was kind=full"

@@ -161,6 +161,7 @@ pub fn unlinked_at_end(run: &mut Run) -> Result<String, Fail> {
     unlink_fails(run)?;
     super::opening::getattr_fails_at_open(run)?;
     super::serving_error_first::serving_error_before_clean_up(run)?;
+    super::handler_errors::handler_error_stops_serving(run)?;
     Ok(
         "the producer closed its descriptor; the consumer closed and unlinked its queue after a \
         normal end, a failed job, a garbled message and a failed mq_receive (mq-receive); a \

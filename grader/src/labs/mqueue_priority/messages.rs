@@ -452,6 +452,17 @@ pub fn garbled_refused(run: &mut Run) -> Result<String, Fail> {
             "a shutdown followed by a NUL byte (as C sends \"Q\" with strlen() + 1)",
             vec![SHUTDOWN_TAG, 0],
         ),
+        // A line ending or a blank after the tag: a shutdown typed in a shell (`echo Q`), or
+        // trimmed before decoding.
+        (
+            "a shutdown followed by a newline (as `echo Q` sends it)",
+            vec![SHUTDOWN_TAG, b'\n'],
+        ),
+        (
+            "a shutdown followed by CR LF",
+            vec![SHUTDOWN_TAG, b'\r', b'\n'],
+        ),
+        ("a shutdown followed by a space", vec![SHUTDOWN_TAG, b' ']),
     ];
     for (case, (what, garbled)) in cases.into_iter().enumerate() {
         let name = run.ipc_name(&format!("jobs-{case}"));
@@ -516,8 +527,8 @@ pub fn garbled_refused(run: &mut Run) -> Result<String, Fail> {
         )));
     }
     Ok(
-        "'Q' with more bytes, an empty message, another tag, 'j' and 'q' each ended the consumer \
-        with kind=garbled"
+        "'Q' with more bytes (a line ending, a space), an empty message, another tag, 'j' and 'q' \
+        each ended the consumer with kind=garbled"
             .into(),
     )
 }

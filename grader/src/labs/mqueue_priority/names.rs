@@ -273,6 +273,7 @@ pub fn name_errors(run: &mut Run) -> Result<String, Fail> {
     created_while_creating(run)?;
     existing_name(run, 1, true)?;
     super::dot_names::dot_names_reach_the_kernel(run)?;
+    super::dot_names_errno::dot_names_errno_is_the_kernels(run)?;
     super::existing_unheld::existing_queue_nobody_holds(run)?;
     Ok(
         "bad names were bad-name (256 bytes after the slash too, in multi-byte characters too), \

@@ -108,6 +108,7 @@ pub fn priority_order(run: &mut Run) -> Result<String, Fail> {
     received_after_handled(run)?;
     super::process_state::left_as_main_set(run)?;
     super::failed_create_state::umask_kept_when_create_fails(run)?;
+    super::umask_untouched::create_leaves_the_umask(run)?;
     run.expect_owner_only()?;
     Ok(
         "3 rounds of queued jobs were served highest priority first, FIFO within one; a job \
