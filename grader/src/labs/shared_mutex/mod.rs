@@ -25,24 +25,29 @@
 mod abandoned_bank;
 mod attributes;
 mod bank_view;
+mod broadcast_errors;
 mod coordinator_locks;
 mod coordinator_look;
 mod count_stores;
 mod counting;
 mod create_failures;
+mod destroy_errors;
 mod diagnoses;
 mod during_wait;
 mod errors;
 mod failed_repairs;
 mod finish_past_workers;
 mod journal_at_lock;
+mod journal_clear;
 mod last_finish;
 mod late_watches;
 mod later_sleeps;
 mod lock_calls;
 mod lock_errors;
+mod locks_after_recovery;
 mod messages;
 mod name_after_exit;
+mod open_errors;
 mod other_processes;
 mod probe;
 mod relock_values;
@@ -147,6 +152,19 @@ pub static LAB: Lab = Lab {
             run: sleeping::waits_for_last_worker,
         },
         Check {
+            name: "broadcast-errors",
+            points: 1,
+            timeout: Duration::from_secs(15),
+            description: "a worker whose pthread_cond_broadcast() in finish() fails (the \
+                          grader makes it return EINVAL) says kind=broadcast with that error, \
+                          not finished",
+            exclusive: false,
+            hint: Some(
+                "pthread functions return their error number: finish() returns the broadcast's error as BankError::Broadcast. See docs/labs/06-shared-mutex.md, the rules table (the finish rules).",
+            ),
+            run: broadcast_errors::broadcast_errors,
+        },
+        Check {
             name: "owner-dies",
             points: 5,
             timeout: Duration::from_secs(20),
@@ -158,6 +176,19 @@ pub static LAB: Lab = Lab {
                 "A robust mutex reports EOWNERDEAD: recover from the journal, then pthread_mutex_consistent(). See docs/labs/06-shared-mutex.md, \"The idea\" (\"Robust mutexes\") and the rules table (the recover rules).",
             ),
             run: robust::owner_dies,
+        },
+        Check {
+            name: "locks-after-recovery",
+            points: 1,
+            timeout: Duration::from_secs(15),
+            description: "once a holder has died and a worker has recovered, every lock of \
+                          every worker is still pthread_mutex_lock(): no try or timed lock, \
+                          before or after the recovery",
+            exclusive: false,
+            hint: Some(
+                "lock() sleeps in pthread_mutex_lock() at every call, after a recovery too: a holder that dies again is reported with EOWNERDEAD, not found by a timeout. See docs/labs/06-shared-mutex.md, the rules table (the lock rules).",
+            ),
+            run: locks_after_recovery::locks_after_recovery,
         },
         Check {
             name: "owner-dies-during-wait",
@@ -233,6 +264,32 @@ pub static LAB: Lab = Lab {
                 "Each failing step of create has its kind and undoes the earlier ones; an existing segment is Exists and left alone. See docs/labs/06-shared-mutex.md, the rules table (the create rules).",
             ),
             run: create_failures::create_failures,
+        },
+        Check {
+            name: "shm-open-errors",
+            points: 1,
+            timeout: Duration::from_secs(15),
+            description: "create()'s shm_open() failed by the grader with each error but \
+                          EEXIST (EACCES, EMFILE, ENFILE, EINVAL, ENOENT) is kind=shm-open \
+                          with that error, and no name is left",
+            exclusive: false,
+            hint: Some(
+                "EEXIST alone is Exists; every other error of shm_open() is Open. See docs/labs/06-shared-mutex.md, the rules table (the create rules).",
+            ),
+            run: open_errors::shm_open_errors,
+        },
+        Check {
+            name: "destroy-errors",
+            points: 1,
+            timeout: Duration::from_secs(20),
+            description: "destroy()'s shm_unlink() failed with ENOENT or EROFS is \
+                          kind=shm-unlink with that error; with both pthread destroys failed, \
+                          the condition variable is destroyed first and its error returned",
+            exclusive: false,
+            hint: Some(
+                "destroy() makes its steps in the API's order (condition variable, mutex, munmap, shm_unlink), returns the first error, and any failed shm_unlink() is Unlink. See docs/labs/06-shared-mutex.md, the rules table (the destroy rule).",
+            ),
+            run: destroy_errors::destroy_errors,
         },
         Check {
             name: "destroyed-and-removed",

@@ -179,7 +179,7 @@ fn forced_munmap_failure(run: &mut Run) -> Result<bool, Fail> {
 
 /// The coordinator's `closed` or `failed` after its workers were let go, or `None` if it said
 /// neither within 8 s.
-fn last_word(session: &mut Session) -> Result<Option<ipc_labs_driver::Message>, Fail> {
+pub(super) fn last_word(session: &mut Session) -> Result<Option<ipc_labs_driver::Message>, Fail> {
     let until = Instant::now() + Duration::from_secs(8);
     loop {
         match session.next_before(until)? {
@@ -347,7 +347,7 @@ fn forced_destroy_failure(run: &mut Run, which: usize) -> Result<bool, Fail> {
 /// A name is removed by `shm_unlink()` alone: once the grader failed the coordinator's
 /// `shm_unlink()` (after `before`, the calls it failed first), the name must still be in
 /// `/dev/shm`, however `destroy()` ended.
-fn name_kept_after_failed_unlink(name: &str, before: &str) -> Result<(), Fail> {
+pub(super) fn name_kept_after_failed_unlink(name: &str, before: &str) -> Result<(), Fail> {
     if dev_shm(name).exists() {
         return Ok(());
     }
@@ -362,7 +362,7 @@ fn name_kept_after_failed_unlink(name: &str, before: &str) -> Result<(), Fail> {
 
 /// Ends `session` whatever state its check left it in: the coordinator told to exit and
 /// reaped, the segment's name removed if the program left it.
-fn dismiss(session: &mut Session) {
+pub(super) fn dismiss(session: &mut Session) {
     let _ = session.proc.send("exit", &[]);
     let _ = session.proc.wait();
     let _ = std::fs::remove_file(dev_shm(&session.name));

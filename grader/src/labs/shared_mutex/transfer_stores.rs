@@ -2,6 +2,7 @@
 //! holder's repair leaves judged.
 
 use super::bank_view::{Bank, Transfer, Word, applied, first_transfer, look, wrong};
+use super::journal_clear::ClearedLast;
 use super::segment::Segment;
 use super::session::Session;
 use super::store_kills::{Kill, Pool, Watch, kill_at, repair, settle, who};
@@ -62,6 +63,7 @@ const SETS: [&str; 2] = [
 pub(super) fn every_store(session: &mut Session, pool: &mut Pool) -> Result<Option<usize>, Fail> {
     let mut stores = 0;
     for set in 0..2 {
+        let mut cleared_last = ClearedLast::new(set == 0);
         for k in 1..=MOST_STORES + 1 {
             settle(session);
             let victim = pool.victim()?;
@@ -84,6 +86,7 @@ pub(super) fn every_store(session: &mut Session, pool: &mut Pool) -> Result<Opti
                 SETS[set],
                 (&before, &killed, &after),
             )?;
+            cleared_last.judge(session, (victim, transfer, SETS[set]), &before, &killed)?;
         }
     }
     Ok(Some(stores))
