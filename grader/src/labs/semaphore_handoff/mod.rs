@@ -164,7 +164,7 @@ pub static LAB: Lab = Lab {
         Check {
             name: "waits-block",
             points: 3,
-            timeout: Duration::from_secs(15),
+            timeout: Duration::from_secs(20),
             description: "a side waiting for the other (held by the grader) blocks on the named \
                           semaphore or the queue, in timed slices of WAIT_SLICE with deadlines \
                           ahead on CLOCK_REALTIME, without trying the semaphore again and again, \
