@@ -225,7 +225,8 @@ pub fn post(signal: &Signal, message: &str) -> Result<(), HandoffError> {
 
 /// Waits for one signal from `peer`, blocking (never spinning), in slices of [`WAIT_SLICE`]:
 /// `sem_timedwait()` or `mq_timedreceive()` with an absolute `CLOCK_REALTIME` deadline, now +
-/// `WAIT_SLICE`, computed anew for each slice. `EINTR` (a signal handler ran): wait again.
+/// `WAIT_SLICE`, computed anew for each slice. `EINTR` (a signal handler ran): wait again, at
+/// once (no sleep, poll or yield first).
 /// `ETIMEDOUT`: if `peer` is [`Peer::gone`], [`HandoffError::PeerGone`], else wait again. A
 /// signal already there is taken, even from a peer that is gone since: `PeerGone` only after a
 /// slice has timed out. Other errors are [`HandoffError::Wait`]: `EINVAL` too (a deadline or
@@ -249,7 +250,9 @@ impl Handoff {
     /// remove what was already created (unlink and close it, unmap the slot), and only that: a
     /// name that existed before is not this handoff's. The processes' CPU affinity is left as
     /// it is, by this call and every other of the handoff, of this process and of the peer:
-    /// where the sides run is `main.rs`'s to say (`--cpu`). The queues stay blocking: no call
+    /// where the sides run is `main.rs`'s to say (`--cpu`). The signal mask and every signal's
+    /// action are left as `main.rs` set them too, whether this call succeeds or fails. The
+    /// queues stay blocking: no call
     /// sets `O_NONBLOCK` on a queue both sides hold (`mq_setattr()`, `fcntl()`).
     pub fn create(
         mechanism: Mechanism,
@@ -266,7 +269,8 @@ impl Handoff {
     /// objects open go on using them. Try both, return the first error. Only the names: the
     /// handoff stays whole (slot mapped, both signals open) until [`Handoff::close`]. The names
     /// are removed here, once, and nowhere else, not even at exit: once unlinked they belong to
-    /// nobody, and another program may make objects under them.
+    /// nobody, and another program may make objects under them. Objects under other names are
+    /// not the handoff's, however old they look: nothing here removes them.
     pub fn unlink(&self) -> Result<(), HandoffError> {
         todo!("sem_unlink or mq_unlink both names; first error wins")
     }
@@ -281,6 +285,8 @@ impl Handoff {
     /// The consumer's half of a round: [`wait`] for *ready* from `producer`, copy the slot
     /// into `record`, then [`post`] *ok*. Only a record whose ready was posted is taken: when
     /// the wait gives up ([`HandoffError::PeerGone`]), so does `take()`, whatever the slot holds.
+    /// The slot is only read here: nothing but [`Handoff::put`] writes it, and the producer
+    /// learns that its record was taken from *ok* alone.
     pub fn take(&self, record: &mut Record, producer: &Peer) -> Result<(), HandoffError> {
         let _ = (&record, &producer);
         todo!("wait(ready); copy the slot into record; post(ok)")

@@ -11,6 +11,7 @@ use super::name_limits::{longest_name, name_of_length};
 use super::names::held_by;
 use super::planted::{LIKE_NEW, PLANTED_VALUE, Planted};
 use super::probe;
+use super::process_left::signals_as_main_set;
 use crate::engine::tracer::{Action, Call, Match, Reached, Tracer};
 use crate::engine::{Fail, Run, force};
 
@@ -207,6 +208,8 @@ pub(super) fn create_fails(
             held.join(", ")
         )));
     }
+    let failed = format!("{situation} ({mechanism}), once Handoff::create() had failed");
+    signals_as_main_set(launch.proc.pid.as_raw(), &failed, false)?;
     launch.proc.send("exit", &[])?;
     launch.proc.wait()?;
     drop(plant);
@@ -402,6 +405,8 @@ pub(super) fn create_map_fails(run: &mut Run, mechanism: &'static str) -> Result
             held.join(", ")
         )));
     }
+    let failed = format!("{situation}, once Handoff::create() had failed with kind=mmap");
+    signals_as_main_set(proc.pid.as_raw(), &failed, false)?;
     proc.send("exit", &[])?;
     proc.wait()?;
     Ok(format!(

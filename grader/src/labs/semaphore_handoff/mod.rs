@@ -38,6 +38,9 @@
 //! leaves, and the parent's exit), `open_errnos.rs` (opens failing with errnos named nowhere),
 //! `resent_post.rs` (signals during a send made again) and `unposted_record.rs` (a record in
 //! the slot with no ready posted).
+//! Also `process_left.rs` (the signals and the affinity `create()` leaves), `eintr_straight_back.rs`
+//! (no sleep between an `EINTR` and the next wait) and `others_kept.rs` (objects under other
+//! names survive a run).
 //!
 //! Sizes from measurements on a 2-CPU machine: a correct round trip takes 2-100 us (up to ~90 us
 //! when the sides sit on different CPUs), so 10,000 free rounds take at most a few seconds.
@@ -53,6 +56,7 @@ mod creating_calls;
 mod default_action;
 mod dispositions;
 mod eintr_after_last_ok;
+mod eintr_straight_back;
 mod error_paths;
 mod failed_calls;
 mod forced_waits;
@@ -62,9 +66,11 @@ mod name_limits;
 mod names;
 mod open_errnos;
 mod order;
+mod others_kept;
 mod peer_gone;
 mod planted;
 mod probe;
+mod process_left;
 mod queue_looks;
 mod ready_looks;
 mod refused_deadline;
@@ -158,7 +164,7 @@ pub static LAB: Lab = Lab {
         Check {
             name: "waits-block",
             points: 3,
-            timeout: Duration::from_secs(15),
+            timeout: Duration::from_secs(20),
             description: "a side waiting for the other (held by the grader) blocks on the named \
                           semaphore or the queue, in timed slices of WAIT_SLICE with deadlines \
                           ahead on CLOCK_REALTIME, without trying the semaphore again and again, \

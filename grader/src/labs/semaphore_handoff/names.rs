@@ -204,6 +204,8 @@ pub fn objects_created(run: &mut Run) -> Result<String, Fail> {
         let names = [run.ipc_name("ready"), run.ipc_name("ok")];
         let mut launch = Launch::new(run, mechanism, names, 10, &["--pause-after-create"])?;
         launch.created()?;
+        let created = format!("once Handoff::create() returned ({mechanism})");
+        super::process_left::signals_as_main_set(launch.proc.pid.as_raw(), &created, true)?;
         inspect_created(run, &launch.proc, mechanism, &launch.names)?;
         launch.proc.send("go", &[])?;
         launch.run_through(&format!("10 rounds with {mechanism}"))?;
@@ -223,6 +225,8 @@ pub fn objects_created(run: &mut Run) -> Result<String, Fail> {
 }
 
 pub fn names_unlinked(run: &mut Run) -> Result<String, Fail> {
+    // First: a program that removes objects not its own is told so before anything else.
+    super::others_kept::others_kept(run)?;
     for mechanism in ["semaphores", "queues"] {
         // Objects of the other kind under the same names, the grader's: the names of
         // semaphores and of queues are apart, and unlink() removes only its own kind.

@@ -30,6 +30,9 @@ fn rounds(run: &mut Run, mechanism: &'static str, rounds: u64, pinned: bool) -> 
     if !pinned {
         cpus_left_alone(&handover, mechanism)?;
     }
+    if pinned {
+        super::process_left::pinned_as_asked(&handover, mechanism, 0)?;
+    }
     let (parent, producer, consumer) = (
         handover.proc.pid.as_raw(),
         handover.producer,

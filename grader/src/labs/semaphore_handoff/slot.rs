@@ -30,6 +30,15 @@ fn describe_slot(bytes: &[u8], seed: u64) -> String {
     }
 }
 
+/// The record near `seq` whose payload `bytes` holds under another number: the
+/// slot written over after `put()`.
+fn renumbered(bytes: &[u8], seed: u64, seq: u64) -> Option<u64> {
+    (seq.saturating_sub(2)..=seq + 1).find(|&near| {
+        let record = expected_record(seed, near);
+        bytes.len() == record.len() && bytes[..8] != record[..8] && bytes[8..] == record[8..]
+    })
+}
+
 /// The address of the shared anonymous mapping of `pid` that starts with `want`, looking again
 /// for up to `patience` (the producer may still be writing it).
 pub fn slot_holding(pid: i32, want: &[u8], patience: Duration) -> Option<u64> {
@@ -128,6 +137,19 @@ pub(super) fn find_slot(producer: i32, consumer: i32, seed: u64, seq: u64) -> Re
                      anonymous mapping to hold the slot, and record {seq} was in none of its \
                      shared mappings: make the slot with mmap_anonymous(MAP_SHARED) in \
                      Handoff::create(), before fork(), and copy each record into it"
+                )));
+            }
+            if let Some(payload_of) = renumbered(&bytes, seed, seq) {
+                let number = u64::from_ne_bytes(bytes[..8].try_into().expect("8 bytes"));
+                return Err(Fail::failed(format!(
+                    "while the consumer waited to take record {seq}, the producer's slot (its \
+                     shared anonymous mapping) held record {payload_of}, its payload intact \
+                     but numbered {number} ({number:#x}): its number was \
+                     written over after put() wrote the record. take() marks the slot once it \
+                     has its copy (for a producer that watches the slot for that mark, \
+                     spinning, instead of waiting for ok), or another write of the handoff \
+                     lands in the slot. take() only copies out of the slot: the producer learns \
+                     that the record was taken from ok, and from nothing else"
                 )));
             }
             return Err(Fail::failed(format!(

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use rand::RngExt;
 
+use super::eintr_straight_back;
 use super::forced_waits;
 use super::handover::{Handover, expected_record};
 use super::probe::{self, Deadline, Samples, Seen};
@@ -488,6 +489,10 @@ pub fn waits_block(run: &mut Run) -> Result<String, Fail> {
             proc, producer, PRODUCER, CONSUMER,
         )?);
         slot_moved()?;
+        notes.push(eintr_straight_back::waits_again_at_once(
+            producer, PRODUCER, CONSUMER,
+        )?);
+        slot_moved()?;
         let mut rest = Samples::default();
         while held.elapsed() < LONG_HOLD {
             rest.merge(probe::watch(producer, Instant::now() + SLOT_LOOKS));
@@ -507,6 +512,9 @@ pub fn waits_block(run: &mut Run) -> Result<String, Fail> {
     let (consumer, ready) = (handover.consumer, handover.names[0].clone());
     let reports = handover.finish(|proc, _| {
         notes.push(judge_wait(consumer, CONSUMER, "queues", &ready)?);
+        notes.push(eintr_straight_back::waits_again_at_once(
+            consumer, CONSUMER, PRODUCER,
+        )?);
         proc.send("go", &[])
     })?;
     handover.verify(&reports, "100 rounds with queues, the producer held")?;
