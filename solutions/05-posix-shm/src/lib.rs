@@ -156,8 +156,7 @@ pub struct SharedTable {
     pub name: String,
     /// Where `mmap()` mapped it.
     pub addr: NonNull<u8>,
-    /// Its size in bytes: the object's size, not rounded to pages, as mapped (what `fstat()`
-    /// said before `mmap()`, even if the object is resized later).
+    /// Its size in bytes: the object's size, not rounded to pages.
     pub len: usize,
 }
 
