@@ -571,9 +571,10 @@ const ONE_BYTE_LOADED: &[Field] = &[Field {
 }];
 
 /// One more read of `len` bytes at `at` by `table`, while the grader changes the byte watched
-/// in the middle of the range after each load of it, as a writer in another process
-/// may at any moment: the read must answer after one copy, whatever it copied, not copy again
-/// until the bytes stop changing. `object` is the object's file, the very pages mapped.
+/// in the middle of the range after each load of it, and the range's first and last bytes
+/// with it, as a writer in another process may at any moment: the read must answer after one
+/// copy, whatever it copied, not copy again until the bytes (the middle, or only the ends)
+/// stop changing. `object` is the object's file, the very pages mapped.
 fn read_beside_a_writer(
     run: &mut Run,
     table: &mut Table,
@@ -602,7 +603,10 @@ fn read_beside_a_writer(
             }
             Watched::Hit if loads < LOADS_SEEN => {
                 loads += 1;
-                object.write_all_at(&[loads as u8], watched as u64)?;
+                // A copy runs one way: one end at least was loaded before this change.
+                for changed in [at, watched, at + len - 1] {
+                    object.write_all_at(&[loads as u8], changed as u64)?;
+                }
                 tracer.go_on();
             }
             Watched::Hit => {
@@ -612,11 +616,14 @@ fn read_beside_a_writer(
                 return Err(Fail::failed(format!(
                     "{what}, {} loaded the byte at offset {watched} more than \
                      {LOADS_SEEN} times without answering, while the grader changed \
-                     it after each load (as another process writing the table may; a \
-                     hardware watchpoint saw the loads): read() copies the range again until \
-                     it stops changing, that is, it waits for writers; read() makes one copy \
-                     and answers at once, whatever another process stores meanwhile",
-                    table.who
+                     it, and the range's first and last bytes ({at} and {}), after each load \
+                     (as another process writing the table may; a hardware watchpoint saw the \
+                     loads): read() copies the range again until it stops changing (all of \
+                     it, or only its ends compared with the copy), that is, it waits for \
+                     writers and never answers under a steady one; read() makes one copy and \
+                     answers at once, whatever another process stores meanwhile",
+                    table.who,
+                    at + len - 1
                 )));
             }
             Watched::Said(answer) => break Some(answer),
@@ -635,8 +642,9 @@ fn read_beside_a_writer(
         let _ = std::fs::remove_file(&file);
         return Err(Fail::failed(format!(
             "{what}, {} loaded the byte at offset {watched}, in the middle of the range, \
-             {loads} times before it said {}, while the grader changed it after each load (as \
-             another process writing the table may; a hardware watchpoint saw the loads): \
+             {loads} times before it said {}, while the grader changed it, and the range's \
+             first and last bytes, after each load (as another process writing the table may; \
+             a hardware watchpoint saw the loads): \
              read() copies the range {loads} times (a second copy to compare with the first, \
              and another when they differ, say); more copies make no read untorn while a \
              writer is at work, they only cost time: read() makes one copy of the range and \

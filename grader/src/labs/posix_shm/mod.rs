@@ -14,6 +14,10 @@
 //! - `sharing`: the mapping, shared, before and after close and unlink;
 //! - `unlinked`: the name removed while mapped; unlink and open ask the C library each time;
 //! - `killed`: the name outlives a creator killed by a signal;
+//! - `panicked`: the name outlives processes ended by a panic that unwinds;
+//! - `lazy_pages`: a large table is not faulted in at map time;
+//! - `resized_open`: an opener's size is the one it mapped, whatever the object becomes;
+//! - `many_accesses`: no flush in a long run of accesses;
 //! - `in_place`: the bytes in the object, copied by the program's own instructions;
 //! - `own_range`: a write stores its own bytes only, none around them;
 //! - `names`: bad names refused, unusual good ones accepted;
@@ -34,11 +38,15 @@ mod failed_creates;
 mod forced;
 mod in_place;
 mod killed;
+mod lazy_pages;
+mod many_accesses;
 mod names;
 mod object;
 mod open_errors;
 mod own_range;
+mod panicked;
 mod probes;
+mod resized_open;
 mod sharing;
 mod unlinked;
 
@@ -66,7 +74,8 @@ pub static LAB: Lab = Lab {
             timeout: Duration::from_secs(10),
             description: "tables of 1 and 4097 bytes have exactly that size in /dev/shm, start \
                           zeroed and carry every byte; an opener takes the size from the object, \
-                          also after the grader grew it",
+                          also after the grader grew it, and reports the size it mapped, also \
+                          when the object grows right after",
             exclusive: false,
             hint: Some(
                 "ftruncate() to the exact size, and take an opener's size from fstat(). See docs/labs/05-posix-shm.md, the rules table (the size rules).",
@@ -80,7 +89,7 @@ pub static LAB: Lab = Lab {
             description: "the creator and an independent opener both map /dev/shm/<name> \
                           shared, keep no descriptor of it, and unmap it on close, leaving its \
                           addresses free (read from /proc/PID/maps and fd), and the object's \
-                          name and bytes in place",
+                          name and bytes in place, also once they died of a signal or a panic",
             exclusive: false,
             hint: Some(
                 "Each process maps the object MAP_SHARED, read and write, closes the descriptor once mapped, and close() unmaps. See docs/labs/05-posix-shm.md, the rules table (the mmap and close rules).",
@@ -92,7 +101,9 @@ pub static LAB: Lab = Lab {
             points: 3,
             timeout: Duration::from_secs(10),
             description: "what one process writes in place, the other reads, both ways, also \
-                          over its own earlier bytes and with the writer stopped",
+                          over its own earlier bytes and with the writer stopped; a write of any \
+                          length stores its own bytes only; no access, of many, flushes; a large \
+                          table is mapped lazily",
             exclusive: false,
             hint: Some(
                 "Reads and writes go to the mapping itself, so every process sees the others' writes at once. See docs/labs/05-posix-shm.md, the rules table (\"every process sees the others' writes at once\").",

@@ -363,6 +363,7 @@ pub fn odd_sizes(run: &mut Run) -> Result<String, Fail> {
     let (first_name, first_size) = tables[0].clone();
     size_from_descriptor(run, &first_name, first_size)?;
     creator_maps_its_object(run)?;
+    super::resized_open::len_is_the_size_mapped(run)?;
     for creator in &mut creators {
         creator.unlink()?;
     }

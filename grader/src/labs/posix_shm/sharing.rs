@@ -191,6 +191,7 @@ pub fn mapped_by_each(run: &mut Run) -> Result<String, Fail> {
         )));
     }
     super::killed::killed_creators_leave_the_name(run)?;
+    super::panicked::panicked_processes_leave_the_name(run)?;
     Ok(
         "both processes map the object shared, read-write, without a descriptor, and unmap it \
         on close, leaving the name and the bytes, also once both have exited, and once \
@@ -436,12 +437,13 @@ pub fn shared_updates(run: &mut Run) -> Result<String, Fail> {
     middle_changed_then_read_again(run, &mut creator, &mut opener, back, len)?;
     // Both ends: a table open() mapped is accessed like the one create() mapped.
     for table in [&mut creator, &mut opener] {
-        super::own_range::stores_only_its_range(run, table)?;
+        super::own_range::stores_only_its_ranges(run, table)?;
     }
     for (table, offset) in [(&mut creator, at), (&mut opener, back)] {
         no_call_in_access(run, table, offset, len, true)?;
         no_call_in_access(run, table, offset, len, false)?;
     }
+    super::many_accesses::no_flush_in_many_accesses(run, &mut creator, at)?;
     large_accesses_make_no_call(run)?;
     creator.unlink()?;
     opener.close()?;
@@ -619,8 +621,14 @@ const LARGE_ACCESS: usize = 8 << 20;
 fn large_accesses_make_no_call(run: &mut Run) -> Result<(), Fail> {
     let name = run.ipc_name("large");
     let mut large = super::driver::table(run, &name, Some(LARGE_ACCESS), CREATOR)?;
-    let outcome = no_call_in_access(run, &mut large, 0, LARGE_ACCESS, true)
-        .and_then(|()| no_call_in_access(run, &mut large, 0, LARGE_ACCESS, false));
+    // Untouched first: then its pages must not be resident yet.
+    let outcome = super::lazy_pages::large_table_mapped_lazily(run, &large)
+        .and_then(|()| no_call_in_access(run, &mut large, 0, LARGE_ACCESS, true))
+        .and_then(|()| no_call_in_access(run, &mut large, 0, LARGE_ACCESS, false))
+        .and_then(|()| {
+            let (len, neighbours) = &super::own_range::LARGE;
+            super::own_range::stores_only_its_range(run, &mut large, *len, neighbours)
+        });
     large.proc.kill_tree();
     let _ = std::fs::remove_file(dev_shm(&name));
     outcome
