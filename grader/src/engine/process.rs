@@ -76,6 +76,13 @@ pub struct Limits {
     /// each on `/dev/null`: files it holds before the lab's code runs, which that code must leave
     /// alone (the first free number, 4, and a high one).
     pub held_descriptors: &'static [i32],
+    /// With [`Limits::held_descriptors`]: a directory in which each of them is a new unnamed
+    /// file (`O_TMPFILE`) instead of `/dev/null`, say `/dev/shm`, where the lab's own objects
+    /// live: a descriptor there that is not the lab's.
+    pub held_descriptors_in: Option<&'static std::ffi::CStr>,
+    /// The program is started without the control channel's variable in its environment, as a
+    /// user runs it by hand (the socket is still descriptor 3, unused): it must behave as graded.
+    pub ungraded: bool,
 }
 
 impl Limits {
@@ -93,6 +100,8 @@ impl Limits {
             message_queue_msg_default: None,
             without_ipc_owner: false,
             held_descriptors: &[],
+            held_descriptors_in: None,
+            ungraded: false,
         }
     }
 }
@@ -316,6 +325,9 @@ pub fn spawn(
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
+    if limits.ungraded {
+        command.env_remove(CONTROL_FD_ENV);
+    }
     // SAFETY: between fork and exec the closure only makes async-signal-safe system calls.
     unsafe {
         command.pre_exec(move || {
@@ -367,7 +379,10 @@ pub fn spawn(
                 }
             }
             for &fd in limits.held_descriptors {
-                let null = libc::open(c"/dev/null".as_ptr(), libc::O_RDONLY);
+                let null = match limits.held_descriptors_in {
+                    Some(dir) => libc::open(dir.as_ptr(), libc::O_TMPFILE | libc::O_RDWR, 0o600),
+                    None => libc::open(c"/dev/null".as_ptr(), libc::O_RDONLY),
+                };
                 if null < 0 || (null != fd && libc::dup2(null, fd) < 0) {
                     return Err(std::io::Error::last_os_error());
                 }

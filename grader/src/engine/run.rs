@@ -209,6 +209,33 @@ impl Run {
         self.spawn_limited(args, limits)
     }
 
+    /// As [`Run::spawn_holding`], each of `fds` a new unnamed file in the directory `dir`
+    /// ([`Limits::held_descriptors_in`]).
+    pub fn spawn_holding_in<S: AsRef<OsStr>>(
+        &mut self,
+        args: &[S],
+        fds: &'static [i32],
+        dir: &'static std::ffi::CStr,
+    ) -> Result<Proc, Fail> {
+        let limits = Limits {
+            held_descriptors: fds,
+            held_descriptors_in: Some(dir),
+            ..self.limits
+        };
+        self.spawn_limited(args, limits)
+    }
+
+    /// As [`Run::spawn_stopped`], without the control channel's variable in the program's
+    /// environment ([`Limits::ungraded`]): run as by hand, it answers by its exit status and
+    /// output alone.
+    pub fn spawn_stopped_ungraded<S: AsRef<OsStr>>(&mut self, args: &[S]) -> Result<Proc, Fail> {
+        let limits = Limits {
+            ungraded: true,
+            ..self.limits
+        };
+        self.spawn_stopped_limited(args, limits)
+    }
+
     /// Starts the lab's program like [`Run::spawn`], with its soft `RLIMIT_MSGQUEUE` lowered to
     /// `bytes`: the default limit is out of reach of the queues a user may create, so a check
     /// of how a program counts against it has to lower it.

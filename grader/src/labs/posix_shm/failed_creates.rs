@@ -140,7 +140,10 @@ pub fn failed_create(run: &mut Run) -> Result<String, Fail> {
     let forced = if forced_ftruncate_failure(run)?
         && forced_cleanup_failure(run)?
         && failed_creator_calls(run)?
-        && failed_unmap(run)?
+        && failed_unmap(run, libc::EINVAL)?
+        // A range it cannot split (past the count of mappings): not the EINVAL a program may
+        // assume.
+        && failed_unmap(run, libc::ENOMEM)?
         && failed_unlinks(run)?
         && unmapped_length(run)?
         && cleanup_answers_at_once(run)?

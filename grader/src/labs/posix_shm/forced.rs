@@ -9,9 +9,7 @@ use nix::errno::Errno;
 use crate::engine::tracer::{Action, Call, Reached, Step, Tracer};
 use crate::engine::{Fail, Run, force};
 
-use super::driver::{
-    CREATOR, await_answer, descriptors_at_exit, is_refusal, refused, said, start_stopped, table,
-};
+use super::driver::{CREATOR, await_answer, is_refusal, refused, said, start_stopped, table};
 use super::probes::{dev_shm, exists, mappings};
 
 /// Fails unless `answer` is `failed` with `kind` and its error names `errno`, the errno the
@@ -64,7 +62,7 @@ struct Forced {
 /// other than the one another check forces at it (`EFBIG` for `ftruncate()`), and at the edges
 /// of sizes: a size of exactly `i64::MAX` (an `off_t`: `ftruncate()` must be asked), and 4 GiB
 /// less a page (`mmap()` must be asked: only the call knows what can be mapped).
-const FORCED: [Forced; 6] = [
+const FORCED: [Forced; 7] = [
     Forced {
         tag: "opening",
         size: 12_288,
@@ -121,6 +119,19 @@ const FORCED: [Forced; 6] = [
                  program's own (the address space it assumes) answers for the call; the table \
                  is mapped with mmap(MAP_SHARED) of its whole size, whatever that is, and \
                  TableError::Map carries mmap()'s own errno",
+    },
+    Forced {
+        tag: "mapping-past-u32",
+        size: 1 << 32,
+        step: "mmap() (of 2^32 bytes, one past u32::MAX)",
+        errno: libc::ENODEV,
+        kind: "mmap",
+        variant: "Map",
+        taken: false,
+        unmade: "whether a size can be mapped is mmap()'s to say, also past 4 GiB: a size limit \
+                 of the program's own (u32::MAX, the address space it assumes) answers for the \
+                 call; the table is mapped with mmap(MAP_SHARED) of its whole size, whatever \
+                 that is, and TableError::Map carries mmap()'s own errno",
     },
     Forced {
         tag: "sizing-edge",
@@ -258,12 +269,13 @@ pub fn failed_creator_calls(run: &mut Run) -> Result<bool, Fail> {
                 }
             )));
         }
-        let kept = if held_at_exit {
+        let (kept, umask) = if held_at_exit {
             let fds = super::probes::object_fds(pid, &name);
+            let umask = super::object::umask_of(pid);
             tracer.release();
-            fds
+            (fds, umask)
         } else {
-            descriptors_at_exit(&proc, Some(tracer), &name)?
+            super::left_alone::held_at_exit(&proc, tracer, &name)?
         };
         if !kept.is_empty() {
             return Err(Fail::failed(format!(
@@ -274,6 +286,7 @@ pub fn failed_creator_calls(run: &mut Run) -> Result<bool, Fail> {
                 dev_shm(&name).display()
             )));
         }
+        super::left_alone::umask_kept_on_failure(&what, kind, umask)?;
         proc.wait()?;
     }
     Ok(true)
@@ -423,21 +436,24 @@ pub fn unmapped_length(run: &mut Run) -> Result<bool, Fail> {
     Ok(asked.is_some())
 }
 
-/// A table whose `munmap()` at `close` the grader makes fail with `EINVAL`: the answer is
+/// A table whose `munmap()` at `close` the grader makes fail with `errno`: the answer is
 /// `failed` with kind=munmap and that errno, not `done`. `false` where the grader may not trace.
-pub fn failed_unmap(run: &mut Run) -> Result<bool, Fail> {
+pub fn failed_unmap(run: &mut Run, errno: i32) -> Result<bool, Fail> {
     let Some((mut table, start)) = mapped_table(run, "forced-unmap")? else {
         return Ok(false);
     };
     let pid = table.pid();
     let name = table.name.clone();
-    let tracer = Tracer::attach(pid, unmapping(start), Action::Fail(libc::EINVAL))?;
+    let tracer = Tracer::attach(pid, unmapping(start), Action::Fail(errno))?;
     let Some(mut tracer) = tracer else {
         table.proc.kill_tree();
         let _ = std::fs::remove_file(dev_shm(&name));
         return Ok(false);
     };
-    let what = "closing a created table while the grader fails its munmap() with EINVAL";
+    let what = format!(
+        "closing a created table while the grader fails its munmap() with {:?}",
+        Errno::from_raw(errno)
+    );
     let answer = table.command(&[("op", "close".into())]);
     let failed = tracer.failed_the_call();
     drop(tracer);
@@ -457,7 +473,7 @@ pub fn failed_unmap(run: &mut Run) -> Result<bool, Fail> {
              error; close() returns TableError::Unmap(errno) (kind=munmap) when munmap() fails"
         )));
     }
-    refused_with(&answer, "munmap", libc::EINVAL, what, "Unmap")?;
+    refused_with(&answer, "munmap", errno, &what, "Unmap")?;
     Ok(true)
 }
 

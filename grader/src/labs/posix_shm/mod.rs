@@ -24,13 +24,16 @@
 //! - `errors`: every other error kind;
 //! - `open_errors`: opens that fail, and what they leave;
 //! - `failed_creates`: creates that fail after `shm_open()`, and what they leave;
-//! - `forced`: calls made to fail with an errno no other path gives, the errno compared.
+//! - `forced`: calls made to fail with an errno no other path gives, the errno compared;
+//! - `left_alone`: the umask, another program's object and descriptors that are not the table's;
+//! - `by_hand`: the program run without the grader's control channel.
 
 use std::time::Duration;
 
 use crate::engine::diagnose::{Activity, Hang};
 use crate::engine::{Check, Lab};
 
+mod by_hand;
 mod driver;
 mod errors;
 mod explain;
@@ -39,6 +42,7 @@ mod forced;
 mod in_place;
 mod killed;
 mod lazy_pages;
+mod left_alone;
 mod many_accesses;
 mod names;
 mod object;
@@ -174,7 +178,9 @@ pub static LAB: Lab = Lab {
             description: "opening a name that does not exist is not-found and creates nothing; \
                           opening a 0-byte object is empty; both at once, without spinning; a \
                           symbolic link in /dev/shm is not followed (shm-open); an object too \
-                          big to map is mmap, and stays, and the opener keeps no descriptor",
+                          big to map is mmap, and stays, and the opener keeps no descriptor; \
+                          another program's object keeps its mode; run by hand, the same \
+                          answers; descriptors that are not the table's stay open",
             exclusive: false,
             hint: Some(
                 "open never creates, follows no link, refuses 0 bytes at once, and never waits. See docs/labs/05-posix-shm.md, the rules table (the open rules).",
@@ -187,7 +193,8 @@ pub static LAB: Lab = Lab {
             timeout: Duration::from_secs(10),
             description: "a create whose shm_open(), ftruncate() or mmap() fails, and a close \
                           whose munmap() fails, report that step's kind with the call's errno; \
-                          a failed create leaves nothing in /dev/shm, nor a descriptor open",
+                          a failed create leaves nothing in /dev/shm, nor a descriptor open, \
+                          nor the umask changed",
             exclusive: false,
             hint: Some(
                 "A step after shm_open() that fails unlinks the name, closes the descriptor and reports that step's kind. See docs/labs/05-posix-shm.md, the rules table (\"a failed step after shm_open() unlinks the name\").",

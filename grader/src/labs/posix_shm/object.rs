@@ -76,7 +76,7 @@ fn umask_kept(pid: i32) -> Result<(), Fail> {
 }
 
 /// The umask of `pid`, from `/proc/PID/status`.
-fn umask_of(pid: i32) -> Option<u32> {
+pub(super) fn umask_of(pid: i32) -> Option<u32> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let line = status.lines().find_map(|l| l.strip_prefix("Umask:"))?;
     u32::from_str_radix(line.trim(), 8).ok()

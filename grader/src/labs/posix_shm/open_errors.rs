@@ -257,10 +257,15 @@ pub fn open_errors(run: &mut Run) -> Result<String, Fail> {
     failed_fstat(run)?;
     refused_open(run)?;
     missing_opened_once(run)?;
+    super::left_alone::open_keeps_the_object(run)?;
+    super::by_hand::empty_refused_by_hand(run)?;
+    super::left_alone::foreign_descriptors_kept(run)?;
     Ok(
         "a name that does not exist was not-found and stayed so; a 0-byte object was empty, \
         both at once, also when it was sized right after the opener's fstat(); a link in \
-        /dev/shm was not followed; an object too big to map was mmap, and stayed"
+        /dev/shm was not followed; an object too big to map was mmap, and stayed; another \
+        program's object kept its mode; run by hand, the opener refused a 0-byte object too; \
+        descriptors in /dev/shm that were not the table's stayed open"
             .into(),
     )
 }
