@@ -167,7 +167,8 @@ pub enum HandoffError {
         /// Why.
         errno: Errno,
     },
-    /// `sem_post()` or `mq_send()` failed.
+    /// `sem_post()` or `mq_send()` failed, with that call's errno (`Errno::last()` after
+    /// `sem_post()`, which returns -1).
     #[error("signalling failed: {0}")]
     Post(Errno),
     /// `sem_timedwait()` or `mq_timedreceive()` failed with something other than `EINTR` or
@@ -248,7 +249,8 @@ pub fn post(signal: &Signal, message: &str) -> Result<(), HandoffError> {
 /// `ETIMEDOUT`: if `peer` is [`Peer::gone`], [`HandoffError::PeerGone`], else wait again. A
 /// signal already there is taken, even from a peer that is gone since: `PeerGone` only after a
 /// slice has timed out. Other errors are [`HandoffError::Wait`]: `EINVAL` too (a deadline or
-/// semaphore the call refuses is refused again). Signals stay unblocked meanwhile, each with the
+/// semaphore the call refuses is refused again), and a failed clock read (returned, never a
+/// panic). Signals stay unblocked meanwhile, each with the
 /// action the program set (its handler, its default, ignored): a handler runs when its signal
 /// comes, and the wait it interrupts returns `EINTR`, whenever it comes.
 pub fn wait(signal: &Signal, peer: &Peer) -> Result<(), HandoffError> {
@@ -366,7 +368,8 @@ impl Handoff {
     /// message of [`SIGNAL_SIZE`] bytes. `EEXIST` is [`HandoffError::Exists`], any other errno
     /// [`HandoffError::Open`], whichever it is. If a step fails,
     /// remove what was already created (unlink and close it, unmap the slot), and only that: a
-    /// name that existed before is not this handoff's. The processes' CPU affinity is left as
+    /// name that existed before is not this handoff's. A failed step ends the creation: nothing
+    /// is opened after it, not even to be removed again. The processes' CPU affinity is left as
     /// it is, by this call and every other of the handoff, of this process and of the peer:
     /// where the sides run is `main.rs`'s to say (`--cpu`). The signal mask and every signal's
     /// action are left as `main.rs` set them too, whether this call succeeds or fails. The

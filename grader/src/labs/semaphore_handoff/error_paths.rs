@@ -56,6 +56,12 @@ pub fn error_paths(run: &mut Run) -> Result<String, Fail> {
     notes.push(super::refused_deadline::refused_deadline(run)?);
     notes.push(super::failed_calls::post_error(run)?);
     notes.push(super::failed_calls::consumer_post_error(run)?);
+    notes.push(super::carried_errno::queue_unlink_errno(run)?);
+    notes.push(super::failed_step_ends::nothing_made_after_a_failed_open(
+        run,
+        "semaphores",
+    )?);
+    notes.push(super::failed_clock_read::clock_read_fails(run)?);
     Ok(format!(
         "every failure was reported by kind, removed what create() had made and left the \
          existing object alone: {}",

@@ -245,6 +245,7 @@ pub fn post_error(run: &mut Run) -> Result<String, Fail> {
                     report.get("error").unwrap_or("")
                 )));
             }
+            super::carried_errno::carries(&report, "EOVERFLOW", "the producer", &situation)?;
         }
         Some(report) if report.kind == "failed" => return Err(handover.failure(&report)),
         Some(report) => {
@@ -323,6 +324,12 @@ pub fn consumer_post_error(run: &mut Run) -> Result<String, Fail> {
                     report.get("kind").unwrap_or("none"),
                     report.get("error").unwrap_or("")
                 )));
+            }
+            if let Err(fail) =
+                super::carried_errno::carries(&report, "EBADF", "the consumer", &situation)
+            {
+                handover.proc.kill_tree();
+                return Err(fail);
             }
         }
         Some(report) if report.kind == "failed" => {

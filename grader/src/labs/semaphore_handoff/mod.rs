@@ -47,6 +47,7 @@
 
 mod affinity_kept;
 mod after_unlink;
+mod carried_errno;
 mod clock;
 mod clock_reads;
 mod closing;
@@ -59,11 +60,14 @@ mod eintr_after_last_ok;
 mod eintr_straight_back;
 mod error_paths;
 mod failed_calls;
+mod failed_clock_read;
+mod failed_step_ends;
 mod forced_waits;
 mod gone_after_post;
 mod handover;
 mod name_limits;
 mod names;
+mod names_after_gone;
 mod open_errnos;
 mod order;
 mod others_kept;

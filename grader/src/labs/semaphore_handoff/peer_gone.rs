@@ -13,6 +13,7 @@ use super::WAIT_SLICE;
 use super::eintr_after_last_ok::{Interrupted, eintr_after_last_ok};
 use super::forced_waits;
 use super::handover::{Handover, expected_record, report_failure, whole_record};
+use super::names_after_gone::OthersObjects;
 use super::probe::{self, Deadline, Seen};
 use super::waits::{NOTICE_LIMIT, millis};
 use crate::engine::tracer::{Step, Tracer};
@@ -53,12 +54,13 @@ fn survives(run: &mut Run, mechanism: &'static str, kill_producer: bool) -> Resu
         "--pause-consumer-at"
     };
     let mut handover = Handover::start(run, mechanism, 1000, &[pause, &at])?;
-    handover.go()?;
     let (victim_role, survivor) = if kill_producer {
         ("producer", "consumer")
     } else {
         ("consumer", "producer")
     };
+    let mut others = OthersObjects::plant(&handover, victim_role, survivor, &at)?;
+    handover.go()?;
     let (victim, survivor_pid) = (handover.pid_of(victim_role), handover.pid_of(survivor));
     let paused = handover.proc.recv("paused")?;
     if paused.get("role") != Some(victim_role) {
@@ -81,6 +83,9 @@ fn survives(run: &mut Run, mechanism: &'static str, kill_producer: bool) -> Resu
         match (message.kind.as_str(), message.get("kind")) {
             ("failed", Some("peer-gone")) if message.get("role") == Some(survivor) => {
                 noticed = Some(killed.elapsed());
+                if let Some(others) = others.as_mut() {
+                    others.survivor_reported();
+                }
             }
             ("failed", _) => return Err(report_failure(&message, mechanism)),
             ("done", _) => {
@@ -96,6 +101,9 @@ fn survives(run: &mut Run, mechanism: &'static str, kill_producer: bool) -> Resu
                 )));
             }
         }
+    }
+    if let Some(others) = &others {
+        others.judge()?;
     }
     handover.exit()?;
     let Some(noticed) = noticed else {
