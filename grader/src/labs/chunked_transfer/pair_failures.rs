@@ -56,15 +56,11 @@ pub(super) fn failed_pair(
     let mut seen = PairSeen::default();
     // On a loaded machine the sender may time out too before it reaches its hold point.
     follow_pair(&mut pair, &how, &mut seen, |seen| {
-        let failed = |side: bool| seen.failed.iter().any(|(sender, _)| *sender == side);
+        let failed = |side: bool| seen.failure_of(side).is_some();
         failed(false) && (seen.sender_holding.is_some() || failed(true))
     })?;
     let id = seen.took.clone().unwrap_or_else(|| "?".into());
-    let (_, answer) = seen
-        .failed
-        .iter()
-        .find(|(sender, _)| !sender)
-        .expect("waited for above");
+    let answer = seen.failure_of(false).expect("waited for above");
     if answer.get("kind") != Some("timeout") {
         return Err(Fail::failed(format!(
             "pair {index}'s sender stood still before its first chunk (held by the grader) and \
@@ -86,7 +82,7 @@ pub(super) fn failed_pair(
     pair.send("release", &[])?;
     // The sender, alone now, fails in its turn; the segment stays out of the pool for good.
     follow_pair(&mut pair, &how, &mut seen, |seen| {
-        seen.failed.iter().any(|(sender, _)| *sender)
+        seen.failure_of(true).is_some()
     })?;
     let _ = pair.wait()?;
     let on_queue = queue.len()?;
@@ -169,7 +165,7 @@ pub(super) fn protocol_pair(
     };
     let mut seen = PairSeen::default();
     follow_pair(&mut pair, &how, &mut seen, |seen| {
-        let failed = |side: bool| seen.failed.iter().any(|(sender, _)| *sender == side);
+        let failed = |side: bool| seen.failure_of(side).is_some();
         // Before its `took`, only its take can fail, and nothing provoked that.
         (failed(true) && seen.took.is_none()) || failed(false)
     })?;
@@ -178,11 +174,7 @@ pub(super) fn protocol_pair(
     {
         return Err(pair_failed(index, SEGMENTS, message, true));
     }
-    let (_, answer) = seen
-        .failed
-        .iter()
-        .find(|(sender, _)| !sender)
-        .expect("waited for above");
+    let answer = seen.failure_of(false).expect("waited for above");
     if answer.get("kind") != Some("protocol") {
         let planted = format!(
             "the grader put a broken chunk (numbered 1 where chunk 0 is due) in slot 0 of \
@@ -224,7 +216,7 @@ pub(super) fn protocol_pair(
     }
     // The sender, blocked on `empty`, times out unless it waits elsewhere (held at its first
     // chunk, then released).
-    let sender_failed = |seen: &PairSeen| seen.failed.iter().any(|(sender, _)| *sender);
+    let sender_failed = |seen: &PairSeen| seen.failure_of(true).is_some();
     follow_pair(&mut pair, &how, &mut seen, |seen| {
         sender_failed(seen) || seen.sender_holding.is_some()
     })?;

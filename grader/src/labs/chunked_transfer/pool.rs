@@ -437,6 +437,16 @@ pub struct PairSeen {
     pub done: bool,
 }
 
+impl PairSeen {
+    /// The `failed` of the pair's receiver (`false`) or of its sender (`true`), if it came.
+    pub fn failure_of(&self, sender: bool) -> Option<&ipc_labs_driver::Message> {
+        self.failed
+            .iter()
+            .find(|(from_sender, _)| *from_sender == sender)
+            .map(|(_, message)| message)
+    }
+}
+
 /// How a pair is followed.
 pub struct Follow<'a> {
     pub index: u64,

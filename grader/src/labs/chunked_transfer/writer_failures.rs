@@ -72,14 +72,10 @@ fn pool_pair_writer_fails(run: &mut Run) -> Result<String, Fail> {
     };
     let mut seen = PairSeen::default();
     follow_pair(&mut pair, &how, &mut seen, |seen| {
-        seen.failed.iter().any(|(sender, _)| !sender)
+        seen.failure_of(false).is_some()
     })?;
     let id = seen.took.clone().unwrap_or_else(|| "?".into());
-    let (_, answer) = seen
-        .failed
-        .iter()
-        .find(|(sender, _)| !sender)
-        .expect("waited for above");
+    let answer = seen.failure_of(false).expect("waited for above");
     let setting = format!(
         "in a pool of one segment, pair 0 took segment {id} for a {len}-byte message (4 chunks \
          of {capacity}), and its receiver's writer failed (StorageFull, as a full disk) at byte \

@@ -6,9 +6,10 @@ use std::time::{Duration, Instant};
 use super::LIGHT_WORK;
 use super::probe;
 use super::segment::dev_shm;
+use super::destroy_errors::unlink_fails_with;
 use super::session::Session;
 use super::totals::verify;
-use crate::engine::tracer::{Action, Breakpoint, Call, Step, Tracer};
+use crate::engine::tracer::{Breakpoint, Call, Step, Tracer};
 use crate::engine::{Fail, Run};
 
 pub(super) fn destroyed_and_removed(run: &mut Run) -> Result<String, Fail> {
@@ -195,49 +196,7 @@ pub(super) fn last_word(session: &mut Session) -> Result<Option<ipc_labs_driver:
 /// `kind=shm-unlink`. `false` when the grader may not trace the coordinator, or it made no call
 /// naming the segment (judged above).
 fn forced_unlink_failure(run: &mut Run) -> Result<bool, Fail> {
-    let mut session = Session::start(run, &[LIGHT_WORK; 2], &[])?;
-    // The path a glibc shm_unlink() unlinks, kept for the life of the grader (a few bytes a run).
-    let unlinked: &'static str = dev_shm(&session.name).display().to_string().leak();
-    let failing = Action::Fail(libc::EACCES);
-    let Some(mut tracer) = Tracer::attach(session.coordinator, Call::naming(unlinked), failing)?
-    else {
-        return Ok(false);
-    };
-    session.go()?;
-    let last = last_word(&mut session)?;
-    let failed = tracer.failed_the_call()?;
-    drop(tracer);
-    let kept = failed.then(|| name_kept_after_failed_unlink(&session.name, ""));
-    dismiss(&mut session);
-    if !failed {
-        return Ok(false);
-    }
-    kept.unwrap_or(Ok(()))?;
-    let Some(last) = last else {
-        return Err(Fail::failed(
-            "with the grader failing the coordinator's shm_unlink() of the name, the \
-             coordinator said neither `closed` nor `failed` within 8 s",
-        ));
-    };
-    let kind = last.get("kind").unwrap_or("none");
-    if last.kind == "failed" && kind == "shm-unlink" {
-        return Ok(true);
-    }
-    Err(Fail::failed(format!(
-        "the grader failed the coordinator's shm_unlink() of the name in destroy() (EACCES), \
-         and nothing else (its munmap() went through), and destroy() {}, not kind=shm-unlink: \
-         a failed shm_unlink() is BankError::Unlink{}",
-        if last.kind == "failed" {
-            format!("failed with kind={kind}")
-        } else {
-            "said nothing went wrong (`closed`)".to_string()
-        },
-        if kind == "munmap" {
-            " (its error was mapped to BankError::Unmap)"
-        } else {
-            ""
-        }
-    )))
+    unlink_fails_with(run, libc::EACCES)
 }
 
 /// `destroy()` goes on to the next step when one fails, and returns the first error: the grader
