@@ -71,10 +71,12 @@ impl OthersObjects {
         if !self.at_report.is_empty() {
             return Err(Fail::failed(format!(
                 "{situation}; by the time the {survivor} had given up with kind=peer-gone, {}: \
-                 the {survivor}, its peer gone, unlinked the names again and removed objects \
-                 another program had made under them ({}). Names are removed only in \
-                 Handoff::unlink(), once; put() and take() return PeerGone and remove nothing, \
-                 not even to clean up after a crash",
+                 the program removed objects another program had made under them ({}): either \
+                 the {survivor}, its peer gone, unlinked the names again, or something removes \
+                 objects it did not make (a sweep of /dev/shm for old or unused ones; those \
+                 were dated a day back). Names are removed only in Handoff::unlink(), once, \
+                 and only the two create() made; put() and take() return PeerGone and remove \
+                 nothing, not even to clean up after a crash",
                 self.at_report.join(", "),
                 self.mechanism
             )));
