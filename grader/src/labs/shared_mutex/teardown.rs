@@ -4,9 +4,9 @@
 use std::time::{Duration, Instant};
 
 use super::LIGHT_WORK;
+use super::destroy_errors::unlink_fails_with;
 use super::probe;
 use super::segment::dev_shm;
-use super::destroy_errors::unlink_fails_with;
 use super::session::Session;
 use super::totals::verify;
 use crate::engine::tracer::{Breakpoint, Call, Step, Tracer};
