@@ -21,12 +21,38 @@ const SETS_QUEUE_LIMIT: Call = Call::any_of(&[
 /// A consumer traced from its first instruction to `ready`: it makes no call that sets
 /// `RLIMIT_MSGQUEUE`.
 pub fn queue_limit_never_set(run: &mut Run) -> Result<(), Fail> {
-    let name = run.ipc_name("limit-untouched");
+    let Some(calls) = calls_of_a_consumer(run, "limit-untouched", SETS_QUEUE_LIMIT)? else {
+        run.note("RLIMIT_MSGQUEUE never set: not checked (no ptrace)");
+        return Ok(());
+    };
+    if calls > 0 {
+        return Err(Fail::failed(format!(
+            "from its start to its end the consumer set its RLIMIT_MSGQUEUE {calls} time(s) \
+             (prlimit64 / setrlimit with a new limit, seen with ptrace): the library changed \
+             the process's limit, if only for a while (raised to the hard limit around create()'s \
+             mq_open() and put back after, say, which /proc/PID/limits at `ready` cannot show). \
+             That gets past the kernel's check of all of this user's queues against the soft limit, whose \
+             EMFILE is create()'s error (kind=mq-open). The library changes no limit of the \
+             process: system_limits() only reads RLIMIT_MSGQUEUE with getrlimit()"
+        )));
+    }
+    Ok(())
+}
+
+/// How many calls matching `calls` a consumer of a 2 x 64-byte queue (named after `tag`) makes
+/// from its first instruction to its end, told to shut down once ready; `None` where the grader
+/// may not trace it.
+pub(super) fn calls_of_a_consumer(
+    run: &mut Run,
+    tag: &str,
+    calls: Call,
+) -> Result<Option<u32>, Fail> {
+    let name = run.ipc_name(tag);
     let (args, output) = consumer_args(run, &name, &sized(2, 64));
     let mut proc = run.spawn_stopped(&args)?;
     proc.set_roles(|_| "the consumer".into());
     let pid = proc.pid.as_raw();
-    let tracer = Tracer::count_calls(pid, SETS_QUEUE_LIMIT)?;
+    let tracer = Tracer::count_calls(pid, calls)?;
     force::resume(pid)?;
     let ready = proc.recv_any()?;
     if ready.kind != "ready" {
@@ -41,21 +67,7 @@ pub fn queue_limit_never_set(run: &mut Run) -> Result<(), Fail> {
     consumer.serve()?;
     // Read once the consumer has ended, which ends the tracer: each call was reported while
     // the consumer was stopped in it.
-    let Some(tracer) = tracer else {
-        run.note("RLIMIT_MSGQUEUE never set: not checked (no ptrace)");
-        return Ok(());
-    };
-    let calls = tracer.failed_count(Instant::now() + Duration::from_secs(2))?;
-    if calls > 0 {
-        return Err(Fail::failed(format!(
-            "from its start to its end the consumer set its RLIMIT_MSGQUEUE {calls} time(s) \
-             (prlimit64 / setrlimit with a new limit, seen with ptrace): the library changed \
-             the process's limit, if only for a while (raised to the hard limit around create()'s \
-             mq_open() and put back after, say, which /proc/PID/limits at `ready` cannot show). \
-             That gets past the kernel's check of all of this user's queues against the soft limit, whose \
-             EMFILE is create()'s error (kind=mq-open). The library changes no limit of the \
-             process: system_limits() only reads RLIMIT_MSGQUEUE with getrlimit()"
-        )));
-    }
-    Ok(())
+    tracer
+        .map(|tracer| tracer.failed_count(Instant::now() + Duration::from_secs(2)))
+        .transpose()
 }
