@@ -11,7 +11,7 @@ use super::signals::waits_timed;
 use super::transfer::failure;
 use super::{SEGMENTS, STRANDED_RECEIVER};
 use crate::engine::{Fail, Run};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// A pair whose sender the grader holds before its first chunk until its receiver times out:
 /// the receiver must not give the segment back, though nothing came through it yet (the sender
@@ -198,20 +198,31 @@ pub(super) fn protocol_pair(
             )
         }));
     }
+    let receiver_said = failure(answer);
     let on_queue = queue.len()?;
-    // A sender still in its wait for a slot (or held) has given nothing back yet; otherwise
-    // the check after its failure below tells the whole story.
-    let sender_waits = seen.sender_holding.is_some() || waits_timed(pair.pid.as_raw());
-    if on_queue != 0 && sender_waits {
+    // A sender held before its first chunk, or in its wait for a slot, has given nothing back.
+    // The receiver fails at once, so its parent may not have reached that wait when the queue
+    // was read: a sender that enters it afterwards had not timed out either. One that failed
+    // first leaves the story to the check after its failure below.
+    let sender_waits = || {
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while !waits_timed(pair.pid.as_raw()) {
+            if Instant::now() > deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        true
+    };
+    if on_queue != 0 && (seen.sender_holding.is_some() || sender_waits()) {
         return Err(Fail::failed(format!(
             "the grader put a broken chunk (numbered 1 where chunk 0 is due) in segment {id}, \
              the only one on the free queue, and held pair {index}'s sender before its first \
-             chunk; the pair's receiver said `failed` ({}), and the free queue then held \
-             {on_queue} id(s), where 0 should be: segment {id} went back to the pool after a \
+             chunk; the pair's receiver said `failed` ({receiver_said}), and the free queue then \
+             held {on_queue} id(s), where 0 should be: segment {id} went back to the pool after a \
              failed receive. Never give a segment back after a failed receive, whatever the \
              error (a protocol error too, not only a timeout): its sender may still write into \
-             it",
-            failure(answer)
+             it"
         )));
     }
     // The sender, blocked on `empty`, times out unless it waits elsewhere (held at its first
