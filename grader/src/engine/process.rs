@@ -52,7 +52,8 @@ pub struct Limits {
     pub address_space: u64,
     /// Largest file a process may write.
     pub file_size: u64,
-    /// Processes the user may have in all (the kernel does not enforce it for root).
+    /// Tasks (processes and their threads) the user may have in all: `RLIMIT_NPROC`, which the
+    /// kernel does not enforce for root.
     pub processes: u64,
     /// The user (uid, gid) the programs run as, if not the grader's own.
     pub user: Option<(u32, u32)>,
@@ -92,7 +93,7 @@ impl Limits {
         Limits {
             address_space: 4 << 30,
             file_size: 4 << 30,
-            processes: user_process_count(uid) + 2 * super::run::MAX_PROCESSES as u64,
+            processes: user_task_count(uid) + TASK_HEADROOM,
             user,
             message_queue_bytes: None,
             stopped_at_start: false,
@@ -151,11 +152,23 @@ fn drop_capability(capability: u32) -> std::io::Result<()> {
     Ok(())
 }
 
-fn user_process_count(uid: u32) -> u64 {
+/// The tasks `uid` has now, each process's threads counted: what the kernel holds against
+/// `RLIMIT_NPROC` (a browser or an editor alone may have hundreds).
+fn user_task_count(uid: u32) -> u64 {
     procfs::process::all_processes()
-        .map(|all| all.flatten().filter(|p| p.uid().ok() == Some(uid)).count() as u64)
+        .map(|all| {
+            all.flatten()
+                .filter(|p| p.uid().ok() == Some(uid))
+                .map(|p| p.stat().map_or(1, |stat| stat.num_threads.max(1) as u64))
+                .sum()
+        })
         .unwrap_or(0)
 }
+
+/// The tasks a check's programs may add to their user's: a thread per client of a server with
+/// hundreds of clients. A fork bomb is stopped by its process count long before (see
+/// [`super::run::MAX_PROCESSES`]); this is the fence that holds if that watch is late.
+const TASK_HEADROOM: u64 = 1024;
 
 /// Whether a program can be given an IPC namespace of its own with these message queue limits
 /// ([`Limits::message_queue_sysctls`]): tried first in a forked child, for root may still lack
@@ -971,6 +984,35 @@ mod tests {
         program.kill_tree();
         assert!(tree.iter().any(|row| row.pid == pid));
         assert!(tree.iter().all(|row| row.pgrp == pid), "{tree:?}");
+    }
+
+    /// `RLIMIT_NPROC` counts threads: a user whose other programs have many threads (here 400
+    /// of the test's own) still leaves a graded program room for a thread per client.
+    #[test]
+    fn the_task_limit_is_above_every_thread_the_user_has() {
+        const PARKED: usize = 400;
+        let parked = std::sync::Barrier::new(PARKED + 1);
+        let (limits, own_threads) = std::thread::scope(|scope| {
+            for _ in 0..PARKED {
+                scope.spawn(|| parked.wait());
+            }
+            let program = shell("exec sleep 10");
+            let limits = std::fs::read_to_string(format!("/proc/{}/limits", program.pid));
+            let own_threads = std::fs::read_dir("/proc/self/task").map_or(0, |d| d.count());
+            program.kill_tree();
+            parked.wait();
+            (limits, own_threads as u64)
+        });
+        let soft: u64 = limits
+            .expect("the program's limits")
+            .lines()
+            .find(|line| line.starts_with("Max processes"))
+            .and_then(|line| line.split_whitespace().nth(2)?.parse().ok())
+            .expect("a Max processes line");
+        assert!(
+            soft >= own_threads + TASK_HEADROOM,
+            "RLIMIT_NPROC {soft}, with {own_threads} threads in the grader alone"
+        );
     }
 
     /// A signal the grader was started ignoring (`nohup`'s `SIGHUP`) is not ignored by the

@@ -33,7 +33,6 @@ fn stall_point(k: usize, whole: usize) -> usize {
 pub fn many_clients(run: &mut Run) -> Result<String, Fail> {
     const CLIENTS: usize = 8;
     const STALLED: usize = 8;
-    const IDLE: usize = 150;
     let server = server(run, Transport::Unix)?;
     // Clients of the grader's that send part of a request and then nothing, until the end:
     // more of them than a small pool of threads would serve.
@@ -234,7 +233,7 @@ pub fn many_clients(run: &mut Run) -> Result<String, Fail> {
     )?;
     // More idle clients than any small pool of threads holds, and than the threads the server
     // has now (a pool started in advance, whatever its size): one more must still be served.
-    let (idle, threads) = super::crowd::idle_clients_past_the_threads(server.pid(), IDLE);
+    let (idle, threads) = super::crowd::idle_clients_past_the_threads(server.pid());
     let crowd = (0..idle)
         .map(|_| server.connect())
         .collect::<Result<Vec<_>, Fail>>()?;

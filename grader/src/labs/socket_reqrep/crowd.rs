@@ -4,19 +4,23 @@
 
 use super::observe;
 
+/// The fewest idle clients the grader connects: past 256, a cap picked as a power of two that
+/// also passes a crowd of a hundred or two.
+pub const LEAST: usize = 300;
+
 /// The most idle clients the grader connects: a pool larger than this is named for its size.
 const MOST: usize = 2000;
 
-/// The number of idle clients to connect (at least `least`, and more than the server's
+/// The number of idle clients to connect (at least [`LEAST`], and more than the server's
 /// threads now), and the server's threads now.
-pub fn idle_clients_past_the_threads(pid: i32, least: usize) -> (usize, usize) {
+pub fn idle_clients_past_the_threads(pid: i32) -> (usize, usize) {
     let threads = observe::thread_ids(pid).len();
-    (least.max(threads + 8).min(MOST), threads)
+    (LEAST.max(threads + 8).min(MOST), threads)
 }
 
 /// What the failure adds when the server had more threads than a thread per client explains.
 pub fn pool_note(idle: usize, threads: usize) -> String {
-    if threads + 8 <= idle.min(150) {
+    if threads + 8 <= idle.min(LEAST) {
         return String::new();
     }
     format!(

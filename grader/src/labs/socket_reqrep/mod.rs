@@ -145,7 +145,7 @@ pub static LAB: Lab = Lab {
             description: "8 client processes with 40 requests each get only their own \
                           responses while 8 other clients stall mid-request and one does not \
                           read; the idle server blocks, the stalled clients are served when they \
-                          go on, and one more while 150 others are idle",
+                          go on, and one more while 300 others are idle",
             exclusive: false,
             hint: Some(
                 "Serve clients concurrently, so that a stalled one holds up nobody, and block while there is nothing to do. See docs/labs/03-socket-reqrep.md, the rules table (the concurrency and blocking rules).",
