@@ -191,6 +191,7 @@ pub struct Segment {
 /// path: `ftok()` keeps only 8 bits of it, so 256 would silently mean 0. The path must exist.
 /// Call `ftok()` every time, for the same path and id too: the key comes from the file's inode,
 /// so a file replaced at the same path gives another key. Hand it the path's own bytes: a file name need not be UTF-8 text.
+/// A path `ftok()` cannot take (one with a NUL byte) is `Ftok` too, never a panic.
 pub fn key_for(path: &Path, id: u32) -> Result<Key, ShmError> {
     let _ = (&path, &id);
     todo!("reject id 0 or > 255 (BadId), then libc::ftok(); -1 is Ftok")
@@ -242,7 +243,9 @@ impl Segment {
 
     /// Writes a record: `payload` after the header, then the header's `sequence` and `length`,
     /// and the magic last, after a release fence, so that a reader that sees the magic sees the
-    /// whole record. Nothing is stored outside the segment's `size` bytes.
+    /// whole record. Nothing is stored outside the segment's `size` bytes. Every call copies the
+    /// payload it is given, whatever an earlier call copied: keep no state from one call to the
+    /// next (a caller may refill the same buffer in place).
     ///
     /// [`ShmError::NoRoom`] if the header and the payload do not fit in the segment (in a
     /// segment smaller than the header, not even an empty payload does).

@@ -13,12 +13,18 @@
 //! attached), `attached` (the reader does), `done`, or `failed` with `kind=` from
 //! [`ShmError::kind`]. It waits for `go` at `started`, `ready` and `attached`, and the
 //! publisher, detached, for `exit` after its `done`. `create` calls [`Segment::create`] alone
-//! (no `publish()` around it) and removes what it made. Two steps use the library twice in one
+//! (no `publish()` around it) and removes what it made. Three steps use the library again in one
 //! process, with a pause between for the grader to change the world: `create --then-id` says
-//! `created` and waits for `go` before it creates a second segment, and `read --first-output`
-//! says `read` and waits for `go` before it reads the record again. Keep this file as it is.
+//! `created` and waits for `go` before it creates a second segment, `read --first-output` says
+//! `read` and waits for `go` before it reads the record again, and `publish --rewrite` writes
+//! the record twice more from one buffer refilled in place, saying `rewritten` and waiting for
+//! `go` after each. `publish --nul-in-path` hands the library a path with a NUL byte. Keep this
+//! file as it is.
 
+use std::ffi::OsString;
+use std::io::Read;
 use std::os::fd::AsRawFd;
+use std::os::unix::ffi::OsStringExt;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -53,6 +59,16 @@ enum Command {
         /// The publication's sequence number, stored in the header.
         #[arg(long, default_value_t = 1)]
         sequence: u32,
+        /// Adds a NUL byte and `x` to the path: no file name holds one, and a program's arguments
+        /// cannot carry one, so this is how such a path reaches `key_for`.
+        #[arg(long)]
+        nul_in_path: bool,
+        /// After `ready` and `go`, writes the record twice more into the segment, as publications
+        /// `sequence + 1` and `sequence + 2`, from one buffer of its own (the same address, the
+        /// same length), each time filled anew with the payload file's bytes: it says `rewritten`
+        /// after each and waits for `go`.
+        #[arg(long)]
+        rewrite: bool,
     },
     /// Only creates the segment for (path, id) with `Segment::create`, then removes it again.
     Create {
@@ -154,7 +170,16 @@ fn main() -> ExitCode {
             size,
             payload_file,
             sequence,
+            nul_in_path,
+            rewrite,
         } => {
+            let path = if nul_in_path {
+                let mut bytes = path.into_os_string().into_vec();
+                bytes.extend_from_slice(b"\0x");
+                PathBuf::from(OsString::from_vec(bytes))
+            } else {
+                path
+            };
             let payload = match map_payload(&payload_file) {
                 Ok(bytes) => bytes,
                 Err(error) => {
@@ -165,12 +190,28 @@ fn main() -> ExitCode {
             // Nothing of the library has run yet: the grader may set the stage before `go`.
             control.send("started", &[("bytes", payload.len().to_string())]);
             control.wait_for("go");
-            let segment = match publish(&path, id, size, sequence, payload) {
+            let mut segment = match publish(&path, id, size, sequence, payload) {
                 Ok(segment) => segment,
                 Err(error) => return fail(&control, &error),
             };
             control.send("ready", &[("shmid", segment.id.to_string())]);
             control.wait_for("go");
+            if rewrite {
+                let mut buffer = payload.to_vec();
+                for step in 1..=2 {
+                    let refilled = std::fs::File::open(&payload_file)
+                        .and_then(|mut file| file.read_exact(&mut buffer));
+                    if let Err(error) = refilled {
+                        eprintln!("sysv-shm: cannot read {}: {error}", payload_file.display());
+                        return ExitCode::from(2);
+                    }
+                    if let Err(error) = segment.write_record(sequence.wrapping_add(step), &buffer) {
+                        return fail(&control, &error);
+                    }
+                    control.send("rewritten", &[]);
+                    control.wait_for("go");
+                }
+            }
             if let Err(error) = segment.detach() {
                 return fail(&control, &error);
             }

@@ -13,7 +13,7 @@ use crate::engine::{Fail, Run};
 use super::HEADER_LEN;
 use super::protocol::{
     Name, fresh_name, fresh_name_in, fresh_name_with_id, ftok, publish_record, run_create_step,
-    spawn_publisher, spawn_reader, start_publisher, with_context,
+    spawn_publisher, spawn_reader, start_publisher, start_publisher_with, with_context,
 };
 use super::segments::{Planted, full_record, last_attacher, record, rmid, segment, segment_by_id};
 use crate::engine::tracer::{Action, Call, Reached, Tracer};
@@ -244,6 +244,8 @@ struct Refusal<'a> {
     known: Option<(&'a str, &'a str)>,
     /// What a publisher that said `ready` did, when a segment with `key` is there.
     made: Option<String>,
+    /// More of `publish`'s options, which shape the input (`--nul-in-path`).
+    options: &'a [&'a str],
 }
 
 /// Runs a publisher with bad input and requires `failed` with the refusal's kind, and no
@@ -260,9 +262,10 @@ fn publisher_refuses(
         key,
         known,
         made,
+        options,
     } = refusal;
     let context = format!("with {what}");
-    let mut proc = start_publisher(run, (path, id, size), 1, payload)?;
+    let mut proc = start_publisher_with(run, (path, id, size), 1, payload, options)?;
     let message = proc.recv_any().map_err(|fail| match fail {
         Fail::Crashed(m) if m.contains("overflow") => Fail::Crashed(format!(
             "{context}, the publisher crashed: {m}; an arithmetic overflow: compute the room so \
@@ -393,6 +396,7 @@ fn refusal<'a>(what: &'a str, kind: &'a str, key: Option<i32>) -> Refusal<'a> {
         key,
         known: None,
         made: None,
+        options: &[],
     }
 }
 
@@ -422,6 +426,17 @@ pub fn bad_input(run: &mut Run) -> Result<String, Fail> {
         &payload,
         refusal("a path that does not exist", "ftok", None),
     )?;
+    // No file name holds a NUL byte, and ftok() takes a C string: key_for cannot hand it on.
+    let nul = Refusal {
+        options: &["--nul-in-path"],
+        ..refusal(
+            "an existing file's path with a NUL byte and `x` added (no file name holds a NUL; \
+             ftok() takes a C string, which ends at the first one)",
+            "ftok",
+            key,
+        )
+    };
+    publisher_refuses(run, ok, &payload, nul)?;
     publisher_refuses(
         run,
         (ok.0, 0, ok.2),

@@ -46,6 +46,7 @@ mod size_limit;
 mod taken_key;
 mod watched_reads;
 mod watched_stores;
+mod written_again;
 
 /// The record layout the lab prescribes: magic, sequence, length, payload.
 const MAGIC: u32 = u32::from_le_bytes(*b"IPCR");
@@ -108,6 +109,20 @@ pub static LAB: Lab = Lab {
                 "The record (magic, sequence, length, payload) goes into the segment at the handout's offsets, and nowhere else. See docs/labs/04-sysv-shm.md, the rules table (\"the record layout\").",
             ),
             run: publisher::record_in_segment,
+        },
+        Check {
+            name: "written-again",
+            points: 1,
+            timeout: Duration::from_secs(10),
+            description: "a record written twice more into its segment, from a buffer of the \
+                          program's own and then the same buffer refilled in place (the same \
+                          address and length, other bytes), holds each time the payload of \
+                          that write_record()",
+            exclusive: false,
+            hint: Some(
+                "write_record() copies the payload it is given at every call and keeps no state from one call to the next. See docs/labs/04-sysv-shm.md, the rules table (\"every write copies its payload\").",
+            ),
+            run: written_again::written_again,
         },
         Check {
             name: "killed-mid-write",

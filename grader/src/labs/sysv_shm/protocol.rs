@@ -149,9 +149,20 @@ pub fn spawn_publisher(
     sequence: u32,
     payload: &[u8],
 ) -> Result<Proc, Fail> {
+    spawn_publisher_with(run, (path, id, size), sequence, payload, &[])
+}
+
+/// [`spawn_publisher`] with more of `publish`'s options (`--rewrite`, `--nul-in-path`).
+pub fn spawn_publisher_with(
+    run: &mut Run,
+    (path, id, size): (&Path, u32, u64),
+    sequence: u32,
+    payload: &[u8],
+    options: &[&str],
+) -> Result<Proc, Fail> {
     let payload_file = payload_file(run, sequence);
     std::fs::write(&payload_file, payload)?;
-    let args: Vec<OsString> = vec![
+    let mut args: Vec<OsString> = vec![
         "publish".into(),
         "--path".into(),
         path.into(),
@@ -164,6 +175,7 @@ pub fn spawn_publisher(
         "--payload-file".into(),
         payload_file.into(),
     ];
+    args.extend(options.iter().map(OsString::from));
     let mut proc = run.spawn(&args)?;
     proc.set_roles(|_| "the publisher".into());
     expect(&mut proc, "publisher", "started")?;
@@ -173,11 +185,22 @@ pub fn spawn_publisher(
 /// Starts a publisher and lets it publish at once.
 pub fn start_publisher(
     run: &mut Run,
-    (path, id, size): (&Path, u32, u64),
+    name: (&Path, u32, u64),
     sequence: u32,
     payload: &[u8],
 ) -> Result<Proc, Fail> {
-    let mut proc = spawn_publisher(run, path, id, size, sequence, payload)?;
+    start_publisher_with(run, name, sequence, payload, &[])
+}
+
+/// [`start_publisher`] with more of `publish`'s options.
+pub fn start_publisher_with(
+    run: &mut Run,
+    name: (&Path, u32, u64),
+    sequence: u32,
+    payload: &[u8],
+    options: &[&str],
+) -> Result<Proc, Fail> {
+    let mut proc = spawn_publisher_with(run, name, sequence, payload, options)?;
     proc.send("go", &[])?;
     Ok(proc)
 }

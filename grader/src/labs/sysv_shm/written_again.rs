@@ -1,0 +1,94 @@
+//! A record written again into the same segment, from one buffer refilled in place between the
+//! writes: the same address and length, other bytes. Every `write_record()` copies the payload
+//! it is given, whatever an earlier call copied: it keeps no state from one call to the next.
+
+use rand::RngExt;
+
+use super::HEADER_LEN;
+use super::protocol::{
+    Name, Published, expect, first_difference, fresh_name, payload_file, spawn_publisher_with,
+};
+use super::segments::segment_bytes;
+use crate::engine::{Fail, Run};
+
+pub fn written_again(run: &mut Run) -> Result<String, Fail> {
+    let name: Name = fresh_name(run)?;
+    let len = run.rng().random_range(1000..8000usize);
+    let size = (HEADER_LEN + len) as u64;
+    let sequence = run.rng().random_range(2..1_000_000u32);
+    let payloads: Vec<Vec<u8>> = (0..3).map(|_| run.random_bytes(len)).collect();
+    let file = payload_file(run, sequence);
+    let mut proc = spawn_publisher_with(
+        run,
+        (&name.path, name.id, size),
+        sequence,
+        &payloads[0],
+        &["--rewrite"],
+    )?;
+    proc.send("go", &[])?;
+    let mut published = Published {
+        discard: true,
+        proc,
+        name,
+        size,
+        sequence,
+        payload: payloads[0].clone(),
+    }
+    .once_ready(run, None)?;
+    for step in 1..=2usize {
+        // The publisher reads the file again into its buffer: here, the bytes it must publish.
+        std::fs::write(&file, &payloads[step])?;
+        published.proc.send("go", &[])?;
+        expect(&mut published.proc, "publisher", "rewritten")?;
+        let found = published.segment()?;
+        let bytes = segment_bytes(found.id, (found.size as usize).min(size as usize))?;
+        let want_sequence = sequence.wrapping_add(step as u32);
+        let header = (
+            bytes
+                .get(4..8)
+                .map(|b| u32::from_ne_bytes(b.try_into().expect("4 bytes"))),
+            bytes
+                .get(8..16)
+                .map(|b| u64::from_ne_bytes(b.try_into().expect("8 bytes"))),
+        );
+        if header != (Some(want_sequence), Some(len as u64)) {
+            return Err(Fail::failed(format!(
+                "after write_record(sequence {want_sequence}, {len} bytes) returned, the \
+                 segment's header held sequence {} and length {}: each call writes its own \
+                 sequence and length",
+                header.0.map_or("none".into(), |s| s.to_string()),
+                header.1.map_or("none".into(), |l| l.to_string()),
+            )));
+        }
+        let payload = bytes.get(HEADER_LEN..HEADER_LEN + len).unwrap_or_default();
+        if payload == payloads[step] {
+            continue;
+        }
+        let rewrite = if step == 1 {
+            "a buffer of its own filled with other bytes"
+        } else {
+            "the same buffer (the same address and length) refilled in place with other bytes"
+        };
+        let what = if payload == payloads[step - 1] {
+            "the payload of the write before it: write_record() skipped the copy, as if the \
+             bytes were the same because the pointer and the length were. Copy the payload \
+             at every call, and keep no state from one call to the next"
+                .to_string()
+        } else {
+            format!(
+                "other bytes, from byte {} on: copy the whole payload at every call",
+                first_difference(payload, &payloads[step])
+            )
+        };
+        return Err(Fail::failed(format!(
+            "the publisher wrote its record again into its segment (publication \
+             {want_sequence}), from {rewrite}; once write_record() returned, the segment's \
+             header was right but its payload held {what}"
+        )));
+    }
+    published.finish()?;
+    Ok(format!(
+        "the record written twice more into its {size}-byte segment, from one buffer refilled \
+         in place, held each time the payload of that write"
+    ))
+}
