@@ -274,6 +274,58 @@ pub fn fd_flags(pid: i32, fd: i32) -> Option<u32> {
     u32::from_str_radix(flags, 8).ok()
 }
 
+/// A signal mask of one thread, as `/proc/PID/task/TID/status` shows it (in hexadecimal): bit
+/// n-1 is signal n.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SignalMask {
+    /// `SigBlk`: the signals the thread blocks.
+    Blocked,
+    /// `SigIgn`: the signals set to be ignored (`SIG_IGN`), the same in every thread.
+    Ignored,
+    /// `SigCgt`: the signals caught by a handler, the same in every thread.
+    Caught,
+    /// `SigPnd`: the signals pending for the thread itself.
+    Pending,
+    /// `ShdPnd`: the signals pending for the whole process.
+    SharedPending,
+}
+
+impl SignalMask {
+    /// The field's name with its colon, as it begins its line.
+    fn field(self) -> &'static str {
+        match self {
+            SignalMask::Blocked => "SigBlk:",
+            SignalMask::Ignored => "SigIgn:",
+            SignalMask::Caught => "SigCgt:",
+            SignalMask::Pending => "SigPnd:",
+            SignalMask::SharedPending => "ShdPnd:",
+        }
+    }
+}
+
+/// The `mask` of thread `tid` of `pid` (`tid` = `pid`: its main thread), from
+/// `/proc/PID/task/TID/status`; `None` once it is gone, or if the file cannot be read.
+pub fn signal_mask(pid: i32, tid: i32, mask: SignalMask) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/status")).ok()?;
+    let value = status.lines().find_map(|l| l.strip_prefix(mask.field()))?;
+    u64::from_str_radix(value.trim(), 16).ok()
+}
+
+/// Whether `signal` is in the `mask` of thread `tid` of `pid` (see [`signal_mask`]); false if
+/// the file cannot be read.
+pub fn has_signal(pid: i32, tid: i32, mask: SignalMask, signal: i32) -> bool {
+    (1..=64).contains(&signal)
+        && signal_mask(pid, tid, mask).is_some_and(|bits| bits & (1 << (signal - 1)) != 0)
+}
+
+/// The file-mode creation mask of `pid` (`Umask:` in `/proc/PID/status`, in octal); `None` once
+/// it is gone, or if the file cannot be read.
+pub fn umask(pid: i32) -> Option<u32> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let value = status.lines().find_map(|l| l.strip_prefix("Umask:"))?;
+    u32::from_str_radix(value.trim(), 8).ok()
+}
+
 /// What one thread has done so far: how often it went to sleep and how long it ran.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ThreadTimes {
@@ -460,6 +512,67 @@ mod tests {
     use nix::sys::wait::{WaitPidFlag, waitpid};
     use nix::unistd::Pid;
     use std::time::{Duration, Instant};
+
+    /// A real-time signal blocked in the test's own thread shows in its `SigBlk`, and sent to
+    /// that thread, in its `SigPnd` (not the process's `ShdPnd`); neither once it is taken and
+    /// the mask is put back.
+    #[test]
+    fn a_threads_blocked_and_pending_signal_shows_in_its_masks() {
+        use nix::sys::signal::{SigSet, SigmaskHow, pthread_sigmask};
+        let signal = libc::SIGRTMIN() + 5;
+        let (pid, tid) = (std::process::id() as i32, nix::unistd::gettid().as_raw());
+        // SAFETY: the set is initialized by sigemptyset() before a signal is added.
+        let set = unsafe {
+            let mut raw: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut raw);
+            libc::sigaddset(&mut raw, signal);
+            SigSet::from_sigset_t_unchecked(raw)
+        };
+        let mut old = SigSet::empty();
+        pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&set), Some(&mut old)).expect("block");
+        let mask = signal_mask(pid, tid, SignalMask::Blocked);
+        let blocked = has_signal(pid, tid, SignalMask::Blocked, signal);
+        // SAFETY: the signal goes to this thread only, which blocks it.
+        unsafe { libc::syscall(libc::SYS_tgkill, pid, tid, signal) };
+        let pending = has_signal(pid, tid, SignalMask::Pending, signal);
+        let shared = has_signal(pid, tid, SignalMask::SharedPending, signal);
+        let mut taken = 0;
+        let zero = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: the set and the timeout are valid for the call; no information is asked.
+        while unsafe { libc::sigtimedwait(set.as_ref(), std::ptr::null_mut(), &zero) } == signal {
+            taken += 1;
+        }
+        let pending_after = has_signal(pid, tid, SignalMask::Pending, signal);
+        pthread_sigmask(SigmaskHow::SIG_SETMASK, Some(&old), None).expect("put the mask back");
+        let unblocked = !has_signal(pid, tid, SignalMask::Blocked, signal);
+        // SAFETY: `old` is an initialized set.
+        let was_blocked = unsafe { libc::sigismember(old.as_ref(), signal) } == 1;
+        assert!(!was_blocked, "signal {signal} was blocked before the test");
+        let bit = 1u64 << (signal - 1);
+        assert!(
+            mask.is_some_and(|mask| mask & bit != 0),
+            "SigBlk {mask:x?} lacks signal {signal}"
+        );
+        assert!(blocked && pending && !shared && !pending_after && unblocked);
+        assert_eq!(taken, 1);
+    }
+
+    /// The test process's own umask, set to another value and put back, is what `umask()` reads.
+    #[test]
+    fn the_own_umask_is_read() {
+        use nix::sys::stat::{Mode, umask as set_umask};
+        let pid = std::process::id() as i32;
+        let old = set_umask(Mode::from_bits_truncate(0o027));
+        let seen = umask(pid);
+        let probe = set_umask(old);
+        let seen_after = umask(pid);
+        assert_eq!(probe.bits(), 0o027);
+        assert_eq!(seen, Some(0o027));
+        assert_eq!(seen_after, Some(old.bits()));
+    }
 
     /// The raw number `/proc` shows for `pid`'s call, once `ready` accepts it.
     fn raw_call_once(pid: i32, ready: impl Fn(i64) -> bool) -> i64 {

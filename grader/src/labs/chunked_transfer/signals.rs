@@ -9,6 +9,7 @@ use nix::sys::signal::Signal;
 use nix::time::{ClockId, clock_gettime};
 
 use super::transfer::failure;
+use crate::engine::inspect::SignalMask;
 use crate::engine::tracer::{Action, Call, Tracer};
 use crate::engine::{Fail, Proc, force, inspect};
 
@@ -148,39 +149,10 @@ pub(super) fn coarse_tick() -> Duration {
         .unwrap_or(Duration::from_millis(4))
 }
 
-/// A signal mask of `/proc/PID/task/TID/status` (`SigBlk:`, `SigPnd:`) of every thread of
-/// `pid`, by thread.
-fn masks(pid: i32, field: &str) -> Vec<(i32, u64)> {
-    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
-        return Vec::new();
-    };
-    tasks
-        .flatten()
-        .filter_map(|task| {
-            let tid: i32 = task.file_name().to_str()?.parse().ok()?;
-            let status = std::fs::read_to_string(task.path().join("status")).ok()?;
-            let mask = status.lines().find_map(|l| l.strip_prefix(field))?;
-            Some((tid, u64::from_str_radix(mask.trim(), 16).ok()?))
-        })
-        .collect()
-}
-
 pub(super) fn realtime() -> Duration {
     clock_gettime(ClockId::CLOCK_REALTIME)
         .map(Duration::from)
         .unwrap_or_default()
-}
-
-fn bit(signal: Signal) -> u64 {
-    1 << (signal as i32 - 1)
-}
-
-/// Whether SIGUSR1 sent to the main thread of `pid` (the one that waits) is still pending: other
-/// threads may block signals as they please.
-fn usr1_pending(pid: i32) -> bool {
-    masks(pid, "SigPnd:")
-        .iter()
-        .any(|(tid, mask)| *tid == pid && mask & bit(Signal::SIGUSR1) != 0)
 }
 
 fn describe(wait: &TimedWait) -> String {
@@ -218,9 +190,8 @@ pub fn interrupt_waits(
         if let Some(wait) = first {
             whole_deadline(proc, who, wait, since, timeout)?;
         }
-        let main_blocks_usr1 = masks(pid, "SigBlk:")
-            .iter()
-            .any(|(tid, mask)| *tid == pid && mask & bit(Signal::SIGUSR1) != 0);
+        let main_blocks_usr1 =
+            inspect::has_signal(pid, pid, SignalMask::Blocked, Signal::SIGUSR1 as i32);
         if main_blocks_usr1 && (first.is_some() || sleeping(pid)) {
             let wait = first.map_or("its wait".to_string(), |wait| describe(&wait));
             return Err(Fail::failed(format!(
@@ -231,9 +202,8 @@ pub fn interrupt_waits(
             )));
         }
         // An ignored signal is discarded on arrival: the program's handler never runs.
-        let ignores_usr1 = masks(pid, "SigIgn:")
-            .iter()
-            .any(|(tid, mask)| *tid == pid && mask & bit(Signal::SIGUSR1) != 0);
+        let ignores_usr1 =
+            inspect::has_signal(pid, pid, SignalMask::Ignored, Signal::SIGUSR1 as i32);
         if ignores_usr1 && (first.is_some() || sleeping(pid)) {
             let wait = first.map_or("its wait".to_string(), |wait| describe(&wait));
             return Err(Fail::failed(format!(
@@ -267,6 +237,10 @@ pub fn interrupt_waits(
             let sent = realtime();
             force::signal_every_thread(pid, Signal::SIGUSR1);
             let until = Instant::now() + SETTLE;
+            // Whether SIGUSR1 is still pending on the main thread (the one that waits): other
+            // threads may block signals as they please.
+            let usr1 = Signal::SIGUSR1 as i32;
+            let usr1_pending = || inspect::has_signal(pid, pid, SignalMask::Pending, usr1);
             let mut again = None;
             while Instant::now() < until {
                 if let Some(said) = proc.recv_before(Instant::now() + Duration::from_millis(1))? {
@@ -279,7 +253,7 @@ pub fn interrupt_waits(
                         failure(&said)
                     )));
                 }
-                if !usr1_pending(pid) {
+                if !usr1_pending() {
                     again = timed_wait(pid);
                     // A wait whose deadline the grader cannot read is judged by other checks.
                     if again.is_some() || (first.is_none() && sleeping(pid)) {
@@ -287,7 +261,7 @@ pub fn interrupt_waits(
                     }
                 }
             }
-            if usr1_pending(pid) {
+            if usr1_pending() {
                 return Err(Fail::failed(format!(
                     "{who} (pid {pid}) was blocked in its wait, and SIGUSR1 (signal {round} of \
                      3) stayed pending on its waiting thread for {} s without being delivered: \

@@ -3,10 +3,10 @@
 //! `EEXIST` (a name taken) and with `ENOSPC` (as when `queues_max` is reached), and its umask is
 //! read while it waits for `exit` after its `failed`.
 
-use super::observe::umask;
 use super::protocol::{
     failed_with, grader_send, release, said, shutdown_message, spawn_consumer_stopped,
 };
+use crate::engine::inspect::umask;
 use crate::engine::tracer::{Action, Call, Tracer};
 use crate::engine::{Fail, Run, force};
 

@@ -10,6 +10,7 @@ use super::blocking::{PATIENCE, idle_said, waiting_in};
 use super::observe::{Reached, wait_in_call};
 use super::protocol::{failed_with, said};
 use crate::engine::diagnose::classify;
+use crate::engine::inspect::SignalMask;
 use crate::engine::tracer::{Action, Call, Tracer};
 use crate::engine::{Fail, Proc, Run, inspect};
 
@@ -55,16 +56,8 @@ fn thread_waiting_in(pid: i32, call: i64) -> Option<i32> {
 
 /// Whether the thread of `pid` that waits in `call` has SIGUSR1 blocked (its `SigBlk`).
 pub(super) fn blocks_sigusr1(pid: i32, call: i64) -> bool {
-    let Some(tid) = thread_waiting_in(pid, call) else {
-        return false;
-    };
-    let status =
-        std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("SigBlk:"))
-        .and_then(|mask| u64::from_str_radix(mask.trim(), 16).ok())
-        .is_some_and(|mask| mask & (1 << (libc::SIGUSR1 - 1)) != 0)
+    thread_waiting_in(pid, call)
+        .is_some_and(|tid| inspect::has_signal(pid, tid, SignalMask::Blocked, libc::SIGUSR1))
 }
 
 /// How SIGUSR1 is disposed of in `pid` when no handler catches it, as `/proc/PID/status`
@@ -72,15 +65,10 @@ pub(super) fn blocks_sigusr1(pid: i32, call: i64) -> bool {
 /// program), each with an open parenthesis that the message closes; `None` when a handler
 /// catches it (or the file is unreadable).
 fn sigusr1_disposition(pid: i32) -> Option<&'static str> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let has = |field: &str| {
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(field))
-            .and_then(|mask| u64::from_str_radix(mask.trim(), 16).ok())
-            .map(|mask| mask & (1 << (libc::SIGUSR1 - 1)) != 0)
+    let has = |mask: SignalMask| {
+        inspect::signal_mask(pid, pid, mask).map(|bits| bits & (1 << (libc::SIGUSR1 - 1)) != 0)
     };
-    match (has("SigIgn:")?, has("SigCgt:")?) {
+    match (has(SignalMask::Ignored)?, has(SignalMask::Caught)?) {
         (true, _) => Some("ignored (SIG_IGN: set in SigIgn"),
         (false, false) => {
             Some("at its default disposition (SIG_DFL: neither in SigIgn nor in SigCgt")

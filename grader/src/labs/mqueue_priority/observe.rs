@@ -12,6 +12,7 @@ use nix::mqueue::{MQ_OFlag, MqdT, mq_close, mq_open};
 use nix::sys::signal::Signal;
 use nix::sys::stat::{Mode, fstat};
 
+use crate::engine::inspect::SignalMask;
 use crate::engine::{Fail, Proc, force, inspect};
 
 pub use crate::engine::inspect::IoCounters as Io;
@@ -174,11 +175,8 @@ pub fn interrupt(pid: i32, signal: Signal, patience: Duration) -> bool {
             .into_iter()
             .flatten()
             .flatten()
-            .filter_map(|task| std::fs::read_to_string(task.path().join("status")).ok())
-            .filter_map(|status| {
-                let mask = status.lines().find_map(|l| l.strip_prefix("SigPnd:"))?;
-                u64::from_str_radix(mask.trim(), 16).ok()
-            })
+            .filter_map(|task| task.file_name().to_str()?.parse::<i32>().ok())
+            .filter_map(|tid| inspect::signal_mask(pid, tid, SignalMask::Pending))
             .any(|mask| mask & bit != 0);
         if !pending {
             return true;
@@ -224,13 +222,6 @@ pub fn soft_message_queue_bytes(pid: i32) -> Option<u64> {
         .lines()
         .find_map(|l| l.strip_prefix("Max msgqueue size"))?;
     soft.split_whitespace().next()?.parse().ok()
-}
-
-/// The file-mode creation mask of `pid` (`Umask` in `/proc/PID/status`).
-pub fn umask(pid: i32) -> Option<u32> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let line = status.lines().find_map(|l| l.strip_prefix("Umask:"))?;
-    u32::from_str_radix(line.trim(), 8).ok()
 }
 
 /// The descriptors of `pid` above the standard three that name a file by its path (not a pipe,

@@ -5,8 +5,9 @@
 use std::time::{Duration, Instant};
 
 use super::limits::consumer_args;
-use super::observe::{open_files, soft_message_queue_bytes, umask};
+use super::observe::{open_files, soft_message_queue_bytes};
 use super::protocol::{Consumer, said, sized};
+use crate::engine::inspect::umask;
 use crate::engine::tracer::{Call, Tracer};
 use crate::engine::{Fail, Run, force};
 

@@ -12,12 +12,11 @@ use super::failing_calls;
 use super::outside;
 use super::returned::{Returned, refused_again};
 use super::session::{
-    Done, Flags, Pipes, Session, ignores_signal, role_of, settle_in_read, start,
-    started_twice_in_read,
+    Done, Flags, Pipes, Session, role_of, settle_in_read, start, started_twice_in_read,
 };
 use super::small_inputs;
 use crate::engine::diagnose::{Activity, classify};
-use crate::engine::inspect;
+use crate::engine::inspect::{self, SignalMask};
 use crate::engine::tracer::{Action, Call, Reached, Tracer};
 use crate::engine::waiting::{self, WaitRules};
 use crate::engine::{Fail, Run};
@@ -124,10 +123,12 @@ fn killed_by_sigpipe(run: &mut Run) -> Result<String, Fail> {
     let made = tracer.failed_before(Instant::now() + Duration::from_secs(2))?;
     drop(tracer);
     let settle = Instant::now() + Duration::from_secs(1);
-    while Instant::now() < settle && ignores_signal(child, libc::SIGPIPE) {
+    while Instant::now() < settle
+        && inspect::has_signal(child, child, SignalMask::Ignored, libc::SIGPIPE)
+    {
         std::thread::sleep(Duration::from_millis(1));
     }
-    if !made || ignores_signal(child, libc::SIGPIPE) {
+    if !made || inspect::has_signal(child, child, SignalMask::Ignored, libc::SIGPIPE) {
         drop(feed);
         run.note("the echo child's SIGPIPE could not be set back to its default: not tried");
         session.exchange()?;

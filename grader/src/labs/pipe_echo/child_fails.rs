@@ -10,10 +10,10 @@ use super::child_exit::doing;
 use super::error_kinds;
 use super::outside::{self, describe_status};
 use super::returned::{Returned, refused_again};
+use super::session::started_twice_in_read;
 use super::session::{Pipes, pipes_of};
-use super::session::{ignores_signal, started_twice_in_read};
 use crate::engine::diagnose::{Activity, classify};
-use crate::engine::inspect;
+use crate::engine::inspect::{self, SignalMask};
 use crate::engine::tracer::{Action, Call, Step, Tracer};
 use crate::engine::{Fail, Proc, Run, force};
 
@@ -382,7 +382,7 @@ fn child_write_broken(run: &mut Run) -> Result<String, Fail> {
     let (mut session, pipes) = started_twice_in_read(run, input)?;
     let child = session.child;
     // Its dispositions as it waits for input, after whatever it set up once forked.
-    let ignored_sigpipe = ignores_signal(child, libc::SIGPIPE);
+    let ignored_sigpipe = inspect::has_signal(child, child, SignalMask::Ignored, libc::SIGPIPE);
     let write_b = Call::arg_is(libc::SYS_write, 0, pipes.child_writes_b as u64);
     // The failing write, then the child held at its exit_group(): what it still holds then.
     let raising = Step::FailRaising(libc::EPIPE, libc::SIGPIPE);

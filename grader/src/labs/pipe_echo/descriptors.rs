@@ -13,7 +13,7 @@ use super::session::{
     CHILD, Flags, PARENT, Pipes, Session, Spawned, launch, pipes_of, settle_in_read, start,
 };
 use super::signal_mask;
-use crate::engine::inspect;
+use crate::engine::inspect::{self, SignalMask};
 use crate::engine::tracer::{Action, Call, Step, Tracer};
 use crate::engine::{Fail, Run};
 
@@ -327,7 +327,7 @@ pub fn spawn_errors(run: &mut Run) -> Result<String, Fail> {
             if free == 1 { "" } else { "s" }
         );
         // Seen, not changed: the error spawn() returns must be the one its pipe() returned.
-        let mask = signal_mask::blocked(parent);
+        let mask = inspect::signal_mask(parent, parent, SignalMask::Blocked);
         let pipes = Call::one_of(&[libc::SYS_pipe, libc::SYS_pipe2]);
         let mut seen = Tracer::attach(parent, pipes, Action::Report)?;
         let launched = match launched.spawn_with(&[("descriptor-limit", limit.to_string())])? {
@@ -405,7 +405,7 @@ fn exactly_enough(run: &mut Run) -> Result<(), Fail> {
     let input = run.random_bytes(16);
     let launched = launch(run, input, Flags::default())?;
     let limit = outside::descriptor_limit(&launched.fds_before, 4);
-    let mask = signal_mask::blocked(launched.parent);
+    let mask = inspect::signal_mask(launched.parent, launched.parent, SignalMask::Blocked);
     match launched.spawn_with(&[("descriptor-limit", limit.to_string())])? {
         Spawned::Ready(mut session) => {
             let spawned = "spawn() returned the echo child";
@@ -438,7 +438,7 @@ fn pipe_fails_enfile(run: &mut Run, second: bool) -> Result<String, Fail> {
     let input = run.random_bytes(16);
     let launched = launch(run, input, Flags::default())?;
     let (parent, before) = (launched.parent, launched.fds_before.clone());
-    let mask = signal_mask::blocked(parent);
+    let mask = inspect::signal_mask(parent, parent, SignalMask::Blocked);
     let pipes = Call::one_of(&[libc::SYS_pipe, libc::SYS_pipe2]);
     let tracer = if second {
         Tracer::in_turn(
@@ -542,7 +542,7 @@ fn fork_fails(run: &mut Run, errno: Errno) -> Result<String, Fail> {
     let input = run.random_bytes(16);
     let launched = launch(run, input, Flags::default())?;
     let (parent, before) = (launched.parent, launched.fds_before.clone());
-    let mask = signal_mask::blocked(parent);
+    let mask = inspect::signal_mask(parent, parent, SignalMask::Blocked);
     let clone = Call::any(libc::SYS_clone);
     let Some(mut tracer) = Tracer::attach(parent, clone, Action::Fail(errno as i32))? else {
         run.note(

@@ -16,7 +16,7 @@ use nix::sys::signal::Signal;
 
 use crate::engine::Fail;
 use crate::engine::force;
-use crate::engine::inspect;
+use crate::engine::inspect::{self, SignalMask};
 
 /// Stops `pid` (SIGSTOP) and waits until it has stopped: a process blocked in read() when the
 /// signal comes may still take what arrives meanwhile before it stops.
@@ -291,7 +291,14 @@ pub fn interrupt_waiting(
                     .map(|(tid, call)| {
                         let fate = match (exited, after.contains_key(tid)) {
                             (true, _) => "and the process exited".to_string(),
-                            (false, true) if blocks_signal(pid, *tid, libc::SIGUSR1) => {
+                            (false, true)
+                                if inspect::has_signal(
+                                    pid,
+                                    *tid,
+                                    SignalMask::Blocked,
+                                    libc::SIGUSR1,
+                                ) =>
+                            {
                                 "never woke: it blocks SIGUSR1 (its signal mask, SigBlk in \
                                  /proc/PID/task/TID/status), so the signal stayed pending and \
                                  did not interrupt its call"
@@ -309,17 +316,6 @@ pub fn interrupt_waiting(
         }
     }
     Ok(())
-}
-
-/// Whether thread `tid` of `pid` blocks `signal` (its `SigBlk` mask in `/proc`).
-pub fn blocks_signal(pid: i32, tid: i32, signal: i32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/status"))
-        .ok()
-        .and_then(|status| {
-            let mask = status.lines().find_map(|l| l.strip_prefix("SigBlk:"))?;
-            u64::from_str_radix(mask.trim(), 16).ok()
-        })
-        .is_some_and(|mask| mask & (1 << (signal - 1)) != 0)
 }
 
 /// How many times each thread of `pid` has been switched out.

@@ -15,7 +15,7 @@ use ipc_labs_driver::Message;
 
 use super::returned::Returned;
 use crate::engine::diagnose::{Activity, classify};
-use crate::engine::inspect::{self, ProcessView, fd_writable, pipe_inode};
+use crate::engine::inspect::{self, ProcessView, SignalMask, fd_writable, pipe_inode};
 use crate::engine::{Fail, Proc, Run};
 
 pub const PARENT: &str = "the parent";
@@ -681,17 +681,7 @@ impl Session {
 /// Whether `pid` ignores `SIGCHLD`, so that the kernel reaps its children itself (and adds
 /// nothing of theirs to its counters or its waitpid()).
 pub fn ignores_sigchld(pid: i32) -> bool {
-    ignores_signal(pid, libc::SIGCHLD)
-}
-
-/// Whether `pid` ignores `signal` (`SIG_IGN`), from its `SigIgn` mask in `/proc/PID/status`.
-pub fn ignores_signal(pid: i32, signal: i32) -> bool {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("SigIgn:"))
-        .and_then(|mask| u64::from_str_radix(mask.trim(), 16).ok())
-        .is_some_and(|mask| mask & (1 << (signal - 1)) != 0)
+    inspect::has_signal(pid, pid, SignalMask::Ignored, libc::SIGCHLD)
 }
 
 /// Where the first difference between two byte strings is.

@@ -4,18 +4,15 @@
 //! on for the rest of its life.
 
 use crate::engine::Fail;
-
-/// The signals blocked in the thread `tid` (its `SigBlk` in `/proc/TID/status`).
-pub fn blocked(tid: i32) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{tid}/status")).ok()?;
-    let line = status.lines().find(|l| l.starts_with("SigBlk:"))?;
-    u64::from_str_radix(line["SigBlk:".len()..].trim(), 16).ok()
-}
+use crate::engine::inspect::{self, SignalMask};
 
 /// The parent's main thread (which called `spawn()`, `setting` says how it ended) blocks now
 /// what it blocked before (`before`), no more.
 pub fn kept(parent: i32, before: Option<u64>, setting: &str) -> Result<(), Fail> {
-    let (Some(before), Some(now)) = (before, blocked(parent)) else {
+    let (Some(before), Some(now)) = (
+        before,
+        inspect::signal_mask(parent, parent, SignalMask::Blocked),
+    ) else {
         return Ok(());
     };
     let added = now & !before;

@@ -11,10 +11,9 @@ use nix::sys::signal::Signal;
 use super::outside;
 use super::returned::Returned;
 use super::session::{
-    CHILD, Done, Flags, PARENT, Session, WRITTEN_TWICE, ignores_signal, role_of, settle_in_read,
-    start,
+    CHILD, Done, Flags, PARENT, Session, WRITTEN_TWICE, role_of, settle_in_read, start,
 };
-use crate::engine::inspect::{self, pipe_inode};
+use crate::engine::inspect::{self, SignalMask, pipe_inode};
 use crate::engine::tracer::{Action, Call, Tracer};
 use crate::engine::waiting::{self, WaitRules};
 use crate::engine::{Fail, Run, force};
@@ -240,7 +239,7 @@ fn interrupt_while_blocked(session: &Session, pid: i32, who: &str) -> Result<(),
     };
     let masked: Vec<String> = blocked
         .iter()
-        .filter(|(tid, _)| outside::blocks_signal(pid, **tid, libc::SIGUSR1))
+        .filter(|(tid, _)| inspect::has_signal(pid, **tid, SignalMask::Blocked, libc::SIGUSR1))
         .map(|(tid, call)| format!("thread {tid}, blocked in {call}"))
         .collect();
     if !masked.is_empty() {
@@ -254,7 +253,7 @@ fn interrupt_while_blocked(session: &Session, pid: i32, who: &str) -> Result<(),
             masked.join("; ")
         )));
     }
-    if ignores_signal(pid, libc::SIGUSR1) {
+    if inspect::has_signal(pid, pid, SignalMask::Ignored, libc::SIGUSR1) {
         return Err(Fail::failed(format!(
             "the grader sent SIGUSR1 to every thread of {who} (pid {pid}) while it was blocked \
              on its pipes, and the signal never interrupted it: it ignores SIGUSR1 (SigIgn in \

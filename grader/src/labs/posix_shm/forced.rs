@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use nix::errno::Errno;
 
 use crate::engine::tracer::{Action, Call, Reached, Step, Tracer};
-use crate::engine::{Fail, Run, force};
+use crate::engine::{Fail, Run, force, inspect};
 
 use super::driver::{CREATOR, await_answer, is_refusal, refused, said, start_stopped, table};
 use super::probes::{dev_shm, exists, mappings};
@@ -271,7 +271,7 @@ pub fn failed_creator_calls(run: &mut Run) -> Result<bool, Fail> {
         }
         let (kept, umask) = if held_at_exit {
             let fds = super::probes::object_fds(pid, &name);
-            let umask = super::object::umask_of(pid);
+            let umask = inspect::umask(pid);
             tracer.release();
             (fds, umask)
         } else {

@@ -3,6 +3,7 @@
 
 use nix::sys::signal::{Signal, kill};
 
+use crate::engine::inspect::{self, SignalMask};
 use crate::engine::{Fail, Run};
 
 use super::driver::{CREATOR, creators};
@@ -22,7 +23,8 @@ pub fn killed_creators_leave_the_name(run: &mut Run) -> Result<(), Fail> {
         .map(|(signal, _)| (run.ipc_name(&format!("killed-{}", signal.as_str())), 4096))
         .collect();
     for (mut creator, (signal, sender)) in creators(run, &tables)?.into_iter().zip(ENDINGS) {
-        if ignores(creator.pid(), signal) {
+        let pid = creator.pid();
+        if inspect::has_signal(pid, pid, SignalMask::Ignored, signal as i32) {
             // Born ignoring it (a grader started with nohup, or in the background): the
             // signal would not end it.
             run.note(format!(
@@ -50,16 +52,4 @@ pub fn killed_creators_leave_the_name(run: &mut Run) -> Result<(), Fail> {
         }
     }
     Ok(())
-}
-
-/// Whether `pid` ignores `signal` (its `SigIgn` mask in `/proc/PID/status`).
-fn ignores(pid: i32, signal: Signal) -> bool {
-    let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
-        return false;
-    };
-    status
-        .lines()
-        .find_map(|line| line.strip_prefix("SigIgn:"))
-        .and_then(|mask| u64::from_str_radix(mask.trim(), 16).ok())
-        .is_some_and(|mask| mask & (1 << (signal as i32 - 1)) != 0)
 }

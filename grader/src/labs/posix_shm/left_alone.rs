@@ -5,7 +5,7 @@
 use std::time::{Duration, Instant};
 
 use crate::engine::tracer::Tracer;
-use crate::engine::{Fail, Proc, Run};
+use crate::engine::{Fail, Proc, Run, inspect};
 
 use super::driver::{CREATOR, OPENER, await_answer, mapped, said};
 use super::probes::{attribute_change, attributes, dev_shm, object_fds, plant_object};
@@ -21,7 +21,7 @@ pub fn held_at_exit(
     let held = tracer.held_before(Instant::now() + Duration::from_secs(2))?;
     let pid = proc.pid.as_raw();
     let seen = if held {
-        (object_fds(pid, name), super::object::umask_of(pid))
+        (object_fds(pid, name), inspect::umask(pid))
     } else {
         (Vec::new(), None)
     };
@@ -33,7 +33,7 @@ pub fn held_at_exit(
 /// another umask (`umask`, when read) than the grader's own, which it was started with: a
 /// umask set around a call and restored only on the way that succeeds.
 pub fn umask_kept_on_failure(what: &str, kind: &str, umask: Option<u32>) -> Result<(), Fail> {
-    let started = super::object::umask_of(std::process::id() as i32);
+    let started = inspect::umask(std::process::id() as i32);
     let (Some(started), Some(now)) = (started, umask) else {
         return Ok(());
     };

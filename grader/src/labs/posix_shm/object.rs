@@ -7,7 +7,7 @@ use rand::RngExt;
 use std::time::{Duration, Instant};
 
 use crate::engine::tracer::{Action, Call, Reached, Tracer};
-use crate::engine::{Fail, Run, force};
+use crate::engine::{Fail, Run, force, inspect};
 
 use super::driver::{
     CREATOR, OPENER, answer_past_breakpoint, await_answer, close_all, creating_open, creators,
@@ -54,7 +54,10 @@ struct Creation {
 /// grader's own, which it inherits): the umask is the whole process's, and a create that
 /// changes it widens (or narrows) every file the program makes afterwards.
 fn umask_kept(pid: i32) -> Result<(), Fail> {
-    let (Some(started), Some(now)) = (umask_of(std::process::id() as i32), umask_of(pid)) else {
+    let (Some(started), Some(now)) = (
+        inspect::umask(std::process::id() as i32),
+        inspect::umask(pid),
+    ) else {
         return Ok(());
     };
     if started == now {
@@ -73,13 +76,6 @@ fn umask_kept(pid: i32) -> Result<(), Fail> {
             "another mode than the user asked for"
         }
     )))
-}
-
-/// The umask of `pid`, from `/proc/PID/status`.
-pub(super) fn umask_of(pid: i32) -> Option<u32> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let line = status.lines().find_map(|l| l.strip_prefix("Umask:"))?;
-    u32::from_str_radix(line.trim(), 8).ok()
 }
 
 /// The mode of the object the moment the creator's `shm_open()` made it (read while the
@@ -117,7 +113,7 @@ fn modes_at_creation(run: &mut Run, name: &str) -> Result<Option<Creation>, Fail
         let asked = crate::engine::inspect::call_of(pid, pid)
             .filter(|(number, _)| *number == libc::SYS_openat)
             .map(|(_, args)| (args[3] & 0o7777) as u32);
-        (asked, umask_of(pid))
+        (asked, inspect::umask(pid))
     } else {
         (None, None)
     };

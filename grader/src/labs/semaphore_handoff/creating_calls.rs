@@ -137,14 +137,7 @@ pub fn mode_asked(run: &mut Run, mechanism: &'static str) -> Result<String, Fail
                 String::from_utf8_lossy(&bytes[..end]).into_owned()
             })
             .unwrap_or_default();
-        let umask = std::fs::read_to_string(format!("/proc/{pid}/status"))
-            .ok()
-            .and_then(|status| {
-                status
-                    .lines()
-                    .find_map(|l| l.strip_prefix("Umask:"))
-                    .and_then(|m| u32::from_str_radix(m.trim(), 8).ok())
-            });
+        let umask = crate::engine::inspect::umask(pid);
         let ours = if mechanism == "semaphores" {
             path.starts_with("/dev/shm/sem.")
         } else {

@@ -8,6 +8,7 @@ use nix::unistd::Pid;
 
 use super::handover::Handover;
 use super::probe;
+use crate::engine::inspect::{self, SignalMask};
 use crate::engine::{Fail, Run};
 
 /// The record before which the producer is held in [`mid_wait`], and the
@@ -43,10 +44,10 @@ pub fn mid_wait(run: &mut Run, mechanism: &'static str) -> Result<String, Fail> 
         std::thread::sleep(Duration::from_millis(1));
     }
     let usr1 = Signal::SIGUSR1 as i32;
-    let caught = probe::catches(consumer, usr1);
+    let caught = inspect::has_signal(consumer, consumer, SignalMask::Caught, usr1);
     let (blocked, ignored) = (
-        probe::blocks(consumer, usr1),
-        probe::ignores(consumer, usr1),
+        inspect::has_signal(consumer, consumer, SignalMask::Blocked, usr1),
+        inspect::has_signal(consumer, consumer, SignalMask::Ignored, usr1),
     );
     kill(Pid::from_raw(consumer), Signal::SIGUSR1)
         .map_err(|e| Fail::Grader(format!("kill: {e}")))?;

@@ -9,6 +9,7 @@ use nix::unistd::Pid;
 use super::handover::Handover;
 use super::probe::{self, Seen};
 use super::signals::signal_names;
+use crate::engine::inspect::{self, SignalMask};
 use crate::engine::{Fail, Run};
 
 /// The record before which the producer is held, and the rounds of the run.
@@ -30,14 +31,10 @@ const ENDING: [Signal; 5] = [
 
 /// The ignored and the caught signals of `pid` (`SigIgn`, `SigCgt` in `/proc/PID/status`).
 fn actions(pid: i32) -> Option<(u64, u64)> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let mask = |field: &str| {
-        status.lines().find_map(|line| {
-            line.strip_prefix(field)
-                .and_then(|mask| u64::from_str_radix(mask.trim(), 16).ok())
-        })
-    };
-    Some((mask("SigIgn:")?, mask("SigCgt:")?))
+    Some((
+        inspect::signal_mask(pid, pid, SignalMask::Ignored)?,
+        inspect::signal_mask(pid, pid, SignalMask::Caught)?,
+    ))
 }
 
 /// Whether `pid` sits in a blocking wait now (a futex wait or a queue receive).

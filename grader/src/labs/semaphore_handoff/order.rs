@@ -20,7 +20,7 @@ use super::handover::{Handover, expected_digest, expected_record, whole_record};
 use super::probe::{self, Seen};
 use super::slot::slot_holding;
 use super::{CONSUMER, PRODUCER};
-use crate::engine::inspect::{self, ProcessView};
+use crate::engine::inspect::{self, ProcessView, SignalMask};
 use crate::engine::tracer::{Action, Call, Tracer};
 use crate::engine::waiting::{self, WaitRules};
 use crate::engine::{Fail, Run, force};
@@ -492,7 +492,7 @@ fn interrupt_post(
         std::thread::sleep(Duration::from_millis(5));
     }
     if probe::pending(producer, usr1) {
-        let blocked = if probe::blocks(producer, usr1) {
+        let blocked = if inspect::has_signal(producer, producer, SignalMask::Blocked, usr1) {
             ", blocked in its signal mask (SigBlk in /proc/PID/task/TID/status)"
         } else {
             ""

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use nix::time::{ClockId, clock_gettime};
 
+use crate::engine::inspect::SignalMask;
 use crate::engine::{Fail, force, inspect};
 
 /// A system call a thread is blocked in (or stopped at), with its six arguments.
@@ -586,62 +587,12 @@ pub fn semaphores_of(pid: i32) -> Vec<(u64, u32)> {
         .collect()
 }
 
-/// Whether `signal` is pending for `pid`, not yet delivered (`SigPnd`, `ShdPnd` in
-/// `/proc/PID/status`).
+/// Whether `signal` is pending for `pid`, not yet delivered: for its main thread (`SigPnd`) or
+/// for the whole process (`ShdPnd`).
 pub fn pending(pid: i32, signal: i32) -> bool {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status.lines().any(|line| {
-        let Some(mask) = line
-            .strip_prefix("SigPnd:")
-            .or_else(|| line.strip_prefix("ShdPnd:"))
-        else {
-            return false;
-        };
-        u64::from_str_radix(mask.trim(), 16).is_ok_and(|mask| mask & (1 << (signal - 1)) != 0)
-    })
-}
-
-/// The signals the main thread of `pid` blocks (`SigBlk` in `/proc/PID/task/PID/status`, bit
-/// N-1 for signal N); `None` if it cannot be read.
-pub fn blocked_mask(pid: i32) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/status")).ok()?;
-    status.lines().find_map(|line| {
-        line.strip_prefix("SigBlk:")
-            .and_then(|mask| u64::from_str_radix(mask.trim(), 16).ok())
-    })
-}
-
-/// Whether the main thread of `pid` blocks `signal` (`SigBlk` in `/proc/PID/task/PID/status`):
-/// a signal it blocks stays pending, and its handler does not run, until it unblocks it.
-pub fn blocks(pid: i32, signal: i32) -> bool {
-    let status =
-        std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/status")).unwrap_or_default();
-    status.lines().any(|line| {
-        line.strip_prefix("SigBlk:").is_some_and(|mask| {
-            u64::from_str_radix(mask.trim(), 16).is_ok_and(|mask| mask & (1 << (signal - 1)) != 0)
-        })
-    })
-}
-
-/// Whether `pid` catches `signal` with a handler (`SigCgt` in `/proc/PID/status`).
-pub fn catches(pid: i32, signal: i32) -> bool {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status.lines().any(|line| {
-        line.strip_prefix("SigCgt:").is_some_and(|mask| {
-            u64::from_str_radix(mask.trim(), 16).is_ok_and(|mask| mask & (1 << (signal - 1)) != 0)
-        })
-    })
-}
-
-/// Whether `pid` has `signal` set to be ignored (`SIG_IGN`: `SigIgn` in `/proc/PID/status`): an
-/// ignored signal is thrown away on arrival, its handler never runs and no wait is interrupted.
-pub fn ignores(pid: i32, signal: i32) -> bool {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status.lines().any(|line| {
-        line.strip_prefix("SigIgn:").is_some_and(|mask| {
-            u64::from_str_radix(mask.trim(), 16).is_ok_and(|mask| mask & (1 << (signal - 1)) != 0)
-        })
-    })
+    [SignalMask::Pending, SignalMask::SharedPending]
+        .into_iter()
+        .any(|mask| inspect::has_signal(pid, pid, mask, signal))
 }
 
 /// The value of the named semaphore `name` (glibc keeps it in the first 32 bits of the

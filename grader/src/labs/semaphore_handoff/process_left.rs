@@ -10,6 +10,7 @@ use super::rounds::cpus_of;
 use super::signals::signal_names;
 use super::{CONSUMER, PARENT, PRODUCER};
 use crate::engine::Fail;
+use crate::engine::inspect::{self, SignalMask};
 
 /// Signals `main.rs` leaves at their default action, each of which ends the process: a Ctrl-C,
 /// a `kill`, a hang-up, a timer the user set.
@@ -26,14 +27,6 @@ fn bit(signal: Signal) -> u64 {
     1u64 << (signal as i32 - 1)
 }
 
-/// A hexadecimal mask field (`SigBlk:`, `SigIgn:`, ...) of a `/proc/.../status` file.
-fn mask_field(status: &str, field: &str) -> Option<u64> {
-    status.lines().find_map(|line| {
-        line.strip_prefix(field)
-            .and_then(|mask| u64::from_str_radix(mask.trim(), 16).ok())
-    })
-}
-
 /// The signals blocked by any thread of `pid` (the union of their `SigBlk`).
 fn blocked_by_any_thread(pid: i32) -> u64 {
     let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
@@ -41,17 +34,19 @@ fn blocked_by_any_thread(pid: i32) -> u64 {
     };
     tasks
         .flatten()
-        .filter_map(|task| std::fs::read_to_string(task.path().join("status")).ok())
-        .filter_map(|status| mask_field(&status, "SigBlk:"))
+        .filter_map(|task| task.file_name().to_str()?.parse::<i32>().ok())
+        .filter_map(|tid| inspect::signal_mask(pid, tid, SignalMask::Blocked))
         .fold(0, |all, mask| all | mask)
 }
 
 /// What `pid` does with signals that `main.rs` leaves alone: each change with its likely
 /// cause, empty if none.
 fn signal_changes(pid: i32) -> Vec<(String, &'static str)> {
-    let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
+    // Nothing to tell of a process whose status cannot be read.
+    let Some(ignored) = inspect::signal_mask(pid, pid, SignalMask::Ignored) else {
         return Vec::new();
     };
+    let caught = inspect::signal_mask(pid, pid, SignalMask::Caught).unwrap_or(0);
     let left: u64 = LEFT_AT_DEFAULT.into_iter().map(bit).sum();
     let mut changes = Vec::new();
     let blocked = blocked_by_any_thread(pid);
@@ -66,7 +61,7 @@ fn signal_changes(pid: i32) -> Vec<(String, &'static str)> {
              at all",
         ));
     }
-    let ignored = mask_field(&status, "SigIgn:").unwrap_or(0) & left;
+    let ignored = ignored & left;
     if ignored != 0 {
         changes.push((
             format!(
@@ -77,7 +72,7 @@ fn signal_changes(pid: i32) -> Vec<(String, &'static str)> {
             "SIG_IGN set for them, so that nothing can stop the run",
         ));
     }
-    let caught = mask_field(&status, "SigCgt:").unwrap_or(0) & left;
+    let caught = caught & left;
     if caught != 0 {
         changes.push((
             format!(

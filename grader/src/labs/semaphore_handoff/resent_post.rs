@@ -14,6 +14,7 @@ use super::handover::Handover;
 use super::order::{comes_to_within, sending};
 use super::probe;
 use crate::engine::Fail;
+use crate::engine::inspect::{self, SignalMask};
 
 /// The signals sent after the first, one at a time, each once the producer sends again.
 const LATER_SIGNALS: u32 = 2;
@@ -53,7 +54,7 @@ pub(super) fn later_signals_handled(
             std::thread::sleep(Duration::from_millis(5));
         }
         if probe::pending(producer, usr1) {
-            let blocked = if probe::blocks(producer, usr1) {
+            let blocked = if inspect::has_signal(producer, producer, SignalMask::Blocked, usr1) {
                 ", blocked in its signal mask (SigBlk in /proc/PID/task/TID/status)"
             } else {
                 ""

@@ -21,6 +21,7 @@ use super::probe::{self, Deadline, Seen};
 use super::slot::slot_holding;
 use super::waits::{SLICE_LIMIT, millis};
 use super::{CONSUMER, PRODUCER, WAIT_SLICE};
+use crate::engine::inspect::{self, SignalMask};
 use crate::engine::tracer::{Call, Step, Tracer};
 use crate::engine::{Fail, Run, force};
 
@@ -249,7 +250,7 @@ fn interrupt(waiter: &Waiter) -> Result<String, Fail> {
     // signal it blocks there is held pending until the slice ends, its handler late and the
     // wait not interrupted.
     let usr1 = 1u64 << (Signal::SIGUSR1 as i32 - 1);
-    let whole = probe::blocked_mask(pid).unwrap_or(0);
+    let whole = inspect::signal_mask(pid, pid, SignalMask::Blocked).unwrap_or(0);
     let mask = whole & !usr1;
     if mask != 0
         && whole & usr1 == 0
@@ -257,7 +258,8 @@ fn interrupt(waiter: &Waiter) -> Result<String, Fail> {
             probe::sample(pid),
             Some(Seen::Futex { .. } | Seen::Receive { .. })
         )
-        && probe::blocked_mask(pid).is_some_and(|again| again & mask != 0)
+        && inspect::signal_mask(pid, pid, SignalMask::Blocked)
+            .is_some_and(|again| again & mask != 0)
     {
         let shown = signal_names(mask);
         return Err(Fail::failed(format!(
@@ -285,18 +287,19 @@ fn interrupt(waiter: &Waiter) -> Result<String, Fail> {
         let interrupted_deadline = probe::realtime_deadline(pid);
         // Its mask as it sits in the wait: a wait() that blocks signals around each timed wait
         // is never interrupted, and handles what came only once that wait has ended.
-        let blocked_in_wait = matches!(
-            probe::sample(pid),
-            Some(Seen::Futex { .. } | Seen::Receive { .. })
-        ) && probe::blocks(pid, Signal::SIGUSR1 as i32);
+        let blocked_in_wait =
+            matches!(
+                probe::sample(pid),
+                Some(Seen::Futex { .. } | Seen::Receive { .. })
+            ) && inspect::has_signal(pid, pid, SignalMask::Blocked, Signal::SIGUSR1 as i32);
         // Its disposition as it sits in the wait: a SIGUSR1 set to SIG_IGN around the wait is
         // thrown away on arrival, its handler never runs and the wait is not interrupted.
-        if probe::ignores(pid, Signal::SIGUSR1 as i32)
+        if inspect::has_signal(pid, pid, SignalMask::Ignored, Signal::SIGUSR1 as i32)
             && matches!(
                 probe::sample(pid),
                 Some(Seen::Futex { .. } | Seen::Receive { .. })
             )
-            && probe::ignores(pid, Signal::SIGUSR1 as i32)
+            && inspect::has_signal(pid, pid, SignalMask::Ignored, Signal::SIGUSR1 as i32)
         {
             return Err(Fail::failed(format!(
                 "the grader held {held} and, before sending SIGUSR1 (signal {sent} of {DIRECT}), \
@@ -314,7 +317,7 @@ fn interrupt(waiter: &Waiter) -> Result<String, Fail> {
             .map_err(|e| Fail::Grader(format!("kill: {e}")))?;
         if blocked_in_wait
             && probe::pending(pid, Signal::SIGUSR1 as i32)
-            && probe::blocks(pid, Signal::SIGUSR1 as i32)
+            && inspect::has_signal(pid, pid, SignalMask::Blocked, Signal::SIGUSR1 as i32)
             && matches!(
                 probe::sample(pid),
                 Some(Seen::Futex { .. } | Seen::Receive { .. })
@@ -333,7 +336,7 @@ fn interrupt(waiter: &Waiter) -> Result<String, Fail> {
         }
         settle(pid);
         if probe::pending(pid, Signal::SIGUSR1 as i32)
-            && probe::blocks(pid, Signal::SIGUSR1 as i32)
+            && inspect::has_signal(pid, pid, SignalMask::Blocked, Signal::SIGUSR1 as i32)
             && probe::alive(pid)
         {
             return Err(Fail::failed(format!(
@@ -662,8 +665,8 @@ fn mask_between_slices(run: &mut Run) -> Result<String, Fail> {
     let mut held_at = Vec::new();
     let reports = handover.finish(|proc, _| {
         // The mask it waits with, read while it sits in its wait.
-        let during =
-            super::forced_waits::waiting_in(consumer).and_then(|_| probe::blocked_mask(consumer));
+        let during = super::forced_waits::waiting_in(consumer)
+            .and_then(|_| inspect::signal_mask(consumer, consumer, SignalMask::Blocked));
         let asks = Call::arg_is(libc::SYS_kill, 0, producer as u64);
         let read = Call::arg_is(libc::SYS_clock_gettime, 0, libc::CLOCK_REALTIME as u64);
         let steps = [(asks, Step::Hold), (read, Step::HoldAfter)];
@@ -673,7 +676,8 @@ fn mask_between_slices(run: &mut Run) -> Result<String, Fail> {
                     break;
                 }
                 held_at.push(place);
-                let more = probe::blocked_mask(consumer).map_or(0, |mask| mask & !during);
+                let more = inspect::signal_mask(consumer, consumer, SignalMask::Blocked)
+                    .map_or(0, |mask| mask & !during);
                 if more != 0 && blocked.is_none() {
                     blocked = Some((place, during, more));
                 }

@@ -10,6 +10,7 @@ use nix::unistd::Pid;
 use super::probe::{self, Place, Sleep};
 use super::session::Session;
 use crate::engine::Fail;
+use crate::engine::inspect::{self, SignalMask};
 
 /// The signals sent: `SIGCHLD` always (ignored unless caught, as a worker's exit sends it),
 /// the others only when the coordinator catches them (their default would end it).
@@ -22,17 +23,6 @@ const SENT: &[Signal] = &[
     Signal::SIGURG,
     Signal::SIGIO,
 ];
-
-/// The signals `pid` catches (a handler): `SigCgt` in `/proc/PID/status`.
-fn caught(pid: i32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|status| {
-            let line = status.lines().find(|l| l.starts_with("SigCgt:"))?;
-            u64::from_str_radix(line["SigCgt:".len()..].trim(), 16).ok()
-        })
-        .unwrap_or(0)
-}
 
 fn asleep_on_cond(session: &Session) -> bool {
     match probe::sleeping(session.coordinator) {
@@ -55,7 +45,7 @@ fn asleep_on_cond(session: &Session) -> bool {
 pub(super) fn no_wakeup_by_signals(session: &Session) -> Result<(), Fail> {
     let coordinator = session.coordinator;
     let cond_at = session.segment.layout.cond_at;
-    let handlers = caught(coordinator);
+    let handlers = inspect::signal_mask(coordinator, coordinator, SignalMask::Caught).unwrap_or(0);
     for &signal in SENT {
         let handled = handlers & (1 << (signal as i32 - 1)) != 0;
         if signal != Signal::SIGCHLD && !handled {

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::Signal;
 
 use crate::engine::diagnose::{Activity, classify};
+use crate::engine::inspect::SignalMask;
 use crate::engine::{Fail, force, inspect};
 
 /// One thread of a process, at one moment.
@@ -182,18 +183,6 @@ fn mask_bit(signal: Signal) -> u64 {
     1 << (signal as i32 - 1)
 }
 
-fn status_mask(path: &str, key: &str) -> Option<u64> {
-    let status = std::fs::read_to_string(path).ok()?;
-    let value = status.lines().find_map(|l| l.strip_prefix(key))?.trim();
-    u64::from_str_radix(value, 16).ok()
-}
-
-/// Whether `pid` catches `signal` with a handler function (`SigCgt`).
-pub fn catches(pid: i32, signal: Signal) -> bool {
-    status_mask(&format!("/proc/{pid}/status"), "SigCgt:")
-        .is_some_and(|caught| caught & mask_bit(signal) != 0)
-}
-
 /// The threads of `pid` that do not block `signal` (`SigBlk` of each thread). A thread in
 /// sigwait() is not one of them: the kernel unblocks the signals it waits for while it waits.
 pub fn threads_not_blocking(pid: i32, signal: Signal) -> Vec<i32> {
@@ -202,7 +191,7 @@ pub fn threads_not_blocking(pid: i32, signal: Signal) -> Vec<i32> {
         .filter(|t| t.syscall != Some(libc::SYS_rt_sigtimedwait))
         .filter_map(|t| {
             let tid = t.tid;
-            let blocked = status_mask(&format!("/proc/{pid}/task/{tid}/status"), "SigBlk:")?;
+            let blocked = inspect::signal_mask(pid, tid, SignalMask::Blocked)?;
             (blocked & mask_bit(signal) == 0).then_some(tid)
         })
         .collect()

@@ -9,16 +9,7 @@ use nix::sys::signal::Signal;
 use super::observe;
 use super::programs::Server;
 use crate::engine::Fail;
-
-/// The signals blocked by thread `tid` of `pid` (`SigBlk`), as a bit mask (bit n-1: signal n).
-fn blocked(pid: i32, tid: i32) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/status")).ok()?;
-    let value = status
-        .lines()
-        .find_map(|l| l.strip_prefix("SigBlk:"))?
-        .trim();
-    u64::from_str_radix(value, 16).ok()
-}
+use crate::engine::inspect::{self, SignalMask};
 
 /// The signals of `mask` but SIGTERM and SIGINT, by name.
 fn others(mask: u64) -> Vec<String> {
@@ -39,7 +30,11 @@ fn others(mask: u64) -> Vec<String> {
 /// clone3()) blocks more for a moment.
 pub fn blocks_only_the_stop_signals(server: &Server) -> Result<(), Fail> {
     let pid = server.pid();
-    let extra = |tid: i32| blocked(pid, tid).map(others).unwrap_or_default();
+    let extra = |tid: i32| {
+        inspect::signal_mask(pid, tid, SignalMask::Blocked)
+            .map(others)
+            .unwrap_or_default()
+    };
     let first: Vec<(i32, Vec<String>)> = observe::thread_ids(pid)
         .into_iter()
         .map(|tid| (tid, extra(tid)))

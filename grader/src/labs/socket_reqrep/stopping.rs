@@ -21,6 +21,7 @@ use super::protocol::{Conn, closed_after, frame, read_frame, read_response, veri
 use super::served_again;
 use super::stop_held;
 use super::{OP_ECHO, OP_HASH, Transport};
+use crate::engine::inspect::SignalMask;
 use crate::engine::process::Captured;
 use crate::engine::tracer::{Call, Step, Tracer};
 use crate::engine::{Fail, Run, inspect};
@@ -236,7 +237,7 @@ fn server_log_drops(log: &Arc<Mutex<Captured>>) -> String {
 fn signal_disposition(server: &Server) -> Result<(), Fail> {
     let pid = server.pid();
     for signal in [Signal::SIGTERM, Signal::SIGINT] {
-        if observe::catches(pid, signal) {
+        if inspect::has_signal(pid, pid, SignalMask::Caught, signal as i32) {
             return Err(Fail::failed(format!(
                 "the server catches {} with a handler function (SigCgt in /proc/{pid}/status): \
                  handle it without one, as run_server() asks: block SIGTERM and SIGINT in every \
