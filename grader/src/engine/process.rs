@@ -165,10 +165,11 @@ fn user_task_count(uid: u32) -> u64 {
         .unwrap_or(0)
 }
 
-/// The tasks a check's programs may add to their user's: a thread per client of a server with
-/// hundreds of clients. A fork bomb is stopped by its process count long before (see
-/// [`super::run::MAX_PROCESSES`]); this is the fence that holds if that watch is late.
-const TASK_HEADROOM: u64 = 1024;
+/// The tasks a check's programs may add to their user's: few, so that a fork bomb, held by the
+/// limit, cannot swamp the machine before the grader's watch stops it (see
+/// [`super::run::MAX_PROCESSES`]). A check that needs more threads asks for them
+/// ([`super::run::Run::spawn_with_threads`]).
+const TASK_HEADROOM: u64 = 2 * super::run::MAX_PROCESSES as u64;
 
 /// Whether a program can be given an IPC namespace of its own with these message queue limits
 /// ([`Limits::message_queue_sysctls`]): tried first in a forked child, for root may still lack

@@ -195,6 +195,21 @@ impl Run {
         self.spawn_limited(args, self.limits)
     }
 
+    /// Starts the lab's program like [`Run::spawn`], with room for `threads` more tasks under
+    /// `RLIMIT_NPROC` ([`Limits::processes`]): a server with a thread per client, for hundreds
+    /// of clients.
+    pub fn spawn_with_threads<S: AsRef<OsStr>>(
+        &mut self,
+        args: &[S],
+        threads: u64,
+    ) -> Result<Proc, Fail> {
+        let limits = Limits {
+            processes: self.limits.processes + threads,
+            ..self.limits
+        };
+        self.spawn_limited(args, limits)
+    }
+
     /// Starts the lab's program like [`Run::spawn`], holding `fds` besides stdio and the control
     /// channel, each open on `/dev/null` ([`Limits::held_descriptors`]).
     pub fn spawn_holding<S: AsRef<OsStr>>(

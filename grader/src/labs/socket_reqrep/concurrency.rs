@@ -8,7 +8,7 @@ use rand::RngExt;
 
 use super::client_procs::spawn_client;
 use super::observe;
-use super::programs::server;
+use super::programs::crowded_server;
 use super::protocol::{frame, random_requests_for, read_response, verify};
 use super::{OP_ECHO, OP_HASH, OP_REVERSE, Transport};
 use crate::engine::diagnose::Activity;
@@ -33,7 +33,7 @@ fn stall_point(k: usize, whole: usize) -> usize {
 pub fn many_clients(run: &mut Run) -> Result<String, Fail> {
     const CLIENTS: usize = 8;
     const STALLED: usize = 8;
-    let server = server(run, Transport::Unix)?;
+    let server = crowded_server(run, Transport::Unix)?;
     // Clients of the grader's that send part of a request and then nothing, until the end:
     // more of them than a small pool of threads would serve.
     let mut stalled = Vec::new();

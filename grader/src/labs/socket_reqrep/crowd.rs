@@ -9,7 +9,7 @@ use super::observe;
 pub const LEAST: usize = 300;
 
 /// The most idle clients the grader connects: a pool larger than this is named for its size.
-const MOST: usize = 2000;
+pub const MOST: usize = 2000;
 
 /// The number of idle clients to connect (at least [`LEAST`], and more than the server's
 /// threads now), and the server's threads now.

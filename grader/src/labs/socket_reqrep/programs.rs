@@ -52,9 +52,19 @@ pub fn said(message: &Message) -> String {
 /// Starts `socket-reqrep server` with `at` (its `--unix`/`--tcp` arguments) and returns it with
 /// its first message.
 pub fn spawn_server(run: &mut Run, at: &[String]) -> Result<(Proc, Message), Fail> {
+    spawn_server_with_threads(run, at, 0)
+}
+
+/// As [`spawn_server`], with room for `threads` more threads than a program gets
+/// ([`Run::spawn_with_threads`]).
+fn spawn_server_with_threads(
+    run: &mut Run,
+    at: &[String],
+    threads: u64,
+) -> Result<(Proc, Message), Fail> {
     let mut args = vec!["server".to_string()];
     args.extend_from_slice(at);
-    let mut proc = run.spawn(&args)?;
+    let mut proc = run.spawn_with_threads(&args, threads)?;
     proc.set_roles(|_| "the server".into());
     let first = proc.recv_any()?;
     Ok((proc, first))
@@ -73,13 +83,23 @@ pub fn spawn_stopped_server(run: &mut Run, at: [String; 2]) -> Result<(Proc, i32
 
 /// Starts a server and waits until it listens.
 pub fn server(run: &mut Run, transport: Transport) -> Result<Server, Fail> {
+    server_with_threads(run, transport, 0)
+}
+
+/// Starts a server with room for a thread per client of the largest crowd of idle clients the
+/// grader connects ([`super::crowd`]), and waits until it listens.
+pub fn crowded_server(run: &mut Run, transport: Transport) -> Result<Server, Fail> {
+    server_with_threads(run, transport, super::crowd::MOST as u64 + 64)
+}
+
+fn server_with_threads(run: &mut Run, transport: Transport, threads: u64) -> Result<Server, Fail> {
     // Short: a Unix socket's path must fit sun_path (108 bytes).
     let path = run.path("rpc.sock");
     let at: Vec<String> = match transport {
         Transport::Unix => vec!["--unix".into(), path.display().to_string()],
         Transport::Tcp => vec!["--tcp".into(), "0".into()],
     };
-    let (proc, ready) = spawn_server(run, &at)?;
+    let (proc, ready) = spawn_server_with_threads(run, &at, threads)?;
     Server::ready(run, proc, ready, transport, path)
 }
 
