@@ -116,7 +116,7 @@ pub static LAB: Lab = Lab {
             timeout: Duration::from_secs(10),
             description: "a record written twice more into its segment, from a buffer of the \
                           program's own and then the same buffer refilled in place (the same \
-                          address and length, other bytes), holds each time the payload of \
+                          address and length, four bytes changed), holds each time the payload of \
                           that write_record()",
             exclusive: false,
             hint: Some(

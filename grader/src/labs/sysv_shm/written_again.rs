@@ -16,7 +16,15 @@ pub fn written_again(run: &mut Run) -> Result<String, Fail> {
     let len = run.rng().random_range(1000..8000usize);
     let size = (HEADER_LEN + len) as u64;
     let sequence = run.rng().random_range(2..1_000_000u32);
-    let payloads: Vec<Vec<u8>> = (0..3).map(|_| run.random_bytes(len)).collect();
+    let mut payloads: Vec<Vec<u8>> = (0..2).map(|_| run.random_bytes(len)).collect();
+    // The last write differs from the one before at a few bytes only, away from both ends and
+    // the middle: a copy skipped because some bytes looked the same shows too.
+    let mut last = payloads[1].clone();
+    let changed = changed_bytes(run, len);
+    for &at in &changed {
+        last[at] ^= 0x5a;
+    }
+    payloads.push(last);
     let file = payload_file(run, sequence);
     let mut proc = spawn_publisher_with(
         run,
@@ -65,14 +73,18 @@ pub fn written_again(run: &mut Run) -> Result<String, Fail> {
             continue;
         }
         let rewrite = if step == 1 {
-            "a buffer of its own filled with other bytes"
+            "a buffer of its own filled with other bytes".to_string()
         } else {
-            "the same buffer (the same address and length) refilled in place with other bytes"
+            format!(
+                "the same buffer (the same address and length) refilled in place, {} of its \
+                 bytes changed (at offsets {changed:?} of the payload)",
+                changed.len()
+            )
         };
         let what = if payload == payloads[step - 1] {
             "the payload of the write before it: write_record() skipped the copy, as if the \
-             bytes were the same because the pointer and the length were. Copy the payload \
-             at every call, and keep no state from one call to the next"
+             bytes were the same because the pointer, the length or some of the bytes were. \
+             Copy the whole payload at every call, and keep no state from one call to the next"
                 .to_string()
         } else {
             format!(
@@ -91,4 +103,18 @@ pub fn written_again(run: &mut Run) -> Result<String, Fail> {
         "the record written twice more into its {size}-byte segment, from one buffer refilled \
          in place, held each time the payload of that write"
     ))
+}
+
+/// Four offsets of a `len`-byte payload (at least 1000), each at least 64 bytes from both ends
+/// and from the middle, where a look at a few samples would not go.
+fn changed_bytes(run: &mut Run, len: usize) -> Vec<usize> {
+    let half = len / 2;
+    let mut offsets: Vec<usize> = [64..half - 64, half + 64..len - 64]
+        .into_iter()
+        .flat_map(|range| [range.clone(), range])
+        .map(|range| run.rng().random_range(range))
+        .collect();
+    offsets.sort_unstable();
+    offsets.dedup();
+    offsets
 }
