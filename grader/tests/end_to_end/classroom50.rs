@@ -165,7 +165,10 @@ fn run_autograder(config: &Path, checkout: &Path) -> Value {
         .env_remove("IPC_LABS_WORKSPACE")
         .env_remove("IPC_LABS_PREBUILT")
         // A target directory with the registry crates built.
-        .env("CARGO_TARGET_DIR", support::template_target("classroom50"))
+        .env(
+            "CARGO_TARGET_DIR",
+            support::template_target("classroom50", checkout),
+        )
         .env_remove("CARGO_MANIFEST_DIR")
         .output()
         .expect("python3 runs");

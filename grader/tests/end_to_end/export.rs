@@ -307,7 +307,7 @@ fn cargo_in(template: &Path, args: &[&str]) -> Output {
         .current_dir(template)
         .env(
             "CARGO_TARGET_DIR",
-            support::template_target("export-template"),
+            support::template_target("export-template", template),
         )
         .env_remove("IPC_LABS_WORKSPACE")
         .env_remove("IPC_LABS_PREBUILT")
@@ -476,7 +476,7 @@ fn run_workflow(template: &Path) -> WorkflowRun {
                 .env("RUNNER_TEMP", &runner_temp)
                 .env(
                     "CARGO_TARGET_DIR",
-                    support::template_target("export-workflow"),
+                    support::template_target("export-workflow", template),
                 )
                 .env_remove("IPC_LABS_WORKSPACE")
                 .env_remove("IPC_LABS_PREBUILT")

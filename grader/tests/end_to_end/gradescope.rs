@@ -40,7 +40,10 @@ fn script(root: &Path, name: &str, user: &str) -> Command {
         .env_remove("IPC_LABS_PREBUILT")
         // A target directory with the registry crates built (setup.sh installs the grader
         // where run_autograder looks, wherever built).
-        .env("CARGO_TARGET_DIR", support::template_target("gradescope"))
+        .env(
+            "CARGO_TARGET_DIR",
+            support::template_target("gradescope", &root.join("source").join("template")),
+        )
         .env_remove("CARGO_MANIFEST_DIR")
         .current_dir(root);
     command

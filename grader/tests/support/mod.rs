@@ -1,7 +1,8 @@
 #![allow(dead_code)] // each test binary uses its part
 //! What the tests that build a copy of this workspace share (an exported template, the mutant
-//! suite's scratch workspaces): their builds start from this workspace's own, so that a copy
-//! compiles its own crates and not the registry crates again (the same, by the same lock file).
+//! suite's scratch workspaces): their builds start from a build already made, so that a copy
+//! compiles its own crates and not the registry crates again (the same, by the same lock file),
+//! and the templates (the same grader each) compile their grader once between them.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -11,21 +12,167 @@ pub fn workspace() -> PathBuf {
     ipc_grader::workspace_root().expect("the tests run in an ipc-labs workspace")
 }
 
-/// The `CARGO_TARGET_DIR` of the templates built by the test `name`: on first use, it receives
-/// a copy of this workspace's dev-profile build of the registry crates. One per test, so that
-/// tests building templates run side by side: cargo keys a package's build script output by
-/// package, not by path, so two templates in one target directory would share it.
-pub fn template_target(name: &str) -> PathBuf {
+/// The `CARGO_TARGET_DIR` of the template at `template`, built by the test `name`. One per test,
+/// so that tests building templates run side by side: cargo keys a package's build script output
+/// by package, not by path, so two templates in one target directory would share it.
+///
+/// Every template test exports the same labs, so their graders are one build: on first use in
+/// this process, the target directory receives a copy of the reference template's (built once,
+/// see [`reference`]), and the files of `template`'s grader that are the reference's, byte for
+/// byte, get the reference's modification times. Cargo then finds that build up to date, as in a
+/// checkout moved with its target directory, and compiles again what differs, since a file
+/// that differs keeps the time it was written.
+pub fn template_target(name: &str, template: &Path) -> PathBuf {
     static SEEDED: Mutex<BTreeSet<String>> = Mutex::new(BTreeSet::new());
+    static AGED: Mutex<BTreeSet<PathBuf>> = Mutex::new(BTreeSet::new());
+    let reference = reference();
     let target = workspace().join("target").join("template-tests").join(name);
-    let mut seeded = SEEDED.lock().unwrap_or_else(|e| e.into_inner());
-    if seeded.insert(name.to_string()) {
+    if SEEDED
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(name.to_string())
+    {
+        // Fresh in each process: an older build here may be of other sources, timed after them.
+        let _ = std::fs::remove_dir_all(&target);
+        ipc_grader::deliver::batch::copy_tree(&reference.target, &target, &|relative| {
+            relative.starts_with("debug/incremental")
+        })
+        .unwrap_or_else(|e| panic!("copying the reference build to {}: {e}", target.display()));
+    }
+    if AGED
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(template.to_path_buf())
+    {
+        let grader = Path::new("grader");
+        times_of_equal_files(&reference.template.join(grader), &template.join(grader));
+    }
+    target
+}
+
+/// The labs every template test exports.
+pub const TEMPLATE_LABS: &str = "pipe-echo";
+
+/// The reference template: this workspace exported with [`TEMPLATE_LABS`], its grader built.
+pub struct Reference {
+    pub template: PathBuf,
+    pub target: PathBuf,
+}
+
+/// The reference template, exported and built on first use (the other tests wait for it). Its
+/// files keep their times while their contents stay the same, so that a second run of the
+/// tests builds nothing again.
+pub fn reference() -> &'static Reference {
+    static REFERENCE: std::sync::OnceLock<Reference> = std::sync::OnceLock::new();
+    REFERENCE.get_or_init(|| {
+        let root = workspace()
+            .join("target")
+            .join("template-tests")
+            .join("reference");
+        let exported = root.join("exported");
+        let template = root.join("template");
+        let target = root.join("target");
+        let _ = std::fs::remove_dir_all(&exported);
+        use assert_cmd::cargo::CommandCargoExt;
+        let status = std::process::Command::cargo_bin("cargo-grade")
+            .expect("the grader is built")
+            .args(["export", "--labs", TEMPLATE_LABS])
+            .arg(&exported)
+            .env("IPC_LABS_WORKSPACE", workspace())
+            .status()
+            .expect("the grader runs");
+        assert!(status.success(), "exporting the reference template failed");
+        sync_tree(&exported, &template);
         copy_registry_builds(
             &workspace().join("target").join("debug"),
             &target.join("debug"),
         );
+        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+        let output = std::process::Command::new(cargo)
+            .args(["build", "--locked", "--package", "ipc-grader"])
+            .args(["--bin", "cargo-grade"])
+            .current_dir(&template)
+            .env("CARGO_TARGET_DIR", &target)
+            .env_remove("IPC_LABS_WORKSPACE")
+            .env_remove("IPC_LABS_PREBUILT")
+            .env_remove("CARGO_MANIFEST_DIR")
+            .output()
+            .expect("cargo runs");
+        assert!(
+            output.status.success(),
+            "building the reference template's grader failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        Reference { template, target }
+    })
+}
+
+/// Makes `to` hold what `from` holds, writing only the files whose contents differ (the others
+/// keep their times) and removing what `from` lacks.
+fn sync_tree(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).expect("creating a directory");
+    let names = |dir: &Path| -> BTreeSet<std::ffi::OsString> {
+        std::fs::read_dir(dir)
+            .map(|entries| entries.flatten().map(|e| e.file_name()).collect())
+            .unwrap_or_default()
+    };
+    for gone in names(to).difference(&names(from)) {
+        let path = to.join(gone);
+        let _ = std::fs::remove_dir_all(&path).or_else(|_| std::fs::remove_file(&path));
     }
-    target
+    for name in names(from) {
+        let (source, copy) = (from.join(&name), to.join(&name));
+        let kind = std::fs::symlink_metadata(&source)
+            .expect("an entry")
+            .file_type();
+        if kind.is_dir() {
+            if !copy.is_dir() {
+                let _ = std::fs::remove_file(&copy);
+            }
+            sync_tree(&source, &copy);
+        } else if kind.is_file() {
+            let content = std::fs::read(&source).expect("reading an exported file");
+            if std::fs::read(&copy).ok().as_deref() != Some(content.as_slice()) {
+                let _ = std::fs::remove_dir_all(&copy);
+                std::fs::write(&copy, &content).expect("writing a file");
+            }
+            let mode = std::fs::metadata(&source).expect("an entry").permissions();
+            std::fs::set_permissions(&copy, mode).expect("setting a mode");
+        }
+    }
+}
+
+/// Gives each file under `to` whose content is that of the file at the same place under `from`
+/// the time `from`'s was modified, and each directory whose entries have the same names its
+/// time, deepest first (cargo compares a directory's time too, for a build script that watches
+/// it).
+fn times_of_equal_files(from: &Path, to: &Path) {
+    let entries: Vec<walkdir::DirEntry> = walkdir::WalkDir::new(to)
+        .contents_first(true)
+        .into_iter()
+        .filter_map(Result::ok)
+        .collect();
+    for entry in entries {
+        let relative = entry.path().strip_prefix(to).expect("inside the tree");
+        let reference = from.join(relative);
+        let same = if entry.file_type().is_dir() {
+            let names = |dir: &Path| -> Option<BTreeSet<std::ffi::OsString>> {
+                let entries = std::fs::read_dir(dir).ok()?;
+                Some(entries.flatten().map(|e| e.file_name()).collect())
+            };
+            names(&reference).is_some() && names(&reference) == names(entry.path())
+        } else if entry.file_type().is_file() {
+            std::fs::read(&reference).ok() == std::fs::read(entry.path()).ok()
+        } else {
+            false
+        };
+        let modified = std::fs::metadata(&reference).and_then(|m| m.modified());
+        if let (true, Ok(modified), Ok(handle)) =
+            (same, modified, std::fs::File::open(entry.path()))
+        {
+            let _ = handle.set_modified(modified);
+        }
+    }
 }
 
 /// Copies the registry crates' builds of the profile directory `from` (`target/debug`, say)
