@@ -145,8 +145,8 @@ fn denied_segment_reported(pool: &mut Proc, names: &PoolNames) -> Result<(), Fai
     let left: Vec<&String> = names.left().into_iter().filter(|n| *n != denied).collect();
     if !left.is_empty() {
         return Err(Fail::failed(format!(
-            "{asked}, said kind=shm-unlink, rightly, but left {left:?}: destroy() unlinks \
-             every segment and the queue whatever fails, and returns the first error"
+            "{asked}, said kind=shm-unlink, rightly, but left {left:?}: it stops at the \
+             failure. destroy() tries every segment and the queue, then returns the first error"
         )));
     }
     Ok(())

@@ -456,8 +456,9 @@ pub fn force_eintrs(proc: &mut Proc, who: &str, futex: bool) -> Result<(), Fail>
         return Ok(());
     };
     let gave_up = |failed: u32, what: String| {
-        // Its own error naming EINTR: the program stopped retrying, a count reached.
-        let cause = if what.contains("EINTR") {
+        // Its own error naming EINTR after retries: the program stopped retrying, a count
+        // reached (without retries, the kernel's restart may be what it relied on).
+        let cause = if failed > 1 && what.contains("EINTR") {
             "it gives up after a number of EINTRs in a row: a limit on the retries, which no \
              wait may have"
         } else {
