@@ -460,9 +460,10 @@ pub struct Pool {
 
 impl Pool {
     /// Creates the pool: the free queue [`queue_name`] (`O_CREAT | O_EXCL`, mode `0600`, room
-    /// for `count` messages of 4 bytes), `count` segments of `size` bytes named
+    /// for `count` messages of 4 bytes), `count` segments of exactly `size` bytes named
     /// [`segment_name`] `0..count`, and one message per segment on the queue: its id, as 4
-    /// little-endian bytes.
+    /// little-endian bytes. The queue's mode is given to `mq_open()` itself, never a wider one
+    /// narrowed afterwards.
     ///
     /// `count` outside `1..=MAX_POOL_SEGMENTS` is [`TransferError::BadCount`]. If a step fails,
     /// remove what this call already created, and only that (a name another process took
@@ -535,8 +536,8 @@ impl Pool {
     /// (`mq_timedreceive()` with the deadline now + `timeout` on `CLOCK_REALTIME`, a valid
     /// time: its nanoseconds below 10^9; none in time is [`TransferError::PoolEmpty`]). A
     /// message that is
-    /// not 4 bytes long is no id: [`TransferError::Queue`] (`EBADMSG`). An id outside
-    /// `0..count` is [`TransferError::BadId`].
+    /// not 4 bytes long is no id: [`TransferError::Queue`] (`EBADMSG`). The id is all 4 bytes,
+    /// little-endian; an id outside `0..count` is [`TransferError::BadId`].
     pub fn take(&self, timeout: Duration) -> Result<u32, TransferError> {
         // SOLUTION todo(timeout): mq_timedreceive with an absolute CLOCK_REALTIME deadline; ETIMEDOUT is PoolEmpty, EINTR retries
         let deadline = deadline_after(timeout)?;
@@ -618,7 +619,8 @@ impl Pool {
 
     /// Removes the pool: unlinks every segment (ids `0..count`, no other name) and the free
     /// queue, and closes the queue. Tries them all, and returns the first error (the queue's
-    /// too, when every segment went fine).
+    /// too, when every segment went fine); a segment's error is the one [`unlink`] gives
+    /// (`ENOENT` is `NotFound`, any other failure `Unlink`).
     pub fn destroy(self) -> Result<(), TransferError> {
         // SOLUTION todo: unlink each segment_name(0..count), mq_unlink(queue_name), mq_close
         let mut pool = self;

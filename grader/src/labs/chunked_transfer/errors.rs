@@ -25,6 +25,7 @@ pub fn typed_errors(run: &mut Run) -> Result<String, Fail> {
     empty_object(run)?;
     super::missing_name::missing_name_reported_at_once(run)?;
     super::creation_modes::segments_created_with_their_mode(run)?;
+    super::pool_creation::pool_made_and_removed(run)?;
     pool_errors(run)?;
     super::failures::forced_failures(run)?;
     super::failures::queue_made_meanwhile(run)?;

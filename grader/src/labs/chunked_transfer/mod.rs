@@ -31,6 +31,9 @@
 //! `failed_opens` (what a failed open leaves, and its kinds), `failed_pool_creates` (what a
 //! failed pool create holds) and `destroy_queue` (the queue's error from destroy) are parts of
 //! `typed-errors`; `take_deadline_carry` (a take's deadline carried) of `deadline-carry`.
+//! `pool_creation` (a pool's queue mode at its creation, its segments' exact size, a segment
+//! destroy() cannot unlink) is part of `typed-errors`, `wide_ids` (ids past a byte) of
+//! `pool-pairs`.
 
 use std::time::Duration;
 
@@ -64,6 +67,7 @@ mod pair_held;
 mod pair_queue;
 mod pairs;
 mod pool;
+mod pool_creation;
 mod queue_messages;
 mod signals;
 mod speed;
@@ -74,6 +78,7 @@ mod take_clock;
 mod take_deadline_carry;
 mod timeouts;
 mod transfer;
+mod wide_ids;
 mod writer_failures;
 
 pub static LAB: Lab = Lab {
@@ -175,7 +180,7 @@ pub static LAB: Lab = Lab {
                           blocks; with a sender held, its receiver blocks; a pair on an empty \
                           pool blocks in mq_timedreceive() with a deadline ahead, each wait one \
                           timed wait with the whole timeout; SIGUSR1 is delivered and each \
-                          wait entered again with its deadline, and 200 EINTRs in a row are \
+                          wait entered again with its deadline, and 1025 EINTRs in a row are \
                           retried; \
                           a receiver held after its post of `empty` reads nothing of the \
                           refilled slot",
@@ -236,7 +241,9 @@ pub static LAB: Lab = Lab {
                           are each refused with their error, leaving nothing of their own (nor \
                           a descriptor in the failed process); a \
                           queue made while the creator is at its mq_open() is refused; pools \
-                          of 1 and 10 segments of 4096 bytes work",
+                          of 1 and 10 segments of 4096 bytes work; a pool's queue has mode 600 \
+                          at its creating mq_open(), its segments of 4097 bytes exactly, and \
+                          a segment destroy() cannot unlink (EACCES) is shm-unlink",
             exclusive: false,
             hint: Some(
                 "Each refusal has its kind and leaves nothing made; a create that fails part-way removes what it made, and only that. See docs/labs/08-chunked-transfer.md, the rules table (the error rules).",
@@ -291,7 +298,8 @@ pub static LAB: Lab = Lab {
             points: 5,
             timeout: Duration::from_secs(25),
             description: "the free queue as created; take() on an empty pool and of a foreign \
-                          id; a held pair keeps its segment until its receiver has written the \
+                          id (ids past a byte too); a held pair keeps its segment until its \
+                          receiver has written the \
                           end, and writes nothing into it once given back, a failed one keeps it \
                           for good; 8 concurrent pairs share the rest, each \
                           receiver gets its own sender's message; free_count() counts the queue",

@@ -161,6 +161,7 @@ pub fn pool_pairs(run: &mut Run) -> Result<String, Fail> {
         }
         refused?;
     }
+    super::wide_ids::ids_read_whole(run, &queue, &prefix, seed)?;
 
     // A short timeout on an empty pool: the pair waits in mq_timedreceive(), and an id given
     // back within its timeout is taken.

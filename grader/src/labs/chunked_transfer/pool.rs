@@ -231,8 +231,25 @@ pub fn pool_ready(pool: &mut Proc, names: &PoolNames, size: usize) -> Result<(),
         match std::fs::metadata(&path) {
             Ok(meta) if meta.len() == size as u64 => {}
             Ok(meta) => {
+                // A size rounded up (to a page, to an alignment) is the common way to miss it.
+                // SAFETY: sysconf() only reads a setting.
+                let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(1) as u64;
+                let rounded = if meta.len() > size as u64 {
+                    let to = if meta.len().is_multiple_of(page) {
+                        format!("a whole page, a multiple of {page}")
+                    } else {
+                        "an alignment".into()
+                    };
+                    format!(
+                        ": Pool::create rounds the size up, to {to}. Its segments are exactly \
+                         the size asked, as Segment::create makes them: ftruncate() to `size` \
+                         itself"
+                    )
+                } else {
+                    String::new()
+                };
                 return Err(Fail::failed(format!(
-                    "the pool's segment {} is {} bytes, not {size}",
+                    "the pool's segment {} is {} bytes, not {size}{rounded}",
                     path.display(),
                     meta.len()
                 )));

@@ -431,8 +431,8 @@ fn whole_deadline(
 
 /// How many times in a row, after the signals, the grader makes a wait fail with EINTR (with
 /// ptrace, without a signal): a retry that gives up after any count a program would pick (8,
-/// 10, 100) is caught.
-const FORCED_EINTRS: u32 = 200;
+/// 10, 100, 1000, 1024: one past it) is caught.
+const FORCED_EINTRS: u32 = 1025;
 
 /// Makes the timed wait `proc` (`who`) sleeps in fail with EINTR [`FORCED_EINTRS`] times in a
 /// row, as a signal caught by a handler without `SA_RESTART` makes it fail: a futex wait
@@ -456,12 +456,20 @@ pub fn force_eintrs(proc: &mut Proc, who: &str, futex: bool) -> Result<(), Fail>
         return Ok(());
     };
     let gave_up = |failed: u32, what: String| {
+        // Its own error naming EINTR after retries: the program stopped retrying, a count
+        // reached (without retries, the kernel's restart may be what it relied on).
+        let cause = if failed > 1 && what.contains("EINTR") {
+            "it gives up after a number of EINTRs in a row: a limit on the retries, which no \
+             wait may have"
+        } else {
+            "neither a limit on the retries nor the kernel's restart of the call (SA_RESTART) \
+             does that"
+        };
         Fail::failed(format!(
             "{who} (pid {pid}) waited on through SIGUSR1 three times; then the grader made its \
              {name} fail with EINTR {failed} time(s) in a row (with ptrace, as a signal caught \
              by a handler without SA_RESTART does), and then it {what}: a wait must be retried \
-             every time it fails with EINTR, however often, until the deadline it had; neither \
-             a limit on the retries nor the kernel's restart of the call (SA_RESTART) does that"
+             every time it fails with EINTR, however often, until the deadline it had; {cause}"
         ))
     };
     for failed in 0..FORCED_EINTRS {
