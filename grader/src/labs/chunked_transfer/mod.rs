@@ -37,6 +37,7 @@ use std::time::Duration;
 use crate::engine::diagnose::{Activity, Hang};
 use crate::engine::{Check, Lab};
 
+mod aged_objects;
 mod broken;
 mod clock_reads;
 mod creation_modes;
@@ -58,6 +59,7 @@ mod init;
 mod layout;
 mod missing_name;
 mod observe;
+mod orphaned_pair;
 mod others_objects;
 mod pair_failures;
 mod pair_held;
