@@ -13,10 +13,7 @@ use super::transfer::said;
 use crate::engine::{Fail, Proc, Run};
 
 /// How old the grader's objects look: just past a minute, and a month.
-const AGES: [Duration; 2] = [
-    Duration::from_secs(61),
-    Duration::from_secs(30 * 24 * 3600),
-];
+const AGES: [Duration; 2] = [Duration::from_secs(61), Duration::from_secs(30 * 24 * 3600)];
 
 pub fn old_objects_left_alone(run: &mut Run) -> Result<(), Fail> {
     let mut planted = Vec::new();

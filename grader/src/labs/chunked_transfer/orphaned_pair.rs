@@ -12,8 +12,7 @@ use nix::unistd::Pid;
 
 use super::layout::{MIN_SEGMENT, expected_capacity};
 use super::pool::{
-    FreeQueue, PairOptions, PoolNames, destroy_pool, pair_ready, pool_ready, spawn_pair,
-    spawn_pool,
+    FreeQueue, PairOptions, PoolNames, destroy_pool, pair_ready, pool_ready, spawn_pair, spawn_pool,
 };
 use super::transfer::failure;
 use crate::engine::{Fail, Proc, Run, inspect};
@@ -104,8 +103,7 @@ impl OrphanedPair {
         let _ = kill(self.pair.pid, Signal::SIGKILL);
         // The sender's exit reparents the receiver: wait until it is a zombie, or gone.
         let until = Instant::now() + Duration::from_secs(5);
-        while inspect::view(root).is_some_and(|view| view.state != 'Z') && Instant::now() < until
-        {
+        while inspect::view(root).is_some_and(|view| view.state != 'Z') && Instant::now() < until {
             std::thread::sleep(Duration::from_millis(2));
         }
         kill(receiver, Signal::SIGCONT).map_err(|e| Fail::Grader(format!("SIGCONT: {e}")))?;
