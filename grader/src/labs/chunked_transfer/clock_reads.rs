@@ -18,13 +18,18 @@ const READ: usize = 0;
 const TIMED_WAIT: usize = 1;
 const CLOCK_WAIT: usize = 2;
 /// Waits the grader follows: a deadline kept from the first shows in the second.
-const WAITS_WANTED: u32 = 12;
+pub const WAITS_WANTED: u32 = 12;
 /// How long the grader follows the sender at most.
 const FOLLOWED: Duration = Duration::from_secs(3);
 
 /// Sends `setup` with one side (`side`: "sender" or "receiver") stopped at every clock read
-/// and semaphore wait until [`WAITS_WANTED`] waits have been seen, then checks what arrived.
-pub fn side_reads_the_clock(run: &mut Run, setup: &Setup, side: &str) -> Result<String, Fail> {
+/// and semaphore wait until `waits` waits have been seen, then checks what arrived.
+pub fn side_reads_the_clock(
+    run: &mut Run,
+    setup: &Setup,
+    side: &str,
+    waits: u32,
+) -> Result<String, Fail> {
     let mut transfer = start(run, setup)?;
     let pid = if side == "receiver" {
         transfer.receiver.pid.as_raw()
@@ -35,7 +40,7 @@ pub fn side_reads_the_clock(run: &mut Run, setup: &Setup, side: &str) -> Result<
         Tracer::break_at_functions_and_call(pid, &FUNCTIONS, Call::any(libc::SYS_clock_gettime))?;
     transfer.go()?;
     let note = match tracer {
-        Some(tracer) => follow(tracer, pid, side)?,
+        Some(tracer) => follow(tracer, pid, side, waits)?,
         None => format!("the {side}'s clock reads were not followed"),
     };
     check_messages(run, &mut transfer, setup)?;
@@ -43,11 +48,11 @@ pub fn side_reads_the_clock(run: &mut Run, setup: &Setup, side: &str) -> Result<
     Ok(note)
 }
 
-fn follow(mut tracer: Tracer, pid: i32, side: &str) -> Result<String, Fail> {
+fn follow(mut tracer: Tracer, pid: i32, side: &str, wanted: u32) -> Result<String, Fail> {
     let until = Instant::now() + FOLLOWED;
     let mut waits = 0u32;
     let mut read_since: Vec<i32> = Vec::new();
-    while waits < WAITS_WANTED && Instant::now() < until {
+    while waits < wanted && Instant::now() < until {
         let [first, second] = match tracer.next_break(Instant::now() + Duration::from_millis(5))? {
             Some(Breakpoint::At(args)) => args,
             Some(Breakpoint::Armed) | None => continue,
