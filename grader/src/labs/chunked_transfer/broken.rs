@@ -54,6 +54,13 @@ const FIRST_CHUNK_ADVICE: &str = "compare len with what is left of the total (to
                                   is the whole total: a chunk 0 longer than its message is \
                                   broken at once, whatever it says of the end";
 
+/// A message of 0 bytes is no exception to the checks.
+const EMPTY_MESSAGE_ADVICE: &str = "a message of 0 bytes is checked like any other: its chunk \
+                                    must carry no more than what is left (0 bytes) and only a \
+                                    chunk with end = 1 ends it; a shortcut that ends the message \
+                                    as soon as chunk 0 says total = 0 skips the len and end \
+                                    checks and takes a broken chunk for an empty message";
+
 pub fn broken_chunks(run: &mut Run) -> Result<String, Fail> {
     // (S - 64) / 2 is 1 to 7 bytes past a multiple of 8, so that the slot's rounding down
     // matters: a capacity worked out from the unrounded half is that many bytes too large.
@@ -267,6 +274,33 @@ pub fn broken_chunks(run: &mut Run) -> Result<String, Fail> {
             advice: FIRST_CHUNK_ADVICE,
             no_end: false,
         },
+        // A message of 0 bytes: its one chunk is checked like any other (len within what is
+        // left, 0; only end = 1 ends it), past it too.
+        Case {
+            what: "is chunk 0 of a 0-byte message and carries 1 byte with end = 1".into(),
+            chunks: vec![header(0, 0, 1, 1)],
+            good: 0,
+            advice: EMPTY_MESSAGE_ADVICE,
+            no_end: false,
+        },
+        Case {
+            what: format!(
+                "is chunk 0 of a 0-byte message and carries a full chunk ({c} bytes) with end = 0"
+            ),
+            chunks: vec![header(0, 0, c, 0)],
+            good: 0,
+            advice: EMPTY_MESSAGE_ADVICE,
+            no_end: false,
+        },
+        Case {
+            what: "is chunk 1 of a 0-byte message, carrying 1 byte with end = 1, after a chunk 0 \
+                   of 0 bytes with end = 0"
+                .into(),
+            chunks: vec![header(0, 0, 0, 0), header(1, 0, 1, 1)],
+            good: 0,
+            advice: EMPTY_MESSAGE_ADVICE,
+            no_end: false,
+        },
     ];
     // The same faults deep inside a longer message, at a chunk drawn from the seed past the
     // first two (both slots) and before the last: every header is checked, not the first few.
@@ -379,6 +413,7 @@ pub fn broken_chunks(run: &mut Run) -> Result<String, Fail> {
          chunks of capacity + 1 (a middle one and a last one), one past the capacity of a slot not \
          rounded down, of a whole slot and longer, one \
          longer than what is left, a chunk 0 longer than its whole message (end = 0 and 1), \
+         chunks of a 0-byte message carrying bytes (chunk 0 with end = 1 and 0, chunk 1), \
          lengths near 2^64 and an early end were each reported as \
          kind=protocol, after only the good chunks had been written out; a message whose bytes \
          all came with end = 0 was not reported"

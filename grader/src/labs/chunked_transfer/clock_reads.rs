@@ -1,7 +1,7 @@
 //! Each wait's deadline is read from `CLOCK_REALTIME` when that wait begins: the grader stops
-//! the sender at every clock read (the C library's `clock_gettime()`, and the system call for
+//! the sender, then the receiver, at every clock read (the C library's `clock_gettime()`, and the system call for
 //! code that bypasses it) and at every entry of `sem_timedwait()` / `sem_clockwait()` while it
-//! sends, and wants a `CLOCK_REALTIME` read between any two waits. A deadline counted on from
+//! sends (receives), and wants a `CLOCK_REALTIME` read between any two waits. A deadline counted on from
 //! one early read of the real-time clock with another clock's time (right until the wall clock
 //! is set) shows as a wait with no such read before it.
 
@@ -18,35 +18,41 @@ const READ: usize = 0;
 const TIMED_WAIT: usize = 1;
 const CLOCK_WAIT: usize = 2;
 /// Waits the grader follows: a deadline kept from the first shows in the second.
-const WAITS_WANTED: u32 = 12;
+pub const WAITS_WANTED: u32 = 12;
 /// How long the grader follows the sender at most.
 const FOLLOWED: Duration = Duration::from_secs(3);
 
-/// Sends `setup` with the sender stopped at every clock read and semaphore wait until
-/// [`WAITS_WANTED`] waits have been seen, then checks what arrived.
-pub fn sender_reads_the_clock(run: &mut Run, setup: &Setup) -> Result<String, Fail> {
+/// Sends `setup` with one side (`side`: "sender" or "receiver") stopped at every clock read
+/// and semaphore wait until `waits` waits have been seen, then checks what arrived.
+pub fn side_reads_the_clock(
+    run: &mut Run,
+    setup: &Setup,
+    side: &str,
+    waits: u32,
+) -> Result<String, Fail> {
     let mut transfer = start(run, setup)?;
-    let sender = transfer.sender.pid.as_raw();
-    let tracer = Tracer::break_at_functions_and_call(
-        sender,
-        &FUNCTIONS,
-        Call::any(libc::SYS_clock_gettime),
-    )?;
+    let pid = if side == "receiver" {
+        transfer.receiver.pid.as_raw()
+    } else {
+        transfer.sender.pid.as_raw()
+    };
+    let tracer =
+        Tracer::break_at_functions_and_call(pid, &FUNCTIONS, Call::any(libc::SYS_clock_gettime))?;
     transfer.go()?;
     let note = match tracer {
-        Some(tracer) => follow(tracer, sender)?,
-        None => "the sender's clock reads were not followed".to_string(),
+        Some(tracer) => follow(tracer, pid, side, waits)?,
+        None => format!("the {side}'s clock reads were not followed"),
     };
     check_messages(run, &mut transfer, setup)?;
     transfer.finish()?;
     Ok(note)
 }
 
-fn follow(mut tracer: Tracer, pid: i32) -> Result<String, Fail> {
+fn follow(mut tracer: Tracer, pid: i32, side: &str, wanted: u32) -> Result<String, Fail> {
     let until = Instant::now() + FOLLOWED;
     let mut waits = 0u32;
     let mut read_since: Vec<i32> = Vec::new();
-    while waits < WAITS_WANTED && Instant::now() < until {
+    while waits < wanted && Instant::now() < until {
         let [first, second] = match tracer.next_break(Instant::now() + Duration::from_millis(5))? {
             Some(Breakpoint::At(args)) => args,
             Some(Breakpoint::Armed) | None => continue,
@@ -84,8 +90,8 @@ fn follow(mut tracer: Tracer, pid: i32) -> Result<String, Fail> {
                 };
                 tracer.release();
                 return Err(Fail::failed(format!(
-                    "the grader stopped the sender at every clock read and every semaphore wait \
-                     while it sent: its wait number {} ({function}) came with {others} since the \
+                    "the grader stopped the {side} at every clock read and every semaphore wait \
+                     of a message: its wait number {} ({function}) came with {others} since the \
                      one before, no read of CLOCK_REALTIME: its deadline was not read from the \
                      real-time clock when this wait began (kept from an earlier wait, or counted \
                      on from an early CLOCK_REALTIME read with another clock's time, which is \
@@ -101,6 +107,6 @@ fn follow(mut tracer: Tracer, pid: i32) -> Result<String, Fail> {
     }
     tracer.release();
     Ok(format!(
-        "each of the sender's {waits} semaphore waits followed a read of CLOCK_REALTIME"
+        "each of the {side}'s {waits} semaphore waits followed a read of CLOCK_REALTIME"
     ))
 }

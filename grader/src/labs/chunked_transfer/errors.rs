@@ -21,6 +21,7 @@ pub fn typed_errors(run: &mut Run) -> Result<String, Fail> {
     let mut alone = Refusals::start(run)?;
     alone.judge()?;
     existing_segment(run)?;
+    super::aged_objects::old_objects_left_alone(run)?;
     dangling_link(run)?;
     empty_object(run)?;
     super::missing_name::missing_name_reported_at_once(run)?;
@@ -49,7 +50,8 @@ pub fn typed_errors(run: &mut Run) -> Result<String, Fail> {
          made to fail, the sender held no descriptor or mapping of the segment at its exit; the \
          pool's creator held none of its segments; a segment name taken while the creator was at \
          its shm_open() was refused and left; destroy() left names past the pool's ids; a link \
-         and a name with a `/` inside were refused by open"
+         and a name with a `/` inside were refused by open; names held by segments of the \
+         grader's last changed 61 s and 30 days ago were refused as existing and left as they were"
             .into(),
     )
 }

@@ -34,12 +34,15 @@
 //! `pool_creation` (a pool's queue mode at its creation, its segments' exact size, a segment
 //! destroy() cannot unlink) is part of `typed-errors`, `wide_ids` (ids past a byte) of
 //! `pool-pairs`.
+//! `aged_objects` (old objects under a segment's name) is part of `typed-errors`,
+//! `orphaned_pair` (a pool pair whose sender dies) of `peer-killed`.
 
 use std::time::Duration;
 
 use crate::engine::diagnose::{Activity, Hang};
 use crate::engine::{Check, Lab};
 
+mod aged_objects;
 mod broken;
 mod clock_reads;
 mod creation_modes;
@@ -61,6 +64,7 @@ mod init;
 mod layout;
 mod missing_name;
 mod observe;
+mod orphaned_pair;
 mod others_objects;
 mod pair_failures;
 mod pair_held;
@@ -149,7 +153,8 @@ pub static LAB: Lab = Lab {
             timeout: Duration::from_secs(15),
             description: "a receiver whose writer takes 1 ms per chunk still gets every byte: \
                           the sender never refills a slot before the receiver is done with it, \
-                          and reads CLOCK_REALTIME for each wait's deadline",
+                          and the sender, then the receiver, reads CLOCK_REALTIME for each \
+                          wait's deadline",
             exclusive: false,
             hint: Some(
                 "The sender fills a slot only after empty; the receiver posts empty only once it is done with the slot. See docs/labs/08-chunked-transfer.md, the rules table (the empty and full rules).",
@@ -196,8 +201,8 @@ pub static LAB: Lab = Lab {
             timeout: Duration::from_secs(15),
             description: "the grader plays a broken sender: chunks out of sequence, a changed \
                           length, chunks longer than the capacity or than what is left (lengths \
-                          near 2^64 too), an early end are each a protocol error, after only the \
-                          good chunks",
+                          near 2^64 too), an early end, bytes in a 0-byte message are each a \
+                          protocol error, after only the good chunks",
             exclusive: false,
             hint: Some(
                 "The receiver checks seq, total, len and end on every chunk and refuses a broken one with Protocol, without writing its data out. See docs/labs/08-chunked-transfer.md, the rules table (the receiver rule).",
@@ -223,8 +228,8 @@ pub static LAB: Lab = Lab {
             points: 1,
             timeout: Duration::from_secs(15),
             description: "the receiver's write of a saved message's first chunk, then of its \
-                          last, made to fail (ptrace, ENOSPC): each receive fails with Write, \
-                          after only the bytes the writer took; a pool pair whose receiver's \
+                          last, made to fail (ptrace, ENOSPC): each receive fails with Write at \
+                          once, after only the bytes the writer took; a pool pair whose receiver's \
                           writer fails mid-message keeps its segment off the free queue",
             exclusive: false,
             hint: Some(
@@ -271,7 +276,8 @@ pub static LAB: Lab = Lab {
             description: "a sender killed mid-message gives its receiver a timeout error, \
                           SIGUSR1 interrupting its waits all the while, and a killed receiver \
                           gives its sender one, within their timeout; a live but slow peer is \
-                          no error, however long the message takes",
+                          no error, however long the message takes; a pool pair whose sender \
+                          is killed keeps its segment off the free queue",
             exclusive: false,
             hint: Some(
                 "Every wait gives up with Timeout after its timeout, counted from the start of that wait (an absolute deadline). See docs/labs/08-chunked-transfer.md, the rules table (the timeout rule).",

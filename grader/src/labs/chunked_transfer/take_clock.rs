@@ -3,7 +3,8 @@
 //! and makes each `CLOCK_REALTIME` read return the real time less [`SET_BACK`] (the wall clock
 //! set back, as an administrator or NTP may). The deadline `mq_timedreceive()` is given must
 //! be that time + the timeout: one counted on from an earlier read (at `Pool::open`) with
-//! `CLOCK_MONOTONIC`'s time since is off by the whole step.
+//! `CLOCK_MONOTONIC`'s time since is off by the whole step. The timeout is that of the take,
+//! short ones too ([`TIMEOUTS_MS`]): a deadline the read + another span waits another time.
 
 use std::time::{Duration, Instant};
 
@@ -14,8 +15,12 @@ use crate::engine::{Fail, Run, inspect};
 
 /// How far back the grader sets the pair's wall clock, in seconds.
 const SET_BACK: i64 = 3600;
-/// The pair's timeout: short, as the pool stays empty.
-const TIMEOUT_MS: u64 = 400;
+/// The pairs' timeouts: short, as the pool stays empty; one well under a second, and the
+/// shortest a pair is given.
+const TIMEOUTS_MS: [u64; 2] = [400, 1];
+/// How far from the read + the timeout a deadline counted from a clock not set back lies, at
+/// most (the time the pair took from its read to its call, stopped at each).
+const OTHER_CLOCK_SLACK_S: i64 = 30;
 /// How far a deadline may lie from the read + the timeout (the read's own rounding).
 const SLACK_NS: i64 = 1_000_000;
 
@@ -26,11 +31,24 @@ const CALLS: &[Call] = &[
     Call::any(libc::SYS_mq_timedreceive),
 ];
 
-/// A pair on the pool `prefix`, whose ids the grader holds, takes with its clock set back.
+/// Pairs on the pool `prefix`, whose ids the grader holds, take with their clock set back, one
+/// for each of [`TIMEOUTS_MS`].
 pub fn take_reads_the_wall_clock(run: &mut Run, prefix: &str, seed: u64) -> Result<(), Fail> {
-    let index = 150;
+    for (index, timeout_ms) in (150..).zip(TIMEOUTS_MS) {
+        take_with_clock_set_back(run, prefix, seed, index, timeout_ms)?;
+    }
+    Ok(())
+}
+
+fn take_with_clock_set_back(
+    run: &mut Run,
+    prefix: &str,
+    seed: u64,
+    index: u64,
+    timeout_ms: u64,
+) -> Result<(), Fail> {
     let options = PairOptions {
-        timeout_ms: Some(TIMEOUT_MS),
+        timeout_ms: Some(timeout_ms),
         ..Default::default()
     };
     let mut pair = spawn_pair(run, prefix, index, seed, 1000, &options)?;
@@ -92,12 +110,12 @@ pub fn take_reads_the_wall_clock(run: &mut Run, prefix: &str, seed: u64) -> Resu
         return Ok(());
     };
     let nanos = |(s, ns): (i64, i64)| i128::from(s) * 1_000_000_000 + i128::from(ns);
-    let timeout = i128::from(TIMEOUT_MS) * 1_000_000;
+    let timeout = i128::from(timeout_ms) * 1_000_000;
     let setting = format!(
         "the grader stopped a pair on an empty pool (ptrace) at each clock_gettime() from its \
          `go` to its take's mq_timedreceive(), and made each CLOCK_REALTIME read return the \
          real time less {SET_BACK} s (the wall clock set back, as an administrator or NTP may); \
-         its timeout was {TIMEOUT_MS} ms"
+         its timeout was {timeout_ms} ms"
     );
     let Some(read) = forged else {
         return Err(Fail::failed(format!(
@@ -111,19 +129,47 @@ pub fn take_reads_the_wall_clock(run: &mut Run, prefix: &str, seed: u64) -> Resu
         )));
     };
     let off = nanos(deadline) - (nanos(read) + timeout);
-    if off.abs() > i128::from(SLACK_NS) {
-        return Err(Fail::failed(format!(
-            "{setting}: its last read said {}.{:09}, and its mq_timedreceive() deadline was \
-             {}.{:09}, {:.3} s from that + the timeout: the deadline was not counted from the \
-             CLOCK_REALTIME read of this take (another clock's time added, or an earlier read \
-             kept), which is wrong once the wall clock is set. A take's deadline is \
-             clock_gettime(CLOCK_REALTIME) + the timeout, read as the take begins",
-            read.0,
-            read.1,
-            deadline.0,
-            deadline.1,
-            off as f64 / 1e9
-        )));
+    if off.abs() <= i128::from(SLACK_NS) {
+        return Ok(());
     }
-    Ok(())
+    let found = format!(
+        "{setting}: its last read said {}.{:09}, and its mq_timedreceive() deadline was \
+         {}.{:09}",
+        read.0, read.1, deadline.0, deadline.1
+    );
+    let waited = nanos(deadline) - nanos(read);
+    let step = i128::from(SET_BACK) * 1_000_000_000;
+    let other_clock = (off - step).abs() <= i128::from(OTHER_CLOCK_SLACK_S) * 1_000_000_000;
+    let why = if !other_clock && waited > 0 && off.abs() < step / 2 {
+        // Counted from this read, but not with this timeout: the take waits another time.
+        format!(
+            "{found}, {:.3} s after that read, where the timeout was {:.3} s: the deadline was \
+             counted from the CLOCK_REALTIME read of this take, but with another span than its \
+             timeout ({}): take() waits {} than it was asked. A take's deadline is \
+             clock_gettime(CLOCK_REALTIME) + the timeout itself, short ones too",
+            waited as f64 / 1e9,
+            timeout as f64 / 1e9,
+            if waited > timeout {
+                "a floor under short timeouts, or one rounded up"
+            } else {
+                "a part of it dropped, or one rounded down"
+            },
+            if waited > timeout { "longer" } else { "less" },
+        )
+    } else {
+        let which = if other_clock {
+            "it is the time of a clock the grader did not set back (the real time, or an \
+             earlier read moved on with CLOCK_MONOTONIC's time) + the timeout"
+        } else {
+            "another clock's time added, or an earlier read kept"
+        };
+        format!(
+            "{found}, {:.3} s from that + the timeout: the deadline was not counted from the \
+             CLOCK_REALTIME read of this take ({which}), which is wrong once the wall clock is \
+             set. A take's deadline is clock_gettime(CLOCK_REALTIME) + the timeout, read as the \
+             take begins",
+            off as f64 / 1e9
+        )
+    };
+    Err(Fail::failed(why))
 }

@@ -28,7 +28,10 @@ pub fn peer_killed(run: &mut Run) -> Result<String, Fail> {
     let reader = SlowReader::start(run)?;
     // And a sender whose receiver (the grader) takes a chunk during its wait, then stalls.
     let stalled = StalledReceiver::start(run)?;
+    // And a pool pair whose sender is killed mid-message.
+    let orphaned = super::orphaned_pair::OrphanedPair::start(run)?;
     std::thread::scope(|scope| {
+        let orphaned = scope.spawn(move || orphaned.run());
         let writer = scope.spawn(move || writer.run());
         let reader = scope.spawn(move || reader.run());
         let stalled = scope.spawn(move || stalled.run());
@@ -44,8 +47,12 @@ pub fn peer_killed(run: &mut Run) -> Result<String, Fail> {
                 "the stalled receiver's thread panicked".into(),
             ))
         });
+        let orphaned = orphaned
+            .join()
+            .unwrap_or_else(|_| Err(Fail::Grader("the orphaned pair's thread panicked".into())));
         let (rest, writer, reader, stalled) = (rest?, writer?, reader?, stalled?);
-        Ok(format!("{rest}; {writer}; {reader}; {stalled}"))
+        let orphaned = orphaned?;
+        Ok(format!("{rest}; {writer}; {reader}; {stalled}; {orphaned}"))
     })
 }
 

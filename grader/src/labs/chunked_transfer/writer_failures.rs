@@ -1,6 +1,7 @@
 //! A writer that fails: the receiver saves the message (`recv --save`) and the grader makes one
 //! `write()` of the saved file fail (ptrace), that of the first chunk, then that of the last.
-//! The receiver must report `Write`, after only the bytes its writer took, never the message.
+//! The receiver must report `Write`, after only the bytes its writer took, never the message,
+//! and at once: the chunk after a failed one stays in the ring.
 //! A pool pair's receiver whose writer fails mid-message (`pair --fail-write-at`) must keep its
 //! segment off the free queue, as after any failed receive.
 
@@ -10,7 +11,7 @@ use rand::RngExt;
 
 use super::data::pattern_hash;
 use super::headers::{one_message_receiver, ready_on_grader_segment};
-use super::layout::{Header, MIN_SEGMENT, Mapped, expected_capacity};
+use super::layout::{Header, MIN_SEGMENT, Mapped, Sem, expected_capacity};
 use super::pool::{
     Follow, FreeQueue, PairOptions, PairSeen, PoolNames, destroy_pool, follow_pair, pair_ready,
     pool_ready, spawn_pair, spawn_pool,
@@ -194,6 +195,18 @@ fn fail_one_write(run: &mut Run, failing: u64) -> Result<bool, Fail> {
             )));
         }
         receiver.wait()?;
+        // Chunk 1 stood in the ring when chunk 0's write failed: a receive that ended there
+        // left it, one that went on took it.
+        let left = planted.value(Sem::Full);
+        if failing == 0 && left != 1 {
+            return Err(Fail::failed(format!(
+                "{setting}: the receiver reported kind=write, but it had gone on past its \
+                 writer's error: chunk 1, in the ring all along, was taken (the segment's \
+                 `full` was {left} after it, where 1 chunk should have stayed). It drained the \
+                 rest of the message and reported Write only at its end. A writer that fails \
+                 ends the receive at once with TransferError::Write: no wait, no chunk after it"
+            )));
+        }
         return Ok(true);
     }
     receiver.kill_tree();
