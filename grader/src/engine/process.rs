@@ -84,6 +84,13 @@ pub struct Limits {
     /// The program is started without the control channel's variable in its environment, as a
     /// user runs it by hand (the socket is still descriptor 3, unused): it must behave as graded.
     pub ungraded: bool,
+    /// Signals the program starts with blocked (a mask of bits, signal N at bit N - 1): a
+    /// program that blocked them before the lab's code ran, which must find them so after it.
+    pub blocked_signals: u64,
+    /// A pipe the program finds open when it starts, its read end at this descriptor and its
+    /// write end at the next: a pipe of the program's own (to a logger, another helper), which
+    /// the lab's code did not open.
+    pub held_pipe_at: Option<i32>,
 }
 
 impl Limits {
@@ -103,6 +110,8 @@ impl Limits {
             held_descriptors: &[],
             held_descriptors_in: None,
             ungraded: false,
+            blocked_signals: 0,
+            held_pipe_at: None,
         }
     }
 }
@@ -403,6 +412,28 @@ pub fn spawn(
                 if null != fd {
                     libc::close(null);
                 }
+            }
+            if let Some(fd) = limits.held_pipe_at {
+                let mut ends = [0; 2];
+                if libc::pipe(ends.as_mut_ptr()) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                for (end, at) in ends.into_iter().zip([fd, fd + 1]) {
+                    if end != at && (libc::dup2(end, at) < 0 || libc::close(end) != 0) {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                }
+            }
+            if limits.blocked_signals != 0 {
+                // After std's reset of the mask: the program inherits this one across exec.
+                let mut set: libc::sigset_t = std::mem::zeroed();
+                libc::sigemptyset(&mut set);
+                for signal in 1..=64 {
+                    if limits.blocked_signals & (1 << (signal - 1)) != 0 {
+                        libc::sigaddset(&mut set, signal);
+                    }
+                }
+                libc::sigprocmask(libc::SIG_SETMASK, &set, std::ptr::null_mut());
             }
             if limits.stopped_at_start {
                 nix::sys::signal::raise(Signal::SIGSTOP)?;

@@ -240,6 +240,23 @@ impl Run {
         self.spawn_limited(args, limits)
     }
 
+    /// Starts the lab's program like [`Run::spawn`], with the signals of `mask` blocked
+    /// ([`Limits::blocked_signals`]) and, with `pipe_at`, holding a pipe of its own there
+    /// ([`Limits::held_pipe_at`]).
+    pub fn spawn_with_state<S: AsRef<OsStr>>(
+        &mut self,
+        args: &[S],
+        mask: u64,
+        pipe_at: Option<i32>,
+    ) -> Result<Proc, Fail> {
+        let limits = Limits {
+            blocked_signals: mask,
+            held_pipe_at: pipe_at,
+            ..self.limits
+        };
+        self.spawn_limited(args, limits)
+    }
+
     /// As [`Run::spawn_stopped`], without the control channel's variable in the program's
     /// environment ([`Limits::ungraded`]): run as by hand, it answers by its exit status and
     /// output alone.

@@ -92,6 +92,12 @@ impl EchoChild {
     /// open, and its signal mask as it was (a mask changed around `fork()` is put back on every
     /// way out, the error returns too).
     ///
+    /// Whatever it returns, `spawn()` leaves the program's process-wide state as it found it, in
+    /// the parent and in the child: the signals it blocked stay blocked (put back the saved mask
+    /// with `SIG_SETMASK`; `SIG_UNBLOCK` of what you blocked unblocks theirs too), its limits
+    /// are not raised (when `pipe()` fails with `EMFILE`, that is `Pipe(EMFILE)`), and every
+    /// descriptor it did not open stays open, pipes included.
+    ///
     /// ```no_run
     /// let child = pipe_echo::EchoChild::spawn()?;
     /// println!("echo child is pid {}", child.pid);

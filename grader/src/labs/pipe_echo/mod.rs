@@ -6,11 +6,13 @@
 //! pipe ends, a shared descriptor, a descriptor limit, a hold at exit, repeated signals) in
 //! `outside`; the checks, by what they look at, in the other modules.
 
+mod by_hand;
 mod child_dies;
 mod child_exit;
 mod child_fails;
 mod child_stopped;
 mod child_timers;
+mod child_writing_interrupted;
 mod descriptors;
 mod echo;
 mod error_kinds;
@@ -18,6 +20,7 @@ mod failing_calls;
 mod hang_up;
 mod outside;
 mod parent_would_block;
+mod program_state;
 mod returned;
 mod session;
 mod signal_mask;
@@ -269,6 +272,47 @@ pub static LAB: Lab = Lab {
                 "A call interrupted by a signal fails with EINTR; that is no error: call it again, with no limit on retries. See docs/labs/01-pipe-echo.md, the rules table (\"EINTR is retried and short writes continued, with no limit\").",
             ),
             run: signals::interrupted_while_blocked,
+        },
+        Check {
+            name: "program-state-kept",
+            points: 1,
+            timeout: Duration::from_secs(10),
+            description: "with SIGUSR2 and SIGWINCH blocked and a pipe of its own before \
+                          spawn(), both processes still block them and hold the pipe, and the \
+                          parent blocks them still when fork() failed; with the soft \
+                          descriptor limit one short of each pipe and the hard one above it, \
+                          spawn() returns Pipe(EMFILE) and leaves both limits as they were",
+            exclusive: false,
+            hint: Some(
+                "spawn() changes nothing of the program's for good: a mask it blocks is put back as it was (SIG_SETMASK with the saved mask, not SIG_UNBLOCK), the limits are not raised, and only the two pipes' ends are closed. See docs/labs/01-pipe-echo.md, the rules table (\"A spawn() leaves the program as it found it\").",
+            ),
+            run: program_state::program_state_kept,
+        },
+        Check {
+            name: "child-interrupted-writing",
+            points: 1,
+            timeout: Duration::from_secs(10),
+            description: "SIGUSR1 lands 12 times on the echo child while it is blocked writing \
+                          a full pipe B (one page, fed by the grader): each interrupts it, and \
+                          it goes back to writing",
+            exclusive: false,
+            hint: Some(
+                "A signal must reach the child wherever it waits, its writes too: block no signal around them, and go on after a short write or EINTR. See docs/labs/01-pipe-echo.md, the rules table (\"EINTR is retried and short writes continued, with no limit\").",
+            ),
+            run: child_writing_interrupted::child_interrupted_writing,
+        },
+        Check {
+            name: "same-by-hand",
+            points: 1,
+            timeout: Duration::from_secs(10),
+            description: "run without the grader's control channel in its environment, as by \
+                          hand, the echo child has no timer pending when it goes back to read \
+                          pipe A (read by the tracer)",
+            exclusive: false,
+            hint: Some(
+                "The program does what it does whoever runs it: no deadline on the child's waits, graded or not. See docs/labs/01-pipe-echo.md, the rules table (\"Waiting means blocking in a call\").",
+            ),
+            run: by_hand::watchdog_by_hand,
         },
     ],
 };

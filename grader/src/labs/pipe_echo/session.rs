@@ -45,7 +45,17 @@ pub struct Flags {
     /// ([`HELD_DESCRIPTORS`]): files it opened before `spawn()`, which the lab's code must leave
     /// open in both processes.
     pub holding: bool,
+    /// Signals the program starts with blocked (signal N at bit N - 1), as if it had blocked
+    /// them before `spawn()`: they must stay blocked, in both processes.
+    pub blocked_signals: u64,
+    /// The program starts holding a pipe of its own ([`HELD_PIPE`]), which the lab's code must
+    /// leave open in both processes.
+    pub holding_pipe: bool,
 }
+
+/// The read end of the pipe a program started with [`Flags::holding_pipe`] holds; its write end
+/// is the next number. Above the pipe ends `spawn()` makes.
+pub const HELD_PIPE: i32 = 60;
 
 /// The descriptors a program started with [`Flags::holding`] holds: the first number free after
 /// the control channel, and one far above the pipe ends `spawn()` makes.
@@ -163,7 +173,13 @@ pub fn launch(run: &mut Run, input: Vec<u8>, flags: Flags) -> Result<Launched, F
     if flags.again {
         args.push("--again".into());
     }
-    let mut proc = if flags.holding {
+    let mut proc = if flags.blocked_signals != 0 || flags.holding_pipe {
+        run.spawn_with_state(
+            &args,
+            flags.blocked_signals,
+            flags.holding_pipe.then_some(HELD_PIPE),
+        )?
+    } else if flags.holding {
         run.spawn_holding(&args, HELD_DESCRIPTORS)?
     } else {
         run.spawn(&args)?
