@@ -318,7 +318,10 @@ const ONE_BUFFER_BODY: usize = 64 * 1024 + 1;
 /// between frames (no byte of a new one). Reads loop until the 4-byte length and then the whole
 /// body are in, whatever pieces the stream delivers them in. A length of 0 is
 /// [`RpcError::EmptyFrame`]; a length above `max` is [`RpcError::TooLong`], found *before*
-/// anything is allocated; end of stream inside the frame is [`RpcError::Truncated`].
+/// anything is allocated; end of stream inside the frame is [`RpcError::Truncated`]. A length
+/// within `max` is only announced: the body's buffer grows with the bytes that come, at most 64
+/// KiB reserved before they do, so that a client that announces `MAX_BODY` and stalls costs
+/// the server what it sent, not 16 MiB of its address space.
 pub fn read_frame(stream: &mut impl Read, max: usize) -> Result<Option<Vec<u8>>, RpcError> {
     // SOLUTION todo(stream, max): read the 4-byte big-endian length in a loop (EOF at 0 bytes is Ok(None)), check it, then read exactly that many bytes
     let mut header = [0u8; 4];

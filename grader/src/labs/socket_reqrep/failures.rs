@@ -556,6 +556,9 @@ pub fn bad_input(run: &mut Run) -> Result<String, Fail> {
         )));
     }
 
+    super::stalled_frames::stalled_bodies_cost_what_came(&server)?;
+    good(&server, "clients that announced MAX_BODY bytes and stalled")?;
+
     // Half a request, then the connection closed.
     let what = "a client that disconnected mid-request";
     let known = server.dropped_lines().len();

@@ -43,8 +43,22 @@ fn fail_next(pid: i32, tid: i32, call: i64, errno: i32) -> Result<bool, Fail> {
     tracer.failed_before(Instant::now() + Duration::from_secs(2))
 }
 
-/// A new client of `server` whose handler's first read() has been made to fail once with
-/// `errno`, and what the check needs of it.
+/// How many times in a row the grader interrupts a call (EINTR): signals may come one after
+/// another, and a call is retried however many times it is interrupted.
+const INTERRUPTS: u32 = 3;
+
+/// Makes the next `call` of thread `tid` fail with EINTR [`INTERRUPTS`] times in a row, the
+/// retries too; false if the machine does not allow it or the thread never made the call.
+fn interrupt_in_a_row(pid: i32, tid: i32, call: Call) -> Result<bool, Fail> {
+    let interrupting = Action::FailTimes(libc::EINTR, INTERRUPTS);
+    let Some(tracer) = Tracer::attach_thread(pid, tid, call, interrupting)? else {
+        return Ok(false);
+    };
+    Ok(tracer.failed_count(Instant::now() + Duration::from_secs(2))? > 0)
+}
+
+/// A new client of `server` whose handler's first read() has been made to fail with `errno`
+/// (EINTR: [`INTERRUPTS`] times in a row), and what the check needs of it.
 struct FailedRead {
     pid: i32,
     /// The server's threads and their calls before the client connected.
@@ -56,8 +70,8 @@ struct FailedRead {
     conn: Conn,
 }
 
-/// Connects a client and makes its handler's first read() fail once with `errno` (`name` in
-/// the notes); `None`, with a note, when no thread of the server's own reads the new client or
+/// Connects a client and makes its handler's first read() fail with `errno` (`name` in the
+/// notes), once, or [`INTERRUPTS`] times in a row for EINTR; `None`, with a note, when no thread of the server's own reads the new client or
 /// the machine allows no tracing.
 fn client_with_failed_read(
     run: &mut Run,
@@ -76,7 +90,12 @@ fn client_with_failed_read(
         ));
         return Ok(None);
     };
-    if !fail_next(pid, handler, read, errno)? {
+    let failed = if errno == libc::EINTR {
+        interrupt_in_a_row(pid, handler, Call::any(read))?
+    } else {
+        fail_next(pid, handler, read, errno)?
+    };
+    if !failed {
         run.note(format!(
             "the handler's read() could not be made to fail: {name} not forced"
         ));
@@ -91,8 +110,9 @@ fn client_with_failed_read(
     }))
 }
 
-/// A handler whose read() and then write() are interrupted once each (EINTR, as a signal caught
-/// by a handler function anywhere in the process makes them fail) must retry them: the client
+/// A handler whose read() and then write() are interrupted three times in a row each (EINTR, as
+/// signals caught by a handler function anywhere in the process make them fail) must retry
+/// them, every time: the client
 /// still gets its whole response. Skipped (with a note) when the server serves its clients
 /// with no thread of their own, or the machine allows no tracing.
 pub fn interrupted_calls(run: &mut Run, server: &Server) -> Result<(), Fail> {
@@ -109,17 +129,19 @@ pub fn interrupted_calls(run: &mut Run, server: &Server) -> Result<(), Fail> {
     let soon = || Instant::now() + Duration::from_secs(2);
     // Larger than the socket's buffers: the handler blocks writing the response.
     let payload = run.random_bytes(3 << 20);
-    let rule = "EINTR says the call was interrupted before it did anything: retry it (read_exact \
-                and write_all do); only another error is RpcError::Io";
+    let rule = "EINTR says the call was interrupted before it did anything: retry it, however \
+                many times in a row it comes (read_exact and write_all do; a limit on the \
+                retries turns signals that come one after another into a dropped client); only \
+                another error is RpcError::Io";
     if conn.send(&frame(OP_ECHO, &payload), 0).is_err() {
         let log = match server.next_dropped_line(known, Duration::from_millis(500)) {
             Some(line) => format!("dropped the client (its log: `{line}`)"),
             None => "closed the connection".into(),
         };
         return Err(Fail::failed(format!(
-            "a client's handler, when its first read() on a new connection failed once with EINTR \
-             (forced by the grader, as a signal caught anywhere in the process does), did not \
-             go on: the server {log} before the request (3 MiB, written after the interrupted \
+            "a client's handler, when its first read() on a new connection (in the length \
+             prefix) failed with EINTR three times in a row (forced by the grader, as signals \
+             caught anywhere in the process, one after another, do), did not go on: the server {log} before the request (3 MiB, written after the interrupted \
              read) was all sent{}; {rule}",
             server.alive_note()
         )));
@@ -128,13 +150,13 @@ pub fn interrupted_calls(run: &mut Run, server: &Server) -> Result<(), Fail> {
         .filter(|(tid, _)| *tid == handler)
         .map(|(_, call)| call);
     let write_failed = match writing {
-        Some(write) => fail_next(pid, handler, write, libc::EINTR)?,
+        Some(write) => interrupt_in_a_row(pid, handler, Call::any(write))?,
         None => false,
     };
     let calls = if write_failed {
-        "its read() of the request and its write() of the response each failed once"
+        "its read() of the request and its write() of the response each"
     } else {
-        "its read() of the request failed once"
+        "its read() of the request"
     };
     match read_frame_counted(&mut conn) {
         Ok(Ok(Some(got))) => {
@@ -158,8 +180,9 @@ pub fn interrupted_calls(run: &mut Run, server: &Server) -> Result<(), Fail> {
                 .map(|l| format!(" (the server's log: `{l}`)"))
                 .unwrap_or_default();
             Err(Fail::failed(format!(
-                "a client's handler, when {calls} with EINTR (forced by the grader, as a signal \
-                 caught anywhere in the process does), did not go on: {how}{log}{}; {rule}",
+                "a client's handler, when {calls} failed with EINTR three times in a row (forced \
+                 by the grader, as signals caught anywhere in the process, one after another, \
+                 do), did not go on: {how}{log}{}; {rule}",
                 server.alive_note()
             )))
         }
@@ -167,7 +190,8 @@ pub fn interrupted_calls(run: &mut Run, server: &Server) -> Result<(), Fail> {
 }
 
 /// The same handler's write() of a small response (one that fits the socket's buffer, written
-/// without blocking) is interrupted once (EINTR): a frame of any size is retried there.
+/// without blocking) is interrupted three times in a row (EINTR): a frame of any size is
+/// retried there.
 fn interrupted_small_write(
     run: &mut Run,
     server: &Server,
@@ -177,18 +201,18 @@ fn interrupted_small_write(
 ) -> Result<(), Fail> {
     let pid = server.pid();
     // Attached while the handler blocks reading the next request: its next write of any kind.
-    let Some(mut tracer) = Tracer::attach_thread(
+    let Some(tracer) = Tracer::attach_thread(
         pid,
         handler,
         Call::one_of(&WRITES),
-        Action::Fail(libc::EINTR),
+        Action::FailTimes(libc::EINTR, INTERRUPTS),
     )?
     else {
         return Ok(());
     };
     let payload = run.random_bytes(1000);
     conn.send(&frame(OP_ECHO, &payload), 1)?;
-    if !tracer.failed_before(Instant::now() + Duration::from_secs(2))? {
+    if tracer.failed_count(Instant::now() + Duration::from_secs(2))? == 0 {
         run.note("the handler's write() of a 1000-byte response could not be made to fail");
         return Ok(());
     }
@@ -211,16 +235,18 @@ fn interrupted_small_write(
         .unwrap_or_default();
     Err(Fail::failed(format!(
         "a client's handler, when its write() of the response to a 1000-byte echo request (a \
-         frame that fits the socket's buffer) failed once with EINTR (forced by the grader, as a \
-         signal caught anywhere in the process does), did not go on: {how}{log}{}; the write \
-         of a 3 MiB response on that connection, interrupted the same way, went on. Retry EINTR \
-         wherever a frame is written, whatever its size (write_all does)",
+         frame that fits the socket's buffer) failed with EINTR three times in a row (forced by \
+         the grader, as signals caught anywhere in the process do), did not go on: \
+         {how}{log}{}; the write of a 3 MiB response on that connection, interrupted the same \
+         way, went on. Retry EINTR wherever a frame is written, whatever its size, however \
+         many times in a row (write_all does)",
         server.alive_note()
     )))
 }
 
 /// A handler's read() inside the body of a 3 MiB request, once the length prefix and 100 KiB of
-/// the body are read, is interrupted once (EINTR): the handler must retry it there too, and
+/// the body are read, is interrupted three times in a row (EINTR): the handler must retry it
+/// there too, and
 /// the client still gets its whole response. Skipped (with a note) as
 /// [`interrupted_calls`] is.
 pub fn interrupted_body_read(run: &mut Run, server: &Server) -> Result<(), Fail> {
@@ -239,15 +265,17 @@ pub fn interrupted_body_read(run: &mut Run, server: &Server) -> Result<(), Fail>
     conn.send(begun, 0)?;
     // Once the server has read all of it, its next read is one inside the body.
     conn.wait_until_read();
-    if !fail_next(pid, handler, read, libc::EINTR)? {
+    if !interrupt_in_a_row(pid, handler, Call::any(read))? {
         run.note("the handler's read() could not be made to fail: EINTR not forced");
         return Ok(());
     }
     let situation = "a client's handler, when its read() inside the body of a 3 MiB echo request \
-                     (the length prefix and 100 KiB of the body read) failed once with EINTR \
-                     (forced by the grader, as a signal caught anywhere in the process does)";
+                     (the length prefix and 100 KiB of the body read) failed with EINTR three \
+                     times in a row (forced by the grader, as signals caught anywhere in the \
+                     process, one after another, do)";
     let rule = "EINTR says the call was interrupted before it did anything: retry it wherever it \
-                comes, in the length prefix and in a body of any size (read_exact and \
+                comes, however many times in a row, in the length prefix and in a body of any \
+                size (read_exact and \
                 read_to_end do; a hand-written read loop needs an arm for \
                 ErrorKind::Interrupted); only another error is RpcError::Io";
     let sent = conn.send(rest, 0);

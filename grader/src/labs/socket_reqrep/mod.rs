@@ -47,6 +47,7 @@ mod repeated_requests;
 mod requests;
 mod served_again;
 mod socket_file_owner;
+mod stalled_frames;
 mod stop_accept_failure;
 mod stop_held;
 mod stopping;
