@@ -262,8 +262,6 @@ pub fn exchange_errors(run: &mut Run) -> Result<String, Fail> {
     let mut pipe_b = std::fs::File::from(pipe_b);
     let block = run.random_bytes(128 << 10);
     let beyond = run.rng().random_range(BEYOND_CAPS) | 1;
-    // Fewer, larger writes: the time goes into the parent's reads, as for a large echo.
-    let _ = force::set_pipe_capacity(session.child, pipes.child_writes_b, 1 << 20);
     session.go()?;
     let mut put = 0;
     let until = Instant::now() + Duration::from_secs(5);
