@@ -322,6 +322,11 @@ pub enum Action {
     /// on any thread of the program, those it creates from now on too (each traced from its
     /// first instruction): a call a program makes on a thread it starts for the work.
     OnAnyThread(Option<i32>),
+    /// Skip every one of the calls and make each return this errno, on every thread of the
+    /// program and in every process it forks from now on (each traced from its first
+    /// instruction), until the tracer is dropped; each failure reported as [`Action::Fail`]'s
+    /// is: a call an echo child makes right after `fork()`, before anything could attach to it.
+    FailInEveryProcess(i32),
 }
 
 /// The most calls [`Action::InTurn`] acts at.
@@ -1075,10 +1080,13 @@ unsafe fn trace(group: i32, pid: i32, call: Call, action: Action, pipes: Pipes) 
         };
         libc::setpgid(0, group);
         libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-        let follow = if matches!(action, Action::OnAnyThread(_)) {
-            libc::PTRACE_O_TRACECLONE as usize
-        } else {
-            0
+        let follow = match action {
+            Action::OnAnyThread(_) => libc::PTRACE_O_TRACECLONE as usize,
+            Action::FailInEveryProcess(_) => {
+                (libc::PTRACE_O_TRACECLONE | libc::PTRACE_O_TRACEFORK | libc::PTRACE_O_TRACEVFORK)
+                    as usize
+            }
+            _ => 0,
         };
         let options = libc::PTRACE_O_TRACESYSGOOD as usize | follow;
         if libc::ptrace(libc::PTRACE_SEIZE, pid, 0usize, options) != 0 {
@@ -1106,6 +1114,9 @@ unsafe fn trace(group: i32, pid: i32, call: Call, action: Action, pipes: Pipes) 
         }
         if let Action::OnAnyThread(errno) = action {
             on_any_thread(pid, call, errno, pipes);
+        }
+        if let Action::FailInEveryProcess(errno) = action {
+            fail_in_every_process(pid, call, errno, pipes);
         }
         let mut signal = 0usize;
         let mut left_to_fail = match action {
@@ -1164,7 +1175,8 @@ unsafe fn trace(group: i32, pid: i32, call: Call, action: Action, pipes: Pipes) 
                     | Action::BreakAt(..)
                     | Action::InTurn(_)
                     | Action::Signal(_)
-                    | Action::OnAnyThread(_) => {}
+                    | Action::OnAnyThread(_)
+                    | Action::FailInEveryProcess(_) => {}
                     Action::Fail(errno) => {
                         if !fail_call(pid, errno, &mut status) {
                             gone();
@@ -1276,6 +1288,54 @@ unsafe fn on_any_thread(pid: i32, call: Call, errno: Option<i32>, pipes: Pipes) 
             }
             // Event stops (a thread created, a new thread's first stop) and call stops carry
             // no signal; any other stop is a signal on its way to the thread: deliver it.
+            let signal = if by != libc::SIGTRAP | 0x80 && status >> 16 == 0 && by != libc::SIGTRAP {
+                by as usize
+            } else {
+                0
+            };
+            next = Some((tid, signal));
+        }
+    }
+}
+
+/// [`Action::FailInEveryProcess`], in the forked child: `pid` is stopped, traced, and the
+/// threads and processes it creates are traced as they start. Fails every entry of `call` on
+/// any of them with `errno`, saying each, until `pid` is gone or the tracer is killed (which
+/// lets every one go on untraced). Never returns.
+unsafe fn fail_in_every_process(pid: i32, call: Call, errno: i32, pipes: Pipes) -> ! {
+    // SAFETY: plain system calls on our own descriptors and memory, and on the traced threads.
+    unsafe {
+        let say = |byte: u8| libc::write(pipes.report, [byte].as_ptr().cast(), 1);
+        let gone = || -> ! {
+            say(GONE);
+            libc::_exit(0)
+        };
+        let mut status = 0;
+        let mut next = Some((pid, 0usize));
+        loop {
+            if let Some((tid, signal)) = next.take() {
+                libc::ptrace(libc::PTRACE_SYSCALL, tid, 0usize, signal);
+            }
+            let tid = libc::waitpid(-1, &mut status, libc::__WALL);
+            if tid == -1 {
+                gone();
+            }
+            if !libc::WIFSTOPPED(status) {
+                if tid == pid {
+                    gone();
+                }
+                continue;
+            }
+            let by = libc::WSTOPSIG(status);
+            if by == libc::SIGTRAP | 0x80 && at_entry_of(tid, call) {
+                // A thread gone on its way out of the call is only one of several.
+                if fail_call(tid, errno, &mut status) {
+                    say(FAILED);
+                    next = Some((tid, 0));
+                }
+                continue;
+            }
+            // As in `on_any_thread`: only a signal stop passes its signal on.
             let signal = if by != libc::SIGTRAP | 0x80 && status >> 16 == 0 && by != libc::SIGTRAP {
                 by as usize
             } else {

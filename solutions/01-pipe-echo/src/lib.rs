@@ -184,7 +184,9 @@ impl EchoChild {
 
     /// Reaps the child with `waitpid()`; an error unless it exited with status 0.
     ///
-    /// Call it whatever `exchange()` returned, so that no zombie is left.
+    /// A child stopped or continued (by a debugger, by Ctrl-Z) has not exited: go on waiting.
+    /// `wait()` sends the child no signal: whoever stopped it is the one to continue it. Call it
+    /// whatever `exchange()` returned, so that no zombie is left.
     pub fn wait(self) -> Result<(), PipeEchoError> {
         // SOLUTION todo: close the parent's pipe ends (drop them), then waitpid(self.pid) and turn anything but Exited(_, 0) into ChildFailed
         drop(self.to_child);

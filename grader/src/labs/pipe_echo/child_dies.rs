@@ -85,13 +85,14 @@ pub fn child_dies_early(run: &mut Run) -> Result<String, Fail> {
     let reader_gone = last_reader_gone(run)?;
     let late = killed_at_exit(run)?;
     let write_failed = failing_calls::parent_write_fails(run)?;
-    let read_failed = failing_calls::parent_read_fails(run)?;
+    let read_failed = failing_calls::parent_read_fails(run, libc::EIO)?;
+    let read_would_block = failing_calls::parent_read_fails(run, libc::EAGAIN)?;
     let sigpipe = killed_by_sigpipe(run)?;
     let small = small_inputs::small_input_to_dead_child(run)?;
     Ok(format!(
         "the parent reported the dead child: exchange: {}; wait: {}; a second exchange() was \
          AlreadyExchanged; {read_on}; {reader_gone}; {late}; {write_failed}; {read_failed}; \
-         {sigpipe}; {small}",
+         {read_would_block}; {sigpipe}; {small}",
         done.exchange, done.wait
     ))
 }

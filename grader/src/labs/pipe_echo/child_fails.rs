@@ -33,10 +33,15 @@ pub fn child_fails(run: &mut Run) -> Result<String, Fail> {
     let mut feed = outside::open_pipe(child, pipes.child_reads_a, true)?;
     let capacity = outside::pipe_capacity(&feed).unwrap_or(64 << 10) as u64;
     let bytes = run.random_bytes(16 << 10);
-    // Pipes A and B and one read of the child's: a correct child fails well before 1 MiB.
+    // Pipes A and B and one read of the child's: a correct child fails well before that, pipe
+    // B enlarged by the child (to pipe-max-size, say) or not.
     let mut fed = 0;
     let until = Instant::now() + Duration::from_secs(3);
-    while Instant::now() < until && fed < 1 << 20 && outside::zombie_status(child).is_none() {
+    let enough = || capacity as usize + outside::pipe_capacity(&probe_b).unwrap_or(0) as usize;
+    while Instant::now() < until
+        && fed < enough() + (1 << 20)
+        && outside::zombie_status(child).is_none()
+    {
         match feed.write(&bytes) {
             Ok(n) => fed += n,
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {

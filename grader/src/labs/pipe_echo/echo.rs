@@ -9,7 +9,7 @@ use rand::RngExt;
 use super::child_stopped::PAGE;
 use super::outside;
 use super::returned::{Returned, refused_again};
-use super::session::{Done, Flags, settle_in_read, start};
+use super::session::{Done, Flags, Spawned, launch, settle_in_read, start};
 use crate::engine::tracer::{Action, Call, Tracer};
 use crate::engine::{Fail, Run, force};
 
@@ -41,34 +41,51 @@ pub fn echo(run: &mut Run, len: usize) -> Result<String, Fail> {
     Ok(format!("{len} bytes echoed byte for byte"))
 }
 
-/// As [`echo`] of [`BLOCK_MULTIPLE`] bytes, with the parent's `fcntl(F_SETPIPE_SZ)` (on any of
-/// its threads: a writer thread may resize the pipe it writes) refused with `EPERM`, as the kernel refuses a user past its pipe-memory limits
-/// (`fs.pipe-max-size`, `fs.pipe-user-pages-soft`): a pipe that keeps its size is no error, and
-/// the echo must come back all the same. A program that never resizes a pipe meets nothing.
+/// As [`echo`] of [`BLOCK_MULTIPLE`] bytes, with every `fcntl(F_SETPIPE_SZ)` of the program
+/// refused with `EPERM`, as the kernel refuses a user past its pipe-memory limits
+/// (`fs.pipe-max-size`, `fs.pipe-user-pages-soft`): in the parent, on any of its threads (a
+/// writer thread may resize the pipe it writes), and in the echo child, traced from its fork (it
+/// may resize pipe B as `echo_loop()` starts). A pipe that keeps its size is no error, and the
+/// echo must come back all the same. A program that never resizes a pipe meets nothing.
 fn echo_pipe_size_refused(run: &mut Run) -> Result<(), Fail> {
     let input = run.random_bytes(BLOCK_MULTIPLE);
-    let mut session = start(run, input, Flags::default())?;
+    let launched = launch(run, input, Flags::default())?;
     let resize = Call::arg_is(libc::SYS_fcntl, 1, libc::F_SETPIPE_SZ as u64);
     let refusing = Tracer::attach(
-        session.parent,
+        launched.parent,
         resize,
-        Action::OnAnyThread(Some(libc::EPERM)),
+        Action::FailInEveryProcess(libc::EPERM),
     )?;
+    let mut session = match launched.spawn()? {
+        Spawned::Ready(session) => session,
+        Spawned::Failed(_, error) => {
+            return Err(Fail::failed(format!("spawn() failed: {error}")));
+        }
+    };
     let done = session.exchange()?;
     let refused = match refusing {
-        Some(mut tracer) => tracer.failed_the_call()?,
-        None => false,
+        Some(tracer) => tracer.failed_count(Instant::now())?,
+        None => 0,
     };
-    if refused && !matches!(Returned::parse(&done.exchange), Returned::Ok(_)) {
+    let whole = matches!(Returned::parse(&done.exchange), Returned::Ok(_));
+    if refused > 0 && (!whole || done.wait != "ok") {
+        let child_failed = if Returned::parse(&done.wait) == Returned::ChildFailed {
+            "; the echo child failed (wait() returned ChildFailed) although no write() or read() \
+             of its failed: an echo_loop() that returns an error for a refused resize makes the \
+             child _exit(1) before it echoes a byte"
+        } else {
+            ""
+        };
         return Err(Fail::failed(format!(
-            "with {BLOCK_MULTIPLE} bytes to send, the parent resized a pipe \
-             (fcntl(F_SETPIPE_SZ), on whichever of its threads), the grader's tracer made \
-             that call fail with EPERM, as the kernel does for a user past its pipe-memory \
-             limits (fs.pipe-max-size, fs.pipe-user-pages-soft), and exchange() returned `{}`: \
-             no write() or read() of a pipe failed; a refused F_SETPIPE_SZ leaves the pipe as it \
-             was, which still works: go on with it, on the writer thread too (PipeEchoError::\
-             Write and Read carry the errors of write() and read() only)",
-            done.exchange
+            "with {BLOCK_MULTIPLE} bytes to send, the program resized a pipe \
+             (fcntl(F_SETPIPE_SZ), {refused} call(s), in the parent, on whichever of its \
+             threads, or in the echo child), the grader's tracer made every such call fail with EPERM, as the kernel does for a user \
+             past its pipe-memory limits (fs.pipe-max-size, fs.pipe-user-pages-soft), and \
+             exchange() returned `{}`, wait() `{}`{child_failed}: a refused F_SETPIPE_SZ leaves \
+             the pipe as it was, which still works: go on with it, in either process and on \
+             any thread (PipeEchoError::Write and Read carry the errors of write() and read() \
+             only)",
+            done.exchange, done.wait
         )));
     }
     session.verify_echo(&done).map_err(|fail| match fail {
@@ -231,7 +248,7 @@ pub fn exchange_errors(run: &mut Run) -> Result<String, Fail> {
     session.finish()?;
 
     // Far more over than a pipe holds, and past the caps a program might set on what it keeps
-    // (64 MiB, 64 MB): the grader writes them into pipe B while the parent reads it, then lets
+    // ([`BEYOND_CAPS`]): the grader writes them into pipe B while the parent reads it, then lets
     // it end. Every byte that came back before end-of-file counts, however many: `echoed` is
     // exact, not capped at what was kept. The bytes are one random block over and over: only
     // their number matters.
@@ -244,12 +261,13 @@ pub fn exchange_errors(run: &mut Run) -> Result<String, Fail> {
     force::set_nonblocking(&pipe_b)?;
     let mut pipe_b = std::fs::File::from(pipe_b);
     let block = run.random_bytes(128 << 10);
+    let beyond = run.rng().random_range(BEYOND_CAPS) | 1;
     session.go()?;
     let mut put = 0;
     let until = Instant::now() + Duration::from_secs(5);
-    while put < BEYOND_CAPS && Instant::now() < until {
+    while put < beyond && Instant::now() < until {
         let at = put % block.len();
-        let end = block.len().min(at + BEYOND_CAPS - put);
+        let end = block.len().min(at + beyond - put);
         match pipe_b.write(&block[at..end]) {
             Ok(n) => put += n,
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
@@ -266,9 +284,9 @@ pub fn exchange_errors(run: &mut Run) -> Result<String, Fail> {
         && echoed > len
         && echoed < came
     {
-        if put < BEYOND_CAPS {
+        if put < beyond {
             return Err(Fail::failed(format!(
-                "{len} bytes were sent, and the grader was writing {BEYOND_CAPS} more into \
+                "{len} bytes were sent, and the grader was writing {beyond} more into \
                  pipe B while the parent read it; the parent stopped reading after {} of them, \
                  before end-of-file ({} were left unread in pipe B, the rest never written), and \
                  exchange() returned `{}`: read pipe B until read() returns 0, however much \
@@ -308,16 +326,19 @@ pub fn exchange_errors(run: &mut Run) -> Result<String, Fail> {
     Ok(format!(
         "{hang_up}; one byte short and one byte over ({len} bytes), two bytes over an empty \
          input, {} \
-         bytes ahead of the echo and {BEYOND_CAPS} bytes over, exchange() returned ShortEcho \
+         bytes ahead of the echo and {beyond} bytes over, exchange() returned ShortEcho \
          with the right counts; a second \
          call returned AlreadyExchanged, after those and after an exchange that succeeded",
         len + 1
     ))
 }
 
-/// What the grader writes into pipe B past the echo: 64 MiB, 128 KiB and a byte, above the caps
-/// a program might set on what it keeps (64 MiB, 64 MB), and no multiple of a block size.
-const BEYOND_CAPS: usize = (64 << 20) + (128 << 10) + 1;
+/// How much the grader writes into pipe B past the echo, drawn anew each run: past 128 MiB, any
+/// cap of 27 bits a program might set on what it keeps or counts (none is allowed: 64 MiB, 100
+/// MB, twice the largest input the handout names), by up to 4 MiB more, and never the same
+/// count, so that no cap can be set just above the one a failure message showed. Made odd: no
+/// multiple of a block size.
+const BEYOND_CAPS: std::ops::RangeInclusive<usize> = (1 << 27) + 1..=(1 << 27) + (4 << 20);
 
 /// Whether `exchange()` returned `ShortEcho { sent, echoed }` for an echo the grader made
 /// `echoed` bytes long.

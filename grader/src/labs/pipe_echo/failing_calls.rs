@@ -26,6 +26,9 @@ struct FailedCall {
     /// The pipe ends the parent held while it was already in `waitpid()`, the child still
     /// stopped after the failed call, with the threads reading them.
     waited_holding: Option<String>,
+    /// What the parent's threads were doing once settled after the failed call, the child
+    /// still stopped.
+    settled: String,
 }
 
 impl FailedCall {
@@ -51,15 +54,15 @@ impl FailedCall {
 
 /// Starts an echo of `input` with the child stopped and pipe A shrunk to one page (an input
 /// longer than that leaves the writing unfinished), waits (3 s) for a thread of the parent
-/// blocked in `number` on the descriptor `end` picks, and has the tracer fail that call with
-/// `EIO`: the write and read probes share it. A parent that waits in `poll()` instead is given
+/// blocked in the call `number` on the descriptor `end` picks, and has the tracer fail it with
+/// `errno`: the write and read probes share it. A parent that waits in `poll()` instead is given
 /// one byte on pipe B, or a page of room in pipe A, by the grader, and the `read()` or `write()`
 /// that follows fails. The inner `Err` is a probe not tried, said.
 fn fail_blocked_call(
     run: &mut Run,
     input: Vec<u8>,
     flags: Flags,
-    number: libc::c_long,
+    (number, errno): (libc::c_long, i32),
     end: fn(&Pipes) -> i32,
     not_tried: &str,
     unfailed: &str,
@@ -121,8 +124,7 @@ fn fail_blocked_call(
     let call = Call::arg_is(number, 0, fd as u64);
     // Attached, the tracer interrupts the blocked call, which it fails as it starts again: the
     // child may stay stopped meanwhile.
-    let Some(mut tracer) = Tracer::attach_thread(parent, tid, call, Action::Fail(libc::EIO))?
-    else {
+    let Some(mut tracer) = Tracer::attach_thread(parent, tid, call, Action::Fail(errno))? else {
         let _ = cont();
         run.note(format!(
             "the grader may not trace the parent here (ptrace): a failing {name}() not tried"
@@ -148,6 +150,7 @@ fn fail_blocked_call(
     let waited_holding = failed
         .then(|| waits_holding_pipes(&session, &pipes))
         .flatten();
+    let settled = super::child_exit::doing(parent);
     let _ = cont();
     if failed && number == libc::SYS_write {
         session.write_failed_with = Some("EIO");
@@ -163,6 +166,7 @@ fn fail_blocked_call(
         tid,
         done,
         waited_holding,
+        settled,
     }))
 }
 
@@ -251,7 +255,7 @@ pub(super) fn parent_write_fails(run: &mut Run) -> Result<String, Fail> {
         run,
         input,
         Flags::default(),
-        libc::SYS_write,
+        (libc::SYS_write, libc::EIO),
         |pipes| pipes.parent_writes_a,
         "a write() to pipe A failing not tried",
         "a write() to pipe A failing not tried (the input went in one write)",
@@ -286,14 +290,21 @@ pub(super) fn parent_write_fails(run: &mut Run) -> Result<String, Fail> {
     )
 }
 
-/// The parent's `read()` of pipe B made to fail with `EIO` (skipped by the grader's tracer on
-/// the thread blocked reading pipe B, the child stopped; an errno no pipe gives by itself):
-/// only a `read()` that returns 0 is end-of-file, so `exchange()` must return `Read(EIO)`, not
-/// the bytes it had as a whole echo (`Ok`, `ShortEcho`) nor another kind. The input is more than
+/// The parent's `read()` of pipe B made to fail with `errno` (skipped by the grader's tracer on
+/// the thread blocked reading pipe B, the child stopped): `EIO`, an errno no pipe gives by
+/// itself, and `EAGAIN`, what a read end someone made non-blocking gives. Only `EINTR` is
+/// retried and only a `read()` that returns 0 is end-of-file, so `exchange()` must return
+/// `Read(errno)`, not the bytes it had as a whole echo (`Ok`, `ShortEcho`), nor the echo read
+/// again after a wait (`poll()` after `EAGAIN`), nor another kind. The input is more than
 /// the one-page pipe A holds, so the writing is unfinished when the read fails: the write end
 /// is still closed by the time `exchange()` returns (a parent in `waitpid()` holds no pipe end,
 /// a second call is `AlreadyExchanged`), and its echo fits pipe B, unread, once the child goes on.
-pub(super) fn parent_read_fails(run: &mut Run) -> Result<String, Fail> {
+pub(super) fn parent_read_fails(run: &mut Run, errno: i32) -> Result<String, Fail> {
+    let name = if errno == libc::EAGAIN {
+        "EAGAIN"
+    } else {
+        "EIO"
+    };
     let input = run.random_bytes(16 << 10);
     let twice = Flags {
         twice: true,
@@ -303,7 +314,7 @@ pub(super) fn parent_read_fails(run: &mut Run) -> Result<String, Fail> {
         run,
         input,
         twice,
-        libc::SYS_read,
+        (libc::SYS_read, errno),
         |pipes| pipes.parent_reads_b,
         "a read() of pipe B failing not tried",
         "a read() of pipe B failing not tried",
@@ -313,7 +324,7 @@ pub(super) fn parent_read_fails(run: &mut Run) -> Result<String, Fail> {
     };
     let (fd, tid, done) = (failed.fd, failed.tid, &failed.done);
     let setting = format!(
-        "the grader made the parent's read() of pipe B (fd {fd}, thread {tid}) fail with EIO \
+        "the grader made the parent's read() of pipe B (fd {fd}, thread {tid}) fail with {name} \
          (the call skipped by its tracer) while the echo child was alive and echoing, and \
          pipe A, shrunk to one page, held the rest of the 16 KiB input back"
     );
@@ -323,19 +334,27 @@ pub(super) fn parent_read_fails(run: &mut Run) -> Result<String, Fail> {
     let again = done.again.as_deref().unwrap_or("?");
     let verdict = match Returned::parse(&done.exchange) {
         Returned::Read(errno)
-            if errno == "EIO" && Returned::parse(again) != Returned::AlreadyExchanged =>
+            if errno == name && Returned::parse(again) != Returned::AlreadyExchanged =>
         {
             Some(format!(
-                "{setting}: exchange() returned Read(EIO), and a second call returned `{again}`: \
+                "{setting}: exchange() returned Read({name}), and a second call returned `{again}`: \
                  the first call kept the write end of pipe A open on its read-error path; \
                  exchange() takes the write end and closes it whatever it returns, so a second \
                  call is AlreadyExchanged"
             ))
         }
-        Returned::Read(errno) if errno == "EIO" => None,
+        Returned::Read(errno) if errno == name => None,
         Returned::Read(errno) => Some(format!(
             "{setting}, and exchange() returned Read({errno}): return PipeEchoError::Read with \
              the errno read() returned, not a fixed or guessed one"
+        )),
+        Returned::Ok(_) | Returned::ShortEcho { .. } if errno == libc::EAGAIN => Some(format!(
+            "{setting}, and exchange() returned `{}`: it went on reading pipe B after the \
+             EAGAIN (once settled after it, with the child still stopped, the parent was {}), \
+             and returned the echo that came once the child went on: a read() failing with \
+             EAGAIN (its read end made non-blocking by someone) is no cue to wait (poll()) and \
+             read again; only EINTR is retried: return PipeEchoError::Read(EAGAIN)",
+            done.exchange, failed.settled
         )),
         Returned::Ok(_) | Returned::ShortEcho { .. } => Some(format!(
             "{setting}, and exchange() returned `{}`: it took the read error for end-of-file \
@@ -352,6 +371,6 @@ pub(super) fn parent_read_fails(run: &mut Run) -> Result<String, Fail> {
     };
     failed.conclude(
         verdict,
-        "a read() of pipe B failing with EIO gave Read(EIO)",
+        &format!("a read() of pipe B failing with {name} gave Read({name})"),
     )
 }

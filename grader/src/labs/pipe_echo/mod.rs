@@ -10,6 +10,7 @@ mod by_hand;
 mod child_dies;
 mod child_exit;
 mod child_fails;
+mod child_killed;
 mod child_stopped;
 mod child_timers;
 mod child_writing_interrupted;
@@ -82,7 +83,7 @@ pub static LAB: Lab = Lab {
             description: "16 MiB and some KiB (a length no block size divides), far beyond \
                           the pipe's capacity, come back whole without deadlock; then 125 × \
                           64 KiB, a whole number of blocks, with F_SETPIPE_SZ refused (EPERM) \
-                          on every thread of the parent",
+                          on every thread of the parent and in the echo child from its fork",
             exclusive: false,
             hint: Some(
                 "Far more than a pipe holds: the parent must read the echo while it writes, and send every byte, the last short block too. See docs/labs/01-pipe-echo.md, Hints (\"Reading while writing\", \"A pipe's capacity is not a constant\") and \"Which common bug each check catches\".",
@@ -151,8 +152,8 @@ pub static LAB: Lab = Lab {
             description: "with the child held at its exit, wait() is blocked in waitpid() with \
                           both pipe ends closed, retries it at once when signals interrupt it \
                           (then 2049 to 4096 forced EINTRs, drawn anew each run), goes \
-                          on waiting while the child is only stopped or continued, and reaps \
-                          the child once it exits; a waitpid() failed with ECHILD is \
+                          on waiting while the child is only stopped or continued (and \
+                          leaves it so), and reaps the child once it exits; a waitpid() failed with ECHILD is \
                           Wait(ECHILD); called right after spawn(), with no exchange(), \
                           wait() closes pipe A before waitpid()",
             exclusive: false,
@@ -170,7 +171,7 @@ pub static LAB: Lab = Lab {
                           second exchange() AlreadyExchanged, and wait() ChildFailed, without a \
                           hang or a crash; a write() failed with EIO is Write(EIO), a read() of \
                           pipe B failed with EIO Read(EIO), the write end closed by then, even \
-                          with input unsent; a child \
+                          with input unsent, and one failed with EAGAIN Read(EAGAIN); a child \
                           killed by SIGPIPE is ChildFailed; with pipe B at end-of-file and \
                           the writer blocked on a full pipe A, exchange() waits for the \
                           writer by blocking; a 1-byte input to a dead child is Write(EPIPE) \
@@ -180,6 +181,18 @@ pub static LAB: Lab = Lab {
                 "Check every write() and read(): a dead child makes writes fail with EPIPE, which exchange() returns (the error write() gave, not one guessed from the child's state); the write end is taken and closed whatever exchange() returns, so a second call is AlreadyExchanged; wait() succeeds only for Exited(_, 0); once pipe B is at end-of-file, exchange() waits for its writer by blocking in join(), no sleep-and-retry. See docs/labs/01-pipe-echo.md, the rules table (\"Write(EPIPE) when the child is gone\", \"AlreadyExchanged when exchange() is called a second time\", \"Waiting means blocking in a call\").",
             ),
             run: child_dies::child_dies_early,
+        },
+        Check {
+            name: "killed-child-fails",
+            points: 1,
+            timeout: Duration::from_secs(10),
+            description: "a child killed by SIGTERM, SIGINT, SIGHUP, SIGUSR2 or SIGALRM (one \
+                          run each) is ChildFailed: only exit(0) is success",
+            exclusive: false,
+            hint: Some(
+                "waitpid() tells how the child ended: Ok only for Exited(_, 0); a child killed by any signal, a request to stop such as SIGTERM included, is ChildFailed. See docs/labs/01-pipe-echo.md, the rules table (\"wait() is Ok only for Exited(_, 0)\").",
+            ),
+            run: child_killed::killed_child_fails,
         },
         Check {
             name: "child-fails",
@@ -200,7 +213,7 @@ pub static LAB: Lab = Lab {
             name: "exchange-errors",
             points: 2,
             timeout: Duration::from_secs(10),
-            description: "an echo one byte short, one byte over or 64 MiB over is ShortEcho \
+            description: "an echo one byte short, one byte over or over 128 MiB over is ShortEcho \
                           with both exact counts; a second exchange() is AlreadyExchanged; an \
                           echo waiting whole in an enlarged pipe B behind its hang-up is read \
                           to end-of-file",
@@ -265,8 +278,8 @@ pub static LAB: Lab = Lab {
                           writing its pipes (the child waiting for input, the parent with the \
                           child stopped), then the tracer fails 1000 times in a row each call \
                           they wait in with EINTR (the child's read of pipe A and write to pipe \
-                          B, the parent's write to pipe A and read of pipe B): every interrupted \
-                          call is retried, with no limit",
+                          B, the parent's write to pipe A and read of pipe B), the child's write \
+                          10001 to 16384 times: every interrupted call is retried, with no limit",
             exclusive: false,
             hint: Some(
                 "A call interrupted by a signal fails with EINTR; that is no error: call it again, with no limit on retries. See docs/labs/01-pipe-echo.md, the rules table (\"EINTR is retried and short writes continued, with no limit\").",

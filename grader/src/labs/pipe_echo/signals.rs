@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
+use rand::RngExt;
 
 use super::outside;
 use super::returned::Returned;
@@ -288,15 +289,15 @@ const FORCED_EINTRS: u32 = 1000;
 /// it; attaching interrupts a blocked call, which the kernel restarts, and the restart fails).
 /// How many failed before the thread stopped making the call: all of them for a thread that
 /// retries every time; `None` if it may not be traced here.
-fn force_eintrs(pid: i32, tid: i32, call: Call) -> Result<Option<u32>, Fail> {
-    let fail = Action::FailTimes(libc::EINTR, FORCED_EINTRS);
+fn force_eintrs(pid: i32, tid: i32, call: Call, times: u32) -> Result<Option<u32>, Fail> {
+    let fail = Action::FailTimes(libc::EINTR, times);
     let Some(mut tracer) = Tracer::attach_thread(pid, tid, call, fail)? else {
         return Ok(None);
     };
     let mut failed = 0;
     // A thread that retries is back in the call within microseconds; the margin is for a
     // loaded machine. One that gave up ends (the tracer says so at once) or waits elsewhere.
-    while failed < FORCED_EINTRS && tracer.failed_before(Instant::now() + Duration::from_secs(2))? {
+    while failed < times && tracer.failed_before(Instant::now() + Duration::from_secs(2))? {
         failed += 1;
     }
     drop(tracer);
@@ -323,7 +324,7 @@ fn fate(pid: i32) -> String {
 
 /// The failure of a site that gave up after `failed` forced `EINTR`s in a row, `before` real
 /// signals having interrupted the same wait first.
-fn gave_up_after(site: &str, who: &str, pid: i32, failed: u32, before: u32) -> Fail {
+fn gave_up_after(site: &str, who: &str, pid: i32, failed: u32, times: u32, before: u32) -> Fail {
     let before = if before > 0 {
         format!(
             ", after the {before} real SIGUSR1s that had interrupted the same wait first (up \
@@ -335,7 +336,7 @@ fn gave_up_after(site: &str, who: &str, pid: i32, failed: u32, before: u32) -> F
     };
     Fail::failed(format!(
         "the grader's tracer made {site} fail with EINTR again and again (the call skipped, as a \
-         signal caught by a handler without SA_RESTART ends it; {FORCED_EINTRS} times in a row \
+         signal caught by a handler without SA_RESTART ends it; {times} times in a row \
          were to come), and {who} (pid {pid}) stopped calling it after {failed} of them{before}; \
          {}: there must be no limit on retries: call it again every time it fails with EINTR, \
          however many times in a row",
@@ -353,7 +354,7 @@ fn injected_eintr(session: &Session) -> Result<(), Fail> {
     let child = session.child;
     let pipes = session.pipes()?;
     let read_a = Call::one_of_on(READS, pipes.child_reads_a);
-    let Some(failed) = force_eintrs(child, child, read_a)? else {
+    let Some(failed) = force_eintrs(child, child, read_a, FORCED_EINTRS)? else {
         return Ok(()); // Not traceable here: the real signals were the test.
     };
     if failed == 0 || failed == FORCED_EINTRS {
@@ -370,7 +371,7 @@ fn injected_eintr(session: &Session) -> Result<(), Fail> {
         }
     }
     let site = "the echo child's read() of pipe A (as it waited for input)";
-    let fail = gave_up_after(site, CHILD, child, failed, ROUNDS);
+    let fail = gave_up_after(site, CHILD, child, failed, FORCED_EINTRS, ROUNDS);
     if failed > 1 {
         return Err(fail);
     }
@@ -424,18 +425,32 @@ fn parent_forced_eintrs(session: &Session) -> Result<(), Fail> {
         } else {
             continue;
         };
-        let Some(failed) = force_eintrs(parent, thread.tid, call)? else {
+        let Some(failed) = force_eintrs(parent, thread.tid, call, FORCED_EINTRS)? else {
             return Ok(());
         };
         let site = format!("{site} (thread {}, with the child stopped)", thread.tid);
         if failed < FORCED_EINTRS {
-            return Err(gave_up_after(&site, PARENT, parent, failed, ROUNDS));
+            return Err(gave_up_after(
+                &site,
+                PARENT,
+                parent,
+                failed,
+                FORCED_EINTRS,
+                ROUNDS,
+            ));
         }
         // Back in the call, or gave up at the very last one.
         let until = Instant::now() + Duration::from_millis(500);
         while !threads_on_own_pipes(session, parent).contains_key(&thread.tid) {
             if Instant::now() > until {
-                return Err(gave_up_after(&site, PARENT, parent, failed, ROUNDS));
+                return Err(gave_up_after(
+                    &site,
+                    PARENT,
+                    parent,
+                    failed,
+                    FORCED_EINTRS,
+                    ROUNDS,
+                ));
             }
             std::thread::sleep(Duration::from_millis(2));
         }
@@ -443,22 +458,29 @@ fn parent_forced_eintrs(session: &Session) -> Result<(), Fail> {
     Ok(())
 }
 
-/// The stopped child's write() to pipe B failed with `EINTR` [`FORCED_EINTRS`] times in a row:
-/// seized from its stop, it runs under the tracer, reads the full pipe A and writes pipe B.
-/// Detached, it stops again until the grader resumes it.
-fn child_write_forced_eintrs(session: &Session) -> Result<(), Fail> {
+/// How many times in a row the grader's tracer makes the echo child's write() to pipe B fail
+/// with `EINTR`, drawn anew each run: past 10 000, the round number a program that sets itself
+/// a limit on retries picks (none is allowed), up to 2^14, and never the same count, so that no
+/// limit can be set just above the one a failure message showed; a tenth of a second or so. One
+/// site is enough: the parent's writes and the child's share `write_all()`.
+const FORCED_WRITE_EINTRS: std::ops::RangeInclusive<u32> = 10_001..=1 << 14;
+
+/// The stopped child's write() to pipe B failed with `EINTR` `times` times in a row (one of
+/// [`FORCED_WRITE_EINTRS`]): seized from its stop, it runs under the tracer, reads the full
+/// pipe A and writes pipe B. Detached, it stops again until the grader resumes it.
+fn child_write_forced_eintrs(session: &Session, times: u32) -> Result<(), Fail> {
     let child = session.child;
     let pipes = session.pipes()?;
     let write_b = Call::one_of_on(WRITES, pipes.child_writes_b);
-    let Some(failed) = force_eintrs(child, child, write_b)? else {
+    let Some(failed) = force_eintrs(child, child, write_b, times)? else {
         return Ok(());
     };
     // None: it wrote pipe B otherwise (splice()), which the transfer's verdict judges.
-    if failed == 0 || failed == FORCED_EINTRS {
+    if failed == 0 || failed == times {
         return Ok(());
     }
     let site = "the echo child's write() to pipe B (with pipe A full)";
-    Err(gave_up_after(site, CHILD, child, failed, 0))
+    Err(gave_up_after(site, CHILD, child, failed, times, 0))
 }
 
 pub fn interrupted_while_blocked(run: &mut Run) -> Result<String, Fail> {
@@ -469,6 +491,7 @@ pub fn interrupted_while_blocked(run: &mut Run) -> Result<String, Fail> {
         interruptible: true,
         ..Flags::default()
     };
+    let write_eintrs = run.rng().random_range(FORCED_WRITE_EINTRS);
     let mut session = start(run, input, flags)?;
     // Before `go` the child waits for input in read() on an empty pipe: a signal there can only
     // mean EINTR.
@@ -481,14 +504,15 @@ pub fn interrupted_while_blocked(run: &mut Run) -> Result<String, Fail> {
     // written, which is EINTR.
     let parent = interrupt_while_blocked(&session, session.parent, PARENT)
         .and_then(|()| parent_forced_eintrs(&session))
-        .and_then(|()| child_write_forced_eintrs(&session));
+        .and_then(|()| child_write_forced_eintrs(&session, write_eintrs));
     force::resume(child)?;
     parent?;
     let done = session.watch_done(run.deadline() - Duration::from_secs(2));
     judge_under_signals(session, done)?;
     Ok(format!(
         "interrupted {ROUNDS} times while blocked on its pipes, then {FORCED_EINTRS} EINTRs in a \
-         row forced on each call they waited in, each process retried; 4 MiB came back"
+         row forced on each call they waited in ({write_eintrs} on the child's write to pipe B), \
+         each process retried; 4 MiB came back"
     ))
 }
 

@@ -431,6 +431,8 @@ pub(super) fn stopped_while_waited(run: &mut Run) -> Result<String, Fail> {
     // Let go, the child meets the stop on its way back from close().
     tracer.release_stopped(child)?;
     let early = answer_or_back_in_waitpid(&mut session, parent, &slept);
+    // Only a SIGCONT (or SIGKILL) ends a stop, and the grader has sent neither yet.
+    let still_stopped = inspect::view(child).is_some_and(|v| matches!(v.state, 'T' | 't'));
     let early = match early {
         Ok(None) => None,
         other => {
@@ -439,6 +441,23 @@ pub(super) fn stopped_while_waited(run: &mut Run) -> Result<String, Fail> {
             other?
         }
     };
+    if let Some(done) = early.as_ref().filter(|_| !still_stopped) {
+        let ended = match outside::zombie_status(child) {
+            Some(status) => format!("it {} (a zombie, unreaped)", describe_status(status)),
+            None if inspect::view(child).is_none() => "it had ended and been reaped".into(),
+            None => format!("it was {}", super::child_exit::doing(child)),
+        };
+        return Err(Fail::failed(format!(
+            "the grader stopped the echo child (SIGSTOP) while wait() was blocked in waitpid(), \
+             and sent it nothing more, yet by the time wait() returned `{}` the child was no \
+             longer stopped ({ended}): the program itself ended the stop, by sending the child \
+             SIGCONT (or a signal that killed it), most likely in wait() on seeing it stopped \
+             (waitpid() with WUNTRACED): whoever stopped the child is the one to continue it; \
+             wait() must not signal the child, only go on waiting (waitpid() without \
+             WUNTRACED) until it exits",
+            done.wait
+        )));
+    }
     if let Some(done) = early {
         return Err(Fail::failed(format!(
             "the grader stopped the echo child (SIGSTOP) while wait() was blocked in waitpid(), \
