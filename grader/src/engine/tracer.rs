@@ -327,6 +327,12 @@ pub enum Action {
     /// instruction), until the tracer is dropped; each failure reported as [`Action::Fail`]'s
     /// is: a call an echo child makes right after `fork()`, before anything could attach to it.
     FailInEveryProcess(i32),
+    /// Hold, as the call returns, the first thread the traced thread starts from now on that
+    /// makes the call (`rseq()` or `set_robust_list()`, which the C library makes in a new
+    /// thread before any of the program's code), and let every other thread go on untraced
+    /// meanwhile: a thread just started, held before it does anything, while the one that
+    /// started it goes on.
+    OnNewThread,
 }
 
 /// The most calls [`Action::InTurn`] acts at.
@@ -1081,7 +1087,7 @@ unsafe fn trace(group: i32, pid: i32, call: Call, action: Action, pipes: Pipes) 
         libc::setpgid(0, group);
         libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
         let follow = match action {
-            Action::OnAnyThread(_) => libc::PTRACE_O_TRACECLONE as usize,
+            Action::OnAnyThread(_) | Action::OnNewThread => libc::PTRACE_O_TRACECLONE as usize,
             Action::FailInEveryProcess(_) => {
                 (libc::PTRACE_O_TRACECLONE | libc::PTRACE_O_TRACEFORK | libc::PTRACE_O_TRACEVFORK)
                     as usize
@@ -1113,7 +1119,10 @@ unsafe fn trace(group: i32, pid: i32, call: Call, action: Action, pipes: Pipes) 
             signal_in_call(pid, signal, pipes);
         }
         if let Action::OnAnyThread(errno) = action {
-            on_any_thread(pid, call, errno, pipes);
+            on_any_thread(pid, call, errno, false, pipes);
+        }
+        if let Action::OnNewThread = action {
+            on_any_thread(pid, call, None, true, pipes);
         }
         if let Action::FailInEveryProcess(errno) = action {
             fail_in_every_process(pid, call, errno, pipes);
@@ -1176,7 +1185,8 @@ unsafe fn trace(group: i32, pid: i32, call: Call, action: Action, pipes: Pipes) 
                     | Action::InTurn(_)
                     | Action::Signal(_)
                     | Action::OnAnyThread(_)
-                    | Action::FailInEveryProcess(_) => {}
+                    | Action::FailInEveryProcess(_)
+                    | Action::OnNewThread => {}
                     Action::Fail(errno) => {
                         if !fail_call(pid, errno, &mut status) {
                             gone();
@@ -1240,8 +1250,15 @@ unsafe fn trace(group: i32, pid: i32, call: Call, action: Action, pipes: Pipes) 
 /// [`Action::OnAnyThread`], in the forked child: `pid` is stopped, traced, and the threads it
 /// creates are traced as they start. At the first entry of `call` on any of them, fails it with
 /// `errno` or holds that thread as the call returns until the check lets it go; then ends,
-/// which lets every thread go on untraced. Never returns.
-unsafe fn on_any_thread(pid: i32, call: Call, errno: Option<i32>, pipes: Pipes) -> ! {
+/// which lets every thread go on untraced. With `new_only`, only a thread `pid` started is
+/// acted at, and every other thread is let go before that one is held. Never returns.
+unsafe fn on_any_thread(
+    pid: i32,
+    call: Call,
+    errno: Option<i32>,
+    new_only: bool,
+    pipes: Pipes,
+) -> ! {
     // SAFETY: plain system calls on our own descriptors and memory, and on the traced threads.
     unsafe {
         let say = |byte: u8| libc::write(pipes.report, [byte].as_ptr().cast(), 1);
@@ -1251,6 +1268,7 @@ unsafe fn on_any_thread(pid: i32, call: Call, errno: Option<i32>, pipes: Pipes) 
         };
         let mut status = 0;
         let mut next = Some((pid, 0usize));
+        let mut traced = vec![pid];
         loop {
             if let Some((tid, signal)) = next.take() {
                 libc::ptrace(libc::PTRACE_SYSCALL, tid, 0usize, signal);
@@ -1265,8 +1283,11 @@ unsafe fn on_any_thread(pid: i32, call: Call, errno: Option<i32>, pipes: Pipes) 
                 }
                 continue;
             }
+            if !traced.contains(&tid) {
+                traced.push(tid);
+            }
             let by = libc::WSTOPSIG(status);
-            if by == libc::SIGTRAP | 0x80 && at_entry_of(tid, call) {
+            if by == libc::SIGTRAP | 0x80 && !(new_only && tid == pid) && at_entry_of(tid, call) {
                 match errno {
                     Some(errno) => {
                         if !fail_call(tid, errno, &mut status) {
@@ -1277,6 +1298,11 @@ unsafe fn on_any_thread(pid: i32, call: Call, errno: Option<i32>, pipes: Pipes) 
                     None => {
                         if !to_exit_stop(tid, &mut status) {
                             gone();
+                        }
+                        if new_only {
+                            for &other in traced.iter().filter(|&&t| t != tid) {
+                                let_go(other);
+                            }
                         }
                         say(HELD);
                         let mut byte = [0u8];
@@ -1343,6 +1369,26 @@ unsafe fn fail_in_every_process(pid: i32, call: Call, errno: i32, pipes: Pipes) 
             };
             next = Some((tid, signal));
         }
+    }
+}
+
+/// Stops the traced thread `tid` (running, or stopped with its stop not yet waited for) and
+/// detaches it, handing on a signal it was stopped for; a thread gone is left alone.
+unsafe fn let_go(tid: i32) {
+    // SAFETY: plain system calls on a traced thread.
+    unsafe {
+        libc::ptrace(libc::PTRACE_INTERRUPT, tid, 0usize, 0usize);
+        let mut status = 0;
+        if libc::waitpid(tid, &mut status, libc::__WALL) != tid || !libc::WIFSTOPPED(status) {
+            return;
+        }
+        let by = libc::WSTOPSIG(status);
+        let signal = if by != libc::SIGTRAP | 0x80 && status >> 16 == 0 && by != libc::SIGTRAP {
+            by as usize
+        } else {
+            0
+        };
+        libc::ptrace(libc::PTRACE_DETACH, tid, 0usize, signal);
     }
 }
 

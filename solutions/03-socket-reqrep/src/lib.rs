@@ -428,7 +428,8 @@ pub fn serve_client(conn: &mut Connection) -> Result<u64, RpcError> {
 /// between.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct ServerStats {
-    /// Clients accepted.
+    /// Clients accepted before the stop began (the server's own wake-up connection is none),
+    /// exactly, whatever ended the accepting loop.
     pub clients: u64,
     /// Requests answered.
     pub requests: u64,
@@ -450,7 +451,9 @@ pub struct ServerStats {
 /// Block `SIGTERM` and `SIGINT` only: every other signal keeps its default effect. Every client
 /// gets a handler of its own, however many are connected (no pool of a fixed size). A failed
 /// `accept()` costs that connection only, whatever its error, and so does a failed second
-/// handle on it (`try_clone`); the stopping flag is looked at whatever `accept()` returned. A
+/// handle on it (`try_clone`); the stopping flag is looked at whatever `accept()` returned. Each
+/// connection is registered for the stop (the handle the stop shuts) by the accepting thread
+/// before its handler starts, so that the stop shuts it however far its handler has got. A
 /// dropped client's connection is closed at once (no lingering close). A server runs long:
 /// what a client costs goes with it, so a handler that has ended is joined as the server goes
 /// (at the next accept at the latest), not kept to the stop. Each call is a server of its own:

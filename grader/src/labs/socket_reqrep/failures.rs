@@ -639,12 +639,12 @@ pub fn bad_input(run: &mut Run) -> Result<String, Fail> {
         gone_past.push(libc::ECONNABORTED);
     }
     // Errors a list of transient ones names, and ones it does not: the loop ends on none.
-    let unnamed = super::accept_errors::one_no_list_names(run);
-    for errno in [libc::EMFILE, libc::EPERM, unnamed] {
+    for errno in [libc::EMFILE, libc::EPERM] {
         if forced::failed_accept(run, &server, errno, &gone_past)? {
             gone_past.push(errno);
         }
     }
+    super::accept_errors::every_error_costs_one_connection(run, &server, &gone_past)?;
     super::dup_failure::failed_dup_costs_one_client(run, &server)?;
     let what = "a handler that ended while the thread that started it was held";
     forced::handler_ends_before_its_start_returns(run, &server)?;

@@ -36,6 +36,7 @@ mod forced_client;
 mod foreign_clients;
 mod grader_server;
 mod half_close;
+mod handler_start_held;
 mod large_payloads;
 mod lingering;
 mod observe;

@@ -492,6 +492,7 @@ pub fn sigterm_cleanup(run: &mut Run) -> Result<String, Fail> {
 
     stop_held::accepting_ends_before_shutting(run)?;
     stop_held::acceptor_held_at_registration(run)?;
+    super::handler_start_held::registered_before_the_handler_starts(run)?;
     super::accept_wakeup::wake_up_not_lost(run)?;
     stop_held::handlers_joined_blocked(run)?;
     stop_held::handlers_ended_before_return(run, false, false)?;
