@@ -1,9 +1,9 @@
 //! Each wait's deadline is read from `CLOCK_REALTIME` when that wait begins: the grader stops
-//! the sender, then the receiver, at every clock read (the C library's `clock_gettime()`, and the system call for
-//! code that bypasses it) and at every entry of `sem_timedwait()` / `sem_clockwait()` while it
-//! sends (receives), and wants a `CLOCK_REALTIME` read between any two waits. A deadline counted on from
-//! one early read of the real-time clock with another clock's time (right until the wall clock
-//! is set) shows as a wait with no such read before it.
+//! the sender and the receiver of one transfer at every clock read (the C library's
+//! `clock_gettime()`, and the system call for code that bypasses it) and at every entry of
+//! `sem_timedwait()` / `sem_clockwait()`, and wants a `CLOCK_REALTIME` read between any two
+//! waits of each. A deadline counted on from one early read of the real-time clock with another
+//! clock's time (right until the wall clock is set) shows as a wait with no such read before it.
 
 use std::time::{Duration, Instant};
 
@@ -18,34 +18,47 @@ const READ: usize = 0;
 const TIMED_WAIT: usize = 1;
 const CLOCK_WAIT: usize = 2;
 /// Waits the grader follows: a deadline kept from the first shows in the second.
-pub const WAITS_WANTED: u32 = 12;
-/// How long the grader follows the sender at most.
+const WAITS_WANTED: u32 = 12;
+/// How long the grader follows a side at most.
 const FOLLOWED: Duration = Duration::from_secs(3);
 
-/// Sends `setup` with one side (`side`: "sender" or "receiver") stopped at every clock read
-/// and semaphore wait until `waits` waits have been seen, then checks what arrived.
-pub fn side_reads_the_clock(
-    run: &mut Run,
-    setup: &Setup,
-    side: &str,
-    waits: u32,
-) -> Result<String, Fail> {
+/// Sends `setup` with both sides stopped at every clock read and semaphore wait, each followed
+/// by a thread of its own until it has made [`WAITS_WANTED`] waits, then checks what arrived.
+pub fn both_sides_read_the_clock(run: &mut Run, setup: &Setup) -> Result<String, Fail> {
     let mut transfer = start(run, setup)?;
-    let pid = if side == "receiver" {
-        transfer.receiver.pid.as_raw()
-    } else {
-        transfer.sender.pid.as_raw()
-    };
-    let tracer =
-        Tracer::break_at_functions_and_call(pid, &FUNCTIONS, Call::any(libc::SYS_clock_gettime))?;
+    let sides = [
+        ("sender", transfer.sender.pid.as_raw()),
+        ("receiver", transfer.receiver.pid.as_raw()),
+    ];
+    let mut followed = Vec::new();
+    for (side, pid) in sides {
+        let tracer = Tracer::break_at_functions_and_call(
+            pid,
+            &FUNCTIONS,
+            Call::any(libc::SYS_clock_gettime),
+        )?;
+        followed.push((side, pid, tracer));
+    }
     transfer.go()?;
-    let note = match tracer {
-        Some(tracer) => follow(tracer, pid, side, waits)?,
-        None => format!("the {side}'s clock reads were not followed"),
-    };
+    let notes: Vec<Result<String, Fail>> = std::thread::scope(|scope| {
+        let threads: Vec<_> = followed
+            .into_iter()
+            .map(|(side, pid, tracer)| {
+                scope.spawn(move || match tracer {
+                    Some(tracer) => follow(tracer, pid, side, WAITS_WANTED),
+                    None => Ok(format!("the {side}'s clock reads were not followed")),
+                })
+            })
+            .collect();
+        threads
+            .into_iter()
+            .map(|thread| thread.join().expect("a follower does not panic"))
+            .collect()
+    });
+    let notes = notes.into_iter().collect::<Result<Vec<String>, Fail>>()?;
     check_messages(run, &mut transfer, setup)?;
     transfer.finish()?;
-    Ok(note)
+    Ok(notes.join("; "))
 }
 
 fn follow(mut tracer: Tracer, pid: i32, side: &str, wanted: u32) -> Result<String, Fail> {
