@@ -781,7 +781,20 @@ impl Proc {
         }
     }
 
+    /// The program's `todo!()` reached, as its panic hook wrote it on stderr (`PROGRAM:
+    /// not-implemented at LOCATION: MESSAGE`): run as by hand, with no control channel, that
+    /// line is its only report.
+    pub fn not_implemented_on_stderr(&self) -> Option<Fail> {
+        let tail = self.stderr.lock().expect("capture lock").tail(5);
+        let hook = format!(": {} at ", ipc_labs_driver::NOT_IMPLEMENTED);
+        let line = tail.lines().find(|line| line.contains(&hook))?;
+        Some(Fail::NotImplemented(line.to_string()))
+    }
+
     fn exited_early(&self, status: ExitStatus) -> Fail {
+        if let Some(fail) = self.not_implemented_on_stderr() {
+            return fail;
+        }
         let tail = self.stderr.lock().expect("capture lock").tail(5);
         let tail = if tail.is_empty() {
             String::new()

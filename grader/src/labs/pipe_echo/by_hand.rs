@@ -48,6 +48,10 @@ pub fn watchdog_by_hand(run: &mut Run) -> Result<String, Fail> {
     let deadline = Instant::now() + Duration::from_secs(5);
     if forked.wait(&mut proc, deadline)? != Reached::Call {
         drop(forked);
+        proc.wait_until(deadline)?;
+        if let Some(not_implemented) = proc.not_implemented_on_stderr() {
+            return Err(not_implemented);
+        }
         proc.kill_tree();
         return Ok("run by hand, the program did not fork (the graded checks say why)".into());
     }
