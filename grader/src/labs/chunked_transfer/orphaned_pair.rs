@@ -107,6 +107,15 @@ impl OrphanedPair {
             std::thread::sleep(Duration::from_millis(2));
         }
         kill(receiver, Signal::SIGCONT).map_err(|e| Fail::Grader(format!("SIGCONT: {e}")))?;
+        // The receiver reports, then exits. Its report is read once it has: with the pair's
+        // first process gone, the grader takes what came before the channel closed, and a
+        // report still to come would be waited for only briefly.
+        let until = Instant::now() + Duration::from_millis(TIMEOUT_MS) + Duration::from_secs(5);
+        while inspect::view(receiver.as_raw()).is_some_and(|view| view.state != 'Z')
+            && Instant::now() < until
+        {
+            std::thread::sleep(Duration::from_millis(2));
+        }
         let answer = loop {
             let message = self.pair.recv_any()?;
             if message.kind == "failed" || message.kind == "message" {
@@ -126,13 +135,7 @@ impl OrphanedPair {
                 super::transfer::said(&answer)
             )));
         }
-        // The receiver exits right after its report; its give-back, if any, came before it.
-        let until = Instant::now() + Duration::from_secs(5);
-        while inspect::view(receiver.as_raw()).is_some_and(|view| view.state != 'Z')
-            && Instant::now() < until
-        {
-            std::thread::sleep(Duration::from_millis(2));
-        }
+        // The receiver has exited: its give-back, if any, came before.
         let on_queue = self.queue.len()?;
         if on_queue != 0 {
             return Err(Fail::failed(format!(
