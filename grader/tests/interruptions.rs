@@ -289,6 +289,22 @@ fn clean_ends_what_a_killed_grader_left_and_removes_its_objects_and_ledger() {
         .spawn()
         .expect("the grader starts");
     let marks = scratch.wait_for_marks(4);
+    // The grader records a program's process group right after starting it, so a program's
+    // marks may come first: the grader is killed once both groups are in the ledger.
+    let until = Instant::now() + Duration::from_secs(60);
+    while scratch
+        .ledger_text()
+        .lines()
+        .filter(|l| l.starts_with("group "))
+        .count()
+        < 2
+    {
+        assert!(
+            Instant::now() < until,
+            "the grader never recorded the programs' groups"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
     // What the checks' programs would have made: a segment with the key the ledger lists, a
     // queue with a name it lists.
     let ledger = scratch.ledger_text();
