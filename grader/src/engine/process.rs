@@ -14,7 +14,7 @@ use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::Path;
 use std::process::{Command, ExitStatus, Stdio};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, channel};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use ipc_labs_driver::{CONTROL_FD_ENV, Message, NOT_IMPLEMENTED, PANICKED};
@@ -44,6 +44,34 @@ const LATE_MESSAGE_GRACE: Duration = Duration::from_secs(2);
 /// leave them to their own waiter. Spawning holds this lock, so a sweep cannot reap a process
 /// that exited before it was registered.
 static STARTED: Mutex<Option<HashSet<i32>>> = Mutex::new(None);
+
+/// The process groups of the programs whose [`Proc`] lives: what is in them belongs to a check
+/// even once the group's first process has been reaped (a check that killed it and follows its
+/// orphans), so [`kill_stray_children`] leaves them alone. Taken after [`STARTED`], never before.
+static LIVE_GROUPS: Mutex<Option<HashSet<i32>>> = Mutex::new(None);
+
+/// A program's process group in [`LIVE_GROUPS`], for as long as its [`Proc`] lives.
+struct GroupClaim(i32);
+
+impl GroupClaim {
+    /// Claims `group`; the caller holds [`STARTED`], so that no sweep sees the program unclaimed.
+    fn new(group: i32) -> GroupClaim {
+        live_groups().get_or_insert_with(HashSet::new).insert(group);
+        GroupClaim(group)
+    }
+}
+
+impl Drop for GroupClaim {
+    fn drop(&mut self) {
+        if let Some(groups) = live_groups().as_mut() {
+            groups.remove(&self.0);
+        }
+    }
+}
+
+fn live_groups() -> MutexGuard<'static, Option<HashSet<i32>>> {
+    LIVE_GROUPS.lock().unwrap_or_else(|e| e.into_inner())
+}
 
 /// Resource limits for the processes of a check.
 #[derive(Debug, Clone, Copy)]
@@ -310,6 +338,7 @@ pub struct Proc {
     /// Called on every message from the program: the moments the grader looks at the check's
     /// objects.
     on_message: Option<Box<dyn Fn() + Send>>,
+    _group: GroupClaim,
 }
 
 /// Starts `program` with `args` in `dir`.
@@ -441,7 +470,7 @@ pub fn spawn(
             Ok(())
         });
     }
-    let mut child = {
+    let (mut child, group) = {
         let mut started = STARTED.lock().expect("registry lock");
         let child = command
             .spawn()
@@ -449,7 +478,9 @@ pub fn spawn(
         started
             .get_or_insert_with(HashSet::new)
             .insert(child.id() as i32);
-        child
+        // The program leads a group of its own (set before its exec).
+        let group = GroupClaim::new(child.id() as i32);
+        (child, group)
     };
     drop(program_end);
     let pid = Pid::from_raw(child.id() as i32);
@@ -497,6 +528,7 @@ pub fn spawn(
         lab,
         roles: Arc::new(|_| "a process of the check".to_string()),
         on_message: None,
+        _group: group,
     })
 }
 
@@ -968,7 +1000,8 @@ pub fn forget(pid: u32) {
 }
 
 /// Kills and reaps the grader's children that belong to no running check (orphans that left
-/// their check's process group): nothing the grader started outlives it.
+/// their check's process group, or whose group no [`Proc`] follows any more): nothing the grader
+/// started outlives it.
 pub fn kill_stray_children() {
     let me = nix::unistd::getpid();
     let strays: Vec<i32> = {
@@ -976,12 +1009,14 @@ pub fn kill_stray_children() {
         // registered already or not yet a child.
         let started = STARTED.lock().expect("registry lock");
         let started = started.clone().unwrap_or_default();
+        let groups = live_groups().clone().unwrap_or_default();
         let strays: Vec<i32> = inspect::process_table()
             .iter()
             .filter(|row| {
                 row.ppid == me.as_raw()
                     && !started.contains(&row.pid)
                     && !started.contains(&row.pgrp)
+                    && !groups.contains(&row.pgrp)
             })
             .map(|row| row.pid)
             .collect();
@@ -1099,6 +1134,21 @@ mod tests {
         let message = program.recv_any();
         program.kill_tree();
         assert_eq!(message.expect("the late message").kind, "late");
+    }
+
+    /// A program's processes stay its check's while its `Proc` lives, its first process reaped
+    /// or not: another check ending meanwhile, which kills the grader's stray children, leaves
+    /// alone the orphan that has still to report (here half a second after the exit).
+    #[test]
+    fn an_orphan_of_a_program_still_followed_is_not_a_stray() {
+        become_subreaper().expect("a subreaper");
+        let mut program = shell("(sleep 0.5; printf late >&3) & exit 0");
+        let exited = program.wait();
+        kill_stray_children();
+        let message = program.recv_any();
+        program.kill_tree();
+        assert!(exited.is_ok_and(|status| status.success()));
+        assert_eq!(message.expect("the orphan's message").kind, "late");
     }
 
     /// `says_before` sees a message without taking it: the next receive gets it, then the next
