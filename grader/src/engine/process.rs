@@ -39,6 +39,9 @@ const DEADLOCK_PROBE: Duration = Duration::from_millis(200);
 /// before it, while its control socket is still open (a child of it may hold it): they travel
 /// on another thread, which a loaded machine may run late.
 const LATE_MESSAGE_GRACE: Duration = Duration::from_secs(2);
+/// How long the grader waits for the capture of a program's stderr to read what the program
+/// wrote before it exited.
+const STDERR_SETTLE: Duration = Duration::from_secs(2);
 
 /// The pids of processes the grader started and has not yet waited for: [`reap_orphans`] must
 /// leave them to their own waiter. Spawning holds this lock, so a sweep cannot reap a process
@@ -817,17 +820,37 @@ impl Proc {
     /// not-implemented at LOCATION: MESSAGE`): run as by hand, with no control channel, that
     /// line is its only report.
     pub fn not_implemented_on_stderr(&self) -> Option<Fail> {
-        let tail = self.stderr.lock().expect("capture lock").tail(5);
+        let tail = self.stderr_tail(5);
         let hook = format!(": {} at ", ipc_labs_driver::NOT_IMPLEMENTED);
         let line = tail.lines().find(|line| line.contains(&hook))?;
         Some(Fail::NotImplemented(line.to_string()))
+    }
+
+    /// The last `lines` lines of the program's stderr. Once it has exited and none of its
+    /// processes is left, all they wrote is in the pipe, but the exit can be seen before the
+    /// capture thread has read the last of it (a skeleton's `todo!()` line): the capture's end
+    /// is waited for, briefly.
+    fn stderr_tail(&self, lines: usize) -> String {
+        let root = [self.pid.as_raw()];
+        let all_gone = || {
+            inspect::tree(&root, &root)
+                .iter()
+                .all(|row| row.state == 'Z')
+        };
+        if self.exit.is_some() && all_gone() {
+            let until = Instant::now() + STDERR_SETTLE;
+            while !self.stderr.lock().expect("capture lock").ended && Instant::now() < until {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
+        self.stderr.lock().expect("capture lock").tail(lines)
     }
 
     fn exited_early(&self, status: ExitStatus) -> Fail {
         if let Some(fail) = self.not_implemented_on_stderr() {
             return fail;
         }
-        let tail = self.stderr.lock().expect("capture lock").tail(5);
+        let tail = self.stderr_tail(5);
         let tail = if tail.is_empty() {
             String::new()
         } else {
@@ -1149,6 +1172,33 @@ mod tests {
         program.kill_tree();
         assert!(exited.is_ok_and(|status| status.success()));
         assert_eq!(message.expect("the orphan's message").kind, "late");
+    }
+
+    /// A program that exits right after its `todo!()` line is `not_implemented`: the line is
+    /// read even when the exit is seen first (here behind 48 KiB of other output, the capture
+    /// held until the exit is seen).
+    #[test]
+    fn the_not_implemented_line_before_an_exit_is_read() {
+        let line = format!(
+            "thread 'main' panicked at src/lib.rs:7:5: {} at labs/lib.rs",
+            ipc_labs_driver::NOT_IMPLEMENTED
+        );
+        for _ in 0..20 {
+            let mut program = shell(&format!(
+                "head -c 49152 /dev/zero | tr '\\0' x >&2; echo >&2; echo \"{line}\" >&2; exit 101"
+            ));
+            let stderr = program.stderr.clone();
+            let capture = stderr.lock().expect("capture lock");
+            let exited = program.wait();
+            drop(capture);
+            let found = program.not_implemented_on_stderr();
+            program.kill_tree();
+            assert!(exited.is_ok());
+            assert!(
+                matches!(found, Some(Fail::NotImplemented(_))),
+                "the line was not read: {found:?}"
+            );
+        }
     }
 
     /// `says_before` sees a message without taking it: the next receive gets it, then the next
