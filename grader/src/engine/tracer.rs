@@ -1262,65 +1262,39 @@ unsafe fn on_any_thread(
     // SAFETY: plain system calls on our own descriptors and memory, and on the traced threads.
     unsafe {
         let say = |byte: u8| libc::write(pipes.report, [byte].as_ptr().cast(), 1);
-        let gone = || -> ! {
-            say(GONE);
-            libc::_exit(0)
-        };
-        let mut status = 0;
-        let mut next = Some((pid, 0usize));
         let mut traced = vec![pid];
-        loop {
-            if let Some((tid, signal)) = next.take() {
-                libc::ptrace(libc::PTRACE_SYSCALL, tid, 0usize, signal);
-            }
-            let tid = libc::waitpid(-1, &mut status, libc::__WALL);
-            if tid == -1 {
-                gone();
-            }
-            if !libc::WIFSTOPPED(status) {
-                if tid == pid {
-                    gone();
-                }
-                continue;
-            }
+        every_stop(pid, pipes, |tid, status| {
             if !traced.contains(&tid) {
                 traced.push(tid);
             }
-            let by = libc::WSTOPSIG(status);
-            if by == libc::SIGTRAP | 0x80 && !(new_only && tid == pid) && at_entry_of(tid, call) {
-                match errno {
-                    Some(errno) => {
-                        if !fail_call(tid, errno, &mut status) {
-                            gone();
-                        }
-                        say(FAILED);
-                    }
-                    None => {
-                        if !to_exit_stop(tid, &mut status) {
-                            gone();
-                        }
-                        if new_only {
-                            for &other in traced.iter().filter(|&&t| t != tid) {
-                                let_go(other);
-                            }
-                        }
-                        say(HELD);
-                        let mut byte = [0u8];
-                        libc::read(pipes.resume, byte.as_mut_ptr().cast(), 1);
-                    }
-                }
-                libc::ptrace(libc::PTRACE_DETACH, tid, 0usize, 0usize);
-                libc::_exit(0);
+            let at_call = libc::WSTOPSIG(*status) == libc::SIGTRAP | 0x80;
+            if !at_call || (new_only && tid == pid) || !at_entry_of(tid, call) {
+                return GoOn::AsStopped;
             }
-            // Event stops (a thread created, a new thread's first stop) and call stops carry
-            // no signal; any other stop is a signal on its way to the thread: deliver it.
-            let signal = if by != libc::SIGTRAP | 0x80 && status >> 16 == 0 && by != libc::SIGTRAP {
-                by as usize
-            } else {
-                0
-            };
-            next = Some((tid, signal));
-        }
+            match errno {
+                Some(errno) => {
+                    if !fail_call(tid, errno, status) {
+                        tracer_gone(pipes);
+                    }
+                    say(FAILED);
+                }
+                None => {
+                    if !to_exit_stop(tid, status) {
+                        tracer_gone(pipes);
+                    }
+                    if new_only {
+                        for &other in traced.iter().filter(|&&t| t != tid) {
+                            let_go(other);
+                        }
+                    }
+                    say(HELD);
+                    let mut byte = [0u8];
+                    libc::read(pipes.resume, byte.as_mut_ptr().cast(), 1);
+                }
+            }
+            libc::ptrace(libc::PTRACE_DETACH, tid, 0usize, 0usize);
+            libc::_exit(0);
+        })
     }
 }
 
@@ -1331,11 +1305,27 @@ unsafe fn on_any_thread(
 unsafe fn fail_in_every_process(pid: i32, call: Call, errno: i32, pipes: Pipes) -> ! {
     // SAFETY: plain system calls on our own descriptors and memory, and on the traced threads.
     unsafe {
-        let say = |byte: u8| libc::write(pipes.report, [byte].as_ptr().cast(), 1);
-        let gone = || -> ! {
-            say(GONE);
-            libc::_exit(0)
-        };
+        every_stop(pid, pipes, |tid, status| {
+            let at_call = libc::WSTOPSIG(*status) == libc::SIGTRAP | 0x80;
+            if !at_call || !at_entry_of(tid, call) {
+                return GoOn::AsStopped;
+            }
+            // A thread gone on its way out of the call is only one of several.
+            if !fail_call(tid, errno, status) {
+                return GoOn::Not;
+            }
+            libc::write(pipes.report, [FAILED].as_ptr().cast(), 1);
+            GoOn::Quietly
+        })
+    }
+}
+
+/// Follows `pid` (stopped, traced) and every thread and process traced from it, from stop to
+/// stop, each resumed to its next system call, until `pid` is gone. `at_stop` is given each
+/// stop (the thread, its status) and says how the thread goes on. Never returns.
+unsafe fn every_stop(pid: i32, pipes: Pipes, mut at_stop: impl FnMut(i32, &mut i32) -> GoOn) -> ! {
+    // SAFETY: plain system calls on the traced threads.
+    unsafe {
         let mut status = 0;
         let mut next = Some((pid, 0usize));
         loop {
@@ -1344,31 +1334,39 @@ unsafe fn fail_in_every_process(pid: i32, call: Call, errno: i32, pipes: Pipes) 
             }
             let tid = libc::waitpid(-1, &mut status, libc::__WALL);
             if tid == -1 {
-                gone();
+                tracer_gone(pipes);
             }
             if !libc::WIFSTOPPED(status) {
                 if tid == pid {
-                    gone();
+                    tracer_gone(pipes);
                 }
                 continue;
             }
-            let by = libc::WSTOPSIG(status);
-            if by == libc::SIGTRAP | 0x80 && at_entry_of(tid, call) {
-                // A thread gone on its way out of the call is only one of several.
-                if fail_call(tid, errno, &mut status) {
-                    say(FAILED);
-                    next = Some((tid, 0));
-                }
-                continue;
-            }
-            // As in `on_any_thread`: only a signal stop passes its signal on.
-            let signal = if by != libc::SIGTRAP | 0x80 && status >> 16 == 0 && by != libc::SIGTRAP {
-                by as usize
-            } else {
-                0
+            next = match at_stop(tid, &mut status) {
+                GoOn::AsStopped => Some((tid, passed_on(status))),
+                GoOn::Quietly => Some((tid, 0)),
+                GoOn::Not => None,
             };
-            next = Some((tid, signal));
         }
+    }
+}
+
+/// How a thread [`every_stop`] gave a stop goes on.
+enum GoOn {
+    /// Handing on a signal it was stopped for (event stops and call stops carry none).
+    AsStopped,
+    /// With no signal: a stop the tracer has dealt with.
+    Quietly,
+    /// Not at all: it is gone.
+    Not,
+}
+
+/// Tells the check the program is gone, and ends the tracer.
+fn tracer_gone(pipes: Pipes) -> ! {
+    // SAFETY: one byte from a live buffer to our own pipe; then the tracer ends.
+    unsafe {
+        libc::write(pipes.report, [GONE].as_ptr().cast(), 1);
+        libc::_exit(0)
     }
 }
 

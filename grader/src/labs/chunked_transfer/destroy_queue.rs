@@ -2,6 +2,8 @@
 //! `mq_unlink()` of its free queue made to fail with `EACCES` (ptrace, as another user's queue):
 //! the queue's error is the first, so `destroy` must fail with `mqueue` carrying `EACCES`.
 
+use ipc_labs_driver::Message;
+
 use super::layout::MIN_SEGMENT;
 use super::pool::{PoolNames, pool_ready, spawn_pool};
 use super::transfer::said;
@@ -19,28 +21,10 @@ pub fn destroy_reports_the_queue(run: &mut Run) -> Result<(), Fail> {
 
 fn queue_error_reported(pool: &mut Proc, names: &PoolNames) -> Result<(), Fail> {
     pool_ready(pool, names, MIN_SEGMENT)?;
-    let unlinking_queue = Call::any(libc::SYS_mq_unlink);
-    let Some(mut tracer) = Tracer::attach(
-        pool.pid.as_raw(),
-        unlinking_queue,
-        Action::Fail(libc::EACCES),
-    )?
-    else {
+    // None: no mq_unlink() of the queue, judged with the other destroy.
+    let Some(answer) = destroy_with_eacces(pool, Call::any(libc::SYS_mq_unlink))? else {
         return Ok(());
     };
-    pool.send("finish", &[])?;
-    let state = pool.recv_any()?;
-    let answer = if state.kind == "state" {
-        pool.recv_any()?
-    } else {
-        state
-    };
-    let failed = tracer.failed_the_call()?;
-    drop(tracer);
-    if !failed {
-        // No mq_unlink() of the queue: judged with the other destroy.
-        return Ok(());
-    }
     let segments_left: Vec<&String> = names
         .left()
         .into_iter()
@@ -74,4 +58,24 @@ fn queue_error_reported(pool: &mut Proc, names: &PoolNames) -> Result<(), Fail> 
         )));
     }
     Ok(())
+}
+
+/// The pool's answer to `finish` (its destroy()), the grader making `call` fail with `EACCES`
+/// (with ptrace, as an object of another user's); `None` if the grader may not trace the pool
+/// or it made no such call.
+pub fn destroy_with_eacces(pool: &mut Proc, call: Call) -> Result<Option<Message>, Fail> {
+    let Some(mut tracer) = Tracer::attach(pool.pid.as_raw(), call, Action::Fail(libc::EACCES))?
+    else {
+        return Ok(None);
+    };
+    pool.send("finish", &[])?;
+    let state = pool.recv_any()?;
+    let answer = if state.kind == "state" {
+        pool.recv_any()?
+    } else {
+        state
+    };
+    let failed = tracer.failed_the_call()?;
+    drop(tracer);
+    Ok(failed.then_some(answer))
 }

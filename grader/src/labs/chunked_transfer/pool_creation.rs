@@ -97,24 +97,10 @@ fn queue_mode_at_creation(pool: &mut Proc, names: &PoolNames) -> Result<bool, Fa
 fn denied_segment_reported(pool: &mut Proc, names: &PoolNames) -> Result<(), Fail> {
     let denied = &names.segments[DENIED];
     let unlinking = Call::unlinking(&dev_shm(denied));
-    let Some(mut tracer) =
-        Tracer::attach(pool.pid.as_raw(), unlinking, Action::Fail(libc::EACCES))?
-    else {
+    // None: no unlink of that segment's name at all, judged by the other destroy checks.
+    let Some(answer) = super::destroy_queue::destroy_with_eacces(pool, unlinking)? else {
         return Ok(());
     };
-    pool.send("finish", &[])?;
-    let state = pool.recv_any()?;
-    let answer = if state.kind == "state" {
-        pool.recv_any()?
-    } else {
-        state
-    };
-    let failed = tracer.failed_the_call()?;
-    drop(tracer);
-    if !failed {
-        // No unlink of that segment's name at all: judged by the other destroy checks.
-        return Ok(());
-    }
     let asked = format!(
         "destroy() of a pool of {} segments, the grader making the shm_unlink() of segment \
          {DENIED} ({denied}) fail with EACCES (with ptrace, as a name of another user in the \

@@ -2,14 +2,12 @@
 //! it must do what it does graded. What the grader looks at does not depend on what the program
 //! believes: the echo child's timer is read by the tracer at its `read()` of pipe A, by hand too.
 
-use std::io::{Read, Write};
 use std::time::{Duration, Instant};
 
 use nix::unistd::Pid;
 
-use super::outside;
 use super::session::{role_of, settle_in_read};
-use crate::engine::tracer::{Action, Call, Reached, Step, Tracer};
+use crate::engine::tracer::{Call, Reached, Step, Tracer};
 use crate::engine::{Fail, Run, force, inspect};
 
 /// The descriptors of `pid` that are pipes it holds beyond stdio and the control channel's
@@ -94,22 +92,5 @@ fn child_timer(child: i32) -> Result<Option<bool>, Fail> {
     ) else {
         return Ok(None);
     };
-    let mut feed = outside::open_pipe(child, reads_a, true)?;
-    let mut echo = outside::open_pipe(child, writes_b, false)?;
-    let read_a = Call::one_of_on(&[libc::SYS_read, libc::SYS_readv], reads_a);
-    let Some(mut tracer) = Tracer::attach(child, read_a, Action::ReadRealTimer)? else {
-        return Ok(None);
-    };
-    let _ = feed.write(b"?");
-    drop(feed);
-    let armed = tracer.real_timer_armed(Instant::now() + Duration::from_secs(2))?;
-    drop(tracer);
-    let until = Instant::now() + Duration::from_secs(2);
-    while outside::bytes_in_pipe(&echo).unwrap_or(0) == 0 && Instant::now() < until {
-        std::thread::sleep(Duration::from_millis(1));
-    }
-    if outside::bytes_in_pipe(&echo).unwrap_or(0) > 0 {
-        let _ = echo.read(&mut [0u8; 1]);
-    }
-    Ok(armed)
+    Ok(super::child_timers::timer_at_next_read(child, reads_a, writes_b)?.flatten())
 }

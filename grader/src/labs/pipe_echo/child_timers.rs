@@ -18,31 +18,13 @@ pub fn child_arms_no_timer(run: &mut Run) -> Result<String, Fail> {
     let child = session.child;
     settle_in_read(child);
     let pipes = session.pipes()?;
-    // Opened before the tracer comes: a byte in pipe A makes the child read again.
-    let mut feed = outside::open_pipe(child, pipes.child_reads_a, true)?;
-    let mut echo = outside::open_pipe(child, pipes.child_writes_b, false)?;
-    let read_a = Call::one_of_on(&[libc::SYS_read, libc::SYS_readv], pipes.child_reads_a);
-    let Some(mut tracer) = Tracer::attach(child, read_a, Action::ReadRealTimer)? else {
+    let Some(armed) = timer_at_next_read(child, pipes.child_reads_a, pipes.child_writes_b)? else {
         run.note("the grader may not trace the echo child here (ptrace): its timer was not read");
-        drop((feed, echo));
         let done = session.exchange()?;
         session.verify_echo(&done)?;
         session.finish()?;
         return Ok("the child's timer not read".into());
     };
-    let _ = feed.write(b"?");
-    drop(feed);
-    let armed = tracer.real_timer_armed(Instant::now() + Duration::from_secs(2))?;
-    drop(tracer);
-    // The grader's byte, echoed, taken back out of pipe B: the exchange that follows is whole.
-    let until = Instant::now() + Duration::from_secs(2);
-    while outside::bytes_in_pipe(&echo).unwrap_or(0) == 0 && Instant::now() < until {
-        std::thread::sleep(Duration::from_millis(1));
-    }
-    if outside::bytes_in_pipe(&echo).unwrap_or(0) > 0 {
-        let _ = echo.read(&mut [0u8; 1]);
-    }
-    drop(echo);
     let done = session.exchange()?;
     if armed == Some(true) {
         session.finish()?;
@@ -62,4 +44,34 @@ pub fn child_arms_no_timer(run: &mut Run) -> Result<String, Fail> {
         Some(_) => "going back to wait for input, the child had no timer pending".into(),
         None => "the child's timer not read (no read() of pipe A seen)".into(),
     })
+}
+
+/// Feeds the echo child (waiting in `read()` of pipe A, its descriptor `reads_a`) one byte, and
+/// says whether it has a real-time timer pending as it goes back to read pipe A (`None`: no such
+/// read seen); the byte's echo is then taken back out of pipe B (`writes_b`), so that an
+/// exchange that follows is whole. `None` if the grader may not trace the child.
+pub fn timer_at_next_read(
+    child: i32,
+    reads_a: i32,
+    writes_b: i32,
+) -> Result<Option<Option<bool>>, Fail> {
+    // Opened before the tracer comes: a byte in pipe A makes the child read again.
+    let mut feed = outside::open_pipe(child, reads_a, true)?;
+    let mut echo = outside::open_pipe(child, writes_b, false)?;
+    let read_a = Call::one_of_on(&[libc::SYS_read, libc::SYS_readv], reads_a);
+    let Some(mut tracer) = Tracer::attach(child, read_a, Action::ReadRealTimer)? else {
+        return Ok(None);
+    };
+    let _ = feed.write(b"?");
+    drop(feed);
+    let armed = tracer.real_timer_armed(Instant::now() + Duration::from_secs(2))?;
+    drop(tracer);
+    let until = Instant::now() + Duration::from_secs(2);
+    while outside::bytes_in_pipe(&echo).unwrap_or(0) == 0 && Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    if outside::bytes_in_pipe(&echo).unwrap_or(0) > 0 {
+        let _ = echo.read(&mut [0u8; 1]);
+    }
+    Ok(Some(armed))
 }

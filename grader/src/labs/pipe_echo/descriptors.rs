@@ -454,13 +454,7 @@ fn pipe_fails_enfile(run: &mut Run, second: bool) -> Result<String, Fail> {
             "the grader may not trace the program here (ptrace): pipe() failing with ENFILE was \
              not tried",
         );
-        match launched.spawn()? {
-            Spawned::Ready(mut session) => {
-                session.exchange()?;
-                session.finish()?;
-            }
-            Spawned::Failed(launched, _) => launched.finish()?,
-        }
+        launched.run_out()?;
         return Ok("pipe() failing with ENFILE not tried".into());
     };
     let setting = format!(
@@ -548,13 +542,7 @@ fn fork_fails(run: &mut Run, errno: Errno) -> Result<String, Fail> {
         run.note(
             "the grader may not trace the program here (ptrace): fork() failing was not tried",
         );
-        match launched.spawn()? {
-            Spawned::Ready(mut session) => {
-                session.exchange()?;
-                session.finish()?;
-            }
-            Spawned::Failed(launched, _) => launched.finish()?,
-        }
+        launched.run_out()?;
         return Ok("fork() failing not tried".into());
     };
     let why = if errno == Errno::EAGAIN {

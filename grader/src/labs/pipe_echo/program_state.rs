@@ -159,13 +159,7 @@ fn mask_kept_when_fork_fails(run: &mut Run) -> Result<String, Fail> {
     let clone = Call::any(libc::SYS_clone);
     let Some(mut tracer) = Tracer::attach(parent, clone, Action::Fail(libc::EAGAIN))? else {
         run.note("the grader may not trace the program here (ptrace): fork() failing not tried");
-        match launched.spawn()? {
-            Spawned::Ready(mut session) => {
-                session.exchange()?;
-                session.finish()?;
-            }
-            Spawned::Failed(launched, _) => launched.finish()?,
-        }
+        launched.run_out()?;
         return Ok("fork() failing not tried".into());
     };
     match launched.spawn()? {
@@ -233,13 +227,7 @@ fn descriptor_limit_kept(run: &mut Run) -> Result<String, Fail> {
             unsafe { libc::prlimit(parent, libc::RLIMIT_NOFILE, &wanted, std::ptr::null_mut()) };
         if set != 0 || nofile(parent) != Some((wanted.rlim_cur, wanted.rlim_max)) {
             run.note("the grader may not set the program's descriptor limit here: not tried");
-            match launched.spawn()? {
-                Spawned::Ready(mut session) => {
-                    session.exchange()?;
-                    session.finish()?;
-                }
-                Spawned::Failed(launched, _) => launched.finish()?,
-            }
+            launched.run_out()?;
             return Ok("the soft descriptor limit not tried".into());
         }
         let setting = format!(

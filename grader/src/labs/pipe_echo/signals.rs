@@ -429,28 +429,15 @@ fn parent_forced_eintrs(session: &Session) -> Result<(), Fail> {
             return Ok(());
         };
         let site = format!("{site} (thread {}, with the child stopped)", thread.tid);
+        let gave_up = || gave_up_after(&site, PARENT, parent, failed, FORCED_EINTRS, ROUNDS);
         if failed < FORCED_EINTRS {
-            return Err(gave_up_after(
-                &site,
-                PARENT,
-                parent,
-                failed,
-                FORCED_EINTRS,
-                ROUNDS,
-            ));
+            return Err(gave_up());
         }
         // Back in the call, or gave up at the very last one.
         let until = Instant::now() + Duration::from_millis(500);
         while !threads_on_own_pipes(session, parent).contains_key(&thread.tid) {
             if Instant::now() > until {
-                return Err(gave_up_after(
-                    &site,
-                    PARENT,
-                    parent,
-                    failed,
-                    FORCED_EINTRS,
-                    ROUNDS,
-                ));
+                return Err(gave_up());
             }
             std::thread::sleep(Duration::from_millis(2));
         }

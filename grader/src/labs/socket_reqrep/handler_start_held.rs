@@ -7,10 +7,10 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::{Signal, kill};
 
 use super::Transport;
-use super::forced::ACCEPTS;
 use super::observe;
 use super::programs::{killed_by, server};
-use crate::engine::tracer::{Action, Call, Tracer};
+use super::stop_held::{AcceptorHeld, acceptor_held_at};
+use crate::engine::tracer::{Action, Call};
 use crate::engine::{Fail, Run};
 
 /// The calls the C library makes first in a new thread, before any of the program's code.
@@ -23,34 +23,23 @@ const THREAD_START: [i64; 2] = [libc::SYS_rseq, libc::SYS_set_robust_list];
 /// Skipped (with a note) when no thread of the server accepts, none is started for the client,
 /// or the machine allows no tracing.
 pub fn registered_before_the_handler_starts(run: &mut Run) -> Result<(), Fail> {
-    let mut server = server(run, Transport::Unix)?;
+    let server = server(run, Transport::Unix)?;
     server.ping()?;
     let pid = server.pid();
     let not_probed = "the stop with a handler held at its start was not probed";
-    let soon = || Instant::now() + Duration::from_secs(2);
-    let Some((acceptor, _)) = observe::new_thread_in(pid, &[], &ACCEPTS, soon()) else {
-        run.note(format!(
-            "no thread of the server was seen in accept(): {not_probed}"
-        ));
-        server.stop()?;
-        return Ok(());
-    };
     let start = Call::one_of(&THREAD_START);
-    let Some(mut tracer) = Tracer::attach_thread(pid, acceptor, start, Action::OnNewThread)? else {
-        run.note(format!("the server could not be traced: {not_probed}"));
-        server.stop()?;
+    let held = acceptor_held_at(run, server, start, Action::OnNewThread, not_probed, || {
+        "the accepting thread started no thread for a new client".into()
+    })?;
+    let Some(AcceptorHeld {
+        mut server,
+        acceptor,
+        tracer,
+        late,
+    }) = held
+    else {
         return Ok(());
     };
-    let late = server.connect()?;
-    if !tracer.held_before(soon())? {
-        drop(tracer);
-        run.note(format!(
-            "the accepting thread started no thread for a new client: {not_probed}"
-        ));
-        drop(late);
-        server.stop()?;
-        return Ok(());
-    }
     let _ = kill(server.proc.pid, Signal::SIGTERM);
     // Until the accepting thread has ended and the main thread waits, asleep in a futex wait
     // (a join) several samples in a row: the stop has done whatever it does before it waits

@@ -389,34 +389,22 @@ pub fn acceptor_ended_before_return(run: &mut Run) -> Result<(), Fail> {
 /// has ended. Skipped (with a note) when the accepting thread makes no such `dup()`, or the
 /// machine allows no tracing.
 pub fn acceptor_held_at_registration(run: &mut Run) -> Result<(), Fail> {
-    let (mut server, idle) = server_with_idle_client(run)?;
+    let (server, idle) = server_with_idle_client(run)?;
     let pid = server.pid();
     let not_probed = "the stop with its accepting thread held was not probed";
-    let soon = || Instant::now() + Duration::from_secs(2);
-    let Some((acceptor, _)) = observe::new_thread_in(pid, &[], &ACCEPTS, soon()) else {
-        run.note(format!(
-            "no thread of the server was seen in accept(): {not_probed}"
-        ));
-        server.stop()?;
-        return Ok(());
-    };
     let dup = Call::arg_is(libc::SYS_fcntl, 1, libc::F_DUPFD_CLOEXEC as u64);
-    let Some(mut tracer) = Tracer::attach_thread(pid, acceptor, dup, Action::Hold)? else {
-        run.note(format!("the server could not be traced: {not_probed}"));
-        server.stop()?;
+    let held = acceptor_held_at(run, server, dup, Action::Hold, not_probed, || {
+        "the accepting thread made no dup() of a new connection (fcntl F_DUPFD_CLOEXEC)".into()
+    })?;
+    let Some(AcceptorHeld {
+        mut server,
+        tracer,
+        late,
+        ..
+    }) = held
+    else {
         return Ok(());
     };
-    let late = server.connect()?;
-    if !tracer.held_before(soon())? {
-        drop(tracer);
-        run.note(format!(
-            "the accepting thread made no dup() of a new connection (fcntl F_DUPFD_CLOEXEC): \
-             {not_probed}"
-        ));
-        drop(late);
-        server.stop()?;
-        return Ok(());
-    }
     let _ = kill(server.proc.pid, Signal::SIGTERM);
     // Until the main thread has left its wait for the signal.
     let until = Instant::now() + Duration::from_secs(2);
@@ -610,4 +598,55 @@ fn restart_accept(pid: i32) -> Result<(), Fail> {
         tracer.release();
     }
     Ok(())
+}
+
+/// The accepting thread of `server`, held by the grader at `call` (`action`) for a client that
+/// has just connected.
+pub struct AcceptorHeld {
+    pub server: Server,
+    pub acceptor: i32,
+    pub tracer: Tracer,
+    pub late: Conn,
+}
+
+/// Traces the accepting thread of `server` at `call` (`action`) and connects a client, which the
+/// thread must reach `call` for within 2 s. `None`, with a note that the probe `not_probed` was
+/// not run and the server stopped, when no thread of the server accepts, the machine allows no
+/// tracing, or the thread did not reach `call` (`not_reached` says what it did not do).
+pub fn acceptor_held_at(
+    run: &mut Run,
+    server: Server,
+    call: Call,
+    action: Action,
+    not_probed: &str,
+    not_reached: impl FnOnce() -> String,
+) -> Result<Option<AcceptorHeld>, Fail> {
+    let pid = server.pid();
+    let soon = || Instant::now() + Duration::from_secs(2);
+    let Some((acceptor, _)) = observe::new_thread_in(pid, &[], &ACCEPTS, soon()) else {
+        run.note(format!(
+            "no thread of the server was seen in accept(): {not_probed}"
+        ));
+        server.stop()?;
+        return Ok(None);
+    };
+    let Some(mut tracer) = Tracer::attach_thread(pid, acceptor, call, action)? else {
+        run.note(format!("the server could not be traced: {not_probed}"));
+        server.stop()?;
+        return Ok(None);
+    };
+    let late = server.connect()?;
+    if !tracer.held_before(soon())? {
+        drop(tracer);
+        run.note(format!("{}: {not_probed}", not_reached()));
+        drop(late);
+        server.stop()?;
+        return Ok(None);
+    }
+    Ok(Some(AcceptorHeld {
+        server,
+        acceptor,
+        tracer,
+        late,
+    }))
 }
