@@ -275,11 +275,12 @@ fn grade(workspace: &Path, mutant: &Mutant, slot: usize) -> Result<(), Failed> {
         .ok_or("the graded check is not in the report")?;
     let named = result.message.contains(&mutant.diagnosis);
     let graded = started.elapsed() - built;
-    TIMES.lock().unwrap_or_else(|e| e.into_inner()).push((
-        format!("{}::{}", mutant.lab, mutant.name),
+    TIMES.lock().unwrap_or_else(|e| e.into_inner()).push(Timed {
+        mutant: format!("{}::{}", mutant.lab, mutant.name),
+        check: format!("{}/{}", mutant.lab, mutant.check),
         built,
         graded,
-    ));
+    });
     let summary = format!(
         "{} -> {} (built in {:.1} s, graded in {:.1} s): {}",
         mutant.check,
@@ -437,8 +438,18 @@ fn in_turn_by_lab(mutants: Vec<Mutant>) -> Vec<Mutant> {
     in_turn
 }
 
-/// Each mutant's build and grading times, for the summary that shows where the suite's time goes.
-static TIMES: Mutex<Vec<(String, Duration, Duration)>> = Mutex::new(Vec::new());
+/// One mutant's build and grading times.
+struct Timed {
+    /// `lab::mutant`.
+    mutant: String,
+    /// `lab/check`.
+    check: String,
+    built: Duration,
+    graded: Duration,
+}
+
+/// Each mutant's times, for the summary that shows where the suite's time goes.
+static TIMES: Mutex<Vec<Timed>> = Mutex::new(Vec::new());
 
 fn main() -> ExitCode {
     let mut arguments = Arguments::from_args();
@@ -450,29 +461,29 @@ fn main() -> ExitCode {
     conclusion.exit_code()
 }
 
-/// The total build and grading times and the slowest mutants: the suite is the longest part of
-/// the test command, and this says which mutants make it so.
+/// The total build and grading times, by lab and by check, and the slowest mutants: the suite is
+/// the longest part of the test command, and this says what makes it so.
 fn print_times() {
     let mut times = TIMES.lock().unwrap_or_else(|e| e.into_inner());
     if times.is_empty() {
         return;
     }
-    let sum = |pick: fn(&(String, Duration, Duration)) -> Duration| -> f64 {
+    let seconds = |pick: fn(&Timed) -> Duration| -> f64 {
         times.iter().map(pick).sum::<Duration>().as_secs_f64()
     };
     println!(
         "{} mutants graded: {:.0} s building, {:.0} s grading (summed over the threads)",
         times.len(),
-        sum(|t| t.1),
-        sum(|t| t.2)
+        seconds(|t| t.built),
+        seconds(|t| t.graded)
     );
     // A lab's mutants run at most two at a time: half its sum is a floor of the suite's time.
     let mut by_lab: BTreeMap<&str, (Duration, Duration)> = BTreeMap::new();
-    for (name, built, graded) in times.iter() {
-        let lab = name.split("::").next().unwrap_or(name);
+    for timed in times.iter() {
+        let lab = timed.check.split('/').next().unwrap_or(&timed.check);
         let sums = by_lab.entry(lab).or_default();
-        sums.0 += *built;
-        sums.1 += *graded;
+        sums.0 += timed.built;
+        sums.1 += timed.graded;
     }
     println!("by lab (its mutants run at most {SLOTS_PER_LAB} at a time):");
     for (lab, (built, graded)) in &by_lab {
@@ -483,13 +494,30 @@ fn print_times() {
         );
     }
     drop(by_lab);
-    times.sort_by_key(|t| std::cmp::Reverse(t.1 + t.2));
-    println!("the slowest:");
-    for (name, built, graded) in times.iter().take(10) {
+    let mut by_check: BTreeMap<&str, (usize, Duration)> = BTreeMap::new();
+    for timed in times.iter() {
+        let sums = by_check.entry(&timed.check).or_default();
+        sums.0 += 1;
+        sums.1 += timed.graded;
+    }
+    let mut by_check: Vec<(&str, (usize, Duration))> = by_check.into_iter().collect();
+    by_check.sort_by_key(|(_, (_, graded))| std::cmp::Reverse(*graded));
+    println!("the checks whose mutants took longest to grade, all together:");
+    for (check, (count, graded)) in by_check.iter().take(10) {
         println!(
-            "  {name}: built in {:.1} s, graded in {:.1} s",
-            built.as_secs_f64(),
+            "  {check}: {count} mutants, {:.0} s grading",
             graded.as_secs_f64()
+        );
+    }
+    drop(by_check);
+    times.sort_by_key(|t| std::cmp::Reverse(t.built + t.graded));
+    println!("the slowest:");
+    for timed in times.iter().take(10) {
+        println!(
+            "  {}: built in {:.1} s, graded in {:.1} s",
+            timed.mutant,
+            timed.built.as_secs_f64(),
+            timed.graded.as_secs_f64()
         );
     }
 }
