@@ -456,17 +456,16 @@ pub fn spawn(
                     }
                 }
             }
-            if limits.blocked_signals != 0 {
-                // After std's reset of the mask: the program inherits this one across exec.
-                let mut set: libc::sigset_t = std::mem::zeroed();
-                libc::sigemptyset(&mut set);
-                for signal in 1..=64 {
-                    if limits.blocked_signals & (1 << (signal - 1)) != 0 {
-                        libc::sigaddset(&mut set, signal);
-                    }
+            // The program inherits this mask across exec: the check's, none unless it asks,
+            // whatever the grader's thread blocks.
+            let mut set: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut set);
+            for signal in 1..=64 {
+                if limits.blocked_signals & (1 << (signal - 1)) != 0 {
+                    libc::sigaddset(&mut set, signal);
                 }
-                libc::sigprocmask(libc::SIG_SETMASK, &set, std::ptr::null_mut());
             }
+            libc::sigprocmask(libc::SIG_SETMASK, &set, std::ptr::null_mut());
             if limits.stopped_at_start {
                 nix::sys::signal::raise(Signal::SIGSTOP)?;
             }
@@ -1135,6 +1134,26 @@ mod tests {
             .and_then(|mask| u64::from_str_radix(mask.trim(), 16).ok())
             .expect("a SigIgn line");
         assert_eq!(ignored & (1 << (libc::SIGHUP - 1)), 0, "SigIgn {ignored:x}");
+    }
+
+    /// A signal the grader's thread blocks (a tool that started the grader blocks `SIGWINCH`,
+    /// say) is not blocked in the programs it runs: their mask is the checks' to set.
+    #[test]
+    fn a_program_does_not_inherit_the_graders_signal_mask() {
+        let mut winch = nix::sys::signal::SigSet::empty();
+        winch.add(Signal::SIGWINCH);
+        winch.thread_block().expect("blocking SIGWINCH");
+        let program = shell("exec sleep 10");
+        let status = std::fs::read_to_string(format!("/proc/{}/status", program.pid));
+        program.kill_tree();
+        winch.thread_unblock().expect("unblocking SIGWINCH");
+        let blocked = status
+            .expect("the program's status")
+            .lines()
+            .find_map(|line| line.strip_prefix("SigBlk:"))
+            .and_then(|mask| u64::from_str_radix(mask.trim(), 16).ok())
+            .expect("a SigBlk line");
+        assert_eq!(blocked, 0, "SigBlk {blocked:x}");
     }
 
     /// The last message of a program that exits without reading one of the grader's is
