@@ -39,22 +39,27 @@ pub fn both_sides_read_the_clock(run: &mut Run, setup: &Setup) -> Result<String,
         )?;
         followed.push((side, pid, tracer));
     }
-    transfer.go()?;
-    let notes: Vec<Result<String, Fail>> = std::thread::scope(|scope| {
-        let threads: Vec<_> = followed
-            .into_iter()
-            .map(|(side, pid, tracer)| {
-                scope.spawn(move || match tracer {
-                    Some(tracer) => follow(tracer, pid, side, WAITS_WANTED),
-                    None => Ok(format!("the {side}'s clock reads were not followed")),
+    // Followed from before `go`: the receiver, held at its first clock read until its follower
+    // lets it on, must reach its first wait before the sender is told to go.
+    let (went, notes): (Result<(), Fail>, Vec<Result<String, Fail>>) =
+        std::thread::scope(|scope| {
+            let threads: Vec<_> = followed
+                .into_iter()
+                .map(|(side, pid, tracer)| {
+                    scope.spawn(move || match tracer {
+                        Some(tracer) => follow(tracer, pid, side, WAITS_WANTED),
+                        None => Ok(format!("the {side}'s clock reads were not followed")),
+                    })
                 })
-            })
-            .collect();
-        threads
-            .into_iter()
-            .map(|thread| thread.join().expect("a follower does not panic"))
-            .collect()
-    });
+                .collect();
+            let went = transfer.go();
+            let notes = threads
+                .into_iter()
+                .map(|thread| thread.join().expect("a follower does not panic"))
+                .collect();
+            (went, notes)
+        });
+    went?;
     let notes = notes.into_iter().collect::<Result<Vec<String>, Fail>>()?;
     check_messages(run, &mut transfer, setup)?;
     transfer.finish()?;
