@@ -980,6 +980,23 @@ pub fn reap_orphans() {
     }
 }
 
+/// Every program the grader starts, and every tracer, is a `fork()` of the grader, which copies
+/// the page table of all the memory the grader holds, and the child's `exec()` or exit drops it
+/// again. The C library keeps freed buffers of any size to reuse (each large one freed raises the
+/// size below which it keeps them), so a check's 100 MiB of input would go on costing every
+/// later fork. Buffers from 256 KiB up are given back to the kernel as soon as they are freed.
+pub fn keep_memory_small() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        const LARGE: libc::c_int = 256 << 10;
+        // SAFETY: mallopt() only sets the allocator's parameters.
+        unsafe {
+            libc::mallopt(libc::M_MMAP_THRESHOLD, LARGE);
+            libc::mallopt(libc::M_TRIM_THRESHOLD, LARGE);
+        }
+    });
+}
+
 /// Makes the grader a child subreaper: orphans of the processes it starts become its children,
 /// so it can see, kill and reap them.
 pub fn become_subreaper() -> Result<(), Fail> {

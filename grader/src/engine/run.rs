@@ -667,6 +667,7 @@ pub fn grade_built(
     programs: &Programs,
     progress: &(dyn Fn(Progress) + Sync),
 ) -> Report {
+    process::keep_memory_small();
     let setup = process::become_subreaper()
         .and_then(|()| Ledger::open().map(Arc::new).map_err(Fail::Grader));
     let staged = match (&setup, &options.run_as) {
