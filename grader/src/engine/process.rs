@@ -426,11 +426,23 @@ pub fn spawn(
                 return Err(std::io::Error::last_os_error());
             }
             // Nothing else of the grader's (a jobserver pipe it inherited, say) reaches the
-            // program: the descriptors it finds open are the ones it opened.
-            if libc::syscall(libc::SYS_close_range, CONTROL_FD + 1, u32::MAX, 0) != 0 {
-                // Kernels before 5.9 have no close_range.
+            // program: the descriptors it finds open are the ones it opened. They are closed at
+            // exec, not now: among them is the pipe whose end tells spawn() the exec is done,
+            // so that spawn() returns a program that runs its own code, past this closure. A
+            // program started stopped stops before its exec: spawn() must not wait for that.
+            let at_exec = if limits.stopped_at_start {
+                0
+            } else {
+                libc::CLOSE_RANGE_CLOEXEC
+            };
+            if libc::syscall(libc::SYS_close_range, CONTROL_FD + 1, u32::MAX, at_exec) != 0 {
+                // Kernels before 5.11 have no CLOSE_RANGE_CLOEXEC (before 5.9, no close_range).
                 for fd in CONTROL_FD + 1..4096 {
-                    libc::close(fd);
+                    if limits.stopped_at_start {
+                        libc::close(fd);
+                    } else {
+                        libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC);
+                    }
                 }
             }
             for &fd in limits.held_descriptors {
