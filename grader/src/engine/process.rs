@@ -1153,15 +1153,11 @@ mod tests {
         // SAFETY: no test here handles SIGHUP; its action is put back below.
         let before = unsafe { libc::signal(libc::SIGHUP, libc::SIG_IGN) };
         let program = shell("exec sleep 10");
-        let status = std::fs::read_to_string(format!("/proc/{}/status", program.pid));
+        let pid = program.pid.as_raw();
+        let ignored = inspect::signal_mask(pid, pid, inspect::SignalMask::Ignored);
         program.kill_tree();
         unsafe { libc::signal(libc::SIGHUP, before) };
-        let ignored = status
-            .expect("the program's status")
-            .lines()
-            .find_map(|line| line.strip_prefix("SigIgn:"))
-            .and_then(|mask| u64::from_str_radix(mask.trim(), 16).ok())
-            .expect("a SigIgn line");
+        let ignored = ignored.expect("the program's SigIgn");
         assert_eq!(ignored & (1 << (libc::SIGHUP - 1)), 0, "SigIgn {ignored:x}");
     }
 
@@ -1173,15 +1169,11 @@ mod tests {
         winch.add(Signal::SIGWINCH);
         winch.thread_block().expect("blocking SIGWINCH");
         let program = shell("exec sleep 10");
-        let status = std::fs::read_to_string(format!("/proc/{}/status", program.pid));
+        let pid = program.pid.as_raw();
+        let blocked = inspect::signal_mask(pid, pid, inspect::SignalMask::Blocked);
         program.kill_tree();
         winch.thread_unblock().expect("unblocking SIGWINCH");
-        let blocked = status
-            .expect("the program's status")
-            .lines()
-            .find_map(|line| line.strip_prefix("SigBlk:"))
-            .and_then(|mask| u64::from_str_radix(mask.trim(), 16).ok())
-            .expect("a SigBlk line");
+        let blocked = blocked.expect("the program's SigBlk");
         assert_eq!(blocked, 0, "SigBlk {blocked:x}");
     }
 
