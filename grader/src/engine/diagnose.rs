@@ -90,6 +90,9 @@ pub struct Stuck {
     pub cpu_share: f64,
     /// What each of its threads was doing at the last sample.
     pub activities: Vec<Activity>,
+    /// Signals pending that no thread of it takes, because every thread blocks them (bit
+    /// `n - 1` for signal `n`): sent, and never delivered.
+    pub held_signals: u64,
 }
 
 /// What the grader saw of a hung check.
@@ -190,6 +193,7 @@ pub fn observe(pids: &[i32], role_of: &dyn Fn(&ProcessView) -> String) -> Hang {
                 .collect();
             Stuck {
                 role: role_of(&view),
+                held_signals: held_signals(&view),
                 view,
                 cpu_share,
                 activities,
@@ -197,6 +201,25 @@ pub fn observe(pids: &[i32], role_of: &dyn Fn(&ProcessView) -> String) -> Hang {
         })
         .collect();
     Hang { processes }
+}
+
+/// The signals pending for `view`'s process or one of its threads that stay pending because they
+/// are blocked where they could be delivered (see [`Stuck::held_signals`]).
+fn held_signals(view: &ProcessView) -> u64 {
+    use inspect::SignalMask;
+    let mask = |tid: i32, which: SignalMask| inspect::signal_mask(view.pid, tid, which);
+    let mut blocked_everywhere = u64::MAX;
+    let mut held = 0;
+    for thread in &view.threads {
+        let blocked = mask(thread.tid, SignalMask::Blocked).unwrap_or(0);
+        blocked_everywhere &= blocked;
+        held |= mask(thread.tid, SignalMask::Pending).unwrap_or(0) & blocked;
+    }
+    let shared = mask(view.pid, SignalMask::SharedPending).unwrap_or(0);
+    if view.threads.is_empty() {
+        return held;
+    }
+    held | (shared & blocked_everywhere)
 }
 
 /// The name of a call a thread may block in that [`Activity`] has no kind for, with the library
@@ -374,6 +397,19 @@ pub fn explain(hang: &Hang) -> String {
             busy.role, busy.view.pid
         );
     }
+    // A signal sent to end or wake a process that blocks it never arrives: whatever else waits,
+    // that is where the chain starts.
+    if let Some(holder) = hang.processes.iter().find(|p| p.held_signals != 0) {
+        return format!(
+            "{} (pid {}) has {} pending: blocked in every one of its threads, so it was sent and \
+             never delivered. Unless the program takes it with sigwait() or a signalfd, its \
+             signal mask was left blocking it (a mask changed around a call must be put back \
+             with SIG_SETMASK and the mask saved before, not left set nor unblocked by hand)",
+            holder.role,
+            holder.view.pid,
+            super::process::signal_names(holder.held_signals)
+        );
+    }
     // A reader that holds the write end of the very pipe it reads waits for itself: the root of
     // the chain, whoever else waits on it.
     for process in &hang.processes {
@@ -489,6 +525,7 @@ mod tests {
             role: role.into(),
             cpu_share: 0.0,
             activities,
+            held_signals: 0,
         }
     }
 
@@ -539,6 +576,33 @@ mod tests {
         assert!(reader_now.is_none());
         assert!(
             sentence.contains("holds that pipe's write end itself"),
+            "{sentence}"
+        );
+    }
+
+    #[test]
+    fn a_signal_blocked_and_pending_is_named_before_the_wait() {
+        let script = "import os, signal, sys\n\
+                      signal.pthread_sigmask(signal.SIG_BLOCK, [signal.SIGTERM, signal.SIGHUP])\n\
+                      os.kill(os.getpid(), signal.SIGTERM)\n\
+                      sys.stdin.read()";
+        let mut blocked = std::process::Command::new("python3")
+            .args(["-c", script])
+            .stdin(std::process::Stdio::piped())
+            .spawn()
+            .expect("python3 starts");
+        let pid = blocked.id() as i32;
+        let pending = || inspect::has_signal(pid, pid, inspect::SignalMask::SharedPending, 15);
+        let until = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while !pending() && std::time::Instant::now() < until {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        let hang = observe(&[pid], &|_| "the creator".into());
+        let _ = blocked.kill();
+        let _ = blocked.wait();
+        let sentence = explain(&hang);
+        assert!(
+            sentence.starts_with(&format!("the creator (pid {pid}) has SIGTERM pending")),
             "{sentence}"
         );
     }

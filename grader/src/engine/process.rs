@@ -944,6 +944,22 @@ pub fn signal_name(signal: i32) -> String {
         .unwrap_or_else(|_| signal.to_string())
 }
 
+/// The signals of `mask` (bit N-1 for signal N), by name, the first six.
+pub fn signal_names(mask: u64) -> String {
+    let names: Vec<String> = (1..=64)
+        .filter(|n| mask & (1u64 << (n - 1)) != 0)
+        .map(|n| match Signal::try_from(n) {
+            Ok(signal) => signal.as_str().to_string(),
+            Err(_) => format!("signal {n}"),
+        })
+        .collect();
+    if names.len() > 6 {
+        format!("{}, ... ({} signals)", names[..6].join(", "), names.len())
+    } else {
+        names.join(", ")
+    }
+}
+
 /// Kills every process in the trees and groups of `roots`, until none is left (at most ~1 s),
 /// and reaps those reparented to the grader.
 pub fn kill_tree(roots: &[i32]) -> Vec<i32> {

@@ -238,6 +238,24 @@ impl Call {
         ]))
     }
 
+    /// The `openat()` of a status file of `pid`'s own (`/proc/self/status`, its thread's, or
+    /// `/proc/PID/status`), where `TracerPid` says whether a tracer watches it: a program that
+    /// looks there may behave one way when graded and another when not. The paths are kept for
+    /// the life of the grader, as for [`Call::opening`].
+    pub fn opening_own_status(pid: i32) -> Call {
+        let paths = [
+            "/proc/self/status".to_string(),
+            "/proc/thread-self/status".to_string(),
+            format!("/proc/{pid}/status"),
+        ];
+        Call::any_of(Vec::leak(
+            paths
+                .iter()
+                .map(|path| Call::opening(std::path::Path::new(path)))
+                .collect(),
+        ))
+    }
+
     /// Any call whose first or second argument is `path`.
     pub fn naming(path: &'static str) -> Call {
         Call {

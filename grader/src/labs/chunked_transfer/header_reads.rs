@@ -4,7 +4,8 @@
 //! grader changes that word in the slot (its lowest byte, already read, so that even a copy
 //! made byte by byte has the checked value). A receiver that acts on its copy delivers the
 //! message exactly; one that takes `len` from the slot again writes out and counts the changed
-//! length, a length nobody checked.
+//! length, a length nobody checked. Chunk 1 is shorter than the capacity though not the last:
+//! a receiver that works the length out itself instead of reading it delivers other bytes.
 
 use std::os::unix::fs::MetadataExt;
 use std::time::{Duration, Instant};
@@ -47,20 +48,20 @@ pub fn header_read_once(run: &mut Run) -> Result<String, Fail> {
     let planted = Mapped::create(run, &name, SIZE, true)?;
     let inode = std::fs::metadata(dev_shm(&name))?.ino();
     let c = planted.capacity();
+    // Chunk 1 is short though not the last, as the protocol allows: only its header's len says
+    // how much of the slot it fills.
     let lens: Vec<u64> = (0..CHUNKS as u64)
-        .map(|k| {
-            if k + 1 < CHUNKS as u64 {
-                c
-            } else {
-                run.rng().random_range(9..=c)
-            }
+        .map(|k| match k {
+            1 => run.rng().random_range(9..c),
+            _ if k + 1 < CHUNKS as u64 => c,
+            _ => run.rng().random_range(9..=c),
         })
         .collect();
     let total: u64 = lens.iter().sum();
     let seed: u64 = run.rng().random();
     let bytes = pattern_bytes(seed, 0, total as usize);
     let put = |k: usize| {
-        let from = k * c as usize;
+        let from = lens[..k].iter().sum::<u64>() as usize;
         let header = Header {
             seq: k as u64,
             total,
@@ -194,9 +195,13 @@ pub fn header_read_once(run: &mut Run) -> Result<String, Fail> {
     );
     if reread.is_empty() {
         return Err(Fail::failed(format!(
-            "{setting}; the receiver loaded each len once, yet did not deliver the message \
-             exactly: {outcome}. The message was sent as the handout lays it out, and the \
-             changed words were ones the receiver had already read"
+            "{setting}; the receiver loaded each len at most once, yet did not deliver the \
+             message exactly: {outcome}. Chunk 1 was {} bytes, short of the capacity though not \
+             the last, as the protocol allows: either the receiver writes out or counts another \
+             length than the len it checked (the capacity, or what is left of the message), \
+             which delivers bytes the chunk never carried, or it refuses a short chunk before \
+             the last. Write out and count the len of the header it checked, whatever it is",
+            lens[1]
         )));
     }
     Err(Fail::failed(format!(

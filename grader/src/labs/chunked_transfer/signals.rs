@@ -448,9 +448,23 @@ pub fn force_eintrs(proc: &mut Proc, who: &str, futex: bool) -> Result<(), Fail>
         (Call::any(libc::SYS_mq_timedreceive), "mq_timedreceive()")
     };
     let pid = proc.pid.as_raw();
-    if timed_wait(pid).is_none() {
+    let Some(waiting) = timed_wait(pid) else {
         return Ok(());
-    }
+    };
+    let forcing = Instant::now();
+    // On a machine loaded enough, the forced EINTRs outlast the wait's whole timeout: then its
+    // end is its deadline's, not a retry given up.
+    let out_of_time = |failed: u32| {
+        (realtime() >= waiting.deadline).then(|| {
+            Fail::TimedOut(format!(
+                "{who} (pid {pid}) waited on through SIGUSR1 three times; then the grader made \
+                 its {name} fail with EINTR {failed} time(s) in a row (with ptrace), which took \
+                 {:.1} s on a machine this loaded, past the deadline of the wait it was in: its \
+                 time ran out meanwhile, so its end says nothing of its retries; not judged",
+                forcing.elapsed().as_secs_f64()
+            ))
+        })
+    };
     let fail = Action::FailTimes(libc::EINTR, FORCED_EINTRS);
     let Some(mut tracer) = Tracer::attach(pid, call, fail)? else {
         return Ok(());
@@ -479,10 +493,9 @@ pub fn force_eintrs(proc: &mut Proc, who: &str, futex: bool) -> Result<(), Fail>
                 break;
             }
             if let Some(said) = proc.recv_before(Instant::now())? {
-                return Err(gave_up(
-                    failed,
-                    format!("said `{}` ({})", said.kind, failure(&said)),
-                ));
+                return Err(out_of_time(failed).unwrap_or_else(|| {
+                    gave_up(failed, format!("said `{}` ({})", said.kind, failure(&said)))
+                }));
             }
             if Instant::now() >= until {
                 return Err(gave_up(failed, format!("no longer waits in {name}")));
@@ -493,10 +506,12 @@ pub fn force_eintrs(proc: &mut Proc, who: &str, futex: bool) -> Result<(), Fail>
     let until = Instant::now() + SETTLE;
     while timed_wait(pid).is_none() {
         if let Some(said) = proc.recv_before(Instant::now() + Duration::from_millis(1))? {
-            return Err(gave_up(
-                FORCED_EINTRS,
-                format!("said `{}` ({})", said.kind, failure(&said)),
-            ));
+            return Err(out_of_time(FORCED_EINTRS).unwrap_or_else(|| {
+                gave_up(
+                    FORCED_EINTRS,
+                    format!("said `{}` ({})", said.kind, failure(&said)),
+                )
+            }));
         }
         if Instant::now() >= until {
             return Err(gave_up(

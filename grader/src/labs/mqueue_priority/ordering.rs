@@ -103,6 +103,7 @@ pub fn priority_order(run: &mut Run) -> Result<String, Fail> {
     }
     served_as_received(run)?;
     super::queue_limit_untouched::queue_limit_never_set(run)?;
+    super::queue_limit_untouched::queue_limit_kept_on_emfile(run)?;
     served_again(run)?;
     served_one_at_a_time(run)?;
     received_after_handled(run)?;

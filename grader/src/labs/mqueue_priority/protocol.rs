@@ -364,9 +364,11 @@ impl Consumer {
             return Err(Fail::failed(format!(
                 "while it served jobs whose payloads total {payloads} bytes, the consumer read \
                  {read} bytes and wrote {written} bytes with read()/write() besides its output \
-                 file ({output} bytes) and what it printed: the jobs reached it some other way \
-                 than the message queue (a file or a pipe of the program's own?). Each job \
-                 travels whole in one message: the consumer gets it from mq_receive"
+                 file ({output} bytes) and what it printed: either the jobs reached it some \
+                 other way than the message queue (a file or a pipe of the program's own), or \
+                 it read files that serving has no need of (its /proc/self/status, which tells \
+                 whether it is traced, before each receive, say). Each job travels whole in one \
+                 message: the consumer gets it from mq_receive, and reads nothing else"
             )));
         }
         Ok(())

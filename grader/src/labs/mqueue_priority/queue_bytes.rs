@@ -241,7 +241,12 @@ impl BytesLimit {
 /// as it was), as `prlimit --msgqueue` does. A grader without `CAP_SYS_RESOURCE` (root in a
 /// container) may do so only to a process of its own user: for programs run as `user`, a child
 /// of the grader takes that user first.
-fn lower_queue_bytes(pid: i32, soft: u64, hard: u64, user: Option<(u32, u32)>) -> Result<(), Fail> {
+pub(super) fn lower_queue_bytes(
+    pid: i32,
+    soft: u64,
+    hard: u64,
+    user: Option<(u32, u32)>,
+) -> Result<(), Fail> {
     let limit = libc::rlimit {
         rlim_cur: soft,
         rlim_max: hard,

@@ -4,9 +4,14 @@
 
 use std::time::{Duration, Instant};
 
+use nix::sys::resource::{Resource, getrlimit};
+
 use super::limits::consumer_args;
-use super::protocol::{Consumer, release, said, sized};
-use crate::engine::tracer::{Call, Tracer};
+use super::protocol::{
+    Consumer, failed_errno, failed_with, release, said, sized, spawn_consumer_stopped,
+};
+use super::queue_bytes::lower_queue_bytes;
+use crate::engine::tracer::{Call, Step, Tracer};
 use crate::engine::{Fail, Run, force};
 
 /// A `prlimit64()` of `RLIMIT_MSGQUEUE` with a new limit (not null), or a `setrlimit()` of it.
@@ -37,6 +42,86 @@ pub fn queue_limit_never_set(run: &mut Run) -> Result<(), Fail> {
         )));
     }
     Ok(())
+}
+
+/// `mq_open()` with `O_CREAT`: create()'s, not a look-up.
+const CREATING: Call = Call::flag_set(libc::SYS_mq_open, 1, libc::O_CREAT as u64);
+
+/// A consumer whose creating `mq_open()` fails with `EMFILE` (ptrace), as it does once this
+/// user's queues reach the soft `RLIMIT_MSGQUEUE`: it sets no limit to get past it, and says
+/// `failed` with kind=mq-open and `EMFILE`. Its soft limit is put under the hard one first, so
+/// that there is room to raise it.
+pub fn queue_limit_kept_on_emfile(run: &mut Run) -> Result<(), Fail> {
+    let name = run.ipc_name("emfile");
+    let mut proc = spawn_consumer_stopped(run, &name)?;
+    let pid = proc.pid.as_raw();
+    let (soft, hard) = getrlimit(Resource::RLIMIT_MSGQUEUE)
+        .map_err(|e| Fail::Grader(format!("getrlimit(RLIMIT_MSGQUEUE): {e}")))?;
+    if soft >= hard && hard > 1 {
+        // Unlimited: a MiB, far above the consumer's one small queue.
+        let lowered = if hard == libc::RLIM_INFINITY {
+            1 << 20
+        } else {
+            hard - 1
+        };
+        lower_queue_bytes(pid, lowered, hard, run.program_user())?;
+    }
+    let steps = [
+        (CREATING, Step::Fail(libc::EMFILE)),
+        (SETS_QUEUE_LIMIT, Step::Hold),
+    ];
+    let Some(mut tracer) = Tracer::in_turn(pid, steps)? else {
+        proc.kill_tree();
+        run.note("no ptrace here: a limit raised on EMFILE not tried");
+        return Ok(());
+    };
+    force::resume(pid)?;
+    if !tracer.failed_before(Instant::now() + Duration::from_secs(5))? {
+        // No creating mq_open(): what the consumer did instead is judged by name-errors.
+        drop(tracer);
+        proc.kill_tree();
+        return Ok(());
+    }
+    let answer = match proc.recv_before(Instant::now() + Duration::from_secs(2))? {
+        Some(answer) => answer,
+        None if tracer.held_before(Instant::now() + Duration::from_millis(10))? => {
+            proc.kill_tree();
+            return Err(Fail::failed(
+                "the grader made the consumer's creating mq_open() fail with EMFILE (ptrace), \
+                 the error this user's queues over the soft RLIMIT_MSGQUEUE give, and the \
+                 consumer then set its RLIMIT_MSGQUEUE (prlimit64 / setrlimit with a new \
+                 limit; the grader held it there): create() raises the limit to get past the \
+                 kernel's refusal. That refusal is create()'s error, kind=mq-open with EMFILE; \
+                 the library changes no limit of the process, not even for a moment",
+            ));
+        }
+        None => proc.recv_any()?,
+    };
+    drop(tracer);
+    if answer.kind == "ready" {
+        super::protocol::shut_down(run, &name)?;
+        proc.send("go", &[])?;
+        let _ = proc.recv_any()?;
+        release(&mut proc)?;
+        return Err(Fail::failed(format!(
+            "the grader made the consumer's creating mq_open() fail with EMFILE (ptrace), the \
+             error this user's queues over the soft RLIMIT_MSGQUEUE give, and it said {} all \
+             the same: create() got past the refusal another way (a second mq_open(), other \
+             attributes). mq_open()'s EMFILE is create()'s error, kind=mq-open with EMFILE",
+            said(&answer)
+        )));
+    }
+    release(&mut proc)?;
+    if failed_with(&answer, "mq-open") && failed_errno(&answer, "EMFILE") {
+        return Ok(());
+    }
+    Err(Fail::failed(format!(
+        "the grader made the consumer's creating mq_open() fail with EMFILE (ptrace), the error \
+         this user's queues over the soft RLIMIT_MSGQUEUE give, and it said {}, not `failed` \
+         with kind=mq-open and EMFILE: an error of mq_open() other than EEXIST is \
+         QueueError::Open with its errno",
+        said(&answer)
+    )))
 }
 
 /// How many calls matching `calls` a consumer of a 2 x 64-byte queue (named after `tag`) makes

@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use nix::unistd::Pid;
 
+use super::child_stopped::PAGE;
 use super::session::{role_of, settle_in_read};
 use crate::engine::tracer::{Call, Reached, Step, Tracer};
 use crate::engine::{Fail, Run, force, inspect};
@@ -22,10 +23,13 @@ fn pipe_ends(pid: i32, writing: bool) -> Vec<i32> {
 }
 
 pub fn watchdog_by_hand(run: &mut Run) -> Result<String, Fail> {
-    let input = run.random_bytes(4 << 10);
+    // Past what both pipes, one page each, and the child's buffer hold: a parent that writes it
+    // all before it reads the echo waits for ever.
+    let input = run.random_bytes(32 << 10);
     let input_path = run.path("input.bin");
     let output = run.path("output.bin");
     std::fs::write(&input_path, &input)?;
+    let input_len = input.len();
     let args = [
         "--input".into(),
         input_path.into_os_string(),
@@ -54,6 +58,15 @@ pub fn watchdog_by_hand(run: &mut Run) -> Result<String, Fail> {
         return Ok("run by hand, the program did not fork (the graded checks say why)".into());
     }
     let child = inspect::children(Pid::from_raw(parent)).first().copied();
+    if let Some(child) = child {
+        settle_in_read(child);
+        for fd in pipe_ends(child, false)
+            .into_iter()
+            .chain(pipe_ends(child, true))
+        {
+            force::set_pipe_capacity(child, fd, PAGE)?;
+        }
+    }
     let armed = match child {
         Some(child) => child_timer(child)?,
         None => None,
@@ -61,7 +74,19 @@ pub fn watchdog_by_hand(run: &mut Run) -> Result<String, Fail> {
     forked.release();
     let status = proc.wait_until(deadline)?;
     if status.is_none() {
+        let seen = proc.diagnose();
         proc.kill_tree();
+        return Err(Fail::failed(format!(
+            "run by hand (without the grader's control channel, {} unset), with a {} KiB input \
+             and both pipes one page each (the grader set their capacity as the child started), \
+             the program had not finished 5 s later, where graded it finishes: it moves the \
+             bytes another way when not graded, such as the whole input written before the echo \
+             is read, which waits for ever once the pipes are full (the child blocked writing \
+             pipe B, the parent writing pipe A). The parent reads the echo while it is still \
+             writing, whoever runs the program. {seen}",
+            ipc_labs_driver::CONTROL_FD_ENV,
+            input_len >> 10
+        )));
     }
     if armed == Some(true) {
         return Err(Fail::failed(format!(

@@ -38,7 +38,64 @@ pub fn echo(run: &mut Run, len: usize) -> Result<String, Fail> {
     let done = session.exchange()?;
     session.verify_echo(&done)?;
     session.finish()?;
+    if len == 0 {
+        empty_read_to_end(run)?;
+    }
     Ok(format!("{len} bytes echoed byte for byte"))
+}
+
+/// An empty input is still read back to end-of-file: with the echo child held (`SIGSTOP`)
+/// before the exchange, so that pipe B's write end stays open, the parent must wait for that
+/// end-of-file (in `read()` or `poll()`), not go on to `wait()` having looked at the pipe
+/// another way (`FIONREAD`) and found it empty.
+fn empty_read_to_end(run: &mut Run) -> Result<(), Fail> {
+    let mut session = start(run, Vec::new(), Flags::default())?;
+    force::hold(session.child)?;
+    session.go()?;
+    let parent = session.parent;
+    let until = Instant::now() + Duration::from_secs(1);
+    const READING: [i64; 6] = [
+        libc::SYS_read,
+        libc::SYS_readv,
+        libc::SYS_poll,
+        libc::SYS_ppoll,
+        libc::SYS_pselect6,
+        libc::SYS_epoll_wait,
+    ];
+    let mut reaping = false;
+    let mut reading = false;
+    while Instant::now() < until && !reaping && !reading {
+        std::thread::sleep(Duration::from_millis(5));
+        let calls: Vec<i64> = crate::engine::inspect::view(parent)
+            .map(|view| {
+                view.threads
+                    .iter()
+                    .filter_map(|t| t.syscall)
+                    .map(|c| c.0)
+                    .collect()
+            })
+            .unwrap_or_default();
+        reaping = calls
+            .iter()
+            .any(|&call| call == libc::SYS_wait4 || call == libc::SYS_waitid);
+        reading = calls.iter().any(|call| READING.contains(call));
+    }
+    force::resume(session.child)?;
+    let done = session.recv_done()?;
+    session.verify_echo(&done)?;
+    session.finish()?;
+    if reaping {
+        return Err(Fail::failed(
+            "with an empty input and the echo child held by the grader before it read pipe A \
+             (so that it still held pipe B's write end), the parent went on to wait for the \
+             child (waitpid) without reading pipe B to end-of-file: exchange() took pipe B for \
+             empty from a look (FIONREAD, a non-blocking read) instead of reading it until \
+             read() returns 0, which comes only once the child has closed its end. An empty \
+             input is a whole exchange: close pipe A's write end, then read pipe B until \
+             end-of-file",
+        ));
+    }
+    Ok(())
 }
 
 /// As [`echo`] of [`BLOCK_MULTIPLE`] bytes, with every `fcntl(F_SETPIPE_SZ)` of the program

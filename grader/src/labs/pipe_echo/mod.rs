@@ -320,7 +320,8 @@ pub static LAB: Lab = Lab {
             timeout: Duration::from_secs(10),
             description: "run without the grader's control channel in its environment, as by \
                           hand, the echo child has no timer pending when it goes back to read \
-                          pipe A (read by the tracer)",
+                          pipe A (read by the tracer), and a 32 KiB input comes through pipes \
+                          of one page each",
             exclusive: false,
             hint: Some(
                 "The program does what it does whoever runs it: no deadline on the child's waits, graded or not. See docs/labs/01-pipe-echo.md, the rules table (\"Waiting means blocking in a call\").",

@@ -602,6 +602,19 @@ pub fn any_call_name(number: i64) -> String {
             Some("process_vm_readv()/process_vm_writev()")
         }
         libc::SYS_sendto => Some("sendto()"),
+        // What starting a thread calls first: glibc's first pthread_create() sets the handler
+        // of its signal 33, and every one blocks the signals around clone3().
+        libc::SYS_rt_sigaction => Some(
+            "rt_sigaction() (a signal handler set, as glibc does when the program starts its \
+             first thread: std::thread::spawn())",
+        ),
+        libc::SYS_rt_sigprocmask => Some(
+            "rt_sigprocmask() (the signal mask changed, as glibc does around starting a \
+             thread: std::thread::spawn())",
+        ),
+        libc::SYS_clone | libc::SYS_clone3 => {
+            Some("clone() (a thread or a process started: std::thread::spawn(), fork())")
+        }
         _ => crate::engine::diagnose::call_name(number),
     };
     match known {

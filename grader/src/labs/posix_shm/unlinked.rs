@@ -36,6 +36,35 @@ fn unlink_watched(table: &mut Table) -> Result<(Message, Option<bool>), Fail> {
     Ok((answer, Some(entered)))
 }
 
+/// More bytes than a command's own message that an `unlink` may read through system calls (its
+/// `/proc/PID/io`): the command comes in over the control channel, and `shm_unlink()` reads
+/// nothing.
+const UNLINK_READ_SLACK: u64 = 512;
+
+/// The table's `unlink` command, untraced, with its process's I/O counters read around it: it
+/// reads no file. A program that looks whether it is watched (its `/proc/self/status`) before
+/// it picks how to remove the name does so here, where no tracer watches it.
+fn unlink_reads_nothing(table: &mut Table) -> Result<(), Fail> {
+    let pid = table.pid();
+    let before = crate::engine::inspect::io(pid);
+    table.unlink()?;
+    let (Some(before), Some(after)) = (before, crate::engine::inspect::io(pid)) else {
+        return Ok(());
+    };
+    let read = after.since(before);
+    if read.read_bytes <= UNLINK_READ_SLACK {
+        return Ok(());
+    }
+    Err(Fail::failed(format!(
+        "during its unlink command, untraced, the creator read {} bytes in {} read() calls \
+         (its /proc/{pid}/io), besides the command itself: unlink() is one shm_unlink(name), \
+         which reads no file. A file read there is the program looking at something it has no \
+         need of, such as its own /proc/self/status (whose TracerPid tells whether a tracer \
+         watches it, to remove the name another way when none does)",
+        read.read_bytes, read.read_calls
+    )))
+}
+
 pub fn unlinked_but_mapped(run: &mut Run) -> Result<String, Fail> {
     let size = 10_000;
     let (mut creator, mut opener) = pair(run, "table", size)?;
@@ -47,7 +76,7 @@ pub fn unlinked_but_mapped(run: &mut Run) -> Result<String, Fail> {
     let mut own = super::driver::table(run, &own_name, Some(4096), CREATOR)?;
     let (own_first, own_second) =
         opened_twice(&mut own, &dev_shm(&own_name).display().to_string())?;
-    own.unlink()?;
+    unlink_reads_nothing(&mut own)?;
     closed_first_of_two(own, &own_first, &own_second)?;
     replaced_then_opened(run)?;
     let (answer, through_shm_unlink) = unlink_watched(&mut creator)?;

@@ -8,8 +8,8 @@ use nix::unistd::Pid;
 
 use super::handover::Handover;
 use super::probe::{self, Seen};
-use super::signals::signal_names;
 use crate::engine::inspect::{self, SignalMask};
+use crate::engine::process::signal_names;
 use crate::engine::{Fail, Run};
 
 /// The record before which the producer is held, and the rounds of the run.

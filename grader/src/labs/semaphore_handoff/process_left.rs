@@ -7,10 +7,10 @@ use nix::sys::signal::Signal;
 
 use super::handover::Handover;
 use super::rounds::cpus_of;
-use super::signals::signal_names;
 use super::{CONSUMER, PARENT, PRODUCER};
 use crate::engine::Fail;
 use crate::engine::inspect::{self, SignalMask};
+use crate::engine::process::signal_names;
 
 /// Signals `main.rs` leaves at their default action, each of which ends the process: a Ctrl-C,
 /// a `kill`, a hang-up, a timer the user set.

@@ -22,6 +22,7 @@ use super::slot::slot_holding;
 use super::waits::{SLICE_LIMIT, millis};
 use super::{CONSUMER, PRODUCER, WAIT_SLICE};
 use crate::engine::inspect::{self, SignalMask};
+use crate::engine::process::signal_names;
 use crate::engine::tracer::{Call, Step, Tracer};
 use crate::engine::{Fail, Run, force};
 
@@ -718,19 +719,3 @@ const BETWEEN_AT_PEER: &str =
     "at its kill(producer, 0), the Peer::gone() it asks after a timed-out slice";
 const BETWEEN_AT_CLOCK: &str =
     "as its clock read (CLOCK_REALTIME) for the next slice's deadline returned";
-
-/// The signals of `mask` (bit N-1 for signal N), by name, the first six.
-pub(super) fn signal_names(mask: u64) -> String {
-    let names: Vec<String> = (1..=64)
-        .filter(|n| mask & (1u64 << (n - 1)) != 0)
-        .map(|n| match Signal::try_from(n) {
-            Ok(signal) => signal.as_str().to_string(),
-            Err(_) => format!("signal {n}"),
-        })
-        .collect();
-    if names.len() > 6 {
-        format!("{}, ... ({} signals)", names[..6].join(", "), names.len())
-    } else {
-        names.join(", ")
-    }
-}

@@ -621,14 +621,29 @@ fn first_deadline_fresh(run: &mut Run) -> Result<String, Fail> {
             return Ok(());
         };
         if deadline + FRESH_MARGIN < go + WAIT_SLICE {
+            let short = go + WAIT_SLICE - deadline;
+            // A deadline kept from before the hold is short by about the hold, or more.
+            let cause = if short < BETWEEN_WAITS / 2 {
+                format!(
+                    "short by {}, less than the hold: the clock was read for this wait(), but \
+                     either from a clock that lags (CLOCK_REALTIME_COARSE, which lags the time \
+                     by a tick, 4 ms, or more) or a moment earlier (before a step that comes \
+                     first, such as the post). Read CLOCK_REALTIME itself, right before the \
+                     timed wait",
+                    millis(short)
+                )
+            } else {
+                "that deadline was not read from the clock when this wait() began (one kept \
+                 from an earlier slice or call, or read before)"
+                    .to_string()
+            };
             return Err(Fail::failed(format!(
                 "the grader held {PRODUCER} before record {at}, between two of its wait() calls, \
                  for {} ms (less than a slice), stopped the consumer so that no ok came, and \
                  let the producer go: the timed wait it then sat in, the first slice of its \
                  wait(ok), had a deadline {} after the clock at that go, not a whole slice \
-                 ({} ms): that deadline was not read from the clock when this wait() began \
-                 (one kept from an earlier slice or call, or read before). Read the clock \
-                 before every timed wait, the first of each wait() too: now + WAIT_SLICE",
+                 ({} ms): {cause}. Read the clock before every timed wait, the first of each \
+                 wait() too: now + WAIT_SLICE",
                 BETWEEN_WAITS.as_millis(),
                 if deadline > go {
                     millis(deadline - go)

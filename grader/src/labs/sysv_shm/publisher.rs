@@ -422,35 +422,20 @@ pub fn record_in_segment(run: &mut Run) -> Result<String, Fail> {
             )));
         }
     }
-    // The payload reaches the segment by a copy into the mapping: no write() at all. Writes to
-    // stdout and stderr (captured by the grader) are not counted against it.
-    let pid = published.proc.pid.as_raw();
-    let output = |captured: &std::sync::Arc<std::sync::Mutex<crate::engine::process::Captured>>| {
-        let captured = captured.lock().expect("capture lock");
-        captured.bytes.len() as u64 + captured.dropped
-    };
-    let printed = output(&published.proc.stdout) + output(&published.proc.stderr);
-    let Some(io) = inspect::io(pid) else {
-        run.note(format!(
-            "/proc/{pid}/io could not be read: the publisher's writes not counted"
-        ));
+    if !written_nowhere_else(run, &published, len, "")? {
         published.finish()?;
         return Ok(format!(
             "the grader found the record (sequence {}, {len} bytes) in the {size}-byte segment \
              itself",
             published.sequence
         ));
-    };
-    let elsewhere = io.written_bytes.saturating_sub(printed);
-    if elsewhere >= len as u64 {
-        return Err(Fail::failed(format!(
-            "before it said `ready` the publisher wrote {elsewhere} bytes with write() calls \
-             (stdout and stderr not counted), as much as the {len}-byte payload or more: it \
-             keeps a copy of the record outside the segment (a file, a pipe); the record goes \
-             into the segment through the address shmat() returned, and nowhere else"
-        )));
     }
     published.finish()?;
+    // Untraced too: a program may store by hand only while a tracer watches it.
+    let mut plain = publish(run, true)?;
+    let plain_len = plain.payload.len();
+    written_nowhere_else(run, &plain, plain_len, "untraced, ")?;
+    plain.finish()?;
     nothing_past_a_segment_without_room(run)?;
     let stored = match watched_stores::payload_stored_by_publisher(run)? {
         Some(()) => ", and stored the payload into the segment itself (watched)",
@@ -476,6 +461,40 @@ pub fn record_in_segment(run: &mut Run) -> Result<String, Fail> {
 /// A publisher asked for a 1-byte segment, too small even for the header (`no-room`): held as
 /// its `shmat()` returns, the rest of the segment's page is filled with non-zero bytes, and held
 /// again at its first call of the clean-up (or its exit), it must have stored none there.
+/// The payload reaches the segment by a copy into the mapping: no write() at all, to a file or
+/// to `/proc/self/mem`. Writes to stdout and stderr (captured by the grader) are not counted
+/// against it. False when `/proc/PID/io` cannot be read (noted).
+fn written_nowhere_else(
+    run: &mut Run,
+    published: &Published,
+    len: usize,
+    how: &str,
+) -> Result<bool, Fail> {
+    let pid = published.proc.pid.as_raw();
+    let output = |captured: &std::sync::Arc<std::sync::Mutex<crate::engine::process::Captured>>| {
+        let captured = captured.lock().expect("capture lock");
+        captured.bytes.len() as u64 + captured.dropped
+    };
+    let printed = output(&published.proc.stdout) + output(&published.proc.stderr);
+    let Some(io) = inspect::io(pid) else {
+        run.note(format!(
+            "/proc/{pid}/io could not be read: the publisher's writes not counted"
+        ));
+        return Ok(false);
+    };
+    let elsewhere = io.written_bytes.saturating_sub(printed);
+    if elsewhere >= len as u64 {
+        return Err(Fail::failed(format!(
+            "{how}before it said `ready` the publisher wrote {elsewhere} bytes with write() \
+             calls (stdout and stderr not counted), as much as the {len}-byte payload or more: \
+             it keeps a copy of the record outside the segment (a file, a pipe), or has the \
+             kernel copy it in (a pwrite() to /proc/self/mem); the record goes into the segment \
+             through the address shmat() returned, by its own stores, and nowhere else"
+        )));
+    }
+    Ok(true)
+}
+
 fn nothing_past_a_segment_without_room(run: &mut Run) -> Result<(), Fail> {
     const CLEAN_UP: &[i64] = &[
         libc::SYS_shmdt,

@@ -50,6 +50,15 @@ pub fn blank_segment_refused_at_once(run: &mut Run) -> Result<(), Fail> {
         }
         _ => None,
     };
+    if calls == Some(0) && message.get("kind") == Some("exists") {
+        return Err(Fail::failed(format!(
+            "{how}; the publisher said kind=exists without any shmget() with IPC_CREAT (the \
+             grader counted them with ptrace): it decided from a look (/proc/sysvipc/shm, or a \
+             shmget() without IPC_CREAT), which may see a key another process is about to take \
+             or free; only shmget(IPC_CREAT | IPC_EXCL) can tell, and its EEXIST is \
+             ShmError::Exists"
+        )));
+    }
     if let Some(calls @ 2..) = calls
         && message.get("kind") == Some("exists")
     {

@@ -47,7 +47,16 @@ pub fn written_again(run: &mut Run) -> Result<String, Fail> {
         // The publisher reads the file again into its buffer: here, the bytes it must publish.
         std::fs::write(&file, &payloads[step])?;
         published.proc.send("go", &[])?;
-        expect(&mut published.proc, "publisher", "rewritten")?;
+        expect(&mut published.proc, "publisher", "rewritten").map_err(|fail| match fail {
+            Fail::Failed(why) => Fail::Failed(format!(
+                "{why}; that was the publisher writing a record again into the {size}-byte \
+                 segment it had just published into (`--rewrite`, write {step} of 2, the same \
+                 {len} bytes long, which fit): write_record() copies the payload it is given \
+                 every time, into a segment that holds a record already too, keeping nothing \
+                 from one call to the next"
+            )),
+            other => other,
+        })?;
         let found = published.segment()?;
         let bytes = segment_bytes(found.id, (found.size as usize).min(size as usize))?;
         let want_sequence = sequence.wrapping_add(step as u32);
