@@ -108,6 +108,40 @@ impl Ledger {
         }
     }
 
+    /// Removes the objects named after `tag` (see [`Ledger::new_tag`]): what a check that
+    /// never returned made, since it cannot clean up after itself. The names under `/dev/shm`,
+    /// and the message queues among the names the ledger lists. Returns what was removed.
+    pub fn remove_tagged(&self, tag: &str) -> Vec<String> {
+        let ours = |name: &str| {
+            let name = name.trim_start_matches('/');
+            let spelled = from_blanks(name);
+            spelled
+                .as_deref()
+                .unwrap_or(name)
+                .strip_prefix(tag)
+                .is_some_and(|rest| rest.starts_with('-'))
+        };
+        let mut removed = Vec::new();
+        for object in audit::snapshot() {
+            if object.name().is_some_and(ours) && object.remove().is_ok() {
+                removed.push(object.to_string());
+            }
+        }
+        let text = std::fs::read_to_string(&self.path).unwrap_or_default();
+        for name in text.lines().filter(|l| l.starts_with('/') && ours(l)) {
+            // Message queues cannot be listed where the mqueue file system is not mounted.
+            if audit::message_queue_exists(name) {
+                let queue = IpcObject::MessageQueue {
+                    name: name.trim_start_matches('/').to_string(),
+                };
+                if queue.remove().is_ok() {
+                    removed.push(queue.to_string());
+                }
+            }
+        }
+        removed
+    }
+
     /// The run is over and cleaned up after: the ledger goes.
     pub fn close(&self) {
         let _ = std::fs::remove_file(&self.path);
@@ -266,6 +300,44 @@ fn end_groups(ledger: &str) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_abandoned_checks_objects_are_removed_by_its_tag_and_no_others() {
+        let ledger = Ledger::open().expect("a ledger");
+        let tag = ledger.new_tag();
+        let next = ledger.new_tag();
+        let own = format!("/{tag}-table");
+        let blank = format!("/{}", in_blanks(&format!("{tag}-blank")));
+        let other = format!("/{next}-table");
+        // A longer tag that starts with this one (tag 1 and tag 10) is another check's.
+        let longer = format!("/{tag}0-table");
+        let make = |name: &str| {
+            let fd = nix::sys::mman::shm_open(
+                name,
+                nix::fcntl::OFlag::O_CREAT | nix::fcntl::OFlag::O_RDWR,
+                nix::sys::stat::Mode::S_IRUSR | nix::sys::stat::Mode::S_IWUSR,
+            )
+            .expect("shm_open");
+            drop(fd);
+        };
+        for name in [&own, &blank, &other, &longer] {
+            make(name);
+        }
+        let removed = ledger.remove_tagged(&tag);
+        let exists = |name: &str| Path::new("/dev/shm").join(&name[1..]).exists();
+        let left = (
+            exists(&own),
+            exists(&blank),
+            exists(&other),
+            exists(&longer),
+        );
+        for name in [&other, &longer, &own, &blank] {
+            let _ = nix::sys::mman::shm_unlink(name.as_str());
+        }
+        ledger.close();
+        assert_eq!(left, (false, false, true, true), "{removed:?}");
+        assert_eq!(removed.len(), 2, "{removed:?}");
+    }
 
     #[test]
     fn grader_pids_are_read_back_from_names_and_ledgers() {

@@ -920,12 +920,13 @@ fn run_check(
     CheckObjects::register(&objects);
     let file_watch = FileWatch::start(dir.path(), roots.clone(), user);
     let started = Instant::now();
+    let tag = ledger.new_tag();
     let mut run = Run {
         seed,
         rng: ChaCha8Rng::seed_from_u64(seed),
         program,
         dir,
-        tag: ledger.new_tag(),
+        tag: tag.clone(),
         deadline: started + check.timeout,
         lab,
         limits: Limits::for_user(options.run_as.as_ref().map(|u| (u.uid, u.gid))),
@@ -963,8 +964,16 @@ fn run_check(
         }
     } else {
         process::kill_tree(&roots.lock().expect("roots lock"));
-        let fail = Fail::Grader("the check did not return; its processes were killed".into());
-        return (refused(check, seed, fail), Vec::new());
+        // The check's thread still holds its run: what it made is found by its tag.
+        let removed = ledger.remove_tagged(&tag);
+        let mut why = "the check did not return; its processes were killed".to_string();
+        if !removed.is_empty() {
+            why.push_str(&format!(
+                ", and what they made removed: {}",
+                removed.join(", ")
+            ));
+        }
+        return (refused(check, seed, Fail::Grader(why)), Vec::new());
     };
     let duration = started.elapsed();
 
