@@ -108,10 +108,22 @@ pub fn child_fails(run: &mut Run) -> Result<String, Fail> {
             } else {
                 ""
             };
+            // Several threads: the write failed on one while another reads on.
+            let threads = inspect::view(child).map_or(0, |view| view.threads.len());
+            let split = if threads > 1 {
+                format!(
+                    "; the echo child runs {threads} threads, one reading pipe A while another \
+                     writes pipe B: it moved them another way than read-then-write, so a failed \
+                     write does not stop the reads (echo_loop() writes what each read() returned \
+                     before it reads again, on one thread)"
+                )
+            } else {
+                String::new()
+            };
             return Err(Fail::failed(format!(
-                "{failed}, and the child did not end (it is {doing}{waits_for_room}): write_all() \
-                 must return every error but EINTR, echo_loop() must return it, and the child \
-                 must then _exit(1)"
+                "{failed}, and the child did not end (it is {doing}{waits_for_room}){split}: \
+                 write_all() must return every error but EINTR, echo_loop() must return it, and \
+                 the child must then _exit(1)"
             )));
         }
     }
