@@ -38,6 +38,8 @@ mod support;
 /// user: nobody              (optional: run as `nobody`; needs root, ignored otherwise)
 /// needs: mqueue-mount        (optional: the bug shows only where the mqueue file system is
 ///                            mounted, as systemd does at /dev/mqueue; ignored otherwise)
+/// needs: root                (optional: the bug shows only where the grader is root, which
+///                            may raise a limit in a namespace; ignored otherwise)
 /// --- find
 /// text of the solution (exactly once)
 /// --- replace
@@ -62,6 +64,8 @@ struct Mutant {
     /// `needs: mqueue-mount`: the mutant behaves as the solution where no mqueue file system is
     /// mounted (it looks for one), so there it has no bug to catch.
     needs_mqueue_mount: bool,
+    /// `needs: root`: the check reaches the bug only as root.
+    needs_root: bool,
 }
 
 fn parse(lab: &str, name: &str, text: &str) -> Result<Mutant, String> {
@@ -88,10 +92,15 @@ fn parse(lab: &str, name: &str, text: &str) -> Result<Mutant, String> {
     if diagnosis.is_empty() {
         return Err("an empty `diagnosis:` would accept any message".into());
     }
-    let needs_mqueue_mount = match field("needs") {
-        Err(_) => false,
-        Ok(needs) if needs == "mqueue-mount" => true,
-        Ok(other) => return Err(format!("`needs: {other}`: only `mqueue-mount` is known")),
+    let (needs_mqueue_mount, needs_root) = match field("needs") {
+        Err(_) => (false, false),
+        Ok(needs) if needs == "mqueue-mount" => (true, false),
+        Ok(needs) if needs == "root" => (false, true),
+        Ok(other) => {
+            return Err(format!(
+                "`needs: {other}`: only `mqueue-mount` and `root` are known"
+            ));
+        }
     };
     Ok(Mutant {
         lab: lab.into(),
@@ -102,6 +111,7 @@ fn parse(lab: &str, name: &str, text: &str) -> Result<Mutant, String> {
         diagnosis,
         as_nobody: field("user").is_ok_and(|user| user == "nobody"),
         needs_mqueue_mount,
+        needs_root,
         file: field("file")?,
         edits,
     })
@@ -314,6 +324,11 @@ fn trials() -> Vec<Trial> {
     let mut trials = Vec::new();
     for mutant in in_turn_by_lab(by_place(&workspace, mutants())) {
         let name = format!("{}::{}", mutant.lab, mutant.name);
+        if mutant.needs_root && !root {
+            eprintln!("{name}: ignored: its bug shows only where the grader is root");
+            trials.push(Trial::test(name, || Ok(())).with_ignored_flag(true));
+            continue;
+        }
         if mutant.as_nobody && !root {
             eprintln!("{name}: ignored: it runs as nobody, which needs the test to run as root");
             trials.push(Trial::test(name, || Ok(())).with_ignored_flag(true));

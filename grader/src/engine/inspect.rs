@@ -505,6 +505,17 @@ pub fn library_function_at(pid: i32, address: u64) -> Option<String> {
     Some(name.to_string_lossy().into_owned())
 }
 
+/// Whether every thread of `pid` sleeps, one of them in `syscall`.
+pub fn sleeps_in(pid: i32, syscall: i64) -> bool {
+    view(pid).is_some_and(|view| {
+        view.threads.iter().all(|t| matches!(t.state, 'S' | 'D'))
+            && view
+                .threads
+                .iter()
+                .any(|t| t.syscall.map(|(nr, _)| nr) == Some(syscall))
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -8,6 +8,7 @@ pub mod files;
 pub mod force;
 pub mod inspect;
 pub mod ledger;
+mod looks;
 pub mod model;
 mod order;
 pub mod process;

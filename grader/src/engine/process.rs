@@ -122,6 +122,9 @@ pub struct Limits {
     /// write end at the next: a pipe of the program's own (to a logger, another helper), which
     /// the lab's code did not open.
     pub held_pipe_at: Option<i32>,
+    /// The program joins the IPC namespace of this process (root only): a second program of a
+    /// check beside one started with [`Limits::message_queue_sysctls`], sharing its queues.
+    pub ipc_namespace_of: Option<i32>,
 }
 
 impl Limits {
@@ -143,6 +146,7 @@ impl Limits {
             ungraded: false,
             blocked_signals: 0,
             held_pipe_at: None,
+            ipc_namespace_of: None,
         }
     }
 }
@@ -383,11 +387,25 @@ pub fn spawn(
     if limits.ungraded {
         command.env_remove(CONTROL_FD_ENV);
     }
+    // Opened here, as the closure below may not allocate a path; closed at exec.
+    let namespace = match limits.ipc_namespace_of {
+        Some(pid) => Some(
+            std::fs::File::open(format!("/proc/{pid}/ns/ipc"))
+                .map_err(|e| Fail::Grader(format!("the IPC namespace of pid {pid}: {e}")))?,
+        ),
+        None => None,
+    };
+    let namespace_fd = namespace.as_ref().map(AsRawFd::as_raw_fd);
     // SAFETY: between fork and exec the closure only makes async-signal-safe system calls.
     unsafe {
         command.pre_exec(move || {
             nix::unistd::setpgid(Pid::from_raw(0), Pid::from_raw(0))?;
             default_signal_actions();
+            if let Some(fd) = namespace_fd
+                && libc::setns(fd, libc::CLONE_NEWIPC) != 0
+            {
+                return Err(std::io::Error::last_os_error());
+            }
             // Before setuid: only root may make the namespace and write its limits.
             if let Some((msg_max, msgsize_max)) = limits.message_queue_sysctls {
                 if libc::unshare(libc::CLONE_NEWIPC) != 0 {

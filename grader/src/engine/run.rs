@@ -1,6 +1,7 @@
 //! Running checks: the per-check context a check is written against, and the loop that grades
 //! a selection of checks and turns their outcomes into a report.
 
+use std::collections::BTreeMap;
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicI32, Ordering};
@@ -299,6 +300,21 @@ impl Run {
         self.spawn_in_message_queue_namespace(args, (msg_max, msgsize_max), None)
     }
 
+    /// Starts the lab's program like [`Run::spawn`], in the IPC namespace of process `pid` (one
+    /// started with [`Run::spawn_with_message_queue_sysctls`]): beside it, it sees its queues
+    /// and its limits. Root only, as that namespace.
+    pub fn spawn_in_ipc_namespace_of<S: AsRef<OsStr>>(
+        &mut self,
+        args: &[S],
+        pid: i32,
+    ) -> Result<Proc, Fail> {
+        let limits = Limits {
+            ipc_namespace_of: Some(pid),
+            ..self.limits
+        };
+        self.spawn_limited(args, limits)
+    }
+
     /// As [`Run::spawn_with_message_queue_sysctls`], and that namespace's `msg_default` is
     /// `msg_default` (the kernel's default is 10, often the machine's `msg_max` too).
     pub fn spawn_with_message_queue_sysctls_and_default<S: AsRef<OsStr>>(
@@ -437,6 +453,7 @@ impl Run {
             .expect("roots lock")
             .push(proc.pid.as_raw());
         self.ledger.record_group(proc.pid.as_raw());
+        super::looks::forget(proc.pid.as_raw());
         self.procs.push(ProcLog {
             command: proc.command.clone(),
             stdout: proc.stdout.clone(),
@@ -985,6 +1002,28 @@ fn run_check(
         run.notes.push(format!(
             "programs still running at the end, killed: {killed_programs:?}"
         ));
+    }
+    let mut looked: BTreeMap<String, usize> = BTreeMap::new();
+    for calls in roots.iter().filter_map(|&root| super::looks::take(root)) {
+        for call in calls.lines() {
+            *looked.entry(call.to_string()).or_default() += 1;
+        }
+    }
+    let looked: Vec<String> = looked
+        .into_iter()
+        .map(|(call, times)| match times {
+            1 => call,
+            _ => format!("{call} ({times} times)"),
+        })
+        .collect();
+    if outcome.is_ok() && !looked.is_empty() {
+        outcome = Err(Fail::failed(format!(
+            "while the grader traced it, the program looked whether it is traced: {}; that file's \
+             TracerPid (or that call's failure) tells it, and a program that looks may do one \
+             thing graded and another not; nothing in this lab needs it: do what the handout \
+             asks whoever watches",
+            looked.join(", ")
+        )));
     }
     if outcome.is_ok() && !leftovers.is_empty() {
         outcome = Err(Fail::failed(format!(

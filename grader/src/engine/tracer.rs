@@ -481,6 +481,7 @@ impl Tracer {
             -1 => pid,
             group => group,
         };
+        super::looks::prepare();
         // SAFETY: the child runs only `trace`, which makes async-signal-safe system calls and
         // never returns.
         let tracer = unsafe { process::fork_registered() };
@@ -491,6 +492,7 @@ impl Tracer {
             )));
         }
         if tracer == 0 {
+            super::looks::tracing(group, pid);
             // SAFETY: in the forked child, see above.
             unsafe { trace(group, tid, call, action, pipes) }
         }
@@ -576,6 +578,19 @@ impl Tracer {
     /// does not allow it.
     pub fn count_calls(pid: i32, call: Call) -> Result<Option<Tracer>, Fail> {
         Tracer::attach(pid, call, Action::ReportEach)
+    }
+
+    /// How many calls a [`Tracer::count_calls`] tracer has seen so far (those reported by
+    /// `until`), the tracer still counting: [`Tracer::failed_count`] then gives the rest.
+    pub fn counted_so_far(&mut self, until: Instant) -> Result<u32, Fail> {
+        let mut count = 0;
+        while let Some(byte) = self.next_byte(until)? {
+            if byte != FAILED {
+                break;
+            }
+            count += 1;
+        }
+        Ok(count)
     }
 
     /// How many calls a [`Tracer::fail_times`] tracer has made fail (or a
@@ -1166,7 +1181,7 @@ unsafe fn trace(group: i32, pid: i32, call: Call, action: Action, pipes: Pipes) 
                     libc::ptrace(libc::PTRACE_DETACH, pid, 0usize, 0usize);
                     libc::_exit(0);
                 }
-                if !at_entry_of(pid, call) {
+                if !at_stop_for(pid, call) {
                     continue;
                 }
                 match action {
@@ -1286,7 +1301,7 @@ unsafe fn on_any_thread(
                 traced.push(tid);
             }
             let at_call = libc::WSTOPSIG(*status) == libc::SIGTRAP | 0x80;
-            if !at_call || (new_only && tid == pid) || !at_entry_of(tid, call) {
+            if !at_call || (new_only && tid == pid) || !at_stop_for(tid, call) {
                 return GoOn::AsStopped;
             }
             match errno {
@@ -1325,7 +1340,7 @@ unsafe fn fail_in_every_process(pid: i32, call: Call, errno: i32, pipes: Pipes) 
     unsafe {
         every_stop(pid, pipes, |tid, status| {
             let at_call = libc::WSTOPSIG(*status) == libc::SIGTRAP | 0x80;
-            if !at_call || !at_entry_of(tid, call) {
+            if !at_call || !at_stop_for(tid, call) {
                 return GoOn::AsStopped;
             }
             // A thread gone on its way out of the call is only one of several.
@@ -1431,7 +1446,7 @@ unsafe fn in_turn(pid: i32, steps: [Option<(Call, Step)>; MAX_STEPS], pipes: Pip
             signal = 0;
             let stopped_by = libc::WSTOPSIG(status);
             if stopped_by == libc::SIGTRAP | 0x80 {
-                if !at_entry_of(pid, call) {
+                if !at_stop_for(pid, call) {
                     continue;
                 }
                 match step {
@@ -1707,7 +1722,7 @@ unsafe fn watch(pid: i32, call: Call, fields: &[Field], pipes: Pipes) -> ! {
                 signal = 0;
                 let stopped_by = libc::WSTOPSIG(status);
                 if stopped_by == libc::SIGTRAP | 0x80 {
-                    if at_entry_of(pid, call) {
+                    if at_stop_for(pid, call) {
                         break;
                     }
                 } else if status >> 16 == 0 && stopped_by != libc::SIGTRAP {
@@ -1864,7 +1879,7 @@ unsafe fn break_from(pid: i32, addresses: [u64; 4], call: Option<Call>, pipes: P
             if stopped_by == libc::SIGTRAP | 0x80 {
                 // A system call's entry or exit: only the entries of `call` are reported.
                 if let Some(call) = call
-                    && at_entry_of(pid, call)
+                    && at_stop_for(pid, call)
                     && report(AT_CALL as u8) != Some(GO_ON)
                 {
                     leave(pid, Left::Stopped(status), pipes);
@@ -2053,6 +2068,20 @@ unsafe fn sigtrap_pending(pid: i32) -> bool {
 }
 
 /// Whether `pid`, stopped at a system call, is entering `call`.
+/// At a call stop of thread `tid`: whether it is the entry of `call`. Every stop the tracer
+/// examines passes here, so that a look at whether the program is traced is noted too.
+///
+/// # Safety
+///
+/// `tid` is a thread this process traces, stopped.
+unsafe fn at_stop_for(tid: i32, call: Call) -> bool {
+    // SAFETY: as for this function.
+    unsafe {
+        super::looks::note(tid);
+        at_entry_of(tid, call)
+    }
+}
+
 unsafe fn at_entry_of(pid: i32, call: Call) -> bool {
     // struct ptrace_syscall_info: op (u8) at 0; for an entry, the number at 24 and the
     // arguments (u64 each) from 32.
@@ -2145,7 +2174,7 @@ fn library_functions(pid: i32, names: &[&std::ffi::CStr]) -> Option<[u64; 4]> {
 }
 
 /// Reads `into.len()` bytes at `addr` in the memory of `pid`; false unless all were read.
-fn read_memory(pid: i32, addr: u64, into: &mut [u8]) -> bool {
+pub(super) fn read_memory(pid: i32, addr: u64, into: &mut [u8]) -> bool {
     let local = libc::iovec {
         iov_base: into.as_mut_ptr().cast(),
         iov_len: into.len(),

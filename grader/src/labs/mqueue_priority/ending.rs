@@ -208,11 +208,11 @@ fn failing_handler(consumer: &mut Consumer, name: &str) -> Result<ipc_labs_drive
     Ok(answer)
 }
 
-/// The errno the grader makes `mq_send` and `mq_receive` fail with: one that neither call has
-/// a meaning of its own for in the library (not `EINTR`, `EAGAIN`, `EMSGSIZE`), so that the
-/// kind (`mq-send`, `mq-receive`) and the errno reported show the error went through as it
-/// came.
-const FORCED_ERRNO: (i32, &str) = (libc::EBADF, "EBADF");
+/// The errnos the grader makes `mq_send` fail with, one run each: one that the call has no
+/// meaning of its own for in the library (not `EINTR`, `EAGAIN`, `EMSGSIZE`), and `EINVAL`,
+/// which the kernel also gives for a priority out of range, though the library refuses those
+/// before it sends: each is `mq-send` with the errno as it came.
+const SEND_ERRNOS: [(i32, &str); 2] = [(libc::EBADF, "EBADF"), (libc::EINVAL, "EINVAL")];
 
 /// The errno the grader makes the consumer's `mq_receive` fail with: `EAGAIN`, which a blocking
 /// descriptor never gives (a receive on an empty queue sleeps), so that a receive() that takes
@@ -223,41 +223,50 @@ const RECEIVE_ERRNO: (i32, &str) = (libc::EAGAIN, "EAGAIN");
 /// consumer whose `mq_receive` fails says `mq-receive` with that errno, and serve() closes and
 /// unlinks its queue then too.
 fn failed_calls(run: &mut Run) -> Result<(), Fail> {
-    let (errno, errno_name) = FORCED_ERRNO;
     let name = run.ipc_name("failing-calls");
     let mut consumer = consumer(run, &name, &[])?;
     let jobs = random_jobs(run, 1, "f");
-    let mut producer = producer(run, &name, &jobs, false, false, "the producer")?;
-    let send = Call::any(libc::SYS_mq_timedsend);
-    let Some(tracer) = Tracer::attach(producer.pid(), send, Action::Fail(errno))? else {
-        run.note("no ptrace here: failed mq_send and mq_receive not tried");
-        let done = producer.submit()?;
-        producer.expect_done(&done)?;
-        producer.end()?;
-        consumer.send_shutdown()?;
-        return consumer.finish().map(drop);
-    };
-    let answer = producer.submit();
-    drop(tracer);
-    let answer = answer?;
-    let left = queue_attributes(&name)?.curmsgs();
-    if !(failed_with(&answer, "mq-send") && super::protocol::failed_errno(&answer, errno_name)) {
-        let how = if answer.kind == "done" && left == 1 {
-            "it called mq_send again and the job went: only EINTR is retried".to_string()
-        } else if answer.kind == "done" {
-            "it went on as if the job had been sent".to_string()
-        } else {
-            "an mq_send error other than EINTR, EAGAIN (full) and EMSGSIZE (too-big) is \
-             QueueError::Send, kind=mq-send, with the errno as it came"
-                .to_string()
+    for (errno, errno_name) in SEND_ERRNOS {
+        let mut producer = producer(run, &name, &jobs, false, false, "the producer")?;
+        let send = Call::any(libc::SYS_mq_timedsend);
+        let Some(tracer) = Tracer::attach(producer.pid(), send, Action::Fail(errno))? else {
+            run.note("no ptrace here: failed mq_send and mq_receive not tried");
+            let done = producer.submit()?;
+            producer.expect_done(&done)?;
+            producer.end()?;
+            consumer.send_shutdown()?;
+            return consumer.finish().map(drop);
         };
-        return Err(Fail::failed(format!(
-            "the grader made the producer's mq_send of its one job fail with {errno_name} (with \
-             ptrace), and it said {}, not `failed` with kind=mq-send and {errno_name}: {how}",
-            said(&answer)
-        )));
+        let answer = producer.submit();
+        drop(tracer);
+        let answer = answer?;
+        let left = queue_attributes(&name)?.curmsgs();
+        if !(failed_with(&answer, "mq-send") && super::protocol::failed_errno(&answer, errno_name))
+        {
+            let how = if answer.kind == "done" && left > 0 {
+                "it called mq_send again and the job went: only EINTR is retried".to_string()
+            } else if answer.kind == "done" {
+                "it went on as if the job had been sent".to_string()
+            } else if errno == libc::EINVAL {
+                "the library judges the priority itself, before it sends: an EINVAL from \
+                 mq_send is the call's failure, QueueError::Send (kind=mq-send) with EINVAL, \
+                 not a kind taken from what the errno often means"
+                    .to_string()
+            } else {
+                "an mq_send error other than EINTR, EAGAIN (full) and EMSGSIZE (too-big) is \
+                 QueueError::Send, kind=mq-send, with the errno as it came"
+                    .to_string()
+            };
+            return Err(Fail::failed(format!(
+                "the grader made the producer's mq_send of its one job (priority {}) fail with \
+                 {errno_name} (with ptrace), and it said {}, not `failed` with kind=mq-send and \
+                 {errno_name}: {how}",
+                jobs[0].priority,
+                said(&answer)
+            )));
+        }
+        producer.end()?;
     }
-    producer.end()?;
     // The consumer's receive fails, with a job in the queue.
     let (errno, errno_name) = RECEIVE_ERRNO;
     grader_send(&name, &[job_message(&jobs[0])])?;

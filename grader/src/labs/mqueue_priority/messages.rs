@@ -143,8 +143,11 @@ pub fn message_boundaries(run: &mut Run) -> Result<String, Fail> {
             }
         }
     }
+    let large = super::large_messages::large_payloads(run)?
+        .map(|said| format!("; {said}"))
+        .unwrap_or_default();
     Ok(format!(
-        "payloads of {all:?} bytes each arrived whole, as one job, through the queue"
+        "payloads of {all:?} bytes each arrived whole, as one job, through the queue{large}"
     ))
 }
 

@@ -54,6 +54,7 @@ mod handler_errors;
 mod interrupted_waits;
 mod jobs;
 mod kernel_ceilings;
+mod large_messages;
 mod limit_read_failures;
 mod limit_retries;
 mod limits;
@@ -138,7 +139,8 @@ pub static LAB: Lab = Lab {
             points: 3,
             timeout: Duration::from_secs(10),
             description: "payloads from 0 bytes to the largest a 8192-byte message holds arrive \
-                          whole, each as one job, through the queue only",
+                          whole, each as one job, through the queue only; as root, so do \
+                          payloads past 8192 bytes in 16384-byte messages",
             exclusive: false,
             hint: Some(
                 "A message is received into a buffer of mq_msgsize bytes and only the bytes received are kept. See docs/labs/02-mqueue-priority.md, the rules table (the receive buffer and payload rules).",

@@ -152,16 +152,7 @@ pub fn queue_mode(name: &str) -> Option<u32> {
     mode
 }
 
-/// Whether every thread of `pid` sleeps, one of them in `syscall`.
-pub fn sleeps_in(pid: i32, syscall: i64) -> bool {
-    inspect::view(pid).is_some_and(|view| {
-        view.threads.iter().all(|t| matches!(t.state, 'S' | 'D'))
-            && view
-                .threads
-                .iter()
-                .any(|t| t.syscall.map(|(nr, _)| nr) == Some(syscall))
-    })
-}
+pub use crate::engine::inspect::sleeps_in;
 
 /// Sends `signal` to every thread of `pid` and waits, at most `patience`, until no thread has it
 /// pending any more (`SigPnd` in `/proc/PID/task/TID/status`): until then the thread may still

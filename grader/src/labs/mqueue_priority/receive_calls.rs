@@ -56,10 +56,14 @@ pub fn receives_look_at_nothing(run: &mut Run) -> Result<(), Fail> {
         sent.push(job);
     }
     let _ = wait_in_call(&mut consumer.proc, RECEIVE, PATIENCE)?;
+    let mut tracer = tracer;
+    // Each call was reported while the consumer was stopped in it: those before the shutdown
+    // are in by now, the consumer waiting in mq_receive.
+    let before_shutdown = tracer.counted_so_far(Instant::now() + Duration::from_millis(20))?;
     consumer.send_shutdown()?;
     let done = consumer.answer_after_shutdown()?;
-    // Each call was reported while the consumer was stopped in it, before its answer.
-    let calls = tracer.failed_count(Instant::now() + Duration::from_millis(20))?;
+    let after_shutdown = tracer.failed_count(Instant::now() + Duration::from_millis(20))?;
+    let calls = before_shutdown + after_shutdown;
     if done.kind != "done" {
         super::protocol::release(&mut consumer.proc)?;
         return Err(Fail::failed(format!(
@@ -68,6 +72,16 @@ pub fn receives_look_at_nothing(run: &mut Run) -> Result<(), Fail> {
         )));
     }
     consumer.end(&done)?;
+    if before_shutdown == 0 && after_shutdown > 0 {
+        return Err(Fail::failed(format!(
+            "receiving {ROUNDS} jobs sent one at a time into its empty queue, the consumer made \
+             none of mq_getattr, mq_notify, sched_yield, a sleep or a poll (counted with \
+             ptrace); once the shutdown reached it, it made {after_shutdown} before it said \
+             `done`: serve() went on after the shutdown (to look at the queue, or to take what \
+             is queued behind it). The shutdown ends serve() at once; jobs behind it stay in \
+             the queue"
+        )));
+    }
     if calls > 0 {
         return Err(Fail::failed(format!(
             "from `go` to `done`, receiving {ROUNDS} jobs sent one at a time into its empty \

@@ -291,8 +291,9 @@ pub static LAB: Lab = Lab {
             points: 1,
             timeout: Duration::from_secs(10),
             description: "with SIGUSR2 and SIGWINCH blocked and a pipe of its own before \
-                          spawn(), both processes still block them and hold the pipe, and the \
-                          parent blocks them still when fork() failed; with the soft \
+                          spawn(), both processes still block them, ignore and catch the \
+                          signals the program did, and hold the pipe, and the parent blocks \
+                          them still when fork() failed; with the soft \
                           descriptor limit one short of each pipe and the hard one above it, \
                           spawn() returns Pipe(EMFILE) and leaves both limits as they were",
             exclusive: false,

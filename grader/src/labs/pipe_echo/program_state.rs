@@ -71,6 +71,49 @@ fn same_mask(pid: i32, tid: i32, before: u64, who: &str, setting: &str) -> Resul
     )))
 }
 
+/// The signals `pid` ignores (`SIG_IGN`) and those it catches with a handler.
+fn dispositions(pid: i32) -> Option<(u64, u64)> {
+    Some((
+        inspect::signal_mask(pid, pid, SignalMask::Ignored)?,
+        inspect::signal_mask(pid, pid, SignalMask::Caught)?,
+    ))
+}
+
+/// `pid` ignores and catches the signals the parent did before `spawn()` (`before`), or what
+/// changed, named: a disposition is process-wide state, inherited by the child at `fork()`.
+fn same_dispositions(pid: i32, before: (u64, u64), who: &str, setting: &str) -> Result<(), Fail> {
+    let Some(now) = dispositions(pid) else {
+        return Ok(());
+    };
+    let mut changed = Vec::new();
+    for (was, is, what) in [
+        (before.0, now.0, "ignores"),
+        (before.1, now.1, "catches with a handler"),
+    ] {
+        if is & !was != 0 {
+            changed.push(format!("now {what} {}", names(is & !was)));
+        }
+        if was & !is != 0 {
+            changed.push(format!("no longer {what} {}", names(was & !is)));
+        }
+    }
+    if changed.is_empty() {
+        return Ok(());
+    }
+    Err(Fail::failed(format!(
+        "{setting}, {who} {} (SigIgn {:016x} and SigCgt {:016x} in /proc/PID/status, against \
+         {:016x} and {:016x} in the parent before spawn()): the lab's code changed what a \
+         signal does, and a disposition is process-wide state (the child inherits it at fork()); \
+         spawn() leaves the program's state as it found it, in the parent and in the child, so \
+         a signal that ends the program ends its echo child too",
+        changed.join(" and "),
+        now.0,
+        now.1,
+        before.0,
+        before.1
+    )))
+}
+
 /// Signals blocked and a pipe held before `spawn()`: after it returns, the parent blocks them
 /// still and so does the child (it inherits the mask and must not lose any of it), and both
 /// hold the pipe.
@@ -84,6 +127,7 @@ fn mask_and_pipe_kept(run: &mut Run) -> Result<(), Fail> {
     let launched = launch(run, input, flags)?;
     let parent = launched.parent;
     let before = inspect::signal_mask(parent, parent, SignalMask::Blocked);
+    let dispositions_before = dispositions(parent);
     let held: Vec<(i32, String)> = [HELD_PIPE, HELD_PIPE + 1]
         .iter()
         .filter_map(|&fd| Some((fd, launched.fds_before.get(&fd)?.clone())))
@@ -107,6 +151,18 @@ fn mask_and_pipe_kept(run: &mut Run) -> Result<(), Fail> {
                     setting,
                 )
             });
+    }
+    if verdict.is_ok()
+        && let Some(before) = dispositions_before
+    {
+        verdict = same_dispositions(parent, before, "the parent", setting).and_then(|()| {
+            same_dispositions(
+                session.child,
+                before,
+                "the echo child, waiting for input,",
+                setting,
+            )
+        });
     }
     if verdict.is_ok() {
         verdict = pipe_held(&held, parent, session.child);

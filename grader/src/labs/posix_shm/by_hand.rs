@@ -1,11 +1,13 @@
 //! The program run as a user runs it, without the grader's control channel: it must do what it
 //! does graded. Its answer is then its exit status and output alone.
 
+use std::os::unix::fs::PermissionsExt;
 use std::time::{Duration, Instant};
 
 use crate::engine::tracer::{Call, Reached, Step, Tracer};
 use crate::engine::{Fail, Run, force};
 
+use super::object::wrong_with;
 use super::probes::{dev_shm, plant_object};
 
 /// The calls that give a descriptor's size.
@@ -93,4 +95,57 @@ pub fn empty_refused_by_hand(run: &mut Run) -> Result<(), Fail> {
         )));
     }
     Ok(())
+}
+
+/// A creator run by hand (no control channel in its environment, no tracer): as the handout's
+/// example, `open --name N --create --size 10000` creates, maps and closes the table and leaves
+/// the object, which must have mode 0600 as it has graded: the mode does not depend on who runs
+/// the program.
+pub fn created_by_hand(run: &mut Run) -> Result<(), Fail> {
+    let name = run.ipc_name("made-by-hand");
+    let path = dev_shm(&name);
+    let args = [
+        "open",
+        "--name",
+        name.as_str(),
+        "--create",
+        "--size",
+        "10000",
+    ];
+    let mut proc = run.spawn_stopped_ungraded(&args)?;
+    proc.set_roles(|_| "the creator run by hand".into());
+    force::resume(proc.pid.as_raw())?;
+    let status = proc.wait_until(Instant::now() + Duration::from_secs(5))?;
+    let mode = std::fs::metadata(&path).map(|m| m.permissions().mode() & 0o777);
+    let _ = std::fs::remove_file(&path);
+    let Some(status) = status else {
+        proc.kill_tree();
+        return Err(Fail::failed(format!(
+            "run by hand (without the grader's control channel, {} unset) as `open --name {name} \
+             --create --size 10000`, the program had not exited 5 s later: run by hand it \
+             creates, maps, says the size and exits",
+            ipc_labs_driver::CONTROL_FD_ENV
+        )));
+    };
+    match mode {
+        Ok(0o600) => Ok(()),
+        Ok(mode) => Err(Fail::failed(format!(
+            "run by hand (without the grader's control channel, {} unset) as `open --name {name} \
+             --create --size 10000`, the program made {} with mode {mode:03o} ({}), where graded \
+             it makes it 600: the mode depends on whether it believes it is graded; create the \
+             object with shm_open(..., 0600) whoever runs the program",
+            ipc_labs_driver::CONTROL_FD_ENV,
+            path.display(),
+            wrong_with(mode)
+        ))),
+        // Not created: the graded checks say why (a bad name, a failed call).
+        Err(_) if !status.success() => Ok(()),
+        Err(_) => Err(Fail::failed(format!(
+            "run by hand (without the grader's control channel, {} unset) as `open --name {name} \
+             --create --size 10000`, the program exited with success and left no {}: run by \
+             hand it creates the object and leaves it (it does not unlink it)",
+            ipc_labs_driver::CONTROL_FD_ENV,
+            path.display()
+        ))),
+    }
 }

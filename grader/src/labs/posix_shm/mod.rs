@@ -65,7 +65,8 @@ pub static LAB: Lab = Lab {
             name: "owner-only-mode",
             points: 2,
             timeout: Duration::from_secs(10),
-            description: "/dev/shm/<name> exists with mode 0600 while the table is in use",
+            description: "/dev/shm/<name> exists with mode 0600 while the table is in use, \
+                          and has it too when the program is run by hand",
             exclusive: false,
             hint: Some(
                 "Create the object with mode 0600. See docs/labs/05-posix-shm.md, the rules table (\"mode 0600\").",

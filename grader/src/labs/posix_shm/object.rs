@@ -19,7 +19,7 @@ use super::probes::{dev_shm, object_bytes, object_size, plant_object};
 const PAGE: usize = 4096;
 
 /// What a mode wider or narrower than 0600 allows, in words.
-fn wrong_with(mode: u32) -> String {
+pub(super) fn wrong_with(mode: u32) -> String {
     let mut wrong = Vec::new();
     if mode & 0o044 != 0 {
         wrong.push("users other than its owner can read the table");
@@ -251,7 +251,11 @@ pub fn owner_only_mode(run: &mut Run) -> Result<String, Fail> {
     creator.unlink()?;
     creator.close()?;
     created_through_shm_open(run)?;
-    Ok(format!("{} has mode 600", path.display()))
+    super::by_hand::created_by_hand(run)?;
+    Ok(format!(
+        "{} has mode 600, and so has an object made by the program run by hand",
+        path.display()
+    ))
 }
 
 pub fn odd_sizes(run: &mut Run) -> Result<String, Fail> {

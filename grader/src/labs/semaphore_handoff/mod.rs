@@ -47,6 +47,7 @@
 
 mod affinity_kept;
 mod after_unlink;
+mod bench_rounds;
 mod carried_errno;
 mod clock;
 mod clock_reads;

@@ -152,6 +152,16 @@ pub(super) fn find_slot(producer: i32, consumer: i32, seed: u64, seq: u64) -> Re
                      that the record was taken from ok, and from nothing else"
                 )));
             }
+            if bytes.iter().all(|&b| b == 0) {
+                return Err(Fail::failed(format!(
+                    "while the consumer waited to take record {seq}, the producer's slot (its \
+                     shared anonymous mapping) held only zeros, not record {seq}: either put() \
+                     did not copy the record into the slot (it travels some other way, a file \
+                     or a pipe), or take() wrote over the slot after copying a record out \
+                     (clearing it, to mark it taken). put() copies each record into the slot \
+                     (Handoff::slot) before posting ready, and take() only reads it"
+                )));
+            }
             return Err(Fail::failed(format!(
                 "while the consumer waited to take record {seq}, the producer's slot (its \
                  shared anonymous mapping) held {}, not record {seq}: put() must copy each \

@@ -519,6 +519,7 @@ pub fn waits_block(run: &mut Run) -> Result<String, Fail> {
     })?;
     handover.verify(&reports, "100 rounds with queues, the producer held")?;
     notes.push(put_waits_for_last_ok(run)?);
+    notes.push(super::bench_rounds::bench_put_waits_for_ok(run)?);
     notes.push(first_deadline_fresh(run)?);
     notes.push(watchpoints::spins_before_blocking(run)?);
     notes.push(super::ready_looks::consumer_spins_before_blocking(run)?);

@@ -82,12 +82,20 @@ fn through_the_mapping(
     if io.read_calls <= allowed && (io.write_calls <= allowed || unprinted <= 256 * 1024) {
         return Ok(());
     }
+    // Reads alone may be the data's, or files a transfer has no need of.
+    let cause = if io.write_calls <= allowed || unprinted <= 256 * 1024 {
+        "either the bank's data went through a descriptor (read, pread) instead of the shared \
+         mapping, or the program read files a transfer has no need of (its /proc/self/status, \
+         whose TracerPid says whether it is traced, say)"
+    } else {
+        "the bank's data went through a descriptor (read/write, pread/pwrite) instead of the \
+         shared mapping"
+    };
     Err(Fail::failed(format!(
         "the totals are right, but for {transfers} transfers the coordinator and its workers \
          made {} read and {} write system calls ({} bytes read, {} written, {printed} of them \
-         printed): the bank's data went through a descriptor (read/write, pread/pwrite) \
-         instead of the shared mapping; a transfer reads and writes the Bank through the \
-         pointer mmap(MAP_SHARED) returned for {}",
+         printed): {cause}; a transfer reads and writes the Bank through the pointer \
+         mmap(MAP_SHARED) returned for {}, and reads nothing else",
         io.read_calls,
         io.write_calls,
         io.read_bytes,

@@ -120,6 +120,7 @@ pub fn every_error_costs_one_connection(
                     server,
                     past.last(),
                     &past[..past.len().saturating_sub(1)],
+                    gone_past.len(),
                 ));
             }
             run.note(format!(
@@ -160,7 +161,12 @@ pub fn every_error_costs_one_connection(
                     ));
                     return Ok(());
                 }
-                return Err(ended_by(server, past.last(), &past[..past.len() - 1]));
+                return Err(ended_by(
+                    server,
+                    past.last(),
+                    &past[..past.len() - 1],
+                    gone_past.len(),
+                ));
             }
             past.push(name.clone());
         }
@@ -168,14 +174,24 @@ pub fn every_error_costs_one_connection(
     if observe::new_thread_in(pid, &[], &ACCEPTS, soon()).is_none()
         && !served_next(server, "the errors forced on accept()")?
     {
-        return Err(ended_by(server, past.last(), &past[..past.len() - 1]));
+        return Err(ended_by(
+            server,
+            past.last(),
+            &past[..past.len() - 1],
+            gone_past.len(),
+        ));
     }
     Ok(())
 }
 
 /// The verdict on an accepting loop that ended after accept() failed with `last`, having gone
-/// on after `before`.
-fn ended_by(server: &Server, last: Option<&String>, before: &[String]) -> Fail {
+/// on after `before`, of which the first `served_between` had a client served after each.
+fn ended_by(
+    server: &Server,
+    last: Option<&String>,
+    before: &[String],
+    served_between: usize,
+) -> Fail {
     let Some(last) = last else {
         return Fail::failed(format!(
             "no thread of the server was in accept() and a new client got no response{}: a \
@@ -191,10 +207,25 @@ fn ended_by(server: &Server, last: Option<&String>, before: &[String]) -> Fail {
     let before = if before.is_empty() {
         String::new()
     } else {
+        let in_a_row = before.len().saturating_sub(served_between);
+        if in_a_row == 0 {
+            return Fail::failed(format!(
+                "after one of the server's accept() calls failed with {last} (forced by the \
+                 grader: {cause}), the accepting thread called accept() no more and the next \
+                 client got no response{}; it had gone on after accept() calls that failed with \
+                 {} before, a client served after each, so the loop ends on some errors only (a \
+                 list of errors to retry): a failed accept() costs that connection only, \
+                 whatever its error; log it and go on accepting",
+                server.alive_note(),
+                before.join(", ")
+            ));
+        }
         format!(
-            "; the accepting went on after accept() calls that failed with {} before, so the \
-             loop ends on some errors only (a list of errors to retry)",
-            before.join(", ")
+            "; it had gone on after accept() calls that failed with {} before ({in_a_row} of \
+             them in a row, just before this one): so the loop ends on some errors only (a list \
+             of errors to retry), or after {} failures in a row (a cap on retries)",
+            before.join(", "),
+            in_a_row + 1
         )
     };
     Fail::failed(format!(

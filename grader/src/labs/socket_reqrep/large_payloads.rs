@@ -201,7 +201,7 @@ fn stopped_mid_small_frames(run: &mut Run, server: &Server) -> Result<(), Fail> 
                 "response {i} of {CALLS} pipelined echo requests of 48 KiB over TCP was wrong: \
                  {problem}{}: each request gets its whole response, in order, however many \
                  requests come together",
-                server.alive_note()
+                server.closed_note()
             )));
             break;
         }

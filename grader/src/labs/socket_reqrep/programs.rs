@@ -189,6 +189,31 @@ impl Server {
         }
     }
 
+    /// For a connection the server closed: [`Server::alive_note`], or, the server alive, the
+    /// timeouts its sockets have, a cause of a close mid-exchange (a read that waits longer
+    /// fails with `EAGAIN`; an accepted connection inherits its listener's timeouts).
+    pub fn closed_note(&self) -> String {
+        let alive = self.alive_note();
+        if !alive.is_empty() {
+            return alive.to_string();
+        }
+        let timeouts = super::observe::sockets_with_timeouts(self.pid());
+        if timeouts.is_empty() {
+            return String::new();
+        }
+        let described: Vec<String> = timeouts
+            .iter()
+            .map(|t| format!("fd {} has {}", t.fd, t.describe()))
+            .collect();
+        format!(
+            " (the server's sockets have timeouts: {}; a read or a write that waits longer \
+             fails with EAGAIN, which ends that client's connection, and an accepted \
+             connection inherits its listener's timeouts: no socket of the server's has one; \
+             the stop wakes the accept() by other means)",
+            described.join(", ")
+        )
+    }
+
     /// One answered request: the server says `ready` before run_server() blocks SIGTERM, so
     /// this shows that the signal will meet the server's own handling.
     pub fn ping(&self) -> Result<(), Fail> {
