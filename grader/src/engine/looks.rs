@@ -14,6 +14,8 @@ use std::path::PathBuf;
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicI32, Ordering};
 
+use super::process::decimal;
+
 /// The directory of the notes, made before any tracer is forked (the child only reads it).
 static DIR: OnceLock<Option<CString>> = OnceLock::new();
 
@@ -69,24 +71,11 @@ pub fn tracing(group: i32, program: i32) {
 ///
 /// `tid` is a thread this process traces, stopped.
 pub unsafe fn note(tid: i32) {
-    let mut info = [0u8; 96];
-    // SAFETY: the kernel writes at most info.len() bytes into it.
-    let got = unsafe {
-        libc::ptrace(
-            libc::PTRACE_GET_SYSCALL_INFO,
-            tid,
-            info.len(),
-            info.as_mut_ptr(),
-        )
-    };
-    if got <= 0 || info[0] != libc::PTRACE_SYSCALL_INFO_ENTRY {
+    // SAFETY: as for this function.
+    let Some(info) = (unsafe { super::tracer::entry_info(tid) }) else {
         return;
-    }
-    let word = |at: usize| {
-        let mut bytes = [0u8; 8];
-        bytes.copy_from_slice(&info[at..at + 8]);
-        u64::from_ne_bytes(bytes)
     };
+    let word = |at: usize| super::tracer::info_word(&info, at);
     let mut read = [0u8; 64];
     let (call, named): (&[u8], &[u8]) = match word(24) as i64 {
         libc::SYS_ptrace if word(32) == libc::PTRACE_TRACEME as u64 => {
@@ -108,11 +97,11 @@ pub unsafe fn note(tid: i32) {
     let Some(dir) = DIR.get().and_then(Option::as_ref) else {
         return;
     };
-    let mut digits = [0u8; 12];
+    let mut digits = [0u8; 20];
     let mut file = Bytes::<512>::new();
     file.push(dir.as_bytes());
     file.push(b"/looked-");
-    file.push(decimal(group, &mut digits));
+    file.push(decimal(group.unsigned_abs().into(), &mut digits));
     file.push(b"\0");
     let mut line = Bytes::<128>::new();
     line.push(call);
@@ -182,10 +171,13 @@ fn own_status(path: &[u8], tid: i32) -> bool {
     let Some(rest) = path.strip_prefix(b"/proc/") else {
         return false;
     };
-    let mut digits = [0u8; 12];
-    let mut tid_digits = [0u8; 12];
-    let program = decimal(PROGRAM.load(Ordering::Relaxed), &mut digits);
-    let thread = decimal(tid, &mut tid_digits);
+    let mut digits = [0u8; 20];
+    let mut tid_digits = [0u8; 20];
+    let program = decimal(
+        PROGRAM.load(Ordering::Relaxed).unsigned_abs().into(),
+        &mut digits,
+    );
+    let thread = decimal(tid.unsigned_abs().into(), &mut tid_digits);
     let whose = [
         b"self".as_slice(),
         b"thread-self".as_slice(),
@@ -209,21 +201,6 @@ fn own_status(path: &[u8], tid: i32) -> bool {
         None => rest,
     };
     rest == b"/status"
-}
-
-/// `n` in decimal, in `into`.
-fn decimal(n: i32, into: &mut [u8; 12]) -> &[u8] {
-    let mut n = n.unsigned_abs();
-    let mut at = into.len();
-    loop {
-        at -= 1;
-        into[at] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    &into[at..]
 }
 
 #[cfg(test)]

@@ -254,21 +254,27 @@ fn default_signal_actions() {
     }
 }
 
-/// Writes `value` in decimal to the file at `path`, with async-signal-safe calls only (between
-/// fork and exec).
-fn write_number(path: &std::ffi::CStr, value: u64) -> std::io::Result<()> {
-    let mut digits = [0u8; 20];
-    let mut start = digits.len();
+/// `value` in decimal, written at the end of `into`, without allocating (between fork and exec,
+/// or in a tracer forked from the grader).
+pub(super) fn decimal(value: u64, into: &mut [u8; 20]) -> &[u8] {
+    let mut start = into.len();
     let mut rest = value;
     loop {
         start -= 1;
-        digits[start] = b'0' + (rest % 10) as u8;
+        into[start] = b'0' + (rest % 10) as u8;
         rest /= 10;
         if rest == 0 {
             break;
         }
     }
-    let text = &digits[start..];
+    &into[start..]
+}
+
+/// Writes `value` in decimal to the file at `path`, with async-signal-safe calls only (between
+/// fork and exec).
+fn write_number(path: &std::ffi::CStr, value: u64) -> std::io::Result<()> {
+    let mut digits = [0u8; 20];
+    let text = decimal(value, &mut digits);
     // SAFETY: a NUL-terminated path, a live buffer of the length given, our own descriptor.
     unsafe {
         let fd = libc::open(path.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);

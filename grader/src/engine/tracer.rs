@@ -2082,26 +2082,40 @@ unsafe fn at_stop_for(tid: i32, call: Call) -> bool {
     }
 }
 
-unsafe fn at_entry_of(pid: i32, call: Call) -> bool {
-    // struct ptrace_syscall_info: op (u8) at 0; for an entry, the number at 24 and the
-    // arguments (u64 each) from 32.
+/// The call thread `tid` is stopped at the entry of, as `struct ptrace_syscall_info`: op (u8) at
+/// 0; the number at 24 and the arguments (u64 each) from 32. `None` at any other stop.
+///
+/// # Safety
+///
+/// `tid` is a thread this process traces, stopped.
+pub(super) unsafe fn entry_info(tid: i32) -> Option<[u8; 96]> {
     let mut info = [0u8; 96];
     // SAFETY: the kernel writes at most info.len() bytes into it.
     let got = unsafe {
         libc::ptrace(
             libc::PTRACE_GET_SYSCALL_INFO,
-            pid,
+            tid,
             info.len(),
             info.as_mut_ptr(),
         )
     };
-    let word = |at: usize| {
-        let mut bytes = [0u8; 8];
-        bytes.copy_from_slice(&info[at..at + 8]);
-        u64::from_ne_bytes(bytes)
+    (got > 0 && info[0] == libc::PTRACE_SYSCALL_INFO_ENTRY).then_some(info)
+}
+
+/// Word `at` (a byte offset) of an [`entry_info`].
+pub(super) fn info_word(info: &[u8; 96], at: usize) -> u64 {
+    let mut bytes = [0u8; 8];
+    bytes.copy_from_slice(&info[at..at + 8]);
+    u64::from_ne_bytes(bytes)
+}
+
+unsafe fn at_entry_of(pid: i32, call: Call) -> bool {
+    // SAFETY: as for this function.
+    let Some(info) = (unsafe { entry_info(pid) }) else {
+        return false;
     };
-    let number_differs = call.number != ANY_NUMBER && word(24) != call.number as u64;
-    if got <= 0 || info[0] != libc::PTRACE_SYSCALL_INFO_ENTRY || number_differs {
+    let word = |at: usize| info_word(&info, at);
+    if call.number != ANY_NUMBER && word(24) != call.number as u64 {
         return false;
     }
     // Whether the string at `addr` in the program's memory is `path`, read with its NUL.
