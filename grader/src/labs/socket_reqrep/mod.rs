@@ -148,7 +148,10 @@ pub static LAB: Lab = Lab {
                           responses while 8 other clients stall mid-request and one does not \
                           read; the idle server blocks, the stalled clients are served when they \
                           go on, and one more while 300 others are idle",
-            exclusive: false,
+            // Alone: its server's hundreds of threads count against RLIMIT_NPROC, which covers
+            // every process of the user, and would leave another check's programs, started
+            // with a limit of their own, short of threads (unprivileged, where it is enforced).
+            exclusive: true,
             hint: Some(
                 "Serve clients concurrently, so that a stalled one holds up nobody, and block while there is nothing to do. See docs/labs/03-socket-reqrep.md, the rules table (the concurrency and blocking rules).",
             ),
