@@ -115,6 +115,63 @@ pub fn share_descriptor(pid: i32, fd: i32) -> Result<OwnedFd, Fail> {
     Ok(unsafe { OwnedFd::from_raw_fd(copy as i32) })
 }
 
+/// Sets resource limit `resource` of running process `pid` to `soft` and `hard`, as `prlimit`
+/// does. A grader without `CAP_SYS_RESOURCE` (root in a container) may do so only to a process
+/// of its own user: for programs run as `user`, a child of the grader takes that user first.
+pub fn set_limit(
+    pid: i32,
+    resource: libc::__rlimit_resource_t,
+    soft: u64,
+    hard: u64,
+    user: Option<(u32, u32)>,
+) -> Result<(), Fail> {
+    let limit = libc::rlimit {
+        rlim_cur: soft,
+        rlim_max: hard,
+    };
+    // SAFETY: a valid rlimit to read, no old value asked for.
+    let set = || unsafe { libc::prlimit(pid, resource, &limit, std::ptr::null_mut()) };
+    let refused = |errno: i32| {
+        Fail::Grader(format!(
+            "prlimit({pid}, resource {resource}, {soft}/{hard}): {}",
+            std::io::Error::from_raw_os_error(errno)
+        ))
+    };
+    let Some((uid, gid)) = user else {
+        return match set() {
+            0 => Ok(()),
+            _ => Err(refused(
+                std::io::Error::last_os_error().raw_os_error().unwrap_or(0),
+            )),
+        };
+    };
+    // SAFETY: the child makes only async-signal-safe system calls, then exits.
+    let child = unsafe { super::process::fork_registered() };
+    if child == 0 {
+        // SAFETY: plain system calls in the forked child.
+        unsafe {
+            let done = libc::setresgid(gid, gid, gid) == 0
+                && libc::setresuid(uid, uid, uid) == 0
+                && set() == 0;
+            libc::_exit(if done { 0 } else { *libc::__errno_location() });
+        }
+    }
+    if child < 0 {
+        return Err(refused(
+            std::io::Error::last_os_error().raw_os_error().unwrap_or(0),
+        ));
+    }
+    let status = nix::sys::wait::waitpid(Pid::from_raw(child), None);
+    super::process::forget(child as u32);
+    match status {
+        Ok(nix::sys::wait::WaitStatus::Exited(_, 0)) => Ok(()),
+        Ok(nix::sys::wait::WaitStatus::Exited(_, errno)) => Err(refused(errno)),
+        other => Err(Fail::Grader(format!(
+            "the child setting resource limit {resource} of {pid} ended with {other:?}"
+        ))),
+    }
+}
+
 /// Sets `O_NONBLOCK` on an open file, one shared with a process ([`share_descriptor`]) say.
 pub fn set_nonblocking(fd: impl AsFd) -> Result<(), Fail> {
     use nix::fcntl::{FcntlArg, OFlag, fcntl};

@@ -326,6 +326,23 @@ pub fn umask(pid: i32) -> Option<u32> {
     u32::from_str_radix(value.trim(), 8).ok()
 }
 
+/// The soft and hard descriptor limits (`RLIMIT_NOFILE`) of `pid`, from `/proc/PID/limits`
+/// (readable whoever runs the process, where `prlimit()` needs its user or `CAP_SYS_RESOURCE`);
+/// `None` once it is gone. An unlimited value reads as `RLIM_INFINITY`.
+pub fn open_files_limit(pid: i32) -> Option<(u64, u64)> {
+    use procfs::process::LimitValue;
+    let limit = procfs::process::Process::new(pid)
+        .ok()?
+        .limits()
+        .ok()?
+        .max_open_files;
+    let value = |v: LimitValue| match v {
+        LimitValue::Value(n) => n,
+        LimitValue::Unlimited => libc::RLIM_INFINITY,
+    };
+    Some((value(limit.soft_limit), value(limit.hard_limit)))
+}
+
 /// What one thread has done so far: how often it went to sleep and how long it ran.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ThreadTimes {

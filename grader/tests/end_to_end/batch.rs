@@ -372,6 +372,19 @@ fn a_class_is_graded_isolated_and_reported() {
     assert_eq!(said.contains("not root"), !root, "{said}");
 
     let grades = read_csv(&out.join("grades.csv"));
+    let checks = read_csv(&out.join("checks.csv"));
+    // A failed comparison of totals names the checks that lost points.
+    let lost: Vec<String> = checks
+        .iter()
+        .filter(|c| c["score"] != c["max_score"] && c["max_score"] != "0")
+        .filter(|c| ["a-solution", "half", "broken"].contains(&c["submission"].as_str()))
+        .map(|c| {
+            format!(
+                "{}: {}/{}: {}",
+                c["submission"], c["lab"], c["check"], c["diagnosis"]
+            )
+        })
+        .collect();
     let by_id: BTreeMap<&str, &BTreeMap<String, String>> =
         grades.iter().map(|r| (r["id"].as_str(), r)).collect();
     assert_eq!(by_id.len(), count, "{grades:?}");
@@ -379,11 +392,16 @@ fn a_class_is_graded_isolated_and_reported() {
     assert_eq!(field("a-solution", "status"), "graded");
     assert_eq!(
         field("a-solution", "total"),
-        field("a-solution", "max_total")
+        field("a-solution", "max_total"),
+        "{lost:#?}"
     );
     assert_ne!(field("a-solution", "total"), "0");
     assert_eq!(field("skeleton", "total"), "0");
-    assert_eq!(field("half", "pipe-echo"), field("a-solution", "pipe-echo"));
+    assert_eq!(
+        field("half", "pipe-echo"),
+        field("a-solution", "pipe-echo"),
+        "{lost:#?}"
+    );
     assert_eq!(field("half", "posix-shm"), "0");
     assert_eq!(field("broken", "status"), "does-not-compile");
     assert!(
@@ -392,7 +410,8 @@ fn a_class_is_graded_isolated_and_reported() {
     );
     assert_eq!(
         field("broken", "pipe-echo"),
-        field("a-solution", "pipe-echo")
+        field("a-solution", "pipe-echo"),
+        "{lost:#?}"
     );
     assert_eq!(field("empty", "status"), "refused");
     assert!(field("empty", "reason").contains("no lab"), "{grades:?}");
@@ -414,7 +433,6 @@ fn a_class_is_graded_isolated_and_reported() {
     // checks.csv against grading alone, in a pristine workspace of the test's: each lab's sources
     // graded once (half holds a-solution's pipe-echo and the skeleton's posix-shm, broken
     // a-solution's pipe-echo).
-    let checks = read_csv(&out.join("checks.csv"));
     let lone = scratch.path().join("alone");
     ipc_grader::deliver::batch::pristine_copy(&workspace(), &lone).unwrap();
     let solution = grade_alone(&lone, &subs.join("a-solution"), &LABS);

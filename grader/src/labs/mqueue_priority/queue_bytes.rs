@@ -11,7 +11,7 @@ use super::protocol::{
     spawn_consumer,
 };
 use crate::engine::audit::message_queue_exists;
-use crate::engine::{Fail, Proc, Run};
+use crate::engine::{Fail, Proc, Run, force};
 
 /// A queue sized against a lowered `RLIMIT_MSGQUEUE`.
 pub struct BytesLimit {
@@ -203,7 +203,13 @@ impl BytesLimit {
         let (before, _) = getrlimit(Resource::RLIMIT_MSGQUEUE)
             .map_err(|e| Fail::Grader(format!("getrlimit(RLIMIT_MSGQUEUE): {e}")))?;
         let soft = self.bytes() - 1;
-        lower_queue_bytes(first.pid(), soft, self.hard, run.program_user())?;
+        force::set_limit(
+            first.pid(),
+            libc::RLIMIT_MSGQUEUE,
+            soft,
+            self.hard,
+            run.program_user(),
+        )?;
         first.proc.send("again", &[])?;
         let answer = first.proc.recv_any()?;
         let created = message_queue_exists(&name);
@@ -234,62 +240,5 @@ impl BytesLimit {
             self.describe(),
             said(&answer)
         )))
-    }
-}
-
-/// Sets the soft `RLIMIT_MSGQUEUE` of running process `pid` to `soft` (its hard limit `hard`
-/// as it was), as `prlimit --msgqueue` does. A grader without `CAP_SYS_RESOURCE` (root in a
-/// container) may do so only to a process of its own user: for programs run as `user`, a child
-/// of the grader takes that user first.
-pub(super) fn lower_queue_bytes(
-    pid: i32,
-    soft: u64,
-    hard: u64,
-    user: Option<(u32, u32)>,
-) -> Result<(), Fail> {
-    let limit = libc::rlimit {
-        rlim_cur: soft,
-        rlim_max: hard,
-    };
-    // SAFETY: a valid rlimit to read, no old value asked for.
-    let set = || unsafe { libc::prlimit(pid, libc::RLIMIT_MSGQUEUE, &limit, std::ptr::null_mut()) };
-    let refused = |errno: i32| {
-        Fail::Grader(format!(
-            "prlimit(RLIMIT_MSGQUEUE) of {pid}: {}",
-            std::io::Error::from_raw_os_error(errno)
-        ))
-    };
-    let Some((uid, gid)) = user else {
-        return match set() {
-            0 => Ok(()),
-            _ => Err(refused(
-                std::io::Error::last_os_error().raw_os_error().unwrap_or(0),
-            )),
-        };
-    };
-    // SAFETY: the child makes only async-signal-safe system calls, then exits.
-    let child = unsafe { crate::engine::process::fork_registered() };
-    if child == 0 {
-        // SAFETY: plain system calls in the forked child.
-        unsafe {
-            let done = libc::setresgid(gid, gid, gid) == 0
-                && libc::setresuid(uid, uid, uid) == 0
-                && set() == 0;
-            libc::_exit(if done { 0 } else { *libc::__errno_location() });
-        }
-    }
-    if child < 0 {
-        return Err(refused(
-            std::io::Error::last_os_error().raw_os_error().unwrap_or(0),
-        ));
-    }
-    let status = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(child), None);
-    crate::engine::process::forget(child as u32);
-    match status {
-        Ok(nix::sys::wait::WaitStatus::Exited(_, 0)) => Ok(()),
-        Ok(nix::sys::wait::WaitStatus::Exited(_, errno)) => Err(refused(errno)),
-        other => Err(Fail::Grader(format!(
-            "the child setting RLIMIT_MSGQUEUE of {pid} ended with {other:?}"
-        ))),
     }
 }

@@ -10,7 +10,6 @@ use super::limits::consumer_args;
 use super::protocol::{
     Consumer, failed_errno, failed_with, release, said, sized, spawn_consumer_stopped,
 };
-use super::queue_bytes::lower_queue_bytes;
 use crate::engine::tracer::{Call, Step, Tracer};
 use crate::engine::{Fail, Run, force};
 
@@ -64,7 +63,13 @@ pub fn queue_limit_kept_on_emfile(run: &mut Run) -> Result<(), Fail> {
         } else {
             hard - 1
         };
-        lower_queue_bytes(pid, lowered, hard, run.program_user())?;
+        force::set_limit(
+            pid,
+            libc::RLIMIT_MSGQUEUE,
+            lowered,
+            hard,
+            run.program_user(),
+        )?;
     }
     let steps = [
         (CREATING, Step::Fail(libc::EMFILE)),

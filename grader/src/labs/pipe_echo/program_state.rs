@@ -10,7 +10,7 @@ use super::returned::Returned;
 use super::session::{Flags, HELD_PIPE, Spawned, launch, settle_in_read};
 use crate::engine::inspect::{self, SignalMask};
 use crate::engine::tracer::{Action, Call, Tracer};
-use crate::engine::{Fail, Run};
+use crate::engine::{Fail, Run, force};
 
 /// The signals the program starts with blocked: two it has no use for, which a program may
 /// well block for reasons of its own (to take them in a `signalfd()`, say).
@@ -248,17 +248,6 @@ fn mask_kept_when_fork_fails(run: &mut Run) -> Result<String, Fail> {
     }
 }
 
-/// The soft and hard `RLIMIT_NOFILE` of `pid`.
-fn nofile(pid: i32) -> Option<(u64, u64)> {
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: prlimit with no new limit writes the old one into `limit`.
-    let got = unsafe { libc::prlimit(pid, libc::RLIMIT_NOFILE, std::ptr::null(), &mut limit) };
-    (got == 0).then_some((limit.rlim_cur, limit.rlim_max))
-}
-
 /// The soft descriptor limit lowered from outside (`prlimit()`) to leave one descriptor free,
 /// then three (the first pipe fits, not the second), with the hard limit far above it: the
 /// limit is the soft one, and `spawn()` must return `Pipe(EMFILE)` and leave both limits as
@@ -269,20 +258,27 @@ fn descriptor_limit_kept(run: &mut Run) -> Result<String, Fail> {
         let launched = launch(run, input, Flags::default())?;
         let parent = launched.parent;
         let soft = outside::descriptor_limit(&launched.fds_before, free);
-        let Some((_, hard)) = nofile(parent) else {
+        let Some((_, hard)) = inspect::open_files_limit(parent) else {
             run.note("the program's descriptor limit could not be read: not tried");
-            launched.spawn()?;
+            launched.run_out()?;
             return Ok("the soft descriptor limit not tried".into());
         };
-        let wanted = libc::rlimit {
-            rlim_cur: soft,
-            rlim_max: hard.min(soft + 4096).max(soft + 64),
-        };
-        // SAFETY: prlimit reads the new limit from `wanted` and writes nothing back.
-        let set =
-            unsafe { libc::prlimit(parent, libc::RLIMIT_NOFILE, &wanted, std::ptr::null_mut()) };
-        if set != 0 || nofile(parent) != Some((wanted.rlim_cur, wanted.rlim_max)) {
-            run.note("the grader may not set the program's descriptor limit here: not tried");
+        let wanted = (soft, hard.min(soft + 4096).max(soft + 64));
+        let set = force::set_limit(
+            parent,
+            libc::RLIMIT_NOFILE,
+            wanted.0,
+            wanted.1,
+            run.program_user(),
+        );
+        if set.is_err() || inspect::open_files_limit(parent) != Some(wanted) {
+            run.note(format!(
+                "the grader could not set the program's descriptor limit ({}): not tried",
+                match set {
+                    Err(Fail::Grader(why)) => why,
+                    _ => "it did not hold".into(),
+                }
+            ));
             launched.run_out()?;
             return Ok("the soft descriptor limit not tried".into());
         }
@@ -290,10 +286,10 @@ fn descriptor_limit_kept(run: &mut Run) -> Result<String, Fail> {
             "with the program's soft descriptor limit (RLIMIT_NOFILE) at {soft}, {free} \
              descriptor{} free where two pipes need four, and its hard limit at {}",
             if free == 1 { "" } else { "s" },
-            wanted.rlim_max
+            wanted.1
         );
-        let after = |pid: i32| match nofile(pid) {
-            Some((cur, max)) if (cur, max) != (wanted.rlim_cur, wanted.rlim_max) => format!(
+        let after = |pid: i32| match inspect::open_files_limit(pid) {
+            Some((cur, max)) if (cur, max) != wanted => format!(
                 ", and the program's limit is now {cur} (soft) / {max} (hard): spawn() raised \
                  it (setrlimit()) to make room, and left it so. The soft limit is the limit: \
                  when pipe() fails with EMFILE, return PipeEchoError::Pipe(EMFILE) and leave \
