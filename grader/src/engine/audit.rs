@@ -222,6 +222,27 @@ impl CheckObjects {
                 .any(|other| !std::ptr::eq(&*other, self) && other.claims(object))
     }
 
+    /// Whether file `path` of `/dev/shm` (a POSIX object, `sem.` and all) carries a name handed
+    /// out to another check running now: with `--jobs` and `--run-as`, the programs of every
+    /// check run as one user, so the owner alone does not tell whose it is.
+    pub fn anothers_shm_file(&self, path: &std::path::Path) -> bool {
+        if path.parent() != Some(std::path::Path::new("/dev/shm")) {
+            return false;
+        }
+        let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
+            return false;
+        };
+        let object = IpcObject::DevShm {
+            name: name.to_string(),
+        };
+        RUNNING_CHECKS
+            .lock()
+            .expect("running checks lock")
+            .iter()
+            .filter_map(std::sync::Weak::upgrade)
+            .any(|other| !std::ptr::eq(&*other, self) && other.claims(&object))
+    }
+
     /// Whether `object` carries one of this check's names or keys, or was created or used by
     /// one of its processes (a SysV object made with `IPC_PRIVATE` has neither name nor key).
     fn claims(&self, object: &IpcObject) -> bool {

@@ -71,8 +71,14 @@ const EVENTS: AddWatchFlags = AddWatchFlags::IN_CREATE.union(AddWatchFlags::IN_M
 impl FileWatch {
     /// Starts watching the check's directory `dir` and the shared places. `roots` are the
     /// programs the check starts (filled as it starts them); `owner` is the user they run as,
-    /// when it is not the grader's.
-    pub fn start(dir: &Path, roots: Arc<Mutex<Vec<i32>>>, owner: Option<u32>) -> FileWatch {
+    /// when it is not the grader's; `anothers` tells a file of that user that belongs to
+    /// another check running alongside, asked when the file appears.
+    pub fn start(
+        dir: &Path,
+        roots: Arc<Mutex<Vec<i32>>>,
+        owner: Option<u32>,
+        anothers: impl Fn(&Path) -> bool + Send + 'static,
+    ) -> FileWatch {
         let stop = EventFd::from_flags(EfdFlags::EFD_CLOEXEC | EfdFlags::EFD_NONBLOCK)
             .ok()
             .map(Arc::new);
@@ -93,7 +99,15 @@ impl FileWatch {
         }
         let openings = OpenWatch::get().map(|group| group.subscribe(roots.clone()));
         let thread = inotify.zip(stop.clone()).map(|(inotify, stop)| {
-            std::thread::spawn(move || watch(inotify, openings, watches, &stop, &roots, owner))
+            std::thread::spawn(move || {
+                let owned = |path: &Path| {
+                    owner.is_some()
+                        && owner == owner_of(path)
+                        && !made_by_the_grader(path)
+                        && !anothers(path)
+                };
+                watch(inotify, openings, watches, &stop, &roots, owned)
+            })
         });
         FileWatch {
             dir: dir.to_path_buf(),
@@ -269,7 +283,7 @@ fn watch(
     mut watches: Vec<(WatchDescriptor, PathBuf, bool)>,
     stop: &EventFd,
     roots: &Mutex<Vec<i32>>,
-    owner: Option<u32>,
+    owned: impl Fn(&Path) -> bool,
 ) -> BTreeSet<Created> {
     let mut created = BTreeSet::new();
     // Files that appeared in the shared places with no process of the check holding them, and
@@ -320,8 +334,7 @@ fn watch(
                 let roots = roots.lock().expect("roots lock").clone();
                 if let Some(by) = holder(&roots, &path) {
                     created.insert(Created { path, by: Some(by) });
-                } else if owner.is_some() && owner == owner_of(&path) && !made_by_the_grader(&path)
-                {
+                } else if owned(&path) {
                     created.insert(Created { path, by: None });
                 } else {
                     unclaimed.insert(path);
@@ -440,7 +453,7 @@ mod tests {
         let shared =
             std::env::temp_dir().join(format!("ipc-labs-files-test-{}", std::process::id()));
         let roots = Arc::new(Mutex::new(Vec::new()));
-        let watch = FileWatch::start(dir.path(), roots.clone(), None);
+        let watch = FileWatch::start(dir.path(), roots.clone(), None, |_| false);
         let mut child = std::process::Command::new("sh")
             .arg("-c")
             .arg(format!(
@@ -468,7 +481,7 @@ mod tests {
         let shared =
             std::env::temp_dir().join(format!("ipc-labs-files-quick-{}", std::process::id()));
         let roots = Arc::new(Mutex::new(Vec::new()));
-        let watch = FileWatch::start(dir.path(), roots.clone(), None);
+        let watch = FileWatch::start(dir.path(), roots.clone(), None, |_| false);
         // The shell waits for its parent to list it before it writes.
         let mut child = std::process::Command::new("sh")
             .arg("-c")

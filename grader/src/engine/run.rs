@@ -935,7 +935,12 @@ fn run_check(
     let user = options.run_as.as_ref().map(|u| u.uid);
     let objects = Arc::new(CheckObjects::new(roots.clone(), user));
     CheckObjects::register(&objects);
-    let file_watch = FileWatch::start(dir.path(), roots.clone(), user);
+    let watched = Arc::downgrade(&objects);
+    let file_watch = FileWatch::start(dir.path(), roots.clone(), user, move |path| {
+        watched
+            .upgrade()
+            .is_some_and(|objects| objects.anothers_shm_file(path))
+    });
     let started = Instant::now();
     let tag = ledger.new_tag();
     let mut run = Run {
