@@ -184,6 +184,37 @@ pub struct CheckObjects {
 /// The checks running now (see [`CheckObjects::register`]).
 static RUNNING_CHECKS: Mutex<Vec<std::sync::Weak<CheckObjects>>> = Mutex::new(Vec::new());
 
+/// The names handed out to checks that ended within [`ENDED_REMEMBERED`], with when each
+/// ended: a file another check's program made just before that check ended may be seen by a
+/// watcher a moment later.
+static ENDED_CHECKS: Mutex<Vec<(Instant, Vec<String>)>> = Mutex::new(Vec::new());
+
+/// How long the names of an ended check are remembered (see [`ENDED_CHECKS`]).
+const ENDED_REMEMBERED: Duration = Duration::from_secs(5);
+
+/// Whether `name` (of `/dev/shm`, without `sem.`) carries a name handed out to a check that
+/// ended a moment ago.
+fn ended_check_named(name: &str) -> bool {
+    let mut ended = ENDED_CHECKS.lock().expect("ended checks lock");
+    ended.retain(|(at, _)| at.elapsed() < ENDED_REMEMBERED);
+    ended.iter().any(|(_, names)| {
+        names
+            .iter()
+            .any(|given| name.starts_with(given.trim_start_matches('/')))
+    })
+}
+
+impl Drop for CheckObjects {
+    fn drop(&mut self) {
+        let names = std::mem::take(&mut *self.names.lock().unwrap_or_else(|e| e.into_inner()));
+        if !names.is_empty() {
+            let mut ended = ENDED_CHECKS.lock().unwrap_or_else(|e| e.into_inner());
+            ended.retain(|(at, _)| at.elapsed() < ENDED_REMEMBERED);
+            ended.push((Instant::now(), names));
+        }
+    }
+}
+
 /// Looks closer together than this are skipped: a check may exchange thousands of messages.
 const LOOK_INTERVAL: Duration = Duration::from_millis(2);
 
@@ -235,12 +266,13 @@ impl CheckObjects {
         let object = IpcObject::DevShm {
             name: name.to_string(),
         };
-        RUNNING_CHECKS
+        let running = RUNNING_CHECKS
             .lock()
             .expect("running checks lock")
             .iter()
             .filter_map(std::sync::Weak::upgrade)
-            .any(|other| !std::ptr::eq(&*other, self) && other.claims(&object))
+            .any(|other| !std::ptr::eq(&*other, self) && other.claims(&object));
+        running || ended_check_named(name.strip_prefix("sem.").unwrap_or(name))
     }
 
     /// Whether `object` carries one of this check's names or keys, or was created or used by
