@@ -184,6 +184,13 @@ pub struct CheckObjects {
 /// The checks running now (see [`CheckObjects::register`]).
 static RUNNING_CHECKS: Mutex<Vec<std::sync::Weak<CheckObjects>>> = Mutex::new(Vec::new());
 
+/// Whether `name` (of a file in `/dev/shm`) has the shape of the file in which glibc's
+/// `sem_open()` builds a new semaphore, `sem.XXXXXX`, before it links it to its name.
+pub fn glibc_temporary_name(name: &str) -> bool {
+    name.strip_prefix("sem.")
+        .is_some_and(|rest| rest.len() == 6 && rest.bytes().all(|b| b.is_ascii_alphanumeric()))
+}
+
 /// The names handed out to checks that ended within [`ENDED_REMEMBERED`], with when each
 /// ended: a file another check's program made just before that check ended may be seen by a
 /// watcher a moment later.
@@ -242,9 +249,12 @@ impl CheckObjects {
             return true;
         }
         // Owned by the programs' user, and claimed by no other check running alongside (with
-        // `--jobs`, another check's programs run as the same user).
+        // `--jobs`, another check's programs run as the same user). Not a semaphore glibc is
+        // making: whose it is cannot be told, and removing it fails that `sem_open()`.
         let owned = self.user.is_some() && object.owner() == self.user;
+        let making = matches!(object, IpcObject::DevShm { name } if glibc_temporary_name(name));
         owned
+            && !making
             && !RUNNING_CHECKS
                 .lock()
                 .expect("running checks lock")
@@ -597,6 +607,58 @@ pub fn socket_files(dir: &std::path::Path) -> Vec<IpcObject> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// With the programs run as another user, a check claims that user's objects, but not one
+    /// another running check was given, nor a semaphore glibc is making, nor, a moment after
+    /// it ended, one that an ended check was given.
+    #[test]
+    fn a_users_objects_are_told_apart_by_name() {
+        let uid = nix::unistd::getuid().as_raw();
+        let tag = format!("ipc-labs-audit-test-{}", std::process::id());
+        let this = Arc::new(CheckObjects::new(
+            Arc::new(Mutex::new(Vec::new())),
+            Some(uid),
+        ));
+        let other = Arc::new(CheckObjects::new(
+            Arc::new(Mutex::new(Vec::new())),
+            Some(uid),
+        ));
+        CheckObjects::register(&this);
+        CheckObjects::register(&other);
+        other.names.lock().unwrap().push(format!("/{tag}-other-"));
+        let owned = |name: &str| {
+            let path = std::path::PathBuf::from("/dev/shm").join(name);
+            std::fs::write(&path, b"").unwrap();
+            path
+        };
+        let unnamed = owned(&format!("{tag}-unnamed"));
+        let anothers = owned(&format!("sem.{tag}-other-ready"));
+        let making = owned("sem.Ab3xZ9");
+        let found = this.current();
+        let has = |path: &std::path::Path| {
+            found.contains(&IpcObject::DevShm {
+                name: path.file_name().unwrap().to_string_lossy().into_owned(),
+            })
+        };
+        let (claimed_unnamed, claimed_anothers, claimed_making) =
+            (has(&unnamed), has(&anothers), has(&making));
+        let anothers_before_end = this.anothers_shm_file(&anothers);
+        drop(other);
+        let anothers_after_end = this.anothers_shm_file(&anothers);
+        for path in [&unnamed, &anothers, &making] {
+            let _ = std::fs::remove_file(path);
+        }
+        assert!(
+            claimed_unnamed,
+            "an unnamed object of the user was not claimed"
+        );
+        assert!(
+            !claimed_anothers,
+            "another running check's object was claimed"
+        );
+        assert!(!claimed_making, "a semaphore glibc is making was claimed");
+        assert!(anothers_before_end && anothers_after_end);
+    }
 
     /// Two checks that compute one key: the second to claim it is refused until the first's
     /// objects are dropped, at the end of its audit.

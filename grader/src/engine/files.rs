@@ -438,8 +438,7 @@ pub fn glibc_temporary(path: &Path) -> bool {
         && path
             .file_name()
             .and_then(|n| n.to_str())
-            .and_then(|n| n.strip_prefix("sem."))
-            .is_some_and(|rest| rest.len() == 6)
+            .is_some_and(super::audit::glibc_temporary_name)
         && !path.exists()
 }
 
