@@ -13,9 +13,14 @@ use super::transfer::said;
 use crate::engine::tracer::{Call, Step, Tracer};
 use crate::engine::{Fail, Proc, Run, force};
 
-/// The calls that read a descriptor's size (glibc's `fstat()` is `newfstatat()` on an empty
-/// path; `statx()` for a program that calls it).
-const SIZE_READS: &[i64] = &[libc::SYS_fstat, libc::SYS_newfstatat, libc::SYS_statx];
+/// The calls that read a descriptor's size: `fstat()`, and `newfstatat()` or `statx()` on an
+/// empty path (`AT_EMPTY_PATH`: glibc's `fstat()`, Rust's `File::metadata()`); not a `stat()`
+/// of a path, which reads whatever has the name by then.
+const SIZE_READS: &[Call] = &[
+    Call::any(libc::SYS_fstat),
+    Call::flag_set(libc::SYS_newfstatat, 3, libc::AT_EMPTY_PATH as u64),
+    Call::flag_set(libc::SYS_statx, 2, libc::AT_EMPTY_PATH as u64),
+];
 
 /// A receiver opening an object of the grader's, one step of its open made to fail.
 struct FailingOpen {
@@ -53,7 +58,7 @@ pub fn failed_opens_leave_nothing(run: &mut Run) -> Result<(), Fail> {
                 pid,
                 [
                     opening,
-                    (Call::one_of(SIZE_READS), Step::Fail(libc::EIO)),
+                    (Call::any_of(SIZE_READS), Step::Fail(libc::EIO)),
                     exiting,
                 ],
             )?,
@@ -150,16 +155,29 @@ impl FailingOpen {
         } else {
             self.receiver.kill_tree();
         }
-        if !forced {
-            // The step never came (no fstat(), say): judged elsewhere.
-            return Ok(());
-        }
         let (kind, step) = (self.kind, self.step);
         let asked = format!(
             "opening the grader's object {} of {} bytes in `recv` (Segment::open), its {step}",
             dev_shm(&self.name).display(),
             self.size
         );
+        if !forced {
+            // The size read of the descriptor never came: an open that got past its size
+            // took it another way; one that failed before is judged elsewhere.
+            let past_size = answer.kind != "failed"
+                || matches!(answer.get("kind"), Some("fstat" | "bad-size" | "mmap"));
+            if kind == "fstat" && past_size {
+                return Err(Fail::failed(format!(
+                    "{asked}: the receiver (pid {pid}) made no fstat() of the descriptor \
+                     shm_open() gave it (nor newfstatat() or statx() on it), and said {}: it \
+                     took the object's size another way, such as a stat() of /dev/shm/NAME, \
+                     which reads whatever has the name by then, not the object opened; take \
+                     the size from fstat() of the descriptor (its failure is TransferError::Stat)",
+                    said(&answer)
+                )));
+            }
+            return Ok(());
+        }
         let errno_ok = self
             .errno
             .is_none_or(|errno| answer.get("error").is_some_and(|e| e.contains(errno)));

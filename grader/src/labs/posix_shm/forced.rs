@@ -289,7 +289,53 @@ pub fn failed_creator_calls(run: &mut Run) -> Result<bool, Fail> {
         super::left_alone::umask_kept_on_failure(&what, kind, umask)?;
         proc.wait()?;
     }
+    past_off_t_refused_before_the_call(run)?;
     Ok(true)
+}
+
+/// A create of 2^63 bytes, one past `i64::MAX`, whose `ftruncate()` the grader would fail with
+/// `EPERM`: no `off_t` holds the size, so it is refused before any `ftruncate()` (a size cast
+/// with `as i64` wraps to a negative length, which the call refuses with `EINVAL`).
+fn past_off_t_refused_before_the_call(run: &mut Run) -> Result<(), Fail> {
+    let name = run.ipc_name("forced-past-off-t");
+    let size = 1usize << 63;
+    let mut proc = start_stopped(run, &name, Some(size), CREATOR)?;
+    let pid = proc.pid.as_raw();
+    let tracer = Tracer::attach(
+        pid,
+        Call::any(libc::SYS_ftruncate),
+        Action::Fail(libc::EPERM),
+    )?;
+    force::resume(pid)?;
+    let Some(mut tracer) = tracer else {
+        proc.kill_tree();
+        return Ok(());
+    };
+    let what = "creating a table of 2^63 bytes (one past i64::MAX) while the grader would fail \
+                its ftruncate() with EPERM";
+    let answer = await_answer(&mut proc, CREATOR, what, Some("ftruncate"));
+    let called = tracer.failed_the_call()?;
+    drop(tracer);
+    let _ = std::fs::remove_file(dev_shm(&name));
+    let answer = answer?;
+    if called {
+        proc.kill_tree();
+        return Err(Fail::failed(format!(
+            "{what}: the creator called ftruncate() (the grader failed it) before it said {}: \
+             2^63 is no off_t, and a size cast with `as i64` wraps to a negative length, which \
+             ftruncate() refuses with EINVAL; a size past i64::MAX is refused before the call \
+             (i64::try_from(size), TableError::Truncate)",
+            said(&answer)
+        )));
+    }
+    refused(
+        &answer,
+        "ftruncate",
+        what,
+        "a size past i64::MAX is TableError::Truncate, refused before ftruncate()",
+    )?;
+    proc.wait()?;
+    Ok(())
 }
 
 /// A creator's `ftruncate()` or its `exit_group()`, whichever comes first.
