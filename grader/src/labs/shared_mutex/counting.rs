@@ -56,9 +56,14 @@ pub(super) fn exact_totals(run: &mut Run) -> Result<String, Fail> {
             through_the_mapping(&session, transfers, io).map_err(in_round)?;
         }
     }
+    let kept = if super::balances_kept::balances_read_under_the_lock(run)? {
+        "; balances changed by the grader midway, holding the mutex, were kept"
+    } else {
+        ""
+    };
     Ok(format!(
         "3 runs of 4 workers x {WORK} transfers: count and every balance exact ({times:?} ms), \
-         with at most {calls} read/write calls in a run"
+         with at most {calls} read/write calls in a run{kept}"
     ))
 }
 

@@ -30,8 +30,11 @@ pub(super) fn create_failures(run: &mut Run) -> Result<String, Fail> {
         &message,
         "shm-open",
         "SharedBank::create() of a valid name 300 characters long",
-        "the name rule has no length limit, so the name is valid; shm_open() then fails \
-         (ENAMETOOLONG), which is BankError::Open",
+        "the name rule has no length limit, so the name is valid, and it is shm_open() that \
+         refuses it (glibc says EINVAL for a name past NAME_MAX), which is BankError::Open \
+         with that errno: a bad-name here comes from a length limit in the name check, or from \
+         an shm_open() error (EINVAL) turned into BadName; only the name rule's own refusals \
+         are BadName",
     )?;
     release(&mut proc)?;
     names_at_the_edge(run)?;

@@ -24,6 +24,7 @@
 
 mod abandoned_bank;
 mod attributes;
+mod balances_kept;
 mod bank_view;
 mod broadcast_errors;
 mod coordinator_locks;

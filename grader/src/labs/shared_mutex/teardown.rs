@@ -163,19 +163,22 @@ fn forced_munmap_failure(run: &mut Run) -> Result<bool, Fail> {
             path.display()
         )));
     }
-    if last.kind != "failed" || kind != "munmap" {
-        return Err(Fail::failed(format!(
-            "the grader failed the coordinator's munmap() of the bank in destroy() (EINVAL), \
-             and destroy() {}, not kind=munmap: it returns the first error, munmap()'s \
-             BankError::Unmap",
-            if last.kind == "failed" {
-                format!("failed with kind={kind}")
-            } else {
-                "said nothing went wrong (`closed`)".to_string()
-            }
-        )));
-    }
-    Ok(true)
+    // The unlink the tracer waited for after the failed munmap() never came, yet the name is
+    // gone: it went before.
+    Err(Fail::failed(format!(
+        "the grader failed the coordinator's munmap() of the bank in destroy() (EINVAL) and \
+         then waited for its shm_unlink() of {}: none came after the munmap(), yet the name is \
+         gone (destroy() said {}): destroy() unlinked the name before it unmapped the bank (or \
+         removed it another way than shm_unlink() of that path); the steps go in order, \
+         pthread_cond_destroy(), pthread_mutex_destroy(), munmap(), shm_unlink(), each tried \
+         when one before it failed, and the first error returned",
+        path.display(),
+        if last.kind == "failed" {
+            format!("kind={kind}")
+        } else {
+            "`closed`".to_string()
+        }
+    )))
 }
 
 /// The coordinator's `closed` or `failed` after its workers were let go, or `None` if it said

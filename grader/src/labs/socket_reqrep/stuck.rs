@@ -37,6 +37,20 @@ impl Server {
             })
             .collect();
         let mut causes = Vec::new();
+        // Named first: while a thread still waits for the stop signal, what else blocks may
+        // only be waiting for a stop that never began.
+        if threads
+            .iter()
+            .any(|t| t.syscall == Some(libc::SYS_rt_sigtimedwait))
+        {
+            causes.push(format!(
+                "a thread still waits for a signal, so {0} did not end that wait: the set it \
+                 waits for lacks {0} (the server stops at SIGTERM and at SIGINT, both in the set), \
+                 or it went back to waiting after taking it; what else is blocked may be waiting \
+                 for a stop that never began",
+                signal.as_str()
+            ));
+        }
         let any = |f: &dyn Fn(&Activity) -> bool| threads.iter().any(|t| f(&t.activity));
         if any(&|a| matches!(a, Activity::SocketAccept { .. })) {
             causes.push(
@@ -108,16 +122,6 @@ impl Server {
                  (Shutdown::Both) before you wait for its handler"
                     .to_string(),
             );
-        }
-        if threads
-            .iter()
-            .any(|t| t.syscall == Some(libc::SYS_rt_sigtimedwait))
-        {
-            causes.push(format!(
-                "a thread still waits for a signal: {} did not end that wait; wait for SIGTERM \
-                 and SIGINT both",
-                signal.as_str()
-            ));
         }
         if any(&|a| matches!(a, Activity::Busy | Activity::Sleep)) {
             causes.push(

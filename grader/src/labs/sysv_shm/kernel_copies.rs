@@ -50,6 +50,10 @@ static UNTIL_READY: [i64; 21] = and_then(libc::SYS_sendto);
 /// The reader: its `shmdt()` follows the record's reading.
 static UNTIL_DETACH: [i64; 21] = and_then(libc::SYS_shmdt);
 
+/// What [`copy_made`] says of a reader held at a call of [`MOVING_BYTES`] with no segment
+/// attached any more, though it never called `shmdt()`: it detached another way.
+pub(super) const DETACHED_ANOTHER_WAY: &str = "no shmdt(), the segment no longer attached";
+
 /// The step of a publisher's [`Tracer::in_turn`] that holds it at its first call of
 /// [`UNTIL_READY`], after its `shmat()`.
 pub(super) fn publisher_step() -> (Call, Step) {
@@ -72,15 +76,20 @@ pub(super) fn trace_reader(pid: i32) -> Result<Option<Tracer>, Fail> {
 /// Waits until `tracer` holds program `pid` at its step of [`publisher_step`] or
 /// [`trace_reader`], and lets it go: the call it was held in, if that is one that moves bytes
 /// (a write to its standard output or error, which prints, aside), not `main.rs`'s next step.
+/// For a reader (`reader`: its watch ends at its `shmdt()`), [`DETACHED_ANOTHER_WAY`] if the
+/// segment was gone from its mappings by then.
 pub(super) fn copy_made(
     mut tracer: Tracer,
     pid: i32,
     until: Instant,
+    reader: bool,
 ) -> Result<Option<String>, Fail> {
-    let held = if tracer.held_before(until)? {
-        inspect::call_of(pid, pid)
+    let (held, attached) = if tracer.held_before(until)? {
+        let attached = std::fs::read_to_string(format!("/proc/{pid}/maps"))
+            .is_ok_and(|maps| maps.contains("/SYSV"));
+        (inspect::call_of(pid, pid), attached)
     } else {
-        None
+        (None, true)
     };
     tracer.release();
     let Some((number, args)) = held else {
@@ -89,6 +98,9 @@ pub(super) fn copy_made(
     let printing = matches!(number, libc::SYS_write | libc::SYS_writev) && args[0] <= 2;
     if !MOVING_BYTES.contains(&number) || printing {
         return Ok(None);
+    }
+    if reader && !attached {
+        return Ok(Some(DETACHED_ANOTHER_WAY.to_string()));
     }
     let fd = args[0] as i32;
     let target = || {

@@ -598,7 +598,7 @@ fn publish_with_past_end_marked(
             mark_past_end(found.id, size as usize, &bytes)?;
             let header = mark_header(run, found.id)?;
             tracer.go_on();
-            let copy = kernel_copies::copy_made(tracer, pid, run.deadline())?;
+            let copy = kernel_copies::copy_made(tracer, pid, run.deadline(), false)?;
             marked = Some(Marked {
                 past_end: bytes,
                 header,

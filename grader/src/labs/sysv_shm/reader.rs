@@ -197,13 +197,22 @@ pub(super) fn reader_copies_itself(
     expect(&mut reader, "reader", "attached").map_err(with_context(&context))?;
     reader.send("go", &[])?;
     let copy = match traced {
-        Some(tracer) => kernel_copies::copy_made(tracer, pid, run.deadline())?,
+        Some(tracer) => kernel_copies::copy_made(tracer, pid, run.deadline(), true)?,
         None => None,
     };
     let done = expect(&mut reader, "reader", "done").map_err(with_context(&context))?;
     exits_cleanly(&mut reader, "reader")?;
     verify_read(&done, &output, sequence, payload, "planted").map_err(with_context(&context))?;
     Ok(copy.map(|copy| {
+        if copy == kernel_copies::DETACHED_ANOTHER_WAY {
+            return Fail::failed(format!(
+                "{context}: after its shmat() the reader made no shmdt(), yet when it next \
+                 called a system call that moves bytes the segment was no longer in its \
+                 /proc/PID/maps: it detached the segment another way, such as munmap() of the \
+                 address shmat() returned; shmdt() is the call that detaches a SysV segment \
+                 (and the one whose failure is Detach): Segment::detach calls it"
+            ));
+        }
         Fail::failed(format!(
             "{context}: between its shmat() and its shmdt() the reader's main thread called \
              {copy}, a system call that moves bytes: the kernel copied (a part of) the payload \

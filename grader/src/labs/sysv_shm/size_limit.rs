@@ -234,15 +234,36 @@ fn twenty_digit_limit(
                     )
                 })
             };
+            // A limit at the top of a narrower type: shmmax saturated into it.
+            let clamped = |l: u64| {
+                [
+                    (i64::MAX as u64, "i64::MAX (isize::MAX)"),
+                    (u32::MAX as u64, "u32::MAX"),
+                    (i32::MAX as u64, "i32::MAX"),
+                ]
+                .into_iter()
+                .find(|&(top, _)| top == l && l < shmmax)
+                .map(|(_, name)| {
+                    format!(
+                        "the limit it used is {l}, exactly {name}: shmmax, an unsigned 64-bit \
+                         number, was clamped to (or saturated in) a narrower type on its way; \
+                         keep it a u64 (the file's 20 digits parse as u64 only) and refuse only \
+                         a size above it"
+                    )
+                })
+            };
             let why = limit_of(error)
                 .and_then(|l| {
                     digits_cut(l, shmmax)
                         .or(own_refusal(l))
+                        .or(clamped(l))
                         .or(einval_taken(l, shmmax, shmmax))
                 })
                 .unwrap_or_else(|| {
-                    "its limit is below shmmax as the file has it now: read \
-                     /proc/sys/kernel/shmmax whole, each time, and refuse only a size above it"
+                    "its limit is below shmmax as the file has it now: the file read in part, a \
+                     value read earlier kept, or the number narrowed on its way; read \
+                     /proc/sys/kernel/shmmax whole, each time, keep it a u64, and refuse only a \
+                     size above it"
                         .to_string()
                 });
             Err(Fail::failed(format!(
