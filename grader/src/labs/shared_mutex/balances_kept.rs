@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use super::ACCOUNTS;
 use super::probe;
 use super::session::Session;
-use super::totals::{expected, verify};
+use super::totals::{expected, off_accounts, verify};
 use crate::engine::{Fail, Run};
 
 /// Transfers of the worker: a tenth of a second of work or more, so that the grader, which
@@ -55,13 +55,7 @@ pub(super) fn balances_read_under_the_lock(run: &mut Run) -> Result<bool, Fail> 
         // transfers) are not this one's.
         let (transfers, want) = expected(&session, &outcome, &[(0, vec![added; ACCOUNTS])]);
         let (counted, balances) = session.segment.bank()?;
-        let lost: Vec<String> = balances
-            .iter()
-            .zip(&want)
-            .enumerate()
-            .filter(|(_, (got, want))| got != want)
-            .map(|(account, (got, want))| format!("account {account} is off by {}", got - want))
-            .collect();
+        let lost = off_accounts(&balances, &want);
         if counted == transfers && !lost.is_empty() {
             return Err(Fail::failed(format!(
                 "the grader took the bank's mutex after {count} of {total} transfers and, \

@@ -34,6 +34,16 @@ pub(super) fn expected(
     (want_transfers, want)
 }
 
+/// Each account whose balance in `got` is not the one in `want`, and by how much.
+pub(super) fn off_accounts(got: &[i64], want: &[i64]) -> Vec<String> {
+    got.iter()
+        .zip(want)
+        .enumerate()
+        .filter(|(_, (got, want))| got != want)
+        .map(|(account, (got, want))| format!("account {account} is off by {}", got - want))
+        .collect()
+}
+
 /// Checks the coordinator's final view against the workers' reports: `finished` and `dead`
 /// as given, the transfer count and every balance exact; then that the bank in the segment, as
 /// the grader reads it, holds the same count and balances, with no transfer under way. `extra`
@@ -98,13 +108,7 @@ pub(super) fn verify(
         )));
     }
     let (want_transfers, want) = expected(session, outcome, extra);
-    let wrong: Vec<String> = balances
-        .iter()
-        .zip(&want)
-        .enumerate()
-        .filter(|(_, (got, want))| got != want)
-        .map(|(account, (got, want))| format!("account {account} is off by {}", got - want))
-        .collect();
+    let wrong = off_accounts(&balances, &want);
     let total: i64 = balances.iter().sum::<i64>() - want.iter().sum::<i64>();
     if transfers > want_transfers && wrong.is_empty() {
         return Err(Fail::failed(format!(
